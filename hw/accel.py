@@ -1,0 +1,679 @@
+"""Top level: the conv2d accelerator.
+
+Blocks (all in this module's :class:`Conv2dAccelerator`, the array and the
+requantizer in their own components):
+
+* descriptor check -- validates a layer descriptor against the elaborated limits;
+* tile-parameter, weight and activation intake -- the three payload streams, with
+  beat counting against the descriptor (``last`` framing) and error flags;
+* :class:`LineBuffer` -- ``lb_rows`` row slots of ``max_width`` pixels of
+  ``max_cwords`` words; rows are written in streaming order and a slot is reused as
+  soon as no later pass needs its row;
+* the window generator / sequencer -- walks pass -> output-channel tile -> tap ->
+  input word (one *fold*, one weight tile) -> output row in the pass -> output
+  column, computes the input coordinate ``(oy*sh + ky*dh - pt, ox*sw + kx*dw - pl)``
+  with run-time stride, dilation and kernel size, inserts the pad value on the fly
+  and maps reflect / replicate / circular columns at the left and right borders;
+* :class:`~.array.SystolicArray` -- weight-stationary, double-buffered weights
+  fed by the weight loader;
+* accumulator buffer -- one pass worth of output pixels; the first fold of a tile
+  starts from the bias, the last fold sends the sum to the requantizer;
+* :class:`~.requant.Requantizer` and a result FIFO; issue is credit-controlled, so
+  back-pressure on ``o_result`` stalls the sequencer instead of losing data;
+* performance counters, reported on ``o_status`` after every invocation.
+
+Timing used by the cycle model (``systolic_conv.cycle_model``): a fold of
+``T = gcount*W_out`` elements issues one element per cycle; the weight tile of
+fold ``n`` starts loading when fold ``n-2`` has issued completely and when its
+words are in the weight memory, takes ``rows`` cycles of reads plus two, and fold
+``n`` may issue from the cycle after its latch. A pass starts when the rows it
+needs are in the line buffer. Results leave ``rows + cols + 7`` cycles after issue.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, stream, data, memory, fifo
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .config import HardwareConfig
+from .layouts import (descriptor_layout, param_beat_layout, act_beat_layout,
+                      weight_beat_layout, result_beat_layout, status_layout,
+                      tile_params_layout, channel_params_layout, PadMode, RequantMode,
+                      ErrorFlag, COUNTERS, STATUS_COUNTER_WIDTH, ZP_WIDTH)
+from .array import SystolicArray
+from .requant import Requantizer
+
+__all__ = ["Conv2dAccelerator", "RESULT_LATENCY"]
+
+# issue -> line-buffer data (1) -> array (R+C) -> accumulate (1) -> register (1)
+# -> requantizer (4) -> FIFO write; see Conv2dAccelerator docstring.
+RESULT_EXTRA = 1 + 1 + 1 + Requantizer.LATENCY
+
+
+def RESULT_LATENCY(cfg):
+    return cfg.array_latency + RESULT_EXTRA
+
+
+class Conv2dAccelerator(wiring.Component):
+    """The accelerator; see the module docstring and :mod:`.layouts` for the streams."""
+
+    def __init__(self, cfg: HardwareConfig = HardwareConfig()):
+        self.cfg = cfg
+        super().__init__({
+            "i_desc": In(stream.Signature(descriptor_layout(cfg))),
+            "i_param": In(stream.Signature(param_beat_layout(cfg))),
+            "i_weight": In(stream.Signature(weight_beat_layout(cfg))),
+            "i_act": In(stream.Signature(act_beat_layout(cfg))),
+            "o_result": Out(stream.Signature(result_beat_layout(cfg))),
+            "o_status": Out(stream.Signature(status_layout(cfg))),
+            "active": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        faults = cfg.faults
+        R, Cc = cfg.rows, cfg.cols
+        dw, aw = cfg.data_width, cfg.acc_width
+
+        lb_slot_bits = ceil_log2(cfg.lb_rows)
+        lb_x_bits = ceil_log2(cfg.max_width)
+        lb_cw_bits = ceil_log2(cfg.max_cwords)
+        cb = max(cfg.h_bits, cfg.w_bits) + cfg.pad_bits + cfg.s_bits + cfg.d_bits + 4  # coordinates
+
+        desc = Signal(descriptor_layout(cfg))
+        error = Signal(8)
+
+        # ------------------------------------------------------------------ state
+        S_IDLE, S_CHECK1, S_CHECK2, S_RUN, S_ABORT, S_STATUS = range(6)
+        abort_wait_done = Signal()
+        state = Signal(range(6))
+        m.d.comb += self.active.eq(state != S_IDLE)
+
+        # ------------------------------------------------------------------ memories
+        m.submodules.lb = lb = memory.Memory(
+            shape=data.ArrayLayout(signed(dw), R), depth=cfg.lb_depth, init=[])
+        lb_w = lb.write_port()
+        lb_r = lb.read_port()
+        m.submodules.wmem = wmem = memory.Memory(
+            shape=data.ArrayLayout(signed(dw), Cc), depth=cfg.weight_depth, init=[])
+        wm_w = wmem.write_port()
+        wm_r = wmem.read_port()
+        m.submodules.pmem = pmem = memory.Memory(
+            shape=data.ArrayLayout(channel_params_layout(cfg), Cc), depth=cfg.max_cotiles, init=[])
+        pm_w = pmem.write_port()
+        pm_r = pmem.read_port()
+        cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "count": unsigned(cfg.cw_bits)})
+        m.submodules.cwmem = cwmem = memory.Memory(shape=cw_shape, depth=cfg.max_cotiles, init=[])
+        cw_w = cwmem.write_port()
+        cw_r = cwmem.read_port(domain="comb")
+        m.submodules.accmem = accmem = memory.Memory(
+            shape=data.ArrayLayout(signed(aw), Cc), depth=cfg.acc_depth, init=[])
+        acc_w = accmem.write_port()
+        acc_r = accmem.read_port(transparent_for=(acc_w,))
+
+        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.requant = rq = Requantizer(cfg)
+        res_layout = result_beat_layout(cfg)
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=res_layout.size,
+                                                           depth=cfg.out_fifo_depth)
+
+        # ------------------------------------------------------------------ derived
+        taps = Signal(2 * cfg.k_bits)
+        span_h = Signal(cfg.k_bits + cfg.d_bits + 1)
+        pass_span = Signal(cb)           # rows a pass needs
+        pass_step = Signal(cb)           # G * stride_h
+        acc_need = Signal(cfg.h_bits + cfg.w_bits)
+        last_ix = Signal(signed(cb))
+        last_iy = Signal(signed(cb))
+        act_total = Signal(cfg.h_bits + cfg.w_bits + cfg.cw_bits)
+        w_total = Signal(cfg.tile_bits + ceil_log2(R) + 1)
+        qlo = Signal(signed(ZP_WIDTH))
+        qhi = Signal(signed(ZP_WIDTH))
+
+        # ------------------------------------------------------------------ intake state
+        p_count = Signal(cfg.cot_bits + 1)
+        p_done = Signal()
+        tiles_sum = Signal(cfg.tile_bits + 2 * cfg.k_bits + cfg.cw_bits + 1)
+        w_count = Signal(len(w_total) + 1)
+        w_done = Signal()
+        a_count = Signal(len(act_total) + 1)
+        a_done = Signal()
+        wr_cw = Signal(cfg.cw_bits)
+        wr_ix = Signal(cfg.w_bits)
+        wr_iy = Signal(cfg.h_bits + 1)   # rows completely received
+        lo = Signal(cfg.h_bits + 1)      # first row still needed
+        params_ok = Signal()
+
+        run_or_abort = (state == S_RUN) | (state == S_ABORT)
+        aborting = state == S_ABORT
+
+        # ------------------------------------------------------------------ descriptor
+        m.d.comb += self.i_desc.ready.eq(state == S_IDLE)
+
+        # ------------------------------------------------------------------ counters
+        counters = {name: Signal(STATUS_COUNTER_WIDTH, name=f"cnt_{name}") for name in COUNTERS}
+        counting = Signal()
+        category = Signal(range(len(COUNTERS)))   # index into COUNTERS (1..6)
+
+        # ------------------------------------------------------------------ sequencer regs
+        SQ_PARAMS, SQ_PASS, SQ_ISSUE, SQ_DONE = range(4)
+        sq = Signal(range(4))
+        t = Signal(cfg.cot_bits)
+        ky = Signal(cfg.k_bits)
+        kx = Signal(cfg.k_bits)
+        j = Signal(cfg.cw_bits)
+        g = Signal(cfg.h_bits)
+        ox = Signal(cfg.w_bits)
+        gcount = Signal(cfg.h_bits)
+        rows_left = Signal(cfg.h_bits + 1)
+        y_pass = Signal(signed(cb))
+        y_tap = Signal(signed(cb))
+        iy = Signal(signed(cb))
+        x_tap = Signal(signed(cb))
+        ix = Signal(signed(cb))
+        acc_addr = Signal(cfg.acc_addr_bits + 1)
+        fold_idx = Signal(32)
+        loaded = Signal(32)
+        reserved = Signal(ceil_log2(cfg.out_fifo_depth) + 2)
+
+        # loader regs
+        ld_tile = Signal(cfg.tile_bits + 1)
+        ld_global = Signal(32)
+        ld_k = Signal(range(R + 1))
+        ld_busy = Signal()
+        latch1 = Signal()
+        latch2 = Signal()
+        latch_bank1 = Signal()
+        latch_bank2 = Signal()
+
+        cur = cw_r.data
+        m.d.comb += cw_r.addr.eq(t)
+        cw_first = 0 if "cw_first_ignored" in faults else cur.first
+        cw_count = cur.count
+
+        step_h = desc.stride_h
+        if "stride_h_off_by_one" in faults:
+            step_h = Mux(desc.stride_h > 1, desc.stride_h + 1, desc.stride_h)
+        step_dw = 1 if "dilation_w_ignored" in faults else desc.dil_w
+
+        last_ox = ox == desc.out_width - 1
+        last_g = g == gcount - 1
+        last_j = j == cw_count - 1
+        last_kx = kx == desc.kw - 1
+        last_ky = ky == desc.kh - 1
+        last_t = t == desc.cotiles - 1
+        first_fold = (ky == 0) & (kx == 0) & (j == 0)
+        last_fold = last_ky & last_kx & last_j
+        last_pass = rows_left == gcount
+        final_elem = last_fold & last_t & last_pass & last_g & last_ox
+
+        w_ready = loaded > fold_idx
+        credit_ok = ~last_fold | (reserved < cfg.out_fifo_depth)
+        issue = Signal()
+        m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok)
+
+        # ------------------------------------------------------------------ window generator
+        # horizontal border mapping
+        width_s = Signal(signed(cb))
+        height_s = Signal(signed(cb))
+        m.d.comb += [width_s.eq(desc.width), height_s.eq(desc.height)]
+        ix_m = Signal(signed(cb))
+        pad_x = Signal()
+        mode = desc.pad_mode
+        if "reflect_as_replicate" in faults:
+            reflect_lo, reflect_hi = 0, width_s - 1
+        else:
+            reflect_lo, reflect_hi = -ix, 2 * width_s - 2 - ix
+        with m.If(ix < 0):
+            with m.Switch(mode):
+                with m.Case(PadMode.REFLECT):
+                    m.d.comb += ix_m.eq(reflect_lo)
+                with m.Case(PadMode.REPLICATE):
+                    m.d.comb += ix_m.eq(0)
+                with m.Case(PadMode.CIRCULAR):
+                    m.d.comb += ix_m.eq(ix + width_s)
+                with m.Default():
+                    m.d.comb += [ix_m.eq(0), pad_x.eq(1)]
+        with m.Elif(ix >= width_s):
+            with m.Switch(mode):
+                with m.Case(PadMode.REFLECT):
+                    m.d.comb += ix_m.eq(reflect_hi)
+                with m.Case(PadMode.REPLICATE):
+                    m.d.comb += ix_m.eq(width_s - 1)
+                with m.Case(PadMode.CIRCULAR):
+                    m.d.comb += ix_m.eq(ix - width_s)
+                with m.Default():
+                    m.d.comb += [ix_m.eq(0), pad_x.eq(1)]
+        with m.Else():
+            m.d.comb += ix_m.eq(ix)
+        pad_y = (iy < 0) | (iy >= height_s)
+        cw_sel = Signal(cfg.cw_bits)
+        m.d.comb += cw_sel.eq(cw_first + j)
+        m.d.comb += [
+            lb_r.addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits], iy[:lb_slot_bits])),
+            lb_r.en.eq(1),
+        ]
+
+        # sideband of an issued element
+        sb_layout = data.StructLayout({
+            "valid": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1, "pad": 1,
+            "addr": cfg.acc_addr_bits + 1, "tile": cfg.cot_bits,
+        })
+        sb0 = Signal(sb_layout)
+        drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)
+        m.d.comb += [
+            sb0.valid.eq(issue & ~drop),
+            sb0.first.eq(first_fold),
+            sb0.last_fold.eq(last_fold),
+            sb0.final.eq(final_elem),
+            sb0.bank.eq(fold_idx[0]),
+            sb0.pad.eq(pad_x | pad_y),
+            sb0.addr.eq(acc_addr),
+            sb0.tile.eq(t),
+        ]
+        # stage 1: line-buffer data
+        sb1 = Signal(sb_layout)
+        m.d.sync += sb1.eq(sb0)
+        pad_value = 0 if "wrong_pad_value" in faults else desc.pad_value
+        for r in range(R):
+            m.d.comb += array.act[r].eq(Mux(sb1.pad, pad_value, lb_r.data[r]))
+        m.d.comb += array.bank.eq(sb1.bank)
+
+        # sideband to the accumulate stage: A-1 = issue + R + C, A = issue + R + C + 1
+        sb_pipe = [sb1]
+        for i in range(cfg.array_latency):
+            nxt = Signal(sb_layout, name=f"sb_p{i + 2}")
+            m.d.sync += nxt.eq(sb_pipe[-1])
+            sb_pipe.append(nxt)
+        sb_pre = sb_pipe[-2]    # cycle A-1
+        sb_acc = sb_pipe[-1]    # cycle A
+        m.d.comb += [
+            acc_r.addr.eq(sb_pre.addr), acc_r.en.eq(1),
+            pm_r.addr.eq(sb_pre.tile), pm_r.en.eq(1),
+        ]
+        sums = Signal(data.ArrayLayout(signed(aw), Cc))
+        for c in range(Cc):
+            bias = 0 if "bias_dropped" in faults else pm_r.data[c].bias
+            total = Mux(sb_acc.first, bias, acc_r.data[c]) + array.sums[c]
+            if "acc_bit_cut" in faults:
+                m.d.comb += sums[c].eq(total[:aw - 1].as_signed())
+            else:
+                m.d.comb += sums[c].eq(total)
+        m.d.comb += [
+            acc_w.addr.eq(sb_acc.addr),
+            acc_w.data.eq(sums),
+            acc_w.en.eq(sb_acc.valid & ~sb_acc.last_fold),
+        ]
+        # register stage before the requantizer
+        rq_valid = Signal()
+        rq_last = Signal()
+        rq_acc = Signal(data.ArrayLayout(signed(aw), Cc))
+        rq_par = Signal(data.ArrayLayout(channel_params_layout(cfg), Cc))
+        m.d.sync += [
+            rq_valid.eq(sb_acc.valid & sb_acc.last_fold),
+            rq_last.eq(sb_acc.final),
+            rq_acc.eq(sums),
+            rq_par.eq(pm_r.data),
+        ]
+        relu_on = 0 if "relu_ignored" in faults else desc.relu
+        m.d.comb += [
+            rq.i_valid.eq(rq_valid), rq.i_last.eq(rq_last),
+            rq.i_acc.eq(rq_acc), rq.i_params.eq(rq_par),
+            rq.mode.eq(desc.requant), rq.zp.eq(desc.out_zp),
+            rq.lo.eq(Mux(relu_on & (desc.out_zp > qlo), desc.out_zp, qlo)),
+            rq.hi.eq(qhi),
+        ]
+        res_in = Signal(res_layout)
+        m.d.comb += [
+            res_in.data.eq(rq.o_data),
+            res_in.last.eq(0 if "skipped_last" in faults else rq.o_last),
+            ofifo.w_data.eq(res_in.as_value()),
+            ofifo.w_en.eq(rq.o_valid),
+        ]
+        res_out = Signal(res_layout)
+        m.d.comb += [
+            res_out.eq(ofifo.r_data),
+            self.o_result.payload.eq(res_out),
+            self.o_result.valid.eq(ofifo.r_rdy),
+            ofifo.r_en.eq(self.o_result.ready),
+        ]
+        out_hs = self.o_result.valid & self.o_result.ready
+        final_hs = out_hs & res_out.last if "skipped_last" not in faults else \
+            out_hs & (reserved == 1) & (sq == SQ_DONE)
+        with m.If((issue & last_fold) & ~out_hs):
+            m.d.sync += reserved.eq(reserved + 1)
+        with m.Elif(~(issue & last_fold) & out_hs):
+            m.d.sync += reserved.eq(reserved - 1)
+
+        # ------------------------------------------------------------------ weight loader
+        ld_bank = ld_global[0]
+        ld_word_end = Signal(len(w_count) + 1)
+        m.d.comb += ld_word_end.eq((ld_tile + 1) * R)
+        ld_start = Signal()
+        m.d.comb += ld_start.eq(
+            (state == S_RUN) & (sq != SQ_DONE) & ~ld_busy &
+            (w_count >= ld_word_end) & ((ld_global < 2) | (fold_idx + 1 >= ld_global)))
+        m.d.comb += [
+            wm_r.en.eq(1),
+            array.w_word.eq(wm_r.data),
+            array.w_latch.eq(latch2),
+            array.w_bank.eq(latch_bank2),
+        ]
+        cur_ld_tile = Signal.like(ld_tile)   # tile being read
+        m.d.sync += [latch1.eq(0), latch2.eq(latch1), latch_bank2.eq(latch_bank1)]
+        with m.If(latch2 & (state != S_CHECK2)):
+            m.d.sync += loaded.eq(loaded + 1)
+
+        # ------------------------------------------------------------------ main FSM
+        with m.Switch(state):
+            with m.Case(S_IDLE):
+                with m.If(self.i_desc.valid):
+                    m.d.sync += [desc.eq(self.i_desc.payload), state.eq(S_CHECK1), error.eq(0)]
+            with m.Case(S_CHECK1):
+                d = desc
+                m.d.sync += [
+                    taps.eq(d.kh * d.kw),
+                    span_h.eq((d.kh - 1) * d.dil_h + 1),
+                    pass_step.eq(d.pass_rows * d.stride_h),
+                    acc_need.eq(d.pass_rows * d.out_width),
+                    last_ix.eq((d.out_width - 1) * d.stride_w + (d.kw - 1) * d.dil_w - d.pad_left),
+                    last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
+                    act_total.eq(d.height * d.width * d.cwords - (1 if "act_count_short" in faults else 0)),
+                    w_total.eq(d.n_tiles * R),
+                    qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
+                    qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
+                    state.eq(S_CHECK2),
+                ]
+            with m.Case(S_CHECK2):
+                d = desc
+                bad = Signal()
+                conds = [
+                    (d.cwords == 0) | (d.cwords > cfg.max_cwords),
+                    (d.cotiles == 0) | (d.cotiles > cfg.max_cotiles),
+                    (d.n_tiles == 0) | (d.n_tiles > cfg.weight_tiles),
+                    (d.height == 0) | (d.height > cfg.max_height),
+                    (d.width == 0) | (d.width > cfg.max_width),
+                    (d.out_height == 0) | (d.out_width == 0) | (d.pass_rows == 0),
+                    (d.kh == 0) | (d.kh > cfg.max_kernel) | (d.kw == 0) | (d.kw > cfg.max_kernel),
+                    (d.stride_h == 0) | (d.stride_h > cfg.max_stride),
+                    (d.stride_w == 0) | (d.stride_w > cfg.max_stride),
+                    (d.dil_h == 0) | (d.dil_h > cfg.max_dilation),
+                    (d.dil_w == 0) | (d.dil_w > cfg.max_dilation),
+                    pass_span > cfg.lb_rows,
+                    acc_need > cfg.acc_depth,
+                    last_ix > width_s - 1 + d.pad_right,
+                    last_iy > height_s - 1 + d.pad_bottom,
+                    (d.pad_mode == PadMode.REFLECT) & ((d.pad_left >= d.width) | (d.pad_right >= d.width)),
+                    (d.pad_mode == PadMode.CIRCULAR) & ((d.pad_left > d.width) | (d.pad_right > d.width)),
+                    d.requant.as_value() == 3,
+                    (d.requant != RequantMode.NONE) & ((d.out_bits < 2) | (d.out_bits > 16)),
+                ]
+                m.d.comb += bad.eq(Cat(*conds).any())
+                with m.If(bad):
+                    m.d.sync += [state.eq(S_ABORT), error.eq(error | ErrorFlag.BAD_DESC)]
+                with m.Else():
+                    m.d.sync += state.eq(S_RUN)
+            with m.Case(S_RUN):
+                # completion
+                with m.If((sq == SQ_DONE) & (reserved == 0) & p_done & w_done & a_done):
+                    m.d.sync += state.eq(S_STATUS)
+            with m.Case(S_ABORT):
+                with m.If((reserved == 0) & p_done & w_done & a_done & abort_wait_done):
+                    m.d.sync += state.eq(S_STATUS)
+            with m.Case(S_STATUS):
+                with m.If(self.o_status.ready):
+                    m.d.sync += state.eq(S_IDLE)
+
+        # abort drain timer: let in-flight elements leave the array
+        abort_timer = Signal(range(RESULT_LATENCY(cfg) + 4))
+        with m.If(state != S_ABORT):
+            m.d.sync += abort_timer.eq(RESULT_LATENCY(cfg) + 3)
+        with m.Elif(abort_timer != 0):
+            m.d.sync += abort_timer.eq(abort_timer - 1)
+        m.d.comb += abort_wait_done.eq(abort_timer == 0)
+
+        # errors that abort a running layer
+        fatal = Signal()
+        m.d.comb += fatal.eq((error & (ErrorFlag.BAD_PARAM | ErrorFlag.ACT_SHORT |
+                                       ErrorFlag.WEIGHT_SHORT | ErrorFlag.PARAM_SHORT)) != 0)
+        with m.If((state == S_RUN) & fatal):
+            m.d.sync += state.eq(S_ABORT)
+
+        # ------------------------------------------------------------------ param intake
+        pbeat = self.i_param.payload
+        m.d.comb += self.i_param.ready.eq(run_or_abort & ~p_done)
+        p_hs = self.i_param.valid & self.i_param.ready
+        m.d.comb += [
+            pm_w.addr.eq(p_count), pm_w.data.eq(pbeat.data.lanes),
+            pm_w.en.eq(p_hs & (p_count < desc.cotiles) & ~aborting),
+            cw_w.addr.eq(p_count),
+            cw_w.data.first.eq(pbeat.data.cw_first), cw_w.data.count.eq(pbeat.data.cw_count),
+            cw_w.en.eq(p_hs & (p_count < desc.cotiles) & ~aborting),
+        ]
+        err_set = Signal(8)
+        with m.If(p_hs):
+            m.d.sync += p_count.eq(p_count + 1)
+            with m.If(p_count < desc.cotiles):
+                m.d.sync += tiles_sum.eq(tiles_sum + taps * pbeat.data.cw_count)
+                with m.If((pbeat.data.cw_count == 0) |
+                          (pbeat.data.cw_first + pbeat.data.cw_count > desc.cwords)):
+                    m.d.comb += err_set[1].eq(1)       # BAD_PARAM
+            with m.If(pbeat.last):
+                m.d.sync += p_done.eq(1)
+                with m.If(p_count + 1 < desc.cotiles):
+                    m.d.comb += err_set[6].eq(1)       # PARAM_SHORT
+            with m.If((p_count + 1 > desc.cotiles) & ~pbeat.last):
+                pass
+            with m.If(p_count + 1 > desc.cotiles):
+                m.d.comb += err_set[7].eq(1)           # PARAM_LONG
+        # the tile count check, once all parameters are in
+        p_checked = Signal()
+        with m.If(p_done & ~p_checked & (state == S_RUN)):
+            m.d.sync += p_checked.eq(1)
+            with m.If(tiles_sum != desc.n_tiles):
+                m.d.comb += err_set[1].eq(1)
+        m.d.comb += params_ok.eq(p_done & p_checked & ~fatal)
+
+        # ------------------------------------------------------------------ weight intake
+        wbeat = self.i_weight.payload
+        m.d.comb += self.i_weight.ready.eq(run_or_abort & ~w_done)
+        w_hs = self.i_weight.valid & self.i_weight.ready
+        m.d.comb += [
+            wm_w.addr.eq(w_count), wm_w.data.eq(wbeat.data),
+            wm_w.en.eq(w_hs & (w_count < w_total) & ~aborting),
+        ]
+        with m.If(w_hs):
+            with m.If(w_count < w_total):
+                m.d.sync += w_count.eq(w_count + 1)
+            with m.Else():
+                m.d.comb += err_set[5].eq(1)           # WEIGHT_LONG
+            with m.If(wbeat.last):
+                m.d.sync += w_done.eq(1)
+                with m.If(w_count + 1 < w_total):
+                    m.d.comb += err_set[4].eq(1)       # WEIGHT_SHORT
+
+        # ------------------------------------------------------------------ activation intake
+        abeat = self.i_act.payload
+        row_free = wr_iy < lo + cfg.lb_rows
+        a_overflow = a_count >= act_total
+        m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
+        a_hs = self.i_act.valid & self.i_act.ready
+        m.d.comb += [
+            lb_w.addr.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[:lb_x_bits], wr_iy[:lb_slot_bits])),
+            lb_w.data.eq(abeat.data),
+            lb_w.en.eq(a_hs & ~a_overflow & ~aborting),
+        ]
+        with m.If(a_hs):
+            m.d.sync += a_count.eq(a_count + 1)
+            with m.If(a_overflow):
+                m.d.comb += err_set[3].eq(1)           # ACT_LONG
+            with m.Else():
+                with m.If(wr_cw == desc.cwords - 1):
+                    m.d.sync += wr_cw.eq(0)
+                    with m.If(wr_ix == desc.width - 1):
+                        m.d.sync += [wr_ix.eq(0), wr_iy.eq(wr_iy + 1)]
+                    with m.Else():
+                        m.d.sync += wr_ix.eq(wr_ix + 1)
+                with m.Else():
+                    m.d.sync += wr_cw.eq(wr_cw + 1)
+            with m.If(abeat.last):
+                m.d.sync += a_done.eq(1)
+                with m.If(a_count + 1 < act_total):
+                    m.d.comb += err_set[2].eq(1)       # ACT_SHORT
+
+        with m.If(err_set != 0):
+            m.d.sync += error.eq(error | err_set)
+
+        # ------------------------------------------------------------------ sequencer
+        need = Signal(signed(cb + 1))
+        m.d.comb += need.eq(y_pass + pass_span)
+        need_c = Mux(need > height_s, height_s, Mux(need < 0, 0, need))
+        rows_ready = wr_iy >= need_c
+        release = Mux(y_pass < 0, 0, y_pass)
+        if "row_release_early" in faults:
+            release = release + 1
+        m.d.comb += pass_span.eq((desc.pass_rows - 1) * desc.stride_h + span_h)
+
+        with m.If(state == S_CHECK2):
+            m.d.sync += [
+                sq.eq(SQ_PARAMS),
+                t.eq(0), ky.eq(0), kx.eq(0), j.eq(0), g.eq(0), ox.eq(0),
+                rows_left.eq(desc.out_height),
+                y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
+                x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                acc_addr.eq(0), fold_idx.eq(0), loaded.eq(0), reserved.eq(0),
+                ld_tile.eq(0), ld_global.eq(0), ld_k.eq(0), ld_busy.eq(0),
+                latch1.eq(0), latch2.eq(0),
+                p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
+                w_count.eq(0), w_done.eq(0),
+                a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0), wr_iy.eq(0),
+                lo.eq(0),
+            ]
+        with m.Elif(state == S_ABORT):
+            m.d.sync += [sq.eq(SQ_DONE), lo.eq(cfg.max_height + 1)]
+        with m.Elif(state == S_RUN):
+            with m.Switch(sq):
+                with m.Case(SQ_PARAMS):
+                    with m.If(params_ok):
+                        m.d.sync += [
+                            sq.eq(SQ_PASS),
+                            gcount.eq(Mux(desc.pass_rows < desc.out_height,
+                                          desc.pass_rows, desc.out_height)),
+                        ]
+                with m.Case(SQ_PASS):
+                    m.d.sync += lo.eq(release)
+                    with m.If(rows_ready):
+                        m.d.sync += sq.eq(SQ_ISSUE)
+                with m.Case(SQ_ISSUE):
+                    with m.If(issue):
+                        with m.If(~last_ox):
+                            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + desc.stride_w),
+                                         acc_addr.eq(acc_addr + 1)]
+                        with m.Elif(~last_g):
+                            m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + step_h),
+                                         ix.eq(x_tap), acc_addr.eq(acc_addr + 1)]
+                        with m.Else():
+                            m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
+                                         fold_idx.eq(fold_idx + 1)]
+                            with m.If(~last_j):
+                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap)]
+                            with m.Elif(~last_kx):
+                                m.d.sync += [j.eq(0), kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
+                                             ix.eq(x_tap + step_dw), iy.eq(y_tap)]
+                            with m.Elif(~last_ky):
+                                m.d.sync += [j.eq(0), kx.eq(0), ky.eq(ky + 1),
+                                             x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                                             y_tap.eq(y_tap + desc.dil_h),
+                                             iy.eq(y_tap + desc.dil_h)]
+                            with m.Else():
+                                m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0),
+                                             x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                                             y_tap.eq(y_pass), iy.eq(y_pass)]
+                                with m.If(~last_t):
+                                    m.d.sync += t.eq(t + 1)
+                                with m.Else():
+                                    m.d.sync += [t.eq(0), rows_left.eq(rows_left - gcount),
+                                                 y_pass.eq(y_pass + pass_step),
+                                                 y_tap.eq(y_pass + pass_step),
+                                                 iy.eq(y_pass + pass_step)]
+                                    with m.If(last_pass):
+                                        m.d.sync += [sq.eq(SQ_DONE), lo.eq(cfg.max_height + 1)]
+                                    with m.Else():
+                                        nxt_left = rows_left - gcount
+                                        m.d.sync += [
+                                            sq.eq(SQ_PASS),
+                                            gcount.eq(Mux(desc.pass_rows < nxt_left,
+                                                          desc.pass_rows, nxt_left)),
+                                        ]
+
+        # ------------------------------------------------------------------ loader sequencing
+        # A load reads the tile's words in R consecutive cycles (row R-1 first): the
+        # start cycle reads word 0, busy cycles read words 1..R-1; the latch strobe
+        # reaches the array two cycles after the last read.
+        def row_of(k):
+            return k if "swapped_weight_rows" in faults else (R - 1 - k)
+
+        with m.If(state == S_CHECK2):
+            pass     # the loader is reset above
+        with m.Elif(ld_start):
+            m.d.comb += wm_r.addr.eq(ld_tile * R + row_of(0))
+            m.d.sync += [cur_ld_tile.eq(ld_tile), ld_global.eq(ld_global + 1),
+                         ld_tile.eq(Mux(ld_tile + 1 == desc.n_tiles, 0, ld_tile + 1)),
+                         latch_bank1.eq(ld_bank)]
+            if R > 1:
+                m.d.sync += [ld_busy.eq(1), ld_k.eq(1)]
+            else:
+                m.d.sync += latch1.eq(1)
+        with m.Elif(ld_busy):
+            m.d.comb += wm_r.addr.eq(cur_ld_tile * R + row_of(ld_k))
+            with m.If(ld_k == R - 1):
+                m.d.sync += [ld_busy.eq(0), latch1.eq(1)]
+            with m.Else():
+                m.d.sync += ld_k.eq(ld_k + 1)
+
+        # ------------------------------------------------------------------ counters
+        with m.If((state == S_IDLE) & self.i_desc.valid):
+            m.d.sync += counting.eq(1)
+            for name, sig in counters.items():
+                m.d.sync += sig.eq(0)
+        cat_index = {name: i for i, name in enumerate(COUNTERS)}
+        with m.If(state == S_IDLE):
+            m.d.comb += category.eq(cat_index["setup"])
+        with m.Elif((state == S_CHECK1) | (state == S_CHECK2)):
+            m.d.comb += category.eq(cat_index["setup"])
+        with m.Elif((state == S_RUN) & ((sq == SQ_PARAMS))):
+            m.d.comb += category.eq(cat_index["setup"])
+        with m.Elif((state == S_RUN) & (sq == SQ_PASS)):
+            # waiting for rows, or the one-cycle bubble between passes
+            m.d.comb += category.eq(Mux(rows_ready, cat_index["setup"], cat_index["stall_input"]))
+        with m.Elif((state == S_RUN) & (sq == SQ_ISSUE)):
+            with m.If(issue):
+                m.d.comb += category.eq(cat_index["busy"])
+            with m.Elif(~w_ready):
+                m.d.comb += category.eq(cat_index["stall_weight"])
+            with m.Else():
+                m.d.comb += category.eq(cat_index["stall_output"])
+        with m.Else():
+            m.d.comb += category.eq(cat_index["drain"])
+        count_now = Signal()
+        m.d.comb += count_now.eq(((state == S_IDLE) & self.i_desc.valid) |
+                                 ((state != S_IDLE) & counting))
+        with m.If(count_now):
+            m.d.sync += counters["cycles"].eq(
+                Mux((state == S_IDLE), 1, counters["cycles"] + 1))
+            for name, sig in counters.items():
+                if name == "cycles":
+                    continue
+                idx = cat_index[name]
+                with m.If(category == idx):
+                    m.d.sync += sig.eq(Mux(state == S_IDLE, 1, sig + 1))
+        with m.If(final_hs | (state == S_STATUS)):
+            m.d.sync += counting.eq(0)
+
+        # ------------------------------------------------------------------ status
+        st = self.o_status.payload
+        m.d.comb += [self.o_status.valid.eq(state == S_STATUS), st.error.eq(error)]
+        for name, sig in counters.items():
+            m.d.comb += getattr(st, name).eq(sig)
+        return m

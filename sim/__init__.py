@@ -1,0 +1,1 @@
+"""Simulation: cocotb testbenches, the compiled batch harness and their runners."""

