@@ -90,13 +90,20 @@ def beats_to_words(layout):
 
 # ----------------------------------------------------------------------------- layout
 
-def tile_word_ranges(c_in, c_out, groups, rows, cols):
-    """For each output-channel tile: (first input word, word count) it reduces over."""
-    cg, cog = c_in // groups, c_out // groups
+def tile_word_ranges(c_in, c_out, groups, rows, cols, *, cog=None, co_phase=0):
+    """For each output-channel tile: (first input word, word count) it reduces over.
+
+    ``c_in`` input channels hold ``groups`` groups of ``c_in // groups`` channels;
+    output channel ``co`` belongs to group ``(co_phase + co) // cog`` (``cog``
+    defaults to ``c_out // groups``; ``co_phase`` > 0 when the invocation starts
+    inside its first group).
+    """
+    cg = c_in // groups
+    cog = c_out // groups if cog is None else cog
     ranges = []
     for t in range((c_out + cols - 1) // cols):
         co_lo, co_hi = t * cols, min(c_out, (t + 1) * cols) - 1
-        g_lo, g_hi = co_lo // cog, co_hi // cog
+        g_lo, g_hi = (co_phase + co_lo) // cog, (co_phase + co_hi) // cog
         ci_lo, ci_hi = g_lo * cg, (g_hi + 1) * cg           # [ci_lo, ci_hi)
         w_lo, w_hi = ci_lo // rows, (ci_hi + rows - 1) // rows
         ranges.append((w_lo, w_hi - w_lo))
@@ -180,7 +187,8 @@ def choose_pass_rows(cfg, out_height, out_width, stride_h, span_h):
     return max(1, min(out_height, g_acc, g_lb))
 
 
-def build_invocation(cfg, x, w, bias, *, groups=1, stride=(1, 1), dilation=(1, 1),
+def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
+                     stride=(1, 1), dilation=(1, 1),
                      pads=(0, 0, 0, 0), pad_mode="zeros", pad_value=0, requant=None,
                      out_height=None, out_width=None, pass_rows=None):
     """Lay one image of a layer out as hardware beats.
@@ -191,6 +199,8 @@ def build_invocation(cfg, x, w, bias, *, groups=1, stride=(1, 1), dilation=(1, 1
         replicate and circular, the vertically padded order; then ``pads`` has zero
         top/bottom).
     w : (C_out, C_in/groups, kh, kw) int array.
+    groups, cog, co_phase : ``x`` holds ``groups`` groups; output channel ``co``
+        belongs to group ``(co_phase + co) // cog`` of them.
     bias : (C_out,) int array or None.
     pads : (top, bottom, left, right).
     requant : None or an object with ``mode``, ``multiplier``, ``shift``,
@@ -210,18 +220,18 @@ def build_invocation(cfg, x, w, bias, *, groups=1, stride=(1, 1), dilation=(1, 1
         out_width = (W + pl + pr - dwl * (kw - 1) - 1) // sw + 1
     cwords = -(-c_in // R)
     cotiles = -(-c_out // C)
-    ranges = tile_word_ranges(c_in, c_out, groups, R, C)
+    cog = c_out // groups if cog is None else cog
+    ranges = tile_word_ranges(c_in, c_out, groups, R, C, cog=cog, co_phase=co_phase)
     n_tiles = sum(kh * kw * cnt for _, cnt in ranges)
     span_h = dh * (kh - 1) + 1
     if pass_rows is None:
         pass_rows = choose_pass_rows(cfg, out_height, out_width, sh, span_h)
 
     # dense, group-masked weights: wd[co, ci, ky, kx]
-    cog = c_out // groups
     ci_pad = cwords * R
     wd = np.zeros((cotiles * C, ci_pad, kh, kw), dtype=np.int64)
     co_idx = np.arange(c_out)
-    grp = co_idx // cog
+    grp = (co_phase + co_idx) // cog
     ci_idx = grp[:, None] * cg + np.arange(cg)[None, :]          # (c_out, cg)
     wd[co_idx[:, None], ci_idx] = w
     # weight tiles in order: tile t, ky, kx, word j; rows r = channel in word
