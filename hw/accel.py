@@ -451,28 +451,27 @@ class Conv2dAccelerator(wiring.Component):
             cw_w.data.first.eq(pbeat.data.cw_first), cw_w.data.count.eq(pbeat.data.cw_count),
             cw_w.en.eq(p_hs & (p_count < desc.cotiles) & ~aborting),
         ]
-        err_set = Signal(8)
+        err_hi = Signal(7)     # error bits 1..7 raised this cycle; BAD_DESC comes from the check
+        err_set = Cat(C(0, 1), err_hi)
         with m.If(p_hs):
             m.d.sync += p_count.eq(p_count + 1)
             with m.If(p_count < desc.cotiles):
                 m.d.sync += tiles_sum.eq(tiles_sum + taps * pbeat.data.cw_count)
                 with m.If((pbeat.data.cw_count == 0) |
                           (pbeat.data.cw_first + pbeat.data.cw_count > desc.cwords)):
-                    m.d.comb += err_set[1].eq(1)       # BAD_PARAM
+                    m.d.comb += err_hi[0].eq(1)       # BAD_PARAM
             with m.If(pbeat.last):
                 m.d.sync += p_done.eq(1)
                 with m.If(p_count + 1 < desc.cotiles):
-                    m.d.comb += err_set[6].eq(1)       # PARAM_SHORT
-            with m.If((p_count + 1 > desc.cotiles) & ~pbeat.last):
-                pass
+                    m.d.comb += err_hi[5].eq(1)       # PARAM_SHORT
             with m.If(p_count + 1 > desc.cotiles):
-                m.d.comb += err_set[7].eq(1)           # PARAM_LONG
+                m.d.comb += err_hi[6].eq(1)           # PARAM_LONG
         # the tile count check, once all parameters are in
         p_checked = Signal()
         with m.If(p_done & ~p_checked & (state == S_RUN)):
             m.d.sync += p_checked.eq(1)
             with m.If(tiles_sum != desc.n_tiles):
-                m.d.comb += err_set[1].eq(1)
+                m.d.comb += err_hi[0].eq(1)
         m.d.comb += params_ok.eq(p_done & p_checked & ~fatal)
 
         # ------------------------------------------------------------------ weight intake
@@ -487,11 +486,11 @@ class Conv2dAccelerator(wiring.Component):
             with m.If(w_count < w_total):
                 m.d.sync += w_count.eq(w_count + 1)
             with m.Else():
-                m.d.comb += err_set[5].eq(1)           # WEIGHT_LONG
+                m.d.comb += err_hi[4].eq(1)           # WEIGHT_LONG
             with m.If(wbeat.last):
                 m.d.sync += w_done.eq(1)
                 with m.If(w_count + 1 < w_total):
-                    m.d.comb += err_set[4].eq(1)       # WEIGHT_SHORT
+                    m.d.comb += err_hi[3].eq(1)       # WEIGHT_SHORT
 
         # ------------------------------------------------------------------ activation intake
         abeat = self.i_act.payload
@@ -507,7 +506,7 @@ class Conv2dAccelerator(wiring.Component):
         with m.If(a_hs):
             m.d.sync += a_count.eq(a_count + 1)
             with m.If(a_overflow):
-                m.d.comb += err_set[3].eq(1)           # ACT_LONG
+                m.d.comb += err_hi[2].eq(1)           # ACT_LONG
             with m.Else():
                 with m.If(wr_cw == desc.cwords - 1):
                     m.d.sync += wr_cw.eq(0)
@@ -520,7 +519,7 @@ class Conv2dAccelerator(wiring.Component):
             with m.If(abeat.last):
                 m.d.sync += a_done.eq(1)
                 with m.If(a_count + 1 < act_total):
-                    m.d.comb += err_set[2].eq(1)       # ACT_SHORT
+                    m.d.comb += err_hi[1].eq(1)       # ACT_SHORT
 
         with m.If(err_set != 0):
             m.d.sync += error.eq(error | err_set)

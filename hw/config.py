@@ -105,8 +105,8 @@ class HardwareConfig:
         for name in ("max_width", "max_cwords", "lb_rows", "out_fifo_depth"):
             if not _is_pow2(getattr(self, name)):
                 raise ValueError(f"{name} must be a power of two, not {getattr(self, name)!r}")
-        if self.weight_depth % self.rows:
-            raise ValueError(f"weight_depth must be a multiple of rows={self.rows}, "
+        if self.weight_depth < self.rows:
+            raise ValueError(f"weight_depth must hold one tile of rows={self.rows} words, "
                              f"not {self.weight_depth!r}")
         if self.out_fifo_depth < 4:
             raise ValueError(f"out_fifo_depth must be at least 4, not {self.out_fifo_depth!r}")

@@ -51,17 +51,20 @@ class HarnessRun:
 
 
 def _build(cfg: HardwareConfig, trace: bool, verbose=False):
-    from ..hw.gen import write_rtl
+    from ..hw.gen import generate_verilog
     verilator = setup_verilator()
     src = (_HERE / "harness.cpp").read_text()
-    key = hashlib.sha256((cfg.key() + str(trace) + src).encode()).hexdigest()[:12]
+    verilog = generate_verilog(cfg)
+    # the build is named by what it is built from: the Verilog, the harness, the flags
+    key = hashlib.sha256((verilog + src + str(trace)).encode()).hexdigest()[:12]
     bdir = build_root() / f"harness-{cfg.name()}-{key}"
     lib = bdir / "libscharness.so"
     with file_lock(build_root() / "verilator-build.lock"):
         if lib.exists():
             return lib
         bdir.mkdir(parents=True, exist_ok=True)
-        vpath = write_rtl(bdir / "rtl", cfg)
+        vpath = bdir / "systolic_conv.v"
+        vpath.write_text(verilog)
         obj = bdir / "obj"
         cmd = [verilator, "--cc", str(vpath), "--top-module", "systolic_conv", "--prefix", "Vtop",
                "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
