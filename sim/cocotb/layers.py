@@ -1,0 +1,605 @@
+"""Layer cases for the RTL regressions: random (from a seed) or named; stall
+patterns; the layer -> plan -> invocations path; golden expectations.
+
+Pure Python (numpy + the host library): the cocotb testbench, ``sim/regress.py``,
+``sim/mutate.py`` and the tests all draw the *same* layer from the same seed, so a
+failure anywhere replays with one seed.
+
+Expectations are built per invocation from the golden model of the whole layer:
+for each reduction part (input-channel sub-range x kernel-row chunk x kernel-column
+chunk) of the plan, ``conv2d_int`` of the layer with the weights outside the part
+zeroed (and the bias only in the first part) is exactly what the invocations of
+that part compute; the hardware requantizes only when the plan has a single part.
+The assembled layer output is compared against the plain golden layer as well.
+"""
+
+from dataclasses import dataclass, field
+import itertools
+import json
+import math
+import random
+
+import numpy as np
+
+from ...hw.config import HardwareConfig, DEFAULT
+from ...hw import layouts as L
+from ...contract import conv_geometry, Requant, requantize
+from ...golden import conv2d_int
+from ...planner import plan_layer
+from ...driver import _invocations
+
+__all__ = ["HW_CONFIGS", "hw_config", "StallSpec", "Layer", "LayerRun", "draw_layer",
+           "named_layer", "NAMED_LAYERS", "prepare", "estimate_cycles", "words_to_ints",
+           "beat_coords", "layer_tags"]
+
+#: Hardware configurations of the regressions: a small non-square array with small
+#: buffers (fast builds and layers that cross every tile boundary quickly; max
+#: dilation 3 so that dilation 4 exercises the polyphase decomposition) and the
+#: default 8x8.
+HW_CONFIGS = {
+    "small": HardwareConfig(rows=4, cols=3, max_width=32, max_cwords=4, lb_rows=16,
+                            max_kernel=7, max_stride=4, max_dilation=3, max_height=64,
+                            acc_depth=64, weight_depth=1024, max_cotiles=8, out_fifo_depth=8),
+    "default": DEFAULT,
+}
+
+
+def hw_config(name_or_cfg):
+    """``"small"`` / ``"default"`` / a JSON dict / a HardwareConfig -> HardwareConfig."""
+    if isinstance(name_or_cfg, HardwareConfig):
+        return name_or_cfg
+    if isinstance(name_or_cfg, dict):
+        return HardwareConfig(**name_or_cfg)
+    if isinstance(name_or_cfg, str) and name_or_cfg.startswith("{"):
+        return HardwareConfig(**json.loads(name_or_cfg))
+    if name_or_cfg not in HW_CONFIGS:
+        raise ValueError(f"hardware config {name_or_cfg!r} must be one of "
+                         + ", ".join(HW_CONFIGS) + " (or a JSON dict)")
+    return HW_CONFIGS[name_or_cfg]
+
+
+# ----------------------------------------------------------------------------- stalls
+
+@dataclass
+class StallSpec:
+    """Idle cycles on the four inputs and back-pressure on the result stream.
+
+    Each entry is ``("p", probability)`` (seeded random) or ``("cycle", [bits])``
+    (``itertools.cycle`` of enable bits: 1 = offer a beat / ready, 0 = idle /
+    stall). Order of ``idle``: desc, param, weight, act.
+    """
+    kind: str = "none"
+    idle: tuple = (("p", 0.0),) * 4
+    stall: tuple = ("p", 0.0)
+
+    def gate(self, which, rng):
+        """An iterator of booleans for stream ``which`` (0..3 inputs, 4 = result sink):
+        True = this cycle the source may offer / the sink is ready."""
+        kind, arg = self.stall if which == 4 else self.idle[which]
+        if kind == "cycle":
+            return itertools.cycle([bool(b) for b in arg])
+        p = float(arg)
+        if p <= 0:
+            return itertools.repeat(True)
+        return (rng.random() >= p for _ in itertools.count())
+
+    @property
+    def harness_args(self):
+        """``(idle, stall)`` probabilities for the compiled harness (patterns -> duty)."""
+        def prob(e):
+            kind, arg = e
+            return (1 - sum(arg) / len(arg)) if kind == "cycle" else float(arg)
+        return tuple(prob(e) for e in self.idle), prob(self.stall)
+
+    def max_idle(self):
+        return max(self.harness_args[0] + (self.harness_args[1],))
+
+    def __str__(self):
+        def f(e):
+            return f"{e[1]:.2f}" if e[0] == "p" else "".join(str(b) for b in e[1])
+        return (f"{self.kind}(idle desc {f(self.idle[0])} param {f(self.idle[1])} "
+                f"weight {f(self.idle[2])} act {f(self.idle[3])}, stall {f(self.stall)})")
+
+
+PATTERNS = ([1, 1, 1, 0], [1, 0], [0, 1, 1], [1, 1, 0, 0, 1], [1, 0, 0], [1, 1, 1, 1, 1, 1, 0])
+BURSTS = ([1] * 8 + [0] * 5, [1] * 3 + [0] * 9, [1] * 16 + [0] * 2, [0] * 6 + [1] * 6)
+STALL_KINDS = ("none", "light", "heavy", "cycle", "burst")
+
+
+def draw_stalls(rng, kind=None):
+    kind = kind or str(rng.choice(STALL_KINDS))
+    if kind == "none":
+        return StallSpec("none")
+    if kind in ("light", "heavy"):
+        lo, hi = (0.05, 0.2) if kind == "light" else (0.3, 0.6)
+        idle = tuple(("p", round(float(rng.uniform(lo, hi)), 3)) for _ in range(4))
+        return StallSpec(kind, idle, ("p", round(float(rng.uniform(lo, hi + 0.1)), 3)))
+    pool = PATTERNS if kind == "cycle" else BURSTS
+    pick = lambda: ("cycle", list(pool[int(rng.integers(len(pool)))]))
+    return StallSpec(kind, tuple(pick() for _ in range(4)), pick())
+
+
+# ----------------------------------------------------------------------------- layers
+
+@dataclass
+class Layer:
+    """One conv layer case: integer tensors, nn.Conv2d arguments, requant, stalls."""
+    name: str
+    x: np.ndarray
+    w: np.ndarray
+    b: object
+    conv: dict
+    pad_value: int = 0
+    requant: object = None
+    stalls: StallSpec = field(default_factory=StallSpec)
+    seed: object = None
+    draw: dict = field(default_factory=dict)      # axis choices of a random draw
+
+    def geometry(self):
+        return conv_geometry(self.x.shape, self.w.shape,
+                             None if self.b is None else self.b.shape, **self.conv)
+
+    def golden(self):
+        out = conv2d_int(self.x, self.w, self.b, pad_value=self.pad_value, data_width=16,
+                         **self.conv)
+        return out if self.requant is None else requantize(out, self.requant, channel_axis=1)
+
+    def __str__(self):
+        rq = "none" if self.requant is None else (
+            f"{self.requant.mode}(out{self.requant.out_width} zp{self.requant.out_zero_point}"
+            f"{' relu' if self.requant.relu else ''})")
+        return (f"{self.name}: x{tuple(self.x.shape)} w{tuple(self.w.shape)} "
+                f"{'bias' if self.b is not None else 'no bias'} {self.conv} "
+                f"pad_value={self.pad_value} requant={rq} stalls={self.stalls}")
+
+
+def _data(rng, shape, width, full):
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    if full:
+        a = rng.integers(lo, hi + 1, shape)
+        flat = a.reshape(-1)
+        if flat.size >= 2:       # both extremes present
+            idx = rng.choice(flat.size, size=min(flat.size, 2 + flat.size // 16), replace=False)
+            flat[idx] = rng.choice([lo, hi], size=len(idx))
+            flat[idx[0]], flat[idx[1]] = lo, hi
+        return a
+    return rng.integers(-8, 8, shape)
+
+
+GROUP_KINDS = ("dense", "grouped", "depthwise", "depthwise_mult")
+PAD_FORMS = ("int", "pair", "valid", "same")
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+REQUANT_KINDS = ("none", "tflite", "half_up")
+CIN_BINS = ("lt_rows", "eq_rows", "multi_word", "split")
+COUT_BINS = ("lt_cols", "eq_cols", "multi_tile")
+
+
+def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind=None):
+    """The random layer of ``seed``, valid for ``cfg``, estimated at <= ``budget`` cycles.
+
+    Every axis is drawn uniformly from its coverage bins (kernel rows/cols 1..7
+    within ``max_kernel``, stride 1..4, dilation 1..4 -- beyond ``max_dilation`` the
+    planner goes polyphase --, groups kind, padding form and mode, requant mode,
+    data range, stall pattern, channels around the array size), then sizes are
+    drawn until the layer is legal and within the budget.
+    """
+    rng = np.random.default_rng(seed)
+    R, C = cfg.rows, cfg.cols
+    CT = cfg.channel_tile
+    kmax = min(7, cfg.max_kernel)
+    d = {
+        "kh": int(rng.integers(1, kmax + 1)), "kw": int(rng.integers(1, kmax + 1)),
+        "sh": int(rng.integers(1, 5)), "sw": int(rng.integers(1, 5)),
+        "dh": int(rng.integers(1, 5)), "dw": int(rng.integers(1, 5)),
+        "groups": str(rng.choice(GROUP_KINDS)), "pad_form": str(rng.choice(PAD_FORMS)),
+        "pad_mode": str(rng.choice(PAD_MODES)), "requant": str(rng.choice(REQUANT_KINDS)),
+        "full": bool(rng.random() < 0.5), "cin": str(rng.choice(CIN_BINS)),
+        "cout": str(rng.choice(COUT_BINS)), "batch": int(rng.choice([1, 1, 2, 3])),
+        "relu": bool(rng.random() < 0.4), "bias": bool(rng.random() < 0.8),
+        "pad_value": bool(rng.random() < 0.4), "wide": bool(rng.random() < 0.1),
+        "tall": bool(rng.random() < 0.15),
+    }
+    if d["pad_form"] == "same":
+        d["sh"] = d["sw"] = 1
+    stalls = draw_stalls(rng, stall_kind)
+    dwid = cfg.data_width
+    for attempt in range(200):
+        shrink = attempt // 40          # give up on costly options step by step
+        layer = _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink)
+        if layer is None:
+            continue
+        try:
+            geom = layer.geometry()
+            plan = plan_layer(geom, cfg)
+        except ValueError:
+            continue
+        if estimate_cycles(plan, cfg, stalls) <= budget:
+            layer.name = name or f"seed{seed}"
+            layer.seed = seed
+            layer.draw = d
+            return layer
+    raise RuntimeError(f"seed {seed}: no layer within {budget} cycles for {d}")
+
+
+def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
+    kh, kw, sh, sw, dh, dw_ = d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"]
+    small = shrink >= 2
+    # channels
+    if d["groups"] == "dense":
+        g = 1
+        cin = {"lt_rows": lambda: int(rng.integers(1, R)) if R > 1 else 1,
+               "eq_rows": lambda: R,
+               "multi_word": lambda: int(rng.integers(R + 1, CT + 1)) if CT > R else R,
+               "split": lambda: int(rng.integers(CT + 1, CT + 5))}[d["cin"]]()
+        cg = cin
+        cout = {"lt_cols": lambda: int(rng.integers(1, C)) if C > 1 else 1,
+                "eq_cols": lambda: C,
+                "multi_tile": lambda: int(rng.integers(C + 1, 3 * C + 1))}[d["cout"]]()
+        cog = cout
+    elif d["groups"] == "grouped":
+        g = int(rng.integers(2, 5))
+        cg = int(rng.integers(1, 5 if not small else 3))
+        cog = int(rng.integers(1, 4))
+    elif d["groups"] == "depthwise":
+        g = int(rng.integers(2, 13 if not small else 5))
+        cg, cog = 1, 1
+    else:
+        g = int(rng.integers(2, 9 if not small else 4))
+        cg, cog = 1, int(rng.integers(2, 4))
+    cin, cout = g * cg, g * cog
+    # padding
+    mode = d["pad_mode"]
+    span_h, span_w = dh * (kh - 1) + 1, dw_ * (kw - 1) + 1
+    form = d["pad_form"]
+    if form == "int":
+        p = int(rng.integers(0, 4))
+        padding, pads = p, (p, p, p, p)
+    elif form == "pair":
+        ph, pw = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        padding, pads = (ph, pw), (ph, ph, pw, pw)
+    elif form == "valid":
+        padding, pads = "valid", (0, 0, 0, 0)
+    else:
+        th, tw = span_h - 1, span_w - 1
+        padding, pads = "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    pt, pb, pl, pr = pads
+    need_h = max(1, span_h - pt - pb)
+    need_w = max(1, span_w - pl - pr)
+    if mode == "reflect":
+        need_h, need_w = max(need_h, pt + 1, pb + 1), max(need_w, pl + 1, pr + 1)
+    elif mode == "circular":
+        need_h, need_w = max(need_h, pt, pb), max(need_w, pl, pr)
+    extra = 3 if small else 8
+    H = need_h + int(rng.integers(0, extra + 1))
+    W = need_w + int(rng.integers(0, extra + 1))
+    if d["tall"] and not small:
+        H += int(rng.integers(4, 12))
+    if d["wide"] and shrink < 1:
+        W = max(W, cfg.max_width + int(rng.integers(1, 8)))
+    N = d["batch"] if shrink < 3 else 1
+    full = d["full"]
+    x = _data(rng, (N, cin, H, W), dwid, full)
+    w = _data(rng, (cout, cg, kh, kw), dwid, full)
+    b = None
+    if d["bias"]:
+        bmax = (1 << 24) if full else (1 << 12)
+        b = rng.integers(-bmax, bmax, cout)
+    pad_value = 0
+    if mode == "zeros" and d["pad_value"]:
+        lo, hi = -(1 << (dwid - 1)), (1 << (dwid - 1)) - 1
+        pad_value = int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))]))
+    conv = dict(stride=(sh, sw), padding=padding, dilation=(dh, dw_), groups=g,
+                padding_mode=mode)
+    rq = _draw_requant(rng, d, cout, cg * kh * kw, full, dwid)
+    return Layer(name="", x=x, w=w, b=b, conv=conv, pad_value=pad_value, requant=rq,
+                 stalls=stalls)
+
+
+def _draw_requant(rng, d, cout, k, full, dwid):
+    mode = d["requant"]
+    if mode == "none":
+        return None
+    out_width = int(rng.choice([4, 8, 8, 12, 16]))
+    amp = (1 << (dwid - 1)) if full else 8
+    typ = max(1.0, math.sqrt(k) * amp * amp / 3)     # typical |acc|
+    per_channel = rng.random() < 0.6
+    n = cout if per_channel else 1
+    lo, hi = -(1 << (out_width - 1)), (1 << (out_width - 1)) - 1
+    zp = int(rng.integers(lo // 2, hi // 2 + 1))
+    if mode == "tflite":
+        M = rng.integers(1 << 30, 1 << 31, n)
+        base = math.log2(typ) - (out_width - 1)
+        S = np.clip(np.round(base + rng.integers(-3, 3, n)), 0, 31).astype(np.int64)
+    else:
+        M = rng.integers(1, 1 << 16, n)
+        base = np.log2(typ * M.astype(float)) - (out_width - 1)
+        S = np.clip(np.round(base + rng.integers(-3, 3, n)), 0, 47).astype(np.int64)
+    mult = [int(v) for v in M] if per_channel else int(M[0])
+    shift = [int(v) for v in S] if per_channel else int(S[0])
+    return Requant(mode=mode, multiplier=mult, shift=shift, out_zero_point=zp,
+                   out_width=out_width, relu=d["relu"])
+
+
+# ----------------------------------------------------------------------------- named layers
+
+def _rand(seed, shape, lo=-128, hi=128):
+    return np.random.default_rng(seed).integers(lo, hi, shape)
+
+
+def named_layer(name, cfg=None):
+    """A fixed layer by name (see :data:`NAMED_LAYERS`)."""
+    if name not in NAMED_LAYERS:
+        raise ValueError(f"unknown layer {name!r}; known: {', '.join(NAMED_LAYERS)}")
+    layer = NAMED_LAYERS[name]()
+    layer.name = name
+    return layer
+
+
+def _resnet3x3():
+    # a ResNet-18 3x3 layer at 8x8 spatial, 64 -> 64 channels (tflite requant)
+    x = _rand(1, (1, 64, 8, 8))
+    w = _rand(2, (64, 64, 3, 3))
+    b = _rand(3, (64,), -2 ** 16, 2 ** 16)
+    rq = Requant(mode="tflite", multiplier=[int(v) for v in _rand(4, (64,), 2 ** 30, 2 ** 31 - 1)],
+                 shift=10, out_zero_point=-5)
+    return Layer("resnet18_3x3", x, w, b, dict(stride=1, padding=1, dilation=1, groups=1,
+                                                padding_mode="zeros"), requant=rq)
+
+
+def _mobilenet_dw():
+    x = _rand(5, (1, 32, 9, 9))
+    w = _rand(6, (32, 1, 3, 3))
+    b = _rand(7, (32,), -2 ** 12, 2 ** 12)
+    rq = Requant(mode="half_up", multiplier=300, shift=12, out_zero_point=3, relu=True)
+    return Layer("mobilenet_dw3x3_s2", x, w, b, dict(stride=2, padding=1, dilation=1,
+                                                      groups=32, padding_mode="zeros"),
+                 requant=rq, pad_value=-3)
+
+
+def _stem7x7():
+    x = _rand(8, (1, 3, 16, 16))
+    w = _rand(9, (16, 3, 7, 7))
+    return Layer("stem7x7_s2_reflect", x, w, None, dict(stride=2, padding=3, dilation=1,
+                                                         groups=1, padding_mode="reflect"))
+
+
+def _dilated():
+    x = _rand(10, (2, 12, 12, 11))
+    w = _rand(11, (10, 4, 3, 2))
+    b = _rand(12, (10,), -999, 999)
+    return Layer("dilated_grouped_circular", x, w, b,
+                 dict(stride=(1, 2), padding=(2, 1), dilation=(2, 3), groups=3,
+                      padding_mode="circular"))
+
+
+def _pointwise():
+    x = _rand(13, (1, 20, 5, 7))
+    w = _rand(14, (11, 20, 1, 1))
+    return Layer("pointwise_1x1", x, w, None, dict(stride=1, padding=0, dilation=1, groups=1,
+                                                   padding_mode="zeros"))
+
+
+def _replicate_same():
+    x = _rand(15, (1, 5, 7, 9))
+    w = _rand(16, (4, 5, 5, 3))
+    b = _rand(17, (4,), -10 ** 5, 10 ** 5)
+    return Layer("replicate_same_5x3", x, w, b, dict(stride=1, padding="same", dilation=1,
+                                                     groups=1, padding_mode="replicate"))
+
+
+NAMED_LAYERS = {
+    "resnet18_3x3": _resnet3x3,
+    "mobilenet_dw3x3_s2": _mobilenet_dw,
+    "stem7x7_s2_reflect": _stem7x7,
+    "dilated_grouped_circular": _dilated,
+    "pointwise_1x1": _pointwise,
+    "replicate_same_5x3": _replicate_same,
+}
+
+
+# ----------------------------------------------------------------------------- planning
+
+def estimate_cycles(plan, cfg, stalls=None):
+    """A rough upper estimate of the cycles a plan takes (to bound random layers)."""
+    R, C = cfg.rows, cfg.cols
+    slow = 1.0
+    if stalls is not None:
+        slow = 1.0 / max(0.2, 1.0 - stalls.max_idle())
+    total = 0
+    for s in plan.tiles:
+        ho, wo = len(s.rows.out_idx), len(s.cols.out_idx)
+        G = s.pass_rows
+        passes = -(-ho // G)
+        cw = -(-(s.ci[1] - s.ci[0]) // R)
+        act = len(s.rows.src) * len(s.cols.src) * cw
+        comp = 0
+        for p in range(passes):
+            gc = min(G, ho - p * G)
+            comp += s.n_tiles * max(gc * wo, R + 3) + R + C + 16
+        total += max(act, comp) * slow + R * s.n_tiles * 0.3 + 30
+    return int(total)
+
+
+def words_to_ints(words):
+    """(beats, k) uint32 -> list of Python ints (beat payload, little-endian words)."""
+    a = np.ascontiguousarray(np.asarray(words, dtype="<u4"))
+    return [int.from_bytes(r.tobytes(), "little") for r in a]
+
+
+def beat_coords(inv):
+    """(co, oy, ox) of every (result beat, lane) of an invocation, invocation-local."""
+    C = inv.cfg.cols
+    T = inv.desc["cotiles"]
+    Ho, Wo, G = inv.out_height, inv.out_width, inv.pass_rows
+    n = inv.n_results
+    co = np.empty((n, C), np.int64)
+    oy = np.empty((n, C), np.int64)
+    ox = np.empty((n, C), np.int64)
+    pos = 0
+    for oy0 in range(0, Ho, G):
+        gc = min(G, Ho - oy0)
+        gg, xx = np.meshgrid(np.arange(gc), np.arange(Wo), indexing="ij")
+        for t in range(T):
+            sl = slice(pos, pos + gc * Wo)
+            oy[sl] = (oy0 + gg).reshape(-1, 1)
+            ox[sl] = xx.reshape(-1, 1)
+            co[sl] = t * C + np.arange(C)[None, :]
+            pos += gc * Wo
+    return co, oy, ox
+
+
+@dataclass
+class Expect:
+    """What one invocation must produce."""
+    index: int
+    spec: object                 # TileSpec
+    inv: object                  # Invocation
+    beats: np.ndarray            # (n_results, cols) expected values (0 on unused lanes)
+    mask: np.ndarray             # (n_results, cols) lanes that are checked
+    coords: tuple                # layer coordinates (n, co, oy, ox), each (n_results, cols)
+    error: int = 0               # error bits the status must carry (0: clean)
+    check_results: bool = True
+
+
+@dataclass
+class LayerRun:
+    """A layer prepared for the hardware: plan, invocations, expectations."""
+    layer: Layer
+    cfg: HardwareConfig
+    plan: object
+    invs: list
+    expects: list
+    golden: np.ndarray
+
+    @property
+    def n_inv(self):
+        return len(self.invs)
+
+    def streams(self):
+        """Concatenated beats (lists of ints) of the four input streams."""
+        return [sum((words_to_ints(getattr(i, f)) for i in self.invs), [])
+                for f in ("desc_words", "param_words", "weight_words", "act_words")]
+
+    def assemble(self, results):
+        """Per-invocation result tensors (C, Ho, Wo) -> the layer output, like the driver."""
+        g = self.layer.geometry()
+        out = np.zeros((g.N, g.C_out, g.H_out, g.W_out), dtype=np.int64)
+        for spec, res in zip(self.plan.tiles, results):
+            out[spec.n, spec.co[0]:spec.co[1]][:, spec.rows.out_idx[:, None],
+                                               spec.cols.out_idx[None, :]] += res
+        if self.plan.reduction_parts > 1 and self.layer.requant is not None:
+            out = requantize(out, self.layer.requant, channel_axis=1)
+        return out
+
+
+def prepare(layer: Layer, cfg: HardwareConfig) -> LayerRun:
+    """Plan ``layer`` on ``cfg`` and build its invocations and expectations."""
+    geom = layer.geometry()
+    x = layer.x.astype(np.int64)
+    w = layer.w.astype(np.int64)
+    b = None if layer.b is None else np.asarray(layer.b).astype(np.int64)
+    xa = int(np.abs(x).max(initial=0))
+    wa = int(np.abs(w).max(initial=0))
+    ba = int(np.abs(b).max(initial=0)) if b is not None else 0
+    plan = plan_layer(geom, cfg, x_absmax=xa, w_absmax=wa, b_absmax=ba,
+                      pad_value=layer.pad_value)
+    invs = _invocations(plan, x, w, b, layer.pad_value, layer.requant)
+    parts = {}
+    golden = layer.golden()
+    expects = []
+    for k, (spec, inv) in enumerate(zip(plan.tiles, invs)):
+        key = (spec.ci_sub, (spec.rows.k_lo, spec.rows.k_hi), (spec.cols.k_lo, spec.cols.k_hi))
+        if key not in parts:
+            if plan.reduction_parts == 1:
+                parts[key] = golden
+            else:
+                wm = np.zeros_like(w)
+                a, bb = spec.ci_sub
+                sl = (slice(None), slice(a, bb), slice(spec.rows.k_lo, spec.rows.k_hi),
+                      slice(spec.cols.k_lo, spec.cols.k_hi))
+                wm[sl] = w[sl]
+                parts[key] = conv2d_int(x, wm, b if spec.first else None,
+                                        pad_value=layer.pad_value, data_width=cfg.data_width,
+                                        **layer.conv)
+        ref = parts[key]
+        co, oy, ox = beat_coords(inv)
+        mask = co < inv.out_channels
+        gco = spec.co[0] + np.where(mask, co, 0)
+        goy = spec.rows.out_idx[oy]
+        gox = spec.cols.out_idx[ox]
+        beats = np.where(mask, ref[spec.n, gco, goy, gox], 0)
+        expects.append(Expect(k, spec, inv, beats, mask,
+                              (np.full_like(co, spec.n), gco, goy, gox)))
+    return LayerRun(layer, cfg, plan, invs, expects, golden)
+
+
+# ----------------------------------------------------------------------------- coverage tags
+
+def layer_tags(run: LayerRun):
+    """The coverage sample of a prepared layer: axis name -> bin (None: not applicable)."""
+    layer, plan, cfg = run.layer, run.plan, run.cfg
+    g = layer.geometry()
+    kh, kw = g.kh, g.kw
+    if kh == kw == 1:
+        shape = "1x1"
+    elif kh == 1:
+        shape = "1xN"
+    elif kw == 1:
+        shape = "Nx1"
+    elif kh == kw:
+        shape = "square"
+    else:
+        shape = "nonsquare"
+    G, cin, cout = g.groups, g.C_in, g.C_out
+    if G == 1:
+        gk = "dense"
+    elif G == cin and cout == cin:
+        gk = "depthwise"
+    elif G == cin:
+        gk = "depthwise_mult"
+    else:
+        gk = "grouped"
+    p = layer.conv["padding"]
+    form = p if isinstance(p, str) else ("pair" if isinstance(p, tuple) else "int")
+    R, C = cfg.rows, cfg.cols
+    cg = cin // G
+    cin_bin = ("lt_rows" if cg < R else "eq_rows" if cg == R else
+               "multi_word" if cg <= cfg.channel_tile else "split")
+    cout_bin = "lt_cols" if cout < C else "eq_cols" if cout == C else "multi_tile"
+    rq = layer.requant
+    sat = None
+    if rq is not None:
+        gold = run.golden
+        sat = ("both" if (gold == rq.qmax).any() and (gold == rq.qmin).any() else
+               "hi" if (gold == rq.qmax).any() else "lo" if (gold == rq.qmin).any() else "none")
+    tiles = plan.tiles
+    passes = max(-(-len(t.rows.out_idx) // t.pass_rows) for t in tiles)
+    kparts = len({(t.rows.k_lo, t.rows.k_hi, t.cols.k_lo, t.cols.k_hi) for t in tiles})
+    red = ("none" if plan.reduction_parts == 1 else
+           "kernel" if kparts > 1 else "channel")
+    poly = any(t.rows.dil != g.dilation[0] or t.cols.dil != g.dilation[1] for t in tiles)
+    strips = len({(t.cols.out_idx[0], len(t.cols.out_idx)) for t in tiles})
+    bands = len({(t.rows.out_idx[0], len(t.rows.out_idx)) for t in tiles})
+    full = layer.draw.get("full") if layer.draw else None
+    return {
+        "kernel_shape": shape, "kh": kh, "kw": kw,
+        "stride_h": g.stride[0], "stride_w": g.stride[1],
+        "dilation_h": g.dilation[0], "dilation_w": g.dilation[1],
+        "groups": gk, "padding_form": form, "padding_mode": g.padding_mode,
+        "pad_value": (None if g.padding_mode != "zeros" or not any(g.pad) else
+                      ("zero" if layer.pad_value == 0 else "nonzero")),
+        "requant": "none" if rq is None else rq.mode,
+        "relu": None if rq is None else bool(rq.relu),
+        "saturation": sat,
+        "data_range": None if full is None else ("full" if full else "small"),
+        "bias": g.has_bias,
+        "stalls": layer.stalls.kind,
+        "batch": "1" if g.N == 1 else "many",
+        "cin_tile": cin_bin, "cout_tile": cout_bin,
+        "passes": "single" if passes == 1 else "multi",
+        "reduction_split": red,
+        "polyphase": poly,
+        "col_strips": "one" if strips == 1 else "many",
+        "row_bands": "one" if bands == 1 else "many",
+        "invocations": "1" if len(tiles) == 1 else "many",
+    }

@@ -1,0 +1,123 @@
+"""Error scenarios: invalid descriptors and truncated / over-long payload streams.
+
+:func:`corrupt` takes a prepared layer and returns the four input streams with its
+first invocation broken in one named way, and a copy of the run whose first
+expectation carries the error bits the status must report. The hardware must
+drain every stream up to its ``last`` beat, report the error, not hang, and run
+the next layer exactly (the testbench checks all of that).
+"""
+
+import copy
+
+from ...hw import layouts as L
+from .layers import words_to_ints
+
+__all__ = ["CORRUPTIONS", "corrupt"]
+
+
+#: name -> (what is broken, expected error bits)
+CORRUPTIONS = {
+    "desc_kernel_zero": ("descriptor kh = 0", L.ErrorFlag.BAD_DESC),
+    "desc_stride_zero": ("descriptor stride_w = 0", L.ErrorFlag.BAD_DESC),
+    "desc_width_over": ("descriptor width > max_width", L.ErrorFlag.BAD_DESC),
+    "desc_cotiles_zero": ("descriptor cotiles = 0", L.ErrorFlag.BAD_DESC),
+    "desc_pass_span": ("descriptor pass_rows whose span exceeds the line buffer",
+                       L.ErrorFlag.BAD_DESC),
+    "desc_reflect_pad": ("descriptor reflect padding >= width", L.ErrorFlag.BAD_DESC),
+    "desc_out_bits": ("descriptor requant with out_bits = 1", L.ErrorFlag.BAD_DESC),
+    "desc_out_of_image": ("descriptor out_width reaching past the right pad",
+                          L.ErrorFlag.BAD_DESC),
+    "param_count_zero": ("tile parameter cw_count = 0", L.ErrorFlag.BAD_PARAM),
+    "param_tiles_mismatch": ("descriptor n_tiles one more than the tiles' sum",
+                             L.ErrorFlag.BAD_PARAM),
+    "param_short": ("parameter stream one beat short", L.ErrorFlag.PARAM_SHORT),
+    "param_long": ("parameter stream one beat long", L.ErrorFlag.PARAM_LONG),
+    "weight_short": ("weight stream two beats short", L.ErrorFlag.WEIGHT_SHORT),
+    "weight_long": ("weight stream two beats long", L.ErrorFlag.WEIGHT_LONG),
+    "act_short": ("activation stream three beats short", L.ErrorFlag.ACT_SHORT),
+    "act_long": ("activation stream two beats long", L.ErrorFlag.ACT_LONG),
+}
+
+
+def _set_last(beats, layout, last):
+    bit = L.field_offsets(layout)["last"][0]
+    return [(b & ~(1 << bit)) | (int(v) << bit) for b, v in zip(beats, last)]
+
+
+def _resize(beats, layout, n_new):
+    """Truncate to (or extend by repeating the final beat to) ``n_new`` beats, with
+    ``last`` on the new final beat only."""
+    if n_new <= len(beats):
+        out = list(beats[:n_new])
+    else:
+        out = list(beats) + [beats[-1]] * (n_new - len(beats))
+    return _set_last(out, layout, [i == n_new - 1 for i in range(n_new)])
+
+
+def corrupt(run, kind):
+    """``(streams, run_copy)``: the run's streams with invocation 0 broken by ``kind``."""
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {kind!r}; known: {', '.join(CORRUPTIONS)}")
+    cfg = run.cfg
+    inv = run.invs[0]
+    dl, pl, wl, al = (L.descriptor_layout(cfg), L.param_beat_layout(cfg),
+                      L.weight_beat_layout(cfg), L.act_beat_layout(cfg))
+    d = dict(inv.desc)
+    desc = words_to_ints(inv.desc_words)
+    param = words_to_ints(inv.param_words)
+    weight = words_to_ints(inv.weight_words)
+    act = words_to_ints(inv.act_words)
+    if kind.startswith("desc_") or kind == "param_tiles_mismatch":
+        if kind == "desc_kernel_zero":
+            d["kh"] = 0
+        elif kind == "desc_stride_zero":
+            d["stride_w"] = 0
+        elif kind == "desc_width_over":
+            d["width"] = cfg.max_width + 1
+        elif kind == "desc_cotiles_zero":
+            d["cotiles"] = 0
+        elif kind == "desc_pass_span":
+            d["pass_rows"] = cfg.lb_rows + 1
+        elif kind == "desc_reflect_pad":
+            d["pad_mode"] = L.PadMode.REFLECT
+            d["pad_left"] = d["width"]
+        elif kind == "desc_out_bits":
+            d["requant"] = L.RequantMode.TFLITE
+            d["out_bits"] = 1
+        elif kind == "desc_out_of_image":
+            d["out_width"] = d["out_width"] + d["width"] + 2
+        elif kind == "param_tiles_mismatch":
+            d["n_tiles"] = d["n_tiles"] + 1
+        desc = [L.pack(dl, d)]
+    elif kind == "param_count_zero":
+        p0 = L.unpack(pl, param[0])
+        p0["data"]["cw_count"] = 0
+        param = [L.pack(pl, p0)] + param[1:]
+    elif kind == "param_short":
+        if len(param) < 2:
+            raise ValueError("param_short needs a layer with at least 2 output-channel tiles")
+        param = _resize(param, pl, len(param) - 1)
+    elif kind == "param_long":
+        param = _resize(param, pl, len(param) + 1)
+    elif kind == "weight_short":
+        weight = _resize(weight, wl, max(1, len(weight) - 2))
+    elif kind == "weight_long":
+        weight = _resize(weight, wl, len(weight) + 2)
+    elif kind == "act_short":
+        act = _resize(act, al, max(1, len(act) - 3))
+    elif kind == "act_long":
+        act = _resize(act, al, len(act) + 2)
+    streams = [desc, param, weight, act]
+    rest = run.streams() if run.n_inv > 1 else None
+    if rest is not None:       # the other invocations unchanged
+        tail = [words_to_ints(getattr(i, f)) for f in ("desc_words", "param_words",
+                                                        "weight_words", "act_words")
+                for i in run.invs[1:]]
+        per = len(run.invs) - 1
+        for s in range(4):
+            streams[s] = streams[s] + sum(tail[s * per:(s + 1) * per], [])
+    bad = copy.copy(run)
+    bad.expects = list(run.expects)
+    bad.expects[0] = copy.copy(run.expects[0])
+    bad.expects[0].error = CORRUPTIONS[kind][1]
+    return streams, bad

@@ -1,0 +1,147 @@
+"""In-order scoreboard: each invocation's result and status beats against the
+golden expectations of :func:`~.layers.prepare`, with a readable first-mismatch
+report (layer, invocation/tile, output index, expected vs got).
+
+Pure Python: the cocotb testbench and the compiled-harness paths (mutation
+testing, the identity test) share it.
+"""
+
+import numpy as np
+
+from ...hw import layouts as L
+from ...streams import unpack_beats
+
+__all__ = ["Scoreboard", "ints_to_words", "InvocationRecord"]
+
+
+def ints_to_words(values, nwords):
+    """Beat payloads (Python ints) -> (beats, nwords) uint32."""
+    out = np.zeros((len(values), nwords), dtype=np.uint32)
+    for i, v in enumerate(values):
+        v = int(v)
+        for k in range(nwords):
+            out[i, k] = (v >> (32 * k)) & 0xFFFFFFFF
+    return out
+
+
+class InvocationRecord:
+    """What a monitor saw of one invocation."""
+
+    def __init__(self):
+        self.results = []            # result payloads (ints)
+        self.result_cycles = []
+        self.status = None           # dict (error + counters)
+        self.desc_cycle = None
+        self.final_cycle = None      # handshake of the result beat carrying last
+        self.status_cycle = None
+
+    @property
+    def measured_cycles(self):
+        if self.desc_cycle is None or self.final_cycle is None:
+            return None
+        return self.final_cycle - self.desc_cycle + 1
+
+
+class Scoreboard:
+    """Checks the invocations of one :class:`~.layers.LayerRun`, in order."""
+
+    def __init__(self, run, *, context="", max_report=1):
+        self.run = run
+        self.cfg = run.cfg
+        self.context = context
+        self.lay = L.result_beat_layout(self.cfg)
+        self.nwords = (self.lay.size + 31) // 32
+        self.next = 0
+        self.failures = []
+        self.results = [None] * run.n_inv
+        self.cycles = []
+        self.counters = []
+        self.max_report = max_report
+
+    def _where(self, k):
+        e = self.run.expects[k]
+        return (f"{self.context}layer {self.run.layer.name}, invocation {k + 1}/{self.run.n_inv} "
+                f"[{e.spec}]")
+
+    def fail(self, msg):
+        self.failures.append(msg)
+
+    @property
+    def ok(self):
+        return not self.failures
+
+    def check(self, rec: InvocationRecord, *, check_cycles=True):
+        """Check the next invocation's record; return the list of new failures."""
+        k = self.next
+        self.next += 1
+        before = len(self.failures)
+        if k >= self.run.n_inv:
+            self.fail(f"{self.context}layer {self.run.layer.name}: unexpected invocation "
+                      f"{k + 1} (plan has {self.run.n_inv})")
+            return self.failures[before:]
+        e = self.run.expects[k]
+        where = self._where(k)
+        st = rec.status
+        if st is None:
+            self.fail(f"{where}: no status beat")
+            return self.failures[before:]
+        if e.error:
+            if (st["error"] & e.error) != e.error:
+                self.fail(f"{where}: status error {L.ErrorFlag.describe(st['error'])}, "
+                          f"expected {L.ErrorFlag.describe(e.error)}")
+            self.cycles.append(rec.measured_cycles)
+            self.counters.append(dict(st))
+            return self.failures[before:]
+        if st["error"]:
+            self.fail(f"{where}: status error {L.ErrorFlag.describe(st['error'])} "
+                      f"on a valid invocation")
+        n = len(rec.results)
+        if n != e.inv.n_results:
+            self.fail(f"{where}: {n} result beats, expected {e.inv.n_results}")
+        words = ints_to_words(rec.results, self.nwords)
+        if n:
+            last = unpack_beats(self.lay, words, "last")[:, 0]
+            bad = np.flatnonzero(last != (np.arange(n) == e.inv.n_results - 1))
+            if len(bad):
+                self.fail(f"{where}: result 'last' wrong on beats {bad[:8].tolist()} "
+                          f"(expected only on beat {e.inv.n_results - 1})")
+        if n == e.inv.n_results and e.check_results:
+            got = unpack_beats(self.lay, words, "data")
+            diff = (got != e.beats) & e.mask
+            if diff.any():
+                b, lane = np.argwhere(diff)[0]
+                nn, co, oy, ox = (int(c[b, lane]) for c in e.coords)
+                self.fail(f"{where}: result beat {b} lane {lane} = out[n={nn}, co={co}, "
+                          f"oy={oy}, ox={ox}]: expected {int(e.beats[b, lane])}, got "
+                          f"{int(got[b, lane])} ({int(diff.sum())} of {int(e.mask.sum())} "
+                          f"values differ)")
+            self.results[k] = e.inv.scatter_results(got)
+        # counters
+        cats = sum(st[c] for c in L.COUNTERS[1:])
+        if cats != st["cycles"]:
+            self.fail(f"{where}: counters {', '.join(f'{c}={st[c]}' for c in L.COUNTERS)} "
+                      f"do not sum to cycles")
+        m = rec.measured_cycles
+        if check_cycles and m is not None and m != st["cycles"]:
+            self.fail(f"{where}: testbench measured {m} cycles (desc to final result), "
+                      f"hardware counted {st['cycles']}")
+        self.cycles.append(m)
+        self.counters.append(dict(st))
+        return self.failures[before:]
+
+    def finish(self):
+        """After all invocations: the assembled layer output against the golden layer."""
+        if self.next != self.run.n_inv:
+            self.fail(f"{self.context}layer {self.run.layer.name}: {self.next} of "
+                      f"{self.run.n_inv} invocations completed")
+        if self.ok and all(e.error == 0 for e in self.run.expects):
+            out = self.run.assemble(self.results)
+            gold = self.run.golden
+            if out.shape != gold.shape or not np.array_equal(out, gold):
+                idx = tuple(int(i) for i in np.argwhere(out != gold)[0])
+                self.fail(f"{self.context}layer {self.run.layer.name}: assembled output "
+                          f"out{list(idx)} = {int(out[idx])}, golden {int(gold[idx])}")
+        return self.ok
+
+    def first_failure(self):
+        return self.failures[0] if self.failures else None

@@ -1,0 +1,338 @@
+"""cocotb testbench parts for the accelerator, and the environment that runs
+layers on a DUT.
+
+Parts (cocotb ``examples/matrix_multiplier`` style: driver, monitor, model,
+checker):
+
+* :class:`StreamSource` -- drives one input stream from a queue of packed beats
+  (ints packed through the layouts by the host library), idling by a seeded
+  gate (random probability or an ``itertools.cycle`` pattern); holds ``valid``
+  and the payload until the beat is accepted, and puts junk on the payload while
+  idle;
+* :class:`StreamSink` -- the result and status monitors: ready by a gate
+  (back-pressure), capture of accepted beats;
+* :class:`~.checkers.StreamChecker` on all six streams and a
+  :class:`~.checkers.FramingChecker` on the outputs;
+* :class:`~.scoreboard.Scoreboard` -- in order, against the golden model;
+* a cycle watchdog on every wait, naming the layer and the invocation/tile.
+
+Timing: one coroutine steps the clock. Each cycle it drives at the falling edge
+and samples at ``ReadOnly`` after it, where the values are the ones the next
+rising edge sees, on Verilator and Icarus alike; a handshake at that edge
+belongs to cycle ``self.cycle``. Per-cycle Python is what bounds cocotb's speed,
+so the parts are methods called from this one loop instead of one coroutine
+each (two triggers per cycle in total).
+"""
+
+import random
+from types import SimpleNamespace
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from ...hw import layouts as L
+from .checkers import StreamChecker, FramingChecker, ProtocolError
+from .scoreboard import Scoreboard, InvocationRecord
+from .layers import StallSpec, estimate_cycles
+
+__all__ = ["StreamSource", "StreamSink", "ConvEnv", "WatchdogTimeout", "LayerResult"]
+
+INPUTS = ("i_desc", "i_param", "i_weight", "i_act")
+
+
+class WatchdogTimeout(AssertionError):
+    pass
+
+
+def _val(handle):
+    """(int value, resolvable) of a handle."""
+    v = handle.value
+    try:
+        return int(v), True
+    except ValueError:
+        return 0, False
+
+
+class StreamSource:
+    """Driver of one input stream."""
+
+    def __init__(self, dut, name, *, junk_seed=0):
+        self.name = name
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.width = len(self.payload)
+        self.queue = []
+        self.pos = 0
+        self.offering = False
+        self.valid_now = False
+        self.gate = iter(lambda: True, None)
+        self.junk = random.Random(junk_seed)
+        self.checker = StreamChecker(name, producer="testbench")
+        self.accepted = 0
+
+    def load(self, beats):
+        self.queue.extend(beats)
+
+    def left(self):
+        return len(self.queue) - self.pos
+
+    def flush(self):
+        self.queue, self.pos, self.offering = [], 0, False
+        self.checker.reset()
+
+    def drive(self):
+        """Falling edge: offer the next beat, keep offering, or idle."""
+        if self.offering:
+            return
+        if self.pos < len(self.queue) and next(self.gate):
+            self.payload.value = self.queue[self.pos]
+            self.offering = True
+            if not self.valid_now:
+                self.valid.value = 1
+                self.valid_now = True
+        elif self.valid_now:
+            self.valid.value = 0
+            self.valid_now = False
+            self.payload.value = self.junk.getrandbits(self.width)
+
+    def sample(self, cycle):
+        """ReadOnly: True when the offered beat is accepted at the coming edge."""
+        if not self.offering:
+            ready = bool(self.ready.value) if self.checker.pending else False
+            self.checker.sample(cycle, False, ready)
+            return False
+        ready = bool(self.ready.value)
+        self.checker.sample(cycle, True, ready, self.queue[self.pos])
+        if ready:
+            self.offering = False
+            self.pos += 1
+            self.accepted += 1
+            return True
+        return False
+
+    def idle(self):
+        if self.valid_now:
+            self.valid.value = 0
+            self.valid_now = False
+        self.offering = False
+
+
+class StreamSink:
+    """Monitor of one output stream with back-pressure."""
+
+    def __init__(self, dut, name):
+        self.name = name
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.ready_now = None
+        self.gate = iter(lambda: True, None)
+        self.checker = StreamChecker(name, producer="DUT")
+        self.enabled = True
+
+    def drive(self):
+        r = bool(next(self.gate)) if self.enabled else False
+        if r != self.ready_now:
+            self.ready.value = int(r)
+            self.ready_now = r
+
+    def sample(self, cycle):
+        """ReadOnly: the accepted payload (int), or None."""
+        valid = bool(self.valid.value)
+        if not valid and not self.checker.pending:
+            return None
+        if valid:
+            p, ok = _val(self.payload)
+        else:
+            p, ok = None, True
+        self.checker.sample(cycle, valid, self.ready_now, p, ok)
+        return p if (valid and self.ready_now) else None
+
+
+class LayerResult:
+    """Outcome of one layer on the DUT."""
+
+    def __init__(self, run, sb, cycles, sim_cycles, error=None):
+        self.run = run
+        self.scoreboard = sb
+        self.cycles = cycles            # sum of measured invocation cycles
+        self.sim_cycles = sim_cycles    # cycles simulated for the layer
+        self.error = error              # first failure (str) or None
+
+    @property
+    def ok(self):
+        return self.error is None
+
+
+class ConvEnv:
+    """The environment: clock, reset, sources, sinks, checkers, scoreboard, watchdog."""
+
+    def __init__(self, dut, cfg, *, log=None):
+        self.dut = dut
+        self.cfg = cfg
+        self.log = log or dut._log
+        self.sources = [StreamSource(dut, n, junk_seed=i) for i, n in enumerate(INPUTS)]
+        self.result = StreamSink(dut, "o_result")
+        self.status = StreamSink(dut, "o_status")
+        self.framing = FramingChecker()
+        self.status_lay = L.status_layout(cfg)
+        self.last_bit = L.field_offsets(L.result_beat_layout(cfg))["last"][0]
+        self.cycle = 0
+        self.clock = None
+        self.trace = []           # handshake marks of the current layer
+        self._at_falling = False
+
+    # -- clock and reset ------------------------------------------------------------
+    async def start(self, reset_cycles=4):
+        self.clock = Clock(self.dut.clk, 10, unit="ns")
+        self.clock.start()
+        await self.reset(reset_cycles)
+
+    async def reset(self, cycles=4):
+        """Synchronous reset like the compiled harness: valid/ready low, ``cycles``
+        rising edges with ``rst`` high; queues and checkers flushed."""
+        await FallingEdge(self.dut.clk)
+        self.dut.rst.value = 1
+        for s in self.sources:
+            s.flush()
+            s.idle()
+        self.result.ready.value = 0
+        self.result.ready_now = False
+        self.status.ready.value = 0
+        self.status.ready_now = False
+        self.result.checker.reset()
+        self.status.checker.reset()
+        self.framing.reset()
+        for _ in range(cycles):
+            await RisingEdge(self.dut.clk)
+        await FallingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        self._at_falling = True
+
+    def set_stalls(self, stalls: StallSpec, seed):
+        rng = random.Random(seed)
+        for i, s in enumerate(self.sources):
+            s.gate = stalls.gate(i, rng)
+        self.result.gate = stalls.gate(4, rng)
+        # the status sink shares the result sink's back-pressure kind
+        self.status.gate = stalls.gate(4, random.Random(seed + 1))
+
+    # -- one cycle ------------------------------------------------------------------
+    async def step(self):
+        """Drive at the falling edge, sample at ReadOnly; return the handshakes."""
+        if not self._at_falling:
+            await FallingEdge(self.dut.clk)
+        self._at_falling = False
+        for s in self.sources:
+            s.drive()
+        self.result.drive()
+        self.status.drive()
+        await ReadOnly()
+        c = self.cycle
+        hs = [s.sample(c) for s in self.sources]
+        res = self.result.sample(c)
+        st = self.status.sample(c)
+        self.cycle += 1
+        return hs, res, st
+
+    # -- layers ---------------------------------------------------------------------
+    def watchdog_limit(self, run, k, stalls):
+        """Cycles an invocation may take before the watchdog fires."""
+        one = SimpleNamespace(tiles=[run.expects[k].spec])
+        slow = 1.0 / max(0.1, 1.0 - stalls.max_idle())
+        beats = sum(len(getattr(run.invs[k], f)) for f in
+                    ("desc_words", "param_words", "weight_words", "act_words"))
+        return int(4000 + 4 * estimate_cycles(one, self.cfg, stalls) + 4 * slow * (beats + run.invs[k].n_results))
+
+    async def run_layer(self, run, *, seed=0, stalls=None, streams=None, label="",
+                        stop_after=None):
+        """Run every invocation of ``run`` back-to-back and check it.
+
+        ``streams``: the four input streams (lists of packed ints) to send instead of
+        the run's own (error scenarios); the run's ``expects`` say what must come back.
+        ``stop_after``: leave after that many cycles (to reset in the middle of a layer).
+        Returns a :class:`LayerResult`; never raises on a DUT failure (the caller
+        resets the DUT), only on testbench bugs.
+        """
+        stalls = stalls or run.layer.stalls
+        self.set_stalls(stalls, seed)
+        streams = streams or run.streams()
+        for s, beats in zip(self.sources, streams):
+            s.load(beats)
+        ctx = f"{label}seed {seed}: " if label else ""
+        sb = Scoreboard(run, context=ctx)
+        n_inv = run.n_inv
+        rec = InvocationRecord()
+        k = 0
+        start = self.cycle
+        limit = self.watchdog_limit(run, 0, stalls)
+        t_wait = self.cycle
+        total = 0
+        error = None
+        try:
+            while k < n_inv:
+                if stop_after is not None and self.cycle - start >= stop_after:
+                    break
+                hs, res, st = await self.step()
+                c = self.cycle - 1
+                if hs[0]:
+                    rec.desc_cycle = c
+                elif rec.desc_cycle is None and (hs[1] or hs[2] or hs[3]):
+                    raise ProtocolError(f"cycle {c}: the DUT accepted a payload beat before "
+                                        f"the invocation's descriptor")
+                if res is not None:
+                    rec.results.append(res)
+                    rec.result_cycles.append(c)
+                    last = (res >> self.last_bit) & 1
+                    e = run.expects[k]
+                    exp_last = None if e.error else (len(rec.results) == e.inv.n_results)
+                    self.framing.result(c, last, exp_last)
+                    if last:
+                        rec.final_cycle = c
+                if st is not None:
+                    e = run.expects[k]
+                    self.framing.status(c, rec.final_cycle is not None, e.error == 0)
+                    rec.status = L.unpack(self.status_lay, st)
+                    rec.status_cycle = c
+                    fails = sb.check(rec)
+                    if rec.measured_cycles is not None:
+                        total += rec.measured_cycles
+                    if fails:
+                        error = fails[0]
+                        break
+                    k += 1
+                    rec = InvocationRecord()
+                    t_wait = self.cycle
+                    if k < n_inv:
+                        limit = self.watchdog_limit(run, k, stalls)
+                if self.cycle - t_wait > limit:
+                    e = run.expects[k]
+                    left = [f"{s.name} {s.left()} beats left" for s in self.sources]
+                    raise WatchdogTimeout(
+                        f"{ctx}watchdog: layer {run.layer.name}, invocation {k + 1}/{n_inv} "
+                        f"[{e.spec}]: no status after {limit} cycles (desc handshake at "
+                        f"{rec.desc_cycle}, {len(rec.results)}/{e.inv.n_results} result beats; "
+                        f"{', '.join(left)}; DUT active={int(self.dut.active.value)})")
+        except (ProtocolError, WatchdogTimeout) as exc:
+            error = f"{ctx}layer {run.layer.name}, invocation {k + 1}/{n_inv}: {exc}" \
+                if isinstance(exc, ProtocolError) else str(exc)
+        if error is None and stop_after is not None and k < n_inv:
+            pass
+        elif error is None:
+            # every beat the testbench queued must have been taken (drained)
+            left = [(s.name, len(s.queue) - s.pos) for s in self.sources if len(s.queue) > s.pos]
+            if left:
+                error = f"{ctx}layer {run.layer.name}: input beats not consumed: {left}"
+            elif not sb.finish():
+                error = sb.first_failure()
+        for s in self.sources:
+            s.flush()
+        return LayerResult(run, sb, total, self.cycle - start, error)
+
+    async def idle_cycles(self, n):
+        for s in self.sources:
+            s.gate = iter(lambda: True, None)
+        for _ in range(n):
+            await self.step()
