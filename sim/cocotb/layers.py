@@ -166,6 +166,7 @@ def _data(rng, shape, width, full):
     return rng.integers(-8, 8, shape)
 
 
+KERNEL_SHAPES = ("1x1", "1xN", "Nx1", "square", "nonsquare")
 GROUP_KINDS = ("dense", "grouped", "depthwise", "depthwise_mult")
 PAD_FORMS = ("int", "pair", "valid", "same")
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -187,8 +188,22 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
     R, C = cfg.rows, cfg.cols
     CT = cfg.channel_tile
     kmax = min(7, cfg.max_kernel)
+    shape = str(rng.choice(KERNEL_SHAPES))
+    big = lambda: int(rng.integers(2, kmax + 1))
+    if shape == "1x1":
+        kh = kw = 1
+    elif shape == "1xN":
+        kh, kw = 1, big()
+    elif shape == "Nx1":
+        kh, kw = big(), 1
+    elif shape == "square":
+        kh = kw = big()
+    else:
+        kh, kw = big(), big()
+        while kh == kw:
+            kw = big()
     d = {
-        "kh": int(rng.integers(1, kmax + 1)), "kw": int(rng.integers(1, kmax + 1)),
+        "kernel_shape": shape, "kh": kh, "kw": kw,
         "sh": int(rng.integers(1, 5)), "sw": int(rng.integers(1, 5)),
         "dh": int(rng.integers(1, 5)), "dw": int(rng.integers(1, 5)),
         "groups": str(rng.choice(GROUP_KINDS)), "pad_form": str(rng.choice(PAD_FORMS)),
@@ -197,7 +212,7 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
         "cout": str(rng.choice(COUT_BINS)), "batch": int(rng.choice([1, 1, 2, 3])),
         "relu": bool(rng.random() < 0.4), "bias": bool(rng.random() < 0.8),
         "pad_value": bool(rng.random() < 0.4), "wide": bool(rng.random() < 0.1),
-        "tall": bool(rng.random() < 0.15),
+        "tall": bool(rng.random() < 0.1),
     }
     if d["pad_form"] == "same":
         d["sh"] = d["sw"] = 1
@@ -272,8 +287,8 @@ def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
     extra = 3 if small else 8
     H = need_h + int(rng.integers(0, extra + 1))
     W = need_w + int(rng.integers(0, extra + 1))
-    if d["tall"] and not small:
-        H += int(rng.integers(4, 12))
+    if d["tall"] and shrink < 1:
+        H = max(H, cfg.max_height + int(rng.integers(1, 8)))
     if d["wide"] and shrink < 1:
         W = max(W, cfg.max_width + int(rng.integers(1, 8)))
     N = d["batch"] if shrink < 3 else 1
@@ -365,8 +380,8 @@ def _stem7x7():
 
 def _dilated():
     x = _rand(10, (2, 12, 12, 11))
-    w = _rand(11, (10, 4, 3, 2))
-    b = _rand(12, (10,), -999, 999)
+    w = _rand(11, (9, 4, 3, 2))
+    b = _rand(12, (9,), -999, 999)
     return Layer("dilated_grouped_circular", x, w, b,
                  dict(stride=(1, 2), padding=(2, 1), dilation=(2, 3), groups=3,
                       padding_mode="circular"))

@@ -6,6 +6,8 @@ Pure Python: the cocotb testbench and the compiled-harness paths (mutation
 testing, the identity test) share it.
 """
 
+import hashlib
+
 import numpy as np
 
 from ...hw import layouts as L
@@ -57,6 +59,7 @@ class Scoreboard:
         self.cycles = []
         self.counters = []
         self.max_report = max_report
+        self.raw_sha = [None] * run.n_inv      # hash of each invocation's raw result beats
 
     def _where(self, k):
         e = self.run.expects[k]
@@ -96,6 +99,7 @@ class Scoreboard:
             self.fail(f"{where}: status error {L.ErrorFlag.describe(st['error'])} "
                       f"on a valid invocation")
         n = len(rec.results)
+        self.raw_sha[k] = hashlib.sha256(repr([int(v) for v in rec.results]).encode()).hexdigest()[:16]
         if n != e.inv.n_results:
             self.fail(f"{where}: {n} result beats, expected {e.inv.n_results}")
         words = ints_to_words(rec.results, self.nwords)

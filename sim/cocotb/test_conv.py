@@ -12,7 +12,6 @@ the scoreboard and the watchdog. After a failing layer the DUT is reset and the
 next layer runs (a regression reports every failing seed, not just the first).
 """
 
-import hashlib
 import json
 import os
 import time
@@ -109,9 +108,7 @@ async def run_layers(dut):
                      invocations=run.n_inv, stalls=str(stalls))
         if job.get("detail"):
             entry["inv"] = _inv_summary(res.scoreboard, res)
-            entry["results_sha"] = [hashlib.sha256(repr(r.tolist()).encode()).hexdigest()[:16]
-                                    if r is not None else None
-                                    for r in res.scoreboard.results]
+            entry["results_sha"] = res.scoreboard.raw_sha
         report.add(**entry)
         if not res.ok:
             failures.append(res.error)
