@@ -91,7 +91,7 @@ def main(argv=None):
     rows = []
     hdr = (f"| {'net':<15} | {'layer':<22} | {'run as':<16} | {'MACs':>13} | {'cycles':>11} | "
            f"{'util':>6} | {'busy':>6} | {'setup':>5} | {'in':>5} | {'wgt':>5} | {'out':>5} | "
-           f"{'drain':>5} | exact |")
+           f"{'fill':>5} | {'drain':>5} | exact |")
     print(f"RTL utilization on {hw}")
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
@@ -106,7 +106,7 @@ def main(argv=None):
         print(f"| {layer['net']:<15} | {layer['name']:<22} | {note or 'true size':<16} | "
               f"{st.macs:>13,} | {st.cycles:>11,} | {st.utilization:>6.1%} | {pct('busy')} | "
               f"{pct('setup')} | {pct('stall_input')} | {pct('stall_weight')} | "
-              f"{pct('stall_output')} | {pct('drain')} | {'yes' if ok else 'NO':>5} |",
+              f"{pct('stall_output')} | {pct('fill')} | {pct('drain')} | {'yes' if ok else 'NO':>5} |",
               flush=True)
         rows.append(dict(net=layer["net"], name=layer["name"], run_as=note or "true size",
                          macs=st.macs, cycles=st.cycles, utilization=st.utilization,

@@ -94,7 +94,7 @@ def _invocations(plan, x, w, bias, pad_value, requant):
             stride=(r.stride, c.stride), dilation=(r.dil, c.dil),
             pads=(r.pad_lo, r.pad_hi, c.pad_lo, c.pad_hi), pad_mode=pad_mode,
             pad_value=pad_value, requant=rq, out_height=len(r.out_idx),
-            out_width=len(c.out_idx), pass_rows=spec.pass_rows)
+            out_width=len(c.out_idx), pass_rows=spec.pass_rows, depthwise=spec.depthwise)
         invs.append(inv)
     return invs
 

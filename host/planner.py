@@ -185,6 +185,7 @@ class TileSpec:
     cols: AxisSegment
     first: bool                 # first reduction part of its outputs (carries the bias)
     complete: bool              # the only reduction part (hardware may requantize)
+    depthwise: bool = False     # the depthwise mapping (taps on rows, channels on columns)
     co_phase: int = 0           # offset of co[0] inside its group
     cog: int = 1                # output channels per group
     pass_rows: int = 1
@@ -285,6 +286,8 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
         sub_splits = [(a, min(cg, a + tile)) for a in range(0, cg, tile)]
         sub_splits = [p for a, b in sub_splits
                       for p in _refine(a, b, kh, kw, xa, wa, b_absmax, cfg)]
+    # the depthwise mapping: one input channel per group, multiplier 1, square array
+    dw = G == geom.C_in == geom.C_out and cfg.depthwise_mode
     # chunks of whole groups (or one group and a channel sub-range of it)
     chunks = []     # (g0, g1, (a, b))
     if len(sub_splits) == 1:
@@ -309,7 +312,9 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
                         spec = TileSpec(n=n, ci=(ga * cg + a, (gb - 1) * cg + b), co=(co_lo, co_hi),
                                         groups=gb - ga, ci_sub=(a, b), rows=r, cols=c,
                                         first=first, complete=(parts == 1),
-                                        co_phase=co_lo - ga * cog, cog=cog)
+                                        co_phase=co_lo - ga * cog, cog=cog,
+                                        depthwise=dw and c.k <= cfg.dw_kernel and
+                                        r.k <= cfg.dw_kernel and c.dil <= cfg.dw_dilation)
                         _finish_spec(spec, geom, cfg)
                         plan.tiles.append(spec)
                         plan.host_prepad_columns += c.prepad
@@ -361,8 +366,12 @@ def _finish_spec(spec, geom, cfg):
     spec.pass_rows = choose_pass_rows(cfg, ho, wo, r.stride, span_h)
     cin_loc = spec.ci[1] - spec.ci[0]
     cout_loc = spec.co[1] - spec.co[0]
-    ranges = tile_word_ranges(cin_loc, cout_loc, spec.groups, cfg.rows, cfg.cols,
-                              cog=spec.cog, co_phase=spec.co_phase)
-    spec.cotiles = len(ranges)
-    spec.n_tiles = sum(r.k * c.k * cnt for _, cnt in ranges)
+    if spec.depthwise:
+        spec.cotiles = -(-cin_loc // cfg.rows)
+        spec.n_tiles = spec.cotiles * -(-(r.k * c.k) // cfg.rows)
+    else:
+        ranges = tile_word_ranges(cin_loc, cout_loc, spec.groups, cfg.rows, cfg.cols,
+                                  cog=spec.cog, co_phase=spec.co_phase)
+        spec.cotiles = len(ranges)
+        spec.n_tiles = sum(r.k * c.k * cnt for _, cnt in ranges)
     spec.macs = cout_loc * ho * wo * (spec.ci_sub[1] - spec.ci_sub[0]) * r.k * c.k

@@ -181,16 +181,24 @@ class Invocation:
 
 
 def choose_pass_rows(cfg, out_height, out_width, stride_h, span_h):
-    """Largest G (output rows per pass) the accumulator and line buffer allow."""
+    """G, the output rows per pass.
+
+    The accumulator holds ``G * W_out`` pixels. A pass needs ``(G-1)*s + span_h``
+    line-buffer rows; the next pass's ``G*s`` new rows can stream in meanwhile only if
+    both fit in ``lb_rows``, so G is the largest value with
+    ``(G-1)*s + span_h + G*s <= lb_rows`` (or, when even G = 1 cannot overlap, the
+    largest G the line buffer holds at all).
+    """
     g_acc = cfg.acc_depth // out_width
-    g_lb = (cfg.lb_rows - span_h) // stride_h + 1
+    g_overlap = (cfg.lb_rows - span_h + stride_h) // (2 * stride_h)
+    g_lb = g_overlap if g_overlap >= 1 else (cfg.lb_rows - span_h) // stride_h + 1
     return max(1, min(out_height, g_acc, g_lb))
 
 
 def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
                      stride=(1, 1), dilation=(1, 1),
                      pads=(0, 0, 0, 0), pad_mode="zeros", pad_value=0, requant=None,
-                     out_height=None, out_width=None, pass_rows=None):
+                     out_height=None, out_width=None, pass_rows=None, depthwise=False):
     """Lay one image of a layer out as hardware beats.
 
     Parameters
@@ -205,6 +213,9 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
     pads : (top, bottom, left, right).
     requant : None or an object with ``mode``, ``multiplier``, ``shift``,
         ``out_zero_point``, ``out_width``, ``relu`` (see ``contract.Requant``).
+    depthwise : use the depthwise mapping (``groups == C_in == C_out``, square
+        array): output-channel tile ``t`` is input word ``t``, its folds hold ``rows``
+        kernel taps each (raster order), column ``c`` is channel ``t*cols + c``.
     """
     R, C = cfg.rows, cfg.cols
     x = np.asarray(x, dtype=np.int64)
@@ -219,28 +230,41 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
     if out_width is None:
         out_width = (W + pl + pr - dwl * (kw - 1) - 1) // sw + 1
     cwords = -(-c_in // R)
-    cotiles = -(-c_out // C)
-    cog = c_out // groups if cog is None else cog
-    ranges = tile_word_ranges(c_in, c_out, groups, R, C, cog=cog, co_phase=co_phase)
-    n_tiles = sum(kh * kw * cnt for _, cnt in ranges)
     span_h = dh * (kh - 1) + 1
     if pass_rows is None:
         pass_rows = choose_pass_rows(cfg, out_height, out_width, sh, span_h)
-
-    # dense, group-masked weights: wd[co, ci, ky, kx]
-    ci_pad = cwords * R
-    wd = np.zeros((cotiles * C, ci_pad, kh, kw), dtype=np.int64)
-    co_idx = np.arange(c_out)
-    grp = (co_phase + co_idx) // cog
-    ci_idx = grp[:, None] * cg + np.arange(cg)[None, :]          # (c_out, cg)
-    wd[co_idx[:, None], ci_idx] = w
-    # weight tiles in order: tile t, ky, kx, word j; rows r = channel in word
-    tiles = []
-    for t, (first, cnt) in enumerate(ranges):
-        blk = wd[t * C:(t + 1) * C, first * R:(first + cnt) * R]     # (C, cnt*R, kh, kw)
-        blk = blk.reshape(C, cnt, R, kh, kw).transpose(3, 4, 1, 2, 0)  # (kh, kw, cnt, R, C)
-        tiles.append(blk.reshape(-1, C))
-    weight_rows = np.concatenate(tiles, axis=0)                      # (n_tiles*R, C)
+    if depthwise:
+        if not (groups == c_in == c_out and cg == 1 and R == C):
+            raise ValueError("the depthwise mapping needs groups == C_in == C_out and a "
+                             "square array")
+        cotiles = cwords
+        taps = kh * kw
+        folds = -(-taps // R)
+        ranges = [(t, folds) for t in range(cotiles)]
+        n_tiles = cotiles * folds
+        # tile (t, f): row r = tap f*R + r, column c = channel t*C + c
+        wt = np.zeros((cotiles * C, folds * R), dtype=np.int64)
+        wt[:c_out, :taps] = w.reshape(c_out, taps)
+        weight_rows = wt.reshape(cotiles, C, folds, R).transpose(0, 2, 3, 1).reshape(-1, C)
+    else:
+        cotiles = -(-c_out // C)
+        cog = c_out // groups if cog is None else cog
+        ranges = tile_word_ranges(c_in, c_out, groups, R, C, cog=cog, co_phase=co_phase)
+        n_tiles = sum(kh * kw * cnt for _, cnt in ranges)
+        # dense, group-masked weights: wd[co, ci, ky, kx]
+        ci_pad = cwords * R
+        wd = np.zeros((cotiles * C, ci_pad, kh, kw), dtype=np.int64)
+        co_idx = np.arange(c_out)
+        grp = (co_phase + co_idx) // cog
+        ci_idx = grp[:, None] * cg + np.arange(cg)[None, :]          # (c_out, cg)
+        wd[co_idx[:, None], ci_idx] = w
+        # weight tiles in order: tile t, ky, kx, word j; rows r = channel in word
+        tiles = []
+        for t, (first, cnt) in enumerate(ranges):
+            blk = wd[t * C:(t + 1) * C, first * R:(first + cnt) * R]     # (C, cnt*R, kh, kw)
+            blk = blk.reshape(C, cnt, R, kh, kw).transpose(3, 4, 1, 2, 0)  # (kh, kw, cnt, R, C)
+            tiles.append(blk.reshape(-1, C))
+        weight_rows = np.concatenate(tiles, axis=0)                      # (n_tiles*R, C)
     assert weight_rows.shape[0] == n_tiles * R
 
     # params
@@ -258,6 +282,7 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
         zp, out_bits, relu = int(requant.out_zero_point), int(requant.out_width), int(requant.relu)
 
     # activations: (iy, ix, cw) beats of R channels
+    ci_pad = cwords * R
     xp = np.zeros((ci_pad, H, W), dtype=np.int64)
     xp[:c_in] = x
     act = xp.reshape(cwords, R, H, W).transpose(2, 3, 0, 1).reshape(-1, R)
@@ -269,6 +294,7 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
         "dil_h": dh, "dil_w": dwl, "pad_top": pt, "pad_bottom": pb, "pad_left": pl,
         "pad_right": pr, "pad_mode": PAD_MODES[pad_mode], "pad_value": int(pad_value),
         "requant": rq_mode, "relu": relu, "out_zp": zp, "out_bits": out_bits,
+        "depthwise": int(bool(depthwise)),
     }
     dl = L.descriptor_layout(cfg)
     desc_words = pack_beats(dl, 1, {k: [v.value if hasattr(v, "value") else v]

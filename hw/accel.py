@@ -45,9 +45,9 @@ from .requant import Requantizer
 
 __all__ = ["Conv2dAccelerator", "RESULT_LATENCY"]
 
-# issue -> line-buffer data (1) -> array (R+C) -> accumulate (1) -> register (1)
-# -> requantizer (4) -> FIFO write; see Conv2dAccelerator docstring.
-RESULT_EXTRA = 1 + 1 + 1 + Requantizer.LATENCY
+# issue -> line-buffer data (1) -> tap word register / depthwise window (1) -> array
+# (R+C) -> accumulate (1) -> register (1) -> requantizer (4) -> FIFO write.
+RESULT_EXTRA = 2 + 1 + 1 + Requantizer.LATENCY
 
 
 def RESULT_LATENCY(cfg):
@@ -91,10 +91,15 @@ class Conv2dAccelerator(wiring.Component):
         m.d.comb += self.active.eq(state != S_IDLE)
 
         # ------------------------------------------------------------------ memories
-        m.submodules.lb = lb = memory.Memory(
-            shape=data.ArrayLayout(signed(dw), R), depth=cfg.lb_depth, init=[])
-        lb_w = lb.write_port()
-        lb_r = lb.read_port()
+        # line buffer: one bank per row slot, all banks read at the same (column, word)
+        banks, bank_w, bank_r = [], [], []
+        for b in range(cfg.lb_rows):
+            mem = memory.Memory(shape=data.ArrayLayout(signed(dw), R),
+                                depth=cfg.max_width * cfg.max_cwords, init=[])
+            m.submodules[f"lb{b}"] = mem
+            banks.append(mem)
+            bank_w.append(mem.write_port())
+            bank_r.append(mem.read_port())
         m.submodules.wmem = wmem = memory.Memory(
             shape=data.ArrayLayout(signed(dw), Cc), depth=cfg.weight_depth, init=[])
         wm_w = wmem.write_port()
@@ -103,7 +108,7 @@ class Conv2dAccelerator(wiring.Component):
             shape=data.ArrayLayout(channel_params_layout(cfg), Cc), depth=cfg.max_cotiles, init=[])
         pm_w = pmem.write_port()
         pm_r = pmem.read_port()
-        cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "count": unsigned(cfg.cw_bits)})
+        cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "count": unsigned(cfg.fold_bits)})
         m.submodules.cwmem = cwmem = memory.Memory(shape=cw_shape, depth=cfg.max_cotiles, init=[])
         cw_w = cwmem.write_port()
         cw_r = cwmem.read_port(domain="comb")
@@ -162,7 +167,7 @@ class Conv2dAccelerator(wiring.Component):
         t = Signal(cfg.cot_bits)
         ky = Signal(cfg.k_bits)
         kx = Signal(cfg.k_bits)
-        j = Signal(cfg.cw_bits)
+        j = Signal(cfg.fold_bits)
         g = Signal(cfg.h_bits)
         ox = Signal(cfg.w_bits)
         gcount = Signal(cfg.h_bits)
@@ -197,11 +202,20 @@ class Conv2dAccelerator(wiring.Component):
             step_h = Mux(desc.stride_h > 1, desc.stride_h + 1, desc.stride_h)
         step_dw = 1 if "dilation_w_ignored" in faults else desc.dil_w
 
-        last_ox = ox == desc.out_width - 1
+        dwm = desc.depthwise
+        rc = Signal(cfg.w_bits + cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)  # depthwise read column
+        next_rc = Signal.like(rc)        # read column completing the next element
+        dw_first_rc = Signal.like(rc)    # (kw-1)*dil_w
+        dw_ky0 = Signal(cfg.k_bits + 1)  # first tap (ky, kx) of the depthwise fold
+        dw_kx0 = Signal(cfg.k_bits + 1)
+
+        is_elem = Signal()
+        m.d.comb += is_elem.eq(~dwm | (rc == next_rc))
+        last_ox = is_elem & (ox == desc.out_width - 1)
         last_g = g == gcount - 1
         last_j = j == cw_count - 1
-        last_kx = kx == desc.kw - 1
-        last_ky = ky == desc.kh - 1
+        last_kx = dwm | (kx == desc.kw - 1)
+        last_ky = dwm | (ky == desc.kh - 1)
         last_t = t == desc.cotiles - 1
         first_fold = (ky == 0) & (kx == 0) & (j == 0)
         last_fold = last_ky & last_kx & last_j
@@ -209,12 +223,22 @@ class Conv2dAccelerator(wiring.Component):
         final_elem = last_fold & last_t & last_pass & last_g & last_ox
 
         w_ready = loaded > fold_idx
-        credit_ok = ~last_fold | (reserved < cfg.out_fifo_depth)
+        credit_ok = ~(last_fold & is_elem) | (reserved < cfg.out_fifo_depth)
         issue = Signal()
         m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok)
 
+        def tap_chain(ky0, kx0):
+            """(ky, kx) of the depthwise fold's rows 0..R (row R: the next fold's first tap)."""
+            seq = [(ky0, kx0)]
+            for _ in range(R):
+                ky_, kx_ = seq[-1]
+                wrap = kx_ == desc.kw - 1
+                seq.append((Mux(wrap, ky_ + 1, ky_)[:cfg.k_bits + 1],
+                            Mux(wrap, 0, kx_ + 1)[:cfg.k_bits + 1]))
+            return seq
+
         # ------------------------------------------------------------------ window generator
-        # horizontal border mapping
+        # horizontal border mapping (of the dense tap column, or the depthwise read column)
         width_s = Signal(signed(cb))
         height_s = Signal(signed(cb))
         m.d.comb += [width_s.eq(desc.width), height_s.eq(desc.height)]
@@ -249,41 +273,82 @@ class Conv2dAccelerator(wiring.Component):
             m.d.comb += ix_m.eq(ix)
         pad_y = (iy < 0) | (iy >= height_s)
         cw_sel = Signal(cfg.cw_bits)
-        m.d.comb += cw_sel.eq(cw_first + j)
-        m.d.comb += [
-            lb_r.addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits], iy[:lb_slot_bits])),
-            lb_r.en.eq(1),
-        ]
+        m.d.comb += cw_sel.eq(cw_first + Mux(dwm, 0, j))
+        for b in range(cfg.lb_rows):
+            m.d.comb += [bank_r[b].addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits])),
+                         bank_r[b].en.eq(1)]
 
-        # sideband of an issued element
+        # sideband of an issued element (or of a depthwise window read)
         sb_layout = data.StructLayout({
-            "valid": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1, "pad": 1,
-            "addr": cfg.acc_addr_bits + 1, "tile": cfg.cot_bits,
+            "valid": 1, "shift": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1,
+            "pad": 1, "slot": max(1, lb_slot_bits), "addr": cfg.acc_addr_bits + 1,
+            "tile": cfg.cot_bits, "ky0": cfg.k_bits + 1, "kx0": cfg.k_bits + 1,
         })
         sb0 = Signal(sb_layout)
         drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)
         m.d.comb += [
-            sb0.valid.eq(issue & ~drop),
+            sb0.valid.eq(issue & is_elem & ~drop),
+            sb0.shift.eq(issue & dwm),
             sb0.first.eq(first_fold),
             sb0.last_fold.eq(last_fold),
             sb0.final.eq(final_elem),
             sb0.bank.eq(fold_idx[0]),
             sb0.pad.eq(pad_x | pad_y),
+            sb0.slot.eq(iy[:lb_slot_bits] if lb_slot_bits else 0),
             sb0.addr.eq(acc_addr),
             sb0.tile.eq(t),
+            sb0.ky0.eq(dw_ky0),
+            sb0.kx0.eq(dw_kx0),
         ]
         # stage 1: line-buffer data
         sb1 = Signal(sb_layout)
         m.d.sync += sb1.eq(sb0)
         pad_value = 0 if "wrong_pad_value" in faults else desc.pad_value
+        pad_word = Signal(data.ArrayLayout(signed(dw), R))
         for r in range(R):
-            m.d.comb += array.act[r].eq(Mux(sb1.pad, pad_value, lb_r.data[r]))
-        m.d.comb += array.bank.eq(sb1.bank)
+            m.d.comb += pad_word[r].eq(pad_value)
+        bank_data = Array([br.data for br in bank_r])
+        # dense: the tap's word, registered into stage 2
+        act2 = Signal(data.ArrayLayout(signed(dw), R))
+        m.d.sync += act2.eq(Mux(sb1.pad, pad_word, bank_data[sb1.slot]))
+        # depthwise: one word per kernel row shifts into the window register
+        K = cfg.dw_kernel
+        ncol = cfg.dw_window_cols
+        wreg = [[Signal(R * dw, name=f"win{ky}_{c}") for c in range(ncol)] for ky in range(K)]
+        pad_x1 = Signal()
+        m.d.sync += pad_x1.eq(pad_x)
+        for wky in range(K):
+            iy_ky = Signal(signed(cb + 4), name=f"iy_ky{wky}")
+            m.d.comb += iy_ky.eq(iy + wky * desc.dil_h)
+            slot1 = Signal(max(1, lb_slot_bits), name=f"slot1_ky{wky}")
+            padr1 = Signal(name=f"padr1_ky{wky}")
+            m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
+                         padr1.eq((iy_ky < 0) | (iy_ky >= height_s))]
+            word = Mux(padr1 | pad_x1, pad_word, bank_data[slot1])
+            with m.If(sb1.shift):
+                m.d.sync += wreg[wky][0].eq(word)
+                for c in range(1, ncol):
+                    m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
+        # stage 2: into the array
+        sb2 = Signal(sb_layout)
+        m.d.sync += sb2.eq(sb1)
+        m.d.comb += [array.act.eq(act2), array.bank.eq(sb2.bank), array.dw_mode.eq(dwm)]
+        win = Array([Array(row) for row in wreg])
+        for r, (ky_r, kx_r) in enumerate(tap_chain(sb2.ky0, sb2.kx0)[:R]):
+            col = Signal(range(ncol + 1), name=f"dwcol{r}")
+            back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
+            m.d.comb += back.eq(desc.kw - 1 - kx_r)
+            m.d.comb += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)
+            sel = Signal(R * dw, name=f"dwsel{r}")
+            m.d.comb += sel.eq(win[ky_r][col])
+            for c in range(Cc):
+                lane = c if c < R else R - 1
+                m.d.comb += array.dw_act[r][c].eq(sel[lane * dw:(lane + 1) * dw].as_signed())
 
-        # sideband to the accumulate stage: A-1 = issue + R + C, A = issue + R + C + 1
-        sb_pipe = [sb1]
+        # sideband to the accumulate stage: A-1 = issue + R + C + 1, A = issue + R + C + 2
+        sb_pipe = [sb1, sb2]
         for i in range(cfg.array_latency):
-            nxt = Signal(sb_layout, name=f"sb_p{i + 2}")
+            nxt = Signal(sb_layout, name=f"sb_p{i + 3}")
             m.d.sync += nxt.eq(sb_pipe[-1])
             sb_pipe.append(nxt)
         sb_pre = sb_pipe[-2]    # cycle A-1
@@ -341,9 +406,10 @@ class Conv2dAccelerator(wiring.Component):
         out_hs = self.o_result.valid & self.o_result.ready
         final_hs = out_hs & res_out.last if "skipped_last" not in faults else \
             out_hs & (reserved == 1) & (sq == SQ_DONE)
-        with m.If((issue & last_fold) & ~out_hs):
+        takes_credit = issue & is_elem & last_fold
+        with m.If(takes_credit & ~out_hs):
             m.d.sync += reserved.eq(reserved + 1)
-        with m.Elif(~(issue & last_fold) & out_hs):
+        with m.Elif(~takes_credit & out_hs):
             m.d.sync += reserved.eq(reserved - 1)
 
         # ------------------------------------------------------------------ weight loader
@@ -381,6 +447,7 @@ class Conv2dAccelerator(wiring.Component):
                     last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
                     act_total.eq(d.height * d.width * d.cwords - (1 if "act_count_short" in faults else 0)),
                     w_total.eq(d.n_tiles * R),
+                    dw_first_rc.eq((d.kw - 1) * d.dil_w),
                     qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
                     qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
                     state.eq(S_CHECK2),
@@ -408,6 +475,8 @@ class Conv2dAccelerator(wiring.Component):
                     (d.pad_mode == PadMode.CIRCULAR) & ((d.pad_left > d.width) | (d.pad_right > d.width)),
                     d.requant.as_value() == 3,
                     (d.requant != RequantMode.NONE) & ((d.out_bits < 2) | (d.out_bits > 16)),
+                    d.depthwise & ((not cfg.depthwise_mode) | (d.kh > cfg.dw_kernel) |
+                                   (d.kw > cfg.dw_kernel) | (d.dil_w > cfg.dw_dilation)),
                 ]
                 m.d.comb += bad.eq(Cat(*conds).any())
                 with m.If(bad):
@@ -456,9 +525,15 @@ class Conv2dAccelerator(wiring.Component):
         with m.If(p_hs):
             m.d.sync += p_count.eq(p_count + 1)
             with m.If(p_count < desc.cotiles):
-                m.d.sync += tiles_sum.eq(tiles_sum + taps * pbeat.data.cw_count)
-                with m.If((pbeat.data.cw_count == 0) |
-                          (pbeat.data.cw_first + pbeat.data.cw_count > desc.cwords)):
+                # dense: cw_count input words x taps tiles; depthwise: cw_count folds of
+                # R taps over the single word cw_first
+                m.d.sync += tiles_sum.eq(tiles_sum + Mux(desc.depthwise, pbeat.data.cw_count,
+                                                         taps * pbeat.data.cw_count))
+                bad_range = Mux(desc.depthwise,
+                                (pbeat.data.cw_first >= desc.cwords) |
+                                (pbeat.data.cw_count * R < taps),
+                                pbeat.data.cw_first + pbeat.data.cw_count > desc.cwords)
+                with m.If((pbeat.data.cw_count == 0) | bad_range):
                     m.d.comb += err_hi[0].eq(1)       # BAD_PARAM
             with m.If(pbeat.last):
                 m.d.sync += p_done.eq(1)
@@ -498,11 +573,13 @@ class Conv2dAccelerator(wiring.Component):
         a_overflow = a_count >= act_total
         m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
         a_hs = self.i_act.valid & self.i_act.ready
-        m.d.comb += [
-            lb_w.addr.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[:lb_x_bits], wr_iy[:lb_slot_bits])),
-            lb_w.data.eq(abeat.data),
-            lb_w.en.eq(a_hs & ~a_overflow & ~aborting),
-        ]
+        wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
+        for b in range(cfg.lb_rows):
+            m.d.comb += [
+                bank_w[b].addr.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[:lb_x_bits])),
+                bank_w[b].data.eq(abeat.data),
+                bank_w[b].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b)),
+            ]
         with m.If(a_hs):
             m.d.sync += a_count.eq(a_count + 1)
             with m.If(a_overflow):
@@ -542,6 +619,7 @@ class Conv2dAccelerator(wiring.Component):
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
                 x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                 acc_addr.eq(0), fold_idx.eq(0), loaded.eq(0), reserved.eq(0),
+                rc.eq(0), next_rc.eq(dw_first_rc), dw_ky0.eq(0), dw_kx0.eq(0),
                 ld_tile.eq(0), ld_global.eq(0), ld_k.eq(0), ld_busy.eq(0),
                 latch1.eq(0), latch2.eq(0),
                 p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
@@ -566,26 +644,39 @@ class Conv2dAccelerator(wiring.Component):
                         m.d.sync += sq.eq(SQ_ISSUE)
                 with m.Case(SQ_ISSUE):
                     with m.If(issue):
-                        with m.If(~last_ox):
+                        with m.If(~last_ox & dwm):
+                            # depthwise: the next window column; an element completes
+                            # every stride_w columns once the window is full
+                            m.d.sync += [rc.eq(rc + 1), ix.eq(ix + 1)]
+                            with m.If(is_elem):
+                                m.d.sync += [ox.eq(ox + 1), next_rc.eq(next_rc + desc.stride_w),
+                                             acc_addr.eq(acc_addr + 1)]
+                        with m.Elif(~last_ox):
                             m.d.sync += [ox.eq(ox + 1), ix.eq(ix + desc.stride_w),
                                          acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_g):
                             m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + step_h),
-                                         ix.eq(x_tap), acc_addr.eq(acc_addr + 1)]
+                                         ix.eq(x_tap), acc_addr.eq(acc_addr + 1),
+                                         rc.eq(0), next_rc.eq(dw_first_rc)]
                         with m.Else():
                             m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
-                                         fold_idx.eq(fold_idx + 1)]
+                                         fold_idx.eq(fold_idx + 1),
+                                         rc.eq(0), next_rc.eq(dw_first_rc)]
+                            nxt_ky, nxt_kx = tap_chain(dw_ky0, dw_kx0)[R]
                             with m.If(~last_j):
-                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap)]
-                            with m.Elif(~last_kx):
+                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap),
+                                             dw_ky0.eq(nxt_ky), dw_kx0.eq(nxt_kx)]
+                            with m.Else():
+                                m.d.sync += [dw_ky0.eq(0), dw_kx0.eq(0)]
+                            with m.If(last_j & ~last_kx):
                                 m.d.sync += [j.eq(0), kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
                                              ix.eq(x_tap + step_dw), iy.eq(y_tap)]
-                            with m.Elif(~last_ky):
+                            with m.Elif(last_j & ~last_ky):
                                 m.d.sync += [j.eq(0), kx.eq(0), ky.eq(ky + 1),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              y_tap.eq(y_tap + desc.dil_h),
                                              iy.eq(y_tap + desc.dil_h)]
-                            with m.Else():
+                            with m.Elif(last_j):
                                 m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              y_tap.eq(y_pass), iy.eq(y_pass)]
@@ -647,8 +738,10 @@ class Conv2dAccelerator(wiring.Component):
             # waiting for rows, or the one-cycle bubble between passes
             m.d.comb += category.eq(Mux(rows_ready, cat_index["setup"], cat_index["stall_input"]))
         with m.Elif((state == S_RUN) & (sq == SQ_ISSUE)):
-            with m.If(issue):
+            with m.If(issue & is_elem):
                 m.d.comb += category.eq(cat_index["busy"])
+            with m.Elif(issue):
+                m.d.comb += category.eq(cat_index["fill"])
             with m.Elif(~w_ready):
                 m.d.comb += category.eq(cat_index["stall_weight"])
             with m.Else():

@@ -11,6 +11,13 @@ Dataflow (documented timing, used by the cycle model):
 * The bottom row's sums are de-skewed (column ``c`` delayed by ``cols-1-c``), so
   the sums of one activation vector leave together ``rows + cols`` cycles after it
   entered (:attr:`HardwareConfig.array_latency`).
+* Depthwise mode (``dw_mode``): row ``r`` receives a whole word of ``cols``
+  activations (``dw_act[r]``, one per column: channel ``c`` for column ``c``) and
+  PE ``(r, c)`` multiplies lane ``c``, delayed by ``r + c`` cycles so that it meets
+  the same weight-bank and partial-sum timing as the shared activation of the
+  dense mode. Rows then hold kernel taps and columns channels: every PE does a
+  useful MAC for a depthwise layer, where the dense mapping could use only one
+  row per column.
 * Weights are double-buffered: each PE holds two banks and a load-chain register.
   The loader presents one word of ``cols`` weights per cycle (row ``rows-1`` first);
   the words shift down the columns through the chain registers, column ``c`` skewed
@@ -81,6 +88,8 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "act": In(data.ArrayLayout(signed(dw), R)),
             "bank": In(1),
+            "dw_mode": In(1),
+            "dw_act": In(data.ArrayLayout(data.ArrayLayout(signed(dw), C), R)),
             "w_word": In(data.ArrayLayout(signed(dw), C)),
             "w_latch": In(1),
             "w_bank": In(1),
@@ -105,17 +114,17 @@ class SystolicArray(wiring.Component):
                 pe[r][c] = ProcessingElement(cfg.data_width, cfg.acc_width)
                 m.submodules[f"pe_{r}_{c}"] = pe[r][c]
 
-        # Row inputs, skewed by row index.
+        # Row inputs, skewed by row index; in depthwise mode each PE takes its own
+        # lane of the row's word, skewed by row + column.
         for r in range(R):
-            m.d.comb += [
-                pe[r][0].a_in.eq(delayed(self.act[r], r, f"act{r}")),
-                pe[r][0].bank_in.eq(delayed(self.bank, r, f"bank{r}")),
-            ]
-            for c in range(1, C):
-                m.d.comb += [
-                    pe[r][c].a_in.eq(pe[r][c - 1].a_out),
-                    pe[r][c].bank_in.eq(pe[r][c - 1].bank_out),
-                ]
+            m.d.comb += pe[r][0].bank_in.eq(delayed(self.bank, r, f"bank{r}"))
+            shared = delayed(self.act[r], r, f"act{r}")
+            for c in range(C):
+                own = delayed(self.dw_act[r][c], r + c, f"dwact{r}_{c}")
+                chain = shared if c == 0 else pe[r][c - 1].a_out
+                m.d.comb += pe[r][c].a_in.eq(Mux(self.dw_mode, own, chain))
+                if c:
+                    m.d.comb += pe[r][c].bank_in.eq(pe[r][c - 1].bank_out)
 
         # Column weight chains and latch strobes, skewed by column index.
         for c in range(C):

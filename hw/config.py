@@ -64,6 +64,12 @@ class HardwareConfig:
         Most output-channel tiles (of ``cols`` channels) in one invocation.
     out_fifo_depth : int
         Result FIFO depth; power of two.
+    dw_kernel : int
+        Largest kernel height/width of the depthwise mode (taps on rows, channels
+        on columns; needs ``rows == cols``). Larger depthwise kernels use the dense
+        mapping.
+    dw_dilation : int
+        Largest horizontal dilation of the depthwise mode.
     faults : tuple of str
         Named faults injected for mutation testing; empty for real hardware.
     """
@@ -83,6 +89,8 @@ class HardwareConfig:
     weight_depth: int = 16384
     max_cotiles: int = 64
     out_fifo_depth: int = 64
+    dw_kernel: int = 5
+    dw_dilation: int = 2
     faults: tuple = field(default=())
 
     def __post_init__(self):
@@ -93,7 +101,8 @@ class HardwareConfig:
 
         for name in ("rows", "cols", "max_width", "max_cwords", "lb_rows", "max_kernel",
                      "max_stride", "max_dilation", "max_height", "acc_depth",
-                     "weight_depth", "max_cotiles", "out_fifo_depth"):
+                     "weight_depth", "max_cotiles", "out_fifo_depth", "dw_kernel",
+                     "dw_dilation"):
             positive(name)
         if self.data_width not in (4, 8, 16):
             raise ValueError(f"data_width must be 4, 8 or 16, not {self.data_width!r}")
@@ -122,6 +131,16 @@ class HardwareConfig:
     @property
     def pes(self):
         return self.rows * self.cols
+
+    @property
+    def depthwise_mode(self):
+        """Whether the depthwise mapping exists (it needs square arrays)."""
+        return self.rows == self.cols
+
+    @property
+    def dw_window_cols(self):
+        """Columns of the depthwise window register."""
+        return (self.dw_kernel - 1) * self.dw_dilation + 1
 
     @property
     def channel_tile(self):
@@ -166,6 +185,11 @@ class HardwareConfig:
     @property
     def cw_bits(self):
         return _bits(self.max_cwords)
+
+    @property
+    def fold_bits(self):
+        """Width of a tile's fold count: input words (dense) or tap groups (depthwise)."""
+        return _bits(max(self.max_cwords, -(-self.dw_kernel ** 2 // self.rows)))
 
     @property
     def cot_bits(self):

@@ -85,9 +85,16 @@ class ErrorFlag:
 
 # Performance counters, in the order they appear in the status beat. Every cycle
 # between the descriptor handshake and the final result handshake (inclusive)
-# falls in exactly one of the last six, so they sum to ``cycles``.
+# falls in exactly one of the others, so they sum to ``cycles``:
+#   busy          an element (one activation vector) entered the array
+#   setup         descriptor check, waiting for tile parameters, pass start bubble
+#   stall_input   a pass waits for its rows in the line buffer
+#   stall_weight  a fold waits for its weight tile
+#   stall_output  a final fold waits for result FIFO credits
+#   fill          depthwise window columns read without completing an element
+#   drain         everything issued; waiting for the last result
 COUNTERS = ("cycles", "busy", "setup", "stall_input", "stall_weight",
-            "stall_output", "drain")
+            "stall_output", "fill", "drain")
 
 
 def descriptor_layout(cfg: HardwareConfig):
@@ -116,6 +123,7 @@ def descriptor_layout(cfg: HardwareConfig):
         "relu":       unsigned(1),
         "out_zp":     signed(ZP_WIDTH),
         "out_bits":   unsigned(5),                  # requantized output width, 2..16
+        "depthwise":  unsigned(1),                  # taps on rows, channels on columns
     })
 
 
@@ -131,7 +139,7 @@ def tile_params_layout(cfg: HardwareConfig):
     return data.StructLayout({
         "lanes":    data.ArrayLayout(channel_params_layout(cfg), cfg.cols),
         "cw_first": unsigned(cfg.cw_bits),
-        "cw_count": unsigned(cfg.cw_bits),
+        "cw_count": unsigned(cfg.fold_bits),     # words (dense) or tap folds (depthwise)
     })
 
 
