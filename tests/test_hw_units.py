@@ -191,3 +191,54 @@ def test_accelerator_amaranth_sim_under_stalls(case):
     from systolic_conv.hw.layouts import COUNTERS
     assert sum(status[k] for k in COUNTERS[1:]) == status["cycles"]
     assert status["busy"] == inv.desc["n_tiles"] * inv.out_height * inv.out_width
+
+
+def _window_cases():
+    rng = random.Random(20261126)
+    cases = []
+    while len(cases) < 8:
+        kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+        dh, dw = rng.randint(1, 3), rng.randint(1, 2)
+        sh, sw = rng.randint(1, 3), rng.randint(1, 3)
+        H = rng.randint(dh * (kh - 1) + 1, dh * (kh - 1) + 6)
+        W = rng.randint(dw * (kw - 1) + 1, dw * (kw - 1) + 8)
+        mode = rng.choice(["zeros", "reflect", "replicate", "circular"])
+        lim = W - 1 if mode == "reflect" else W
+        pl, pr = rng.randint(0, min(2, lim)), rng.randint(0, min(2, lim))
+        pt, pb = rng.randint(0, 2), rng.randint(0, 2)
+        if (H + pt + pb - dh * (kh - 1) - 1) < 0 or (W + pl + pr - dw * (kw - 1) - 1) < 0:
+            continue
+        cases.append(dict(k=(kh, kw), d=(dh, dw), s=(sh, sw), H=H, W=W, mode=mode,
+                          pads=(pt, pb, pl, pr), depthwise=rng.random() < 0.4))
+    return cases
+
+
+@pytest.mark.parametrize("case", _window_cases(), ids=lambda c: str(c))
+def test_window_generator_sliding_windows(case):
+    """The window generator (dense and depthwise mappings) against numpy sliding
+    windows: a one-hot weight per tap reads back exactly the windowed input."""
+    cfg = HardwareConfig(rows=2, cols=2, max_width=16, max_cwords=2, lb_rows=16,
+                         weight_depth=128, max_cotiles=4, acc_depth=128)
+    kh, kw = case["k"]
+    taps = kh * kw
+    rng = np.random.default_rng(taps)
+    c = 2
+    x = rng.integers(-128, 128, (c, case["H"], case["W"]))
+    pt, pb, pl, pr = case["pads"]
+    from systolic_conv.golden import pad_input
+    xp = pad_input(x[None], (0, 0, pl, pr), case["mode"], value=-3)
+    xp = pad_input(xp, (pt, pb, 0, 0), "zeros", value=-3)[0]
+    win = np.lib.stride_tricks.sliding_window_view(
+        xp, ((kh - 1) * case["d"][0] + 1, (kw - 1) * case["d"][1] + 1), axis=(1, 2))
+    win = win[:, ::case["s"][0], ::case["s"][1], ::case["d"][0], ::case["d"][1]]
+    # pick one tap per run (the first and the last), one-hot depthwise weights
+    for tap in sorted({0, taps - 1}):
+        w = np.zeros((c, 1, kh, kw), dtype=np.int64)
+        w[:, 0, tap // kw, tap % kw] = 1
+        inv = build_invocation(cfg, x, w, None, groups=c, stride=case["s"], dilation=case["d"],
+                               pads=case["pads"], pad_mode=case["mode"], pad_value=-3,
+                               depthwise=case["depthwise"])
+        out, status, _ = run_invocation_amaranth(Conv2dAccelerator(cfg), inv, seed=tap,
+                                                 idle=0.2, stall=0.2, max_cycles=20000)
+        assert status["error"] == 0
+        assert np.array_equal(out, win[..., tap // kw, tap % kw]), (tap, case)
