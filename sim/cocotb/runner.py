@@ -95,7 +95,9 @@ def build(cfg: HardwareConfig, sim="verilator", *, waves=False, coverage=False,
                 if waves:
                     args += ["--trace-fst", "--trace-structs"]
                 if coverage:
-                    args += ["--coverage"]
+                    # line + toggle ('--coverage' as a whole trips an internal error of
+                    # Verilator 5.048 on the accumulator memory write)
+                    args += ["--coverage-line", "--coverage-toggle"]
                 kw["build_args"] = args
             else:
                 kw["timescale"] = ("1ns", "1ps")
