@@ -1,0 +1,90 @@
+"""Functional conv2d API: golden backend, requantization, stats, rtl dispatch."""
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import systolic_conv
+from systolic_conv import GoldenStats, Requant, conv2d, conv2d_int, requantize
+
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (2, 4, 9, 8), dtype=np.int8)
+    w = rng.integers(-128, 128, (6, 2, 3, 3), dtype=np.int8)
+    b = rng.integers(-2**20, 2**20, 6).astype(np.int32)
+    return x, w, b
+
+
+def test_golden_backend_is_conv2d_int():
+    x, w, b = data()
+    kw = dict(stride=(1, 2), padding=1, dilation=1, groups=2,
+              padding_mode="reflect")
+    assert np.array_equal(conv2d(x, w, b, **kw), conv2d_int(x, w, b, **kw))
+
+
+def test_requant_and_stats():
+    x, w, b = data(1)
+    rq = Requant(mode="tflite", multiplier=[2**30] * 6, shift=[8] * 6, out_zero_point=-3,
+                 relu=True)
+    out, stats = conv2d(x, w, b, padding=1, groups=2, requant=rq, return_stats=True)
+    assert np.array_equal(out, requantize(conv2d_int(x, w, b, padding=1, groups=2), rq))
+    assert out.min() >= -3 and out.max() <= 127
+    assert isinstance(stats, GoldenStats)
+    assert stats.macs == 2 * 6 * 9 * 8 * 2 * 9 and stats.seconds > 0
+    assert "MACs" in str(stats)
+    # unbatched: channel axis 0
+    u = conv2d(x[0], w, b, padding=1, groups=2, requant=rq)
+    assert np.array_equal(u, out[0])
+
+
+def test_backend_errors():
+    x, w, b = data()
+    with pytest.raises(ValueError, match=r"^backend='fpga' must be one of 'golden', 'rtl'$"):
+        conv2d(x, w, backend="fpga")
+    with pytest.raises(TypeError, match=r"^requant must be a Requant or None, not dict$"):
+        conv2d(x, w, requant={})
+    with pytest.raises(TypeError, match=r"^backend='golden' takes no options seed$"):
+        conv2d(x, w, seed=3)
+    with pytest.raises(ValueError, match=r"^groups=3 must divide in_channels=4$"):
+        conv2d(x, w, groups=3, backend="rtl")
+
+
+def test_rtl_dispatch(monkeypatch):
+    """backend='rtl' hands the validated geometry to driver.run_rtl (stubbed: no simulator)."""
+    calls = {}
+
+    def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, seed=0):
+        calls.update(geometry=geometry, hw=hw, requant=requant, pad_value=pad_value, seed=seed)
+        return np.zeros(geometry.output_shape, np.int64), {"cycles": 42}
+
+    monkeypatch.setitem(sys.modules, "systolic_conv.driver",
+                        types.SimpleNamespace(run_rtl=run_rtl))
+    x, w, b = data()
+    out, stats = conv2d(x, w, b, padding=(1, 2), groups=2, backend="rtl", hw="cfg",
+                        pad_value=-1, return_stats=True, seed=7)
+    assert stats == {"cycles": 42} and out.shape == (2, 6, 9, 10)
+    assert calls["geometry"].pad == (1, 1, 2, 2) and calls["hw"] == "cfg"
+    assert calls["pad_value"] == -1 and calls["seed"] == 7
+
+
+def test_rtl_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "systolic_conv.driver", None)
+    x, w, _ = data()
+    with pytest.raises(RuntimeError, match=r"^backend='rtl' is unavailable"):
+        conv2d(x, w, backend="rtl")
+
+
+def test_import_is_light():
+    code = ("import sys, systolic_conv; "
+            "assert 'torch' not in sys.modules, 'torch'; "
+            "assert 'amaranth' not in sys.modules, 'amaranth'")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    for name in ("conv2d", "conv2d_int", "Requant", "requantize", "conv_geometry",
+                 "compute_padding", "quantized_conv2d", "quantize_multiplier"):
+        assert hasattr(systolic_conv, name)
