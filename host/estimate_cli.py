@@ -377,7 +377,7 @@ def add_subcommands(sub):
     e.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("sweep", help="array sizes x networks, table and Pareto plot")
-    s.add_argument("--arrays", default="4x4,8x8,16x16,32x32")
+    s.add_argument("--arrays", default="4x4,4x16,8x8,16x4,8x16,16x16,32x32")
     s.add_argument("--networks", default="resnet18,mobilenetv2,resnext50")
     add_hw_args(s)
     s.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))

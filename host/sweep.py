@@ -1,0 +1,177 @@
+"""Design-space sweep: array sizes x networks with the analytic model (and synthesis).
+
+Every other :class:`~.hw.config.HardwareConfig` field stays at the base
+configuration's value. Cycles come from the cycle model (exact for the RTL);
+FPGA resources and Fmax from :mod:`systolic_conv.synth` reports when an array
+size has been synthesized (cached under ``build/synth``, or run with
+``synth=True``). The work is spread over local cores (``jobs``).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import replace
+from multiprocessing import get_context
+
+__all__ = ["sweep", "sweep_table", "pareto_plot", "pareto_front"]
+
+
+def _config(base, rows, cols):
+    return replace(base, rows=rows, cols=cols,
+                   weight_depth=max(rows, base.weight_depth // rows * rows))
+
+
+def _estimate_task(args):
+    base, rows, cols, net = args
+    import time
+    from .networks import network, estimate_layers
+    cfg = _config(base, rows, cols)
+    t0 = time.perf_counter()
+    ests = estimate_layers(network(net), cfg)
+    secs = time.perf_counter() - t0
+    macs = sum(e.macs for e in ests)
+    cyc = sum(e.cycles for e in ests)
+    total = ests[0].breakdown
+    for e in ests[1:]:
+        total = total + e.breakdown
+    return {"rows": rows, "cols": cols, "network": net, "pes": rows * cols, "macs": macs,
+            "cycles": cyc, "utilization": macs / (rows * cols * cyc),
+            "breakdown_pct": total.percent, "model_seconds": secs}
+
+
+def _synth_task(args):
+    base, rows, cols, synth_dir = args
+    from .synth import synthesize
+    cfg = _config(base, rows, cols)
+    out = None
+    if synth_dir:
+        out = pathlib.Path(synth_dir) / f"{cfg.name()}-{cfg.key()}"
+    return (rows, cols), synthesize(cfg, out_dir=out).to_dict()
+
+
+def _cached_synth(cfg, synth_dir):
+    from .sim.toolchain import build_root
+    root = pathlib.Path(synth_dir) if synth_dir else build_root() / "synth"
+    for p in (root / f"{cfg.name()}-{cfg.key()}-85k" / "summary.json",
+              root / f"{cfg.name()}-{cfg.key()}" / "summary.json"):
+        if p.exists():
+            return json.loads(p.read_text())
+    return None
+
+
+def sweep(arrays, networks, base=None, *, jobs=2, synth=False, synth_dir=None, progress=None):
+    """Estimate every network on every array size; returns a result dict (JSON-able)."""
+    from .hw.config import HardwareConfig
+    base = base or HardwareConfig()
+    tasks = [(base, r, c, n) for r, c in arrays for n in networks]
+    results = []
+    ctx = get_context("fork")
+    total = len(tasks) + (len(arrays) if synth else 0)
+    done = 0
+    with ctx.Pool(max(1, jobs)) as pool:
+        for res in pool.imap_unordered(_estimate_task, tasks):
+            results.append(res)
+            done += 1
+            if progress:
+                progress(done, total, f"{res['network']} on {res['rows']}x{res['cols']}")
+        synth_res = {}
+        if synth:
+            todo = [(base, r, c, synth_dir) for r, c in arrays
+                    if _cached_synth(_config(base, r, c), synth_dir) is None]
+            for key, rep in pool.imap_unordered(_synth_task, todo):
+                synth_res[key] = rep
+                done += 1
+                if progress:
+                    progress(done, total, f"synth {key[0]}x{key[1]}")
+    arr = []
+    for r, c in arrays:
+        cfg = _config(base, r, c)
+        rep = synth_res.get((r, c)) or _cached_synth(cfg, synth_dir)
+        entry = {"rows": r, "cols": c, "pes": r * c, "config": cfg.to_dict(), "synth": None}
+        if rep and rep.get("ok"):
+            entry["synth"] = {k: rep[k] for k in ("lut4", "ff", "dsp", "bram", "fmax_mhz",
+                                                  "device", "wrapper")}
+        arr.append(entry)
+    order = {(r, c): i for i, (r, c) in enumerate(arrays)}
+    results.sort(key=lambda d: (order[(d["rows"], d["cols"])], networks.index(d["network"])))
+    return {"base": base.to_dict(), "arrays": arr, "networks": list(networks),
+            "results": results}
+
+
+def _latency_ms(res, arr, clock_mhz):
+    f = arr["synth"]["fmax_mhz"] if arr.get("synth") else clock_mhz
+    return res["cycles"] / (f * 1e3), f
+
+
+def sweep_table(sw, clock_mhz=150.0):
+    arrays = {(a["rows"], a["cols"]): a for a in sw["arrays"]}
+    nets = sw["networks"]
+    hdr = (f"| {'array':>7} | {'PEs':>5} | {'LUT4':>7} | {'FF':>7} | {'DSP':>4} | {'BRAM':>4} | "
+           f"{'MHz':>6} | " + " | ".join(f"{n + ' Mcyc':>17} | {'util':>6} | {'ms':>7}"
+                                         for n in nets) + " |")
+    lines = [hdr, "|" + "|".join("-" * len(c) for c in hdr.split("|")[1:-1]) + "|"]
+    by = {(d["rows"], d["cols"], d["network"]): d for d in sw["results"]}
+    for (r, c), a in arrays.items():
+        s = a.get("synth")
+        res = (f"{s['lut4']:>7,} | {s['ff']:>7,} | {s['dsp']:>4} | {s['bram']:>4} | "
+               f"{s['fmax_mhz']:>6.1f}" if s else f"{'-':>7} | {'-':>7} | {'-':>4} | {'-':>4} | "
+                                                  f"{'(' + format(clock_mhz, 'g') + ')':>6}")
+        cells = []
+        for n in nets:
+            d = by.get((r, c, n))
+            ms, _f = _latency_ms(d, a, clock_mhz)
+            cells.append(f"{d['cycles'] / 1e6:>17.3f} | {d['utilization']:>6.1%} | {ms:>7.2f}")
+        lines.append(f"| {f'{r}x{c}':>7} | {r * c:>5} | {res} | " + " | ".join(cells) + " |")
+    lines.append(f"(ms at the synthesized Fmax where there is one, else at {clock_mhz:g} MHz; "
+                 f"resources from the LFSR/XOR-wrapped ECP5 flow)")
+    return "\n".join(lines)
+
+
+def pareto_front(points):
+    """Indices of the points (cost, latency) not dominated by another point."""
+    idx = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], float("inf")
+    for i in idx:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_plot(sw, path, clock_mhz=150.0):
+    """Latency vs cost per network (cost: LUT4 when every size is synthesized, else PEs)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    arrays = {(a["rows"], a["cols"]): a for a in sw["arrays"]}
+    use_luts = all(a.get("synth") for a in arrays.values())
+    nets = sw["networks"]
+    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.8), squeeze=False)
+    for ax, n in zip(axes[0], nets):
+        pts, labels = [], []
+        for d in sw["results"]:
+            if d["network"] != n:
+                continue
+            a = arrays[(d["rows"], d["cols"])]
+            ms, _f = _latency_ms(d, a, clock_mhz)
+            cost = a["synth"]["lut4"] if use_luts else d["pes"]
+            pts.append((cost, ms))
+            labels.append(f"{d['rows']}x{d['cols']}\n{d['utilization']:.0%}")
+        front = set(pareto_front(pts))
+        for i, ((x, y), lab) in enumerate(zip(pts, labels)):
+            ax.scatter([x], [y], color="#d62728" if i in front else "#7f7f7f", zorder=3)
+            ax.annotate(lab, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        fp = sorted(pts[i] for i in front)
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], color="#d62728", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("LUT4 (ECP5)" if use_luts else "PEs (rows x cols)")
+        ax.set_ylabel(f"latency (ms{'' if use_luts else f' at {clock_mhz:g} MHz'})")
+        ax.set_title(n)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("Pareto front (red): latency vs cost, labels = array, utilization", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
