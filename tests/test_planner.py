@@ -1,0 +1,113 @@
+"""Planner properties (hypothesis): every output element is produced by exactly
+one invocation per reduction part, the reduction parts of an output cover its
+whole reduction exactly once, streamed rows/columns (halos, polyphase
+subsequences, padding) are the ones the convolution reads, and every
+invocation fits the hardware. Pure Python: no simulation."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from systolic_conv.contract import conv_geometry
+from systolic_conv.hw.config import HardwareConfig
+from systolic_conv.planner import plan_layer, source_index
+
+SMALL = HardwareConfig(rows=2, cols=3, max_width=8, max_cwords=2, lb_rows=8, weight_depth=64,
+                       max_cotiles=2, acc_depth=16, max_kernel=3, max_dilation=2, max_height=12)
+SQUARE = HardwareConfig(rows=2, cols=2, max_width=16, max_cwords=4, lb_rows=8, weight_depth=256,
+                        max_cotiles=8, acc_depth=64)
+
+
+@st.composite
+def layers(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg = draw(st.integers(1, 7))
+    cog = draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        cg = cog = 1          # depthwise
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    H = draw(st.integers(dh * (kh - 1) + 1, dh * (kh - 1) + 20))
+    W = draw(st.integers(dw * (kw - 1) + 1, dw * (kw - 1) + 30))
+    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    ph = draw(st.integers(0, min(3, H - 1)))
+    pw = draw(st.integers(0, min(3, W - 1)))
+    n = draw(st.integers(0, 2))
+    return conv_geometry((n, groups * cg, H, W), (groups * cog, cg, kh, kw), None,
+                         stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups,
+                         padding_mode=mode)
+
+
+def _check(geom, cfg):
+    plan = plan_layer(geom, cfg)
+    cg = geom.C_in // geom.groups
+    cog = geom.C_out // geom.groups
+    # coverage: sum over invocations of (input channels x taps) reduced per output element
+    red = np.zeros((geom.N, geom.C_out, geom.H_out, geom.W_out), dtype=np.int64)
+    for t in plan.tiles:
+        r, c = t.rows, t.cols
+        # fits the hardware
+        assert len(c.src) <= cfg.max_width and len(r.src) <= cfg.max_height
+        assert r.k <= cfg.max_kernel and c.k <= cfg.max_kernel
+        assert r.dil <= cfg.max_dilation and c.dil <= cfg.max_dilation
+        assert (t.pass_rows - 1) * r.stride + (r.k - 1) * r.dil + 1 <= cfg.lb_rows
+        assert t.pass_rows * len(c.out_idx) <= cfg.acc_depth
+        assert t.cotiles <= cfg.max_cotiles and t.n_tiles <= cfg.weight_tiles
+        assert t.ci[1] - t.ci[0] <= cfg.channel_tile
+        # the streamed positions are the ones the convolution reads
+        for seg, n_in, (lo, hi), k0, s, d in (
+                (r, geom.H, geom.pad[:2], r.k_lo, geom.stride[0], geom.dilation[0]),
+                (c, geom.W, geom.pad[2:], c.k_lo, geom.stride[1], geom.dilation[1])):
+            for j, o in enumerate(seg.out_idx):
+                for k in range(seg.k):
+                    # hardware coordinate of (output j, tap k) in the streamed sequence
+                    u = j * seg.stride + k * seg.dil - seg.pad_lo
+                    v = o * s + (k0 + k) * d          # padded coordinate in the layer
+                    want = source_index(np.array([v]), n_in, lo, geom.padding_mode)[0]
+                    if 0 <= u < len(seg.src):
+                        assert seg.src[u] == want, (seg, j, k)
+                    else:
+                        # a hardware pad position: zeros mode pads there, or the window
+                        # generator maps the border (whole-row strips only)
+                        if geom.padding_mode == "zeros":
+                            assert want == -1
+                        else:
+                            assert seg.hw_mode
+        red[t.n, t.co[0]:t.co[1]][:, r.out_idx[:, None], c.out_idx[None, :]] += \
+            (t.ci_sub[1] - t.ci_sub[0]) * r.k * c.k
+    assert (red == cg * geom.kh * geom.kw).all(), "each output reduced exactly once"
+    # reduction parts: first parts carry the bias exactly once per output
+    firsts = np.zeros_like(red)
+    for t in plan.tiles:
+        if t.first:
+            firsts[t.n, t.co[0]:t.co[1]][:, t.rows.out_idx[:, None], t.cols.out_idx[None, :]] += 1
+    assert (firsts == 1).all()
+    assert all(t.complete == (plan.reduction_parts == 1) for t in plan.tiles)
+    del cog
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers())
+def test_plan_covers_outputs_once_small_hw(geom):
+    _check(geom, SMALL)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers())
+def test_plan_covers_outputs_once_square_hw(geom):
+    _check(geom, SQUARE)
+
+
+def test_polyphase_used_beyond_max_dilation():
+    geom = conv_geometry((1, 4, 30, 30), (4, 4, 3, 3), None, padding=12, dilation=12)
+    plan = plan_layer(geom, HardwareConfig())
+    assert all(t.rows.dil == 1 and t.cols.dil == 1 for t in plan.tiles)
+    assert len({tuple(t.rows.out_idx[:2]) for t in plan.tiles}) > 1
+    _check(geom, HardwareConfig())
+
+
+def test_depthwise_mapping_chosen():
+    geom = conv_geometry((1, 32, 20, 20), (32, 1, 3, 3), None, padding=1, groups=32)
+    assert all(t.depthwise for t in plan_layer(geom, HardwareConfig()).tiles)
+    rect = HardwareConfig(rows=4, cols=8)
+    assert not any(t.depthwise for t in plan_layer(geom, rect).tiles)
