@@ -213,7 +213,7 @@ def test_regression_icarus_small(tmp_path):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
 def test_error_scenarios(sim, tmp_path):
     """Bad descriptors, short/long streams: error bits, drained, no hang, next layer exact."""
     res = _run(SMALL, sim, "error_scenarios", {}, tmp_path)
@@ -221,7 +221,7 @@ def test_error_scenarios(sim, tmp_path):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)])
 def test_reset_mid_layer(sim, tmp_path):
     res = _run(SMALL, sim, "reset_mid_layer", {}, tmp_path)
     assert len(res.entries) == 7
