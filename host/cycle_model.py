@@ -446,21 +446,26 @@ def _counters(t, R, Lr, lb_rows, D):
 
 
 def _pass_key(st, blocks, nr, ns, y, enter, Lr, B):
-    """A pass's entry state relative to its entry cycle and first row."""
+    """A pass's entry state relative to its entry cycle and first row.
+
+    Canonical: every later constraint is ``max(..., enter)`` or later, so rows
+    complete by ``enter`` and a writer free before ``enter + 1`` are left out.
+    """
     rel = y if y > 0 else 0
     bl = []
     for i, (first, start) in enumerate(blocks):
         end_row = blocks[i + 1][0] if i + 1 < len(blocks) else nr
-        if end_row > rel:
-            if first < rel:          # rows below rel are never read again
-                start += (rel - first) * B
-                first = rel
-            bl.append((first - y, start - enter))
+        r0 = first + max(0, (enter - start) // B)       # first row completing after enter
+        if r0 < rel:
+            r0 = rel
+        if r0 < end_row:
+            bl.append((r0 - y, start + (r0 - first) * B - enter))
     hist = ()
     if st.hist is not None and len(st.hist):
         keep = st.hist[st.hist + Lr + 1 > enter]     # entries that can still bind
         hist = tuple((keep - enter).tolist())
-    return (st.Ep - enter, st.Ep2 - enter, st.sp - enter, nr - y, ns - enter, tuple(bl), hist)
+    return (st.Ep - enter, st.Ep2 - enter, st.sp - enter, nr - y, max(ns - enter, 1),
+            tuple(bl), hist)
 
 
 # ----------------------------------------------------------------------------- per tile
