@@ -6,14 +6,20 @@ requantizer in their own components):
 * descriptor check -- validates a layer descriptor against the elaborated limits;
 * tile-parameter, weight and activation intake -- the three payload streams, with
   beat counting against the descriptor (``last`` framing) and error flags;
-* :class:`LineBuffer` -- ``lb_rows`` row slots of ``max_width`` pixels of
-  ``max_cwords`` words; rows are written in streaming order and a slot is reused as
-  soon as no later pass needs its row;
-* the window generator / sequencer -- walks pass -> output-channel tile -> tap ->
-  input word (one *fold*, one weight tile) -> output row in the pass -> output
-  column, computes the input coordinate ``(oy*sh + ky*dh - pt, ox*sw + kx*dw - pl)``
-  with run-time stride, dilation and kernel size, inserts the pad value on the fly
-  and maps reflect / replicate / circular columns at the left and right borders;
+* line buffer -- ``lb_rows`` banks (one per row slot) of ``max_width`` pixels of
+  ``max_cwords`` words; rows are written in streaming order, a slot is reused as
+  soon as no later pass needs its row, and all banks are read at the same
+  (column, word) address each cycle;
+* the window generator / sequencer -- dense mapping: walks pass -> output-channel
+  tile -> tap -> input word (one *fold*, one weight tile) -> output row in the pass
+  -> output column, computes the input coordinate
+  ``(oy*sh + ky*dh - pt, ox*sw + kx*dw - pl)`` with run-time stride, dilation and
+  kernel size, inserts the pad value on the fly and maps reflect / replicate /
+  circular columns at the left and right borders. Depthwise mapping (descriptor
+  flag): a fold holds ``rows`` kernel taps (rows) of ``cols`` channels (columns);
+  the sequencer reads one window column per cycle from every bank, shifts it into
+  a ``dw_kernel x dw_window_cols`` window register, and issues an element each
+  ``stride_w`` columns once the window is full;
 * :class:`~.array.SystolicArray` -- weight-stationary, double-buffered weights
   fed by the weight loader;
 * accumulator buffer -- one pass worth of output pixels; the first fold of a tile
@@ -23,11 +29,13 @@ requantizer in their own components):
 * performance counters, reported on ``o_status`` after every invocation.
 
 Timing used by the cycle model (``systolic_conv.cycle_model``): a fold of
-``T = gcount*W_out`` elements issues one element per cycle; the weight tile of
-fold ``n`` starts loading when fold ``n-2`` has issued completely and when its
-words are in the weight memory, takes ``rows`` cycles of reads plus two, and fold
-``n`` may issue from the cycle after its latch. A pass starts when the rows it
-needs are in the line buffer. Results leave ``rows + cols + 7`` cycles after issue.
+``T = gcount*W_out`` elements issues one element per cycle (depthwise: one window
+column per cycle, ``(W_out-1)*sw + (kw-1)*dw + 1`` per output row); the weight
+tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and when
+its words are in the weight memory, takes ``rows`` cycles of reads, latches two
+cycles after the last read, and fold ``n`` may issue from the cycle after its
+latch. A pass starts when the rows it needs are in the line buffer. Results
+leave ``rows + cols + 8`` cycles after issue.
 """
 
 from amaranth import *
