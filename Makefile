@@ -78,6 +78,7 @@ synth: $(STAMP)
 	  --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) --json build/synth/synth-$(ROWS)x$(COLS).json
 
 # the cycle model against the RTL on bench/layers.json, and SCALE-Sim beside it
+.PHONY: bench-model
 bench-model: $(STAMP)
 	$(VPY) bench/cycle_model.py --json build/cycle_model.json
 	$(VPY) bench/scalesim_compare.py --json build/scalesim_compare.json
