@@ -519,6 +519,30 @@ class InvocationEstimate(NamedTuple):
         return self.counters["cycles"]
 
 
+class _Invocations:
+    """The per-invocation estimates of a plan, built on access (plans can be long)."""
+
+    def __init__(self, tiles, which, infos):
+        self._tiles, self._which, self._infos = tiles, which, infos
+
+    def __len__(self):
+        return len(self._which)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        t, cnt, b, _sl = self._infos[self._which[i]]
+        return InvocationEstimate(i, t, cnt, self._tiles[i].macs, b)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self):
+        return f"<{len(self)} invocations, {len(self._infos)} distinct>"
+
+
 # ----------------------------------------------------------------------------- results
 
 @dataclass
@@ -653,15 +677,17 @@ def estimate_plan(plan, *, requant=None, name=""):
     tot = dict.fromkeys(COUNTER_NAMES, 0)
     byts = {"desc": 0.0, "param": 0.0, "weight": 0.0, "act": 0.0, "result": 0.0}
     slots = [0, 0, 0, 0]
-    invs = []
     memo = {}
-    for idx, spec in enumerate(plan.tiles):
+    which = []                  # per invocation: index into infos
+    infos = []
+    counts = []
+    for spec in plan.tiles:
         r, c = spec.rows, spec.cols
         key = (id(r), id(c), spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups,
                spec.cog, spec.co_phase, spec.pass_rows, getattr(spec, "depthwise", False),
                spec.complete, spec.ci_sub[1] - spec.ci_sub[0])
-        info = memo.get(key)
-        if info is None:
+        k = memo.get(key)
+        if k is None:
             t = invocation_timing(spec, cfg)
             cnt = _counters_cached(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth) if FAST_FORWARD \
                 else _counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
@@ -673,15 +699,20 @@ def estimate_plan(plan, *, requant=None, name=""):
                  "act": t.height * t.width * t.cwords * R * dw / 8,
                  "result": pix * cot * C * bits / 8}
             sl = tuple(v * pix for v in _slots(spec, cfg, t))
-            info = memo[key] = (t, cnt, b, sl)
-        t, cnt, b, sl = info
+            k = memo[key] = len(infos)
+            infos.append((t, cnt, b, sl))
+            counts.append(0)
+        counts[k] += 1
+        which.append(k)
+    # totals: each distinct invocation times its multiplicity
+    for (t, cnt, b, sl), m in zip(infos, counts):
         for k in COUNTER_NAMES:
-            tot[k] += cnt[k]
+            tot[k] += m * cnt[k]
         for k in byts:
-            byts[k] += b[k]
+            byts[k] += m * b[k]
         for i in range(4):
-            slots[i] += sl[i]
-        invs.append(InvocationEstimate(idx, t, cnt, spec.macs, b))
+            slots[i] += m * sl[i]
+    invs = _Invocations(plan.tiles, which, infos)
     pes = R * C
     comps = {"useful": slots[0] / pes, "edge_cols": slots[1] / pes,
              "edge_rows": slots[2] / pes, "group_underfill": slots[3] / pes}
