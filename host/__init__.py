@@ -40,3 +40,8 @@ def fold_batchnorm(model, pairs=None, inplace=False):
 
 
 __all__ += ["offload", "fold_batchnorm"]
+
+# the analytic cycle model (numpy only; plans with the planner on first use)
+from .cycle_model import Estimate, estimate  # noqa: E402
+
+__all__ += ["estimate", "Estimate"]

@@ -374,7 +374,7 @@ def add_subcommands(sub):
                    help="search alternative configurations per layer (default: for a "
                         "single layer)")
     e.add_argument("--progress", action="store_true", help="progress even when not a TTY")
-    e.set_defaults(func=cmd_estimate)
+    e.set_defaults(func=cmd_estimate, fn=cmd_estimate)
 
     s = sub.add_parser("sweep", help="array sizes x networks, table and Pareto plot")
     s.add_argument("--arrays", default="4x4,4x16,8x8,16x4,8x16,16x16,32x32")
@@ -390,7 +390,7 @@ def add_subcommands(sub):
     s.add_argument("--plot", help="Pareto plot file")
     s.add_argument("--json")
     s.add_argument("--progress", action="store_true")
-    s.set_defaults(func=cmd_sweep)
+    s.set_defaults(func=cmd_sweep, fn=cmd_sweep)
 
     y = sub.add_parser("synth", help="FPGA synthesis + place and route (ECP5)")
     add_hw_args(y)
@@ -404,7 +404,7 @@ def add_subcommands(sub):
     y.add_argument("--timeout", type=float, default=3600.0)
     y.add_argument("--json")
     y.add_argument("--quiet", action="store_true")
-    y.set_defaults(func=cmd_synth)
+    y.set_defaults(func=cmd_synth, fn=cmd_synth)
 
 
 def main(argv=None):
