@@ -9,6 +9,10 @@ rtl       write the Verilog of a hardware configuration (``--check DIR``: fail
           when DIR is stale)
 plan      print the tiling plan of a layer
 run       run one layer on a backend and print its statistics
+estimate  analytic cycles, utilization breakdown and traffic of a layer, a layer
+          list, a built-in network or a PyTorch model (table, plot)
+sweep     array sizes x networks: cycles, utilization, resources, Pareto plot
+synth     FPGA synthesis and place-and-route (ECP5, yowasp): LUT/FF/DSP/BRAM, Fmax
 """
 
 import argparse
@@ -217,6 +221,9 @@ def main(argv=None):
     ru.add_argument("--backend", default="rtl")
     ru.add_argument("--seed", type=int, default=0)
     ru.set_defaults(fn=cmd_run)
+
+    from .estimate_cli import add_subcommands
+    add_subcommands(sub)
 
     args = p.parse_args(argv)
     return args.fn(args)
