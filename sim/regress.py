@@ -2,6 +2,7 @@
 
     python -m systolic_conv.sim.regress --seeds 500 --sim verilator --hw small
     make regress SEEDS=500 SIM=icarus HW=small          # the same through make
+    make regress SEEDS=5000 SIM=harness HW=square        # the compiled harness, no cocotb
     make regress SEED=1234 SIM=verilator HW=small WAVES=1   # replay one seed, FST waves
 
 Each seed draws one random layer valid for the hardware (see
@@ -43,6 +44,8 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=2, chunk=None, waves=Fal
     cfg = hw_config(hw)
     hw_name = hw if isinstance(hw, str) else cfg.name()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if sim == "harness":
+        return _regress_harness(seeds, cfg, hw_name, budget, out, say)
     t0 = time.perf_counter()
     b = build(cfg, sim, waves=waves, coverage=coverage_rtl)
     say(f"== regress: {len(seeds)} seeds on {sim}, hardware {hw_name} = {cfg}; "
@@ -129,6 +132,48 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=2, chunk=None, waves=Fal
     return summary
 
 
+def _regress_harness(seeds, cfg, hw_name, budget, out, say):
+    """The same seeds on the compiled harness, in process (no cocotb): a fast bulk check."""
+    from .cocotb.layers import draw_layer, prepare, layer_tags
+    from .cocotb.fastpath import run_on_harness
+    from .harness import get_harness
+    t0 = time.perf_counter()
+    h = get_harness(cfg)
+    say(f"== regress: {len(seeds)} seeds on the compiled harness, hardware {hw_name} = {cfg}")
+    cov = Coverage.for_config(cfg)
+    failures, sim_cycles, passed = [], 0, 0
+    for i, s in enumerate(seeds):
+        try:
+            run = prepare(draw_layer(s, cfg, budget=budget), cfg)
+            cov.sample(layer_tags(run))
+            sb, hr = run_on_harness(run, harness=h, seed=s)
+            sim_cycles += hr.sim_cycles
+            err = sb.first_failure()
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+        if err:
+            failures.append({"seed": s, "error": err})
+            say(f"FAIL seed {s}: {err}\n     replay: {_replay(s, 'harness', hw_name)}")
+        else:
+            passed += 1
+        if (i + 1) % 100 == 0 or i + 1 == len(seeds):
+            say(f"[{i + 1:>5}/{len(seeds)}] pass {passed:>5} fail {len(failures):>3}  "
+                f"{sim_cycles / 1e6:7.2f} M cycles  elapsed {time.perf_counter() - t0:6.0f} s")
+    wall = time.perf_counter() - t0
+    summary = {"sim": "harness", "hw": hw_name, "config": cfg.to_dict(), "seeds": len(seeds),
+               "passed": passed, "failed": [f["seed"] for f in failures], "crashed": [],
+               "sim_cycles": sim_cycles, "wall_seconds": wall,
+               "coverage": cov.summary(), "failures": failures[:50]}
+    say(f"\n{'sim':<10} {'hw':<8} {'seeds':>6} {'passed':>7} {'failed':>7} {'M cycles':>9} "
+        f"{'wall s':>8}")
+    say(f"{'harness':<10} {hw_name:<8} {len(seeds):>6} {passed:>7} {len(failures):>7} "
+        f"{sim_cycles / 1e6:>9.2f} {wall:>8.1f}\n")
+    say(cov.report())
+    out = pathlib.Path(out) if out else build_root() / f"regress-harness-{hw_name}.json"
+    out.write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m systolic_conv.sim.regress",
                                  description=__doc__.split("\n\n")[0])
@@ -136,7 +181,8 @@ def main(argv=None):
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, action="append",
                     help="run just this seed (replay; may repeat)")
-    ap.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    ap.add_argument("--sim", default="verilator", choices=SIMULATORS + ("harness",),
+                    help="cocotb on verilator/icarus, or the compiled harness (fast bulk check)")
     ap.add_argument("--hw", default="small",
                     help=f"hardware config: {', '.join(HW_CONFIGS)} or a JSON dict")
     ap.add_argument("--jobs", type=int, default=2)
@@ -148,7 +194,7 @@ def main(argv=None):
                     help="Verilator --coverage build; report line/toggle coverage")
     ap.add_argument("--out", default=None, help="summary JSON path")
     args = ap.parse_args(argv)
-    if not simulator_available(args.sim):
+    if args.sim != "harness" and not simulator_available(args.sim):
         print(f"!! {args.sim} is not available on this machine", file=sys.stderr)
         return 2
     seeds = args.seed if args.seed else list(range(args.first_seed, args.first_seed + args.seeds))

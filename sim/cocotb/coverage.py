@@ -56,6 +56,7 @@ def model(cfg):
         "col_strips": ["one", "many"],
         "row_bands": ["one", "many"],
         "invocations": ["1", "many"],
+        "dataflow": ["ws", "depthwise"] if cfg.depthwise_mode else ["ws"],
     }
     crosses = [
         ("kernel_shape", "padding_mode"), ("kernel_shape", "groups"),
@@ -65,6 +66,8 @@ def model(cfg):
         ("requant", "stalls"), ("stalls", "passes"), ("cin_tile", "cout_tile"),
         ("data_range", "requant"), ("requant", "saturation"), ("groups", "batch"),
     ]
+    if cfg.depthwise_mode:
+        crosses += [("dataflow", "stalls"), ("dataflow", "padding_mode")]
     return axes, crosses
 
 

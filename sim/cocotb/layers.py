@@ -32,14 +32,18 @@ __all__ = ["HW_CONFIGS", "hw_config", "StallSpec", "Layer", "LayerRun", "draw_la
            "named_layer", "NAMED_LAYERS", "prepare", "estimate_cycles", "words_to_ints",
            "beat_coords", "layer_tags"]
 
+_SMALL_BUFFERS = dict(max_width=32, max_cwords=4, lb_rows=16, max_kernel=7, max_stride=4,
+                      max_dilation=3, max_height=64, acc_depth=64, weight_depth=1024,
+                      max_cotiles=8, out_fifo_depth=8)
+
 #: Hardware configurations of the regressions: a small non-square array with small
 #: buffers (fast builds and layers that cross every tile boundary quickly; max
-#: dilation 3 so that dilation 4 exercises the polyphase decomposition) and the
-#: default 8x8.
+#: dilation 3 so that dilation 4 exercises the polyphase decomposition), the same
+#: buffers on a square array (which has the depthwise mapping, see
+#: ``HardwareConfig.depthwise_mode``), and the default 8x8.
 HW_CONFIGS = {
-    "small": HardwareConfig(rows=4, cols=3, max_width=32, max_cwords=4, lb_rows=16,
-                            max_kernel=7, max_stride=4, max_dilation=3, max_height=64,
-                            acc_depth=64, weight_depth=1024, max_cotiles=8, out_fifo_depth=8),
+    "small": HardwareConfig(rows=4, cols=3, **_SMALL_BUFFERS),
+    "square": HardwareConfig(rows=4, cols=4, **_SMALL_BUFFERS),
     "default": DEFAULT,
 }
 
@@ -175,14 +179,19 @@ CIN_BINS = ("lt_rows", "eq_rows", "multi_word", "split")
 COUT_BINS = ("lt_cols", "eq_cols", "multi_tile")
 
 
-def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind=None):
+def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind=None,
+               force=None):
     """The random layer of ``seed``, valid for ``cfg``, estimated at <= ``budget`` cycles.
 
     Every axis is drawn uniformly from its coverage bins (kernel rows/cols 1..7
     within ``max_kernel``, stride 1..4, dilation 1..4 -- beyond ``max_dilation`` the
     planner goes polyphase --, groups kind, padding form and mode, requant mode,
     data range, stall pattern, channels around the array size), then sizes are
-    drawn until the layer is legal and within the budget.
+    drawn until the layer is legal and within the budget. ``force`` overrides axis
+    choices (keys of :attr:`Layer.draw`, e.g. ``{"groups": "depthwise"}``).
+
+    On hardware with the depthwise mapping, half of the depthwise layers get a
+    kernel and horizontal dilation the mapping takes.
     """
     rng = np.random.default_rng(seed)
     R, C = cfg.rows, cfg.cols
@@ -214,6 +223,12 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
         "pad_value": bool(rng.random() < 0.4), "wide": bool(rng.random() < 0.1),
         "tall": bool(rng.random() < 0.1),
     }
+    dw_fit = bool(rng.random() < 0.5)
+    d.update(force or {})
+    if d["groups"] == "depthwise" and cfg.depthwise_mode and dw_fit:
+        kd = min(cfg.dw_kernel, kmax)
+        d["kh"], d["kw"] = min(d["kh"], kd), min(d["kw"], kd)
+        d["dw"] = min(d["dw"], cfg.dw_dilation)
     if d["pad_form"] == "same":
         d["sh"] = d["sw"] = 1
     stalls = draw_stalls(rng, stall_kind)
@@ -617,4 +632,5 @@ def layer_tags(run: LayerRun):
         "col_strips": "one" if strips == 1 else "many",
         "row_bands": "one" if bands == 1 else "many",
         "invocations": "1" if len(tiles) == 1 else "many",
+        "dataflow": "depthwise" if any(getattr(t, "depthwise", False) for t in tiles) else "ws",
     }

@@ -66,7 +66,8 @@ def _layer_of(spec, cfg, budget):
             layer.stalls = draw_stalls(np.random.default_rng(spec["stall_seed"]),
                                        spec.get("stall_kind"))
         return layer
-    return draw_layer(int(spec["seed"]), cfg, budget=budget, stall_kind=spec.get("stall_kind"))
+    return draw_layer(int(spec["seed"]), cfg, budget=budget, stall_kind=spec.get("stall_kind"),
+                      force=spec.get("force"))
 
 
 def _inv_summary(sb, res):
