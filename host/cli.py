@@ -27,24 +27,13 @@ __all__ = ["main"]
 
 
 def _hw_args(p):
-    g = p.add_argument_group("hardware configuration")
-    g.add_argument("--rows", type=int, default=8)
-    g.add_argument("--cols", type=int, default=8)
-    g.add_argument("--data-width", type=int, default=8)
-    g.add_argument("--acc-width", type=int, default=None)
-    g.add_argument("--max-width", type=int, default=64)
-    g.add_argument("--max-cwords", type=int, default=16)
-    g.add_argument("--lb-rows", type=int, default=16)
-    g.add_argument("--weight-depth", type=int, default=16384)
-    g.add_argument("--acc-depth", type=int, default=512)
+    from .estimate_cli import add_hw_args
+    add_hw_args(p)
 
 
 def _hw_from(args):
-    from .hw.config import HardwareConfig
-    return HardwareConfig(rows=args.rows, cols=args.cols, data_width=args.data_width,
-                          acc_width=args.acc_width, max_width=args.max_width,
-                          max_cwords=args.max_cwords, lb_rows=args.lb_rows,
-                          weight_depth=args.weight_depth, acc_depth=args.acc_depth)
+    from .estimate_cli import hw_from_args
+    return hw_from_args(args)
 
 
 def _pair(s):
