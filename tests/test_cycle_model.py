@@ -31,6 +31,8 @@ SMALL = HardwareConfig(rows=2, cols=3, max_width=16, max_cwords=4, lb_rows=8, we
 # (rows + cols + 9 = 15 > 8: credit stalls with the output always ready)
 SQUARE = HardwareConfig(rows=3, cols=3, max_width=16, max_cwords=4, lb_rows=8, weight_depth=288,
                         max_cotiles=8, acc_depth=48, out_fifo_depth=8)
+W16 = HardwareConfig(rows=4, cols=4, data_width=16, max_width=32, max_cwords=8,
+                     weight_depth=4096, acc_depth=256)
 
 
 def _case(name, n, cin, h, w, cout, k, stride=1, padding=0, dilation=1, groups=1,
@@ -76,6 +78,9 @@ CASES = [
     _case("sq_credit_1x1", 1, 3, 8, 16, 9, 1, hw=SQUARE),
     _case("sq_credit_dense", 1, 6, 9, 10, 7, 3, padding=1, hw=SQUARE),
     _case("sq_grouped", 1, 6, 9, 10, 6, 3, padding=1, groups=2, requant=TFLITE, hw=SQUARE),
+    # 16-bit data on the 4x4 of tests/test_rtl_layers.py (the same harness build)
+    _case("w16_dense", 1, 10, 8, 9, 6, 3, padding=1, groups=2, hw=W16),
+    _case("w16_depthwise", 1, 9, 8, 11, 9, 3, stride=(1, 2), padding=1, groups=9, hw=W16),
     # the default 8x8
     _case("d8_resnet_3x3", 1, 64, 10, 12, 64, 3, padding=1, bias=False, hw=DEFAULT),
     _case("d8_stem_7x7_s2", 1, 3, 20, 22, 64, 7, stride=2, padding=3, hw=DEFAULT),
