@@ -20,7 +20,8 @@ from systolic_conv.sim.cocotb.scoreboard import Scoreboard, InvocationRecord
 from systolic_conv.sim.cocotb import runner as R
 from systolic_conv.sim.toolchain import icarus_available
 
-SMALL = HW_CONFIGS["small"]
+SMALL = HW_CONFIGS["small"]         # 4x3: non-square
+SQUARE = HW_CONFIGS["square"]       # 4x4: has the depthwise mapping
 DEFAULT = HW_CONFIGS["default"]
 
 
@@ -206,6 +207,15 @@ def test_regression_verilator_small(first, tmp_path):
 
 
 @pytest.mark.rtl
+def test_regression_verilator_square(tmp_path):
+    """The square array: half the seeds depthwise (most on the depthwise mapping)."""
+    layers = ([{"seed": s, "force": {"groups": "depthwise"}} for s in range(200, 205)] +
+              [{"seed": s} for s in range(205, 209)])
+    res = _run(SQUARE, "verilator", "run_layers", {"layers": layers}, tmp_path)
+    assert any(e["tags"]["dataflow"] == "depthwise" for e in res.entries)
+
+
+@pytest.mark.rtl
 @pytest.mark.icarus
 def test_regression_icarus_small(tmp_path):
     _run(SMALL, "icarus", "run_layers", {"layers": [{"seed": s} for s in (100, 101, 102, 103)],
@@ -232,12 +242,13 @@ def _identity(cfg, layers, tmp_path, sim="verilator"):
     """Same invocations, no stalls: cocotb and the compiled harness must agree on every
     raw result beat, every status counter and every measured cycle count."""
     from systolic_conv.sim.cocotb.fastpath import run_on_harness
+    from systolic_conv.sim.cocotb.test_conv import _layer_of
     job = {"layers": layers, "stalls": False, "detail": True}
     res = _run(cfg, sim, "run_layers", job, tmp_path)
     assert len(res.entries) == len(layers)
     for entry in res.entries:
         spec = entry["spec"]
-        layer = named_layer(spec["named"]) if "named" in spec else draw_layer(spec["seed"], cfg)
+        layer = _layer_of(spec, cfg, 30000)
         run = prepare(layer, cfg)
         sb, hr = run_on_harness(run, stalls=False)
         assert sb.ok, sb.first_failure()
@@ -253,6 +264,12 @@ def _identity(cfg, layers, tmp_path, sim="verilator"):
 def test_cocotb_and_harness_agree_small(tmp_path):
     _identity(SMALL, [{"named": "dilated_grouped_circular"}, {"named": "replicate_same_5x3"},
                       {"seed": 3}, {"seed": 5}, {"seed": 8}], tmp_path)
+
+
+@pytest.mark.rtl
+def test_cocotb_and_harness_agree_square_depthwise(tmp_path):
+    _identity(SQUARE, [{"named": "mobilenet_dw3x3_s2"},
+                       {"seed": 201, "force": {"groups": "depthwise"}}], tmp_path)
 
 
 # ----------------------------------------------------------------------------- slow: 8x8 etc.
