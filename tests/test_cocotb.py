@@ -147,9 +147,9 @@ def test_scoreboard_passes_a_perfect_dut_and_reports_the_first_mismatch():
 
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_corruptions_keep_framing(kind):
-    from systolic_conv.sim.cocotb.test_conv import _scenario_layers
+    from systolic_conv.sim.cocotb.scenarios import scenario_layers
     from systolic_conv.hw import layouts as Lay
-    base, _ = _scenario_layers(SMALL, {})
+    base, _ = scenario_layers(SMALL)
     run = prepare(base, SMALL)
     streams, bad = corrupt(run, kind)
     assert bad.expects[0].error == CORRUPTIONS[kind][1] and run.expects[0].error == 0

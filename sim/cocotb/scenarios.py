@@ -12,7 +12,7 @@ import copy
 from ...hw import layouts as L
 from .layers import words_to_ints
 
-__all__ = ["CORRUPTIONS", "corrupt"]
+__all__ = ["CORRUPTIONS", "corrupt", "scenario_layers"]
 
 
 #: name -> (what is broken, expected error bits)
@@ -37,6 +37,25 @@ CORRUPTIONS = {
     "act_short": ("activation stream three beats short", L.ErrorFlag.ACT_SHORT),
     "act_long": ("activation stream two beats long", L.ErrorFlag.ACT_LONG),
 }
+
+
+def scenario_layers(cfg, seed=1):
+    """A clean base layer (>= 2 output-channel tiles, >= 2 input words) and a
+    different follow-up layer, for the error and reset scenarios."""
+    import numpy as np
+    from .layers import Layer
+    rng = np.random.default_rng(seed)
+    C = cfg.cols
+    x = rng.integers(-128, 128, (1, cfg.rows + 1, 5, 7))
+    w = rng.integers(-128, 128, (C + 1, cfg.rows + 1, 3, 3))
+    b = rng.integers(-1000, 1000, C + 1)
+    base = Layer("scenario_base", x, w, b, dict(stride=1, padding=1, dilation=1, groups=1,
+                                                padding_mode="zeros"))
+    x2 = rng.integers(-128, 128, (1, 3, 6, 9))
+    w2 = rng.integers(-128, 128, (2, 3, 2, 3))
+    nxt = Layer("scenario_next", x2, w2, None, dict(stride=(2, 1), padding=(0, 2), dilation=1,
+                                                    groups=1, padding_mode="reflect"))
+    return base, nxt
 
 
 def _set_last(beats, layout, last):

@@ -20,7 +20,7 @@ import traceback
 import cocotb
 
 from .layers import (hw_config, draw_layer, named_layer, prepare, layer_tags, StallSpec)
-from .scenarios import CORRUPTIONS, corrupt
+from .scenarios import CORRUPTIONS, corrupt, scenario_layers
 from .tb import ConvEnv
 from ...hw import layouts as L
 
@@ -121,24 +121,6 @@ async def run_layers(dut):
     assert not failures, f"{len(failures)} layer(s) failed; first: {failures[0]}"
 
 
-def _scenario_layers(cfg, job):
-    """A clean base layer (>= 2 output-channel tiles) and a different follow-up layer."""
-    import numpy as np
-    from .layers import Layer
-    rng = np.random.default_rng(job.get("seed", 1))
-    C = cfg.cols
-    x = rng.integers(-128, 128, (1, cfg.rows + 1, 5, 7))
-    w = rng.integers(-128, 128, (C + 1, cfg.rows + 1, 3, 3))
-    b = rng.integers(-1000, 1000, C + 1)
-    base = Layer("scenario_base", x, w, b, dict(stride=1, padding=1, dilation=1, groups=1,
-                                                padding_mode="zeros"))
-    x2 = rng.integers(-128, 128, (1, 3, 6, 9))
-    w2 = rng.integers(-128, 128, (2, 3, 2, 3))
-    nxt = Layer("scenario_next", x2, w2, None, dict(stride=(2, 1), padding=(0, 2), dilation=1,
-                                                    groups=1, padding_mode="reflect"))
-    return base, nxt
-
-
 @cocotb.test()
 async def error_scenarios(dut):
     """Invalid descriptors, truncated and over-long streams: each reports its error
@@ -147,7 +129,7 @@ async def error_scenarios(dut):
     env = ConvEnv(dut, cfg)
     await env.start()
     report = _Report()
-    base, nxt = _scenario_layers(cfg, job)
+    base, nxt = scenario_layers(cfg, job.get("seed", 1))
     run_a, run_b = prepare(base, cfg), prepare(nxt, cfg)
     kinds = job.get("scenarios") or list(CORRUPTIONS)
     failures = []
@@ -179,7 +161,7 @@ async def reset_mid_layer(dut):
     env = ConvEnv(dut, cfg)
     await env.start()
     report = _Report()
-    base, nxt = _scenario_layers(cfg, job)
+    base, nxt = scenario_layers(cfg, job.get("seed", 1))
     run_a, run_b = prepare(base, cfg), prepare(nxt, cfg)
     heavy = StallSpec("heavy", (("p", 0.0),) * 4, ("p", 0.9))
     clean = await env.run_layer(run_a)
