@@ -96,6 +96,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     geometry = conv_geometry(np.shape(x), np.shape(weight),
                              None if bias is None else np.shape(bias),
                              stride, padding, dilation, groups, padding_mode)
+    if hw is None and data_width != 8:
+        # the default accelerator at the requested operand width
+        from .hw.config import HardwareConfig
+        hw = HardwareConfig(data_width=data_width)
     out, stats = run_rtl(x, weight, bias, geometry, hw=hw, requant=requant,
                          pad_value=pad_value, **backend_options)
     return (out, stats) if return_stats else out
