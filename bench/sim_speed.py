@@ -10,7 +10,8 @@ on one named layer (default: a ResNet-18 3x3 layer, 64 -> 64 channels at 8x8
 spatial, on the default 8x8 array), inputs always valid and the output always
 ready. Each path runs the layer ``--runs`` times; the table shows the medians
 (cocotb: cycles of the layer over the wall time of the layer inside the
-simulator, start-up excluded) and the ratios. Not a test: nothing fails on a time.
+simulator, start-up excluded) and the ratios; ``setup s`` is the build, or generating
+the Verilog and finding the cached build. Not a test: nothing fails on a time.
 """
 
 import argparse
@@ -72,7 +73,7 @@ def main(argv=None):
         print("!! Icarus Verilog not installed: its row is missing")
     base = rows[1][1]
     print(f"\n{'path':<38} {'cycles':>8} {'cycles/s':>12} {'vs cocotb+Verilator':>20} "
-          f"{'build s':>8}  runs (cycles/s)")
+          f"{'setup s':>8}  runs (cycles/s)")
     for name, med, cyc, bs, r in rows:
         print(f"{name:<38} {cyc:>8} {med:>12,.0f} {med / base:>19.2f}x {bs:>8.1f}  "
               + ", ".join(f"{v:,.0f}" for v in r))
