@@ -37,7 +37,7 @@ from ..hw.gen import generate_verilog
 from ..contract import Requant
 from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare, estimate_cycles
 from .cocotb.fastpath import run_on_harness, run_scenario_on_harness
-from .cocotb.scenarios import CORRUPTIONS, corrupt, scenario_layers
+from .cocotb.scenarios import CORRUPTIONS, corrupt, scenario_layers, scenario_base
 from .harness import Harness, get_harness, _HERE
 from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
 
@@ -136,8 +136,14 @@ def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True):
     if scenarios:
         base, nxt = scenario_layers(cfg)
         run_a, run_b = prepare(base, cfg), prepare(nxt, cfg)
-        for i, kind in enumerate(CORRUPTIONS):
-            streams, bad = corrupt(run_a, kind)
+        cases = [(k, 3) for k in CORRUPTIONS if k != "act_long_full_lb"] + \
+            [("act_long_full_lb", e) for e in range(cfg.lb_rows)]      # every slot
+        for i, (kind, extra) in enumerate(cases):
+            base_k = scenario_base(cfg, kind, extra_rows=extra)
+            if base_k is None:
+                continue
+            streams, bad = corrupt(run_a if base_k.name == base.name else prepare(base_k, cfg),
+                                   kind)
             try:
                 err = run_scenario_on_harness(bad, streams, run_b, harness=harness, seed=i)
             except Exception as exc:

@@ -310,14 +310,21 @@ def test_cocotb_catches_a_missing_last(tmp_path):
 @pytest.mark.slow
 @pytest.mark.rtl
 def test_every_named_fault_is_killed():
-    """Mutation testing of the named faults on the compiled harness (make mutate)."""
+    """Mutation testing of the named faults on the compiled harness (as make mutate)."""
     import dataclasses
     from systolic_conv.hw.faults import FAULTS
+    from systolic_conv.hw.gen import generate_verilog
     from systolic_conv.sim.harness import get_harness
-    from systolic_conv.sim.mutate import fault_layers, run_suite
-    layers = fault_layers(SMALL) + [draw_layer(s, SMALL, budget=20000) for s in range(8)]
-    assert run_suite(get_harness(SMALL), SMALL, layers, stop_at_first=False) == []
-    survived = [f for f in FAULTS
-                if not run_suite(get_harness(dataclasses.replace(SMALL, faults=(f,))),
-                                 SMALL, layers)]
+    from systolic_conv.sim.mutate import fault_layers, run_suite, build_harness_from_verilog
+    from systolic_conv.sim.toolchain import build_root
+    layers = fault_layers(SQUARE) + [draw_layer(s, SQUARE, budget=20000) for s in range(8)]
+    assert run_suite(get_harness(SQUARE), SQUARE, layers, stop_at_first=False) == []
+    survived = []
+    for f in FAULTS:
+        cfg = dataclasses.replace(SQUARE, faults=(f,))
+        v = build_root() / f"faults-{SQUARE.name()}" / f / "systolic_conv.v"
+        v.parent.mkdir(parents=True, exist_ok=True)
+        v.write_text(generate_verilog(cfg))
+        if not run_suite(build_harness_from_verilog(cfg, v, f"fault-{f}"), cfg, layers):
+            survived.append(f)
     assert survived == []

@@ -493,6 +493,7 @@ class Expect:
     coords: tuple                # layer coordinates (n, co, oy, ox), each (n_results, cols)
     error: int = 0               # error bits the status must carry (0: clean)
     check_results: bool = True
+    exact: bool = False          # with ``error``: the results must still be exact
 
 
 @dataclass

@@ -12,7 +12,7 @@ import copy
 from ...hw import layouts as L
 from .layers import words_to_ints
 
-__all__ = ["CORRUPTIONS", "corrupt", "scenario_layers"]
+__all__ = ["CORRUPTIONS", "EXACT", "corrupt", "scenario_layers", "scenario_base"]
 
 
 #: name -> (what is broken, expected error bits)
@@ -36,7 +36,13 @@ CORRUPTIONS = {
     "weight_long": ("weight stream two beats long", L.ErrorFlag.WEIGHT_LONG),
     "act_short": ("activation stream three beats short", L.ErrorFlag.ACT_SHORT),
     "act_long": ("activation stream two beats long", L.ErrorFlag.ACT_LONG),
+    "act_long_full_lb": ("activation stream two beats long while the final pass spans the "
+                         "whole line buffer", L.ErrorFlag.ACT_LONG),
 }
+
+#: over-long streams are not fatal: the extra beats are drained and dropped, and the
+#: invocation's results must still be exact
+EXACT = {"param_long", "weight_long", "act_long", "act_long_full_lb"}
 
 
 def scenario_layers(cfg, seed=1):
@@ -56,6 +62,32 @@ def scenario_layers(cfg, seed=1):
     nxt = Layer("scenario_next", x2, w2, None, dict(stride=(2, 1), padding=(0, 2), dilation=1,
                                                     groups=1, padding_mode="reflect"))
     return base, nxt
+
+
+def scenario_base(cfg, kind, seed=1, extra_rows=3):
+    """The layer a corruption ``kind`` is applied to (None: not possible on ``cfg``).
+
+    ``act_long_full_lb``: a kernel whose row span is exactly ``lb_rows`` (one output
+    row per pass, the pass reading every line-buffer slot), so that extra activation
+    beats would land on a slot the final pass still reads if they were not dropped;
+    the image has ``lb_rows + extra_rows`` rows, so the extra beats aim at line-buffer
+    slot ``extra_rows`` (the mutation run tries every slot).
+    """
+    if kind != "act_long_full_lb":
+        return scenario_layers(cfg, seed)[0]
+    import numpy as np
+    from .layers import Layer
+    for d in range(1, cfg.max_dilation + 1):
+        for k in range(2, cfg.max_kernel + 1):
+            if (k - 1) * d + 1 == cfg.lb_rows:
+                rng = np.random.default_rng(seed)
+                C = cfg.cols
+                x = rng.integers(-128, 128, (1, 1, cfg.lb_rows + extra_rows, 5))
+                w = rng.integers(-128, 128, (2 * C, 1, k, 2))
+                return Layer("scenario_full_lb", x, w, None,
+                             dict(stride=1, padding=0, dilation=(d, 1), groups=1,
+                                  padding_mode="zeros"))
+    return None
 
 
 def _set_last(beats, layout, last):
@@ -124,7 +156,7 @@ def corrupt(run, kind):
         weight = _resize(weight, wl, len(weight) + 2)
     elif kind == "act_short":
         act = _resize(act, al, max(1, len(act) - 3))
-    elif kind == "act_long":
+    elif kind in ("act_long", "act_long_full_lb"):
         act = _resize(act, al, len(act) + 2)
     streams = [desc, param, weight, act]
     rest = run.streams() if run.n_inv > 1 else None
@@ -139,4 +171,5 @@ def corrupt(run, kind):
     bad.expects = list(run.expects)
     bad.expects[0] = copy.copy(run.expects[0])
     bad.expects[0].error = CORRUPTIONS[kind][1]
+    bad.expects[0].exact = kind in EXACT
     return streams, bad

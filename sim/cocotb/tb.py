@@ -287,13 +287,14 @@ class ConvEnv:
                     rec.result_cycles.append(c)
                     last = (res >> self.last_bit) & 1
                     e = run.expects[k]
-                    exp_last = None if e.error else (len(rec.results) == e.inv.n_results)
+                    exp_last = None if (e.error and not e.exact) else \
+                        (len(rec.results) == e.inv.n_results)
                     self.framing.result(c, last, exp_last)
                     if last:
                         rec.final_cycle = c
                 if st is not None:
                     e = run.expects[k]
-                    self.framing.status(c, rec.final_cycle is not None, e.error == 0)
+                    self.framing.status(c, rec.final_cycle is not None, e.error == 0 or e.exact)
                     rec.status = L.unpack(self.status_lay, st)
                     rec.status_cycle = c
                     fails = sb.check(rec)

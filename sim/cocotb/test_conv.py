@@ -20,7 +20,7 @@ import traceback
 import cocotb
 
 from .layers import (hw_config, draw_layer, named_layer, prepare, layer_tags, StallSpec)
-from .scenarios import CORRUPTIONS, corrupt, scenario_layers
+from .scenarios import CORRUPTIONS, corrupt, scenario_layers, scenario_base
 from .tb import ConvEnv
 from ...hw import layouts as L
 
@@ -137,7 +137,12 @@ async def error_scenarios(dut):
     if not res.ok:
         failures.append(res.error)
     for i, kind in enumerate(kinds):
-        streams, bad = corrupt(run_a, kind)
+        base_k = scenario_base(cfg, kind, job.get("seed", 1))
+        if base_k is None:
+            report.add(scenario=kind, what=CORRUPTIONS[kind][0], ok=True, error=None,
+                       status=None, skipped="not possible on this configuration")
+            continue
+        streams, bad = corrupt(run_a if base_k.name == base.name else prepare(base_k, cfg), kind)
         r1 = await env.run_layer(bad, streams=streams, seed=i, label=f"{kind}: ")
         r2 = await env.run_layer(run_b, seed=i, label=f"after {kind}: ")
         ok = r1.ok and r2.ok
