@@ -23,7 +23,8 @@ def run_on_harness(run, *, harness=None, seed=0, stalls=True, max_cycles=None):
     n_res = sum(i.n_results for i in run.invs)
     hr = h.run(cat("desc_words"), cat("param_words"), cat("weight_words"), cat("act_words"),
                n_results=n_res, seed=seed, idle=idle, stall=stall, max_cycles=max_cycles)
-    sb = Scoreboard(run, context="harness: ")
+    sb = Scoreboard(run, context="harness: ",
+                    model=not stalls or run.layer.stalls.kind == "none")
     if hr.timeout:
         sb.fail(f"harness: layer {run.layer.name}: timeout after {hr.sim_cycles} cycles, "
                 f"{len(hr.status)}/{run.n_inv} invocations finished, "
@@ -93,7 +94,7 @@ def run_scenario_on_harness(bad, streams, nxt, *, harness=None, seed=0):
         rec.final_cycle = fc if fc >= 0 else None
         if sb0.check(rec):
             return sb0.first_failure()
-    sb = Scoreboard(nxt, context=f"{what}, then: ")
+    sb = Scoreboard(nxt, context=f"{what}, then: ", model=True)
     ints = words_to_ints(hr.result_words[n_bad:]) if n_next else []
     pos = 0
     for i in range(nxt.n_inv):

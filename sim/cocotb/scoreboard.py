@@ -47,7 +47,7 @@ class InvocationRecord:
 class Scoreboard:
     """Checks the invocations of one :class:`~.layers.LayerRun`, in order."""
 
-    def __init__(self, run, *, context="", max_report=1):
+    def __init__(self, run, *, context="", max_report=1, model=False):
         self.run = run
         self.cfg = run.cfg
         self.context = context
@@ -60,6 +60,9 @@ class Scoreboard:
         self.counters = []
         self.max_report = max_report
         self.raw_sha = [None] * run.n_inv      # hash of each invocation's raw result beats
+        # with no stalls (DESIGN section 7 conditions) every counter must equal the
+        # analytic cycle model's, an oracle independent of the RTL
+        self.model = model
 
     def _where(self, k):
         e = self.run.expects[k]
@@ -126,6 +129,13 @@ class Scoreboard:
         if cats != st["cycles"]:
             self.fail(f"{where}: counters {', '.join(f'{c}={st[c]}' for c in L.COUNTERS)} "
                       f"do not sum to cycles")
+        if self.model and not e.error:
+            from ...cycle_model import invocation_counters, invocation_timing
+            want = invocation_counters(invocation_timing(e.spec, self.cfg), self.cfg)
+            diff = [f"{c} {st[c]} (model {want[c]})" for c in L.COUNTERS
+                    if c in want and want[c] != st[c]]
+            if diff:
+                self.fail(f"{where}: counters differ from the cycle model: {', '.join(diff)}")
         m = rec.measured_cycles
         if check_cycles and m is not None and m != st["cycles"]:
             self.fail(f"{where}: testbench measured {m} cycles (desc to final result), "

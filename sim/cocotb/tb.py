@@ -262,7 +262,7 @@ class ConvEnv:
         for s, beats in zip(self.sources, streams):
             s.load(beats)
         ctx = f"{label}seed {seed}: " if label else ""
-        sb = Scoreboard(run, context=ctx)
+        sb = Scoreboard(run, context=ctx, model=stalls.kind == "none")
         n_inv = run.n_inv
         rec = InvocationRecord()
         k = 0
