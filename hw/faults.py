@@ -22,5 +22,5 @@ FAULTS = {
     "zero_point_dropped": "the output zero point is not added",
     "cw_first_ignored": "the per-tile input-word offset (groups) is ignored",
     "row_release_early": "the line buffer frees a row slot one row too early",
-    "act_count_short": "the activation beat counter expects one beat less (false error status)",
+    "act_count_short": "the activation beat counter expects one beat less (the last row never completes)",
 }
