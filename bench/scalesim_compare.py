@@ -193,13 +193,15 @@ def ws_closed_form(row, array):
     return folds * (2 * R + C + T - 2) - 1
 
 
-def load_bench_layers(max_macs, only=None):
+def load_bench_layers(max_macs, only=None, skip=()):
     sys.path.insert(0, str(ROOT))
     from systolic_conv.networks import load_layers
     layers = load_layers(HERE / "layers.json")
     out = []
     for l in layers:
         if only and only not in l.name:
+            continue
+        if any(k and k in l.name for k in skip):
             continue
         note = ""
         g = l.geometry()
@@ -313,12 +315,15 @@ def main(argv=None):
     ap.add_argument("--dataflows", default="ws")
     ap.add_argument("--max-macs", type=float, default=2e8)
     ap.add_argument("--only", default=None)
+    ap.add_argument("--skip", default="", help="comma-separated layer names to leave out "
+                    "(e.g. rate12,rate18: SCALE-Sim needs many minutes on their effective "
+                    "kernels)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     array = (args.rows, args.cols)
     dfs = [d.strip() for d in args.dataflows.split(",") if d.strip()]
-    layers = load_bench_layers(args.max_macs, args.only)
+    layers = load_bench_layers(args.max_macs, args.only, args.skip.split(","))
     res = compare(layers, array, dfs)
     print(f"\nanalytic model (exact for our RTL) vs SCALE-Sim 3.0.0 on {array[0]}x{array[1]}; "
           f"utilization = layer MACs / (PEs * cycles) for both")
