@@ -8,9 +8,10 @@ are scaled (spatial size first, then channels; the table says so). Printed side
 by side: model and RTL cycles, the number of invocations whose counters all
 agree, the wall time of the model (a cold call: geometry, plan and model, caches
 cleared; best of three) and of the RTL run (plan, stream packing and simulation), their ratio,
-and SCALE-Sim's WS cycles on the same layer and array (its closed form
-``folds * (2R + C + T - 2) - 1``, which ``bench/scalesim_compare.py`` checks
-against real SCALE-Sim runs; ``--scalesim-run`` runs SCALE-Sim here too, slowly).
+and SCALE-Sim's WS cycles on the same layer and array: by default its closed form
+``folds * (2R + C + T - 2) - 1`` (TOOLCHAIN.md), an approximation: it equals real
+SCALE-Sim on 14 of 31 layers at 32x32 in ``bench/scalesim_compare.py``, which
+runs the real thing; ``--scalesim-run`` runs SCALE-Sim here too, slowly).
 
     python bench/cycle_model.py [--json out.json] [--max-macs 2e7] [--only NAME]
 """
