@@ -119,8 +119,15 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             m.d.comb += pe[r][0].bank_in.eq(delayed(self.bank, r, f"bank{r}"))
             shared = delayed(self.act[r], r, f"act{r}")
+            # one delay line of whole words per row, lane c tapped at stage r + c
+            # (synthesis drops the bits of a stage no lane taps)
+            dw_line = [self.dw_act[r]]
+            for i in range(r + C - 1):
+                nxt = Signal.like(self.dw_act[r], name=f"dwact{r}_d{i + 1}")
+                m.d.sync += nxt.eq(dw_line[-1])
+                dw_line.append(nxt)
             for c in range(C):
-                own = delayed(self.dw_act[r][c], r + c, f"dwact{r}_{c}")
+                own = dw_line[r + c][c]
                 chain = shared if c == 0 else pe[r][c - 1].a_out
                 m.d.comb += pe[r][c].a_in.eq(Mux(self.dw_mode, own, chain))
                 if c:

@@ -10,7 +10,8 @@ The rules are the integer contract's (``systolic_conv.contract``):
 
 then ``q + Z_out`` clamped to ``[lo, hi]`` (``lo`` already raised to ``Z_out`` when
 ReLU is on). ``NONE`` passes the accumulator through. Four pipeline stages
-(:attr:`Requantizer.LATENCY`) in every mode.
+(:attr:`Requantizer.LATENCY`) in every mode; each stage's data registers load only
+with a valid beat (clock enable), so an idle requantizer holds still.
 """
 
 from amaranth import *
@@ -63,11 +64,12 @@ class Requantizer(wiring.Component):
             acc1 = Signal(signed(aw), name=f"acc1_{c}")
             prod1 = Signal(signed(aw + 32), name=f"prod1_{c}")
             sh1 = Signal(6, name=f"sh1_{c}")
-            with m.If(mode == RequantMode.HALF_UP):
-                m.d.sync += prod1.eq(acc * par.mult[:16])
-            with m.Else():
-                m.d.sync += prod1.eq(acc * par.mult)
-            m.d.sync += [acc1.eq(acc), sh1.eq(par.shift)]
+            with m.If(valid[0]):
+                with m.If(mode == RequantMode.HALF_UP):
+                    m.d.sync += prod1.eq(acc * par.mult[:16])
+                with m.Else():
+                    m.d.sync += prod1.eq(acc * par.mult)
+                m.d.sync += [acc1.eq(acc), sh1.eq(par.shift)]
 
             # stage 2: tflite high-multiply (truncating toward zero) / half_up shift
             q2 = Signal(signed(aw + 32), name=f"q2_{c}")
@@ -84,14 +86,15 @@ class Requantizer(wiring.Component):
                 rnd = Mux(sh1 == 0, 0, (C(1, 48) << (sh1 - 1).as_unsigned()[:6])[:48])
             hu = Signal(signed(aw + 33), name=f"hu_{c}")
             m.d.comb += hu.eq((prod1 + rnd) >> sh1)
-            with m.Switch(mode):
-                with m.Case(RequantMode.TFLITE):
-                    m.d.sync += q2.eq(hm)
-                with m.Case(RequantMode.HALF_UP):
-                    m.d.sync += q2.eq(hu)
-                with m.Default():
-                    m.d.sync += q2.eq(acc1)
-            m.d.sync += [sh2.eq(sh1), acc2.eq(acc1)]
+            with m.If(valid[1]):
+                with m.Switch(mode):
+                    with m.Case(RequantMode.TFLITE):
+                        m.d.sync += q2.eq(hm)
+                    with m.Case(RequantMode.HALF_UP):
+                        m.d.sync += q2.eq(hu)
+                    with m.Default():
+                        m.d.sync += q2.eq(acc1)
+                m.d.sync += [sh2.eq(sh1), acc2.eq(acc1)]
 
             # stage 3: tflite rounding divide by a power of two
             q3 = Signal(signed(aw + 32), name=f"q3_{c}")
@@ -102,23 +105,25 @@ class Requantizer(wiring.Component):
             thr = Signal(33, name=f"thr_{c}")
             extra = 1 if "round_off_by_one" in faults else 0
             m.d.comb += thr.eq((mask >> 1) + (q2 < 0) + extra)
-            with m.If(mode == RequantMode.TFLITE):
-                m.d.sync += q3.eq((q2 >> sh2[:5]) + (rem > thr))
-            with m.Else():
-                m.d.sync += q3.eq(q2)
+            with m.If(valid[2]):
+                with m.If(mode == RequantMode.TFLITE):
+                    m.d.sync += q3.eq((q2 >> sh2[:5]) + (rem > thr))
+                with m.Else():
+                    m.d.sync += q3.eq(q2)
 
             # stage 4: zero point and clamp (NONE passes the accumulator through)
             zp = 0 if "zero_point_dropped" in faults else self.zp
             q4 = Signal(signed(aw + 33), name=f"q4_{c}")
             m.d.comb += q4.eq(q3 + zp)
             res = Signal(signed(aw), name=f"res_{c}")
-            with m.If(mode == RequantMode.NONE):
-                m.d.sync += res.eq(q3)
-            with m.Elif(q4 < self.lo):
-                m.d.sync += res.eq(self.lo)
-            with m.Elif(q4 > self.hi):
-                m.d.sync += res.eq(self.hi)
-            with m.Else():
-                m.d.sync += res.eq(q4)
+            with m.If(valid[3]):
+                with m.If(mode == RequantMode.NONE):
+                    m.d.sync += res.eq(q3)
+                with m.Elif(q4 < self.lo):
+                    m.d.sync += res.eq(self.lo)
+                with m.Elif(q4 > self.hi):
+                    m.d.sync += res.eq(self.hi)
+                with m.Else():
+                    m.d.sync += res.eq(q4)
             m.d.comb += self.o_data[c].eq(res)
         return m

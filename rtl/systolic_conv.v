@@ -60091,30 +60091,30 @@ endmodule
 (* generator = "Amaranth" *)
 module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank, dw_mode, sums, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  reg [7:0] \$1 ;
-  reg [7:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [7:0] \$101 ;
-  reg [7:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [7:0] \$104 ;
-  reg [7:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [7:0] \$107 ;
-  reg [7:0] \$108 ;
-  reg [7:0] \$109 ;
-  reg [7:0] \$11 ;
-  reg [7:0] \$110 ;
-  reg [7:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [7:0] \$114 ;
+  reg [63:0] \$1 ;
+  reg [63:0] \$10 ;
+  reg [63:0] \$100 ;
+  reg [63:0] \$101 ;
+  reg [63:0] \$102 ;
+  reg [63:0] \$103 ;
+  reg [63:0] \$104 ;
+  reg [63:0] \$105 ;
+  reg [63:0] \$106 ;
+  reg [63:0] \$107 ;
+  reg [63:0] \$108 ;
+  reg [63:0] \$109 ;
+  reg [63:0] \$11 ;
+  reg [63:0] \$110 ;
+  reg [63:0] \$111 ;
+  reg [63:0] \$112 ;
+  reg \$113 ;
+  reg \$114 ;
   reg \$115 ;
   reg \$116 ;
   reg \$117 ;
-  reg [7:0] \$118 ;
-  reg [7:0] \$119 ;
-  reg [7:0] \$12 ;
+  reg \$118 ;
+  reg \$119 ;
+  reg [63:0] \$12 ;
   reg [7:0] \$120 ;
   reg [7:0] \$121 ;
   reg [7:0] \$122 ;
@@ -60122,123 +60122,123 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   reg [7:0] \$124 ;
   reg [7:0] \$125 ;
   reg [7:0] \$126 ;
-  reg [7:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [7:0] \$129 ;
-  reg [7:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg [7:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [7:0] \$137 ;
-  reg [7:0] \$138 ;
-  reg [7:0] \$139 ;
-  reg [7:0] \$14 ;
-  reg [7:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [7:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [7:0] \$146 ;
-  reg [7:0] \$147 ;
+  reg [63:0] \$127 ;
+  reg [63:0] \$128 ;
+  reg [63:0] \$129 ;
+  reg [63:0] \$13 ;
+  reg [63:0] \$130 ;
+  reg [63:0] \$131 ;
+  reg [63:0] \$132 ;
+  reg [63:0] \$133 ;
+  reg [63:0] \$134 ;
+  reg [63:0] \$135 ;
+  reg [63:0] \$136 ;
+  reg [63:0] \$137 ;
+  reg [63:0] \$138 ;
+  reg [63:0] \$139 ;
+  reg [63:0] \$14 ;
+  reg [63:0] \$140 ;
+  reg [31:0] \$141 ;
+  reg [31:0] \$142 ;
+  reg [31:0] \$143 ;
+  reg [31:0] \$144 ;
+  reg [31:0] \$145 ;
+  reg [31:0] \$146 ;
+  reg [31:0] \$147 ;
   reg [7:0] \$148 ;
-  reg [7:0] \$149 ;
-  reg [7:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [7:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [7:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [7:0] \$156 ;
+  reg \$149 ;
+  reg [63:0] \$15 ;
+  reg \$150 ;
+  reg [31:0] \$151 ;
+  reg [31:0] \$152 ;
+  reg [31:0] \$153 ;
+  reg [31:0] \$154 ;
+  reg [31:0] \$155 ;
+  reg [31:0] \$156 ;
   reg [7:0] \$157 ;
   reg [7:0] \$158 ;
-  reg [7:0] \$159 ;
-  reg [7:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [7:0] \$161 ;
-  reg [7:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg [7:0] \$164 ;
-  reg [7:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg [7:0] \$167 ;
+  reg \$159 ;
+  reg [63:0] \$16 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg \$162 ;
+  reg [31:0] \$163 ;
+  reg [31:0] \$164 ;
+  reg [31:0] \$165 ;
+  reg [31:0] \$166 ;
+  reg [31:0] \$167 ;
   reg [7:0] \$168 ;
   reg [7:0] \$169 ;
-  reg [7:0] \$17 ;
+  reg [63:0] \$17 ;
   reg [7:0] \$170 ;
-  reg [7:0] \$171 ;
-  reg [7:0] \$172 ;
+  reg \$171 ;
+  reg \$172 ;
   reg \$173 ;
   reg \$174 ;
   reg \$175 ;
   reg \$176 ;
-  reg [7:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [7:0] \$179 ;
-  reg [7:0] \$18 ;
-  reg [7:0] \$180 ;
+  reg [31:0] \$177 ;
+  reg [31:0] \$178 ;
+  reg [31:0] \$179 ;
+  reg \$18 ;
+  reg [31:0] \$180 ;
   reg [7:0] \$181 ;
   reg [7:0] \$182 ;
   reg [7:0] \$183 ;
   reg [7:0] \$184 ;
-  reg [7:0] \$185 ;
-  reg [7:0] \$186 ;
-  reg [7:0] \$187 ;
-  reg [7:0] \$188 ;
-  reg [7:0] \$189 ;
-  reg [7:0] \$19 ;
-  reg [7:0] \$190 ;
-  reg [7:0] \$191 ;
-  reg [7:0] \$192 ;
-  reg [7:0] \$193 ;
-  reg [7:0] \$194 ;
-  reg [7:0] \$195 ;
+  reg \$185 ;
+  reg \$186 ;
+  reg \$187 ;
+  reg \$188 ;
+  reg \$189 ;
+  reg \$19 ;
+  reg \$190 ;
+  reg \$191 ;
+  reg \$192 ;
+  reg [31:0] \$193 ;
+  reg [31:0] \$194 ;
+  reg [31:0] \$195 ;
   reg [7:0] \$196 ;
   reg [7:0] \$197 ;
   reg [7:0] \$198 ;
   reg [7:0] \$199 ;
-  reg [7:0] \$2 ;
+  reg [63:0] \$2 ;
   reg [7:0] \$20 ;
   reg [7:0] \$200 ;
-  reg [7:0] \$201 ;
-  reg [7:0] \$202 ;
-  reg [7:0] \$203 ;
-  reg [7:0] \$204 ;
-  reg [7:0] \$205 ;
-  reg [7:0] \$206 ;
-  reg [7:0] \$207 ;
-  reg [7:0] \$208 ;
-  reg [7:0] \$209 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg \$203 ;
+  reg \$204 ;
+  reg \$205 ;
+  reg \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg \$209 ;
   reg [7:0] \$21 ;
-  reg [7:0] \$210 ;
-  reg [7:0] \$211 ;
-  reg [7:0] \$212 ;
+  reg \$210 ;
+  reg [31:0] \$211 ;
+  reg [31:0] \$212 ;
   reg [7:0] \$213 ;
   reg [7:0] \$214 ;
   reg [7:0] \$215 ;
   reg [7:0] \$216 ;
   reg [7:0] \$217 ;
   reg [7:0] \$218 ;
-  reg [7:0] \$219 ;
-  reg [7:0] \$22 ;
-  reg [7:0] \$220 ;
-  reg [7:0] \$221 ;
-  reg [7:0] \$222 ;
-  reg [7:0] \$223 ;
-  reg [7:0] \$224 ;
-  reg [7:0] \$225 ;
-  reg [7:0] \$226 ;
-  reg [7:0] \$227 ;
-  reg [7:0] \$228 ;
-  reg [7:0] \$229 ;
-  reg [7:0] \$23 ;
-  reg [7:0] \$230 ;
-  reg [7:0] \$231 ;
+  reg \$219 ;
+  reg [63:0] \$22 ;
+  reg \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg \$225 ;
+  reg \$226 ;
+  reg \$227 ;
+  reg \$228 ;
+  reg \$229 ;
+  reg [63:0] \$23 ;
+  reg \$230 ;
+  reg [31:0] \$231 ;
   reg [7:0] \$232 ;
   reg [7:0] \$233 ;
   reg [7:0] \$234 ;
@@ -60246,461 +60246,97 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   reg [7:0] \$236 ;
   reg [7:0] \$237 ;
   reg [7:0] \$238 ;
-  reg [7:0] \$239 ;
-  reg [7:0] \$24 ;
-  reg [7:0] \$240 ;
+  reg \$239 ;
+  reg [63:0] \$24 ;
+  reg \$240 ;
   reg \$241 ;
   reg \$242 ;
   reg \$243 ;
   reg \$244 ;
   reg \$245 ;
-  reg [7:0] \$246 ;
-  reg [7:0] \$247 ;
-  reg [7:0] \$248 ;
-  reg [7:0] \$249 ;
-  reg [7:0] \$25 ;
-  reg [7:0] \$250 ;
-  reg [7:0] \$251 ;
-  reg [7:0] \$252 ;
-  reg [7:0] \$253 ;
-  reg [7:0] \$254 ;
-  reg [7:0] \$255 ;
-  reg [7:0] \$256 ;
-  reg [7:0] \$257 ;
-  reg [7:0] \$258 ;
-  reg [7:0] \$259 ;
-  reg [7:0] \$26 ;
-  reg [7:0] \$260 ;
-  reg [7:0] \$261 ;
-  reg [7:0] \$262 ;
-  reg [7:0] \$263 ;
-  reg [7:0] \$264 ;
-  reg [7:0] \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
-  reg [7:0] \$268 ;
-  reg [7:0] \$269 ;
-  reg [7:0] \$27 ;
-  reg [7:0] \$270 ;
-  reg [7:0] \$271 ;
-  reg [7:0] \$272 ;
-  reg [7:0] \$273 ;
-  reg [7:0] \$274 ;
-  reg [7:0] \$275 ;
-  reg [7:0] \$276 ;
-  reg [7:0] \$277 ;
-  reg [7:0] \$278 ;
-  reg [7:0] \$279 ;
-  reg [7:0] \$28 ;
-  reg [7:0] \$280 ;
-  reg [7:0] \$281 ;
-  reg [7:0] \$282 ;
-  reg [7:0] \$283 ;
-  reg [7:0] \$284 ;
-  reg [7:0] \$285 ;
-  reg [7:0] \$286 ;
-  reg [7:0] \$287 ;
-  reg [7:0] \$288 ;
-  reg [7:0] \$289 ;
-  reg \$29 ;
-  reg [7:0] \$290 ;
-  reg [7:0] \$291 ;
-  reg [7:0] \$292 ;
-  reg [7:0] \$293 ;
-  reg [7:0] \$294 ;
-  reg [7:0] \$295 ;
-  reg [7:0] \$296 ;
-  reg [7:0] \$297 ;
-  reg [7:0] \$298 ;
-  reg [7:0] \$299 ;
-  reg [7:0] \$3 ;
-  reg [7:0] \$30 ;
-  reg [7:0] \$300 ;
-  reg [7:0] \$301 ;
-  reg [7:0] \$302 ;
-  reg [7:0] \$303 ;
-  reg [7:0] \$304 ;
-  reg [7:0] \$305 ;
-  reg [7:0] \$306 ;
-  reg [7:0] \$307 ;
-  reg [7:0] \$308 ;
-  reg [7:0] \$309 ;
-  reg [7:0] \$31 ;
-  reg [7:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [7:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [7:0] \$318 ;
-  reg \$319 ;
-  reg [7:0] \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg [7:0] \$325 ;
-  reg [7:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [7:0] \$328 ;
-  reg [7:0] \$329 ;
-  reg [7:0] \$33 ;
-  reg [7:0] \$330 ;
-  reg [7:0] \$331 ;
-  reg [7:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [7:0] \$334 ;
-  reg [7:0] \$335 ;
-  reg [7:0] \$336 ;
-  reg [7:0] \$337 ;
-  reg [7:0] \$338 ;
-  reg [7:0] \$339 ;
+  reg \$246 ;
+  reg \$247 ;
+  reg \$248 ;
+  reg \$249 ;
+  reg [63:0] \$25 ;
+  reg \$250 ;
+  reg \$251 ;
+  reg \$252 ;
+  reg [63:0] \$26 ;
+  reg [63:0] \$27 ;
+  reg [63:0] \$28 ;
+  reg [63:0] \$29 ;
+  reg [63:0] \$3 ;
+  reg [63:0] \$30 ;
+  reg \$31 ;
+  reg \$32 ;
+  reg \$33 ;
   reg [7:0] \$34 ;
-  reg [7:0] \$340 ;
-  reg [7:0] \$341 ;
-  reg [7:0] \$342 ;
-  reg [7:0] \$343 ;
-  reg [7:0] \$344 ;
-  reg [7:0] \$345 ;
-  reg [7:0] \$346 ;
-  reg [7:0] \$347 ;
-  reg [7:0] \$348 ;
-  reg [7:0] \$349 ;
   reg [7:0] \$35 ;
-  reg [7:0] \$350 ;
-  reg [7:0] \$351 ;
-  reg [7:0] \$352 ;
-  reg [7:0] \$353 ;
-  reg [7:0] \$354 ;
-  reg [7:0] \$355 ;
-  reg [7:0] \$356 ;
-  reg [7:0] \$357 ;
-  reg [7:0] \$358 ;
-  reg [7:0] \$359 ;
   reg [7:0] \$36 ;
-  reg [7:0] \$360 ;
-  reg [7:0] \$361 ;
-  reg [7:0] \$362 ;
-  reg [7:0] \$363 ;
-  reg [7:0] \$364 ;
-  reg [7:0] \$365 ;
-  reg [7:0] \$366 ;
-  reg [7:0] \$367 ;
-  reg [7:0] \$368 ;
-  reg [7:0] \$369 ;
-  reg [7:0] \$37 ;
-  reg [7:0] \$370 ;
-  reg [7:0] \$371 ;
-  reg [7:0] \$372 ;
-  reg [7:0] \$373 ;
-  reg [7:0] \$374 ;
-  reg [7:0] \$375 ;
-  reg [7:0] \$376 ;
-  reg [7:0] \$377 ;
-  reg [7:0] \$378 ;
-  reg [7:0] \$379 ;
-  reg [7:0] \$38 ;
-  reg [7:0] \$380 ;
-  reg [7:0] \$381 ;
-  reg [7:0] \$382 ;
-  reg [7:0] \$383 ;
-  reg [7:0] \$384 ;
-  reg [7:0] \$385 ;
-  reg [7:0] \$386 ;
-  reg [7:0] \$387 ;
-  reg [7:0] \$388 ;
-  reg [7:0] \$389 ;
-  reg [7:0] \$39 ;
-  reg [7:0] \$390 ;
-  reg [7:0] \$391 ;
-  reg [7:0] \$392 ;
-  reg [7:0] \$393 ;
-  reg [7:0] \$394 ;
-  reg [7:0] \$395 ;
-  reg [7:0] \$396 ;
-  reg [7:0] \$397 ;
-  reg [7:0] \$398 ;
-  reg [7:0] \$399 ;
-  reg [7:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [7:0] \$400 ;
-  reg [7:0] \$401 ;
-  reg [7:0] \$402 ;
-  reg [7:0] \$403 ;
-  reg [7:0] \$404 ;
-  reg [7:0] \$405 ;
-  reg [7:0] \$406 ;
-  reg \$407 ;
-  reg \$408 ;
-  reg \$409 ;
-  reg [7:0] \$41 ;
-  reg \$410 ;
-  reg \$411 ;
-  reg \$412 ;
-  reg \$413 ;
-  reg [7:0] \$414 ;
-  reg [7:0] \$415 ;
-  reg [7:0] \$416 ;
-  reg [7:0] \$417 ;
-  reg [7:0] \$418 ;
-  reg [7:0] \$419 ;
-  reg [7:0] \$42 ;
-  reg [7:0] \$420 ;
-  reg [7:0] \$421 ;
-  reg [7:0] \$422 ;
-  reg [7:0] \$423 ;
-  reg [7:0] \$424 ;
-  reg [7:0] \$425 ;
-  reg [7:0] \$426 ;
-  reg [7:0] \$427 ;
-  reg [7:0] \$428 ;
-  reg [7:0] \$429 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$430 ;
-  reg [7:0] \$431 ;
-  reg [7:0] \$432 ;
-  reg [7:0] \$433 ;
-  reg [7:0] \$434 ;
-  reg [7:0] \$435 ;
-  reg [7:0] \$436 ;
-  reg [7:0] \$437 ;
-  reg [7:0] \$438 ;
-  reg [7:0] \$439 ;
-  reg [7:0] \$44 ;
-  reg [7:0] \$440 ;
-  reg [7:0] \$441 ;
-  reg [7:0] \$442 ;
-  reg [7:0] \$443 ;
-  reg [7:0] \$444 ;
-  reg [7:0] \$445 ;
-  reg [7:0] \$446 ;
-  reg [7:0] \$447 ;
-  reg [7:0] \$448 ;
-  reg [7:0] \$449 ;
-  reg [7:0] \$45 ;
-  reg [7:0] \$450 ;
-  reg [7:0] \$451 ;
-  reg [7:0] \$452 ;
-  reg [7:0] \$453 ;
-  reg [7:0] \$454 ;
-  reg [7:0] \$455 ;
-  reg [7:0] \$456 ;
-  reg [7:0] \$457 ;
-  reg [7:0] \$458 ;
-  reg [7:0] \$459 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$460 ;
-  reg [7:0] \$461 ;
-  reg [7:0] \$462 ;
-  reg [7:0] \$463 ;
-  reg [7:0] \$464 ;
-  reg [7:0] \$465 ;
-  reg [7:0] \$466 ;
-  reg [7:0] \$467 ;
-  reg [7:0] \$468 ;
-  reg [7:0] \$469 ;
-  reg [7:0] \$47 ;
-  reg [7:0] \$470 ;
-  reg [7:0] \$471 ;
-  reg [7:0] \$472 ;
-  reg [7:0] \$473 ;
-  reg [7:0] \$474 ;
-  reg [7:0] \$475 ;
-  reg [7:0] \$476 ;
-  reg [7:0] \$477 ;
-  reg [7:0] \$478 ;
-  reg [7:0] \$479 ;
-  reg [7:0] \$48 ;
-  reg [7:0] \$480 ;
-  reg [7:0] \$481 ;
-  reg [7:0] \$482 ;
-  reg [7:0] \$483 ;
-  reg [7:0] \$484 ;
-  reg [7:0] \$485 ;
-  reg [7:0] \$486 ;
-  reg [7:0] \$487 ;
-  reg [7:0] \$488 ;
-  reg [7:0] \$489 ;
-  reg [7:0] \$49 ;
-  reg [7:0] \$490 ;
-  reg [7:0] \$491 ;
-  reg [7:0] \$492 ;
-  reg [7:0] \$493 ;
-  reg [7:0] \$494 ;
-  reg [7:0] \$495 ;
-  reg [7:0] \$496 ;
-  reg [7:0] \$497 ;
-  reg [7:0] \$498 ;
-  reg [7:0] \$499 ;
-  reg [7:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [7:0] \$500 ;
-  reg [7:0] \$501 ;
-  reg [7:0] \$502 ;
-  reg [7:0] \$503 ;
-  reg [7:0] \$504 ;
-  reg [31:0] \$505 ;
-  reg [31:0] \$506 ;
-  reg [31:0] \$507 ;
-  reg [31:0] \$508 ;
-  reg [31:0] \$509 ;
+  reg [63:0] \$37 ;
+  reg [63:0] \$38 ;
+  reg [63:0] \$39 ;
+  reg [63:0] \$4 ;
+  reg [63:0] \$40 ;
+  reg [63:0] \$41 ;
+  reg [63:0] \$42 ;
+  reg [63:0] \$43 ;
+  reg [63:0] \$44 ;
+  reg [63:0] \$45 ;
+  reg [63:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg \$49 ;
+  reg [63:0] \$5 ;
+  reg \$50 ;
   reg [7:0] \$51 ;
-  reg [31:0] \$510 ;
-  reg [31:0] \$511 ;
-  reg [7:0] \$512 ;
-  reg \$513 ;
-  reg \$514 ;
-  reg [31:0] \$515 ;
-  reg [31:0] \$516 ;
-  reg [31:0] \$517 ;
-  reg [31:0] \$518 ;
-  reg [31:0] \$519 ;
   reg [7:0] \$52 ;
-  reg [31:0] \$520 ;
-  reg [7:0] \$521 ;
-  reg [7:0] \$522 ;
-  reg \$523 ;
-  reg \$524 ;
-  reg \$525 ;
-  reg \$526 ;
-  reg [31:0] \$527 ;
-  reg [31:0] \$528 ;
-  reg [31:0] \$529 ;
   reg [7:0] \$53 ;
-  reg [31:0] \$530 ;
-  reg [31:0] \$531 ;
-  reg [7:0] \$532 ;
-  reg [7:0] \$533 ;
-  reg [7:0] \$534 ;
-  reg \$535 ;
-  reg \$536 ;
-  reg \$537 ;
-  reg \$538 ;
-  reg \$539 ;
   reg [7:0] \$54 ;
-  reg \$540 ;
-  reg [31:0] \$541 ;
-  reg [31:0] \$542 ;
-  reg [31:0] \$543 ;
-  reg [31:0] \$544 ;
-  reg [7:0] \$545 ;
-  reg [7:0] \$546 ;
-  reg [7:0] \$547 ;
-  reg [7:0] \$548 ;
-  reg \$549 ;
-  reg [7:0] \$55 ;
-  reg \$550 ;
-  reg \$551 ;
-  reg \$552 ;
-  reg \$553 ;
-  reg \$554 ;
-  reg \$555 ;
-  reg \$556 ;
-  reg [31:0] \$557 ;
-  reg [31:0] \$558 ;
-  reg [31:0] \$559 ;
-  reg [7:0] \$56 ;
-  reg [7:0] \$560 ;
-  reg [7:0] \$561 ;
-  reg [7:0] \$562 ;
-  reg [7:0] \$563 ;
-  reg [7:0] \$564 ;
-  reg \$565 ;
-  reg \$566 ;
-  reg \$567 ;
-  reg \$568 ;
-  reg \$569 ;
-  reg [7:0] \$57 ;
-  reg \$570 ;
-  reg \$571 ;
-  reg \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg [31:0] \$575 ;
-  reg [31:0] \$576 ;
-  reg [7:0] \$577 ;
-  reg [7:0] \$578 ;
-  reg [7:0] \$579 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$580 ;
-  reg [7:0] \$581 ;
-  reg [7:0] \$582 ;
-  reg \$583 ;
-  reg \$584 ;
-  reg \$585 ;
-  reg \$586 ;
-  reg \$587 ;
-  reg \$588 ;
-  reg \$589 ;
-  reg [7:0] \$59 ;
-  reg \$590 ;
-  reg \$591 ;
-  reg \$592 ;
-  reg \$593 ;
-  reg \$594 ;
-  reg [31:0] \$595 ;
-  reg [7:0] \$596 ;
-  reg [7:0] \$597 ;
-  reg [7:0] \$598 ;
-  reg [7:0] \$599 ;
-  reg [7:0] \$6 ;
-  reg [7:0] \$60 ;
-  reg [7:0] \$600 ;
-  reg [7:0] \$601 ;
-  reg [7:0] \$602 ;
-  reg \$603 ;
-  reg \$604 ;
-  reg \$605 ;
-  reg \$606 ;
-  reg \$607 ;
-  reg \$608 ;
-  reg \$609 ;
-  reg [7:0] \$61 ;
-  reg \$610 ;
-  reg \$611 ;
-  reg \$612 ;
-  reg \$613 ;
-  reg \$614 ;
-  reg \$615 ;
-  reg \$616 ;
-  reg [7:0] \$62 ;
-  reg [7:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [7:0] \$66 ;
+  reg [63:0] \$55 ;
+  reg [63:0] \$56 ;
+  reg [63:0] \$57 ;
+  reg [63:0] \$58 ;
+  reg [63:0] \$59 ;
+  reg [63:0] \$6 ;
+  reg [63:0] \$60 ;
+  reg [63:0] \$61 ;
+  reg [63:0] \$62 ;
+  reg [63:0] \$63 ;
+  reg [63:0] \$64 ;
+  reg [63:0] \$65 ;
+  reg \$66 ;
   reg \$67 ;
   reg \$68 ;
-  reg [7:0] \$69 ;
-  reg [7:0] \$7 ;
-  reg [7:0] \$70 ;
+  reg \$69 ;
+  reg [63:0] \$7 ;
+  reg \$70 ;
   reg [7:0] \$71 ;
   reg [7:0] \$72 ;
   reg [7:0] \$73 ;
   reg [7:0] \$74 ;
   reg [7:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [7:0] \$78 ;
-  reg [7:0] \$79 ;
-  reg [7:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [7:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [7:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [7:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
+  reg [63:0] \$76 ;
+  reg [63:0] \$77 ;
+  reg [63:0] \$78 ;
+  reg [63:0] \$79 ;
+  reg \$8 ;
+  reg [63:0] \$80 ;
+  reg [63:0] \$81 ;
+  reg [63:0] \$82 ;
+  reg [63:0] \$83 ;
+  reg [63:0] \$84 ;
+  reg [63:0] \$85 ;
+  reg [63:0] \$86 ;
+  reg [63:0] \$87 ;
+  reg \$88 ;
+  reg \$89 ;
   reg [7:0] \$9 ;
-  reg [7:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [7:0] \$92 ;
-  reg [7:0] \$93 ;
+  reg \$90 ;
+  reg \$91 ;
+  reg \$92 ;
+  reg \$93 ;
   reg [7:0] \$94 ;
   reg [7:0] \$95 ;
   reg [7:0] \$96 ;
@@ -61100,454 +60736,762 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   wire [7:0] \dw_act[7][7] ;
   input dw_mode;
   wire dw_mode;
-  reg [7:0] dwact0_1_d1 = 8'h00;
-  reg [7:0] dwact0_2_d1 = 8'h00;
-  reg [7:0] dwact0_2_d2 = 8'h00;
-  reg [7:0] dwact0_3_d1 = 8'h00;
-  reg [7:0] dwact0_3_d2 = 8'h00;
-  reg [7:0] dwact0_3_d3 = 8'h00;
-  reg [7:0] dwact0_4_d1 = 8'h00;
-  reg [7:0] dwact0_4_d2 = 8'h00;
-  reg [7:0] dwact0_4_d3 = 8'h00;
-  reg [7:0] dwact0_4_d4 = 8'h00;
-  reg [7:0] dwact0_5_d1 = 8'h00;
-  reg [7:0] dwact0_5_d2 = 8'h00;
-  reg [7:0] dwact0_5_d3 = 8'h00;
-  reg [7:0] dwact0_5_d4 = 8'h00;
-  reg [7:0] dwact0_5_d5 = 8'h00;
-  reg [7:0] dwact0_6_d1 = 8'h00;
-  reg [7:0] dwact0_6_d2 = 8'h00;
-  reg [7:0] dwact0_6_d3 = 8'h00;
-  reg [7:0] dwact0_6_d4 = 8'h00;
-  reg [7:0] dwact0_6_d5 = 8'h00;
-  reg [7:0] dwact0_6_d6 = 8'h00;
-  reg [7:0] dwact0_7_d1 = 8'h00;
-  reg [7:0] dwact0_7_d2 = 8'h00;
-  reg [7:0] dwact0_7_d3 = 8'h00;
-  reg [7:0] dwact0_7_d4 = 8'h00;
-  reg [7:0] dwact0_7_d5 = 8'h00;
-  reg [7:0] dwact0_7_d6 = 8'h00;
-  reg [7:0] dwact0_7_d7 = 8'h00;
-  reg [7:0] dwact1_0_d1 = 8'h00;
-  reg [7:0] dwact1_1_d1 = 8'h00;
-  reg [7:0] dwact1_1_d2 = 8'h00;
-  reg [7:0] dwact1_2_d1 = 8'h00;
-  reg [7:0] dwact1_2_d2 = 8'h00;
-  reg [7:0] dwact1_2_d3 = 8'h00;
-  reg [7:0] dwact1_3_d1 = 8'h00;
-  reg [7:0] dwact1_3_d2 = 8'h00;
-  reg [7:0] dwact1_3_d3 = 8'h00;
-  reg [7:0] dwact1_3_d4 = 8'h00;
-  reg [7:0] dwact1_4_d1 = 8'h00;
-  reg [7:0] dwact1_4_d2 = 8'h00;
-  reg [7:0] dwact1_4_d3 = 8'h00;
-  reg [7:0] dwact1_4_d4 = 8'h00;
-  reg [7:0] dwact1_4_d5 = 8'h00;
-  reg [7:0] dwact1_5_d1 = 8'h00;
-  reg [7:0] dwact1_5_d2 = 8'h00;
-  reg [7:0] dwact1_5_d3 = 8'h00;
-  reg [7:0] dwact1_5_d4 = 8'h00;
-  reg [7:0] dwact1_5_d5 = 8'h00;
-  reg [7:0] dwact1_5_d6 = 8'h00;
-  reg [7:0] dwact1_6_d1 = 8'h00;
-  reg [7:0] dwact1_6_d2 = 8'h00;
-  reg [7:0] dwact1_6_d3 = 8'h00;
-  reg [7:0] dwact1_6_d4 = 8'h00;
-  reg [7:0] dwact1_6_d5 = 8'h00;
-  reg [7:0] dwact1_6_d6 = 8'h00;
-  reg [7:0] dwact1_6_d7 = 8'h00;
-  reg [7:0] dwact1_7_d1 = 8'h00;
-  reg [7:0] dwact1_7_d2 = 8'h00;
-  reg [7:0] dwact1_7_d3 = 8'h00;
-  reg [7:0] dwact1_7_d4 = 8'h00;
-  reg [7:0] dwact1_7_d5 = 8'h00;
-  reg [7:0] dwact1_7_d6 = 8'h00;
-  reg [7:0] dwact1_7_d7 = 8'h00;
-  reg [7:0] dwact1_7_d8 = 8'h00;
-  reg [7:0] dwact2_0_d1 = 8'h00;
-  reg [7:0] dwact2_0_d2 = 8'h00;
-  reg [7:0] dwact2_1_d1 = 8'h00;
-  reg [7:0] dwact2_1_d2 = 8'h00;
-  reg [7:0] dwact2_1_d3 = 8'h00;
-  reg [7:0] dwact2_2_d1 = 8'h00;
-  reg [7:0] dwact2_2_d2 = 8'h00;
-  reg [7:0] dwact2_2_d3 = 8'h00;
-  reg [7:0] dwact2_2_d4 = 8'h00;
-  reg [7:0] dwact2_3_d1 = 8'h00;
-  reg [7:0] dwact2_3_d2 = 8'h00;
-  reg [7:0] dwact2_3_d3 = 8'h00;
-  reg [7:0] dwact2_3_d4 = 8'h00;
-  reg [7:0] dwact2_3_d5 = 8'h00;
-  reg [7:0] dwact2_4_d1 = 8'h00;
-  reg [7:0] dwact2_4_d2 = 8'h00;
-  reg [7:0] dwact2_4_d3 = 8'h00;
-  reg [7:0] dwact2_4_d4 = 8'h00;
-  reg [7:0] dwact2_4_d5 = 8'h00;
-  reg [7:0] dwact2_4_d6 = 8'h00;
-  reg [7:0] dwact2_5_d1 = 8'h00;
-  reg [7:0] dwact2_5_d2 = 8'h00;
-  reg [7:0] dwact2_5_d3 = 8'h00;
-  reg [7:0] dwact2_5_d4 = 8'h00;
-  reg [7:0] dwact2_5_d5 = 8'h00;
-  reg [7:0] dwact2_5_d6 = 8'h00;
-  reg [7:0] dwact2_5_d7 = 8'h00;
-  reg [7:0] dwact2_6_d1 = 8'h00;
-  reg [7:0] dwact2_6_d2 = 8'h00;
-  reg [7:0] dwact2_6_d3 = 8'h00;
-  reg [7:0] dwact2_6_d4 = 8'h00;
-  reg [7:0] dwact2_6_d5 = 8'h00;
-  reg [7:0] dwact2_6_d6 = 8'h00;
-  reg [7:0] dwact2_6_d7 = 8'h00;
-  reg [7:0] dwact2_6_d8 = 8'h00;
-  reg [7:0] dwact2_7_d1 = 8'h00;
-  reg [7:0] dwact2_7_d2 = 8'h00;
-  reg [7:0] dwact2_7_d3 = 8'h00;
-  reg [7:0] dwact2_7_d4 = 8'h00;
-  reg [7:0] dwact2_7_d5 = 8'h00;
-  reg [7:0] dwact2_7_d6 = 8'h00;
-  reg [7:0] dwact2_7_d7 = 8'h00;
-  reg [7:0] dwact2_7_d8 = 8'h00;
-  reg [7:0] dwact2_7_d9 = 8'h00;
-  reg [7:0] dwact3_0_d1 = 8'h00;
-  reg [7:0] dwact3_0_d2 = 8'h00;
-  reg [7:0] dwact3_0_d3 = 8'h00;
-  reg [7:0] dwact3_1_d1 = 8'h00;
-  reg [7:0] dwact3_1_d2 = 8'h00;
-  reg [7:0] dwact3_1_d3 = 8'h00;
-  reg [7:0] dwact3_1_d4 = 8'h00;
-  reg [7:0] dwact3_2_d1 = 8'h00;
-  reg [7:0] dwact3_2_d2 = 8'h00;
-  reg [7:0] dwact3_2_d3 = 8'h00;
-  reg [7:0] dwact3_2_d4 = 8'h00;
-  reg [7:0] dwact3_2_d5 = 8'h00;
-  reg [7:0] dwact3_3_d1 = 8'h00;
-  reg [7:0] dwact3_3_d2 = 8'h00;
-  reg [7:0] dwact3_3_d3 = 8'h00;
-  reg [7:0] dwact3_3_d4 = 8'h00;
-  reg [7:0] dwact3_3_d5 = 8'h00;
-  reg [7:0] dwact3_3_d6 = 8'h00;
-  reg [7:0] dwact3_4_d1 = 8'h00;
-  reg [7:0] dwact3_4_d2 = 8'h00;
-  reg [7:0] dwact3_4_d3 = 8'h00;
-  reg [7:0] dwact3_4_d4 = 8'h00;
-  reg [7:0] dwact3_4_d5 = 8'h00;
-  reg [7:0] dwact3_4_d6 = 8'h00;
-  reg [7:0] dwact3_4_d7 = 8'h00;
-  reg [7:0] dwact3_5_d1 = 8'h00;
-  reg [7:0] dwact3_5_d2 = 8'h00;
-  reg [7:0] dwact3_5_d3 = 8'h00;
-  reg [7:0] dwact3_5_d4 = 8'h00;
-  reg [7:0] dwact3_5_d5 = 8'h00;
-  reg [7:0] dwact3_5_d6 = 8'h00;
-  reg [7:0] dwact3_5_d7 = 8'h00;
-  reg [7:0] dwact3_5_d8 = 8'h00;
-  reg [7:0] dwact3_6_d1 = 8'h00;
-  reg [7:0] dwact3_6_d2 = 8'h00;
-  reg [7:0] dwact3_6_d3 = 8'h00;
-  reg [7:0] dwact3_6_d4 = 8'h00;
-  reg [7:0] dwact3_6_d5 = 8'h00;
-  reg [7:0] dwact3_6_d6 = 8'h00;
-  reg [7:0] dwact3_6_d7 = 8'h00;
-  reg [7:0] dwact3_6_d8 = 8'h00;
-  reg [7:0] dwact3_6_d9 = 8'h00;
-  reg [7:0] dwact3_7_d1 = 8'h00;
-  reg [7:0] dwact3_7_d10 = 8'h00;
-  reg [7:0] dwact3_7_d2 = 8'h00;
-  reg [7:0] dwact3_7_d3 = 8'h00;
-  reg [7:0] dwact3_7_d4 = 8'h00;
-  reg [7:0] dwact3_7_d5 = 8'h00;
-  reg [7:0] dwact3_7_d6 = 8'h00;
-  reg [7:0] dwact3_7_d7 = 8'h00;
-  reg [7:0] dwact3_7_d8 = 8'h00;
-  reg [7:0] dwact3_7_d9 = 8'h00;
-  reg [7:0] dwact4_0_d1 = 8'h00;
-  reg [7:0] dwact4_0_d2 = 8'h00;
-  reg [7:0] dwact4_0_d3 = 8'h00;
-  reg [7:0] dwact4_0_d4 = 8'h00;
-  reg [7:0] dwact4_1_d1 = 8'h00;
-  reg [7:0] dwact4_1_d2 = 8'h00;
-  reg [7:0] dwact4_1_d3 = 8'h00;
-  reg [7:0] dwact4_1_d4 = 8'h00;
-  reg [7:0] dwact4_1_d5 = 8'h00;
-  reg [7:0] dwact4_2_d1 = 8'h00;
-  reg [7:0] dwact4_2_d2 = 8'h00;
-  reg [7:0] dwact4_2_d3 = 8'h00;
-  reg [7:0] dwact4_2_d4 = 8'h00;
-  reg [7:0] dwact4_2_d5 = 8'h00;
-  reg [7:0] dwact4_2_d6 = 8'h00;
-  reg [7:0] dwact4_3_d1 = 8'h00;
-  reg [7:0] dwact4_3_d2 = 8'h00;
-  reg [7:0] dwact4_3_d3 = 8'h00;
-  reg [7:0] dwact4_3_d4 = 8'h00;
-  reg [7:0] dwact4_3_d5 = 8'h00;
-  reg [7:0] dwact4_3_d6 = 8'h00;
-  reg [7:0] dwact4_3_d7 = 8'h00;
-  reg [7:0] dwact4_4_d1 = 8'h00;
-  reg [7:0] dwact4_4_d2 = 8'h00;
-  reg [7:0] dwact4_4_d3 = 8'h00;
-  reg [7:0] dwact4_4_d4 = 8'h00;
-  reg [7:0] dwact4_4_d5 = 8'h00;
-  reg [7:0] dwact4_4_d6 = 8'h00;
-  reg [7:0] dwact4_4_d7 = 8'h00;
-  reg [7:0] dwact4_4_d8 = 8'h00;
-  reg [7:0] dwact4_5_d1 = 8'h00;
-  reg [7:0] dwact4_5_d2 = 8'h00;
-  reg [7:0] dwact4_5_d3 = 8'h00;
-  reg [7:0] dwact4_5_d4 = 8'h00;
-  reg [7:0] dwact4_5_d5 = 8'h00;
-  reg [7:0] dwact4_5_d6 = 8'h00;
-  reg [7:0] dwact4_5_d7 = 8'h00;
-  reg [7:0] dwact4_5_d8 = 8'h00;
-  reg [7:0] dwact4_5_d9 = 8'h00;
-  reg [7:0] dwact4_6_d1 = 8'h00;
-  reg [7:0] dwact4_6_d10 = 8'h00;
-  reg [7:0] dwact4_6_d2 = 8'h00;
-  reg [7:0] dwact4_6_d3 = 8'h00;
-  reg [7:0] dwact4_6_d4 = 8'h00;
-  reg [7:0] dwact4_6_d5 = 8'h00;
-  reg [7:0] dwact4_6_d6 = 8'h00;
-  reg [7:0] dwact4_6_d7 = 8'h00;
-  reg [7:0] dwact4_6_d8 = 8'h00;
-  reg [7:0] dwact4_6_d9 = 8'h00;
-  reg [7:0] dwact4_7_d1 = 8'h00;
-  reg [7:0] dwact4_7_d10 = 8'h00;
-  reg [7:0] dwact4_7_d11 = 8'h00;
-  reg [7:0] dwact4_7_d2 = 8'h00;
-  reg [7:0] dwact4_7_d3 = 8'h00;
-  reg [7:0] dwact4_7_d4 = 8'h00;
-  reg [7:0] dwact4_7_d5 = 8'h00;
-  reg [7:0] dwact4_7_d6 = 8'h00;
-  reg [7:0] dwact4_7_d7 = 8'h00;
-  reg [7:0] dwact4_7_d8 = 8'h00;
-  reg [7:0] dwact4_7_d9 = 8'h00;
-  reg [7:0] dwact5_0_d1 = 8'h00;
-  reg [7:0] dwact5_0_d2 = 8'h00;
-  reg [7:0] dwact5_0_d3 = 8'h00;
-  reg [7:0] dwact5_0_d4 = 8'h00;
-  reg [7:0] dwact5_0_d5 = 8'h00;
-  reg [7:0] dwact5_1_d1 = 8'h00;
-  reg [7:0] dwact5_1_d2 = 8'h00;
-  reg [7:0] dwact5_1_d3 = 8'h00;
-  reg [7:0] dwact5_1_d4 = 8'h00;
-  reg [7:0] dwact5_1_d5 = 8'h00;
-  reg [7:0] dwact5_1_d6 = 8'h00;
-  reg [7:0] dwact5_2_d1 = 8'h00;
-  reg [7:0] dwact5_2_d2 = 8'h00;
-  reg [7:0] dwact5_2_d3 = 8'h00;
-  reg [7:0] dwact5_2_d4 = 8'h00;
-  reg [7:0] dwact5_2_d5 = 8'h00;
-  reg [7:0] dwact5_2_d6 = 8'h00;
-  reg [7:0] dwact5_2_d7 = 8'h00;
-  reg [7:0] dwact5_3_d1 = 8'h00;
-  reg [7:0] dwact5_3_d2 = 8'h00;
-  reg [7:0] dwact5_3_d3 = 8'h00;
-  reg [7:0] dwact5_3_d4 = 8'h00;
-  reg [7:0] dwact5_3_d5 = 8'h00;
-  reg [7:0] dwact5_3_d6 = 8'h00;
-  reg [7:0] dwact5_3_d7 = 8'h00;
-  reg [7:0] dwact5_3_d8 = 8'h00;
-  reg [7:0] dwact5_4_d1 = 8'h00;
-  reg [7:0] dwact5_4_d2 = 8'h00;
-  reg [7:0] dwact5_4_d3 = 8'h00;
-  reg [7:0] dwact5_4_d4 = 8'h00;
-  reg [7:0] dwact5_4_d5 = 8'h00;
-  reg [7:0] dwact5_4_d6 = 8'h00;
-  reg [7:0] dwact5_4_d7 = 8'h00;
-  reg [7:0] dwact5_4_d8 = 8'h00;
-  reg [7:0] dwact5_4_d9 = 8'h00;
-  reg [7:0] dwact5_5_d1 = 8'h00;
-  reg [7:0] dwact5_5_d10 = 8'h00;
-  reg [7:0] dwact5_5_d2 = 8'h00;
-  reg [7:0] dwact5_5_d3 = 8'h00;
-  reg [7:0] dwact5_5_d4 = 8'h00;
-  reg [7:0] dwact5_5_d5 = 8'h00;
-  reg [7:0] dwact5_5_d6 = 8'h00;
-  reg [7:0] dwact5_5_d7 = 8'h00;
-  reg [7:0] dwact5_5_d8 = 8'h00;
-  reg [7:0] dwact5_5_d9 = 8'h00;
-  reg [7:0] dwact5_6_d1 = 8'h00;
-  reg [7:0] dwact5_6_d10 = 8'h00;
-  reg [7:0] dwact5_6_d11 = 8'h00;
-  reg [7:0] dwact5_6_d2 = 8'h00;
-  reg [7:0] dwact5_6_d3 = 8'h00;
-  reg [7:0] dwact5_6_d4 = 8'h00;
-  reg [7:0] dwact5_6_d5 = 8'h00;
-  reg [7:0] dwact5_6_d6 = 8'h00;
-  reg [7:0] dwact5_6_d7 = 8'h00;
-  reg [7:0] dwact5_6_d8 = 8'h00;
-  reg [7:0] dwact5_6_d9 = 8'h00;
-  reg [7:0] dwact5_7_d1 = 8'h00;
-  reg [7:0] dwact5_7_d10 = 8'h00;
-  reg [7:0] dwact5_7_d11 = 8'h00;
-  reg [7:0] dwact5_7_d12 = 8'h00;
-  reg [7:0] dwact5_7_d2 = 8'h00;
-  reg [7:0] dwact5_7_d3 = 8'h00;
-  reg [7:0] dwact5_7_d4 = 8'h00;
-  reg [7:0] dwact5_7_d5 = 8'h00;
-  reg [7:0] dwact5_7_d6 = 8'h00;
-  reg [7:0] dwact5_7_d7 = 8'h00;
-  reg [7:0] dwact5_7_d8 = 8'h00;
-  reg [7:0] dwact5_7_d9 = 8'h00;
-  reg [7:0] dwact6_0_d1 = 8'h00;
-  reg [7:0] dwact6_0_d2 = 8'h00;
-  reg [7:0] dwact6_0_d3 = 8'h00;
-  reg [7:0] dwact6_0_d4 = 8'h00;
-  reg [7:0] dwact6_0_d5 = 8'h00;
-  reg [7:0] dwact6_0_d6 = 8'h00;
-  reg [7:0] dwact6_1_d1 = 8'h00;
-  reg [7:0] dwact6_1_d2 = 8'h00;
-  reg [7:0] dwact6_1_d3 = 8'h00;
-  reg [7:0] dwact6_1_d4 = 8'h00;
-  reg [7:0] dwact6_1_d5 = 8'h00;
-  reg [7:0] dwact6_1_d6 = 8'h00;
-  reg [7:0] dwact6_1_d7 = 8'h00;
-  reg [7:0] dwact6_2_d1 = 8'h00;
-  reg [7:0] dwact6_2_d2 = 8'h00;
-  reg [7:0] dwact6_2_d3 = 8'h00;
-  reg [7:0] dwact6_2_d4 = 8'h00;
-  reg [7:0] dwact6_2_d5 = 8'h00;
-  reg [7:0] dwact6_2_d6 = 8'h00;
-  reg [7:0] dwact6_2_d7 = 8'h00;
-  reg [7:0] dwact6_2_d8 = 8'h00;
-  reg [7:0] dwact6_3_d1 = 8'h00;
-  reg [7:0] dwact6_3_d2 = 8'h00;
-  reg [7:0] dwact6_3_d3 = 8'h00;
-  reg [7:0] dwact6_3_d4 = 8'h00;
-  reg [7:0] dwact6_3_d5 = 8'h00;
-  reg [7:0] dwact6_3_d6 = 8'h00;
-  reg [7:0] dwact6_3_d7 = 8'h00;
-  reg [7:0] dwact6_3_d8 = 8'h00;
-  reg [7:0] dwact6_3_d9 = 8'h00;
-  reg [7:0] dwact6_4_d1 = 8'h00;
-  reg [7:0] dwact6_4_d10 = 8'h00;
-  reg [7:0] dwact6_4_d2 = 8'h00;
-  reg [7:0] dwact6_4_d3 = 8'h00;
-  reg [7:0] dwact6_4_d4 = 8'h00;
-  reg [7:0] dwact6_4_d5 = 8'h00;
-  reg [7:0] dwact6_4_d6 = 8'h00;
-  reg [7:0] dwact6_4_d7 = 8'h00;
-  reg [7:0] dwact6_4_d8 = 8'h00;
-  reg [7:0] dwact6_4_d9 = 8'h00;
-  reg [7:0] dwact6_5_d1 = 8'h00;
-  reg [7:0] dwact6_5_d10 = 8'h00;
-  reg [7:0] dwact6_5_d11 = 8'h00;
-  reg [7:0] dwact6_5_d2 = 8'h00;
-  reg [7:0] dwact6_5_d3 = 8'h00;
-  reg [7:0] dwact6_5_d4 = 8'h00;
-  reg [7:0] dwact6_5_d5 = 8'h00;
-  reg [7:0] dwact6_5_d6 = 8'h00;
-  reg [7:0] dwact6_5_d7 = 8'h00;
-  reg [7:0] dwact6_5_d8 = 8'h00;
-  reg [7:0] dwact6_5_d9 = 8'h00;
-  reg [7:0] dwact6_6_d1 = 8'h00;
-  reg [7:0] dwact6_6_d10 = 8'h00;
-  reg [7:0] dwact6_6_d11 = 8'h00;
-  reg [7:0] dwact6_6_d12 = 8'h00;
-  reg [7:0] dwact6_6_d2 = 8'h00;
-  reg [7:0] dwact6_6_d3 = 8'h00;
-  reg [7:0] dwact6_6_d4 = 8'h00;
-  reg [7:0] dwact6_6_d5 = 8'h00;
-  reg [7:0] dwact6_6_d6 = 8'h00;
-  reg [7:0] dwact6_6_d7 = 8'h00;
-  reg [7:0] dwact6_6_d8 = 8'h00;
-  reg [7:0] dwact6_6_d9 = 8'h00;
-  reg [7:0] dwact6_7_d1 = 8'h00;
-  reg [7:0] dwact6_7_d10 = 8'h00;
-  reg [7:0] dwact6_7_d11 = 8'h00;
-  reg [7:0] dwact6_7_d12 = 8'h00;
-  reg [7:0] dwact6_7_d13 = 8'h00;
-  reg [7:0] dwact6_7_d2 = 8'h00;
-  reg [7:0] dwact6_7_d3 = 8'h00;
-  reg [7:0] dwact6_7_d4 = 8'h00;
-  reg [7:0] dwact6_7_d5 = 8'h00;
-  reg [7:0] dwact6_7_d6 = 8'h00;
-  reg [7:0] dwact6_7_d7 = 8'h00;
-  reg [7:0] dwact6_7_d8 = 8'h00;
-  reg [7:0] dwact6_7_d9 = 8'h00;
-  reg [7:0] dwact7_0_d1 = 8'h00;
-  reg [7:0] dwact7_0_d2 = 8'h00;
-  reg [7:0] dwact7_0_d3 = 8'h00;
-  reg [7:0] dwact7_0_d4 = 8'h00;
-  reg [7:0] dwact7_0_d5 = 8'h00;
-  reg [7:0] dwact7_0_d6 = 8'h00;
-  reg [7:0] dwact7_0_d7 = 8'h00;
-  reg [7:0] dwact7_1_d1 = 8'h00;
-  reg [7:0] dwact7_1_d2 = 8'h00;
-  reg [7:0] dwact7_1_d3 = 8'h00;
-  reg [7:0] dwact7_1_d4 = 8'h00;
-  reg [7:0] dwact7_1_d5 = 8'h00;
-  reg [7:0] dwact7_1_d6 = 8'h00;
-  reg [7:0] dwact7_1_d7 = 8'h00;
-  reg [7:0] dwact7_1_d8 = 8'h00;
-  reg [7:0] dwact7_2_d1 = 8'h00;
-  reg [7:0] dwact7_2_d2 = 8'h00;
-  reg [7:0] dwact7_2_d3 = 8'h00;
-  reg [7:0] dwact7_2_d4 = 8'h00;
-  reg [7:0] dwact7_2_d5 = 8'h00;
-  reg [7:0] dwact7_2_d6 = 8'h00;
-  reg [7:0] dwact7_2_d7 = 8'h00;
-  reg [7:0] dwact7_2_d8 = 8'h00;
-  reg [7:0] dwact7_2_d9 = 8'h00;
-  reg [7:0] dwact7_3_d1 = 8'h00;
-  reg [7:0] dwact7_3_d10 = 8'h00;
-  reg [7:0] dwact7_3_d2 = 8'h00;
-  reg [7:0] dwact7_3_d3 = 8'h00;
-  reg [7:0] dwact7_3_d4 = 8'h00;
-  reg [7:0] dwact7_3_d5 = 8'h00;
-  reg [7:0] dwact7_3_d6 = 8'h00;
-  reg [7:0] dwact7_3_d7 = 8'h00;
-  reg [7:0] dwact7_3_d8 = 8'h00;
-  reg [7:0] dwact7_3_d9 = 8'h00;
-  reg [7:0] dwact7_4_d1 = 8'h00;
-  reg [7:0] dwact7_4_d10 = 8'h00;
-  reg [7:0] dwact7_4_d11 = 8'h00;
-  reg [7:0] dwact7_4_d2 = 8'h00;
-  reg [7:0] dwact7_4_d3 = 8'h00;
-  reg [7:0] dwact7_4_d4 = 8'h00;
-  reg [7:0] dwact7_4_d5 = 8'h00;
-  reg [7:0] dwact7_4_d6 = 8'h00;
-  reg [7:0] dwact7_4_d7 = 8'h00;
-  reg [7:0] dwact7_4_d8 = 8'h00;
-  reg [7:0] dwact7_4_d9 = 8'h00;
-  reg [7:0] dwact7_5_d1 = 8'h00;
-  reg [7:0] dwact7_5_d10 = 8'h00;
-  reg [7:0] dwact7_5_d11 = 8'h00;
-  reg [7:0] dwact7_5_d12 = 8'h00;
-  reg [7:0] dwact7_5_d2 = 8'h00;
-  reg [7:0] dwact7_5_d3 = 8'h00;
-  reg [7:0] dwact7_5_d4 = 8'h00;
-  reg [7:0] dwact7_5_d5 = 8'h00;
-  reg [7:0] dwact7_5_d6 = 8'h00;
-  reg [7:0] dwact7_5_d7 = 8'h00;
-  reg [7:0] dwact7_5_d8 = 8'h00;
-  reg [7:0] dwact7_5_d9 = 8'h00;
-  reg [7:0] dwact7_6_d1 = 8'h00;
-  reg [7:0] dwact7_6_d10 = 8'h00;
-  reg [7:0] dwact7_6_d11 = 8'h00;
-  reg [7:0] dwact7_6_d12 = 8'h00;
-  reg [7:0] dwact7_6_d13 = 8'h00;
-  reg [7:0] dwact7_6_d2 = 8'h00;
-  reg [7:0] dwact7_6_d3 = 8'h00;
-  reg [7:0] dwact7_6_d4 = 8'h00;
-  reg [7:0] dwact7_6_d5 = 8'h00;
-  reg [7:0] dwact7_6_d6 = 8'h00;
-  reg [7:0] dwact7_6_d7 = 8'h00;
-  reg [7:0] dwact7_6_d8 = 8'h00;
-  reg [7:0] dwact7_6_d9 = 8'h00;
-  reg [7:0] dwact7_7_d1 = 8'h00;
-  reg [7:0] dwact7_7_d10 = 8'h00;
-  reg [7:0] dwact7_7_d11 = 8'h00;
-  reg [7:0] dwact7_7_d12 = 8'h00;
-  reg [7:0] dwact7_7_d13 = 8'h00;
-  reg [7:0] dwact7_7_d14 = 8'h00;
-  reg [7:0] dwact7_7_d2 = 8'h00;
-  reg [7:0] dwact7_7_d3 = 8'h00;
-  reg [7:0] dwact7_7_d4 = 8'h00;
-  reg [7:0] dwact7_7_d5 = 8'h00;
-  reg [7:0] dwact7_7_d6 = 8'h00;
-  reg [7:0] dwact7_7_d7 = 8'h00;
-  reg [7:0] dwact7_7_d8 = 8'h00;
-  reg [7:0] dwact7_7_d9 = 8'h00;
+  reg [63:0] dwact0_d1 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d1[0] ;
+  wire [7:0] \dwact0_d1[1] ;
+  wire [7:0] \dwact0_d1[2] ;
+  wire [7:0] \dwact0_d1[3] ;
+  wire [7:0] \dwact0_d1[4] ;
+  wire [7:0] \dwact0_d1[5] ;
+  wire [7:0] \dwact0_d1[6] ;
+  wire [7:0] \dwact0_d1[7] ;
+  reg [63:0] dwact0_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d2[0] ;
+  wire [7:0] \dwact0_d2[1] ;
+  wire [7:0] \dwact0_d2[2] ;
+  wire [7:0] \dwact0_d2[3] ;
+  wire [7:0] \dwact0_d2[4] ;
+  wire [7:0] \dwact0_d2[5] ;
+  wire [7:0] \dwact0_d2[6] ;
+  wire [7:0] \dwact0_d2[7] ;
+  reg [63:0] dwact0_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d3[0] ;
+  wire [7:0] \dwact0_d3[1] ;
+  wire [7:0] \dwact0_d3[2] ;
+  wire [7:0] \dwact0_d3[3] ;
+  wire [7:0] \dwact0_d3[4] ;
+  wire [7:0] \dwact0_d3[5] ;
+  wire [7:0] \dwact0_d3[6] ;
+  wire [7:0] \dwact0_d3[7] ;
+  reg [63:0] dwact0_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d4[0] ;
+  wire [7:0] \dwact0_d4[1] ;
+  wire [7:0] \dwact0_d4[2] ;
+  wire [7:0] \dwact0_d4[3] ;
+  wire [7:0] \dwact0_d4[4] ;
+  wire [7:0] \dwact0_d4[5] ;
+  wire [7:0] \dwact0_d4[6] ;
+  wire [7:0] \dwact0_d4[7] ;
+  reg [63:0] dwact0_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d5[0] ;
+  wire [7:0] \dwact0_d5[1] ;
+  wire [7:0] \dwact0_d5[2] ;
+  wire [7:0] \dwact0_d5[3] ;
+  wire [7:0] \dwact0_d5[4] ;
+  wire [7:0] \dwact0_d5[5] ;
+  wire [7:0] \dwact0_d5[6] ;
+  wire [7:0] \dwact0_d5[7] ;
+  reg [63:0] dwact0_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d6[0] ;
+  wire [7:0] \dwact0_d6[1] ;
+  wire [7:0] \dwact0_d6[2] ;
+  wire [7:0] \dwact0_d6[3] ;
+  wire [7:0] \dwact0_d6[4] ;
+  wire [7:0] \dwact0_d6[5] ;
+  wire [7:0] \dwact0_d6[6] ;
+  wire [7:0] \dwact0_d6[7] ;
+  reg [63:0] dwact0_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact0_d7[0] ;
+  wire [7:0] \dwact0_d7[1] ;
+  wire [7:0] \dwact0_d7[2] ;
+  wire [7:0] \dwact0_d7[3] ;
+  wire [7:0] \dwact0_d7[4] ;
+  wire [7:0] \dwact0_d7[5] ;
+  wire [7:0] \dwact0_d7[6] ;
+  wire [7:0] \dwact0_d7[7] ;
+  reg [63:0] dwact1_d1 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d1[0] ;
+  wire [7:0] \dwact1_d1[1] ;
+  wire [7:0] \dwact1_d1[2] ;
+  wire [7:0] \dwact1_d1[3] ;
+  wire [7:0] \dwact1_d1[4] ;
+  wire [7:0] \dwact1_d1[5] ;
+  wire [7:0] \dwact1_d1[6] ;
+  wire [7:0] \dwact1_d1[7] ;
+  reg [63:0] dwact1_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d2[0] ;
+  wire [7:0] \dwact1_d2[1] ;
+  wire [7:0] \dwact1_d2[2] ;
+  wire [7:0] \dwact1_d2[3] ;
+  wire [7:0] \dwact1_d2[4] ;
+  wire [7:0] \dwact1_d2[5] ;
+  wire [7:0] \dwact1_d2[6] ;
+  wire [7:0] \dwact1_d2[7] ;
+  reg [63:0] dwact1_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d3[0] ;
+  wire [7:0] \dwact1_d3[1] ;
+  wire [7:0] \dwact1_d3[2] ;
+  wire [7:0] \dwact1_d3[3] ;
+  wire [7:0] \dwact1_d3[4] ;
+  wire [7:0] \dwact1_d3[5] ;
+  wire [7:0] \dwact1_d3[6] ;
+  wire [7:0] \dwact1_d3[7] ;
+  reg [63:0] dwact1_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d4[0] ;
+  wire [7:0] \dwact1_d4[1] ;
+  wire [7:0] \dwact1_d4[2] ;
+  wire [7:0] \dwact1_d4[3] ;
+  wire [7:0] \dwact1_d4[4] ;
+  wire [7:0] \dwact1_d4[5] ;
+  wire [7:0] \dwact1_d4[6] ;
+  wire [7:0] \dwact1_d4[7] ;
+  reg [63:0] dwact1_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d5[0] ;
+  wire [7:0] \dwact1_d5[1] ;
+  wire [7:0] \dwact1_d5[2] ;
+  wire [7:0] \dwact1_d5[3] ;
+  wire [7:0] \dwact1_d5[4] ;
+  wire [7:0] \dwact1_d5[5] ;
+  wire [7:0] \dwact1_d5[6] ;
+  wire [7:0] \dwact1_d5[7] ;
+  reg [63:0] dwact1_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d6[0] ;
+  wire [7:0] \dwact1_d6[1] ;
+  wire [7:0] \dwact1_d6[2] ;
+  wire [7:0] \dwact1_d6[3] ;
+  wire [7:0] \dwact1_d6[4] ;
+  wire [7:0] \dwact1_d6[5] ;
+  wire [7:0] \dwact1_d6[6] ;
+  wire [7:0] \dwact1_d6[7] ;
+  reg [63:0] dwact1_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d7[0] ;
+  wire [7:0] \dwact1_d7[1] ;
+  wire [7:0] \dwact1_d7[2] ;
+  wire [7:0] \dwact1_d7[3] ;
+  wire [7:0] \dwact1_d7[4] ;
+  wire [7:0] \dwact1_d7[5] ;
+  wire [7:0] \dwact1_d7[6] ;
+  wire [7:0] \dwact1_d7[7] ;
+  reg [63:0] dwact1_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact1_d8[0] ;
+  wire [7:0] \dwact1_d8[1] ;
+  wire [7:0] \dwact1_d8[2] ;
+  wire [7:0] \dwact1_d8[3] ;
+  wire [7:0] \dwact1_d8[4] ;
+  wire [7:0] \dwact1_d8[5] ;
+  wire [7:0] \dwact1_d8[6] ;
+  wire [7:0] \dwact1_d8[7] ;
+  reg [63:0] dwact2_d1 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d1[0] ;
+  wire [7:0] \dwact2_d1[1] ;
+  wire [7:0] \dwact2_d1[2] ;
+  wire [7:0] \dwact2_d1[3] ;
+  wire [7:0] \dwact2_d1[4] ;
+  wire [7:0] \dwact2_d1[5] ;
+  wire [7:0] \dwact2_d1[6] ;
+  wire [7:0] \dwact2_d1[7] ;
+  reg [63:0] dwact2_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d2[0] ;
+  wire [7:0] \dwact2_d2[1] ;
+  wire [7:0] \dwact2_d2[2] ;
+  wire [7:0] \dwact2_d2[3] ;
+  wire [7:0] \dwact2_d2[4] ;
+  wire [7:0] \dwact2_d2[5] ;
+  wire [7:0] \dwact2_d2[6] ;
+  wire [7:0] \dwact2_d2[7] ;
+  reg [63:0] dwact2_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d3[0] ;
+  wire [7:0] \dwact2_d3[1] ;
+  wire [7:0] \dwact2_d3[2] ;
+  wire [7:0] \dwact2_d3[3] ;
+  wire [7:0] \dwact2_d3[4] ;
+  wire [7:0] \dwact2_d3[5] ;
+  wire [7:0] \dwact2_d3[6] ;
+  wire [7:0] \dwact2_d3[7] ;
+  reg [63:0] dwact2_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d4[0] ;
+  wire [7:0] \dwact2_d4[1] ;
+  wire [7:0] \dwact2_d4[2] ;
+  wire [7:0] \dwact2_d4[3] ;
+  wire [7:0] \dwact2_d4[4] ;
+  wire [7:0] \dwact2_d4[5] ;
+  wire [7:0] \dwact2_d4[6] ;
+  wire [7:0] \dwact2_d4[7] ;
+  reg [63:0] dwact2_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d5[0] ;
+  wire [7:0] \dwact2_d5[1] ;
+  wire [7:0] \dwact2_d5[2] ;
+  wire [7:0] \dwact2_d5[3] ;
+  wire [7:0] \dwact2_d5[4] ;
+  wire [7:0] \dwact2_d5[5] ;
+  wire [7:0] \dwact2_d5[6] ;
+  wire [7:0] \dwact2_d5[7] ;
+  reg [63:0] dwact2_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d6[0] ;
+  wire [7:0] \dwact2_d6[1] ;
+  wire [7:0] \dwact2_d6[2] ;
+  wire [7:0] \dwact2_d6[3] ;
+  wire [7:0] \dwact2_d6[4] ;
+  wire [7:0] \dwact2_d6[5] ;
+  wire [7:0] \dwact2_d6[6] ;
+  wire [7:0] \dwact2_d6[7] ;
+  reg [63:0] dwact2_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d7[0] ;
+  wire [7:0] \dwact2_d7[1] ;
+  wire [7:0] \dwact2_d7[2] ;
+  wire [7:0] \dwact2_d7[3] ;
+  wire [7:0] \dwact2_d7[4] ;
+  wire [7:0] \dwact2_d7[5] ;
+  wire [7:0] \dwact2_d7[6] ;
+  wire [7:0] \dwact2_d7[7] ;
+  reg [63:0] dwact2_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d8[0] ;
+  wire [7:0] \dwact2_d8[1] ;
+  wire [7:0] \dwact2_d8[2] ;
+  wire [7:0] \dwact2_d8[3] ;
+  wire [7:0] \dwact2_d8[4] ;
+  wire [7:0] \dwact2_d8[5] ;
+  wire [7:0] \dwact2_d8[6] ;
+  wire [7:0] \dwact2_d8[7] ;
+  reg [63:0] dwact2_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact2_d9[0] ;
+  wire [7:0] \dwact2_d9[1] ;
+  wire [7:0] \dwact2_d9[2] ;
+  wire [7:0] \dwact2_d9[3] ;
+  wire [7:0] \dwact2_d9[4] ;
+  wire [7:0] \dwact2_d9[5] ;
+  wire [7:0] \dwact2_d9[6] ;
+  wire [7:0] \dwact2_d9[7] ;
+  reg [63:0] dwact3_d1 = 64'h0000000000000000;
+  reg [63:0] dwact3_d10 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d10[0] ;
+  wire [7:0] \dwact3_d10[1] ;
+  wire [7:0] \dwact3_d10[2] ;
+  wire [7:0] \dwact3_d10[3] ;
+  wire [7:0] \dwact3_d10[4] ;
+  wire [7:0] \dwact3_d10[5] ;
+  wire [7:0] \dwact3_d10[6] ;
+  wire [7:0] \dwact3_d10[7] ;
+  wire [7:0] \dwact3_d1[0] ;
+  wire [7:0] \dwact3_d1[1] ;
+  wire [7:0] \dwact3_d1[2] ;
+  wire [7:0] \dwact3_d1[3] ;
+  wire [7:0] \dwact3_d1[4] ;
+  wire [7:0] \dwact3_d1[5] ;
+  wire [7:0] \dwact3_d1[6] ;
+  wire [7:0] \dwact3_d1[7] ;
+  reg [63:0] dwact3_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d2[0] ;
+  wire [7:0] \dwact3_d2[1] ;
+  wire [7:0] \dwact3_d2[2] ;
+  wire [7:0] \dwact3_d2[3] ;
+  wire [7:0] \dwact3_d2[4] ;
+  wire [7:0] \dwact3_d2[5] ;
+  wire [7:0] \dwact3_d2[6] ;
+  wire [7:0] \dwact3_d2[7] ;
+  reg [63:0] dwact3_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d3[0] ;
+  wire [7:0] \dwact3_d3[1] ;
+  wire [7:0] \dwact3_d3[2] ;
+  wire [7:0] \dwact3_d3[3] ;
+  wire [7:0] \dwact3_d3[4] ;
+  wire [7:0] \dwact3_d3[5] ;
+  wire [7:0] \dwact3_d3[6] ;
+  wire [7:0] \dwact3_d3[7] ;
+  reg [63:0] dwact3_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d4[0] ;
+  wire [7:0] \dwact3_d4[1] ;
+  wire [7:0] \dwact3_d4[2] ;
+  wire [7:0] \dwact3_d4[3] ;
+  wire [7:0] \dwact3_d4[4] ;
+  wire [7:0] \dwact3_d4[5] ;
+  wire [7:0] \dwact3_d4[6] ;
+  wire [7:0] \dwact3_d4[7] ;
+  reg [63:0] dwact3_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d5[0] ;
+  wire [7:0] \dwact3_d5[1] ;
+  wire [7:0] \dwact3_d5[2] ;
+  wire [7:0] \dwact3_d5[3] ;
+  wire [7:0] \dwact3_d5[4] ;
+  wire [7:0] \dwact3_d5[5] ;
+  wire [7:0] \dwact3_d5[6] ;
+  wire [7:0] \dwact3_d5[7] ;
+  reg [63:0] dwact3_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d6[0] ;
+  wire [7:0] \dwact3_d6[1] ;
+  wire [7:0] \dwact3_d6[2] ;
+  wire [7:0] \dwact3_d6[3] ;
+  wire [7:0] \dwact3_d6[4] ;
+  wire [7:0] \dwact3_d6[5] ;
+  wire [7:0] \dwact3_d6[6] ;
+  wire [7:0] \dwact3_d6[7] ;
+  reg [63:0] dwact3_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d7[0] ;
+  wire [7:0] \dwact3_d7[1] ;
+  wire [7:0] \dwact3_d7[2] ;
+  wire [7:0] \dwact3_d7[3] ;
+  wire [7:0] \dwact3_d7[4] ;
+  wire [7:0] \dwact3_d7[5] ;
+  wire [7:0] \dwact3_d7[6] ;
+  wire [7:0] \dwact3_d7[7] ;
+  reg [63:0] dwact3_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d8[0] ;
+  wire [7:0] \dwact3_d8[1] ;
+  wire [7:0] \dwact3_d8[2] ;
+  wire [7:0] \dwact3_d8[3] ;
+  wire [7:0] \dwact3_d8[4] ;
+  wire [7:0] \dwact3_d8[5] ;
+  wire [7:0] \dwact3_d8[6] ;
+  wire [7:0] \dwact3_d8[7] ;
+  reg [63:0] dwact3_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact3_d9[0] ;
+  wire [7:0] \dwact3_d9[1] ;
+  wire [7:0] \dwact3_d9[2] ;
+  wire [7:0] \dwact3_d9[3] ;
+  wire [7:0] \dwact3_d9[4] ;
+  wire [7:0] \dwact3_d9[5] ;
+  wire [7:0] \dwact3_d9[6] ;
+  wire [7:0] \dwact3_d9[7] ;
+  reg [63:0] dwact4_d1 = 64'h0000000000000000;
+  reg [63:0] dwact4_d10 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d10[0] ;
+  wire [7:0] \dwact4_d10[1] ;
+  wire [7:0] \dwact4_d10[2] ;
+  wire [7:0] \dwact4_d10[3] ;
+  wire [7:0] \dwact4_d10[4] ;
+  wire [7:0] \dwact4_d10[5] ;
+  wire [7:0] \dwact4_d10[6] ;
+  wire [7:0] \dwact4_d10[7] ;
+  reg [63:0] dwact4_d11 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d11[0] ;
+  wire [7:0] \dwact4_d11[1] ;
+  wire [7:0] \dwact4_d11[2] ;
+  wire [7:0] \dwact4_d11[3] ;
+  wire [7:0] \dwact4_d11[4] ;
+  wire [7:0] \dwact4_d11[5] ;
+  wire [7:0] \dwact4_d11[6] ;
+  wire [7:0] \dwact4_d11[7] ;
+  wire [7:0] \dwact4_d1[0] ;
+  wire [7:0] \dwact4_d1[1] ;
+  wire [7:0] \dwact4_d1[2] ;
+  wire [7:0] \dwact4_d1[3] ;
+  wire [7:0] \dwact4_d1[4] ;
+  wire [7:0] \dwact4_d1[5] ;
+  wire [7:0] \dwact4_d1[6] ;
+  wire [7:0] \dwact4_d1[7] ;
+  reg [63:0] dwact4_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d2[0] ;
+  wire [7:0] \dwact4_d2[1] ;
+  wire [7:0] \dwact4_d2[2] ;
+  wire [7:0] \dwact4_d2[3] ;
+  wire [7:0] \dwact4_d2[4] ;
+  wire [7:0] \dwact4_d2[5] ;
+  wire [7:0] \dwact4_d2[6] ;
+  wire [7:0] \dwact4_d2[7] ;
+  reg [63:0] dwact4_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d3[0] ;
+  wire [7:0] \dwact4_d3[1] ;
+  wire [7:0] \dwact4_d3[2] ;
+  wire [7:0] \dwact4_d3[3] ;
+  wire [7:0] \dwact4_d3[4] ;
+  wire [7:0] \dwact4_d3[5] ;
+  wire [7:0] \dwact4_d3[6] ;
+  wire [7:0] \dwact4_d3[7] ;
+  reg [63:0] dwact4_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d4[0] ;
+  wire [7:0] \dwact4_d4[1] ;
+  wire [7:0] \dwact4_d4[2] ;
+  wire [7:0] \dwact4_d4[3] ;
+  wire [7:0] \dwact4_d4[4] ;
+  wire [7:0] \dwact4_d4[5] ;
+  wire [7:0] \dwact4_d4[6] ;
+  wire [7:0] \dwact4_d4[7] ;
+  reg [63:0] dwact4_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d5[0] ;
+  wire [7:0] \dwact4_d5[1] ;
+  wire [7:0] \dwact4_d5[2] ;
+  wire [7:0] \dwact4_d5[3] ;
+  wire [7:0] \dwact4_d5[4] ;
+  wire [7:0] \dwact4_d5[5] ;
+  wire [7:0] \dwact4_d5[6] ;
+  wire [7:0] \dwact4_d5[7] ;
+  reg [63:0] dwact4_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d6[0] ;
+  wire [7:0] \dwact4_d6[1] ;
+  wire [7:0] \dwact4_d6[2] ;
+  wire [7:0] \dwact4_d6[3] ;
+  wire [7:0] \dwact4_d6[4] ;
+  wire [7:0] \dwact4_d6[5] ;
+  wire [7:0] \dwact4_d6[6] ;
+  wire [7:0] \dwact4_d6[7] ;
+  reg [63:0] dwact4_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d7[0] ;
+  wire [7:0] \dwact4_d7[1] ;
+  wire [7:0] \dwact4_d7[2] ;
+  wire [7:0] \dwact4_d7[3] ;
+  wire [7:0] \dwact4_d7[4] ;
+  wire [7:0] \dwact4_d7[5] ;
+  wire [7:0] \dwact4_d7[6] ;
+  wire [7:0] \dwact4_d7[7] ;
+  reg [63:0] dwact4_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d8[0] ;
+  wire [7:0] \dwact4_d8[1] ;
+  wire [7:0] \dwact4_d8[2] ;
+  wire [7:0] \dwact4_d8[3] ;
+  wire [7:0] \dwact4_d8[4] ;
+  wire [7:0] \dwact4_d8[5] ;
+  wire [7:0] \dwact4_d8[6] ;
+  wire [7:0] \dwact4_d8[7] ;
+  reg [63:0] dwact4_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact4_d9[0] ;
+  wire [7:0] \dwact4_d9[1] ;
+  wire [7:0] \dwact4_d9[2] ;
+  wire [7:0] \dwact4_d9[3] ;
+  wire [7:0] \dwact4_d9[4] ;
+  wire [7:0] \dwact4_d9[5] ;
+  wire [7:0] \dwact4_d9[6] ;
+  wire [7:0] \dwact4_d9[7] ;
+  reg [63:0] dwact5_d1 = 64'h0000000000000000;
+  reg [63:0] dwact5_d10 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d10[0] ;
+  wire [7:0] \dwact5_d10[1] ;
+  wire [7:0] \dwact5_d10[2] ;
+  wire [7:0] \dwact5_d10[3] ;
+  wire [7:0] \dwact5_d10[4] ;
+  wire [7:0] \dwact5_d10[5] ;
+  wire [7:0] \dwact5_d10[6] ;
+  wire [7:0] \dwact5_d10[7] ;
+  reg [63:0] dwact5_d11 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d11[0] ;
+  wire [7:0] \dwact5_d11[1] ;
+  wire [7:0] \dwact5_d11[2] ;
+  wire [7:0] \dwact5_d11[3] ;
+  wire [7:0] \dwact5_d11[4] ;
+  wire [7:0] \dwact5_d11[5] ;
+  wire [7:0] \dwact5_d11[6] ;
+  wire [7:0] \dwact5_d11[7] ;
+  reg [63:0] dwact5_d12 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d12[0] ;
+  wire [7:0] \dwact5_d12[1] ;
+  wire [7:0] \dwact5_d12[2] ;
+  wire [7:0] \dwact5_d12[3] ;
+  wire [7:0] \dwact5_d12[4] ;
+  wire [7:0] \dwact5_d12[5] ;
+  wire [7:0] \dwact5_d12[6] ;
+  wire [7:0] \dwact5_d12[7] ;
+  wire [7:0] \dwact5_d1[0] ;
+  wire [7:0] \dwact5_d1[1] ;
+  wire [7:0] \dwact5_d1[2] ;
+  wire [7:0] \dwact5_d1[3] ;
+  wire [7:0] \dwact5_d1[4] ;
+  wire [7:0] \dwact5_d1[5] ;
+  wire [7:0] \dwact5_d1[6] ;
+  wire [7:0] \dwact5_d1[7] ;
+  reg [63:0] dwact5_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d2[0] ;
+  wire [7:0] \dwact5_d2[1] ;
+  wire [7:0] \dwact5_d2[2] ;
+  wire [7:0] \dwact5_d2[3] ;
+  wire [7:0] \dwact5_d2[4] ;
+  wire [7:0] \dwact5_d2[5] ;
+  wire [7:0] \dwact5_d2[6] ;
+  wire [7:0] \dwact5_d2[7] ;
+  reg [63:0] dwact5_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d3[0] ;
+  wire [7:0] \dwact5_d3[1] ;
+  wire [7:0] \dwact5_d3[2] ;
+  wire [7:0] \dwact5_d3[3] ;
+  wire [7:0] \dwact5_d3[4] ;
+  wire [7:0] \dwact5_d3[5] ;
+  wire [7:0] \dwact5_d3[6] ;
+  wire [7:0] \dwact5_d3[7] ;
+  reg [63:0] dwact5_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d4[0] ;
+  wire [7:0] \dwact5_d4[1] ;
+  wire [7:0] \dwact5_d4[2] ;
+  wire [7:0] \dwact5_d4[3] ;
+  wire [7:0] \dwact5_d4[4] ;
+  wire [7:0] \dwact5_d4[5] ;
+  wire [7:0] \dwact5_d4[6] ;
+  wire [7:0] \dwact5_d4[7] ;
+  reg [63:0] dwact5_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d5[0] ;
+  wire [7:0] \dwact5_d5[1] ;
+  wire [7:0] \dwact5_d5[2] ;
+  wire [7:0] \dwact5_d5[3] ;
+  wire [7:0] \dwact5_d5[4] ;
+  wire [7:0] \dwact5_d5[5] ;
+  wire [7:0] \dwact5_d5[6] ;
+  wire [7:0] \dwact5_d5[7] ;
+  reg [63:0] dwact5_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d6[0] ;
+  wire [7:0] \dwact5_d6[1] ;
+  wire [7:0] \dwact5_d6[2] ;
+  wire [7:0] \dwact5_d6[3] ;
+  wire [7:0] \dwact5_d6[4] ;
+  wire [7:0] \dwact5_d6[5] ;
+  wire [7:0] \dwact5_d6[6] ;
+  wire [7:0] \dwact5_d6[7] ;
+  reg [63:0] dwact5_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d7[0] ;
+  wire [7:0] \dwact5_d7[1] ;
+  wire [7:0] \dwact5_d7[2] ;
+  wire [7:0] \dwact5_d7[3] ;
+  wire [7:0] \dwact5_d7[4] ;
+  wire [7:0] \dwact5_d7[5] ;
+  wire [7:0] \dwact5_d7[6] ;
+  wire [7:0] \dwact5_d7[7] ;
+  reg [63:0] dwact5_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d8[0] ;
+  wire [7:0] \dwact5_d8[1] ;
+  wire [7:0] \dwact5_d8[2] ;
+  wire [7:0] \dwact5_d8[3] ;
+  wire [7:0] \dwact5_d8[4] ;
+  wire [7:0] \dwact5_d8[5] ;
+  wire [7:0] \dwact5_d8[6] ;
+  wire [7:0] \dwact5_d8[7] ;
+  reg [63:0] dwact5_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact5_d9[0] ;
+  wire [7:0] \dwact5_d9[1] ;
+  wire [7:0] \dwact5_d9[2] ;
+  wire [7:0] \dwact5_d9[3] ;
+  wire [7:0] \dwact5_d9[4] ;
+  wire [7:0] \dwact5_d9[5] ;
+  wire [7:0] \dwact5_d9[6] ;
+  wire [7:0] \dwact5_d9[7] ;
+  reg [63:0] dwact6_d1 = 64'h0000000000000000;
+  reg [63:0] dwact6_d10 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d10[0] ;
+  wire [7:0] \dwact6_d10[1] ;
+  wire [7:0] \dwact6_d10[2] ;
+  wire [7:0] \dwact6_d10[3] ;
+  wire [7:0] \dwact6_d10[4] ;
+  wire [7:0] \dwact6_d10[5] ;
+  wire [7:0] \dwact6_d10[6] ;
+  wire [7:0] \dwact6_d10[7] ;
+  reg [63:0] dwact6_d11 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d11[0] ;
+  wire [7:0] \dwact6_d11[1] ;
+  wire [7:0] \dwact6_d11[2] ;
+  wire [7:0] \dwact6_d11[3] ;
+  wire [7:0] \dwact6_d11[4] ;
+  wire [7:0] \dwact6_d11[5] ;
+  wire [7:0] \dwact6_d11[6] ;
+  wire [7:0] \dwact6_d11[7] ;
+  reg [63:0] dwact6_d12 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d12[0] ;
+  wire [7:0] \dwact6_d12[1] ;
+  wire [7:0] \dwact6_d12[2] ;
+  wire [7:0] \dwact6_d12[3] ;
+  wire [7:0] \dwact6_d12[4] ;
+  wire [7:0] \dwact6_d12[5] ;
+  wire [7:0] \dwact6_d12[6] ;
+  wire [7:0] \dwact6_d12[7] ;
+  reg [63:0] dwact6_d13 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d13[0] ;
+  wire [7:0] \dwact6_d13[1] ;
+  wire [7:0] \dwact6_d13[2] ;
+  wire [7:0] \dwact6_d13[3] ;
+  wire [7:0] \dwact6_d13[4] ;
+  wire [7:0] \dwact6_d13[5] ;
+  wire [7:0] \dwact6_d13[6] ;
+  wire [7:0] \dwact6_d13[7] ;
+  wire [7:0] \dwact6_d1[0] ;
+  wire [7:0] \dwact6_d1[1] ;
+  wire [7:0] \dwact6_d1[2] ;
+  wire [7:0] \dwact6_d1[3] ;
+  wire [7:0] \dwact6_d1[4] ;
+  wire [7:0] \dwact6_d1[5] ;
+  wire [7:0] \dwact6_d1[6] ;
+  wire [7:0] \dwact6_d1[7] ;
+  reg [63:0] dwact6_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d2[0] ;
+  wire [7:0] \dwact6_d2[1] ;
+  wire [7:0] \dwact6_d2[2] ;
+  wire [7:0] \dwact6_d2[3] ;
+  wire [7:0] \dwact6_d2[4] ;
+  wire [7:0] \dwact6_d2[5] ;
+  wire [7:0] \dwact6_d2[6] ;
+  wire [7:0] \dwact6_d2[7] ;
+  reg [63:0] dwact6_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d3[0] ;
+  wire [7:0] \dwact6_d3[1] ;
+  wire [7:0] \dwact6_d3[2] ;
+  wire [7:0] \dwact6_d3[3] ;
+  wire [7:0] \dwact6_d3[4] ;
+  wire [7:0] \dwact6_d3[5] ;
+  wire [7:0] \dwact6_d3[6] ;
+  wire [7:0] \dwact6_d3[7] ;
+  reg [63:0] dwact6_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d4[0] ;
+  wire [7:0] \dwact6_d4[1] ;
+  wire [7:0] \dwact6_d4[2] ;
+  wire [7:0] \dwact6_d4[3] ;
+  wire [7:0] \dwact6_d4[4] ;
+  wire [7:0] \dwact6_d4[5] ;
+  wire [7:0] \dwact6_d4[6] ;
+  wire [7:0] \dwact6_d4[7] ;
+  reg [63:0] dwact6_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d5[0] ;
+  wire [7:0] \dwact6_d5[1] ;
+  wire [7:0] \dwact6_d5[2] ;
+  wire [7:0] \dwact6_d5[3] ;
+  wire [7:0] \dwact6_d5[4] ;
+  wire [7:0] \dwact6_d5[5] ;
+  wire [7:0] \dwact6_d5[6] ;
+  wire [7:0] \dwact6_d5[7] ;
+  reg [63:0] dwact6_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d6[0] ;
+  wire [7:0] \dwact6_d6[1] ;
+  wire [7:0] \dwact6_d6[2] ;
+  wire [7:0] \dwact6_d6[3] ;
+  wire [7:0] \dwact6_d6[4] ;
+  wire [7:0] \dwact6_d6[5] ;
+  wire [7:0] \dwact6_d6[6] ;
+  wire [7:0] \dwact6_d6[7] ;
+  reg [63:0] dwact6_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d7[0] ;
+  wire [7:0] \dwact6_d7[1] ;
+  wire [7:0] \dwact6_d7[2] ;
+  wire [7:0] \dwact6_d7[3] ;
+  wire [7:0] \dwact6_d7[4] ;
+  wire [7:0] \dwact6_d7[5] ;
+  wire [7:0] \dwact6_d7[6] ;
+  wire [7:0] \dwact6_d7[7] ;
+  reg [63:0] dwact6_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d8[0] ;
+  wire [7:0] \dwact6_d8[1] ;
+  wire [7:0] \dwact6_d8[2] ;
+  wire [7:0] \dwact6_d8[3] ;
+  wire [7:0] \dwact6_d8[4] ;
+  wire [7:0] \dwact6_d8[5] ;
+  wire [7:0] \dwact6_d8[6] ;
+  wire [7:0] \dwact6_d8[7] ;
+  reg [63:0] dwact6_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact6_d9[0] ;
+  wire [7:0] \dwact6_d9[1] ;
+  wire [7:0] \dwact6_d9[2] ;
+  wire [7:0] \dwact6_d9[3] ;
+  wire [7:0] \dwact6_d9[4] ;
+  wire [7:0] \dwact6_d9[5] ;
+  wire [7:0] \dwact6_d9[6] ;
+  wire [7:0] \dwact6_d9[7] ;
+  reg [63:0] dwact7_d1 = 64'h0000000000000000;
+  reg [63:0] dwact7_d10 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d10[0] ;
+  wire [7:0] \dwact7_d10[1] ;
+  wire [7:0] \dwact7_d10[2] ;
+  wire [7:0] \dwact7_d10[3] ;
+  wire [7:0] \dwact7_d10[4] ;
+  wire [7:0] \dwact7_d10[5] ;
+  wire [7:0] \dwact7_d10[6] ;
+  wire [7:0] \dwact7_d10[7] ;
+  reg [63:0] dwact7_d11 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d11[0] ;
+  wire [7:0] \dwact7_d11[1] ;
+  wire [7:0] \dwact7_d11[2] ;
+  wire [7:0] \dwact7_d11[3] ;
+  wire [7:0] \dwact7_d11[4] ;
+  wire [7:0] \dwact7_d11[5] ;
+  wire [7:0] \dwact7_d11[6] ;
+  wire [7:0] \dwact7_d11[7] ;
+  reg [63:0] dwact7_d12 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d12[0] ;
+  wire [7:0] \dwact7_d12[1] ;
+  wire [7:0] \dwact7_d12[2] ;
+  wire [7:0] \dwact7_d12[3] ;
+  wire [7:0] \dwact7_d12[4] ;
+  wire [7:0] \dwact7_d12[5] ;
+  wire [7:0] \dwact7_d12[6] ;
+  wire [7:0] \dwact7_d12[7] ;
+  reg [63:0] dwact7_d13 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d13[0] ;
+  wire [7:0] \dwact7_d13[1] ;
+  wire [7:0] \dwact7_d13[2] ;
+  wire [7:0] \dwact7_d13[3] ;
+  wire [7:0] \dwact7_d13[4] ;
+  wire [7:0] \dwact7_d13[5] ;
+  wire [7:0] \dwact7_d13[6] ;
+  wire [7:0] \dwact7_d13[7] ;
+  reg [63:0] dwact7_d14 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d14[0] ;
+  wire [7:0] \dwact7_d14[1] ;
+  wire [7:0] \dwact7_d14[2] ;
+  wire [7:0] \dwact7_d14[3] ;
+  wire [7:0] \dwact7_d14[4] ;
+  wire [7:0] \dwact7_d14[5] ;
+  wire [7:0] \dwact7_d14[6] ;
+  wire [7:0] \dwact7_d14[7] ;
+  wire [7:0] \dwact7_d1[0] ;
+  wire [7:0] \dwact7_d1[1] ;
+  wire [7:0] \dwact7_d1[2] ;
+  wire [7:0] \dwact7_d1[3] ;
+  wire [7:0] \dwact7_d1[4] ;
+  wire [7:0] \dwact7_d1[5] ;
+  wire [7:0] \dwact7_d1[6] ;
+  wire [7:0] \dwact7_d1[7] ;
+  reg [63:0] dwact7_d2 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d2[0] ;
+  wire [7:0] \dwact7_d2[1] ;
+  wire [7:0] \dwact7_d2[2] ;
+  wire [7:0] \dwact7_d2[3] ;
+  wire [7:0] \dwact7_d2[4] ;
+  wire [7:0] \dwact7_d2[5] ;
+  wire [7:0] \dwact7_d2[6] ;
+  wire [7:0] \dwact7_d2[7] ;
+  reg [63:0] dwact7_d3 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d3[0] ;
+  wire [7:0] \dwact7_d3[1] ;
+  wire [7:0] \dwact7_d3[2] ;
+  wire [7:0] \dwact7_d3[3] ;
+  wire [7:0] \dwact7_d3[4] ;
+  wire [7:0] \dwact7_d3[5] ;
+  wire [7:0] \dwact7_d3[6] ;
+  wire [7:0] \dwact7_d3[7] ;
+  reg [63:0] dwact7_d4 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d4[0] ;
+  wire [7:0] \dwact7_d4[1] ;
+  wire [7:0] \dwact7_d4[2] ;
+  wire [7:0] \dwact7_d4[3] ;
+  wire [7:0] \dwact7_d4[4] ;
+  wire [7:0] \dwact7_d4[5] ;
+  wire [7:0] \dwact7_d4[6] ;
+  wire [7:0] \dwact7_d4[7] ;
+  reg [63:0] dwact7_d5 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d5[0] ;
+  wire [7:0] \dwact7_d5[1] ;
+  wire [7:0] \dwact7_d5[2] ;
+  wire [7:0] \dwact7_d5[3] ;
+  wire [7:0] \dwact7_d5[4] ;
+  wire [7:0] \dwact7_d5[5] ;
+  wire [7:0] \dwact7_d5[6] ;
+  wire [7:0] \dwact7_d5[7] ;
+  reg [63:0] dwact7_d6 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d6[0] ;
+  wire [7:0] \dwact7_d6[1] ;
+  wire [7:0] \dwact7_d6[2] ;
+  wire [7:0] \dwact7_d6[3] ;
+  wire [7:0] \dwact7_d6[4] ;
+  wire [7:0] \dwact7_d6[5] ;
+  wire [7:0] \dwact7_d6[6] ;
+  wire [7:0] \dwact7_d6[7] ;
+  reg [63:0] dwact7_d7 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d7[0] ;
+  wire [7:0] \dwact7_d7[1] ;
+  wire [7:0] \dwact7_d7[2] ;
+  wire [7:0] \dwact7_d7[3] ;
+  wire [7:0] \dwact7_d7[4] ;
+  wire [7:0] \dwact7_d7[5] ;
+  wire [7:0] \dwact7_d7[6] ;
+  wire [7:0] \dwact7_d7[7] ;
+  reg [63:0] dwact7_d8 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d8[0] ;
+  wire [7:0] \dwact7_d8[1] ;
+  wire [7:0] \dwact7_d8[2] ;
+  wire [7:0] \dwact7_d8[3] ;
+  wire [7:0] \dwact7_d8[4] ;
+  wire [7:0] \dwact7_d8[5] ;
+  wire [7:0] \dwact7_d8[6] ;
+  wire [7:0] \dwact7_d8[7] ;
+  reg [63:0] dwact7_d9 = 64'h0000000000000000;
+  wire [7:0] \dwact7_d9[0] ;
+  wire [7:0] \dwact7_d9[1] ;
+  wire [7:0] \dwact7_d9[2] ;
+  wire [7:0] \dwact7_d9[3] ;
+  wire [7:0] \dwact7_d9[4] ;
+  wire [7:0] \dwact7_d9[5] ;
+  wire [7:0] \dwact7_d9[6] ;
+  wire [7:0] \dwact7_d9[7] ;
   (* init = 1'h0 *)
   wire latch1_d1;
   reg latch2_d1 = 1'h0;
@@ -61648,13 +61592,6 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   wire [31:0] \psum_in$697 ;
   wire [31:0] \psum_in$701 ;
   wire [31:0] psum_out;
-  wire [31:0] \psum_out$1152 ;
-  wire [31:0] \psum_out$1159 ;
-  wire [31:0] \psum_out$1168 ;
-  wire [31:0] \psum_out$1179 ;
-  wire [31:0] \psum_out$1192 ;
-  wire [31:0] \psum_out$1207 ;
-  wire [31:0] \psum_out$1223 ;
   wire [31:0] \psum_out$331 ;
   wire [31:0] \psum_out$335 ;
   wire [31:0] \psum_out$339 ;
@@ -61711,6 +61648,13 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   wire [31:0] \psum_out$698 ;
   wire [31:0] \psum_out$702 ;
   wire [31:0] \psum_out$721 ;
+  wire [31:0] \psum_out$788 ;
+  wire [31:0] \psum_out$795 ;
+  wire [31:0] \psum_out$804 ;
+  wire [31:0] \psum_out$815 ;
+  wire [31:0] \psum_out$828 ;
+  wire [31:0] \psum_out$843 ;
+  wire [31:0] \psum_out$859 ;
   input rst;
   wire rst;
   reg [31:0] sum0_d1 = 32'd0;
@@ -62181,1302 +62125,574 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   reg wbank7_d6 = 1'h0;
   (* init = 1'h0 *)
   wire wbank7_d7;
-  always @(posedge clk)
-    dwact3_6_d7 <= \$160 ;
-  always @(posedge clk)
-    dwact3_6_d8 <= \$161 ;
-  always @(posedge clk)
-    dwact3_6_d9 <= \$162 ;
-  always @(posedge clk)
-    dwact3_7_d1 <= \$163 ;
-  always @(posedge clk)
-    dwact3_7_d2 <= \$164 ;
-  always @(posedge clk)
-    dwact3_7_d3 <= \$165 ;
-  always @(posedge clk)
-    dwact3_7_d4 <= \$166 ;
-  always @(posedge clk)
-    dwact3_7_d5 <= \$167 ;
-  always @(posedge clk)
-    dwact3_7_d6 <= \$168 ;
-  always @(posedge clk)
-    dwact3_7_d7 <= \$169 ;
-  always @(posedge clk)
-    dwact3_7_d8 <= \$170 ;
-  always @(posedge clk)
-    dwact3_7_d9 <= \$171 ;
-  always @(posedge clk)
-    dwact3_7_d10 <= \$172 ;
-  always @(posedge clk)
-    bank4_d1 <= \$173 ;
-  always @(posedge clk)
-    bank4_d2 <= \$174 ;
-  always @(posedge clk)
-    bank4_d3 <= \$175 ;
-  always @(posedge clk)
-    \bank_in$161  <= \$176 ;
-  always @(posedge clk)
-    act4_d1 <= \$177 ;
-  always @(posedge clk)
-    act4_d2 <= \$178 ;
-  always @(posedge clk)
-    act4_d3 <= \$179 ;
-  always @(posedge clk)
-    act4_d4 <= \$180 ;
-  always @(posedge clk)
-    dwact4_0_d1 <= \$181 ;
-  always @(posedge clk)
-    dwact4_0_d2 <= \$182 ;
-  always @(posedge clk)
-    dwact4_0_d3 <= \$183 ;
-  always @(posedge clk)
-    dwact4_0_d4 <= \$184 ;
-  always @(posedge clk)
-    dwact4_1_d1 <= \$185 ;
-  always @(posedge clk)
-    dwact4_1_d2 <= \$186 ;
-  always @(posedge clk)
-    dwact4_1_d3 <= \$187 ;
-  always @(posedge clk)
-    dwact4_1_d4 <= \$188 ;
-  always @(posedge clk)
-    dwact4_1_d5 <= \$189 ;
-  always @(posedge clk)
-    dwact4_2_d1 <= \$190 ;
-  always @(posedge clk)
-    dwact4_2_d2 <= \$191 ;
-  always @(posedge clk)
-    dwact4_2_d3 <= \$192 ;
-  always @(posedge clk)
-    dwact4_2_d4 <= \$193 ;
-  always @(posedge clk)
-    dwact4_2_d5 <= \$194 ;
-  always @(posedge clk)
-    dwact4_2_d6 <= \$195 ;
-  always @(posedge clk)
-    dwact4_3_d1 <= \$196 ;
-  always @(posedge clk)
-    dwact4_3_d2 <= \$197 ;
-  always @(posedge clk)
-    dwact4_3_d3 <= \$198 ;
-  always @(posedge clk)
-    dwact4_3_d4 <= \$199 ;
-  always @(posedge clk)
-    dwact4_3_d5 <= \$200 ;
-  always @(posedge clk)
-    dwact4_3_d6 <= \$201 ;
-  always @(posedge clk)
-    dwact4_3_d7 <= \$202 ;
-  always @(posedge clk)
-    dwact4_4_d1 <= \$203 ;
-  always @(posedge clk)
-    dwact4_4_d2 <= \$204 ;
-  always @(posedge clk)
-    dwact4_4_d3 <= \$205 ;
-  always @(posedge clk)
-    dwact4_4_d4 <= \$206 ;
-  always @(posedge clk)
-    dwact4_4_d5 <= \$207 ;
-  always @(posedge clk)
-    dwact4_4_d6 <= \$208 ;
-  always @(posedge clk)
-    dwact4_4_d7 <= \$209 ;
-  always @(posedge clk)
-    dwact4_4_d8 <= \$210 ;
-  always @(posedge clk)
-    dwact4_5_d1 <= \$211 ;
-  always @(posedge clk)
-    dwact4_5_d2 <= \$212 ;
-  always @(posedge clk)
-    dwact4_5_d3 <= \$213 ;
-  always @(posedge clk)
-    dwact4_5_d4 <= \$214 ;
-  always @(posedge clk)
-    dwact4_5_d5 <= \$215 ;
-  always @(posedge clk)
-    dwact4_5_d6 <= \$216 ;
-  always @(posedge clk)
-    dwact4_5_d7 <= \$217 ;
-  always @(posedge clk)
-    dwact4_5_d8 <= \$218 ;
-  always @(posedge clk)
-    dwact4_5_d9 <= \$219 ;
-  always @(posedge clk)
-    dwact4_6_d1 <= \$220 ;
-  always @(posedge clk)
-    dwact4_6_d2 <= \$221 ;
-  always @(posedge clk)
-    dwact4_6_d3 <= \$222 ;
-  always @(posedge clk)
-    dwact4_6_d4 <= \$223 ;
-  always @(posedge clk)
-    dwact4_6_d5 <= \$224 ;
-  always @(posedge clk)
-    dwact4_6_d6 <= \$225 ;
-  always @(posedge clk)
-    dwact4_6_d7 <= \$226 ;
-  always @(posedge clk)
-    dwact4_6_d8 <= \$227 ;
-  always @(posedge clk)
-    dwact4_6_d9 <= \$228 ;
-  always @(posedge clk)
-    dwact4_6_d10 <= \$229 ;
-  always @(posedge clk)
-    dwact4_7_d1 <= \$230 ;
-  always @(posedge clk)
-    dwact4_7_d2 <= \$231 ;
-  always @(posedge clk)
-    dwact4_7_d3 <= \$232 ;
-  always @(posedge clk)
-    dwact4_7_d4 <= \$233 ;
-  always @(posedge clk)
-    dwact4_7_d5 <= \$234 ;
-  always @(posedge clk)
-    dwact4_7_d6 <= \$235 ;
-  always @(posedge clk)
-    dwact4_7_d7 <= \$236 ;
-  always @(posedge clk)
-    dwact4_7_d8 <= \$237 ;
-  always @(posedge clk)
-    dwact4_7_d9 <= \$238 ;
-  always @(posedge clk)
-    dwact4_7_d10 <= \$239 ;
-  always @(posedge clk)
-    dwact4_7_d11 <= \$240 ;
-  always @(posedge clk)
-    bank5_d1 <= \$241 ;
-  always @(posedge clk)
-    bank5_d2 <= \$242 ;
-  always @(posedge clk)
-    bank5_d3 <= \$243 ;
-  always @(posedge clk)
-    bank5_d4 <= \$244 ;
-  always @(posedge clk)
-    \bank_in$201  <= \$245 ;
-  always @(posedge clk)
-    act5_d1 <= \$246 ;
-  always @(posedge clk)
-    act5_d2 <= \$247 ;
-  always @(posedge clk)
-    act5_d3 <= \$248 ;
-  always @(posedge clk)
-    act5_d4 <= \$249 ;
-  always @(posedge clk)
-    act5_d5 <= \$250 ;
-  always @(posedge clk)
-    dwact5_0_d1 <= \$251 ;
-  always @(posedge clk)
-    dwact5_0_d2 <= \$252 ;
-  always @(posedge clk)
-    dwact5_0_d3 <= \$253 ;
-  always @(posedge clk)
-    dwact5_0_d4 <= \$254 ;
-  always @(posedge clk)
-    dwact5_0_d5 <= \$255 ;
-  always @(posedge clk)
-    dwact5_1_d1 <= \$256 ;
-  always @(posedge clk)
-    dwact5_1_d2 <= \$257 ;
-  always @(posedge clk)
-    dwact5_1_d3 <= \$258 ;
-  always @(posedge clk)
-    dwact5_1_d4 <= \$259 ;
-  always @(posedge clk)
-    dwact5_1_d5 <= \$260 ;
-  always @(posedge clk)
-    dwact5_1_d6 <= \$261 ;
-  always @(posedge clk)
-    dwact5_2_d1 <= \$262 ;
-  always @(posedge clk)
-    dwact5_2_d2 <= \$263 ;
-  always @(posedge clk)
-    dwact5_2_d3 <= \$264 ;
-  always @(posedge clk)
-    dwact5_2_d4 <= \$265 ;
-  always @(posedge clk)
-    dwact5_2_d5 <= \$266 ;
-  always @(posedge clk)
-    dwact5_2_d6 <= \$267 ;
-  always @(posedge clk)
-    dwact5_2_d7 <= \$268 ;
-  always @(posedge clk)
-    dwact5_3_d1 <= \$269 ;
-  always @(posedge clk)
-    dwact5_3_d2 <= \$270 ;
-  always @(posedge clk)
-    dwact5_3_d3 <= \$271 ;
-  always @(posedge clk)
-    dwact5_3_d4 <= \$272 ;
-  always @(posedge clk)
-    dwact5_3_d5 <= \$273 ;
-  always @(posedge clk)
-    dwact5_3_d6 <= \$274 ;
-  always @(posedge clk)
-    dwact5_3_d7 <= \$275 ;
-  always @(posedge clk)
-    dwact5_3_d8 <= \$276 ;
-  always @(posedge clk)
-    dwact5_4_d1 <= \$277 ;
-  always @(posedge clk)
-    dwact5_4_d2 <= \$278 ;
-  always @(posedge clk)
-    dwact5_4_d3 <= \$279 ;
-  always @(posedge clk)
-    dwact5_4_d4 <= \$280 ;
-  always @(posedge clk)
-    dwact5_4_d5 <= \$281 ;
-  always @(posedge clk)
-    dwact5_4_d6 <= \$282 ;
-  always @(posedge clk)
-    dwact5_4_d7 <= \$283 ;
-  always @(posedge clk)
-    dwact5_4_d8 <= \$284 ;
-  always @(posedge clk)
-    dwact5_4_d9 <= \$285 ;
-  always @(posedge clk)
-    dwact5_5_d1 <= \$286 ;
-  always @(posedge clk)
-    dwact5_5_d2 <= \$287 ;
-  always @(posedge clk)
-    dwact5_5_d3 <= \$288 ;
-  always @(posedge clk)
-    dwact5_5_d4 <= \$289 ;
-  always @(posedge clk)
-    dwact5_5_d5 <= \$290 ;
-  always @(posedge clk)
-    dwact5_5_d6 <= \$291 ;
-  always @(posedge clk)
-    dwact5_5_d7 <= \$292 ;
-  always @(posedge clk)
-    dwact5_5_d8 <= \$293 ;
-  always @(posedge clk)
-    dwact5_5_d9 <= \$294 ;
-  always @(posedge clk)
-    dwact5_5_d10 <= \$295 ;
-  always @(posedge clk)
-    dwact5_6_d1 <= \$296 ;
-  always @(posedge clk)
-    dwact5_6_d2 <= \$297 ;
-  always @(posedge clk)
-    dwact5_6_d3 <= \$298 ;
-  always @(posedge clk)
-    dwact5_6_d4 <= \$299 ;
-  always @(posedge clk)
-    dwact5_6_d5 <= \$300 ;
-  always @(posedge clk)
-    dwact5_6_d6 <= \$301 ;
-  always @(posedge clk)
-    dwact5_6_d7 <= \$302 ;
-  always @(posedge clk)
-    dwact5_6_d8 <= \$303 ;
-  always @(posedge clk)
-    dwact5_6_d9 <= \$304 ;
-  always @(posedge clk)
-    dwact5_6_d10 <= \$305 ;
-  always @(posedge clk)
-    dwact5_6_d11 <= \$306 ;
-  always @(posedge clk)
-    dwact5_7_d1 <= \$307 ;
-  always @(posedge clk)
-    dwact5_7_d2 <= \$308 ;
-  always @(posedge clk)
-    dwact5_7_d3 <= \$309 ;
-  always @(posedge clk)
-    dwact5_7_d4 <= \$310 ;
-  always @(posedge clk)
-    dwact5_7_d5 <= \$311 ;
-  always @(posedge clk)
-    dwact5_7_d6 <= \$312 ;
-  always @(posedge clk)
-    dwact5_7_d7 <= \$313 ;
-  always @(posedge clk)
-    dwact5_7_d8 <= \$314 ;
-  always @(posedge clk)
-    dwact5_7_d9 <= \$315 ;
-  always @(posedge clk)
-    dwact5_7_d10 <= \$316 ;
-  always @(posedge clk)
-    dwact5_7_d11 <= \$317 ;
-  always @(posedge clk)
-    dwact5_7_d12 <= \$318 ;
-  always @(posedge clk)
-    bank6_d1 <= \$319 ;
-  always @(posedge clk)
-    bank6_d2 <= \$320 ;
-  always @(posedge clk)
-    bank6_d3 <= \$321 ;
-  always @(posedge clk)
-    bank6_d4 <= \$322 ;
-  always @(posedge clk)
-    bank6_d5 <= \$323 ;
-  always @(posedge clk)
-    \bank_in$241  <= \$324 ;
-  always @(posedge clk)
-    act6_d1 <= \$325 ;
-  always @(posedge clk)
-    act6_d2 <= \$326 ;
-  always @(posedge clk)
-    act6_d3 <= \$327 ;
-  always @(posedge clk)
-    act6_d4 <= \$328 ;
-  always @(posedge clk)
-    act6_d5 <= \$329 ;
-  always @(posedge clk)
-    act6_d6 <= \$330 ;
-  always @(posedge clk)
-    dwact6_0_d1 <= \$331 ;
-  always @(posedge clk)
-    dwact6_0_d2 <= \$332 ;
-  always @(posedge clk)
-    dwact6_0_d3 <= \$333 ;
-  always @(posedge clk)
-    dwact6_0_d4 <= \$334 ;
-  always @(posedge clk)
-    dwact6_0_d5 <= \$335 ;
-  always @(posedge clk)
-    dwact6_0_d6 <= \$336 ;
-  always @(posedge clk)
-    dwact6_1_d1 <= \$337 ;
-  always @(posedge clk)
-    dwact6_1_d2 <= \$338 ;
-  always @(posedge clk)
-    dwact6_1_d3 <= \$339 ;
-  always @(posedge clk)
-    dwact6_1_d4 <= \$340 ;
-  always @(posedge clk)
-    dwact6_1_d5 <= \$341 ;
-  always @(posedge clk)
-    dwact6_1_d6 <= \$342 ;
-  always @(posedge clk)
-    dwact6_1_d7 <= \$343 ;
-  always @(posedge clk)
-    dwact6_2_d1 <= \$344 ;
-  always @(posedge clk)
-    dwact6_2_d2 <= \$345 ;
-  always @(posedge clk)
-    dwact6_2_d3 <= \$346 ;
-  always @(posedge clk)
-    dwact6_2_d4 <= \$347 ;
-  always @(posedge clk)
-    dwact6_2_d5 <= \$348 ;
-  always @(posedge clk)
-    dwact6_2_d6 <= \$349 ;
-  always @(posedge clk)
-    dwact6_2_d7 <= \$350 ;
-  always @(posedge clk)
-    dwact6_2_d8 <= \$351 ;
-  always @(posedge clk)
-    dwact6_3_d1 <= \$352 ;
-  always @(posedge clk)
-    dwact6_3_d2 <= \$353 ;
-  always @(posedge clk)
-    dwact6_3_d3 <= \$354 ;
-  always @(posedge clk)
-    dwact6_3_d4 <= \$355 ;
-  always @(posedge clk)
-    dwact6_3_d5 <= \$356 ;
-  always @(posedge clk)
-    dwact6_3_d6 <= \$357 ;
-  always @(posedge clk)
-    dwact6_3_d7 <= \$358 ;
-  always @(posedge clk)
-    dwact6_3_d8 <= \$359 ;
-  always @(posedge clk)
-    dwact6_3_d9 <= \$360 ;
-  always @(posedge clk)
-    dwact6_4_d1 <= \$361 ;
-  always @(posedge clk)
-    dwact6_4_d2 <= \$362 ;
-  always @(posedge clk)
-    dwact6_4_d3 <= \$363 ;
-  always @(posedge clk)
-    dwact6_4_d4 <= \$364 ;
-  always @(posedge clk)
-    dwact6_4_d5 <= \$365 ;
-  always @(posedge clk)
-    dwact6_4_d6 <= \$366 ;
-  always @(posedge clk)
-    dwact6_4_d7 <= \$367 ;
-  always @(posedge clk)
-    dwact6_4_d8 <= \$368 ;
-  always @(posedge clk)
-    dwact6_4_d9 <= \$369 ;
-  always @(posedge clk)
-    dwact6_4_d10 <= \$370 ;
-  always @(posedge clk)
-    dwact6_5_d1 <= \$371 ;
-  always @(posedge clk)
-    dwact6_5_d2 <= \$372 ;
-  always @(posedge clk)
-    dwact6_5_d3 <= \$373 ;
-  always @(posedge clk)
-    dwact6_5_d4 <= \$374 ;
-  always @(posedge clk)
-    dwact6_5_d5 <= \$375 ;
-  always @(posedge clk)
-    dwact6_5_d6 <= \$376 ;
-  always @(posedge clk)
-    dwact6_5_d7 <= \$377 ;
-  always @(posedge clk)
-    dwact6_5_d8 <= \$378 ;
-  always @(posedge clk)
-    dwact6_5_d9 <= \$379 ;
-  always @(posedge clk)
-    dwact6_5_d10 <= \$380 ;
-  always @(posedge clk)
-    dwact6_5_d11 <= \$381 ;
-  always @(posedge clk)
-    dwact6_6_d1 <= \$382 ;
-  always @(posedge clk)
-    dwact6_6_d2 <= \$383 ;
-  always @(posedge clk)
-    dwact6_6_d3 <= \$384 ;
-  always @(posedge clk)
-    dwact6_6_d4 <= \$385 ;
-  always @(posedge clk)
-    dwact6_6_d5 <= \$386 ;
-  always @(posedge clk)
-    dwact6_6_d6 <= \$387 ;
-  always @(posedge clk)
-    dwact6_6_d7 <= \$388 ;
-  always @(posedge clk)
-    dwact6_6_d8 <= \$389 ;
-  always @(posedge clk)
-    dwact6_6_d9 <= \$390 ;
-  always @(posedge clk)
-    dwact6_6_d10 <= \$391 ;
-  always @(posedge clk)
-    dwact6_6_d11 <= \$392 ;
-  always @(posedge clk)
-    dwact6_6_d12 <= \$393 ;
-  always @(posedge clk)
-    dwact6_7_d1 <= \$394 ;
-  always @(posedge clk)
-    dwact6_7_d2 <= \$395 ;
-  always @(posedge clk)
-    dwact6_7_d3 <= \$396 ;
-  always @(posedge clk)
-    dwact6_7_d4 <= \$397 ;
-  always @(posedge clk)
-    dwact6_7_d5 <= \$398 ;
-  always @(posedge clk)
-    dwact6_7_d6 <= \$399 ;
-  always @(posedge clk)
-    dwact6_7_d7 <= \$400 ;
-  always @(posedge clk)
-    dwact6_7_d8 <= \$401 ;
-  always @(posedge clk)
-    dwact6_7_d9 <= \$402 ;
-  always @(posedge clk)
-    dwact6_7_d10 <= \$403 ;
-  always @(posedge clk)
-    dwact6_7_d11 <= \$404 ;
-  always @(posedge clk)
-    dwact6_7_d12 <= \$405 ;
-  always @(posedge clk)
-    dwact6_7_d13 <= \$406 ;
-  always @(posedge clk)
-    bank7_d1 <= \$407 ;
-  always @(posedge clk)
-    bank7_d2 <= \$408 ;
-  always @(posedge clk)
-    bank7_d3 <= \$409 ;
-  always @(posedge clk)
-    bank7_d4 <= \$410 ;
-  always @(posedge clk)
-    bank7_d5 <= \$411 ;
-  always @(posedge clk)
-    bank7_d6 <= \$412 ;
-  always @(posedge clk)
-    \bank_in$281  <= \$413 ;
-  always @(posedge clk)
-    act7_d1 <= \$414 ;
-  always @(posedge clk)
-    act7_d2 <= \$415 ;
-  always @(posedge clk)
-    act7_d3 <= \$416 ;
-  always @(posedge clk)
-    act7_d4 <= \$417 ;
-  always @(posedge clk)
-    act7_d5 <= \$418 ;
-  always @(posedge clk)
-    act7_d6 <= \$419 ;
-  always @(posedge clk)
-    act7_d7 <= \$420 ;
-  always @(posedge clk)
-    dwact7_0_d1 <= \$421 ;
-  always @(posedge clk)
-    dwact7_0_d2 <= \$422 ;
-  always @(posedge clk)
-    dwact7_0_d3 <= \$423 ;
-  always @(posedge clk)
-    dwact7_0_d4 <= \$424 ;
-  always @(posedge clk)
-    dwact7_0_d5 <= \$425 ;
-  always @(posedge clk)
-    dwact7_0_d6 <= \$426 ;
-  always @(posedge clk)
-    dwact7_0_d7 <= \$427 ;
-  always @(posedge clk)
-    dwact7_1_d1 <= \$428 ;
-  always @(posedge clk)
-    dwact7_1_d2 <= \$429 ;
-  always @(posedge clk)
-    dwact7_1_d3 <= \$430 ;
-  always @(posedge clk)
-    dwact7_1_d4 <= \$431 ;
-  always @(posedge clk)
-    dwact7_1_d5 <= \$432 ;
-  always @(posedge clk)
-    dwact7_1_d6 <= \$433 ;
-  always @(posedge clk)
-    dwact7_1_d7 <= \$434 ;
-  always @(posedge clk)
-    dwact7_1_d8 <= \$435 ;
-  always @(posedge clk)
-    dwact7_2_d1 <= \$436 ;
-  always @(posedge clk)
-    dwact7_2_d2 <= \$437 ;
-  always @(posedge clk)
-    dwact7_2_d3 <= \$438 ;
-  always @(posedge clk)
-    dwact7_2_d4 <= \$439 ;
-  always @(posedge clk)
-    dwact7_2_d5 <= \$440 ;
-  always @(posedge clk)
-    dwact7_2_d6 <= \$441 ;
-  always @(posedge clk)
-    dwact7_2_d7 <= \$442 ;
-  always @(posedge clk)
-    dwact7_2_d8 <= \$443 ;
-  always @(posedge clk)
-    dwact7_2_d9 <= \$444 ;
-  always @(posedge clk)
-    dwact7_3_d1 <= \$445 ;
-  always @(posedge clk)
-    dwact7_3_d2 <= \$446 ;
-  always @(posedge clk)
-    dwact7_3_d3 <= \$447 ;
-  always @(posedge clk)
-    dwact7_3_d4 <= \$448 ;
-  always @(posedge clk)
-    dwact7_3_d5 <= \$449 ;
-  always @(posedge clk)
-    dwact7_3_d6 <= \$450 ;
-  always @(posedge clk)
-    dwact7_3_d7 <= \$451 ;
-  always @(posedge clk)
-    dwact7_3_d8 <= \$452 ;
-  always @(posedge clk)
-    dwact7_3_d9 <= \$453 ;
-  always @(posedge clk)
-    dwact7_3_d10 <= \$454 ;
-  always @(posedge clk)
-    dwact7_4_d1 <= \$455 ;
-  always @(posedge clk)
-    dwact7_4_d2 <= \$456 ;
-  always @(posedge clk)
-    dwact7_4_d3 <= \$457 ;
-  always @(posedge clk)
-    dwact7_4_d4 <= \$458 ;
-  always @(posedge clk)
-    dwact7_4_d5 <= \$459 ;
-  always @(posedge clk)
-    dwact7_4_d6 <= \$460 ;
-  always @(posedge clk)
-    dwact7_4_d7 <= \$461 ;
-  always @(posedge clk)
-    dwact7_4_d8 <= \$462 ;
-  always @(posedge clk)
-    dwact7_4_d9 <= \$463 ;
-  always @(posedge clk)
-    dwact7_4_d10 <= \$464 ;
-  always @(posedge clk)
-    dwact7_4_d11 <= \$465 ;
-  always @(posedge clk)
-    dwact7_5_d1 <= \$466 ;
-  always @(posedge clk)
-    dwact7_5_d2 <= \$467 ;
-  always @(posedge clk)
-    dwact7_5_d3 <= \$468 ;
-  always @(posedge clk)
-    dwact7_5_d4 <= \$469 ;
-  always @(posedge clk)
-    dwact7_5_d5 <= \$470 ;
-  always @(posedge clk)
-    dwact7_5_d6 <= \$471 ;
-  always @(posedge clk)
-    dwact7_5_d7 <= \$472 ;
-  always @(posedge clk)
-    dwact7_5_d8 <= \$473 ;
-  always @(posedge clk)
-    dwact7_5_d9 <= \$474 ;
-  always @(posedge clk)
-    dwact7_5_d10 <= \$475 ;
-  always @(posedge clk)
-    dwact7_5_d11 <= \$476 ;
-  always @(posedge clk)
-    dwact7_5_d12 <= \$477 ;
-  always @(posedge clk)
-    dwact7_6_d1 <= \$478 ;
-  always @(posedge clk)
-    dwact7_6_d2 <= \$479 ;
-  always @(posedge clk)
-    dwact7_6_d3 <= \$480 ;
-  always @(posedge clk)
-    dwact7_6_d4 <= \$481 ;
-  always @(posedge clk)
-    dwact7_6_d5 <= \$482 ;
-  always @(posedge clk)
-    dwact7_6_d6 <= \$483 ;
-  always @(posedge clk)
-    dwact7_6_d7 <= \$484 ;
-  always @(posedge clk)
-    dwact7_6_d8 <= \$485 ;
-  always @(posedge clk)
-    dwact7_6_d9 <= \$486 ;
-  always @(posedge clk)
-    dwact7_6_d10 <= \$487 ;
-  always @(posedge clk)
-    dwact7_6_d11 <= \$488 ;
-  always @(posedge clk)
-    dwact7_6_d12 <= \$489 ;
-  always @(posedge clk)
-    dwact7_6_d13 <= \$490 ;
-  always @(posedge clk)
-    dwact7_7_d1 <= \$491 ;
-  always @(posedge clk)
-    dwact7_7_d2 <= \$492 ;
-  always @(posedge clk)
-    dwact7_7_d3 <= \$493 ;
-  always @(posedge clk)
-    dwact7_7_d4 <= \$494 ;
-  always @(posedge clk)
-    dwact7_7_d5 <= \$495 ;
-  always @(posedge clk)
-    dwact7_7_d6 <= \$496 ;
-  always @(posedge clk)
-    dwact7_7_d7 <= \$497 ;
-  always @(posedge clk)
-    dwact7_7_d8 <= \$498 ;
-  always @(posedge clk)
-    dwact7_7_d9 <= \$499 ;
-  always @(posedge clk)
-    dwact7_7_d10 <= \$500 ;
-  always @(posedge clk)
-    dwact7_7_d11 <= \$501 ;
-  always @(posedge clk)
-    dwact7_7_d12 <= \$502 ;
-  always @(posedge clk)
-    dwact7_7_d13 <= \$503 ;
-  always @(posedge clk)
-    dwact7_7_d14 <= \$504 ;
-  always @(posedge clk)
-    sum0_d1 <= \$505 ;
-  always @(posedge clk)
-    sum0_d2 <= \$506 ;
-  always @(posedge clk)
-    sum0_d3 <= \$507 ;
-  always @(posedge clk)
-    sum0_d4 <= \$508 ;
-  always @(posedge clk)
-    sum0_d5 <= \$509 ;
-  always @(posedge clk)
-    sum0_d6 <= \$510 ;
-  always @(posedge clk)
-    sum0_d7 <= \$511 ;
-  always @(posedge clk)
-    \w_in$372  <= \$512 ;
-  always @(posedge clk)
-    \w_latch$403  <= \$513 ;
-  always @(posedge clk)
-    \w_bank$405  <= \$514 ;
-  always @(posedge clk)
-    sum1_d1 <= \$515 ;
-  always @(posedge clk)
-    sum1_d2 <= \$516 ;
-  always @(posedge clk)
-    sum1_d3 <= \$517 ;
-  always @(posedge clk)
-    sum1_d4 <= \$518 ;
-  always @(posedge clk)
-    sum1_d5 <= \$519 ;
-  always @(posedge clk)
-    sum1_d6 <= \$520 ;
-  always @(posedge clk)
-    w2_d1 <= \$521 ;
-  always @(posedge clk)
-    \w_in$422  <= \$522 ;
-  always @(posedge clk)
-    latch2_d1 <= \$523 ;
-  always @(posedge clk)
-    \w_latch$453  <= \$524 ;
-  always @(posedge clk)
-    wbank2_d1 <= \$525 ;
-  always @(posedge clk)
-    \w_bank$455  <= \$526 ;
-  always @(posedge clk)
-    sum2_d1 <= \$527 ;
-  always @(posedge clk)
-    sum2_d2 <= \$528 ;
-  always @(posedge clk)
-    sum2_d3 <= \$529 ;
-  always @(posedge clk)
-    sum2_d4 <= \$530 ;
-  always @(posedge clk)
-    sum2_d5 <= \$531 ;
-  always @(posedge clk)
-    w3_d1 <= \$532 ;
-  always @(posedge clk)
-    w3_d2 <= \$533 ;
-  always @(posedge clk)
-    \w_in$472  <= \$534 ;
-  always @(posedge clk)
-    latch3_d1 <= \$535 ;
-  always @(posedge clk)
-    latch3_d2 <= \$536 ;
-  always @(posedge clk)
-    \w_latch$503  <= \$537 ;
-  always @(posedge clk)
-    wbank3_d1 <= \$538 ;
-  always @(posedge clk)
-    wbank3_d2 <= \$539 ;
-  always @(posedge clk)
-    \w_bank$505  <= \$540 ;
-  always @(posedge clk)
-    sum3_d1 <= \$541 ;
-  always @(posedge clk)
-    sum3_d2 <= \$542 ;
-  always @(posedge clk)
-    sum3_d3 <= \$543 ;
-  always @(posedge clk)
-    sum3_d4 <= \$544 ;
-  always @(posedge clk)
-    w4_d1 <= \$545 ;
-  always @(posedge clk)
-    w4_d2 <= \$546 ;
-  always @(posedge clk)
-    w4_d3 <= \$547 ;
-  always @(posedge clk)
-    \w_in$522  <= \$548 ;
-  always @(posedge clk)
-    latch4_d1 <= \$549 ;
-  always @(posedge clk)
-    latch4_d2 <= \$550 ;
-  always @(posedge clk)
-    latch4_d3 <= \$551 ;
-  always @(posedge clk)
-    \w_latch$553  <= \$552 ;
-  always @(posedge clk)
-    wbank4_d1 <= \$553 ;
-  always @(posedge clk)
-    wbank4_d2 <= \$554 ;
-  always @(posedge clk)
-    wbank4_d3 <= \$555 ;
-  always @(posedge clk)
-    \w_bank$555  <= \$556 ;
-  always @(posedge clk)
-    sum4_d1 <= \$557 ;
-  always @(posedge clk)
-    sum4_d2 <= \$558 ;
-  always @(posedge clk)
-    sum4_d3 <= \$559 ;
-  always @(posedge clk)
-    w5_d1 <= \$560 ;
-  always @(posedge clk)
-    w5_d2 <= \$561 ;
-  always @(posedge clk)
-    w5_d3 <= \$562 ;
-  always @(posedge clk)
-    w5_d4 <= \$563 ;
-  always @(posedge clk)
-    \w_in$572  <= \$564 ;
-  always @(posedge clk)
-    latch5_d1 <= \$565 ;
-  always @(posedge clk)
-    latch5_d2 <= \$566 ;
-  always @(posedge clk)
-    latch5_d3 <= \$567 ;
-  always @(posedge clk)
-    latch5_d4 <= \$568 ;
-  always @(posedge clk)
-    \w_latch$603  <= \$569 ;
-  always @(posedge clk)
-    wbank5_d1 <= \$570 ;
-  always @(posedge clk)
-    wbank5_d2 <= \$571 ;
-  always @(posedge clk)
-    wbank5_d3 <= \$572 ;
-  always @(posedge clk)
-    wbank5_d4 <= \$573 ;
-  always @(posedge clk)
-    \w_bank$605  <= \$574 ;
-  always @(posedge clk)
-    sum5_d1 <= \$575 ;
-  always @(posedge clk)
-    sum5_d2 <= \$576 ;
-  always @(posedge clk)
-    w6_d1 <= \$577 ;
-  always @(posedge clk)
-    w6_d2 <= \$578 ;
-  always @(posedge clk)
-    w6_d3 <= \$579 ;
-  always @(posedge clk)
-    w6_d4 <= \$580 ;
-  always @(posedge clk)
-    w6_d5 <= \$581 ;
-  always @(posedge clk)
-    \w_in$622  <= \$582 ;
-  always @(posedge clk)
-    latch6_d1 <= \$583 ;
-  always @(posedge clk)
-    latch6_d2 <= \$584 ;
-  always @(posedge clk)
-    latch6_d3 <= \$585 ;
-  always @(posedge clk)
-    latch6_d4 <= \$586 ;
-  always @(posedge clk)
-    latch6_d5 <= \$587 ;
-  always @(posedge clk)
-    \w_latch$653  <= \$588 ;
-  always @(posedge clk)
-    wbank6_d1 <= \$589 ;
-  always @(posedge clk)
-    wbank6_d2 <= \$590 ;
-  always @(posedge clk)
-    wbank6_d3 <= \$591 ;
-  always @(posedge clk)
-    wbank6_d4 <= \$592 ;
-  always @(posedge clk)
-    wbank6_d5 <= \$593 ;
-  always @(posedge clk)
-    \w_bank$655  <= \$594 ;
-  always @(posedge clk)
-    sum6_d1 <= \$595 ;
-  always @(posedge clk)
-    w7_d1 <= \$596 ;
-  always @(posedge clk)
-    w7_d2 <= \$597 ;
-  always @(posedge clk)
-    w7_d3 <= \$598 ;
-  always @(posedge clk)
-    w7_d4 <= \$599 ;
-  always @(posedge clk)
-    w7_d5 <= \$600 ;
-  always @(posedge clk)
-    w7_d6 <= \$601 ;
-  always @(posedge clk)
-    \w_in$672  <= \$602 ;
-  always @(posedge clk)
-    latch7_d1 <= \$603 ;
-  always @(posedge clk)
-    latch7_d2 <= \$604 ;
-  always @(posedge clk)
-    latch7_d3 <= \$605 ;
-  always @(posedge clk)
-    latch7_d4 <= \$606 ;
-  always @(posedge clk)
-    latch7_d5 <= \$607 ;
-  always @(posedge clk)
-    latch7_d6 <= \$608 ;
-  always @(posedge clk)
-    \w_latch$703  <= \$609 ;
-  always @(posedge clk)
-    wbank7_d1 <= \$610 ;
-  always @(posedge clk)
-    wbank7_d2 <= \$611 ;
-  always @(posedge clk)
-    wbank7_d3 <= \$612 ;
-  always @(posedge clk)
-    wbank7_d4 <= \$613 ;
-  always @(posedge clk)
-    wbank7_d5 <= \$614 ;
-  always @(posedge clk)
-    wbank7_d6 <= \$615 ;
-  always @(posedge clk)
-    \w_bank$705  <= \$616 ;
   assign a_in = dw_mode ? dw_act[7:0] : act[7:0];
-  assign \a_in$6  = dw_mode ? dwact0_1_d1 : a_out;
-  assign \a_in$11  = dw_mode ? dwact0_2_d2 : \a_out$12 ;
-  assign \a_in$16  = dw_mode ? dwact0_3_d3 : \a_out$17 ;
-  assign \a_in$21  = dw_mode ? dwact0_4_d4 : \a_out$22 ;
-  assign \a_in$26  = dw_mode ? dwact0_5_d5 : \a_out$27 ;
-  assign \a_in$31  = dw_mode ? dwact0_6_d6 : \a_out$32 ;
-  assign \a_in$36  = dw_mode ? dwact0_7_d7 : \a_out$37 ;
-  assign \a_in$43  = dw_mode ? dwact1_0_d1 : act1_d1;
-  assign \a_in$46  = dw_mode ? dwact1_1_d2 : \a_out$47 ;
-  assign \a_in$51  = dw_mode ? dwact1_2_d3 : \a_out$52 ;
-  assign \a_in$56  = dw_mode ? dwact1_3_d4 : \a_out$57 ;
-  assign \a_in$61  = dw_mode ? dwact1_4_d5 : \a_out$62 ;
-  assign \a_in$66  = dw_mode ? dwact1_5_d6 : \a_out$67 ;
-  assign \a_in$71  = dw_mode ? dwact1_6_d7 : \a_out$72 ;
-  assign \a_in$76  = dw_mode ? dwact1_7_d8 : \a_out$77 ;
-  assign \a_in$83  = dw_mode ? dwact2_0_d2 : act2_d2;
-  assign \a_in$86  = dw_mode ? dwact2_1_d3 : \a_out$87 ;
-  assign \a_in$91  = dw_mode ? dwact2_2_d4 : \a_out$92 ;
-  assign \a_in$96  = dw_mode ? dwact2_3_d5 : \a_out$97 ;
-  assign \a_in$101  = dw_mode ? dwact2_4_d6 : \a_out$102 ;
-  assign \a_in$106  = dw_mode ? dwact2_5_d7 : \a_out$107 ;
-  assign \a_in$111  = dw_mode ? dwact2_6_d8 : \a_out$112 ;
-  assign \a_in$116  = dw_mode ? dwact2_7_d9 : \a_out$117 ;
-  assign \a_in$123  = dw_mode ? dwact3_0_d3 : act3_d3;
-  assign \a_in$126  = dw_mode ? dwact3_1_d4 : \a_out$127 ;
-  assign \a_in$131  = dw_mode ? dwact3_2_d5 : \a_out$132 ;
-  assign \a_in$136  = dw_mode ? dwact3_3_d6 : \a_out$137 ;
-  assign \a_in$141  = dw_mode ? dwact3_4_d7 : \a_out$142 ;
-  assign \a_in$146  = dw_mode ? dwact3_5_d8 : \a_out$147 ;
-  assign \a_in$151  = dw_mode ? dwact3_6_d9 : \a_out$152 ;
-  assign \a_in$156  = dw_mode ? dwact3_7_d10 : \a_out$157 ;
-  assign \a_in$163  = dw_mode ? dwact4_0_d4 : act4_d4;
-  assign \a_in$166  = dw_mode ? dwact4_1_d5 : \a_out$167 ;
-  assign \a_in$171  = dw_mode ? dwact4_2_d6 : \a_out$172 ;
-  assign \a_in$176  = dw_mode ? dwact4_3_d7 : \a_out$177 ;
-  assign \a_in$181  = dw_mode ? dwact4_4_d8 : \a_out$182 ;
-  assign \a_in$186  = dw_mode ? dwact4_5_d9 : \a_out$187 ;
-  assign \a_in$191  = dw_mode ? dwact4_6_d10 : \a_out$192 ;
-  assign \a_in$196  = dw_mode ? dwact4_7_d11 : \a_out$197 ;
-  assign \a_in$203  = dw_mode ? dwact5_0_d5 : act5_d5;
-  assign \a_in$206  = dw_mode ? dwact5_1_d6 : \a_out$207 ;
-  assign \a_in$211  = dw_mode ? dwact5_2_d7 : \a_out$212 ;
-  assign \a_in$216  = dw_mode ? dwact5_3_d8 : \a_out$217 ;
-  assign \a_in$221  = dw_mode ? dwact5_4_d9 : \a_out$222 ;
-  assign \a_in$226  = dw_mode ? dwact5_5_d10 : \a_out$227 ;
-  assign \a_in$231  = dw_mode ? dwact5_6_d11 : \a_out$232 ;
-  assign \a_in$236  = dw_mode ? dwact5_7_d12 : \a_out$237 ;
-  assign \a_in$243  = dw_mode ? dwact6_0_d6 : act6_d6;
-  assign \a_in$246  = dw_mode ? dwact6_1_d7 : \a_out$247 ;
-  assign \a_in$251  = dw_mode ? dwact6_2_d8 : \a_out$252 ;
-  assign \a_in$256  = dw_mode ? dwact6_3_d9 : \a_out$257 ;
-  assign \a_in$261  = dw_mode ? dwact6_4_d10 : \a_out$262 ;
-  assign \a_in$266  = dw_mode ? dwact6_5_d11 : \a_out$267 ;
-  assign \a_in$271  = dw_mode ? dwact6_6_d12 : \a_out$272 ;
-  assign \a_in$276  = dw_mode ? dwact6_7_d13 : \a_out$277 ;
-  assign \a_in$283  = dw_mode ? dwact7_0_d7 : act7_d7;
-  assign \a_in$286  = dw_mode ? dwact7_1_d8 : \a_out$287 ;
-  assign \a_in$291  = dw_mode ? dwact7_2_d9 : \a_out$292 ;
-  assign \a_in$296  = dw_mode ? dwact7_3_d10 : \a_out$297 ;
-  assign \a_in$301  = dw_mode ? dwact7_4_d11 : \a_out$302 ;
-  assign \a_in$306  = dw_mode ? dwact7_5_d12 : \a_out$307 ;
-  assign \a_in$311  = dw_mode ? dwact7_6_d13 : \a_out$312 ;
-  assign \a_in$316  = dw_mode ? dwact7_7_d14 : \a_out$317 ;
+  assign \a_in$6  = dw_mode ? dwact0_d1[15:8] : a_out;
+  assign \a_in$11  = dw_mode ? dwact0_d2[23:16] : \a_out$12 ;
+  assign \a_in$16  = dw_mode ? dwact0_d3[31:24] : \a_out$17 ;
+  assign \a_in$21  = dw_mode ? dwact0_d4[39:32] : \a_out$22 ;
+  assign \a_in$26  = dw_mode ? dwact0_d5[47:40] : \a_out$27 ;
+  assign \a_in$31  = dw_mode ? dwact0_d6[55:48] : \a_out$32 ;
+  assign \a_in$36  = dw_mode ? dwact0_d7[63:56] : \a_out$37 ;
+  assign \a_in$43  = dw_mode ? dwact1_d1[7:0] : act1_d1;
+  assign \a_in$46  = dw_mode ? dwact1_d2[15:8] : \a_out$47 ;
+  assign \a_in$51  = dw_mode ? dwact1_d3[23:16] : \a_out$52 ;
+  assign \a_in$56  = dw_mode ? dwact1_d4[31:24] : \a_out$57 ;
+  assign \a_in$61  = dw_mode ? dwact1_d5[39:32] : \a_out$62 ;
+  assign \a_in$66  = dw_mode ? dwact1_d6[47:40] : \a_out$67 ;
+  assign \a_in$71  = dw_mode ? dwact1_d7[55:48] : \a_out$72 ;
+  assign \a_in$76  = dw_mode ? dwact1_d8[63:56] : \a_out$77 ;
+  assign \a_in$83  = dw_mode ? dwact2_d2[7:0] : act2_d2;
+  assign \a_in$86  = dw_mode ? dwact2_d3[15:8] : \a_out$87 ;
+  assign \a_in$91  = dw_mode ? dwact2_d4[23:16] : \a_out$92 ;
+  assign \a_in$96  = dw_mode ? dwact2_d5[31:24] : \a_out$97 ;
+  assign \a_in$101  = dw_mode ? dwact2_d6[39:32] : \a_out$102 ;
+  assign \a_in$106  = dw_mode ? dwact2_d7[47:40] : \a_out$107 ;
+  assign \a_in$111  = dw_mode ? dwact2_d8[55:48] : \a_out$112 ;
+  assign \a_in$116  = dw_mode ? dwact2_d9[63:56] : \a_out$117 ;
+  assign \a_in$123  = dw_mode ? dwact3_d3[7:0] : act3_d3;
+  assign \a_in$126  = dw_mode ? dwact3_d4[15:8] : \a_out$127 ;
+  assign \a_in$131  = dw_mode ? dwact3_d5[23:16] : \a_out$132 ;
+  assign \a_in$136  = dw_mode ? dwact3_d6[31:24] : \a_out$137 ;
+  assign \a_in$141  = dw_mode ? dwact3_d7[39:32] : \a_out$142 ;
+  assign \a_in$146  = dw_mode ? dwact3_d8[47:40] : \a_out$147 ;
+  assign \a_in$151  = dw_mode ? dwact3_d9[55:48] : \a_out$152 ;
+  assign \a_in$156  = dw_mode ? dwact3_d10[63:56] : \a_out$157 ;
+  assign \a_in$163  = dw_mode ? dwact4_d4[7:0] : act4_d4;
+  assign \a_in$166  = dw_mode ? dwact4_d5[15:8] : \a_out$167 ;
+  assign \a_in$171  = dw_mode ? dwact4_d6[23:16] : \a_out$172 ;
+  assign \a_in$176  = dw_mode ? dwact4_d7[31:24] : \a_out$177 ;
+  assign \a_in$181  = dw_mode ? dwact4_d8[39:32] : \a_out$182 ;
+  assign \a_in$186  = dw_mode ? dwact4_d9[47:40] : \a_out$187 ;
+  assign \a_in$191  = dw_mode ? dwact4_d10[55:48] : \a_out$192 ;
+  assign \a_in$196  = dw_mode ? dwact4_d11[63:56] : \a_out$197 ;
+  assign \a_in$203  = dw_mode ? dwact5_d5[7:0] : act5_d5;
+  assign \a_in$206  = dw_mode ? dwact5_d6[15:8] : \a_out$207 ;
+  assign \a_in$211  = dw_mode ? dwact5_d7[23:16] : \a_out$212 ;
+  assign \a_in$216  = dw_mode ? dwact5_d8[31:24] : \a_out$217 ;
+  assign \a_in$221  = dw_mode ? dwact5_d9[39:32] : \a_out$222 ;
+  assign \a_in$226  = dw_mode ? dwact5_d10[47:40] : \a_out$227 ;
+  assign \a_in$231  = dw_mode ? dwact5_d11[55:48] : \a_out$232 ;
+  assign \a_in$236  = dw_mode ? dwact5_d12[63:56] : \a_out$237 ;
+  assign \a_in$243  = dw_mode ? dwact6_d6[7:0] : act6_d6;
+  assign \a_in$246  = dw_mode ? dwact6_d7[15:8] : \a_out$247 ;
+  assign \a_in$251  = dw_mode ? dwact6_d8[23:16] : \a_out$252 ;
+  assign \a_in$256  = dw_mode ? dwact6_d9[31:24] : \a_out$257 ;
+  assign \a_in$261  = dw_mode ? dwact6_d10[39:32] : \a_out$262 ;
+  assign \a_in$266  = dw_mode ? dwact6_d11[47:40] : \a_out$267 ;
+  assign \a_in$271  = dw_mode ? dwact6_d12[55:48] : \a_out$272 ;
+  assign \a_in$276  = dw_mode ? dwact6_d13[63:56] : \a_out$277 ;
+  assign \a_in$283  = dw_mode ? dwact7_d7[7:0] : act7_d7;
+  assign \a_in$286  = dw_mode ? dwact7_d8[15:8] : \a_out$287 ;
+  assign \a_in$291  = dw_mode ? dwact7_d9[23:16] : \a_out$292 ;
+  assign \a_in$296  = dw_mode ? dwact7_d10[31:24] : \a_out$297 ;
+  assign \a_in$301  = dw_mode ? dwact7_d11[39:32] : \a_out$302 ;
+  assign \a_in$306  = dw_mode ? dwact7_d12[47:40] : \a_out$307 ;
+  assign \a_in$311  = dw_mode ? dwact7_d13[55:48] : \a_out$312 ;
+  assign \a_in$316  = dw_mode ? dwact7_d14[63:56] : \a_out$317 ;
   always @(posedge clk)
-    dwact0_1_d1 <= \$1 ;
+    dwact0_d1 <= \$1 ;
   always @(posedge clk)
-    dwact0_2_d1 <= \$2 ;
+    dwact0_d2 <= \$2 ;
   always @(posedge clk)
-    dwact0_2_d2 <= \$3 ;
+    dwact0_d3 <= \$3 ;
   always @(posedge clk)
-    dwact0_3_d1 <= \$4 ;
+    dwact0_d4 <= \$4 ;
   always @(posedge clk)
-    dwact0_3_d2 <= \$5 ;
+    dwact0_d5 <= \$5 ;
   always @(posedge clk)
-    dwact0_3_d3 <= \$6 ;
+    dwact0_d6 <= \$6 ;
   always @(posedge clk)
-    dwact0_4_d1 <= \$7 ;
+    dwact0_d7 <= \$7 ;
   always @(posedge clk)
-    dwact0_4_d2 <= \$8 ;
+    \bank_in$41  <= \$8 ;
   always @(posedge clk)
-    dwact0_4_d3 <= \$9 ;
+    act1_d1 <= \$9 ;
   always @(posedge clk)
-    dwact0_4_d4 <= \$10 ;
+    dwact1_d1 <= \$10 ;
   always @(posedge clk)
-    dwact0_5_d1 <= \$11 ;
+    dwact1_d2 <= \$11 ;
   always @(posedge clk)
-    dwact0_5_d2 <= \$12 ;
+    dwact1_d3 <= \$12 ;
   always @(posedge clk)
-    dwact0_5_d3 <= \$13 ;
+    dwact1_d4 <= \$13 ;
   always @(posedge clk)
-    dwact0_5_d4 <= \$14 ;
+    dwact1_d5 <= \$14 ;
   always @(posedge clk)
-    dwact0_5_d5 <= \$15 ;
+    dwact1_d6 <= \$15 ;
   always @(posedge clk)
-    dwact0_6_d1 <= \$16 ;
+    dwact1_d7 <= \$16 ;
   always @(posedge clk)
-    dwact0_6_d2 <= \$17 ;
+    dwact1_d8 <= \$17 ;
   always @(posedge clk)
-    dwact0_6_d3 <= \$18 ;
+    bank2_d1 <= \$18 ;
   always @(posedge clk)
-    dwact0_6_d4 <= \$19 ;
+    \bank_in$81  <= \$19 ;
   always @(posedge clk)
-    dwact0_6_d5 <= \$20 ;
+    act2_d1 <= \$20 ;
   always @(posedge clk)
-    dwact0_6_d6 <= \$21 ;
+    act2_d2 <= \$21 ;
   always @(posedge clk)
-    dwact0_7_d1 <= \$22 ;
+    dwact2_d1 <= \$22 ;
   always @(posedge clk)
-    dwact0_7_d2 <= \$23 ;
+    dwact2_d2 <= \$23 ;
   always @(posedge clk)
-    dwact0_7_d3 <= \$24 ;
+    dwact2_d3 <= \$24 ;
   always @(posedge clk)
-    dwact0_7_d4 <= \$25 ;
+    dwact2_d4 <= \$25 ;
   always @(posedge clk)
-    dwact0_7_d5 <= \$26 ;
+    dwact2_d5 <= \$26 ;
   always @(posedge clk)
-    dwact0_7_d6 <= \$27 ;
+    dwact2_d6 <= \$27 ;
   always @(posedge clk)
-    dwact0_7_d7 <= \$28 ;
+    dwact2_d7 <= \$28 ;
   always @(posedge clk)
-    \bank_in$41  <= \$29 ;
+    dwact2_d8 <= \$29 ;
   always @(posedge clk)
-    act1_d1 <= \$30 ;
+    dwact2_d9 <= \$30 ;
   always @(posedge clk)
-    dwact1_0_d1 <= \$31 ;
+    bank3_d1 <= \$31 ;
   always @(posedge clk)
-    dwact1_1_d1 <= \$32 ;
+    bank3_d2 <= \$32 ;
   always @(posedge clk)
-    dwact1_1_d2 <= \$33 ;
+    \bank_in$121  <= \$33 ;
   always @(posedge clk)
-    dwact1_2_d1 <= \$34 ;
+    act3_d1 <= \$34 ;
   always @(posedge clk)
-    dwact1_2_d2 <= \$35 ;
+    act3_d2 <= \$35 ;
   always @(posedge clk)
-    dwact1_2_d3 <= \$36 ;
+    act3_d3 <= \$36 ;
   always @(posedge clk)
-    dwact1_3_d1 <= \$37 ;
+    dwact3_d1 <= \$37 ;
   always @(posedge clk)
-    dwact1_3_d2 <= \$38 ;
+    dwact3_d2 <= \$38 ;
   always @(posedge clk)
-    dwact1_3_d3 <= \$39 ;
+    dwact3_d3 <= \$39 ;
   always @(posedge clk)
-    dwact1_3_d4 <= \$40 ;
+    dwact3_d4 <= \$40 ;
   always @(posedge clk)
-    dwact1_4_d1 <= \$41 ;
+    dwact3_d5 <= \$41 ;
   always @(posedge clk)
-    dwact1_4_d2 <= \$42 ;
+    dwact3_d6 <= \$42 ;
   always @(posedge clk)
-    dwact1_4_d3 <= \$43 ;
+    dwact3_d7 <= \$43 ;
   always @(posedge clk)
-    dwact1_4_d4 <= \$44 ;
+    dwact3_d8 <= \$44 ;
   always @(posedge clk)
-    dwact1_4_d5 <= \$45 ;
+    dwact3_d9 <= \$45 ;
   always @(posedge clk)
-    dwact1_5_d1 <= \$46 ;
+    dwact3_d10 <= \$46 ;
   always @(posedge clk)
-    dwact1_5_d2 <= \$47 ;
+    bank4_d1 <= \$47 ;
   always @(posedge clk)
-    dwact1_5_d3 <= \$48 ;
+    bank4_d2 <= \$48 ;
   always @(posedge clk)
-    dwact1_5_d4 <= \$49 ;
+    bank4_d3 <= \$49 ;
   always @(posedge clk)
-    dwact1_5_d5 <= \$50 ;
+    \bank_in$161  <= \$50 ;
   always @(posedge clk)
-    dwact1_5_d6 <= \$51 ;
+    act4_d1 <= \$51 ;
   always @(posedge clk)
-    dwact1_6_d1 <= \$52 ;
+    act4_d2 <= \$52 ;
   always @(posedge clk)
-    dwact1_6_d2 <= \$53 ;
+    act4_d3 <= \$53 ;
   always @(posedge clk)
-    dwact1_6_d3 <= \$54 ;
+    act4_d4 <= \$54 ;
   always @(posedge clk)
-    dwact1_6_d4 <= \$55 ;
+    dwact4_d1 <= \$55 ;
   always @(posedge clk)
-    dwact1_6_d5 <= \$56 ;
+    dwact4_d2 <= \$56 ;
   always @(posedge clk)
-    dwact1_6_d6 <= \$57 ;
+    dwact4_d3 <= \$57 ;
   always @(posedge clk)
-    dwact1_6_d7 <= \$58 ;
+    dwact4_d4 <= \$58 ;
   always @(posedge clk)
-    dwact1_7_d1 <= \$59 ;
+    dwact4_d5 <= \$59 ;
   always @(posedge clk)
-    dwact1_7_d2 <= \$60 ;
+    dwact4_d6 <= \$60 ;
   always @(posedge clk)
-    dwact1_7_d3 <= \$61 ;
+    dwact4_d7 <= \$61 ;
   always @(posedge clk)
-    dwact1_7_d4 <= \$62 ;
+    dwact4_d8 <= \$62 ;
   always @(posedge clk)
-    dwact1_7_d5 <= \$63 ;
+    dwact4_d9 <= \$63 ;
   always @(posedge clk)
-    dwact1_7_d6 <= \$64 ;
+    dwact4_d10 <= \$64 ;
   always @(posedge clk)
-    dwact1_7_d7 <= \$65 ;
+    dwact4_d11 <= \$65 ;
   always @(posedge clk)
-    dwact1_7_d8 <= \$66 ;
+    bank5_d1 <= \$66 ;
   always @(posedge clk)
-    bank2_d1 <= \$67 ;
+    bank5_d2 <= \$67 ;
   always @(posedge clk)
-    \bank_in$81  <= \$68 ;
+    bank5_d3 <= \$68 ;
   always @(posedge clk)
-    act2_d1 <= \$69 ;
+    bank5_d4 <= \$69 ;
   always @(posedge clk)
-    act2_d2 <= \$70 ;
+    \bank_in$201  <= \$70 ;
   always @(posedge clk)
-    dwact2_0_d1 <= \$71 ;
+    act5_d1 <= \$71 ;
   always @(posedge clk)
-    dwact2_0_d2 <= \$72 ;
+    act5_d2 <= \$72 ;
   always @(posedge clk)
-    dwact2_1_d1 <= \$73 ;
+    act5_d3 <= \$73 ;
   always @(posedge clk)
-    dwact2_1_d2 <= \$74 ;
+    act5_d4 <= \$74 ;
   always @(posedge clk)
-    dwact2_1_d3 <= \$75 ;
+    act5_d5 <= \$75 ;
   always @(posedge clk)
-    dwact2_2_d1 <= \$76 ;
+    dwact5_d1 <= \$76 ;
   always @(posedge clk)
-    dwact2_2_d2 <= \$77 ;
+    dwact5_d2 <= \$77 ;
   always @(posedge clk)
-    dwact2_2_d3 <= \$78 ;
+    dwact5_d3 <= \$78 ;
   always @(posedge clk)
-    dwact2_2_d4 <= \$79 ;
+    dwact5_d4 <= \$79 ;
   always @(posedge clk)
-    dwact2_3_d1 <= \$80 ;
+    dwact5_d5 <= \$80 ;
   always @(posedge clk)
-    dwact2_3_d2 <= \$81 ;
+    dwact5_d6 <= \$81 ;
   always @(posedge clk)
-    dwact2_3_d3 <= \$82 ;
+    dwact5_d7 <= \$82 ;
   always @(posedge clk)
-    dwact2_3_d4 <= \$83 ;
+    dwact5_d8 <= \$83 ;
   always @(posedge clk)
-    dwact2_3_d5 <= \$84 ;
+    dwact5_d9 <= \$84 ;
   always @(posedge clk)
-    dwact2_4_d1 <= \$85 ;
+    dwact5_d10 <= \$85 ;
   always @(posedge clk)
-    dwact2_4_d2 <= \$86 ;
+    dwact5_d11 <= \$86 ;
   always @(posedge clk)
-    dwact2_4_d3 <= \$87 ;
+    dwact5_d12 <= \$87 ;
   always @(posedge clk)
-    dwact2_4_d4 <= \$88 ;
+    bank6_d1 <= \$88 ;
   always @(posedge clk)
-    dwact2_4_d5 <= \$89 ;
+    bank6_d2 <= \$89 ;
   always @(posedge clk)
-    dwact2_4_d6 <= \$90 ;
+    bank6_d3 <= \$90 ;
   always @(posedge clk)
-    dwact2_5_d1 <= \$91 ;
+    bank6_d4 <= \$91 ;
   always @(posedge clk)
-    dwact2_5_d2 <= \$92 ;
+    bank6_d5 <= \$92 ;
   always @(posedge clk)
-    dwact2_5_d3 <= \$93 ;
+    \bank_in$241  <= \$93 ;
   always @(posedge clk)
-    dwact2_5_d4 <= \$94 ;
+    act6_d1 <= \$94 ;
   always @(posedge clk)
-    dwact2_5_d5 <= \$95 ;
+    act6_d2 <= \$95 ;
   always @(posedge clk)
-    dwact2_5_d6 <= \$96 ;
+    act6_d3 <= \$96 ;
   always @(posedge clk)
-    dwact2_5_d7 <= \$97 ;
+    act6_d4 <= \$97 ;
   always @(posedge clk)
-    dwact2_6_d1 <= \$98 ;
+    act6_d5 <= \$98 ;
   always @(posedge clk)
-    dwact2_6_d2 <= \$99 ;
+    act6_d6 <= \$99 ;
   always @(posedge clk)
-    dwact2_6_d3 <= \$100 ;
+    dwact6_d1 <= \$100 ;
   always @(posedge clk)
-    dwact2_6_d4 <= \$101 ;
+    dwact6_d2 <= \$101 ;
   always @(posedge clk)
-    dwact2_6_d5 <= \$102 ;
+    dwact6_d3 <= \$102 ;
   always @(posedge clk)
-    dwact2_6_d6 <= \$103 ;
+    dwact6_d4 <= \$103 ;
   always @(posedge clk)
-    dwact2_6_d7 <= \$104 ;
+    dwact6_d5 <= \$104 ;
   always @(posedge clk)
-    dwact2_6_d8 <= \$105 ;
+    dwact6_d6 <= \$105 ;
   always @(posedge clk)
-    dwact2_7_d1 <= \$106 ;
+    dwact6_d7 <= \$106 ;
   always @(posedge clk)
-    dwact2_7_d2 <= \$107 ;
+    dwact6_d8 <= \$107 ;
   always @(posedge clk)
-    dwact2_7_d3 <= \$108 ;
+    dwact6_d9 <= \$108 ;
   always @(posedge clk)
-    dwact2_7_d4 <= \$109 ;
+    dwact6_d10 <= \$109 ;
   always @(posedge clk)
-    dwact2_7_d5 <= \$110 ;
+    dwact6_d11 <= \$110 ;
   always @(posedge clk)
-    dwact2_7_d6 <= \$111 ;
+    dwact6_d12 <= \$111 ;
   always @(posedge clk)
-    dwact2_7_d7 <= \$112 ;
+    dwact6_d13 <= \$112 ;
   always @(posedge clk)
-    dwact2_7_d8 <= \$113 ;
+    bank7_d1 <= \$113 ;
   always @(posedge clk)
-    dwact2_7_d9 <= \$114 ;
+    bank7_d2 <= \$114 ;
   always @(posedge clk)
-    bank3_d1 <= \$115 ;
+    bank7_d3 <= \$115 ;
   always @(posedge clk)
-    bank3_d2 <= \$116 ;
+    bank7_d4 <= \$116 ;
   always @(posedge clk)
-    \bank_in$121  <= \$117 ;
+    bank7_d5 <= \$117 ;
   always @(posedge clk)
-    act3_d1 <= \$118 ;
+    bank7_d6 <= \$118 ;
   always @(posedge clk)
-    act3_d2 <= \$119 ;
+    \bank_in$281  <= \$119 ;
   always @(posedge clk)
-    act3_d3 <= \$120 ;
+    act7_d1 <= \$120 ;
   always @(posedge clk)
-    dwact3_0_d1 <= \$121 ;
+    act7_d2 <= \$121 ;
   always @(posedge clk)
-    dwact3_0_d2 <= \$122 ;
+    act7_d3 <= \$122 ;
   always @(posedge clk)
-    dwact3_0_d3 <= \$123 ;
+    act7_d4 <= \$123 ;
   always @(posedge clk)
-    dwact3_1_d1 <= \$124 ;
+    act7_d5 <= \$124 ;
   always @(posedge clk)
-    dwact3_1_d2 <= \$125 ;
+    act7_d6 <= \$125 ;
   always @(posedge clk)
-    dwact3_1_d3 <= \$126 ;
+    act7_d7 <= \$126 ;
   always @(posedge clk)
-    dwact3_1_d4 <= \$127 ;
+    dwact7_d1 <= \$127 ;
   always @(posedge clk)
-    dwact3_2_d1 <= \$128 ;
+    dwact7_d2 <= \$128 ;
   always @(posedge clk)
-    dwact3_2_d2 <= \$129 ;
+    dwact7_d3 <= \$129 ;
   always @(posedge clk)
-    dwact3_2_d3 <= \$130 ;
+    dwact7_d4 <= \$130 ;
   always @(posedge clk)
-    dwact3_2_d4 <= \$131 ;
+    dwact7_d5 <= \$131 ;
   always @(posedge clk)
-    dwact3_2_d5 <= \$132 ;
+    dwact7_d6 <= \$132 ;
   always @(posedge clk)
-    dwact3_3_d1 <= \$133 ;
+    dwact7_d7 <= \$133 ;
   always @(posedge clk)
-    dwact3_3_d2 <= \$134 ;
+    dwact7_d8 <= \$134 ;
   always @(posedge clk)
-    dwact3_3_d3 <= \$135 ;
+    dwact7_d9 <= \$135 ;
   always @(posedge clk)
-    dwact3_3_d4 <= \$136 ;
+    dwact7_d10 <= \$136 ;
   always @(posedge clk)
-    dwact3_3_d5 <= \$137 ;
+    dwact7_d11 <= \$137 ;
   always @(posedge clk)
-    dwact3_3_d6 <= \$138 ;
+    dwact7_d12 <= \$138 ;
   always @(posedge clk)
-    dwact3_4_d1 <= \$139 ;
+    dwact7_d13 <= \$139 ;
   always @(posedge clk)
-    dwact3_4_d2 <= \$140 ;
+    dwact7_d14 <= \$140 ;
   always @(posedge clk)
-    dwact3_4_d3 <= \$141 ;
+    sum0_d1 <= \$141 ;
   always @(posedge clk)
-    dwact3_4_d4 <= \$142 ;
+    sum0_d2 <= \$142 ;
   always @(posedge clk)
-    dwact3_4_d5 <= \$143 ;
+    sum0_d3 <= \$143 ;
   always @(posedge clk)
-    dwact3_4_d6 <= \$144 ;
+    sum0_d4 <= \$144 ;
   always @(posedge clk)
-    dwact3_4_d7 <= \$145 ;
+    sum0_d5 <= \$145 ;
   always @(posedge clk)
-    dwact3_5_d1 <= \$146 ;
+    sum0_d6 <= \$146 ;
   always @(posedge clk)
-    dwact3_5_d2 <= \$147 ;
+    sum0_d7 <= \$147 ;
   always @(posedge clk)
-    dwact3_5_d3 <= \$148 ;
+    \w_in$372  <= \$148 ;
   always @(posedge clk)
-    dwact3_5_d4 <= \$149 ;
+    \w_latch$403  <= \$149 ;
   always @(posedge clk)
-    dwact3_5_d5 <= \$150 ;
+    \w_bank$405  <= \$150 ;
   always @(posedge clk)
-    dwact3_5_d6 <= \$151 ;
+    sum1_d1 <= \$151 ;
   always @(posedge clk)
-    dwact3_5_d7 <= \$152 ;
+    sum1_d2 <= \$152 ;
   always @(posedge clk)
-    dwact3_5_d8 <= \$153 ;
+    sum1_d3 <= \$153 ;
   always @(posedge clk)
-    dwact3_6_d1 <= \$154 ;
+    sum1_d4 <= \$154 ;
   always @(posedge clk)
-    dwact3_6_d2 <= \$155 ;
+    sum1_d5 <= \$155 ;
   always @(posedge clk)
-    dwact3_6_d3 <= \$156 ;
+    sum1_d6 <= \$156 ;
   always @(posedge clk)
-    dwact3_6_d4 <= \$157 ;
+    w2_d1 <= \$157 ;
   always @(posedge clk)
-    dwact3_6_d5 <= \$158 ;
+    \w_in$422  <= \$158 ;
   always @(posedge clk)
-    dwact3_6_d6 <= \$159 ;
+    latch2_d1 <= \$159 ;
+  always @(posedge clk)
+    \w_latch$453  <= \$160 ;
+  always @(posedge clk)
+    wbank2_d1 <= \$161 ;
+  always @(posedge clk)
+    \w_bank$455  <= \$162 ;
+  always @(posedge clk)
+    sum2_d1 <= \$163 ;
+  always @(posedge clk)
+    sum2_d2 <= \$164 ;
+  always @(posedge clk)
+    sum2_d3 <= \$165 ;
+  always @(posedge clk)
+    sum2_d4 <= \$166 ;
+  always @(posedge clk)
+    sum2_d5 <= \$167 ;
+  always @(posedge clk)
+    w3_d1 <= \$168 ;
+  always @(posedge clk)
+    w3_d2 <= \$169 ;
+  always @(posedge clk)
+    \w_in$472  <= \$170 ;
+  always @(posedge clk)
+    latch3_d1 <= \$171 ;
+  always @(posedge clk)
+    latch3_d2 <= \$172 ;
+  always @(posedge clk)
+    \w_latch$503  <= \$173 ;
+  always @(posedge clk)
+    wbank3_d1 <= \$174 ;
+  always @(posedge clk)
+    wbank3_d2 <= \$175 ;
+  always @(posedge clk)
+    \w_bank$505  <= \$176 ;
+  always @(posedge clk)
+    sum3_d1 <= \$177 ;
+  always @(posedge clk)
+    sum3_d2 <= \$178 ;
+  always @(posedge clk)
+    sum3_d3 <= \$179 ;
+  always @(posedge clk)
+    sum3_d4 <= \$180 ;
+  always @(posedge clk)
+    w4_d1 <= \$181 ;
+  always @(posedge clk)
+    w4_d2 <= \$182 ;
+  always @(posedge clk)
+    w4_d3 <= \$183 ;
+  always @(posedge clk)
+    \w_in$522  <= \$184 ;
+  always @(posedge clk)
+    latch4_d1 <= \$185 ;
+  always @(posedge clk)
+    latch4_d2 <= \$186 ;
+  always @(posedge clk)
+    latch4_d3 <= \$187 ;
+  always @(posedge clk)
+    \w_latch$553  <= \$188 ;
+  always @(posedge clk)
+    wbank4_d1 <= \$189 ;
+  always @(posedge clk)
+    wbank4_d2 <= \$190 ;
+  always @(posedge clk)
+    wbank4_d3 <= \$191 ;
+  always @(posedge clk)
+    \w_bank$555  <= \$192 ;
+  always @(posedge clk)
+    sum4_d1 <= \$193 ;
+  always @(posedge clk)
+    sum4_d2 <= \$194 ;
+  always @(posedge clk)
+    sum4_d3 <= \$195 ;
+  always @(posedge clk)
+    w5_d1 <= \$196 ;
+  always @(posedge clk)
+    w5_d2 <= \$197 ;
+  always @(posedge clk)
+    w5_d3 <= \$198 ;
+  always @(posedge clk)
+    w5_d4 <= \$199 ;
+  always @(posedge clk)
+    \w_in$572  <= \$200 ;
+  always @(posedge clk)
+    latch5_d1 <= \$201 ;
+  always @(posedge clk)
+    latch5_d2 <= \$202 ;
+  always @(posedge clk)
+    latch5_d3 <= \$203 ;
+  always @(posedge clk)
+    latch5_d4 <= \$204 ;
+  always @(posedge clk)
+    \w_latch$603  <= \$205 ;
+  always @(posedge clk)
+    wbank5_d1 <= \$206 ;
+  always @(posedge clk)
+    wbank5_d2 <= \$207 ;
+  always @(posedge clk)
+    wbank5_d3 <= \$208 ;
+  always @(posedge clk)
+    wbank5_d4 <= \$209 ;
+  always @(posedge clk)
+    \w_bank$605  <= \$210 ;
+  always @(posedge clk)
+    sum5_d1 <= \$211 ;
+  always @(posedge clk)
+    sum5_d2 <= \$212 ;
+  always @(posedge clk)
+    w6_d1 <= \$213 ;
+  always @(posedge clk)
+    w6_d2 <= \$214 ;
+  always @(posedge clk)
+    w6_d3 <= \$215 ;
+  always @(posedge clk)
+    w6_d4 <= \$216 ;
+  always @(posedge clk)
+    w6_d5 <= \$217 ;
+  always @(posedge clk)
+    \w_in$622  <= \$218 ;
+  always @(posedge clk)
+    latch6_d1 <= \$219 ;
+  always @(posedge clk)
+    latch6_d2 <= \$220 ;
+  always @(posedge clk)
+    latch6_d3 <= \$221 ;
+  always @(posedge clk)
+    latch6_d4 <= \$222 ;
+  always @(posedge clk)
+    latch6_d5 <= \$223 ;
+  always @(posedge clk)
+    \w_latch$653  <= \$224 ;
+  always @(posedge clk)
+    wbank6_d1 <= \$225 ;
+  always @(posedge clk)
+    wbank6_d2 <= \$226 ;
+  always @(posedge clk)
+    wbank6_d3 <= \$227 ;
+  always @(posedge clk)
+    wbank6_d4 <= \$228 ;
+  always @(posedge clk)
+    wbank6_d5 <= \$229 ;
+  always @(posedge clk)
+    \w_bank$655  <= \$230 ;
+  always @(posedge clk)
+    sum6_d1 <= \$231 ;
+  always @(posedge clk)
+    w7_d1 <= \$232 ;
+  always @(posedge clk)
+    w7_d2 <= \$233 ;
+  always @(posedge clk)
+    w7_d3 <= \$234 ;
+  always @(posedge clk)
+    w7_d4 <= \$235 ;
+  always @(posedge clk)
+    w7_d5 <= \$236 ;
+  always @(posedge clk)
+    w7_d6 <= \$237 ;
+  always @(posedge clk)
+    \w_in$672  <= \$238 ;
+  always @(posedge clk)
+    latch7_d1 <= \$239 ;
+  always @(posedge clk)
+    latch7_d2 <= \$240 ;
+  always @(posedge clk)
+    latch7_d3 <= \$241 ;
+  always @(posedge clk)
+    latch7_d4 <= \$242 ;
+  always @(posedge clk)
+    latch7_d5 <= \$243 ;
+  always @(posedge clk)
+    latch7_d6 <= \$244 ;
+  always @(posedge clk)
+    \w_latch$703  <= \$245 ;
+  always @(posedge clk)
+    wbank7_d1 <= \$246 ;
+  always @(posedge clk)
+    wbank7_d2 <= \$247 ;
+  always @(posedge clk)
+    wbank7_d3 <= \$248 ;
+  always @(posedge clk)
+    wbank7_d4 <= \$249 ;
+  always @(posedge clk)
+    wbank7_d5 <= \$250 ;
+  always @(posedge clk)
+    wbank7_d6 <= \$251 ;
+  always @(posedge clk)
+    \w_bank$705  <= \$252 ;
   \systolic_conv.array.pe_0_0  pe_0_0 (
     .a_in(a_in),
     .a_out(a_out),
@@ -64246,7 +63462,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$289 ),
     .clk(clk),
     .psum_in(\psum_in$350 ),
-    .psum_out(\psum_out$1152 ),
+    .psum_out(\psum_out$788 ),
     .rst(rst),
     .w_bank(w_bank),
     .w_in(\w_in$348 ),
@@ -64259,7 +63475,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$294 ),
     .clk(clk),
     .psum_in(\psum_in$401 ),
-    .psum_out(\psum_out$1159 ),
+    .psum_out(\psum_out$795 ),
     .rst(rst),
     .w_bank(\w_bank$405 ),
     .w_in(\w_in$399 ),
@@ -64272,7 +63488,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$299 ),
     .clk(clk),
     .psum_in(\psum_in$451 ),
-    .psum_out(\psum_out$1168 ),
+    .psum_out(\psum_out$804 ),
     .rst(rst),
     .w_bank(\w_bank$455 ),
     .w_in(\w_in$449 ),
@@ -64285,7 +63501,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$304 ),
     .clk(clk),
     .psum_in(\psum_in$501 ),
-    .psum_out(\psum_out$1179 ),
+    .psum_out(\psum_out$815 ),
     .rst(rst),
     .w_bank(\w_bank$505 ),
     .w_in(\w_in$499 ),
@@ -64298,7 +63514,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$309 ),
     .clk(clk),
     .psum_in(\psum_in$551 ),
-    .psum_out(\psum_out$1192 ),
+    .psum_out(\psum_out$828 ),
     .rst(rst),
     .w_bank(\w_bank$555 ),
     .w_in(\w_in$549 ),
@@ -64311,7 +63527,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$314 ),
     .clk(clk),
     .psum_in(\psum_in$601 ),
-    .psum_out(\psum_out$1207 ),
+    .psum_out(\psum_out$843 ),
     .rst(rst),
     .w_bank(\w_bank$605 ),
     .w_in(\w_in$599 ),
@@ -64324,7 +63540,7 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
     .bank_out(\bank_in$319 ),
     .clk(clk),
     .psum_in(\psum_in$651 ),
-    .psum_out(\psum_out$1223 ),
+    .psum_out(\psum_out$859 ),
     .rst(rst),
     .w_bank(\w_bank$655 ),
     .w_in(\w_in$649 ),
@@ -64343,4314 +63559,1766 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$160  = dwact3_6_d6;
+    \$1  = dw_act[63:0];
     if (rst) begin
-      \$160  = 8'h00;
+      \$1  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$161  = dwact3_6_d7;
+    \$2  = dwact0_d1;
     if (rst) begin
-      \$161  = 8'h00;
+      \$2  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$162  = dwact3_6_d8;
+    \$3  = dwact0_d2;
     if (rst) begin
-      \$162  = 8'h00;
+      \$3  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$163  = dw_act[255:248];
+    \$4  = dwact0_d3;
     if (rst) begin
-      \$163  = 8'h00;
+      \$4  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$164  = dwact3_7_d1;
+    \$5  = dwact0_d4;
     if (rst) begin
-      \$164  = 8'h00;
+      \$5  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$165  = dwact3_7_d2;
+    \$6  = dwact0_d5;
     if (rst) begin
-      \$165  = 8'h00;
+      \$6  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$166  = dwact3_7_d3;
+    \$7  = dwact0_d6;
     if (rst) begin
-      \$166  = 8'h00;
+      \$7  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$167  = dwact3_7_d4;
+    \$8  = bank_in;
     if (rst) begin
-      \$167  = 8'h00;
+      \$8  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$168  = dwact3_7_d5;
-    if (rst) begin
-      \$168  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$169  = dwact3_7_d6;
-    if (rst) begin
-      \$169  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$170  = dwact3_7_d7;
-    if (rst) begin
-      \$170  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$171  = dwact3_7_d8;
-    if (rst) begin
-      \$171  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = dwact3_7_d9;
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = bank_in;
-    if (rst) begin
-      \$173  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = bank4_d1;
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = bank4_d2;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$176  = bank4_d3;
-    if (rst) begin
-      \$176  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$177  = act[39:32];
-    if (rst) begin
-      \$177  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$178  = act4_d1;
-    if (rst) begin
-      \$178  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$179  = act4_d2;
-    if (rst) begin
-      \$179  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = act4_d3;
-    if (rst) begin
-      \$180  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = dw_act[263:256];
-    if (rst) begin
-      \$181  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = dwact4_0_d1;
-    if (rst) begin
-      \$182  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = dwact4_0_d2;
-    if (rst) begin
-      \$183  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = dwact4_0_d3;
-    if (rst) begin
-      \$184  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = dw_act[271:264];
-    if (rst) begin
-      \$185  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$186  = dwact4_1_d1;
-    if (rst) begin
-      \$186  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$187  = dwact4_1_d2;
-    if (rst) begin
-      \$187  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$188  = dwact4_1_d3;
-    if (rst) begin
-      \$188  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$189  = dwact4_1_d4;
-    if (rst) begin
-      \$189  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = dw_act[279:272];
-    if (rst) begin
-      \$190  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = dwact4_2_d1;
-    if (rst) begin
-      \$191  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = dwact4_2_d2;
-    if (rst) begin
-      \$192  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = dwact4_2_d3;
-    if (rst) begin
-      \$193  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = dwact4_2_d4;
-    if (rst) begin
-      \$194  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = dwact4_2_d5;
-    if (rst) begin
-      \$195  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = dw_act[287:280];
-    if (rst) begin
-      \$196  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = dwact4_3_d1;
-    if (rst) begin
-      \$197  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = dwact4_3_d2;
-    if (rst) begin
-      \$198  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = dwact4_3_d3;
-    if (rst) begin
-      \$199  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = dwact4_3_d4;
-    if (rst) begin
-      \$200  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = dwact4_3_d5;
-    if (rst) begin
-      \$201  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = dwact4_3_d6;
-    if (rst) begin
-      \$202  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = dw_act[295:288];
-    if (rst) begin
-      \$203  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = dwact4_4_d1;
-    if (rst) begin
-      \$204  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = dwact4_4_d2;
-    if (rst) begin
-      \$205  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = dwact4_4_d3;
-    if (rst) begin
-      \$206  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$207  = dwact4_4_d4;
-    if (rst) begin
-      \$207  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = dwact4_4_d5;
-    if (rst) begin
-      \$208  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = dwact4_4_d6;
-    if (rst) begin
-      \$209  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$210  = dwact4_4_d7;
-    if (rst) begin
-      \$210  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$211  = dw_act[303:296];
-    if (rst) begin
-      \$211  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$212  = dwact4_5_d1;
-    if (rst) begin
-      \$212  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$213  = dwact4_5_d2;
-    if (rst) begin
-      \$213  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$214  = dwact4_5_d3;
-    if (rst) begin
-      \$214  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$215  = dwact4_5_d4;
-    if (rst) begin
-      \$215  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$216  = dwact4_5_d5;
-    if (rst) begin
-      \$216  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$217  = dwact4_5_d6;
-    if (rst) begin
-      \$217  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$218  = dwact4_5_d7;
-    if (rst) begin
-      \$218  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$219  = dwact4_5_d8;
-    if (rst) begin
-      \$219  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$220  = dw_act[311:304];
-    if (rst) begin
-      \$220  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = dwact4_6_d1;
-    if (rst) begin
-      \$221  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = dwact4_6_d2;
-    if (rst) begin
-      \$222  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = dwact4_6_d3;
-    if (rst) begin
-      \$223  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = dwact4_6_d4;
-    if (rst) begin
-      \$224  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = dwact4_6_d5;
-    if (rst) begin
-      \$225  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = dwact4_6_d6;
-    if (rst) begin
-      \$226  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$227  = dwact4_6_d7;
-    if (rst) begin
-      \$227  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$228  = dwact4_6_d8;
-    if (rst) begin
-      \$228  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$229  = dwact4_6_d9;
-    if (rst) begin
-      \$229  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$230  = dw_act[319:312];
-    if (rst) begin
-      \$230  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$231  = dwact4_7_d1;
-    if (rst) begin
-      \$231  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$232  = dwact4_7_d2;
-    if (rst) begin
-      \$232  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$233  = dwact4_7_d3;
-    if (rst) begin
-      \$233  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$234  = dwact4_7_d4;
-    if (rst) begin
-      \$234  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$235  = dwact4_7_d5;
-    if (rst) begin
-      \$235  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$236  = dwact4_7_d6;
-    if (rst) begin
-      \$236  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$237  = dwact4_7_d7;
-    if (rst) begin
-      \$237  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$238  = dwact4_7_d8;
-    if (rst) begin
-      \$238  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$239  = dwact4_7_d9;
-    if (rst) begin
-      \$239  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$240  = dwact4_7_d10;
-    if (rst) begin
-      \$240  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$241  = bank_in;
-    if (rst) begin
-      \$241  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$242  = bank5_d1;
-    if (rst) begin
-      \$242  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$243  = bank5_d2;
-    if (rst) begin
-      \$243  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$244  = bank5_d3;
-    if (rst) begin
-      \$244  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$245  = bank5_d4;
-    if (rst) begin
-      \$245  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$246  = act[47:40];
-    if (rst) begin
-      \$246  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$247  = act5_d1;
-    if (rst) begin
-      \$247  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$248  = act5_d2;
-    if (rst) begin
-      \$248  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$249  = act5_d3;
-    if (rst) begin
-      \$249  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$250  = act5_d4;
-    if (rst) begin
-      \$250  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$251  = dw_act[327:320];
-    if (rst) begin
-      \$251  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$252  = dwact5_0_d1;
-    if (rst) begin
-      \$252  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$253  = dwact5_0_d2;
-    if (rst) begin
-      \$253  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$254  = dwact5_0_d3;
-    if (rst) begin
-      \$254  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$255  = dwact5_0_d4;
-    if (rst) begin
-      \$255  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$256  = dw_act[335:328];
-    if (rst) begin
-      \$256  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$257  = dwact5_1_d1;
-    if (rst) begin
-      \$257  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$258  = dwact5_1_d2;
-    if (rst) begin
-      \$258  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$259  = dwact5_1_d3;
-    if (rst) begin
-      \$259  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$260  = dwact5_1_d4;
-    if (rst) begin
-      \$260  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$261  = dwact5_1_d5;
-    if (rst) begin
-      \$261  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$262  = dw_act[343:336];
-    if (rst) begin
-      \$262  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$263  = dwact5_2_d1;
-    if (rst) begin
-      \$263  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$264  = dwact5_2_d2;
-    if (rst) begin
-      \$264  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$265  = dwact5_2_d3;
-    if (rst) begin
-      \$265  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$266  = dwact5_2_d4;
-    if (rst) begin
-      \$266  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$267  = dwact5_2_d5;
-    if (rst) begin
-      \$267  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$268  = dwact5_2_d6;
-    if (rst) begin
-      \$268  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$269  = dw_act[351:344];
-    if (rst) begin
-      \$269  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$270  = dwact5_3_d1;
-    if (rst) begin
-      \$270  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$271  = dwact5_3_d2;
-    if (rst) begin
-      \$271  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$272  = dwact5_3_d3;
-    if (rst) begin
-      \$272  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$273  = dwact5_3_d4;
-    if (rst) begin
-      \$273  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$274  = dwact5_3_d5;
-    if (rst) begin
-      \$274  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$275  = dwact5_3_d6;
-    if (rst) begin
-      \$275  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$276  = dwact5_3_d7;
-    if (rst) begin
-      \$276  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$277  = dw_act[359:352];
-    if (rst) begin
-      \$277  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$278  = dwact5_4_d1;
-    if (rst) begin
-      \$278  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$279  = dwact5_4_d2;
-    if (rst) begin
-      \$279  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$280  = dwact5_4_d3;
-    if (rst) begin
-      \$280  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$281  = dwact5_4_d4;
-    if (rst) begin
-      \$281  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$282  = dwact5_4_d5;
-    if (rst) begin
-      \$282  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$283  = dwact5_4_d6;
-    if (rst) begin
-      \$283  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$284  = dwact5_4_d7;
-    if (rst) begin
-      \$284  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$285  = dwact5_4_d8;
-    if (rst) begin
-      \$285  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$286  = dw_act[367:360];
-    if (rst) begin
-      \$286  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$287  = dwact5_5_d1;
-    if (rst) begin
-      \$287  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$288  = dwact5_5_d2;
-    if (rst) begin
-      \$288  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$289  = dwact5_5_d3;
-    if (rst) begin
-      \$289  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$290  = dwact5_5_d4;
-    if (rst) begin
-      \$290  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$291  = dwact5_5_d5;
-    if (rst) begin
-      \$291  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$292  = dwact5_5_d6;
-    if (rst) begin
-      \$292  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$293  = dwact5_5_d7;
-    if (rst) begin
-      \$293  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$294  = dwact5_5_d8;
-    if (rst) begin
-      \$294  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$295  = dwact5_5_d9;
-    if (rst) begin
-      \$295  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$296  = dw_act[375:368];
-    if (rst) begin
-      \$296  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$297  = dwact5_6_d1;
-    if (rst) begin
-      \$297  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$298  = dwact5_6_d2;
-    if (rst) begin
-      \$298  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$299  = dwact5_6_d3;
-    if (rst) begin
-      \$299  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$300  = dwact5_6_d4;
-    if (rst) begin
-      \$300  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$301  = dwact5_6_d5;
-    if (rst) begin
-      \$301  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$302  = dwact5_6_d6;
-    if (rst) begin
-      \$302  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$303  = dwact5_6_d7;
-    if (rst) begin
-      \$303  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$304  = dwact5_6_d8;
-    if (rst) begin
-      \$304  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$305  = dwact5_6_d9;
-    if (rst) begin
-      \$305  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$306  = dwact5_6_d10;
-    if (rst) begin
-      \$306  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$307  = dw_act[383:376];
-    if (rst) begin
-      \$307  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$308  = dwact5_7_d1;
-    if (rst) begin
-      \$308  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$309  = dwact5_7_d2;
-    if (rst) begin
-      \$309  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$310  = dwact5_7_d3;
-    if (rst) begin
-      \$310  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$311  = dwact5_7_d4;
-    if (rst) begin
-      \$311  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$312  = dwact5_7_d5;
-    if (rst) begin
-      \$312  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$313  = dwact5_7_d6;
-    if (rst) begin
-      \$313  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$314  = dwact5_7_d7;
-    if (rst) begin
-      \$314  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$315  = dwact5_7_d8;
-    if (rst) begin
-      \$315  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$316  = dwact5_7_d9;
-    if (rst) begin
-      \$316  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$317  = dwact5_7_d10;
-    if (rst) begin
-      \$317  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$318  = dwact5_7_d11;
-    if (rst) begin
-      \$318  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$319  = bank_in;
-    if (rst) begin
-      \$319  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$320  = bank6_d1;
-    if (rst) begin
-      \$320  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$321  = bank6_d2;
-    if (rst) begin
-      \$321  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$322  = bank6_d3;
-    if (rst) begin
-      \$322  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$323  = bank6_d4;
-    if (rst) begin
-      \$323  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$324  = bank6_d5;
-    if (rst) begin
-      \$324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$325  = act[55:48];
-    if (rst) begin
-      \$325  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$326  = act6_d1;
-    if (rst) begin
-      \$326  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$327  = act6_d2;
-    if (rst) begin
-      \$327  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$328  = act6_d3;
-    if (rst) begin
-      \$328  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$329  = act6_d4;
-    if (rst) begin
-      \$329  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$330  = act6_d5;
-    if (rst) begin
-      \$330  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$331  = dw_act[391:384];
-    if (rst) begin
-      \$331  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$332  = dwact6_0_d1;
-    if (rst) begin
-      \$332  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$333  = dwact6_0_d2;
-    if (rst) begin
-      \$333  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$334  = dwact6_0_d3;
-    if (rst) begin
-      \$334  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$335  = dwact6_0_d4;
-    if (rst) begin
-      \$335  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$336  = dwact6_0_d5;
-    if (rst) begin
-      \$336  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$337  = dw_act[399:392];
-    if (rst) begin
-      \$337  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$338  = dwact6_1_d1;
-    if (rst) begin
-      \$338  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$339  = dwact6_1_d2;
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$340  = dwact6_1_d3;
-    if (rst) begin
-      \$340  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$341  = dwact6_1_d4;
-    if (rst) begin
-      \$341  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$342  = dwact6_1_d5;
-    if (rst) begin
-      \$342  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$343  = dwact6_1_d6;
-    if (rst) begin
-      \$343  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$344  = dw_act[407:400];
-    if (rst) begin
-      \$344  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$345  = dwact6_2_d1;
-    if (rst) begin
-      \$345  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$346  = dwact6_2_d2;
-    if (rst) begin
-      \$346  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$347  = dwact6_2_d3;
-    if (rst) begin
-      \$347  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$348  = dwact6_2_d4;
-    if (rst) begin
-      \$348  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$349  = dwact6_2_d5;
-    if (rst) begin
-      \$349  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$350  = dwact6_2_d6;
-    if (rst) begin
-      \$350  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$351  = dwact6_2_d7;
-    if (rst) begin
-      \$351  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$352  = dw_act[415:408];
-    if (rst) begin
-      \$352  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$353  = dwact6_3_d1;
-    if (rst) begin
-      \$353  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$354  = dwact6_3_d2;
-    if (rst) begin
-      \$354  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$355  = dwact6_3_d3;
-    if (rst) begin
-      \$355  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$356  = dwact6_3_d4;
-    if (rst) begin
-      \$356  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$357  = dwact6_3_d5;
-    if (rst) begin
-      \$357  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$358  = dwact6_3_d6;
-    if (rst) begin
-      \$358  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$359  = dwact6_3_d7;
-    if (rst) begin
-      \$359  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$360  = dwact6_3_d8;
-    if (rst) begin
-      \$360  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$361  = dw_act[423:416];
-    if (rst) begin
-      \$361  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$362  = dwact6_4_d1;
-    if (rst) begin
-      \$362  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$363  = dwact6_4_d2;
-    if (rst) begin
-      \$363  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$364  = dwact6_4_d3;
-    if (rst) begin
-      \$364  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$365  = dwact6_4_d4;
-    if (rst) begin
-      \$365  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$366  = dwact6_4_d5;
-    if (rst) begin
-      \$366  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$367  = dwact6_4_d6;
-    if (rst) begin
-      \$367  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$368  = dwact6_4_d7;
-    if (rst) begin
-      \$368  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$369  = dwact6_4_d8;
-    if (rst) begin
-      \$369  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$370  = dwact6_4_d9;
-    if (rst) begin
-      \$370  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$371  = dw_act[431:424];
-    if (rst) begin
-      \$371  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$372  = dwact6_5_d1;
-    if (rst) begin
-      \$372  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$373  = dwact6_5_d2;
-    if (rst) begin
-      \$373  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$374  = dwact6_5_d3;
-    if (rst) begin
-      \$374  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$375  = dwact6_5_d4;
-    if (rst) begin
-      \$375  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$376  = dwact6_5_d5;
-    if (rst) begin
-      \$376  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$377  = dwact6_5_d6;
-    if (rst) begin
-      \$377  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$378  = dwact6_5_d7;
-    if (rst) begin
-      \$378  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$379  = dwact6_5_d8;
-    if (rst) begin
-      \$379  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$380  = dwact6_5_d9;
-    if (rst) begin
-      \$380  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$381  = dwact6_5_d10;
-    if (rst) begin
-      \$381  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$382  = dw_act[439:432];
-    if (rst) begin
-      \$382  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$383  = dwact6_6_d1;
-    if (rst) begin
-      \$383  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$384  = dwact6_6_d2;
-    if (rst) begin
-      \$384  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$385  = dwact6_6_d3;
-    if (rst) begin
-      \$385  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$386  = dwact6_6_d4;
-    if (rst) begin
-      \$386  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$387  = dwact6_6_d5;
-    if (rst) begin
-      \$387  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$388  = dwact6_6_d6;
-    if (rst) begin
-      \$388  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$389  = dwact6_6_d7;
-    if (rst) begin
-      \$389  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$390  = dwact6_6_d8;
-    if (rst) begin
-      \$390  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$391  = dwact6_6_d9;
-    if (rst) begin
-      \$391  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$392  = dwact6_6_d10;
-    if (rst) begin
-      \$392  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$393  = dwact6_6_d11;
-    if (rst) begin
-      \$393  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$394  = dw_act[447:440];
-    if (rst) begin
-      \$394  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$395  = dwact6_7_d1;
-    if (rst) begin
-      \$395  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$396  = dwact6_7_d2;
-    if (rst) begin
-      \$396  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$397  = dwact6_7_d3;
-    if (rst) begin
-      \$397  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$398  = dwact6_7_d4;
-    if (rst) begin
-      \$398  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$399  = dwact6_7_d5;
-    if (rst) begin
-      \$399  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$400  = dwact6_7_d6;
-    if (rst) begin
-      \$400  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$401  = dwact6_7_d7;
-    if (rst) begin
-      \$401  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$402  = dwact6_7_d8;
-    if (rst) begin
-      \$402  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$403  = dwact6_7_d9;
-    if (rst) begin
-      \$403  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$404  = dwact6_7_d10;
-    if (rst) begin
-      \$404  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$405  = dwact6_7_d11;
-    if (rst) begin
-      \$405  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$406  = dwact6_7_d12;
-    if (rst) begin
-      \$406  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$407  = bank_in;
-    if (rst) begin
-      \$407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$408  = bank7_d1;
-    if (rst) begin
-      \$408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$409  = bank7_d2;
-    if (rst) begin
-      \$409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$410  = bank7_d3;
-    if (rst) begin
-      \$410  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$411  = bank7_d4;
-    if (rst) begin
-      \$411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$412  = bank7_d5;
-    if (rst) begin
-      \$412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$413  = bank7_d6;
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$414  = act[63:56];
-    if (rst) begin
-      \$414  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$415  = act7_d1;
-    if (rst) begin
-      \$415  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$416  = act7_d2;
-    if (rst) begin
-      \$416  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$417  = act7_d3;
-    if (rst) begin
-      \$417  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$418  = act7_d4;
-    if (rst) begin
-      \$418  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$419  = act7_d5;
-    if (rst) begin
-      \$419  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$420  = act7_d6;
-    if (rst) begin
-      \$420  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$421  = dw_act[455:448];
-    if (rst) begin
-      \$421  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$422  = dwact7_0_d1;
-    if (rst) begin
-      \$422  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$423  = dwact7_0_d2;
-    if (rst) begin
-      \$423  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$424  = dwact7_0_d3;
-    if (rst) begin
-      \$424  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$425  = dwact7_0_d4;
-    if (rst) begin
-      \$425  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$426  = dwact7_0_d5;
-    if (rst) begin
-      \$426  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$427  = dwact7_0_d6;
-    if (rst) begin
-      \$427  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$428  = dw_act[463:456];
-    if (rst) begin
-      \$428  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$429  = dwact7_1_d1;
-    if (rst) begin
-      \$429  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$430  = dwact7_1_d2;
-    if (rst) begin
-      \$430  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$431  = dwact7_1_d3;
-    if (rst) begin
-      \$431  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$432  = dwact7_1_d4;
-    if (rst) begin
-      \$432  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$433  = dwact7_1_d5;
-    if (rst) begin
-      \$433  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$434  = dwact7_1_d6;
-    if (rst) begin
-      \$434  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$435  = dwact7_1_d7;
-    if (rst) begin
-      \$435  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$436  = dw_act[471:464];
-    if (rst) begin
-      \$436  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$437  = dwact7_2_d1;
-    if (rst) begin
-      \$437  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$438  = dwact7_2_d2;
-    if (rst) begin
-      \$438  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$439  = dwact7_2_d3;
-    if (rst) begin
-      \$439  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$440  = dwact7_2_d4;
-    if (rst) begin
-      \$440  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$441  = dwact7_2_d5;
-    if (rst) begin
-      \$441  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$442  = dwact7_2_d6;
-    if (rst) begin
-      \$442  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$443  = dwact7_2_d7;
-    if (rst) begin
-      \$443  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$444  = dwact7_2_d8;
-    if (rst) begin
-      \$444  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$445  = dw_act[479:472];
-    if (rst) begin
-      \$445  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$446  = dwact7_3_d1;
-    if (rst) begin
-      \$446  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$447  = dwact7_3_d2;
-    if (rst) begin
-      \$447  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$448  = dwact7_3_d3;
-    if (rst) begin
-      \$448  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$449  = dwact7_3_d4;
-    if (rst) begin
-      \$449  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$450  = dwact7_3_d5;
-    if (rst) begin
-      \$450  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$451  = dwact7_3_d6;
-    if (rst) begin
-      \$451  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$452  = dwact7_3_d7;
-    if (rst) begin
-      \$452  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$453  = dwact7_3_d8;
-    if (rst) begin
-      \$453  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$454  = dwact7_3_d9;
-    if (rst) begin
-      \$454  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$455  = dw_act[487:480];
-    if (rst) begin
-      \$455  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$456  = dwact7_4_d1;
-    if (rst) begin
-      \$456  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$457  = dwact7_4_d2;
-    if (rst) begin
-      \$457  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$458  = dwact7_4_d3;
-    if (rst) begin
-      \$458  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$459  = dwact7_4_d4;
-    if (rst) begin
-      \$459  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$460  = dwact7_4_d5;
-    if (rst) begin
-      \$460  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$461  = dwact7_4_d6;
-    if (rst) begin
-      \$461  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$462  = dwact7_4_d7;
-    if (rst) begin
-      \$462  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$463  = dwact7_4_d8;
-    if (rst) begin
-      \$463  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$464  = dwact7_4_d9;
-    if (rst) begin
-      \$464  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$465  = dwact7_4_d10;
-    if (rst) begin
-      \$465  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$466  = dw_act[495:488];
-    if (rst) begin
-      \$466  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$467  = dwact7_5_d1;
-    if (rst) begin
-      \$467  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$468  = dwact7_5_d2;
-    if (rst) begin
-      \$468  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$469  = dwact7_5_d3;
-    if (rst) begin
-      \$469  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$470  = dwact7_5_d4;
-    if (rst) begin
-      \$470  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$471  = dwact7_5_d5;
-    if (rst) begin
-      \$471  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$472  = dwact7_5_d6;
-    if (rst) begin
-      \$472  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$473  = dwact7_5_d7;
-    if (rst) begin
-      \$473  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$474  = dwact7_5_d8;
-    if (rst) begin
-      \$474  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$475  = dwact7_5_d9;
-    if (rst) begin
-      \$475  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$476  = dwact7_5_d10;
-    if (rst) begin
-      \$476  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$477  = dwact7_5_d11;
-    if (rst) begin
-      \$477  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$478  = dw_act[503:496];
-    if (rst) begin
-      \$478  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$479  = dwact7_6_d1;
-    if (rst) begin
-      \$479  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$480  = dwact7_6_d2;
-    if (rst) begin
-      \$480  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$481  = dwact7_6_d3;
-    if (rst) begin
-      \$481  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$482  = dwact7_6_d4;
-    if (rst) begin
-      \$482  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$483  = dwact7_6_d5;
-    if (rst) begin
-      \$483  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$484  = dwact7_6_d6;
-    if (rst) begin
-      \$484  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$485  = dwact7_6_d7;
-    if (rst) begin
-      \$485  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$486  = dwact7_6_d8;
-    if (rst) begin
-      \$486  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$487  = dwact7_6_d9;
-    if (rst) begin
-      \$487  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$488  = dwact7_6_d10;
-    if (rst) begin
-      \$488  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$489  = dwact7_6_d11;
-    if (rst) begin
-      \$489  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$490  = dwact7_6_d12;
-    if (rst) begin
-      \$490  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$491  = dw_act[511:504];
-    if (rst) begin
-      \$491  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$492  = dwact7_7_d1;
-    if (rst) begin
-      \$492  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$493  = dwact7_7_d2;
-    if (rst) begin
-      \$493  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$494  = dwact7_7_d3;
-    if (rst) begin
-      \$494  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$495  = dwact7_7_d4;
-    if (rst) begin
-      \$495  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$496  = dwact7_7_d5;
-    if (rst) begin
-      \$496  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$497  = dwact7_7_d6;
-    if (rst) begin
-      \$497  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$498  = dwact7_7_d7;
-    if (rst) begin
-      \$498  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$499  = dwact7_7_d8;
-    if (rst) begin
-      \$499  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$500  = dwact7_7_d9;
-    if (rst) begin
-      \$500  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$501  = dwact7_7_d10;
-    if (rst) begin
-      \$501  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$502  = dwact7_7_d11;
-    if (rst) begin
-      \$502  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$503  = dwact7_7_d12;
-    if (rst) begin
-      \$503  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$504  = dwact7_7_d13;
-    if (rst) begin
-      \$504  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$505  = \psum_out$1152 ;
-    if (rst) begin
-      \$505  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$506  = sum0_d1;
-    if (rst) begin
-      \$506  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$507  = sum0_d2;
-    if (rst) begin
-      \$507  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$508  = sum0_d3;
-    if (rst) begin
-      \$508  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$509  = sum0_d4;
-    if (rst) begin
-      \$509  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$510  = sum0_d5;
-    if (rst) begin
-      \$510  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$511  = sum0_d6;
-    if (rst) begin
-      \$511  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$512  = w_word[15:8];
-    if (rst) begin
-      \$512  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$513  = w_latch;
-    if (rst) begin
-      \$513  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$514  = w_bank;
-    if (rst) begin
-      \$514  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$515  = \psum_out$1159 ;
-    if (rst) begin
-      \$515  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$516  = sum1_d1;
-    if (rst) begin
-      \$516  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$517  = sum1_d2;
-    if (rst) begin
-      \$517  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$518  = sum1_d3;
-    if (rst) begin
-      \$518  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$519  = sum1_d4;
-    if (rst) begin
-      \$519  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$520  = sum1_d5;
-    if (rst) begin
-      \$520  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$521  = w_word[23:16];
-    if (rst) begin
-      \$521  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$522  = w2_d1;
-    if (rst) begin
-      \$522  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$523  = w_latch;
-    if (rst) begin
-      \$523  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$524  = latch2_d1;
-    if (rst) begin
-      \$524  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$525  = w_bank;
-    if (rst) begin
-      \$525  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$526  = wbank2_d1;
-    if (rst) begin
-      \$526  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$527  = \psum_out$1168 ;
-    if (rst) begin
-      \$527  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$528  = sum2_d1;
-    if (rst) begin
-      \$528  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$529  = sum2_d2;
-    if (rst) begin
-      \$529  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$530  = sum2_d3;
-    if (rst) begin
-      \$530  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$531  = sum2_d4;
-    if (rst) begin
-      \$531  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$532  = w_word[31:24];
-    if (rst) begin
-      \$532  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$533  = w3_d1;
-    if (rst) begin
-      \$533  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$534  = w3_d2;
-    if (rst) begin
-      \$534  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$535  = w_latch;
-    if (rst) begin
-      \$535  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$536  = latch3_d1;
-    if (rst) begin
-      \$536  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$537  = latch3_d2;
-    if (rst) begin
-      \$537  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$538  = w_bank;
-    if (rst) begin
-      \$538  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$539  = wbank3_d1;
-    if (rst) begin
-      \$539  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$540  = wbank3_d2;
-    if (rst) begin
-      \$540  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$541  = \psum_out$1179 ;
-    if (rst) begin
-      \$541  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$542  = sum3_d1;
-    if (rst) begin
-      \$542  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$543  = sum3_d2;
-    if (rst) begin
-      \$543  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$544  = sum3_d3;
-    if (rst) begin
-      \$544  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$545  = w_word[39:32];
-    if (rst) begin
-      \$545  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$546  = w4_d1;
-    if (rst) begin
-      \$546  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$547  = w4_d2;
-    if (rst) begin
-      \$547  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$548  = w4_d3;
-    if (rst) begin
-      \$548  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$549  = w_latch;
-    if (rst) begin
-      \$549  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$550  = latch4_d1;
-    if (rst) begin
-      \$550  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$551  = latch4_d2;
-    if (rst) begin
-      \$551  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$552  = latch4_d3;
-    if (rst) begin
-      \$552  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$553  = w_bank;
-    if (rst) begin
-      \$553  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$554  = wbank4_d1;
-    if (rst) begin
-      \$554  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$555  = wbank4_d2;
-    if (rst) begin
-      \$555  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$556  = wbank4_d3;
-    if (rst) begin
-      \$556  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$557  = \psum_out$1192 ;
-    if (rst) begin
-      \$557  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$558  = sum4_d1;
-    if (rst) begin
-      \$558  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$559  = sum4_d2;
-    if (rst) begin
-      \$559  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$560  = w_word[47:40];
-    if (rst) begin
-      \$560  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$561  = w5_d1;
-    if (rst) begin
-      \$561  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$562  = w5_d2;
-    if (rst) begin
-      \$562  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$563  = w5_d3;
-    if (rst) begin
-      \$563  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$564  = w5_d4;
-    if (rst) begin
-      \$564  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$565  = w_latch;
-    if (rst) begin
-      \$565  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$566  = latch5_d1;
-    if (rst) begin
-      \$566  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$567  = latch5_d2;
-    if (rst) begin
-      \$567  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$568  = latch5_d3;
-    if (rst) begin
-      \$568  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$569  = latch5_d4;
-    if (rst) begin
-      \$569  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$570  = w_bank;
-    if (rst) begin
-      \$570  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$571  = wbank5_d1;
-    if (rst) begin
-      \$571  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$572  = wbank5_d2;
-    if (rst) begin
-      \$572  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$573  = wbank5_d3;
-    if (rst) begin
-      \$573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$574  = wbank5_d4;
-    if (rst) begin
-      \$574  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$575  = \psum_out$1207 ;
-    if (rst) begin
-      \$575  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$576  = sum5_d1;
-    if (rst) begin
-      \$576  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$577  = w_word[55:48];
-    if (rst) begin
-      \$577  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$578  = w6_d1;
-    if (rst) begin
-      \$578  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$579  = w6_d2;
-    if (rst) begin
-      \$579  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$580  = w6_d3;
-    if (rst) begin
-      \$580  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$581  = w6_d4;
-    if (rst) begin
-      \$581  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$582  = w6_d5;
-    if (rst) begin
-      \$582  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$583  = w_latch;
-    if (rst) begin
-      \$583  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$584  = latch6_d1;
-    if (rst) begin
-      \$584  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$585  = latch6_d2;
-    if (rst) begin
-      \$585  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$586  = latch6_d3;
-    if (rst) begin
-      \$586  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$587  = latch6_d4;
-    if (rst) begin
-      \$587  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$588  = latch6_d5;
-    if (rst) begin
-      \$588  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$589  = w_bank;
-    if (rst) begin
-      \$589  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$590  = wbank6_d1;
-    if (rst) begin
-      \$590  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$591  = wbank6_d2;
-    if (rst) begin
-      \$591  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$592  = wbank6_d3;
-    if (rst) begin
-      \$592  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$593  = wbank6_d4;
-    if (rst) begin
-      \$593  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$594  = wbank6_d5;
-    if (rst) begin
-      \$594  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$595  = \psum_out$1223 ;
-    if (rst) begin
-      \$595  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$596  = w_word[63:56];
-    if (rst) begin
-      \$596  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$597  = w7_d1;
-    if (rst) begin
-      \$597  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$598  = w7_d2;
-    if (rst) begin
-      \$598  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$599  = w7_d3;
-    if (rst) begin
-      \$599  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$600  = w7_d4;
-    if (rst) begin
-      \$600  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$601  = w7_d5;
-    if (rst) begin
-      \$601  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$602  = w7_d6;
-    if (rst) begin
-      \$602  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$603  = w_latch;
-    if (rst) begin
-      \$603  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$604  = latch7_d1;
-    if (rst) begin
-      \$604  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$605  = latch7_d2;
-    if (rst) begin
-      \$605  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$606  = latch7_d3;
-    if (rst) begin
-      \$606  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$607  = latch7_d4;
-    if (rst) begin
-      \$607  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$608  = latch7_d5;
-    if (rst) begin
-      \$608  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$609  = latch7_d6;
-    if (rst) begin
-      \$609  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$610  = w_bank;
-    if (rst) begin
-      \$610  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$611  = wbank7_d1;
-    if (rst) begin
-      \$611  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$612  = wbank7_d2;
-    if (rst) begin
-      \$612  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$613  = wbank7_d3;
-    if (rst) begin
-      \$613  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$614  = wbank7_d4;
-    if (rst) begin
-      \$614  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$615  = wbank7_d5;
-    if (rst) begin
-      \$615  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$616  = wbank7_d6;
-    if (rst) begin
-      \$616  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$1  = dw_act[15:8];
-    if (rst) begin
-      \$1  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$2  = dw_act[23:16];
-    if (rst) begin
-      \$2  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$3  = dwact0_2_d1;
-    if (rst) begin
-      \$3  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = dw_act[31:24];
-    if (rst) begin
-      \$4  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = dwact0_3_d1;
-    if (rst) begin
-      \$5  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = dwact0_3_d2;
-    if (rst) begin
-      \$6  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = dw_act[39:32];
-    if (rst) begin
-      \$7  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$8  = dwact0_4_d1;
-    if (rst) begin
-      \$8  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$9  = dwact0_4_d2;
+    \$9  = act[15:8];
     if (rst) begin
       \$9  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = dwact0_4_d3;
+    \$10  = dw_act[127:64];
     if (rst) begin
-      \$10  = 8'h00;
+      \$10  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = dw_act[47:40];
+    \$11  = dwact1_d1;
     if (rst) begin
-      \$11  = 8'h00;
+      \$11  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$12  = dwact0_5_d1;
+    \$12  = dwact1_d2;
     if (rst) begin
-      \$12  = 8'h00;
+      \$12  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$13  = dwact0_5_d2;
+    \$13  = dwact1_d3;
     if (rst) begin
-      \$13  = 8'h00;
+      \$13  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$14  = dwact0_5_d3;
+    \$14  = dwact1_d4;
     if (rst) begin
-      \$14  = 8'h00;
+      \$14  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$15  = dwact0_5_d4;
+    \$15  = dwact1_d5;
     if (rst) begin
-      \$15  = 8'h00;
+      \$15  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$16  = dw_act[55:48];
+    \$16  = dwact1_d6;
     if (rst) begin
-      \$16  = 8'h00;
+      \$16  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$17  = dwact0_6_d1;
+    \$17  = dwact1_d7;
     if (rst) begin
-      \$17  = 8'h00;
+      \$17  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$18  = dwact0_6_d2;
+    \$18  = bank_in;
     if (rst) begin
-      \$18  = 8'h00;
+      \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$19  = dwact0_6_d3;
+    \$19  = bank2_d1;
     if (rst) begin
-      \$19  = 8'h00;
+      \$19  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$20  = dwact0_6_d4;
+    \$20  = act[23:16];
     if (rst) begin
       \$20  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$21  = dwact0_6_d5;
+    \$21  = act2_d1;
     if (rst) begin
       \$21  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$22  = dw_act[63:56];
+    \$22  = dw_act[191:128];
     if (rst) begin
-      \$22  = 8'h00;
+      \$22  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$23  = dwact0_7_d1;
+    \$23  = dwact2_d1;
     if (rst) begin
-      \$23  = 8'h00;
+      \$23  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$24  = dwact0_7_d2;
+    \$24  = dwact2_d2;
     if (rst) begin
-      \$24  = 8'h00;
+      \$24  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$25  = dwact0_7_d3;
+    \$25  = dwact2_d3;
     if (rst) begin
-      \$25  = 8'h00;
+      \$25  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$26  = dwact0_7_d4;
+    \$26  = dwact2_d4;
     if (rst) begin
-      \$26  = 8'h00;
+      \$26  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$27  = dwact0_7_d5;
+    \$27  = dwact2_d5;
     if (rst) begin
-      \$27  = 8'h00;
+      \$27  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$28  = dwact0_7_d6;
+    \$28  = dwact2_d6;
     if (rst) begin
-      \$28  = 8'h00;
+      \$28  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$29  = bank_in;
+    \$29  = dwact2_d7;
     if (rst) begin
-      \$29  = 1'h0;
+      \$29  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$30  = act[15:8];
+    \$30  = dwact2_d8;
     if (rst) begin
-      \$30  = 8'h00;
+      \$30  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$31  = dw_act[71:64];
+    \$31  = bank_in;
     if (rst) begin
-      \$31  = 8'h00;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$32  = dw_act[79:72];
+    \$32  = bank3_d1;
     if (rst) begin
-      \$32  = 8'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$33  = dwact1_1_d1;
+    \$33  = bank3_d2;
     if (rst) begin
-      \$33  = 8'h00;
+      \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$34  = dw_act[87:80];
+    \$34  = act[31:24];
     if (rst) begin
       \$34  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$35  = dwact1_2_d1;
+    \$35  = act3_d1;
     if (rst) begin
       \$35  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$36  = dwact1_2_d2;
+    \$36  = act3_d2;
     if (rst) begin
       \$36  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$37  = dw_act[95:88];
+    \$37  = dw_act[255:192];
     if (rst) begin
-      \$37  = 8'h00;
+      \$37  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$38  = dwact1_3_d1;
+    \$38  = dwact3_d1;
     if (rst) begin
-      \$38  = 8'h00;
+      \$38  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$39  = dwact1_3_d2;
+    \$39  = dwact3_d2;
     if (rst) begin
-      \$39  = 8'h00;
+      \$39  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$40  = dwact1_3_d3;
+    \$40  = dwact3_d3;
     if (rst) begin
-      \$40  = 8'h00;
+      \$40  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$41  = dw_act[103:96];
+    \$41  = dwact3_d4;
     if (rst) begin
-      \$41  = 8'h00;
+      \$41  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$42  = dwact1_4_d1;
+    \$42  = dwact3_d5;
     if (rst) begin
-      \$42  = 8'h00;
+      \$42  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$43  = dwact1_4_d2;
+    \$43  = dwact3_d6;
     if (rst) begin
-      \$43  = 8'h00;
+      \$43  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$44  = dwact1_4_d3;
+    \$44  = dwact3_d7;
     if (rst) begin
-      \$44  = 8'h00;
+      \$44  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$45  = dwact1_4_d4;
+    \$45  = dwact3_d8;
     if (rst) begin
-      \$45  = 8'h00;
+      \$45  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$46  = dw_act[111:104];
+    \$46  = dwact3_d9;
     if (rst) begin
-      \$46  = 8'h00;
+      \$46  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$47  = dwact1_5_d1;
+    \$47  = bank_in;
     if (rst) begin
-      \$47  = 8'h00;
+      \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$48  = dwact1_5_d2;
+    \$48  = bank4_d1;
     if (rst) begin
-      \$48  = 8'h00;
+      \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$49  = dwact1_5_d3;
+    \$49  = bank4_d2;
     if (rst) begin
-      \$49  = 8'h00;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$50  = dwact1_5_d4;
+    \$50  = bank4_d3;
     if (rst) begin
-      \$50  = 8'h00;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$51  = dwact1_5_d5;
+    \$51  = act[39:32];
     if (rst) begin
       \$51  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = dw_act[119:112];
+    \$52  = act4_d1;
     if (rst) begin
       \$52  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$53  = dwact1_6_d1;
+    \$53  = act4_d2;
     if (rst) begin
       \$53  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = dwact1_6_d2;
+    \$54  = act4_d3;
     if (rst) begin
       \$54  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$55  = dwact1_6_d3;
+    \$55  = dw_act[319:256];
     if (rst) begin
-      \$55  = 8'h00;
+      \$55  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$56  = dwact1_6_d4;
+    \$56  = dwact4_d1;
     if (rst) begin
-      \$56  = 8'h00;
+      \$56  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$57  = dwact1_6_d5;
+    \$57  = dwact4_d2;
     if (rst) begin
-      \$57  = 8'h00;
+      \$57  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = dwact1_6_d6;
+    \$58  = dwact4_d3;
     if (rst) begin
-      \$58  = 8'h00;
+      \$58  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$59  = dw_act[127:120];
+    \$59  = dwact4_d4;
     if (rst) begin
-      \$59  = 8'h00;
+      \$59  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = dwact1_7_d1;
+    \$60  = dwact4_d5;
     if (rst) begin
-      \$60  = 8'h00;
+      \$60  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = dwact1_7_d2;
+    \$61  = dwact4_d6;
     if (rst) begin
-      \$61  = 8'h00;
+      \$61  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$62  = dwact1_7_d3;
+    \$62  = dwact4_d7;
     if (rst) begin
-      \$62  = 8'h00;
+      \$62  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$63  = dwact1_7_d4;
+    \$63  = dwact4_d8;
     if (rst) begin
-      \$63  = 8'h00;
+      \$63  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$64  = dwact1_7_d5;
+    \$64  = dwact4_d9;
     if (rst) begin
-      \$64  = 8'h00;
+      \$64  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$65  = dwact1_7_d6;
+    \$65  = dwact4_d10;
     if (rst) begin
-      \$65  = 8'h00;
+      \$65  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$66  = dwact1_7_d7;
+    \$66  = bank_in;
     if (rst) begin
-      \$66  = 8'h00;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$67  = bank_in;
+    \$67  = bank5_d1;
     if (rst) begin
       \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$68  = bank2_d1;
+    \$68  = bank5_d2;
     if (rst) begin
       \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$69  = act[23:16];
+    \$69  = bank5_d3;
     if (rst) begin
-      \$69  = 8'h00;
+      \$69  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$70  = act2_d1;
+    \$70  = bank5_d4;
     if (rst) begin
-      \$70  = 8'h00;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$71  = dw_act[135:128];
+    \$71  = act[47:40];
     if (rst) begin
       \$71  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$72  = dwact2_0_d1;
+    \$72  = act5_d1;
     if (rst) begin
       \$72  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$73  = dw_act[143:136];
+    \$73  = act5_d2;
     if (rst) begin
       \$73  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$74  = dwact2_1_d1;
+    \$74  = act5_d3;
     if (rst) begin
       \$74  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$75  = dwact2_1_d2;
+    \$75  = act5_d4;
     if (rst) begin
       \$75  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$76  = dw_act[151:144];
+    \$76  = dw_act[383:320];
     if (rst) begin
-      \$76  = 8'h00;
+      \$76  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$77  = dwact2_2_d1;
+    \$77  = dwact5_d1;
     if (rst) begin
-      \$77  = 8'h00;
+      \$77  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$78  = dwact2_2_d2;
+    \$78  = dwact5_d2;
     if (rst) begin
-      \$78  = 8'h00;
+      \$78  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$79  = dwact2_2_d3;
+    \$79  = dwact5_d3;
     if (rst) begin
-      \$79  = 8'h00;
+      \$79  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$80  = dw_act[159:152];
+    \$80  = dwact5_d4;
     if (rst) begin
-      \$80  = 8'h00;
+      \$80  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$81  = dwact2_3_d1;
+    \$81  = dwact5_d5;
     if (rst) begin
-      \$81  = 8'h00;
+      \$81  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$82  = dwact2_3_d2;
+    \$82  = dwact5_d6;
     if (rst) begin
-      \$82  = 8'h00;
+      \$82  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$83  = dwact2_3_d3;
+    \$83  = dwact5_d7;
     if (rst) begin
-      \$83  = 8'h00;
+      \$83  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$84  = dwact2_3_d4;
+    \$84  = dwact5_d8;
     if (rst) begin
-      \$84  = 8'h00;
+      \$84  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$85  = dw_act[167:160];
+    \$85  = dwact5_d9;
     if (rst) begin
-      \$85  = 8'h00;
+      \$85  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$86  = dwact2_4_d1;
+    \$86  = dwact5_d10;
     if (rst) begin
-      \$86  = 8'h00;
+      \$86  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$87  = dwact2_4_d2;
+    \$87  = dwact5_d11;
     if (rst) begin
-      \$87  = 8'h00;
+      \$87  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$88  = dwact2_4_d3;
+    \$88  = bank_in;
     if (rst) begin
-      \$88  = 8'h00;
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$89  = dwact2_4_d4;
+    \$89  = bank6_d1;
     if (rst) begin
-      \$89  = 8'h00;
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$90  = dwact2_4_d5;
+    \$90  = bank6_d2;
     if (rst) begin
-      \$90  = 8'h00;
+      \$90  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$91  = dw_act[175:168];
+    \$91  = bank6_d3;
     if (rst) begin
-      \$91  = 8'h00;
+      \$91  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$92  = dwact2_5_d1;
+    \$92  = bank6_d4;
     if (rst) begin
-      \$92  = 8'h00;
+      \$92  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$93  = dwact2_5_d2;
+    \$93  = bank6_d5;
     if (rst) begin
-      \$93  = 8'h00;
+      \$93  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$94  = dwact2_5_d3;
+    \$94  = act[55:48];
     if (rst) begin
       \$94  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$95  = dwact2_5_d4;
+    \$95  = act6_d1;
     if (rst) begin
       \$95  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$96  = dwact2_5_d5;
+    \$96  = act6_d2;
     if (rst) begin
       \$96  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$97  = dwact2_5_d6;
+    \$97  = act6_d3;
     if (rst) begin
       \$97  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$98  = dw_act[183:176];
+    \$98  = act6_d4;
     if (rst) begin
       \$98  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$99  = dwact2_6_d1;
+    \$99  = act6_d5;
     if (rst) begin
       \$99  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$100  = dwact2_6_d2;
+    \$100  = dw_act[447:384];
     if (rst) begin
-      \$100  = 8'h00;
+      \$100  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$101  = dwact2_6_d3;
+    \$101  = dwact6_d1;
     if (rst) begin
-      \$101  = 8'h00;
+      \$101  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$102  = dwact2_6_d4;
+    \$102  = dwact6_d2;
     if (rst) begin
-      \$102  = 8'h00;
+      \$102  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$103  = dwact2_6_d5;
+    \$103  = dwact6_d3;
     if (rst) begin
-      \$103  = 8'h00;
+      \$103  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$104  = dwact2_6_d6;
+    \$104  = dwact6_d4;
     if (rst) begin
-      \$104  = 8'h00;
+      \$104  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$105  = dwact2_6_d7;
+    \$105  = dwact6_d5;
     if (rst) begin
-      \$105  = 8'h00;
+      \$105  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$106  = dw_act[191:184];
+    \$106  = dwact6_d6;
     if (rst) begin
-      \$106  = 8'h00;
+      \$106  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$107  = dwact2_7_d1;
+    \$107  = dwact6_d7;
     if (rst) begin
-      \$107  = 8'h00;
+      \$107  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$108  = dwact2_7_d2;
+    \$108  = dwact6_d8;
     if (rst) begin
-      \$108  = 8'h00;
+      \$108  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$109  = dwact2_7_d3;
+    \$109  = dwact6_d9;
     if (rst) begin
-      \$109  = 8'h00;
+      \$109  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$110  = dwact2_7_d4;
+    \$110  = dwact6_d10;
     if (rst) begin
-      \$110  = 8'h00;
+      \$110  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$111  = dwact2_7_d5;
+    \$111  = dwact6_d11;
     if (rst) begin
-      \$111  = 8'h00;
+      \$111  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$112  = dwact2_7_d6;
+    \$112  = dwact6_d12;
     if (rst) begin
-      \$112  = 8'h00;
+      \$112  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$113  = dwact2_7_d7;
+    \$113  = bank_in;
     if (rst) begin
-      \$113  = 8'h00;
+      \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$114  = dwact2_7_d8;
+    \$114  = bank7_d1;
     if (rst) begin
-      \$114  = 8'h00;
+      \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$115  = bank_in;
+    \$115  = bank7_d2;
     if (rst) begin
       \$115  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$116  = bank3_d1;
+    \$116  = bank7_d3;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$117  = bank3_d2;
+    \$117  = bank7_d4;
     if (rst) begin
       \$117  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$118  = act[31:24];
+    \$118  = bank7_d5;
     if (rst) begin
-      \$118  = 8'h00;
+      \$118  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$119  = act3_d1;
+    \$119  = bank7_d6;
     if (rst) begin
-      \$119  = 8'h00;
+      \$119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$120  = act3_d2;
+    \$120  = act[63:56];
     if (rst) begin
       \$120  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$121  = dw_act[199:192];
+    \$121  = act7_d1;
     if (rst) begin
       \$121  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$122  = dwact3_0_d1;
+    \$122  = act7_d2;
     if (rst) begin
       \$122  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$123  = dwact3_0_d2;
+    \$123  = act7_d3;
     if (rst) begin
       \$123  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$124  = dw_act[207:200];
+    \$124  = act7_d4;
     if (rst) begin
       \$124  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$125  = dwact3_1_d1;
+    \$125  = act7_d5;
     if (rst) begin
       \$125  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$126  = dwact3_1_d2;
+    \$126  = act7_d6;
     if (rst) begin
       \$126  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$127  = dwact3_1_d3;
+    \$127  = dw_act[511:448];
     if (rst) begin
-      \$127  = 8'h00;
+      \$127  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$128  = dw_act[215:208];
+    \$128  = dwact7_d1;
     if (rst) begin
-      \$128  = 8'h00;
+      \$128  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$129  = dwact3_2_d1;
+    \$129  = dwact7_d2;
     if (rst) begin
-      \$129  = 8'h00;
+      \$129  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$130  = dwact3_2_d2;
+    \$130  = dwact7_d3;
     if (rst) begin
-      \$130  = 8'h00;
+      \$130  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$131  = dwact3_2_d3;
+    \$131  = dwact7_d4;
     if (rst) begin
-      \$131  = 8'h00;
+      \$131  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$132  = dwact3_2_d4;
+    \$132  = dwact7_d5;
     if (rst) begin
-      \$132  = 8'h00;
+      \$132  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$133  = dw_act[223:216];
+    \$133  = dwact7_d6;
     if (rst) begin
-      \$133  = 8'h00;
+      \$133  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$134  = dwact3_3_d1;
+    \$134  = dwact7_d7;
     if (rst) begin
-      \$134  = 8'h00;
+      \$134  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$135  = dwact3_3_d2;
+    \$135  = dwact7_d8;
     if (rst) begin
-      \$135  = 8'h00;
+      \$135  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$136  = dwact3_3_d3;
+    \$136  = dwact7_d9;
     if (rst) begin
-      \$136  = 8'h00;
+      \$136  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$137  = dwact3_3_d4;
+    \$137  = dwact7_d10;
     if (rst) begin
-      \$137  = 8'h00;
+      \$137  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$138  = dwact3_3_d5;
+    \$138  = dwact7_d11;
     if (rst) begin
-      \$138  = 8'h00;
+      \$138  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$139  = dw_act[231:224];
+    \$139  = dwact7_d12;
     if (rst) begin
-      \$139  = 8'h00;
+      \$139  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$140  = dwact3_4_d1;
+    \$140  = dwact7_d13;
     if (rst) begin
-      \$140  = 8'h00;
+      \$140  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$141  = dwact3_4_d2;
+    \$141  = \psum_out$788 ;
     if (rst) begin
-      \$141  = 8'h00;
+      \$141  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$142  = dwact3_4_d3;
+    \$142  = sum0_d1;
     if (rst) begin
-      \$142  = 8'h00;
+      \$142  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$143  = dwact3_4_d4;
+    \$143  = sum0_d2;
     if (rst) begin
-      \$143  = 8'h00;
+      \$143  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$144  = dwact3_4_d5;
+    \$144  = sum0_d3;
     if (rst) begin
-      \$144  = 8'h00;
+      \$144  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$145  = dwact3_4_d6;
+    \$145  = sum0_d4;
     if (rst) begin
-      \$145  = 8'h00;
+      \$145  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$146  = dw_act[239:232];
+    \$146  = sum0_d5;
     if (rst) begin
-      \$146  = 8'h00;
+      \$146  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$147  = dwact3_5_d1;
+    \$147  = sum0_d6;
     if (rst) begin
-      \$147  = 8'h00;
+      \$147  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$148  = dwact3_5_d2;
+    \$148  = w_word[15:8];
     if (rst) begin
       \$148  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = dwact3_5_d3;
+    \$149  = w_latch;
     if (rst) begin
-      \$149  = 8'h00;
+      \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = dwact3_5_d4;
+    \$150  = w_bank;
     if (rst) begin
-      \$150  = 8'h00;
+      \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = dwact3_5_d5;
+    \$151  = \psum_out$795 ;
     if (rst) begin
-      \$151  = 8'h00;
+      \$151  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = dwact3_5_d6;
+    \$152  = sum1_d1;
     if (rst) begin
-      \$152  = 8'h00;
+      \$152  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = dwact3_5_d7;
+    \$153  = sum1_d2;
     if (rst) begin
-      \$153  = 8'h00;
+      \$153  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = dw_act[247:240];
+    \$154  = sum1_d3;
     if (rst) begin
-      \$154  = 8'h00;
+      \$154  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = dwact3_6_d1;
+    \$155  = sum1_d4;
     if (rst) begin
-      \$155  = 8'h00;
+      \$155  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = dwact3_6_d2;
+    \$156  = sum1_d5;
     if (rst) begin
-      \$156  = 8'h00;
+      \$156  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = dwact3_6_d3;
+    \$157  = w_word[23:16];
     if (rst) begin
       \$157  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = dwact3_6_d4;
+    \$158  = w2_d1;
     if (rst) begin
       \$158  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = dwact3_6_d5;
+    \$159  = w_latch;
     if (rst) begin
-      \$159  = 8'h00;
+      \$159  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$160  = latch2_d1;
+    if (rst) begin
+      \$160  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$161  = w_bank;
+    if (rst) begin
+      \$161  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$162  = wbank2_d1;
+    if (rst) begin
+      \$162  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$163  = \psum_out$804 ;
+    if (rst) begin
+      \$163  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$164  = sum2_d1;
+    if (rst) begin
+      \$164  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$165  = sum2_d2;
+    if (rst) begin
+      \$165  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$166  = sum2_d3;
+    if (rst) begin
+      \$166  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$167  = sum2_d4;
+    if (rst) begin
+      \$167  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$168  = w_word[31:24];
+    if (rst) begin
+      \$168  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$169  = w3_d1;
+    if (rst) begin
+      \$169  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$170  = w3_d2;
+    if (rst) begin
+      \$170  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$171  = w_latch;
+    if (rst) begin
+      \$171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$172  = latch3_d1;
+    if (rst) begin
+      \$172  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$173  = latch3_d2;
+    if (rst) begin
+      \$173  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$174  = w_bank;
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$175  = wbank3_d1;
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$176  = wbank3_d2;
+    if (rst) begin
+      \$176  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$177  = \psum_out$815 ;
+    if (rst) begin
+      \$177  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$178  = sum3_d1;
+    if (rst) begin
+      \$178  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$179  = sum3_d2;
+    if (rst) begin
+      \$179  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$180  = sum3_d3;
+    if (rst) begin
+      \$180  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$181  = w_word[39:32];
+    if (rst) begin
+      \$181  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$182  = w4_d1;
+    if (rst) begin
+      \$182  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$183  = w4_d2;
+    if (rst) begin
+      \$183  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$184  = w4_d3;
+    if (rst) begin
+      \$184  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$185  = w_latch;
+    if (rst) begin
+      \$185  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$186  = latch4_d1;
+    if (rst) begin
+      \$186  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$187  = latch4_d2;
+    if (rst) begin
+      \$187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$188  = latch4_d3;
+    if (rst) begin
+      \$188  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$189  = w_bank;
+    if (rst) begin
+      \$189  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$190  = wbank4_d1;
+    if (rst) begin
+      \$190  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = wbank4_d2;
+    if (rst) begin
+      \$191  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = wbank4_d3;
+    if (rst) begin
+      \$192  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = \psum_out$828 ;
+    if (rst) begin
+      \$193  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = sum4_d1;
+    if (rst) begin
+      \$194  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = sum4_d2;
+    if (rst) begin
+      \$195  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$196  = w_word[47:40];
+    if (rst) begin
+      \$196  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$197  = w5_d1;
+    if (rst) begin
+      \$197  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = w5_d2;
+    if (rst) begin
+      \$198  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = w5_d3;
+    if (rst) begin
+      \$199  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = w5_d4;
+    if (rst) begin
+      \$200  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$201  = w_latch;
+    if (rst) begin
+      \$201  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$202  = latch5_d1;
+    if (rst) begin
+      \$202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$203  = latch5_d2;
+    if (rst) begin
+      \$203  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$204  = latch5_d3;
+    if (rst) begin
+      \$204  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$205  = latch5_d4;
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$206  = w_bank;
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$207  = wbank5_d1;
+    if (rst) begin
+      \$207  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$208  = wbank5_d2;
+    if (rst) begin
+      \$208  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$209  = wbank5_d3;
+    if (rst) begin
+      \$209  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$210  = wbank5_d4;
+    if (rst) begin
+      \$210  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$211  = \psum_out$843 ;
+    if (rst) begin
+      \$211  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$212  = sum5_d1;
+    if (rst) begin
+      \$212  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$213  = w_word[55:48];
+    if (rst) begin
+      \$213  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$214  = w6_d1;
+    if (rst) begin
+      \$214  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$215  = w6_d2;
+    if (rst) begin
+      \$215  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$216  = w6_d3;
+    if (rst) begin
+      \$216  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$217  = w6_d4;
+    if (rst) begin
+      \$217  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$218  = w6_d5;
+    if (rst) begin
+      \$218  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$219  = w_latch;
+    if (rst) begin
+      \$219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$220  = latch6_d1;
+    if (rst) begin
+      \$220  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$221  = latch6_d2;
+    if (rst) begin
+      \$221  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$222  = latch6_d3;
+    if (rst) begin
+      \$222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$223  = latch6_d4;
+    if (rst) begin
+      \$223  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$224  = latch6_d5;
+    if (rst) begin
+      \$224  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$225  = w_bank;
+    if (rst) begin
+      \$225  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$226  = wbank6_d1;
+    if (rst) begin
+      \$226  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$227  = wbank6_d2;
+    if (rst) begin
+      \$227  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$228  = wbank6_d3;
+    if (rst) begin
+      \$228  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$229  = wbank6_d4;
+    if (rst) begin
+      \$229  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$230  = wbank6_d5;
+    if (rst) begin
+      \$230  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$231  = \psum_out$859 ;
+    if (rst) begin
+      \$231  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$232  = w_word[63:56];
+    if (rst) begin
+      \$232  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$233  = w7_d1;
+    if (rst) begin
+      \$233  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$234  = w7_d2;
+    if (rst) begin
+      \$234  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$235  = w7_d3;
+    if (rst) begin
+      \$235  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$236  = w7_d4;
+    if (rst) begin
+      \$236  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$237  = w7_d5;
+    if (rst) begin
+      \$237  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$238  = w7_d6;
+    if (rst) begin
+      \$238  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$239  = w_latch;
+    if (rst) begin
+      \$239  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$240  = latch7_d1;
+    if (rst) begin
+      \$240  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$241  = latch7_d2;
+    if (rst) begin
+      \$241  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$242  = latch7_d3;
+    if (rst) begin
+      \$242  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$243  = latch7_d4;
+    if (rst) begin
+      \$243  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$244  = latch7_d5;
+    if (rst) begin
+      \$244  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$245  = latch7_d6;
+    if (rst) begin
+      \$245  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$246  = w_bank;
+    if (rst) begin
+      \$246  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$247  = wbank7_d1;
+    if (rst) begin
+      \$247  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$248  = wbank7_d2;
+    if (rst) begin
+      \$248  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$249  = wbank7_d3;
+    if (rst) begin
+      \$249  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$250  = wbank7_d4;
+    if (rst) begin
+      \$250  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$251  = wbank7_d5;
+    if (rst) begin
+      \$251  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$252  = wbank7_d6;
+    if (rst) begin
+      \$252  = 1'h0;
     end
   end
   assign bank = bank_in;
@@ -69053,6 +65721,510 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   assign \dw_act[7][5]  = dw_act[495:488];
   assign \dw_act[7][6]  = dw_act[503:496];
   assign \dw_act[7][7]  = dw_act[511:504];
+  assign \dwact0_d1[0]  = dwact0_d1[7:0];
+  assign \dwact0_d1[1]  = dwact0_d1[15:8];
+  assign \dwact0_d1[2]  = dwact0_d1[23:16];
+  assign \dwact0_d1[3]  = dwact0_d1[31:24];
+  assign \dwact0_d1[4]  = dwact0_d1[39:32];
+  assign \dwact0_d1[5]  = dwact0_d1[47:40];
+  assign \dwact0_d1[6]  = dwact0_d1[55:48];
+  assign \dwact0_d1[7]  = dwact0_d1[63:56];
+  assign \dwact0_d2[0]  = dwact0_d2[7:0];
+  assign \dwact0_d2[1]  = dwact0_d2[15:8];
+  assign \dwact0_d2[2]  = dwact0_d2[23:16];
+  assign \dwact0_d2[3]  = dwact0_d2[31:24];
+  assign \dwact0_d2[4]  = dwact0_d2[39:32];
+  assign \dwact0_d2[5]  = dwact0_d2[47:40];
+  assign \dwact0_d2[6]  = dwact0_d2[55:48];
+  assign \dwact0_d2[7]  = dwact0_d2[63:56];
+  assign \dwact0_d3[0]  = dwact0_d3[7:0];
+  assign \dwact0_d3[1]  = dwact0_d3[15:8];
+  assign \dwact0_d3[2]  = dwact0_d3[23:16];
+  assign \dwact0_d3[3]  = dwact0_d3[31:24];
+  assign \dwact0_d3[4]  = dwact0_d3[39:32];
+  assign \dwact0_d3[5]  = dwact0_d3[47:40];
+  assign \dwact0_d3[6]  = dwact0_d3[55:48];
+  assign \dwact0_d3[7]  = dwact0_d3[63:56];
+  assign \dwact0_d4[0]  = dwact0_d4[7:0];
+  assign \dwact0_d4[1]  = dwact0_d4[15:8];
+  assign \dwact0_d4[2]  = dwact0_d4[23:16];
+  assign \dwact0_d4[3]  = dwact0_d4[31:24];
+  assign \dwact0_d4[4]  = dwact0_d4[39:32];
+  assign \dwact0_d4[5]  = dwact0_d4[47:40];
+  assign \dwact0_d4[6]  = dwact0_d4[55:48];
+  assign \dwact0_d4[7]  = dwact0_d4[63:56];
+  assign \dwact0_d5[0]  = dwact0_d5[7:0];
+  assign \dwact0_d5[1]  = dwact0_d5[15:8];
+  assign \dwact0_d5[2]  = dwact0_d5[23:16];
+  assign \dwact0_d5[3]  = dwact0_d5[31:24];
+  assign \dwact0_d5[4]  = dwact0_d5[39:32];
+  assign \dwact0_d5[5]  = dwact0_d5[47:40];
+  assign \dwact0_d5[6]  = dwact0_d5[55:48];
+  assign \dwact0_d5[7]  = dwact0_d5[63:56];
+  assign \dwact0_d6[0]  = dwact0_d6[7:0];
+  assign \dwact0_d6[1]  = dwact0_d6[15:8];
+  assign \dwact0_d6[2]  = dwact0_d6[23:16];
+  assign \dwact0_d6[3]  = dwact0_d6[31:24];
+  assign \dwact0_d6[4]  = dwact0_d6[39:32];
+  assign \dwact0_d6[5]  = dwact0_d6[47:40];
+  assign \dwact0_d6[6]  = dwact0_d6[55:48];
+  assign \dwact0_d6[7]  = dwact0_d6[63:56];
+  assign \dwact0_d7[0]  = dwact0_d7[7:0];
+  assign \dwact0_d7[1]  = dwact0_d7[15:8];
+  assign \dwact0_d7[2]  = dwact0_d7[23:16];
+  assign \dwact0_d7[3]  = dwact0_d7[31:24];
+  assign \dwact0_d7[4]  = dwact0_d7[39:32];
+  assign \dwact0_d7[5]  = dwact0_d7[47:40];
+  assign \dwact0_d7[6]  = dwact0_d7[55:48];
+  assign \dwact0_d7[7]  = dwact0_d7[63:56];
+  assign \dwact1_d1[0]  = dwact1_d1[7:0];
+  assign \dwact1_d1[1]  = dwact1_d1[15:8];
+  assign \dwact1_d1[2]  = dwact1_d1[23:16];
+  assign \dwact1_d1[3]  = dwact1_d1[31:24];
+  assign \dwact1_d1[4]  = dwact1_d1[39:32];
+  assign \dwact1_d1[5]  = dwact1_d1[47:40];
+  assign \dwact1_d1[6]  = dwact1_d1[55:48];
+  assign \dwact1_d1[7]  = dwact1_d1[63:56];
+  assign \dwact1_d2[0]  = dwact1_d2[7:0];
+  assign \dwact1_d2[1]  = dwact1_d2[15:8];
+  assign \dwact1_d2[2]  = dwact1_d2[23:16];
+  assign \dwact1_d2[3]  = dwact1_d2[31:24];
+  assign \dwact1_d2[4]  = dwact1_d2[39:32];
+  assign \dwact1_d2[5]  = dwact1_d2[47:40];
+  assign \dwact1_d2[6]  = dwact1_d2[55:48];
+  assign \dwact1_d2[7]  = dwact1_d2[63:56];
+  assign \dwact1_d3[0]  = dwact1_d3[7:0];
+  assign \dwact1_d3[1]  = dwact1_d3[15:8];
+  assign \dwact1_d3[2]  = dwact1_d3[23:16];
+  assign \dwact1_d3[3]  = dwact1_d3[31:24];
+  assign \dwact1_d3[4]  = dwact1_d3[39:32];
+  assign \dwact1_d3[5]  = dwact1_d3[47:40];
+  assign \dwact1_d3[6]  = dwact1_d3[55:48];
+  assign \dwact1_d3[7]  = dwact1_d3[63:56];
+  assign \dwact1_d4[0]  = dwact1_d4[7:0];
+  assign \dwact1_d4[1]  = dwact1_d4[15:8];
+  assign \dwact1_d4[2]  = dwact1_d4[23:16];
+  assign \dwact1_d4[3]  = dwact1_d4[31:24];
+  assign \dwact1_d4[4]  = dwact1_d4[39:32];
+  assign \dwact1_d4[5]  = dwact1_d4[47:40];
+  assign \dwact1_d4[6]  = dwact1_d4[55:48];
+  assign \dwact1_d4[7]  = dwact1_d4[63:56];
+  assign \dwact1_d5[0]  = dwact1_d5[7:0];
+  assign \dwact1_d5[1]  = dwact1_d5[15:8];
+  assign \dwact1_d5[2]  = dwact1_d5[23:16];
+  assign \dwact1_d5[3]  = dwact1_d5[31:24];
+  assign \dwact1_d5[4]  = dwact1_d5[39:32];
+  assign \dwact1_d5[5]  = dwact1_d5[47:40];
+  assign \dwact1_d5[6]  = dwact1_d5[55:48];
+  assign \dwact1_d5[7]  = dwact1_d5[63:56];
+  assign \dwact1_d6[0]  = dwact1_d6[7:0];
+  assign \dwact1_d6[1]  = dwact1_d6[15:8];
+  assign \dwact1_d6[2]  = dwact1_d6[23:16];
+  assign \dwact1_d6[3]  = dwact1_d6[31:24];
+  assign \dwact1_d6[4]  = dwact1_d6[39:32];
+  assign \dwact1_d6[5]  = dwact1_d6[47:40];
+  assign \dwact1_d6[6]  = dwact1_d6[55:48];
+  assign \dwact1_d6[7]  = dwact1_d6[63:56];
+  assign \dwact1_d7[0]  = dwact1_d7[7:0];
+  assign \dwact1_d7[1]  = dwact1_d7[15:8];
+  assign \dwact1_d7[2]  = dwact1_d7[23:16];
+  assign \dwact1_d7[3]  = dwact1_d7[31:24];
+  assign \dwact1_d7[4]  = dwact1_d7[39:32];
+  assign \dwact1_d7[5]  = dwact1_d7[47:40];
+  assign \dwact1_d7[6]  = dwact1_d7[55:48];
+  assign \dwact1_d7[7]  = dwact1_d7[63:56];
+  assign \dwact1_d8[0]  = dwact1_d8[7:0];
+  assign \dwact1_d8[1]  = dwact1_d8[15:8];
+  assign \dwact1_d8[2]  = dwact1_d8[23:16];
+  assign \dwact1_d8[3]  = dwact1_d8[31:24];
+  assign \dwact1_d8[4]  = dwact1_d8[39:32];
+  assign \dwact1_d8[5]  = dwact1_d8[47:40];
+  assign \dwact1_d8[6]  = dwact1_d8[55:48];
+  assign \dwact1_d8[7]  = dwact1_d8[63:56];
+  assign \dwact2_d2[0]  = dwact2_d2[7:0];
+  assign \dwact2_d2[1]  = dwact2_d2[15:8];
+  assign \dwact2_d2[2]  = dwact2_d2[23:16];
+  assign \dwact2_d2[3]  = dwact2_d2[31:24];
+  assign \dwact2_d2[4]  = dwact2_d2[39:32];
+  assign \dwact2_d2[5]  = dwact2_d2[47:40];
+  assign \dwact2_d2[6]  = dwact2_d2[55:48];
+  assign \dwact2_d2[7]  = dwact2_d2[63:56];
+  assign \dwact2_d3[0]  = dwact2_d3[7:0];
+  assign \dwact2_d3[1]  = dwact2_d3[15:8];
+  assign \dwact2_d3[2]  = dwact2_d3[23:16];
+  assign \dwact2_d3[3]  = dwact2_d3[31:24];
+  assign \dwact2_d3[4]  = dwact2_d3[39:32];
+  assign \dwact2_d3[5]  = dwact2_d3[47:40];
+  assign \dwact2_d3[6]  = dwact2_d3[55:48];
+  assign \dwact2_d3[7]  = dwact2_d3[63:56];
+  assign \dwact2_d4[0]  = dwact2_d4[7:0];
+  assign \dwact2_d4[1]  = dwact2_d4[15:8];
+  assign \dwact2_d4[2]  = dwact2_d4[23:16];
+  assign \dwact2_d4[3]  = dwact2_d4[31:24];
+  assign \dwact2_d4[4]  = dwact2_d4[39:32];
+  assign \dwact2_d4[5]  = dwact2_d4[47:40];
+  assign \dwact2_d4[6]  = dwact2_d4[55:48];
+  assign \dwact2_d4[7]  = dwact2_d4[63:56];
+  assign \dwact2_d5[0]  = dwact2_d5[7:0];
+  assign \dwact2_d5[1]  = dwact2_d5[15:8];
+  assign \dwact2_d5[2]  = dwact2_d5[23:16];
+  assign \dwact2_d5[3]  = dwact2_d5[31:24];
+  assign \dwact2_d5[4]  = dwact2_d5[39:32];
+  assign \dwact2_d5[5]  = dwact2_d5[47:40];
+  assign \dwact2_d5[6]  = dwact2_d5[55:48];
+  assign \dwact2_d5[7]  = dwact2_d5[63:56];
+  assign \dwact2_d6[0]  = dwact2_d6[7:0];
+  assign \dwact2_d6[1]  = dwact2_d6[15:8];
+  assign \dwact2_d6[2]  = dwact2_d6[23:16];
+  assign \dwact2_d6[3]  = dwact2_d6[31:24];
+  assign \dwact2_d6[4]  = dwact2_d6[39:32];
+  assign \dwact2_d6[5]  = dwact2_d6[47:40];
+  assign \dwact2_d6[6]  = dwact2_d6[55:48];
+  assign \dwact2_d6[7]  = dwact2_d6[63:56];
+  assign \dwact2_d7[0]  = dwact2_d7[7:0];
+  assign \dwact2_d7[1]  = dwact2_d7[15:8];
+  assign \dwact2_d7[2]  = dwact2_d7[23:16];
+  assign \dwact2_d7[3]  = dwact2_d7[31:24];
+  assign \dwact2_d7[4]  = dwact2_d7[39:32];
+  assign \dwact2_d7[5]  = dwact2_d7[47:40];
+  assign \dwact2_d7[6]  = dwact2_d7[55:48];
+  assign \dwact2_d7[7]  = dwact2_d7[63:56];
+  assign \dwact2_d8[0]  = dwact2_d8[7:0];
+  assign \dwact2_d8[1]  = dwact2_d8[15:8];
+  assign \dwact2_d8[2]  = dwact2_d8[23:16];
+  assign \dwact2_d8[3]  = dwact2_d8[31:24];
+  assign \dwact2_d8[4]  = dwact2_d8[39:32];
+  assign \dwact2_d8[5]  = dwact2_d8[47:40];
+  assign \dwact2_d8[6]  = dwact2_d8[55:48];
+  assign \dwact2_d8[7]  = dwact2_d8[63:56];
+  assign \dwact2_d9[0]  = dwact2_d9[7:0];
+  assign \dwact2_d9[1]  = dwact2_d9[15:8];
+  assign \dwact2_d9[2]  = dwact2_d9[23:16];
+  assign \dwact2_d9[3]  = dwact2_d9[31:24];
+  assign \dwact2_d9[4]  = dwact2_d9[39:32];
+  assign \dwact2_d9[5]  = dwact2_d9[47:40];
+  assign \dwact2_d9[6]  = dwact2_d9[55:48];
+  assign \dwact2_d9[7]  = dwact2_d9[63:56];
+  assign \dwact3_d3[0]  = dwact3_d3[7:0];
+  assign \dwact3_d3[1]  = dwact3_d3[15:8];
+  assign \dwact3_d3[2]  = dwact3_d3[23:16];
+  assign \dwact3_d3[3]  = dwact3_d3[31:24];
+  assign \dwact3_d3[4]  = dwact3_d3[39:32];
+  assign \dwact3_d3[5]  = dwact3_d3[47:40];
+  assign \dwact3_d3[6]  = dwact3_d3[55:48];
+  assign \dwact3_d3[7]  = dwact3_d3[63:56];
+  assign \dwact3_d4[0]  = dwact3_d4[7:0];
+  assign \dwact3_d4[1]  = dwact3_d4[15:8];
+  assign \dwact3_d4[2]  = dwact3_d4[23:16];
+  assign \dwact3_d4[3]  = dwact3_d4[31:24];
+  assign \dwact3_d4[4]  = dwact3_d4[39:32];
+  assign \dwact3_d4[5]  = dwact3_d4[47:40];
+  assign \dwact3_d4[6]  = dwact3_d4[55:48];
+  assign \dwact3_d4[7]  = dwact3_d4[63:56];
+  assign \dwact3_d5[0]  = dwact3_d5[7:0];
+  assign \dwact3_d5[1]  = dwact3_d5[15:8];
+  assign \dwact3_d5[2]  = dwact3_d5[23:16];
+  assign \dwact3_d5[3]  = dwact3_d5[31:24];
+  assign \dwact3_d5[4]  = dwact3_d5[39:32];
+  assign \dwact3_d5[5]  = dwact3_d5[47:40];
+  assign \dwact3_d5[6]  = dwact3_d5[55:48];
+  assign \dwact3_d5[7]  = dwact3_d5[63:56];
+  assign \dwact3_d6[0]  = dwact3_d6[7:0];
+  assign \dwact3_d6[1]  = dwact3_d6[15:8];
+  assign \dwact3_d6[2]  = dwact3_d6[23:16];
+  assign \dwact3_d6[3]  = dwact3_d6[31:24];
+  assign \dwact3_d6[4]  = dwact3_d6[39:32];
+  assign \dwact3_d6[5]  = dwact3_d6[47:40];
+  assign \dwact3_d6[6]  = dwact3_d6[55:48];
+  assign \dwact3_d6[7]  = dwact3_d6[63:56];
+  assign \dwact3_d7[0]  = dwact3_d7[7:0];
+  assign \dwact3_d7[1]  = dwact3_d7[15:8];
+  assign \dwact3_d7[2]  = dwact3_d7[23:16];
+  assign \dwact3_d7[3]  = dwact3_d7[31:24];
+  assign \dwact3_d7[4]  = dwact3_d7[39:32];
+  assign \dwact3_d7[5]  = dwact3_d7[47:40];
+  assign \dwact3_d7[6]  = dwact3_d7[55:48];
+  assign \dwact3_d7[7]  = dwact3_d7[63:56];
+  assign \dwact3_d8[0]  = dwact3_d8[7:0];
+  assign \dwact3_d8[1]  = dwact3_d8[15:8];
+  assign \dwact3_d8[2]  = dwact3_d8[23:16];
+  assign \dwact3_d8[3]  = dwact3_d8[31:24];
+  assign \dwact3_d8[4]  = dwact3_d8[39:32];
+  assign \dwact3_d8[5]  = dwact3_d8[47:40];
+  assign \dwact3_d8[6]  = dwact3_d8[55:48];
+  assign \dwact3_d8[7]  = dwact3_d8[63:56];
+  assign \dwact3_d9[0]  = dwact3_d9[7:0];
+  assign \dwact3_d9[1]  = dwact3_d9[15:8];
+  assign \dwact3_d9[2]  = dwact3_d9[23:16];
+  assign \dwact3_d9[3]  = dwact3_d9[31:24];
+  assign \dwact3_d9[4]  = dwact3_d9[39:32];
+  assign \dwact3_d9[5]  = dwact3_d9[47:40];
+  assign \dwact3_d9[6]  = dwact3_d9[55:48];
+  assign \dwact3_d9[7]  = dwact3_d9[63:56];
+  assign \dwact3_d10[0]  = dwact3_d10[7:0];
+  assign \dwact3_d10[1]  = dwact3_d10[15:8];
+  assign \dwact3_d10[2]  = dwact3_d10[23:16];
+  assign \dwact3_d10[3]  = dwact3_d10[31:24];
+  assign \dwact3_d10[4]  = dwact3_d10[39:32];
+  assign \dwact3_d10[5]  = dwact3_d10[47:40];
+  assign \dwact3_d10[6]  = dwact3_d10[55:48];
+  assign \dwact3_d10[7]  = dwact3_d10[63:56];
+  assign \dwact4_d4[0]  = dwact4_d4[7:0];
+  assign \dwact4_d4[1]  = dwact4_d4[15:8];
+  assign \dwact4_d4[2]  = dwact4_d4[23:16];
+  assign \dwact4_d4[3]  = dwact4_d4[31:24];
+  assign \dwact4_d4[4]  = dwact4_d4[39:32];
+  assign \dwact4_d4[5]  = dwact4_d4[47:40];
+  assign \dwact4_d4[6]  = dwact4_d4[55:48];
+  assign \dwact4_d4[7]  = dwact4_d4[63:56];
+  assign \dwact4_d5[0]  = dwact4_d5[7:0];
+  assign \dwact4_d5[1]  = dwact4_d5[15:8];
+  assign \dwact4_d5[2]  = dwact4_d5[23:16];
+  assign \dwact4_d5[3]  = dwact4_d5[31:24];
+  assign \dwact4_d5[4]  = dwact4_d5[39:32];
+  assign \dwact4_d5[5]  = dwact4_d5[47:40];
+  assign \dwact4_d5[6]  = dwact4_d5[55:48];
+  assign \dwact4_d5[7]  = dwact4_d5[63:56];
+  assign \dwact4_d6[0]  = dwact4_d6[7:0];
+  assign \dwact4_d6[1]  = dwact4_d6[15:8];
+  assign \dwact4_d6[2]  = dwact4_d6[23:16];
+  assign \dwact4_d6[3]  = dwact4_d6[31:24];
+  assign \dwact4_d6[4]  = dwact4_d6[39:32];
+  assign \dwact4_d6[5]  = dwact4_d6[47:40];
+  assign \dwact4_d6[6]  = dwact4_d6[55:48];
+  assign \dwact4_d6[7]  = dwact4_d6[63:56];
+  assign \dwact4_d7[0]  = dwact4_d7[7:0];
+  assign \dwact4_d7[1]  = dwact4_d7[15:8];
+  assign \dwact4_d7[2]  = dwact4_d7[23:16];
+  assign \dwact4_d7[3]  = dwact4_d7[31:24];
+  assign \dwact4_d7[4]  = dwact4_d7[39:32];
+  assign \dwact4_d7[5]  = dwact4_d7[47:40];
+  assign \dwact4_d7[6]  = dwact4_d7[55:48];
+  assign \dwact4_d7[7]  = dwact4_d7[63:56];
+  assign \dwact4_d8[0]  = dwact4_d8[7:0];
+  assign \dwact4_d8[1]  = dwact4_d8[15:8];
+  assign \dwact4_d8[2]  = dwact4_d8[23:16];
+  assign \dwact4_d8[3]  = dwact4_d8[31:24];
+  assign \dwact4_d8[4]  = dwact4_d8[39:32];
+  assign \dwact4_d8[5]  = dwact4_d8[47:40];
+  assign \dwact4_d8[6]  = dwact4_d8[55:48];
+  assign \dwact4_d8[7]  = dwact4_d8[63:56];
+  assign \dwact4_d9[0]  = dwact4_d9[7:0];
+  assign \dwact4_d9[1]  = dwact4_d9[15:8];
+  assign \dwact4_d9[2]  = dwact4_d9[23:16];
+  assign \dwact4_d9[3]  = dwact4_d9[31:24];
+  assign \dwact4_d9[4]  = dwact4_d9[39:32];
+  assign \dwact4_d9[5]  = dwact4_d9[47:40];
+  assign \dwact4_d9[6]  = dwact4_d9[55:48];
+  assign \dwact4_d9[7]  = dwact4_d9[63:56];
+  assign \dwact4_d10[0]  = dwact4_d10[7:0];
+  assign \dwact4_d10[1]  = dwact4_d10[15:8];
+  assign \dwact4_d10[2]  = dwact4_d10[23:16];
+  assign \dwact4_d10[3]  = dwact4_d10[31:24];
+  assign \dwact4_d10[4]  = dwact4_d10[39:32];
+  assign \dwact4_d10[5]  = dwact4_d10[47:40];
+  assign \dwact4_d10[6]  = dwact4_d10[55:48];
+  assign \dwact4_d10[7]  = dwact4_d10[63:56];
+  assign \dwact4_d11[0]  = dwact4_d11[7:0];
+  assign \dwact4_d11[1]  = dwact4_d11[15:8];
+  assign \dwact4_d11[2]  = dwact4_d11[23:16];
+  assign \dwact4_d11[3]  = dwact4_d11[31:24];
+  assign \dwact4_d11[4]  = dwact4_d11[39:32];
+  assign \dwact4_d11[5]  = dwact4_d11[47:40];
+  assign \dwact4_d11[6]  = dwact4_d11[55:48];
+  assign \dwact4_d11[7]  = dwact4_d11[63:56];
+  assign \dwact5_d5[0]  = dwact5_d5[7:0];
+  assign \dwact5_d5[1]  = dwact5_d5[15:8];
+  assign \dwact5_d5[2]  = dwact5_d5[23:16];
+  assign \dwact5_d5[3]  = dwact5_d5[31:24];
+  assign \dwact5_d5[4]  = dwact5_d5[39:32];
+  assign \dwact5_d5[5]  = dwact5_d5[47:40];
+  assign \dwact5_d5[6]  = dwact5_d5[55:48];
+  assign \dwact5_d5[7]  = dwact5_d5[63:56];
+  assign \dwact5_d6[0]  = dwact5_d6[7:0];
+  assign \dwact5_d6[1]  = dwact5_d6[15:8];
+  assign \dwact5_d6[2]  = dwact5_d6[23:16];
+  assign \dwact5_d6[3]  = dwact5_d6[31:24];
+  assign \dwact5_d6[4]  = dwact5_d6[39:32];
+  assign \dwact5_d6[5]  = dwact5_d6[47:40];
+  assign \dwact5_d6[6]  = dwact5_d6[55:48];
+  assign \dwact5_d6[7]  = dwact5_d6[63:56];
+  assign \dwact5_d7[0]  = dwact5_d7[7:0];
+  assign \dwact5_d7[1]  = dwact5_d7[15:8];
+  assign \dwact5_d7[2]  = dwact5_d7[23:16];
+  assign \dwact5_d7[3]  = dwact5_d7[31:24];
+  assign \dwact5_d7[4]  = dwact5_d7[39:32];
+  assign \dwact5_d7[5]  = dwact5_d7[47:40];
+  assign \dwact5_d7[6]  = dwact5_d7[55:48];
+  assign \dwact5_d7[7]  = dwact5_d7[63:56];
+  assign \dwact5_d8[0]  = dwact5_d8[7:0];
+  assign \dwact5_d8[1]  = dwact5_d8[15:8];
+  assign \dwact5_d8[2]  = dwact5_d8[23:16];
+  assign \dwact5_d8[3]  = dwact5_d8[31:24];
+  assign \dwact5_d8[4]  = dwact5_d8[39:32];
+  assign \dwact5_d8[5]  = dwact5_d8[47:40];
+  assign \dwact5_d8[6]  = dwact5_d8[55:48];
+  assign \dwact5_d8[7]  = dwact5_d8[63:56];
+  assign \dwact5_d9[0]  = dwact5_d9[7:0];
+  assign \dwact5_d9[1]  = dwact5_d9[15:8];
+  assign \dwact5_d9[2]  = dwact5_d9[23:16];
+  assign \dwact5_d9[3]  = dwact5_d9[31:24];
+  assign \dwact5_d9[4]  = dwact5_d9[39:32];
+  assign \dwact5_d9[5]  = dwact5_d9[47:40];
+  assign \dwact5_d9[6]  = dwact5_d9[55:48];
+  assign \dwact5_d9[7]  = dwact5_d9[63:56];
+  assign \dwact5_d10[0]  = dwact5_d10[7:0];
+  assign \dwact5_d10[1]  = dwact5_d10[15:8];
+  assign \dwact5_d10[2]  = dwact5_d10[23:16];
+  assign \dwact5_d10[3]  = dwact5_d10[31:24];
+  assign \dwact5_d10[4]  = dwact5_d10[39:32];
+  assign \dwact5_d10[5]  = dwact5_d10[47:40];
+  assign \dwact5_d10[6]  = dwact5_d10[55:48];
+  assign \dwact5_d10[7]  = dwact5_d10[63:56];
+  assign \dwact5_d11[0]  = dwact5_d11[7:0];
+  assign \dwact5_d11[1]  = dwact5_d11[15:8];
+  assign \dwact5_d11[2]  = dwact5_d11[23:16];
+  assign \dwact5_d11[3]  = dwact5_d11[31:24];
+  assign \dwact5_d11[4]  = dwact5_d11[39:32];
+  assign \dwact5_d11[5]  = dwact5_d11[47:40];
+  assign \dwact5_d11[6]  = dwact5_d11[55:48];
+  assign \dwact5_d11[7]  = dwact5_d11[63:56];
+  assign \dwact5_d12[0]  = dwact5_d12[7:0];
+  assign \dwact5_d12[1]  = dwact5_d12[15:8];
+  assign \dwact5_d12[2]  = dwact5_d12[23:16];
+  assign \dwact5_d12[3]  = dwact5_d12[31:24];
+  assign \dwact5_d12[4]  = dwact5_d12[39:32];
+  assign \dwact5_d12[5]  = dwact5_d12[47:40];
+  assign \dwact5_d12[6]  = dwact5_d12[55:48];
+  assign \dwact5_d12[7]  = dwact5_d12[63:56];
+  assign \dwact6_d6[0]  = dwact6_d6[7:0];
+  assign \dwact6_d6[1]  = dwact6_d6[15:8];
+  assign \dwact6_d6[2]  = dwact6_d6[23:16];
+  assign \dwact6_d6[3]  = dwact6_d6[31:24];
+  assign \dwact6_d6[4]  = dwact6_d6[39:32];
+  assign \dwact6_d6[5]  = dwact6_d6[47:40];
+  assign \dwact6_d6[6]  = dwact6_d6[55:48];
+  assign \dwact6_d6[7]  = dwact6_d6[63:56];
+  assign \dwact6_d7[0]  = dwact6_d7[7:0];
+  assign \dwact6_d7[1]  = dwact6_d7[15:8];
+  assign \dwact6_d7[2]  = dwact6_d7[23:16];
+  assign \dwact6_d7[3]  = dwact6_d7[31:24];
+  assign \dwact6_d7[4]  = dwact6_d7[39:32];
+  assign \dwact6_d7[5]  = dwact6_d7[47:40];
+  assign \dwact6_d7[6]  = dwact6_d7[55:48];
+  assign \dwact6_d7[7]  = dwact6_d7[63:56];
+  assign \dwact6_d8[0]  = dwact6_d8[7:0];
+  assign \dwact6_d8[1]  = dwact6_d8[15:8];
+  assign \dwact6_d8[2]  = dwact6_d8[23:16];
+  assign \dwact6_d8[3]  = dwact6_d8[31:24];
+  assign \dwact6_d8[4]  = dwact6_d8[39:32];
+  assign \dwact6_d8[5]  = dwact6_d8[47:40];
+  assign \dwact6_d8[6]  = dwact6_d8[55:48];
+  assign \dwact6_d8[7]  = dwact6_d8[63:56];
+  assign \dwact6_d9[0]  = dwact6_d9[7:0];
+  assign \dwact6_d9[1]  = dwact6_d9[15:8];
+  assign \dwact6_d9[2]  = dwact6_d9[23:16];
+  assign \dwact6_d9[3]  = dwact6_d9[31:24];
+  assign \dwact6_d9[4]  = dwact6_d9[39:32];
+  assign \dwact6_d9[5]  = dwact6_d9[47:40];
+  assign \dwact6_d9[6]  = dwact6_d9[55:48];
+  assign \dwact6_d9[7]  = dwact6_d9[63:56];
+  assign \dwact6_d10[0]  = dwact6_d10[7:0];
+  assign \dwact6_d10[1]  = dwact6_d10[15:8];
+  assign \dwact6_d10[2]  = dwact6_d10[23:16];
+  assign \dwact6_d10[3]  = dwact6_d10[31:24];
+  assign \dwact6_d10[4]  = dwact6_d10[39:32];
+  assign \dwact6_d10[5]  = dwact6_d10[47:40];
+  assign \dwact6_d10[6]  = dwact6_d10[55:48];
+  assign \dwact6_d10[7]  = dwact6_d10[63:56];
+  assign \dwact6_d11[0]  = dwact6_d11[7:0];
+  assign \dwact6_d11[1]  = dwact6_d11[15:8];
+  assign \dwact6_d11[2]  = dwact6_d11[23:16];
+  assign \dwact6_d11[3]  = dwact6_d11[31:24];
+  assign \dwact6_d11[4]  = dwact6_d11[39:32];
+  assign \dwact6_d11[5]  = dwact6_d11[47:40];
+  assign \dwact6_d11[6]  = dwact6_d11[55:48];
+  assign \dwact6_d11[7]  = dwact6_d11[63:56];
+  assign \dwact6_d12[0]  = dwact6_d12[7:0];
+  assign \dwact6_d12[1]  = dwact6_d12[15:8];
+  assign \dwact6_d12[2]  = dwact6_d12[23:16];
+  assign \dwact6_d12[3]  = dwact6_d12[31:24];
+  assign \dwact6_d12[4]  = dwact6_d12[39:32];
+  assign \dwact6_d12[5]  = dwact6_d12[47:40];
+  assign \dwact6_d12[6]  = dwact6_d12[55:48];
+  assign \dwact6_d12[7]  = dwact6_d12[63:56];
+  assign \dwact6_d13[0]  = dwact6_d13[7:0];
+  assign \dwact6_d13[1]  = dwact6_d13[15:8];
+  assign \dwact6_d13[2]  = dwact6_d13[23:16];
+  assign \dwact6_d13[3]  = dwact6_d13[31:24];
+  assign \dwact6_d13[4]  = dwact6_d13[39:32];
+  assign \dwact6_d13[5]  = dwact6_d13[47:40];
+  assign \dwact6_d13[6]  = dwact6_d13[55:48];
+  assign \dwact6_d13[7]  = dwact6_d13[63:56];
+  assign \dwact7_d7[0]  = dwact7_d7[7:0];
+  assign \dwact7_d7[1]  = dwact7_d7[15:8];
+  assign \dwact7_d7[2]  = dwact7_d7[23:16];
+  assign \dwact7_d7[3]  = dwact7_d7[31:24];
+  assign \dwact7_d7[4]  = dwact7_d7[39:32];
+  assign \dwact7_d7[5]  = dwact7_d7[47:40];
+  assign \dwact7_d7[6]  = dwact7_d7[55:48];
+  assign \dwact7_d7[7]  = dwact7_d7[63:56];
+  assign \dwact7_d8[0]  = dwact7_d8[7:0];
+  assign \dwact7_d8[1]  = dwact7_d8[15:8];
+  assign \dwact7_d8[2]  = dwact7_d8[23:16];
+  assign \dwact7_d8[3]  = dwact7_d8[31:24];
+  assign \dwact7_d8[4]  = dwact7_d8[39:32];
+  assign \dwact7_d8[5]  = dwact7_d8[47:40];
+  assign \dwact7_d8[6]  = dwact7_d8[55:48];
+  assign \dwact7_d8[7]  = dwact7_d8[63:56];
+  assign \dwact7_d9[0]  = dwact7_d9[7:0];
+  assign \dwact7_d9[1]  = dwact7_d9[15:8];
+  assign \dwact7_d9[2]  = dwact7_d9[23:16];
+  assign \dwact7_d9[3]  = dwact7_d9[31:24];
+  assign \dwact7_d9[4]  = dwact7_d9[39:32];
+  assign \dwact7_d9[5]  = dwact7_d9[47:40];
+  assign \dwact7_d9[6]  = dwact7_d9[55:48];
+  assign \dwact7_d9[7]  = dwact7_d9[63:56];
+  assign \dwact7_d10[0]  = dwact7_d10[7:0];
+  assign \dwact7_d10[1]  = dwact7_d10[15:8];
+  assign \dwact7_d10[2]  = dwact7_d10[23:16];
+  assign \dwact7_d10[3]  = dwact7_d10[31:24];
+  assign \dwact7_d10[4]  = dwact7_d10[39:32];
+  assign \dwact7_d10[5]  = dwact7_d10[47:40];
+  assign \dwact7_d10[6]  = dwact7_d10[55:48];
+  assign \dwact7_d10[7]  = dwact7_d10[63:56];
+  assign \dwact7_d11[0]  = dwact7_d11[7:0];
+  assign \dwact7_d11[1]  = dwact7_d11[15:8];
+  assign \dwact7_d11[2]  = dwact7_d11[23:16];
+  assign \dwact7_d11[3]  = dwact7_d11[31:24];
+  assign \dwact7_d11[4]  = dwact7_d11[39:32];
+  assign \dwact7_d11[5]  = dwact7_d11[47:40];
+  assign \dwact7_d11[6]  = dwact7_d11[55:48];
+  assign \dwact7_d11[7]  = dwact7_d11[63:56];
+  assign \dwact7_d12[0]  = dwact7_d12[7:0];
+  assign \dwact7_d12[1]  = dwact7_d12[15:8];
+  assign \dwact7_d12[2]  = dwact7_d12[23:16];
+  assign \dwact7_d12[3]  = dwact7_d12[31:24];
+  assign \dwact7_d12[4]  = dwact7_d12[39:32];
+  assign \dwact7_d12[5]  = dwact7_d12[47:40];
+  assign \dwact7_d12[6]  = dwact7_d12[55:48];
+  assign \dwact7_d12[7]  = dwact7_d12[63:56];
+  assign \dwact7_d13[0]  = dwact7_d13[7:0];
+  assign \dwact7_d13[1]  = dwact7_d13[15:8];
+  assign \dwact7_d13[2]  = dwact7_d13[23:16];
+  assign \dwact7_d13[3]  = dwact7_d13[31:24];
+  assign \dwact7_d13[4]  = dwact7_d13[39:32];
+  assign \dwact7_d13[5]  = dwact7_d13[47:40];
+  assign \dwact7_d13[6]  = dwact7_d13[55:48];
+  assign \dwact7_d13[7]  = dwact7_d13[63:56];
+  assign \dwact7_d14[0]  = dwact7_d14[7:0];
+  assign \dwact7_d14[1]  = dwact7_d14[15:8];
+  assign \dwact7_d14[2]  = dwact7_d14[23:16];
+  assign \dwact7_d14[3]  = dwact7_d14[31:24];
+  assign \dwact7_d14[4]  = dwact7_d14[39:32];
+  assign \dwact7_d14[5]  = dwact7_d14[47:40];
+  assign \dwact7_d14[6]  = dwact7_d14[55:48];
+  assign \dwact7_d14[7]  = dwact7_d14[63:56];
   assign \w_word[0]  = w_word[7:0];
   assign \w_word[1]  = w_word[15:8];
   assign \w_word[2]  = w_word[23:16];
@@ -69069,6 +66241,174 @@ module \systolic_conv.array (rst, w_word, dw_act, act, bank_in, w_latch, w_bank,
   assign \sums[5]  = sums[191:160];
   assign \sums[6]  = sums[223:192];
   assign \sums[7]  = sums[255:224];
+  assign \dwact2_d1[0]  = dwact2_d1[7:0];
+  assign \dwact2_d1[1]  = dwact2_d1[15:8];
+  assign \dwact2_d1[2]  = dwact2_d1[23:16];
+  assign \dwact2_d1[3]  = dwact2_d1[31:24];
+  assign \dwact2_d1[4]  = dwact2_d1[39:32];
+  assign \dwact2_d1[5]  = dwact2_d1[47:40];
+  assign \dwact2_d1[6]  = dwact2_d1[55:48];
+  assign \dwact2_d1[7]  = dwact2_d1[63:56];
+  assign \dwact3_d1[0]  = dwact3_d1[7:0];
+  assign \dwact3_d1[1]  = dwact3_d1[15:8];
+  assign \dwact3_d1[2]  = dwact3_d1[23:16];
+  assign \dwact3_d1[3]  = dwact3_d1[31:24];
+  assign \dwact3_d1[4]  = dwact3_d1[39:32];
+  assign \dwact3_d1[5]  = dwact3_d1[47:40];
+  assign \dwact3_d1[6]  = dwact3_d1[55:48];
+  assign \dwact3_d1[7]  = dwact3_d1[63:56];
+  assign \dwact3_d2[0]  = dwact3_d2[7:0];
+  assign \dwact3_d2[1]  = dwact3_d2[15:8];
+  assign \dwact3_d2[2]  = dwact3_d2[23:16];
+  assign \dwact3_d2[3]  = dwact3_d2[31:24];
+  assign \dwact3_d2[4]  = dwact3_d2[39:32];
+  assign \dwact3_d2[5]  = dwact3_d2[47:40];
+  assign \dwact3_d2[6]  = dwact3_d2[55:48];
+  assign \dwact3_d2[7]  = dwact3_d2[63:56];
+  assign \dwact4_d1[0]  = dwact4_d1[7:0];
+  assign \dwact4_d1[1]  = dwact4_d1[15:8];
+  assign \dwact4_d1[2]  = dwact4_d1[23:16];
+  assign \dwact4_d1[3]  = dwact4_d1[31:24];
+  assign \dwact4_d1[4]  = dwact4_d1[39:32];
+  assign \dwact4_d1[5]  = dwact4_d1[47:40];
+  assign \dwact4_d1[6]  = dwact4_d1[55:48];
+  assign \dwact4_d1[7]  = dwact4_d1[63:56];
+  assign \dwact4_d2[0]  = dwact4_d2[7:0];
+  assign \dwact4_d2[1]  = dwact4_d2[15:8];
+  assign \dwact4_d2[2]  = dwact4_d2[23:16];
+  assign \dwact4_d2[3]  = dwact4_d2[31:24];
+  assign \dwact4_d2[4]  = dwact4_d2[39:32];
+  assign \dwact4_d2[5]  = dwact4_d2[47:40];
+  assign \dwact4_d2[6]  = dwact4_d2[55:48];
+  assign \dwact4_d2[7]  = dwact4_d2[63:56];
+  assign \dwact4_d3[0]  = dwact4_d3[7:0];
+  assign \dwact4_d3[1]  = dwact4_d3[15:8];
+  assign \dwact4_d3[2]  = dwact4_d3[23:16];
+  assign \dwact4_d3[3]  = dwact4_d3[31:24];
+  assign \dwact4_d3[4]  = dwact4_d3[39:32];
+  assign \dwact4_d3[5]  = dwact4_d3[47:40];
+  assign \dwact4_d3[6]  = dwact4_d3[55:48];
+  assign \dwact4_d3[7]  = dwact4_d3[63:56];
+  assign \dwact5_d1[0]  = dwact5_d1[7:0];
+  assign \dwact5_d1[1]  = dwact5_d1[15:8];
+  assign \dwact5_d1[2]  = dwact5_d1[23:16];
+  assign \dwact5_d1[3]  = dwact5_d1[31:24];
+  assign \dwact5_d1[4]  = dwact5_d1[39:32];
+  assign \dwact5_d1[5]  = dwact5_d1[47:40];
+  assign \dwact5_d1[6]  = dwact5_d1[55:48];
+  assign \dwact5_d1[7]  = dwact5_d1[63:56];
+  assign \dwact5_d2[0]  = dwact5_d2[7:0];
+  assign \dwact5_d2[1]  = dwact5_d2[15:8];
+  assign \dwact5_d2[2]  = dwact5_d2[23:16];
+  assign \dwact5_d2[3]  = dwact5_d2[31:24];
+  assign \dwact5_d2[4]  = dwact5_d2[39:32];
+  assign \dwact5_d2[5]  = dwact5_d2[47:40];
+  assign \dwact5_d2[6]  = dwact5_d2[55:48];
+  assign \dwact5_d2[7]  = dwact5_d2[63:56];
+  assign \dwact5_d3[0]  = dwact5_d3[7:0];
+  assign \dwact5_d3[1]  = dwact5_d3[15:8];
+  assign \dwact5_d3[2]  = dwact5_d3[23:16];
+  assign \dwact5_d3[3]  = dwact5_d3[31:24];
+  assign \dwact5_d3[4]  = dwact5_d3[39:32];
+  assign \dwact5_d3[5]  = dwact5_d3[47:40];
+  assign \dwact5_d3[6]  = dwact5_d3[55:48];
+  assign \dwact5_d3[7]  = dwact5_d3[63:56];
+  assign \dwact5_d4[0]  = dwact5_d4[7:0];
+  assign \dwact5_d4[1]  = dwact5_d4[15:8];
+  assign \dwact5_d4[2]  = dwact5_d4[23:16];
+  assign \dwact5_d4[3]  = dwact5_d4[31:24];
+  assign \dwact5_d4[4]  = dwact5_d4[39:32];
+  assign \dwact5_d4[5]  = dwact5_d4[47:40];
+  assign \dwact5_d4[6]  = dwact5_d4[55:48];
+  assign \dwact5_d4[7]  = dwact5_d4[63:56];
+  assign \dwact6_d1[0]  = dwact6_d1[7:0];
+  assign \dwact6_d1[1]  = dwact6_d1[15:8];
+  assign \dwact6_d1[2]  = dwact6_d1[23:16];
+  assign \dwact6_d1[3]  = dwact6_d1[31:24];
+  assign \dwact6_d1[4]  = dwact6_d1[39:32];
+  assign \dwact6_d1[5]  = dwact6_d1[47:40];
+  assign \dwact6_d1[6]  = dwact6_d1[55:48];
+  assign \dwact6_d1[7]  = dwact6_d1[63:56];
+  assign \dwact6_d2[0]  = dwact6_d2[7:0];
+  assign \dwact6_d2[1]  = dwact6_d2[15:8];
+  assign \dwact6_d2[2]  = dwact6_d2[23:16];
+  assign \dwact6_d2[3]  = dwact6_d2[31:24];
+  assign \dwact6_d2[4]  = dwact6_d2[39:32];
+  assign \dwact6_d2[5]  = dwact6_d2[47:40];
+  assign \dwact6_d2[6]  = dwact6_d2[55:48];
+  assign \dwact6_d2[7]  = dwact6_d2[63:56];
+  assign \dwact6_d3[0]  = dwact6_d3[7:0];
+  assign \dwact6_d3[1]  = dwact6_d3[15:8];
+  assign \dwact6_d3[2]  = dwact6_d3[23:16];
+  assign \dwact6_d3[3]  = dwact6_d3[31:24];
+  assign \dwact6_d3[4]  = dwact6_d3[39:32];
+  assign \dwact6_d3[5]  = dwact6_d3[47:40];
+  assign \dwact6_d3[6]  = dwact6_d3[55:48];
+  assign \dwact6_d3[7]  = dwact6_d3[63:56];
+  assign \dwact6_d4[0]  = dwact6_d4[7:0];
+  assign \dwact6_d4[1]  = dwact6_d4[15:8];
+  assign \dwact6_d4[2]  = dwact6_d4[23:16];
+  assign \dwact6_d4[3]  = dwact6_d4[31:24];
+  assign \dwact6_d4[4]  = dwact6_d4[39:32];
+  assign \dwact6_d4[5]  = dwact6_d4[47:40];
+  assign \dwact6_d4[6]  = dwact6_d4[55:48];
+  assign \dwact6_d4[7]  = dwact6_d4[63:56];
+  assign \dwact6_d5[0]  = dwact6_d5[7:0];
+  assign \dwact6_d5[1]  = dwact6_d5[15:8];
+  assign \dwact6_d5[2]  = dwact6_d5[23:16];
+  assign \dwact6_d5[3]  = dwact6_d5[31:24];
+  assign \dwact6_d5[4]  = dwact6_d5[39:32];
+  assign \dwact6_d5[5]  = dwact6_d5[47:40];
+  assign \dwact6_d5[6]  = dwact6_d5[55:48];
+  assign \dwact6_d5[7]  = dwact6_d5[63:56];
+  assign \dwact7_d1[0]  = dwact7_d1[7:0];
+  assign \dwact7_d1[1]  = dwact7_d1[15:8];
+  assign \dwact7_d1[2]  = dwact7_d1[23:16];
+  assign \dwact7_d1[3]  = dwact7_d1[31:24];
+  assign \dwact7_d1[4]  = dwact7_d1[39:32];
+  assign \dwact7_d1[5]  = dwact7_d1[47:40];
+  assign \dwact7_d1[6]  = dwact7_d1[55:48];
+  assign \dwact7_d1[7]  = dwact7_d1[63:56];
+  assign \dwact7_d2[0]  = dwact7_d2[7:0];
+  assign \dwact7_d2[1]  = dwact7_d2[15:8];
+  assign \dwact7_d2[2]  = dwact7_d2[23:16];
+  assign \dwact7_d2[3]  = dwact7_d2[31:24];
+  assign \dwact7_d2[4]  = dwact7_d2[39:32];
+  assign \dwact7_d2[5]  = dwact7_d2[47:40];
+  assign \dwact7_d2[6]  = dwact7_d2[55:48];
+  assign \dwact7_d2[7]  = dwact7_d2[63:56];
+  assign \dwact7_d3[0]  = dwact7_d3[7:0];
+  assign \dwact7_d3[1]  = dwact7_d3[15:8];
+  assign \dwact7_d3[2]  = dwact7_d3[23:16];
+  assign \dwact7_d3[3]  = dwact7_d3[31:24];
+  assign \dwact7_d3[4]  = dwact7_d3[39:32];
+  assign \dwact7_d3[5]  = dwact7_d3[47:40];
+  assign \dwact7_d3[6]  = dwact7_d3[55:48];
+  assign \dwact7_d3[7]  = dwact7_d3[63:56];
+  assign \dwact7_d4[0]  = dwact7_d4[7:0];
+  assign \dwact7_d4[1]  = dwact7_d4[15:8];
+  assign \dwact7_d4[2]  = dwact7_d4[23:16];
+  assign \dwact7_d4[3]  = dwact7_d4[31:24];
+  assign \dwact7_d4[4]  = dwact7_d4[39:32];
+  assign \dwact7_d4[5]  = dwact7_d4[47:40];
+  assign \dwact7_d4[6]  = dwact7_d4[55:48];
+  assign \dwact7_d4[7]  = dwact7_d4[63:56];
+  assign \dwact7_d5[0]  = dwact7_d5[7:0];
+  assign \dwact7_d5[1]  = dwact7_d5[15:8];
+  assign \dwact7_d5[2]  = dwact7_d5[23:16];
+  assign \dwact7_d5[3]  = dwact7_d5[31:24];
+  assign \dwact7_d5[4]  = dwact7_d5[39:32];
+  assign \dwact7_d5[5]  = dwact7_d5[47:40];
+  assign \dwact7_d5[6]  = dwact7_d5[55:48];
+  assign \dwact7_d5[7]  = dwact7_d5[63:56];
+  assign \dwact7_d6[0]  = dwact7_d6[7:0];
+  assign \dwact7_d6[1]  = dwact7_d6[15:8];
+  assign \dwact7_d6[2]  = dwact7_d6[23:16];
+  assign \dwact7_d6[3]  = dwact7_d6[31:24];
+  assign \dwact7_d6[4]  = dwact7_d6[39:32];
+  assign \dwact7_d6[5]  = dwact7_d6[47:40];
+  assign \dwact7_d6[6]  = dwact7_d6[55:48];
+  assign \dwact7_d6[7]  = dwact7_d6[63:56];
   assign sums[255:224] = \psum_out$721 ;
   assign sums[223:192] = sum6_d1;
   assign sums[191:160] = sum5_d2;
@@ -77922,11 +75262,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$1 ) begin
-      \$233  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2  };
-    end else begin
-      \$233  = { \$3 [62], \$3  };
+    \$233  = prod1_0;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$1 ) begin
+        \$233  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2  };
+      end else begin
+        \$233  = { \$3 [62], \$3  };
+      end
     end
     if (rst) begin
       \$233  = 64'h0000000000000000;
@@ -77934,54 +75277,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$234  = i_acc[31:0];
+    \$234  = acc1_0;
+    if (i_valid) begin
+      \$234  = i_acc[31:0];
+    end
     if (rst) begin
       \$234  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$235  = i_params[68:63];
+    \$235  = sh1_0;
+    if (i_valid) begin
+      \$235  = i_params[68:63];
+    end
     if (rst) begin
       \$235  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$236  = { \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33:0] };
-      2'h2:
-          \$236  = hu_0[63:0];
-      default:
-          \$236  = { acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0 };
-    endcase
+    \$236  = q2_0;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$236  = { \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33:0] };
+        2'h2:
+            \$236  = hu_0[63:0];
+        default:
+            \$236  = { acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0 };
+      endcase
+    end
     if (rst) begin
       \$236  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$237  = sh1_0;
+    \$237  = sh2_0;
+    if (valid_s1) begin
+      \$237  = sh1_0;
+    end
     if (rst) begin
       \$237  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$238  = acc1_0;
+    \$238  = acc2_0;
+    if (valid_s1) begin
+      \$238  = acc1_0;
+    end
     if (rst) begin
       \$238  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$4 ) begin
-      \$239  = \$7 [63:0];
-    end else begin
-      \$239  = q2_0;
+    \$239  = q3_0;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$4 ) begin
+        \$239  = \$7 [63:0];
+      end else begin
+        \$239  = q2_0;
+      end
     end
     if (rst) begin
       \$239  = 64'h0000000000000000;
@@ -77989,15 +75350,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$8 ) begin
-      \$240  = q3_0[31:0];
-    end else if (\$9 ) begin
-      \$240  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$10 ) begin
-      \$240  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$240  = q4_0[31:0];
+    \$240  = res_0;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$8 ) begin
+        \$240  = q3_0[31:0];
+      end else if (\$9 ) begin
+        \$240  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$10 ) begin
+        \$240  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$240  = q4_0[31:0];
+      end
     end
     if (rst) begin
       \$240  = 32'd0;
@@ -78005,11 +75369,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$11 ) begin
-      \$241  = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12  };
-    end else begin
-      \$241  = { \$13 [62], \$13  };
+    \$241  = prod1_1;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$11 ) begin
+        \$241  = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12  };
+      end else begin
+        \$241  = { \$13 [62], \$13  };
+      end
     end
     if (rst) begin
       \$241  = 64'h0000000000000000;
@@ -78017,54 +75384,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$242  = i_acc[63:32];
+    \$242  = acc1_1;
+    if (i_valid) begin
+      \$242  = i_acc[63:32];
+    end
     if (rst) begin
       \$242  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$243  = i_params[137:132];
+    \$243  = sh1_1;
+    if (i_valid) begin
+      \$243  = i_params[137:132];
+    end
     if (rst) begin
       \$243  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$244  = { \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33:0] };
-      2'h2:
-          \$244  = hu_1[63:0];
-      default:
-          \$244  = { acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1 };
-    endcase
+    \$244  = q2_1;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$244  = { \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33:0] };
+        2'h2:
+            \$244  = hu_1[63:0];
+        default:
+            \$244  = { acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1 };
+      endcase
+    end
     if (rst) begin
       \$244  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$245  = sh1_1;
+    \$245  = sh2_1;
+    if (valid_s1) begin
+      \$245  = sh1_1;
+    end
     if (rst) begin
       \$245  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$246  = acc1_1;
+    \$246  = acc2_1;
+    if (valid_s1) begin
+      \$246  = acc1_1;
+    end
     if (rst) begin
       \$246  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$14 ) begin
-      \$247  = \$17 [63:0];
-    end else begin
-      \$247  = q2_1;
+    \$247  = q3_1;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$14 ) begin
+        \$247  = \$17 [63:0];
+      end else begin
+        \$247  = q2_1;
+      end
     end
     if (rst) begin
       \$247  = 64'h0000000000000000;
@@ -78072,15 +75457,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$18 ) begin
-      \$248  = q3_1[31:0];
-    end else if (\$19 ) begin
-      \$248  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$20 ) begin
-      \$248  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$248  = q4_1[31:0];
+    \$248  = res_1;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$18 ) begin
+        \$248  = q3_1[31:0];
+      end else if (\$19 ) begin
+        \$248  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$20 ) begin
+        \$248  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$248  = q4_1[31:0];
+      end
     end
     if (rst) begin
       \$248  = 32'd0;
@@ -78088,11 +75476,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$21 ) begin
-      \$249  = { \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22  };
-    end else begin
-      \$249  = { \$23 [62], \$23  };
+    \$249  = prod1_2;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$21 ) begin
+        \$249  = { \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22  };
+      end else begin
+        \$249  = { \$23 [62], \$23  };
+      end
     end
     if (rst) begin
       \$249  = 64'h0000000000000000;
@@ -78100,54 +75491,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$250  = i_acc[95:64];
+    \$250  = acc1_2;
+    if (i_valid) begin
+      \$250  = i_acc[95:64];
+    end
     if (rst) begin
       \$250  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$251  = i_params[206:201];
+    \$251  = sh1_2;
+    if (i_valid) begin
+      \$251  = i_params[206:201];
+    end
     if (rst) begin
       \$251  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$252  = { \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33:0] };
-      2'h2:
-          \$252  = hu_2[63:0];
-      default:
-          \$252  = { acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2 };
-    endcase
+    \$252  = q2_2;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$252  = { \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33:0] };
+        2'h2:
+            \$252  = hu_2[63:0];
+        default:
+            \$252  = { acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2 };
+      endcase
+    end
     if (rst) begin
       \$252  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$253  = sh1_2;
+    \$253  = sh2_2;
+    if (valid_s1) begin
+      \$253  = sh1_2;
+    end
     if (rst) begin
       \$253  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$254  = acc1_2;
+    \$254  = acc2_2;
+    if (valid_s1) begin
+      \$254  = acc1_2;
+    end
     if (rst) begin
       \$254  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$24 ) begin
-      \$255  = \$27 [63:0];
-    end else begin
-      \$255  = q2_2;
+    \$255  = q3_2;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$24 ) begin
+        \$255  = \$27 [63:0];
+      end else begin
+        \$255  = q2_2;
+      end
     end
     if (rst) begin
       \$255  = 64'h0000000000000000;
@@ -78155,15 +75564,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$28 ) begin
-      \$256  = q3_2[31:0];
-    end else if (\$29 ) begin
-      \$256  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$30 ) begin
-      \$256  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$256  = q4_2[31:0];
+    \$256  = res_2;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$28 ) begin
+        \$256  = q3_2[31:0];
+      end else if (\$29 ) begin
+        \$256  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$30 ) begin
+        \$256  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$256  = q4_2[31:0];
+      end
     end
     if (rst) begin
       \$256  = 32'd0;
@@ -78171,11 +75583,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$31 ) begin
-      \$257  = { \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32  };
-    end else begin
-      \$257  = { \$33 [62], \$33  };
+    \$257  = prod1_3;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$31 ) begin
+        \$257  = { \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32  };
+      end else begin
+        \$257  = { \$33 [62], \$33  };
+      end
     end
     if (rst) begin
       \$257  = 64'h0000000000000000;
@@ -78183,54 +75598,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$258  = i_acc[127:96];
+    \$258  = acc1_3;
+    if (i_valid) begin
+      \$258  = i_acc[127:96];
+    end
     if (rst) begin
       \$258  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$259  = i_params[275:270];
+    \$259  = sh1_3;
+    if (i_valid) begin
+      \$259  = i_params[275:270];
+    end
     if (rst) begin
       \$259  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$260  = { \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33:0] };
-      2'h2:
-          \$260  = hu_3[63:0];
-      default:
-          \$260  = { acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3 };
-    endcase
+    \$260  = q2_3;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$260  = { \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33:0] };
+        2'h2:
+            \$260  = hu_3[63:0];
+        default:
+            \$260  = { acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3 };
+      endcase
+    end
     if (rst) begin
       \$260  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$261  = sh1_3;
+    \$261  = sh2_3;
+    if (valid_s1) begin
+      \$261  = sh1_3;
+    end
     if (rst) begin
       \$261  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$262  = acc1_3;
+    \$262  = acc2_3;
+    if (valid_s1) begin
+      \$262  = acc1_3;
+    end
     if (rst) begin
       \$262  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$34 ) begin
-      \$263  = \$37 [63:0];
-    end else begin
-      \$263  = q2_3;
+    \$263  = q3_3;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$34 ) begin
+        \$263  = \$37 [63:0];
+      end else begin
+        \$263  = q2_3;
+      end
     end
     if (rst) begin
       \$263  = 64'h0000000000000000;
@@ -78238,15 +75671,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$38 ) begin
-      \$264  = q3_3[31:0];
-    end else if (\$39 ) begin
-      \$264  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$40 ) begin
-      \$264  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$264  = q4_3[31:0];
+    \$264  = res_3;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$38 ) begin
+        \$264  = q3_3[31:0];
+      end else if (\$39 ) begin
+        \$264  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$40 ) begin
+        \$264  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$264  = q4_3[31:0];
+      end
     end
     if (rst) begin
       \$264  = 32'd0;
@@ -78254,11 +75690,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$41 ) begin
-      \$265  = { \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42  };
-    end else begin
-      \$265  = { \$43 [62], \$43  };
+    \$265  = prod1_4;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$41 ) begin
+        \$265  = { \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42  };
+      end else begin
+        \$265  = { \$43 [62], \$43  };
+      end
     end
     if (rst) begin
       \$265  = 64'h0000000000000000;
@@ -78266,54 +75705,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$266  = i_acc[159:128];
+    \$266  = acc1_4;
+    if (i_valid) begin
+      \$266  = i_acc[159:128];
+    end
     if (rst) begin
       \$266  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$267  = i_params[344:339];
+    \$267  = sh1_4;
+    if (i_valid) begin
+      \$267  = i_params[344:339];
+    end
     if (rst) begin
       \$267  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$268  = { \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33:0] };
-      2'h2:
-          \$268  = hu_4[63:0];
-      default:
-          \$268  = { acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4 };
-    endcase
+    \$268  = q2_4;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$268  = { \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33:0] };
+        2'h2:
+            \$268  = hu_4[63:0];
+        default:
+            \$268  = { acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4 };
+      endcase
+    end
     if (rst) begin
       \$268  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$269  = sh1_4;
+    \$269  = sh2_4;
+    if (valid_s1) begin
+      \$269  = sh1_4;
+    end
     if (rst) begin
       \$269  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$270  = acc1_4;
+    \$270  = acc2_4;
+    if (valid_s1) begin
+      \$270  = acc1_4;
+    end
     if (rst) begin
       \$270  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$44 ) begin
-      \$271  = \$47 [63:0];
-    end else begin
-      \$271  = q2_4;
+    \$271  = q3_4;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$44 ) begin
+        \$271  = \$47 [63:0];
+      end else begin
+        \$271  = q2_4;
+      end
     end
     if (rst) begin
       \$271  = 64'h0000000000000000;
@@ -78321,15 +75778,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$48 ) begin
-      \$272  = q3_4[31:0];
-    end else if (\$49 ) begin
-      \$272  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$50 ) begin
-      \$272  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$272  = q4_4[31:0];
+    \$272  = res_4;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$48 ) begin
+        \$272  = q3_4[31:0];
+      end else if (\$49 ) begin
+        \$272  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$50 ) begin
+        \$272  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$272  = q4_4[31:0];
+      end
     end
     if (rst) begin
       \$272  = 32'd0;
@@ -78337,11 +75797,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$51 ) begin
-      \$273  = { \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52  };
-    end else begin
-      \$273  = { \$53 [62], \$53  };
+    \$273  = prod1_5;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$51 ) begin
+        \$273  = { \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52  };
+      end else begin
+        \$273  = { \$53 [62], \$53  };
+      end
     end
     if (rst) begin
       \$273  = 64'h0000000000000000;
@@ -78349,54 +75812,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$274  = i_acc[191:160];
+    \$274  = acc1_5;
+    if (i_valid) begin
+      \$274  = i_acc[191:160];
+    end
     if (rst) begin
       \$274  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$275  = i_params[413:408];
+    \$275  = sh1_5;
+    if (i_valid) begin
+      \$275  = i_params[413:408];
+    end
     if (rst) begin
       \$275  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$276  = { \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33:0] };
-      2'h2:
-          \$276  = hu_5[63:0];
-      default:
-          \$276  = { acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5 };
-    endcase
+    \$276  = q2_5;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$276  = { \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33:0] };
+        2'h2:
+            \$276  = hu_5[63:0];
+        default:
+            \$276  = { acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5 };
+      endcase
+    end
     if (rst) begin
       \$276  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$277  = sh1_5;
+    \$277  = sh2_5;
+    if (valid_s1) begin
+      \$277  = sh1_5;
+    end
     if (rst) begin
       \$277  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$278  = acc1_5;
+    \$278  = acc2_5;
+    if (valid_s1) begin
+      \$278  = acc1_5;
+    end
     if (rst) begin
       \$278  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$54 ) begin
-      \$279  = \$57 [63:0];
-    end else begin
-      \$279  = q2_5;
+    \$279  = q3_5;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$54 ) begin
+        \$279  = \$57 [63:0];
+      end else begin
+        \$279  = q2_5;
+      end
     end
     if (rst) begin
       \$279  = 64'h0000000000000000;
@@ -78404,15 +75885,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$58 ) begin
-      \$280  = q3_5[31:0];
-    end else if (\$59 ) begin
-      \$280  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$60 ) begin
-      \$280  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$280  = q4_5[31:0];
+    \$280  = res_5;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$58 ) begin
+        \$280  = q3_5[31:0];
+      end else if (\$59 ) begin
+        \$280  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$60 ) begin
+        \$280  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$280  = q4_5[31:0];
+      end
     end
     if (rst) begin
       \$280  = 32'd0;
@@ -78420,11 +75904,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$61 ) begin
-      \$281  = { \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62  };
-    end else begin
-      \$281  = { \$63 [62], \$63  };
+    \$281  = prod1_6;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$61 ) begin
+        \$281  = { \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62  };
+      end else begin
+        \$281  = { \$63 [62], \$63  };
+      end
     end
     if (rst) begin
       \$281  = 64'h0000000000000000;
@@ -78432,54 +75919,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$282  = i_acc[223:192];
+    \$282  = acc1_6;
+    if (i_valid) begin
+      \$282  = i_acc[223:192];
+    end
     if (rst) begin
       \$282  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$283  = i_params[482:477];
+    \$283  = sh1_6;
+    if (i_valid) begin
+      \$283  = i_params[482:477];
+    end
     if (rst) begin
       \$283  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$284  = { \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33:0] };
-      2'h2:
-          \$284  = hu_6[63:0];
-      default:
-          \$284  = { acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6 };
-    endcase
+    \$284  = q2_6;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$284  = { \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33:0] };
+        2'h2:
+            \$284  = hu_6[63:0];
+        default:
+            \$284  = { acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6 };
+      endcase
+    end
     if (rst) begin
       \$284  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$285  = sh1_6;
+    \$285  = sh2_6;
+    if (valid_s1) begin
+      \$285  = sh1_6;
+    end
     if (rst) begin
       \$285  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$286  = acc1_6;
+    \$286  = acc2_6;
+    if (valid_s1) begin
+      \$286  = acc1_6;
+    end
     if (rst) begin
       \$286  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$64 ) begin
-      \$287  = \$67 [63:0];
-    end else begin
-      \$287  = q2_6;
+    \$287  = q3_6;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$64 ) begin
+        \$287  = \$67 [63:0];
+      end else begin
+        \$287  = q2_6;
+      end
     end
     if (rst) begin
       \$287  = 64'h0000000000000000;
@@ -78487,15 +75992,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$68 ) begin
-      \$288  = q3_6[31:0];
-    end else if (\$69 ) begin
-      \$288  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$70 ) begin
-      \$288  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$288  = q4_6[31:0];
+    \$288  = res_6;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$68 ) begin
+        \$288  = q3_6[31:0];
+      end else if (\$69 ) begin
+        \$288  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$70 ) begin
+        \$288  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$288  = q4_6[31:0];
+      end
     end
     if (rst) begin
       \$288  = 32'd0;
@@ -78503,11 +76011,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$71 ) begin
-      \$289  = { \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72  };
-    end else begin
-      \$289  = { \$73 [62], \$73  };
+    \$289  = prod1_7;
+    if (i_valid) begin
+      (* full_case = 32'd1 *)
+      if (\$71 ) begin
+        \$289  = { \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72  };
+      end else begin
+        \$289  = { \$73 [62], \$73  };
+      end
     end
     if (rst) begin
       \$289  = 64'h0000000000000000;
@@ -78515,54 +76026,72 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$290  = i_acc[255:224];
+    \$290  = acc1_7;
+    if (i_valid) begin
+      \$290  = i_acc[255:224];
+    end
     if (rst) begin
       \$290  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$291  = i_params[551:546];
+    \$291  = sh1_7;
+    if (i_valid) begin
+      \$291  = i_params[551:546];
+    end
     if (rst) begin
       \$291  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    casez (mode)
-      2'h1:
-          \$292  = { \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33:0] };
-      2'h2:
-          \$292  = hu_7[63:0];
-      default:
-          \$292  = { acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7 };
-    endcase
+    \$292  = q2_7;
+    if (valid_s1) begin
+      (* full_case = 32'd1 *)
+      casez (mode)
+        2'h1:
+            \$292  = { \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33:0] };
+        2'h2:
+            \$292  = hu_7[63:0];
+        default:
+            \$292  = { acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7 };
+      endcase
+    end
     if (rst) begin
       \$292  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$293  = sh1_7;
+    \$293  = sh2_7;
+    if (valid_s1) begin
+      \$293  = sh1_7;
+    end
     if (rst) begin
       \$293  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$294  = acc1_7;
+    \$294  = acc2_7;
+    if (valid_s1) begin
+      \$294  = acc1_7;
+    end
     if (rst) begin
       \$294  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$74 ) begin
-      \$295  = \$77 [63:0];
-    end else begin
-      \$295  = q2_7;
+    \$295  = q3_7;
+    if (valid_s2) begin
+      (* full_case = 32'd1 *)
+      if (\$74 ) begin
+        \$295  = \$77 [63:0];
+      end else begin
+        \$295  = q2_7;
+      end
     end
     if (rst) begin
       \$295  = 64'h0000000000000000;
@@ -78570,15 +76099,18 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$78 ) begin
-      \$296  = q3_7[31:0];
-    end else if (\$79 ) begin
-      \$296  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-    end else if (\$80 ) begin
-      \$296  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-    end else begin
-      \$296  = q4_7[31:0];
+    \$296  = res_7;
+    if (valid_s3) begin
+      (* full_case = 32'd1 *)
+      if (\$78 ) begin
+        \$296  = q3_7[31:0];
+      end else if (\$79 ) begin
+        \$296  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$80 ) begin
+        \$296  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$296  = q4_7[31:0];
+      end
     end
     if (rst) begin
       \$296  = 32'd0;

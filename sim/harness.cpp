@@ -1,4 +1,5 @@
-// Compiled batch harness for the systolic-conv accelerator.
+// Compiled batch harness for the systolic-conv accelerator (top module: the
+// wrapper of sim/harness.py, systolic_conv with an internal power-on reset).
 // (Verilator spells the double underscore of Amaranth port names "___05F".)
 //
 // Built as a shared library around the Verilated model (no per-cycle Python):
@@ -147,9 +148,8 @@ int sc_run(const uint32_t* desc, uint64_t n_desc,
     const int rw = sc_port_words(4), sw = sc_port_words(5);
     uint32_t rbuf[64], sbuf[64];
 
-    // reset
+    // reset: the wrapper's power-on counter holds rst for the first 4 edges
     top->clk = 0;
-    top->rst = 1;
     top->i_desc___05Fvalid = top->i_param___05Fvalid = top->i_weight___05Fvalid = top->i_act___05Fvalid = 0;
     top->o_result___05Fready = 0;
     top->o_status___05Fready = 0;
@@ -157,7 +157,6 @@ int sc_run(const uint32_t* desc, uint64_t n_desc,
         top->clk = 0; top->eval(); dump();
         top->clk = 1; top->eval(); dump();
     }
-    top->rst = 0;
 
     uint64_t cycle = 0, n_res = 0, n_st = 0, desc_seen = 0;
     out->timeout = 0;
