@@ -56,7 +56,14 @@ fast-forward: within a run of identical folds the state is periodic with period
 1 or 2 after a few folds (a max-plus recurrence whose circuits have length 1 or
 2), detected and extrapolated; passes whose entry state, relative to their
 entry cycle and first row, equals the previous pass's repeat exactly; invocations
-with the same timing-relevant descriptor fields are computed once (cached).
+with the same timing-relevant descriptor fields are computed once (cached). A
+plan is estimated class by class, never invocation by invocation: its invocations
+are the products image x channel part x row segment x column segment
+(:class:`~.planner.TilePlan`), and parts and segments that agree in every field
+the timing, traffic and PE slots depend on form one class, whose figures are
+multiplied by its size (exact integers; the byte counts are multiples of 1/8).
+The thousands of polyphase invocations of a large dilation fall into a handful of
+classes.
 """
 
 from __future__ import annotations
@@ -68,12 +75,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hw.config import HardwareConfig
+from .hw.config import DEFAULT, HardwareConfig
 
 __all__ = ["estimate", "estimate_plan", "Estimate", "Breakdown", "Suggestion",
            "InvocationTiming", "InvocationEstimate", "invocation_timing",
            "invocation_counters", "result_latency", "COUNTER_NAMES", "COMPONENTS",
-           "measure_rtl"]
+           "measure_rtl", "clear_caches"]
 
 #: The hardware counters the model predicts (``hw.layouts.COUNTERS``).
 COUNTER_NAMES = ("cycles", "busy", "setup", "stall_input", "stall_weight",
@@ -101,6 +108,18 @@ _NEG = -(1 << 62)
 #: Exact fast-forward over periodic folds and passes (False: evaluate every fold;
 #: the same numbers, slower; the tests use it to check the fast-forward).
 FAST_FORWARD = True
+
+
+def clear_caches():
+    """Forget every memoized per-layer result of the model and the planner.
+
+    For timing cold estimates; what depends on the hardware configuration only
+    (:func:`result_latency`, the beat sizes) stays cached.
+    """
+    from . import planner
+    for f in (_counters_cached, _dense_folds, _slots, _elem_positions, planner._axis_segments,
+              planner.word_ranges, planner._co_chunks_rel, planner._reduction_per):
+        f.cache_clear()
 
 
 @lru_cache(maxsize=None)
@@ -140,25 +159,32 @@ class InvocationTiming(NamedTuple):
 
 def invocation_timing(spec, cfg: HardwareConfig) -> InvocationTiming:
     """The :class:`InvocationTiming` of a planner :class:`~.planner.TileSpec`."""
-    r, c = spec.rows, spec.cols
+    return _timing(cfg, spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups, spec.cog,
+                   spec.co_phase, getattr(spec, "depthwise", False), spec.rows, spec.cols,
+                   int(spec.pass_rows))
+
+
+def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows):
+    """The timing of an invocation from its channel fields and its two segments."""
     R = cfg.rows
-    cin = spec.ci[1] - spec.ci[0]
     wo = len(c.out_idx)
-    if getattr(spec, "depthwise", False):
-        cot = -(-cin // R)
-        folds = (-(-(r.k * c.k) // R),) * cot
+    if depthwise:
+        folds = (-(-(r.k * c.k) // R),) * -(-cin // R)
         first = (c.k - 1) * c.dil
         q, step = first + (wo - 1) * c.stride + 1, c.stride
     else:
-        from .streams import tile_word_ranges
-        cout = spec.co[1] - spec.co[0]
-        taps = r.k * c.k
-        folds = tuple(taps * int(n) for _, n in tile_word_ranges(
-            cin, cout, spec.groups, R, cfg.cols, cog=spec.cog, co_phase=spec.co_phase))
+        folds = _dense_folds(cin, cout, groups, R, cfg.cols, cog, co_phase, r.k * c.k)
         first, q, step = 0, wo, 1
     return InvocationTiming(folds, len(r.src), len(c.src), -(-cin // R), len(r.out_idx),
-                            int(spec.pass_rows), r.stride, (r.k - 1) * r.dil + 1, r.pad_lo,
+                            pass_rows, r.stride, (r.k - 1) * r.dil + 1, r.pad_lo,
                             q, wo, first, step)
+
+
+@lru_cache(maxsize=4096)
+def _dense_folds(cin, cout, groups, R, C, cog, co_phase, taps):
+    from .planner import word_ranges
+    return tuple(taps * int(n) for _, n in word_ranges(cin, cout, groups, R, C, cog=cog,
+                                                        co_phase=co_phase))
 
 
 # ----------------------------------------------------------------------------- credits
@@ -476,26 +502,26 @@ def _beat_bits(cfg):
     return L.descriptor_layout(cfg).size, L.param_beat_layout(cfg).size
 
 
-def _slots(spec, cfg, t: InvocationTiming):
+@lru_cache(maxsize=4096)
+def _slots(cfg, folds, cin, cout, groups, cog, co_phase, taps, depthwise):
     """PE-slots of the busy cycles per output pixel: (useful, edge_cols, edge_rows, group)."""
     R, C = cfg.rows, cfg.cols
-    cin = spec.ci[1] - spec.ci[0]
-    taps = spec.rows.k * spec.cols.k
+    if depthwise:
+        # every tile has the same folds: channels (real columns) x taps (real rows)
+        nf = folds[0]
+        creal = sum(min(C, cin - ti * C) for ti in range(len(folds)))
+        treal = sum(min(R, taps - f * R) for f in range(nf))
+        return creal * treal, (len(folds) * C - creal) * R * nf, creal * (nf * R - treal), 0
     useful = edge_c = edge_r = grp = 0
-    if getattr(spec, "depthwise", False):
-        nf = t.folds[0]
-        for ti in range(len(t.folds)):
-            creal = min(C, cin - ti * C)
-            for f in range(nf):
-                treal = min(R, taps - f * R)
-                useful += creal * treal
-                edge_c += (C - creal) * R
-                edge_r += creal * (R - treal)
-        return useful, edge_c, edge_r, grp
-    from .streams import tile_word_ranges
-    cout = spec.co[1] - spec.co[0]
-    cg = cin // spec.groups
-    ranges = tile_word_ranges(cin, cout, spec.groups, R, C, cog=spec.cog, co_phase=spec.co_phase)
+    from .planner import word_ranges
+    cg = cin // groups
+    ranges = word_ranges(cin, cout, groups, R, C, cog=cog, co_phase=co_phase)
+    if len(set(ranges)) == 1:
+        # every output-channel tile reduces over the same words (tiles cover cout)
+        first, cnt = ranges[0]
+        lanes = min(cin, (first + cnt) * R) - first * R
+        return (cout * cg * taps, (len(ranges) * C - cout) * cnt * R * taps,
+                cout * (cnt * R - lanes) * taps, cout * (lanes - cg) * taps)
     for ti, (first, cnt) in enumerate(ranges):
         creal = min(C, cout - ti * C)
         lanes = min(cin, (first + cnt) * R) - first * R
@@ -520,21 +546,28 @@ class InvocationEstimate(NamedTuple):
 
 
 class _Invocations:
-    """The per-invocation estimates of a plan, built on access (plans can be long)."""
+    """The per-invocation estimates of a plan, built on access (plans can be long).
 
-    def __init__(self, tiles, which, infos):
-        self._tiles, self._which, self._infos = tiles, which, infos
+    ``which(p, r, c)`` is the index into ``infos`` of the invocations of channel
+    part ``p`` on row segment ``r`` and column segment ``c`` (any image).
+    """
+
+    def __init__(self, plan, which, infos):
+        self._plan, self._which, self._infos = plan, which, infos
 
     def __len__(self):
-        return len(self._which)
+        return self._plan.invocations
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
-        t, cnt, b, _sl = self._infos[self._which[i]]
-        return InvocationEstimate(i, t, cnt, self._tiles[i].macs, b)
+        if not 0 <= i < len(self):
+            raise IndexError("invocation index out of range")
+        _n, p, r, c = self._plan.index(i)
+        t, cnt, b, _sl = self._infos[self._which(p, r, c)]
+        return InvocationEstimate(i, t, cnt, self._plan.tile_macs(i), b)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -650,6 +683,36 @@ class Estimate:
                 f"{self.bytes_total / 1e3:,.1f} kB ({self.traffic_ratio:.2f}x tensors)")
 
 
+def _part_key(p):
+    return p.ci[1] - p.ci[0], p.co[1] - p.co[0], p.groups, p.cog, p.co_phase
+
+
+def _row_key(r):
+    return len(r.src), len(r.out_idx), r.stride, r.k, r.dil, r.pad_lo
+
+
+def _col_key(c):
+    return len(c.src), len(c.out_idx), c.stride, c.k, c.dil
+
+
+def _classes(items, key):
+    """Group ``items`` by ``key``: (class of each item, a representative and the
+    number of items of each class)."""
+    if len(items) == 1:
+        return (0,), items, (1,)
+    index, of, reps, num = {}, [], [], []
+    for it in items:
+        k = key(it)
+        j = index.get(k)
+        if j is None:
+            j = index[k] = len(reps)
+            reps.append(it)
+            num.append(0)
+        num[j] += 1
+        of.append(j)
+    return of, reps, num
+
+
 def _requant_bits(requant):
     if requant is None:
         return None
@@ -674,45 +737,44 @@ def estimate_plan(plan, *, requant=None, name=""):
     out_bits = _requant_bits(requant)
     desc_bits, param_bits = _beat_bits(cfg)
     Lr = result_latency(cfg)
+    counters = _counters_cached if FAST_FORWARD else _counters
+    bits = out_bits if (out_bits is not None and plan.reduction_parts == 1) else cfg.acc_width
     tot = dict.fromkeys(COUNTER_NAMES, 0)
     byts = {"desc": 0.0, "param": 0.0, "weight": 0.0, "act": 0.0, "result": 0.0}
     slots = [0, 0, 0, 0]
-    memo = {}
-    which = []                  # per invocation: index into infos
+    # Invocations whose segments and channel parts agree in every field the timing,
+    # traffic and slots depend on are estimated once: one per class of each.
+    p_of, parts, p_num = _classes(plan.parts, _part_key)
+    r_of, rows, r_num = _classes(plan.rows, _row_key)
+    c_of, cols, c_num = _classes(plan.cols, _col_key)
     infos = []
-    counts = []
-    for spec in plan.tiles:
-        r, c = spec.rows, spec.cols
-        key = (id(r), id(c), spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups,
-               spec.cog, spec.co_phase, spec.pass_rows, getattr(spec, "depthwise", False),
-               spec.complete, spec.ci_sub[1] - spec.ci_sub[0])
-        k = memo.get(key)
-        if k is None:
-            t = invocation_timing(spec, cfg)
-            cnt = _counters_cached(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth) if FAST_FORWARD \
-                else _counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
-            cot = len(t.folds)
-            pix = len(r.out_idx) * len(c.out_idx)
-            bits = out_bits if (out_bits is not None and spec.complete) else cfg.acc_width
-            b = {"desc": desc_bits / 8, "param": cot * param_bits / 8,
-                 "weight": t.n_tiles * R * C * dw / 8,
-                 "act": t.height * t.width * t.cwords * R * dw / 8,
-                 "result": pix * cot * C * bits / 8}
-            sl = tuple(v * pix for v in _slots(spec, cfg, t))
-            k = memo[key] = len(infos)
-            infos.append((t, cnt, b, sl))
-            counts.append(0)
-        counts[k] += 1
-        which.append(k)
-    # totals: each distinct invocation times its multiplicity
-    for (t, cnt, b, sl), m in zip(infos, counts):
-        for k in COUNTER_NAMES:
-            tot[k] += m * cnt[k]
-        for k in byts:
-            byts[k] += m * b[k]
-        for i in range(4):
-            slots[i] += m * sl[i]
-    invs = _Invocations(plan.tiles, which, infos)
+    for part, pn in zip(parts, p_num):
+        cin, cout = part.ci[1] - part.ci[0], part.co[1] - part.co[0]
+        for r, rn in zip(rows, r_num):
+            for c, cn in zip(cols, c_num):
+                depthwise = plan.depthwise(r, c)
+                t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase, depthwise,
+                            r, c, plan.pass_rows(r, c))
+                cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
+                cot = len(t.folds)
+                pix = len(r.out_idx) * len(c.out_idx)
+                b = {"desc": desc_bits / 8, "param": cot * param_bits / 8,
+                     "weight": t.n_tiles * R * C * dw / 8,
+                     "act": t.height * t.width * t.cwords * R * dw / 8,
+                     "result": pix * cot * C * bits / 8}
+                sl = tuple(v * pix for v in _slots(cfg, t.folds, cin, cout, part.groups, part.cog,
+                                                   part.co_phase, r.k * c.k, depthwise))
+                infos.append((t, cnt, b, sl))
+                # totals: each distinct invocation times its multiplicity
+                m = plan.batch * pn * rn * cn
+                for k in COUNTER_NAMES:
+                    tot[k] += m * cnt[k]
+                for k in byts:
+                    byts[k] += m * b[k]
+                for i in range(4):
+                    slots[i] += m * sl[i]
+    nr, nc = len(rows), len(cols)
+    invs = _Invocations(plan, lambda p, r, c: (p_of[p] * nr + r_of[r]) * nc + c_of[c], infos)
     pes = R * C
     comps = {"useful": slots[0] / pes, "edge_cols": slots[1] / pes,
              "edge_rows": slots[2] / pes, "group_underfill": slots[3] / pes}
@@ -766,7 +828,7 @@ def estimate(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     from .contract import conv_geometry
     from .planner import plan_layer
     t0 = time.perf_counter()
-    cfg = hw if hw is not None else HardwareConfig()
+    cfg = hw if hw is not None else DEFAULT
     if not isinstance(cfg, HardwareConfig):
         raise TypeError(f"hw={hw!r} must be a HardwareConfig")
     _requant_bits(requant)

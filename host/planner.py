@@ -1,8 +1,10 @@
 """Tiling planner: any valid conv2d layer on any hardware configuration.
 
 A plan is data: a list of :class:`TileSpec` (one hardware invocation each) that
-together cover every output element exactly once per reduction part. The planner
-splits a layer along
+together cover every output element exactly once per reduction part. Every
+invocation is one image x one channel part x one row segment x one column
+segment, and :class:`TilePlan` stores those factors (``tiles`` is built from them
+on first access; the cycle model never needs it). The planner splits a layer along
 
 * batch -- one invocation per image;
 * groups -- whole groups per invocation, as many as the line buffer's channel tile
@@ -30,7 +32,9 @@ columns.
 """
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import gcd
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +42,8 @@ from .hw.config import HardwareConfig
 from .contract import ConvGeometry, acc_bound_ok
 from .streams import tile_word_ranges, choose_pass_rows
 
-__all__ = ["AxisSegment", "TileSpec", "TilePlan", "plan_layer", "source_index"]
+__all__ = ["AxisSegment", "ChannelPart", "TileSpec", "TilePlan", "plan_layer",
+           "source_index", "word_ranges"]
 
 
 def source_index(v, n, pad_lo, mode):
@@ -83,72 +88,66 @@ class AxisSegment:
         return self.k_hi - self.k_lo
 
 
+@lru_cache(maxsize=1024)
 def _axis_segments(n_in, pad_lo, pad_hi, k, s, d, mode, n_out, *, max_dil, max_k,
                    max_span, max_stream, max_out, is_col):
-    """Split one axis into segments the hardware can run (see module docstring)."""
+    """Split one axis into segments the hardware can run (see module docstring).
+
+    A pure function of its arguments: the segments (read-only arrays) are cached
+    and shared by every plan with the same axis.
+    """
     segs = []
-    # polyphase: sequences u[j] = base + step*j, conv with (hw_s, hw_d)
+    # polyphase: output phase p reads positions o*s + j*d, a conv with (hw_s, hw_d)
     if d <= max_dil:
-        phases = [(np.arange(n_out), 0, 1, s, d)]     # (outputs, base offset, step, hw_s, hw_d)
+        phases = [(np.arange(n_out), s, d)]     # (outputs, hw_s, hw_d)
     else:
         e = gcd(s, d)
-        sp, dp = s // e, d // e
-        phases = []
-        for p in range(dp):
-            outs = np.arange(p, n_out, dp)
-            if len(outs):
-                phases.append((outs, None, d, sp, 1))
+        phases = [(np.arange(p, n_out, d // e), s // e, 1) for p in range(min(d // e, n_out))]
     # kernel chunks: taps per chunk limited by max_k and by the span limit
-    for outs_all, _base, step, hs, hd in phases:
+    for outs_all, hs, hd in phases:
         kc = max(1, min(max_k, (max_span - 1) // hd + 1))
         for k_lo in range(0, k, kc):
-            k_hi = min(k, k_lo + kc)
-            kk = k_hi - k_lo
-            # chunk outputs so the streamed length and accumulator fit
-            need = lambda m: (m - 1) * hs + (kk - 1) * hd + 1
-            per = max_out
-            while per > 1 and need(per) > max_stream + (0 if mode != "zeros" else 0):
-                per -= 1
-            # zeros mode streams only the valid part; allow longer chunks then
+            kk = min(k, k_lo + kc) - k_lo
+            # chunk outputs so the streamed length and accumulator fit (zeros mode
+            # streams only the valid part, so longer chunks may fit then)
             pos = 0
             while pos < len(outs_all):
                 outs = outs_all[pos:]
                 m = min(len(outs), max_out)
                 while True:
-                    seg = _make_segment(outs[:m], n_in, pad_lo, k_lo, kk, s, d, hs, hd, step,
-                                        mode, is_col, n_out)
+                    seg = _make_segment(outs[:m], n_in, pad_lo, k_lo, kk, s, d, hs, hd, mode,
+                                        is_col)
                     if len(seg.src) <= max_stream or m == 1:
                         break
                     m = max(1, min(m - 1, m * max_stream // max(1, len(seg.src))))
                 if len(seg.src) > max_stream:
                     raise ValueError(f"one output needs {len(seg.src)} streamed positions, "
                                      f"more than the hardware's {max_stream}")
+                seg.out_idx.setflags(write=False)
+                seg.src.setflags(write=False)
                 segs.append(seg)
                 pos += m
-    return segs
+    return tuple(segs)
 
 
-def _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, step, mode, is_col, n_out):
-    o0 = int(outs[0])
-    m = len(outs)
-    if hd == d:   # no polyphase: contiguous padded coordinates
-        v0 = o0 * s + k_lo * d
-        v = v0 + np.arange((m - 1) * hs + (kk - 1) * hd + 1)
-    else:         # polyphase phase: v = o*s + (k_lo + j)*d for the phase's first o
-        v0 = o0 * s + k_lo * d
-        v = v0 + d * np.arange((m - 1) * hs + (kk - 1) * hd + 1)
-    src = source_index(v, n_in, pad_lo, mode)
+def _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, mode, is_col):
+    # padded positions v0 + step * i, i < length (polyphase: every d-th position)
+    length = (len(outs) - 1) * hs + (kk - 1) * hd + 1
+    step = 1 if hd == d else d
+    v0 = int(outs[0]) * s + k_lo * d
     if mode == "zeros":
-        valid = np.flatnonzero(src >= 0)
-        if len(valid) == 0:
+        # the real positions are one run, source indices a + step * i for lo <= i <= hi
+        a = v0 - pad_lo
+        lo = max(0, -(a // step))
+        hi = min(length - 1, (n_in - 1 - a) // step)
+        if lo > hi:
             # every tap is padding: stream one real position and pad around it
-            return AxisSegment(np.asarray(outs), np.array([0]), len(v), 0, hs, hd, k_lo,
-                               k_lo + kk, False)
-        lo, hi = int(valid[0]), int(valid[-1])
-        return AxisSegment(np.asarray(outs), src[lo:hi + 1], lo, len(v) - 1 - hi, hs, hd,
-                           k_lo, k_lo + kk, False)
+            return AxisSegment(outs, np.array([0]), length, 0, hs, hd, k_lo, k_lo + kk, False)
+        src = np.arange(a + step * lo, a + step * hi + 1, step)
+        return AxisSegment(outs, src, lo, length - 1 - hi, hs, hd, k_lo, k_lo + kk, False)
     # non-zero modes
-    full = (hd == d and is_col and v[0] == 0 and v[-1] == n_in + 2 * pad_lo - 1 - 0)
+    v = v0 + step * np.arange(length)
+    src = source_index(v, n_in, pad_lo, mode)
     inside = (v - pad_lo >= 0) & (v - pad_lo < n_in)
     if is_col and hd == d:
         lo = int(np.argmax(inside)) if inside.any() else 0
@@ -157,11 +156,10 @@ def _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, step, mode, is_col
         # whole row (its border columns are the image's)
         if inside.any() and src[lo] == 0 and src[hi] == n_in - 1 and \
                 _hw_maps_ok(mode, lo, len(v) - 1 - hi, n_in):
-            return AxisSegment(np.asarray(outs), src[lo:hi + 1], lo, len(v) - 1 - hi, hs, hd,
+            return AxisSegment(outs, src[lo:hi + 1], lo, len(v) - 1 - hi, hs, hd,
                                k_lo, k_lo + kk, True)
-    del full
     prepad = int((~inside).sum())
-    return AxisSegment(np.asarray(outs), src, 0, 0, hs, hd, k_lo, k_lo + kk, False,
+    return AxisSegment(outs, src, 0, 0, hs, hd, k_lo, k_lo + kk, False,
                        prepad=prepad if is_col else 0)
 
 
@@ -208,13 +206,39 @@ class TileSpec:
                 f"{' complete' if self.complete else ''} {self.macs} MACs")
 
 
+class ChannelPart(NamedTuple):
+    """The channels of one output-channel chunk and reduction part of a plan.
+
+    The fields are those of every :class:`TileSpec` of the part (one per image,
+    row segment and column segment).
+    """
+    ci: tuple                   # input channels [lo, hi)
+    co: tuple                   # output channels [lo, hi)
+    groups: int                 # groups inside the invocation
+    ci_sub: tuple               # channels of each group taken [lo, hi)
+    co_phase: int               # offset of co[0] inside its group
+    cog: int                    # output channels per group
+
+
 @dataclass
 class TilePlan:
+    """A layer's invocations, stored factorized.
+
+    Every invocation is one image x one channel part x one row segment x one
+    column segment; ``tiles`` lists their :class:`TileSpec` (built on first
+    access) in that nesting order: invocation ``i`` is
+    ``((n * len(parts) + p) * len(rows) + r) * len(cols) + c``.
+    """
     geometry: ConvGeometry
     cfg: HardwareConfig
-    tiles: list = field(default_factory=list)
     reduction_parts: int = 1
     host_prepad_columns: int = 0
+    batch: int = 0
+    rows: tuple = field(default=(), repr=False)     # AxisSegment
+    cols: tuple = field(default=(), repr=False)     # AxisSegment
+    parts: tuple = field(default=(), repr=False)    # ChannelPart
+    dw: bool = False            # depthwise layer on a square array (per tile: if it fits)
+    _tiles: list = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def macs(self):
@@ -222,7 +246,52 @@ class TilePlan:
 
     @property
     def invocations(self):
-        return len(self.tiles)
+        return self.batch * len(self.parts) * len(self.rows) * len(self.cols)
+
+    @property
+    def tiles(self):
+        if self._tiles is None:
+            self._tiles = [self._spec(n, p, r, c) for n in range(self.batch)
+                           for p in self.parts for r in self.rows for c in self.cols]
+        return self._tiles
+
+    def index(self, i):
+        """``(image, part, row segment, column segment)`` indices of invocation ``i``."""
+        i, c = divmod(i, len(self.cols))
+        i, r = divmod(i, len(self.rows))
+        n, p = divmod(i, len(self.parts))
+        return n, p, r, c
+
+    def tile(self, i):
+        """The :class:`TileSpec` of invocation ``i`` (without building the others)."""
+        if self._tiles is not None:
+            return self._tiles[i]
+        n, p, r, c = self.index(i)
+        return self._spec(n, self.parts[p], self.rows[r], self.cols[c])
+
+    def tile_macs(self, i):
+        """``tile(i).macs`` (without building the tile)."""
+        _n, p, r, c = self.index(i)
+        return _macs(self.parts[p], self.rows[r], self.cols[c])
+
+    def depthwise(self, r, c):
+        """Whether invocations on row segment ``r`` and column segment ``c`` use the
+        depthwise mapping."""
+        cfg = self.cfg
+        return self.dw and c.k <= cfg.dw_kernel and r.k <= cfg.dw_kernel and \
+            c.dil <= cfg.dw_dilation
+
+    def pass_rows(self, r, c):
+        """G of the invocations on row segment ``r`` and column segment ``c``."""
+        return _pass_rows(self.cfg, r, c)
+
+    def _spec(self, n, part, r, c):
+        spec = TileSpec(n=n, ci=part.ci, co=part.co, groups=part.groups, ci_sub=part.ci_sub,
+                        rows=r, cols=c, first=part.ci_sub[0] == 0 and r.k_lo == 0 and c.k_lo == 0,
+                        complete=(self.reduction_parts == 1), co_phase=part.co_phase,
+                        cog=part.cog, depthwise=self.depthwise(r, c))
+        _finish_spec(spec, self.geometry, self.cfg)
+        return spec
 
     def summary(self):
         kinds = []
@@ -237,10 +306,10 @@ class TilePlan:
 
     def __str__(self):
         lines = [self.summary()]
-        for i, t in enumerate(self.tiles[:40]):
-            lines.append(f"  [{i}] {t}")
-        if len(self.tiles) > 40:
-            lines.append(f"  ... {len(self.tiles) - 40} more")
+        for i in range(min(40, self.invocations)):
+            lines.append(f"  [{i}] {self.tile(i)}")
+        if self.invocations > 40:
+            lines.append(f"  ... {self.invocations - 40} more")
         return "\n".join(lines)
 
 
@@ -252,7 +321,6 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
     ``cfg.data_width``, the pad value included); the reduction per invocation is
     split until the accumulator bound holds for every invocation.
     """
-    R, C = cfg.rows, cfg.cols
     full = 1 << (cfg.data_width - 1)
     xa = full if x_absmax is None else max(int(x_absmax), abs(int(pad_value)))
     wa = full if w_absmax is None else int(w_absmax)
@@ -299,26 +367,19 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
             for ab in sub_splits:
                 chunks.append((g, g + 1, ab))
     kparts = len({(r.k_lo, r.k_hi) for r in rows}) * len({(c.k_lo, c.k_hi) for c in cols})
-    parts = len(sub_splits) * kparts
-
-    plan = TilePlan(geometry=geom, cfg=cfg, reduction_parts=parts)
-    for n in range(geom.N):
+    parts = []
+    if geom.N:
+        khm = max(r.k for r in rows)
+        kwm = max(c.k for c in cols)
         for (g0, g1, (a, b)) in chunks:
-            for co_lo, co_hi in _co_chunks(g0, g1, cg, cog, b - a, cfg, rows, cols):
+            for co_lo, co_hi in _co_chunks(g0, g1, cog, b - a, cfg, khm, kwm):
                 ga, gb = co_lo // cog, (co_hi - 1) // cog + 1
-                for r in rows:
-                    for c in cols:
-                        first = a == 0 and r.k_lo == 0 and c.k_lo == 0
-                        spec = TileSpec(n=n, ci=(ga * cg + a, (gb - 1) * cg + b), co=(co_lo, co_hi),
-                                        groups=gb - ga, ci_sub=(a, b), rows=r, cols=c,
-                                        first=first, complete=(parts == 1),
-                                        co_phase=co_lo - ga * cog, cog=cog,
-                                        depthwise=dw and c.k <= cfg.dw_kernel and
-                                        r.k <= cfg.dw_kernel and c.dil <= cfg.dw_dilation)
-                        _finish_spec(spec, geom, cfg)
-                        plan.tiles.append(spec)
-                        plan.host_prepad_columns += c.prepad
-    return plan
+                parts.append(ChannelPart((ga * cg + a, (gb - 1) * cg + b), (co_lo, co_hi),
+                                         gb - ga, (a, b), co_lo - ga * cog, cog))
+    prepad = geom.N * len(parts) * len(rows) * sum(c.prepad for c in cols)
+    return TilePlan(geometry=geom, cfg=cfg, reduction_parts=len(sub_splits) * kparts,
+                    host_prepad_columns=prepad, batch=geom.N, rows=rows, cols=cols,
+                    parts=tuple(parts), dw=dw)
 
 
 def _split_channels(cg, kh, kw, xa, wa, ba, cfg):
@@ -326,52 +387,92 @@ def _split_channels(cg, kh, kw, xa, wa, ba, cfg):
 
 
 def _refine(a, b, kh, kw, xa, wa, ba, cfg):
-    k = min(kh, cfg.max_kernel) * min(kw, cfg.max_kernel)
-    per = b - a
-    while per > 1 and not acc_bound_ok(per * k, xa, wa, ba, cfg.acc_width):
-        per = per // 2
-    if not acc_bound_ok(per * k, xa, wa, ba, cfg.acc_width):
-        raise ValueError(f"acc_width={cfg.acc_width} cannot hold even a single input channel's "
-                         f"{k} taps at |x|<={xa}, |w|<={wa}, |b|<={ba}")
+    per = _reduction_per(b - a, min(kh, cfg.max_kernel) * min(kw, cfg.max_kernel), xa, wa, ba,
+                         cfg.acc_width)
     return [(i, min(b, i + per)) for i in range(a, b, per)]
 
 
-def _co_chunks(g0, g1, cg, cog, csub, cfg, rows, cols):
-    """Split the output channels of groups [g0, g1) so cotiles and weight tiles fit."""
+@lru_cache(maxsize=1024)
+def _reduction_per(n, k, xa, wa, ba, acc_width):
+    """Channels per reduction part of ``n`` channels of ``k`` taps: ``n`` halved until
+    the accumulator bound holds."""
+    per = n
+    while per > 1 and not acc_bound_ok(per * k, xa, wa, ba, acc_width):
+        per = per // 2
+    if not acc_bound_ok(per * k, xa, wa, ba, acc_width):
+        raise ValueError(f"acc_width={acc_width} cannot hold even a single input channel's "
+                         f"{k} taps at |x|<={xa}, |w|<={wa}, |b|<={ba}")
+    return per
+
+
+@lru_cache(maxsize=1 << 14)
+def word_ranges(c_in, c_out, groups, rows, cols, cog=None, co_phase=0):
+    """:func:`~.streams.tile_word_ranges` as a tuple, cached.
+
+    An invocation inside one group reduces every output-channel tile over all
+    its input words.
+    """
+    if groups == 1 and co_phase + c_out <= (c_out if cog is None else cog):
+        return ((0, -(-c_in // rows)),) * -(-c_out // cols)
+    return tuple(tile_word_ranges(c_in, c_out, groups, rows, cols, cog=cog, co_phase=co_phase))
+
+
+def _co_chunks(g0, g1, cog, csub, cfg, khm, kwm):
+    """Split the output channels of groups [g0, g1) so cotiles and weight tiles fit
+    (``khm`` x ``kwm``: the largest kernel chunk of the plan)."""
+    co0 = g0 * cog
+    return [(co0 + lo, co0 + hi) for lo, hi in _co_chunks_rel(g1 - g0, cog, csub, cfg, khm, kwm)]
+
+
+@lru_cache(maxsize=1024)
+def _co_chunks_rel(ng, cog, csub, cfg, khm, kwm):
     C = cfg.cols
-    khm = max(r.k for r in rows)
-    kwm = max(c.k for c in cols)
-    co0, n_co = g0 * cog, (g1 - g0) * cog
-    ranges = tile_word_ranges((g1 - g0) * csub, n_co, g1 - g0, cfg.rows, C, cog=cog)
+    n_co = ng * cog
+    ranges = word_ranges(ng * csub, n_co, ng, cfg.rows, C, cog=cog)
+    counts = {cnt for _f, cnt in ranges}
+    if max(counts) * khm * kwm > cfg.weight_tiles:
+        need = next(khm * kwm * cnt for _f, cnt in ranges if khm * kwm * cnt > cfg.weight_tiles)
+        raise ValueError(f"one output-channel tile needs {need} weight tiles, more than "
+                         f"weight_depth/rows={cfg.weight_tiles}")
+    if len(counts) == 1:
+        # equal tiles: chunks of as many as both limits allow
+        per = min(cfg.max_cotiles, cfg.weight_tiles // (counts.pop() * khm * kwm))
+        starts = range(0, len(ranges), per)
+        return tuple((t * C, t * C + per * C) for t in starts[:-1]) + ((starts[-1] * C, n_co),)
     chunks = []
     start, tiles, count = 0, 0, 0
     for t, (_f, cnt) in enumerate(ranges):
         need = khm * kwm * cnt
-        if need > cfg.weight_tiles:
-            raise ValueError(f"one output-channel tile needs {need} weight tiles, more than "
-                             f"weight_depth/rows={cfg.weight_tiles}")
         if count == cfg.max_cotiles or tiles + need > cfg.weight_tiles:
-            chunks.append((co0 + start * C, co0 + t * C))
+            chunks.append((start * C, t * C))
             start, tiles, count = t, 0, 0
         tiles += need
         count += 1
-    chunks.append((co0 + start * C, co0 + n_co))
-    return chunks
+    chunks.append((start * C, n_co))
+    return tuple(chunks)
 
 
 def _finish_spec(spec, geom, cfg):
     r, c = spec.rows, spec.cols
-    ho, wo = len(r.out_idx), len(c.out_idx)
-    span_h = (r.k - 1) * r.dil + 1
-    spec.pass_rows = choose_pass_rows(cfg, ho, wo, r.stride, span_h)
+    spec.pass_rows = _pass_rows(cfg, r, c)
     cin_loc = spec.ci[1] - spec.ci[0]
     cout_loc = spec.co[1] - spec.co[0]
     if spec.depthwise:
         spec.cotiles = -(-cin_loc // cfg.rows)
         spec.n_tiles = spec.cotiles * -(-(r.k * c.k) // cfg.rows)
     else:
-        ranges = tile_word_ranges(cin_loc, cout_loc, spec.groups, cfg.rows, cfg.cols,
-                                  cog=spec.cog, co_phase=spec.co_phase)
+        ranges = word_ranges(cin_loc, cout_loc, spec.groups, cfg.rows, cfg.cols,
+                             cog=spec.cog, co_phase=spec.co_phase)
         spec.cotiles = len(ranges)
-        spec.n_tiles = sum(r.k * c.k * cnt for _, cnt in ranges)
-    spec.macs = cout_loc * ho * wo * (spec.ci_sub[1] - spec.ci_sub[0]) * r.k * c.k
+        spec.n_tiles = r.k * c.k * sum(cnt for _, cnt in ranges)
+    spec.macs = _macs(spec, r, c)
+
+
+def _pass_rows(cfg, r, c):
+    return choose_pass_rows(cfg, len(r.out_idx), len(c.out_idx), r.stride, (r.k - 1) * r.dil + 1)
+
+
+def _macs(part, r, c):
+    """MACs of an invocation (``part``: a :class:`ChannelPart` or :class:`TileSpec`)."""
+    return ((part.co[1] - part.co[0]) * len(r.out_idx) * len(c.out_idx)
+            * (part.ci_sub[1] - part.ci_sub[0]) * r.k * c.k)

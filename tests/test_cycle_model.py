@@ -198,6 +198,67 @@ def test_random_layers_equal_rtl():
         done += 1
 
 
+def _per_tile_estimate(plan, requant=None):
+    """Every invocation of ``plan`` estimated on its own, from its TileSpec."""
+    cfg = plan.cfg
+    out = []
+    for spec in plan.tiles:
+        t = invocation_timing(spec, cfg)
+        assert t.n_tiles == spec.n_tiles and len(t.folds) == spec.cotiles
+        out.append((t, invocation_counters(t, cfg), spec.macs))
+    return out
+
+
+def _class_layers():
+    """Layers of every tiling kind (polyphase, strips, chunks, groups, batches)."""
+    for p in CASES:
+        spec = p.values[0]
+        k = spec["k"] if isinstance(spec["k"], tuple) else (spec["k"], spec["k"])
+        yield (spec["hw"], (spec["n"], spec["cin"], spec["h"], spec["w"]),
+               (spec["cout"], spec["cin"] // spec["groups"]) + k,
+               dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"],
+                    groups=spec["groups"], padding_mode=spec["mode"]), spec["requant"])
+    # large dilations (many polyphase phases, edge phases of different lengths), batches
+    yield DEFAULT, (2, 24, 33, 35), (16, 24, 3, 3), dict(padding=18, dilation=18), None
+    yield DEFAULT, (1, 16, 21, 70), (8, 16, 3, 3), dict(padding=12, dilation=12), "tflite"
+    yield SMALL, (3, 5, 19, 40), (7, 5, 3, 2), dict(stride=(2, 1), padding=(9, 3),
+                                                    dilation=(10, 9)), None
+    yield SQUARE, (1, 6, 20, 23), (6, 1, 3, 3), dict(padding=9, dilation=9, groups=6), None
+    yield SQUARE, (2, 4, 17, 37), (4, 1, 3, 3), dict(padding=1, groups=4,
+                                                     padding_mode="reflect"), HALF_UP
+    yield W16, (1, 40, 9, 70), (12, 20, 3, 3), dict(padding=1, groups=2), None
+
+
+def test_estimate_by_class_equals_per_tile():
+    """The class-by-class estimate of a plan == every invocation estimated on its own."""
+    for cfg, xs, ws, kw, requant in _class_layers():
+        geom = conv_geometry(xs, ws, None, **kw)
+        plan = plan_layer(geom, cfg)
+        est = estimate_plan(plan, requant=requant)
+        ref = _per_tile_estimate(plan)
+        assert len(est.invocations) == len(ref) == plan.invocations
+        tot = dict.fromkeys(COUNTER_NAMES, 0)
+        for i, (e, (t, cnt, macs)) in enumerate(zip(est.invocations, ref)):
+            assert (e.index, e.timing, e.counters, e.macs) == (i, t, cnt, macs), (geom, i)
+            for k in COUNTER_NAMES:
+                tot[k] += cnt[k]
+        assert est.counters == tot
+        for k in est.bytes:
+            assert est.bytes[k] == sum(e.bytes[k] for e in est.invocations)
+        assert est.invocations[-1] == est.invocations[len(ref) - 1]
+        assert plan.host_prepad_columns == sum(s.cols.prepad for s in plan.tiles)
+        assert [plan.tile(i).macs for i in range(len(ref))] == [m for _t, _c, m in ref]
+    with pytest.raises(IndexError):
+        est.invocations[len(ref)]
+
+
+def test_clear_caches():
+    e = estimate((1, 16, 33, 33), (8, 16, 3, 3), padding=12, dilation=12)
+    cm.clear_caches()
+    assert cm._counters_cached.cache_info().currsize == 0
+    assert estimate((1, 16, 33, 33), (8, 16, 3, 3), padding=12, dilation=12).counters == e.counters
+
+
 def test_fast_forward_is_exact():
     """Periodic fast-forward over folds and passes == evaluating every fold."""
     rng = np.random.default_rng(12345)

@@ -111,3 +111,64 @@ def test_depthwise_mapping_chosen():
     assert all(t.depthwise for t in plan_layer(geom, HardwareConfig()).tiles)
     rect = HardwareConfig(rows=4, cols=8)
     assert not any(t.depthwise for t in plan_layer(geom, rect).tiles)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 12), st.integers(1, 30), st.integers(1, 5),
+       st.integers(1, 4), st.integers(1, 12), st.integers(0, 4), st.integers(1, 5),
+       st.booleans())
+def test_zeros_segment_closed_form(n_in, pad_lo, o0, m, s, d, k_lo, kk, poly):
+    """A zeros-mode segment (closed form) == the valid run of its padded positions."""
+    from systolic_conv.planner import _make_segment
+    hs, hd = (s, 1) if poly else (s, d)
+    outs = np.arange(o0, o0 + m)
+    seg = _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, "zeros", True)
+    length = (m - 1) * hs + (kk - 1) * hd + 1
+    v = o0 * s + k_lo * d + (1 if hd == d else d) * np.arange(length)
+    src = source_index(v, n_in, pad_lo, "zeros")
+    valid = np.flatnonzero(src >= 0)
+    if len(valid):
+        want = (src[valid[0]:valid[-1] + 1].tolist(), int(valid[0]), length - 1 - int(valid[-1]))
+    else:
+        want = ([0], length, 0)
+    assert (seg.src.tolist(), seg.pad_lo, seg.pad_hi) == want
+    assert seg.src.dtype == np.int64 and seg.out_idx is outs and seg.prepad == 0
+    assert (seg.stride, seg.dil, seg.k_lo, seg.k_hi, seg.hw_mode) == (hs, hd, k_lo, k_lo + kk,
+                                                                      False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9),
+       st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3),
+       st.integers(4, 400), st.integers(1, 6))
+def test_word_ranges_and_co_chunks(ng, csub, cog, R, C, khm, kwm, cpart, wtiles, max_cot):
+    """The cached word ranges and output-channel chunks == their step-by-step forms."""
+    import pytest
+    from systolic_conv.planner import word_ranges, _co_chunks_rel
+    from systolic_conv.streams import tile_word_ranges
+    for args in ((ng * csub, ng * cog, ng, R, C), (csub, cog, 1, R, C), (csub, cpart, 1, R, C)):
+        for phase in range(cog):
+            assert word_ranges(*args, cog=cog, co_phase=phase) == \
+                tuple(tile_word_ranges(*args, cog=cog, co_phase=phase))
+        assert word_ranges(*args) == tuple(tile_word_ranges(*args))
+    cfg = HardwareConfig(rows=R, cols=C, weight_depth=wtiles * R, max_cotiles=max_cot)
+    # the chunking loop, one output-channel tile at a time
+    ranges = tile_word_ranges(ng * csub, ng * cog, ng, R, C, cog=cog)
+    want, start, tiles, count = [], 0, 0, 0
+    for t, (_f, cnt) in enumerate(ranges):
+        need = khm * kwm * cnt
+        if need > cfg.weight_tiles:
+            want = f"{need} weight tiles"
+            break
+        if count == cfg.max_cotiles or tiles + need > cfg.weight_tiles:
+            want.append((start * C, t * C))
+            start, tiles, count = t, 0, 0
+        tiles += need
+        count += 1
+    else:
+        want.append((start * C, ng * cog))
+    if isinstance(want, str):
+        with pytest.raises(ValueError, match=want):
+            _co_chunks_rel(ng, cog, csub, cfg, khm, kwm)
+    else:
+        assert _co_chunks_rel(ng, cog, csub, cfg, khm, kwm) == tuple(want)
