@@ -133,7 +133,6 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ derived
         taps = Signal(2 * cfg.k_bits)
-        span_h = Signal(cfg.k_bits + cfg.d_bits + 1)
         pass_span = Signal(cb)           # rows a pass needs
         pass_step = Signal(cb)           # G * stride_h
         acc_need = Signal(cfg.h_bits + cfg.w_bits)
@@ -186,13 +185,15 @@ class Conv2dAccelerator(wiring.Component):
         x_tap = Signal(signed(cb))
         ix = Signal(signed(cb))
         acc_addr = Signal(cfg.acc_addr_bits + 1)
-        fold_idx = Signal(32)
-        loaded = Signal(32)
+        fold_bank = Signal()             # weight bank of the current fold (folds alternate)
+        fold_end = Signal()              # the last element of a fold issues this cycle
+        w_ahead = Signal(range(4))       # tiles latched into the array, fold not yet done
         reserved = Signal(ceil_log2(cfg.out_fifo_depth) + 2)
 
         # loader regs
         ld_tile = Signal(cfg.tile_bits + 1)
-        ld_global = Signal(32)
+        ld_ahead = Signal(range(4))      # loads started whose fold is not yet done
+        ld_bank = Signal()               # bank the next load fills
         ld_k = Signal(range(R + 1))
         ld_busy = Signal()
         latch1 = Signal()
@@ -214,8 +215,15 @@ class Conv2dAccelerator(wiring.Component):
         rc = Signal(cfg.w_bits + cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)  # depthwise read column
         next_rc = Signal.like(rc)        # read column completing the next element
         dw_first_rc = Signal.like(rc)    # (kw-1)*dil_w
-        dw_ky0 = Signal(cfg.k_bits + 1)  # first tap (ky, kx) of the depthwise fold
-        dw_kx0 = Signal(cfg.k_bits + 1)
+        # depthwise: the tap (ky, kx) of every array row in the current fold, and the
+        # per-layer constants that advance them by R taps (R = q*kw + rm) or reset them
+        tap_bits = cfg.k_bits + 1
+        dw_ky = [Signal(tap_bits, name=f"dw_ky{r}") for r in range(R)]
+        dw_kx = [Signal(tap_bits, name=f"dw_kx{r}") for r in range(R)]
+        dw_ky_init = [Signal(tap_bits, name=f"dw_ky_init{r}") for r in range(R)]
+        dw_kx_init = [Signal(tap_bits, name=f"dw_kx_init{r}") for r in range(R)]
+        dw_q = Signal(tap_bits)
+        dw_rm = Signal(tap_bits)
 
         is_elem = Signal()
         m.d.comb += is_elem.eq(~dwm | (rc == next_rc))
@@ -230,20 +238,10 @@ class Conv2dAccelerator(wiring.Component):
         last_pass = rows_left == gcount
         final_elem = last_fold & last_t & last_pass & last_g & last_ox
 
-        w_ready = loaded > fold_idx
+        w_ready = w_ahead != 0
         credit_ok = ~(last_fold & is_elem) | (reserved < cfg.out_fifo_depth)
         issue = Signal()
         m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok)
-
-        def tap_chain(ky0, kx0):
-            """(ky, kx) of the depthwise fold's rows 0..R (row R: the next fold's first tap)."""
-            seq = [(ky0, kx0)]
-            for _ in range(R):
-                ky_, kx_ = seq[-1]
-                wrap = kx_ == desc.kw - 1
-                seq.append((Mux(wrap, ky_ + 1, ky_)[:cfg.k_bits + 1],
-                            Mux(wrap, 0, kx_ + 1)[:cfg.k_bits + 1]))
-            return seq
 
         # ------------------------------------------------------------------ window generator
         # horizontal border mapping (of the dense tap column, or the depthwise read column)
@@ -290,7 +288,7 @@ class Conv2dAccelerator(wiring.Component):
         sb_layout = data.StructLayout({
             "valid": 1, "shift": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1,
             "pad": 1, "slot": max(1, lb_slot_bits), "addr": cfg.acc_addr_bits + 1,
-            "tile": cfg.cot_bits, "ky0": cfg.k_bits + 1, "kx0": cfg.k_bits + 1,
+            "tile": cfg.cot_bits,
         })
         sb0 = Signal(sb_layout)
         drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)
@@ -300,13 +298,11 @@ class Conv2dAccelerator(wiring.Component):
             sb0.first.eq(first_fold),
             sb0.last_fold.eq(last_fold),
             sb0.final.eq(final_elem),
-            sb0.bank.eq(fold_idx[0]),
+            sb0.bank.eq(fold_bank),
             sb0.pad.eq(pad_x | pad_y),
             sb0.slot.eq(iy[:lb_slot_bits] if lb_slot_bits else 0),
             sb0.addr.eq(acc_addr),
             sb0.tile.eq(t),
-            sb0.ky0.eq(dw_ky0),
-            sb0.kx0.eq(dw_kx0),
         ]
         # stage 1: line-buffer data
         sb1 = Signal(sb_layout)
@@ -342,13 +338,19 @@ class Conv2dAccelerator(wiring.Component):
         m.d.sync += sb2.eq(sb1)
         m.d.comb += [array.act.eq(act2), array.bank.eq(sb2.bank), array.dw_mode.eq(dwm)]
         win = Array([Array(row) for row in wreg])
-        for r, (ky_r, kx_r) in enumerate(tap_chain(sb2.ky0, sb2.kx0)[:R]):
+        for r in range(R):
+            # the row's tap follows its element: stage 1 copies the sequencer's tap,
+            # stage 2 holds the tap row and the window column it reads
+            ky1 = Signal(tap_bits, name=f"dw_ky{r}_s1")
+            kx1 = Signal(tap_bits, name=f"dw_kx{r}_s1")
+            ky2 = Signal(tap_bits, name=f"dw_ky{r}_s2")
             col = Signal(range(ncol + 1), name=f"dwcol{r}")
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
-            m.d.comb += back.eq(desc.kw - 1 - kx_r)
-            m.d.comb += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)
+            m.d.comb += back.eq(desc.kw - 1 - kx1)
+            m.d.sync += [ky1.eq(dw_ky[r]), kx1.eq(dw_kx[r]), ky2.eq(ky1),
+                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)]
             sel = Signal(R * dw, name=f"dwsel{r}")
-            m.d.comb += sel.eq(win[ky_r][col])
+            m.d.comb += sel.eq(win[ky2][col])
             for c in range(Cc):
                 lane = c if c < R else R - 1
                 m.d.comb += array.dw_act[r][c].eq(sel[lane * dw:(lane + 1) * dw].as_signed())
@@ -421,13 +423,12 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += reserved.eq(reserved - 1)
 
         # ------------------------------------------------------------------ weight loader
-        ld_bank = ld_global[0]
         ld_word_end = Signal(len(w_count) + 1)
         m.d.comb += ld_word_end.eq((ld_tile + 1) * R)
         ld_start = Signal()
         m.d.comb += ld_start.eq(
             (state == S_RUN) & (sq != SQ_DONE) & ~ld_busy &
-            (w_count >= ld_word_end) & ((ld_global < 2) | (fold_idx + 1 >= ld_global)))
+            (w_count >= ld_word_end) & (ld_ahead <= 1))
         m.d.comb += [
             wm_r.en.eq(1),
             array.w_word.eq(wm_r.data),
@@ -436,8 +437,18 @@ class Conv2dAccelerator(wiring.Component):
         ]
         cur_ld_tile = Signal.like(ld_tile)   # tile being read
         m.d.sync += [latch1.eq(0), latch2.eq(latch1), latch_bank2.eq(latch_bank1)]
-        with m.If(latch2 & (state != S_CHECK2)):
-            m.d.sync += loaded.eq(loaded + 1)
+        # small difference counters instead of wide load/fold counts: a load may start
+        # while at most one started load's fold is not done; a fold may issue once its
+        # tile is latched
+        with m.If(state == S_CHECK2):
+            m.d.sync += [w_ahead.eq(0), ld_ahead.eq(0), fold_bank.eq(0), ld_bank.eq(0)]
+        with m.Else():
+            m.d.sync += [w_ahead.eq(w_ahead + latch2 - fold_end),
+                         ld_ahead.eq(ld_ahead + ld_start - fold_end)]
+            with m.If(fold_end):
+                m.d.sync += fold_bank.eq(~fold_bank)
+            with m.If(ld_start):
+                m.d.sync += ld_bank.eq(~ld_bank)
 
         # ------------------------------------------------------------------ main FSM
         with m.Switch(state):
@@ -446,9 +457,18 @@ class Conv2dAccelerator(wiring.Component):
                     m.d.sync += [desc.eq(self.i_desc.payload), state.eq(S_CHECK1), error.eq(0)]
             with m.Case(S_CHECK1):
                 d = desc
+                # depthwise tap constants: R = dw_q * kw + dw_rm, row r starts at
+                # (r // kw, r % kw) (a table per kernel width, no divider)
+                with m.Switch(d.kw):
+                    for kw_c in range(1, cfg.max_kernel + 1):
+                        with m.Case(kw_c):
+                            m.d.sync += [dw_q.eq(R // kw_c), dw_rm.eq(R % kw_c)]
+                            for r in range(R):
+                                m.d.sync += [dw_ky_init[r].eq((r // kw_c) % (1 << tap_bits)),
+                                             dw_kx_init[r].eq(r % kw_c)]
                 m.d.sync += [
                     taps.eq(d.kh * d.kw),
-                    span_h.eq((d.kh - 1) * d.dil_h + 1),
+                    pass_span.eq((d.pass_rows - 1) * d.stride_h + (d.kh - 1) * d.dil_h + 1),
                     pass_step.eq(d.pass_rows * d.stride_h),
                     acc_need.eq(d.pass_rows * d.out_width),
                     last_ix.eq((d.out_width - 1) * d.stride_w + (d.kw - 1) * d.dil_w - d.pad_left),
@@ -610,14 +630,14 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += error.eq(error | err_set)
 
         # ------------------------------------------------------------------ sequencer
-        need = Signal(signed(cb + 1))
-        m.d.comb += need.eq(y_pass + pass_span)
-        need_c = Mux(need > height_s, height_s, Mux(need < 0, 0, need))
-        rows_ready = wr_iy >= need_c
+        # a pass may start once the rows up to y_end = y_pass + pass_span (clipped to
+        # the image) are in; y_end is kept as a register beside y_pass
+        y_end = Signal(signed(cb + 1))
+        rows_ready = Signal()
+        m.d.comb += rows_ready.eq((y_end <= 0) | (wr_iy >= desc.height) | (wr_iy >= y_end))
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1
-        m.d.comb += pass_span.eq((desc.pass_rows - 1) * desc.stride_h + span_h)
 
         with m.If(state == S_CHECK2):
             m.d.sync += [
@@ -625,10 +645,13 @@ class Conv2dAccelerator(wiring.Component):
                 t.eq(0), ky.eq(0), kx.eq(0), j.eq(0), g.eq(0), ox.eq(0),
                 rows_left.eq(desc.out_height),
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
+                y_end.eq(pass_span - desc.pad_top),
                 x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
-                acc_addr.eq(0), fold_idx.eq(0), loaded.eq(0), reserved.eq(0),
-                rc.eq(0), next_rc.eq(dw_first_rc), dw_ky0.eq(0), dw_kx0.eq(0),
-                ld_tile.eq(0), ld_global.eq(0), ld_k.eq(0), ld_busy.eq(0),
+                acc_addr.eq(0), reserved.eq(0),
+                rc.eq(0), next_rc.eq(dw_first_rc),
+                *[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
+                *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)],
+                ld_tile.eq(0), ld_k.eq(0), ld_busy.eq(0),
                 latch1.eq(0), latch2.eq(0),
                 p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
                 w_count.eq(0), w_done.eq(0),
@@ -667,15 +690,24 @@ class Conv2dAccelerator(wiring.Component):
                                          ix.eq(x_tap), acc_addr.eq(acc_addr + 1),
                                          rc.eq(0), next_rc.eq(dw_first_rc)]
                         with m.Else():
+                            m.d.comb += fold_end.eq(1)
                             m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
-                                         fold_idx.eq(fold_idx + 1),
                                          rc.eq(0), next_rc.eq(dw_first_rc)]
-                            nxt_ky, nxt_kx = tap_chain(dw_ky0, dw_kx0)[R]
                             with m.If(~last_j):
-                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap),
-                                             dw_ky0.eq(nxt_ky), dw_kx0.eq(nxt_kx)]
+                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap)]
+                                # the next depthwise fold: every row's tap R taps on
+                                for r in range(R):
+                                    kx_n = Signal(tap_bits + 1, name=f"dw_kx{r}_n")
+                                    m.d.comb += kx_n.eq(dw_kx[r] + dw_rm)
+                                    with m.If(kx_n >= desc.kw):
+                                        m.d.sync += [dw_kx[r].eq(kx_n - desc.kw),
+                                                     dw_ky[r].eq(dw_ky[r] + dw_q + 1)]
+                                    with m.Else():
+                                        m.d.sync += [dw_kx[r].eq(kx_n),
+                                                     dw_ky[r].eq(dw_ky[r] + dw_q)]
                             with m.Else():
-                                m.d.sync += [dw_ky0.eq(0), dw_kx0.eq(0)]
+                                m.d.sync += [*[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
+                                             *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)]]
                             with m.If(last_j & ~last_kx):
                                 m.d.sync += [j.eq(0), kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
                                              ix.eq(x_tap + step_dw), iy.eq(y_tap)]
@@ -693,6 +725,7 @@ class Conv2dAccelerator(wiring.Component):
                                 with m.Else():
                                     m.d.sync += [t.eq(0), rows_left.eq(rows_left - gcount),
                                                  y_pass.eq(y_pass + pass_step),
+                                                 y_end.eq(y_end + pass_step),
                                                  y_tap.eq(y_pass + pass_step),
                                                  iy.eq(y_pass + pass_step)]
                                     with m.If(last_pass):
@@ -716,7 +749,7 @@ class Conv2dAccelerator(wiring.Component):
             pass     # the loader is reset above
         with m.Elif(ld_start):
             m.d.comb += wm_r.addr.eq(ld_tile * R + row_of(0))
-            m.d.sync += [cur_ld_tile.eq(ld_tile), ld_global.eq(ld_global + 1),
+            m.d.sync += [cur_ld_tile.eq(ld_tile),
                          ld_tile.eq(Mux(ld_tile + 1 == desc.n_tiles, 0, ld_tile + 1)),
                          latch_bank1.eq(ld_bank)]
             if R > 1:
