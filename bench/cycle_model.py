@@ -108,7 +108,7 @@ def main(argv=None):
         # model: a cold call on the same layer (same bounds, so the same plan)
         model_s = float("inf")
         for _rep in range(3):       # best of three cold calls (a loaded machine is noisy)
-            cm._counters_cached.cache_clear()
+            cm.clear_caches()
             t0 = time.perf_counter()
             est = cm.estimate(l.input_shape, l.weight_shape, bias=l.bias, hw=hw,
                               x_absmax=int(np.abs(x).max()), w_absmax=int(np.abs(w).max()),
@@ -119,7 +119,7 @@ def main(argv=None):
         # the true-size layer: model time (cold), RTL time at this layer's measured rate
         full_model_s = float("inf")
         for _rep in range(3):
-            cm._counters_cached.cache_clear()
+            cm.clear_caches()
             t0 = time.perf_counter()
             efull = full.estimate(hw)
             full_model_s = min(full_model_s, time.perf_counter() - t0)

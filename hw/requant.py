@@ -9,9 +9,12 @@ The rules are the integer contract's (``systolic_conv.contract``):
   16 bits of the multiplier field;
 
 then ``q + Z_out`` clamped to ``[lo, hi]`` (``lo`` already raised to ``Z_out`` when
-ReLU is on). ``NONE`` passes the accumulator through. Four pipeline stages
-(:attr:`Requantizer.LATENCY`) in every mode; each stage's data registers load only
-with a valid beat (clock enable), so an idle requantizer holds still.
+ReLU is on). ``NONE`` passes the accumulator through. Seven pipeline stages
+(:attr:`Requantizer.LATENCY`) in every mode, at most one carry chain each: four
+partial products of ``acc*M`` (split at bit 17, one DSP each), their middle sum,
+the product, the rounding add, the high half or shift, the tflite rounding divide,
+zero point and clamp. Each stage's registers load only with a valid beat (clock
+enable), so an idle requantizer holds still.
 """
 
 from amaranth import *
@@ -25,7 +28,7 @@ __all__ = ["Requantizer"]
 
 
 class Requantizer(wiring.Component):
-    LATENCY = 4
+    LATENCY = 7
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
@@ -49,81 +52,97 @@ class Requantizer(wiring.Component):
         cfg = self.cfg
         faults = cfg.faults
         aw = cfg.acc_width
+        n = self.LATENCY
 
-        valid = [self.i_valid] + [Signal(name=f"valid_s{i}") for i in range(1, 5)]
-        last = [self.i_last] + [Signal(name=f"last_s{i}") for i in range(1, 5)]
-        for i in range(4):
+        valid = [self.i_valid] + [Signal(name=f"valid_s{i}") for i in range(1, n + 1)]
+        last = [self.i_last] + [Signal(name=f"last_s{i}") for i in range(1, n + 1)]
+        for i in range(n):
             m.d.sync += [valid[i + 1].eq(valid[i]), last[i + 1].eq(last[i])]
-        m.d.comb += [self.o_valid.eq(valid[4]), self.o_last.eq(last[4])]
+        m.d.comb += [self.o_valid.eq(valid[n]), self.o_last.eq(last[n])]
 
         mode = self.mode
+        tfl = mode == RequantMode.TFLITE
+        hup = mode == RequantMode.HALF_UP
+        LO = min(17, aw - 1)         # the multiply is split at bit 17 on both sides
+
+        def stage(i, name, shape):
+            return Signal(shape, name=f"{name}_s{i}")
+
         for c in range(cfg.cols):
             acc = self.i_acc[c]
             par = self.i_params[c]
-            # stage 1: the product (DSP), keeping the accumulator and shift along
-            acc1 = Signal(signed(aw), name=f"acc1_{c}")
-            prod1 = Signal(signed(aw + 32), name=f"prod1_{c}")
-            sh1 = Signal(6, name=f"sh1_{c}")
-            with m.If(valid[0]):
-                with m.If(mode == RequantMode.HALF_UP):
-                    m.d.sync += prod1.eq(acc * par.mult[:16])
-                with m.Else():
-                    m.d.sync += prod1.eq(acc * par.mult)
-                m.d.sync += [acc1.eq(acc), sh1.eq(par.shift)]
+            # the accumulator travels beside the arithmetic (NONE passes it through)
+            accs = [acc] + [Signal(signed(aw), name=f"acc{i}_{c}") for i in range(1, 6)]
+            shs = [par.shift] + [Signal(6, name=f"sh{i}_{c}") for i in range(1, 6)]
+            for i in range(5):
+                with m.If(valid[i]):
+                    m.d.sync += [accs[i + 1].eq(accs[i]), shs[i + 1].eq(shs[i])]
 
-            # stage 2: tflite high-multiply (truncating toward zero) / half_up shift
-            q2 = Signal(signed(aw + 32), name=f"q2_{c}")
-            sh2 = Signal(6, name=f"sh2_{c}")
-            acc2 = Signal(signed(aw), name=f"acc2_{c}")
-            nudge = Mux(prod1 >= 0, 1 << 30, 1 - (1 << 30))
-            v = Signal(signed(aw + 33), name=f"v_{c}")
-            m.d.comb += v.eq(prod1 + nudge)
-            hm = Signal(signed(aw + 2), name=f"hm_{c}")
-            m.d.comb += hm.eq((v >> 31) + ((v < 0) & (v[:31] != 0)))
+            # stage 1: four partial products of acc * M (one DSP each)
+            mult = Mux(hup, par.mult[:16], par.mult)
+            a_lo, a_hi = acc.as_unsigned()[:LO], acc[LO:].as_signed()
+            m_lo, m_hi = mult[:LO], mult[LO:31]
+            pll = Signal(2 * LO, name=f"pll_{c}")
+            plh = Signal(31, name=f"plh_{c}")
+            phl = Signal(signed(aw + 1), name=f"phl_{c}")
+            phh = Signal(signed(aw - 2 * LO + 32), name=f"phh_{c}")
+            with m.If(valid[0]):
+                m.d.sync += [pll.eq(a_lo * m_lo), plh.eq(a_lo * m_hi),
+                             phl.eq(a_hi * m_lo), phh.eq(a_hi * m_hi)]
+            # stage 2: the middle terms summed; low and high products side by side
+            mid = Signal(signed(max(aw, 32) + 2), name=f"mid_{c}")
+            lohi = Signal(signed(aw + 33), name=f"lohi_{c}")
+            with m.If(valid[1]):
+                m.d.sync += [mid.eq(plh + phl), lohi.eq(Cat(pll, phh).as_signed())]
+            # stage 3: the product acc * M
+            prod = Signal(signed(aw + 32), name=f"prod_{c}")
+            with m.If(valid[2]):
+                m.d.sync += prod.eq(lohi + (mid << LO))
+            # stage 4: the rounding term (tflite nudge, or half_up's 2**(S-1))
+            nudge = Mux(prod >= 0, 1 << 30, 1 - (1 << 30))
             if "half_up_no_round" in faults:
                 rnd = C(0, 1)
             else:
-                rnd = Mux(sh1 == 0, 0, (C(1, 48) << (sh1 - 1).as_unsigned()[:6])[:48])
-            hu = Signal(signed(aw + 33), name=f"hu_{c}")
-            m.d.comb += hu.eq((prod1 + rnd) >> sh1)
-            with m.If(valid[1]):
-                with m.Switch(mode):
-                    with m.Case(RequantMode.TFLITE):
-                        m.d.sync += q2.eq(hm)
-                    with m.Case(RequantMode.HALF_UP):
-                        m.d.sync += q2.eq(hu)
-                    with m.Default():
-                        m.d.sync += q2.eq(acc1)
-                m.d.sync += [sh2.eq(sh1), acc2.eq(acc1)]
-
-            # stage 3: tflite rounding divide by a power of two
-            q3 = Signal(signed(aw + 32), name=f"q3_{c}")
+                rnd = Mux(shs[3] == 0, 0, (C(1, 48) << (shs[3] - 1).as_unsigned()[:6])[:48])
+            v = Signal(signed(max(aw + 33, 50)), name=f"v_{c}")   # room for 2**(S-1), S < 48
+            with m.If(valid[3]):
+                m.d.sync += v.eq(prod + Mux(tfl, nudge, rnd))
+            # stage 5: tflite high half (truncating toward zero) / half_up shift
+            q5 = Signal(signed(aw + 33), name=f"q5_{c}")
+            with m.If(valid[4]):
+                with m.If(tfl):
+                    m.d.sync += q5.eq((v >> 31) + ((v < 0) & (v[:31] != 0)))
+                with m.Elif(hup):
+                    m.d.sync += q5.eq(v >> shs[4])
+                with m.Else():
+                    m.d.sync += q5.eq(accs[4])
+            # stage 6: tflite rounding divide by a power of two
+            q6 = Signal(signed(aw + 32), name=f"q6_{c}")
             mask = Signal(32, name=f"mask_{c}")
-            m.d.comb += mask.eq((C(1, 33) << sh2[:5]) - 1)
+            m.d.comb += mask.eq((C(1, 33) << shs[5][:5]) - 1)
             rem = Signal(32, name=f"rem_{c}")
-            m.d.comb += rem.eq(q2[:32] & mask)
+            m.d.comb += rem.eq(q5[:32] & mask)
             thr = Signal(33, name=f"thr_{c}")
             extra = 1 if "round_off_by_one" in faults else 0
-            m.d.comb += thr.eq((mask >> 1) + (q2 < 0) + extra)
-            with m.If(valid[2]):
-                with m.If(mode == RequantMode.TFLITE):
-                    m.d.sync += q3.eq((q2 >> sh2[:5]) + (rem > thr))
+            m.d.comb += thr.eq((mask >> 1) + (q5 < 0) + extra)
+            with m.If(valid[5]):
+                with m.If(tfl):
+                    m.d.sync += q6.eq((q5 >> shs[5][:5]) + (rem > thr))
                 with m.Else():
-                    m.d.sync += q3.eq(q2)
-
-            # stage 4: zero point and clamp (NONE passes the accumulator through)
+                    m.d.sync += q6.eq(q5)
+            # stage 7: zero point and clamp (NONE passes the accumulator through)
             zp = 0 if "zero_point_dropped" in faults else self.zp
-            q4 = Signal(signed(aw + 33), name=f"q4_{c}")
-            m.d.comb += q4.eq(q3 + zp)
+            q7 = Signal(signed(aw + 33), name=f"q7_{c}")
+            m.d.comb += q7.eq(q6 + zp)
             res = Signal(signed(aw), name=f"res_{c}")
-            with m.If(valid[3]):
+            with m.If(valid[6]):
                 with m.If(mode == RequantMode.NONE):
-                    m.d.sync += res.eq(q3)
-                with m.Elif(q4 < self.lo):
+                    m.d.sync += res.eq(q6)
+                with m.Elif(q7 < self.lo):
                     m.d.sync += res.eq(self.lo)
-                with m.Elif(q4 > self.hi):
+                with m.Elif(q7 > self.hi):
                     m.d.sync += res.eq(self.hi)
                 with m.Else():
-                    m.d.sync += res.eq(q4)
+                    m.d.sync += res.eq(q7)
             m.d.comb += self.o_data[c].eq(res)
         return m

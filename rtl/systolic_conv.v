@@ -37301,12 +37301,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .i_last(i_last),
     .i_params(i_params),
     .i_valid(i_valid),
-    .last_s4(o_last),
+    .last_s7(o_last),
     .lo(lo),
     .mode(desc[130:129]),
     .o_data(o_data),
     .rst(rst),
-    .valid_s4(w_en),
+    .valid_s7(w_en),
     .zp(desc[148:132])
   );
   always @* begin
@@ -40749,7 +40749,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$963  = abort_timer;
     if (\$618 ) begin
-      \$963  = 5'h1b;
+      \$963  = 5'h1e;
     end else if (\$619 ) begin
       \$963  = \$620 [4:0];
     end
@@ -57788,304 +57788,550 @@ module \systolic_conv.ofifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_en);
 endmodule
 
 (* generator = "Amaranth" *)
-module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, zp, hi, valid_s4, last_s4, o_data, clk);
+module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, zp, hi, valid_s7, last_s7, o_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [31:0] \$100 ;
-  wire [64:0] \$101 ;
-  wire \$102 ;
+  wire [47:0] \$100 ;
+  wire [48:0] \$101 ;
+  wire [64:0] \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [65:0] \$105 ;
+  wire [64:0] \$105 ;
   wire \$106 ;
-  wire [6:0] \$107 ;
-  wire [110:0] \$108 ;
-  wire [47:0] \$109 ;
-  wire \$11 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire [65:0] \$109 ;
+  wire [30:0] \$11 ;
   wire [64:0] \$110 ;
-  wire [63:0] \$111 ;
+  wire \$111 ;
   wire [64:0] \$112 ;
-  wire [31:0] \$113 ;
-  wire \$114 ;
-  wire [32:0] \$115 ;
-  wire [33:0] \$116 ;
+  wire \$113 ;
+  wire [65:0] \$114 ;
+  wire \$115 ;
+  wire \$116 ;
   wire \$117 ;
-  wire [31:0] \$118 ;
-  wire [64:0] \$119 ;
-  wire [47:0] \$12 ;
-  wire \$120 ;
+  wire \$118 ;
+  wire [30:0] \$119 ;
+  wire [28:0] \$12 ;
+  wire [33:0] \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [65:0] \$123 ;
+  wire [30:0] \$122 ;
+  wire [30:0] \$123 ;
   wire \$124 ;
-  wire [6:0] \$125 ;
-  wire [110:0] \$126 ;
-  wire [47:0] \$127 ;
-  wire [64:0] \$128 ;
-  wire [63:0] \$129 ;
-  wire [62:0] \$13 ;
-  wire [64:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire \$132 ;
-  wire [32:0] \$133 ;
-  wire [33:0] \$134 ;
-  wire \$135 ;
-  wire [31:0] \$136 ;
-  wire [64:0] \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire \$14 ;
-  wire \$140 ;
-  wire [65:0] \$141 ;
+  wire [30:0] \$125 ;
+  wire [31:0] \$126 ;
+  wire \$127 ;
+  wire [30:0] \$128 ;
+  wire [28:0] \$129 ;
+  wire [33:0] \$13 ;
+  wire [33:0] \$130 ;
+  wire [64:0] \$131 ;
+  wire [65:0] \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [31:0] \$135 ;
+  wire \$136 ;
+  wire [6:0] \$137 ;
+  wire [110:0] \$138 ;
+  wire [47:0] \$139 ;
+  wire [64:0] \$14 ;
+  wire [48:0] \$140 ;
+  wire [64:0] \$141 ;
   wire \$142 ;
-  wire [6:0] \$143 ;
-  wire [110:0] \$144 ;
-  wire [47:0] \$145 ;
-  wire [64:0] \$146 ;
-  wire [63:0] \$147 ;
-  wire [64:0] \$148 ;
-  wire [31:0] \$149 ;
-  wire [63:0] \$15 ;
+  wire \$143 ;
+  wire [64:0] \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [65:0] \$148 ;
+  wire [64:0] \$149 ;
+  wire [65:0] \$15 ;
   wire \$150 ;
-  wire [32:0] \$151 ;
-  wire [33:0] \$152 ;
-  wire \$153 ;
-  wire [31:0] \$154 ;
-  wire [64:0] \$155 ;
+  wire [64:0] \$151 ;
+  wire \$152 ;
+  wire [65:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
   wire \$156 ;
   wire \$157 ;
-  wire \$158 ;
-  wire [65:0] \$159 ;
+  wire [30:0] \$158 ;
+  wire [33:0] \$159 ;
   wire \$16 ;
   wire \$160 ;
-  wire [6:0] \$161 ;
-  wire [110:0] \$162 ;
-  wire [47:0] \$163 ;
-  wire [64:0] \$164 ;
-  wire [63:0] \$165 ;
-  wire [64:0] \$166 ;
-  wire [31:0] \$167 ;
-  wire \$168 ;
-  wire [32:0] \$169 ;
-  wire [64:0] \$17 ;
-  wire [33:0] \$170 ;
-  wire \$171 ;
-  wire [31:0] \$172 ;
-  wire [64:0] \$173 ;
-  wire \$174 ;
+  wire [30:0] \$161 ;
+  wire [30:0] \$162 ;
+  wire \$163 ;
+  wire [30:0] \$164 ;
+  wire [31:0] \$165 ;
+  wire \$166 ;
+  wire [30:0] \$167 ;
+  wire [28:0] \$168 ;
+  wire [33:0] \$169 ;
+  wire \$17 ;
+  wire [64:0] \$170 ;
+  wire [65:0] \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire [31:0] \$174 ;
   wire \$175 ;
-  wire \$176 ;
-  wire [65:0] \$177 ;
-  wire \$178 ;
-  wire [6:0] \$179 ;
-  wire \$18 ;
-  wire [110:0] \$180 ;
-  wire [47:0] \$181 ;
-  wire [64:0] \$182 ;
-  wire [63:0] \$183 ;
-  wire [64:0] \$184 ;
-  wire [31:0] \$185 ;
+  wire [6:0] \$176 ;
+  wire [110:0] \$177 ;
+  wire [47:0] \$178 ;
+  wire [48:0] \$179 ;
+  wire [31:0] \$18 ;
+  wire [64:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire [64:0] \$183 ;
+  wire \$184 ;
+  wire \$185 ;
   wire \$186 ;
-  wire [32:0] \$187 ;
-  wire [33:0] \$188 ;
+  wire [65:0] \$187 ;
+  wire [64:0] \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire [31:0] \$190 ;
-  wire [64:0] \$191 ;
-  wire \$192 ;
+  wire [64:0] \$190 ;
+  wire \$191 ;
+  wire [65:0] \$192 ;
   wire \$193 ;
   wire \$194 ;
-  wire [65:0] \$195 ;
+  wire \$195 ;
   wire \$196 ;
-  wire [6:0] \$197 ;
-  wire [110:0] \$198 ;
-  wire [47:0] \$199 ;
-  wire [47:0] \$2 ;
-  wire \$20 ;
-  wire [64:0] \$200 ;
-  wire [63:0] \$201 ;
-  wire [64:0] \$202 ;
-  wire [31:0] \$203 ;
-  wire \$204 ;
-  wire [32:0] \$205 ;
-  wire [33:0] \$206 ;
-  wire \$207 ;
-  wire [31:0] \$208 ;
+  wire [30:0] \$197 ;
+  wire [33:0] \$198 ;
+  wire \$199 ;
+  wire [30:0] \$2 ;
+  wire [6:0] \$20 ;
+  wire [30:0] \$200 ;
+  wire [30:0] \$201 ;
+  wire \$202 ;
+  wire [30:0] \$203 ;
+  wire [31:0] \$204 ;
+  wire \$205 ;
+  wire [30:0] \$206 ;
+  wire [28:0] \$207 ;
+  wire [33:0] \$208 ;
   wire [64:0] \$209 ;
-  wire \$21 ;
-  wire \$210 ;
+  wire [110:0] \$21 ;
+  wire [65:0] \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [65:0] \$213 ;
+  wire [31:0] \$213 ;
   wire \$214 ;
   wire [6:0] \$215 ;
   wire [110:0] \$216 ;
   wire [47:0] \$217 ;
-  wire [64:0] \$218 ;
-  wire [63:0] \$219 ;
+  wire [48:0] \$218 ;
+  wire [64:0] \$219 ;
   wire [47:0] \$22 ;
-  wire [64:0] \$220 ;
-  wire [31:0] \$221 ;
-  wire \$222 ;
-  wire [32:0] \$223 ;
-  wire [33:0] \$224 ;
-  reg \$225 ;
-  reg \$226 ;
-  reg \$227 ;
-  reg \$228 ;
-  reg \$229 ;
-  wire [62:0] \$23 ;
-  reg \$230 ;
-  reg \$231 ;
-  reg \$232 ;
-  reg [63:0] \$233 ;
-  reg [31:0] \$234 ;
-  reg [5:0] \$235 ;
-  reg [63:0] \$236 ;
-  reg [5:0] \$237 ;
-  reg [31:0] \$238 ;
-  reg [63:0] \$239 ;
-  wire \$24 ;
-  reg [31:0] \$240 ;
-  reg [63:0] \$241 ;
-  reg [31:0] \$242 ;
-  reg [5:0] \$243 ;
-  reg [63:0] \$244 ;
-  reg [5:0] \$245 ;
-  reg [31:0] \$246 ;
-  reg [63:0] \$247 ;
-  reg [31:0] \$248 ;
-  reg [63:0] \$249 ;
-  wire [63:0] \$25 ;
-  reg [31:0] \$250 ;
-  reg [5:0] \$251 ;
-  reg [63:0] \$252 ;
-  reg [5:0] \$253 ;
-  reg [31:0] \$254 ;
-  reg [63:0] \$255 ;
-  reg [31:0] \$256 ;
-  reg [63:0] \$257 ;
-  reg [31:0] \$258 ;
-  reg [5:0] \$259 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [64:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire [65:0] \$226 ;
+  wire [64:0] \$227 ;
+  wire \$228 ;
+  wire [64:0] \$229 ;
+  wire [48:0] \$23 ;
+  wire \$230 ;
+  wire [65:0] \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire [30:0] \$236 ;
+  wire [33:0] \$237 ;
+  wire \$238 ;
+  wire [30:0] \$239 ;
+  wire [64:0] \$24 ;
+  wire [30:0] \$240 ;
+  wire \$241 ;
+  wire [30:0] \$242 ;
+  wire [31:0] \$243 ;
+  wire \$244 ;
+  wire [30:0] \$245 ;
+  wire [28:0] \$246 ;
+  wire [33:0] \$247 ;
+  wire [64:0] \$248 ;
+  wire [65:0] \$249 ;
+  wire \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire [31:0] \$252 ;
+  wire \$253 ;
+  wire [6:0] \$254 ;
+  wire [110:0] \$255 ;
+  wire [47:0] \$256 ;
+  wire [48:0] \$257 ;
+  wire [64:0] \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg [63:0] \$260 ;
-  reg [5:0] \$261 ;
-  reg [31:0] \$262 ;
-  reg [63:0] \$263 ;
-  reg [31:0] \$264 ;
-  reg [63:0] \$265 ;
-  reg [31:0] \$266 ;
-  reg [5:0] \$267 ;
-  reg [63:0] \$268 ;
-  reg [5:0] \$269 ;
+  wire \$260 ;
+  wire [64:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire [65:0] \$265 ;
+  wire [64:0] \$266 ;
+  wire \$267 ;
+  wire [64:0] \$268 ;
+  wire \$269 ;
   wire [64:0] \$27 ;
-  reg [31:0] \$270 ;
-  reg [63:0] \$271 ;
-  reg [31:0] \$272 ;
-  reg [63:0] \$273 ;
-  reg [31:0] \$274 ;
-  reg [5:0] \$275 ;
-  reg [63:0] \$276 ;
-  reg [5:0] \$277 ;
-  reg [31:0] \$278 ;
-  reg [63:0] \$279 ;
+  wire [65:0] \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire [30:0] \$275 ;
+  wire [33:0] \$276 ;
+  wire \$277 ;
+  wire [30:0] \$278 ;
+  wire [30:0] \$279 ;
   wire \$28 ;
-  reg [31:0] \$280 ;
-  reg [63:0] \$281 ;
-  reg [31:0] \$282 ;
-  reg [5:0] \$283 ;
-  reg [63:0] \$284 ;
-  reg [5:0] \$285 ;
-  reg [31:0] \$286 ;
-  reg [63:0] \$287 ;
-  reg [31:0] \$288 ;
-  reg [63:0] \$289 ;
+  wire \$280 ;
+  wire [30:0] \$281 ;
+  wire [31:0] \$282 ;
+  wire \$283 ;
+  wire [30:0] \$284 ;
+  wire [28:0] \$285 ;
+  wire [33:0] \$286 ;
+  wire [64:0] \$287 ;
+  wire [65:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  reg [31:0] \$290 ;
-  reg [5:0] \$291 ;
-  reg [63:0] \$292 ;
-  reg [5:0] \$293 ;
-  reg [31:0] \$294 ;
-  reg [63:0] \$295 ;
-  reg [31:0] \$296 ;
-  wire [62:0] \$3 ;
+  wire \$290 ;
+  wire [31:0] \$291 ;
+  wire \$292 ;
+  wire [6:0] \$293 ;
+  wire [110:0] \$294 ;
+  wire [47:0] \$295 ;
+  wire [48:0] \$296 ;
+  wire [64:0] \$297 ;
+  wire \$298 ;
+  wire \$299 ;
+  wire [33:0] \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire [47:0] \$32 ;
-  wire [62:0] \$33 ;
-  wire \$34 ;
-  wire [63:0] \$35 ;
-  wire \$36 ;
-  wire [64:0] \$37 ;
+  wire [64:0] \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire [65:0] \$304 ;
+  wire [64:0] \$305 ;
+  wire \$306 ;
+  wire [64:0] \$307 ;
+  wire \$308 ;
+  wire [65:0] \$309 ;
+  wire [65:0] \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire [63:0] \$313 ;
+  wire [64:0] \$314 ;
+  wire [31:0] \$315 ;
+  wire \$316 ;
+  wire [32:0] \$317 ;
+  wire [33:0] \$318 ;
+  wire [63:0] \$319 ;
+  wire [64:0] \$32 ;
+  wire [64:0] \$320 ;
+  wire [31:0] \$321 ;
+  wire \$322 ;
+  wire [32:0] \$323 ;
+  wire [33:0] \$324 ;
+  wire [63:0] \$325 ;
+  wire [64:0] \$326 ;
+  wire [31:0] \$327 ;
+  wire \$328 ;
+  wire [32:0] \$329 ;
+  wire \$33 ;
+  wire [33:0] \$330 ;
+  wire [63:0] \$331 ;
+  wire [64:0] \$332 ;
+  wire [31:0] \$333 ;
+  wire \$334 ;
+  wire [32:0] \$335 ;
+  wire [33:0] \$336 ;
+  wire [63:0] \$337 ;
+  wire [64:0] \$338 ;
+  wire [31:0] \$339 ;
+  wire [64:0] \$34 ;
+  wire \$340 ;
+  wire [32:0] \$341 ;
+  wire [33:0] \$342 ;
+  wire [63:0] \$343 ;
+  wire [64:0] \$344 ;
+  wire [31:0] \$345 ;
+  wire \$346 ;
+  wire [32:0] \$347 ;
+  wire [33:0] \$348 ;
+  wire [63:0] \$349 ;
+  wire \$35 ;
+  wire [64:0] \$350 ;
+  wire [31:0] \$351 ;
+  wire \$352 ;
+  wire [32:0] \$353 ;
+  wire [33:0] \$354 ;
+  wire [63:0] \$355 ;
+  wire [64:0] \$356 ;
+  wire [31:0] \$357 ;
+  wire \$358 ;
+  wire [32:0] \$359 ;
+  wire [65:0] \$36 ;
+  wire [33:0] \$360 ;
+  reg \$361 ;
+  reg \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg \$369 ;
+  wire \$37 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg \$374 ;
+  reg [31:0] \$375 ;
+  reg [5:0] \$376 ;
+  reg [31:0] \$377 ;
+  reg [5:0] \$378 ;
+  reg [31:0] \$379 ;
   wire \$38 ;
+  reg [5:0] \$380 ;
+  reg [31:0] \$381 ;
+  reg [5:0] \$382 ;
+  reg [31:0] \$383 ;
+  reg [5:0] \$384 ;
+  reg [33:0] \$385 ;
+  reg [30:0] \$386 ;
+  reg [32:0] \$387 ;
+  reg [29:0] \$388 ;
+  reg [33:0] \$389 ;
   wire \$39 ;
+  reg [64:0] \$390 ;
+  reg [63:0] \$391 ;
+  reg [64:0] \$392 ;
+  reg [64:0] \$393 ;
+  reg [63:0] \$394 ;
+  reg [31:0] \$395 ;
+  reg [31:0] \$396 ;
+  reg [5:0] \$397 ;
+  reg [31:0] \$398 ;
+  reg [5:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$41 ;
-  wire [47:0] \$42 ;
-  wire [62:0] \$43 ;
-  wire \$44 ;
-  wire [63:0] \$45 ;
+  reg [31:0] \$400 ;
+  reg [5:0] \$401 ;
+  reg [31:0] \$402 ;
+  reg [5:0] \$403 ;
+  reg [31:0] \$404 ;
+  reg [5:0] \$405 ;
+  reg [33:0] \$406 ;
+  reg [30:0] \$407 ;
+  reg [32:0] \$408 ;
+  reg [29:0] \$409 ;
+  wire [30:0] \$41 ;
+  reg [33:0] \$410 ;
+  reg [64:0] \$411 ;
+  reg [63:0] \$412 ;
+  reg [64:0] \$413 ;
+  reg [64:0] \$414 ;
+  reg [63:0] \$415 ;
+  reg [31:0] \$416 ;
+  reg [31:0] \$417 ;
+  reg [5:0] \$418 ;
+  reg [31:0] \$419 ;
+  wire [33:0] \$42 ;
+  reg [5:0] \$420 ;
+  reg [31:0] \$421 ;
+  reg [5:0] \$422 ;
+  reg [31:0] \$423 ;
+  reg [5:0] \$424 ;
+  reg [31:0] \$425 ;
+  reg [5:0] \$426 ;
+  reg [33:0] \$427 ;
+  reg [30:0] \$428 ;
+  reg [32:0] \$429 ;
+  wire \$43 ;
+  reg [29:0] \$430 ;
+  reg [33:0] \$431 ;
+  reg [64:0] \$432 ;
+  reg [63:0] \$433 ;
+  reg [64:0] \$434 ;
+  reg [64:0] \$435 ;
+  reg [63:0] \$436 ;
+  reg [31:0] \$437 ;
+  reg [31:0] \$438 ;
+  reg [5:0] \$439 ;
+  wire [30:0] \$44 ;
+  reg [31:0] \$440 ;
+  reg [5:0] \$441 ;
+  reg [31:0] \$442 ;
+  reg [5:0] \$443 ;
+  reg [31:0] \$444 ;
+  reg [5:0] \$445 ;
+  reg [31:0] \$446 ;
+  reg [5:0] \$447 ;
+  reg [33:0] \$448 ;
+  reg [30:0] \$449 ;
+  wire [30:0] \$45 ;
+  reg [32:0] \$450 ;
+  reg [29:0] \$451 ;
+  reg [33:0] \$452 ;
+  reg [64:0] \$453 ;
+  reg [63:0] \$454 ;
+  reg [64:0] \$455 ;
+  reg [64:0] \$456 ;
+  reg [63:0] \$457 ;
+  reg [31:0] \$458 ;
+  reg [31:0] \$459 ;
   wire \$46 ;
-  wire [64:0] \$47 ;
-  wire \$48 ;
+  reg [5:0] \$460 ;
+  reg [31:0] \$461 ;
+  reg [5:0] \$462 ;
+  reg [31:0] \$463 ;
+  reg [5:0] \$464 ;
+  reg [31:0] \$465 ;
+  reg [5:0] \$466 ;
+  reg [31:0] \$467 ;
+  reg [5:0] \$468 ;
+  reg [33:0] \$469 ;
+  wire [30:0] \$47 ;
+  reg [30:0] \$470 ;
+  reg [32:0] \$471 ;
+  reg [29:0] \$472 ;
+  reg [33:0] \$473 ;
+  reg [64:0] \$474 ;
+  reg [63:0] \$475 ;
+  reg [64:0] \$476 ;
+  reg [64:0] \$477 ;
+  reg [63:0] \$478 ;
+  reg [31:0] \$479 ;
+  wire [31:0] \$48 ;
+  reg [31:0] \$480 ;
+  reg [5:0] \$481 ;
+  reg [31:0] \$482 ;
+  reg [5:0] \$483 ;
+  reg [31:0] \$484 ;
+  reg [5:0] \$485 ;
+  reg [31:0] \$486 ;
+  reg [5:0] \$487 ;
+  reg [31:0] \$488 ;
+  reg [5:0] \$489 ;
   wire \$49 ;
-  wire [63:0] \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire [47:0] \$52 ;
-  wire [62:0] \$53 ;
-  wire \$54 ;
-  wire [63:0] \$55 ;
+  reg [33:0] \$490 ;
+  reg [30:0] \$491 ;
+  reg [32:0] \$492 ;
+  reg [29:0] \$493 ;
+  reg [33:0] \$494 ;
+  reg [64:0] \$495 ;
+  reg [63:0] \$496 ;
+  reg [64:0] \$497 ;
+  reg [64:0] \$498 ;
+  reg [63:0] \$499 ;
+  wire [30:0] \$5 ;
+  wire [30:0] \$50 ;
+  reg [31:0] \$500 ;
+  reg [31:0] \$501 ;
+  reg [5:0] \$502 ;
+  reg [31:0] \$503 ;
+  reg [5:0] \$504 ;
+  reg [31:0] \$505 ;
+  reg [5:0] \$506 ;
+  reg [31:0] \$507 ;
+  reg [5:0] \$508 ;
+  reg [31:0] \$509 ;
+  wire [28:0] \$51 ;
+  reg [5:0] \$510 ;
+  reg [33:0] \$511 ;
+  reg [30:0] \$512 ;
+  reg [32:0] \$513 ;
+  reg [29:0] \$514 ;
+  reg [33:0] \$515 ;
+  reg [64:0] \$516 ;
+  reg [63:0] \$517 ;
+  reg [64:0] \$518 ;
+  reg [64:0] \$519 ;
+  wire [33:0] \$52 ;
+  reg [63:0] \$520 ;
+  reg [31:0] \$521 ;
+  reg [31:0] \$522 ;
+  reg [5:0] \$523 ;
+  reg [31:0] \$524 ;
+  reg [5:0] \$525 ;
+  reg [31:0] \$526 ;
+  reg [5:0] \$527 ;
+  reg [31:0] \$528 ;
+  reg [5:0] \$529 ;
+  wire [64:0] \$53 ;
+  reg [31:0] \$530 ;
+  reg [5:0] \$531 ;
+  reg [33:0] \$532 ;
+  reg [30:0] \$533 ;
+  reg [32:0] \$534 ;
+  reg [29:0] \$535 ;
+  reg [33:0] \$536 ;
+  reg [64:0] \$537 ;
+  reg [63:0] \$538 ;
+  reg [64:0] \$539 ;
+  wire [65:0] \$54 ;
+  reg [64:0] \$540 ;
+  reg [63:0] \$541 ;
+  reg [31:0] \$542 ;
+  wire \$55 ;
   wire \$56 ;
-  wire [64:0] \$57 ;
+  wire [31:0] \$57 ;
   wire \$58 ;
-  wire \$59 ;
-  wire \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire [47:0] \$62 ;
-  wire [62:0] \$63 ;
+  wire [6:0] \$59 ;
+  wire [30:0] \$6 ;
+  wire [110:0] \$60 ;
+  wire [47:0] \$61 ;
+  wire [48:0] \$62 ;
+  wire [64:0] \$63 ;
   wire \$64 ;
-  wire [63:0] \$65 ;
-  wire \$66 ;
-  wire [64:0] \$67 ;
+  wire \$65 ;
+  wire [64:0] \$66 ;
+  wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [64:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [47:0] \$72 ;
-  wire [62:0] \$73 ;
+  wire \$7 ;
+  wire [65:0] \$70 ;
+  wire [64:0] \$71 ;
+  wire \$72 ;
+  wire [64:0] \$73 ;
   wire \$74 ;
-  wire [63:0] \$75 ;
+  wire [65:0] \$75 ;
   wire \$76 ;
-  wire [64:0] \$77 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire [31:0] \$82 ;
-  wire [64:0] \$83 ;
-  wire \$84 ;
+  wire [30:0] \$8 ;
+  wire [30:0] \$80 ;
+  wire [33:0] \$81 ;
+  wire \$82 ;
+  wire [30:0] \$83 ;
+  wire [30:0] \$84 ;
   wire \$85 ;
-  wire \$86 ;
-  wire [65:0] \$87 ;
+  wire [30:0] \$86 ;
+  wire [31:0] \$87 ;
   wire \$88 ;
-  wire [6:0] \$89 ;
-  wire \$9 ;
-  wire [110:0] \$90 ;
-  wire [47:0] \$91 ;
+  wire [30:0] \$89 ;
+  wire [31:0] \$9 ;
+  wire [28:0] \$90 ;
+  wire [33:0] \$91 ;
   wire [64:0] \$92 ;
-  wire [63:0] \$93 ;
-  wire [64:0] \$94 ;
-  wire [31:0] \$95 ;
-  wire \$96 ;
-  wire [32:0] \$97 ;
-  wire [33:0] \$98 ;
-  wire \$99 ;
+  wire [65:0] \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire [31:0] \$96 ;
+  wire \$97 ;
+  wire [6:0] \$98 ;
+  wire [110:0] \$99 ;
   reg [31:0] acc1_0 = 32'd0;
   reg [31:0] acc1_1 = 32'd0;
   reg [31:0] acc1_2 = 32'd0;
@@ -58102,26 +58348,34 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [31:0] acc2_5 = 32'd0;
   reg [31:0] acc2_6 = 32'd0;
   reg [31:0] acc2_7 = 32'd0;
+  reg [31:0] acc3_0 = 32'd0;
+  reg [31:0] acc3_1 = 32'd0;
+  reg [31:0] acc3_2 = 32'd0;
+  reg [31:0] acc3_3 = 32'd0;
+  reg [31:0] acc3_4 = 32'd0;
+  reg [31:0] acc3_5 = 32'd0;
+  reg [31:0] acc3_6 = 32'd0;
+  reg [31:0] acc3_7 = 32'd0;
+  reg [31:0] acc4_0 = 32'd0;
+  reg [31:0] acc4_1 = 32'd0;
+  reg [31:0] acc4_2 = 32'd0;
+  reg [31:0] acc4_3 = 32'd0;
+  reg [31:0] acc4_4 = 32'd0;
+  reg [31:0] acc4_5 = 32'd0;
+  reg [31:0] acc4_6 = 32'd0;
+  reg [31:0] acc4_7 = 32'd0;
+  reg [31:0] acc5_0 = 32'd0;
+  reg [31:0] acc5_1 = 32'd0;
+  reg [31:0] acc5_2 = 32'd0;
+  reg [31:0] acc5_3 = 32'd0;
+  reg [31:0] acc5_4 = 32'd0;
+  reg [31:0] acc5_5 = 32'd0;
+  reg [31:0] acc5_6 = 32'd0;
+  reg [31:0] acc5_7 = 32'd0;
   input clk;
   wire clk;
   input [16:0] hi;
   wire [16:0] hi;
-  wire [33:0] hm_0;
-  wire [33:0] hm_1;
-  wire [33:0] hm_2;
-  wire [33:0] hm_3;
-  wire [33:0] hm_4;
-  wire [33:0] hm_5;
-  wire [33:0] hm_6;
-  wire [33:0] hm_7;
-  wire [64:0] hu_0;
-  wire [64:0] hu_1;
-  wire [64:0] hu_2;
-  wire [64:0] hu_3;
-  wire [64:0] hu_4;
-  wire [64:0] hu_5;
-  wire [64:0] hu_6;
-  wire [64:0] hu_7;
   input [255:0] i_acc;
   wire [255:0] i_acc;
   wire [31:0] \i_acc[0] ;
@@ -58173,10 +58427,21 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg last_s1 = 1'h0;
   reg last_s2 = 1'h0;
   reg last_s3 = 1'h0;
-  output last_s4;
   reg last_s4 = 1'h0;
+  reg last_s5 = 1'h0;
+  reg last_s6 = 1'h0;
+  output last_s7;
+  reg last_s7 = 1'h0;
   input [16:0] lo;
   wire [16:0] lo;
+  reg [64:0] lohi_0 = 65'h00000000000000000;
+  reg [64:0] lohi_1 = 65'h00000000000000000;
+  reg [64:0] lohi_2 = 65'h00000000000000000;
+  reg [64:0] lohi_3 = 65'h00000000000000000;
+  reg [64:0] lohi_4 = 65'h00000000000000000;
+  reg [64:0] lohi_5 = 65'h00000000000000000;
+  reg [64:0] lohi_6 = 65'h00000000000000000;
+  reg [64:0] lohi_7 = 65'h00000000000000000;
   wire [31:0] mask_0;
   wire [31:0] mask_1;
   wire [31:0] mask_2;
@@ -58185,6 +58450,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   wire [31:0] mask_5;
   wire [31:0] mask_6;
   wire [31:0] mask_7;
+  reg [33:0] mid_0 = 34'h000000000;
+  reg [33:0] mid_1 = 34'h000000000;
+  reg [33:0] mid_2 = 34'h000000000;
+  reg [33:0] mid_3 = 34'h000000000;
+  reg [33:0] mid_4 = 34'h000000000;
+  reg [33:0] mid_5 = 34'h000000000;
+  reg [33:0] mid_6 = 34'h000000000;
+  reg [33:0] mid_7 = 34'h000000000;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
@@ -58205,38 +58478,70 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   wire o_last;
   (* init = 1'h0 *)
   wire o_valid;
-  reg [63:0] prod1_0 = 64'h0000000000000000;
-  reg [63:0] prod1_1 = 64'h0000000000000000;
-  reg [63:0] prod1_2 = 64'h0000000000000000;
-  reg [63:0] prod1_3 = 64'h0000000000000000;
-  reg [63:0] prod1_4 = 64'h0000000000000000;
-  reg [63:0] prod1_5 = 64'h0000000000000000;
-  reg [63:0] prod1_6 = 64'h0000000000000000;
-  reg [63:0] prod1_7 = 64'h0000000000000000;
-  reg [63:0] q2_0 = 64'h0000000000000000;
-  reg [63:0] q2_1 = 64'h0000000000000000;
-  reg [63:0] q2_2 = 64'h0000000000000000;
-  reg [63:0] q2_3 = 64'h0000000000000000;
-  reg [63:0] q2_4 = 64'h0000000000000000;
-  reg [63:0] q2_5 = 64'h0000000000000000;
-  reg [63:0] q2_6 = 64'h0000000000000000;
-  reg [63:0] q2_7 = 64'h0000000000000000;
-  reg [63:0] q3_0 = 64'h0000000000000000;
-  reg [63:0] q3_1 = 64'h0000000000000000;
-  reg [63:0] q3_2 = 64'h0000000000000000;
-  reg [63:0] q3_3 = 64'h0000000000000000;
-  reg [63:0] q3_4 = 64'h0000000000000000;
-  reg [63:0] q3_5 = 64'h0000000000000000;
-  reg [63:0] q3_6 = 64'h0000000000000000;
-  reg [63:0] q3_7 = 64'h0000000000000000;
-  wire [64:0] q4_0;
-  wire [64:0] q4_1;
-  wire [64:0] q4_2;
-  wire [64:0] q4_3;
-  wire [64:0] q4_4;
-  wire [64:0] q4_5;
-  wire [64:0] q4_6;
-  wire [64:0] q4_7;
+  reg [29:0] phh_0 = 30'h00000000;
+  reg [29:0] phh_1 = 30'h00000000;
+  reg [29:0] phh_2 = 30'h00000000;
+  reg [29:0] phh_3 = 30'h00000000;
+  reg [29:0] phh_4 = 30'h00000000;
+  reg [29:0] phh_5 = 30'h00000000;
+  reg [29:0] phh_6 = 30'h00000000;
+  reg [29:0] phh_7 = 30'h00000000;
+  reg [32:0] phl_0 = 33'h000000000;
+  reg [32:0] phl_1 = 33'h000000000;
+  reg [32:0] phl_2 = 33'h000000000;
+  reg [32:0] phl_3 = 33'h000000000;
+  reg [32:0] phl_4 = 33'h000000000;
+  reg [32:0] phl_5 = 33'h000000000;
+  reg [32:0] phl_6 = 33'h000000000;
+  reg [32:0] phl_7 = 33'h000000000;
+  reg [30:0] plh_0 = 31'h00000000;
+  reg [30:0] plh_1 = 31'h00000000;
+  reg [30:0] plh_2 = 31'h00000000;
+  reg [30:0] plh_3 = 31'h00000000;
+  reg [30:0] plh_4 = 31'h00000000;
+  reg [30:0] plh_5 = 31'h00000000;
+  reg [30:0] plh_6 = 31'h00000000;
+  reg [30:0] plh_7 = 31'h00000000;
+  reg [33:0] pll_0 = 34'h000000000;
+  reg [33:0] pll_1 = 34'h000000000;
+  reg [33:0] pll_2 = 34'h000000000;
+  reg [33:0] pll_3 = 34'h000000000;
+  reg [33:0] pll_4 = 34'h000000000;
+  reg [33:0] pll_5 = 34'h000000000;
+  reg [33:0] pll_6 = 34'h000000000;
+  reg [33:0] pll_7 = 34'h000000000;
+  reg [63:0] prod_0 = 64'h0000000000000000;
+  reg [63:0] prod_1 = 64'h0000000000000000;
+  reg [63:0] prod_2 = 64'h0000000000000000;
+  reg [63:0] prod_3 = 64'h0000000000000000;
+  reg [63:0] prod_4 = 64'h0000000000000000;
+  reg [63:0] prod_5 = 64'h0000000000000000;
+  reg [63:0] prod_6 = 64'h0000000000000000;
+  reg [63:0] prod_7 = 64'h0000000000000000;
+  reg [64:0] q5_0 = 65'h00000000000000000;
+  reg [64:0] q5_1 = 65'h00000000000000000;
+  reg [64:0] q5_2 = 65'h00000000000000000;
+  reg [64:0] q5_3 = 65'h00000000000000000;
+  reg [64:0] q5_4 = 65'h00000000000000000;
+  reg [64:0] q5_5 = 65'h00000000000000000;
+  reg [64:0] q5_6 = 65'h00000000000000000;
+  reg [64:0] q5_7 = 65'h00000000000000000;
+  reg [63:0] q6_0 = 64'h0000000000000000;
+  reg [63:0] q6_1 = 64'h0000000000000000;
+  reg [63:0] q6_2 = 64'h0000000000000000;
+  reg [63:0] q6_3 = 64'h0000000000000000;
+  reg [63:0] q6_4 = 64'h0000000000000000;
+  reg [63:0] q6_5 = 64'h0000000000000000;
+  reg [63:0] q6_6 = 64'h0000000000000000;
+  reg [63:0] q6_7 = 64'h0000000000000000;
+  wire [64:0] q7_0;
+  wire [64:0] q7_1;
+  wire [64:0] q7_2;
+  wire [64:0] q7_3;
+  wire [64:0] q7_4;
+  wire [64:0] q7_5;
+  wire [64:0] q7_6;
+  wire [64:0] q7_7;
   wire [31:0] rem_0;
   wire [31:0] rem_1;
   wire [31:0] rem_2;
@@ -58271,6 +58576,30 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [5:0] sh2_5 = 6'h00;
   reg [5:0] sh2_6 = 6'h00;
   reg [5:0] sh2_7 = 6'h00;
+  reg [5:0] sh3_0 = 6'h00;
+  reg [5:0] sh3_1 = 6'h00;
+  reg [5:0] sh3_2 = 6'h00;
+  reg [5:0] sh3_3 = 6'h00;
+  reg [5:0] sh3_4 = 6'h00;
+  reg [5:0] sh3_5 = 6'h00;
+  reg [5:0] sh3_6 = 6'h00;
+  reg [5:0] sh3_7 = 6'h00;
+  reg [5:0] sh4_0 = 6'h00;
+  reg [5:0] sh4_1 = 6'h00;
+  reg [5:0] sh4_2 = 6'h00;
+  reg [5:0] sh4_3 = 6'h00;
+  reg [5:0] sh4_4 = 6'h00;
+  reg [5:0] sh4_5 = 6'h00;
+  reg [5:0] sh4_6 = 6'h00;
+  reg [5:0] sh4_7 = 6'h00;
+  reg [5:0] sh5_0 = 6'h00;
+  reg [5:0] sh5_1 = 6'h00;
+  reg [5:0] sh5_2 = 6'h00;
+  reg [5:0] sh5_3 = 6'h00;
+  reg [5:0] sh5_4 = 6'h00;
+  reg [5:0] sh5_5 = 6'h00;
+  reg [5:0] sh5_6 = 6'h00;
+  reg [5:0] sh5_7 = 6'h00;
   wire [32:0] thr_0;
   wire [32:0] thr_1;
   wire [32:0] thr_2;
@@ -58279,1343 +58608,2704 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   wire [32:0] thr_5;
   wire [32:0] thr_6;
   wire [32:0] thr_7;
-  wire [64:0] v_0;
-  wire [64:0] v_1;
-  wire [64:0] v_2;
-  wire [64:0] v_3;
-  wire [64:0] v_4;
-  wire [64:0] v_5;
-  wire [64:0] v_6;
-  wire [64:0] v_7;
+  reg [64:0] v_0 = 65'h00000000000000000;
+  reg [64:0] v_1 = 65'h00000000000000000;
+  reg [64:0] v_2 = 65'h00000000000000000;
+  reg [64:0] v_3 = 65'h00000000000000000;
+  reg [64:0] v_4 = 65'h00000000000000000;
+  reg [64:0] v_5 = 65'h00000000000000000;
+  reg [64:0] v_6 = 65'h00000000000000000;
+  reg [64:0] v_7 = 65'h00000000000000000;
   reg valid_s1 = 1'h0;
   reg valid_s2 = 1'h0;
   reg valid_s3 = 1'h0;
-  output valid_s4;
   reg valid_s4 = 1'h0;
+  reg valid_s5 = 1'h0;
+  reg valid_s6 = 1'h0;
+  output valid_s7;
+  reg valid_s7 = 1'h0;
   input [16:0] zp;
   wire [16:0] zp;
+  always @(posedge clk)
+    sh3_1 <= \$401 ;
+  always @(posedge clk)
+    acc4_1 <= \$402 ;
+  always @(posedge clk)
+    sh4_1 <= \$403 ;
+  always @(posedge clk)
+    acc5_1 <= \$404 ;
+  always @(posedge clk)
+    sh5_1 <= \$405 ;
+  always @(posedge clk)
+    pll_1 <= \$406 ;
+  always @(posedge clk)
+    plh_1 <= \$407 ;
+  always @(posedge clk)
+    phl_1 <= \$408 ;
+  always @(posedge clk)
+    phh_1 <= \$409 ;
+  always @(posedge clk)
+    mid_1 <= \$410 ;
+  always @(posedge clk)
+    lohi_1 <= \$411 ;
+  always @(posedge clk)
+    prod_1 <= \$412 ;
+  always @(posedge clk)
+    v_1 <= \$413 ;
+  always @(posedge clk)
+    q5_1 <= \$414 ;
+  always @(posedge clk)
+    q6_1 <= \$415 ;
+  always @(posedge clk)
+    res_1 <= \$416 ;
+  always @(posedge clk)
+    acc1_2 <= \$417 ;
+  always @(posedge clk)
+    sh1_2 <= \$418 ;
+  always @(posedge clk)
+    acc2_2 <= \$419 ;
+  always @(posedge clk)
+    sh2_2 <= \$420 ;
+  always @(posedge clk)
+    acc3_2 <= \$421 ;
+  always @(posedge clk)
+    sh3_2 <= \$422 ;
+  always @(posedge clk)
+    acc4_2 <= \$423 ;
+  always @(posedge clk)
+    sh4_2 <= \$424 ;
+  always @(posedge clk)
+    acc5_2 <= \$425 ;
+  always @(posedge clk)
+    sh5_2 <= \$426 ;
+  always @(posedge clk)
+    pll_2 <= \$427 ;
+  always @(posedge clk)
+    plh_2 <= \$428 ;
+  always @(posedge clk)
+    phl_2 <= \$429 ;
+  always @(posedge clk)
+    phh_2 <= \$430 ;
+  always @(posedge clk)
+    mid_2 <= \$431 ;
+  always @(posedge clk)
+    lohi_2 <= \$432 ;
+  always @(posedge clk)
+    prod_2 <= \$433 ;
+  always @(posedge clk)
+    v_2 <= \$434 ;
+  always @(posedge clk)
+    q5_2 <= \$435 ;
+  always @(posedge clk)
+    q6_2 <= \$436 ;
+  always @(posedge clk)
+    res_2 <= \$437 ;
+  always @(posedge clk)
+    acc1_3 <= \$438 ;
+  always @(posedge clk)
+    sh1_3 <= \$439 ;
+  always @(posedge clk)
+    acc2_3 <= \$440 ;
+  always @(posedge clk)
+    sh2_3 <= \$441 ;
+  always @(posedge clk)
+    acc3_3 <= \$442 ;
+  always @(posedge clk)
+    sh3_3 <= \$443 ;
+  always @(posedge clk)
+    acc4_3 <= \$444 ;
+  always @(posedge clk)
+    sh4_3 <= \$445 ;
+  always @(posedge clk)
+    acc5_3 <= \$446 ;
+  always @(posedge clk)
+    sh5_3 <= \$447 ;
+  always @(posedge clk)
+    pll_3 <= \$448 ;
+  always @(posedge clk)
+    plh_3 <= \$449 ;
+  always @(posedge clk)
+    phl_3 <= \$450 ;
+  always @(posedge clk)
+    phh_3 <= \$451 ;
+  always @(posedge clk)
+    mid_3 <= \$452 ;
+  always @(posedge clk)
+    lohi_3 <= \$453 ;
+  always @(posedge clk)
+    prod_3 <= \$454 ;
+  always @(posedge clk)
+    v_3 <= \$455 ;
+  always @(posedge clk)
+    q5_3 <= \$456 ;
+  always @(posedge clk)
+    q6_3 <= \$457 ;
+  always @(posedge clk)
+    res_3 <= \$458 ;
+  always @(posedge clk)
+    acc1_4 <= \$459 ;
+  always @(posedge clk)
+    sh1_4 <= \$460 ;
+  always @(posedge clk)
+    acc2_4 <= \$461 ;
+  always @(posedge clk)
+    sh2_4 <= \$462 ;
+  always @(posedge clk)
+    acc3_4 <= \$463 ;
+  always @(posedge clk)
+    sh3_4 <= \$464 ;
+  always @(posedge clk)
+    acc4_4 <= \$465 ;
+  always @(posedge clk)
+    sh4_4 <= \$466 ;
+  always @(posedge clk)
+    acc5_4 <= \$467 ;
+  always @(posedge clk)
+    sh5_4 <= \$468 ;
+  always @(posedge clk)
+    pll_4 <= \$469 ;
+  always @(posedge clk)
+    plh_4 <= \$470 ;
+  always @(posedge clk)
+    phl_4 <= \$471 ;
+  always @(posedge clk)
+    phh_4 <= \$472 ;
+  always @(posedge clk)
+    mid_4 <= \$473 ;
+  always @(posedge clk)
+    lohi_4 <= \$474 ;
+  always @(posedge clk)
+    prod_4 <= \$475 ;
+  always @(posedge clk)
+    v_4 <= \$476 ;
+  always @(posedge clk)
+    q5_4 <= \$477 ;
+  always @(posedge clk)
+    q6_4 <= \$478 ;
+  always @(posedge clk)
+    res_4 <= \$479 ;
+  always @(posedge clk)
+    acc1_5 <= \$480 ;
+  always @(posedge clk)
+    sh1_5 <= \$481 ;
+  always @(posedge clk)
+    acc2_5 <= \$482 ;
+  always @(posedge clk)
+    sh2_5 <= \$483 ;
+  always @(posedge clk)
+    acc3_5 <= \$484 ;
+  always @(posedge clk)
+    sh3_5 <= \$485 ;
+  always @(posedge clk)
+    acc4_5 <= \$486 ;
+  always @(posedge clk)
+    sh4_5 <= \$487 ;
+  always @(posedge clk)
+    acc5_5 <= \$488 ;
+  always @(posedge clk)
+    sh5_5 <= \$489 ;
+  always @(posedge clk)
+    pll_5 <= \$490 ;
+  always @(posedge clk)
+    plh_5 <= \$491 ;
+  always @(posedge clk)
+    phl_5 <= \$492 ;
+  always @(posedge clk)
+    phh_5 <= \$493 ;
+  always @(posedge clk)
+    mid_5 <= \$494 ;
+  always @(posedge clk)
+    lohi_5 <= \$495 ;
+  always @(posedge clk)
+    prod_5 <= \$496 ;
+  always @(posedge clk)
+    v_5 <= \$497 ;
+  always @(posedge clk)
+    q5_5 <= \$498 ;
+  always @(posedge clk)
+    q6_5 <= \$499 ;
+  always @(posedge clk)
+    res_5 <= \$500 ;
+  always @(posedge clk)
+    acc1_6 <= \$501 ;
+  always @(posedge clk)
+    sh1_6 <= \$502 ;
+  always @(posedge clk)
+    acc2_6 <= \$503 ;
+  always @(posedge clk)
+    sh2_6 <= \$504 ;
+  always @(posedge clk)
+    acc3_6 <= \$505 ;
+  always @(posedge clk)
+    sh3_6 <= \$506 ;
+  always @(posedge clk)
+    acc4_6 <= \$507 ;
+  always @(posedge clk)
+    sh4_6 <= \$508 ;
+  always @(posedge clk)
+    acc5_6 <= \$509 ;
+  always @(posedge clk)
+    sh5_6 <= \$510 ;
+  always @(posedge clk)
+    pll_6 <= \$511 ;
+  always @(posedge clk)
+    plh_6 <= \$512 ;
+  always @(posedge clk)
+    phl_6 <= \$513 ;
+  always @(posedge clk)
+    phh_6 <= \$514 ;
+  always @(posedge clk)
+    mid_6 <= \$515 ;
+  always @(posedge clk)
+    lohi_6 <= \$516 ;
+  always @(posedge clk)
+    prod_6 <= \$517 ;
+  always @(posedge clk)
+    v_6 <= \$518 ;
+  always @(posedge clk)
+    q5_6 <= \$519 ;
+  always @(posedge clk)
+    q6_6 <= \$520 ;
+  always @(posedge clk)
+    res_6 <= \$521 ;
+  always @(posedge clk)
+    acc1_7 <= \$522 ;
+  always @(posedge clk)
+    sh1_7 <= \$523 ;
+  always @(posedge clk)
+    acc2_7 <= \$524 ;
+  always @(posedge clk)
+    sh2_7 <= \$525 ;
+  always @(posedge clk)
+    acc3_7 <= \$526 ;
+  always @(posedge clk)
+    sh3_7 <= \$527 ;
+  always @(posedge clk)
+    acc4_7 <= \$528 ;
+  always @(posedge clk)
+    sh4_7 <= \$529 ;
+  always @(posedge clk)
+    acc5_7 <= \$530 ;
+  always @(posedge clk)
+    sh5_7 <= \$531 ;
+  always @(posedge clk)
+    pll_7 <= \$532 ;
+  always @(posedge clk)
+    plh_7 <= \$533 ;
+  always @(posedge clk)
+    phl_7 <= \$534 ;
+  always @(posedge clk)
+    phh_7 <= \$535 ;
+  always @(posedge clk)
+    mid_7 <= \$536 ;
+  always @(posedge clk)
+    lohi_7 <= \$537 ;
+  always @(posedge clk)
+    prod_7 <= \$538 ;
+  always @(posedge clk)
+    v_7 <= \$539 ;
+  always @(posedge clk)
+    q5_7 <= \$540 ;
+  always @(posedge clk)
+    q6_7 <= \$541 ;
+  always @(posedge clk)
+    res_7 <= \$542 ;
   assign \$1  = mode == 2'h2;
-  assign \$2  = $signed(i_acc[31:0]) * $signed({ 1'h0, i_params[47:32] });
-  assign \$3  = $signed(i_acc[31:0]) * $signed({ 1'h0, i_params[62:32] });
-  assign \$4  = mode == 1'h1;
-  assign \$5  = $signed(q2_0) >>> sh2_0[4:0];
-  assign \$6  = rem_0 > \$98 [32:0];
-  assign \$7  = $signed(\$5 ) + $signed({ 1'h0, \$6  });
-  assign \$8  = ! mode;
-  assign \$9  = $signed(q4_0) < $signed(lo);
-  assign \$10  = $signed(q4_0) > $signed(hi);
-  assign \$11  = mode == 2'h2;
-  assign \$12  = $signed(i_acc[63:32]) * $signed({ 1'h0, i_params[116:101] });
-  assign \$13  = $signed(i_acc[63:32]) * $signed({ 1'h0, i_params[131:101] });
-  assign \$14  = mode == 1'h1;
-  assign \$15  = $signed(q2_1) >>> sh2_1[4:0];
-  assign \$16  = rem_1 > \$116 [32:0];
-  assign \$17  = $signed(\$15 ) + $signed({ 1'h0, \$16  });
-  assign \$18  = ! mode;
-  assign \$19  = $signed(q4_1) < $signed(lo);
-  assign \$20  = $signed(q4_1) > $signed(hi);
-  assign \$21  = mode == 2'h2;
-  assign \$22  = $signed(i_acc[95:64]) * $signed({ 1'h0, i_params[185:170] });
-  assign \$23  = $signed(i_acc[95:64]) * $signed({ 1'h0, i_params[200:170] });
-  assign \$24  = mode == 1'h1;
-  assign \$25  = $signed(q2_2) >>> sh2_2[4:0];
-  assign \$26  = rem_2 > \$134 [32:0];
-  assign \$27  = $signed(\$25 ) + $signed({ 1'h0, \$26  });
-  assign \$28  = ! mode;
-  assign \$29  = $signed(q4_2) < $signed(lo);
-  assign \$30  = $signed(q4_2) > $signed(hi);
-  assign \$31  = mode == 2'h2;
-  assign \$32  = $signed(i_acc[127:96]) * $signed({ 1'h0, i_params[254:239] });
-  assign \$33  = $signed(i_acc[127:96]) * $signed({ 1'h0, i_params[269:239] });
-  assign \$34  = mode == 1'h1;
-  assign \$35  = $signed(q2_3) >>> sh2_3[4:0];
-  assign \$36  = rem_3 > \$152 [32:0];
-  assign \$37  = $signed(\$35 ) + $signed({ 1'h0, \$36  });
-  assign \$38  = ! mode;
-  assign \$39  = $signed(q4_3) < $signed(lo);
-  assign \$40  = $signed(q4_3) > $signed(hi);
-  assign \$41  = mode == 2'h2;
-  assign \$42  = $signed(i_acc[159:128]) * $signed({ 1'h0, i_params[323:308] });
-  assign \$43  = $signed(i_acc[159:128]) * $signed({ 1'h0, i_params[338:308] });
-  assign \$44  = mode == 1'h1;
-  assign \$45  = $signed(q2_4) >>> sh2_4[4:0];
-  assign \$46  = rem_4 > \$170 [32:0];
-  assign \$47  = $signed(\$45 ) + $signed({ 1'h0, \$46  });
-  assign \$48  = ! mode;
-  assign \$49  = $signed(q4_4) < $signed(lo);
-  assign \$50  = $signed(q4_4) > $signed(hi);
-  assign \$51  = mode == 2'h2;
-  assign \$52  = $signed(i_acc[191:160]) * $signed({ 1'h0, i_params[392:377] });
-  assign \$53  = $signed(i_acc[191:160]) * $signed({ 1'h0, i_params[407:377] });
-  assign \$54  = mode == 1'h1;
-  assign \$55  = $signed(q2_5) >>> sh2_5[4:0];
-  assign \$56  = rem_5 > \$188 [32:0];
-  assign \$57  = $signed(\$55 ) + $signed({ 1'h0, \$56  });
-  assign \$58  = ! mode;
-  assign \$59  = $signed(q4_5) < $signed(lo);
-  assign \$60  = $signed(q4_5) > $signed(hi);
-  assign \$61  = mode == 2'h2;
-  assign \$62  = $signed(i_acc[223:192]) * $signed({ 1'h0, i_params[461:446] });
-  assign \$63  = $signed(i_acc[223:192]) * $signed({ 1'h0, i_params[476:446] });
+  assign \$2  = \$1  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
+  assign \$3  = i_acc[16:0] * \$2 [16:0];
+  assign \$4  = mode == 2'h2;
+  assign \$5  = \$4  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
+  assign \$6  = i_acc[16:0] * \$5 [30:17];
+  assign \$7  = mode == 2'h2;
+  assign \$8  = \$7  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
+  assign \$9  = $signed(i_acc[31:17]) * $signed({ 1'h0, \$8 [16:0] });
+  assign \$10  = mode == 2'h2;
+  assign \$11  = \$10  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
+  assign \$12  = $signed(i_acc[31:17]) * $signed({ 1'h0, \$11 [30:17] });
+  assign \$13  = $signed({ 1'h0, plh_0 }) + $signed(phl_0);
+  assign \$15  = $signed(lohi_0) + $signed(\$14 );
+  assign \$16  = mode == 1'h1;
+  assign \$17  = $signed(prod_0) >= $signed(1'h0);
+  assign \$18  = \$17  ? 32'd1073741824 : 32'd3221225473;
+  assign \$19  = ! sh3_0;
+  assign \$20  = sh3_0 - 1'h1;
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = \$19  ? 48'h000000000000 : \$21 [47:0];
+  assign \$23  = \$16  ? { \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18  } : { 1'h0, \$22  };
+  assign \$24  = $signed(prod_0) + $signed(\$23 );
+  assign \$25  = mode == 1'h1;
+  assign \$26  = mode == 2'h2;
+  assign \$28  = $signed(v_0) < $signed(1'h0);
+  assign \$29  = | v_0[30:0];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = $signed(\$27 ) + $signed({ 1'h0, \$30  });
+  assign \$32  = $signed(v_0) >>> sh4_0;
+  assign \$33  = mode == 1'h1;
+  assign \$34  = $signed(q5_0) >>> sh5_0[4:0];
+  assign \$35  = rem_0 > \$318 [32:0];
+  assign \$36  = $signed(\$34 ) + $signed({ 1'h0, \$35  });
+  assign \$37  = ! mode;
+  assign \$38  = $signed(q7_0) < $signed(lo);
+  assign \$39  = $signed(q7_0) > $signed(hi);
+  assign \$40  = mode == 2'h2;
+  assign \$41  = \$40  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$42  = i_acc[48:32] * \$41 [16:0];
+  assign \$43  = mode == 2'h2;
+  assign \$44  = \$43  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$45  = i_acc[48:32] * \$44 [30:17];
+  assign \$46  = mode == 2'h2;
+  assign \$47  = \$46  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$48  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$47 [16:0] });
+  assign \$49  = mode == 2'h2;
+  assign \$50  = \$49  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$51  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$50 [30:17] });
+  assign \$52  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
+  assign \$54  = $signed(lohi_1) + $signed(\$53 );
+  assign \$55  = mode == 1'h1;
+  assign \$56  = $signed(prod_1) >= $signed(1'h0);
+  assign \$57  = \$56  ? 32'd1073741824 : 32'd3221225473;
+  assign \$58  = ! sh3_1;
+  assign \$59  = sh3_1 - 1'h1;
+  assign \$60  = 1'h1 << \$59 [5:0];
+  assign \$61  = \$58  ? 48'h000000000000 : \$60 [47:0];
+  assign \$62  = \$55  ? { \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57  } : { 1'h0, \$61  };
+  assign \$63  = $signed(prod_1) + $signed(\$62 );
   assign \$64  = mode == 1'h1;
-  assign \$65  = $signed(q2_6) >>> sh2_6[4:0];
-  assign \$66  = rem_6 > \$206 [32:0];
-  assign \$67  = $signed(\$65 ) + $signed({ 1'h0, \$66  });
-  assign \$68  = ! mode;
-  assign \$69  = $signed(q4_6) < $signed(lo);
-  assign \$70  = $signed(q4_6) > $signed(hi);
-  assign \$71  = mode == 2'h2;
-  assign \$72  = $signed(i_acc[255:224]) * $signed({ 1'h0, i_params[530:515] });
-  assign \$73  = $signed(i_acc[255:224]) * $signed({ 1'h0, i_params[545:515] });
-  assign \$74  = mode == 1'h1;
-  assign \$75  = $signed(q2_7) >>> sh2_7[4:0];
-  assign \$76  = rem_7 > \$224 [32:0];
-  assign \$77  = $signed(\$75 ) + $signed({ 1'h0, \$76  });
-  assign \$78  = ! mode;
-  assign \$79  = $signed(q4_7) < $signed(lo);
-  assign \$80  = $signed(q4_7) > $signed(hi);
-  assign \$81  = $signed(prod1_0) >= $signed(1'h0);
-  assign \$82  = \$81  ? 32'd1073741824 : 32'd3221225473;
-  assign v_0 = $signed(prod1_0) + $signed(\$82 );
-  assign \$84  = $signed(v_0) < $signed(1'h0);
-  assign \$85  = | v_0[30:0];
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = $signed(\$83 ) + $signed({ 1'h0, \$86  });
-  assign \$88  = ! sh1_0;
-  assign \$89  = sh1_0 - 1'h1;
-  assign \$90  = 1'h1 << \$89 [5:0];
-  assign \$91  = \$88  ? 48'h000000000000 : \$90 [47:0];
-  assign \$92  = $signed(prod1_0) + $signed({ 1'h0, \$91  });
-  assign hu_0 = $signed(\$92 ) >>> sh1_0;
-  assign \$93  = 1'h1 << sh2_0[4:0];
-  assign \$94  = \$93  - 1'h1;
-  assign rem_0 = q2_0[31:0] & \$94 [31:0];
-  assign \$96  = $signed(q2_0) < $signed(1'h0);
-  assign \$97  = \$95  + \$96 ;
-  assign \$98  = \$97  + 1'h0;
-  assign q4_0 = $signed(q3_0) + $signed(zp);
-  assign \$99  = $signed(prod1_1) >= $signed(1'h0);
-  assign \$100  = \$99  ? 32'd1073741824 : 32'd3221225473;
-  assign v_1 = $signed(prod1_1) + $signed(\$100 );
-  assign \$102  = $signed(v_1) < $signed(1'h0);
-  assign \$103  = | v_1[30:0];
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = $signed(\$101 ) + $signed({ 1'h0, \$104  });
-  assign \$106  = ! sh1_1;
-  assign \$107  = sh1_1 - 1'h1;
-  assign \$108  = 1'h1 << \$107 [5:0];
-  assign \$109  = \$106  ? 48'h000000000000 : \$108 [47:0];
-  assign \$110  = $signed(prod1_1) + $signed({ 1'h0, \$109  });
-  assign hu_1 = $signed(\$110 ) >>> sh1_1;
-  assign \$111  = 1'h1 << sh2_1[4:0];
-  assign \$112  = \$111  - 1'h1;
-  assign rem_1 = q2_1[31:0] & \$112 [31:0];
-  assign \$114  = $signed(q2_1) < $signed(1'h0);
-  assign \$115  = \$113  + \$114 ;
-  assign \$116  = \$115  + 1'h0;
-  assign q4_1 = $signed(q3_1) + $signed(zp);
-  assign \$117  = $signed(prod1_2) >= $signed(1'h0);
-  assign \$118  = \$117  ? 32'd1073741824 : 32'd3221225473;
-  assign v_2 = $signed(prod1_2) + $signed(\$118 );
-  assign \$120  = $signed(v_2) < $signed(1'h0);
-  assign \$121  = | v_2[30:0];
-  assign \$122  = \$120  & \$121 ;
-  assign \$123  = $signed(\$119 ) + $signed({ 1'h0, \$122  });
-  assign \$124  = ! sh1_2;
-  assign \$125  = sh1_2 - 1'h1;
-  assign \$126  = 1'h1 << \$125 [5:0];
-  assign \$127  = \$124  ? 48'h000000000000 : \$126 [47:0];
-  assign \$128  = $signed(prod1_2) + $signed({ 1'h0, \$127  });
-  assign hu_2 = $signed(\$128 ) >>> sh1_2;
-  assign \$129  = 1'h1 << sh2_2[4:0];
-  assign \$130  = \$129  - 1'h1;
-  assign rem_2 = q2_2[31:0] & \$130 [31:0];
-  assign \$132  = $signed(q2_2) < $signed(1'h0);
-  assign \$133  = \$131  + \$132 ;
-  assign \$134  = \$133  + 1'h0;
-  assign q4_2 = $signed(q3_2) + $signed(zp);
-  assign \$135  = $signed(prod1_3) >= $signed(1'h0);
-  assign \$136  = \$135  ? 32'd1073741824 : 32'd3221225473;
-  assign v_3 = $signed(prod1_3) + $signed(\$136 );
-  assign \$138  = $signed(v_3) < $signed(1'h0);
-  assign \$139  = | v_3[30:0];
-  assign \$140  = \$138  & \$139 ;
-  assign \$141  = $signed(\$137 ) + $signed({ 1'h0, \$140  });
-  assign \$142  = ! sh1_3;
-  assign \$143  = sh1_3 - 1'h1;
-  assign \$144  = 1'h1 << \$143 [5:0];
-  assign \$145  = \$142  ? 48'h000000000000 : \$144 [47:0];
-  assign \$146  = $signed(prod1_3) + $signed({ 1'h0, \$145  });
-  assign hu_3 = $signed(\$146 ) >>> sh1_3;
-  assign \$147  = 1'h1 << sh2_3[4:0];
-  assign \$148  = \$147  - 1'h1;
-  assign rem_3 = q2_3[31:0] & \$148 [31:0];
-  assign \$150  = $signed(q2_3) < $signed(1'h0);
-  assign \$151  = \$149  + \$150 ;
-  assign \$152  = \$151  + 1'h0;
-  assign q4_3 = $signed(q3_3) + $signed(zp);
-  assign \$153  = $signed(prod1_4) >= $signed(1'h0);
-  assign \$154  = \$153  ? 32'd1073741824 : 32'd3221225473;
-  assign v_4 = $signed(prod1_4) + $signed(\$154 );
-  assign \$156  = $signed(v_4) < $signed(1'h0);
-  assign \$157  = | v_4[30:0];
-  assign \$158  = \$156  & \$157 ;
-  assign \$159  = $signed(\$155 ) + $signed({ 1'h0, \$158  });
-  assign \$160  = ! sh1_4;
-  assign \$161  = sh1_4 - 1'h1;
-  assign \$162  = 1'h1 << \$161 [5:0];
-  assign \$163  = \$160  ? 48'h000000000000 : \$162 [47:0];
-  assign \$164  = $signed(prod1_4) + $signed({ 1'h0, \$163  });
-  assign hu_4 = $signed(\$164 ) >>> sh1_4;
-  assign \$165  = 1'h1 << sh2_4[4:0];
-  assign \$166  = \$165  - 1'h1;
-  assign rem_4 = q2_4[31:0] & \$166 [31:0];
-  assign \$168  = $signed(q2_4) < $signed(1'h0);
-  assign \$169  = \$167  + \$168 ;
-  assign \$170  = \$169  + 1'h0;
-  assign q4_4 = $signed(q3_4) + $signed(zp);
-  assign \$171  = $signed(prod1_5) >= $signed(1'h0);
-  assign \$172  = \$171  ? 32'd1073741824 : 32'd3221225473;
-  assign v_5 = $signed(prod1_5) + $signed(\$172 );
-  assign \$174  = $signed(v_5) < $signed(1'h0);
-  assign \$175  = | v_5[30:0];
-  assign \$176  = \$174  & \$175 ;
-  assign \$177  = $signed(\$173 ) + $signed({ 1'h0, \$176  });
-  assign \$178  = ! sh1_5;
-  assign \$179  = sh1_5 - 1'h1;
-  assign \$180  = 1'h1 << \$179 [5:0];
-  assign \$181  = \$178  ? 48'h000000000000 : \$180 [47:0];
-  assign \$182  = $signed(prod1_5) + $signed({ 1'h0, \$181  });
-  assign hu_5 = $signed(\$182 ) >>> sh1_5;
-  assign \$183  = 1'h1 << sh2_5[4:0];
-  assign \$184  = \$183  - 1'h1;
-  assign rem_5 = q2_5[31:0] & \$184 [31:0];
-  assign \$186  = $signed(q2_5) < $signed(1'h0);
-  assign \$187  = \$185  + \$186 ;
-  assign \$188  = \$187  + 1'h0;
-  assign q4_5 = $signed(q3_5) + $signed(zp);
-  assign \$189  = $signed(prod1_6) >= $signed(1'h0);
-  assign \$190  = \$189  ? 32'd1073741824 : 32'd3221225473;
-  assign v_6 = $signed(prod1_6) + $signed(\$190 );
-  assign \$192  = $signed(v_6) < $signed(1'h0);
-  assign \$193  = | v_6[30:0];
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = $signed(\$191 ) + $signed({ 1'h0, \$194  });
-  assign \$196  = ! sh1_6;
-  assign \$197  = sh1_6 - 1'h1;
-  assign \$198  = 1'h1 << \$197 [5:0];
-  assign \$199  = \$196  ? 48'h000000000000 : \$198 [47:0];
-  assign \$200  = $signed(prod1_6) + $signed({ 1'h0, \$199  });
-  assign hu_6 = $signed(\$200 ) >>> sh1_6;
-  assign \$201  = 1'h1 << sh2_6[4:0];
-  assign \$202  = \$201  - 1'h1;
-  assign rem_6 = q2_6[31:0] & \$202 [31:0];
-  assign \$204  = $signed(q2_6) < $signed(1'h0);
-  assign \$205  = \$203  + \$204 ;
-  assign \$206  = \$205  + 1'h0;
-  assign q4_6 = $signed(q3_6) + $signed(zp);
-  assign \$207  = $signed(prod1_7) >= $signed(1'h0);
-  assign \$208  = \$207  ? 32'd1073741824 : 32'd3221225473;
-  assign v_7 = $signed(prod1_7) + $signed(\$208 );
-  assign \$210  = $signed(v_7) < $signed(1'h0);
-  assign \$211  = | v_7[30:0];
-  assign \$212  = \$210  & \$211 ;
-  assign \$213  = $signed(\$209 ) + $signed({ 1'h0, \$212  });
-  assign \$214  = ! sh1_7;
-  assign \$215  = sh1_7 - 1'h1;
+  assign \$65  = mode == 2'h2;
+  assign \$67  = $signed(v_1) < $signed(1'h0);
+  assign \$68  = | v_1[30:0];
+  assign \$69  = \$67  & \$68 ;
+  assign \$70  = $signed(\$66 ) + $signed({ 1'h0, \$69  });
+  assign \$71  = $signed(v_1) >>> sh4_1;
+  assign \$72  = mode == 1'h1;
+  assign \$73  = $signed(q5_1) >>> sh5_1[4:0];
+  assign \$74  = rem_1 > \$324 [32:0];
+  assign \$75  = $signed(\$73 ) + $signed({ 1'h0, \$74  });
+  assign \$76  = ! mode;
+  assign \$77  = $signed(q7_1) < $signed(lo);
+  assign \$78  = $signed(q7_1) > $signed(hi);
+  assign \$79  = mode == 2'h2;
+  assign \$80  = \$79  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$81  = i_acc[80:64] * \$80 [16:0];
+  assign \$82  = mode == 2'h2;
+  assign \$83  = \$82  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$84  = i_acc[80:64] * \$83 [30:17];
+  assign \$85  = mode == 2'h2;
+  assign \$86  = \$85  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$87  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$86 [16:0] });
+  assign \$88  = mode == 2'h2;
+  assign \$89  = \$88  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$90  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$89 [30:17] });
+  assign \$91  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
+  assign \$93  = $signed(lohi_2) + $signed(\$92 );
+  assign \$94  = mode == 1'h1;
+  assign \$95  = $signed(prod_2) >= $signed(1'h0);
+  assign \$96  = \$95  ? 32'd1073741824 : 32'd3221225473;
+  assign \$97  = ! sh3_2;
+  assign \$98  = sh3_2 - 1'h1;
+  assign \$99  = 1'h1 << \$98 [5:0];
+  assign \$100  = \$97  ? 48'h000000000000 : \$99 [47:0];
+  assign \$101  = \$94  ? { \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96  } : { 1'h0, \$100  };
+  assign \$102  = $signed(prod_2) + $signed(\$101 );
+  assign \$103  = mode == 1'h1;
+  assign \$104  = mode == 2'h2;
+  assign \$106  = $signed(v_2) < $signed(1'h0);
+  assign \$107  = | v_2[30:0];
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = $signed(\$105 ) + $signed({ 1'h0, \$108  });
+  assign \$110  = $signed(v_2) >>> sh4_2;
+  assign \$111  = mode == 1'h1;
+  assign \$112  = $signed(q5_2) >>> sh5_2[4:0];
+  assign \$113  = rem_2 > \$330 [32:0];
+  assign \$114  = $signed(\$112 ) + $signed({ 1'h0, \$113  });
+  assign \$115  = ! mode;
+  assign \$116  = $signed(q7_2) < $signed(lo);
+  assign \$117  = $signed(q7_2) > $signed(hi);
+  assign \$118  = mode == 2'h2;
+  assign \$119  = \$118  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$120  = i_acc[112:96] * \$119 [16:0];
+  assign \$121  = mode == 2'h2;
+  assign \$122  = \$121  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$123  = i_acc[112:96] * \$122 [30:17];
+  assign \$124  = mode == 2'h2;
+  assign \$125  = \$124  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$126  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$125 [16:0] });
+  assign \$127  = mode == 2'h2;
+  assign \$128  = \$127  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$129  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$128 [30:17] });
+  assign \$130  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
+  assign \$132  = $signed(lohi_3) + $signed(\$131 );
+  assign \$133  = mode == 1'h1;
+  assign \$134  = $signed(prod_3) >= $signed(1'h0);
+  assign \$135  = \$134  ? 32'd1073741824 : 32'd3221225473;
+  assign \$136  = ! sh3_3;
+  assign \$137  = sh3_3 - 1'h1;
+  assign \$138  = 1'h1 << \$137 [5:0];
+  assign \$139  = \$136  ? 48'h000000000000 : \$138 [47:0];
+  assign \$140  = \$133  ? { \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135  } : { 1'h0, \$139  };
+  assign \$141  = $signed(prod_3) + $signed(\$140 );
+  assign \$142  = mode == 1'h1;
+  assign \$143  = mode == 2'h2;
+  assign \$145  = $signed(v_3) < $signed(1'h0);
+  assign \$146  = | v_3[30:0];
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = $signed(\$144 ) + $signed({ 1'h0, \$147  });
+  assign \$149  = $signed(v_3) >>> sh4_3;
+  assign \$150  = mode == 1'h1;
+  assign \$151  = $signed(q5_3) >>> sh5_3[4:0];
+  assign \$152  = rem_3 > \$336 [32:0];
+  assign \$153  = $signed(\$151 ) + $signed({ 1'h0, \$152  });
+  assign \$154  = ! mode;
+  assign \$155  = $signed(q7_3) < $signed(lo);
+  assign \$156  = $signed(q7_3) > $signed(hi);
+  assign \$157  = mode == 2'h2;
+  assign \$158  = \$157  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$159  = i_acc[144:128] * \$158 [16:0];
+  assign \$160  = mode == 2'h2;
+  assign \$161  = \$160  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$162  = i_acc[144:128] * \$161 [30:17];
+  assign \$163  = mode == 2'h2;
+  assign \$164  = \$163  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$165  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$164 [16:0] });
+  assign \$166  = mode == 2'h2;
+  assign \$167  = \$166  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$168  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$167 [30:17] });
+  assign \$169  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
+  assign \$171  = $signed(lohi_4) + $signed(\$170 );
+  assign \$172  = mode == 1'h1;
+  assign \$173  = $signed(prod_4) >= $signed(1'h0);
+  assign \$174  = \$173  ? 32'd1073741824 : 32'd3221225473;
+  assign \$175  = ! sh3_4;
+  assign \$176  = sh3_4 - 1'h1;
+  assign \$177  = 1'h1 << \$176 [5:0];
+  assign \$178  = \$175  ? 48'h000000000000 : \$177 [47:0];
+  assign \$179  = \$172  ? { \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174  } : { 1'h0, \$178  };
+  assign \$180  = $signed(prod_4) + $signed(\$179 );
+  assign \$181  = mode == 1'h1;
+  assign \$182  = mode == 2'h2;
+  assign \$184  = $signed(v_4) < $signed(1'h0);
+  assign \$185  = | v_4[30:0];
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = $signed(\$183 ) + $signed({ 1'h0, \$186  });
+  assign \$188  = $signed(v_4) >>> sh4_4;
+  assign \$189  = mode == 1'h1;
+  assign \$190  = $signed(q5_4) >>> sh5_4[4:0];
+  assign \$191  = rem_4 > \$342 [32:0];
+  assign \$192  = $signed(\$190 ) + $signed({ 1'h0, \$191  });
+  assign \$193  = ! mode;
+  assign \$194  = $signed(q7_4) < $signed(lo);
+  assign \$195  = $signed(q7_4) > $signed(hi);
+  assign \$196  = mode == 2'h2;
+  assign \$197  = \$196  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$198  = i_acc[176:160] * \$197 [16:0];
+  assign \$199  = mode == 2'h2;
+  assign \$200  = \$199  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$201  = i_acc[176:160] * \$200 [30:17];
+  assign \$202  = mode == 2'h2;
+  assign \$203  = \$202  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$204  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$203 [16:0] });
+  assign \$205  = mode == 2'h2;
+  assign \$206  = \$205  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$207  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$206 [30:17] });
+  assign \$208  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
+  assign \$210  = $signed(lohi_5) + $signed(\$209 );
+  assign \$211  = mode == 1'h1;
+  assign \$212  = $signed(prod_5) >= $signed(1'h0);
+  assign \$213  = \$212  ? 32'd1073741824 : 32'd3221225473;
+  assign \$214  = ! sh3_5;
+  assign \$215  = sh3_5 - 1'h1;
   assign \$216  = 1'h1 << \$215 [5:0];
   assign \$217  = \$214  ? 48'h000000000000 : \$216 [47:0];
-  assign \$218  = $signed(prod1_7) + $signed({ 1'h0, \$217  });
-  assign hu_7 = $signed(\$218 ) >>> sh1_7;
-  assign \$219  = 1'h1 << sh2_7[4:0];
-  assign \$220  = \$219  - 1'h1;
-  assign rem_7 = q2_7[31:0] & \$220 [31:0];
-  assign \$222  = $signed(q2_7) < $signed(1'h0);
-  assign \$223  = \$221  + \$222 ;
-  assign \$224  = \$223  + 1'h0;
-  assign q4_7 = $signed(q3_7) + $signed(zp);
+  assign \$218  = \$211  ? { \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213  } : { 1'h0, \$217  };
+  assign \$219  = $signed(prod_5) + $signed(\$218 );
+  assign \$220  = mode == 1'h1;
+  assign \$221  = mode == 2'h2;
+  assign \$223  = $signed(v_5) < $signed(1'h0);
+  assign \$224  = | v_5[30:0];
+  assign \$225  = \$223  & \$224 ;
+  assign \$226  = $signed(\$222 ) + $signed({ 1'h0, \$225  });
+  assign \$227  = $signed(v_5) >>> sh4_5;
+  assign \$228  = mode == 1'h1;
+  assign \$229  = $signed(q5_5) >>> sh5_5[4:0];
+  assign \$230  = rem_5 > \$348 [32:0];
+  assign \$231  = $signed(\$229 ) + $signed({ 1'h0, \$230  });
+  assign \$232  = ! mode;
+  assign \$233  = $signed(q7_5) < $signed(lo);
+  assign \$234  = $signed(q7_5) > $signed(hi);
+  assign \$235  = mode == 2'h2;
+  assign \$236  = \$235  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$237  = i_acc[208:192] * \$236 [16:0];
+  assign \$238  = mode == 2'h2;
+  assign \$239  = \$238  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$240  = i_acc[208:192] * \$239 [30:17];
+  assign \$241  = mode == 2'h2;
+  assign \$242  = \$241  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$243  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$242 [16:0] });
+  assign \$244  = mode == 2'h2;
+  assign \$245  = \$244  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$246  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$245 [30:17] });
+  assign \$247  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
+  assign \$249  = $signed(lohi_6) + $signed(\$248 );
+  assign \$250  = mode == 1'h1;
+  assign \$251  = $signed(prod_6) >= $signed(1'h0);
+  assign \$252  = \$251  ? 32'd1073741824 : 32'd3221225473;
+  assign \$253  = ! sh3_6;
+  assign \$254  = sh3_6 - 1'h1;
+  assign \$255  = 1'h1 << \$254 [5:0];
+  assign \$256  = \$253  ? 48'h000000000000 : \$255 [47:0];
+  assign \$257  = \$250  ? { \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252  } : { 1'h0, \$256  };
+  assign \$258  = $signed(prod_6) + $signed(\$257 );
+  assign \$259  = mode == 1'h1;
+  assign \$260  = mode == 2'h2;
+  assign \$262  = $signed(v_6) < $signed(1'h0);
+  assign \$263  = | v_6[30:0];
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = $signed(\$261 ) + $signed({ 1'h0, \$264  });
+  assign \$266  = $signed(v_6) >>> sh4_6;
+  assign \$267  = mode == 1'h1;
+  assign \$268  = $signed(q5_6) >>> sh5_6[4:0];
+  assign \$269  = rem_6 > \$354 [32:0];
+  assign \$270  = $signed(\$268 ) + $signed({ 1'h0, \$269  });
+  assign \$271  = ! mode;
+  assign \$272  = $signed(q7_6) < $signed(lo);
+  assign \$273  = $signed(q7_6) > $signed(hi);
+  assign \$274  = mode == 2'h2;
+  assign \$275  = \$274  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$276  = i_acc[240:224] * \$275 [16:0];
+  assign \$277  = mode == 2'h2;
+  assign \$278  = \$277  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$279  = i_acc[240:224] * \$278 [30:17];
+  assign \$280  = mode == 2'h2;
+  assign \$281  = \$280  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$282  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$281 [16:0] });
+  assign \$283  = mode == 2'h2;
+  assign \$284  = \$283  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$285  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$284 [30:17] });
+  assign \$286  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
+  assign \$288  = $signed(lohi_7) + $signed(\$287 );
+  assign \$289  = mode == 1'h1;
+  assign \$290  = $signed(prod_7) >= $signed(1'h0);
+  assign \$291  = \$290  ? 32'd1073741824 : 32'd3221225473;
+  assign \$292  = ! sh3_7;
+  assign \$293  = sh3_7 - 1'h1;
+  assign \$294  = 1'h1 << \$293 [5:0];
+  assign \$295  = \$292  ? 48'h000000000000 : \$294 [47:0];
+  assign \$296  = \$289  ? { \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291  } : { 1'h0, \$295  };
+  assign \$297  = $signed(prod_7) + $signed(\$296 );
+  assign \$298  = mode == 1'h1;
+  assign \$299  = mode == 2'h2;
+  assign \$301  = $signed(v_7) < $signed(1'h0);
+  assign \$302  = | v_7[30:0];
+  assign \$303  = \$301  & \$302 ;
+  assign \$304  = $signed(\$300 ) + $signed({ 1'h0, \$303  });
+  assign \$305  = $signed(v_7) >>> sh4_7;
+  assign \$306  = mode == 1'h1;
+  assign \$307  = $signed(q5_7) >>> sh5_7[4:0];
+  assign \$308  = rem_7 > \$360 [32:0];
+  assign \$309  = $signed(\$307 ) + $signed({ 1'h0, \$308  });
+  assign \$310  = ! mode;
+  assign \$311  = $signed(q7_7) < $signed(lo);
+  assign \$312  = $signed(q7_7) > $signed(hi);
+  assign \$313  = 1'h1 << sh5_0[4:0];
+  assign \$314  = \$313  - 1'h1;
+  assign rem_0 = q5_0[31:0] & \$314 [31:0];
+  assign \$316  = $signed(q5_0) < $signed(1'h0);
+  assign \$317  = \$315  + \$316 ;
+  assign \$318  = \$317  + 1'h0;
+  assign q7_0 = $signed(q6_0) + $signed(zp);
+  assign \$319  = 1'h1 << sh5_1[4:0];
+  assign \$320  = \$319  - 1'h1;
+  assign rem_1 = q5_1[31:0] & \$320 [31:0];
+  assign \$322  = $signed(q5_1) < $signed(1'h0);
+  assign \$323  = \$321  + \$322 ;
+  assign \$324  = \$323  + 1'h0;
+  assign q7_1 = $signed(q6_1) + $signed(zp);
+  assign \$325  = 1'h1 << sh5_2[4:0];
+  assign \$326  = \$325  - 1'h1;
+  assign rem_2 = q5_2[31:0] & \$326 [31:0];
+  assign \$328  = $signed(q5_2) < $signed(1'h0);
+  assign \$329  = \$327  + \$328 ;
+  assign \$330  = \$329  + 1'h0;
+  assign q7_2 = $signed(q6_2) + $signed(zp);
+  assign \$331  = 1'h1 << sh5_3[4:0];
+  assign \$332  = \$331  - 1'h1;
+  assign rem_3 = q5_3[31:0] & \$332 [31:0];
+  assign \$334  = $signed(q5_3) < $signed(1'h0);
+  assign \$335  = \$333  + \$334 ;
+  assign \$336  = \$335  + 1'h0;
+  assign q7_3 = $signed(q6_3) + $signed(zp);
+  assign \$337  = 1'h1 << sh5_4[4:0];
+  assign \$338  = \$337  - 1'h1;
+  assign rem_4 = q5_4[31:0] & \$338 [31:0];
+  assign \$340  = $signed(q5_4) < $signed(1'h0);
+  assign \$341  = \$339  + \$340 ;
+  assign \$342  = \$341  + 1'h0;
+  assign q7_4 = $signed(q6_4) + $signed(zp);
+  assign \$343  = 1'h1 << sh5_5[4:0];
+  assign \$344  = \$343  - 1'h1;
+  assign rem_5 = q5_5[31:0] & \$344 [31:0];
+  assign \$346  = $signed(q5_5) < $signed(1'h0);
+  assign \$347  = \$345  + \$346 ;
+  assign \$348  = \$347  + 1'h0;
+  assign q7_5 = $signed(q6_5) + $signed(zp);
+  assign \$349  = 1'h1 << sh5_6[4:0];
+  assign \$350  = \$349  - 1'h1;
+  assign rem_6 = q5_6[31:0] & \$350 [31:0];
+  assign \$352  = $signed(q5_6) < $signed(1'h0);
+  assign \$353  = \$351  + \$352 ;
+  assign \$354  = \$353  + 1'h0;
+  assign q7_6 = $signed(q6_6) + $signed(zp);
+  assign \$355  = 1'h1 << sh5_7[4:0];
+  assign \$356  = \$355  - 1'h1;
+  assign rem_7 = q5_7[31:0] & \$356 [31:0];
+  assign \$358  = $signed(q5_7) < $signed(1'h0);
+  assign \$359  = \$357  + \$358 ;
+  assign \$360  = \$359  + 1'h0;
+  assign q7_7 = $signed(q6_7) + $signed(zp);
   always @(posedge clk)
-    valid_s1 <= \$225 ;
+    valid_s1 <= \$361 ;
   always @(posedge clk)
-    last_s1 <= \$226 ;
+    last_s1 <= \$362 ;
   always @(posedge clk)
-    valid_s2 <= \$227 ;
+    valid_s2 <= \$363 ;
   always @(posedge clk)
-    last_s2 <= \$228 ;
+    last_s2 <= \$364 ;
   always @(posedge clk)
-    valid_s3 <= \$229 ;
+    valid_s3 <= \$365 ;
   always @(posedge clk)
-    last_s3 <= \$230 ;
+    last_s3 <= \$366 ;
   always @(posedge clk)
-    valid_s4 <= \$231 ;
+    valid_s4 <= \$367 ;
   always @(posedge clk)
-    last_s4 <= \$232 ;
+    last_s4 <= \$368 ;
   always @(posedge clk)
-    prod1_0 <= \$233 ;
+    valid_s5 <= \$369 ;
   always @(posedge clk)
-    acc1_0 <= \$234 ;
+    last_s5 <= \$370 ;
   always @(posedge clk)
-    sh1_0 <= \$235 ;
+    valid_s6 <= \$371 ;
   always @(posedge clk)
-    q2_0 <= \$236 ;
+    last_s6 <= \$372 ;
   always @(posedge clk)
-    sh2_0 <= \$237 ;
+    valid_s7 <= \$373 ;
   always @(posedge clk)
-    acc2_0 <= \$238 ;
+    last_s7 <= \$374 ;
   always @(posedge clk)
-    q3_0 <= \$239 ;
+    acc1_0 <= \$375 ;
   always @(posedge clk)
-    res_0 <= \$240 ;
+    sh1_0 <= \$376 ;
   always @(posedge clk)
-    prod1_1 <= \$241 ;
+    acc2_0 <= \$377 ;
   always @(posedge clk)
-    acc1_1 <= \$242 ;
+    sh2_0 <= \$378 ;
   always @(posedge clk)
-    sh1_1 <= \$243 ;
+    acc3_0 <= \$379 ;
   always @(posedge clk)
-    q2_1 <= \$244 ;
+    sh3_0 <= \$380 ;
   always @(posedge clk)
-    sh2_1 <= \$245 ;
+    acc4_0 <= \$381 ;
   always @(posedge clk)
-    acc2_1 <= \$246 ;
+    sh4_0 <= \$382 ;
   always @(posedge clk)
-    q3_1 <= \$247 ;
+    acc5_0 <= \$383 ;
   always @(posedge clk)
-    res_1 <= \$248 ;
+    sh5_0 <= \$384 ;
   always @(posedge clk)
-    prod1_2 <= \$249 ;
+    pll_0 <= \$385 ;
   always @(posedge clk)
-    acc1_2 <= \$250 ;
+    plh_0 <= \$386 ;
   always @(posedge clk)
-    sh1_2 <= \$251 ;
+    phl_0 <= \$387 ;
   always @(posedge clk)
-    q2_2 <= \$252 ;
+    phh_0 <= \$388 ;
   always @(posedge clk)
-    sh2_2 <= \$253 ;
+    mid_0 <= \$389 ;
   always @(posedge clk)
-    acc2_2 <= \$254 ;
+    lohi_0 <= \$390 ;
   always @(posedge clk)
-    q3_2 <= \$255 ;
+    prod_0 <= \$391 ;
   always @(posedge clk)
-    res_2 <= \$256 ;
+    v_0 <= \$392 ;
   always @(posedge clk)
-    prod1_3 <= \$257 ;
+    q5_0 <= \$393 ;
   always @(posedge clk)
-    acc1_3 <= \$258 ;
+    q6_0 <= \$394 ;
   always @(posedge clk)
-    sh1_3 <= \$259 ;
+    res_0 <= \$395 ;
   always @(posedge clk)
-    q2_3 <= \$260 ;
+    acc1_1 <= \$396 ;
   always @(posedge clk)
-    sh2_3 <= \$261 ;
+    sh1_1 <= \$397 ;
   always @(posedge clk)
-    acc2_3 <= \$262 ;
+    acc2_1 <= \$398 ;
   always @(posedge clk)
-    q3_3 <= \$263 ;
+    sh2_1 <= \$399 ;
   always @(posedge clk)
-    res_3 <= \$264 ;
-  always @(posedge clk)
-    prod1_4 <= \$265 ;
-  always @(posedge clk)
-    acc1_4 <= \$266 ;
-  always @(posedge clk)
-    sh1_4 <= \$267 ;
-  always @(posedge clk)
-    q2_4 <= \$268 ;
-  always @(posedge clk)
-    sh2_4 <= \$269 ;
-  always @(posedge clk)
-    acc2_4 <= \$270 ;
-  always @(posedge clk)
-    q3_4 <= \$271 ;
-  always @(posedge clk)
-    res_4 <= \$272 ;
-  always @(posedge clk)
-    prod1_5 <= \$273 ;
-  always @(posedge clk)
-    acc1_5 <= \$274 ;
-  always @(posedge clk)
-    sh1_5 <= \$275 ;
-  always @(posedge clk)
-    q2_5 <= \$276 ;
-  always @(posedge clk)
-    sh2_5 <= \$277 ;
-  always @(posedge clk)
-    acc2_5 <= \$278 ;
-  always @(posedge clk)
-    q3_5 <= \$279 ;
-  always @(posedge clk)
-    res_5 <= \$280 ;
-  always @(posedge clk)
-    prod1_6 <= \$281 ;
-  always @(posedge clk)
-    acc1_6 <= \$282 ;
-  always @(posedge clk)
-    sh1_6 <= \$283 ;
-  always @(posedge clk)
-    q2_6 <= \$284 ;
-  always @(posedge clk)
-    sh2_6 <= \$285 ;
-  always @(posedge clk)
-    acc2_6 <= \$286 ;
-  always @(posedge clk)
-    q3_6 <= \$287 ;
-  always @(posedge clk)
-    res_6 <= \$288 ;
-  always @(posedge clk)
-    prod1_7 <= \$289 ;
-  always @(posedge clk)
-    acc1_7 <= \$290 ;
-  always @(posedge clk)
-    sh1_7 <= \$291 ;
-  always @(posedge clk)
-    q2_7 <= \$292 ;
-  always @(posedge clk)
-    sh2_7 <= \$293 ;
-  always @(posedge clk)
-    acc2_7 <= \$294 ;
-  always @(posedge clk)
-    q3_7 <= \$295 ;
-  always @(posedge clk)
-    res_7 <= \$296 ;
+    acc3_1 <= \$400 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$225  = i_valid;
-    if (rst) begin
-      \$225  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$226  = i_last;
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$227  = valid_s1;
-    if (rst) begin
-      \$227  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$228  = last_s1;
-    if (rst) begin
-      \$228  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$229  = valid_s2;
-    if (rst) begin
-      \$229  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$230  = last_s2;
-    if (rst) begin
-      \$230  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$231  = valid_s3;
-    if (rst) begin
-      \$231  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$232  = last_s3;
-    if (rst) begin
-      \$232  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$233  = prod1_0;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$1 ) begin
-        \$233  = { \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2 [47], \$2  };
-      end else begin
-        \$233  = { \$3 [62], \$3  };
-      end
-    end
-    if (rst) begin
-      \$233  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$234  = acc1_0;
-    if (i_valid) begin
-      \$234  = i_acc[31:0];
-    end
-    if (rst) begin
-      \$234  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$235  = sh1_0;
-    if (i_valid) begin
-      \$235  = i_params[68:63];
-    end
-    if (rst) begin
-      \$235  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$236  = q2_0;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$236  = { \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33], \$87 [33:0] };
-        2'h2:
-            \$236  = hu_0[63:0];
-        default:
-            \$236  = { acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0[31], acc1_0 };
-      endcase
-    end
-    if (rst) begin
-      \$236  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$237  = sh2_0;
-    if (valid_s1) begin
-      \$237  = sh1_0;
-    end
-    if (rst) begin
-      \$237  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$238  = acc2_0;
-    if (valid_s1) begin
-      \$238  = acc1_0;
-    end
-    if (rst) begin
-      \$238  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$239  = q3_0;
-    if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$4 ) begin
-        \$239  = \$7 [63:0];
-      end else begin
-        \$239  = q2_0;
-      end
-    end
-    if (rst) begin
-      \$239  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$240  = res_0;
+    \$402  = acc4_1;
     if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$240  = q3_0[31:0];
-      end else if (\$9 ) begin
-        \$240  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$10 ) begin
-        \$240  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$240  = q4_0[31:0];
-      end
+      \$402  = acc3_1;
     end
     if (rst) begin
-      \$240  = 32'd0;
+      \$402  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$241  = prod1_1;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$11 ) begin
-        \$241  = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12  };
-      end else begin
-        \$241  = { \$13 [62], \$13  };
-      end
-    end
-    if (rst) begin
-      \$241  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$242  = acc1_1;
-    if (i_valid) begin
-      \$242  = i_acc[63:32];
-    end
-    if (rst) begin
-      \$242  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$243  = sh1_1;
-    if (i_valid) begin
-      \$243  = i_params[137:132];
-    end
-    if (rst) begin
-      \$243  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$244  = q2_1;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$244  = { \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33], \$105 [33:0] };
-        2'h2:
-            \$244  = hu_1[63:0];
-        default:
-            \$244  = { acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1[31], acc1_1 };
-      endcase
-    end
-    if (rst) begin
-      \$244  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$245  = sh2_1;
-    if (valid_s1) begin
-      \$245  = sh1_1;
-    end
-    if (rst) begin
-      \$245  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$246  = acc2_1;
-    if (valid_s1) begin
-      \$246  = acc1_1;
-    end
-    if (rst) begin
-      \$246  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$247  = q3_1;
-    if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$14 ) begin
-        \$247  = \$17 [63:0];
-      end else begin
-        \$247  = q2_1;
-      end
-    end
-    if (rst) begin
-      \$247  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$248  = res_1;
+    \$403  = sh4_1;
     if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$18 ) begin
-        \$248  = q3_1[31:0];
-      end else if (\$19 ) begin
-        \$248  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$20 ) begin
-        \$248  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$248  = q4_1[31:0];
-      end
+      \$403  = sh3_1;
     end
     if (rst) begin
-      \$248  = 32'd0;
+      \$403  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$249  = prod1_2;
+    \$404  = acc5_1;
+    if (valid_s4) begin
+      \$404  = acc4_1;
+    end
+    if (rst) begin
+      \$404  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$405  = sh5_1;
+    if (valid_s4) begin
+      \$405  = sh4_1;
+    end
+    if (rst) begin
+      \$405  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$406  = pll_1;
     if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$21 ) begin
-        \$249  = { \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22 [47], \$22  };
-      end else begin
-        \$249  = { \$23 [62], \$23  };
-      end
+      \$406  = \$42 ;
     end
     if (rst) begin
-      \$249  = 64'h0000000000000000;
+      \$406  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$250  = acc1_2;
+    \$407  = plh_1;
     if (i_valid) begin
-      \$250  = i_acc[95:64];
+      \$407  = \$45 ;
     end
     if (rst) begin
-      \$250  = 32'd0;
+      \$407  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$251  = sh1_2;
+    \$408  = phl_1;
     if (i_valid) begin
-      \$251  = i_params[206:201];
+      \$408  = { \$48 [31], \$48  };
     end
     if (rst) begin
-      \$251  = 6'h00;
+      \$408  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$252  = q2_2;
+    \$409  = phh_1;
+    if (i_valid) begin
+      \$409  = { \$51 [28], \$51  };
+    end
+    if (rst) begin
+      \$409  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$410  = mid_1;
     if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$252  = { \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33], \$123 [33:0] };
-        2'h2:
-            \$252  = hu_2[63:0];
-        default:
-            \$252  = { acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2[31], acc1_2 };
-      endcase
+      \$410  = \$52 ;
     end
     if (rst) begin
-      \$252  = 64'h0000000000000000;
+      \$410  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$253  = sh2_2;
+    \$411  = lohi_1;
     if (valid_s1) begin
-      \$253  = sh1_2;
+      \$411  = { phh_1[29], phh_1, pll_1 };
     end
     if (rst) begin
-      \$253  = 6'h00;
+      \$411  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$254  = acc2_2;
-    if (valid_s1) begin
-      \$254  = acc1_2;
-    end
-    if (rst) begin
-      \$254  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$255  = q3_2;
+    \$412  = prod_1;
     if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$24 ) begin
-        \$255  = \$27 [63:0];
-      end else begin
-        \$255  = q2_2;
-      end
+      \$412  = \$54 [63:0];
     end
     if (rst) begin
-      \$255  = 64'h0000000000000000;
+      \$412  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$256  = res_2;
+    \$413  = v_1;
     if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$28 ) begin
-        \$256  = q3_2[31:0];
-      end else if (\$29 ) begin
-        \$256  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$30 ) begin
-        \$256  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$256  = q4_2[31:0];
-      end
+      \$413  = \$63 ;
     end
     if (rst) begin
-      \$256  = 32'd0;
+      \$413  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$257  = prod1_3;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$31 ) begin
-        \$257  = { \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32 [47], \$32  };
-      end else begin
-        \$257  = { \$33 [62], \$33  };
-      end
-    end
-    if (rst) begin
-      \$257  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$258  = acc1_3;
-    if (i_valid) begin
-      \$258  = i_acc[127:96];
-    end
-    if (rst) begin
-      \$258  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$259  = sh1_3;
-    if (i_valid) begin
-      \$259  = i_params[275:270];
-    end
-    if (rst) begin
-      \$259  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$260  = q2_3;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$260  = { \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33], \$141 [33:0] };
-        2'h2:
-            \$260  = hu_3[63:0];
-        default:
-            \$260  = { acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3[31], acc1_3 };
-      endcase
-    end
-    if (rst) begin
-      \$260  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$261  = sh2_3;
-    if (valid_s1) begin
-      \$261  = sh1_3;
-    end
-    if (rst) begin
-      \$261  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$262  = acc2_3;
-    if (valid_s1) begin
-      \$262  = acc1_3;
-    end
-    if (rst) begin
-      \$262  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$263  = q3_3;
-    if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$34 ) begin
-        \$263  = \$37 [63:0];
-      end else begin
-        \$263  = q2_3;
-      end
-    end
-    if (rst) begin
-      \$263  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$264  = res_3;
-    if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$38 ) begin
-        \$264  = q3_3[31:0];
-      end else if (\$39 ) begin
-        \$264  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$40 ) begin
-        \$264  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$264  = q4_3[31:0];
-      end
-    end
-    if (rst) begin
-      \$264  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$265  = prod1_4;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$41 ) begin
-        \$265  = { \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42 [47], \$42  };
-      end else begin
-        \$265  = { \$43 [62], \$43  };
-      end
-    end
-    if (rst) begin
-      \$265  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$266  = acc1_4;
-    if (i_valid) begin
-      \$266  = i_acc[159:128];
-    end
-    if (rst) begin
-      \$266  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$267  = sh1_4;
-    if (i_valid) begin
-      \$267  = i_params[344:339];
-    end
-    if (rst) begin
-      \$267  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$268  = q2_4;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$268  = { \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33], \$159 [33:0] };
-        2'h2:
-            \$268  = hu_4[63:0];
-        default:
-            \$268  = { acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4[31], acc1_4 };
-      endcase
-    end
-    if (rst) begin
-      \$268  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$269  = sh2_4;
-    if (valid_s1) begin
-      \$269  = sh1_4;
-    end
-    if (rst) begin
-      \$269  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$270  = acc2_4;
-    if (valid_s1) begin
-      \$270  = acc1_4;
-    end
-    if (rst) begin
-      \$270  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$271  = q3_4;
-    if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$44 ) begin
-        \$271  = \$47 [63:0];
-      end else begin
-        \$271  = q2_4;
-      end
-    end
-    if (rst) begin
-      \$271  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$272  = res_4;
-    if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$48 ) begin
-        \$272  = q3_4[31:0];
-      end else if (\$49 ) begin
-        \$272  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$50 ) begin
-        \$272  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$272  = q4_4[31:0];
-      end
-    end
-    if (rst) begin
-      \$272  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$273  = prod1_5;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$51 ) begin
-        \$273  = { \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52 [47], \$52  };
-      end else begin
-        \$273  = { \$53 [62], \$53  };
-      end
-    end
-    if (rst) begin
-      \$273  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$274  = acc1_5;
-    if (i_valid) begin
-      \$274  = i_acc[191:160];
-    end
-    if (rst) begin
-      \$274  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$275  = sh1_5;
-    if (i_valid) begin
-      \$275  = i_params[413:408];
-    end
-    if (rst) begin
-      \$275  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$276  = q2_5;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$276  = { \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33], \$177 [33:0] };
-        2'h2:
-            \$276  = hu_5[63:0];
-        default:
-            \$276  = { acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5[31], acc1_5 };
-      endcase
-    end
-    if (rst) begin
-      \$276  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$277  = sh2_5;
-    if (valid_s1) begin
-      \$277  = sh1_5;
-    end
-    if (rst) begin
-      \$277  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$278  = acc2_5;
-    if (valid_s1) begin
-      \$278  = acc1_5;
-    end
-    if (rst) begin
-      \$278  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$279  = q3_5;
-    if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$54 ) begin
-        \$279  = \$57 [63:0];
-      end else begin
-        \$279  = q2_5;
-      end
-    end
-    if (rst) begin
-      \$279  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$280  = res_5;
-    if (valid_s3) begin
-      (* full_case = 32'd1 *)
-      if (\$58 ) begin
-        \$280  = q3_5[31:0];
-      end else if (\$59 ) begin
-        \$280  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$60 ) begin
-        \$280  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$280  = q4_5[31:0];
-      end
-    end
-    if (rst) begin
-      \$280  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$281  = prod1_6;
-    if (i_valid) begin
-      (* full_case = 32'd1 *)
-      if (\$61 ) begin
-        \$281  = { \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62 [47], \$62  };
-      end else begin
-        \$281  = { \$63 [62], \$63  };
-      end
-    end
-    if (rst) begin
-      \$281  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$282  = acc1_6;
-    if (i_valid) begin
-      \$282  = i_acc[223:192];
-    end
-    if (rst) begin
-      \$282  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$283  = sh1_6;
-    if (i_valid) begin
-      \$283  = i_params[482:477];
-    end
-    if (rst) begin
-      \$283  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$284  = q2_6;
-    if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$284  = { \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33], \$195 [33:0] };
-        2'h2:
-            \$284  = hu_6[63:0];
-        default:
-            \$284  = { acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6[31], acc1_6 };
-      endcase
-    end
-    if (rst) begin
-      \$284  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$285  = sh2_6;
-    if (valid_s1) begin
-      \$285  = sh1_6;
-    end
-    if (rst) begin
-      \$285  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$286  = acc2_6;
-    if (valid_s1) begin
-      \$286  = acc1_6;
-    end
-    if (rst) begin
-      \$286  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$287  = q3_6;
-    if (valid_s2) begin
+    \$414  = q5_1;
+    if (valid_s4) begin
       (* full_case = 32'd1 *)
       if (\$64 ) begin
-        \$287  = \$67 [63:0];
+        \$414  = \$70 [64:0];
+      end else if (\$65 ) begin
+        \$414  = \$71 ;
       end else begin
-        \$287  = q2_6;
+        \$414  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
       end
     end
     if (rst) begin
-      \$287  = 64'h0000000000000000;
+      \$414  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$288  = res_6;
-    if (valid_s3) begin
+    \$415  = q6_1;
+    if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (\$68 ) begin
-        \$288  = q3_6[31:0];
-      end else if (\$69 ) begin
-        \$288  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$70 ) begin
-        \$288  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (\$72 ) begin
+        \$415  = \$75 [63:0];
       end else begin
-        \$288  = q4_6[31:0];
+        \$415  = q5_1[63:0];
       end
     end
     if (rst) begin
-      \$288  = 32'd0;
+      \$415  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$289  = prod1_7;
-    if (i_valid) begin
+    \$416  = res_1;
+    if (valid_s6) begin
       (* full_case = 32'd1 *)
-      if (\$71 ) begin
-        \$289  = { \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72 [47], \$72  };
+      if (\$76 ) begin
+        \$416  = q6_1[31:0];
+      end else if (\$77 ) begin
+        \$416  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$78 ) begin
+        \$416  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$289  = { \$73 [62], \$73  };
+        \$416  = q7_1[31:0];
       end
     end
     if (rst) begin
-      \$289  = 64'h0000000000000000;
+      \$416  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$290  = acc1_7;
+    \$417  = acc1_2;
     if (i_valid) begin
-      \$290  = i_acc[255:224];
+      \$417  = i_acc[95:64];
     end
     if (rst) begin
-      \$290  = 32'd0;
+      \$417  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$291  = sh1_7;
+    \$418  = sh1_2;
     if (i_valid) begin
-      \$291  = i_params[551:546];
+      \$418  = i_params[206:201];
     end
     if (rst) begin
-      \$291  = 6'h00;
+      \$418  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$292  = q2_7;
+    \$419  = acc2_2;
     if (valid_s1) begin
-      (* full_case = 32'd1 *)
-      casez (mode)
-        2'h1:
-            \$292  = { \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33], \$213 [33:0] };
-        2'h2:
-            \$292  = hu_7[63:0];
-        default:
-            \$292  = { acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7[31], acc1_7 };
-      endcase
+      \$419  = acc1_2;
     end
     if (rst) begin
-      \$292  = 64'h0000000000000000;
+      \$419  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$293  = sh2_7;
+    \$420  = sh2_2;
     if (valid_s1) begin
-      \$293  = sh1_7;
+      \$420  = sh1_2;
     end
     if (rst) begin
-      \$293  = 6'h00;
+      \$420  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$294  = acc2_7;
-    if (valid_s1) begin
-      \$294  = acc1_7;
-    end
-    if (rst) begin
-      \$294  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$295  = q3_7;
+    \$421  = acc3_2;
     if (valid_s2) begin
-      (* full_case = 32'd1 *)
-      if (\$74 ) begin
-        \$295  = \$77 [63:0];
-      end else begin
-        \$295  = q2_7;
-      end
+      \$421  = acc2_2;
     end
     if (rst) begin
-      \$295  = 64'h0000000000000000;
+      \$421  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$296  = res_7;
+    \$422  = sh3_2;
+    if (valid_s2) begin
+      \$422  = sh2_2;
+    end
+    if (rst) begin
+      \$422  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$423  = acc4_2;
     if (valid_s3) begin
+      \$423  = acc3_2;
+    end
+    if (rst) begin
+      \$423  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$424  = sh4_2;
+    if (valid_s3) begin
+      \$424  = sh3_2;
+    end
+    if (rst) begin
+      \$424  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$425  = acc5_2;
+    if (valid_s4) begin
+      \$425  = acc4_2;
+    end
+    if (rst) begin
+      \$425  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$426  = sh5_2;
+    if (valid_s4) begin
+      \$426  = sh4_2;
+    end
+    if (rst) begin
+      \$426  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$427  = pll_2;
+    if (i_valid) begin
+      \$427  = \$81 ;
+    end
+    if (rst) begin
+      \$427  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$428  = plh_2;
+    if (i_valid) begin
+      \$428  = \$84 ;
+    end
+    if (rst) begin
+      \$428  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$429  = phl_2;
+    if (i_valid) begin
+      \$429  = { \$87 [31], \$87  };
+    end
+    if (rst) begin
+      \$429  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$430  = phh_2;
+    if (i_valid) begin
+      \$430  = { \$90 [28], \$90  };
+    end
+    if (rst) begin
+      \$430  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$431  = mid_2;
+    if (valid_s1) begin
+      \$431  = \$91 ;
+    end
+    if (rst) begin
+      \$431  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$432  = lohi_2;
+    if (valid_s1) begin
+      \$432  = { phh_2[29], phh_2, pll_2 };
+    end
+    if (rst) begin
+      \$432  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$433  = prod_2;
+    if (valid_s2) begin
+      \$433  = \$93 [63:0];
+    end
+    if (rst) begin
+      \$433  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$434  = v_2;
+    if (valid_s3) begin
+      \$434  = \$102 ;
+    end
+    if (rst) begin
+      \$434  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$435  = q5_2;
+    if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$78 ) begin
-        \$296  = q3_7[31:0];
-      end else if (\$79 ) begin
-        \$296  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$80 ) begin
-        \$296  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (\$103 ) begin
+        \$435  = \$109 [64:0];
+      end else if (\$104 ) begin
+        \$435  = \$110 ;
       end else begin
-        \$296  = q4_7[31:0];
+        \$435  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
       end
     end
     if (rst) begin
-      \$296  = 32'd0;
+      \$435  = 65'h00000000000000000;
     end
   end
-  assign hm_0 = \$87 [33:0];
-  assign thr_0 = \$98 [32:0];
-  assign hm_1 = \$105 [33:0];
-  assign thr_1 = \$116 [32:0];
-  assign hm_2 = \$123 [33:0];
-  assign thr_2 = \$134 [32:0];
-  assign hm_3 = \$141 [33:0];
-  assign thr_3 = \$152 [32:0];
-  assign hm_4 = \$159 [33:0];
-  assign thr_4 = \$170 [32:0];
-  assign hm_5 = \$177 [33:0];
-  assign thr_5 = \$188 [32:0];
-  assign hm_6 = \$195 [33:0];
-  assign thr_6 = \$206 [32:0];
-  assign hm_7 = \$213 [33:0];
-  assign thr_7 = \$224 [32:0];
-  assign o_valid = valid_s4;
-  assign o_last = last_s4;
-  assign mask_0 = \$94 [31:0];
-  assign mask_1 = \$112 [31:0];
-  assign mask_2 = \$130 [31:0];
-  assign mask_3 = \$148 [31:0];
-  assign mask_4 = \$166 [31:0];
-  assign mask_5 = \$184 [31:0];
-  assign mask_6 = \$202 [31:0];
-  assign mask_7 = \$220 [31:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$436  = q6_2;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$111 ) begin
+        \$436  = \$114 [63:0];
+      end else begin
+        \$436  = q5_2[63:0];
+      end
+    end
+    if (rst) begin
+      \$436  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$437  = res_2;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$115 ) begin
+        \$437  = q6_2[31:0];
+      end else if (\$116 ) begin
+        \$437  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$117 ) begin
+        \$437  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$437  = q7_2[31:0];
+      end
+    end
+    if (rst) begin
+      \$437  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$438  = acc1_3;
+    if (i_valid) begin
+      \$438  = i_acc[127:96];
+    end
+    if (rst) begin
+      \$438  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$439  = sh1_3;
+    if (i_valid) begin
+      \$439  = i_params[275:270];
+    end
+    if (rst) begin
+      \$439  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$440  = acc2_3;
+    if (valid_s1) begin
+      \$440  = acc1_3;
+    end
+    if (rst) begin
+      \$440  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$441  = sh2_3;
+    if (valid_s1) begin
+      \$441  = sh1_3;
+    end
+    if (rst) begin
+      \$441  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$442  = acc3_3;
+    if (valid_s2) begin
+      \$442  = acc2_3;
+    end
+    if (rst) begin
+      \$442  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$443  = sh3_3;
+    if (valid_s2) begin
+      \$443  = sh2_3;
+    end
+    if (rst) begin
+      \$443  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$444  = acc4_3;
+    if (valid_s3) begin
+      \$444  = acc3_3;
+    end
+    if (rst) begin
+      \$444  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$445  = sh4_3;
+    if (valid_s3) begin
+      \$445  = sh3_3;
+    end
+    if (rst) begin
+      \$445  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$446  = acc5_3;
+    if (valid_s4) begin
+      \$446  = acc4_3;
+    end
+    if (rst) begin
+      \$446  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$447  = sh5_3;
+    if (valid_s4) begin
+      \$447  = sh4_3;
+    end
+    if (rst) begin
+      \$447  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$448  = pll_3;
+    if (i_valid) begin
+      \$448  = \$120 ;
+    end
+    if (rst) begin
+      \$448  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$449  = plh_3;
+    if (i_valid) begin
+      \$449  = \$123 ;
+    end
+    if (rst) begin
+      \$449  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$450  = phl_3;
+    if (i_valid) begin
+      \$450  = { \$126 [31], \$126  };
+    end
+    if (rst) begin
+      \$450  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$451  = phh_3;
+    if (i_valid) begin
+      \$451  = { \$129 [28], \$129  };
+    end
+    if (rst) begin
+      \$451  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$452  = mid_3;
+    if (valid_s1) begin
+      \$452  = \$130 ;
+    end
+    if (rst) begin
+      \$452  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$453  = lohi_3;
+    if (valid_s1) begin
+      \$453  = { phh_3[29], phh_3, pll_3 };
+    end
+    if (rst) begin
+      \$453  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$454  = prod_3;
+    if (valid_s2) begin
+      \$454  = \$132 [63:0];
+    end
+    if (rst) begin
+      \$454  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$455  = v_3;
+    if (valid_s3) begin
+      \$455  = \$141 ;
+    end
+    if (rst) begin
+      \$455  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$456  = q5_3;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$142 ) begin
+        \$456  = \$148 [64:0];
+      end else if (\$143 ) begin
+        \$456  = \$149 ;
+      end else begin
+        \$456  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
+      end
+    end
+    if (rst) begin
+      \$456  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$457  = q6_3;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$150 ) begin
+        \$457  = \$153 [63:0];
+      end else begin
+        \$457  = q5_3[63:0];
+      end
+    end
+    if (rst) begin
+      \$457  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$458  = res_3;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$154 ) begin
+        \$458  = q6_3[31:0];
+      end else if (\$155 ) begin
+        \$458  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$156 ) begin
+        \$458  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$458  = q7_3[31:0];
+      end
+    end
+    if (rst) begin
+      \$458  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$459  = acc1_4;
+    if (i_valid) begin
+      \$459  = i_acc[159:128];
+    end
+    if (rst) begin
+      \$459  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$460  = sh1_4;
+    if (i_valid) begin
+      \$460  = i_params[344:339];
+    end
+    if (rst) begin
+      \$460  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$461  = acc2_4;
+    if (valid_s1) begin
+      \$461  = acc1_4;
+    end
+    if (rst) begin
+      \$461  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$462  = sh2_4;
+    if (valid_s1) begin
+      \$462  = sh1_4;
+    end
+    if (rst) begin
+      \$462  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$463  = acc3_4;
+    if (valid_s2) begin
+      \$463  = acc2_4;
+    end
+    if (rst) begin
+      \$463  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$464  = sh3_4;
+    if (valid_s2) begin
+      \$464  = sh2_4;
+    end
+    if (rst) begin
+      \$464  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$465  = acc4_4;
+    if (valid_s3) begin
+      \$465  = acc3_4;
+    end
+    if (rst) begin
+      \$465  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$466  = sh4_4;
+    if (valid_s3) begin
+      \$466  = sh3_4;
+    end
+    if (rst) begin
+      \$466  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$467  = acc5_4;
+    if (valid_s4) begin
+      \$467  = acc4_4;
+    end
+    if (rst) begin
+      \$467  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$468  = sh5_4;
+    if (valid_s4) begin
+      \$468  = sh4_4;
+    end
+    if (rst) begin
+      \$468  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$469  = pll_4;
+    if (i_valid) begin
+      \$469  = \$159 ;
+    end
+    if (rst) begin
+      \$469  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$470  = plh_4;
+    if (i_valid) begin
+      \$470  = \$162 ;
+    end
+    if (rst) begin
+      \$470  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$471  = phl_4;
+    if (i_valid) begin
+      \$471  = { \$165 [31], \$165  };
+    end
+    if (rst) begin
+      \$471  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$472  = phh_4;
+    if (i_valid) begin
+      \$472  = { \$168 [28], \$168  };
+    end
+    if (rst) begin
+      \$472  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$473  = mid_4;
+    if (valid_s1) begin
+      \$473  = \$169 ;
+    end
+    if (rst) begin
+      \$473  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$474  = lohi_4;
+    if (valid_s1) begin
+      \$474  = { phh_4[29], phh_4, pll_4 };
+    end
+    if (rst) begin
+      \$474  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$475  = prod_4;
+    if (valid_s2) begin
+      \$475  = \$171 [63:0];
+    end
+    if (rst) begin
+      \$475  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$476  = v_4;
+    if (valid_s3) begin
+      \$476  = \$180 ;
+    end
+    if (rst) begin
+      \$476  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$477  = q5_4;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$181 ) begin
+        \$477  = \$187 [64:0];
+      end else if (\$182 ) begin
+        \$477  = \$188 ;
+      end else begin
+        \$477  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
+      end
+    end
+    if (rst) begin
+      \$477  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$478  = q6_4;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$189 ) begin
+        \$478  = \$192 [63:0];
+      end else begin
+        \$478  = q5_4[63:0];
+      end
+    end
+    if (rst) begin
+      \$478  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$479  = res_4;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$193 ) begin
+        \$479  = q6_4[31:0];
+      end else if (\$194 ) begin
+        \$479  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$195 ) begin
+        \$479  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$479  = q7_4[31:0];
+      end
+    end
+    if (rst) begin
+      \$479  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$480  = acc1_5;
+    if (i_valid) begin
+      \$480  = i_acc[191:160];
+    end
+    if (rst) begin
+      \$480  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$481  = sh1_5;
+    if (i_valid) begin
+      \$481  = i_params[413:408];
+    end
+    if (rst) begin
+      \$481  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$482  = acc2_5;
+    if (valid_s1) begin
+      \$482  = acc1_5;
+    end
+    if (rst) begin
+      \$482  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$483  = sh2_5;
+    if (valid_s1) begin
+      \$483  = sh1_5;
+    end
+    if (rst) begin
+      \$483  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$484  = acc3_5;
+    if (valid_s2) begin
+      \$484  = acc2_5;
+    end
+    if (rst) begin
+      \$484  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$485  = sh3_5;
+    if (valid_s2) begin
+      \$485  = sh2_5;
+    end
+    if (rst) begin
+      \$485  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$486  = acc4_5;
+    if (valid_s3) begin
+      \$486  = acc3_5;
+    end
+    if (rst) begin
+      \$486  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$487  = sh4_5;
+    if (valid_s3) begin
+      \$487  = sh3_5;
+    end
+    if (rst) begin
+      \$487  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$488  = acc5_5;
+    if (valid_s4) begin
+      \$488  = acc4_5;
+    end
+    if (rst) begin
+      \$488  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$489  = sh5_5;
+    if (valid_s4) begin
+      \$489  = sh4_5;
+    end
+    if (rst) begin
+      \$489  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$490  = pll_5;
+    if (i_valid) begin
+      \$490  = \$198 ;
+    end
+    if (rst) begin
+      \$490  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$491  = plh_5;
+    if (i_valid) begin
+      \$491  = \$201 ;
+    end
+    if (rst) begin
+      \$491  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$492  = phl_5;
+    if (i_valid) begin
+      \$492  = { \$204 [31], \$204  };
+    end
+    if (rst) begin
+      \$492  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$493  = phh_5;
+    if (i_valid) begin
+      \$493  = { \$207 [28], \$207  };
+    end
+    if (rst) begin
+      \$493  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$494  = mid_5;
+    if (valid_s1) begin
+      \$494  = \$208 ;
+    end
+    if (rst) begin
+      \$494  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$495  = lohi_5;
+    if (valid_s1) begin
+      \$495  = { phh_5[29], phh_5, pll_5 };
+    end
+    if (rst) begin
+      \$495  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$496  = prod_5;
+    if (valid_s2) begin
+      \$496  = \$210 [63:0];
+    end
+    if (rst) begin
+      \$496  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$497  = v_5;
+    if (valid_s3) begin
+      \$497  = \$219 ;
+    end
+    if (rst) begin
+      \$497  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$498  = q5_5;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$220 ) begin
+        \$498  = \$226 [64:0];
+      end else if (\$221 ) begin
+        \$498  = \$227 ;
+      end else begin
+        \$498  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
+      end
+    end
+    if (rst) begin
+      \$498  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$499  = q6_5;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$228 ) begin
+        \$499  = \$231 [63:0];
+      end else begin
+        \$499  = q5_5[63:0];
+      end
+    end
+    if (rst) begin
+      \$499  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$500  = res_5;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$232 ) begin
+        \$500  = q6_5[31:0];
+      end else if (\$233 ) begin
+        \$500  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$234 ) begin
+        \$500  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$500  = q7_5[31:0];
+      end
+    end
+    if (rst) begin
+      \$500  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$501  = acc1_6;
+    if (i_valid) begin
+      \$501  = i_acc[223:192];
+    end
+    if (rst) begin
+      \$501  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$502  = sh1_6;
+    if (i_valid) begin
+      \$502  = i_params[482:477];
+    end
+    if (rst) begin
+      \$502  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$503  = acc2_6;
+    if (valid_s1) begin
+      \$503  = acc1_6;
+    end
+    if (rst) begin
+      \$503  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$504  = sh2_6;
+    if (valid_s1) begin
+      \$504  = sh1_6;
+    end
+    if (rst) begin
+      \$504  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$505  = acc3_6;
+    if (valid_s2) begin
+      \$505  = acc2_6;
+    end
+    if (rst) begin
+      \$505  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$506  = sh3_6;
+    if (valid_s2) begin
+      \$506  = sh2_6;
+    end
+    if (rst) begin
+      \$506  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$507  = acc4_6;
+    if (valid_s3) begin
+      \$507  = acc3_6;
+    end
+    if (rst) begin
+      \$507  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$508  = sh4_6;
+    if (valid_s3) begin
+      \$508  = sh3_6;
+    end
+    if (rst) begin
+      \$508  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$509  = acc5_6;
+    if (valid_s4) begin
+      \$509  = acc4_6;
+    end
+    if (rst) begin
+      \$509  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$510  = sh5_6;
+    if (valid_s4) begin
+      \$510  = sh4_6;
+    end
+    if (rst) begin
+      \$510  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$511  = pll_6;
+    if (i_valid) begin
+      \$511  = \$237 ;
+    end
+    if (rst) begin
+      \$511  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$512  = plh_6;
+    if (i_valid) begin
+      \$512  = \$240 ;
+    end
+    if (rst) begin
+      \$512  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$513  = phl_6;
+    if (i_valid) begin
+      \$513  = { \$243 [31], \$243  };
+    end
+    if (rst) begin
+      \$513  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$514  = phh_6;
+    if (i_valid) begin
+      \$514  = { \$246 [28], \$246  };
+    end
+    if (rst) begin
+      \$514  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$515  = mid_6;
+    if (valid_s1) begin
+      \$515  = \$247 ;
+    end
+    if (rst) begin
+      \$515  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$516  = lohi_6;
+    if (valid_s1) begin
+      \$516  = { phh_6[29], phh_6, pll_6 };
+    end
+    if (rst) begin
+      \$516  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$517  = prod_6;
+    if (valid_s2) begin
+      \$517  = \$249 [63:0];
+    end
+    if (rst) begin
+      \$517  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$518  = v_6;
+    if (valid_s3) begin
+      \$518  = \$258 ;
+    end
+    if (rst) begin
+      \$518  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$519  = q5_6;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$259 ) begin
+        \$519  = \$265 [64:0];
+      end else if (\$260 ) begin
+        \$519  = \$266 ;
+      end else begin
+        \$519  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
+      end
+    end
+    if (rst) begin
+      \$519  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$520  = q6_6;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$267 ) begin
+        \$520  = \$270 [63:0];
+      end else begin
+        \$520  = q5_6[63:0];
+      end
+    end
+    if (rst) begin
+      \$520  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$521  = res_6;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$271 ) begin
+        \$521  = q6_6[31:0];
+      end else if (\$272 ) begin
+        \$521  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$273 ) begin
+        \$521  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$521  = q7_6[31:0];
+      end
+    end
+    if (rst) begin
+      \$521  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$522  = acc1_7;
+    if (i_valid) begin
+      \$522  = i_acc[255:224];
+    end
+    if (rst) begin
+      \$522  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$523  = sh1_7;
+    if (i_valid) begin
+      \$523  = i_params[551:546];
+    end
+    if (rst) begin
+      \$523  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$524  = acc2_7;
+    if (valid_s1) begin
+      \$524  = acc1_7;
+    end
+    if (rst) begin
+      \$524  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$525  = sh2_7;
+    if (valid_s1) begin
+      \$525  = sh1_7;
+    end
+    if (rst) begin
+      \$525  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$526  = acc3_7;
+    if (valid_s2) begin
+      \$526  = acc2_7;
+    end
+    if (rst) begin
+      \$526  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$527  = sh3_7;
+    if (valid_s2) begin
+      \$527  = sh2_7;
+    end
+    if (rst) begin
+      \$527  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$528  = acc4_7;
+    if (valid_s3) begin
+      \$528  = acc3_7;
+    end
+    if (rst) begin
+      \$528  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$529  = sh4_7;
+    if (valid_s3) begin
+      \$529  = sh3_7;
+    end
+    if (rst) begin
+      \$529  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$530  = acc5_7;
+    if (valid_s4) begin
+      \$530  = acc4_7;
+    end
+    if (rst) begin
+      \$530  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$531  = sh5_7;
+    if (valid_s4) begin
+      \$531  = sh4_7;
+    end
+    if (rst) begin
+      \$531  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$532  = pll_7;
+    if (i_valid) begin
+      \$532  = \$276 ;
+    end
+    if (rst) begin
+      \$532  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$533  = plh_7;
+    if (i_valid) begin
+      \$533  = \$279 ;
+    end
+    if (rst) begin
+      \$533  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$534  = phl_7;
+    if (i_valid) begin
+      \$534  = { \$282 [31], \$282  };
+    end
+    if (rst) begin
+      \$534  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$535  = phh_7;
+    if (i_valid) begin
+      \$535  = { \$285 [28], \$285  };
+    end
+    if (rst) begin
+      \$535  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$536  = mid_7;
+    if (valid_s1) begin
+      \$536  = \$286 ;
+    end
+    if (rst) begin
+      \$536  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$537  = lohi_7;
+    if (valid_s1) begin
+      \$537  = { phh_7[29], phh_7, pll_7 };
+    end
+    if (rst) begin
+      \$537  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$538  = prod_7;
+    if (valid_s2) begin
+      \$538  = \$288 [63:0];
+    end
+    if (rst) begin
+      \$538  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$539  = v_7;
+    if (valid_s3) begin
+      \$539  = \$297 ;
+    end
+    if (rst) begin
+      \$539  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$540  = q5_7;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$298 ) begin
+        \$540  = \$304 [64:0];
+      end else if (\$299 ) begin
+        \$540  = \$305 ;
+      end else begin
+        \$540  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
+      end
+    end
+    if (rst) begin
+      \$540  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$541  = q6_7;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$306 ) begin
+        \$541  = \$309 [63:0];
+      end else begin
+        \$541  = q5_7[63:0];
+      end
+    end
+    if (rst) begin
+      \$541  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$542  = res_7;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$310 ) begin
+        \$542  = q6_7[31:0];
+      end else if (\$311 ) begin
+        \$542  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$312 ) begin
+        \$542  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$542  = q7_7[31:0];
+      end
+    end
+    if (rst) begin
+      \$542  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$361  = i_valid;
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$362  = i_last;
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$363  = valid_s1;
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$364  = last_s1;
+    if (rst) begin
+      \$364  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$365  = valid_s2;
+    if (rst) begin
+      \$365  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$366  = last_s2;
+    if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$367  = valid_s3;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$368  = last_s3;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$369  = valid_s4;
+    if (rst) begin
+      \$369  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$370  = last_s4;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$371  = valid_s5;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$372  = last_s5;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$373  = valid_s6;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$374  = last_s6;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$375  = acc1_0;
+    if (i_valid) begin
+      \$375  = i_acc[31:0];
+    end
+    if (rst) begin
+      \$375  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$376  = sh1_0;
+    if (i_valid) begin
+      \$376  = i_params[68:63];
+    end
+    if (rst) begin
+      \$376  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$377  = acc2_0;
+    if (valid_s1) begin
+      \$377  = acc1_0;
+    end
+    if (rst) begin
+      \$377  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$378  = sh2_0;
+    if (valid_s1) begin
+      \$378  = sh1_0;
+    end
+    if (rst) begin
+      \$378  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$379  = acc3_0;
+    if (valid_s2) begin
+      \$379  = acc2_0;
+    end
+    if (rst) begin
+      \$379  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$380  = sh3_0;
+    if (valid_s2) begin
+      \$380  = sh2_0;
+    end
+    if (rst) begin
+      \$380  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$381  = acc4_0;
+    if (valid_s3) begin
+      \$381  = acc3_0;
+    end
+    if (rst) begin
+      \$381  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$382  = sh4_0;
+    if (valid_s3) begin
+      \$382  = sh3_0;
+    end
+    if (rst) begin
+      \$382  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$383  = acc5_0;
+    if (valid_s4) begin
+      \$383  = acc4_0;
+    end
+    if (rst) begin
+      \$383  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$384  = sh5_0;
+    if (valid_s4) begin
+      \$384  = sh4_0;
+    end
+    if (rst) begin
+      \$384  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$385  = pll_0;
+    if (i_valid) begin
+      \$385  = \$3 ;
+    end
+    if (rst) begin
+      \$385  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$386  = plh_0;
+    if (i_valid) begin
+      \$386  = \$6 ;
+    end
+    if (rst) begin
+      \$386  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$387  = phl_0;
+    if (i_valid) begin
+      \$387  = { \$9 [31], \$9  };
+    end
+    if (rst) begin
+      \$387  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$388  = phh_0;
+    if (i_valid) begin
+      \$388  = { \$12 [28], \$12  };
+    end
+    if (rst) begin
+      \$388  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$389  = mid_0;
+    if (valid_s1) begin
+      \$389  = \$13 ;
+    end
+    if (rst) begin
+      \$389  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$390  = lohi_0;
+    if (valid_s1) begin
+      \$390  = { phh_0[29], phh_0, pll_0 };
+    end
+    if (rst) begin
+      \$390  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$391  = prod_0;
+    if (valid_s2) begin
+      \$391  = \$15 [63:0];
+    end
+    if (rst) begin
+      \$391  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$392  = v_0;
+    if (valid_s3) begin
+      \$392  = \$24 ;
+    end
+    if (rst) begin
+      \$392  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$393  = q5_0;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$25 ) begin
+        \$393  = \$31 [64:0];
+      end else if (\$26 ) begin
+        \$393  = \$32 ;
+      end else begin
+        \$393  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
+      end
+    end
+    if (rst) begin
+      \$393  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$394  = q6_0;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$33 ) begin
+        \$394  = \$36 [63:0];
+      end else begin
+        \$394  = q5_0[63:0];
+      end
+    end
+    if (rst) begin
+      \$394  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$395  = res_0;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$37 ) begin
+        \$395  = q6_0[31:0];
+      end else if (\$38 ) begin
+        \$395  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$39 ) begin
+        \$395  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$395  = q7_0[31:0];
+      end
+    end
+    if (rst) begin
+      \$395  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$396  = acc1_1;
+    if (i_valid) begin
+      \$396  = i_acc[63:32];
+    end
+    if (rst) begin
+      \$396  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$397  = sh1_1;
+    if (i_valid) begin
+      \$397  = i_params[137:132];
+    end
+    if (rst) begin
+      \$397  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$398  = acc2_1;
+    if (valid_s1) begin
+      \$398  = acc1_1;
+    end
+    if (rst) begin
+      \$398  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$399  = sh2_1;
+    if (valid_s1) begin
+      \$399  = sh1_1;
+    end
+    if (rst) begin
+      \$399  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$400  = acc3_1;
+    if (valid_s2) begin
+      \$400  = acc2_1;
+    end
+    if (rst) begin
+      \$400  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$401  = sh3_1;
+    if (valid_s2) begin
+      \$401  = sh2_1;
+    end
+    if (rst) begin
+      \$401  = 6'h00;
+    end
+  end
+  assign thr_0 = \$318 [32:0];
+  assign thr_1 = \$324 [32:0];
+  assign thr_2 = \$330 [32:0];
+  assign thr_3 = \$336 [32:0];
+  assign thr_4 = \$342 [32:0];
+  assign thr_5 = \$348 [32:0];
+  assign thr_6 = \$354 [32:0];
+  assign thr_7 = \$360 [32:0];
+  assign o_valid = valid_s7;
+  assign o_last = last_s7;
+  assign mask_0 = \$314 [31:0];
+  assign mask_1 = \$320 [31:0];
+  assign mask_2 = \$326 [31:0];
+  assign mask_3 = \$332 [31:0];
+  assign mask_4 = \$338 [31:0];
+  assign mask_5 = \$344 [31:0];
+  assign mask_6 = \$350 [31:0];
+  assign mask_7 = \$356 [31:0];
   assign \i_acc[0]  = i_acc[31:0];
   assign \i_acc[1]  = i_acc[63:32];
   assign \i_acc[2]  = i_acc[95:64];
@@ -59672,20 +61362,28 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign o_data[95:64] = res_2;
   assign o_data[63:32] = res_1;
   assign o_data[31:0] = res_0;
-  assign \$95  = { 1'h0, \$94 [31:1] };
-  assign \$113  = { 1'h0, \$112 [31:1] };
-  assign \$131  = { 1'h0, \$130 [31:1] };
-  assign \$149  = { 1'h0, \$148 [31:1] };
-  assign \$167  = { 1'h0, \$166 [31:1] };
-  assign \$185  = { 1'h0, \$184 [31:1] };
-  assign \$203  = { 1'h0, \$202 [31:1] };
-  assign \$221  = { 1'h0, \$220 [31:1] };
-  assign \$83  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
-  assign \$101  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
-  assign \$119  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
-  assign \$137  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
-  assign \$155  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
-  assign \$173  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
-  assign \$191  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
-  assign \$209  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
+  assign \$14  = { mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0, 17'h00000 };
+  assign \$27  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
+  assign \$315  = { 1'h0, \$314 [31:1] };
+  assign \$53  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
+  assign \$66  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
+  assign \$321  = { 1'h0, \$320 [31:1] };
+  assign \$92  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
+  assign \$105  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
+  assign \$327  = { 1'h0, \$326 [31:1] };
+  assign \$131  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
+  assign \$144  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
+  assign \$333  = { 1'h0, \$332 [31:1] };
+  assign \$170  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
+  assign \$183  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
+  assign \$339  = { 1'h0, \$338 [31:1] };
+  assign \$209  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
+  assign \$222  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
+  assign \$345  = { 1'h0, \$344 [31:1] };
+  assign \$248  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
+  assign \$261  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
+  assign \$351  = { 1'h0, \$350 [31:1] };
+  assign \$287  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
+  assign \$300  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
+  assign \$357  = { 1'h0, \$356 [31:1] };
 endmodule

@@ -95,8 +95,9 @@ def test_systolic_array_double_buffered_matmul(rows, cols):
 def _requant_vectors(cfg, mode, rng):
     aw = cfg.acc_width
     lo, hi = -(1 << (aw - 1)), (1 << (aw - 1)) - 1
-    edge = [0, 1, -1, 2, -2, 3, -3, lo, hi, lo + 1, hi - 1, 1 << 20, -(1 << 20)]
-    accs = edge + list(rng.integers(lo, hi, 60)) + list(rng.integers(-5000, 5000, 60))
+    edge = [e for e in (0, 1, -1, 2, -2, 3, -3, lo, hi, lo + 1, hi - 1, 1 << 20, -(1 << 20))
+            if lo <= e <= hi]
+    accs = edge + list(rng.integers(lo, hi, 60)) + list(rng.integers(max(lo, -5000), min(hi, 5000), 60))
     if mode == "tflite":
         mults = [0, 1, (1 << 31) - 1, 1 << 30, (1 << 30) + 1] + list(rng.integers(0, 1 << 31, 20))
         shifts = [0, 1, 2, 30, 31] + list(rng.integers(0, 32, 20))
@@ -108,8 +109,10 @@ def _requant_vectors(cfg, mode, rng):
 
 @pytest.mark.parametrize("mode", ["tflite", "half_up"])
 @pytest.mark.parametrize("relu", [False, True])
-def test_requantizer_matches_contract(mode, relu):
-    cfg = HardwareConfig(rows=1, cols=4)
+@pytest.mark.parametrize("acc", [(8, None), (4, 12), (16, None)])
+def test_requantizer_matches_contract(mode, relu, acc):
+    data_width, acc_width = acc
+    cfg = HardwareConfig(rows=1, cols=4, data_width=data_width, acc_width=acc_width)
     dut = Requantizer(cfg)
     rng = np.random.default_rng(1 if mode == "tflite" else 2)
     accs, mults, shifts = _requant_vectors(cfg, mode, rng)

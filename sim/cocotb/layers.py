@@ -316,7 +316,8 @@ def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
     w = _data(rng, (cout, cg, kh, kw), dwid, full)
     b = None
     if d["bias"]:
-        bmax = (1 << 24) if full else (1 << 12)
+        # (narrow accumulators, e.g. 24 bits for int4 data, get smaller biases)
+        bmax = min((1 << 24) if full else (1 << 12), 1 << (cfg.acc_width - 6))
         b = rng.integers(-bmax, bmax, cout)
     pad_value = 0
     if mode == "zeros" and d["pad_value"]:
