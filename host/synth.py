@@ -92,6 +92,9 @@ def wrapper_verilog(cfg: HardwareConfig, wrapper=True):
     return generate_verilog(cfg).replace("module systolic_conv(", "module synth_top(", 1)
 
 
+_CELL_SUFFIX = re.compile(r"_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|DP16KD|MULT18X18D|DPR16X4C)|\$")
+
+
 @dataclass
 class SynthReport:
     """Resources and timing of one configuration on an ECP5 device."""
@@ -113,6 +116,7 @@ class SynthReport:
     fmax_mhz: float = 0.0
     target_mhz: float = 0.0
     critical_path: list = field(default_factory=list)
+    critical_cells: list = field(default_factory=list)   # (cell reached, delay ns) per step
     critical_from: str = ""
     critical_to: str = ""
     yosys_cells: dict = field(default_factory=dict)
@@ -141,12 +145,24 @@ class SynthReport:
             f"{'met' if self.fmax_mhz >= self.target_mhz else 'NOT met'})",
             f"  critical path: {self.critical_from} -> {self.critical_to}",
         ]
-        for step in self.critical_path[:12]:
-            lines.append(f"    {step}")
-        if len(self.critical_path) > 12:
-            lines.append(f"    ... {len(self.critical_path) - 12} more")
+        for name, n_steps, ns in self.critical_signals()[:16]:
+            lines.append(f"    {ns:6.2f} ns  {n_steps:3d} steps  {name}")
         lines.append(f"  synth {self.synth_seconds:.0f} s, place and route {self.pnr_seconds:.0f} s")
         return "\n".join(lines)
+
+    def critical_signals(self):
+        """The critical path as the design signals it runs through: nextpnr names a
+        mapped cell after the signal it was made for plus suffixes of the mapping
+        (``_TRELLIS_FF_Q``, ``_LUT4_Z``, ``_CCU2C_S0``, ...); consecutive steps of one
+        signal are merged. Returns ``[(signal, steps, ns)]`` in path order."""
+        out = []
+        for cell, ns in self.critical_cells:
+            name = _CELL_SUFFIX.split(cell, 1)[0] or cell
+            if out and out[-1][0] == name:
+                out[-1] = (name, out[-1][1] + 1, out[-1][2] + ns)
+            else:
+                out.append((name, 1, ns))
+        return out
 
 
 def _run_tool(module, args, cwd, timeout, log):
@@ -274,3 +290,6 @@ def _read_report(rep, r):
                          f"{to.get('cell', '')}.{to.get('port', '')}"
                          + (f"  [{s.get('net', '')}]" if s.get("net") else ""))
         rep.critical_path = steps
+        path = worst.get("path", [])
+        rep.critical_cells = ([((path[0].get("from") or {}).get("cell", ""), 0.0)] if path else []) + \
+            [((s.get("to") or {}).get("cell", ""), float(s.get("delay", 0))) for s in path]

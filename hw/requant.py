@@ -94,16 +94,16 @@ class Requantizer(wiring.Component):
             lohi = Signal(signed(aw + 33), name=f"lohi_{c}")
             with m.If(valid[1]):
                 m.d.sync += [mid.eq(plh + phl), lohi.eq(Cat(pll, phh).as_signed())]
-            # stage 3: the product acc * M
+            # stage 3: the product acc * M; half_up's rounding term 2**(S-1) beside it
             prod = Signal(signed(aw + 32), name=f"prod_{c}")
+            rnd = Signal(48, name=f"rnd_{c}")
             with m.If(valid[2]):
                 m.d.sync += prod.eq(lohi + (mid << LO))
-            # stage 4: the rounding term (tflite nudge, or half_up's 2**(S-1))
+                if "half_up_no_round" not in faults:
+                    m.d.sync += rnd.eq(Mux(shs[2] == 0, 0,
+                                           (C(1, 48) << (shs[2] - 1).as_unsigned()[:6])[:48]))
+            # stage 4: the rounding add (tflite nudge, or half_up's 2**(S-1))
             nudge = Mux(prod >= 0, 1 << 30, 1 - (1 << 30))
-            if "half_up_no_round" in faults:
-                rnd = C(0, 1)
-            else:
-                rnd = Mux(shs[3] == 0, 0, (C(1, 48) << (shs[3] - 1).as_unsigned()[:6])[:48])
             v = Signal(signed(max(aw + 33, 50)), name=f"v_{c}")   # room for 2**(S-1), S < 48
             with m.If(valid[3]):
                 m.d.sync += v.eq(prod + Mux(tfl, nudge, rnd))
@@ -116,18 +116,24 @@ class Requantizer(wiring.Component):
                     m.d.sync += q5.eq(v >> shs[4])
                 with m.Else():
                     m.d.sync += q5.eq(accs[4])
-            # stage 6: tflite rounding divide by a power of two
-            q6 = Signal(signed(aw + 32), name=f"q6_{c}")
+            # stage 6: tflite rounding divide by a power of two: the remainder is
+            # compared with mask/2 (+1 when negative); mask and thresholds are made
+            # from the exponent a stage early
             mask = Signal(32, name=f"mask_{c}")
-            m.d.comb += mask.eq((C(1, 33) << shs[5][:5]) - 1)
+            half = Signal(33, name=f"half_{c}")
+            half1 = Signal(33, name=f"half1_{c}")
+            extra = 1 if "round_off_by_one" in faults else 0
+            with m.If(valid[4]):
+                m_next = ((C(1, 33) << shs[4][:5]) - 1)[:32]
+                m.d.sync += [mask.eq(m_next), half.eq((m_next >> 1) + extra),
+                             half1.eq((m_next >> 1) + 1 + extra)]
+            q6 = Signal(signed(aw + 32), name=f"q6_{c}")
             rem = Signal(32, name=f"rem_{c}")
             m.d.comb += rem.eq(q5[:32] & mask)
-            thr = Signal(33, name=f"thr_{c}")
-            extra = 1 if "round_off_by_one" in faults else 0
-            m.d.comb += thr.eq((mask >> 1) + (q5 < 0) + extra)
+            up = Mux(q5 < 0, rem > half1, rem > half)
             with m.If(valid[5]):
                 with m.If(tfl):
-                    m.d.sync += q6.eq((q5 >> shs[5][:5]) + (rem > thr))
+                    m.d.sync += q6.eq((q5 >> shs[5][:5]) + up)
                 with m.Else():
                     m.d.sync += q6.eq(q5)
             # stage 7: zero point and clamp (NONE passes the accumulator through)

@@ -57792,546 +57792,642 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [47:0] \$100 ;
-  wire [48:0] \$101 ;
-  wire [64:0] \$102 ;
-  wire \$103 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [65:0] \$103 ;
   wire \$104 ;
-  wire [64:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
   wire \$107 ;
-  wire \$108 ;
-  wire [65:0] \$109 ;
+  wire [30:0] \$108 ;
+  wire [33:0] \$109 ;
   wire [30:0] \$11 ;
-  wire [64:0] \$110 ;
-  wire \$111 ;
-  wire [64:0] \$112 ;
+  wire \$110 ;
+  wire [30:0] \$111 ;
+  wire [30:0] \$112 ;
   wire \$113 ;
-  wire [65:0] \$114 ;
-  wire \$115 ;
+  wire [30:0] \$114 ;
+  wire [31:0] \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire [30:0] \$119 ;
+  wire [30:0] \$117 ;
+  wire [28:0] \$118 ;
+  wire [33:0] \$119 ;
   wire [28:0] \$12 ;
-  wire [33:0] \$120 ;
-  wire \$121 ;
-  wire [30:0] \$122 ;
-  wire [30:0] \$123 ;
-  wire \$124 ;
-  wire [30:0] \$125 ;
-  wire [31:0] \$126 ;
+  wire [64:0] \$120 ;
+  wire [65:0] \$121 ;
+  wire \$122 ;
+  wire [6:0] \$123 ;
+  wire [110:0] \$124 ;
+  wire [47:0] \$125 ;
+  wire \$126 ;
   wire \$127 ;
-  wire [30:0] \$128 ;
-  wire [28:0] \$129 ;
+  wire [31:0] \$128 ;
+  wire [48:0] \$129 ;
   wire [33:0] \$13 ;
-  wire [33:0] \$130 ;
-  wire [64:0] \$131 ;
-  wire [65:0] \$132 ;
-  wire \$133 ;
+  wire [64:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [64:0] \$133 ;
   wire \$134 ;
-  wire [31:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire [6:0] \$137 ;
-  wire [110:0] \$138 ;
-  wire [47:0] \$139 ;
+  wire [65:0] \$137 ;
+  wire [64:0] \$138 ;
+  wire [63:0] \$139 ;
   wire [64:0] \$14 ;
-  wire [48:0] \$140 ;
-  wire [64:0] \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire [64:0] \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire [65:0] \$148 ;
-  wire [64:0] \$149 ;
+  wire [64:0] \$140 ;
+  wire [63:0] \$141 ;
+  wire [64:0] \$142 ;
+  wire [31:0] \$143 ;
+  wire [32:0] \$144 ;
+  wire [63:0] \$145 ;
+  wire [64:0] \$146 ;
+  wire [31:0] \$147 ;
+  wire [32:0] \$148 ;
+  wire [33:0] \$149 ;
   wire [65:0] \$15 ;
   wire \$150 ;
   wire [64:0] \$151 ;
   wire \$152 ;
-  wire [65:0] \$153 ;
+  wire \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire \$156 ;
+  wire [65:0] \$156 ;
   wire \$157 ;
-  wire [30:0] \$158 ;
-  wire [33:0] \$159 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
   wire \$160 ;
   wire [30:0] \$161 ;
-  wire [30:0] \$162 ;
+  wire [33:0] \$162 ;
   wire \$163 ;
   wire [30:0] \$164 ;
-  wire [31:0] \$165 ;
+  wire [30:0] \$165 ;
   wire \$166 ;
   wire [30:0] \$167 ;
-  wire [28:0] \$168 ;
-  wire [33:0] \$169 ;
-  wire \$17 ;
-  wire [64:0] \$170 ;
-  wire [65:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [31:0] \$174 ;
+  wire [31:0] \$168 ;
+  wire \$169 ;
+  wire [6:0] \$17 ;
+  wire [30:0] \$170 ;
+  wire [28:0] \$171 ;
+  wire [33:0] \$172 ;
+  wire [64:0] \$173 ;
+  wire [65:0] \$174 ;
   wire \$175 ;
   wire [6:0] \$176 ;
   wire [110:0] \$177 ;
   wire [47:0] \$178 ;
-  wire [48:0] \$179 ;
-  wire [31:0] \$18 ;
-  wire [64:0] \$180 ;
-  wire \$181 ;
-  wire \$182 ;
+  wire \$179 ;
+  wire [110:0] \$18 ;
+  wire \$180 ;
+  wire [31:0] \$181 ;
+  wire [48:0] \$182 ;
   wire [64:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire [65:0] \$187 ;
-  wire [64:0] \$188 ;
+  wire [64:0] \$186 ;
+  wire \$187 ;
+  wire \$188 ;
   wire \$189 ;
-  wire \$19 ;
-  wire [64:0] \$190 ;
-  wire \$191 ;
-  wire [65:0] \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [30:0] \$197 ;
-  wire [33:0] \$198 ;
-  wire \$199 ;
+  wire [47:0] \$19 ;
+  wire [65:0] \$190 ;
+  wire [64:0] \$191 ;
+  wire [63:0] \$192 ;
+  wire [64:0] \$193 ;
+  wire [63:0] \$194 ;
+  wire [64:0] \$195 ;
+  wire [31:0] \$196 ;
+  wire [32:0] \$197 ;
+  wire [63:0] \$198 ;
+  wire [64:0] \$199 ;
   wire [30:0] \$2 ;
-  wire [6:0] \$20 ;
-  wire [30:0] \$200 ;
-  wire [30:0] \$201 ;
-  wire \$202 ;
-  wire [30:0] \$203 ;
-  wire [31:0] \$204 ;
+  wire \$20 ;
+  wire [31:0] \$200 ;
+  wire [32:0] \$201 ;
+  wire [33:0] \$202 ;
+  wire \$203 ;
+  wire [64:0] \$204 ;
   wire \$205 ;
-  wire [30:0] \$206 ;
-  wire [28:0] \$207 ;
-  wire [33:0] \$208 ;
-  wire [64:0] \$209 ;
-  wire [110:0] \$21 ;
-  wire [65:0] \$210 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire [65:0] \$209 ;
+  wire \$21 ;
+  wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [31:0] \$213 ;
-  wire \$214 ;
-  wire [6:0] \$215 ;
-  wire [110:0] \$216 ;
-  wire [47:0] \$217 ;
-  wire [48:0] \$218 ;
-  wire [64:0] \$219 ;
-  wire [47:0] \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire [64:0] \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire [65:0] \$226 ;
-  wire [64:0] \$227 ;
+  wire \$213 ;
+  wire [30:0] \$214 ;
+  wire [33:0] \$215 ;
+  wire \$216 ;
+  wire [30:0] \$217 ;
+  wire [30:0] \$218 ;
+  wire \$219 ;
+  wire [31:0] \$22 ;
+  wire [30:0] \$220 ;
+  wire [31:0] \$221 ;
+  wire \$222 ;
+  wire [30:0] \$223 ;
+  wire [28:0] \$224 ;
+  wire [33:0] \$225 ;
+  wire [64:0] \$226 ;
+  wire [65:0] \$227 ;
   wire \$228 ;
-  wire [64:0] \$229 ;
+  wire [6:0] \$229 ;
   wire [48:0] \$23 ;
-  wire \$230 ;
-  wire [65:0] \$231 ;
+  wire [110:0] \$230 ;
+  wire [47:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire [30:0] \$236 ;
-  wire [33:0] \$237 ;
+  wire [31:0] \$234 ;
+  wire [48:0] \$235 ;
+  wire [64:0] \$236 ;
+  wire \$237 ;
   wire \$238 ;
-  wire [30:0] \$239 ;
+  wire [64:0] \$239 ;
   wire [64:0] \$24 ;
-  wire [30:0] \$240 ;
+  wire \$240 ;
   wire \$241 ;
-  wire [30:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire \$244 ;
-  wire [30:0] \$245 ;
-  wire [28:0] \$246 ;
-  wire [33:0] \$247 ;
+  wire \$242 ;
+  wire [65:0] \$243 ;
+  wire [64:0] \$244 ;
+  wire [63:0] \$245 ;
+  wire [64:0] \$246 ;
+  wire [63:0] \$247 ;
   wire [64:0] \$248 ;
-  wire [65:0] \$249 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [31:0] \$252 ;
-  wire \$253 ;
-  wire [6:0] \$254 ;
-  wire [110:0] \$255 ;
-  wire [47:0] \$256 ;
-  wire [48:0] \$257 ;
-  wire [64:0] \$258 ;
+  wire [32:0] \$250 ;
+  wire [63:0] \$251 ;
+  wire [64:0] \$252 ;
+  wire [31:0] \$253 ;
+  wire [32:0] \$254 ;
+  wire [33:0] \$255 ;
+  wire \$256 ;
+  wire [64:0] \$257 ;
+  wire \$258 ;
   wire \$259 ;
   wire \$26 ;
   wire \$260 ;
-  wire [64:0] \$261 ;
-  wire \$262 ;
+  wire \$261 ;
+  wire [65:0] \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire [65:0] \$265 ;
-  wire [64:0] \$266 ;
-  wire \$267 ;
-  wire [64:0] \$268 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire [30:0] \$267 ;
+  wire [33:0] \$268 ;
   wire \$269 ;
   wire [64:0] \$27 ;
-  wire [65:0] \$270 ;
-  wire \$271 ;
+  wire [30:0] \$270 ;
+  wire [30:0] \$271 ;
   wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [30:0] \$275 ;
-  wire [33:0] \$276 ;
-  wire \$277 ;
-  wire [30:0] \$278 ;
-  wire [30:0] \$279 ;
+  wire [30:0] \$273 ;
+  wire [31:0] \$274 ;
+  wire \$275 ;
+  wire [30:0] \$276 ;
+  wire [28:0] \$277 ;
+  wire [33:0] \$278 ;
+  wire [64:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire [30:0] \$281 ;
-  wire [31:0] \$282 ;
-  wire \$283 ;
-  wire [30:0] \$284 ;
-  wire [28:0] \$285 ;
-  wire [33:0] \$286 ;
-  wire [64:0] \$287 ;
-  wire [65:0] \$288 ;
-  wire \$289 ;
+  wire [65:0] \$280 ;
+  wire \$281 ;
+  wire [6:0] \$282 ;
+  wire [110:0] \$283 ;
+  wire [47:0] \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire [31:0] \$287 ;
+  wire [48:0] \$288 ;
+  wire [64:0] \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire [31:0] \$291 ;
-  wire \$292 ;
-  wire [6:0] \$293 ;
-  wire [110:0] \$294 ;
-  wire [47:0] \$295 ;
-  wire [48:0] \$296 ;
+  wire \$291 ;
+  wire [64:0] \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [65:0] \$296 ;
   wire [64:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [63:0] \$298 ;
+  wire [64:0] \$299 ;
   wire [33:0] \$3 ;
   wire \$30 ;
-  wire [64:0] \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire [65:0] \$304 ;
+  wire [63:0] \$300 ;
+  wire [64:0] \$301 ;
+  wire [31:0] \$302 ;
+  wire [32:0] \$303 ;
+  wire [63:0] \$304 ;
   wire [64:0] \$305 ;
-  wire \$306 ;
-  wire [64:0] \$307 ;
-  wire \$308 ;
-  wire [65:0] \$309 ;
+  wire [31:0] \$306 ;
+  wire [32:0] \$307 ;
+  wire [33:0] \$308 ;
+  wire \$309 ;
   wire [65:0] \$31 ;
-  wire \$310 ;
+  wire [64:0] \$310 ;
   wire \$311 ;
   wire \$312 ;
-  wire [63:0] \$313 ;
-  wire [64:0] \$314 ;
-  wire [31:0] \$315 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire [65:0] \$315 ;
   wire \$316 ;
-  wire [32:0] \$317 ;
-  wire [33:0] \$318 ;
-  wire [63:0] \$319 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [64:0] \$32 ;
-  wire [64:0] \$320 ;
-  wire [31:0] \$321 ;
+  wire [30:0] \$320 ;
+  wire [33:0] \$321 ;
   wire \$322 ;
-  wire [32:0] \$323 ;
-  wire [33:0] \$324 ;
-  wire [63:0] \$325 ;
-  wire [64:0] \$326 ;
+  wire [30:0] \$323 ;
+  wire [30:0] \$324 ;
+  wire \$325 ;
+  wire [30:0] \$326 ;
   wire [31:0] \$327 ;
   wire \$328 ;
-  wire [32:0] \$329 ;
-  wire \$33 ;
-  wire [33:0] \$330 ;
-  wire [63:0] \$331 ;
+  wire [30:0] \$329 ;
+  wire [63:0] \$33 ;
+  wire [28:0] \$330 ;
+  wire [33:0] \$331 ;
   wire [64:0] \$332 ;
-  wire [31:0] \$333 ;
+  wire [65:0] \$333 ;
   wire \$334 ;
-  wire [32:0] \$335 ;
-  wire [33:0] \$336 ;
-  wire [63:0] \$337 ;
-  wire [64:0] \$338 ;
-  wire [31:0] \$339 ;
+  wire [6:0] \$335 ;
+  wire [110:0] \$336 ;
+  wire [47:0] \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [64:0] \$34 ;
-  wire \$340 ;
-  wire [32:0] \$341 ;
-  wire [33:0] \$342 ;
-  wire [63:0] \$343 ;
-  wire [64:0] \$344 ;
-  wire [31:0] \$345 ;
+  wire [31:0] \$340 ;
+  wire [48:0] \$341 ;
+  wire [64:0] \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire [64:0] \$345 ;
   wire \$346 ;
-  wire [32:0] \$347 ;
-  wire [33:0] \$348 ;
-  wire [63:0] \$349 ;
-  wire \$35 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire [65:0] \$349 ;
+  wire [63:0] \$35 ;
   wire [64:0] \$350 ;
-  wire [31:0] \$351 ;
-  wire \$352 ;
-  wire [32:0] \$353 ;
-  wire [33:0] \$354 ;
-  wire [63:0] \$355 ;
-  wire [64:0] \$356 ;
-  wire [31:0] \$357 ;
-  wire \$358 ;
-  wire [32:0] \$359 ;
-  wire [65:0] \$36 ;
-  wire [33:0] \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
-  wire \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg [31:0] \$375 ;
-  reg [5:0] \$376 ;
-  reg [31:0] \$377 ;
-  reg [5:0] \$378 ;
-  reg [31:0] \$379 ;
-  wire \$38 ;
-  reg [5:0] \$380 ;
-  reg [31:0] \$381 ;
-  reg [5:0] \$382 ;
-  reg [31:0] \$383 ;
-  reg [5:0] \$384 ;
-  reg [33:0] \$385 ;
-  reg [30:0] \$386 ;
-  reg [32:0] \$387 ;
-  reg [29:0] \$388 ;
-  reg [33:0] \$389 ;
-  wire \$39 ;
-  reg [64:0] \$390 ;
-  reg [63:0] \$391 ;
-  reg [64:0] \$392 ;
-  reg [64:0] \$393 ;
-  reg [63:0] \$394 ;
-  reg [31:0] \$395 ;
-  reg [31:0] \$396 ;
-  reg [5:0] \$397 ;
-  reg [31:0] \$398 ;
-  reg [5:0] \$399 ;
+  wire [63:0] \$351 ;
+  wire [64:0] \$352 ;
+  wire [63:0] \$353 ;
+  wire [64:0] \$354 ;
+  wire [31:0] \$355 ;
+  wire [32:0] \$356 ;
+  wire [63:0] \$357 ;
+  wire [64:0] \$358 ;
+  wire [31:0] \$359 ;
+  wire [64:0] \$36 ;
+  wire [32:0] \$360 ;
+  wire [33:0] \$361 ;
+  wire \$362 ;
+  wire [64:0] \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire [65:0] \$368 ;
+  wire \$369 ;
+  wire [31:0] \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire [30:0] \$373 ;
+  wire [33:0] \$374 ;
+  wire \$375 ;
+  wire [30:0] \$376 ;
+  wire [30:0] \$377 ;
+  wire \$378 ;
+  wire [30:0] \$379 ;
+  wire [32:0] \$38 ;
+  wire [31:0] \$380 ;
+  wire \$381 ;
+  wire [30:0] \$382 ;
+  wire [28:0] \$383 ;
+  wire [33:0] \$384 ;
+  wire [64:0] \$385 ;
+  wire [65:0] \$386 ;
+  wire \$387 ;
+  wire [6:0] \$388 ;
+  wire [110:0] \$389 ;
+  wire [63:0] \$39 ;
+  wire [47:0] \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire [31:0] \$393 ;
+  wire [48:0] \$394 ;
+  wire [64:0] \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire [64:0] \$398 ;
+  wire \$399 ;
   wire \$4 ;
-  wire \$40 ;
-  reg [31:0] \$400 ;
-  reg [5:0] \$401 ;
-  reg [31:0] \$402 ;
-  reg [5:0] \$403 ;
-  reg [31:0] \$404 ;
-  reg [5:0] \$405 ;
-  reg [33:0] \$406 ;
-  reg [30:0] \$407 ;
-  reg [32:0] \$408 ;
-  reg [29:0] \$409 ;
-  wire [30:0] \$41 ;
-  reg [33:0] \$410 ;
-  reg [64:0] \$411 ;
-  reg [63:0] \$412 ;
-  reg [64:0] \$413 ;
-  reg [64:0] \$414 ;
-  reg [63:0] \$415 ;
-  reg [31:0] \$416 ;
-  reg [31:0] \$417 ;
-  reg [5:0] \$418 ;
-  reg [31:0] \$419 ;
-  wire [33:0] \$42 ;
-  reg [5:0] \$420 ;
-  reg [31:0] \$421 ;
-  reg [5:0] \$422 ;
-  reg [31:0] \$423 ;
-  reg [5:0] \$424 ;
-  reg [31:0] \$425 ;
-  reg [5:0] \$426 ;
-  reg [33:0] \$427 ;
-  reg [30:0] \$428 ;
-  reg [32:0] \$429 ;
-  wire \$43 ;
-  reg [29:0] \$430 ;
-  reg [33:0] \$431 ;
-  reg [64:0] \$432 ;
-  reg [63:0] \$433 ;
-  reg [64:0] \$434 ;
-  reg [64:0] \$435 ;
-  reg [63:0] \$436 ;
-  reg [31:0] \$437 ;
-  reg [31:0] \$438 ;
-  reg [5:0] \$439 ;
-  wire [30:0] \$44 ;
-  reg [31:0] \$440 ;
-  reg [5:0] \$441 ;
-  reg [31:0] \$442 ;
-  reg [5:0] \$443 ;
-  reg [31:0] \$444 ;
-  reg [5:0] \$445 ;
-  reg [31:0] \$446 ;
-  reg [5:0] \$447 ;
-  reg [33:0] \$448 ;
-  reg [30:0] \$449 ;
-  wire [30:0] \$45 ;
-  reg [32:0] \$450 ;
-  reg [29:0] \$451 ;
-  reg [33:0] \$452 ;
-  reg [64:0] \$453 ;
-  reg [63:0] \$454 ;
-  reg [64:0] \$455 ;
-  reg [64:0] \$456 ;
-  reg [63:0] \$457 ;
-  reg [31:0] \$458 ;
+  wire [64:0] \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire [65:0] \$402 ;
+  wire [64:0] \$403 ;
+  wire [63:0] \$404 ;
+  wire [64:0] \$405 ;
+  wire [63:0] \$406 ;
+  wire [64:0] \$407 ;
+  wire [31:0] \$408 ;
+  wire [32:0] \$409 ;
+  wire [31:0] \$41 ;
+  wire [63:0] \$410 ;
+  wire [64:0] \$411 ;
+  wire [31:0] \$412 ;
+  wire [32:0] \$413 ;
+  wire [33:0] \$414 ;
+  wire \$415 ;
+  wire [64:0] \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
+  wire [32:0] \$42 ;
+  wire \$420 ;
+  wire [65:0] \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  reg \$425 ;
+  reg \$426 ;
+  reg \$427 ;
+  reg \$428 ;
+  reg \$429 ;
+  wire [33:0] \$43 ;
+  reg \$430 ;
+  reg \$431 ;
+  reg \$432 ;
+  reg \$433 ;
+  reg \$434 ;
+  reg \$435 ;
+  reg \$436 ;
+  reg \$437 ;
+  reg \$438 ;
+  reg [31:0] \$439 ;
+  wire \$44 ;
+  reg [5:0] \$440 ;
+  reg [31:0] \$441 ;
+  reg [5:0] \$442 ;
+  reg [31:0] \$443 ;
+  reg [5:0] \$444 ;
+  reg [31:0] \$445 ;
+  reg [5:0] \$446 ;
+  reg [31:0] \$447 ;
+  reg [5:0] \$448 ;
+  reg [33:0] \$449 ;
+  wire [64:0] \$45 ;
+  reg [30:0] \$450 ;
+  reg [32:0] \$451 ;
+  reg [29:0] \$452 ;
+  reg [33:0] \$453 ;
+  reg [64:0] \$454 ;
+  reg [63:0] \$455 ;
+  reg [47:0] \$456 ;
+  reg [64:0] \$457 ;
+  reg [64:0] \$458 ;
   reg [31:0] \$459 ;
   wire \$46 ;
-  reg [5:0] \$460 ;
-  reg [31:0] \$461 ;
-  reg [5:0] \$462 ;
+  reg [32:0] \$460 ;
+  reg [32:0] \$461 ;
+  reg [63:0] \$462 ;
   reg [31:0] \$463 ;
-  reg [5:0] \$464 ;
-  reg [31:0] \$465 ;
-  reg [5:0] \$466 ;
-  reg [31:0] \$467 ;
-  reg [5:0] \$468 ;
-  reg [33:0] \$469 ;
-  wire [30:0] \$47 ;
-  reg [30:0] \$470 ;
-  reg [32:0] \$471 ;
-  reg [29:0] \$472 ;
-  reg [33:0] \$473 ;
-  reg [64:0] \$474 ;
-  reg [63:0] \$475 ;
-  reg [64:0] \$476 ;
-  reg [64:0] \$477 ;
-  reg [63:0] \$478 ;
-  reg [31:0] \$479 ;
-  wire [31:0] \$48 ;
-  reg [31:0] \$480 ;
-  reg [5:0] \$481 ;
-  reg [31:0] \$482 ;
-  reg [5:0] \$483 ;
+  reg [31:0] \$464 ;
+  reg [5:0] \$465 ;
+  reg [31:0] \$466 ;
+  reg [5:0] \$467 ;
+  reg [31:0] \$468 ;
+  reg [5:0] \$469 ;
+  wire \$47 ;
+  reg [31:0] \$470 ;
+  reg [5:0] \$471 ;
+  reg [31:0] \$472 ;
+  reg [5:0] \$473 ;
+  reg [33:0] \$474 ;
+  reg [30:0] \$475 ;
+  reg [32:0] \$476 ;
+  reg [29:0] \$477 ;
+  reg [33:0] \$478 ;
+  reg [64:0] \$479 ;
+  wire \$48 ;
+  reg [63:0] \$480 ;
+  reg [47:0] \$481 ;
+  reg [64:0] \$482 ;
+  reg [64:0] \$483 ;
   reg [31:0] \$484 ;
-  reg [5:0] \$485 ;
-  reg [31:0] \$486 ;
-  reg [5:0] \$487 ;
+  reg [32:0] \$485 ;
+  reg [32:0] \$486 ;
+  reg [63:0] \$487 ;
   reg [31:0] \$488 ;
-  reg [5:0] \$489 ;
+  reg [31:0] \$489 ;
   wire \$49 ;
-  reg [33:0] \$490 ;
-  reg [30:0] \$491 ;
-  reg [32:0] \$492 ;
-  reg [29:0] \$493 ;
-  reg [33:0] \$494 ;
-  reg [64:0] \$495 ;
-  reg [63:0] \$496 ;
-  reg [64:0] \$497 ;
-  reg [64:0] \$498 ;
-  reg [63:0] \$499 ;
+  reg [5:0] \$490 ;
+  reg [31:0] \$491 ;
+  reg [5:0] \$492 ;
+  reg [31:0] \$493 ;
+  reg [5:0] \$494 ;
+  reg [31:0] \$495 ;
+  reg [5:0] \$496 ;
+  reg [31:0] \$497 ;
+  reg [5:0] \$498 ;
+  reg [33:0] \$499 ;
   wire [30:0] \$5 ;
-  wire [30:0] \$50 ;
-  reg [31:0] \$500 ;
-  reg [31:0] \$501 ;
-  reg [5:0] \$502 ;
-  reg [31:0] \$503 ;
-  reg [5:0] \$504 ;
-  reg [31:0] \$505 ;
-  reg [5:0] \$506 ;
-  reg [31:0] \$507 ;
-  reg [5:0] \$508 ;
+  wire [65:0] \$50 ;
+  reg [30:0] \$500 ;
+  reg [32:0] \$501 ;
+  reg [29:0] \$502 ;
+  reg [33:0] \$503 ;
+  reg [64:0] \$504 ;
+  reg [63:0] \$505 ;
+  reg [47:0] \$506 ;
+  reg [64:0] \$507 ;
+  reg [64:0] \$508 ;
   reg [31:0] \$509 ;
-  wire [28:0] \$51 ;
-  reg [5:0] \$510 ;
-  reg [33:0] \$511 ;
-  reg [30:0] \$512 ;
-  reg [32:0] \$513 ;
-  reg [29:0] \$514 ;
-  reg [33:0] \$515 ;
-  reg [64:0] \$516 ;
-  reg [63:0] \$517 ;
-  reg [64:0] \$518 ;
-  reg [64:0] \$519 ;
-  wire [33:0] \$52 ;
-  reg [63:0] \$520 ;
-  reg [31:0] \$521 ;
+  wire \$51 ;
+  reg [32:0] \$510 ;
+  reg [32:0] \$511 ;
+  reg [63:0] \$512 ;
+  reg [31:0] \$513 ;
+  reg [31:0] \$514 ;
+  reg [5:0] \$515 ;
+  reg [31:0] \$516 ;
+  reg [5:0] \$517 ;
+  reg [31:0] \$518 ;
+  reg [5:0] \$519 ;
+  wire \$52 ;
+  reg [31:0] \$520 ;
+  reg [5:0] \$521 ;
   reg [31:0] \$522 ;
   reg [5:0] \$523 ;
-  reg [31:0] \$524 ;
-  reg [5:0] \$525 ;
-  reg [31:0] \$526 ;
-  reg [5:0] \$527 ;
-  reg [31:0] \$528 ;
-  reg [5:0] \$529 ;
-  wire [64:0] \$53 ;
-  reg [31:0] \$530 ;
-  reg [5:0] \$531 ;
-  reg [33:0] \$532 ;
-  reg [30:0] \$533 ;
-  reg [32:0] \$534 ;
-  reg [29:0] \$535 ;
-  reg [33:0] \$536 ;
-  reg [64:0] \$537 ;
-  reg [63:0] \$538 ;
-  reg [64:0] \$539 ;
-  wire [65:0] \$54 ;
-  reg [64:0] \$540 ;
-  reg [63:0] \$541 ;
-  reg [31:0] \$542 ;
-  wire \$55 ;
-  wire \$56 ;
-  wire [31:0] \$57 ;
-  wire \$58 ;
-  wire [6:0] \$59 ;
+  reg [33:0] \$524 ;
+  reg [30:0] \$525 ;
+  reg [32:0] \$526 ;
+  reg [29:0] \$527 ;
+  reg [33:0] \$528 ;
+  reg [64:0] \$529 ;
+  wire \$53 ;
+  reg [63:0] \$530 ;
+  reg [47:0] \$531 ;
+  reg [64:0] \$532 ;
+  reg [64:0] \$533 ;
+  reg [31:0] \$534 ;
+  reg [32:0] \$535 ;
+  reg [32:0] \$536 ;
+  reg [63:0] \$537 ;
+  reg [31:0] \$538 ;
+  reg [31:0] \$539 ;
+  wire \$54 ;
+  reg [5:0] \$540 ;
+  reg [31:0] \$541 ;
+  reg [5:0] \$542 ;
+  reg [31:0] \$543 ;
+  reg [5:0] \$544 ;
+  reg [31:0] \$545 ;
+  reg [5:0] \$546 ;
+  reg [31:0] \$547 ;
+  reg [5:0] \$548 ;
+  reg [33:0] \$549 ;
+  wire [30:0] \$55 ;
+  reg [30:0] \$550 ;
+  reg [32:0] \$551 ;
+  reg [29:0] \$552 ;
+  reg [33:0] \$553 ;
+  reg [64:0] \$554 ;
+  reg [63:0] \$555 ;
+  reg [47:0] \$556 ;
+  reg [64:0] \$557 ;
+  reg [64:0] \$558 ;
+  reg [31:0] \$559 ;
+  wire [33:0] \$56 ;
+  reg [32:0] \$560 ;
+  reg [32:0] \$561 ;
+  reg [63:0] \$562 ;
+  reg [31:0] \$563 ;
+  reg [31:0] \$564 ;
+  reg [5:0] \$565 ;
+  reg [31:0] \$566 ;
+  reg [5:0] \$567 ;
+  reg [31:0] \$568 ;
+  reg [5:0] \$569 ;
+  wire \$57 ;
+  reg [31:0] \$570 ;
+  reg [5:0] \$571 ;
+  reg [31:0] \$572 ;
+  reg [5:0] \$573 ;
+  reg [33:0] \$574 ;
+  reg [30:0] \$575 ;
+  reg [32:0] \$576 ;
+  reg [29:0] \$577 ;
+  reg [33:0] \$578 ;
+  reg [64:0] \$579 ;
+  wire [30:0] \$58 ;
+  reg [63:0] \$580 ;
+  reg [47:0] \$581 ;
+  reg [64:0] \$582 ;
+  reg [64:0] \$583 ;
+  reg [31:0] \$584 ;
+  reg [32:0] \$585 ;
+  reg [32:0] \$586 ;
+  reg [63:0] \$587 ;
+  reg [31:0] \$588 ;
+  reg [31:0] \$589 ;
+  wire [30:0] \$59 ;
+  reg [5:0] \$590 ;
+  reg [31:0] \$591 ;
+  reg [5:0] \$592 ;
+  reg [31:0] \$593 ;
+  reg [5:0] \$594 ;
+  reg [31:0] \$595 ;
+  reg [5:0] \$596 ;
+  reg [31:0] \$597 ;
+  reg [5:0] \$598 ;
+  reg [33:0] \$599 ;
   wire [30:0] \$6 ;
-  wire [110:0] \$60 ;
-  wire [47:0] \$61 ;
-  wire [48:0] \$62 ;
-  wire [64:0] \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire [64:0] \$66 ;
-  wire \$67 ;
-  wire \$68 ;
+  wire \$60 ;
+  reg [30:0] \$600 ;
+  reg [32:0] \$601 ;
+  reg [29:0] \$602 ;
+  reg [33:0] \$603 ;
+  reg [64:0] \$604 ;
+  reg [63:0] \$605 ;
+  reg [47:0] \$606 ;
+  reg [64:0] \$607 ;
+  reg [64:0] \$608 ;
+  reg [31:0] \$609 ;
+  wire [30:0] \$61 ;
+  reg [32:0] \$610 ;
+  reg [32:0] \$611 ;
+  reg [63:0] \$612 ;
+  reg [31:0] \$613 ;
+  reg [31:0] \$614 ;
+  reg [5:0] \$615 ;
+  reg [31:0] \$616 ;
+  reg [5:0] \$617 ;
+  reg [31:0] \$618 ;
+  reg [5:0] \$619 ;
+  wire [31:0] \$62 ;
+  reg [31:0] \$620 ;
+  reg [5:0] \$621 ;
+  reg [31:0] \$622 ;
+  reg [5:0] \$623 ;
+  reg [33:0] \$624 ;
+  reg [30:0] \$625 ;
+  reg [32:0] \$626 ;
+  reg [29:0] \$627 ;
+  reg [33:0] \$628 ;
+  reg [64:0] \$629 ;
+  wire \$63 ;
+  reg [63:0] \$630 ;
+  reg [47:0] \$631 ;
+  reg [64:0] \$632 ;
+  reg [64:0] \$633 ;
+  reg [31:0] \$634 ;
+  reg [32:0] \$635 ;
+  reg [32:0] \$636 ;
+  reg [63:0] \$637 ;
+  reg [31:0] \$638 ;
+  wire [30:0] \$64 ;
+  wire [28:0] \$65 ;
+  wire [33:0] \$66 ;
+  wire [64:0] \$67 ;
+  wire [65:0] \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [65:0] \$70 ;
-  wire [64:0] \$71 ;
-  wire \$72 ;
-  wire [64:0] \$73 ;
+  wire [6:0] \$70 ;
+  wire [110:0] \$71 ;
+  wire [47:0] \$72 ;
+  wire \$73 ;
   wire \$74 ;
-  wire [65:0] \$75 ;
-  wire \$76 ;
-  wire \$77 ;
+  wire [31:0] \$75 ;
+  wire [48:0] \$76 ;
+  wire [64:0] \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire [30:0] \$8 ;
-  wire [30:0] \$80 ;
-  wire [33:0] \$81 ;
+  wire [64:0] \$80 ;
+  wire \$81 ;
   wire \$82 ;
-  wire [30:0] \$83 ;
-  wire [30:0] \$84 ;
-  wire \$85 ;
-  wire [30:0] \$86 ;
-  wire [31:0] \$87 ;
-  wire \$88 ;
-  wire [30:0] \$89 ;
+  wire \$83 ;
+  wire [65:0] \$84 ;
+  wire [64:0] \$85 ;
+  wire [63:0] \$86 ;
+  wire [64:0] \$87 ;
+  wire [63:0] \$88 ;
+  wire [64:0] \$89 ;
   wire [31:0] \$9 ;
-  wire [28:0] \$90 ;
-  wire [33:0] \$91 ;
-  wire [64:0] \$92 ;
-  wire [65:0] \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire [31:0] \$96 ;
+  wire [31:0] \$90 ;
+  wire [32:0] \$91 ;
+  wire [63:0] \$92 ;
+  wire [64:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [32:0] \$95 ;
+  wire [33:0] \$96 ;
   wire \$97 ;
-  wire [6:0] \$98 ;
-  wire [110:0] \$99 ;
+  wire [64:0] \$98 ;
+  wire \$99 ;
   reg [31:0] acc1_0 = 32'd0;
   reg [31:0] acc1_1 = 32'd0;
   reg [31:0] acc1_2 = 32'd0;
@@ -58374,6 +58470,22 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [31:0] acc5_7 = 32'd0;
   input clk;
   wire clk;
+  reg [32:0] half1_0 = 33'h000000000;
+  reg [32:0] half1_1 = 33'h000000000;
+  reg [32:0] half1_2 = 33'h000000000;
+  reg [32:0] half1_3 = 33'h000000000;
+  reg [32:0] half1_4 = 33'h000000000;
+  reg [32:0] half1_5 = 33'h000000000;
+  reg [32:0] half1_6 = 33'h000000000;
+  reg [32:0] half1_7 = 33'h000000000;
+  reg [32:0] half_0 = 33'h000000000;
+  reg [32:0] half_1 = 33'h000000000;
+  reg [32:0] half_2 = 33'h000000000;
+  reg [32:0] half_3 = 33'h000000000;
+  reg [32:0] half_4 = 33'h000000000;
+  reg [32:0] half_5 = 33'h000000000;
+  reg [32:0] half_6 = 33'h000000000;
+  reg [32:0] half_7 = 33'h000000000;
   input [16:0] hi;
   wire [16:0] hi;
   input [255:0] i_acc;
@@ -58442,14 +58554,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [64:0] lohi_5 = 65'h00000000000000000;
   reg [64:0] lohi_6 = 65'h00000000000000000;
   reg [64:0] lohi_7 = 65'h00000000000000000;
-  wire [31:0] mask_0;
-  wire [31:0] mask_1;
-  wire [31:0] mask_2;
-  wire [31:0] mask_3;
-  wire [31:0] mask_4;
-  wire [31:0] mask_5;
-  wire [31:0] mask_6;
-  wire [31:0] mask_7;
+  reg [31:0] mask_0 = 32'd0;
+  reg [31:0] mask_1 = 32'd0;
+  reg [31:0] mask_2 = 32'd0;
+  reg [31:0] mask_3 = 32'd0;
+  reg [31:0] mask_4 = 32'd0;
+  reg [31:0] mask_5 = 32'd0;
+  reg [31:0] mask_6 = 32'd0;
+  reg [31:0] mask_7 = 32'd0;
   reg [33:0] mid_0 = 34'h000000000;
   reg [33:0] mid_1 = 34'h000000000;
   reg [33:0] mid_2 = 34'h000000000;
@@ -58558,6 +58670,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [31:0] res_5 = 32'd0;
   reg [31:0] res_6 = 32'd0;
   reg [31:0] res_7 = 32'd0;
+  reg [47:0] rnd_0 = 48'h000000000000;
+  reg [47:0] rnd_1 = 48'h000000000000;
+  reg [47:0] rnd_2 = 48'h000000000000;
+  reg [47:0] rnd_3 = 48'h000000000000;
+  reg [47:0] rnd_4 = 48'h000000000000;
+  reg [47:0] rnd_5 = 48'h000000000000;
+  reg [47:0] rnd_6 = 48'h000000000000;
+  reg [47:0] rnd_7 = 48'h000000000000;
   input rst;
   wire rst;
   reg [5:0] sh1_0 = 6'h00;
@@ -58600,14 +58720,6 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [5:0] sh5_5 = 6'h00;
   reg [5:0] sh5_6 = 6'h00;
   reg [5:0] sh5_7 = 6'h00;
-  wire [32:0] thr_0;
-  wire [32:0] thr_1;
-  wire [32:0] thr_2;
-  wire [32:0] thr_3;
-  wire [32:0] thr_4;
-  wire [32:0] thr_5;
-  wire [32:0] thr_6;
-  wire [32:0] thr_7;
   reg [64:0] v_0 = 65'h00000000000000000;
   reg [64:0] v_1 = 65'h00000000000000000;
   reg [64:0] v_2 = 65'h00000000000000000;
@@ -58626,290 +58738,509 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg valid_s7 = 1'h0;
   input [16:0] zp;
   wire [16:0] zp;
+  assign \$362  = mode == 1'h1;
+  assign \$363  = $signed(q5_6) >>> sh5_6[4:0];
+  assign \$364  = $signed(q5_6) < $signed(1'h0);
+  assign \$365  = rem_6 > half1_6;
+  assign \$366  = rem_6 > half_6;
+  assign \$367  = \$364  ? \$365  : \$366 ;
+  assign \$368  = $signed(\$363 ) + $signed({ 1'h0, \$367  });
+  assign \$369  = ! mode;
+  assign \$370  = $signed(q7_6) < $signed(lo);
+  assign \$371  = $signed(q7_6) > $signed(hi);
+  assign \$372  = mode == 2'h2;
+  assign \$373  = \$372  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$374  = i_acc[240:224] * \$373 [16:0];
+  assign \$375  = mode == 2'h2;
+  assign \$376  = \$375  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$377  = i_acc[240:224] * \$376 [30:17];
+  assign \$378  = mode == 2'h2;
+  assign \$379  = \$378  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$380  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$379 [16:0] });
+  assign \$381  = mode == 2'h2;
+  assign \$382  = \$381  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$383  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$382 [30:17] });
+  assign \$384  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
+  assign \$386  = $signed(lohi_7) + $signed(\$385 );
+  assign \$387  = ! sh2_7;
+  assign \$388  = sh2_7 - 1'h1;
+  assign \$389  = 1'h1 << \$388 [5:0];
+  assign \$390  = \$387  ? 48'h000000000000 : \$389 [47:0];
+  assign \$391  = mode == 1'h1;
+  assign \$392  = $signed(prod_7) >= $signed(1'h0);
+  assign \$393  = \$392  ? 32'd1073741824 : 32'd3221225473;
+  assign \$394  = \$391  ? { \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393 [31], \$393  } : { 1'h0, rnd_7 };
+  assign \$395  = $signed(prod_7) + $signed(\$394 );
+  assign \$396  = mode == 1'h1;
+  assign \$397  = mode == 2'h2;
+  assign \$399  = $signed(v_7) < $signed(1'h0);
+  assign \$400  = | v_7[30:0];
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = $signed(\$398 ) + $signed({ 1'h0, \$401  });
+  assign \$403  = $signed(v_7) >>> sh4_7;
+  assign \$404  = 1'h1 << sh4_7[4:0];
+  assign \$405  = \$404  - 1'h1;
+  assign \$406  = 1'h1 << sh4_7[4:0];
+  assign \$407  = \$406  - 1'h1;
+  assign \$409  = \$408  + 1'h0;
+  assign \$410  = 1'h1 << sh4_7[4:0];
+  assign \$411  = \$410  - 1'h1;
+  assign \$413  = \$412  + 1'h1;
+  assign \$414  = \$413  + 1'h0;
+  assign \$415  = mode == 1'h1;
+  assign \$416  = $signed(q5_7) >>> sh5_7[4:0];
+  assign \$417  = $signed(q5_7) < $signed(1'h0);
+  assign \$418  = rem_7 > half1_7;
+  assign \$419  = rem_7 > half_7;
+  assign \$420  = \$417  ? \$418  : \$419 ;
+  assign \$421  = $signed(\$416 ) + $signed({ 1'h0, \$420  });
+  assign \$422  = ! mode;
+  assign \$423  = $signed(q7_7) < $signed(lo);
+  assign \$424  = $signed(q7_7) > $signed(hi);
+  assign rem_0 = q5_0[31:0] & mask_0;
+  assign q7_0 = $signed(q6_0) + $signed(zp);
+  assign rem_1 = q5_1[31:0] & mask_1;
+  assign q7_1 = $signed(q6_1) + $signed(zp);
+  assign rem_2 = q5_2[31:0] & mask_2;
+  assign q7_2 = $signed(q6_2) + $signed(zp);
+  assign rem_3 = q5_3[31:0] & mask_3;
+  assign q7_3 = $signed(q6_3) + $signed(zp);
+  assign rem_4 = q5_4[31:0] & mask_4;
+  assign q7_4 = $signed(q6_4) + $signed(zp);
+  assign rem_5 = q5_5[31:0] & mask_5;
+  assign q7_5 = $signed(q6_5) + $signed(zp);
+  assign rem_6 = q5_6[31:0] & mask_6;
+  assign q7_6 = $signed(q6_6) + $signed(zp);
+  assign rem_7 = q5_7[31:0] & mask_7;
+  assign q7_7 = $signed(q6_7) + $signed(zp);
   always @(posedge clk)
-    sh3_1 <= \$401 ;
+    valid_s1 <= \$425 ;
   always @(posedge clk)
-    acc4_1 <= \$402 ;
+    last_s1 <= \$426 ;
   always @(posedge clk)
-    sh4_1 <= \$403 ;
+    valid_s2 <= \$427 ;
   always @(posedge clk)
-    acc5_1 <= \$404 ;
+    last_s2 <= \$428 ;
   always @(posedge clk)
-    sh5_1 <= \$405 ;
+    valid_s3 <= \$429 ;
   always @(posedge clk)
-    pll_1 <= \$406 ;
+    last_s3 <= \$430 ;
   always @(posedge clk)
-    plh_1 <= \$407 ;
+    valid_s4 <= \$431 ;
   always @(posedge clk)
-    phl_1 <= \$408 ;
+    last_s4 <= \$432 ;
   always @(posedge clk)
-    phh_1 <= \$409 ;
+    valid_s5 <= \$433 ;
   always @(posedge clk)
-    mid_1 <= \$410 ;
+    last_s5 <= \$434 ;
   always @(posedge clk)
-    lohi_1 <= \$411 ;
+    valid_s6 <= \$435 ;
   always @(posedge clk)
-    prod_1 <= \$412 ;
+    last_s6 <= \$436 ;
   always @(posedge clk)
-    v_1 <= \$413 ;
+    valid_s7 <= \$437 ;
   always @(posedge clk)
-    q5_1 <= \$414 ;
+    last_s7 <= \$438 ;
   always @(posedge clk)
-    q6_1 <= \$415 ;
+    acc1_0 <= \$439 ;
   always @(posedge clk)
-    res_1 <= \$416 ;
+    sh1_0 <= \$440 ;
   always @(posedge clk)
-    acc1_2 <= \$417 ;
+    acc2_0 <= \$441 ;
   always @(posedge clk)
-    sh1_2 <= \$418 ;
+    sh2_0 <= \$442 ;
   always @(posedge clk)
-    acc2_2 <= \$419 ;
+    acc3_0 <= \$443 ;
   always @(posedge clk)
-    sh2_2 <= \$420 ;
+    sh3_0 <= \$444 ;
   always @(posedge clk)
-    acc3_2 <= \$421 ;
+    acc4_0 <= \$445 ;
   always @(posedge clk)
-    sh3_2 <= \$422 ;
+    sh4_0 <= \$446 ;
   always @(posedge clk)
-    acc4_2 <= \$423 ;
+    acc5_0 <= \$447 ;
   always @(posedge clk)
-    sh4_2 <= \$424 ;
+    sh5_0 <= \$448 ;
   always @(posedge clk)
-    acc5_2 <= \$425 ;
+    pll_0 <= \$449 ;
   always @(posedge clk)
-    sh5_2 <= \$426 ;
+    plh_0 <= \$450 ;
   always @(posedge clk)
-    pll_2 <= \$427 ;
+    phl_0 <= \$451 ;
   always @(posedge clk)
-    plh_2 <= \$428 ;
+    phh_0 <= \$452 ;
   always @(posedge clk)
-    phl_2 <= \$429 ;
+    mid_0 <= \$453 ;
   always @(posedge clk)
-    phh_2 <= \$430 ;
+    lohi_0 <= \$454 ;
   always @(posedge clk)
-    mid_2 <= \$431 ;
+    prod_0 <= \$455 ;
   always @(posedge clk)
-    lohi_2 <= \$432 ;
+    rnd_0 <= \$456 ;
   always @(posedge clk)
-    prod_2 <= \$433 ;
+    v_0 <= \$457 ;
   always @(posedge clk)
-    v_2 <= \$434 ;
+    q5_0 <= \$458 ;
   always @(posedge clk)
-    q5_2 <= \$435 ;
+    mask_0 <= \$459 ;
   always @(posedge clk)
-    q6_2 <= \$436 ;
+    half_0 <= \$460 ;
   always @(posedge clk)
-    res_2 <= \$437 ;
+    half1_0 <= \$461 ;
   always @(posedge clk)
-    acc1_3 <= \$438 ;
+    q6_0 <= \$462 ;
   always @(posedge clk)
-    sh1_3 <= \$439 ;
+    res_0 <= \$463 ;
   always @(posedge clk)
-    acc2_3 <= \$440 ;
+    acc1_1 <= \$464 ;
   always @(posedge clk)
-    sh2_3 <= \$441 ;
+    sh1_1 <= \$465 ;
   always @(posedge clk)
-    acc3_3 <= \$442 ;
+    acc2_1 <= \$466 ;
   always @(posedge clk)
-    sh3_3 <= \$443 ;
+    sh2_1 <= \$467 ;
   always @(posedge clk)
-    acc4_3 <= \$444 ;
+    acc3_1 <= \$468 ;
   always @(posedge clk)
-    sh4_3 <= \$445 ;
+    sh3_1 <= \$469 ;
   always @(posedge clk)
-    acc5_3 <= \$446 ;
+    acc4_1 <= \$470 ;
   always @(posedge clk)
-    sh5_3 <= \$447 ;
+    sh4_1 <= \$471 ;
   always @(posedge clk)
-    pll_3 <= \$448 ;
+    acc5_1 <= \$472 ;
   always @(posedge clk)
-    plh_3 <= \$449 ;
+    sh5_1 <= \$473 ;
   always @(posedge clk)
-    phl_3 <= \$450 ;
+    pll_1 <= \$474 ;
   always @(posedge clk)
-    phh_3 <= \$451 ;
+    plh_1 <= \$475 ;
   always @(posedge clk)
-    mid_3 <= \$452 ;
+    phl_1 <= \$476 ;
   always @(posedge clk)
-    lohi_3 <= \$453 ;
+    phh_1 <= \$477 ;
   always @(posedge clk)
-    prod_3 <= \$454 ;
+    mid_1 <= \$478 ;
   always @(posedge clk)
-    v_3 <= \$455 ;
+    lohi_1 <= \$479 ;
   always @(posedge clk)
-    q5_3 <= \$456 ;
+    prod_1 <= \$480 ;
   always @(posedge clk)
-    q6_3 <= \$457 ;
+    rnd_1 <= \$481 ;
   always @(posedge clk)
-    res_3 <= \$458 ;
+    v_1 <= \$482 ;
   always @(posedge clk)
-    acc1_4 <= \$459 ;
+    q5_1 <= \$483 ;
   always @(posedge clk)
-    sh1_4 <= \$460 ;
+    mask_1 <= \$484 ;
   always @(posedge clk)
-    acc2_4 <= \$461 ;
+    half_1 <= \$485 ;
   always @(posedge clk)
-    sh2_4 <= \$462 ;
+    half1_1 <= \$486 ;
   always @(posedge clk)
-    acc3_4 <= \$463 ;
+    q6_1 <= \$487 ;
   always @(posedge clk)
-    sh3_4 <= \$464 ;
+    res_1 <= \$488 ;
   always @(posedge clk)
-    acc4_4 <= \$465 ;
+    acc1_2 <= \$489 ;
   always @(posedge clk)
-    sh4_4 <= \$466 ;
+    sh1_2 <= \$490 ;
   always @(posedge clk)
-    acc5_4 <= \$467 ;
+    acc2_2 <= \$491 ;
   always @(posedge clk)
-    sh5_4 <= \$468 ;
+    sh2_2 <= \$492 ;
   always @(posedge clk)
-    pll_4 <= \$469 ;
+    acc3_2 <= \$493 ;
   always @(posedge clk)
-    plh_4 <= \$470 ;
+    sh3_2 <= \$494 ;
   always @(posedge clk)
-    phl_4 <= \$471 ;
+    acc4_2 <= \$495 ;
   always @(posedge clk)
-    phh_4 <= \$472 ;
+    sh4_2 <= \$496 ;
   always @(posedge clk)
-    mid_4 <= \$473 ;
+    acc5_2 <= \$497 ;
   always @(posedge clk)
-    lohi_4 <= \$474 ;
+    sh5_2 <= \$498 ;
   always @(posedge clk)
-    prod_4 <= \$475 ;
+    pll_2 <= \$499 ;
   always @(posedge clk)
-    v_4 <= \$476 ;
+    plh_2 <= \$500 ;
   always @(posedge clk)
-    q5_4 <= \$477 ;
+    phl_2 <= \$501 ;
   always @(posedge clk)
-    q6_4 <= \$478 ;
+    phh_2 <= \$502 ;
   always @(posedge clk)
-    res_4 <= \$479 ;
+    mid_2 <= \$503 ;
   always @(posedge clk)
-    acc1_5 <= \$480 ;
+    lohi_2 <= \$504 ;
   always @(posedge clk)
-    sh1_5 <= \$481 ;
+    prod_2 <= \$505 ;
   always @(posedge clk)
-    acc2_5 <= \$482 ;
+    rnd_2 <= \$506 ;
   always @(posedge clk)
-    sh2_5 <= \$483 ;
+    v_2 <= \$507 ;
   always @(posedge clk)
-    acc3_5 <= \$484 ;
+    q5_2 <= \$508 ;
   always @(posedge clk)
-    sh3_5 <= \$485 ;
+    mask_2 <= \$509 ;
   always @(posedge clk)
-    acc4_5 <= \$486 ;
+    half_2 <= \$510 ;
   always @(posedge clk)
-    sh4_5 <= \$487 ;
+    half1_2 <= \$511 ;
   always @(posedge clk)
-    acc5_5 <= \$488 ;
+    q6_2 <= \$512 ;
   always @(posedge clk)
-    sh5_5 <= \$489 ;
+    res_2 <= \$513 ;
   always @(posedge clk)
-    pll_5 <= \$490 ;
+    acc1_3 <= \$514 ;
   always @(posedge clk)
-    plh_5 <= \$491 ;
+    sh1_3 <= \$515 ;
   always @(posedge clk)
-    phl_5 <= \$492 ;
+    acc2_3 <= \$516 ;
   always @(posedge clk)
-    phh_5 <= \$493 ;
+    sh2_3 <= \$517 ;
   always @(posedge clk)
-    mid_5 <= \$494 ;
+    acc3_3 <= \$518 ;
   always @(posedge clk)
-    lohi_5 <= \$495 ;
+    sh3_3 <= \$519 ;
   always @(posedge clk)
-    prod_5 <= \$496 ;
+    acc4_3 <= \$520 ;
   always @(posedge clk)
-    v_5 <= \$497 ;
+    sh4_3 <= \$521 ;
   always @(posedge clk)
-    q5_5 <= \$498 ;
+    acc5_3 <= \$522 ;
   always @(posedge clk)
-    q6_5 <= \$499 ;
+    sh5_3 <= \$523 ;
   always @(posedge clk)
-    res_5 <= \$500 ;
+    pll_3 <= \$524 ;
   always @(posedge clk)
-    acc1_6 <= \$501 ;
+    plh_3 <= \$525 ;
   always @(posedge clk)
-    sh1_6 <= \$502 ;
+    phl_3 <= \$526 ;
   always @(posedge clk)
-    acc2_6 <= \$503 ;
+    phh_3 <= \$527 ;
   always @(posedge clk)
-    sh2_6 <= \$504 ;
+    mid_3 <= \$528 ;
   always @(posedge clk)
-    acc3_6 <= \$505 ;
+    lohi_3 <= \$529 ;
   always @(posedge clk)
-    sh3_6 <= \$506 ;
+    prod_3 <= \$530 ;
   always @(posedge clk)
-    acc4_6 <= \$507 ;
+    rnd_3 <= \$531 ;
   always @(posedge clk)
-    sh4_6 <= \$508 ;
+    v_3 <= \$532 ;
   always @(posedge clk)
-    acc5_6 <= \$509 ;
+    q5_3 <= \$533 ;
   always @(posedge clk)
-    sh5_6 <= \$510 ;
+    mask_3 <= \$534 ;
   always @(posedge clk)
-    pll_6 <= \$511 ;
+    half_3 <= \$535 ;
   always @(posedge clk)
-    plh_6 <= \$512 ;
+    half1_3 <= \$536 ;
   always @(posedge clk)
-    phl_6 <= \$513 ;
+    q6_3 <= \$537 ;
   always @(posedge clk)
-    phh_6 <= \$514 ;
+    res_3 <= \$538 ;
   always @(posedge clk)
-    mid_6 <= \$515 ;
+    acc1_4 <= \$539 ;
   always @(posedge clk)
-    lohi_6 <= \$516 ;
+    sh1_4 <= \$540 ;
   always @(posedge clk)
-    prod_6 <= \$517 ;
+    acc2_4 <= \$541 ;
   always @(posedge clk)
-    v_6 <= \$518 ;
+    sh2_4 <= \$542 ;
   always @(posedge clk)
-    q5_6 <= \$519 ;
+    acc3_4 <= \$543 ;
   always @(posedge clk)
-    q6_6 <= \$520 ;
+    sh3_4 <= \$544 ;
   always @(posedge clk)
-    res_6 <= \$521 ;
+    acc4_4 <= \$545 ;
   always @(posedge clk)
-    acc1_7 <= \$522 ;
+    sh4_4 <= \$546 ;
   always @(posedge clk)
-    sh1_7 <= \$523 ;
+    acc5_4 <= \$547 ;
   always @(posedge clk)
-    acc2_7 <= \$524 ;
+    sh5_4 <= \$548 ;
   always @(posedge clk)
-    sh2_7 <= \$525 ;
+    pll_4 <= \$549 ;
   always @(posedge clk)
-    acc3_7 <= \$526 ;
+    plh_4 <= \$550 ;
   always @(posedge clk)
-    sh3_7 <= \$527 ;
+    phl_4 <= \$551 ;
   always @(posedge clk)
-    acc4_7 <= \$528 ;
+    phh_4 <= \$552 ;
   always @(posedge clk)
-    sh4_7 <= \$529 ;
+    mid_4 <= \$553 ;
   always @(posedge clk)
-    acc5_7 <= \$530 ;
+    lohi_4 <= \$554 ;
   always @(posedge clk)
-    sh5_7 <= \$531 ;
+    prod_4 <= \$555 ;
   always @(posedge clk)
-    pll_7 <= \$532 ;
+    rnd_4 <= \$556 ;
   always @(posedge clk)
-    plh_7 <= \$533 ;
+    v_4 <= \$557 ;
   always @(posedge clk)
-    phl_7 <= \$534 ;
+    q5_4 <= \$558 ;
   always @(posedge clk)
-    phh_7 <= \$535 ;
+    mask_4 <= \$559 ;
   always @(posedge clk)
-    mid_7 <= \$536 ;
+    half_4 <= \$560 ;
   always @(posedge clk)
-    lohi_7 <= \$537 ;
+    half1_4 <= \$561 ;
   always @(posedge clk)
-    prod_7 <= \$538 ;
+    q6_4 <= \$562 ;
   always @(posedge clk)
-    v_7 <= \$539 ;
+    res_4 <= \$563 ;
   always @(posedge clk)
-    q5_7 <= \$540 ;
+    acc1_5 <= \$564 ;
   always @(posedge clk)
-    q6_7 <= \$541 ;
+    sh1_5 <= \$565 ;
   always @(posedge clk)
-    res_7 <= \$542 ;
+    acc2_5 <= \$566 ;
+  always @(posedge clk)
+    sh2_5 <= \$567 ;
+  always @(posedge clk)
+    acc3_5 <= \$568 ;
+  always @(posedge clk)
+    sh3_5 <= \$569 ;
+  always @(posedge clk)
+    acc4_5 <= \$570 ;
+  always @(posedge clk)
+    sh4_5 <= \$571 ;
+  always @(posedge clk)
+    acc5_5 <= \$572 ;
+  always @(posedge clk)
+    sh5_5 <= \$573 ;
+  always @(posedge clk)
+    pll_5 <= \$574 ;
+  always @(posedge clk)
+    plh_5 <= \$575 ;
+  always @(posedge clk)
+    phl_5 <= \$576 ;
+  always @(posedge clk)
+    phh_5 <= \$577 ;
+  always @(posedge clk)
+    mid_5 <= \$578 ;
+  always @(posedge clk)
+    lohi_5 <= \$579 ;
+  always @(posedge clk)
+    prod_5 <= \$580 ;
+  always @(posedge clk)
+    rnd_5 <= \$581 ;
+  always @(posedge clk)
+    v_5 <= \$582 ;
+  always @(posedge clk)
+    q5_5 <= \$583 ;
+  always @(posedge clk)
+    mask_5 <= \$584 ;
+  always @(posedge clk)
+    half_5 <= \$585 ;
+  always @(posedge clk)
+    half1_5 <= \$586 ;
+  always @(posedge clk)
+    q6_5 <= \$587 ;
+  always @(posedge clk)
+    res_5 <= \$588 ;
+  always @(posedge clk)
+    acc1_6 <= \$589 ;
+  always @(posedge clk)
+    sh1_6 <= \$590 ;
+  always @(posedge clk)
+    acc2_6 <= \$591 ;
+  always @(posedge clk)
+    sh2_6 <= \$592 ;
+  always @(posedge clk)
+    acc3_6 <= \$593 ;
+  always @(posedge clk)
+    sh3_6 <= \$594 ;
+  always @(posedge clk)
+    acc4_6 <= \$595 ;
+  always @(posedge clk)
+    sh4_6 <= \$596 ;
+  always @(posedge clk)
+    acc5_6 <= \$597 ;
+  always @(posedge clk)
+    sh5_6 <= \$598 ;
+  always @(posedge clk)
+    pll_6 <= \$599 ;
+  always @(posedge clk)
+    plh_6 <= \$600 ;
+  always @(posedge clk)
+    phl_6 <= \$601 ;
+  always @(posedge clk)
+    phh_6 <= \$602 ;
+  always @(posedge clk)
+    mid_6 <= \$603 ;
+  always @(posedge clk)
+    lohi_6 <= \$604 ;
+  always @(posedge clk)
+    prod_6 <= \$605 ;
+  always @(posedge clk)
+    rnd_6 <= \$606 ;
+  always @(posedge clk)
+    v_6 <= \$607 ;
+  always @(posedge clk)
+    q5_6 <= \$608 ;
+  always @(posedge clk)
+    mask_6 <= \$609 ;
+  always @(posedge clk)
+    half_6 <= \$610 ;
+  always @(posedge clk)
+    half1_6 <= \$611 ;
+  always @(posedge clk)
+    q6_6 <= \$612 ;
+  always @(posedge clk)
+    res_6 <= \$613 ;
+  always @(posedge clk)
+    acc1_7 <= \$614 ;
+  always @(posedge clk)
+    sh1_7 <= \$615 ;
+  always @(posedge clk)
+    acc2_7 <= \$616 ;
+  always @(posedge clk)
+    sh2_7 <= \$617 ;
+  always @(posedge clk)
+    acc3_7 <= \$618 ;
+  always @(posedge clk)
+    sh3_7 <= \$619 ;
+  always @(posedge clk)
+    acc4_7 <= \$620 ;
+  always @(posedge clk)
+    sh4_7 <= \$621 ;
+  always @(posedge clk)
+    acc5_7 <= \$622 ;
+  always @(posedge clk)
+    sh5_7 <= \$623 ;
+  always @(posedge clk)
+    pll_7 <= \$624 ;
+  always @(posedge clk)
+    plh_7 <= \$625 ;
+  always @(posedge clk)
+    phl_7 <= \$626 ;
+  always @(posedge clk)
+    phh_7 <= \$627 ;
+  always @(posedge clk)
+    mid_7 <= \$628 ;
+  always @(posedge clk)
+    lohi_7 <= \$629 ;
+  always @(posedge clk)
+    prod_7 <= \$630 ;
+  always @(posedge clk)
+    rnd_7 <= \$631 ;
+  always @(posedge clk)
+    v_7 <= \$632 ;
+  always @(posedge clk)
+    q5_7 <= \$633 ;
+  always @(posedge clk)
+    mask_7 <= \$634 ;
+  always @(posedge clk)
+    half_7 <= \$635 ;
+  always @(posedge clk)
+    half1_7 <= \$636 ;
+  always @(posedge clk)
+    q6_7 <= \$637 ;
+  always @(posedge clk)
+    res_7 <= \$638 ;
   assign \$1  = mode == 2'h2;
   assign \$2  = \$1  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
   assign \$3  = i_acc[16:0] * \$2 [16:0];
@@ -58924,14 +59255,14 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign \$12  = $signed(i_acc[31:17]) * $signed({ 1'h0, \$11 [30:17] });
   assign \$13  = $signed({ 1'h0, plh_0 }) + $signed(phl_0);
   assign \$15  = $signed(lohi_0) + $signed(\$14 );
-  assign \$16  = mode == 1'h1;
-  assign \$17  = $signed(prod_0) >= $signed(1'h0);
-  assign \$18  = \$17  ? 32'd1073741824 : 32'd3221225473;
-  assign \$19  = ! sh3_0;
-  assign \$20  = sh3_0 - 1'h1;
-  assign \$21  = 1'h1 << \$20 [5:0];
-  assign \$22  = \$19  ? 48'h000000000000 : \$21 [47:0];
-  assign \$23  = \$16  ? { \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18 [31], \$18  } : { 1'h0, \$22  };
+  assign \$16  = ! sh2_0;
+  assign \$17  = sh2_0 - 1'h1;
+  assign \$18  = 1'h1 << \$17 [5:0];
+  assign \$19  = \$16  ? 48'h000000000000 : \$18 [47:0];
+  assign \$20  = mode == 1'h1;
+  assign \$21  = $signed(prod_0) >= $signed(1'h0);
+  assign \$22  = \$21  ? 32'd1073741824 : 32'd3221225473;
+  assign \$23  = \$20  ? { \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22 [31], \$22  } : { 1'h0, rnd_0 };
   assign \$24  = $signed(prod_0) + $signed(\$23 );
   assign \$25  = mode == 1'h1;
   assign \$26  = mode == 2'h2;
@@ -58940,1046 +59271,619 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign \$30  = \$28  & \$29 ;
   assign \$31  = $signed(\$27 ) + $signed({ 1'h0, \$30  });
   assign \$32  = $signed(v_0) >>> sh4_0;
-  assign \$33  = mode == 1'h1;
-  assign \$34  = $signed(q5_0) >>> sh5_0[4:0];
-  assign \$35  = rem_0 > \$318 [32:0];
-  assign \$36  = $signed(\$34 ) + $signed({ 1'h0, \$35  });
-  assign \$37  = ! mode;
-  assign \$38  = $signed(q7_0) < $signed(lo);
-  assign \$39  = $signed(q7_0) > $signed(hi);
-  assign \$40  = mode == 2'h2;
-  assign \$41  = \$40  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$42  = i_acc[48:32] * \$41 [16:0];
-  assign \$43  = mode == 2'h2;
-  assign \$44  = \$43  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$45  = i_acc[48:32] * \$44 [30:17];
-  assign \$46  = mode == 2'h2;
-  assign \$47  = \$46  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$48  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$47 [16:0] });
-  assign \$49  = mode == 2'h2;
-  assign \$50  = \$49  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$51  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$50 [30:17] });
-  assign \$52  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
-  assign \$54  = $signed(lohi_1) + $signed(\$53 );
-  assign \$55  = mode == 1'h1;
-  assign \$56  = $signed(prod_1) >= $signed(1'h0);
-  assign \$57  = \$56  ? 32'd1073741824 : 32'd3221225473;
-  assign \$58  = ! sh3_1;
-  assign \$59  = sh3_1 - 1'h1;
-  assign \$60  = 1'h1 << \$59 [5:0];
-  assign \$61  = \$58  ? 48'h000000000000 : \$60 [47:0];
-  assign \$62  = \$55  ? { \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57 [31], \$57  } : { 1'h0, \$61  };
-  assign \$63  = $signed(prod_1) + $signed(\$62 );
-  assign \$64  = mode == 1'h1;
-  assign \$65  = mode == 2'h2;
-  assign \$67  = $signed(v_1) < $signed(1'h0);
-  assign \$68  = | v_1[30:0];
-  assign \$69  = \$67  & \$68 ;
-  assign \$70  = $signed(\$66 ) + $signed({ 1'h0, \$69  });
-  assign \$71  = $signed(v_1) >>> sh4_1;
-  assign \$72  = mode == 1'h1;
-  assign \$73  = $signed(q5_1) >>> sh5_1[4:0];
-  assign \$74  = rem_1 > \$324 [32:0];
-  assign \$75  = $signed(\$73 ) + $signed({ 1'h0, \$74  });
-  assign \$76  = ! mode;
-  assign \$77  = $signed(q7_1) < $signed(lo);
-  assign \$78  = $signed(q7_1) > $signed(hi);
+  assign \$33  = 1'h1 << sh4_0[4:0];
+  assign \$34  = \$33  - 1'h1;
+  assign \$35  = 1'h1 << sh4_0[4:0];
+  assign \$36  = \$35  - 1'h1;
+  assign \$38  = \$37  + 1'h0;
+  assign \$39  = 1'h1 << sh4_0[4:0];
+  assign \$40  = \$39  - 1'h1;
+  assign \$42  = \$41  + 1'h1;
+  assign \$43  = \$42  + 1'h0;
+  assign \$44  = mode == 1'h1;
+  assign \$45  = $signed(q5_0) >>> sh5_0[4:0];
+  assign \$46  = $signed(q5_0) < $signed(1'h0);
+  assign \$47  = rem_0 > half1_0;
+  assign \$48  = rem_0 > half_0;
+  assign \$49  = \$46  ? \$47  : \$48 ;
+  assign \$50  = $signed(\$45 ) + $signed({ 1'h0, \$49  });
+  assign \$51  = ! mode;
+  assign \$52  = $signed(q7_0) < $signed(lo);
+  assign \$53  = $signed(q7_0) > $signed(hi);
+  assign \$54  = mode == 2'h2;
+  assign \$55  = \$54  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$56  = i_acc[48:32] * \$55 [16:0];
+  assign \$57  = mode == 2'h2;
+  assign \$58  = \$57  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$59  = i_acc[48:32] * \$58 [30:17];
+  assign \$60  = mode == 2'h2;
+  assign \$61  = \$60  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$62  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$61 [16:0] });
+  assign \$63  = mode == 2'h2;
+  assign \$64  = \$63  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$65  = $signed(i_acc[63:49]) * $signed({ 1'h0, \$64 [30:17] });
+  assign \$66  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
+  assign \$68  = $signed(lohi_1) + $signed(\$67 );
+  assign \$69  = ! sh2_1;
+  assign \$70  = sh2_1 - 1'h1;
+  assign \$71  = 1'h1 << \$70 [5:0];
+  assign \$72  = \$69  ? 48'h000000000000 : \$71 [47:0];
+  assign \$73  = mode == 1'h1;
+  assign \$74  = $signed(prod_1) >= $signed(1'h0);
+  assign \$75  = \$74  ? 32'd1073741824 : 32'd3221225473;
+  assign \$76  = \$73  ? { \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75 [31], \$75  } : { 1'h0, rnd_1 };
+  assign \$77  = $signed(prod_1) + $signed(\$76 );
+  assign \$78  = mode == 1'h1;
   assign \$79  = mode == 2'h2;
-  assign \$80  = \$79  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$81  = i_acc[80:64] * \$80 [16:0];
-  assign \$82  = mode == 2'h2;
-  assign \$83  = \$82  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$84  = i_acc[80:64] * \$83 [30:17];
-  assign \$85  = mode == 2'h2;
-  assign \$86  = \$85  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$87  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$86 [16:0] });
-  assign \$88  = mode == 2'h2;
-  assign \$89  = \$88  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$90  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$89 [30:17] });
-  assign \$91  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
-  assign \$93  = $signed(lohi_2) + $signed(\$92 );
-  assign \$94  = mode == 1'h1;
-  assign \$95  = $signed(prod_2) >= $signed(1'h0);
-  assign \$96  = \$95  ? 32'd1073741824 : 32'd3221225473;
-  assign \$97  = ! sh3_2;
-  assign \$98  = sh3_2 - 1'h1;
-  assign \$99  = 1'h1 << \$98 [5:0];
-  assign \$100  = \$97  ? 48'h000000000000 : \$99 [47:0];
-  assign \$101  = \$94  ? { \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96 [31], \$96  } : { 1'h0, \$100  };
-  assign \$102  = $signed(prod_2) + $signed(\$101 );
-  assign \$103  = mode == 1'h1;
-  assign \$104  = mode == 2'h2;
-  assign \$106  = $signed(v_2) < $signed(1'h0);
-  assign \$107  = | v_2[30:0];
-  assign \$108  = \$106  & \$107 ;
-  assign \$109  = $signed(\$105 ) + $signed({ 1'h0, \$108  });
-  assign \$110  = $signed(v_2) >>> sh4_2;
-  assign \$111  = mode == 1'h1;
-  assign \$112  = $signed(q5_2) >>> sh5_2[4:0];
-  assign \$113  = rem_2 > \$330 [32:0];
-  assign \$114  = $signed(\$112 ) + $signed({ 1'h0, \$113  });
-  assign \$115  = ! mode;
-  assign \$116  = $signed(q7_2) < $signed(lo);
-  assign \$117  = $signed(q7_2) > $signed(hi);
-  assign \$118  = mode == 2'h2;
-  assign \$119  = \$118  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$120  = i_acc[112:96] * \$119 [16:0];
-  assign \$121  = mode == 2'h2;
-  assign \$122  = \$121  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$123  = i_acc[112:96] * \$122 [30:17];
-  assign \$124  = mode == 2'h2;
-  assign \$125  = \$124  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$126  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$125 [16:0] });
-  assign \$127  = mode == 2'h2;
-  assign \$128  = \$127  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$129  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$128 [30:17] });
-  assign \$130  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
-  assign \$132  = $signed(lohi_3) + $signed(\$131 );
-  assign \$133  = mode == 1'h1;
-  assign \$134  = $signed(prod_3) >= $signed(1'h0);
-  assign \$135  = \$134  ? 32'd1073741824 : 32'd3221225473;
-  assign \$136  = ! sh3_3;
-  assign \$137  = sh3_3 - 1'h1;
-  assign \$138  = 1'h1 << \$137 [5:0];
-  assign \$139  = \$136  ? 48'h000000000000 : \$138 [47:0];
-  assign \$140  = \$133  ? { \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135 [31], \$135  } : { 1'h0, \$139  };
-  assign \$141  = $signed(prod_3) + $signed(\$140 );
-  assign \$142  = mode == 1'h1;
-  assign \$143  = mode == 2'h2;
-  assign \$145  = $signed(v_3) < $signed(1'h0);
-  assign \$146  = | v_3[30:0];
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = $signed(\$144 ) + $signed({ 1'h0, \$147  });
-  assign \$149  = $signed(v_3) >>> sh4_3;
+  assign \$81  = $signed(v_1) < $signed(1'h0);
+  assign \$82  = | v_1[30:0];
+  assign \$83  = \$81  & \$82 ;
+  assign \$84  = $signed(\$80 ) + $signed({ 1'h0, \$83  });
+  assign \$85  = $signed(v_1) >>> sh4_1;
+  assign \$86  = 1'h1 << sh4_1[4:0];
+  assign \$87  = \$86  - 1'h1;
+  assign \$88  = 1'h1 << sh4_1[4:0];
+  assign \$89  = \$88  - 1'h1;
+  assign \$91  = \$90  + 1'h0;
+  assign \$92  = 1'h1 << sh4_1[4:0];
+  assign \$93  = \$92  - 1'h1;
+  assign \$95  = \$94  + 1'h1;
+  assign \$96  = \$95  + 1'h0;
+  assign \$97  = mode == 1'h1;
+  assign \$98  = $signed(q5_1) >>> sh5_1[4:0];
+  assign \$99  = $signed(q5_1) < $signed(1'h0);
+  assign \$100  = rem_1 > half1_1;
+  assign \$101  = rem_1 > half_1;
+  assign \$102  = \$99  ? \$100  : \$101 ;
+  assign \$103  = $signed(\$98 ) + $signed({ 1'h0, \$102  });
+  assign \$104  = ! mode;
+  assign \$105  = $signed(q7_1) < $signed(lo);
+  assign \$106  = $signed(q7_1) > $signed(hi);
+  assign \$107  = mode == 2'h2;
+  assign \$108  = \$107  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$109  = i_acc[80:64] * \$108 [16:0];
+  assign \$110  = mode == 2'h2;
+  assign \$111  = \$110  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$112  = i_acc[80:64] * \$111 [30:17];
+  assign \$113  = mode == 2'h2;
+  assign \$114  = \$113  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$115  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$114 [16:0] });
+  assign \$116  = mode == 2'h2;
+  assign \$117  = \$116  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$118  = $signed(i_acc[95:81]) * $signed({ 1'h0, \$117 [30:17] });
+  assign \$119  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
+  assign \$121  = $signed(lohi_2) + $signed(\$120 );
+  assign \$122  = ! sh2_2;
+  assign \$123  = sh2_2 - 1'h1;
+  assign \$124  = 1'h1 << \$123 [5:0];
+  assign \$125  = \$122  ? 48'h000000000000 : \$124 [47:0];
+  assign \$126  = mode == 1'h1;
+  assign \$127  = $signed(prod_2) >= $signed(1'h0);
+  assign \$128  = \$127  ? 32'd1073741824 : 32'd3221225473;
+  assign \$129  = \$126  ? { \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128 [31], \$128  } : { 1'h0, rnd_2 };
+  assign \$130  = $signed(prod_2) + $signed(\$129 );
+  assign \$131  = mode == 1'h1;
+  assign \$132  = mode == 2'h2;
+  assign \$134  = $signed(v_2) < $signed(1'h0);
+  assign \$135  = | v_2[30:0];
+  assign \$136  = \$134  & \$135 ;
+  assign \$137  = $signed(\$133 ) + $signed({ 1'h0, \$136  });
+  assign \$138  = $signed(v_2) >>> sh4_2;
+  assign \$139  = 1'h1 << sh4_2[4:0];
+  assign \$140  = \$139  - 1'h1;
+  assign \$141  = 1'h1 << sh4_2[4:0];
+  assign \$142  = \$141  - 1'h1;
+  assign \$144  = \$143  + 1'h0;
+  assign \$145  = 1'h1 << sh4_2[4:0];
+  assign \$146  = \$145  - 1'h1;
+  assign \$148  = \$147  + 1'h1;
+  assign \$149  = \$148  + 1'h0;
   assign \$150  = mode == 1'h1;
-  assign \$151  = $signed(q5_3) >>> sh5_3[4:0];
-  assign \$152  = rem_3 > \$336 [32:0];
-  assign \$153  = $signed(\$151 ) + $signed({ 1'h0, \$152  });
-  assign \$154  = ! mode;
-  assign \$155  = $signed(q7_3) < $signed(lo);
-  assign \$156  = $signed(q7_3) > $signed(hi);
-  assign \$157  = mode == 2'h2;
-  assign \$158  = \$157  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$159  = i_acc[144:128] * \$158 [16:0];
+  assign \$151  = $signed(q5_2) >>> sh5_2[4:0];
+  assign \$152  = $signed(q5_2) < $signed(1'h0);
+  assign \$153  = rem_2 > half1_2;
+  assign \$154  = rem_2 > half_2;
+  assign \$155  = \$152  ? \$153  : \$154 ;
+  assign \$156  = $signed(\$151 ) + $signed({ 1'h0, \$155  });
+  assign \$157  = ! mode;
+  assign \$158  = $signed(q7_2) < $signed(lo);
+  assign \$159  = $signed(q7_2) > $signed(hi);
   assign \$160  = mode == 2'h2;
-  assign \$161  = \$160  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$162  = i_acc[144:128] * \$161 [30:17];
+  assign \$161  = \$160  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$162  = i_acc[112:96] * \$161 [16:0];
   assign \$163  = mode == 2'h2;
-  assign \$164  = \$163  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$165  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$164 [16:0] });
+  assign \$164  = \$163  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$165  = i_acc[112:96] * \$164 [30:17];
   assign \$166  = mode == 2'h2;
-  assign \$167  = \$166  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$168  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$167 [30:17] });
-  assign \$169  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
-  assign \$171  = $signed(lohi_4) + $signed(\$170 );
-  assign \$172  = mode == 1'h1;
-  assign \$173  = $signed(prod_4) >= $signed(1'h0);
-  assign \$174  = \$173  ? 32'd1073741824 : 32'd3221225473;
-  assign \$175  = ! sh3_4;
-  assign \$176  = sh3_4 - 1'h1;
+  assign \$167  = \$166  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$168  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$167 [16:0] });
+  assign \$169  = mode == 2'h2;
+  assign \$170  = \$169  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$171  = $signed(i_acc[127:113]) * $signed({ 1'h0, \$170 [30:17] });
+  assign \$172  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
+  assign \$174  = $signed(lohi_3) + $signed(\$173 );
+  assign \$175  = ! sh2_3;
+  assign \$176  = sh2_3 - 1'h1;
   assign \$177  = 1'h1 << \$176 [5:0];
   assign \$178  = \$175  ? 48'h000000000000 : \$177 [47:0];
-  assign \$179  = \$172  ? { \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174 [31], \$174  } : { 1'h0, \$178  };
-  assign \$180  = $signed(prod_4) + $signed(\$179 );
-  assign \$181  = mode == 1'h1;
-  assign \$182  = mode == 2'h2;
-  assign \$184  = $signed(v_4) < $signed(1'h0);
-  assign \$185  = | v_4[30:0];
-  assign \$186  = \$184  & \$185 ;
-  assign \$187  = $signed(\$183 ) + $signed({ 1'h0, \$186  });
-  assign \$188  = $signed(v_4) >>> sh4_4;
-  assign \$189  = mode == 1'h1;
-  assign \$190  = $signed(q5_4) >>> sh5_4[4:0];
-  assign \$191  = rem_4 > \$342 [32:0];
-  assign \$192  = $signed(\$190 ) + $signed({ 1'h0, \$191  });
-  assign \$193  = ! mode;
-  assign \$194  = $signed(q7_4) < $signed(lo);
-  assign \$195  = $signed(q7_4) > $signed(hi);
-  assign \$196  = mode == 2'h2;
-  assign \$197  = \$196  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$198  = i_acc[176:160] * \$197 [16:0];
-  assign \$199  = mode == 2'h2;
-  assign \$200  = \$199  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$201  = i_acc[176:160] * \$200 [30:17];
-  assign \$202  = mode == 2'h2;
-  assign \$203  = \$202  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$204  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$203 [16:0] });
-  assign \$205  = mode == 2'h2;
-  assign \$206  = \$205  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$207  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$206 [30:17] });
-  assign \$208  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
-  assign \$210  = $signed(lohi_5) + $signed(\$209 );
-  assign \$211  = mode == 1'h1;
-  assign \$212  = $signed(prod_5) >= $signed(1'h0);
-  assign \$213  = \$212  ? 32'd1073741824 : 32'd3221225473;
-  assign \$214  = ! sh3_5;
-  assign \$215  = sh3_5 - 1'h1;
-  assign \$216  = 1'h1 << \$215 [5:0];
-  assign \$217  = \$214  ? 48'h000000000000 : \$216 [47:0];
-  assign \$218  = \$211  ? { \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213 [31], \$213  } : { 1'h0, \$217  };
-  assign \$219  = $signed(prod_5) + $signed(\$218 );
-  assign \$220  = mode == 1'h1;
-  assign \$221  = mode == 2'h2;
-  assign \$223  = $signed(v_5) < $signed(1'h0);
-  assign \$224  = | v_5[30:0];
-  assign \$225  = \$223  & \$224 ;
-  assign \$226  = $signed(\$222 ) + $signed({ 1'h0, \$225  });
-  assign \$227  = $signed(v_5) >>> sh4_5;
-  assign \$228  = mode == 1'h1;
-  assign \$229  = $signed(q5_5) >>> sh5_5[4:0];
-  assign \$230  = rem_5 > \$348 [32:0];
-  assign \$231  = $signed(\$229 ) + $signed({ 1'h0, \$230  });
-  assign \$232  = ! mode;
-  assign \$233  = $signed(q7_5) < $signed(lo);
-  assign \$234  = $signed(q7_5) > $signed(hi);
-  assign \$235  = mode == 2'h2;
-  assign \$236  = \$235  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$237  = i_acc[208:192] * \$236 [16:0];
+  assign \$179  = mode == 1'h1;
+  assign \$180  = $signed(prod_3) >= $signed(1'h0);
+  assign \$181  = \$180  ? 32'd1073741824 : 32'd3221225473;
+  assign \$182  = \$179  ? { \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181 [31], \$181  } : { 1'h0, rnd_3 };
+  assign \$183  = $signed(prod_3) + $signed(\$182 );
+  assign \$184  = mode == 1'h1;
+  assign \$185  = mode == 2'h2;
+  assign \$187  = $signed(v_3) < $signed(1'h0);
+  assign \$188  = | v_3[30:0];
+  assign \$189  = \$187  & \$188 ;
+  assign \$190  = $signed(\$186 ) + $signed({ 1'h0, \$189  });
+  assign \$191  = $signed(v_3) >>> sh4_3;
+  assign \$192  = 1'h1 << sh4_3[4:0];
+  assign \$193  = \$192  - 1'h1;
+  assign \$194  = 1'h1 << sh4_3[4:0];
+  assign \$195  = \$194  - 1'h1;
+  assign \$197  = \$196  + 1'h0;
+  assign \$198  = 1'h1 << sh4_3[4:0];
+  assign \$199  = \$198  - 1'h1;
+  assign \$201  = \$200  + 1'h1;
+  assign \$202  = \$201  + 1'h0;
+  assign \$203  = mode == 1'h1;
+  assign \$204  = $signed(q5_3) >>> sh5_3[4:0];
+  assign \$205  = $signed(q5_3) < $signed(1'h0);
+  assign \$206  = rem_3 > half1_3;
+  assign \$207  = rem_3 > half_3;
+  assign \$208  = \$205  ? \$206  : \$207 ;
+  assign \$209  = $signed(\$204 ) + $signed({ 1'h0, \$208  });
+  assign \$210  = ! mode;
+  assign \$211  = $signed(q7_3) < $signed(lo);
+  assign \$212  = $signed(q7_3) > $signed(hi);
+  assign \$213  = mode == 2'h2;
+  assign \$214  = \$213  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$215  = i_acc[144:128] * \$214 [16:0];
+  assign \$216  = mode == 2'h2;
+  assign \$217  = \$216  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$218  = i_acc[144:128] * \$217 [30:17];
+  assign \$219  = mode == 2'h2;
+  assign \$220  = \$219  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$221  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$220 [16:0] });
+  assign \$222  = mode == 2'h2;
+  assign \$223  = \$222  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$224  = $signed(i_acc[159:145]) * $signed({ 1'h0, \$223 [30:17] });
+  assign \$225  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
+  assign \$227  = $signed(lohi_4) + $signed(\$226 );
+  assign \$228  = ! sh2_4;
+  assign \$229  = sh2_4 - 1'h1;
+  assign \$230  = 1'h1 << \$229 [5:0];
+  assign \$231  = \$228  ? 48'h000000000000 : \$230 [47:0];
+  assign \$232  = mode == 1'h1;
+  assign \$233  = $signed(prod_4) >= $signed(1'h0);
+  assign \$234  = \$233  ? 32'd1073741824 : 32'd3221225473;
+  assign \$235  = \$232  ? { \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234 [31], \$234  } : { 1'h0, rnd_4 };
+  assign \$236  = $signed(prod_4) + $signed(\$235 );
+  assign \$237  = mode == 1'h1;
   assign \$238  = mode == 2'h2;
-  assign \$239  = \$238  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$240  = i_acc[208:192] * \$239 [30:17];
-  assign \$241  = mode == 2'h2;
-  assign \$242  = \$241  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$243  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$242 [16:0] });
-  assign \$244  = mode == 2'h2;
-  assign \$245  = \$244  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$246  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$245 [30:17] });
-  assign \$247  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
-  assign \$249  = $signed(lohi_6) + $signed(\$248 );
-  assign \$250  = mode == 1'h1;
-  assign \$251  = $signed(prod_6) >= $signed(1'h0);
-  assign \$252  = \$251  ? 32'd1073741824 : 32'd3221225473;
-  assign \$253  = ! sh3_6;
-  assign \$254  = sh3_6 - 1'h1;
-  assign \$255  = 1'h1 << \$254 [5:0];
-  assign \$256  = \$253  ? 48'h000000000000 : \$255 [47:0];
-  assign \$257  = \$250  ? { \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252 [31], \$252  } : { 1'h0, \$256  };
-  assign \$258  = $signed(prod_6) + $signed(\$257 );
-  assign \$259  = mode == 1'h1;
-  assign \$260  = mode == 2'h2;
-  assign \$262  = $signed(v_6) < $signed(1'h0);
-  assign \$263  = | v_6[30:0];
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = $signed(\$261 ) + $signed({ 1'h0, \$264  });
-  assign \$266  = $signed(v_6) >>> sh4_6;
-  assign \$267  = mode == 1'h1;
-  assign \$268  = $signed(q5_6) >>> sh5_6[4:0];
-  assign \$269  = rem_6 > \$354 [32:0];
-  assign \$270  = $signed(\$268 ) + $signed({ 1'h0, \$269  });
-  assign \$271  = ! mode;
-  assign \$272  = $signed(q7_6) < $signed(lo);
-  assign \$273  = $signed(q7_6) > $signed(hi);
-  assign \$274  = mode == 2'h2;
-  assign \$275  = \$274  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$276  = i_acc[240:224] * \$275 [16:0];
-  assign \$277  = mode == 2'h2;
-  assign \$278  = \$277  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$279  = i_acc[240:224] * \$278 [30:17];
-  assign \$280  = mode == 2'h2;
-  assign \$281  = \$280  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$282  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$281 [16:0] });
-  assign \$283  = mode == 2'h2;
-  assign \$284  = \$283  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$285  = $signed(i_acc[255:241]) * $signed({ 1'h0, \$284 [30:17] });
-  assign \$286  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
-  assign \$288  = $signed(lohi_7) + $signed(\$287 );
-  assign \$289  = mode == 1'h1;
-  assign \$290  = $signed(prod_7) >= $signed(1'h0);
-  assign \$291  = \$290  ? 32'd1073741824 : 32'd3221225473;
-  assign \$292  = ! sh3_7;
-  assign \$293  = sh3_7 - 1'h1;
-  assign \$294  = 1'h1 << \$293 [5:0];
-  assign \$295  = \$292  ? 48'h000000000000 : \$294 [47:0];
-  assign \$296  = \$289  ? { \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291 [31], \$291  } : { 1'h0, \$295  };
-  assign \$297  = $signed(prod_7) + $signed(\$296 );
-  assign \$298  = mode == 1'h1;
-  assign \$299  = mode == 2'h2;
-  assign \$301  = $signed(v_7) < $signed(1'h0);
-  assign \$302  = | v_7[30:0];
-  assign \$303  = \$301  & \$302 ;
-  assign \$304  = $signed(\$300 ) + $signed({ 1'h0, \$303  });
-  assign \$305  = $signed(v_7) >>> sh4_7;
-  assign \$306  = mode == 1'h1;
-  assign \$307  = $signed(q5_7) >>> sh5_7[4:0];
-  assign \$308  = rem_7 > \$360 [32:0];
-  assign \$309  = $signed(\$307 ) + $signed({ 1'h0, \$308  });
-  assign \$310  = ! mode;
-  assign \$311  = $signed(q7_7) < $signed(lo);
-  assign \$312  = $signed(q7_7) > $signed(hi);
-  assign \$313  = 1'h1 << sh5_0[4:0];
-  assign \$314  = \$313  - 1'h1;
-  assign rem_0 = q5_0[31:0] & \$314 [31:0];
-  assign \$316  = $signed(q5_0) < $signed(1'h0);
-  assign \$317  = \$315  + \$316 ;
-  assign \$318  = \$317  + 1'h0;
-  assign q7_0 = $signed(q6_0) + $signed(zp);
-  assign \$319  = 1'h1 << sh5_1[4:0];
-  assign \$320  = \$319  - 1'h1;
-  assign rem_1 = q5_1[31:0] & \$320 [31:0];
-  assign \$322  = $signed(q5_1) < $signed(1'h0);
-  assign \$323  = \$321  + \$322 ;
-  assign \$324  = \$323  + 1'h0;
-  assign q7_1 = $signed(q6_1) + $signed(zp);
-  assign \$325  = 1'h1 << sh5_2[4:0];
-  assign \$326  = \$325  - 1'h1;
-  assign rem_2 = q5_2[31:0] & \$326 [31:0];
-  assign \$328  = $signed(q5_2) < $signed(1'h0);
-  assign \$329  = \$327  + \$328 ;
-  assign \$330  = \$329  + 1'h0;
-  assign q7_2 = $signed(q6_2) + $signed(zp);
-  assign \$331  = 1'h1 << sh5_3[4:0];
-  assign \$332  = \$331  - 1'h1;
-  assign rem_3 = q5_3[31:0] & \$332 [31:0];
-  assign \$334  = $signed(q5_3) < $signed(1'h0);
-  assign \$335  = \$333  + \$334 ;
-  assign \$336  = \$335  + 1'h0;
-  assign q7_3 = $signed(q6_3) + $signed(zp);
-  assign \$337  = 1'h1 << sh5_4[4:0];
-  assign \$338  = \$337  - 1'h1;
-  assign rem_4 = q5_4[31:0] & \$338 [31:0];
-  assign \$340  = $signed(q5_4) < $signed(1'h0);
-  assign \$341  = \$339  + \$340 ;
-  assign \$342  = \$341  + 1'h0;
-  assign q7_4 = $signed(q6_4) + $signed(zp);
-  assign \$343  = 1'h1 << sh5_5[4:0];
-  assign \$344  = \$343  - 1'h1;
-  assign rem_5 = q5_5[31:0] & \$344 [31:0];
-  assign \$346  = $signed(q5_5) < $signed(1'h0);
-  assign \$347  = \$345  + \$346 ;
-  assign \$348  = \$347  + 1'h0;
-  assign q7_5 = $signed(q6_5) + $signed(zp);
-  assign \$349  = 1'h1 << sh5_6[4:0];
-  assign \$350  = \$349  - 1'h1;
-  assign rem_6 = q5_6[31:0] & \$350 [31:0];
-  assign \$352  = $signed(q5_6) < $signed(1'h0);
-  assign \$353  = \$351  + \$352 ;
-  assign \$354  = \$353  + 1'h0;
-  assign q7_6 = $signed(q6_6) + $signed(zp);
-  assign \$355  = 1'h1 << sh5_7[4:0];
-  assign \$356  = \$355  - 1'h1;
-  assign rem_7 = q5_7[31:0] & \$356 [31:0];
-  assign \$358  = $signed(q5_7) < $signed(1'h0);
-  assign \$359  = \$357  + \$358 ;
-  assign \$360  = \$359  + 1'h0;
-  assign q7_7 = $signed(q6_7) + $signed(zp);
-  always @(posedge clk)
-    valid_s1 <= \$361 ;
-  always @(posedge clk)
-    last_s1 <= \$362 ;
-  always @(posedge clk)
-    valid_s2 <= \$363 ;
-  always @(posedge clk)
-    last_s2 <= \$364 ;
-  always @(posedge clk)
-    valid_s3 <= \$365 ;
-  always @(posedge clk)
-    last_s3 <= \$366 ;
-  always @(posedge clk)
-    valid_s4 <= \$367 ;
-  always @(posedge clk)
-    last_s4 <= \$368 ;
-  always @(posedge clk)
-    valid_s5 <= \$369 ;
-  always @(posedge clk)
-    last_s5 <= \$370 ;
-  always @(posedge clk)
-    valid_s6 <= \$371 ;
-  always @(posedge clk)
-    last_s6 <= \$372 ;
-  always @(posedge clk)
-    valid_s7 <= \$373 ;
-  always @(posedge clk)
-    last_s7 <= \$374 ;
-  always @(posedge clk)
-    acc1_0 <= \$375 ;
-  always @(posedge clk)
-    sh1_0 <= \$376 ;
-  always @(posedge clk)
-    acc2_0 <= \$377 ;
-  always @(posedge clk)
-    sh2_0 <= \$378 ;
-  always @(posedge clk)
-    acc3_0 <= \$379 ;
-  always @(posedge clk)
-    sh3_0 <= \$380 ;
-  always @(posedge clk)
-    acc4_0 <= \$381 ;
-  always @(posedge clk)
-    sh4_0 <= \$382 ;
-  always @(posedge clk)
-    acc5_0 <= \$383 ;
-  always @(posedge clk)
-    sh5_0 <= \$384 ;
-  always @(posedge clk)
-    pll_0 <= \$385 ;
-  always @(posedge clk)
-    plh_0 <= \$386 ;
-  always @(posedge clk)
-    phl_0 <= \$387 ;
-  always @(posedge clk)
-    phh_0 <= \$388 ;
-  always @(posedge clk)
-    mid_0 <= \$389 ;
-  always @(posedge clk)
-    lohi_0 <= \$390 ;
-  always @(posedge clk)
-    prod_0 <= \$391 ;
-  always @(posedge clk)
-    v_0 <= \$392 ;
-  always @(posedge clk)
-    q5_0 <= \$393 ;
-  always @(posedge clk)
-    q6_0 <= \$394 ;
-  always @(posedge clk)
-    res_0 <= \$395 ;
-  always @(posedge clk)
-    acc1_1 <= \$396 ;
-  always @(posedge clk)
-    sh1_1 <= \$397 ;
-  always @(posedge clk)
-    acc2_1 <= \$398 ;
-  always @(posedge clk)
-    sh2_1 <= \$399 ;
-  always @(posedge clk)
-    acc3_1 <= \$400 ;
+  assign \$240  = $signed(v_4) < $signed(1'h0);
+  assign \$241  = | v_4[30:0];
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = $signed(\$239 ) + $signed({ 1'h0, \$242  });
+  assign \$244  = $signed(v_4) >>> sh4_4;
+  assign \$245  = 1'h1 << sh4_4[4:0];
+  assign \$246  = \$245  - 1'h1;
+  assign \$247  = 1'h1 << sh4_4[4:0];
+  assign \$248  = \$247  - 1'h1;
+  assign \$250  = \$249  + 1'h0;
+  assign \$251  = 1'h1 << sh4_4[4:0];
+  assign \$252  = \$251  - 1'h1;
+  assign \$254  = \$253  + 1'h1;
+  assign \$255  = \$254  + 1'h0;
+  assign \$256  = mode == 1'h1;
+  assign \$257  = $signed(q5_4) >>> sh5_4[4:0];
+  assign \$258  = $signed(q5_4) < $signed(1'h0);
+  assign \$259  = rem_4 > half1_4;
+  assign \$260  = rem_4 > half_4;
+  assign \$261  = \$258  ? \$259  : \$260 ;
+  assign \$262  = $signed(\$257 ) + $signed({ 1'h0, \$261  });
+  assign \$263  = ! mode;
+  assign \$264  = $signed(q7_4) < $signed(lo);
+  assign \$265  = $signed(q7_4) > $signed(hi);
+  assign \$266  = mode == 2'h2;
+  assign \$267  = \$266  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$268  = i_acc[176:160] * \$267 [16:0];
+  assign \$269  = mode == 2'h2;
+  assign \$270  = \$269  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$271  = i_acc[176:160] * \$270 [30:17];
+  assign \$272  = mode == 2'h2;
+  assign \$273  = \$272  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$274  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$273 [16:0] });
+  assign \$275  = mode == 2'h2;
+  assign \$276  = \$275  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$277  = $signed(i_acc[191:177]) * $signed({ 1'h0, \$276 [30:17] });
+  assign \$278  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
+  assign \$280  = $signed(lohi_5) + $signed(\$279 );
+  assign \$281  = ! sh2_5;
+  assign \$282  = sh2_5 - 1'h1;
+  assign \$283  = 1'h1 << \$282 [5:0];
+  assign \$284  = \$281  ? 48'h000000000000 : \$283 [47:0];
+  assign \$285  = mode == 1'h1;
+  assign \$286  = $signed(prod_5) >= $signed(1'h0);
+  assign \$287  = \$286  ? 32'd1073741824 : 32'd3221225473;
+  assign \$288  = \$285  ? { \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287 [31], \$287  } : { 1'h0, rnd_5 };
+  assign \$289  = $signed(prod_5) + $signed(\$288 );
+  assign \$290  = mode == 1'h1;
+  assign \$291  = mode == 2'h2;
+  assign \$293  = $signed(v_5) < $signed(1'h0);
+  assign \$294  = | v_5[30:0];
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = $signed(\$292 ) + $signed({ 1'h0, \$295  });
+  assign \$297  = $signed(v_5) >>> sh4_5;
+  assign \$298  = 1'h1 << sh4_5[4:0];
+  assign \$299  = \$298  - 1'h1;
+  assign \$300  = 1'h1 << sh4_5[4:0];
+  assign \$301  = \$300  - 1'h1;
+  assign \$303  = \$302  + 1'h0;
+  assign \$304  = 1'h1 << sh4_5[4:0];
+  assign \$305  = \$304  - 1'h1;
+  assign \$307  = \$306  + 1'h1;
+  assign \$308  = \$307  + 1'h0;
+  assign \$309  = mode == 1'h1;
+  assign \$310  = $signed(q5_5) >>> sh5_5[4:0];
+  assign \$311  = $signed(q5_5) < $signed(1'h0);
+  assign \$312  = rem_5 > half1_5;
+  assign \$313  = rem_5 > half_5;
+  assign \$314  = \$311  ? \$312  : \$313 ;
+  assign \$315  = $signed(\$310 ) + $signed({ 1'h0, \$314  });
+  assign \$316  = ! mode;
+  assign \$317  = $signed(q7_5) < $signed(lo);
+  assign \$318  = $signed(q7_5) > $signed(hi);
+  assign \$319  = mode == 2'h2;
+  assign \$320  = \$319  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$321  = i_acc[208:192] * \$320 [16:0];
+  assign \$322  = mode == 2'h2;
+  assign \$323  = \$322  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$324  = i_acc[208:192] * \$323 [30:17];
+  assign \$325  = mode == 2'h2;
+  assign \$326  = \$325  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$327  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$326 [16:0] });
+  assign \$328  = mode == 2'h2;
+  assign \$329  = \$328  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$330  = $signed(i_acc[223:209]) * $signed({ 1'h0, \$329 [30:17] });
+  assign \$331  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
+  assign \$333  = $signed(lohi_6) + $signed(\$332 );
+  assign \$334  = ! sh2_6;
+  assign \$335  = sh2_6 - 1'h1;
+  assign \$336  = 1'h1 << \$335 [5:0];
+  assign \$337  = \$334  ? 48'h000000000000 : \$336 [47:0];
+  assign \$338  = mode == 1'h1;
+  assign \$339  = $signed(prod_6) >= $signed(1'h0);
+  assign \$340  = \$339  ? 32'd1073741824 : 32'd3221225473;
+  assign \$341  = \$338  ? { \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340 [31], \$340  } : { 1'h0, rnd_6 };
+  assign \$342  = $signed(prod_6) + $signed(\$341 );
+  assign \$343  = mode == 1'h1;
+  assign \$344  = mode == 2'h2;
+  assign \$346  = $signed(v_6) < $signed(1'h0);
+  assign \$347  = | v_6[30:0];
+  assign \$348  = \$346  & \$347 ;
+  assign \$349  = $signed(\$345 ) + $signed({ 1'h0, \$348  });
+  assign \$350  = $signed(v_6) >>> sh4_6;
+  assign \$351  = 1'h1 << sh4_6[4:0];
+  assign \$352  = \$351  - 1'h1;
+  assign \$353  = 1'h1 << sh4_6[4:0];
+  assign \$354  = \$353  - 1'h1;
+  assign \$356  = \$355  + 1'h0;
+  assign \$357  = 1'h1 << sh4_6[4:0];
+  assign \$358  = \$357  - 1'h1;
+  assign \$360  = \$359  + 1'h1;
+  assign \$361  = \$360  + 1'h0;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$402  = acc4_1;
-    if (valid_s3) begin
-      \$402  = acc3_1;
-    end
+    \$425  = i_valid;
     if (rst) begin
-      \$402  = 32'd0;
+      \$425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$403  = sh4_1;
-    if (valid_s3) begin
-      \$403  = sh3_1;
-    end
+    \$426  = i_last;
     if (rst) begin
-      \$403  = 6'h00;
+      \$426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$404  = acc5_1;
-    if (valid_s4) begin
-      \$404  = acc4_1;
-    end
+    \$427  = valid_s1;
     if (rst) begin
-      \$404  = 32'd0;
+      \$427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$405  = sh5_1;
-    if (valid_s4) begin
-      \$405  = sh4_1;
-    end
+    \$428  = last_s1;
     if (rst) begin
-      \$405  = 6'h00;
+      \$428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$406  = pll_1;
+    \$429  = valid_s2;
+    if (rst) begin
+      \$429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$430  = last_s2;
+    if (rst) begin
+      \$430  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$431  = valid_s3;
+    if (rst) begin
+      \$431  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$432  = last_s3;
+    if (rst) begin
+      \$432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$433  = valid_s4;
+    if (rst) begin
+      \$433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$434  = last_s4;
+    if (rst) begin
+      \$434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$435  = valid_s5;
+    if (rst) begin
+      \$435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$436  = last_s5;
+    if (rst) begin
+      \$436  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$437  = valid_s6;
+    if (rst) begin
+      \$437  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$438  = last_s6;
+    if (rst) begin
+      \$438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$439  = acc1_0;
     if (i_valid) begin
-      \$406  = \$42 ;
+      \$439  = i_acc[31:0];
     end
     if (rst) begin
-      \$406  = 34'h000000000;
+      \$439  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$407  = plh_1;
+    \$440  = sh1_0;
     if (i_valid) begin
-      \$407  = \$45 ;
+      \$440  = i_params[68:63];
     end
     if (rst) begin
-      \$407  = 31'h00000000;
+      \$440  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$408  = phl_1;
-    if (i_valid) begin
-      \$408  = { \$48 [31], \$48  };
-    end
-    if (rst) begin
-      \$408  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$409  = phh_1;
-    if (i_valid) begin
-      \$409  = { \$51 [28], \$51  };
-    end
-    if (rst) begin
-      \$409  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$410  = mid_1;
+    \$441  = acc2_0;
     if (valid_s1) begin
-      \$410  = \$52 ;
+      \$441  = acc1_0;
     end
     if (rst) begin
-      \$410  = 34'h000000000;
+      \$441  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$411  = lohi_1;
+    \$442  = sh2_0;
     if (valid_s1) begin
-      \$411  = { phh_1[29], phh_1, pll_1 };
+      \$442  = sh1_0;
     end
     if (rst) begin
-      \$411  = 65'h00000000000000000;
+      \$442  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$412  = prod_1;
+    \$443  = acc3_0;
     if (valid_s2) begin
-      \$412  = \$54 [63:0];
+      \$443  = acc2_0;
     end
     if (rst) begin
-      \$412  = 64'h0000000000000000;
+      \$443  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$413  = v_1;
-    if (valid_s3) begin
-      \$413  = \$63 ;
-    end
-    if (rst) begin
-      \$413  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$414  = q5_1;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (\$64 ) begin
-        \$414  = \$70 [64:0];
-      end else if (\$65 ) begin
-        \$414  = \$71 ;
-      end else begin
-        \$414  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
-      end
-    end
-    if (rst) begin
-      \$414  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$415  = q6_1;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (\$72 ) begin
-        \$415  = \$75 [63:0];
-      end else begin
-        \$415  = q5_1[63:0];
-      end
-    end
-    if (rst) begin
-      \$415  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$416  = res_1;
-    if (valid_s6) begin
-      (* full_case = 32'd1 *)
-      if (\$76 ) begin
-        \$416  = q6_1[31:0];
-      end else if (\$77 ) begin
-        \$416  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$78 ) begin
-        \$416  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$416  = q7_1[31:0];
-      end
-    end
-    if (rst) begin
-      \$416  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$417  = acc1_2;
-    if (i_valid) begin
-      \$417  = i_acc[95:64];
-    end
-    if (rst) begin
-      \$417  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$418  = sh1_2;
-    if (i_valid) begin
-      \$418  = i_params[206:201];
-    end
-    if (rst) begin
-      \$418  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$419  = acc2_2;
-    if (valid_s1) begin
-      \$419  = acc1_2;
-    end
-    if (rst) begin
-      \$419  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$420  = sh2_2;
-    if (valid_s1) begin
-      \$420  = sh1_2;
-    end
-    if (rst) begin
-      \$420  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$421  = acc3_2;
+    \$444  = sh3_0;
     if (valid_s2) begin
-      \$421  = acc2_2;
+      \$444  = sh2_0;
     end
     if (rst) begin
-      \$421  = 32'd0;
+      \$444  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$422  = sh3_2;
+    \$445  = acc4_0;
+    if (valid_s3) begin
+      \$445  = acc3_0;
+    end
+    if (rst) begin
+      \$445  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$446  = sh4_0;
+    if (valid_s3) begin
+      \$446  = sh3_0;
+    end
+    if (rst) begin
+      \$446  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$447  = acc5_0;
+    if (valid_s4) begin
+      \$447  = acc4_0;
+    end
+    if (rst) begin
+      \$447  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$448  = sh5_0;
+    if (valid_s4) begin
+      \$448  = sh4_0;
+    end
+    if (rst) begin
+      \$448  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$449  = pll_0;
+    if (i_valid) begin
+      \$449  = \$3 ;
+    end
+    if (rst) begin
+      \$449  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$450  = plh_0;
+    if (i_valid) begin
+      \$450  = \$6 ;
+    end
+    if (rst) begin
+      \$450  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$451  = phl_0;
+    if (i_valid) begin
+      \$451  = { \$9 [31], \$9  };
+    end
+    if (rst) begin
+      \$451  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$452  = phh_0;
+    if (i_valid) begin
+      \$452  = { \$12 [28], \$12  };
+    end
+    if (rst) begin
+      \$452  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$453  = mid_0;
+    if (valid_s1) begin
+      \$453  = \$13 ;
+    end
+    if (rst) begin
+      \$453  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$454  = lohi_0;
+    if (valid_s1) begin
+      \$454  = { phh_0[29], phh_0, pll_0 };
+    end
+    if (rst) begin
+      \$454  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$455  = prod_0;
     if (valid_s2) begin
-      \$422  = sh2_2;
+      \$455  = \$15 [63:0];
     end
     if (rst) begin
-      \$422  = 6'h00;
+      \$455  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$423  = acc4_2;
-    if (valid_s3) begin
-      \$423  = acc3_2;
-    end
-    if (rst) begin
-      \$423  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$424  = sh4_2;
-    if (valid_s3) begin
-      \$424  = sh3_2;
-    end
-    if (rst) begin
-      \$424  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$425  = acc5_2;
-    if (valid_s4) begin
-      \$425  = acc4_2;
-    end
-    if (rst) begin
-      \$425  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$426  = sh5_2;
-    if (valid_s4) begin
-      \$426  = sh4_2;
-    end
-    if (rst) begin
-      \$426  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$427  = pll_2;
-    if (i_valid) begin
-      \$427  = \$81 ;
-    end
-    if (rst) begin
-      \$427  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$428  = plh_2;
-    if (i_valid) begin
-      \$428  = \$84 ;
-    end
-    if (rst) begin
-      \$428  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$429  = phl_2;
-    if (i_valid) begin
-      \$429  = { \$87 [31], \$87  };
-    end
-    if (rst) begin
-      \$429  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$430  = phh_2;
-    if (i_valid) begin
-      \$430  = { \$90 [28], \$90  };
-    end
-    if (rst) begin
-      \$430  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$431  = mid_2;
-    if (valid_s1) begin
-      \$431  = \$91 ;
-    end
-    if (rst) begin
-      \$431  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$432  = lohi_2;
-    if (valid_s1) begin
-      \$432  = { phh_2[29], phh_2, pll_2 };
-    end
-    if (rst) begin
-      \$432  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$433  = prod_2;
+    \$456  = rnd_0;
     if (valid_s2) begin
-      \$433  = \$93 [63:0];
+      \$456  = \$19 ;
     end
     if (rst) begin
-      \$433  = 64'h0000000000000000;
+      \$456  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$434  = v_2;
+    \$457  = v_0;
     if (valid_s3) begin
-      \$434  = \$102 ;
+      \$457  = \$24 ;
     end
     if (rst) begin
-      \$434  = 65'h00000000000000000;
+      \$457  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$435  = q5_2;
+    \$458  = q5_0;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$103 ) begin
-        \$435  = \$109 [64:0];
-      end else if (\$104 ) begin
-        \$435  = \$110 ;
+      if (\$25 ) begin
+        \$458  = \$31 [64:0];
+      end else if (\$26 ) begin
+        \$458  = \$32 ;
       end else begin
-        \$435  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
+        \$458  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
       end
     end
     if (rst) begin
-      \$435  = 65'h00000000000000000;
+      \$458  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$436  = q6_2;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (\$111 ) begin
-        \$436  = \$114 [63:0];
-      end else begin
-        \$436  = q5_2[63:0];
-      end
-    end
-    if (rst) begin
-      \$436  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$437  = res_2;
-    if (valid_s6) begin
-      (* full_case = 32'd1 *)
-      if (\$115 ) begin
-        \$437  = q6_2[31:0];
-      end else if (\$116 ) begin
-        \$437  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$117 ) begin
-        \$437  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$437  = q7_2[31:0];
-      end
-    end
-    if (rst) begin
-      \$437  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$438  = acc1_3;
-    if (i_valid) begin
-      \$438  = i_acc[127:96];
-    end
-    if (rst) begin
-      \$438  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$439  = sh1_3;
-    if (i_valid) begin
-      \$439  = i_params[275:270];
-    end
-    if (rst) begin
-      \$439  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$440  = acc2_3;
-    if (valid_s1) begin
-      \$440  = acc1_3;
-    end
-    if (rst) begin
-      \$440  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$441  = sh2_3;
-    if (valid_s1) begin
-      \$441  = sh1_3;
-    end
-    if (rst) begin
-      \$441  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$442  = acc3_3;
-    if (valid_s2) begin
-      \$442  = acc2_3;
-    end
-    if (rst) begin
-      \$442  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$443  = sh3_3;
-    if (valid_s2) begin
-      \$443  = sh2_3;
-    end
-    if (rst) begin
-      \$443  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$444  = acc4_3;
-    if (valid_s3) begin
-      \$444  = acc3_3;
-    end
-    if (rst) begin
-      \$444  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$445  = sh4_3;
-    if (valid_s3) begin
-      \$445  = sh3_3;
-    end
-    if (rst) begin
-      \$445  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$446  = acc5_3;
+    \$459  = mask_0;
     if (valid_s4) begin
-      \$446  = acc4_3;
-    end
-    if (rst) begin
-      \$446  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$447  = sh5_3;
-    if (valid_s4) begin
-      \$447  = sh4_3;
-    end
-    if (rst) begin
-      \$447  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$448  = pll_3;
-    if (i_valid) begin
-      \$448  = \$120 ;
-    end
-    if (rst) begin
-      \$448  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$449  = plh_3;
-    if (i_valid) begin
-      \$449  = \$123 ;
-    end
-    if (rst) begin
-      \$449  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$450  = phl_3;
-    if (i_valid) begin
-      \$450  = { \$126 [31], \$126  };
-    end
-    if (rst) begin
-      \$450  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$451  = phh_3;
-    if (i_valid) begin
-      \$451  = { \$129 [28], \$129  };
-    end
-    if (rst) begin
-      \$451  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$452  = mid_3;
-    if (valid_s1) begin
-      \$452  = \$130 ;
-    end
-    if (rst) begin
-      \$452  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$453  = lohi_3;
-    if (valid_s1) begin
-      \$453  = { phh_3[29], phh_3, pll_3 };
-    end
-    if (rst) begin
-      \$453  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$454  = prod_3;
-    if (valid_s2) begin
-      \$454  = \$132 [63:0];
-    end
-    if (rst) begin
-      \$454  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$455  = v_3;
-    if (valid_s3) begin
-      \$455  = \$141 ;
-    end
-    if (rst) begin
-      \$455  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$456  = q5_3;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (\$142 ) begin
-        \$456  = \$148 [64:0];
-      end else if (\$143 ) begin
-        \$456  = \$149 ;
-      end else begin
-        \$456  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
-      end
-    end
-    if (rst) begin
-      \$456  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$457  = q6_3;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (\$150 ) begin
-        \$457  = \$153 [63:0];
-      end else begin
-        \$457  = q5_3[63:0];
-      end
-    end
-    if (rst) begin
-      \$457  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$458  = res_3;
-    if (valid_s6) begin
-      (* full_case = 32'd1 *)
-      if (\$154 ) begin
-        \$458  = q6_3[31:0];
-      end else if (\$155 ) begin
-        \$458  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$156 ) begin
-        \$458  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$458  = q7_3[31:0];
-      end
-    end
-    if (rst) begin
-      \$458  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$459  = acc1_4;
-    if (i_valid) begin
-      \$459  = i_acc[159:128];
+      \$459  = \$34 [31:0];
     end
     if (rst) begin
       \$459  = 32'd0;
@@ -59987,39 +59891,53 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$460  = sh1_4;
-    if (i_valid) begin
-      \$460  = i_params[344:339];
+    \$460  = half_0;
+    if (valid_s4) begin
+      \$460  = \$38 ;
     end
     if (rst) begin
-      \$460  = 6'h00;
+      \$460  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$461  = acc2_4;
-    if (valid_s1) begin
-      \$461  = acc1_4;
+    \$461  = half1_0;
+    if (valid_s4) begin
+      \$461  = \$43 [32:0];
     end
     if (rst) begin
-      \$461  = 32'd0;
+      \$461  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$462  = sh2_4;
-    if (valid_s1) begin
-      \$462  = sh1_4;
+    \$462  = q6_0;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$44 ) begin
+        \$462  = \$50 [63:0];
+      end else begin
+        \$462  = q5_0[63:0];
+      end
     end
     if (rst) begin
-      \$462  = 6'h00;
+      \$462  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$463  = acc3_4;
-    if (valid_s2) begin
-      \$463  = acc2_4;
+    \$463  = res_0;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$51 ) begin
+        \$463  = q6_0[31:0];
+      end else if (\$52 ) begin
+        \$463  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$53 ) begin
+        \$463  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$463  = q7_0[31:0];
+      end
     end
     if (rst) begin
       \$463  = 32'd0;
@@ -60027,230 +59945,216 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$464  = sh3_4;
-    if (valid_s2) begin
-      \$464  = sh2_4;
-    end
-    if (rst) begin
-      \$464  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$465  = acc4_4;
-    if (valid_s3) begin
-      \$465  = acc3_4;
-    end
-    if (rst) begin
-      \$465  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$466  = sh4_4;
-    if (valid_s3) begin
-      \$466  = sh3_4;
-    end
-    if (rst) begin
-      \$466  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$467  = acc5_4;
-    if (valid_s4) begin
-      \$467  = acc4_4;
-    end
-    if (rst) begin
-      \$467  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$468  = sh5_4;
-    if (valid_s4) begin
-      \$468  = sh4_4;
-    end
-    if (rst) begin
-      \$468  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$469  = pll_4;
+    \$464  = acc1_1;
     if (i_valid) begin
-      \$469  = \$159 ;
+      \$464  = i_acc[63:32];
     end
     if (rst) begin
-      \$469  = 34'h000000000;
+      \$464  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$470  = plh_4;
+    \$465  = sh1_1;
     if (i_valid) begin
-      \$470  = \$162 ;
+      \$465  = i_params[137:132];
     end
     if (rst) begin
-      \$470  = 31'h00000000;
+      \$465  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$471  = phl_4;
-    if (i_valid) begin
-      \$471  = { \$165 [31], \$165  };
-    end
-    if (rst) begin
-      \$471  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$472  = phh_4;
-    if (i_valid) begin
-      \$472  = { \$168 [28], \$168  };
-    end
-    if (rst) begin
-      \$472  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$473  = mid_4;
+    \$466  = acc2_1;
     if (valid_s1) begin
-      \$473  = \$169 ;
+      \$466  = acc1_1;
     end
     if (rst) begin
-      \$473  = 34'h000000000;
+      \$466  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$474  = lohi_4;
+    \$467  = sh2_1;
     if (valid_s1) begin
-      \$474  = { phh_4[29], phh_4, pll_4 };
+      \$467  = sh1_1;
     end
     if (rst) begin
-      \$474  = 65'h00000000000000000;
+      \$467  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$475  = prod_4;
+    \$468  = acc3_1;
     if (valid_s2) begin
-      \$475  = \$171 [63:0];
+      \$468  = acc2_1;
     end
     if (rst) begin
-      \$475  = 64'h0000000000000000;
+      \$468  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$476  = v_4;
+    \$469  = sh3_1;
+    if (valid_s2) begin
+      \$469  = sh2_1;
+    end
+    if (rst) begin
+      \$469  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$470  = acc4_1;
     if (valid_s3) begin
-      \$476  = \$180 ;
+      \$470  = acc3_1;
     end
     if (rst) begin
-      \$476  = 65'h00000000000000000;
+      \$470  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$477  = q5_4;
+    \$471  = sh4_1;
+    if (valid_s3) begin
+      \$471  = sh3_1;
+    end
+    if (rst) begin
+      \$471  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$472  = acc5_1;
+    if (valid_s4) begin
+      \$472  = acc4_1;
+    end
+    if (rst) begin
+      \$472  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$473  = sh5_1;
+    if (valid_s4) begin
+      \$473  = sh4_1;
+    end
+    if (rst) begin
+      \$473  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$474  = pll_1;
+    if (i_valid) begin
+      \$474  = \$56 ;
+    end
+    if (rst) begin
+      \$474  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$475  = plh_1;
+    if (i_valid) begin
+      \$475  = \$59 ;
+    end
+    if (rst) begin
+      \$475  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$476  = phl_1;
+    if (i_valid) begin
+      \$476  = { \$62 [31], \$62  };
+    end
+    if (rst) begin
+      \$476  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$477  = phh_1;
+    if (i_valid) begin
+      \$477  = { \$65 [28], \$65  };
+    end
+    if (rst) begin
+      \$477  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$478  = mid_1;
+    if (valid_s1) begin
+      \$478  = \$66 ;
+    end
+    if (rst) begin
+      \$478  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$479  = lohi_1;
+    if (valid_s1) begin
+      \$479  = { phh_1[29], phh_1, pll_1 };
+    end
+    if (rst) begin
+      \$479  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$480  = prod_1;
+    if (valid_s2) begin
+      \$480  = \$68 [63:0];
+    end
+    if (rst) begin
+      \$480  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$481  = rnd_1;
+    if (valid_s2) begin
+      \$481  = \$72 ;
+    end
+    if (rst) begin
+      \$481  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$482  = v_1;
+    if (valid_s3) begin
+      \$482  = \$77 ;
+    end
+    if (rst) begin
+      \$482  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$483  = q5_1;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$181 ) begin
-        \$477  = \$187 [64:0];
-      end else if (\$182 ) begin
-        \$477  = \$188 ;
+      if (\$78 ) begin
+        \$483  = \$84 [64:0];
+      end else if (\$79 ) begin
+        \$483  = \$85 ;
       end else begin
-        \$477  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
+        \$483  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
       end
     end
     if (rst) begin
-      \$477  = 65'h00000000000000000;
+      \$483  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$478  = q6_4;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (\$189 ) begin
-        \$478  = \$192 [63:0];
-      end else begin
-        \$478  = q5_4[63:0];
-      end
-    end
-    if (rst) begin
-      \$478  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$479  = res_4;
-    if (valid_s6) begin
-      (* full_case = 32'd1 *)
-      if (\$193 ) begin
-        \$479  = q6_4[31:0];
-      end else if (\$194 ) begin
-        \$479  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$195 ) begin
-        \$479  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$479  = q7_4[31:0];
-      end
-    end
-    if (rst) begin
-      \$479  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$480  = acc1_5;
-    if (i_valid) begin
-      \$480  = i_acc[191:160];
-    end
-    if (rst) begin
-      \$480  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$481  = sh1_5;
-    if (i_valid) begin
-      \$481  = i_params[413:408];
-    end
-    if (rst) begin
-      \$481  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$482  = acc2_5;
-    if (valid_s1) begin
-      \$482  = acc1_5;
-    end
-    if (rst) begin
-      \$482  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$483  = sh2_5;
-    if (valid_s1) begin
-      \$483  = sh1_5;
-    end
-    if (rst) begin
-      \$483  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$484  = acc3_5;
-    if (valid_s2) begin
-      \$484  = acc2_5;
+    \$484  = mask_1;
+    if (valid_s4) begin
+      \$484  = \$87 [31:0];
     end
     if (rst) begin
       \$484  = 32'd0;
@@ -60258,39 +60162,53 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$485  = sh3_5;
-    if (valid_s2) begin
-      \$485  = sh2_5;
-    end
-    if (rst) begin
-      \$485  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$486  = acc4_5;
-    if (valid_s3) begin
-      \$486  = acc3_5;
-    end
-    if (rst) begin
-      \$486  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$487  = sh4_5;
-    if (valid_s3) begin
-      \$487  = sh3_5;
-    end
-    if (rst) begin
-      \$487  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$488  = acc5_5;
+    \$485  = half_1;
     if (valid_s4) begin
-      \$488  = acc4_5;
+      \$485  = \$91 ;
+    end
+    if (rst) begin
+      \$485  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$486  = half1_1;
+    if (valid_s4) begin
+      \$486  = \$96 [32:0];
+    end
+    if (rst) begin
+      \$486  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$487  = q6_1;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$97 ) begin
+        \$487  = \$103 [63:0];
+      end else begin
+        \$487  = q5_1[63:0];
+      end
+    end
+    if (rst) begin
+      \$487  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$488  = res_1;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$104 ) begin
+        \$488  = q6_1[31:0];
+      end else if (\$105 ) begin
+        \$488  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$106 ) begin
+        \$488  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$488  = q7_1[31:0];
+      end
     end
     if (rst) begin
       \$488  = 32'd0;
@@ -60298,230 +60216,216 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$489  = sh5_5;
-    if (valid_s4) begin
-      \$489  = sh4_5;
-    end
-    if (rst) begin
-      \$489  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$490  = pll_5;
+    \$489  = acc1_2;
     if (i_valid) begin
-      \$490  = \$198 ;
+      \$489  = i_acc[95:64];
     end
     if (rst) begin
-      \$490  = 34'h000000000;
+      \$489  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$491  = plh_5;
+    \$490  = sh1_2;
     if (i_valid) begin
-      \$491  = \$201 ;
+      \$490  = i_params[206:201];
     end
     if (rst) begin
-      \$491  = 31'h00000000;
+      \$490  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$492  = phl_5;
-    if (i_valid) begin
-      \$492  = { \$204 [31], \$204  };
-    end
-    if (rst) begin
-      \$492  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$493  = phh_5;
-    if (i_valid) begin
-      \$493  = { \$207 [28], \$207  };
-    end
-    if (rst) begin
-      \$493  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$494  = mid_5;
+    \$491  = acc2_2;
     if (valid_s1) begin
-      \$494  = \$208 ;
+      \$491  = acc1_2;
     end
     if (rst) begin
-      \$494  = 34'h000000000;
+      \$491  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$495  = lohi_5;
+    \$492  = sh2_2;
     if (valid_s1) begin
-      \$495  = { phh_5[29], phh_5, pll_5 };
+      \$492  = sh1_2;
     end
     if (rst) begin
-      \$495  = 65'h00000000000000000;
+      \$492  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$496  = prod_5;
+    \$493  = acc3_2;
     if (valid_s2) begin
-      \$496  = \$210 [63:0];
+      \$493  = acc2_2;
     end
     if (rst) begin
-      \$496  = 64'h0000000000000000;
+      \$493  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$497  = v_5;
+    \$494  = sh3_2;
+    if (valid_s2) begin
+      \$494  = sh2_2;
+    end
+    if (rst) begin
+      \$494  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$495  = acc4_2;
     if (valid_s3) begin
-      \$497  = \$219 ;
+      \$495  = acc3_2;
     end
     if (rst) begin
-      \$497  = 65'h00000000000000000;
+      \$495  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$498  = q5_5;
+    \$496  = sh4_2;
+    if (valid_s3) begin
+      \$496  = sh3_2;
+    end
+    if (rst) begin
+      \$496  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$497  = acc5_2;
+    if (valid_s4) begin
+      \$497  = acc4_2;
+    end
+    if (rst) begin
+      \$497  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$498  = sh5_2;
+    if (valid_s4) begin
+      \$498  = sh4_2;
+    end
+    if (rst) begin
+      \$498  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$499  = pll_2;
+    if (i_valid) begin
+      \$499  = \$109 ;
+    end
+    if (rst) begin
+      \$499  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$500  = plh_2;
+    if (i_valid) begin
+      \$500  = \$112 ;
+    end
+    if (rst) begin
+      \$500  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$501  = phl_2;
+    if (i_valid) begin
+      \$501  = { \$115 [31], \$115  };
+    end
+    if (rst) begin
+      \$501  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$502  = phh_2;
+    if (i_valid) begin
+      \$502  = { \$118 [28], \$118  };
+    end
+    if (rst) begin
+      \$502  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$503  = mid_2;
+    if (valid_s1) begin
+      \$503  = \$119 ;
+    end
+    if (rst) begin
+      \$503  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$504  = lohi_2;
+    if (valid_s1) begin
+      \$504  = { phh_2[29], phh_2, pll_2 };
+    end
+    if (rst) begin
+      \$504  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$505  = prod_2;
+    if (valid_s2) begin
+      \$505  = \$121 [63:0];
+    end
+    if (rst) begin
+      \$505  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$506  = rnd_2;
+    if (valid_s2) begin
+      \$506  = \$125 ;
+    end
+    if (rst) begin
+      \$506  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$507  = v_2;
+    if (valid_s3) begin
+      \$507  = \$130 ;
+    end
+    if (rst) begin
+      \$507  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$508  = q5_2;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$220 ) begin
-        \$498  = \$226 [64:0];
-      end else if (\$221 ) begin
-        \$498  = \$227 ;
+      if (\$131 ) begin
+        \$508  = \$137 [64:0];
+      end else if (\$132 ) begin
+        \$508  = \$138 ;
       end else begin
-        \$498  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
+        \$508  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
       end
     end
     if (rst) begin
-      \$498  = 65'h00000000000000000;
+      \$508  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$499  = q6_5;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (\$228 ) begin
-        \$499  = \$231 [63:0];
-      end else begin
-        \$499  = q5_5[63:0];
-      end
-    end
-    if (rst) begin
-      \$499  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$500  = res_5;
-    if (valid_s6) begin
-      (* full_case = 32'd1 *)
-      if (\$232 ) begin
-        \$500  = q6_5[31:0];
-      end else if (\$233 ) begin
-        \$500  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$234 ) begin
-        \$500  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$500  = q7_5[31:0];
-      end
-    end
-    if (rst) begin
-      \$500  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$501  = acc1_6;
-    if (i_valid) begin
-      \$501  = i_acc[223:192];
-    end
-    if (rst) begin
-      \$501  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$502  = sh1_6;
-    if (i_valid) begin
-      \$502  = i_params[482:477];
-    end
-    if (rst) begin
-      \$502  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$503  = acc2_6;
-    if (valid_s1) begin
-      \$503  = acc1_6;
-    end
-    if (rst) begin
-      \$503  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$504  = sh2_6;
-    if (valid_s1) begin
-      \$504  = sh1_6;
-    end
-    if (rst) begin
-      \$504  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$505  = acc3_6;
-    if (valid_s2) begin
-      \$505  = acc2_6;
-    end
-    if (rst) begin
-      \$505  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$506  = sh3_6;
-    if (valid_s2) begin
-      \$506  = sh2_6;
-    end
-    if (rst) begin
-      \$506  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$507  = acc4_6;
-    if (valid_s3) begin
-      \$507  = acc3_6;
-    end
-    if (rst) begin
-      \$507  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$508  = sh4_6;
-    if (valid_s3) begin
-      \$508  = sh3_6;
-    end
-    if (rst) begin
-      \$508  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$509  = acc5_6;
+    \$509  = mask_2;
     if (valid_s4) begin
-      \$509  = acc4_6;
+      \$509  = \$140 [31:0];
     end
     if (rst) begin
       \$509  = 32'd0;
@@ -60529,150 +60433,143 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$510  = sh5_6;
+    \$510  = half_2;
     if (valid_s4) begin
-      \$510  = sh4_6;
+      \$510  = \$144 ;
     end
     if (rst) begin
-      \$510  = 6'h00;
+      \$510  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$511  = pll_6;
-    if (i_valid) begin
-      \$511  = \$237 ;
-    end
-    if (rst) begin
-      \$511  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$512  = plh_6;
-    if (i_valid) begin
-      \$512  = \$240 ;
-    end
-    if (rst) begin
-      \$512  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$513  = phl_6;
-    if (i_valid) begin
-      \$513  = { \$243 [31], \$243  };
-    end
-    if (rst) begin
-      \$513  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$514  = phh_6;
-    if (i_valid) begin
-      \$514  = { \$246 [28], \$246  };
-    end
-    if (rst) begin
-      \$514  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$515  = mid_6;
-    if (valid_s1) begin
-      \$515  = \$247 ;
-    end
-    if (rst) begin
-      \$515  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$516  = lohi_6;
-    if (valid_s1) begin
-      \$516  = { phh_6[29], phh_6, pll_6 };
-    end
-    if (rst) begin
-      \$516  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$517  = prod_6;
-    if (valid_s2) begin
-      \$517  = \$249 [63:0];
-    end
-    if (rst) begin
-      \$517  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$518  = v_6;
-    if (valid_s3) begin
-      \$518  = \$258 ;
-    end
-    if (rst) begin
-      \$518  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$519  = q5_6;
+    \$511  = half1_2;
     if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (\$259 ) begin
-        \$519  = \$265 [64:0];
-      end else if (\$260 ) begin
-        \$519  = \$266 ;
-      end else begin
-        \$519  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
-      end
+      \$511  = \$149 [32:0];
     end
     if (rst) begin
-      \$519  = 65'h00000000000000000;
+      \$511  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$520  = q6_6;
+    \$512  = q6_2;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (\$267 ) begin
-        \$520  = \$270 [63:0];
+      if (\$150 ) begin
+        \$512  = \$156 [63:0];
       end else begin
-        \$520  = q5_6[63:0];
+        \$512  = q5_2[63:0];
       end
     end
     if (rst) begin
-      \$520  = 64'h0000000000000000;
+      \$512  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$521  = res_6;
+    \$513  = res_2;
     if (valid_s6) begin
       (* full_case = 32'd1 *)
-      if (\$271 ) begin
-        \$521  = q6_6[31:0];
-      end else if (\$272 ) begin
-        \$521  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$273 ) begin
-        \$521  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (\$157 ) begin
+        \$513  = q6_2[31:0];
+      end else if (\$158 ) begin
+        \$513  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$159 ) begin
+        \$513  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$521  = q7_6[31:0];
+        \$513  = q7_2[31:0];
       end
     end
     if (rst) begin
-      \$521  = 32'd0;
+      \$513  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$522  = acc1_7;
+    \$514  = acc1_3;
     if (i_valid) begin
-      \$522  = i_acc[255:224];
+      \$514  = i_acc[127:96];
+    end
+    if (rst) begin
+      \$514  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$515  = sh1_3;
+    if (i_valid) begin
+      \$515  = i_params[275:270];
+    end
+    if (rst) begin
+      \$515  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$516  = acc2_3;
+    if (valid_s1) begin
+      \$516  = acc1_3;
+    end
+    if (rst) begin
+      \$516  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$517  = sh2_3;
+    if (valid_s1) begin
+      \$517  = sh1_3;
+    end
+    if (rst) begin
+      \$517  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$518  = acc3_3;
+    if (valid_s2) begin
+      \$518  = acc2_3;
+    end
+    if (rst) begin
+      \$518  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$519  = sh3_3;
+    if (valid_s2) begin
+      \$519  = sh2_3;
+    end
+    if (rst) begin
+      \$519  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$520  = acc4_3;
+    if (valid_s3) begin
+      \$520  = acc3_3;
+    end
+    if (rst) begin
+      \$520  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$521  = sh4_3;
+    if (valid_s3) begin
+      \$521  = sh3_3;
+    end
+    if (rst) begin
+      \$521  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$522  = acc5_3;
+    if (valid_s4) begin
+      \$522  = acc4_3;
     end
     if (rst) begin
       \$522  = 32'd0;
@@ -60680,9 +60577,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$523  = sh1_7;
-    if (i_valid) begin
-      \$523  = i_params[551:546];
+    \$523  = sh5_3;
+    if (valid_s4) begin
+      \$523  = sh4_3;
     end
     if (rst) begin
       \$523  = 6'h00;
@@ -60690,622 +60587,1261 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$524  = acc2_7;
-    if (valid_s1) begin
-      \$524  = acc1_7;
+    \$524  = pll_3;
+    if (i_valid) begin
+      \$524  = \$162 ;
     end
     if (rst) begin
-      \$524  = 32'd0;
+      \$524  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$525  = sh2_7;
-    if (valid_s1) begin
-      \$525  = sh1_7;
+    \$525  = plh_3;
+    if (i_valid) begin
+      \$525  = \$165 ;
     end
     if (rst) begin
-      \$525  = 6'h00;
+      \$525  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$526  = acc3_7;
+    \$526  = phl_3;
+    if (i_valid) begin
+      \$526  = { \$168 [31], \$168  };
+    end
+    if (rst) begin
+      \$526  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$527  = phh_3;
+    if (i_valid) begin
+      \$527  = { \$171 [28], \$171  };
+    end
+    if (rst) begin
+      \$527  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$528  = mid_3;
+    if (valid_s1) begin
+      \$528  = \$172 ;
+    end
+    if (rst) begin
+      \$528  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$529  = lohi_3;
+    if (valid_s1) begin
+      \$529  = { phh_3[29], phh_3, pll_3 };
+    end
+    if (rst) begin
+      \$529  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$530  = prod_3;
     if (valid_s2) begin
-      \$526  = acc2_7;
+      \$530  = \$174 [63:0];
     end
     if (rst) begin
-      \$526  = 32'd0;
+      \$530  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$527  = sh3_7;
+    \$531  = rnd_3;
     if (valid_s2) begin
-      \$527  = sh2_7;
+      \$531  = \$178 ;
     end
     if (rst) begin
-      \$527  = 6'h00;
+      \$531  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$528  = acc4_7;
+    \$532  = v_3;
     if (valid_s3) begin
-      \$528  = acc3_7;
+      \$532  = \$183 ;
     end
     if (rst) begin
-      \$528  = 32'd0;
+      \$532  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$529  = sh4_7;
-    if (valid_s3) begin
-      \$529  = sh3_7;
-    end
-    if (rst) begin
-      \$529  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$530  = acc5_7;
-    if (valid_s4) begin
-      \$530  = acc4_7;
-    end
-    if (rst) begin
-      \$530  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$531  = sh5_7;
-    if (valid_s4) begin
-      \$531  = sh4_7;
-    end
-    if (rst) begin
-      \$531  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$532  = pll_7;
-    if (i_valid) begin
-      \$532  = \$276 ;
-    end
-    if (rst) begin
-      \$532  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$533  = plh_7;
-    if (i_valid) begin
-      \$533  = \$279 ;
-    end
-    if (rst) begin
-      \$533  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$534  = phl_7;
-    if (i_valid) begin
-      \$534  = { \$282 [31], \$282  };
-    end
-    if (rst) begin
-      \$534  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$535  = phh_7;
-    if (i_valid) begin
-      \$535  = { \$285 [28], \$285  };
-    end
-    if (rst) begin
-      \$535  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$536  = mid_7;
-    if (valid_s1) begin
-      \$536  = \$286 ;
-    end
-    if (rst) begin
-      \$536  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$537  = lohi_7;
-    if (valid_s1) begin
-      \$537  = { phh_7[29], phh_7, pll_7 };
-    end
-    if (rst) begin
-      \$537  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$538  = prod_7;
-    if (valid_s2) begin
-      \$538  = \$288 [63:0];
-    end
-    if (rst) begin
-      \$538  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$539  = v_7;
-    if (valid_s3) begin
-      \$539  = \$297 ;
-    end
-    if (rst) begin
-      \$539  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$540  = q5_7;
+    \$533  = q5_3;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$298 ) begin
-        \$540  = \$304 [64:0];
-      end else if (\$299 ) begin
-        \$540  = \$305 ;
+      if (\$184 ) begin
+        \$533  = \$190 [64:0];
+      end else if (\$185 ) begin
+        \$533  = \$191 ;
       end else begin
-        \$540  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
+        \$533  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
       end
     end
     if (rst) begin
-      \$540  = 65'h00000000000000000;
+      \$533  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$541  = q6_7;
+    \$534  = mask_3;
+    if (valid_s4) begin
+      \$534  = \$193 [31:0];
+    end
+    if (rst) begin
+      \$534  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$535  = half_3;
+    if (valid_s4) begin
+      \$535  = \$197 ;
+    end
+    if (rst) begin
+      \$535  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$536  = half1_3;
+    if (valid_s4) begin
+      \$536  = \$202 [32:0];
+    end
+    if (rst) begin
+      \$536  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$537  = q6_3;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (\$306 ) begin
-        \$541  = \$309 [63:0];
+      if (\$203 ) begin
+        \$537  = \$209 [63:0];
       end else begin
-        \$541  = q5_7[63:0];
+        \$537  = q5_3[63:0];
       end
     end
     if (rst) begin
-      \$541  = 64'h0000000000000000;
+      \$537  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$542  = res_7;
+    \$538  = res_3;
     if (valid_s6) begin
       (* full_case = 32'd1 *)
-      if (\$310 ) begin
-        \$542  = q6_7[31:0];
-      end else if (\$311 ) begin
-        \$542  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$312 ) begin
-        \$542  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (\$210 ) begin
+        \$538  = q6_3[31:0];
+      end else if (\$211 ) begin
+        \$538  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$212 ) begin
+        \$538  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$542  = q7_7[31:0];
+        \$538  = q7_3[31:0];
       end
     end
     if (rst) begin
-      \$542  = 32'd0;
+      \$538  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$361  = i_valid;
-    if (rst) begin
-      \$361  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$362  = i_last;
-    if (rst) begin
-      \$362  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$363  = valid_s1;
-    if (rst) begin
-      \$363  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$364  = last_s1;
-    if (rst) begin
-      \$364  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$365  = valid_s2;
-    if (rst) begin
-      \$365  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$366  = last_s2;
-    if (rst) begin
-      \$366  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$367  = valid_s3;
-    if (rst) begin
-      \$367  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$368  = last_s3;
-    if (rst) begin
-      \$368  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$369  = valid_s4;
-    if (rst) begin
-      \$369  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$370  = last_s4;
-    if (rst) begin
-      \$370  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$371  = valid_s5;
-    if (rst) begin
-      \$371  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$372  = last_s5;
-    if (rst) begin
-      \$372  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$373  = valid_s6;
-    if (rst) begin
-      \$373  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$374  = last_s6;
-    if (rst) begin
-      \$374  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$375  = acc1_0;
+    \$539  = acc1_4;
     if (i_valid) begin
-      \$375  = i_acc[31:0];
+      \$539  = i_acc[159:128];
     end
     if (rst) begin
-      \$375  = 32'd0;
+      \$539  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$376  = sh1_0;
+    \$540  = sh1_4;
     if (i_valid) begin
-      \$376  = i_params[68:63];
+      \$540  = i_params[344:339];
     end
     if (rst) begin
-      \$376  = 6'h00;
+      \$540  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$377  = acc2_0;
+    \$541  = acc2_4;
     if (valid_s1) begin
-      \$377  = acc1_0;
+      \$541  = acc1_4;
     end
     if (rst) begin
-      \$377  = 32'd0;
+      \$541  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$378  = sh2_0;
+    \$542  = sh2_4;
     if (valid_s1) begin
-      \$378  = sh1_0;
+      \$542  = sh1_4;
     end
     if (rst) begin
-      \$378  = 6'h00;
+      \$542  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$379  = acc3_0;
+    \$543  = acc3_4;
     if (valid_s2) begin
-      \$379  = acc2_0;
+      \$543  = acc2_4;
     end
     if (rst) begin
-      \$379  = 32'd0;
+      \$543  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$380  = sh3_0;
+    \$544  = sh3_4;
     if (valid_s2) begin
-      \$380  = sh2_0;
+      \$544  = sh2_4;
     end
     if (rst) begin
-      \$380  = 6'h00;
+      \$544  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$381  = acc4_0;
+    \$545  = acc4_4;
     if (valid_s3) begin
-      \$381  = acc3_0;
+      \$545  = acc3_4;
     end
     if (rst) begin
-      \$381  = 32'd0;
+      \$545  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$382  = sh4_0;
+    \$546  = sh4_4;
     if (valid_s3) begin
-      \$382  = sh3_0;
+      \$546  = sh3_4;
     end
     if (rst) begin
-      \$382  = 6'h00;
+      \$546  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$383  = acc5_0;
+    \$547  = acc5_4;
     if (valid_s4) begin
-      \$383  = acc4_0;
+      \$547  = acc4_4;
     end
     if (rst) begin
-      \$383  = 32'd0;
+      \$547  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$384  = sh5_0;
+    \$548  = sh5_4;
     if (valid_s4) begin
-      \$384  = sh4_0;
+      \$548  = sh4_4;
     end
     if (rst) begin
-      \$384  = 6'h00;
+      \$548  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$385  = pll_0;
+    \$549  = pll_4;
     if (i_valid) begin
-      \$385  = \$3 ;
+      \$549  = \$215 ;
     end
     if (rst) begin
-      \$385  = 34'h000000000;
+      \$549  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$386  = plh_0;
+    \$550  = plh_4;
     if (i_valid) begin
-      \$386  = \$6 ;
+      \$550  = \$218 ;
     end
     if (rst) begin
-      \$386  = 31'h00000000;
+      \$550  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$387  = phl_0;
+    \$551  = phl_4;
     if (i_valid) begin
-      \$387  = { \$9 [31], \$9  };
+      \$551  = { \$221 [31], \$221  };
     end
     if (rst) begin
-      \$387  = 33'h000000000;
+      \$551  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$388  = phh_0;
+    \$552  = phh_4;
     if (i_valid) begin
-      \$388  = { \$12 [28], \$12  };
+      \$552  = { \$224 [28], \$224  };
     end
     if (rst) begin
-      \$388  = 30'h00000000;
+      \$552  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$389  = mid_0;
+    \$553  = mid_4;
     if (valid_s1) begin
-      \$389  = \$13 ;
+      \$553  = \$225 ;
     end
     if (rst) begin
-      \$389  = 34'h000000000;
+      \$553  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$390  = lohi_0;
+    \$554  = lohi_4;
     if (valid_s1) begin
-      \$390  = { phh_0[29], phh_0, pll_0 };
+      \$554  = { phh_4[29], phh_4, pll_4 };
     end
     if (rst) begin
-      \$390  = 65'h00000000000000000;
+      \$554  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$391  = prod_0;
+    \$555  = prod_4;
     if (valid_s2) begin
-      \$391  = \$15 [63:0];
+      \$555  = \$227 [63:0];
     end
     if (rst) begin
-      \$391  = 64'h0000000000000000;
+      \$555  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$392  = v_0;
+    \$556  = rnd_4;
+    if (valid_s2) begin
+      \$556  = \$231 ;
+    end
+    if (rst) begin
+      \$556  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$557  = v_4;
     if (valid_s3) begin
-      \$392  = \$24 ;
+      \$557  = \$236 ;
     end
     if (rst) begin
-      \$392  = 65'h00000000000000000;
+      \$557  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$393  = q5_0;
+    \$558  = q5_4;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (\$25 ) begin
-        \$393  = \$31 [64:0];
-      end else if (\$26 ) begin
-        \$393  = \$32 ;
+      if (\$237 ) begin
+        \$558  = \$243 [64:0];
+      end else if (\$238 ) begin
+        \$558  = \$244 ;
       end else begin
-        \$393  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
+        \$558  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
       end
     end
     if (rst) begin
-      \$393  = 65'h00000000000000000;
+      \$558  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$394  = q6_0;
+    \$559  = mask_4;
+    if (valid_s4) begin
+      \$559  = \$246 [31:0];
+    end
+    if (rst) begin
+      \$559  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$560  = half_4;
+    if (valid_s4) begin
+      \$560  = \$250 ;
+    end
+    if (rst) begin
+      \$560  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$561  = half1_4;
+    if (valid_s4) begin
+      \$561  = \$255 [32:0];
+    end
+    if (rst) begin
+      \$561  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$562  = q6_4;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (\$33 ) begin
-        \$394  = \$36 [63:0];
+      if (\$256 ) begin
+        \$562  = \$262 [63:0];
       end else begin
-        \$394  = q5_0[63:0];
+        \$562  = q5_4[63:0];
       end
     end
     if (rst) begin
-      \$394  = 64'h0000000000000000;
+      \$562  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$395  = res_0;
+    \$563  = res_4;
     if (valid_s6) begin
       (* full_case = 32'd1 *)
-      if (\$37 ) begin
-        \$395  = q6_0[31:0];
-      end else if (\$38 ) begin
-        \$395  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$39 ) begin
-        \$395  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (\$263 ) begin
+        \$563  = q6_4[31:0];
+      end else if (\$264 ) begin
+        \$563  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$265 ) begin
+        \$563  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$395  = q7_0[31:0];
+        \$563  = q7_4[31:0];
       end
     end
     if (rst) begin
-      \$395  = 32'd0;
+      \$563  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$396  = acc1_1;
+    \$564  = acc1_5;
     if (i_valid) begin
-      \$396  = i_acc[63:32];
+      \$564  = i_acc[191:160];
     end
     if (rst) begin
-      \$396  = 32'd0;
+      \$564  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$397  = sh1_1;
+    \$565  = sh1_5;
     if (i_valid) begin
-      \$397  = i_params[137:132];
+      \$565  = i_params[413:408];
     end
     if (rst) begin
-      \$397  = 6'h00;
+      \$565  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$398  = acc2_1;
+    \$566  = acc2_5;
     if (valid_s1) begin
-      \$398  = acc1_1;
+      \$566  = acc1_5;
     end
     if (rst) begin
-      \$398  = 32'd0;
+      \$566  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$399  = sh2_1;
+    \$567  = sh2_5;
     if (valid_s1) begin
-      \$399  = sh1_1;
+      \$567  = sh1_5;
     end
     if (rst) begin
-      \$399  = 6'h00;
+      \$567  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$400  = acc3_1;
+    \$568  = acc3_5;
     if (valid_s2) begin
-      \$400  = acc2_1;
+      \$568  = acc2_5;
     end
     if (rst) begin
-      \$400  = 32'd0;
+      \$568  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$401  = sh3_1;
+    \$569  = sh3_5;
     if (valid_s2) begin
-      \$401  = sh2_1;
+      \$569  = sh2_5;
     end
     if (rst) begin
-      \$401  = 6'h00;
+      \$569  = 6'h00;
     end
   end
-  assign thr_0 = \$318 [32:0];
-  assign thr_1 = \$324 [32:0];
-  assign thr_2 = \$330 [32:0];
-  assign thr_3 = \$336 [32:0];
-  assign thr_4 = \$342 [32:0];
-  assign thr_5 = \$348 [32:0];
-  assign thr_6 = \$354 [32:0];
-  assign thr_7 = \$360 [32:0];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$570  = acc4_5;
+    if (valid_s3) begin
+      \$570  = acc3_5;
+    end
+    if (rst) begin
+      \$570  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$571  = sh4_5;
+    if (valid_s3) begin
+      \$571  = sh3_5;
+    end
+    if (rst) begin
+      \$571  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$572  = acc5_5;
+    if (valid_s4) begin
+      \$572  = acc4_5;
+    end
+    if (rst) begin
+      \$572  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$573  = sh5_5;
+    if (valid_s4) begin
+      \$573  = sh4_5;
+    end
+    if (rst) begin
+      \$573  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$574  = pll_5;
+    if (i_valid) begin
+      \$574  = \$268 ;
+    end
+    if (rst) begin
+      \$574  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$575  = plh_5;
+    if (i_valid) begin
+      \$575  = \$271 ;
+    end
+    if (rst) begin
+      \$575  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$576  = phl_5;
+    if (i_valid) begin
+      \$576  = { \$274 [31], \$274  };
+    end
+    if (rst) begin
+      \$576  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$577  = phh_5;
+    if (i_valid) begin
+      \$577  = { \$277 [28], \$277  };
+    end
+    if (rst) begin
+      \$577  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$578  = mid_5;
+    if (valid_s1) begin
+      \$578  = \$278 ;
+    end
+    if (rst) begin
+      \$578  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$579  = lohi_5;
+    if (valid_s1) begin
+      \$579  = { phh_5[29], phh_5, pll_5 };
+    end
+    if (rst) begin
+      \$579  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$580  = prod_5;
+    if (valid_s2) begin
+      \$580  = \$280 [63:0];
+    end
+    if (rst) begin
+      \$580  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$581  = rnd_5;
+    if (valid_s2) begin
+      \$581  = \$284 ;
+    end
+    if (rst) begin
+      \$581  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$582  = v_5;
+    if (valid_s3) begin
+      \$582  = \$289 ;
+    end
+    if (rst) begin
+      \$582  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$583  = q5_5;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$290 ) begin
+        \$583  = \$296 [64:0];
+      end else if (\$291 ) begin
+        \$583  = \$297 ;
+      end else begin
+        \$583  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
+      end
+    end
+    if (rst) begin
+      \$583  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$584  = mask_5;
+    if (valid_s4) begin
+      \$584  = \$299 [31:0];
+    end
+    if (rst) begin
+      \$584  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$585  = half_5;
+    if (valid_s4) begin
+      \$585  = \$303 ;
+    end
+    if (rst) begin
+      \$585  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$586  = half1_5;
+    if (valid_s4) begin
+      \$586  = \$308 [32:0];
+    end
+    if (rst) begin
+      \$586  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$587  = q6_5;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$309 ) begin
+        \$587  = \$315 [63:0];
+      end else begin
+        \$587  = q5_5[63:0];
+      end
+    end
+    if (rst) begin
+      \$587  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$588  = res_5;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$316 ) begin
+        \$588  = q6_5[31:0];
+      end else if (\$317 ) begin
+        \$588  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$318 ) begin
+        \$588  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$588  = q7_5[31:0];
+      end
+    end
+    if (rst) begin
+      \$588  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$589  = acc1_6;
+    if (i_valid) begin
+      \$589  = i_acc[223:192];
+    end
+    if (rst) begin
+      \$589  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$590  = sh1_6;
+    if (i_valid) begin
+      \$590  = i_params[482:477];
+    end
+    if (rst) begin
+      \$590  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$591  = acc2_6;
+    if (valid_s1) begin
+      \$591  = acc1_6;
+    end
+    if (rst) begin
+      \$591  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$592  = sh2_6;
+    if (valid_s1) begin
+      \$592  = sh1_6;
+    end
+    if (rst) begin
+      \$592  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$593  = acc3_6;
+    if (valid_s2) begin
+      \$593  = acc2_6;
+    end
+    if (rst) begin
+      \$593  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$594  = sh3_6;
+    if (valid_s2) begin
+      \$594  = sh2_6;
+    end
+    if (rst) begin
+      \$594  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$595  = acc4_6;
+    if (valid_s3) begin
+      \$595  = acc3_6;
+    end
+    if (rst) begin
+      \$595  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$596  = sh4_6;
+    if (valid_s3) begin
+      \$596  = sh3_6;
+    end
+    if (rst) begin
+      \$596  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$597  = acc5_6;
+    if (valid_s4) begin
+      \$597  = acc4_6;
+    end
+    if (rst) begin
+      \$597  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$598  = sh5_6;
+    if (valid_s4) begin
+      \$598  = sh4_6;
+    end
+    if (rst) begin
+      \$598  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$599  = pll_6;
+    if (i_valid) begin
+      \$599  = \$321 ;
+    end
+    if (rst) begin
+      \$599  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$600  = plh_6;
+    if (i_valid) begin
+      \$600  = \$324 ;
+    end
+    if (rst) begin
+      \$600  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$601  = phl_6;
+    if (i_valid) begin
+      \$601  = { \$327 [31], \$327  };
+    end
+    if (rst) begin
+      \$601  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$602  = phh_6;
+    if (i_valid) begin
+      \$602  = { \$330 [28], \$330  };
+    end
+    if (rst) begin
+      \$602  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$603  = mid_6;
+    if (valid_s1) begin
+      \$603  = \$331 ;
+    end
+    if (rst) begin
+      \$603  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$604  = lohi_6;
+    if (valid_s1) begin
+      \$604  = { phh_6[29], phh_6, pll_6 };
+    end
+    if (rst) begin
+      \$604  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$605  = prod_6;
+    if (valid_s2) begin
+      \$605  = \$333 [63:0];
+    end
+    if (rst) begin
+      \$605  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$606  = rnd_6;
+    if (valid_s2) begin
+      \$606  = \$337 ;
+    end
+    if (rst) begin
+      \$606  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$607  = v_6;
+    if (valid_s3) begin
+      \$607  = \$342 ;
+    end
+    if (rst) begin
+      \$607  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$608  = q5_6;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$343 ) begin
+        \$608  = \$349 [64:0];
+      end else if (\$344 ) begin
+        \$608  = \$350 ;
+      end else begin
+        \$608  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
+      end
+    end
+    if (rst) begin
+      \$608  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$609  = mask_6;
+    if (valid_s4) begin
+      \$609  = \$352 [31:0];
+    end
+    if (rst) begin
+      \$609  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$610  = half_6;
+    if (valid_s4) begin
+      \$610  = \$356 ;
+    end
+    if (rst) begin
+      \$610  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$611  = half1_6;
+    if (valid_s4) begin
+      \$611  = \$361 [32:0];
+    end
+    if (rst) begin
+      \$611  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$612  = q6_6;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$362 ) begin
+        \$612  = \$368 [63:0];
+      end else begin
+        \$612  = q5_6[63:0];
+      end
+    end
+    if (rst) begin
+      \$612  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$613  = res_6;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$369 ) begin
+        \$613  = q6_6[31:0];
+      end else if (\$370 ) begin
+        \$613  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$371 ) begin
+        \$613  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$613  = q7_6[31:0];
+      end
+    end
+    if (rst) begin
+      \$613  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$614  = acc1_7;
+    if (i_valid) begin
+      \$614  = i_acc[255:224];
+    end
+    if (rst) begin
+      \$614  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$615  = sh1_7;
+    if (i_valid) begin
+      \$615  = i_params[551:546];
+    end
+    if (rst) begin
+      \$615  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$616  = acc2_7;
+    if (valid_s1) begin
+      \$616  = acc1_7;
+    end
+    if (rst) begin
+      \$616  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$617  = sh2_7;
+    if (valid_s1) begin
+      \$617  = sh1_7;
+    end
+    if (rst) begin
+      \$617  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$618  = acc3_7;
+    if (valid_s2) begin
+      \$618  = acc2_7;
+    end
+    if (rst) begin
+      \$618  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$619  = sh3_7;
+    if (valid_s2) begin
+      \$619  = sh2_7;
+    end
+    if (rst) begin
+      \$619  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$620  = acc4_7;
+    if (valid_s3) begin
+      \$620  = acc3_7;
+    end
+    if (rst) begin
+      \$620  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$621  = sh4_7;
+    if (valid_s3) begin
+      \$621  = sh3_7;
+    end
+    if (rst) begin
+      \$621  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$622  = acc5_7;
+    if (valid_s4) begin
+      \$622  = acc4_7;
+    end
+    if (rst) begin
+      \$622  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$623  = sh5_7;
+    if (valid_s4) begin
+      \$623  = sh4_7;
+    end
+    if (rst) begin
+      \$623  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$624  = pll_7;
+    if (i_valid) begin
+      \$624  = \$374 ;
+    end
+    if (rst) begin
+      \$624  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$625  = plh_7;
+    if (i_valid) begin
+      \$625  = \$377 ;
+    end
+    if (rst) begin
+      \$625  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$626  = phl_7;
+    if (i_valid) begin
+      \$626  = { \$380 [31], \$380  };
+    end
+    if (rst) begin
+      \$626  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$627  = phh_7;
+    if (i_valid) begin
+      \$627  = { \$383 [28], \$383  };
+    end
+    if (rst) begin
+      \$627  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$628  = mid_7;
+    if (valid_s1) begin
+      \$628  = \$384 ;
+    end
+    if (rst) begin
+      \$628  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$629  = lohi_7;
+    if (valid_s1) begin
+      \$629  = { phh_7[29], phh_7, pll_7 };
+    end
+    if (rst) begin
+      \$629  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$630  = prod_7;
+    if (valid_s2) begin
+      \$630  = \$386 [63:0];
+    end
+    if (rst) begin
+      \$630  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$631  = rnd_7;
+    if (valid_s2) begin
+      \$631  = \$390 ;
+    end
+    if (rst) begin
+      \$631  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$632  = v_7;
+    if (valid_s3) begin
+      \$632  = \$395 ;
+    end
+    if (rst) begin
+      \$632  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$633  = q5_7;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (\$396 ) begin
+        \$633  = \$402 [64:0];
+      end else if (\$397 ) begin
+        \$633  = \$403 ;
+      end else begin
+        \$633  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
+      end
+    end
+    if (rst) begin
+      \$633  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$634  = mask_7;
+    if (valid_s4) begin
+      \$634  = \$405 [31:0];
+    end
+    if (rst) begin
+      \$634  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$635  = half_7;
+    if (valid_s4) begin
+      \$635  = \$409 ;
+    end
+    if (rst) begin
+      \$635  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$636  = half1_7;
+    if (valid_s4) begin
+      \$636  = \$414 [32:0];
+    end
+    if (rst) begin
+      \$636  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$637  = q6_7;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (\$415 ) begin
+        \$637  = \$421 [63:0];
+      end else begin
+        \$637  = q5_7[63:0];
+      end
+    end
+    if (rst) begin
+      \$637  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$638  = res_7;
+    if (valid_s6) begin
+      (* full_case = 32'd1 *)
+      if (\$422 ) begin
+        \$638  = q6_7[31:0];
+      end else if (\$423 ) begin
+        \$638  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$424 ) begin
+        \$638  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$638  = q7_7[31:0];
+      end
+    end
+    if (rst) begin
+      \$638  = 32'd0;
+    end
+  end
   assign o_valid = valid_s7;
   assign o_last = last_s7;
-  assign mask_0 = \$314 [31:0];
-  assign mask_1 = \$320 [31:0];
-  assign mask_2 = \$326 [31:0];
-  assign mask_3 = \$332 [31:0];
-  assign mask_4 = \$338 [31:0];
-  assign mask_5 = \$344 [31:0];
-  assign mask_6 = \$350 [31:0];
-  assign mask_7 = \$356 [31:0];
   assign \i_acc[0]  = i_acc[31:0];
   assign \i_acc[1]  = i_acc[63:32];
   assign \i_acc[2]  = i_acc[95:64];
@@ -61364,26 +61900,34 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign o_data[31:0] = res_0;
   assign \$14  = { mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0, 17'h00000 };
   assign \$27  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
-  assign \$315  = { 1'h0, \$314 [31:1] };
-  assign \$53  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
-  assign \$66  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
-  assign \$321  = { 1'h0, \$320 [31:1] };
-  assign \$92  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
-  assign \$105  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
-  assign \$327  = { 1'h0, \$326 [31:1] };
-  assign \$131  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
-  assign \$144  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
-  assign \$333  = { 1'h0, \$332 [31:1] };
-  assign \$170  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
-  assign \$183  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
-  assign \$339  = { 1'h0, \$338 [31:1] };
-  assign \$209  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
-  assign \$222  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
-  assign \$345  = { 1'h0, \$344 [31:1] };
-  assign \$248  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
-  assign \$261  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
-  assign \$351  = { 1'h0, \$350 [31:1] };
-  assign \$287  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
-  assign \$300  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
-  assign \$357  = { 1'h0, \$356 [31:1] };
+  assign \$37  = { 1'h0, \$36 [31:1] };
+  assign \$41  = { 1'h0, \$40 [31:1] };
+  assign \$67  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
+  assign \$80  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
+  assign \$90  = { 1'h0, \$89 [31:1] };
+  assign \$94  = { 1'h0, \$93 [31:1] };
+  assign \$120  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
+  assign \$133  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
+  assign \$143  = { 1'h0, \$142 [31:1] };
+  assign \$147  = { 1'h0, \$146 [31:1] };
+  assign \$173  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
+  assign \$186  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
+  assign \$196  = { 1'h0, \$195 [31:1] };
+  assign \$200  = { 1'h0, \$199 [31:1] };
+  assign \$226  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
+  assign \$239  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
+  assign \$249  = { 1'h0, \$248 [31:1] };
+  assign \$253  = { 1'h0, \$252 [31:1] };
+  assign \$279  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
+  assign \$292  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
+  assign \$302  = { 1'h0, \$301 [31:1] };
+  assign \$306  = { 1'h0, \$305 [31:1] };
+  assign \$332  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
+  assign \$345  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
+  assign \$355  = { 1'h0, \$354 [31:1] };
+  assign \$359  = { 1'h0, \$358 [31:1] };
+  assign \$385  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
+  assign \$398  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
+  assign \$408  = { 1'h0, \$407 [31:1] };
+  assign \$412  = { 1'h0, \$411 [31:1] };
 endmodule
