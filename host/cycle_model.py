@@ -128,7 +128,7 @@ def result_latency(cfg: HardwareConfig) -> int:
 
     ``RESULT_LATENCY(cfg)`` of ``hw/accel.py`` counts the pipeline from the issue
     cycle to the result's write into the result FIFO (line-buffer read, tap word
-    register, ``R + C`` array stages, accumulate, register, 4 requantizer stages);
+    register, ``R + C + 1`` array stages, accumulate, register, 7 requantizer stages);
     Amaranth's ``SyncFIFOBuffered`` then needs one more cycle: the written entry
     reaches the inner memory's read port, and ``r_rdy`` rises the cycle after.
     """

@@ -35,7 +35,7 @@ tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and wh
 its words are in the weight memory, takes ``rows`` cycles of reads, latches two
 cycles after the last read, and fold ``n`` may issue from the cycle after its
 latch. A pass starts when the rows it needs are in the line buffer. Results
-leave ``rows + cols + 11`` cycles after issue.
+leave ``rows + cols + 12`` cycles after issue.
 """
 
 from amaranth import *
@@ -54,7 +54,7 @@ from .requant import Requantizer
 __all__ = ["Conv2dAccelerator", "RESULT_LATENCY"]
 
 # issue -> line-buffer data (1) -> tap word register / depthwise window (1) -> array
-# (R+C) -> accumulate (1) -> register (1) -> requantizer (7) -> FIFO write.
+# (R+C+1) -> accumulate (1) -> register (1) -> requantizer (7) -> FIFO write.
 RESULT_EXTRA = 2 + 1 + 1 + Requantizer.LATENCY
 
 

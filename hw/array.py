@@ -5,11 +5,12 @@ Dataflow (documented timing, used by the cycle model):
 * Activations enter on the left, one vector of ``rows`` values per cycle; row ``r``
   is delayed by ``r`` cycles (input skew) and each PE passes its activation to its
   right neighbour through a register. The weight bank to use travels with it.
-* Each PE multiplies into a product register (the DSP pipeline register) and adds
-  the product to the partial sum from the PE above; partial sums move down the
-  columns register to register.
+* Each PE registers its operands (the activation and the weight of the bank it
+  travels with), multiplies into a product register (the DSP's input and pipeline
+  registers) and adds the product to the partial sum from the PE above; partial
+  sums move down the columns register to register.
 * The bottom row's sums are de-skewed (column ``c`` delayed by ``cols-1-c``), so
-  the sums of one activation vector leave together ``rows + cols`` cycles after it
+  the sums of one activation vector leave together ``rows + cols + 1`` cycles after it
   entered (:attr:`HardwareConfig.array_latency`).
 * Depthwise mode (``dw_mode``): row ``r`` receives a whole word of ``cols``
   activations (``dw_act[r]``, one per column: channel ``c`` for column ``c``) and
@@ -41,8 +42,8 @@ class ProcessingElement(wiring.Component):
     Ports
     -----
     a_in, bank_in -> a_out, bank_out : activation and its weight bank, registered.
-    psum_in -> psum_out : partial sum, ``psum_out = psum_in + a*w`` one product
-        register later.
+    psum_in -> psum_out : partial sum, ``psum_out = psum_in + a*w`` an operand and
+        a product register later.
     w_in -> w_out : weight load chain, registered.
     w_latch, w_bank : copy the chain register into bank ``w_bank``.
     """
@@ -62,13 +63,17 @@ class ProcessingElement(wiring.Component):
         m = Module()
         w0 = Signal(signed(self._dw))
         w1 = Signal(signed(self._dw))
+        a_reg = Signal(signed(self._dw))    # multiplier operand registers (DSP inputs)
+        w_reg = Signal(signed(self._dw))
         prod = Signal(signed(2 * self._dw))
 
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.bank_out.eq(self.bank_in),
             self.w_out.eq(self.w_in),
-            prod.eq(self.a_in * Mux(self.bank_in, w1, w0)),
+            a_reg.eq(self.a_in),
+            w_reg.eq(Mux(self.bank_in, w1, w0)),
+            prod.eq(a_reg * w_reg),
             self.psum_out.eq(self.psum_in + prod),
         ]
         with m.If(self.w_latch):

@@ -155,7 +155,7 @@ class HardwareConfig:
     @property
     def array_latency(self):
         """Cycles from an activation vector entering the array to its de-skewed sums."""
-        return self.rows + self.cols
+        return self.rows + self.cols + 1
 
     @property
     def lb_depth(self):

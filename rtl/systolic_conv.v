@@ -18,16 +18,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1005 ;
   reg [3:0] \$1006 ;
   reg [3:0] \$1007 ;
-  reg [12:0] \$1008 ;
-  reg [3:0] \$1009 ;
+  reg [3:0] \$1008 ;
+  reg [12:0] \$1009 ;
   reg [63:0] \$101 ;
-  reg \$1010 ;
-  reg [11:0] \$1011 ;
-  reg [10:0] \$1012 ;
-  reg [12:0] \$1013 ;
-  reg \$1014 ;
+  reg [3:0] \$1010 ;
+  reg \$1011 ;
+  reg [11:0] \$1012 ;
+  reg [10:0] \$1013 ;
+  reg [12:0] \$1014 ;
   reg \$1015 ;
-  reg [31:0] \$1016 ;
+  reg \$1016 ;
   reg [31:0] \$1017 ;
   reg [31:0] \$1018 ;
   reg [31:0] \$1019 ;
@@ -36,6 +36,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [31:0] \$1021 ;
   reg [31:0] \$1022 ;
   reg [31:0] \$1023 ;
+  reg [31:0] \$1024 ;
   wire [5:0] \$103 ;
   reg [63:0] \$104 ;
   reg [63:0] \$105 ;
@@ -941,24 +942,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [28:0] \$916 ;
   reg [28:0] \$917 ;
   reg [28:0] \$918 ;
-  reg \$919 ;
+  reg [28:0] \$919 ;
   reg [63:0] \$92 ;
   reg \$920 ;
-  reg [255:0] \$921 ;
-  reg [551:0] \$922 ;
-  reg [7:0] \$923 ;
-  reg \$924 ;
+  reg \$921 ;
+  reg [255:0] \$922 ;
+  reg [551:0] \$923 ;
+  reg [7:0] \$924 ;
   reg \$925 ;
   reg \$926 ;
-  reg [1:0] \$927 ;
+  reg \$927 ;
   reg [1:0] \$928 ;
-  reg \$929 ;
+  reg [1:0] \$929 ;
   reg [63:0] \$93 ;
   reg \$930 ;
-  reg [154:0] \$931 ;
-  reg [2:0] \$932 ;
-  reg [7:0] \$933 ;
-  reg [3:0] \$934 ;
+  reg \$931 ;
+  reg [154:0] \$932 ;
+  reg [2:0] \$933 ;
+  reg [7:0] \$934 ;
   reg [3:0] \$935 ;
   reg [3:0] \$936 ;
   reg [3:0] \$937 ;
@@ -978,51 +979,51 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \$95 ;
   reg [3:0] \$950 ;
   reg [3:0] \$951 ;
-  reg [5:0] \$952 ;
-  reg [28:0] \$953 ;
+  reg [3:0] \$952 ;
+  reg [5:0] \$953 ;
   reg [28:0] \$954 ;
-  reg [17:0] \$955 ;
-  reg [28:0] \$956 ;
+  reg [28:0] \$955 ;
+  reg [17:0] \$956 ;
   reg [28:0] \$957 ;
-  reg [22:0] \$958 ;
-  reg [15:0] \$959 ;
+  reg [28:0] \$958 ;
+  reg [22:0] \$959 ;
   wire [5:0] \$96 ;
-  reg [18:0] \$960 ;
-  reg [16:0] \$961 ;
+  reg [15:0] \$960 ;
+  reg [18:0] \$961 ;
   reg [16:0] \$962 ;
-  reg [4:0] \$963 ;
-  reg [7:0] \$964 ;
-  reg [23:0] \$965 ;
-  reg \$966 ;
+  reg [16:0] \$963 ;
+  reg [4:0] \$964 ;
+  reg [7:0] \$965 ;
+  reg [23:0] \$966 ;
   reg \$967 ;
-  reg [16:0] \$968 ;
-  reg \$969 ;
+  reg \$968 ;
+  reg [16:0] \$969 ;
   reg [63:0] \$97 ;
-  reg [23:0] \$970 ;
-  reg [4:0] \$971 ;
-  reg [6:0] \$972 ;
-  reg [11:0] \$973 ;
-  reg \$974 ;
-  reg [1:0] \$975 ;
-  reg [6:0] \$976 ;
-  reg [2:0] \$977 ;
+  reg \$970 ;
+  reg [23:0] \$971 ;
+  reg [4:0] \$972 ;
+  reg [6:0] \$973 ;
+  reg [11:0] \$974 ;
+  reg \$975 ;
+  reg [1:0] \$976 ;
+  reg [6:0] \$977 ;
   reg [2:0] \$978 ;
-  reg [4:0] \$979 ;
+  reg [2:0] \$979 ;
   reg [63:0] \$98 ;
-  reg [10:0] \$980 ;
-  reg [6:0] \$981 ;
-  reg [11:0] \$982 ;
-  reg [28:0] \$983 ;
+  reg [4:0] \$980 ;
+  reg [10:0] \$981 ;
+  reg [6:0] \$982 ;
+  reg [11:0] \$983 ;
   reg [28:0] \$984 ;
   reg [28:0] \$985 ;
-  reg [29:0] \$986 ;
-  reg [28:0] \$987 ;
+  reg [28:0] \$986 ;
+  reg [29:0] \$987 ;
   reg [28:0] \$988 ;
-  reg [10:0] \$989 ;
+  reg [28:0] \$989 ;
   reg [63:0] \$99 ;
-  reg [18:0] \$990 ;
+  reg [10:0] \$990 ;
   reg [18:0] \$991 ;
-  reg [3:0] \$992 ;
+  reg [18:0] \$992 ;
   reg [3:0] \$993 ;
   reg [3:0] \$994 ;
   reg [3:0] \$995 ;
@@ -2211,6 +2212,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p18.slot ;
   wire [6:0] \sb_p18.tile ;
   wire \sb_p18.valid ;
+  reg [28:0] sb_p19 = 29'h00000000;
+  wire [10:0] \sb_p19.addr ;
+  wire \sb_p19.bank ;
+  wire \sb_p19.final ;
+  wire \sb_p19.first ;
+  wire \sb_p19.last_fold ;
+  wire \sb_p19.pad ;
+  wire \sb_p19.shift ;
+  wire [3:0] \sb_p19.slot ;
+  wire [6:0] \sb_p19.tile ;
+  wire \sb_p19.valid ;
   reg [28:0] sb_p3 = 29'h00000000;
   wire [10:0] \sb_p3.addr ;
   wire \sb_p3.bank ;
@@ -2926,11 +2938,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @(posedge clk) begin
     if (acc_w__en)
-      accmem[sb_p18[19:11]] <= sums;
+      accmem[sb_p19[19:11]] <= sums;
   end
   reg [8:0] _0_;
   always @(posedge clk) begin
-    _0_ <= sb_p17[19:11];
+    _0_ <= sb_p18[19:11];
   end
   assign acc_r__data = accmem[_0_];
   reg [9:0] cwmem [63:0];
@@ -19654,7 +19666,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   reg [551:0] _17_;
   always @(posedge clk) begin
-    _17_ <= pmem[sb_p17[27:22]];
+    _17_ <= pmem[sb_p18[27:22]];
   end
   assign pm_r__data = _17_;
   reg [63:0] wmem [16383:0];
@@ -36158,24 +36170,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$131  = $signed(\$130 ) - $signed({ 1'h0, dw_kx6_s1 });
   assign \$137  = desc[76:74] - 1'h1;
   assign \$138  = $signed(\$137 ) - $signed({ 1'h0, dw_kx7_s1 });
-  assign \$144  = sb_p18[2] ? pm_r__data[31:0] : acc_r__data[31:0];
+  assign \$144  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
   assign \$145  = $signed(\$144 ) + $signed(\sums$188 [31:0]);
-  assign \$146  = sb_p18[2] ? pm_r__data[100:69] : acc_r__data[63:32];
+  assign \$146  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
   assign \$147  = $signed(\$146 ) + $signed(\sums$188 [63:32]);
-  assign \$148  = sb_p18[2] ? pm_r__data[169:138] : acc_r__data[95:64];
+  assign \$148  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
   assign \$149  = $signed(\$148 ) + $signed(\sums$188 [95:64]);
-  assign \$150  = sb_p18[2] ? pm_r__data[238:207] : acc_r__data[127:96];
+  assign \$150  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
   assign \$151  = $signed(\$150 ) + $signed(\sums$188 [127:96]);
-  assign \$152  = sb_p18[2] ? pm_r__data[307:276] : acc_r__data[159:128];
+  assign \$152  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
   assign \$153  = $signed(\$152 ) + $signed(\sums$188 [159:128]);
-  assign \$154  = sb_p18[2] ? pm_r__data[376:345] : acc_r__data[191:160];
+  assign \$154  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
   assign \$155  = $signed(\$154 ) + $signed(\sums$188 [191:160]);
-  assign \$156  = sb_p18[2] ? pm_r__data[445:414] : acc_r__data[223:192];
+  assign \$156  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
   assign \$157  = $signed(\$156 ) + $signed(\sums$188 [223:192]);
-  assign \$158  = sb_p18[2] ? pm_r__data[514:483] : acc_r__data[255:224];
+  assign \$158  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
   assign \$159  = $signed(\$158 ) + $signed(\sums$188 [255:224]);
-  assign \$160  = ~ sb_p18[3];
-  assign acc_w__en = sb_p18[0] & \$160 ;
+  assign \$160  = ~ sb_p19[3];
+  assign acc_w__en = sb_p19[0] & \$160 ;
   assign \$161  = $signed(desc[148:132]) > $signed(qlo);
   assign \$162  = desc[131] & \$161 ;
   assign lo = \$162  ? desc[148:132] : qlo;
@@ -36571,7 +36583,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$530  = \$124 [3:0] * desc[90:87];
   assign \$531  = \$131 [3:0] * desc[90:87];
   assign \$532  = \$138 [3:0] * desc[90:87];
-  assign \$533  = sb_p18[0] & sb_p18[3];
+  assign \$533  = sb_p19[0] & sb_p19[3];
   assign \$534  = issue & is_elem;
   assign \$535  = desc[73:71] - 1'h1;
   assign \$536  = ky == \$535 ;
@@ -37064,215 +37076,217 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @(posedge clk)
     sb_p18 <= \$918 ;
   always @(posedge clk)
-    i_valid <= \$919 ;
+    sb_p19 <= \$919 ;
   always @(posedge clk)
-    i_last <= \$920 ;
+    i_valid <= \$920 ;
   always @(posedge clk)
-    i_acc <= \$921 ;
+    i_last <= \$921 ;
   always @(posedge clk)
-    i_params <= \$922 ;
+    i_acc <= \$922 ;
   always @(posedge clk)
-    reserved <= \$923 ;
+    i_params <= \$923 ;
   always @(posedge clk)
-    latch1 <= \$924 ;
+    reserved <= \$924 ;
   always @(posedge clk)
-    w_latch <= \$925 ;
+    latch1 <= \$925 ;
   always @(posedge clk)
-    w_bank <= \$926 ;
+    w_latch <= \$926 ;
   always @(posedge clk)
-    w_ahead <= \$927 ;
+    w_bank <= \$927 ;
   always @(posedge clk)
-    ld_ahead <= \$928 ;
+    w_ahead <= \$928 ;
   always @(posedge clk)
-    fold_bank <= \$929 ;
+    ld_ahead <= \$929 ;
   always @(posedge clk)
-    ld_bank <= \$930 ;
+    fold_bank <= \$930 ;
   always @(posedge clk)
-    desc <= \$931 ;
+    ld_bank <= \$931 ;
   always @(posedge clk)
-    state <= \$932 ;
+    desc <= \$932 ;
   always @(posedge clk)
-    error <= \$933 ;
+    state <= \$933 ;
   always @(posedge clk)
-    dw_q <= \$934 ;
+    error <= \$934 ;
   always @(posedge clk)
-    dw_rm <= \$935 ;
+    dw_q <= \$935 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$936 ;
+    dw_rm <= \$936 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$937 ;
+    dw_ky_init0 <= \$937 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$938 ;
+    dw_kx_init0 <= \$938 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$939 ;
+    dw_ky_init1 <= \$939 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$940 ;
+    dw_kx_init1 <= \$940 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$941 ;
+    dw_ky_init2 <= \$941 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$942 ;
+    dw_kx_init2 <= \$942 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$943 ;
+    dw_ky_init3 <= \$943 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$944 ;
+    dw_kx_init3 <= \$944 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$945 ;
+    dw_ky_init4 <= \$945 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$946 ;
+    dw_kx_init4 <= \$946 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$947 ;
+    dw_ky_init5 <= \$947 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$948 ;
+    dw_kx_init5 <= \$948 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$949 ;
+    dw_ky_init6 <= \$949 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$950 ;
+    dw_kx_init6 <= \$950 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$951 ;
+    dw_ky_init7 <= \$951 ;
   always @(posedge clk)
-    taps <= \$952 ;
+    dw_kx_init7 <= \$952 ;
   always @(posedge clk)
-    pass_span <= \$953 ;
+    taps <= \$953 ;
   always @(posedge clk)
-    pass_step <= \$954 ;
+    pass_span <= \$954 ;
   always @(posedge clk)
-    acc_need <= \$955 ;
+    pass_step <= \$955 ;
   always @(posedge clk)
-    last_ix <= \$956 ;
+    acc_need <= \$956 ;
   always @(posedge clk)
-    last_iy <= \$957 ;
+    last_ix <= \$957 ;
   always @(posedge clk)
-    act_total <= \$958 ;
+    last_iy <= \$958 ;
   always @(posedge clk)
-    w_total <= \$959 ;
+    act_total <= \$959 ;
   always @(posedge clk)
-    dw_first_rc <= \$960 ;
+    w_total <= \$960 ;
   always @(posedge clk)
-    qlo <= \$961 ;
+    dw_first_rc <= \$961 ;
   always @(posedge clk)
-    hi <= \$962 ;
+    qlo <= \$962 ;
   always @(posedge clk)
-    abort_timer <= \$963 ;
+    hi <= \$963 ;
   always @(posedge clk)
-    p_count <= \$964 ;
+    abort_timer <= \$964 ;
   always @(posedge clk)
-    tiles_sum <= \$965 ;
+    p_count <= \$965 ;
   always @(posedge clk)
-    p_done <= \$966 ;
+    tiles_sum <= \$966 ;
   always @(posedge clk)
-    p_checked <= \$967 ;
+    p_done <= \$967 ;
   always @(posedge clk)
-    w_count <= \$968 ;
+    p_checked <= \$968 ;
   always @(posedge clk)
-    w_done <= \$969 ;
+    w_count <= \$969 ;
   always @(posedge clk)
-    a_count <= \$970 ;
+    w_done <= \$970 ;
   always @(posedge clk)
-    wr_cw <= \$971 ;
+    a_count <= \$971 ;
   always @(posedge clk)
-    wr_ix <= \$972 ;
+    wr_cw <= \$972 ;
   always @(posedge clk)
-    wr_iy <= \$973 ;
+    wr_ix <= \$973 ;
   always @(posedge clk)
-    a_done <= \$974 ;
+    wr_iy <= \$974 ;
   always @(posedge clk)
-    sq <= \$975 ;
+    a_done <= \$975 ;
   always @(posedge clk)
-    t <= \$976 ;
+    sq <= \$976 ;
   always @(posedge clk)
-    ky <= \$977 ;
+    t <= \$977 ;
   always @(posedge clk)
-    kx <= \$978 ;
+    ky <= \$978 ;
   always @(posedge clk)
-    j <= \$979 ;
+    kx <= \$979 ;
   always @(posedge clk)
-    g <= \$980 ;
+    j <= \$980 ;
   always @(posedge clk)
-    ox <= \$981 ;
+    g <= \$981 ;
   always @(posedge clk)
-    rows_left <= \$982 ;
+    ox <= \$982 ;
   always @(posedge clk)
-    y_pass <= \$983 ;
+    rows_left <= \$983 ;
   always @(posedge clk)
-    y_tap <= \$984 ;
+    y_pass <= \$984 ;
   always @(posedge clk)
-    iy <= \$985 ;
+    y_tap <= \$985 ;
   always @(posedge clk)
-    y_end <= \$986 ;
+    iy <= \$986 ;
   always @(posedge clk)
-    x_tap <= \$987 ;
+    y_end <= \$987 ;
   always @(posedge clk)
-    ix <= \$988 ;
+    x_tap <= \$988 ;
   always @(posedge clk)
-    acc_addr <= \$989 ;
+    ix <= \$989 ;
   always @(posedge clk)
-    rc <= \$990 ;
+    acc_addr <= \$990 ;
   always @(posedge clk)
-    next_rc <= \$991 ;
+    rc <= \$991 ;
   always @(posedge clk)
-    dw_ky0 <= \$992 ;
+    next_rc <= \$992 ;
   always @(posedge clk)
-    dw_ky1 <= \$993 ;
+    dw_ky0 <= \$993 ;
   always @(posedge clk)
-    dw_ky2 <= \$994 ;
+    dw_ky1 <= \$994 ;
   always @(posedge clk)
-    dw_ky3 <= \$995 ;
+    dw_ky2 <= \$995 ;
   always @(posedge clk)
-    dw_ky4 <= \$996 ;
+    dw_ky3 <= \$996 ;
   always @(posedge clk)
-    dw_ky5 <= \$997 ;
+    dw_ky4 <= \$997 ;
   always @(posedge clk)
-    dw_ky6 <= \$998 ;
+    dw_ky5 <= \$998 ;
   always @(posedge clk)
-    dw_ky7 <= \$999 ;
+    dw_ky6 <= \$999 ;
   always @(posedge clk)
-    dw_kx0 <= \$1000 ;
+    dw_ky7 <= \$1000 ;
   always @(posedge clk)
-    dw_kx1 <= \$1001 ;
+    dw_kx0 <= \$1001 ;
   always @(posedge clk)
-    dw_kx2 <= \$1002 ;
+    dw_kx1 <= \$1002 ;
   always @(posedge clk)
-    dw_kx3 <= \$1003 ;
+    dw_kx2 <= \$1003 ;
   always @(posedge clk)
-    dw_kx4 <= \$1004 ;
+    dw_kx3 <= \$1004 ;
   always @(posedge clk)
-    dw_kx5 <= \$1005 ;
+    dw_kx4 <= \$1005 ;
   always @(posedge clk)
-    dw_kx6 <= \$1006 ;
+    dw_kx5 <= \$1006 ;
   always @(posedge clk)
-    dw_kx7 <= \$1007 ;
+    dw_kx6 <= \$1007 ;
   always @(posedge clk)
-    ld_tile <= \$1008 ;
+    dw_kx7 <= \$1008 ;
   always @(posedge clk)
-    ld_k <= \$1009 ;
+    ld_tile <= \$1009 ;
   always @(posedge clk)
-    ld_busy <= \$1010 ;
+    ld_k <= \$1010 ;
   always @(posedge clk)
-    \lo$260  <= \$1011 ;
+    ld_busy <= \$1011 ;
   always @(posedge clk)
-    gcount <= \$1012 ;
+    \lo$260  <= \$1012 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1013 ;
+    gcount <= \$1013 ;
   always @(posedge clk)
-    latch_bank1 <= \$1014 ;
+    cur_ld_tile <= \$1014 ;
   always @(posedge clk)
-    counting <= \$1015 ;
+    latch_bank1 <= \$1015 ;
   always @(posedge clk)
-    cnt_cycles <= \$1016 ;
+    counting <= \$1016 ;
   always @(posedge clk)
-    cnt_busy <= \$1017 ;
+    cnt_cycles <= \$1017 ;
   always @(posedge clk)
-    cnt_setup <= \$1018 ;
+    cnt_busy <= \$1018 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1019 ;
+    cnt_setup <= \$1019 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1020 ;
+    cnt_stall_input <= \$1020 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1021 ;
+    cnt_stall_weight <= \$1021 ;
   always @(posedge clk)
-    cnt_fill <= \$1022 ;
+    cnt_stall_output <= \$1022 ;
   always @(posedge clk)
-    cnt_drain <= \$1023 ;
+    cnt_fill <= \$1023 ;
+  always @(posedge clk)
+    cnt_drain <= \$1024 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb2[5]),
@@ -39897,91 +39911,86 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$919  = \$533 ;
+    \$919  = sb_p18;
     if (rst) begin
-      \$919  = 1'h0;
+      \$919  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$920  = sb_p18[4];
+    \$920  = \$533 ;
     if (rst) begin
       \$920  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$921  = sums;
+    \$921  = sb_p19[4];
     if (rst) begin
-      \$921  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$921  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$922  = pm_r__data;
+    \$922  = sums;
     if (rst) begin
-      \$922  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$922  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$923  = reserved;
+    \$923  = pm_r__data;
+    if (rst) begin
+      \$923  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$924  = reserved;
     if (\$548 ) begin
-      \$923  = \$564 [7:0];
+      \$924  = \$564 [7:0];
     end else if (\$563 ) begin
-      \$923  = \$565 [7:0];
+      \$924  = \$565 [7:0];
     end
     if (\$648 ) begin
-      \$923  = 8'h00;
+      \$924  = 8'h00;
     end
     if (rst) begin
-      \$923  = 8'h00;
+      \$924  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$924  = 1'h0;
+    \$925  = 1'h0;
     if (\$648 ) begin
-      \$924  = 1'h0;
+      \$925  = 1'h0;
     end
     if (\$768 ) begin
     end else if (ld_start) begin
     end else if (ld_busy) begin
       if (\$773 ) begin
-        \$924  = 1'h1;
+        \$925  = 1'h1;
       end
     end
     if (rst) begin
-      \$924  = 1'h0;
+      \$925  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$925  = latch1;
+    \$926  = latch1;
     if (\$648 ) begin
-      \$925  = 1'h0;
+      \$926  = 1'h0;
     end
-    if (rst) begin
-      \$925  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$926  = latch_bank1;
     if (rst) begin
       \$926  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$566 ) begin
-      \$927  = 2'h0;
-    end else begin
-      \$927  = \$568 [1:0];
-    end
+    \$927  = latch_bank1;
     if (rst) begin
-      \$927  = 2'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
@@ -39990,7 +39999,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     if (\$566 ) begin
       \$928  = 2'h0;
     end else begin
-      \$928  = \$570 [1:0];
+      \$928  = \$568 [1:0];
     end
     if (rst) begin
       \$928  = 2'h0;
@@ -39998,154 +40007,138 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$929  = fold_bank;
     (* full_case = 32'd1 *)
     if (\$566 ) begin
-      \$929  = 1'h0;
+      \$929  = 2'h0;
+    end else begin
+      \$929  = \$570 [1:0];
+    end
+    if (rst) begin
+      \$929  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$930  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$566 ) begin
+      \$930  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$929  = \$571 ;
+        \$930  = \$571 ;
       end
     end
     if (rst) begin
-      \$929  = 1'h0;
+      \$930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$930  = ld_bank;
+    \$931  = ld_bank;
     (* full_case = 32'd1 *)
     if (\$566 ) begin
-      \$930  = 1'h0;
+      \$931  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$930  = \$572 ;
+        \$931  = \$572 ;
       end
     end
     if (rst) begin
-      \$930  = 1'h0;
+      \$931  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$931  = desc;
+    \$932  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$931  = i_desc__payload;
+            \$932  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$931  = 155'h000000000000000000000000000000000000000;
+      \$932  = 155'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$932  = state;
+    \$933  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$932  = 3'h1;
+            \$933  = 3'h1;
           end
       3'h1:
-          \$932  = 3'h2;
+          \$933  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$932  = 3'h4;
+            \$933  = 3'h4;
           end else begin
-            \$932  = 3'h3;
+            \$933  = 3'h3;
           end
       3'h3:
           if (\$612 ) begin
-            \$932  = 3'h5;
+            \$933  = 3'h5;
           end
       3'h4:
           if (\$617 ) begin
-            \$932  = 3'h5;
+            \$933  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$932  = 3'h0;
+            \$933  = 3'h0;
           end
     endcase
     if (\$622 ) begin
-      \$932  = 3'h4;
+      \$933  = 3'h4;
     end
     if (rst) begin
-      \$932  = 3'h0;
+      \$933  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$933  = error;
+    \$934  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$933  = 8'h00;
+            \$934  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$933  = \$606 ;
+            \$934  = \$606 ;
           end
     endcase
     if (\$646 ) begin
-      \$933  = \$647 ;
+      \$934  = \$647 ;
     end
     if (rst) begin
-      \$933  = 8'h00;
+      \$934  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$934  = dw_q;
+    \$935  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$934  = 4'h8;
+                \$935  = 4'h8;
             3'h2:
-                \$934  = 4'h4;
-            3'h3:
-                \$934  = 4'h2;
-            3'h4:
-                \$934  = 4'h2;
-            3'h5:
-                \$934  = 4'h1;
-            3'h6:
-                \$934  = 4'h1;
-            3'h7:
-                \$934  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$934  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$935  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$935  = 4'h0;
-            3'h2:
-                \$935  = 4'h0;
+                \$935  = 4'h4;
             3'h3:
                 \$935  = 4'h2;
             3'h4:
-                \$935  = 4'h0;
-            3'h5:
-                \$935  = 4'h3;
-            3'h6:
                 \$935  = 4'h2;
+            3'h5:
+                \$935  = 4'h1;
+            3'h6:
+                \$935  = 4'h1;
             3'h7:
                 \$935  = 4'h1;
           endcase
@@ -40156,7 +40149,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$936  = dw_ky_init0;
+    \$936  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
@@ -40167,15 +40160,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h2:
                 \$936  = 4'h0;
             3'h3:
-                \$936  = 4'h0;
+                \$936  = 4'h2;
             3'h4:
                 \$936  = 4'h0;
             3'h5:
-                \$936  = 4'h0;
+                \$936  = 4'h3;
             3'h6:
-                \$936  = 4'h0;
+                \$936  = 4'h2;
             3'h7:
-                \$936  = 4'h0;
+                \$936  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -40184,7 +40177,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$937  = dw_kx_init0;
+    \$937  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
@@ -40212,14 +40205,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$938  = dw_ky_init1;
+    \$938  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$938  = 4'h1;
+                \$938  = 4'h0;
             3'h2:
                 \$938  = 4'h0;
             3'h3:
@@ -40240,26 +40233,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$939  = dw_kx_init1;
+    \$939  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$939  = 4'h0;
+                \$939  = 4'h1;
             3'h2:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
             3'h3:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
             3'h4:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
             3'h5:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
             3'h6:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
             3'h7:
-                \$939  = 4'h1;
+                \$939  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40268,26 +40261,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$940  = dw_ky_init2;
+    \$940  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$940  = 4'h2;
+                \$940  = 4'h0;
             3'h2:
                 \$940  = 4'h1;
             3'h3:
-                \$940  = 4'h0;
+                \$940  = 4'h1;
             3'h4:
-                \$940  = 4'h0;
+                \$940  = 4'h1;
             3'h5:
-                \$940  = 4'h0;
+                \$940  = 4'h1;
             3'h6:
-                \$940  = 4'h0;
+                \$940  = 4'h1;
             3'h7:
-                \$940  = 4'h0;
+                \$940  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -40296,26 +40289,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$941  = dw_kx_init2;
+    \$941  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$941  = 4'h0;
+                \$941  = 4'h2;
             3'h2:
-                \$941  = 4'h0;
+                \$941  = 4'h1;
             3'h3:
-                \$941  = 4'h2;
+                \$941  = 4'h0;
             3'h4:
-                \$941  = 4'h2;
+                \$941  = 4'h0;
             3'h5:
-                \$941  = 4'h2;
+                \$941  = 4'h0;
             3'h6:
-                \$941  = 4'h2;
+                \$941  = 4'h0;
             3'h7:
-                \$941  = 4'h2;
+                \$941  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40324,26 +40317,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$942  = dw_ky_init3;
+    \$942  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$942  = 4'h3;
+                \$942  = 4'h0;
             3'h2:
-                \$942  = 4'h1;
+                \$942  = 4'h0;
             3'h3:
-                \$942  = 4'h1;
+                \$942  = 4'h2;
             3'h4:
-                \$942  = 4'h0;
+                \$942  = 4'h2;
             3'h5:
-                \$942  = 4'h0;
+                \$942  = 4'h2;
             3'h6:
-                \$942  = 4'h0;
+                \$942  = 4'h2;
             3'h7:
-                \$942  = 4'h0;
+                \$942  = 4'h2;
           endcase
     endcase
     if (rst) begin
@@ -40352,26 +40345,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$943  = dw_kx_init3;
+    \$943  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$943  = 4'h0;
+                \$943  = 4'h3;
             3'h2:
                 \$943  = 4'h1;
             3'h3:
-                \$943  = 4'h0;
+                \$943  = 4'h1;
             3'h4:
-                \$943  = 4'h3;
+                \$943  = 4'h0;
             3'h5:
-                \$943  = 4'h3;
+                \$943  = 4'h0;
             3'h6:
-                \$943  = 4'h3;
+                \$943  = 4'h0;
             3'h7:
-                \$943  = 4'h3;
+                \$943  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40380,26 +40373,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$944  = dw_ky_init4;
+    \$944  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$944  = 4'h4;
+                \$944  = 4'h0;
             3'h2:
-                \$944  = 4'h2;
+                \$944  = 4'h1;
             3'h3:
-                \$944  = 4'h1;
+                \$944  = 4'h0;
             3'h4:
-                \$944  = 4'h1;
+                \$944  = 4'h3;
             3'h5:
-                \$944  = 4'h0;
+                \$944  = 4'h3;
             3'h6:
-                \$944  = 4'h0;
+                \$944  = 4'h3;
             3'h7:
-                \$944  = 4'h0;
+                \$944  = 4'h3;
           endcase
     endcase
     if (rst) begin
@@ -40408,26 +40401,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$945  = dw_kx_init4;
+    \$945  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$945  = 4'h0;
+                \$945  = 4'h4;
             3'h2:
-                \$945  = 4'h0;
+                \$945  = 4'h2;
             3'h3:
                 \$945  = 4'h1;
             3'h4:
-                \$945  = 4'h0;
+                \$945  = 4'h1;
             3'h5:
-                \$945  = 4'h4;
+                \$945  = 4'h0;
             3'h6:
-                \$945  = 4'h4;
+                \$945  = 4'h0;
             3'h7:
-                \$945  = 4'h4;
+                \$945  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40436,26 +40429,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$946  = dw_ky_init5;
+    \$946  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$946  = 4'h5;
+                \$946  = 4'h0;
             3'h2:
-                \$946  = 4'h2;
+                \$946  = 4'h0;
             3'h3:
                 \$946  = 4'h1;
             3'h4:
-                \$946  = 4'h1;
+                \$946  = 4'h0;
             3'h5:
-                \$946  = 4'h1;
+                \$946  = 4'h4;
             3'h6:
-                \$946  = 4'h0;
+                \$946  = 4'h4;
             3'h7:
-                \$946  = 4'h0;
+                \$946  = 4'h4;
           endcase
     endcase
     if (rst) begin
@@ -40464,26 +40457,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$947  = dw_kx_init5;
+    \$947  = dw_ky_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$947  = 4'h0;
+                \$947  = 4'h5;
             3'h2:
-                \$947  = 4'h1;
-            3'h3:
                 \$947  = 4'h2;
+            3'h3:
+                \$947  = 4'h1;
             3'h4:
                 \$947  = 4'h1;
             3'h5:
-                \$947  = 4'h0;
+                \$947  = 4'h1;
             3'h6:
-                \$947  = 4'h5;
+                \$947  = 4'h0;
             3'h7:
-                \$947  = 4'h5;
+                \$947  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40492,26 +40485,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$948  = dw_ky_init6;
+    \$948  = dw_kx_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$948  = 4'h6;
+                \$948  = 4'h0;
             3'h2:
-                \$948  = 4'h3;
+                \$948  = 4'h1;
             3'h3:
                 \$948  = 4'h2;
             3'h4:
                 \$948  = 4'h1;
             3'h5:
-                \$948  = 4'h1;
-            3'h6:
-                \$948  = 4'h1;
-            3'h7:
                 \$948  = 4'h0;
+            3'h6:
+                \$948  = 4'h5;
+            3'h7:
+                \$948  = 4'h5;
           endcase
     endcase
     if (rst) begin
@@ -40520,26 +40513,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$949  = dw_kx_init6;
+    \$949  = dw_ky_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$949  = 4'h0;
+                \$949  = 4'h6;
             3'h2:
-                \$949  = 4'h0;
+                \$949  = 4'h3;
             3'h3:
-                \$949  = 4'h0;
-            3'h4:
                 \$949  = 4'h2;
+            3'h4:
+                \$949  = 4'h1;
             3'h5:
                 \$949  = 4'h1;
             3'h6:
-                \$949  = 4'h0;
+                \$949  = 4'h1;
             3'h7:
-                \$949  = 4'h6;
+                \$949  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -40548,26 +40541,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$950  = dw_ky_init7;
+    \$950  = dw_kx_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$950  = 4'h7;
+                \$950  = 4'h0;
             3'h2:
-                \$950  = 4'h3;
+                \$950  = 4'h0;
             3'h3:
-                \$950  = 4'h2;
+                \$950  = 4'h0;
             3'h4:
-                \$950  = 4'h1;
+                \$950  = 4'h2;
             3'h5:
                 \$950  = 4'h1;
             3'h6:
-                \$950  = 4'h1;
+                \$950  = 4'h0;
             3'h7:
-                \$950  = 4'h1;
+                \$950  = 4'h6;
           endcase
     endcase
     if (rst) begin
@@ -40576,26 +40569,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$951  = dw_kx_init7;
+    \$951  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$951  = 4'h0;
+                \$951  = 4'h7;
             3'h2:
-                \$951  = 4'h1;
-            3'h3:
-                \$951  = 4'h1;
-            3'h4:
                 \$951  = 4'h3;
-            3'h5:
+            3'h3:
                 \$951  = 4'h2;
+            3'h4:
+                \$951  = 4'h1;
+            3'h5:
+                \$951  = 4'h1;
             3'h6:
                 \$951  = 4'h1;
             3'h7:
-                \$951  = 4'h0;
+                \$951  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -40604,38 +40597,53 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$952  = taps;
+    \$952  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$952  = \$573 ;
+          casez (desc[76:74])
+            3'h1:
+                \$952  = 4'h0;
+            3'h2:
+                \$952  = 4'h1;
+            3'h3:
+                \$952  = 4'h1;
+            3'h4:
+                \$952  = 4'h3;
+            3'h5:
+                \$952  = 4'h2;
+            3'h6:
+                \$952  = 4'h1;
+            3'h7:
+                \$952  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$952  = 6'h00;
+      \$952  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$953  = pass_span;
+    \$953  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$953  = { \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579  };
+          \$953  = \$573 ;
     endcase
     if (rst) begin
-      \$953  = 29'h00000000;
+      \$953  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$954  = pass_step;
+    \$954  = pass_span;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$954  = { 15'h0000, \$580  };
+          \$954  = { \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579  };
     endcase
     if (rst) begin
       \$954  = 29'h00000000;
@@ -40643,38 +40651,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$955  = acc_need;
+    \$955  = pass_step;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$955  = \$581 ;
+          \$955  = { 15'h0000, \$580  };
     endcase
     if (rst) begin
-      \$955  = 18'h00000;
+      \$955  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$956  = last_ix;
+    \$956  = acc_need;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$956  = { \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587  };
+          \$956  = \$581 ;
     endcase
     if (rst) begin
-      \$956  = 29'h00000000;
+      \$956  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$957  = last_iy;
+    \$957  = last_ix;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$957  = { \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593  };
+          \$957  = { \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587  };
     endcase
     if (rst) begin
       \$957  = 29'h00000000;
@@ -40682,64 +40690,64 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$958  = act_total;
+    \$958  = last_iy;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$958  = \$596 [22:0];
+          \$958  = { \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593  };
     endcase
     if (rst) begin
-      \$958  = 23'h000000;
+      \$958  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$959  = w_total;
+    \$959  = act_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$959  = \$597 ;
+          \$959  = \$596 [22:0];
     endcase
     if (rst) begin
-      \$959  = 16'h0000;
+      \$959  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$960  = dw_first_rc;
+    \$960  = w_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$960  = { \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599  };
+          \$960  = \$597 ;
     endcase
     if (rst) begin
-      \$960  = 19'h00000;
+      \$960  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$961  = qlo;
+    \$961  = dw_first_rc;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$961  = \$602 [16:0];
+          \$961  = { \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599  };
     endcase
     if (rst) begin
-      \$961  = 17'h00000;
+      \$961  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$962  = hi;
+    \$962  = qlo;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$962  = \$605 [16:0];
+          \$962  = \$602 [16:0];
     endcase
     if (rst) begin
       \$962  = 17'h00000;
@@ -40747,140 +40755,153 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$963  = abort_timer;
-    if (\$618 ) begin
-      \$963  = 5'h1e;
-    end else if (\$619 ) begin
-      \$963  = \$620 [4:0];
-    end
+    \$963  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$963  = \$605 [16:0];
+    endcase
     if (rst) begin
-      \$963  = 5'h00;
+      \$963  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$964  = p_count;
+    \$964  = abort_timer;
+    if (\$618 ) begin
+      \$964  = 5'h1f;
+    end else if (\$619 ) begin
+      \$964  = \$620 [4:0];
+    end
+    if (rst) begin
+      \$964  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$965  = p_count;
     if (\$623 ) begin
-      \$964  = \$624 [7:0];
+      \$965  = \$624 [7:0];
     end
     if (\$648 ) begin
-      \$964  = 8'h00;
+      \$965  = 8'h00;
     end
     if (rst) begin
-      \$964  = 8'h00;
+      \$965  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$965  = tiles_sum;
+    \$966  = tiles_sum;
     if (\$623 ) begin
       if (\$625 ) begin
-        \$965  = \$628 [23:0];
+        \$966  = \$628 [23:0];
       end
     end
     if (\$648 ) begin
-      \$965  = 24'h000000;
+      \$966  = 24'h000000;
     end
     if (rst) begin
-      \$965  = 24'h000000;
+      \$966  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$966  = p_done;
+    \$967  = p_done;
     if (\$623 ) begin
       if (i_param__payload[562]) begin
-        \$966  = 1'h1;
+        \$967  = 1'h1;
       end
     end
     if (\$648 ) begin
-      \$966  = 1'h0;
+      \$967  = 1'h0;
     end
     if (rst) begin
-      \$966  = 1'h0;
+      \$967  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$967  = p_checked;
+    \$968  = p_checked;
     if (\$632 ) begin
-      \$967  = 1'h1;
+      \$968  = 1'h1;
     end
     if (\$648 ) begin
-      \$967  = 1'h0;
+      \$968  = 1'h0;
     end
     if (rst) begin
-      \$967  = 1'h0;
+      \$968  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$968  = w_count;
+    \$969  = w_count;
     if (\$633 ) begin
       if (\$634 ) begin
-        \$968  = \$635 [16:0];
+        \$969  = \$635 [16:0];
       end
     end
     if (\$648 ) begin
-      \$968  = 17'h00000;
+      \$969  = 17'h00000;
     end
     if (rst) begin
-      \$968  = 17'h00000;
+      \$969  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$969  = w_done;
+    \$970  = w_done;
     if (\$633 ) begin
       if (i_weight__payload[64]) begin
-        \$969  = 1'h1;
+        \$970  = 1'h1;
       end
     end
     if (\$648 ) begin
-      \$969  = 1'h0;
+      \$970  = 1'h0;
     end
     if (rst) begin
-      \$969  = 1'h0;
+      \$970  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$970  = a_count;
+    \$971  = a_count;
     if (\$636 ) begin
-      \$970  = \$637 [23:0];
+      \$971  = \$637 [23:0];
     end
     if (\$648 ) begin
-      \$970  = 24'h000000;
+      \$971  = 24'h000000;
     end
     if (rst) begin
-      \$970  = 24'h000000;
+      \$971  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$971  = wr_cw;
+    \$972  = wr_cw;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
       if (\$638 ) begin
       end else begin
         (* full_case = 32'd1 *)
         if (\$640 ) begin
-          \$971  = 5'h00;
+          \$972  = 5'h00;
         end else begin
-          \$971  = \$645 [4:0];
+          \$972  = \$645 [4:0];
         end
       end
     end
     if (\$648 ) begin
-      \$971  = 5'h00;
+      \$972  = 5'h00;
     end
     if (rst) begin
-      \$971  = 5'h00;
+      \$972  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$972  = wr_ix;
+    \$973  = wr_ix;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
       if (\$638 ) begin
@@ -40888,72 +40909,72 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         if (\$640 ) begin
           (* full_case = 32'd1 *)
           if (\$642 ) begin
-            \$972  = 7'h00;
+            \$973  = 7'h00;
           end else begin
-            \$972  = \$644 [6:0];
+            \$973  = \$644 [6:0];
           end
         end
       end
     end
     if (\$648 ) begin
-      \$972  = 7'h00;
+      \$973  = 7'h00;
     end
     if (rst) begin
-      \$972  = 7'h00;
+      \$973  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$973  = wr_iy;
+    \$974  = wr_iy;
     if (\$636 ) begin
       (* full_case = 32'd1 *)
       if (\$638 ) begin
       end else begin
         if (\$640 ) begin
           if (\$642 ) begin
-            \$973  = \$643 [11:0];
+            \$974  = \$643 [11:0];
           end
         end
       end
     end
     if (\$648 ) begin
-      \$973  = 12'h000;
+      \$974  = 12'h000;
     end
     if (rst) begin
-      \$973  = 12'h000;
+      \$974  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$974  = a_done;
+    \$975  = a_done;
     if (\$636 ) begin
       if (i_act__payload[64]) begin
-        \$974  = 1'h1;
+        \$975  = 1'h1;
       end
     end
     if (\$648 ) begin
-      \$974  = 1'h0;
+      \$975  = 1'h0;
     end
     if (rst) begin
-      \$974  = 1'h0;
+      \$975  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$975  = sq;
+    \$976  = sq;
     if (\$648 ) begin
-      \$975  = 2'h0;
+      \$976  = 2'h0;
     end else if (\$649 ) begin
-      \$975  = 2'h3;
+      \$976  = 2'h3;
     end else if (\$650 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$975  = 2'h1;
+              \$976  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$975  = 2'h2;
+              \$976  = 2'h2;
             end
         2'h2:
             if (issue) begin
@@ -40970,9 +40991,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                   end else begin
                     (* full_case = 32'd1 *)
                     if (\$763 ) begin
-                      \$975  = 2'h3;
+                      \$976  = 2'h3;
                     end else begin
-                      \$975  = 2'h1;
+                      \$976  = 2'h1;
                     end
                   end
                 end
@@ -40981,14 +41002,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$975  = 2'h0;
+      \$976  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$976  = t;
+    \$977  = t;
     if (\$648 ) begin
-      \$976  = 7'h00;
+      \$977  = 7'h00;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41008,9 +41029,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 end else if (\$743 ) begin
                   (* full_case = 32'd1 *)
                   if (\$756 ) begin
-                    \$976  = \$757 [6:0];
+                    \$977  = \$757 [6:0];
                   end else begin
-                    \$976  = 7'h00;
+                    \$977  = 7'h00;
                   end
                 end
               end
@@ -41018,45 +41039,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$976  = 7'h00;
+      \$977  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$977  = ky;
-    if (\$648 ) begin
-      \$977  = 3'h0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                  \$977  = \$747 [2:0];
-                end else if (\$743 ) begin
-                  \$977  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$977  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$978  = kx;
+    \$978  = ky;
     if (\$648 ) begin
       \$978  = 3'h0;
     end else if (\$649 ) begin
@@ -41074,9 +41062,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               end else if (\$672 ) begin
               end else begin
                 if (\$734 ) begin
-                  \$978  = \$744 [2:0];
                 end else if (\$741 ) begin
-                  \$978  = 3'h0;
+                  \$978  = \$747 [2:0];
                 end else if (\$743 ) begin
                   \$978  = 3'h0;
                 end
@@ -41090,9 +41077,43 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$979  = j;
+    \$979  = kx;
     if (\$648 ) begin
-      \$979  = 5'h00;
+      \$979  = 3'h0;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                if (\$734 ) begin
+                  \$979  = \$744 [2:0];
+                end else if (\$741 ) begin
+                  \$979  = 3'h0;
+                end else if (\$743 ) begin
+                  \$979  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$979  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$980  = j;
+    if (\$648 ) begin
+      \$980  = 5'h00;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41108,28 +41129,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               end else if (\$672 ) begin
               end else begin
                 if (\$686 ) begin
-                  \$979  = \$687 [4:0];
+                  \$980  = \$687 [4:0];
                 end
                 if (\$734 ) begin
-                  \$979  = 5'h00;
+                  \$980  = 5'h00;
                 end else if (\$741 ) begin
-                  \$979  = 5'h00;
+                  \$980  = 5'h00;
                 end else if (\$743 ) begin
-                  \$979  = 5'h00;
+                  \$980  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$979  = 5'h00;
+      \$980  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$980  = g;
+    \$981  = g;
     if (\$648 ) begin
-      \$980  = 11'h000;
+      \$981  = 11'h000;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41143,22 +41164,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               if (\$665 ) begin
               end else if (\$669 ) begin
               end else if (\$672 ) begin
-                \$980  = \$681 [10:0];
+                \$981  = \$681 [10:0];
               end else begin
-                \$980  = 11'h000;
+                \$981  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$980  = 11'h000;
+      \$981  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$981  = ox;
+    \$982  = ox;
     if (\$648 ) begin
-      \$981  = 7'h00;
+      \$982  = 7'h00;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41171,27 +41192,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               (* full_case = 32'd1 *)
               if (\$665 ) begin
                 if (is_elem) begin
-                  \$981  = \$675 [6:0];
+                  \$982  = \$675 [6:0];
                 end
               end else if (\$669 ) begin
-                \$981  = \$678 [6:0];
+                \$982  = \$678 [6:0];
               end else if (\$672 ) begin
-                \$981  = 7'h00;
+                \$982  = 7'h00;
               end else begin
-                \$981  = 7'h00;
+                \$982  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$981  = 7'h00;
+      \$982  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$982  = rows_left;
+    \$983  = rows_left;
     if (\$648 ) begin
-      \$982  = { 1'h0, desc[52:42] };
+      \$983  = { 1'h0, desc[52:42] };
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41212,7 +41233,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                   (* full_case = 32'd1 *)
                   if (\$756 ) begin
                   end else begin
-                    \$982  = \$758 [11:0];
+                    \$983  = \$758 [11:0];
                   end
                 end
               end
@@ -41220,14 +41241,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$982  = 12'h000;
+      \$983  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$983  = y_pass;
+    \$984  = y_pass;
     if (\$648 ) begin
-      \$983  = { \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651  };
+      \$984  = { \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651  };
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41248,45 +41269,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                   (* full_case = 32'd1 *)
                   if (\$756 ) begin
                   end else begin
-                    \$983  = \$759 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$983  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$984  = y_tap;
-    if (\$648 ) begin
-      \$984  = { \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                  \$984  = \$750 [28:0];
-                end else if (\$743 ) begin
-                  \$984  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$756 ) begin
-                  end else begin
-                    \$984  = \$761 [28:0];
+                    \$984  = \$759 [28:0];
                   end
                 end
               end
@@ -41299,9 +41282,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$985  = iy;
+    \$985  = y_tap;
     if (\$648 ) begin
-      \$985  = { \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653  };
+      \$985  = { \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652  };
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41315,21 +41298,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               if (\$665 ) begin
               end else if (\$669 ) begin
               end else if (\$672 ) begin
-                \$985  = \$682 [28:0];
               end else begin
-                if (\$686 ) begin
-                  \$985  = y_tap;
-                end
                 if (\$734 ) begin
-                  \$985  = y_tap;
                 end else if (\$741 ) begin
-                  \$985  = \$751 [28:0];
+                  \$985  = \$750 [28:0];
                 end else if (\$743 ) begin
                   \$985  = y_pass;
                   (* full_case = 32'd1 *)
                   if (\$756 ) begin
                   end else begin
-                    \$985  = \$762 [28:0];
+                    \$985  = \$761 [28:0];
                   end
                 end
               end
@@ -41342,9 +41320,52 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$986  = y_end;
+    \$986  = iy;
     if (\$648 ) begin
-      \$986  = \$654 ;
+      \$986  = { \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653  };
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+                \$986  = \$682 [28:0];
+              end else begin
+                if (\$686 ) begin
+                  \$986  = y_tap;
+                end
+                if (\$734 ) begin
+                  \$986  = y_tap;
+                end else if (\$741 ) begin
+                  \$986  = \$751 [28:0];
+                end else if (\$743 ) begin
+                  \$986  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$756 ) begin
+                  end else begin
+                    \$986  = \$762 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$986  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$987  = y_end;
+    if (\$648 ) begin
+      \$987  = \$654 ;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41365,7 +41386,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                   (* full_case = 32'd1 *)
                   if (\$756 ) begin
                   end else begin
-                    \$986  = \$760 [29:0];
+                    \$987  = \$760 [29:0];
                   end
                 end
               end
@@ -41373,14 +41394,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$986  = 30'h00000000;
+      \$987  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$987  = x_tap;
+    \$988  = x_tap;
     if (\$648 ) begin
-      \$987  = { \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655  };
+      \$988  = { \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655  };
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41396,51 +41417,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               end else if (\$672 ) begin
               end else begin
                 if (\$734 ) begin
-                  \$987  = \$745 [28:0];
+                  \$988  = \$745 [28:0];
                 end else if (\$741 ) begin
-                  \$987  = { \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748  };
+                  \$988  = { \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748  };
                 end else if (\$743 ) begin
-                  \$987  = { \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752  };
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$987  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$988  = ix;
-    if (\$648 ) begin
-      \$988  = { \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-                \$988  = \$674 [28:0];
-              end else if (\$669 ) begin
-                \$988  = \$679 [28:0];
-              end else if (\$672 ) begin
-                \$988  = x_tap;
-              end else begin
-                if (\$686 ) begin
-                  \$988  = x_tap;
-                end
-                if (\$734 ) begin
-                  \$988  = \$746 [28:0];
-                end else if (\$741 ) begin
-                  \$988  = { \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749  };
-                end else if (\$743 ) begin
-                  \$988  = { \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753  };
+                  \$988  = { \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752  };
                 end
               end
             end
@@ -41452,9 +41433,49 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$989  = acc_addr;
+    \$989  = ix;
     if (\$648 ) begin
-      \$989  = 11'h000;
+      \$989  = { \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656  };
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+                \$989  = \$674 [28:0];
+              end else if (\$669 ) begin
+                \$989  = \$679 [28:0];
+              end else if (\$672 ) begin
+                \$989  = x_tap;
+              end else begin
+                if (\$686 ) begin
+                  \$989  = x_tap;
+                end
+                if (\$734 ) begin
+                  \$989  = \$746 [28:0];
+                end else if (\$741 ) begin
+                  \$989  = { \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749  };
+                end else if (\$743 ) begin
+                  \$989  = { \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$989  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$990  = acc_addr;
+    if (\$648 ) begin
+      \$990  = 11'h000;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41467,27 +41488,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
               (* full_case = 32'd1 *)
               if (\$665 ) begin
                 if (is_elem) begin
-                  \$989  = \$677 [10:0];
+                  \$990  = \$677 [10:0];
                 end
               end else if (\$669 ) begin
-                \$989  = \$680 [10:0];
+                \$990  = \$680 [10:0];
               end else if (\$672 ) begin
-                \$989  = \$683 [10:0];
+                \$990  = \$683 [10:0];
               end else begin
-                \$989  = 11'h000;
+                \$990  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$989  = 11'h000;
+      \$990  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$990  = rc;
+    \$991  = rc;
     if (\$648 ) begin
-      \$990  = 19'h00000;
+      \$991  = 19'h00000;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41499,44 +41520,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             if (issue) begin
               (* full_case = 32'd1 *)
               if (\$665 ) begin
-                \$990  = \$673 [18:0];
+                \$991  = \$673 [18:0];
               end else if (\$669 ) begin
               end else if (\$672 ) begin
-                \$990  = 19'h00000;
+                \$991  = 19'h00000;
               end else begin
-                \$990  = 19'h00000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$990  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$991  = next_rc;
-    if (\$648 ) begin
-      \$991  = dw_first_rc;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-                if (is_elem) begin
-                  \$991  = \$676 [18:0];
-                end
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-                \$991  = dw_first_rc;
-              end else begin
-                \$991  = dw_first_rc;
+                \$991  = 19'h00000;
               end
             end
       endcase
@@ -41547,9 +41536,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$992  = dw_ky0;
+    \$992  = next_rc;
     if (\$648 ) begin
-      \$992  = dw_ky_init0;
+      \$992  = dw_first_rc;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+                if (is_elem) begin
+                  \$992  = \$676 [18:0];
+                end
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+                \$992  = dw_first_rc;
+              end else begin
+                \$992  = dw_first_rc;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$992  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$993  = dw_ky0;
+    if (\$648 ) begin
+      \$993  = dw_ky_init0;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41568,50 +41589,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$688 ) begin
-                    \$992  = \$691 [3:0];
+                    \$993  = \$691 [3:0];
                   end else begin
-                    \$992  = \$692 [3:0];
+                    \$993  = \$692 [3:0];
                   end
                 end else begin
-                  \$992  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$992  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$993  = dw_ky1;
-    if (\$648 ) begin
-      \$993  = dw_ky_init1;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$693 ) begin
-                    \$993  = \$696 [3:0];
-                  end else begin
-                    \$993  = \$697 [3:0];
-                  end
-                end else begin
-                  \$993  = dw_ky_init1;
+                  \$993  = dw_ky_init0;
                 end
               end
             end
@@ -41623,275 +41606,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$994  = dw_ky2;
+    \$994  = dw_ky1;
     if (\$648 ) begin
-      \$994  = dw_ky_init2;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$698 ) begin
-                    \$994  = \$701 [3:0];
-                  end else begin
-                    \$994  = \$702 [3:0];
-                  end
-                end else begin
-                  \$994  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$994  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$995  = dw_ky3;
-    if (\$648 ) begin
-      \$995  = dw_ky_init3;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$703 ) begin
-                    \$995  = \$706 [3:0];
-                  end else begin
-                    \$995  = \$707 [3:0];
-                  end
-                end else begin
-                  \$995  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$995  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$996  = dw_ky4;
-    if (\$648 ) begin
-      \$996  = dw_ky_init4;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$708 ) begin
-                    \$996  = \$711 [3:0];
-                  end else begin
-                    \$996  = \$712 [3:0];
-                  end
-                end else begin
-                  \$996  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$996  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$997  = dw_ky5;
-    if (\$648 ) begin
-      \$997  = dw_ky_init5;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$713 ) begin
-                    \$997  = \$716 [3:0];
-                  end else begin
-                    \$997  = \$717 [3:0];
-                  end
-                end else begin
-                  \$997  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$997  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$998  = dw_ky6;
-    if (\$648 ) begin
-      \$998  = dw_ky_init6;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$718 ) begin
-                    \$998  = \$721 [3:0];
-                  end else begin
-                    \$998  = \$722 [3:0];
-                  end
-                end else begin
-                  \$998  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$998  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$999  = dw_ky7;
-    if (\$648 ) begin
-      \$999  = dw_ky_init7;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$723 ) begin
-                    \$999  = \$726 [3:0];
-                  end else begin
-                    \$999  = \$727 [3:0];
-                  end
-                end else begin
-                  \$999  = dw_ky_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$999  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1000  = dw_kx0;
-    if (\$648 ) begin
-      \$1000  = dw_kx_init0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$688 ) begin
-                    \$1000  = \$689 [3:0];
-                  end else begin
-                    \$1000  = dw_kx0_n[3:0];
-                  end
-                end else begin
-                  \$1000  = dw_kx_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1000  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1001  = dw_kx1;
-    if (\$648 ) begin
-      \$1001  = dw_kx_init1;
+      \$994  = dw_ky_init1;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41910,26 +41627,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$693 ) begin
-                    \$1001  = \$694 [3:0];
+                    \$994  = \$696 [3:0];
                   end else begin
-                    \$1001  = dw_kx1_n[3:0];
+                    \$994  = \$697 [3:0];
                   end
                 end else begin
-                  \$1001  = dw_kx_init1;
+                  \$994  = dw_ky_init1;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1001  = 4'h0;
+      \$994  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1002  = dw_kx2;
+    \$995  = dw_ky2;
     if (\$648 ) begin
-      \$1002  = dw_kx_init2;
+      \$995  = dw_ky_init2;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41948,26 +41665,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$698 ) begin
-                    \$1002  = \$699 [3:0];
+                    \$995  = \$701 [3:0];
                   end else begin
-                    \$1002  = dw_kx2_n[3:0];
+                    \$995  = \$702 [3:0];
                   end
                 end else begin
-                  \$1002  = dw_kx_init2;
+                  \$995  = dw_ky_init2;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1002  = 4'h0;
+      \$995  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1003  = dw_kx3;
+    \$996  = dw_ky3;
     if (\$648 ) begin
-      \$1003  = dw_kx_init3;
+      \$996  = dw_ky_init3;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -41986,26 +41703,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$703 ) begin
-                    \$1003  = \$704 [3:0];
+                    \$996  = \$706 [3:0];
                   end else begin
-                    \$1003  = dw_kx3_n[3:0];
+                    \$996  = \$707 [3:0];
                   end
                 end else begin
-                  \$1003  = dw_kx_init3;
+                  \$996  = dw_ky_init3;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1003  = 4'h0;
+      \$996  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1004  = dw_kx4;
+    \$997  = dw_ky4;
     if (\$648 ) begin
-      \$1004  = dw_kx_init4;
+      \$997  = dw_ky_init4;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -42024,26 +41741,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$708 ) begin
-                    \$1004  = \$709 [3:0];
+                    \$997  = \$711 [3:0];
                   end else begin
-                    \$1004  = dw_kx4_n[3:0];
+                    \$997  = \$712 [3:0];
                   end
                 end else begin
-                  \$1004  = dw_kx_init4;
+                  \$997  = dw_ky_init4;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1004  = 4'h0;
+      \$997  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1005  = dw_kx5;
+    \$998  = dw_ky5;
     if (\$648 ) begin
-      \$1005  = dw_kx_init5;
+      \$998  = dw_ky_init5;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -42062,26 +41779,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$713 ) begin
-                    \$1005  = \$714 [3:0];
+                    \$998  = \$716 [3:0];
                   end else begin
-                    \$1005  = dw_kx5_n[3:0];
+                    \$998  = \$717 [3:0];
                   end
                 end else begin
-                  \$1005  = dw_kx_init5;
+                  \$998  = dw_ky_init5;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1005  = 4'h0;
+      \$998  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1006  = dw_kx6;
+    \$999  = dw_ky6;
     if (\$648 ) begin
-      \$1006  = dw_kx_init6;
+      \$999  = dw_ky_init6;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -42100,26 +41817,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$718 ) begin
-                    \$1006  = \$719 [3:0];
+                    \$999  = \$721 [3:0];
                   end else begin
-                    \$1006  = dw_kx6_n[3:0];
+                    \$999  = \$722 [3:0];
                   end
                 end else begin
-                  \$1006  = dw_kx_init6;
+                  \$999  = dw_ky_init6;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1006  = 4'h0;
+      \$999  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1007  = dw_kx7;
+    \$1000  = dw_ky7;
     if (\$648 ) begin
-      \$1007  = dw_kx_init7;
+      \$1000  = dw_ky_init7;
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
@@ -42138,12 +41855,278 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                 if (\$686 ) begin
                   (* full_case = 32'd1 *)
                   if (\$723 ) begin
-                    \$1007  = \$724 [3:0];
+                    \$1000  = \$726 [3:0];
                   end else begin
-                    \$1007  = dw_kx7_n[3:0];
+                    \$1000  = \$727 [3:0];
                   end
                 end else begin
-                  \$1007  = dw_kx_init7;
+                  \$1000  = dw_ky_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1000  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1001  = dw_kx0;
+    if (\$648 ) begin
+      \$1001  = dw_kx_init0;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$688 ) begin
+                    \$1001  = \$689 [3:0];
+                  end else begin
+                    \$1001  = dw_kx0_n[3:0];
+                  end
+                end else begin
+                  \$1001  = dw_kx_init0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1001  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1002  = dw_kx1;
+    if (\$648 ) begin
+      \$1002  = dw_kx_init1;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$693 ) begin
+                    \$1002  = \$694 [3:0];
+                  end else begin
+                    \$1002  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1002  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1002  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1003  = dw_kx2;
+    if (\$648 ) begin
+      \$1003  = dw_kx_init2;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$698 ) begin
+                    \$1003  = \$699 [3:0];
+                  end else begin
+                    \$1003  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1003  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1003  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1004  = dw_kx3;
+    if (\$648 ) begin
+      \$1004  = dw_kx_init3;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$703 ) begin
+                    \$1004  = \$704 [3:0];
+                  end else begin
+                    \$1004  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1004  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1004  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1005  = dw_kx4;
+    if (\$648 ) begin
+      \$1005  = dw_kx_init4;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$708 ) begin
+                    \$1005  = \$709 [3:0];
+                  end else begin
+                    \$1005  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1005  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1005  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1006  = dw_kx5;
+    if (\$648 ) begin
+      \$1006  = dw_kx_init5;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$713 ) begin
+                    \$1006  = \$714 [3:0];
+                  end else begin
+                    \$1006  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1006  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1006  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1007  = dw_kx6;
+    if (\$648 ) begin
+      \$1007  = dw_kx_init6;
+    end else if (\$649 ) begin
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$718 ) begin
+                    \$1007  = \$719 [3:0];
+                  end else begin
+                    \$1007  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1007  = dw_kx_init6;
                 end
               end
             end
@@ -42155,69 +42138,107 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1008  = ld_tile;
+    \$1008  = dw_kx7;
     if (\$648 ) begin
-      \$1008  = 13'h0000;
-    end
-    if (\$768 ) begin
-    end else if (ld_start) begin
-      \$1008  = \$772 [12:0];
-    end
-    if (rst) begin
-      \$1008  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1009  = ld_k;
-    if (\$648 ) begin
-      \$1009  = 4'h0;
-    end
-    if (\$768 ) begin
-    end else if (ld_start) begin
-      \$1009  = 4'h1;
-    end else if (ld_busy) begin
-      (* full_case = 32'd1 *)
-      if (\$773 ) begin
-      end else begin
-        \$1009  = \$774 [3:0];
-      end
-    end
-    if (rst) begin
-      \$1009  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1010  = ld_busy;
-    if (\$648 ) begin
-      \$1010  = 1'h0;
-    end
-    if (\$768 ) begin
-    end else if (ld_start) begin
-      \$1010  = 1'h1;
-    end else if (ld_busy) begin
-      if (\$773 ) begin
-        \$1010  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$1010  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1011  = \lo$260 ;
-    if (\$648 ) begin
-      \$1011  = 12'h000;
+      \$1008  = dw_kx_init7;
     end else if (\$649 ) begin
-      \$1011  = 12'h401;
     end else if (\$650 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            \$1011  = \$660 [11:0];
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$665 ) begin
+              end else if (\$669 ) begin
+              end else if (\$672 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$686 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$723 ) begin
+                    \$1008  = \$724 [3:0];
+                  end else begin
+                    \$1008  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1008  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1008  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1009  = ld_tile;
+    if (\$648 ) begin
+      \$1009  = 13'h0000;
+    end
+    if (\$768 ) begin
+    end else if (ld_start) begin
+      \$1009  = \$772 [12:0];
+    end
+    if (rst) begin
+      \$1009  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1010  = ld_k;
+    if (\$648 ) begin
+      \$1010  = 4'h0;
+    end
+    if (\$768 ) begin
+    end else if (ld_start) begin
+      \$1010  = 4'h1;
+    end else if (ld_busy) begin
+      (* full_case = 32'd1 *)
+      if (\$773 ) begin
+      end else begin
+        \$1010  = \$774 [3:0];
+      end
+    end
+    if (rst) begin
+      \$1010  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1011  = ld_busy;
+    if (\$648 ) begin
+      \$1011  = 1'h0;
+    end
+    if (\$768 ) begin
+    end else if (ld_start) begin
+      \$1011  = 1'h1;
+    end else if (ld_busy) begin
+      if (\$773 ) begin
+        \$1011  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1011  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1012  = \lo$260 ;
+    if (\$648 ) begin
+      \$1012  = 12'h000;
+    end else if (\$649 ) begin
+      \$1012  = 12'h401;
+    end else if (\$650 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1012  = \$660 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
@@ -42232,7 +42253,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                   if (\$756 ) begin
                   end else begin
                     if (\$763 ) begin
-                      \$1011  = 12'h401;
+                      \$1012  = 12'h401;
                     end
                   end
                 end
@@ -42241,19 +42262,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1011  = 12'h000;
+      \$1012  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1012  = gcount;
+    \$1013  = gcount;
     if (\$648 ) begin
     end else if (\$649 ) begin
     end else if (\$650 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1012  = \$658 ;
+              \$1013  = \$658 ;
             end
         2'h1:
             /* empty */;
@@ -42273,7 +42294,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
                     (* full_case = 32'd1 *)
                     if (\$763 ) begin
                     end else begin
-                      \$1012  = \$767 [10:0];
+                      \$1013  = \$767 [10:0];
                     end
                   end
                 end
@@ -42282,160 +42303,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1012  = 11'h000;
+      \$1013  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1013  = cur_ld_tile;
+    \$1014  = cur_ld_tile;
     if (\$768 ) begin
     end else if (ld_start) begin
-      \$1013  = ld_tile;
+      \$1014  = ld_tile;
     end
     if (rst) begin
-      \$1013  = 13'h0000;
+      \$1014  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1014  = latch_bank1;
+    \$1015  = latch_bank1;
     if (\$768 ) begin
     end else if (ld_start) begin
-      \$1014  = ld_bank;
+      \$1015  = ld_bank;
     end
     if (rst) begin
-      \$1014  = 1'h0;
+      \$1015  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1015  = counting;
+    \$1016  = counting;
     if (\$776 ) begin
-      \$1015  = 1'h1;
+      \$1016  = 1'h1;
     end
     if (\$811 ) begin
-      \$1015  = 1'h0;
+      \$1016  = 1'h0;
     end
     if (rst) begin
-      \$1015  = 1'h0;
+      \$1016  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1016  = cnt_cycles;
-    if (\$776 ) begin
-      \$1016  = 32'd0;
-    end
-    if (count_now) begin
-      \$1016  = \$779 [31:0];
-    end
-    if (rst) begin
-      \$1016  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1017  = cnt_busy;
+    \$1017  = cnt_cycles;
     if (\$776 ) begin
       \$1017  = 32'd0;
+    end
+    if (count_now) begin
+      \$1017  = \$779 [31:0];
+    end
+    if (rst) begin
+      \$1017  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1018  = cnt_busy;
+    if (\$776 ) begin
+      \$1018  = 32'd0;
     end
     if (count_now) begin
       if (\$780 ) begin
-        \$1017  = \$783 [31:0];
+        \$1018  = \$783 [31:0];
       end
     end
     if (rst) begin
-      \$1017  = 32'd0;
+      \$1018  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1018  = cnt_setup;
+    \$1019  = cnt_setup;
     if (\$776 ) begin
-      \$1018  = 32'd0;
+      \$1019  = 32'd0;
     end
     if (count_now) begin
       if (\$784 ) begin
-        \$1018  = \$787 [31:0];
+        \$1019  = \$787 [31:0];
       end
     end
     if (rst) begin
-      \$1018  = 32'd0;
+      \$1019  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1019  = cnt_stall_input;
+    \$1020  = cnt_stall_input;
     if (\$776 ) begin
-      \$1019  = 32'd0;
+      \$1020  = 32'd0;
     end
     if (count_now) begin
       if (\$788 ) begin
-        \$1019  = \$791 [31:0];
+        \$1020  = \$791 [31:0];
       end
     end
     if (rst) begin
-      \$1019  = 32'd0;
+      \$1020  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1020  = cnt_stall_weight;
+    \$1021  = cnt_stall_weight;
     if (\$776 ) begin
-      \$1020  = 32'd0;
+      \$1021  = 32'd0;
     end
     if (count_now) begin
       if (\$792 ) begin
-        \$1020  = \$795 [31:0];
+        \$1021  = \$795 [31:0];
       end
     end
     if (rst) begin
-      \$1020  = 32'd0;
+      \$1021  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1021  = cnt_stall_output;
+    \$1022  = cnt_stall_output;
     if (\$776 ) begin
-      \$1021  = 32'd0;
+      \$1022  = 32'd0;
     end
     if (count_now) begin
       if (\$796 ) begin
-        \$1021  = \$799 [31:0];
+        \$1022  = \$799 [31:0];
       end
     end
     if (rst) begin
-      \$1021  = 32'd0;
+      \$1022  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1022  = cnt_fill;
+    \$1023  = cnt_fill;
     if (\$776 ) begin
-      \$1022  = 32'd0;
+      \$1023  = 32'd0;
     end
     if (count_now) begin
       if (\$800 ) begin
-        \$1022  = \$803 [31:0];
+        \$1023  = \$803 [31:0];
       end
     end
     if (rst) begin
-      \$1022  = 32'd0;
+      \$1023  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1023  = cnt_drain;
+    \$1024  = cnt_drain;
     if (\$776 ) begin
-      \$1023  = 32'd0;
+      \$1024  = 32'd0;
     end
     if (count_now) begin
       if (\$804 ) begin
-        \$1023  = \$807 [31:0];
+        \$1024  = \$807 [31:0];
       end
     end
     if (rst) begin
-      \$1023  = 32'd0;
+      \$1024  = 32'd0;
     end
   end
   assign cw_r__addr = t[5:0];
@@ -42490,11 +42511,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign dwback5 = \$124 [4:0];
   assign dwback6 = \$131 [4:0];
   assign dwback7 = \$138 [4:0];
-  assign acc_r__addr = sb_p17[19:11];
+  assign acc_r__addr = sb_p18[19:11];
   assign acc_r__en = 1'h1;
-  assign pm_r__addr = sb_p17[27:22];
+  assign pm_r__addr = sb_p18[27:22];
   assign pm_r__en = 1'h1;
-  assign acc_w__addr = sb_p18[19:11];
+  assign acc_w__addr = sb_p19[19:11];
   assign acc_w__data = sums;
   assign rq_valid = i_valid;
   assign rq_last = i_last;
@@ -42794,24 +42815,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \dw_act[7][5]  = dw_act[495:488];
   assign \dw_act[7][6]  = dw_act[503:496];
   assign \dw_act[7][7]  = dw_act[511:504];
-  assign \sb_p17.valid  = sb_p17[0];
-  assign \sb_p17.shift  = sb_p17[1];
-  assign \sb_p17.first  = sb_p17[2];
-  assign \sb_p17.last_fold  = sb_p17[3];
-  assign \sb_p17.final  = sb_p17[4];
-  assign \sb_p17.bank  = sb_p17[5];
-  assign \sb_p17.pad  = sb_p17[6];
-  assign \sb_p17.slot  = sb_p17[10:7];
-  assign \sb_p17.addr  = sb_p17[21:11];
-  assign \sb_p17.tile  = sb_p17[28:22];
-  assign \sums[0]  = sums[31:0];
-  assign \sums[1]  = sums[63:32];
-  assign \sums[2]  = sums[95:64];
-  assign \sums[3]  = sums[127:96];
-  assign \sums[4]  = sums[159:128];
-  assign \sums[5]  = sums[191:160];
-  assign \sums[6]  = sums[223:192];
-  assign \sums[7]  = sums[255:224];
   assign \sb_p18.valid  = sb_p18[0];
   assign \sb_p18.shift  = sb_p18[1];
   assign \sb_p18.first  = sb_p18[2];
@@ -42822,6 +42825,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb_p18.slot  = sb_p18[10:7];
   assign \sb_p18.addr  = sb_p18[21:11];
   assign \sb_p18.tile  = sb_p18[28:22];
+  assign \sums[0]  = sums[31:0];
+  assign \sums[1]  = sums[63:32];
+  assign \sums[2]  = sums[95:64];
+  assign \sums[3]  = sums[127:96];
+  assign \sums[4]  = sums[159:128];
+  assign \sums[5]  = sums[191:160];
+  assign \sums[6]  = sums[223:192];
+  assign \sums[7]  = sums[255:224];
+  assign \sb_p19.valid  = sb_p19[0];
+  assign \sb_p19.shift  = sb_p19[1];
+  assign \sb_p19.first  = sb_p19[2];
+  assign \sb_p19.last_fold  = sb_p19[3];
+  assign \sb_p19.final  = sb_p19[4];
+  assign \sb_p19.bank  = sb_p19[5];
+  assign \sb_p19.pad  = sb_p19[6];
+  assign \sb_p19.slot  = sb_p19[10:7];
+  assign \sb_p19.addr  = sb_p19[21:11];
+  assign \sb_p19.tile  = sb_p19[28:22];
   assign \acc_r__data[0]  = acc_r__data[31:0];
   assign \acc_r__data[1]  = acc_r__data[63:32];
   assign \acc_r__data[2]  = acc_r__data[95:64];
@@ -43450,6 +43471,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb_p16.slot  = sb_p16[10:7];
   assign \sb_p16.addr  = sb_p16[21:11];
   assign \sb_p16.tile  = sb_p16[28:22];
+  assign \sb_p17.valid  = sb_p17[0];
+  assign \sb_p17.shift  = sb_p17[1];
+  assign \sb_p17.first  = sb_p17[2];
+  assign \sb_p17.last_fold  = sb_p17[3];
+  assign \sb_p17.final  = sb_p17[4];
+  assign \sb_p17.bank  = sb_p17[5];
+  assign \sb_p17.pad  = sb_p17[6];
+  assign \sb_p17.slot  = sb_p17[10:7];
+  assign \sb_p17.addr  = sb_p17[21:11];
+  assign \sb_p17.tile  = sb_p17[28:22];
   assign o_status__payload[263:232] = cnt_drain;
   assign o_status__payload[231:200] = cnt_fill;
   assign o_status__payload[199:168] = cnt_stall_output;
@@ -49897,19 +49928,22 @@ endmodule
 module \systolic_conv.array.pe_0_0 (rst, w_in, a_in, bank_in, w_latch, w_bank, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -49932,8 +49966,9 @@ module \systolic_conv.array.pe_0_0 (rst, w_in, a_in, bank_in, w_latch, w_bank, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -49942,13 +49977,17 @@ module \systolic_conv.array.pe_0_0 (rst, w_in, a_in, bank_in, w_latch, w_bank, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     \$4  = a_in;
@@ -49972,42 +50011,56 @@ module \systolic_conv.array.pe_0_0 (rst, w_in, a_in, bank_in, w_latch, w_bank, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50017,19 +50070,22 @@ endmodule
 module \systolic_conv.array.pe_0_1 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50052,8 +50108,9 @@ module \systolic_conv.array.pe_0_1 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50062,13 +50119,17 @@ module \systolic_conv.array.pe_0_1 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$4  = a_in;
@@ -50092,42 +50153,56 @@ module \systolic_conv.array.pe_0_1 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50137,19 +50212,22 @@ endmodule
 module \systolic_conv.array.pe_0_2 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50172,8 +50250,9 @@ module \systolic_conv.array.pe_0_2 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50182,13 +50261,17 @@ module \systolic_conv.array.pe_0_2 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$4  = a_in;
@@ -50212,42 +50295,56 @@ module \systolic_conv.array.pe_0_2 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50257,19 +50354,22 @@ endmodule
 module \systolic_conv.array.pe_0_3 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50292,8 +50392,9 @@ module \systolic_conv.array.pe_0_3 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50302,13 +50403,17 @@ module \systolic_conv.array.pe_0_3 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$4  = a_in;
@@ -50332,42 +50437,56 @@ module \systolic_conv.array.pe_0_3 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50377,19 +50496,22 @@ endmodule
 module \systolic_conv.array.pe_0_4 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50412,8 +50534,9 @@ module \systolic_conv.array.pe_0_4 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50422,13 +50545,17 @@ module \systolic_conv.array.pe_0_4 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$4  = a_in;
@@ -50452,42 +50579,56 @@ module \systolic_conv.array.pe_0_4 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50497,19 +50638,22 @@ endmodule
 module \systolic_conv.array.pe_0_5 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50532,8 +50676,9 @@ module \systolic_conv.array.pe_0_5 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50542,13 +50687,17 @@ module \systolic_conv.array.pe_0_5 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$4  = a_in;
@@ -50572,42 +50721,56 @@ module \systolic_conv.array.pe_0_5 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50617,19 +50780,22 @@ endmodule
 module \systolic_conv.array.pe_0_6 (rst, a_in, w_in, w_latch, w_bank, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50652,8 +50818,9 @@ module \systolic_conv.array.pe_0_6 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50662,13 +50829,17 @@ module \systolic_conv.array.pe_0_6 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$4  = a_in;
@@ -50692,42 +50863,56 @@ module \systolic_conv.array.pe_0_6 (rst, a_in, w_in, w_latch, w_bank, bank_in, a
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50737,18 +50922,21 @@ endmodule
 module \systolic_conv.array.pe_0_7 (rst, a_in, w_in, w_latch, w_bank, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -50770,8 +50958,9 @@ module \systolic_conv.array.pe_0_7 (rst, a_in, w_in, w_latch, w_bank, bank_in, w
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(1'h0) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50780,13 +50969,17 @@ module \systolic_conv.array.pe_0_7 (rst, a_in, w_in, w_latch, w_bank, bank_in, w
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$4  = a_in;
@@ -50810,42 +51003,56 @@ module \systolic_conv.array.pe_0_7 (rst, a_in, w_in, w_latch, w_bank, bank_in, w
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
   assign psum_in = 32'd0;
@@ -50855,19 +51062,22 @@ endmodule
 module \systolic_conv.array.pe_1_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -50891,8 +51101,9 @@ module \systolic_conv.array.pe_1_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -50901,13 +51112,17 @@ module \systolic_conv.array.pe_1_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$4  = a_in;
@@ -50931,42 +51146,56 @@ module \systolic_conv.array.pe_1_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -50975,19 +51204,22 @@ endmodule
 module \systolic_conv.array.pe_1_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51011,8 +51243,9 @@ module \systolic_conv.array.pe_1_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51021,13 +51254,17 @@ module \systolic_conv.array.pe_1_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$4  = a_in;
@@ -51051,42 +51288,56 @@ module \systolic_conv.array.pe_1_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51095,19 +51346,22 @@ endmodule
 module \systolic_conv.array.pe_1_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51131,8 +51385,9 @@ module \systolic_conv.array.pe_1_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51141,13 +51396,17 @@ module \systolic_conv.array.pe_1_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$4  = a_in;
@@ -51171,42 +51430,56 @@ module \systolic_conv.array.pe_1_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51215,19 +51488,22 @@ endmodule
 module \systolic_conv.array.pe_1_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51251,8 +51527,9 @@ module \systolic_conv.array.pe_1_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51261,13 +51538,17 @@ module \systolic_conv.array.pe_1_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$4  = a_in;
@@ -51291,42 +51572,56 @@ module \systolic_conv.array.pe_1_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51335,19 +51630,22 @@ endmodule
 module \systolic_conv.array.pe_1_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51371,8 +51669,9 @@ module \systolic_conv.array.pe_1_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51381,13 +51680,17 @@ module \systolic_conv.array.pe_1_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$4  = a_in;
@@ -51411,42 +51714,56 @@ module \systolic_conv.array.pe_1_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51455,19 +51772,22 @@ endmodule
 module \systolic_conv.array.pe_1_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51491,8 +51811,9 @@ module \systolic_conv.array.pe_1_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51501,13 +51822,17 @@ module \systolic_conv.array.pe_1_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$4  = a_in;
@@ -51531,42 +51856,56 @@ module \systolic_conv.array.pe_1_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51575,19 +51914,22 @@ endmodule
 module \systolic_conv.array.pe_1_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51611,8 +51953,9 @@ module \systolic_conv.array.pe_1_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51621,13 +51964,17 @@ module \systolic_conv.array.pe_1_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$4  = a_in;
@@ -51651,42 +51998,56 @@ module \systolic_conv.array.pe_1_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51695,18 +52056,21 @@ endmodule
 module \systolic_conv.array.pe_1_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -51729,8 +52093,9 @@ module \systolic_conv.array.pe_1_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51739,13 +52104,17 @@ module \systolic_conv.array.pe_1_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$4  = a_in;
@@ -51769,42 +52138,56 @@ module \systolic_conv.array.pe_1_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51813,19 +52196,22 @@ endmodule
 module \systolic_conv.array.pe_2_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51849,8 +52235,9 @@ module \systolic_conv.array.pe_2_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51859,13 +52246,17 @@ module \systolic_conv.array.pe_2_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$4  = a_in;
@@ -51889,42 +52280,56 @@ module \systolic_conv.array.pe_2_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -51933,19 +52338,22 @@ endmodule
 module \systolic_conv.array.pe_2_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -51969,8 +52377,9 @@ module \systolic_conv.array.pe_2_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -51979,13 +52388,17 @@ module \systolic_conv.array.pe_2_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$4  = a_in;
@@ -52009,42 +52422,56 @@ module \systolic_conv.array.pe_2_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52053,19 +52480,22 @@ endmodule
 module \systolic_conv.array.pe_2_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52089,8 +52519,9 @@ module \systolic_conv.array.pe_2_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52099,13 +52530,17 @@ module \systolic_conv.array.pe_2_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$4  = a_in;
@@ -52129,42 +52564,56 @@ module \systolic_conv.array.pe_2_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52173,19 +52622,22 @@ endmodule
 module \systolic_conv.array.pe_2_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52209,8 +52661,9 @@ module \systolic_conv.array.pe_2_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52219,13 +52672,17 @@ module \systolic_conv.array.pe_2_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$4  = a_in;
@@ -52249,42 +52706,56 @@ module \systolic_conv.array.pe_2_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52293,19 +52764,22 @@ endmodule
 module \systolic_conv.array.pe_2_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52329,8 +52803,9 @@ module \systolic_conv.array.pe_2_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52339,13 +52814,17 @@ module \systolic_conv.array.pe_2_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$4  = a_in;
@@ -52369,42 +52848,56 @@ module \systolic_conv.array.pe_2_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52413,19 +52906,22 @@ endmodule
 module \systolic_conv.array.pe_2_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52449,8 +52945,9 @@ module \systolic_conv.array.pe_2_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52459,13 +52956,17 @@ module \systolic_conv.array.pe_2_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$4  = a_in;
@@ -52489,42 +52990,56 @@ module \systolic_conv.array.pe_2_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52533,19 +53048,22 @@ endmodule
 module \systolic_conv.array.pe_2_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52569,8 +53087,9 @@ module \systolic_conv.array.pe_2_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52579,13 +53098,17 @@ module \systolic_conv.array.pe_2_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$4  = a_in;
@@ -52609,42 +53132,56 @@ module \systolic_conv.array.pe_2_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52653,18 +53190,21 @@ endmodule
 module \systolic_conv.array.pe_2_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -52687,8 +53227,9 @@ module \systolic_conv.array.pe_2_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52697,13 +53238,17 @@ module \systolic_conv.array.pe_2_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$4  = a_in;
@@ -52727,42 +53272,56 @@ module \systolic_conv.array.pe_2_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52771,19 +53330,22 @@ endmodule
 module \systolic_conv.array.pe_3_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52807,8 +53369,9 @@ module \systolic_conv.array.pe_3_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52817,13 +53380,17 @@ module \systolic_conv.array.pe_3_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$4  = a_in;
@@ -52847,42 +53414,56 @@ module \systolic_conv.array.pe_3_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -52891,19 +53472,22 @@ endmodule
 module \systolic_conv.array.pe_3_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -52927,8 +53511,9 @@ module \systolic_conv.array.pe_3_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -52937,13 +53522,17 @@ module \systolic_conv.array.pe_3_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$4  = a_in;
@@ -52967,42 +53556,56 @@ module \systolic_conv.array.pe_3_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53011,19 +53614,22 @@ endmodule
 module \systolic_conv.array.pe_3_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53047,8 +53653,9 @@ module \systolic_conv.array.pe_3_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53057,13 +53664,17 @@ module \systolic_conv.array.pe_3_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$4  = a_in;
@@ -53087,42 +53698,56 @@ module \systolic_conv.array.pe_3_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53131,19 +53756,22 @@ endmodule
 module \systolic_conv.array.pe_3_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53167,8 +53795,9 @@ module \systolic_conv.array.pe_3_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53177,13 +53806,17 @@ module \systolic_conv.array.pe_3_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$4  = a_in;
@@ -53207,42 +53840,56 @@ module \systolic_conv.array.pe_3_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53251,19 +53898,22 @@ endmodule
 module \systolic_conv.array.pe_3_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53287,8 +53937,9 @@ module \systolic_conv.array.pe_3_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53297,13 +53948,17 @@ module \systolic_conv.array.pe_3_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$4  = a_in;
@@ -53327,42 +53982,56 @@ module \systolic_conv.array.pe_3_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53371,19 +54040,22 @@ endmodule
 module \systolic_conv.array.pe_3_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53407,8 +54079,9 @@ module \systolic_conv.array.pe_3_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53417,13 +54090,17 @@ module \systolic_conv.array.pe_3_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$4  = a_in;
@@ -53447,42 +54124,56 @@ module \systolic_conv.array.pe_3_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53491,19 +54182,22 @@ endmodule
 module \systolic_conv.array.pe_3_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53527,8 +54221,9 @@ module \systolic_conv.array.pe_3_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53537,13 +54232,17 @@ module \systolic_conv.array.pe_3_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$4  = a_in;
@@ -53567,42 +54266,56 @@ module \systolic_conv.array.pe_3_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53611,18 +54324,21 @@ endmodule
 module \systolic_conv.array.pe_3_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -53645,8 +54361,9 @@ module \systolic_conv.array.pe_3_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53655,13 +54372,17 @@ module \systolic_conv.array.pe_3_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$4  = a_in;
@@ -53685,42 +54406,56 @@ module \systolic_conv.array.pe_3_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53729,19 +54464,22 @@ endmodule
 module \systolic_conv.array.pe_4_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53765,8 +54503,9 @@ module \systolic_conv.array.pe_4_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53775,13 +54514,17 @@ module \systolic_conv.array.pe_4_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$4  = a_in;
@@ -53805,42 +54548,56 @@ module \systolic_conv.array.pe_4_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53849,19 +54606,22 @@ endmodule
 module \systolic_conv.array.pe_4_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -53885,8 +54645,9 @@ module \systolic_conv.array.pe_4_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -53895,13 +54656,17 @@ module \systolic_conv.array.pe_4_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$4  = a_in;
@@ -53925,42 +54690,56 @@ module \systolic_conv.array.pe_4_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -53969,19 +54748,22 @@ endmodule
 module \systolic_conv.array.pe_4_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54005,8 +54787,9 @@ module \systolic_conv.array.pe_4_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54015,13 +54798,17 @@ module \systolic_conv.array.pe_4_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$4  = a_in;
@@ -54045,42 +54832,56 @@ module \systolic_conv.array.pe_4_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54089,19 +54890,22 @@ endmodule
 module \systolic_conv.array.pe_4_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54125,8 +54929,9 @@ module \systolic_conv.array.pe_4_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54135,13 +54940,17 @@ module \systolic_conv.array.pe_4_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$4  = a_in;
@@ -54165,42 +54974,56 @@ module \systolic_conv.array.pe_4_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54209,19 +55032,22 @@ endmodule
 module \systolic_conv.array.pe_4_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54245,8 +55071,9 @@ module \systolic_conv.array.pe_4_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54255,13 +55082,17 @@ module \systolic_conv.array.pe_4_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$4  = a_in;
@@ -54285,42 +55116,56 @@ module \systolic_conv.array.pe_4_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54329,19 +55174,22 @@ endmodule
 module \systolic_conv.array.pe_4_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54365,8 +55213,9 @@ module \systolic_conv.array.pe_4_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54375,13 +55224,17 @@ module \systolic_conv.array.pe_4_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$4  = a_in;
@@ -54405,42 +55258,56 @@ module \systolic_conv.array.pe_4_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54449,19 +55316,22 @@ endmodule
 module \systolic_conv.array.pe_4_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54485,8 +55355,9 @@ module \systolic_conv.array.pe_4_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54495,13 +55366,17 @@ module \systolic_conv.array.pe_4_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$4  = a_in;
@@ -54525,42 +55400,56 @@ module \systolic_conv.array.pe_4_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54569,18 +55458,21 @@ endmodule
 module \systolic_conv.array.pe_4_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -54603,8 +55495,9 @@ module \systolic_conv.array.pe_4_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54613,13 +55506,17 @@ module \systolic_conv.array.pe_4_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$4  = a_in;
@@ -54643,42 +55540,56 @@ module \systolic_conv.array.pe_4_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54687,19 +55598,22 @@ endmodule
 module \systolic_conv.array.pe_5_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54723,8 +55637,9 @@ module \systolic_conv.array.pe_5_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54733,13 +55648,17 @@ module \systolic_conv.array.pe_5_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$4  = a_in;
@@ -54763,42 +55682,56 @@ module \systolic_conv.array.pe_5_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54807,19 +55740,22 @@ endmodule
 module \systolic_conv.array.pe_5_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54843,8 +55779,9 @@ module \systolic_conv.array.pe_5_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54853,13 +55790,17 @@ module \systolic_conv.array.pe_5_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$4  = a_in;
@@ -54883,42 +55824,56 @@ module \systolic_conv.array.pe_5_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -54927,19 +55882,22 @@ endmodule
 module \systolic_conv.array.pe_5_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -54963,8 +55921,9 @@ module \systolic_conv.array.pe_5_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -54973,13 +55932,17 @@ module \systolic_conv.array.pe_5_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$4  = a_in;
@@ -55003,42 +55966,56 @@ module \systolic_conv.array.pe_5_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55047,19 +56024,22 @@ endmodule
 module \systolic_conv.array.pe_5_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55083,8 +56063,9 @@ module \systolic_conv.array.pe_5_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55093,13 +56074,17 @@ module \systolic_conv.array.pe_5_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$4  = a_in;
@@ -55123,42 +56108,56 @@ module \systolic_conv.array.pe_5_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55167,19 +56166,22 @@ endmodule
 module \systolic_conv.array.pe_5_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55203,8 +56205,9 @@ module \systolic_conv.array.pe_5_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55213,13 +56216,17 @@ module \systolic_conv.array.pe_5_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$4  = a_in;
@@ -55243,42 +56250,56 @@ module \systolic_conv.array.pe_5_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55287,19 +56308,22 @@ endmodule
 module \systolic_conv.array.pe_5_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55323,8 +56347,9 @@ module \systolic_conv.array.pe_5_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55333,13 +56358,17 @@ module \systolic_conv.array.pe_5_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$4  = a_in;
@@ -55363,42 +56392,56 @@ module \systolic_conv.array.pe_5_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55407,19 +56450,22 @@ endmodule
 module \systolic_conv.array.pe_5_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55443,8 +56489,9 @@ module \systolic_conv.array.pe_5_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55453,13 +56500,17 @@ module \systolic_conv.array.pe_5_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$4  = a_in;
@@ -55483,42 +56534,56 @@ module \systolic_conv.array.pe_5_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55527,18 +56592,21 @@ endmodule
 module \systolic_conv.array.pe_5_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -55561,8 +56629,9 @@ module \systolic_conv.array.pe_5_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55571,13 +56640,17 @@ module \systolic_conv.array.pe_5_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
     \$4  = a_in;
@@ -55601,42 +56674,56 @@ module \systolic_conv.array.pe_5_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55645,19 +56732,22 @@ endmodule
 module \systolic_conv.array.pe_6_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$51  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55681,8 +56771,9 @@ module \systolic_conv.array.pe_6_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55691,13 +56782,17 @@ module \systolic_conv.array.pe_6_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
     \$4  = a_in;
@@ -55721,42 +56816,56 @@ module \systolic_conv.array.pe_6_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$51 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55765,19 +56874,22 @@ endmodule
 module \systolic_conv.array.pe_6_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$52  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55801,8 +56913,9 @@ module \systolic_conv.array.pe_6_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55811,13 +56924,17 @@ module \systolic_conv.array.pe_6_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
     \$4  = a_in;
@@ -55841,42 +56958,56 @@ module \systolic_conv.array.pe_6_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$52 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -55885,19 +57016,22 @@ endmodule
 module \systolic_conv.array.pe_6_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$53  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -55921,8 +57055,9 @@ module \systolic_conv.array.pe_6_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -55931,13 +57066,17 @@ module \systolic_conv.array.pe_6_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
     \$4  = a_in;
@@ -55961,42 +57100,56 @@ module \systolic_conv.array.pe_6_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$53 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56005,19 +57158,22 @@ endmodule
 module \systolic_conv.array.pe_6_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$54  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56041,8 +57197,9 @@ module \systolic_conv.array.pe_6_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56051,13 +57208,17 @@ module \systolic_conv.array.pe_6_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
     \$4  = a_in;
@@ -56081,42 +57242,56 @@ module \systolic_conv.array.pe_6_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$54 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56125,19 +57300,22 @@ endmodule
 module \systolic_conv.array.pe_6_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$55  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56161,8 +57339,9 @@ module \systolic_conv.array.pe_6_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56171,13 +57350,17 @@ module \systolic_conv.array.pe_6_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
     \$4  = a_in;
@@ -56201,42 +57384,56 @@ module \systolic_conv.array.pe_6_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$55 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56245,19 +57442,22 @@ endmodule
 module \systolic_conv.array.pe_6_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$56  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56281,8 +57481,9 @@ module \systolic_conv.array.pe_6_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56291,13 +57492,17 @@ module \systolic_conv.array.pe_6_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
     \$4  = a_in;
@@ -56321,42 +57526,56 @@ module \systolic_conv.array.pe_6_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$56 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56365,19 +57584,22 @@ endmodule
 module \systolic_conv.array.pe_6_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$57  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56401,8 +57623,9 @@ module \systolic_conv.array.pe_6_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56411,13 +57634,17 @@ module \systolic_conv.array.pe_6_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
     \$4  = a_in;
@@ -56441,42 +57668,56 @@ module \systolic_conv.array.pe_6_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$57 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56485,18 +57726,21 @@ endmodule
 module \systolic_conv.array.pe_6_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, w_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$58  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -56519,8 +57763,9 @@ module \systolic_conv.array.pe_6_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   wire w_latch;
   output [7:0] w_out;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56529,13 +57774,17 @@ module \systolic_conv.array.pe_6_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
     \$4  = a_in;
@@ -56559,42 +57808,56 @@ module \systolic_conv.array.pe_6_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$58 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56603,19 +57866,22 @@ endmodule
 module \systolic_conv.array.pe_7_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, psum_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$59  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56638,8 +57904,9 @@ module \systolic_conv.array.pe_7_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56648,13 +57915,17 @@ module \systolic_conv.array.pe_7_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
     \$4  = a_in;
@@ -56678,42 +57949,56 @@ module \systolic_conv.array.pe_7_0 (rst, a_in, w_latch, w_bank, bank_in, w_in, p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$59 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56722,19 +58007,22 @@ endmodule
 module \systolic_conv.array.pe_7_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$60  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56757,8 +58045,9 @@ module \systolic_conv.array.pe_7_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56767,13 +58056,17 @@ module \systolic_conv.array.pe_7_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
     \$4  = a_in;
@@ -56797,42 +58090,56 @@ module \systolic_conv.array.pe_7_1 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$60 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56841,19 +58148,22 @@ endmodule
 module \systolic_conv.array.pe_7_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$61  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56876,8 +58186,9 @@ module \systolic_conv.array.pe_7_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -56886,13 +58197,17 @@ module \systolic_conv.array.pe_7_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
     \$4  = a_in;
@@ -56916,42 +58231,56 @@ module \systolic_conv.array.pe_7_2 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$61 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -56960,19 +58289,22 @@ endmodule
 module \systolic_conv.array.pe_7_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$62  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -56995,8 +58327,9 @@ module \systolic_conv.array.pe_7_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -57005,13 +58338,17 @@ module \systolic_conv.array.pe_7_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
     \$4  = a_in;
@@ -57035,42 +58372,56 @@ module \systolic_conv.array.pe_7_3 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$62 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -57079,19 +58430,22 @@ endmodule
 module \systolic_conv.array.pe_7_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$63  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -57114,8 +58468,9 @@ module \systolic_conv.array.pe_7_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -57124,13 +58479,17 @@ module \systolic_conv.array.pe_7_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
     \$4  = a_in;
@@ -57154,42 +58513,56 @@ module \systolic_conv.array.pe_7_4 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$63 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -57198,19 +58571,22 @@ endmodule
 module \systolic_conv.array.pe_7_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$64  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -57233,8 +58609,9 @@ module \systolic_conv.array.pe_7_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -57243,13 +58620,17 @@ module \systolic_conv.array.pe_7_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
     \$4  = a_in;
@@ -57273,42 +58654,56 @@ module \systolic_conv.array.pe_7_5 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$64 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -57317,19 +58712,22 @@ endmodule
 module \systolic_conv.array.pe_7_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, a_out, bank_out, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$65  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   output [7:0] a_out;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   output bank_out;
@@ -57352,8 +58750,9 @@ module \systolic_conv.array.pe_7_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -57362,13 +58761,17 @@ module \systolic_conv.array.pe_7_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
     \$4  = a_in;
@@ -57392,42 +58795,56 @@ module \systolic_conv.array.pe_7_6 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$65 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
@@ -57436,18 +58853,21 @@ endmodule
 module \systolic_conv.array.pe_7_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, bank_in, psum_out, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$66  = 0;
   wire [7:0] \$1 ;
-  reg [7:0] \$10 ;
+  reg [31:0] \$10 ;
+  reg [7:0] \$11 ;
+  reg [7:0] \$12 ;
   wire [15:0] \$2 ;
   wire [32:0] \$3 ;
   reg [7:0] \$4 ;
   reg \$5 ;
   reg [7:0] \$6 ;
-  reg [15:0] \$7 ;
-  reg [31:0] \$8 ;
-  reg [7:0] \$9 ;
+  reg [7:0] \$7 ;
+  reg [7:0] \$8 ;
+  reg [15:0] \$9 ;
   input [7:0] a_in;
   wire [7:0] a_in;
   reg [7:0] a_out = 8'h00;
+  reg [7:0] a_reg = 8'h00;
   input bank_in;
   wire bank_in;
   reg bank_out = 1'h0;
@@ -57469,8 +58889,9 @@ module \systolic_conv.array.pe_7_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   input w_latch;
   wire w_latch;
   reg [7:0] w_out = 8'h00;
+  reg [7:0] w_reg = 8'h00;
   assign \$1  = bank_in ? w1 : w0;
-  assign \$2  = $signed(a_in) * $signed(\$1 );
+  assign \$2  = $signed(a_reg) * $signed(w_reg);
   assign \$3  = $signed(psum_in) + $signed(prod);
   always @(posedge clk)
     a_out <= \$4 ;
@@ -57479,13 +58900,17 @@ module \systolic_conv.array.pe_7_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   always @(posedge clk)
     w_out <= \$6 ;
   always @(posedge clk)
-    prod <= \$7 ;
+    a_reg <= \$7 ;
   always @(posedge clk)
-    psum_out <= \$8 ;
+    w_reg <= \$8 ;
   always @(posedge clk)
-    w1 <= \$9 ;
+    prod <= \$9 ;
   always @(posedge clk)
-    w0 <= \$10 ;
+    psum_out <= \$10 ;
+  always @(posedge clk)
+    w1 <= \$11 ;
+  always @(posedge clk)
+    w0 <= \$12 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
     \$4  = a_in;
@@ -57509,42 +58934,56 @@ module \systolic_conv.array.pe_7_7 (rst, a_in, w_latch, w_bank, w_in, psum_in, b
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$7  = \$2 ;
+    \$7  = a_in;
     if (rst) begin
-      \$7  = 16'h0000;
+      \$7  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$8  = \$3 [31:0];
+    \$8  = \$1 ;
     if (rst) begin
-      \$8  = 32'd0;
+      \$8  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$9  = w1;
+    \$9  = \$2 ;
+    if (rst) begin
+      \$9  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    \$10  = \$3 [31:0];
+    if (rst) begin
+      \$10  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
+    \$11  = w1;
     if (w_latch) begin
       if (w_bank) begin
-        \$9  = w_out;
+        \$11  = w_out;
       end
     end
     if (rst) begin
-      \$9  = 8'h00;
+      \$11  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$66 ) begin end
-    \$10  = w0;
+    \$12  = w0;
     if (w_latch) begin
       (* full_case = 32'd1 *)
       if (w_bank) begin
       end else begin
-        \$10  = w_out;
+        \$12  = w_out;
       end
     end
     if (rst) begin
-      \$10  = 8'h00;
+      \$12  = 8'h00;
     end
   end
 endmodule
