@@ -41,6 +41,7 @@ rtl-check: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) bench/golden_vs_torch.py
+	$(VPY) bench/sim_speed.py --runs 5
 	$(VPY) bench/utilization.py
 
 clean:
