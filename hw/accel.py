@@ -120,6 +120,8 @@ class Conv2dAccelerator(wiring.Component):
         m.submodules.cwmem = cwmem = memory.Memory(shape=cw_shape, depth=cfg.max_cotiles, init=[])
         cw_w = cwmem.write_port()
         cw_r = cwmem.read_port(domain="comb")
+        cw_r1 = cwmem.read_port(domain="comb")    # tile t+1 (prefetch)
+        cw_r2 = cwmem.read_port(domain="comb")    # tile t+2 (prefetch)
         m.submodules.accmem = accmem = memory.Memory(
             shape=data.ArrayLayout(signed(aw), Cc), depth=cfg.acc_depth, init=[])
         acc_w = accmem.write_port()
@@ -201,8 +203,28 @@ class Conv2dAccelerator(wiring.Component):
         latch_bank1 = Signal()
         latch_bank2 = Signal()
 
-        cur = cw_r.data
-        m.d.comb += cw_r.addr.eq(t)
+        # the current tile's word range comes from a register, not from the memory
+        # read: it is read while the sequencer waits before a pass, and on a tile
+        # advance it is taken from the prefetched tile t+1 (or t+2 when the tile also
+        # advanced the cycle before), each read a cycle ahead from a stable t
+        cur = Signal(cw_shape)
+        cw_p1 = Signal(cw_shape)
+        cw_p2 = Signal(cw_shape)
+        t_adv = Signal()                 # t changes at this clock edge
+        t_adv_prev = Signal()
+        t1 = Signal.like(t)
+        t2 = Signal.like(t)
+        m.d.comb += [
+            t1.eq(Mux(t + 1 >= desc.cotiles, t + 1 - desc.cotiles, t + 1)),
+            t2.eq(Mux(desc.cotiles == 1, 0,
+                      Mux(t + 2 >= desc.cotiles, t + 2 - desc.cotiles, t + 2))),
+            cw_r.addr.eq(t), cw_r1.addr.eq(t1), cw_r2.addr.eq(t2),
+        ]
+        m.d.sync += [cw_p1.eq(cw_r1.data), cw_p2.eq(cw_r2.data), t_adv_prev.eq(t_adv)]
+        with m.If(t_adv):
+            m.d.sync += cur.eq(Mux(t_adv_prev, cw_p2.as_value(), cw_p1.as_value()))
+        with m.Elif(~((state == S_RUN) & (sq == SQ_ISSUE))):
+            m.d.sync += cur.eq(cw_r.data)
         cw_first = 0 if "cw_first_ignored" in faults else cur.first
         cw_count = cur.count
 
@@ -720,6 +742,7 @@ class Conv2dAccelerator(wiring.Component):
                                 m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              y_tap.eq(y_pass), iy.eq(y_pass)]
+                                m.d.comb += t_adv.eq(1)
                                 with m.If(~last_t):
                                     m.d.sync += t.eq(t + 1)
                                 with m.Else():

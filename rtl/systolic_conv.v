@@ -7,44 +7,83 @@
 module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__payload, i_weight__valid, i_act__payload, i_act__valid, o_result__ready, o_status__ready, clk, rst, i_desc__ready, i_param__ready, i_weight__ready, i_act__ready, o_result__payload, o_result__valid, o_status__payload, o_status__valid, active, i_desc__payload
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  reg [63:0] \$100 ;
-  reg [3:0] \$1000 ;
-  reg [3:0] \$1001 ;
-  reg [3:0] \$1002 ;
-  reg [3:0] \$1003 ;
-  reg [3:0] \$1004 ;
-  reg [3:0] \$1005 ;
-  reg [3:0] \$1006 ;
-  reg [3:0] \$1007 ;
-  reg [3:0] \$1008 ;
-  reg [12:0] \$1009 ;
-  reg [63:0] \$101 ;
-  reg [3:0] \$1010 ;
-  reg \$1011 ;
-  reg [11:0] \$1012 ;
-  reg [10:0] \$1013 ;
-  reg [12:0] \$1014 ;
-  reg \$1015 ;
-  reg \$1016 ;
-  reg [31:0] \$1017 ;
-  reg [31:0] \$1018 ;
-  reg [31:0] \$1019 ;
+  wire [7:0] \$1 ;
+  wire [7:0] \$10 ;
+  wire [6:0] \$100 ;
+  reg [18:0] \$1000 ;
+  reg [16:0] \$1001 ;
+  reg [16:0] \$1002 ;
+  reg [4:0] \$1003 ;
+  reg [7:0] \$1004 ;
+  reg [23:0] \$1005 ;
+  reg \$1006 ;
+  reg \$1007 ;
+  reg [16:0] \$1008 ;
+  reg \$1009 ;
+  wire [29:0] \$101 ;
+  reg [23:0] \$1010 ;
+  reg [4:0] \$1011 ;
+  reg [6:0] \$1012 ;
+  reg [11:0] \$1013 ;
+  reg \$1014 ;
+  reg [1:0] \$1015 ;
+  reg [6:0] \$1016 ;
+  reg [2:0] \$1017 ;
+  reg [2:0] \$1018 ;
+  reg [4:0] \$1019 ;
   wire [3:0] \$102 ;
-  reg [31:0] \$1020 ;
-  reg [31:0] \$1021 ;
-  reg [31:0] \$1022 ;
-  reg [31:0] \$1023 ;
-  reg [31:0] \$1024 ;
+  reg [10:0] \$1020 ;
+  reg [6:0] \$1021 ;
+  reg [11:0] \$1022 ;
+  reg [28:0] \$1023 ;
+  reg [28:0] \$1024 ;
+  reg [28:0] \$1025 ;
+  reg [29:0] \$1026 ;
+  reg [28:0] \$1027 ;
+  reg [28:0] \$1028 ;
+  reg [10:0] \$1029 ;
   wire [5:0] \$103 ;
+  reg [18:0] \$1030 ;
+  reg [18:0] \$1031 ;
+  reg [3:0] \$1032 ;
+  reg [3:0] \$1033 ;
+  reg [3:0] \$1034 ;
+  reg [3:0] \$1035 ;
+  reg [3:0] \$1036 ;
+  reg [3:0] \$1037 ;
+  reg [3:0] \$1038 ;
+  reg [3:0] \$1039 ;
   reg [63:0] \$104 ;
+  reg [3:0] \$1040 ;
+  reg [3:0] \$1041 ;
+  reg [3:0] \$1042 ;
+  reg [3:0] \$1043 ;
+  reg [3:0] \$1044 ;
+  reg [3:0] \$1045 ;
+  reg [3:0] \$1046 ;
+  reg [3:0] \$1047 ;
+  reg [12:0] \$1048 ;
+  reg [3:0] \$1049 ;
   reg [63:0] \$105 ;
+  reg \$1050 ;
+  reg [11:0] \$1051 ;
+  reg [10:0] \$1052 ;
+  reg [12:0] \$1053 ;
+  reg \$1054 ;
+  reg \$1055 ;
+  reg [31:0] \$1056 ;
+  reg [31:0] \$1057 ;
+  reg [31:0] \$1058 ;
+  reg [31:0] \$1059 ;
   reg [63:0] \$106 ;
+  reg [31:0] \$1060 ;
+  reg [31:0] \$1061 ;
+  reg [31:0] \$1062 ;
+  reg [31:0] \$1063 ;
   reg [63:0] \$107 ;
   reg [63:0] \$108 ;
   wire [3:0] \$109 ;
-  wire [3:0] \$11 ;
+  wire [8:0] \$11 ;
   wire [5:0] \$110 ;
   reg [63:0] \$111 ;
   reg [63:0] \$112 ;
@@ -55,7 +94,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [5:0] \$117 ;
   reg [63:0] \$118 ;
   reg [63:0] \$119 ;
-  wire \$12 ;
+  wire [7:0] \$12 ;
   reg [63:0] \$120 ;
   reg [63:0] \$121 ;
   reg [63:0] \$122 ;
@@ -66,7 +105,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$127 ;
   reg [63:0] \$128 ;
   reg [63:0] \$129 ;
-  wire \$13 ;
+  wire [8:0] \$13 ;
   wire [3:0] \$130 ;
   wire [5:0] \$131 ;
   reg [63:0] \$132 ;
@@ -77,48 +116,48 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \$137 ;
   wire [5:0] \$138 ;
   reg [63:0] \$139 ;
-  wire \$14 ;
+  wire [8:0] \$14 ;
   reg [63:0] \$140 ;
   reg [63:0] \$141 ;
   reg [63:0] \$142 ;
   reg [63:0] \$143 ;
-  wire [31:0] \$144 ;
-  wire [32:0] \$145 ;
-  wire [31:0] \$146 ;
-  wire [32:0] \$147 ;
-  wire [31:0] \$148 ;
-  wire [32:0] \$149 ;
-  wire [5:0] \$15 ;
-  wire [31:0] \$150 ;
-  wire [32:0] \$151 ;
-  wire [31:0] \$152 ;
-  wire [32:0] \$153 ;
-  wire [31:0] \$154 ;
-  wire [32:0] \$155 ;
-  wire [31:0] \$156 ;
-  wire [32:0] \$157 ;
+  wire [3:0] \$144 ;
+  wire [5:0] \$145 ;
+  reg [63:0] \$146 ;
+  reg [63:0] \$147 ;
+  reg [63:0] \$148 ;
+  reg [63:0] \$149 ;
+  wire \$15 ;
+  reg [63:0] \$150 ;
+  wire [3:0] \$151 ;
+  wire [5:0] \$152 ;
+  reg [63:0] \$153 ;
+  reg [63:0] \$154 ;
+  reg [63:0] \$155 ;
+  reg [63:0] \$156 ;
+  reg [63:0] \$157 ;
   wire [31:0] \$158 ;
   wire [32:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire [13:0] \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [31:0] \$160 ;
+  wire [32:0] \$161 ;
+  wire [31:0] \$162 ;
+  wire [32:0] \$163 ;
+  wire [31:0] \$164 ;
+  wire [32:0] \$165 ;
+  wire [31:0] \$166 ;
+  wire [32:0] \$167 ;
+  wire [31:0] \$168 ;
+  wire [32:0] \$169 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
+  wire [31:0] \$170 ;
+  wire [32:0] \$171 ;
+  wire [31:0] \$172 ;
+  wire [32:0] \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire \$177 ;
+  wire [13:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -159,14 +198,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
-  wire [29:0] \$213 ;
-  wire [30:0] \$214 ;
+  wire \$213 ;
+  wire \$214 ;
   wire \$215 ;
-  wire [29:0] \$216 ;
-  wire [30:0] \$217 ;
+  wire \$216 ;
+  wire \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire \$22 ;
+  wire [3:0] \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
@@ -174,12 +213,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
+  wire [29:0] \$227 ;
+  wire [30:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
+  wire [29:0] \$230 ;
+  wire [30:0] \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
@@ -188,18 +227,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
-  wire [29:0] \$24 ;
+  wire \$24 ;
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire [7:0] \$243 ;
+  wire \$243 ;
   wire \$244 ;
   wire \$245 ;
   wire \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
-  wire [29:0] \$25 ;
+  wire [3:0] \$25 ;
   wire \$250 ;
   wire \$251 ;
   wire \$252 ;
@@ -207,45 +246,45 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
-  wire \$257 ;
+  wire [7:0] \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [30:0] \$26 ;
+  wire \$26 ;
   wire \$260 ;
   wire \$261 ;
-  wire [8:0] \$262 ;
+  wire \$262 ;
   wire \$263 ;
   wire \$264 ;
-  wire [5:0] \$265 ;
+  wire \$265 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
-  wire [8:0] \$269 ;
-  wire [31:0] \$27 ;
+  wire \$269 ;
+  wire \$27 ;
   wire \$270 ;
-  wire [8:0] \$271 ;
+  wire \$271 ;
   wire \$272 ;
   wire \$273 ;
   wire \$274 ;
   wire \$275 ;
-  wire \$276 ;
+  wire [8:0] \$276 ;
   wire \$277 ;
   wire \$278 ;
-  wire \$279 ;
-  wire [32:0] \$28 ;
+  wire [5:0] \$279 ;
+  wire \$28 ;
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
+  wire [8:0] \$283 ;
   wire \$284 ;
-  wire \$285 ;
+  wire [8:0] \$285 ;
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
-  wire [29:0] \$29 ;
+  wire [5:0] \$29 ;
   wire \$290 ;
-  wire [17:0] \$291 ;
+  wire \$291 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
@@ -254,30 +293,30 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$297 ;
   wire \$298 ;
   wire \$299 ;
-  wire \$3 ;
-  wire [29:0] \$30 ;
+  wire [7:0] \$3 ;
+  wire \$30 ;
   wire \$300 ;
-  wire [12:0] \$301 ;
+  wire \$301 ;
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire \$305 ;
+  wire [17:0] \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
   wire \$309 ;
-  wire [4:0] \$31 ;
+  wire \$31 ;
   wire \$310 ;
   wire \$311 ;
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire \$315 ;
+  wire [12:0] \$315 ;
   wire \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
-  wire [5:0] \$32 ;
+  wire \$32 ;
   wire \$320 ;
   wire \$321 ;
   wire \$322 ;
@@ -343,7 +382,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire \$38 ;
+  wire [29:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
@@ -354,7 +393,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
-  wire \$39 ;
+  wire [29:0] \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -365,8 +404,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
-  wire \$4 ;
-  wire \$40 ;
+  wire [8:0] \$4 ;
+  wire [30:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
@@ -377,7 +416,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
-  wire \$41 ;
+  wire [31:0] \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
@@ -388,7 +427,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [3:0] \$42 ;
+  wire [32:0] \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
@@ -399,657 +438,655 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire \$43 ;
+  wire [29:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire [24:0] \$434 ;
+  wire \$434 ;
   wire \$435 ;
   wire \$436 ;
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
-  wire \$44 ;
+  wire [29:0] \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
-  wire [7:0] \$443 ;
+  wire \$443 ;
   wire \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
-  wire [7:0] \$448 ;
+  wire [24:0] \$448 ;
   wire \$449 ;
-  wire [3:0] \$45 ;
+  wire [4:0] \$45 ;
   wire \$450 ;
   wire \$451 ;
-  wire [11:0] \$452 ;
+  wire \$452 ;
   wire \$453 ;
   wire \$454 ;
-  wire [5:0] \$455 ;
+  wire \$455 ;
   wire \$456 ;
-  wire \$457 ;
-  wire [4:0] \$458 ;
-  wire [4:0] \$459 ;
-  wire \$46 ;
-  wire [4:0] \$460 ;
-  wire [4:0] \$461 ;
-  wire [4:0] \$462 ;
-  wire [4:0] \$463 ;
-  wire [4:0] \$464 ;
-  wire [4:0] \$465 ;
-  wire \$466 ;
-  wire [16:0] \$467 ;
-  wire [17:0] \$468 ;
-  wire [16:0] \$469 ;
+  wire [7:0] \$457 ;
+  wire \$458 ;
+  wire \$459 ;
+  wire [5:0] \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire [7:0] \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire [11:0] \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire [5:0] \$469 ;
   wire \$47 ;
-  wire [4:0] \$470 ;
-  wire [18:0] \$471 ;
-  wire \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire [4:0] \$472 ;
+  wire [4:0] \$473 ;
+  wire [4:0] \$474 ;
+  wire [4:0] \$475 ;
+  wire [4:0] \$476 ;
+  wire [4:0] \$477 ;
+  wire [4:0] \$478 ;
+  wire [4:0] \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  wire [5:0] \$480 ;
   wire \$481 ;
-  wire \$482 ;
+  wire [3:0] \$482 ;
   wire \$483 ;
   wire \$484 ;
-  wire [1:0] \$485 ;
+  wire \$485 ;
   wire \$486 ;
-  wire \$487 ;
+  wire [5:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
-  wire [5:0] \$49 ;
+  wire [3:0] \$489 ;
+  wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
-  reg [63:0] \$493 ;
-  wire [63:0] \$494 ;
+  wire \$493 ;
+  wire [5:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  reg [63:0] \$499 ;
-  wire \$5 ;
+  wire [16:0] \$497 ;
+  wire [17:0] \$498 ;
+  wire [16:0] \$499 ;
+  wire [7:0] \$5 ;
   wire \$50 ;
-  wire [63:0] \$500 ;
-  wire \$501 ;
+  wire [4:0] \$500 ;
+  wire [18:0] \$501 ;
   wire \$502 ;
   wire \$503 ;
   wire \$504 ;
-  reg [63:0] \$505 ;
-  wire [63:0] \$506 ;
+  wire \$505 ;
+  wire \$506 ;
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
-  reg [63:0] \$511 ;
-  wire [63:0] \$512 ;
+  wire \$511 ;
+  wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire \$515 ;
+  wire [1:0] \$515 ;
   wire \$516 ;
-  reg [63:0] \$517 ;
-  wire [63:0] \$518 ;
+  wire \$517 ;
+  wire \$518 ;
   wire \$519 ;
-  wire [3:0] \$52 ;
+  wire \$52 ;
   wire \$520 ;
   wire \$521 ;
   wire \$522 ;
-  reg [63:0] \$523 ;
-  wire [63:0] \$524 ;
-  wire [7:0] \$525 ;
-  wire [7:0] \$526 ;
-  wire [7:0] \$527 ;
-  wire [7:0] \$528 ;
-  wire [7:0] \$529 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire [9:0] \$527 ;
+  reg [63:0] \$528 ;
+  wire [63:0] \$529 ;
   wire \$53 ;
-  wire [7:0] \$530 ;
-  wire [7:0] \$531 ;
-  wire [7:0] \$532 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
   wire \$533 ;
-  wire \$534 ;
-  wire [3:0] \$535 ;
+  reg [63:0] \$534 ;
+  wire [63:0] \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire [3:0] \$538 ;
+  wire \$538 ;
   wire \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [5:0] \$542 ;
+  reg [63:0] \$540 ;
+  wire [63:0] \$541 ;
+  wire \$542 ;
   wire \$543 ;
   wire \$544 ;
   wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
+  reg [63:0] \$546 ;
+  wire [63:0] \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [3:0] \$55 ;
-  wire [3:0] \$550 ;
+  wire \$55 ;
+  wire \$550 ;
   wire \$551 ;
-  wire \$552 ;
-  wire [3:0] \$553 ;
+  reg [63:0] \$552 ;
+  wire [63:0] \$553 ;
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire [5:0] \$557 ;
-  wire \$558 ;
-  wire \$559 ;
-  wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [8:0] \$564 ;
-  wire [8:0] \$565 ;
-  wire \$566 ;
-  wire [2:0] \$567 ;
-  wire [3:0] \$568 ;
-  wire [2:0] \$569 ;
+  wire \$557 ;
+  reg [63:0] \$558 ;
+  wire [63:0] \$559 ;
+  wire [3:0] \$56 ;
+  wire [7:0] \$560 ;
+  wire [7:0] \$561 ;
+  wire [7:0] \$562 ;
+  wire [7:0] \$563 ;
+  wire [7:0] \$564 ;
+  wire [7:0] \$565 ;
+  wire [7:0] \$566 ;
+  wire [7:0] \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
   wire [3:0] \$570 ;
   wire \$571 ;
   wire \$572 ;
-  wire [5:0] \$573 ;
-  wire [11:0] \$574 ;
-  wire [14:0] \$575 ;
-  wire [3:0] \$576 ;
-  wire [7:0] \$577 ;
-  wire [15:0] \$578 ;
-  wire [16:0] \$579 ;
+  wire [3:0] \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire [5:0] \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [13:0] \$580 ;
-  wire [17:0] \$581 ;
-  wire [7:0] \$582 ;
-  wire [10:0] \$583 ;
-  wire [3:0] \$584 ;
-  wire [7:0] \$585 ;
-  wire [11:0] \$586 ;
-  wire [12:0] \$587 ;
-  wire [11:0] \$588 ;
-  wire [14:0] \$589 ;
-  wire [5:0] \$59 ;
-  wire [3:0] \$590 ;
-  wire [7:0] \$591 ;
-  wire [15:0] \$592 ;
-  wire [16:0] \$593 ;
-  wire [17:0] \$594 ;
-  wire [22:0] \$595 ;
-  wire [23:0] \$596 ;
-  wire [15:0] \$597 ;
-  wire [3:0] \$598 ;
-  wire [7:0] \$599 ;
-  wire \$6 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire [3:0] \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire [3:0] \$588 ;
+  wire \$589 ;
+  wire [3:0] \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire [5:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [8:0] \$599 ;
+  wire [8:0] \$6 ;
   wire \$60 ;
-  wire [5:0] \$600 ;
-  wire [47:0] \$601 ;
-  wire [48:0] \$602 ;
-  wire [5:0] \$603 ;
-  wire [47:0] \$604 ;
-  wire [48:0] \$605 ;
-  wire [7:0] \$606 ;
+  wire [8:0] \$600 ;
+  wire \$601 ;
+  wire [2:0] \$602 ;
+  wire [3:0] \$603 ;
+  wire [2:0] \$604 ;
+  wire [3:0] \$605 ;
+  wire \$606 ;
   wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire [5:0] \$608 ;
+  wire [11:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire \$611 ;
-  wire \$612 ;
-  wire \$613 ;
-  wire \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire \$618 ;
-  wire \$619 ;
-  wire [7:0] \$62 ;
-  wire [5:0] \$620 ;
-  wire \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire [8:0] \$624 ;
-  wire \$625 ;
-  wire [10:0] \$626 ;
-  wire [10:0] \$627 ;
-  wire [24:0] \$628 ;
-  wire \$629 ;
-  wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire [17:0] \$635 ;
-  wire \$636 ;
-  wire [24:0] \$637 ;
-  wire \$638 ;
-  wire [5:0] \$639 ;
+  wire [14:0] \$610 ;
+  wire [3:0] \$611 ;
+  wire [7:0] \$612 ;
+  wire [15:0] \$613 ;
+  wire [16:0] \$614 ;
+  wire [13:0] \$615 ;
+  wire [17:0] \$616 ;
+  wire [7:0] \$617 ;
+  wire [10:0] \$618 ;
+  wire [3:0] \$619 ;
+  wire \$62 ;
+  wire [7:0] \$620 ;
+  wire [11:0] \$621 ;
+  wire [12:0] \$622 ;
+  wire [11:0] \$623 ;
+  wire [14:0] \$624 ;
+  wire [3:0] \$625 ;
+  wire [7:0] \$626 ;
+  wire [15:0] \$627 ;
+  wire [16:0] \$628 ;
+  wire [17:0] \$629 ;
+  wire [5:0] \$63 ;
+  wire [22:0] \$630 ;
+  wire [23:0] \$631 ;
+  wire [15:0] \$632 ;
+  wire [3:0] \$633 ;
+  wire [7:0] \$634 ;
+  wire [5:0] \$635 ;
+  wire [47:0] \$636 ;
+  wire [48:0] \$637 ;
+  wire [5:0] \$638 ;
+  wire [47:0] \$639 ;
   wire \$64 ;
-  wire \$640 ;
+  wire [48:0] \$640 ;
   wire [7:0] \$641 ;
   wire \$642 ;
-  wire [12:0] \$643 ;
-  wire [7:0] \$644 ;
-  wire [5:0] \$645 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
   wire \$646 ;
-  wire [7:0] \$647 ;
+  wire \$647 ;
   wire \$648 ;
   wire \$649 ;
   wire \$65 ;
   wire \$650 ;
-  wire [7:0] \$651 ;
-  wire [7:0] \$652 ;
-  wire [7:0] \$653 ;
-  wire [29:0] \$654 ;
-  wire [7:0] \$655 ;
-  wire [7:0] \$656 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire [5:0] \$655 ;
+  wire \$656 ;
   wire \$657 ;
-  wire [10:0] \$658 ;
-  wire \$659 ;
-  wire \$66 ;
-  wire [28:0] \$660 ;
-  wire [7:0] \$661 ;
-  wire \$662 ;
-  wire \$663 ;
+  wire \$658 ;
+  wire [8:0] \$659 ;
+  wire [3:0] \$66 ;
+  wire \$660 ;
+  wire [10:0] \$661 ;
+  wire [10:0] \$662 ;
+  wire [24:0] \$663 ;
   wire \$664 ;
   wire \$665 ;
-  wire [7:0] \$666 ;
+  wire \$666 ;
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire [11:0] \$67 ;
-  wire [11:0] \$670 ;
+  wire \$67 ;
+  wire [17:0] \$670 ;
   wire \$671 ;
-  wire \$672 ;
-  wire [19:0] \$673 ;
-  wire [29:0] \$674 ;
-  wire [7:0] \$675 ;
-  wire [19:0] \$676 ;
-  wire [11:0] \$677 ;
-  wire [7:0] \$678 ;
-  wire [29:0] \$679 ;
+  wire [24:0] \$672 ;
+  wire \$673 ;
+  wire [5:0] \$674 ;
+  wire \$675 ;
+  wire [7:0] \$676 ;
+  wire \$677 ;
+  wire [12:0] \$678 ;
+  wire [7:0] \$679 ;
   wire \$68 ;
-  wire [11:0] \$680 ;
-  wire [11:0] \$681 ;
-  wire [29:0] \$682 ;
-  wire [11:0] \$683 ;
-  wire [5:0] \$684 ;
+  wire [5:0] \$680 ;
+  wire \$681 ;
+  wire [7:0] \$682 ;
+  wire \$683 ;
+  wire \$684 ;
   wire \$685 ;
-  wire \$686 ;
-  wire [5:0] \$687 ;
-  wire \$688 ;
-  wire [5:0] \$689 ;
-  wire \$69 ;
-  wire [4:0] \$690 ;
-  wire [5:0] \$691 ;
-  wire [4:0] \$692 ;
-  wire \$693 ;
-  wire [5:0] \$694 ;
-  wire [4:0] \$695 ;
-  wire [5:0] \$696 ;
-  wire [4:0] \$697 ;
+  wire [7:0] \$686 ;
+  wire [7:0] \$687 ;
+  wire [7:0] \$688 ;
+  wire [29:0] \$689 ;
+  wire [3:0] \$69 ;
+  wire [7:0] \$690 ;
+  wire [7:0] \$691 ;
+  wire \$692 ;
+  wire [10:0] \$693 ;
+  wire \$694 ;
+  wire [28:0] \$695 ;
+  wire [7:0] \$696 ;
+  wire \$697 ;
   wire \$698 ;
-  wire [5:0] \$699 ;
+  wire \$699 ;
   wire \$7 ;
-  wire [7:0] \$70 ;
-  wire [4:0] \$700 ;
-  wire [5:0] \$701 ;
-  wire [4:0] \$702 ;
+  wire \$70 ;
+  wire \$700 ;
+  wire [7:0] \$701 ;
+  wire \$702 ;
   wire \$703 ;
-  wire [5:0] \$704 ;
-  wire [4:0] \$705 ;
-  wire [5:0] \$706 ;
-  wire [4:0] \$707 ;
-  wire \$708 ;
-  wire [5:0] \$709 ;
+  wire \$704 ;
+  wire [11:0] \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire [19:0] \$708 ;
+  wire [29:0] \$709 ;
   wire \$71 ;
-  wire [4:0] \$710 ;
-  wire [5:0] \$711 ;
-  wire [4:0] \$712 ;
-  wire \$713 ;
-  wire [5:0] \$714 ;
-  wire [4:0] \$715 ;
-  wire [5:0] \$716 ;
-  wire [4:0] \$717 ;
-  wire \$718 ;
+  wire [7:0] \$710 ;
+  wire [19:0] \$711 ;
+  wire [11:0] \$712 ;
+  wire [7:0] \$713 ;
+  wire [29:0] \$714 ;
+  wire [11:0] \$715 ;
+  wire [11:0] \$716 ;
+  wire [29:0] \$717 ;
+  wire [11:0] \$718 ;
   wire [5:0] \$719 ;
   wire \$72 ;
-  wire [4:0] \$720 ;
-  wire [5:0] \$721 ;
-  wire [4:0] \$722 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire [5:0] \$722 ;
   wire \$723 ;
   wire [5:0] \$724 ;
   wire [4:0] \$725 ;
   wire [5:0] \$726 ;
   wire [4:0] \$727 ;
-  wire [5:0] \$728 ;
-  wire \$729 ;
-  wire \$73 ;
-  wire [3:0] \$730 ;
-  wire \$731 ;
-  wire \$732 ;
+  wire \$728 ;
+  wire [5:0] \$729 ;
+  wire [5:0] \$73 ;
+  wire [4:0] \$730 ;
+  wire [5:0] \$731 ;
+  wire [4:0] \$732 ;
   wire \$733 ;
-  wire \$734 ;
-  wire [5:0] \$735 ;
-  wire \$736 ;
-  wire [3:0] \$737 ;
+  wire [5:0] \$734 ;
+  wire [4:0] \$735 ;
+  wire [5:0] \$736 ;
+  wire [4:0] \$737 ;
   wire \$738 ;
-  wire \$739 ;
+  wire [5:0] \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire [5:0] \$742 ;
+  wire [4:0] \$740 ;
+  wire [5:0] \$741 ;
+  wire [4:0] \$742 ;
   wire \$743 ;
-  wire [3:0] \$744 ;
-  wire [29:0] \$745 ;
-  wire [29:0] \$746 ;
-  wire [3:0] \$747 ;
-  wire [7:0] \$748 ;
-  wire [7:0] \$749 ;
+  wire [5:0] \$744 ;
+  wire [4:0] \$745 ;
+  wire [5:0] \$746 ;
+  wire [4:0] \$747 ;
+  wire \$748 ;
+  wire [5:0] \$749 ;
   wire \$75 ;
-  wire [29:0] \$750 ;
-  wire [29:0] \$751 ;
-  wire [7:0] \$752 ;
-  wire [7:0] \$753 ;
-  wire [7:0] \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire [7:0] \$757 ;
-  wire [12:0] \$758 ;
-  wire [30:0] \$759 ;
-  wire \$76 ;
-  wire [30:0] \$760 ;
-  wire [30:0] \$761 ;
-  wire [30:0] \$762 ;
-  wire \$763 ;
-  wire [12:0] \$764 ;
-  wire \$765 ;
-  wire [12:0] \$766 ;
-  wire [12:0] \$767 ;
+  wire [4:0] \$750 ;
+  wire [5:0] \$751 ;
+  wire [4:0] \$752 ;
+  wire \$753 ;
+  wire [5:0] \$754 ;
+  wire [4:0] \$755 ;
+  wire [5:0] \$756 ;
+  wire [4:0] \$757 ;
+  wire \$758 ;
+  wire [5:0] \$759 ;
+  wire [7:0] \$76 ;
+  wire [4:0] \$760 ;
+  wire [5:0] \$761 ;
+  wire [4:0] \$762 ;
+  wire [5:0] \$763 ;
+  wire \$764 ;
+  wire [3:0] \$765 ;
+  wire \$766 ;
+  wire \$767 ;
   wire \$768 ;
-  wire [13:0] \$769 ;
+  wire \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire [13:0] \$771 ;
-  wire [13:0] \$772 ;
+  wire [5:0] \$770 ;
+  wire \$771 ;
+  wire [3:0] \$772 ;
   wire \$773 ;
-  wire [4:0] \$774 ;
+  wire \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire \$777 ;
-  wire [32:0] \$778 ;
-  wire [32:0] \$779 ;
-  wire [4:0] \$78 ;
-  wire \$780 ;
-  wire \$781 ;
-  wire [32:0] \$782 ;
-  wire [32:0] \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire [32:0] \$786 ;
-  wire [32:0] \$787 ;
-  wire \$788 ;
-  wire \$789 ;
-  wire [29:0] \$79 ;
-  wire [32:0] \$790 ;
-  wire [32:0] \$791 ;
-  wire \$792 ;
-  wire \$793 ;
-  wire [32:0] \$794 ;
-  wire [32:0] \$795 ;
-  wire \$796 ;
-  wire \$797 ;
-  wire [32:0] \$798 ;
-  wire [32:0] \$799 ;
-  wire [3:0] \$8 ;
-  wire [4:0] \$80 ;
+  wire [5:0] \$777 ;
+  wire \$778 ;
+  wire [3:0] \$779 ;
+  wire \$78 ;
+  wire [29:0] \$780 ;
+  wire [29:0] \$781 ;
+  wire [3:0] \$782 ;
+  wire [7:0] \$783 ;
+  wire [7:0] \$784 ;
+  wire [29:0] \$785 ;
+  wire [29:0] \$786 ;
+  wire [7:0] \$787 ;
+  wire [7:0] \$788 ;
+  wire [7:0] \$789 ;
+  wire \$79 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire [7:0] \$792 ;
+  wire [12:0] \$793 ;
+  wire [30:0] \$794 ;
+  wire [30:0] \$795 ;
+  wire [30:0] \$796 ;
+  wire [30:0] \$797 ;
+  wire \$798 ;
+  wire [12:0] \$799 ;
+  wire [7:0] \$8 ;
+  wire \$80 ;
   wire \$800 ;
-  wire \$801 ;
-  wire [32:0] \$802 ;
-  wire [32:0] \$803 ;
-  wire \$804 ;
+  wire [12:0] \$801 ;
+  wire [12:0] \$802 ;
+  wire \$803 ;
+  wire [13:0] \$804 ;
   wire \$805 ;
-  wire [32:0] \$806 ;
-  wire [32:0] \$807 ;
+  wire [13:0] \$806 ;
+  wire [13:0] \$807 ;
   wire \$808 ;
-  wire \$809 ;
-  wire [29:0] \$81 ;
+  wire [4:0] \$809 ;
+  wire [11:0] \$81 ;
   wire \$810 ;
   wire \$811 ;
-  reg [28:0] \$812 ;
-  reg [63:0] \$813 ;
-  reg \$814 ;
-  reg [3:0] \$815 ;
-  reg \$816 ;
-  reg [63:0] \$817 ;
-  reg [63:0] \$818 ;
-  reg [63:0] \$819 ;
-  wire [5:0] \$82 ;
-  reg [63:0] \$820 ;
-  reg [63:0] \$821 ;
-  reg [63:0] \$822 ;
-  reg [63:0] \$823 ;
-  reg [63:0] \$824 ;
-  reg [63:0] \$825 ;
-  reg [3:0] \$826 ;
-  reg \$827 ;
-  reg [63:0] \$828 ;
-  reg [63:0] \$829 ;
-  wire [29:0] \$83 ;
-  reg [63:0] \$830 ;
-  reg [63:0] \$831 ;
-  reg [63:0] \$832 ;
-  reg [63:0] \$833 ;
-  reg [63:0] \$834 ;
-  reg [63:0] \$835 ;
-  reg [63:0] \$836 ;
-  reg [3:0] \$837 ;
-  reg \$838 ;
-  reg [63:0] \$839 ;
-  wire [5:0] \$84 ;
-  reg [63:0] \$840 ;
-  reg [63:0] \$841 ;
-  reg [63:0] \$842 ;
-  reg [63:0] \$843 ;
-  reg [63:0] \$844 ;
-  reg [63:0] \$845 ;
-  reg [63:0] \$846 ;
-  reg [63:0] \$847 ;
-  reg [3:0] \$848 ;
+  wire \$812 ;
+  wire [32:0] \$813 ;
+  wire [32:0] \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire [32:0] \$817 ;
+  wire [32:0] \$818 ;
+  wire \$819 ;
+  wire \$82 ;
+  wire \$820 ;
+  wire [32:0] \$821 ;
+  wire [32:0] \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire [32:0] \$825 ;
+  wire [32:0] \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire [32:0] \$829 ;
+  wire \$83 ;
+  wire [32:0] \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire [32:0] \$833 ;
+  wire [32:0] \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire [32:0] \$837 ;
+  wire [32:0] \$838 ;
+  wire \$839 ;
+  wire [7:0] \$84 ;
+  wire \$840 ;
+  wire [32:0] \$841 ;
+  wire [32:0] \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  reg [9:0] \$847 ;
+  reg [9:0] \$848 ;
   reg \$849 ;
-  wire [29:0] \$85 ;
-  reg [63:0] \$850 ;
-  reg [63:0] \$851 ;
+  wire \$85 ;
+  reg [9:0] \$850 ;
+  reg [28:0] \$851 ;
   reg [63:0] \$852 ;
-  reg [63:0] \$853 ;
-  reg [63:0] \$854 ;
-  reg [63:0] \$855 ;
+  reg \$853 ;
+  reg [3:0] \$854 ;
+  reg \$855 ;
   reg [63:0] \$856 ;
   reg [63:0] \$857 ;
   reg [63:0] \$858 ;
-  reg [3:0] \$859 ;
-  wire [6:0] \$86 ;
-  reg \$860 ;
+  reg [63:0] \$859 ;
+  wire \$86 ;
+  reg [63:0] \$860 ;
   reg [63:0] \$861 ;
   reg [63:0] \$862 ;
   reg [63:0] \$863 ;
   reg [63:0] \$864 ;
-  reg [63:0] \$865 ;
-  reg [63:0] \$866 ;
+  reg [3:0] \$865 ;
+  reg \$866 ;
   reg [63:0] \$867 ;
   reg [63:0] \$868 ;
   reg [63:0] \$869 ;
-  wire [29:0] \$87 ;
-  reg [28:0] \$870 ;
-  reg [3:0] \$871 ;
-  reg [3:0] \$872 ;
-  reg [3:0] \$873 ;
-  reg [3:0] \$874 ;
-  reg [3:0] \$875 ;
+  wire \$87 ;
+  reg [63:0] \$870 ;
+  reg [63:0] \$871 ;
+  reg [63:0] \$872 ;
+  reg [63:0] \$873 ;
+  reg [63:0] \$874 ;
+  reg [63:0] \$875 ;
   reg [3:0] \$876 ;
-  reg [3:0] \$877 ;
-  reg [3:0] \$878 ;
-  reg [3:0] \$879 ;
-  wire [3:0] \$88 ;
-  reg [3:0] \$880 ;
-  reg [3:0] \$881 ;
-  reg [3:0] \$882 ;
-  reg [3:0] \$883 ;
-  reg [3:0] \$884 ;
-  reg [3:0] \$885 ;
-  reg [3:0] \$886 ;
+  reg \$877 ;
+  reg [63:0] \$878 ;
+  reg [63:0] \$879 ;
+  wire \$88 ;
+  reg [63:0] \$880 ;
+  reg [63:0] \$881 ;
+  reg [63:0] \$882 ;
+  reg [63:0] \$883 ;
+  reg [63:0] \$884 ;
+  reg [63:0] \$885 ;
+  reg [63:0] \$886 ;
   reg [3:0] \$887 ;
-  reg [3:0] \$888 ;
-  reg [3:0] \$889 ;
-  wire [5:0] \$89 ;
-  reg [3:0] \$890 ;
-  reg [3:0] \$891 ;
-  reg [3:0] \$892 ;
-  reg [3:0] \$893 ;
-  reg [3:0] \$894 ;
-  reg [3:0] \$895 ;
-  reg [3:0] \$896 ;
-  reg [3:0] \$897 ;
+  reg \$888 ;
+  reg [63:0] \$889 ;
+  wire \$89 ;
+  reg [63:0] \$890 ;
+  reg [63:0] \$891 ;
+  reg [63:0] \$892 ;
+  reg [63:0] \$893 ;
+  reg [63:0] \$894 ;
+  reg [63:0] \$895 ;
+  reg [63:0] \$896 ;
+  reg [63:0] \$897 ;
   reg [3:0] \$898 ;
-  reg [3:0] \$899 ;
+  reg \$899 ;
   wire \$9 ;
-  reg [63:0] \$90 ;
-  reg [3:0] \$900 ;
-  reg [3:0] \$901 ;
-  reg [3:0] \$902 ;
-  reg [28:0] \$903 ;
-  reg [28:0] \$904 ;
-  reg [28:0] \$905 ;
-  reg [28:0] \$906 ;
-  reg [28:0] \$907 ;
-  reg [28:0] \$908 ;
+  wire \$90 ;
+  reg [63:0] \$900 ;
+  reg [63:0] \$901 ;
+  reg [63:0] \$902 ;
+  reg [63:0] \$903 ;
+  reg [63:0] \$904 ;
+  reg [63:0] \$905 ;
+  reg [63:0] \$906 ;
+  reg [63:0] \$907 ;
+  reg [63:0] \$908 ;
   reg [28:0] \$909 ;
-  reg [63:0] \$91 ;
-  reg [28:0] \$910 ;
-  reg [28:0] \$911 ;
-  reg [28:0] \$912 ;
-  reg [28:0] \$913 ;
-  reg [28:0] \$914 ;
-  reg [28:0] \$915 ;
-  reg [28:0] \$916 ;
-  reg [28:0] \$917 ;
-  reg [28:0] \$918 ;
-  reg [28:0] \$919 ;
-  reg [63:0] \$92 ;
-  reg \$920 ;
-  reg \$921 ;
-  reg [255:0] \$922 ;
-  reg [551:0] \$923 ;
-  reg [7:0] \$924 ;
-  reg \$925 ;
-  reg \$926 ;
-  reg \$927 ;
-  reg [1:0] \$928 ;
-  reg [1:0] \$929 ;
-  reg [63:0] \$93 ;
-  reg \$930 ;
-  reg \$931 ;
-  reg [154:0] \$932 ;
-  reg [2:0] \$933 ;
-  reg [7:0] \$934 ;
+  wire \$91 ;
+  reg [3:0] \$910 ;
+  reg [3:0] \$911 ;
+  reg [3:0] \$912 ;
+  reg [3:0] \$913 ;
+  reg [3:0] \$914 ;
+  reg [3:0] \$915 ;
+  reg [3:0] \$916 ;
+  reg [3:0] \$917 ;
+  reg [3:0] \$918 ;
+  reg [3:0] \$919 ;
+  wire [4:0] \$92 ;
+  reg [3:0] \$920 ;
+  reg [3:0] \$921 ;
+  reg [3:0] \$922 ;
+  reg [3:0] \$923 ;
+  reg [3:0] \$924 ;
+  reg [3:0] \$925 ;
+  reg [3:0] \$926 ;
+  reg [3:0] \$927 ;
+  reg [3:0] \$928 ;
+  reg [3:0] \$929 ;
+  wire [29:0] \$93 ;
+  reg [3:0] \$930 ;
+  reg [3:0] \$931 ;
+  reg [3:0] \$932 ;
+  reg [3:0] \$933 ;
+  reg [3:0] \$934 ;
   reg [3:0] \$935 ;
   reg [3:0] \$936 ;
   reg [3:0] \$937 ;
   reg [3:0] \$938 ;
   reg [3:0] \$939 ;
-  reg [63:0] \$94 ;
+  wire [4:0] \$94 ;
   reg [3:0] \$940 ;
   reg [3:0] \$941 ;
-  reg [3:0] \$942 ;
-  reg [3:0] \$943 ;
-  reg [3:0] \$944 ;
-  reg [3:0] \$945 ;
-  reg [3:0] \$946 ;
-  reg [3:0] \$947 ;
-  reg [3:0] \$948 ;
-  reg [3:0] \$949 ;
-  wire [3:0] \$95 ;
-  reg [3:0] \$950 ;
-  reg [3:0] \$951 ;
-  reg [3:0] \$952 ;
-  reg [5:0] \$953 ;
+  reg [28:0] \$942 ;
+  reg [28:0] \$943 ;
+  reg [28:0] \$944 ;
+  reg [28:0] \$945 ;
+  reg [28:0] \$946 ;
+  reg [28:0] \$947 ;
+  reg [28:0] \$948 ;
+  reg [28:0] \$949 ;
+  wire [29:0] \$95 ;
+  reg [28:0] \$950 ;
+  reg [28:0] \$951 ;
+  reg [28:0] \$952 ;
+  reg [28:0] \$953 ;
   reg [28:0] \$954 ;
   reg [28:0] \$955 ;
-  reg [17:0] \$956 ;
+  reg [28:0] \$956 ;
   reg [28:0] \$957 ;
   reg [28:0] \$958 ;
-  reg [22:0] \$959 ;
+  reg \$959 ;
   wire [5:0] \$96 ;
-  reg [15:0] \$960 ;
-  reg [18:0] \$961 ;
-  reg [16:0] \$962 ;
-  reg [16:0] \$963 ;
-  reg [4:0] \$964 ;
-  reg [7:0] \$965 ;
-  reg [23:0] \$966 ;
-  reg \$967 ;
-  reg \$968 ;
-  reg [16:0] \$969 ;
-  reg [63:0] \$97 ;
+  reg \$960 ;
+  reg [255:0] \$961 ;
+  reg [551:0] \$962 ;
+  reg [7:0] \$963 ;
+  reg \$964 ;
+  reg \$965 ;
+  reg \$966 ;
+  reg [1:0] \$967 ;
+  reg [1:0] \$968 ;
+  reg \$969 ;
+  wire [29:0] \$97 ;
   reg \$970 ;
-  reg [23:0] \$971 ;
-  reg [4:0] \$972 ;
-  reg [6:0] \$973 ;
-  reg [11:0] \$974 ;
-  reg \$975 ;
-  reg [1:0] \$976 ;
-  reg [6:0] \$977 ;
-  reg [2:0] \$978 ;
-  reg [2:0] \$979 ;
-  reg [63:0] \$98 ;
-  reg [4:0] \$980 ;
-  reg [10:0] \$981 ;
-  reg [6:0] \$982 ;
-  reg [11:0] \$983 ;
-  reg [28:0] \$984 ;
-  reg [28:0] \$985 ;
-  reg [28:0] \$986 ;
-  reg [29:0] \$987 ;
-  reg [28:0] \$988 ;
-  reg [28:0] \$989 ;
-  reg [63:0] \$99 ;
-  reg [10:0] \$990 ;
-  reg [18:0] \$991 ;
-  reg [18:0] \$992 ;
-  reg [3:0] \$993 ;
-  reg [3:0] \$994 ;
-  reg [3:0] \$995 ;
-  reg [3:0] \$996 ;
-  reg [3:0] \$997 ;
-  reg [3:0] \$998 ;
-  reg [3:0] \$999 ;
+  reg [154:0] \$971 ;
+  reg [2:0] \$972 ;
+  reg [7:0] \$973 ;
+  reg [3:0] \$974 ;
+  reg [3:0] \$975 ;
+  reg [3:0] \$976 ;
+  reg [3:0] \$977 ;
+  reg [3:0] \$978 ;
+  reg [3:0] \$979 ;
+  wire [5:0] \$98 ;
+  reg [3:0] \$980 ;
+  reg [3:0] \$981 ;
+  reg [3:0] \$982 ;
+  reg [3:0] \$983 ;
+  reg [3:0] \$984 ;
+  reg [3:0] \$985 ;
+  reg [3:0] \$986 ;
+  reg [3:0] \$987 ;
+  reg [3:0] \$988 ;
+  reg [3:0] \$989 ;
+  wire [29:0] \$99 ;
+  reg [3:0] \$990 ;
+  reg [3:0] \$991 ;
+  reg [5:0] \$992 ;
+  reg [28:0] \$993 ;
+  reg [28:0] \$994 ;
+  reg [17:0] \$995 ;
+  reg [28:0] \$996 ;
+  reg [28:0] \$997 ;
+  reg [22:0] \$998 ;
+  reg [15:0] \$999 ;
   wire [9:0] \$signature__addr ;
-  wire [9:0] \$signature__addr$261 ;
-  wire [9:0] \$signature__addr$266 ;
-  wire [9:0] \$signature__addr$269 ;
-  wire [9:0] \$signature__addr$272 ;
-  wire [9:0] \$signature__addr$275 ;
-  wire [9:0] \$signature__addr$278 ;
-  wire [9:0] \$signature__addr$281 ;
-  wire [9:0] \$signature__addr$284 ;
-  wire [9:0] \$signature__addr$287 ;
-  wire [9:0] \$signature__addr$290 ;
-  wire [9:0] \$signature__addr$293 ;
-  wire [9:0] \$signature__addr$296 ;
-  wire [9:0] \$signature__addr$299 ;
-  wire [9:0] \$signature__addr$302 ;
-  wire [9:0] \$signature__addr$305 ;
-  wire [9:0] \$signature__addr$308 ;
-  wire [9:0] \$signature__addr$44 ;
-  wire [9:0] \$signature__addr$46 ;
+  wire [9:0] \$signature__addr$265 ;
+  wire [9:0] \$signature__addr$270 ;
+  wire [9:0] \$signature__addr$273 ;
+  wire [9:0] \$signature__addr$276 ;
+  wire [9:0] \$signature__addr$279 ;
+  wire [9:0] \$signature__addr$282 ;
+  wire [9:0] \$signature__addr$285 ;
+  wire [9:0] \$signature__addr$288 ;
+  wire [9:0] \$signature__addr$291 ;
+  wire [9:0] \$signature__addr$294 ;
+  wire [9:0] \$signature__addr$297 ;
+  wire [9:0] \$signature__addr$300 ;
+  wire [9:0] \$signature__addr$303 ;
+  wire [9:0] \$signature__addr$306 ;
+  wire [9:0] \$signature__addr$309 ;
+  wire [9:0] \$signature__addr$312 ;
   wire [9:0] \$signature__addr$48 ;
   wire [9:0] \$signature__addr$50 ;
   wire [9:0] \$signature__addr$52 ;
@@ -1063,241 +1100,144 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [9:0] \$signature__addr$68 ;
   wire [9:0] \$signature__addr$70 ;
   wire [9:0] \$signature__addr$72 ;
+  wire [9:0] \$signature__addr$74 ;
+  wire [9:0] \$signature__addr$76 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$267 ;
-  wire [7:0] \$signature__data$267[0] ;
-  wire [7:0] \$signature__data$267[1] ;
-  wire [7:0] \$signature__data$267[2] ;
-  wire [7:0] \$signature__data$267[3] ;
-  wire [7:0] \$signature__data$267[4] ;
-  wire [7:0] \$signature__data$267[5] ;
-  wire [7:0] \$signature__data$267[6] ;
-  wire [7:0] \$signature__data$267[7] ;
-  wire [63:0] \$signature__data$270 ;
-  wire [7:0] \$signature__data$270[0] ;
-  wire [7:0] \$signature__data$270[1] ;
-  wire [7:0] \$signature__data$270[2] ;
-  wire [7:0] \$signature__data$270[3] ;
-  wire [7:0] \$signature__data$270[4] ;
-  wire [7:0] \$signature__data$270[5] ;
-  wire [7:0] \$signature__data$270[6] ;
-  wire [7:0] \$signature__data$270[7] ;
-  wire [63:0] \$signature__data$273 ;
-  wire [7:0] \$signature__data$273[0] ;
-  wire [7:0] \$signature__data$273[1] ;
-  wire [7:0] \$signature__data$273[2] ;
-  wire [7:0] \$signature__data$273[3] ;
-  wire [7:0] \$signature__data$273[4] ;
-  wire [7:0] \$signature__data$273[5] ;
-  wire [7:0] \$signature__data$273[6] ;
-  wire [7:0] \$signature__data$273[7] ;
-  wire [63:0] \$signature__data$276 ;
-  wire [7:0] \$signature__data$276[0] ;
-  wire [7:0] \$signature__data$276[1] ;
-  wire [7:0] \$signature__data$276[2] ;
-  wire [7:0] \$signature__data$276[3] ;
-  wire [7:0] \$signature__data$276[4] ;
-  wire [7:0] \$signature__data$276[5] ;
-  wire [7:0] \$signature__data$276[6] ;
-  wire [7:0] \$signature__data$276[7] ;
-  wire [63:0] \$signature__data$279 ;
-  wire [7:0] \$signature__data$279[0] ;
-  wire [7:0] \$signature__data$279[1] ;
-  wire [7:0] \$signature__data$279[2] ;
-  wire [7:0] \$signature__data$279[3] ;
-  wire [7:0] \$signature__data$279[4] ;
-  wire [7:0] \$signature__data$279[5] ;
-  wire [7:0] \$signature__data$279[6] ;
-  wire [7:0] \$signature__data$279[7] ;
-  wire [63:0] \$signature__data$282 ;
-  wire [7:0] \$signature__data$282[0] ;
-  wire [7:0] \$signature__data$282[1] ;
-  wire [7:0] \$signature__data$282[2] ;
-  wire [7:0] \$signature__data$282[3] ;
-  wire [7:0] \$signature__data$282[4] ;
-  wire [7:0] \$signature__data$282[5] ;
-  wire [7:0] \$signature__data$282[6] ;
-  wire [7:0] \$signature__data$282[7] ;
-  wire [63:0] \$signature__data$285 ;
-  wire [7:0] \$signature__data$285[0] ;
-  wire [7:0] \$signature__data$285[1] ;
-  wire [7:0] \$signature__data$285[2] ;
-  wire [7:0] \$signature__data$285[3] ;
-  wire [7:0] \$signature__data$285[4] ;
-  wire [7:0] \$signature__data$285[5] ;
-  wire [7:0] \$signature__data$285[6] ;
-  wire [7:0] \$signature__data$285[7] ;
-  wire [63:0] \$signature__data$288 ;
-  wire [7:0] \$signature__data$288[0] ;
-  wire [7:0] \$signature__data$288[1] ;
-  wire [7:0] \$signature__data$288[2] ;
-  wire [7:0] \$signature__data$288[3] ;
-  wire [7:0] \$signature__data$288[4] ;
-  wire [7:0] \$signature__data$288[5] ;
-  wire [7:0] \$signature__data$288[6] ;
-  wire [7:0] \$signature__data$288[7] ;
-  wire [63:0] \$signature__data$291 ;
-  wire [7:0] \$signature__data$291[0] ;
-  wire [7:0] \$signature__data$291[1] ;
-  wire [7:0] \$signature__data$291[2] ;
-  wire [7:0] \$signature__data$291[3] ;
-  wire [7:0] \$signature__data$291[4] ;
-  wire [7:0] \$signature__data$291[5] ;
-  wire [7:0] \$signature__data$291[6] ;
-  wire [7:0] \$signature__data$291[7] ;
-  wire [63:0] \$signature__data$294 ;
-  wire [7:0] \$signature__data$294[0] ;
-  wire [7:0] \$signature__data$294[1] ;
-  wire [7:0] \$signature__data$294[2] ;
-  wire [7:0] \$signature__data$294[3] ;
-  wire [7:0] \$signature__data$294[4] ;
-  wire [7:0] \$signature__data$294[5] ;
-  wire [7:0] \$signature__data$294[6] ;
-  wire [7:0] \$signature__data$294[7] ;
-  wire [63:0] \$signature__data$297 ;
-  wire [7:0] \$signature__data$297[0] ;
-  wire [7:0] \$signature__data$297[1] ;
-  wire [7:0] \$signature__data$297[2] ;
-  wire [7:0] \$signature__data$297[3] ;
-  wire [7:0] \$signature__data$297[4] ;
-  wire [7:0] \$signature__data$297[5] ;
-  wire [7:0] \$signature__data$297[6] ;
-  wire [7:0] \$signature__data$297[7] ;
-  wire [63:0] \$signature__data$300 ;
-  wire [7:0] \$signature__data$300[0] ;
-  wire [7:0] \$signature__data$300[1] ;
-  wire [7:0] \$signature__data$300[2] ;
-  wire [7:0] \$signature__data$300[3] ;
-  wire [7:0] \$signature__data$300[4] ;
-  wire [7:0] \$signature__data$300[5] ;
-  wire [7:0] \$signature__data$300[6] ;
-  wire [7:0] \$signature__data$300[7] ;
-  wire [63:0] \$signature__data$303 ;
-  wire [7:0] \$signature__data$303[0] ;
-  wire [7:0] \$signature__data$303[1] ;
-  wire [7:0] \$signature__data$303[2] ;
-  wire [7:0] \$signature__data$303[3] ;
-  wire [7:0] \$signature__data$303[4] ;
-  wire [7:0] \$signature__data$303[5] ;
-  wire [7:0] \$signature__data$303[6] ;
-  wire [7:0] \$signature__data$303[7] ;
-  wire [63:0] \$signature__data$306 ;
-  wire [7:0] \$signature__data$306[0] ;
-  wire [7:0] \$signature__data$306[1] ;
-  wire [7:0] \$signature__data$306[2] ;
-  wire [7:0] \$signature__data$306[3] ;
-  wire [7:0] \$signature__data$306[4] ;
-  wire [7:0] \$signature__data$306[5] ;
-  wire [7:0] \$signature__data$306[6] ;
-  wire [7:0] \$signature__data$306[7] ;
-  wire [63:0] \$signature__data$309 ;
-  wire [7:0] \$signature__data$309[0] ;
-  wire [7:0] \$signature__data$309[1] ;
-  wire [7:0] \$signature__data$309[2] ;
-  wire [7:0] \$signature__data$309[3] ;
-  wire [7:0] \$signature__data$309[4] ;
-  wire [7:0] \$signature__data$309[5] ;
-  wire [7:0] \$signature__data$309[6] ;
-  wire [7:0] \$signature__data$309[7] ;
-  wire [63:0] \$signature__data$346 ;
-  wire [7:0] \$signature__data$346[0] ;
-  wire [7:0] \$signature__data$346[1] ;
-  wire [7:0] \$signature__data$346[2] ;
-  wire [7:0] \$signature__data$346[3] ;
-  wire [7:0] \$signature__data$346[4] ;
-  wire [7:0] \$signature__data$346[5] ;
-  wire [7:0] \$signature__data$346[6] ;
-  wire [7:0] \$signature__data$346[7] ;
-  wire [63:0] \$signature__data$347 ;
-  wire [7:0] \$signature__data$347[0] ;
-  wire [7:0] \$signature__data$347[1] ;
-  wire [7:0] \$signature__data$347[2] ;
-  wire [7:0] \$signature__data$347[3] ;
-  wire [7:0] \$signature__data$347[4] ;
-  wire [7:0] \$signature__data$347[5] ;
-  wire [7:0] \$signature__data$347[6] ;
-  wire [7:0] \$signature__data$347[7] ;
-  wire [63:0] \$signature__data$348 ;
-  wire [7:0] \$signature__data$348[0] ;
-  wire [7:0] \$signature__data$348[1] ;
-  wire [7:0] \$signature__data$348[2] ;
-  wire [7:0] \$signature__data$348[3] ;
-  wire [7:0] \$signature__data$348[4] ;
-  wire [7:0] \$signature__data$348[5] ;
-  wire [7:0] \$signature__data$348[6] ;
-  wire [7:0] \$signature__data$348[7] ;
-  wire [63:0] \$signature__data$349 ;
-  wire [7:0] \$signature__data$349[0] ;
-  wire [7:0] \$signature__data$349[1] ;
-  wire [7:0] \$signature__data$349[2] ;
-  wire [7:0] \$signature__data$349[3] ;
-  wire [7:0] \$signature__data$349[4] ;
-  wire [7:0] \$signature__data$349[5] ;
-  wire [7:0] \$signature__data$349[6] ;
-  wire [7:0] \$signature__data$349[7] ;
-  wire [63:0] \$signature__data$350 ;
-  wire [7:0] \$signature__data$350[0] ;
-  wire [7:0] \$signature__data$350[1] ;
-  wire [7:0] \$signature__data$350[2] ;
-  wire [7:0] \$signature__data$350[3] ;
-  wire [7:0] \$signature__data$350[4] ;
-  wire [7:0] \$signature__data$350[5] ;
-  wire [7:0] \$signature__data$350[6] ;
-  wire [7:0] \$signature__data$350[7] ;
-  wire [63:0] \$signature__data$351 ;
-  wire [7:0] \$signature__data$351[0] ;
-  wire [7:0] \$signature__data$351[1] ;
-  wire [7:0] \$signature__data$351[2] ;
-  wire [7:0] \$signature__data$351[3] ;
-  wire [7:0] \$signature__data$351[4] ;
-  wire [7:0] \$signature__data$351[5] ;
-  wire [7:0] \$signature__data$351[6] ;
-  wire [7:0] \$signature__data$351[7] ;
-  wire [63:0] \$signature__data$352 ;
-  wire [7:0] \$signature__data$352[0] ;
-  wire [7:0] \$signature__data$352[1] ;
-  wire [7:0] \$signature__data$352[2] ;
-  wire [7:0] \$signature__data$352[3] ;
-  wire [7:0] \$signature__data$352[4] ;
-  wire [7:0] \$signature__data$352[5] ;
-  wire [7:0] \$signature__data$352[6] ;
-  wire [7:0] \$signature__data$352[7] ;
-  wire [63:0] \$signature__data$353 ;
-  wire [7:0] \$signature__data$353[0] ;
-  wire [7:0] \$signature__data$353[1] ;
-  wire [7:0] \$signature__data$353[2] ;
-  wire [7:0] \$signature__data$353[3] ;
-  wire [7:0] \$signature__data$353[4] ;
-  wire [7:0] \$signature__data$353[5] ;
-  wire [7:0] \$signature__data$353[6] ;
-  wire [7:0] \$signature__data$353[7] ;
-  wire [63:0] \$signature__data$354 ;
-  wire [7:0] \$signature__data$354[0] ;
-  wire [7:0] \$signature__data$354[1] ;
-  wire [7:0] \$signature__data$354[2] ;
-  wire [7:0] \$signature__data$354[3] ;
-  wire [7:0] \$signature__data$354[4] ;
-  wire [7:0] \$signature__data$354[5] ;
-  wire [7:0] \$signature__data$354[6] ;
-  wire [7:0] \$signature__data$354[7] ;
-  wire [63:0] \$signature__data$355 ;
-  wire [7:0] \$signature__data$355[0] ;
-  wire [7:0] \$signature__data$355[1] ;
-  wire [7:0] \$signature__data$355[2] ;
-  wire [7:0] \$signature__data$355[3] ;
-  wire [7:0] \$signature__data$355[4] ;
-  wire [7:0] \$signature__data$355[5] ;
-  wire [7:0] \$signature__data$355[6] ;
-  wire [7:0] \$signature__data$355[7] ;
-  wire [63:0] \$signature__data$356 ;
-  wire [7:0] \$signature__data$356[0] ;
-  wire [7:0] \$signature__data$356[1] ;
-  wire [7:0] \$signature__data$356[2] ;
-  wire [7:0] \$signature__data$356[3] ;
-  wire [7:0] \$signature__data$356[4] ;
-  wire [7:0] \$signature__data$356[5] ;
-  wire [7:0] \$signature__data$356[6] ;
-  wire [7:0] \$signature__data$356[7] ;
+  wire [63:0] \$signature__data$271 ;
+  wire [7:0] \$signature__data$271[0] ;
+  wire [7:0] \$signature__data$271[1] ;
+  wire [7:0] \$signature__data$271[2] ;
+  wire [7:0] \$signature__data$271[3] ;
+  wire [7:0] \$signature__data$271[4] ;
+  wire [7:0] \$signature__data$271[5] ;
+  wire [7:0] \$signature__data$271[6] ;
+  wire [7:0] \$signature__data$271[7] ;
+  wire [63:0] \$signature__data$274 ;
+  wire [7:0] \$signature__data$274[0] ;
+  wire [7:0] \$signature__data$274[1] ;
+  wire [7:0] \$signature__data$274[2] ;
+  wire [7:0] \$signature__data$274[3] ;
+  wire [7:0] \$signature__data$274[4] ;
+  wire [7:0] \$signature__data$274[5] ;
+  wire [7:0] \$signature__data$274[6] ;
+  wire [7:0] \$signature__data$274[7] ;
+  wire [63:0] \$signature__data$277 ;
+  wire [7:0] \$signature__data$277[0] ;
+  wire [7:0] \$signature__data$277[1] ;
+  wire [7:0] \$signature__data$277[2] ;
+  wire [7:0] \$signature__data$277[3] ;
+  wire [7:0] \$signature__data$277[4] ;
+  wire [7:0] \$signature__data$277[5] ;
+  wire [7:0] \$signature__data$277[6] ;
+  wire [7:0] \$signature__data$277[7] ;
+  wire [63:0] \$signature__data$280 ;
+  wire [7:0] \$signature__data$280[0] ;
+  wire [7:0] \$signature__data$280[1] ;
+  wire [7:0] \$signature__data$280[2] ;
+  wire [7:0] \$signature__data$280[3] ;
+  wire [7:0] \$signature__data$280[4] ;
+  wire [7:0] \$signature__data$280[5] ;
+  wire [7:0] \$signature__data$280[6] ;
+  wire [7:0] \$signature__data$280[7] ;
+  wire [63:0] \$signature__data$283 ;
+  wire [7:0] \$signature__data$283[0] ;
+  wire [7:0] \$signature__data$283[1] ;
+  wire [7:0] \$signature__data$283[2] ;
+  wire [7:0] \$signature__data$283[3] ;
+  wire [7:0] \$signature__data$283[4] ;
+  wire [7:0] \$signature__data$283[5] ;
+  wire [7:0] \$signature__data$283[6] ;
+  wire [7:0] \$signature__data$283[7] ;
+  wire [63:0] \$signature__data$286 ;
+  wire [7:0] \$signature__data$286[0] ;
+  wire [7:0] \$signature__data$286[1] ;
+  wire [7:0] \$signature__data$286[2] ;
+  wire [7:0] \$signature__data$286[3] ;
+  wire [7:0] \$signature__data$286[4] ;
+  wire [7:0] \$signature__data$286[5] ;
+  wire [7:0] \$signature__data$286[6] ;
+  wire [7:0] \$signature__data$286[7] ;
+  wire [63:0] \$signature__data$289 ;
+  wire [7:0] \$signature__data$289[0] ;
+  wire [7:0] \$signature__data$289[1] ;
+  wire [7:0] \$signature__data$289[2] ;
+  wire [7:0] \$signature__data$289[3] ;
+  wire [7:0] \$signature__data$289[4] ;
+  wire [7:0] \$signature__data$289[5] ;
+  wire [7:0] \$signature__data$289[6] ;
+  wire [7:0] \$signature__data$289[7] ;
+  wire [63:0] \$signature__data$292 ;
+  wire [7:0] \$signature__data$292[0] ;
+  wire [7:0] \$signature__data$292[1] ;
+  wire [7:0] \$signature__data$292[2] ;
+  wire [7:0] \$signature__data$292[3] ;
+  wire [7:0] \$signature__data$292[4] ;
+  wire [7:0] \$signature__data$292[5] ;
+  wire [7:0] \$signature__data$292[6] ;
+  wire [7:0] \$signature__data$292[7] ;
+  wire [63:0] \$signature__data$295 ;
+  wire [7:0] \$signature__data$295[0] ;
+  wire [7:0] \$signature__data$295[1] ;
+  wire [7:0] \$signature__data$295[2] ;
+  wire [7:0] \$signature__data$295[3] ;
+  wire [7:0] \$signature__data$295[4] ;
+  wire [7:0] \$signature__data$295[5] ;
+  wire [7:0] \$signature__data$295[6] ;
+  wire [7:0] \$signature__data$295[7] ;
+  wire [63:0] \$signature__data$298 ;
+  wire [7:0] \$signature__data$298[0] ;
+  wire [7:0] \$signature__data$298[1] ;
+  wire [7:0] \$signature__data$298[2] ;
+  wire [7:0] \$signature__data$298[3] ;
+  wire [7:0] \$signature__data$298[4] ;
+  wire [7:0] \$signature__data$298[5] ;
+  wire [7:0] \$signature__data$298[6] ;
+  wire [7:0] \$signature__data$298[7] ;
+  wire [63:0] \$signature__data$301 ;
+  wire [7:0] \$signature__data$301[0] ;
+  wire [7:0] \$signature__data$301[1] ;
+  wire [7:0] \$signature__data$301[2] ;
+  wire [7:0] \$signature__data$301[3] ;
+  wire [7:0] \$signature__data$301[4] ;
+  wire [7:0] \$signature__data$301[5] ;
+  wire [7:0] \$signature__data$301[6] ;
+  wire [7:0] \$signature__data$301[7] ;
+  wire [63:0] \$signature__data$304 ;
+  wire [7:0] \$signature__data$304[0] ;
+  wire [7:0] \$signature__data$304[1] ;
+  wire [7:0] \$signature__data$304[2] ;
+  wire [7:0] \$signature__data$304[3] ;
+  wire [7:0] \$signature__data$304[4] ;
+  wire [7:0] \$signature__data$304[5] ;
+  wire [7:0] \$signature__data$304[6] ;
+  wire [7:0] \$signature__data$304[7] ;
+  wire [63:0] \$signature__data$307 ;
+  wire [7:0] \$signature__data$307[0] ;
+  wire [7:0] \$signature__data$307[1] ;
+  wire [7:0] \$signature__data$307[2] ;
+  wire [7:0] \$signature__data$307[3] ;
+  wire [7:0] \$signature__data$307[4] ;
+  wire [7:0] \$signature__data$307[5] ;
+  wire [7:0] \$signature__data$307[6] ;
+  wire [7:0] \$signature__data$307[7] ;
+  wire [63:0] \$signature__data$310 ;
+  wire [7:0] \$signature__data$310[0] ;
+  wire [7:0] \$signature__data$310[1] ;
+  wire [7:0] \$signature__data$310[2] ;
+  wire [7:0] \$signature__data$310[3] ;
+  wire [7:0] \$signature__data$310[4] ;
+  wire [7:0] \$signature__data$310[5] ;
+  wire [7:0] \$signature__data$310[6] ;
+  wire [7:0] \$signature__data$310[7] ;
+  wire [63:0] \$signature__data$313 ;
+  wire [7:0] \$signature__data$313[0] ;
+  wire [7:0] \$signature__data$313[1] ;
+  wire [7:0] \$signature__data$313[2] ;
+  wire [7:0] \$signature__data$313[3] ;
+  wire [7:0] \$signature__data$313[4] ;
+  wire [7:0] \$signature__data$313[5] ;
+  wire [7:0] \$signature__data$313[6] ;
+  wire [7:0] \$signature__data$313[7] ;
   wire [63:0] \$signature__data$357 ;
   wire [7:0] \$signature__data$357[0] ;
   wire [7:0] \$signature__data$357[1] ;
@@ -1343,6 +1283,105 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$361[5] ;
   wire [7:0] \$signature__data$361[6] ;
   wire [7:0] \$signature__data$361[7] ;
+  wire [63:0] \$signature__data$362 ;
+  wire [7:0] \$signature__data$362[0] ;
+  wire [7:0] \$signature__data$362[1] ;
+  wire [7:0] \$signature__data$362[2] ;
+  wire [7:0] \$signature__data$362[3] ;
+  wire [7:0] \$signature__data$362[4] ;
+  wire [7:0] \$signature__data$362[5] ;
+  wire [7:0] \$signature__data$362[6] ;
+  wire [7:0] \$signature__data$362[7] ;
+  wire [63:0] \$signature__data$363 ;
+  wire [7:0] \$signature__data$363[0] ;
+  wire [7:0] \$signature__data$363[1] ;
+  wire [7:0] \$signature__data$363[2] ;
+  wire [7:0] \$signature__data$363[3] ;
+  wire [7:0] \$signature__data$363[4] ;
+  wire [7:0] \$signature__data$363[5] ;
+  wire [7:0] \$signature__data$363[6] ;
+  wire [7:0] \$signature__data$363[7] ;
+  wire [63:0] \$signature__data$364 ;
+  wire [7:0] \$signature__data$364[0] ;
+  wire [7:0] \$signature__data$364[1] ;
+  wire [7:0] \$signature__data$364[2] ;
+  wire [7:0] \$signature__data$364[3] ;
+  wire [7:0] \$signature__data$364[4] ;
+  wire [7:0] \$signature__data$364[5] ;
+  wire [7:0] \$signature__data$364[6] ;
+  wire [7:0] \$signature__data$364[7] ;
+  wire [63:0] \$signature__data$365 ;
+  wire [7:0] \$signature__data$365[0] ;
+  wire [7:0] \$signature__data$365[1] ;
+  wire [7:0] \$signature__data$365[2] ;
+  wire [7:0] \$signature__data$365[3] ;
+  wire [7:0] \$signature__data$365[4] ;
+  wire [7:0] \$signature__data$365[5] ;
+  wire [7:0] \$signature__data$365[6] ;
+  wire [7:0] \$signature__data$365[7] ;
+  wire [63:0] \$signature__data$366 ;
+  wire [7:0] \$signature__data$366[0] ;
+  wire [7:0] \$signature__data$366[1] ;
+  wire [7:0] \$signature__data$366[2] ;
+  wire [7:0] \$signature__data$366[3] ;
+  wire [7:0] \$signature__data$366[4] ;
+  wire [7:0] \$signature__data$366[5] ;
+  wire [7:0] \$signature__data$366[6] ;
+  wire [7:0] \$signature__data$366[7] ;
+  wire [63:0] \$signature__data$367 ;
+  wire [7:0] \$signature__data$367[0] ;
+  wire [7:0] \$signature__data$367[1] ;
+  wire [7:0] \$signature__data$367[2] ;
+  wire [7:0] \$signature__data$367[3] ;
+  wire [7:0] \$signature__data$367[4] ;
+  wire [7:0] \$signature__data$367[5] ;
+  wire [7:0] \$signature__data$367[6] ;
+  wire [7:0] \$signature__data$367[7] ;
+  wire [63:0] \$signature__data$368 ;
+  wire [7:0] \$signature__data$368[0] ;
+  wire [7:0] \$signature__data$368[1] ;
+  wire [7:0] \$signature__data$368[2] ;
+  wire [7:0] \$signature__data$368[3] ;
+  wire [7:0] \$signature__data$368[4] ;
+  wire [7:0] \$signature__data$368[5] ;
+  wire [7:0] \$signature__data$368[6] ;
+  wire [7:0] \$signature__data$368[7] ;
+  wire [63:0] \$signature__data$369 ;
+  wire [7:0] \$signature__data$369[0] ;
+  wire [7:0] \$signature__data$369[1] ;
+  wire [7:0] \$signature__data$369[2] ;
+  wire [7:0] \$signature__data$369[3] ;
+  wire [7:0] \$signature__data$369[4] ;
+  wire [7:0] \$signature__data$369[5] ;
+  wire [7:0] \$signature__data$369[6] ;
+  wire [7:0] \$signature__data$369[7] ;
+  wire [63:0] \$signature__data$370 ;
+  wire [7:0] \$signature__data$370[0] ;
+  wire [7:0] \$signature__data$370[1] ;
+  wire [7:0] \$signature__data$370[2] ;
+  wire [7:0] \$signature__data$370[3] ;
+  wire [7:0] \$signature__data$370[4] ;
+  wire [7:0] \$signature__data$370[5] ;
+  wire [7:0] \$signature__data$370[6] ;
+  wire [7:0] \$signature__data$370[7] ;
+  wire [63:0] \$signature__data$371 ;
+  wire [7:0] \$signature__data$371[0] ;
+  wire [7:0] \$signature__data$371[1] ;
+  wire [7:0] \$signature__data$371[2] ;
+  wire [7:0] \$signature__data$371[3] ;
+  wire [7:0] \$signature__data$371[4] ;
+  wire [7:0] \$signature__data$371[5] ;
+  wire [7:0] \$signature__data$371[6] ;
+  wire [7:0] \$signature__data$371[7] ;
+  wire [63:0] \$signature__data$372 ;
+  wire [7:0] \$signature__data$372[0] ;
+  wire [7:0] \$signature__data$372[1] ;
+  wire [7:0] \$signature__data$372[2] ;
+  wire [7:0] \$signature__data$372[3] ;
+  wire [7:0] \$signature__data$372[4] ;
+  wire [7:0] \$signature__data$372[5] ;
+  wire [7:0] \$signature__data$372[6] ;
+  wire [7:0] \$signature__data$372[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -1352,24 +1391,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data[6] ;
   wire [7:0] \$signature__data[7] ;
   wire \$signature__en ;
-  wire \$signature__en$265 ;
-  wire \$signature__en$268 ;
-  wire \$signature__en$271 ;
-  wire \$signature__en$274 ;
-  wire \$signature__en$277 ;
-  wire \$signature__en$280 ;
-  wire \$signature__en$283 ;
-  wire \$signature__en$286 ;
-  wire \$signature__en$289 ;
-  wire \$signature__en$292 ;
-  wire \$signature__en$295 ;
-  wire \$signature__en$298 ;
-  wire \$signature__en$301 ;
-  wire \$signature__en$304 ;
-  wire \$signature__en$307 ;
-  wire \$signature__en$310 ;
-  wire \$signature__en$45 ;
-  wire \$signature__en$47 ;
+  wire \$signature__en$269 ;
+  wire \$signature__en$272 ;
+  wire \$signature__en$275 ;
+  wire \$signature__en$278 ;
+  wire \$signature__en$281 ;
+  wire \$signature__en$284 ;
+  wire \$signature__en$287 ;
+  wire \$signature__en$290 ;
+  wire \$signature__en$293 ;
+  wire \$signature__en$296 ;
+  wire \$signature__en$299 ;
+  wire \$signature__en$302 ;
+  wire \$signature__en$305 ;
+  wire \$signature__en$308 ;
+  wire \$signature__en$311 ;
+  wire \$signature__en$314 ;
   wire \$signature__en$49 ;
   wire \$signature__en$51 ;
   wire \$signature__en$53 ;
@@ -1383,6 +1420,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$69 ;
   wire \$signature__en$71 ;
   wire \$signature__en$73 ;
+  wire \$signature__en$75 ;
+  wire \$signature__en$77 ;
   reg [23:0] a_count = 24'h000000;
   reg a_done = 1'h0;
   reg [4:0] abort_timer = 5'h00;
@@ -1448,7 +1487,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [31:0] cnt_stall_weight = 32'd0;
   wire count_now;
   reg counting = 1'h0;
+  reg [9:0] cur = 10'h000;
+  wire [4:0] \cur.count ;
+  wire [4:0] \cur.first ;
   reg [12:0] cur_ld_tile = 13'h0000;
+  reg [9:0] cw_p1 = 10'h000;
+  wire [4:0] \cw_p1.count ;
+  wire [4:0] \cw_p1.first ;
+  reg [9:0] cw_p2 = 10'h000;
+  wire [4:0] \cw_p2.count ;
+  wire [4:0] \cw_p2.first ;
+  wire [5:0] cw_r1__addr;
+  wire [9:0] cw_r1__data;
+  wire [4:0] \cw_r1__data.count ;
+  wire [4:0] \cw_r1__data.first ;
+  wire [5:0] cw_r2__addr;
+  wire [9:0] cw_r2__data;
+  wire [4:0] \cw_r2__data.count ;
+  wire [4:0] \cw_r2__data.first ;
   wire [5:0] cw_r__addr;
   wire [9:0] cw_r__data;
   wire [4:0] \cw_r__data.count ;
@@ -1856,7 +1912,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   wire [16:0] lo;
-  reg [11:0] \lo$260  = 12'h000;
+  reg [11:0] \lo$264  = 12'h000;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
@@ -2308,15 +2364,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$188 ;
-  wire [31:0] \sums$188[0] ;
-  wire [31:0] \sums$188[1] ;
-  wire [31:0] \sums$188[2] ;
-  wire [31:0] \sums$188[3] ;
-  wire [31:0] \sums$188[4] ;
-  wire [31:0] \sums$188[5] ;
-  wire [31:0] \sums$188[6] ;
-  wire [31:0] \sums$188[7] ;
+  wire [255:0] \sums$192 ;
+  wire [31:0] \sums$192[0] ;
+  wire [31:0] \sums$192[1] ;
+  wire [31:0] \sums$192[2] ;
+  wire [31:0] \sums$192[3] ;
+  wire [31:0] \sums$192[4] ;
+  wire [31:0] \sums$192[5] ;
+  wire [31:0] \sums$192[6] ;
+  wire [31:0] \sums$192[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -2326,6 +2382,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [31:0] \sums[6] ;
   wire [31:0] \sums[7] ;
   reg [6:0] t = 7'h00;
+  wire [6:0] t1;
+  wire [6:0] t2;
+  reg t_adv;
+  reg t_adv_prev = 1'h0;
   reg [5:0] taps = 6'h00;
   reg [23:0] tiles_sum = 24'h000000;
   reg [1:0] w_ahead = 2'h0;
@@ -3016,6 +3076,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     if (cw_w__en)
       cwmem[p_count[5:0]] <= cw_w__data;
   end
+  assign cw_r2__data = cwmem[\$14 [5:0]];
+  assign cw_r1__data = cwmem[\$6 [5:0]];
   assign cw_r__data = cwmem[t[5:0]];
   reg [63:0] lb0 [1023:0];
   initial begin
@@ -4045,14 +4107,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$265 )
+    if (\$signature__en$269 )
       lb0[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
-    _1_ <= lb0[{ ix_m[5:0], \$32 [3:0] }];
+    _1_ <= lb0[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$346  = _1_;
+  assign \$signature__data$357  = _1_;
   reg [63:0] lb1 [1023:0];
   initial begin
     lb1[0] = 64'h0000000000000000;
@@ -5081,14 +5143,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$268 )
+    if (\$signature__en$272 )
       lb1[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
-    _2_ <= lb1[{ ix_m[5:0], \$32 [3:0] }];
+    _2_ <= lb1[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$347  = _2_;
+  assign \$signature__data$358  = _2_;
   reg [63:0] lb10 [1023:0];
   initial begin
     lb10[0] = 64'h0000000000000000;
@@ -6117,14 +6179,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$295 )
+    if (\$signature__en$299 )
       lb10[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
-    _3_ <= lb10[{ ix_m[5:0], \$32 [3:0] }];
+    _3_ <= lb10[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$356  = _3_;
+  assign \$signature__data$367  = _3_;
   reg [63:0] lb11 [1023:0];
   initial begin
     lb11[0] = 64'h0000000000000000;
@@ -7153,14 +7215,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$298 )
+    if (\$signature__en$302 )
       lb11[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
-    _4_ <= lb11[{ ix_m[5:0], \$32 [3:0] }];
+    _4_ <= lb11[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$357  = _4_;
+  assign \$signature__data$368  = _4_;
   reg [63:0] lb12 [1023:0];
   initial begin
     lb12[0] = 64'h0000000000000000;
@@ -8189,14 +8251,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$301 )
+    if (\$signature__en$305 )
       lb12[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
-    _5_ <= lb12[{ ix_m[5:0], \$32 [3:0] }];
+    _5_ <= lb12[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$358  = _5_;
+  assign \$signature__data$369  = _5_;
   reg [63:0] lb13 [1023:0];
   initial begin
     lb13[0] = 64'h0000000000000000;
@@ -9225,14 +9287,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$304 )
+    if (\$signature__en$308 )
       lb13[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
-    _6_ <= lb13[{ ix_m[5:0], \$32 [3:0] }];
+    _6_ <= lb13[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$359  = _6_;
+  assign \$signature__data$370  = _6_;
   reg [63:0] lb14 [1023:0];
   initial begin
     lb14[0] = 64'h0000000000000000;
@@ -10261,14 +10323,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$307 )
+    if (\$signature__en$311 )
       lb14[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
-    _7_ <= lb14[{ ix_m[5:0], \$32 [3:0] }];
+    _7_ <= lb14[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$360  = _7_;
+  assign \$signature__data$371  = _7_;
   reg [63:0] lb15 [1023:0];
   initial begin
     lb15[0] = 64'h0000000000000000;
@@ -11297,14 +11359,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$310 )
+    if (\$signature__en$314 )
       lb15[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
-    _8_ <= lb15[{ ix_m[5:0], \$32 [3:0] }];
+    _8_ <= lb15[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$361  = _8_;
+  assign \$signature__data$372  = _8_;
   reg [63:0] lb2 [1023:0];
   initial begin
     lb2[0] = 64'h0000000000000000;
@@ -12333,14 +12395,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$271 )
+    if (\$signature__en$275 )
       lb2[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
-    _9_ <= lb2[{ ix_m[5:0], \$32 [3:0] }];
+    _9_ <= lb2[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$348  = _9_;
+  assign \$signature__data$359  = _9_;
   reg [63:0] lb3 [1023:0];
   initial begin
     lb3[0] = 64'h0000000000000000;
@@ -13369,14 +13431,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$274 )
+    if (\$signature__en$278 )
       lb3[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
-    _10_ <= lb3[{ ix_m[5:0], \$32 [3:0] }];
+    _10_ <= lb3[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$349  = _10_;
+  assign \$signature__data$360  = _10_;
   reg [63:0] lb4 [1023:0];
   initial begin
     lb4[0] = 64'h0000000000000000;
@@ -14405,14 +14467,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$277 )
+    if (\$signature__en$281 )
       lb4[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
-    _11_ <= lb4[{ ix_m[5:0], \$32 [3:0] }];
+    _11_ <= lb4[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$350  = _11_;
+  assign \$signature__data$361  = _11_;
   reg [63:0] lb5 [1023:0];
   initial begin
     lb5[0] = 64'h0000000000000000;
@@ -15441,14 +15503,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$280 )
+    if (\$signature__en$284 )
       lb5[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
-    _12_ <= lb5[{ ix_m[5:0], \$32 [3:0] }];
+    _12_ <= lb5[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$351  = _12_;
+  assign \$signature__data$362  = _12_;
   reg [63:0] lb6 [1023:0];
   initial begin
     lb6[0] = 64'h0000000000000000;
@@ -16477,14 +16539,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$283 )
+    if (\$signature__en$287 )
       lb6[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
-    _13_ <= lb6[{ ix_m[5:0], \$32 [3:0] }];
+    _13_ <= lb6[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$352  = _13_;
+  assign \$signature__data$363  = _13_;
   reg [63:0] lb7 [1023:0];
   initial begin
     lb7[0] = 64'h0000000000000000;
@@ -17513,14 +17575,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$286 )
+    if (\$signature__en$290 )
       lb7[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
-    _14_ <= lb7[{ ix_m[5:0], \$32 [3:0] }];
+    _14_ <= lb7[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$353  = _14_;
+  assign \$signature__data$364  = _14_;
   reg [63:0] lb8 [1023:0];
   initial begin
     lb8[0] = 64'h0000000000000000;
@@ -18549,14 +18611,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$289 )
+    if (\$signature__en$293 )
       lb8[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
-    _15_ <= lb8[{ ix_m[5:0], \$32 [3:0] }];
+    _15_ <= lb8[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$354  = _15_;
+  assign \$signature__data$365  = _15_;
   reg [63:0] lb9 [1023:0];
   initial begin
     lb9[0] = 64'h0000000000000000;
@@ -19585,14 +19647,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$292 )
+    if (\$signature__en$296 )
       lb9[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
-    _16_ <= lb9[{ ix_m[5:0], \$32 [3:0] }];
+    _16_ <= lb9[{ ix_m[5:0], \$46 [3:0] }];
   end
-  assign \$signature__data$355  = _16_;
+  assign \$signature__data$366  = _16_;
   reg [551:0] pmem [63:0];
   initial begin
     pmem[0] = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -36067,1226 +36129,1269 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign w_word = _18_;
   assign active = | state;
   assign i_desc__ready = ! state;
-  assign \$1  = ~ desc[154];
-  assign \$2  = rc == next_rc;
-  assign is_elem = \$1  | \$2 ;
-  assign \$3  = state == 2'h3;
-  assign \$4  = sq == 2'h2;
-  assign \$5  = \$3  & \$4 ;
-  assign \$6  = | w_ahead;
-  assign \$7  = \$5  & \$6 ;
-  assign \$8  = desc[73:71] - 1'h1;
-  assign \$9  = ky == \$8 ;
-  assign \$10  = desc[154] | \$9 ;
-  assign \$11  = desc[76:74] - 1'h1;
-  assign \$12  = kx == \$11 ;
-  assign \$13  = desc[154] | \$12 ;
-  assign \$14  = \$10  & \$13 ;
-  assign \$15  = cw_r__data[9:5] - 1'h1;
-  assign \$16  = j == \$15 ;
-  assign \$17  = \$14  & \$16 ;
-  assign \$18  = \$17  & is_elem;
-  assign \$19  = ~ \$18 ;
-  assign \$20  = reserved < 7'h40;
-  assign \$21  = \$19  | \$20 ;
-  assign issue = \$7  & \$21 ;
-  assign \$22  = $signed(ix) < $signed(1'h0);
-  assign \$23  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
-  assign \$24  = - $signed(ix);
-  assign \$25  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
-  assign \$26  = 2'h2 * desc[41:35];
-  assign \$27  = $signed(\$26 ) - $signed(3'h2);
-  assign \$28  = $signed(\$27 ) - $signed(ix);
-  assign \$29  = desc[41:35] - 1'h1;
-  assign \$30  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
-  assign \$31  = desc[154] ? 5'h00 : j;
-  assign \$32  = cw_r__data[4:0] + \$31 ;
-  assign \$33  = issue & is_elem;
-  assign \$36  = issue & desc[154];
-  assign \$37  = ! ky;
-  assign \$38  = ! kx;
-  assign \$39  = \$37  & \$38 ;
-  assign \$40  = ! j;
-  assign \$41  = \$39  & \$40 ;
-  assign \$42  = desc[73:71] - 1'h1;
-  assign \$43  = ky == \$42 ;
-  assign \$44  = desc[154] | \$43 ;
-  assign \$45  = desc[76:74] - 1'h1;
-  assign \$46  = kx == \$45 ;
-  assign \$47  = desc[154] | \$46 ;
-  assign \$48  = \$44  & \$47 ;
-  assign \$49  = cw_r__data[9:5] - 1'h1;
-  assign \$50  = j == \$49 ;
-  assign \$51  = \$48  & \$50 ;
-  assign \$52  = desc[73:71] - 1'h1;
-  assign \$53  = ky == \$52 ;
-  assign \$54  = desc[154] | \$53 ;
-  assign \$55  = desc[76:74] - 1'h1;
-  assign \$56  = kx == \$55 ;
-  assign \$57  = desc[154] | \$56 ;
-  assign \$58  = \$54  & \$57 ;
-  assign \$59  = cw_r__data[9:5] - 1'h1;
-  assign \$60  = j == \$59 ;
-  assign \$61  = \$58  & \$60 ;
-  assign \$62  = desc[11:5] - 1'h1;
-  assign \$63  = t == \$62 ;
-  assign \$64  = \$61  & \$63 ;
-  assign \$65  = rows_left == gcount;
-  assign \$66  = \$64  & \$65 ;
-  assign \$67  = gcount - 1'h1;
-  assign \$68  = g == \$67 ;
-  assign \$69  = \$66  & \$68 ;
-  assign \$70  = desc[59:53] - 1'h1;
-  assign \$71  = ox == \$70 ;
-  assign \$72  = is_elem & \$71 ;
-  assign \$73  = \$69  & \$72 ;
-  assign \$74  = $signed(iy) < $signed(1'h0);
-  assign \$75  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = pad_x | \$76 ;
-  assign \$78  = 1'h0 * desc[86:83];
-  assign \$79  = $signed(iy) + $signed({ 1'h0, \$78  });
-  assign \$80  = 1'h1 * desc[86:83];
-  assign \$81  = $signed(iy) + $signed({ 1'h0, \$80  });
-  assign \$82  = 2'h2 * desc[86:83];
-  assign \$83  = $signed(iy) + $signed({ 1'h0, \$82  });
-  assign \$84  = 2'h3 * desc[86:83];
-  assign \$85  = $signed(iy) + $signed({ 1'h0, \$84  });
-  assign \$86  = 3'h4 * desc[86:83];
-  assign \$87  = $signed(iy) + $signed({ 1'h0, \$86  });
-  assign \$88  = desc[76:74] - 1'h1;
-  assign \$89  = $signed(\$88 ) - $signed({ 1'h0, dw_kx0_s1 });
-  assign \$95  = desc[76:74] - 1'h1;
-  assign \$96  = $signed(\$95 ) - $signed({ 1'h0, dw_kx1_s1 });
+  assign \$1  = t + 1'h1;
+  assign \$2  = \$1  >= desc[11:5];
+  assign \$3  = t + 1'h1;
+  assign \$4  = \$3  - desc[11:5];
+  assign \$5  = t + 1'h1;
+  assign \$6  = \$2  ? \$4  : { 1'h0, \$5  };
+  assign \$7  = desc[11:5] == 1'h1;
+  assign \$8  = t + 2'h2;
+  assign \$9  = \$8  >= desc[11:5];
+  assign \$10  = t + 2'h2;
+  assign \$11  = \$10  - desc[11:5];
+  assign \$12  = t + 2'h2;
+  assign \$13  = \$9  ? \$11  : { 1'h0, \$12  };
+  assign \$14  = \$7  ? 9'h000 : \$13 ;
+  assign \$15  = ~ desc[154];
+  assign \$16  = rc == next_rc;
+  assign is_elem = \$15  | \$16 ;
+  assign \$17  = state == 2'h3;
+  assign \$18  = sq == 2'h2;
+  assign \$19  = \$17  & \$18 ;
+  assign \$20  = | w_ahead;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = desc[73:71] - 1'h1;
+  assign \$23  = ky == \$22 ;
+  assign \$24  = desc[154] | \$23 ;
+  assign \$25  = desc[76:74] - 1'h1;
+  assign \$26  = kx == \$25 ;
+  assign \$27  = desc[154] | \$26 ;
+  assign \$28  = \$24  & \$27 ;
+  assign \$29  = cur[9:5] - 1'h1;
+  assign \$30  = j == \$29 ;
+  assign \$31  = \$28  & \$30 ;
+  assign \$32  = \$31  & is_elem;
+  assign \$33  = ~ \$32 ;
+  assign \$34  = reserved < 7'h40;
+  assign \$35  = \$33  | \$34 ;
+  assign issue = \$21  & \$35 ;
+  assign \$36  = $signed(ix) < $signed(1'h0);
+  assign \$37  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
+  assign \$38  = - $signed(ix);
+  assign \$39  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
+  assign \$40  = 2'h2 * desc[41:35];
+  assign \$41  = $signed(\$40 ) - $signed(3'h2);
+  assign \$42  = $signed(\$41 ) - $signed(ix);
+  assign \$43  = desc[41:35] - 1'h1;
+  assign \$44  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
+  assign \$45  = desc[154] ? 5'h00 : j;
+  assign \$46  = cur[4:0] + \$45 ;
+  assign \$47  = issue & is_elem;
+  assign \$50  = issue & desc[154];
+  assign \$51  = ! ky;
+  assign \$52  = ! kx;
+  assign \$53  = \$51  & \$52 ;
+  assign \$54  = ! j;
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = desc[73:71] - 1'h1;
+  assign \$57  = ky == \$56 ;
+  assign \$58  = desc[154] | \$57 ;
+  assign \$59  = desc[76:74] - 1'h1;
+  assign \$60  = kx == \$59 ;
+  assign \$61  = desc[154] | \$60 ;
+  assign \$62  = \$58  & \$61 ;
+  assign \$63  = cur[9:5] - 1'h1;
+  assign \$64  = j == \$63 ;
+  assign \$65  = \$62  & \$64 ;
+  assign \$66  = desc[73:71] - 1'h1;
+  assign \$67  = ky == \$66 ;
+  assign \$68  = desc[154] | \$67 ;
+  assign \$69  = desc[76:74] - 1'h1;
+  assign \$70  = kx == \$69 ;
+  assign \$71  = desc[154] | \$70 ;
+  assign \$72  = \$68  & \$71 ;
+  assign \$73  = cur[9:5] - 1'h1;
+  assign \$74  = j == \$73 ;
+  assign \$75  = \$72  & \$74 ;
+  assign \$76  = desc[11:5] - 1'h1;
+  assign \$77  = t == \$76 ;
+  assign \$78  = \$75  & \$77 ;
+  assign \$79  = rows_left == gcount;
+  assign \$80  = \$78  & \$79 ;
+  assign \$81  = gcount - 1'h1;
+  assign \$82  = g == \$81 ;
+  assign \$83  = \$80  & \$82 ;
+  assign \$84  = desc[59:53] - 1'h1;
+  assign \$85  = ox == \$84 ;
+  assign \$86  = is_elem & \$85 ;
+  assign \$87  = \$83  & \$86 ;
+  assign \$88  = $signed(iy) < $signed(1'h0);
+  assign \$89  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$90  = \$88  | \$89 ;
+  assign \$91  = pad_x | \$90 ;
+  assign \$92  = 1'h0 * desc[86:83];
+  assign \$93  = $signed(iy) + $signed({ 1'h0, \$92  });
+  assign \$94  = 1'h1 * desc[86:83];
+  assign \$95  = $signed(iy) + $signed({ 1'h0, \$94  });
+  assign \$96  = 2'h2 * desc[86:83];
+  assign \$97  = $signed(iy) + $signed({ 1'h0, \$96  });
+  assign \$98  = 2'h3 * desc[86:83];
+  assign \$99  = $signed(iy) + $signed({ 1'h0, \$98  });
+  assign \$100  = 3'h4 * desc[86:83];
+  assign \$101  = $signed(iy) + $signed({ 1'h0, \$100  });
   assign \$102  = desc[76:74] - 1'h1;
-  assign \$103  = $signed(\$102 ) - $signed({ 1'h0, dw_kx2_s1 });
+  assign \$103  = $signed(\$102 ) - $signed({ 1'h0, dw_kx0_s1 });
   assign \$109  = desc[76:74] - 1'h1;
-  assign \$110  = $signed(\$109 ) - $signed({ 1'h0, dw_kx3_s1 });
+  assign \$110  = $signed(\$109 ) - $signed({ 1'h0, dw_kx1_s1 });
   assign \$116  = desc[76:74] - 1'h1;
-  assign \$117  = $signed(\$116 ) - $signed({ 1'h0, dw_kx4_s1 });
+  assign \$117  = $signed(\$116 ) - $signed({ 1'h0, dw_kx2_s1 });
   assign \$123  = desc[76:74] - 1'h1;
-  assign \$124  = $signed(\$123 ) - $signed({ 1'h0, dw_kx5_s1 });
+  assign \$124  = $signed(\$123 ) - $signed({ 1'h0, dw_kx3_s1 });
   assign \$130  = desc[76:74] - 1'h1;
-  assign \$131  = $signed(\$130 ) - $signed({ 1'h0, dw_kx6_s1 });
+  assign \$131  = $signed(\$130 ) - $signed({ 1'h0, dw_kx4_s1 });
   assign \$137  = desc[76:74] - 1'h1;
-  assign \$138  = $signed(\$137 ) - $signed({ 1'h0, dw_kx7_s1 });
-  assign \$144  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
-  assign \$145  = $signed(\$144 ) + $signed(\sums$188 [31:0]);
-  assign \$146  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
-  assign \$147  = $signed(\$146 ) + $signed(\sums$188 [63:32]);
-  assign \$148  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
-  assign \$149  = $signed(\$148 ) + $signed(\sums$188 [95:64]);
-  assign \$150  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
-  assign \$151  = $signed(\$150 ) + $signed(\sums$188 [127:96]);
-  assign \$152  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
-  assign \$153  = $signed(\$152 ) + $signed(\sums$188 [159:128]);
-  assign \$154  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
-  assign \$155  = $signed(\$154 ) + $signed(\sums$188 [191:160]);
-  assign \$156  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
-  assign \$157  = $signed(\$156 ) + $signed(\sums$188 [223:192]);
-  assign \$158  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
-  assign \$159  = $signed(\$158 ) + $signed(\sums$188 [255:224]);
-  assign \$160  = ~ sb_p19[3];
-  assign acc_w__en = sb_p19[0] & \$160 ;
-  assign \$161  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$162  = desc[131] & \$161 ;
-  assign lo = \$162  ? desc[148:132] : qlo;
-  assign \$163  = ld_tile + 1'h1;
-  assign ld_word_end = \$163  * 4'h8;
-  assign \$164  = state == 2'h3;
-  assign \$165  = sq != 2'h3;
-  assign \$166  = \$164  & \$165 ;
-  assign \$167  = ~ ld_busy;
-  assign \$168  = \$166  & \$167 ;
-  assign \$169  = w_count >= ld_word_end;
-  assign \$170  = \$168  & \$169 ;
-  assign \$171  = ld_ahead <= 1'h1;
-  assign ld_start = \$170  & \$171 ;
-  assign \$172  = ! desc[4:0];
-  assign \$173  = desc[4:0] > 5'h10;
-  assign \$174  = \$172  | \$173 ;
-  assign \$175  = ! desc[11:5];
-  assign \$176  = desc[11:5] > 7'h40;
-  assign \$177  = \$175  | \$176 ;
-  assign \$178  = ! desc[23:12];
-  assign \$179  = desc[23:12] > 12'h800;
-  assign \$180  = \$178  | \$179 ;
-  assign \$181  = ! desc[34:24];
-  assign \$182  = desc[34:24] > 11'h400;
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = ! desc[41:35];
-  assign \$185  = desc[41:35] > 7'h40;
-  assign \$186  = \$184  | \$185 ;
-  assign \$187  = ! desc[52:42];
-  assign \$188  = ! desc[59:53];
-  assign \$189  = \$187  | \$188 ;
-  assign \$190  = ! desc[70:60];
+  assign \$138  = $signed(\$137 ) - $signed({ 1'h0, dw_kx5_s1 });
+  assign \$144  = desc[76:74] - 1'h1;
+  assign \$145  = $signed(\$144 ) - $signed({ 1'h0, dw_kx6_s1 });
+  assign \$151  = desc[76:74] - 1'h1;
+  assign \$152  = $signed(\$151 ) - $signed({ 1'h0, dw_kx7_s1 });
+  assign \$158  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
+  assign \$159  = $signed(\$158 ) + $signed(\sums$192 [31:0]);
+  assign \$160  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
+  assign \$161  = $signed(\$160 ) + $signed(\sums$192 [63:32]);
+  assign \$162  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
+  assign \$163  = $signed(\$162 ) + $signed(\sums$192 [95:64]);
+  assign \$164  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
+  assign \$165  = $signed(\$164 ) + $signed(\sums$192 [127:96]);
+  assign \$166  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
+  assign \$167  = $signed(\$166 ) + $signed(\sums$192 [159:128]);
+  assign \$168  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
+  assign \$169  = $signed(\$168 ) + $signed(\sums$192 [191:160]);
+  assign \$170  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
+  assign \$171  = $signed(\$170 ) + $signed(\sums$192 [223:192]);
+  assign \$172  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
+  assign \$173  = $signed(\$172 ) + $signed(\sums$192 [255:224]);
+  assign \$174  = ~ sb_p19[3];
+  assign acc_w__en = sb_p19[0] & \$174 ;
+  assign \$175  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$176  = desc[131] & \$175 ;
+  assign lo = \$176  ? desc[148:132] : qlo;
+  assign \$177  = ld_tile + 1'h1;
+  assign ld_word_end = \$177  * 4'h8;
+  assign \$178  = state == 2'h3;
+  assign \$179  = sq != 2'h3;
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = ~ ld_busy;
+  assign \$182  = \$180  & \$181 ;
+  assign \$183  = w_count >= ld_word_end;
+  assign \$184  = \$182  & \$183 ;
+  assign \$185  = ld_ahead <= 1'h1;
+  assign ld_start = \$184  & \$185 ;
+  assign \$186  = ! desc[4:0];
+  assign \$187  = desc[4:0] > 5'h10;
+  assign \$188  = \$186  | \$187 ;
+  assign \$189  = ! desc[11:5];
+  assign \$190  = desc[11:5] > 7'h40;
   assign \$191  = \$189  | \$190 ;
-  assign \$192  = ! desc[73:71];
-  assign \$193  = desc[73:71] > 3'h7;
+  assign \$192  = ! desc[23:12];
+  assign \$193  = desc[23:12] > 12'h800;
   assign \$194  = \$192  | \$193 ;
-  assign \$195  = ! desc[76:74];
-  assign \$196  = \$194  | \$195 ;
-  assign \$197  = desc[76:74] > 3'h7;
-  assign \$198  = \$196  | \$197 ;
-  assign \$199  = ! desc[79:77];
-  assign \$200  = desc[79:77] > 3'h4;
-  assign \$201  = \$199  | \$200 ;
-  assign \$202  = ! desc[82:80];
-  assign \$203  = desc[82:80] > 3'h4;
-  assign \$204  = \$202  | \$203 ;
-  assign \$205  = ! desc[86:83];
-  assign \$206  = desc[86:83] > 4'h8;
-  assign \$207  = \$205  | \$206 ;
-  assign \$208  = ! desc[90:87];
-  assign \$209  = desc[90:87] > 4'h8;
+  assign \$195  = ! desc[34:24];
+  assign \$196  = desc[34:24] > 11'h400;
+  assign \$197  = \$195  | \$196 ;
+  assign \$198  = ! desc[41:35];
+  assign \$199  = desc[41:35] > 7'h40;
+  assign \$200  = \$198  | \$199 ;
+  assign \$201  = ! desc[52:42];
+  assign \$202  = ! desc[59:53];
+  assign \$203  = \$201  | \$202 ;
+  assign \$204  = ! desc[70:60];
+  assign \$205  = \$203  | \$204 ;
+  assign \$206  = ! desc[73:71];
+  assign \$207  = desc[73:71] > 3'h7;
+  assign \$208  = \$206  | \$207 ;
+  assign \$209  = ! desc[76:74];
   assign \$210  = \$208  | \$209 ;
-  assign \$211  = pass_span > 5'h10;
-  assign \$212  = acc_need > 10'h200;
-  assign \$213  = desc[41:35] - 1'h1;
-  assign \$214  = $signed(\$213 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$215  = $signed(last_ix) > $signed(\$214 );
-  assign \$216  = desc[34:24] - 1'h1;
-  assign \$217  = $signed(\$216 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$218  = $signed(last_iy) > $signed(\$217 );
-  assign \$219  = desc[120:119] == 1'h1;
-  assign \$220  = desc[111:105] >= desc[41:35];
-  assign \$221  = desc[118:112] >= desc[41:35];
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = \$219  & \$222 ;
-  assign \$224  = desc[120:119] == 2'h3;
-  assign \$225  = desc[111:105] > desc[41:35];
-  assign \$226  = desc[118:112] > desc[41:35];
-  assign \$227  = \$225  | \$226 ;
-  assign \$228  = \$224  & \$227 ;
-  assign \$229  = desc[130:129] == 2'h3;
-  assign \$230  = | desc[130:129];
-  assign \$231  = desc[153:149] < 2'h2;
-  assign \$232  = desc[153:149] > 5'h10;
-  assign \$233  = \$231  | \$232 ;
-  assign \$234  = \$230  & \$233 ;
-  assign \$235  = desc[73:71] > 3'h5;
-  assign \$237  = desc[76:74] > 3'h5;
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = desc[90:87] > 2'h2;
-  assign \$240  = \$238  | \$239 ;
-  assign \$241  = desc[154] & \$240 ;
-  assign \$242  = | { \$241 , \$234 , \$229 , \$228 , \$223 , \$218 , \$215 , \$212 , \$211 , \$210 , \$207 , \$204 , \$201 , \$198 , \$191 , \$186 , \$183 , \$180 , \$177 , \$174  };
+  assign \$211  = desc[76:74] > 3'h7;
+  assign \$212  = \$210  | \$211 ;
+  assign \$213  = ! desc[79:77];
+  assign \$214  = desc[79:77] > 3'h4;
+  assign \$215  = \$213  | \$214 ;
+  assign \$216  = ! desc[82:80];
+  assign \$217  = desc[82:80] > 3'h4;
+  assign \$218  = \$216  | \$217 ;
+  assign \$219  = ! desc[86:83];
+  assign \$220  = desc[86:83] > 4'h8;
+  assign \$221  = \$219  | \$220 ;
+  assign \$222  = ! desc[90:87];
+  assign \$223  = desc[90:87] > 4'h8;
+  assign \$224  = \$222  | \$223 ;
+  assign \$225  = pass_span > 5'h10;
+  assign \$226  = acc_need > 10'h200;
+  assign \$227  = desc[41:35] - 1'h1;
+  assign \$228  = $signed(\$227 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$229  = $signed(last_ix) > $signed(\$228 );
+  assign \$230  = desc[34:24] - 1'h1;
+  assign \$231  = $signed(\$230 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$232  = $signed(last_iy) > $signed(\$231 );
+  assign \$233  = desc[120:119] == 1'h1;
+  assign \$234  = desc[111:105] >= desc[41:35];
+  assign \$235  = desc[118:112] >= desc[41:35];
+  assign \$236  = \$234  | \$235 ;
+  assign \$237  = \$233  & \$236 ;
+  assign \$238  = desc[120:119] == 2'h3;
+  assign \$239  = desc[111:105] > desc[41:35];
+  assign \$240  = desc[118:112] > desc[41:35];
+  assign \$241  = \$239  | \$240 ;
+  assign \$242  = \$238  & \$241 ;
+  assign \$243  = desc[130:129] == 2'h3;
+  assign \$244  = | desc[130:129];
+  assign \$245  = desc[153:149] < 2'h2;
+  assign \$246  = desc[153:149] > 5'h10;
+  assign \$247  = \$245  | \$246 ;
+  assign \$248  = \$244  & \$247 ;
+  assign \$249  = desc[73:71] > 3'h5;
+  assign \$251  = desc[76:74] > 3'h5;
+  assign \$252  = \$250  | \$251 ;
+  assign \$253  = desc[90:87] > 2'h2;
+  assign \$254  = \$252  | \$253 ;
+  assign \$255  = desc[154] & \$254 ;
+  assign \$256  = | { \$255 , \$248 , \$243 , \$242 , \$237 , \$232 , \$229 , \$226 , \$225 , \$224 , \$221 , \$218 , \$215 , \$212 , \$205 , \$200 , \$197 , \$194 , \$191 , \$188  };
   assign abort_wait_done = ! abort_timer;
-  assign fatal = | \$243 ;
-  assign \$244  = state == 2'h3;
-  assign \$245  = state == 3'h4;
-  assign \$246  = \$244  | \$245 ;
-  assign \$247  = ~ p_done;
-  assign i_param__ready = \$246  & \$247 ;
-  assign \$248  = i_param__valid & i_param__ready;
-  assign \$249  = p_count < desc[11:5];
-  assign \$250  = \$248  & \$249 ;
-  assign \$251  = state == 3'h4;
-  assign \$252  = ~ \$251 ;
-  assign pm_w__en = \$250  & \$252 ;
-  assign \$253  = i_param__valid & i_param__ready;
-  assign \$254  = p_count < desc[11:5];
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = state == 3'h4;
-  assign \$257  = ~ \$256 ;
-  assign cw_w__en = \$255  & \$257 ;
-  assign \$258  = i_param__valid & i_param__ready;
-  assign \$259  = p_count < desc[11:5];
-  assign \$260  = ! i_param__payload[561:557];
-  assign \$261  = i_param__payload[556:552] >= desc[4:0];
-  assign \$262  = i_param__payload[561:557] * 4'h8;
-  assign \$263  = \$262  < taps;
-  assign \$264  = \$261  | \$263 ;
-  assign \$265  = i_param__payload[556:552] + i_param__payload[561:557];
-  assign \$266  = \$265  > desc[4:0];
-  assign \$267  = desc[154] ? \$264  : \$266 ;
-  assign \$268  = \$260  | \$267 ;
-  assign \$269  = p_count + 1'h1;
-  assign \$270  = \$269  < desc[11:5];
-  assign \$271  = p_count + 1'h1;
-  assign \$272  = \$271  > desc[11:5];
-  assign \$273  = ~ p_checked;
-  assign \$274  = p_done & \$273 ;
-  assign \$275  = state == 2'h3;
-  assign \$276  = \$274  & \$275 ;
-  assign \$277  = tiles_sum != desc[23:12];
-  assign \$278  = p_done & p_checked;
-  assign \$279  = ~ fatal;
-  assign params_ok = \$278  & \$279 ;
-  assign \$280  = state == 2'h3;
-  assign \$281  = state == 3'h4;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = ~ w_done;
-  assign i_weight__ready = \$282  & \$283 ;
-  assign \$284  = i_weight__valid & i_weight__ready;
-  assign \$285  = w_count < w_total;
-  assign \$286  = \$284  & \$285 ;
-  assign \$287  = state == 3'h4;
-  assign \$288  = ~ \$287 ;
-  assign wm_w__en = \$286  & \$288 ;
-  assign \$289  = i_weight__valid & i_weight__ready;
-  assign \$290  = w_count < w_total;
-  assign \$291  = w_count + 1'h1;
-  assign \$292  = \$291  < w_total;
-  assign \$293  = state == 2'h3;
-  assign \$294  = state == 3'h4;
-  assign \$295  = \$293  | \$294 ;
-  assign \$296  = ~ a_done;
-  assign \$297  = \$295  & \$296 ;
-  assign \$298  = state == 3'h4;
-  assign \$299  = a_count >= act_total;
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = \lo$260  + 5'h10;
-  assign \$302  = wr_iy < \$301 ;
-  assign \$303  = \$300  | \$302 ;
-  assign i_act__ready = \$297  & \$303 ;
-  assign \$304  = i_act__valid & i_act__ready;
-  assign \$305  = a_count >= act_total;
-  assign \$306  = ~ \$305 ;
-  assign \$307  = \$304  & \$306 ;
+  assign fatal = | \$257 ;
+  assign \$258  = state == 2'h3;
+  assign \$259  = state == 3'h4;
+  assign \$260  = \$258  | \$259 ;
+  assign \$261  = ~ p_done;
+  assign i_param__ready = \$260  & \$261 ;
+  assign \$262  = i_param__valid & i_param__ready;
+  assign \$263  = p_count < desc[11:5];
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = state == 3'h4;
+  assign \$266  = ~ \$265 ;
+  assign pm_w__en = \$264  & \$266 ;
+  assign \$267  = i_param__valid & i_param__ready;
+  assign \$268  = p_count < desc[11:5];
+  assign \$269  = \$267  & \$268 ;
+  assign \$270  = state == 3'h4;
+  assign \$271  = ~ \$270 ;
+  assign cw_w__en = \$269  & \$271 ;
+  assign \$272  = i_param__valid & i_param__ready;
+  assign \$273  = p_count < desc[11:5];
+  assign \$274  = ! i_param__payload[561:557];
+  assign \$275  = i_param__payload[556:552] >= desc[4:0];
+  assign \$276  = i_param__payload[561:557] * 4'h8;
+  assign \$277  = \$276  < taps;
+  assign \$278  = \$275  | \$277 ;
+  assign \$279  = i_param__payload[556:552] + i_param__payload[561:557];
+  assign \$280  = \$279  > desc[4:0];
+  assign \$281  = desc[154] ? \$278  : \$280 ;
+  assign \$282  = \$274  | \$281 ;
+  assign \$283  = p_count + 1'h1;
+  assign \$284  = \$283  < desc[11:5];
+  assign \$285  = p_count + 1'h1;
+  assign \$286  = \$285  > desc[11:5];
+  assign \$287  = ~ p_checked;
+  assign \$288  = p_done & \$287 ;
+  assign \$289  = state == 2'h3;
+  assign \$290  = \$288  & \$289 ;
+  assign \$291  = tiles_sum != desc[23:12];
+  assign \$292  = p_done & p_checked;
+  assign \$293  = ~ fatal;
+  assign params_ok = \$292  & \$293 ;
+  assign \$294  = state == 2'h3;
+  assign \$295  = state == 3'h4;
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = ~ w_done;
+  assign i_weight__ready = \$296  & \$297 ;
+  assign \$298  = i_weight__valid & i_weight__ready;
+  assign \$299  = w_count < w_total;
+  assign \$300  = \$298  & \$299 ;
+  assign \$301  = state == 3'h4;
+  assign \$302  = ~ \$301 ;
+  assign wm_w__en = \$300  & \$302 ;
+  assign \$303  = i_weight__valid & i_weight__ready;
+  assign \$304  = w_count < w_total;
+  assign \$305  = w_count + 1'h1;
+  assign \$306  = \$305  < w_total;
+  assign \$307  = state == 2'h3;
   assign \$308  = state == 3'h4;
-  assign \$309  = ~ \$308 ;
-  assign \$310  = \$307  & \$309 ;
-  assign \$311  = ! wr_iy[3:0];
-  assign \$signature__en$265  = \$310  & \$311 ;
-  assign \$312  = i_act__valid & i_act__ready;
+  assign \$309  = \$307  | \$308 ;
+  assign \$310  = ~ a_done;
+  assign \$311  = \$309  & \$310 ;
+  assign \$312  = state == 3'h4;
   assign \$313  = a_count >= act_total;
-  assign \$314  = ~ \$313 ;
-  assign \$315  = \$312  & \$314 ;
-  assign \$316  = state == 3'h4;
-  assign \$317  = ~ \$316 ;
-  assign \$318  = \$315  & \$317 ;
-  assign \$319  = wr_iy[3:0] == 1'h1;
-  assign \$signature__en$268  = \$318  & \$319 ;
-  assign \$320  = i_act__valid & i_act__ready;
-  assign \$321  = a_count >= act_total;
-  assign \$322  = ~ \$321 ;
-  assign \$323  = \$320  & \$322 ;
-  assign \$324  = state == 3'h4;
-  assign \$325  = ~ \$324 ;
-  assign \$326  = \$323  & \$325 ;
-  assign \$327  = wr_iy[3:0] == 2'h2;
-  assign \$signature__en$271  = \$326  & \$327 ;
-  assign \$328  = i_act__valid & i_act__ready;
-  assign \$329  = a_count >= act_total;
-  assign \$330  = ~ \$329 ;
-  assign \$331  = \$328  & \$330 ;
-  assign \$332  = state == 3'h4;
-  assign \$333  = ~ \$332 ;
-  assign \$334  = \$331  & \$333 ;
-  assign \$335  = wr_iy[3:0] == 2'h3;
-  assign \$signature__en$274  = \$334  & \$335 ;
-  assign \$336  = i_act__valid & i_act__ready;
-  assign \$337  = a_count >= act_total;
-  assign \$338  = ~ \$337 ;
-  assign \$339  = \$336  & \$338 ;
-  assign \$340  = state == 3'h4;
-  assign \$341  = ~ \$340 ;
-  assign \$342  = \$339  & \$341 ;
-  assign \$343  = wr_iy[3:0] == 3'h4;
-  assign \$signature__en$277  = \$342  & \$343 ;
-  assign \$344  = i_act__valid & i_act__ready;
-  assign \$345  = a_count >= act_total;
-  assign \$346  = ~ \$345 ;
-  assign \$347  = \$344  & \$346 ;
-  assign \$348  = state == 3'h4;
-  assign \$349  = ~ \$348 ;
-  assign \$350  = \$347  & \$349 ;
-  assign \$351  = wr_iy[3:0] == 3'h5;
-  assign \$signature__en$280  = \$350  & \$351 ;
-  assign \$352  = i_act__valid & i_act__ready;
-  assign \$353  = a_count >= act_total;
-  assign \$354  = ~ \$353 ;
-  assign \$355  = \$352  & \$354 ;
-  assign \$356  = state == 3'h4;
-  assign \$357  = ~ \$356 ;
-  assign \$358  = \$355  & \$357 ;
-  assign \$359  = wr_iy[3:0] == 3'h6;
-  assign \$signature__en$283  = \$358  & \$359 ;
-  assign \$360  = i_act__valid & i_act__ready;
-  assign \$361  = a_count >= act_total;
-  assign \$362  = ~ \$361 ;
-  assign \$363  = \$360  & \$362 ;
-  assign \$364  = state == 3'h4;
-  assign \$365  = ~ \$364 ;
-  assign \$366  = \$363  & \$365 ;
-  assign \$367  = wr_iy[3:0] == 3'h7;
-  assign \$signature__en$286  = \$366  & \$367 ;
-  assign \$368  = i_act__valid & i_act__ready;
-  assign \$369  = a_count >= act_total;
-  assign \$370  = ~ \$369 ;
-  assign \$371  = \$368  & \$370 ;
-  assign \$372  = state == 3'h4;
-  assign \$373  = ~ \$372 ;
-  assign \$374  = \$371  & \$373 ;
-  assign \$375  = wr_iy[3:0] == 4'h8;
-  assign \$signature__en$289  = \$374  & \$375 ;
-  assign \$376  = i_act__valid & i_act__ready;
-  assign \$377  = a_count >= act_total;
-  assign \$378  = ~ \$377 ;
-  assign \$379  = \$376  & \$378 ;
-  assign \$380  = state == 3'h4;
-  assign \$381  = ~ \$380 ;
-  assign \$382  = \$379  & \$381 ;
-  assign \$383  = wr_iy[3:0] == 4'h9;
-  assign \$signature__en$292  = \$382  & \$383 ;
-  assign \$384  = i_act__valid & i_act__ready;
-  assign \$385  = a_count >= act_total;
-  assign \$386  = ~ \$385 ;
-  assign \$387  = \$384  & \$386 ;
-  assign \$388  = state == 3'h4;
-  assign \$389  = ~ \$388 ;
-  assign \$390  = \$387  & \$389 ;
-  assign \$391  = wr_iy[3:0] == 4'ha;
-  assign \$signature__en$295  = \$390  & \$391 ;
-  assign \$392  = i_act__valid & i_act__ready;
-  assign \$393  = a_count >= act_total;
-  assign \$394  = ~ \$393 ;
-  assign \$395  = \$392  & \$394 ;
-  assign \$396  = state == 3'h4;
-  assign \$397  = ~ \$396 ;
-  assign \$398  = \$395  & \$397 ;
-  assign \$399  = wr_iy[3:0] == 4'hb;
-  assign \$signature__en$298  = \$398  & \$399 ;
-  assign \$400  = i_act__valid & i_act__ready;
-  assign \$401  = a_count >= act_total;
-  assign \$402  = ~ \$401 ;
-  assign \$403  = \$400  & \$402 ;
-  assign \$404  = state == 3'h4;
-  assign \$405  = ~ \$404 ;
-  assign \$406  = \$403  & \$405 ;
-  assign \$407  = wr_iy[3:0] == 4'hc;
-  assign \$signature__en$301  = \$406  & \$407 ;
-  assign \$408  = i_act__valid & i_act__ready;
-  assign \$409  = a_count >= act_total;
-  assign \$410  = ~ \$409 ;
-  assign \$411  = \$408  & \$410 ;
-  assign \$412  = state == 3'h4;
-  assign \$413  = ~ \$412 ;
-  assign \$414  = \$411  & \$413 ;
-  assign \$415  = wr_iy[3:0] == 4'hd;
-  assign \$signature__en$304  = \$414  & \$415 ;
-  assign \$416  = i_act__valid & i_act__ready;
-  assign \$417  = a_count >= act_total;
-  assign \$418  = ~ \$417 ;
-  assign \$419  = \$416  & \$418 ;
-  assign \$420  = state == 3'h4;
-  assign \$421  = ~ \$420 ;
-  assign \$422  = \$419  & \$421 ;
-  assign \$423  = wr_iy[3:0] == 4'he;
-  assign \$signature__en$307  = \$422  & \$423 ;
-  assign \$424  = i_act__valid & i_act__ready;
-  assign \$425  = a_count >= act_total;
-  assign \$426  = ~ \$425 ;
-  assign \$427  = \$424  & \$426 ;
-  assign \$428  = state == 3'h4;
-  assign \$429  = ~ \$428 ;
-  assign \$430  = \$427  & \$429 ;
-  assign \$431  = wr_iy[3:0] == 4'hf;
-  assign \$signature__en$310  = \$430  & \$431 ;
-  assign \$432  = i_act__valid & i_act__ready;
-  assign \$433  = a_count >= act_total;
-  assign \$434  = a_count + 1'h1;
-  assign \$435  = \$434  < act_total;
-  assign \$436  = $signed(y_end) <= $signed(1'h0);
-  assign \$437  = wr_iy >= desc[34:24];
-  assign \$438  = \$436  | \$437 ;
-  assign \$439  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$438  | \$439 ;
-  assign \$440  = state == 2'h2;
-  assign \$441  = state == 3'h4;
-  assign \$442  = state == 2'h3;
-  assign \$443  = desc[59:53] - 1'h1;
-  assign \$444  = ox == \$443 ;
-  assign \$445  = is_elem & \$444 ;
-  assign \$446  = ~ \$445 ;
-  assign \$447  = \$446  & desc[154];
-  assign \$448  = desc[59:53] - 1'h1;
-  assign \$449  = ox == \$448 ;
-  assign \$450  = is_elem & \$449 ;
-  assign \$451  = ~ \$450 ;
-  assign \$452  = gcount - 1'h1;
-  assign \$453  = g == \$452 ;
-  assign \$454  = ~ \$453 ;
-  assign \$455  = cw_r__data[9:5] - 1'h1;
-  assign \$456  = j == \$455 ;
-  assign \$457  = ~ \$456 ;
-  assign \$458  = dw_kx0 + dw_rm;
-  assign \$459  = dw_kx1 + dw_rm;
-  assign \$460  = dw_kx2 + dw_rm;
-  assign \$461  = dw_kx3 + dw_rm;
-  assign \$462  = dw_kx4 + dw_rm;
-  assign \$463  = dw_kx5 + dw_rm;
-  assign \$464  = dw_kx6 + dw_rm;
-  assign \$465  = dw_kx7 + dw_rm;
-  assign \$466  = state == 2'h2;
-  assign \$467  = ld_tile * 4'h8;
-  assign \$468  = \$467  + 3'h7;
-  assign \$469  = cur_ld_tile * 4'h8;
-  assign \$470  = 3'h7 - ld_k;
-  assign \$471  = $signed({ 1'h0, \$469  }) + $signed(\$470 );
-  assign \$472  = ! state;
-  assign \$473  = state == 1'h1;
-  assign \$474  = state == 2'h2;
-  assign \$475  = \$473  | \$474 ;
-  assign \$476  = state == 2'h3;
-  assign \$477  = ! sq;
-  assign \$478  = \$476  & \$477 ;
-  assign \$479  = state == 2'h3;
-  assign \$480  = sq == 1'h1;
-  assign \$481  = \$479  & \$480 ;
-  assign \$482  = state == 2'h3;
-  assign \$483  = sq == 2'h2;
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = rows_ready ? 2'h2 : 2'h3;
-  assign \$486  = issue & is_elem;
-  assign \$487  = | w_ahead;
-  assign \$488  = ~ \$487 ;
-  assign \$489  = ! state;
-  assign \$490  = \$489  & i_desc__valid;
-  assign \$491  = | state;
-  assign \$492  = \$491  & counting;
-  assign count_now = \$490  | \$492 ;
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = \lo$264  + 5'h10;
+  assign \$316  = wr_iy < \$315 ;
+  assign \$317  = \$314  | \$316 ;
+  assign i_act__ready = \$311  & \$317 ;
+  assign \$318  = i_act__valid & i_act__ready;
+  assign \$319  = a_count >= act_total;
+  assign \$320  = ~ \$319 ;
+  assign \$321  = \$318  & \$320 ;
+  assign \$322  = state == 3'h4;
+  assign \$323  = ~ \$322 ;
+  assign \$324  = \$321  & \$323 ;
+  assign \$325  = ! wr_iy[3:0];
+  assign \$signature__en$269  = \$324  & \$325 ;
+  assign \$326  = i_act__valid & i_act__ready;
+  assign \$327  = a_count >= act_total;
+  assign \$328  = ~ \$327 ;
+  assign \$329  = \$326  & \$328 ;
+  assign \$330  = state == 3'h4;
+  assign \$331  = ~ \$330 ;
+  assign \$332  = \$329  & \$331 ;
+  assign \$333  = wr_iy[3:0] == 1'h1;
+  assign \$signature__en$272  = \$332  & \$333 ;
+  assign \$334  = i_act__valid & i_act__ready;
+  assign \$335  = a_count >= act_total;
+  assign \$336  = ~ \$335 ;
+  assign \$337  = \$334  & \$336 ;
+  assign \$338  = state == 3'h4;
+  assign \$339  = ~ \$338 ;
+  assign \$340  = \$337  & \$339 ;
+  assign \$341  = wr_iy[3:0] == 2'h2;
+  assign \$signature__en$275  = \$340  & \$341 ;
+  assign \$342  = i_act__valid & i_act__ready;
+  assign \$343  = a_count >= act_total;
+  assign \$344  = ~ \$343 ;
+  assign \$345  = \$342  & \$344 ;
+  assign \$346  = state == 3'h4;
+  assign \$347  = ~ \$346 ;
+  assign \$348  = \$345  & \$347 ;
+  assign \$349  = wr_iy[3:0] == 2'h3;
+  assign \$signature__en$278  = \$348  & \$349 ;
+  assign \$350  = i_act__valid & i_act__ready;
+  assign \$351  = a_count >= act_total;
+  assign \$352  = ~ \$351 ;
+  assign \$353  = \$350  & \$352 ;
+  assign \$354  = state == 3'h4;
+  assign \$355  = ~ \$354 ;
+  assign \$356  = \$353  & \$355 ;
+  assign \$357  = wr_iy[3:0] == 3'h4;
+  assign \$signature__en$281  = \$356  & \$357 ;
+  assign \$358  = i_act__valid & i_act__ready;
+  assign \$359  = a_count >= act_total;
+  assign \$360  = ~ \$359 ;
+  assign \$361  = \$358  & \$360 ;
+  assign \$362  = state == 3'h4;
+  assign \$363  = ~ \$362 ;
+  assign \$364  = \$361  & \$363 ;
+  assign \$365  = wr_iy[3:0] == 3'h5;
+  assign \$signature__en$284  = \$364  & \$365 ;
+  assign \$366  = i_act__valid & i_act__ready;
+  assign \$367  = a_count >= act_total;
+  assign \$368  = ~ \$367 ;
+  assign \$369  = \$366  & \$368 ;
+  assign \$370  = state == 3'h4;
+  assign \$371  = ~ \$370 ;
+  assign \$372  = \$369  & \$371 ;
+  assign \$373  = wr_iy[3:0] == 3'h6;
+  assign \$signature__en$287  = \$372  & \$373 ;
+  assign \$374  = i_act__valid & i_act__ready;
+  assign \$375  = a_count >= act_total;
+  assign \$376  = ~ \$375 ;
+  assign \$377  = \$374  & \$376 ;
+  assign \$378  = state == 3'h4;
+  assign \$379  = ~ \$378 ;
+  assign \$380  = \$377  & \$379 ;
+  assign \$381  = wr_iy[3:0] == 3'h7;
+  assign \$signature__en$290  = \$380  & \$381 ;
+  assign \$382  = i_act__valid & i_act__ready;
+  assign \$383  = a_count >= act_total;
+  assign \$384  = ~ \$383 ;
+  assign \$385  = \$382  & \$384 ;
+  assign \$386  = state == 3'h4;
+  assign \$387  = ~ \$386 ;
+  assign \$388  = \$385  & \$387 ;
+  assign \$389  = wr_iy[3:0] == 4'h8;
+  assign \$signature__en$293  = \$388  & \$389 ;
+  assign \$390  = i_act__valid & i_act__ready;
+  assign \$391  = a_count >= act_total;
+  assign \$392  = ~ \$391 ;
+  assign \$393  = \$390  & \$392 ;
+  assign \$394  = state == 3'h4;
+  assign \$395  = ~ \$394 ;
+  assign \$396  = \$393  & \$395 ;
+  assign \$397  = wr_iy[3:0] == 4'h9;
+  assign \$signature__en$296  = \$396  & \$397 ;
+  assign \$398  = i_act__valid & i_act__ready;
+  assign \$399  = a_count >= act_total;
+  assign \$400  = ~ \$399 ;
+  assign \$401  = \$398  & \$400 ;
+  assign \$402  = state == 3'h4;
+  assign \$403  = ~ \$402 ;
+  assign \$404  = \$401  & \$403 ;
+  assign \$405  = wr_iy[3:0] == 4'ha;
+  assign \$signature__en$299  = \$404  & \$405 ;
+  assign \$406  = i_act__valid & i_act__ready;
+  assign \$407  = a_count >= act_total;
+  assign \$408  = ~ \$407 ;
+  assign \$409  = \$406  & \$408 ;
+  assign \$410  = state == 3'h4;
+  assign \$411  = ~ \$410 ;
+  assign \$412  = \$409  & \$411 ;
+  assign \$413  = wr_iy[3:0] == 4'hb;
+  assign \$signature__en$302  = \$412  & \$413 ;
+  assign \$414  = i_act__valid & i_act__ready;
+  assign \$415  = a_count >= act_total;
+  assign \$416  = ~ \$415 ;
+  assign \$417  = \$414  & \$416 ;
+  assign \$418  = state == 3'h4;
+  assign \$419  = ~ \$418 ;
+  assign \$420  = \$417  & \$419 ;
+  assign \$421  = wr_iy[3:0] == 4'hc;
+  assign \$signature__en$305  = \$420  & \$421 ;
+  assign \$422  = i_act__valid & i_act__ready;
+  assign \$423  = a_count >= act_total;
+  assign \$424  = ~ \$423 ;
+  assign \$425  = \$422  & \$424 ;
+  assign \$426  = state == 3'h4;
+  assign \$427  = ~ \$426 ;
+  assign \$428  = \$425  & \$427 ;
+  assign \$429  = wr_iy[3:0] == 4'hd;
+  assign \$signature__en$308  = \$428  & \$429 ;
+  assign \$430  = i_act__valid & i_act__ready;
+  assign \$431  = a_count >= act_total;
+  assign \$432  = ~ \$431 ;
+  assign \$433  = \$430  & \$432 ;
+  assign \$434  = state == 3'h4;
+  assign \$435  = ~ \$434 ;
+  assign \$436  = \$433  & \$435 ;
+  assign \$437  = wr_iy[3:0] == 4'he;
+  assign \$signature__en$311  = \$436  & \$437 ;
+  assign \$438  = i_act__valid & i_act__ready;
+  assign \$439  = a_count >= act_total;
+  assign \$440  = ~ \$439 ;
+  assign \$441  = \$438  & \$440 ;
+  assign \$442  = state == 3'h4;
+  assign \$443  = ~ \$442 ;
+  assign \$444  = \$441  & \$443 ;
+  assign \$445  = wr_iy[3:0] == 4'hf;
+  assign \$signature__en$314  = \$444  & \$445 ;
+  assign \$446  = i_act__valid & i_act__ready;
+  assign \$447  = a_count >= act_total;
+  assign \$448  = a_count + 1'h1;
+  assign \$449  = \$448  < act_total;
+  assign \$450  = $signed(y_end) <= $signed(1'h0);
+  assign \$451  = wr_iy >= desc[34:24];
+  assign \$452  = \$450  | \$451 ;
+  assign \$453  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$452  | \$453 ;
+  assign \$454  = state == 2'h2;
+  assign \$455  = state == 3'h4;
+  assign \$456  = state == 2'h3;
+  assign \$457  = desc[59:53] - 1'h1;
+  assign \$458  = ox == \$457 ;
+  assign \$459  = is_elem & \$458 ;
+  assign \$460  = ~ \$459 ;
+  assign \$461  = \$460  & desc[154];
+  assign \$462  = desc[59:53] - 1'h1;
+  assign \$463  = ox == \$462 ;
+  assign \$464  = is_elem & \$463 ;
+  assign \$465  = ~ \$464 ;
+  assign \$466  = gcount - 1'h1;
+  assign \$467  = g == \$466 ;
+  assign \$468  = ~ \$467 ;
+  assign \$469  = cur[9:5] - 1'h1;
+  assign \$470  = j == \$469 ;
+  assign \$471  = ~ \$470 ;
+  assign \$472  = dw_kx0 + dw_rm;
+  assign \$473  = dw_kx1 + dw_rm;
+  assign \$474  = dw_kx2 + dw_rm;
+  assign \$475  = dw_kx3 + dw_rm;
+  assign \$476  = dw_kx4 + dw_rm;
+  assign \$477  = dw_kx5 + dw_rm;
+  assign \$478  = dw_kx6 + dw_rm;
+  assign \$479  = dw_kx7 + dw_rm;
+  assign \$480  = cur[9:5] - 1'h1;
+  assign \$481  = j == \$480 ;
+  assign \$482  = desc[76:74] - 1'h1;
+  assign \$483  = kx == \$482 ;
+  assign \$484  = desc[154] | \$483 ;
+  assign \$485  = ~ \$484 ;
+  assign \$486  = \$481  & \$485 ;
+  assign \$487  = cur[9:5] - 1'h1;
+  assign \$488  = j == \$487 ;
+  assign \$489  = desc[73:71] - 1'h1;
+  assign \$490  = ky == \$489 ;
+  assign \$491  = desc[154] | \$490 ;
+  assign \$492  = ~ \$491 ;
+  assign \$493  = \$488  & \$492 ;
+  assign \$494  = cur[9:5] - 1'h1;
+  assign \$495  = j == \$494 ;
+  assign \$496  = state == 2'h2;
+  assign \$497  = ld_tile * 4'h8;
+  assign \$498  = \$497  + 3'h7;
+  assign \$499  = cur_ld_tile * 4'h8;
+  assign \$500  = 3'h7 - ld_k;
+  assign \$501  = $signed({ 1'h0, \$499  }) + $signed(\$500 );
+  assign \$502  = ! state;
+  assign \$503  = state == 1'h1;
+  assign \$504  = state == 2'h2;
+  assign \$505  = \$503  | \$504 ;
+  assign \$506  = state == 2'h3;
+  assign \$507  = ! sq;
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = state == 2'h3;
+  assign \$510  = sq == 1'h1;
+  assign \$511  = \$509  & \$510 ;
+  assign \$512  = state == 2'h3;
+  assign \$513  = sq == 2'h2;
+  assign \$514  = \$512  & \$513 ;
+  assign \$515  = rows_ready ? 2'h2 : 2'h3;
+  assign \$516  = issue & is_elem;
+  assign \$517  = | w_ahead;
+  assign \$518  = ~ \$517 ;
+  assign \$519  = ! state;
+  assign \$520  = \$519  & i_desc__valid;
+  assign \$521  = | state;
+  assign \$522  = \$521  & counting;
+  assign count_now = \$520  | \$522 ;
   assign o_status__valid = state == 3'h5;
-  assign \$494  = sb1[6] ? pad_word : \$493 ;
-  assign \$495  = $signed(\$79 ) < $signed(1'h0);
-  assign \$496  = $signed(\$79 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = padr1_ky0 | pad_x1;
-  assign \$500  = \$498  ? pad_word : \$499 ;
-  assign \$501  = $signed(\$81 ) < $signed(1'h0);
-  assign \$502  = $signed(\$81 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$503  = \$501  | \$502 ;
-  assign \$504  = padr1_ky1 | pad_x1;
-  assign \$506  = \$504  ? pad_word : \$505 ;
-  assign \$507  = $signed(\$83 ) < $signed(1'h0);
-  assign \$508  = $signed(\$83 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$509  = \$507  | \$508 ;
-  assign \$510  = padr1_ky2 | pad_x1;
-  assign \$512  = \$510  ? pad_word : \$511 ;
-  assign \$513  = $signed(\$85 ) < $signed(1'h0);
-  assign \$514  = $signed(\$85 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = padr1_ky3 | pad_x1;
-  assign \$518  = \$516  ? pad_word : \$517 ;
-  assign \$519  = $signed(\$87 ) < $signed(1'h0);
-  assign \$520  = $signed(\$87 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$521  = \$519  | \$520 ;
-  assign \$522  = padr1_ky4 | pad_x1;
-  assign \$524  = \$522  ? pad_word : \$523 ;
-  assign \$525  = \$89 [3:0] * desc[90:87];
-  assign \$526  = \$96 [3:0] * desc[90:87];
-  assign \$527  = \$103 [3:0] * desc[90:87];
-  assign \$528  = \$110 [3:0] * desc[90:87];
-  assign \$529  = \$117 [3:0] * desc[90:87];
-  assign \$530  = \$124 [3:0] * desc[90:87];
-  assign \$531  = \$131 [3:0] * desc[90:87];
-  assign \$532  = \$138 [3:0] * desc[90:87];
-  assign \$533  = sb_p19[0] & sb_p19[3];
-  assign \$534  = issue & is_elem;
-  assign \$535  = desc[73:71] - 1'h1;
-  assign \$536  = ky == \$535 ;
-  assign \$537  = desc[154] | \$536 ;
-  assign \$538  = desc[76:74] - 1'h1;
-  assign \$539  = kx == \$538 ;
-  assign \$540  = desc[154] | \$539 ;
-  assign \$541  = \$537  & \$540 ;
-  assign \$542  = cw_r__data[9:5] - 1'h1;
-  assign \$543  = j == \$542 ;
-  assign \$544  = \$541  & \$543 ;
-  assign \$545  = \$534  & \$544 ;
-  assign \$546  = o_result__valid & o_result__ready;
-  assign \$547  = ~ \$546 ;
-  assign \$548  = \$545  & \$547 ;
-  assign \$549  = issue & is_elem;
-  assign \$550  = desc[73:71] - 1'h1;
-  assign \$551  = ky == \$550 ;
-  assign \$552  = desc[154] | \$551 ;
-  assign \$553  = desc[76:74] - 1'h1;
-  assign \$554  = kx == \$553 ;
-  assign \$555  = desc[154] | \$554 ;
-  assign \$556  = \$552  & \$555 ;
-  assign \$557  = cw_r__data[9:5] - 1'h1;
-  assign \$558  = j == \$557 ;
-  assign \$559  = \$556  & \$558 ;
-  assign \$560  = \$549  & \$559 ;
-  assign \$561  = ~ \$560 ;
-  assign \$562  = o_result__valid & o_result__ready;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = reserved + 1'h1;
-  assign \$565  = reserved - 1'h1;
-  assign \$566  = state == 2'h2;
-  assign \$567  = w_ahead + w_latch;
-  assign \$568  = \$567  - fold_end;
-  assign \$569  = ld_ahead + ld_start;
-  assign \$570  = \$569  - fold_end;
-  assign \$571  = ~ fold_bank;
-  assign \$572  = ~ ld_bank;
-  assign \$573  = desc[73:71] * desc[76:74];
-  assign \$574  = desc[70:60] - 1'h1;
-  assign \$575  = $signed(\$574 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$576  = desc[73:71] - 1'h1;
-  assign \$577  = $signed(\$576 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$578  = $signed(\$575 ) + $signed(\$577 );
-  assign \$579  = $signed(\$578 ) + $signed(2'h1);
-  assign \$580  = desc[70:60] * desc[79:77];
-  assign \$581  = desc[70:60] * desc[59:53];
-  assign \$582  = desc[59:53] - 1'h1;
-  assign \$583  = $signed(\$582 ) * $signed({ 1'h0, desc[82:80] });
-  assign \$584  = desc[76:74] - 1'h1;
-  assign \$585  = $signed(\$584 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$586  = $signed(\$583 ) + $signed(\$585 );
-  assign \$587  = $signed(\$586 ) - $signed({ 1'h0, desc[111:105] });
-  assign \$588  = desc[52:42] - 1'h1;
-  assign \$589  = $signed(\$588 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$590  = desc[73:71] - 1'h1;
-  assign \$591  = $signed(\$590 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$592  = $signed(\$589 ) + $signed(\$591 );
-  assign \$593  = $signed(\$592 ) - $signed({ 1'h0, desc[97:91] });
-  assign \$594  = desc[34:24] * desc[41:35];
-  assign \$595  = \$594  * desc[4:0];
-  assign \$596  = \$595  - 1'h0;
-  assign \$597  = desc[23:12] * 4'h8;
-  assign \$598  = desc[76:74] - 1'h1;
-  assign \$599  = $signed(\$598 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$600  = desc[153:149] - 1'h1;
-  assign \$601  = 1'h1 << \$600 [4:0];
-  assign \$602  = - \$601 ;
-  assign \$603  = desc[153:149] - 1'h1;
-  assign \$604  = 1'h1 << \$603 [4:0];
-  assign \$605  = \$604  - 1'h1;
-  assign \$607  = sq == 2'h3;
-  assign \$608  = ! reserved;
-  assign \$609  = \$607  & \$608 ;
-  assign \$610  = \$609  & p_done;
-  assign \$611  = \$610  & w_done;
-  assign \$612  = \$611  & a_done;
-  assign \$613  = ! reserved;
-  assign \$614  = \$613  & p_done;
-  assign \$615  = \$614  & w_done;
-  assign \$616  = \$615  & a_done;
-  assign \$617  = \$616  & abort_wait_done;
-  assign \$618  = state != 3'h4;
-  assign \$619  = | abort_timer;
-  assign \$620  = abort_timer - 1'h1;
-  assign \$621  = state == 2'h3;
-  assign \$622  = \$621  & fatal;
-  assign \$623  = i_param__valid & i_param__ready;
-  assign \$624  = p_count + 1'h1;
-  assign \$625  = p_count < desc[11:5];
-  assign \$626  = taps * i_param__payload[561:557];
-  assign \$627  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$626 ;
-  assign \$628  = tiles_sum + \$627 ;
-  assign \$629  = ~ p_checked;
-  assign \$630  = p_done & \$629 ;
-  assign \$631  = state == 2'h3;
-  assign \$632  = \$630  & \$631 ;
-  assign \$633  = i_weight__valid & i_weight__ready;
-  assign \$634  = w_count < w_total;
-  assign \$635  = w_count + 1'h1;
-  assign \$636  = i_act__valid & i_act__ready;
-  assign \$637  = a_count + 1'h1;
-  assign \$638  = a_count >= act_total;
-  assign \$639  = desc[4:0] - 1'h1;
-  assign \$640  = wr_cw == \$639 ;
-  assign \$641  = desc[41:35] - 1'h1;
-  assign \$642  = wr_ix == \$641 ;
-  assign \$643  = wr_iy + 1'h1;
-  assign \$644  = wr_ix + 1'h1;
-  assign \$645  = wr_cw + 1'h1;
-  assign \$646  = | err_hi;
-  assign \$647  = error | { err_hi, 1'h0 };
-  assign \$648  = state == 2'h2;
-  assign \$649  = state == 3'h4;
-  assign \$650  = state == 2'h3;
-  assign \$651  = - desc[97:91];
-  assign \$652  = - desc[97:91];
-  assign \$653  = - desc[97:91];
-  assign \$654  = pass_span - desc[97:91];
-  assign \$655  = - desc[111:105];
-  assign \$656  = - desc[111:105];
-  assign \$657  = desc[70:60] < desc[52:42];
-  assign \$658  = \$657  ? desc[70:60] : desc[52:42];
-  assign \$659  = $signed(y_pass) < $signed(1'h0);
-  assign \$660  = \$659  ? 29'h00000000 : y_pass;
-  assign \$661  = desc[59:53] - 1'h1;
-  assign \$662  = ox == \$661 ;
-  assign \$663  = is_elem & \$662 ;
-  assign \$664  = ~ \$663 ;
-  assign \$665  = \$664  & desc[154];
-  assign \$666  = desc[59:53] - 1'h1;
-  assign \$667  = ox == \$666 ;
-  assign \$668  = is_elem & \$667 ;
-  assign \$669  = ~ \$668 ;
-  assign \$670  = gcount - 1'h1;
-  assign \$671  = g == \$670 ;
-  assign \$672  = ~ \$671 ;
-  assign \$673  = rc + 1'h1;
-  assign \$674  = $signed(ix) + $signed(2'h1);
-  assign \$675  = ox + 1'h1;
-  assign \$676  = next_rc + desc[82:80];
-  assign \$677  = acc_addr + 1'h1;
-  assign \$678  = ox + 1'h1;
-  assign \$679  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$680  = acc_addr + 1'h1;
-  assign \$681  = g + 1'h1;
-  assign \$682  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$683  = acc_addr + 1'h1;
-  assign \$684  = cw_r__data[9:5] - 1'h1;
-  assign \$685  = j == \$684 ;
-  assign \$686  = ~ \$685 ;
-  assign \$687  = j + 1'h1;
-  assign \$688  = dw_kx0_n >= desc[76:74];
-  assign \$689  = dw_kx0_n - desc[76:74];
-  assign \$690  = dw_ky0 + dw_q;
-  assign \$691  = \$690  + 1'h1;
-  assign \$692  = dw_ky0 + dw_q;
-  assign \$693  = dw_kx1_n >= desc[76:74];
-  assign \$694  = dw_kx1_n - desc[76:74];
-  assign \$695  = dw_ky1 + dw_q;
-  assign \$696  = \$695  + 1'h1;
-  assign \$697  = dw_ky1 + dw_q;
-  assign \$698  = dw_kx2_n >= desc[76:74];
-  assign \$699  = dw_kx2_n - desc[76:74];
-  assign \$700  = dw_ky2 + dw_q;
-  assign \$701  = \$700  + 1'h1;
-  assign \$702  = dw_ky2 + dw_q;
-  assign \$703  = dw_kx3_n >= desc[76:74];
-  assign \$704  = dw_kx3_n - desc[76:74];
-  assign \$705  = dw_ky3 + dw_q;
-  assign \$706  = \$705  + 1'h1;
-  assign \$707  = dw_ky3 + dw_q;
-  assign \$708  = dw_kx4_n >= desc[76:74];
-  assign \$709  = dw_kx4_n - desc[76:74];
-  assign \$710  = dw_ky4 + dw_q;
-  assign \$711  = \$710  + 1'h1;
-  assign \$712  = dw_ky4 + dw_q;
-  assign \$713  = dw_kx5_n >= desc[76:74];
-  assign \$714  = dw_kx5_n - desc[76:74];
-  assign \$715  = dw_ky5 + dw_q;
-  assign \$716  = \$715  + 1'h1;
-  assign \$717  = dw_ky5 + dw_q;
-  assign \$718  = dw_kx6_n >= desc[76:74];
-  assign \$719  = dw_kx6_n - desc[76:74];
-  assign \$720  = dw_ky6 + dw_q;
-  assign \$721  = \$720  + 1'h1;
-  assign \$722  = dw_ky6 + dw_q;
-  assign \$723  = dw_kx7_n >= desc[76:74];
-  assign \$724  = dw_kx7_n - desc[76:74];
-  assign \$725  = dw_ky7 + dw_q;
+  assign \$523  = state == 2'h3;
+  assign \$524  = sq == 2'h2;
+  assign \$525  = \$523  & \$524 ;
+  assign \$526  = ~ \$525 ;
+  assign \$527  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$529  = sb1[6] ? pad_word : \$528 ;
+  assign \$530  = $signed(\$93 ) < $signed(1'h0);
+  assign \$531  = $signed(\$93 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$532  = \$530  | \$531 ;
+  assign \$533  = padr1_ky0 | pad_x1;
+  assign \$535  = \$533  ? pad_word : \$534 ;
+  assign \$536  = $signed(\$95 ) < $signed(1'h0);
+  assign \$537  = $signed(\$95 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$538  = \$536  | \$537 ;
+  assign \$539  = padr1_ky1 | pad_x1;
+  assign \$541  = \$539  ? pad_word : \$540 ;
+  assign \$542  = $signed(\$97 ) < $signed(1'h0);
+  assign \$543  = $signed(\$97 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$544  = \$542  | \$543 ;
+  assign \$545  = padr1_ky2 | pad_x1;
+  assign \$547  = \$545  ? pad_word : \$546 ;
+  assign \$548  = $signed(\$99 ) < $signed(1'h0);
+  assign \$549  = $signed(\$99 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$550  = \$548  | \$549 ;
+  assign \$551  = padr1_ky3 | pad_x1;
+  assign \$553  = \$551  ? pad_word : \$552 ;
+  assign \$554  = $signed(\$101 ) < $signed(1'h0);
+  assign \$555  = $signed(\$101 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$556  = \$554  | \$555 ;
+  assign \$557  = padr1_ky4 | pad_x1;
+  assign \$559  = \$557  ? pad_word : \$558 ;
+  assign \$560  = \$103 [3:0] * desc[90:87];
+  assign \$561  = \$110 [3:0] * desc[90:87];
+  assign \$562  = \$117 [3:0] * desc[90:87];
+  assign \$563  = \$124 [3:0] * desc[90:87];
+  assign \$564  = \$131 [3:0] * desc[90:87];
+  assign \$565  = \$138 [3:0] * desc[90:87];
+  assign \$566  = \$145 [3:0] * desc[90:87];
+  assign \$567  = \$152 [3:0] * desc[90:87];
+  assign \$568  = sb_p19[0] & sb_p19[3];
+  assign \$569  = issue & is_elem;
+  assign \$570  = desc[73:71] - 1'h1;
+  assign \$571  = ky == \$570 ;
+  assign \$572  = desc[154] | \$571 ;
+  assign \$573  = desc[76:74] - 1'h1;
+  assign \$574  = kx == \$573 ;
+  assign \$575  = desc[154] | \$574 ;
+  assign \$576  = \$572  & \$575 ;
+  assign \$577  = cur[9:5] - 1'h1;
+  assign \$578  = j == \$577 ;
+  assign \$579  = \$576  & \$578 ;
+  assign \$580  = \$569  & \$579 ;
+  assign \$581  = o_result__valid & o_result__ready;
+  assign \$582  = ~ \$581 ;
+  assign \$583  = \$580  & \$582 ;
+  assign \$584  = issue & is_elem;
+  assign \$585  = desc[73:71] - 1'h1;
+  assign \$586  = ky == \$585 ;
+  assign \$587  = desc[154] | \$586 ;
+  assign \$588  = desc[76:74] - 1'h1;
+  assign \$589  = kx == \$588 ;
+  assign \$590  = desc[154] | \$589 ;
+  assign \$591  = \$587  & \$590 ;
+  assign \$592  = cur[9:5] - 1'h1;
+  assign \$593  = j == \$592 ;
+  assign \$594  = \$591  & \$593 ;
+  assign \$595  = \$584  & \$594 ;
+  assign \$596  = ~ \$595 ;
+  assign \$597  = o_result__valid & o_result__ready;
+  assign \$598  = \$596  & \$597 ;
+  assign \$599  = reserved + 1'h1;
+  assign \$600  = reserved - 1'h1;
+  assign \$601  = state == 2'h2;
+  assign \$602  = w_ahead + w_latch;
+  assign \$603  = \$602  - fold_end;
+  assign \$604  = ld_ahead + ld_start;
+  assign \$605  = \$604  - fold_end;
+  assign \$606  = ~ fold_bank;
+  assign \$607  = ~ ld_bank;
+  assign \$608  = desc[73:71] * desc[76:74];
+  assign \$609  = desc[70:60] - 1'h1;
+  assign \$610  = $signed(\$609 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$611  = desc[73:71] - 1'h1;
+  assign \$612  = $signed(\$611 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$613  = $signed(\$610 ) + $signed(\$612 );
+  assign \$614  = $signed(\$613 ) + $signed(2'h1);
+  assign \$615  = desc[70:60] * desc[79:77];
+  assign \$616  = desc[70:60] * desc[59:53];
+  assign \$617  = desc[59:53] - 1'h1;
+  assign \$618  = $signed(\$617 ) * $signed({ 1'h0, desc[82:80] });
+  assign \$619  = desc[76:74] - 1'h1;
+  assign \$620  = $signed(\$619 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$621  = $signed(\$618 ) + $signed(\$620 );
+  assign \$622  = $signed(\$621 ) - $signed({ 1'h0, desc[111:105] });
+  assign \$623  = desc[52:42] - 1'h1;
+  assign \$624  = $signed(\$623 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$625  = desc[73:71] - 1'h1;
+  assign \$626  = $signed(\$625 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$627  = $signed(\$624 ) + $signed(\$626 );
+  assign \$628  = $signed(\$627 ) - $signed({ 1'h0, desc[97:91] });
+  assign \$629  = desc[34:24] * desc[41:35];
+  assign \$630  = \$629  * desc[4:0];
+  assign \$631  = \$630  - 1'h0;
+  assign \$632  = desc[23:12] * 4'h8;
+  assign \$633  = desc[76:74] - 1'h1;
+  assign \$634  = $signed(\$633 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$635  = desc[153:149] - 1'h1;
+  assign \$636  = 1'h1 << \$635 [4:0];
+  assign \$637  = - \$636 ;
+  assign \$638  = desc[153:149] - 1'h1;
+  assign \$639  = 1'h1 << \$638 [4:0];
+  assign \$640  = \$639  - 1'h1;
+  assign \$642  = sq == 2'h3;
+  assign \$643  = ! reserved;
+  assign \$644  = \$642  & \$643 ;
+  assign \$645  = \$644  & p_done;
+  assign \$646  = \$645  & w_done;
+  assign \$647  = \$646  & a_done;
+  assign \$648  = ! reserved;
+  assign \$649  = \$648  & p_done;
+  assign \$650  = \$649  & w_done;
+  assign \$651  = \$650  & a_done;
+  assign \$652  = \$651  & abort_wait_done;
+  assign \$653  = state != 3'h4;
+  assign \$654  = | abort_timer;
+  assign \$655  = abort_timer - 1'h1;
+  assign \$656  = state == 2'h3;
+  assign \$657  = \$656  & fatal;
+  assign \$658  = i_param__valid & i_param__ready;
+  assign \$659  = p_count + 1'h1;
+  assign \$660  = p_count < desc[11:5];
+  assign \$661  = taps * i_param__payload[561:557];
+  assign \$662  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$661 ;
+  assign \$663  = tiles_sum + \$662 ;
+  assign \$664  = ~ p_checked;
+  assign \$665  = p_done & \$664 ;
+  assign \$666  = state == 2'h3;
+  assign \$667  = \$665  & \$666 ;
+  assign \$668  = i_weight__valid & i_weight__ready;
+  assign \$669  = w_count < w_total;
+  assign \$670  = w_count + 1'h1;
+  assign \$671  = i_act__valid & i_act__ready;
+  assign \$672  = a_count + 1'h1;
+  assign \$673  = a_count >= act_total;
+  assign \$674  = desc[4:0] - 1'h1;
+  assign \$675  = wr_cw == \$674 ;
+  assign \$676  = desc[41:35] - 1'h1;
+  assign \$677  = wr_ix == \$676 ;
+  assign \$678  = wr_iy + 1'h1;
+  assign \$679  = wr_ix + 1'h1;
+  assign \$680  = wr_cw + 1'h1;
+  assign \$681  = | err_hi;
+  assign \$682  = error | { err_hi, 1'h0 };
+  assign \$683  = state == 2'h2;
+  assign \$684  = state == 3'h4;
+  assign \$685  = state == 2'h3;
+  assign \$686  = - desc[97:91];
+  assign \$687  = - desc[97:91];
+  assign \$688  = - desc[97:91];
+  assign \$689  = pass_span - desc[97:91];
+  assign \$690  = - desc[111:105];
+  assign \$691  = - desc[111:105];
+  assign \$692  = desc[70:60] < desc[52:42];
+  assign \$693  = \$692  ? desc[70:60] : desc[52:42];
+  assign \$694  = $signed(y_pass) < $signed(1'h0);
+  assign \$695  = \$694  ? 29'h00000000 : y_pass;
+  assign \$696  = desc[59:53] - 1'h1;
+  assign \$697  = ox == \$696 ;
+  assign \$698  = is_elem & \$697 ;
+  assign \$699  = ~ \$698 ;
+  assign \$700  = \$699  & desc[154];
+  assign \$701  = desc[59:53] - 1'h1;
+  assign \$702  = ox == \$701 ;
+  assign \$703  = is_elem & \$702 ;
+  assign \$704  = ~ \$703 ;
+  assign \$705  = gcount - 1'h1;
+  assign \$706  = g == \$705 ;
+  assign \$707  = ~ \$706 ;
+  assign \$708  = rc + 1'h1;
+  assign \$709  = $signed(ix) + $signed(2'h1);
+  assign \$710  = ox + 1'h1;
+  assign \$711  = next_rc + desc[82:80];
+  assign \$712  = acc_addr + 1'h1;
+  assign \$713  = ox + 1'h1;
+  assign \$714  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$715  = acc_addr + 1'h1;
+  assign \$716  = g + 1'h1;
+  assign \$717  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$718  = acc_addr + 1'h1;
+  assign \$719  = cur[9:5] - 1'h1;
+  assign \$720  = j == \$719 ;
+  assign \$721  = ~ \$720 ;
+  assign \$722  = j + 1'h1;
+  assign \$723  = dw_kx0_n >= desc[76:74];
+  assign \$724  = dw_kx0_n - desc[76:74];
+  assign \$725  = dw_ky0 + dw_q;
   assign \$726  = \$725  + 1'h1;
-  assign \$727  = dw_ky7 + dw_q;
-  assign \$728  = cw_r__data[9:5] - 1'h1;
-  assign \$729  = j == \$728 ;
-  assign \$730  = desc[76:74] - 1'h1;
-  assign \$731  = kx == \$730 ;
-  assign \$732  = desc[154] | \$731 ;
-  assign \$733  = ~ \$732 ;
-  assign \$734  = \$729  & \$733 ;
-  assign \$735  = cw_r__data[9:5] - 1'h1;
-  assign \$736  = j == \$735 ;
-  assign \$737  = desc[73:71] - 1'h1;
-  assign \$738  = ky == \$737 ;
-  assign \$739  = desc[154] | \$738 ;
-  assign \$740  = ~ \$739 ;
-  assign \$741  = \$736  & \$740 ;
-  assign \$742  = cw_r__data[9:5] - 1'h1;
-  assign \$743  = j == \$742 ;
-  assign \$744  = kx + 1'h1;
-  assign \$745  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$746  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$747  = ky + 1'h1;
-  assign \$748  = - desc[111:105];
-  assign \$749  = - desc[111:105];
-  assign \$750  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$751  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$752  = - desc[111:105];
-  assign \$753  = - desc[111:105];
-  assign \$754  = desc[11:5] - 1'h1;
-  assign \$755  = t == \$754 ;
-  assign \$756  = ~ \$755 ;
-  assign \$757  = t + 1'h1;
-  assign \$758  = rows_left - gcount;
-  assign \$759  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$760  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$761  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$762  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$763  = rows_left == gcount;
-  assign \$764  = rows_left - gcount;
-  assign \$765  = $signed({ 1'h0, desc[70:60] }) < $signed(\$764 );
-  assign \$766  = rows_left - gcount;
-  assign \$767  = \$765  ? { 2'h0, desc[70:60] } : \$766 ;
-  assign \$768  = state == 2'h2;
-  assign \$769  = ld_tile + 1'h1;
-  assign \$770  = \$769  == desc[23:12];
-  assign \$771  = ld_tile + 1'h1;
-  assign \$772  = \$770  ? 14'h0000 : \$771 ;
-  assign \$773  = ld_k == 3'h7;
-  assign \$774  = ld_k + 1'h1;
-  assign \$775  = ! state;
-  assign \$776  = \$775  & i_desc__valid;
-  assign \$777  = ! state;
-  assign \$778  = cnt_cycles + 1'h1;
-  assign \$779  = \$777  ? 33'h000000001 : \$778 ;
-  assign \$780  = category == 1'h1;
-  assign \$781  = ! state;
-  assign \$782  = cnt_busy + 1'h1;
-  assign \$783  = \$781  ? 33'h000000001 : \$782 ;
-  assign \$784  = category == 2'h2;
-  assign \$785  = ! state;
-  assign \$786  = cnt_setup + 1'h1;
-  assign \$787  = \$785  ? 33'h000000001 : \$786 ;
-  assign \$788  = category == 2'h3;
-  assign \$789  = ! state;
-  assign \$790  = cnt_stall_input + 1'h1;
-  assign \$791  = \$789  ? 33'h000000001 : \$790 ;
-  assign \$792  = category == 3'h4;
-  assign \$793  = ! state;
-  assign \$794  = cnt_stall_weight + 1'h1;
-  assign \$795  = \$793  ? 33'h000000001 : \$794 ;
-  assign \$796  = category == 3'h5;
-  assign \$797  = ! state;
-  assign \$798  = cnt_stall_output + 1'h1;
-  assign \$799  = \$797  ? 33'h000000001 : \$798 ;
-  assign \$800  = category == 3'h6;
-  assign \$801  = ! state;
-  assign \$802  = cnt_fill + 1'h1;
-  assign \$803  = \$801  ? 33'h000000001 : \$802 ;
-  assign \$804  = category == 3'h7;
-  assign \$805  = ! state;
-  assign \$806  = cnt_drain + 1'h1;
-  assign \$807  = \$805  ? 33'h000000001 : \$806 ;
-  assign \$808  = o_result__valid & o_result__ready;
-  assign \$809  = \$808  & o_result__payload[256];
-  assign \$810  = state == 3'h5;
-  assign \$811  = \$809  | \$810 ;
+  assign \$727  = dw_ky0 + dw_q;
+  assign \$728  = dw_kx1_n >= desc[76:74];
+  assign \$729  = dw_kx1_n - desc[76:74];
+  assign \$730  = dw_ky1 + dw_q;
+  assign \$731  = \$730  + 1'h1;
+  assign \$732  = dw_ky1 + dw_q;
+  assign \$733  = dw_kx2_n >= desc[76:74];
+  assign \$734  = dw_kx2_n - desc[76:74];
+  assign \$735  = dw_ky2 + dw_q;
+  assign \$736  = \$735  + 1'h1;
+  assign \$737  = dw_ky2 + dw_q;
+  assign \$738  = dw_kx3_n >= desc[76:74];
+  assign \$739  = dw_kx3_n - desc[76:74];
+  assign \$740  = dw_ky3 + dw_q;
+  assign \$741  = \$740  + 1'h1;
+  assign \$742  = dw_ky3 + dw_q;
+  assign \$743  = dw_kx4_n >= desc[76:74];
+  assign \$744  = dw_kx4_n - desc[76:74];
+  assign \$745  = dw_ky4 + dw_q;
+  assign \$746  = \$745  + 1'h1;
+  assign \$747  = dw_ky4 + dw_q;
+  assign \$748  = dw_kx5_n >= desc[76:74];
+  assign \$749  = dw_kx5_n - desc[76:74];
+  assign \$750  = dw_ky5 + dw_q;
+  assign \$751  = \$750  + 1'h1;
+  assign \$752  = dw_ky5 + dw_q;
+  assign \$753  = dw_kx6_n >= desc[76:74];
+  assign \$754  = dw_kx6_n - desc[76:74];
+  assign \$755  = dw_ky6 + dw_q;
+  assign \$756  = \$755  + 1'h1;
+  assign \$757  = dw_ky6 + dw_q;
+  assign \$758  = dw_kx7_n >= desc[76:74];
+  assign \$759  = dw_kx7_n - desc[76:74];
+  assign \$760  = dw_ky7 + dw_q;
+  assign \$761  = \$760  + 1'h1;
+  assign \$762  = dw_ky7 + dw_q;
+  assign \$763  = cur[9:5] - 1'h1;
+  assign \$764  = j == \$763 ;
+  assign \$765  = desc[76:74] - 1'h1;
+  assign \$766  = kx == \$765 ;
+  assign \$767  = desc[154] | \$766 ;
+  assign \$768  = ~ \$767 ;
+  assign \$769  = \$764  & \$768 ;
+  assign \$770  = cur[9:5] - 1'h1;
+  assign \$771  = j == \$770 ;
+  assign \$772  = desc[73:71] - 1'h1;
+  assign \$773  = ky == \$772 ;
+  assign \$774  = desc[154] | \$773 ;
+  assign \$775  = ~ \$774 ;
+  assign \$776  = \$771  & \$775 ;
+  assign \$777  = cur[9:5] - 1'h1;
+  assign \$778  = j == \$777 ;
+  assign \$779  = kx + 1'h1;
+  assign \$780  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$781  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$782  = ky + 1'h1;
+  assign \$783  = - desc[111:105];
+  assign \$784  = - desc[111:105];
+  assign \$785  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$786  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$787  = - desc[111:105];
+  assign \$788  = - desc[111:105];
+  assign \$789  = desc[11:5] - 1'h1;
+  assign \$790  = t == \$789 ;
+  assign \$791  = ~ \$790 ;
+  assign \$792  = t + 1'h1;
+  assign \$793  = rows_left - gcount;
+  assign \$794  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$795  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$796  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$797  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$798  = rows_left == gcount;
+  assign \$799  = rows_left - gcount;
+  assign \$800  = $signed({ 1'h0, desc[70:60] }) < $signed(\$799 );
+  assign \$801  = rows_left - gcount;
+  assign \$802  = \$800  ? { 2'h0, desc[70:60] } : \$801 ;
+  assign \$803  = state == 2'h2;
+  assign \$804  = ld_tile + 1'h1;
+  assign \$805  = \$804  == desc[23:12];
+  assign \$806  = ld_tile + 1'h1;
+  assign \$807  = \$805  ? 14'h0000 : \$806 ;
+  assign \$808  = ld_k == 3'h7;
+  assign \$809  = ld_k + 1'h1;
+  assign \$810  = ! state;
+  assign \$811  = \$810  & i_desc__valid;
+  assign \$812  = ! state;
+  assign \$813  = cnt_cycles + 1'h1;
+  assign \$814  = \$812  ? 33'h000000001 : \$813 ;
+  assign \$815  = category == 1'h1;
+  assign \$816  = ! state;
+  assign \$817  = cnt_busy + 1'h1;
+  assign \$818  = \$816  ? 33'h000000001 : \$817 ;
+  assign \$819  = category == 2'h2;
+  assign \$820  = ! state;
+  assign \$821  = cnt_setup + 1'h1;
+  assign \$822  = \$820  ? 33'h000000001 : \$821 ;
+  assign \$823  = category == 2'h3;
+  assign \$824  = ! state;
+  assign \$825  = cnt_stall_input + 1'h1;
+  assign \$826  = \$824  ? 33'h000000001 : \$825 ;
+  assign \$827  = category == 3'h4;
+  assign \$828  = ! state;
+  assign \$829  = cnt_stall_weight + 1'h1;
+  assign \$830  = \$828  ? 33'h000000001 : \$829 ;
+  assign \$831  = category == 3'h5;
+  assign \$832  = ! state;
+  assign \$833  = cnt_stall_output + 1'h1;
+  assign \$834  = \$832  ? 33'h000000001 : \$833 ;
+  assign \$835  = category == 3'h6;
+  assign \$836  = ! state;
+  assign \$837  = cnt_fill + 1'h1;
+  assign \$838  = \$836  ? 33'h000000001 : \$837 ;
+  assign \$839  = category == 3'h7;
+  assign \$840  = ! state;
+  assign \$841  = cnt_drain + 1'h1;
+  assign \$842  = \$840  ? 33'h000000001 : \$841 ;
+  assign \$843  = o_result__valid & o_result__ready;
+  assign \$844  = \$843  & o_result__payload[256];
+  assign \$845  = state == 3'h5;
+  assign \$846  = \$844  | \$845 ;
   always @(posedge clk)
-    sb1 <= \$812 ;
+    cw_p1 <= \$847 ;
   always @(posedge clk)
-    act <= \$813 ;
+    cw_p2 <= \$848 ;
   always @(posedge clk)
-    pad_x1 <= \$814 ;
+    t_adv_prev <= \$849 ;
   always @(posedge clk)
-    slot1_ky0 <= \$815 ;
+    cur <= \$850 ;
   always @(posedge clk)
-    padr1_ky0 <= \$816 ;
+    sb1 <= \$851 ;
   always @(posedge clk)
-    win0_0 <= \$817 ;
+    act <= \$852 ;
   always @(posedge clk)
-    win0_1 <= \$818 ;
+    pad_x1 <= \$853 ;
   always @(posedge clk)
-    win0_2 <= \$819 ;
+    slot1_ky0 <= \$854 ;
   always @(posedge clk)
-    win0_3 <= \$820 ;
+    padr1_ky0 <= \$855 ;
   always @(posedge clk)
-    win0_4 <= \$821 ;
+    win0_0 <= \$856 ;
   always @(posedge clk)
-    win0_5 <= \$822 ;
+    win0_1 <= \$857 ;
   always @(posedge clk)
-    win0_6 <= \$823 ;
+    win0_2 <= \$858 ;
   always @(posedge clk)
-    win0_7 <= \$824 ;
+    win0_3 <= \$859 ;
   always @(posedge clk)
-    win0_8 <= \$825 ;
+    win0_4 <= \$860 ;
   always @(posedge clk)
-    slot1_ky1 <= \$826 ;
+    win0_5 <= \$861 ;
   always @(posedge clk)
-    padr1_ky1 <= \$827 ;
+    win0_6 <= \$862 ;
   always @(posedge clk)
-    win1_0 <= \$828 ;
+    win0_7 <= \$863 ;
   always @(posedge clk)
-    win1_1 <= \$829 ;
+    win0_8 <= \$864 ;
   always @(posedge clk)
-    win1_2 <= \$830 ;
+    slot1_ky1 <= \$865 ;
   always @(posedge clk)
-    win1_3 <= \$831 ;
+    padr1_ky1 <= \$866 ;
   always @(posedge clk)
-    win1_4 <= \$832 ;
+    win1_0 <= \$867 ;
   always @(posedge clk)
-    win1_5 <= \$833 ;
+    win1_1 <= \$868 ;
   always @(posedge clk)
-    win1_6 <= \$834 ;
+    win1_2 <= \$869 ;
   always @(posedge clk)
-    win1_7 <= \$835 ;
+    win1_3 <= \$870 ;
   always @(posedge clk)
-    win1_8 <= \$836 ;
+    win1_4 <= \$871 ;
   always @(posedge clk)
-    slot1_ky2 <= \$837 ;
+    win1_5 <= \$872 ;
   always @(posedge clk)
-    padr1_ky2 <= \$838 ;
+    win1_6 <= \$873 ;
   always @(posedge clk)
-    win2_0 <= \$839 ;
+    win1_7 <= \$874 ;
   always @(posedge clk)
-    win2_1 <= \$840 ;
+    win1_8 <= \$875 ;
   always @(posedge clk)
-    win2_2 <= \$841 ;
+    slot1_ky2 <= \$876 ;
   always @(posedge clk)
-    win2_3 <= \$842 ;
+    padr1_ky2 <= \$877 ;
   always @(posedge clk)
-    win2_4 <= \$843 ;
+    win2_0 <= \$878 ;
   always @(posedge clk)
-    win2_5 <= \$844 ;
+    win2_1 <= \$879 ;
   always @(posedge clk)
-    win2_6 <= \$845 ;
+    win2_2 <= \$880 ;
   always @(posedge clk)
-    win2_7 <= \$846 ;
+    win2_3 <= \$881 ;
   always @(posedge clk)
-    win2_8 <= \$847 ;
+    win2_4 <= \$882 ;
   always @(posedge clk)
-    slot1_ky3 <= \$848 ;
+    win2_5 <= \$883 ;
   always @(posedge clk)
-    padr1_ky3 <= \$849 ;
+    win2_6 <= \$884 ;
   always @(posedge clk)
-    win3_0 <= \$850 ;
+    win2_7 <= \$885 ;
   always @(posedge clk)
-    win3_1 <= \$851 ;
+    win2_8 <= \$886 ;
   always @(posedge clk)
-    win3_2 <= \$852 ;
+    slot1_ky3 <= \$887 ;
   always @(posedge clk)
-    win3_3 <= \$853 ;
+    padr1_ky3 <= \$888 ;
   always @(posedge clk)
-    win3_4 <= \$854 ;
+    win3_0 <= \$889 ;
   always @(posedge clk)
-    win3_5 <= \$855 ;
+    win3_1 <= \$890 ;
   always @(posedge clk)
-    win3_6 <= \$856 ;
+    win3_2 <= \$891 ;
   always @(posedge clk)
-    win3_7 <= \$857 ;
+    win3_3 <= \$892 ;
   always @(posedge clk)
-    win3_8 <= \$858 ;
+    win3_4 <= \$893 ;
   always @(posedge clk)
-    slot1_ky4 <= \$859 ;
+    win3_5 <= \$894 ;
   always @(posedge clk)
-    padr1_ky4 <= \$860 ;
+    win3_6 <= \$895 ;
   always @(posedge clk)
-    win4_0 <= \$861 ;
+    win3_7 <= \$896 ;
   always @(posedge clk)
-    win4_1 <= \$862 ;
+    win3_8 <= \$897 ;
   always @(posedge clk)
-    win4_2 <= \$863 ;
+    slot1_ky4 <= \$898 ;
   always @(posedge clk)
-    win4_3 <= \$864 ;
+    padr1_ky4 <= \$899 ;
   always @(posedge clk)
-    win4_4 <= \$865 ;
+    win4_0 <= \$900 ;
   always @(posedge clk)
-    win4_5 <= \$866 ;
+    win4_1 <= \$901 ;
   always @(posedge clk)
-    win4_6 <= \$867 ;
+    win4_2 <= \$902 ;
   always @(posedge clk)
-    win4_7 <= \$868 ;
+    win4_3 <= \$903 ;
   always @(posedge clk)
-    win4_8 <= \$869 ;
+    win4_4 <= \$904 ;
   always @(posedge clk)
-    sb2 <= \$870 ;
+    win4_5 <= \$905 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$871 ;
+    win4_6 <= \$906 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$872 ;
+    win4_7 <= \$907 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$873 ;
+    win4_8 <= \$908 ;
   always @(posedge clk)
-    dwcol0 <= \$874 ;
+    sb2 <= \$909 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$875 ;
+    dw_ky0_s1 <= \$910 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$876 ;
+    dw_kx0_s1 <= \$911 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$877 ;
+    dw_ky0_s2 <= \$912 ;
   always @(posedge clk)
-    dwcol1 <= \$878 ;
+    dwcol0 <= \$913 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$879 ;
+    dw_ky1_s1 <= \$914 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$880 ;
+    dw_kx1_s1 <= \$915 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$881 ;
+    dw_ky1_s2 <= \$916 ;
   always @(posedge clk)
-    dwcol2 <= \$882 ;
+    dwcol1 <= \$917 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$883 ;
+    dw_ky2_s1 <= \$918 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$884 ;
+    dw_kx2_s1 <= \$919 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$885 ;
+    dw_ky2_s2 <= \$920 ;
   always @(posedge clk)
-    dwcol3 <= \$886 ;
+    dwcol2 <= \$921 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$887 ;
+    dw_ky3_s1 <= \$922 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$888 ;
+    dw_kx3_s1 <= \$923 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$889 ;
+    dw_ky3_s2 <= \$924 ;
   always @(posedge clk)
-    dwcol4 <= \$890 ;
+    dwcol3 <= \$925 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$891 ;
+    dw_ky4_s1 <= \$926 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$892 ;
+    dw_kx4_s1 <= \$927 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$893 ;
+    dw_ky4_s2 <= \$928 ;
   always @(posedge clk)
-    dwcol5 <= \$894 ;
+    dwcol4 <= \$929 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$895 ;
+    dw_ky5_s1 <= \$930 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$896 ;
+    dw_kx5_s1 <= \$931 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$897 ;
+    dw_ky5_s2 <= \$932 ;
   always @(posedge clk)
-    dwcol6 <= \$898 ;
+    dwcol5 <= \$933 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$899 ;
+    dw_ky6_s1 <= \$934 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$900 ;
+    dw_kx6_s1 <= \$935 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$901 ;
+    dw_ky6_s2 <= \$936 ;
   always @(posedge clk)
-    dwcol7 <= \$902 ;
+    dwcol6 <= \$937 ;
   always @(posedge clk)
-    sb_p3 <= \$903 ;
+    dw_ky7_s1 <= \$938 ;
   always @(posedge clk)
-    sb_p4 <= \$904 ;
+    dw_kx7_s1 <= \$939 ;
   always @(posedge clk)
-    sb_p5 <= \$905 ;
+    dw_ky7_s2 <= \$940 ;
   always @(posedge clk)
-    sb_p6 <= \$906 ;
+    dwcol7 <= \$941 ;
   always @(posedge clk)
-    sb_p7 <= \$907 ;
+    sb_p3 <= \$942 ;
   always @(posedge clk)
-    sb_p8 <= \$908 ;
+    sb_p4 <= \$943 ;
   always @(posedge clk)
-    sb_p9 <= \$909 ;
+    sb_p5 <= \$944 ;
   always @(posedge clk)
-    sb_p10 <= \$910 ;
+    sb_p6 <= \$945 ;
   always @(posedge clk)
-    sb_p11 <= \$911 ;
+    sb_p7 <= \$946 ;
   always @(posedge clk)
-    sb_p12 <= \$912 ;
+    sb_p8 <= \$947 ;
   always @(posedge clk)
-    sb_p13 <= \$913 ;
+    sb_p9 <= \$948 ;
   always @(posedge clk)
-    sb_p14 <= \$914 ;
+    sb_p10 <= \$949 ;
   always @(posedge clk)
-    sb_p15 <= \$915 ;
+    sb_p11 <= \$950 ;
   always @(posedge clk)
-    sb_p16 <= \$916 ;
+    sb_p12 <= \$951 ;
   always @(posedge clk)
-    sb_p17 <= \$917 ;
+    sb_p13 <= \$952 ;
   always @(posedge clk)
-    sb_p18 <= \$918 ;
+    sb_p14 <= \$953 ;
   always @(posedge clk)
-    sb_p19 <= \$919 ;
+    sb_p15 <= \$954 ;
   always @(posedge clk)
-    i_valid <= \$920 ;
+    sb_p16 <= \$955 ;
   always @(posedge clk)
-    i_last <= \$921 ;
+    sb_p17 <= \$956 ;
   always @(posedge clk)
-    i_acc <= \$922 ;
+    sb_p18 <= \$957 ;
   always @(posedge clk)
-    i_params <= \$923 ;
+    sb_p19 <= \$958 ;
   always @(posedge clk)
-    reserved <= \$924 ;
+    i_valid <= \$959 ;
   always @(posedge clk)
-    latch1 <= \$925 ;
+    i_last <= \$960 ;
   always @(posedge clk)
-    w_latch <= \$926 ;
+    i_acc <= \$961 ;
   always @(posedge clk)
-    w_bank <= \$927 ;
+    i_params <= \$962 ;
   always @(posedge clk)
-    w_ahead <= \$928 ;
+    reserved <= \$963 ;
   always @(posedge clk)
-    ld_ahead <= \$929 ;
+    latch1 <= \$964 ;
   always @(posedge clk)
-    fold_bank <= \$930 ;
+    w_latch <= \$965 ;
   always @(posedge clk)
-    ld_bank <= \$931 ;
+    w_bank <= \$966 ;
   always @(posedge clk)
-    desc <= \$932 ;
+    w_ahead <= \$967 ;
   always @(posedge clk)
-    state <= \$933 ;
+    ld_ahead <= \$968 ;
   always @(posedge clk)
-    error <= \$934 ;
+    fold_bank <= \$969 ;
   always @(posedge clk)
-    dw_q <= \$935 ;
+    ld_bank <= \$970 ;
   always @(posedge clk)
-    dw_rm <= \$936 ;
+    desc <= \$971 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$937 ;
+    state <= \$972 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$938 ;
+    error <= \$973 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$939 ;
+    dw_q <= \$974 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$940 ;
+    dw_rm <= \$975 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$941 ;
+    dw_ky_init0 <= \$976 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$942 ;
+    dw_kx_init0 <= \$977 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$943 ;
+    dw_ky_init1 <= \$978 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$944 ;
+    dw_kx_init1 <= \$979 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$945 ;
+    dw_ky_init2 <= \$980 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$946 ;
+    dw_kx_init2 <= \$981 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$947 ;
+    dw_ky_init3 <= \$982 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$948 ;
+    dw_kx_init3 <= \$983 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$949 ;
+    dw_ky_init4 <= \$984 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$950 ;
+    dw_kx_init4 <= \$985 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$951 ;
+    dw_ky_init5 <= \$986 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$952 ;
+    dw_kx_init5 <= \$987 ;
   always @(posedge clk)
-    taps <= \$953 ;
+    dw_ky_init6 <= \$988 ;
   always @(posedge clk)
-    pass_span <= \$954 ;
+    dw_kx_init6 <= \$989 ;
   always @(posedge clk)
-    pass_step <= \$955 ;
+    dw_ky_init7 <= \$990 ;
   always @(posedge clk)
-    acc_need <= \$956 ;
+    dw_kx_init7 <= \$991 ;
   always @(posedge clk)
-    last_ix <= \$957 ;
+    taps <= \$992 ;
   always @(posedge clk)
-    last_iy <= \$958 ;
+    pass_span <= \$993 ;
   always @(posedge clk)
-    act_total <= \$959 ;
+    pass_step <= \$994 ;
   always @(posedge clk)
-    w_total <= \$960 ;
+    acc_need <= \$995 ;
   always @(posedge clk)
-    dw_first_rc <= \$961 ;
+    last_ix <= \$996 ;
   always @(posedge clk)
-    qlo <= \$962 ;
+    last_iy <= \$997 ;
   always @(posedge clk)
-    hi <= \$963 ;
+    act_total <= \$998 ;
   always @(posedge clk)
-    abort_timer <= \$964 ;
+    w_total <= \$999 ;
   always @(posedge clk)
-    p_count <= \$965 ;
+    dw_first_rc <= \$1000 ;
   always @(posedge clk)
-    tiles_sum <= \$966 ;
+    qlo <= \$1001 ;
   always @(posedge clk)
-    p_done <= \$967 ;
+    hi <= \$1002 ;
   always @(posedge clk)
-    p_checked <= \$968 ;
+    abort_timer <= \$1003 ;
   always @(posedge clk)
-    w_count <= \$969 ;
+    p_count <= \$1004 ;
   always @(posedge clk)
-    w_done <= \$970 ;
+    tiles_sum <= \$1005 ;
   always @(posedge clk)
-    a_count <= \$971 ;
+    p_done <= \$1006 ;
   always @(posedge clk)
-    wr_cw <= \$972 ;
+    p_checked <= \$1007 ;
   always @(posedge clk)
-    wr_ix <= \$973 ;
+    w_count <= \$1008 ;
   always @(posedge clk)
-    wr_iy <= \$974 ;
+    w_done <= \$1009 ;
   always @(posedge clk)
-    a_done <= \$975 ;
+    a_count <= \$1010 ;
   always @(posedge clk)
-    sq <= \$976 ;
+    wr_cw <= \$1011 ;
   always @(posedge clk)
-    t <= \$977 ;
+    wr_ix <= \$1012 ;
   always @(posedge clk)
-    ky <= \$978 ;
+    wr_iy <= \$1013 ;
   always @(posedge clk)
-    kx <= \$979 ;
+    a_done <= \$1014 ;
   always @(posedge clk)
-    j <= \$980 ;
+    sq <= \$1015 ;
   always @(posedge clk)
-    g <= \$981 ;
+    t <= \$1016 ;
   always @(posedge clk)
-    ox <= \$982 ;
+    ky <= \$1017 ;
   always @(posedge clk)
-    rows_left <= \$983 ;
+    kx <= \$1018 ;
   always @(posedge clk)
-    y_pass <= \$984 ;
+    j <= \$1019 ;
   always @(posedge clk)
-    y_tap <= \$985 ;
+    g <= \$1020 ;
   always @(posedge clk)
-    iy <= \$986 ;
+    ox <= \$1021 ;
   always @(posedge clk)
-    y_end <= \$987 ;
+    rows_left <= \$1022 ;
   always @(posedge clk)
-    x_tap <= \$988 ;
+    y_pass <= \$1023 ;
   always @(posedge clk)
-    ix <= \$989 ;
+    y_tap <= \$1024 ;
   always @(posedge clk)
-    acc_addr <= \$990 ;
+    iy <= \$1025 ;
   always @(posedge clk)
-    rc <= \$991 ;
+    y_end <= \$1026 ;
   always @(posedge clk)
-    next_rc <= \$992 ;
+    x_tap <= \$1027 ;
   always @(posedge clk)
-    dw_ky0 <= \$993 ;
+    ix <= \$1028 ;
   always @(posedge clk)
-    dw_ky1 <= \$994 ;
+    acc_addr <= \$1029 ;
   always @(posedge clk)
-    dw_ky2 <= \$995 ;
+    rc <= \$1030 ;
   always @(posedge clk)
-    dw_ky3 <= \$996 ;
+    next_rc <= \$1031 ;
   always @(posedge clk)
-    dw_ky4 <= \$997 ;
+    dw_ky0 <= \$1032 ;
   always @(posedge clk)
-    dw_ky5 <= \$998 ;
+    dw_ky1 <= \$1033 ;
   always @(posedge clk)
-    dw_ky6 <= \$999 ;
+    dw_ky2 <= \$1034 ;
   always @(posedge clk)
-    dw_ky7 <= \$1000 ;
+    dw_ky3 <= \$1035 ;
   always @(posedge clk)
-    dw_kx0 <= \$1001 ;
+    dw_ky4 <= \$1036 ;
   always @(posedge clk)
-    dw_kx1 <= \$1002 ;
+    dw_ky5 <= \$1037 ;
   always @(posedge clk)
-    dw_kx2 <= \$1003 ;
+    dw_ky6 <= \$1038 ;
   always @(posedge clk)
-    dw_kx3 <= \$1004 ;
+    dw_ky7 <= \$1039 ;
   always @(posedge clk)
-    dw_kx4 <= \$1005 ;
+    dw_kx0 <= \$1040 ;
   always @(posedge clk)
-    dw_kx5 <= \$1006 ;
+    dw_kx1 <= \$1041 ;
   always @(posedge clk)
-    dw_kx6 <= \$1007 ;
+    dw_kx2 <= \$1042 ;
   always @(posedge clk)
-    dw_kx7 <= \$1008 ;
+    dw_kx3 <= \$1043 ;
   always @(posedge clk)
-    ld_tile <= \$1009 ;
+    dw_kx4 <= \$1044 ;
   always @(posedge clk)
-    ld_k <= \$1010 ;
+    dw_kx5 <= \$1045 ;
   always @(posedge clk)
-    ld_busy <= \$1011 ;
+    dw_kx6 <= \$1046 ;
   always @(posedge clk)
-    \lo$260  <= \$1012 ;
+    dw_kx7 <= \$1047 ;
   always @(posedge clk)
-    gcount <= \$1013 ;
+    ld_tile <= \$1048 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1014 ;
+    ld_k <= \$1049 ;
   always @(posedge clk)
-    latch_bank1 <= \$1015 ;
+    ld_busy <= \$1050 ;
   always @(posedge clk)
-    counting <= \$1016 ;
+    \lo$264  <= \$1051 ;
   always @(posedge clk)
-    cnt_cycles <= \$1017 ;
+    gcount <= \$1052 ;
   always @(posedge clk)
-    cnt_busy <= \$1018 ;
+    cur_ld_tile <= \$1053 ;
   always @(posedge clk)
-    cnt_setup <= \$1019 ;
+    latch_bank1 <= \$1054 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1020 ;
+    counting <= \$1055 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1021 ;
+    cnt_cycles <= \$1056 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1022 ;
+    cnt_busy <= \$1057 ;
   always @(posedge clk)
-    cnt_fill <= \$1023 ;
+    cnt_setup <= \$1058 ;
   always @(posedge clk)
-    cnt_drain <= \$1024 ;
+    cnt_stall_input <= \$1059 ;
+  always @(posedge clk)
+    cnt_stall_weight <= \$1060 ;
+  always @(posedge clk)
+    cnt_stall_output <= \$1061 ;
+  always @(posedge clk)
+    cnt_fill <= \$1062 ;
+  always @(posedge clk)
+    cnt_drain <= \$1063 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb2[5]),
@@ -37294,7 +37399,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$188 ),
+    .sums(\sums$192 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -37325,280 +37430,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$90  = win0_0;
-      4'h1:
-          \$90  = win0_1;
-      4'h2:
-          \$90  = win0_2;
-      4'h3:
-          \$90  = win0_3;
-      4'h4:
-          \$90  = win0_4;
-      4'h5:
-          \$90  = win0_5;
-      4'h6:
-          \$90  = win0_6;
-      4'h7:
-          \$90  = win0_7;
-      4'h8:
-          \$90  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$91  = win1_0;
-      4'h1:
-          \$91  = win1_1;
-      4'h2:
-          \$91  = win1_2;
-      4'h3:
-          \$91  = win1_3;
-      4'h4:
-          \$91  = win1_4;
-      4'h5:
-          \$91  = win1_5;
-      4'h6:
-          \$91  = win1_6;
-      4'h7:
-          \$91  = win1_7;
-      4'h8:
-          \$91  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$92  = win2_0;
-      4'h1:
-          \$92  = win2_1;
-      4'h2:
-          \$92  = win2_2;
-      4'h3:
-          \$92  = win2_3;
-      4'h4:
-          \$92  = win2_4;
-      4'h5:
-          \$92  = win2_5;
-      4'h6:
-          \$92  = win2_6;
-      4'h7:
-          \$92  = win2_7;
-      4'h8:
-          \$92  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$93  = win3_0;
-      4'h1:
-          \$93  = win3_1;
-      4'h2:
-          \$93  = win3_2;
-      4'h3:
-          \$93  = win3_3;
-      4'h4:
-          \$93  = win3_4;
-      4'h5:
-          \$93  = win3_5;
-      4'h6:
-          \$93  = win3_6;
-      4'h7:
-          \$93  = win3_7;
-      4'h8:
-          \$93  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$94  = win4_0;
-      4'h1:
-          \$94  = win4_1;
-      4'h2:
-          \$94  = win4_2;
-      4'h3:
-          \$94  = win4_3;
-      4'h4:
-          \$94  = win4_4;
-      4'h5:
-          \$94  = win4_5;
-      4'h6:
-          \$94  = win4_6;
-      4'h7:
-          \$94  = win4_7;
-      4'h8:
-          \$94  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel0 = 64'h0000000000000000;
-    casez (dw_ky0_s2)
-      4'h0:
-          dwsel0 = \$90 ;
-      4'h1:
-          dwsel0 = \$91 ;
-      4'h2:
-          dwsel0 = \$92 ;
-      4'h3:
-          dwsel0 = \$93 ;
-      4'h4:
-          dwsel0 = \$94 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$97  = win0_0;
-      4'h1:
-          \$97  = win0_1;
-      4'h2:
-          \$97  = win0_2;
-      4'h3:
-          \$97  = win0_3;
-      4'h4:
-          \$97  = win0_4;
-      4'h5:
-          \$97  = win0_5;
-      4'h6:
-          \$97  = win0_6;
-      4'h7:
-          \$97  = win0_7;
-      4'h8:
-          \$97  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$98  = win1_0;
-      4'h1:
-          \$98  = win1_1;
-      4'h2:
-          \$98  = win1_2;
-      4'h3:
-          \$98  = win1_3;
-      4'h4:
-          \$98  = win1_4;
-      4'h5:
-          \$98  = win1_5;
-      4'h6:
-          \$98  = win1_6;
-      4'h7:
-          \$98  = win1_7;
-      4'h8:
-          \$98  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$99  = win2_0;
-      4'h1:
-          \$99  = win2_1;
-      4'h2:
-          \$99  = win2_2;
-      4'h3:
-          \$99  = win2_3;
-      4'h4:
-          \$99  = win2_4;
-      4'h5:
-          \$99  = win2_5;
-      4'h6:
-          \$99  = win2_6;
-      4'h7:
-          \$99  = win2_7;
-      4'h8:
-          \$99  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$100  = win3_0;
-      4'h1:
-          \$100  = win3_1;
-      4'h2:
-          \$100  = win3_2;
-      4'h3:
-          \$100  = win3_3;
-      4'h4:
-          \$100  = win3_4;
-      4'h5:
-          \$100  = win3_5;
-      4'h6:
-          \$100  = win3_6;
-      4'h7:
-          \$100  = win3_7;
-      4'h8:
-          \$100  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$101  = win4_0;
-      4'h1:
-          \$101  = win4_1;
-      4'h2:
-          \$101  = win4_2;
-      4'h3:
-          \$101  = win4_3;
-      4'h4:
-          \$101  = win4_4;
-      4'h5:
-          \$101  = win4_5;
-      4'h6:
-          \$101  = win4_6;
-      4'h7:
-          \$101  = win4_7;
-      4'h8:
-          \$101  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel1 = 64'h0000000000000000;
-    casez (dw_ky1_s2)
-      4'h0:
-          dwsel1 = \$97 ;
-      4'h1:
-          dwsel1 = \$98 ;
-      4'h2:
-          dwsel1 = \$99 ;
-      4'h3:
-          dwsel1 = \$100 ;
-      4'h4:
-          dwsel1 = \$101 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$104  = 64'h0000000000000000;
-    casez (dwcol2)
+    casez (dwcol0)
       4'h0:
           \$104  = win0_0;
       4'h1:
@@ -37622,7 +37455,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$105  = 64'h0000000000000000;
-    casez (dwcol2)
+    casez (dwcol0)
       4'h0:
           \$105  = win1_0;
       4'h1:
@@ -37646,7 +37479,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$106  = 64'h0000000000000000;
-    casez (dwcol2)
+    casez (dwcol0)
       4'h0:
           \$106  = win2_0;
       4'h1:
@@ -37670,7 +37503,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$107  = 64'h0000000000000000;
-    casez (dwcol2)
+    casez (dwcol0)
       4'h0:
           \$107  = win3_0;
       4'h1:
@@ -37694,7 +37527,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$108  = 64'h0000000000000000;
-    casez (dwcol2)
+    casez (dwcol0)
       4'h0:
           \$108  = win4_0;
       4'h1:
@@ -37717,24 +37550,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel2 = 64'h0000000000000000;
-    casez (dw_ky2_s2)
+    dwsel0 = 64'h0000000000000000;
+    casez (dw_ky0_s2)
       4'h0:
-          dwsel2 = \$104 ;
+          dwsel0 = \$104 ;
       4'h1:
-          dwsel2 = \$105 ;
+          dwsel0 = \$105 ;
       4'h2:
-          dwsel2 = \$106 ;
+          dwsel0 = \$106 ;
       4'h3:
-          dwsel2 = \$107 ;
+          dwsel0 = \$107 ;
       4'h4:
-          dwsel2 = \$108 ;
+          dwsel0 = \$108 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$111  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol1)
       4'h0:
           \$111  = win0_0;
       4'h1:
@@ -37758,7 +37591,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$112  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol1)
       4'h0:
           \$112  = win1_0;
       4'h1:
@@ -37782,7 +37615,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$113  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol1)
       4'h0:
           \$113  = win2_0;
       4'h1:
@@ -37806,7 +37639,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$114  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol1)
       4'h0:
           \$114  = win3_0;
       4'h1:
@@ -37830,7 +37663,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$115  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol1)
       4'h0:
           \$115  = win4_0;
       4'h1:
@@ -37853,24 +37686,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel3 = 64'h0000000000000000;
-    casez (dw_ky3_s2)
+    dwsel1 = 64'h0000000000000000;
+    casez (dw_ky1_s2)
       4'h0:
-          dwsel3 = \$111 ;
+          dwsel1 = \$111 ;
       4'h1:
-          dwsel3 = \$112 ;
+          dwsel1 = \$112 ;
       4'h2:
-          dwsel3 = \$113 ;
+          dwsel1 = \$113 ;
       4'h3:
-          dwsel3 = \$114 ;
+          dwsel1 = \$114 ;
       4'h4:
-          dwsel3 = \$115 ;
+          dwsel1 = \$115 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$118  = 64'h0000000000000000;
-    casez (dwcol4)
+    casez (dwcol2)
       4'h0:
           \$118  = win0_0;
       4'h1:
@@ -37894,7 +37727,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$119  = 64'h0000000000000000;
-    casez (dwcol4)
+    casez (dwcol2)
       4'h0:
           \$119  = win1_0;
       4'h1:
@@ -37918,7 +37751,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$120  = 64'h0000000000000000;
-    casez (dwcol4)
+    casez (dwcol2)
       4'h0:
           \$120  = win2_0;
       4'h1:
@@ -37942,7 +37775,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$121  = 64'h0000000000000000;
-    casez (dwcol4)
+    casez (dwcol2)
       4'h0:
           \$121  = win3_0;
       4'h1:
@@ -37966,7 +37799,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$122  = 64'h0000000000000000;
-    casez (dwcol4)
+    casez (dwcol2)
       4'h0:
           \$122  = win4_0;
       4'h1:
@@ -37989,24 +37822,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel4 = 64'h0000000000000000;
-    casez (dw_ky4_s2)
+    dwsel2 = 64'h0000000000000000;
+    casez (dw_ky2_s2)
       4'h0:
-          dwsel4 = \$118 ;
+          dwsel2 = \$118 ;
       4'h1:
-          dwsel4 = \$119 ;
+          dwsel2 = \$119 ;
       4'h2:
-          dwsel4 = \$120 ;
+          dwsel2 = \$120 ;
       4'h3:
-          dwsel4 = \$121 ;
+          dwsel2 = \$121 ;
       4'h4:
-          dwsel4 = \$122 ;
+          dwsel2 = \$122 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$125  = 64'h0000000000000000;
-    casez (dwcol5)
+    casez (dwcol3)
       4'h0:
           \$125  = win0_0;
       4'h1:
@@ -38030,7 +37863,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$126  = 64'h0000000000000000;
-    casez (dwcol5)
+    casez (dwcol3)
       4'h0:
           \$126  = win1_0;
       4'h1:
@@ -38054,7 +37887,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$127  = 64'h0000000000000000;
-    casez (dwcol5)
+    casez (dwcol3)
       4'h0:
           \$127  = win2_0;
       4'h1:
@@ -38078,7 +37911,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$128  = 64'h0000000000000000;
-    casez (dwcol5)
+    casez (dwcol3)
       4'h0:
           \$128  = win3_0;
       4'h1:
@@ -38102,7 +37935,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$129  = 64'h0000000000000000;
-    casez (dwcol5)
+    casez (dwcol3)
       4'h0:
           \$129  = win4_0;
       4'h1:
@@ -38125,24 +37958,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel5 = 64'h0000000000000000;
-    casez (dw_ky5_s2)
+    dwsel3 = 64'h0000000000000000;
+    casez (dw_ky3_s2)
       4'h0:
-          dwsel5 = \$125 ;
+          dwsel3 = \$125 ;
       4'h1:
-          dwsel5 = \$126 ;
+          dwsel3 = \$126 ;
       4'h2:
-          dwsel5 = \$127 ;
+          dwsel3 = \$127 ;
       4'h3:
-          dwsel5 = \$128 ;
+          dwsel3 = \$128 ;
       4'h4:
-          dwsel5 = \$129 ;
+          dwsel3 = \$129 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$132  = 64'h0000000000000000;
-    casez (dwcol6)
+    casez (dwcol4)
       4'h0:
           \$132  = win0_0;
       4'h1:
@@ -38166,7 +37999,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$133  = 64'h0000000000000000;
-    casez (dwcol6)
+    casez (dwcol4)
       4'h0:
           \$133  = win1_0;
       4'h1:
@@ -38190,7 +38023,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$134  = 64'h0000000000000000;
-    casez (dwcol6)
+    casez (dwcol4)
       4'h0:
           \$134  = win2_0;
       4'h1:
@@ -38214,7 +38047,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$135  = 64'h0000000000000000;
-    casez (dwcol6)
+    casez (dwcol4)
       4'h0:
           \$135  = win3_0;
       4'h1:
@@ -38238,7 +38071,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$136  = 64'h0000000000000000;
-    casez (dwcol6)
+    casez (dwcol4)
       4'h0:
           \$136  = win4_0;
       4'h1:
@@ -38261,24 +38094,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel6 = 64'h0000000000000000;
-    casez (dw_ky6_s2)
+    dwsel4 = 64'h0000000000000000;
+    casez (dw_ky4_s2)
       4'h0:
-          dwsel6 = \$132 ;
+          dwsel4 = \$132 ;
       4'h1:
-          dwsel6 = \$133 ;
+          dwsel4 = \$133 ;
       4'h2:
-          dwsel6 = \$134 ;
+          dwsel4 = \$134 ;
       4'h3:
-          dwsel6 = \$135 ;
+          dwsel4 = \$135 ;
       4'h4:
-          dwsel6 = \$136 ;
+          dwsel4 = \$136 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$139  = 64'h0000000000000000;
-    casez (dwcol7)
+    casez (dwcol5)
       4'h0:
           \$139  = win0_0;
       4'h1:
@@ -38302,7 +38135,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$140  = 64'h0000000000000000;
-    casez (dwcol7)
+    casez (dwcol5)
       4'h0:
           \$140  = win1_0;
       4'h1:
@@ -38326,7 +38159,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$141  = 64'h0000000000000000;
-    casez (dwcol7)
+    casez (dwcol5)
       4'h0:
           \$141  = win2_0;
       4'h1:
@@ -38350,7 +38183,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$142  = 64'h0000000000000000;
-    casez (dwcol7)
+    casez (dwcol5)
       4'h0:
           \$142  = win3_0;
       4'h1:
@@ -38374,7 +38207,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$143  = 64'h0000000000000000;
-    casez (dwcol7)
+    casez (dwcol5)
       4'h0:
           \$143  = win4_0;
       4'h1:
@@ -38397,18 +38230,290 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel5 = 64'h0000000000000000;
+    casez (dw_ky5_s2)
+      4'h0:
+          dwsel5 = \$139 ;
+      4'h1:
+          dwsel5 = \$140 ;
+      4'h2:
+          dwsel5 = \$141 ;
+      4'h3:
+          dwsel5 = \$142 ;
+      4'h4:
+          dwsel5 = \$143 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$146  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$146  = win0_0;
+      4'h1:
+          \$146  = win0_1;
+      4'h2:
+          \$146  = win0_2;
+      4'h3:
+          \$146  = win0_3;
+      4'h4:
+          \$146  = win0_4;
+      4'h5:
+          \$146  = win0_5;
+      4'h6:
+          \$146  = win0_6;
+      4'h7:
+          \$146  = win0_7;
+      4'h8:
+          \$146  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$147  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$147  = win1_0;
+      4'h1:
+          \$147  = win1_1;
+      4'h2:
+          \$147  = win1_2;
+      4'h3:
+          \$147  = win1_3;
+      4'h4:
+          \$147  = win1_4;
+      4'h5:
+          \$147  = win1_5;
+      4'h6:
+          \$147  = win1_6;
+      4'h7:
+          \$147  = win1_7;
+      4'h8:
+          \$147  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$148  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$148  = win2_0;
+      4'h1:
+          \$148  = win2_1;
+      4'h2:
+          \$148  = win2_2;
+      4'h3:
+          \$148  = win2_3;
+      4'h4:
+          \$148  = win2_4;
+      4'h5:
+          \$148  = win2_5;
+      4'h6:
+          \$148  = win2_6;
+      4'h7:
+          \$148  = win2_7;
+      4'h8:
+          \$148  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$149  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$149  = win3_0;
+      4'h1:
+          \$149  = win3_1;
+      4'h2:
+          \$149  = win3_2;
+      4'h3:
+          \$149  = win3_3;
+      4'h4:
+          \$149  = win3_4;
+      4'h5:
+          \$149  = win3_5;
+      4'h6:
+          \$149  = win3_6;
+      4'h7:
+          \$149  = win3_7;
+      4'h8:
+          \$149  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$150  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$150  = win4_0;
+      4'h1:
+          \$150  = win4_1;
+      4'h2:
+          \$150  = win4_2;
+      4'h3:
+          \$150  = win4_3;
+      4'h4:
+          \$150  = win4_4;
+      4'h5:
+          \$150  = win4_5;
+      4'h6:
+          \$150  = win4_6;
+      4'h7:
+          \$150  = win4_7;
+      4'h8:
+          \$150  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel6 = 64'h0000000000000000;
+    casez (dw_ky6_s2)
+      4'h0:
+          dwsel6 = \$146 ;
+      4'h1:
+          dwsel6 = \$147 ;
+      4'h2:
+          dwsel6 = \$148 ;
+      4'h3:
+          dwsel6 = \$149 ;
+      4'h4:
+          dwsel6 = \$150 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$153  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$153  = win0_0;
+      4'h1:
+          \$153  = win0_1;
+      4'h2:
+          \$153  = win0_2;
+      4'h3:
+          \$153  = win0_3;
+      4'h4:
+          \$153  = win0_4;
+      4'h5:
+          \$153  = win0_5;
+      4'h6:
+          \$153  = win0_6;
+      4'h7:
+          \$153  = win0_7;
+      4'h8:
+          \$153  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$154  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$154  = win1_0;
+      4'h1:
+          \$154  = win1_1;
+      4'h2:
+          \$154  = win1_2;
+      4'h3:
+          \$154  = win1_3;
+      4'h4:
+          \$154  = win1_4;
+      4'h5:
+          \$154  = win1_5;
+      4'h6:
+          \$154  = win1_6;
+      4'h7:
+          \$154  = win1_7;
+      4'h8:
+          \$154  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$155  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$155  = win2_0;
+      4'h1:
+          \$155  = win2_1;
+      4'h2:
+          \$155  = win2_2;
+      4'h3:
+          \$155  = win2_3;
+      4'h4:
+          \$155  = win2_4;
+      4'h5:
+          \$155  = win2_5;
+      4'h6:
+          \$155  = win2_6;
+      4'h7:
+          \$155  = win2_7;
+      4'h8:
+          \$155  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$156  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$156  = win3_0;
+      4'h1:
+          \$156  = win3_1;
+      4'h2:
+          \$156  = win3_2;
+      4'h3:
+          \$156  = win3_3;
+      4'h4:
+          \$156  = win3_4;
+      4'h5:
+          \$156  = win3_5;
+      4'h6:
+          \$156  = win3_6;
+      4'h7:
+          \$156  = win3_7;
+      4'h8:
+          \$156  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$157  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$157  = win4_0;
+      4'h1:
+          \$157  = win4_1;
+      4'h2:
+          \$157  = win4_2;
+      4'h3:
+          \$157  = win4_3;
+      4'h4:
+          \$157  = win4_4;
+      4'h5:
+          \$157  = win4_5;
+      4'h6:
+          \$157  = win4_6;
+      4'h7:
+          \$157  = win4_7;
+      4'h8:
+          \$157  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s2)
       4'h0:
-          dwsel7 = \$139 ;
+          dwsel7 = \$153 ;
       4'h1:
-          dwsel7 = \$140 ;
+          dwsel7 = \$154 ;
       4'h2:
-          dwsel7 = \$141 ;
+          dwsel7 = \$155 ;
       4'h3:
-          dwsel7 = \$142 ;
+          dwsel7 = \$156 ;
       4'h4:
-          dwsel7 = \$143 ;
+          dwsel7 = \$157 ;
     endcase
   end
   always @* begin
@@ -38416,37 +38521,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (sb1[10:7])
       4'h0:
-          \$493  = \$signature__data$346 ;
+          \$528  = \$signature__data$357 ;
       4'h1:
-          \$493  = \$signature__data$347 ;
+          \$528  = \$signature__data$358 ;
       4'h2:
-          \$493  = \$signature__data$348 ;
+          \$528  = \$signature__data$359 ;
       4'h3:
-          \$493  = \$signature__data$349 ;
+          \$528  = \$signature__data$360 ;
       4'h4:
-          \$493  = \$signature__data$350 ;
+          \$528  = \$signature__data$361 ;
       4'h5:
-          \$493  = \$signature__data$351 ;
+          \$528  = \$signature__data$362 ;
       4'h6:
-          \$493  = \$signature__data$352 ;
+          \$528  = \$signature__data$363 ;
       4'h7:
-          \$493  = \$signature__data$353 ;
+          \$528  = \$signature__data$364 ;
       4'h8:
-          \$493  = \$signature__data$354 ;
+          \$528  = \$signature__data$365 ;
       4'h9:
-          \$493  = \$signature__data$355 ;
+          \$528  = \$signature__data$366 ;
       4'ha:
-          \$493  = \$signature__data$356 ;
+          \$528  = \$signature__data$367 ;
       4'hb:
-          \$493  = \$signature__data$357 ;
+          \$528  = \$signature__data$368 ;
       4'hc:
-          \$493  = \$signature__data$358 ;
+          \$528  = \$signature__data$369 ;
       4'hd:
-          \$493  = \$signature__data$359 ;
+          \$528  = \$signature__data$370 ;
       4'he:
-          \$493  = \$signature__data$360 ;
+          \$528  = \$signature__data$371 ;
       4'hf:
-          \$493  = \$signature__data$361 ;
+          \$528  = \$signature__data$372 ;
     endcase
   end
   always @* begin
@@ -38454,37 +38559,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$499  = \$signature__data$346 ;
+          \$534  = \$signature__data$357 ;
       4'h1:
-          \$499  = \$signature__data$347 ;
+          \$534  = \$signature__data$358 ;
       4'h2:
-          \$499  = \$signature__data$348 ;
+          \$534  = \$signature__data$359 ;
       4'h3:
-          \$499  = \$signature__data$349 ;
+          \$534  = \$signature__data$360 ;
       4'h4:
-          \$499  = \$signature__data$350 ;
+          \$534  = \$signature__data$361 ;
       4'h5:
-          \$499  = \$signature__data$351 ;
+          \$534  = \$signature__data$362 ;
       4'h6:
-          \$499  = \$signature__data$352 ;
+          \$534  = \$signature__data$363 ;
       4'h7:
-          \$499  = \$signature__data$353 ;
+          \$534  = \$signature__data$364 ;
       4'h8:
-          \$499  = \$signature__data$354 ;
+          \$534  = \$signature__data$365 ;
       4'h9:
-          \$499  = \$signature__data$355 ;
+          \$534  = \$signature__data$366 ;
       4'ha:
-          \$499  = \$signature__data$356 ;
+          \$534  = \$signature__data$367 ;
       4'hb:
-          \$499  = \$signature__data$357 ;
+          \$534  = \$signature__data$368 ;
       4'hc:
-          \$499  = \$signature__data$358 ;
+          \$534  = \$signature__data$369 ;
       4'hd:
-          \$499  = \$signature__data$359 ;
+          \$534  = \$signature__data$370 ;
       4'he:
-          \$499  = \$signature__data$360 ;
+          \$534  = \$signature__data$371 ;
       4'hf:
-          \$499  = \$signature__data$361 ;
+          \$534  = \$signature__data$372 ;
     endcase
   end
   always @* begin
@@ -38492,37 +38597,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$505  = \$signature__data$346 ;
+          \$540  = \$signature__data$357 ;
       4'h1:
-          \$505  = \$signature__data$347 ;
+          \$540  = \$signature__data$358 ;
       4'h2:
-          \$505  = \$signature__data$348 ;
+          \$540  = \$signature__data$359 ;
       4'h3:
-          \$505  = \$signature__data$349 ;
+          \$540  = \$signature__data$360 ;
       4'h4:
-          \$505  = \$signature__data$350 ;
+          \$540  = \$signature__data$361 ;
       4'h5:
-          \$505  = \$signature__data$351 ;
+          \$540  = \$signature__data$362 ;
       4'h6:
-          \$505  = \$signature__data$352 ;
+          \$540  = \$signature__data$363 ;
       4'h7:
-          \$505  = \$signature__data$353 ;
+          \$540  = \$signature__data$364 ;
       4'h8:
-          \$505  = \$signature__data$354 ;
+          \$540  = \$signature__data$365 ;
       4'h9:
-          \$505  = \$signature__data$355 ;
+          \$540  = \$signature__data$366 ;
       4'ha:
-          \$505  = \$signature__data$356 ;
+          \$540  = \$signature__data$367 ;
       4'hb:
-          \$505  = \$signature__data$357 ;
+          \$540  = \$signature__data$368 ;
       4'hc:
-          \$505  = \$signature__data$358 ;
+          \$540  = \$signature__data$369 ;
       4'hd:
-          \$505  = \$signature__data$359 ;
+          \$540  = \$signature__data$370 ;
       4'he:
-          \$505  = \$signature__data$360 ;
+          \$540  = \$signature__data$371 ;
       4'hf:
-          \$505  = \$signature__data$361 ;
+          \$540  = \$signature__data$372 ;
     endcase
   end
   always @* begin
@@ -38530,37 +38635,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$511  = \$signature__data$346 ;
+          \$546  = \$signature__data$357 ;
       4'h1:
-          \$511  = \$signature__data$347 ;
+          \$546  = \$signature__data$358 ;
       4'h2:
-          \$511  = \$signature__data$348 ;
+          \$546  = \$signature__data$359 ;
       4'h3:
-          \$511  = \$signature__data$349 ;
+          \$546  = \$signature__data$360 ;
       4'h4:
-          \$511  = \$signature__data$350 ;
+          \$546  = \$signature__data$361 ;
       4'h5:
-          \$511  = \$signature__data$351 ;
+          \$546  = \$signature__data$362 ;
       4'h6:
-          \$511  = \$signature__data$352 ;
+          \$546  = \$signature__data$363 ;
       4'h7:
-          \$511  = \$signature__data$353 ;
+          \$546  = \$signature__data$364 ;
       4'h8:
-          \$511  = \$signature__data$354 ;
+          \$546  = \$signature__data$365 ;
       4'h9:
-          \$511  = \$signature__data$355 ;
+          \$546  = \$signature__data$366 ;
       4'ha:
-          \$511  = \$signature__data$356 ;
+          \$546  = \$signature__data$367 ;
       4'hb:
-          \$511  = \$signature__data$357 ;
+          \$546  = \$signature__data$368 ;
       4'hc:
-          \$511  = \$signature__data$358 ;
+          \$546  = \$signature__data$369 ;
       4'hd:
-          \$511  = \$signature__data$359 ;
+          \$546  = \$signature__data$370 ;
       4'he:
-          \$511  = \$signature__data$360 ;
+          \$546  = \$signature__data$371 ;
       4'hf:
-          \$511  = \$signature__data$361 ;
+          \$546  = \$signature__data$372 ;
     endcase
   end
   always @* begin
@@ -38568,37 +38673,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$517  = \$signature__data$346 ;
+          \$552  = \$signature__data$357 ;
       4'h1:
-          \$517  = \$signature__data$347 ;
+          \$552  = \$signature__data$358 ;
       4'h2:
-          \$517  = \$signature__data$348 ;
+          \$552  = \$signature__data$359 ;
       4'h3:
-          \$517  = \$signature__data$349 ;
+          \$552  = \$signature__data$360 ;
       4'h4:
-          \$517  = \$signature__data$350 ;
+          \$552  = \$signature__data$361 ;
       4'h5:
-          \$517  = \$signature__data$351 ;
+          \$552  = \$signature__data$362 ;
       4'h6:
-          \$517  = \$signature__data$352 ;
+          \$552  = \$signature__data$363 ;
       4'h7:
-          \$517  = \$signature__data$353 ;
+          \$552  = \$signature__data$364 ;
       4'h8:
-          \$517  = \$signature__data$354 ;
+          \$552  = \$signature__data$365 ;
       4'h9:
-          \$517  = \$signature__data$355 ;
+          \$552  = \$signature__data$366 ;
       4'ha:
-          \$517  = \$signature__data$356 ;
+          \$552  = \$signature__data$367 ;
       4'hb:
-          \$517  = \$signature__data$357 ;
+          \$552  = \$signature__data$368 ;
       4'hc:
-          \$517  = \$signature__data$358 ;
+          \$552  = \$signature__data$369 ;
       4'hd:
-          \$517  = \$signature__data$359 ;
+          \$552  = \$signature__data$370 ;
       4'he:
-          \$517  = \$signature__data$360 ;
+          \$552  = \$signature__data$371 ;
       4'hf:
-          \$517  = \$signature__data$361 ;
+          \$552  = \$signature__data$372 ;
     endcase
   end
   always @* begin
@@ -38606,63 +38711,63 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$523  = \$signature__data$346 ;
+          \$558  = \$signature__data$357 ;
       4'h1:
-          \$523  = \$signature__data$347 ;
+          \$558  = \$signature__data$358 ;
       4'h2:
-          \$523  = \$signature__data$348 ;
+          \$558  = \$signature__data$359 ;
       4'h3:
-          \$523  = \$signature__data$349 ;
+          \$558  = \$signature__data$360 ;
       4'h4:
-          \$523  = \$signature__data$350 ;
+          \$558  = \$signature__data$361 ;
       4'h5:
-          \$523  = \$signature__data$351 ;
+          \$558  = \$signature__data$362 ;
       4'h6:
-          \$523  = \$signature__data$352 ;
+          \$558  = \$signature__data$363 ;
       4'h7:
-          \$523  = \$signature__data$353 ;
+          \$558  = \$signature__data$364 ;
       4'h8:
-          \$523  = \$signature__data$354 ;
+          \$558  = \$signature__data$365 ;
       4'h9:
-          \$523  = \$signature__data$355 ;
+          \$558  = \$signature__data$366 ;
       4'ha:
-          \$523  = \$signature__data$356 ;
+          \$558  = \$signature__data$367 ;
       4'hb:
-          \$523  = \$signature__data$357 ;
+          \$558  = \$signature__data$368 ;
       4'hc:
-          \$523  = \$signature__data$358 ;
+          \$558  = \$signature__data$369 ;
       4'hd:
-          \$523  = \$signature__data$359 ;
+          \$558  = \$signature__data$370 ;
       4'he:
-          \$523  = \$signature__data$360 ;
+          \$558  = \$signature__data$371 ;
       4'hf:
-          \$523  = \$signature__data$361 ;
+          \$558  = \$signature__data$372 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$22 ) begin
+    if (\$36 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ix_m = \$24 [28:0];
+            ix_m = \$38 [28:0];
         2'h2:
             ix_m = 29'h00000000;
         2'h3:
-            ix_m = \$25 [28:0];
+            ix_m = \$39 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
-    end else if (\$23 ) begin
+    end else if (\$37 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ix_m = \$28 [28:0];
+            ix_m = \$42 [28:0];
         2'h2:
-            ix_m = \$29 [28:0];
+            ix_m = \$43 [28:0];
         2'h3:
-            ix_m = \$30 [28:0];
+            ix_m = \$44 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
@@ -38673,7 +38778,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_x = 1'h0;
-    if (\$22 ) begin
+    if (\$36 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -38685,7 +38790,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_x = 1'h1;
       endcase
-    end else if (\$23 ) begin
+    end else if (\$37 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -38708,50 +38813,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h1:
           /* empty */;
       3'h2:
-          bad = \$242 ;
+          bad = \$256 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     err_hi = 7'h00;
-    if (\$258 ) begin
-      if (\$259 ) begin
-        if (\$268 ) begin
+    if (\$272 ) begin
+      if (\$273 ) begin
+        if (\$282 ) begin
           err_hi[0] = 1'h1;
         end
       end
       if (i_param__payload[562]) begin
-        if (\$270 ) begin
+        if (\$284 ) begin
           err_hi[5] = 1'h1;
         end
       end
-      if (\$272 ) begin
+      if (\$286 ) begin
         err_hi[6] = 1'h1;
       end
     end
-    if (\$276 ) begin
-      if (\$277 ) begin
+    if (\$290 ) begin
+      if (\$291 ) begin
         err_hi[0] = 1'h1;
       end
     end
-    if (\$289 ) begin
+    if (\$303 ) begin
       (* full_case = 32'd1 *)
-      if (\$290 ) begin
+      if (\$304 ) begin
       end else begin
         err_hi[4] = 1'h1;
       end
       if (i_weight__payload[64]) begin
-        if (\$292 ) begin
+        if (\$306 ) begin
           err_hi[3] = 1'h1;
         end
       end
     end
-    if (\$432 ) begin
-      if (\$433 ) begin
+    if (\$446 ) begin
+      if (\$447 ) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[64]) begin
-        if (\$435 ) begin
+        if (\$449 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -38760,9 +38865,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38771,9 +38876,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -38784,9 +38889,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38795,12 +38900,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx0_n = \$458 ;
+                if (\$471 ) begin
+                  dw_kx0_n = \$472 ;
                 end
               end
             end
@@ -38810,9 +38915,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38821,12 +38926,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx1_n = \$459 ;
+                if (\$471 ) begin
+                  dw_kx1_n = \$473 ;
                 end
               end
             end
@@ -38836,9 +38941,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38847,12 +38952,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx2_n = \$460 ;
+                if (\$471 ) begin
+                  dw_kx2_n = \$474 ;
                 end
               end
             end
@@ -38862,9 +38967,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38873,12 +38978,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx3_n = \$461 ;
+                if (\$471 ) begin
+                  dw_kx3_n = \$475 ;
                 end
               end
             end
@@ -38888,9 +38993,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38899,12 +39004,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx4_n = \$462 ;
+                if (\$471 ) begin
+                  dw_kx4_n = \$476 ;
                 end
               end
             end
@@ -38914,9 +39019,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38925,12 +39030,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx5_n = \$463 ;
+                if (\$471 ) begin
+                  dw_kx5_n = \$477 ;
                 end
               end
             end
@@ -38940,9 +39045,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38951,12 +39056,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx6_n = \$464 ;
+                if (\$471 ) begin
+                  dw_kx6_n = \$478 ;
                 end
               end
             end
@@ -38966,9 +39071,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$440 ) begin
-    end else if (\$441 ) begin
-    end else if (\$442 ) begin
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38977,12 +39082,40 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$447 ) begin
-              end else if (\$451 ) begin
-              end else if (\$454 ) begin
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
               end else begin
-                if (\$457 ) begin
-                  dw_kx7_n = \$465 ;
+                if (\$471 ) begin
+                  dw_kx7_n = \$479 ;
+                end
+              end
+            end
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    t_adv = 1'h0;
+    if (\$454 ) begin
+    end else if (\$455 ) begin
+    end else if (\$456 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$461 ) begin
+              end else if (\$465 ) begin
+              end else if (\$468 ) begin
+              end else begin
+                if (\$486 ) begin
+                end else if (\$493 ) begin
+                end else if (\$495 ) begin
+                  t_adv = 1'h1;
                 end
               end
             end
@@ -38992,31 +39125,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$466 ) begin
+    if (\$496 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$468 [13:0];
+      wm_r__addr = \$498 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$471 [13:0];
+      wm_r__addr = \$501 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$472 ) begin
+    if (\$502 ) begin
       category = 3'h2;
-    end else if (\$475 ) begin
+    end else if (\$505 ) begin
       category = 3'h2;
-    end else if (\$478 ) begin
+    end else if (\$508 ) begin
       category = 3'h2;
-    end else if (\$481 ) begin
-      category = { 1'h0, \$485  };
-    end else if (\$484 ) begin
+    end else if (\$511 ) begin
+      category = { 1'h0, \$515  };
+    end else if (\$514 ) begin
       (* full_case = 32'd1 *)
-      if (\$486 ) begin
+      if (\$516 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$488 ) begin
+      end else if (\$518 ) begin
         category = 3'h4;
       end else begin
         category = 3'h5;
@@ -39027,416 +39160,77 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$812  = sb0;
+    \$847  = cw_r1__data;
     if (rst) begin
-      \$812  = 29'h00000000;
+      \$847  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$813  = \$494 ;
+    \$848  = cw_r2__data;
     if (rst) begin
-      \$813  = 64'h0000000000000000;
+      \$848  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$814  = pad_x;
-    if (rst) begin
-      \$814  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$815  = \$79 [3:0];
-    if (rst) begin
-      \$815  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$816  = \$497 ;
-    if (rst) begin
-      \$816  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$817  = win0_0;
-    if (sb1[1]) begin
-      \$817  = \$500 ;
-    end
-    if (rst) begin
-      \$817  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$818  = win0_1;
-    if (sb1[1]) begin
-      \$818  = win0_0;
-    end
-    if (rst) begin
-      \$818  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$819  = win0_2;
-    if (sb1[1]) begin
-      \$819  = win0_1;
-    end
-    if (rst) begin
-      \$819  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$820  = win0_3;
-    if (sb1[1]) begin
-      \$820  = win0_2;
-    end
-    if (rst) begin
-      \$820  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$821  = win0_4;
-    if (sb1[1]) begin
-      \$821  = win0_3;
-    end
-    if (rst) begin
-      \$821  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$822  = win0_5;
-    if (sb1[1]) begin
-      \$822  = win0_4;
-    end
-    if (rst) begin
-      \$822  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$823  = win0_6;
-    if (sb1[1]) begin
-      \$823  = win0_5;
-    end
-    if (rst) begin
-      \$823  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$824  = win0_7;
-    if (sb1[1]) begin
-      \$824  = win0_6;
-    end
-    if (rst) begin
-      \$824  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$825  = win0_8;
-    if (sb1[1]) begin
-      \$825  = win0_7;
-    end
-    if (rst) begin
-      \$825  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$826  = \$81 [3:0];
-    if (rst) begin
-      \$826  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$827  = \$503 ;
-    if (rst) begin
-      \$827  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$828  = win1_0;
-    if (sb1[1]) begin
-      \$828  = \$506 ;
-    end
-    if (rst) begin
-      \$828  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$829  = win1_1;
-    if (sb1[1]) begin
-      \$829  = win1_0;
-    end
-    if (rst) begin
-      \$829  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$830  = win1_2;
-    if (sb1[1]) begin
-      \$830  = win1_1;
-    end
-    if (rst) begin
-      \$830  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$831  = win1_3;
-    if (sb1[1]) begin
-      \$831  = win1_2;
-    end
-    if (rst) begin
-      \$831  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$832  = win1_4;
-    if (sb1[1]) begin
-      \$832  = win1_3;
-    end
-    if (rst) begin
-      \$832  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$833  = win1_5;
-    if (sb1[1]) begin
-      \$833  = win1_4;
-    end
-    if (rst) begin
-      \$833  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$834  = win1_6;
-    if (sb1[1]) begin
-      \$834  = win1_5;
-    end
-    if (rst) begin
-      \$834  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$835  = win1_7;
-    if (sb1[1]) begin
-      \$835  = win1_6;
-    end
-    if (rst) begin
-      \$835  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$836  = win1_8;
-    if (sb1[1]) begin
-      \$836  = win1_7;
-    end
-    if (rst) begin
-      \$836  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$837  = \$83 [3:0];
-    if (rst) begin
-      \$837  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$838  = \$509 ;
-    if (rst) begin
-      \$838  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$839  = win2_0;
-    if (sb1[1]) begin
-      \$839  = \$512 ;
-    end
-    if (rst) begin
-      \$839  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$840  = win2_1;
-    if (sb1[1]) begin
-      \$840  = win2_0;
-    end
-    if (rst) begin
-      \$840  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$841  = win2_2;
-    if (sb1[1]) begin
-      \$841  = win2_1;
-    end
-    if (rst) begin
-      \$841  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = win2_3;
-    if (sb1[1]) begin
-      \$842  = win2_2;
-    end
-    if (rst) begin
-      \$842  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$843  = win2_4;
-    if (sb1[1]) begin
-      \$843  = win2_3;
-    end
-    if (rst) begin
-      \$843  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$844  = win2_5;
-    if (sb1[1]) begin
-      \$844  = win2_4;
-    end
-    if (rst) begin
-      \$844  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$845  = win2_6;
-    if (sb1[1]) begin
-      \$845  = win2_5;
-    end
-    if (rst) begin
-      \$845  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$846  = win2_7;
-    if (sb1[1]) begin
-      \$846  = win2_6;
-    end
-    if (rst) begin
-      \$846  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = win2_8;
-    if (sb1[1]) begin
-      \$847  = win2_7;
-    end
-    if (rst) begin
-      \$847  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = \$85 [3:0];
-    if (rst) begin
-      \$848  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = \$515 ;
+    \$849  = t_adv;
     if (rst) begin
       \$849  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = win3_0;
-    if (sb1[1]) begin
-      \$850  = \$518 ;
+    \$850  = cur;
+    if (t_adv) begin
+      \$850  = \$527 ;
+    end else if (\$526 ) begin
+      \$850  = cw_r__data;
     end
     if (rst) begin
-      \$850  = 64'h0000000000000000;
+      \$850  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = win3_1;
-    if (sb1[1]) begin
-      \$851  = win3_0;
-    end
+    \$851  = sb0;
     if (rst) begin
-      \$851  = 64'h0000000000000000;
+      \$851  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = win3_2;
-    if (sb1[1]) begin
-      \$852  = win3_1;
-    end
+    \$852  = \$529 ;
     if (rst) begin
       \$852  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = win3_3;
-    if (sb1[1]) begin
-      \$853  = win3_2;
-    end
+    \$853  = pad_x;
     if (rst) begin
-      \$853  = 64'h0000000000000000;
+      \$853  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = win3_4;
-    if (sb1[1]) begin
-      \$854  = win3_3;
-    end
+    \$854  = \$93 [3:0];
     if (rst) begin
-      \$854  = 64'h0000000000000000;
+      \$854  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = win3_5;
-    if (sb1[1]) begin
-      \$855  = win3_4;
-    end
+    \$855  = \$532 ;
     if (rst) begin
-      \$855  = 64'h0000000000000000;
+      \$855  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = win3_6;
+    \$856  = win0_0;
     if (sb1[1]) begin
-      \$856  = win3_5;
+      \$856  = \$535 ;
     end
     if (rst) begin
       \$856  = 64'h0000000000000000;
@@ -39444,9 +39238,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = win3_7;
+    \$857  = win0_1;
     if (sb1[1]) begin
-      \$857  = win3_6;
+      \$857  = win0_0;
     end
     if (rst) begin
       \$857  = 64'h0000000000000000;
@@ -39454,9 +39248,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = win3_8;
+    \$858  = win0_2;
     if (sb1[1]) begin
-      \$858  = win3_7;
+      \$858  = win0_1;
     end
     if (rst) begin
       \$858  = 64'h0000000000000000;
@@ -39464,23 +39258,29 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = \$87 [3:0];
-    if (rst) begin
-      \$859  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$860  = \$521 ;
-    if (rst) begin
-      \$860  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$861  = win4_0;
+    \$859  = win0_3;
     if (sb1[1]) begin
-      \$861  = \$524 ;
+      \$859  = win0_2;
+    end
+    if (rst) begin
+      \$859  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$860  = win0_4;
+    if (sb1[1]) begin
+      \$860  = win0_3;
+    end
+    if (rst) begin
+      \$860  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$861  = win0_5;
+    if (sb1[1]) begin
+      \$861  = win0_4;
     end
     if (rst) begin
       \$861  = 64'h0000000000000000;
@@ -39488,9 +39288,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$862  = win4_1;
+    \$862  = win0_6;
     if (sb1[1]) begin
-      \$862  = win4_0;
+      \$862  = win0_5;
     end
     if (rst) begin
       \$862  = 64'h0000000000000000;
@@ -39498,9 +39298,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$863  = win4_2;
+    \$863  = win0_7;
     if (sb1[1]) begin
-      \$863  = win4_1;
+      \$863  = win0_6;
     end
     if (rst) begin
       \$863  = 64'h0000000000000000;
@@ -39508,9 +39308,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$864  = win4_3;
+    \$864  = win0_8;
     if (sb1[1]) begin
-      \$864  = win4_2;
+      \$864  = win0_7;
     end
     if (rst) begin
       \$864  = 64'h0000000000000000;
@@ -39518,29 +39318,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$865  = win4_4;
-    if (sb1[1]) begin
-      \$865  = win4_3;
-    end
+    \$865  = \$95 [3:0];
     if (rst) begin
-      \$865  = 64'h0000000000000000;
+      \$865  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$866  = win4_5;
-    if (sb1[1]) begin
-      \$866  = win4_4;
-    end
+    \$866  = \$538 ;
     if (rst) begin
-      \$866  = 64'h0000000000000000;
+      \$866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$867  = win4_6;
+    \$867  = win1_0;
     if (sb1[1]) begin
-      \$867  = win4_5;
+      \$867  = \$541 ;
     end
     if (rst) begin
       \$867  = 64'h0000000000000000;
@@ -39548,9 +39342,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$868  = win4_7;
+    \$868  = win1_1;
     if (sb1[1]) begin
-      \$868  = win4_6;
+      \$868  = win1_0;
     end
     if (rst) begin
       \$868  = 64'h0000000000000000;
@@ -39558,9 +39352,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$869  = win4_8;
+    \$869  = win1_2;
     if (sb1[1]) begin
-      \$869  = win4_7;
+      \$869  = win1_1;
     end
     if (rst) begin
       \$869  = 64'h0000000000000000;
@@ -39568,1432 +39362,1804 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$870  = sb1;
+    \$870  = win1_3;
+    if (sb1[1]) begin
+      \$870  = win1_2;
+    end
     if (rst) begin
-      \$870  = 29'h00000000;
+      \$870  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$871  = dw_ky0;
+    \$871  = win1_4;
+    if (sb1[1]) begin
+      \$871  = win1_3;
+    end
     if (rst) begin
-      \$871  = 4'h0;
+      \$871  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$872  = dw_kx0;
+    \$872  = win1_5;
+    if (sb1[1]) begin
+      \$872  = win1_4;
+    end
     if (rst) begin
-      \$872  = 4'h0;
+      \$872  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$873  = dw_ky0_s1;
+    \$873  = win1_6;
+    if (sb1[1]) begin
+      \$873  = win1_5;
+    end
     if (rst) begin
-      \$873  = 4'h0;
+      \$873  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$874  = \$525 [3:0];
+    \$874  = win1_7;
+    if (sb1[1]) begin
+      \$874  = win1_6;
+    end
     if (rst) begin
-      \$874  = 4'h0;
+      \$874  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$875  = dw_ky1;
+    \$875  = win1_8;
+    if (sb1[1]) begin
+      \$875  = win1_7;
+    end
     if (rst) begin
-      \$875  = 4'h0;
+      \$875  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$876  = dw_kx1;
+    \$876  = \$97 [3:0];
     if (rst) begin
       \$876  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$877  = dw_ky1_s1;
+    \$877  = \$544 ;
     if (rst) begin
-      \$877  = 4'h0;
+      \$877  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$878  = \$526 [3:0];
+    \$878  = win2_0;
+    if (sb1[1]) begin
+      \$878  = \$547 ;
+    end
     if (rst) begin
-      \$878  = 4'h0;
+      \$878  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$879  = dw_ky2;
+    \$879  = win2_1;
+    if (sb1[1]) begin
+      \$879  = win2_0;
+    end
     if (rst) begin
-      \$879  = 4'h0;
+      \$879  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$880  = dw_kx2;
+    \$880  = win2_2;
+    if (sb1[1]) begin
+      \$880  = win2_1;
+    end
     if (rst) begin
-      \$880  = 4'h0;
+      \$880  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$881  = dw_ky2_s1;
+    \$881  = win2_3;
+    if (sb1[1]) begin
+      \$881  = win2_2;
+    end
     if (rst) begin
-      \$881  = 4'h0;
+      \$881  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$882  = \$527 [3:0];
+    \$882  = win2_4;
+    if (sb1[1]) begin
+      \$882  = win2_3;
+    end
     if (rst) begin
-      \$882  = 4'h0;
+      \$882  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$883  = dw_ky3;
+    \$883  = win2_5;
+    if (sb1[1]) begin
+      \$883  = win2_4;
+    end
     if (rst) begin
-      \$883  = 4'h0;
+      \$883  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$884  = dw_kx3;
+    \$884  = win2_6;
+    if (sb1[1]) begin
+      \$884  = win2_5;
+    end
     if (rst) begin
-      \$884  = 4'h0;
+      \$884  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$885  = dw_ky3_s1;
+    \$885  = win2_7;
+    if (sb1[1]) begin
+      \$885  = win2_6;
+    end
     if (rst) begin
-      \$885  = 4'h0;
+      \$885  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$886  = \$528 [3:0];
+    \$886  = win2_8;
+    if (sb1[1]) begin
+      \$886  = win2_7;
+    end
     if (rst) begin
-      \$886  = 4'h0;
+      \$886  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$887  = dw_ky4;
+    \$887  = \$99 [3:0];
     if (rst) begin
       \$887  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$888  = dw_kx4;
+    \$888  = \$550 ;
     if (rst) begin
-      \$888  = 4'h0;
+      \$888  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$889  = dw_ky4_s1;
+    \$889  = win3_0;
+    if (sb1[1]) begin
+      \$889  = \$553 ;
+    end
     if (rst) begin
-      \$889  = 4'h0;
+      \$889  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$890  = \$529 [3:0];
+    \$890  = win3_1;
+    if (sb1[1]) begin
+      \$890  = win3_0;
+    end
     if (rst) begin
-      \$890  = 4'h0;
+      \$890  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$891  = dw_ky5;
+    \$891  = win3_2;
+    if (sb1[1]) begin
+      \$891  = win3_1;
+    end
     if (rst) begin
-      \$891  = 4'h0;
+      \$891  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$892  = dw_kx5;
+    \$892  = win3_3;
+    if (sb1[1]) begin
+      \$892  = win3_2;
+    end
     if (rst) begin
-      \$892  = 4'h0;
+      \$892  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$893  = dw_ky5_s1;
+    \$893  = win3_4;
+    if (sb1[1]) begin
+      \$893  = win3_3;
+    end
     if (rst) begin
-      \$893  = 4'h0;
+      \$893  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$894  = \$530 [3:0];
+    \$894  = win3_5;
+    if (sb1[1]) begin
+      \$894  = win3_4;
+    end
     if (rst) begin
-      \$894  = 4'h0;
+      \$894  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$895  = dw_ky6;
+    \$895  = win3_6;
+    if (sb1[1]) begin
+      \$895  = win3_5;
+    end
     if (rst) begin
-      \$895  = 4'h0;
+      \$895  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$896  = dw_kx6;
+    \$896  = win3_7;
+    if (sb1[1]) begin
+      \$896  = win3_6;
+    end
     if (rst) begin
-      \$896  = 4'h0;
+      \$896  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$897  = dw_ky6_s1;
+    \$897  = win3_8;
+    if (sb1[1]) begin
+      \$897  = win3_7;
+    end
     if (rst) begin
-      \$897  = 4'h0;
+      \$897  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$898  = \$531 [3:0];
+    \$898  = \$101 [3:0];
     if (rst) begin
       \$898  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$899  = dw_ky7;
+    \$899  = \$556 ;
     if (rst) begin
-      \$899  = 4'h0;
+      \$899  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$900  = dw_kx7;
+    \$900  = win4_0;
+    if (sb1[1]) begin
+      \$900  = \$559 ;
+    end
     if (rst) begin
-      \$900  = 4'h0;
+      \$900  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$901  = dw_ky7_s1;
+    \$901  = win4_1;
+    if (sb1[1]) begin
+      \$901  = win4_0;
+    end
     if (rst) begin
-      \$901  = 4'h0;
+      \$901  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$902  = \$532 [3:0];
+    \$902  = win4_2;
+    if (sb1[1]) begin
+      \$902  = win4_1;
+    end
     if (rst) begin
-      \$902  = 4'h0;
+      \$902  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$903  = sb2;
+    \$903  = win4_3;
+    if (sb1[1]) begin
+      \$903  = win4_2;
+    end
     if (rst) begin
-      \$903  = 29'h00000000;
+      \$903  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$904  = sb_p3;
+    \$904  = win4_4;
+    if (sb1[1]) begin
+      \$904  = win4_3;
+    end
     if (rst) begin
-      \$904  = 29'h00000000;
+      \$904  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$905  = sb_p4;
+    \$905  = win4_5;
+    if (sb1[1]) begin
+      \$905  = win4_4;
+    end
     if (rst) begin
-      \$905  = 29'h00000000;
+      \$905  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$906  = sb_p5;
+    \$906  = win4_6;
+    if (sb1[1]) begin
+      \$906  = win4_5;
+    end
     if (rst) begin
-      \$906  = 29'h00000000;
+      \$906  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$907  = sb_p6;
+    \$907  = win4_7;
+    if (sb1[1]) begin
+      \$907  = win4_6;
+    end
     if (rst) begin
-      \$907  = 29'h00000000;
+      \$907  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$908  = sb_p7;
+    \$908  = win4_8;
+    if (sb1[1]) begin
+      \$908  = win4_7;
+    end
     if (rst) begin
-      \$908  = 29'h00000000;
+      \$908  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$909  = sb_p8;
+    \$909  = sb1;
     if (rst) begin
       \$909  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$910  = sb_p9;
+    \$910  = dw_ky0;
     if (rst) begin
-      \$910  = 29'h00000000;
+      \$910  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$911  = sb_p10;
+    \$911  = dw_kx0;
     if (rst) begin
-      \$911  = 29'h00000000;
+      \$911  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$912  = sb_p11;
+    \$912  = dw_ky0_s1;
     if (rst) begin
-      \$912  = 29'h00000000;
+      \$912  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$913  = sb_p12;
+    \$913  = \$560 [3:0];
     if (rst) begin
-      \$913  = 29'h00000000;
+      \$913  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$914  = sb_p13;
+    \$914  = dw_ky1;
     if (rst) begin
-      \$914  = 29'h00000000;
+      \$914  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$915  = sb_p14;
+    \$915  = dw_kx1;
     if (rst) begin
-      \$915  = 29'h00000000;
+      \$915  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$916  = sb_p15;
+    \$916  = dw_ky1_s1;
     if (rst) begin
-      \$916  = 29'h00000000;
+      \$916  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$917  = sb_p16;
+    \$917  = \$561 [3:0];
     if (rst) begin
-      \$917  = 29'h00000000;
+      \$917  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$918  = sb_p17;
+    \$918  = dw_ky2;
     if (rst) begin
-      \$918  = 29'h00000000;
+      \$918  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$919  = sb_p18;
+    \$919  = dw_kx2;
     if (rst) begin
-      \$919  = 29'h00000000;
+      \$919  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$920  = \$533 ;
+    \$920  = dw_ky2_s1;
     if (rst) begin
-      \$920  = 1'h0;
+      \$920  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$921  = sb_p19[4];
+    \$921  = \$562 [3:0];
     if (rst) begin
-      \$921  = 1'h0;
+      \$921  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$922  = sums;
+    \$922  = dw_ky3;
     if (rst) begin
-      \$922  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$922  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$923  = pm_r__data;
+    \$923  = dw_kx3;
     if (rst) begin
-      \$923  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$923  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$924  = reserved;
-    if (\$548 ) begin
-      \$924  = \$564 [7:0];
-    end else if (\$563 ) begin
-      \$924  = \$565 [7:0];
-    end
-    if (\$648 ) begin
-      \$924  = 8'h00;
-    end
+    \$924  = dw_ky3_s1;
     if (rst) begin
-      \$924  = 8'h00;
+      \$924  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$925  = 1'h0;
-    if (\$648 ) begin
-      \$925  = 1'h0;
-    end
-    if (\$768 ) begin
-    end else if (ld_start) begin
-    end else if (ld_busy) begin
-      if (\$773 ) begin
-        \$925  = 1'h1;
-      end
-    end
+    \$925  = \$563 [3:0];
     if (rst) begin
-      \$925  = 1'h0;
+      \$925  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$926  = latch1;
-    if (\$648 ) begin
-      \$926  = 1'h0;
-    end
+    \$926  = dw_ky4;
     if (rst) begin
-      \$926  = 1'h0;
+      \$926  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$927  = latch_bank1;
+    \$927  = dw_kx4;
     if (rst) begin
-      \$927  = 1'h0;
+      \$927  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$566 ) begin
-      \$928  = 2'h0;
-    end else begin
-      \$928  = \$568 [1:0];
-    end
+    \$928  = dw_ky4_s1;
     if (rst) begin
-      \$928  = 2'h0;
+      \$928  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$566 ) begin
-      \$929  = 2'h0;
-    end else begin
-      \$929  = \$570 [1:0];
-    end
+    \$929  = \$564 [3:0];
     if (rst) begin
-      \$929  = 2'h0;
+      \$929  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$930  = fold_bank;
-    (* full_case = 32'd1 *)
-    if (\$566 ) begin
-      \$930  = 1'h0;
-    end else begin
-      if (fold_end) begin
-        \$930  = \$571 ;
-      end
-    end
+    \$930  = dw_ky5;
     if (rst) begin
-      \$930  = 1'h0;
+      \$930  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$931  = ld_bank;
-    (* full_case = 32'd1 *)
-    if (\$566 ) begin
-      \$931  = 1'h0;
-    end else begin
-      if (ld_start) begin
-        \$931  = \$572 ;
-      end
-    end
+    \$931  = dw_kx5;
     if (rst) begin
-      \$931  = 1'h0;
+      \$931  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$932  = desc;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$932  = i_desc__payload;
-          end
-    endcase
+    \$932  = dw_ky5_s1;
     if (rst) begin
-      \$932  = 155'h000000000000000000000000000000000000000;
+      \$932  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$933  = state;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$933  = 3'h1;
-          end
-      3'h1:
-          \$933  = 3'h2;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (bad) begin
-            \$933  = 3'h4;
-          end else begin
-            \$933  = 3'h3;
-          end
-      3'h3:
-          if (\$612 ) begin
-            \$933  = 3'h5;
-          end
-      3'h4:
-          if (\$617 ) begin
-            \$933  = 3'h5;
-          end
-      3'h5:
-          if (o_status__ready) begin
-            \$933  = 3'h0;
-          end
-    endcase
-    if (\$622 ) begin
-      \$933  = 3'h4;
-    end
+    \$933  = \$565 [3:0];
     if (rst) begin
-      \$933  = 3'h0;
+      \$933  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$934  = error;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$934  = 8'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (bad) begin
-            \$934  = \$606 ;
-          end
-    endcase
-    if (\$646 ) begin
-      \$934  = \$647 ;
-    end
+    \$934  = dw_ky6;
     if (rst) begin
-      \$934  = 8'h00;
+      \$934  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$935  = dw_q;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$935  = 4'h8;
-            3'h2:
-                \$935  = 4'h4;
-            3'h3:
-                \$935  = 4'h2;
-            3'h4:
-                \$935  = 4'h2;
-            3'h5:
-                \$935  = 4'h1;
-            3'h6:
-                \$935  = 4'h1;
-            3'h7:
-                \$935  = 4'h1;
-          endcase
-    endcase
+    \$935  = dw_kx6;
     if (rst) begin
       \$935  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$936  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$936  = 4'h0;
-            3'h2:
-                \$936  = 4'h0;
-            3'h3:
-                \$936  = 4'h2;
-            3'h4:
-                \$936  = 4'h0;
-            3'h5:
-                \$936  = 4'h3;
-            3'h6:
-                \$936  = 4'h2;
-            3'h7:
-                \$936  = 4'h1;
-          endcase
-    endcase
+    \$936  = dw_ky6_s1;
     if (rst) begin
       \$936  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$937  = dw_ky_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$937  = 4'h0;
-            3'h2:
-                \$937  = 4'h0;
-            3'h3:
-                \$937  = 4'h0;
-            3'h4:
-                \$937  = 4'h0;
-            3'h5:
-                \$937  = 4'h0;
-            3'h6:
-                \$937  = 4'h0;
-            3'h7:
-                \$937  = 4'h0;
-          endcase
-    endcase
+    \$937  = \$566 [3:0];
     if (rst) begin
       \$937  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$938  = dw_kx_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$938  = 4'h0;
-            3'h2:
-                \$938  = 4'h0;
-            3'h3:
-                \$938  = 4'h0;
-            3'h4:
-                \$938  = 4'h0;
-            3'h5:
-                \$938  = 4'h0;
-            3'h6:
-                \$938  = 4'h0;
-            3'h7:
-                \$938  = 4'h0;
-          endcase
-    endcase
+    \$938  = dw_ky7;
     if (rst) begin
       \$938  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$939  = dw_ky_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$939  = 4'h1;
-            3'h2:
-                \$939  = 4'h0;
-            3'h3:
-                \$939  = 4'h0;
-            3'h4:
-                \$939  = 4'h0;
-            3'h5:
-                \$939  = 4'h0;
-            3'h6:
-                \$939  = 4'h0;
-            3'h7:
-                \$939  = 4'h0;
-          endcase
-    endcase
+    \$939  = dw_kx7;
     if (rst) begin
       \$939  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$940  = dw_kx_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$940  = 4'h0;
-            3'h2:
-                \$940  = 4'h1;
-            3'h3:
-                \$940  = 4'h1;
-            3'h4:
-                \$940  = 4'h1;
-            3'h5:
-                \$940  = 4'h1;
-            3'h6:
-                \$940  = 4'h1;
-            3'h7:
-                \$940  = 4'h1;
-          endcase
-    endcase
+    \$940  = dw_ky7_s1;
     if (rst) begin
       \$940  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$941  = dw_ky_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$941  = 4'h2;
-            3'h2:
-                \$941  = 4'h1;
-            3'h3:
-                \$941  = 4'h0;
-            3'h4:
-                \$941  = 4'h0;
-            3'h5:
-                \$941  = 4'h0;
-            3'h6:
-                \$941  = 4'h0;
-            3'h7:
-                \$941  = 4'h0;
-          endcase
-    endcase
+    \$941  = \$567 [3:0];
     if (rst) begin
       \$941  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$942  = dw_kx_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$942  = 4'h0;
-            3'h2:
-                \$942  = 4'h0;
-            3'h3:
-                \$942  = 4'h2;
-            3'h4:
-                \$942  = 4'h2;
-            3'h5:
-                \$942  = 4'h2;
-            3'h6:
-                \$942  = 4'h2;
-            3'h7:
-                \$942  = 4'h2;
-          endcase
-    endcase
+    \$942  = sb2;
     if (rst) begin
-      \$942  = 4'h0;
+      \$942  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$943  = dw_ky_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$943  = 4'h3;
-            3'h2:
-                \$943  = 4'h1;
-            3'h3:
-                \$943  = 4'h1;
-            3'h4:
-                \$943  = 4'h0;
-            3'h5:
-                \$943  = 4'h0;
-            3'h6:
-                \$943  = 4'h0;
-            3'h7:
-                \$943  = 4'h0;
-          endcase
-    endcase
+    \$943  = sb_p3;
     if (rst) begin
-      \$943  = 4'h0;
+      \$943  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$944  = dw_kx_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$944  = 4'h0;
-            3'h2:
-                \$944  = 4'h1;
-            3'h3:
-                \$944  = 4'h0;
-            3'h4:
-                \$944  = 4'h3;
-            3'h5:
-                \$944  = 4'h3;
-            3'h6:
-                \$944  = 4'h3;
-            3'h7:
-                \$944  = 4'h3;
-          endcase
-    endcase
+    \$944  = sb_p4;
     if (rst) begin
-      \$944  = 4'h0;
+      \$944  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$945  = dw_ky_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$945  = 4'h4;
-            3'h2:
-                \$945  = 4'h2;
-            3'h3:
-                \$945  = 4'h1;
-            3'h4:
-                \$945  = 4'h1;
-            3'h5:
-                \$945  = 4'h0;
-            3'h6:
-                \$945  = 4'h0;
-            3'h7:
-                \$945  = 4'h0;
-          endcase
-    endcase
+    \$945  = sb_p5;
     if (rst) begin
-      \$945  = 4'h0;
+      \$945  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$946  = dw_kx_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$946  = 4'h0;
-            3'h2:
-                \$946  = 4'h0;
-            3'h3:
-                \$946  = 4'h1;
-            3'h4:
-                \$946  = 4'h0;
-            3'h5:
-                \$946  = 4'h4;
-            3'h6:
-                \$946  = 4'h4;
-            3'h7:
-                \$946  = 4'h4;
-          endcase
-    endcase
+    \$946  = sb_p6;
     if (rst) begin
-      \$946  = 4'h0;
+      \$946  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$947  = dw_ky_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$947  = 4'h5;
-            3'h2:
-                \$947  = 4'h2;
-            3'h3:
-                \$947  = 4'h1;
-            3'h4:
-                \$947  = 4'h1;
-            3'h5:
-                \$947  = 4'h1;
-            3'h6:
-                \$947  = 4'h0;
-            3'h7:
-                \$947  = 4'h0;
-          endcase
-    endcase
+    \$947  = sb_p7;
     if (rst) begin
-      \$947  = 4'h0;
+      \$947  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$948  = dw_kx_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$948  = 4'h0;
-            3'h2:
-                \$948  = 4'h1;
-            3'h3:
-                \$948  = 4'h2;
-            3'h4:
-                \$948  = 4'h1;
-            3'h5:
-                \$948  = 4'h0;
-            3'h6:
-                \$948  = 4'h5;
-            3'h7:
-                \$948  = 4'h5;
-          endcase
-    endcase
+    \$948  = sb_p8;
     if (rst) begin
-      \$948  = 4'h0;
+      \$948  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$949  = dw_ky_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$949  = 4'h6;
-            3'h2:
-                \$949  = 4'h3;
-            3'h3:
-                \$949  = 4'h2;
-            3'h4:
-                \$949  = 4'h1;
-            3'h5:
-                \$949  = 4'h1;
-            3'h6:
-                \$949  = 4'h1;
-            3'h7:
-                \$949  = 4'h0;
-          endcase
-    endcase
+    \$949  = sb_p9;
     if (rst) begin
-      \$949  = 4'h0;
+      \$949  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$950  = dw_kx_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$950  = 4'h0;
-            3'h2:
-                \$950  = 4'h0;
-            3'h3:
-                \$950  = 4'h0;
-            3'h4:
-                \$950  = 4'h2;
-            3'h5:
-                \$950  = 4'h1;
-            3'h6:
-                \$950  = 4'h0;
-            3'h7:
-                \$950  = 4'h6;
-          endcase
-    endcase
+    \$950  = sb_p10;
     if (rst) begin
-      \$950  = 4'h0;
+      \$950  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$951  = dw_ky_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$951  = 4'h7;
-            3'h2:
-                \$951  = 4'h3;
-            3'h3:
-                \$951  = 4'h2;
-            3'h4:
-                \$951  = 4'h1;
-            3'h5:
-                \$951  = 4'h1;
-            3'h6:
-                \$951  = 4'h1;
-            3'h7:
-                \$951  = 4'h1;
-          endcase
-    endcase
+    \$951  = sb_p11;
     if (rst) begin
-      \$951  = 4'h0;
+      \$951  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$952  = dw_kx_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$952  = 4'h0;
-            3'h2:
-                \$952  = 4'h1;
-            3'h3:
-                \$952  = 4'h1;
-            3'h4:
-                \$952  = 4'h3;
-            3'h5:
-                \$952  = 4'h2;
-            3'h6:
-                \$952  = 4'h1;
-            3'h7:
-                \$952  = 4'h0;
-          endcase
-    endcase
+    \$952  = sb_p12;
     if (rst) begin
-      \$952  = 4'h0;
+      \$952  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$953  = taps;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$953  = \$573 ;
-    endcase
+    \$953  = sb_p13;
     if (rst) begin
-      \$953  = 6'h00;
+      \$953  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$954  = pass_span;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$954  = { \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579 [16], \$579  };
-    endcase
+    \$954  = sb_p14;
     if (rst) begin
       \$954  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$955  = pass_step;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$955  = { 15'h0000, \$580  };
-    endcase
+    \$955  = sb_p15;
     if (rst) begin
       \$955  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$956  = acc_need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$956  = \$581 ;
-    endcase
+    \$956  = sb_p16;
     if (rst) begin
-      \$956  = 18'h00000;
+      \$956  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$957  = last_ix;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$957  = { \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587 [12], \$587  };
-    endcase
+    \$957  = sb_p17;
     if (rst) begin
       \$957  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$958  = last_iy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$958  = { \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593 [16], \$593  };
-    endcase
+    \$958  = sb_p18;
     if (rst) begin
       \$958  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$959  = act_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$959  = \$596 [22:0];
-    endcase
+    \$959  = \$568 ;
     if (rst) begin
-      \$959  = 23'h000000;
+      \$959  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$960  = w_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$960  = \$597 ;
-    endcase
+    \$960  = sb_p19[4];
     if (rst) begin
-      \$960  = 16'h0000;
+      \$960  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$961  = dw_first_rc;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$961  = { \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599 [7], \$599  };
-    endcase
+    \$961  = sums;
     if (rst) begin
-      \$961  = 19'h00000;
+      \$961  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$962  = qlo;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$962  = \$602 [16:0];
-    endcase
+    \$962  = pm_r__data;
     if (rst) begin
-      \$962  = 17'h00000;
+      \$962  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$963  = hi;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$963  = \$605 [16:0];
-    endcase
+    \$963  = reserved;
+    if (\$583 ) begin
+      \$963  = \$599 [7:0];
+    end else if (\$598 ) begin
+      \$963  = \$600 [7:0];
+    end
+    if (\$683 ) begin
+      \$963  = 8'h00;
+    end
     if (rst) begin
-      \$963  = 17'h00000;
+      \$963  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$964  = abort_timer;
-    if (\$618 ) begin
-      \$964  = 5'h1f;
-    end else if (\$619 ) begin
-      \$964  = \$620 [4:0];
+    \$964  = 1'h0;
+    if (\$683 ) begin
+      \$964  = 1'h0;
     end
-    if (rst) begin
-      \$964  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$965  = p_count;
-    if (\$623 ) begin
-      \$965  = \$624 [7:0];
-    end
-    if (\$648 ) begin
-      \$965  = 8'h00;
-    end
-    if (rst) begin
-      \$965  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$966  = tiles_sum;
-    if (\$623 ) begin
-      if (\$625 ) begin
-        \$966  = \$628 [23:0];
+    if (\$803 ) begin
+    end else if (ld_start) begin
+    end else if (ld_busy) begin
+      if (\$808 ) begin
+        \$964  = 1'h1;
       end
     end
-    if (\$648 ) begin
-      \$966  = 24'h000000;
-    end
     if (rst) begin
-      \$966  = 24'h000000;
+      \$964  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$967  = p_done;
-    if (\$623 ) begin
+    \$965  = latch1;
+    if (\$683 ) begin
+      \$965  = 1'h0;
+    end
+    if (rst) begin
+      \$965  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$966  = latch_bank1;
+    if (rst) begin
+      \$966  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$601 ) begin
+      \$967  = 2'h0;
+    end else begin
+      \$967  = \$603 [1:0];
+    end
+    if (rst) begin
+      \$967  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$601 ) begin
+      \$968  = 2'h0;
+    end else begin
+      \$968  = \$605 [1:0];
+    end
+    if (rst) begin
+      \$968  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$969  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$601 ) begin
+      \$969  = 1'h0;
+    end else begin
+      if (fold_end) begin
+        \$969  = \$606 ;
+      end
+    end
+    if (rst) begin
+      \$969  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$970  = ld_bank;
+    (* full_case = 32'd1 *)
+    if (\$601 ) begin
+      \$970  = 1'h0;
+    end else begin
+      if (ld_start) begin
+        \$970  = \$607 ;
+      end
+    end
+    if (rst) begin
+      \$970  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$971  = desc;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$971  = i_desc__payload;
+          end
+    endcase
+    if (rst) begin
+      \$971  = 155'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$972  = state;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$972  = 3'h1;
+          end
+      3'h1:
+          \$972  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (bad) begin
+            \$972  = 3'h4;
+          end else begin
+            \$972  = 3'h3;
+          end
+      3'h3:
+          if (\$647 ) begin
+            \$972  = 3'h5;
+          end
+      3'h4:
+          if (\$652 ) begin
+            \$972  = 3'h5;
+          end
+      3'h5:
+          if (o_status__ready) begin
+            \$972  = 3'h0;
+          end
+    endcase
+    if (\$657 ) begin
+      \$972  = 3'h4;
+    end
+    if (rst) begin
+      \$972  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$973  = error;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$973  = 8'h00;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (bad) begin
+            \$973  = \$641 ;
+          end
+    endcase
+    if (\$681 ) begin
+      \$973  = \$682 ;
+    end
+    if (rst) begin
+      \$973  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$974  = dw_q;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$974  = 4'h8;
+            3'h2:
+                \$974  = 4'h4;
+            3'h3:
+                \$974  = 4'h2;
+            3'h4:
+                \$974  = 4'h2;
+            3'h5:
+                \$974  = 4'h1;
+            3'h6:
+                \$974  = 4'h1;
+            3'h7:
+                \$974  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$974  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$975  = dw_rm;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$975  = 4'h0;
+            3'h2:
+                \$975  = 4'h0;
+            3'h3:
+                \$975  = 4'h2;
+            3'h4:
+                \$975  = 4'h0;
+            3'h5:
+                \$975  = 4'h3;
+            3'h6:
+                \$975  = 4'h2;
+            3'h7:
+                \$975  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$975  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$976  = dw_ky_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$976  = 4'h0;
+            3'h2:
+                \$976  = 4'h0;
+            3'h3:
+                \$976  = 4'h0;
+            3'h4:
+                \$976  = 4'h0;
+            3'h5:
+                \$976  = 4'h0;
+            3'h6:
+                \$976  = 4'h0;
+            3'h7:
+                \$976  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$976  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$977  = dw_kx_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$977  = 4'h0;
+            3'h2:
+                \$977  = 4'h0;
+            3'h3:
+                \$977  = 4'h0;
+            3'h4:
+                \$977  = 4'h0;
+            3'h5:
+                \$977  = 4'h0;
+            3'h6:
+                \$977  = 4'h0;
+            3'h7:
+                \$977  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$977  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$978  = dw_ky_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$978  = 4'h1;
+            3'h2:
+                \$978  = 4'h0;
+            3'h3:
+                \$978  = 4'h0;
+            3'h4:
+                \$978  = 4'h0;
+            3'h5:
+                \$978  = 4'h0;
+            3'h6:
+                \$978  = 4'h0;
+            3'h7:
+                \$978  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$978  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$979  = dw_kx_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$979  = 4'h0;
+            3'h2:
+                \$979  = 4'h1;
+            3'h3:
+                \$979  = 4'h1;
+            3'h4:
+                \$979  = 4'h1;
+            3'h5:
+                \$979  = 4'h1;
+            3'h6:
+                \$979  = 4'h1;
+            3'h7:
+                \$979  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$979  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$980  = dw_ky_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$980  = 4'h2;
+            3'h2:
+                \$980  = 4'h1;
+            3'h3:
+                \$980  = 4'h0;
+            3'h4:
+                \$980  = 4'h0;
+            3'h5:
+                \$980  = 4'h0;
+            3'h6:
+                \$980  = 4'h0;
+            3'h7:
+                \$980  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$980  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$981  = dw_kx_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$981  = 4'h0;
+            3'h2:
+                \$981  = 4'h0;
+            3'h3:
+                \$981  = 4'h2;
+            3'h4:
+                \$981  = 4'h2;
+            3'h5:
+                \$981  = 4'h2;
+            3'h6:
+                \$981  = 4'h2;
+            3'h7:
+                \$981  = 4'h2;
+          endcase
+    endcase
+    if (rst) begin
+      \$981  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$982  = dw_ky_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$982  = 4'h3;
+            3'h2:
+                \$982  = 4'h1;
+            3'h3:
+                \$982  = 4'h1;
+            3'h4:
+                \$982  = 4'h0;
+            3'h5:
+                \$982  = 4'h0;
+            3'h6:
+                \$982  = 4'h0;
+            3'h7:
+                \$982  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$982  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$983  = dw_kx_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$983  = 4'h0;
+            3'h2:
+                \$983  = 4'h1;
+            3'h3:
+                \$983  = 4'h0;
+            3'h4:
+                \$983  = 4'h3;
+            3'h5:
+                \$983  = 4'h3;
+            3'h6:
+                \$983  = 4'h3;
+            3'h7:
+                \$983  = 4'h3;
+          endcase
+    endcase
+    if (rst) begin
+      \$983  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$984  = dw_ky_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$984  = 4'h4;
+            3'h2:
+                \$984  = 4'h2;
+            3'h3:
+                \$984  = 4'h1;
+            3'h4:
+                \$984  = 4'h1;
+            3'h5:
+                \$984  = 4'h0;
+            3'h6:
+                \$984  = 4'h0;
+            3'h7:
+                \$984  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$984  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$985  = dw_kx_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$985  = 4'h0;
+            3'h2:
+                \$985  = 4'h0;
+            3'h3:
+                \$985  = 4'h1;
+            3'h4:
+                \$985  = 4'h0;
+            3'h5:
+                \$985  = 4'h4;
+            3'h6:
+                \$985  = 4'h4;
+            3'h7:
+                \$985  = 4'h4;
+          endcase
+    endcase
+    if (rst) begin
+      \$985  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$986  = dw_ky_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$986  = 4'h5;
+            3'h2:
+                \$986  = 4'h2;
+            3'h3:
+                \$986  = 4'h1;
+            3'h4:
+                \$986  = 4'h1;
+            3'h5:
+                \$986  = 4'h1;
+            3'h6:
+                \$986  = 4'h0;
+            3'h7:
+                \$986  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$986  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$987  = dw_kx_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$987  = 4'h0;
+            3'h2:
+                \$987  = 4'h1;
+            3'h3:
+                \$987  = 4'h2;
+            3'h4:
+                \$987  = 4'h1;
+            3'h5:
+                \$987  = 4'h0;
+            3'h6:
+                \$987  = 4'h5;
+            3'h7:
+                \$987  = 4'h5;
+          endcase
+    endcase
+    if (rst) begin
+      \$987  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$988  = dw_ky_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$988  = 4'h6;
+            3'h2:
+                \$988  = 4'h3;
+            3'h3:
+                \$988  = 4'h2;
+            3'h4:
+                \$988  = 4'h1;
+            3'h5:
+                \$988  = 4'h1;
+            3'h6:
+                \$988  = 4'h1;
+            3'h7:
+                \$988  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$988  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$989  = dw_kx_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$989  = 4'h0;
+            3'h2:
+                \$989  = 4'h0;
+            3'h3:
+                \$989  = 4'h0;
+            3'h4:
+                \$989  = 4'h2;
+            3'h5:
+                \$989  = 4'h1;
+            3'h6:
+                \$989  = 4'h0;
+            3'h7:
+                \$989  = 4'h6;
+          endcase
+    endcase
+    if (rst) begin
+      \$989  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$990  = dw_ky_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$990  = 4'h7;
+            3'h2:
+                \$990  = 4'h3;
+            3'h3:
+                \$990  = 4'h2;
+            3'h4:
+                \$990  = 4'h1;
+            3'h5:
+                \$990  = 4'h1;
+            3'h6:
+                \$990  = 4'h1;
+            3'h7:
+                \$990  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$990  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$991  = dw_kx_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$991  = 4'h0;
+            3'h2:
+                \$991  = 4'h1;
+            3'h3:
+                \$991  = 4'h1;
+            3'h4:
+                \$991  = 4'h3;
+            3'h5:
+                \$991  = 4'h2;
+            3'h6:
+                \$991  = 4'h1;
+            3'h7:
+                \$991  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$991  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$992  = taps;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$992  = \$608 ;
+    endcase
+    if (rst) begin
+      \$992  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$993  = pass_span;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$993  = { \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614  };
+    endcase
+    if (rst) begin
+      \$993  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$994  = pass_step;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$994  = { 15'h0000, \$615  };
+    endcase
+    if (rst) begin
+      \$994  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$995  = acc_need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$995  = \$616 ;
+    endcase
+    if (rst) begin
+      \$995  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$996  = last_ix;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$996  = { \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622  };
+    endcase
+    if (rst) begin
+      \$996  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$997  = last_iy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$997  = { \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628  };
+    endcase
+    if (rst) begin
+      \$997  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$998  = act_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$998  = \$631 [22:0];
+    endcase
+    if (rst) begin
+      \$998  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$999  = w_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$999  = \$632 ;
+    endcase
+    if (rst) begin
+      \$999  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1000  = dw_first_rc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1000  = { \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634  };
+    endcase
+    if (rst) begin
+      \$1000  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1001  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1001  = \$637 [16:0];
+    endcase
+    if (rst) begin
+      \$1001  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1002  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1002  = \$640 [16:0];
+    endcase
+    if (rst) begin
+      \$1002  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1003  = abort_timer;
+    if (\$653 ) begin
+      \$1003  = 5'h1f;
+    end else if (\$654 ) begin
+      \$1003  = \$655 [4:0];
+    end
+    if (rst) begin
+      \$1003  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1004  = p_count;
+    if (\$658 ) begin
+      \$1004  = \$659 [7:0];
+    end
+    if (\$683 ) begin
+      \$1004  = 8'h00;
+    end
+    if (rst) begin
+      \$1004  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1005  = tiles_sum;
+    if (\$658 ) begin
+      if (\$660 ) begin
+        \$1005  = \$663 [23:0];
+      end
+    end
+    if (\$683 ) begin
+      \$1005  = 24'h000000;
+    end
+    if (rst) begin
+      \$1005  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1006  = p_done;
+    if (\$658 ) begin
       if (i_param__payload[562]) begin
-        \$967  = 1'h1;
+        \$1006  = 1'h1;
       end
     end
-    if (\$648 ) begin
-      \$967  = 1'h0;
+    if (\$683 ) begin
+      \$1006  = 1'h0;
     end
     if (rst) begin
-      \$967  = 1'h0;
+      \$1006  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$968  = p_checked;
-    if (\$632 ) begin
-      \$968  = 1'h1;
+    \$1007  = p_checked;
+    if (\$667 ) begin
+      \$1007  = 1'h1;
     end
-    if (\$648 ) begin
-      \$968  = 1'h0;
+    if (\$683 ) begin
+      \$1007  = 1'h0;
     end
     if (rst) begin
-      \$968  = 1'h0;
+      \$1007  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$969  = w_count;
-    if (\$633 ) begin
-      if (\$634 ) begin
-        \$969  = \$635 [16:0];
+    \$1008  = w_count;
+    if (\$668 ) begin
+      if (\$669 ) begin
+        \$1008  = \$670 [16:0];
       end
     end
-    if (\$648 ) begin
-      \$969  = 17'h00000;
+    if (\$683 ) begin
+      \$1008  = 17'h00000;
     end
     if (rst) begin
-      \$969  = 17'h00000;
+      \$1008  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$970  = w_done;
-    if (\$633 ) begin
+    \$1009  = w_done;
+    if (\$668 ) begin
       if (i_weight__payload[64]) begin
-        \$970  = 1'h1;
+        \$1009  = 1'h1;
       end
     end
-    if (\$648 ) begin
-      \$970  = 1'h0;
+    if (\$683 ) begin
+      \$1009  = 1'h0;
     end
     if (rst) begin
-      \$970  = 1'h0;
+      \$1009  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$971  = a_count;
-    if (\$636 ) begin
-      \$971  = \$637 [23:0];
+    \$1010  = a_count;
+    if (\$671 ) begin
+      \$1010  = \$672 [23:0];
     end
-    if (\$648 ) begin
-      \$971  = 24'h000000;
+    if (\$683 ) begin
+      \$1010  = 24'h000000;
     end
     if (rst) begin
-      \$971  = 24'h000000;
+      \$1010  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$972  = wr_cw;
-    if (\$636 ) begin
+    \$1011  = wr_cw;
+    if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\$638 ) begin
+      if (\$673 ) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (\$640 ) begin
-          \$972  = 5'h00;
+        if (\$675 ) begin
+          \$1011  = 5'h00;
         end else begin
-          \$972  = \$645 [4:0];
+          \$1011  = \$680 [4:0];
         end
       end
     end
-    if (\$648 ) begin
-      \$972  = 5'h00;
+    if (\$683 ) begin
+      \$1011  = 5'h00;
     end
     if (rst) begin
-      \$972  = 5'h00;
+      \$1011  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$973  = wr_ix;
-    if (\$636 ) begin
+    \$1012  = wr_ix;
+    if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\$638 ) begin
+      if (\$673 ) begin
       end else begin
-        if (\$640 ) begin
+        if (\$675 ) begin
           (* full_case = 32'd1 *)
-          if (\$642 ) begin
-            \$973  = 7'h00;
+          if (\$677 ) begin
+            \$1012  = 7'h00;
           end else begin
-            \$973  = \$644 [6:0];
+            \$1012  = \$679 [6:0];
           end
         end
       end
     end
-    if (\$648 ) begin
-      \$973  = 7'h00;
+    if (\$683 ) begin
+      \$1012  = 7'h00;
     end
     if (rst) begin
-      \$973  = 7'h00;
+      \$1012  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$974  = wr_iy;
-    if (\$636 ) begin
+    \$1013  = wr_iy;
+    if (\$671 ) begin
       (* full_case = 32'd1 *)
-      if (\$638 ) begin
+      if (\$673 ) begin
       end else begin
-        if (\$640 ) begin
-          if (\$642 ) begin
-            \$974  = \$643 [11:0];
+        if (\$675 ) begin
+          if (\$677 ) begin
+            \$1013  = \$678 [11:0];
           end
         end
       end
     end
-    if (\$648 ) begin
-      \$974  = 12'h000;
+    if (\$683 ) begin
+      \$1013  = 12'h000;
     end
     if (rst) begin
-      \$974  = 12'h000;
+      \$1013  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$975  = a_done;
-    if (\$636 ) begin
+    \$1014  = a_done;
+    if (\$671 ) begin
       if (i_act__payload[64]) begin
-        \$975  = 1'h1;
+        \$1014  = 1'h1;
       end
     end
-    if (\$648 ) begin
-      \$975  = 1'h0;
+    if (\$683 ) begin
+      \$1014  = 1'h0;
     end
     if (rst) begin
-      \$975  = 1'h0;
+      \$1014  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$976  = sq;
-    if (\$648 ) begin
-      \$976  = 2'h0;
-    end else if (\$649 ) begin
-      \$976  = 2'h3;
-    end else if (\$650 ) begin
+    \$1015  = sq;
+    if (\$683 ) begin
+      \$1015  = 2'h0;
+    end else if (\$684 ) begin
+      \$1015  = 2'h3;
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$976  = 2'h1;
+              \$1015  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$976  = 2'h2;
+              \$1015  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$763 ) begin
-                      \$976  = 2'h3;
+                    if (\$798 ) begin
+                      \$1015  = 2'h3;
                     end else begin
-                      \$976  = 2'h1;
+                      \$1015  = 2'h1;
                     end
                   end
                 end
@@ -41002,16 +41168,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$976  = 2'h0;
+      \$1015  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$977  = t;
-    if (\$648 ) begin
-      \$977  = 7'h00;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1016  = t;
+    if (\$683 ) begin
+      \$1016  = 7'h00;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41020,18 +41186,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
-                    \$977  = \$757 [6:0];
+                  if (\$791 ) begin
+                    \$1016  = \$792 [6:0];
                   end else begin
-                    \$977  = 7'h00;
+                    \$1016  = 7'h00;
                   end
                 end
               end
@@ -41039,16 +41205,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$977  = 7'h00;
+      \$1016  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$978  = ky;
-    if (\$648 ) begin
-      \$978  = 3'h0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1017  = ky;
+    if (\$683 ) begin
+      \$1017  = 3'h0;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41057,31 +41223,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                  \$978  = \$747 [2:0];
-                end else if (\$743 ) begin
-                  \$978  = 3'h0;
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                  \$1017  = \$782 [2:0];
+                end else if (\$778 ) begin
+                  \$1017  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$978  = 3'h0;
+      \$1017  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$979  = kx;
-    if (\$648 ) begin
-      \$979  = 3'h0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1018  = kx;
+    if (\$683 ) begin
+      \$1018  = 3'h0;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41090,32 +41256,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                  \$979  = \$744 [2:0];
-                end else if (\$741 ) begin
-                  \$979  = 3'h0;
-                end else if (\$743 ) begin
-                  \$979  = 3'h0;
+                if (\$769 ) begin
+                  \$1018  = \$779 [2:0];
+                end else if (\$776 ) begin
+                  \$1018  = 3'h0;
+                end else if (\$778 ) begin
+                  \$1018  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$979  = 3'h0;
+      \$1018  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$980  = j;
-    if (\$648 ) begin
-      \$980  = 5'h00;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1019  = j;
+    if (\$683 ) begin
+      \$1019  = 5'h00;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41124,35 +41290,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$686 ) begin
-                  \$980  = \$687 [4:0];
+                if (\$721 ) begin
+                  \$1019  = \$722 [4:0];
                 end
-                if (\$734 ) begin
-                  \$980  = 5'h00;
-                end else if (\$741 ) begin
-                  \$980  = 5'h00;
-                end else if (\$743 ) begin
-                  \$980  = 5'h00;
+                if (\$769 ) begin
+                  \$1019  = 5'h00;
+                end else if (\$776 ) begin
+                  \$1019  = 5'h00;
+                end else if (\$778 ) begin
+                  \$1019  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$980  = 5'h00;
+      \$1019  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$981  = g;
-    if (\$648 ) begin
-      \$981  = 11'h000;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1020  = g;
+    if (\$683 ) begin
+      \$1020  = 11'h000;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41161,27 +41327,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-                \$981  = \$681 [10:0];
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+                \$1020  = \$716 [10:0];
               end else begin
-                \$981  = 11'h000;
+                \$1020  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$981  = 11'h000;
+      \$1020  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$982  = ox;
-    if (\$648 ) begin
-      \$982  = 7'h00;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1021  = ox;
+    if (\$683 ) begin
+      \$1021  = 7'h00;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41190,31 +41356,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
+              if (\$700 ) begin
                 if (is_elem) begin
-                  \$982  = \$675 [6:0];
+                  \$1021  = \$710 [6:0];
                 end
-              end else if (\$669 ) begin
-                \$982  = \$678 [6:0];
-              end else if (\$672 ) begin
-                \$982  = 7'h00;
+              end else if (\$704 ) begin
+                \$1021  = \$713 [6:0];
+              end else if (\$707 ) begin
+                \$1021  = 7'h00;
               end else begin
-                \$982  = 7'h00;
+                \$1021  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$982  = 7'h00;
+      \$1021  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$983  = rows_left;
-    if (\$648 ) begin
-      \$983  = { 1'h0, desc[52:42] };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1022  = rows_left;
+    if (\$683 ) begin
+      \$1022  = { 1'h0, desc[52:42] };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41223,17 +41389,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    \$983  = \$758 [11:0];
+                    \$1022  = \$793 [11:0];
                   end
                 end
               end
@@ -41241,16 +41407,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$983  = 12'h000;
+      \$1022  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$984  = y_pass;
-    if (\$648 ) begin
-      \$984  = { \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1023  = y_pass;
+    if (\$683 ) begin
+      \$1023  = { \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686  };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41259,17 +41425,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    \$984  = \$759 [28:0];
+                    \$1023  = \$794 [28:0];
                   end
                 end
               end
@@ -41277,16 +41443,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$984  = 29'h00000000;
+      \$1023  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$985  = y_tap;
-    if (\$648 ) begin
-      \$985  = { \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652 [7], \$652  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1024  = y_tap;
+    if (\$683 ) begin
+      \$1024  = { \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687  };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41295,19 +41461,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                  \$985  = \$750 [28:0];
-                end else if (\$743 ) begin
-                  \$985  = y_pass;
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                  \$1024  = \$785 [28:0];
+                end else if (\$778 ) begin
+                  \$1024  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    \$985  = \$761 [28:0];
+                    \$1024  = \$796 [28:0];
                   end
                 end
               end
@@ -41315,16 +41481,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$985  = 29'h00000000;
+      \$1024  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$986  = iy;
-    if (\$648 ) begin
-      \$986  = { \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1025  = iy;
+    if (\$683 ) begin
+      \$1025  = { \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688  };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41333,24 +41499,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-                \$986  = \$682 [28:0];
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+                \$1025  = \$717 [28:0];
               end else begin
-                if (\$686 ) begin
-                  \$986  = y_tap;
+                if (\$721 ) begin
+                  \$1025  = y_tap;
                 end
-                if (\$734 ) begin
-                  \$986  = y_tap;
-                end else if (\$741 ) begin
-                  \$986  = \$751 [28:0];
-                end else if (\$743 ) begin
-                  \$986  = y_pass;
+                if (\$769 ) begin
+                  \$1025  = y_tap;
+                end else if (\$776 ) begin
+                  \$1025  = \$786 [28:0];
+                end else if (\$778 ) begin
+                  \$1025  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    \$986  = \$762 [28:0];
+                    \$1025  = \$797 [28:0];
                   end
                 end
               end
@@ -41358,16 +41524,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$986  = 29'h00000000;
+      \$1025  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$987  = y_end;
-    if (\$648 ) begin
-      \$987  = \$654 ;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1026  = y_end;
+    if (\$683 ) begin
+      \$1026  = \$689 ;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41376,17 +41542,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    \$987  = \$760 [29:0];
+                    \$1026  = \$795 [29:0];
                   end
                 end
               end
@@ -41394,16 +41560,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$987  = 30'h00000000;
+      \$1026  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$988  = x_tap;
-    if (\$648 ) begin
-      \$988  = { \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655 [7], \$655  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1027  = x_tap;
+    if (\$683 ) begin
+      \$1027  = { \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690  };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41412,32 +41578,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                  \$988  = \$745 [28:0];
-                end else if (\$741 ) begin
-                  \$988  = { \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748 [7], \$748  };
-                end else if (\$743 ) begin
-                  \$988  = { \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752 [7], \$752  };
+                if (\$769 ) begin
+                  \$1027  = \$780 [28:0];
+                end else if (\$776 ) begin
+                  \$1027  = { \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783  };
+                end else if (\$778 ) begin
+                  \$1027  = { \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$988  = 29'h00000000;
+      \$1027  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$989  = ix;
-    if (\$648 ) begin
-      \$989  = { \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656 [7], \$656  };
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1028  = ix;
+    if (\$683 ) begin
+      \$1028  = { \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691  };
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41446,38 +41612,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-                \$989  = \$674 [28:0];
-              end else if (\$669 ) begin
-                \$989  = \$679 [28:0];
-              end else if (\$672 ) begin
-                \$989  = x_tap;
+              if (\$700 ) begin
+                \$1028  = \$709 [28:0];
+              end else if (\$704 ) begin
+                \$1028  = \$714 [28:0];
+              end else if (\$707 ) begin
+                \$1028  = x_tap;
               end else begin
-                if (\$686 ) begin
-                  \$989  = x_tap;
+                if (\$721 ) begin
+                  \$1028  = x_tap;
                 end
-                if (\$734 ) begin
-                  \$989  = \$746 [28:0];
-                end else if (\$741 ) begin
-                  \$989  = { \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749 [7], \$749  };
-                end else if (\$743 ) begin
-                  \$989  = { \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753 [7], \$753  };
+                if (\$769 ) begin
+                  \$1028  = \$781 [28:0];
+                end else if (\$776 ) begin
+                  \$1028  = { \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784  };
+                end else if (\$778 ) begin
+                  \$1028  = { \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$989  = 29'h00000000;
+      \$1028  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$990  = acc_addr;
-    if (\$648 ) begin
-      \$990  = 11'h000;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1029  = acc_addr;
+    if (\$683 ) begin
+      \$1029  = 11'h000;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41486,31 +41652,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
+              if (\$700 ) begin
                 if (is_elem) begin
-                  \$990  = \$677 [10:0];
+                  \$1029  = \$712 [10:0];
                 end
-              end else if (\$669 ) begin
-                \$990  = \$680 [10:0];
-              end else if (\$672 ) begin
-                \$990  = \$683 [10:0];
+              end else if (\$704 ) begin
+                \$1029  = \$715 [10:0];
+              end else if (\$707 ) begin
+                \$1029  = \$718 [10:0];
               end else begin
-                \$990  = 11'h000;
+                \$1029  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$990  = 11'h000;
+      \$1029  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$991  = rc;
-    if (\$648 ) begin
-      \$991  = 19'h00000;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1030  = rc;
+    if (\$683 ) begin
+      \$1030  = 19'h00000;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41519,28 +41685,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-                \$991  = \$673 [18:0];
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-                \$991  = 19'h00000;
+              if (\$700 ) begin
+                \$1030  = \$708 [18:0];
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+                \$1030  = 19'h00000;
               end else begin
-                \$991  = 19'h00000;
+                \$1030  = 19'h00000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$991  = 19'h00000;
+      \$1030  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$992  = next_rc;
-    if (\$648 ) begin
-      \$992  = dw_first_rc;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1031  = next_rc;
+    if (\$683 ) begin
+      \$1031  = dw_first_rc;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41549,30 +41715,30 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
+              if (\$700 ) begin
                 if (is_elem) begin
-                  \$992  = \$676 [18:0];
+                  \$1031  = \$711 [18:0];
                 end
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-                \$992  = dw_first_rc;
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+                \$1031  = dw_first_rc;
               end else begin
-                \$992  = dw_first_rc;
+                \$1031  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$992  = 19'h00000;
+      \$1031  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$993  = dw_ky0;
-    if (\$648 ) begin
-      \$993  = dw_ky_init0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1032  = dw_ky0;
+    if (\$683 ) begin
+      \$1032  = dw_ky_init0;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41581,302 +41747,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$688 ) begin
-                    \$993  = \$691 [3:0];
-                  end else begin
-                    \$993  = \$692 [3:0];
-                  end
-                end else begin
-                  \$993  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$993  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$994  = dw_ky1;
-    if (\$648 ) begin
-      \$994  = dw_ky_init1;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$693 ) begin
-                    \$994  = \$696 [3:0];
-                  end else begin
-                    \$994  = \$697 [3:0];
-                  end
-                end else begin
-                  \$994  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$994  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$995  = dw_ky2;
-    if (\$648 ) begin
-      \$995  = dw_ky_init2;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$698 ) begin
-                    \$995  = \$701 [3:0];
-                  end else begin
-                    \$995  = \$702 [3:0];
-                  end
-                end else begin
-                  \$995  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$995  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$996  = dw_ky3;
-    if (\$648 ) begin
-      \$996  = dw_ky_init3;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$703 ) begin
-                    \$996  = \$706 [3:0];
-                  end else begin
-                    \$996  = \$707 [3:0];
-                  end
-                end else begin
-                  \$996  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$996  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$997  = dw_ky4;
-    if (\$648 ) begin
-      \$997  = dw_ky_init4;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$708 ) begin
-                    \$997  = \$711 [3:0];
-                  end else begin
-                    \$997  = \$712 [3:0];
-                  end
-                end else begin
-                  \$997  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$997  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$998  = dw_ky5;
-    if (\$648 ) begin
-      \$998  = dw_ky_init5;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$713 ) begin
-                    \$998  = \$716 [3:0];
-                  end else begin
-                    \$998  = \$717 [3:0];
-                  end
-                end else begin
-                  \$998  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$998  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$999  = dw_ky6;
-    if (\$648 ) begin
-      \$999  = dw_ky_init6;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$718 ) begin
-                    \$999  = \$721 [3:0];
-                  end else begin
-                    \$999  = \$722 [3:0];
-                  end
-                end else begin
-                  \$999  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$999  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1000  = dw_ky7;
-    if (\$648 ) begin
-      \$1000  = dw_ky_init7;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
                   if (\$723 ) begin
-                    \$1000  = \$726 [3:0];
+                    \$1032  = \$726 [3:0];
                   end else begin
-                    \$1000  = \$727 [3:0];
+                    \$1032  = \$727 [3:0];
                   end
                 end else begin
-                  \$1000  = dw_ky_init7;
+                  \$1032  = dw_ky_init0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1000  = 4'h0;
+      \$1032  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1001  = dw_kx0;
-    if (\$648 ) begin
-      \$1001  = dw_kx_init0;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1033  = dw_ky1;
+    if (\$683 ) begin
+      \$1033  = dw_ky_init1;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41885,36 +41785,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$688 ) begin
-                    \$1001  = \$689 [3:0];
+                  if (\$728 ) begin
+                    \$1033  = \$731 [3:0];
                   end else begin
-                    \$1001  = dw_kx0_n[3:0];
+                    \$1033  = \$732 [3:0];
                   end
                 end else begin
-                  \$1001  = dw_kx_init0;
+                  \$1033  = dw_ky_init1;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1001  = 4'h0;
+      \$1033  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1002  = dw_kx1;
-    if (\$648 ) begin
-      \$1002  = dw_kx_init1;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1034  = dw_ky2;
+    if (\$683 ) begin
+      \$1034  = dw_ky_init2;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41923,36 +41823,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$693 ) begin
-                    \$1002  = \$694 [3:0];
+                  if (\$733 ) begin
+                    \$1034  = \$736 [3:0];
                   end else begin
-                    \$1002  = dw_kx1_n[3:0];
+                    \$1034  = \$737 [3:0];
                   end
                 end else begin
-                  \$1002  = dw_kx_init1;
+                  \$1034  = dw_ky_init2;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1002  = 4'h0;
+      \$1034  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1003  = dw_kx2;
-    if (\$648 ) begin
-      \$1003  = dw_kx_init2;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1035  = dw_ky3;
+    if (\$683 ) begin
+      \$1035  = dw_ky_init3;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41961,36 +41861,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$698 ) begin
-                    \$1003  = \$699 [3:0];
+                  if (\$738 ) begin
+                    \$1035  = \$741 [3:0];
                   end else begin
-                    \$1003  = dw_kx2_n[3:0];
+                    \$1035  = \$742 [3:0];
                   end
                 end else begin
-                  \$1003  = dw_kx_init2;
+                  \$1035  = dw_ky_init3;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1003  = 4'h0;
+      \$1035  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1004  = dw_kx3;
-    if (\$648 ) begin
-      \$1004  = dw_kx_init3;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1036  = dw_ky4;
+    if (\$683 ) begin
+      \$1036  = dw_ky_init4;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41999,36 +41899,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$703 ) begin
-                    \$1004  = \$704 [3:0];
+                  if (\$743 ) begin
+                    \$1036  = \$746 [3:0];
                   end else begin
-                    \$1004  = dw_kx3_n[3:0];
+                    \$1036  = \$747 [3:0];
                   end
                 end else begin
-                  \$1004  = dw_kx_init3;
+                  \$1036  = dw_ky_init4;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1004  = 4'h0;
+      \$1036  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1005  = dw_kx4;
-    if (\$648 ) begin
-      \$1005  = dw_kx_init4;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1037  = dw_ky5;
+    if (\$683 ) begin
+      \$1037  = dw_ky_init5;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -42037,36 +41937,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$708 ) begin
-                    \$1005  = \$709 [3:0];
+                  if (\$748 ) begin
+                    \$1037  = \$751 [3:0];
                   end else begin
-                    \$1005  = dw_kx4_n[3:0];
+                    \$1037  = \$752 [3:0];
                   end
                 end else begin
-                  \$1005  = dw_kx_init4;
+                  \$1037  = dw_ky_init5;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1005  = 4'h0;
+      \$1037  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1006  = dw_kx5;
-    if (\$648 ) begin
-      \$1006  = dw_kx_init5;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1038  = dw_ky6;
+    if (\$683 ) begin
+      \$1038  = dw_ky_init6;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -42075,36 +41975,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$713 ) begin
-                    \$1006  = \$714 [3:0];
+                  if (\$753 ) begin
+                    \$1038  = \$756 [3:0];
                   end else begin
-                    \$1006  = dw_kx5_n[3:0];
+                    \$1038  = \$757 [3:0];
                   end
                 end else begin
-                  \$1006  = dw_kx_init5;
+                  \$1038  = dw_ky_init6;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1006  = 4'h0;
+      \$1038  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1007  = dw_kx6;
-    if (\$648 ) begin
-      \$1007  = dw_kx_init6;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1039  = dw_ky7;
+    if (\$683 ) begin
+      \$1039  = dw_ky_init7;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -42113,36 +42013,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$718 ) begin
-                    \$1007  = \$719 [3:0];
+                  if (\$758 ) begin
+                    \$1039  = \$761 [3:0];
                   end else begin
-                    \$1007  = dw_kx6_n[3:0];
+                    \$1039  = \$762 [3:0];
                   end
                 end else begin
-                  \$1007  = dw_kx_init6;
+                  \$1039  = dw_ky_init7;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1007  = 4'h0;
+      \$1039  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1008  = dw_kx7;
-    if (\$648 ) begin
-      \$1008  = dw_kx_init7;
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1040  = dw_kx0;
+    if (\$683 ) begin
+      \$1040  = dw_kx_init0;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -42151,109 +42051,375 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$686 ) begin
+                if (\$721 ) begin
                   (* full_case = 32'd1 *)
                   if (\$723 ) begin
-                    \$1008  = \$724 [3:0];
+                    \$1040  = \$724 [3:0];
                   end else begin
-                    \$1008  = dw_kx7_n[3:0];
+                    \$1040  = dw_kx0_n[3:0];
                   end
                 end else begin
-                  \$1008  = dw_kx_init7;
+                  \$1040  = dw_kx_init0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1008  = 4'h0;
+      \$1040  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1009  = ld_tile;
-    if (\$648 ) begin
-      \$1009  = 13'h0000;
-    end
-    if (\$768 ) begin
-    end else if (ld_start) begin
-      \$1009  = \$772 [12:0];
+    \$1041  = dw_kx1;
+    if (\$683 ) begin
+      \$1041  = dw_kx_init1;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$728 ) begin
+                    \$1041  = \$729 [3:0];
+                  end else begin
+                    \$1041  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1041  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1009  = 13'h0000;
+      \$1041  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1010  = ld_k;
-    if (\$648 ) begin
-      \$1010  = 4'h0;
+    \$1042  = dw_kx2;
+    if (\$683 ) begin
+      \$1042  = dw_kx_init2;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$733 ) begin
+                    \$1042  = \$734 [3:0];
+                  end else begin
+                    \$1042  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1042  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
     end
-    if (\$768 ) begin
+    if (rst) begin
+      \$1042  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1043  = dw_kx3;
+    if (\$683 ) begin
+      \$1043  = dw_kx_init3;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$738 ) begin
+                    \$1043  = \$739 [3:0];
+                  end else begin
+                    \$1043  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1043  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1043  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1044  = dw_kx4;
+    if (\$683 ) begin
+      \$1044  = dw_kx_init4;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$743 ) begin
+                    \$1044  = \$744 [3:0];
+                  end else begin
+                    \$1044  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1044  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1044  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1045  = dw_kx5;
+    if (\$683 ) begin
+      \$1045  = dw_kx_init5;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$748 ) begin
+                    \$1045  = \$749 [3:0];
+                  end else begin
+                    \$1045  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1045  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1045  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1046  = dw_kx6;
+    if (\$683 ) begin
+      \$1046  = dw_kx_init6;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$753 ) begin
+                    \$1046  = \$754 [3:0];
+                  end else begin
+                    \$1046  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1046  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1046  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1047  = dw_kx7;
+    if (\$683 ) begin
+      \$1047  = dw_kx_init7;
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$721 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$758 ) begin
+                    \$1047  = \$759 [3:0];
+                  end else begin
+                    \$1047  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1047  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1047  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1048  = ld_tile;
+    if (\$683 ) begin
+      \$1048  = 13'h0000;
+    end
+    if (\$803 ) begin
     end else if (ld_start) begin
-      \$1010  = 4'h1;
+      \$1048  = \$807 [12:0];
+    end
+    if (rst) begin
+      \$1048  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1049  = ld_k;
+    if (\$683 ) begin
+      \$1049  = 4'h0;
+    end
+    if (\$803 ) begin
+    end else if (ld_start) begin
+      \$1049  = 4'h1;
     end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$773 ) begin
+      if (\$808 ) begin
       end else begin
-        \$1010  = \$774 [3:0];
+        \$1049  = \$809 [3:0];
       end
     end
     if (rst) begin
-      \$1010  = 4'h0;
+      \$1049  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1011  = ld_busy;
-    if (\$648 ) begin
-      \$1011  = 1'h0;
+    \$1050  = ld_busy;
+    if (\$683 ) begin
+      \$1050  = 1'h0;
     end
-    if (\$768 ) begin
+    if (\$803 ) begin
     end else if (ld_start) begin
-      \$1011  = 1'h1;
+      \$1050  = 1'h1;
     end else if (ld_busy) begin
-      if (\$773 ) begin
-        \$1011  = 1'h0;
+      if (\$808 ) begin
+        \$1050  = 1'h0;
       end
     end
     if (rst) begin
-      \$1011  = 1'h0;
+      \$1050  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1012  = \lo$260 ;
-    if (\$648 ) begin
-      \$1012  = 12'h000;
-    end else if (\$649 ) begin
-      \$1012  = 12'h401;
-    end else if (\$650 ) begin
+    \$1051  = \lo$264 ;
+    if (\$683 ) begin
+      \$1051  = 12'h000;
+    end else if (\$684 ) begin
+      \$1051  = 12'h401;
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            \$1012  = \$660 [11:0];
+            \$1051  = \$695 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
-                    if (\$763 ) begin
-                      \$1012  = 12'h401;
+                    if (\$798 ) begin
+                      \$1051  = 12'h401;
                     end
                   end
                 end
@@ -42262,39 +42428,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1012  = 12'h000;
+      \$1051  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1013  = gcount;
-    if (\$648 ) begin
-    end else if (\$649 ) begin
-    end else if (\$650 ) begin
+    \$1052  = gcount;
+    if (\$683 ) begin
+    end else if (\$684 ) begin
+    end else if (\$685 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1013  = \$658 ;
+              \$1052  = \$693 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$665 ) begin
-              end else if (\$669 ) begin
-              end else if (\$672 ) begin
+              if (\$700 ) begin
+              end else if (\$704 ) begin
+              end else if (\$707 ) begin
               end else begin
-                if (\$734 ) begin
-                end else if (\$741 ) begin
-                end else if (\$743 ) begin
+                if (\$769 ) begin
+                end else if (\$776 ) begin
+                end else if (\$778 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$756 ) begin
+                  if (\$791 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$763 ) begin
+                    if (\$798 ) begin
                     end else begin
-                      \$1013  = \$767 [10:0];
+                      \$1052  = \$802 [10:0];
                     end
                   end
                 end
@@ -42303,214 +42469,218 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1013  = 11'h000;
+      \$1052  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1014  = cur_ld_tile;
-    if (\$768 ) begin
+    \$1053  = cur_ld_tile;
+    if (\$803 ) begin
     end else if (ld_start) begin
-      \$1014  = ld_tile;
+      \$1053  = ld_tile;
     end
     if (rst) begin
-      \$1014  = 13'h0000;
+      \$1053  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1015  = latch_bank1;
-    if (\$768 ) begin
+    \$1054  = latch_bank1;
+    if (\$803 ) begin
     end else if (ld_start) begin
-      \$1015  = ld_bank;
+      \$1054  = ld_bank;
     end
     if (rst) begin
-      \$1015  = 1'h0;
+      \$1054  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1016  = counting;
-    if (\$776 ) begin
-      \$1016  = 1'h1;
-    end
+    \$1055  = counting;
     if (\$811 ) begin
-      \$1016  = 1'h0;
+      \$1055  = 1'h1;
+    end
+    if (\$846 ) begin
+      \$1055  = 1'h0;
     end
     if (rst) begin
-      \$1016  = 1'h0;
+      \$1055  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1017  = cnt_cycles;
-    if (\$776 ) begin
-      \$1017  = 32'd0;
+    \$1056  = cnt_cycles;
+    if (\$811 ) begin
+      \$1056  = 32'd0;
     end
     if (count_now) begin
-      \$1017  = \$779 [31:0];
+      \$1056  = \$814 [31:0];
     end
     if (rst) begin
-      \$1017  = 32'd0;
+      \$1056  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1018  = cnt_busy;
-    if (\$776 ) begin
-      \$1018  = 32'd0;
+    \$1057  = cnt_busy;
+    if (\$811 ) begin
+      \$1057  = 32'd0;
     end
     if (count_now) begin
-      if (\$780 ) begin
-        \$1018  = \$783 [31:0];
+      if (\$815 ) begin
+        \$1057  = \$818 [31:0];
       end
     end
     if (rst) begin
-      \$1018  = 32'd0;
+      \$1057  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1019  = cnt_setup;
-    if (\$776 ) begin
-      \$1019  = 32'd0;
+    \$1058  = cnt_setup;
+    if (\$811 ) begin
+      \$1058  = 32'd0;
     end
     if (count_now) begin
-      if (\$784 ) begin
-        \$1019  = \$787 [31:0];
+      if (\$819 ) begin
+        \$1058  = \$822 [31:0];
       end
     end
     if (rst) begin
-      \$1019  = 32'd0;
+      \$1058  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1020  = cnt_stall_input;
-    if (\$776 ) begin
-      \$1020  = 32'd0;
+    \$1059  = cnt_stall_input;
+    if (\$811 ) begin
+      \$1059  = 32'd0;
     end
     if (count_now) begin
-      if (\$788 ) begin
-        \$1020  = \$791 [31:0];
+      if (\$823 ) begin
+        \$1059  = \$826 [31:0];
       end
     end
     if (rst) begin
-      \$1020  = 32'd0;
+      \$1059  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1021  = cnt_stall_weight;
-    if (\$776 ) begin
-      \$1021  = 32'd0;
+    \$1060  = cnt_stall_weight;
+    if (\$811 ) begin
+      \$1060  = 32'd0;
     end
     if (count_now) begin
-      if (\$792 ) begin
-        \$1021  = \$795 [31:0];
+      if (\$827 ) begin
+        \$1060  = \$830 [31:0];
       end
     end
     if (rst) begin
-      \$1021  = 32'd0;
+      \$1060  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1022  = cnt_stall_output;
-    if (\$776 ) begin
-      \$1022  = 32'd0;
+    \$1061  = cnt_stall_output;
+    if (\$811 ) begin
+      \$1061  = 32'd0;
     end
     if (count_now) begin
-      if (\$796 ) begin
-        \$1022  = \$799 [31:0];
+      if (\$831 ) begin
+        \$1061  = \$834 [31:0];
       end
     end
     if (rst) begin
-      \$1022  = 32'd0;
+      \$1061  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1023  = cnt_fill;
-    if (\$776 ) begin
-      \$1023  = 32'd0;
+    \$1062  = cnt_fill;
+    if (\$811 ) begin
+      \$1062  = 32'd0;
     end
     if (count_now) begin
-      if (\$800 ) begin
-        \$1023  = \$803 [31:0];
+      if (\$835 ) begin
+        \$1062  = \$838 [31:0];
       end
     end
     if (rst) begin
-      \$1023  = 32'd0;
+      \$1062  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1024  = cnt_drain;
-    if (\$776 ) begin
-      \$1024  = 32'd0;
+    \$1063  = cnt_drain;
+    if (\$811 ) begin
+      \$1063  = 32'd0;
     end
     if (count_now) begin
-      if (\$804 ) begin
-        \$1024  = \$807 [31:0];
+      if (\$839 ) begin
+        \$1063  = \$842 [31:0];
       end
     end
     if (rst) begin
-      \$1024  = 32'd0;
+      \$1063  = 32'd0;
     end
   end
+  assign t1 = \$6 [6:0];
+  assign t2 = \$14 [6:0];
   assign cw_r__addr = t[5:0];
+  assign cw_r1__addr = \$6 [5:0];
+  assign cw_r2__addr = \$14 [5:0];
   assign width_s = { 22'h000000, desc[41:35] };
   assign height_s = { 18'h00000, desc[34:24] };
-  assign cw_sel = \$32 [4:0];
-  assign \$signature__addr  = { ix_m[5:0], \$32 [3:0] };
+  assign cw_sel = \$46 [4:0];
+  assign \$signature__addr  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en  = 1'h1;
-  assign \$signature__addr$44  = { ix_m[5:0], \$32 [3:0] };
-  assign \$signature__en$45  = 1'h1;
-  assign \$signature__addr$46  = { ix_m[5:0], \$32 [3:0] };
-  assign \$signature__en$47  = 1'h1;
-  assign \$signature__addr$48  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$48  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$49  = 1'h1;
-  assign \$signature__addr$50  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$50  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$51  = 1'h1;
-  assign \$signature__addr$52  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$52  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$53  = 1'h1;
-  assign \$signature__addr$54  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$54  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$55  = 1'h1;
-  assign \$signature__addr$56  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$56  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$57  = 1'h1;
-  assign \$signature__addr$58  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$58  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$59  = 1'h1;
-  assign \$signature__addr$60  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$60  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$61  = 1'h1;
-  assign \$signature__addr$62  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$62  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$63  = 1'h1;
-  assign \$signature__addr$64  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$64  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$65  = 1'h1;
-  assign \$signature__addr$66  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$66  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$67  = 1'h1;
-  assign \$signature__addr$68  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$68  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$69  = 1'h1;
-  assign \$signature__addr$70  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$70  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$71  = 1'h1;
-  assign \$signature__addr$72  = { ix_m[5:0], \$32 [3:0] };
+  assign \$signature__addr$72  = { ix_m[5:0], \$46 [3:0] };
   assign \$signature__en$73  = 1'h1;
-  assign iy_ky0 = { \$79 [29], \$79 [29], \$79 [29], \$79  };
-  assign iy_ky1 = { \$81 [29], \$81 [29], \$81 [29], \$81  };
-  assign iy_ky2 = { \$83 [29], \$83 [29], \$83 [29], \$83  };
-  assign iy_ky3 = { \$85 [29], \$85 [29], \$85 [29], \$85  };
-  assign iy_ky4 = { \$87 [29], \$87 [29], \$87 [29], \$87  };
+  assign \$signature__addr$74  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__en$75  = 1'h1;
+  assign \$signature__addr$76  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__en$77  = 1'h1;
+  assign iy_ky0 = { \$93 [29], \$93 [29], \$93 [29], \$93  };
+  assign iy_ky1 = { \$95 [29], \$95 [29], \$95 [29], \$95  };
+  assign iy_ky2 = { \$97 [29], \$97 [29], \$97 [29], \$97  };
+  assign iy_ky3 = { \$99 [29], \$99 [29], \$99 [29], \$99  };
+  assign iy_ky4 = { \$101 [29], \$101 [29], \$101 [29], \$101  };
   assign act2 = act;
   assign bank = sb2[5];
   assign dw_mode = desc[154];
-  assign dwback0 = \$89 [4:0];
-  assign dwback1 = \$96 [4:0];
-  assign dwback2 = \$103 [4:0];
-  assign dwback3 = \$110 [4:0];
-  assign dwback4 = \$117 [4:0];
-  assign dwback5 = \$124 [4:0];
-  assign dwback6 = \$131 [4:0];
-  assign dwback7 = \$138 [4:0];
+  assign dwback0 = \$103 [4:0];
+  assign dwback1 = \$110 [4:0];
+  assign dwback2 = \$117 [4:0];
+  assign dwback3 = \$124 [4:0];
+  assign dwback4 = \$131 [4:0];
+  assign dwback5 = \$138 [4:0];
+  assign dwback6 = \$145 [4:0];
+  assign dwback7 = \$152 [4:0];
   assign acc_r__addr = sb_p18[19:11];
   assign acc_r__en = 1'h1;
   assign pm_r__addr = sb_p18[27:22];
@@ -42539,38 +42709,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$261  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__addr$265  = { wr_ix[5:0], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
-  assign \$signature__addr$266  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$267  = i_act__payload[63:0];
-  assign \$signature__addr$269  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$270  = i_act__payload[63:0];
-  assign \$signature__addr$272  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$273  = i_act__payload[63:0];
-  assign \$signature__addr$275  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$276  = i_act__payload[63:0];
-  assign \$signature__addr$278  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$279  = i_act__payload[63:0];
-  assign \$signature__addr$281  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$282  = i_act__payload[63:0];
-  assign \$signature__addr$284  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$285  = i_act__payload[63:0];
-  assign \$signature__addr$287  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$288  = i_act__payload[63:0];
-  assign \$signature__addr$290  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$291  = i_act__payload[63:0];
-  assign \$signature__addr$293  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$294  = i_act__payload[63:0];
-  assign \$signature__addr$296  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$297  = i_act__payload[63:0];
-  assign \$signature__addr$299  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$300  = i_act__payload[63:0];
-  assign \$signature__addr$302  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$303  = i_act__payload[63:0];
-  assign \$signature__addr$305  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$306  = i_act__payload[63:0];
-  assign \$signature__addr$308  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$309  = i_act__payload[63:0];
+  assign \$signature__addr$270  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$271  = i_act__payload[63:0];
+  assign \$signature__addr$273  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$274  = i_act__payload[63:0];
+  assign \$signature__addr$276  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$277  = i_act__payload[63:0];
+  assign \$signature__addr$279  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$280  = i_act__payload[63:0];
+  assign \$signature__addr$282  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$283  = i_act__payload[63:0];
+  assign \$signature__addr$285  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$286  = i_act__payload[63:0];
+  assign \$signature__addr$288  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$289  = i_act__payload[63:0];
+  assign \$signature__addr$291  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$292  = i_act__payload[63:0];
+  assign \$signature__addr$294  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$295  = i_act__payload[63:0];
+  assign \$signature__addr$297  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$298  = i_act__payload[63:0];
+  assign \$signature__addr$300  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$301  = i_act__payload[63:0];
+  assign \$signature__addr$303  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$304  = i_act__payload[63:0];
+  assign \$signature__addr$306  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$307  = i_act__payload[63:0];
+  assign \$signature__addr$309  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$310  = i_act__payload[63:0];
+  assign \$signature__addr$312  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$313  = i_act__payload[63:0];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -42697,8 +42867,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \desc.out_zp  = desc[148:132];
   assign \desc.out_bits  = desc[153:149];
   assign \desc.depthwise  = desc[154];
-  assign \cw_r__data.first  = cw_r__data[4:0];
-  assign \cw_r__data.count  = cw_r__data[9:5];
+  assign \cur.first  = cur[4:0];
+  assign \cur.count  = cur[9:5];
   assign \sb0.valid  = sb0[0];
   assign \sb0.shift  = sb0[1];
   assign \sb0.first  = sb0[2];
@@ -42883,14 +43053,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_r__data[7].bias  = pm_r__data[514:483];
   assign \pm_r__data[7].mult  = pm_r__data[545:515];
   assign \pm_r__data[7].shift  = pm_r__data[551:546];
-  assign \sums$188[0]  = \sums$188 [31:0];
-  assign \sums$188[1]  = \sums$188 [63:32];
-  assign \sums$188[2]  = \sums$188 [95:64];
-  assign \sums$188[3]  = \sums$188 [127:96];
-  assign \sums$188[4]  = \sums$188 [159:128];
-  assign \sums$188[5]  = \sums$188 [191:160];
-  assign \sums$188[6]  = \sums$188 [223:192];
-  assign \sums$188[7]  = \sums$188 [255:224];
+  assign \sums$192[0]  = \sums$192 [31:0];
+  assign \sums$192[1]  = \sums$192 [63:32];
+  assign \sums$192[2]  = \sums$192 [95:64];
+  assign \sums$192[3]  = \sums$192 [127:96];
+  assign \sums$192[4]  = \sums$192 [159:128];
+  assign \sums$192[5]  = \sums$192 [191:160];
+  assign \sums$192[6]  = \sums$192 [223:192];
+  assign \sums$192[7]  = \sums$192 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -43073,126 +43243,136 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$267[0]  = i_act__payload[7:0];
-  assign \$signature__data$267[1]  = i_act__payload[15:8];
-  assign \$signature__data$267[2]  = i_act__payload[23:16];
-  assign \$signature__data$267[3]  = i_act__payload[31:24];
-  assign \$signature__data$267[4]  = i_act__payload[39:32];
-  assign \$signature__data$267[5]  = i_act__payload[47:40];
-  assign \$signature__data$267[6]  = i_act__payload[55:48];
-  assign \$signature__data$267[7]  = i_act__payload[63:56];
-  assign \$signature__data$270[0]  = i_act__payload[7:0];
-  assign \$signature__data$270[1]  = i_act__payload[15:8];
-  assign \$signature__data$270[2]  = i_act__payload[23:16];
-  assign \$signature__data$270[3]  = i_act__payload[31:24];
-  assign \$signature__data$270[4]  = i_act__payload[39:32];
-  assign \$signature__data$270[5]  = i_act__payload[47:40];
-  assign \$signature__data$270[6]  = i_act__payload[55:48];
-  assign \$signature__data$270[7]  = i_act__payload[63:56];
-  assign \$signature__data$273[0]  = i_act__payload[7:0];
-  assign \$signature__data$273[1]  = i_act__payload[15:8];
-  assign \$signature__data$273[2]  = i_act__payload[23:16];
-  assign \$signature__data$273[3]  = i_act__payload[31:24];
-  assign \$signature__data$273[4]  = i_act__payload[39:32];
-  assign \$signature__data$273[5]  = i_act__payload[47:40];
-  assign \$signature__data$273[6]  = i_act__payload[55:48];
-  assign \$signature__data$273[7]  = i_act__payload[63:56];
-  assign \$signature__data$276[0]  = i_act__payload[7:0];
-  assign \$signature__data$276[1]  = i_act__payload[15:8];
-  assign \$signature__data$276[2]  = i_act__payload[23:16];
-  assign \$signature__data$276[3]  = i_act__payload[31:24];
-  assign \$signature__data$276[4]  = i_act__payload[39:32];
-  assign \$signature__data$276[5]  = i_act__payload[47:40];
-  assign \$signature__data$276[6]  = i_act__payload[55:48];
-  assign \$signature__data$276[7]  = i_act__payload[63:56];
-  assign \$signature__data$279[0]  = i_act__payload[7:0];
-  assign \$signature__data$279[1]  = i_act__payload[15:8];
-  assign \$signature__data$279[2]  = i_act__payload[23:16];
-  assign \$signature__data$279[3]  = i_act__payload[31:24];
-  assign \$signature__data$279[4]  = i_act__payload[39:32];
-  assign \$signature__data$279[5]  = i_act__payload[47:40];
-  assign \$signature__data$279[6]  = i_act__payload[55:48];
-  assign \$signature__data$279[7]  = i_act__payload[63:56];
-  assign \$signature__data$282[0]  = i_act__payload[7:0];
-  assign \$signature__data$282[1]  = i_act__payload[15:8];
-  assign \$signature__data$282[2]  = i_act__payload[23:16];
-  assign \$signature__data$282[3]  = i_act__payload[31:24];
-  assign \$signature__data$282[4]  = i_act__payload[39:32];
-  assign \$signature__data$282[5]  = i_act__payload[47:40];
-  assign \$signature__data$282[6]  = i_act__payload[55:48];
-  assign \$signature__data$282[7]  = i_act__payload[63:56];
-  assign \$signature__data$285[0]  = i_act__payload[7:0];
-  assign \$signature__data$285[1]  = i_act__payload[15:8];
-  assign \$signature__data$285[2]  = i_act__payload[23:16];
-  assign \$signature__data$285[3]  = i_act__payload[31:24];
-  assign \$signature__data$285[4]  = i_act__payload[39:32];
-  assign \$signature__data$285[5]  = i_act__payload[47:40];
-  assign \$signature__data$285[6]  = i_act__payload[55:48];
-  assign \$signature__data$285[7]  = i_act__payload[63:56];
-  assign \$signature__data$288[0]  = i_act__payload[7:0];
-  assign \$signature__data$288[1]  = i_act__payload[15:8];
-  assign \$signature__data$288[2]  = i_act__payload[23:16];
-  assign \$signature__data$288[3]  = i_act__payload[31:24];
-  assign \$signature__data$288[4]  = i_act__payload[39:32];
-  assign \$signature__data$288[5]  = i_act__payload[47:40];
-  assign \$signature__data$288[6]  = i_act__payload[55:48];
-  assign \$signature__data$288[7]  = i_act__payload[63:56];
-  assign \$signature__data$291[0]  = i_act__payload[7:0];
-  assign \$signature__data$291[1]  = i_act__payload[15:8];
-  assign \$signature__data$291[2]  = i_act__payload[23:16];
-  assign \$signature__data$291[3]  = i_act__payload[31:24];
-  assign \$signature__data$291[4]  = i_act__payload[39:32];
-  assign \$signature__data$291[5]  = i_act__payload[47:40];
-  assign \$signature__data$291[6]  = i_act__payload[55:48];
-  assign \$signature__data$291[7]  = i_act__payload[63:56];
-  assign \$signature__data$294[0]  = i_act__payload[7:0];
-  assign \$signature__data$294[1]  = i_act__payload[15:8];
-  assign \$signature__data$294[2]  = i_act__payload[23:16];
-  assign \$signature__data$294[3]  = i_act__payload[31:24];
-  assign \$signature__data$294[4]  = i_act__payload[39:32];
-  assign \$signature__data$294[5]  = i_act__payload[47:40];
-  assign \$signature__data$294[6]  = i_act__payload[55:48];
-  assign \$signature__data$294[7]  = i_act__payload[63:56];
-  assign \$signature__data$297[0]  = i_act__payload[7:0];
-  assign \$signature__data$297[1]  = i_act__payload[15:8];
-  assign \$signature__data$297[2]  = i_act__payload[23:16];
-  assign \$signature__data$297[3]  = i_act__payload[31:24];
-  assign \$signature__data$297[4]  = i_act__payload[39:32];
-  assign \$signature__data$297[5]  = i_act__payload[47:40];
-  assign \$signature__data$297[6]  = i_act__payload[55:48];
-  assign \$signature__data$297[7]  = i_act__payload[63:56];
-  assign \$signature__data$300[0]  = i_act__payload[7:0];
-  assign \$signature__data$300[1]  = i_act__payload[15:8];
-  assign \$signature__data$300[2]  = i_act__payload[23:16];
-  assign \$signature__data$300[3]  = i_act__payload[31:24];
-  assign \$signature__data$300[4]  = i_act__payload[39:32];
-  assign \$signature__data$300[5]  = i_act__payload[47:40];
-  assign \$signature__data$300[6]  = i_act__payload[55:48];
-  assign \$signature__data$300[7]  = i_act__payload[63:56];
-  assign \$signature__data$303[0]  = i_act__payload[7:0];
-  assign \$signature__data$303[1]  = i_act__payload[15:8];
-  assign \$signature__data$303[2]  = i_act__payload[23:16];
-  assign \$signature__data$303[3]  = i_act__payload[31:24];
-  assign \$signature__data$303[4]  = i_act__payload[39:32];
-  assign \$signature__data$303[5]  = i_act__payload[47:40];
-  assign \$signature__data$303[6]  = i_act__payload[55:48];
-  assign \$signature__data$303[7]  = i_act__payload[63:56];
-  assign \$signature__data$306[0]  = i_act__payload[7:0];
-  assign \$signature__data$306[1]  = i_act__payload[15:8];
-  assign \$signature__data$306[2]  = i_act__payload[23:16];
-  assign \$signature__data$306[3]  = i_act__payload[31:24];
-  assign \$signature__data$306[4]  = i_act__payload[39:32];
-  assign \$signature__data$306[5]  = i_act__payload[47:40];
-  assign \$signature__data$306[6]  = i_act__payload[55:48];
-  assign \$signature__data$306[7]  = i_act__payload[63:56];
-  assign \$signature__data$309[0]  = i_act__payload[7:0];
-  assign \$signature__data$309[1]  = i_act__payload[15:8];
-  assign \$signature__data$309[2]  = i_act__payload[23:16];
-  assign \$signature__data$309[3]  = i_act__payload[31:24];
-  assign \$signature__data$309[4]  = i_act__payload[39:32];
-  assign \$signature__data$309[5]  = i_act__payload[47:40];
-  assign \$signature__data$309[6]  = i_act__payload[55:48];
-  assign \$signature__data$309[7]  = i_act__payload[63:56];
+  assign \$signature__data$271[0]  = i_act__payload[7:0];
+  assign \$signature__data$271[1]  = i_act__payload[15:8];
+  assign \$signature__data$271[2]  = i_act__payload[23:16];
+  assign \$signature__data$271[3]  = i_act__payload[31:24];
+  assign \$signature__data$271[4]  = i_act__payload[39:32];
+  assign \$signature__data$271[5]  = i_act__payload[47:40];
+  assign \$signature__data$271[6]  = i_act__payload[55:48];
+  assign \$signature__data$271[7]  = i_act__payload[63:56];
+  assign \$signature__data$274[0]  = i_act__payload[7:0];
+  assign \$signature__data$274[1]  = i_act__payload[15:8];
+  assign \$signature__data$274[2]  = i_act__payload[23:16];
+  assign \$signature__data$274[3]  = i_act__payload[31:24];
+  assign \$signature__data$274[4]  = i_act__payload[39:32];
+  assign \$signature__data$274[5]  = i_act__payload[47:40];
+  assign \$signature__data$274[6]  = i_act__payload[55:48];
+  assign \$signature__data$274[7]  = i_act__payload[63:56];
+  assign \$signature__data$277[0]  = i_act__payload[7:0];
+  assign \$signature__data$277[1]  = i_act__payload[15:8];
+  assign \$signature__data$277[2]  = i_act__payload[23:16];
+  assign \$signature__data$277[3]  = i_act__payload[31:24];
+  assign \$signature__data$277[4]  = i_act__payload[39:32];
+  assign \$signature__data$277[5]  = i_act__payload[47:40];
+  assign \$signature__data$277[6]  = i_act__payload[55:48];
+  assign \$signature__data$277[7]  = i_act__payload[63:56];
+  assign \$signature__data$280[0]  = i_act__payload[7:0];
+  assign \$signature__data$280[1]  = i_act__payload[15:8];
+  assign \$signature__data$280[2]  = i_act__payload[23:16];
+  assign \$signature__data$280[3]  = i_act__payload[31:24];
+  assign \$signature__data$280[4]  = i_act__payload[39:32];
+  assign \$signature__data$280[5]  = i_act__payload[47:40];
+  assign \$signature__data$280[6]  = i_act__payload[55:48];
+  assign \$signature__data$280[7]  = i_act__payload[63:56];
+  assign \$signature__data$283[0]  = i_act__payload[7:0];
+  assign \$signature__data$283[1]  = i_act__payload[15:8];
+  assign \$signature__data$283[2]  = i_act__payload[23:16];
+  assign \$signature__data$283[3]  = i_act__payload[31:24];
+  assign \$signature__data$283[4]  = i_act__payload[39:32];
+  assign \$signature__data$283[5]  = i_act__payload[47:40];
+  assign \$signature__data$283[6]  = i_act__payload[55:48];
+  assign \$signature__data$283[7]  = i_act__payload[63:56];
+  assign \$signature__data$286[0]  = i_act__payload[7:0];
+  assign \$signature__data$286[1]  = i_act__payload[15:8];
+  assign \$signature__data$286[2]  = i_act__payload[23:16];
+  assign \$signature__data$286[3]  = i_act__payload[31:24];
+  assign \$signature__data$286[4]  = i_act__payload[39:32];
+  assign \$signature__data$286[5]  = i_act__payload[47:40];
+  assign \$signature__data$286[6]  = i_act__payload[55:48];
+  assign \$signature__data$286[7]  = i_act__payload[63:56];
+  assign \$signature__data$289[0]  = i_act__payload[7:0];
+  assign \$signature__data$289[1]  = i_act__payload[15:8];
+  assign \$signature__data$289[2]  = i_act__payload[23:16];
+  assign \$signature__data$289[3]  = i_act__payload[31:24];
+  assign \$signature__data$289[4]  = i_act__payload[39:32];
+  assign \$signature__data$289[5]  = i_act__payload[47:40];
+  assign \$signature__data$289[6]  = i_act__payload[55:48];
+  assign \$signature__data$289[7]  = i_act__payload[63:56];
+  assign \$signature__data$292[0]  = i_act__payload[7:0];
+  assign \$signature__data$292[1]  = i_act__payload[15:8];
+  assign \$signature__data$292[2]  = i_act__payload[23:16];
+  assign \$signature__data$292[3]  = i_act__payload[31:24];
+  assign \$signature__data$292[4]  = i_act__payload[39:32];
+  assign \$signature__data$292[5]  = i_act__payload[47:40];
+  assign \$signature__data$292[6]  = i_act__payload[55:48];
+  assign \$signature__data$292[7]  = i_act__payload[63:56];
+  assign \$signature__data$295[0]  = i_act__payload[7:0];
+  assign \$signature__data$295[1]  = i_act__payload[15:8];
+  assign \$signature__data$295[2]  = i_act__payload[23:16];
+  assign \$signature__data$295[3]  = i_act__payload[31:24];
+  assign \$signature__data$295[4]  = i_act__payload[39:32];
+  assign \$signature__data$295[5]  = i_act__payload[47:40];
+  assign \$signature__data$295[6]  = i_act__payload[55:48];
+  assign \$signature__data$295[7]  = i_act__payload[63:56];
+  assign \$signature__data$298[0]  = i_act__payload[7:0];
+  assign \$signature__data$298[1]  = i_act__payload[15:8];
+  assign \$signature__data$298[2]  = i_act__payload[23:16];
+  assign \$signature__data$298[3]  = i_act__payload[31:24];
+  assign \$signature__data$298[4]  = i_act__payload[39:32];
+  assign \$signature__data$298[5]  = i_act__payload[47:40];
+  assign \$signature__data$298[6]  = i_act__payload[55:48];
+  assign \$signature__data$298[7]  = i_act__payload[63:56];
+  assign \$signature__data$301[0]  = i_act__payload[7:0];
+  assign \$signature__data$301[1]  = i_act__payload[15:8];
+  assign \$signature__data$301[2]  = i_act__payload[23:16];
+  assign \$signature__data$301[3]  = i_act__payload[31:24];
+  assign \$signature__data$301[4]  = i_act__payload[39:32];
+  assign \$signature__data$301[5]  = i_act__payload[47:40];
+  assign \$signature__data$301[6]  = i_act__payload[55:48];
+  assign \$signature__data$301[7]  = i_act__payload[63:56];
+  assign \$signature__data$304[0]  = i_act__payload[7:0];
+  assign \$signature__data$304[1]  = i_act__payload[15:8];
+  assign \$signature__data$304[2]  = i_act__payload[23:16];
+  assign \$signature__data$304[3]  = i_act__payload[31:24];
+  assign \$signature__data$304[4]  = i_act__payload[39:32];
+  assign \$signature__data$304[5]  = i_act__payload[47:40];
+  assign \$signature__data$304[6]  = i_act__payload[55:48];
+  assign \$signature__data$304[7]  = i_act__payload[63:56];
+  assign \$signature__data$307[0]  = i_act__payload[7:0];
+  assign \$signature__data$307[1]  = i_act__payload[15:8];
+  assign \$signature__data$307[2]  = i_act__payload[23:16];
+  assign \$signature__data$307[3]  = i_act__payload[31:24];
+  assign \$signature__data$307[4]  = i_act__payload[39:32];
+  assign \$signature__data$307[5]  = i_act__payload[47:40];
+  assign \$signature__data$307[6]  = i_act__payload[55:48];
+  assign \$signature__data$307[7]  = i_act__payload[63:56];
+  assign \$signature__data$310[0]  = i_act__payload[7:0];
+  assign \$signature__data$310[1]  = i_act__payload[15:8];
+  assign \$signature__data$310[2]  = i_act__payload[23:16];
+  assign \$signature__data$310[3]  = i_act__payload[31:24];
+  assign \$signature__data$310[4]  = i_act__payload[39:32];
+  assign \$signature__data$310[5]  = i_act__payload[47:40];
+  assign \$signature__data$310[6]  = i_act__payload[55:48];
+  assign \$signature__data$310[7]  = i_act__payload[63:56];
+  assign \$signature__data$313[0]  = i_act__payload[7:0];
+  assign \$signature__data$313[1]  = i_act__payload[15:8];
+  assign \$signature__data$313[2]  = i_act__payload[23:16];
+  assign \$signature__data$313[3]  = i_act__payload[31:24];
+  assign \$signature__data$313[4]  = i_act__payload[39:32];
+  assign \$signature__data$313[5]  = i_act__payload[47:40];
+  assign \$signature__data$313[6]  = i_act__payload[55:48];
+  assign \$signature__data$313[7]  = i_act__payload[63:56];
+  assign \cw_p1.first  = cw_p1[4:0];
+  assign \cw_p1.count  = cw_p1[9:5];
+  assign \cw_r1__data.first  = cw_r1__data[4:0];
+  assign \cw_r1__data.count  = cw_r1__data[9:5];
+  assign \cw_p2.first  = cw_p2[4:0];
+  assign \cw_p2.count  = cw_p2[9:5];
+  assign \cw_r2__data.first  = cw_r2__data[4:0];
+  assign \cw_r2__data.count  = cw_r2__data[9:5];
+  assign \cw_r__data.first  = cw_r__data[4:0];
+  assign \cw_r__data.count  = cw_r__data[9:5];
   assign \sb1.valid  = sb1[0];
   assign \sb1.shift  = sb1[1];
   assign \sb1.first  = sb1[2];
@@ -43203,94 +43383,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb1.slot  = sb1[10:7];
   assign \sb1.addr  = sb1[21:11];
   assign \sb1.tile  = sb1[28:22];
-  assign \$signature__data$346[0]  = \$signature__data$346 [7:0];
-  assign \$signature__data$346[1]  = \$signature__data$346 [15:8];
-  assign \$signature__data$346[2]  = \$signature__data$346 [23:16];
-  assign \$signature__data$346[3]  = \$signature__data$346 [31:24];
-  assign \$signature__data$346[4]  = \$signature__data$346 [39:32];
-  assign \$signature__data$346[5]  = \$signature__data$346 [47:40];
-  assign \$signature__data$346[6]  = \$signature__data$346 [55:48];
-  assign \$signature__data$346[7]  = \$signature__data$346 [63:56];
-  assign \$signature__data$347[0]  = \$signature__data$347 [7:0];
-  assign \$signature__data$347[1]  = \$signature__data$347 [15:8];
-  assign \$signature__data$347[2]  = \$signature__data$347 [23:16];
-  assign \$signature__data$347[3]  = \$signature__data$347 [31:24];
-  assign \$signature__data$347[4]  = \$signature__data$347 [39:32];
-  assign \$signature__data$347[5]  = \$signature__data$347 [47:40];
-  assign \$signature__data$347[6]  = \$signature__data$347 [55:48];
-  assign \$signature__data$347[7]  = \$signature__data$347 [63:56];
-  assign \$signature__data$348[0]  = \$signature__data$348 [7:0];
-  assign \$signature__data$348[1]  = \$signature__data$348 [15:8];
-  assign \$signature__data$348[2]  = \$signature__data$348 [23:16];
-  assign \$signature__data$348[3]  = \$signature__data$348 [31:24];
-  assign \$signature__data$348[4]  = \$signature__data$348 [39:32];
-  assign \$signature__data$348[5]  = \$signature__data$348 [47:40];
-  assign \$signature__data$348[6]  = \$signature__data$348 [55:48];
-  assign \$signature__data$348[7]  = \$signature__data$348 [63:56];
-  assign \$signature__data$349[0]  = \$signature__data$349 [7:0];
-  assign \$signature__data$349[1]  = \$signature__data$349 [15:8];
-  assign \$signature__data$349[2]  = \$signature__data$349 [23:16];
-  assign \$signature__data$349[3]  = \$signature__data$349 [31:24];
-  assign \$signature__data$349[4]  = \$signature__data$349 [39:32];
-  assign \$signature__data$349[5]  = \$signature__data$349 [47:40];
-  assign \$signature__data$349[6]  = \$signature__data$349 [55:48];
-  assign \$signature__data$349[7]  = \$signature__data$349 [63:56];
-  assign \$signature__data$350[0]  = \$signature__data$350 [7:0];
-  assign \$signature__data$350[1]  = \$signature__data$350 [15:8];
-  assign \$signature__data$350[2]  = \$signature__data$350 [23:16];
-  assign \$signature__data$350[3]  = \$signature__data$350 [31:24];
-  assign \$signature__data$350[4]  = \$signature__data$350 [39:32];
-  assign \$signature__data$350[5]  = \$signature__data$350 [47:40];
-  assign \$signature__data$350[6]  = \$signature__data$350 [55:48];
-  assign \$signature__data$350[7]  = \$signature__data$350 [63:56];
-  assign \$signature__data$351[0]  = \$signature__data$351 [7:0];
-  assign \$signature__data$351[1]  = \$signature__data$351 [15:8];
-  assign \$signature__data$351[2]  = \$signature__data$351 [23:16];
-  assign \$signature__data$351[3]  = \$signature__data$351 [31:24];
-  assign \$signature__data$351[4]  = \$signature__data$351 [39:32];
-  assign \$signature__data$351[5]  = \$signature__data$351 [47:40];
-  assign \$signature__data$351[6]  = \$signature__data$351 [55:48];
-  assign \$signature__data$351[7]  = \$signature__data$351 [63:56];
-  assign \$signature__data$352[0]  = \$signature__data$352 [7:0];
-  assign \$signature__data$352[1]  = \$signature__data$352 [15:8];
-  assign \$signature__data$352[2]  = \$signature__data$352 [23:16];
-  assign \$signature__data$352[3]  = \$signature__data$352 [31:24];
-  assign \$signature__data$352[4]  = \$signature__data$352 [39:32];
-  assign \$signature__data$352[5]  = \$signature__data$352 [47:40];
-  assign \$signature__data$352[6]  = \$signature__data$352 [55:48];
-  assign \$signature__data$352[7]  = \$signature__data$352 [63:56];
-  assign \$signature__data$353[0]  = \$signature__data$353 [7:0];
-  assign \$signature__data$353[1]  = \$signature__data$353 [15:8];
-  assign \$signature__data$353[2]  = \$signature__data$353 [23:16];
-  assign \$signature__data$353[3]  = \$signature__data$353 [31:24];
-  assign \$signature__data$353[4]  = \$signature__data$353 [39:32];
-  assign \$signature__data$353[5]  = \$signature__data$353 [47:40];
-  assign \$signature__data$353[6]  = \$signature__data$353 [55:48];
-  assign \$signature__data$353[7]  = \$signature__data$353 [63:56];
-  assign \$signature__data$354[0]  = \$signature__data$354 [7:0];
-  assign \$signature__data$354[1]  = \$signature__data$354 [15:8];
-  assign \$signature__data$354[2]  = \$signature__data$354 [23:16];
-  assign \$signature__data$354[3]  = \$signature__data$354 [31:24];
-  assign \$signature__data$354[4]  = \$signature__data$354 [39:32];
-  assign \$signature__data$354[5]  = \$signature__data$354 [47:40];
-  assign \$signature__data$354[6]  = \$signature__data$354 [55:48];
-  assign \$signature__data$354[7]  = \$signature__data$354 [63:56];
-  assign \$signature__data$355[0]  = \$signature__data$355 [7:0];
-  assign \$signature__data$355[1]  = \$signature__data$355 [15:8];
-  assign \$signature__data$355[2]  = \$signature__data$355 [23:16];
-  assign \$signature__data$355[3]  = \$signature__data$355 [31:24];
-  assign \$signature__data$355[4]  = \$signature__data$355 [39:32];
-  assign \$signature__data$355[5]  = \$signature__data$355 [47:40];
-  assign \$signature__data$355[6]  = \$signature__data$355 [55:48];
-  assign \$signature__data$355[7]  = \$signature__data$355 [63:56];
-  assign \$signature__data$356[0]  = \$signature__data$356 [7:0];
-  assign \$signature__data$356[1]  = \$signature__data$356 [15:8];
-  assign \$signature__data$356[2]  = \$signature__data$356 [23:16];
-  assign \$signature__data$356[3]  = \$signature__data$356 [31:24];
-  assign \$signature__data$356[4]  = \$signature__data$356 [39:32];
-  assign \$signature__data$356[5]  = \$signature__data$356 [47:40];
-  assign \$signature__data$356[6]  = \$signature__data$356 [55:48];
-  assign \$signature__data$356[7]  = \$signature__data$356 [63:56];
   assign \$signature__data$357[0]  = \$signature__data$357 [7:0];
   assign \$signature__data$357[1]  = \$signature__data$357 [15:8];
   assign \$signature__data$357[2]  = \$signature__data$357 [23:16];
@@ -43331,6 +43423,94 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$361[5]  = \$signature__data$361 [47:40];
   assign \$signature__data$361[6]  = \$signature__data$361 [55:48];
   assign \$signature__data$361[7]  = \$signature__data$361 [63:56];
+  assign \$signature__data$362[0]  = \$signature__data$362 [7:0];
+  assign \$signature__data$362[1]  = \$signature__data$362 [15:8];
+  assign \$signature__data$362[2]  = \$signature__data$362 [23:16];
+  assign \$signature__data$362[3]  = \$signature__data$362 [31:24];
+  assign \$signature__data$362[4]  = \$signature__data$362 [39:32];
+  assign \$signature__data$362[5]  = \$signature__data$362 [47:40];
+  assign \$signature__data$362[6]  = \$signature__data$362 [55:48];
+  assign \$signature__data$362[7]  = \$signature__data$362 [63:56];
+  assign \$signature__data$363[0]  = \$signature__data$363 [7:0];
+  assign \$signature__data$363[1]  = \$signature__data$363 [15:8];
+  assign \$signature__data$363[2]  = \$signature__data$363 [23:16];
+  assign \$signature__data$363[3]  = \$signature__data$363 [31:24];
+  assign \$signature__data$363[4]  = \$signature__data$363 [39:32];
+  assign \$signature__data$363[5]  = \$signature__data$363 [47:40];
+  assign \$signature__data$363[6]  = \$signature__data$363 [55:48];
+  assign \$signature__data$363[7]  = \$signature__data$363 [63:56];
+  assign \$signature__data$364[0]  = \$signature__data$364 [7:0];
+  assign \$signature__data$364[1]  = \$signature__data$364 [15:8];
+  assign \$signature__data$364[2]  = \$signature__data$364 [23:16];
+  assign \$signature__data$364[3]  = \$signature__data$364 [31:24];
+  assign \$signature__data$364[4]  = \$signature__data$364 [39:32];
+  assign \$signature__data$364[5]  = \$signature__data$364 [47:40];
+  assign \$signature__data$364[6]  = \$signature__data$364 [55:48];
+  assign \$signature__data$364[7]  = \$signature__data$364 [63:56];
+  assign \$signature__data$365[0]  = \$signature__data$365 [7:0];
+  assign \$signature__data$365[1]  = \$signature__data$365 [15:8];
+  assign \$signature__data$365[2]  = \$signature__data$365 [23:16];
+  assign \$signature__data$365[3]  = \$signature__data$365 [31:24];
+  assign \$signature__data$365[4]  = \$signature__data$365 [39:32];
+  assign \$signature__data$365[5]  = \$signature__data$365 [47:40];
+  assign \$signature__data$365[6]  = \$signature__data$365 [55:48];
+  assign \$signature__data$365[7]  = \$signature__data$365 [63:56];
+  assign \$signature__data$366[0]  = \$signature__data$366 [7:0];
+  assign \$signature__data$366[1]  = \$signature__data$366 [15:8];
+  assign \$signature__data$366[2]  = \$signature__data$366 [23:16];
+  assign \$signature__data$366[3]  = \$signature__data$366 [31:24];
+  assign \$signature__data$366[4]  = \$signature__data$366 [39:32];
+  assign \$signature__data$366[5]  = \$signature__data$366 [47:40];
+  assign \$signature__data$366[6]  = \$signature__data$366 [55:48];
+  assign \$signature__data$366[7]  = \$signature__data$366 [63:56];
+  assign \$signature__data$367[0]  = \$signature__data$367 [7:0];
+  assign \$signature__data$367[1]  = \$signature__data$367 [15:8];
+  assign \$signature__data$367[2]  = \$signature__data$367 [23:16];
+  assign \$signature__data$367[3]  = \$signature__data$367 [31:24];
+  assign \$signature__data$367[4]  = \$signature__data$367 [39:32];
+  assign \$signature__data$367[5]  = \$signature__data$367 [47:40];
+  assign \$signature__data$367[6]  = \$signature__data$367 [55:48];
+  assign \$signature__data$367[7]  = \$signature__data$367 [63:56];
+  assign \$signature__data$368[0]  = \$signature__data$368 [7:0];
+  assign \$signature__data$368[1]  = \$signature__data$368 [15:8];
+  assign \$signature__data$368[2]  = \$signature__data$368 [23:16];
+  assign \$signature__data$368[3]  = \$signature__data$368 [31:24];
+  assign \$signature__data$368[4]  = \$signature__data$368 [39:32];
+  assign \$signature__data$368[5]  = \$signature__data$368 [47:40];
+  assign \$signature__data$368[6]  = \$signature__data$368 [55:48];
+  assign \$signature__data$368[7]  = \$signature__data$368 [63:56];
+  assign \$signature__data$369[0]  = \$signature__data$369 [7:0];
+  assign \$signature__data$369[1]  = \$signature__data$369 [15:8];
+  assign \$signature__data$369[2]  = \$signature__data$369 [23:16];
+  assign \$signature__data$369[3]  = \$signature__data$369 [31:24];
+  assign \$signature__data$369[4]  = \$signature__data$369 [39:32];
+  assign \$signature__data$369[5]  = \$signature__data$369 [47:40];
+  assign \$signature__data$369[6]  = \$signature__data$369 [55:48];
+  assign \$signature__data$369[7]  = \$signature__data$369 [63:56];
+  assign \$signature__data$370[0]  = \$signature__data$370 [7:0];
+  assign \$signature__data$370[1]  = \$signature__data$370 [15:8];
+  assign \$signature__data$370[2]  = \$signature__data$370 [23:16];
+  assign \$signature__data$370[3]  = \$signature__data$370 [31:24];
+  assign \$signature__data$370[4]  = \$signature__data$370 [39:32];
+  assign \$signature__data$370[5]  = \$signature__data$370 [47:40];
+  assign \$signature__data$370[6]  = \$signature__data$370 [55:48];
+  assign \$signature__data$370[7]  = \$signature__data$370 [63:56];
+  assign \$signature__data$371[0]  = \$signature__data$371 [7:0];
+  assign \$signature__data$371[1]  = \$signature__data$371 [15:8];
+  assign \$signature__data$371[2]  = \$signature__data$371 [23:16];
+  assign \$signature__data$371[3]  = \$signature__data$371 [31:24];
+  assign \$signature__data$371[4]  = \$signature__data$371 [39:32];
+  assign \$signature__data$371[5]  = \$signature__data$371 [47:40];
+  assign \$signature__data$371[6]  = \$signature__data$371 [55:48];
+  assign \$signature__data$371[7]  = \$signature__data$371 [63:56];
+  assign \$signature__data$372[0]  = \$signature__data$372 [7:0];
+  assign \$signature__data$372[1]  = \$signature__data$372 [15:8];
+  assign \$signature__data$372[2]  = \$signature__data$372 [23:16];
+  assign \$signature__data$372[3]  = \$signature__data$372 [31:24];
+  assign \$signature__data$372[4]  = \$signature__data$372 [39:32];
+  assign \$signature__data$372[5]  = \$signature__data$372 [47:40];
+  assign \$signature__data$372[6]  = \$signature__data$372 [55:48];
+  assign \$signature__data$372[7]  = \$signature__data$372 [63:56];
   assign \sb_p3.valid  = sb_p3[0];
   assign \sb_p3.shift  = sb_p3[1];
   assign \sb_p3.first  = sb_p3[2];
@@ -43494,14 +43674,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$159 [31:0];
-  assign sums[223:192] = \$157 [31:0];
-  assign sums[191:160] = \$155 [31:0];
-  assign sums[159:128] = \$153 [31:0];
-  assign sums[127:96] = \$151 [31:0];
-  assign sums[95:64] = \$149 [31:0];
-  assign sums[63:32] = \$147 [31:0];
-  assign sums[31:0] = \$145 [31:0];
+  assign sums[255:224] = \$173 [31:0];
+  assign sums[223:192] = \$171 [31:0];
+  assign sums[191:160] = \$169 [31:0];
+  assign sums[159:128] = \$167 [31:0];
+  assign sums[127:96] = \$165 [31:0];
+  assign sums[95:64] = \$163 [31:0];
+  assign sums[63:32] = \$161 [31:0];
+  assign sums[31:0] = \$159 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -43577,20 +43757,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[28:22] = t;
   assign sb0[21:11] = acc_addr;
   assign sb0[10:7] = iy[3:0];
-  assign sb0[6] = \$77 ;
+  assign sb0[6] = \$91 ;
   assign sb0[5] = fold_bank;
-  assign sb0[4] = \$73 ;
-  assign sb0[3] = \$51 ;
-  assign sb0[2] = \$41 ;
-  assign sb0[1] = \$36 ;
-  assign sb0[0] = \$35 ;
-  assign \$34  = 1'h1;
-  assign \$35  = \$33 ;
-  assign \$236  = \$235 ;
-  assign { \$243 [7], \$243 [5], \$243 [3], \$243 [0] } = 4'h0;
-  assign { \$243 [6], \$243 [4], \$243 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$606 [7:1] = error[7:1];
-  assign \$606 [0] = 1'h1;
+  assign sb0[4] = \$87 ;
+  assign sb0[3] = \$65 ;
+  assign sb0[2] = \$55 ;
+  assign sb0[1] = \$50 ;
+  assign sb0[0] = \$49 ;
+  assign \$48  = 1'h1;
+  assign \$49  = \$47 ;
+  assign \$250  = \$249 ;
+  assign { \$257 [7], \$257 [5], \$257 [3], \$257 [0] } = 4'h0;
+  assign { \$257 [6], \$257 [4], \$257 [2:1] } = { error[6], error[4], error[2:1] };
+  assign \$641 [7:1] = error[7:1];
+  assign \$641 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
