@@ -76,6 +76,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .hw.config import DEFAULT, HardwareConfig
+from .figures import LayerFigures
 
 __all__ = ["estimate", "estimate_plan", "Estimate", "Breakdown", "Suggestion",
            "InvocationTiming", "InvocationEstimate", "invocation_timing",
@@ -623,7 +624,7 @@ class Breakdown:
 
 
 @dataclass
-class Estimate:
+class Estimate(LayerFigures):
     """The analytic model's figures for one layer (DESIGN section 7 definitions).
 
     ``cycles`` is the sum over the plan's invocations of descriptor handshake to
@@ -647,23 +648,8 @@ class Estimate:
     _suggestion: object = field(repr=False, default=False)
 
     @property
-    def utilization(self):
-        return self.macs / (self.hw.pes * self.cycles) if self.cycles else 0.0
-
-    @property
-    def bytes_total(self):
-        return sum(self.bytes.values())
-
-    @property
-    def traffic_ratio(self):
-        return self.bytes_total / self.tensor_bytes if self.tensor_bytes else 0.0
-
-    def latency_us(self, clock_mhz):
-        return self.cycles / clock_mhz
-
-    def gmacs(self, clock_mhz):
-        """Throughput in GMAC/s at ``clock_mhz``."""
-        return self.macs / self.cycles * clock_mhz / 1e3 if self.cycles else 0.0
+    def pes(self):
+        return self.hw.pes
 
     @property
     def suggestion(self):

@@ -19,6 +19,7 @@ from .hw import layouts as L
 from .contract import requantize, check_int_tensor
 from .planner import plan_layer, TilePlan
 from .streams import build_invocation
+from .figures import LayerFigures
 
 __all__ = ["RtlStats", "run_rtl", "run_plan", "HardwareError"]
 
@@ -28,7 +29,7 @@ class HardwareError(RuntimeError):
 
 
 @dataclass
-class RtlStats:
+class RtlStats(LayerFigures):
     """Measured figures of one layer on the ``rtl`` backend (DESIGN section 7)."""
     cycles: int                 # sum over invocations: desc handshake .. final result
     macs: int
@@ -44,24 +45,13 @@ class RtlStats:
     plan: TilePlan = field(repr=False, default=None)
 
     @property
-    def utilization(self):
-        return self.macs / (self.rows * self.cols * self.cycles) if self.cycles else 0.0
-
-    @property
-    def bytes_total(self):
-        return sum(self.bytes.values())
-
-    @property
-    def traffic_ratio(self):
-        return self.bytes_total / self.tensor_bytes if self.tensor_bytes else 0.0
+    def pes(self):
+        return self.rows * self.cols
 
     @property
     def sim_rate(self):
         """Simulated cycles per wall-clock second."""
         return self.sim_cycles / self.sim_seconds if self.sim_seconds else 0.0
-
-    def latency_us(self, clock_mhz):
-        return self.cycles / clock_mhz
 
     def __str__(self):
         c = self.counters
