@@ -14,6 +14,8 @@ import pathlib
 from dataclasses import replace
 from multiprocessing import get_context
 
+from .synth import design_tag
+
 __all__ = ["sweep", "sweep_table", "pareto_plot", "pareto_front"]
 
 
@@ -46,15 +48,15 @@ def _synth_task(args):
     cfg = _config(base, rows, cols)
     out = None
     if synth_dir:
-        out = pathlib.Path(synth_dir) / f"{cfg.name()}-{cfg.key()}"
+        out = pathlib.Path(synth_dir) / design_tag(cfg)
     return (rows, cols), synthesize(cfg, out_dir=out).to_dict()
 
 
 def _cached_synth(cfg, synth_dir):
     from .sim.toolchain import build_root
     root = pathlib.Path(synth_dir) if synth_dir else build_root() / "synth"
-    for p in (root / f"{cfg.name()}-{cfg.key()}-85k" / "summary.json",
-              root / f"{cfg.name()}-{cfg.key()}" / "summary.json"):
+    for p in (root / f"{design_tag(cfg)}-85k" / "summary.json",
+              root / design_tag(cfg) / "summary.json"):
         if p.exists():
             return json.loads(p.read_text())
     return None

@@ -175,9 +175,22 @@ def _run_tool(module, args, cwd, timeout, log):
     return p.returncode
 
 
+def design_tag(cfg):
+    """Names a synthesis run by what it is built from: the configuration, the
+    generator's sources, this wrapper and the Amaranth version (a report of an
+    older design is never taken for the current one)."""
+    import hashlib
+    import amaranth
+    from . import hw
+    h = hashlib.sha256(cfg.key().encode() + amaranth.__version__.encode())
+    for f in sorted(pathlib.Path(hw.__file__).parent.glob("*.py")) + [pathlib.Path(__file__)]:
+        h.update(f.name.encode() + f.read_bytes())
+    return f"{cfg.name()}-{h.hexdigest()[:12]}"
+
+
 def _default_dir(cfg, device, wrapper):
     from .sim.toolchain import build_root
-    return build_root() / "synth" / f"{cfg.name()}-{cfg.key()}-{device}{'' if wrapper else '-ooc'}"
+    return build_root() / "synth" / f"{design_tag(cfg)}-{device}{'' if wrapper else '-ooc'}"
 
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
