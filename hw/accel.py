@@ -116,7 +116,7 @@ class Conv2dAccelerator(wiring.Component):
             shape=data.ArrayLayout(channel_params_layout(cfg), Cc), depth=cfg.max_cotiles, init=[])
         pm_w = pmem.write_port()
         pm_r = pmem.read_port()
-        cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "count": unsigned(cfg.fold_bits)})
+        cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "last": unsigned(cfg.fold_bits)})
         m.submodules.cwmem = cwmem = memory.Memory(shape=cw_shape, depth=cfg.max_cotiles, init=[])
         cw_w = cwmem.write_port()
         cw_r = cwmem.read_port(domain="comb")
@@ -143,6 +143,10 @@ class Conv2dAccelerator(wiring.Component):
         act_total = Signal(cfg.h_bits + cfg.w_bits + cfg.cw_bits)
         w_total = Signal(cfg.tile_bits + ceil_log2(R) + 1)
         qlo = Signal(signed(ZP_WIDTH))
+        ow_m1 = Signal(cfg.w_bits)       # out_width - 1, kw - 1, kh - 1, cotiles - 1
+        kw_m1 = Signal(cfg.k_bits)
+        kh_m1 = Signal(cfg.k_bits)
+        cot_m1 = Signal(cfg.cot_bits)
         qhi = Signal(signed(ZP_WIDTH))
 
         # ------------------------------------------------------------------ intake state
@@ -180,6 +184,7 @@ class Conv2dAccelerator(wiring.Component):
         g = Signal(cfg.h_bits)
         ox = Signal(cfg.w_bits)
         gcount = Signal(cfg.h_bits)
+        gcount_m1 = Signal(cfg.h_bits)  # gcount - 1, a cycle later (a pass waits >= 1 cycle)
         rows_left = Signal(cfg.h_bits + 1)
         y_pass = Signal(signed(cb))
         y_tap = Signal(signed(cb))
@@ -226,7 +231,7 @@ class Conv2dAccelerator(wiring.Component):
         with m.Elif(~((state == S_RUN) & (sq == SQ_ISSUE))):
             m.d.sync += cur.eq(cw_r.data)
         cw_first = 0 if "cw_first_ignored" in faults else cur.first
-        cw_count = cur.count
+        cw_last = cur.last               # cw_count - 1, stored so at intake
 
         step_h = desc.stride_h
         if "stride_h_off_by_one" in faults:
@@ -249,12 +254,13 @@ class Conv2dAccelerator(wiring.Component):
 
         is_elem = Signal()
         m.d.comb += is_elem.eq(~dwm | (rc == next_rc))
-        last_ox = is_elem & (ox == desc.out_width - 1)
-        last_g = g == gcount - 1
-        last_j = j == cw_count - 1
-        last_kx = dwm | (kx == desc.kw - 1)
-        last_ky = dwm | (ky == desc.kh - 1)
-        last_t = t == desc.cotiles - 1
+        # loop ends compare with registered "count - 1" values (no adder on the way)
+        last_ox = is_elem & (ox == ow_m1)
+        last_g = g == gcount_m1
+        last_j = j == cw_last
+        last_kx = dwm | (kx == kw_m1)
+        last_ky = dwm | (ky == kh_m1)
+        last_t = t == cot_m1
         first_fold = (ky == 0) & (kx == 0) & (j == 0)
         last_fold = last_ky & last_kx & last_j
         last_pass = rows_left == gcount
@@ -368,7 +374,7 @@ class Conv2dAccelerator(wiring.Component):
             ky2 = Signal(tap_bits, name=f"dw_ky{r}_s2")
             col = Signal(range(ncol + 1), name=f"dwcol{r}")
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
-            m.d.comb += back.eq(desc.kw - 1 - kx1)
+            m.d.comb += back.eq(kw_m1 - kx1)
             m.d.sync += [ky1.eq(dw_ky[r]), kx1.eq(dw_kx[r]), ky2.eq(ky1),
                          col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)]
             sel = Signal(R * dw, name=f"dwsel{r}")
@@ -491,6 +497,8 @@ class Conv2dAccelerator(wiring.Component):
                 m.d.sync += [
                     taps.eq(d.kh * d.kw),
                     pass_span.eq((d.pass_rows - 1) * d.stride_h + (d.kh - 1) * d.dil_h + 1),
+                    ow_m1.eq(d.out_width - 1), kw_m1.eq(d.kw - 1), kh_m1.eq(d.kh - 1),
+                    cot_m1.eq(d.cotiles - 1),
                     pass_step.eq(d.pass_rows * d.stride_h),
                     acc_need.eq(d.pass_rows * d.out_width),
                     last_ix.eq((d.out_width - 1) * d.stride_w + (d.kw - 1) * d.dil_w - d.pad_left),
@@ -567,7 +575,7 @@ class Conv2dAccelerator(wiring.Component):
             pm_w.addr.eq(p_count), pm_w.data.eq(pbeat.data.lanes),
             pm_w.en.eq(p_hs & (p_count < desc.cotiles) & ~aborting),
             cw_w.addr.eq(p_count),
-            cw_w.data.first.eq(pbeat.data.cw_first), cw_w.data.count.eq(pbeat.data.cw_count),
+            cw_w.data.first.eq(pbeat.data.cw_first), cw_w.data.last.eq(pbeat.data.cw_count - 1),
             cw_w.en.eq(p_hs & (p_count < desc.cotiles) & ~aborting),
         ]
         err_hi = Signal(7)     # error bits 1..7 raised this cycle; BAD_DESC comes from the check
@@ -657,6 +665,7 @@ class Conv2dAccelerator(wiring.Component):
         y_end = Signal(signed(cb + 1))
         rows_ready = Signal()
         m.d.comb += rows_ready.eq((y_end <= 0) | (wr_iy >= desc.height) | (wr_iy >= y_end))
+        m.d.sync += gcount_m1.eq(gcount - 1)
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1

@@ -9,155 +9,113 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [6:0] \$100 ;
-  reg [18:0] \$1000 ;
-  reg [16:0] \$1001 ;
-  reg [16:0] \$1002 ;
-  reg [4:0] \$1003 ;
-  reg [7:0] \$1004 ;
-  reg [23:0] \$1005 ;
-  reg \$1006 ;
-  reg \$1007 ;
-  reg [16:0] \$1008 ;
-  reg \$1009 ;
-  wire [29:0] \$101 ;
-  reg [23:0] \$1010 ;
-  reg [4:0] \$1011 ;
-  reg [6:0] \$1012 ;
-  reg [11:0] \$1013 ;
-  reg \$1014 ;
-  reg [1:0] \$1015 ;
-  reg [6:0] \$1016 ;
-  reg [2:0] \$1017 ;
-  reg [2:0] \$1018 ;
-  reg [4:0] \$1019 ;
-  wire [3:0] \$102 ;
-  reg [10:0] \$1020 ;
-  reg [6:0] \$1021 ;
-  reg [11:0] \$1022 ;
-  reg [28:0] \$1023 ;
-  reg [28:0] \$1024 ;
-  reg [28:0] \$1025 ;
-  reg [29:0] \$1026 ;
-  reg [28:0] \$1027 ;
-  reg [28:0] \$1028 ;
-  reg [10:0] \$1029 ;
-  wire [5:0] \$103 ;
-  reg [18:0] \$1030 ;
-  reg [18:0] \$1031 ;
-  reg [3:0] \$1032 ;
-  reg [3:0] \$1033 ;
-  reg [3:0] \$1034 ;
-  reg [3:0] \$1035 ;
-  reg [3:0] \$1036 ;
-  reg [3:0] \$1037 ;
-  reg [3:0] \$1038 ;
-  reg [3:0] \$1039 ;
+  reg [63:0] \$100 ;
+  reg [3:0] \$1000 ;
+  reg [3:0] \$1001 ;
+  reg [3:0] \$1002 ;
+  reg [3:0] \$1003 ;
+  reg [3:0] \$1004 ;
+  reg [3:0] \$1005 ;
+  reg [12:0] \$1006 ;
+  reg [3:0] \$1007 ;
+  reg \$1008 ;
+  reg [11:0] \$1009 ;
+  reg [63:0] \$101 ;
+  reg [10:0] \$1010 ;
+  reg [12:0] \$1011 ;
+  reg \$1012 ;
+  reg \$1013 ;
+  reg [31:0] \$1014 ;
+  reg [31:0] \$1015 ;
+  reg [31:0] \$1016 ;
+  reg [31:0] \$1017 ;
+  reg [31:0] \$1018 ;
+  reg [31:0] \$1019 ;
+  reg [63:0] \$102 ;
+  reg [31:0] \$1020 ;
+  reg [31:0] \$1021 ;
+  reg [63:0] \$103 ;
   reg [63:0] \$104 ;
-  reg [3:0] \$1040 ;
-  reg [3:0] \$1041 ;
-  reg [3:0] \$1042 ;
-  reg [3:0] \$1043 ;
-  reg [3:0] \$1044 ;
-  reg [3:0] \$1045 ;
-  reg [3:0] \$1046 ;
-  reg [3:0] \$1047 ;
-  reg [12:0] \$1048 ;
-  reg [3:0] \$1049 ;
   reg [63:0] \$105 ;
-  reg \$1050 ;
-  reg [11:0] \$1051 ;
-  reg [10:0] \$1052 ;
-  reg [12:0] \$1053 ;
-  reg \$1054 ;
-  reg \$1055 ;
-  reg [31:0] \$1056 ;
-  reg [31:0] \$1057 ;
-  reg [31:0] \$1058 ;
-  reg [31:0] \$1059 ;
   reg [63:0] \$106 ;
-  reg [31:0] \$1060 ;
-  reg [31:0] \$1061 ;
-  reg [31:0] \$1062 ;
-  reg [31:0] \$1063 ;
   reg [63:0] \$107 ;
   reg [63:0] \$108 ;
-  wire [3:0] \$109 ;
+  reg [63:0] \$109 ;
   wire [8:0] \$11 ;
-  wire [5:0] \$110 ;
+  reg [63:0] \$110 ;
   reg [63:0] \$111 ;
   reg [63:0] \$112 ;
   reg [63:0] \$113 ;
   reg [63:0] \$114 ;
   reg [63:0] \$115 ;
-  wire [3:0] \$116 ;
-  wire [5:0] \$117 ;
+  reg [63:0] \$116 ;
+  reg [63:0] \$117 ;
   reg [63:0] \$118 ;
   reg [63:0] \$119 ;
   wire [7:0] \$12 ;
   reg [63:0] \$120 ;
   reg [63:0] \$121 ;
   reg [63:0] \$122 ;
-  wire [3:0] \$123 ;
-  wire [5:0] \$124 ;
+  reg [63:0] \$123 ;
+  reg [63:0] \$124 ;
   reg [63:0] \$125 ;
   reg [63:0] \$126 ;
   reg [63:0] \$127 ;
   reg [63:0] \$128 ;
   reg [63:0] \$129 ;
   wire [8:0] \$13 ;
-  wire [3:0] \$130 ;
-  wire [5:0] \$131 ;
-  reg [63:0] \$132 ;
-  reg [63:0] \$133 ;
-  reg [63:0] \$134 ;
-  reg [63:0] \$135 ;
-  reg [63:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire [5:0] \$138 ;
-  reg [63:0] \$139 ;
+  wire [31:0] \$130 ;
+  wire [32:0] \$131 ;
+  wire [31:0] \$132 ;
+  wire [32:0] \$133 ;
+  wire [31:0] \$134 ;
+  wire [32:0] \$135 ;
+  wire [31:0] \$136 ;
+  wire [32:0] \$137 ;
+  wire [31:0] \$138 ;
+  wire [32:0] \$139 ;
   wire [8:0] \$14 ;
-  reg [63:0] \$140 ;
-  reg [63:0] \$141 ;
-  reg [63:0] \$142 ;
-  reg [63:0] \$143 ;
-  wire [3:0] \$144 ;
-  wire [5:0] \$145 ;
-  reg [63:0] \$146 ;
-  reg [63:0] \$147 ;
-  reg [63:0] \$148 ;
-  reg [63:0] \$149 ;
+  wire [31:0] \$140 ;
+  wire [32:0] \$141 ;
+  wire [31:0] \$142 ;
+  wire [32:0] \$143 ;
+  wire [31:0] \$144 ;
+  wire [32:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire [13:0] \$149 ;
   wire \$15 ;
-  reg [63:0] \$150 ;
-  wire [3:0] \$151 ;
-  wire [5:0] \$152 ;
-  reg [63:0] \$153 ;
-  reg [63:0] \$154 ;
-  reg [63:0] \$155 ;
-  reg [63:0] \$156 ;
-  reg [63:0] \$157 ;
-  wire [31:0] \$158 ;
-  wire [32:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  wire [31:0] \$160 ;
-  wire [32:0] \$161 ;
-  wire [31:0] \$162 ;
-  wire [32:0] \$163 ;
-  wire [31:0] \$164 ;
-  wire [32:0] \$165 ;
-  wire [31:0] \$166 ;
-  wire [32:0] \$167 ;
-  wire [31:0] \$168 ;
-  wire [32:0] \$169 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
-  wire [31:0] \$170 ;
-  wire [32:0] \$171 ;
-  wire [31:0] \$172 ;
-  wire [32:0] \$173 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [13:0] \$177 ;
+  wire \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -181,13 +139,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [29:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$200 ;
+  wire [30:0] \$200 ;
   wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
+  wire [29:0] \$202 ;
+  wire [30:0] \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
@@ -205,7 +163,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire [3:0] \$22 ;
+  wire \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
@@ -213,12 +171,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [29:0] \$227 ;
-  wire [30:0] \$228 ;
-  wire \$229 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire [7:0] \$229 ;
   wire \$23 ;
-  wire [29:0] \$230 ;
-  wire [30:0] \$231 ;
+  wire \$230 ;
+  wire \$231 ;
   wire \$232 ;
   wire \$233 ;
   wire \$234 ;
@@ -226,7 +184,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$236 ;
   wire \$237 ;
   wire \$238 ;
-  wire \$239 ;
+  wire [5:0] \$239 ;
   wire \$24 ;
   wire \$240 ;
   wire \$241 ;
@@ -237,17 +195,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$246 ;
   wire \$247 ;
   wire \$248 ;
-  wire \$249 ;
-  wire [3:0] \$25 ;
+  wire [8:0] \$249 ;
+  wire \$25 ;
   wire \$250 ;
   wire \$251 ;
-  wire \$252 ;
+  wire [5:0] \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire \$256 ;
-  wire [7:0] \$257 ;
-  wire \$258 ;
+  wire [8:0] \$256 ;
+  wire \$257 ;
+  wire [8:0] \$258 ;
   wire \$259 ;
   wire \$26 ;
   wire \$260 ;
@@ -267,22 +225,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$273 ;
   wire \$274 ;
   wire \$275 ;
-  wire [8:0] \$276 ;
+  wire \$276 ;
   wire \$277 ;
-  wire \$278 ;
-  wire [5:0] \$279 ;
+  wire [17:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire [8:0] \$283 ;
+  wire \$283 ;
   wire \$284 ;
-  wire [8:0] \$285 ;
+  wire \$285 ;
   wire \$286 ;
   wire \$287 ;
-  wire \$288 ;
+  wire [12:0] \$288 ;
   wire \$289 ;
-  wire [5:0] \$29 ;
+  wire \$29 ;
   wire \$290 ;
   wire \$291 ;
   wire \$292 ;
@@ -300,7 +258,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$302 ;
   wire \$303 ;
   wire \$304 ;
-  wire [17:0] \$305 ;
+  wire \$305 ;
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
@@ -311,7 +269,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$312 ;
   wire \$313 ;
   wire \$314 ;
-  wire [12:0] \$315 ;
+  wire \$315 ;
   wire \$316 ;
   wire \$317 ;
   wire \$318 ;
@@ -349,7 +307,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$347 ;
   wire \$348 ;
   wire \$349 ;
-  wire \$35 ;
+  wire [29:0] \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
@@ -360,7 +318,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$357 ;
   wire \$358 ;
   wire \$359 ;
-  wire \$36 ;
+  wire [29:0] \$36 ;
   wire \$360 ;
   wire \$361 ;
   wire \$362 ;
@@ -371,7 +329,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  wire \$37 ;
+  wire [30:0] \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
@@ -382,7 +340,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [29:0] \$38 ;
+  wire [31:0] \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
@@ -393,7 +351,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
-  wire [29:0] \$39 ;
+  wire [32:0] \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -405,7 +363,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$398 ;
   wire \$399 ;
   wire [8:0] \$4 ;
-  wire [30:0] \$40 ;
+  wire [29:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
@@ -416,7 +374,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
-  wire [31:0] \$41 ;
+  wire [29:0] \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
@@ -427,9 +385,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [32:0] \$42 ;
+  wire [4:0] \$42 ;
   wire \$420 ;
-  wire \$421 ;
+  wire [24:0] \$421 ;
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
@@ -438,7 +396,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire [29:0] \$43 ;
+  wire [5:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
@@ -449,18 +407,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
-  wire [29:0] \$44 ;
+  wire \$44 ;
   wire \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire [24:0] \$448 ;
+  wire [4:0] \$441 ;
+  wire [4:0] \$442 ;
+  wire [4:0] \$443 ;
+  wire [4:0] \$444 ;
+  wire [4:0] \$445 ;
+  wire [4:0] \$446 ;
+  wire [4:0] \$447 ;
+  wire [4:0] \$448 ;
   wire \$449 ;
-  wire [4:0] \$45 ;
+  wire \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
@@ -468,532 +426,532 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$454 ;
   wire \$455 ;
   wire \$456 ;
-  wire [7:0] \$457 ;
+  wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [5:0] \$46 ;
+  wire \$46 ;
   wire \$460 ;
-  wire \$461 ;
-  wire [7:0] \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire [11:0] \$466 ;
+  wire [16:0] \$461 ;
+  wire [17:0] \$462 ;
+  wire [16:0] \$463 ;
+  wire [4:0] \$464 ;
+  wire [18:0] \$465 ;
+  wire \$466 ;
   wire \$467 ;
   wire \$468 ;
-  wire [5:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
-  wire [4:0] \$472 ;
-  wire [4:0] \$473 ;
-  wire [4:0] \$474 ;
-  wire [4:0] \$475 ;
-  wire [4:0] \$476 ;
-  wire [4:0] \$477 ;
-  wire [4:0] \$478 ;
-  wire [4:0] \$479 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire [1:0] \$479 ;
   wire \$48 ;
-  wire [5:0] \$480 ;
+  wire \$480 ;
   wire \$481 ;
-  wire [3:0] \$482 ;
+  wire \$482 ;
   wire \$483 ;
   wire \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire [5:0] \$487 ;
+  wire \$487 ;
   wire \$488 ;
-  wire [3:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  wire [5:0] \$494 ;
+  wire [9:0] \$491 ;
+  reg [63:0] \$492 ;
+  wire [63:0] \$493 ;
+  wire \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire [16:0] \$497 ;
-  wire [17:0] \$498 ;
-  wire [16:0] \$499 ;
+  wire \$497 ;
+  reg [63:0] \$498 ;
+  wire [63:0] \$499 ;
   wire [7:0] \$5 ;
   wire \$50 ;
-  wire [4:0] \$500 ;
-  wire [18:0] \$501 ;
+  wire \$500 ;
+  wire \$501 ;
   wire \$502 ;
   wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
+  reg [63:0] \$504 ;
+  wire [63:0] \$505 ;
   wire \$506 ;
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
+  reg [63:0] \$510 ;
+  wire [63:0] \$511 ;
   wire \$512 ;
   wire \$513 ;
   wire \$514 ;
-  wire [1:0] \$515 ;
-  wire \$516 ;
-  wire \$517 ;
+  wire \$515 ;
+  reg [63:0] \$516 ;
+  wire [63:0] \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
   wire \$520 ;
   wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire [9:0] \$527 ;
-  reg [63:0] \$528 ;
-  wire [63:0] \$529 ;
+  reg [63:0] \$522 ;
+  wire [63:0] \$523 ;
+  wire [7:0] \$524 ;
+  wire [7:0] \$525 ;
+  wire [7:0] \$526 ;
+  wire [7:0] \$527 ;
+  wire [7:0] \$528 ;
+  wire [7:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
+  wire [7:0] \$530 ;
+  wire [7:0] \$531 ;
   wire \$532 ;
   wire \$533 ;
-  reg [63:0] \$534 ;
-  wire [63:0] \$535 ;
+  wire \$534 ;
+  wire \$535 ;
   wire \$536 ;
   wire \$537 ;
   wire \$538 ;
   wire \$539 ;
   wire \$54 ;
-  reg [63:0] \$540 ;
-  wire [63:0] \$541 ;
+  wire \$540 ;
+  wire \$541 ;
   wire \$542 ;
   wire \$543 ;
   wire \$544 ;
   wire \$545 ;
-  reg [63:0] \$546 ;
-  wire [63:0] \$547 ;
+  wire \$546 ;
+  wire \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
-  reg [63:0] \$552 ;
-  wire [63:0] \$553 ;
+  wire \$552 ;
+  wire \$553 ;
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire \$557 ;
-  reg [63:0] \$558 ;
-  wire [63:0] \$559 ;
-  wire [3:0] \$56 ;
-  wire [7:0] \$560 ;
-  wire [7:0] \$561 ;
-  wire [7:0] \$562 ;
-  wire [7:0] \$563 ;
-  wire [7:0] \$564 ;
-  wire [7:0] \$565 ;
-  wire [7:0] \$566 ;
-  wire [7:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
+  wire [8:0] \$557 ;
+  wire [8:0] \$558 ;
+  wire \$559 ;
+  wire \$56 ;
+  wire [2:0] \$560 ;
+  wire [3:0] \$561 ;
+  wire [2:0] \$562 ;
+  wire [3:0] \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire [5:0] \$566 ;
+  wire [11:0] \$567 ;
+  wire [14:0] \$568 ;
+  wire [3:0] \$569 ;
   wire \$57 ;
-  wire [3:0] \$570 ;
-  wire \$571 ;
-  wire \$572 ;
-  wire [3:0] \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire [5:0] \$577 ;
-  wire \$578 ;
-  wire \$579 ;
+  wire [7:0] \$570 ;
+  wire [15:0] \$571 ;
+  wire [16:0] \$572 ;
+  wire [7:0] \$573 ;
+  wire [3:0] \$574 ;
+  wire [3:0] \$575 ;
+  wire [7:0] \$576 ;
+  wire [13:0] \$577 ;
+  wire [17:0] \$578 ;
+  wire [7:0] \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
-  wire [3:0] \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire [3:0] \$588 ;
-  wire \$589 ;
-  wire [3:0] \$59 ;
-  wire \$590 ;
-  wire \$591 ;
-  wire [5:0] \$592 ;
-  wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire [8:0] \$599 ;
+  wire [10:0] \$580 ;
+  wire [3:0] \$581 ;
+  wire [7:0] \$582 ;
+  wire [11:0] \$583 ;
+  wire [12:0] \$584 ;
+  wire [11:0] \$585 ;
+  wire [14:0] \$586 ;
+  wire [3:0] \$587 ;
+  wire [7:0] \$588 ;
+  wire [15:0] \$589 ;
+  wire \$59 ;
+  wire [16:0] \$590 ;
+  wire [17:0] \$591 ;
+  wire [22:0] \$592 ;
+  wire [23:0] \$593 ;
+  wire [15:0] \$594 ;
+  wire [3:0] \$595 ;
+  wire [7:0] \$596 ;
+  wire [5:0] \$597 ;
+  wire [47:0] \$598 ;
+  wire [48:0] \$599 ;
   wire [8:0] \$6 ;
   wire \$60 ;
-  wire [8:0] \$600 ;
-  wire \$601 ;
-  wire [2:0] \$602 ;
-  wire [3:0] \$603 ;
-  wire [2:0] \$604 ;
-  wire [3:0] \$605 ;
+  wire [5:0] \$600 ;
+  wire [47:0] \$601 ;
+  wire [48:0] \$602 ;
+  wire [7:0] \$603 ;
+  wire \$604 ;
+  wire \$605 ;
   wire \$606 ;
   wire \$607 ;
-  wire [5:0] \$608 ;
-  wire [11:0] \$609 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
-  wire [14:0] \$610 ;
-  wire [3:0] \$611 ;
-  wire [7:0] \$612 ;
-  wire [15:0] \$613 ;
-  wire [16:0] \$614 ;
-  wire [13:0] \$615 ;
-  wire [17:0] \$616 ;
-  wire [7:0] \$617 ;
-  wire [10:0] \$618 ;
-  wire [3:0] \$619 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire [5:0] \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
-  wire [7:0] \$620 ;
-  wire [11:0] \$621 ;
-  wire [12:0] \$622 ;
-  wire [11:0] \$623 ;
-  wire [14:0] \$624 ;
-  wire [3:0] \$625 ;
-  wire [7:0] \$626 ;
-  wire [15:0] \$627 ;
-  wire [16:0] \$628 ;
-  wire [17:0] \$629 ;
-  wire [5:0] \$63 ;
-  wire [22:0] \$630 ;
-  wire [23:0] \$631 ;
-  wire [15:0] \$632 ;
-  wire [3:0] \$633 ;
-  wire [7:0] \$634 ;
-  wire [5:0] \$635 ;
-  wire [47:0] \$636 ;
-  wire [48:0] \$637 ;
-  wire [5:0] \$638 ;
-  wire [47:0] \$639 ;
+  wire \$620 ;
+  wire [8:0] \$621 ;
+  wire \$622 ;
+  wire [10:0] \$623 ;
+  wire [10:0] \$624 ;
+  wire [24:0] \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
+  wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire [17:0] \$632 ;
+  wire \$633 ;
+  wire [24:0] \$634 ;
+  wire \$635 ;
+  wire [5:0] \$636 ;
+  wire \$637 ;
+  wire [7:0] \$638 ;
+  wire \$639 ;
   wire \$64 ;
-  wire [48:0] \$640 ;
+  wire [12:0] \$640 ;
   wire [7:0] \$641 ;
-  wire \$642 ;
+  wire [5:0] \$642 ;
   wire \$643 ;
-  wire \$644 ;
-  wire \$645 ;
+  wire [7:0] \$644 ;
+  wire [11:0] \$645 ;
   wire \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire \$649 ;
+  wire [7:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
-  wire \$654 ;
-  wire [5:0] \$655 ;
-  wire \$656 ;
+  wire [7:0] \$650 ;
+  wire [7:0] \$651 ;
+  wire [29:0] \$652 ;
+  wire [7:0] \$653 ;
+  wire [7:0] \$654 ;
+  wire \$655 ;
+  wire [10:0] \$656 ;
   wire \$657 ;
-  wire \$658 ;
-  wire [8:0] \$659 ;
-  wire [3:0] \$66 ;
+  wire [28:0] \$658 ;
+  wire \$659 ;
+  wire \$66 ;
   wire \$660 ;
-  wire [10:0] \$661 ;
-  wire [10:0] \$662 ;
-  wire [24:0] \$663 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
   wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
+  wire [19:0] \$668 ;
+  wire [29:0] \$669 ;
   wire \$67 ;
-  wire [17:0] \$670 ;
-  wire \$671 ;
-  wire [24:0] \$672 ;
-  wire \$673 ;
-  wire [5:0] \$674 ;
-  wire \$675 ;
-  wire [7:0] \$676 ;
-  wire \$677 ;
-  wire [12:0] \$678 ;
-  wire [7:0] \$679 ;
+  wire [7:0] \$670 ;
+  wire [19:0] \$671 ;
+  wire [11:0] \$672 ;
+  wire [7:0] \$673 ;
+  wire [29:0] \$674 ;
+  wire [11:0] \$675 ;
+  wire [11:0] \$676 ;
+  wire [29:0] \$677 ;
+  wire [11:0] \$678 ;
+  wire \$679 ;
   wire \$68 ;
-  wire [5:0] \$680 ;
-  wire \$681 ;
-  wire [7:0] \$682 ;
-  wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
-  wire [7:0] \$686 ;
-  wire [7:0] \$687 ;
-  wire [7:0] \$688 ;
-  wire [29:0] \$689 ;
-  wire [3:0] \$69 ;
-  wire [7:0] \$690 ;
-  wire [7:0] \$691 ;
+  wire \$680 ;
+  wire [5:0] \$681 ;
+  wire \$682 ;
+  wire [5:0] \$683 ;
+  wire [4:0] \$684 ;
+  wire [5:0] \$685 ;
+  wire [4:0] \$686 ;
+  wire \$687 ;
+  wire [5:0] \$688 ;
+  wire [4:0] \$689 ;
+  wire \$69 ;
+  wire [5:0] \$690 ;
+  wire [4:0] \$691 ;
   wire \$692 ;
-  wire [10:0] \$693 ;
-  wire \$694 ;
-  wire [28:0] \$695 ;
-  wire [7:0] \$696 ;
+  wire [5:0] \$693 ;
+  wire [4:0] \$694 ;
+  wire [5:0] \$695 ;
+  wire [4:0] \$696 ;
   wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [5:0] \$698 ;
+  wire [4:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire [7:0] \$701 ;
+  wire [5:0] \$700 ;
+  wire [4:0] \$701 ;
   wire \$702 ;
-  wire \$703 ;
-  wire \$704 ;
-  wire [11:0] \$705 ;
-  wire \$706 ;
+  wire [5:0] \$703 ;
+  wire [4:0] \$704 ;
+  wire [5:0] \$705 ;
+  wire [4:0] \$706 ;
   wire \$707 ;
-  wire [19:0] \$708 ;
-  wire [29:0] \$709 ;
+  wire [5:0] \$708 ;
+  wire [4:0] \$709 ;
   wire \$71 ;
-  wire [7:0] \$710 ;
-  wire [19:0] \$711 ;
-  wire [11:0] \$712 ;
-  wire [7:0] \$713 ;
-  wire [29:0] \$714 ;
-  wire [11:0] \$715 ;
-  wire [11:0] \$716 ;
-  wire [29:0] \$717 ;
-  wire [11:0] \$718 ;
-  wire [5:0] \$719 ;
+  wire [5:0] \$710 ;
+  wire [4:0] \$711 ;
+  wire \$712 ;
+  wire [5:0] \$713 ;
+  wire [4:0] \$714 ;
+  wire [5:0] \$715 ;
+  wire [4:0] \$716 ;
+  wire \$717 ;
+  wire [5:0] \$718 ;
+  wire [4:0] \$719 ;
   wire \$72 ;
-  wire \$720 ;
-  wire \$721 ;
-  wire [5:0] \$722 ;
+  wire [5:0] \$720 ;
+  wire [4:0] \$721 ;
+  wire \$722 ;
   wire \$723 ;
-  wire [5:0] \$724 ;
-  wire [4:0] \$725 ;
-  wire [5:0] \$726 ;
-  wire [4:0] \$727 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
   wire \$728 ;
-  wire [5:0] \$729 ;
-  wire [5:0] \$73 ;
-  wire [4:0] \$730 ;
-  wire [5:0] \$731 ;
-  wire [4:0] \$732 ;
-  wire \$733 ;
-  wire [5:0] \$734 ;
-  wire [4:0] \$735 ;
-  wire [5:0] \$736 ;
-  wire [4:0] \$737 ;
-  wire \$738 ;
-  wire [5:0] \$739 ;
+  wire \$729 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire [3:0] \$733 ;
+  wire [29:0] \$734 ;
+  wire [29:0] \$735 ;
+  wire [3:0] \$736 ;
+  wire [7:0] \$737 ;
+  wire [7:0] \$738 ;
+  wire [29:0] \$739 ;
   wire \$74 ;
-  wire [4:0] \$740 ;
-  wire [5:0] \$741 ;
-  wire [4:0] \$742 ;
+  wire [29:0] \$740 ;
+  wire [7:0] \$741 ;
+  wire [7:0] \$742 ;
   wire \$743 ;
-  wire [5:0] \$744 ;
-  wire [4:0] \$745 ;
-  wire [5:0] \$746 ;
-  wire [4:0] \$747 ;
-  wire \$748 ;
-  wire [5:0] \$749 ;
+  wire \$744 ;
+  wire [7:0] \$745 ;
+  wire [12:0] \$746 ;
+  wire [30:0] \$747 ;
+  wire [30:0] \$748 ;
+  wire [30:0] \$749 ;
   wire \$75 ;
-  wire [4:0] \$750 ;
-  wire [5:0] \$751 ;
-  wire [4:0] \$752 ;
+  wire [30:0] \$750 ;
+  wire \$751 ;
+  wire [12:0] \$752 ;
   wire \$753 ;
-  wire [5:0] \$754 ;
-  wire [4:0] \$755 ;
-  wire [5:0] \$756 ;
-  wire [4:0] \$757 ;
+  wire [12:0] \$754 ;
+  wire [12:0] \$755 ;
+  wire \$756 ;
+  wire [13:0] \$757 ;
   wire \$758 ;
-  wire [5:0] \$759 ;
-  wire [7:0] \$76 ;
-  wire [4:0] \$760 ;
-  wire [5:0] \$761 ;
+  wire [13:0] \$759 ;
+  wire \$76 ;
+  wire [13:0] \$760 ;
+  wire \$761 ;
   wire [4:0] \$762 ;
-  wire [5:0] \$763 ;
+  wire \$763 ;
   wire \$764 ;
-  wire [3:0] \$765 ;
-  wire \$766 ;
-  wire \$767 ;
+  wire \$765 ;
+  wire [32:0] \$766 ;
+  wire [32:0] \$767 ;
   wire \$768 ;
   wire \$769 ;
   wire \$77 ;
-  wire [5:0] \$770 ;
-  wire \$771 ;
-  wire [3:0] \$772 ;
+  wire [32:0] \$770 ;
+  wire [32:0] \$771 ;
+  wire \$772 ;
   wire \$773 ;
-  wire \$774 ;
-  wire \$775 ;
+  wire [32:0] \$774 ;
+  wire [32:0] \$775 ;
   wire \$776 ;
-  wire [5:0] \$777 ;
-  wire \$778 ;
-  wire [3:0] \$779 ;
+  wire \$777 ;
+  wire [32:0] \$778 ;
+  wire [32:0] \$779 ;
   wire \$78 ;
-  wire [29:0] \$780 ;
-  wire [29:0] \$781 ;
-  wire [3:0] \$782 ;
-  wire [7:0] \$783 ;
-  wire [7:0] \$784 ;
-  wire [29:0] \$785 ;
-  wire [29:0] \$786 ;
-  wire [7:0] \$787 ;
-  wire [7:0] \$788 ;
-  wire [7:0] \$789 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire [32:0] \$782 ;
+  wire [32:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire [32:0] \$786 ;
+  wire [32:0] \$787 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire \$790 ;
-  wire \$791 ;
-  wire [7:0] \$792 ;
-  wire [12:0] \$793 ;
-  wire [30:0] \$794 ;
-  wire [30:0] \$795 ;
-  wire [30:0] \$796 ;
-  wire [30:0] \$797 ;
+  wire [32:0] \$790 ;
+  wire [32:0] \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire [32:0] \$794 ;
+  wire [32:0] \$795 ;
+  wire \$796 ;
+  wire \$797 ;
   wire \$798 ;
-  wire [12:0] \$799 ;
+  wire \$799 ;
   wire [7:0] \$8 ;
-  wire \$80 ;
-  wire \$800 ;
-  wire [12:0] \$801 ;
-  wire [12:0] \$802 ;
-  wire \$803 ;
-  wire [13:0] \$804 ;
-  wire \$805 ;
-  wire [13:0] \$806 ;
-  wire [13:0] \$807 ;
-  wire \$808 ;
-  wire [4:0] \$809 ;
-  wire [11:0] \$81 ;
-  wire \$810 ;
-  wire \$811 ;
-  wire \$812 ;
-  wire [32:0] \$813 ;
-  wire [32:0] \$814 ;
-  wire \$815 ;
-  wire \$816 ;
-  wire [32:0] \$817 ;
-  wire [32:0] \$818 ;
-  wire \$819 ;
-  wire \$82 ;
-  wire \$820 ;
-  wire [32:0] \$821 ;
-  wire [32:0] \$822 ;
-  wire \$823 ;
-  wire \$824 ;
-  wire [32:0] \$825 ;
-  wire [32:0] \$826 ;
-  wire \$827 ;
-  wire \$828 ;
-  wire [32:0] \$829 ;
-  wire \$83 ;
-  wire [32:0] \$830 ;
-  wire \$831 ;
-  wire \$832 ;
-  wire [32:0] \$833 ;
-  wire [32:0] \$834 ;
-  wire \$835 ;
-  wire \$836 ;
-  wire [32:0] \$837 ;
-  wire [32:0] \$838 ;
-  wire \$839 ;
-  wire [7:0] \$84 ;
-  wire \$840 ;
-  wire [32:0] \$841 ;
-  wire [32:0] \$842 ;
-  wire \$843 ;
-  wire \$844 ;
-  wire \$845 ;
-  wire \$846 ;
-  reg [9:0] \$847 ;
-  reg [9:0] \$848 ;
-  reg \$849 ;
-  wire \$85 ;
-  reg [9:0] \$850 ;
-  reg [28:0] \$851 ;
-  reg [63:0] \$852 ;
-  reg \$853 ;
-  reg [3:0] \$854 ;
-  reg \$855 ;
+  wire [4:0] \$80 ;
+  reg [9:0] \$800 ;
+  reg [9:0] \$801 ;
+  reg \$802 ;
+  reg [9:0] \$803 ;
+  reg [28:0] \$804 ;
+  reg [63:0] \$805 ;
+  reg \$806 ;
+  reg [3:0] \$807 ;
+  reg \$808 ;
+  reg [63:0] \$809 ;
+  wire [29:0] \$81 ;
+  reg [63:0] \$810 ;
+  reg [63:0] \$811 ;
+  reg [63:0] \$812 ;
+  reg [63:0] \$813 ;
+  reg [63:0] \$814 ;
+  reg [63:0] \$815 ;
+  reg [63:0] \$816 ;
+  reg [63:0] \$817 ;
+  reg [3:0] \$818 ;
+  reg \$819 ;
+  wire [4:0] \$82 ;
+  reg [63:0] \$820 ;
+  reg [63:0] \$821 ;
+  reg [63:0] \$822 ;
+  reg [63:0] \$823 ;
+  reg [63:0] \$824 ;
+  reg [63:0] \$825 ;
+  reg [63:0] \$826 ;
+  reg [63:0] \$827 ;
+  reg [63:0] \$828 ;
+  reg [3:0] \$829 ;
+  wire [29:0] \$83 ;
+  reg \$830 ;
+  reg [63:0] \$831 ;
+  reg [63:0] \$832 ;
+  reg [63:0] \$833 ;
+  reg [63:0] \$834 ;
+  reg [63:0] \$835 ;
+  reg [63:0] \$836 ;
+  reg [63:0] \$837 ;
+  reg [63:0] \$838 ;
+  reg [63:0] \$839 ;
+  wire [5:0] \$84 ;
+  reg [3:0] \$840 ;
+  reg \$841 ;
+  reg [63:0] \$842 ;
+  reg [63:0] \$843 ;
+  reg [63:0] \$844 ;
+  reg [63:0] \$845 ;
+  reg [63:0] \$846 ;
+  reg [63:0] \$847 ;
+  reg [63:0] \$848 ;
+  reg [63:0] \$849 ;
+  wire [29:0] \$85 ;
+  reg [63:0] \$850 ;
+  reg [3:0] \$851 ;
+  reg \$852 ;
+  reg [63:0] \$853 ;
+  reg [63:0] \$854 ;
+  reg [63:0] \$855 ;
   reg [63:0] \$856 ;
   reg [63:0] \$857 ;
   reg [63:0] \$858 ;
   reg [63:0] \$859 ;
-  wire \$86 ;
+  wire [5:0] \$86 ;
   reg [63:0] \$860 ;
   reg [63:0] \$861 ;
-  reg [63:0] \$862 ;
-  reg [63:0] \$863 ;
-  reg [63:0] \$864 ;
+  reg [28:0] \$862 ;
+  reg [3:0] \$863 ;
+  reg [3:0] \$864 ;
   reg [3:0] \$865 ;
-  reg \$866 ;
-  reg [63:0] \$867 ;
-  reg [63:0] \$868 ;
-  reg [63:0] \$869 ;
-  wire \$87 ;
-  reg [63:0] \$870 ;
-  reg [63:0] \$871 ;
-  reg [63:0] \$872 ;
-  reg [63:0] \$873 ;
-  reg [63:0] \$874 ;
-  reg [63:0] \$875 ;
+  reg [3:0] \$866 ;
+  reg [3:0] \$867 ;
+  reg [3:0] \$868 ;
+  reg [3:0] \$869 ;
+  wire [29:0] \$87 ;
+  reg [3:0] \$870 ;
+  reg [3:0] \$871 ;
+  reg [3:0] \$872 ;
+  reg [3:0] \$873 ;
+  reg [3:0] \$874 ;
+  reg [3:0] \$875 ;
   reg [3:0] \$876 ;
-  reg \$877 ;
-  reg [63:0] \$878 ;
-  reg [63:0] \$879 ;
-  wire \$88 ;
-  reg [63:0] \$880 ;
-  reg [63:0] \$881 ;
-  reg [63:0] \$882 ;
-  reg [63:0] \$883 ;
-  reg [63:0] \$884 ;
-  reg [63:0] \$885 ;
-  reg [63:0] \$886 ;
+  reg [3:0] \$877 ;
+  reg [3:0] \$878 ;
+  reg [3:0] \$879 ;
+  wire [6:0] \$88 ;
+  reg [3:0] \$880 ;
+  reg [3:0] \$881 ;
+  reg [3:0] \$882 ;
+  reg [3:0] \$883 ;
+  reg [3:0] \$884 ;
+  reg [3:0] \$885 ;
+  reg [3:0] \$886 ;
   reg [3:0] \$887 ;
-  reg \$888 ;
-  reg [63:0] \$889 ;
-  wire \$89 ;
-  reg [63:0] \$890 ;
-  reg [63:0] \$891 ;
-  reg [63:0] \$892 ;
-  reg [63:0] \$893 ;
-  reg [63:0] \$894 ;
-  reg [63:0] \$895 ;
-  reg [63:0] \$896 ;
-  reg [63:0] \$897 ;
-  reg [3:0] \$898 ;
-  reg \$899 ;
+  reg [3:0] \$888 ;
+  reg [3:0] \$889 ;
+  wire [29:0] \$89 ;
+  reg [3:0] \$890 ;
+  reg [3:0] \$891 ;
+  reg [3:0] \$892 ;
+  reg [3:0] \$893 ;
+  reg [3:0] \$894 ;
+  reg [28:0] \$895 ;
+  reg [28:0] \$896 ;
+  reg [28:0] \$897 ;
+  reg [28:0] \$898 ;
+  reg [28:0] \$899 ;
   wire \$9 ;
-  wire \$90 ;
-  reg [63:0] \$900 ;
-  reg [63:0] \$901 ;
-  reg [63:0] \$902 ;
-  reg [63:0] \$903 ;
-  reg [63:0] \$904 ;
-  reg [63:0] \$905 ;
-  reg [63:0] \$906 ;
-  reg [63:0] \$907 ;
-  reg [63:0] \$908 ;
+  reg [63:0] \$90 ;
+  reg [28:0] \$900 ;
+  reg [28:0] \$901 ;
+  reg [28:0] \$902 ;
+  reg [28:0] \$903 ;
+  reg [28:0] \$904 ;
+  reg [28:0] \$905 ;
+  reg [28:0] \$906 ;
+  reg [28:0] \$907 ;
+  reg [28:0] \$908 ;
   reg [28:0] \$909 ;
-  wire \$91 ;
-  reg [3:0] \$910 ;
-  reg [3:0] \$911 ;
-  reg [3:0] \$912 ;
-  reg [3:0] \$913 ;
-  reg [3:0] \$914 ;
-  reg [3:0] \$915 ;
-  reg [3:0] \$916 ;
-  reg [3:0] \$917 ;
-  reg [3:0] \$918 ;
-  reg [3:0] \$919 ;
-  wire [4:0] \$92 ;
-  reg [3:0] \$920 ;
-  reg [3:0] \$921 ;
-  reg [3:0] \$922 ;
-  reg [3:0] \$923 ;
-  reg [3:0] \$924 ;
-  reg [3:0] \$925 ;
-  reg [3:0] \$926 ;
+  reg [63:0] \$91 ;
+  reg [28:0] \$910 ;
+  reg [28:0] \$911 ;
+  reg \$912 ;
+  reg \$913 ;
+  reg [255:0] \$914 ;
+  reg [551:0] \$915 ;
+  reg [7:0] \$916 ;
+  reg \$917 ;
+  reg \$918 ;
+  reg \$919 ;
+  reg [63:0] \$92 ;
+  reg [1:0] \$920 ;
+  reg [1:0] \$921 ;
+  reg \$922 ;
+  reg \$923 ;
+  reg [154:0] \$924 ;
+  reg [2:0] \$925 ;
+  reg [7:0] \$926 ;
   reg [3:0] \$927 ;
   reg [3:0] \$928 ;
   reg [3:0] \$929 ;
-  wire [29:0] \$93 ;
+  reg [63:0] \$93 ;
   reg [3:0] \$930 ;
   reg [3:0] \$931 ;
   reg [3:0] \$932 ;
@@ -1004,90 +962,89 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$937 ;
   reg [3:0] \$938 ;
   reg [3:0] \$939 ;
-  wire [4:0] \$94 ;
+  reg [63:0] \$94 ;
   reg [3:0] \$940 ;
   reg [3:0] \$941 ;
-  reg [28:0] \$942 ;
-  reg [28:0] \$943 ;
-  reg [28:0] \$944 ;
-  reg [28:0] \$945 ;
+  reg [3:0] \$942 ;
+  reg [3:0] \$943 ;
+  reg [3:0] \$944 ;
+  reg [5:0] \$945 ;
   reg [28:0] \$946 ;
-  reg [28:0] \$947 ;
-  reg [28:0] \$948 ;
-  reg [28:0] \$949 ;
-  wire [29:0] \$95 ;
-  reg [28:0] \$950 ;
+  reg [6:0] \$947 ;
+  reg [2:0] \$948 ;
+  reg [2:0] \$949 ;
+  reg [63:0] \$95 ;
+  reg [6:0] \$950 ;
   reg [28:0] \$951 ;
-  reg [28:0] \$952 ;
+  reg [17:0] \$952 ;
   reg [28:0] \$953 ;
   reg [28:0] \$954 ;
-  reg [28:0] \$955 ;
-  reg [28:0] \$956 ;
-  reg [28:0] \$957 ;
-  reg [28:0] \$958 ;
-  reg \$959 ;
-  wire [5:0] \$96 ;
-  reg \$960 ;
-  reg [255:0] \$961 ;
-  reg [551:0] \$962 ;
-  reg [7:0] \$963 ;
+  reg [22:0] \$955 ;
+  reg [15:0] \$956 ;
+  reg [18:0] \$957 ;
+  reg [16:0] \$958 ;
+  reg [16:0] \$959 ;
+  reg [63:0] \$96 ;
+  reg [4:0] \$960 ;
+  reg [7:0] \$961 ;
+  reg [23:0] \$962 ;
+  reg \$963 ;
   reg \$964 ;
-  reg \$965 ;
+  reg [16:0] \$965 ;
   reg \$966 ;
-  reg [1:0] \$967 ;
-  reg [1:0] \$968 ;
-  reg \$969 ;
-  wire [29:0] \$97 ;
-  reg \$970 ;
-  reg [154:0] \$971 ;
-  reg [2:0] \$972 ;
-  reg [7:0] \$973 ;
-  reg [3:0] \$974 ;
-  reg [3:0] \$975 ;
-  reg [3:0] \$976 ;
-  reg [3:0] \$977 ;
-  reg [3:0] \$978 ;
-  reg [3:0] \$979 ;
-  wire [5:0] \$98 ;
-  reg [3:0] \$980 ;
-  reg [3:0] \$981 ;
-  reg [3:0] \$982 ;
-  reg [3:0] \$983 ;
-  reg [3:0] \$984 ;
-  reg [3:0] \$985 ;
-  reg [3:0] \$986 ;
-  reg [3:0] \$987 ;
-  reg [3:0] \$988 ;
-  reg [3:0] \$989 ;
-  wire [29:0] \$99 ;
+  reg [23:0] \$967 ;
+  reg [4:0] \$968 ;
+  reg [6:0] \$969 ;
+  reg [63:0] \$97 ;
+  reg [11:0] \$970 ;
+  reg \$971 ;
+  reg [10:0] \$972 ;
+  reg [1:0] \$973 ;
+  reg [6:0] \$974 ;
+  reg [2:0] \$975 ;
+  reg [2:0] \$976 ;
+  reg [4:0] \$977 ;
+  reg [10:0] \$978 ;
+  reg [6:0] \$979 ;
+  reg [63:0] \$98 ;
+  reg [11:0] \$980 ;
+  reg [28:0] \$981 ;
+  reg [28:0] \$982 ;
+  reg [28:0] \$983 ;
+  reg [29:0] \$984 ;
+  reg [28:0] \$985 ;
+  reg [28:0] \$986 ;
+  reg [10:0] \$987 ;
+  reg [18:0] \$988 ;
+  reg [18:0] \$989 ;
+  reg [63:0] \$99 ;
   reg [3:0] \$990 ;
   reg [3:0] \$991 ;
-  reg [5:0] \$992 ;
-  reg [28:0] \$993 ;
-  reg [28:0] \$994 ;
-  reg [17:0] \$995 ;
-  reg [28:0] \$996 ;
-  reg [28:0] \$997 ;
-  reg [22:0] \$998 ;
-  reg [15:0] \$999 ;
+  reg [3:0] \$992 ;
+  reg [3:0] \$993 ;
+  reg [3:0] \$994 ;
+  reg [3:0] \$995 ;
+  reg [3:0] \$996 ;
+  reg [3:0] \$997 ;
+  reg [3:0] \$998 ;
+  reg [3:0] \$999 ;
   wire [9:0] \$signature__addr ;
-  wire [9:0] \$signature__addr$265 ;
   wire [9:0] \$signature__addr$270 ;
-  wire [9:0] \$signature__addr$273 ;
-  wire [9:0] \$signature__addr$276 ;
-  wire [9:0] \$signature__addr$279 ;
-  wire [9:0] \$signature__addr$282 ;
-  wire [9:0] \$signature__addr$285 ;
-  wire [9:0] \$signature__addr$288 ;
-  wire [9:0] \$signature__addr$291 ;
-  wire [9:0] \$signature__addr$294 ;
-  wire [9:0] \$signature__addr$297 ;
-  wire [9:0] \$signature__addr$300 ;
-  wire [9:0] \$signature__addr$303 ;
-  wire [9:0] \$signature__addr$306 ;
-  wire [9:0] \$signature__addr$309 ;
-  wire [9:0] \$signature__addr$312 ;
-  wire [9:0] \$signature__addr$48 ;
+  wire [9:0] \$signature__addr$275 ;
+  wire [9:0] \$signature__addr$278 ;
+  wire [9:0] \$signature__addr$281 ;
+  wire [9:0] \$signature__addr$284 ;
+  wire [9:0] \$signature__addr$287 ;
+  wire [9:0] \$signature__addr$290 ;
+  wire [9:0] \$signature__addr$293 ;
+  wire [9:0] \$signature__addr$296 ;
+  wire [9:0] \$signature__addr$299 ;
+  wire [9:0] \$signature__addr$302 ;
+  wire [9:0] \$signature__addr$305 ;
+  wire [9:0] \$signature__addr$308 ;
+  wire [9:0] \$signature__addr$311 ;
+  wire [9:0] \$signature__addr$314 ;
+  wire [9:0] \$signature__addr$317 ;
   wire [9:0] \$signature__addr$50 ;
   wire [9:0] \$signature__addr$52 ;
   wire [9:0] \$signature__addr$54 ;
@@ -1102,187 +1059,143 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [9:0] \$signature__addr$72 ;
   wire [9:0] \$signature__addr$74 ;
   wire [9:0] \$signature__addr$76 ;
+  wire [9:0] \$signature__addr$78 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$271 ;
-  wire [7:0] \$signature__data$271[0] ;
-  wire [7:0] \$signature__data$271[1] ;
-  wire [7:0] \$signature__data$271[2] ;
-  wire [7:0] \$signature__data$271[3] ;
-  wire [7:0] \$signature__data$271[4] ;
-  wire [7:0] \$signature__data$271[5] ;
-  wire [7:0] \$signature__data$271[6] ;
-  wire [7:0] \$signature__data$271[7] ;
-  wire [63:0] \$signature__data$274 ;
-  wire [7:0] \$signature__data$274[0] ;
-  wire [7:0] \$signature__data$274[1] ;
-  wire [7:0] \$signature__data$274[2] ;
-  wire [7:0] \$signature__data$274[3] ;
-  wire [7:0] \$signature__data$274[4] ;
-  wire [7:0] \$signature__data$274[5] ;
-  wire [7:0] \$signature__data$274[6] ;
-  wire [7:0] \$signature__data$274[7] ;
-  wire [63:0] \$signature__data$277 ;
-  wire [7:0] \$signature__data$277[0] ;
-  wire [7:0] \$signature__data$277[1] ;
-  wire [7:0] \$signature__data$277[2] ;
-  wire [7:0] \$signature__data$277[3] ;
-  wire [7:0] \$signature__data$277[4] ;
-  wire [7:0] \$signature__data$277[5] ;
-  wire [7:0] \$signature__data$277[6] ;
-  wire [7:0] \$signature__data$277[7] ;
-  wire [63:0] \$signature__data$280 ;
-  wire [7:0] \$signature__data$280[0] ;
-  wire [7:0] \$signature__data$280[1] ;
-  wire [7:0] \$signature__data$280[2] ;
-  wire [7:0] \$signature__data$280[3] ;
-  wire [7:0] \$signature__data$280[4] ;
-  wire [7:0] \$signature__data$280[5] ;
-  wire [7:0] \$signature__data$280[6] ;
-  wire [7:0] \$signature__data$280[7] ;
-  wire [63:0] \$signature__data$283 ;
-  wire [7:0] \$signature__data$283[0] ;
-  wire [7:0] \$signature__data$283[1] ;
-  wire [7:0] \$signature__data$283[2] ;
-  wire [7:0] \$signature__data$283[3] ;
-  wire [7:0] \$signature__data$283[4] ;
-  wire [7:0] \$signature__data$283[5] ;
-  wire [7:0] \$signature__data$283[6] ;
-  wire [7:0] \$signature__data$283[7] ;
-  wire [63:0] \$signature__data$286 ;
-  wire [7:0] \$signature__data$286[0] ;
-  wire [7:0] \$signature__data$286[1] ;
-  wire [7:0] \$signature__data$286[2] ;
-  wire [7:0] \$signature__data$286[3] ;
-  wire [7:0] \$signature__data$286[4] ;
-  wire [7:0] \$signature__data$286[5] ;
-  wire [7:0] \$signature__data$286[6] ;
-  wire [7:0] \$signature__data$286[7] ;
-  wire [63:0] \$signature__data$289 ;
-  wire [7:0] \$signature__data$289[0] ;
-  wire [7:0] \$signature__data$289[1] ;
-  wire [7:0] \$signature__data$289[2] ;
-  wire [7:0] \$signature__data$289[3] ;
-  wire [7:0] \$signature__data$289[4] ;
-  wire [7:0] \$signature__data$289[5] ;
-  wire [7:0] \$signature__data$289[6] ;
-  wire [7:0] \$signature__data$289[7] ;
-  wire [63:0] \$signature__data$292 ;
-  wire [7:0] \$signature__data$292[0] ;
-  wire [7:0] \$signature__data$292[1] ;
-  wire [7:0] \$signature__data$292[2] ;
-  wire [7:0] \$signature__data$292[3] ;
-  wire [7:0] \$signature__data$292[4] ;
-  wire [7:0] \$signature__data$292[5] ;
-  wire [7:0] \$signature__data$292[6] ;
-  wire [7:0] \$signature__data$292[7] ;
-  wire [63:0] \$signature__data$295 ;
-  wire [7:0] \$signature__data$295[0] ;
-  wire [7:0] \$signature__data$295[1] ;
-  wire [7:0] \$signature__data$295[2] ;
-  wire [7:0] \$signature__data$295[3] ;
-  wire [7:0] \$signature__data$295[4] ;
-  wire [7:0] \$signature__data$295[5] ;
-  wire [7:0] \$signature__data$295[6] ;
-  wire [7:0] \$signature__data$295[7] ;
-  wire [63:0] \$signature__data$298 ;
-  wire [7:0] \$signature__data$298[0] ;
-  wire [7:0] \$signature__data$298[1] ;
-  wire [7:0] \$signature__data$298[2] ;
-  wire [7:0] \$signature__data$298[3] ;
-  wire [7:0] \$signature__data$298[4] ;
-  wire [7:0] \$signature__data$298[5] ;
-  wire [7:0] \$signature__data$298[6] ;
-  wire [7:0] \$signature__data$298[7] ;
-  wire [63:0] \$signature__data$301 ;
-  wire [7:0] \$signature__data$301[0] ;
-  wire [7:0] \$signature__data$301[1] ;
-  wire [7:0] \$signature__data$301[2] ;
-  wire [7:0] \$signature__data$301[3] ;
-  wire [7:0] \$signature__data$301[4] ;
-  wire [7:0] \$signature__data$301[5] ;
-  wire [7:0] \$signature__data$301[6] ;
-  wire [7:0] \$signature__data$301[7] ;
-  wire [63:0] \$signature__data$304 ;
-  wire [7:0] \$signature__data$304[0] ;
-  wire [7:0] \$signature__data$304[1] ;
-  wire [7:0] \$signature__data$304[2] ;
-  wire [7:0] \$signature__data$304[3] ;
-  wire [7:0] \$signature__data$304[4] ;
-  wire [7:0] \$signature__data$304[5] ;
-  wire [7:0] \$signature__data$304[6] ;
-  wire [7:0] \$signature__data$304[7] ;
-  wire [63:0] \$signature__data$307 ;
-  wire [7:0] \$signature__data$307[0] ;
-  wire [7:0] \$signature__data$307[1] ;
-  wire [7:0] \$signature__data$307[2] ;
-  wire [7:0] \$signature__data$307[3] ;
-  wire [7:0] \$signature__data$307[4] ;
-  wire [7:0] \$signature__data$307[5] ;
-  wire [7:0] \$signature__data$307[6] ;
-  wire [7:0] \$signature__data$307[7] ;
-  wire [63:0] \$signature__data$310 ;
-  wire [7:0] \$signature__data$310[0] ;
-  wire [7:0] \$signature__data$310[1] ;
-  wire [7:0] \$signature__data$310[2] ;
-  wire [7:0] \$signature__data$310[3] ;
-  wire [7:0] \$signature__data$310[4] ;
-  wire [7:0] \$signature__data$310[5] ;
-  wire [7:0] \$signature__data$310[6] ;
-  wire [7:0] \$signature__data$310[7] ;
-  wire [63:0] \$signature__data$313 ;
-  wire [7:0] \$signature__data$313[0] ;
-  wire [7:0] \$signature__data$313[1] ;
-  wire [7:0] \$signature__data$313[2] ;
-  wire [7:0] \$signature__data$313[3] ;
-  wire [7:0] \$signature__data$313[4] ;
-  wire [7:0] \$signature__data$313[5] ;
-  wire [7:0] \$signature__data$313[6] ;
-  wire [7:0] \$signature__data$313[7] ;
-  wire [63:0] \$signature__data$357 ;
-  wire [7:0] \$signature__data$357[0] ;
-  wire [7:0] \$signature__data$357[1] ;
-  wire [7:0] \$signature__data$357[2] ;
-  wire [7:0] \$signature__data$357[3] ;
-  wire [7:0] \$signature__data$357[4] ;
-  wire [7:0] \$signature__data$357[5] ;
-  wire [7:0] \$signature__data$357[6] ;
-  wire [7:0] \$signature__data$357[7] ;
-  wire [63:0] \$signature__data$358 ;
-  wire [7:0] \$signature__data$358[0] ;
-  wire [7:0] \$signature__data$358[1] ;
-  wire [7:0] \$signature__data$358[2] ;
-  wire [7:0] \$signature__data$358[3] ;
-  wire [7:0] \$signature__data$358[4] ;
-  wire [7:0] \$signature__data$358[5] ;
-  wire [7:0] \$signature__data$358[6] ;
-  wire [7:0] \$signature__data$358[7] ;
-  wire [63:0] \$signature__data$359 ;
-  wire [7:0] \$signature__data$359[0] ;
-  wire [7:0] \$signature__data$359[1] ;
-  wire [7:0] \$signature__data$359[2] ;
-  wire [7:0] \$signature__data$359[3] ;
-  wire [7:0] \$signature__data$359[4] ;
-  wire [7:0] \$signature__data$359[5] ;
-  wire [7:0] \$signature__data$359[6] ;
-  wire [7:0] \$signature__data$359[7] ;
-  wire [63:0] \$signature__data$360 ;
-  wire [7:0] \$signature__data$360[0] ;
-  wire [7:0] \$signature__data$360[1] ;
-  wire [7:0] \$signature__data$360[2] ;
-  wire [7:0] \$signature__data$360[3] ;
-  wire [7:0] \$signature__data$360[4] ;
-  wire [7:0] \$signature__data$360[5] ;
-  wire [7:0] \$signature__data$360[6] ;
-  wire [7:0] \$signature__data$360[7] ;
-  wire [63:0] \$signature__data$361 ;
-  wire [7:0] \$signature__data$361[0] ;
-  wire [7:0] \$signature__data$361[1] ;
-  wire [7:0] \$signature__data$361[2] ;
-  wire [7:0] \$signature__data$361[3] ;
-  wire [7:0] \$signature__data$361[4] ;
-  wire [7:0] \$signature__data$361[5] ;
-  wire [7:0] \$signature__data$361[6] ;
-  wire [7:0] \$signature__data$361[7] ;
+  wire [63:0] \$signature__data$276 ;
+  wire [7:0] \$signature__data$276[0] ;
+  wire [7:0] \$signature__data$276[1] ;
+  wire [7:0] \$signature__data$276[2] ;
+  wire [7:0] \$signature__data$276[3] ;
+  wire [7:0] \$signature__data$276[4] ;
+  wire [7:0] \$signature__data$276[5] ;
+  wire [7:0] \$signature__data$276[6] ;
+  wire [7:0] \$signature__data$276[7] ;
+  wire [63:0] \$signature__data$279 ;
+  wire [7:0] \$signature__data$279[0] ;
+  wire [7:0] \$signature__data$279[1] ;
+  wire [7:0] \$signature__data$279[2] ;
+  wire [7:0] \$signature__data$279[3] ;
+  wire [7:0] \$signature__data$279[4] ;
+  wire [7:0] \$signature__data$279[5] ;
+  wire [7:0] \$signature__data$279[6] ;
+  wire [7:0] \$signature__data$279[7] ;
+  wire [63:0] \$signature__data$282 ;
+  wire [7:0] \$signature__data$282[0] ;
+  wire [7:0] \$signature__data$282[1] ;
+  wire [7:0] \$signature__data$282[2] ;
+  wire [7:0] \$signature__data$282[3] ;
+  wire [7:0] \$signature__data$282[4] ;
+  wire [7:0] \$signature__data$282[5] ;
+  wire [7:0] \$signature__data$282[6] ;
+  wire [7:0] \$signature__data$282[7] ;
+  wire [63:0] \$signature__data$285 ;
+  wire [7:0] \$signature__data$285[0] ;
+  wire [7:0] \$signature__data$285[1] ;
+  wire [7:0] \$signature__data$285[2] ;
+  wire [7:0] \$signature__data$285[3] ;
+  wire [7:0] \$signature__data$285[4] ;
+  wire [7:0] \$signature__data$285[5] ;
+  wire [7:0] \$signature__data$285[6] ;
+  wire [7:0] \$signature__data$285[7] ;
+  wire [63:0] \$signature__data$288 ;
+  wire [7:0] \$signature__data$288[0] ;
+  wire [7:0] \$signature__data$288[1] ;
+  wire [7:0] \$signature__data$288[2] ;
+  wire [7:0] \$signature__data$288[3] ;
+  wire [7:0] \$signature__data$288[4] ;
+  wire [7:0] \$signature__data$288[5] ;
+  wire [7:0] \$signature__data$288[6] ;
+  wire [7:0] \$signature__data$288[7] ;
+  wire [63:0] \$signature__data$291 ;
+  wire [7:0] \$signature__data$291[0] ;
+  wire [7:0] \$signature__data$291[1] ;
+  wire [7:0] \$signature__data$291[2] ;
+  wire [7:0] \$signature__data$291[3] ;
+  wire [7:0] \$signature__data$291[4] ;
+  wire [7:0] \$signature__data$291[5] ;
+  wire [7:0] \$signature__data$291[6] ;
+  wire [7:0] \$signature__data$291[7] ;
+  wire [63:0] \$signature__data$294 ;
+  wire [7:0] \$signature__data$294[0] ;
+  wire [7:0] \$signature__data$294[1] ;
+  wire [7:0] \$signature__data$294[2] ;
+  wire [7:0] \$signature__data$294[3] ;
+  wire [7:0] \$signature__data$294[4] ;
+  wire [7:0] \$signature__data$294[5] ;
+  wire [7:0] \$signature__data$294[6] ;
+  wire [7:0] \$signature__data$294[7] ;
+  wire [63:0] \$signature__data$297 ;
+  wire [7:0] \$signature__data$297[0] ;
+  wire [7:0] \$signature__data$297[1] ;
+  wire [7:0] \$signature__data$297[2] ;
+  wire [7:0] \$signature__data$297[3] ;
+  wire [7:0] \$signature__data$297[4] ;
+  wire [7:0] \$signature__data$297[5] ;
+  wire [7:0] \$signature__data$297[6] ;
+  wire [7:0] \$signature__data$297[7] ;
+  wire [63:0] \$signature__data$300 ;
+  wire [7:0] \$signature__data$300[0] ;
+  wire [7:0] \$signature__data$300[1] ;
+  wire [7:0] \$signature__data$300[2] ;
+  wire [7:0] \$signature__data$300[3] ;
+  wire [7:0] \$signature__data$300[4] ;
+  wire [7:0] \$signature__data$300[5] ;
+  wire [7:0] \$signature__data$300[6] ;
+  wire [7:0] \$signature__data$300[7] ;
+  wire [63:0] \$signature__data$303 ;
+  wire [7:0] \$signature__data$303[0] ;
+  wire [7:0] \$signature__data$303[1] ;
+  wire [7:0] \$signature__data$303[2] ;
+  wire [7:0] \$signature__data$303[3] ;
+  wire [7:0] \$signature__data$303[4] ;
+  wire [7:0] \$signature__data$303[5] ;
+  wire [7:0] \$signature__data$303[6] ;
+  wire [7:0] \$signature__data$303[7] ;
+  wire [63:0] \$signature__data$306 ;
+  wire [7:0] \$signature__data$306[0] ;
+  wire [7:0] \$signature__data$306[1] ;
+  wire [7:0] \$signature__data$306[2] ;
+  wire [7:0] \$signature__data$306[3] ;
+  wire [7:0] \$signature__data$306[4] ;
+  wire [7:0] \$signature__data$306[5] ;
+  wire [7:0] \$signature__data$306[6] ;
+  wire [7:0] \$signature__data$306[7] ;
+  wire [63:0] \$signature__data$309 ;
+  wire [7:0] \$signature__data$309[0] ;
+  wire [7:0] \$signature__data$309[1] ;
+  wire [7:0] \$signature__data$309[2] ;
+  wire [7:0] \$signature__data$309[3] ;
+  wire [7:0] \$signature__data$309[4] ;
+  wire [7:0] \$signature__data$309[5] ;
+  wire [7:0] \$signature__data$309[6] ;
+  wire [7:0] \$signature__data$309[7] ;
+  wire [63:0] \$signature__data$312 ;
+  wire [7:0] \$signature__data$312[0] ;
+  wire [7:0] \$signature__data$312[1] ;
+  wire [7:0] \$signature__data$312[2] ;
+  wire [7:0] \$signature__data$312[3] ;
+  wire [7:0] \$signature__data$312[4] ;
+  wire [7:0] \$signature__data$312[5] ;
+  wire [7:0] \$signature__data$312[6] ;
+  wire [7:0] \$signature__data$312[7] ;
+  wire [63:0] \$signature__data$315 ;
+  wire [7:0] \$signature__data$315[0] ;
+  wire [7:0] \$signature__data$315[1] ;
+  wire [7:0] \$signature__data$315[2] ;
+  wire [7:0] \$signature__data$315[3] ;
+  wire [7:0] \$signature__data$315[4] ;
+  wire [7:0] \$signature__data$315[5] ;
+  wire [7:0] \$signature__data$315[6] ;
+  wire [7:0] \$signature__data$315[7] ;
+  wire [63:0] \$signature__data$318 ;
+  wire [7:0] \$signature__data$318[0] ;
+  wire [7:0] \$signature__data$318[1] ;
+  wire [7:0] \$signature__data$318[2] ;
+  wire [7:0] \$signature__data$318[3] ;
+  wire [7:0] \$signature__data$318[4] ;
+  wire [7:0] \$signature__data$318[5] ;
+  wire [7:0] \$signature__data$318[6] ;
+  wire [7:0] \$signature__data$318[7] ;
   wire [63:0] \$signature__data$362 ;
   wire [7:0] \$signature__data$362[0] ;
   wire [7:0] \$signature__data$362[1] ;
@@ -1382,6 +1295,51 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$372[5] ;
   wire [7:0] \$signature__data$372[6] ;
   wire [7:0] \$signature__data$372[7] ;
+  wire [63:0] \$signature__data$373 ;
+  wire [7:0] \$signature__data$373[0] ;
+  wire [7:0] \$signature__data$373[1] ;
+  wire [7:0] \$signature__data$373[2] ;
+  wire [7:0] \$signature__data$373[3] ;
+  wire [7:0] \$signature__data$373[4] ;
+  wire [7:0] \$signature__data$373[5] ;
+  wire [7:0] \$signature__data$373[6] ;
+  wire [7:0] \$signature__data$373[7] ;
+  wire [63:0] \$signature__data$374 ;
+  wire [7:0] \$signature__data$374[0] ;
+  wire [7:0] \$signature__data$374[1] ;
+  wire [7:0] \$signature__data$374[2] ;
+  wire [7:0] \$signature__data$374[3] ;
+  wire [7:0] \$signature__data$374[4] ;
+  wire [7:0] \$signature__data$374[5] ;
+  wire [7:0] \$signature__data$374[6] ;
+  wire [7:0] \$signature__data$374[7] ;
+  wire [63:0] \$signature__data$375 ;
+  wire [7:0] \$signature__data$375[0] ;
+  wire [7:0] \$signature__data$375[1] ;
+  wire [7:0] \$signature__data$375[2] ;
+  wire [7:0] \$signature__data$375[3] ;
+  wire [7:0] \$signature__data$375[4] ;
+  wire [7:0] \$signature__data$375[5] ;
+  wire [7:0] \$signature__data$375[6] ;
+  wire [7:0] \$signature__data$375[7] ;
+  wire [63:0] \$signature__data$376 ;
+  wire [7:0] \$signature__data$376[0] ;
+  wire [7:0] \$signature__data$376[1] ;
+  wire [7:0] \$signature__data$376[2] ;
+  wire [7:0] \$signature__data$376[3] ;
+  wire [7:0] \$signature__data$376[4] ;
+  wire [7:0] \$signature__data$376[5] ;
+  wire [7:0] \$signature__data$376[6] ;
+  wire [7:0] \$signature__data$376[7] ;
+  wire [63:0] \$signature__data$377 ;
+  wire [7:0] \$signature__data$377[0] ;
+  wire [7:0] \$signature__data$377[1] ;
+  wire [7:0] \$signature__data$377[2] ;
+  wire [7:0] \$signature__data$377[3] ;
+  wire [7:0] \$signature__data$377[4] ;
+  wire [7:0] \$signature__data$377[5] ;
+  wire [7:0] \$signature__data$377[6] ;
+  wire [7:0] \$signature__data$377[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -1391,23 +1349,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data[6] ;
   wire [7:0] \$signature__data[7] ;
   wire \$signature__en ;
-  wire \$signature__en$269 ;
-  wire \$signature__en$272 ;
-  wire \$signature__en$275 ;
-  wire \$signature__en$278 ;
-  wire \$signature__en$281 ;
-  wire \$signature__en$284 ;
-  wire \$signature__en$287 ;
-  wire \$signature__en$290 ;
-  wire \$signature__en$293 ;
-  wire \$signature__en$296 ;
-  wire \$signature__en$299 ;
-  wire \$signature__en$302 ;
-  wire \$signature__en$305 ;
-  wire \$signature__en$308 ;
-  wire \$signature__en$311 ;
-  wire \$signature__en$314 ;
-  wire \$signature__en$49 ;
+  wire \$signature__en$274 ;
+  wire \$signature__en$277 ;
+  wire \$signature__en$280 ;
+  wire \$signature__en$283 ;
+  wire \$signature__en$286 ;
+  wire \$signature__en$289 ;
+  wire \$signature__en$292 ;
+  wire \$signature__en$295 ;
+  wire \$signature__en$298 ;
+  wire \$signature__en$301 ;
+  wire \$signature__en$304 ;
+  wire \$signature__en$307 ;
+  wire \$signature__en$310 ;
+  wire \$signature__en$313 ;
+  wire \$signature__en$316 ;
+  wire \$signature__en$319 ;
   wire \$signature__en$51 ;
   wire \$signature__en$53 ;
   wire \$signature__en$55 ;
@@ -1422,6 +1379,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$73 ;
   wire \$signature__en$75 ;
   wire \$signature__en$77 ;
+  wire \$signature__en$79 ;
   reg [23:0] a_count = 24'h000000;
   reg a_done = 1'h0;
   reg [4:0] abort_timer = 5'h00;
@@ -1485,35 +1443,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [31:0] cnt_stall_input = 32'd0;
   reg [31:0] cnt_stall_output = 32'd0;
   reg [31:0] cnt_stall_weight = 32'd0;
+  reg [6:0] cot_m1 = 7'h00;
   wire count_now;
   reg counting = 1'h0;
   reg [9:0] cur = 10'h000;
-  wire [4:0] \cur.count ;
   wire [4:0] \cur.first ;
+  wire [4:0] \cur.last ;
   reg [12:0] cur_ld_tile = 13'h0000;
   reg [9:0] cw_p1 = 10'h000;
-  wire [4:0] \cw_p1.count ;
   wire [4:0] \cw_p1.first ;
+  wire [4:0] \cw_p1.last ;
   reg [9:0] cw_p2 = 10'h000;
-  wire [4:0] \cw_p2.count ;
   wire [4:0] \cw_p2.first ;
+  wire [4:0] \cw_p2.last ;
   wire [5:0] cw_r1__addr;
   wire [9:0] cw_r1__data;
-  wire [4:0] \cw_r1__data.count ;
   wire [4:0] \cw_r1__data.first ;
+  wire [4:0] \cw_r1__data.last ;
   wire [5:0] cw_r2__addr;
   wire [9:0] cw_r2__data;
-  wire [4:0] \cw_r2__data.count ;
   wire [4:0] \cw_r2__data.first ;
+  wire [4:0] \cw_r2__data.last ;
   wire [5:0] cw_r__addr;
   wire [9:0] cw_r__data;
-  wire [4:0] \cw_r__data.count ;
   wire [4:0] \cw_r__data.first ;
+  wire [4:0] \cw_r__data.last ;
   wire [4:0] cw_sel;
   wire [5:0] cw_w__addr;
   wire [9:0] cw_w__data;
-  wire [4:0] \cw_w__data.count ;
   wire [4:0] \cw_w__data.first ;
+  wire [4:0] \cw_w__data.last ;
   wire cw_w__en;
   reg [154:0] desc = 155'h000000000000000000000000000000000000000;
   wire [6:0] \desc.cotiles ;
@@ -1722,6 +1681,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg fold_end;
   reg [10:0] g = 11'h000;
   reg [10:0] gcount = 11'h000;
+  reg [10:0] gcount_m1 = 11'h000;
   wire [28:0] height_s;
   reg [16:0] hi = 17'h00000;
   reg [255:0] i_acc = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -1894,6 +1854,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [32:0] iy_ky3;
   wire [32:0] iy_ky4;
   reg [4:0] j = 5'h00;
+  reg [2:0] kh_m1 = 3'h0;
+  reg [2:0] kw_m1 = 3'h0;
   reg [2:0] kx = 3'h0;
   reg [2:0] ky = 3'h0;
   reg [28:0] last_ix = 29'h00000000;
@@ -1912,7 +1874,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   wire [16:0] lo;
-  reg [11:0] \lo$264  = 12'h000;
+  reg [11:0] \lo$269  = 12'h000;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
@@ -1961,6 +1923,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   output o_status__valid;
   wire o_status__valid;
   wire o_valid;
+  reg [6:0] ow_m1 = 7'h00;
   reg [6:0] ox = 7'h00;
   reg p_checked = 1'h0;
   reg [7:0] p_count = 8'h00;
@@ -2364,15 +2327,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$192 ;
-  wire [31:0] \sums$192[0] ;
-  wire [31:0] \sums$192[1] ;
-  wire [31:0] \sums$192[2] ;
-  wire [31:0] \sums$192[3] ;
-  wire [31:0] \sums$192[4] ;
-  wire [31:0] \sums$192[5] ;
-  wire [31:0] \sums$192[6] ;
-  wire [31:0] \sums$192[7] ;
+  wire [255:0] \sums$197 ;
+  wire [31:0] \sums$197[0] ;
+  wire [31:0] \sums$197[1] ;
+  wire [31:0] \sums$197[2] ;
+  wire [31:0] \sums$197[3] ;
+  wire [31:0] \sums$197[4] ;
+  wire [31:0] \sums$197[5] ;
+  wire [31:0] \sums$197[6] ;
+  wire [31:0] \sums$197[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -4107,14 +4070,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$269 )
+    if (\$signature__en$274 )
       lb0[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
-    _1_ <= lb0[{ ix_m[5:0], \$46 [3:0] }];
+    _1_ <= lb0[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$357  = _1_;
+  assign \$signature__data$362  = _1_;
   reg [63:0] lb1 [1023:0];
   initial begin
     lb1[0] = 64'h0000000000000000;
@@ -5143,14 +5106,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$272 )
+    if (\$signature__en$277 )
       lb1[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
-    _2_ <= lb1[{ ix_m[5:0], \$46 [3:0] }];
+    _2_ <= lb1[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$358  = _2_;
+  assign \$signature__data$363  = _2_;
   reg [63:0] lb10 [1023:0];
   initial begin
     lb10[0] = 64'h0000000000000000;
@@ -6179,14 +6142,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$299 )
+    if (\$signature__en$304 )
       lb10[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
-    _3_ <= lb10[{ ix_m[5:0], \$46 [3:0] }];
+    _3_ <= lb10[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$367  = _3_;
+  assign \$signature__data$372  = _3_;
   reg [63:0] lb11 [1023:0];
   initial begin
     lb11[0] = 64'h0000000000000000;
@@ -7215,14 +7178,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$302 )
+    if (\$signature__en$307 )
       lb11[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
-    _4_ <= lb11[{ ix_m[5:0], \$46 [3:0] }];
+    _4_ <= lb11[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$368  = _4_;
+  assign \$signature__data$373  = _4_;
   reg [63:0] lb12 [1023:0];
   initial begin
     lb12[0] = 64'h0000000000000000;
@@ -8251,14 +8214,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$305 )
+    if (\$signature__en$310 )
       lb12[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
-    _5_ <= lb12[{ ix_m[5:0], \$46 [3:0] }];
+    _5_ <= lb12[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$369  = _5_;
+  assign \$signature__data$374  = _5_;
   reg [63:0] lb13 [1023:0];
   initial begin
     lb13[0] = 64'h0000000000000000;
@@ -9287,14 +9250,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$308 )
+    if (\$signature__en$313 )
       lb13[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
-    _6_ <= lb13[{ ix_m[5:0], \$46 [3:0] }];
+    _6_ <= lb13[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$370  = _6_;
+  assign \$signature__data$375  = _6_;
   reg [63:0] lb14 [1023:0];
   initial begin
     lb14[0] = 64'h0000000000000000;
@@ -10323,14 +10286,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$311 )
+    if (\$signature__en$316 )
       lb14[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
-    _7_ <= lb14[{ ix_m[5:0], \$46 [3:0] }];
+    _7_ <= lb14[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$371  = _7_;
+  assign \$signature__data$376  = _7_;
   reg [63:0] lb15 [1023:0];
   initial begin
     lb15[0] = 64'h0000000000000000;
@@ -11359,14 +11322,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$314 )
+    if (\$signature__en$319 )
       lb15[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
-    _8_ <= lb15[{ ix_m[5:0], \$46 [3:0] }];
+    _8_ <= lb15[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$372  = _8_;
+  assign \$signature__data$377  = _8_;
   reg [63:0] lb2 [1023:0];
   initial begin
     lb2[0] = 64'h0000000000000000;
@@ -12395,14 +12358,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$275 )
+    if (\$signature__en$280 )
       lb2[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
-    _9_ <= lb2[{ ix_m[5:0], \$46 [3:0] }];
+    _9_ <= lb2[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$359  = _9_;
+  assign \$signature__data$364  = _9_;
   reg [63:0] lb3 [1023:0];
   initial begin
     lb3[0] = 64'h0000000000000000;
@@ -13431,14 +13394,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$278 )
+    if (\$signature__en$283 )
       lb3[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
-    _10_ <= lb3[{ ix_m[5:0], \$46 [3:0] }];
+    _10_ <= lb3[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$360  = _10_;
+  assign \$signature__data$365  = _10_;
   reg [63:0] lb4 [1023:0];
   initial begin
     lb4[0] = 64'h0000000000000000;
@@ -14467,14 +14430,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$281 )
+    if (\$signature__en$286 )
       lb4[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
-    _11_ <= lb4[{ ix_m[5:0], \$46 [3:0] }];
+    _11_ <= lb4[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$361  = _11_;
+  assign \$signature__data$366  = _11_;
   reg [63:0] lb5 [1023:0];
   initial begin
     lb5[0] = 64'h0000000000000000;
@@ -15503,14 +15466,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$284 )
+    if (\$signature__en$289 )
       lb5[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
-    _12_ <= lb5[{ ix_m[5:0], \$46 [3:0] }];
+    _12_ <= lb5[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$362  = _12_;
+  assign \$signature__data$367  = _12_;
   reg [63:0] lb6 [1023:0];
   initial begin
     lb6[0] = 64'h0000000000000000;
@@ -16539,14 +16502,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$287 )
+    if (\$signature__en$292 )
       lb6[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
-    _13_ <= lb6[{ ix_m[5:0], \$46 [3:0] }];
+    _13_ <= lb6[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$363  = _13_;
+  assign \$signature__data$368  = _13_;
   reg [63:0] lb7 [1023:0];
   initial begin
     lb7[0] = 64'h0000000000000000;
@@ -17575,14 +17538,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$290 )
+    if (\$signature__en$295 )
       lb7[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
-    _14_ <= lb7[{ ix_m[5:0], \$46 [3:0] }];
+    _14_ <= lb7[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$364  = _14_;
+  assign \$signature__data$369  = _14_;
   reg [63:0] lb8 [1023:0];
   initial begin
     lb8[0] = 64'h0000000000000000;
@@ -18611,14 +18574,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$293 )
+    if (\$signature__en$298 )
       lb8[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
-    _15_ <= lb8[{ ix_m[5:0], \$46 [3:0] }];
+    _15_ <= lb8[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$365  = _15_;
+  assign \$signature__data$370  = _15_;
   reg [63:0] lb9 [1023:0];
   initial begin
     lb9[0] = 64'h0000000000000000;
@@ -19647,14 +19610,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9[1023] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$296 )
+    if (\$signature__en$301 )
       lb9[{ wr_ix[5:0], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
-    _16_ <= lb9[{ ix_m[5:0], \$46 [3:0] }];
+    _16_ <= lb9[{ ix_m[5:0], \$43 [3:0] }];
   end
-  assign \$signature__data$366  = _16_;
+  assign \$signature__data$371  = _16_;
   reg [551:0] pmem [63:0];
   initial begin
     pmem[0] = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -36151,1247 +36114,1218 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$19  = \$17  & \$18 ;
   assign \$20  = | w_ahead;
   assign \$21  = \$19  & \$20 ;
-  assign \$22  = desc[73:71] - 1'h1;
-  assign \$23  = ky == \$22 ;
-  assign \$24  = desc[154] | \$23 ;
-  assign \$25  = desc[76:74] - 1'h1;
-  assign \$26  = kx == \$25 ;
-  assign \$27  = desc[154] | \$26 ;
-  assign \$28  = \$24  & \$27 ;
-  assign \$29  = cur[9:5] - 1'h1;
-  assign \$30  = j == \$29 ;
-  assign \$31  = \$28  & \$30 ;
-  assign \$32  = \$31  & is_elem;
-  assign \$33  = ~ \$32 ;
-  assign \$34  = reserved < 7'h40;
-  assign \$35  = \$33  | \$34 ;
-  assign issue = \$21  & \$35 ;
-  assign \$36  = $signed(ix) < $signed(1'h0);
-  assign \$37  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
-  assign \$38  = - $signed(ix);
-  assign \$39  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
-  assign \$40  = 2'h2 * desc[41:35];
-  assign \$41  = $signed(\$40 ) - $signed(3'h2);
-  assign \$42  = $signed(\$41 ) - $signed(ix);
-  assign \$43  = desc[41:35] - 1'h1;
-  assign \$44  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
-  assign \$45  = desc[154] ? 5'h00 : j;
-  assign \$46  = cur[4:0] + \$45 ;
-  assign \$47  = issue & is_elem;
-  assign \$50  = issue & desc[154];
-  assign \$51  = ! ky;
-  assign \$52  = ! kx;
-  assign \$53  = \$51  & \$52 ;
-  assign \$54  = ! j;
-  assign \$55  = \$53  & \$54 ;
-  assign \$56  = desc[73:71] - 1'h1;
-  assign \$57  = ky == \$56 ;
-  assign \$58  = desc[154] | \$57 ;
-  assign \$59  = desc[76:74] - 1'h1;
-  assign \$60  = kx == \$59 ;
+  assign \$22  = ky == kh_m1;
+  assign \$23  = desc[154] | \$22 ;
+  assign \$24  = kx == kw_m1;
+  assign \$25  = desc[154] | \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = j == cur[9:5];
+  assign \$28  = \$26  & \$27 ;
+  assign \$29  = \$28  & is_elem;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = reserved < 7'h40;
+  assign \$32  = \$30  | \$31 ;
+  assign issue = \$21  & \$32 ;
+  assign \$33  = $signed(ix) < $signed(1'h0);
+  assign \$34  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
+  assign \$35  = - $signed(ix);
+  assign \$36  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
+  assign \$37  = 2'h2 * desc[41:35];
+  assign \$38  = $signed(\$37 ) - $signed(3'h2);
+  assign \$39  = $signed(\$38 ) - $signed(ix);
+  assign \$40  = desc[41:35] - 1'h1;
+  assign \$41  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
+  assign \$42  = desc[154] ? 5'h00 : j;
+  assign \$43  = cur[4:0] + \$42 ;
+  assign \$44  = issue & is_elem;
+  assign \$47  = issue & desc[154];
+  assign \$48  = ! ky;
+  assign \$49  = ! kx;
+  assign \$50  = \$48  & \$49 ;
+  assign \$51  = ! j;
+  assign \$52  = \$50  & \$51 ;
+  assign \$53  = ky == kh_m1;
+  assign \$54  = desc[154] | \$53 ;
+  assign \$55  = kx == kw_m1;
+  assign \$56  = desc[154] | \$55 ;
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = j == cur[9:5];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = ky == kh_m1;
   assign \$61  = desc[154] | \$60 ;
-  assign \$62  = \$58  & \$61 ;
-  assign \$63  = cur[9:5] - 1'h1;
-  assign \$64  = j == \$63 ;
-  assign \$65  = \$62  & \$64 ;
-  assign \$66  = desc[73:71] - 1'h1;
-  assign \$67  = ky == \$66 ;
-  assign \$68  = desc[154] | \$67 ;
-  assign \$69  = desc[76:74] - 1'h1;
-  assign \$70  = kx == \$69 ;
-  assign \$71  = desc[154] | \$70 ;
-  assign \$72  = \$68  & \$71 ;
-  assign \$73  = cur[9:5] - 1'h1;
-  assign \$74  = j == \$73 ;
+  assign \$62  = kx == kw_m1;
+  assign \$63  = desc[154] | \$62 ;
+  assign \$64  = \$61  & \$63 ;
+  assign \$65  = j == cur[9:5];
+  assign \$66  = \$64  & \$65 ;
+  assign \$67  = t == cot_m1;
+  assign \$68  = \$66  & \$67 ;
+  assign \$69  = rows_left == gcount;
+  assign \$70  = \$68  & \$69 ;
+  assign \$71  = g == gcount_m1;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = ox == ow_m1;
+  assign \$74  = is_elem & \$73 ;
   assign \$75  = \$72  & \$74 ;
-  assign \$76  = desc[11:5] - 1'h1;
-  assign \$77  = t == \$76 ;
-  assign \$78  = \$75  & \$77 ;
-  assign \$79  = rows_left == gcount;
-  assign \$80  = \$78  & \$79 ;
-  assign \$81  = gcount - 1'h1;
-  assign \$82  = g == \$81 ;
-  assign \$83  = \$80  & \$82 ;
-  assign \$84  = desc[59:53] - 1'h1;
-  assign \$85  = ox == \$84 ;
-  assign \$86  = is_elem & \$85 ;
-  assign \$87  = \$83  & \$86 ;
-  assign \$88  = $signed(iy) < $signed(1'h0);
-  assign \$89  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$90  = \$88  | \$89 ;
-  assign \$91  = pad_x | \$90 ;
-  assign \$92  = 1'h0 * desc[86:83];
-  assign \$93  = $signed(iy) + $signed({ 1'h0, \$92  });
-  assign \$94  = 1'h1 * desc[86:83];
-  assign \$95  = $signed(iy) + $signed({ 1'h0, \$94  });
-  assign \$96  = 2'h2 * desc[86:83];
-  assign \$97  = $signed(iy) + $signed({ 1'h0, \$96  });
-  assign \$98  = 2'h3 * desc[86:83];
-  assign \$99  = $signed(iy) + $signed({ 1'h0, \$98  });
-  assign \$100  = 3'h4 * desc[86:83];
-  assign \$101  = $signed(iy) + $signed({ 1'h0, \$100  });
-  assign \$102  = desc[76:74] - 1'h1;
-  assign \$103  = $signed(\$102 ) - $signed({ 1'h0, dw_kx0_s1 });
-  assign \$109  = desc[76:74] - 1'h1;
-  assign \$110  = $signed(\$109 ) - $signed({ 1'h0, dw_kx1_s1 });
-  assign \$116  = desc[76:74] - 1'h1;
-  assign \$117  = $signed(\$116 ) - $signed({ 1'h0, dw_kx2_s1 });
-  assign \$123  = desc[76:74] - 1'h1;
-  assign \$124  = $signed(\$123 ) - $signed({ 1'h0, dw_kx3_s1 });
-  assign \$130  = desc[76:74] - 1'h1;
-  assign \$131  = $signed(\$130 ) - $signed({ 1'h0, dw_kx4_s1 });
-  assign \$137  = desc[76:74] - 1'h1;
-  assign \$138  = $signed(\$137 ) - $signed({ 1'h0, dw_kx5_s1 });
-  assign \$144  = desc[76:74] - 1'h1;
-  assign \$145  = $signed(\$144 ) - $signed({ 1'h0, dw_kx6_s1 });
-  assign \$151  = desc[76:74] - 1'h1;
-  assign \$152  = $signed(\$151 ) - $signed({ 1'h0, dw_kx7_s1 });
-  assign \$158  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
-  assign \$159  = $signed(\$158 ) + $signed(\sums$192 [31:0]);
-  assign \$160  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
-  assign \$161  = $signed(\$160 ) + $signed(\sums$192 [63:32]);
-  assign \$162  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
-  assign \$163  = $signed(\$162 ) + $signed(\sums$192 [95:64]);
-  assign \$164  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
-  assign \$165  = $signed(\$164 ) + $signed(\sums$192 [127:96]);
-  assign \$166  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
-  assign \$167  = $signed(\$166 ) + $signed(\sums$192 [159:128]);
-  assign \$168  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
-  assign \$169  = $signed(\$168 ) + $signed(\sums$192 [191:160]);
-  assign \$170  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
-  assign \$171  = $signed(\$170 ) + $signed(\sums$192 [223:192]);
-  assign \$172  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
-  assign \$173  = $signed(\$172 ) + $signed(\sums$192 [255:224]);
-  assign \$174  = ~ sb_p19[3];
-  assign acc_w__en = sb_p19[0] & \$174 ;
-  assign \$175  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$176  = desc[131] & \$175 ;
-  assign lo = \$176  ? desc[148:132] : qlo;
-  assign \$177  = ld_tile + 1'h1;
-  assign ld_word_end = \$177  * 4'h8;
-  assign \$178  = state == 2'h3;
-  assign \$179  = sq != 2'h3;
-  assign \$180  = \$178  & \$179 ;
-  assign \$181  = ~ ld_busy;
-  assign \$182  = \$180  & \$181 ;
-  assign \$183  = w_count >= ld_word_end;
-  assign \$184  = \$182  & \$183 ;
-  assign \$185  = ld_ahead <= 1'h1;
-  assign ld_start = \$184  & \$185 ;
-  assign \$186  = ! desc[4:0];
-  assign \$187  = desc[4:0] > 5'h10;
-  assign \$188  = \$186  | \$187 ;
-  assign \$189  = ! desc[11:5];
-  assign \$190  = desc[11:5] > 7'h40;
-  assign \$191  = \$189  | \$190 ;
-  assign \$192  = ! desc[23:12];
-  assign \$193  = desc[23:12] > 12'h800;
-  assign \$194  = \$192  | \$193 ;
-  assign \$195  = ! desc[34:24];
-  assign \$196  = desc[34:24] > 11'h400;
-  assign \$197  = \$195  | \$196 ;
-  assign \$198  = ! desc[41:35];
-  assign \$199  = desc[41:35] > 7'h40;
-  assign \$200  = \$198  | \$199 ;
-  assign \$201  = ! desc[52:42];
-  assign \$202  = ! desc[59:53];
-  assign \$203  = \$201  | \$202 ;
-  assign \$204  = ! desc[70:60];
-  assign \$205  = \$203  | \$204 ;
-  assign \$206  = ! desc[73:71];
-  assign \$207  = desc[73:71] > 3'h7;
+  assign \$76  = $signed(iy) < $signed(1'h0);
+  assign \$77  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = pad_x | \$78 ;
+  assign \$80  = 1'h0 * desc[86:83];
+  assign \$81  = $signed(iy) + $signed({ 1'h0, \$80  });
+  assign \$82  = 1'h1 * desc[86:83];
+  assign \$83  = $signed(iy) + $signed({ 1'h0, \$82  });
+  assign \$84  = 2'h2 * desc[86:83];
+  assign \$85  = $signed(iy) + $signed({ 1'h0, \$84  });
+  assign \$86  = 2'h3 * desc[86:83];
+  assign \$87  = $signed(iy) + $signed({ 1'h0, \$86  });
+  assign \$88  = 3'h4 * desc[86:83];
+  assign \$89  = $signed(iy) + $signed({ 1'h0, \$88  });
+  assign dwback0 = kw_m1 - dw_kx0_s1;
+  assign dwback1 = kw_m1 - dw_kx1_s1;
+  assign dwback2 = kw_m1 - dw_kx2_s1;
+  assign dwback3 = kw_m1 - dw_kx3_s1;
+  assign dwback4 = kw_m1 - dw_kx4_s1;
+  assign dwback5 = kw_m1 - dw_kx5_s1;
+  assign dwback6 = kw_m1 - dw_kx6_s1;
+  assign dwback7 = kw_m1 - dw_kx7_s1;
+  assign \$130  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
+  assign \$131  = $signed(\$130 ) + $signed(\sums$197 [31:0]);
+  assign \$132  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
+  assign \$133  = $signed(\$132 ) + $signed(\sums$197 [63:32]);
+  assign \$134  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
+  assign \$135  = $signed(\$134 ) + $signed(\sums$197 [95:64]);
+  assign \$136  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
+  assign \$137  = $signed(\$136 ) + $signed(\sums$197 [127:96]);
+  assign \$138  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
+  assign \$139  = $signed(\$138 ) + $signed(\sums$197 [159:128]);
+  assign \$140  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
+  assign \$141  = $signed(\$140 ) + $signed(\sums$197 [191:160]);
+  assign \$142  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
+  assign \$143  = $signed(\$142 ) + $signed(\sums$197 [223:192]);
+  assign \$144  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
+  assign \$145  = $signed(\$144 ) + $signed(\sums$197 [255:224]);
+  assign \$146  = ~ sb_p19[3];
+  assign acc_w__en = sb_p19[0] & \$146 ;
+  assign \$147  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$148  = desc[131] & \$147 ;
+  assign lo = \$148  ? desc[148:132] : qlo;
+  assign \$149  = ld_tile + 1'h1;
+  assign ld_word_end = \$149  * 4'h8;
+  assign \$150  = state == 2'h3;
+  assign \$151  = sq != 2'h3;
+  assign \$152  = \$150  & \$151 ;
+  assign \$153  = ~ ld_busy;
+  assign \$154  = \$152  & \$153 ;
+  assign \$155  = w_count >= ld_word_end;
+  assign \$156  = \$154  & \$155 ;
+  assign \$157  = ld_ahead <= 1'h1;
+  assign ld_start = \$156  & \$157 ;
+  assign \$158  = ! desc[4:0];
+  assign \$159  = desc[4:0] > 5'h10;
+  assign \$160  = \$158  | \$159 ;
+  assign \$161  = ! desc[11:5];
+  assign \$162  = desc[11:5] > 7'h40;
+  assign \$163  = \$161  | \$162 ;
+  assign \$164  = ! desc[23:12];
+  assign \$165  = desc[23:12] > 12'h800;
+  assign \$166  = \$164  | \$165 ;
+  assign \$167  = ! desc[34:24];
+  assign \$168  = desc[34:24] > 11'h400;
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = ! desc[41:35];
+  assign \$171  = desc[41:35] > 7'h40;
+  assign \$172  = \$170  | \$171 ;
+  assign \$173  = ! desc[52:42];
+  assign \$174  = ! desc[59:53];
+  assign \$175  = \$173  | \$174 ;
+  assign \$176  = ! desc[70:60];
+  assign \$177  = \$175  | \$176 ;
+  assign \$178  = ! desc[73:71];
+  assign \$179  = desc[73:71] > 3'h7;
+  assign \$180  = \$178  | \$179 ;
+  assign \$181  = ! desc[76:74];
+  assign \$182  = \$180  | \$181 ;
+  assign \$183  = desc[76:74] > 3'h7;
+  assign \$184  = \$182  | \$183 ;
+  assign \$185  = ! desc[79:77];
+  assign \$186  = desc[79:77] > 3'h4;
+  assign \$187  = \$185  | \$186 ;
+  assign \$188  = ! desc[82:80];
+  assign \$189  = desc[82:80] > 3'h4;
+  assign \$190  = \$188  | \$189 ;
+  assign \$191  = ! desc[86:83];
+  assign \$192  = desc[86:83] > 4'h8;
+  assign \$193  = \$191  | \$192 ;
+  assign \$194  = ! desc[90:87];
+  assign \$195  = desc[90:87] > 4'h8;
+  assign \$196  = \$194  | \$195 ;
+  assign \$197  = pass_span > 5'h10;
+  assign \$198  = acc_need > 10'h200;
+  assign \$199  = desc[41:35] - 1'h1;
+  assign \$200  = $signed(\$199 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$201  = $signed(last_ix) > $signed(\$200 );
+  assign \$202  = desc[34:24] - 1'h1;
+  assign \$203  = $signed(\$202 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$204  = $signed(last_iy) > $signed(\$203 );
+  assign \$205  = desc[120:119] == 1'h1;
+  assign \$206  = desc[111:105] >= desc[41:35];
+  assign \$207  = desc[118:112] >= desc[41:35];
   assign \$208  = \$206  | \$207 ;
-  assign \$209  = ! desc[76:74];
-  assign \$210  = \$208  | \$209 ;
-  assign \$211  = desc[76:74] > 3'h7;
-  assign \$212  = \$210  | \$211 ;
-  assign \$213  = ! desc[79:77];
-  assign \$214  = desc[79:77] > 3'h4;
-  assign \$215  = \$213  | \$214 ;
-  assign \$216  = ! desc[82:80];
-  assign \$217  = desc[82:80] > 3'h4;
-  assign \$218  = \$216  | \$217 ;
-  assign \$219  = ! desc[86:83];
-  assign \$220  = desc[86:83] > 4'h8;
-  assign \$221  = \$219  | \$220 ;
-  assign \$222  = ! desc[90:87];
-  assign \$223  = desc[90:87] > 4'h8;
+  assign \$209  = \$205  & \$208 ;
+  assign \$210  = desc[120:119] == 2'h3;
+  assign \$211  = desc[111:105] > desc[41:35];
+  assign \$212  = desc[118:112] > desc[41:35];
+  assign \$213  = \$211  | \$212 ;
+  assign \$214  = \$210  & \$213 ;
+  assign \$215  = desc[130:129] == 2'h3;
+  assign \$216  = | desc[130:129];
+  assign \$217  = desc[153:149] < 2'h2;
+  assign \$218  = desc[153:149] > 5'h10;
+  assign \$219  = \$217  | \$218 ;
+  assign \$220  = \$216  & \$219 ;
+  assign \$221  = desc[73:71] > 3'h5;
+  assign \$223  = desc[76:74] > 3'h5;
   assign \$224  = \$222  | \$223 ;
-  assign \$225  = pass_span > 5'h10;
-  assign \$226  = acc_need > 10'h200;
-  assign \$227  = desc[41:35] - 1'h1;
-  assign \$228  = $signed(\$227 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$229  = $signed(last_ix) > $signed(\$228 );
-  assign \$230  = desc[34:24] - 1'h1;
-  assign \$231  = $signed(\$230 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$232  = $signed(last_iy) > $signed(\$231 );
-  assign \$233  = desc[120:119] == 1'h1;
-  assign \$234  = desc[111:105] >= desc[41:35];
-  assign \$235  = desc[118:112] >= desc[41:35];
-  assign \$236  = \$234  | \$235 ;
-  assign \$237  = \$233  & \$236 ;
-  assign \$238  = desc[120:119] == 2'h3;
-  assign \$239  = desc[111:105] > desc[41:35];
-  assign \$240  = desc[118:112] > desc[41:35];
-  assign \$241  = \$239  | \$240 ;
-  assign \$242  = \$238  & \$241 ;
-  assign \$243  = desc[130:129] == 2'h3;
-  assign \$244  = | desc[130:129];
-  assign \$245  = desc[153:149] < 2'h2;
-  assign \$246  = desc[153:149] > 5'h10;
-  assign \$247  = \$245  | \$246 ;
-  assign \$248  = \$244  & \$247 ;
-  assign \$249  = desc[73:71] > 3'h5;
-  assign \$251  = desc[76:74] > 3'h5;
-  assign \$252  = \$250  | \$251 ;
-  assign \$253  = desc[90:87] > 2'h2;
-  assign \$254  = \$252  | \$253 ;
-  assign \$255  = desc[154] & \$254 ;
-  assign \$256  = | { \$255 , \$248 , \$243 , \$242 , \$237 , \$232 , \$229 , \$226 , \$225 , \$224 , \$221 , \$218 , \$215 , \$212 , \$205 , \$200 , \$197 , \$194 , \$191 , \$188  };
+  assign \$225  = desc[90:87] > 2'h2;
+  assign \$226  = \$224  | \$225 ;
+  assign \$227  = desc[154] & \$226 ;
+  assign \$228  = | { \$227 , \$220 , \$215 , \$214 , \$209 , \$204 , \$201 , \$198 , \$197 , \$196 , \$193 , \$190 , \$187 , \$184 , \$177 , \$172 , \$169 , \$166 , \$163 , \$160  };
   assign abort_wait_done = ! abort_timer;
-  assign fatal = | \$257 ;
-  assign \$258  = state == 2'h3;
-  assign \$259  = state == 3'h4;
-  assign \$260  = \$258  | \$259 ;
-  assign \$261  = ~ p_done;
-  assign i_param__ready = \$260  & \$261 ;
-  assign \$262  = i_param__valid & i_param__ready;
-  assign \$263  = p_count < desc[11:5];
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = state == 3'h4;
-  assign \$266  = ~ \$265 ;
-  assign pm_w__en = \$264  & \$266 ;
-  assign \$267  = i_param__valid & i_param__ready;
-  assign \$268  = p_count < desc[11:5];
-  assign \$269  = \$267  & \$268 ;
-  assign \$270  = state == 3'h4;
-  assign \$271  = ~ \$270 ;
-  assign cw_w__en = \$269  & \$271 ;
-  assign \$272  = i_param__valid & i_param__ready;
-  assign \$273  = p_count < desc[11:5];
-  assign \$274  = ! i_param__payload[561:557];
-  assign \$275  = i_param__payload[556:552] >= desc[4:0];
-  assign \$276  = i_param__payload[561:557] * 4'h8;
-  assign \$277  = \$276  < taps;
-  assign \$278  = \$275  | \$277 ;
-  assign \$279  = i_param__payload[556:552] + i_param__payload[561:557];
-  assign \$280  = \$279  > desc[4:0];
-  assign \$281  = desc[154] ? \$278  : \$280 ;
-  assign \$282  = \$274  | \$281 ;
-  assign \$283  = p_count + 1'h1;
-  assign \$284  = \$283  < desc[11:5];
-  assign \$285  = p_count + 1'h1;
-  assign \$286  = \$285  > desc[11:5];
-  assign \$287  = ~ p_checked;
-  assign \$288  = p_done & \$287 ;
-  assign \$289  = state == 2'h3;
-  assign \$290  = \$288  & \$289 ;
-  assign \$291  = tiles_sum != desc[23:12];
-  assign \$292  = p_done & p_checked;
-  assign \$293  = ~ fatal;
-  assign params_ok = \$292  & \$293 ;
-  assign \$294  = state == 2'h3;
+  assign fatal = | \$229 ;
+  assign \$230  = state == 2'h3;
+  assign \$231  = state == 3'h4;
+  assign \$232  = \$230  | \$231 ;
+  assign \$233  = ~ p_done;
+  assign i_param__ready = \$232  & \$233 ;
+  assign \$234  = i_param__valid & i_param__ready;
+  assign \$235  = p_count < desc[11:5];
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = state == 3'h4;
+  assign \$238  = ~ \$237 ;
+  assign pm_w__en = \$236  & \$238 ;
+  assign \$239  = i_param__payload[561:557] - 1'h1;
+  assign \$240  = i_param__valid & i_param__ready;
+  assign \$241  = p_count < desc[11:5];
+  assign \$242  = \$240  & \$241 ;
+  assign \$243  = state == 3'h4;
+  assign \$244  = ~ \$243 ;
+  assign cw_w__en = \$242  & \$244 ;
+  assign \$245  = i_param__valid & i_param__ready;
+  assign \$246  = p_count < desc[11:5];
+  assign \$247  = ! i_param__payload[561:557];
+  assign \$248  = i_param__payload[556:552] >= desc[4:0];
+  assign \$249  = i_param__payload[561:557] * 4'h8;
+  assign \$250  = \$249  < taps;
+  assign \$251  = \$248  | \$250 ;
+  assign \$252  = i_param__payload[556:552] + i_param__payload[561:557];
+  assign \$253  = \$252  > desc[4:0];
+  assign \$254  = desc[154] ? \$251  : \$253 ;
+  assign \$255  = \$247  | \$254 ;
+  assign \$256  = p_count + 1'h1;
+  assign \$257  = \$256  < desc[11:5];
+  assign \$258  = p_count + 1'h1;
+  assign \$259  = \$258  > desc[11:5];
+  assign \$260  = ~ p_checked;
+  assign \$261  = p_done & \$260 ;
+  assign \$262  = state == 2'h3;
+  assign \$263  = \$261  & \$262 ;
+  assign \$264  = tiles_sum != desc[23:12];
+  assign \$265  = p_done & p_checked;
+  assign \$266  = ~ fatal;
+  assign params_ok = \$265  & \$266 ;
+  assign \$267  = state == 2'h3;
+  assign \$268  = state == 3'h4;
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = ~ w_done;
+  assign i_weight__ready = \$269  & \$270 ;
+  assign \$271  = i_weight__valid & i_weight__ready;
+  assign \$272  = w_count < w_total;
+  assign \$273  = \$271  & \$272 ;
+  assign \$274  = state == 3'h4;
+  assign \$275  = ~ \$274 ;
+  assign wm_w__en = \$273  & \$275 ;
+  assign \$276  = i_weight__valid & i_weight__ready;
+  assign \$277  = w_count < w_total;
+  assign \$278  = w_count + 1'h1;
+  assign \$279  = \$278  < w_total;
+  assign \$280  = state == 2'h3;
+  assign \$281  = state == 3'h4;
+  assign \$282  = \$280  | \$281 ;
+  assign \$283  = ~ a_done;
+  assign \$284  = \$282  & \$283 ;
+  assign \$285  = state == 3'h4;
+  assign \$286  = a_count >= act_total;
+  assign \$287  = \$285  | \$286 ;
+  assign \$288  = \lo$269  + 5'h10;
+  assign \$289  = wr_iy < \$288 ;
+  assign \$290  = \$287  | \$289 ;
+  assign i_act__ready = \$284  & \$290 ;
+  assign \$291  = i_act__valid & i_act__ready;
+  assign \$292  = a_count >= act_total;
+  assign \$293  = ~ \$292 ;
+  assign \$294  = \$291  & \$293 ;
   assign \$295  = state == 3'h4;
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = ~ w_done;
-  assign i_weight__ready = \$296  & \$297 ;
-  assign \$298  = i_weight__valid & i_weight__ready;
-  assign \$299  = w_count < w_total;
-  assign \$300  = \$298  & \$299 ;
-  assign \$301  = state == 3'h4;
-  assign \$302  = ~ \$301 ;
-  assign wm_w__en = \$300  & \$302 ;
-  assign \$303  = i_weight__valid & i_weight__ready;
-  assign \$304  = w_count < w_total;
-  assign \$305  = w_count + 1'h1;
-  assign \$306  = \$305  < w_total;
-  assign \$307  = state == 2'h3;
-  assign \$308  = state == 3'h4;
-  assign \$309  = \$307  | \$308 ;
-  assign \$310  = ~ a_done;
-  assign \$311  = \$309  & \$310 ;
-  assign \$312  = state == 3'h4;
-  assign \$313  = a_count >= act_total;
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = \lo$264  + 5'h10;
-  assign \$316  = wr_iy < \$315 ;
-  assign \$317  = \$314  | \$316 ;
-  assign i_act__ready = \$311  & \$317 ;
-  assign \$318  = i_act__valid & i_act__ready;
-  assign \$319  = a_count >= act_total;
+  assign \$296  = ~ \$295 ;
+  assign \$297  = \$294  & \$296 ;
+  assign \$298  = ! wr_iy[3:0];
+  assign \$signature__en$274  = \$297  & \$298 ;
+  assign \$299  = i_act__valid & i_act__ready;
+  assign \$300  = a_count >= act_total;
+  assign \$301  = ~ \$300 ;
+  assign \$302  = \$299  & \$301 ;
+  assign \$303  = state == 3'h4;
+  assign \$304  = ~ \$303 ;
+  assign \$305  = \$302  & \$304 ;
+  assign \$306  = wr_iy[3:0] == 1'h1;
+  assign \$signature__en$277  = \$305  & \$306 ;
+  assign \$307  = i_act__valid & i_act__ready;
+  assign \$308  = a_count >= act_total;
+  assign \$309  = ~ \$308 ;
+  assign \$310  = \$307  & \$309 ;
+  assign \$311  = state == 3'h4;
+  assign \$312  = ~ \$311 ;
+  assign \$313  = \$310  & \$312 ;
+  assign \$314  = wr_iy[3:0] == 2'h2;
+  assign \$signature__en$280  = \$313  & \$314 ;
+  assign \$315  = i_act__valid & i_act__ready;
+  assign \$316  = a_count >= act_total;
+  assign \$317  = ~ \$316 ;
+  assign \$318  = \$315  & \$317 ;
+  assign \$319  = state == 3'h4;
   assign \$320  = ~ \$319 ;
   assign \$321  = \$318  & \$320 ;
-  assign \$322  = state == 3'h4;
-  assign \$323  = ~ \$322 ;
-  assign \$324  = \$321  & \$323 ;
-  assign \$325  = ! wr_iy[3:0];
-  assign \$signature__en$269  = \$324  & \$325 ;
-  assign \$326  = i_act__valid & i_act__ready;
-  assign \$327  = a_count >= act_total;
+  assign \$322  = wr_iy[3:0] == 2'h3;
+  assign \$signature__en$283  = \$321  & \$322 ;
+  assign \$323  = i_act__valid & i_act__ready;
+  assign \$324  = a_count >= act_total;
+  assign \$325  = ~ \$324 ;
+  assign \$326  = \$323  & \$325 ;
+  assign \$327  = state == 3'h4;
   assign \$328  = ~ \$327 ;
   assign \$329  = \$326  & \$328 ;
-  assign \$330  = state == 3'h4;
-  assign \$331  = ~ \$330 ;
-  assign \$332  = \$329  & \$331 ;
-  assign \$333  = wr_iy[3:0] == 1'h1;
-  assign \$signature__en$272  = \$332  & \$333 ;
-  assign \$334  = i_act__valid & i_act__ready;
-  assign \$335  = a_count >= act_total;
+  assign \$330  = wr_iy[3:0] == 3'h4;
+  assign \$signature__en$286  = \$329  & \$330 ;
+  assign \$331  = i_act__valid & i_act__ready;
+  assign \$332  = a_count >= act_total;
+  assign \$333  = ~ \$332 ;
+  assign \$334  = \$331  & \$333 ;
+  assign \$335  = state == 3'h4;
   assign \$336  = ~ \$335 ;
   assign \$337  = \$334  & \$336 ;
-  assign \$338  = state == 3'h4;
-  assign \$339  = ~ \$338 ;
-  assign \$340  = \$337  & \$339 ;
-  assign \$341  = wr_iy[3:0] == 2'h2;
-  assign \$signature__en$275  = \$340  & \$341 ;
-  assign \$342  = i_act__valid & i_act__ready;
-  assign \$343  = a_count >= act_total;
+  assign \$338  = wr_iy[3:0] == 3'h5;
+  assign \$signature__en$289  = \$337  & \$338 ;
+  assign \$339  = i_act__valid & i_act__ready;
+  assign \$340  = a_count >= act_total;
+  assign \$341  = ~ \$340 ;
+  assign \$342  = \$339  & \$341 ;
+  assign \$343  = state == 3'h4;
   assign \$344  = ~ \$343 ;
   assign \$345  = \$342  & \$344 ;
-  assign \$346  = state == 3'h4;
-  assign \$347  = ~ \$346 ;
-  assign \$348  = \$345  & \$347 ;
-  assign \$349  = wr_iy[3:0] == 2'h3;
-  assign \$signature__en$278  = \$348  & \$349 ;
-  assign \$350  = i_act__valid & i_act__ready;
-  assign \$351  = a_count >= act_total;
+  assign \$346  = wr_iy[3:0] == 3'h6;
+  assign \$signature__en$292  = \$345  & \$346 ;
+  assign \$347  = i_act__valid & i_act__ready;
+  assign \$348  = a_count >= act_total;
+  assign \$349  = ~ \$348 ;
+  assign \$350  = \$347  & \$349 ;
+  assign \$351  = state == 3'h4;
   assign \$352  = ~ \$351 ;
   assign \$353  = \$350  & \$352 ;
-  assign \$354  = state == 3'h4;
-  assign \$355  = ~ \$354 ;
-  assign \$356  = \$353  & \$355 ;
-  assign \$357  = wr_iy[3:0] == 3'h4;
-  assign \$signature__en$281  = \$356  & \$357 ;
-  assign \$358  = i_act__valid & i_act__ready;
-  assign \$359  = a_count >= act_total;
+  assign \$354  = wr_iy[3:0] == 3'h7;
+  assign \$signature__en$295  = \$353  & \$354 ;
+  assign \$355  = i_act__valid & i_act__ready;
+  assign \$356  = a_count >= act_total;
+  assign \$357  = ~ \$356 ;
+  assign \$358  = \$355  & \$357 ;
+  assign \$359  = state == 3'h4;
   assign \$360  = ~ \$359 ;
   assign \$361  = \$358  & \$360 ;
-  assign \$362  = state == 3'h4;
-  assign \$363  = ~ \$362 ;
-  assign \$364  = \$361  & \$363 ;
-  assign \$365  = wr_iy[3:0] == 3'h5;
-  assign \$signature__en$284  = \$364  & \$365 ;
-  assign \$366  = i_act__valid & i_act__ready;
-  assign \$367  = a_count >= act_total;
+  assign \$362  = wr_iy[3:0] == 4'h8;
+  assign \$signature__en$298  = \$361  & \$362 ;
+  assign \$363  = i_act__valid & i_act__ready;
+  assign \$364  = a_count >= act_total;
+  assign \$365  = ~ \$364 ;
+  assign \$366  = \$363  & \$365 ;
+  assign \$367  = state == 3'h4;
   assign \$368  = ~ \$367 ;
   assign \$369  = \$366  & \$368 ;
-  assign \$370  = state == 3'h4;
-  assign \$371  = ~ \$370 ;
-  assign \$372  = \$369  & \$371 ;
-  assign \$373  = wr_iy[3:0] == 3'h6;
-  assign \$signature__en$287  = \$372  & \$373 ;
-  assign \$374  = i_act__valid & i_act__ready;
-  assign \$375  = a_count >= act_total;
+  assign \$370  = wr_iy[3:0] == 4'h9;
+  assign \$signature__en$301  = \$369  & \$370 ;
+  assign \$371  = i_act__valid & i_act__ready;
+  assign \$372  = a_count >= act_total;
+  assign \$373  = ~ \$372 ;
+  assign \$374  = \$371  & \$373 ;
+  assign \$375  = state == 3'h4;
   assign \$376  = ~ \$375 ;
   assign \$377  = \$374  & \$376 ;
-  assign \$378  = state == 3'h4;
-  assign \$379  = ~ \$378 ;
-  assign \$380  = \$377  & \$379 ;
-  assign \$381  = wr_iy[3:0] == 3'h7;
-  assign \$signature__en$290  = \$380  & \$381 ;
-  assign \$382  = i_act__valid & i_act__ready;
-  assign \$383  = a_count >= act_total;
+  assign \$378  = wr_iy[3:0] == 4'ha;
+  assign \$signature__en$304  = \$377  & \$378 ;
+  assign \$379  = i_act__valid & i_act__ready;
+  assign \$380  = a_count >= act_total;
+  assign \$381  = ~ \$380 ;
+  assign \$382  = \$379  & \$381 ;
+  assign \$383  = state == 3'h4;
   assign \$384  = ~ \$383 ;
   assign \$385  = \$382  & \$384 ;
-  assign \$386  = state == 3'h4;
-  assign \$387  = ~ \$386 ;
-  assign \$388  = \$385  & \$387 ;
-  assign \$389  = wr_iy[3:0] == 4'h8;
-  assign \$signature__en$293  = \$388  & \$389 ;
-  assign \$390  = i_act__valid & i_act__ready;
-  assign \$391  = a_count >= act_total;
+  assign \$386  = wr_iy[3:0] == 4'hb;
+  assign \$signature__en$307  = \$385  & \$386 ;
+  assign \$387  = i_act__valid & i_act__ready;
+  assign \$388  = a_count >= act_total;
+  assign \$389  = ~ \$388 ;
+  assign \$390  = \$387  & \$389 ;
+  assign \$391  = state == 3'h4;
   assign \$392  = ~ \$391 ;
   assign \$393  = \$390  & \$392 ;
-  assign \$394  = state == 3'h4;
-  assign \$395  = ~ \$394 ;
-  assign \$396  = \$393  & \$395 ;
-  assign \$397  = wr_iy[3:0] == 4'h9;
-  assign \$signature__en$296  = \$396  & \$397 ;
-  assign \$398  = i_act__valid & i_act__ready;
-  assign \$399  = a_count >= act_total;
+  assign \$394  = wr_iy[3:0] == 4'hc;
+  assign \$signature__en$310  = \$393  & \$394 ;
+  assign \$395  = i_act__valid & i_act__ready;
+  assign \$396  = a_count >= act_total;
+  assign \$397  = ~ \$396 ;
+  assign \$398  = \$395  & \$397 ;
+  assign \$399  = state == 3'h4;
   assign \$400  = ~ \$399 ;
   assign \$401  = \$398  & \$400 ;
-  assign \$402  = state == 3'h4;
-  assign \$403  = ~ \$402 ;
-  assign \$404  = \$401  & \$403 ;
-  assign \$405  = wr_iy[3:0] == 4'ha;
-  assign \$signature__en$299  = \$404  & \$405 ;
-  assign \$406  = i_act__valid & i_act__ready;
-  assign \$407  = a_count >= act_total;
+  assign \$402  = wr_iy[3:0] == 4'hd;
+  assign \$signature__en$313  = \$401  & \$402 ;
+  assign \$403  = i_act__valid & i_act__ready;
+  assign \$404  = a_count >= act_total;
+  assign \$405  = ~ \$404 ;
+  assign \$406  = \$403  & \$405 ;
+  assign \$407  = state == 3'h4;
   assign \$408  = ~ \$407 ;
   assign \$409  = \$406  & \$408 ;
-  assign \$410  = state == 3'h4;
-  assign \$411  = ~ \$410 ;
-  assign \$412  = \$409  & \$411 ;
-  assign \$413  = wr_iy[3:0] == 4'hb;
-  assign \$signature__en$302  = \$412  & \$413 ;
-  assign \$414  = i_act__valid & i_act__ready;
-  assign \$415  = a_count >= act_total;
+  assign \$410  = wr_iy[3:0] == 4'he;
+  assign \$signature__en$316  = \$409  & \$410 ;
+  assign \$411  = i_act__valid & i_act__ready;
+  assign \$412  = a_count >= act_total;
+  assign \$413  = ~ \$412 ;
+  assign \$414  = \$411  & \$413 ;
+  assign \$415  = state == 3'h4;
   assign \$416  = ~ \$415 ;
   assign \$417  = \$414  & \$416 ;
-  assign \$418  = state == 3'h4;
-  assign \$419  = ~ \$418 ;
-  assign \$420  = \$417  & \$419 ;
-  assign \$421  = wr_iy[3:0] == 4'hc;
-  assign \$signature__en$305  = \$420  & \$421 ;
-  assign \$422  = i_act__valid & i_act__ready;
-  assign \$423  = a_count >= act_total;
-  assign \$424  = ~ \$423 ;
-  assign \$425  = \$422  & \$424 ;
-  assign \$426  = state == 3'h4;
-  assign \$427  = ~ \$426 ;
-  assign \$428  = \$425  & \$427 ;
-  assign \$429  = wr_iy[3:0] == 4'hd;
-  assign \$signature__en$308  = \$428  & \$429 ;
-  assign \$430  = i_act__valid & i_act__ready;
-  assign \$431  = a_count >= act_total;
+  assign \$418  = wr_iy[3:0] == 4'hf;
+  assign \$signature__en$319  = \$417  & \$418 ;
+  assign \$419  = i_act__valid & i_act__ready;
+  assign \$420  = a_count >= act_total;
+  assign \$421  = a_count + 1'h1;
+  assign \$422  = \$421  < act_total;
+  assign \$423  = $signed(y_end) <= $signed(1'h0);
+  assign \$424  = wr_iy >= desc[34:24];
+  assign \$425  = \$423  | \$424 ;
+  assign \$426  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$425  | \$426 ;
+  assign \$427  = state == 2'h2;
+  assign \$428  = state == 3'h4;
+  assign \$429  = state == 2'h3;
+  assign \$430  = ox == ow_m1;
+  assign \$431  = is_elem & \$430 ;
   assign \$432  = ~ \$431 ;
-  assign \$433  = \$430  & \$432 ;
-  assign \$434  = state == 3'h4;
-  assign \$435  = ~ \$434 ;
-  assign \$436  = \$433  & \$435 ;
-  assign \$437  = wr_iy[3:0] == 4'he;
-  assign \$signature__en$311  = \$436  & \$437 ;
-  assign \$438  = i_act__valid & i_act__ready;
-  assign \$439  = a_count >= act_total;
+  assign \$433  = \$432  & desc[154];
+  assign \$434  = ox == ow_m1;
+  assign \$435  = is_elem & \$434 ;
+  assign \$436  = ~ \$435 ;
+  assign \$437  = g == gcount_m1;
+  assign \$438  = ~ \$437 ;
+  assign \$439  = j == cur[9:5];
   assign \$440  = ~ \$439 ;
-  assign \$441  = \$438  & \$440 ;
-  assign \$442  = state == 3'h4;
-  assign \$443  = ~ \$442 ;
-  assign \$444  = \$441  & \$443 ;
-  assign \$445  = wr_iy[3:0] == 4'hf;
-  assign \$signature__en$314  = \$444  & \$445 ;
-  assign \$446  = i_act__valid & i_act__ready;
-  assign \$447  = a_count >= act_total;
-  assign \$448  = a_count + 1'h1;
-  assign \$449  = \$448  < act_total;
-  assign \$450  = $signed(y_end) <= $signed(1'h0);
-  assign \$451  = wr_iy >= desc[34:24];
-  assign \$452  = \$450  | \$451 ;
-  assign \$453  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$452  | \$453 ;
-  assign \$454  = state == 2'h2;
-  assign \$455  = state == 3'h4;
-  assign \$456  = state == 2'h3;
-  assign \$457  = desc[59:53] - 1'h1;
-  assign \$458  = ox == \$457 ;
-  assign \$459  = is_elem & \$458 ;
-  assign \$460  = ~ \$459 ;
-  assign \$461  = \$460  & desc[154];
-  assign \$462  = desc[59:53] - 1'h1;
-  assign \$463  = ox == \$462 ;
-  assign \$464  = is_elem & \$463 ;
-  assign \$465  = ~ \$464 ;
-  assign \$466  = gcount - 1'h1;
-  assign \$467  = g == \$466 ;
-  assign \$468  = ~ \$467 ;
-  assign \$469  = cur[9:5] - 1'h1;
-  assign \$470  = j == \$469 ;
-  assign \$471  = ~ \$470 ;
-  assign \$472  = dw_kx0 + dw_rm;
-  assign \$473  = dw_kx1 + dw_rm;
-  assign \$474  = dw_kx2 + dw_rm;
-  assign \$475  = dw_kx3 + dw_rm;
-  assign \$476  = dw_kx4 + dw_rm;
-  assign \$477  = dw_kx5 + dw_rm;
-  assign \$478  = dw_kx6 + dw_rm;
-  assign \$479  = dw_kx7 + dw_rm;
-  assign \$480  = cur[9:5] - 1'h1;
-  assign \$481  = j == \$480 ;
-  assign \$482  = desc[76:74] - 1'h1;
-  assign \$483  = kx == \$482 ;
-  assign \$484  = desc[154] | \$483 ;
-  assign \$485  = ~ \$484 ;
-  assign \$486  = \$481  & \$485 ;
-  assign \$487  = cur[9:5] - 1'h1;
-  assign \$488  = j == \$487 ;
-  assign \$489  = desc[73:71] - 1'h1;
-  assign \$490  = ky == \$489 ;
-  assign \$491  = desc[154] | \$490 ;
-  assign \$492  = ~ \$491 ;
-  assign \$493  = \$488  & \$492 ;
-  assign \$494  = cur[9:5] - 1'h1;
-  assign \$495  = j == \$494 ;
-  assign \$496  = state == 2'h2;
-  assign \$497  = ld_tile * 4'h8;
-  assign \$498  = \$497  + 3'h7;
-  assign \$499  = cur_ld_tile * 4'h8;
-  assign \$500  = 3'h7 - ld_k;
-  assign \$501  = $signed({ 1'h0, \$499  }) + $signed(\$500 );
-  assign \$502  = ! state;
-  assign \$503  = state == 1'h1;
-  assign \$504  = state == 2'h2;
-  assign \$505  = \$503  | \$504 ;
-  assign \$506  = state == 2'h3;
-  assign \$507  = ! sq;
-  assign \$508  = \$506  & \$507 ;
-  assign \$509  = state == 2'h3;
-  assign \$510  = sq == 1'h1;
-  assign \$511  = \$509  & \$510 ;
-  assign \$512  = state == 2'h3;
-  assign \$513  = sq == 2'h2;
-  assign \$514  = \$512  & \$513 ;
-  assign \$515  = rows_ready ? 2'h2 : 2'h3;
-  assign \$516  = issue & is_elem;
-  assign \$517  = | w_ahead;
-  assign \$518  = ~ \$517 ;
-  assign \$519  = ! state;
-  assign \$520  = \$519  & i_desc__valid;
-  assign \$521  = | state;
-  assign \$522  = \$521  & counting;
-  assign count_now = \$520  | \$522 ;
+  assign \$441  = dw_kx0 + dw_rm;
+  assign \$442  = dw_kx1 + dw_rm;
+  assign \$443  = dw_kx2 + dw_rm;
+  assign \$444  = dw_kx3 + dw_rm;
+  assign \$445  = dw_kx4 + dw_rm;
+  assign \$446  = dw_kx5 + dw_rm;
+  assign \$447  = dw_kx6 + dw_rm;
+  assign \$448  = dw_kx7 + dw_rm;
+  assign \$449  = j == cur[9:5];
+  assign \$450  = kx == kw_m1;
+  assign \$451  = desc[154] | \$450 ;
+  assign \$452  = ~ \$451 ;
+  assign \$453  = \$449  & \$452 ;
+  assign \$454  = j == cur[9:5];
+  assign \$455  = ky == kh_m1;
+  assign \$456  = desc[154] | \$455 ;
+  assign \$457  = ~ \$456 ;
+  assign \$458  = \$454  & \$457 ;
+  assign \$459  = j == cur[9:5];
+  assign \$460  = state == 2'h2;
+  assign \$461  = ld_tile * 4'h8;
+  assign \$462  = \$461  + 3'h7;
+  assign \$463  = cur_ld_tile * 4'h8;
+  assign \$464  = 3'h7 - ld_k;
+  assign \$465  = $signed({ 1'h0, \$463  }) + $signed(\$464 );
+  assign \$466  = ! state;
+  assign \$467  = state == 1'h1;
+  assign \$468  = state == 2'h2;
+  assign \$469  = \$467  | \$468 ;
+  assign \$470  = state == 2'h3;
+  assign \$471  = ! sq;
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = state == 2'h3;
+  assign \$474  = sq == 1'h1;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = state == 2'h3;
+  assign \$477  = sq == 2'h2;
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = rows_ready ? 2'h2 : 2'h3;
+  assign \$480  = issue & is_elem;
+  assign \$481  = | w_ahead;
+  assign \$482  = ~ \$481 ;
+  assign \$483  = ! state;
+  assign \$484  = \$483  & i_desc__valid;
+  assign \$485  = | state;
+  assign \$486  = \$485  & counting;
+  assign count_now = \$484  | \$486 ;
   assign o_status__valid = state == 3'h5;
-  assign \$523  = state == 2'h3;
-  assign \$524  = sq == 2'h2;
-  assign \$525  = \$523  & \$524 ;
-  assign \$526  = ~ \$525 ;
-  assign \$527  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$529  = sb1[6] ? pad_word : \$528 ;
-  assign \$530  = $signed(\$93 ) < $signed(1'h0);
-  assign \$531  = $signed(\$93 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$532  = \$530  | \$531 ;
-  assign \$533  = padr1_ky0 | pad_x1;
-  assign \$535  = \$533  ? pad_word : \$534 ;
-  assign \$536  = $signed(\$95 ) < $signed(1'h0);
-  assign \$537  = $signed(\$95 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = padr1_ky1 | pad_x1;
-  assign \$541  = \$539  ? pad_word : \$540 ;
-  assign \$542  = $signed(\$97 ) < $signed(1'h0);
-  assign \$543  = $signed(\$97 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$544  = \$542  | \$543 ;
-  assign \$545  = padr1_ky2 | pad_x1;
-  assign \$547  = \$545  ? pad_word : \$546 ;
-  assign \$548  = $signed(\$99 ) < $signed(1'h0);
-  assign \$549  = $signed(\$99 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = padr1_ky3 | pad_x1;
-  assign \$553  = \$551  ? pad_word : \$552 ;
-  assign \$554  = $signed(\$101 ) < $signed(1'h0);
-  assign \$555  = $signed(\$101 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$556  = \$554  | \$555 ;
-  assign \$557  = padr1_ky4 | pad_x1;
-  assign \$559  = \$557  ? pad_word : \$558 ;
-  assign \$560  = \$103 [3:0] * desc[90:87];
-  assign \$561  = \$110 [3:0] * desc[90:87];
-  assign \$562  = \$117 [3:0] * desc[90:87];
-  assign \$563  = \$124 [3:0] * desc[90:87];
-  assign \$564  = \$131 [3:0] * desc[90:87];
-  assign \$565  = \$138 [3:0] * desc[90:87];
-  assign \$566  = \$145 [3:0] * desc[90:87];
-  assign \$567  = \$152 [3:0] * desc[90:87];
-  assign \$568  = sb_p19[0] & sb_p19[3];
-  assign \$569  = issue & is_elem;
-  assign \$570  = desc[73:71] - 1'h1;
-  assign \$571  = ky == \$570 ;
-  assign \$572  = desc[154] | \$571 ;
-  assign \$573  = desc[76:74] - 1'h1;
-  assign \$574  = kx == \$573 ;
-  assign \$575  = desc[154] | \$574 ;
-  assign \$576  = \$572  & \$575 ;
-  assign \$577  = cur[9:5] - 1'h1;
-  assign \$578  = j == \$577 ;
-  assign \$579  = \$576  & \$578 ;
-  assign \$580  = \$569  & \$579 ;
-  assign \$581  = o_result__valid & o_result__ready;
-  assign \$582  = ~ \$581 ;
-  assign \$583  = \$580  & \$582 ;
-  assign \$584  = issue & is_elem;
-  assign \$585  = desc[73:71] - 1'h1;
-  assign \$586  = ky == \$585 ;
-  assign \$587  = desc[154] | \$586 ;
-  assign \$588  = desc[76:74] - 1'h1;
-  assign \$589  = kx == \$588 ;
-  assign \$590  = desc[154] | \$589 ;
-  assign \$591  = \$587  & \$590 ;
-  assign \$592  = cur[9:5] - 1'h1;
-  assign \$593  = j == \$592 ;
-  assign \$594  = \$591  & \$593 ;
-  assign \$595  = \$584  & \$594 ;
-  assign \$596  = ~ \$595 ;
-  assign \$597  = o_result__valid & o_result__ready;
-  assign \$598  = \$596  & \$597 ;
-  assign \$599  = reserved + 1'h1;
-  assign \$600  = reserved - 1'h1;
-  assign \$601  = state == 2'h2;
-  assign \$602  = w_ahead + w_latch;
-  assign \$603  = \$602  - fold_end;
-  assign \$604  = ld_ahead + ld_start;
-  assign \$605  = \$604  - fold_end;
-  assign \$606  = ~ fold_bank;
-  assign \$607  = ~ ld_bank;
-  assign \$608  = desc[73:71] * desc[76:74];
-  assign \$609  = desc[70:60] - 1'h1;
-  assign \$610  = $signed(\$609 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$611  = desc[73:71] - 1'h1;
-  assign \$612  = $signed(\$611 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$613  = $signed(\$610 ) + $signed(\$612 );
-  assign \$614  = $signed(\$613 ) + $signed(2'h1);
-  assign \$615  = desc[70:60] * desc[79:77];
-  assign \$616  = desc[70:60] * desc[59:53];
-  assign \$617  = desc[59:53] - 1'h1;
-  assign \$618  = $signed(\$617 ) * $signed({ 1'h0, desc[82:80] });
-  assign \$619  = desc[76:74] - 1'h1;
-  assign \$620  = $signed(\$619 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$621  = $signed(\$618 ) + $signed(\$620 );
-  assign \$622  = $signed(\$621 ) - $signed({ 1'h0, desc[111:105] });
-  assign \$623  = desc[52:42] - 1'h1;
-  assign \$624  = $signed(\$623 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$625  = desc[73:71] - 1'h1;
-  assign \$626  = $signed(\$625 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$627  = $signed(\$624 ) + $signed(\$626 );
-  assign \$628  = $signed(\$627 ) - $signed({ 1'h0, desc[97:91] });
-  assign \$629  = desc[34:24] * desc[41:35];
-  assign \$630  = \$629  * desc[4:0];
-  assign \$631  = \$630  - 1'h0;
-  assign \$632  = desc[23:12] * 4'h8;
-  assign \$633  = desc[76:74] - 1'h1;
-  assign \$634  = $signed(\$633 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$635  = desc[153:149] - 1'h1;
-  assign \$636  = 1'h1 << \$635 [4:0];
-  assign \$637  = - \$636 ;
-  assign \$638  = desc[153:149] - 1'h1;
-  assign \$639  = 1'h1 << \$638 [4:0];
-  assign \$640  = \$639  - 1'h1;
-  assign \$642  = sq == 2'h3;
-  assign \$643  = ! reserved;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = \$644  & p_done;
-  assign \$646  = \$645  & w_done;
-  assign \$647  = \$646  & a_done;
-  assign \$648  = ! reserved;
-  assign \$649  = \$648  & p_done;
-  assign \$650  = \$649  & w_done;
-  assign \$651  = \$650  & a_done;
-  assign \$652  = \$651  & abort_wait_done;
-  assign \$653  = state != 3'h4;
-  assign \$654  = | abort_timer;
-  assign \$655  = abort_timer - 1'h1;
-  assign \$656  = state == 2'h3;
-  assign \$657  = \$656  & fatal;
-  assign \$658  = i_param__valid & i_param__ready;
-  assign \$659  = p_count + 1'h1;
-  assign \$660  = p_count < desc[11:5];
-  assign \$661  = taps * i_param__payload[561:557];
-  assign \$662  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$661 ;
-  assign \$663  = tiles_sum + \$662 ;
-  assign \$664  = ~ p_checked;
-  assign \$665  = p_done & \$664 ;
-  assign \$666  = state == 2'h3;
-  assign \$667  = \$665  & \$666 ;
-  assign \$668  = i_weight__valid & i_weight__ready;
-  assign \$669  = w_count < w_total;
-  assign \$670  = w_count + 1'h1;
-  assign \$671  = i_act__valid & i_act__ready;
-  assign \$672  = a_count + 1'h1;
-  assign \$673  = a_count >= act_total;
-  assign \$674  = desc[4:0] - 1'h1;
-  assign \$675  = wr_cw == \$674 ;
-  assign \$676  = desc[41:35] - 1'h1;
-  assign \$677  = wr_ix == \$676 ;
-  assign \$678  = wr_iy + 1'h1;
-  assign \$679  = wr_ix + 1'h1;
-  assign \$680  = wr_cw + 1'h1;
-  assign \$681  = | err_hi;
-  assign \$682  = error | { err_hi, 1'h0 };
-  assign \$683  = state == 2'h2;
-  assign \$684  = state == 3'h4;
-  assign \$685  = state == 2'h3;
-  assign \$686  = - desc[97:91];
-  assign \$687  = - desc[97:91];
-  assign \$688  = - desc[97:91];
-  assign \$689  = pass_span - desc[97:91];
-  assign \$690  = - desc[111:105];
-  assign \$691  = - desc[111:105];
-  assign \$692  = desc[70:60] < desc[52:42];
-  assign \$693  = \$692  ? desc[70:60] : desc[52:42];
-  assign \$694  = $signed(y_pass) < $signed(1'h0);
-  assign \$695  = \$694  ? 29'h00000000 : y_pass;
-  assign \$696  = desc[59:53] - 1'h1;
-  assign \$697  = ox == \$696 ;
-  assign \$698  = is_elem & \$697 ;
-  assign \$699  = ~ \$698 ;
-  assign \$700  = \$699  & desc[154];
-  assign \$701  = desc[59:53] - 1'h1;
-  assign \$702  = ox == \$701 ;
-  assign \$703  = is_elem & \$702 ;
-  assign \$704  = ~ \$703 ;
-  assign \$705  = gcount - 1'h1;
-  assign \$706  = g == \$705 ;
-  assign \$707  = ~ \$706 ;
-  assign \$708  = rc + 1'h1;
-  assign \$709  = $signed(ix) + $signed(2'h1);
-  assign \$710  = ox + 1'h1;
-  assign \$711  = next_rc + desc[82:80];
-  assign \$712  = acc_addr + 1'h1;
-  assign \$713  = ox + 1'h1;
-  assign \$714  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$715  = acc_addr + 1'h1;
-  assign \$716  = g + 1'h1;
-  assign \$717  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$718  = acc_addr + 1'h1;
-  assign \$719  = cur[9:5] - 1'h1;
-  assign \$720  = j == \$719 ;
-  assign \$721  = ~ \$720 ;
-  assign \$722  = j + 1'h1;
-  assign \$723  = dw_kx0_n >= desc[76:74];
-  assign \$724  = dw_kx0_n - desc[76:74];
-  assign \$725  = dw_ky0 + dw_q;
-  assign \$726  = \$725  + 1'h1;
-  assign \$727  = dw_ky0 + dw_q;
-  assign \$728  = dw_kx1_n >= desc[76:74];
-  assign \$729  = dw_kx1_n - desc[76:74];
-  assign \$730  = dw_ky1 + dw_q;
-  assign \$731  = \$730  + 1'h1;
-  assign \$732  = dw_ky1 + dw_q;
-  assign \$733  = dw_kx2_n >= desc[76:74];
-  assign \$734  = dw_kx2_n - desc[76:74];
-  assign \$735  = dw_ky2 + dw_q;
-  assign \$736  = \$735  + 1'h1;
-  assign \$737  = dw_ky2 + dw_q;
-  assign \$738  = dw_kx3_n >= desc[76:74];
-  assign \$739  = dw_kx3_n - desc[76:74];
-  assign \$740  = dw_ky3 + dw_q;
-  assign \$741  = \$740  + 1'h1;
-  assign \$742  = dw_ky3 + dw_q;
-  assign \$743  = dw_kx4_n >= desc[76:74];
-  assign \$744  = dw_kx4_n - desc[76:74];
-  assign \$745  = dw_ky4 + dw_q;
-  assign \$746  = \$745  + 1'h1;
-  assign \$747  = dw_ky4 + dw_q;
-  assign \$748  = dw_kx5_n >= desc[76:74];
-  assign \$749  = dw_kx5_n - desc[76:74];
-  assign \$750  = dw_ky5 + dw_q;
-  assign \$751  = \$750  + 1'h1;
-  assign \$752  = dw_ky5 + dw_q;
-  assign \$753  = dw_kx6_n >= desc[76:74];
-  assign \$754  = dw_kx6_n - desc[76:74];
-  assign \$755  = dw_ky6 + dw_q;
-  assign \$756  = \$755  + 1'h1;
-  assign \$757  = dw_ky6 + dw_q;
-  assign \$758  = dw_kx7_n >= desc[76:74];
-  assign \$759  = dw_kx7_n - desc[76:74];
-  assign \$760  = dw_ky7 + dw_q;
-  assign \$761  = \$760  + 1'h1;
-  assign \$762  = dw_ky7 + dw_q;
-  assign \$763  = cur[9:5] - 1'h1;
-  assign \$764  = j == \$763 ;
-  assign \$765  = desc[76:74] - 1'h1;
-  assign \$766  = kx == \$765 ;
-  assign \$767  = desc[154] | \$766 ;
-  assign \$768  = ~ \$767 ;
-  assign \$769  = \$764  & \$768 ;
-  assign \$770  = cur[9:5] - 1'h1;
-  assign \$771  = j == \$770 ;
-  assign \$772  = desc[73:71] - 1'h1;
-  assign \$773  = ky == \$772 ;
-  assign \$774  = desc[154] | \$773 ;
-  assign \$775  = ~ \$774 ;
-  assign \$776  = \$771  & \$775 ;
-  assign \$777  = cur[9:5] - 1'h1;
-  assign \$778  = j == \$777 ;
-  assign \$779  = kx + 1'h1;
-  assign \$780  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$781  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$782  = ky + 1'h1;
-  assign \$783  = - desc[111:105];
-  assign \$784  = - desc[111:105];
-  assign \$785  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$786  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$787  = - desc[111:105];
-  assign \$788  = - desc[111:105];
-  assign \$789  = desc[11:5] - 1'h1;
-  assign \$790  = t == \$789 ;
-  assign \$791  = ~ \$790 ;
-  assign \$792  = t + 1'h1;
-  assign \$793  = rows_left - gcount;
-  assign \$794  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$795  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$796  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$797  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$798  = rows_left == gcount;
-  assign \$799  = rows_left - gcount;
-  assign \$800  = $signed({ 1'h0, desc[70:60] }) < $signed(\$799 );
-  assign \$801  = rows_left - gcount;
-  assign \$802  = \$800  ? { 2'h0, desc[70:60] } : \$801 ;
-  assign \$803  = state == 2'h2;
-  assign \$804  = ld_tile + 1'h1;
-  assign \$805  = \$804  == desc[23:12];
-  assign \$806  = ld_tile + 1'h1;
-  assign \$807  = \$805  ? 14'h0000 : \$806 ;
-  assign \$808  = ld_k == 3'h7;
-  assign \$809  = ld_k + 1'h1;
-  assign \$810  = ! state;
-  assign \$811  = \$810  & i_desc__valid;
-  assign \$812  = ! state;
-  assign \$813  = cnt_cycles + 1'h1;
-  assign \$814  = \$812  ? 33'h000000001 : \$813 ;
-  assign \$815  = category == 1'h1;
-  assign \$816  = ! state;
-  assign \$817  = cnt_busy + 1'h1;
-  assign \$818  = \$816  ? 33'h000000001 : \$817 ;
-  assign \$819  = category == 2'h2;
-  assign \$820  = ! state;
-  assign \$821  = cnt_setup + 1'h1;
-  assign \$822  = \$820  ? 33'h000000001 : \$821 ;
-  assign \$823  = category == 2'h3;
-  assign \$824  = ! state;
-  assign \$825  = cnt_stall_input + 1'h1;
-  assign \$826  = \$824  ? 33'h000000001 : \$825 ;
-  assign \$827  = category == 3'h4;
-  assign \$828  = ! state;
-  assign \$829  = cnt_stall_weight + 1'h1;
-  assign \$830  = \$828  ? 33'h000000001 : \$829 ;
-  assign \$831  = category == 3'h5;
-  assign \$832  = ! state;
-  assign \$833  = cnt_stall_output + 1'h1;
-  assign \$834  = \$832  ? 33'h000000001 : \$833 ;
-  assign \$835  = category == 3'h6;
-  assign \$836  = ! state;
-  assign \$837  = cnt_fill + 1'h1;
-  assign \$838  = \$836  ? 33'h000000001 : \$837 ;
-  assign \$839  = category == 3'h7;
-  assign \$840  = ! state;
-  assign \$841  = cnt_drain + 1'h1;
-  assign \$842  = \$840  ? 33'h000000001 : \$841 ;
-  assign \$843  = o_result__valid & o_result__ready;
-  assign \$844  = \$843  & o_result__payload[256];
-  assign \$845  = state == 3'h5;
-  assign \$846  = \$844  | \$845 ;
-  always @(posedge clk)
-    cw_p1 <= \$847 ;
-  always @(posedge clk)
-    cw_p2 <= \$848 ;
-  always @(posedge clk)
-    t_adv_prev <= \$849 ;
-  always @(posedge clk)
-    cur <= \$850 ;
-  always @(posedge clk)
-    sb1 <= \$851 ;
-  always @(posedge clk)
-    act <= \$852 ;
-  always @(posedge clk)
-    pad_x1 <= \$853 ;
-  always @(posedge clk)
-    slot1_ky0 <= \$854 ;
-  always @(posedge clk)
-    padr1_ky0 <= \$855 ;
-  always @(posedge clk)
-    win0_0 <= \$856 ;
-  always @(posedge clk)
-    win0_1 <= \$857 ;
-  always @(posedge clk)
-    win0_2 <= \$858 ;
-  always @(posedge clk)
-    win0_3 <= \$859 ;
-  always @(posedge clk)
-    win0_4 <= \$860 ;
-  always @(posedge clk)
-    win0_5 <= \$861 ;
-  always @(posedge clk)
-    win0_6 <= \$862 ;
-  always @(posedge clk)
-    win0_7 <= \$863 ;
-  always @(posedge clk)
-    win0_8 <= \$864 ;
-  always @(posedge clk)
-    slot1_ky1 <= \$865 ;
-  always @(posedge clk)
-    padr1_ky1 <= \$866 ;
-  always @(posedge clk)
-    win1_0 <= \$867 ;
-  always @(posedge clk)
-    win1_1 <= \$868 ;
-  always @(posedge clk)
-    win1_2 <= \$869 ;
-  always @(posedge clk)
-    win1_3 <= \$870 ;
-  always @(posedge clk)
-    win1_4 <= \$871 ;
-  always @(posedge clk)
-    win1_5 <= \$872 ;
-  always @(posedge clk)
-    win1_6 <= \$873 ;
-  always @(posedge clk)
-    win1_7 <= \$874 ;
-  always @(posedge clk)
-    win1_8 <= \$875 ;
-  always @(posedge clk)
-    slot1_ky2 <= \$876 ;
-  always @(posedge clk)
-    padr1_ky2 <= \$877 ;
-  always @(posedge clk)
-    win2_0 <= \$878 ;
-  always @(posedge clk)
-    win2_1 <= \$879 ;
-  always @(posedge clk)
-    win2_2 <= \$880 ;
-  always @(posedge clk)
-    win2_3 <= \$881 ;
-  always @(posedge clk)
-    win2_4 <= \$882 ;
-  always @(posedge clk)
-    win2_5 <= \$883 ;
-  always @(posedge clk)
-    win2_6 <= \$884 ;
-  always @(posedge clk)
-    win2_7 <= \$885 ;
-  always @(posedge clk)
-    win2_8 <= \$886 ;
-  always @(posedge clk)
-    slot1_ky3 <= \$887 ;
-  always @(posedge clk)
-    padr1_ky3 <= \$888 ;
-  always @(posedge clk)
-    win3_0 <= \$889 ;
-  always @(posedge clk)
-    win3_1 <= \$890 ;
-  always @(posedge clk)
-    win3_2 <= \$891 ;
-  always @(posedge clk)
-    win3_3 <= \$892 ;
-  always @(posedge clk)
-    win3_4 <= \$893 ;
-  always @(posedge clk)
-    win3_5 <= \$894 ;
-  always @(posedge clk)
-    win3_6 <= \$895 ;
-  always @(posedge clk)
-    win3_7 <= \$896 ;
-  always @(posedge clk)
-    win3_8 <= \$897 ;
-  always @(posedge clk)
-    slot1_ky4 <= \$898 ;
-  always @(posedge clk)
-    padr1_ky4 <= \$899 ;
-  always @(posedge clk)
-    win4_0 <= \$900 ;
-  always @(posedge clk)
-    win4_1 <= \$901 ;
-  always @(posedge clk)
-    win4_2 <= \$902 ;
-  always @(posedge clk)
-    win4_3 <= \$903 ;
-  always @(posedge clk)
-    win4_4 <= \$904 ;
-  always @(posedge clk)
-    win4_5 <= \$905 ;
+  assign \$487  = state == 2'h3;
+  assign \$488  = sq == 2'h2;
+  assign \$489  = \$487  & \$488 ;
+  assign \$490  = ~ \$489 ;
+  assign \$491  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$493  = sb1[6] ? pad_word : \$492 ;
+  assign \$494  = $signed(\$81 ) < $signed(1'h0);
+  assign \$495  = $signed(\$81 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = padr1_ky0 | pad_x1;
+  assign \$499  = \$497  ? pad_word : \$498 ;
+  assign \$500  = $signed(\$83 ) < $signed(1'h0);
+  assign \$501  = $signed(\$83 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$502  = \$500  | \$501 ;
+  assign \$503  = padr1_ky1 | pad_x1;
+  assign \$505  = \$503  ? pad_word : \$504 ;
+  assign \$506  = $signed(\$85 ) < $signed(1'h0);
+  assign \$507  = $signed(\$85 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$508  = \$506  | \$507 ;
+  assign \$509  = padr1_ky2 | pad_x1;
+  assign \$511  = \$509  ? pad_word : \$510 ;
+  assign \$512  = $signed(\$87 ) < $signed(1'h0);
+  assign \$513  = $signed(\$87 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$514  = \$512  | \$513 ;
+  assign \$515  = padr1_ky3 | pad_x1;
+  assign \$517  = \$515  ? pad_word : \$516 ;
+  assign \$518  = $signed(\$89 ) < $signed(1'h0);
+  assign \$519  = $signed(\$89 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$520  = \$518  | \$519 ;
+  assign \$521  = padr1_ky4 | pad_x1;
+  assign \$523  = \$521  ? pad_word : \$522 ;
+  assign \$524  = dwback0[3:0] * desc[90:87];
+  assign \$525  = dwback1[3:0] * desc[90:87];
+  assign \$526  = dwback2[3:0] * desc[90:87];
+  assign \$527  = dwback3[3:0] * desc[90:87];
+  assign \$528  = dwback4[3:0] * desc[90:87];
+  assign \$529  = dwback5[3:0] * desc[90:87];
+  assign \$530  = dwback6[3:0] * desc[90:87];
+  assign \$531  = dwback7[3:0] * desc[90:87];
+  assign \$532  = sb_p19[0] & sb_p19[3];
+  assign \$533  = issue & is_elem;
+  assign \$534  = ky == kh_m1;
+  assign \$535  = desc[154] | \$534 ;
+  assign \$536  = kx == kw_m1;
+  assign \$537  = desc[154] | \$536 ;
+  assign \$538  = \$535  & \$537 ;
+  assign \$539  = j == cur[9:5];
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = \$533  & \$540 ;
+  assign \$542  = o_result__valid & o_result__ready;
+  assign \$543  = ~ \$542 ;
+  assign \$544  = \$541  & \$543 ;
+  assign \$545  = issue & is_elem;
+  assign \$546  = ky == kh_m1;
+  assign \$547  = desc[154] | \$546 ;
+  assign \$548  = kx == kw_m1;
+  assign \$549  = desc[154] | \$548 ;
+  assign \$550  = \$547  & \$549 ;
+  assign \$551  = j == cur[9:5];
+  assign \$552  = \$550  & \$551 ;
+  assign \$553  = \$545  & \$552 ;
+  assign \$554  = ~ \$553 ;
+  assign \$555  = o_result__valid & o_result__ready;
+  assign \$556  = \$554  & \$555 ;
+  assign \$557  = reserved + 1'h1;
+  assign \$558  = reserved - 1'h1;
+  assign \$559  = state == 2'h2;
+  assign \$560  = w_ahead + w_latch;
+  assign \$561  = \$560  - fold_end;
+  assign \$562  = ld_ahead + ld_start;
+  assign \$563  = \$562  - fold_end;
+  assign \$564  = ~ fold_bank;
+  assign \$565  = ~ ld_bank;
+  assign \$566  = desc[73:71] * desc[76:74];
+  assign \$567  = desc[70:60] - 1'h1;
+  assign \$568  = $signed(\$567 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$569  = desc[73:71] - 1'h1;
+  assign \$570  = $signed(\$569 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$571  = $signed(\$568 ) + $signed(\$570 );
+  assign \$572  = $signed(\$571 ) + $signed(2'h1);
+  assign \$573  = desc[59:53] - 1'h1;
+  assign \$574  = desc[76:74] - 1'h1;
+  assign \$575  = desc[73:71] - 1'h1;
+  assign \$576  = desc[11:5] - 1'h1;
+  assign \$577  = desc[70:60] * desc[79:77];
+  assign \$578  = desc[70:60] * desc[59:53];
+  assign \$579  = desc[59:53] - 1'h1;
+  assign \$580  = $signed(\$579 ) * $signed({ 1'h0, desc[82:80] });
+  assign \$581  = desc[76:74] - 1'h1;
+  assign \$582  = $signed(\$581 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$583  = $signed(\$580 ) + $signed(\$582 );
+  assign \$584  = $signed(\$583 ) - $signed({ 1'h0, desc[111:105] });
+  assign \$585  = desc[52:42] - 1'h1;
+  assign \$586  = $signed(\$585 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$587  = desc[73:71] - 1'h1;
+  assign \$588  = $signed(\$587 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$589  = $signed(\$586 ) + $signed(\$588 );
+  assign \$590  = $signed(\$589 ) - $signed({ 1'h0, desc[97:91] });
+  assign \$591  = desc[34:24] * desc[41:35];
+  assign \$592  = \$591  * desc[4:0];
+  assign \$593  = \$592  - 1'h0;
+  assign \$594  = desc[23:12] * 4'h8;
+  assign \$595  = desc[76:74] - 1'h1;
+  assign \$596  = $signed(\$595 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$597  = desc[153:149] - 1'h1;
+  assign \$598  = 1'h1 << \$597 [4:0];
+  assign \$599  = - \$598 ;
+  assign \$600  = desc[153:149] - 1'h1;
+  assign \$601  = 1'h1 << \$600 [4:0];
+  assign \$602  = \$601  - 1'h1;
+  assign \$604  = sq == 2'h3;
+  assign \$605  = ! reserved;
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = \$606  & p_done;
+  assign \$608  = \$607  & w_done;
+  assign \$609  = \$608  & a_done;
+  assign \$610  = ! reserved;
+  assign \$611  = \$610  & p_done;
+  assign \$612  = \$611  & w_done;
+  assign \$613  = \$612  & a_done;
+  assign \$614  = \$613  & abort_wait_done;
+  assign \$615  = state != 3'h4;
+  assign \$616  = | abort_timer;
+  assign \$617  = abort_timer - 1'h1;
+  assign \$618  = state == 2'h3;
+  assign \$619  = \$618  & fatal;
+  assign \$620  = i_param__valid & i_param__ready;
+  assign \$621  = p_count + 1'h1;
+  assign \$622  = p_count < desc[11:5];
+  assign \$623  = taps * i_param__payload[561:557];
+  assign \$624  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$623 ;
+  assign \$625  = tiles_sum + \$624 ;
+  assign \$626  = ~ p_checked;
+  assign \$627  = p_done & \$626 ;
+  assign \$628  = state == 2'h3;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = i_weight__valid & i_weight__ready;
+  assign \$631  = w_count < w_total;
+  assign \$632  = w_count + 1'h1;
+  assign \$633  = i_act__valid & i_act__ready;
+  assign \$634  = a_count + 1'h1;
+  assign \$635  = a_count >= act_total;
+  assign \$636  = desc[4:0] - 1'h1;
+  assign \$637  = wr_cw == \$636 ;
+  assign \$638  = desc[41:35] - 1'h1;
+  assign \$639  = wr_ix == \$638 ;
+  assign \$640  = wr_iy + 1'h1;
+  assign \$641  = wr_ix + 1'h1;
+  assign \$642  = wr_cw + 1'h1;
+  assign \$643  = | err_hi;
+  assign \$644  = error | { err_hi, 1'h0 };
+  assign \$645  = gcount - 1'h1;
+  assign \$646  = state == 2'h2;
+  assign \$647  = state == 3'h4;
+  assign \$648  = state == 2'h3;
+  assign \$649  = - desc[97:91];
+  assign \$650  = - desc[97:91];
+  assign \$651  = - desc[97:91];
+  assign \$652  = pass_span - desc[97:91];
+  assign \$653  = - desc[111:105];
+  assign \$654  = - desc[111:105];
+  assign \$655  = desc[70:60] < desc[52:42];
+  assign \$656  = \$655  ? desc[70:60] : desc[52:42];
+  assign \$657  = $signed(y_pass) < $signed(1'h0);
+  assign \$658  = \$657  ? 29'h00000000 : y_pass;
+  assign \$659  = ox == ow_m1;
+  assign \$660  = is_elem & \$659 ;
+  assign \$661  = ~ \$660 ;
+  assign \$662  = \$661  & desc[154];
+  assign \$663  = ox == ow_m1;
+  assign \$664  = is_elem & \$663 ;
+  assign \$665  = ~ \$664 ;
+  assign \$666  = g == gcount_m1;
+  assign \$667  = ~ \$666 ;
+  assign \$668  = rc + 1'h1;
+  assign \$669  = $signed(ix) + $signed(2'h1);
+  assign \$670  = ox + 1'h1;
+  assign \$671  = next_rc + desc[82:80];
+  assign \$672  = acc_addr + 1'h1;
+  assign \$673  = ox + 1'h1;
+  assign \$674  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$675  = acc_addr + 1'h1;
+  assign \$676  = g + 1'h1;
+  assign \$677  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$678  = acc_addr + 1'h1;
+  assign \$679  = j == cur[9:5];
+  assign \$680  = ~ \$679 ;
+  assign \$681  = j + 1'h1;
+  assign \$682  = dw_kx0_n >= desc[76:74];
+  assign \$683  = dw_kx0_n - desc[76:74];
+  assign \$684  = dw_ky0 + dw_q;
+  assign \$685  = \$684  + 1'h1;
+  assign \$686  = dw_ky0 + dw_q;
+  assign \$687  = dw_kx1_n >= desc[76:74];
+  assign \$688  = dw_kx1_n - desc[76:74];
+  assign \$689  = dw_ky1 + dw_q;
+  assign \$690  = \$689  + 1'h1;
+  assign \$691  = dw_ky1 + dw_q;
+  assign \$692  = dw_kx2_n >= desc[76:74];
+  assign \$693  = dw_kx2_n - desc[76:74];
+  assign \$694  = dw_ky2 + dw_q;
+  assign \$695  = \$694  + 1'h1;
+  assign \$696  = dw_ky2 + dw_q;
+  assign \$697  = dw_kx3_n >= desc[76:74];
+  assign \$698  = dw_kx3_n - desc[76:74];
+  assign \$699  = dw_ky3 + dw_q;
+  assign \$700  = \$699  + 1'h1;
+  assign \$701  = dw_ky3 + dw_q;
+  assign \$702  = dw_kx4_n >= desc[76:74];
+  assign \$703  = dw_kx4_n - desc[76:74];
+  assign \$704  = dw_ky4 + dw_q;
+  assign \$705  = \$704  + 1'h1;
+  assign \$706  = dw_ky4 + dw_q;
+  assign \$707  = dw_kx5_n >= desc[76:74];
+  assign \$708  = dw_kx5_n - desc[76:74];
+  assign \$709  = dw_ky5 + dw_q;
+  assign \$710  = \$709  + 1'h1;
+  assign \$711  = dw_ky5 + dw_q;
+  assign \$712  = dw_kx6_n >= desc[76:74];
+  assign \$713  = dw_kx6_n - desc[76:74];
+  assign \$714  = dw_ky6 + dw_q;
+  assign \$715  = \$714  + 1'h1;
+  assign \$716  = dw_ky6 + dw_q;
+  assign \$717  = dw_kx7_n >= desc[76:74];
+  assign \$718  = dw_kx7_n - desc[76:74];
+  assign \$719  = dw_ky7 + dw_q;
+  assign \$720  = \$719  + 1'h1;
+  assign \$721  = dw_ky7 + dw_q;
+  assign \$722  = j == cur[9:5];
+  assign \$723  = kx == kw_m1;
+  assign \$724  = desc[154] | \$723 ;
+  assign \$725  = ~ \$724 ;
+  assign \$726  = \$722  & \$725 ;
+  assign \$727  = j == cur[9:5];
+  assign \$728  = ky == kh_m1;
+  assign \$729  = desc[154] | \$728 ;
+  assign \$730  = ~ \$729 ;
+  assign \$731  = \$727  & \$730 ;
+  assign \$732  = j == cur[9:5];
+  assign \$733  = kx + 1'h1;
+  assign \$734  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$735  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$736  = ky + 1'h1;
+  assign \$737  = - desc[111:105];
+  assign \$738  = - desc[111:105];
+  assign \$739  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$740  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$741  = - desc[111:105];
+  assign \$742  = - desc[111:105];
+  assign \$743  = t == cot_m1;
+  assign \$744  = ~ \$743 ;
+  assign \$745  = t + 1'h1;
+  assign \$746  = rows_left - gcount;
+  assign \$747  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$748  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$749  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$750  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$751  = rows_left == gcount;
+  assign \$752  = rows_left - gcount;
+  assign \$753  = $signed({ 1'h0, desc[70:60] }) < $signed(\$752 );
+  assign \$754  = rows_left - gcount;
+  assign \$755  = \$753  ? { 2'h0, desc[70:60] } : \$754 ;
+  assign \$756  = state == 2'h2;
+  assign \$757  = ld_tile + 1'h1;
+  assign \$758  = \$757  == desc[23:12];
+  assign \$759  = ld_tile + 1'h1;
+  assign \$760  = \$758  ? 14'h0000 : \$759 ;
+  assign \$761  = ld_k == 3'h7;
+  assign \$762  = ld_k + 1'h1;
+  assign \$763  = ! state;
+  assign \$764  = \$763  & i_desc__valid;
+  assign \$765  = ! state;
+  assign \$766  = cnt_cycles + 1'h1;
+  assign \$767  = \$765  ? 33'h000000001 : \$766 ;
+  assign \$768  = category == 1'h1;
+  assign \$769  = ! state;
+  assign \$770  = cnt_busy + 1'h1;
+  assign \$771  = \$769  ? 33'h000000001 : \$770 ;
+  assign \$772  = category == 2'h2;
+  assign \$773  = ! state;
+  assign \$774  = cnt_setup + 1'h1;
+  assign \$775  = \$773  ? 33'h000000001 : \$774 ;
+  assign \$776  = category == 2'h3;
+  assign \$777  = ! state;
+  assign \$778  = cnt_stall_input + 1'h1;
+  assign \$779  = \$777  ? 33'h000000001 : \$778 ;
+  assign \$780  = category == 3'h4;
+  assign \$781  = ! state;
+  assign \$782  = cnt_stall_weight + 1'h1;
+  assign \$783  = \$781  ? 33'h000000001 : \$782 ;
+  assign \$784  = category == 3'h5;
+  assign \$785  = ! state;
+  assign \$786  = cnt_stall_output + 1'h1;
+  assign \$787  = \$785  ? 33'h000000001 : \$786 ;
+  assign \$788  = category == 3'h6;
+  assign \$789  = ! state;
+  assign \$790  = cnt_fill + 1'h1;
+  assign \$791  = \$789  ? 33'h000000001 : \$790 ;
+  assign \$792  = category == 3'h7;
+  assign \$793  = ! state;
+  assign \$794  = cnt_drain + 1'h1;
+  assign \$795  = \$793  ? 33'h000000001 : \$794 ;
+  assign \$796  = o_result__valid & o_result__ready;
+  assign \$797  = \$796  & o_result__payload[256];
+  assign \$798  = state == 3'h5;
+  assign \$799  = \$797  | \$798 ;
+  always @(posedge clk)
+    cw_p1 <= \$800 ;
+  always @(posedge clk)
+    cw_p2 <= \$801 ;
+  always @(posedge clk)
+    t_adv_prev <= \$802 ;
+  always @(posedge clk)
+    cur <= \$803 ;
+  always @(posedge clk)
+    sb1 <= \$804 ;
+  always @(posedge clk)
+    act <= \$805 ;
+  always @(posedge clk)
+    pad_x1 <= \$806 ;
+  always @(posedge clk)
+    slot1_ky0 <= \$807 ;
+  always @(posedge clk)
+    padr1_ky0 <= \$808 ;
+  always @(posedge clk)
+    win0_0 <= \$809 ;
+  always @(posedge clk)
+    win0_1 <= \$810 ;
+  always @(posedge clk)
+    win0_2 <= \$811 ;
+  always @(posedge clk)
+    win0_3 <= \$812 ;
+  always @(posedge clk)
+    win0_4 <= \$813 ;
+  always @(posedge clk)
+    win0_5 <= \$814 ;
+  always @(posedge clk)
+    win0_6 <= \$815 ;
+  always @(posedge clk)
+    win0_7 <= \$816 ;
+  always @(posedge clk)
+    win0_8 <= \$817 ;
+  always @(posedge clk)
+    slot1_ky1 <= \$818 ;
+  always @(posedge clk)
+    padr1_ky1 <= \$819 ;
+  always @(posedge clk)
+    win1_0 <= \$820 ;
+  always @(posedge clk)
+    win1_1 <= \$821 ;
+  always @(posedge clk)
+    win1_2 <= \$822 ;
+  always @(posedge clk)
+    win1_3 <= \$823 ;
+  always @(posedge clk)
+    win1_4 <= \$824 ;
+  always @(posedge clk)
+    win1_5 <= \$825 ;
+  always @(posedge clk)
+    win1_6 <= \$826 ;
+  always @(posedge clk)
+    win1_7 <= \$827 ;
+  always @(posedge clk)
+    win1_8 <= \$828 ;
+  always @(posedge clk)
+    slot1_ky2 <= \$829 ;
+  always @(posedge clk)
+    padr1_ky2 <= \$830 ;
+  always @(posedge clk)
+    win2_0 <= \$831 ;
+  always @(posedge clk)
+    win2_1 <= \$832 ;
+  always @(posedge clk)
+    win2_2 <= \$833 ;
+  always @(posedge clk)
+    win2_3 <= \$834 ;
+  always @(posedge clk)
+    win2_4 <= \$835 ;
+  always @(posedge clk)
+    win2_5 <= \$836 ;
+  always @(posedge clk)
+    win2_6 <= \$837 ;
+  always @(posedge clk)
+    win2_7 <= \$838 ;
+  always @(posedge clk)
+    win2_8 <= \$839 ;
+  always @(posedge clk)
+    slot1_ky3 <= \$840 ;
+  always @(posedge clk)
+    padr1_ky3 <= \$841 ;
+  always @(posedge clk)
+    win3_0 <= \$842 ;
+  always @(posedge clk)
+    win3_1 <= \$843 ;
+  always @(posedge clk)
+    win3_2 <= \$844 ;
+  always @(posedge clk)
+    win3_3 <= \$845 ;
+  always @(posedge clk)
+    win3_4 <= \$846 ;
+  always @(posedge clk)
+    win3_5 <= \$847 ;
+  always @(posedge clk)
+    win3_6 <= \$848 ;
+  always @(posedge clk)
+    win3_7 <= \$849 ;
+  always @(posedge clk)
+    win3_8 <= \$850 ;
+  always @(posedge clk)
+    slot1_ky4 <= \$851 ;
+  always @(posedge clk)
+    padr1_ky4 <= \$852 ;
   always @(posedge clk)
-    win4_6 <= \$906 ;
+    win4_0 <= \$853 ;
   always @(posedge clk)
-    win4_7 <= \$907 ;
+    win4_1 <= \$854 ;
   always @(posedge clk)
-    win4_8 <= \$908 ;
+    win4_2 <= \$855 ;
   always @(posedge clk)
-    sb2 <= \$909 ;
+    win4_3 <= \$856 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$910 ;
+    win4_4 <= \$857 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$911 ;
+    win4_5 <= \$858 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$912 ;
+    win4_6 <= \$859 ;
   always @(posedge clk)
-    dwcol0 <= \$913 ;
+    win4_7 <= \$860 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$914 ;
+    win4_8 <= \$861 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$915 ;
+    sb2 <= \$862 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$916 ;
+    dw_ky0_s1 <= \$863 ;
   always @(posedge clk)
-    dwcol1 <= \$917 ;
+    dw_kx0_s1 <= \$864 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$918 ;
+    dw_ky0_s2 <= \$865 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$919 ;
+    dwcol0 <= \$866 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$920 ;
+    dw_ky1_s1 <= \$867 ;
   always @(posedge clk)
-    dwcol2 <= \$921 ;
+    dw_kx1_s1 <= \$868 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$922 ;
+    dw_ky1_s2 <= \$869 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$923 ;
+    dwcol1 <= \$870 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$924 ;
+    dw_ky2_s1 <= \$871 ;
   always @(posedge clk)
-    dwcol3 <= \$925 ;
+    dw_kx2_s1 <= \$872 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$926 ;
+    dw_ky2_s2 <= \$873 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$927 ;
+    dwcol2 <= \$874 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$928 ;
+    dw_ky3_s1 <= \$875 ;
   always @(posedge clk)
-    dwcol4 <= \$929 ;
+    dw_kx3_s1 <= \$876 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$930 ;
+    dw_ky3_s2 <= \$877 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$931 ;
+    dwcol3 <= \$878 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$932 ;
+    dw_ky4_s1 <= \$879 ;
   always @(posedge clk)
-    dwcol5 <= \$933 ;
+    dw_kx4_s1 <= \$880 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$934 ;
+    dw_ky4_s2 <= \$881 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$935 ;
+    dwcol4 <= \$882 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$936 ;
+    dw_ky5_s1 <= \$883 ;
   always @(posedge clk)
-    dwcol6 <= \$937 ;
+    dw_kx5_s1 <= \$884 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$938 ;
+    dw_ky5_s2 <= \$885 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$939 ;
+    dwcol5 <= \$886 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$940 ;
+    dw_ky6_s1 <= \$887 ;
   always @(posedge clk)
-    dwcol7 <= \$941 ;
+    dw_kx6_s1 <= \$888 ;
   always @(posedge clk)
-    sb_p3 <= \$942 ;
+    dw_ky6_s2 <= \$889 ;
   always @(posedge clk)
-    sb_p4 <= \$943 ;
+    dwcol6 <= \$890 ;
   always @(posedge clk)
-    sb_p5 <= \$944 ;
+    dw_ky7_s1 <= \$891 ;
   always @(posedge clk)
-    sb_p6 <= \$945 ;
+    dw_kx7_s1 <= \$892 ;
   always @(posedge clk)
-    sb_p7 <= \$946 ;
+    dw_ky7_s2 <= \$893 ;
   always @(posedge clk)
-    sb_p8 <= \$947 ;
+    dwcol7 <= \$894 ;
   always @(posedge clk)
-    sb_p9 <= \$948 ;
+    sb_p3 <= \$895 ;
   always @(posedge clk)
-    sb_p10 <= \$949 ;
+    sb_p4 <= \$896 ;
   always @(posedge clk)
-    sb_p11 <= \$950 ;
+    sb_p5 <= \$897 ;
   always @(posedge clk)
-    sb_p12 <= \$951 ;
+    sb_p6 <= \$898 ;
   always @(posedge clk)
-    sb_p13 <= \$952 ;
+    sb_p7 <= \$899 ;
   always @(posedge clk)
-    sb_p14 <= \$953 ;
+    sb_p8 <= \$900 ;
   always @(posedge clk)
-    sb_p15 <= \$954 ;
+    sb_p9 <= \$901 ;
   always @(posedge clk)
-    sb_p16 <= \$955 ;
+    sb_p10 <= \$902 ;
   always @(posedge clk)
-    sb_p17 <= \$956 ;
+    sb_p11 <= \$903 ;
   always @(posedge clk)
-    sb_p18 <= \$957 ;
+    sb_p12 <= \$904 ;
   always @(posedge clk)
-    sb_p19 <= \$958 ;
+    sb_p13 <= \$905 ;
   always @(posedge clk)
-    i_valid <= \$959 ;
+    sb_p14 <= \$906 ;
   always @(posedge clk)
-    i_last <= \$960 ;
+    sb_p15 <= \$907 ;
   always @(posedge clk)
-    i_acc <= \$961 ;
+    sb_p16 <= \$908 ;
   always @(posedge clk)
-    i_params <= \$962 ;
+    sb_p17 <= \$909 ;
   always @(posedge clk)
-    reserved <= \$963 ;
+    sb_p18 <= \$910 ;
   always @(posedge clk)
-    latch1 <= \$964 ;
+    sb_p19 <= \$911 ;
   always @(posedge clk)
-    w_latch <= \$965 ;
+    i_valid <= \$912 ;
   always @(posedge clk)
-    w_bank <= \$966 ;
+    i_last <= \$913 ;
   always @(posedge clk)
-    w_ahead <= \$967 ;
+    i_acc <= \$914 ;
   always @(posedge clk)
-    ld_ahead <= \$968 ;
+    i_params <= \$915 ;
   always @(posedge clk)
-    fold_bank <= \$969 ;
+    reserved <= \$916 ;
   always @(posedge clk)
-    ld_bank <= \$970 ;
+    latch1 <= \$917 ;
   always @(posedge clk)
-    desc <= \$971 ;
+    w_latch <= \$918 ;
   always @(posedge clk)
-    state <= \$972 ;
+    w_bank <= \$919 ;
   always @(posedge clk)
-    error <= \$973 ;
+    w_ahead <= \$920 ;
   always @(posedge clk)
-    dw_q <= \$974 ;
+    ld_ahead <= \$921 ;
   always @(posedge clk)
-    dw_rm <= \$975 ;
+    fold_bank <= \$922 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$976 ;
+    ld_bank <= \$923 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$977 ;
+    desc <= \$924 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$978 ;
+    state <= \$925 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$979 ;
+    error <= \$926 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$980 ;
+    dw_q <= \$927 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$981 ;
+    dw_rm <= \$928 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$982 ;
+    dw_ky_init0 <= \$929 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$983 ;
+    dw_kx_init0 <= \$930 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$984 ;
+    dw_ky_init1 <= \$931 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$985 ;
+    dw_kx_init1 <= \$932 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$986 ;
+    dw_ky_init2 <= \$933 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$987 ;
+    dw_kx_init2 <= \$934 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$988 ;
+    dw_ky_init3 <= \$935 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$989 ;
+    dw_kx_init3 <= \$936 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$990 ;
+    dw_ky_init4 <= \$937 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$991 ;
+    dw_kx_init4 <= \$938 ;
   always @(posedge clk)
-    taps <= \$992 ;
+    dw_ky_init5 <= \$939 ;
   always @(posedge clk)
-    pass_span <= \$993 ;
+    dw_kx_init5 <= \$940 ;
   always @(posedge clk)
-    pass_step <= \$994 ;
+    dw_ky_init6 <= \$941 ;
   always @(posedge clk)
-    acc_need <= \$995 ;
+    dw_kx_init6 <= \$942 ;
   always @(posedge clk)
-    last_ix <= \$996 ;
+    dw_ky_init7 <= \$943 ;
   always @(posedge clk)
-    last_iy <= \$997 ;
+    dw_kx_init7 <= \$944 ;
   always @(posedge clk)
-    act_total <= \$998 ;
+    taps <= \$945 ;
   always @(posedge clk)
-    w_total <= \$999 ;
+    pass_span <= \$946 ;
   always @(posedge clk)
-    dw_first_rc <= \$1000 ;
+    ow_m1 <= \$947 ;
   always @(posedge clk)
-    qlo <= \$1001 ;
+    kw_m1 <= \$948 ;
   always @(posedge clk)
-    hi <= \$1002 ;
+    kh_m1 <= \$949 ;
   always @(posedge clk)
-    abort_timer <= \$1003 ;
+    cot_m1 <= \$950 ;
   always @(posedge clk)
-    p_count <= \$1004 ;
+    pass_step <= \$951 ;
   always @(posedge clk)
-    tiles_sum <= \$1005 ;
+    acc_need <= \$952 ;
   always @(posedge clk)
-    p_done <= \$1006 ;
+    last_ix <= \$953 ;
   always @(posedge clk)
-    p_checked <= \$1007 ;
+    last_iy <= \$954 ;
   always @(posedge clk)
-    w_count <= \$1008 ;
+    act_total <= \$955 ;
   always @(posedge clk)
-    w_done <= \$1009 ;
+    w_total <= \$956 ;
   always @(posedge clk)
-    a_count <= \$1010 ;
+    dw_first_rc <= \$957 ;
   always @(posedge clk)
-    wr_cw <= \$1011 ;
+    qlo <= \$958 ;
   always @(posedge clk)
-    wr_ix <= \$1012 ;
+    hi <= \$959 ;
   always @(posedge clk)
-    wr_iy <= \$1013 ;
+    abort_timer <= \$960 ;
   always @(posedge clk)
-    a_done <= \$1014 ;
+    p_count <= \$961 ;
   always @(posedge clk)
-    sq <= \$1015 ;
+    tiles_sum <= \$962 ;
   always @(posedge clk)
-    t <= \$1016 ;
+    p_done <= \$963 ;
   always @(posedge clk)
-    ky <= \$1017 ;
+    p_checked <= \$964 ;
   always @(posedge clk)
-    kx <= \$1018 ;
+    w_count <= \$965 ;
   always @(posedge clk)
-    j <= \$1019 ;
+    w_done <= \$966 ;
   always @(posedge clk)
-    g <= \$1020 ;
+    a_count <= \$967 ;
   always @(posedge clk)
-    ox <= \$1021 ;
+    wr_cw <= \$968 ;
   always @(posedge clk)
-    rows_left <= \$1022 ;
+    wr_ix <= \$969 ;
   always @(posedge clk)
-    y_pass <= \$1023 ;
+    wr_iy <= \$970 ;
   always @(posedge clk)
-    y_tap <= \$1024 ;
+    a_done <= \$971 ;
   always @(posedge clk)
-    iy <= \$1025 ;
+    gcount_m1 <= \$972 ;
   always @(posedge clk)
-    y_end <= \$1026 ;
+    sq <= \$973 ;
   always @(posedge clk)
-    x_tap <= \$1027 ;
+    t <= \$974 ;
   always @(posedge clk)
-    ix <= \$1028 ;
+    ky <= \$975 ;
   always @(posedge clk)
-    acc_addr <= \$1029 ;
+    kx <= \$976 ;
   always @(posedge clk)
-    rc <= \$1030 ;
+    j <= \$977 ;
   always @(posedge clk)
-    next_rc <= \$1031 ;
+    g <= \$978 ;
   always @(posedge clk)
-    dw_ky0 <= \$1032 ;
+    ox <= \$979 ;
   always @(posedge clk)
-    dw_ky1 <= \$1033 ;
+    rows_left <= \$980 ;
   always @(posedge clk)
-    dw_ky2 <= \$1034 ;
+    y_pass <= \$981 ;
   always @(posedge clk)
-    dw_ky3 <= \$1035 ;
+    y_tap <= \$982 ;
   always @(posedge clk)
-    dw_ky4 <= \$1036 ;
+    iy <= \$983 ;
   always @(posedge clk)
-    dw_ky5 <= \$1037 ;
+    y_end <= \$984 ;
   always @(posedge clk)
-    dw_ky6 <= \$1038 ;
+    x_tap <= \$985 ;
   always @(posedge clk)
-    dw_ky7 <= \$1039 ;
+    ix <= \$986 ;
   always @(posedge clk)
-    dw_kx0 <= \$1040 ;
+    acc_addr <= \$987 ;
   always @(posedge clk)
-    dw_kx1 <= \$1041 ;
+    rc <= \$988 ;
   always @(posedge clk)
-    dw_kx2 <= \$1042 ;
+    next_rc <= \$989 ;
   always @(posedge clk)
-    dw_kx3 <= \$1043 ;
+    dw_ky0 <= \$990 ;
   always @(posedge clk)
-    dw_kx4 <= \$1044 ;
+    dw_ky1 <= \$991 ;
   always @(posedge clk)
-    dw_kx5 <= \$1045 ;
+    dw_ky2 <= \$992 ;
   always @(posedge clk)
-    dw_kx6 <= \$1046 ;
+    dw_ky3 <= \$993 ;
   always @(posedge clk)
-    dw_kx7 <= \$1047 ;
+    dw_ky4 <= \$994 ;
   always @(posedge clk)
-    ld_tile <= \$1048 ;
+    dw_ky5 <= \$995 ;
   always @(posedge clk)
-    ld_k <= \$1049 ;
+    dw_ky6 <= \$996 ;
   always @(posedge clk)
-    ld_busy <= \$1050 ;
+    dw_ky7 <= \$997 ;
   always @(posedge clk)
-    \lo$264  <= \$1051 ;
+    dw_kx0 <= \$998 ;
   always @(posedge clk)
-    gcount <= \$1052 ;
+    dw_kx1 <= \$999 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1053 ;
+    dw_kx2 <= \$1000 ;
   always @(posedge clk)
-    latch_bank1 <= \$1054 ;
+    dw_kx3 <= \$1001 ;
   always @(posedge clk)
-    counting <= \$1055 ;
+    dw_kx4 <= \$1002 ;
   always @(posedge clk)
-    cnt_cycles <= \$1056 ;
+    dw_kx5 <= \$1003 ;
   always @(posedge clk)
-    cnt_busy <= \$1057 ;
+    dw_kx6 <= \$1004 ;
   always @(posedge clk)
-    cnt_setup <= \$1058 ;
+    dw_kx7 <= \$1005 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1059 ;
+    ld_tile <= \$1006 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1060 ;
+    ld_k <= \$1007 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1061 ;
+    ld_busy <= \$1008 ;
   always @(posedge clk)
-    cnt_fill <= \$1062 ;
+    \lo$269  <= \$1009 ;
   always @(posedge clk)
-    cnt_drain <= \$1063 ;
+    gcount <= \$1010 ;
+  always @(posedge clk)
+    cur_ld_tile <= \$1011 ;
+  always @(posedge clk)
+    latch_bank1 <= \$1012 ;
+  always @(posedge clk)
+    counting <= \$1013 ;
+  always @(posedge clk)
+    cnt_cycles <= \$1014 ;
+  always @(posedge clk)
+    cnt_busy <= \$1015 ;
+  always @(posedge clk)
+    cnt_setup <= \$1016 ;
+  always @(posedge clk)
+    cnt_stall_input <= \$1017 ;
+  always @(posedge clk)
+    cnt_stall_weight <= \$1018 ;
+  always @(posedge clk)
+    cnt_stall_output <= \$1019 ;
+  always @(posedge clk)
+    cnt_fill <= \$1020 ;
+  always @(posedge clk)
+    cnt_drain <= \$1021 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb2[5]),
@@ -37399,7 +37333,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$192 ),
+    .sums(\sums$197 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -37430,122 +37364,122 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = 64'h0000000000000000;
+    \$90  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$104  = win0_0;
+          \$90  = win0_0;
       4'h1:
-          \$104  = win0_1;
+          \$90  = win0_1;
       4'h2:
-          \$104  = win0_2;
+          \$90  = win0_2;
       4'h3:
-          \$104  = win0_3;
+          \$90  = win0_3;
       4'h4:
-          \$104  = win0_4;
+          \$90  = win0_4;
       4'h5:
-          \$104  = win0_5;
+          \$90  = win0_5;
       4'h6:
-          \$104  = win0_6;
+          \$90  = win0_6;
       4'h7:
-          \$104  = win0_7;
+          \$90  = win0_7;
       4'h8:
-          \$104  = win0_8;
+          \$90  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = 64'h0000000000000000;
+    \$91  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$105  = win1_0;
+          \$91  = win1_0;
       4'h1:
-          \$105  = win1_1;
+          \$91  = win1_1;
       4'h2:
-          \$105  = win1_2;
+          \$91  = win1_2;
       4'h3:
-          \$105  = win1_3;
+          \$91  = win1_3;
       4'h4:
-          \$105  = win1_4;
+          \$91  = win1_4;
       4'h5:
-          \$105  = win1_5;
+          \$91  = win1_5;
       4'h6:
-          \$105  = win1_6;
+          \$91  = win1_6;
       4'h7:
-          \$105  = win1_7;
+          \$91  = win1_7;
       4'h8:
-          \$105  = win1_8;
+          \$91  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = 64'h0000000000000000;
+    \$92  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$106  = win2_0;
+          \$92  = win2_0;
       4'h1:
-          \$106  = win2_1;
+          \$92  = win2_1;
       4'h2:
-          \$106  = win2_2;
+          \$92  = win2_2;
       4'h3:
-          \$106  = win2_3;
+          \$92  = win2_3;
       4'h4:
-          \$106  = win2_4;
+          \$92  = win2_4;
       4'h5:
-          \$106  = win2_5;
+          \$92  = win2_5;
       4'h6:
-          \$106  = win2_6;
+          \$92  = win2_6;
       4'h7:
-          \$106  = win2_7;
+          \$92  = win2_7;
       4'h8:
-          \$106  = win2_8;
+          \$92  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = 64'h0000000000000000;
+    \$93  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$107  = win3_0;
+          \$93  = win3_0;
       4'h1:
-          \$107  = win3_1;
+          \$93  = win3_1;
       4'h2:
-          \$107  = win3_2;
+          \$93  = win3_2;
       4'h3:
-          \$107  = win3_3;
+          \$93  = win3_3;
       4'h4:
-          \$107  = win3_4;
+          \$93  = win3_4;
       4'h5:
-          \$107  = win3_5;
+          \$93  = win3_5;
       4'h6:
-          \$107  = win3_6;
+          \$93  = win3_6;
       4'h7:
-          \$107  = win3_7;
+          \$93  = win3_7;
       4'h8:
-          \$107  = win3_8;
+          \$93  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = 64'h0000000000000000;
+    \$94  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$108  = win4_0;
+          \$94  = win4_0;
       4'h1:
-          \$108  = win4_1;
+          \$94  = win4_1;
       4'h2:
-          \$108  = win4_2;
+          \$94  = win4_2;
       4'h3:
-          \$108  = win4_3;
+          \$94  = win4_3;
       4'h4:
-          \$108  = win4_4;
+          \$94  = win4_4;
       4'h5:
-          \$108  = win4_5;
+          \$94  = win4_5;
       4'h6:
-          \$108  = win4_6;
+          \$94  = win4_6;
       4'h7:
-          \$108  = win4_7;
+          \$94  = win4_7;
       4'h8:
-          \$108  = win4_8;
+          \$94  = win4_8;
     endcase
   end
   always @* begin
@@ -37553,135 +37487,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel0 = 64'h0000000000000000;
     casez (dw_ky0_s2)
       4'h0:
-          dwsel0 = \$104 ;
+          dwsel0 = \$90 ;
       4'h1:
-          dwsel0 = \$105 ;
+          dwsel0 = \$91 ;
       4'h2:
-          dwsel0 = \$106 ;
+          dwsel0 = \$92 ;
       4'h3:
-          dwsel0 = \$107 ;
+          dwsel0 = \$93 ;
       4'h4:
-          dwsel0 = \$108 ;
+          dwsel0 = \$94 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = 64'h0000000000000000;
+    \$95  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$111  = win0_0;
+          \$95  = win0_0;
       4'h1:
-          \$111  = win0_1;
+          \$95  = win0_1;
       4'h2:
-          \$111  = win0_2;
+          \$95  = win0_2;
       4'h3:
-          \$111  = win0_3;
+          \$95  = win0_3;
       4'h4:
-          \$111  = win0_4;
+          \$95  = win0_4;
       4'h5:
-          \$111  = win0_5;
+          \$95  = win0_5;
       4'h6:
-          \$111  = win0_6;
+          \$95  = win0_6;
       4'h7:
-          \$111  = win0_7;
+          \$95  = win0_7;
       4'h8:
-          \$111  = win0_8;
+          \$95  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = 64'h0000000000000000;
+    \$96  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$112  = win1_0;
+          \$96  = win1_0;
       4'h1:
-          \$112  = win1_1;
+          \$96  = win1_1;
       4'h2:
-          \$112  = win1_2;
+          \$96  = win1_2;
       4'h3:
-          \$112  = win1_3;
+          \$96  = win1_3;
       4'h4:
-          \$112  = win1_4;
+          \$96  = win1_4;
       4'h5:
-          \$112  = win1_5;
+          \$96  = win1_5;
       4'h6:
-          \$112  = win1_6;
+          \$96  = win1_6;
       4'h7:
-          \$112  = win1_7;
+          \$96  = win1_7;
       4'h8:
-          \$112  = win1_8;
+          \$96  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$113  = 64'h0000000000000000;
+    \$97  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$113  = win2_0;
+          \$97  = win2_0;
       4'h1:
-          \$113  = win2_1;
+          \$97  = win2_1;
       4'h2:
-          \$113  = win2_2;
+          \$97  = win2_2;
       4'h3:
-          \$113  = win2_3;
+          \$97  = win2_3;
       4'h4:
-          \$113  = win2_4;
+          \$97  = win2_4;
       4'h5:
-          \$113  = win2_5;
+          \$97  = win2_5;
       4'h6:
-          \$113  = win2_6;
+          \$97  = win2_6;
       4'h7:
-          \$113  = win2_7;
+          \$97  = win2_7;
       4'h8:
-          \$113  = win2_8;
+          \$97  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$114  = 64'h0000000000000000;
+    \$98  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$114  = win3_0;
+          \$98  = win3_0;
       4'h1:
-          \$114  = win3_1;
+          \$98  = win3_1;
       4'h2:
-          \$114  = win3_2;
+          \$98  = win3_2;
       4'h3:
-          \$114  = win3_3;
+          \$98  = win3_3;
       4'h4:
-          \$114  = win3_4;
+          \$98  = win3_4;
       4'h5:
-          \$114  = win3_5;
+          \$98  = win3_5;
       4'h6:
-          \$114  = win3_6;
+          \$98  = win3_6;
       4'h7:
-          \$114  = win3_7;
+          \$98  = win3_7;
       4'h8:
-          \$114  = win3_8;
+          \$98  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$115  = 64'h0000000000000000;
+    \$99  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$115  = win4_0;
+          \$99  = win4_0;
       4'h1:
-          \$115  = win4_1;
+          \$99  = win4_1;
       4'h2:
-          \$115  = win4_2;
+          \$99  = win4_2;
       4'h3:
-          \$115  = win4_3;
+          \$99  = win4_3;
       4'h4:
-          \$115  = win4_4;
+          \$99  = win4_4;
       4'h5:
-          \$115  = win4_5;
+          \$99  = win4_5;
       4'h6:
-          \$115  = win4_6;
+          \$99  = win4_6;
       4'h7:
-          \$115  = win4_7;
+          \$99  = win4_7;
       4'h8:
-          \$115  = win4_8;
+          \$99  = win4_8;
     endcase
   end
   always @* begin
@@ -37689,135 +37623,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel1 = 64'h0000000000000000;
     casez (dw_ky1_s2)
       4'h0:
-          dwsel1 = \$111 ;
+          dwsel1 = \$95 ;
       4'h1:
-          dwsel1 = \$112 ;
+          dwsel1 = \$96 ;
       4'h2:
-          dwsel1 = \$113 ;
+          dwsel1 = \$97 ;
       4'h3:
-          dwsel1 = \$114 ;
+          dwsel1 = \$98 ;
       4'h4:
-          dwsel1 = \$115 ;
+          dwsel1 = \$99 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$118  = 64'h0000000000000000;
+    \$100  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$118  = win0_0;
+          \$100  = win0_0;
       4'h1:
-          \$118  = win0_1;
+          \$100  = win0_1;
       4'h2:
-          \$118  = win0_2;
+          \$100  = win0_2;
       4'h3:
-          \$118  = win0_3;
+          \$100  = win0_3;
       4'h4:
-          \$118  = win0_4;
+          \$100  = win0_4;
       4'h5:
-          \$118  = win0_5;
+          \$100  = win0_5;
       4'h6:
-          \$118  = win0_6;
+          \$100  = win0_6;
       4'h7:
-          \$118  = win0_7;
+          \$100  = win0_7;
       4'h8:
-          \$118  = win0_8;
+          \$100  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = 64'h0000000000000000;
+    \$101  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$119  = win1_0;
+          \$101  = win1_0;
       4'h1:
-          \$119  = win1_1;
+          \$101  = win1_1;
       4'h2:
-          \$119  = win1_2;
+          \$101  = win1_2;
       4'h3:
-          \$119  = win1_3;
+          \$101  = win1_3;
       4'h4:
-          \$119  = win1_4;
+          \$101  = win1_4;
       4'h5:
-          \$119  = win1_5;
+          \$101  = win1_5;
       4'h6:
-          \$119  = win1_6;
+          \$101  = win1_6;
       4'h7:
-          \$119  = win1_7;
+          \$101  = win1_7;
       4'h8:
-          \$119  = win1_8;
+          \$101  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$120  = 64'h0000000000000000;
+    \$102  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$120  = win2_0;
+          \$102  = win2_0;
       4'h1:
-          \$120  = win2_1;
+          \$102  = win2_1;
       4'h2:
-          \$120  = win2_2;
+          \$102  = win2_2;
       4'h3:
-          \$120  = win2_3;
+          \$102  = win2_3;
       4'h4:
-          \$120  = win2_4;
+          \$102  = win2_4;
       4'h5:
-          \$120  = win2_5;
+          \$102  = win2_5;
       4'h6:
-          \$120  = win2_6;
+          \$102  = win2_6;
       4'h7:
-          \$120  = win2_7;
+          \$102  = win2_7;
       4'h8:
-          \$120  = win2_8;
+          \$102  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$121  = 64'h0000000000000000;
+    \$103  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$121  = win3_0;
+          \$103  = win3_0;
       4'h1:
-          \$121  = win3_1;
+          \$103  = win3_1;
       4'h2:
-          \$121  = win3_2;
+          \$103  = win3_2;
       4'h3:
-          \$121  = win3_3;
+          \$103  = win3_3;
       4'h4:
-          \$121  = win3_4;
+          \$103  = win3_4;
       4'h5:
-          \$121  = win3_5;
+          \$103  = win3_5;
       4'h6:
-          \$121  = win3_6;
+          \$103  = win3_6;
       4'h7:
-          \$121  = win3_7;
+          \$103  = win3_7;
       4'h8:
-          \$121  = win3_8;
+          \$103  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$122  = 64'h0000000000000000;
+    \$104  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$122  = win4_0;
+          \$104  = win4_0;
       4'h1:
-          \$122  = win4_1;
+          \$104  = win4_1;
       4'h2:
-          \$122  = win4_2;
+          \$104  = win4_2;
       4'h3:
-          \$122  = win4_3;
+          \$104  = win4_3;
       4'h4:
-          \$122  = win4_4;
+          \$104  = win4_4;
       4'h5:
-          \$122  = win4_5;
+          \$104  = win4_5;
       4'h6:
-          \$122  = win4_6;
+          \$104  = win4_6;
       4'h7:
-          \$122  = win4_7;
+          \$104  = win4_7;
       4'h8:
-          \$122  = win4_8;
+          \$104  = win4_8;
     endcase
   end
   always @* begin
@@ -37825,21 +37759,565 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel2 = 64'h0000000000000000;
     casez (dw_ky2_s2)
       4'h0:
-          dwsel2 = \$118 ;
+          dwsel2 = \$100 ;
       4'h1:
-          dwsel2 = \$119 ;
+          dwsel2 = \$101 ;
       4'h2:
-          dwsel2 = \$120 ;
+          dwsel2 = \$102 ;
       4'h3:
-          dwsel2 = \$121 ;
+          dwsel2 = \$103 ;
       4'h4:
-          dwsel2 = \$122 ;
+          dwsel2 = \$104 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$105  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$105  = win0_0;
+      4'h1:
+          \$105  = win0_1;
+      4'h2:
+          \$105  = win0_2;
+      4'h3:
+          \$105  = win0_3;
+      4'h4:
+          \$105  = win0_4;
+      4'h5:
+          \$105  = win0_5;
+      4'h6:
+          \$105  = win0_6;
+      4'h7:
+          \$105  = win0_7;
+      4'h8:
+          \$105  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$106  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$106  = win1_0;
+      4'h1:
+          \$106  = win1_1;
+      4'h2:
+          \$106  = win1_2;
+      4'h3:
+          \$106  = win1_3;
+      4'h4:
+          \$106  = win1_4;
+      4'h5:
+          \$106  = win1_5;
+      4'h6:
+          \$106  = win1_6;
+      4'h7:
+          \$106  = win1_7;
+      4'h8:
+          \$106  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$107  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$107  = win2_0;
+      4'h1:
+          \$107  = win2_1;
+      4'h2:
+          \$107  = win2_2;
+      4'h3:
+          \$107  = win2_3;
+      4'h4:
+          \$107  = win2_4;
+      4'h5:
+          \$107  = win2_5;
+      4'h6:
+          \$107  = win2_6;
+      4'h7:
+          \$107  = win2_7;
+      4'h8:
+          \$107  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$108  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$108  = win3_0;
+      4'h1:
+          \$108  = win3_1;
+      4'h2:
+          \$108  = win3_2;
+      4'h3:
+          \$108  = win3_3;
+      4'h4:
+          \$108  = win3_4;
+      4'h5:
+          \$108  = win3_5;
+      4'h6:
+          \$108  = win3_6;
+      4'h7:
+          \$108  = win3_7;
+      4'h8:
+          \$108  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$109  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$109  = win4_0;
+      4'h1:
+          \$109  = win4_1;
+      4'h2:
+          \$109  = win4_2;
+      4'h3:
+          \$109  = win4_3;
+      4'h4:
+          \$109  = win4_4;
+      4'h5:
+          \$109  = win4_5;
+      4'h6:
+          \$109  = win4_6;
+      4'h7:
+          \$109  = win4_7;
+      4'h8:
+          \$109  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel3 = 64'h0000000000000000;
+    casez (dw_ky3_s2)
+      4'h0:
+          dwsel3 = \$105 ;
+      4'h1:
+          dwsel3 = \$106 ;
+      4'h2:
+          dwsel3 = \$107 ;
+      4'h3:
+          dwsel3 = \$108 ;
+      4'h4:
+          dwsel3 = \$109 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$110  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$110  = win0_0;
+      4'h1:
+          \$110  = win0_1;
+      4'h2:
+          \$110  = win0_2;
+      4'h3:
+          \$110  = win0_3;
+      4'h4:
+          \$110  = win0_4;
+      4'h5:
+          \$110  = win0_5;
+      4'h6:
+          \$110  = win0_6;
+      4'h7:
+          \$110  = win0_7;
+      4'h8:
+          \$110  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$111  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$111  = win1_0;
+      4'h1:
+          \$111  = win1_1;
+      4'h2:
+          \$111  = win1_2;
+      4'h3:
+          \$111  = win1_3;
+      4'h4:
+          \$111  = win1_4;
+      4'h5:
+          \$111  = win1_5;
+      4'h6:
+          \$111  = win1_6;
+      4'h7:
+          \$111  = win1_7;
+      4'h8:
+          \$111  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$112  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$112  = win2_0;
+      4'h1:
+          \$112  = win2_1;
+      4'h2:
+          \$112  = win2_2;
+      4'h3:
+          \$112  = win2_3;
+      4'h4:
+          \$112  = win2_4;
+      4'h5:
+          \$112  = win2_5;
+      4'h6:
+          \$112  = win2_6;
+      4'h7:
+          \$112  = win2_7;
+      4'h8:
+          \$112  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$113  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$113  = win3_0;
+      4'h1:
+          \$113  = win3_1;
+      4'h2:
+          \$113  = win3_2;
+      4'h3:
+          \$113  = win3_3;
+      4'h4:
+          \$113  = win3_4;
+      4'h5:
+          \$113  = win3_5;
+      4'h6:
+          \$113  = win3_6;
+      4'h7:
+          \$113  = win3_7;
+      4'h8:
+          \$113  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$114  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$114  = win4_0;
+      4'h1:
+          \$114  = win4_1;
+      4'h2:
+          \$114  = win4_2;
+      4'h3:
+          \$114  = win4_3;
+      4'h4:
+          \$114  = win4_4;
+      4'h5:
+          \$114  = win4_5;
+      4'h6:
+          \$114  = win4_6;
+      4'h7:
+          \$114  = win4_7;
+      4'h8:
+          \$114  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel4 = 64'h0000000000000000;
+    casez (dw_ky4_s2)
+      4'h0:
+          dwsel4 = \$110 ;
+      4'h1:
+          dwsel4 = \$111 ;
+      4'h2:
+          dwsel4 = \$112 ;
+      4'h3:
+          dwsel4 = \$113 ;
+      4'h4:
+          dwsel4 = \$114 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$115  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$115  = win0_0;
+      4'h1:
+          \$115  = win0_1;
+      4'h2:
+          \$115  = win0_2;
+      4'h3:
+          \$115  = win0_3;
+      4'h4:
+          \$115  = win0_4;
+      4'h5:
+          \$115  = win0_5;
+      4'h6:
+          \$115  = win0_6;
+      4'h7:
+          \$115  = win0_7;
+      4'h8:
+          \$115  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$116  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$116  = win1_0;
+      4'h1:
+          \$116  = win1_1;
+      4'h2:
+          \$116  = win1_2;
+      4'h3:
+          \$116  = win1_3;
+      4'h4:
+          \$116  = win1_4;
+      4'h5:
+          \$116  = win1_5;
+      4'h6:
+          \$116  = win1_6;
+      4'h7:
+          \$116  = win1_7;
+      4'h8:
+          \$116  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$117  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$117  = win2_0;
+      4'h1:
+          \$117  = win2_1;
+      4'h2:
+          \$117  = win2_2;
+      4'h3:
+          \$117  = win2_3;
+      4'h4:
+          \$117  = win2_4;
+      4'h5:
+          \$117  = win2_5;
+      4'h6:
+          \$117  = win2_6;
+      4'h7:
+          \$117  = win2_7;
+      4'h8:
+          \$117  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$118  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$118  = win3_0;
+      4'h1:
+          \$118  = win3_1;
+      4'h2:
+          \$118  = win3_2;
+      4'h3:
+          \$118  = win3_3;
+      4'h4:
+          \$118  = win3_4;
+      4'h5:
+          \$118  = win3_5;
+      4'h6:
+          \$118  = win3_6;
+      4'h7:
+          \$118  = win3_7;
+      4'h8:
+          \$118  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$119  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$119  = win4_0;
+      4'h1:
+          \$119  = win4_1;
+      4'h2:
+          \$119  = win4_2;
+      4'h3:
+          \$119  = win4_3;
+      4'h4:
+          \$119  = win4_4;
+      4'h5:
+          \$119  = win4_5;
+      4'h6:
+          \$119  = win4_6;
+      4'h7:
+          \$119  = win4_7;
+      4'h8:
+          \$119  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel5 = 64'h0000000000000000;
+    casez (dw_ky5_s2)
+      4'h0:
+          dwsel5 = \$115 ;
+      4'h1:
+          dwsel5 = \$116 ;
+      4'h2:
+          dwsel5 = \$117 ;
+      4'h3:
+          dwsel5 = \$118 ;
+      4'h4:
+          dwsel5 = \$119 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$120  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$120  = win0_0;
+      4'h1:
+          \$120  = win0_1;
+      4'h2:
+          \$120  = win0_2;
+      4'h3:
+          \$120  = win0_3;
+      4'h4:
+          \$120  = win0_4;
+      4'h5:
+          \$120  = win0_5;
+      4'h6:
+          \$120  = win0_6;
+      4'h7:
+          \$120  = win0_7;
+      4'h8:
+          \$120  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$121  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$121  = win1_0;
+      4'h1:
+          \$121  = win1_1;
+      4'h2:
+          \$121  = win1_2;
+      4'h3:
+          \$121  = win1_3;
+      4'h4:
+          \$121  = win1_4;
+      4'h5:
+          \$121  = win1_5;
+      4'h6:
+          \$121  = win1_6;
+      4'h7:
+          \$121  = win1_7;
+      4'h8:
+          \$121  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$122  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$122  = win2_0;
+      4'h1:
+          \$122  = win2_1;
+      4'h2:
+          \$122  = win2_2;
+      4'h3:
+          \$122  = win2_3;
+      4'h4:
+          \$122  = win2_4;
+      4'h5:
+          \$122  = win2_5;
+      4'h6:
+          \$122  = win2_6;
+      4'h7:
+          \$122  = win2_7;
+      4'h8:
+          \$122  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$123  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$123  = win3_0;
+      4'h1:
+          \$123  = win3_1;
+      4'h2:
+          \$123  = win3_2;
+      4'h3:
+          \$123  = win3_3;
+      4'h4:
+          \$123  = win3_4;
+      4'h5:
+          \$123  = win3_5;
+      4'h6:
+          \$123  = win3_6;
+      4'h7:
+          \$123  = win3_7;
+      4'h8:
+          \$123  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$124  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$124  = win4_0;
+      4'h1:
+          \$124  = win4_1;
+      4'h2:
+          \$124  = win4_2;
+      4'h3:
+          \$124  = win4_3;
+      4'h4:
+          \$124  = win4_4;
+      4'h5:
+          \$124  = win4_5;
+      4'h6:
+          \$124  = win4_6;
+      4'h7:
+          \$124  = win4_7;
+      4'h8:
+          \$124  = win4_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dwsel6 = 64'h0000000000000000;
+    casez (dw_ky6_s2)
+      4'h0:
+          dwsel6 = \$120 ;
+      4'h1:
+          dwsel6 = \$121 ;
+      4'h2:
+          dwsel6 = \$122 ;
+      4'h3:
+          dwsel6 = \$123 ;
+      4'h4:
+          dwsel6 = \$124 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$125  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol7)
       4'h0:
           \$125  = win0_0;
       4'h1:
@@ -37863,7 +38341,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$126  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol7)
       4'h0:
           \$126  = win1_0;
       4'h1:
@@ -37887,7 +38365,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$127  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol7)
       4'h0:
           \$127  = win2_0;
       4'h1:
@@ -37911,7 +38389,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$128  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol7)
       4'h0:
           \$128  = win3_0;
       4'h1:
@@ -37935,7 +38413,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$129  = 64'h0000000000000000;
-    casez (dwcol3)
+    casez (dwcol7)
       4'h0:
           \$129  = win4_0;
       4'h1:
@@ -37958,562 +38436,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel3 = 64'h0000000000000000;
-    casez (dw_ky3_s2)
-      4'h0:
-          dwsel3 = \$125 ;
-      4'h1:
-          dwsel3 = \$126 ;
-      4'h2:
-          dwsel3 = \$127 ;
-      4'h3:
-          dwsel3 = \$128 ;
-      4'h4:
-          dwsel3 = \$129 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$132  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$132  = win0_0;
-      4'h1:
-          \$132  = win0_1;
-      4'h2:
-          \$132  = win0_2;
-      4'h3:
-          \$132  = win0_3;
-      4'h4:
-          \$132  = win0_4;
-      4'h5:
-          \$132  = win0_5;
-      4'h6:
-          \$132  = win0_6;
-      4'h7:
-          \$132  = win0_7;
-      4'h8:
-          \$132  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$133  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$133  = win1_0;
-      4'h1:
-          \$133  = win1_1;
-      4'h2:
-          \$133  = win1_2;
-      4'h3:
-          \$133  = win1_3;
-      4'h4:
-          \$133  = win1_4;
-      4'h5:
-          \$133  = win1_5;
-      4'h6:
-          \$133  = win1_6;
-      4'h7:
-          \$133  = win1_7;
-      4'h8:
-          \$133  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$134  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$134  = win2_0;
-      4'h1:
-          \$134  = win2_1;
-      4'h2:
-          \$134  = win2_2;
-      4'h3:
-          \$134  = win2_3;
-      4'h4:
-          \$134  = win2_4;
-      4'h5:
-          \$134  = win2_5;
-      4'h6:
-          \$134  = win2_6;
-      4'h7:
-          \$134  = win2_7;
-      4'h8:
-          \$134  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$135  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$135  = win3_0;
-      4'h1:
-          \$135  = win3_1;
-      4'h2:
-          \$135  = win3_2;
-      4'h3:
-          \$135  = win3_3;
-      4'h4:
-          \$135  = win3_4;
-      4'h5:
-          \$135  = win3_5;
-      4'h6:
-          \$135  = win3_6;
-      4'h7:
-          \$135  = win3_7;
-      4'h8:
-          \$135  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$136  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$136  = win4_0;
-      4'h1:
-          \$136  = win4_1;
-      4'h2:
-          \$136  = win4_2;
-      4'h3:
-          \$136  = win4_3;
-      4'h4:
-          \$136  = win4_4;
-      4'h5:
-          \$136  = win4_5;
-      4'h6:
-          \$136  = win4_6;
-      4'h7:
-          \$136  = win4_7;
-      4'h8:
-          \$136  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel4 = 64'h0000000000000000;
-    casez (dw_ky4_s2)
-      4'h0:
-          dwsel4 = \$132 ;
-      4'h1:
-          dwsel4 = \$133 ;
-      4'h2:
-          dwsel4 = \$134 ;
-      4'h3:
-          dwsel4 = \$135 ;
-      4'h4:
-          dwsel4 = \$136 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$139  = win0_0;
-      4'h1:
-          \$139  = win0_1;
-      4'h2:
-          \$139  = win0_2;
-      4'h3:
-          \$139  = win0_3;
-      4'h4:
-          \$139  = win0_4;
-      4'h5:
-          \$139  = win0_5;
-      4'h6:
-          \$139  = win0_6;
-      4'h7:
-          \$139  = win0_7;
-      4'h8:
-          \$139  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$140  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$140  = win1_0;
-      4'h1:
-          \$140  = win1_1;
-      4'h2:
-          \$140  = win1_2;
-      4'h3:
-          \$140  = win1_3;
-      4'h4:
-          \$140  = win1_4;
-      4'h5:
-          \$140  = win1_5;
-      4'h6:
-          \$140  = win1_6;
-      4'h7:
-          \$140  = win1_7;
-      4'h8:
-          \$140  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$141  = win2_0;
-      4'h1:
-          \$141  = win2_1;
-      4'h2:
-          \$141  = win2_2;
-      4'h3:
-          \$141  = win2_3;
-      4'h4:
-          \$141  = win2_4;
-      4'h5:
-          \$141  = win2_5;
-      4'h6:
-          \$141  = win2_6;
-      4'h7:
-          \$141  = win2_7;
-      4'h8:
-          \$141  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$142  = win3_0;
-      4'h1:
-          \$142  = win3_1;
-      4'h2:
-          \$142  = win3_2;
-      4'h3:
-          \$142  = win3_3;
-      4'h4:
-          \$142  = win3_4;
-      4'h5:
-          \$142  = win3_5;
-      4'h6:
-          \$142  = win3_6;
-      4'h7:
-          \$142  = win3_7;
-      4'h8:
-          \$142  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$143  = win4_0;
-      4'h1:
-          \$143  = win4_1;
-      4'h2:
-          \$143  = win4_2;
-      4'h3:
-          \$143  = win4_3;
-      4'h4:
-          \$143  = win4_4;
-      4'h5:
-          \$143  = win4_5;
-      4'h6:
-          \$143  = win4_6;
-      4'h7:
-          \$143  = win4_7;
-      4'h8:
-          \$143  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel5 = 64'h0000000000000000;
-    casez (dw_ky5_s2)
-      4'h0:
-          dwsel5 = \$139 ;
-      4'h1:
-          dwsel5 = \$140 ;
-      4'h2:
-          dwsel5 = \$141 ;
-      4'h3:
-          dwsel5 = \$142 ;
-      4'h4:
-          dwsel5 = \$143 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$146  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$146  = win0_0;
-      4'h1:
-          \$146  = win0_1;
-      4'h2:
-          \$146  = win0_2;
-      4'h3:
-          \$146  = win0_3;
-      4'h4:
-          \$146  = win0_4;
-      4'h5:
-          \$146  = win0_5;
-      4'h6:
-          \$146  = win0_6;
-      4'h7:
-          \$146  = win0_7;
-      4'h8:
-          \$146  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$147  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$147  = win1_0;
-      4'h1:
-          \$147  = win1_1;
-      4'h2:
-          \$147  = win1_2;
-      4'h3:
-          \$147  = win1_3;
-      4'h4:
-          \$147  = win1_4;
-      4'h5:
-          \$147  = win1_5;
-      4'h6:
-          \$147  = win1_6;
-      4'h7:
-          \$147  = win1_7;
-      4'h8:
-          \$147  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$148  = win2_0;
-      4'h1:
-          \$148  = win2_1;
-      4'h2:
-          \$148  = win2_2;
-      4'h3:
-          \$148  = win2_3;
-      4'h4:
-          \$148  = win2_4;
-      4'h5:
-          \$148  = win2_5;
-      4'h6:
-          \$148  = win2_6;
-      4'h7:
-          \$148  = win2_7;
-      4'h8:
-          \$148  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$149  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$149  = win3_0;
-      4'h1:
-          \$149  = win3_1;
-      4'h2:
-          \$149  = win3_2;
-      4'h3:
-          \$149  = win3_3;
-      4'h4:
-          \$149  = win3_4;
-      4'h5:
-          \$149  = win3_5;
-      4'h6:
-          \$149  = win3_6;
-      4'h7:
-          \$149  = win3_7;
-      4'h8:
-          \$149  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$150  = win4_0;
-      4'h1:
-          \$150  = win4_1;
-      4'h2:
-          \$150  = win4_2;
-      4'h3:
-          \$150  = win4_3;
-      4'h4:
-          \$150  = win4_4;
-      4'h5:
-          \$150  = win4_5;
-      4'h6:
-          \$150  = win4_6;
-      4'h7:
-          \$150  = win4_7;
-      4'h8:
-          \$150  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dwsel6 = 64'h0000000000000000;
-    casez (dw_ky6_s2)
-      4'h0:
-          dwsel6 = \$146 ;
-      4'h1:
-          dwsel6 = \$147 ;
-      4'h2:
-          dwsel6 = \$148 ;
-      4'h3:
-          dwsel6 = \$149 ;
-      4'h4:
-          dwsel6 = \$150 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$153  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$153  = win0_0;
-      4'h1:
-          \$153  = win0_1;
-      4'h2:
-          \$153  = win0_2;
-      4'h3:
-          \$153  = win0_3;
-      4'h4:
-          \$153  = win0_4;
-      4'h5:
-          \$153  = win0_5;
-      4'h6:
-          \$153  = win0_6;
-      4'h7:
-          \$153  = win0_7;
-      4'h8:
-          \$153  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$154  = win1_0;
-      4'h1:
-          \$154  = win1_1;
-      4'h2:
-          \$154  = win1_2;
-      4'h3:
-          \$154  = win1_3;
-      4'h4:
-          \$154  = win1_4;
-      4'h5:
-          \$154  = win1_5;
-      4'h6:
-          \$154  = win1_6;
-      4'h7:
-          \$154  = win1_7;
-      4'h8:
-          \$154  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$155  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$155  = win2_0;
-      4'h1:
-          \$155  = win2_1;
-      4'h2:
-          \$155  = win2_2;
-      4'h3:
-          \$155  = win2_3;
-      4'h4:
-          \$155  = win2_4;
-      4'h5:
-          \$155  = win2_5;
-      4'h6:
-          \$155  = win2_6;
-      4'h7:
-          \$155  = win2_7;
-      4'h8:
-          \$155  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$156  = win3_0;
-      4'h1:
-          \$156  = win3_1;
-      4'h2:
-          \$156  = win3_2;
-      4'h3:
-          \$156  = win3_3;
-      4'h4:
-          \$156  = win3_4;
-      4'h5:
-          \$156  = win3_5;
-      4'h6:
-          \$156  = win3_6;
-      4'h7:
-          \$156  = win3_7;
-      4'h8:
-          \$156  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$157  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$157  = win4_0;
-      4'h1:
-          \$157  = win4_1;
-      4'h2:
-          \$157  = win4_2;
-      4'h3:
-          \$157  = win4_3;
-      4'h4:
-          \$157  = win4_4;
-      4'h5:
-          \$157  = win4_5;
-      4'h6:
-          \$157  = win4_6;
-      4'h7:
-          \$157  = win4_7;
-      4'h8:
-          \$157  = win4_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s2)
       4'h0:
-          dwsel7 = \$153 ;
+          dwsel7 = \$125 ;
       4'h1:
-          dwsel7 = \$154 ;
+          dwsel7 = \$126 ;
       4'h2:
-          dwsel7 = \$155 ;
+          dwsel7 = \$127 ;
       4'h3:
-          dwsel7 = \$156 ;
+          dwsel7 = \$128 ;
       4'h4:
-          dwsel7 = \$157 ;
+          dwsel7 = \$129 ;
     endcase
   end
   always @* begin
@@ -38521,37 +38455,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (sb1[10:7])
       4'h0:
-          \$528  = \$signature__data$357 ;
+          \$492  = \$signature__data$362 ;
       4'h1:
-          \$528  = \$signature__data$358 ;
+          \$492  = \$signature__data$363 ;
       4'h2:
-          \$528  = \$signature__data$359 ;
+          \$492  = \$signature__data$364 ;
       4'h3:
-          \$528  = \$signature__data$360 ;
+          \$492  = \$signature__data$365 ;
       4'h4:
-          \$528  = \$signature__data$361 ;
+          \$492  = \$signature__data$366 ;
       4'h5:
-          \$528  = \$signature__data$362 ;
+          \$492  = \$signature__data$367 ;
       4'h6:
-          \$528  = \$signature__data$363 ;
+          \$492  = \$signature__data$368 ;
       4'h7:
-          \$528  = \$signature__data$364 ;
+          \$492  = \$signature__data$369 ;
       4'h8:
-          \$528  = \$signature__data$365 ;
+          \$492  = \$signature__data$370 ;
       4'h9:
-          \$528  = \$signature__data$366 ;
+          \$492  = \$signature__data$371 ;
       4'ha:
-          \$528  = \$signature__data$367 ;
+          \$492  = \$signature__data$372 ;
       4'hb:
-          \$528  = \$signature__data$368 ;
+          \$492  = \$signature__data$373 ;
       4'hc:
-          \$528  = \$signature__data$369 ;
+          \$492  = \$signature__data$374 ;
       4'hd:
-          \$528  = \$signature__data$370 ;
+          \$492  = \$signature__data$375 ;
       4'he:
-          \$528  = \$signature__data$371 ;
+          \$492  = \$signature__data$376 ;
       4'hf:
-          \$528  = \$signature__data$372 ;
+          \$492  = \$signature__data$377 ;
     endcase
   end
   always @* begin
@@ -38559,37 +38493,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$534  = \$signature__data$357 ;
+          \$498  = \$signature__data$362 ;
       4'h1:
-          \$534  = \$signature__data$358 ;
+          \$498  = \$signature__data$363 ;
       4'h2:
-          \$534  = \$signature__data$359 ;
+          \$498  = \$signature__data$364 ;
       4'h3:
-          \$534  = \$signature__data$360 ;
+          \$498  = \$signature__data$365 ;
       4'h4:
-          \$534  = \$signature__data$361 ;
+          \$498  = \$signature__data$366 ;
       4'h5:
-          \$534  = \$signature__data$362 ;
+          \$498  = \$signature__data$367 ;
       4'h6:
-          \$534  = \$signature__data$363 ;
+          \$498  = \$signature__data$368 ;
       4'h7:
-          \$534  = \$signature__data$364 ;
+          \$498  = \$signature__data$369 ;
       4'h8:
-          \$534  = \$signature__data$365 ;
+          \$498  = \$signature__data$370 ;
       4'h9:
-          \$534  = \$signature__data$366 ;
+          \$498  = \$signature__data$371 ;
       4'ha:
-          \$534  = \$signature__data$367 ;
+          \$498  = \$signature__data$372 ;
       4'hb:
-          \$534  = \$signature__data$368 ;
+          \$498  = \$signature__data$373 ;
       4'hc:
-          \$534  = \$signature__data$369 ;
+          \$498  = \$signature__data$374 ;
       4'hd:
-          \$534  = \$signature__data$370 ;
+          \$498  = \$signature__data$375 ;
       4'he:
-          \$534  = \$signature__data$371 ;
+          \$498  = \$signature__data$376 ;
       4'hf:
-          \$534  = \$signature__data$372 ;
+          \$498  = \$signature__data$377 ;
     endcase
   end
   always @* begin
@@ -38597,37 +38531,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$540  = \$signature__data$357 ;
+          \$504  = \$signature__data$362 ;
       4'h1:
-          \$540  = \$signature__data$358 ;
+          \$504  = \$signature__data$363 ;
       4'h2:
-          \$540  = \$signature__data$359 ;
+          \$504  = \$signature__data$364 ;
       4'h3:
-          \$540  = \$signature__data$360 ;
+          \$504  = \$signature__data$365 ;
       4'h4:
-          \$540  = \$signature__data$361 ;
+          \$504  = \$signature__data$366 ;
       4'h5:
-          \$540  = \$signature__data$362 ;
+          \$504  = \$signature__data$367 ;
       4'h6:
-          \$540  = \$signature__data$363 ;
+          \$504  = \$signature__data$368 ;
       4'h7:
-          \$540  = \$signature__data$364 ;
+          \$504  = \$signature__data$369 ;
       4'h8:
-          \$540  = \$signature__data$365 ;
+          \$504  = \$signature__data$370 ;
       4'h9:
-          \$540  = \$signature__data$366 ;
+          \$504  = \$signature__data$371 ;
       4'ha:
-          \$540  = \$signature__data$367 ;
+          \$504  = \$signature__data$372 ;
       4'hb:
-          \$540  = \$signature__data$368 ;
+          \$504  = \$signature__data$373 ;
       4'hc:
-          \$540  = \$signature__data$369 ;
+          \$504  = \$signature__data$374 ;
       4'hd:
-          \$540  = \$signature__data$370 ;
+          \$504  = \$signature__data$375 ;
       4'he:
-          \$540  = \$signature__data$371 ;
+          \$504  = \$signature__data$376 ;
       4'hf:
-          \$540  = \$signature__data$372 ;
+          \$504  = \$signature__data$377 ;
     endcase
   end
   always @* begin
@@ -38635,37 +38569,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$546  = \$signature__data$357 ;
+          \$510  = \$signature__data$362 ;
       4'h1:
-          \$546  = \$signature__data$358 ;
+          \$510  = \$signature__data$363 ;
       4'h2:
-          \$546  = \$signature__data$359 ;
+          \$510  = \$signature__data$364 ;
       4'h3:
-          \$546  = \$signature__data$360 ;
+          \$510  = \$signature__data$365 ;
       4'h4:
-          \$546  = \$signature__data$361 ;
+          \$510  = \$signature__data$366 ;
       4'h5:
-          \$546  = \$signature__data$362 ;
+          \$510  = \$signature__data$367 ;
       4'h6:
-          \$546  = \$signature__data$363 ;
+          \$510  = \$signature__data$368 ;
       4'h7:
-          \$546  = \$signature__data$364 ;
+          \$510  = \$signature__data$369 ;
       4'h8:
-          \$546  = \$signature__data$365 ;
+          \$510  = \$signature__data$370 ;
       4'h9:
-          \$546  = \$signature__data$366 ;
+          \$510  = \$signature__data$371 ;
       4'ha:
-          \$546  = \$signature__data$367 ;
+          \$510  = \$signature__data$372 ;
       4'hb:
-          \$546  = \$signature__data$368 ;
+          \$510  = \$signature__data$373 ;
       4'hc:
-          \$546  = \$signature__data$369 ;
+          \$510  = \$signature__data$374 ;
       4'hd:
-          \$546  = \$signature__data$370 ;
+          \$510  = \$signature__data$375 ;
       4'he:
-          \$546  = \$signature__data$371 ;
+          \$510  = \$signature__data$376 ;
       4'hf:
-          \$546  = \$signature__data$372 ;
+          \$510  = \$signature__data$377 ;
     endcase
   end
   always @* begin
@@ -38673,37 +38607,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$552  = \$signature__data$357 ;
+          \$516  = \$signature__data$362 ;
       4'h1:
-          \$552  = \$signature__data$358 ;
+          \$516  = \$signature__data$363 ;
       4'h2:
-          \$552  = \$signature__data$359 ;
+          \$516  = \$signature__data$364 ;
       4'h3:
-          \$552  = \$signature__data$360 ;
+          \$516  = \$signature__data$365 ;
       4'h4:
-          \$552  = \$signature__data$361 ;
+          \$516  = \$signature__data$366 ;
       4'h5:
-          \$552  = \$signature__data$362 ;
+          \$516  = \$signature__data$367 ;
       4'h6:
-          \$552  = \$signature__data$363 ;
+          \$516  = \$signature__data$368 ;
       4'h7:
-          \$552  = \$signature__data$364 ;
+          \$516  = \$signature__data$369 ;
       4'h8:
-          \$552  = \$signature__data$365 ;
+          \$516  = \$signature__data$370 ;
       4'h9:
-          \$552  = \$signature__data$366 ;
+          \$516  = \$signature__data$371 ;
       4'ha:
-          \$552  = \$signature__data$367 ;
+          \$516  = \$signature__data$372 ;
       4'hb:
-          \$552  = \$signature__data$368 ;
+          \$516  = \$signature__data$373 ;
       4'hc:
-          \$552  = \$signature__data$369 ;
+          \$516  = \$signature__data$374 ;
       4'hd:
-          \$552  = \$signature__data$370 ;
+          \$516  = \$signature__data$375 ;
       4'he:
-          \$552  = \$signature__data$371 ;
+          \$516  = \$signature__data$376 ;
       4'hf:
-          \$552  = \$signature__data$372 ;
+          \$516  = \$signature__data$377 ;
     endcase
   end
   always @* begin
@@ -38711,63 +38645,63 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$558  = \$signature__data$357 ;
+          \$522  = \$signature__data$362 ;
       4'h1:
-          \$558  = \$signature__data$358 ;
+          \$522  = \$signature__data$363 ;
       4'h2:
-          \$558  = \$signature__data$359 ;
+          \$522  = \$signature__data$364 ;
       4'h3:
-          \$558  = \$signature__data$360 ;
+          \$522  = \$signature__data$365 ;
       4'h4:
-          \$558  = \$signature__data$361 ;
+          \$522  = \$signature__data$366 ;
       4'h5:
-          \$558  = \$signature__data$362 ;
+          \$522  = \$signature__data$367 ;
       4'h6:
-          \$558  = \$signature__data$363 ;
+          \$522  = \$signature__data$368 ;
       4'h7:
-          \$558  = \$signature__data$364 ;
+          \$522  = \$signature__data$369 ;
       4'h8:
-          \$558  = \$signature__data$365 ;
+          \$522  = \$signature__data$370 ;
       4'h9:
-          \$558  = \$signature__data$366 ;
+          \$522  = \$signature__data$371 ;
       4'ha:
-          \$558  = \$signature__data$367 ;
+          \$522  = \$signature__data$372 ;
       4'hb:
-          \$558  = \$signature__data$368 ;
+          \$522  = \$signature__data$373 ;
       4'hc:
-          \$558  = \$signature__data$369 ;
+          \$522  = \$signature__data$374 ;
       4'hd:
-          \$558  = \$signature__data$370 ;
+          \$522  = \$signature__data$375 ;
       4'he:
-          \$558  = \$signature__data$371 ;
+          \$522  = \$signature__data$376 ;
       4'hf:
-          \$558  = \$signature__data$372 ;
+          \$522  = \$signature__data$377 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$36 ) begin
+    if (\$33 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ix_m = \$38 [28:0];
+            ix_m = \$35 [28:0];
         2'h2:
             ix_m = 29'h00000000;
         2'h3:
-            ix_m = \$39 [28:0];
+            ix_m = \$36 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
-    end else if (\$37 ) begin
+    end else if (\$34 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ix_m = \$42 [28:0];
+            ix_m = \$39 [28:0];
         2'h2:
-            ix_m = \$43 [28:0];
+            ix_m = \$40 [28:0];
         2'h3:
-            ix_m = \$44 [28:0];
+            ix_m = \$41 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
@@ -38778,7 +38712,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_x = 1'h0;
-    if (\$36 ) begin
+    if (\$33 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -38790,7 +38724,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_x = 1'h1;
       endcase
-    end else if (\$37 ) begin
+    end else if (\$34 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -38813,50 +38747,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h1:
           /* empty */;
       3'h2:
-          bad = \$256 ;
+          bad = \$228 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     err_hi = 7'h00;
-    if (\$272 ) begin
-      if (\$273 ) begin
-        if (\$282 ) begin
+    if (\$245 ) begin
+      if (\$246 ) begin
+        if (\$255 ) begin
           err_hi[0] = 1'h1;
         end
       end
       if (i_param__payload[562]) begin
-        if (\$284 ) begin
+        if (\$257 ) begin
           err_hi[5] = 1'h1;
         end
       end
-      if (\$286 ) begin
+      if (\$259 ) begin
         err_hi[6] = 1'h1;
       end
     end
-    if (\$290 ) begin
-      if (\$291 ) begin
+    if (\$263 ) begin
+      if (\$264 ) begin
         err_hi[0] = 1'h1;
       end
     end
-    if (\$303 ) begin
+    if (\$276 ) begin
       (* full_case = 32'd1 *)
-      if (\$304 ) begin
+      if (\$277 ) begin
       end else begin
         err_hi[4] = 1'h1;
       end
       if (i_weight__payload[64]) begin
-        if (\$306 ) begin
+        if (\$279 ) begin
           err_hi[3] = 1'h1;
         end
       end
     end
-    if (\$446 ) begin
-      if (\$447 ) begin
+    if (\$419 ) begin
+      if (\$420 ) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[64]) begin
-        if (\$449 ) begin
+        if (\$422 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -38865,9 +38799,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38876,9 +38810,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -38889,9 +38823,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38900,12 +38834,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx0_n = \$472 ;
+                if (\$440 ) begin
+                  dw_kx0_n = \$441 ;
                 end
               end
             end
@@ -38915,9 +38849,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38926,12 +38860,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx1_n = \$473 ;
+                if (\$440 ) begin
+                  dw_kx1_n = \$442 ;
                 end
               end
             end
@@ -38941,9 +38875,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38952,12 +38886,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx2_n = \$474 ;
+                if (\$440 ) begin
+                  dw_kx2_n = \$443 ;
                 end
               end
             end
@@ -38967,9 +38901,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -38978,12 +38912,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx3_n = \$475 ;
+                if (\$440 ) begin
+                  dw_kx3_n = \$444 ;
                 end
               end
             end
@@ -38993,9 +38927,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -39004,12 +38938,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx4_n = \$476 ;
+                if (\$440 ) begin
+                  dw_kx4_n = \$445 ;
                 end
               end
             end
@@ -39019,9 +38953,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -39030,12 +38964,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx5_n = \$477 ;
+                if (\$440 ) begin
+                  dw_kx5_n = \$446 ;
                 end
               end
             end
@@ -39045,9 +38979,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -39056,12 +38990,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx6_n = \$478 ;
+                if (\$440 ) begin
+                  dw_kx6_n = \$447 ;
                 end
               end
             end
@@ -39071,9 +39005,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -39082,12 +39016,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$471 ) begin
-                  dw_kx7_n = \$479 ;
+                if (\$440 ) begin
+                  dw_kx7_n = \$448 ;
                 end
               end
             end
@@ -39097,9 +39031,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$454 ) begin
-    end else if (\$455 ) begin
-    end else if (\$456 ) begin
+    if (\$427 ) begin
+    end else if (\$428 ) begin
+    end else if (\$429 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -39108,13 +39042,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$461 ) begin
-              end else if (\$465 ) begin
-              end else if (\$468 ) begin
+              if (\$433 ) begin
+              end else if (\$436 ) begin
+              end else if (\$438 ) begin
               end else begin
-                if (\$486 ) begin
-                end else if (\$493 ) begin
-                end else if (\$495 ) begin
+                if (\$453 ) begin
+                end else if (\$458 ) begin
+                end else if (\$459 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -39125,31 +39059,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$496 ) begin
+    if (\$460 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$498 [13:0];
+      wm_r__addr = \$462 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$501 [13:0];
+      wm_r__addr = \$465 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$502 ) begin
+    if (\$466 ) begin
       category = 3'h2;
-    end else if (\$505 ) begin
+    end else if (\$469 ) begin
       category = 3'h2;
-    end else if (\$508 ) begin
+    end else if (\$472 ) begin
       category = 3'h2;
-    end else if (\$511 ) begin
-      category = { 1'h0, \$515  };
-    end else if (\$514 ) begin
+    end else if (\$475 ) begin
+      category = { 1'h0, \$479  };
+    end else if (\$478 ) begin
       (* full_case = 32'd1 *)
-      if (\$516 ) begin
+      if (\$480 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$518 ) begin
+      end else if (\$482 ) begin
         category = 3'h4;
       end else begin
         category = 3'h5;
@@ -39160,77 +39094,523 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$847  = cw_r1__data;
+    \$800  = cw_r1__data;
     if (rst) begin
-      \$847  = 10'h000;
+      \$800  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$848  = cw_r2__data;
+    \$801  = cw_r2__data;
     if (rst) begin
-      \$848  = 10'h000;
+      \$801  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$849  = t_adv;
+    \$802  = t_adv;
     if (rst) begin
-      \$849  = 1'h0;
+      \$802  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$850  = cur;
+    \$803  = cur;
     if (t_adv) begin
-      \$850  = \$527 ;
-    end else if (\$526 ) begin
-      \$850  = cw_r__data;
+      \$803  = \$491 ;
+    end else if (\$490 ) begin
+      \$803  = cw_r__data;
     end
     if (rst) begin
-      \$850  = 10'h000;
+      \$803  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$851  = sb0;
+    \$804  = sb0;
     if (rst) begin
-      \$851  = 29'h00000000;
+      \$804  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = \$529 ;
+    \$805  = \$493 ;
     if (rst) begin
-      \$852  = 64'h0000000000000000;
+      \$805  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$853  = pad_x;
+    \$806  = pad_x;
     if (rst) begin
-      \$853  = 1'h0;
+      \$806  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$854  = \$93 [3:0];
+    \$807  = \$81 [3:0];
     if (rst) begin
-      \$854  = 4'h0;
+      \$807  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$855  = \$532 ;
+    \$808  = \$496 ;
     if (rst) begin
-      \$855  = 1'h0;
+      \$808  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$856  = win0_0;
+    \$809  = win0_0;
     if (sb1[1]) begin
-      \$856  = \$535 ;
+      \$809  = \$499 ;
+    end
+    if (rst) begin
+      \$809  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$810  = win0_1;
+    if (sb1[1]) begin
+      \$810  = win0_0;
+    end
+    if (rst) begin
+      \$810  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$811  = win0_2;
+    if (sb1[1]) begin
+      \$811  = win0_1;
+    end
+    if (rst) begin
+      \$811  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$812  = win0_3;
+    if (sb1[1]) begin
+      \$812  = win0_2;
+    end
+    if (rst) begin
+      \$812  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$813  = win0_4;
+    if (sb1[1]) begin
+      \$813  = win0_3;
+    end
+    if (rst) begin
+      \$813  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$814  = win0_5;
+    if (sb1[1]) begin
+      \$814  = win0_4;
+    end
+    if (rst) begin
+      \$814  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$815  = win0_6;
+    if (sb1[1]) begin
+      \$815  = win0_5;
+    end
+    if (rst) begin
+      \$815  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$816  = win0_7;
+    if (sb1[1]) begin
+      \$816  = win0_6;
+    end
+    if (rst) begin
+      \$816  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$817  = win0_8;
+    if (sb1[1]) begin
+      \$817  = win0_7;
+    end
+    if (rst) begin
+      \$817  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$818  = \$83 [3:0];
+    if (rst) begin
+      \$818  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$819  = \$502 ;
+    if (rst) begin
+      \$819  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$820  = win1_0;
+    if (sb1[1]) begin
+      \$820  = \$505 ;
+    end
+    if (rst) begin
+      \$820  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$821  = win1_1;
+    if (sb1[1]) begin
+      \$821  = win1_0;
+    end
+    if (rst) begin
+      \$821  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$822  = win1_2;
+    if (sb1[1]) begin
+      \$822  = win1_1;
+    end
+    if (rst) begin
+      \$822  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$823  = win1_3;
+    if (sb1[1]) begin
+      \$823  = win1_2;
+    end
+    if (rst) begin
+      \$823  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$824  = win1_4;
+    if (sb1[1]) begin
+      \$824  = win1_3;
+    end
+    if (rst) begin
+      \$824  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$825  = win1_5;
+    if (sb1[1]) begin
+      \$825  = win1_4;
+    end
+    if (rst) begin
+      \$825  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$826  = win1_6;
+    if (sb1[1]) begin
+      \$826  = win1_5;
+    end
+    if (rst) begin
+      \$826  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$827  = win1_7;
+    if (sb1[1]) begin
+      \$827  = win1_6;
+    end
+    if (rst) begin
+      \$827  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$828  = win1_8;
+    if (sb1[1]) begin
+      \$828  = win1_7;
+    end
+    if (rst) begin
+      \$828  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$829  = \$85 [3:0];
+    if (rst) begin
+      \$829  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$830  = \$508 ;
+    if (rst) begin
+      \$830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$831  = win2_0;
+    if (sb1[1]) begin
+      \$831  = \$511 ;
+    end
+    if (rst) begin
+      \$831  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$832  = win2_1;
+    if (sb1[1]) begin
+      \$832  = win2_0;
+    end
+    if (rst) begin
+      \$832  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$833  = win2_2;
+    if (sb1[1]) begin
+      \$833  = win2_1;
+    end
+    if (rst) begin
+      \$833  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$834  = win2_3;
+    if (sb1[1]) begin
+      \$834  = win2_2;
+    end
+    if (rst) begin
+      \$834  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$835  = win2_4;
+    if (sb1[1]) begin
+      \$835  = win2_3;
+    end
+    if (rst) begin
+      \$835  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$836  = win2_5;
+    if (sb1[1]) begin
+      \$836  = win2_4;
+    end
+    if (rst) begin
+      \$836  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$837  = win2_6;
+    if (sb1[1]) begin
+      \$837  = win2_5;
+    end
+    if (rst) begin
+      \$837  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$838  = win2_7;
+    if (sb1[1]) begin
+      \$838  = win2_6;
+    end
+    if (rst) begin
+      \$838  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$839  = win2_8;
+    if (sb1[1]) begin
+      \$839  = win2_7;
+    end
+    if (rst) begin
+      \$839  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$840  = \$87 [3:0];
+    if (rst) begin
+      \$840  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$841  = \$514 ;
+    if (rst) begin
+      \$841  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$842  = win3_0;
+    if (sb1[1]) begin
+      \$842  = \$517 ;
+    end
+    if (rst) begin
+      \$842  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$843  = win3_1;
+    if (sb1[1]) begin
+      \$843  = win3_0;
+    end
+    if (rst) begin
+      \$843  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$844  = win3_2;
+    if (sb1[1]) begin
+      \$844  = win3_1;
+    end
+    if (rst) begin
+      \$844  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$845  = win3_3;
+    if (sb1[1]) begin
+      \$845  = win3_2;
+    end
+    if (rst) begin
+      \$845  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$846  = win3_4;
+    if (sb1[1]) begin
+      \$846  = win3_3;
+    end
+    if (rst) begin
+      \$846  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$847  = win3_5;
+    if (sb1[1]) begin
+      \$847  = win3_4;
+    end
+    if (rst) begin
+      \$847  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$848  = win3_6;
+    if (sb1[1]) begin
+      \$848  = win3_5;
+    end
+    if (rst) begin
+      \$848  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$849  = win3_7;
+    if (sb1[1]) begin
+      \$849  = win3_6;
+    end
+    if (rst) begin
+      \$849  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$850  = win3_8;
+    if (sb1[1]) begin
+      \$850  = win3_7;
+    end
+    if (rst) begin
+      \$850  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$851  = \$89 [3:0];
+    if (rst) begin
+      \$851  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$852  = \$520 ;
+    if (rst) begin
+      \$852  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$853  = win4_0;
+    if (sb1[1]) begin
+      \$853  = \$523 ;
+    end
+    if (rst) begin
+      \$853  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$854  = win4_1;
+    if (sb1[1]) begin
+      \$854  = win4_0;
+    end
+    if (rst) begin
+      \$854  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$855  = win4_2;
+    if (sb1[1]) begin
+      \$855  = win4_1;
+    end
+    if (rst) begin
+      \$855  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$856  = win4_3;
+    if (sb1[1]) begin
+      \$856  = win4_2;
     end
     if (rst) begin
       \$856  = 64'h0000000000000000;
@@ -39238,9 +39618,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$857  = win0_1;
+    \$857  = win4_4;
     if (sb1[1]) begin
-      \$857  = win0_0;
+      \$857  = win4_3;
     end
     if (rst) begin
       \$857  = 64'h0000000000000000;
@@ -39248,9 +39628,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$858  = win0_2;
+    \$858  = win4_5;
     if (sb1[1]) begin
-      \$858  = win0_1;
+      \$858  = win4_4;
     end
     if (rst) begin
       \$858  = 64'h0000000000000000;
@@ -39258,9 +39638,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$859  = win0_3;
+    \$859  = win4_6;
     if (sb1[1]) begin
-      \$859  = win0_2;
+      \$859  = win4_5;
     end
     if (rst) begin
       \$859  = 64'h0000000000000000;
@@ -39268,9 +39648,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$860  = win0_4;
+    \$860  = win4_7;
     if (sb1[1]) begin
-      \$860  = win0_3;
+      \$860  = win4_6;
     end
     if (rst) begin
       \$860  = 64'h0000000000000000;
@@ -39278,9 +39658,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$861  = win0_5;
+    \$861  = win4_8;
     if (sb1[1]) begin
-      \$861  = win0_4;
+      \$861  = win4_7;
     end
     if (rst) begin
       \$861  = 64'h0000000000000000;
@@ -39288,1878 +39668,2792 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$862  = win0_6;
-    if (sb1[1]) begin
-      \$862  = win0_5;
-    end
+    \$862  = sb1;
     if (rst) begin
-      \$862  = 64'h0000000000000000;
+      \$862  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$863  = win0_7;
-    if (sb1[1]) begin
-      \$863  = win0_6;
-    end
+    \$863  = dw_ky0;
     if (rst) begin
-      \$863  = 64'h0000000000000000;
+      \$863  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$864  = win0_8;
-    if (sb1[1]) begin
-      \$864  = win0_7;
-    end
+    \$864  = dw_kx0;
     if (rst) begin
-      \$864  = 64'h0000000000000000;
+      \$864  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$865  = \$95 [3:0];
+    \$865  = dw_ky0_s1;
     if (rst) begin
       \$865  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$866  = \$538 ;
+    \$866  = \$524 [3:0];
     if (rst) begin
-      \$866  = 1'h0;
+      \$866  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$867  = win1_0;
-    if (sb1[1]) begin
-      \$867  = \$541 ;
-    end
+    \$867  = dw_ky1;
     if (rst) begin
-      \$867  = 64'h0000000000000000;
+      \$867  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$868  = win1_1;
-    if (sb1[1]) begin
-      \$868  = win1_0;
-    end
+    \$868  = dw_kx1;
     if (rst) begin
-      \$868  = 64'h0000000000000000;
+      \$868  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$869  = win1_2;
-    if (sb1[1]) begin
-      \$869  = win1_1;
-    end
+    \$869  = dw_ky1_s1;
     if (rst) begin
-      \$869  = 64'h0000000000000000;
+      \$869  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$870  = win1_3;
-    if (sb1[1]) begin
-      \$870  = win1_2;
-    end
+    \$870  = \$525 [3:0];
     if (rst) begin
-      \$870  = 64'h0000000000000000;
+      \$870  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$871  = win1_4;
-    if (sb1[1]) begin
-      \$871  = win1_3;
-    end
+    \$871  = dw_ky2;
     if (rst) begin
-      \$871  = 64'h0000000000000000;
+      \$871  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$872  = win1_5;
-    if (sb1[1]) begin
-      \$872  = win1_4;
-    end
+    \$872  = dw_kx2;
     if (rst) begin
-      \$872  = 64'h0000000000000000;
+      \$872  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$873  = win1_6;
-    if (sb1[1]) begin
-      \$873  = win1_5;
-    end
+    \$873  = dw_ky2_s1;
     if (rst) begin
-      \$873  = 64'h0000000000000000;
+      \$873  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$874  = win1_7;
-    if (sb1[1]) begin
-      \$874  = win1_6;
-    end
+    \$874  = \$526 [3:0];
     if (rst) begin
-      \$874  = 64'h0000000000000000;
+      \$874  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$875  = win1_8;
-    if (sb1[1]) begin
-      \$875  = win1_7;
-    end
+    \$875  = dw_ky3;
     if (rst) begin
-      \$875  = 64'h0000000000000000;
+      \$875  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$876  = \$97 [3:0];
+    \$876  = dw_kx3;
     if (rst) begin
       \$876  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$877  = \$544 ;
+    \$877  = dw_ky3_s1;
     if (rst) begin
-      \$877  = 1'h0;
+      \$877  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$878  = win2_0;
-    if (sb1[1]) begin
-      \$878  = \$547 ;
-    end
+    \$878  = \$527 [3:0];
     if (rst) begin
-      \$878  = 64'h0000000000000000;
+      \$878  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$879  = win2_1;
-    if (sb1[1]) begin
-      \$879  = win2_0;
-    end
+    \$879  = dw_ky4;
     if (rst) begin
-      \$879  = 64'h0000000000000000;
+      \$879  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$880  = win2_2;
-    if (sb1[1]) begin
-      \$880  = win2_1;
-    end
+    \$880  = dw_kx4;
     if (rst) begin
-      \$880  = 64'h0000000000000000;
+      \$880  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$881  = win2_3;
-    if (sb1[1]) begin
-      \$881  = win2_2;
-    end
+    \$881  = dw_ky4_s1;
     if (rst) begin
-      \$881  = 64'h0000000000000000;
+      \$881  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$882  = win2_4;
-    if (sb1[1]) begin
-      \$882  = win2_3;
-    end
+    \$882  = \$528 [3:0];
     if (rst) begin
-      \$882  = 64'h0000000000000000;
+      \$882  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$883  = win2_5;
-    if (sb1[1]) begin
-      \$883  = win2_4;
-    end
+    \$883  = dw_ky5;
     if (rst) begin
-      \$883  = 64'h0000000000000000;
+      \$883  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$884  = win2_6;
-    if (sb1[1]) begin
-      \$884  = win2_5;
-    end
+    \$884  = dw_kx5;
     if (rst) begin
-      \$884  = 64'h0000000000000000;
+      \$884  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$885  = win2_7;
-    if (sb1[1]) begin
-      \$885  = win2_6;
-    end
+    \$885  = dw_ky5_s1;
     if (rst) begin
-      \$885  = 64'h0000000000000000;
+      \$885  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$886  = win2_8;
-    if (sb1[1]) begin
-      \$886  = win2_7;
-    end
+    \$886  = \$529 [3:0];
     if (rst) begin
-      \$886  = 64'h0000000000000000;
+      \$886  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$887  = \$99 [3:0];
+    \$887  = dw_ky6;
     if (rst) begin
       \$887  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$888  = \$550 ;
+    \$888  = dw_kx6;
     if (rst) begin
-      \$888  = 1'h0;
+      \$888  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$889  = win3_0;
-    if (sb1[1]) begin
-      \$889  = \$553 ;
-    end
+    \$889  = dw_ky6_s1;
     if (rst) begin
-      \$889  = 64'h0000000000000000;
+      \$889  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$890  = win3_1;
-    if (sb1[1]) begin
-      \$890  = win3_0;
-    end
+    \$890  = \$530 [3:0];
     if (rst) begin
-      \$890  = 64'h0000000000000000;
+      \$890  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$891  = win3_2;
-    if (sb1[1]) begin
-      \$891  = win3_1;
-    end
+    \$891  = dw_ky7;
     if (rst) begin
-      \$891  = 64'h0000000000000000;
+      \$891  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$892  = win3_3;
-    if (sb1[1]) begin
-      \$892  = win3_2;
-    end
+    \$892  = dw_kx7;
     if (rst) begin
-      \$892  = 64'h0000000000000000;
+      \$892  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$893  = win3_4;
-    if (sb1[1]) begin
-      \$893  = win3_3;
-    end
+    \$893  = dw_ky7_s1;
     if (rst) begin
-      \$893  = 64'h0000000000000000;
+      \$893  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$894  = win3_5;
-    if (sb1[1]) begin
-      \$894  = win3_4;
-    end
+    \$894  = \$531 [3:0];
     if (rst) begin
-      \$894  = 64'h0000000000000000;
+      \$894  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$895  = win3_6;
-    if (sb1[1]) begin
-      \$895  = win3_5;
-    end
+    \$895  = sb2;
     if (rst) begin
-      \$895  = 64'h0000000000000000;
+      \$895  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$896  = win3_7;
-    if (sb1[1]) begin
-      \$896  = win3_6;
-    end
+    \$896  = sb_p3;
     if (rst) begin
-      \$896  = 64'h0000000000000000;
+      \$896  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$897  = win3_8;
-    if (sb1[1]) begin
-      \$897  = win3_7;
-    end
+    \$897  = sb_p4;
     if (rst) begin
-      \$897  = 64'h0000000000000000;
+      \$897  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$898  = \$101 [3:0];
+    \$898  = sb_p5;
     if (rst) begin
-      \$898  = 4'h0;
+      \$898  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$899  = \$556 ;
+    \$899  = sb_p6;
     if (rst) begin
-      \$899  = 1'h0;
+      \$899  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$900  = win4_0;
-    if (sb1[1]) begin
-      \$900  = \$559 ;
-    end
+    \$900  = sb_p7;
     if (rst) begin
-      \$900  = 64'h0000000000000000;
+      \$900  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$901  = win4_1;
-    if (sb1[1]) begin
-      \$901  = win4_0;
-    end
+    \$901  = sb_p8;
     if (rst) begin
-      \$901  = 64'h0000000000000000;
+      \$901  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$902  = win4_2;
-    if (sb1[1]) begin
-      \$902  = win4_1;
-    end
+    \$902  = sb_p9;
     if (rst) begin
-      \$902  = 64'h0000000000000000;
+      \$902  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$903  = win4_3;
-    if (sb1[1]) begin
-      \$903  = win4_2;
-    end
+    \$903  = sb_p10;
     if (rst) begin
-      \$903  = 64'h0000000000000000;
+      \$903  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$904  = win4_4;
-    if (sb1[1]) begin
-      \$904  = win4_3;
-    end
+    \$904  = sb_p11;
     if (rst) begin
-      \$904  = 64'h0000000000000000;
+      \$904  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$905  = win4_5;
-    if (sb1[1]) begin
-      \$905  = win4_4;
-    end
+    \$905  = sb_p12;
     if (rst) begin
-      \$905  = 64'h0000000000000000;
+      \$905  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$906  = win4_6;
-    if (sb1[1]) begin
-      \$906  = win4_5;
-    end
+    \$906  = sb_p13;
     if (rst) begin
-      \$906  = 64'h0000000000000000;
+      \$906  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$907  = win4_7;
-    if (sb1[1]) begin
-      \$907  = win4_6;
-    end
+    \$907  = sb_p14;
     if (rst) begin
-      \$907  = 64'h0000000000000000;
+      \$907  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$908  = win4_8;
-    if (sb1[1]) begin
-      \$908  = win4_7;
-    end
+    \$908  = sb_p15;
     if (rst) begin
-      \$908  = 64'h0000000000000000;
+      \$908  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$909  = sb1;
+    \$909  = sb_p16;
     if (rst) begin
       \$909  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$910  = dw_ky0;
+    \$910  = sb_p17;
     if (rst) begin
-      \$910  = 4'h0;
+      \$910  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$911  = dw_kx0;
+    \$911  = sb_p18;
     if (rst) begin
-      \$911  = 4'h0;
+      \$911  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$912  = dw_ky0_s1;
+    \$912  = \$532 ;
     if (rst) begin
-      \$912  = 4'h0;
+      \$912  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$913  = \$560 [3:0];
+    \$913  = sb_p19[4];
     if (rst) begin
-      \$913  = 4'h0;
+      \$913  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$914  = dw_ky1;
+    \$914  = sums;
     if (rst) begin
-      \$914  = 4'h0;
+      \$914  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$915  = dw_kx1;
+    \$915  = pm_r__data;
     if (rst) begin
-      \$915  = 4'h0;
+      \$915  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$916  = dw_ky1_s1;
+    \$916  = reserved;
+    if (\$544 ) begin
+      \$916  = \$557 [7:0];
+    end else if (\$556 ) begin
+      \$916  = \$558 [7:0];
+    end
+    if (\$646 ) begin
+      \$916  = 8'h00;
+    end
     if (rst) begin
-      \$916  = 4'h0;
+      \$916  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$917  = \$561 [3:0];
+    \$917  = 1'h0;
+    if (\$646 ) begin
+      \$917  = 1'h0;
+    end
+    if (\$756 ) begin
+    end else if (ld_start) begin
+    end else if (ld_busy) begin
+      if (\$761 ) begin
+        \$917  = 1'h1;
+      end
+    end
     if (rst) begin
-      \$917  = 4'h0;
+      \$917  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$918  = dw_ky2;
+    \$918  = latch1;
+    if (\$646 ) begin
+      \$918  = 1'h0;
+    end
     if (rst) begin
-      \$918  = 4'h0;
+      \$918  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$919  = dw_kx2;
+    \$919  = latch_bank1;
     if (rst) begin
-      \$919  = 4'h0;
+      \$919  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$920  = dw_ky2_s1;
+    (* full_case = 32'd1 *)
+    if (\$559 ) begin
+      \$920  = 2'h0;
+    end else begin
+      \$920  = \$561 [1:0];
+    end
     if (rst) begin
-      \$920  = 4'h0;
+      \$920  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$921  = \$562 [3:0];
+    (* full_case = 32'd1 *)
+    if (\$559 ) begin
+      \$921  = 2'h0;
+    end else begin
+      \$921  = \$563 [1:0];
+    end
     if (rst) begin
-      \$921  = 4'h0;
+      \$921  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$922  = dw_ky3;
+    \$922  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$559 ) begin
+      \$922  = 1'h0;
+    end else begin
+      if (fold_end) begin
+        \$922  = \$564 ;
+      end
+    end
     if (rst) begin
-      \$922  = 4'h0;
+      \$922  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$923  = dw_kx3;
+    \$923  = ld_bank;
+    (* full_case = 32'd1 *)
+    if (\$559 ) begin
+      \$923  = 1'h0;
+    end else begin
+      if (ld_start) begin
+        \$923  = \$565 ;
+      end
+    end
     if (rst) begin
-      \$923  = 4'h0;
+      \$923  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$924  = dw_ky3_s1;
+    \$924  = desc;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$924  = i_desc__payload;
+          end
+    endcase
     if (rst) begin
-      \$924  = 4'h0;
+      \$924  = 155'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$925  = \$563 [3:0];
+    \$925  = state;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$925  = 3'h1;
+          end
+      3'h1:
+          \$925  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (bad) begin
+            \$925  = 3'h4;
+          end else begin
+            \$925  = 3'h3;
+          end
+      3'h3:
+          if (\$609 ) begin
+            \$925  = 3'h5;
+          end
+      3'h4:
+          if (\$614 ) begin
+            \$925  = 3'h5;
+          end
+      3'h5:
+          if (o_status__ready) begin
+            \$925  = 3'h0;
+          end
+    endcase
+    if (\$619 ) begin
+      \$925  = 3'h4;
+    end
     if (rst) begin
-      \$925  = 4'h0;
+      \$925  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$926  = dw_ky4;
+    \$926  = error;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$926  = 8'h00;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (bad) begin
+            \$926  = \$603 ;
+          end
+    endcase
+    if (\$643 ) begin
+      \$926  = \$644 ;
+    end
     if (rst) begin
-      \$926  = 4'h0;
+      \$926  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$927  = dw_kx4;
+    \$927  = dw_q;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$927  = 4'h8;
+            3'h2:
+                \$927  = 4'h4;
+            3'h3:
+                \$927  = 4'h2;
+            3'h4:
+                \$927  = 4'h2;
+            3'h5:
+                \$927  = 4'h1;
+            3'h6:
+                \$927  = 4'h1;
+            3'h7:
+                \$927  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
       \$927  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$928  = dw_ky4_s1;
+    \$928  = dw_rm;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$928  = 4'h0;
+            3'h2:
+                \$928  = 4'h0;
+            3'h3:
+                \$928  = 4'h2;
+            3'h4:
+                \$928  = 4'h0;
+            3'h5:
+                \$928  = 4'h3;
+            3'h6:
+                \$928  = 4'h2;
+            3'h7:
+                \$928  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
       \$928  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$929  = \$564 [3:0];
+    \$929  = dw_ky_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$929  = 4'h0;
+            3'h2:
+                \$929  = 4'h0;
+            3'h3:
+                \$929  = 4'h0;
+            3'h4:
+                \$929  = 4'h0;
+            3'h5:
+                \$929  = 4'h0;
+            3'h6:
+                \$929  = 4'h0;
+            3'h7:
+                \$929  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$929  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$930  = dw_ky5;
+    \$930  = dw_kx_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$930  = 4'h0;
+            3'h2:
+                \$930  = 4'h0;
+            3'h3:
+                \$930  = 4'h0;
+            3'h4:
+                \$930  = 4'h0;
+            3'h5:
+                \$930  = 4'h0;
+            3'h6:
+                \$930  = 4'h0;
+            3'h7:
+                \$930  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$930  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$931  = dw_kx5;
+    \$931  = dw_ky_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$931  = 4'h1;
+            3'h2:
+                \$931  = 4'h0;
+            3'h3:
+                \$931  = 4'h0;
+            3'h4:
+                \$931  = 4'h0;
+            3'h5:
+                \$931  = 4'h0;
+            3'h6:
+                \$931  = 4'h0;
+            3'h7:
+                \$931  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$931  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$932  = dw_ky5_s1;
+    \$932  = dw_kx_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$932  = 4'h0;
+            3'h2:
+                \$932  = 4'h1;
+            3'h3:
+                \$932  = 4'h1;
+            3'h4:
+                \$932  = 4'h1;
+            3'h5:
+                \$932  = 4'h1;
+            3'h6:
+                \$932  = 4'h1;
+            3'h7:
+                \$932  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
       \$932  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$933  = \$565 [3:0];
+    \$933  = dw_ky_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$933  = 4'h2;
+            3'h2:
+                \$933  = 4'h1;
+            3'h3:
+                \$933  = 4'h0;
+            3'h4:
+                \$933  = 4'h0;
+            3'h5:
+                \$933  = 4'h0;
+            3'h6:
+                \$933  = 4'h0;
+            3'h7:
+                \$933  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$933  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$934  = dw_ky6;
+    \$934  = dw_kx_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$934  = 4'h0;
+            3'h2:
+                \$934  = 4'h0;
+            3'h3:
+                \$934  = 4'h2;
+            3'h4:
+                \$934  = 4'h2;
+            3'h5:
+                \$934  = 4'h2;
+            3'h6:
+                \$934  = 4'h2;
+            3'h7:
+                \$934  = 4'h2;
+          endcase
+    endcase
     if (rst) begin
       \$934  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$935  = dw_kx6;
+    \$935  = dw_ky_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$935  = 4'h3;
+            3'h2:
+                \$935  = 4'h1;
+            3'h3:
+                \$935  = 4'h1;
+            3'h4:
+                \$935  = 4'h0;
+            3'h5:
+                \$935  = 4'h0;
+            3'h6:
+                \$935  = 4'h0;
+            3'h7:
+                \$935  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$935  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$936  = dw_ky6_s1;
+    \$936  = dw_kx_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$936  = 4'h0;
+            3'h2:
+                \$936  = 4'h1;
+            3'h3:
+                \$936  = 4'h0;
+            3'h4:
+                \$936  = 4'h3;
+            3'h5:
+                \$936  = 4'h3;
+            3'h6:
+                \$936  = 4'h3;
+            3'h7:
+                \$936  = 4'h3;
+          endcase
+    endcase
     if (rst) begin
       \$936  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$937  = \$566 [3:0];
+    \$937  = dw_ky_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$937  = 4'h4;
+            3'h2:
+                \$937  = 4'h2;
+            3'h3:
+                \$937  = 4'h1;
+            3'h4:
+                \$937  = 4'h1;
+            3'h5:
+                \$937  = 4'h0;
+            3'h6:
+                \$937  = 4'h0;
+            3'h7:
+                \$937  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$937  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$938  = dw_ky7;
+    \$938  = dw_kx_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$938  = 4'h0;
+            3'h2:
+                \$938  = 4'h0;
+            3'h3:
+                \$938  = 4'h1;
+            3'h4:
+                \$938  = 4'h0;
+            3'h5:
+                \$938  = 4'h4;
+            3'h6:
+                \$938  = 4'h4;
+            3'h7:
+                \$938  = 4'h4;
+          endcase
+    endcase
     if (rst) begin
       \$938  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$939  = dw_kx7;
+    \$939  = dw_ky_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$939  = 4'h5;
+            3'h2:
+                \$939  = 4'h2;
+            3'h3:
+                \$939  = 4'h1;
+            3'h4:
+                \$939  = 4'h1;
+            3'h5:
+                \$939  = 4'h1;
+            3'h6:
+                \$939  = 4'h0;
+            3'h7:
+                \$939  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$939  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$940  = dw_ky7_s1;
+    \$940  = dw_kx_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$940  = 4'h0;
+            3'h2:
+                \$940  = 4'h1;
+            3'h3:
+                \$940  = 4'h2;
+            3'h4:
+                \$940  = 4'h1;
+            3'h5:
+                \$940  = 4'h0;
+            3'h6:
+                \$940  = 4'h5;
+            3'h7:
+                \$940  = 4'h5;
+          endcase
+    endcase
     if (rst) begin
       \$940  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$941  = \$567 [3:0];
+    \$941  = dw_ky_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$941  = 4'h6;
+            3'h2:
+                \$941  = 4'h3;
+            3'h3:
+                \$941  = 4'h2;
+            3'h4:
+                \$941  = 4'h1;
+            3'h5:
+                \$941  = 4'h1;
+            3'h6:
+                \$941  = 4'h1;
+            3'h7:
+                \$941  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
       \$941  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$942  = sb2;
+    \$942  = dw_kx_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$942  = 4'h0;
+            3'h2:
+                \$942  = 4'h0;
+            3'h3:
+                \$942  = 4'h0;
+            3'h4:
+                \$942  = 4'h2;
+            3'h5:
+                \$942  = 4'h1;
+            3'h6:
+                \$942  = 4'h0;
+            3'h7:
+                \$942  = 4'h6;
+          endcase
+    endcase
     if (rst) begin
-      \$942  = 29'h00000000;
+      \$942  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$943  = sb_p3;
+    \$943  = dw_ky_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$943  = 4'h7;
+            3'h2:
+                \$943  = 4'h3;
+            3'h3:
+                \$943  = 4'h2;
+            3'h4:
+                \$943  = 4'h1;
+            3'h5:
+                \$943  = 4'h1;
+            3'h6:
+                \$943  = 4'h1;
+            3'h7:
+                \$943  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
-      \$943  = 29'h00000000;
+      \$943  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$944  = sb_p4;
+    \$944  = dw_kx_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$944  = 4'h0;
+            3'h2:
+                \$944  = 4'h1;
+            3'h3:
+                \$944  = 4'h1;
+            3'h4:
+                \$944  = 4'h3;
+            3'h5:
+                \$944  = 4'h2;
+            3'h6:
+                \$944  = 4'h1;
+            3'h7:
+                \$944  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$944  = 29'h00000000;
+      \$944  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$945  = sb_p5;
+    \$945  = taps;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$945  = \$566 ;
+    endcase
     if (rst) begin
-      \$945  = 29'h00000000;
+      \$945  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$946  = sb_p6;
+    \$946  = pass_span;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$946  = { \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572 [16], \$572  };
+    endcase
     if (rst) begin
       \$946  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$947  = sb_p7;
+    \$947  = ow_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$947  = \$573 [6:0];
+    endcase
     if (rst) begin
-      \$947  = 29'h00000000;
+      \$947  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$948  = sb_p8;
+    \$948  = kw_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$948  = \$574 [2:0];
+    endcase
     if (rst) begin
-      \$948  = 29'h00000000;
+      \$948  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$949  = sb_p9;
+    \$949  = kh_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$949  = \$575 [2:0];
+    endcase
     if (rst) begin
-      \$949  = 29'h00000000;
+      \$949  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$950  = sb_p10;
+    \$950  = cot_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$950  = \$576 [6:0];
+    endcase
     if (rst) begin
-      \$950  = 29'h00000000;
+      \$950  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$951  = sb_p11;
+    \$951  = pass_step;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$951  = { 15'h0000, \$577  };
+    endcase
     if (rst) begin
       \$951  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$952  = sb_p12;
+    \$952  = acc_need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$952  = \$578 ;
+    endcase
     if (rst) begin
-      \$952  = 29'h00000000;
+      \$952  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$953  = sb_p13;
+    \$953  = last_ix;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$953  = { \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584 [12], \$584  };
+    endcase
     if (rst) begin
       \$953  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$954  = sb_p14;
+    \$954  = last_iy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$954  = { \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590 [16], \$590  };
+    endcase
     if (rst) begin
       \$954  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$955  = sb_p15;
+    \$955  = act_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$955  = \$593 [22:0];
+    endcase
     if (rst) begin
-      \$955  = 29'h00000000;
+      \$955  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$956  = sb_p16;
+    \$956  = w_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$956  = \$594 ;
+    endcase
     if (rst) begin
-      \$956  = 29'h00000000;
+      \$956  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$957  = sb_p17;
+    \$957  = dw_first_rc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$957  = { \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596 [7], \$596  };
+    endcase
     if (rst) begin
-      \$957  = 29'h00000000;
+      \$957  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$958  = sb_p18;
+    \$958  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$958  = \$599 [16:0];
+    endcase
     if (rst) begin
-      \$958  = 29'h00000000;
+      \$958  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$959  = \$568 ;
+    \$959  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$959  = \$602 [16:0];
+    endcase
     if (rst) begin
-      \$959  = 1'h0;
+      \$959  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$960  = sb_p19[4];
+    \$960  = abort_timer;
+    if (\$615 ) begin
+      \$960  = 5'h1f;
+    end else if (\$616 ) begin
+      \$960  = \$617 [4:0];
+    end
     if (rst) begin
-      \$960  = 1'h0;
+      \$960  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$961  = sums;
+    \$961  = p_count;
+    if (\$620 ) begin
+      \$961  = \$621 [7:0];
+    end
+    if (\$646 ) begin
+      \$961  = 8'h00;
+    end
     if (rst) begin
-      \$961  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$961  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$962  = pm_r__data;
-    if (rst) begin
-      \$962  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$963  = reserved;
-    if (\$583 ) begin
-      \$963  = \$599 [7:0];
-    end else if (\$598 ) begin
-      \$963  = \$600 [7:0];
-    end
-    if (\$683 ) begin
-      \$963  = 8'h00;
-    end
-    if (rst) begin
-      \$963  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$964  = 1'h0;
-    if (\$683 ) begin
-      \$964  = 1'h0;
-    end
-    if (\$803 ) begin
-    end else if (ld_start) begin
-    end else if (ld_busy) begin
-      if (\$808 ) begin
-        \$964  = 1'h1;
+    \$962  = tiles_sum;
+    if (\$620 ) begin
+      if (\$622 ) begin
+        \$962  = \$625 [23:0];
       end
     end
+    if (\$646 ) begin
+      \$962  = 24'h000000;
+    end
+    if (rst) begin
+      \$962  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$963  = p_done;
+    if (\$620 ) begin
+      if (i_param__payload[562]) begin
+        \$963  = 1'h1;
+      end
+    end
+    if (\$646 ) begin
+      \$963  = 1'h0;
+    end
+    if (rst) begin
+      \$963  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$964  = p_checked;
+    if (\$629 ) begin
+      \$964  = 1'h1;
+    end
+    if (\$646 ) begin
+      \$964  = 1'h0;
+    end
     if (rst) begin
       \$964  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$965  = latch1;
-    if (\$683 ) begin
-      \$965  = 1'h0;
+    \$965  = w_count;
+    if (\$630 ) begin
+      if (\$631 ) begin
+        \$965  = \$632 [16:0];
+      end
+    end
+    if (\$646 ) begin
+      \$965  = 17'h00000;
     end
     if (rst) begin
-      \$965  = 1'h0;
+      \$965  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$966  = latch_bank1;
+    \$966  = w_done;
+    if (\$630 ) begin
+      if (i_weight__payload[64]) begin
+        \$966  = 1'h1;
+      end
+    end
+    if (\$646 ) begin
+      \$966  = 1'h0;
+    end
     if (rst) begin
       \$966  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$601 ) begin
-      \$967  = 2'h0;
-    end else begin
-      \$967  = \$603 [1:0];
+    \$967  = a_count;
+    if (\$633 ) begin
+      \$967  = \$634 [23:0];
+    end
+    if (\$646 ) begin
+      \$967  = 24'h000000;
     end
     if (rst) begin
-      \$967  = 2'h0;
+      \$967  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$601 ) begin
-      \$968  = 2'h0;
-    end else begin
-      \$968  = \$605 [1:0];
-    end
-    if (rst) begin
-      \$968  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$969  = fold_bank;
-    (* full_case = 32'd1 *)
-    if (\$601 ) begin
-      \$969  = 1'h0;
-    end else begin
-      if (fold_end) begin
-        \$969  = \$606 ;
+    \$968  = wr_cw;
+    if (\$633 ) begin
+      (* full_case = 32'd1 *)
+      if (\$635 ) begin
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$637 ) begin
+          \$968  = 5'h00;
+        end else begin
+          \$968  = \$642 [4:0];
+        end
       end
     end
+    if (\$646 ) begin
+      \$968  = 5'h00;
+    end
     if (rst) begin
-      \$969  = 1'h0;
+      \$968  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$970  = ld_bank;
-    (* full_case = 32'd1 *)
-    if (\$601 ) begin
-      \$970  = 1'h0;
-    end else begin
-      if (ld_start) begin
-        \$970  = \$607 ;
-      end
-    end
-    if (rst) begin
-      \$970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$971  = desc;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$971  = i_desc__payload;
-          end
-    endcase
-    if (rst) begin
-      \$971  = 155'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$972  = state;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$972  = 3'h1;
-          end
-      3'h1:
-          \$972  = 3'h2;
-      3'h2:
+    \$969  = wr_ix;
+    if (\$633 ) begin
+      (* full_case = 32'd1 *)
+      if (\$635 ) begin
+      end else begin
+        if (\$637 ) begin
           (* full_case = 32'd1 *)
-          if (bad) begin
-            \$972  = 3'h4;
+          if (\$639 ) begin
+            \$969  = 7'h00;
           end else begin
-            \$972  = 3'h3;
+            \$969  = \$641 [6:0];
           end
-      3'h3:
-          if (\$647 ) begin
-            \$972  = 3'h5;
+        end
+      end
+    end
+    if (\$646 ) begin
+      \$969  = 7'h00;
+    end
+    if (rst) begin
+      \$969  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$970  = wr_iy;
+    if (\$633 ) begin
+      (* full_case = 32'd1 *)
+      if (\$635 ) begin
+      end else begin
+        if (\$637 ) begin
+          if (\$639 ) begin
+            \$970  = \$640 [11:0];
           end
-      3'h4:
-          if (\$652 ) begin
-            \$972  = 3'h5;
-          end
-      3'h5:
-          if (o_status__ready) begin
-            \$972  = 3'h0;
-          end
-    endcase
-    if (\$657 ) begin
-      \$972  = 3'h4;
+        end
+      end
+    end
+    if (\$646 ) begin
+      \$970  = 12'h000;
     end
     if (rst) begin
-      \$972  = 3'h0;
+      \$970  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$973  = error;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$973  = 8'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (bad) begin
-            \$973  = \$641 ;
-          end
-    endcase
-    if (\$681 ) begin
-      \$973  = \$682 ;
+    \$971  = a_done;
+    if (\$633 ) begin
+      if (i_act__payload[64]) begin
+        \$971  = 1'h1;
+      end
+    end
+    if (\$646 ) begin
+      \$971  = 1'h0;
     end
     if (rst) begin
-      \$973  = 8'h00;
+      \$971  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$974  = dw_q;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$974  = 4'h8;
-            3'h2:
-                \$974  = 4'h4;
-            3'h3:
-                \$974  = 4'h2;
-            3'h4:
-                \$974  = 4'h2;
-            3'h5:
-                \$974  = 4'h1;
-            3'h6:
-                \$974  = 4'h1;
-            3'h7:
-                \$974  = 4'h1;
-          endcase
-    endcase
+    \$972  = \$645 [10:0];
     if (rst) begin
-      \$974  = 4'h0;
+      \$972  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$975  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$975  = 4'h0;
-            3'h2:
-                \$975  = 4'h0;
-            3'h3:
-                \$975  = 4'h2;
-            3'h4:
-                \$975  = 4'h0;
-            3'h5:
-                \$975  = 4'h3;
-            3'h6:
-                \$975  = 4'h2;
-            3'h7:
-                \$975  = 4'h1;
-          endcase
-    endcase
+    \$973  = sq;
+    if (\$646 ) begin
+      \$973  = 2'h0;
+    end else if (\$647 ) begin
+      \$973  = 2'h3;
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            if (params_ok) begin
+              \$973  = 2'h1;
+            end
+        2'h1:
+            if (rows_ready) begin
+              \$973  = 2'h2;
+            end
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    (* full_case = 32'd1 *)
+                    if (\$751 ) begin
+                      \$973  = 2'h3;
+                    end else begin
+                      \$973  = 2'h1;
+                    end
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$975  = 4'h0;
+      \$973  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$976  = dw_ky_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$976  = 4'h0;
-            3'h2:
-                \$976  = 4'h0;
-            3'h3:
-                \$976  = 4'h0;
-            3'h4:
-                \$976  = 4'h0;
-            3'h5:
-                \$976  = 4'h0;
-            3'h6:
-                \$976  = 4'h0;
-            3'h7:
-                \$976  = 4'h0;
-          endcase
-    endcase
+    \$974  = t;
+    if (\$646 ) begin
+      \$974  = 7'h00;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                    \$974  = \$745 [6:0];
+                  end else begin
+                    \$974  = 7'h00;
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$976  = 4'h0;
+      \$974  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$977  = dw_kx_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$977  = 4'h0;
-            3'h2:
-                \$977  = 4'h0;
-            3'h3:
-                \$977  = 4'h0;
-            3'h4:
-                \$977  = 4'h0;
-            3'h5:
-                \$977  = 4'h0;
-            3'h6:
-                \$977  = 4'h0;
-            3'h7:
-                \$977  = 4'h0;
-          endcase
-    endcase
+    \$975  = ky;
+    if (\$646 ) begin
+      \$975  = 3'h0;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                  \$975  = \$736 [2:0];
+                end else if (\$732 ) begin
+                  \$975  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$977  = 4'h0;
+      \$975  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$978  = dw_ky_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$978  = 4'h1;
-            3'h2:
-                \$978  = 4'h0;
-            3'h3:
-                \$978  = 4'h0;
-            3'h4:
-                \$978  = 4'h0;
-            3'h5:
-                \$978  = 4'h0;
-            3'h6:
-                \$978  = 4'h0;
-            3'h7:
-                \$978  = 4'h0;
-          endcase
-    endcase
+    \$976  = kx;
+    if (\$646 ) begin
+      \$976  = 3'h0;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                  \$976  = \$733 [2:0];
+                end else if (\$731 ) begin
+                  \$976  = 3'h0;
+                end else if (\$732 ) begin
+                  \$976  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$978  = 4'h0;
+      \$976  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$979  = dw_kx_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$979  = 4'h0;
-            3'h2:
-                \$979  = 4'h1;
-            3'h3:
-                \$979  = 4'h1;
-            3'h4:
-                \$979  = 4'h1;
-            3'h5:
-                \$979  = 4'h1;
-            3'h6:
-                \$979  = 4'h1;
-            3'h7:
-                \$979  = 4'h1;
-          endcase
-    endcase
+    \$977  = j;
+    if (\$646 ) begin
+      \$977  = 5'h00;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$680 ) begin
+                  \$977  = \$681 [4:0];
+                end
+                if (\$726 ) begin
+                  \$977  = 5'h00;
+                end else if (\$731 ) begin
+                  \$977  = 5'h00;
+                end else if (\$732 ) begin
+                  \$977  = 5'h00;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$979  = 4'h0;
+      \$977  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$980  = dw_ky_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$980  = 4'h2;
-            3'h2:
-                \$980  = 4'h1;
-            3'h3:
-                \$980  = 4'h0;
-            3'h4:
-                \$980  = 4'h0;
-            3'h5:
-                \$980  = 4'h0;
-            3'h6:
-                \$980  = 4'h0;
-            3'h7:
-                \$980  = 4'h0;
-          endcase
-    endcase
+    \$978  = g;
+    if (\$646 ) begin
+      \$978  = 11'h000;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+                \$978  = \$676 [10:0];
+              end else begin
+                \$978  = 11'h000;
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$980  = 4'h0;
+      \$978  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$981  = dw_kx_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$981  = 4'h0;
-            3'h2:
-                \$981  = 4'h0;
-            3'h3:
-                \$981  = 4'h2;
-            3'h4:
-                \$981  = 4'h2;
-            3'h5:
-                \$981  = 4'h2;
-            3'h6:
-                \$981  = 4'h2;
-            3'h7:
-                \$981  = 4'h2;
-          endcase
-    endcase
+    \$979  = ox;
+    if (\$646 ) begin
+      \$979  = 7'h00;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+                if (is_elem) begin
+                  \$979  = \$670 [6:0];
+                end
+              end else if (\$665 ) begin
+                \$979  = \$673 [6:0];
+              end else if (\$667 ) begin
+                \$979  = 7'h00;
+              end else begin
+                \$979  = 7'h00;
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$981  = 4'h0;
+      \$979  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$982  = dw_ky_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$982  = 4'h3;
-            3'h2:
-                \$982  = 4'h1;
-            3'h3:
-                \$982  = 4'h1;
-            3'h4:
-                \$982  = 4'h0;
-            3'h5:
-                \$982  = 4'h0;
-            3'h6:
-                \$982  = 4'h0;
-            3'h7:
-                \$982  = 4'h0;
-          endcase
-    endcase
+    \$980  = rows_left;
+    if (\$646 ) begin
+      \$980  = { 1'h0, desc[52:42] };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    \$980  = \$746 [11:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$982  = 4'h0;
+      \$980  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$983  = dw_kx_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$983  = 4'h0;
-            3'h2:
-                \$983  = 4'h1;
-            3'h3:
-                \$983  = 4'h0;
-            3'h4:
-                \$983  = 4'h3;
-            3'h5:
-                \$983  = 4'h3;
-            3'h6:
-                \$983  = 4'h3;
-            3'h7:
-                \$983  = 4'h3;
-          endcase
-    endcase
+    \$981  = y_pass;
+    if (\$646 ) begin
+      \$981  = { \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649 [7], \$649  };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    \$981  = \$747 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$983  = 4'h0;
+      \$981  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$984  = dw_ky_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$984  = 4'h4;
-            3'h2:
-                \$984  = 4'h2;
-            3'h3:
-                \$984  = 4'h1;
-            3'h4:
-                \$984  = 4'h1;
-            3'h5:
-                \$984  = 4'h0;
-            3'h6:
-                \$984  = 4'h0;
-            3'h7:
-                \$984  = 4'h0;
-          endcase
-    endcase
+    \$982  = y_tap;
+    if (\$646 ) begin
+      \$982  = { \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650 [7], \$650  };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                  \$982  = \$739 [28:0];
+                end else if (\$732 ) begin
+                  \$982  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    \$982  = \$749 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$984  = 4'h0;
+      \$982  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$985  = dw_kx_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$985  = 4'h0;
-            3'h2:
-                \$985  = 4'h0;
-            3'h3:
-                \$985  = 4'h1;
-            3'h4:
-                \$985  = 4'h0;
-            3'h5:
-                \$985  = 4'h4;
-            3'h6:
-                \$985  = 4'h4;
-            3'h7:
-                \$985  = 4'h4;
-          endcase
-    endcase
+    \$983  = iy;
+    if (\$646 ) begin
+      \$983  = { \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651 [7], \$651  };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+                \$983  = \$677 [28:0];
+              end else begin
+                if (\$680 ) begin
+                  \$983  = y_tap;
+                end
+                if (\$726 ) begin
+                  \$983  = y_tap;
+                end else if (\$731 ) begin
+                  \$983  = \$740 [28:0];
+                end else if (\$732 ) begin
+                  \$983  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    \$983  = \$750 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$985  = 4'h0;
+      \$983  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$986  = dw_ky_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$986  = 4'h5;
-            3'h2:
-                \$986  = 4'h2;
-            3'h3:
-                \$986  = 4'h1;
-            3'h4:
-                \$986  = 4'h1;
-            3'h5:
-                \$986  = 4'h1;
-            3'h6:
-                \$986  = 4'h0;
-            3'h7:
-                \$986  = 4'h0;
-          endcase
-    endcase
+    \$984  = y_end;
+    if (\$646 ) begin
+      \$984  = \$652 ;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    \$984  = \$748 [29:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$986  = 4'h0;
+      \$984  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$987  = dw_kx_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$987  = 4'h0;
-            3'h2:
-                \$987  = 4'h1;
-            3'h3:
-                \$987  = 4'h2;
-            3'h4:
-                \$987  = 4'h1;
-            3'h5:
-                \$987  = 4'h0;
-            3'h6:
-                \$987  = 4'h5;
-            3'h7:
-                \$987  = 4'h5;
-          endcase
-    endcase
+    \$985  = x_tap;
+    if (\$646 ) begin
+      \$985  = { \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653 [7], \$653  };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                  \$985  = \$734 [28:0];
+                end else if (\$731 ) begin
+                  \$985  = { \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737 [7], \$737  };
+                end else if (\$732 ) begin
+                  \$985  = { \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741 [7], \$741  };
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$987  = 4'h0;
+      \$985  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$988  = dw_ky_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$988  = 4'h6;
-            3'h2:
-                \$988  = 4'h3;
-            3'h3:
-                \$988  = 4'h2;
-            3'h4:
-                \$988  = 4'h1;
-            3'h5:
-                \$988  = 4'h1;
-            3'h6:
-                \$988  = 4'h1;
-            3'h7:
-                \$988  = 4'h0;
-          endcase
-    endcase
+    \$986  = ix;
+    if (\$646 ) begin
+      \$986  = { \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654 [7], \$654  };
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+                \$986  = \$669 [28:0];
+              end else if (\$665 ) begin
+                \$986  = \$674 [28:0];
+              end else if (\$667 ) begin
+                \$986  = x_tap;
+              end else begin
+                if (\$680 ) begin
+                  \$986  = x_tap;
+                end
+                if (\$726 ) begin
+                  \$986  = \$735 [28:0];
+                end else if (\$731 ) begin
+                  \$986  = { \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738 [7], \$738  };
+                end else if (\$732 ) begin
+                  \$986  = { \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742 [7], \$742  };
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$988  = 4'h0;
+      \$986  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$989  = dw_kx_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$989  = 4'h0;
-            3'h2:
-                \$989  = 4'h0;
-            3'h3:
-                \$989  = 4'h0;
-            3'h4:
-                \$989  = 4'h2;
-            3'h5:
-                \$989  = 4'h1;
-            3'h6:
-                \$989  = 4'h0;
-            3'h7:
-                \$989  = 4'h6;
-          endcase
-    endcase
+    \$987  = acc_addr;
+    if (\$646 ) begin
+      \$987  = 11'h000;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+                if (is_elem) begin
+                  \$987  = \$672 [10:0];
+                end
+              end else if (\$665 ) begin
+                \$987  = \$675 [10:0];
+              end else if (\$667 ) begin
+                \$987  = \$678 [10:0];
+              end else begin
+                \$987  = 11'h000;
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$989  = 4'h0;
+      \$987  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$990  = dw_ky_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$990  = 4'h7;
-            3'h2:
-                \$990  = 4'h3;
-            3'h3:
-                \$990  = 4'h2;
-            3'h4:
-                \$990  = 4'h1;
-            3'h5:
-                \$990  = 4'h1;
-            3'h6:
-                \$990  = 4'h1;
-            3'h7:
-                \$990  = 4'h1;
-          endcase
-    endcase
+    \$988  = rc;
+    if (\$646 ) begin
+      \$988  = 19'h00000;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+                \$988  = \$668 [18:0];
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+                \$988  = 19'h00000;
+              end else begin
+                \$988  = 19'h00000;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$988  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$989  = next_rc;
+    if (\$646 ) begin
+      \$989  = dw_first_rc;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+                if (is_elem) begin
+                  \$989  = \$671 [18:0];
+                end
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+                \$989  = dw_first_rc;
+              end else begin
+                \$989  = dw_first_rc;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$989  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$990  = dw_ky0;
+    if (\$646 ) begin
+      \$990  = dw_ky_init0;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$682 ) begin
+                    \$990  = \$685 [3:0];
+                  end else begin
+                    \$990  = \$686 [3:0];
+                  end
+                end else begin
+                  \$990  = dw_ky_init0;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
       \$990  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$991  = dw_kx_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$991  = 4'h0;
-            3'h2:
-                \$991  = 4'h1;
-            3'h3:
-                \$991  = 4'h1;
-            3'h4:
-                \$991  = 4'h3;
-            3'h5:
-                \$991  = 4'h2;
-            3'h6:
-                \$991  = 4'h1;
-            3'h7:
-                \$991  = 4'h0;
-          endcase
-    endcase
+    \$991  = dw_ky1;
+    if (\$646 ) begin
+      \$991  = dw_ky_init1;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$687 ) begin
+                    \$991  = \$690 [3:0];
+                  end else begin
+                    \$991  = \$691 [3:0];
+                  end
+                end else begin
+                  \$991  = dw_ky_init1;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
       \$991  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$992  = taps;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$992  = \$608 ;
-    endcase
+    \$992  = dw_ky2;
+    if (\$646 ) begin
+      \$992  = dw_ky_init2;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$692 ) begin
+                    \$992  = \$695 [3:0];
+                  end else begin
+                    \$992  = \$696 [3:0];
+                  end
+                end else begin
+                  \$992  = dw_ky_init2;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$992  = 6'h00;
+      \$992  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$993  = pass_span;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$993  = { \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614 [16], \$614  };
-    endcase
+    \$993  = dw_ky3;
+    if (\$646 ) begin
+      \$993  = dw_ky_init3;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$697 ) begin
+                    \$993  = \$700 [3:0];
+                  end else begin
+                    \$993  = \$701 [3:0];
+                  end
+                end else begin
+                  \$993  = dw_ky_init3;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$993  = 29'h00000000;
+      \$993  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$994  = pass_step;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$994  = { 15'h0000, \$615  };
-    endcase
+    \$994  = dw_ky4;
+    if (\$646 ) begin
+      \$994  = dw_ky_init4;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$702 ) begin
+                    \$994  = \$705 [3:0];
+                  end else begin
+                    \$994  = \$706 [3:0];
+                  end
+                end else begin
+                  \$994  = dw_ky_init4;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$994  = 29'h00000000;
+      \$994  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$995  = acc_need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$995  = \$616 ;
-    endcase
+    \$995  = dw_ky5;
+    if (\$646 ) begin
+      \$995  = dw_ky_init5;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$707 ) begin
+                    \$995  = \$710 [3:0];
+                  end else begin
+                    \$995  = \$711 [3:0];
+                  end
+                end else begin
+                  \$995  = dw_ky_init5;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$995  = 18'h00000;
+      \$995  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$996  = last_ix;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$996  = { \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622 [12], \$622  };
-    endcase
+    \$996  = dw_ky6;
+    if (\$646 ) begin
+      \$996  = dw_ky_init6;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$712 ) begin
+                    \$996  = \$715 [3:0];
+                  end else begin
+                    \$996  = \$716 [3:0];
+                  end
+                end else begin
+                  \$996  = dw_ky_init6;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$996  = 29'h00000000;
+      \$996  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$997  = last_iy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$997  = { \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628 [16], \$628  };
-    endcase
+    \$997  = dw_ky7;
+    if (\$646 ) begin
+      \$997  = dw_ky_init7;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$717 ) begin
+                    \$997  = \$720 [3:0];
+                  end else begin
+                    \$997  = \$721 [3:0];
+                  end
+                end else begin
+                  \$997  = dw_ky_init7;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$997  = 29'h00000000;
+      \$997  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$998  = act_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$998  = \$631 [22:0];
-    endcase
+    \$998  = dw_kx0;
+    if (\$646 ) begin
+      \$998  = dw_kx_init0;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$682 ) begin
+                    \$998  = \$683 [3:0];
+                  end else begin
+                    \$998  = dw_kx0_n[3:0];
+                  end
+                end else begin
+                  \$998  = dw_kx_init0;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$998  = 23'h000000;
+      \$998  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$999  = w_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$999  = \$632 ;
-    endcase
+    \$999  = dw_kx1;
+    if (\$646 ) begin
+      \$999  = dw_kx_init1;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$687 ) begin
+                    \$999  = \$688 [3:0];
+                  end else begin
+                    \$999  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$999  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$999  = 16'h0000;
+      \$999  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1000  = dw_first_rc;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1000  = { \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634 [7], \$634  };
-    endcase
+    \$1000  = dw_kx2;
+    if (\$646 ) begin
+      \$1000  = dw_kx_init2;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$692 ) begin
+                    \$1000  = \$693 [3:0];
+                  end else begin
+                    \$1000  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1000  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$1000  = 19'h00000;
+      \$1000  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1001  = qlo;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1001  = \$637 [16:0];
-    endcase
+    \$1001  = dw_kx3;
+    if (\$646 ) begin
+      \$1001  = dw_kx_init3;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$697 ) begin
+                    \$1001  = \$698 [3:0];
+                  end else begin
+                    \$1001  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1001  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$1001  = 17'h00000;
+      \$1001  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1002  = hi;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1002  = \$640 [16:0];
-    endcase
+    \$1002  = dw_kx4;
+    if (\$646 ) begin
+      \$1002  = dw_kx_init4;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$702 ) begin
+                    \$1002  = \$703 [3:0];
+                  end else begin
+                    \$1002  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1002  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
     if (rst) begin
-      \$1002  = 17'h00000;
+      \$1002  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1003  = abort_timer;
-    if (\$653 ) begin
-      \$1003  = 5'h1f;
-    end else if (\$654 ) begin
-      \$1003  = \$655 [4:0];
+    \$1003  = dw_kx5;
+    if (\$646 ) begin
+      \$1003  = dw_kx_init5;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$707 ) begin
+                    \$1003  = \$708 [3:0];
+                  end else begin
+                    \$1003  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1003  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1003  = 5'h00;
+      \$1003  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1004  = p_count;
-    if (\$658 ) begin
-      \$1004  = \$659 [7:0];
-    end
-    if (\$683 ) begin
-      \$1004  = 8'h00;
+    \$1004  = dw_kx6;
+    if (\$646 ) begin
+      \$1004  = dw_kx_init6;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$712 ) begin
+                    \$1004  = \$713 [3:0];
+                  end else begin
+                    \$1004  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1004  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1004  = 8'h00;
+      \$1004  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1005  = tiles_sum;
-    if (\$658 ) begin
-      if (\$660 ) begin
-        \$1005  = \$663 [23:0];
-      end
-    end
-    if (\$683 ) begin
-      \$1005  = 24'h000000;
+    \$1005  = dw_kx7;
+    if (\$646 ) begin
+      \$1005  = dw_kx_init7;
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$680 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$717 ) begin
+                    \$1005  = \$718 [3:0];
+                  end else begin
+                    \$1005  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1005  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1005  = 24'h000000;
+      \$1005  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1006  = p_done;
-    if (\$658 ) begin
-      if (i_param__payload[562]) begin
-        \$1006  = 1'h1;
-      end
+    \$1006  = ld_tile;
+    if (\$646 ) begin
+      \$1006  = 13'h0000;
     end
-    if (\$683 ) begin
-      \$1006  = 1'h0;
+    if (\$756 ) begin
+    end else if (ld_start) begin
+      \$1006  = \$760 [12:0];
     end
     if (rst) begin
-      \$1006  = 1'h0;
+      \$1006  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1007  = p_checked;
-    if (\$667 ) begin
-      \$1007  = 1'h1;
+    \$1007  = ld_k;
+    if (\$646 ) begin
+      \$1007  = 4'h0;
     end
-    if (\$683 ) begin
-      \$1007  = 1'h0;
-    end
-    if (rst) begin
-      \$1007  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1008  = w_count;
-    if (\$668 ) begin
-      if (\$669 ) begin
-        \$1008  = \$670 [16:0];
-      end
-    end
-    if (\$683 ) begin
-      \$1008  = 17'h00000;
-    end
-    if (rst) begin
-      \$1008  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1009  = w_done;
-    if (\$668 ) begin
-      if (i_weight__payload[64]) begin
-        \$1009  = 1'h1;
-      end
-    end
-    if (\$683 ) begin
-      \$1009  = 1'h0;
-    end
-    if (rst) begin
-      \$1009  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1010  = a_count;
-    if (\$671 ) begin
-      \$1010  = \$672 [23:0];
-    end
-    if (\$683 ) begin
-      \$1010  = 24'h000000;
-    end
-    if (rst) begin
-      \$1010  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1011  = wr_cw;
-    if (\$671 ) begin
+    if (\$756 ) begin
+    end else if (ld_start) begin
+      \$1007  = 4'h1;
+    end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$673 ) begin
+      if (\$761 ) begin
       end else begin
-        (* full_case = 32'd1 *)
-        if (\$675 ) begin
-          \$1011  = 5'h00;
-        end else begin
-          \$1011  = \$680 [4:0];
-        end
+        \$1007  = \$762 [3:0];
       end
     end
-    if (\$683 ) begin
-      \$1011  = 5'h00;
-    end
     if (rst) begin
-      \$1011  = 5'h00;
+      \$1007  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1012  = wr_ix;
-    if (\$671 ) begin
-      (* full_case = 32'd1 *)
-      if (\$673 ) begin
-      end else begin
-        if (\$675 ) begin
-          (* full_case = 32'd1 *)
-          if (\$677 ) begin
-            \$1012  = 7'h00;
-          end else begin
-            \$1012  = \$679 [6:0];
-          end
-        end
+    \$1008  = ld_busy;
+    if (\$646 ) begin
+      \$1008  = 1'h0;
+    end
+    if (\$756 ) begin
+    end else if (ld_start) begin
+      \$1008  = 1'h1;
+    end else if (ld_busy) begin
+      if (\$761 ) begin
+        \$1008  = 1'h0;
       end
     end
-    if (\$683 ) begin
-      \$1012  = 7'h00;
-    end
     if (rst) begin
-      \$1012  = 7'h00;
+      \$1008  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1013  = wr_iy;
-    if (\$671 ) begin
-      (* full_case = 32'd1 *)
-      if (\$673 ) begin
-      end else begin
-        if (\$675 ) begin
-          if (\$677 ) begin
-            \$1013  = \$678 [11:0];
-          end
-        end
-      end
-    end
-    if (\$683 ) begin
-      \$1013  = 12'h000;
+    \$1009  = \lo$269 ;
+    if (\$646 ) begin
+      \$1009  = 12'h000;
+    end else if (\$647 ) begin
+      \$1009  = 12'h401;
+    end else if (\$648 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1009  = \$658 [11:0];
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
+              end else begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$744 ) begin
+                  end else begin
+                    if (\$751 ) begin
+                      \$1009  = 12'h401;
+                    end
+                  end
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1013  = 12'h000;
+      \$1009  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1014  = a_done;
-    if (\$671 ) begin
-      if (i_act__payload[64]) begin
-        \$1014  = 1'h1;
-      end
-    end
-    if (\$683 ) begin
-      \$1014  = 1'h0;
-    end
-    if (rst) begin
-      \$1014  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1015  = sq;
-    if (\$683 ) begin
-      \$1015  = 2'h0;
-    end else if (\$684 ) begin
-      \$1015  = 2'h3;
-    end else if (\$685 ) begin
+    \$1010  = gcount;
+    if (\$646 ) begin
+    end else if (\$647 ) begin
+    end else if (\$648 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1015  = 2'h1;
+              \$1010  = \$656 ;
             end
         2'h1:
-            if (rows_ready) begin
-              \$1015  = 2'h2;
-            end
+            /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
+              if (\$662 ) begin
+              end else if (\$665 ) begin
+              end else if (\$667 ) begin
               end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
+                if (\$726 ) begin
+                end else if (\$731 ) begin
+                end else if (\$732 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$791 ) begin
+                  if (\$744 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$798 ) begin
-                      \$1015  = 2'h3;
+                    if (\$751 ) begin
                     end else begin
-                      \$1015  = 2'h1;
+                      \$1010  = \$755 [10:0];
                     end
                   end
                 end
@@ -41168,1461 +42462,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1015  = 2'h0;
+      \$1010  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1016  = t;
-    if (\$683 ) begin
-      \$1016  = 7'h00;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                    \$1016  = \$792 [6:0];
-                  end else begin
-                    \$1016  = 7'h00;
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1016  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1017  = ky;
-    if (\$683 ) begin
-      \$1017  = 3'h0;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                  \$1017  = \$782 [2:0];
-                end else if (\$778 ) begin
-                  \$1017  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1017  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1018  = kx;
-    if (\$683 ) begin
-      \$1018  = 3'h0;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                  \$1018  = \$779 [2:0];
-                end else if (\$776 ) begin
-                  \$1018  = 3'h0;
-                end else if (\$778 ) begin
-                  \$1018  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1018  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1019  = j;
-    if (\$683 ) begin
-      \$1019  = 5'h00;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$721 ) begin
-                  \$1019  = \$722 [4:0];
-                end
-                if (\$769 ) begin
-                  \$1019  = 5'h00;
-                end else if (\$776 ) begin
-                  \$1019  = 5'h00;
-                end else if (\$778 ) begin
-                  \$1019  = 5'h00;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1019  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1020  = g;
-    if (\$683 ) begin
-      \$1020  = 11'h000;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-                \$1020  = \$716 [10:0];
-              end else begin
-                \$1020  = 11'h000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1020  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1021  = ox;
-    if (\$683 ) begin
-      \$1021  = 7'h00;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-                if (is_elem) begin
-                  \$1021  = \$710 [6:0];
-                end
-              end else if (\$704 ) begin
-                \$1021  = \$713 [6:0];
-              end else if (\$707 ) begin
-                \$1021  = 7'h00;
-              end else begin
-                \$1021  = 7'h00;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1021  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1022  = rows_left;
-    if (\$683 ) begin
-      \$1022  = { 1'h0, desc[52:42] };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    \$1022  = \$793 [11:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1022  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1023  = y_pass;
-    if (\$683 ) begin
-      \$1023  = { \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686 [7], \$686  };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    \$1023  = \$794 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1023  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1024  = y_tap;
-    if (\$683 ) begin
-      \$1024  = { \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687 [7], \$687  };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                  \$1024  = \$785 [28:0];
-                end else if (\$778 ) begin
-                  \$1024  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    \$1024  = \$796 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1024  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1025  = iy;
-    if (\$683 ) begin
-      \$1025  = { \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688 [7], \$688  };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-                \$1025  = \$717 [28:0];
-              end else begin
-                if (\$721 ) begin
-                  \$1025  = y_tap;
-                end
-                if (\$769 ) begin
-                  \$1025  = y_tap;
-                end else if (\$776 ) begin
-                  \$1025  = \$786 [28:0];
-                end else if (\$778 ) begin
-                  \$1025  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    \$1025  = \$797 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1025  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1026  = y_end;
-    if (\$683 ) begin
-      \$1026  = \$689 ;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    \$1026  = \$795 [29:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1026  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1027  = x_tap;
-    if (\$683 ) begin
-      \$1027  = { \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690 [7], \$690  };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                  \$1027  = \$780 [28:0];
-                end else if (\$776 ) begin
-                  \$1027  = { \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783 [7], \$783  };
-                end else if (\$778 ) begin
-                  \$1027  = { \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787 [7], \$787  };
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1027  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1028  = ix;
-    if (\$683 ) begin
-      \$1028  = { \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691 [7], \$691  };
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-                \$1028  = \$709 [28:0];
-              end else if (\$704 ) begin
-                \$1028  = \$714 [28:0];
-              end else if (\$707 ) begin
-                \$1028  = x_tap;
-              end else begin
-                if (\$721 ) begin
-                  \$1028  = x_tap;
-                end
-                if (\$769 ) begin
-                  \$1028  = \$781 [28:0];
-                end else if (\$776 ) begin
-                  \$1028  = { \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784 [7], \$784  };
-                end else if (\$778 ) begin
-                  \$1028  = { \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788 [7], \$788  };
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1028  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1029  = acc_addr;
-    if (\$683 ) begin
-      \$1029  = 11'h000;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-                if (is_elem) begin
-                  \$1029  = \$712 [10:0];
-                end
-              end else if (\$704 ) begin
-                \$1029  = \$715 [10:0];
-              end else if (\$707 ) begin
-                \$1029  = \$718 [10:0];
-              end else begin
-                \$1029  = 11'h000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1029  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1030  = rc;
-    if (\$683 ) begin
-      \$1030  = 19'h00000;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-                \$1030  = \$708 [18:0];
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-                \$1030  = 19'h00000;
-              end else begin
-                \$1030  = 19'h00000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1030  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1031  = next_rc;
-    if (\$683 ) begin
-      \$1031  = dw_first_rc;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-                if (is_elem) begin
-                  \$1031  = \$711 [18:0];
-                end
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-                \$1031  = dw_first_rc;
-              end else begin
-                \$1031  = dw_first_rc;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1031  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1032  = dw_ky0;
-    if (\$683 ) begin
-      \$1032  = dw_ky_init0;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$723 ) begin
-                    \$1032  = \$726 [3:0];
-                  end else begin
-                    \$1032  = \$727 [3:0];
-                  end
-                end else begin
-                  \$1032  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1032  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1033  = dw_ky1;
-    if (\$683 ) begin
-      \$1033  = dw_ky_init1;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$728 ) begin
-                    \$1033  = \$731 [3:0];
-                  end else begin
-                    \$1033  = \$732 [3:0];
-                  end
-                end else begin
-                  \$1033  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1033  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1034  = dw_ky2;
-    if (\$683 ) begin
-      \$1034  = dw_ky_init2;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$733 ) begin
-                    \$1034  = \$736 [3:0];
-                  end else begin
-                    \$1034  = \$737 [3:0];
-                  end
-                end else begin
-                  \$1034  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1034  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1035  = dw_ky3;
-    if (\$683 ) begin
-      \$1035  = dw_ky_init3;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$738 ) begin
-                    \$1035  = \$741 [3:0];
-                  end else begin
-                    \$1035  = \$742 [3:0];
-                  end
-                end else begin
-                  \$1035  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1035  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1036  = dw_ky4;
-    if (\$683 ) begin
-      \$1036  = dw_ky_init4;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$743 ) begin
-                    \$1036  = \$746 [3:0];
-                  end else begin
-                    \$1036  = \$747 [3:0];
-                  end
-                end else begin
-                  \$1036  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1036  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1037  = dw_ky5;
-    if (\$683 ) begin
-      \$1037  = dw_ky_init5;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$748 ) begin
-                    \$1037  = \$751 [3:0];
-                  end else begin
-                    \$1037  = \$752 [3:0];
-                  end
-                end else begin
-                  \$1037  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1037  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1038  = dw_ky6;
-    if (\$683 ) begin
-      \$1038  = dw_ky_init6;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$753 ) begin
-                    \$1038  = \$756 [3:0];
-                  end else begin
-                    \$1038  = \$757 [3:0];
-                  end
-                end else begin
-                  \$1038  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1038  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1039  = dw_ky7;
-    if (\$683 ) begin
-      \$1039  = dw_ky_init7;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$758 ) begin
-                    \$1039  = \$761 [3:0];
-                  end else begin
-                    \$1039  = \$762 [3:0];
-                  end
-                end else begin
-                  \$1039  = dw_ky_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1039  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1040  = dw_kx0;
-    if (\$683 ) begin
-      \$1040  = dw_kx_init0;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$723 ) begin
-                    \$1040  = \$724 [3:0];
-                  end else begin
-                    \$1040  = dw_kx0_n[3:0];
-                  end
-                end else begin
-                  \$1040  = dw_kx_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1040  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1041  = dw_kx1;
-    if (\$683 ) begin
-      \$1041  = dw_kx_init1;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$728 ) begin
-                    \$1041  = \$729 [3:0];
-                  end else begin
-                    \$1041  = dw_kx1_n[3:0];
-                  end
-                end else begin
-                  \$1041  = dw_kx_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1041  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1042  = dw_kx2;
-    if (\$683 ) begin
-      \$1042  = dw_kx_init2;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$733 ) begin
-                    \$1042  = \$734 [3:0];
-                  end else begin
-                    \$1042  = dw_kx2_n[3:0];
-                  end
-                end else begin
-                  \$1042  = dw_kx_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1042  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1043  = dw_kx3;
-    if (\$683 ) begin
-      \$1043  = dw_kx_init3;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$738 ) begin
-                    \$1043  = \$739 [3:0];
-                  end else begin
-                    \$1043  = dw_kx3_n[3:0];
-                  end
-                end else begin
-                  \$1043  = dw_kx_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1043  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1044  = dw_kx4;
-    if (\$683 ) begin
-      \$1044  = dw_kx_init4;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$743 ) begin
-                    \$1044  = \$744 [3:0];
-                  end else begin
-                    \$1044  = dw_kx4_n[3:0];
-                  end
-                end else begin
-                  \$1044  = dw_kx_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1044  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1045  = dw_kx5;
-    if (\$683 ) begin
-      \$1045  = dw_kx_init5;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$748 ) begin
-                    \$1045  = \$749 [3:0];
-                  end else begin
-                    \$1045  = dw_kx5_n[3:0];
-                  end
-                end else begin
-                  \$1045  = dw_kx_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1045  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1046  = dw_kx6;
-    if (\$683 ) begin
-      \$1046  = dw_kx_init6;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$753 ) begin
-                    \$1046  = \$754 [3:0];
-                  end else begin
-                    \$1046  = dw_kx6_n[3:0];
-                  end
-                end else begin
-                  \$1046  = dw_kx_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1046  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1047  = dw_kx7;
-    if (\$683 ) begin
-      \$1047  = dw_kx_init7;
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$721 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$758 ) begin
-                    \$1047  = \$759 [3:0];
-                  end else begin
-                    \$1047  = dw_kx7_n[3:0];
-                  end
-                end else begin
-                  \$1047  = dw_kx_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1047  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1048  = ld_tile;
-    if (\$683 ) begin
-      \$1048  = 13'h0000;
-    end
-    if (\$803 ) begin
+    \$1011  = cur_ld_tile;
+    if (\$756 ) begin
     end else if (ld_start) begin
-      \$1048  = \$807 [12:0];
+      \$1011  = ld_tile;
     end
     if (rst) begin
-      \$1048  = 13'h0000;
+      \$1011  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1049  = ld_k;
-    if (\$683 ) begin
-      \$1049  = 4'h0;
-    end
-    if (\$803 ) begin
+    \$1012  = latch_bank1;
+    if (\$756 ) begin
     end else if (ld_start) begin
-      \$1049  = 4'h1;
-    end else if (ld_busy) begin
-      (* full_case = 32'd1 *)
-      if (\$808 ) begin
-      end else begin
-        \$1049  = \$809 [3:0];
-      end
+      \$1012  = ld_bank;
     end
     if (rst) begin
-      \$1049  = 4'h0;
+      \$1012  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1050  = ld_busy;
-    if (\$683 ) begin
-      \$1050  = 1'h0;
+    \$1013  = counting;
+    if (\$764 ) begin
+      \$1013  = 1'h1;
     end
-    if (\$803 ) begin
-    end else if (ld_start) begin
-      \$1050  = 1'h1;
-    end else if (ld_busy) begin
-      if (\$808 ) begin
-        \$1050  = 1'h0;
-      end
+    if (\$799 ) begin
+      \$1013  = 1'h0;
     end
     if (rst) begin
-      \$1050  = 1'h0;
+      \$1013  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1051  = \lo$264 ;
-    if (\$683 ) begin
-      \$1051  = 12'h000;
-    end else if (\$684 ) begin
-      \$1051  = 12'h401;
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$1051  = \$695 [11:0];
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    if (\$798 ) begin
-                      \$1051  = 12'h401;
-                    end
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1051  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1052  = gcount;
-    if (\$683 ) begin
-    end else if (\$684 ) begin
-    end else if (\$685 ) begin
-      casez (sq)
-        2'h0:
-            if (params_ok) begin
-              \$1052  = \$693 ;
-            end
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$700 ) begin
-              end else if (\$704 ) begin
-              end else if (\$707 ) begin
-              end else begin
-                if (\$769 ) begin
-                end else if (\$776 ) begin
-                end else if (\$778 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$791 ) begin
-                  end else begin
-                    (* full_case = 32'd1 *)
-                    if (\$798 ) begin
-                    end else begin
-                      \$1052  = \$802 [10:0];
-                    end
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1052  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1053  = cur_ld_tile;
-    if (\$803 ) begin
-    end else if (ld_start) begin
-      \$1053  = ld_tile;
-    end
-    if (rst) begin
-      \$1053  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1054  = latch_bank1;
-    if (\$803 ) begin
-    end else if (ld_start) begin
-      \$1054  = ld_bank;
-    end
-    if (rst) begin
-      \$1054  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1055  = counting;
-    if (\$811 ) begin
-      \$1055  = 1'h1;
-    end
-    if (\$846 ) begin
-      \$1055  = 1'h0;
-    end
-    if (rst) begin
-      \$1055  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1056  = cnt_cycles;
-    if (\$811 ) begin
-      \$1056  = 32'd0;
+    \$1014  = cnt_cycles;
+    if (\$764 ) begin
+      \$1014  = 32'd0;
     end
     if (count_now) begin
-      \$1056  = \$814 [31:0];
+      \$1014  = \$767 [31:0];
     end
     if (rst) begin
-      \$1056  = 32'd0;
+      \$1014  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1057  = cnt_busy;
-    if (\$811 ) begin
-      \$1057  = 32'd0;
+    \$1015  = cnt_busy;
+    if (\$764 ) begin
+      \$1015  = 32'd0;
     end
     if (count_now) begin
-      if (\$815 ) begin
-        \$1057  = \$818 [31:0];
+      if (\$768 ) begin
+        \$1015  = \$771 [31:0];
       end
     end
     if (rst) begin
-      \$1057  = 32'd0;
+      \$1015  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1058  = cnt_setup;
-    if (\$811 ) begin
-      \$1058  = 32'd0;
+    \$1016  = cnt_setup;
+    if (\$764 ) begin
+      \$1016  = 32'd0;
     end
     if (count_now) begin
-      if (\$819 ) begin
-        \$1058  = \$822 [31:0];
+      if (\$772 ) begin
+        \$1016  = \$775 [31:0];
       end
     end
     if (rst) begin
-      \$1058  = 32'd0;
+      \$1016  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1059  = cnt_stall_input;
-    if (\$811 ) begin
-      \$1059  = 32'd0;
+    \$1017  = cnt_stall_input;
+    if (\$764 ) begin
+      \$1017  = 32'd0;
     end
     if (count_now) begin
-      if (\$823 ) begin
-        \$1059  = \$826 [31:0];
+      if (\$776 ) begin
+        \$1017  = \$779 [31:0];
       end
     end
     if (rst) begin
-      \$1059  = 32'd0;
+      \$1017  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1060  = cnt_stall_weight;
-    if (\$811 ) begin
-      \$1060  = 32'd0;
+    \$1018  = cnt_stall_weight;
+    if (\$764 ) begin
+      \$1018  = 32'd0;
     end
     if (count_now) begin
-      if (\$827 ) begin
-        \$1060  = \$830 [31:0];
+      if (\$780 ) begin
+        \$1018  = \$783 [31:0];
       end
     end
     if (rst) begin
-      \$1060  = 32'd0;
+      \$1018  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1061  = cnt_stall_output;
-    if (\$811 ) begin
-      \$1061  = 32'd0;
+    \$1019  = cnt_stall_output;
+    if (\$764 ) begin
+      \$1019  = 32'd0;
     end
     if (count_now) begin
-      if (\$831 ) begin
-        \$1061  = \$834 [31:0];
+      if (\$784 ) begin
+        \$1019  = \$787 [31:0];
       end
     end
     if (rst) begin
-      \$1061  = 32'd0;
+      \$1019  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1062  = cnt_fill;
-    if (\$811 ) begin
-      \$1062  = 32'd0;
+    \$1020  = cnt_fill;
+    if (\$764 ) begin
+      \$1020  = 32'd0;
     end
     if (count_now) begin
-      if (\$835 ) begin
-        \$1062  = \$838 [31:0];
+      if (\$788 ) begin
+        \$1020  = \$791 [31:0];
       end
     end
     if (rst) begin
-      \$1062  = 32'd0;
+      \$1020  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1063  = cnt_drain;
-    if (\$811 ) begin
-      \$1063  = 32'd0;
+    \$1021  = cnt_drain;
+    if (\$764 ) begin
+      \$1021  = 32'd0;
     end
     if (count_now) begin
-      if (\$839 ) begin
-        \$1063  = \$842 [31:0];
+      if (\$792 ) begin
+        \$1021  = \$795 [31:0];
       end
     end
     if (rst) begin
-      \$1063  = 32'd0;
+      \$1021  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -42632,55 +42625,47 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_r2__addr = \$14 [5:0];
   assign width_s = { 22'h000000, desc[41:35] };
   assign height_s = { 18'h00000, desc[34:24] };
-  assign cw_sel = \$46 [4:0];
-  assign \$signature__addr  = { ix_m[5:0], \$46 [3:0] };
+  assign cw_sel = \$43 [4:0];
+  assign \$signature__addr  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en  = 1'h1;
-  assign \$signature__addr$48  = { ix_m[5:0], \$46 [3:0] };
-  assign \$signature__en$49  = 1'h1;
-  assign \$signature__addr$50  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$50  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$51  = 1'h1;
-  assign \$signature__addr$52  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$52  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$53  = 1'h1;
-  assign \$signature__addr$54  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$54  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$55  = 1'h1;
-  assign \$signature__addr$56  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$56  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$57  = 1'h1;
-  assign \$signature__addr$58  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$58  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$59  = 1'h1;
-  assign \$signature__addr$60  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$60  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$61  = 1'h1;
-  assign \$signature__addr$62  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$62  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$63  = 1'h1;
-  assign \$signature__addr$64  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$64  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$65  = 1'h1;
-  assign \$signature__addr$66  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$66  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$67  = 1'h1;
-  assign \$signature__addr$68  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$68  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$69  = 1'h1;
-  assign \$signature__addr$70  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$70  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$71  = 1'h1;
-  assign \$signature__addr$72  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$72  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$73  = 1'h1;
-  assign \$signature__addr$74  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$74  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$75  = 1'h1;
-  assign \$signature__addr$76  = { ix_m[5:0], \$46 [3:0] };
+  assign \$signature__addr$76  = { ix_m[5:0], \$43 [3:0] };
   assign \$signature__en$77  = 1'h1;
-  assign iy_ky0 = { \$93 [29], \$93 [29], \$93 [29], \$93  };
-  assign iy_ky1 = { \$95 [29], \$95 [29], \$95 [29], \$95  };
-  assign iy_ky2 = { \$97 [29], \$97 [29], \$97 [29], \$97  };
-  assign iy_ky3 = { \$99 [29], \$99 [29], \$99 [29], \$99  };
-  assign iy_ky4 = { \$101 [29], \$101 [29], \$101 [29], \$101  };
+  assign \$signature__addr$78  = { ix_m[5:0], \$43 [3:0] };
+  assign \$signature__en$79  = 1'h1;
+  assign iy_ky0 = { \$81 [29], \$81 [29], \$81 [29], \$81  };
+  assign iy_ky1 = { \$83 [29], \$83 [29], \$83 [29], \$83  };
+  assign iy_ky2 = { \$85 [29], \$85 [29], \$85 [29], \$85  };
+  assign iy_ky3 = { \$87 [29], \$87 [29], \$87 [29], \$87  };
+  assign iy_ky4 = { \$89 [29], \$89 [29], \$89 [29], \$89  };
   assign act2 = act;
   assign bank = sb2[5];
   assign dw_mode = desc[154];
-  assign dwback0 = \$103 [4:0];
-  assign dwback1 = \$110 [4:0];
-  assign dwback2 = \$117 [4:0];
-  assign dwback3 = \$124 [4:0];
-  assign dwback4 = \$131 [4:0];
-  assign dwback5 = \$138 [4:0];
-  assign dwback6 = \$145 [4:0];
-  assign dwback7 = \$152 [4:0];
   assign acc_r__addr = sb_p18[19:11];
   assign acc_r__en = 1'h1;
   assign pm_r__addr = sb_p18[27:22];
@@ -42709,38 +42694,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$265  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data  = i_act__payload[63:0];
   assign \$signature__addr$270  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$271  = i_act__payload[63:0];
-  assign \$signature__addr$273  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$274  = i_act__payload[63:0];
-  assign \$signature__addr$276  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$277  = i_act__payload[63:0];
-  assign \$signature__addr$279  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$280  = i_act__payload[63:0];
-  assign \$signature__addr$282  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$283  = i_act__payload[63:0];
-  assign \$signature__addr$285  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$286  = i_act__payload[63:0];
-  assign \$signature__addr$288  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$289  = i_act__payload[63:0];
-  assign \$signature__addr$291  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$292  = i_act__payload[63:0];
-  assign \$signature__addr$294  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$295  = i_act__payload[63:0];
-  assign \$signature__addr$297  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$298  = i_act__payload[63:0];
-  assign \$signature__addr$300  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$301  = i_act__payload[63:0];
-  assign \$signature__addr$303  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$304  = i_act__payload[63:0];
-  assign \$signature__addr$306  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$307  = i_act__payload[63:0];
-  assign \$signature__addr$309  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$310  = i_act__payload[63:0];
-  assign \$signature__addr$312  = { wr_ix[5:0], wr_cw[3:0] };
-  assign \$signature__data$313  = i_act__payload[63:0];
+  assign \$signature__data  = i_act__payload[63:0];
+  assign \$signature__addr$275  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$276  = i_act__payload[63:0];
+  assign \$signature__addr$278  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$279  = i_act__payload[63:0];
+  assign \$signature__addr$281  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$282  = i_act__payload[63:0];
+  assign \$signature__addr$284  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$285  = i_act__payload[63:0];
+  assign \$signature__addr$287  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$288  = i_act__payload[63:0];
+  assign \$signature__addr$290  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$291  = i_act__payload[63:0];
+  assign \$signature__addr$293  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$294  = i_act__payload[63:0];
+  assign \$signature__addr$296  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$297  = i_act__payload[63:0];
+  assign \$signature__addr$299  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$300  = i_act__payload[63:0];
+  assign \$signature__addr$302  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$303  = i_act__payload[63:0];
+  assign \$signature__addr$305  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$306  = i_act__payload[63:0];
+  assign \$signature__addr$308  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$309  = i_act__payload[63:0];
+  assign \$signature__addr$311  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$312  = i_act__payload[63:0];
+  assign \$signature__addr$314  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$315  = i_act__payload[63:0];
+  assign \$signature__addr$317  = { wr_ix[5:0], wr_cw[3:0] };
+  assign \$signature__data$318  = i_act__payload[63:0];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -42868,7 +42853,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \desc.out_bits  = desc[153:149];
   assign \desc.depthwise  = desc[154];
   assign \cur.first  = cur[4:0];
-  assign \cur.count  = cur[9:5];
+  assign \cur.last  = cur[9:5];
   assign \sb0.valid  = sb0[0];
   assign \sb0.shift  = sb0[1];
   assign \sb0.first  = sb0[2];
@@ -43053,14 +43038,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_r__data[7].bias  = pm_r__data[514:483];
   assign \pm_r__data[7].mult  = pm_r__data[545:515];
   assign \pm_r__data[7].shift  = pm_r__data[551:546];
-  assign \sums$192[0]  = \sums$192 [31:0];
-  assign \sums$192[1]  = \sums$192 [63:32];
-  assign \sums$192[2]  = \sums$192 [95:64];
-  assign \sums$192[3]  = \sums$192 [127:96];
-  assign \sums$192[4]  = \sums$192 [159:128];
-  assign \sums$192[5]  = \sums$192 [191:160];
-  assign \sums$192[6]  = \sums$192 [223:192];
-  assign \sums$192[7]  = \sums$192 [255:224];
+  assign \sums$197[0]  = \sums$197 [31:0];
+  assign \sums$197[1]  = \sums$197 [63:32];
+  assign \sums$197[2]  = \sums$197 [95:64];
+  assign \sums$197[3]  = \sums$197 [127:96];
+  assign \sums$197[4]  = \sums$197 [159:128];
+  assign \sums$197[5]  = \sums$197 [191:160];
+  assign \sums$197[6]  = \sums$197 [223:192];
+  assign \sums$197[7]  = \sums$197 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -43226,7 +43211,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_w__data[7].mult  = i_param__payload[545:515];
   assign \pm_w__data[7].shift  = i_param__payload[551:546];
   assign \cw_w__data.first  = cw_w__data[4:0];
-  assign \cw_w__data.count  = cw_w__data[9:5];
+  assign \cw_w__data.last  = cw_w__data[9:5];
   assign \wm_w__data[0]  = i_weight__payload[7:0];
   assign \wm_w__data[1]  = i_weight__payload[15:8];
   assign \wm_w__data[2]  = i_weight__payload[23:16];
@@ -43243,136 +43228,136 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$271[0]  = i_act__payload[7:0];
-  assign \$signature__data$271[1]  = i_act__payload[15:8];
-  assign \$signature__data$271[2]  = i_act__payload[23:16];
-  assign \$signature__data$271[3]  = i_act__payload[31:24];
-  assign \$signature__data$271[4]  = i_act__payload[39:32];
-  assign \$signature__data$271[5]  = i_act__payload[47:40];
-  assign \$signature__data$271[6]  = i_act__payload[55:48];
-  assign \$signature__data$271[7]  = i_act__payload[63:56];
-  assign \$signature__data$274[0]  = i_act__payload[7:0];
-  assign \$signature__data$274[1]  = i_act__payload[15:8];
-  assign \$signature__data$274[2]  = i_act__payload[23:16];
-  assign \$signature__data$274[3]  = i_act__payload[31:24];
-  assign \$signature__data$274[4]  = i_act__payload[39:32];
-  assign \$signature__data$274[5]  = i_act__payload[47:40];
-  assign \$signature__data$274[6]  = i_act__payload[55:48];
-  assign \$signature__data$274[7]  = i_act__payload[63:56];
-  assign \$signature__data$277[0]  = i_act__payload[7:0];
-  assign \$signature__data$277[1]  = i_act__payload[15:8];
-  assign \$signature__data$277[2]  = i_act__payload[23:16];
-  assign \$signature__data$277[3]  = i_act__payload[31:24];
-  assign \$signature__data$277[4]  = i_act__payload[39:32];
-  assign \$signature__data$277[5]  = i_act__payload[47:40];
-  assign \$signature__data$277[6]  = i_act__payload[55:48];
-  assign \$signature__data$277[7]  = i_act__payload[63:56];
-  assign \$signature__data$280[0]  = i_act__payload[7:0];
-  assign \$signature__data$280[1]  = i_act__payload[15:8];
-  assign \$signature__data$280[2]  = i_act__payload[23:16];
-  assign \$signature__data$280[3]  = i_act__payload[31:24];
-  assign \$signature__data$280[4]  = i_act__payload[39:32];
-  assign \$signature__data$280[5]  = i_act__payload[47:40];
-  assign \$signature__data$280[6]  = i_act__payload[55:48];
-  assign \$signature__data$280[7]  = i_act__payload[63:56];
-  assign \$signature__data$283[0]  = i_act__payload[7:0];
-  assign \$signature__data$283[1]  = i_act__payload[15:8];
-  assign \$signature__data$283[2]  = i_act__payload[23:16];
-  assign \$signature__data$283[3]  = i_act__payload[31:24];
-  assign \$signature__data$283[4]  = i_act__payload[39:32];
-  assign \$signature__data$283[5]  = i_act__payload[47:40];
-  assign \$signature__data$283[6]  = i_act__payload[55:48];
-  assign \$signature__data$283[7]  = i_act__payload[63:56];
-  assign \$signature__data$286[0]  = i_act__payload[7:0];
-  assign \$signature__data$286[1]  = i_act__payload[15:8];
-  assign \$signature__data$286[2]  = i_act__payload[23:16];
-  assign \$signature__data$286[3]  = i_act__payload[31:24];
-  assign \$signature__data$286[4]  = i_act__payload[39:32];
-  assign \$signature__data$286[5]  = i_act__payload[47:40];
-  assign \$signature__data$286[6]  = i_act__payload[55:48];
-  assign \$signature__data$286[7]  = i_act__payload[63:56];
-  assign \$signature__data$289[0]  = i_act__payload[7:0];
-  assign \$signature__data$289[1]  = i_act__payload[15:8];
-  assign \$signature__data$289[2]  = i_act__payload[23:16];
-  assign \$signature__data$289[3]  = i_act__payload[31:24];
-  assign \$signature__data$289[4]  = i_act__payload[39:32];
-  assign \$signature__data$289[5]  = i_act__payload[47:40];
-  assign \$signature__data$289[6]  = i_act__payload[55:48];
-  assign \$signature__data$289[7]  = i_act__payload[63:56];
-  assign \$signature__data$292[0]  = i_act__payload[7:0];
-  assign \$signature__data$292[1]  = i_act__payload[15:8];
-  assign \$signature__data$292[2]  = i_act__payload[23:16];
-  assign \$signature__data$292[3]  = i_act__payload[31:24];
-  assign \$signature__data$292[4]  = i_act__payload[39:32];
-  assign \$signature__data$292[5]  = i_act__payload[47:40];
-  assign \$signature__data$292[6]  = i_act__payload[55:48];
-  assign \$signature__data$292[7]  = i_act__payload[63:56];
-  assign \$signature__data$295[0]  = i_act__payload[7:0];
-  assign \$signature__data$295[1]  = i_act__payload[15:8];
-  assign \$signature__data$295[2]  = i_act__payload[23:16];
-  assign \$signature__data$295[3]  = i_act__payload[31:24];
-  assign \$signature__data$295[4]  = i_act__payload[39:32];
-  assign \$signature__data$295[5]  = i_act__payload[47:40];
-  assign \$signature__data$295[6]  = i_act__payload[55:48];
-  assign \$signature__data$295[7]  = i_act__payload[63:56];
-  assign \$signature__data$298[0]  = i_act__payload[7:0];
-  assign \$signature__data$298[1]  = i_act__payload[15:8];
-  assign \$signature__data$298[2]  = i_act__payload[23:16];
-  assign \$signature__data$298[3]  = i_act__payload[31:24];
-  assign \$signature__data$298[4]  = i_act__payload[39:32];
-  assign \$signature__data$298[5]  = i_act__payload[47:40];
-  assign \$signature__data$298[6]  = i_act__payload[55:48];
-  assign \$signature__data$298[7]  = i_act__payload[63:56];
-  assign \$signature__data$301[0]  = i_act__payload[7:0];
-  assign \$signature__data$301[1]  = i_act__payload[15:8];
-  assign \$signature__data$301[2]  = i_act__payload[23:16];
-  assign \$signature__data$301[3]  = i_act__payload[31:24];
-  assign \$signature__data$301[4]  = i_act__payload[39:32];
-  assign \$signature__data$301[5]  = i_act__payload[47:40];
-  assign \$signature__data$301[6]  = i_act__payload[55:48];
-  assign \$signature__data$301[7]  = i_act__payload[63:56];
-  assign \$signature__data$304[0]  = i_act__payload[7:0];
-  assign \$signature__data$304[1]  = i_act__payload[15:8];
-  assign \$signature__data$304[2]  = i_act__payload[23:16];
-  assign \$signature__data$304[3]  = i_act__payload[31:24];
-  assign \$signature__data$304[4]  = i_act__payload[39:32];
-  assign \$signature__data$304[5]  = i_act__payload[47:40];
-  assign \$signature__data$304[6]  = i_act__payload[55:48];
-  assign \$signature__data$304[7]  = i_act__payload[63:56];
-  assign \$signature__data$307[0]  = i_act__payload[7:0];
-  assign \$signature__data$307[1]  = i_act__payload[15:8];
-  assign \$signature__data$307[2]  = i_act__payload[23:16];
-  assign \$signature__data$307[3]  = i_act__payload[31:24];
-  assign \$signature__data$307[4]  = i_act__payload[39:32];
-  assign \$signature__data$307[5]  = i_act__payload[47:40];
-  assign \$signature__data$307[6]  = i_act__payload[55:48];
-  assign \$signature__data$307[7]  = i_act__payload[63:56];
-  assign \$signature__data$310[0]  = i_act__payload[7:0];
-  assign \$signature__data$310[1]  = i_act__payload[15:8];
-  assign \$signature__data$310[2]  = i_act__payload[23:16];
-  assign \$signature__data$310[3]  = i_act__payload[31:24];
-  assign \$signature__data$310[4]  = i_act__payload[39:32];
-  assign \$signature__data$310[5]  = i_act__payload[47:40];
-  assign \$signature__data$310[6]  = i_act__payload[55:48];
-  assign \$signature__data$310[7]  = i_act__payload[63:56];
-  assign \$signature__data$313[0]  = i_act__payload[7:0];
-  assign \$signature__data$313[1]  = i_act__payload[15:8];
-  assign \$signature__data$313[2]  = i_act__payload[23:16];
-  assign \$signature__data$313[3]  = i_act__payload[31:24];
-  assign \$signature__data$313[4]  = i_act__payload[39:32];
-  assign \$signature__data$313[5]  = i_act__payload[47:40];
-  assign \$signature__data$313[6]  = i_act__payload[55:48];
-  assign \$signature__data$313[7]  = i_act__payload[63:56];
+  assign \$signature__data$276[0]  = i_act__payload[7:0];
+  assign \$signature__data$276[1]  = i_act__payload[15:8];
+  assign \$signature__data$276[2]  = i_act__payload[23:16];
+  assign \$signature__data$276[3]  = i_act__payload[31:24];
+  assign \$signature__data$276[4]  = i_act__payload[39:32];
+  assign \$signature__data$276[5]  = i_act__payload[47:40];
+  assign \$signature__data$276[6]  = i_act__payload[55:48];
+  assign \$signature__data$276[7]  = i_act__payload[63:56];
+  assign \$signature__data$279[0]  = i_act__payload[7:0];
+  assign \$signature__data$279[1]  = i_act__payload[15:8];
+  assign \$signature__data$279[2]  = i_act__payload[23:16];
+  assign \$signature__data$279[3]  = i_act__payload[31:24];
+  assign \$signature__data$279[4]  = i_act__payload[39:32];
+  assign \$signature__data$279[5]  = i_act__payload[47:40];
+  assign \$signature__data$279[6]  = i_act__payload[55:48];
+  assign \$signature__data$279[7]  = i_act__payload[63:56];
+  assign \$signature__data$282[0]  = i_act__payload[7:0];
+  assign \$signature__data$282[1]  = i_act__payload[15:8];
+  assign \$signature__data$282[2]  = i_act__payload[23:16];
+  assign \$signature__data$282[3]  = i_act__payload[31:24];
+  assign \$signature__data$282[4]  = i_act__payload[39:32];
+  assign \$signature__data$282[5]  = i_act__payload[47:40];
+  assign \$signature__data$282[6]  = i_act__payload[55:48];
+  assign \$signature__data$282[7]  = i_act__payload[63:56];
+  assign \$signature__data$285[0]  = i_act__payload[7:0];
+  assign \$signature__data$285[1]  = i_act__payload[15:8];
+  assign \$signature__data$285[2]  = i_act__payload[23:16];
+  assign \$signature__data$285[3]  = i_act__payload[31:24];
+  assign \$signature__data$285[4]  = i_act__payload[39:32];
+  assign \$signature__data$285[5]  = i_act__payload[47:40];
+  assign \$signature__data$285[6]  = i_act__payload[55:48];
+  assign \$signature__data$285[7]  = i_act__payload[63:56];
+  assign \$signature__data$288[0]  = i_act__payload[7:0];
+  assign \$signature__data$288[1]  = i_act__payload[15:8];
+  assign \$signature__data$288[2]  = i_act__payload[23:16];
+  assign \$signature__data$288[3]  = i_act__payload[31:24];
+  assign \$signature__data$288[4]  = i_act__payload[39:32];
+  assign \$signature__data$288[5]  = i_act__payload[47:40];
+  assign \$signature__data$288[6]  = i_act__payload[55:48];
+  assign \$signature__data$288[7]  = i_act__payload[63:56];
+  assign \$signature__data$291[0]  = i_act__payload[7:0];
+  assign \$signature__data$291[1]  = i_act__payload[15:8];
+  assign \$signature__data$291[2]  = i_act__payload[23:16];
+  assign \$signature__data$291[3]  = i_act__payload[31:24];
+  assign \$signature__data$291[4]  = i_act__payload[39:32];
+  assign \$signature__data$291[5]  = i_act__payload[47:40];
+  assign \$signature__data$291[6]  = i_act__payload[55:48];
+  assign \$signature__data$291[7]  = i_act__payload[63:56];
+  assign \$signature__data$294[0]  = i_act__payload[7:0];
+  assign \$signature__data$294[1]  = i_act__payload[15:8];
+  assign \$signature__data$294[2]  = i_act__payload[23:16];
+  assign \$signature__data$294[3]  = i_act__payload[31:24];
+  assign \$signature__data$294[4]  = i_act__payload[39:32];
+  assign \$signature__data$294[5]  = i_act__payload[47:40];
+  assign \$signature__data$294[6]  = i_act__payload[55:48];
+  assign \$signature__data$294[7]  = i_act__payload[63:56];
+  assign \$signature__data$297[0]  = i_act__payload[7:0];
+  assign \$signature__data$297[1]  = i_act__payload[15:8];
+  assign \$signature__data$297[2]  = i_act__payload[23:16];
+  assign \$signature__data$297[3]  = i_act__payload[31:24];
+  assign \$signature__data$297[4]  = i_act__payload[39:32];
+  assign \$signature__data$297[5]  = i_act__payload[47:40];
+  assign \$signature__data$297[6]  = i_act__payload[55:48];
+  assign \$signature__data$297[7]  = i_act__payload[63:56];
+  assign \$signature__data$300[0]  = i_act__payload[7:0];
+  assign \$signature__data$300[1]  = i_act__payload[15:8];
+  assign \$signature__data$300[2]  = i_act__payload[23:16];
+  assign \$signature__data$300[3]  = i_act__payload[31:24];
+  assign \$signature__data$300[4]  = i_act__payload[39:32];
+  assign \$signature__data$300[5]  = i_act__payload[47:40];
+  assign \$signature__data$300[6]  = i_act__payload[55:48];
+  assign \$signature__data$300[7]  = i_act__payload[63:56];
+  assign \$signature__data$303[0]  = i_act__payload[7:0];
+  assign \$signature__data$303[1]  = i_act__payload[15:8];
+  assign \$signature__data$303[2]  = i_act__payload[23:16];
+  assign \$signature__data$303[3]  = i_act__payload[31:24];
+  assign \$signature__data$303[4]  = i_act__payload[39:32];
+  assign \$signature__data$303[5]  = i_act__payload[47:40];
+  assign \$signature__data$303[6]  = i_act__payload[55:48];
+  assign \$signature__data$303[7]  = i_act__payload[63:56];
+  assign \$signature__data$306[0]  = i_act__payload[7:0];
+  assign \$signature__data$306[1]  = i_act__payload[15:8];
+  assign \$signature__data$306[2]  = i_act__payload[23:16];
+  assign \$signature__data$306[3]  = i_act__payload[31:24];
+  assign \$signature__data$306[4]  = i_act__payload[39:32];
+  assign \$signature__data$306[5]  = i_act__payload[47:40];
+  assign \$signature__data$306[6]  = i_act__payload[55:48];
+  assign \$signature__data$306[7]  = i_act__payload[63:56];
+  assign \$signature__data$309[0]  = i_act__payload[7:0];
+  assign \$signature__data$309[1]  = i_act__payload[15:8];
+  assign \$signature__data$309[2]  = i_act__payload[23:16];
+  assign \$signature__data$309[3]  = i_act__payload[31:24];
+  assign \$signature__data$309[4]  = i_act__payload[39:32];
+  assign \$signature__data$309[5]  = i_act__payload[47:40];
+  assign \$signature__data$309[6]  = i_act__payload[55:48];
+  assign \$signature__data$309[7]  = i_act__payload[63:56];
+  assign \$signature__data$312[0]  = i_act__payload[7:0];
+  assign \$signature__data$312[1]  = i_act__payload[15:8];
+  assign \$signature__data$312[2]  = i_act__payload[23:16];
+  assign \$signature__data$312[3]  = i_act__payload[31:24];
+  assign \$signature__data$312[4]  = i_act__payload[39:32];
+  assign \$signature__data$312[5]  = i_act__payload[47:40];
+  assign \$signature__data$312[6]  = i_act__payload[55:48];
+  assign \$signature__data$312[7]  = i_act__payload[63:56];
+  assign \$signature__data$315[0]  = i_act__payload[7:0];
+  assign \$signature__data$315[1]  = i_act__payload[15:8];
+  assign \$signature__data$315[2]  = i_act__payload[23:16];
+  assign \$signature__data$315[3]  = i_act__payload[31:24];
+  assign \$signature__data$315[4]  = i_act__payload[39:32];
+  assign \$signature__data$315[5]  = i_act__payload[47:40];
+  assign \$signature__data$315[6]  = i_act__payload[55:48];
+  assign \$signature__data$315[7]  = i_act__payload[63:56];
+  assign \$signature__data$318[0]  = i_act__payload[7:0];
+  assign \$signature__data$318[1]  = i_act__payload[15:8];
+  assign \$signature__data$318[2]  = i_act__payload[23:16];
+  assign \$signature__data$318[3]  = i_act__payload[31:24];
+  assign \$signature__data$318[4]  = i_act__payload[39:32];
+  assign \$signature__data$318[5]  = i_act__payload[47:40];
+  assign \$signature__data$318[6]  = i_act__payload[55:48];
+  assign \$signature__data$318[7]  = i_act__payload[63:56];
   assign \cw_p1.first  = cw_p1[4:0];
-  assign \cw_p1.count  = cw_p1[9:5];
+  assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
-  assign \cw_r1__data.count  = cw_r1__data[9:5];
+  assign \cw_r1__data.last  = cw_r1__data[9:5];
   assign \cw_p2.first  = cw_p2[4:0];
-  assign \cw_p2.count  = cw_p2[9:5];
+  assign \cw_p2.last  = cw_p2[9:5];
   assign \cw_r2__data.first  = cw_r2__data[4:0];
-  assign \cw_r2__data.count  = cw_r2__data[9:5];
+  assign \cw_r2__data.last  = cw_r2__data[9:5];
   assign \cw_r__data.first  = cw_r__data[4:0];
-  assign \cw_r__data.count  = cw_r__data[9:5];
+  assign \cw_r__data.last  = cw_r__data[9:5];
   assign \sb1.valid  = sb1[0];
   assign \sb1.shift  = sb1[1];
   assign \sb1.first  = sb1[2];
@@ -43383,46 +43368,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb1.slot  = sb1[10:7];
   assign \sb1.addr  = sb1[21:11];
   assign \sb1.tile  = sb1[28:22];
-  assign \$signature__data$357[0]  = \$signature__data$357 [7:0];
-  assign \$signature__data$357[1]  = \$signature__data$357 [15:8];
-  assign \$signature__data$357[2]  = \$signature__data$357 [23:16];
-  assign \$signature__data$357[3]  = \$signature__data$357 [31:24];
-  assign \$signature__data$357[4]  = \$signature__data$357 [39:32];
-  assign \$signature__data$357[5]  = \$signature__data$357 [47:40];
-  assign \$signature__data$357[6]  = \$signature__data$357 [55:48];
-  assign \$signature__data$357[7]  = \$signature__data$357 [63:56];
-  assign \$signature__data$358[0]  = \$signature__data$358 [7:0];
-  assign \$signature__data$358[1]  = \$signature__data$358 [15:8];
-  assign \$signature__data$358[2]  = \$signature__data$358 [23:16];
-  assign \$signature__data$358[3]  = \$signature__data$358 [31:24];
-  assign \$signature__data$358[4]  = \$signature__data$358 [39:32];
-  assign \$signature__data$358[5]  = \$signature__data$358 [47:40];
-  assign \$signature__data$358[6]  = \$signature__data$358 [55:48];
-  assign \$signature__data$358[7]  = \$signature__data$358 [63:56];
-  assign \$signature__data$359[0]  = \$signature__data$359 [7:0];
-  assign \$signature__data$359[1]  = \$signature__data$359 [15:8];
-  assign \$signature__data$359[2]  = \$signature__data$359 [23:16];
-  assign \$signature__data$359[3]  = \$signature__data$359 [31:24];
-  assign \$signature__data$359[4]  = \$signature__data$359 [39:32];
-  assign \$signature__data$359[5]  = \$signature__data$359 [47:40];
-  assign \$signature__data$359[6]  = \$signature__data$359 [55:48];
-  assign \$signature__data$359[7]  = \$signature__data$359 [63:56];
-  assign \$signature__data$360[0]  = \$signature__data$360 [7:0];
-  assign \$signature__data$360[1]  = \$signature__data$360 [15:8];
-  assign \$signature__data$360[2]  = \$signature__data$360 [23:16];
-  assign \$signature__data$360[3]  = \$signature__data$360 [31:24];
-  assign \$signature__data$360[4]  = \$signature__data$360 [39:32];
-  assign \$signature__data$360[5]  = \$signature__data$360 [47:40];
-  assign \$signature__data$360[6]  = \$signature__data$360 [55:48];
-  assign \$signature__data$360[7]  = \$signature__data$360 [63:56];
-  assign \$signature__data$361[0]  = \$signature__data$361 [7:0];
-  assign \$signature__data$361[1]  = \$signature__data$361 [15:8];
-  assign \$signature__data$361[2]  = \$signature__data$361 [23:16];
-  assign \$signature__data$361[3]  = \$signature__data$361 [31:24];
-  assign \$signature__data$361[4]  = \$signature__data$361 [39:32];
-  assign \$signature__data$361[5]  = \$signature__data$361 [47:40];
-  assign \$signature__data$361[6]  = \$signature__data$361 [55:48];
-  assign \$signature__data$361[7]  = \$signature__data$361 [63:56];
   assign \$signature__data$362[0]  = \$signature__data$362 [7:0];
   assign \$signature__data$362[1]  = \$signature__data$362 [15:8];
   assign \$signature__data$362[2]  = \$signature__data$362 [23:16];
@@ -43511,6 +43456,46 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$372[5]  = \$signature__data$372 [47:40];
   assign \$signature__data$372[6]  = \$signature__data$372 [55:48];
   assign \$signature__data$372[7]  = \$signature__data$372 [63:56];
+  assign \$signature__data$373[0]  = \$signature__data$373 [7:0];
+  assign \$signature__data$373[1]  = \$signature__data$373 [15:8];
+  assign \$signature__data$373[2]  = \$signature__data$373 [23:16];
+  assign \$signature__data$373[3]  = \$signature__data$373 [31:24];
+  assign \$signature__data$373[4]  = \$signature__data$373 [39:32];
+  assign \$signature__data$373[5]  = \$signature__data$373 [47:40];
+  assign \$signature__data$373[6]  = \$signature__data$373 [55:48];
+  assign \$signature__data$373[7]  = \$signature__data$373 [63:56];
+  assign \$signature__data$374[0]  = \$signature__data$374 [7:0];
+  assign \$signature__data$374[1]  = \$signature__data$374 [15:8];
+  assign \$signature__data$374[2]  = \$signature__data$374 [23:16];
+  assign \$signature__data$374[3]  = \$signature__data$374 [31:24];
+  assign \$signature__data$374[4]  = \$signature__data$374 [39:32];
+  assign \$signature__data$374[5]  = \$signature__data$374 [47:40];
+  assign \$signature__data$374[6]  = \$signature__data$374 [55:48];
+  assign \$signature__data$374[7]  = \$signature__data$374 [63:56];
+  assign \$signature__data$375[0]  = \$signature__data$375 [7:0];
+  assign \$signature__data$375[1]  = \$signature__data$375 [15:8];
+  assign \$signature__data$375[2]  = \$signature__data$375 [23:16];
+  assign \$signature__data$375[3]  = \$signature__data$375 [31:24];
+  assign \$signature__data$375[4]  = \$signature__data$375 [39:32];
+  assign \$signature__data$375[5]  = \$signature__data$375 [47:40];
+  assign \$signature__data$375[6]  = \$signature__data$375 [55:48];
+  assign \$signature__data$375[7]  = \$signature__data$375 [63:56];
+  assign \$signature__data$376[0]  = \$signature__data$376 [7:0];
+  assign \$signature__data$376[1]  = \$signature__data$376 [15:8];
+  assign \$signature__data$376[2]  = \$signature__data$376 [23:16];
+  assign \$signature__data$376[3]  = \$signature__data$376 [31:24];
+  assign \$signature__data$376[4]  = \$signature__data$376 [39:32];
+  assign \$signature__data$376[5]  = \$signature__data$376 [47:40];
+  assign \$signature__data$376[6]  = \$signature__data$376 [55:48];
+  assign \$signature__data$376[7]  = \$signature__data$376 [63:56];
+  assign \$signature__data$377[0]  = \$signature__data$377 [7:0];
+  assign \$signature__data$377[1]  = \$signature__data$377 [15:8];
+  assign \$signature__data$377[2]  = \$signature__data$377 [23:16];
+  assign \$signature__data$377[3]  = \$signature__data$377 [31:24];
+  assign \$signature__data$377[4]  = \$signature__data$377 [39:32];
+  assign \$signature__data$377[5]  = \$signature__data$377 [47:40];
+  assign \$signature__data$377[6]  = \$signature__data$377 [55:48];
+  assign \$signature__data$377[7]  = \$signature__data$377 [63:56];
   assign \sb_p3.valid  = sb_p3[0];
   assign \sb_p3.shift  = sb_p3[1];
   assign \sb_p3.first  = sb_p3[2];
@@ -43670,18 +43655,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign o_status__payload[71:40] = cnt_busy;
   assign o_status__payload[39:8] = cnt_cycles;
   assign o_status__payload[7:0] = error;
-  assign cw_w__data[9:5] = i_param__payload[561:557];
+  assign cw_w__data[9:5] = \$239 [4:0];
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$173 [31:0];
-  assign sums[223:192] = \$171 [31:0];
-  assign sums[191:160] = \$169 [31:0];
-  assign sums[159:128] = \$167 [31:0];
-  assign sums[127:96] = \$165 [31:0];
-  assign sums[95:64] = \$163 [31:0];
-  assign sums[63:32] = \$161 [31:0];
-  assign sums[31:0] = \$159 [31:0];
+  assign sums[255:224] = \$145 [31:0];
+  assign sums[223:192] = \$143 [31:0];
+  assign sums[191:160] = \$141 [31:0];
+  assign sums[159:128] = \$139 [31:0];
+  assign sums[127:96] = \$137 [31:0];
+  assign sums[95:64] = \$135 [31:0];
+  assign sums[63:32] = \$133 [31:0];
+  assign sums[31:0] = \$131 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -43757,20 +43742,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[28:22] = t;
   assign sb0[21:11] = acc_addr;
   assign sb0[10:7] = iy[3:0];
-  assign sb0[6] = \$91 ;
+  assign sb0[6] = \$79 ;
   assign sb0[5] = fold_bank;
-  assign sb0[4] = \$87 ;
-  assign sb0[3] = \$65 ;
-  assign sb0[2] = \$55 ;
-  assign sb0[1] = \$50 ;
-  assign sb0[0] = \$49 ;
-  assign \$48  = 1'h1;
-  assign \$49  = \$47 ;
-  assign \$250  = \$249 ;
-  assign { \$257 [7], \$257 [5], \$257 [3], \$257 [0] } = 4'h0;
-  assign { \$257 [6], \$257 [4], \$257 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$641 [7:1] = error[7:1];
-  assign \$641 [0] = 1'h1;
+  assign sb0[4] = \$75 ;
+  assign sb0[3] = \$59 ;
+  assign sb0[2] = \$52 ;
+  assign sb0[1] = \$47 ;
+  assign sb0[0] = \$46 ;
+  assign \$45  = 1'h1;
+  assign \$46  = \$44 ;
+  assign \$222  = \$221 ;
+  assign { \$229 [7], \$229 [5], \$229 [3], \$229 [0] } = 4'h0;
+  assign { \$229 [6], \$229 [4], \$229 [2:1] } = { error[6], error[4], error[2:1] };
+  assign \$603 [7:1] = error[7:1];
+  assign \$603 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
