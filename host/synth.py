@@ -41,11 +41,16 @@ DEVICES = {"25k": "--25k", "45k": "--45k", "85k": "--85k",
            "um5g-85k": "--um5g-85k"}
 
 
+_XOR_CHUNK = 16
+
+
 def _wrapper_class():
     from amaranth import Elaboratable, Module, Signal, Cat, Value
 
     class SynthWrapper(Elaboratable):
-        """The accelerator between an LFSR-driven input register and an XOR-reduced pin."""
+        """The accelerator between an LFSR-driven input register and an XOR-reduced pin
+        (outputs registered, then reduced in two registered levels, so the pin's
+        reduction tree does not count against the accelerator's paths)."""
 
         def __init__(self, cfg: HardwareConfig):
             self.cfg = cfg
@@ -72,7 +77,11 @@ def _wrapper_class():
                 w = len(Value.cast(s))
                 m.d.comb += Value.cast(s).eq(sreg[pos:pos + w])
                 pos += w
-            m.d.sync += self.out.eq(Cat(*outs).xor())
+            oreg = Signal(len(Cat(*outs)))
+            m.d.sync += oreg.eq(Cat(*outs))
+            chunks = [oreg[i:i + _XOR_CHUNK] for i in range(0, len(oreg), _XOR_CHUNK)]
+            part = Signal(len(chunks))
+            m.d.sync += [part.eq(Cat(*[c.xor() for c in chunks])), self.out.eq(part.xor())]
             return m
 
     return SynthWrapper
@@ -251,11 +260,13 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
 
 
 def wrapper_overhead(cfg):
-    """Flip-flops the wrapper adds: the 32-bit LFSR and one per accelerator input bit."""
+    """Flip-flops the wrapper adds: the 32-bit LFSR, one per accelerator input bit, one
+    per output bit and the two levels of the output reduction."""
     from .hw import layouts as L
     nin = (L.descriptor_layout(cfg).size + L.param_beat_layout(cfg).size +
            L.weight_beat_layout(cfg).size + L.act_beat_layout(cfg).size + 6)
-    return 32 + nin + 1
+    nout = L.result_beat_layout(cfg).size + L.status_layout(cfg).size + 7
+    return 32 + nin + nout + -(-nout // _XOR_CHUNK) + 1
 
 
 def _parse_stat(text):
