@@ -7,12 +7,8 @@ __all__ = ["LayerFigures"]
 
 
 class LayerFigures:
-    """Mixin: needs ``cycles``, ``macs``, ``bytes`` (per stream), ``tensor_bytes``
-    and :attr:`pes`."""
-
-    @property
-    def pes(self):
-        raise NotImplementedError
+    """Mixin for a dataclass with ``cycles``, ``macs``, ``bytes`` (per stream),
+    ``tensor_bytes`` and ``pes`` (processing elements of the array)."""
 
     @property
     def utilization(self):
