@@ -34,7 +34,8 @@ Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
   row in the dense mapping; in the depthwise mapping the window generator reads
   ``Q = (kw-1)*dil_w + (W_out-1)*stride_w + 1`` columns per row, of which
   ``W_out`` complete an element (``busy``) and the rest only fill the window
-  register (``fill``).
+  register (``fill``); with dual reads (:func:`dual_read`: ``stride_w == 2``, two
+  columns per cycle) ``Q = W_out + ((kw-1)*dil_w) // 2`` cycles per row.
 * **Weights.** Weight beat ``k`` arrives at cycle ``3 + k``. The load of fold
   ``n`` (tile ``n mod n_tiles``) starts at
   ``s_n = max(s_{n-1} + R, 3 + (tile+1)*R, E_{n-2} + 1)``: the loader is busy
@@ -81,7 +82,7 @@ from .figures import LayerFigures
 __all__ = ["estimate", "estimate_plan", "Estimate", "Breakdown", "Suggestion",
            "InvocationTiming", "InvocationEstimate", "invocation_timing",
            "invocation_counters", "result_latency", "COUNTER_NAMES", "COMPONENTS",
-           "measure_rtl", "clear_caches"]
+           "measure_rtl", "clear_caches", "dual_read"]
 
 #: The hardware counters the model predicts (``hw.layouts.COUNTERS``).
 COUNTER_NAMES = ("cycles", "busy", "setup", "stall_input", "stall_weight",
@@ -158,21 +159,38 @@ class InvocationTiming(NamedTuple):
         return sum(self.folds)
 
 
-def invocation_timing(spec, cfg: HardwareConfig) -> InvocationTiming:
-    """The :class:`InvocationTiming` of a planner :class:`~.planner.TileSpec`."""
+def invocation_timing(spec, cfg: HardwareConfig, padding_mode="zeros") -> InvocationTiming:
+    """The :class:`InvocationTiming` of a planner :class:`~.planner.TileSpec` of a layer
+    with ``padding_mode``."""
     return _timing(cfg, spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups, spec.cog,
                    spec.co_phase, getattr(spec, "depthwise", False), spec.rows, spec.cols,
-                   int(spec.pass_rows))
+                   int(spec.pass_rows), padding_mode)
 
 
-def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows):
+def dual_read(cfg, c, padding_mode):
+    """Whether a depthwise invocation with column segment ``c`` reads two window
+    columns per cycle: ``stride_w == 2`` and a horizontal border mapping that keeps
+    column parities apart (pad value, reflect, circular over an even width)."""
+    mode = padding_mode if (c.hw_mode and padding_mode != "zeros") else "zeros"
+    return (cfg.dw_dual_read and c.stride == 2 and
+            (mode in ("zeros", "reflect") or (mode == "circular" and len(c.src) % 2 == 0)))
+
+
+def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows,
+            padding_mode="zeros"):
     """The timing of an invocation from its channel fields and its two segments."""
     R = cfg.rows
     wo = len(c.out_idx)
     if depthwise:
         folds = (-(-(r.k * c.k) // R),) * -(-cin // R)
         first = (c.k - 1) * c.dil
-        q, step = first + (wo - 1) * c.stride + 1, c.stride
+        if dual_read(cfg, c, padding_mode):
+            # columns 2i and 2i+1 are read in cycle i; element e completes with
+            # column first + 2e, in cycle first//2 + e
+            first //= 2
+            q, step = first + wo, 1
+        else:
+            q, step = first + (wo - 1) * c.stride + 1, c.stride
     else:
         folds = _dense_folds(cin, cout, groups, R, cfg.cols, cog, co_phase, r.k * c.k)
         first, q, step = 0, wo, 1
@@ -678,7 +696,7 @@ def _row_key(r):
 
 
 def _col_key(c):
-    return len(c.src), len(c.out_idx), c.stride, c.k, c.dil
+    return len(c.src), len(c.out_idx), c.stride, c.k, c.dil, c.hw_mode
 
 
 def _classes(items, key):
@@ -740,7 +758,7 @@ def estimate_plan(plan, *, requant=None, name=""):
             for c, cn in zip(cols, c_num):
                 depthwise = plan.depthwise(r, c)
                 t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase, depthwise,
-                            r, c, plan.pass_rows(r, c))
+                            r, c, plan.pass_rows(r, c), plan.geometry.padding_mode)
                 cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
                 cot = len(t.folds)
                 pix = len(r.out_idx) * len(c.out_idx)

@@ -9,7 +9,8 @@ requantizer in their own components):
 * line buffer -- ``lb_rows`` banks (one per row slot) of ``max_width`` pixels of
   ``max_cwords`` words; rows are written in streaming order, a slot is reused as
   soon as no later pass needs its row, and all banks are read at the same
-  (column, word) address each cycle;
+  (column, word) address each cycle. On square arrays each bank is two memories,
+  even and odd columns, so two neighbouring columns can be read in one cycle;
 * the window generator / sequencer -- dense mapping: walks pass -> output-channel
   tile -> tap -> input word (one *fold*, one weight tile) -> output row in the pass
   -> output column, computes the input coordinate
@@ -19,7 +20,10 @@ requantizer in their own components):
   flag): a fold holds ``rows`` kernel taps (rows) of ``cols`` channels (columns);
   the sequencer reads one window column per cycle from every bank, shifts it into
   a ``dw_kernel x dw_window_cols`` window register, and issues an element each
-  ``stride_w`` columns once the window is full;
+  ``stride_w`` columns once the window is full. With ``stride_w == 2`` it reads two
+  columns per cycle (*dual reads*, one from each parity half) and issues an element
+  every cycle; allowed where the border mapping keeps the parities of the two
+  columns apart (pad value, reflect, circular over an even width);
 * :class:`~.array.SystolicArray` -- weight-stationary, double-buffered weights
   fed by the weight loader;
 * accumulator buffer -- one pass worth of output pixels; the first fold of a tile
@@ -30,7 +34,8 @@ requantizer in their own components):
 
 Timing used by the cycle model (``systolic_conv.cycle_model``): a fold of
 ``T = gcount*W_out`` elements issues one element per cycle (depthwise: one window
-column per cycle, ``(W_out-1)*sw + (kw-1)*dw + 1`` per output row); the weight
+column per cycle, ``(W_out-1)*sw + (kw-1)*dw + 1`` per output row; with dual reads
+two, ``W_out + ((kw-1)*dw) // 2`` cycles per output row); the weight
 tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and when
 its words are in the weight memory, takes ``rows`` cycles of reads, latches two
 cycles after the last read, and fold ``n`` may issue from the cycle after its
@@ -100,14 +105,22 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ memories
         # line buffer: one bank per row slot, all banks read at the same (column, word)
-        banks, bank_w, bank_r = [], [], []
+        # addresses; with dual reads each bank is two memories by column parity, so a
+        # pair of neighbouring columns is read in one cycle
+        split = cfg.dw_dual_read
+        nhalf = 2 if split else 1
+        lb_xh_bits = lb_x_bits - 1 if split else lb_x_bits
+        bank_w, bank_r = [], []       # [slot][parity]
         for b in range(cfg.lb_rows):
-            mem = memory.Memory(shape=data.ArrayLayout(signed(dw), R),
-                                depth=cfg.max_width * cfg.max_cwords, init=[])
-            m.submodules[f"lb{b}"] = mem
-            banks.append(mem)
-            bank_w.append(mem.write_port())
-            bank_r.append(mem.read_port())
+            ws, rs = [], []
+            for h in range(nhalf):
+                mem = memory.Memory(shape=data.ArrayLayout(signed(dw), R),
+                                    depth=(cfg.max_width // nhalf) * cfg.max_cwords, init=[])
+                m.submodules[f"lb{b}" + ("eo"[h] if split else "")] = mem
+                ws.append(mem.write_port())
+                rs.append(mem.read_port())
+            bank_w.append(ws)
+            bank_r.append(rs)
         m.submodules.wmem = wmem = memory.Memory(
             shape=data.ArrayLayout(signed(dw), Cc), depth=cfg.weight_depth, init=[])
         wm_w = wmem.write_port()
@@ -241,7 +254,9 @@ class Conv2dAccelerator(wiring.Component):
         dwm = desc.depthwise
         rc = Signal(cfg.w_bits + cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)  # depthwise read column
         next_rc = Signal.like(rc)        # read column completing the next element
-        dw_first_rc = Signal.like(rc)    # (kw-1)*dil_w
+        dw_first_rc = Signal.like(rc)    # (kw-1)*dil_w, made even with dual reads
+        dw2 = Signal()                   # dual reads: two window columns per cycle
+        dw_off = Signal()                # window column of an element's last tap (dual)
         # depthwise: the tap (ky, kx) of every array row in the current fold, and the
         # per-layer constants that advance them by R taps (R = q*kw + rm) or reset them
         tap_bits = cfg.k_bits + 1
@@ -276,41 +291,64 @@ class Conv2dAccelerator(wiring.Component):
         width_s = Signal(signed(cb))
         height_s = Signal(signed(cb))
         m.d.comb += [width_s.eq(desc.width), height_s.eq(desc.height)]
-        ix_m = Signal(signed(cb))
-        pad_x = Signal()
         mode = desc.pad_mode
-        if "reflect_as_replicate" in faults:
-            reflect_lo, reflect_hi = 0, width_s - 1
-        else:
-            reflect_lo, reflect_hi = -ix, 2 * width_s - 2 - ix
-        with m.If(ix < 0):
-            with m.Switch(mode):
-                with m.Case(PadMode.REFLECT):
-                    m.d.comb += ix_m.eq(reflect_lo)
-                with m.Case(PadMode.REPLICATE):
-                    m.d.comb += ix_m.eq(0)
-                with m.Case(PadMode.CIRCULAR):
-                    m.d.comb += ix_m.eq(ix + width_s)
-                with m.Default():
-                    m.d.comb += [ix_m.eq(0), pad_x.eq(1)]
-        with m.Elif(ix >= width_s):
-            with m.Switch(mode):
-                with m.Case(PadMode.REFLECT):
-                    m.d.comb += ix_m.eq(reflect_hi)
-                with m.Case(PadMode.REPLICATE):
-                    m.d.comb += ix_m.eq(width_s - 1)
-                with m.Case(PadMode.CIRCULAR):
-                    m.d.comb += ix_m.eq(ix - width_s)
-                with m.Default():
-                    m.d.comb += [ix_m.eq(0), pad_x.eq(1)]
-        with m.Else():
-            m.d.comb += ix_m.eq(ix)
+
+        def border(col, name):
+            """The mapped column of ``col`` and whether it is a pad-value column."""
+            col_m = Signal(signed(cb), name=f"{name}_m")
+            pad = Signal(name=f"pad_{name}")
+            if "reflect_as_replicate" in faults:
+                reflect_lo, reflect_hi = 0, width_s - 1
+            else:
+                reflect_lo, reflect_hi = -col, 2 * width_s - 2 - col
+            with m.If(col < 0):
+                with m.Switch(mode):
+                    with m.Case(PadMode.REFLECT):
+                        m.d.comb += col_m.eq(reflect_lo)
+                    with m.Case(PadMode.REPLICATE):
+                        m.d.comb += col_m.eq(0)
+                    with m.Case(PadMode.CIRCULAR):
+                        m.d.comb += col_m.eq(col + width_s)
+                    with m.Default():
+                        m.d.comb += [col_m.eq(0), pad.eq(1)]
+            with m.Elif(col >= width_s):
+                with m.Switch(mode):
+                    with m.Case(PadMode.REFLECT):
+                        m.d.comb += col_m.eq(reflect_hi)
+                    with m.Case(PadMode.REPLICATE):
+                        m.d.comb += col_m.eq(width_s - 1)
+                    with m.Case(PadMode.CIRCULAR):
+                        m.d.comb += col_m.eq(col - width_s)
+                    with m.Default():
+                        m.d.comb += [col_m.eq(0), pad.eq(1)]
+            with m.Else():
+                m.d.comb += col_m.eq(col)
+            return col_m, pad
+
+        ix_m, pad_x = border(ix, "ix")
         pad_y = (iy < 0) | (iy >= height_s)
         cw_sel = Signal(cfg.cw_bits)
         m.d.comb += cw_sel.eq(cw_first + Mux(dwm, 0, j))
-        for b in range(cfg.lb_rows):
-            m.d.comb += [bank_r[b].addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits])),
-                         bank_r[b].en.eq(1)]
+        par_a = Signal()             # parity half that serves column ix
+        if split:
+            # dual reads (depthwise, stride_w 2): columns ix and ix+1 in one cycle, one
+            # from each parity half. The descriptor check allows them only where the
+            # border mapping keeps parities apart; a pad-value column yields its half.
+            ixb_m, pad_xb = border(ix + 1, "ixb")
+            m.d.comb += par_a.eq(Mux(pad_x, ~ixb_m[0], ix_m[0]))
+            x_even = Mux(dw2 & par_a, ixb_m, ix_m)
+            x_odd = Mux(dw2 & ~par_a, ixb_m, ix_m)
+            for b in range(cfg.lb_rows):
+                m.d.comb += [
+                    bank_r[b][0].addr.eq(Cat(cw_sel[:lb_cw_bits], x_even[1:lb_x_bits])),
+                    bank_r[b][1].addr.eq(Cat(cw_sel[:lb_cw_bits], x_odd[1:lb_x_bits])),
+                    bank_r[b][0].en.eq(1), bank_r[b][1].en.eq(1),
+                ]
+        else:
+            pad_xb = C(1, 1)
+            for b in range(cfg.lb_rows):
+                m.d.comb += [bank_r[b][0].addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits])),
+                             bank_r[b][0].en.eq(1)]
 
         # sideband of an issued element (or of a depthwise window read)
         sb_layout = data.StructLayout({
@@ -339,7 +377,15 @@ class Conv2dAccelerator(wiring.Component):
         pad_word = Signal(data.ArrayLayout(signed(dw), R))
         for r in range(R):
             m.d.comb += pad_word[r].eq(pad_value)
-        bank_data = Array([br.data for br in bank_r])
+        # the words of columns ix (a) and ix+1 (b, dual reads only) of every slot
+        par_a1 = Signal()
+        m.d.sync += par_a1.eq(par_a)
+        if split:
+            bank_data = Array([Mux(par_a1, rs[1].data, rs[0].data) for rs in bank_r])
+            bank_data_b = Array([Mux(par_a1, rs[0].data, rs[1].data) for rs in bank_r])
+        else:
+            bank_data = Array([rs[0].data for rs in bank_r])
+            bank_data_b = bank_data
         # dense: the tap's word, registered into stage 2
         act2 = Signal(data.ArrayLayout(signed(dw), R))
         m.d.sync += act2.eq(Mux(sb1.pad, pad_word, bank_data[sb1.slot]))
@@ -348,7 +394,8 @@ class Conv2dAccelerator(wiring.Component):
         ncol = cfg.dw_window_cols
         wreg = [[Signal(R * dw, name=f"win{ky}_{c}") for c in range(ncol)] for ky in range(K)]
         pad_x1 = Signal()
-        m.d.sync += pad_x1.eq(pad_x)
+        pad_xb1 = Signal()
+        m.d.sync += [pad_x1.eq(pad_x), pad_xb1.eq(pad_xb)]
         for wky in range(K):
             iy_ky = Signal(signed(cb + 4), name=f"iy_ky{wky}")
             m.d.comb += iy_ky.eq(iy + wky * desc.dil_h)
@@ -357,10 +404,17 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
                          padr1.eq((iy_ky < 0) | (iy_ky >= height_s))]
             word = Mux(padr1 | pad_x1, pad_word, bank_data[slot1])
-            with m.If(sb1.shift):
+            with m.If(sb1.shift & ~dw2):
                 m.d.sync += wreg[wky][0].eq(word)
                 for c in range(1, ncol):
                     m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
+            if split:
+                word_b = Mux(padr1 | pad_xb1, pad_word, bank_data_b[slot1])
+                with m.If(sb1.shift & dw2):
+                    # two columns per shift: ix+1 is the newest
+                    m.d.sync += [wreg[wky][0].eq(word_b), wreg[wky][1].eq(word)]
+                    for c in range(2, ncol):
+                        m.d.sync += wreg[wky][c].eq(wreg[wky][c - 2])
         # stage 2: into the array
         sb2 = Signal(sb_layout)
         m.d.sync += sb2.eq(sb1)
@@ -376,7 +430,7 @@ class Conv2dAccelerator(wiring.Component):
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
             m.d.comb += back.eq(kw_m1 - kx1)
             m.d.sync += [ky1.eq(dw_ky[r]), kx1.eq(dw_kx[r]), ky2.eq(ky1),
-                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)]
+                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w + dw_off)]
             sel = Signal(R * dw, name=f"dwsel{r}")
             m.d.comb += sel.eq(win[ky2][col])
             for c in range(Cc):
@@ -485,6 +539,15 @@ class Conv2dAccelerator(wiring.Component):
                     m.d.sync += [desc.eq(self.i_desc.payload), state.eq(S_CHECK1), error.eq(0)]
             with m.Case(S_CHECK1):
                 d = desc
+                # dual reads where the border mapping keeps column parities apart
+                dw_first = Signal.like(rc)
+                dual_ok = Signal()
+                m.d.comb += [
+                    dw_first.eq((d.kw - 1) * d.dil_w),
+                    dual_ok.eq(C(int(cfg.dw_dual_read), 1) & d.depthwise & (d.stride_w == 2) &
+                               ((d.pad_mode == PadMode.ZEROS) | (d.pad_mode == PadMode.REFLECT) |
+                                ((d.pad_mode == PadMode.CIRCULAR) & ~d.width[0]))),
+                ]
                 # depthwise tap constants: R = dw_q * kw + dw_rm, row r starts at
                 # (r // kw, r % kw) (a table per kernel width, no divider)
                 with m.Switch(d.kw):
@@ -505,7 +568,9 @@ class Conv2dAccelerator(wiring.Component):
                     last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
                     act_total.eq(d.height * d.width * d.cwords - (1 if "act_count_short" in faults else 0)),
                     w_total.eq(d.n_tiles * R),
-                    dw_first_rc.eq((d.kw - 1) * d.dil_w),
+                    dw_first_rc.eq(Cat(dw_first[0] & ~dual_ok, dw_first[1:])),
+                    dw_off.eq(dual_ok & ~dw_first[0]),
+                    dw2.eq(dual_ok),
                     qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
                     qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
                     state.eq(S_CHECK2),
@@ -633,11 +698,14 @@ class Conv2dAccelerator(wiring.Component):
         a_hs = self.i_act.valid & self.i_act.ready
         wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
         for b in range(cfg.lb_rows):
-            m.d.comb += [
-                bank_w[b].addr.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[:lb_x_bits])),
-                bank_w[b].data.eq(abeat.data),
-                bank_w[b].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b)),
-            ]
+            for h in range(nhalf):
+                half = (wr_ix[0] == h) if split else C(1, 1)
+                m.d.comb += [
+                    bank_w[b][h].addr.eq(Cat(wr_cw[:lb_cw_bits],
+                                             wr_ix[lb_x_bits - lb_xh_bits:lb_x_bits])),
+                    bank_w[b][h].data.eq(abeat.data),
+                    bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & half),
+                ]
         with m.If(a_hs):
             m.d.sync += a_count.eq(a_count + 1)
             with m.If(a_overflow):
@@ -709,7 +777,7 @@ class Conv2dAccelerator(wiring.Component):
                         with m.If(~last_ox & dwm):
                             # depthwise: the next window column; an element completes
                             # every stride_w columns once the window is full
-                            m.d.sync += [rc.eq(rc + 1), ix.eq(ix + 1)]
+                            m.d.sync += [rc.eq(rc + 1 + dw2), ix.eq(ix + 1 + dw2)]
                             with m.If(is_elem):
                                 m.d.sync += [ox.eq(ox + 1), next_rc.eq(next_rc + desc.stride_w),
                                              acc_addr.eq(acc_addr + 1)]

@@ -138,9 +138,16 @@ class HardwareConfig:
         return self.rows == self.cols
 
     @property
+    def dw_dual_read(self):
+        """Whether the line buffer is split by column parity, so that depthwise layers
+        with ``stride_w == 2`` read two window columns per cycle."""
+        return self.depthwise_mode and self.max_width >= 2
+
+    @property
     def dw_window_cols(self):
-        """Columns of the depthwise window register."""
-        return (self.dw_kernel - 1) * self.dw_dilation + 1
+        """Columns of the depthwise window register (one more with dual reads: an
+        element may complete on the older column of the pair read)."""
+        return (self.dw_kernel - 1) * self.dw_dilation + 1 + int(self.dw_dual_read)
 
     @property
     def channel_tile(self):

@@ -203,7 +203,7 @@ def _per_tile_estimate(plan, requant=None):
     cfg = plan.cfg
     out = []
     for spec in plan.tiles:
-        t = invocation_timing(spec, cfg)
+        t = invocation_timing(spec, cfg, plan.geometry.padding_mode)
         assert t.n_tiles == spec.n_tiles and len(t.folds) == spec.cotiles
         out.append((t, invocation_counters(t, cfg), spec.macs))
     return out

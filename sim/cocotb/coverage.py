@@ -56,7 +56,8 @@ def model(cfg):
         "col_strips": ["one", "many"],
         "row_bands": ["one", "many"],
         "invocations": ["1", "many"],
-        "dataflow": ["ws", "depthwise"] if cfg.depthwise_mode else ["ws"],
+        "dataflow": (["ws", "depthwise"] + (["depthwise_dual"] if cfg.dw_dual_read else [])
+                     if cfg.depthwise_mode else ["ws"]),
     }
     crosses = [
         ("kernel_shape", "padding_mode"), ("kernel_shape", "groups"),

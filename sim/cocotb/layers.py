@@ -638,5 +638,15 @@ def layer_tags(run: LayerRun):
         "col_strips": "one" if strips == 1 else "many",
         "row_bands": "one" if bands == 1 else "many",
         "invocations": "1" if len(tiles) == 1 else "many",
-        "dataflow": "depthwise" if any(getattr(t, "depthwise", False) for t in tiles) else "ws",
+        "dataflow": _dataflow(cfg, tiles, g.padding_mode),
     }
+
+
+def _dataflow(cfg, tiles, padding_mode):
+    """``ws``, ``depthwise`` or ``depthwise_dual`` (two window columns per cycle)."""
+    from ...cycle_model import dual_read
+    dws = [t for t in tiles if getattr(t, "depthwise", False)]
+    if not dws:
+        return "ws"
+    return "depthwise_dual" if any(dual_read(cfg, t.cols, padding_mode) for t in dws) \
+        else "depthwise"

@@ -131,7 +131,8 @@ class Scoreboard:
                       f"do not sum to cycles")
         if self.model and not e.error:
             from ...cycle_model import invocation_counters, invocation_timing
-            want = invocation_counters(invocation_timing(e.spec, self.cfg), self.cfg)
+            mode = L.PadMode(e.inv.desc["pad_mode"]).name.lower()
+            want = invocation_counters(invocation_timing(e.spec, self.cfg, mode), self.cfg)
             diff = [f"{c} {st[c]} (model {want[c]})" for c in L.COUNTERS
                     if c in want and want[c] != st[c]]
             if diff:
