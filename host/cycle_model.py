@@ -34,8 +34,10 @@ Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
   row in the dense mapping; in the depthwise mapping the window generator reads
   ``Q = (kw-1)*dil_w + (W_out-1)*stride_w + 1`` columns per row, of which
   ``W_out`` complete an element (``busy``) and the rest only fill the window
-  register (``fill``); with dual reads (:func:`dual_read`: ``stride_w == 2``, two
-  columns per cycle) ``Q = W_out + ((kw-1)*dil_w) // 2`` cycles per row.
+  register (``fill``). With dual reads (:func:`dual_read`) it reads two columns in
+  a cycle whenever both are needed before the next element completes: element 0
+  issues at ``((kw-1)*dil_w) // 2``, the others every ``ceil(stride_w/2)``
+  cycles, ``Q = ((kw-1)*dil_w) // 2 + (W_out-1)*ceil(stride_w/2) + 1``.
 * **Weights.** Weight beat ``k`` arrives at cycle ``3 + k``. The load of fold
   ``n`` (tile ``n mod n_tiles``) starts at
   ``s_n = max(s_{n-1} + R, 3 + (tile+1)*R, E_{n-2} + 1)``: the loader is busy
@@ -168,11 +170,11 @@ def invocation_timing(spec, cfg: HardwareConfig, padding_mode="zeros") -> Invoca
 
 
 def dual_read(cfg, c, padding_mode):
-    """Whether a depthwise invocation with column segment ``c`` reads two window
-    columns per cycle: ``stride_w == 2`` and a horizontal border mapping that keeps
-    column parities apart (pad value, reflect, circular over an even width)."""
+    """Whether a depthwise invocation with column segment ``c`` may read two window
+    columns per cycle: the hardware has dual reads and the horizontal border mapping
+    keeps column parities apart (pad value, reflect, circular over an even width)."""
     mode = padding_mode if (c.hw_mode and padding_mode != "zeros") else "zeros"
-    return (cfg.dw_dual_read and c.stride == 2 and
+    return (cfg.dw_dual_read and
             (mode in ("zeros", "reflect") or (mode == "circular" and len(c.src) % 2 == 0)))
 
 
@@ -185,10 +187,11 @@ def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows,
         folds = (-(-(r.k * c.k) // R),) * -(-cin // R)
         first = (c.k - 1) * c.dil
         if dual_read(cfg, c, padding_mode):
-            # columns 2i and 2i+1 are read in cycle i; element e completes with
-            # column first + 2e, in cycle first//2 + e
-            first //= 2
-            q, step = first + wo, 1
+            # two columns per cycle while both are needed, so the first + 1 columns
+            # of element 0 take ceil((first+1)/2) cycles and each further element's
+            # stride columns ceil(stride/2)
+            first, step = first // 2, (c.stride + 1) // 2
+            q = first + (wo - 1) * step + 1
         else:
             q, step = first + (wo - 1) * c.stride + 1, c.stride
     else:

@@ -20,10 +20,12 @@ requantizer in their own components):
   flag): a fold holds ``rows`` kernel taps (rows) of ``cols`` channels (columns);
   the sequencer reads one window column per cycle from every bank, shifts it into
   a ``dw_kernel x dw_window_cols`` window register, and issues an element each
-  ``stride_w`` columns once the window is full. With ``stride_w == 2`` it reads two
-  columns per cycle (*dual reads*, one from each parity half) and issues an element
-  every cycle; allowed where the border mapping keeps the parities of the two
-  columns apart (pad value, reflect, circular over an even width);
+  ``stride_w`` columns once the window is full. *Dual reads*: whenever the next
+  two columns are both needed before the next element completes (window fill,
+  strides above 1), it reads both in one cycle, one from each parity half, so an
+  element always completes on the newest column (stride 2: one element per cycle).
+  Allowed where the border mapping keeps the parities of the two columns apart
+  (pad value, reflect, circular over an even width);
 * :class:`~.array.SystolicArray` -- weight-stationary, double-buffered weights
   fed by the weight loader;
 * accumulator buffer -- one pass worth of output pixels; the first fold of a tile
@@ -35,7 +37,7 @@ requantizer in their own components):
 Timing used by the cycle model (``systolic_conv.cycle_model``): a fold of
 ``T = gcount*W_out`` elements issues one element per cycle (depthwise: one window
 column per cycle, ``(W_out-1)*sw + (kw-1)*dw + 1`` per output row; with dual reads
-two, ``W_out + ((kw-1)*dw) // 2`` cycles per output row); the weight
+``((kw-1)*dw) // 2 + (W_out-1)*ceil(sw/2) + 1``); the weight
 tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and when
 its words are in the weight memory, takes ``rows`` cycles of reads, latches two
 cycles after the last read, and fold ``n`` may issue from the cycle after its
@@ -252,11 +254,15 @@ class Conv2dAccelerator(wiring.Component):
         step_dw = 1 if "dilation_w_ignored" in faults else desc.dil_w
 
         dwm = desc.depthwise
-        rc = Signal(cfg.w_bits + cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)  # depthwise read column
-        next_rc = Signal.like(rc)        # read column completing the next element
-        dw_first_rc = Signal.like(rc)    # (kw-1)*dil_w, made even with dual reads
-        dw2 = Signal()                   # dual reads: two window columns per cycle
-        dw_off = Signal()                # window column of an element's last tap (dual)
+        # depthwise: gap = columns to read after this cycle's first one until the column
+        # that completes the next element; with dual reads (dw_dual) two columns are
+        # read whenever both are needed (gap >= 1), so an element always completes
+        # on the newest column read
+        gap = Signal(cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)
+        dw_first_rc = Signal.like(gap)   # (kw-1)*dil_w
+        dw_dual = Signal()               # dual reads allowed for this layer
+        dual_now = Signal()
+        m.d.comb += dual_now.eq(dw_dual & (gap != 0))
         # depthwise: the tap (ky, kx) of every array row in the current fold, and the
         # per-layer constants that advance them by R taps (R = q*kw + rm) or reset them
         tap_bits = cfg.k_bits + 1
@@ -268,7 +274,7 @@ class Conv2dAccelerator(wiring.Component):
         dw_rm = Signal(tap_bits)
 
         is_elem = Signal()
-        m.d.comb += is_elem.eq(~dwm | (rc == next_rc))
+        m.d.comb += is_elem.eq(~dwm | (gap == 0) | (dw_dual & (gap == 1)))
         # loop ends compare with registered "count - 1" values (no adder on the way)
         last_ox = is_elem & (ox == ow_m1)
         last_g = g == gcount_m1
@@ -336,8 +342,8 @@ class Conv2dAccelerator(wiring.Component):
             # border mapping keeps parities apart; a pad-value column yields its half.
             ixb_m, pad_xb = border(ix + 1, "ixb")
             m.d.comb += par_a.eq(Mux(pad_x, ~ixb_m[0], ix_m[0]))
-            x_even = Mux(dw2 & par_a, ixb_m, ix_m)
-            x_odd = Mux(dw2 & ~par_a, ixb_m, ix_m)
+            x_even = Mux(dual_now & par_a, ixb_m, ix_m)
+            x_odd = Mux(dual_now & ~par_a, ixb_m, ix_m)
             for b in range(cfg.lb_rows):
                 m.d.comb += [
                     bank_r[b][0].addr.eq(Cat(cw_sel[:lb_cw_bits], x_even[1:lb_x_bits])),
@@ -352,7 +358,7 @@ class Conv2dAccelerator(wiring.Component):
 
         # sideband of an issued element (or of a depthwise window read)
         sb_layout = data.StructLayout({
-            "valid": 1, "shift": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1,
+            "valid": 1, "shift": 1, "dual": 1, "first": 1, "last_fold": 1, "final": 1, "bank": 1,
             "pad": 1, "slot": max(1, lb_slot_bits), "addr": cfg.acc_addr_bits + 1,
             "tile": cfg.cot_bits,
         })
@@ -361,6 +367,7 @@ class Conv2dAccelerator(wiring.Component):
         m.d.comb += [
             sb0.valid.eq(issue & is_elem & ~drop),
             sb0.shift.eq(issue & dwm),
+            sb0.dual.eq(dual_now),
             sb0.first.eq(first_fold),
             sb0.last_fold.eq(last_fold),
             sb0.final.eq(final_elem),
@@ -404,13 +411,13 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
                          padr1.eq((iy_ky < 0) | (iy_ky >= height_s))]
             word = Mux(padr1 | pad_x1, pad_word, bank_data[slot1])
-            with m.If(sb1.shift & ~dw2):
+            with m.If(sb1.shift & ~sb1.dual):
                 m.d.sync += wreg[wky][0].eq(word)
                 for c in range(1, ncol):
                     m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
             if split:
                 word_b = Mux(padr1 | pad_xb1, pad_word, bank_data_b[slot1])
-                with m.If(sb1.shift & dw2):
+                with m.If(sb1.shift & sb1.dual):
                     # two columns per shift: ix+1 is the newest
                     m.d.sync += [wreg[wky][0].eq(word_b), wreg[wky][1].eq(word)]
                     for c in range(2, ncol):
@@ -430,7 +437,7 @@ class Conv2dAccelerator(wiring.Component):
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
             m.d.comb += back.eq(kw_m1 - kx1)
             m.d.sync += [ky1.eq(dw_ky[r]), kx1.eq(dw_kx[r]), ky2.eq(ky1),
-                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w + dw_off)]
+                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)]
             sel = Signal(R * dw, name=f"dwsel{r}")
             m.d.comb += sel.eq(win[ky2][col])
             for c in range(Cc):
@@ -540,11 +547,9 @@ class Conv2dAccelerator(wiring.Component):
             with m.Case(S_CHECK1):
                 d = desc
                 # dual reads where the border mapping keeps column parities apart
-                dw_first = Signal.like(rc)
                 dual_ok = Signal()
                 m.d.comb += [
-                    dw_first.eq((d.kw - 1) * d.dil_w),
-                    dual_ok.eq(C(int(cfg.dw_dual_read), 1) & d.depthwise & (d.stride_w == 2) &
+                    dual_ok.eq(C(int(cfg.dw_dual_read), 1) & d.depthwise &
                                ((d.pad_mode == PadMode.ZEROS) | (d.pad_mode == PadMode.REFLECT) |
                                 ((d.pad_mode == PadMode.CIRCULAR) & ~d.width[0]))),
                 ]
@@ -568,9 +573,8 @@ class Conv2dAccelerator(wiring.Component):
                     last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
                     act_total.eq(d.height * d.width * d.cwords - (1 if "act_count_short" in faults else 0)),
                     w_total.eq(d.n_tiles * R),
-                    dw_first_rc.eq(Cat(dw_first[0] & ~dual_ok, dw_first[1:])),
-                    dw_off.eq(dual_ok & ~dw_first[0]),
-                    dw2.eq(dual_ok),
+                    dw_first_rc.eq((d.kw - 1) * d.dil_w),
+                    dw_dual.eq(dual_ok),
                     qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
                     qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
                     state.eq(S_CHECK2),
@@ -747,7 +751,7 @@ class Conv2dAccelerator(wiring.Component):
                 y_end.eq(pass_span - desc.pad_top),
                 x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                 acc_addr.eq(0), reserved.eq(0),
-                rc.eq(0), next_rc.eq(dw_first_rc),
+                gap.eq(dw_first_rc),
                 *[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
                 *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)],
                 ld_tile.eq(0), ld_k.eq(0), ld_busy.eq(0),
@@ -777,9 +781,10 @@ class Conv2dAccelerator(wiring.Component):
                         with m.If(~last_ox & dwm):
                             # depthwise: the next window column; an element completes
                             # every stride_w columns once the window is full
-                            m.d.sync += [rc.eq(rc + 1 + dw2), ix.eq(ix + 1 + dw2)]
+                            m.d.sync += [ix.eq(ix + 1 + dual_now), gap.eq(gap - 1 - dual_now)]
                             with m.If(is_elem):
-                                m.d.sync += [ox.eq(ox + 1), next_rc.eq(next_rc + desc.stride_w),
+                                # either way the next element is stride_w - 1 columns on
+                                m.d.sync += [ox.eq(ox + 1), gap.eq(desc.stride_w - 1),
                                              acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_ox):
                             m.d.sync += [ox.eq(ox + 1), ix.eq(ix + desc.stride_w),
@@ -787,11 +792,11 @@ class Conv2dAccelerator(wiring.Component):
                         with m.Elif(~last_g):
                             m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + step_h),
                                          ix.eq(x_tap), acc_addr.eq(acc_addr + 1),
-                                         rc.eq(0), next_rc.eq(dw_first_rc)]
+                                         gap.eq(dw_first_rc)]
                         with m.Else():
                             m.d.comb += fold_end.eq(1)
                             m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
-                                         rc.eq(0), next_rc.eq(dw_first_rc)]
+                                         gap.eq(dw_first_rc)]
                             with m.If(~last_j):
                                 m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap)]
                                 # the next depthwise fold: every row's tap R taps on

@@ -139,15 +139,15 @@ class HardwareConfig:
 
     @property
     def dw_dual_read(self):
-        """Whether the line buffer is split by column parity, so that depthwise layers
-        with ``stride_w == 2`` read two window columns per cycle."""
+        """Whether the line buffer is split by column parity, so that the depthwise
+        window generator reads two neighbouring columns per cycle when both are
+        needed before the next element (window fill, strides above 1)."""
         return self.depthwise_mode and self.max_width >= 2
 
     @property
     def dw_window_cols(self):
-        """Columns of the depthwise window register (one more with dual reads: an
-        element may complete on the older column of the pair read)."""
-        return (self.dw_kernel - 1) * self.dw_dilation + 1 + int(self.dw_dual_read)
+        """Columns of the depthwise window register."""
+        return (self.dw_kernel - 1) * self.dw_dilation + 1
 
     @property
     def channel_tile(self):

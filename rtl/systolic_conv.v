@@ -9,7 +9,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
-  wire [28:0] \$100 ;
+  wire \$100 ;
   wire [63:0] \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
@@ -20,7 +20,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1007 ;
   wire [63:0] \$1008 ;
   wire [63:0] \$1009 ;
-  wire \$101 ;
+  wire [28:0] \$101 ;
   wire [63:0] \$1010 ;
   wire [63:0] \$1011 ;
   wire [63:0] \$1012 ;
@@ -31,7 +31,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1017 ;
   wire [63:0] \$1018 ;
   wire [63:0] \$1019 ;
-  wire [28:0] \$102 ;
+  wire \$102 ;
   wire [63:0] \$1020 ;
   wire [63:0] \$1021 ;
   wire [63:0] \$1022 ;
@@ -53,7 +53,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1037 ;
   wire [63:0] \$1038 ;
   wire [63:0] \$1039 ;
-  wire \$104 ;
+  wire [28:0] \$104 ;
   wire [63:0] \$1040 ;
   wire [63:0] \$1041 ;
   wire [63:0] \$1042 ;
@@ -64,7 +64,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1047 ;
   wire [63:0] \$1048 ;
   wire [63:0] \$1049 ;
-  wire [28:0] \$105 ;
+  wire \$105 ;
   wire [63:0] \$1050 ;
   wire [63:0] \$1051 ;
   wire [63:0] \$1052 ;
@@ -75,7 +75,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1057 ;
   wire [63:0] \$1058 ;
   wire [63:0] \$1059 ;
-  wire \$106 ;
+  wire [28:0] \$106 ;
   wire [63:0] \$1060 ;
   wire [63:0] \$1061 ;
   reg [63:0] \$1062 ;
@@ -86,7 +86,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
-  wire [28:0] \$107 ;
+  wire \$107 ;
   wire [63:0] \$1070 ;
   wire [63:0] \$1071 ;
   wire [63:0] \$1072 ;
@@ -108,7 +108,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1087 ;
   wire \$1088 ;
   wire \$1089 ;
-  wire \$109 ;
+  wire [28:0] \$109 ;
   wire [63:0] \$1090 ;
   wire [63:0] \$1091 ;
   wire [63:0] \$1092 ;
@@ -120,7 +120,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1098 ;
   wire [63:0] \$1099 ;
   wire [8:0] \$11 ;
-  wire [28:0] \$110 ;
+  wire \$110 ;
   wire [63:0] \$1100 ;
   wire [63:0] \$1101 ;
   wire [63:0] \$1102 ;
@@ -131,7 +131,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1107 ;
   wire \$1108 ;
   wire [63:0] \$1109 ;
-  wire \$111 ;
+  wire [28:0] \$111 ;
   wire [63:0] \$1110 ;
   wire [63:0] \$1111 ;
   wire [63:0] \$1112 ;
@@ -142,7 +142,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1117 ;
   wire [63:0] \$1118 ;
   wire [63:0] \$1119 ;
-  wire [28:0] \$112 ;
+  wire \$112 ;
   wire [63:0] \$1120 ;
   wire [63:0] \$1121 ;
   wire [63:0] \$1122 ;
@@ -151,23 +151,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1125 ;
   wire [63:0] \$1126 ;
   wire [7:0] \$1127 ;
-  wire [8:0] \$1128 ;
+  wire [7:0] \$1128 ;
   wire [7:0] \$1129 ;
   wire \$113 ;
-  wire [8:0] \$1130 ;
+  wire [7:0] \$1130 ;
   wire [7:0] \$1131 ;
-  wire [8:0] \$1132 ;
+  wire [7:0] \$1132 ;
   wire [7:0] \$1133 ;
-  wire [8:0] \$1134 ;
-  wire [7:0] \$1135 ;
-  wire [8:0] \$1136 ;
-  wire [7:0] \$1137 ;
-  wire [8:0] \$1138 ;
-  wire [7:0] \$1139 ;
-  wire \$114 ;
-  wire [8:0] \$1140 ;
-  wire [7:0] \$1141 ;
-  wire [8:0] \$1142 ;
+  wire [7:0] \$1134 ;
+  wire \$1135 ;
+  wire \$1136 ;
+  wire \$1137 ;
+  wire \$1138 ;
+  wire \$1139 ;
+  wire [28:0] \$114 ;
+  wire \$1140 ;
+  wire \$1141 ;
+  wire \$1142 ;
   wire \$1143 ;
   wire \$1144 ;
   wire \$1145 ;
@@ -175,7 +175,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1147 ;
   wire \$1148 ;
   wire \$1149 ;
-  wire [28:0] \$115 ;
+  wire \$115 ;
   wire \$1150 ;
   wire \$1151 ;
   wire \$1152 ;
@@ -186,163 +186,163 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1157 ;
   wire \$1158 ;
   wire \$1159 ;
-  wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
+  wire [28:0] \$116 ;
+  wire [8:0] \$1160 ;
+  wire [8:0] \$1161 ;
   wire \$1162 ;
-  wire \$1163 ;
-  wire \$1164 ;
-  wire \$1165 ;
-  wire \$1166 ;
+  wire [2:0] \$1163 ;
+  wire [3:0] \$1164 ;
+  wire [2:0] \$1165 ;
+  wire [3:0] \$1166 ;
   wire \$1167 ;
-  wire [8:0] \$1168 ;
-  wire [8:0] \$1169 ;
-  wire [28:0] \$117 ;
-  wire \$1170 ;
-  wire [2:0] \$1171 ;
+  wire \$1168 ;
+  wire [5:0] \$1169 ;
+  wire \$117 ;
+  wire [11:0] \$1170 ;
+  wire [14:0] \$1171 ;
   wire [3:0] \$1172 ;
-  wire [2:0] \$1173 ;
-  wire [3:0] \$1174 ;
-  wire \$1175 ;
-  wire \$1176 ;
-  wire [5:0] \$1177 ;
-  wire [11:0] \$1178 ;
-  wire [14:0] \$1179 ;
+  wire [7:0] \$1173 ;
+  wire [15:0] \$1174 ;
+  wire [16:0] \$1175 ;
+  wire [7:0] \$1176 ;
+  wire [3:0] \$1177 ;
+  wire [3:0] \$1178 ;
+  wire [7:0] \$1179 ;
   wire \$118 ;
-  wire [3:0] \$1180 ;
-  wire [7:0] \$1181 ;
-  wire [15:0] \$1182 ;
-  wire [16:0] \$1183 ;
-  wire [7:0] \$1184 ;
-  wire [3:0] \$1185 ;
-  wire [3:0] \$1186 ;
-  wire [7:0] \$1187 ;
-  wire [13:0] \$1188 ;
-  wire [17:0] \$1189 ;
-  wire \$119 ;
-  wire [7:0] \$1190 ;
-  wire [10:0] \$1191 ;
-  wire [3:0] \$1192 ;
-  wire [7:0] \$1193 ;
-  wire [11:0] \$1194 ;
-  wire [12:0] \$1195 ;
-  wire [11:0] \$1196 ;
-  wire [14:0] \$1197 ;
+  wire [13:0] \$1180 ;
+  wire [17:0] \$1181 ;
+  wire [7:0] \$1182 ;
+  wire [10:0] \$1183 ;
+  wire [3:0] \$1184 ;
+  wire [7:0] \$1185 ;
+  wire [11:0] \$1186 ;
+  wire [12:0] \$1187 ;
+  wire [11:0] \$1188 ;
+  wire [14:0] \$1189 ;
+  wire [28:0] \$119 ;
+  wire [3:0] \$1190 ;
+  wire [7:0] \$1191 ;
+  wire [15:0] \$1192 ;
+  wire [16:0] \$1193 ;
+  wire [17:0] \$1194 ;
+  wire [22:0] \$1195 ;
+  wire [23:0] \$1196 ;
+  wire [15:0] \$1197 ;
   wire [3:0] \$1198 ;
   wire [7:0] \$1199 ;
   wire [7:0] \$12 ;
-  wire [28:0] \$120 ;
-  wire [15:0] \$1200 ;
-  wire [16:0] \$1201 ;
-  wire [17:0] \$1202 ;
-  wire [22:0] \$1203 ;
-  wire [23:0] \$1204 ;
-  wire [15:0] \$1205 ;
-  wire \$1206 ;
+  wire \$120 ;
+  wire [5:0] \$1200 ;
+  wire [47:0] \$1201 ;
+  wire [48:0] \$1202 ;
+  wire [5:0] \$1203 ;
+  wire [47:0] \$1204 ;
+  wire [48:0] \$1205 ;
+  wire [7:0] \$1206 ;
   wire \$1207 ;
   wire \$1208 ;
   wire \$1209 ;
-  wire \$121 ;
-  wire [5:0] \$1210 ;
-  wire [47:0] \$1211 ;
-  wire [48:0] \$1212 ;
-  wire [5:0] \$1213 ;
-  wire [47:0] \$1214 ;
-  wire [48:0] \$1215 ;
-  wire [7:0] \$1216 ;
+  wire [28:0] \$121 ;
+  wire \$1210 ;
+  wire \$1211 ;
+  wire \$1212 ;
+  wire \$1213 ;
+  wire \$1214 ;
+  wire \$1215 ;
+  wire \$1216 ;
   wire \$1217 ;
   wire \$1218 ;
   wire \$1219 ;
-  wire [28:0] \$122 ;
-  wire \$1220 ;
+  wire \$122 ;
+  wire [5:0] \$1220 ;
   wire \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
-  wire \$1224 ;
+  wire [8:0] \$1224 ;
   wire \$1225 ;
-  wire \$1226 ;
-  wire \$1227 ;
-  wire \$1228 ;
+  wire [10:0] \$1226 ;
+  wire [10:0] \$1227 ;
+  wire [24:0] \$1228 ;
   wire \$1229 ;
   wire \$123 ;
-  wire [5:0] \$1230 ;
+  wire \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
   wire \$1233 ;
-  wire [8:0] \$1234 ;
-  wire \$1235 ;
-  wire [10:0] \$1236 ;
-  wire [10:0] \$1237 ;
-  wire [24:0] \$1238 ;
-  wire \$1239 ;
-  wire \$124 ;
+  wire \$1234 ;
+  wire [17:0] \$1235 ;
+  wire \$1236 ;
+  wire [24:0] \$1237 ;
+  wire \$1238 ;
+  wire [5:0] \$1239 ;
+  wire [28:0] \$124 ;
   wire \$1240 ;
-  wire \$1241 ;
+  wire [7:0] \$1241 ;
   wire \$1242 ;
-  wire \$1243 ;
-  wire \$1244 ;
-  wire [17:0] \$1245 ;
+  wire [12:0] \$1243 ;
+  wire [7:0] \$1244 ;
+  wire [5:0] \$1245 ;
   wire \$1246 ;
-  wire [24:0] \$1247 ;
-  wire \$1248 ;
-  wire [5:0] \$1249 ;
-  wire [28:0] \$125 ;
+  wire [7:0] \$1247 ;
+  wire [11:0] \$1248 ;
+  wire \$1249 ;
+  wire \$125 ;
   wire \$1250 ;
-  wire [7:0] \$1251 ;
-  wire \$1252 ;
-  wire [12:0] \$1253 ;
+  wire \$1251 ;
+  wire [7:0] \$1252 ;
+  wire [7:0] \$1253 ;
   wire [7:0] \$1254 ;
-  wire [5:0] \$1255 ;
-  wire \$1256 ;
+  wire [29:0] \$1255 ;
+  wire [7:0] \$1256 ;
   wire [7:0] \$1257 ;
-  wire [11:0] \$1258 ;
-  wire \$1259 ;
-  wire \$126 ;
+  wire \$1258 ;
+  wire [10:0] \$1259 ;
+  wire [28:0] \$126 ;
   wire \$1260 ;
-  wire \$1261 ;
-  wire [7:0] \$1262 ;
-  wire [7:0] \$1263 ;
-  wire [7:0] \$1264 ;
-  wire [29:0] \$1265 ;
-  wire [7:0] \$1266 ;
-  wire [7:0] \$1267 ;
+  wire [28:0] \$1261 ;
+  wire \$1262 ;
+  wire \$1263 ;
+  wire \$1264 ;
+  wire \$1265 ;
+  wire \$1266 ;
+  wire \$1267 ;
   wire \$1268 ;
-  wire [10:0] \$1269 ;
-  wire [28:0] \$127 ;
+  wire \$1269 ;
+  wire \$127 ;
   wire \$1270 ;
-  wire [28:0] \$1271 ;
-  wire \$1272 ;
-  wire \$1273 ;
-  wire \$1274 ;
-  wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
-  wire \$1279 ;
+  wire [29:0] \$1271 ;
+  wire [30:0] \$1272 ;
+  wire [12:0] \$1273 ;
+  wire [13:0] \$1274 ;
+  wire [7:0] \$1275 ;
+  wire [3:0] \$1276 ;
+  wire [11:0] \$1277 ;
+  wire [7:0] \$1278 ;
+  wire [29:0] \$1279 ;
   wire \$128 ;
-  wire \$1280 ;
-  wire [19:0] \$1281 ;
-  wire [20:0] \$1282 ;
-  wire [29:0] \$1283 ;
-  wire [30:0] \$1284 ;
-  wire [7:0] \$1285 ;
-  wire [19:0] \$1286 ;
-  wire [11:0] \$1287 ;
-  wire [7:0] \$1288 ;
-  wire [29:0] \$1289 ;
-  wire \$129 ;
-  wire [11:0] \$1290 ;
-  wire [11:0] \$1291 ;
-  wire [29:0] \$1292 ;
-  wire [11:0] \$1293 ;
-  wire \$1294 ;
-  wire \$1295 ;
-  wire [5:0] \$1296 ;
+  wire [11:0] \$1280 ;
+  wire [11:0] \$1281 ;
+  wire [29:0] \$1282 ;
+  wire [11:0] \$1283 ;
+  wire \$1284 ;
+  wire \$1285 ;
+  wire [5:0] \$1286 ;
+  wire \$1287 ;
+  wire [5:0] \$1288 ;
+  wire [4:0] \$1289 ;
+  wire [28:0] \$129 ;
+  wire [5:0] \$1290 ;
+  wire [4:0] \$1291 ;
+  wire \$1292 ;
+  wire [5:0] \$1293 ;
+  wire [4:0] \$1294 ;
+  wire [5:0] \$1295 ;
+  wire [4:0] \$1296 ;
   wire \$1297 ;
   wire [5:0] \$1298 ;
   wire [4:0] \$1299 ;
   wire [8:0] \$13 ;
-  wire [28:0] \$130 ;
+  wire \$130 ;
   wire [5:0] \$1300 ;
   wire [4:0] \$1301 ;
   wire \$1302 ;
@@ -353,7 +353,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1307 ;
   wire [5:0] \$1308 ;
   wire [4:0] \$1309 ;
-  wire \$131 ;
+  wire [28:0] \$131 ;
   wire [5:0] \$1310 ;
   wire [4:0] \$1311 ;
   wire \$1312 ;
@@ -364,7 +364,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1317 ;
   wire [5:0] \$1318 ;
   wire [4:0] \$1319 ;
-  wire [28:0] \$132 ;
+  wire \$132 ;
   wire [5:0] \$1320 ;
   wire [4:0] \$1321 ;
   wire \$1322 ;
@@ -373,116 +373,116 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [5:0] \$1325 ;
   wire [4:0] \$1326 ;
   wire \$1327 ;
-  wire [5:0] \$1328 ;
-  wire [4:0] \$1329 ;
+  wire \$1328 ;
+  wire \$1329 ;
   wire \$133 ;
-  wire [5:0] \$1330 ;
-  wire [4:0] \$1331 ;
+  wire \$1330 ;
+  wire \$1331 ;
   wire \$1332 ;
-  wire [5:0] \$1333 ;
-  wire [4:0] \$1334 ;
-  wire [5:0] \$1335 ;
-  wire [4:0] \$1336 ;
+  wire \$1333 ;
+  wire \$1334 ;
+  wire \$1335 ;
+  wire \$1336 ;
   wire \$1337 ;
-  wire \$1338 ;
-  wire \$1339 ;
-  wire \$134 ;
-  wire \$1340 ;
-  wire \$1341 ;
-  wire \$1342 ;
-  wire \$1343 ;
-  wire \$1344 ;
-  wire \$1345 ;
-  wire \$1346 ;
-  wire \$1347 ;
-  wire [3:0] \$1348 ;
-  wire [29:0] \$1349 ;
-  wire [28:0] \$135 ;
-  wire [29:0] \$1350 ;
-  wire [3:0] \$1351 ;
-  wire [7:0] \$1352 ;
-  wire [7:0] \$1353 ;
-  wire [29:0] \$1354 ;
-  wire [29:0] \$1355 ;
-  wire [7:0] \$1356 ;
-  wire [7:0] \$1357 ;
+  wire [3:0] \$1338 ;
+  wire [29:0] \$1339 ;
+  wire [28:0] \$134 ;
+  wire [29:0] \$1340 ;
+  wire [3:0] \$1341 ;
+  wire [7:0] \$1342 ;
+  wire [7:0] \$1343 ;
+  wire [29:0] \$1344 ;
+  wire [29:0] \$1345 ;
+  wire [7:0] \$1346 ;
+  wire [7:0] \$1347 ;
+  wire \$1348 ;
+  wire \$1349 ;
+  wire \$135 ;
+  wire [7:0] \$1350 ;
+  wire [12:0] \$1351 ;
+  wire [30:0] \$1352 ;
+  wire [30:0] \$1353 ;
+  wire [30:0] \$1354 ;
+  wire [30:0] \$1355 ;
+  wire \$1356 ;
+  wire [12:0] \$1357 ;
   wire \$1358 ;
-  wire \$1359 ;
-  wire \$136 ;
-  wire [7:0] \$1360 ;
-  wire [12:0] \$1361 ;
-  wire [30:0] \$1362 ;
-  wire [30:0] \$1363 ;
-  wire [30:0] \$1364 ;
-  wire [30:0] \$1365 ;
+  wire [12:0] \$1359 ;
+  wire [28:0] \$136 ;
+  wire [12:0] \$1360 ;
+  wire \$1361 ;
+  wire [13:0] \$1362 ;
+  wire \$1363 ;
+  wire [13:0] \$1364 ;
+  wire [13:0] \$1365 ;
   wire \$1366 ;
-  wire [12:0] \$1367 ;
+  wire [4:0] \$1367 ;
   wire \$1368 ;
-  wire [12:0] \$1369 ;
-  wire [28:0] \$137 ;
-  wire [12:0] \$1370 ;
-  wire \$1371 ;
-  wire [13:0] \$1372 ;
+  wire \$1369 ;
+  wire \$137 ;
+  wire \$1370 ;
+  wire [32:0] \$1371 ;
+  wire [32:0] \$1372 ;
   wire \$1373 ;
-  wire [13:0] \$1374 ;
-  wire [13:0] \$1375 ;
-  wire \$1376 ;
-  wire [4:0] \$1377 ;
+  wire \$1374 ;
+  wire [32:0] \$1375 ;
+  wire [32:0] \$1376 ;
+  wire \$1377 ;
   wire \$1378 ;
-  wire \$1379 ;
+  wire [32:0] \$1379 ;
   wire \$138 ;
-  wire \$1380 ;
-  wire [32:0] \$1381 ;
-  wire [32:0] \$1382 ;
-  wire \$1383 ;
-  wire \$1384 ;
-  wire [32:0] \$1385 ;
-  wire [32:0] \$1386 ;
-  wire \$1387 ;
-  wire \$1388 ;
-  wire [32:0] \$1389 ;
-  wire \$139 ;
-  wire [32:0] \$1390 ;
-  wire \$1391 ;
-  wire \$1392 ;
-  wire [32:0] \$1393 ;
-  wire [32:0] \$1394 ;
-  wire \$1395 ;
-  wire \$1396 ;
-  wire [32:0] \$1397 ;
-  wire [32:0] \$1398 ;
-  wire \$1399 ;
+  wire [32:0] \$1380 ;
+  wire \$1381 ;
+  wire \$1382 ;
+  wire [32:0] \$1383 ;
+  wire [32:0] \$1384 ;
+  wire \$1385 ;
+  wire \$1386 ;
+  wire [32:0] \$1387 ;
+  wire [32:0] \$1388 ;
+  wire \$1389 ;
+  wire [28:0] \$139 ;
+  wire \$1390 ;
+  wire [32:0] \$1391 ;
+  wire [32:0] \$1392 ;
+  wire \$1393 ;
+  wire \$1394 ;
+  wire [32:0] \$1395 ;
+  wire [32:0] \$1396 ;
+  wire \$1397 ;
+  wire \$1398 ;
+  wire [32:0] \$1399 ;
   wire [8:0] \$14 ;
-  wire [28:0] \$140 ;
-  wire \$1400 ;
-  wire [32:0] \$1401 ;
-  wire [32:0] \$1402 ;
+  wire \$140 ;
+  wire [32:0] \$1400 ;
+  wire \$1401 ;
+  wire \$1402 ;
   wire \$1403 ;
   wire \$1404 ;
-  wire [32:0] \$1405 ;
-  wire [32:0] \$1406 ;
-  wire \$1407 ;
-  wire \$1408 ;
-  wire [32:0] \$1409 ;
-  wire \$141 ;
-  wire [32:0] \$1410 ;
-  wire \$1411 ;
-  wire \$1412 ;
-  wire \$1413 ;
-  wire \$1414 ;
-  reg [9:0] \$1415 ;
-  reg [9:0] \$1416 ;
-  reg \$1417 ;
-  reg [9:0] \$1418 ;
-  reg [28:0] \$1419 ;
+  reg [9:0] \$1405 ;
+  reg [9:0] \$1406 ;
+  reg \$1407 ;
+  reg [9:0] \$1408 ;
+  reg [29:0] \$1409 ;
+  wire [28:0] \$141 ;
+  reg \$1410 ;
+  reg [63:0] \$1411 ;
+  reg \$1412 ;
+  reg \$1413 ;
+  reg [3:0] \$1414 ;
+  reg \$1415 ;
+  reg [63:0] \$1416 ;
+  reg [63:0] \$1417 ;
+  reg [63:0] \$1418 ;
+  reg [63:0] \$1419 ;
   wire \$142 ;
-  reg \$1420 ;
+  reg [63:0] \$1420 ;
   reg [63:0] \$1421 ;
-  reg \$1422 ;
-  reg \$1423 ;
-  reg [3:0] \$1424 ;
-  reg \$1425 ;
-  reg [63:0] \$1426 ;
+  reg [63:0] \$1422 ;
+  reg [63:0] \$1423 ;
+  reg [63:0] \$1424 ;
+  reg [3:0] \$1425 ;
+  reg \$1426 ;
   reg [63:0] \$1427 ;
   reg [63:0] \$1428 ;
   reg [63:0] \$1429 ;
@@ -497,7 +497,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$1437 ;
   reg [63:0] \$1438 ;
   reg [63:0] \$1439 ;
-  wire \$144 ;
+  wire [28:0] \$144 ;
   reg [63:0] \$1440 ;
   reg [63:0] \$1441 ;
   reg [63:0] \$1442 ;
@@ -505,9 +505,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1444 ;
   reg [63:0] \$1445 ;
   reg [63:0] \$1446 ;
-  reg [63:0] \$1447 ;
-  reg [3:0] \$1448 ;
-  reg \$1449 ;
+  reg [3:0] \$1447 ;
+  reg \$1448 ;
+  reg [63:0] \$1449 ;
   wire \$145 ;
   reg [63:0] \$1450 ;
   reg [63:0] \$1451 ;
@@ -517,11 +517,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1455 ;
   reg [63:0] \$1456 ;
   reg [63:0] \$1457 ;
-  reg [63:0] \$1458 ;
-  reg [63:0] \$1459 ;
+  reg [3:0] \$1458 ;
+  reg \$1459 ;
   wire \$146 ;
-  reg [3:0] \$1460 ;
-  reg \$1461 ;
+  reg [63:0] \$1460 ;
+  reg [63:0] \$1461 ;
   reg [63:0] \$1462 ;
   reg [63:0] \$1463 ;
   reg [63:0] \$1464 ;
@@ -529,24 +529,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1466 ;
   reg [63:0] \$1467 ;
   reg [63:0] \$1468 ;
-  reg [63:0] \$1469 ;
+  reg [29:0] \$1469 ;
   wire \$147 ;
-  reg [63:0] \$1470 ;
-  reg [63:0] \$1471 ;
+  reg [3:0] \$1470 ;
+  reg [3:0] \$1471 ;
   reg [3:0] \$1472 ;
-  reg \$1473 ;
-  reg [63:0] \$1474 ;
-  reg [63:0] \$1475 ;
-  reg [63:0] \$1476 ;
-  reg [63:0] \$1477 ;
-  reg [63:0] \$1478 ;
-  reg [63:0] \$1479 ;
+  reg [3:0] \$1473 ;
+  reg [3:0] \$1474 ;
+  reg [3:0] \$1475 ;
+  reg [3:0] \$1476 ;
+  reg [3:0] \$1477 ;
+  reg [3:0] \$1478 ;
+  reg [3:0] \$1479 ;
   wire \$148 ;
-  reg [63:0] \$1480 ;
-  reg [63:0] \$1481 ;
-  reg [63:0] \$1482 ;
-  reg [63:0] \$1483 ;
-  reg [28:0] \$1484 ;
+  reg [3:0] \$1480 ;
+  reg [3:0] \$1481 ;
+  reg [3:0] \$1482 ;
+  reg [3:0] \$1483 ;
+  reg [3:0] \$1484 ;
   reg [3:0] \$1485 ;
   reg [3:0] \$1486 ;
   reg [3:0] \$1487 ;
@@ -567,165 +567,148 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$150 ;
   reg [3:0] \$1500 ;
   reg [3:0] \$1501 ;
-  reg [3:0] \$1502 ;
-  reg [3:0] \$1503 ;
-  reg [3:0] \$1504 ;
-  reg [3:0] \$1505 ;
-  reg [3:0] \$1506 ;
-  reg [3:0] \$1507 ;
-  reg [3:0] \$1508 ;
-  reg [3:0] \$1509 ;
+  reg [29:0] \$1502 ;
+  reg [29:0] \$1503 ;
+  reg [29:0] \$1504 ;
+  reg [29:0] \$1505 ;
+  reg [29:0] \$1506 ;
+  reg [29:0] \$1507 ;
+  reg [29:0] \$1508 ;
+  reg [29:0] \$1509 ;
   wire \$151 ;
-  reg [3:0] \$1510 ;
-  reg [3:0] \$1511 ;
-  reg [3:0] \$1512 ;
-  reg [3:0] \$1513 ;
-  reg [3:0] \$1514 ;
-  reg [3:0] \$1515 ;
-  reg [3:0] \$1516 ;
-  reg [28:0] \$1517 ;
-  reg [28:0] \$1518 ;
-  reg [28:0] \$1519 ;
+  reg [29:0] \$1510 ;
+  reg [29:0] \$1511 ;
+  reg [29:0] \$1512 ;
+  reg [29:0] \$1513 ;
+  reg [29:0] \$1514 ;
+  reg [29:0] \$1515 ;
+  reg [29:0] \$1516 ;
+  reg [29:0] \$1517 ;
+  reg [29:0] \$1518 ;
+  reg \$1519 ;
   wire \$152 ;
-  reg [28:0] \$1520 ;
-  reg [28:0] \$1521 ;
-  reg [28:0] \$1522 ;
-  reg [28:0] \$1523 ;
-  reg [28:0] \$1524 ;
-  reg [28:0] \$1525 ;
-  reg [28:0] \$1526 ;
-  reg [28:0] \$1527 ;
-  reg [28:0] \$1528 ;
-  reg [28:0] \$1529 ;
+  reg \$1520 ;
+  reg [255:0] \$1521 ;
+  reg [551:0] \$1522 ;
+  reg [7:0] \$1523 ;
+  reg \$1524 ;
+  reg \$1525 ;
+  reg \$1526 ;
+  reg [1:0] \$1527 ;
+  reg [1:0] \$1528 ;
+  reg \$1529 ;
   wire \$153 ;
-  reg [28:0] \$1530 ;
-  reg [28:0] \$1531 ;
-  reg [28:0] \$1532 ;
-  reg [28:0] \$1533 ;
-  reg \$1534 ;
-  reg \$1535 ;
-  reg [255:0] \$1536 ;
-  reg [551:0] \$1537 ;
-  reg [7:0] \$1538 ;
-  reg \$1539 ;
+  reg \$1530 ;
+  reg [154:0] \$1531 ;
+  reg [2:0] \$1532 ;
+  reg [7:0] \$1533 ;
+  reg [3:0] \$1534 ;
+  reg [3:0] \$1535 ;
+  reg [3:0] \$1536 ;
+  reg [3:0] \$1537 ;
+  reg [3:0] \$1538 ;
+  reg [3:0] \$1539 ;
   wire \$154 ;
-  reg \$1540 ;
-  reg \$1541 ;
-  reg [1:0] \$1542 ;
-  reg [1:0] \$1543 ;
-  reg \$1544 ;
-  reg \$1545 ;
-  reg [154:0] \$1546 ;
-  reg [2:0] \$1547 ;
-  reg [7:0] \$1548 ;
+  reg [3:0] \$1540 ;
+  reg [3:0] \$1541 ;
+  reg [3:0] \$1542 ;
+  reg [3:0] \$1543 ;
+  reg [3:0] \$1544 ;
+  reg [3:0] \$1545 ;
+  reg [3:0] \$1546 ;
+  reg [3:0] \$1547 ;
+  reg [3:0] \$1548 ;
   reg [3:0] \$1549 ;
   wire \$155 ;
   reg [3:0] \$1550 ;
   reg [3:0] \$1551 ;
-  reg [3:0] \$1552 ;
-  reg [3:0] \$1553 ;
-  reg [3:0] \$1554 ;
-  reg [3:0] \$1555 ;
-  reg [3:0] \$1556 ;
-  reg [3:0] \$1557 ;
-  reg [3:0] \$1558 ;
-  reg [3:0] \$1559 ;
+  reg [5:0] \$1552 ;
+  reg [28:0] \$1553 ;
+  reg [6:0] \$1554 ;
+  reg [2:0] \$1555 ;
+  reg [2:0] \$1556 ;
+  reg [6:0] \$1557 ;
+  reg [28:0] \$1558 ;
+  reg [17:0] \$1559 ;
   wire \$156 ;
-  reg [3:0] \$1560 ;
-  reg [3:0] \$1561 ;
-  reg [3:0] \$1562 ;
-  reg [3:0] \$1563 ;
-  reg [3:0] \$1564 ;
-  reg [3:0] \$1565 ;
-  reg [3:0] \$1566 ;
-  reg [5:0] \$1567 ;
-  reg [28:0] \$1568 ;
-  reg [6:0] \$1569 ;
+  reg [28:0] \$1560 ;
+  reg [28:0] \$1561 ;
+  reg [22:0] \$1562 ;
+  reg [15:0] \$1563 ;
+  reg [11:0] \$1564 ;
+  reg \$1565 ;
+  reg [16:0] \$1566 ;
+  reg [16:0] \$1567 ;
+  reg [4:0] \$1568 ;
+  reg [7:0] \$1569 ;
   wire \$157 ;
-  reg [2:0] \$1570 ;
-  reg [2:0] \$1571 ;
-  reg [6:0] \$1572 ;
-  reg [28:0] \$1573 ;
-  reg [17:0] \$1574 ;
-  reg [28:0] \$1575 ;
-  reg [28:0] \$1576 ;
-  reg [22:0] \$1577 ;
-  reg [15:0] \$1578 ;
-  reg [18:0] \$1579 ;
+  reg [23:0] \$1570 ;
+  reg \$1571 ;
+  reg \$1572 ;
+  reg [16:0] \$1573 ;
+  reg \$1574 ;
+  reg [23:0] \$1575 ;
+  reg [4:0] \$1576 ;
+  reg [6:0] \$1577 ;
+  reg [11:0] \$1578 ;
+  reg \$1579 ;
   wire \$158 ;
-  reg \$1580 ;
-  reg \$1581 ;
-  reg [16:0] \$1582 ;
-  reg [16:0] \$1583 ;
-  reg [4:0] \$1584 ;
-  reg [7:0] \$1585 ;
-  reg [23:0] \$1586 ;
-  reg \$1587 ;
-  reg \$1588 ;
-  reg [16:0] \$1589 ;
+  reg [10:0] \$1580 ;
+  reg [1:0] \$1581 ;
+  reg [6:0] \$1582 ;
+  reg [2:0] \$1583 ;
+  reg [2:0] \$1584 ;
+  reg [4:0] \$1585 ;
+  reg [10:0] \$1586 ;
+  reg [6:0] \$1587 ;
+  reg [11:0] \$1588 ;
+  reg [28:0] \$1589 ;
   wire \$159 ;
-  reg \$1590 ;
-  reg [23:0] \$1591 ;
-  reg [4:0] \$1592 ;
-  reg [6:0] \$1593 ;
-  reg [11:0] \$1594 ;
-  reg \$1595 ;
-  reg [10:0] \$1596 ;
-  reg [1:0] \$1597 ;
-  reg [6:0] \$1598 ;
-  reg [2:0] \$1599 ;
+  reg [28:0] \$1590 ;
+  reg [28:0] \$1591 ;
+  reg [29:0] \$1592 ;
+  reg [28:0] \$1593 ;
+  reg [28:0] \$1594 ;
+  reg [10:0] \$1595 ;
+  reg [11:0] \$1596 ;
+  reg [3:0] \$1597 ;
+  reg [3:0] \$1598 ;
+  reg [3:0] \$1599 ;
   wire \$16 ;
   wire \$160 ;
-  reg [2:0] \$1600 ;
-  reg [4:0] \$1601 ;
-  reg [10:0] \$1602 ;
-  reg [6:0] \$1603 ;
-  reg [11:0] \$1604 ;
-  reg [28:0] \$1605 ;
-  reg [28:0] \$1606 ;
-  reg [28:0] \$1607 ;
-  reg [29:0] \$1608 ;
-  reg [28:0] \$1609 ;
+  reg [3:0] \$1600 ;
+  reg [3:0] \$1601 ;
+  reg [3:0] \$1602 ;
+  reg [3:0] \$1603 ;
+  reg [3:0] \$1604 ;
+  reg [3:0] \$1605 ;
+  reg [3:0] \$1606 ;
+  reg [3:0] \$1607 ;
+  reg [3:0] \$1608 ;
+  reg [3:0] \$1609 ;
   wire \$161 ;
-  reg [28:0] \$1610 ;
-  reg [10:0] \$1611 ;
-  reg [18:0] \$1612 ;
-  reg [18:0] \$1613 ;
+  reg [3:0] \$1610 ;
+  reg [3:0] \$1611 ;
+  reg [3:0] \$1612 ;
+  reg [12:0] \$1613 ;
   reg [3:0] \$1614 ;
-  reg [3:0] \$1615 ;
-  reg [3:0] \$1616 ;
-  reg [3:0] \$1617 ;
-  reg [3:0] \$1618 ;
-  reg [3:0] \$1619 ;
+  reg \$1615 ;
+  reg [11:0] \$1616 ;
+  reg [10:0] \$1617 ;
+  reg [12:0] \$1618 ;
+  reg \$1619 ;
   wire \$162 ;
-  reg [3:0] \$1620 ;
-  reg [3:0] \$1621 ;
-  reg [3:0] \$1622 ;
-  reg [3:0] \$1623 ;
-  reg [3:0] \$1624 ;
-  reg [3:0] \$1625 ;
-  reg [3:0] \$1626 ;
-  reg [3:0] \$1627 ;
-  reg [3:0] \$1628 ;
-  reg [3:0] \$1629 ;
+  reg \$1620 ;
+  reg [31:0] \$1621 ;
+  reg [31:0] \$1622 ;
+  reg [31:0] \$1623 ;
+  reg [31:0] \$1624 ;
+  reg [31:0] \$1625 ;
+  reg [31:0] \$1626 ;
+  reg [31:0] \$1627 ;
+  reg [31:0] \$1628 ;
   wire \$163 ;
-  reg [12:0] \$1630 ;
-  reg [3:0] \$1631 ;
-  reg \$1632 ;
-  reg [11:0] \$1633 ;
-  reg [10:0] \$1634 ;
-  reg [12:0] \$1635 ;
-  reg \$1636 ;
-  reg \$1637 ;
-  reg [31:0] \$1638 ;
-  reg [31:0] \$1639 ;
   wire \$164 ;
-  reg [31:0] \$1640 ;
-  reg [31:0] \$1641 ;
-  reg [31:0] \$1642 ;
-  reg [31:0] \$1643 ;
-  reg [31:0] \$1644 ;
-  reg [31:0] \$1645 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
@@ -739,22 +722,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$174 ;
   wire \$175 ;
   wire \$176 ;
-  wire [4:0] \$177 ;
-  wire [29:0] \$178 ;
-  wire [4:0] \$179 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [29:0] \$180 ;
-  wire [5:0] \$181 ;
+  wire \$180 ;
+  wire [4:0] \$181 ;
   wire [29:0] \$182 ;
-  wire [5:0] \$183 ;
+  wire [4:0] \$183 ;
   wire [29:0] \$184 ;
-  wire [6:0] \$185 ;
+  wire [5:0] \$185 ;
   wire [29:0] \$186 ;
-  reg [63:0] \$187 ;
-  reg [63:0] \$188 ;
-  reg [63:0] \$189 ;
+  wire [5:0] \$187 ;
+  wire [29:0] \$188 ;
+  wire [6:0] \$189 ;
   wire \$19 ;
-  reg [63:0] \$190 ;
+  wire [29:0] \$190 ;
   reg [63:0] \$191 ;
   reg [63:0] \$192 ;
   reg [63:0] \$193 ;
@@ -795,11 +778,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$224 ;
   reg [63:0] \$225 ;
   reg [63:0] \$226 ;
-  wire [31:0] \$227 ;
-  wire [32:0] \$228 ;
-  wire [31:0] \$229 ;
+  reg [63:0] \$227 ;
+  reg [63:0] \$228 ;
+  reg [63:0] \$229 ;
   wire \$23 ;
-  wire [32:0] \$230 ;
+  reg [63:0] \$230 ;
   wire [31:0] \$231 ;
   wire [32:0] \$232 ;
   wire [31:0] \$233 ;
@@ -813,21 +796,21 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [32:0] \$240 ;
   wire [31:0] \$241 ;
   wire [32:0] \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire [13:0] \$246 ;
+  wire [31:0] \$243 ;
+  wire [32:0] \$244 ;
+  wire [31:0] \$245 ;
+  wire [32:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire \$250 ;
+  wire [13:0] \$250 ;
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
   wire \$254 ;
-  wire [3:0] \$255 ;
-  wire [7:0] \$256 ;
+  wire \$255 ;
+  wire \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
@@ -931,7 +914,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$347 ;
   wire \$348 ;
   wire [5:0] \$349 ;
-  wire [29:0] \$35 ;
+  wire \$35 ;
   wire \$350 ;
   wire \$351 ;
   wire \$352 ;
@@ -942,7 +925,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$357 ;
   wire \$358 ;
   wire [8:0] \$359 ;
-  wire [29:0] \$36 ;
+  wire \$36 ;
   wire \$360 ;
   wire \$361 ;
   wire [5:0] \$362 ;
@@ -953,7 +936,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$367 ;
   wire [8:0] \$368 ;
   wire \$369 ;
-  wire [30:0] \$37 ;
+  wire \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
@@ -964,7 +947,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [31:0] \$38 ;
+  wire \$38 ;
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
@@ -975,7 +958,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$387 ;
   wire [17:0] \$388 ;
   wire \$389 ;
-  wire [32:0] \$39 ;
+  wire [29:0] \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -998,7 +981,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
-  wire [29:0] \$41 ;
+  wire [30:0] \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
@@ -1009,7 +992,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [4:0] \$42 ;
+  wire [31:0] \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
@@ -1020,7 +1003,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire [5:0] \$43 ;
+  wire [32:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
@@ -1042,7 +1025,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
-  wire \$45 ;
+  wire [29:0] \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
@@ -1053,7 +1036,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [29:0] \$46 ;
+  wire [4:0] \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
@@ -1064,7 +1047,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire \$47 ;
+  wire [5:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -1086,7 +1069,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire [30:0] \$49 ;
+  wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -1109,7 +1092,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
-  wire [30:0] \$51 ;
+  wire \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
@@ -1120,7 +1103,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$517 ;
   wire \$518 ;
   wire \$519 ;
-  wire [30:0] \$52 ;
+  wire [29:0] \$52 ;
   wire \$520 ;
   wire \$521 ;
   wire \$522 ;
@@ -1131,7 +1114,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$527 ;
   wire \$528 ;
   wire \$529 ;
-  wire [31:0] \$53 ;
+  wire [30:0] \$53 ;
   wire \$530 ;
   wire \$531 ;
   wire \$532 ;
@@ -1153,7 +1136,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [32:0] \$55 ;
+  wire [30:0] \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
@@ -1164,7 +1147,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$557 ;
   wire \$558 ;
   wire \$559 ;
-  wire [29:0] \$56 ;
+  wire [30:0] \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
@@ -1175,7 +1158,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
-  wire [29:0] \$57 ;
+  wire [31:0] \$57 ;
   wire \$570 ;
   wire \$571 ;
   wire \$572 ;
@@ -1186,7 +1169,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
-  wire [30:0] \$58 ;
+  wire [29:0] \$58 ;
   wire \$580 ;
   wire \$581 ;
   wire \$582 ;
@@ -1197,7 +1180,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
-  wire [29:0] \$59 ;
+  wire [32:0] \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
@@ -1209,7 +1192,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$598 ;
   wire \$599 ;
   wire [8:0] \$6 ;
-  wire \$60 ;
+  wire [29:0] \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
@@ -1220,7 +1203,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
-  wire \$61 ;
+  wire [29:0] \$61 ;
   wire \$610 ;
   wire \$611 ;
   wire \$612 ;
@@ -1231,7 +1214,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$617 ;
   wire \$618 ;
   wire \$619 ;
-  wire [28:0] \$62 ;
+  wire [30:0] \$62 ;
   wire \$620 ;
   wire \$621 ;
   wire \$622 ;
@@ -1242,7 +1225,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$627 ;
   wire \$628 ;
   wire \$629 ;
-  wire \$63 ;
+  wire [29:0] \$63 ;
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
@@ -1264,7 +1247,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
-  wire [28:0] \$65 ;
+  wire \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
@@ -1275,7 +1258,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
-  wire \$66 ;
+  wire [28:0] \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
@@ -1286,7 +1269,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire [28:0] \$67 ;
+  wire \$67 ;
   wire \$670 ;
   wire \$671 ;
   wire \$672 ;
@@ -1308,7 +1291,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$687 ;
   wire \$688 ;
   wire \$689 ;
-  wire \$69 ;
+  wire [28:0] \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
@@ -1320,7 +1303,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$698 ;
   wire \$699 ;
   wire \$7 ;
-  wire [28:0] \$70 ;
+  wire \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
@@ -1331,7 +1314,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
-  wire \$71 ;
+  wire [28:0] \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
@@ -1342,7 +1325,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
-  wire [28:0] \$72 ;
+  wire \$72 ;
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
@@ -1364,7 +1347,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$737 ;
   wire \$738 ;
   wire \$739 ;
-  wire \$74 ;
+  wire [28:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
@@ -1375,7 +1358,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [4:0] \$747 ;
   wire [4:0] \$748 ;
   wire [4:0] \$749 ;
-  wire [28:0] \$75 ;
+  wire \$75 ;
   wire [4:0] \$750 ;
   wire \$751 ;
   wire \$752 ;
@@ -1386,7 +1369,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$757 ;
   wire \$758 ;
   wire \$759 ;
-  wire \$76 ;
+  wire [28:0] \$76 ;
   wire \$760 ;
   wire \$761 ;
   wire \$762 ;
@@ -1397,7 +1380,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [18:0] \$767 ;
   wire \$768 ;
   wire \$769 ;
-  wire [28:0] \$77 ;
+  wire \$77 ;
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
@@ -1419,7 +1402,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$787 ;
   wire \$788 ;
   wire \$789 ;
-  wire \$79 ;
+  wire [28:0] \$79 ;
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
@@ -1431,7 +1414,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$798 ;
   wire [63:0] \$799 ;
   wire [7:0] \$8 ;
-  wire [28:0] \$80 ;
+  wire \$80 ;
   wire [63:0] \$800 ;
   wire [63:0] \$801 ;
   wire [63:0] \$802 ;
@@ -1442,7 +1425,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$807 ;
   wire [63:0] \$808 ;
   wire [63:0] \$809 ;
-  wire \$81 ;
+  wire [28:0] \$81 ;
   reg [63:0] \$810 ;
   wire [63:0] \$811 ;
   wire \$812 ;
@@ -1453,7 +1436,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$817 ;
   wire [63:0] \$818 ;
   wire [63:0] \$819 ;
-  wire [28:0] \$82 ;
+  wire \$82 ;
   wire [63:0] \$820 ;
   wire [63:0] \$821 ;
   wire [63:0] \$822 ;
@@ -1475,7 +1458,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$837 ;
   wire [63:0] \$838 ;
   wire [63:0] \$839 ;
-  wire \$84 ;
+  wire [28:0] \$84 ;
   wire [63:0] \$840 ;
   wire [63:0] \$841 ;
   wire [63:0] \$842 ;
@@ -1486,7 +1469,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$847 ;
   wire [63:0] \$848 ;
   wire [63:0] \$849 ;
-  wire [28:0] \$85 ;
+  wire \$85 ;
   wire [63:0] \$850 ;
   wire [63:0] \$851 ;
   wire [63:0] \$852 ;
@@ -1497,7 +1480,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$857 ;
   wire [63:0] \$858 ;
   wire [63:0] \$859 ;
-  wire \$86 ;
+  wire [28:0] \$86 ;
   wire [63:0] \$860 ;
   wire [63:0] \$861 ;
   wire [63:0] \$862 ;
@@ -1508,7 +1491,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$867 ;
   wire [63:0] \$868 ;
   wire [63:0] \$869 ;
-  wire [28:0] \$87 ;
+  wire \$87 ;
   wire [63:0] \$870 ;
   wire [63:0] \$871 ;
   wire [63:0] \$872 ;
@@ -1530,7 +1513,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$887 ;
   wire [63:0] \$888 ;
   wire [63:0] \$889 ;
-  wire \$89 ;
+  wire [28:0] \$89 ;
   wire [63:0] \$890 ;
   wire [63:0] \$891 ;
   wire [63:0] \$892 ;
@@ -1542,7 +1525,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$898 ;
   wire \$899 ;
   wire \$9 ;
-  wire [28:0] \$90 ;
+  wire \$90 ;
   wire \$900 ;
   wire [63:0] \$901 ;
   wire [63:0] \$902 ;
@@ -1553,7 +1536,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$907 ;
   wire [63:0] \$908 ;
   wire [63:0] \$909 ;
-  wire \$91 ;
+  wire [28:0] \$91 ;
   wire [63:0] \$910 ;
   wire [63:0] \$911 ;
   wire [63:0] \$912 ;
@@ -1564,7 +1547,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$917 ;
   wire [63:0] \$918 ;
   wire \$919 ;
-  wire [28:0] \$92 ;
+  wire \$92 ;
   wire [63:0] \$920 ;
   wire [63:0] \$921 ;
   wire [63:0] \$922 ;
@@ -1586,7 +1569,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$937 ;
   wire \$938 ;
   wire \$939 ;
-  wire \$94 ;
+  wire [28:0] \$94 ;
   wire \$940 ;
   wire \$941 ;
   wire \$942 ;
@@ -1597,7 +1580,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$947 ;
   wire [63:0] \$948 ;
   wire [63:0] \$949 ;
-  wire [28:0] \$95 ;
+  wire \$95 ;
   wire [63:0] \$950 ;
   wire [63:0] \$951 ;
   wire [63:0] \$952 ;
@@ -1608,7 +1591,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$957 ;
   wire [63:0] \$958 ;
   wire [63:0] \$959 ;
-  wire \$96 ;
+  wire [28:0] \$96 ;
   reg [63:0] \$960 ;
   wire [63:0] \$961 ;
   wire \$962 ;
@@ -1619,7 +1602,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$967 ;
   wire [63:0] \$968 ;
   wire [63:0] \$969 ;
-  wire [28:0] \$97 ;
+  wire \$97 ;
   wire [63:0] \$970 ;
   wire [63:0] \$971 ;
   wire [63:0] \$972 ;
@@ -1641,7 +1624,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$987 ;
   wire [63:0] \$988 ;
   wire [63:0] \$989 ;
-  wire \$99 ;
+  wire [28:0] \$99 ;
   wire [63:0] \$990 ;
   wire [63:0] \$991 ;
   wire [63:0] \$992 ;
@@ -1661,7 +1644,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$109 ;
   wire [8:0] \$signature__addr$112 ;
   wire [8:0] \$signature__addr$113 ;
-  wire [8:0] \$signature__addr$313 ;
+  wire [8:0] \$signature__addr$307 ;
+  wire [8:0] \$signature__addr$312 ;
+  wire [8:0] \$signature__addr$315 ;
   wire [8:0] \$signature__addr$318 ;
   wire [8:0] \$signature__addr$321 ;
   wire [8:0] \$signature__addr$324 ;
@@ -1691,8 +1676,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$396 ;
   wire [8:0] \$signature__addr$399 ;
   wire [8:0] \$signature__addr$402 ;
-  wire [8:0] \$signature__addr$405 ;
-  wire [8:0] \$signature__addr$408 ;
   wire [8:0] \$signature__addr$53 ;
   wire [8:0] \$signature__addr$56 ;
   wire [8:0] \$signature__addr$57 ;
@@ -1717,6 +1700,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$96 ;
   wire [8:0] \$signature__addr$97 ;
   wire [63:0] \$signature__data ;
+  wire [63:0] \$signature__data$313 ;
+  wire [7:0] \$signature__data$313[0] ;
+  wire [7:0] \$signature__data$313[1] ;
+  wire [7:0] \$signature__data$313[2] ;
+  wire [7:0] \$signature__data$313[3] ;
+  wire [7:0] \$signature__data$313[4] ;
+  wire [7:0] \$signature__data$313[5] ;
+  wire [7:0] \$signature__data$313[6] ;
+  wire [7:0] \$signature__data$313[7] ;
+  wire [63:0] \$signature__data$316 ;
+  wire [7:0] \$signature__data$316[0] ;
+  wire [7:0] \$signature__data$316[1] ;
+  wire [7:0] \$signature__data$316[2] ;
+  wire [7:0] \$signature__data$316[3] ;
+  wire [7:0] \$signature__data$316[4] ;
+  wire [7:0] \$signature__data$316[5] ;
+  wire [7:0] \$signature__data$316[6] ;
+  wire [7:0] \$signature__data$316[7] ;
   wire [63:0] \$signature__data$319 ;
   wire [7:0] \$signature__data$319[0] ;
   wire [7:0] \$signature__data$319[1] ;
@@ -1978,24 +1979,60 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$403[5] ;
   wire [7:0] \$signature__data$403[6] ;
   wire [7:0] \$signature__data$403[7] ;
-  wire [63:0] \$signature__data$406 ;
-  wire [7:0] \$signature__data$406[0] ;
-  wire [7:0] \$signature__data$406[1] ;
-  wire [7:0] \$signature__data$406[2] ;
-  wire [7:0] \$signature__data$406[3] ;
-  wire [7:0] \$signature__data$406[4] ;
-  wire [7:0] \$signature__data$406[5] ;
-  wire [7:0] \$signature__data$406[6] ;
-  wire [7:0] \$signature__data$406[7] ;
-  wire [63:0] \$signature__data$409 ;
-  wire [7:0] \$signature__data$409[0] ;
-  wire [7:0] \$signature__data$409[1] ;
-  wire [7:0] \$signature__data$409[2] ;
-  wire [7:0] \$signature__data$409[3] ;
-  wire [7:0] \$signature__data$409[4] ;
-  wire [7:0] \$signature__data$409[5] ;
-  wire [7:0] \$signature__data$409[6] ;
-  wire [7:0] \$signature__data$409[7] ;
+  wire [63:0] \$signature__data$448 ;
+  wire [7:0] \$signature__data$448[0] ;
+  wire [7:0] \$signature__data$448[1] ;
+  wire [7:0] \$signature__data$448[2] ;
+  wire [7:0] \$signature__data$448[3] ;
+  wire [7:0] \$signature__data$448[4] ;
+  wire [7:0] \$signature__data$448[5] ;
+  wire [7:0] \$signature__data$448[6] ;
+  wire [7:0] \$signature__data$448[7] ;
+  wire [63:0] \$signature__data$449 ;
+  wire [7:0] \$signature__data$449[0] ;
+  wire [7:0] \$signature__data$449[1] ;
+  wire [7:0] \$signature__data$449[2] ;
+  wire [7:0] \$signature__data$449[3] ;
+  wire [7:0] \$signature__data$449[4] ;
+  wire [7:0] \$signature__data$449[5] ;
+  wire [7:0] \$signature__data$449[6] ;
+  wire [7:0] \$signature__data$449[7] ;
+  wire [63:0] \$signature__data$450 ;
+  wire [7:0] \$signature__data$450[0] ;
+  wire [7:0] \$signature__data$450[1] ;
+  wire [7:0] \$signature__data$450[2] ;
+  wire [7:0] \$signature__data$450[3] ;
+  wire [7:0] \$signature__data$450[4] ;
+  wire [7:0] \$signature__data$450[5] ;
+  wire [7:0] \$signature__data$450[6] ;
+  wire [7:0] \$signature__data$450[7] ;
+  wire [63:0] \$signature__data$451 ;
+  wire [7:0] \$signature__data$451[0] ;
+  wire [7:0] \$signature__data$451[1] ;
+  wire [7:0] \$signature__data$451[2] ;
+  wire [7:0] \$signature__data$451[3] ;
+  wire [7:0] \$signature__data$451[4] ;
+  wire [7:0] \$signature__data$451[5] ;
+  wire [7:0] \$signature__data$451[6] ;
+  wire [7:0] \$signature__data$451[7] ;
+  wire [63:0] \$signature__data$452 ;
+  wire [7:0] \$signature__data$452[0] ;
+  wire [7:0] \$signature__data$452[1] ;
+  wire [7:0] \$signature__data$452[2] ;
+  wire [7:0] \$signature__data$452[3] ;
+  wire [7:0] \$signature__data$452[4] ;
+  wire [7:0] \$signature__data$452[5] ;
+  wire [7:0] \$signature__data$452[6] ;
+  wire [7:0] \$signature__data$452[7] ;
+  wire [63:0] \$signature__data$453 ;
+  wire [7:0] \$signature__data$453[0] ;
+  wire [7:0] \$signature__data$453[1] ;
+  wire [7:0] \$signature__data$453[2] ;
+  wire [7:0] \$signature__data$453[3] ;
+  wire [7:0] \$signature__data$453[4] ;
+  wire [7:0] \$signature__data$453[5] ;
+  wire [7:0] \$signature__data$453[6] ;
+  wire [7:0] \$signature__data$453[7] ;
   wire [63:0] \$signature__data$454 ;
   wire [7:0] \$signature__data$454[0] ;
   wire [7:0] \$signature__data$454[1] ;
@@ -2230,60 +2267,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$479[5] ;
   wire [7:0] \$signature__data$479[6] ;
   wire [7:0] \$signature__data$479[7] ;
-  wire [63:0] \$signature__data$480 ;
-  wire [7:0] \$signature__data$480[0] ;
-  wire [7:0] \$signature__data$480[1] ;
-  wire [7:0] \$signature__data$480[2] ;
-  wire [7:0] \$signature__data$480[3] ;
-  wire [7:0] \$signature__data$480[4] ;
-  wire [7:0] \$signature__data$480[5] ;
-  wire [7:0] \$signature__data$480[6] ;
-  wire [7:0] \$signature__data$480[7] ;
-  wire [63:0] \$signature__data$481 ;
-  wire [7:0] \$signature__data$481[0] ;
-  wire [7:0] \$signature__data$481[1] ;
-  wire [7:0] \$signature__data$481[2] ;
-  wire [7:0] \$signature__data$481[3] ;
-  wire [7:0] \$signature__data$481[4] ;
-  wire [7:0] \$signature__data$481[5] ;
-  wire [7:0] \$signature__data$481[6] ;
-  wire [7:0] \$signature__data$481[7] ;
-  wire [63:0] \$signature__data$482 ;
-  wire [7:0] \$signature__data$482[0] ;
-  wire [7:0] \$signature__data$482[1] ;
-  wire [7:0] \$signature__data$482[2] ;
-  wire [7:0] \$signature__data$482[3] ;
-  wire [7:0] \$signature__data$482[4] ;
-  wire [7:0] \$signature__data$482[5] ;
-  wire [7:0] \$signature__data$482[6] ;
-  wire [7:0] \$signature__data$482[7] ;
-  wire [63:0] \$signature__data$483 ;
-  wire [7:0] \$signature__data$483[0] ;
-  wire [7:0] \$signature__data$483[1] ;
-  wire [7:0] \$signature__data$483[2] ;
-  wire [7:0] \$signature__data$483[3] ;
-  wire [7:0] \$signature__data$483[4] ;
-  wire [7:0] \$signature__data$483[5] ;
-  wire [7:0] \$signature__data$483[6] ;
-  wire [7:0] \$signature__data$483[7] ;
-  wire [63:0] \$signature__data$484 ;
-  wire [7:0] \$signature__data$484[0] ;
-  wire [7:0] \$signature__data$484[1] ;
-  wire [7:0] \$signature__data$484[2] ;
-  wire [7:0] \$signature__data$484[3] ;
-  wire [7:0] \$signature__data$484[4] ;
-  wire [7:0] \$signature__data$484[5] ;
-  wire [7:0] \$signature__data$484[6] ;
-  wire [7:0] \$signature__data$484[7] ;
-  wire [63:0] \$signature__data$485 ;
-  wire [7:0] \$signature__data$485[0] ;
-  wire [7:0] \$signature__data$485[1] ;
-  wire [7:0] \$signature__data$485[2] ;
-  wire [7:0] \$signature__data$485[3] ;
-  wire [7:0] \$signature__data$485[4] ;
-  wire [7:0] \$signature__data$485[5] ;
-  wire [7:0] \$signature__data$485[6] ;
-  wire [7:0] \$signature__data$485[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2301,6 +2284,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$111 ;
   wire \$signature__en$114 ;
   wire \$signature__en$115 ;
+  wire \$signature__en$311 ;
+  wire \$signature__en$314 ;
   wire \$signature__en$317 ;
   wire \$signature__en$320 ;
   wire \$signature__en$323 ;
@@ -2331,8 +2316,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$398 ;
   wire \$signature__en$401 ;
   wire \$signature__en$404 ;
-  wire \$signature__en$407 ;
-  wire \$signature__en$410 ;
   wire \$signature__en$55 ;
   wire \$signature__en$58 ;
   wire \$signature__en$59 ;
@@ -2485,8 +2468,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [2:0] \desc.stride_h ;
   wire [2:0] \desc.stride_w ;
   wire [6:0] \desc.width ;
+  wire dual_now;
   reg dual_ok;
-  reg dw2 = 1'h0;
   wire [511:0] dw_act;
   wire [63:0] \dw_act[0] ;
   wire [7:0] \dw_act[0][0] ;
@@ -2560,8 +2543,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \dw_act[7][5] ;
   wire [7:0] \dw_act[7][6] ;
   wire [7:0] \dw_act[7][7] ;
-  reg [18:0] dw_first;
-  reg [18:0] dw_first_rc = 19'h00000;
+  reg dw_dual = 1'h0;
+  reg [11:0] dw_first_rc = 12'h000;
   reg [3:0] dw_kx0 = 4'h0;
   reg [4:0] dw_kx0_n;
   reg [3:0] dw_kx0_s1 = 4'h0;
@@ -2627,7 +2610,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] dw_ky_init6 = 4'h0;
   reg [3:0] dw_ky_init7 = 4'h0;
   wire dw_mode;
-  reg dw_off = 1'h0;
   reg [3:0] dw_q = 4'h0;
   reg [3:0] dw_rm = 4'h0;
   wire [4:0] dwback0;
@@ -2660,6 +2642,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg fold_bank = 1'h0;
   reg fold_end;
   reg [10:0] g = 11'h000;
+  reg [11:0] gap = 12'h000;
   reg [10:0] gcount = 11'h000;
   reg [10:0] gcount_m1 = 11'h000;
   wire [28:0] height_s;
@@ -2855,13 +2838,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   wire [16:0] lo;
-  reg [11:0] \lo$312  = 12'h000;
+  reg [11:0] \lo$306  = 12'h000;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
   (* enum_value_10 = "HALF_UP" *)
   wire [1:0] mode;
-  reg [18:0] next_rc = 19'h00000;
   wire [255:0] o_data;
   wire [31:0] \o_data[0] ;
   wire [31:0] \o_data[1] ;
@@ -3008,7 +2990,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [256:0] r_data;
   wire r_en;
   wire r_rdy;
-  reg [18:0] rc = 19'h00000;
   wire [256:0] res_in;
   wire [255:0] \res_in.data ;
   wire [31:0] \res_in.data[0] ;
@@ -3084,9 +3065,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire rq_valid;
   input rst;
   wire rst;
-  wire [28:0] sb0;
+  wire [29:0] sb0;
   wire [10:0] \sb0.addr ;
   wire \sb0.bank ;
+  wire \sb0.dual ;
   wire \sb0.final ;
   wire \sb0.first ;
   wire \sb0.last_fold ;
@@ -3095,9 +3077,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb0.slot ;
   wire [6:0] \sb0.tile ;
   wire \sb0.valid ;
-  reg [28:0] sb1 = 29'h00000000;
+  reg [29:0] sb1 = 30'h00000000;
   wire [10:0] \sb1.addr ;
   wire \sb1.bank ;
+  wire \sb1.dual ;
   wire \sb1.final ;
   wire \sb1.first ;
   wire \sb1.last_fold ;
@@ -3106,9 +3089,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb1.slot ;
   wire [6:0] \sb1.tile ;
   wire \sb1.valid ;
-  reg [28:0] sb2 = 29'h00000000;
+  reg [29:0] sb2 = 30'h00000000;
   wire [10:0] \sb2.addr ;
   wire \sb2.bank ;
+  wire \sb2.dual ;
   wire \sb2.final ;
   wire \sb2.first ;
   wire \sb2.last_fold ;
@@ -3117,9 +3101,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb2.slot ;
   wire [6:0] \sb2.tile ;
   wire \sb2.valid ;
-  reg [28:0] sb_p10 = 29'h00000000;
+  reg [29:0] sb_p10 = 30'h00000000;
   wire [10:0] \sb_p10.addr ;
   wire \sb_p10.bank ;
+  wire \sb_p10.dual ;
   wire \sb_p10.final ;
   wire \sb_p10.first ;
   wire \sb_p10.last_fold ;
@@ -3128,9 +3113,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p10.slot ;
   wire [6:0] \sb_p10.tile ;
   wire \sb_p10.valid ;
-  reg [28:0] sb_p11 = 29'h00000000;
+  reg [29:0] sb_p11 = 30'h00000000;
   wire [10:0] \sb_p11.addr ;
   wire \sb_p11.bank ;
+  wire \sb_p11.dual ;
   wire \sb_p11.final ;
   wire \sb_p11.first ;
   wire \sb_p11.last_fold ;
@@ -3139,9 +3125,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p11.slot ;
   wire [6:0] \sb_p11.tile ;
   wire \sb_p11.valid ;
-  reg [28:0] sb_p12 = 29'h00000000;
+  reg [29:0] sb_p12 = 30'h00000000;
   wire [10:0] \sb_p12.addr ;
   wire \sb_p12.bank ;
+  wire \sb_p12.dual ;
   wire \sb_p12.final ;
   wire \sb_p12.first ;
   wire \sb_p12.last_fold ;
@@ -3150,9 +3137,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p12.slot ;
   wire [6:0] \sb_p12.tile ;
   wire \sb_p12.valid ;
-  reg [28:0] sb_p13 = 29'h00000000;
+  reg [29:0] sb_p13 = 30'h00000000;
   wire [10:0] \sb_p13.addr ;
   wire \sb_p13.bank ;
+  wire \sb_p13.dual ;
   wire \sb_p13.final ;
   wire \sb_p13.first ;
   wire \sb_p13.last_fold ;
@@ -3161,9 +3149,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p13.slot ;
   wire [6:0] \sb_p13.tile ;
   wire \sb_p13.valid ;
-  reg [28:0] sb_p14 = 29'h00000000;
+  reg [29:0] sb_p14 = 30'h00000000;
   wire [10:0] \sb_p14.addr ;
   wire \sb_p14.bank ;
+  wire \sb_p14.dual ;
   wire \sb_p14.final ;
   wire \sb_p14.first ;
   wire \sb_p14.last_fold ;
@@ -3172,9 +3161,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p14.slot ;
   wire [6:0] \sb_p14.tile ;
   wire \sb_p14.valid ;
-  reg [28:0] sb_p15 = 29'h00000000;
+  reg [29:0] sb_p15 = 30'h00000000;
   wire [10:0] \sb_p15.addr ;
   wire \sb_p15.bank ;
+  wire \sb_p15.dual ;
   wire \sb_p15.final ;
   wire \sb_p15.first ;
   wire \sb_p15.last_fold ;
@@ -3183,9 +3173,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p15.slot ;
   wire [6:0] \sb_p15.tile ;
   wire \sb_p15.valid ;
-  reg [28:0] sb_p16 = 29'h00000000;
+  reg [29:0] sb_p16 = 30'h00000000;
   wire [10:0] \sb_p16.addr ;
   wire \sb_p16.bank ;
+  wire \sb_p16.dual ;
   wire \sb_p16.final ;
   wire \sb_p16.first ;
   wire \sb_p16.last_fold ;
@@ -3194,9 +3185,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p16.slot ;
   wire [6:0] \sb_p16.tile ;
   wire \sb_p16.valid ;
-  reg [28:0] sb_p17 = 29'h00000000;
+  reg [29:0] sb_p17 = 30'h00000000;
   wire [10:0] \sb_p17.addr ;
   wire \sb_p17.bank ;
+  wire \sb_p17.dual ;
   wire \sb_p17.final ;
   wire \sb_p17.first ;
   wire \sb_p17.last_fold ;
@@ -3205,9 +3197,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p17.slot ;
   wire [6:0] \sb_p17.tile ;
   wire \sb_p17.valid ;
-  reg [28:0] sb_p18 = 29'h00000000;
+  reg [29:0] sb_p18 = 30'h00000000;
   wire [10:0] \sb_p18.addr ;
   wire \sb_p18.bank ;
+  wire \sb_p18.dual ;
   wire \sb_p18.final ;
   wire \sb_p18.first ;
   wire \sb_p18.last_fold ;
@@ -3216,9 +3209,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p18.slot ;
   wire [6:0] \sb_p18.tile ;
   wire \sb_p18.valid ;
-  reg [28:0] sb_p19 = 29'h00000000;
+  reg [29:0] sb_p19 = 30'h00000000;
   wire [10:0] \sb_p19.addr ;
   wire \sb_p19.bank ;
+  wire \sb_p19.dual ;
   wire \sb_p19.final ;
   wire \sb_p19.first ;
   wire \sb_p19.last_fold ;
@@ -3227,9 +3221,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p19.slot ;
   wire [6:0] \sb_p19.tile ;
   wire \sb_p19.valid ;
-  reg [28:0] sb_p3 = 29'h00000000;
+  reg [29:0] sb_p3 = 30'h00000000;
   wire [10:0] \sb_p3.addr ;
   wire \sb_p3.bank ;
+  wire \sb_p3.dual ;
   wire \sb_p3.final ;
   wire \sb_p3.first ;
   wire \sb_p3.last_fold ;
@@ -3238,9 +3233,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p3.slot ;
   wire [6:0] \sb_p3.tile ;
   wire \sb_p3.valid ;
-  reg [28:0] sb_p4 = 29'h00000000;
+  reg [29:0] sb_p4 = 30'h00000000;
   wire [10:0] \sb_p4.addr ;
   wire \sb_p4.bank ;
+  wire \sb_p4.dual ;
   wire \sb_p4.final ;
   wire \sb_p4.first ;
   wire \sb_p4.last_fold ;
@@ -3249,9 +3245,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p4.slot ;
   wire [6:0] \sb_p4.tile ;
   wire \sb_p4.valid ;
-  reg [28:0] sb_p5 = 29'h00000000;
+  reg [29:0] sb_p5 = 30'h00000000;
   wire [10:0] \sb_p5.addr ;
   wire \sb_p5.bank ;
+  wire \sb_p5.dual ;
   wire \sb_p5.final ;
   wire \sb_p5.first ;
   wire \sb_p5.last_fold ;
@@ -3260,9 +3257,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p5.slot ;
   wire [6:0] \sb_p5.tile ;
   wire \sb_p5.valid ;
-  reg [28:0] sb_p6 = 29'h00000000;
+  reg [29:0] sb_p6 = 30'h00000000;
   wire [10:0] \sb_p6.addr ;
   wire \sb_p6.bank ;
+  wire \sb_p6.dual ;
   wire \sb_p6.final ;
   wire \sb_p6.first ;
   wire \sb_p6.last_fold ;
@@ -3271,9 +3269,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p6.slot ;
   wire [6:0] \sb_p6.tile ;
   wire \sb_p6.valid ;
-  reg [28:0] sb_p7 = 29'h00000000;
+  reg [29:0] sb_p7 = 30'h00000000;
   wire [10:0] \sb_p7.addr ;
   wire \sb_p7.bank ;
+  wire \sb_p7.dual ;
   wire \sb_p7.final ;
   wire \sb_p7.first ;
   wire \sb_p7.last_fold ;
@@ -3282,9 +3281,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p7.slot ;
   wire [6:0] \sb_p7.tile ;
   wire \sb_p7.valid ;
-  reg [28:0] sb_p8 = 29'h00000000;
+  reg [29:0] sb_p8 = 30'h00000000;
   wire [10:0] \sb_p8.addr ;
   wire \sb_p8.bank ;
+  wire \sb_p8.dual ;
   wire \sb_p8.final ;
   wire \sb_p8.first ;
   wire \sb_p8.last_fold ;
@@ -3293,9 +3293,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [3:0] \sb_p8.slot ;
   wire [6:0] \sb_p8.tile ;
   wire \sb_p8.valid ;
-  reg [28:0] sb_p9 = 29'h00000000;
+  reg [29:0] sb_p9 = 30'h00000000;
   wire [10:0] \sb_p9.addr ;
   wire \sb_p9.bank ;
+  wire \sb_p9.dual ;
   wire \sb_p9.final ;
   wire \sb_p9.first ;
   wire \sb_p9.last_fold ;
@@ -3312,15 +3313,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$238 ;
-  wire [31:0] \sums$238[0] ;
-  wire [31:0] \sums$238[1] ;
-  wire [31:0] \sums$238[2] ;
-  wire [31:0] \sums$238[3] ;
-  wire [31:0] \sums$238[4] ;
-  wire [31:0] \sums$238[5] ;
-  wire [31:0] \sums$238[6] ;
-  wire [31:0] \sums$238[7] ;
+  wire [255:0] \sums$233 ;
+  wire [31:0] \sums$233[0] ;
+  wire [31:0] \sums$233[1] ;
+  wire [31:0] \sums$233[2] ;
+  wire [31:0] \sums$233[3] ;
+  wire [31:0] \sums$233[4] ;
+  wire [31:0] \sums$233[5] ;
+  wire [31:0] \sums$233[6] ;
+  wire [31:0] \sums$233[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -3363,7 +3364,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] win0_6 = 64'h0000000000000000;
   reg [63:0] win0_7 = 64'h0000000000000000;
   reg [63:0] win0_8 = 64'h0000000000000000;
-  reg [63:0] win0_9 = 64'h0000000000000000;
   reg [63:0] win1_0 = 64'h0000000000000000;
   reg [63:0] win1_1 = 64'h0000000000000000;
   reg [63:0] win1_2 = 64'h0000000000000000;
@@ -3373,7 +3373,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] win1_6 = 64'h0000000000000000;
   reg [63:0] win1_7 = 64'h0000000000000000;
   reg [63:0] win1_8 = 64'h0000000000000000;
-  reg [63:0] win1_9 = 64'h0000000000000000;
   reg [63:0] win2_0 = 64'h0000000000000000;
   reg [63:0] win2_1 = 64'h0000000000000000;
   reg [63:0] win2_2 = 64'h0000000000000000;
@@ -3383,7 +3382,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] win2_6 = 64'h0000000000000000;
   reg [63:0] win2_7 = 64'h0000000000000000;
   reg [63:0] win2_8 = 64'h0000000000000000;
-  reg [63:0] win2_9 = 64'h0000000000000000;
   reg [63:0] win3_0 = 64'h0000000000000000;
   reg [63:0] win3_1 = 64'h0000000000000000;
   reg [63:0] win3_2 = 64'h0000000000000000;
@@ -3393,7 +3391,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] win3_6 = 64'h0000000000000000;
   reg [63:0] win3_7 = 64'h0000000000000000;
   reg [63:0] win3_8 = 64'h0000000000000000;
-  reg [63:0] win3_9 = 64'h0000000000000000;
   reg [63:0] win4_0 = 64'h0000000000000000;
   reg [63:0] win4_1 = 64'h0000000000000000;
   reg [63:0] win4_2 = 64'h0000000000000000;
@@ -3403,7 +3400,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] win4_6 = 64'h0000000000000000;
   reg [63:0] win4_7 = 64'h0000000000000000;
   reg [63:0] win4_8 = 64'h0000000000000000;
-  reg [63:0] win4_9 = 64'h0000000000000000;
   reg [13:0] wm_r__addr;
   wire [63:0] wm_r__data;
   wire [7:0] \wm_r__data[0] ;
@@ -3951,11 +3947,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @(posedge clk) begin
     if (acc_w__en)
-      accmem[sb_p19[19:11]] <= sums;
+      accmem[sb_p19[20:12]] <= sums;
   end
   reg [8:0] _0_;
   always @(posedge clk) begin
-    _0_ <= sb_p18[19:11];
+    _0_ <= sb_p18[20:12];
   end
   assign acc_r__data = accmem[_0_];
   reg [9:0] cwmem [63:0];
@@ -4548,14 +4544,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$317 )
+    if (\$signature__en$311 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
-    _1_ <= lb0e[{ \$62 [5:1], \$43 [3:0] }];
+    _1_ <= lb0e[{ \$66 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$454  = _1_;
+  assign \$signature__data$448  = _1_;
   reg [63:0] lb0o [511:0];
   initial begin
     lb0o[0] = 64'h0000000000000000;
@@ -5072,14 +5068,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$320 )
+    if (\$signature__en$314 )
       lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
-    _2_ <= lb0o[{ \$65 [5:1], \$43 [3:0] }];
+    _2_ <= lb0o[{ \$69 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$455  = _2_;
+  assign \$signature__data$449  = _2_;
   reg [63:0] lb10e [511:0];
   initial begin
     lb10e[0] = 64'h0000000000000000;
@@ -5596,14 +5592,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$377 )
+    if (\$signature__en$371 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
-    _3_ <= lb10e[{ \$112 [5:1], \$43 [3:0] }];
+    _3_ <= lb10e[{ \$116 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$474  = _3_;
+  assign \$signature__data$468  = _3_;
   reg [63:0] lb10o [511:0];
   initial begin
     lb10o[0] = 64'h0000000000000000;
@@ -6120,14 +6116,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$380 )
+    if (\$signature__en$374 )
       lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
-    _4_ <= lb10o[{ \$115 [5:1], \$43 [3:0] }];
+    _4_ <= lb10o[{ \$119 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$475  = _4_;
+  assign \$signature__data$469  = _4_;
   reg [63:0] lb11e [511:0];
   initial begin
     lb11e[0] = 64'h0000000000000000;
@@ -6644,14 +6640,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$383 )
+    if (\$signature__en$377 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
-    _5_ <= lb11e[{ \$117 [5:1], \$43 [3:0] }];
+    _5_ <= lb11e[{ \$121 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$476  = _5_;
+  assign \$signature__data$470  = _5_;
   reg [63:0] lb11o [511:0];
   initial begin
     lb11o[0] = 64'h0000000000000000;
@@ -7168,14 +7164,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$386 )
+    if (\$signature__en$380 )
       lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
-    _6_ <= lb11o[{ \$120 [5:1], \$43 [3:0] }];
+    _6_ <= lb11o[{ \$124 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$477  = _6_;
+  assign \$signature__data$471  = _6_;
   reg [63:0] lb12e [511:0];
   initial begin
     lb12e[0] = 64'h0000000000000000;
@@ -7692,14 +7688,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$389 )
+    if (\$signature__en$383 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
-    _7_ <= lb12e[{ \$122 [5:1], \$43 [3:0] }];
+    _7_ <= lb12e[{ \$126 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$478  = _7_;
+  assign \$signature__data$472  = _7_;
   reg [63:0] lb12o [511:0];
   initial begin
     lb12o[0] = 64'h0000000000000000;
@@ -8216,14 +8212,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$392 )
+    if (\$signature__en$386 )
       lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
-    _8_ <= lb12o[{ \$125 [5:1], \$43 [3:0] }];
+    _8_ <= lb12o[{ \$129 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$479  = _8_;
+  assign \$signature__data$473  = _8_;
   reg [63:0] lb13e [511:0];
   initial begin
     lb13e[0] = 64'h0000000000000000;
@@ -8740,14 +8736,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$395 )
+    if (\$signature__en$389 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
-    _9_ <= lb13e[{ \$127 [5:1], \$43 [3:0] }];
+    _9_ <= lb13e[{ \$131 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$480  = _9_;
+  assign \$signature__data$474  = _9_;
   reg [63:0] lb13o [511:0];
   initial begin
     lb13o[0] = 64'h0000000000000000;
@@ -9264,14 +9260,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$398 )
+    if (\$signature__en$392 )
       lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
-    _10_ <= lb13o[{ \$130 [5:1], \$43 [3:0] }];
+    _10_ <= lb13o[{ \$134 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$481  = _10_;
+  assign \$signature__data$475  = _10_;
   reg [63:0] lb14e [511:0];
   initial begin
     lb14e[0] = 64'h0000000000000000;
@@ -9788,14 +9784,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$401 )
+    if (\$signature__en$395 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
-    _11_ <= lb14e[{ \$132 [5:1], \$43 [3:0] }];
+    _11_ <= lb14e[{ \$136 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$482  = _11_;
+  assign \$signature__data$476  = _11_;
   reg [63:0] lb14o [511:0];
   initial begin
     lb14o[0] = 64'h0000000000000000;
@@ -10312,14 +10308,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$404 )
+    if (\$signature__en$398 )
       lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
-    _12_ <= lb14o[{ \$135 [5:1], \$43 [3:0] }];
+    _12_ <= lb14o[{ \$139 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$483  = _12_;
+  assign \$signature__data$477  = _12_;
   reg [63:0] lb15e [511:0];
   initial begin
     lb15e[0] = 64'h0000000000000000;
@@ -10836,14 +10832,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$407 )
+    if (\$signature__en$401 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
-    _13_ <= lb15e[{ \$137 [5:1], \$43 [3:0] }];
+    _13_ <= lb15e[{ \$141 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$484  = _13_;
+  assign \$signature__data$478  = _13_;
   reg [63:0] lb15o [511:0];
   initial begin
     lb15o[0] = 64'h0000000000000000;
@@ -11360,14 +11356,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$410 )
+    if (\$signature__en$404 )
       lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
-    _14_ <= lb15o[{ \$140 [5:1], \$43 [3:0] }];
+    _14_ <= lb15o[{ \$144 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$485  = _14_;
+  assign \$signature__data$479  = _14_;
   reg [63:0] lb1e [511:0];
   initial begin
     lb1e[0] = 64'h0000000000000000;
@@ -11884,14 +11880,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$323 )
+    if (\$signature__en$317 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
-    _15_ <= lb1e[{ \$67 [5:1], \$43 [3:0] }];
+    _15_ <= lb1e[{ \$71 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$456  = _15_;
+  assign \$signature__data$450  = _15_;
   reg [63:0] lb1o [511:0];
   initial begin
     lb1o[0] = 64'h0000000000000000;
@@ -12408,14 +12404,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$326 )
+    if (\$signature__en$320 )
       lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
-    _16_ <= lb1o[{ \$70 [5:1], \$43 [3:0] }];
+    _16_ <= lb1o[{ \$74 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$457  = _16_;
+  assign \$signature__data$451  = _16_;
   reg [63:0] lb2e [511:0];
   initial begin
     lb2e[0] = 64'h0000000000000000;
@@ -12932,14 +12928,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$329 )
+    if (\$signature__en$323 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
-    _17_ <= lb2e[{ \$72 [5:1], \$43 [3:0] }];
+    _17_ <= lb2e[{ \$76 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$458  = _17_;
+  assign \$signature__data$452  = _17_;
   reg [63:0] lb2o [511:0];
   initial begin
     lb2o[0] = 64'h0000000000000000;
@@ -13456,14 +13452,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$332 )
+    if (\$signature__en$326 )
       lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
-    _18_ <= lb2o[{ \$75 [5:1], \$43 [3:0] }];
+    _18_ <= lb2o[{ \$79 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$459  = _18_;
+  assign \$signature__data$453  = _18_;
   reg [63:0] lb3e [511:0];
   initial begin
     lb3e[0] = 64'h0000000000000000;
@@ -13980,14 +13976,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$335 )
+    if (\$signature__en$329 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
-    _19_ <= lb3e[{ \$77 [5:1], \$43 [3:0] }];
+    _19_ <= lb3e[{ \$81 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$460  = _19_;
+  assign \$signature__data$454  = _19_;
   reg [63:0] lb3o [511:0];
   initial begin
     lb3o[0] = 64'h0000000000000000;
@@ -14504,14 +14500,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$338 )
+    if (\$signature__en$332 )
       lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
-    _20_ <= lb3o[{ \$80 [5:1], \$43 [3:0] }];
+    _20_ <= lb3o[{ \$84 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$461  = _20_;
+  assign \$signature__data$455  = _20_;
   reg [63:0] lb4e [511:0];
   initial begin
     lb4e[0] = 64'h0000000000000000;
@@ -15028,14 +15024,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$341 )
+    if (\$signature__en$335 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
-    _21_ <= lb4e[{ \$82 [5:1], \$43 [3:0] }];
+    _21_ <= lb4e[{ \$86 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$462  = _21_;
+  assign \$signature__data$456  = _21_;
   reg [63:0] lb4o [511:0];
   initial begin
     lb4o[0] = 64'h0000000000000000;
@@ -15552,14 +15548,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$344 )
+    if (\$signature__en$338 )
       lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
-    _22_ <= lb4o[{ \$85 [5:1], \$43 [3:0] }];
+    _22_ <= lb4o[{ \$89 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$463  = _22_;
+  assign \$signature__data$457  = _22_;
   reg [63:0] lb5e [511:0];
   initial begin
     lb5e[0] = 64'h0000000000000000;
@@ -16076,14 +16072,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$347 )
+    if (\$signature__en$341 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
-    _23_ <= lb5e[{ \$87 [5:1], \$43 [3:0] }];
+    _23_ <= lb5e[{ \$91 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$464  = _23_;
+  assign \$signature__data$458  = _23_;
   reg [63:0] lb5o [511:0];
   initial begin
     lb5o[0] = 64'h0000000000000000;
@@ -16600,14 +16596,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$350 )
+    if (\$signature__en$344 )
       lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
-    _24_ <= lb5o[{ \$90 [5:1], \$43 [3:0] }];
+    _24_ <= lb5o[{ \$94 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$465  = _24_;
+  assign \$signature__data$459  = _24_;
   reg [63:0] lb6e [511:0];
   initial begin
     lb6e[0] = 64'h0000000000000000;
@@ -17124,14 +17120,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$353 )
+    if (\$signature__en$347 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
-    _25_ <= lb6e[{ \$92 [5:1], \$43 [3:0] }];
+    _25_ <= lb6e[{ \$96 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$466  = _25_;
+  assign \$signature__data$460  = _25_;
   reg [63:0] lb6o [511:0];
   initial begin
     lb6o[0] = 64'h0000000000000000;
@@ -17648,14 +17644,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$356 )
+    if (\$signature__en$350 )
       lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
-    _26_ <= lb6o[{ \$95 [5:1], \$43 [3:0] }];
+    _26_ <= lb6o[{ \$99 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$467  = _26_;
+  assign \$signature__data$461  = _26_;
   reg [63:0] lb7e [511:0];
   initial begin
     lb7e[0] = 64'h0000000000000000;
@@ -18172,14 +18168,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$359 )
+    if (\$signature__en$353 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
-    _27_ <= lb7e[{ \$97 [5:1], \$43 [3:0] }];
+    _27_ <= lb7e[{ \$101 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$468  = _27_;
+  assign \$signature__data$462  = _27_;
   reg [63:0] lb7o [511:0];
   initial begin
     lb7o[0] = 64'h0000000000000000;
@@ -18696,14 +18692,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$362 )
+    if (\$signature__en$356 )
       lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
-    _28_ <= lb7o[{ \$100 [5:1], \$43 [3:0] }];
+    _28_ <= lb7o[{ \$104 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$469  = _28_;
+  assign \$signature__data$463  = _28_;
   reg [63:0] lb8e [511:0];
   initial begin
     lb8e[0] = 64'h0000000000000000;
@@ -19220,14 +19216,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$365 )
+    if (\$signature__en$359 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
-    _29_ <= lb8e[{ \$102 [5:1], \$43 [3:0] }];
+    _29_ <= lb8e[{ \$106 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$470  = _29_;
+  assign \$signature__data$464  = _29_;
   reg [63:0] lb8o [511:0];
   initial begin
     lb8o[0] = 64'h0000000000000000;
@@ -19744,14 +19740,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$368 )
+    if (\$signature__en$362 )
       lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
-    _30_ <= lb8o[{ \$105 [5:1], \$43 [3:0] }];
+    _30_ <= lb8o[{ \$109 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$471  = _30_;
+  assign \$signature__data$465  = _30_;
   reg [63:0] lb9e [511:0];
   initial begin
     lb9e[0] = 64'h0000000000000000;
@@ -20268,14 +20264,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$371 )
+    if (\$signature__en$365 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
-    _31_ <= lb9e[{ \$107 [5:1], \$43 [3:0] }];
+    _31_ <= lb9e[{ \$111 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$472  = _31_;
+  assign \$signature__data$466  = _31_;
   reg [63:0] lb9o [511:0];
   initial begin
     lb9o[0] = 64'h0000000000000000;
@@ -20792,14 +20788,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$374 )
+    if (\$signature__en$368 )
       lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
-    _32_ <= lb9o[{ \$110 [5:1], \$43 [3:0] }];
+    _32_ <= lb9o[{ \$114 [5:1], \$47 [3:0] }];
   end
-  assign \$signature__data$473  = _32_;
+  assign \$signature__data$467  = _32_;
   reg [551:0] pmem [63:0];
   initial begin
     pmem[0] = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -20873,7 +20869,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   reg [551:0] _33_;
   always @(posedge clk) begin
-    _33_ <= pmem[sb_p18[27:22]];
+    _33_ <= pmem[sb_p18[28:23]];
   end
   assign pm_r__data = _33_;
   reg [63:0] wmem [16383:0];
@@ -37288,179 +37284,184 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$12  = t + 2'h2;
   assign \$13  = \$9  ? \$11  : { 1'h0, \$12  };
   assign \$14  = \$7  ? 9'h000 : \$13 ;
-  assign \$15  = ~ desc[154];
-  assign \$16  = rc == next_rc;
-  assign is_elem = \$15  | \$16 ;
-  assign \$17  = state == 2'h3;
-  assign \$18  = sq == 2'h2;
-  assign \$19  = \$17  & \$18 ;
-  assign \$20  = | w_ahead;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = ky == kh_m1;
-  assign \$23  = desc[154] | \$22 ;
-  assign \$24  = kx == kw_m1;
-  assign \$25  = desc[154] | \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = j == cur[9:5];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = \$28  & is_elem;
-  assign \$30  = ~ \$29 ;
-  assign \$31  = reserved < 7'h40;
-  assign \$32  = \$30  | \$31 ;
-  assign issue = \$21  & \$32 ;
-  assign \$33  = $signed(ix) < $signed(1'h0);
-  assign \$34  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
-  assign \$35  = - $signed(ix);
-  assign \$36  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
-  assign \$37  = 2'h2 * desc[41:35];
-  assign \$38  = $signed(\$37 ) - $signed(3'h2);
-  assign \$39  = $signed(\$38 ) - $signed(ix);
-  assign \$40  = desc[41:35] - 1'h1;
-  assign \$41  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
-  assign \$42  = desc[154] ? 5'h00 : j;
-  assign \$43  = cur[4:0] + \$42 ;
-  assign \$44  = $signed(ix) + $signed(2'h1);
-  assign \$45  = $signed(\$44 ) < $signed(1'h0);
-  assign \$46  = $signed(ix) + $signed(2'h1);
-  assign \$47  = $signed(\$46 ) >= $signed({ 1'h0, desc[41:35] });
+  assign \$15  = | gap;
+  assign dual_now = dw_dual & \$15 ;
+  assign \$16  = ~ desc[154];
+  assign \$17  = ! gap;
+  assign \$18  = \$16  | \$17 ;
+  assign \$19  = gap == 1'h1;
+  assign \$20  = dw_dual & \$19 ;
+  assign is_elem = \$18  | \$20 ;
+  assign \$21  = state == 2'h3;
+  assign \$22  = sq == 2'h2;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = | w_ahead;
+  assign \$25  = \$23  & \$24 ;
+  assign \$26  = ky == kh_m1;
+  assign \$27  = desc[154] | \$26 ;
+  assign \$28  = kx == kw_m1;
+  assign \$29  = desc[154] | \$28 ;
+  assign \$30  = \$27  & \$29 ;
+  assign \$31  = j == cur[9:5];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = \$32  & is_elem;
+  assign \$34  = ~ \$33 ;
+  assign \$35  = reserved < 7'h40;
+  assign \$36  = \$34  | \$35 ;
+  assign issue = \$25  & \$36 ;
+  assign \$37  = $signed(ix) < $signed(1'h0);
+  assign \$38  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
+  assign \$39  = - $signed(ix);
+  assign \$40  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
+  assign \$41  = 2'h2 * desc[41:35];
+  assign \$42  = $signed(\$41 ) - $signed(3'h2);
+  assign \$43  = $signed(\$42 ) - $signed(ix);
+  assign \$44  = desc[41:35] - 1'h1;
+  assign \$45  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
+  assign \$46  = desc[154] ? 5'h00 : j;
+  assign \$47  = cur[4:0] + \$46 ;
   assign \$48  = $signed(ix) + $signed(2'h1);
-  assign \$49  = - $signed(\$48 );
+  assign \$49  = $signed(\$48 ) < $signed(1'h0);
   assign \$50  = $signed(ix) + $signed(2'h1);
-  assign \$51  = $signed(\$50 ) + $signed({ 1'h0, desc[41:35] });
-  assign \$52  = 2'h2 * desc[41:35];
-  assign \$53  = $signed(\$52 ) - $signed(3'h2);
+  assign \$51  = $signed(\$50 ) >= $signed({ 1'h0, desc[41:35] });
+  assign \$52  = $signed(ix) + $signed(2'h1);
+  assign \$53  = - $signed(\$52 );
   assign \$54  = $signed(ix) + $signed(2'h1);
-  assign \$55  = $signed(\$53 ) - $signed(\$54 );
-  assign \$56  = desc[41:35] - 1'h1;
-  assign \$57  = $signed(ix) + $signed(2'h1);
-  assign \$58  = $signed(\$57 ) - $signed({ 1'h0, desc[41:35] });
-  assign \$59  = $signed(ix) + $signed(2'h1);
-  assign \$60  = ~ ixb_m[0];
-  assign par_a = pad_ix ? \$60  : ix_m[0];
-  assign \$61  = dw2 & par_a;
-  assign \$62  = \$61  ? ixb_m : ix_m;
-  assign \$63  = ~ par_a;
-  assign \$64  = dw2 & \$63 ;
-  assign \$65  = \$64  ? ixb_m : ix_m;
-  assign \$66  = dw2 & par_a;
-  assign \$67  = \$66  ? ixb_m : ix_m;
-  assign \$68  = ~ par_a;
-  assign \$69  = dw2 & \$68 ;
-  assign \$70  = \$69  ? ixb_m : ix_m;
-  assign \$71  = dw2 & par_a;
-  assign \$72  = \$71  ? ixb_m : ix_m;
-  assign \$73  = ~ par_a;
-  assign \$74  = dw2 & \$73 ;
-  assign \$75  = \$74  ? ixb_m : ix_m;
-  assign \$76  = dw2 & par_a;
-  assign \$77  = \$76  ? ixb_m : ix_m;
-  assign \$78  = ~ par_a;
-  assign \$79  = dw2 & \$78 ;
-  assign \$80  = \$79  ? ixb_m : ix_m;
-  assign \$81  = dw2 & par_a;
-  assign \$82  = \$81  ? ixb_m : ix_m;
-  assign \$83  = ~ par_a;
-  assign \$84  = dw2 & \$83 ;
-  assign \$85  = \$84  ? ixb_m : ix_m;
-  assign \$86  = dw2 & par_a;
-  assign \$87  = \$86  ? ixb_m : ix_m;
-  assign \$88  = ~ par_a;
-  assign \$89  = dw2 & \$88 ;
-  assign \$90  = \$89  ? ixb_m : ix_m;
-  assign \$91  = dw2 & par_a;
-  assign \$92  = \$91  ? ixb_m : ix_m;
-  assign \$93  = ~ par_a;
-  assign \$94  = dw2 & \$93 ;
-  assign \$95  = \$94  ? ixb_m : ix_m;
-  assign \$96  = dw2 & par_a;
-  assign \$97  = \$96  ? ixb_m : ix_m;
-  assign \$98  = ~ par_a;
-  assign \$99  = dw2 & \$98 ;
-  assign \$100  = \$99  ? ixb_m : ix_m;
-  assign \$101  = dw2 & par_a;
-  assign \$102  = \$101  ? ixb_m : ix_m;
-  assign \$103  = ~ par_a;
-  assign \$104  = dw2 & \$103 ;
-  assign \$105  = \$104  ? ixb_m : ix_m;
-  assign \$106  = dw2 & par_a;
-  assign \$107  = \$106  ? ixb_m : ix_m;
-  assign \$108  = ~ par_a;
-  assign \$109  = dw2 & \$108 ;
-  assign \$110  = \$109  ? ixb_m : ix_m;
-  assign \$111  = dw2 & par_a;
-  assign \$112  = \$111  ? ixb_m : ix_m;
-  assign \$113  = ~ par_a;
-  assign \$114  = dw2 & \$113 ;
-  assign \$115  = \$114  ? ixb_m : ix_m;
-  assign \$116  = dw2 & par_a;
-  assign \$117  = \$116  ? ixb_m : ix_m;
-  assign \$118  = ~ par_a;
-  assign \$119  = dw2 & \$118 ;
-  assign \$120  = \$119  ? ixb_m : ix_m;
-  assign \$121  = dw2 & par_a;
-  assign \$122  = \$121  ? ixb_m : ix_m;
-  assign \$123  = ~ par_a;
-  assign \$124  = dw2 & \$123 ;
-  assign \$125  = \$124  ? ixb_m : ix_m;
-  assign \$126  = dw2 & par_a;
-  assign \$127  = \$126  ? ixb_m : ix_m;
-  assign \$128  = ~ par_a;
-  assign \$129  = dw2 & \$128 ;
-  assign \$130  = \$129  ? ixb_m : ix_m;
-  assign \$131  = dw2 & par_a;
-  assign \$132  = \$131  ? ixb_m : ix_m;
-  assign \$133  = ~ par_a;
-  assign \$134  = dw2 & \$133 ;
-  assign \$135  = \$134  ? ixb_m : ix_m;
-  assign \$136  = dw2 & par_a;
-  assign \$137  = \$136  ? ixb_m : ix_m;
-  assign \$138  = ~ par_a;
-  assign \$139  = dw2 & \$138 ;
-  assign \$140  = \$139  ? ixb_m : ix_m;
-  assign \$141  = issue & is_elem;
-  assign \$144  = issue & desc[154];
-  assign \$145  = ! ky;
-  assign \$146  = ! kx;
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = ! j;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = ky == kh_m1;
-  assign \$151  = desc[154] | \$150 ;
-  assign \$152  = kx == kw_m1;
-  assign \$153  = desc[154] | \$152 ;
-  assign \$154  = \$151  & \$153 ;
-  assign \$155  = j == cur[9:5];
-  assign \$156  = \$154  & \$155 ;
-  assign \$157  = ky == kh_m1;
-  assign \$158  = desc[154] | \$157 ;
-  assign \$159  = kx == kw_m1;
-  assign \$160  = desc[154] | \$159 ;
-  assign \$161  = \$158  & \$160 ;
-  assign \$162  = j == cur[9:5];
-  assign \$163  = \$161  & \$162 ;
-  assign \$164  = t == cot_m1;
-  assign \$165  = \$163  & \$164 ;
-  assign \$166  = rows_left == gcount;
+  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, desc[41:35] });
+  assign \$56  = 2'h2 * desc[41:35];
+  assign \$57  = $signed(\$56 ) - $signed(3'h2);
+  assign \$58  = $signed(ix) + $signed(2'h1);
+  assign \$59  = $signed(\$57 ) - $signed(\$58 );
+  assign \$60  = desc[41:35] - 1'h1;
+  assign \$61  = $signed(ix) + $signed(2'h1);
+  assign \$62  = $signed(\$61 ) - $signed({ 1'h0, desc[41:35] });
+  assign \$63  = $signed(ix) + $signed(2'h1);
+  assign \$64  = ~ ixb_m[0];
+  assign par_a = pad_ix ? \$64  : ix_m[0];
+  assign \$65  = dual_now & par_a;
+  assign \$66  = \$65  ? ixb_m : ix_m;
+  assign \$67  = ~ par_a;
+  assign \$68  = dual_now & \$67 ;
+  assign \$69  = \$68  ? ixb_m : ix_m;
+  assign \$70  = dual_now & par_a;
+  assign \$71  = \$70  ? ixb_m : ix_m;
+  assign \$72  = ~ par_a;
+  assign \$73  = dual_now & \$72 ;
+  assign \$74  = \$73  ? ixb_m : ix_m;
+  assign \$75  = dual_now & par_a;
+  assign \$76  = \$75  ? ixb_m : ix_m;
+  assign \$77  = ~ par_a;
+  assign \$78  = dual_now & \$77 ;
+  assign \$79  = \$78  ? ixb_m : ix_m;
+  assign \$80  = dual_now & par_a;
+  assign \$81  = \$80  ? ixb_m : ix_m;
+  assign \$82  = ~ par_a;
+  assign \$83  = dual_now & \$82 ;
+  assign \$84  = \$83  ? ixb_m : ix_m;
+  assign \$85  = dual_now & par_a;
+  assign \$86  = \$85  ? ixb_m : ix_m;
+  assign \$87  = ~ par_a;
+  assign \$88  = dual_now & \$87 ;
+  assign \$89  = \$88  ? ixb_m : ix_m;
+  assign \$90  = dual_now & par_a;
+  assign \$91  = \$90  ? ixb_m : ix_m;
+  assign \$92  = ~ par_a;
+  assign \$93  = dual_now & \$92 ;
+  assign \$94  = \$93  ? ixb_m : ix_m;
+  assign \$95  = dual_now & par_a;
+  assign \$96  = \$95  ? ixb_m : ix_m;
+  assign \$97  = ~ par_a;
+  assign \$98  = dual_now & \$97 ;
+  assign \$99  = \$98  ? ixb_m : ix_m;
+  assign \$100  = dual_now & par_a;
+  assign \$101  = \$100  ? ixb_m : ix_m;
+  assign \$102  = ~ par_a;
+  assign \$103  = dual_now & \$102 ;
+  assign \$104  = \$103  ? ixb_m : ix_m;
+  assign \$105  = dual_now & par_a;
+  assign \$106  = \$105  ? ixb_m : ix_m;
+  assign \$107  = ~ par_a;
+  assign \$108  = dual_now & \$107 ;
+  assign \$109  = \$108  ? ixb_m : ix_m;
+  assign \$110  = dual_now & par_a;
+  assign \$111  = \$110  ? ixb_m : ix_m;
+  assign \$112  = ~ par_a;
+  assign \$113  = dual_now & \$112 ;
+  assign \$114  = \$113  ? ixb_m : ix_m;
+  assign \$115  = dual_now & par_a;
+  assign \$116  = \$115  ? ixb_m : ix_m;
+  assign \$117  = ~ par_a;
+  assign \$118  = dual_now & \$117 ;
+  assign \$119  = \$118  ? ixb_m : ix_m;
+  assign \$120  = dual_now & par_a;
+  assign \$121  = \$120  ? ixb_m : ix_m;
+  assign \$122  = ~ par_a;
+  assign \$123  = dual_now & \$122 ;
+  assign \$124  = \$123  ? ixb_m : ix_m;
+  assign \$125  = dual_now & par_a;
+  assign \$126  = \$125  ? ixb_m : ix_m;
+  assign \$127  = ~ par_a;
+  assign \$128  = dual_now & \$127 ;
+  assign \$129  = \$128  ? ixb_m : ix_m;
+  assign \$130  = dual_now & par_a;
+  assign \$131  = \$130  ? ixb_m : ix_m;
+  assign \$132  = ~ par_a;
+  assign \$133  = dual_now & \$132 ;
+  assign \$134  = \$133  ? ixb_m : ix_m;
+  assign \$135  = dual_now & par_a;
+  assign \$136  = \$135  ? ixb_m : ix_m;
+  assign \$137  = ~ par_a;
+  assign \$138  = dual_now & \$137 ;
+  assign \$139  = \$138  ? ixb_m : ix_m;
+  assign \$140  = dual_now & par_a;
+  assign \$141  = \$140  ? ixb_m : ix_m;
+  assign \$142  = ~ par_a;
+  assign \$143  = dual_now & \$142 ;
+  assign \$144  = \$143  ? ixb_m : ix_m;
+  assign \$145  = issue & is_elem;
+  assign \$148  = issue & desc[154];
+  assign \$149  = ! ky;
+  assign \$150  = ! kx;
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = ! j;
+  assign \$153  = \$151  & \$152 ;
+  assign \$154  = ky == kh_m1;
+  assign \$155  = desc[154] | \$154 ;
+  assign \$156  = kx == kw_m1;
+  assign \$157  = desc[154] | \$156 ;
+  assign \$158  = \$155  & \$157 ;
+  assign \$159  = j == cur[9:5];
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = ky == kh_m1;
+  assign \$162  = desc[154] | \$161 ;
+  assign \$163  = kx == kw_m1;
+  assign \$164  = desc[154] | \$163 ;
+  assign \$165  = \$162  & \$164 ;
+  assign \$166  = j == cur[9:5];
   assign \$167  = \$165  & \$166 ;
-  assign \$168  = g == gcount_m1;
+  assign \$168  = t == cot_m1;
   assign \$169  = \$167  & \$168 ;
-  assign \$170  = ox == ow_m1;
-  assign \$171  = is_elem & \$170 ;
-  assign \$172  = \$169  & \$171 ;
-  assign \$173  = $signed(iy) < $signed(1'h0);
-  assign \$174  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$175  = \$173  | \$174 ;
-  assign \$176  = pad_ix | \$175 ;
-  assign \$177  = 1'h0 * desc[86:83];
-  assign \$178  = $signed(iy) + $signed({ 1'h0, \$177  });
-  assign \$179  = 1'h1 * desc[86:83];
-  assign \$180  = $signed(iy) + $signed({ 1'h0, \$179  });
-  assign \$181  = 2'h2 * desc[86:83];
+  assign \$170  = rows_left == gcount;
+  assign \$171  = \$169  & \$170 ;
+  assign \$172  = g == gcount_m1;
+  assign \$173  = \$171  & \$172 ;
+  assign \$174  = ox == ow_m1;
+  assign \$175  = is_elem & \$174 ;
+  assign \$176  = \$173  & \$175 ;
+  assign \$177  = $signed(iy) < $signed(1'h0);
+  assign \$178  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$179  = \$177  | \$178 ;
+  assign \$180  = pad_ix | \$179 ;
+  assign \$181  = 1'h0 * desc[86:83];
   assign \$182  = $signed(iy) + $signed({ 1'h0, \$181  });
-  assign \$183  = 2'h3 * desc[86:83];
+  assign \$183  = 1'h1 * desc[86:83];
   assign \$184  = $signed(iy) + $signed({ 1'h0, \$183  });
-  assign \$185  = 3'h4 * desc[86:83];
+  assign \$185  = 2'h2 * desc[86:83];
   assign \$186  = $signed(iy) + $signed({ 1'h0, \$185  });
+  assign \$187  = 2'h3 * desc[86:83];
+  assign \$188  = $signed(iy) + $signed({ 1'h0, \$187  });
+  assign \$189  = 3'h4 * desc[86:83];
+  assign \$190  = $signed(iy) + $signed({ 1'h0, \$189  });
   assign dwback0 = kw_m1 - dw_kx0_s1;
   assign dwback1 = kw_m1 - dw_kx1_s1;
   assign dwback2 = kw_m1 - dw_kx2_s1;
@@ -37469,42 +37470,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign dwback5 = kw_m1 - dw_kx5_s1;
   assign dwback6 = kw_m1 - dw_kx6_s1;
   assign dwback7 = kw_m1 - dw_kx7_s1;
-  assign \$227  = sb_p19[2] ? pm_r__data[31:0] : acc_r__data[31:0];
-  assign \$228  = $signed(\$227 ) + $signed(\sums$238 [31:0]);
-  assign \$229  = sb_p19[2] ? pm_r__data[100:69] : acc_r__data[63:32];
-  assign \$230  = $signed(\$229 ) + $signed(\sums$238 [63:32]);
-  assign \$231  = sb_p19[2] ? pm_r__data[169:138] : acc_r__data[95:64];
-  assign \$232  = $signed(\$231 ) + $signed(\sums$238 [95:64]);
-  assign \$233  = sb_p19[2] ? pm_r__data[238:207] : acc_r__data[127:96];
-  assign \$234  = $signed(\$233 ) + $signed(\sums$238 [127:96]);
-  assign \$235  = sb_p19[2] ? pm_r__data[307:276] : acc_r__data[159:128];
-  assign \$236  = $signed(\$235 ) + $signed(\sums$238 [159:128]);
-  assign \$237  = sb_p19[2] ? pm_r__data[376:345] : acc_r__data[191:160];
-  assign \$238  = $signed(\$237 ) + $signed(\sums$238 [191:160]);
-  assign \$239  = sb_p19[2] ? pm_r__data[445:414] : acc_r__data[223:192];
-  assign \$240  = $signed(\$239 ) + $signed(\sums$238 [223:192]);
-  assign \$241  = sb_p19[2] ? pm_r__data[514:483] : acc_r__data[255:224];
-  assign \$242  = $signed(\$241 ) + $signed(\sums$238 [255:224]);
-  assign \$243  = ~ sb_p19[3];
-  assign acc_w__en = sb_p19[0] & \$243 ;
-  assign \$244  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$245  = desc[131] & \$244 ;
-  assign lo = \$245  ? desc[148:132] : qlo;
-  assign \$246  = ld_tile + 1'h1;
-  assign ld_word_end = \$246  * 4'h8;
-  assign \$247  = state == 2'h3;
-  assign \$248  = sq != 2'h3;
-  assign \$249  = \$247  & \$248 ;
-  assign \$250  = ~ ld_busy;
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = w_count >= ld_word_end;
+  assign \$231  = sb_p19[3] ? pm_r__data[31:0] : acc_r__data[31:0];
+  assign \$232  = $signed(\$231 ) + $signed(\sums$233 [31:0]);
+  assign \$233  = sb_p19[3] ? pm_r__data[100:69] : acc_r__data[63:32];
+  assign \$234  = $signed(\$233 ) + $signed(\sums$233 [63:32]);
+  assign \$235  = sb_p19[3] ? pm_r__data[169:138] : acc_r__data[95:64];
+  assign \$236  = $signed(\$235 ) + $signed(\sums$233 [95:64]);
+  assign \$237  = sb_p19[3] ? pm_r__data[238:207] : acc_r__data[127:96];
+  assign \$238  = $signed(\$237 ) + $signed(\sums$233 [127:96]);
+  assign \$239  = sb_p19[3] ? pm_r__data[307:276] : acc_r__data[159:128];
+  assign \$240  = $signed(\$239 ) + $signed(\sums$233 [159:128]);
+  assign \$241  = sb_p19[3] ? pm_r__data[376:345] : acc_r__data[191:160];
+  assign \$242  = $signed(\$241 ) + $signed(\sums$233 [191:160]);
+  assign \$243  = sb_p19[3] ? pm_r__data[445:414] : acc_r__data[223:192];
+  assign \$244  = $signed(\$243 ) + $signed(\sums$233 [223:192]);
+  assign \$245  = sb_p19[3] ? pm_r__data[514:483] : acc_r__data[255:224];
+  assign \$246  = $signed(\$245 ) + $signed(\sums$233 [255:224]);
+  assign \$247  = ~ sb_p19[4];
+  assign acc_w__en = sb_p19[0] & \$247 ;
+  assign \$248  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$249  = desc[131] & \$248 ;
+  assign lo = \$249  ? desc[148:132] : qlo;
+  assign \$250  = ld_tile + 1'h1;
+  assign ld_word_end = \$250  * 4'h8;
+  assign \$251  = state == 2'h3;
+  assign \$252  = sq != 2'h3;
   assign \$253  = \$251  & \$252 ;
-  assign \$254  = ld_ahead <= 1'h1;
-  assign ld_start = \$253  & \$254 ;
-  assign \$255  = desc[76:74] - 1'h1;
-  assign \$256  = $signed(\$255 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$258  = desc[82:80] == 2'h2;
-  assign \$259  = \$257  & \$258 ;
+  assign \$254  = ~ ld_busy;
+  assign \$255  = \$253  & \$254 ;
+  assign \$256  = w_count >= ld_word_end;
+  assign \$257  = \$255  & \$256 ;
+  assign \$258  = ld_ahead <= 1'h1;
+  assign ld_start = \$257  & \$258 ;
   assign \$260  = ! desc[120:119];
   assign \$261  = desc[120:119] == 1'h1;
   assign \$262  = \$260  | \$261 ;
@@ -37649,7 +37646,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$395  = state == 3'h4;
   assign \$396  = a_count >= act_total;
   assign \$397  = \$395  | \$396 ;
-  assign \$398  = \lo$312  + 5'h10;
+  assign \$398  = \lo$306  + 5'h10;
   assign \$399  = wr_iy < \$398 ;
   assign \$400  = \$397  | \$399 ;
   assign i_act__ready = \$394  & \$400 ;
@@ -37663,7 +37660,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$408  = ! wr_iy[3:0];
   assign \$409  = \$407  & \$408 ;
   assign \$410  = ! wr_ix[0];
-  assign \$signature__en$317  = \$409  & \$410 ;
+  assign \$signature__en$311  = \$409  & \$410 ;
   assign \$411  = i_act__valid & i_act__ready;
   assign \$412  = a_count >= act_total;
   assign \$413  = ~ \$412 ;
@@ -37673,7 +37670,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$417  = \$414  & \$416 ;
   assign \$418  = ! wr_iy[3:0];
   assign \$419  = \$417  & \$418 ;
-  assign \$signature__en$320  = \$419  & \$420 ;
+  assign \$signature__en$314  = \$419  & \$420 ;
   assign \$421  = i_act__valid & i_act__ready;
   assign \$422  = a_count >= act_total;
   assign \$423  = ~ \$422 ;
@@ -37684,7 +37681,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$428  = wr_iy[3:0] == 1'h1;
   assign \$429  = \$427  & \$428 ;
   assign \$430  = ! wr_ix[0];
-  assign \$signature__en$323  = \$429  & \$430 ;
+  assign \$signature__en$317  = \$429  & \$430 ;
   assign \$431  = i_act__valid & i_act__ready;
   assign \$432  = a_count >= act_total;
   assign \$433  = ~ \$432 ;
@@ -37694,7 +37691,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$437  = \$434  & \$436 ;
   assign \$438  = wr_iy[3:0] == 1'h1;
   assign \$439  = \$437  & \$438 ;
-  assign \$signature__en$326  = \$439  & \$440 ;
+  assign \$signature__en$320  = \$439  & \$440 ;
   assign \$441  = i_act__valid & i_act__ready;
   assign \$442  = a_count >= act_total;
   assign \$443  = ~ \$442 ;
@@ -37705,7 +37702,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$448  = wr_iy[3:0] == 2'h2;
   assign \$449  = \$447  & \$448 ;
   assign \$450  = ! wr_ix[0];
-  assign \$signature__en$329  = \$449  & \$450 ;
+  assign \$signature__en$323  = \$449  & \$450 ;
   assign \$451  = i_act__valid & i_act__ready;
   assign \$452  = a_count >= act_total;
   assign \$453  = ~ \$452 ;
@@ -37715,7 +37712,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$457  = \$454  & \$456 ;
   assign \$458  = wr_iy[3:0] == 2'h2;
   assign \$459  = \$457  & \$458 ;
-  assign \$signature__en$332  = \$459  & \$460 ;
+  assign \$signature__en$326  = \$459  & \$460 ;
   assign \$461  = i_act__valid & i_act__ready;
   assign \$462  = a_count >= act_total;
   assign \$463  = ~ \$462 ;
@@ -37726,7 +37723,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$468  = wr_iy[3:0] == 2'h3;
   assign \$469  = \$467  & \$468 ;
   assign \$470  = ! wr_ix[0];
-  assign \$signature__en$335  = \$469  & \$470 ;
+  assign \$signature__en$329  = \$469  & \$470 ;
   assign \$471  = i_act__valid & i_act__ready;
   assign \$472  = a_count >= act_total;
   assign \$473  = ~ \$472 ;
@@ -37736,7 +37733,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$477  = \$474  & \$476 ;
   assign \$478  = wr_iy[3:0] == 2'h3;
   assign \$479  = \$477  & \$478 ;
-  assign \$signature__en$338  = \$479  & \$480 ;
+  assign \$signature__en$332  = \$479  & \$480 ;
   assign \$481  = i_act__valid & i_act__ready;
   assign \$482  = a_count >= act_total;
   assign \$483  = ~ \$482 ;
@@ -37747,7 +37744,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$488  = wr_iy[3:0] == 3'h4;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = ! wr_ix[0];
-  assign \$signature__en$341  = \$489  & \$490 ;
+  assign \$signature__en$335  = \$489  & \$490 ;
   assign \$491  = i_act__valid & i_act__ready;
   assign \$492  = a_count >= act_total;
   assign \$493  = ~ \$492 ;
@@ -37757,7 +37754,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$497  = \$494  & \$496 ;
   assign \$498  = wr_iy[3:0] == 3'h4;
   assign \$499  = \$497  & \$498 ;
-  assign \$signature__en$344  = \$499  & \$500 ;
+  assign \$signature__en$338  = \$499  & \$500 ;
   assign \$501  = i_act__valid & i_act__ready;
   assign \$502  = a_count >= act_total;
   assign \$503  = ~ \$502 ;
@@ -37768,7 +37765,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$508  = wr_iy[3:0] == 3'h5;
   assign \$509  = \$507  & \$508 ;
   assign \$510  = ! wr_ix[0];
-  assign \$signature__en$347  = \$509  & \$510 ;
+  assign \$signature__en$341  = \$509  & \$510 ;
   assign \$511  = i_act__valid & i_act__ready;
   assign \$512  = a_count >= act_total;
   assign \$513  = ~ \$512 ;
@@ -37778,7 +37775,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$517  = \$514  & \$516 ;
   assign \$518  = wr_iy[3:0] == 3'h5;
   assign \$519  = \$517  & \$518 ;
-  assign \$signature__en$350  = \$519  & \$520 ;
+  assign \$signature__en$344  = \$519  & \$520 ;
   assign \$521  = i_act__valid & i_act__ready;
   assign \$522  = a_count >= act_total;
   assign \$523  = ~ \$522 ;
@@ -37789,7 +37786,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$528  = wr_iy[3:0] == 3'h6;
   assign \$529  = \$527  & \$528 ;
   assign \$530  = ! wr_ix[0];
-  assign \$signature__en$353  = \$529  & \$530 ;
+  assign \$signature__en$347  = \$529  & \$530 ;
   assign \$531  = i_act__valid & i_act__ready;
   assign \$532  = a_count >= act_total;
   assign \$533  = ~ \$532 ;
@@ -37799,7 +37796,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$537  = \$534  & \$536 ;
   assign \$538  = wr_iy[3:0] == 3'h6;
   assign \$539  = \$537  & \$538 ;
-  assign \$signature__en$356  = \$539  & \$540 ;
+  assign \$signature__en$350  = \$539  & \$540 ;
   assign \$541  = i_act__valid & i_act__ready;
   assign \$542  = a_count >= act_total;
   assign \$543  = ~ \$542 ;
@@ -37810,7 +37807,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$548  = wr_iy[3:0] == 3'h7;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = ! wr_ix[0];
-  assign \$signature__en$359  = \$549  & \$550 ;
+  assign \$signature__en$353  = \$549  & \$550 ;
   assign \$551  = i_act__valid & i_act__ready;
   assign \$552  = a_count >= act_total;
   assign \$553  = ~ \$552 ;
@@ -37820,7 +37817,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$557  = \$554  & \$556 ;
   assign \$558  = wr_iy[3:0] == 3'h7;
   assign \$559  = \$557  & \$558 ;
-  assign \$signature__en$362  = \$559  & \$560 ;
+  assign \$signature__en$356  = \$559  & \$560 ;
   assign \$561  = i_act__valid & i_act__ready;
   assign \$562  = a_count >= act_total;
   assign \$563  = ~ \$562 ;
@@ -37831,7 +37828,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$568  = wr_iy[3:0] == 4'h8;
   assign \$569  = \$567  & \$568 ;
   assign \$570  = ! wr_ix[0];
-  assign \$signature__en$365  = \$569  & \$570 ;
+  assign \$signature__en$359  = \$569  & \$570 ;
   assign \$571  = i_act__valid & i_act__ready;
   assign \$572  = a_count >= act_total;
   assign \$573  = ~ \$572 ;
@@ -37841,7 +37838,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$577  = \$574  & \$576 ;
   assign \$578  = wr_iy[3:0] == 4'h8;
   assign \$579  = \$577  & \$578 ;
-  assign \$signature__en$368  = \$579  & \$580 ;
+  assign \$signature__en$362  = \$579  & \$580 ;
   assign \$581  = i_act__valid & i_act__ready;
   assign \$582  = a_count >= act_total;
   assign \$583  = ~ \$582 ;
@@ -37852,7 +37849,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$588  = wr_iy[3:0] == 4'h9;
   assign \$589  = \$587  & \$588 ;
   assign \$590  = ! wr_ix[0];
-  assign \$signature__en$371  = \$589  & \$590 ;
+  assign \$signature__en$365  = \$589  & \$590 ;
   assign \$591  = i_act__valid & i_act__ready;
   assign \$592  = a_count >= act_total;
   assign \$593  = ~ \$592 ;
@@ -37862,7 +37859,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$597  = \$594  & \$596 ;
   assign \$598  = wr_iy[3:0] == 4'h9;
   assign \$599  = \$597  & \$598 ;
-  assign \$signature__en$374  = \$599  & \$600 ;
+  assign \$signature__en$368  = \$599  & \$600 ;
   assign \$601  = i_act__valid & i_act__ready;
   assign \$602  = a_count >= act_total;
   assign \$603  = ~ \$602 ;
@@ -37873,7 +37870,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$608  = wr_iy[3:0] == 4'ha;
   assign \$609  = \$607  & \$608 ;
   assign \$610  = ! wr_ix[0];
-  assign \$signature__en$377  = \$609  & \$610 ;
+  assign \$signature__en$371  = \$609  & \$610 ;
   assign \$611  = i_act__valid & i_act__ready;
   assign \$612  = a_count >= act_total;
   assign \$613  = ~ \$612 ;
@@ -37883,7 +37880,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$617  = \$614  & \$616 ;
   assign \$618  = wr_iy[3:0] == 4'ha;
   assign \$619  = \$617  & \$618 ;
-  assign \$signature__en$380  = \$619  & \$620 ;
+  assign \$signature__en$374  = \$619  & \$620 ;
   assign \$621  = i_act__valid & i_act__ready;
   assign \$622  = a_count >= act_total;
   assign \$623  = ~ \$622 ;
@@ -37894,7 +37891,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$628  = wr_iy[3:0] == 4'hb;
   assign \$629  = \$627  & \$628 ;
   assign \$630  = ! wr_ix[0];
-  assign \$signature__en$383  = \$629  & \$630 ;
+  assign \$signature__en$377  = \$629  & \$630 ;
   assign \$631  = i_act__valid & i_act__ready;
   assign \$632  = a_count >= act_total;
   assign \$633  = ~ \$632 ;
@@ -37904,7 +37901,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$637  = \$634  & \$636 ;
   assign \$638  = wr_iy[3:0] == 4'hb;
   assign \$639  = \$637  & \$638 ;
-  assign \$signature__en$386  = \$639  & \$640 ;
+  assign \$signature__en$380  = \$639  & \$640 ;
   assign \$641  = i_act__valid & i_act__ready;
   assign \$642  = a_count >= act_total;
   assign \$643  = ~ \$642 ;
@@ -37915,7 +37912,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$648  = wr_iy[3:0] == 4'hc;
   assign \$649  = \$647  & \$648 ;
   assign \$650  = ! wr_ix[0];
-  assign \$signature__en$389  = \$649  & \$650 ;
+  assign \$signature__en$383  = \$649  & \$650 ;
   assign \$651  = i_act__valid & i_act__ready;
   assign \$652  = a_count >= act_total;
   assign \$653  = ~ \$652 ;
@@ -37925,7 +37922,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$657  = \$654  & \$656 ;
   assign \$658  = wr_iy[3:0] == 4'hc;
   assign \$659  = \$657  & \$658 ;
-  assign \$signature__en$392  = \$659  & \$660 ;
+  assign \$signature__en$386  = \$659  & \$660 ;
   assign \$661  = i_act__valid & i_act__ready;
   assign \$662  = a_count >= act_total;
   assign \$663  = ~ \$662 ;
@@ -37936,7 +37933,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$668  = wr_iy[3:0] == 4'hd;
   assign \$669  = \$667  & \$668 ;
   assign \$670  = ! wr_ix[0];
-  assign \$signature__en$395  = \$669  & \$670 ;
+  assign \$signature__en$389  = \$669  & \$670 ;
   assign \$671  = i_act__valid & i_act__ready;
   assign \$672  = a_count >= act_total;
   assign \$673  = ~ \$672 ;
@@ -37946,7 +37943,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$677  = \$674  & \$676 ;
   assign \$678  = wr_iy[3:0] == 4'hd;
   assign \$679  = \$677  & \$678 ;
-  assign \$signature__en$398  = \$679  & \$680 ;
+  assign \$signature__en$392  = \$679  & \$680 ;
   assign \$681  = i_act__valid & i_act__ready;
   assign \$682  = a_count >= act_total;
   assign \$683  = ~ \$682 ;
@@ -37957,7 +37954,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$688  = wr_iy[3:0] == 4'he;
   assign \$689  = \$687  & \$688 ;
   assign \$690  = ! wr_ix[0];
-  assign \$signature__en$401  = \$689  & \$690 ;
+  assign \$signature__en$395  = \$689  & \$690 ;
   assign \$691  = i_act__valid & i_act__ready;
   assign \$692  = a_count >= act_total;
   assign \$693  = ~ \$692 ;
@@ -37967,7 +37964,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$697  = \$694  & \$696 ;
   assign \$698  = wr_iy[3:0] == 4'he;
   assign \$699  = \$697  & \$698 ;
-  assign \$signature__en$404  = \$699  & \$700 ;
+  assign \$signature__en$398  = \$699  & \$700 ;
   assign \$701  = i_act__valid & i_act__ready;
   assign \$702  = a_count >= act_total;
   assign \$703  = ~ \$702 ;
@@ -37978,7 +37975,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$708  = wr_iy[3:0] == 4'hf;
   assign \$709  = \$707  & \$708 ;
   assign \$710  = ! wr_ix[0];
-  assign \$signature__en$407  = \$709  & \$710 ;
+  assign \$signature__en$401  = \$709  & \$710 ;
   assign \$711  = i_act__valid & i_act__ready;
   assign \$712  = a_count >= act_total;
   assign \$713  = ~ \$712 ;
@@ -37988,7 +37985,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$717  = \$714  & \$716 ;
   assign \$718  = wr_iy[3:0] == 4'hf;
   assign \$719  = \$717  & \$718 ;
-  assign \$signature__en$410  = \$719  & \$720 ;
+  assign \$signature__en$404  = \$719  & \$720 ;
   assign \$721  = i_act__valid & i_act__ready;
   assign \$722  = a_count >= act_total;
   assign \$723  = a_count + 1'h1;
@@ -38065,1080 +38062,1056 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$791  = \$789  & \$790 ;
   assign \$792  = ~ \$791 ;
   assign \$793  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$794  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$795  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$796  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$797  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$798  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$799  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$800  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$801  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$802  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$803  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$804  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$805  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$806  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$807  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$808  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$809  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
-  assign \$811  = sb1[6] ? pad_word : \$810 ;
-  assign \$812  = $signed(\$178 ) < $signed(1'h0);
-  assign \$813  = $signed(\$178 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$794  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$795  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$796  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$797  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$798  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$799  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$800  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$801  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$802  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$803  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$804  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$805  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$806  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$807  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$808  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$809  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$811  = sb1[7] ? pad_word : \$810 ;
+  assign \$812  = $signed(\$182 ) < $signed(1'h0);
+  assign \$813  = $signed(\$182 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$814  = \$812  | \$813 ;
-  assign \$815  = ~ dw2;
+  assign \$815  = ~ sb1[2];
   assign \$816  = sb1[1] & \$815 ;
   assign \$817  = padr1_ky0 | pad_x1;
-  assign \$818  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$819  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$820  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$821  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$822  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$823  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$824  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$825  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$826  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$827  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$828  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$829  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$830  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$831  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$832  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$833  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$818  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$819  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$820  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$821  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$822  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$823  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$824  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$825  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$826  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$827  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$828  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$829  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$830  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$831  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$832  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$833  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$835  = \$817  ? pad_word : \$834 ;
-  assign \$836  = sb1[1] & dw2;
+  assign \$836  = sb1[1] & sb1[2];
   assign \$837  = padr1_ky0 | pad_xb1;
-  assign \$838  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$839  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$840  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$841  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$842  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$843  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$844  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$845  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$846  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$847  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$848  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$849  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$850  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$851  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
-  assign \$852  = par_a1 ? \$signature__data$482  : \$signature__data$483 ;
-  assign \$853  = par_a1 ? \$signature__data$484  : \$signature__data$485 ;
+  assign \$838  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
+  assign \$839  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$840  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$841  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$842  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$843  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$844  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$845  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$846  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$847  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$848  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$849  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$850  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$851  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$852  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$853  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
   assign \$855  = \$837  ? pad_word : \$854 ;
   assign \$856  = padr1_ky0 | pad_x1;
-  assign \$857  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$858  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$859  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$860  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$861  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$862  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$863  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$864  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$865  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$866  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$867  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$868  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$869  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$870  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$871  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$872  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$857  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$858  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$859  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$860  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$861  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$862  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$863  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$864  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$865  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$866  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$867  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$868  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$869  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$870  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$871  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$872  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$874  = \$856  ? pad_word : \$873 ;
-  assign \$875  = $signed(\$180 ) < $signed(1'h0);
-  assign \$876  = $signed(\$180 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$875  = $signed(\$184 ) < $signed(1'h0);
+  assign \$876  = $signed(\$184 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$877  = \$875  | \$876 ;
-  assign \$878  = ~ dw2;
+  assign \$878  = ~ sb1[2];
   assign \$879  = sb1[1] & \$878 ;
   assign \$880  = padr1_ky1 | pad_x1;
-  assign \$881  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$882  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$883  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$884  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$885  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$886  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$887  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$888  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$889  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$890  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$891  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$892  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$893  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$894  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$895  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$896  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$881  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$882  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$883  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$884  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$885  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$886  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$887  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$888  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$889  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$890  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$891  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$892  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$893  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$894  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$895  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$896  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$898  = \$880  ? pad_word : \$897 ;
-  assign \$899  = sb1[1] & dw2;
+  assign \$899  = sb1[1] & sb1[2];
   assign \$900  = padr1_ky1 | pad_xb1;
-  assign \$901  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$902  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$903  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$904  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$905  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$906  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$907  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$908  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$909  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$910  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$911  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$912  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$913  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$914  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
-  assign \$915  = par_a1 ? \$signature__data$482  : \$signature__data$483 ;
-  assign \$916  = par_a1 ? \$signature__data$484  : \$signature__data$485 ;
+  assign \$901  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
+  assign \$902  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$903  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$904  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$905  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$906  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$907  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$908  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$909  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$910  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$911  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$912  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$913  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$914  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$915  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$916  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
   assign \$918  = \$900  ? pad_word : \$917 ;
   assign \$919  = padr1_ky1 | pad_x1;
-  assign \$920  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$921  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$922  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$923  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$924  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$925  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$926  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$927  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$928  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$929  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$930  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$931  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$932  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$933  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$934  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$935  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$920  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$921  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$922  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$923  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$924  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$925  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$926  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$927  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$928  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$929  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$930  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$931  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$932  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$933  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$934  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$935  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$937  = \$919  ? pad_word : \$936 ;
-  assign \$938  = $signed(\$182 ) < $signed(1'h0);
-  assign \$939  = $signed(\$182 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$938  = $signed(\$186 ) < $signed(1'h0);
+  assign \$939  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$940  = \$938  | \$939 ;
-  assign \$941  = ~ dw2;
+  assign \$941  = ~ sb1[2];
   assign \$942  = sb1[1] & \$941 ;
   assign \$943  = padr1_ky2 | pad_x1;
-  assign \$944  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$945  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$946  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$947  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$948  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$949  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$950  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$951  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$952  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$953  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$954  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$955  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$956  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$957  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$958  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$959  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$944  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$945  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$946  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$947  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$948  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$949  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$950  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$951  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$952  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$953  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$954  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$955  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$956  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$957  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$958  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$959  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$961  = \$943  ? pad_word : \$960 ;
-  assign \$962  = sb1[1] & dw2;
+  assign \$962  = sb1[1] & sb1[2];
   assign \$963  = padr1_ky2 | pad_xb1;
-  assign \$964  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$965  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$966  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$967  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$968  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$969  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$970  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$971  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$972  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$973  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$974  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$975  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$976  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$977  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
-  assign \$978  = par_a1 ? \$signature__data$482  : \$signature__data$483 ;
-  assign \$979  = par_a1 ? \$signature__data$484  : \$signature__data$485 ;
+  assign \$964  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
+  assign \$965  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$966  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$967  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$968  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$969  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$970  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$971  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$972  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$973  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$974  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$975  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$976  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$977  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$978  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$979  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
   assign \$981  = \$963  ? pad_word : \$980 ;
   assign \$982  = padr1_ky2 | pad_x1;
-  assign \$983  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$984  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$985  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$986  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$987  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$988  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$989  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$990  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$991  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$992  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$993  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$994  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$995  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$996  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$997  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$998  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$983  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$984  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$985  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$986  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$987  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$988  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$989  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$990  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$991  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$992  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$993  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$994  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$995  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$996  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$997  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$998  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$1000  = \$982  ? pad_word : \$999 ;
-  assign \$1001  = $signed(\$184 ) < $signed(1'h0);
-  assign \$1002  = $signed(\$184 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1001  = $signed(\$188 ) < $signed(1'h0);
+  assign \$1002  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$1003  = \$1001  | \$1002 ;
-  assign \$1004  = ~ dw2;
+  assign \$1004  = ~ sb1[2];
   assign \$1005  = sb1[1] & \$1004 ;
   assign \$1006  = padr1_ky3 | pad_x1;
-  assign \$1007  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1008  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1009  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1010  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1011  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1012  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1013  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1014  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1015  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1016  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1017  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1018  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1019  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1020  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$1021  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$1022  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$1007  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$1008  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1009  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1010  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1011  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1012  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1013  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1014  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1015  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1016  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1017  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1018  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1019  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1020  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1021  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1022  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$1024  = \$1006  ? pad_word : \$1023 ;
-  assign \$1025  = sb1[1] & dw2;
+  assign \$1025  = sb1[1] & sb1[2];
   assign \$1026  = padr1_ky3 | pad_xb1;
-  assign \$1027  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$1028  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$1029  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$1030  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$1031  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$1032  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$1033  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$1034  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$1035  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$1036  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$1037  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$1038  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$1039  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$1040  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
-  assign \$1041  = par_a1 ? \$signature__data$482  : \$signature__data$483 ;
-  assign \$1042  = par_a1 ? \$signature__data$484  : \$signature__data$485 ;
+  assign \$1027  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
+  assign \$1028  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$1029  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$1030  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$1031  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$1032  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$1033  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$1034  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$1035  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$1036  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$1037  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$1038  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$1039  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$1040  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$1041  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$1042  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
   assign \$1044  = \$1026  ? pad_word : \$1043 ;
   assign \$1045  = padr1_ky3 | pad_x1;
-  assign \$1046  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1047  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1048  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1049  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1050  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1051  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1052  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1053  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1054  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1055  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1056  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1057  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1058  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1059  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$1060  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$1061  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$1046  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$1047  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1048  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1049  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1050  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1051  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1052  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1053  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1054  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1055  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1056  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1057  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1058  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1059  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1060  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1061  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$1063  = \$1045  ? pad_word : \$1062 ;
-  assign \$1064  = $signed(\$186 ) < $signed(1'h0);
-  assign \$1065  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1064  = $signed(\$190 ) < $signed(1'h0);
+  assign \$1065  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$1066  = \$1064  | \$1065 ;
-  assign \$1067  = ~ dw2;
+  assign \$1067  = ~ sb1[2];
   assign \$1068  = sb1[1] & \$1067 ;
   assign \$1069  = padr1_ky4 | pad_x1;
-  assign \$1070  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1071  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1072  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1073  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1074  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1075  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1076  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1077  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1078  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1079  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1080  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1081  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1082  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1083  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$1084  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$1085  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$1070  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$1071  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1072  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1073  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1074  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1075  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1076  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1077  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1078  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1079  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1080  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1081  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1082  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1083  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1084  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1085  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$1087  = \$1069  ? pad_word : \$1086 ;
-  assign \$1088  = sb1[1] & dw2;
+  assign \$1088  = sb1[1] & sb1[2];
   assign \$1089  = padr1_ky4 | pad_xb1;
-  assign \$1090  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$1091  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$1092  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$1093  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$1094  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$1095  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$1096  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$1097  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$1098  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$1099  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$1100  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$1101  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$1102  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$1103  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
-  assign \$1104  = par_a1 ? \$signature__data$482  : \$signature__data$483 ;
-  assign \$1105  = par_a1 ? \$signature__data$484  : \$signature__data$485 ;
+  assign \$1090  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
+  assign \$1091  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$1092  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$1093  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$1094  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$1095  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$1096  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$1097  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$1098  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$1099  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$1100  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$1101  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$1102  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$1103  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$1104  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$1105  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
   assign \$1107  = \$1089  ? pad_word : \$1106 ;
   assign \$1108  = padr1_ky4 | pad_x1;
-  assign \$1109  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1110  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1111  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1112  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1113  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1114  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1115  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1116  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1117  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1118  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1119  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1120  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1121  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1122  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
-  assign \$1123  = par_a1 ? \$signature__data$483  : \$signature__data$482 ;
-  assign \$1124  = par_a1 ? \$signature__data$485  : \$signature__data$484 ;
+  assign \$1109  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
+  assign \$1110  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1111  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1112  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1113  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1114  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1115  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1116  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1117  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1118  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1119  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1120  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1121  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1122  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1123  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1124  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
   assign \$1126  = \$1108  ? pad_word : \$1125 ;
   assign \$1127  = dwback0[3:0] * desc[90:87];
-  assign \$1128  = \$1127  + dw_off;
-  assign \$1129  = dwback1[3:0] * desc[90:87];
-  assign \$1130  = \$1129  + dw_off;
-  assign \$1131  = dwback2[3:0] * desc[90:87];
-  assign \$1132  = \$1131  + dw_off;
-  assign \$1133  = dwback3[3:0] * desc[90:87];
-  assign \$1134  = \$1133  + dw_off;
-  assign \$1135  = dwback4[3:0] * desc[90:87];
-  assign \$1136  = \$1135  + dw_off;
-  assign \$1137  = dwback5[3:0] * desc[90:87];
-  assign \$1138  = \$1137  + dw_off;
-  assign \$1139  = dwback6[3:0] * desc[90:87];
-  assign \$1140  = \$1139  + dw_off;
-  assign \$1141  = dwback7[3:0] * desc[90:87];
-  assign \$1142  = \$1141  + dw_off;
-  assign \$1143  = sb_p19[0] & sb_p19[3];
-  assign \$1144  = issue & is_elem;
-  assign \$1145  = ky == kh_m1;
-  assign \$1146  = desc[154] | \$1145 ;
-  assign \$1147  = kx == kw_m1;
-  assign \$1148  = desc[154] | \$1147 ;
-  assign \$1149  = \$1146  & \$1148 ;
-  assign \$1150  = j == cur[9:5];
-  assign \$1151  = \$1149  & \$1150 ;
-  assign \$1152  = \$1144  & \$1151 ;
-  assign \$1153  = o_result__valid & o_result__ready;
-  assign \$1154  = ~ \$1153 ;
-  assign \$1155  = \$1152  & \$1154 ;
-  assign \$1156  = issue & is_elem;
-  assign \$1157  = ky == kh_m1;
-  assign \$1158  = desc[154] | \$1157 ;
-  assign \$1159  = kx == kw_m1;
-  assign \$1160  = desc[154] | \$1159 ;
-  assign \$1161  = \$1158  & \$1160 ;
-  assign \$1162  = j == cur[9:5];
-  assign \$1163  = \$1161  & \$1162 ;
-  assign \$1164  = \$1156  & \$1163 ;
-  assign \$1165  = ~ \$1164 ;
-  assign \$1166  = o_result__valid & o_result__ready;
-  assign \$1167  = \$1165  & \$1166 ;
-  assign \$1168  = reserved + 1'h1;
-  assign \$1169  = reserved - 1'h1;
-  assign \$1170  = state == 2'h2;
-  assign \$1171  = w_ahead + w_latch;
-  assign \$1172  = \$1171  - fold_end;
-  assign \$1173  = ld_ahead + ld_start;
-  assign \$1174  = \$1173  - fold_end;
-  assign \$1175  = ~ fold_bank;
-  assign \$1176  = ~ ld_bank;
-  assign \$1177  = desc[73:71] * desc[76:74];
-  assign \$1178  = desc[70:60] - 1'h1;
-  assign \$1179  = $signed(\$1178 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1180  = desc[73:71] - 1'h1;
-  assign \$1181  = $signed(\$1180 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1182  = $signed(\$1179 ) + $signed(\$1181 );
-  assign \$1183  = $signed(\$1182 ) + $signed(2'h1);
-  assign \$1184  = desc[59:53] - 1'h1;
-  assign \$1185  = desc[76:74] - 1'h1;
-  assign \$1186  = desc[73:71] - 1'h1;
-  assign \$1187  = desc[11:5] - 1'h1;
-  assign \$1188  = desc[70:60] * desc[79:77];
-  assign \$1189  = desc[70:60] * desc[59:53];
-  assign \$1190  = desc[59:53] - 1'h1;
-  assign \$1191  = $signed(\$1190 ) * $signed({ 1'h0, desc[82:80] });
-  assign \$1192  = desc[76:74] - 1'h1;
-  assign \$1193  = $signed(\$1192 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$1194  = $signed(\$1191 ) + $signed(\$1193 );
-  assign \$1195  = $signed(\$1194 ) - $signed({ 1'h0, desc[111:105] });
-  assign \$1196  = desc[52:42] - 1'h1;
-  assign \$1197  = $signed(\$1196 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1198  = desc[73:71] - 1'h1;
-  assign \$1199  = $signed(\$1198 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1200  = $signed(\$1197 ) + $signed(\$1199 );
-  assign \$1201  = $signed(\$1200 ) - $signed({ 1'h0, desc[97:91] });
-  assign \$1202  = desc[34:24] * desc[41:35];
-  assign \$1203  = \$1202  * desc[4:0];
-  assign \$1204  = \$1203  - 1'h0;
-  assign \$1205  = desc[23:12] * 4'h8;
-  assign \$1206  = ~ dual_ok;
-  assign \$1207  = dw_first[0] & \$1206 ;
-  assign \$1208  = ~ dw_first[0];
-  assign \$1209  = dual_ok & \$1208 ;
-  assign \$1210  = desc[153:149] - 1'h1;
-  assign \$1211  = 1'h1 << \$1210 [4:0];
-  assign \$1212  = - \$1211 ;
-  assign \$1213  = desc[153:149] - 1'h1;
-  assign \$1214  = 1'h1 << \$1213 [4:0];
-  assign \$1215  = \$1214  - 1'h1;
-  assign \$1217  = sq == 2'h3;
-  assign \$1218  = ! reserved;
-  assign \$1219  = \$1217  & \$1218 ;
-  assign \$1220  = \$1219  & p_done;
-  assign \$1221  = \$1220  & w_done;
-  assign \$1222  = \$1221  & a_done;
-  assign \$1223  = ! reserved;
-  assign \$1224  = \$1223  & p_done;
-  assign \$1225  = \$1224  & w_done;
-  assign \$1226  = \$1225  & a_done;
-  assign \$1227  = \$1226  & abort_wait_done;
-  assign \$1228  = state != 3'h4;
-  assign \$1229  = | abort_timer;
-  assign \$1230  = abort_timer - 1'h1;
+  assign \$1128  = dwback1[3:0] * desc[90:87];
+  assign \$1129  = dwback2[3:0] * desc[90:87];
+  assign \$1130  = dwback3[3:0] * desc[90:87];
+  assign \$1131  = dwback4[3:0] * desc[90:87];
+  assign \$1132  = dwback5[3:0] * desc[90:87];
+  assign \$1133  = dwback6[3:0] * desc[90:87];
+  assign \$1134  = dwback7[3:0] * desc[90:87];
+  assign \$1135  = sb_p19[0] & sb_p19[4];
+  assign \$1136  = issue & is_elem;
+  assign \$1137  = ky == kh_m1;
+  assign \$1138  = desc[154] | \$1137 ;
+  assign \$1139  = kx == kw_m1;
+  assign \$1140  = desc[154] | \$1139 ;
+  assign \$1141  = \$1138  & \$1140 ;
+  assign \$1142  = j == cur[9:5];
+  assign \$1143  = \$1141  & \$1142 ;
+  assign \$1144  = \$1136  & \$1143 ;
+  assign \$1145  = o_result__valid & o_result__ready;
+  assign \$1146  = ~ \$1145 ;
+  assign \$1147  = \$1144  & \$1146 ;
+  assign \$1148  = issue & is_elem;
+  assign \$1149  = ky == kh_m1;
+  assign \$1150  = desc[154] | \$1149 ;
+  assign \$1151  = kx == kw_m1;
+  assign \$1152  = desc[154] | \$1151 ;
+  assign \$1153  = \$1150  & \$1152 ;
+  assign \$1154  = j == cur[9:5];
+  assign \$1155  = \$1153  & \$1154 ;
+  assign \$1156  = \$1148  & \$1155 ;
+  assign \$1157  = ~ \$1156 ;
+  assign \$1158  = o_result__valid & o_result__ready;
+  assign \$1159  = \$1157  & \$1158 ;
+  assign \$1160  = reserved + 1'h1;
+  assign \$1161  = reserved - 1'h1;
+  assign \$1162  = state == 2'h2;
+  assign \$1163  = w_ahead + w_latch;
+  assign \$1164  = \$1163  - fold_end;
+  assign \$1165  = ld_ahead + ld_start;
+  assign \$1166  = \$1165  - fold_end;
+  assign \$1167  = ~ fold_bank;
+  assign \$1168  = ~ ld_bank;
+  assign \$1169  = desc[73:71] * desc[76:74];
+  assign \$1170  = desc[70:60] - 1'h1;
+  assign \$1171  = $signed(\$1170 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1172  = desc[73:71] - 1'h1;
+  assign \$1173  = $signed(\$1172 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1174  = $signed(\$1171 ) + $signed(\$1173 );
+  assign \$1175  = $signed(\$1174 ) + $signed(2'h1);
+  assign \$1176  = desc[59:53] - 1'h1;
+  assign \$1177  = desc[76:74] - 1'h1;
+  assign \$1178  = desc[73:71] - 1'h1;
+  assign \$1179  = desc[11:5] - 1'h1;
+  assign \$1180  = desc[70:60] * desc[79:77];
+  assign \$1181  = desc[70:60] * desc[59:53];
+  assign \$1182  = desc[59:53] - 1'h1;
+  assign \$1183  = $signed(\$1182 ) * $signed({ 1'h0, desc[82:80] });
+  assign \$1184  = desc[76:74] - 1'h1;
+  assign \$1185  = $signed(\$1184 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1186  = $signed(\$1183 ) + $signed(\$1185 );
+  assign \$1187  = $signed(\$1186 ) - $signed({ 1'h0, desc[111:105] });
+  assign \$1188  = desc[52:42] - 1'h1;
+  assign \$1189  = $signed(\$1188 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1190  = desc[73:71] - 1'h1;
+  assign \$1191  = $signed(\$1190 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1192  = $signed(\$1189 ) + $signed(\$1191 );
+  assign \$1193  = $signed(\$1192 ) - $signed({ 1'h0, desc[97:91] });
+  assign \$1194  = desc[34:24] * desc[41:35];
+  assign \$1195  = \$1194  * desc[4:0];
+  assign \$1196  = \$1195  - 1'h0;
+  assign \$1197  = desc[23:12] * 4'h8;
+  assign \$1198  = desc[76:74] - 1'h1;
+  assign \$1199  = $signed(\$1198 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1200  = desc[153:149] - 1'h1;
+  assign \$1201  = 1'h1 << \$1200 [4:0];
+  assign \$1202  = - \$1201 ;
+  assign \$1203  = desc[153:149] - 1'h1;
+  assign \$1204  = 1'h1 << \$1203 [4:0];
+  assign \$1205  = \$1204  - 1'h1;
+  assign \$1207  = sq == 2'h3;
+  assign \$1208  = ! reserved;
+  assign \$1209  = \$1207  & \$1208 ;
+  assign \$1210  = \$1209  & p_done;
+  assign \$1211  = \$1210  & w_done;
+  assign \$1212  = \$1211  & a_done;
+  assign \$1213  = ! reserved;
+  assign \$1214  = \$1213  & p_done;
+  assign \$1215  = \$1214  & w_done;
+  assign \$1216  = \$1215  & a_done;
+  assign \$1217  = \$1216  & abort_wait_done;
+  assign \$1218  = state != 3'h4;
+  assign \$1219  = | abort_timer;
+  assign \$1220  = abort_timer - 1'h1;
+  assign \$1221  = state == 2'h3;
+  assign \$1222  = \$1221  & fatal;
+  assign \$1223  = i_param__valid & i_param__ready;
+  assign \$1224  = p_count + 1'h1;
+  assign \$1225  = p_count < desc[11:5];
+  assign \$1226  = taps * i_param__payload[561:557];
+  assign \$1227  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1226 ;
+  assign \$1228  = tiles_sum + \$1227 ;
+  assign \$1229  = ~ p_checked;
+  assign \$1230  = p_done & \$1229 ;
   assign \$1231  = state == 2'h3;
-  assign \$1232  = \$1231  & fatal;
-  assign \$1233  = i_param__valid & i_param__ready;
-  assign \$1234  = p_count + 1'h1;
-  assign \$1235  = p_count < desc[11:5];
-  assign \$1236  = taps * i_param__payload[561:557];
-  assign \$1237  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1236 ;
-  assign \$1238  = tiles_sum + \$1237 ;
-  assign \$1239  = ~ p_checked;
-  assign \$1240  = p_done & \$1239 ;
-  assign \$1241  = state == 2'h3;
-  assign \$1242  = \$1240  & \$1241 ;
-  assign \$1243  = i_weight__valid & i_weight__ready;
-  assign \$1244  = w_count < w_total;
-  assign \$1245  = w_count + 1'h1;
-  assign \$1246  = i_act__valid & i_act__ready;
-  assign \$1247  = a_count + 1'h1;
-  assign \$1248  = a_count >= act_total;
-  assign \$1249  = desc[4:0] - 1'h1;
-  assign \$1250  = wr_cw == \$1249 ;
-  assign \$1251  = desc[41:35] - 1'h1;
-  assign \$1252  = wr_ix == \$1251 ;
-  assign \$1253  = wr_iy + 1'h1;
-  assign \$1254  = wr_ix + 1'h1;
-  assign \$1255  = wr_cw + 1'h1;
-  assign \$1256  = | err_hi;
-  assign \$1257  = error | { err_hi, 1'h0 };
-  assign \$1258  = gcount - 1'h1;
-  assign \$1259  = state == 2'h2;
-  assign \$1260  = state == 3'h4;
-  assign \$1261  = state == 2'h3;
-  assign \$1262  = - desc[97:91];
-  assign \$1263  = - desc[97:91];
-  assign \$1264  = - desc[97:91];
-  assign \$1265  = pass_span - desc[97:91];
-  assign \$1266  = - desc[111:105];
-  assign \$1267  = - desc[111:105];
-  assign \$1268  = desc[70:60] < desc[52:42];
-  assign \$1269  = \$1268  ? desc[70:60] : desc[52:42];
-  assign \$1270  = $signed(y_pass) < $signed(1'h0);
-  assign \$1271  = \$1270  ? 29'h00000000 : y_pass;
-  assign \$1272  = ox == ow_m1;
-  assign \$1273  = is_elem & \$1272 ;
-  assign \$1274  = ~ \$1273 ;
-  assign \$1275  = \$1274  & desc[154];
-  assign \$1276  = ox == ow_m1;
-  assign \$1277  = is_elem & \$1276 ;
-  assign \$1278  = ~ \$1277 ;
-  assign \$1279  = g == gcount_m1;
-  assign \$1280  = ~ \$1279 ;
-  assign \$1281  = rc + 1'h1;
-  assign \$1282  = \$1281  + dw2;
-  assign \$1283  = $signed(ix) + $signed(2'h1);
-  assign \$1284  = $signed(\$1283 ) + $signed({ 1'h0, dw2 });
-  assign \$1285  = ox + 1'h1;
-  assign \$1286  = next_rc + desc[82:80];
-  assign \$1287  = acc_addr + 1'h1;
-  assign \$1288  = ox + 1'h1;
-  assign \$1289  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1290  = acc_addr + 1'h1;
-  assign \$1291  = g + 1'h1;
-  assign \$1292  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1293  = acc_addr + 1'h1;
-  assign \$1294  = j == cur[9:5];
-  assign \$1295  = ~ \$1294 ;
-  assign \$1296  = j + 1'h1;
-  assign \$1297  = dw_kx0_n >= desc[76:74];
-  assign \$1298  = dw_kx0_n - desc[76:74];
-  assign \$1299  = dw_ky0 + dw_q;
+  assign \$1232  = \$1230  & \$1231 ;
+  assign \$1233  = i_weight__valid & i_weight__ready;
+  assign \$1234  = w_count < w_total;
+  assign \$1235  = w_count + 1'h1;
+  assign \$1236  = i_act__valid & i_act__ready;
+  assign \$1237  = a_count + 1'h1;
+  assign \$1238  = a_count >= act_total;
+  assign \$1239  = desc[4:0] - 1'h1;
+  assign \$1240  = wr_cw == \$1239 ;
+  assign \$1241  = desc[41:35] - 1'h1;
+  assign \$1242  = wr_ix == \$1241 ;
+  assign \$1243  = wr_iy + 1'h1;
+  assign \$1244  = wr_ix + 1'h1;
+  assign \$1245  = wr_cw + 1'h1;
+  assign \$1246  = | err_hi;
+  assign \$1247  = error | { err_hi, 1'h0 };
+  assign \$1248  = gcount - 1'h1;
+  assign \$1249  = state == 2'h2;
+  assign \$1250  = state == 3'h4;
+  assign \$1251  = state == 2'h3;
+  assign \$1252  = - desc[97:91];
+  assign \$1253  = - desc[97:91];
+  assign \$1254  = - desc[97:91];
+  assign \$1255  = pass_span - desc[97:91];
+  assign \$1256  = - desc[111:105];
+  assign \$1257  = - desc[111:105];
+  assign \$1258  = desc[70:60] < desc[52:42];
+  assign \$1259  = \$1258  ? desc[70:60] : desc[52:42];
+  assign \$1260  = $signed(y_pass) < $signed(1'h0);
+  assign \$1261  = \$1260  ? 29'h00000000 : y_pass;
+  assign \$1262  = ox == ow_m1;
+  assign \$1263  = is_elem & \$1262 ;
+  assign \$1264  = ~ \$1263 ;
+  assign \$1265  = \$1264  & desc[154];
+  assign \$1266  = ox == ow_m1;
+  assign \$1267  = is_elem & \$1266 ;
+  assign \$1268  = ~ \$1267 ;
+  assign \$1269  = g == gcount_m1;
+  assign \$1270  = ~ \$1269 ;
+  assign \$1271  = $signed(ix) + $signed(2'h1);
+  assign \$1272  = $signed(\$1271 ) + $signed({ 1'h0, dual_now });
+  assign \$1273  = gap - 1'h1;
+  assign \$1274  = $signed(\$1273 ) - $signed({ 1'h0, dual_now });
+  assign \$1275  = ox + 1'h1;
+  assign \$1276  = desc[82:80] - 1'h1;
+  assign \$1277  = acc_addr + 1'h1;
+  assign \$1278  = ox + 1'h1;
+  assign \$1279  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1280  = acc_addr + 1'h1;
+  assign \$1281  = g + 1'h1;
+  assign \$1282  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1283  = acc_addr + 1'h1;
+  assign \$1284  = j == cur[9:5];
+  assign \$1285  = ~ \$1284 ;
+  assign \$1286  = j + 1'h1;
+  assign \$1287  = dw_kx0_n >= desc[76:74];
+  assign \$1288  = dw_kx0_n - desc[76:74];
+  assign \$1289  = dw_ky0 + dw_q;
+  assign \$1290  = \$1289  + 1'h1;
+  assign \$1291  = dw_ky0 + dw_q;
+  assign \$1292  = dw_kx1_n >= desc[76:74];
+  assign \$1293  = dw_kx1_n - desc[76:74];
+  assign \$1294  = dw_ky1 + dw_q;
+  assign \$1295  = \$1294  + 1'h1;
+  assign \$1296  = dw_ky1 + dw_q;
+  assign \$1297  = dw_kx2_n >= desc[76:74];
+  assign \$1298  = dw_kx2_n - desc[76:74];
+  assign \$1299  = dw_ky2 + dw_q;
   assign \$1300  = \$1299  + 1'h1;
-  assign \$1301  = dw_ky0 + dw_q;
-  assign \$1302  = dw_kx1_n >= desc[76:74];
-  assign \$1303  = dw_kx1_n - desc[76:74];
-  assign \$1304  = dw_ky1 + dw_q;
+  assign \$1301  = dw_ky2 + dw_q;
+  assign \$1302  = dw_kx3_n >= desc[76:74];
+  assign \$1303  = dw_kx3_n - desc[76:74];
+  assign \$1304  = dw_ky3 + dw_q;
   assign \$1305  = \$1304  + 1'h1;
-  assign \$1306  = dw_ky1 + dw_q;
-  assign \$1307  = dw_kx2_n >= desc[76:74];
-  assign \$1308  = dw_kx2_n - desc[76:74];
-  assign \$1309  = dw_ky2 + dw_q;
+  assign \$1306  = dw_ky3 + dw_q;
+  assign \$1307  = dw_kx4_n >= desc[76:74];
+  assign \$1308  = dw_kx4_n - desc[76:74];
+  assign \$1309  = dw_ky4 + dw_q;
   assign \$1310  = \$1309  + 1'h1;
-  assign \$1311  = dw_ky2 + dw_q;
-  assign \$1312  = dw_kx3_n >= desc[76:74];
-  assign \$1313  = dw_kx3_n - desc[76:74];
-  assign \$1314  = dw_ky3 + dw_q;
+  assign \$1311  = dw_ky4 + dw_q;
+  assign \$1312  = dw_kx5_n >= desc[76:74];
+  assign \$1313  = dw_kx5_n - desc[76:74];
+  assign \$1314  = dw_ky5 + dw_q;
   assign \$1315  = \$1314  + 1'h1;
-  assign \$1316  = dw_ky3 + dw_q;
-  assign \$1317  = dw_kx4_n >= desc[76:74];
-  assign \$1318  = dw_kx4_n - desc[76:74];
-  assign \$1319  = dw_ky4 + dw_q;
+  assign \$1316  = dw_ky5 + dw_q;
+  assign \$1317  = dw_kx6_n >= desc[76:74];
+  assign \$1318  = dw_kx6_n - desc[76:74];
+  assign \$1319  = dw_ky6 + dw_q;
   assign \$1320  = \$1319  + 1'h1;
-  assign \$1321  = dw_ky4 + dw_q;
-  assign \$1322  = dw_kx5_n >= desc[76:74];
-  assign \$1323  = dw_kx5_n - desc[76:74];
-  assign \$1324  = dw_ky5 + dw_q;
+  assign \$1321  = dw_ky6 + dw_q;
+  assign \$1322  = dw_kx7_n >= desc[76:74];
+  assign \$1323  = dw_kx7_n - desc[76:74];
+  assign \$1324  = dw_ky7 + dw_q;
   assign \$1325  = \$1324  + 1'h1;
-  assign \$1326  = dw_ky5 + dw_q;
-  assign \$1327  = dw_kx6_n >= desc[76:74];
-  assign \$1328  = dw_kx6_n - desc[76:74];
-  assign \$1329  = dw_ky6 + dw_q;
-  assign \$1330  = \$1329  + 1'h1;
-  assign \$1331  = dw_ky6 + dw_q;
-  assign \$1332  = dw_kx7_n >= desc[76:74];
-  assign \$1333  = dw_kx7_n - desc[76:74];
-  assign \$1334  = dw_ky7 + dw_q;
-  assign \$1335  = \$1334  + 1'h1;
-  assign \$1336  = dw_ky7 + dw_q;
+  assign \$1326  = dw_ky7 + dw_q;
+  assign \$1327  = j == cur[9:5];
+  assign \$1328  = kx == kw_m1;
+  assign \$1329  = desc[154] | \$1328 ;
+  assign \$1330  = ~ \$1329 ;
+  assign \$1331  = \$1327  & \$1330 ;
+  assign \$1332  = j == cur[9:5];
+  assign \$1333  = ky == kh_m1;
+  assign \$1334  = desc[154] | \$1333 ;
+  assign \$1335  = ~ \$1334 ;
+  assign \$1336  = \$1332  & \$1335 ;
   assign \$1337  = j == cur[9:5];
-  assign \$1338  = kx == kw_m1;
-  assign \$1339  = desc[154] | \$1338 ;
-  assign \$1340  = ~ \$1339 ;
-  assign \$1341  = \$1337  & \$1340 ;
-  assign \$1342  = j == cur[9:5];
-  assign \$1343  = ky == kh_m1;
-  assign \$1344  = desc[154] | \$1343 ;
-  assign \$1345  = ~ \$1344 ;
-  assign \$1346  = \$1342  & \$1345 ;
-  assign \$1347  = j == cur[9:5];
-  assign \$1348  = kx + 1'h1;
-  assign \$1349  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1350  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1351  = ky + 1'h1;
-  assign \$1352  = - desc[111:105];
-  assign \$1353  = - desc[111:105];
-  assign \$1354  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1355  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1356  = - desc[111:105];
-  assign \$1357  = - desc[111:105];
-  assign \$1358  = t == cot_m1;
-  assign \$1359  = ~ \$1358 ;
-  assign \$1360  = t + 1'h1;
-  assign \$1361  = rows_left - gcount;
-  assign \$1362  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1363  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1364  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1365  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1366  = rows_left == gcount;
-  assign \$1367  = rows_left - gcount;
-  assign \$1368  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1367 );
-  assign \$1369  = rows_left - gcount;
-  assign \$1370  = \$1368  ? { 2'h0, desc[70:60] } : \$1369 ;
-  assign \$1371  = state == 2'h2;
-  assign \$1372  = ld_tile + 1'h1;
-  assign \$1373  = \$1372  == desc[23:12];
-  assign \$1374  = ld_tile + 1'h1;
-  assign \$1375  = \$1373  ? 14'h0000 : \$1374 ;
-  assign \$1376  = ld_k == 3'h7;
-  assign \$1377  = ld_k + 1'h1;
+  assign \$1338  = kx + 1'h1;
+  assign \$1339  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1340  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1341  = ky + 1'h1;
+  assign \$1342  = - desc[111:105];
+  assign \$1343  = - desc[111:105];
+  assign \$1344  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1345  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1346  = - desc[111:105];
+  assign \$1347  = - desc[111:105];
+  assign \$1348  = t == cot_m1;
+  assign \$1349  = ~ \$1348 ;
+  assign \$1350  = t + 1'h1;
+  assign \$1351  = rows_left - gcount;
+  assign \$1352  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1353  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1354  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1355  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1356  = rows_left == gcount;
+  assign \$1357  = rows_left - gcount;
+  assign \$1358  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1357 );
+  assign \$1359  = rows_left - gcount;
+  assign \$1360  = \$1358  ? { 2'h0, desc[70:60] } : \$1359 ;
+  assign \$1361  = state == 2'h2;
+  assign \$1362  = ld_tile + 1'h1;
+  assign \$1363  = \$1362  == desc[23:12];
+  assign \$1364  = ld_tile + 1'h1;
+  assign \$1365  = \$1363  ? 14'h0000 : \$1364 ;
+  assign \$1366  = ld_k == 3'h7;
+  assign \$1367  = ld_k + 1'h1;
+  assign \$1368  = ! state;
+  assign \$1369  = \$1368  & i_desc__valid;
+  assign \$1370  = ! state;
+  assign \$1371  = cnt_cycles + 1'h1;
+  assign \$1372  = \$1370  ? 33'h000000001 : \$1371 ;
+  assign \$1373  = category == 1'h1;
+  assign \$1374  = ! state;
+  assign \$1375  = cnt_busy + 1'h1;
+  assign \$1376  = \$1374  ? 33'h000000001 : \$1375 ;
+  assign \$1377  = category == 2'h2;
   assign \$1378  = ! state;
-  assign \$1379  = \$1378  & i_desc__valid;
-  assign \$1380  = ! state;
-  assign \$1381  = cnt_cycles + 1'h1;
-  assign \$1382  = \$1380  ? 33'h000000001 : \$1381 ;
-  assign \$1383  = category == 1'h1;
-  assign \$1384  = ! state;
-  assign \$1385  = cnt_busy + 1'h1;
-  assign \$1386  = \$1384  ? 33'h000000001 : \$1385 ;
-  assign \$1387  = category == 2'h2;
-  assign \$1388  = ! state;
-  assign \$1389  = cnt_setup + 1'h1;
-  assign \$1390  = \$1388  ? 33'h000000001 : \$1389 ;
-  assign \$1391  = category == 2'h3;
-  assign \$1392  = ! state;
-  assign \$1393  = cnt_stall_input + 1'h1;
-  assign \$1394  = \$1392  ? 33'h000000001 : \$1393 ;
-  assign \$1395  = category == 3'h4;
-  assign \$1396  = ! state;
-  assign \$1397  = cnt_stall_weight + 1'h1;
-  assign \$1398  = \$1396  ? 33'h000000001 : \$1397 ;
-  assign \$1399  = category == 3'h5;
-  assign \$1400  = ! state;
-  assign \$1401  = cnt_stall_output + 1'h1;
-  assign \$1402  = \$1400  ? 33'h000000001 : \$1401 ;
-  assign \$1403  = category == 3'h6;
-  assign \$1404  = ! state;
-  assign \$1405  = cnt_fill + 1'h1;
-  assign \$1406  = \$1404  ? 33'h000000001 : \$1405 ;
-  assign \$1407  = category == 3'h7;
-  assign \$1408  = ! state;
-  assign \$1409  = cnt_drain + 1'h1;
-  assign \$1410  = \$1408  ? 33'h000000001 : \$1409 ;
-  assign \$1411  = o_result__valid & o_result__ready;
-  assign \$1412  = \$1411  & o_result__payload[256];
-  assign \$1413  = state == 3'h5;
-  assign \$1414  = \$1412  | \$1413 ;
+  assign \$1379  = cnt_setup + 1'h1;
+  assign \$1380  = \$1378  ? 33'h000000001 : \$1379 ;
+  assign \$1381  = category == 2'h3;
+  assign \$1382  = ! state;
+  assign \$1383  = cnt_stall_input + 1'h1;
+  assign \$1384  = \$1382  ? 33'h000000001 : \$1383 ;
+  assign \$1385  = category == 3'h4;
+  assign \$1386  = ! state;
+  assign \$1387  = cnt_stall_weight + 1'h1;
+  assign \$1388  = \$1386  ? 33'h000000001 : \$1387 ;
+  assign \$1389  = category == 3'h5;
+  assign \$1390  = ! state;
+  assign \$1391  = cnt_stall_output + 1'h1;
+  assign \$1392  = \$1390  ? 33'h000000001 : \$1391 ;
+  assign \$1393  = category == 3'h6;
+  assign \$1394  = ! state;
+  assign \$1395  = cnt_fill + 1'h1;
+  assign \$1396  = \$1394  ? 33'h000000001 : \$1395 ;
+  assign \$1397  = category == 3'h7;
+  assign \$1398  = ! state;
+  assign \$1399  = cnt_drain + 1'h1;
+  assign \$1400  = \$1398  ? 33'h000000001 : \$1399 ;
+  assign \$1401  = o_result__valid & o_result__ready;
+  assign \$1402  = \$1401  & o_result__payload[256];
+  assign \$1403  = state == 3'h5;
+  assign \$1404  = \$1402  | \$1403 ;
   always @(posedge clk)
-    cw_p1 <= \$1415 ;
+    cw_p1 <= \$1405 ;
   always @(posedge clk)
-    cw_p2 <= \$1416 ;
+    cw_p2 <= \$1406 ;
   always @(posedge clk)
-    t_adv_prev <= \$1417 ;
+    t_adv_prev <= \$1407 ;
   always @(posedge clk)
-    cur <= \$1418 ;
+    cur <= \$1408 ;
   always @(posedge clk)
-    sb1 <= \$1419 ;
+    sb1 <= \$1409 ;
   always @(posedge clk)
-    par_a1 <= \$1420 ;
+    par_a1 <= \$1410 ;
   always @(posedge clk)
-    act <= \$1421 ;
+    act <= \$1411 ;
   always @(posedge clk)
-    pad_x1 <= \$1422 ;
+    pad_x1 <= \$1412 ;
   always @(posedge clk)
-    pad_xb1 <= \$1423 ;
+    pad_xb1 <= \$1413 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1424 ;
+    slot1_ky0 <= \$1414 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1425 ;
+    padr1_ky0 <= \$1415 ;
   always @(posedge clk)
-    win0_0 <= \$1426 ;
+    win0_0 <= \$1416 ;
   always @(posedge clk)
-    win0_1 <= \$1427 ;
+    win0_1 <= \$1417 ;
   always @(posedge clk)
-    win0_2 <= \$1428 ;
+    win0_2 <= \$1418 ;
   always @(posedge clk)
-    win0_3 <= \$1429 ;
+    win0_3 <= \$1419 ;
   always @(posedge clk)
-    win0_4 <= \$1430 ;
+    win0_4 <= \$1420 ;
   always @(posedge clk)
-    win0_5 <= \$1431 ;
+    win0_5 <= \$1421 ;
   always @(posedge clk)
-    win0_6 <= \$1432 ;
+    win0_6 <= \$1422 ;
   always @(posedge clk)
-    win0_7 <= \$1433 ;
+    win0_7 <= \$1423 ;
   always @(posedge clk)
-    win0_8 <= \$1434 ;
+    win0_8 <= \$1424 ;
   always @(posedge clk)
-    win0_9 <= \$1435 ;
+    slot1_ky1 <= \$1425 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1436 ;
+    padr1_ky1 <= \$1426 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1437 ;
+    win1_0 <= \$1427 ;
   always @(posedge clk)
-    win1_0 <= \$1438 ;
+    win1_1 <= \$1428 ;
   always @(posedge clk)
-    win1_1 <= \$1439 ;
+    win1_2 <= \$1429 ;
   always @(posedge clk)
-    win1_2 <= \$1440 ;
+    win1_3 <= \$1430 ;
   always @(posedge clk)
-    win1_3 <= \$1441 ;
+    win1_4 <= \$1431 ;
   always @(posedge clk)
-    win1_4 <= \$1442 ;
+    win1_5 <= \$1432 ;
   always @(posedge clk)
-    win1_5 <= \$1443 ;
+    win1_6 <= \$1433 ;
   always @(posedge clk)
-    win1_6 <= \$1444 ;
+    win1_7 <= \$1434 ;
   always @(posedge clk)
-    win1_7 <= \$1445 ;
+    win1_8 <= \$1435 ;
   always @(posedge clk)
-    win1_8 <= \$1446 ;
+    slot1_ky2 <= \$1436 ;
   always @(posedge clk)
-    win1_9 <= \$1447 ;
+    padr1_ky2 <= \$1437 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1448 ;
+    win2_0 <= \$1438 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1449 ;
+    win2_1 <= \$1439 ;
   always @(posedge clk)
-    win2_0 <= \$1450 ;
+    win2_2 <= \$1440 ;
   always @(posedge clk)
-    win2_1 <= \$1451 ;
+    win2_3 <= \$1441 ;
   always @(posedge clk)
-    win2_2 <= \$1452 ;
+    win2_4 <= \$1442 ;
   always @(posedge clk)
-    win2_3 <= \$1453 ;
+    win2_5 <= \$1443 ;
   always @(posedge clk)
-    win2_4 <= \$1454 ;
+    win2_6 <= \$1444 ;
   always @(posedge clk)
-    win2_5 <= \$1455 ;
+    win2_7 <= \$1445 ;
   always @(posedge clk)
-    win2_6 <= \$1456 ;
+    win2_8 <= \$1446 ;
   always @(posedge clk)
-    win2_7 <= \$1457 ;
+    slot1_ky3 <= \$1447 ;
   always @(posedge clk)
-    win2_8 <= \$1458 ;
+    padr1_ky3 <= \$1448 ;
   always @(posedge clk)
-    win2_9 <= \$1459 ;
+    win3_0 <= \$1449 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1460 ;
+    win3_1 <= \$1450 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1461 ;
+    win3_2 <= \$1451 ;
   always @(posedge clk)
-    win3_0 <= \$1462 ;
+    win3_3 <= \$1452 ;
   always @(posedge clk)
-    win3_1 <= \$1463 ;
+    win3_4 <= \$1453 ;
   always @(posedge clk)
-    win3_2 <= \$1464 ;
+    win3_5 <= \$1454 ;
   always @(posedge clk)
-    win3_3 <= \$1465 ;
+    win3_6 <= \$1455 ;
   always @(posedge clk)
-    win3_4 <= \$1466 ;
+    win3_7 <= \$1456 ;
   always @(posedge clk)
-    win3_5 <= \$1467 ;
+    win3_8 <= \$1457 ;
   always @(posedge clk)
-    win3_6 <= \$1468 ;
+    slot1_ky4 <= \$1458 ;
   always @(posedge clk)
-    win3_7 <= \$1469 ;
+    padr1_ky4 <= \$1459 ;
   always @(posedge clk)
-    win3_8 <= \$1470 ;
+    win4_0 <= \$1460 ;
   always @(posedge clk)
-    win3_9 <= \$1471 ;
+    win4_1 <= \$1461 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1472 ;
+    win4_2 <= \$1462 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1473 ;
+    win4_3 <= \$1463 ;
   always @(posedge clk)
-    win4_0 <= \$1474 ;
+    win4_4 <= \$1464 ;
   always @(posedge clk)
-    win4_1 <= \$1475 ;
+    win4_5 <= \$1465 ;
   always @(posedge clk)
-    win4_2 <= \$1476 ;
+    win4_6 <= \$1466 ;
   always @(posedge clk)
-    win4_3 <= \$1477 ;
+    win4_7 <= \$1467 ;
   always @(posedge clk)
-    win4_4 <= \$1478 ;
+    win4_8 <= \$1468 ;
   always @(posedge clk)
-    win4_5 <= \$1479 ;
+    sb2 <= \$1469 ;
   always @(posedge clk)
-    win4_6 <= \$1480 ;
+    dw_ky0_s1 <= \$1470 ;
   always @(posedge clk)
-    win4_7 <= \$1481 ;
+    dw_kx0_s1 <= \$1471 ;
   always @(posedge clk)
-    win4_8 <= \$1482 ;
+    dw_ky0_s2 <= \$1472 ;
   always @(posedge clk)
-    win4_9 <= \$1483 ;
+    dwcol0 <= \$1473 ;
   always @(posedge clk)
-    sb2 <= \$1484 ;
+    dw_ky1_s1 <= \$1474 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1485 ;
+    dw_kx1_s1 <= \$1475 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1486 ;
+    dw_ky1_s2 <= \$1476 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1487 ;
+    dwcol1 <= \$1477 ;
   always @(posedge clk)
-    dwcol0 <= \$1488 ;
+    dw_ky2_s1 <= \$1478 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1489 ;
+    dw_kx2_s1 <= \$1479 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1490 ;
+    dw_ky2_s2 <= \$1480 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1491 ;
+    dwcol2 <= \$1481 ;
   always @(posedge clk)
-    dwcol1 <= \$1492 ;
+    dw_ky3_s1 <= \$1482 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1493 ;
+    dw_kx3_s1 <= \$1483 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1494 ;
+    dw_ky3_s2 <= \$1484 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1495 ;
+    dwcol3 <= \$1485 ;
   always @(posedge clk)
-    dwcol2 <= \$1496 ;
+    dw_ky4_s1 <= \$1486 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1497 ;
+    dw_kx4_s1 <= \$1487 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1498 ;
+    dw_ky4_s2 <= \$1488 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1499 ;
+    dwcol4 <= \$1489 ;
   always @(posedge clk)
-    dwcol3 <= \$1500 ;
+    dw_ky5_s1 <= \$1490 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1501 ;
+    dw_kx5_s1 <= \$1491 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1502 ;
+    dw_ky5_s2 <= \$1492 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1503 ;
+    dwcol5 <= \$1493 ;
   always @(posedge clk)
-    dwcol4 <= \$1504 ;
+    dw_ky6_s1 <= \$1494 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1505 ;
+    dw_kx6_s1 <= \$1495 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1506 ;
+    dw_ky6_s2 <= \$1496 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1507 ;
+    dwcol6 <= \$1497 ;
   always @(posedge clk)
-    dwcol5 <= \$1508 ;
+    dw_ky7_s1 <= \$1498 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1509 ;
+    dw_kx7_s1 <= \$1499 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1510 ;
+    dw_ky7_s2 <= \$1500 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1511 ;
+    dwcol7 <= \$1501 ;
   always @(posedge clk)
-    dwcol6 <= \$1512 ;
+    sb_p3 <= \$1502 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1513 ;
+    sb_p4 <= \$1503 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1514 ;
+    sb_p5 <= \$1504 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1515 ;
+    sb_p6 <= \$1505 ;
   always @(posedge clk)
-    dwcol7 <= \$1516 ;
+    sb_p7 <= \$1506 ;
   always @(posedge clk)
-    sb_p3 <= \$1517 ;
+    sb_p8 <= \$1507 ;
   always @(posedge clk)
-    sb_p4 <= \$1518 ;
+    sb_p9 <= \$1508 ;
   always @(posedge clk)
-    sb_p5 <= \$1519 ;
+    sb_p10 <= \$1509 ;
   always @(posedge clk)
-    sb_p6 <= \$1520 ;
+    sb_p11 <= \$1510 ;
   always @(posedge clk)
-    sb_p7 <= \$1521 ;
+    sb_p12 <= \$1511 ;
   always @(posedge clk)
-    sb_p8 <= \$1522 ;
+    sb_p13 <= \$1512 ;
   always @(posedge clk)
-    sb_p9 <= \$1523 ;
+    sb_p14 <= \$1513 ;
   always @(posedge clk)
-    sb_p10 <= \$1524 ;
+    sb_p15 <= \$1514 ;
   always @(posedge clk)
-    sb_p11 <= \$1525 ;
+    sb_p16 <= \$1515 ;
   always @(posedge clk)
-    sb_p12 <= \$1526 ;
+    sb_p17 <= \$1516 ;
   always @(posedge clk)
-    sb_p13 <= \$1527 ;
+    sb_p18 <= \$1517 ;
   always @(posedge clk)
-    sb_p14 <= \$1528 ;
+    sb_p19 <= \$1518 ;
   always @(posedge clk)
-    sb_p15 <= \$1529 ;
+    i_valid <= \$1519 ;
   always @(posedge clk)
-    sb_p16 <= \$1530 ;
+    i_last <= \$1520 ;
   always @(posedge clk)
-    sb_p17 <= \$1531 ;
+    i_acc <= \$1521 ;
   always @(posedge clk)
-    sb_p18 <= \$1532 ;
+    i_params <= \$1522 ;
   always @(posedge clk)
-    sb_p19 <= \$1533 ;
+    reserved <= \$1523 ;
   always @(posedge clk)
-    i_valid <= \$1534 ;
+    latch1 <= \$1524 ;
   always @(posedge clk)
-    i_last <= \$1535 ;
+    w_latch <= \$1525 ;
   always @(posedge clk)
-    i_acc <= \$1536 ;
+    w_bank <= \$1526 ;
   always @(posedge clk)
-    i_params <= \$1537 ;
+    w_ahead <= \$1527 ;
   always @(posedge clk)
-    reserved <= \$1538 ;
+    ld_ahead <= \$1528 ;
   always @(posedge clk)
-    latch1 <= \$1539 ;
+    fold_bank <= \$1529 ;
   always @(posedge clk)
-    w_latch <= \$1540 ;
+    ld_bank <= \$1530 ;
   always @(posedge clk)
-    w_bank <= \$1541 ;
+    desc <= \$1531 ;
   always @(posedge clk)
-    w_ahead <= \$1542 ;
+    state <= \$1532 ;
   always @(posedge clk)
-    ld_ahead <= \$1543 ;
+    error <= \$1533 ;
   always @(posedge clk)
-    fold_bank <= \$1544 ;
+    dw_q <= \$1534 ;
   always @(posedge clk)
-    ld_bank <= \$1545 ;
+    dw_rm <= \$1535 ;
   always @(posedge clk)
-    desc <= \$1546 ;
+    dw_ky_init0 <= \$1536 ;
   always @(posedge clk)
-    state <= \$1547 ;
+    dw_kx_init0 <= \$1537 ;
   always @(posedge clk)
-    error <= \$1548 ;
+    dw_ky_init1 <= \$1538 ;
   always @(posedge clk)
-    dw_q <= \$1549 ;
+    dw_kx_init1 <= \$1539 ;
   always @(posedge clk)
-    dw_rm <= \$1550 ;
+    dw_ky_init2 <= \$1540 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1551 ;
+    dw_kx_init2 <= \$1541 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1552 ;
+    dw_ky_init3 <= \$1542 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1553 ;
+    dw_kx_init3 <= \$1543 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1554 ;
+    dw_ky_init4 <= \$1544 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1555 ;
+    dw_kx_init4 <= \$1545 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1556 ;
+    dw_ky_init5 <= \$1546 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1557 ;
+    dw_kx_init5 <= \$1547 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1558 ;
+    dw_ky_init6 <= \$1548 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1559 ;
+    dw_kx_init6 <= \$1549 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1560 ;
+    dw_ky_init7 <= \$1550 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1561 ;
+    dw_kx_init7 <= \$1551 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1562 ;
+    taps <= \$1552 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1563 ;
+    pass_span <= \$1553 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1564 ;
+    ow_m1 <= \$1554 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1565 ;
+    kw_m1 <= \$1555 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1566 ;
+    kh_m1 <= \$1556 ;
   always @(posedge clk)
-    taps <= \$1567 ;
+    cot_m1 <= \$1557 ;
   always @(posedge clk)
-    pass_span <= \$1568 ;
+    pass_step <= \$1558 ;
   always @(posedge clk)
-    ow_m1 <= \$1569 ;
+    acc_need <= \$1559 ;
   always @(posedge clk)
-    kw_m1 <= \$1570 ;
+    last_ix <= \$1560 ;
   always @(posedge clk)
-    kh_m1 <= \$1571 ;
+    last_iy <= \$1561 ;
   always @(posedge clk)
-    cot_m1 <= \$1572 ;
+    act_total <= \$1562 ;
   always @(posedge clk)
-    pass_step <= \$1573 ;
+    w_total <= \$1563 ;
   always @(posedge clk)
-    acc_need <= \$1574 ;
+    dw_first_rc <= \$1564 ;
   always @(posedge clk)
-    last_ix <= \$1575 ;
+    dw_dual <= \$1565 ;
   always @(posedge clk)
-    last_iy <= \$1576 ;
+    qlo <= \$1566 ;
   always @(posedge clk)
-    act_total <= \$1577 ;
+    hi <= \$1567 ;
   always @(posedge clk)
-    w_total <= \$1578 ;
+    abort_timer <= \$1568 ;
   always @(posedge clk)
-    dw_first_rc <= \$1579 ;
+    p_count <= \$1569 ;
   always @(posedge clk)
-    dw_off <= \$1580 ;
+    tiles_sum <= \$1570 ;
   always @(posedge clk)
-    dw2 <= \$1581 ;
+    p_done <= \$1571 ;
   always @(posedge clk)
-    qlo <= \$1582 ;
+    p_checked <= \$1572 ;
   always @(posedge clk)
-    hi <= \$1583 ;
+    w_count <= \$1573 ;
   always @(posedge clk)
-    abort_timer <= \$1584 ;
+    w_done <= \$1574 ;
   always @(posedge clk)
-    p_count <= \$1585 ;
+    a_count <= \$1575 ;
   always @(posedge clk)
-    tiles_sum <= \$1586 ;
+    wr_cw <= \$1576 ;
   always @(posedge clk)
-    p_done <= \$1587 ;
+    wr_ix <= \$1577 ;
   always @(posedge clk)
-    p_checked <= \$1588 ;
+    wr_iy <= \$1578 ;
   always @(posedge clk)
-    w_count <= \$1589 ;
+    a_done <= \$1579 ;
   always @(posedge clk)
-    w_done <= \$1590 ;
+    gcount_m1 <= \$1580 ;
   always @(posedge clk)
-    a_count <= \$1591 ;
+    sq <= \$1581 ;
   always @(posedge clk)
-    wr_cw <= \$1592 ;
+    t <= \$1582 ;
   always @(posedge clk)
-    wr_ix <= \$1593 ;
+    ky <= \$1583 ;
   always @(posedge clk)
-    wr_iy <= \$1594 ;
+    kx <= \$1584 ;
   always @(posedge clk)
-    a_done <= \$1595 ;
+    j <= \$1585 ;
   always @(posedge clk)
-    gcount_m1 <= \$1596 ;
+    g <= \$1586 ;
   always @(posedge clk)
-    sq <= \$1597 ;
+    ox <= \$1587 ;
   always @(posedge clk)
-    t <= \$1598 ;
+    rows_left <= \$1588 ;
   always @(posedge clk)
-    ky <= \$1599 ;
+    y_pass <= \$1589 ;
   always @(posedge clk)
-    kx <= \$1600 ;
+    y_tap <= \$1590 ;
   always @(posedge clk)
-    j <= \$1601 ;
+    iy <= \$1591 ;
   always @(posedge clk)
-    g <= \$1602 ;
+    y_end <= \$1592 ;
   always @(posedge clk)
-    ox <= \$1603 ;
+    x_tap <= \$1593 ;
   always @(posedge clk)
-    rows_left <= \$1604 ;
+    ix <= \$1594 ;
   always @(posedge clk)
-    y_pass <= \$1605 ;
+    acc_addr <= \$1595 ;
   always @(posedge clk)
-    y_tap <= \$1606 ;
+    gap <= \$1596 ;
   always @(posedge clk)
-    iy <= \$1607 ;
+    dw_ky0 <= \$1597 ;
   always @(posedge clk)
-    y_end <= \$1608 ;
+    dw_ky1 <= \$1598 ;
   always @(posedge clk)
-    x_tap <= \$1609 ;
+    dw_ky2 <= \$1599 ;
   always @(posedge clk)
-    ix <= \$1610 ;
+    dw_ky3 <= \$1600 ;
   always @(posedge clk)
-    acc_addr <= \$1611 ;
+    dw_ky4 <= \$1601 ;
   always @(posedge clk)
-    rc <= \$1612 ;
+    dw_ky5 <= \$1602 ;
   always @(posedge clk)
-    next_rc <= \$1613 ;
+    dw_ky6 <= \$1603 ;
   always @(posedge clk)
-    dw_ky0 <= \$1614 ;
+    dw_ky7 <= \$1604 ;
   always @(posedge clk)
-    dw_ky1 <= \$1615 ;
+    dw_kx0 <= \$1605 ;
   always @(posedge clk)
-    dw_ky2 <= \$1616 ;
+    dw_kx1 <= \$1606 ;
   always @(posedge clk)
-    dw_ky3 <= \$1617 ;
+    dw_kx2 <= \$1607 ;
   always @(posedge clk)
-    dw_ky4 <= \$1618 ;
+    dw_kx3 <= \$1608 ;
   always @(posedge clk)
-    dw_ky5 <= \$1619 ;
+    dw_kx4 <= \$1609 ;
   always @(posedge clk)
-    dw_ky6 <= \$1620 ;
+    dw_kx5 <= \$1610 ;
   always @(posedge clk)
-    dw_ky7 <= \$1621 ;
+    dw_kx6 <= \$1611 ;
   always @(posedge clk)
-    dw_kx0 <= \$1622 ;
+    dw_kx7 <= \$1612 ;
   always @(posedge clk)
-    dw_kx1 <= \$1623 ;
+    ld_tile <= \$1613 ;
   always @(posedge clk)
-    dw_kx2 <= \$1624 ;
+    ld_k <= \$1614 ;
   always @(posedge clk)
-    dw_kx3 <= \$1625 ;
+    ld_busy <= \$1615 ;
   always @(posedge clk)
-    dw_kx4 <= \$1626 ;
+    \lo$306  <= \$1616 ;
   always @(posedge clk)
-    dw_kx5 <= \$1627 ;
+    gcount <= \$1617 ;
   always @(posedge clk)
-    dw_kx6 <= \$1628 ;
+    cur_ld_tile <= \$1618 ;
   always @(posedge clk)
-    dw_kx7 <= \$1629 ;
+    latch_bank1 <= \$1619 ;
   always @(posedge clk)
-    ld_tile <= \$1630 ;
+    counting <= \$1620 ;
   always @(posedge clk)
-    ld_k <= \$1631 ;
+    cnt_cycles <= \$1621 ;
   always @(posedge clk)
-    ld_busy <= \$1632 ;
+    cnt_busy <= \$1622 ;
   always @(posedge clk)
-    \lo$312  <= \$1633 ;
+    cnt_setup <= \$1623 ;
   always @(posedge clk)
-    gcount <= \$1634 ;
+    cnt_stall_input <= \$1624 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1635 ;
+    cnt_stall_weight <= \$1625 ;
   always @(posedge clk)
-    latch_bank1 <= \$1636 ;
+    cnt_stall_output <= \$1626 ;
   always @(posedge clk)
-    counting <= \$1637 ;
+    cnt_fill <= \$1627 ;
   always @(posedge clk)
-    cnt_cycles <= \$1638 ;
-  always @(posedge clk)
-    cnt_busy <= \$1639 ;
-  always @(posedge clk)
-    cnt_setup <= \$1640 ;
-  always @(posedge clk)
-    cnt_stall_input <= \$1641 ;
-  always @(posedge clk)
-    cnt_stall_weight <= \$1642 ;
-  always @(posedge clk)
-    cnt_stall_output <= \$1643 ;
-  always @(posedge clk)
-    cnt_fill <= \$1644 ;
-  always @(posedge clk)
-    cnt_drain <= \$1645 ;
+    cnt_drain <= \$1628 ;
   \systolic_conv.array  array (
     .act(act),
-    .bank_in(sb2[5]),
+    .bank_in(sb2[6]),
     .clk(clk),
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$238 ),
+    .sums(\sums$233 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -39169,132 +39142,122 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$187  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$187  = win0_0;
-      4'h1:
-          \$187  = win0_1;
-      4'h2:
-          \$187  = win0_2;
-      4'h3:
-          \$187  = win0_3;
-      4'h4:
-          \$187  = win0_4;
-      4'h5:
-          \$187  = win0_5;
-      4'h6:
-          \$187  = win0_6;
-      4'h7:
-          \$187  = win0_7;
-      4'h8:
-          \$187  = win0_8;
-      4'h9:
-          \$187  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$188  = win1_0;
-      4'h1:
-          \$188  = win1_1;
-      4'h2:
-          \$188  = win1_2;
-      4'h3:
-          \$188  = win1_3;
-      4'h4:
-          \$188  = win1_4;
-      4'h5:
-          \$188  = win1_5;
-      4'h6:
-          \$188  = win1_6;
-      4'h7:
-          \$188  = win1_7;
-      4'h8:
-          \$188  = win1_8;
-      4'h9:
-          \$188  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$189  = win2_0;
-      4'h1:
-          \$189  = win2_1;
-      4'h2:
-          \$189  = win2_2;
-      4'h3:
-          \$189  = win2_3;
-      4'h4:
-          \$189  = win2_4;
-      4'h5:
-          \$189  = win2_5;
-      4'h6:
-          \$189  = win2_6;
-      4'h7:
-          \$189  = win2_7;
-      4'h8:
-          \$189  = win2_8;
-      4'h9:
-          \$189  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$190  = win3_0;
-      4'h1:
-          \$190  = win3_1;
-      4'h2:
-          \$190  = win3_2;
-      4'h3:
-          \$190  = win3_3;
-      4'h4:
-          \$190  = win3_4;
-      4'h5:
-          \$190  = win3_5;
-      4'h6:
-          \$190  = win3_6;
-      4'h7:
-          \$190  = win3_7;
-      4'h8:
-          \$190  = win3_8;
-      4'h9:
-          \$190  = win3_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$191  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$191  = win4_0;
+          \$191  = win0_0;
       4'h1:
-          \$191  = win4_1;
+          \$191  = win0_1;
       4'h2:
-          \$191  = win4_2;
+          \$191  = win0_2;
       4'h3:
-          \$191  = win4_3;
+          \$191  = win0_3;
       4'h4:
-          \$191  = win4_4;
+          \$191  = win0_4;
       4'h5:
-          \$191  = win4_5;
+          \$191  = win0_5;
       4'h6:
-          \$191  = win4_6;
+          \$191  = win0_6;
       4'h7:
-          \$191  = win4_7;
+          \$191  = win0_7;
       4'h8:
-          \$191  = win4_8;
-      4'h9:
-          \$191  = win4_9;
+          \$191  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$192  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$192  = win1_0;
+      4'h1:
+          \$192  = win1_1;
+      4'h2:
+          \$192  = win1_2;
+      4'h3:
+          \$192  = win1_3;
+      4'h4:
+          \$192  = win1_4;
+      4'h5:
+          \$192  = win1_5;
+      4'h6:
+          \$192  = win1_6;
+      4'h7:
+          \$192  = win1_7;
+      4'h8:
+          \$192  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$193  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$193  = win2_0;
+      4'h1:
+          \$193  = win2_1;
+      4'h2:
+          \$193  = win2_2;
+      4'h3:
+          \$193  = win2_3;
+      4'h4:
+          \$193  = win2_4;
+      4'h5:
+          \$193  = win2_5;
+      4'h6:
+          \$193  = win2_6;
+      4'h7:
+          \$193  = win2_7;
+      4'h8:
+          \$193  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$194  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$194  = win3_0;
+      4'h1:
+          \$194  = win3_1;
+      4'h2:
+          \$194  = win3_2;
+      4'h3:
+          \$194  = win3_3;
+      4'h4:
+          \$194  = win3_4;
+      4'h5:
+          \$194  = win3_5;
+      4'h6:
+          \$194  = win3_6;
+      4'h7:
+          \$194  = win3_7;
+      4'h8:
+          \$194  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$195  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$195  = win4_0;
+      4'h1:
+          \$195  = win4_1;
+      4'h2:
+          \$195  = win4_2;
+      4'h3:
+          \$195  = win4_3;
+      4'h4:
+          \$195  = win4_4;
+      4'h5:
+          \$195  = win4_5;
+      4'h6:
+          \$195  = win4_6;
+      4'h7:
+          \$195  = win4_7;
+      4'h8:
+          \$195  = win4_8;
     endcase
   end
   always @* begin
@@ -39302,119 +39265,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel0 = 64'h0000000000000000;
     casez (dw_ky0_s2)
       4'h0:
-          dwsel0 = \$187 ;
-      4'h1:
-          dwsel0 = \$188 ;
-      4'h2:
-          dwsel0 = \$189 ;
-      4'h3:
-          dwsel0 = \$190 ;
-      4'h4:
           dwsel0 = \$191 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$192  = win0_0;
       4'h1:
-          \$192  = win0_1;
+          dwsel0 = \$192 ;
       4'h2:
-          \$192  = win0_2;
+          dwsel0 = \$193 ;
       4'h3:
-          \$192  = win0_3;
+          dwsel0 = \$194 ;
       4'h4:
-          \$192  = win0_4;
-      4'h5:
-          \$192  = win0_5;
-      4'h6:
-          \$192  = win0_6;
-      4'h7:
-          \$192  = win0_7;
-      4'h8:
-          \$192  = win0_8;
-      4'h9:
-          \$192  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$193  = win1_0;
-      4'h1:
-          \$193  = win1_1;
-      4'h2:
-          \$193  = win1_2;
-      4'h3:
-          \$193  = win1_3;
-      4'h4:
-          \$193  = win1_4;
-      4'h5:
-          \$193  = win1_5;
-      4'h6:
-          \$193  = win1_6;
-      4'h7:
-          \$193  = win1_7;
-      4'h8:
-          \$193  = win1_8;
-      4'h9:
-          \$193  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$194  = win2_0;
-      4'h1:
-          \$194  = win2_1;
-      4'h2:
-          \$194  = win2_2;
-      4'h3:
-          \$194  = win2_3;
-      4'h4:
-          \$194  = win2_4;
-      4'h5:
-          \$194  = win2_5;
-      4'h6:
-          \$194  = win2_6;
-      4'h7:
-          \$194  = win2_7;
-      4'h8:
-          \$194  = win2_8;
-      4'h9:
-          \$194  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$195  = win3_0;
-      4'h1:
-          \$195  = win3_1;
-      4'h2:
-          \$195  = win3_2;
-      4'h3:
-          \$195  = win3_3;
-      4'h4:
-          \$195  = win3_4;
-      4'h5:
-          \$195  = win3_5;
-      4'h6:
-          \$195  = win3_6;
-      4'h7:
-          \$195  = win3_7;
-      4'h8:
-          \$195  = win3_8;
-      4'h9:
-          \$195  = win3_9;
+          dwsel0 = \$195 ;
     endcase
   end
   always @* begin
@@ -39422,25 +39281,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$196  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$196  = win4_0;
+          \$196  = win0_0;
       4'h1:
-          \$196  = win4_1;
+          \$196  = win0_1;
       4'h2:
-          \$196  = win4_2;
+          \$196  = win0_2;
       4'h3:
-          \$196  = win4_3;
+          \$196  = win0_3;
       4'h4:
-          \$196  = win4_4;
+          \$196  = win0_4;
       4'h5:
-          \$196  = win4_5;
+          \$196  = win0_5;
       4'h6:
-          \$196  = win4_6;
+          \$196  = win0_6;
       4'h7:
-          \$196  = win4_7;
+          \$196  = win0_7;
       4'h8:
-          \$196  = win4_8;
-      4'h9:
-          \$196  = win4_9;
+          \$196  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$197  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$197  = win1_0;
+      4'h1:
+          \$197  = win1_1;
+      4'h2:
+          \$197  = win1_2;
+      4'h3:
+          \$197  = win1_3;
+      4'h4:
+          \$197  = win1_4;
+      4'h5:
+          \$197  = win1_5;
+      4'h6:
+          \$197  = win1_6;
+      4'h7:
+          \$197  = win1_7;
+      4'h8:
+          \$197  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$198  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$198  = win2_0;
+      4'h1:
+          \$198  = win2_1;
+      4'h2:
+          \$198  = win2_2;
+      4'h3:
+          \$198  = win2_3;
+      4'h4:
+          \$198  = win2_4;
+      4'h5:
+          \$198  = win2_5;
+      4'h6:
+          \$198  = win2_6;
+      4'h7:
+          \$198  = win2_7;
+      4'h8:
+          \$198  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$199  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$199  = win3_0;
+      4'h1:
+          \$199  = win3_1;
+      4'h2:
+          \$199  = win3_2;
+      4'h3:
+          \$199  = win3_3;
+      4'h4:
+          \$199  = win3_4;
+      4'h5:
+          \$199  = win3_5;
+      4'h6:
+          \$199  = win3_6;
+      4'h7:
+          \$199  = win3_7;
+      4'h8:
+          \$199  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$200  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$200  = win4_0;
+      4'h1:
+          \$200  = win4_1;
+      4'h2:
+          \$200  = win4_2;
+      4'h3:
+          \$200  = win4_3;
+      4'h4:
+          \$200  = win4_4;
+      4'h5:
+          \$200  = win4_5;
+      4'h6:
+          \$200  = win4_6;
+      4'h7:
+          \$200  = win4_7;
+      4'h8:
+          \$200  = win4_8;
     endcase
   end
   always @* begin
@@ -39448,119 +39401,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel1 = 64'h0000000000000000;
     casez (dw_ky1_s2)
       4'h0:
-          dwsel1 = \$192 ;
-      4'h1:
-          dwsel1 = \$193 ;
-      4'h2:
-          dwsel1 = \$194 ;
-      4'h3:
-          dwsel1 = \$195 ;
-      4'h4:
           dwsel1 = \$196 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$197  = win0_0;
       4'h1:
-          \$197  = win0_1;
+          dwsel1 = \$197 ;
       4'h2:
-          \$197  = win0_2;
+          dwsel1 = \$198 ;
       4'h3:
-          \$197  = win0_3;
+          dwsel1 = \$199 ;
       4'h4:
-          \$197  = win0_4;
-      4'h5:
-          \$197  = win0_5;
-      4'h6:
-          \$197  = win0_6;
-      4'h7:
-          \$197  = win0_7;
-      4'h8:
-          \$197  = win0_8;
-      4'h9:
-          \$197  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$198  = win1_0;
-      4'h1:
-          \$198  = win1_1;
-      4'h2:
-          \$198  = win1_2;
-      4'h3:
-          \$198  = win1_3;
-      4'h4:
-          \$198  = win1_4;
-      4'h5:
-          \$198  = win1_5;
-      4'h6:
-          \$198  = win1_6;
-      4'h7:
-          \$198  = win1_7;
-      4'h8:
-          \$198  = win1_8;
-      4'h9:
-          \$198  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$199  = win2_0;
-      4'h1:
-          \$199  = win2_1;
-      4'h2:
-          \$199  = win2_2;
-      4'h3:
-          \$199  = win2_3;
-      4'h4:
-          \$199  = win2_4;
-      4'h5:
-          \$199  = win2_5;
-      4'h6:
-          \$199  = win2_6;
-      4'h7:
-          \$199  = win2_7;
-      4'h8:
-          \$199  = win2_8;
-      4'h9:
-          \$199  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$200  = win3_0;
-      4'h1:
-          \$200  = win3_1;
-      4'h2:
-          \$200  = win3_2;
-      4'h3:
-          \$200  = win3_3;
-      4'h4:
-          \$200  = win3_4;
-      4'h5:
-          \$200  = win3_5;
-      4'h6:
-          \$200  = win3_6;
-      4'h7:
-          \$200  = win3_7;
-      4'h8:
-          \$200  = win3_8;
-      4'h9:
-          \$200  = win3_9;
+          dwsel1 = \$200 ;
     endcase
   end
   always @* begin
@@ -39568,25 +39417,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$201  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$201  = win4_0;
+          \$201  = win0_0;
       4'h1:
-          \$201  = win4_1;
+          \$201  = win0_1;
       4'h2:
-          \$201  = win4_2;
+          \$201  = win0_2;
       4'h3:
-          \$201  = win4_3;
+          \$201  = win0_3;
       4'h4:
-          \$201  = win4_4;
+          \$201  = win0_4;
       4'h5:
-          \$201  = win4_5;
+          \$201  = win0_5;
       4'h6:
-          \$201  = win4_6;
+          \$201  = win0_6;
       4'h7:
-          \$201  = win4_7;
+          \$201  = win0_7;
       4'h8:
-          \$201  = win4_8;
-      4'h9:
-          \$201  = win4_9;
+          \$201  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$202  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$202  = win1_0;
+      4'h1:
+          \$202  = win1_1;
+      4'h2:
+          \$202  = win1_2;
+      4'h3:
+          \$202  = win1_3;
+      4'h4:
+          \$202  = win1_4;
+      4'h5:
+          \$202  = win1_5;
+      4'h6:
+          \$202  = win1_6;
+      4'h7:
+          \$202  = win1_7;
+      4'h8:
+          \$202  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$203  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$203  = win2_0;
+      4'h1:
+          \$203  = win2_1;
+      4'h2:
+          \$203  = win2_2;
+      4'h3:
+          \$203  = win2_3;
+      4'h4:
+          \$203  = win2_4;
+      4'h5:
+          \$203  = win2_5;
+      4'h6:
+          \$203  = win2_6;
+      4'h7:
+          \$203  = win2_7;
+      4'h8:
+          \$203  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$204  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$204  = win3_0;
+      4'h1:
+          \$204  = win3_1;
+      4'h2:
+          \$204  = win3_2;
+      4'h3:
+          \$204  = win3_3;
+      4'h4:
+          \$204  = win3_4;
+      4'h5:
+          \$204  = win3_5;
+      4'h6:
+          \$204  = win3_6;
+      4'h7:
+          \$204  = win3_7;
+      4'h8:
+          \$204  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$205  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$205  = win4_0;
+      4'h1:
+          \$205  = win4_1;
+      4'h2:
+          \$205  = win4_2;
+      4'h3:
+          \$205  = win4_3;
+      4'h4:
+          \$205  = win4_4;
+      4'h5:
+          \$205  = win4_5;
+      4'h6:
+          \$205  = win4_6;
+      4'h7:
+          \$205  = win4_7;
+      4'h8:
+          \$205  = win4_8;
     endcase
   end
   always @* begin
@@ -39594,119 +39537,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel2 = 64'h0000000000000000;
     casez (dw_ky2_s2)
       4'h0:
-          dwsel2 = \$197 ;
-      4'h1:
-          dwsel2 = \$198 ;
-      4'h2:
-          dwsel2 = \$199 ;
-      4'h3:
-          dwsel2 = \$200 ;
-      4'h4:
           dwsel2 = \$201 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$202  = win0_0;
       4'h1:
-          \$202  = win0_1;
+          dwsel2 = \$202 ;
       4'h2:
-          \$202  = win0_2;
+          dwsel2 = \$203 ;
       4'h3:
-          \$202  = win0_3;
+          dwsel2 = \$204 ;
       4'h4:
-          \$202  = win0_4;
-      4'h5:
-          \$202  = win0_5;
-      4'h6:
-          \$202  = win0_6;
-      4'h7:
-          \$202  = win0_7;
-      4'h8:
-          \$202  = win0_8;
-      4'h9:
-          \$202  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$203  = win1_0;
-      4'h1:
-          \$203  = win1_1;
-      4'h2:
-          \$203  = win1_2;
-      4'h3:
-          \$203  = win1_3;
-      4'h4:
-          \$203  = win1_4;
-      4'h5:
-          \$203  = win1_5;
-      4'h6:
-          \$203  = win1_6;
-      4'h7:
-          \$203  = win1_7;
-      4'h8:
-          \$203  = win1_8;
-      4'h9:
-          \$203  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$204  = win2_0;
-      4'h1:
-          \$204  = win2_1;
-      4'h2:
-          \$204  = win2_2;
-      4'h3:
-          \$204  = win2_3;
-      4'h4:
-          \$204  = win2_4;
-      4'h5:
-          \$204  = win2_5;
-      4'h6:
-          \$204  = win2_6;
-      4'h7:
-          \$204  = win2_7;
-      4'h8:
-          \$204  = win2_8;
-      4'h9:
-          \$204  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$205  = win3_0;
-      4'h1:
-          \$205  = win3_1;
-      4'h2:
-          \$205  = win3_2;
-      4'h3:
-          \$205  = win3_3;
-      4'h4:
-          \$205  = win3_4;
-      4'h5:
-          \$205  = win3_5;
-      4'h6:
-          \$205  = win3_6;
-      4'h7:
-          \$205  = win3_7;
-      4'h8:
-          \$205  = win3_8;
-      4'h9:
-          \$205  = win3_9;
+          dwsel2 = \$205 ;
     endcase
   end
   always @* begin
@@ -39714,25 +39553,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$206  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$206  = win4_0;
+          \$206  = win0_0;
       4'h1:
-          \$206  = win4_1;
+          \$206  = win0_1;
       4'h2:
-          \$206  = win4_2;
+          \$206  = win0_2;
       4'h3:
-          \$206  = win4_3;
+          \$206  = win0_3;
       4'h4:
-          \$206  = win4_4;
+          \$206  = win0_4;
       4'h5:
-          \$206  = win4_5;
+          \$206  = win0_5;
       4'h6:
-          \$206  = win4_6;
+          \$206  = win0_6;
       4'h7:
-          \$206  = win4_7;
+          \$206  = win0_7;
       4'h8:
-          \$206  = win4_8;
-      4'h9:
-          \$206  = win4_9;
+          \$206  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$207  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$207  = win1_0;
+      4'h1:
+          \$207  = win1_1;
+      4'h2:
+          \$207  = win1_2;
+      4'h3:
+          \$207  = win1_3;
+      4'h4:
+          \$207  = win1_4;
+      4'h5:
+          \$207  = win1_5;
+      4'h6:
+          \$207  = win1_6;
+      4'h7:
+          \$207  = win1_7;
+      4'h8:
+          \$207  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$208  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$208  = win2_0;
+      4'h1:
+          \$208  = win2_1;
+      4'h2:
+          \$208  = win2_2;
+      4'h3:
+          \$208  = win2_3;
+      4'h4:
+          \$208  = win2_4;
+      4'h5:
+          \$208  = win2_5;
+      4'h6:
+          \$208  = win2_6;
+      4'h7:
+          \$208  = win2_7;
+      4'h8:
+          \$208  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$209  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$209  = win3_0;
+      4'h1:
+          \$209  = win3_1;
+      4'h2:
+          \$209  = win3_2;
+      4'h3:
+          \$209  = win3_3;
+      4'h4:
+          \$209  = win3_4;
+      4'h5:
+          \$209  = win3_5;
+      4'h6:
+          \$209  = win3_6;
+      4'h7:
+          \$209  = win3_7;
+      4'h8:
+          \$209  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$210  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$210  = win4_0;
+      4'h1:
+          \$210  = win4_1;
+      4'h2:
+          \$210  = win4_2;
+      4'h3:
+          \$210  = win4_3;
+      4'h4:
+          \$210  = win4_4;
+      4'h5:
+          \$210  = win4_5;
+      4'h6:
+          \$210  = win4_6;
+      4'h7:
+          \$210  = win4_7;
+      4'h8:
+          \$210  = win4_8;
     endcase
   end
   always @* begin
@@ -39740,119 +39673,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel3 = 64'h0000000000000000;
     casez (dw_ky3_s2)
       4'h0:
-          dwsel3 = \$202 ;
-      4'h1:
-          dwsel3 = \$203 ;
-      4'h2:
-          dwsel3 = \$204 ;
-      4'h3:
-          dwsel3 = \$205 ;
-      4'h4:
           dwsel3 = \$206 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$207  = win0_0;
       4'h1:
-          \$207  = win0_1;
+          dwsel3 = \$207 ;
       4'h2:
-          \$207  = win0_2;
+          dwsel3 = \$208 ;
       4'h3:
-          \$207  = win0_3;
+          dwsel3 = \$209 ;
       4'h4:
-          \$207  = win0_4;
-      4'h5:
-          \$207  = win0_5;
-      4'h6:
-          \$207  = win0_6;
-      4'h7:
-          \$207  = win0_7;
-      4'h8:
-          \$207  = win0_8;
-      4'h9:
-          \$207  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$208  = win1_0;
-      4'h1:
-          \$208  = win1_1;
-      4'h2:
-          \$208  = win1_2;
-      4'h3:
-          \$208  = win1_3;
-      4'h4:
-          \$208  = win1_4;
-      4'h5:
-          \$208  = win1_5;
-      4'h6:
-          \$208  = win1_6;
-      4'h7:
-          \$208  = win1_7;
-      4'h8:
-          \$208  = win1_8;
-      4'h9:
-          \$208  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$209  = win2_0;
-      4'h1:
-          \$209  = win2_1;
-      4'h2:
-          \$209  = win2_2;
-      4'h3:
-          \$209  = win2_3;
-      4'h4:
-          \$209  = win2_4;
-      4'h5:
-          \$209  = win2_5;
-      4'h6:
-          \$209  = win2_6;
-      4'h7:
-          \$209  = win2_7;
-      4'h8:
-          \$209  = win2_8;
-      4'h9:
-          \$209  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$210  = win3_0;
-      4'h1:
-          \$210  = win3_1;
-      4'h2:
-          \$210  = win3_2;
-      4'h3:
-          \$210  = win3_3;
-      4'h4:
-          \$210  = win3_4;
-      4'h5:
-          \$210  = win3_5;
-      4'h6:
-          \$210  = win3_6;
-      4'h7:
-          \$210  = win3_7;
-      4'h8:
-          \$210  = win3_8;
-      4'h9:
-          \$210  = win3_9;
+          dwsel3 = \$210 ;
     endcase
   end
   always @* begin
@@ -39860,25 +39689,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$211  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$211  = win4_0;
+          \$211  = win0_0;
       4'h1:
-          \$211  = win4_1;
+          \$211  = win0_1;
       4'h2:
-          \$211  = win4_2;
+          \$211  = win0_2;
       4'h3:
-          \$211  = win4_3;
+          \$211  = win0_3;
       4'h4:
-          \$211  = win4_4;
+          \$211  = win0_4;
       4'h5:
-          \$211  = win4_5;
+          \$211  = win0_5;
       4'h6:
-          \$211  = win4_6;
+          \$211  = win0_6;
       4'h7:
-          \$211  = win4_7;
+          \$211  = win0_7;
       4'h8:
-          \$211  = win4_8;
-      4'h9:
-          \$211  = win4_9;
+          \$211  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$212  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$212  = win1_0;
+      4'h1:
+          \$212  = win1_1;
+      4'h2:
+          \$212  = win1_2;
+      4'h3:
+          \$212  = win1_3;
+      4'h4:
+          \$212  = win1_4;
+      4'h5:
+          \$212  = win1_5;
+      4'h6:
+          \$212  = win1_6;
+      4'h7:
+          \$212  = win1_7;
+      4'h8:
+          \$212  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$213  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$213  = win2_0;
+      4'h1:
+          \$213  = win2_1;
+      4'h2:
+          \$213  = win2_2;
+      4'h3:
+          \$213  = win2_3;
+      4'h4:
+          \$213  = win2_4;
+      4'h5:
+          \$213  = win2_5;
+      4'h6:
+          \$213  = win2_6;
+      4'h7:
+          \$213  = win2_7;
+      4'h8:
+          \$213  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$214  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$214  = win3_0;
+      4'h1:
+          \$214  = win3_1;
+      4'h2:
+          \$214  = win3_2;
+      4'h3:
+          \$214  = win3_3;
+      4'h4:
+          \$214  = win3_4;
+      4'h5:
+          \$214  = win3_5;
+      4'h6:
+          \$214  = win3_6;
+      4'h7:
+          \$214  = win3_7;
+      4'h8:
+          \$214  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$215  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$215  = win4_0;
+      4'h1:
+          \$215  = win4_1;
+      4'h2:
+          \$215  = win4_2;
+      4'h3:
+          \$215  = win4_3;
+      4'h4:
+          \$215  = win4_4;
+      4'h5:
+          \$215  = win4_5;
+      4'h6:
+          \$215  = win4_6;
+      4'h7:
+          \$215  = win4_7;
+      4'h8:
+          \$215  = win4_8;
     endcase
   end
   always @* begin
@@ -39886,119 +39809,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel4 = 64'h0000000000000000;
     casez (dw_ky4_s2)
       4'h0:
-          dwsel4 = \$207 ;
-      4'h1:
-          dwsel4 = \$208 ;
-      4'h2:
-          dwsel4 = \$209 ;
-      4'h3:
-          dwsel4 = \$210 ;
-      4'h4:
           dwsel4 = \$211 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$212  = win0_0;
       4'h1:
-          \$212  = win0_1;
+          dwsel4 = \$212 ;
       4'h2:
-          \$212  = win0_2;
+          dwsel4 = \$213 ;
       4'h3:
-          \$212  = win0_3;
+          dwsel4 = \$214 ;
       4'h4:
-          \$212  = win0_4;
-      4'h5:
-          \$212  = win0_5;
-      4'h6:
-          \$212  = win0_6;
-      4'h7:
-          \$212  = win0_7;
-      4'h8:
-          \$212  = win0_8;
-      4'h9:
-          \$212  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$213  = win1_0;
-      4'h1:
-          \$213  = win1_1;
-      4'h2:
-          \$213  = win1_2;
-      4'h3:
-          \$213  = win1_3;
-      4'h4:
-          \$213  = win1_4;
-      4'h5:
-          \$213  = win1_5;
-      4'h6:
-          \$213  = win1_6;
-      4'h7:
-          \$213  = win1_7;
-      4'h8:
-          \$213  = win1_8;
-      4'h9:
-          \$213  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$214  = win2_0;
-      4'h1:
-          \$214  = win2_1;
-      4'h2:
-          \$214  = win2_2;
-      4'h3:
-          \$214  = win2_3;
-      4'h4:
-          \$214  = win2_4;
-      4'h5:
-          \$214  = win2_5;
-      4'h6:
-          \$214  = win2_6;
-      4'h7:
-          \$214  = win2_7;
-      4'h8:
-          \$214  = win2_8;
-      4'h9:
-          \$214  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$215  = win3_0;
-      4'h1:
-          \$215  = win3_1;
-      4'h2:
-          \$215  = win3_2;
-      4'h3:
-          \$215  = win3_3;
-      4'h4:
-          \$215  = win3_4;
-      4'h5:
-          \$215  = win3_5;
-      4'h6:
-          \$215  = win3_6;
-      4'h7:
-          \$215  = win3_7;
-      4'h8:
-          \$215  = win3_8;
-      4'h9:
-          \$215  = win3_9;
+          dwsel4 = \$215 ;
     endcase
   end
   always @* begin
@@ -40006,25 +39825,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$216  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$216  = win4_0;
+          \$216  = win0_0;
       4'h1:
-          \$216  = win4_1;
+          \$216  = win0_1;
       4'h2:
-          \$216  = win4_2;
+          \$216  = win0_2;
       4'h3:
-          \$216  = win4_3;
+          \$216  = win0_3;
       4'h4:
-          \$216  = win4_4;
+          \$216  = win0_4;
       4'h5:
-          \$216  = win4_5;
+          \$216  = win0_5;
       4'h6:
-          \$216  = win4_6;
+          \$216  = win0_6;
       4'h7:
-          \$216  = win4_7;
+          \$216  = win0_7;
       4'h8:
-          \$216  = win4_8;
-      4'h9:
-          \$216  = win4_9;
+          \$216  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$217  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$217  = win1_0;
+      4'h1:
+          \$217  = win1_1;
+      4'h2:
+          \$217  = win1_2;
+      4'h3:
+          \$217  = win1_3;
+      4'h4:
+          \$217  = win1_4;
+      4'h5:
+          \$217  = win1_5;
+      4'h6:
+          \$217  = win1_6;
+      4'h7:
+          \$217  = win1_7;
+      4'h8:
+          \$217  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$218  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$218  = win2_0;
+      4'h1:
+          \$218  = win2_1;
+      4'h2:
+          \$218  = win2_2;
+      4'h3:
+          \$218  = win2_3;
+      4'h4:
+          \$218  = win2_4;
+      4'h5:
+          \$218  = win2_5;
+      4'h6:
+          \$218  = win2_6;
+      4'h7:
+          \$218  = win2_7;
+      4'h8:
+          \$218  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$219  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$219  = win3_0;
+      4'h1:
+          \$219  = win3_1;
+      4'h2:
+          \$219  = win3_2;
+      4'h3:
+          \$219  = win3_3;
+      4'h4:
+          \$219  = win3_4;
+      4'h5:
+          \$219  = win3_5;
+      4'h6:
+          \$219  = win3_6;
+      4'h7:
+          \$219  = win3_7;
+      4'h8:
+          \$219  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$220  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$220  = win4_0;
+      4'h1:
+          \$220  = win4_1;
+      4'h2:
+          \$220  = win4_2;
+      4'h3:
+          \$220  = win4_3;
+      4'h4:
+          \$220  = win4_4;
+      4'h5:
+          \$220  = win4_5;
+      4'h6:
+          \$220  = win4_6;
+      4'h7:
+          \$220  = win4_7;
+      4'h8:
+          \$220  = win4_8;
     endcase
   end
   always @* begin
@@ -40032,119 +39945,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel5 = 64'h0000000000000000;
     casez (dw_ky5_s2)
       4'h0:
-          dwsel5 = \$212 ;
-      4'h1:
-          dwsel5 = \$213 ;
-      4'h2:
-          dwsel5 = \$214 ;
-      4'h3:
-          dwsel5 = \$215 ;
-      4'h4:
           dwsel5 = \$216 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$217  = win0_0;
       4'h1:
-          \$217  = win0_1;
+          dwsel5 = \$217 ;
       4'h2:
-          \$217  = win0_2;
+          dwsel5 = \$218 ;
       4'h3:
-          \$217  = win0_3;
+          dwsel5 = \$219 ;
       4'h4:
-          \$217  = win0_4;
-      4'h5:
-          \$217  = win0_5;
-      4'h6:
-          \$217  = win0_6;
-      4'h7:
-          \$217  = win0_7;
-      4'h8:
-          \$217  = win0_8;
-      4'h9:
-          \$217  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$218  = win1_0;
-      4'h1:
-          \$218  = win1_1;
-      4'h2:
-          \$218  = win1_2;
-      4'h3:
-          \$218  = win1_3;
-      4'h4:
-          \$218  = win1_4;
-      4'h5:
-          \$218  = win1_5;
-      4'h6:
-          \$218  = win1_6;
-      4'h7:
-          \$218  = win1_7;
-      4'h8:
-          \$218  = win1_8;
-      4'h9:
-          \$218  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$219  = win2_0;
-      4'h1:
-          \$219  = win2_1;
-      4'h2:
-          \$219  = win2_2;
-      4'h3:
-          \$219  = win2_3;
-      4'h4:
-          \$219  = win2_4;
-      4'h5:
-          \$219  = win2_5;
-      4'h6:
-          \$219  = win2_6;
-      4'h7:
-          \$219  = win2_7;
-      4'h8:
-          \$219  = win2_8;
-      4'h9:
-          \$219  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$220  = win3_0;
-      4'h1:
-          \$220  = win3_1;
-      4'h2:
-          \$220  = win3_2;
-      4'h3:
-          \$220  = win3_3;
-      4'h4:
-          \$220  = win3_4;
-      4'h5:
-          \$220  = win3_5;
-      4'h6:
-          \$220  = win3_6;
-      4'h7:
-          \$220  = win3_7;
-      4'h8:
-          \$220  = win3_8;
-      4'h9:
-          \$220  = win3_9;
+          dwsel5 = \$220 ;
     endcase
   end
   always @* begin
@@ -40152,25 +39961,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$221  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$221  = win4_0;
+          \$221  = win0_0;
       4'h1:
-          \$221  = win4_1;
+          \$221  = win0_1;
       4'h2:
-          \$221  = win4_2;
+          \$221  = win0_2;
       4'h3:
-          \$221  = win4_3;
+          \$221  = win0_3;
       4'h4:
-          \$221  = win4_4;
+          \$221  = win0_4;
       4'h5:
-          \$221  = win4_5;
+          \$221  = win0_5;
       4'h6:
-          \$221  = win4_6;
+          \$221  = win0_6;
       4'h7:
-          \$221  = win4_7;
+          \$221  = win0_7;
       4'h8:
-          \$221  = win4_8;
-      4'h9:
-          \$221  = win4_9;
+          \$221  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$222  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$222  = win1_0;
+      4'h1:
+          \$222  = win1_1;
+      4'h2:
+          \$222  = win1_2;
+      4'h3:
+          \$222  = win1_3;
+      4'h4:
+          \$222  = win1_4;
+      4'h5:
+          \$222  = win1_5;
+      4'h6:
+          \$222  = win1_6;
+      4'h7:
+          \$222  = win1_7;
+      4'h8:
+          \$222  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$223  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$223  = win2_0;
+      4'h1:
+          \$223  = win2_1;
+      4'h2:
+          \$223  = win2_2;
+      4'h3:
+          \$223  = win2_3;
+      4'h4:
+          \$223  = win2_4;
+      4'h5:
+          \$223  = win2_5;
+      4'h6:
+          \$223  = win2_6;
+      4'h7:
+          \$223  = win2_7;
+      4'h8:
+          \$223  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$224  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$224  = win3_0;
+      4'h1:
+          \$224  = win3_1;
+      4'h2:
+          \$224  = win3_2;
+      4'h3:
+          \$224  = win3_3;
+      4'h4:
+          \$224  = win3_4;
+      4'h5:
+          \$224  = win3_5;
+      4'h6:
+          \$224  = win3_6;
+      4'h7:
+          \$224  = win3_7;
+      4'h8:
+          \$224  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$225  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$225  = win4_0;
+      4'h1:
+          \$225  = win4_1;
+      4'h2:
+          \$225  = win4_2;
+      4'h3:
+          \$225  = win4_3;
+      4'h4:
+          \$225  = win4_4;
+      4'h5:
+          \$225  = win4_5;
+      4'h6:
+          \$225  = win4_6;
+      4'h7:
+          \$225  = win4_7;
+      4'h8:
+          \$225  = win4_8;
     endcase
   end
   always @* begin
@@ -40178,119 +40081,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel6 = 64'h0000000000000000;
     casez (dw_ky6_s2)
       4'h0:
-          dwsel6 = \$217 ;
-      4'h1:
-          dwsel6 = \$218 ;
-      4'h2:
-          dwsel6 = \$219 ;
-      4'h3:
-          dwsel6 = \$220 ;
-      4'h4:
           dwsel6 = \$221 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$222  = win0_0;
       4'h1:
-          \$222  = win0_1;
+          dwsel6 = \$222 ;
       4'h2:
-          \$222  = win0_2;
+          dwsel6 = \$223 ;
       4'h3:
-          \$222  = win0_3;
+          dwsel6 = \$224 ;
       4'h4:
-          \$222  = win0_4;
-      4'h5:
-          \$222  = win0_5;
-      4'h6:
-          \$222  = win0_6;
-      4'h7:
-          \$222  = win0_7;
-      4'h8:
-          \$222  = win0_8;
-      4'h9:
-          \$222  = win0_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$223  = win1_0;
-      4'h1:
-          \$223  = win1_1;
-      4'h2:
-          \$223  = win1_2;
-      4'h3:
-          \$223  = win1_3;
-      4'h4:
-          \$223  = win1_4;
-      4'h5:
-          \$223  = win1_5;
-      4'h6:
-          \$223  = win1_6;
-      4'h7:
-          \$223  = win1_7;
-      4'h8:
-          \$223  = win1_8;
-      4'h9:
-          \$223  = win1_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$224  = win2_0;
-      4'h1:
-          \$224  = win2_1;
-      4'h2:
-          \$224  = win2_2;
-      4'h3:
-          \$224  = win2_3;
-      4'h4:
-          \$224  = win2_4;
-      4'h5:
-          \$224  = win2_5;
-      4'h6:
-          \$224  = win2_6;
-      4'h7:
-          \$224  = win2_7;
-      4'h8:
-          \$224  = win2_8;
-      4'h9:
-          \$224  = win2_9;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$225  = win3_0;
-      4'h1:
-          \$225  = win3_1;
-      4'h2:
-          \$225  = win3_2;
-      4'h3:
-          \$225  = win3_3;
-      4'h4:
-          \$225  = win3_4;
-      4'h5:
-          \$225  = win3_5;
-      4'h6:
-          \$225  = win3_6;
-      4'h7:
-          \$225  = win3_7;
-      4'h8:
-          \$225  = win3_8;
-      4'h9:
-          \$225  = win3_9;
+          dwsel6 = \$225 ;
     endcase
   end
   always @* begin
@@ -40298,25 +40097,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$226  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$226  = win4_0;
+          \$226  = win0_0;
       4'h1:
-          \$226  = win4_1;
+          \$226  = win0_1;
       4'h2:
-          \$226  = win4_2;
+          \$226  = win0_2;
       4'h3:
-          \$226  = win4_3;
+          \$226  = win0_3;
       4'h4:
-          \$226  = win4_4;
+          \$226  = win0_4;
       4'h5:
-          \$226  = win4_5;
+          \$226  = win0_5;
       4'h6:
-          \$226  = win4_6;
+          \$226  = win0_6;
       4'h7:
-          \$226  = win4_7;
+          \$226  = win0_7;
       4'h8:
-          \$226  = win4_8;
-      4'h9:
-          \$226  = win4_9;
+          \$226  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$227  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$227  = win1_0;
+      4'h1:
+          \$227  = win1_1;
+      4'h2:
+          \$227  = win1_2;
+      4'h3:
+          \$227  = win1_3;
+      4'h4:
+          \$227  = win1_4;
+      4'h5:
+          \$227  = win1_5;
+      4'h6:
+          \$227  = win1_6;
+      4'h7:
+          \$227  = win1_7;
+      4'h8:
+          \$227  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$228  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$228  = win2_0;
+      4'h1:
+          \$228  = win2_1;
+      4'h2:
+          \$228  = win2_2;
+      4'h3:
+          \$228  = win2_3;
+      4'h4:
+          \$228  = win2_4;
+      4'h5:
+          \$228  = win2_5;
+      4'h6:
+          \$228  = win2_6;
+      4'h7:
+          \$228  = win2_7;
+      4'h8:
+          \$228  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$229  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$229  = win3_0;
+      4'h1:
+          \$229  = win3_1;
+      4'h2:
+          \$229  = win3_2;
+      4'h3:
+          \$229  = win3_3;
+      4'h4:
+          \$229  = win3_4;
+      4'h5:
+          \$229  = win3_5;
+      4'h6:
+          \$229  = win3_6;
+      4'h7:
+          \$229  = win3_7;
+      4'h8:
+          \$229  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$230  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$230  = win4_0;
+      4'h1:
+          \$230  = win4_1;
+      4'h2:
+          \$230  = win4_2;
+      4'h3:
+          \$230  = win4_3;
+      4'h4:
+          \$230  = win4_4;
+      4'h5:
+          \$230  = win4_5;
+      4'h6:
+          \$230  = win4_6;
+      4'h7:
+          \$230  = win4_7;
+      4'h8:
+          \$230  = win4_8;
     endcase
   end
   always @* begin
@@ -40324,21 +40217,21 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s2)
       4'h0:
-          dwsel7 = \$222 ;
-      4'h1:
-          dwsel7 = \$223 ;
-      4'h2:
-          dwsel7 = \$224 ;
-      4'h3:
-          dwsel7 = \$225 ;
-      4'h4:
           dwsel7 = \$226 ;
+      4'h1:
+          dwsel7 = \$227 ;
+      4'h2:
+          dwsel7 = \$228 ;
+      4'h3:
+          dwsel7 = \$229 ;
+      4'h4:
+          dwsel7 = \$230 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (sb1[10:7])
+    casez (sb1[11:8])
       4'h0:
           \$810  = \$794 ;
       4'h1:
@@ -40946,27 +40839,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$33 ) begin
-      (* full_case = 32'd1 *)
-      casez (desc[120:119])
-        2'h1:
-            ix_m = \$35 [28:0];
-        2'h2:
-            ix_m = 29'h00000000;
-        2'h3:
-            ix_m = \$36 [28:0];
-        default:
-            ix_m = 29'h00000000;
-      endcase
-    end else if (\$34 ) begin
+    if (\$37 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
             ix_m = \$39 [28:0];
         2'h2:
-            ix_m = \$40 [28:0];
+            ix_m = 29'h00000000;
         2'h3:
-            ix_m = \$41 [28:0];
+            ix_m = \$40 [28:0];
+        default:
+            ix_m = 29'h00000000;
+      endcase
+    end else if (\$38 ) begin
+      (* full_case = 32'd1 *)
+      casez (desc[120:119])
+        2'h1:
+            ix_m = \$43 [28:0];
+        2'h2:
+            ix_m = \$44 [28:0];
+        2'h3:
+            ix_m = \$45 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
@@ -40977,7 +40870,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_ix = 1'h0;
-    if (\$33 ) begin
+    if (\$37 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -40989,7 +40882,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_ix = 1'h1;
       endcase
-    end else if (\$34 ) begin
+    end else if (\$38 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -41006,38 +40899,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$45 ) begin
+    if (\$49 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$49 [28:0];
+            ixb_m = \$53 [28:0];
         2'h2:
             ixb_m = 29'h00000000;
         2'h3:
-            ixb_m = \$51 [28:0];
+            ixb_m = \$55 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
-    end else if (\$47 ) begin
+    end else if (\$51 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$55 [28:0];
+            ixb_m = \$59 [28:0];
         2'h2:
-            ixb_m = \$56 [28:0];
+            ixb_m = \$60 [28:0];
         2'h3:
-            ixb_m = \$58 [28:0];
+            ixb_m = \$62 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
     end else begin
-      ixb_m = \$59 [28:0];
+      ixb_m = \$63 [28:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_ixb = 1'h0;
-    if (\$45 ) begin
+    if (\$49 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -41049,7 +40942,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_ixb = 1'h1;
       endcase
-    end else if (\$47 ) begin
+    end else if (\$51 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -41062,16 +40955,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             pad_ixb = 1'h1;
       endcase
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dw_first = 19'h00000;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          dw_first = { \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256 [7], \$256  };
-    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -41439,107 +41322,225 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = cw_r1__data;
+    \$1405  = cw_r1__data;
     if (rst) begin
-      \$1415  = 10'h000;
+      \$1405  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = cw_r2__data;
+    \$1406  = cw_r2__data;
     if (rst) begin
-      \$1416  = 10'h000;
+      \$1406  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = t_adv;
+    \$1407  = t_adv;
     if (rst) begin
-      \$1417  = 1'h0;
+      \$1407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = cur;
+    \$1408  = cur;
     if (t_adv) begin
-      \$1418  = \$793 ;
+      \$1408  = \$793 ;
     end else if (\$792 ) begin
-      \$1418  = cw_r__data;
+      \$1408  = cw_r__data;
     end
     if (rst) begin
-      \$1418  = 10'h000;
+      \$1408  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = sb0;
+    \$1409  = sb0;
     if (rst) begin
-      \$1419  = 29'h00000000;
+      \$1409  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = par_a;
+    \$1410  = par_a;
     if (rst) begin
-      \$1420  = 1'h0;
+      \$1410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = \$811 ;
+    \$1411  = \$811 ;
+    if (rst) begin
+      \$1411  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1412  = pad_ix;
+    if (rst) begin
+      \$1412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1413  = pad_ixb;
+    if (rst) begin
+      \$1413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1414  = \$182 [3:0];
+    if (rst) begin
+      \$1414  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1415  = \$814 ;
+    if (rst) begin
+      \$1415  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1416  = win0_0;
+    if (\$816 ) begin
+      \$1416  = \$835 ;
+    end
+    if (\$836 ) begin
+      \$1416  = \$855 ;
+    end
+    if (rst) begin
+      \$1416  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1417  = win0_1;
+    if (\$816 ) begin
+      \$1417  = win0_0;
+    end
+    if (\$836 ) begin
+      \$1417  = \$874 ;
+    end
+    if (rst) begin
+      \$1417  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1418  = win0_2;
+    if (\$816 ) begin
+      \$1418  = win0_1;
+    end
+    if (\$836 ) begin
+      \$1418  = win0_0;
+    end
+    if (rst) begin
+      \$1418  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1419  = win0_3;
+    if (\$816 ) begin
+      \$1419  = win0_2;
+    end
+    if (\$836 ) begin
+      \$1419  = win0_1;
+    end
+    if (rst) begin
+      \$1419  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1420  = win0_4;
+    if (\$816 ) begin
+      \$1420  = win0_3;
+    end
+    if (\$836 ) begin
+      \$1420  = win0_2;
+    end
+    if (rst) begin
+      \$1420  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1421  = win0_5;
+    if (\$816 ) begin
+      \$1421  = win0_4;
+    end
+    if (\$836 ) begin
+      \$1421  = win0_3;
+    end
     if (rst) begin
       \$1421  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = pad_ix;
-    if (rst) begin
-      \$1422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = pad_ixb;
-    if (rst) begin
-      \$1423  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = \$178 [3:0];
-    if (rst) begin
-      \$1424  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$814 ;
-    if (rst) begin
-      \$1425  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = win0_0;
+    \$1422  = win0_6;
     if (\$816 ) begin
-      \$1426  = \$835 ;
+      \$1422  = win0_5;
     end
     if (\$836 ) begin
-      \$1426  = \$855 ;
+      \$1422  = win0_4;
     end
     if (rst) begin
-      \$1426  = 64'h0000000000000000;
+      \$1422  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = win0_1;
+    \$1423  = win0_7;
     if (\$816 ) begin
-      \$1427  = win0_0;
+      \$1423  = win0_6;
     end
     if (\$836 ) begin
-      \$1427  = \$874 ;
+      \$1423  = win0_5;
+    end
+    if (rst) begin
+      \$1423  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1424  = win0_8;
+    if (\$816 ) begin
+      \$1424  = win0_7;
+    end
+    if (\$836 ) begin
+      \$1424  = win0_6;
+    end
+    if (rst) begin
+      \$1424  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1425  = \$184 [3:0];
+    if (rst) begin
+      \$1425  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1426  = \$877 ;
+    if (rst) begin
+      \$1426  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1427  = win1_0;
+    if (\$879 ) begin
+      \$1427  = \$898 ;
+    end
+    if (\$899 ) begin
+      \$1427  = \$918 ;
     end
     if (rst) begin
       \$1427  = 64'h0000000000000000;
@@ -41547,12 +41548,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = win0_2;
-    if (\$816 ) begin
-      \$1428  = win0_1;
+    \$1428  = win1_1;
+    if (\$879 ) begin
+      \$1428  = win1_0;
     end
-    if (\$836 ) begin
-      \$1428  = win0_0;
+    if (\$899 ) begin
+      \$1428  = \$937 ;
     end
     if (rst) begin
       \$1428  = 64'h0000000000000000;
@@ -41560,12 +41561,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = win0_3;
-    if (\$816 ) begin
-      \$1429  = win0_2;
+    \$1429  = win1_2;
+    if (\$879 ) begin
+      \$1429  = win1_1;
     end
-    if (\$836 ) begin
-      \$1429  = win0_1;
+    if (\$899 ) begin
+      \$1429  = win1_0;
     end
     if (rst) begin
       \$1429  = 64'h0000000000000000;
@@ -41573,12 +41574,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = win0_4;
-    if (\$816 ) begin
-      \$1430  = win0_3;
+    \$1430  = win1_3;
+    if (\$879 ) begin
+      \$1430  = win1_2;
     end
-    if (\$836 ) begin
-      \$1430  = win0_2;
+    if (\$899 ) begin
+      \$1430  = win1_1;
     end
     if (rst) begin
       \$1430  = 64'h0000000000000000;
@@ -41586,12 +41587,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = win0_5;
-    if (\$816 ) begin
-      \$1431  = win0_4;
+    \$1431  = win1_4;
+    if (\$879 ) begin
+      \$1431  = win1_3;
     end
-    if (\$836 ) begin
-      \$1431  = win0_3;
+    if (\$899 ) begin
+      \$1431  = win1_2;
     end
     if (rst) begin
       \$1431  = 64'h0000000000000000;
@@ -41599,12 +41600,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = win0_6;
-    if (\$816 ) begin
-      \$1432  = win0_5;
+    \$1432  = win1_5;
+    if (\$879 ) begin
+      \$1432  = win1_4;
     end
-    if (\$836 ) begin
-      \$1432  = win0_4;
+    if (\$899 ) begin
+      \$1432  = win1_3;
     end
     if (rst) begin
       \$1432  = 64'h0000000000000000;
@@ -41612,12 +41613,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = win0_7;
-    if (\$816 ) begin
-      \$1433  = win0_6;
+    \$1433  = win1_6;
+    if (\$879 ) begin
+      \$1433  = win1_5;
     end
-    if (\$836 ) begin
-      \$1433  = win0_5;
+    if (\$899 ) begin
+      \$1433  = win1_4;
     end
     if (rst) begin
       \$1433  = 64'h0000000000000000;
@@ -41625,12 +41626,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = win0_8;
-    if (\$816 ) begin
-      \$1434  = win0_7;
+    \$1434  = win1_7;
+    if (\$879 ) begin
+      \$1434  = win1_6;
     end
-    if (\$836 ) begin
-      \$1434  = win0_6;
+    if (\$899 ) begin
+      \$1434  = win1_5;
     end
     if (rst) begin
       \$1434  = 64'h0000000000000000;
@@ -41638,12 +41639,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = win0_9;
-    if (\$816 ) begin
-      \$1435  = win0_8;
+    \$1435  = win1_8;
+    if (\$879 ) begin
+      \$1435  = win1_7;
     end
-    if (\$836 ) begin
-      \$1435  = win0_7;
+    if (\$899 ) begin
+      \$1435  = win1_6;
     end
     if (rst) begin
       \$1435  = 64'h0000000000000000;
@@ -41651,26 +41652,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = \$180 [3:0];
+    \$1436  = \$186 [3:0];
     if (rst) begin
       \$1436  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = \$877 ;
+    \$1437  = \$940 ;
     if (rst) begin
       \$1437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = win1_0;
-    if (\$879 ) begin
-      \$1438  = \$898 ;
+    \$1438  = win2_0;
+    if (\$942 ) begin
+      \$1438  = \$961 ;
     end
-    if (\$899 ) begin
-      \$1438  = \$918 ;
+    if (\$962 ) begin
+      \$1438  = \$981 ;
     end
     if (rst) begin
       \$1438  = 64'h0000000000000000;
@@ -41678,12 +41679,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = win1_1;
-    if (\$879 ) begin
-      \$1439  = win1_0;
+    \$1439  = win2_1;
+    if (\$942 ) begin
+      \$1439  = win2_0;
     end
-    if (\$899 ) begin
-      \$1439  = \$937 ;
+    if (\$962 ) begin
+      \$1439  = \$1000 ;
     end
     if (rst) begin
       \$1439  = 64'h0000000000000000;
@@ -41691,12 +41692,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = win1_2;
-    if (\$879 ) begin
-      \$1440  = win1_1;
+    \$1440  = win2_2;
+    if (\$942 ) begin
+      \$1440  = win2_1;
     end
-    if (\$899 ) begin
-      \$1440  = win1_0;
+    if (\$962 ) begin
+      \$1440  = win2_0;
     end
     if (rst) begin
       \$1440  = 64'h0000000000000000;
@@ -41704,12 +41705,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = win1_3;
-    if (\$879 ) begin
-      \$1441  = win1_2;
+    \$1441  = win2_3;
+    if (\$942 ) begin
+      \$1441  = win2_2;
     end
-    if (\$899 ) begin
-      \$1441  = win1_1;
+    if (\$962 ) begin
+      \$1441  = win2_1;
     end
     if (rst) begin
       \$1441  = 64'h0000000000000000;
@@ -41717,12 +41718,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = win1_4;
-    if (\$879 ) begin
-      \$1442  = win1_3;
+    \$1442  = win2_4;
+    if (\$942 ) begin
+      \$1442  = win2_3;
     end
-    if (\$899 ) begin
-      \$1442  = win1_2;
+    if (\$962 ) begin
+      \$1442  = win2_2;
     end
     if (rst) begin
       \$1442  = 64'h0000000000000000;
@@ -41730,12 +41731,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = win1_5;
-    if (\$879 ) begin
-      \$1443  = win1_4;
+    \$1443  = win2_5;
+    if (\$942 ) begin
+      \$1443  = win2_4;
     end
-    if (\$899 ) begin
-      \$1443  = win1_3;
+    if (\$962 ) begin
+      \$1443  = win2_3;
     end
     if (rst) begin
       \$1443  = 64'h0000000000000000;
@@ -41743,12 +41744,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = win1_6;
-    if (\$879 ) begin
-      \$1444  = win1_5;
+    \$1444  = win2_6;
+    if (\$942 ) begin
+      \$1444  = win2_5;
     end
-    if (\$899 ) begin
-      \$1444  = win1_4;
+    if (\$962 ) begin
+      \$1444  = win2_4;
     end
     if (rst) begin
       \$1444  = 64'h0000000000000000;
@@ -41756,12 +41757,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = win1_7;
-    if (\$879 ) begin
-      \$1445  = win1_6;
+    \$1445  = win2_7;
+    if (\$942 ) begin
+      \$1445  = win2_6;
     end
-    if (\$899 ) begin
-      \$1445  = win1_5;
+    if (\$962 ) begin
+      \$1445  = win2_5;
     end
     if (rst) begin
       \$1445  = 64'h0000000000000000;
@@ -41769,12 +41770,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = win1_8;
-    if (\$879 ) begin
-      \$1446  = win1_7;
+    \$1446  = win2_8;
+    if (\$942 ) begin
+      \$1446  = win2_7;
     end
-    if (\$899 ) begin
-      \$1446  = win1_6;
+    if (\$962 ) begin
+      \$1446  = win2_6;
     end
     if (rst) begin
       \$1446  = 64'h0000000000000000;
@@ -41782,39 +41783,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = win1_9;
-    if (\$879 ) begin
-      \$1447  = win1_8;
-    end
-    if (\$899 ) begin
-      \$1447  = win1_7;
-    end
+    \$1447  = \$188 [3:0];
     if (rst) begin
-      \$1447  = 64'h0000000000000000;
+      \$1447  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = \$182 [3:0];
+    \$1448  = \$1003 ;
     if (rst) begin
-      \$1448  = 4'h0;
+      \$1448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = \$940 ;
+    \$1449  = win3_0;
+    if (\$1005 ) begin
+      \$1449  = \$1024 ;
+    end
+    if (\$1025 ) begin
+      \$1449  = \$1044 ;
+    end
     if (rst) begin
-      \$1449  = 1'h0;
+      \$1449  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = win2_0;
-    if (\$942 ) begin
-      \$1450  = \$961 ;
+    \$1450  = win3_1;
+    if (\$1005 ) begin
+      \$1450  = win3_0;
     end
-    if (\$962 ) begin
-      \$1450  = \$981 ;
+    if (\$1025 ) begin
+      \$1450  = \$1063 ;
     end
     if (rst) begin
       \$1450  = 64'h0000000000000000;
@@ -41822,12 +41823,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = win2_1;
-    if (\$942 ) begin
-      \$1451  = win2_0;
+    \$1451  = win3_2;
+    if (\$1005 ) begin
+      \$1451  = win3_1;
     end
-    if (\$962 ) begin
-      \$1451  = \$1000 ;
+    if (\$1025 ) begin
+      \$1451  = win3_0;
     end
     if (rst) begin
       \$1451  = 64'h0000000000000000;
@@ -41835,12 +41836,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = win2_2;
-    if (\$942 ) begin
-      \$1452  = win2_1;
+    \$1452  = win3_3;
+    if (\$1005 ) begin
+      \$1452  = win3_2;
     end
-    if (\$962 ) begin
-      \$1452  = win2_0;
+    if (\$1025 ) begin
+      \$1452  = win3_1;
     end
     if (rst) begin
       \$1452  = 64'h0000000000000000;
@@ -41848,12 +41849,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = win2_3;
-    if (\$942 ) begin
-      \$1453  = win2_2;
+    \$1453  = win3_4;
+    if (\$1005 ) begin
+      \$1453  = win3_3;
     end
-    if (\$962 ) begin
-      \$1453  = win2_1;
+    if (\$1025 ) begin
+      \$1453  = win3_2;
     end
     if (rst) begin
       \$1453  = 64'h0000000000000000;
@@ -41861,12 +41862,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = win2_4;
-    if (\$942 ) begin
-      \$1454  = win2_3;
+    \$1454  = win3_5;
+    if (\$1005 ) begin
+      \$1454  = win3_4;
     end
-    if (\$962 ) begin
-      \$1454  = win2_2;
+    if (\$1025 ) begin
+      \$1454  = win3_3;
     end
     if (rst) begin
       \$1454  = 64'h0000000000000000;
@@ -41874,12 +41875,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = win2_5;
-    if (\$942 ) begin
-      \$1455  = win2_4;
+    \$1455  = win3_6;
+    if (\$1005 ) begin
+      \$1455  = win3_5;
     end
-    if (\$962 ) begin
-      \$1455  = win2_3;
+    if (\$1025 ) begin
+      \$1455  = win3_4;
     end
     if (rst) begin
       \$1455  = 64'h0000000000000000;
@@ -41887,12 +41888,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = win2_6;
-    if (\$942 ) begin
-      \$1456  = win2_5;
+    \$1456  = win3_7;
+    if (\$1005 ) begin
+      \$1456  = win3_6;
     end
-    if (\$962 ) begin
-      \$1456  = win2_4;
+    if (\$1025 ) begin
+      \$1456  = win3_5;
     end
     if (rst) begin
       \$1456  = 64'h0000000000000000;
@@ -41900,12 +41901,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = win2_7;
-    if (\$942 ) begin
-      \$1457  = win2_6;
+    \$1457  = win3_8;
+    if (\$1005 ) begin
+      \$1457  = win3_7;
     end
-    if (\$962 ) begin
-      \$1457  = win2_5;
+    if (\$1025 ) begin
+      \$1457  = win3_6;
     end
     if (rst) begin
       \$1457  = 64'h0000000000000000;
@@ -41913,52 +41914,52 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = win2_8;
-    if (\$942 ) begin
-      \$1458  = win2_7;
-    end
-    if (\$962 ) begin
-      \$1458  = win2_6;
-    end
+    \$1458  = \$190 [3:0];
     if (rst) begin
-      \$1458  = 64'h0000000000000000;
+      \$1458  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = win2_9;
-    if (\$942 ) begin
-      \$1459  = win2_8;
-    end
-    if (\$962 ) begin
-      \$1459  = win2_7;
-    end
+    \$1459  = \$1066 ;
     if (rst) begin
-      \$1459  = 64'h0000000000000000;
+      \$1459  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = \$184 [3:0];
+    \$1460  = win4_0;
+    if (\$1068 ) begin
+      \$1460  = \$1087 ;
+    end
+    if (\$1088 ) begin
+      \$1460  = \$1107 ;
+    end
     if (rst) begin
-      \$1460  = 4'h0;
+      \$1460  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = \$1003 ;
+    \$1461  = win4_1;
+    if (\$1068 ) begin
+      \$1461  = win4_0;
+    end
+    if (\$1088 ) begin
+      \$1461  = \$1126 ;
+    end
     if (rst) begin
-      \$1461  = 1'h0;
+      \$1461  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = win3_0;
-    if (\$1005 ) begin
-      \$1462  = \$1024 ;
+    \$1462  = win4_2;
+    if (\$1068 ) begin
+      \$1462  = win4_1;
     end
-    if (\$1025 ) begin
-      \$1462  = \$1044 ;
+    if (\$1088 ) begin
+      \$1462  = win4_0;
     end
     if (rst) begin
       \$1462  = 64'h0000000000000000;
@@ -41966,12 +41967,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = win3_1;
-    if (\$1005 ) begin
-      \$1463  = win3_0;
+    \$1463  = win4_3;
+    if (\$1068 ) begin
+      \$1463  = win4_2;
     end
-    if (\$1025 ) begin
-      \$1463  = \$1063 ;
+    if (\$1088 ) begin
+      \$1463  = win4_1;
     end
     if (rst) begin
       \$1463  = 64'h0000000000000000;
@@ -41979,12 +41980,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = win3_2;
-    if (\$1005 ) begin
-      \$1464  = win3_1;
+    \$1464  = win4_4;
+    if (\$1068 ) begin
+      \$1464  = win4_3;
     end
-    if (\$1025 ) begin
-      \$1464  = win3_0;
+    if (\$1088 ) begin
+      \$1464  = win4_2;
     end
     if (rst) begin
       \$1464  = 64'h0000000000000000;
@@ -41992,12 +41993,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = win3_3;
-    if (\$1005 ) begin
-      \$1465  = win3_2;
+    \$1465  = win4_5;
+    if (\$1068 ) begin
+      \$1465  = win4_4;
     end
-    if (\$1025 ) begin
-      \$1465  = win3_1;
+    if (\$1088 ) begin
+      \$1465  = win4_3;
     end
     if (rst) begin
       \$1465  = 64'h0000000000000000;
@@ -42005,12 +42006,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = win3_4;
-    if (\$1005 ) begin
-      \$1466  = win3_3;
+    \$1466  = win4_6;
+    if (\$1068 ) begin
+      \$1466  = win4_5;
     end
-    if (\$1025 ) begin
-      \$1466  = win3_2;
+    if (\$1088 ) begin
+      \$1466  = win4_4;
     end
     if (rst) begin
       \$1466  = 64'h0000000000000000;
@@ -42018,12 +42019,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = win3_5;
-    if (\$1005 ) begin
-      \$1467  = win3_4;
+    \$1467  = win4_7;
+    if (\$1068 ) begin
+      \$1467  = win4_6;
     end
-    if (\$1025 ) begin
-      \$1467  = win3_3;
+    if (\$1088 ) begin
+      \$1467  = win4_5;
     end
     if (rst) begin
       \$1467  = 64'h0000000000000000;
@@ -42031,12 +42032,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = win3_6;
-    if (\$1005 ) begin
-      \$1468  = win3_5;
+    \$1468  = win4_8;
+    if (\$1068 ) begin
+      \$1468  = win4_7;
     end
-    if (\$1025 ) begin
-      \$1468  = win3_4;
+    if (\$1088 ) begin
+      \$1468  = win4_6;
     end
     if (rst) begin
       \$1468  = 64'h0000000000000000;
@@ -42044,762 +42045,999 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = win3_7;
-    if (\$1005 ) begin
-      \$1469  = win3_6;
-    end
-    if (\$1025 ) begin
-      \$1469  = win3_5;
-    end
+    \$1469  = sb1;
     if (rst) begin
-      \$1469  = 64'h0000000000000000;
+      \$1469  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = win3_8;
-    if (\$1005 ) begin
-      \$1470  = win3_7;
-    end
-    if (\$1025 ) begin
-      \$1470  = win3_6;
-    end
+    \$1470  = dw_ky0;
     if (rst) begin
-      \$1470  = 64'h0000000000000000;
+      \$1470  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = win3_9;
-    if (\$1005 ) begin
-      \$1471  = win3_8;
-    end
-    if (\$1025 ) begin
-      \$1471  = win3_7;
-    end
+    \$1471  = dw_kx0;
     if (rst) begin
-      \$1471  = 64'h0000000000000000;
+      \$1471  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = \$186 [3:0];
+    \$1472  = dw_ky0_s1;
     if (rst) begin
       \$1472  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = \$1066 ;
+    \$1473  = \$1127 [3:0];
     if (rst) begin
-      \$1473  = 1'h0;
+      \$1473  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = win4_0;
-    if (\$1068 ) begin
-      \$1474  = \$1087 ;
-    end
-    if (\$1088 ) begin
-      \$1474  = \$1107 ;
-    end
+    \$1474  = dw_ky1;
     if (rst) begin
-      \$1474  = 64'h0000000000000000;
+      \$1474  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = win4_1;
-    if (\$1068 ) begin
-      \$1475  = win4_0;
-    end
-    if (\$1088 ) begin
-      \$1475  = \$1126 ;
-    end
+    \$1475  = dw_kx1;
     if (rst) begin
-      \$1475  = 64'h0000000000000000;
+      \$1475  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = win4_2;
-    if (\$1068 ) begin
-      \$1476  = win4_1;
-    end
-    if (\$1088 ) begin
-      \$1476  = win4_0;
-    end
+    \$1476  = dw_ky1_s1;
     if (rst) begin
-      \$1476  = 64'h0000000000000000;
+      \$1476  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = win4_3;
-    if (\$1068 ) begin
-      \$1477  = win4_2;
-    end
-    if (\$1088 ) begin
-      \$1477  = win4_1;
-    end
+    \$1477  = \$1128 [3:0];
     if (rst) begin
-      \$1477  = 64'h0000000000000000;
+      \$1477  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = win4_4;
-    if (\$1068 ) begin
-      \$1478  = win4_3;
-    end
-    if (\$1088 ) begin
-      \$1478  = win4_2;
-    end
+    \$1478  = dw_ky2;
     if (rst) begin
-      \$1478  = 64'h0000000000000000;
+      \$1478  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = win4_5;
-    if (\$1068 ) begin
-      \$1479  = win4_4;
-    end
-    if (\$1088 ) begin
-      \$1479  = win4_3;
-    end
+    \$1479  = dw_kx2;
     if (rst) begin
-      \$1479  = 64'h0000000000000000;
+      \$1479  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = win4_6;
-    if (\$1068 ) begin
-      \$1480  = win4_5;
-    end
-    if (\$1088 ) begin
-      \$1480  = win4_4;
-    end
+    \$1480  = dw_ky2_s1;
     if (rst) begin
-      \$1480  = 64'h0000000000000000;
+      \$1480  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = win4_7;
-    if (\$1068 ) begin
-      \$1481  = win4_6;
-    end
-    if (\$1088 ) begin
-      \$1481  = win4_5;
-    end
+    \$1481  = \$1129 [3:0];
     if (rst) begin
-      \$1481  = 64'h0000000000000000;
+      \$1481  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = win4_8;
-    if (\$1068 ) begin
-      \$1482  = win4_7;
-    end
-    if (\$1088 ) begin
-      \$1482  = win4_6;
-    end
+    \$1482  = dw_ky3;
     if (rst) begin
-      \$1482  = 64'h0000000000000000;
+      \$1482  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = win4_9;
-    if (\$1068 ) begin
-      \$1483  = win4_8;
-    end
-    if (\$1088 ) begin
-      \$1483  = win4_7;
-    end
+    \$1483  = dw_kx3;
     if (rst) begin
-      \$1483  = 64'h0000000000000000;
+      \$1483  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = sb1;
+    \$1484  = dw_ky3_s1;
     if (rst) begin
-      \$1484  = 29'h00000000;
+      \$1484  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = dw_ky0;
+    \$1485  = \$1130 [3:0];
     if (rst) begin
       \$1485  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = dw_kx0;
+    \$1486  = dw_ky4;
     if (rst) begin
       \$1486  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = dw_ky0_s1;
+    \$1487  = dw_kx4;
     if (rst) begin
       \$1487  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = \$1128 [3:0];
+    \$1488  = dw_ky4_s1;
     if (rst) begin
       \$1488  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = dw_ky1;
+    \$1489  = \$1131 [3:0];
     if (rst) begin
       \$1489  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = dw_kx1;
+    \$1490  = dw_ky5;
     if (rst) begin
       \$1490  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = dw_ky1_s1;
+    \$1491  = dw_kx5;
     if (rst) begin
       \$1491  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = \$1130 [3:0];
+    \$1492  = dw_ky5_s1;
     if (rst) begin
       \$1492  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = dw_ky2;
+    \$1493  = \$1132 [3:0];
     if (rst) begin
       \$1493  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = dw_kx2;
+    \$1494  = dw_ky6;
     if (rst) begin
       \$1494  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = dw_ky2_s1;
+    \$1495  = dw_kx6;
     if (rst) begin
       \$1495  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = \$1132 [3:0];
+    \$1496  = dw_ky6_s1;
     if (rst) begin
       \$1496  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = dw_ky3;
+    \$1497  = \$1133 [3:0];
     if (rst) begin
       \$1497  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = dw_kx3;
+    \$1498  = dw_ky7;
     if (rst) begin
       \$1498  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = dw_ky3_s1;
+    \$1499  = dw_kx7;
     if (rst) begin
       \$1499  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = \$1134 [3:0];
+    \$1500  = dw_ky7_s1;
     if (rst) begin
       \$1500  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = dw_ky4;
+    \$1501  = \$1134 [3:0];
     if (rst) begin
       \$1501  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = dw_kx4;
+    \$1502  = sb2;
     if (rst) begin
-      \$1502  = 4'h0;
+      \$1502  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = dw_ky4_s1;
+    \$1503  = sb_p3;
     if (rst) begin
-      \$1503  = 4'h0;
+      \$1503  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = \$1136 [3:0];
+    \$1504  = sb_p4;
     if (rst) begin
-      \$1504  = 4'h0;
+      \$1504  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = dw_ky5;
+    \$1505  = sb_p5;
     if (rst) begin
-      \$1505  = 4'h0;
+      \$1505  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = dw_kx5;
+    \$1506  = sb_p6;
     if (rst) begin
-      \$1506  = 4'h0;
+      \$1506  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = dw_ky5_s1;
+    \$1507  = sb_p7;
     if (rst) begin
-      \$1507  = 4'h0;
+      \$1507  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = \$1138 [3:0];
+    \$1508  = sb_p8;
     if (rst) begin
-      \$1508  = 4'h0;
+      \$1508  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = dw_ky6;
+    \$1509  = sb_p9;
     if (rst) begin
-      \$1509  = 4'h0;
+      \$1509  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = dw_kx6;
+    \$1510  = sb_p10;
     if (rst) begin
-      \$1510  = 4'h0;
+      \$1510  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = dw_ky6_s1;
+    \$1511  = sb_p11;
     if (rst) begin
-      \$1511  = 4'h0;
+      \$1511  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = \$1140 [3:0];
+    \$1512  = sb_p12;
     if (rst) begin
-      \$1512  = 4'h0;
+      \$1512  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = dw_ky7;
+    \$1513  = sb_p13;
     if (rst) begin
-      \$1513  = 4'h0;
+      \$1513  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = dw_kx7;
+    \$1514  = sb_p14;
     if (rst) begin
-      \$1514  = 4'h0;
+      \$1514  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = dw_ky7_s1;
+    \$1515  = sb_p15;
     if (rst) begin
-      \$1515  = 4'h0;
+      \$1515  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = \$1142 [3:0];
+    \$1516  = sb_p16;
     if (rst) begin
-      \$1516  = 4'h0;
+      \$1516  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = sb2;
+    \$1517  = sb_p17;
     if (rst) begin
-      \$1517  = 29'h00000000;
+      \$1517  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = sb_p3;
+    \$1518  = sb_p18;
     if (rst) begin
-      \$1518  = 29'h00000000;
+      \$1518  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = sb_p4;
+    \$1519  = \$1135 ;
     if (rst) begin
-      \$1519  = 29'h00000000;
+      \$1519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = sb_p5;
+    \$1520  = sb_p19[5];
     if (rst) begin
-      \$1520  = 29'h00000000;
+      \$1520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = sb_p6;
+    \$1521  = sums;
     if (rst) begin
-      \$1521  = 29'h00000000;
+      \$1521  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = sb_p7;
+    \$1522  = pm_r__data;
     if (rst) begin
-      \$1522  = 29'h00000000;
+      \$1522  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = sb_p8;
+    \$1523  = reserved;
+    if (\$1147 ) begin
+      \$1523  = \$1160 [7:0];
+    end else if (\$1159 ) begin
+      \$1523  = \$1161 [7:0];
+    end
+    if (\$1249 ) begin
+      \$1523  = 8'h00;
+    end
     if (rst) begin
-      \$1523  = 29'h00000000;
+      \$1523  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = sb_p9;
-    if (rst) begin
-      \$1524  = 29'h00000000;
+    \$1524  = 1'h0;
+    if (\$1249 ) begin
+      \$1524  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = sb_p10;
-    if (rst) begin
-      \$1525  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = sb_p11;
-    if (rst) begin
-      \$1526  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = sb_p12;
-    if (rst) begin
-      \$1527  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = sb_p13;
-    if (rst) begin
-      \$1528  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = sb_p14;
-    if (rst) begin
-      \$1529  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = sb_p15;
-    if (rst) begin
-      \$1530  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = sb_p16;
-    if (rst) begin
-      \$1531  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = sb_p17;
-    if (rst) begin
-      \$1532  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = sb_p18;
-    if (rst) begin
-      \$1533  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = \$1143 ;
-    if (rst) begin
-      \$1534  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = sb_p19[4];
-    if (rst) begin
-      \$1535  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = sums;
-    if (rst) begin
-      \$1536  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = pm_r__data;
-    if (rst) begin
-      \$1537  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = reserved;
-    if (\$1155 ) begin
-      \$1538  = \$1168 [7:0];
-    end else if (\$1167 ) begin
-      \$1538  = \$1169 [7:0];
-    end
-    if (\$1259 ) begin
-      \$1538  = 8'h00;
-    end
-    if (rst) begin
-      \$1538  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = 1'h0;
-    if (\$1259 ) begin
-      \$1539  = 1'h0;
-    end
-    if (\$1371 ) begin
+    if (\$1361 ) begin
     end else if (ld_start) begin
     end else if (ld_busy) begin
-      if (\$1376 ) begin
-        \$1539  = 1'h1;
+      if (\$1366 ) begin
+        \$1524  = 1'h1;
       end
     end
     if (rst) begin
-      \$1539  = 1'h0;
+      \$1524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = latch1;
-    if (\$1259 ) begin
-      \$1540  = 1'h0;
+    \$1525  = latch1;
+    if (\$1249 ) begin
+      \$1525  = 1'h0;
     end
     if (rst) begin
-      \$1540  = 1'h0;
+      \$1525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = latch_bank1;
+    \$1526  = latch_bank1;
     if (rst) begin
-      \$1541  = 1'h0;
+      \$1526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1170 ) begin
-      \$1542  = 2'h0;
+    if (\$1162 ) begin
+      \$1527  = 2'h0;
     end else begin
-      \$1542  = \$1172 [1:0];
+      \$1527  = \$1164 [1:0];
     end
     if (rst) begin
-      \$1542  = 2'h0;
+      \$1527  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1170 ) begin
-      \$1543  = 2'h0;
+    if (\$1162 ) begin
+      \$1528  = 2'h0;
     end else begin
-      \$1543  = \$1174 [1:0];
+      \$1528  = \$1166 [1:0];
     end
     if (rst) begin
-      \$1543  = 2'h0;
+      \$1528  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = fold_bank;
+    \$1529  = fold_bank;
     (* full_case = 32'd1 *)
-    if (\$1170 ) begin
-      \$1544  = 1'h0;
+    if (\$1162 ) begin
+      \$1529  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1544  = \$1175 ;
+        \$1529  = \$1167 ;
       end
     end
     if (rst) begin
-      \$1544  = 1'h0;
+      \$1529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = ld_bank;
+    \$1530  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$1170 ) begin
-      \$1545  = 1'h0;
+    if (\$1162 ) begin
+      \$1530  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1545  = \$1176 ;
+        \$1530  = \$1168 ;
       end
     end
     if (rst) begin
-      \$1545  = 1'h0;
+      \$1530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = desc;
+    \$1531  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1546  = i_desc__payload;
+            \$1531  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1546  = 155'h000000000000000000000000000000000000000;
+      \$1531  = 155'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = state;
+    \$1532  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1547  = 3'h1;
+            \$1532  = 3'h1;
           end
       3'h1:
-          \$1547  = 3'h2;
+          \$1532  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1547  = 3'h4;
+            \$1532  = 3'h4;
           end else begin
-            \$1547  = 3'h3;
+            \$1532  = 3'h3;
           end
       3'h3:
-          if (\$1222 ) begin
-            \$1547  = 3'h5;
+          if (\$1212 ) begin
+            \$1532  = 3'h5;
           end
       3'h4:
-          if (\$1227 ) begin
-            \$1547  = 3'h5;
+          if (\$1217 ) begin
+            \$1532  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1547  = 3'h0;
+            \$1532  = 3'h0;
           end
     endcase
-    if (\$1232 ) begin
-      \$1547  = 3'h4;
+    if (\$1222 ) begin
+      \$1532  = 3'h4;
     end
     if (rst) begin
-      \$1547  = 3'h0;
+      \$1532  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = error;
+    \$1533  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1548  = 8'h00;
+            \$1533  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$1548  = \$1216 ;
+            \$1533  = \$1206 ;
           end
     endcase
-    if (\$1256 ) begin
-      \$1548  = \$1257 ;
+    if (\$1246 ) begin
+      \$1533  = \$1247 ;
     end
     if (rst) begin
-      \$1548  = 8'h00;
+      \$1533  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = dw_q;
+    \$1534  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1549  = 4'h8;
+                \$1534  = 4'h8;
             3'h2:
-                \$1549  = 4'h4;
+                \$1534  = 4'h4;
             3'h3:
-                \$1549  = 4'h2;
+                \$1534  = 4'h2;
+            3'h4:
+                \$1534  = 4'h2;
+            3'h5:
+                \$1534  = 4'h1;
+            3'h6:
+                \$1534  = 4'h1;
+            3'h7:
+                \$1534  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$1534  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1535  = dw_rm;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1535  = 4'h0;
+            3'h2:
+                \$1535  = 4'h0;
+            3'h3:
+                \$1535  = 4'h2;
+            3'h4:
+                \$1535  = 4'h0;
+            3'h5:
+                \$1535  = 4'h3;
+            3'h6:
+                \$1535  = 4'h2;
+            3'h7:
+                \$1535  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$1535  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1536  = dw_ky_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1536  = 4'h0;
+            3'h2:
+                \$1536  = 4'h0;
+            3'h3:
+                \$1536  = 4'h0;
+            3'h4:
+                \$1536  = 4'h0;
+            3'h5:
+                \$1536  = 4'h0;
+            3'h6:
+                \$1536  = 4'h0;
+            3'h7:
+                \$1536  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1536  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1537  = dw_kx_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1537  = 4'h0;
+            3'h2:
+                \$1537  = 4'h0;
+            3'h3:
+                \$1537  = 4'h0;
+            3'h4:
+                \$1537  = 4'h0;
+            3'h5:
+                \$1537  = 4'h0;
+            3'h6:
+                \$1537  = 4'h0;
+            3'h7:
+                \$1537  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1537  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1538  = dw_ky_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1538  = 4'h1;
+            3'h2:
+                \$1538  = 4'h0;
+            3'h3:
+                \$1538  = 4'h0;
+            3'h4:
+                \$1538  = 4'h0;
+            3'h5:
+                \$1538  = 4'h0;
+            3'h6:
+                \$1538  = 4'h0;
+            3'h7:
+                \$1538  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1538  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1539  = dw_kx_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1539  = 4'h0;
+            3'h2:
+                \$1539  = 4'h1;
+            3'h3:
+                \$1539  = 4'h1;
+            3'h4:
+                \$1539  = 4'h1;
+            3'h5:
+                \$1539  = 4'h1;
+            3'h6:
+                \$1539  = 4'h1;
+            3'h7:
+                \$1539  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$1539  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1540  = dw_ky_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1540  = 4'h2;
+            3'h2:
+                \$1540  = 4'h1;
+            3'h3:
+                \$1540  = 4'h0;
+            3'h4:
+                \$1540  = 4'h0;
+            3'h5:
+                \$1540  = 4'h0;
+            3'h6:
+                \$1540  = 4'h0;
+            3'h7:
+                \$1540  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1540  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1541  = dw_kx_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1541  = 4'h0;
+            3'h2:
+                \$1541  = 4'h0;
+            3'h3:
+                \$1541  = 4'h2;
+            3'h4:
+                \$1541  = 4'h2;
+            3'h5:
+                \$1541  = 4'h2;
+            3'h6:
+                \$1541  = 4'h2;
+            3'h7:
+                \$1541  = 4'h2;
+          endcase
+    endcase
+    if (rst) begin
+      \$1541  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1542  = dw_ky_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1542  = 4'h3;
+            3'h2:
+                \$1542  = 4'h1;
+            3'h3:
+                \$1542  = 4'h1;
+            3'h4:
+                \$1542  = 4'h0;
+            3'h5:
+                \$1542  = 4'h0;
+            3'h6:
+                \$1542  = 4'h0;
+            3'h7:
+                \$1542  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1542  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1543  = dw_kx_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1543  = 4'h0;
+            3'h2:
+                \$1543  = 4'h1;
+            3'h3:
+                \$1543  = 4'h0;
+            3'h4:
+                \$1543  = 4'h3;
+            3'h5:
+                \$1543  = 4'h3;
+            3'h6:
+                \$1543  = 4'h3;
+            3'h7:
+                \$1543  = 4'h3;
+          endcase
+    endcase
+    if (rst) begin
+      \$1543  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1544  = dw_ky_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1544  = 4'h4;
+            3'h2:
+                \$1544  = 4'h2;
+            3'h3:
+                \$1544  = 4'h1;
+            3'h4:
+                \$1544  = 4'h1;
+            3'h5:
+                \$1544  = 4'h0;
+            3'h6:
+                \$1544  = 4'h0;
+            3'h7:
+                \$1544  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1544  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1545  = dw_kx_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1545  = 4'h0;
+            3'h2:
+                \$1545  = 4'h0;
+            3'h3:
+                \$1545  = 4'h1;
+            3'h4:
+                \$1545  = 4'h0;
+            3'h5:
+                \$1545  = 4'h4;
+            3'h6:
+                \$1545  = 4'h4;
+            3'h7:
+                \$1545  = 4'h4;
+          endcase
+    endcase
+    if (rst) begin
+      \$1545  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1546  = dw_ky_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1546  = 4'h5;
+            3'h2:
+                \$1546  = 4'h2;
+            3'h3:
+                \$1546  = 4'h1;
+            3'h4:
+                \$1546  = 4'h1;
+            3'h5:
+                \$1546  = 4'h1;
+            3'h6:
+                \$1546  = 4'h0;
+            3'h7:
+                \$1546  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1546  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1547  = dw_kx_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1547  = 4'h0;
+            3'h2:
+                \$1547  = 4'h1;
+            3'h3:
+                \$1547  = 4'h2;
+            3'h4:
+                \$1547  = 4'h1;
+            3'h5:
+                \$1547  = 4'h0;
+            3'h6:
+                \$1547  = 4'h5;
+            3'h7:
+                \$1547  = 4'h5;
+          endcase
+    endcase
+    if (rst) begin
+      \$1547  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1548  = dw_ky_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1548  = 4'h6;
+            3'h2:
+                \$1548  = 4'h3;
+            3'h3:
+                \$1548  = 4'h2;
+            3'h4:
+                \$1548  = 4'h1;
+            3'h5:
+                \$1548  = 4'h1;
+            3'h6:
+                \$1548  = 4'h1;
+            3'h7:
+                \$1548  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1548  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1549  = dw_kx_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1549  = 4'h0;
+            3'h2:
+                \$1549  = 4'h0;
+            3'h3:
+                \$1549  = 4'h0;
             3'h4:
                 \$1549  = 4'h2;
             3'h5:
                 \$1549  = 4'h1;
             3'h6:
-                \$1549  = 4'h1;
+                \$1549  = 4'h0;
             3'h7:
-                \$1549  = 4'h1;
+                \$1549  = 4'h6;
           endcase
     endcase
     if (rst) begin
@@ -42808,24 +43046,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dw_rm;
+    \$1550  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1550  = 4'h0;
+                \$1550  = 4'h7;
             3'h2:
-                \$1550  = 4'h0;
+                \$1550  = 4'h3;
             3'h3:
                 \$1550  = 4'h2;
             3'h4:
-                \$1550  = 4'h0;
+                \$1550  = 4'h1;
             3'h5:
-                \$1550  = 4'h3;
+                \$1550  = 4'h1;
             3'h6:
-                \$1550  = 4'h2;
+                \$1550  = 4'h1;
             3'h7:
                 \$1550  = 4'h1;
           endcase
@@ -42836,7 +43074,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = dw_ky_init0;
+    \$1551  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
@@ -42845,15 +43083,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h1:
                 \$1551  = 4'h0;
             3'h2:
-                \$1551  = 4'h0;
+                \$1551  = 4'h1;
             3'h3:
-                \$1551  = 4'h0;
+                \$1551  = 4'h1;
             3'h4:
-                \$1551  = 4'h0;
+                \$1551  = 4'h3;
             3'h5:
-                \$1551  = 4'h0;
+                \$1551  = 4'h2;
             3'h6:
-                \$1551  = 4'h0;
+                \$1551  = 4'h1;
             3'h7:
                 \$1551  = 4'h0;
           endcase
@@ -42864,880 +43102,447 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = dw_kx_init0;
+    \$1552  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1552  = 4'h0;
-            3'h2:
-                \$1552  = 4'h0;
-            3'h3:
-                \$1552  = 4'h0;
-            3'h4:
-                \$1552  = 4'h0;
-            3'h5:
-                \$1552  = 4'h0;
-            3'h6:
-                \$1552  = 4'h0;
-            3'h7:
-                \$1552  = 4'h0;
-          endcase
+          \$1552  = \$1169 ;
     endcase
     if (rst) begin
-      \$1552  = 4'h0;
+      \$1552  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = dw_ky_init1;
+    \$1553  = pass_span;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1553  = 4'h1;
-            3'h2:
-                \$1553  = 4'h0;
-            3'h3:
-                \$1553  = 4'h0;
-            3'h4:
-                \$1553  = 4'h0;
-            3'h5:
-                \$1553  = 4'h0;
-            3'h6:
-                \$1553  = 4'h0;
-            3'h7:
-                \$1553  = 4'h0;
-          endcase
+          \$1553  = { \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175  };
     endcase
     if (rst) begin
-      \$1553  = 4'h0;
+      \$1553  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = dw_kx_init1;
+    \$1554  = ow_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1554  = 4'h0;
-            3'h2:
-                \$1554  = 4'h1;
-            3'h3:
-                \$1554  = 4'h1;
-            3'h4:
-                \$1554  = 4'h1;
-            3'h5:
-                \$1554  = 4'h1;
-            3'h6:
-                \$1554  = 4'h1;
-            3'h7:
-                \$1554  = 4'h1;
-          endcase
+          \$1554  = \$1176 [6:0];
     endcase
     if (rst) begin
-      \$1554  = 4'h0;
+      \$1554  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = dw_ky_init2;
+    \$1555  = kw_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1555  = 4'h2;
-            3'h2:
-                \$1555  = 4'h1;
-            3'h3:
-                \$1555  = 4'h0;
-            3'h4:
-                \$1555  = 4'h0;
-            3'h5:
-                \$1555  = 4'h0;
-            3'h6:
-                \$1555  = 4'h0;
-            3'h7:
-                \$1555  = 4'h0;
-          endcase
+          \$1555  = \$1177 [2:0];
     endcase
     if (rst) begin
-      \$1555  = 4'h0;
+      \$1555  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = dw_kx_init2;
+    \$1556  = kh_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1556  = 4'h0;
-            3'h2:
-                \$1556  = 4'h0;
-            3'h3:
-                \$1556  = 4'h2;
-            3'h4:
-                \$1556  = 4'h2;
-            3'h5:
-                \$1556  = 4'h2;
-            3'h6:
-                \$1556  = 4'h2;
-            3'h7:
-                \$1556  = 4'h2;
-          endcase
+          \$1556  = \$1178 [2:0];
     endcase
     if (rst) begin
-      \$1556  = 4'h0;
+      \$1556  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = dw_ky_init3;
+    \$1557  = cot_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1557  = 4'h3;
-            3'h2:
-                \$1557  = 4'h1;
-            3'h3:
-                \$1557  = 4'h1;
-            3'h4:
-                \$1557  = 4'h0;
-            3'h5:
-                \$1557  = 4'h0;
-            3'h6:
-                \$1557  = 4'h0;
-            3'h7:
-                \$1557  = 4'h0;
-          endcase
+          \$1557  = \$1179 [6:0];
     endcase
     if (rst) begin
-      \$1557  = 4'h0;
+      \$1557  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = dw_kx_init3;
+    \$1558  = pass_step;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1558  = 4'h0;
-            3'h2:
-                \$1558  = 4'h1;
-            3'h3:
-                \$1558  = 4'h0;
-            3'h4:
-                \$1558  = 4'h3;
-            3'h5:
-                \$1558  = 4'h3;
-            3'h6:
-                \$1558  = 4'h3;
-            3'h7:
-                \$1558  = 4'h3;
-          endcase
+          \$1558  = { 15'h0000, \$1180  };
     endcase
     if (rst) begin
-      \$1558  = 4'h0;
+      \$1558  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = dw_ky_init4;
+    \$1559  = acc_need;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1559  = 4'h4;
-            3'h2:
-                \$1559  = 4'h2;
-            3'h3:
-                \$1559  = 4'h1;
-            3'h4:
-                \$1559  = 4'h1;
-            3'h5:
-                \$1559  = 4'h0;
-            3'h6:
-                \$1559  = 4'h0;
-            3'h7:
-                \$1559  = 4'h0;
-          endcase
+          \$1559  = \$1181 ;
     endcase
     if (rst) begin
-      \$1559  = 4'h0;
+      \$1559  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = dw_kx_init4;
+    \$1560  = last_ix;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1560  = 4'h0;
-            3'h2:
-                \$1560  = 4'h0;
-            3'h3:
-                \$1560  = 4'h1;
-            3'h4:
-                \$1560  = 4'h0;
-            3'h5:
-                \$1560  = 4'h4;
-            3'h6:
-                \$1560  = 4'h4;
-            3'h7:
-                \$1560  = 4'h4;
-          endcase
+          \$1560  = { \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187  };
     endcase
     if (rst) begin
-      \$1560  = 4'h0;
+      \$1560  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = dw_ky_init5;
+    \$1561  = last_iy;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1561  = 4'h5;
-            3'h2:
-                \$1561  = 4'h2;
-            3'h3:
-                \$1561  = 4'h1;
-            3'h4:
-                \$1561  = 4'h1;
-            3'h5:
-                \$1561  = 4'h1;
-            3'h6:
-                \$1561  = 4'h0;
-            3'h7:
-                \$1561  = 4'h0;
-          endcase
+          \$1561  = { \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193  };
     endcase
     if (rst) begin
-      \$1561  = 4'h0;
+      \$1561  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = dw_kx_init5;
+    \$1562  = act_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1562  = 4'h0;
-            3'h2:
-                \$1562  = 4'h1;
-            3'h3:
-                \$1562  = 4'h2;
-            3'h4:
-                \$1562  = 4'h1;
-            3'h5:
-                \$1562  = 4'h0;
-            3'h6:
-                \$1562  = 4'h5;
-            3'h7:
-                \$1562  = 4'h5;
-          endcase
+          \$1562  = \$1196 [22:0];
     endcase
     if (rst) begin
-      \$1562  = 4'h0;
+      \$1562  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = dw_ky_init6;
+    \$1563  = w_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1563  = 4'h6;
-            3'h2:
-                \$1563  = 4'h3;
-            3'h3:
-                \$1563  = 4'h2;
-            3'h4:
-                \$1563  = 4'h1;
-            3'h5:
-                \$1563  = 4'h1;
-            3'h6:
-                \$1563  = 4'h1;
-            3'h7:
-                \$1563  = 4'h0;
-          endcase
+          \$1563  = \$1197 ;
     endcase
     if (rst) begin
-      \$1563  = 4'h0;
+      \$1563  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = dw_kx_init6;
+    \$1564  = dw_first_rc;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1564  = 4'h0;
-            3'h2:
-                \$1564  = 4'h0;
-            3'h3:
-                \$1564  = 4'h0;
-            3'h4:
-                \$1564  = 4'h2;
-            3'h5:
-                \$1564  = 4'h1;
-            3'h6:
-                \$1564  = 4'h0;
-            3'h7:
-                \$1564  = 4'h6;
-          endcase
+          \$1564  = { \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199  };
     endcase
     if (rst) begin
-      \$1564  = 4'h0;
+      \$1564  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = dw_ky_init7;
+    \$1565  = dw_dual;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1565  = 4'h7;
-            3'h2:
-                \$1565  = 4'h3;
-            3'h3:
-                \$1565  = 4'h2;
-            3'h4:
-                \$1565  = 4'h1;
-            3'h5:
-                \$1565  = 4'h1;
-            3'h6:
-                \$1565  = 4'h1;
-            3'h7:
-                \$1565  = 4'h1;
-          endcase
+          \$1565  = dual_ok;
     endcase
     if (rst) begin
-      \$1565  = 4'h0;
+      \$1565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = dw_kx_init7;
+    \$1566  = qlo;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1566  = 4'h0;
-            3'h2:
-                \$1566  = 4'h1;
-            3'h3:
-                \$1566  = 4'h1;
-            3'h4:
-                \$1566  = 4'h3;
-            3'h5:
-                \$1566  = 4'h2;
-            3'h6:
-                \$1566  = 4'h1;
-            3'h7:
-                \$1566  = 4'h0;
-          endcase
+          \$1566  = \$1202 [16:0];
     endcase
     if (rst) begin
-      \$1566  = 4'h0;
+      \$1566  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = taps;
+    \$1567  = hi;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1567  = \$1177 ;
+          \$1567  = \$1205 [16:0];
     endcase
     if (rst) begin
-      \$1567  = 6'h00;
+      \$1567  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = pass_span;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1568  = { \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183 [16], \$1183  };
-    endcase
-    if (rst) begin
-      \$1568  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = ow_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1569  = \$1184 [6:0];
-    endcase
-    if (rst) begin
-      \$1569  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = kw_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1570  = \$1185 [2:0];
-    endcase
-    if (rst) begin
-      \$1570  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = kh_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1571  = \$1186 [2:0];
-    endcase
-    if (rst) begin
-      \$1571  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = cot_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1572  = \$1187 [6:0];
-    endcase
-    if (rst) begin
-      \$1572  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = pass_step;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1573  = { 15'h0000, \$1188  };
-    endcase
-    if (rst) begin
-      \$1573  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = acc_need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1574  = \$1189 ;
-    endcase
-    if (rst) begin
-      \$1574  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = last_ix;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1575  = { \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195 [12], \$1195  };
-    endcase
-    if (rst) begin
-      \$1575  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = last_iy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1576  = { \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201 [16], \$1201  };
-    endcase
-    if (rst) begin
-      \$1576  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = act_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1577  = \$1204 [22:0];
-    endcase
-    if (rst) begin
-      \$1577  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = w_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1578  = \$1205 ;
-    endcase
-    if (rst) begin
-      \$1578  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = dw_first_rc;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1579  = { dw_first[18:1], \$1207  };
-    endcase
-    if (rst) begin
-      \$1579  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = dw_off;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1580  = \$1209 ;
-    endcase
-    if (rst) begin
-      \$1580  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = dw2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1581  = dual_ok;
-    endcase
-    if (rst) begin
-      \$1581  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = qlo;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1582  = \$1212 [16:0];
-    endcase
-    if (rst) begin
-      \$1582  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = hi;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1583  = \$1215 [16:0];
-    endcase
-    if (rst) begin
-      \$1583  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = abort_timer;
-    if (\$1228 ) begin
-      \$1584  = 5'h1f;
-    end else if (\$1229 ) begin
-      \$1584  = \$1230 [4:0];
+    \$1568  = abort_timer;
+    if (\$1218 ) begin
+      \$1568  = 5'h1f;
+    end else if (\$1219 ) begin
+      \$1568  = \$1220 [4:0];
     end
     if (rst) begin
-      \$1584  = 5'h00;
+      \$1568  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = p_count;
-    if (\$1233 ) begin
-      \$1585  = \$1234 [7:0];
+    \$1569  = p_count;
+    if (\$1223 ) begin
+      \$1569  = \$1224 [7:0];
     end
-    if (\$1259 ) begin
-      \$1585  = 8'h00;
+    if (\$1249 ) begin
+      \$1569  = 8'h00;
     end
     if (rst) begin
-      \$1585  = 8'h00;
+      \$1569  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = tiles_sum;
-    if (\$1233 ) begin
-      if (\$1235 ) begin
-        \$1586  = \$1238 [23:0];
+    \$1570  = tiles_sum;
+    if (\$1223 ) begin
+      if (\$1225 ) begin
+        \$1570  = \$1228 [23:0];
       end
     end
-    if (\$1259 ) begin
-      \$1586  = 24'h000000;
+    if (\$1249 ) begin
+      \$1570  = 24'h000000;
     end
     if (rst) begin
-      \$1586  = 24'h000000;
+      \$1570  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = p_done;
-    if (\$1233 ) begin
+    \$1571  = p_done;
+    if (\$1223 ) begin
       if (i_param__payload[562]) begin
-        \$1587  = 1'h1;
+        \$1571  = 1'h1;
       end
     end
-    if (\$1259 ) begin
-      \$1587  = 1'h0;
+    if (\$1249 ) begin
+      \$1571  = 1'h0;
     end
     if (rst) begin
-      \$1587  = 1'h0;
+      \$1571  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = p_checked;
-    if (\$1242 ) begin
-      \$1588  = 1'h1;
+    \$1572  = p_checked;
+    if (\$1232 ) begin
+      \$1572  = 1'h1;
     end
-    if (\$1259 ) begin
-      \$1588  = 1'h0;
+    if (\$1249 ) begin
+      \$1572  = 1'h0;
     end
     if (rst) begin
-      \$1588  = 1'h0;
+      \$1572  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = w_count;
-    if (\$1243 ) begin
-      if (\$1244 ) begin
-        \$1589  = \$1245 [16:0];
+    \$1573  = w_count;
+    if (\$1233 ) begin
+      if (\$1234 ) begin
+        \$1573  = \$1235 [16:0];
       end
     end
-    if (\$1259 ) begin
-      \$1589  = 17'h00000;
+    if (\$1249 ) begin
+      \$1573  = 17'h00000;
     end
     if (rst) begin
-      \$1589  = 17'h00000;
+      \$1573  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = w_done;
-    if (\$1243 ) begin
+    \$1574  = w_done;
+    if (\$1233 ) begin
       if (i_weight__payload[64]) begin
-        \$1590  = 1'h1;
+        \$1574  = 1'h1;
       end
     end
-    if (\$1259 ) begin
-      \$1590  = 1'h0;
+    if (\$1249 ) begin
+      \$1574  = 1'h0;
     end
     if (rst) begin
-      \$1590  = 1'h0;
+      \$1574  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = a_count;
-    if (\$1246 ) begin
-      \$1591  = \$1247 [23:0];
+    \$1575  = a_count;
+    if (\$1236 ) begin
+      \$1575  = \$1237 [23:0];
     end
-    if (\$1259 ) begin
-      \$1591  = 24'h000000;
+    if (\$1249 ) begin
+      \$1575  = 24'h000000;
     end
     if (rst) begin
-      \$1591  = 24'h000000;
+      \$1575  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = wr_cw;
-    if (\$1246 ) begin
+    \$1576  = wr_cw;
+    if (\$1236 ) begin
       (* full_case = 32'd1 *)
-      if (\$1248 ) begin
+      if (\$1238 ) begin
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1250 ) begin
-          \$1592  = 5'h00;
+        if (\$1240 ) begin
+          \$1576  = 5'h00;
         end else begin
-          \$1592  = \$1255 [4:0];
+          \$1576  = \$1245 [4:0];
         end
       end
     end
-    if (\$1259 ) begin
-      \$1592  = 5'h00;
+    if (\$1249 ) begin
+      \$1576  = 5'h00;
     end
     if (rst) begin
-      \$1592  = 5'h00;
+      \$1576  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = wr_ix;
-    if (\$1246 ) begin
+    \$1577  = wr_ix;
+    if (\$1236 ) begin
       (* full_case = 32'd1 *)
-      if (\$1248 ) begin
+      if (\$1238 ) begin
       end else begin
-        if (\$1250 ) begin
+        if (\$1240 ) begin
           (* full_case = 32'd1 *)
-          if (\$1252 ) begin
-            \$1593  = 7'h00;
+          if (\$1242 ) begin
+            \$1577  = 7'h00;
           end else begin
-            \$1593  = \$1254 [6:0];
+            \$1577  = \$1244 [6:0];
           end
         end
       end
     end
-    if (\$1259 ) begin
-      \$1593  = 7'h00;
+    if (\$1249 ) begin
+      \$1577  = 7'h00;
     end
     if (rst) begin
-      \$1593  = 7'h00;
+      \$1577  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = wr_iy;
-    if (\$1246 ) begin
+    \$1578  = wr_iy;
+    if (\$1236 ) begin
       (* full_case = 32'd1 *)
-      if (\$1248 ) begin
+      if (\$1238 ) begin
       end else begin
-        if (\$1250 ) begin
-          if (\$1252 ) begin
-            \$1594  = \$1253 [11:0];
+        if (\$1240 ) begin
+          if (\$1242 ) begin
+            \$1578  = \$1243 [11:0];
           end
         end
       end
     end
-    if (\$1259 ) begin
-      \$1594  = 12'h000;
+    if (\$1249 ) begin
+      \$1578  = 12'h000;
     end
     if (rst) begin
-      \$1594  = 12'h000;
+      \$1578  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = a_done;
-    if (\$1246 ) begin
+    \$1579  = a_done;
+    if (\$1236 ) begin
       if (i_act__payload[64]) begin
-        \$1595  = 1'h1;
+        \$1579  = 1'h1;
       end
     end
-    if (\$1259 ) begin
-      \$1595  = 1'h0;
+    if (\$1249 ) begin
+      \$1579  = 1'h0;
     end
     if (rst) begin
-      \$1595  = 1'h0;
+      \$1579  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = \$1258 [10:0];
+    \$1580  = \$1248 [10:0];
     if (rst) begin
-      \$1596  = 11'h000;
+      \$1580  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = sq;
-    if (\$1259 ) begin
-      \$1597  = 2'h0;
-    end else if (\$1260 ) begin
-      \$1597  = 2'h3;
-    end else if (\$1261 ) begin
+    \$1581  = sq;
+    if (\$1249 ) begin
+      \$1581  = 2'h0;
+    end else if (\$1250 ) begin
+      \$1581  = 2'h3;
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1597  = 2'h1;
+              \$1581  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1597  = 2'h2;
+              \$1581  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1366 ) begin
-                      \$1597  = 2'h3;
+                    if (\$1356 ) begin
+                      \$1581  = 2'h3;
                     end else begin
-                      \$1597  = 2'h1;
+                      \$1581  = 2'h1;
                     end
                   end
                 end
@@ -43746,16 +43551,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1597  = 2'h0;
+      \$1581  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = t;
-    if (\$1259 ) begin
-      \$1598  = 7'h00;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1582  = t;
+    if (\$1249 ) begin
+      \$1582  = 7'h00;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43764,18 +43569,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
-                    \$1598  = \$1360 [6:0];
+                  if (\$1349 ) begin
+                    \$1582  = \$1350 [6:0];
                   end else begin
-                    \$1598  = 7'h00;
+                    \$1582  = 7'h00;
                   end
                 end
               end
@@ -43783,16 +43588,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1598  = 7'h00;
+      \$1582  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = ky;
-    if (\$1259 ) begin
-      \$1599  = 3'h0;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1583  = ky;
+    if (\$1249 ) begin
+      \$1583  = 3'h0;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43801,31 +43606,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                  \$1599  = \$1351 [2:0];
-                end else if (\$1347 ) begin
-                  \$1599  = 3'h0;
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                  \$1583  = \$1341 [2:0];
+                end else if (\$1337 ) begin
+                  \$1583  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1599  = 3'h0;
+      \$1583  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = kx;
-    if (\$1259 ) begin
-      \$1600  = 3'h0;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1584  = kx;
+    if (\$1249 ) begin
+      \$1584  = 3'h0;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43834,32 +43639,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                  \$1600  = \$1348 [2:0];
-                end else if (\$1346 ) begin
-                  \$1600  = 3'h0;
-                end else if (\$1347 ) begin
-                  \$1600  = 3'h0;
+                if (\$1331 ) begin
+                  \$1584  = \$1338 [2:0];
+                end else if (\$1336 ) begin
+                  \$1584  = 3'h0;
+                end else if (\$1337 ) begin
+                  \$1584  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1600  = 3'h0;
+      \$1584  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = j;
-    if (\$1259 ) begin
-      \$1601  = 5'h00;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1585  = j;
+    if (\$1249 ) begin
+      \$1585  = 5'h00;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43868,35 +43673,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1295 ) begin
-                  \$1601  = \$1296 [4:0];
+                if (\$1285 ) begin
+                  \$1585  = \$1286 [4:0];
                 end
-                if (\$1341 ) begin
-                  \$1601  = 5'h00;
-                end else if (\$1346 ) begin
-                  \$1601  = 5'h00;
-                end else if (\$1347 ) begin
-                  \$1601  = 5'h00;
+                if (\$1331 ) begin
+                  \$1585  = 5'h00;
+                end else if (\$1336 ) begin
+                  \$1585  = 5'h00;
+                end else if (\$1337 ) begin
+                  \$1585  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1601  = 5'h00;
+      \$1585  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = g;
-    if (\$1259 ) begin
-      \$1602  = 11'h000;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1586  = g;
+    if (\$1249 ) begin
+      \$1586  = 11'h000;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43905,27 +43710,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-                \$1602  = \$1291 [10:0];
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+                \$1586  = \$1281 [10:0];
               end else begin
-                \$1602  = 11'h000;
+                \$1586  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1602  = 11'h000;
+      \$1586  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = ox;
-    if (\$1259 ) begin
-      \$1603  = 7'h00;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1587  = ox;
+    if (\$1249 ) begin
+      \$1587  = 7'h00;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43934,31 +43739,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
+              if (\$1265 ) begin
                 if (is_elem) begin
-                  \$1603  = \$1285 [6:0];
+                  \$1587  = \$1275 [6:0];
                 end
-              end else if (\$1278 ) begin
-                \$1603  = \$1288 [6:0];
-              end else if (\$1280 ) begin
-                \$1603  = 7'h00;
+              end else if (\$1268 ) begin
+                \$1587  = \$1278 [6:0];
+              end else if (\$1270 ) begin
+                \$1587  = 7'h00;
               end else begin
-                \$1603  = 7'h00;
+                \$1587  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1603  = 7'h00;
+      \$1587  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = rows_left;
-    if (\$1259 ) begin
-      \$1604  = { 1'h0, desc[52:42] };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1588  = rows_left;
+    if (\$1249 ) begin
+      \$1588  = { 1'h0, desc[52:42] };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43967,17 +43772,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    \$1604  = \$1361 [11:0];
+                    \$1588  = \$1351 [11:0];
                   end
                 end
               end
@@ -43985,16 +43790,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1604  = 12'h000;
+      \$1588  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = y_pass;
-    if (\$1259 ) begin
-      \$1605  = { \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262  };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1589  = y_pass;
+    if (\$1249 ) begin
+      \$1589  = { \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252  };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44003,17 +43808,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    \$1605  = \$1362 [28:0];
+                    \$1589  = \$1352 [28:0];
                   end
                 end
               end
@@ -44021,16 +43826,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1605  = 29'h00000000;
+      \$1589  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = y_tap;
-    if (\$1259 ) begin
-      \$1606  = { \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263 [7], \$1263  };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1590  = y_tap;
+    if (\$1249 ) begin
+      \$1590  = { \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253  };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44039,19 +43844,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                  \$1606  = \$1354 [28:0];
-                end else if (\$1347 ) begin
-                  \$1606  = y_pass;
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                  \$1590  = \$1344 [28:0];
+                end else if (\$1337 ) begin
+                  \$1590  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    \$1606  = \$1364 [28:0];
+                    \$1590  = \$1354 [28:0];
                   end
                 end
               end
@@ -44059,16 +43864,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1606  = 29'h00000000;
+      \$1590  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = iy;
-    if (\$1259 ) begin
-      \$1607  = { \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264 [7], \$1264  };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1591  = iy;
+    if (\$1249 ) begin
+      \$1591  = { \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254  };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44077,24 +43882,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-                \$1607  = \$1292 [28:0];
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+                \$1591  = \$1282 [28:0];
               end else begin
-                if (\$1295 ) begin
-                  \$1607  = y_tap;
+                if (\$1285 ) begin
+                  \$1591  = y_tap;
                 end
-                if (\$1341 ) begin
-                  \$1607  = y_tap;
-                end else if (\$1346 ) begin
-                  \$1607  = \$1355 [28:0];
-                end else if (\$1347 ) begin
-                  \$1607  = y_pass;
+                if (\$1331 ) begin
+                  \$1591  = y_tap;
+                end else if (\$1336 ) begin
+                  \$1591  = \$1345 [28:0];
+                end else if (\$1337 ) begin
+                  \$1591  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    \$1607  = \$1365 [28:0];
+                    \$1591  = \$1355 [28:0];
                   end
                 end
               end
@@ -44102,16 +43907,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1607  = 29'h00000000;
+      \$1591  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = y_end;
-    if (\$1259 ) begin
-      \$1608  = \$1265 ;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1592  = y_end;
+    if (\$1249 ) begin
+      \$1592  = \$1255 ;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44120,17 +43925,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    \$1608  = \$1363 [29:0];
+                    \$1592  = \$1353 [29:0];
                   end
                 end
               end
@@ -44138,16 +43943,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1608  = 30'h00000000;
+      \$1592  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = x_tap;
-    if (\$1259 ) begin
-      \$1609  = { \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266 [7], \$1266  };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1593  = x_tap;
+    if (\$1249 ) begin
+      \$1593  = { \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256  };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44156,32 +43961,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                  \$1609  = \$1349 [28:0];
-                end else if (\$1346 ) begin
-                  \$1609  = { \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352 [7], \$1352  };
-                end else if (\$1347 ) begin
-                  \$1609  = { \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356 [7], \$1356  };
+                if (\$1331 ) begin
+                  \$1593  = \$1339 [28:0];
+                end else if (\$1336 ) begin
+                  \$1593  = { \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342  };
+                end else if (\$1337 ) begin
+                  \$1593  = { \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1609  = 29'h00000000;
+      \$1593  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = ix;
-    if (\$1259 ) begin
-      \$1610  = { \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267 [7], \$1267  };
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1594  = ix;
+    if (\$1249 ) begin
+      \$1594  = { \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257  };
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44190,38 +43995,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-                \$1610  = \$1284 [28:0];
-              end else if (\$1278 ) begin
-                \$1610  = \$1289 [28:0];
-              end else if (\$1280 ) begin
-                \$1610  = x_tap;
+              if (\$1265 ) begin
+                \$1594  = \$1272 [28:0];
+              end else if (\$1268 ) begin
+                \$1594  = \$1279 [28:0];
+              end else if (\$1270 ) begin
+                \$1594  = x_tap;
               end else begin
-                if (\$1295 ) begin
-                  \$1610  = x_tap;
+                if (\$1285 ) begin
+                  \$1594  = x_tap;
                 end
-                if (\$1341 ) begin
-                  \$1610  = \$1350 [28:0];
-                end else if (\$1346 ) begin
-                  \$1610  = { \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353 [7], \$1353  };
-                end else if (\$1347 ) begin
-                  \$1610  = { \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357 [7], \$1357  };
+                if (\$1331 ) begin
+                  \$1594  = \$1340 [28:0];
+                end else if (\$1336 ) begin
+                  \$1594  = { \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343  };
+                end else if (\$1337 ) begin
+                  \$1594  = { \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1610  = 29'h00000000;
+      \$1594  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = acc_addr;
-    if (\$1259 ) begin
-      \$1611  = 11'h000;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1595  = acc_addr;
+    if (\$1249 ) begin
+      \$1595  = 11'h000;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44230,31 +44035,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
+              if (\$1265 ) begin
                 if (is_elem) begin
-                  \$1611  = \$1287 [10:0];
+                  \$1595  = \$1277 [10:0];
                 end
-              end else if (\$1278 ) begin
-                \$1611  = \$1290 [10:0];
-              end else if (\$1280 ) begin
-                \$1611  = \$1293 [10:0];
+              end else if (\$1268 ) begin
+                \$1595  = \$1280 [10:0];
+              end else if (\$1270 ) begin
+                \$1595  = \$1283 [10:0];
               end else begin
-                \$1611  = 11'h000;
+                \$1595  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1611  = 11'h000;
+      \$1595  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = rc;
-    if (\$1259 ) begin
-      \$1612  = 19'h00000;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1596  = gap;
+    if (\$1249 ) begin
+      \$1596  = dw_first_rc;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44263,60 +44068,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-                \$1612  = \$1282 [18:0];
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-                \$1612  = 19'h00000;
-              end else begin
-                \$1612  = 19'h00000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1612  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = next_rc;
-    if (\$1259 ) begin
-      \$1613  = dw_first_rc;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
+              if (\$1265 ) begin
+                \$1596  = \$1274 [11:0];
                 if (is_elem) begin
-                  \$1613  = \$1286 [18:0];
+                  \$1596  = { \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276  };
                 end
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-                \$1613  = dw_first_rc;
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+                \$1596  = dw_first_rc;
               end else begin
-                \$1613  = dw_first_rc;
+                \$1596  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1613  = 19'h00000;
+      \$1596  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = dw_ky0;
-    if (\$1259 ) begin
-      \$1614  = dw_ky_init0;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1597  = dw_ky0;
+    if (\$1249 ) begin
+      \$1597  = dw_ky_init0;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44325,24 +44101,628 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1295 ) begin
+                if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                    \$1614  = \$1300 [3:0];
+                  if (\$1287 ) begin
+                    \$1597  = \$1290 [3:0];
                   end else begin
-                    \$1614  = \$1301 [3:0];
+                    \$1597  = \$1291 [3:0];
                   end
                 end else begin
-                  \$1614  = dw_ky_init0;
+                  \$1597  = dw_ky_init0;
                 end
               end
             end
       endcase
+    end
+    if (rst) begin
+      \$1597  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1598  = dw_ky1;
+    if (\$1249 ) begin
+      \$1598  = dw_ky_init1;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1292 ) begin
+                    \$1598  = \$1295 [3:0];
+                  end else begin
+                    \$1598  = \$1296 [3:0];
+                  end
+                end else begin
+                  \$1598  = dw_ky_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1598  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1599  = dw_ky2;
+    if (\$1249 ) begin
+      \$1599  = dw_ky_init2;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1297 ) begin
+                    \$1599  = \$1300 [3:0];
+                  end else begin
+                    \$1599  = \$1301 [3:0];
+                  end
+                end else begin
+                  \$1599  = dw_ky_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1599  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1600  = dw_ky3;
+    if (\$1249 ) begin
+      \$1600  = dw_ky_init3;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1302 ) begin
+                    \$1600  = \$1305 [3:0];
+                  end else begin
+                    \$1600  = \$1306 [3:0];
+                  end
+                end else begin
+                  \$1600  = dw_ky_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1600  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1601  = dw_ky4;
+    if (\$1249 ) begin
+      \$1601  = dw_ky_init4;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1307 ) begin
+                    \$1601  = \$1310 [3:0];
+                  end else begin
+                    \$1601  = \$1311 [3:0];
+                  end
+                end else begin
+                  \$1601  = dw_ky_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1601  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1602  = dw_ky5;
+    if (\$1249 ) begin
+      \$1602  = dw_ky_init5;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1312 ) begin
+                    \$1602  = \$1315 [3:0];
+                  end else begin
+                    \$1602  = \$1316 [3:0];
+                  end
+                end else begin
+                  \$1602  = dw_ky_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1602  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1603  = dw_ky6;
+    if (\$1249 ) begin
+      \$1603  = dw_ky_init6;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1317 ) begin
+                    \$1603  = \$1320 [3:0];
+                  end else begin
+                    \$1603  = \$1321 [3:0];
+                  end
+                end else begin
+                  \$1603  = dw_ky_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1603  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1604  = dw_ky7;
+    if (\$1249 ) begin
+      \$1604  = dw_ky_init7;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1322 ) begin
+                    \$1604  = \$1325 [3:0];
+                  end else begin
+                    \$1604  = \$1326 [3:0];
+                  end
+                end else begin
+                  \$1604  = dw_ky_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1604  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1605  = dw_kx0;
+    if (\$1249 ) begin
+      \$1605  = dw_kx_init0;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1287 ) begin
+                    \$1605  = \$1288 [3:0];
+                  end else begin
+                    \$1605  = dw_kx0_n[3:0];
+                  end
+                end else begin
+                  \$1605  = dw_kx_init0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1605  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1606  = dw_kx1;
+    if (\$1249 ) begin
+      \$1606  = dw_kx_init1;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1292 ) begin
+                    \$1606  = \$1293 [3:0];
+                  end else begin
+                    \$1606  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1606  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1606  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1607  = dw_kx2;
+    if (\$1249 ) begin
+      \$1607  = dw_kx_init2;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1297 ) begin
+                    \$1607  = \$1298 [3:0];
+                  end else begin
+                    \$1607  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1607  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1607  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1608  = dw_kx3;
+    if (\$1249 ) begin
+      \$1608  = dw_kx_init3;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1302 ) begin
+                    \$1608  = \$1303 [3:0];
+                  end else begin
+                    \$1608  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1608  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1608  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1609  = dw_kx4;
+    if (\$1249 ) begin
+      \$1609  = dw_kx_init4;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1307 ) begin
+                    \$1609  = \$1308 [3:0];
+                  end else begin
+                    \$1609  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1609  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1609  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1610  = dw_kx5;
+    if (\$1249 ) begin
+      \$1610  = dw_kx_init5;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1312 ) begin
+                    \$1610  = \$1313 [3:0];
+                  end else begin
+                    \$1610  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1610  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1610  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1611  = dw_kx6;
+    if (\$1249 ) begin
+      \$1611  = dw_kx_init6;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1317 ) begin
+                    \$1611  = \$1318 [3:0];
+                  end else begin
+                    \$1611  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1611  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1611  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1612  = dw_kx7;
+    if (\$1249 ) begin
+      \$1612  = dw_kx_init7;
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1322 ) begin
+                    \$1612  = \$1323 [3:0];
+                  end else begin
+                    \$1612  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1612  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1612  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1613  = ld_tile;
+    if (\$1249 ) begin
+      \$1613  = 13'h0000;
+    end
+    if (\$1361 ) begin
+    end else if (ld_start) begin
+      \$1613  = \$1365 [12:0];
+    end
+    if (rst) begin
+      \$1613  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1614  = ld_k;
+    if (\$1249 ) begin
+      \$1614  = 4'h0;
+    end
+    if (\$1361 ) begin
+    end else if (ld_start) begin
+      \$1614  = 4'h1;
+    end else if (ld_busy) begin
+      (* full_case = 32'd1 *)
+      if (\$1366 ) begin
+      end else begin
+        \$1614  = \$1367 [3:0];
+      end
     end
     if (rst) begin
       \$1614  = 4'h0;
@@ -44350,654 +44730,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = dw_ky1;
-    if (\$1259 ) begin
-      \$1615  = dw_ky_init1;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1302 ) begin
-                    \$1615  = \$1305 [3:0];
-                  end else begin
-                    \$1615  = \$1306 [3:0];
-                  end
-                end else begin
-                  \$1615  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
+    \$1615  = ld_busy;
+    if (\$1249 ) begin
+      \$1615  = 1'h0;
     end
-    if (rst) begin
-      \$1615  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = dw_ky2;
-    if (\$1259 ) begin
-      \$1616  = dw_ky_init2;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1307 ) begin
-                    \$1616  = \$1310 [3:0];
-                  end else begin
-                    \$1616  = \$1311 [3:0];
-                  end
-                end else begin
-                  \$1616  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1616  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = dw_ky3;
-    if (\$1259 ) begin
-      \$1617  = dw_ky_init3;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1312 ) begin
-                    \$1617  = \$1315 [3:0];
-                  end else begin
-                    \$1617  = \$1316 [3:0];
-                  end
-                end else begin
-                  \$1617  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1617  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = dw_ky4;
-    if (\$1259 ) begin
-      \$1618  = dw_ky_init4;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1317 ) begin
-                    \$1618  = \$1320 [3:0];
-                  end else begin
-                    \$1618  = \$1321 [3:0];
-                  end
-                end else begin
-                  \$1618  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1618  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = dw_ky5;
-    if (\$1259 ) begin
-      \$1619  = dw_ky_init5;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1322 ) begin
-                    \$1619  = \$1325 [3:0];
-                  end else begin
-                    \$1619  = \$1326 [3:0];
-                  end
-                end else begin
-                  \$1619  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1619  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = dw_ky6;
-    if (\$1259 ) begin
-      \$1620  = dw_ky_init6;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1327 ) begin
-                    \$1620  = \$1330 [3:0];
-                  end else begin
-                    \$1620  = \$1331 [3:0];
-                  end
-                end else begin
-                  \$1620  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1620  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = dw_ky7;
-    if (\$1259 ) begin
-      \$1621  = dw_ky_init7;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1332 ) begin
-                    \$1621  = \$1335 [3:0];
-                  end else begin
-                    \$1621  = \$1336 [3:0];
-                  end
-                end else begin
-                  \$1621  = dw_ky_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1621  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = dw_kx0;
-    if (\$1259 ) begin
-      \$1622  = dw_kx_init0;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                    \$1622  = \$1298 [3:0];
-                  end else begin
-                    \$1622  = dw_kx0_n[3:0];
-                  end
-                end else begin
-                  \$1622  = dw_kx_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1622  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = dw_kx1;
-    if (\$1259 ) begin
-      \$1623  = dw_kx_init1;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1302 ) begin
-                    \$1623  = \$1303 [3:0];
-                  end else begin
-                    \$1623  = dw_kx1_n[3:0];
-                  end
-                end else begin
-                  \$1623  = dw_kx_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1623  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = dw_kx2;
-    if (\$1259 ) begin
-      \$1624  = dw_kx_init2;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1307 ) begin
-                    \$1624  = \$1308 [3:0];
-                  end else begin
-                    \$1624  = dw_kx2_n[3:0];
-                  end
-                end else begin
-                  \$1624  = dw_kx_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1624  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = dw_kx3;
-    if (\$1259 ) begin
-      \$1625  = dw_kx_init3;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1312 ) begin
-                    \$1625  = \$1313 [3:0];
-                  end else begin
-                    \$1625  = dw_kx3_n[3:0];
-                  end
-                end else begin
-                  \$1625  = dw_kx_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1625  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = dw_kx4;
-    if (\$1259 ) begin
-      \$1626  = dw_kx_init4;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1317 ) begin
-                    \$1626  = \$1318 [3:0];
-                  end else begin
-                    \$1626  = dw_kx4_n[3:0];
-                  end
-                end else begin
-                  \$1626  = dw_kx_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1626  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = dw_kx5;
-    if (\$1259 ) begin
-      \$1627  = dw_kx_init5;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1322 ) begin
-                    \$1627  = \$1323 [3:0];
-                  end else begin
-                    \$1627  = dw_kx5_n[3:0];
-                  end
-                end else begin
-                  \$1627  = dw_kx_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1627  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = dw_kx6;
-    if (\$1259 ) begin
-      \$1628  = dw_kx_init6;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1327 ) begin
-                    \$1628  = \$1328 [3:0];
-                  end else begin
-                    \$1628  = dw_kx6_n[3:0];
-                  end
-                end else begin
-                  \$1628  = dw_kx_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1628  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = dw_kx7;
-    if (\$1259 ) begin
-      \$1629  = dw_kx_init7;
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1295 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1332 ) begin
-                    \$1629  = \$1333 [3:0];
-                  end else begin
-                    \$1629  = dw_kx7_n[3:0];
-                  end
-                end else begin
-                  \$1629  = dw_kx_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1629  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = ld_tile;
-    if (\$1259 ) begin
-      \$1630  = 13'h0000;
-    end
-    if (\$1371 ) begin
+    if (\$1361 ) begin
     end else if (ld_start) begin
-      \$1630  = \$1375 [12:0];
-    end
-    if (rst) begin
-      \$1630  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = ld_k;
-    if (\$1259 ) begin
-      \$1631  = 4'h0;
-    end
-    if (\$1371 ) begin
-    end else if (ld_start) begin
-      \$1631  = 4'h1;
+      \$1615  = 1'h1;
     end else if (ld_busy) begin
-      (* full_case = 32'd1 *)
-      if (\$1376 ) begin
-      end else begin
-        \$1631  = \$1377 [3:0];
+      if (\$1366 ) begin
+        \$1615  = 1'h0;
       end
     end
     if (rst) begin
-      \$1631  = 4'h0;
+      \$1615  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = ld_busy;
-    if (\$1259 ) begin
-      \$1632  = 1'h0;
-    end
-    if (\$1371 ) begin
-    end else if (ld_start) begin
-      \$1632  = 1'h1;
-    end else if (ld_busy) begin
-      if (\$1376 ) begin
-        \$1632  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$1632  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = \lo$312 ;
-    if (\$1259 ) begin
-      \$1633  = 12'h000;
-    end else if (\$1260 ) begin
-      \$1633  = 12'h401;
-    end else if (\$1261 ) begin
+    \$1616  = \lo$306 ;
+    if (\$1249 ) begin
+      \$1616  = 12'h000;
+    end else if (\$1250 ) begin
+      \$1616  = 12'h401;
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            \$1633  = \$1271 [11:0];
+            \$1616  = \$1261 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
-                    if (\$1366 ) begin
-                      \$1633  = 12'h401;
+                    if (\$1356 ) begin
+                      \$1616  = 12'h401;
                     end
                   end
                 end
@@ -45006,39 +44782,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1633  = 12'h000;
+      \$1616  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = gcount;
-    if (\$1259 ) begin
-    end else if (\$1260 ) begin
-    end else if (\$1261 ) begin
+    \$1617  = gcount;
+    if (\$1249 ) begin
+    end else if (\$1250 ) begin
+    end else if (\$1251 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1634  = \$1269 ;
+              \$1617  = \$1259 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1275 ) begin
-              end else if (\$1278 ) begin
-              end else if (\$1280 ) begin
+              if (\$1265 ) begin
+              end else if (\$1268 ) begin
+              end else if (\$1270 ) begin
               end else begin
-                if (\$1341 ) begin
-                end else if (\$1346 ) begin
-                end else if (\$1347 ) begin
+                if (\$1331 ) begin
+                end else if (\$1336 ) begin
+                end else if (\$1337 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1359 ) begin
+                  if (\$1349 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1366 ) begin
+                    if (\$1356 ) begin
                     end else begin
-                      \$1634  = \$1370 [10:0];
+                      \$1617  = \$1360 [10:0];
                     end
                   end
                 end
@@ -45047,160 +44823,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1634  = 11'h000;
+      \$1617  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = cur_ld_tile;
-    if (\$1371 ) begin
+    \$1618  = cur_ld_tile;
+    if (\$1361 ) begin
     end else if (ld_start) begin
-      \$1635  = ld_tile;
+      \$1618  = ld_tile;
     end
     if (rst) begin
-      \$1635  = 13'h0000;
+      \$1618  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = latch_bank1;
-    if (\$1371 ) begin
+    \$1619  = latch_bank1;
+    if (\$1361 ) begin
     end else if (ld_start) begin
-      \$1636  = ld_bank;
+      \$1619  = ld_bank;
     end
     if (rst) begin
-      \$1636  = 1'h0;
+      \$1619  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = counting;
-    if (\$1379 ) begin
-      \$1637  = 1'h1;
+    \$1620  = counting;
+    if (\$1369 ) begin
+      \$1620  = 1'h1;
     end
-    if (\$1414 ) begin
-      \$1637  = 1'h0;
+    if (\$1404 ) begin
+      \$1620  = 1'h0;
     end
     if (rst) begin
-      \$1637  = 1'h0;
+      \$1620  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = cnt_cycles;
-    if (\$1379 ) begin
-      \$1638  = 32'd0;
+    \$1621  = cnt_cycles;
+    if (\$1369 ) begin
+      \$1621  = 32'd0;
     end
     if (count_now) begin
-      \$1638  = \$1382 [31:0];
+      \$1621  = \$1372 [31:0];
     end
     if (rst) begin
-      \$1638  = 32'd0;
+      \$1621  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = cnt_busy;
-    if (\$1379 ) begin
-      \$1639  = 32'd0;
+    \$1622  = cnt_busy;
+    if (\$1369 ) begin
+      \$1622  = 32'd0;
     end
     if (count_now) begin
-      if (\$1383 ) begin
-        \$1639  = \$1386 [31:0];
+      if (\$1373 ) begin
+        \$1622  = \$1376 [31:0];
       end
     end
     if (rst) begin
-      \$1639  = 32'd0;
+      \$1622  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = cnt_setup;
-    if (\$1379 ) begin
-      \$1640  = 32'd0;
+    \$1623  = cnt_setup;
+    if (\$1369 ) begin
+      \$1623  = 32'd0;
     end
     if (count_now) begin
-      if (\$1387 ) begin
-        \$1640  = \$1390 [31:0];
+      if (\$1377 ) begin
+        \$1623  = \$1380 [31:0];
       end
     end
     if (rst) begin
-      \$1640  = 32'd0;
+      \$1623  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = cnt_stall_input;
-    if (\$1379 ) begin
-      \$1641  = 32'd0;
+    \$1624  = cnt_stall_input;
+    if (\$1369 ) begin
+      \$1624  = 32'd0;
     end
     if (count_now) begin
-      if (\$1391 ) begin
-        \$1641  = \$1394 [31:0];
+      if (\$1381 ) begin
+        \$1624  = \$1384 [31:0];
       end
     end
     if (rst) begin
-      \$1641  = 32'd0;
+      \$1624  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = cnt_stall_weight;
-    if (\$1379 ) begin
-      \$1642  = 32'd0;
+    \$1625  = cnt_stall_weight;
+    if (\$1369 ) begin
+      \$1625  = 32'd0;
     end
     if (count_now) begin
-      if (\$1395 ) begin
-        \$1642  = \$1398 [31:0];
+      if (\$1385 ) begin
+        \$1625  = \$1388 [31:0];
       end
     end
     if (rst) begin
-      \$1642  = 32'd0;
+      \$1625  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = cnt_stall_output;
-    if (\$1379 ) begin
-      \$1643  = 32'd0;
+    \$1626  = cnt_stall_output;
+    if (\$1369 ) begin
+      \$1626  = 32'd0;
     end
     if (count_now) begin
-      if (\$1399 ) begin
-        \$1643  = \$1402 [31:0];
+      if (\$1389 ) begin
+        \$1626  = \$1392 [31:0];
       end
     end
     if (rst) begin
-      \$1643  = 32'd0;
+      \$1626  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = cnt_fill;
-    if (\$1379 ) begin
-      \$1644  = 32'd0;
+    \$1627  = cnt_fill;
+    if (\$1369 ) begin
+      \$1627  = 32'd0;
     end
     if (count_now) begin
-      if (\$1403 ) begin
-        \$1644  = \$1406 [31:0];
+      if (\$1393 ) begin
+        \$1627  = \$1396 [31:0];
       end
     end
     if (rst) begin
-      \$1644  = 32'd0;
+      \$1627  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = cnt_drain;
-    if (\$1379 ) begin
-      \$1645  = 32'd0;
+    \$1628  = cnt_drain;
+    if (\$1369 ) begin
+      \$1628  = 32'd0;
     end
     if (count_now) begin
-      if (\$1407 ) begin
-        \$1645  = \$1410 [31:0];
+      if (\$1397 ) begin
+        \$1628  = \$1400 [31:0];
       end
     end
     if (rst) begin
-      \$1645  = 32'd0;
+      \$1628  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -45210,84 +44986,84 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_r2__addr = \$14 [5:0];
   assign width_s = { 22'h000000, desc[41:35] };
   assign height_s = { 18'h00000, desc[34:24] };
-  assign cw_sel = \$43 [4:0];
-  assign \$signature__addr  = { \$62 [5:1], \$43 [3:0] };
-  assign \$signature__addr$53  = { \$65 [5:1], \$43 [3:0] };
+  assign cw_sel = \$47 [4:0];
+  assign \$signature__addr  = { \$66 [5:1], \$47 [3:0] };
+  assign \$signature__addr$53  = { \$69 [5:1], \$47 [3:0] };
   assign \$signature__en  = 1'h1;
   assign \$signature__en$55  = 1'h1;
-  assign \$signature__addr$56  = { \$67 [5:1], \$43 [3:0] };
-  assign \$signature__addr$57  = { \$70 [5:1], \$43 [3:0] };
+  assign \$signature__addr$56  = { \$71 [5:1], \$47 [3:0] };
+  assign \$signature__addr$57  = { \$74 [5:1], \$47 [3:0] };
   assign \$signature__en$58  = 1'h1;
   assign \$signature__en$59  = 1'h1;
-  assign \$signature__addr$60  = { \$72 [5:1], \$43 [3:0] };
-  assign \$signature__addr$61  = { \$75 [5:1], \$43 [3:0] };
+  assign \$signature__addr$60  = { \$76 [5:1], \$47 [3:0] };
+  assign \$signature__addr$61  = { \$79 [5:1], \$47 [3:0] };
   assign \$signature__en$62  = 1'h1;
   assign \$signature__en$63  = 1'h1;
-  assign \$signature__addr$64  = { \$77 [5:1], \$43 [3:0] };
-  assign \$signature__addr$65  = { \$80 [5:1], \$43 [3:0] };
+  assign \$signature__addr$64  = { \$81 [5:1], \$47 [3:0] };
+  assign \$signature__addr$65  = { \$84 [5:1], \$47 [3:0] };
   assign \$signature__en$66  = 1'h1;
   assign \$signature__en$67  = 1'h1;
-  assign \$signature__addr$68  = { \$82 [5:1], \$43 [3:0] };
-  assign \$signature__addr$69  = { \$85 [5:1], \$43 [3:0] };
+  assign \$signature__addr$68  = { \$86 [5:1], \$47 [3:0] };
+  assign \$signature__addr$69  = { \$89 [5:1], \$47 [3:0] };
   assign \$signature__en$70  = 1'h1;
   assign \$signature__en$71  = 1'h1;
-  assign \$signature__addr$72  = { \$87 [5:1], \$43 [3:0] };
-  assign \$signature__addr$73  = { \$90 [5:1], \$43 [3:0] };
+  assign \$signature__addr$72  = { \$91 [5:1], \$47 [3:0] };
+  assign \$signature__addr$73  = { \$94 [5:1], \$47 [3:0] };
   assign \$signature__en$74  = 1'h1;
   assign \$signature__en$75  = 1'h1;
-  assign \$signature__addr$76  = { \$92 [5:1], \$43 [3:0] };
-  assign \$signature__addr$77  = { \$95 [5:1], \$43 [3:0] };
+  assign \$signature__addr$76  = { \$96 [5:1], \$47 [3:0] };
+  assign \$signature__addr$77  = { \$99 [5:1], \$47 [3:0] };
   assign \$signature__en$78  = 1'h1;
   assign \$signature__en$79  = 1'h1;
-  assign \$signature__addr$80  = { \$97 [5:1], \$43 [3:0] };
-  assign \$signature__addr$81  = { \$100 [5:1], \$43 [3:0] };
+  assign \$signature__addr$80  = { \$101 [5:1], \$47 [3:0] };
+  assign \$signature__addr$81  = { \$104 [5:1], \$47 [3:0] };
   assign \$signature__en$82  = 1'h1;
   assign \$signature__en$83  = 1'h1;
-  assign \$signature__addr$84  = { \$102 [5:1], \$43 [3:0] };
-  assign \$signature__addr$85  = { \$105 [5:1], \$43 [3:0] };
+  assign \$signature__addr$84  = { \$106 [5:1], \$47 [3:0] };
+  assign \$signature__addr$85  = { \$109 [5:1], \$47 [3:0] };
   assign \$signature__en$86  = 1'h1;
   assign \$signature__en$87  = 1'h1;
-  assign \$signature__addr$88  = { \$107 [5:1], \$43 [3:0] };
-  assign \$signature__addr$89  = { \$110 [5:1], \$43 [3:0] };
+  assign \$signature__addr$88  = { \$111 [5:1], \$47 [3:0] };
+  assign \$signature__addr$89  = { \$114 [5:1], \$47 [3:0] };
   assign \$signature__en$90  = 1'h1;
   assign \$signature__en$91  = 1'h1;
-  assign \$signature__addr$92  = { \$112 [5:1], \$43 [3:0] };
-  assign \$signature__addr$93  = { \$115 [5:1], \$43 [3:0] };
+  assign \$signature__addr$92  = { \$116 [5:1], \$47 [3:0] };
+  assign \$signature__addr$93  = { \$119 [5:1], \$47 [3:0] };
   assign \$signature__en$94  = 1'h1;
   assign \$signature__en$95  = 1'h1;
-  assign \$signature__addr$96  = { \$117 [5:1], \$43 [3:0] };
-  assign \$signature__addr$97  = { \$120 [5:1], \$43 [3:0] };
+  assign \$signature__addr$96  = { \$121 [5:1], \$47 [3:0] };
+  assign \$signature__addr$97  = { \$124 [5:1], \$47 [3:0] };
   assign \$signature__en$98  = 1'h1;
   assign \$signature__en$99  = 1'h1;
-  assign \$signature__addr$100  = { \$122 [5:1], \$43 [3:0] };
-  assign \$signature__addr$101  = { \$125 [5:1], \$43 [3:0] };
+  assign \$signature__addr$100  = { \$126 [5:1], \$47 [3:0] };
+  assign \$signature__addr$101  = { \$129 [5:1], \$47 [3:0] };
   assign \$signature__en$102  = 1'h1;
   assign \$signature__en$103  = 1'h1;
-  assign \$signature__addr$104  = { \$127 [5:1], \$43 [3:0] };
-  assign \$signature__addr$105  = { \$130 [5:1], \$43 [3:0] };
+  assign \$signature__addr$104  = { \$131 [5:1], \$47 [3:0] };
+  assign \$signature__addr$105  = { \$134 [5:1], \$47 [3:0] };
   assign \$signature__en$106  = 1'h1;
   assign \$signature__en$107  = 1'h1;
-  assign \$signature__addr$108  = { \$132 [5:1], \$43 [3:0] };
-  assign \$signature__addr$109  = { \$135 [5:1], \$43 [3:0] };
+  assign \$signature__addr$108  = { \$136 [5:1], \$47 [3:0] };
+  assign \$signature__addr$109  = { \$139 [5:1], \$47 [3:0] };
   assign \$signature__en$110  = 1'h1;
   assign \$signature__en$111  = 1'h1;
-  assign \$signature__addr$112  = { \$137 [5:1], \$43 [3:0] };
-  assign \$signature__addr$113  = { \$140 [5:1], \$43 [3:0] };
+  assign \$signature__addr$112  = { \$141 [5:1], \$47 [3:0] };
+  assign \$signature__addr$113  = { \$144 [5:1], \$47 [3:0] };
   assign \$signature__en$114  = 1'h1;
   assign \$signature__en$115  = 1'h1;
-  assign iy_ky0 = { \$178 [29], \$178 [29], \$178 [29], \$178  };
-  assign iy_ky1 = { \$180 [29], \$180 [29], \$180 [29], \$180  };
-  assign iy_ky2 = { \$182 [29], \$182 [29], \$182 [29], \$182  };
-  assign iy_ky3 = { \$184 [29], \$184 [29], \$184 [29], \$184  };
-  assign iy_ky4 = { \$186 [29], \$186 [29], \$186 [29], \$186  };
+  assign iy_ky0 = { \$182 [29], \$182 [29], \$182 [29], \$182  };
+  assign iy_ky1 = { \$184 [29], \$184 [29], \$184 [29], \$184  };
+  assign iy_ky2 = { \$186 [29], \$186 [29], \$186 [29], \$186  };
+  assign iy_ky3 = { \$188 [29], \$188 [29], \$188 [29], \$188  };
+  assign iy_ky4 = { \$190 [29], \$190 [29], \$190 [29], \$190  };
   assign act2 = act;
-  assign bank = sb2[5];
+  assign bank = sb2[6];
   assign dw_mode = desc[154];
-  assign acc_r__addr = sb_p18[19:11];
+  assign acc_r__addr = sb_p18[20:12];
   assign acc_r__en = 1'h1;
-  assign pm_r__addr = sb_p18[27:22];
+  assign pm_r__addr = sb_p18[28:23];
   assign pm_r__en = 1'h1;
-  assign acc_w__addr = sb_p19[19:11];
+  assign acc_w__addr = sb_p19[20:12];
   assign acc_w__data = sums;
   assign rq_valid = i_valid;
   assign rq_last = i_last;
@@ -45311,8 +45087,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$313  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$307  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
+  assign \$signature__addr$312  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$313  = i_act__payload[63:0];
+  assign \$signature__addr$315  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$316  = i_act__payload[63:0];
   assign \$signature__addr$318  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data$319  = i_act__payload[63:0];
   assign \$signature__addr$321  = { wr_ix[5:1], wr_cw[3:0] };
@@ -45371,10 +45151,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$400  = i_act__payload[63:0];
   assign \$signature__addr$402  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data$403  = i_act__payload[63:0];
-  assign \$signature__addr$405  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$406  = i_act__payload[63:0];
-  assign \$signature__addr$408  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$409  = i_act__payload[63:0];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -45505,14 +45281,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \cur.last  = cur[9:5];
   assign \sb0.valid  = sb0[0];
   assign \sb0.shift  = sb0[1];
-  assign \sb0.first  = sb0[2];
-  assign \sb0.last_fold  = sb0[3];
-  assign \sb0.final  = sb0[4];
-  assign \sb0.bank  = sb0[5];
-  assign \sb0.pad  = sb0[6];
-  assign \sb0.slot  = sb0[10:7];
-  assign \sb0.addr  = sb0[21:11];
-  assign \sb0.tile  = sb0[28:22];
+  assign \sb0.dual  = sb0[2];
+  assign \sb0.first  = sb0[3];
+  assign \sb0.last_fold  = sb0[4];
+  assign \sb0.final  = sb0[5];
+  assign \sb0.bank  = sb0[6];
+  assign \sb0.pad  = sb0[7];
+  assign \sb0.slot  = sb0[11:8];
+  assign \sb0.addr  = sb0[22:12];
+  assign \sb0.tile  = sb0[29:23];
   assign \pad_word[0]  = pad_word[7:0];
   assign \pad_word[1]  = pad_word[15:8];
   assign \pad_word[2]  = pad_word[23:16];
@@ -45539,14 +45316,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \act2[7]  = act[63:56];
   assign \sb2.valid  = sb2[0];
   assign \sb2.shift  = sb2[1];
-  assign \sb2.first  = sb2[2];
-  assign \sb2.last_fold  = sb2[3];
-  assign \sb2.final  = sb2[4];
-  assign \sb2.bank  = sb2[5];
-  assign \sb2.pad  = sb2[6];
-  assign \sb2.slot  = sb2[10:7];
-  assign \sb2.addr  = sb2[21:11];
-  assign \sb2.tile  = sb2[28:22];
+  assign \sb2.dual  = sb2[2];
+  assign \sb2.first  = sb2[3];
+  assign \sb2.last_fold  = sb2[4];
+  assign \sb2.final  = sb2[5];
+  assign \sb2.bank  = sb2[6];
+  assign \sb2.pad  = sb2[7];
+  assign \sb2.slot  = sb2[11:8];
+  assign \sb2.addr  = sb2[22:12];
+  assign \sb2.tile  = sb2[29:23];
   assign \dw_act[0]  = dw_act[63:0];
   assign \dw_act[0][0]  = dw_act[7:0];
   assign \dw_act[0][1]  = dw_act[15:8];
@@ -45621,14 +45399,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \dw_act[7][7]  = dw_act[511:504];
   assign \sb_p18.valid  = sb_p18[0];
   assign \sb_p18.shift  = sb_p18[1];
-  assign \sb_p18.first  = sb_p18[2];
-  assign \sb_p18.last_fold  = sb_p18[3];
-  assign \sb_p18.final  = sb_p18[4];
-  assign \sb_p18.bank  = sb_p18[5];
-  assign \sb_p18.pad  = sb_p18[6];
-  assign \sb_p18.slot  = sb_p18[10:7];
-  assign \sb_p18.addr  = sb_p18[21:11];
-  assign \sb_p18.tile  = sb_p18[28:22];
+  assign \sb_p18.dual  = sb_p18[2];
+  assign \sb_p18.first  = sb_p18[3];
+  assign \sb_p18.last_fold  = sb_p18[4];
+  assign \sb_p18.final  = sb_p18[5];
+  assign \sb_p18.bank  = sb_p18[6];
+  assign \sb_p18.pad  = sb_p18[7];
+  assign \sb_p18.slot  = sb_p18[11:8];
+  assign \sb_p18.addr  = sb_p18[22:12];
+  assign \sb_p18.tile  = sb_p18[29:23];
   assign \sums[0]  = sums[31:0];
   assign \sums[1]  = sums[63:32];
   assign \sums[2]  = sums[95:64];
@@ -45639,14 +45418,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sums[7]  = sums[255:224];
   assign \sb_p19.valid  = sb_p19[0];
   assign \sb_p19.shift  = sb_p19[1];
-  assign \sb_p19.first  = sb_p19[2];
-  assign \sb_p19.last_fold  = sb_p19[3];
-  assign \sb_p19.final  = sb_p19[4];
-  assign \sb_p19.bank  = sb_p19[5];
-  assign \sb_p19.pad  = sb_p19[6];
-  assign \sb_p19.slot  = sb_p19[10:7];
-  assign \sb_p19.addr  = sb_p19[21:11];
-  assign \sb_p19.tile  = sb_p19[28:22];
+  assign \sb_p19.dual  = sb_p19[2];
+  assign \sb_p19.first  = sb_p19[3];
+  assign \sb_p19.last_fold  = sb_p19[4];
+  assign \sb_p19.final  = sb_p19[5];
+  assign \sb_p19.bank  = sb_p19[6];
+  assign \sb_p19.pad  = sb_p19[7];
+  assign \sb_p19.slot  = sb_p19[11:8];
+  assign \sb_p19.addr  = sb_p19[22:12];
+  assign \sb_p19.tile  = sb_p19[29:23];
   assign \acc_r__data[0]  = acc_r__data[31:0];
   assign \acc_r__data[1]  = acc_r__data[63:32];
   assign \acc_r__data[2]  = acc_r__data[95:64];
@@ -45687,14 +45467,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_r__data[7].bias  = pm_r__data[514:483];
   assign \pm_r__data[7].mult  = pm_r__data[545:515];
   assign \pm_r__data[7].shift  = pm_r__data[551:546];
-  assign \sums$238[0]  = \sums$238 [31:0];
-  assign \sums$238[1]  = \sums$238 [63:32];
-  assign \sums$238[2]  = \sums$238 [95:64];
-  assign \sums$238[3]  = \sums$238 [127:96];
-  assign \sums$238[4]  = \sums$238 [159:128];
-  assign \sums$238[5]  = \sums$238 [191:160];
-  assign \sums$238[6]  = \sums$238 [223:192];
-  assign \sums$238[7]  = \sums$238 [255:224];
+  assign \sums$233[0]  = \sums$233 [31:0];
+  assign \sums$233[1]  = \sums$233 [63:32];
+  assign \sums$233[2]  = \sums$233 [95:64];
+  assign \sums$233[3]  = \sums$233 [127:96];
+  assign \sums$233[4]  = \sums$233 [159:128];
+  assign \sums$233[5]  = \sums$233 [191:160];
+  assign \sums$233[6]  = \sums$233 [223:192];
+  assign \sums$233[7]  = \sums$233 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -45877,6 +45657,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
+  assign \$signature__data$313[0]  = i_act__payload[7:0];
+  assign \$signature__data$313[1]  = i_act__payload[15:8];
+  assign \$signature__data$313[2]  = i_act__payload[23:16];
+  assign \$signature__data$313[3]  = i_act__payload[31:24];
+  assign \$signature__data$313[4]  = i_act__payload[39:32];
+  assign \$signature__data$313[5]  = i_act__payload[47:40];
+  assign \$signature__data$313[6]  = i_act__payload[55:48];
+  assign \$signature__data$313[7]  = i_act__payload[63:56];
+  assign \$signature__data$316[0]  = i_act__payload[7:0];
+  assign \$signature__data$316[1]  = i_act__payload[15:8];
+  assign \$signature__data$316[2]  = i_act__payload[23:16];
+  assign \$signature__data$316[3]  = i_act__payload[31:24];
+  assign \$signature__data$316[4]  = i_act__payload[39:32];
+  assign \$signature__data$316[5]  = i_act__payload[47:40];
+  assign \$signature__data$316[6]  = i_act__payload[55:48];
+  assign \$signature__data$316[7]  = i_act__payload[63:56];
   assign \$signature__data$319[0]  = i_act__payload[7:0];
   assign \$signature__data$319[1]  = i_act__payload[15:8];
   assign \$signature__data$319[2]  = i_act__payload[23:16];
@@ -46109,22 +45905,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$403[5]  = i_act__payload[47:40];
   assign \$signature__data$403[6]  = i_act__payload[55:48];
   assign \$signature__data$403[7]  = i_act__payload[63:56];
-  assign \$signature__data$406[0]  = i_act__payload[7:0];
-  assign \$signature__data$406[1]  = i_act__payload[15:8];
-  assign \$signature__data$406[2]  = i_act__payload[23:16];
-  assign \$signature__data$406[3]  = i_act__payload[31:24];
-  assign \$signature__data$406[4]  = i_act__payload[39:32];
-  assign \$signature__data$406[5]  = i_act__payload[47:40];
-  assign \$signature__data$406[6]  = i_act__payload[55:48];
-  assign \$signature__data$406[7]  = i_act__payload[63:56];
-  assign \$signature__data$409[0]  = i_act__payload[7:0];
-  assign \$signature__data$409[1]  = i_act__payload[15:8];
-  assign \$signature__data$409[2]  = i_act__payload[23:16];
-  assign \$signature__data$409[3]  = i_act__payload[31:24];
-  assign \$signature__data$409[4]  = i_act__payload[39:32];
-  assign \$signature__data$409[5]  = i_act__payload[47:40];
-  assign \$signature__data$409[6]  = i_act__payload[55:48];
-  assign \$signature__data$409[7]  = i_act__payload[63:56];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -46137,14 +45917,63 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \cw_r__data.last  = cw_r__data[9:5];
   assign \sb1.valid  = sb1[0];
   assign \sb1.shift  = sb1[1];
-  assign \sb1.first  = sb1[2];
-  assign \sb1.last_fold  = sb1[3];
-  assign \sb1.final  = sb1[4];
-  assign \sb1.bank  = sb1[5];
-  assign \sb1.pad  = sb1[6];
-  assign \sb1.slot  = sb1[10:7];
-  assign \sb1.addr  = sb1[21:11];
-  assign \sb1.tile  = sb1[28:22];
+  assign \sb1.dual  = sb1[2];
+  assign \sb1.first  = sb1[3];
+  assign \sb1.last_fold  = sb1[4];
+  assign \sb1.final  = sb1[5];
+  assign \sb1.bank  = sb1[6];
+  assign \sb1.pad  = sb1[7];
+  assign \sb1.slot  = sb1[11:8];
+  assign \sb1.addr  = sb1[22:12];
+  assign \sb1.tile  = sb1[29:23];
+  assign \$signature__data$448[0]  = \$signature__data$448 [7:0];
+  assign \$signature__data$448[1]  = \$signature__data$448 [15:8];
+  assign \$signature__data$448[2]  = \$signature__data$448 [23:16];
+  assign \$signature__data$448[3]  = \$signature__data$448 [31:24];
+  assign \$signature__data$448[4]  = \$signature__data$448 [39:32];
+  assign \$signature__data$448[5]  = \$signature__data$448 [47:40];
+  assign \$signature__data$448[6]  = \$signature__data$448 [55:48];
+  assign \$signature__data$448[7]  = \$signature__data$448 [63:56];
+  assign \$signature__data$449[0]  = \$signature__data$449 [7:0];
+  assign \$signature__data$449[1]  = \$signature__data$449 [15:8];
+  assign \$signature__data$449[2]  = \$signature__data$449 [23:16];
+  assign \$signature__data$449[3]  = \$signature__data$449 [31:24];
+  assign \$signature__data$449[4]  = \$signature__data$449 [39:32];
+  assign \$signature__data$449[5]  = \$signature__data$449 [47:40];
+  assign \$signature__data$449[6]  = \$signature__data$449 [55:48];
+  assign \$signature__data$449[7]  = \$signature__data$449 [63:56];
+  assign \$signature__data$450[0]  = \$signature__data$450 [7:0];
+  assign \$signature__data$450[1]  = \$signature__data$450 [15:8];
+  assign \$signature__data$450[2]  = \$signature__data$450 [23:16];
+  assign \$signature__data$450[3]  = \$signature__data$450 [31:24];
+  assign \$signature__data$450[4]  = \$signature__data$450 [39:32];
+  assign \$signature__data$450[5]  = \$signature__data$450 [47:40];
+  assign \$signature__data$450[6]  = \$signature__data$450 [55:48];
+  assign \$signature__data$450[7]  = \$signature__data$450 [63:56];
+  assign \$signature__data$451[0]  = \$signature__data$451 [7:0];
+  assign \$signature__data$451[1]  = \$signature__data$451 [15:8];
+  assign \$signature__data$451[2]  = \$signature__data$451 [23:16];
+  assign \$signature__data$451[3]  = \$signature__data$451 [31:24];
+  assign \$signature__data$451[4]  = \$signature__data$451 [39:32];
+  assign \$signature__data$451[5]  = \$signature__data$451 [47:40];
+  assign \$signature__data$451[6]  = \$signature__data$451 [55:48];
+  assign \$signature__data$451[7]  = \$signature__data$451 [63:56];
+  assign \$signature__data$452[0]  = \$signature__data$452 [7:0];
+  assign \$signature__data$452[1]  = \$signature__data$452 [15:8];
+  assign \$signature__data$452[2]  = \$signature__data$452 [23:16];
+  assign \$signature__data$452[3]  = \$signature__data$452 [31:24];
+  assign \$signature__data$452[4]  = \$signature__data$452 [39:32];
+  assign \$signature__data$452[5]  = \$signature__data$452 [47:40];
+  assign \$signature__data$452[6]  = \$signature__data$452 [55:48];
+  assign \$signature__data$452[7]  = \$signature__data$452 [63:56];
+  assign \$signature__data$453[0]  = \$signature__data$453 [7:0];
+  assign \$signature__data$453[1]  = \$signature__data$453 [15:8];
+  assign \$signature__data$453[2]  = \$signature__data$453 [23:16];
+  assign \$signature__data$453[3]  = \$signature__data$453 [31:24];
+  assign \$signature__data$453[4]  = \$signature__data$453 [39:32];
+  assign \$signature__data$453[5]  = \$signature__data$453 [47:40];
+  assign \$signature__data$453[6]  = \$signature__data$453 [55:48];
+  assign \$signature__data$453[7]  = \$signature__data$453 [63:56];
   assign \$signature__data$454[0]  = \$signature__data$454 [7:0];
   assign \$signature__data$454[1]  = \$signature__data$454 [15:8];
   assign \$signature__data$454[2]  = \$signature__data$454 [23:16];
@@ -46353,204 +46182,171 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$479[5]  = \$signature__data$479 [47:40];
   assign \$signature__data$479[6]  = \$signature__data$479 [55:48];
   assign \$signature__data$479[7]  = \$signature__data$479 [63:56];
-  assign \$signature__data$480[0]  = \$signature__data$480 [7:0];
-  assign \$signature__data$480[1]  = \$signature__data$480 [15:8];
-  assign \$signature__data$480[2]  = \$signature__data$480 [23:16];
-  assign \$signature__data$480[3]  = \$signature__data$480 [31:24];
-  assign \$signature__data$480[4]  = \$signature__data$480 [39:32];
-  assign \$signature__data$480[5]  = \$signature__data$480 [47:40];
-  assign \$signature__data$480[6]  = \$signature__data$480 [55:48];
-  assign \$signature__data$480[7]  = \$signature__data$480 [63:56];
-  assign \$signature__data$481[0]  = \$signature__data$481 [7:0];
-  assign \$signature__data$481[1]  = \$signature__data$481 [15:8];
-  assign \$signature__data$481[2]  = \$signature__data$481 [23:16];
-  assign \$signature__data$481[3]  = \$signature__data$481 [31:24];
-  assign \$signature__data$481[4]  = \$signature__data$481 [39:32];
-  assign \$signature__data$481[5]  = \$signature__data$481 [47:40];
-  assign \$signature__data$481[6]  = \$signature__data$481 [55:48];
-  assign \$signature__data$481[7]  = \$signature__data$481 [63:56];
-  assign \$signature__data$482[0]  = \$signature__data$482 [7:0];
-  assign \$signature__data$482[1]  = \$signature__data$482 [15:8];
-  assign \$signature__data$482[2]  = \$signature__data$482 [23:16];
-  assign \$signature__data$482[3]  = \$signature__data$482 [31:24];
-  assign \$signature__data$482[4]  = \$signature__data$482 [39:32];
-  assign \$signature__data$482[5]  = \$signature__data$482 [47:40];
-  assign \$signature__data$482[6]  = \$signature__data$482 [55:48];
-  assign \$signature__data$482[7]  = \$signature__data$482 [63:56];
-  assign \$signature__data$483[0]  = \$signature__data$483 [7:0];
-  assign \$signature__data$483[1]  = \$signature__data$483 [15:8];
-  assign \$signature__data$483[2]  = \$signature__data$483 [23:16];
-  assign \$signature__data$483[3]  = \$signature__data$483 [31:24];
-  assign \$signature__data$483[4]  = \$signature__data$483 [39:32];
-  assign \$signature__data$483[5]  = \$signature__data$483 [47:40];
-  assign \$signature__data$483[6]  = \$signature__data$483 [55:48];
-  assign \$signature__data$483[7]  = \$signature__data$483 [63:56];
-  assign \$signature__data$484[0]  = \$signature__data$484 [7:0];
-  assign \$signature__data$484[1]  = \$signature__data$484 [15:8];
-  assign \$signature__data$484[2]  = \$signature__data$484 [23:16];
-  assign \$signature__data$484[3]  = \$signature__data$484 [31:24];
-  assign \$signature__data$484[4]  = \$signature__data$484 [39:32];
-  assign \$signature__data$484[5]  = \$signature__data$484 [47:40];
-  assign \$signature__data$484[6]  = \$signature__data$484 [55:48];
-  assign \$signature__data$484[7]  = \$signature__data$484 [63:56];
-  assign \$signature__data$485[0]  = \$signature__data$485 [7:0];
-  assign \$signature__data$485[1]  = \$signature__data$485 [15:8];
-  assign \$signature__data$485[2]  = \$signature__data$485 [23:16];
-  assign \$signature__data$485[3]  = \$signature__data$485 [31:24];
-  assign \$signature__data$485[4]  = \$signature__data$485 [39:32];
-  assign \$signature__data$485[5]  = \$signature__data$485 [47:40];
-  assign \$signature__data$485[6]  = \$signature__data$485 [55:48];
-  assign \$signature__data$485[7]  = \$signature__data$485 [63:56];
   assign \sb_p3.valid  = sb_p3[0];
   assign \sb_p3.shift  = sb_p3[1];
-  assign \sb_p3.first  = sb_p3[2];
-  assign \sb_p3.last_fold  = sb_p3[3];
-  assign \sb_p3.final  = sb_p3[4];
-  assign \sb_p3.bank  = sb_p3[5];
-  assign \sb_p3.pad  = sb_p3[6];
-  assign \sb_p3.slot  = sb_p3[10:7];
-  assign \sb_p3.addr  = sb_p3[21:11];
-  assign \sb_p3.tile  = sb_p3[28:22];
+  assign \sb_p3.dual  = sb_p3[2];
+  assign \sb_p3.first  = sb_p3[3];
+  assign \sb_p3.last_fold  = sb_p3[4];
+  assign \sb_p3.final  = sb_p3[5];
+  assign \sb_p3.bank  = sb_p3[6];
+  assign \sb_p3.pad  = sb_p3[7];
+  assign \sb_p3.slot  = sb_p3[11:8];
+  assign \sb_p3.addr  = sb_p3[22:12];
+  assign \sb_p3.tile  = sb_p3[29:23];
   assign \sb_p4.valid  = sb_p4[0];
   assign \sb_p4.shift  = sb_p4[1];
-  assign \sb_p4.first  = sb_p4[2];
-  assign \sb_p4.last_fold  = sb_p4[3];
-  assign \sb_p4.final  = sb_p4[4];
-  assign \sb_p4.bank  = sb_p4[5];
-  assign \sb_p4.pad  = sb_p4[6];
-  assign \sb_p4.slot  = sb_p4[10:7];
-  assign \sb_p4.addr  = sb_p4[21:11];
-  assign \sb_p4.tile  = sb_p4[28:22];
+  assign \sb_p4.dual  = sb_p4[2];
+  assign \sb_p4.first  = sb_p4[3];
+  assign \sb_p4.last_fold  = sb_p4[4];
+  assign \sb_p4.final  = sb_p4[5];
+  assign \sb_p4.bank  = sb_p4[6];
+  assign \sb_p4.pad  = sb_p4[7];
+  assign \sb_p4.slot  = sb_p4[11:8];
+  assign \sb_p4.addr  = sb_p4[22:12];
+  assign \sb_p4.tile  = sb_p4[29:23];
   assign \sb_p5.valid  = sb_p5[0];
   assign \sb_p5.shift  = sb_p5[1];
-  assign \sb_p5.first  = sb_p5[2];
-  assign \sb_p5.last_fold  = sb_p5[3];
-  assign \sb_p5.final  = sb_p5[4];
-  assign \sb_p5.bank  = sb_p5[5];
-  assign \sb_p5.pad  = sb_p5[6];
-  assign \sb_p5.slot  = sb_p5[10:7];
-  assign \sb_p5.addr  = sb_p5[21:11];
-  assign \sb_p5.tile  = sb_p5[28:22];
+  assign \sb_p5.dual  = sb_p5[2];
+  assign \sb_p5.first  = sb_p5[3];
+  assign \sb_p5.last_fold  = sb_p5[4];
+  assign \sb_p5.final  = sb_p5[5];
+  assign \sb_p5.bank  = sb_p5[6];
+  assign \sb_p5.pad  = sb_p5[7];
+  assign \sb_p5.slot  = sb_p5[11:8];
+  assign \sb_p5.addr  = sb_p5[22:12];
+  assign \sb_p5.tile  = sb_p5[29:23];
   assign \sb_p6.valid  = sb_p6[0];
   assign \sb_p6.shift  = sb_p6[1];
-  assign \sb_p6.first  = sb_p6[2];
-  assign \sb_p6.last_fold  = sb_p6[3];
-  assign \sb_p6.final  = sb_p6[4];
-  assign \sb_p6.bank  = sb_p6[5];
-  assign \sb_p6.pad  = sb_p6[6];
-  assign \sb_p6.slot  = sb_p6[10:7];
-  assign \sb_p6.addr  = sb_p6[21:11];
-  assign \sb_p6.tile  = sb_p6[28:22];
+  assign \sb_p6.dual  = sb_p6[2];
+  assign \sb_p6.first  = sb_p6[3];
+  assign \sb_p6.last_fold  = sb_p6[4];
+  assign \sb_p6.final  = sb_p6[5];
+  assign \sb_p6.bank  = sb_p6[6];
+  assign \sb_p6.pad  = sb_p6[7];
+  assign \sb_p6.slot  = sb_p6[11:8];
+  assign \sb_p6.addr  = sb_p6[22:12];
+  assign \sb_p6.tile  = sb_p6[29:23];
   assign \sb_p7.valid  = sb_p7[0];
   assign \sb_p7.shift  = sb_p7[1];
-  assign \sb_p7.first  = sb_p7[2];
-  assign \sb_p7.last_fold  = sb_p7[3];
-  assign \sb_p7.final  = sb_p7[4];
-  assign \sb_p7.bank  = sb_p7[5];
-  assign \sb_p7.pad  = sb_p7[6];
-  assign \sb_p7.slot  = sb_p7[10:7];
-  assign \sb_p7.addr  = sb_p7[21:11];
-  assign \sb_p7.tile  = sb_p7[28:22];
+  assign \sb_p7.dual  = sb_p7[2];
+  assign \sb_p7.first  = sb_p7[3];
+  assign \sb_p7.last_fold  = sb_p7[4];
+  assign \sb_p7.final  = sb_p7[5];
+  assign \sb_p7.bank  = sb_p7[6];
+  assign \sb_p7.pad  = sb_p7[7];
+  assign \sb_p7.slot  = sb_p7[11:8];
+  assign \sb_p7.addr  = sb_p7[22:12];
+  assign \sb_p7.tile  = sb_p7[29:23];
   assign \sb_p8.valid  = sb_p8[0];
   assign \sb_p8.shift  = sb_p8[1];
-  assign \sb_p8.first  = sb_p8[2];
-  assign \sb_p8.last_fold  = sb_p8[3];
-  assign \sb_p8.final  = sb_p8[4];
-  assign \sb_p8.bank  = sb_p8[5];
-  assign \sb_p8.pad  = sb_p8[6];
-  assign \sb_p8.slot  = sb_p8[10:7];
-  assign \sb_p8.addr  = sb_p8[21:11];
-  assign \sb_p8.tile  = sb_p8[28:22];
+  assign \sb_p8.dual  = sb_p8[2];
+  assign \sb_p8.first  = sb_p8[3];
+  assign \sb_p8.last_fold  = sb_p8[4];
+  assign \sb_p8.final  = sb_p8[5];
+  assign \sb_p8.bank  = sb_p8[6];
+  assign \sb_p8.pad  = sb_p8[7];
+  assign \sb_p8.slot  = sb_p8[11:8];
+  assign \sb_p8.addr  = sb_p8[22:12];
+  assign \sb_p8.tile  = sb_p8[29:23];
   assign \sb_p9.valid  = sb_p9[0];
   assign \sb_p9.shift  = sb_p9[1];
-  assign \sb_p9.first  = sb_p9[2];
-  assign \sb_p9.last_fold  = sb_p9[3];
-  assign \sb_p9.final  = sb_p9[4];
-  assign \sb_p9.bank  = sb_p9[5];
-  assign \sb_p9.pad  = sb_p9[6];
-  assign \sb_p9.slot  = sb_p9[10:7];
-  assign \sb_p9.addr  = sb_p9[21:11];
-  assign \sb_p9.tile  = sb_p9[28:22];
+  assign \sb_p9.dual  = sb_p9[2];
+  assign \sb_p9.first  = sb_p9[3];
+  assign \sb_p9.last_fold  = sb_p9[4];
+  assign \sb_p9.final  = sb_p9[5];
+  assign \sb_p9.bank  = sb_p9[6];
+  assign \sb_p9.pad  = sb_p9[7];
+  assign \sb_p9.slot  = sb_p9[11:8];
+  assign \sb_p9.addr  = sb_p9[22:12];
+  assign \sb_p9.tile  = sb_p9[29:23];
   assign \sb_p10.valid  = sb_p10[0];
   assign \sb_p10.shift  = sb_p10[1];
-  assign \sb_p10.first  = sb_p10[2];
-  assign \sb_p10.last_fold  = sb_p10[3];
-  assign \sb_p10.final  = sb_p10[4];
-  assign \sb_p10.bank  = sb_p10[5];
-  assign \sb_p10.pad  = sb_p10[6];
-  assign \sb_p10.slot  = sb_p10[10:7];
-  assign \sb_p10.addr  = sb_p10[21:11];
-  assign \sb_p10.tile  = sb_p10[28:22];
+  assign \sb_p10.dual  = sb_p10[2];
+  assign \sb_p10.first  = sb_p10[3];
+  assign \sb_p10.last_fold  = sb_p10[4];
+  assign \sb_p10.final  = sb_p10[5];
+  assign \sb_p10.bank  = sb_p10[6];
+  assign \sb_p10.pad  = sb_p10[7];
+  assign \sb_p10.slot  = sb_p10[11:8];
+  assign \sb_p10.addr  = sb_p10[22:12];
+  assign \sb_p10.tile  = sb_p10[29:23];
   assign \sb_p11.valid  = sb_p11[0];
   assign \sb_p11.shift  = sb_p11[1];
-  assign \sb_p11.first  = sb_p11[2];
-  assign \sb_p11.last_fold  = sb_p11[3];
-  assign \sb_p11.final  = sb_p11[4];
-  assign \sb_p11.bank  = sb_p11[5];
-  assign \sb_p11.pad  = sb_p11[6];
-  assign \sb_p11.slot  = sb_p11[10:7];
-  assign \sb_p11.addr  = sb_p11[21:11];
-  assign \sb_p11.tile  = sb_p11[28:22];
+  assign \sb_p11.dual  = sb_p11[2];
+  assign \sb_p11.first  = sb_p11[3];
+  assign \sb_p11.last_fold  = sb_p11[4];
+  assign \sb_p11.final  = sb_p11[5];
+  assign \sb_p11.bank  = sb_p11[6];
+  assign \sb_p11.pad  = sb_p11[7];
+  assign \sb_p11.slot  = sb_p11[11:8];
+  assign \sb_p11.addr  = sb_p11[22:12];
+  assign \sb_p11.tile  = sb_p11[29:23];
   assign \sb_p12.valid  = sb_p12[0];
   assign \sb_p12.shift  = sb_p12[1];
-  assign \sb_p12.first  = sb_p12[2];
-  assign \sb_p12.last_fold  = sb_p12[3];
-  assign \sb_p12.final  = sb_p12[4];
-  assign \sb_p12.bank  = sb_p12[5];
-  assign \sb_p12.pad  = sb_p12[6];
-  assign \sb_p12.slot  = sb_p12[10:7];
-  assign \sb_p12.addr  = sb_p12[21:11];
-  assign \sb_p12.tile  = sb_p12[28:22];
+  assign \sb_p12.dual  = sb_p12[2];
+  assign \sb_p12.first  = sb_p12[3];
+  assign \sb_p12.last_fold  = sb_p12[4];
+  assign \sb_p12.final  = sb_p12[5];
+  assign \sb_p12.bank  = sb_p12[6];
+  assign \sb_p12.pad  = sb_p12[7];
+  assign \sb_p12.slot  = sb_p12[11:8];
+  assign \sb_p12.addr  = sb_p12[22:12];
+  assign \sb_p12.tile  = sb_p12[29:23];
   assign \sb_p13.valid  = sb_p13[0];
   assign \sb_p13.shift  = sb_p13[1];
-  assign \sb_p13.first  = sb_p13[2];
-  assign \sb_p13.last_fold  = sb_p13[3];
-  assign \sb_p13.final  = sb_p13[4];
-  assign \sb_p13.bank  = sb_p13[5];
-  assign \sb_p13.pad  = sb_p13[6];
-  assign \sb_p13.slot  = sb_p13[10:7];
-  assign \sb_p13.addr  = sb_p13[21:11];
-  assign \sb_p13.tile  = sb_p13[28:22];
+  assign \sb_p13.dual  = sb_p13[2];
+  assign \sb_p13.first  = sb_p13[3];
+  assign \sb_p13.last_fold  = sb_p13[4];
+  assign \sb_p13.final  = sb_p13[5];
+  assign \sb_p13.bank  = sb_p13[6];
+  assign \sb_p13.pad  = sb_p13[7];
+  assign \sb_p13.slot  = sb_p13[11:8];
+  assign \sb_p13.addr  = sb_p13[22:12];
+  assign \sb_p13.tile  = sb_p13[29:23];
   assign \sb_p14.valid  = sb_p14[0];
   assign \sb_p14.shift  = sb_p14[1];
-  assign \sb_p14.first  = sb_p14[2];
-  assign \sb_p14.last_fold  = sb_p14[3];
-  assign \sb_p14.final  = sb_p14[4];
-  assign \sb_p14.bank  = sb_p14[5];
-  assign \sb_p14.pad  = sb_p14[6];
-  assign \sb_p14.slot  = sb_p14[10:7];
-  assign \sb_p14.addr  = sb_p14[21:11];
-  assign \sb_p14.tile  = sb_p14[28:22];
+  assign \sb_p14.dual  = sb_p14[2];
+  assign \sb_p14.first  = sb_p14[3];
+  assign \sb_p14.last_fold  = sb_p14[4];
+  assign \sb_p14.final  = sb_p14[5];
+  assign \sb_p14.bank  = sb_p14[6];
+  assign \sb_p14.pad  = sb_p14[7];
+  assign \sb_p14.slot  = sb_p14[11:8];
+  assign \sb_p14.addr  = sb_p14[22:12];
+  assign \sb_p14.tile  = sb_p14[29:23];
   assign \sb_p15.valid  = sb_p15[0];
   assign \sb_p15.shift  = sb_p15[1];
-  assign \sb_p15.first  = sb_p15[2];
-  assign \sb_p15.last_fold  = sb_p15[3];
-  assign \sb_p15.final  = sb_p15[4];
-  assign \sb_p15.bank  = sb_p15[5];
-  assign \sb_p15.pad  = sb_p15[6];
-  assign \sb_p15.slot  = sb_p15[10:7];
-  assign \sb_p15.addr  = sb_p15[21:11];
-  assign \sb_p15.tile  = sb_p15[28:22];
+  assign \sb_p15.dual  = sb_p15[2];
+  assign \sb_p15.first  = sb_p15[3];
+  assign \sb_p15.last_fold  = sb_p15[4];
+  assign \sb_p15.final  = sb_p15[5];
+  assign \sb_p15.bank  = sb_p15[6];
+  assign \sb_p15.pad  = sb_p15[7];
+  assign \sb_p15.slot  = sb_p15[11:8];
+  assign \sb_p15.addr  = sb_p15[22:12];
+  assign \sb_p15.tile  = sb_p15[29:23];
   assign \sb_p16.valid  = sb_p16[0];
   assign \sb_p16.shift  = sb_p16[1];
-  assign \sb_p16.first  = sb_p16[2];
-  assign \sb_p16.last_fold  = sb_p16[3];
-  assign \sb_p16.final  = sb_p16[4];
-  assign \sb_p16.bank  = sb_p16[5];
-  assign \sb_p16.pad  = sb_p16[6];
-  assign \sb_p16.slot  = sb_p16[10:7];
-  assign \sb_p16.addr  = sb_p16[21:11];
-  assign \sb_p16.tile  = sb_p16[28:22];
+  assign \sb_p16.dual  = sb_p16[2];
+  assign \sb_p16.first  = sb_p16[3];
+  assign \sb_p16.last_fold  = sb_p16[4];
+  assign \sb_p16.final  = sb_p16[5];
+  assign \sb_p16.bank  = sb_p16[6];
+  assign \sb_p16.pad  = sb_p16[7];
+  assign \sb_p16.slot  = sb_p16[11:8];
+  assign \sb_p16.addr  = sb_p16[22:12];
+  assign \sb_p16.tile  = sb_p16[29:23];
   assign \sb_p17.valid  = sb_p17[0];
   assign \sb_p17.shift  = sb_p17[1];
-  assign \sb_p17.first  = sb_p17[2];
-  assign \sb_p17.last_fold  = sb_p17[3];
-  assign \sb_p17.final  = sb_p17[4];
-  assign \sb_p17.bank  = sb_p17[5];
-  assign \sb_p17.pad  = sb_p17[6];
-  assign \sb_p17.slot  = sb_p17[10:7];
-  assign \sb_p17.addr  = sb_p17[21:11];
-  assign \sb_p17.tile  = sb_p17[28:22];
+  assign \sb_p17.dual  = sb_p17[2];
+  assign \sb_p17.first  = sb_p17[3];
+  assign \sb_p17.last_fold  = sb_p17[4];
+  assign \sb_p17.final  = sb_p17[5];
+  assign \sb_p17.bank  = sb_p17[6];
+  assign \sb_p17.pad  = sb_p17[7];
+  assign \sb_p17.slot  = sb_p17[11:8];
+  assign \sb_p17.addr  = sb_p17[22:12];
+  assign \sb_p17.tile  = sb_p17[29:23];
   assign o_status__payload[263:232] = cnt_drain;
   assign o_status__payload[231:200] = cnt_fill;
   assign o_status__payload[199:168] = cnt_stall_output;
@@ -46564,14 +46360,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$242 [31:0];
-  assign sums[223:192] = \$240 [31:0];
-  assign sums[191:160] = \$238 [31:0];
-  assign sums[159:128] = \$236 [31:0];
-  assign sums[127:96] = \$234 [31:0];
-  assign sums[95:64] = \$232 [31:0];
-  assign sums[63:32] = \$230 [31:0];
-  assign sums[31:0] = \$228 [31:0];
+  assign sums[255:224] = \$246 [31:0];
+  assign sums[223:192] = \$244 [31:0];
+  assign sums[191:160] = \$242 [31:0];
+  assign sums[159:128] = \$240 [31:0];
+  assign sums[127:96] = \$238 [31:0];
+  assign sums[95:64] = \$236 [31:0];
+  assign sums[63:32] = \$234 [31:0];
+  assign sums[31:0] = \$232 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -46644,19 +46440,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign pad_word[23:16] = desc[128:121];
   assign pad_word[15:8] = desc[128:121];
   assign pad_word[7:0] = desc[128:121];
-  assign sb0[28:22] = t;
-  assign sb0[21:11] = acc_addr;
-  assign sb0[10:7] = iy[3:0];
-  assign sb0[6] = \$176 ;
-  assign sb0[5] = fold_bank;
-  assign sb0[4] = \$172 ;
-  assign sb0[3] = \$156 ;
-  assign sb0[2] = \$149 ;
-  assign sb0[1] = \$144 ;
-  assign sb0[0] = \$143 ;
-  assign \$142  = 1'h1;
-  assign \$143  = \$141 ;
-  assign \$257  = desc[154];
+  assign sb0[29:23] = t;
+  assign sb0[22:12] = acc_addr;
+  assign sb0[11:8] = iy[3:0];
+  assign sb0[7] = \$180 ;
+  assign sb0[6] = fold_bank;
+  assign sb0[5] = \$176 ;
+  assign sb0[4] = \$160 ;
+  assign sb0[3] = \$153 ;
+  assign sb0[2] = dual_now;
+  assign sb0[1] = \$148 ;
+  assign sb0[0] = \$147 ;
+  assign \$146  = 1'h1;
+  assign \$147  = \$145 ;
+  assign \$259  = desc[154];
   assign \$332  = \$331 ;
   assign { \$339 [7], \$339 [5], \$339 [3], \$339 [0] } = 4'h0;
   assign { \$339 [6], \$339 [4], \$339 [2:1] } = { error[6], error[4], error[2:1] };
@@ -46676,8 +46473,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$680  = wr_ix[0];
   assign \$700  = wr_ix[0];
   assign \$720  = wr_ix[0];
-  assign \$1216 [7:1] = error[7:1];
-  assign \$1216 [0] = 1'h1;
+  assign \$1206 [7:1] = error[7:1];
+  assign \$1206 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
