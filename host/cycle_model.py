@@ -29,6 +29,11 @@ Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
   ``SQ_PASS`` until ``wr_iy >= clip(y_pass + (G-1)*stride_h + (kh-1)*dil_h + 1,
   0, height)`` (note: ``G``, not ``gcount``): those cycles are ``stall_input``;
   the cycle the rows are there is ``setup``; issue may start the next cycle.
+* **Word-major activations** (:func:`~.hw.config.word_major`: depthwise, one pass,
+  every row resident): rows never wait; the first fold of output-channel tile
+  ``t`` (input word ``t``) issues no earlier than ``3 + (t+1)*height*width``, the
+  cycle after the word's last beat. Waiting cycles count as ``stall_weight`` while
+  the tile is not latched, then ``stall_input``, then ``stall_output``.
 * **Folds.** A pass issues ``n_tiles`` folds (one weight tile each); fold ``n``
   issues ``gcount * Q`` cycles, one per cycle: ``Q = W_out`` elements per output
   row in the dense mapping; in the depthwise mapping the window generator reads
@@ -78,7 +83,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hw.config import DEFAULT, HardwareConfig
+from .hw.config import DEFAULT, HardwareConfig, word_major
 from .figures import LayerFigures
 
 __all__ = ["estimate", "estimate_plan", "Estimate", "Breakdown", "Suggestion",
@@ -155,6 +160,7 @@ class InvocationTiming(NamedTuple):
     row_elems: int         # elements per output row (W_out)
     elem_first: int        # issue offset of a row's first element
     elem_step: int         # issue cycles between a row's elements
+    word_major: bool = False   # activations word by word (:func:`~.hw.config.word_major`)
 
     @property
     def n_tiles(self):
@@ -197,9 +203,11 @@ def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows,
     else:
         folds = _dense_folds(cin, cout, groups, R, cfg.cols, cog, co_phase, r.k * c.k)
         first, q, step = 0, wo, 1
-    return InvocationTiming(folds, len(r.src), len(c.src), -(-cin // R), len(r.out_idx),
+    cwords = -(-cin // R)
+    wmaj = word_major(cfg, depthwise, len(r.src), cwords, pass_rows, len(r.out_idx))
+    return InvocationTiming(folds, len(r.src), len(c.src), cwords, len(r.out_idx),
                             pass_rows, r.stride, (r.k - 1) * r.dil + 1, r.pad_lo,
-                            q, wo, first, step)
+                            q, wo, first, step, wmaj)
 
 
 @lru_cache(maxsize=4096)
@@ -327,22 +335,41 @@ def _run_folds(st, count, T, lower, i0, pass0, R):
     return sw
 
 
-def _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D):
-    """Issue one credit-checked fold; returns ``(stall_weight, stall_output)``."""
+def _load_start(st, i, pass0, R):
+    """Load start ``s_n`` of the next fold (see the module docstring)."""
     s = st.sp + R
     if pass0:
         s = max(s, 3 + (i + 1) * R)
     if st.n >= 2:
         s = max(s, st.Ep2 + 1)
-    s = max(s, 3)
+    return max(s, 3)
+
+
+def _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D, act=_NEG):
+    """Issue one credit-checked fold that may not issue before ``act`` (its word
+    of word-major activations); returns ``(stall_weight, stall_input,
+    stall_output)``: waiting cycles count as weight, then input, then output."""
+    s = _load_start(st, i, pass0, R)
     wr = s + R + 2
-    S0 = max(lower, wr)
+    S0 = max(lower, wr, act)
     first, last, st.hist = _credit_fold(S0, pos, T, st.hist, Lr, D)
-    sw = max(0, min(first, wr) - lower)
-    so = max(0, first - max(lower, wr)) + (last - first - (T - 1))
+    sw = max(0, wr - lower)
+    si = S0 - max(lower, wr)
+    so = max(0, first - S0) + (last - first - (T - 1))
     st.Ep2, st.Ep, st.sp = st.Ep, last, s
     st.n += 1
-    return sw, so
+    return sw, si, so
+
+
+def _act_fold(st, T, lower, act, i, pass0, R):
+    """Issue one fold (no credits) that may not issue before ``act``; returns
+    ``(stall_weight, stall_input)``."""
+    s = _load_start(st, i, pass0, R)
+    wr = s + R + 2
+    S = max(lower, wr, act)
+    st.Ep2, st.Ep, st.sp = st.Ep, S + T - 1, s
+    st.n += 1
+    return max(0, wr - lower), S - max(lower, wr)
 
 
 # ----------------------------------------------------------------------------- invocation
@@ -433,6 +460,18 @@ def _counters(t, R, Lr, lb_rows, D):
         c0 = (setup, stall_in, stall_w, stall_o, busy, fill)
         T = g * t.row_issue
         Te = g * t.row_elems
+        if t.word_major:
+            # one pass, every row resident: no row wait; tile ti waits for word ti,
+            # complete (words_in > ti) from cycle 3 + (ti+1)*height*width
+            a, b, o = _word_major_folds(st, t, T, enter + 1, credit, R, Lr, D)
+            setup += 1
+            stall_w += a
+            stall_in += b
+            stall_o += o
+            busy += F * Te
+            fill += F * (T - Te)
+            rows_left = 0
+            break
         # ---- line buffer: free the rows below y, then wait for this pass's rows
         rel = y if y > 0 else 0
         newU = rel + lb_rows
@@ -472,7 +511,7 @@ def _counters(t, R, Lr, lb_rows, D):
                     stall_w += _run_folds(st, ft - 1, T, lower, i, pass0, R)
                     lower = st.Ep + 1
                     i += ft - 1
-                a, b = _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D)
+                a, _, b = _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D)
                 stall_w += a
                 stall_o += b
                 lower = st.Ep + 1
@@ -491,6 +530,40 @@ def _counters(t, R, Lr, lb_rows, D):
            "stall_weight": stall_w, "stall_output": stall_o, "fill": fill, "drain": Lr}
     assert busy + setup + stall_in + stall_w + stall_o + fill + Lr == cycles, out
     return out
+
+
+def _word_major_folds(st, t, T, lower, credit, R, Lr, D):
+    """The folds of a word-major invocation's single pass: ``(stall_weight,
+    stall_input, stall_output)``."""
+    hw_ = t.height * t.width
+    sw = si = so = 0
+    pos = _elem_positions(t.pass_rows if t.pass_rows < t.out_height else t.out_height,
+                          t.row_issue, t.row_elems, t.elem_first, t.elem_step) \
+        if credit else None
+    i = 0
+    for ti, ft in enumerate(t.folds):
+        act = 3 + (ti + 1) * hw_
+        if credit and ft == 1:
+            a, b, c = _credit_last_fold(st, T, pos, lower, i, True, R, Lr, D, act)
+            so += c
+        else:
+            a, b = _act_fold(st, T, lower, act, i, True, R)
+        sw += a
+        si += b
+        lower = st.Ep + 1
+        i += 1
+        rest = ft - 1 - (1 if credit and ft > 1 else 0)
+        if rest > 0:
+            sw += _run_folds(st, rest, T, lower, i, True, R)
+            lower = st.Ep + 1
+            i += rest
+        if credit and ft > 1:
+            a, _, c = _credit_last_fold(st, T, pos, lower, i, True, R, Lr, D)
+            sw += a
+            so += c
+            lower = st.Ep + 1
+            i += 1
+    return sw, si, so
 
 
 def _pass_key(st, blocks, nr, ns, y, enter, Lr, B):
@@ -761,7 +834,7 @@ def estimate_plan(plan, *, requant=None, name=""):
             for c, cn in zip(cols, c_num):
                 depthwise = plan.depthwise(r, c)
                 t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase, depthwise,
-                            r, c, plan.pass_rows(r, c), plan.geometry.padding_mode)
+                            r, c, plan.pass_rows(r, c, cin), plan.geometry.padding_mode)
                 cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
                 cot = len(t.folds)
                 pix = len(r.out_idx) * len(c.out_idx)

@@ -281,9 +281,10 @@ class TilePlan:
         return self.dw and c.k <= cfg.dw_kernel and r.k <= cfg.dw_kernel and \
             c.dil <= cfg.dw_dilation
 
-    def pass_rows(self, r, c):
-        """G of the invocations on row segment ``r`` and column segment ``c``."""
-        return _pass_rows(self.cfg, r, c)
+    def pass_rows(self, r, c, cin=0):
+        """G of the invocations on row segment ``r`` and column segment ``c`` with
+        ``cin`` input channels."""
+        return _pass_rows(self.cfg, r, c, self.depthwise(r, c), -(-cin // self.cfg.rows))
 
     def _spec(self, n, part, r, c):
         spec = TileSpec(n=n, ci=part.ci, co=part.co, groups=part.groups, ci_sub=part.ci_sub,
@@ -454,8 +455,8 @@ def _co_chunks_rel(ng, cog, csub, cfg, khm, kwm):
 
 def _finish_spec(spec, geom, cfg):
     r, c = spec.rows, spec.cols
-    spec.pass_rows = _pass_rows(cfg, r, c)
     cin_loc = spec.ci[1] - spec.ci[0]
+    spec.pass_rows = _pass_rows(cfg, r, c, spec.depthwise, -(-cin_loc // cfg.rows))
     cout_loc = spec.co[1] - spec.co[0]
     if spec.depthwise:
         spec.cotiles = -(-cin_loc // cfg.rows)
@@ -468,8 +469,15 @@ def _finish_spec(spec, geom, cfg):
     spec.macs = _macs(spec, r, c)
 
 
-def _pass_rows(cfg, r, c):
-    return choose_pass_rows(cfg, len(r.out_idx), len(c.out_idx), r.stride, (r.k - 1) * r.dil + 1)
+def _pass_rows(cfg, r, c, depthwise=False, cwords=1):
+    ho, wo = len(r.out_idx), len(c.out_idx)
+    span = (ho - 1) * r.stride + (r.k - 1) * r.dil + 1
+    if depthwise and cwords >= 2 and max(len(r.src), span) <= cfg.lb_rows and \
+            ho * wo <= cfg.acc_depth:
+        # every row fits: one pass, so the activations can stream word-major
+        # (hw.config.word_major) and each tile start as soon as its word is in
+        return ho
+    return choose_pass_rows(cfg, ho, wo, r.stride, (r.k - 1) * r.dil + 1)
 
 
 def _macs(part, r, c):

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hw.config import HardwareConfig
+from .hw.config import HardwareConfig, word_major
 from .hw import layouts as L
 
 __all__ = ["Invocation", "build_invocation", "pack_beats", "unpack_beats", "beats_to_words",
-           "REQUANT_MODES", "PAD_MODES", "tile_word_ranges"]
+           "REQUANT_MODES", "PAD_MODES", "tile_word_ranges", "word_major"]
 
 PAD_MODES = {"zeros": L.PadMode.ZEROS, "reflect": L.PadMode.REFLECT,
              "replicate": L.PadMode.REPLICATE, "circular": L.PadMode.CIRCULAR}
@@ -281,11 +281,13 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
         shift[:c_out] = np.broadcast_to(np.asarray(requant.shift, dtype=np.int64), (c_out,))
         zp, out_bits, relu = int(requant.out_zero_point), int(requant.out_width), int(requant.relu)
 
-    # activations: (iy, ix, cw) beats of R channels
+    # activations: beats of R channels, (iy, ix, cw) or word-major (cw, iy, ix)
     ci_pad = cwords * R
     xp = np.zeros((ci_pad, H, W), dtype=np.int64)
     xp[:c_in] = x
-    act = xp.reshape(cwords, R, H, W).transpose(2, 3, 0, 1).reshape(-1, R)
+    wmaj = word_major(cfg, depthwise, H, cwords, pass_rows, out_height)
+    order = (0, 2, 3, 1) if wmaj else (2, 3, 0, 1)      # (cw, iy, ix) or (iy, ix, cw)
+    act = xp.reshape(cwords, R, H, W).transpose(*order).reshape(-1, R)
 
     desc = {
         "cwords": cwords, "cotiles": cotiles, "n_tiles": n_tiles,
@@ -294,7 +296,7 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
         "dil_h": dh, "dil_w": dwl, "pad_top": pt, "pad_bottom": pb, "pad_left": pl,
         "pad_right": pr, "pad_mode": PAD_MODES[pad_mode], "pad_value": int(pad_value),
         "requant": rq_mode, "relu": relu, "out_zp": zp, "out_bits": out_bits,
-        "depthwise": int(bool(depthwise)),
+        "depthwise": int(bool(depthwise)), "word_major": int(wmaj),
     }
     dl = L.descriptor_layout(cfg)
     desc_words = pack_beats(dl, 1, {k: [v.value if hasattr(v, "value") else v]

@@ -6,6 +6,9 @@ requantizer in their own components):
 * descriptor check -- validates a layer descriptor against the elaborated limits;
 * tile-parameter, weight and activation intake -- the three payload streams, with
   beat counting against the descriptor (``last`` framing) and error flags;
+  activations come row -> column -> word, or word -> row -> column (descriptor
+  ``word_major``: depthwise invocations with one pass whose rows all fit, where
+  tile ``t`` issues as soon as word ``t`` is in);
 * line buffer -- ``lb_rows`` banks (one per row slot) of ``max_width`` pixels of
   ``max_cwords`` words; rows are written in streaming order, a slot is reused as
   soon as no later pass needs its row, and all banks are read at the same
@@ -174,7 +177,8 @@ class Conv2dAccelerator(wiring.Component):
         a_done = Signal()
         wr_cw = Signal(cfg.cw_bits)
         wr_ix = Signal(cfg.w_bits)
-        wr_iy = Signal(cfg.h_bits + 1)   # rows completely received
+        wr_iy = Signal(cfg.h_bits + 1)   # rows completely received (word-major: of the word)
+        words_in = Signal(cfg.cw_bits + 1)   # word-major: words completely received
         lo = Signal(cfg.h_bits + 1)      # first row still needed
         params_ok = Signal()
 
@@ -289,8 +293,10 @@ class Conv2dAccelerator(wiring.Component):
 
         w_ready = w_ahead != 0
         credit_ok = ~(last_fold & is_elem) | (reserved < cfg.out_fifo_depth)
+        # word-major activations: a tile issues once its word is in
+        act_ok = ~desc.word_major | (words_in > cw_first)
         issue = Signal()
-        m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok)
+        m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok & act_ok)
 
         # ------------------------------------------------------------------ window generator
         # horizontal border mapping (of the dense tap column, or the depthwise read column)
@@ -604,6 +610,9 @@ class Conv2dAccelerator(wiring.Component):
                     (d.requant != RequantMode.NONE) & ((d.out_bits < 2) | (d.out_bits > 16)),
                     d.depthwise & ((not cfg.depthwise_mode) | (d.kh > cfg.dw_kernel) |
                                    (d.kw > cfg.dw_kernel) | (d.dil_w > cfg.dw_dilation)),
+                    # word-major order: depthwise, one pass, every row resident
+                    d.word_major & (~d.depthwise | (d.height > cfg.lb_rows) |
+                                    (d.pass_rows < d.out_height)),
                 ]
                 m.d.comb += bad.eq(Cat(*conds).any())
                 with m.If(bad):
@@ -714,7 +723,19 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += a_count.eq(a_count + 1)
             with m.If(a_overflow):
                 m.d.comb += err_hi[2].eq(1)           # ACT_LONG
+            with m.Elif(desc.word_major):
+                # word -> row -> column
+                with m.If(wr_ix == desc.width - 1):
+                    m.d.sync += wr_ix.eq(0)
+                    with m.If(wr_iy == desc.height - 1):
+                        m.d.sync += [wr_iy.eq(0), wr_cw.eq(wr_cw + 1),
+                                     words_in.eq(words_in + 1)]
+                    with m.Else():
+                        m.d.sync += wr_iy.eq(wr_iy + 1)
+                with m.Else():
+                    m.d.sync += wr_ix.eq(wr_ix + 1)
             with m.Else():
+                # row -> column -> word
                 with m.If(wr_cw == desc.cwords - 1):
                     m.d.sync += wr_cw.eq(0)
                     with m.If(wr_ix == desc.width - 1):
@@ -736,7 +757,8 @@ class Conv2dAccelerator(wiring.Component):
         # the image) are in; y_end is kept as a register beside y_pass
         y_end = Signal(signed(cb + 1))
         rows_ready = Signal()
-        m.d.comb += rows_ready.eq((y_end <= 0) | (wr_iy >= desc.height) | (wr_iy >= y_end))
+        m.d.comb += rows_ready.eq(desc.word_major | (y_end <= 0) | (wr_iy >= desc.height) |
+                                  (wr_iy >= y_end))
         m.d.sync += gcount_m1.eq(gcount - 1)
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
@@ -759,6 +781,7 @@ class Conv2dAccelerator(wiring.Component):
                 p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
                 w_count.eq(0), w_done.eq(0),
                 a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0), wr_iy.eq(0),
+                words_in.eq(0),
                 lo.eq(0),
             ]
         with m.Elif(state == S_ABORT):
@@ -890,6 +913,8 @@ class Conv2dAccelerator(wiring.Component):
                 m.d.comb += category.eq(cat_index["fill"])
             with m.Elif(~w_ready):
                 m.d.comb += category.eq(cat_index["stall_weight"])
+            with m.Elif(~act_ok):
+                m.d.comb += category.eq(cat_index["stall_input"])
             with m.Else():
                 m.d.comb += category.eq(cat_index["stall_output"])
         with m.Else():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, asdict
 import hashlib
 import json
 
-__all__ = ["HardwareConfig", "DEFAULT"]
+__all__ = ["HardwareConfig", "DEFAULT", "word_major"]
 
 
 def _is_pow2(n):
@@ -239,3 +239,16 @@ class HardwareConfig:
 
 
 DEFAULT = HardwareConfig()
+
+
+def word_major(cfg, depthwise, height, cwords, pass_rows, out_height):
+    """Whether an invocation streams its activations word-major (word -> row ->
+    column) instead of raster order with the words of a pixel together.
+
+    Depthwise invocations whose rows all stay in the line buffer (one pass, at most
+    ``lb_rows`` rows) and that have several words: output-channel tile ``t`` reads
+    only word ``t``, so it may start as soon as that word is in instead of waiting
+    for the whole image (small images, where the wait is a large share).
+    """
+    return bool(depthwise) and cwords >= 2 and height <= cfg.lb_rows and \
+        pass_rows >= out_height

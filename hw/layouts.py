@@ -124,6 +124,7 @@ def descriptor_layout(cfg: HardwareConfig):
         "out_zp":     signed(ZP_WIDTH),
         "out_bits":   unsigned(5),                  # requantized output width, 2..16
         "depthwise":  unsigned(1),                  # taps on rows, channels on columns
+        "word_major": unsigned(1),                  # activations word by word (depthwise)
     })
 
 

@@ -9,40 +9,40 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
-  wire \$100 ;
+  wire [28:0] \$100 ;
   wire [63:0] \$1000 ;
-  wire \$1001 ;
-  wire \$1002 ;
-  wire \$1003 ;
-  wire \$1004 ;
-  wire \$1005 ;
-  wire \$1006 ;
+  wire [63:0] \$1001 ;
+  wire [63:0] \$1002 ;
+  wire [63:0] \$1003 ;
+  wire [63:0] \$1004 ;
+  wire [63:0] \$1005 ;
+  wire [63:0] \$1006 ;
   wire [63:0] \$1007 ;
   wire [63:0] \$1008 ;
   wire [63:0] \$1009 ;
-  wire [28:0] \$101 ;
+  wire \$101 ;
   wire [63:0] \$1010 ;
   wire [63:0] \$1011 ;
   wire [63:0] \$1012 ;
   wire [63:0] \$1013 ;
-  wire [63:0] \$1014 ;
+  reg [63:0] \$1014 ;
   wire [63:0] \$1015 ;
-  wire [63:0] \$1016 ;
-  wire [63:0] \$1017 ;
-  wire [63:0] \$1018 ;
-  wire [63:0] \$1019 ;
+  wire \$1016 ;
+  wire \$1017 ;
+  wire \$1018 ;
+  wire \$1019 ;
   wire \$102 ;
-  wire [63:0] \$1020 ;
-  wire [63:0] \$1021 ;
+  wire \$1020 ;
+  wire \$1021 ;
   wire [63:0] \$1022 ;
-  reg [63:0] \$1023 ;
+  wire [63:0] \$1023 ;
   wire [63:0] \$1024 ;
-  wire \$1025 ;
-  wire \$1026 ;
+  wire [63:0] \$1025 ;
+  wire [63:0] \$1026 ;
   wire [63:0] \$1027 ;
   wire [63:0] \$1028 ;
   wire [63:0] \$1029 ;
-  wire \$103 ;
+  wire [28:0] \$103 ;
   wire [63:0] \$1030 ;
   wire [63:0] \$1031 ;
   wire [63:0] \$1032 ;
@@ -51,20 +51,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1035 ;
   wire [63:0] \$1036 ;
   wire [63:0] \$1037 ;
-  wire [63:0] \$1038 ;
+  reg [63:0] \$1038 ;
   wire [63:0] \$1039 ;
-  wire [28:0] \$104 ;
-  wire [63:0] \$1040 ;
-  wire [63:0] \$1041 ;
+  wire \$104 ;
+  wire \$1040 ;
+  wire \$1041 ;
   wire [63:0] \$1042 ;
-  reg [63:0] \$1043 ;
+  wire [63:0] \$1043 ;
   wire [63:0] \$1044 ;
-  wire \$1045 ;
+  wire [63:0] \$1045 ;
   wire [63:0] \$1046 ;
   wire [63:0] \$1047 ;
   wire [63:0] \$1048 ;
   wire [63:0] \$1049 ;
-  wire \$105 ;
+  wire [28:0] \$105 ;
   wire [63:0] \$1050 ;
   wire [63:0] \$1051 ;
   wire [63:0] \$1052 ;
@@ -73,19 +73,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1055 ;
   wire [63:0] \$1056 ;
   wire [63:0] \$1057 ;
-  wire [63:0] \$1058 ;
+  reg [63:0] \$1058 ;
   wire [63:0] \$1059 ;
-  wire [28:0] \$106 ;
-  wire [63:0] \$1060 ;
+  wire \$106 ;
+  wire \$1060 ;
   wire [63:0] \$1061 ;
-  reg [63:0] \$1062 ;
+  wire [63:0] \$1062 ;
   wire [63:0] \$1063 ;
-  wire \$1064 ;
-  wire \$1065 ;
-  wire \$1066 ;
-  wire \$1067 ;
-  wire \$1068 ;
-  wire \$1069 ;
+  wire [63:0] \$1064 ;
+  wire [63:0] \$1065 ;
+  wire [63:0] \$1066 ;
+  wire [63:0] \$1067 ;
+  wire [63:0] \$1068 ;
+  wire [63:0] \$1069 ;
   wire \$107 ;
   wire [63:0] \$1070 ;
   wire [63:0] \$1071 ;
@@ -94,21 +94,21 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1074 ;
   wire [63:0] \$1075 ;
   wire [63:0] \$1076 ;
-  wire [63:0] \$1077 ;
+  reg [63:0] \$1077 ;
   wire [63:0] \$1078 ;
-  wire [63:0] \$1079 ;
-  wire \$108 ;
-  wire [63:0] \$1080 ;
-  wire [63:0] \$1081 ;
-  wire [63:0] \$1082 ;
-  wire [63:0] \$1083 ;
-  wire [63:0] \$1084 ;
+  wire \$1079 ;
+  wire [28:0] \$108 ;
+  wire \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
   wire [63:0] \$1085 ;
-  reg [63:0] \$1086 ;
+  wire [63:0] \$1086 ;
   wire [63:0] \$1087 ;
-  wire \$1088 ;
-  wire \$1089 ;
-  wire [28:0] \$109 ;
+  wire [63:0] \$1088 ;
+  wire [63:0] \$1089 ;
+  wire \$109 ;
   wire [63:0] \$1090 ;
   wire [63:0] \$1091 ;
   wire [63:0] \$1092 ;
@@ -120,18 +120,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1098 ;
   wire [63:0] \$1099 ;
   wire [8:0] \$11 ;
-  wire \$110 ;
+  wire [28:0] \$110 ;
   wire [63:0] \$1100 ;
-  wire [63:0] \$1101 ;
+  reg [63:0] \$1101 ;
   wire [63:0] \$1102 ;
-  wire [63:0] \$1103 ;
-  wire [63:0] \$1104 ;
+  wire \$1103 ;
+  wire \$1104 ;
   wire [63:0] \$1105 ;
-  reg [63:0] \$1106 ;
+  wire [63:0] \$1106 ;
   wire [63:0] \$1107 ;
-  wire \$1108 ;
+  wire [63:0] \$1108 ;
   wire [63:0] \$1109 ;
-  wire [28:0] \$111 ;
+  wire \$111 ;
   wire [63:0] \$1110 ;
   wire [63:0] \$1111 ;
   wire [63:0] \$1112 ;
@@ -144,38 +144,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1119 ;
   wire \$112 ;
   wire [63:0] \$1120 ;
-  wire [63:0] \$1121 ;
+  reg [63:0] \$1121 ;
   wire [63:0] \$1122 ;
-  wire [63:0] \$1123 ;
+  wire \$1123 ;
   wire [63:0] \$1124 ;
-  reg [63:0] \$1125 ;
+  wire [63:0] \$1125 ;
   wire [63:0] \$1126 ;
-  wire [7:0] \$1127 ;
-  wire [7:0] \$1128 ;
-  wire [7:0] \$1129 ;
-  wire \$113 ;
-  wire [7:0] \$1130 ;
-  wire [7:0] \$1131 ;
-  wire [7:0] \$1132 ;
-  wire [7:0] \$1133 ;
-  wire [7:0] \$1134 ;
-  wire \$1135 ;
-  wire \$1136 ;
-  wire \$1137 ;
-  wire \$1138 ;
-  wire \$1139 ;
-  wire [28:0] \$114 ;
-  wire \$1140 ;
-  wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
-  wire \$1144 ;
-  wire \$1145 ;
-  wire \$1146 ;
-  wire \$1147 ;
-  wire \$1148 ;
-  wire \$1149 ;
-  wire \$115 ;
+  wire [63:0] \$1127 ;
+  wire [63:0] \$1128 ;
+  wire [63:0] \$1129 ;
+  wire [28:0] \$113 ;
+  wire [63:0] \$1130 ;
+  wire [63:0] \$1131 ;
+  wire [63:0] \$1132 ;
+  wire [63:0] \$1133 ;
+  wire [63:0] \$1134 ;
+  wire [63:0] \$1135 ;
+  wire [63:0] \$1136 ;
+  wire [63:0] \$1137 ;
+  wire [63:0] \$1138 ;
+  wire [63:0] \$1139 ;
+  wire \$114 ;
+  reg [63:0] \$1140 ;
+  wire [63:0] \$1141 ;
+  wire [7:0] \$1142 ;
+  wire [7:0] \$1143 ;
+  wire [7:0] \$1144 ;
+  wire [7:0] \$1145 ;
+  wire [7:0] \$1146 ;
+  wire [7:0] \$1147 ;
+  wire [7:0] \$1148 ;
+  wire [7:0] \$1149 ;
+  wire [28:0] \$115 ;
   wire \$1150 ;
   wire \$1151 ;
   wire \$1152 ;
@@ -186,318 +186,318 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1157 ;
   wire \$1158 ;
   wire \$1159 ;
-  wire [28:0] \$116 ;
-  wire [8:0] \$1160 ;
-  wire [8:0] \$1161 ;
+  wire \$116 ;
+  wire \$1160 ;
+  wire \$1161 ;
   wire \$1162 ;
-  wire [2:0] \$1163 ;
-  wire [3:0] \$1164 ;
-  wire [2:0] \$1165 ;
-  wire [3:0] \$1166 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
+  wire \$1166 ;
   wire \$1167 ;
   wire \$1168 ;
-  wire [5:0] \$1169 ;
+  wire \$1169 ;
   wire \$117 ;
-  wire [11:0] \$1170 ;
-  wire [14:0] \$1171 ;
-  wire [3:0] \$1172 ;
-  wire [7:0] \$1173 ;
-  wire [15:0] \$1174 ;
-  wire [16:0] \$1175 ;
-  wire [7:0] \$1176 ;
-  wire [3:0] \$1177 ;
-  wire [3:0] \$1178 ;
-  wire [7:0] \$1179 ;
-  wire \$118 ;
-  wire [13:0] \$1180 ;
-  wire [17:0] \$1181 ;
-  wire [7:0] \$1182 ;
-  wire [10:0] \$1183 ;
-  wire [3:0] \$1184 ;
-  wire [7:0] \$1185 ;
-  wire [11:0] \$1186 ;
-  wire [12:0] \$1187 ;
-  wire [11:0] \$1188 ;
-  wire [14:0] \$1189 ;
-  wire [28:0] \$119 ;
-  wire [3:0] \$1190 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire \$1174 ;
+  wire [8:0] \$1175 ;
+  wire [8:0] \$1176 ;
+  wire \$1177 ;
+  wire [2:0] \$1178 ;
+  wire [3:0] \$1179 ;
+  wire [28:0] \$118 ;
+  wire [2:0] \$1180 ;
+  wire [3:0] \$1181 ;
+  wire \$1182 ;
+  wire \$1183 ;
+  wire [5:0] \$1184 ;
+  wire [11:0] \$1185 ;
+  wire [14:0] \$1186 ;
+  wire [3:0] \$1187 ;
+  wire [7:0] \$1188 ;
+  wire [15:0] \$1189 ;
+  wire \$119 ;
+  wire [16:0] \$1190 ;
   wire [7:0] \$1191 ;
-  wire [15:0] \$1192 ;
-  wire [16:0] \$1193 ;
-  wire [17:0] \$1194 ;
-  wire [22:0] \$1195 ;
-  wire [23:0] \$1196 ;
-  wire [15:0] \$1197 ;
-  wire [3:0] \$1198 ;
-  wire [7:0] \$1199 ;
+  wire [3:0] \$1192 ;
+  wire [3:0] \$1193 ;
+  wire [7:0] \$1194 ;
+  wire [13:0] \$1195 ;
+  wire [17:0] \$1196 ;
+  wire [7:0] \$1197 ;
+  wire [10:0] \$1198 ;
+  wire [3:0] \$1199 ;
   wire [7:0] \$12 ;
-  wire \$120 ;
-  wire [5:0] \$1200 ;
-  wire [47:0] \$1201 ;
-  wire [48:0] \$1202 ;
-  wire [5:0] \$1203 ;
-  wire [47:0] \$1204 ;
-  wire [48:0] \$1205 ;
+  wire [28:0] \$120 ;
+  wire [7:0] \$1200 ;
+  wire [11:0] \$1201 ;
+  wire [12:0] \$1202 ;
+  wire [11:0] \$1203 ;
+  wire [14:0] \$1204 ;
+  wire [3:0] \$1205 ;
   wire [7:0] \$1206 ;
-  wire \$1207 ;
-  wire \$1208 ;
-  wire \$1209 ;
-  wire [28:0] \$121 ;
-  wire \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
-  wire \$1213 ;
-  wire \$1214 ;
-  wire \$1215 ;
-  wire \$1216 ;
-  wire \$1217 ;
-  wire \$1218 ;
-  wire \$1219 ;
+  wire [15:0] \$1207 ;
+  wire [16:0] \$1208 ;
+  wire [17:0] \$1209 ;
+  wire \$121 ;
+  wire [22:0] \$1210 ;
+  wire [23:0] \$1211 ;
+  wire [15:0] \$1212 ;
+  wire [3:0] \$1213 ;
+  wire [7:0] \$1214 ;
+  wire [5:0] \$1215 ;
+  wire [47:0] \$1216 ;
+  wire [48:0] \$1217 ;
+  wire [5:0] \$1218 ;
+  wire [47:0] \$1219 ;
   wire \$122 ;
-  wire [5:0] \$1220 ;
-  wire \$1221 ;
+  wire [48:0] \$1220 ;
+  wire [7:0] \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
-  wire [8:0] \$1224 ;
+  wire \$1224 ;
   wire \$1225 ;
-  wire [10:0] \$1226 ;
-  wire [10:0] \$1227 ;
-  wire [24:0] \$1228 ;
+  wire \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
   wire \$1229 ;
-  wire \$123 ;
+  wire [28:0] \$123 ;
   wire \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
   wire \$1233 ;
   wire \$1234 ;
-  wire [17:0] \$1235 ;
+  wire [5:0] \$1235 ;
   wire \$1236 ;
-  wire [24:0] \$1237 ;
+  wire \$1237 ;
   wire \$1238 ;
-  wire [5:0] \$1239 ;
-  wire [28:0] \$124 ;
+  wire [8:0] \$1239 ;
+  wire \$124 ;
   wire \$1240 ;
-  wire [7:0] \$1241 ;
-  wire \$1242 ;
-  wire [12:0] \$1243 ;
-  wire [7:0] \$1244 ;
-  wire [5:0] \$1245 ;
+  wire [10:0] \$1241 ;
+  wire [10:0] \$1242 ;
+  wire [24:0] \$1243 ;
+  wire \$1244 ;
+  wire \$1245 ;
   wire \$1246 ;
-  wire [7:0] \$1247 ;
-  wire [11:0] \$1248 ;
+  wire \$1247 ;
+  wire \$1248 ;
   wire \$1249 ;
-  wire \$125 ;
-  wire \$1250 ;
+  wire [28:0] \$125 ;
+  wire [17:0] \$1250 ;
   wire \$1251 ;
-  wire [7:0] \$1252 ;
-  wire [7:0] \$1253 ;
+  wire [24:0] \$1252 ;
+  wire \$1253 ;
   wire [7:0] \$1254 ;
-  wire [29:0] \$1255 ;
-  wire [7:0] \$1256 ;
-  wire [7:0] \$1257 ;
-  wire \$1258 ;
-  wire [10:0] \$1259 ;
-  wire [28:0] \$126 ;
-  wire \$1260 ;
-  wire [28:0] \$1261 ;
-  wire \$1262 ;
+  wire \$1255 ;
+  wire [11:0] \$1256 ;
+  wire \$1257 ;
+  wire [5:0] \$1258 ;
+  wire [6:0] \$1259 ;
+  wire \$126 ;
+  wire [12:0] \$1260 ;
+  wire [7:0] \$1261 ;
+  wire [5:0] \$1262 ;
   wire \$1263 ;
-  wire \$1264 ;
+  wire [7:0] \$1264 ;
   wire \$1265 ;
-  wire \$1266 ;
-  wire \$1267 ;
-  wire \$1268 ;
+  wire [12:0] \$1266 ;
+  wire [7:0] \$1267 ;
+  wire [5:0] \$1268 ;
   wire \$1269 ;
   wire \$127 ;
-  wire \$1270 ;
-  wire [29:0] \$1271 ;
-  wire [30:0] \$1272 ;
-  wire [12:0] \$1273 ;
-  wire [13:0] \$1274 ;
+  wire [7:0] \$1270 ;
+  wire [11:0] \$1271 ;
+  wire \$1272 ;
+  wire \$1273 ;
+  wire \$1274 ;
   wire [7:0] \$1275 ;
-  wire [3:0] \$1276 ;
-  wire [11:0] \$1277 ;
-  wire [7:0] \$1278 ;
-  wire [29:0] \$1279 ;
-  wire \$128 ;
-  wire [11:0] \$1280 ;
-  wire [11:0] \$1281 ;
-  wire [29:0] \$1282 ;
-  wire [11:0] \$1283 ;
-  wire \$1284 ;
+  wire [7:0] \$1276 ;
+  wire [7:0] \$1277 ;
+  wire [29:0] \$1278 ;
+  wire [7:0] \$1279 ;
+  wire [28:0] \$128 ;
+  wire [7:0] \$1280 ;
+  wire \$1281 ;
+  wire [10:0] \$1282 ;
+  wire \$1283 ;
+  wire [28:0] \$1284 ;
   wire \$1285 ;
-  wire [5:0] \$1286 ;
+  wire \$1286 ;
   wire \$1287 ;
-  wire [5:0] \$1288 ;
-  wire [4:0] \$1289 ;
-  wire [28:0] \$129 ;
-  wire [5:0] \$1290 ;
-  wire [4:0] \$1291 ;
+  wire \$1288 ;
+  wire \$1289 ;
+  wire \$129 ;
+  wire \$1290 ;
+  wire \$1291 ;
   wire \$1292 ;
-  wire [5:0] \$1293 ;
-  wire [4:0] \$1294 ;
-  wire [5:0] \$1295 ;
-  wire [4:0] \$1296 ;
-  wire \$1297 ;
-  wire [5:0] \$1298 ;
-  wire [4:0] \$1299 ;
+  wire \$1293 ;
+  wire [29:0] \$1294 ;
+  wire [30:0] \$1295 ;
+  wire [12:0] \$1296 ;
+  wire [13:0] \$1297 ;
+  wire [7:0] \$1298 ;
+  wire [3:0] \$1299 ;
   wire [8:0] \$13 ;
-  wire \$130 ;
-  wire [5:0] \$1300 ;
-  wire [4:0] \$1301 ;
-  wire \$1302 ;
-  wire [5:0] \$1303 ;
-  wire [4:0] \$1304 ;
-  wire [5:0] \$1305 ;
-  wire [4:0] \$1306 ;
+  wire [28:0] \$130 ;
+  wire [11:0] \$1300 ;
+  wire [7:0] \$1301 ;
+  wire [29:0] \$1302 ;
+  wire [11:0] \$1303 ;
+  wire [11:0] \$1304 ;
+  wire [29:0] \$1305 ;
+  wire [11:0] \$1306 ;
   wire \$1307 ;
-  wire [5:0] \$1308 ;
-  wire [4:0] \$1309 ;
-  wire [28:0] \$131 ;
-  wire [5:0] \$1310 ;
-  wire [4:0] \$1311 ;
-  wire \$1312 ;
+  wire \$1308 ;
+  wire [5:0] \$1309 ;
+  wire \$131 ;
+  wire \$1310 ;
+  wire [5:0] \$1311 ;
+  wire [4:0] \$1312 ;
   wire [5:0] \$1313 ;
   wire [4:0] \$1314 ;
-  wire [5:0] \$1315 ;
-  wire [4:0] \$1316 ;
-  wire \$1317 ;
+  wire \$1315 ;
+  wire [5:0] \$1316 ;
+  wire [4:0] \$1317 ;
   wire [5:0] \$1318 ;
   wire [4:0] \$1319 ;
   wire \$132 ;
-  wire [5:0] \$1320 ;
-  wire [4:0] \$1321 ;
-  wire \$1322 ;
+  wire \$1320 ;
+  wire [5:0] \$1321 ;
+  wire [4:0] \$1322 ;
   wire [5:0] \$1323 ;
   wire [4:0] \$1324 ;
-  wire [5:0] \$1325 ;
-  wire [4:0] \$1326 ;
-  wire \$1327 ;
-  wire \$1328 ;
-  wire \$1329 ;
-  wire \$133 ;
+  wire \$1325 ;
+  wire [5:0] \$1326 ;
+  wire [4:0] \$1327 ;
+  wire [5:0] \$1328 ;
+  wire [4:0] \$1329 ;
+  wire [28:0] \$133 ;
   wire \$1330 ;
-  wire \$1331 ;
-  wire \$1332 ;
-  wire \$1333 ;
-  wire \$1334 ;
+  wire [5:0] \$1331 ;
+  wire [4:0] \$1332 ;
+  wire [5:0] \$1333 ;
+  wire [4:0] \$1334 ;
   wire \$1335 ;
-  wire \$1336 ;
-  wire \$1337 ;
-  wire [3:0] \$1338 ;
-  wire [29:0] \$1339 ;
-  wire [28:0] \$134 ;
-  wire [29:0] \$1340 ;
-  wire [3:0] \$1341 ;
-  wire [7:0] \$1342 ;
-  wire [7:0] \$1343 ;
-  wire [29:0] \$1344 ;
-  wire [29:0] \$1345 ;
-  wire [7:0] \$1346 ;
-  wire [7:0] \$1347 ;
-  wire \$1348 ;
-  wire \$1349 ;
-  wire \$135 ;
-  wire [7:0] \$1350 ;
-  wire [12:0] \$1351 ;
-  wire [30:0] \$1352 ;
-  wire [30:0] \$1353 ;
-  wire [30:0] \$1354 ;
-  wire [30:0] \$1355 ;
+  wire [5:0] \$1336 ;
+  wire [4:0] \$1337 ;
+  wire [5:0] \$1338 ;
+  wire [4:0] \$1339 ;
+  wire \$134 ;
+  wire \$1340 ;
+  wire [5:0] \$1341 ;
+  wire [4:0] \$1342 ;
+  wire [5:0] \$1343 ;
+  wire [4:0] \$1344 ;
+  wire \$1345 ;
+  wire [5:0] \$1346 ;
+  wire [4:0] \$1347 ;
+  wire [5:0] \$1348 ;
+  wire [4:0] \$1349 ;
+  wire [28:0] \$135 ;
+  wire \$1350 ;
+  wire \$1351 ;
+  wire \$1352 ;
+  wire \$1353 ;
+  wire \$1354 ;
+  wire \$1355 ;
   wire \$1356 ;
-  wire [12:0] \$1357 ;
+  wire \$1357 ;
   wire \$1358 ;
-  wire [12:0] \$1359 ;
-  wire [28:0] \$136 ;
-  wire [12:0] \$1360 ;
-  wire \$1361 ;
-  wire [13:0] \$1362 ;
-  wire \$1363 ;
-  wire [13:0] \$1364 ;
-  wire [13:0] \$1365 ;
-  wire \$1366 ;
-  wire [4:0] \$1367 ;
-  wire \$1368 ;
-  wire \$1369 ;
+  wire \$1359 ;
+  wire \$136 ;
+  wire \$1360 ;
+  wire [3:0] \$1361 ;
+  wire [29:0] \$1362 ;
+  wire [29:0] \$1363 ;
+  wire [3:0] \$1364 ;
+  wire [7:0] \$1365 ;
+  wire [7:0] \$1366 ;
+  wire [29:0] \$1367 ;
+  wire [29:0] \$1368 ;
+  wire [7:0] \$1369 ;
   wire \$137 ;
-  wire \$1370 ;
-  wire [32:0] \$1371 ;
-  wire [32:0] \$1372 ;
-  wire \$1373 ;
-  wire \$1374 ;
-  wire [32:0] \$1375 ;
-  wire [32:0] \$1376 ;
-  wire \$1377 ;
-  wire \$1378 ;
-  wire [32:0] \$1379 ;
-  wire \$138 ;
-  wire [32:0] \$1380 ;
+  wire [7:0] \$1370 ;
+  wire \$1371 ;
+  wire \$1372 ;
+  wire [7:0] \$1373 ;
+  wire [12:0] \$1374 ;
+  wire [30:0] \$1375 ;
+  wire [30:0] \$1376 ;
+  wire [30:0] \$1377 ;
+  wire [30:0] \$1378 ;
+  wire \$1379 ;
+  wire [28:0] \$138 ;
+  wire [12:0] \$1380 ;
   wire \$1381 ;
-  wire \$1382 ;
-  wire [32:0] \$1383 ;
-  wire [32:0] \$1384 ;
-  wire \$1385 ;
+  wire [12:0] \$1382 ;
+  wire [12:0] \$1383 ;
+  wire \$1384 ;
+  wire [13:0] \$1385 ;
   wire \$1386 ;
-  wire [32:0] \$1387 ;
-  wire [32:0] \$1388 ;
+  wire [13:0] \$1387 ;
+  wire [13:0] \$1388 ;
   wire \$1389 ;
-  wire [28:0] \$139 ;
-  wire \$1390 ;
-  wire [32:0] \$1391 ;
-  wire [32:0] \$1392 ;
+  wire \$139 ;
+  wire [4:0] \$1390 ;
+  wire \$1391 ;
+  wire \$1392 ;
   wire \$1393 ;
-  wire \$1394 ;
+  wire [32:0] \$1394 ;
   wire [32:0] \$1395 ;
-  wire [32:0] \$1396 ;
+  wire \$1396 ;
   wire \$1397 ;
-  wire \$1398 ;
+  wire [32:0] \$1398 ;
   wire [32:0] \$1399 ;
   wire [8:0] \$14 ;
-  wire \$140 ;
-  wire [32:0] \$1400 ;
+  wire [28:0] \$140 ;
+  wire \$1400 ;
   wire \$1401 ;
-  wire \$1402 ;
-  wire \$1403 ;
+  wire [32:0] \$1402 ;
+  wire [32:0] \$1403 ;
   wire \$1404 ;
-  reg [9:0] \$1405 ;
-  reg [9:0] \$1406 ;
-  reg \$1407 ;
-  reg [9:0] \$1408 ;
-  reg [29:0] \$1409 ;
-  wire [28:0] \$141 ;
-  reg \$1410 ;
-  reg [63:0] \$1411 ;
-  reg \$1412 ;
-  reg \$1413 ;
-  reg [3:0] \$1414 ;
-  reg \$1415 ;
-  reg [63:0] \$1416 ;
-  reg [63:0] \$1417 ;
-  reg [63:0] \$1418 ;
-  reg [63:0] \$1419 ;
+  wire \$1405 ;
+  wire [32:0] \$1406 ;
+  wire [32:0] \$1407 ;
+  wire \$1408 ;
+  wire \$1409 ;
+  wire \$141 ;
+  wire [32:0] \$1410 ;
+  wire [32:0] \$1411 ;
+  wire \$1412 ;
+  wire \$1413 ;
+  wire [32:0] \$1414 ;
+  wire [32:0] \$1415 ;
+  wire \$1416 ;
+  wire \$1417 ;
+  wire [32:0] \$1418 ;
+  wire [32:0] \$1419 ;
   wire \$142 ;
-  reg [63:0] \$1420 ;
-  reg [63:0] \$1421 ;
-  reg [63:0] \$1422 ;
-  reg [63:0] \$1423 ;
-  reg [63:0] \$1424 ;
-  reg [3:0] \$1425 ;
-  reg \$1426 ;
-  reg [63:0] \$1427 ;
-  reg [63:0] \$1428 ;
-  reg [63:0] \$1429 ;
-  wire \$143 ;
-  reg [63:0] \$1430 ;
-  reg [63:0] \$1431 ;
-  reg [63:0] \$1432 ;
-  reg [63:0] \$1433 ;
+  wire \$1420 ;
+  wire \$1421 ;
+  wire [32:0] \$1422 ;
+  wire [32:0] \$1423 ;
+  wire \$1424 ;
+  wire \$1425 ;
+  wire \$1426 ;
+  wire \$1427 ;
+  reg [9:0] \$1428 ;
+  reg [9:0] \$1429 ;
+  wire [28:0] \$143 ;
+  reg \$1430 ;
+  reg [9:0] \$1431 ;
+  reg [29:0] \$1432 ;
+  reg \$1433 ;
   reg [63:0] \$1434 ;
-  reg [63:0] \$1435 ;
-  reg [3:0] \$1436 ;
-  reg \$1437 ;
-  reg [63:0] \$1438 ;
+  reg \$1435 ;
+  reg \$1436 ;
+  reg [3:0] \$1437 ;
+  reg \$1438 ;
   reg [63:0] \$1439 ;
-  wire [28:0] \$144 ;
+  wire \$144 ;
   reg [63:0] \$1440 ;
   reg [63:0] \$1441 ;
   reg [63:0] \$1442 ;
@@ -505,10 +505,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1444 ;
   reg [63:0] \$1445 ;
   reg [63:0] \$1446 ;
-  reg [3:0] \$1447 ;
-  reg \$1448 ;
-  reg [63:0] \$1449 ;
-  wire \$145 ;
+  reg [63:0] \$1447 ;
+  reg [3:0] \$1448 ;
+  reg \$1449 ;
+  wire [28:0] \$145 ;
   reg [63:0] \$1450 ;
   reg [63:0] \$1451 ;
   reg [63:0] \$1452 ;
@@ -517,10 +517,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1455 ;
   reg [63:0] \$1456 ;
   reg [63:0] \$1457 ;
-  reg [3:0] \$1458 ;
-  reg \$1459 ;
+  reg [63:0] \$1458 ;
+  reg [3:0] \$1459 ;
   wire \$146 ;
-  reg [63:0] \$1460 ;
+  reg \$1460 ;
   reg [63:0] \$1461 ;
   reg [63:0] \$1462 ;
   reg [63:0] \$1463 ;
@@ -529,33 +529,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1466 ;
   reg [63:0] \$1467 ;
   reg [63:0] \$1468 ;
-  reg [29:0] \$1469 ;
+  reg [63:0] \$1469 ;
   wire \$147 ;
   reg [3:0] \$1470 ;
-  reg [3:0] \$1471 ;
-  reg [3:0] \$1472 ;
-  reg [3:0] \$1473 ;
-  reg [3:0] \$1474 ;
-  reg [3:0] \$1475 ;
-  reg [3:0] \$1476 ;
-  reg [3:0] \$1477 ;
-  reg [3:0] \$1478 ;
-  reg [3:0] \$1479 ;
-  wire \$148 ;
-  reg [3:0] \$1480 ;
+  reg \$1471 ;
+  reg [63:0] \$1472 ;
+  reg [63:0] \$1473 ;
+  reg [63:0] \$1474 ;
+  reg [63:0] \$1475 ;
+  reg [63:0] \$1476 ;
+  reg [63:0] \$1477 ;
+  reg [63:0] \$1478 ;
+  reg [63:0] \$1479 ;
+  wire [28:0] \$148 ;
+  reg [63:0] \$1480 ;
   reg [3:0] \$1481 ;
-  reg [3:0] \$1482 ;
-  reg [3:0] \$1483 ;
-  reg [3:0] \$1484 ;
-  reg [3:0] \$1485 ;
-  reg [3:0] \$1486 ;
-  reg [3:0] \$1487 ;
-  reg [3:0] \$1488 ;
-  reg [3:0] \$1489 ;
+  reg \$1482 ;
+  reg [63:0] \$1483 ;
+  reg [63:0] \$1484 ;
+  reg [63:0] \$1485 ;
+  reg [63:0] \$1486 ;
+  reg [63:0] \$1487 ;
+  reg [63:0] \$1488 ;
+  reg [63:0] \$1489 ;
   wire \$149 ;
-  reg [3:0] \$1490 ;
-  reg [3:0] \$1491 ;
-  reg [3:0] \$1492 ;
+  reg [63:0] \$1490 ;
+  reg [63:0] \$1491 ;
+  reg [29:0] \$1492 ;
   reg [3:0] \$1493 ;
   reg [3:0] \$1494 ;
   reg [3:0] \$1495 ;
@@ -567,149 +567,173 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$150 ;
   reg [3:0] \$1500 ;
   reg [3:0] \$1501 ;
-  reg [29:0] \$1502 ;
-  reg [29:0] \$1503 ;
-  reg [29:0] \$1504 ;
-  reg [29:0] \$1505 ;
-  reg [29:0] \$1506 ;
-  reg [29:0] \$1507 ;
-  reg [29:0] \$1508 ;
-  reg [29:0] \$1509 ;
+  reg [3:0] \$1502 ;
+  reg [3:0] \$1503 ;
+  reg [3:0] \$1504 ;
+  reg [3:0] \$1505 ;
+  reg [3:0] \$1506 ;
+  reg [3:0] \$1507 ;
+  reg [3:0] \$1508 ;
+  reg [3:0] \$1509 ;
   wire \$151 ;
-  reg [29:0] \$1510 ;
-  reg [29:0] \$1511 ;
-  reg [29:0] \$1512 ;
-  reg [29:0] \$1513 ;
-  reg [29:0] \$1514 ;
-  reg [29:0] \$1515 ;
-  reg [29:0] \$1516 ;
-  reg [29:0] \$1517 ;
-  reg [29:0] \$1518 ;
-  reg \$1519 ;
+  reg [3:0] \$1510 ;
+  reg [3:0] \$1511 ;
+  reg [3:0] \$1512 ;
+  reg [3:0] \$1513 ;
+  reg [3:0] \$1514 ;
+  reg [3:0] \$1515 ;
+  reg [3:0] \$1516 ;
+  reg [3:0] \$1517 ;
+  reg [3:0] \$1518 ;
+  reg [3:0] \$1519 ;
   wire \$152 ;
-  reg \$1520 ;
-  reg [255:0] \$1521 ;
-  reg [551:0] \$1522 ;
-  reg [7:0] \$1523 ;
-  reg \$1524 ;
-  reg \$1525 ;
-  reg \$1526 ;
-  reg [1:0] \$1527 ;
-  reg [1:0] \$1528 ;
-  reg \$1529 ;
+  reg [3:0] \$1520 ;
+  reg [3:0] \$1521 ;
+  reg [3:0] \$1522 ;
+  reg [3:0] \$1523 ;
+  reg [3:0] \$1524 ;
+  reg [29:0] \$1525 ;
+  reg [29:0] \$1526 ;
+  reg [29:0] \$1527 ;
+  reg [29:0] \$1528 ;
+  reg [29:0] \$1529 ;
   wire \$153 ;
-  reg \$1530 ;
-  reg [154:0] \$1531 ;
-  reg [2:0] \$1532 ;
-  reg [7:0] \$1533 ;
-  reg [3:0] \$1534 ;
-  reg [3:0] \$1535 ;
-  reg [3:0] \$1536 ;
-  reg [3:0] \$1537 ;
-  reg [3:0] \$1538 ;
-  reg [3:0] \$1539 ;
+  reg [29:0] \$1530 ;
+  reg [29:0] \$1531 ;
+  reg [29:0] \$1532 ;
+  reg [29:0] \$1533 ;
+  reg [29:0] \$1534 ;
+  reg [29:0] \$1535 ;
+  reg [29:0] \$1536 ;
+  reg [29:0] \$1537 ;
+  reg [29:0] \$1538 ;
+  reg [29:0] \$1539 ;
   wire \$154 ;
-  reg [3:0] \$1540 ;
-  reg [3:0] \$1541 ;
-  reg [3:0] \$1542 ;
-  reg [3:0] \$1543 ;
-  reg [3:0] \$1544 ;
-  reg [3:0] \$1545 ;
-  reg [3:0] \$1546 ;
-  reg [3:0] \$1547 ;
-  reg [3:0] \$1548 ;
-  reg [3:0] \$1549 ;
+  reg [29:0] \$1540 ;
+  reg [29:0] \$1541 ;
+  reg \$1542 ;
+  reg \$1543 ;
+  reg [255:0] \$1544 ;
+  reg [551:0] \$1545 ;
+  reg [7:0] \$1546 ;
+  reg \$1547 ;
+  reg \$1548 ;
+  reg \$1549 ;
   wire \$155 ;
-  reg [3:0] \$1550 ;
-  reg [3:0] \$1551 ;
-  reg [5:0] \$1552 ;
-  reg [28:0] \$1553 ;
-  reg [6:0] \$1554 ;
+  reg [1:0] \$1550 ;
+  reg [1:0] \$1551 ;
+  reg \$1552 ;
+  reg \$1553 ;
+  reg [155:0] \$1554 ;
   reg [2:0] \$1555 ;
-  reg [2:0] \$1556 ;
-  reg [6:0] \$1557 ;
-  reg [28:0] \$1558 ;
-  reg [17:0] \$1559 ;
+  reg [7:0] \$1556 ;
+  reg [3:0] \$1557 ;
+  reg [3:0] \$1558 ;
+  reg [3:0] \$1559 ;
   wire \$156 ;
-  reg [28:0] \$1560 ;
-  reg [28:0] \$1561 ;
-  reg [22:0] \$1562 ;
-  reg [15:0] \$1563 ;
-  reg [11:0] \$1564 ;
-  reg \$1565 ;
-  reg [16:0] \$1566 ;
-  reg [16:0] \$1567 ;
-  reg [4:0] \$1568 ;
-  reg [7:0] \$1569 ;
+  reg [3:0] \$1560 ;
+  reg [3:0] \$1561 ;
+  reg [3:0] \$1562 ;
+  reg [3:0] \$1563 ;
+  reg [3:0] \$1564 ;
+  reg [3:0] \$1565 ;
+  reg [3:0] \$1566 ;
+  reg [3:0] \$1567 ;
+  reg [3:0] \$1568 ;
+  reg [3:0] \$1569 ;
   wire \$157 ;
-  reg [23:0] \$1570 ;
-  reg \$1571 ;
-  reg \$1572 ;
-  reg [16:0] \$1573 ;
-  reg \$1574 ;
-  reg [23:0] \$1575 ;
-  reg [4:0] \$1576 ;
+  reg [3:0] \$1570 ;
+  reg [3:0] \$1571 ;
+  reg [3:0] \$1572 ;
+  reg [3:0] \$1573 ;
+  reg [3:0] \$1574 ;
+  reg [5:0] \$1575 ;
+  reg [28:0] \$1576 ;
   reg [6:0] \$1577 ;
-  reg [11:0] \$1578 ;
-  reg \$1579 ;
+  reg [2:0] \$1578 ;
+  reg [2:0] \$1579 ;
   wire \$158 ;
-  reg [10:0] \$1580 ;
-  reg [1:0] \$1581 ;
-  reg [6:0] \$1582 ;
-  reg [2:0] \$1583 ;
-  reg [2:0] \$1584 ;
-  reg [4:0] \$1585 ;
-  reg [10:0] \$1586 ;
-  reg [6:0] \$1587 ;
-  reg [11:0] \$1588 ;
-  reg [28:0] \$1589 ;
+  reg [6:0] \$1580 ;
+  reg [28:0] \$1581 ;
+  reg [17:0] \$1582 ;
+  reg [28:0] \$1583 ;
+  reg [28:0] \$1584 ;
+  reg [22:0] \$1585 ;
+  reg [15:0] \$1586 ;
+  reg [11:0] \$1587 ;
+  reg \$1588 ;
+  reg [16:0] \$1589 ;
   wire \$159 ;
-  reg [28:0] \$1590 ;
-  reg [28:0] \$1591 ;
-  reg [29:0] \$1592 ;
-  reg [28:0] \$1593 ;
-  reg [28:0] \$1594 ;
-  reg [10:0] \$1595 ;
-  reg [11:0] \$1596 ;
-  reg [3:0] \$1597 ;
-  reg [3:0] \$1598 ;
-  reg [3:0] \$1599 ;
+  reg [16:0] \$1590 ;
+  reg [4:0] \$1591 ;
+  reg [7:0] \$1592 ;
+  reg [23:0] \$1593 ;
+  reg \$1594 ;
+  reg \$1595 ;
+  reg [16:0] \$1596 ;
+  reg \$1597 ;
+  reg [23:0] \$1598 ;
+  reg [6:0] \$1599 ;
   wire \$16 ;
   wire \$160 ;
-  reg [3:0] \$1600 ;
-  reg [3:0] \$1601 ;
-  reg [3:0] \$1602 ;
-  reg [3:0] \$1603 ;
-  reg [3:0] \$1604 ;
-  reg [3:0] \$1605 ;
-  reg [3:0] \$1606 ;
-  reg [3:0] \$1607 ;
-  reg [3:0] \$1608 ;
-  reg [3:0] \$1609 ;
+  reg [11:0] \$1600 ;
+  reg [4:0] \$1601 ;
+  reg [5:0] \$1602 ;
+  reg \$1603 ;
+  reg [10:0] \$1604 ;
+  reg [1:0] \$1605 ;
+  reg [6:0] \$1606 ;
+  reg [2:0] \$1607 ;
+  reg [2:0] \$1608 ;
+  reg [4:0] \$1609 ;
   wire \$161 ;
-  reg [3:0] \$1610 ;
-  reg [3:0] \$1611 ;
-  reg [3:0] \$1612 ;
-  reg [12:0] \$1613 ;
-  reg [3:0] \$1614 ;
-  reg \$1615 ;
-  reg [11:0] \$1616 ;
-  reg [10:0] \$1617 ;
-  reg [12:0] \$1618 ;
-  reg \$1619 ;
+  reg [10:0] \$1610 ;
+  reg [6:0] \$1611 ;
+  reg [11:0] \$1612 ;
+  reg [28:0] \$1613 ;
+  reg [28:0] \$1614 ;
+  reg [28:0] \$1615 ;
+  reg [29:0] \$1616 ;
+  reg [28:0] \$1617 ;
+  reg [28:0] \$1618 ;
+  reg [10:0] \$1619 ;
   wire \$162 ;
-  reg \$1620 ;
-  reg [31:0] \$1621 ;
-  reg [31:0] \$1622 ;
-  reg [31:0] \$1623 ;
-  reg [31:0] \$1624 ;
-  reg [31:0] \$1625 ;
-  reg [31:0] \$1626 ;
-  reg [31:0] \$1627 ;
-  reg [31:0] \$1628 ;
+  reg [11:0] \$1620 ;
+  reg [3:0] \$1621 ;
+  reg [3:0] \$1622 ;
+  reg [3:0] \$1623 ;
+  reg [3:0] \$1624 ;
+  reg [3:0] \$1625 ;
+  reg [3:0] \$1626 ;
+  reg [3:0] \$1627 ;
+  reg [3:0] \$1628 ;
+  reg [3:0] \$1629 ;
   wire \$163 ;
+  reg [3:0] \$1630 ;
+  reg [3:0] \$1631 ;
+  reg [3:0] \$1632 ;
+  reg [3:0] \$1633 ;
+  reg [3:0] \$1634 ;
+  reg [3:0] \$1635 ;
+  reg [3:0] \$1636 ;
+  reg [12:0] \$1637 ;
+  reg [3:0] \$1638 ;
+  reg \$1639 ;
   wire \$164 ;
+  reg [11:0] \$1640 ;
+  reg [10:0] \$1641 ;
+  reg [12:0] \$1642 ;
+  reg \$1643 ;
+  reg \$1644 ;
+  reg [31:0] \$1645 ;
+  reg [31:0] \$1646 ;
+  reg [31:0] \$1647 ;
+  reg [31:0] \$1648 ;
+  reg [31:0] \$1649 ;
   wire \$165 ;
+  reg [31:0] \$1650 ;
+  reg [31:0] \$1651 ;
+  reg [31:0] \$1652 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
@@ -727,21 +751,21 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$179 ;
   wire \$18 ;
   wire \$180 ;
-  wire [4:0] \$181 ;
-  wire [29:0] \$182 ;
-  wire [4:0] \$183 ;
-  wire [29:0] \$184 ;
-  wire [5:0] \$185 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire [4:0] \$185 ;
   wire [29:0] \$186 ;
-  wire [5:0] \$187 ;
+  wire [4:0] \$187 ;
   wire [29:0] \$188 ;
-  wire [6:0] \$189 ;
+  wire [5:0] \$189 ;
   wire \$19 ;
   wire [29:0] \$190 ;
-  reg [63:0] \$191 ;
-  reg [63:0] \$192 ;
-  reg [63:0] \$193 ;
-  reg [63:0] \$194 ;
+  wire [5:0] \$191 ;
+  wire [29:0] \$192 ;
+  wire [6:0] \$193 ;
+  wire [29:0] \$194 ;
   reg [63:0] \$195 ;
   reg [63:0] \$196 ;
   reg [63:0] \$197 ;
@@ -783,10 +807,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$229 ;
   wire \$23 ;
   reg [63:0] \$230 ;
-  wire [31:0] \$231 ;
-  wire [32:0] \$232 ;
-  wire [31:0] \$233 ;
-  wire [32:0] \$234 ;
+  reg [63:0] \$231 ;
+  reg [63:0] \$232 ;
+  reg [63:0] \$233 ;
+  reg [63:0] \$234 ;
   wire [31:0] \$235 ;
   wire [32:0] \$236 ;
   wire [31:0] \$237 ;
@@ -800,15 +824,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [32:0] \$244 ;
   wire [31:0] \$245 ;
   wire [32:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
+  wire [31:0] \$247 ;
+  wire [32:0] \$248 ;
+  wire [31:0] \$249 ;
   wire \$25 ;
-  wire [13:0] \$250 ;
+  wire [32:0] \$250 ;
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
-  wire \$254 ;
+  wire [13:0] \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
@@ -869,16 +893,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire [29:0] \$309 ;
+  wire \$309 ;
   wire \$31 ;
-  wire [30:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
-  wire [29:0] \$312 ;
-  wire [30:0] \$313 ;
-  wire \$314 ;
+  wire \$312 ;
+  wire [29:0] \$313 ;
+  wire [30:0] \$314 ;
   wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
+  wire [29:0] \$316 ;
+  wire [30:0] \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire \$32 ;
@@ -902,7 +926,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire [7:0] \$339 ;
+  wire \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
@@ -913,7 +937,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$346 ;
   wire \$347 ;
   wire \$348 ;
-  wire [5:0] \$349 ;
+  wire [7:0] \$349 ;
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
@@ -924,28 +948,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire [8:0] \$359 ;
+  wire [5:0] \$359 ;
   wire \$36 ;
   wire \$360 ;
   wire \$361 ;
-  wire [5:0] \$362 ;
+  wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
-  wire [8:0] \$366 ;
+  wire \$366 ;
   wire \$367 ;
-  wire [8:0] \$368 ;
-  wire \$369 ;
+  wire \$368 ;
+  wire [8:0] \$369 ;
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
-  wire \$372 ;
+  wire [5:0] \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire \$375 ;
-  wire \$376 ;
+  wire [8:0] \$376 ;
   wire \$377 ;
-  wire \$378 ;
+  wire [8:0] \$378 ;
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
@@ -956,9 +980,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$385 ;
   wire \$386 ;
   wire \$387 ;
-  wire [17:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
-  wire [29:0] \$39 ;
+  wire \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -967,10 +991,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire [12:0] \$398 ;
+  wire [17:0] \$398 ;
   wire \$399 ;
   wire [8:0] \$4 ;
-  wire [29:0] \$40 ;
+  wire \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
@@ -979,9 +1003,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$405 ;
   wire \$406 ;
   wire \$407 ;
-  wire \$408 ;
+  wire [12:0] \$408 ;
   wire \$409 ;
-  wire [30:0] \$41 ;
+  wire \$41 ;
   wire \$410 ;
   wire \$411 ;
   wire \$412 ;
@@ -992,7 +1016,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
-  wire [31:0] \$42 ;
+  wire \$42 ;
   wire \$420 ;
   wire \$421 ;
   wire \$422 ;
@@ -1003,7 +1027,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire [32:0] \$43 ;
+  wire [29:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
@@ -1025,7 +1049,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
-  wire [29:0] \$45 ;
+  wire [30:0] \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
@@ -1036,7 +1060,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [4:0] \$46 ;
+  wire [31:0] \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
@@ -1047,7 +1071,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire [5:0] \$47 ;
+  wire [32:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -1069,7 +1093,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire \$49 ;
+  wire [29:0] \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -1081,7 +1105,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$498 ;
   wire \$499 ;
   wire [7:0] \$5 ;
-  wire [29:0] \$50 ;
+  wire [4:0] \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
@@ -1092,7 +1116,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
-  wire \$51 ;
+  wire [5:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
@@ -1114,7 +1138,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$527 ;
   wire \$528 ;
   wire \$529 ;
-  wire [30:0] \$53 ;
+  wire \$53 ;
   wire \$530 ;
   wire \$531 ;
   wire \$532 ;
@@ -1136,7 +1160,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [30:0] \$55 ;
+  wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
@@ -1147,7 +1171,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$557 ;
   wire \$558 ;
   wire \$559 ;
-  wire [30:0] \$56 ;
+  wire [29:0] \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
@@ -1158,7 +1182,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
-  wire [31:0] \$57 ;
+  wire [30:0] \$57 ;
   wire \$570 ;
   wire \$571 ;
   wire \$572 ;
@@ -1180,7 +1204,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
-  wire [32:0] \$59 ;
+  wire [30:0] \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
@@ -1192,7 +1216,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$598 ;
   wire \$599 ;
   wire [8:0] \$6 ;
-  wire [29:0] \$60 ;
+  wire [30:0] \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
@@ -1203,7 +1227,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
-  wire [29:0] \$61 ;
+  wire [31:0] \$61 ;
   wire \$610 ;
   wire \$611 ;
   wire \$612 ;
@@ -1214,7 +1238,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$617 ;
   wire \$618 ;
   wire \$619 ;
-  wire [30:0] \$62 ;
+  wire [29:0] \$62 ;
   wire \$620 ;
   wire \$621 ;
   wire \$622 ;
@@ -1225,7 +1249,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$627 ;
   wire \$628 ;
   wire \$629 ;
-  wire [29:0] \$63 ;
+  wire [32:0] \$63 ;
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
@@ -1236,7 +1260,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$637 ;
   wire \$638 ;
   wire \$639 ;
-  wire \$64 ;
+  wire [29:0] \$64 ;
   wire \$640 ;
   wire \$641 ;
   wire \$642 ;
@@ -1247,7 +1271,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
-  wire \$65 ;
+  wire [29:0] \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
@@ -1258,7 +1282,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
-  wire [28:0] \$66 ;
+  wire [30:0] \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
@@ -1269,7 +1293,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire \$67 ;
+  wire [29:0] \$67 ;
   wire \$670 ;
   wire \$671 ;
   wire \$672 ;
@@ -1291,7 +1315,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$687 ;
   wire \$688 ;
   wire \$689 ;
-  wire [28:0] \$69 ;
+  wire \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
@@ -1303,7 +1327,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$698 ;
   wire \$699 ;
   wire \$7 ;
-  wire \$70 ;
+  wire [28:0] \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
@@ -1314,7 +1338,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
-  wire [28:0] \$71 ;
+  wire \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
@@ -1329,55 +1353,55 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
-  wire [24:0] \$723 ;
+  wire \$723 ;
   wire \$724 ;
   wire \$725 ;
   wire \$726 ;
   wire \$727 ;
   wire \$728 ;
   wire \$729 ;
-  wire \$73 ;
+  wire [28:0] \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire \$733 ;
+  wire [24:0] \$733 ;
   wire \$734 ;
   wire \$735 ;
   wire \$736 ;
   wire \$737 ;
   wire \$738 ;
   wire \$739 ;
-  wire [28:0] \$74 ;
+  wire \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
-  wire [4:0] \$743 ;
-  wire [4:0] \$744 ;
-  wire [4:0] \$745 ;
-  wire [4:0] \$746 ;
-  wire [4:0] \$747 ;
-  wire [4:0] \$748 ;
-  wire [4:0] \$749 ;
-  wire \$75 ;
-  wire [4:0] \$750 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
+  wire [28:0] \$75 ;
+  wire \$750 ;
   wire \$751 ;
   wire \$752 ;
   wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire \$757 ;
-  wire \$758 ;
-  wire \$759 ;
-  wire [28:0] \$76 ;
-  wire \$760 ;
-  wire \$761 ;
+  wire [4:0] \$754 ;
+  wire [4:0] \$755 ;
+  wire [4:0] \$756 ;
+  wire [4:0] \$757 ;
+  wire [4:0] \$758 ;
+  wire [4:0] \$759 ;
+  wire \$76 ;
+  wire [4:0] \$760 ;
+  wire [4:0] \$761 ;
   wire \$762 ;
-  wire [16:0] \$763 ;
-  wire [17:0] \$764 ;
-  wire [16:0] \$765 ;
-  wire [4:0] \$766 ;
-  wire [18:0] \$767 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
   wire \$768 ;
   wire \$769 ;
   wire \$77 ;
@@ -1385,15 +1409,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$771 ;
   wire \$772 ;
   wire \$773 ;
-  wire \$774 ;
-  wire \$775 ;
-  wire \$776 ;
-  wire \$777 ;
-  wire \$778 ;
+  wire [16:0] \$774 ;
+  wire [17:0] \$775 ;
+  wire [16:0] \$776 ;
+  wire [4:0] \$777 ;
+  wire [18:0] \$778 ;
   wire \$779 ;
-  wire \$78 ;
+  wire [28:0] \$78 ;
   wire \$780 ;
-  wire [1:0] \$781 ;
+  wire \$781 ;
   wire \$782 ;
   wire \$783 ;
   wire \$784 ;
@@ -1402,38 +1426,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$787 ;
   wire \$788 ;
   wire \$789 ;
-  wire [28:0] \$79 ;
+  wire \$79 ;
   wire \$790 ;
   wire \$791 ;
-  wire \$792 ;
-  wire [9:0] \$793 ;
-  wire [63:0] \$794 ;
-  wire [63:0] \$795 ;
-  wire [63:0] \$796 ;
-  wire [63:0] \$797 ;
-  wire [63:0] \$798 ;
-  wire [63:0] \$799 ;
+  wire [1:0] \$792 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
   wire [7:0] \$8 ;
-  wire \$80 ;
-  wire [63:0] \$800 ;
-  wire [63:0] \$801 ;
-  wire [63:0] \$802 ;
-  wire [63:0] \$803 ;
-  wire [63:0] \$804 ;
-  wire [63:0] \$805 ;
-  wire [63:0] \$806 ;
-  wire [63:0] \$807 ;
-  wire [63:0] \$808 ;
+  wire [28:0] \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire \$807 ;
+  wire [9:0] \$808 ;
   wire [63:0] \$809 ;
-  wire [28:0] \$81 ;
-  reg [63:0] \$810 ;
+  wire \$81 ;
+  wire [63:0] \$810 ;
   wire [63:0] \$811 ;
-  wire \$812 ;
-  wire \$813 ;
-  wire \$814 ;
-  wire \$815 ;
-  wire \$816 ;
-  wire \$817 ;
+  wire [63:0] \$812 ;
+  wire [63:0] \$813 ;
+  wire [63:0] \$814 ;
+  wire [63:0] \$815 ;
+  wire [63:0] \$816 ;
+  wire [63:0] \$817 ;
   wire [63:0] \$818 ;
   wire [63:0] \$819 ;
   wire \$82 ;
@@ -1442,23 +1466,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$822 ;
   wire [63:0] \$823 ;
   wire [63:0] \$824 ;
-  wire [63:0] \$825 ;
+  reg [63:0] \$825 ;
   wire [63:0] \$826 ;
-  wire [63:0] \$827 ;
-  wire [63:0] \$828 ;
-  wire [63:0] \$829 ;
-  wire \$83 ;
-  wire [63:0] \$830 ;
-  wire [63:0] \$831 ;
-  wire [63:0] \$832 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
+  wire [28:0] \$83 ;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
   wire [63:0] \$833 ;
-  reg [63:0] \$834 ;
+  wire [63:0] \$834 ;
   wire [63:0] \$835 ;
-  wire \$836 ;
-  wire \$837 ;
+  wire [63:0] \$836 ;
+  wire [63:0] \$837 ;
   wire [63:0] \$838 ;
   wire [63:0] \$839 ;
-  wire [28:0] \$84 ;
+  wire \$84 ;
   wire [63:0] \$840 ;
   wire [63:0] \$841 ;
   wire [63:0] \$842 ;
@@ -1468,19 +1492,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$846 ;
   wire [63:0] \$847 ;
   wire [63:0] \$848 ;
-  wire [63:0] \$849 ;
-  wire \$85 ;
+  reg [63:0] \$849 ;
+  wire [28:0] \$85 ;
   wire [63:0] \$850 ;
-  wire [63:0] \$851 ;
-  wire [63:0] \$852 ;
+  wire \$851 ;
+  wire \$852 ;
   wire [63:0] \$853 ;
-  reg [63:0] \$854 ;
+  wire [63:0] \$854 ;
   wire [63:0] \$855 ;
-  wire \$856 ;
+  wire [63:0] \$856 ;
   wire [63:0] \$857 ;
   wire [63:0] \$858 ;
   wire [63:0] \$859 ;
-  wire [28:0] \$86 ;
+  wire \$86 ;
   wire [63:0] \$860 ;
   wire [63:0] \$861 ;
   wire [63:0] \$862 ;
@@ -1490,20 +1514,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$866 ;
   wire [63:0] \$867 ;
   wire [63:0] \$868 ;
-  wire [63:0] \$869 ;
+  reg [63:0] \$869 ;
   wire \$87 ;
   wire [63:0] \$870 ;
-  wire [63:0] \$871 ;
+  wire \$871 ;
   wire [63:0] \$872 ;
-  reg [63:0] \$873 ;
+  wire [63:0] \$873 ;
   wire [63:0] \$874 ;
-  wire \$875 ;
-  wire \$876 ;
-  wire \$877 ;
-  wire \$878 ;
-  wire \$879 ;
-  wire \$88 ;
-  wire \$880 ;
+  wire [63:0] \$875 ;
+  wire [63:0] \$876 ;
+  wire [63:0] \$877 ;
+  wire [63:0] \$878 ;
+  wire [63:0] \$879 ;
+  wire [28:0] \$88 ;
+  wire [63:0] \$880 ;
   wire [63:0] \$881 ;
   wire [63:0] \$882 ;
   wire [63:0] \$883 ;
@@ -1511,22 +1535,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$885 ;
   wire [63:0] \$886 ;
   wire [63:0] \$887 ;
-  wire [63:0] \$888 ;
+  reg [63:0] \$888 ;
   wire [63:0] \$889 ;
-  wire [28:0] \$89 ;
-  wire [63:0] \$890 ;
-  wire [63:0] \$891 ;
-  wire [63:0] \$892 ;
-  wire [63:0] \$893 ;
-  wire [63:0] \$894 ;
-  wire [63:0] \$895 ;
+  wire \$89 ;
+  wire \$890 ;
+  wire \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire \$894 ;
+  wire \$895 ;
   wire [63:0] \$896 ;
-  reg [63:0] \$897 ;
+  wire [63:0] \$897 ;
   wire [63:0] \$898 ;
-  wire \$899 ;
+  wire [63:0] \$899 ;
   wire \$9 ;
-  wire \$90 ;
-  wire \$900 ;
+  wire [28:0] \$90 ;
+  wire [63:0] \$900 ;
   wire [63:0] \$901 ;
   wire [63:0] \$902 ;
   wire [63:0] \$903 ;
@@ -1536,17 +1560,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$907 ;
   wire [63:0] \$908 ;
   wire [63:0] \$909 ;
-  wire [28:0] \$91 ;
+  wire \$91 ;
   wire [63:0] \$910 ;
   wire [63:0] \$911 ;
-  wire [63:0] \$912 ;
+  reg [63:0] \$912 ;
   wire [63:0] \$913 ;
-  wire [63:0] \$914 ;
-  wire [63:0] \$915 ;
+  wire \$914 ;
+  wire \$915 ;
   wire [63:0] \$916 ;
-  reg [63:0] \$917 ;
+  wire [63:0] \$917 ;
   wire [63:0] \$918 ;
-  wire \$919 ;
+  wire [63:0] \$919 ;
   wire \$92 ;
   wire [63:0] \$920 ;
   wire [63:0] \$921 ;
@@ -1558,44 +1582,44 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$927 ;
   wire [63:0] \$928 ;
   wire [63:0] \$929 ;
-  wire \$93 ;
+  wire [28:0] \$93 ;
   wire [63:0] \$930 ;
   wire [63:0] \$931 ;
-  wire [63:0] \$932 ;
+  reg [63:0] \$932 ;
   wire [63:0] \$933 ;
-  wire [63:0] \$934 ;
+  wire \$934 ;
   wire [63:0] \$935 ;
-  reg [63:0] \$936 ;
+  wire [63:0] \$936 ;
   wire [63:0] \$937 ;
-  wire \$938 ;
-  wire \$939 ;
-  wire [28:0] \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  wire \$942 ;
-  wire \$943 ;
+  wire [63:0] \$938 ;
+  wire [63:0] \$939 ;
+  wire \$94 ;
+  wire [63:0] \$940 ;
+  wire [63:0] \$941 ;
+  wire [63:0] \$942 ;
+  wire [63:0] \$943 ;
   wire [63:0] \$944 ;
   wire [63:0] \$945 ;
   wire [63:0] \$946 ;
   wire [63:0] \$947 ;
   wire [63:0] \$948 ;
   wire [63:0] \$949 ;
-  wire \$95 ;
+  wire [28:0] \$95 ;
   wire [63:0] \$950 ;
-  wire [63:0] \$951 ;
+  reg [63:0] \$951 ;
   wire [63:0] \$952 ;
-  wire [63:0] \$953 ;
-  wire [63:0] \$954 ;
-  wire [63:0] \$955 ;
-  wire [63:0] \$956 ;
-  wire [63:0] \$957 ;
-  wire [63:0] \$958 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
   wire [63:0] \$959 ;
-  wire [28:0] \$96 ;
-  reg [63:0] \$960 ;
+  wire \$96 ;
+  wire [63:0] \$960 ;
   wire [63:0] \$961 ;
-  wire \$962 ;
-  wire \$963 ;
+  wire [63:0] \$962 ;
+  wire [63:0] \$963 ;
   wire [63:0] \$964 ;
   wire [63:0] \$965 ;
   wire [63:0] \$966 ;
@@ -1608,15 +1632,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$972 ;
   wire [63:0] \$973 ;
   wire [63:0] \$974 ;
-  wire [63:0] \$975 ;
+  reg [63:0] \$975 ;
   wire [63:0] \$976 ;
-  wire [63:0] \$977 ;
-  wire [63:0] \$978 ;
+  wire \$977 ;
+  wire \$978 ;
   wire [63:0] \$979 ;
-  wire \$98 ;
-  reg [63:0] \$980 ;
+  wire [28:0] \$98 ;
+  wire [63:0] \$980 ;
   wire [63:0] \$981 ;
-  wire \$982 ;
+  wire [63:0] \$982 ;
   wire [63:0] \$983 ;
   wire [63:0] \$984 ;
   wire [63:0] \$985 ;
@@ -1624,370 +1648,361 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$987 ;
   wire [63:0] \$988 ;
   wire [63:0] \$989 ;
-  wire [28:0] \$99 ;
+  wire \$99 ;
   wire [63:0] \$990 ;
   wire [63:0] \$991 ;
   wire [63:0] \$992 ;
   wire [63:0] \$993 ;
   wire [63:0] \$994 ;
-  wire [63:0] \$995 ;
+  reg [63:0] \$995 ;
   wire [63:0] \$996 ;
-  wire [63:0] \$997 ;
+  wire \$997 ;
   wire [63:0] \$998 ;
-  reg [63:0] \$999 ;
+  wire [63:0] \$999 ;
   wire [8:0] \$signature__addr ;
-  wire [8:0] \$signature__addr$100 ;
   wire [8:0] \$signature__addr$101 ;
-  wire [8:0] \$signature__addr$104 ;
+  wire [8:0] \$signature__addr$102 ;
   wire [8:0] \$signature__addr$105 ;
-  wire [8:0] \$signature__addr$108 ;
+  wire [8:0] \$signature__addr$106 ;
   wire [8:0] \$signature__addr$109 ;
-  wire [8:0] \$signature__addr$112 ;
+  wire [8:0] \$signature__addr$110 ;
   wire [8:0] \$signature__addr$113 ;
-  wire [8:0] \$signature__addr$307 ;
-  wire [8:0] \$signature__addr$312 ;
-  wire [8:0] \$signature__addr$315 ;
-  wire [8:0] \$signature__addr$318 ;
-  wire [8:0] \$signature__addr$321 ;
-  wire [8:0] \$signature__addr$324 ;
-  wire [8:0] \$signature__addr$327 ;
-  wire [8:0] \$signature__addr$330 ;
-  wire [8:0] \$signature__addr$333 ;
-  wire [8:0] \$signature__addr$336 ;
-  wire [8:0] \$signature__addr$339 ;
-  wire [8:0] \$signature__addr$342 ;
-  wire [8:0] \$signature__addr$345 ;
-  wire [8:0] \$signature__addr$348 ;
-  wire [8:0] \$signature__addr$351 ;
-  wire [8:0] \$signature__addr$354 ;
-  wire [8:0] \$signature__addr$357 ;
-  wire [8:0] \$signature__addr$360 ;
-  wire [8:0] \$signature__addr$363 ;
-  wire [8:0] \$signature__addr$366 ;
-  wire [8:0] \$signature__addr$369 ;
-  wire [8:0] \$signature__addr$372 ;
-  wire [8:0] \$signature__addr$375 ;
-  wire [8:0] \$signature__addr$378 ;
-  wire [8:0] \$signature__addr$381 ;
-  wire [8:0] \$signature__addr$384 ;
-  wire [8:0] \$signature__addr$387 ;
-  wire [8:0] \$signature__addr$390 ;
-  wire [8:0] \$signature__addr$393 ;
-  wire [8:0] \$signature__addr$396 ;
-  wire [8:0] \$signature__addr$399 ;
-  wire [8:0] \$signature__addr$402 ;
-  wire [8:0] \$signature__addr$53 ;
-  wire [8:0] \$signature__addr$56 ;
+  wire [8:0] \$signature__addr$114 ;
+  wire [8:0] \$signature__addr$308 ;
+  wire [8:0] \$signature__addr$313 ;
+  wire [8:0] \$signature__addr$316 ;
+  wire [8:0] \$signature__addr$319 ;
+  wire [8:0] \$signature__addr$322 ;
+  wire [8:0] \$signature__addr$325 ;
+  wire [8:0] \$signature__addr$328 ;
+  wire [8:0] \$signature__addr$331 ;
+  wire [8:0] \$signature__addr$334 ;
+  wire [8:0] \$signature__addr$337 ;
+  wire [8:0] \$signature__addr$340 ;
+  wire [8:0] \$signature__addr$343 ;
+  wire [8:0] \$signature__addr$346 ;
+  wire [8:0] \$signature__addr$349 ;
+  wire [8:0] \$signature__addr$352 ;
+  wire [8:0] \$signature__addr$355 ;
+  wire [8:0] \$signature__addr$358 ;
+  wire [8:0] \$signature__addr$361 ;
+  wire [8:0] \$signature__addr$364 ;
+  wire [8:0] \$signature__addr$367 ;
+  wire [8:0] \$signature__addr$370 ;
+  wire [8:0] \$signature__addr$373 ;
+  wire [8:0] \$signature__addr$376 ;
+  wire [8:0] \$signature__addr$379 ;
+  wire [8:0] \$signature__addr$382 ;
+  wire [8:0] \$signature__addr$385 ;
+  wire [8:0] \$signature__addr$388 ;
+  wire [8:0] \$signature__addr$391 ;
+  wire [8:0] \$signature__addr$394 ;
+  wire [8:0] \$signature__addr$397 ;
+  wire [8:0] \$signature__addr$400 ;
+  wire [8:0] \$signature__addr$403 ;
+  wire [8:0] \$signature__addr$54 ;
   wire [8:0] \$signature__addr$57 ;
-  wire [8:0] \$signature__addr$60 ;
+  wire [8:0] \$signature__addr$58 ;
   wire [8:0] \$signature__addr$61 ;
-  wire [8:0] \$signature__addr$64 ;
+  wire [8:0] \$signature__addr$62 ;
   wire [8:0] \$signature__addr$65 ;
-  wire [8:0] \$signature__addr$68 ;
+  wire [8:0] \$signature__addr$66 ;
   wire [8:0] \$signature__addr$69 ;
-  wire [8:0] \$signature__addr$72 ;
+  wire [8:0] \$signature__addr$70 ;
   wire [8:0] \$signature__addr$73 ;
-  wire [8:0] \$signature__addr$76 ;
+  wire [8:0] \$signature__addr$74 ;
   wire [8:0] \$signature__addr$77 ;
-  wire [8:0] \$signature__addr$80 ;
+  wire [8:0] \$signature__addr$78 ;
   wire [8:0] \$signature__addr$81 ;
-  wire [8:0] \$signature__addr$84 ;
+  wire [8:0] \$signature__addr$82 ;
   wire [8:0] \$signature__addr$85 ;
-  wire [8:0] \$signature__addr$88 ;
+  wire [8:0] \$signature__addr$86 ;
   wire [8:0] \$signature__addr$89 ;
-  wire [8:0] \$signature__addr$92 ;
+  wire [8:0] \$signature__addr$90 ;
   wire [8:0] \$signature__addr$93 ;
-  wire [8:0] \$signature__addr$96 ;
+  wire [8:0] \$signature__addr$94 ;
   wire [8:0] \$signature__addr$97 ;
+  wire [8:0] \$signature__addr$98 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$313 ;
-  wire [7:0] \$signature__data$313[0] ;
-  wire [7:0] \$signature__data$313[1] ;
-  wire [7:0] \$signature__data$313[2] ;
-  wire [7:0] \$signature__data$313[3] ;
-  wire [7:0] \$signature__data$313[4] ;
-  wire [7:0] \$signature__data$313[5] ;
-  wire [7:0] \$signature__data$313[6] ;
-  wire [7:0] \$signature__data$313[7] ;
-  wire [63:0] \$signature__data$316 ;
-  wire [7:0] \$signature__data$316[0] ;
-  wire [7:0] \$signature__data$316[1] ;
-  wire [7:0] \$signature__data$316[2] ;
-  wire [7:0] \$signature__data$316[3] ;
-  wire [7:0] \$signature__data$316[4] ;
-  wire [7:0] \$signature__data$316[5] ;
-  wire [7:0] \$signature__data$316[6] ;
-  wire [7:0] \$signature__data$316[7] ;
-  wire [63:0] \$signature__data$319 ;
-  wire [7:0] \$signature__data$319[0] ;
-  wire [7:0] \$signature__data$319[1] ;
-  wire [7:0] \$signature__data$319[2] ;
-  wire [7:0] \$signature__data$319[3] ;
-  wire [7:0] \$signature__data$319[4] ;
-  wire [7:0] \$signature__data$319[5] ;
-  wire [7:0] \$signature__data$319[6] ;
-  wire [7:0] \$signature__data$319[7] ;
-  wire [63:0] \$signature__data$322 ;
-  wire [7:0] \$signature__data$322[0] ;
-  wire [7:0] \$signature__data$322[1] ;
-  wire [7:0] \$signature__data$322[2] ;
-  wire [7:0] \$signature__data$322[3] ;
-  wire [7:0] \$signature__data$322[4] ;
-  wire [7:0] \$signature__data$322[5] ;
-  wire [7:0] \$signature__data$322[6] ;
-  wire [7:0] \$signature__data$322[7] ;
-  wire [63:0] \$signature__data$325 ;
-  wire [7:0] \$signature__data$325[0] ;
-  wire [7:0] \$signature__data$325[1] ;
-  wire [7:0] \$signature__data$325[2] ;
-  wire [7:0] \$signature__data$325[3] ;
-  wire [7:0] \$signature__data$325[4] ;
-  wire [7:0] \$signature__data$325[5] ;
-  wire [7:0] \$signature__data$325[6] ;
-  wire [7:0] \$signature__data$325[7] ;
-  wire [63:0] \$signature__data$328 ;
-  wire [7:0] \$signature__data$328[0] ;
-  wire [7:0] \$signature__data$328[1] ;
-  wire [7:0] \$signature__data$328[2] ;
-  wire [7:0] \$signature__data$328[3] ;
-  wire [7:0] \$signature__data$328[4] ;
-  wire [7:0] \$signature__data$328[5] ;
-  wire [7:0] \$signature__data$328[6] ;
-  wire [7:0] \$signature__data$328[7] ;
-  wire [63:0] \$signature__data$331 ;
-  wire [7:0] \$signature__data$331[0] ;
-  wire [7:0] \$signature__data$331[1] ;
-  wire [7:0] \$signature__data$331[2] ;
-  wire [7:0] \$signature__data$331[3] ;
-  wire [7:0] \$signature__data$331[4] ;
-  wire [7:0] \$signature__data$331[5] ;
-  wire [7:0] \$signature__data$331[6] ;
-  wire [7:0] \$signature__data$331[7] ;
-  wire [63:0] \$signature__data$334 ;
-  wire [7:0] \$signature__data$334[0] ;
-  wire [7:0] \$signature__data$334[1] ;
-  wire [7:0] \$signature__data$334[2] ;
-  wire [7:0] \$signature__data$334[3] ;
-  wire [7:0] \$signature__data$334[4] ;
-  wire [7:0] \$signature__data$334[5] ;
-  wire [7:0] \$signature__data$334[6] ;
-  wire [7:0] \$signature__data$334[7] ;
-  wire [63:0] \$signature__data$337 ;
-  wire [7:0] \$signature__data$337[0] ;
-  wire [7:0] \$signature__data$337[1] ;
-  wire [7:0] \$signature__data$337[2] ;
-  wire [7:0] \$signature__data$337[3] ;
-  wire [7:0] \$signature__data$337[4] ;
-  wire [7:0] \$signature__data$337[5] ;
-  wire [7:0] \$signature__data$337[6] ;
-  wire [7:0] \$signature__data$337[7] ;
-  wire [63:0] \$signature__data$340 ;
-  wire [7:0] \$signature__data$340[0] ;
-  wire [7:0] \$signature__data$340[1] ;
-  wire [7:0] \$signature__data$340[2] ;
-  wire [7:0] \$signature__data$340[3] ;
-  wire [7:0] \$signature__data$340[4] ;
-  wire [7:0] \$signature__data$340[5] ;
-  wire [7:0] \$signature__data$340[6] ;
-  wire [7:0] \$signature__data$340[7] ;
-  wire [63:0] \$signature__data$343 ;
-  wire [7:0] \$signature__data$343[0] ;
-  wire [7:0] \$signature__data$343[1] ;
-  wire [7:0] \$signature__data$343[2] ;
-  wire [7:0] \$signature__data$343[3] ;
-  wire [7:0] \$signature__data$343[4] ;
-  wire [7:0] \$signature__data$343[5] ;
-  wire [7:0] \$signature__data$343[6] ;
-  wire [7:0] \$signature__data$343[7] ;
-  wire [63:0] \$signature__data$346 ;
-  wire [7:0] \$signature__data$346[0] ;
-  wire [7:0] \$signature__data$346[1] ;
-  wire [7:0] \$signature__data$346[2] ;
-  wire [7:0] \$signature__data$346[3] ;
-  wire [7:0] \$signature__data$346[4] ;
-  wire [7:0] \$signature__data$346[5] ;
-  wire [7:0] \$signature__data$346[6] ;
-  wire [7:0] \$signature__data$346[7] ;
-  wire [63:0] \$signature__data$349 ;
-  wire [7:0] \$signature__data$349[0] ;
-  wire [7:0] \$signature__data$349[1] ;
-  wire [7:0] \$signature__data$349[2] ;
-  wire [7:0] \$signature__data$349[3] ;
-  wire [7:0] \$signature__data$349[4] ;
-  wire [7:0] \$signature__data$349[5] ;
-  wire [7:0] \$signature__data$349[6] ;
-  wire [7:0] \$signature__data$349[7] ;
-  wire [63:0] \$signature__data$352 ;
-  wire [7:0] \$signature__data$352[0] ;
-  wire [7:0] \$signature__data$352[1] ;
-  wire [7:0] \$signature__data$352[2] ;
-  wire [7:0] \$signature__data$352[3] ;
-  wire [7:0] \$signature__data$352[4] ;
-  wire [7:0] \$signature__data$352[5] ;
-  wire [7:0] \$signature__data$352[6] ;
-  wire [7:0] \$signature__data$352[7] ;
-  wire [63:0] \$signature__data$355 ;
-  wire [7:0] \$signature__data$355[0] ;
-  wire [7:0] \$signature__data$355[1] ;
-  wire [7:0] \$signature__data$355[2] ;
-  wire [7:0] \$signature__data$355[3] ;
-  wire [7:0] \$signature__data$355[4] ;
-  wire [7:0] \$signature__data$355[5] ;
-  wire [7:0] \$signature__data$355[6] ;
-  wire [7:0] \$signature__data$355[7] ;
-  wire [63:0] \$signature__data$358 ;
-  wire [7:0] \$signature__data$358[0] ;
-  wire [7:0] \$signature__data$358[1] ;
-  wire [7:0] \$signature__data$358[2] ;
-  wire [7:0] \$signature__data$358[3] ;
-  wire [7:0] \$signature__data$358[4] ;
-  wire [7:0] \$signature__data$358[5] ;
-  wire [7:0] \$signature__data$358[6] ;
-  wire [7:0] \$signature__data$358[7] ;
-  wire [63:0] \$signature__data$361 ;
-  wire [7:0] \$signature__data$361[0] ;
-  wire [7:0] \$signature__data$361[1] ;
-  wire [7:0] \$signature__data$361[2] ;
-  wire [7:0] \$signature__data$361[3] ;
-  wire [7:0] \$signature__data$361[4] ;
-  wire [7:0] \$signature__data$361[5] ;
-  wire [7:0] \$signature__data$361[6] ;
-  wire [7:0] \$signature__data$361[7] ;
-  wire [63:0] \$signature__data$364 ;
-  wire [7:0] \$signature__data$364[0] ;
-  wire [7:0] \$signature__data$364[1] ;
-  wire [7:0] \$signature__data$364[2] ;
-  wire [7:0] \$signature__data$364[3] ;
-  wire [7:0] \$signature__data$364[4] ;
-  wire [7:0] \$signature__data$364[5] ;
-  wire [7:0] \$signature__data$364[6] ;
-  wire [7:0] \$signature__data$364[7] ;
-  wire [63:0] \$signature__data$367 ;
-  wire [7:0] \$signature__data$367[0] ;
-  wire [7:0] \$signature__data$367[1] ;
-  wire [7:0] \$signature__data$367[2] ;
-  wire [7:0] \$signature__data$367[3] ;
-  wire [7:0] \$signature__data$367[4] ;
-  wire [7:0] \$signature__data$367[5] ;
-  wire [7:0] \$signature__data$367[6] ;
-  wire [7:0] \$signature__data$367[7] ;
-  wire [63:0] \$signature__data$370 ;
-  wire [7:0] \$signature__data$370[0] ;
-  wire [7:0] \$signature__data$370[1] ;
-  wire [7:0] \$signature__data$370[2] ;
-  wire [7:0] \$signature__data$370[3] ;
-  wire [7:0] \$signature__data$370[4] ;
-  wire [7:0] \$signature__data$370[5] ;
-  wire [7:0] \$signature__data$370[6] ;
-  wire [7:0] \$signature__data$370[7] ;
-  wire [63:0] \$signature__data$373 ;
-  wire [7:0] \$signature__data$373[0] ;
-  wire [7:0] \$signature__data$373[1] ;
-  wire [7:0] \$signature__data$373[2] ;
-  wire [7:0] \$signature__data$373[3] ;
-  wire [7:0] \$signature__data$373[4] ;
-  wire [7:0] \$signature__data$373[5] ;
-  wire [7:0] \$signature__data$373[6] ;
-  wire [7:0] \$signature__data$373[7] ;
-  wire [63:0] \$signature__data$376 ;
-  wire [7:0] \$signature__data$376[0] ;
-  wire [7:0] \$signature__data$376[1] ;
-  wire [7:0] \$signature__data$376[2] ;
-  wire [7:0] \$signature__data$376[3] ;
-  wire [7:0] \$signature__data$376[4] ;
-  wire [7:0] \$signature__data$376[5] ;
-  wire [7:0] \$signature__data$376[6] ;
-  wire [7:0] \$signature__data$376[7] ;
-  wire [63:0] \$signature__data$379 ;
-  wire [7:0] \$signature__data$379[0] ;
-  wire [7:0] \$signature__data$379[1] ;
-  wire [7:0] \$signature__data$379[2] ;
-  wire [7:0] \$signature__data$379[3] ;
-  wire [7:0] \$signature__data$379[4] ;
-  wire [7:0] \$signature__data$379[5] ;
-  wire [7:0] \$signature__data$379[6] ;
-  wire [7:0] \$signature__data$379[7] ;
-  wire [63:0] \$signature__data$382 ;
-  wire [7:0] \$signature__data$382[0] ;
-  wire [7:0] \$signature__data$382[1] ;
-  wire [7:0] \$signature__data$382[2] ;
-  wire [7:0] \$signature__data$382[3] ;
-  wire [7:0] \$signature__data$382[4] ;
-  wire [7:0] \$signature__data$382[5] ;
-  wire [7:0] \$signature__data$382[6] ;
-  wire [7:0] \$signature__data$382[7] ;
-  wire [63:0] \$signature__data$385 ;
-  wire [7:0] \$signature__data$385[0] ;
-  wire [7:0] \$signature__data$385[1] ;
-  wire [7:0] \$signature__data$385[2] ;
-  wire [7:0] \$signature__data$385[3] ;
-  wire [7:0] \$signature__data$385[4] ;
-  wire [7:0] \$signature__data$385[5] ;
-  wire [7:0] \$signature__data$385[6] ;
-  wire [7:0] \$signature__data$385[7] ;
-  wire [63:0] \$signature__data$388 ;
-  wire [7:0] \$signature__data$388[0] ;
-  wire [7:0] \$signature__data$388[1] ;
-  wire [7:0] \$signature__data$388[2] ;
-  wire [7:0] \$signature__data$388[3] ;
-  wire [7:0] \$signature__data$388[4] ;
-  wire [7:0] \$signature__data$388[5] ;
-  wire [7:0] \$signature__data$388[6] ;
-  wire [7:0] \$signature__data$388[7] ;
-  wire [63:0] \$signature__data$391 ;
-  wire [7:0] \$signature__data$391[0] ;
-  wire [7:0] \$signature__data$391[1] ;
-  wire [7:0] \$signature__data$391[2] ;
-  wire [7:0] \$signature__data$391[3] ;
-  wire [7:0] \$signature__data$391[4] ;
-  wire [7:0] \$signature__data$391[5] ;
-  wire [7:0] \$signature__data$391[6] ;
-  wire [7:0] \$signature__data$391[7] ;
-  wire [63:0] \$signature__data$394 ;
-  wire [7:0] \$signature__data$394[0] ;
-  wire [7:0] \$signature__data$394[1] ;
-  wire [7:0] \$signature__data$394[2] ;
-  wire [7:0] \$signature__data$394[3] ;
-  wire [7:0] \$signature__data$394[4] ;
-  wire [7:0] \$signature__data$394[5] ;
-  wire [7:0] \$signature__data$394[6] ;
-  wire [7:0] \$signature__data$394[7] ;
-  wire [63:0] \$signature__data$397 ;
-  wire [7:0] \$signature__data$397[0] ;
-  wire [7:0] \$signature__data$397[1] ;
-  wire [7:0] \$signature__data$397[2] ;
-  wire [7:0] \$signature__data$397[3] ;
-  wire [7:0] \$signature__data$397[4] ;
-  wire [7:0] \$signature__data$397[5] ;
-  wire [7:0] \$signature__data$397[6] ;
-  wire [7:0] \$signature__data$397[7] ;
-  wire [63:0] \$signature__data$400 ;
-  wire [7:0] \$signature__data$400[0] ;
-  wire [7:0] \$signature__data$400[1] ;
-  wire [7:0] \$signature__data$400[2] ;
-  wire [7:0] \$signature__data$400[3] ;
-  wire [7:0] \$signature__data$400[4] ;
-  wire [7:0] \$signature__data$400[5] ;
-  wire [7:0] \$signature__data$400[6] ;
-  wire [7:0] \$signature__data$400[7] ;
-  wire [63:0] \$signature__data$403 ;
-  wire [7:0] \$signature__data$403[0] ;
-  wire [7:0] \$signature__data$403[1] ;
-  wire [7:0] \$signature__data$403[2] ;
-  wire [7:0] \$signature__data$403[3] ;
-  wire [7:0] \$signature__data$403[4] ;
-  wire [7:0] \$signature__data$403[5] ;
-  wire [7:0] \$signature__data$403[6] ;
-  wire [7:0] \$signature__data$403[7] ;
-  wire [63:0] \$signature__data$448 ;
-  wire [7:0] \$signature__data$448[0] ;
-  wire [7:0] \$signature__data$448[1] ;
-  wire [7:0] \$signature__data$448[2] ;
-  wire [7:0] \$signature__data$448[3] ;
-  wire [7:0] \$signature__data$448[4] ;
-  wire [7:0] \$signature__data$448[5] ;
-  wire [7:0] \$signature__data$448[6] ;
-  wire [7:0] \$signature__data$448[7] ;
+  wire [63:0] \$signature__data$314 ;
+  wire [7:0] \$signature__data$314[0] ;
+  wire [7:0] \$signature__data$314[1] ;
+  wire [7:0] \$signature__data$314[2] ;
+  wire [7:0] \$signature__data$314[3] ;
+  wire [7:0] \$signature__data$314[4] ;
+  wire [7:0] \$signature__data$314[5] ;
+  wire [7:0] \$signature__data$314[6] ;
+  wire [7:0] \$signature__data$314[7] ;
+  wire [63:0] \$signature__data$317 ;
+  wire [7:0] \$signature__data$317[0] ;
+  wire [7:0] \$signature__data$317[1] ;
+  wire [7:0] \$signature__data$317[2] ;
+  wire [7:0] \$signature__data$317[3] ;
+  wire [7:0] \$signature__data$317[4] ;
+  wire [7:0] \$signature__data$317[5] ;
+  wire [7:0] \$signature__data$317[6] ;
+  wire [7:0] \$signature__data$317[7] ;
+  wire [63:0] \$signature__data$320 ;
+  wire [7:0] \$signature__data$320[0] ;
+  wire [7:0] \$signature__data$320[1] ;
+  wire [7:0] \$signature__data$320[2] ;
+  wire [7:0] \$signature__data$320[3] ;
+  wire [7:0] \$signature__data$320[4] ;
+  wire [7:0] \$signature__data$320[5] ;
+  wire [7:0] \$signature__data$320[6] ;
+  wire [7:0] \$signature__data$320[7] ;
+  wire [63:0] \$signature__data$323 ;
+  wire [7:0] \$signature__data$323[0] ;
+  wire [7:0] \$signature__data$323[1] ;
+  wire [7:0] \$signature__data$323[2] ;
+  wire [7:0] \$signature__data$323[3] ;
+  wire [7:0] \$signature__data$323[4] ;
+  wire [7:0] \$signature__data$323[5] ;
+  wire [7:0] \$signature__data$323[6] ;
+  wire [7:0] \$signature__data$323[7] ;
+  wire [63:0] \$signature__data$326 ;
+  wire [7:0] \$signature__data$326[0] ;
+  wire [7:0] \$signature__data$326[1] ;
+  wire [7:0] \$signature__data$326[2] ;
+  wire [7:0] \$signature__data$326[3] ;
+  wire [7:0] \$signature__data$326[4] ;
+  wire [7:0] \$signature__data$326[5] ;
+  wire [7:0] \$signature__data$326[6] ;
+  wire [7:0] \$signature__data$326[7] ;
+  wire [63:0] \$signature__data$329 ;
+  wire [7:0] \$signature__data$329[0] ;
+  wire [7:0] \$signature__data$329[1] ;
+  wire [7:0] \$signature__data$329[2] ;
+  wire [7:0] \$signature__data$329[3] ;
+  wire [7:0] \$signature__data$329[4] ;
+  wire [7:0] \$signature__data$329[5] ;
+  wire [7:0] \$signature__data$329[6] ;
+  wire [7:0] \$signature__data$329[7] ;
+  wire [63:0] \$signature__data$332 ;
+  wire [7:0] \$signature__data$332[0] ;
+  wire [7:0] \$signature__data$332[1] ;
+  wire [7:0] \$signature__data$332[2] ;
+  wire [7:0] \$signature__data$332[3] ;
+  wire [7:0] \$signature__data$332[4] ;
+  wire [7:0] \$signature__data$332[5] ;
+  wire [7:0] \$signature__data$332[6] ;
+  wire [7:0] \$signature__data$332[7] ;
+  wire [63:0] \$signature__data$335 ;
+  wire [7:0] \$signature__data$335[0] ;
+  wire [7:0] \$signature__data$335[1] ;
+  wire [7:0] \$signature__data$335[2] ;
+  wire [7:0] \$signature__data$335[3] ;
+  wire [7:0] \$signature__data$335[4] ;
+  wire [7:0] \$signature__data$335[5] ;
+  wire [7:0] \$signature__data$335[6] ;
+  wire [7:0] \$signature__data$335[7] ;
+  wire [63:0] \$signature__data$338 ;
+  wire [7:0] \$signature__data$338[0] ;
+  wire [7:0] \$signature__data$338[1] ;
+  wire [7:0] \$signature__data$338[2] ;
+  wire [7:0] \$signature__data$338[3] ;
+  wire [7:0] \$signature__data$338[4] ;
+  wire [7:0] \$signature__data$338[5] ;
+  wire [7:0] \$signature__data$338[6] ;
+  wire [7:0] \$signature__data$338[7] ;
+  wire [63:0] \$signature__data$341 ;
+  wire [7:0] \$signature__data$341[0] ;
+  wire [7:0] \$signature__data$341[1] ;
+  wire [7:0] \$signature__data$341[2] ;
+  wire [7:0] \$signature__data$341[3] ;
+  wire [7:0] \$signature__data$341[4] ;
+  wire [7:0] \$signature__data$341[5] ;
+  wire [7:0] \$signature__data$341[6] ;
+  wire [7:0] \$signature__data$341[7] ;
+  wire [63:0] \$signature__data$344 ;
+  wire [7:0] \$signature__data$344[0] ;
+  wire [7:0] \$signature__data$344[1] ;
+  wire [7:0] \$signature__data$344[2] ;
+  wire [7:0] \$signature__data$344[3] ;
+  wire [7:0] \$signature__data$344[4] ;
+  wire [7:0] \$signature__data$344[5] ;
+  wire [7:0] \$signature__data$344[6] ;
+  wire [7:0] \$signature__data$344[7] ;
+  wire [63:0] \$signature__data$347 ;
+  wire [7:0] \$signature__data$347[0] ;
+  wire [7:0] \$signature__data$347[1] ;
+  wire [7:0] \$signature__data$347[2] ;
+  wire [7:0] \$signature__data$347[3] ;
+  wire [7:0] \$signature__data$347[4] ;
+  wire [7:0] \$signature__data$347[5] ;
+  wire [7:0] \$signature__data$347[6] ;
+  wire [7:0] \$signature__data$347[7] ;
+  wire [63:0] \$signature__data$350 ;
+  wire [7:0] \$signature__data$350[0] ;
+  wire [7:0] \$signature__data$350[1] ;
+  wire [7:0] \$signature__data$350[2] ;
+  wire [7:0] \$signature__data$350[3] ;
+  wire [7:0] \$signature__data$350[4] ;
+  wire [7:0] \$signature__data$350[5] ;
+  wire [7:0] \$signature__data$350[6] ;
+  wire [7:0] \$signature__data$350[7] ;
+  wire [63:0] \$signature__data$353 ;
+  wire [7:0] \$signature__data$353[0] ;
+  wire [7:0] \$signature__data$353[1] ;
+  wire [7:0] \$signature__data$353[2] ;
+  wire [7:0] \$signature__data$353[3] ;
+  wire [7:0] \$signature__data$353[4] ;
+  wire [7:0] \$signature__data$353[5] ;
+  wire [7:0] \$signature__data$353[6] ;
+  wire [7:0] \$signature__data$353[7] ;
+  wire [63:0] \$signature__data$356 ;
+  wire [7:0] \$signature__data$356[0] ;
+  wire [7:0] \$signature__data$356[1] ;
+  wire [7:0] \$signature__data$356[2] ;
+  wire [7:0] \$signature__data$356[3] ;
+  wire [7:0] \$signature__data$356[4] ;
+  wire [7:0] \$signature__data$356[5] ;
+  wire [7:0] \$signature__data$356[6] ;
+  wire [7:0] \$signature__data$356[7] ;
+  wire [63:0] \$signature__data$359 ;
+  wire [7:0] \$signature__data$359[0] ;
+  wire [7:0] \$signature__data$359[1] ;
+  wire [7:0] \$signature__data$359[2] ;
+  wire [7:0] \$signature__data$359[3] ;
+  wire [7:0] \$signature__data$359[4] ;
+  wire [7:0] \$signature__data$359[5] ;
+  wire [7:0] \$signature__data$359[6] ;
+  wire [7:0] \$signature__data$359[7] ;
+  wire [63:0] \$signature__data$362 ;
+  wire [7:0] \$signature__data$362[0] ;
+  wire [7:0] \$signature__data$362[1] ;
+  wire [7:0] \$signature__data$362[2] ;
+  wire [7:0] \$signature__data$362[3] ;
+  wire [7:0] \$signature__data$362[4] ;
+  wire [7:0] \$signature__data$362[5] ;
+  wire [7:0] \$signature__data$362[6] ;
+  wire [7:0] \$signature__data$362[7] ;
+  wire [63:0] \$signature__data$365 ;
+  wire [7:0] \$signature__data$365[0] ;
+  wire [7:0] \$signature__data$365[1] ;
+  wire [7:0] \$signature__data$365[2] ;
+  wire [7:0] \$signature__data$365[3] ;
+  wire [7:0] \$signature__data$365[4] ;
+  wire [7:0] \$signature__data$365[5] ;
+  wire [7:0] \$signature__data$365[6] ;
+  wire [7:0] \$signature__data$365[7] ;
+  wire [63:0] \$signature__data$368 ;
+  wire [7:0] \$signature__data$368[0] ;
+  wire [7:0] \$signature__data$368[1] ;
+  wire [7:0] \$signature__data$368[2] ;
+  wire [7:0] \$signature__data$368[3] ;
+  wire [7:0] \$signature__data$368[4] ;
+  wire [7:0] \$signature__data$368[5] ;
+  wire [7:0] \$signature__data$368[6] ;
+  wire [7:0] \$signature__data$368[7] ;
+  wire [63:0] \$signature__data$371 ;
+  wire [7:0] \$signature__data$371[0] ;
+  wire [7:0] \$signature__data$371[1] ;
+  wire [7:0] \$signature__data$371[2] ;
+  wire [7:0] \$signature__data$371[3] ;
+  wire [7:0] \$signature__data$371[4] ;
+  wire [7:0] \$signature__data$371[5] ;
+  wire [7:0] \$signature__data$371[6] ;
+  wire [7:0] \$signature__data$371[7] ;
+  wire [63:0] \$signature__data$374 ;
+  wire [7:0] \$signature__data$374[0] ;
+  wire [7:0] \$signature__data$374[1] ;
+  wire [7:0] \$signature__data$374[2] ;
+  wire [7:0] \$signature__data$374[3] ;
+  wire [7:0] \$signature__data$374[4] ;
+  wire [7:0] \$signature__data$374[5] ;
+  wire [7:0] \$signature__data$374[6] ;
+  wire [7:0] \$signature__data$374[7] ;
+  wire [63:0] \$signature__data$377 ;
+  wire [7:0] \$signature__data$377[0] ;
+  wire [7:0] \$signature__data$377[1] ;
+  wire [7:0] \$signature__data$377[2] ;
+  wire [7:0] \$signature__data$377[3] ;
+  wire [7:0] \$signature__data$377[4] ;
+  wire [7:0] \$signature__data$377[5] ;
+  wire [7:0] \$signature__data$377[6] ;
+  wire [7:0] \$signature__data$377[7] ;
+  wire [63:0] \$signature__data$380 ;
+  wire [7:0] \$signature__data$380[0] ;
+  wire [7:0] \$signature__data$380[1] ;
+  wire [7:0] \$signature__data$380[2] ;
+  wire [7:0] \$signature__data$380[3] ;
+  wire [7:0] \$signature__data$380[4] ;
+  wire [7:0] \$signature__data$380[5] ;
+  wire [7:0] \$signature__data$380[6] ;
+  wire [7:0] \$signature__data$380[7] ;
+  wire [63:0] \$signature__data$383 ;
+  wire [7:0] \$signature__data$383[0] ;
+  wire [7:0] \$signature__data$383[1] ;
+  wire [7:0] \$signature__data$383[2] ;
+  wire [7:0] \$signature__data$383[3] ;
+  wire [7:0] \$signature__data$383[4] ;
+  wire [7:0] \$signature__data$383[5] ;
+  wire [7:0] \$signature__data$383[6] ;
+  wire [7:0] \$signature__data$383[7] ;
+  wire [63:0] \$signature__data$386 ;
+  wire [7:0] \$signature__data$386[0] ;
+  wire [7:0] \$signature__data$386[1] ;
+  wire [7:0] \$signature__data$386[2] ;
+  wire [7:0] \$signature__data$386[3] ;
+  wire [7:0] \$signature__data$386[4] ;
+  wire [7:0] \$signature__data$386[5] ;
+  wire [7:0] \$signature__data$386[6] ;
+  wire [7:0] \$signature__data$386[7] ;
+  wire [63:0] \$signature__data$389 ;
+  wire [7:0] \$signature__data$389[0] ;
+  wire [7:0] \$signature__data$389[1] ;
+  wire [7:0] \$signature__data$389[2] ;
+  wire [7:0] \$signature__data$389[3] ;
+  wire [7:0] \$signature__data$389[4] ;
+  wire [7:0] \$signature__data$389[5] ;
+  wire [7:0] \$signature__data$389[6] ;
+  wire [7:0] \$signature__data$389[7] ;
+  wire [63:0] \$signature__data$392 ;
+  wire [7:0] \$signature__data$392[0] ;
+  wire [7:0] \$signature__data$392[1] ;
+  wire [7:0] \$signature__data$392[2] ;
+  wire [7:0] \$signature__data$392[3] ;
+  wire [7:0] \$signature__data$392[4] ;
+  wire [7:0] \$signature__data$392[5] ;
+  wire [7:0] \$signature__data$392[6] ;
+  wire [7:0] \$signature__data$392[7] ;
+  wire [63:0] \$signature__data$395 ;
+  wire [7:0] \$signature__data$395[0] ;
+  wire [7:0] \$signature__data$395[1] ;
+  wire [7:0] \$signature__data$395[2] ;
+  wire [7:0] \$signature__data$395[3] ;
+  wire [7:0] \$signature__data$395[4] ;
+  wire [7:0] \$signature__data$395[5] ;
+  wire [7:0] \$signature__data$395[6] ;
+  wire [7:0] \$signature__data$395[7] ;
+  wire [63:0] \$signature__data$398 ;
+  wire [7:0] \$signature__data$398[0] ;
+  wire [7:0] \$signature__data$398[1] ;
+  wire [7:0] \$signature__data$398[2] ;
+  wire [7:0] \$signature__data$398[3] ;
+  wire [7:0] \$signature__data$398[4] ;
+  wire [7:0] \$signature__data$398[5] ;
+  wire [7:0] \$signature__data$398[6] ;
+  wire [7:0] \$signature__data$398[7] ;
+  wire [63:0] \$signature__data$401 ;
+  wire [7:0] \$signature__data$401[0] ;
+  wire [7:0] \$signature__data$401[1] ;
+  wire [7:0] \$signature__data$401[2] ;
+  wire [7:0] \$signature__data$401[3] ;
+  wire [7:0] \$signature__data$401[4] ;
+  wire [7:0] \$signature__data$401[5] ;
+  wire [7:0] \$signature__data$401[6] ;
+  wire [7:0] \$signature__data$401[7] ;
+  wire [63:0] \$signature__data$404 ;
+  wire [7:0] \$signature__data$404[0] ;
+  wire [7:0] \$signature__data$404[1] ;
+  wire [7:0] \$signature__data$404[2] ;
+  wire [7:0] \$signature__data$404[3] ;
+  wire [7:0] \$signature__data$404[4] ;
+  wire [7:0] \$signature__data$404[5] ;
+  wire [7:0] \$signature__data$404[6] ;
+  wire [7:0] \$signature__data$404[7] ;
   wire [63:0] \$signature__data$449 ;
   wire [7:0] \$signature__data$449[0] ;
   wire [7:0] \$signature__data$449[1] ;
@@ -2267,6 +2282,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$479[5] ;
   wire [7:0] \$signature__data$479[6] ;
   wire [7:0] \$signature__data$479[7] ;
+  wire [63:0] \$signature__data$480 ;
+  wire [7:0] \$signature__data$480[0] ;
+  wire [7:0] \$signature__data$480[1] ;
+  wire [7:0] \$signature__data$480[2] ;
+  wire [7:0] \$signature__data$480[3] ;
+  wire [7:0] \$signature__data$480[4] ;
+  wire [7:0] \$signature__data$480[5] ;
+  wire [7:0] \$signature__data$480[6] ;
+  wire [7:0] \$signature__data$480[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2276,68 +2300,68 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data[6] ;
   wire [7:0] \$signature__data[7] ;
   wire \$signature__en ;
-  wire \$signature__en$102 ;
+  wire \$signature__en$100 ;
   wire \$signature__en$103 ;
-  wire \$signature__en$106 ;
+  wire \$signature__en$104 ;
   wire \$signature__en$107 ;
-  wire \$signature__en$110 ;
+  wire \$signature__en$108 ;
   wire \$signature__en$111 ;
-  wire \$signature__en$114 ;
+  wire \$signature__en$112 ;
   wire \$signature__en$115 ;
-  wire \$signature__en$311 ;
-  wire \$signature__en$314 ;
-  wire \$signature__en$317 ;
-  wire \$signature__en$320 ;
-  wire \$signature__en$323 ;
-  wire \$signature__en$326 ;
-  wire \$signature__en$329 ;
-  wire \$signature__en$332 ;
-  wire \$signature__en$335 ;
-  wire \$signature__en$338 ;
-  wire \$signature__en$341 ;
-  wire \$signature__en$344 ;
-  wire \$signature__en$347 ;
-  wire \$signature__en$350 ;
-  wire \$signature__en$353 ;
-  wire \$signature__en$356 ;
-  wire \$signature__en$359 ;
-  wire \$signature__en$362 ;
-  wire \$signature__en$365 ;
-  wire \$signature__en$368 ;
-  wire \$signature__en$371 ;
-  wire \$signature__en$374 ;
-  wire \$signature__en$377 ;
-  wire \$signature__en$380 ;
-  wire \$signature__en$383 ;
-  wire \$signature__en$386 ;
-  wire \$signature__en$389 ;
-  wire \$signature__en$392 ;
-  wire \$signature__en$395 ;
-  wire \$signature__en$398 ;
-  wire \$signature__en$401 ;
-  wire \$signature__en$404 ;
-  wire \$signature__en$55 ;
-  wire \$signature__en$58 ;
+  wire \$signature__en$116 ;
+  wire \$signature__en$312 ;
+  wire \$signature__en$315 ;
+  wire \$signature__en$318 ;
+  wire \$signature__en$321 ;
+  wire \$signature__en$324 ;
+  wire \$signature__en$327 ;
+  wire \$signature__en$330 ;
+  wire \$signature__en$333 ;
+  wire \$signature__en$336 ;
+  wire \$signature__en$339 ;
+  wire \$signature__en$342 ;
+  wire \$signature__en$345 ;
+  wire \$signature__en$348 ;
+  wire \$signature__en$351 ;
+  wire \$signature__en$354 ;
+  wire \$signature__en$357 ;
+  wire \$signature__en$360 ;
+  wire \$signature__en$363 ;
+  wire \$signature__en$366 ;
+  wire \$signature__en$369 ;
+  wire \$signature__en$372 ;
+  wire \$signature__en$375 ;
+  wire \$signature__en$378 ;
+  wire \$signature__en$381 ;
+  wire \$signature__en$384 ;
+  wire \$signature__en$387 ;
+  wire \$signature__en$390 ;
+  wire \$signature__en$393 ;
+  wire \$signature__en$396 ;
+  wire \$signature__en$399 ;
+  wire \$signature__en$402 ;
+  wire \$signature__en$405 ;
+  wire \$signature__en$56 ;
   wire \$signature__en$59 ;
-  wire \$signature__en$62 ;
+  wire \$signature__en$60 ;
   wire \$signature__en$63 ;
-  wire \$signature__en$66 ;
+  wire \$signature__en$64 ;
   wire \$signature__en$67 ;
-  wire \$signature__en$70 ;
+  wire \$signature__en$68 ;
   wire \$signature__en$71 ;
-  wire \$signature__en$74 ;
+  wire \$signature__en$72 ;
   wire \$signature__en$75 ;
-  wire \$signature__en$78 ;
+  wire \$signature__en$76 ;
   wire \$signature__en$79 ;
-  wire \$signature__en$82 ;
+  wire \$signature__en$80 ;
   wire \$signature__en$83 ;
-  wire \$signature__en$86 ;
+  wire \$signature__en$84 ;
   wire \$signature__en$87 ;
-  wire \$signature__en$90 ;
+  wire \$signature__en$88 ;
   wire \$signature__en$91 ;
-  wire \$signature__en$94 ;
+  wire \$signature__en$92 ;
   wire \$signature__en$95 ;
-  wire \$signature__en$98 ;
+  wire \$signature__en$96 ;
   wire \$signature__en$99 ;
   reg [23:0] a_count = 24'h000000;
   reg a_done = 1'h0;
@@ -2433,7 +2457,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [4:0] \cw_w__data.first ;
   wire [4:0] \cw_w__data.last ;
   wire cw_w__en;
-  reg [154:0] desc = 155'h000000000000000000000000000000000000000;
+  reg [155:0] desc = 156'h000000000000000000000000000000000000000;
   wire [6:0] \desc.cotiles ;
   wire [4:0] \desc.cwords ;
   wire \desc.depthwise ;
@@ -2468,6 +2492,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [2:0] \desc.stride_h ;
   wire [2:0] \desc.stride_w ;
   wire [6:0] \desc.width ;
+  wire \desc.word_major ;
   wire dual_now;
   reg dual_ok;
   wire [511:0] dw_act;
@@ -2672,8 +2697,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire i_act__ready;
   input i_act__valid;
   wire i_act__valid;
-  input [154:0] i_desc__payload;
-  wire [154:0] i_desc__payload;
+  input [155:0] i_desc__payload;
+  wire [155:0] i_desc__payload;
   wire [6:0] \i_desc__payload.cotiles ;
   wire [4:0] \i_desc__payload.cwords ;
   wire \i_desc__payload.depthwise ;
@@ -2708,6 +2733,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [2:0] \i_desc__payload.stride_h ;
   wire [2:0] \i_desc__payload.stride_w ;
   wire [6:0] \i_desc__payload.width ;
+  wire \i_desc__payload.word_major ;
   output i_desc__ready;
   wire i_desc__ready;
   input i_desc__valid;
@@ -2838,7 +2864,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   wire [16:0] lo;
-  reg [11:0] \lo$306  = 12'h000;
+  reg [11:0] \lo$307  = 12'h000;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
@@ -3313,15 +3339,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$233 ;
-  wire [31:0] \sums$233[0] ;
-  wire [31:0] \sums$233[1] ;
-  wire [31:0] \sums$233[2] ;
-  wire [31:0] \sums$233[3] ;
-  wire [31:0] \sums$233[4] ;
-  wire [31:0] \sums$233[5] ;
-  wire [31:0] \sums$233[6] ;
-  wire [31:0] \sums$233[7] ;
+  wire [255:0] \sums$234 ;
+  wire [31:0] \sums$234[0] ;
+  wire [31:0] \sums$234[1] ;
+  wire [31:0] \sums$234[2] ;
+  wire [31:0] \sums$234[3] ;
+  wire [31:0] \sums$234[4] ;
+  wire [31:0] \sums$234[5] ;
+  wire [31:0] \sums$234[6] ;
+  wire [31:0] \sums$234[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -3422,6 +3448,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \wm_w__data[6] ;
   wire [7:0] \wm_w__data[7] ;
   wire wm_w__en;
+  reg [5:0] words_in = 6'h00;
   reg [4:0] wr_cw = 5'h00;
   reg [6:0] wr_ix = 7'h00;
   reg [11:0] wr_iy = 12'h000;
@@ -4544,14 +4571,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$311 )
+    if (\$signature__en$312 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
-    _1_ <= lb0e[{ \$66 [5:1], \$47 [3:0] }];
+    _1_ <= lb0e[{ \$70 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$448  = _1_;
+  assign \$signature__data$449  = _1_;
   reg [63:0] lb0o [511:0];
   initial begin
     lb0o[0] = 64'h0000000000000000;
@@ -5068,14 +5095,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$314 )
+    if (\$signature__en$315 )
       lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
-    _2_ <= lb0o[{ \$69 [5:1], \$47 [3:0] }];
+    _2_ <= lb0o[{ \$73 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$449  = _2_;
+  assign \$signature__data$450  = _2_;
   reg [63:0] lb10e [511:0];
   initial begin
     lb10e[0] = 64'h0000000000000000;
@@ -5592,14 +5619,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$371 )
+    if (\$signature__en$372 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
-    _3_ <= lb10e[{ \$116 [5:1], \$47 [3:0] }];
+    _3_ <= lb10e[{ \$120 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$468  = _3_;
+  assign \$signature__data$469  = _3_;
   reg [63:0] lb10o [511:0];
   initial begin
     lb10o[0] = 64'h0000000000000000;
@@ -6116,14 +6143,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$374 )
+    if (\$signature__en$375 )
       lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
-    _4_ <= lb10o[{ \$119 [5:1], \$47 [3:0] }];
+    _4_ <= lb10o[{ \$123 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$469  = _4_;
+  assign \$signature__data$470  = _4_;
   reg [63:0] lb11e [511:0];
   initial begin
     lb11e[0] = 64'h0000000000000000;
@@ -6640,14 +6667,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$377 )
+    if (\$signature__en$378 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
-    _5_ <= lb11e[{ \$121 [5:1], \$47 [3:0] }];
+    _5_ <= lb11e[{ \$125 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$470  = _5_;
+  assign \$signature__data$471  = _5_;
   reg [63:0] lb11o [511:0];
   initial begin
     lb11o[0] = 64'h0000000000000000;
@@ -7164,14 +7191,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$380 )
+    if (\$signature__en$381 )
       lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
-    _6_ <= lb11o[{ \$124 [5:1], \$47 [3:0] }];
+    _6_ <= lb11o[{ \$128 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$471  = _6_;
+  assign \$signature__data$472  = _6_;
   reg [63:0] lb12e [511:0];
   initial begin
     lb12e[0] = 64'h0000000000000000;
@@ -7688,14 +7715,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$383 )
+    if (\$signature__en$384 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
-    _7_ <= lb12e[{ \$126 [5:1], \$47 [3:0] }];
+    _7_ <= lb12e[{ \$130 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$472  = _7_;
+  assign \$signature__data$473  = _7_;
   reg [63:0] lb12o [511:0];
   initial begin
     lb12o[0] = 64'h0000000000000000;
@@ -8212,14 +8239,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$386 )
+    if (\$signature__en$387 )
       lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
-    _8_ <= lb12o[{ \$129 [5:1], \$47 [3:0] }];
+    _8_ <= lb12o[{ \$133 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$473  = _8_;
+  assign \$signature__data$474  = _8_;
   reg [63:0] lb13e [511:0];
   initial begin
     lb13e[0] = 64'h0000000000000000;
@@ -8736,14 +8763,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$389 )
+    if (\$signature__en$390 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
-    _9_ <= lb13e[{ \$131 [5:1], \$47 [3:0] }];
+    _9_ <= lb13e[{ \$135 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$474  = _9_;
+  assign \$signature__data$475  = _9_;
   reg [63:0] lb13o [511:0];
   initial begin
     lb13o[0] = 64'h0000000000000000;
@@ -9260,14 +9287,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$392 )
+    if (\$signature__en$393 )
       lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
-    _10_ <= lb13o[{ \$134 [5:1], \$47 [3:0] }];
+    _10_ <= lb13o[{ \$138 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$475  = _10_;
+  assign \$signature__data$476  = _10_;
   reg [63:0] lb14e [511:0];
   initial begin
     lb14e[0] = 64'h0000000000000000;
@@ -9784,14 +9811,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$395 )
+    if (\$signature__en$396 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
-    _11_ <= lb14e[{ \$136 [5:1], \$47 [3:0] }];
+    _11_ <= lb14e[{ \$140 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$476  = _11_;
+  assign \$signature__data$477  = _11_;
   reg [63:0] lb14o [511:0];
   initial begin
     lb14o[0] = 64'h0000000000000000;
@@ -10308,14 +10335,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$398 )
+    if (\$signature__en$399 )
       lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
-    _12_ <= lb14o[{ \$139 [5:1], \$47 [3:0] }];
+    _12_ <= lb14o[{ \$143 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$477  = _12_;
+  assign \$signature__data$478  = _12_;
   reg [63:0] lb15e [511:0];
   initial begin
     lb15e[0] = 64'h0000000000000000;
@@ -10832,14 +10859,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$401 )
+    if (\$signature__en$402 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
-    _13_ <= lb15e[{ \$141 [5:1], \$47 [3:0] }];
+    _13_ <= lb15e[{ \$145 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$478  = _13_;
+  assign \$signature__data$479  = _13_;
   reg [63:0] lb15o [511:0];
   initial begin
     lb15o[0] = 64'h0000000000000000;
@@ -11356,14 +11383,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$404 )
+    if (\$signature__en$405 )
       lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
-    _14_ <= lb15o[{ \$144 [5:1], \$47 [3:0] }];
+    _14_ <= lb15o[{ \$148 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$479  = _14_;
+  assign \$signature__data$480  = _14_;
   reg [63:0] lb1e [511:0];
   initial begin
     lb1e[0] = 64'h0000000000000000;
@@ -11880,14 +11907,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$317 )
+    if (\$signature__en$318 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
-    _15_ <= lb1e[{ \$71 [5:1], \$47 [3:0] }];
+    _15_ <= lb1e[{ \$75 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$450  = _15_;
+  assign \$signature__data$451  = _15_;
   reg [63:0] lb1o [511:0];
   initial begin
     lb1o[0] = 64'h0000000000000000;
@@ -12404,14 +12431,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$320 )
+    if (\$signature__en$321 )
       lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
-    _16_ <= lb1o[{ \$74 [5:1], \$47 [3:0] }];
+    _16_ <= lb1o[{ \$78 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$451  = _16_;
+  assign \$signature__data$452  = _16_;
   reg [63:0] lb2e [511:0];
   initial begin
     lb2e[0] = 64'h0000000000000000;
@@ -12928,14 +12955,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$323 )
+    if (\$signature__en$324 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
-    _17_ <= lb2e[{ \$76 [5:1], \$47 [3:0] }];
+    _17_ <= lb2e[{ \$80 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$452  = _17_;
+  assign \$signature__data$453  = _17_;
   reg [63:0] lb2o [511:0];
   initial begin
     lb2o[0] = 64'h0000000000000000;
@@ -13452,14 +13479,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$326 )
+    if (\$signature__en$327 )
       lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
-    _18_ <= lb2o[{ \$79 [5:1], \$47 [3:0] }];
+    _18_ <= lb2o[{ \$83 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$453  = _18_;
+  assign \$signature__data$454  = _18_;
   reg [63:0] lb3e [511:0];
   initial begin
     lb3e[0] = 64'h0000000000000000;
@@ -13976,14 +14003,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$329 )
+    if (\$signature__en$330 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
-    _19_ <= lb3e[{ \$81 [5:1], \$47 [3:0] }];
+    _19_ <= lb3e[{ \$85 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$454  = _19_;
+  assign \$signature__data$455  = _19_;
   reg [63:0] lb3o [511:0];
   initial begin
     lb3o[0] = 64'h0000000000000000;
@@ -14500,14 +14527,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$332 )
+    if (\$signature__en$333 )
       lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
-    _20_ <= lb3o[{ \$84 [5:1], \$47 [3:0] }];
+    _20_ <= lb3o[{ \$88 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$455  = _20_;
+  assign \$signature__data$456  = _20_;
   reg [63:0] lb4e [511:0];
   initial begin
     lb4e[0] = 64'h0000000000000000;
@@ -15024,14 +15051,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$335 )
+    if (\$signature__en$336 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
-    _21_ <= lb4e[{ \$86 [5:1], \$47 [3:0] }];
+    _21_ <= lb4e[{ \$90 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$456  = _21_;
+  assign \$signature__data$457  = _21_;
   reg [63:0] lb4o [511:0];
   initial begin
     lb4o[0] = 64'h0000000000000000;
@@ -15548,14 +15575,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$338 )
+    if (\$signature__en$339 )
       lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
-    _22_ <= lb4o[{ \$89 [5:1], \$47 [3:0] }];
+    _22_ <= lb4o[{ \$93 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$457  = _22_;
+  assign \$signature__data$458  = _22_;
   reg [63:0] lb5e [511:0];
   initial begin
     lb5e[0] = 64'h0000000000000000;
@@ -16072,14 +16099,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$341 )
+    if (\$signature__en$342 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
-    _23_ <= lb5e[{ \$91 [5:1], \$47 [3:0] }];
+    _23_ <= lb5e[{ \$95 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$458  = _23_;
+  assign \$signature__data$459  = _23_;
   reg [63:0] lb5o [511:0];
   initial begin
     lb5o[0] = 64'h0000000000000000;
@@ -16596,14 +16623,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$344 )
+    if (\$signature__en$345 )
       lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
-    _24_ <= lb5o[{ \$94 [5:1], \$47 [3:0] }];
+    _24_ <= lb5o[{ \$98 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$459  = _24_;
+  assign \$signature__data$460  = _24_;
   reg [63:0] lb6e [511:0];
   initial begin
     lb6e[0] = 64'h0000000000000000;
@@ -17120,14 +17147,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$347 )
+    if (\$signature__en$348 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
-    _25_ <= lb6e[{ \$96 [5:1], \$47 [3:0] }];
+    _25_ <= lb6e[{ \$100 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$460  = _25_;
+  assign \$signature__data$461  = _25_;
   reg [63:0] lb6o [511:0];
   initial begin
     lb6o[0] = 64'h0000000000000000;
@@ -17644,14 +17671,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$350 )
+    if (\$signature__en$351 )
       lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
-    _26_ <= lb6o[{ \$99 [5:1], \$47 [3:0] }];
+    _26_ <= lb6o[{ \$103 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$461  = _26_;
+  assign \$signature__data$462  = _26_;
   reg [63:0] lb7e [511:0];
   initial begin
     lb7e[0] = 64'h0000000000000000;
@@ -18168,14 +18195,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$353 )
+    if (\$signature__en$354 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
-    _27_ <= lb7e[{ \$101 [5:1], \$47 [3:0] }];
+    _27_ <= lb7e[{ \$105 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$462  = _27_;
+  assign \$signature__data$463  = _27_;
   reg [63:0] lb7o [511:0];
   initial begin
     lb7o[0] = 64'h0000000000000000;
@@ -18692,14 +18719,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$356 )
+    if (\$signature__en$357 )
       lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
-    _28_ <= lb7o[{ \$104 [5:1], \$47 [3:0] }];
+    _28_ <= lb7o[{ \$108 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$463  = _28_;
+  assign \$signature__data$464  = _28_;
   reg [63:0] lb8e [511:0];
   initial begin
     lb8e[0] = 64'h0000000000000000;
@@ -19216,14 +19243,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$359 )
+    if (\$signature__en$360 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
-    _29_ <= lb8e[{ \$106 [5:1], \$47 [3:0] }];
+    _29_ <= lb8e[{ \$110 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$464  = _29_;
+  assign \$signature__data$465  = _29_;
   reg [63:0] lb8o [511:0];
   initial begin
     lb8o[0] = 64'h0000000000000000;
@@ -19740,14 +19767,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$362 )
+    if (\$signature__en$363 )
       lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
-    _30_ <= lb8o[{ \$109 [5:1], \$47 [3:0] }];
+    _30_ <= lb8o[{ \$113 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$465  = _30_;
+  assign \$signature__data$466  = _30_;
   reg [63:0] lb9e [511:0];
   initial begin
     lb9e[0] = 64'h0000000000000000;
@@ -20264,14 +20291,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$365 )
+    if (\$signature__en$366 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
-    _31_ <= lb9e[{ \$111 [5:1], \$47 [3:0] }];
+    _31_ <= lb9e[{ \$115 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$466  = _31_;
+  assign \$signature__data$467  = _31_;
   reg [63:0] lb9o [511:0];
   initial begin
     lb9o[0] = 64'h0000000000000000;
@@ -20788,14 +20815,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$368 )
+    if (\$signature__en$369 )
       lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
-    _32_ <= lb9o[{ \$114 [5:1], \$47 [3:0] }];
+    _32_ <= lb9o[{ \$118 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$467  = _32_;
+  assign \$signature__data$468  = _32_;
   reg [551:0] pmem [63:0];
   initial begin
     pmem[0] = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -37308,160 +37335,164 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$34  = ~ \$33 ;
   assign \$35  = reserved < 7'h40;
   assign \$36  = \$34  | \$35 ;
-  assign issue = \$25  & \$36 ;
-  assign \$37  = $signed(ix) < $signed(1'h0);
-  assign \$38  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
-  assign \$39  = - $signed(ix);
-  assign \$40  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
-  assign \$41  = 2'h2 * desc[41:35];
-  assign \$42  = $signed(\$41 ) - $signed(3'h2);
-  assign \$43  = $signed(\$42 ) - $signed(ix);
-  assign \$44  = desc[41:35] - 1'h1;
-  assign \$45  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
-  assign \$46  = desc[154] ? 5'h00 : j;
-  assign \$47  = cur[4:0] + \$46 ;
-  assign \$48  = $signed(ix) + $signed(2'h1);
-  assign \$49  = $signed(\$48 ) < $signed(1'h0);
-  assign \$50  = $signed(ix) + $signed(2'h1);
-  assign \$51  = $signed(\$50 ) >= $signed({ 1'h0, desc[41:35] });
+  assign \$37  = \$25  & \$36 ;
+  assign \$38  = ~ desc[155];
+  assign \$39  = words_in > cur[4:0];
+  assign \$40  = \$38  | \$39 ;
+  assign issue = \$37  & \$40 ;
+  assign \$41  = $signed(ix) < $signed(1'h0);
+  assign \$42  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
+  assign \$43  = - $signed(ix);
+  assign \$44  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
+  assign \$45  = 2'h2 * desc[41:35];
+  assign \$46  = $signed(\$45 ) - $signed(3'h2);
+  assign \$47  = $signed(\$46 ) - $signed(ix);
+  assign \$48  = desc[41:35] - 1'h1;
+  assign \$49  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
+  assign \$50  = desc[154] ? 5'h00 : j;
+  assign \$51  = cur[4:0] + \$50 ;
   assign \$52  = $signed(ix) + $signed(2'h1);
-  assign \$53  = - $signed(\$52 );
+  assign \$53  = $signed(\$52 ) < $signed(1'h0);
   assign \$54  = $signed(ix) + $signed(2'h1);
-  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, desc[41:35] });
-  assign \$56  = 2'h2 * desc[41:35];
-  assign \$57  = $signed(\$56 ) - $signed(3'h2);
+  assign \$55  = $signed(\$54 ) >= $signed({ 1'h0, desc[41:35] });
+  assign \$56  = $signed(ix) + $signed(2'h1);
+  assign \$57  = - $signed(\$56 );
   assign \$58  = $signed(ix) + $signed(2'h1);
-  assign \$59  = $signed(\$57 ) - $signed(\$58 );
-  assign \$60  = desc[41:35] - 1'h1;
-  assign \$61  = $signed(ix) + $signed(2'h1);
-  assign \$62  = $signed(\$61 ) - $signed({ 1'h0, desc[41:35] });
-  assign \$63  = $signed(ix) + $signed(2'h1);
-  assign \$64  = ~ ixb_m[0];
-  assign par_a = pad_ix ? \$64  : ix_m[0];
-  assign \$65  = dual_now & par_a;
-  assign \$66  = \$65  ? ixb_m : ix_m;
-  assign \$67  = ~ par_a;
-  assign \$68  = dual_now & \$67 ;
-  assign \$69  = \$68  ? ixb_m : ix_m;
-  assign \$70  = dual_now & par_a;
-  assign \$71  = \$70  ? ixb_m : ix_m;
-  assign \$72  = ~ par_a;
-  assign \$73  = dual_now & \$72 ;
-  assign \$74  = \$73  ? ixb_m : ix_m;
-  assign \$75  = dual_now & par_a;
-  assign \$76  = \$75  ? ixb_m : ix_m;
-  assign \$77  = ~ par_a;
-  assign \$78  = dual_now & \$77 ;
-  assign \$79  = \$78  ? ixb_m : ix_m;
-  assign \$80  = dual_now & par_a;
-  assign \$81  = \$80  ? ixb_m : ix_m;
-  assign \$82  = ~ par_a;
-  assign \$83  = dual_now & \$82 ;
-  assign \$84  = \$83  ? ixb_m : ix_m;
-  assign \$85  = dual_now & par_a;
-  assign \$86  = \$85  ? ixb_m : ix_m;
-  assign \$87  = ~ par_a;
-  assign \$88  = dual_now & \$87 ;
-  assign \$89  = \$88  ? ixb_m : ix_m;
-  assign \$90  = dual_now & par_a;
-  assign \$91  = \$90  ? ixb_m : ix_m;
-  assign \$92  = ~ par_a;
-  assign \$93  = dual_now & \$92 ;
-  assign \$94  = \$93  ? ixb_m : ix_m;
-  assign \$95  = dual_now & par_a;
-  assign \$96  = \$95  ? ixb_m : ix_m;
-  assign \$97  = ~ par_a;
-  assign \$98  = dual_now & \$97 ;
-  assign \$99  = \$98  ? ixb_m : ix_m;
-  assign \$100  = dual_now & par_a;
-  assign \$101  = \$100  ? ixb_m : ix_m;
-  assign \$102  = ~ par_a;
-  assign \$103  = dual_now & \$102 ;
-  assign \$104  = \$103  ? ixb_m : ix_m;
-  assign \$105  = dual_now & par_a;
-  assign \$106  = \$105  ? ixb_m : ix_m;
-  assign \$107  = ~ par_a;
-  assign \$108  = dual_now & \$107 ;
-  assign \$109  = \$108  ? ixb_m : ix_m;
-  assign \$110  = dual_now & par_a;
-  assign \$111  = \$110  ? ixb_m : ix_m;
-  assign \$112  = ~ par_a;
-  assign \$113  = dual_now & \$112 ;
-  assign \$114  = \$113  ? ixb_m : ix_m;
-  assign \$115  = dual_now & par_a;
-  assign \$116  = \$115  ? ixb_m : ix_m;
-  assign \$117  = ~ par_a;
-  assign \$118  = dual_now & \$117 ;
-  assign \$119  = \$118  ? ixb_m : ix_m;
-  assign \$120  = dual_now & par_a;
-  assign \$121  = \$120  ? ixb_m : ix_m;
-  assign \$122  = ~ par_a;
-  assign \$123  = dual_now & \$122 ;
-  assign \$124  = \$123  ? ixb_m : ix_m;
-  assign \$125  = dual_now & par_a;
-  assign \$126  = \$125  ? ixb_m : ix_m;
-  assign \$127  = ~ par_a;
-  assign \$128  = dual_now & \$127 ;
-  assign \$129  = \$128  ? ixb_m : ix_m;
-  assign \$130  = dual_now & par_a;
-  assign \$131  = \$130  ? ixb_m : ix_m;
-  assign \$132  = ~ par_a;
-  assign \$133  = dual_now & \$132 ;
-  assign \$134  = \$133  ? ixb_m : ix_m;
-  assign \$135  = dual_now & par_a;
-  assign \$136  = \$135  ? ixb_m : ix_m;
-  assign \$137  = ~ par_a;
-  assign \$138  = dual_now & \$137 ;
-  assign \$139  = \$138  ? ixb_m : ix_m;
-  assign \$140  = dual_now & par_a;
-  assign \$141  = \$140  ? ixb_m : ix_m;
-  assign \$142  = ~ par_a;
-  assign \$143  = dual_now & \$142 ;
-  assign \$144  = \$143  ? ixb_m : ix_m;
-  assign \$145  = issue & is_elem;
-  assign \$148  = issue & desc[154];
-  assign \$149  = ! ky;
-  assign \$150  = ! kx;
-  assign \$151  = \$149  & \$150 ;
-  assign \$152  = ! j;
-  assign \$153  = \$151  & \$152 ;
-  assign \$154  = ky == kh_m1;
-  assign \$155  = desc[154] | \$154 ;
-  assign \$156  = kx == kw_m1;
-  assign \$157  = desc[154] | \$156 ;
-  assign \$158  = \$155  & \$157 ;
-  assign \$159  = j == cur[9:5];
-  assign \$160  = \$158  & \$159 ;
-  assign \$161  = ky == kh_m1;
-  assign \$162  = desc[154] | \$161 ;
-  assign \$163  = kx == kw_m1;
-  assign \$164  = desc[154] | \$163 ;
-  assign \$165  = \$162  & \$164 ;
-  assign \$166  = j == cur[9:5];
-  assign \$167  = \$165  & \$166 ;
-  assign \$168  = t == cot_m1;
-  assign \$169  = \$167  & \$168 ;
-  assign \$170  = rows_left == gcount;
+  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, desc[41:35] });
+  assign \$60  = 2'h2 * desc[41:35];
+  assign \$61  = $signed(\$60 ) - $signed(3'h2);
+  assign \$62  = $signed(ix) + $signed(2'h1);
+  assign \$63  = $signed(\$61 ) - $signed(\$62 );
+  assign \$64  = desc[41:35] - 1'h1;
+  assign \$65  = $signed(ix) + $signed(2'h1);
+  assign \$66  = $signed(\$65 ) - $signed({ 1'h0, desc[41:35] });
+  assign \$67  = $signed(ix) + $signed(2'h1);
+  assign \$68  = ~ ixb_m[0];
+  assign par_a = pad_ix ? \$68  : ix_m[0];
+  assign \$69  = dual_now & par_a;
+  assign \$70  = \$69  ? ixb_m : ix_m;
+  assign \$71  = ~ par_a;
+  assign \$72  = dual_now & \$71 ;
+  assign \$73  = \$72  ? ixb_m : ix_m;
+  assign \$74  = dual_now & par_a;
+  assign \$75  = \$74  ? ixb_m : ix_m;
+  assign \$76  = ~ par_a;
+  assign \$77  = dual_now & \$76 ;
+  assign \$78  = \$77  ? ixb_m : ix_m;
+  assign \$79  = dual_now & par_a;
+  assign \$80  = \$79  ? ixb_m : ix_m;
+  assign \$81  = ~ par_a;
+  assign \$82  = dual_now & \$81 ;
+  assign \$83  = \$82  ? ixb_m : ix_m;
+  assign \$84  = dual_now & par_a;
+  assign \$85  = \$84  ? ixb_m : ix_m;
+  assign \$86  = ~ par_a;
+  assign \$87  = dual_now & \$86 ;
+  assign \$88  = \$87  ? ixb_m : ix_m;
+  assign \$89  = dual_now & par_a;
+  assign \$90  = \$89  ? ixb_m : ix_m;
+  assign \$91  = ~ par_a;
+  assign \$92  = dual_now & \$91 ;
+  assign \$93  = \$92  ? ixb_m : ix_m;
+  assign \$94  = dual_now & par_a;
+  assign \$95  = \$94  ? ixb_m : ix_m;
+  assign \$96  = ~ par_a;
+  assign \$97  = dual_now & \$96 ;
+  assign \$98  = \$97  ? ixb_m : ix_m;
+  assign \$99  = dual_now & par_a;
+  assign \$100  = \$99  ? ixb_m : ix_m;
+  assign \$101  = ~ par_a;
+  assign \$102  = dual_now & \$101 ;
+  assign \$103  = \$102  ? ixb_m : ix_m;
+  assign \$104  = dual_now & par_a;
+  assign \$105  = \$104  ? ixb_m : ix_m;
+  assign \$106  = ~ par_a;
+  assign \$107  = dual_now & \$106 ;
+  assign \$108  = \$107  ? ixb_m : ix_m;
+  assign \$109  = dual_now & par_a;
+  assign \$110  = \$109  ? ixb_m : ix_m;
+  assign \$111  = ~ par_a;
+  assign \$112  = dual_now & \$111 ;
+  assign \$113  = \$112  ? ixb_m : ix_m;
+  assign \$114  = dual_now & par_a;
+  assign \$115  = \$114  ? ixb_m : ix_m;
+  assign \$116  = ~ par_a;
+  assign \$117  = dual_now & \$116 ;
+  assign \$118  = \$117  ? ixb_m : ix_m;
+  assign \$119  = dual_now & par_a;
+  assign \$120  = \$119  ? ixb_m : ix_m;
+  assign \$121  = ~ par_a;
+  assign \$122  = dual_now & \$121 ;
+  assign \$123  = \$122  ? ixb_m : ix_m;
+  assign \$124  = dual_now & par_a;
+  assign \$125  = \$124  ? ixb_m : ix_m;
+  assign \$126  = ~ par_a;
+  assign \$127  = dual_now & \$126 ;
+  assign \$128  = \$127  ? ixb_m : ix_m;
+  assign \$129  = dual_now & par_a;
+  assign \$130  = \$129  ? ixb_m : ix_m;
+  assign \$131  = ~ par_a;
+  assign \$132  = dual_now & \$131 ;
+  assign \$133  = \$132  ? ixb_m : ix_m;
+  assign \$134  = dual_now & par_a;
+  assign \$135  = \$134  ? ixb_m : ix_m;
+  assign \$136  = ~ par_a;
+  assign \$137  = dual_now & \$136 ;
+  assign \$138  = \$137  ? ixb_m : ix_m;
+  assign \$139  = dual_now & par_a;
+  assign \$140  = \$139  ? ixb_m : ix_m;
+  assign \$141  = ~ par_a;
+  assign \$142  = dual_now & \$141 ;
+  assign \$143  = \$142  ? ixb_m : ix_m;
+  assign \$144  = dual_now & par_a;
+  assign \$145  = \$144  ? ixb_m : ix_m;
+  assign \$146  = ~ par_a;
+  assign \$147  = dual_now & \$146 ;
+  assign \$148  = \$147  ? ixb_m : ix_m;
+  assign \$149  = issue & is_elem;
+  assign \$152  = issue & desc[154];
+  assign \$153  = ! ky;
+  assign \$154  = ! kx;
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = ! j;
+  assign \$157  = \$155  & \$156 ;
+  assign \$158  = ky == kh_m1;
+  assign \$159  = desc[154] | \$158 ;
+  assign \$160  = kx == kw_m1;
+  assign \$161  = desc[154] | \$160 ;
+  assign \$162  = \$159  & \$161 ;
+  assign \$163  = j == cur[9:5];
+  assign \$164  = \$162  & \$163 ;
+  assign \$165  = ky == kh_m1;
+  assign \$166  = desc[154] | \$165 ;
+  assign \$167  = kx == kw_m1;
+  assign \$168  = desc[154] | \$167 ;
+  assign \$169  = \$166  & \$168 ;
+  assign \$170  = j == cur[9:5];
   assign \$171  = \$169  & \$170 ;
-  assign \$172  = g == gcount_m1;
+  assign \$172  = t == cot_m1;
   assign \$173  = \$171  & \$172 ;
-  assign \$174  = ox == ow_m1;
-  assign \$175  = is_elem & \$174 ;
-  assign \$176  = \$173  & \$175 ;
-  assign \$177  = $signed(iy) < $signed(1'h0);
-  assign \$178  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$179  = \$177  | \$178 ;
-  assign \$180  = pad_ix | \$179 ;
-  assign \$181  = 1'h0 * desc[86:83];
-  assign \$182  = $signed(iy) + $signed({ 1'h0, \$181  });
-  assign \$183  = 1'h1 * desc[86:83];
-  assign \$184  = $signed(iy) + $signed({ 1'h0, \$183  });
-  assign \$185  = 2'h2 * desc[86:83];
+  assign \$174  = rows_left == gcount;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = g == gcount_m1;
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = ox == ow_m1;
+  assign \$179  = is_elem & \$178 ;
+  assign \$180  = \$177  & \$179 ;
+  assign \$181  = $signed(iy) < $signed(1'h0);
+  assign \$182  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$183  = \$181  | \$182 ;
+  assign \$184  = pad_ix | \$183 ;
+  assign \$185  = 1'h0 * desc[86:83];
   assign \$186  = $signed(iy) + $signed({ 1'h0, \$185  });
-  assign \$187  = 2'h3 * desc[86:83];
+  assign \$187  = 1'h1 * desc[86:83];
   assign \$188  = $signed(iy) + $signed({ 1'h0, \$187  });
-  assign \$189  = 3'h4 * desc[86:83];
+  assign \$189  = 2'h2 * desc[86:83];
   assign \$190  = $signed(iy) + $signed({ 1'h0, \$189  });
+  assign \$191  = 2'h3 * desc[86:83];
+  assign \$192  = $signed(iy) + $signed({ 1'h0, \$191  });
+  assign \$193  = 3'h4 * desc[86:83];
+  assign \$194  = $signed(iy) + $signed({ 1'h0, \$193  });
   assign dwback0 = kw_m1 - dw_kx0_s1;
   assign dwback1 = kw_m1 - dw_kx1_s1;
   assign dwback2 = kw_m1 - dw_kx2_s1;
@@ -37470,197 +37501,192 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign dwback5 = kw_m1 - dw_kx5_s1;
   assign dwback6 = kw_m1 - dw_kx6_s1;
   assign dwback7 = kw_m1 - dw_kx7_s1;
-  assign \$231  = sb_p19[3] ? pm_r__data[31:0] : acc_r__data[31:0];
-  assign \$232  = $signed(\$231 ) + $signed(\sums$233 [31:0]);
-  assign \$233  = sb_p19[3] ? pm_r__data[100:69] : acc_r__data[63:32];
-  assign \$234  = $signed(\$233 ) + $signed(\sums$233 [63:32]);
-  assign \$235  = sb_p19[3] ? pm_r__data[169:138] : acc_r__data[95:64];
-  assign \$236  = $signed(\$235 ) + $signed(\sums$233 [95:64]);
-  assign \$237  = sb_p19[3] ? pm_r__data[238:207] : acc_r__data[127:96];
-  assign \$238  = $signed(\$237 ) + $signed(\sums$233 [127:96]);
-  assign \$239  = sb_p19[3] ? pm_r__data[307:276] : acc_r__data[159:128];
-  assign \$240  = $signed(\$239 ) + $signed(\sums$233 [159:128]);
-  assign \$241  = sb_p19[3] ? pm_r__data[376:345] : acc_r__data[191:160];
-  assign \$242  = $signed(\$241 ) + $signed(\sums$233 [191:160]);
-  assign \$243  = sb_p19[3] ? pm_r__data[445:414] : acc_r__data[223:192];
-  assign \$244  = $signed(\$243 ) + $signed(\sums$233 [223:192]);
-  assign \$245  = sb_p19[3] ? pm_r__data[514:483] : acc_r__data[255:224];
-  assign \$246  = $signed(\$245 ) + $signed(\sums$233 [255:224]);
-  assign \$247  = ~ sb_p19[4];
-  assign acc_w__en = sb_p19[0] & \$247 ;
-  assign \$248  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$249  = desc[131] & \$248 ;
-  assign lo = \$249  ? desc[148:132] : qlo;
-  assign \$250  = ld_tile + 1'h1;
-  assign ld_word_end = \$250  * 4'h8;
-  assign \$251  = state == 2'h3;
-  assign \$252  = sq != 2'h3;
-  assign \$253  = \$251  & \$252 ;
-  assign \$254  = ~ ld_busy;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = w_count >= ld_word_end;
+  assign \$235  = sb_p19[3] ? pm_r__data[31:0] : acc_r__data[31:0];
+  assign \$236  = $signed(\$235 ) + $signed(\sums$234 [31:0]);
+  assign \$237  = sb_p19[3] ? pm_r__data[100:69] : acc_r__data[63:32];
+  assign \$238  = $signed(\$237 ) + $signed(\sums$234 [63:32]);
+  assign \$239  = sb_p19[3] ? pm_r__data[169:138] : acc_r__data[95:64];
+  assign \$240  = $signed(\$239 ) + $signed(\sums$234 [95:64]);
+  assign \$241  = sb_p19[3] ? pm_r__data[238:207] : acc_r__data[127:96];
+  assign \$242  = $signed(\$241 ) + $signed(\sums$234 [127:96]);
+  assign \$243  = sb_p19[3] ? pm_r__data[307:276] : acc_r__data[159:128];
+  assign \$244  = $signed(\$243 ) + $signed(\sums$234 [159:128]);
+  assign \$245  = sb_p19[3] ? pm_r__data[376:345] : acc_r__data[191:160];
+  assign \$246  = $signed(\$245 ) + $signed(\sums$234 [191:160]);
+  assign \$247  = sb_p19[3] ? pm_r__data[445:414] : acc_r__data[223:192];
+  assign \$248  = $signed(\$247 ) + $signed(\sums$234 [223:192]);
+  assign \$249  = sb_p19[3] ? pm_r__data[514:483] : acc_r__data[255:224];
+  assign \$250  = $signed(\$249 ) + $signed(\sums$234 [255:224]);
+  assign \$251  = ~ sb_p19[4];
+  assign acc_w__en = sb_p19[0] & \$251 ;
+  assign \$252  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$253  = desc[131] & \$252 ;
+  assign lo = \$253  ? desc[148:132] : qlo;
+  assign \$254  = ld_tile + 1'h1;
+  assign ld_word_end = \$254  * 4'h8;
+  assign \$255  = state == 2'h3;
+  assign \$256  = sq != 2'h3;
   assign \$257  = \$255  & \$256 ;
-  assign \$258  = ld_ahead <= 1'h1;
-  assign ld_start = \$257  & \$258 ;
-  assign \$260  = ! desc[120:119];
-  assign \$261  = desc[120:119] == 1'h1;
-  assign \$262  = \$260  | \$261 ;
-  assign \$263  = desc[120:119] == 2'h3;
-  assign \$264  = ~ desc[35];
-  assign \$265  = \$263  & \$264 ;
-  assign \$266  = \$262  | \$265 ;
-  assign \$267  = \$259  & \$266 ;
-  assign \$268  = ! desc[4:0];
-  assign \$269  = desc[4:0] > 5'h10;
-  assign \$270  = \$268  | \$269 ;
-  assign \$271  = ! desc[11:5];
-  assign \$272  = desc[11:5] > 7'h40;
-  assign \$273  = \$271  | \$272 ;
-  assign \$274  = ! desc[23:12];
-  assign \$275  = desc[23:12] > 12'h800;
-  assign \$276  = \$274  | \$275 ;
-  assign \$277  = ! desc[34:24];
-  assign \$278  = desc[34:24] > 11'h400;
-  assign \$279  = \$277  | \$278 ;
-  assign \$280  = ! desc[41:35];
-  assign \$281  = desc[41:35] > 7'h40;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = ! desc[52:42];
-  assign \$284  = ! desc[59:53];
-  assign \$285  = \$283  | \$284 ;
-  assign \$286  = ! desc[70:60];
-  assign \$287  = \$285  | \$286 ;
-  assign \$288  = ! desc[73:71];
-  assign \$289  = desc[73:71] > 3'h7;
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = ! desc[76:74];
-  assign \$292  = \$290  | \$291 ;
-  assign \$293  = desc[76:74] > 3'h7;
+  assign \$258  = ~ ld_busy;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = w_count >= ld_word_end;
+  assign \$261  = \$259  & \$260 ;
+  assign \$262  = ld_ahead <= 1'h1;
+  assign ld_start = \$261  & \$262 ;
+  assign \$264  = ! desc[120:119];
+  assign \$265  = desc[120:119] == 1'h1;
+  assign \$266  = \$264  | \$265 ;
+  assign \$267  = desc[120:119] == 2'h3;
+  assign \$268  = ~ desc[35];
+  assign \$269  = \$267  & \$268 ;
+  assign \$270  = \$266  | \$269 ;
+  assign \$271  = \$263  & \$270 ;
+  assign \$272  = ! desc[4:0];
+  assign \$273  = desc[4:0] > 5'h10;
+  assign \$274  = \$272  | \$273 ;
+  assign \$275  = ! desc[11:5];
+  assign \$276  = desc[11:5] > 7'h40;
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = ! desc[23:12];
+  assign \$279  = desc[23:12] > 12'h800;
+  assign \$280  = \$278  | \$279 ;
+  assign \$281  = ! desc[34:24];
+  assign \$282  = desc[34:24] > 11'h400;
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = ! desc[41:35];
+  assign \$285  = desc[41:35] > 7'h40;
+  assign \$286  = \$284  | \$285 ;
+  assign \$287  = ! desc[52:42];
+  assign \$288  = ! desc[59:53];
+  assign \$289  = \$287  | \$288 ;
+  assign \$290  = ! desc[70:60];
+  assign \$291  = \$289  | \$290 ;
+  assign \$292  = ! desc[73:71];
+  assign \$293  = desc[73:71] > 3'h7;
   assign \$294  = \$292  | \$293 ;
-  assign \$295  = ! desc[79:77];
-  assign \$296  = desc[79:77] > 3'h4;
-  assign \$297  = \$295  | \$296 ;
-  assign \$298  = ! desc[82:80];
-  assign \$299  = desc[82:80] > 3'h4;
-  assign \$300  = \$298  | \$299 ;
-  assign \$301  = ! desc[86:83];
-  assign \$302  = desc[86:83] > 4'h8;
-  assign \$303  = \$301  | \$302 ;
-  assign \$304  = ! desc[90:87];
-  assign \$305  = desc[90:87] > 4'h8;
-  assign \$306  = \$304  | \$305 ;
-  assign \$307  = pass_span > 5'h10;
-  assign \$308  = acc_need > 10'h200;
-  assign \$309  = desc[41:35] - 1'h1;
-  assign \$310  = $signed(\$309 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$311  = $signed(last_ix) > $signed(\$310 );
-  assign \$312  = desc[34:24] - 1'h1;
-  assign \$313  = $signed(\$312 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$314  = $signed(last_iy) > $signed(\$313 );
-  assign \$315  = desc[120:119] == 1'h1;
-  assign \$316  = desc[111:105] >= desc[41:35];
-  assign \$317  = desc[118:112] >= desc[41:35];
-  assign \$318  = \$316  | \$317 ;
-  assign \$319  = \$315  & \$318 ;
-  assign \$320  = desc[120:119] == 2'h3;
-  assign \$321  = desc[111:105] > desc[41:35];
-  assign \$322  = desc[118:112] > desc[41:35];
-  assign \$323  = \$321  | \$322 ;
-  assign \$324  = \$320  & \$323 ;
-  assign \$325  = desc[130:129] == 2'h3;
-  assign \$326  = | desc[130:129];
-  assign \$327  = desc[153:149] < 2'h2;
-  assign \$328  = desc[153:149] > 5'h10;
-  assign \$329  = \$327  | \$328 ;
-  assign \$330  = \$326  & \$329 ;
-  assign \$331  = desc[73:71] > 3'h5;
-  assign \$333  = desc[76:74] > 3'h5;
-  assign \$334  = \$332  | \$333 ;
-  assign \$335  = desc[90:87] > 2'h2;
-  assign \$336  = \$334  | \$335 ;
-  assign \$337  = desc[154] & \$336 ;
-  assign \$338  = | { \$337 , \$330 , \$325 , \$324 , \$319 , \$314 , \$311 , \$308 , \$307 , \$306 , \$303 , \$300 , \$297 , \$294 , \$287 , \$282 , \$279 , \$276 , \$273 , \$270  };
+  assign \$295  = ! desc[76:74];
+  assign \$296  = \$294  | \$295 ;
+  assign \$297  = desc[76:74] > 3'h7;
+  assign \$298  = \$296  | \$297 ;
+  assign \$299  = ! desc[79:77];
+  assign \$300  = desc[79:77] > 3'h4;
+  assign \$301  = \$299  | \$300 ;
+  assign \$302  = ! desc[82:80];
+  assign \$303  = desc[82:80] > 3'h4;
+  assign \$304  = \$302  | \$303 ;
+  assign \$305  = ! desc[86:83];
+  assign \$306  = desc[86:83] > 4'h8;
+  assign \$307  = \$305  | \$306 ;
+  assign \$308  = ! desc[90:87];
+  assign \$309  = desc[90:87] > 4'h8;
+  assign \$310  = \$308  | \$309 ;
+  assign \$311  = pass_span > 5'h10;
+  assign \$312  = acc_need > 10'h200;
+  assign \$313  = desc[41:35] - 1'h1;
+  assign \$314  = $signed(\$313 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$315  = $signed(last_ix) > $signed(\$314 );
+  assign \$316  = desc[34:24] - 1'h1;
+  assign \$317  = $signed(\$316 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$318  = $signed(last_iy) > $signed(\$317 );
+  assign \$319  = desc[120:119] == 1'h1;
+  assign \$320  = desc[111:105] >= desc[41:35];
+  assign \$321  = desc[118:112] >= desc[41:35];
+  assign \$322  = \$320  | \$321 ;
+  assign \$323  = \$319  & \$322 ;
+  assign \$324  = desc[120:119] == 2'h3;
+  assign \$325  = desc[111:105] > desc[41:35];
+  assign \$326  = desc[118:112] > desc[41:35];
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = \$324  & \$327 ;
+  assign \$329  = desc[130:129] == 2'h3;
+  assign \$330  = | desc[130:129];
+  assign \$331  = desc[153:149] < 2'h2;
+  assign \$332  = desc[153:149] > 5'h10;
+  assign \$333  = \$331  | \$332 ;
+  assign \$334  = \$330  & \$333 ;
+  assign \$335  = desc[73:71] > 3'h5;
+  assign \$337  = desc[76:74] > 3'h5;
+  assign \$338  = \$336  | \$337 ;
+  assign \$339  = desc[90:87] > 2'h2;
+  assign \$340  = \$338  | \$339 ;
+  assign \$341  = desc[154] & \$340 ;
+  assign \$342  = ~ desc[154];
+  assign \$343  = desc[34:24] > 5'h10;
+  assign \$344  = \$342  | \$343 ;
+  assign \$345  = desc[70:60] < desc[52:42];
+  assign \$346  = \$344  | \$345 ;
+  assign \$347  = desc[155] & \$346 ;
+  assign \$348  = | { \$347 , \$341 , \$334 , \$329 , \$328 , \$323 , \$318 , \$315 , \$312 , \$311 , \$310 , \$307 , \$304 , \$301 , \$298 , \$291 , \$286 , \$283 , \$280 , \$277 , \$274  };
   assign abort_wait_done = ! abort_timer;
-  assign fatal = | \$339 ;
-  assign \$340  = state == 2'h3;
-  assign \$341  = state == 3'h4;
-  assign \$342  = \$340  | \$341 ;
-  assign \$343  = ~ p_done;
-  assign i_param__ready = \$342  & \$343 ;
-  assign \$344  = i_param__valid & i_param__ready;
-  assign \$345  = p_count < desc[11:5];
-  assign \$346  = \$344  & \$345 ;
-  assign \$347  = state == 3'h4;
-  assign \$348  = ~ \$347 ;
-  assign pm_w__en = \$346  & \$348 ;
-  assign \$349  = i_param__payload[561:557] - 1'h1;
-  assign \$350  = i_param__valid & i_param__ready;
-  assign \$351  = p_count < desc[11:5];
-  assign \$352  = \$350  & \$351 ;
-  assign \$353  = state == 3'h4;
-  assign \$354  = ~ \$353 ;
-  assign cw_w__en = \$352  & \$354 ;
-  assign \$355  = i_param__valid & i_param__ready;
-  assign \$356  = p_count < desc[11:5];
-  assign \$357  = ! i_param__payload[561:557];
-  assign \$358  = i_param__payload[556:552] >= desc[4:0];
-  assign \$359  = i_param__payload[561:557] * 4'h8;
-  assign \$360  = \$359  < taps;
-  assign \$361  = \$358  | \$360 ;
-  assign \$362  = i_param__payload[556:552] + i_param__payload[561:557];
-  assign \$363  = \$362  > desc[4:0];
-  assign \$364  = desc[154] ? \$361  : \$363 ;
-  assign \$365  = \$357  | \$364 ;
-  assign \$366  = p_count + 1'h1;
-  assign \$367  = \$366  < desc[11:5];
-  assign \$368  = p_count + 1'h1;
-  assign \$369  = \$368  > desc[11:5];
-  assign \$370  = ~ p_checked;
-  assign \$371  = p_done & \$370 ;
-  assign \$372  = state == 2'h3;
-  assign \$373  = \$371  & \$372 ;
-  assign \$374  = tiles_sum != desc[23:12];
-  assign \$375  = p_done & p_checked;
-  assign \$376  = ~ fatal;
-  assign params_ok = \$375  & \$376 ;
-  assign \$377  = state == 2'h3;
-  assign \$378  = state == 3'h4;
-  assign \$379  = \$377  | \$378 ;
-  assign \$380  = ~ w_done;
-  assign i_weight__ready = \$379  & \$380 ;
-  assign \$381  = i_weight__valid & i_weight__ready;
-  assign \$382  = w_count < w_total;
+  assign fatal = | \$349 ;
+  assign \$350  = state == 2'h3;
+  assign \$351  = state == 3'h4;
+  assign \$352  = \$350  | \$351 ;
+  assign \$353  = ~ p_done;
+  assign i_param__ready = \$352  & \$353 ;
+  assign \$354  = i_param__valid & i_param__ready;
+  assign \$355  = p_count < desc[11:5];
+  assign \$356  = \$354  & \$355 ;
+  assign \$357  = state == 3'h4;
+  assign \$358  = ~ \$357 ;
+  assign pm_w__en = \$356  & \$358 ;
+  assign \$359  = i_param__payload[561:557] - 1'h1;
+  assign \$360  = i_param__valid & i_param__ready;
+  assign \$361  = p_count < desc[11:5];
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = state == 3'h4;
+  assign \$364  = ~ \$363 ;
+  assign cw_w__en = \$362  & \$364 ;
+  assign \$365  = i_param__valid & i_param__ready;
+  assign \$366  = p_count < desc[11:5];
+  assign \$367  = ! i_param__payload[561:557];
+  assign \$368  = i_param__payload[556:552] >= desc[4:0];
+  assign \$369  = i_param__payload[561:557] * 4'h8;
+  assign \$370  = \$369  < taps;
+  assign \$371  = \$368  | \$370 ;
+  assign \$372  = i_param__payload[556:552] + i_param__payload[561:557];
+  assign \$373  = \$372  > desc[4:0];
+  assign \$374  = desc[154] ? \$371  : \$373 ;
+  assign \$375  = \$367  | \$374 ;
+  assign \$376  = p_count + 1'h1;
+  assign \$377  = \$376  < desc[11:5];
+  assign \$378  = p_count + 1'h1;
+  assign \$379  = \$378  > desc[11:5];
+  assign \$380  = ~ p_checked;
+  assign \$381  = p_done & \$380 ;
+  assign \$382  = state == 2'h3;
   assign \$383  = \$381  & \$382 ;
-  assign \$384  = state == 3'h4;
-  assign \$385  = ~ \$384 ;
-  assign wm_w__en = \$383  & \$385 ;
-  assign \$386  = i_weight__valid & i_weight__ready;
-  assign \$387  = w_count < w_total;
-  assign \$388  = w_count + 1'h1;
-  assign \$389  = \$388  < w_total;
-  assign \$390  = state == 2'h3;
-  assign \$391  = state == 3'h4;
-  assign \$392  = \$390  | \$391 ;
-  assign \$393  = ~ a_done;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = state == 3'h4;
-  assign \$396  = a_count >= act_total;
-  assign \$397  = \$395  | \$396 ;
-  assign \$398  = \lo$306  + 5'h10;
-  assign \$399  = wr_iy < \$398 ;
-  assign \$400  = \$397  | \$399 ;
-  assign i_act__ready = \$394  & \$400 ;
-  assign \$401  = i_act__valid & i_act__ready;
-  assign \$402  = a_count >= act_total;
-  assign \$403  = ~ \$402 ;
-  assign \$404  = \$401  & \$403 ;
+  assign \$384  = tiles_sum != desc[23:12];
+  assign \$385  = p_done & p_checked;
+  assign \$386  = ~ fatal;
+  assign params_ok = \$385  & \$386 ;
+  assign \$387  = state == 2'h3;
+  assign \$388  = state == 3'h4;
+  assign \$389  = \$387  | \$388 ;
+  assign \$390  = ~ w_done;
+  assign i_weight__ready = \$389  & \$390 ;
+  assign \$391  = i_weight__valid & i_weight__ready;
+  assign \$392  = w_count < w_total;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = state == 3'h4;
+  assign \$395  = ~ \$394 ;
+  assign wm_w__en = \$393  & \$395 ;
+  assign \$396  = i_weight__valid & i_weight__ready;
+  assign \$397  = w_count < w_total;
+  assign \$398  = w_count + 1'h1;
+  assign \$399  = \$398  < w_total;
+  assign \$400  = state == 2'h3;
+  assign \$401  = state == 3'h4;
+  assign \$402  = \$400  | \$401 ;
+  assign \$403  = ~ a_done;
+  assign \$404  = \$402  & \$403 ;
   assign \$405  = state == 3'h4;
-  assign \$406  = ~ \$405 ;
-  assign \$407  = \$404  & \$406 ;
-  assign \$408  = ! wr_iy[3:0];
-  assign \$409  = \$407  & \$408 ;
-  assign \$410  = ! wr_ix[0];
-  assign \$signature__en$311  = \$409  & \$410 ;
+  assign \$406  = a_count >= act_total;
+  assign \$407  = \$405  | \$406 ;
+  assign \$408  = \lo$307  + 5'h10;
+  assign \$409  = wr_iy < \$408 ;
+  assign \$410  = \$407  | \$409 ;
+  assign i_act__ready = \$404  & \$410 ;
   assign \$411  = i_act__valid & i_act__ready;
   assign \$412  = a_count >= act_total;
   assign \$413  = ~ \$412 ;
@@ -37670,7 +37696,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$417  = \$414  & \$416 ;
   assign \$418  = ! wr_iy[3:0];
   assign \$419  = \$417  & \$418 ;
-  assign \$signature__en$314  = \$419  & \$420 ;
+  assign \$420  = ! wr_ix[0];
+  assign \$signature__en$312  = \$419  & \$420 ;
   assign \$421  = i_act__valid & i_act__ready;
   assign \$422  = a_count >= act_total;
   assign \$423  = ~ \$422 ;
@@ -37678,10 +37705,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$425  = state == 3'h4;
   assign \$426  = ~ \$425 ;
   assign \$427  = \$424  & \$426 ;
-  assign \$428  = wr_iy[3:0] == 1'h1;
+  assign \$428  = ! wr_iy[3:0];
   assign \$429  = \$427  & \$428 ;
-  assign \$430  = ! wr_ix[0];
-  assign \$signature__en$317  = \$429  & \$430 ;
+  assign \$signature__en$315  = \$429  & \$430 ;
   assign \$431  = i_act__valid & i_act__ready;
   assign \$432  = a_count >= act_total;
   assign \$433  = ~ \$432 ;
@@ -37691,7 +37717,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$437  = \$434  & \$436 ;
   assign \$438  = wr_iy[3:0] == 1'h1;
   assign \$439  = \$437  & \$438 ;
-  assign \$signature__en$320  = \$439  & \$440 ;
+  assign \$440  = ! wr_ix[0];
+  assign \$signature__en$318  = \$439  & \$440 ;
   assign \$441  = i_act__valid & i_act__ready;
   assign \$442  = a_count >= act_total;
   assign \$443  = ~ \$442 ;
@@ -37699,10 +37726,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$445  = state == 3'h4;
   assign \$446  = ~ \$445 ;
   assign \$447  = \$444  & \$446 ;
-  assign \$448  = wr_iy[3:0] == 2'h2;
+  assign \$448  = wr_iy[3:0] == 1'h1;
   assign \$449  = \$447  & \$448 ;
-  assign \$450  = ! wr_ix[0];
-  assign \$signature__en$323  = \$449  & \$450 ;
+  assign \$signature__en$321  = \$449  & \$450 ;
   assign \$451  = i_act__valid & i_act__ready;
   assign \$452  = a_count >= act_total;
   assign \$453  = ~ \$452 ;
@@ -37712,7 +37738,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$457  = \$454  & \$456 ;
   assign \$458  = wr_iy[3:0] == 2'h2;
   assign \$459  = \$457  & \$458 ;
-  assign \$signature__en$326  = \$459  & \$460 ;
+  assign \$460  = ! wr_ix[0];
+  assign \$signature__en$324  = \$459  & \$460 ;
   assign \$461  = i_act__valid & i_act__ready;
   assign \$462  = a_count >= act_total;
   assign \$463  = ~ \$462 ;
@@ -37720,10 +37747,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$465  = state == 3'h4;
   assign \$466  = ~ \$465 ;
   assign \$467  = \$464  & \$466 ;
-  assign \$468  = wr_iy[3:0] == 2'h3;
+  assign \$468  = wr_iy[3:0] == 2'h2;
   assign \$469  = \$467  & \$468 ;
-  assign \$470  = ! wr_ix[0];
-  assign \$signature__en$329  = \$469  & \$470 ;
+  assign \$signature__en$327  = \$469  & \$470 ;
   assign \$471  = i_act__valid & i_act__ready;
   assign \$472  = a_count >= act_total;
   assign \$473  = ~ \$472 ;
@@ -37733,7 +37759,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$477  = \$474  & \$476 ;
   assign \$478  = wr_iy[3:0] == 2'h3;
   assign \$479  = \$477  & \$478 ;
-  assign \$signature__en$332  = \$479  & \$480 ;
+  assign \$480  = ! wr_ix[0];
+  assign \$signature__en$330  = \$479  & \$480 ;
   assign \$481  = i_act__valid & i_act__ready;
   assign \$482  = a_count >= act_total;
   assign \$483  = ~ \$482 ;
@@ -37741,10 +37768,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$485  = state == 3'h4;
   assign \$486  = ~ \$485 ;
   assign \$487  = \$484  & \$486 ;
-  assign \$488  = wr_iy[3:0] == 3'h4;
+  assign \$488  = wr_iy[3:0] == 2'h3;
   assign \$489  = \$487  & \$488 ;
-  assign \$490  = ! wr_ix[0];
-  assign \$signature__en$335  = \$489  & \$490 ;
+  assign \$signature__en$333  = \$489  & \$490 ;
   assign \$491  = i_act__valid & i_act__ready;
   assign \$492  = a_count >= act_total;
   assign \$493  = ~ \$492 ;
@@ -37754,7 +37780,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$497  = \$494  & \$496 ;
   assign \$498  = wr_iy[3:0] == 3'h4;
   assign \$499  = \$497  & \$498 ;
-  assign \$signature__en$338  = \$499  & \$500 ;
+  assign \$500  = ! wr_ix[0];
+  assign \$signature__en$336  = \$499  & \$500 ;
   assign \$501  = i_act__valid & i_act__ready;
   assign \$502  = a_count >= act_total;
   assign \$503  = ~ \$502 ;
@@ -37762,10 +37789,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$505  = state == 3'h4;
   assign \$506  = ~ \$505 ;
   assign \$507  = \$504  & \$506 ;
-  assign \$508  = wr_iy[3:0] == 3'h5;
+  assign \$508  = wr_iy[3:0] == 3'h4;
   assign \$509  = \$507  & \$508 ;
-  assign \$510  = ! wr_ix[0];
-  assign \$signature__en$341  = \$509  & \$510 ;
+  assign \$signature__en$339  = \$509  & \$510 ;
   assign \$511  = i_act__valid & i_act__ready;
   assign \$512  = a_count >= act_total;
   assign \$513  = ~ \$512 ;
@@ -37775,7 +37801,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$517  = \$514  & \$516 ;
   assign \$518  = wr_iy[3:0] == 3'h5;
   assign \$519  = \$517  & \$518 ;
-  assign \$signature__en$344  = \$519  & \$520 ;
+  assign \$520  = ! wr_ix[0];
+  assign \$signature__en$342  = \$519  & \$520 ;
   assign \$521  = i_act__valid & i_act__ready;
   assign \$522  = a_count >= act_total;
   assign \$523  = ~ \$522 ;
@@ -37783,10 +37810,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$525  = state == 3'h4;
   assign \$526  = ~ \$525 ;
   assign \$527  = \$524  & \$526 ;
-  assign \$528  = wr_iy[3:0] == 3'h6;
+  assign \$528  = wr_iy[3:0] == 3'h5;
   assign \$529  = \$527  & \$528 ;
-  assign \$530  = ! wr_ix[0];
-  assign \$signature__en$347  = \$529  & \$530 ;
+  assign \$signature__en$345  = \$529  & \$530 ;
   assign \$531  = i_act__valid & i_act__ready;
   assign \$532  = a_count >= act_total;
   assign \$533  = ~ \$532 ;
@@ -37796,7 +37822,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$537  = \$534  & \$536 ;
   assign \$538  = wr_iy[3:0] == 3'h6;
   assign \$539  = \$537  & \$538 ;
-  assign \$signature__en$350  = \$539  & \$540 ;
+  assign \$540  = ! wr_ix[0];
+  assign \$signature__en$348  = \$539  & \$540 ;
   assign \$541  = i_act__valid & i_act__ready;
   assign \$542  = a_count >= act_total;
   assign \$543  = ~ \$542 ;
@@ -37804,10 +37831,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$545  = state == 3'h4;
   assign \$546  = ~ \$545 ;
   assign \$547  = \$544  & \$546 ;
-  assign \$548  = wr_iy[3:0] == 3'h7;
+  assign \$548  = wr_iy[3:0] == 3'h6;
   assign \$549  = \$547  & \$548 ;
-  assign \$550  = ! wr_ix[0];
-  assign \$signature__en$353  = \$549  & \$550 ;
+  assign \$signature__en$351  = \$549  & \$550 ;
   assign \$551  = i_act__valid & i_act__ready;
   assign \$552  = a_count >= act_total;
   assign \$553  = ~ \$552 ;
@@ -37817,7 +37843,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$557  = \$554  & \$556 ;
   assign \$558  = wr_iy[3:0] == 3'h7;
   assign \$559  = \$557  & \$558 ;
-  assign \$signature__en$356  = \$559  & \$560 ;
+  assign \$560  = ! wr_ix[0];
+  assign \$signature__en$354  = \$559  & \$560 ;
   assign \$561  = i_act__valid & i_act__ready;
   assign \$562  = a_count >= act_total;
   assign \$563  = ~ \$562 ;
@@ -37825,10 +37852,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$565  = state == 3'h4;
   assign \$566  = ~ \$565 ;
   assign \$567  = \$564  & \$566 ;
-  assign \$568  = wr_iy[3:0] == 4'h8;
+  assign \$568  = wr_iy[3:0] == 3'h7;
   assign \$569  = \$567  & \$568 ;
-  assign \$570  = ! wr_ix[0];
-  assign \$signature__en$359  = \$569  & \$570 ;
+  assign \$signature__en$357  = \$569  & \$570 ;
   assign \$571  = i_act__valid & i_act__ready;
   assign \$572  = a_count >= act_total;
   assign \$573  = ~ \$572 ;
@@ -37838,7 +37864,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$577  = \$574  & \$576 ;
   assign \$578  = wr_iy[3:0] == 4'h8;
   assign \$579  = \$577  & \$578 ;
-  assign \$signature__en$362  = \$579  & \$580 ;
+  assign \$580  = ! wr_ix[0];
+  assign \$signature__en$360  = \$579  & \$580 ;
   assign \$581  = i_act__valid & i_act__ready;
   assign \$582  = a_count >= act_total;
   assign \$583  = ~ \$582 ;
@@ -37846,10 +37873,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$585  = state == 3'h4;
   assign \$586  = ~ \$585 ;
   assign \$587  = \$584  & \$586 ;
-  assign \$588  = wr_iy[3:0] == 4'h9;
+  assign \$588  = wr_iy[3:0] == 4'h8;
   assign \$589  = \$587  & \$588 ;
-  assign \$590  = ! wr_ix[0];
-  assign \$signature__en$365  = \$589  & \$590 ;
+  assign \$signature__en$363  = \$589  & \$590 ;
   assign \$591  = i_act__valid & i_act__ready;
   assign \$592  = a_count >= act_total;
   assign \$593  = ~ \$592 ;
@@ -37859,7 +37885,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$597  = \$594  & \$596 ;
   assign \$598  = wr_iy[3:0] == 4'h9;
   assign \$599  = \$597  & \$598 ;
-  assign \$signature__en$368  = \$599  & \$600 ;
+  assign \$600  = ! wr_ix[0];
+  assign \$signature__en$366  = \$599  & \$600 ;
   assign \$601  = i_act__valid & i_act__ready;
   assign \$602  = a_count >= act_total;
   assign \$603  = ~ \$602 ;
@@ -37867,10 +37894,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$605  = state == 3'h4;
   assign \$606  = ~ \$605 ;
   assign \$607  = \$604  & \$606 ;
-  assign \$608  = wr_iy[3:0] == 4'ha;
+  assign \$608  = wr_iy[3:0] == 4'h9;
   assign \$609  = \$607  & \$608 ;
-  assign \$610  = ! wr_ix[0];
-  assign \$signature__en$371  = \$609  & \$610 ;
+  assign \$signature__en$369  = \$609  & \$610 ;
   assign \$611  = i_act__valid & i_act__ready;
   assign \$612  = a_count >= act_total;
   assign \$613  = ~ \$612 ;
@@ -37880,7 +37906,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$617  = \$614  & \$616 ;
   assign \$618  = wr_iy[3:0] == 4'ha;
   assign \$619  = \$617  & \$618 ;
-  assign \$signature__en$374  = \$619  & \$620 ;
+  assign \$620  = ! wr_ix[0];
+  assign \$signature__en$372  = \$619  & \$620 ;
   assign \$621  = i_act__valid & i_act__ready;
   assign \$622  = a_count >= act_total;
   assign \$623  = ~ \$622 ;
@@ -37888,10 +37915,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$625  = state == 3'h4;
   assign \$626  = ~ \$625 ;
   assign \$627  = \$624  & \$626 ;
-  assign \$628  = wr_iy[3:0] == 4'hb;
+  assign \$628  = wr_iy[3:0] == 4'ha;
   assign \$629  = \$627  & \$628 ;
-  assign \$630  = ! wr_ix[0];
-  assign \$signature__en$377  = \$629  & \$630 ;
+  assign \$signature__en$375  = \$629  & \$630 ;
   assign \$631  = i_act__valid & i_act__ready;
   assign \$632  = a_count >= act_total;
   assign \$633  = ~ \$632 ;
@@ -37901,7 +37927,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$637  = \$634  & \$636 ;
   assign \$638  = wr_iy[3:0] == 4'hb;
   assign \$639  = \$637  & \$638 ;
-  assign \$signature__en$380  = \$639  & \$640 ;
+  assign \$640  = ! wr_ix[0];
+  assign \$signature__en$378  = \$639  & \$640 ;
   assign \$641  = i_act__valid & i_act__ready;
   assign \$642  = a_count >= act_total;
   assign \$643  = ~ \$642 ;
@@ -37909,10 +37936,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$645  = state == 3'h4;
   assign \$646  = ~ \$645 ;
   assign \$647  = \$644  & \$646 ;
-  assign \$648  = wr_iy[3:0] == 4'hc;
+  assign \$648  = wr_iy[3:0] == 4'hb;
   assign \$649  = \$647  & \$648 ;
-  assign \$650  = ! wr_ix[0];
-  assign \$signature__en$383  = \$649  & \$650 ;
+  assign \$signature__en$381  = \$649  & \$650 ;
   assign \$651  = i_act__valid & i_act__ready;
   assign \$652  = a_count >= act_total;
   assign \$653  = ~ \$652 ;
@@ -37922,7 +37948,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$657  = \$654  & \$656 ;
   assign \$658  = wr_iy[3:0] == 4'hc;
   assign \$659  = \$657  & \$658 ;
-  assign \$signature__en$386  = \$659  & \$660 ;
+  assign \$660  = ! wr_ix[0];
+  assign \$signature__en$384  = \$659  & \$660 ;
   assign \$661  = i_act__valid & i_act__ready;
   assign \$662  = a_count >= act_total;
   assign \$663  = ~ \$662 ;
@@ -37930,10 +37957,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$665  = state == 3'h4;
   assign \$666  = ~ \$665 ;
   assign \$667  = \$664  & \$666 ;
-  assign \$668  = wr_iy[3:0] == 4'hd;
+  assign \$668  = wr_iy[3:0] == 4'hc;
   assign \$669  = \$667  & \$668 ;
-  assign \$670  = ! wr_ix[0];
-  assign \$signature__en$389  = \$669  & \$670 ;
+  assign \$signature__en$387  = \$669  & \$670 ;
   assign \$671  = i_act__valid & i_act__ready;
   assign \$672  = a_count >= act_total;
   assign \$673  = ~ \$672 ;
@@ -37943,7 +37969,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$677  = \$674  & \$676 ;
   assign \$678  = wr_iy[3:0] == 4'hd;
   assign \$679  = \$677  & \$678 ;
-  assign \$signature__en$392  = \$679  & \$680 ;
+  assign \$680  = ! wr_ix[0];
+  assign \$signature__en$390  = \$679  & \$680 ;
   assign \$681  = i_act__valid & i_act__ready;
   assign \$682  = a_count >= act_total;
   assign \$683  = ~ \$682 ;
@@ -37951,10 +37978,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$685  = state == 3'h4;
   assign \$686  = ~ \$685 ;
   assign \$687  = \$684  & \$686 ;
-  assign \$688  = wr_iy[3:0] == 4'he;
+  assign \$688  = wr_iy[3:0] == 4'hd;
   assign \$689  = \$687  & \$688 ;
-  assign \$690  = ! wr_ix[0];
-  assign \$signature__en$395  = \$689  & \$690 ;
+  assign \$signature__en$393  = \$689  & \$690 ;
   assign \$691  = i_act__valid & i_act__ready;
   assign \$692  = a_count >= act_total;
   assign \$693  = ~ \$692 ;
@@ -37964,7 +37990,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$697  = \$694  & \$696 ;
   assign \$698  = wr_iy[3:0] == 4'he;
   assign \$699  = \$697  & \$698 ;
-  assign \$signature__en$398  = \$699  & \$700 ;
+  assign \$700  = ! wr_ix[0];
+  assign \$signature__en$396  = \$699  & \$700 ;
   assign \$701  = i_act__valid & i_act__ready;
   assign \$702  = a_count >= act_total;
   assign \$703  = ~ \$702 ;
@@ -37972,10 +37999,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$705  = state == 3'h4;
   assign \$706  = ~ \$705 ;
   assign \$707  = \$704  & \$706 ;
-  assign \$708  = wr_iy[3:0] == 4'hf;
+  assign \$708  = wr_iy[3:0] == 4'he;
   assign \$709  = \$707  & \$708 ;
-  assign \$710  = ! wr_ix[0];
-  assign \$signature__en$401  = \$709  & \$710 ;
+  assign \$signature__en$399  = \$709  & \$710 ;
   assign \$711  = i_act__valid & i_act__ready;
   assign \$712  = a_count >= act_total;
   assign \$713  = ~ \$712 ;
@@ -37985,1125 +38011,1151 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$717  = \$714  & \$716 ;
   assign \$718  = wr_iy[3:0] == 4'hf;
   assign \$719  = \$717  & \$718 ;
-  assign \$signature__en$404  = \$719  & \$720 ;
+  assign \$720  = ! wr_ix[0];
+  assign \$signature__en$402  = \$719  & \$720 ;
   assign \$721  = i_act__valid & i_act__ready;
   assign \$722  = a_count >= act_total;
-  assign \$723  = a_count + 1'h1;
-  assign \$724  = \$723  < act_total;
-  assign \$725  = $signed(y_end) <= $signed(1'h0);
-  assign \$726  = wr_iy >= desc[34:24];
-  assign \$727  = \$725  | \$726 ;
-  assign \$728  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$727  | \$728 ;
-  assign \$729  = state == 2'h2;
-  assign \$730  = state == 3'h4;
-  assign \$731  = state == 2'h3;
-  assign \$732  = ox == ow_m1;
-  assign \$733  = is_elem & \$732 ;
-  assign \$734  = ~ \$733 ;
-  assign \$735  = \$734  & desc[154];
-  assign \$736  = ox == ow_m1;
-  assign \$737  = is_elem & \$736 ;
-  assign \$738  = ~ \$737 ;
-  assign \$739  = g == gcount_m1;
-  assign \$740  = ~ \$739 ;
-  assign \$741  = j == cur[9:5];
-  assign \$742  = ~ \$741 ;
-  assign \$743  = dw_kx0 + dw_rm;
-  assign \$744  = dw_kx1 + dw_rm;
-  assign \$745  = dw_kx2 + dw_rm;
-  assign \$746  = dw_kx3 + dw_rm;
-  assign \$747  = dw_kx4 + dw_rm;
-  assign \$748  = dw_kx5 + dw_rm;
-  assign \$749  = dw_kx6 + dw_rm;
-  assign \$750  = dw_kx7 + dw_rm;
-  assign \$751  = j == cur[9:5];
-  assign \$752  = kx == kw_m1;
-  assign \$753  = desc[154] | \$752 ;
-  assign \$754  = ~ \$753 ;
-  assign \$755  = \$751  & \$754 ;
-  assign \$756  = j == cur[9:5];
-  assign \$757  = ky == kh_m1;
-  assign \$758  = desc[154] | \$757 ;
-  assign \$759  = ~ \$758 ;
-  assign \$760  = \$756  & \$759 ;
-  assign \$761  = j == cur[9:5];
-  assign \$762  = state == 2'h2;
-  assign \$763  = ld_tile * 4'h8;
-  assign \$764  = \$763  + 3'h7;
-  assign \$765  = cur_ld_tile * 4'h8;
-  assign \$766  = 3'h7 - ld_k;
-  assign \$767  = $signed({ 1'h0, \$765  }) + $signed(\$766 );
-  assign \$768  = ! state;
-  assign \$769  = state == 1'h1;
-  assign \$770  = state == 2'h2;
-  assign \$771  = \$769  | \$770 ;
-  assign \$772  = state == 2'h3;
-  assign \$773  = ! sq;
-  assign \$774  = \$772  & \$773 ;
-  assign \$775  = state == 2'h3;
-  assign \$776  = sq == 1'h1;
-  assign \$777  = \$775  & \$776 ;
-  assign \$778  = state == 2'h3;
-  assign \$779  = sq == 2'h2;
-  assign \$780  = \$778  & \$779 ;
-  assign \$781  = rows_ready ? 2'h2 : 2'h3;
-  assign \$782  = issue & is_elem;
-  assign \$783  = | w_ahead;
-  assign \$784  = ~ \$783 ;
-  assign \$785  = ! state;
-  assign \$786  = \$785  & i_desc__valid;
-  assign \$787  = | state;
-  assign \$788  = \$787  & counting;
-  assign count_now = \$786  | \$788 ;
-  assign o_status__valid = state == 3'h5;
+  assign \$723  = ~ \$722 ;
+  assign \$724  = \$721  & \$723 ;
+  assign \$725  = state == 3'h4;
+  assign \$726  = ~ \$725 ;
+  assign \$727  = \$724  & \$726 ;
+  assign \$728  = wr_iy[3:0] == 4'hf;
+  assign \$729  = \$727  & \$728 ;
+  assign \$signature__en$405  = \$729  & \$730 ;
+  assign \$731  = i_act__valid & i_act__ready;
+  assign \$732  = a_count >= act_total;
+  assign \$733  = a_count + 1'h1;
+  assign \$734  = \$733  < act_total;
+  assign \$735  = $signed(y_end) <= $signed(1'h0);
+  assign \$736  = desc[155] | \$735 ;
+  assign \$737  = wr_iy >= desc[34:24];
+  assign \$738  = \$736  | \$737 ;
+  assign \$739  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$738  | \$739 ;
+  assign \$740  = state == 2'h2;
+  assign \$741  = state == 3'h4;
+  assign \$742  = state == 2'h3;
+  assign \$743  = ox == ow_m1;
+  assign \$744  = is_elem & \$743 ;
+  assign \$745  = ~ \$744 ;
+  assign \$746  = \$745  & desc[154];
+  assign \$747  = ox == ow_m1;
+  assign \$748  = is_elem & \$747 ;
+  assign \$749  = ~ \$748 ;
+  assign \$750  = g == gcount_m1;
+  assign \$751  = ~ \$750 ;
+  assign \$752  = j == cur[9:5];
+  assign \$753  = ~ \$752 ;
+  assign \$754  = dw_kx0 + dw_rm;
+  assign \$755  = dw_kx1 + dw_rm;
+  assign \$756  = dw_kx2 + dw_rm;
+  assign \$757  = dw_kx3 + dw_rm;
+  assign \$758  = dw_kx4 + dw_rm;
+  assign \$759  = dw_kx5 + dw_rm;
+  assign \$760  = dw_kx6 + dw_rm;
+  assign \$761  = dw_kx7 + dw_rm;
+  assign \$762  = j == cur[9:5];
+  assign \$763  = kx == kw_m1;
+  assign \$764  = desc[154] | \$763 ;
+  assign \$765  = ~ \$764 ;
+  assign \$766  = \$762  & \$765 ;
+  assign \$767  = j == cur[9:5];
+  assign \$768  = ky == kh_m1;
+  assign \$769  = desc[154] | \$768 ;
+  assign \$770  = ~ \$769 ;
+  assign \$771  = \$767  & \$770 ;
+  assign \$772  = j == cur[9:5];
+  assign \$773  = state == 2'h2;
+  assign \$774  = ld_tile * 4'h8;
+  assign \$775  = \$774  + 3'h7;
+  assign \$776  = cur_ld_tile * 4'h8;
+  assign \$777  = 3'h7 - ld_k;
+  assign \$778  = $signed({ 1'h0, \$776  }) + $signed(\$777 );
+  assign \$779  = ! state;
+  assign \$780  = state == 1'h1;
+  assign \$781  = state == 2'h2;
+  assign \$782  = \$780  | \$781 ;
+  assign \$783  = state == 2'h3;
+  assign \$784  = ! sq;
+  assign \$785  = \$783  & \$784 ;
+  assign \$786  = state == 2'h3;
+  assign \$787  = sq == 1'h1;
+  assign \$788  = \$786  & \$787 ;
   assign \$789  = state == 2'h3;
   assign \$790  = sq == 2'h2;
   assign \$791  = \$789  & \$790 ;
-  assign \$792  = ~ \$791 ;
-  assign \$793  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$794  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$795  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$796  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$797  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$798  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$799  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$800  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$801  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$802  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$803  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$804  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$805  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$806  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$807  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$808  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$809  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$811  = sb1[7] ? pad_word : \$810 ;
-  assign \$812  = $signed(\$182 ) < $signed(1'h0);
-  assign \$813  = $signed(\$182 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$814  = \$812  | \$813 ;
-  assign \$815  = ~ sb1[2];
-  assign \$816  = sb1[1] & \$815 ;
-  assign \$817  = padr1_ky0 | pad_x1;
-  assign \$818  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$819  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$820  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$821  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$822  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$823  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$824  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$825  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$826  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$827  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$828  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$829  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$830  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$831  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$832  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$833  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$835  = \$817  ? pad_word : \$834 ;
-  assign \$836  = sb1[1] & sb1[2];
-  assign \$837  = padr1_ky0 | pad_xb1;
-  assign \$838  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
-  assign \$839  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
-  assign \$840  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
-  assign \$841  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$842  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$843  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$844  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$845  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$846  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$847  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$848  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$849  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$850  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$851  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$852  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$853  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$855  = \$837  ? pad_word : \$854 ;
-  assign \$856  = padr1_ky0 | pad_x1;
-  assign \$857  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$858  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$859  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$860  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$861  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$862  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$863  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$864  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$865  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$866  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$867  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$868  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$869  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$870  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$871  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$872  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$874  = \$856  ? pad_word : \$873 ;
-  assign \$875  = $signed(\$184 ) < $signed(1'h0);
-  assign \$876  = $signed(\$184 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$877  = \$875  | \$876 ;
-  assign \$878  = ~ sb1[2];
-  assign \$879  = sb1[1] & \$878 ;
-  assign \$880  = padr1_ky1 | pad_x1;
-  assign \$881  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$882  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$883  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$884  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$885  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$886  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$887  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$888  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$889  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$890  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$891  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$892  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$893  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$894  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$895  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$896  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$898  = \$880  ? pad_word : \$897 ;
-  assign \$899  = sb1[1] & sb1[2];
-  assign \$900  = padr1_ky1 | pad_xb1;
-  assign \$901  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
-  assign \$902  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
-  assign \$903  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
-  assign \$904  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$905  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$906  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$907  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$908  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$909  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$910  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$911  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$912  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$913  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$914  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$915  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$916  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$918  = \$900  ? pad_word : \$917 ;
-  assign \$919  = padr1_ky1 | pad_x1;
-  assign \$920  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$921  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$922  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$923  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$924  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$925  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$926  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$927  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$928  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$929  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$930  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$931  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$932  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$933  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$934  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$935  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$937  = \$919  ? pad_word : \$936 ;
-  assign \$938  = $signed(\$186 ) < $signed(1'h0);
-  assign \$939  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$940  = \$938  | \$939 ;
-  assign \$941  = ~ sb1[2];
-  assign \$942  = sb1[1] & \$941 ;
-  assign \$943  = padr1_ky2 | pad_x1;
-  assign \$944  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$945  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$946  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$947  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$948  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$949  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$950  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$951  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$952  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$953  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$954  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$955  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$956  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$957  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$958  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$959  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$961  = \$943  ? pad_word : \$960 ;
-  assign \$962  = sb1[1] & sb1[2];
-  assign \$963  = padr1_ky2 | pad_xb1;
-  assign \$964  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
-  assign \$965  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
-  assign \$966  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
-  assign \$967  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$968  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$969  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$970  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$971  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$972  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$973  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$974  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$975  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$976  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$977  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$978  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$979  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$981  = \$963  ? pad_word : \$980 ;
-  assign \$982  = padr1_ky2 | pad_x1;
-  assign \$983  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$984  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$985  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$986  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$987  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$988  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$989  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$990  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$991  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$992  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$993  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$994  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$995  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$996  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$997  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$998  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1000  = \$982  ? pad_word : \$999 ;
-  assign \$1001  = $signed(\$188 ) < $signed(1'h0);
-  assign \$1002  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$1003  = \$1001  | \$1002 ;
-  assign \$1004  = ~ sb1[2];
-  assign \$1005  = sb1[1] & \$1004 ;
-  assign \$1006  = padr1_ky3 | pad_x1;
-  assign \$1007  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$1008  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$1009  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$1010  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1011  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1012  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1013  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1014  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1015  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1016  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1017  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1018  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1019  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1020  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1021  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1022  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1024  = \$1006  ? pad_word : \$1023 ;
-  assign \$1025  = sb1[1] & sb1[2];
-  assign \$1026  = padr1_ky3 | pad_xb1;
-  assign \$1027  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
-  assign \$1028  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
-  assign \$1029  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
-  assign \$1030  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$1031  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$1032  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$1033  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$1034  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$1035  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$1036  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$1037  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$1038  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$1039  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$1040  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$1041  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$1042  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$1044  = \$1026  ? pad_word : \$1043 ;
-  assign \$1045  = padr1_ky3 | pad_x1;
-  assign \$1046  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$1047  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$1048  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$1049  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1050  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1051  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1052  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1053  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1054  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1055  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1056  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1057  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1058  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1059  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1060  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1061  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1063  = \$1045  ? pad_word : \$1062 ;
-  assign \$1064  = $signed(\$190 ) < $signed(1'h0);
-  assign \$1065  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$1066  = \$1064  | \$1065 ;
-  assign \$1067  = ~ sb1[2];
-  assign \$1068  = sb1[1] & \$1067 ;
-  assign \$1069  = padr1_ky4 | pad_x1;
-  assign \$1070  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$1071  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$1072  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$1073  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1074  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1075  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1076  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1077  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1078  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1079  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1080  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1081  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1082  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1083  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1084  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1085  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1087  = \$1069  ? pad_word : \$1086 ;
-  assign \$1088  = sb1[1] & sb1[2];
-  assign \$1089  = padr1_ky4 | pad_xb1;
-  assign \$1090  = par_a1 ? \$signature__data$448  : \$signature__data$449 ;
-  assign \$1091  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
-  assign \$1092  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
-  assign \$1093  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
-  assign \$1094  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
-  assign \$1095  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
-  assign \$1096  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
-  assign \$1097  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
-  assign \$1098  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
-  assign \$1099  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
-  assign \$1100  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
-  assign \$1101  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
-  assign \$1102  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
-  assign \$1103  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
-  assign \$1104  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
-  assign \$1105  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
-  assign \$1107  = \$1089  ? pad_word : \$1106 ;
-  assign \$1108  = padr1_ky4 | pad_x1;
-  assign \$1109  = par_a1 ? \$signature__data$449  : \$signature__data$448 ;
-  assign \$1110  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
-  assign \$1111  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
-  assign \$1112  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
-  assign \$1113  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
-  assign \$1114  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
-  assign \$1115  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
-  assign \$1116  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
-  assign \$1117  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
-  assign \$1118  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
-  assign \$1119  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
-  assign \$1120  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
-  assign \$1121  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
-  assign \$1122  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
-  assign \$1123  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
-  assign \$1124  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
-  assign \$1126  = \$1108  ? pad_word : \$1125 ;
-  assign \$1127  = dwback0[3:0] * desc[90:87];
-  assign \$1128  = dwback1[3:0] * desc[90:87];
-  assign \$1129  = dwback2[3:0] * desc[90:87];
-  assign \$1130  = dwback3[3:0] * desc[90:87];
-  assign \$1131  = dwback4[3:0] * desc[90:87];
-  assign \$1132  = dwback5[3:0] * desc[90:87];
-  assign \$1133  = dwback6[3:0] * desc[90:87];
-  assign \$1134  = dwback7[3:0] * desc[90:87];
-  assign \$1135  = sb_p19[0] & sb_p19[4];
-  assign \$1136  = issue & is_elem;
-  assign \$1137  = ky == kh_m1;
-  assign \$1138  = desc[154] | \$1137 ;
-  assign \$1139  = kx == kw_m1;
-  assign \$1140  = desc[154] | \$1139 ;
-  assign \$1141  = \$1138  & \$1140 ;
-  assign \$1142  = j == cur[9:5];
-  assign \$1143  = \$1141  & \$1142 ;
-  assign \$1144  = \$1136  & \$1143 ;
-  assign \$1145  = o_result__valid & o_result__ready;
-  assign \$1146  = ~ \$1145 ;
-  assign \$1147  = \$1144  & \$1146 ;
-  assign \$1148  = issue & is_elem;
-  assign \$1149  = ky == kh_m1;
-  assign \$1150  = desc[154] | \$1149 ;
-  assign \$1151  = kx == kw_m1;
-  assign \$1152  = desc[154] | \$1151 ;
-  assign \$1153  = \$1150  & \$1152 ;
-  assign \$1154  = j == cur[9:5];
-  assign \$1155  = \$1153  & \$1154 ;
-  assign \$1156  = \$1148  & \$1155 ;
-  assign \$1157  = ~ \$1156 ;
-  assign \$1158  = o_result__valid & o_result__ready;
-  assign \$1159  = \$1157  & \$1158 ;
-  assign \$1160  = reserved + 1'h1;
-  assign \$1161  = reserved - 1'h1;
-  assign \$1162  = state == 2'h2;
-  assign \$1163  = w_ahead + w_latch;
-  assign \$1164  = \$1163  - fold_end;
-  assign \$1165  = ld_ahead + ld_start;
-  assign \$1166  = \$1165  - fold_end;
-  assign \$1167  = ~ fold_bank;
-  assign \$1168  = ~ ld_bank;
-  assign \$1169  = desc[73:71] * desc[76:74];
-  assign \$1170  = desc[70:60] - 1'h1;
-  assign \$1171  = $signed(\$1170 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1172  = desc[73:71] - 1'h1;
-  assign \$1173  = $signed(\$1172 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1174  = $signed(\$1171 ) + $signed(\$1173 );
-  assign \$1175  = $signed(\$1174 ) + $signed(2'h1);
-  assign \$1176  = desc[59:53] - 1'h1;
-  assign \$1177  = desc[76:74] - 1'h1;
-  assign \$1178  = desc[73:71] - 1'h1;
-  assign \$1179  = desc[11:5] - 1'h1;
-  assign \$1180  = desc[70:60] * desc[79:77];
-  assign \$1181  = desc[70:60] * desc[59:53];
-  assign \$1182  = desc[59:53] - 1'h1;
-  assign \$1183  = $signed(\$1182 ) * $signed({ 1'h0, desc[82:80] });
-  assign \$1184  = desc[76:74] - 1'h1;
-  assign \$1185  = $signed(\$1184 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$1186  = $signed(\$1183 ) + $signed(\$1185 );
-  assign \$1187  = $signed(\$1186 ) - $signed({ 1'h0, desc[111:105] });
-  assign \$1188  = desc[52:42] - 1'h1;
-  assign \$1189  = $signed(\$1188 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1190  = desc[73:71] - 1'h1;
-  assign \$1191  = $signed(\$1190 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1192  = $signed(\$1189 ) + $signed(\$1191 );
-  assign \$1193  = $signed(\$1192 ) - $signed({ 1'h0, desc[97:91] });
-  assign \$1194  = desc[34:24] * desc[41:35];
-  assign \$1195  = \$1194  * desc[4:0];
-  assign \$1196  = \$1195  - 1'h0;
-  assign \$1197  = desc[23:12] * 4'h8;
-  assign \$1198  = desc[76:74] - 1'h1;
-  assign \$1199  = $signed(\$1198 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$1200  = desc[153:149] - 1'h1;
-  assign \$1201  = 1'h1 << \$1200 [4:0];
-  assign \$1202  = - \$1201 ;
-  assign \$1203  = desc[153:149] - 1'h1;
-  assign \$1204  = 1'h1 << \$1203 [4:0];
-  assign \$1205  = \$1204  - 1'h1;
-  assign \$1207  = sq == 2'h3;
-  assign \$1208  = ! reserved;
-  assign \$1209  = \$1207  & \$1208 ;
-  assign \$1210  = \$1209  & p_done;
-  assign \$1211  = \$1210  & w_done;
-  assign \$1212  = \$1211  & a_done;
-  assign \$1213  = ! reserved;
-  assign \$1214  = \$1213  & p_done;
-  assign \$1215  = \$1214  & w_done;
-  assign \$1216  = \$1215  & a_done;
-  assign \$1217  = \$1216  & abort_wait_done;
-  assign \$1218  = state != 3'h4;
-  assign \$1219  = | abort_timer;
-  assign \$1220  = abort_timer - 1'h1;
-  assign \$1221  = state == 2'h3;
-  assign \$1222  = \$1221  & fatal;
-  assign \$1223  = i_param__valid & i_param__ready;
-  assign \$1224  = p_count + 1'h1;
-  assign \$1225  = p_count < desc[11:5];
-  assign \$1226  = taps * i_param__payload[561:557];
-  assign \$1227  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1226 ;
-  assign \$1228  = tiles_sum + \$1227 ;
-  assign \$1229  = ~ p_checked;
-  assign \$1230  = p_done & \$1229 ;
-  assign \$1231  = state == 2'h3;
-  assign \$1232  = \$1230  & \$1231 ;
-  assign \$1233  = i_weight__valid & i_weight__ready;
-  assign \$1234  = w_count < w_total;
-  assign \$1235  = w_count + 1'h1;
-  assign \$1236  = i_act__valid & i_act__ready;
-  assign \$1237  = a_count + 1'h1;
-  assign \$1238  = a_count >= act_total;
-  assign \$1239  = desc[4:0] - 1'h1;
-  assign \$1240  = wr_cw == \$1239 ;
-  assign \$1241  = desc[41:35] - 1'h1;
-  assign \$1242  = wr_ix == \$1241 ;
-  assign \$1243  = wr_iy + 1'h1;
-  assign \$1244  = wr_ix + 1'h1;
-  assign \$1245  = wr_cw + 1'h1;
-  assign \$1246  = | err_hi;
-  assign \$1247  = error | { err_hi, 1'h0 };
-  assign \$1248  = gcount - 1'h1;
-  assign \$1249  = state == 2'h2;
-  assign \$1250  = state == 3'h4;
-  assign \$1251  = state == 2'h3;
-  assign \$1252  = - desc[97:91];
-  assign \$1253  = - desc[97:91];
-  assign \$1254  = - desc[97:91];
-  assign \$1255  = pass_span - desc[97:91];
-  assign \$1256  = - desc[111:105];
-  assign \$1257  = - desc[111:105];
-  assign \$1258  = desc[70:60] < desc[52:42];
-  assign \$1259  = \$1258  ? desc[70:60] : desc[52:42];
-  assign \$1260  = $signed(y_pass) < $signed(1'h0);
-  assign \$1261  = \$1260  ? 29'h00000000 : y_pass;
-  assign \$1262  = ox == ow_m1;
-  assign \$1263  = is_elem & \$1262 ;
-  assign \$1264  = ~ \$1263 ;
-  assign \$1265  = \$1264  & desc[154];
-  assign \$1266  = ox == ow_m1;
-  assign \$1267  = is_elem & \$1266 ;
-  assign \$1268  = ~ \$1267 ;
-  assign \$1269  = g == gcount_m1;
-  assign \$1270  = ~ \$1269 ;
-  assign \$1271  = $signed(ix) + $signed(2'h1);
-  assign \$1272  = $signed(\$1271 ) + $signed({ 1'h0, dual_now });
-  assign \$1273  = gap - 1'h1;
-  assign \$1274  = $signed(\$1273 ) - $signed({ 1'h0, dual_now });
-  assign \$1275  = ox + 1'h1;
-  assign \$1276  = desc[82:80] - 1'h1;
-  assign \$1277  = acc_addr + 1'h1;
-  assign \$1278  = ox + 1'h1;
-  assign \$1279  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1280  = acc_addr + 1'h1;
-  assign \$1281  = g + 1'h1;
-  assign \$1282  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1283  = acc_addr + 1'h1;
-  assign \$1284  = j == cur[9:5];
-  assign \$1285  = ~ \$1284 ;
-  assign \$1286  = j + 1'h1;
-  assign \$1287  = dw_kx0_n >= desc[76:74];
-  assign \$1288  = dw_kx0_n - desc[76:74];
-  assign \$1289  = dw_ky0 + dw_q;
-  assign \$1290  = \$1289  + 1'h1;
-  assign \$1291  = dw_ky0 + dw_q;
-  assign \$1292  = dw_kx1_n >= desc[76:74];
-  assign \$1293  = dw_kx1_n - desc[76:74];
-  assign \$1294  = dw_ky1 + dw_q;
-  assign \$1295  = \$1294  + 1'h1;
-  assign \$1296  = dw_ky1 + dw_q;
-  assign \$1297  = dw_kx2_n >= desc[76:74];
-  assign \$1298  = dw_kx2_n - desc[76:74];
-  assign \$1299  = dw_ky2 + dw_q;
-  assign \$1300  = \$1299  + 1'h1;
-  assign \$1301  = dw_ky2 + dw_q;
-  assign \$1302  = dw_kx3_n >= desc[76:74];
-  assign \$1303  = dw_kx3_n - desc[76:74];
-  assign \$1304  = dw_ky3 + dw_q;
-  assign \$1305  = \$1304  + 1'h1;
-  assign \$1306  = dw_ky3 + dw_q;
-  assign \$1307  = dw_kx4_n >= desc[76:74];
-  assign \$1308  = dw_kx4_n - desc[76:74];
-  assign \$1309  = dw_ky4 + dw_q;
-  assign \$1310  = \$1309  + 1'h1;
-  assign \$1311  = dw_ky4 + dw_q;
-  assign \$1312  = dw_kx5_n >= desc[76:74];
-  assign \$1313  = dw_kx5_n - desc[76:74];
-  assign \$1314  = dw_ky5 + dw_q;
-  assign \$1315  = \$1314  + 1'h1;
-  assign \$1316  = dw_ky5 + dw_q;
-  assign \$1317  = dw_kx6_n >= desc[76:74];
-  assign \$1318  = dw_kx6_n - desc[76:74];
-  assign \$1319  = dw_ky6 + dw_q;
-  assign \$1320  = \$1319  + 1'h1;
-  assign \$1321  = dw_ky6 + dw_q;
-  assign \$1322  = dw_kx7_n >= desc[76:74];
-  assign \$1323  = dw_kx7_n - desc[76:74];
-  assign \$1324  = dw_ky7 + dw_q;
-  assign \$1325  = \$1324  + 1'h1;
-  assign \$1326  = dw_ky7 + dw_q;
-  assign \$1327  = j == cur[9:5];
-  assign \$1328  = kx == kw_m1;
-  assign \$1329  = desc[154] | \$1328 ;
-  assign \$1330  = ~ \$1329 ;
-  assign \$1331  = \$1327  & \$1330 ;
-  assign \$1332  = j == cur[9:5];
-  assign \$1333  = ky == kh_m1;
-  assign \$1334  = desc[154] | \$1333 ;
-  assign \$1335  = ~ \$1334 ;
-  assign \$1336  = \$1332  & \$1335 ;
-  assign \$1337  = j == cur[9:5];
-  assign \$1338  = kx + 1'h1;
-  assign \$1339  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1340  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1341  = ky + 1'h1;
-  assign \$1342  = - desc[111:105];
-  assign \$1343  = - desc[111:105];
-  assign \$1344  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1345  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1346  = - desc[111:105];
-  assign \$1347  = - desc[111:105];
-  assign \$1348  = t == cot_m1;
-  assign \$1349  = ~ \$1348 ;
-  assign \$1350  = t + 1'h1;
-  assign \$1351  = rows_left - gcount;
-  assign \$1352  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1353  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1354  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1355  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1356  = rows_left == gcount;
-  assign \$1357  = rows_left - gcount;
-  assign \$1358  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1357 );
-  assign \$1359  = rows_left - gcount;
-  assign \$1360  = \$1358  ? { 2'h0, desc[70:60] } : \$1359 ;
-  assign \$1361  = state == 2'h2;
-  assign \$1362  = ld_tile + 1'h1;
-  assign \$1363  = \$1362  == desc[23:12];
-  assign \$1364  = ld_tile + 1'h1;
-  assign \$1365  = \$1363  ? 14'h0000 : \$1364 ;
-  assign \$1366  = ld_k == 3'h7;
-  assign \$1367  = ld_k + 1'h1;
-  assign \$1368  = ! state;
-  assign \$1369  = \$1368  & i_desc__valid;
-  assign \$1370  = ! state;
-  assign \$1371  = cnt_cycles + 1'h1;
-  assign \$1372  = \$1370  ? 33'h000000001 : \$1371 ;
-  assign \$1373  = category == 1'h1;
-  assign \$1374  = ! state;
-  assign \$1375  = cnt_busy + 1'h1;
-  assign \$1376  = \$1374  ? 33'h000000001 : \$1375 ;
-  assign \$1377  = category == 2'h2;
-  assign \$1378  = ! state;
-  assign \$1379  = cnt_setup + 1'h1;
-  assign \$1380  = \$1378  ? 33'h000000001 : \$1379 ;
-  assign \$1381  = category == 2'h3;
-  assign \$1382  = ! state;
-  assign \$1383  = cnt_stall_input + 1'h1;
-  assign \$1384  = \$1382  ? 33'h000000001 : \$1383 ;
-  assign \$1385  = category == 3'h4;
-  assign \$1386  = ! state;
-  assign \$1387  = cnt_stall_weight + 1'h1;
-  assign \$1388  = \$1386  ? 33'h000000001 : \$1387 ;
-  assign \$1389  = category == 3'h5;
-  assign \$1390  = ! state;
-  assign \$1391  = cnt_stall_output + 1'h1;
-  assign \$1392  = \$1390  ? 33'h000000001 : \$1391 ;
-  assign \$1393  = category == 3'h6;
-  assign \$1394  = ! state;
-  assign \$1395  = cnt_fill + 1'h1;
-  assign \$1396  = \$1394  ? 33'h000000001 : \$1395 ;
-  assign \$1397  = category == 3'h7;
-  assign \$1398  = ! state;
-  assign \$1399  = cnt_drain + 1'h1;
-  assign \$1400  = \$1398  ? 33'h000000001 : \$1399 ;
-  assign \$1401  = o_result__valid & o_result__ready;
-  assign \$1402  = \$1401  & o_result__payload[256];
-  assign \$1403  = state == 3'h5;
-  assign \$1404  = \$1402  | \$1403 ;
-  always @(posedge clk)
-    cw_p1 <= \$1405 ;
-  always @(posedge clk)
-    cw_p2 <= \$1406 ;
-  always @(posedge clk)
-    t_adv_prev <= \$1407 ;
-  always @(posedge clk)
-    cur <= \$1408 ;
-  always @(posedge clk)
-    sb1 <= \$1409 ;
-  always @(posedge clk)
-    par_a1 <= \$1410 ;
-  always @(posedge clk)
-    act <= \$1411 ;
-  always @(posedge clk)
-    pad_x1 <= \$1412 ;
-  always @(posedge clk)
-    pad_xb1 <= \$1413 ;
-  always @(posedge clk)
-    slot1_ky0 <= \$1414 ;
-  always @(posedge clk)
-    padr1_ky0 <= \$1415 ;
-  always @(posedge clk)
-    win0_0 <= \$1416 ;
-  always @(posedge clk)
-    win0_1 <= \$1417 ;
-  always @(posedge clk)
-    win0_2 <= \$1418 ;
-  always @(posedge clk)
-    win0_3 <= \$1419 ;
-  always @(posedge clk)
-    win0_4 <= \$1420 ;
-  always @(posedge clk)
-    win0_5 <= \$1421 ;
-  always @(posedge clk)
-    win0_6 <= \$1422 ;
-  always @(posedge clk)
-    win0_7 <= \$1423 ;
-  always @(posedge clk)
-    win0_8 <= \$1424 ;
-  always @(posedge clk)
-    slot1_ky1 <= \$1425 ;
-  always @(posedge clk)
-    padr1_ky1 <= \$1426 ;
-  always @(posedge clk)
-    win1_0 <= \$1427 ;
-  always @(posedge clk)
-    win1_1 <= \$1428 ;
-  always @(posedge clk)
-    win1_2 <= \$1429 ;
-  always @(posedge clk)
-    win1_3 <= \$1430 ;
-  always @(posedge clk)
-    win1_4 <= \$1431 ;
-  always @(posedge clk)
-    win1_5 <= \$1432 ;
-  always @(posedge clk)
-    win1_6 <= \$1433 ;
-  always @(posedge clk)
-    win1_7 <= \$1434 ;
-  always @(posedge clk)
-    win1_8 <= \$1435 ;
-  always @(posedge clk)
-    slot1_ky2 <= \$1436 ;
-  always @(posedge clk)
-    padr1_ky2 <= \$1437 ;
-  always @(posedge clk)
-    win2_0 <= \$1438 ;
-  always @(posedge clk)
-    win2_1 <= \$1439 ;
-  always @(posedge clk)
-    win2_2 <= \$1440 ;
-  always @(posedge clk)
-    win2_3 <= \$1441 ;
-  always @(posedge clk)
-    win2_4 <= \$1442 ;
-  always @(posedge clk)
-    win2_5 <= \$1443 ;
-  always @(posedge clk)
-    win2_6 <= \$1444 ;
-  always @(posedge clk)
-    win2_7 <= \$1445 ;
-  always @(posedge clk)
-    win2_8 <= \$1446 ;
-  always @(posedge clk)
-    slot1_ky3 <= \$1447 ;
-  always @(posedge clk)
-    padr1_ky3 <= \$1448 ;
-  always @(posedge clk)
-    win3_0 <= \$1449 ;
-  always @(posedge clk)
-    win3_1 <= \$1450 ;
-  always @(posedge clk)
-    win3_2 <= \$1451 ;
-  always @(posedge clk)
-    win3_3 <= \$1452 ;
-  always @(posedge clk)
-    win3_4 <= \$1453 ;
-  always @(posedge clk)
-    win3_5 <= \$1454 ;
-  always @(posedge clk)
-    win3_6 <= \$1455 ;
-  always @(posedge clk)
-    win3_7 <= \$1456 ;
-  always @(posedge clk)
-    win3_8 <= \$1457 ;
-  always @(posedge clk)
-    slot1_ky4 <= \$1458 ;
-  always @(posedge clk)
-    padr1_ky4 <= \$1459 ;
-  always @(posedge clk)
-    win4_0 <= \$1460 ;
-  always @(posedge clk)
-    win4_1 <= \$1461 ;
-  always @(posedge clk)
-    win4_2 <= \$1462 ;
-  always @(posedge clk)
-    win4_3 <= \$1463 ;
-  always @(posedge clk)
-    win4_4 <= \$1464 ;
-  always @(posedge clk)
-    win4_5 <= \$1465 ;
-  always @(posedge clk)
-    win4_6 <= \$1466 ;
-  always @(posedge clk)
-    win4_7 <= \$1467 ;
-  always @(posedge clk)
-    win4_8 <= \$1468 ;
-  always @(posedge clk)
-    sb2 <= \$1469 ;
-  always @(posedge clk)
-    dw_ky0_s1 <= \$1470 ;
-  always @(posedge clk)
-    dw_kx0_s1 <= \$1471 ;
-  always @(posedge clk)
-    dw_ky0_s2 <= \$1472 ;
-  always @(posedge clk)
-    dwcol0 <= \$1473 ;
-  always @(posedge clk)
-    dw_ky1_s1 <= \$1474 ;
-  always @(posedge clk)
-    dw_kx1_s1 <= \$1475 ;
-  always @(posedge clk)
-    dw_ky1_s2 <= \$1476 ;
-  always @(posedge clk)
-    dwcol1 <= \$1477 ;
-  always @(posedge clk)
-    dw_ky2_s1 <= \$1478 ;
-  always @(posedge clk)
-    dw_kx2_s1 <= \$1479 ;
-  always @(posedge clk)
-    dw_ky2_s2 <= \$1480 ;
-  always @(posedge clk)
-    dwcol2 <= \$1481 ;
-  always @(posedge clk)
-    dw_ky3_s1 <= \$1482 ;
-  always @(posedge clk)
-    dw_kx3_s1 <= \$1483 ;
-  always @(posedge clk)
-    dw_ky3_s2 <= \$1484 ;
-  always @(posedge clk)
-    dwcol3 <= \$1485 ;
-  always @(posedge clk)
-    dw_ky4_s1 <= \$1486 ;
-  always @(posedge clk)
-    dw_kx4_s1 <= \$1487 ;
-  always @(posedge clk)
-    dw_ky4_s2 <= \$1488 ;
-  always @(posedge clk)
-    dwcol4 <= \$1489 ;
-  always @(posedge clk)
-    dw_ky5_s1 <= \$1490 ;
-  always @(posedge clk)
-    dw_kx5_s1 <= \$1491 ;
-  always @(posedge clk)
-    dw_ky5_s2 <= \$1492 ;
-  always @(posedge clk)
-    dwcol5 <= \$1493 ;
-  always @(posedge clk)
-    dw_ky6_s1 <= \$1494 ;
-  always @(posedge clk)
-    dw_kx6_s1 <= \$1495 ;
-  always @(posedge clk)
-    dw_ky6_s2 <= \$1496 ;
-  always @(posedge clk)
-    dwcol6 <= \$1497 ;
-  always @(posedge clk)
-    dw_ky7_s1 <= \$1498 ;
-  always @(posedge clk)
-    dw_kx7_s1 <= \$1499 ;
-  always @(posedge clk)
-    dw_ky7_s2 <= \$1500 ;
-  always @(posedge clk)
-    dwcol7 <= \$1501 ;
-  always @(posedge clk)
-    sb_p3 <= \$1502 ;
-  always @(posedge clk)
-    sb_p4 <= \$1503 ;
-  always @(posedge clk)
-    sb_p5 <= \$1504 ;
-  always @(posedge clk)
-    sb_p6 <= \$1505 ;
-  always @(posedge clk)
-    sb_p7 <= \$1506 ;
-  always @(posedge clk)
-    sb_p8 <= \$1507 ;
-  always @(posedge clk)
-    sb_p9 <= \$1508 ;
-  always @(posedge clk)
-    sb_p10 <= \$1509 ;
-  always @(posedge clk)
-    sb_p11 <= \$1510 ;
-  always @(posedge clk)
-    sb_p12 <= \$1511 ;
-  always @(posedge clk)
-    sb_p13 <= \$1512 ;
-  always @(posedge clk)
-    sb_p14 <= \$1513 ;
-  always @(posedge clk)
-    sb_p15 <= \$1514 ;
-  always @(posedge clk)
-    sb_p16 <= \$1515 ;
-  always @(posedge clk)
-    sb_p17 <= \$1516 ;
-  always @(posedge clk)
-    sb_p18 <= \$1517 ;
-  always @(posedge clk)
-    sb_p19 <= \$1518 ;
-  always @(posedge clk)
-    i_valid <= \$1519 ;
-  always @(posedge clk)
-    i_last <= \$1520 ;
-  always @(posedge clk)
-    i_acc <= \$1521 ;
-  always @(posedge clk)
-    i_params <= \$1522 ;
-  always @(posedge clk)
-    reserved <= \$1523 ;
-  always @(posedge clk)
-    latch1 <= \$1524 ;
-  always @(posedge clk)
-    w_latch <= \$1525 ;
-  always @(posedge clk)
-    w_bank <= \$1526 ;
-  always @(posedge clk)
-    w_ahead <= \$1527 ;
-  always @(posedge clk)
-    ld_ahead <= \$1528 ;
-  always @(posedge clk)
-    fold_bank <= \$1529 ;
-  always @(posedge clk)
-    ld_bank <= \$1530 ;
-  always @(posedge clk)
-    desc <= \$1531 ;
-  always @(posedge clk)
-    state <= \$1532 ;
-  always @(posedge clk)
-    error <= \$1533 ;
-  always @(posedge clk)
-    dw_q <= \$1534 ;
-  always @(posedge clk)
-    dw_rm <= \$1535 ;
-  always @(posedge clk)
-    dw_ky_init0 <= \$1536 ;
-  always @(posedge clk)
-    dw_kx_init0 <= \$1537 ;
-  always @(posedge clk)
-    dw_ky_init1 <= \$1538 ;
-  always @(posedge clk)
-    dw_kx_init1 <= \$1539 ;
-  always @(posedge clk)
-    dw_ky_init2 <= \$1540 ;
-  always @(posedge clk)
-    dw_kx_init2 <= \$1541 ;
-  always @(posedge clk)
-    dw_ky_init3 <= \$1542 ;
-  always @(posedge clk)
-    dw_kx_init3 <= \$1543 ;
-  always @(posedge clk)
-    dw_ky_init4 <= \$1544 ;
-  always @(posedge clk)
-    dw_kx_init4 <= \$1545 ;
-  always @(posedge clk)
-    dw_ky_init5 <= \$1546 ;
-  always @(posedge clk)
-    dw_kx_init5 <= \$1547 ;
-  always @(posedge clk)
-    dw_ky_init6 <= \$1548 ;
-  always @(posedge clk)
-    dw_kx_init6 <= \$1549 ;
-  always @(posedge clk)
-    dw_ky_init7 <= \$1550 ;
-  always @(posedge clk)
-    dw_kx_init7 <= \$1551 ;
-  always @(posedge clk)
-    taps <= \$1552 ;
-  always @(posedge clk)
-    pass_span <= \$1553 ;
-  always @(posedge clk)
-    ow_m1 <= \$1554 ;
-  always @(posedge clk)
-    kw_m1 <= \$1555 ;
-  always @(posedge clk)
-    kh_m1 <= \$1556 ;
-  always @(posedge clk)
-    cot_m1 <= \$1557 ;
-  always @(posedge clk)
-    pass_step <= \$1558 ;
-  always @(posedge clk)
-    acc_need <= \$1559 ;
-  always @(posedge clk)
-    last_ix <= \$1560 ;
-  always @(posedge clk)
-    last_iy <= \$1561 ;
-  always @(posedge clk)
-    act_total <= \$1562 ;
-  always @(posedge clk)
-    w_total <= \$1563 ;
-  always @(posedge clk)
-    dw_first_rc <= \$1564 ;
-  always @(posedge clk)
-    dw_dual <= \$1565 ;
-  always @(posedge clk)
-    qlo <= \$1566 ;
-  always @(posedge clk)
-    hi <= \$1567 ;
-  always @(posedge clk)
-    abort_timer <= \$1568 ;
-  always @(posedge clk)
-    p_count <= \$1569 ;
-  always @(posedge clk)
-    tiles_sum <= \$1570 ;
-  always @(posedge clk)
-    p_done <= \$1571 ;
-  always @(posedge clk)
-    p_checked <= \$1572 ;
-  always @(posedge clk)
-    w_count <= \$1573 ;
-  always @(posedge clk)
-    w_done <= \$1574 ;
-  always @(posedge clk)
-    a_count <= \$1575 ;
-  always @(posedge clk)
-    wr_cw <= \$1576 ;
-  always @(posedge clk)
-    wr_ix <= \$1577 ;
-  always @(posedge clk)
-    wr_iy <= \$1578 ;
-  always @(posedge clk)
-    a_done <= \$1579 ;
-  always @(posedge clk)
-    gcount_m1 <= \$1580 ;
-  always @(posedge clk)
-    sq <= \$1581 ;
-  always @(posedge clk)
-    t <= \$1582 ;
-  always @(posedge clk)
-    ky <= \$1583 ;
-  always @(posedge clk)
-    kx <= \$1584 ;
-  always @(posedge clk)
-    j <= \$1585 ;
-  always @(posedge clk)
-    g <= \$1586 ;
-  always @(posedge clk)
-    ox <= \$1587 ;
-  always @(posedge clk)
-    rows_left <= \$1588 ;
-  always @(posedge clk)
-    y_pass <= \$1589 ;
-  always @(posedge clk)
-    y_tap <= \$1590 ;
-  always @(posedge clk)
-    iy <= \$1591 ;
-  always @(posedge clk)
-    y_end <= \$1592 ;
-  always @(posedge clk)
-    x_tap <= \$1593 ;
-  always @(posedge clk)
-    ix <= \$1594 ;
-  always @(posedge clk)
-    acc_addr <= \$1595 ;
-  always @(posedge clk)
-    gap <= \$1596 ;
-  always @(posedge clk)
-    dw_ky0 <= \$1597 ;
-  always @(posedge clk)
-    dw_ky1 <= \$1598 ;
-  always @(posedge clk)
-    dw_ky2 <= \$1599 ;
-  always @(posedge clk)
-    dw_ky3 <= \$1600 ;
-  always @(posedge clk)
-    dw_ky4 <= \$1601 ;
-  always @(posedge clk)
-    dw_ky5 <= \$1602 ;
-  always @(posedge clk)
-    dw_ky6 <= \$1603 ;
-  always @(posedge clk)
-    dw_ky7 <= \$1604 ;
-  always @(posedge clk)
-    dw_kx0 <= \$1605 ;
-  always @(posedge clk)
-    dw_kx1 <= \$1606 ;
-  always @(posedge clk)
-    dw_kx2 <= \$1607 ;
-  always @(posedge clk)
-    dw_kx3 <= \$1608 ;
-  always @(posedge clk)
-    dw_kx4 <= \$1609 ;
-  always @(posedge clk)
-    dw_kx5 <= \$1610 ;
-  always @(posedge clk)
-    dw_kx6 <= \$1611 ;
-  always @(posedge clk)
-    dw_kx7 <= \$1612 ;
-  always @(posedge clk)
-    ld_tile <= \$1613 ;
-  always @(posedge clk)
-    ld_k <= \$1614 ;
-  always @(posedge clk)
-    ld_busy <= \$1615 ;
-  always @(posedge clk)
-    \lo$306  <= \$1616 ;
-  always @(posedge clk)
-    gcount <= \$1617 ;
-  always @(posedge clk)
-    cur_ld_tile <= \$1618 ;
-  always @(posedge clk)
-    latch_bank1 <= \$1619 ;
-  always @(posedge clk)
-    counting <= \$1620 ;
-  always @(posedge clk)
-    cnt_cycles <= \$1621 ;
-  always @(posedge clk)
-    cnt_busy <= \$1622 ;
-  always @(posedge clk)
-    cnt_setup <= \$1623 ;
-  always @(posedge clk)
-    cnt_stall_input <= \$1624 ;
-  always @(posedge clk)
-    cnt_stall_weight <= \$1625 ;
-  always @(posedge clk)
-    cnt_stall_output <= \$1626 ;
-  always @(posedge clk)
-    cnt_fill <= \$1627 ;
-  always @(posedge clk)
-    cnt_drain <= \$1628 ;
+  assign \$792  = rows_ready ? 2'h2 : 2'h3;
+  assign \$793  = issue & is_elem;
+  assign \$794  = | w_ahead;
+  assign \$795  = ~ \$794 ;
+  assign \$796  = ~ desc[155];
+  assign \$797  = words_in > cur[4:0];
+  assign \$798  = \$796  | \$797 ;
+  assign \$799  = ~ \$798 ;
+  assign \$800  = ! state;
+  assign \$801  = \$800  & i_desc__valid;
+  assign \$802  = | state;
+  assign \$803  = \$802  & counting;
+  assign count_now = \$801  | \$803 ;
+  assign o_status__valid = state == 3'h5;
+  assign \$804  = state == 2'h3;
+  assign \$805  = sq == 2'h2;
+  assign \$806  = \$804  & \$805 ;
+  assign \$807  = ~ \$806 ;
+  assign \$808  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$809  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$810  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$811  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$812  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$813  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$814  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$815  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$816  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$817  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$818  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$819  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$820  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$821  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$822  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$823  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$824  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$826  = sb1[7] ? pad_word : \$825 ;
+  assign \$827  = $signed(\$186 ) < $signed(1'h0);
+  assign \$828  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$829  = \$827  | \$828 ;
+  assign \$830  = ~ sb1[2];
+  assign \$831  = sb1[1] & \$830 ;
+  assign \$832  = padr1_ky0 | pad_x1;
+  assign \$833  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$834  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$835  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$836  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$837  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$838  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$839  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$840  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$841  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$842  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$843  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$844  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$845  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$846  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$847  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$848  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$850  = \$832  ? pad_word : \$849 ;
+  assign \$851  = sb1[1] & sb1[2];
+  assign \$852  = padr1_ky0 | pad_xb1;
+  assign \$853  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
+  assign \$854  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
+  assign \$855  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
+  assign \$856  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
+  assign \$857  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
+  assign \$858  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
+  assign \$859  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
+  assign \$860  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
+  assign \$861  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
+  assign \$862  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
+  assign \$863  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
+  assign \$864  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
+  assign \$865  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
+  assign \$866  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
+  assign \$867  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
+  assign \$868  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
+  assign \$870  = \$852  ? pad_word : \$869 ;
+  assign \$871  = padr1_ky0 | pad_x1;
+  assign \$872  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$873  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$874  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$875  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$876  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$877  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$878  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$879  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$880  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$881  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$882  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$883  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$884  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$885  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$886  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$887  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$889  = \$871  ? pad_word : \$888 ;
+  assign \$890  = $signed(\$188 ) < $signed(1'h0);
+  assign \$891  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$892  = \$890  | \$891 ;
+  assign \$893  = ~ sb1[2];
+  assign \$894  = sb1[1] & \$893 ;
+  assign \$895  = padr1_ky1 | pad_x1;
+  assign \$896  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$897  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$898  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$899  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$900  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$901  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$902  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$903  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$904  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$905  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$906  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$907  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$908  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$909  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$910  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$911  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$913  = \$895  ? pad_word : \$912 ;
+  assign \$914  = sb1[1] & sb1[2];
+  assign \$915  = padr1_ky1 | pad_xb1;
+  assign \$916  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
+  assign \$917  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
+  assign \$918  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
+  assign \$919  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
+  assign \$920  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
+  assign \$921  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
+  assign \$922  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
+  assign \$923  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
+  assign \$924  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
+  assign \$925  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
+  assign \$926  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
+  assign \$927  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
+  assign \$928  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
+  assign \$929  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
+  assign \$930  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
+  assign \$931  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
+  assign \$933  = \$915  ? pad_word : \$932 ;
+  assign \$934  = padr1_ky1 | pad_x1;
+  assign \$935  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$936  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$937  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$938  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$939  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$940  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$941  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$942  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$943  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$944  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$945  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$946  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$947  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$948  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$949  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$950  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$952  = \$934  ? pad_word : \$951 ;
+  assign \$953  = $signed(\$190 ) < $signed(1'h0);
+  assign \$954  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$955  = \$953  | \$954 ;
+  assign \$956  = ~ sb1[2];
+  assign \$957  = sb1[1] & \$956 ;
+  assign \$958  = padr1_ky2 | pad_x1;
+  assign \$959  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$960  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$961  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$962  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$963  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$964  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$965  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$966  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$967  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$968  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$969  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$970  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$971  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$972  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$973  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$974  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$976  = \$958  ? pad_word : \$975 ;
+  assign \$977  = sb1[1] & sb1[2];
+  assign \$978  = padr1_ky2 | pad_xb1;
+  assign \$979  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
+  assign \$980  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
+  assign \$981  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
+  assign \$982  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
+  assign \$983  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
+  assign \$984  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
+  assign \$985  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
+  assign \$986  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
+  assign \$987  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
+  assign \$988  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
+  assign \$989  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
+  assign \$990  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
+  assign \$991  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
+  assign \$992  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
+  assign \$993  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
+  assign \$994  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
+  assign \$996  = \$978  ? pad_word : \$995 ;
+  assign \$997  = padr1_ky2 | pad_x1;
+  assign \$998  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$999  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$1000  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$1001  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$1002  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$1003  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$1004  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$1005  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$1006  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$1007  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$1008  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$1009  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$1010  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$1011  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$1012  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$1013  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$1015  = \$997  ? pad_word : \$1014 ;
+  assign \$1016  = $signed(\$192 ) < $signed(1'h0);
+  assign \$1017  = $signed(\$192 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1018  = \$1016  | \$1017 ;
+  assign \$1019  = ~ sb1[2];
+  assign \$1020  = sb1[1] & \$1019 ;
+  assign \$1021  = padr1_ky3 | pad_x1;
+  assign \$1022  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$1023  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$1024  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$1025  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$1026  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$1027  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$1028  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$1029  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$1030  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$1031  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$1032  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$1033  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$1034  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$1035  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$1036  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$1037  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$1039  = \$1021  ? pad_word : \$1038 ;
+  assign \$1040  = sb1[1] & sb1[2];
+  assign \$1041  = padr1_ky3 | pad_xb1;
+  assign \$1042  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
+  assign \$1043  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
+  assign \$1044  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
+  assign \$1045  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
+  assign \$1046  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
+  assign \$1047  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
+  assign \$1048  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
+  assign \$1049  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
+  assign \$1050  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
+  assign \$1051  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
+  assign \$1052  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
+  assign \$1053  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
+  assign \$1054  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
+  assign \$1055  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
+  assign \$1056  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
+  assign \$1057  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
+  assign \$1059  = \$1041  ? pad_word : \$1058 ;
+  assign \$1060  = padr1_ky3 | pad_x1;
+  assign \$1061  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$1062  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$1063  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$1064  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$1065  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$1066  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$1067  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$1068  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$1069  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$1070  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$1071  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$1072  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$1073  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$1074  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$1075  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$1076  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$1078  = \$1060  ? pad_word : \$1077 ;
+  assign \$1079  = $signed(\$194 ) < $signed(1'h0);
+  assign \$1080  = $signed(\$194 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1081  = \$1079  | \$1080 ;
+  assign \$1082  = ~ sb1[2];
+  assign \$1083  = sb1[1] & \$1082 ;
+  assign \$1084  = padr1_ky4 | pad_x1;
+  assign \$1085  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$1086  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$1087  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$1088  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$1089  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$1090  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$1091  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$1092  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$1093  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$1094  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$1095  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$1096  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$1097  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$1098  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$1099  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$1100  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$1102  = \$1084  ? pad_word : \$1101 ;
+  assign \$1103  = sb1[1] & sb1[2];
+  assign \$1104  = padr1_ky4 | pad_xb1;
+  assign \$1105  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
+  assign \$1106  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
+  assign \$1107  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
+  assign \$1108  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
+  assign \$1109  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
+  assign \$1110  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
+  assign \$1111  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
+  assign \$1112  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
+  assign \$1113  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
+  assign \$1114  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
+  assign \$1115  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
+  assign \$1116  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
+  assign \$1117  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
+  assign \$1118  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
+  assign \$1119  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
+  assign \$1120  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
+  assign \$1122  = \$1104  ? pad_word : \$1121 ;
+  assign \$1123  = padr1_ky4 | pad_x1;
+  assign \$1124  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
+  assign \$1125  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
+  assign \$1126  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
+  assign \$1127  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
+  assign \$1128  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
+  assign \$1129  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
+  assign \$1130  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
+  assign \$1131  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
+  assign \$1132  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
+  assign \$1133  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
+  assign \$1134  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
+  assign \$1135  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
+  assign \$1136  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
+  assign \$1137  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
+  assign \$1138  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
+  assign \$1139  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
+  assign \$1141  = \$1123  ? pad_word : \$1140 ;
+  assign \$1142  = dwback0[3:0] * desc[90:87];
+  assign \$1143  = dwback1[3:0] * desc[90:87];
+  assign \$1144  = dwback2[3:0] * desc[90:87];
+  assign \$1145  = dwback3[3:0] * desc[90:87];
+  assign \$1146  = dwback4[3:0] * desc[90:87];
+  assign \$1147  = dwback5[3:0] * desc[90:87];
+  assign \$1148  = dwback6[3:0] * desc[90:87];
+  assign \$1149  = dwback7[3:0] * desc[90:87];
+  assign \$1150  = sb_p19[0] & sb_p19[4];
+  assign \$1151  = issue & is_elem;
+  assign \$1152  = ky == kh_m1;
+  assign \$1153  = desc[154] | \$1152 ;
+  assign \$1154  = kx == kw_m1;
+  assign \$1155  = desc[154] | \$1154 ;
+  assign \$1156  = \$1153  & \$1155 ;
+  assign \$1157  = j == cur[9:5];
+  assign \$1158  = \$1156  & \$1157 ;
+  assign \$1159  = \$1151  & \$1158 ;
+  assign \$1160  = o_result__valid & o_result__ready;
+  assign \$1161  = ~ \$1160 ;
+  assign \$1162  = \$1159  & \$1161 ;
+  assign \$1163  = issue & is_elem;
+  assign \$1164  = ky == kh_m1;
+  assign \$1165  = desc[154] | \$1164 ;
+  assign \$1166  = kx == kw_m1;
+  assign \$1167  = desc[154] | \$1166 ;
+  assign \$1168  = \$1165  & \$1167 ;
+  assign \$1169  = j == cur[9:5];
+  assign \$1170  = \$1168  & \$1169 ;
+  assign \$1171  = \$1163  & \$1170 ;
+  assign \$1172  = ~ \$1171 ;
+  assign \$1173  = o_result__valid & o_result__ready;
+  assign \$1174  = \$1172  & \$1173 ;
+  assign \$1175  = reserved + 1'h1;
+  assign \$1176  = reserved - 1'h1;
+  assign \$1177  = state == 2'h2;
+  assign \$1178  = w_ahead + w_latch;
+  assign \$1179  = \$1178  - fold_end;
+  assign \$1180  = ld_ahead + ld_start;
+  assign \$1181  = \$1180  - fold_end;
+  assign \$1182  = ~ fold_bank;
+  assign \$1183  = ~ ld_bank;
+  assign \$1184  = desc[73:71] * desc[76:74];
+  assign \$1185  = desc[70:60] - 1'h1;
+  assign \$1186  = $signed(\$1185 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1187  = desc[73:71] - 1'h1;
+  assign \$1188  = $signed(\$1187 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1189  = $signed(\$1186 ) + $signed(\$1188 );
+  assign \$1190  = $signed(\$1189 ) + $signed(2'h1);
+  assign \$1191  = desc[59:53] - 1'h1;
+  assign \$1192  = desc[76:74] - 1'h1;
+  assign \$1193  = desc[73:71] - 1'h1;
+  assign \$1194  = desc[11:5] - 1'h1;
+  assign \$1195  = desc[70:60] * desc[79:77];
+  assign \$1196  = desc[70:60] * desc[59:53];
+  assign \$1197  = desc[59:53] - 1'h1;
+  assign \$1198  = $signed(\$1197 ) * $signed({ 1'h0, desc[82:80] });
+  assign \$1199  = desc[76:74] - 1'h1;
+  assign \$1200  = $signed(\$1199 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1201  = $signed(\$1198 ) + $signed(\$1200 );
+  assign \$1202  = $signed(\$1201 ) - $signed({ 1'h0, desc[111:105] });
+  assign \$1203  = desc[52:42] - 1'h1;
+  assign \$1204  = $signed(\$1203 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1205  = desc[73:71] - 1'h1;
+  assign \$1206  = $signed(\$1205 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1207  = $signed(\$1204 ) + $signed(\$1206 );
+  assign \$1208  = $signed(\$1207 ) - $signed({ 1'h0, desc[97:91] });
+  assign \$1209  = desc[34:24] * desc[41:35];
+  assign \$1210  = \$1209  * desc[4:0];
+  assign \$1211  = \$1210  - 1'h0;
+  assign \$1212  = desc[23:12] * 4'h8;
+  assign \$1213  = desc[76:74] - 1'h1;
+  assign \$1214  = $signed(\$1213 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1215  = desc[153:149] - 1'h1;
+  assign \$1216  = 1'h1 << \$1215 [4:0];
+  assign \$1217  = - \$1216 ;
+  assign \$1218  = desc[153:149] - 1'h1;
+  assign \$1219  = 1'h1 << \$1218 [4:0];
+  assign \$1220  = \$1219  - 1'h1;
+  assign \$1222  = sq == 2'h3;
+  assign \$1223  = ! reserved;
+  assign \$1224  = \$1222  & \$1223 ;
+  assign \$1225  = \$1224  & p_done;
+  assign \$1226  = \$1225  & w_done;
+  assign \$1227  = \$1226  & a_done;
+  assign \$1228  = ! reserved;
+  assign \$1229  = \$1228  & p_done;
+  assign \$1230  = \$1229  & w_done;
+  assign \$1231  = \$1230  & a_done;
+  assign \$1232  = \$1231  & abort_wait_done;
+  assign \$1233  = state != 3'h4;
+  assign \$1234  = | abort_timer;
+  assign \$1235  = abort_timer - 1'h1;
+  assign \$1236  = state == 2'h3;
+  assign \$1237  = \$1236  & fatal;
+  assign \$1238  = i_param__valid & i_param__ready;
+  assign \$1239  = p_count + 1'h1;
+  assign \$1240  = p_count < desc[11:5];
+  assign \$1241  = taps * i_param__payload[561:557];
+  assign \$1242  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1241 ;
+  assign \$1243  = tiles_sum + \$1242 ;
+  assign \$1244  = ~ p_checked;
+  assign \$1245  = p_done & \$1244 ;
+  assign \$1246  = state == 2'h3;
+  assign \$1247  = \$1245  & \$1246 ;
+  assign \$1248  = i_weight__valid & i_weight__ready;
+  assign \$1249  = w_count < w_total;
+  assign \$1250  = w_count + 1'h1;
+  assign \$1251  = i_act__valid & i_act__ready;
+  assign \$1252  = a_count + 1'h1;
+  assign \$1253  = a_count >= act_total;
+  assign \$1254  = desc[41:35] - 1'h1;
+  assign \$1255  = wr_ix == \$1254 ;
+  assign \$1256  = desc[34:24] - 1'h1;
+  assign \$1257  = $signed({ 1'h0, wr_iy }) == $signed(\$1256 );
+  assign \$1258  = wr_cw + 1'h1;
+  assign \$1259  = words_in + 1'h1;
+  assign \$1260  = wr_iy + 1'h1;
+  assign \$1261  = wr_ix + 1'h1;
+  assign \$1262  = desc[4:0] - 1'h1;
+  assign \$1263  = wr_cw == \$1262 ;
+  assign \$1264  = desc[41:35] - 1'h1;
+  assign \$1265  = wr_ix == \$1264 ;
+  assign \$1266  = wr_iy + 1'h1;
+  assign \$1267  = wr_ix + 1'h1;
+  assign \$1268  = wr_cw + 1'h1;
+  assign \$1269  = | err_hi;
+  assign \$1270  = error | { err_hi, 1'h0 };
+  assign \$1271  = gcount - 1'h1;
+  assign \$1272  = state == 2'h2;
+  assign \$1273  = state == 3'h4;
+  assign \$1274  = state == 2'h3;
+  assign \$1275  = - desc[97:91];
+  assign \$1276  = - desc[97:91];
+  assign \$1277  = - desc[97:91];
+  assign \$1278  = pass_span - desc[97:91];
+  assign \$1279  = - desc[111:105];
+  assign \$1280  = - desc[111:105];
+  assign \$1281  = desc[70:60] < desc[52:42];
+  assign \$1282  = \$1281  ? desc[70:60] : desc[52:42];
+  assign \$1283  = $signed(y_pass) < $signed(1'h0);
+  assign \$1284  = \$1283  ? 29'h00000000 : y_pass;
+  assign \$1285  = ox == ow_m1;
+  assign \$1286  = is_elem & \$1285 ;
+  assign \$1287  = ~ \$1286 ;
+  assign \$1288  = \$1287  & desc[154];
+  assign \$1289  = ox == ow_m1;
+  assign \$1290  = is_elem & \$1289 ;
+  assign \$1291  = ~ \$1290 ;
+  assign \$1292  = g == gcount_m1;
+  assign \$1293  = ~ \$1292 ;
+  assign \$1294  = $signed(ix) + $signed(2'h1);
+  assign \$1295  = $signed(\$1294 ) + $signed({ 1'h0, dual_now });
+  assign \$1296  = gap - 1'h1;
+  assign \$1297  = $signed(\$1296 ) - $signed({ 1'h0, dual_now });
+  assign \$1298  = ox + 1'h1;
+  assign \$1299  = desc[82:80] - 1'h1;
+  assign \$1300  = acc_addr + 1'h1;
+  assign \$1301  = ox + 1'h1;
+  assign \$1302  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1303  = acc_addr + 1'h1;
+  assign \$1304  = g + 1'h1;
+  assign \$1305  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1306  = acc_addr + 1'h1;
+  assign \$1307  = j == cur[9:5];
+  assign \$1308  = ~ \$1307 ;
+  assign \$1309  = j + 1'h1;
+  assign \$1310  = dw_kx0_n >= desc[76:74];
+  assign \$1311  = dw_kx0_n - desc[76:74];
+  assign \$1312  = dw_ky0 + dw_q;
+  assign \$1313  = \$1312  + 1'h1;
+  assign \$1314  = dw_ky0 + dw_q;
+  assign \$1315  = dw_kx1_n >= desc[76:74];
+  assign \$1316  = dw_kx1_n - desc[76:74];
+  assign \$1317  = dw_ky1 + dw_q;
+  assign \$1318  = \$1317  + 1'h1;
+  assign \$1319  = dw_ky1 + dw_q;
+  assign \$1320  = dw_kx2_n >= desc[76:74];
+  assign \$1321  = dw_kx2_n - desc[76:74];
+  assign \$1322  = dw_ky2 + dw_q;
+  assign \$1323  = \$1322  + 1'h1;
+  assign \$1324  = dw_ky2 + dw_q;
+  assign \$1325  = dw_kx3_n >= desc[76:74];
+  assign \$1326  = dw_kx3_n - desc[76:74];
+  assign \$1327  = dw_ky3 + dw_q;
+  assign \$1328  = \$1327  + 1'h1;
+  assign \$1329  = dw_ky3 + dw_q;
+  assign \$1330  = dw_kx4_n >= desc[76:74];
+  assign \$1331  = dw_kx4_n - desc[76:74];
+  assign \$1332  = dw_ky4 + dw_q;
+  assign \$1333  = \$1332  + 1'h1;
+  assign \$1334  = dw_ky4 + dw_q;
+  assign \$1335  = dw_kx5_n >= desc[76:74];
+  assign \$1336  = dw_kx5_n - desc[76:74];
+  assign \$1337  = dw_ky5 + dw_q;
+  assign \$1338  = \$1337  + 1'h1;
+  assign \$1339  = dw_ky5 + dw_q;
+  assign \$1340  = dw_kx6_n >= desc[76:74];
+  assign \$1341  = dw_kx6_n - desc[76:74];
+  assign \$1342  = dw_ky6 + dw_q;
+  assign \$1343  = \$1342  + 1'h1;
+  assign \$1344  = dw_ky6 + dw_q;
+  assign \$1345  = dw_kx7_n >= desc[76:74];
+  assign \$1346  = dw_kx7_n - desc[76:74];
+  assign \$1347  = dw_ky7 + dw_q;
+  assign \$1348  = \$1347  + 1'h1;
+  assign \$1349  = dw_ky7 + dw_q;
+  assign \$1350  = j == cur[9:5];
+  assign \$1351  = kx == kw_m1;
+  assign \$1352  = desc[154] | \$1351 ;
+  assign \$1353  = ~ \$1352 ;
+  assign \$1354  = \$1350  & \$1353 ;
+  assign \$1355  = j == cur[9:5];
+  assign \$1356  = ky == kh_m1;
+  assign \$1357  = desc[154] | \$1356 ;
+  assign \$1358  = ~ \$1357 ;
+  assign \$1359  = \$1355  & \$1358 ;
+  assign \$1360  = j == cur[9:5];
+  assign \$1361  = kx + 1'h1;
+  assign \$1362  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1363  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1364  = ky + 1'h1;
+  assign \$1365  = - desc[111:105];
+  assign \$1366  = - desc[111:105];
+  assign \$1367  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1368  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1369  = - desc[111:105];
+  assign \$1370  = - desc[111:105];
+  assign \$1371  = t == cot_m1;
+  assign \$1372  = ~ \$1371 ;
+  assign \$1373  = t + 1'h1;
+  assign \$1374  = rows_left - gcount;
+  assign \$1375  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1376  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1377  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1378  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1379  = rows_left == gcount;
+  assign \$1380  = rows_left - gcount;
+  assign \$1381  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1380 );
+  assign \$1382  = rows_left - gcount;
+  assign \$1383  = \$1381  ? { 2'h0, desc[70:60] } : \$1382 ;
+  assign \$1384  = state == 2'h2;
+  assign \$1385  = ld_tile + 1'h1;
+  assign \$1386  = \$1385  == desc[23:12];
+  assign \$1387  = ld_tile + 1'h1;
+  assign \$1388  = \$1386  ? 14'h0000 : \$1387 ;
+  assign \$1389  = ld_k == 3'h7;
+  assign \$1390  = ld_k + 1'h1;
+  assign \$1391  = ! state;
+  assign \$1392  = \$1391  & i_desc__valid;
+  assign \$1393  = ! state;
+  assign \$1394  = cnt_cycles + 1'h1;
+  assign \$1395  = \$1393  ? 33'h000000001 : \$1394 ;
+  assign \$1396  = category == 1'h1;
+  assign \$1397  = ! state;
+  assign \$1398  = cnt_busy + 1'h1;
+  assign \$1399  = \$1397  ? 33'h000000001 : \$1398 ;
+  assign \$1400  = category == 2'h2;
+  assign \$1401  = ! state;
+  assign \$1402  = cnt_setup + 1'h1;
+  assign \$1403  = \$1401  ? 33'h000000001 : \$1402 ;
+  assign \$1404  = category == 2'h3;
+  assign \$1405  = ! state;
+  assign \$1406  = cnt_stall_input + 1'h1;
+  assign \$1407  = \$1405  ? 33'h000000001 : \$1406 ;
+  assign \$1408  = category == 3'h4;
+  assign \$1409  = ! state;
+  assign \$1410  = cnt_stall_weight + 1'h1;
+  assign \$1411  = \$1409  ? 33'h000000001 : \$1410 ;
+  assign \$1412  = category == 3'h5;
+  assign \$1413  = ! state;
+  assign \$1414  = cnt_stall_output + 1'h1;
+  assign \$1415  = \$1413  ? 33'h000000001 : \$1414 ;
+  assign \$1416  = category == 3'h6;
+  assign \$1417  = ! state;
+  assign \$1418  = cnt_fill + 1'h1;
+  assign \$1419  = \$1417  ? 33'h000000001 : \$1418 ;
+  assign \$1420  = category == 3'h7;
+  assign \$1421  = ! state;
+  assign \$1422  = cnt_drain + 1'h1;
+  assign \$1423  = \$1421  ? 33'h000000001 : \$1422 ;
+  assign \$1424  = o_result__valid & o_result__ready;
+  assign \$1425  = \$1424  & o_result__payload[256];
+  assign \$1426  = state == 3'h5;
+  assign \$1427  = \$1425  | \$1426 ;
+  always @(posedge clk)
+    cw_p1 <= \$1428 ;
+  always @(posedge clk)
+    cw_p2 <= \$1429 ;
+  always @(posedge clk)
+    t_adv_prev <= \$1430 ;
+  always @(posedge clk)
+    cur <= \$1431 ;
+  always @(posedge clk)
+    sb1 <= \$1432 ;
+  always @(posedge clk)
+    par_a1 <= \$1433 ;
+  always @(posedge clk)
+    act <= \$1434 ;
+  always @(posedge clk)
+    pad_x1 <= \$1435 ;
+  always @(posedge clk)
+    pad_xb1 <= \$1436 ;
+  always @(posedge clk)
+    slot1_ky0 <= \$1437 ;
+  always @(posedge clk)
+    padr1_ky0 <= \$1438 ;
+  always @(posedge clk)
+    win0_0 <= \$1439 ;
+  always @(posedge clk)
+    win0_1 <= \$1440 ;
+  always @(posedge clk)
+    win0_2 <= \$1441 ;
+  always @(posedge clk)
+    win0_3 <= \$1442 ;
+  always @(posedge clk)
+    win0_4 <= \$1443 ;
+  always @(posedge clk)
+    win0_5 <= \$1444 ;
+  always @(posedge clk)
+    win0_6 <= \$1445 ;
+  always @(posedge clk)
+    win0_7 <= \$1446 ;
+  always @(posedge clk)
+    win0_8 <= \$1447 ;
+  always @(posedge clk)
+    slot1_ky1 <= \$1448 ;
+  always @(posedge clk)
+    padr1_ky1 <= \$1449 ;
+  always @(posedge clk)
+    win1_0 <= \$1450 ;
+  always @(posedge clk)
+    win1_1 <= \$1451 ;
+  always @(posedge clk)
+    win1_2 <= \$1452 ;
+  always @(posedge clk)
+    win1_3 <= \$1453 ;
+  always @(posedge clk)
+    win1_4 <= \$1454 ;
+  always @(posedge clk)
+    win1_5 <= \$1455 ;
+  always @(posedge clk)
+    win1_6 <= \$1456 ;
+  always @(posedge clk)
+    win1_7 <= \$1457 ;
+  always @(posedge clk)
+    win1_8 <= \$1458 ;
+  always @(posedge clk)
+    slot1_ky2 <= \$1459 ;
+  always @(posedge clk)
+    padr1_ky2 <= \$1460 ;
+  always @(posedge clk)
+    win2_0 <= \$1461 ;
+  always @(posedge clk)
+    win2_1 <= \$1462 ;
+  always @(posedge clk)
+    win2_2 <= \$1463 ;
+  always @(posedge clk)
+    win2_3 <= \$1464 ;
+  always @(posedge clk)
+    win2_4 <= \$1465 ;
+  always @(posedge clk)
+    win2_5 <= \$1466 ;
+  always @(posedge clk)
+    win2_6 <= \$1467 ;
+  always @(posedge clk)
+    win2_7 <= \$1468 ;
+  always @(posedge clk)
+    win2_8 <= \$1469 ;
+  always @(posedge clk)
+    slot1_ky3 <= \$1470 ;
+  always @(posedge clk)
+    padr1_ky3 <= \$1471 ;
+  always @(posedge clk)
+    win3_0 <= \$1472 ;
+  always @(posedge clk)
+    win3_1 <= \$1473 ;
+  always @(posedge clk)
+    win3_2 <= \$1474 ;
+  always @(posedge clk)
+    win3_3 <= \$1475 ;
+  always @(posedge clk)
+    win3_4 <= \$1476 ;
+  always @(posedge clk)
+    win3_5 <= \$1477 ;
+  always @(posedge clk)
+    win3_6 <= \$1478 ;
+  always @(posedge clk)
+    win3_7 <= \$1479 ;
+  always @(posedge clk)
+    win3_8 <= \$1480 ;
+  always @(posedge clk)
+    slot1_ky4 <= \$1481 ;
+  always @(posedge clk)
+    padr1_ky4 <= \$1482 ;
+  always @(posedge clk)
+    win4_0 <= \$1483 ;
+  always @(posedge clk)
+    win4_1 <= \$1484 ;
+  always @(posedge clk)
+    win4_2 <= \$1485 ;
+  always @(posedge clk)
+    win4_3 <= \$1486 ;
+  always @(posedge clk)
+    win4_4 <= \$1487 ;
+  always @(posedge clk)
+    win4_5 <= \$1488 ;
+  always @(posedge clk)
+    win4_6 <= \$1489 ;
+  always @(posedge clk)
+    win4_7 <= \$1490 ;
+  always @(posedge clk)
+    win4_8 <= \$1491 ;
+  always @(posedge clk)
+    sb2 <= \$1492 ;
+  always @(posedge clk)
+    dw_ky0_s1 <= \$1493 ;
+  always @(posedge clk)
+    dw_kx0_s1 <= \$1494 ;
+  always @(posedge clk)
+    dw_ky0_s2 <= \$1495 ;
+  always @(posedge clk)
+    dwcol0 <= \$1496 ;
+  always @(posedge clk)
+    dw_ky1_s1 <= \$1497 ;
+  always @(posedge clk)
+    dw_kx1_s1 <= \$1498 ;
+  always @(posedge clk)
+    dw_ky1_s2 <= \$1499 ;
+  always @(posedge clk)
+    dwcol1 <= \$1500 ;
+  always @(posedge clk)
+    dw_ky2_s1 <= \$1501 ;
+  always @(posedge clk)
+    dw_kx2_s1 <= \$1502 ;
+  always @(posedge clk)
+    dw_ky2_s2 <= \$1503 ;
+  always @(posedge clk)
+    dwcol2 <= \$1504 ;
+  always @(posedge clk)
+    dw_ky3_s1 <= \$1505 ;
+  always @(posedge clk)
+    dw_kx3_s1 <= \$1506 ;
+  always @(posedge clk)
+    dw_ky3_s2 <= \$1507 ;
+  always @(posedge clk)
+    dwcol3 <= \$1508 ;
+  always @(posedge clk)
+    dw_ky4_s1 <= \$1509 ;
+  always @(posedge clk)
+    dw_kx4_s1 <= \$1510 ;
+  always @(posedge clk)
+    dw_ky4_s2 <= \$1511 ;
+  always @(posedge clk)
+    dwcol4 <= \$1512 ;
+  always @(posedge clk)
+    dw_ky5_s1 <= \$1513 ;
+  always @(posedge clk)
+    dw_kx5_s1 <= \$1514 ;
+  always @(posedge clk)
+    dw_ky5_s2 <= \$1515 ;
+  always @(posedge clk)
+    dwcol5 <= \$1516 ;
+  always @(posedge clk)
+    dw_ky6_s1 <= \$1517 ;
+  always @(posedge clk)
+    dw_kx6_s1 <= \$1518 ;
+  always @(posedge clk)
+    dw_ky6_s2 <= \$1519 ;
+  always @(posedge clk)
+    dwcol6 <= \$1520 ;
+  always @(posedge clk)
+    dw_ky7_s1 <= \$1521 ;
+  always @(posedge clk)
+    dw_kx7_s1 <= \$1522 ;
+  always @(posedge clk)
+    dw_ky7_s2 <= \$1523 ;
+  always @(posedge clk)
+    dwcol7 <= \$1524 ;
+  always @(posedge clk)
+    sb_p3 <= \$1525 ;
+  always @(posedge clk)
+    sb_p4 <= \$1526 ;
+  always @(posedge clk)
+    sb_p5 <= \$1527 ;
+  always @(posedge clk)
+    sb_p6 <= \$1528 ;
+  always @(posedge clk)
+    sb_p7 <= \$1529 ;
+  always @(posedge clk)
+    sb_p8 <= \$1530 ;
+  always @(posedge clk)
+    sb_p9 <= \$1531 ;
+  always @(posedge clk)
+    sb_p10 <= \$1532 ;
+  always @(posedge clk)
+    sb_p11 <= \$1533 ;
+  always @(posedge clk)
+    sb_p12 <= \$1534 ;
+  always @(posedge clk)
+    sb_p13 <= \$1535 ;
+  always @(posedge clk)
+    sb_p14 <= \$1536 ;
+  always @(posedge clk)
+    sb_p15 <= \$1537 ;
+  always @(posedge clk)
+    sb_p16 <= \$1538 ;
+  always @(posedge clk)
+    sb_p17 <= \$1539 ;
+  always @(posedge clk)
+    sb_p18 <= \$1540 ;
+  always @(posedge clk)
+    sb_p19 <= \$1541 ;
+  always @(posedge clk)
+    i_valid <= \$1542 ;
+  always @(posedge clk)
+    i_last <= \$1543 ;
+  always @(posedge clk)
+    i_acc <= \$1544 ;
+  always @(posedge clk)
+    i_params <= \$1545 ;
+  always @(posedge clk)
+    reserved <= \$1546 ;
+  always @(posedge clk)
+    latch1 <= \$1547 ;
+  always @(posedge clk)
+    w_latch <= \$1548 ;
+  always @(posedge clk)
+    w_bank <= \$1549 ;
+  always @(posedge clk)
+    w_ahead <= \$1550 ;
+  always @(posedge clk)
+    ld_ahead <= \$1551 ;
+  always @(posedge clk)
+    fold_bank <= \$1552 ;
+  always @(posedge clk)
+    ld_bank <= \$1553 ;
+  always @(posedge clk)
+    desc <= \$1554 ;
+  always @(posedge clk)
+    state <= \$1555 ;
+  always @(posedge clk)
+    error <= \$1556 ;
+  always @(posedge clk)
+    dw_q <= \$1557 ;
+  always @(posedge clk)
+    dw_rm <= \$1558 ;
+  always @(posedge clk)
+    dw_ky_init0 <= \$1559 ;
+  always @(posedge clk)
+    dw_kx_init0 <= \$1560 ;
+  always @(posedge clk)
+    dw_ky_init1 <= \$1561 ;
+  always @(posedge clk)
+    dw_kx_init1 <= \$1562 ;
+  always @(posedge clk)
+    dw_ky_init2 <= \$1563 ;
+  always @(posedge clk)
+    dw_kx_init2 <= \$1564 ;
+  always @(posedge clk)
+    dw_ky_init3 <= \$1565 ;
+  always @(posedge clk)
+    dw_kx_init3 <= \$1566 ;
+  always @(posedge clk)
+    dw_ky_init4 <= \$1567 ;
+  always @(posedge clk)
+    dw_kx_init4 <= \$1568 ;
+  always @(posedge clk)
+    dw_ky_init5 <= \$1569 ;
+  always @(posedge clk)
+    dw_kx_init5 <= \$1570 ;
+  always @(posedge clk)
+    dw_ky_init6 <= \$1571 ;
+  always @(posedge clk)
+    dw_kx_init6 <= \$1572 ;
+  always @(posedge clk)
+    dw_ky_init7 <= \$1573 ;
+  always @(posedge clk)
+    dw_kx_init7 <= \$1574 ;
+  always @(posedge clk)
+    taps <= \$1575 ;
+  always @(posedge clk)
+    pass_span <= \$1576 ;
+  always @(posedge clk)
+    ow_m1 <= \$1577 ;
+  always @(posedge clk)
+    kw_m1 <= \$1578 ;
+  always @(posedge clk)
+    kh_m1 <= \$1579 ;
+  always @(posedge clk)
+    cot_m1 <= \$1580 ;
+  always @(posedge clk)
+    pass_step <= \$1581 ;
+  always @(posedge clk)
+    acc_need <= \$1582 ;
+  always @(posedge clk)
+    last_ix <= \$1583 ;
+  always @(posedge clk)
+    last_iy <= \$1584 ;
+  always @(posedge clk)
+    act_total <= \$1585 ;
+  always @(posedge clk)
+    w_total <= \$1586 ;
+  always @(posedge clk)
+    dw_first_rc <= \$1587 ;
+  always @(posedge clk)
+    dw_dual <= \$1588 ;
+  always @(posedge clk)
+    qlo <= \$1589 ;
+  always @(posedge clk)
+    hi <= \$1590 ;
+  always @(posedge clk)
+    abort_timer <= \$1591 ;
+  always @(posedge clk)
+    p_count <= \$1592 ;
+  always @(posedge clk)
+    tiles_sum <= \$1593 ;
+  always @(posedge clk)
+    p_done <= \$1594 ;
+  always @(posedge clk)
+    p_checked <= \$1595 ;
+  always @(posedge clk)
+    w_count <= \$1596 ;
+  always @(posedge clk)
+    w_done <= \$1597 ;
+  always @(posedge clk)
+    a_count <= \$1598 ;
+  always @(posedge clk)
+    wr_ix <= \$1599 ;
+  always @(posedge clk)
+    wr_iy <= \$1600 ;
+  always @(posedge clk)
+    wr_cw <= \$1601 ;
+  always @(posedge clk)
+    words_in <= \$1602 ;
+  always @(posedge clk)
+    a_done <= \$1603 ;
+  always @(posedge clk)
+    gcount_m1 <= \$1604 ;
+  always @(posedge clk)
+    sq <= \$1605 ;
+  always @(posedge clk)
+    t <= \$1606 ;
+  always @(posedge clk)
+    ky <= \$1607 ;
+  always @(posedge clk)
+    kx <= \$1608 ;
+  always @(posedge clk)
+    j <= \$1609 ;
+  always @(posedge clk)
+    g <= \$1610 ;
+  always @(posedge clk)
+    ox <= \$1611 ;
+  always @(posedge clk)
+    rows_left <= \$1612 ;
+  always @(posedge clk)
+    y_pass <= \$1613 ;
+  always @(posedge clk)
+    y_tap <= \$1614 ;
+  always @(posedge clk)
+    iy <= \$1615 ;
+  always @(posedge clk)
+    y_end <= \$1616 ;
+  always @(posedge clk)
+    x_tap <= \$1617 ;
+  always @(posedge clk)
+    ix <= \$1618 ;
+  always @(posedge clk)
+    acc_addr <= \$1619 ;
+  always @(posedge clk)
+    gap <= \$1620 ;
+  always @(posedge clk)
+    dw_ky0 <= \$1621 ;
+  always @(posedge clk)
+    dw_ky1 <= \$1622 ;
+  always @(posedge clk)
+    dw_ky2 <= \$1623 ;
+  always @(posedge clk)
+    dw_ky3 <= \$1624 ;
+  always @(posedge clk)
+    dw_ky4 <= \$1625 ;
+  always @(posedge clk)
+    dw_ky5 <= \$1626 ;
+  always @(posedge clk)
+    dw_ky6 <= \$1627 ;
+  always @(posedge clk)
+    dw_ky7 <= \$1628 ;
+  always @(posedge clk)
+    dw_kx0 <= \$1629 ;
+  always @(posedge clk)
+    dw_kx1 <= \$1630 ;
+  always @(posedge clk)
+    dw_kx2 <= \$1631 ;
+  always @(posedge clk)
+    dw_kx3 <= \$1632 ;
+  always @(posedge clk)
+    dw_kx4 <= \$1633 ;
+  always @(posedge clk)
+    dw_kx5 <= \$1634 ;
+  always @(posedge clk)
+    dw_kx6 <= \$1635 ;
+  always @(posedge clk)
+    dw_kx7 <= \$1636 ;
+  always @(posedge clk)
+    ld_tile <= \$1637 ;
+  always @(posedge clk)
+    ld_k <= \$1638 ;
+  always @(posedge clk)
+    ld_busy <= \$1639 ;
+  always @(posedge clk)
+    \lo$307  <= \$1640 ;
+  always @(posedge clk)
+    gcount <= \$1641 ;
+  always @(posedge clk)
+    cur_ld_tile <= \$1642 ;
+  always @(posedge clk)
+    latch_bank1 <= \$1643 ;
+  always @(posedge clk)
+    counting <= \$1644 ;
+  always @(posedge clk)
+    cnt_cycles <= \$1645 ;
+  always @(posedge clk)
+    cnt_busy <= \$1646 ;
+  always @(posedge clk)
+    cnt_setup <= \$1647 ;
+  always @(posedge clk)
+    cnt_stall_input <= \$1648 ;
+  always @(posedge clk)
+    cnt_stall_weight <= \$1649 ;
+  always @(posedge clk)
+    cnt_stall_output <= \$1650 ;
+  always @(posedge clk)
+    cnt_fill <= \$1651 ;
+  always @(posedge clk)
+    cnt_drain <= \$1652 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb2[6]),
@@ -39111,7 +39163,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$233 ),
+    .sums(\sums$234 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -39142,122 +39194,122 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$191  = win0_0;
-      4'h1:
-          \$191  = win0_1;
-      4'h2:
-          \$191  = win0_2;
-      4'h3:
-          \$191  = win0_3;
-      4'h4:
-          \$191  = win0_4;
-      4'h5:
-          \$191  = win0_5;
-      4'h6:
-          \$191  = win0_6;
-      4'h7:
-          \$191  = win0_7;
-      4'h8:
-          \$191  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$192  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$192  = win1_0;
-      4'h1:
-          \$192  = win1_1;
-      4'h2:
-          \$192  = win1_2;
-      4'h3:
-          \$192  = win1_3;
-      4'h4:
-          \$192  = win1_4;
-      4'h5:
-          \$192  = win1_5;
-      4'h6:
-          \$192  = win1_6;
-      4'h7:
-          \$192  = win1_7;
-      4'h8:
-          \$192  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$193  = win2_0;
-      4'h1:
-          \$193  = win2_1;
-      4'h2:
-          \$193  = win2_2;
-      4'h3:
-          \$193  = win2_3;
-      4'h4:
-          \$193  = win2_4;
-      4'h5:
-          \$193  = win2_5;
-      4'h6:
-          \$193  = win2_6;
-      4'h7:
-          \$193  = win2_7;
-      4'h8:
-          \$193  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$194  = win3_0;
-      4'h1:
-          \$194  = win3_1;
-      4'h2:
-          \$194  = win3_2;
-      4'h3:
-          \$194  = win3_3;
-      4'h4:
-          \$194  = win3_4;
-      4'h5:
-          \$194  = win3_5;
-      4'h6:
-          \$194  = win3_6;
-      4'h7:
-          \$194  = win3_7;
-      4'h8:
-          \$194  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$195  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$195  = win4_0;
+          \$195  = win0_0;
       4'h1:
-          \$195  = win4_1;
+          \$195  = win0_1;
       4'h2:
-          \$195  = win4_2;
+          \$195  = win0_2;
       4'h3:
-          \$195  = win4_3;
+          \$195  = win0_3;
       4'h4:
-          \$195  = win4_4;
+          \$195  = win0_4;
       4'h5:
-          \$195  = win4_5;
+          \$195  = win0_5;
       4'h6:
-          \$195  = win4_6;
+          \$195  = win0_6;
       4'h7:
-          \$195  = win4_7;
+          \$195  = win0_7;
       4'h8:
-          \$195  = win4_8;
+          \$195  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$196  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$196  = win1_0;
+      4'h1:
+          \$196  = win1_1;
+      4'h2:
+          \$196  = win1_2;
+      4'h3:
+          \$196  = win1_3;
+      4'h4:
+          \$196  = win1_4;
+      4'h5:
+          \$196  = win1_5;
+      4'h6:
+          \$196  = win1_6;
+      4'h7:
+          \$196  = win1_7;
+      4'h8:
+          \$196  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$197  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$197  = win2_0;
+      4'h1:
+          \$197  = win2_1;
+      4'h2:
+          \$197  = win2_2;
+      4'h3:
+          \$197  = win2_3;
+      4'h4:
+          \$197  = win2_4;
+      4'h5:
+          \$197  = win2_5;
+      4'h6:
+          \$197  = win2_6;
+      4'h7:
+          \$197  = win2_7;
+      4'h8:
+          \$197  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$198  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$198  = win3_0;
+      4'h1:
+          \$198  = win3_1;
+      4'h2:
+          \$198  = win3_2;
+      4'h3:
+          \$198  = win3_3;
+      4'h4:
+          \$198  = win3_4;
+      4'h5:
+          \$198  = win3_5;
+      4'h6:
+          \$198  = win3_6;
+      4'h7:
+          \$198  = win3_7;
+      4'h8:
+          \$198  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$199  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$199  = win4_0;
+      4'h1:
+          \$199  = win4_1;
+      4'h2:
+          \$199  = win4_2;
+      4'h3:
+          \$199  = win4_3;
+      4'h4:
+          \$199  = win4_4;
+      4'h5:
+          \$199  = win4_5;
+      4'h6:
+          \$199  = win4_6;
+      4'h7:
+          \$199  = win4_7;
+      4'h8:
+          \$199  = win4_8;
     endcase
   end
   always @* begin
@@ -39265,111 +39317,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel0 = 64'h0000000000000000;
     casez (dw_ky0_s2)
       4'h0:
-          dwsel0 = \$191 ;
-      4'h1:
-          dwsel0 = \$192 ;
-      4'h2:
-          dwsel0 = \$193 ;
-      4'h3:
-          dwsel0 = \$194 ;
-      4'h4:
           dwsel0 = \$195 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$196  = win0_0;
       4'h1:
-          \$196  = win0_1;
+          dwsel0 = \$196 ;
       4'h2:
-          \$196  = win0_2;
+          dwsel0 = \$197 ;
       4'h3:
-          \$196  = win0_3;
+          dwsel0 = \$198 ;
       4'h4:
-          \$196  = win0_4;
-      4'h5:
-          \$196  = win0_5;
-      4'h6:
-          \$196  = win0_6;
-      4'h7:
-          \$196  = win0_7;
-      4'h8:
-          \$196  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$197  = win1_0;
-      4'h1:
-          \$197  = win1_1;
-      4'h2:
-          \$197  = win1_2;
-      4'h3:
-          \$197  = win1_3;
-      4'h4:
-          \$197  = win1_4;
-      4'h5:
-          \$197  = win1_5;
-      4'h6:
-          \$197  = win1_6;
-      4'h7:
-          \$197  = win1_7;
-      4'h8:
-          \$197  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$198  = win2_0;
-      4'h1:
-          \$198  = win2_1;
-      4'h2:
-          \$198  = win2_2;
-      4'h3:
-          \$198  = win2_3;
-      4'h4:
-          \$198  = win2_4;
-      4'h5:
-          \$198  = win2_5;
-      4'h6:
-          \$198  = win2_6;
-      4'h7:
-          \$198  = win2_7;
-      4'h8:
-          \$198  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$199  = win3_0;
-      4'h1:
-          \$199  = win3_1;
-      4'h2:
-          \$199  = win3_2;
-      4'h3:
-          \$199  = win3_3;
-      4'h4:
-          \$199  = win3_4;
-      4'h5:
-          \$199  = win3_5;
-      4'h6:
-          \$199  = win3_6;
-      4'h7:
-          \$199  = win3_7;
-      4'h8:
-          \$199  = win3_8;
+          dwsel0 = \$199 ;
     endcase
   end
   always @* begin
@@ -39377,23 +39333,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$200  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$200  = win4_0;
+          \$200  = win0_0;
       4'h1:
-          \$200  = win4_1;
+          \$200  = win0_1;
       4'h2:
-          \$200  = win4_2;
+          \$200  = win0_2;
       4'h3:
-          \$200  = win4_3;
+          \$200  = win0_3;
       4'h4:
-          \$200  = win4_4;
+          \$200  = win0_4;
       4'h5:
-          \$200  = win4_5;
+          \$200  = win0_5;
       4'h6:
-          \$200  = win4_6;
+          \$200  = win0_6;
       4'h7:
-          \$200  = win4_7;
+          \$200  = win0_7;
       4'h8:
-          \$200  = win4_8;
+          \$200  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$201  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$201  = win1_0;
+      4'h1:
+          \$201  = win1_1;
+      4'h2:
+          \$201  = win1_2;
+      4'h3:
+          \$201  = win1_3;
+      4'h4:
+          \$201  = win1_4;
+      4'h5:
+          \$201  = win1_5;
+      4'h6:
+          \$201  = win1_6;
+      4'h7:
+          \$201  = win1_7;
+      4'h8:
+          \$201  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$202  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$202  = win2_0;
+      4'h1:
+          \$202  = win2_1;
+      4'h2:
+          \$202  = win2_2;
+      4'h3:
+          \$202  = win2_3;
+      4'h4:
+          \$202  = win2_4;
+      4'h5:
+          \$202  = win2_5;
+      4'h6:
+          \$202  = win2_6;
+      4'h7:
+          \$202  = win2_7;
+      4'h8:
+          \$202  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$203  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$203  = win3_0;
+      4'h1:
+          \$203  = win3_1;
+      4'h2:
+          \$203  = win3_2;
+      4'h3:
+          \$203  = win3_3;
+      4'h4:
+          \$203  = win3_4;
+      4'h5:
+          \$203  = win3_5;
+      4'h6:
+          \$203  = win3_6;
+      4'h7:
+          \$203  = win3_7;
+      4'h8:
+          \$203  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$204  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$204  = win4_0;
+      4'h1:
+          \$204  = win4_1;
+      4'h2:
+          \$204  = win4_2;
+      4'h3:
+          \$204  = win4_3;
+      4'h4:
+          \$204  = win4_4;
+      4'h5:
+          \$204  = win4_5;
+      4'h6:
+          \$204  = win4_6;
+      4'h7:
+          \$204  = win4_7;
+      4'h8:
+          \$204  = win4_8;
     endcase
   end
   always @* begin
@@ -39401,111 +39453,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel1 = 64'h0000000000000000;
     casez (dw_ky1_s2)
       4'h0:
-          dwsel1 = \$196 ;
-      4'h1:
-          dwsel1 = \$197 ;
-      4'h2:
-          dwsel1 = \$198 ;
-      4'h3:
-          dwsel1 = \$199 ;
-      4'h4:
           dwsel1 = \$200 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$201  = win0_0;
       4'h1:
-          \$201  = win0_1;
+          dwsel1 = \$201 ;
       4'h2:
-          \$201  = win0_2;
+          dwsel1 = \$202 ;
       4'h3:
-          \$201  = win0_3;
+          dwsel1 = \$203 ;
       4'h4:
-          \$201  = win0_4;
-      4'h5:
-          \$201  = win0_5;
-      4'h6:
-          \$201  = win0_6;
-      4'h7:
-          \$201  = win0_7;
-      4'h8:
-          \$201  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$202  = win1_0;
-      4'h1:
-          \$202  = win1_1;
-      4'h2:
-          \$202  = win1_2;
-      4'h3:
-          \$202  = win1_3;
-      4'h4:
-          \$202  = win1_4;
-      4'h5:
-          \$202  = win1_5;
-      4'h6:
-          \$202  = win1_6;
-      4'h7:
-          \$202  = win1_7;
-      4'h8:
-          \$202  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$203  = win2_0;
-      4'h1:
-          \$203  = win2_1;
-      4'h2:
-          \$203  = win2_2;
-      4'h3:
-          \$203  = win2_3;
-      4'h4:
-          \$203  = win2_4;
-      4'h5:
-          \$203  = win2_5;
-      4'h6:
-          \$203  = win2_6;
-      4'h7:
-          \$203  = win2_7;
-      4'h8:
-          \$203  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$204  = win3_0;
-      4'h1:
-          \$204  = win3_1;
-      4'h2:
-          \$204  = win3_2;
-      4'h3:
-          \$204  = win3_3;
-      4'h4:
-          \$204  = win3_4;
-      4'h5:
-          \$204  = win3_5;
-      4'h6:
-          \$204  = win3_6;
-      4'h7:
-          \$204  = win3_7;
-      4'h8:
-          \$204  = win3_8;
+          dwsel1 = \$204 ;
     endcase
   end
   always @* begin
@@ -39513,23 +39469,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$205  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$205  = win4_0;
+          \$205  = win0_0;
       4'h1:
-          \$205  = win4_1;
+          \$205  = win0_1;
       4'h2:
-          \$205  = win4_2;
+          \$205  = win0_2;
       4'h3:
-          \$205  = win4_3;
+          \$205  = win0_3;
       4'h4:
-          \$205  = win4_4;
+          \$205  = win0_4;
       4'h5:
-          \$205  = win4_5;
+          \$205  = win0_5;
       4'h6:
-          \$205  = win4_6;
+          \$205  = win0_6;
       4'h7:
-          \$205  = win4_7;
+          \$205  = win0_7;
       4'h8:
-          \$205  = win4_8;
+          \$205  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$206  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$206  = win1_0;
+      4'h1:
+          \$206  = win1_1;
+      4'h2:
+          \$206  = win1_2;
+      4'h3:
+          \$206  = win1_3;
+      4'h4:
+          \$206  = win1_4;
+      4'h5:
+          \$206  = win1_5;
+      4'h6:
+          \$206  = win1_6;
+      4'h7:
+          \$206  = win1_7;
+      4'h8:
+          \$206  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$207  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$207  = win2_0;
+      4'h1:
+          \$207  = win2_1;
+      4'h2:
+          \$207  = win2_2;
+      4'h3:
+          \$207  = win2_3;
+      4'h4:
+          \$207  = win2_4;
+      4'h5:
+          \$207  = win2_5;
+      4'h6:
+          \$207  = win2_6;
+      4'h7:
+          \$207  = win2_7;
+      4'h8:
+          \$207  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$208  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$208  = win3_0;
+      4'h1:
+          \$208  = win3_1;
+      4'h2:
+          \$208  = win3_2;
+      4'h3:
+          \$208  = win3_3;
+      4'h4:
+          \$208  = win3_4;
+      4'h5:
+          \$208  = win3_5;
+      4'h6:
+          \$208  = win3_6;
+      4'h7:
+          \$208  = win3_7;
+      4'h8:
+          \$208  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$209  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$209  = win4_0;
+      4'h1:
+          \$209  = win4_1;
+      4'h2:
+          \$209  = win4_2;
+      4'h3:
+          \$209  = win4_3;
+      4'h4:
+          \$209  = win4_4;
+      4'h5:
+          \$209  = win4_5;
+      4'h6:
+          \$209  = win4_6;
+      4'h7:
+          \$209  = win4_7;
+      4'h8:
+          \$209  = win4_8;
     endcase
   end
   always @* begin
@@ -39537,111 +39589,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel2 = 64'h0000000000000000;
     casez (dw_ky2_s2)
       4'h0:
-          dwsel2 = \$201 ;
-      4'h1:
-          dwsel2 = \$202 ;
-      4'h2:
-          dwsel2 = \$203 ;
-      4'h3:
-          dwsel2 = \$204 ;
-      4'h4:
           dwsel2 = \$205 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$206  = win0_0;
       4'h1:
-          \$206  = win0_1;
+          dwsel2 = \$206 ;
       4'h2:
-          \$206  = win0_2;
+          dwsel2 = \$207 ;
       4'h3:
-          \$206  = win0_3;
+          dwsel2 = \$208 ;
       4'h4:
-          \$206  = win0_4;
-      4'h5:
-          \$206  = win0_5;
-      4'h6:
-          \$206  = win0_6;
-      4'h7:
-          \$206  = win0_7;
-      4'h8:
-          \$206  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$207  = win1_0;
-      4'h1:
-          \$207  = win1_1;
-      4'h2:
-          \$207  = win1_2;
-      4'h3:
-          \$207  = win1_3;
-      4'h4:
-          \$207  = win1_4;
-      4'h5:
-          \$207  = win1_5;
-      4'h6:
-          \$207  = win1_6;
-      4'h7:
-          \$207  = win1_7;
-      4'h8:
-          \$207  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$208  = win2_0;
-      4'h1:
-          \$208  = win2_1;
-      4'h2:
-          \$208  = win2_2;
-      4'h3:
-          \$208  = win2_3;
-      4'h4:
-          \$208  = win2_4;
-      4'h5:
-          \$208  = win2_5;
-      4'h6:
-          \$208  = win2_6;
-      4'h7:
-          \$208  = win2_7;
-      4'h8:
-          \$208  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$209  = win3_0;
-      4'h1:
-          \$209  = win3_1;
-      4'h2:
-          \$209  = win3_2;
-      4'h3:
-          \$209  = win3_3;
-      4'h4:
-          \$209  = win3_4;
-      4'h5:
-          \$209  = win3_5;
-      4'h6:
-          \$209  = win3_6;
-      4'h7:
-          \$209  = win3_7;
-      4'h8:
-          \$209  = win3_8;
+          dwsel2 = \$209 ;
     endcase
   end
   always @* begin
@@ -39649,23 +39605,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$210  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$210  = win4_0;
+          \$210  = win0_0;
       4'h1:
-          \$210  = win4_1;
+          \$210  = win0_1;
       4'h2:
-          \$210  = win4_2;
+          \$210  = win0_2;
       4'h3:
-          \$210  = win4_3;
+          \$210  = win0_3;
       4'h4:
-          \$210  = win4_4;
+          \$210  = win0_4;
       4'h5:
-          \$210  = win4_5;
+          \$210  = win0_5;
       4'h6:
-          \$210  = win4_6;
+          \$210  = win0_6;
       4'h7:
-          \$210  = win4_7;
+          \$210  = win0_7;
       4'h8:
-          \$210  = win4_8;
+          \$210  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$211  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$211  = win1_0;
+      4'h1:
+          \$211  = win1_1;
+      4'h2:
+          \$211  = win1_2;
+      4'h3:
+          \$211  = win1_3;
+      4'h4:
+          \$211  = win1_4;
+      4'h5:
+          \$211  = win1_5;
+      4'h6:
+          \$211  = win1_6;
+      4'h7:
+          \$211  = win1_7;
+      4'h8:
+          \$211  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$212  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$212  = win2_0;
+      4'h1:
+          \$212  = win2_1;
+      4'h2:
+          \$212  = win2_2;
+      4'h3:
+          \$212  = win2_3;
+      4'h4:
+          \$212  = win2_4;
+      4'h5:
+          \$212  = win2_5;
+      4'h6:
+          \$212  = win2_6;
+      4'h7:
+          \$212  = win2_7;
+      4'h8:
+          \$212  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$213  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$213  = win3_0;
+      4'h1:
+          \$213  = win3_1;
+      4'h2:
+          \$213  = win3_2;
+      4'h3:
+          \$213  = win3_3;
+      4'h4:
+          \$213  = win3_4;
+      4'h5:
+          \$213  = win3_5;
+      4'h6:
+          \$213  = win3_6;
+      4'h7:
+          \$213  = win3_7;
+      4'h8:
+          \$213  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$214  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$214  = win4_0;
+      4'h1:
+          \$214  = win4_1;
+      4'h2:
+          \$214  = win4_2;
+      4'h3:
+          \$214  = win4_3;
+      4'h4:
+          \$214  = win4_4;
+      4'h5:
+          \$214  = win4_5;
+      4'h6:
+          \$214  = win4_6;
+      4'h7:
+          \$214  = win4_7;
+      4'h8:
+          \$214  = win4_8;
     endcase
   end
   always @* begin
@@ -39673,111 +39725,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel3 = 64'h0000000000000000;
     casez (dw_ky3_s2)
       4'h0:
-          dwsel3 = \$206 ;
-      4'h1:
-          dwsel3 = \$207 ;
-      4'h2:
-          dwsel3 = \$208 ;
-      4'h3:
-          dwsel3 = \$209 ;
-      4'h4:
           dwsel3 = \$210 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$211  = win0_0;
       4'h1:
-          \$211  = win0_1;
+          dwsel3 = \$211 ;
       4'h2:
-          \$211  = win0_2;
+          dwsel3 = \$212 ;
       4'h3:
-          \$211  = win0_3;
+          dwsel3 = \$213 ;
       4'h4:
-          \$211  = win0_4;
-      4'h5:
-          \$211  = win0_5;
-      4'h6:
-          \$211  = win0_6;
-      4'h7:
-          \$211  = win0_7;
-      4'h8:
-          \$211  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$212  = win1_0;
-      4'h1:
-          \$212  = win1_1;
-      4'h2:
-          \$212  = win1_2;
-      4'h3:
-          \$212  = win1_3;
-      4'h4:
-          \$212  = win1_4;
-      4'h5:
-          \$212  = win1_5;
-      4'h6:
-          \$212  = win1_6;
-      4'h7:
-          \$212  = win1_7;
-      4'h8:
-          \$212  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$213  = win2_0;
-      4'h1:
-          \$213  = win2_1;
-      4'h2:
-          \$213  = win2_2;
-      4'h3:
-          \$213  = win2_3;
-      4'h4:
-          \$213  = win2_4;
-      4'h5:
-          \$213  = win2_5;
-      4'h6:
-          \$213  = win2_6;
-      4'h7:
-          \$213  = win2_7;
-      4'h8:
-          \$213  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$214  = win3_0;
-      4'h1:
-          \$214  = win3_1;
-      4'h2:
-          \$214  = win3_2;
-      4'h3:
-          \$214  = win3_3;
-      4'h4:
-          \$214  = win3_4;
-      4'h5:
-          \$214  = win3_5;
-      4'h6:
-          \$214  = win3_6;
-      4'h7:
-          \$214  = win3_7;
-      4'h8:
-          \$214  = win3_8;
+          dwsel3 = \$214 ;
     endcase
   end
   always @* begin
@@ -39785,23 +39741,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$215  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$215  = win4_0;
+          \$215  = win0_0;
       4'h1:
-          \$215  = win4_1;
+          \$215  = win0_1;
       4'h2:
-          \$215  = win4_2;
+          \$215  = win0_2;
       4'h3:
-          \$215  = win4_3;
+          \$215  = win0_3;
       4'h4:
-          \$215  = win4_4;
+          \$215  = win0_4;
       4'h5:
-          \$215  = win4_5;
+          \$215  = win0_5;
       4'h6:
-          \$215  = win4_6;
+          \$215  = win0_6;
       4'h7:
-          \$215  = win4_7;
+          \$215  = win0_7;
       4'h8:
-          \$215  = win4_8;
+          \$215  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$216  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$216  = win1_0;
+      4'h1:
+          \$216  = win1_1;
+      4'h2:
+          \$216  = win1_2;
+      4'h3:
+          \$216  = win1_3;
+      4'h4:
+          \$216  = win1_4;
+      4'h5:
+          \$216  = win1_5;
+      4'h6:
+          \$216  = win1_6;
+      4'h7:
+          \$216  = win1_7;
+      4'h8:
+          \$216  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$217  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$217  = win2_0;
+      4'h1:
+          \$217  = win2_1;
+      4'h2:
+          \$217  = win2_2;
+      4'h3:
+          \$217  = win2_3;
+      4'h4:
+          \$217  = win2_4;
+      4'h5:
+          \$217  = win2_5;
+      4'h6:
+          \$217  = win2_6;
+      4'h7:
+          \$217  = win2_7;
+      4'h8:
+          \$217  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$218  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$218  = win3_0;
+      4'h1:
+          \$218  = win3_1;
+      4'h2:
+          \$218  = win3_2;
+      4'h3:
+          \$218  = win3_3;
+      4'h4:
+          \$218  = win3_4;
+      4'h5:
+          \$218  = win3_5;
+      4'h6:
+          \$218  = win3_6;
+      4'h7:
+          \$218  = win3_7;
+      4'h8:
+          \$218  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$219  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$219  = win4_0;
+      4'h1:
+          \$219  = win4_1;
+      4'h2:
+          \$219  = win4_2;
+      4'h3:
+          \$219  = win4_3;
+      4'h4:
+          \$219  = win4_4;
+      4'h5:
+          \$219  = win4_5;
+      4'h6:
+          \$219  = win4_6;
+      4'h7:
+          \$219  = win4_7;
+      4'h8:
+          \$219  = win4_8;
     endcase
   end
   always @* begin
@@ -39809,111 +39861,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel4 = 64'h0000000000000000;
     casez (dw_ky4_s2)
       4'h0:
-          dwsel4 = \$211 ;
-      4'h1:
-          dwsel4 = \$212 ;
-      4'h2:
-          dwsel4 = \$213 ;
-      4'h3:
-          dwsel4 = \$214 ;
-      4'h4:
           dwsel4 = \$215 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$216  = win0_0;
       4'h1:
-          \$216  = win0_1;
+          dwsel4 = \$216 ;
       4'h2:
-          \$216  = win0_2;
+          dwsel4 = \$217 ;
       4'h3:
-          \$216  = win0_3;
+          dwsel4 = \$218 ;
       4'h4:
-          \$216  = win0_4;
-      4'h5:
-          \$216  = win0_5;
-      4'h6:
-          \$216  = win0_6;
-      4'h7:
-          \$216  = win0_7;
-      4'h8:
-          \$216  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$217  = win1_0;
-      4'h1:
-          \$217  = win1_1;
-      4'h2:
-          \$217  = win1_2;
-      4'h3:
-          \$217  = win1_3;
-      4'h4:
-          \$217  = win1_4;
-      4'h5:
-          \$217  = win1_5;
-      4'h6:
-          \$217  = win1_6;
-      4'h7:
-          \$217  = win1_7;
-      4'h8:
-          \$217  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$218  = win2_0;
-      4'h1:
-          \$218  = win2_1;
-      4'h2:
-          \$218  = win2_2;
-      4'h3:
-          \$218  = win2_3;
-      4'h4:
-          \$218  = win2_4;
-      4'h5:
-          \$218  = win2_5;
-      4'h6:
-          \$218  = win2_6;
-      4'h7:
-          \$218  = win2_7;
-      4'h8:
-          \$218  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$219  = win3_0;
-      4'h1:
-          \$219  = win3_1;
-      4'h2:
-          \$219  = win3_2;
-      4'h3:
-          \$219  = win3_3;
-      4'h4:
-          \$219  = win3_4;
-      4'h5:
-          \$219  = win3_5;
-      4'h6:
-          \$219  = win3_6;
-      4'h7:
-          \$219  = win3_7;
-      4'h8:
-          \$219  = win3_8;
+          dwsel4 = \$219 ;
     endcase
   end
   always @* begin
@@ -39921,23 +39877,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$220  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$220  = win4_0;
+          \$220  = win0_0;
       4'h1:
-          \$220  = win4_1;
+          \$220  = win0_1;
       4'h2:
-          \$220  = win4_2;
+          \$220  = win0_2;
       4'h3:
-          \$220  = win4_3;
+          \$220  = win0_3;
       4'h4:
-          \$220  = win4_4;
+          \$220  = win0_4;
       4'h5:
-          \$220  = win4_5;
+          \$220  = win0_5;
       4'h6:
-          \$220  = win4_6;
+          \$220  = win0_6;
       4'h7:
-          \$220  = win4_7;
+          \$220  = win0_7;
       4'h8:
-          \$220  = win4_8;
+          \$220  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$221  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$221  = win1_0;
+      4'h1:
+          \$221  = win1_1;
+      4'h2:
+          \$221  = win1_2;
+      4'h3:
+          \$221  = win1_3;
+      4'h4:
+          \$221  = win1_4;
+      4'h5:
+          \$221  = win1_5;
+      4'h6:
+          \$221  = win1_6;
+      4'h7:
+          \$221  = win1_7;
+      4'h8:
+          \$221  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$222  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$222  = win2_0;
+      4'h1:
+          \$222  = win2_1;
+      4'h2:
+          \$222  = win2_2;
+      4'h3:
+          \$222  = win2_3;
+      4'h4:
+          \$222  = win2_4;
+      4'h5:
+          \$222  = win2_5;
+      4'h6:
+          \$222  = win2_6;
+      4'h7:
+          \$222  = win2_7;
+      4'h8:
+          \$222  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$223  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$223  = win3_0;
+      4'h1:
+          \$223  = win3_1;
+      4'h2:
+          \$223  = win3_2;
+      4'h3:
+          \$223  = win3_3;
+      4'h4:
+          \$223  = win3_4;
+      4'h5:
+          \$223  = win3_5;
+      4'h6:
+          \$223  = win3_6;
+      4'h7:
+          \$223  = win3_7;
+      4'h8:
+          \$223  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$224  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$224  = win4_0;
+      4'h1:
+          \$224  = win4_1;
+      4'h2:
+          \$224  = win4_2;
+      4'h3:
+          \$224  = win4_3;
+      4'h4:
+          \$224  = win4_4;
+      4'h5:
+          \$224  = win4_5;
+      4'h6:
+          \$224  = win4_6;
+      4'h7:
+          \$224  = win4_7;
+      4'h8:
+          \$224  = win4_8;
     endcase
   end
   always @* begin
@@ -39945,111 +39997,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel5 = 64'h0000000000000000;
     casez (dw_ky5_s2)
       4'h0:
-          dwsel5 = \$216 ;
-      4'h1:
-          dwsel5 = \$217 ;
-      4'h2:
-          dwsel5 = \$218 ;
-      4'h3:
-          dwsel5 = \$219 ;
-      4'h4:
           dwsel5 = \$220 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$221  = win0_0;
       4'h1:
-          \$221  = win0_1;
+          dwsel5 = \$221 ;
       4'h2:
-          \$221  = win0_2;
+          dwsel5 = \$222 ;
       4'h3:
-          \$221  = win0_3;
+          dwsel5 = \$223 ;
       4'h4:
-          \$221  = win0_4;
-      4'h5:
-          \$221  = win0_5;
-      4'h6:
-          \$221  = win0_6;
-      4'h7:
-          \$221  = win0_7;
-      4'h8:
-          \$221  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$222  = win1_0;
-      4'h1:
-          \$222  = win1_1;
-      4'h2:
-          \$222  = win1_2;
-      4'h3:
-          \$222  = win1_3;
-      4'h4:
-          \$222  = win1_4;
-      4'h5:
-          \$222  = win1_5;
-      4'h6:
-          \$222  = win1_6;
-      4'h7:
-          \$222  = win1_7;
-      4'h8:
-          \$222  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$223  = win2_0;
-      4'h1:
-          \$223  = win2_1;
-      4'h2:
-          \$223  = win2_2;
-      4'h3:
-          \$223  = win2_3;
-      4'h4:
-          \$223  = win2_4;
-      4'h5:
-          \$223  = win2_5;
-      4'h6:
-          \$223  = win2_6;
-      4'h7:
-          \$223  = win2_7;
-      4'h8:
-          \$223  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$224  = win3_0;
-      4'h1:
-          \$224  = win3_1;
-      4'h2:
-          \$224  = win3_2;
-      4'h3:
-          \$224  = win3_3;
-      4'h4:
-          \$224  = win3_4;
-      4'h5:
-          \$224  = win3_5;
-      4'h6:
-          \$224  = win3_6;
-      4'h7:
-          \$224  = win3_7;
-      4'h8:
-          \$224  = win3_8;
+          dwsel5 = \$224 ;
     endcase
   end
   always @* begin
@@ -40057,23 +40013,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$225  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$225  = win4_0;
+          \$225  = win0_0;
       4'h1:
-          \$225  = win4_1;
+          \$225  = win0_1;
       4'h2:
-          \$225  = win4_2;
+          \$225  = win0_2;
       4'h3:
-          \$225  = win4_3;
+          \$225  = win0_3;
       4'h4:
-          \$225  = win4_4;
+          \$225  = win0_4;
       4'h5:
-          \$225  = win4_5;
+          \$225  = win0_5;
       4'h6:
-          \$225  = win4_6;
+          \$225  = win0_6;
       4'h7:
-          \$225  = win4_7;
+          \$225  = win0_7;
       4'h8:
-          \$225  = win4_8;
+          \$225  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$226  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$226  = win1_0;
+      4'h1:
+          \$226  = win1_1;
+      4'h2:
+          \$226  = win1_2;
+      4'h3:
+          \$226  = win1_3;
+      4'h4:
+          \$226  = win1_4;
+      4'h5:
+          \$226  = win1_5;
+      4'h6:
+          \$226  = win1_6;
+      4'h7:
+          \$226  = win1_7;
+      4'h8:
+          \$226  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$227  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$227  = win2_0;
+      4'h1:
+          \$227  = win2_1;
+      4'h2:
+          \$227  = win2_2;
+      4'h3:
+          \$227  = win2_3;
+      4'h4:
+          \$227  = win2_4;
+      4'h5:
+          \$227  = win2_5;
+      4'h6:
+          \$227  = win2_6;
+      4'h7:
+          \$227  = win2_7;
+      4'h8:
+          \$227  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$228  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$228  = win3_0;
+      4'h1:
+          \$228  = win3_1;
+      4'h2:
+          \$228  = win3_2;
+      4'h3:
+          \$228  = win3_3;
+      4'h4:
+          \$228  = win3_4;
+      4'h5:
+          \$228  = win3_5;
+      4'h6:
+          \$228  = win3_6;
+      4'h7:
+          \$228  = win3_7;
+      4'h8:
+          \$228  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$229  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$229  = win4_0;
+      4'h1:
+          \$229  = win4_1;
+      4'h2:
+          \$229  = win4_2;
+      4'h3:
+          \$229  = win4_3;
+      4'h4:
+          \$229  = win4_4;
+      4'h5:
+          \$229  = win4_5;
+      4'h6:
+          \$229  = win4_6;
+      4'h7:
+          \$229  = win4_7;
+      4'h8:
+          \$229  = win4_8;
     endcase
   end
   always @* begin
@@ -40081,111 +40133,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel6 = 64'h0000000000000000;
     casez (dw_ky6_s2)
       4'h0:
-          dwsel6 = \$221 ;
-      4'h1:
-          dwsel6 = \$222 ;
-      4'h2:
-          dwsel6 = \$223 ;
-      4'h3:
-          dwsel6 = \$224 ;
-      4'h4:
           dwsel6 = \$225 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$226  = win0_0;
       4'h1:
-          \$226  = win0_1;
+          dwsel6 = \$226 ;
       4'h2:
-          \$226  = win0_2;
+          dwsel6 = \$227 ;
       4'h3:
-          \$226  = win0_3;
+          dwsel6 = \$228 ;
       4'h4:
-          \$226  = win0_4;
-      4'h5:
-          \$226  = win0_5;
-      4'h6:
-          \$226  = win0_6;
-      4'h7:
-          \$226  = win0_7;
-      4'h8:
-          \$226  = win0_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$227  = win1_0;
-      4'h1:
-          \$227  = win1_1;
-      4'h2:
-          \$227  = win1_2;
-      4'h3:
-          \$227  = win1_3;
-      4'h4:
-          \$227  = win1_4;
-      4'h5:
-          \$227  = win1_5;
-      4'h6:
-          \$227  = win1_6;
-      4'h7:
-          \$227  = win1_7;
-      4'h8:
-          \$227  = win1_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$228  = win2_0;
-      4'h1:
-          \$228  = win2_1;
-      4'h2:
-          \$228  = win2_2;
-      4'h3:
-          \$228  = win2_3;
-      4'h4:
-          \$228  = win2_4;
-      4'h5:
-          \$228  = win2_5;
-      4'h6:
-          \$228  = win2_6;
-      4'h7:
-          \$228  = win2_7;
-      4'h8:
-          \$228  = win2_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$229  = win3_0;
-      4'h1:
-          \$229  = win3_1;
-      4'h2:
-          \$229  = win3_2;
-      4'h3:
-          \$229  = win3_3;
-      4'h4:
-          \$229  = win3_4;
-      4'h5:
-          \$229  = win3_5;
-      4'h6:
-          \$229  = win3_6;
-      4'h7:
-          \$229  = win3_7;
-      4'h8:
-          \$229  = win3_8;
+          dwsel6 = \$229 ;
     endcase
   end
   always @* begin
@@ -40193,23 +40149,119 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$230  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$230  = win4_0;
+          \$230  = win0_0;
       4'h1:
-          \$230  = win4_1;
+          \$230  = win0_1;
       4'h2:
-          \$230  = win4_2;
+          \$230  = win0_2;
       4'h3:
-          \$230  = win4_3;
+          \$230  = win0_3;
       4'h4:
-          \$230  = win4_4;
+          \$230  = win0_4;
       4'h5:
-          \$230  = win4_5;
+          \$230  = win0_5;
       4'h6:
-          \$230  = win4_6;
+          \$230  = win0_6;
       4'h7:
-          \$230  = win4_7;
+          \$230  = win0_7;
       4'h8:
-          \$230  = win4_8;
+          \$230  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$231  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$231  = win1_0;
+      4'h1:
+          \$231  = win1_1;
+      4'h2:
+          \$231  = win1_2;
+      4'h3:
+          \$231  = win1_3;
+      4'h4:
+          \$231  = win1_4;
+      4'h5:
+          \$231  = win1_5;
+      4'h6:
+          \$231  = win1_6;
+      4'h7:
+          \$231  = win1_7;
+      4'h8:
+          \$231  = win1_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$232  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$232  = win2_0;
+      4'h1:
+          \$232  = win2_1;
+      4'h2:
+          \$232  = win2_2;
+      4'h3:
+          \$232  = win2_3;
+      4'h4:
+          \$232  = win2_4;
+      4'h5:
+          \$232  = win2_5;
+      4'h6:
+          \$232  = win2_6;
+      4'h7:
+          \$232  = win2_7;
+      4'h8:
+          \$232  = win2_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$233  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$233  = win3_0;
+      4'h1:
+          \$233  = win3_1;
+      4'h2:
+          \$233  = win3_2;
+      4'h3:
+          \$233  = win3_3;
+      4'h4:
+          \$233  = win3_4;
+      4'h5:
+          \$233  = win3_5;
+      4'h6:
+          \$233  = win3_6;
+      4'h7:
+          \$233  = win3_7;
+      4'h8:
+          \$233  = win3_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$234  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$234  = win4_0;
+      4'h1:
+          \$234  = win4_1;
+      4'h2:
+          \$234  = win4_2;
+      4'h3:
+          \$234  = win4_3;
+      4'h4:
+          \$234  = win4_4;
+      4'h5:
+          \$234  = win4_5;
+      4'h6:
+          \$234  = win4_6;
+      4'h7:
+          \$234  = win4_7;
+      4'h8:
+          \$234  = win4_8;
     endcase
   end
   always @* begin
@@ -40217,15 +40269,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s2)
       4'h0:
-          dwsel7 = \$226 ;
-      4'h1:
-          dwsel7 = \$227 ;
-      4'h2:
-          dwsel7 = \$228 ;
-      4'h3:
-          dwsel7 = \$229 ;
-      4'h4:
           dwsel7 = \$230 ;
+      4'h1:
+          dwsel7 = \$231 ;
+      4'h2:
+          dwsel7 = \$232 ;
+      4'h3:
+          dwsel7 = \$233 ;
+      4'h4:
+          dwsel7 = \$234 ;
     endcase
   end
   always @* begin
@@ -40233,37 +40285,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (sb1[11:8])
       4'h0:
-          \$810  = \$794 ;
+          \$825  = \$809 ;
       4'h1:
-          \$810  = \$795 ;
+          \$825  = \$810 ;
       4'h2:
-          \$810  = \$796 ;
+          \$825  = \$811 ;
       4'h3:
-          \$810  = \$797 ;
+          \$825  = \$812 ;
       4'h4:
-          \$810  = \$798 ;
+          \$825  = \$813 ;
       4'h5:
-          \$810  = \$799 ;
+          \$825  = \$814 ;
       4'h6:
-          \$810  = \$800 ;
+          \$825  = \$815 ;
       4'h7:
-          \$810  = \$801 ;
+          \$825  = \$816 ;
       4'h8:
-          \$810  = \$802 ;
+          \$825  = \$817 ;
       4'h9:
-          \$810  = \$803 ;
+          \$825  = \$818 ;
       4'ha:
-          \$810  = \$804 ;
+          \$825  = \$819 ;
       4'hb:
-          \$810  = \$805 ;
+          \$825  = \$820 ;
       4'hc:
-          \$810  = \$806 ;
+          \$825  = \$821 ;
       4'hd:
-          \$810  = \$807 ;
+          \$825  = \$822 ;
       4'he:
-          \$810  = \$808 ;
+          \$825  = \$823 ;
       4'hf:
-          \$810  = \$809 ;
+          \$825  = \$824 ;
     endcase
   end
   always @* begin
@@ -40271,37 +40323,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$834  = \$818 ;
+          \$849  = \$833 ;
       4'h1:
-          \$834  = \$819 ;
+          \$849  = \$834 ;
       4'h2:
-          \$834  = \$820 ;
+          \$849  = \$835 ;
       4'h3:
-          \$834  = \$821 ;
+          \$849  = \$836 ;
       4'h4:
-          \$834  = \$822 ;
+          \$849  = \$837 ;
       4'h5:
-          \$834  = \$823 ;
+          \$849  = \$838 ;
       4'h6:
-          \$834  = \$824 ;
+          \$849  = \$839 ;
       4'h7:
-          \$834  = \$825 ;
+          \$849  = \$840 ;
       4'h8:
-          \$834  = \$826 ;
+          \$849  = \$841 ;
       4'h9:
-          \$834  = \$827 ;
+          \$849  = \$842 ;
       4'ha:
-          \$834  = \$828 ;
+          \$849  = \$843 ;
       4'hb:
-          \$834  = \$829 ;
+          \$849  = \$844 ;
       4'hc:
-          \$834  = \$830 ;
+          \$849  = \$845 ;
       4'hd:
-          \$834  = \$831 ;
+          \$849  = \$846 ;
       4'he:
-          \$834  = \$832 ;
+          \$849  = \$847 ;
       4'hf:
-          \$834  = \$833 ;
+          \$849  = \$848 ;
     endcase
   end
   always @* begin
@@ -40309,37 +40361,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$854  = \$838 ;
+          \$869  = \$853 ;
       4'h1:
-          \$854  = \$839 ;
+          \$869  = \$854 ;
       4'h2:
-          \$854  = \$840 ;
+          \$869  = \$855 ;
       4'h3:
-          \$854  = \$841 ;
+          \$869  = \$856 ;
       4'h4:
-          \$854  = \$842 ;
+          \$869  = \$857 ;
       4'h5:
-          \$854  = \$843 ;
+          \$869  = \$858 ;
       4'h6:
-          \$854  = \$844 ;
+          \$869  = \$859 ;
       4'h7:
-          \$854  = \$845 ;
+          \$869  = \$860 ;
       4'h8:
-          \$854  = \$846 ;
+          \$869  = \$861 ;
       4'h9:
-          \$854  = \$847 ;
+          \$869  = \$862 ;
       4'ha:
-          \$854  = \$848 ;
+          \$869  = \$863 ;
       4'hb:
-          \$854  = \$849 ;
+          \$869  = \$864 ;
       4'hc:
-          \$854  = \$850 ;
+          \$869  = \$865 ;
       4'hd:
-          \$854  = \$851 ;
+          \$869  = \$866 ;
       4'he:
-          \$854  = \$852 ;
+          \$869  = \$867 ;
       4'hf:
-          \$854  = \$853 ;
+          \$869  = \$868 ;
     endcase
   end
   always @* begin
@@ -40347,37 +40399,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$873  = \$857 ;
+          \$888  = \$872 ;
       4'h1:
-          \$873  = \$858 ;
+          \$888  = \$873 ;
       4'h2:
-          \$873  = \$859 ;
+          \$888  = \$874 ;
       4'h3:
-          \$873  = \$860 ;
+          \$888  = \$875 ;
       4'h4:
-          \$873  = \$861 ;
+          \$888  = \$876 ;
       4'h5:
-          \$873  = \$862 ;
+          \$888  = \$877 ;
       4'h6:
-          \$873  = \$863 ;
+          \$888  = \$878 ;
       4'h7:
-          \$873  = \$864 ;
+          \$888  = \$879 ;
       4'h8:
-          \$873  = \$865 ;
+          \$888  = \$880 ;
       4'h9:
-          \$873  = \$866 ;
+          \$888  = \$881 ;
       4'ha:
-          \$873  = \$867 ;
+          \$888  = \$882 ;
       4'hb:
-          \$873  = \$868 ;
+          \$888  = \$883 ;
       4'hc:
-          \$873  = \$869 ;
+          \$888  = \$884 ;
       4'hd:
-          \$873  = \$870 ;
+          \$888  = \$885 ;
       4'he:
-          \$873  = \$871 ;
+          \$888  = \$886 ;
       4'hf:
-          \$873  = \$872 ;
+          \$888  = \$887 ;
     endcase
   end
   always @* begin
@@ -40385,37 +40437,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$897  = \$881 ;
+          \$912  = \$896 ;
       4'h1:
-          \$897  = \$882 ;
+          \$912  = \$897 ;
       4'h2:
-          \$897  = \$883 ;
+          \$912  = \$898 ;
       4'h3:
-          \$897  = \$884 ;
+          \$912  = \$899 ;
       4'h4:
-          \$897  = \$885 ;
+          \$912  = \$900 ;
       4'h5:
-          \$897  = \$886 ;
+          \$912  = \$901 ;
       4'h6:
-          \$897  = \$887 ;
+          \$912  = \$902 ;
       4'h7:
-          \$897  = \$888 ;
+          \$912  = \$903 ;
       4'h8:
-          \$897  = \$889 ;
+          \$912  = \$904 ;
       4'h9:
-          \$897  = \$890 ;
+          \$912  = \$905 ;
       4'ha:
-          \$897  = \$891 ;
+          \$912  = \$906 ;
       4'hb:
-          \$897  = \$892 ;
+          \$912  = \$907 ;
       4'hc:
-          \$897  = \$893 ;
+          \$912  = \$908 ;
       4'hd:
-          \$897  = \$894 ;
+          \$912  = \$909 ;
       4'he:
-          \$897  = \$895 ;
+          \$912  = \$910 ;
       4'hf:
-          \$897  = \$896 ;
+          \$912  = \$911 ;
     endcase
   end
   always @* begin
@@ -40423,37 +40475,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$917  = \$901 ;
+          \$932  = \$916 ;
       4'h1:
-          \$917  = \$902 ;
+          \$932  = \$917 ;
       4'h2:
-          \$917  = \$903 ;
+          \$932  = \$918 ;
       4'h3:
-          \$917  = \$904 ;
+          \$932  = \$919 ;
       4'h4:
-          \$917  = \$905 ;
+          \$932  = \$920 ;
       4'h5:
-          \$917  = \$906 ;
+          \$932  = \$921 ;
       4'h6:
-          \$917  = \$907 ;
+          \$932  = \$922 ;
       4'h7:
-          \$917  = \$908 ;
+          \$932  = \$923 ;
       4'h8:
-          \$917  = \$909 ;
+          \$932  = \$924 ;
       4'h9:
-          \$917  = \$910 ;
+          \$932  = \$925 ;
       4'ha:
-          \$917  = \$911 ;
+          \$932  = \$926 ;
       4'hb:
-          \$917  = \$912 ;
+          \$932  = \$927 ;
       4'hc:
-          \$917  = \$913 ;
+          \$932  = \$928 ;
       4'hd:
-          \$917  = \$914 ;
+          \$932  = \$929 ;
       4'he:
-          \$917  = \$915 ;
+          \$932  = \$930 ;
       4'hf:
-          \$917  = \$916 ;
+          \$932  = \$931 ;
     endcase
   end
   always @* begin
@@ -40461,37 +40513,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$936  = \$920 ;
+          \$951  = \$935 ;
       4'h1:
-          \$936  = \$921 ;
+          \$951  = \$936 ;
       4'h2:
-          \$936  = \$922 ;
+          \$951  = \$937 ;
       4'h3:
-          \$936  = \$923 ;
+          \$951  = \$938 ;
       4'h4:
-          \$936  = \$924 ;
+          \$951  = \$939 ;
       4'h5:
-          \$936  = \$925 ;
+          \$951  = \$940 ;
       4'h6:
-          \$936  = \$926 ;
+          \$951  = \$941 ;
       4'h7:
-          \$936  = \$927 ;
+          \$951  = \$942 ;
       4'h8:
-          \$936  = \$928 ;
+          \$951  = \$943 ;
       4'h9:
-          \$936  = \$929 ;
+          \$951  = \$944 ;
       4'ha:
-          \$936  = \$930 ;
+          \$951  = \$945 ;
       4'hb:
-          \$936  = \$931 ;
+          \$951  = \$946 ;
       4'hc:
-          \$936  = \$932 ;
+          \$951  = \$947 ;
       4'hd:
-          \$936  = \$933 ;
+          \$951  = \$948 ;
       4'he:
-          \$936  = \$934 ;
+          \$951  = \$949 ;
       4'hf:
-          \$936  = \$935 ;
+          \$951  = \$950 ;
     endcase
   end
   always @* begin
@@ -40499,37 +40551,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$960  = \$944 ;
+          \$975  = \$959 ;
       4'h1:
-          \$960  = \$945 ;
+          \$975  = \$960 ;
       4'h2:
-          \$960  = \$946 ;
+          \$975  = \$961 ;
       4'h3:
-          \$960  = \$947 ;
+          \$975  = \$962 ;
       4'h4:
-          \$960  = \$948 ;
+          \$975  = \$963 ;
       4'h5:
-          \$960  = \$949 ;
+          \$975  = \$964 ;
       4'h6:
-          \$960  = \$950 ;
+          \$975  = \$965 ;
       4'h7:
-          \$960  = \$951 ;
+          \$975  = \$966 ;
       4'h8:
-          \$960  = \$952 ;
+          \$975  = \$967 ;
       4'h9:
-          \$960  = \$953 ;
+          \$975  = \$968 ;
       4'ha:
-          \$960  = \$954 ;
+          \$975  = \$969 ;
       4'hb:
-          \$960  = \$955 ;
+          \$975  = \$970 ;
       4'hc:
-          \$960  = \$956 ;
+          \$975  = \$971 ;
       4'hd:
-          \$960  = \$957 ;
+          \$975  = \$972 ;
       4'he:
-          \$960  = \$958 ;
+          \$975  = \$973 ;
       4'hf:
-          \$960  = \$959 ;
+          \$975  = \$974 ;
     endcase
   end
   always @* begin
@@ -40537,37 +40589,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$980  = \$964 ;
+          \$995  = \$979 ;
       4'h1:
-          \$980  = \$965 ;
+          \$995  = \$980 ;
       4'h2:
-          \$980  = \$966 ;
+          \$995  = \$981 ;
       4'h3:
-          \$980  = \$967 ;
+          \$995  = \$982 ;
       4'h4:
-          \$980  = \$968 ;
+          \$995  = \$983 ;
       4'h5:
-          \$980  = \$969 ;
+          \$995  = \$984 ;
       4'h6:
-          \$980  = \$970 ;
+          \$995  = \$985 ;
       4'h7:
-          \$980  = \$971 ;
+          \$995  = \$986 ;
       4'h8:
-          \$980  = \$972 ;
+          \$995  = \$987 ;
       4'h9:
-          \$980  = \$973 ;
+          \$995  = \$988 ;
       4'ha:
-          \$980  = \$974 ;
+          \$995  = \$989 ;
       4'hb:
-          \$980  = \$975 ;
+          \$995  = \$990 ;
       4'hc:
-          \$980  = \$976 ;
+          \$995  = \$991 ;
       4'hd:
-          \$980  = \$977 ;
+          \$995  = \$992 ;
       4'he:
-          \$980  = \$978 ;
+          \$995  = \$993 ;
       4'hf:
-          \$980  = \$979 ;
+          \$995  = \$994 ;
     endcase
   end
   always @* begin
@@ -40575,37 +40627,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$999  = \$983 ;
+          \$1014  = \$998 ;
       4'h1:
-          \$999  = \$984 ;
+          \$1014  = \$999 ;
       4'h2:
-          \$999  = \$985 ;
+          \$1014  = \$1000 ;
       4'h3:
-          \$999  = \$986 ;
+          \$1014  = \$1001 ;
       4'h4:
-          \$999  = \$987 ;
+          \$1014  = \$1002 ;
       4'h5:
-          \$999  = \$988 ;
+          \$1014  = \$1003 ;
       4'h6:
-          \$999  = \$989 ;
+          \$1014  = \$1004 ;
       4'h7:
-          \$999  = \$990 ;
+          \$1014  = \$1005 ;
       4'h8:
-          \$999  = \$991 ;
+          \$1014  = \$1006 ;
       4'h9:
-          \$999  = \$992 ;
+          \$1014  = \$1007 ;
       4'ha:
-          \$999  = \$993 ;
+          \$1014  = \$1008 ;
       4'hb:
-          \$999  = \$994 ;
+          \$1014  = \$1009 ;
       4'hc:
-          \$999  = \$995 ;
+          \$1014  = \$1010 ;
       4'hd:
-          \$999  = \$996 ;
+          \$1014  = \$1011 ;
       4'he:
-          \$999  = \$997 ;
+          \$1014  = \$1012 ;
       4'hf:
-          \$999  = \$998 ;
+          \$1014  = \$1013 ;
     endcase
   end
   always @* begin
@@ -40613,37 +40665,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1023  = \$1007 ;
+          \$1038  = \$1022 ;
       4'h1:
-          \$1023  = \$1008 ;
+          \$1038  = \$1023 ;
       4'h2:
-          \$1023  = \$1009 ;
+          \$1038  = \$1024 ;
       4'h3:
-          \$1023  = \$1010 ;
+          \$1038  = \$1025 ;
       4'h4:
-          \$1023  = \$1011 ;
+          \$1038  = \$1026 ;
       4'h5:
-          \$1023  = \$1012 ;
+          \$1038  = \$1027 ;
       4'h6:
-          \$1023  = \$1013 ;
+          \$1038  = \$1028 ;
       4'h7:
-          \$1023  = \$1014 ;
+          \$1038  = \$1029 ;
       4'h8:
-          \$1023  = \$1015 ;
+          \$1038  = \$1030 ;
       4'h9:
-          \$1023  = \$1016 ;
+          \$1038  = \$1031 ;
       4'ha:
-          \$1023  = \$1017 ;
+          \$1038  = \$1032 ;
       4'hb:
-          \$1023  = \$1018 ;
+          \$1038  = \$1033 ;
       4'hc:
-          \$1023  = \$1019 ;
+          \$1038  = \$1034 ;
       4'hd:
-          \$1023  = \$1020 ;
+          \$1038  = \$1035 ;
       4'he:
-          \$1023  = \$1021 ;
+          \$1038  = \$1036 ;
       4'hf:
-          \$1023  = \$1022 ;
+          \$1038  = \$1037 ;
     endcase
   end
   always @* begin
@@ -40651,37 +40703,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1043  = \$1027 ;
+          \$1058  = \$1042 ;
       4'h1:
-          \$1043  = \$1028 ;
+          \$1058  = \$1043 ;
       4'h2:
-          \$1043  = \$1029 ;
+          \$1058  = \$1044 ;
       4'h3:
-          \$1043  = \$1030 ;
+          \$1058  = \$1045 ;
       4'h4:
-          \$1043  = \$1031 ;
+          \$1058  = \$1046 ;
       4'h5:
-          \$1043  = \$1032 ;
+          \$1058  = \$1047 ;
       4'h6:
-          \$1043  = \$1033 ;
+          \$1058  = \$1048 ;
       4'h7:
-          \$1043  = \$1034 ;
+          \$1058  = \$1049 ;
       4'h8:
-          \$1043  = \$1035 ;
+          \$1058  = \$1050 ;
       4'h9:
-          \$1043  = \$1036 ;
+          \$1058  = \$1051 ;
       4'ha:
-          \$1043  = \$1037 ;
+          \$1058  = \$1052 ;
       4'hb:
-          \$1043  = \$1038 ;
+          \$1058  = \$1053 ;
       4'hc:
-          \$1043  = \$1039 ;
+          \$1058  = \$1054 ;
       4'hd:
-          \$1043  = \$1040 ;
+          \$1058  = \$1055 ;
       4'he:
-          \$1043  = \$1041 ;
+          \$1058  = \$1056 ;
       4'hf:
-          \$1043  = \$1042 ;
+          \$1058  = \$1057 ;
     endcase
   end
   always @* begin
@@ -40689,37 +40741,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1062  = \$1046 ;
+          \$1077  = \$1061 ;
       4'h1:
-          \$1062  = \$1047 ;
+          \$1077  = \$1062 ;
       4'h2:
-          \$1062  = \$1048 ;
+          \$1077  = \$1063 ;
       4'h3:
-          \$1062  = \$1049 ;
+          \$1077  = \$1064 ;
       4'h4:
-          \$1062  = \$1050 ;
+          \$1077  = \$1065 ;
       4'h5:
-          \$1062  = \$1051 ;
+          \$1077  = \$1066 ;
       4'h6:
-          \$1062  = \$1052 ;
+          \$1077  = \$1067 ;
       4'h7:
-          \$1062  = \$1053 ;
+          \$1077  = \$1068 ;
       4'h8:
-          \$1062  = \$1054 ;
+          \$1077  = \$1069 ;
       4'h9:
-          \$1062  = \$1055 ;
+          \$1077  = \$1070 ;
       4'ha:
-          \$1062  = \$1056 ;
+          \$1077  = \$1071 ;
       4'hb:
-          \$1062  = \$1057 ;
+          \$1077  = \$1072 ;
       4'hc:
-          \$1062  = \$1058 ;
+          \$1077  = \$1073 ;
       4'hd:
-          \$1062  = \$1059 ;
+          \$1077  = \$1074 ;
       4'he:
-          \$1062  = \$1060 ;
+          \$1077  = \$1075 ;
       4'hf:
-          \$1062  = \$1061 ;
+          \$1077  = \$1076 ;
     endcase
   end
   always @* begin
@@ -40727,37 +40779,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1086  = \$1070 ;
+          \$1101  = \$1085 ;
       4'h1:
-          \$1086  = \$1071 ;
+          \$1101  = \$1086 ;
       4'h2:
-          \$1086  = \$1072 ;
+          \$1101  = \$1087 ;
       4'h3:
-          \$1086  = \$1073 ;
+          \$1101  = \$1088 ;
       4'h4:
-          \$1086  = \$1074 ;
+          \$1101  = \$1089 ;
       4'h5:
-          \$1086  = \$1075 ;
+          \$1101  = \$1090 ;
       4'h6:
-          \$1086  = \$1076 ;
+          \$1101  = \$1091 ;
       4'h7:
-          \$1086  = \$1077 ;
+          \$1101  = \$1092 ;
       4'h8:
-          \$1086  = \$1078 ;
+          \$1101  = \$1093 ;
       4'h9:
-          \$1086  = \$1079 ;
+          \$1101  = \$1094 ;
       4'ha:
-          \$1086  = \$1080 ;
+          \$1101  = \$1095 ;
       4'hb:
-          \$1086  = \$1081 ;
+          \$1101  = \$1096 ;
       4'hc:
-          \$1086  = \$1082 ;
+          \$1101  = \$1097 ;
       4'hd:
-          \$1086  = \$1083 ;
+          \$1101  = \$1098 ;
       4'he:
-          \$1086  = \$1084 ;
+          \$1101  = \$1099 ;
       4'hf:
-          \$1086  = \$1085 ;
+          \$1101  = \$1100 ;
     endcase
   end
   always @* begin
@@ -40765,37 +40817,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1106  = \$1090 ;
+          \$1121  = \$1105 ;
       4'h1:
-          \$1106  = \$1091 ;
+          \$1121  = \$1106 ;
       4'h2:
-          \$1106  = \$1092 ;
+          \$1121  = \$1107 ;
       4'h3:
-          \$1106  = \$1093 ;
+          \$1121  = \$1108 ;
       4'h4:
-          \$1106  = \$1094 ;
+          \$1121  = \$1109 ;
       4'h5:
-          \$1106  = \$1095 ;
+          \$1121  = \$1110 ;
       4'h6:
-          \$1106  = \$1096 ;
+          \$1121  = \$1111 ;
       4'h7:
-          \$1106  = \$1097 ;
+          \$1121  = \$1112 ;
       4'h8:
-          \$1106  = \$1098 ;
+          \$1121  = \$1113 ;
       4'h9:
-          \$1106  = \$1099 ;
+          \$1121  = \$1114 ;
       4'ha:
-          \$1106  = \$1100 ;
+          \$1121  = \$1115 ;
       4'hb:
-          \$1106  = \$1101 ;
+          \$1121  = \$1116 ;
       4'hc:
-          \$1106  = \$1102 ;
+          \$1121  = \$1117 ;
       4'hd:
-          \$1106  = \$1103 ;
+          \$1121  = \$1118 ;
       4'he:
-          \$1106  = \$1104 ;
+          \$1121  = \$1119 ;
       4'hf:
-          \$1106  = \$1105 ;
+          \$1121  = \$1120 ;
     endcase
   end
   always @* begin
@@ -40803,63 +40855,63 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1125  = \$1109 ;
+          \$1140  = \$1124 ;
       4'h1:
-          \$1125  = \$1110 ;
+          \$1140  = \$1125 ;
       4'h2:
-          \$1125  = \$1111 ;
+          \$1140  = \$1126 ;
       4'h3:
-          \$1125  = \$1112 ;
+          \$1140  = \$1127 ;
       4'h4:
-          \$1125  = \$1113 ;
+          \$1140  = \$1128 ;
       4'h5:
-          \$1125  = \$1114 ;
+          \$1140  = \$1129 ;
       4'h6:
-          \$1125  = \$1115 ;
+          \$1140  = \$1130 ;
       4'h7:
-          \$1125  = \$1116 ;
+          \$1140  = \$1131 ;
       4'h8:
-          \$1125  = \$1117 ;
+          \$1140  = \$1132 ;
       4'h9:
-          \$1125  = \$1118 ;
+          \$1140  = \$1133 ;
       4'ha:
-          \$1125  = \$1119 ;
+          \$1140  = \$1134 ;
       4'hb:
-          \$1125  = \$1120 ;
+          \$1140  = \$1135 ;
       4'hc:
-          \$1125  = \$1121 ;
+          \$1140  = \$1136 ;
       4'hd:
-          \$1125  = \$1122 ;
+          \$1140  = \$1137 ;
       4'he:
-          \$1125  = \$1123 ;
+          \$1140  = \$1138 ;
       4'hf:
-          \$1125  = \$1124 ;
+          \$1140  = \$1139 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$37 ) begin
-      (* full_case = 32'd1 *)
-      casez (desc[120:119])
-        2'h1:
-            ix_m = \$39 [28:0];
-        2'h2:
-            ix_m = 29'h00000000;
-        2'h3:
-            ix_m = \$40 [28:0];
-        default:
-            ix_m = 29'h00000000;
-      endcase
-    end else if (\$38 ) begin
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
             ix_m = \$43 [28:0];
         2'h2:
-            ix_m = \$44 [28:0];
+            ix_m = 29'h00000000;
         2'h3:
-            ix_m = \$45 [28:0];
+            ix_m = \$44 [28:0];
+        default:
+            ix_m = 29'h00000000;
+      endcase
+    end else if (\$42 ) begin
+      (* full_case = 32'd1 *)
+      casez (desc[120:119])
+        2'h1:
+            ix_m = \$47 [28:0];
+        2'h2:
+            ix_m = \$48 [28:0];
+        2'h3:
+            ix_m = \$49 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
@@ -40870,7 +40922,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_ix = 1'h0;
-    if (\$37 ) begin
+    if (\$41 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -40882,7 +40934,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_ix = 1'h1;
       endcase
-    end else if (\$38 ) begin
+    end else if (\$42 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -40899,38 +40951,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$49 ) begin
+    if (\$53 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$53 [28:0];
+            ixb_m = \$57 [28:0];
         2'h2:
             ixb_m = 29'h00000000;
         2'h3:
-            ixb_m = \$55 [28:0];
+            ixb_m = \$59 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
-    end else if (\$51 ) begin
+    end else if (\$55 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$59 [28:0];
+            ixb_m = \$63 [28:0];
         2'h2:
-            ixb_m = \$60 [28:0];
+            ixb_m = \$64 [28:0];
         2'h3:
-            ixb_m = \$62 [28:0];
+            ixb_m = \$66 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
     end else begin
-      ixb_m = \$63 [28:0];
+      ixb_m = \$67 [28:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_ixb = 1'h0;
-    if (\$49 ) begin
+    if (\$53 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -40942,7 +40994,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_ixb = 1'h1;
       endcase
-    end else if (\$51 ) begin
+    end else if (\$55 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -40963,7 +41015,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h0:
           /* empty */;
       3'h1:
-          dual_ok = \$267 ;
+          dual_ok = \$271 ;
     endcase
   end
   always @* begin
@@ -40975,50 +41027,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h1:
           /* empty */;
       3'h2:
-          bad = \$338 ;
+          bad = \$348 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     err_hi = 7'h00;
-    if (\$355 ) begin
-      if (\$356 ) begin
-        if (\$365 ) begin
+    if (\$365 ) begin
+      if (\$366 ) begin
+        if (\$375 ) begin
           err_hi[0] = 1'h1;
         end
       end
       if (i_param__payload[562]) begin
-        if (\$367 ) begin
+        if (\$377 ) begin
           err_hi[5] = 1'h1;
         end
       end
-      if (\$369 ) begin
+      if (\$379 ) begin
         err_hi[6] = 1'h1;
       end
     end
-    if (\$373 ) begin
-      if (\$374 ) begin
+    if (\$383 ) begin
+      if (\$384 ) begin
         err_hi[0] = 1'h1;
       end
     end
-    if (\$386 ) begin
+    if (\$396 ) begin
       (* full_case = 32'd1 *)
-      if (\$387 ) begin
+      if (\$397 ) begin
       end else begin
         err_hi[4] = 1'h1;
       end
       if (i_weight__payload[64]) begin
-        if (\$389 ) begin
+        if (\$399 ) begin
           err_hi[3] = 1'h1;
         end
       end
     end
-    if (\$721 ) begin
-      if (\$722 ) begin
+    if (\$731 ) begin
+      if (\$732 ) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[64]) begin
-        if (\$724 ) begin
+        if (\$734 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -41027,9 +41079,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41038,9 +41090,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -41051,9 +41103,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41062,12 +41114,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx0_n = \$743 ;
+                if (\$753 ) begin
+                  dw_kx0_n = \$754 ;
                 end
               end
             end
@@ -41077,9 +41129,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41088,12 +41140,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx1_n = \$744 ;
+                if (\$753 ) begin
+                  dw_kx1_n = \$755 ;
                 end
               end
             end
@@ -41103,9 +41155,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41114,12 +41166,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx2_n = \$745 ;
+                if (\$753 ) begin
+                  dw_kx2_n = \$756 ;
                 end
               end
             end
@@ -41129,9 +41181,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41140,12 +41192,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx3_n = \$746 ;
+                if (\$753 ) begin
+                  dw_kx3_n = \$757 ;
                 end
               end
             end
@@ -41155,9 +41207,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41166,12 +41218,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx4_n = \$747 ;
+                if (\$753 ) begin
+                  dw_kx4_n = \$758 ;
                 end
               end
             end
@@ -41181,9 +41233,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41192,12 +41244,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx5_n = \$748 ;
+                if (\$753 ) begin
+                  dw_kx5_n = \$759 ;
                 end
               end
             end
@@ -41207,9 +41259,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41218,12 +41270,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx6_n = \$749 ;
+                if (\$753 ) begin
+                  dw_kx6_n = \$760 ;
                 end
               end
             end
@@ -41233,9 +41285,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41244,12 +41296,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$742 ) begin
-                  dw_kx7_n = \$750 ;
+                if (\$753 ) begin
+                  dw_kx7_n = \$761 ;
                 end
               end
             end
@@ -41259,9 +41311,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$729 ) begin
-    end else if (\$730 ) begin
-    end else if (\$731 ) begin
+    if (\$740 ) begin
+    end else if (\$741 ) begin
+    end else if (\$742 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41270,13 +41322,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$735 ) begin
-              end else if (\$738 ) begin
-              end else if (\$740 ) begin
+              if (\$746 ) begin
+              end else if (\$749 ) begin
+              end else if (\$751 ) begin
               end else begin
-                if (\$755 ) begin
-                end else if (\$760 ) begin
-                end else if (\$761 ) begin
+                if (\$766 ) begin
+                end else if (\$771 ) begin
+                end else if (\$772 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -41287,32 +41339,34 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$762 ) begin
+    if (\$773 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$764 [13:0];
+      wm_r__addr = \$775 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$767 [13:0];
+      wm_r__addr = \$778 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$768 ) begin
+    if (\$779 ) begin
       category = 3'h2;
-    end else if (\$771 ) begin
+    end else if (\$782 ) begin
       category = 3'h2;
-    end else if (\$774 ) begin
+    end else if (\$785 ) begin
       category = 3'h2;
-    end else if (\$777 ) begin
-      category = { 1'h0, \$781  };
-    end else if (\$780 ) begin
+    end else if (\$788 ) begin
+      category = { 1'h0, \$792  };
+    end else if (\$791 ) begin
       (* full_case = 32'd1 *)
-      if (\$782 ) begin
+      if (\$793 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$784 ) begin
+      end else if (\$795 ) begin
         category = 3'h4;
+      end else if (\$799 ) begin
+        category = 3'h3;
       end else begin
         category = 3'h5;
       end
@@ -41322,369 +41376,94 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1405  = cw_r1__data;
+    \$1428  = cw_r1__data;
     if (rst) begin
-      \$1405  = 10'h000;
+      \$1428  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1406  = cw_r2__data;
+    \$1429  = cw_r2__data;
     if (rst) begin
-      \$1406  = 10'h000;
+      \$1429  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1407  = t_adv;
+    \$1430  = t_adv;
     if (rst) begin
-      \$1407  = 1'h0;
+      \$1430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1408  = cur;
+    \$1431  = cur;
     if (t_adv) begin
-      \$1408  = \$793 ;
-    end else if (\$792 ) begin
-      \$1408  = cw_r__data;
+      \$1431  = \$808 ;
+    end else if (\$807 ) begin
+      \$1431  = cw_r__data;
     end
     if (rst) begin
-      \$1408  = 10'h000;
+      \$1431  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1409  = sb0;
+    \$1432  = sb0;
     if (rst) begin
-      \$1409  = 30'h00000000;
+      \$1432  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1410  = par_a;
+    \$1433  = par_a;
     if (rst) begin
-      \$1410  = 1'h0;
+      \$1433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1411  = \$811 ;
-    if (rst) begin
-      \$1411  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1412  = pad_ix;
-    if (rst) begin
-      \$1412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1413  = pad_ixb;
-    if (rst) begin
-      \$1413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1414  = \$182 [3:0];
-    if (rst) begin
-      \$1414  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = \$814 ;
-    if (rst) begin
-      \$1415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = win0_0;
-    if (\$816 ) begin
-      \$1416  = \$835 ;
-    end
-    if (\$836 ) begin
-      \$1416  = \$855 ;
-    end
-    if (rst) begin
-      \$1416  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = win0_1;
-    if (\$816 ) begin
-      \$1417  = win0_0;
-    end
-    if (\$836 ) begin
-      \$1417  = \$874 ;
-    end
-    if (rst) begin
-      \$1417  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = win0_2;
-    if (\$816 ) begin
-      \$1418  = win0_1;
-    end
-    if (\$836 ) begin
-      \$1418  = win0_0;
-    end
-    if (rst) begin
-      \$1418  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = win0_3;
-    if (\$816 ) begin
-      \$1419  = win0_2;
-    end
-    if (\$836 ) begin
-      \$1419  = win0_1;
-    end
-    if (rst) begin
-      \$1419  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = win0_4;
-    if (\$816 ) begin
-      \$1420  = win0_3;
-    end
-    if (\$836 ) begin
-      \$1420  = win0_2;
-    end
-    if (rst) begin
-      \$1420  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = win0_5;
-    if (\$816 ) begin
-      \$1421  = win0_4;
-    end
-    if (\$836 ) begin
-      \$1421  = win0_3;
-    end
-    if (rst) begin
-      \$1421  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = win0_6;
-    if (\$816 ) begin
-      \$1422  = win0_5;
-    end
-    if (\$836 ) begin
-      \$1422  = win0_4;
-    end
-    if (rst) begin
-      \$1422  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = win0_7;
-    if (\$816 ) begin
-      \$1423  = win0_6;
-    end
-    if (\$836 ) begin
-      \$1423  = win0_5;
-    end
-    if (rst) begin
-      \$1423  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = win0_8;
-    if (\$816 ) begin
-      \$1424  = win0_7;
-    end
-    if (\$836 ) begin
-      \$1424  = win0_6;
-    end
-    if (rst) begin
-      \$1424  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$184 [3:0];
-    if (rst) begin
-      \$1425  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = \$877 ;
-    if (rst) begin
-      \$1426  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = win1_0;
-    if (\$879 ) begin
-      \$1427  = \$898 ;
-    end
-    if (\$899 ) begin
-      \$1427  = \$918 ;
-    end
-    if (rst) begin
-      \$1427  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = win1_1;
-    if (\$879 ) begin
-      \$1428  = win1_0;
-    end
-    if (\$899 ) begin
-      \$1428  = \$937 ;
-    end
-    if (rst) begin
-      \$1428  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = win1_2;
-    if (\$879 ) begin
-      \$1429  = win1_1;
-    end
-    if (\$899 ) begin
-      \$1429  = win1_0;
-    end
-    if (rst) begin
-      \$1429  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = win1_3;
-    if (\$879 ) begin
-      \$1430  = win1_2;
-    end
-    if (\$899 ) begin
-      \$1430  = win1_1;
-    end
-    if (rst) begin
-      \$1430  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = win1_4;
-    if (\$879 ) begin
-      \$1431  = win1_3;
-    end
-    if (\$899 ) begin
-      \$1431  = win1_2;
-    end
-    if (rst) begin
-      \$1431  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = win1_5;
-    if (\$879 ) begin
-      \$1432  = win1_4;
-    end
-    if (\$899 ) begin
-      \$1432  = win1_3;
-    end
-    if (rst) begin
-      \$1432  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = win1_6;
-    if (\$879 ) begin
-      \$1433  = win1_5;
-    end
-    if (\$899 ) begin
-      \$1433  = win1_4;
-    end
-    if (rst) begin
-      \$1433  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = win1_7;
-    if (\$879 ) begin
-      \$1434  = win1_6;
-    end
-    if (\$899 ) begin
-      \$1434  = win1_5;
-    end
+    \$1434  = \$826 ;
     if (rst) begin
       \$1434  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = win1_8;
-    if (\$879 ) begin
-      \$1435  = win1_7;
-    end
-    if (\$899 ) begin
-      \$1435  = win1_6;
-    end
+    \$1435  = pad_ix;
     if (rst) begin
-      \$1435  = 64'h0000000000000000;
+      \$1435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = \$186 [3:0];
+    \$1436  = pad_ixb;
     if (rst) begin
-      \$1436  = 4'h0;
+      \$1436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = \$940 ;
+    \$1437  = \$186 [3:0];
     if (rst) begin
-      \$1437  = 1'h0;
+      \$1437  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = win2_0;
-    if (\$942 ) begin
-      \$1438  = \$961 ;
-    end
-    if (\$962 ) begin
-      \$1438  = \$981 ;
-    end
+    \$1438  = \$829 ;
     if (rst) begin
-      \$1438  = 64'h0000000000000000;
+      \$1438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = win2_1;
-    if (\$942 ) begin
-      \$1439  = win2_0;
+    \$1439  = win0_0;
+    if (\$831 ) begin
+      \$1439  = \$850 ;
     end
-    if (\$962 ) begin
-      \$1439  = \$1000 ;
+    if (\$851 ) begin
+      \$1439  = \$870 ;
     end
     if (rst) begin
       \$1439  = 64'h0000000000000000;
@@ -41692,12 +41471,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = win2_2;
-    if (\$942 ) begin
-      \$1440  = win2_1;
+    \$1440  = win0_1;
+    if (\$831 ) begin
+      \$1440  = win0_0;
     end
-    if (\$962 ) begin
-      \$1440  = win2_0;
+    if (\$851 ) begin
+      \$1440  = \$889 ;
     end
     if (rst) begin
       \$1440  = 64'h0000000000000000;
@@ -41705,12 +41484,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = win2_3;
-    if (\$942 ) begin
-      \$1441  = win2_2;
+    \$1441  = win0_2;
+    if (\$831 ) begin
+      \$1441  = win0_1;
     end
-    if (\$962 ) begin
-      \$1441  = win2_1;
+    if (\$851 ) begin
+      \$1441  = win0_0;
     end
     if (rst) begin
       \$1441  = 64'h0000000000000000;
@@ -41718,12 +41497,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = win2_4;
-    if (\$942 ) begin
-      \$1442  = win2_3;
+    \$1442  = win0_3;
+    if (\$831 ) begin
+      \$1442  = win0_2;
     end
-    if (\$962 ) begin
-      \$1442  = win2_2;
+    if (\$851 ) begin
+      \$1442  = win0_1;
     end
     if (rst) begin
       \$1442  = 64'h0000000000000000;
@@ -41731,12 +41510,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = win2_5;
-    if (\$942 ) begin
-      \$1443  = win2_4;
+    \$1443  = win0_4;
+    if (\$831 ) begin
+      \$1443  = win0_3;
     end
-    if (\$962 ) begin
-      \$1443  = win2_3;
+    if (\$851 ) begin
+      \$1443  = win0_2;
     end
     if (rst) begin
       \$1443  = 64'h0000000000000000;
@@ -41744,12 +41523,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = win2_6;
-    if (\$942 ) begin
-      \$1444  = win2_5;
+    \$1444  = win0_5;
+    if (\$831 ) begin
+      \$1444  = win0_4;
     end
-    if (\$962 ) begin
-      \$1444  = win2_4;
+    if (\$851 ) begin
+      \$1444  = win0_3;
     end
     if (rst) begin
       \$1444  = 64'h0000000000000000;
@@ -41757,12 +41536,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = win2_7;
-    if (\$942 ) begin
-      \$1445  = win2_6;
+    \$1445  = win0_6;
+    if (\$831 ) begin
+      \$1445  = win0_5;
     end
-    if (\$962 ) begin
-      \$1445  = win2_5;
+    if (\$851 ) begin
+      \$1445  = win0_4;
     end
     if (rst) begin
       \$1445  = 64'h0000000000000000;
@@ -41770,12 +41549,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = win2_8;
-    if (\$942 ) begin
-      \$1446  = win2_7;
+    \$1446  = win0_7;
+    if (\$831 ) begin
+      \$1446  = win0_6;
     end
-    if (\$962 ) begin
-      \$1446  = win2_6;
+    if (\$851 ) begin
+      \$1446  = win0_5;
     end
     if (rst) begin
       \$1446  = 64'h0000000000000000;
@@ -41783,39 +41562,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = \$188 [3:0];
+    \$1447  = win0_8;
+    if (\$831 ) begin
+      \$1447  = win0_7;
+    end
+    if (\$851 ) begin
+      \$1447  = win0_6;
+    end
     if (rst) begin
-      \$1447  = 4'h0;
+      \$1447  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = \$1003 ;
+    \$1448  = \$188 [3:0];
     if (rst) begin
-      \$1448  = 1'h0;
+      \$1448  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = win3_0;
-    if (\$1005 ) begin
-      \$1449  = \$1024 ;
-    end
-    if (\$1025 ) begin
-      \$1449  = \$1044 ;
-    end
+    \$1449  = \$892 ;
     if (rst) begin
-      \$1449  = 64'h0000000000000000;
+      \$1449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = win3_1;
-    if (\$1005 ) begin
-      \$1450  = win3_0;
+    \$1450  = win1_0;
+    if (\$894 ) begin
+      \$1450  = \$913 ;
     end
-    if (\$1025 ) begin
-      \$1450  = \$1063 ;
+    if (\$914 ) begin
+      \$1450  = \$933 ;
     end
     if (rst) begin
       \$1450  = 64'h0000000000000000;
@@ -41823,12 +41602,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = win3_2;
-    if (\$1005 ) begin
-      \$1451  = win3_1;
+    \$1451  = win1_1;
+    if (\$894 ) begin
+      \$1451  = win1_0;
     end
-    if (\$1025 ) begin
-      \$1451  = win3_0;
+    if (\$914 ) begin
+      \$1451  = \$952 ;
     end
     if (rst) begin
       \$1451  = 64'h0000000000000000;
@@ -41836,12 +41615,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = win3_3;
-    if (\$1005 ) begin
-      \$1452  = win3_2;
+    \$1452  = win1_2;
+    if (\$894 ) begin
+      \$1452  = win1_1;
     end
-    if (\$1025 ) begin
-      \$1452  = win3_1;
+    if (\$914 ) begin
+      \$1452  = win1_0;
     end
     if (rst) begin
       \$1452  = 64'h0000000000000000;
@@ -41849,12 +41628,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = win3_4;
-    if (\$1005 ) begin
-      \$1453  = win3_3;
+    \$1453  = win1_3;
+    if (\$894 ) begin
+      \$1453  = win1_2;
     end
-    if (\$1025 ) begin
-      \$1453  = win3_2;
+    if (\$914 ) begin
+      \$1453  = win1_1;
     end
     if (rst) begin
       \$1453  = 64'h0000000000000000;
@@ -41862,12 +41641,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = win3_5;
-    if (\$1005 ) begin
-      \$1454  = win3_4;
+    \$1454  = win1_4;
+    if (\$894 ) begin
+      \$1454  = win1_3;
     end
-    if (\$1025 ) begin
-      \$1454  = win3_3;
+    if (\$914 ) begin
+      \$1454  = win1_2;
     end
     if (rst) begin
       \$1454  = 64'h0000000000000000;
@@ -41875,12 +41654,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = win3_6;
-    if (\$1005 ) begin
-      \$1455  = win3_5;
+    \$1455  = win1_5;
+    if (\$894 ) begin
+      \$1455  = win1_4;
     end
-    if (\$1025 ) begin
-      \$1455  = win3_4;
+    if (\$914 ) begin
+      \$1455  = win1_3;
     end
     if (rst) begin
       \$1455  = 64'h0000000000000000;
@@ -41888,12 +41667,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = win3_7;
-    if (\$1005 ) begin
-      \$1456  = win3_6;
+    \$1456  = win1_6;
+    if (\$894 ) begin
+      \$1456  = win1_5;
     end
-    if (\$1025 ) begin
-      \$1456  = win3_5;
+    if (\$914 ) begin
+      \$1456  = win1_4;
     end
     if (rst) begin
       \$1456  = 64'h0000000000000000;
@@ -41901,12 +41680,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = win3_8;
-    if (\$1005 ) begin
-      \$1457  = win3_7;
+    \$1457  = win1_7;
+    if (\$894 ) begin
+      \$1457  = win1_6;
     end
-    if (\$1025 ) begin
-      \$1457  = win3_6;
+    if (\$914 ) begin
+      \$1457  = win1_5;
     end
     if (rst) begin
       \$1457  = 64'h0000000000000000;
@@ -41914,39 +41693,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = \$190 [3:0];
+    \$1458  = win1_8;
+    if (\$894 ) begin
+      \$1458  = win1_7;
+    end
+    if (\$914 ) begin
+      \$1458  = win1_6;
+    end
     if (rst) begin
-      \$1458  = 4'h0;
+      \$1458  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = \$1066 ;
+    \$1459  = \$190 [3:0];
     if (rst) begin
-      \$1459  = 1'h0;
+      \$1459  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = win4_0;
-    if (\$1068 ) begin
-      \$1460  = \$1087 ;
-    end
-    if (\$1088 ) begin
-      \$1460  = \$1107 ;
-    end
+    \$1460  = \$955 ;
     if (rst) begin
-      \$1460  = 64'h0000000000000000;
+      \$1460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = win4_1;
-    if (\$1068 ) begin
-      \$1461  = win4_0;
+    \$1461  = win2_0;
+    if (\$957 ) begin
+      \$1461  = \$976 ;
     end
-    if (\$1088 ) begin
-      \$1461  = \$1126 ;
+    if (\$977 ) begin
+      \$1461  = \$996 ;
     end
     if (rst) begin
       \$1461  = 64'h0000000000000000;
@@ -41954,12 +41733,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = win4_2;
-    if (\$1068 ) begin
-      \$1462  = win4_1;
+    \$1462  = win2_1;
+    if (\$957 ) begin
+      \$1462  = win2_0;
     end
-    if (\$1088 ) begin
-      \$1462  = win4_0;
+    if (\$977 ) begin
+      \$1462  = \$1015 ;
     end
     if (rst) begin
       \$1462  = 64'h0000000000000000;
@@ -41967,12 +41746,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = win4_3;
-    if (\$1068 ) begin
-      \$1463  = win4_2;
+    \$1463  = win2_2;
+    if (\$957 ) begin
+      \$1463  = win2_1;
     end
-    if (\$1088 ) begin
-      \$1463  = win4_1;
+    if (\$977 ) begin
+      \$1463  = win2_0;
     end
     if (rst) begin
       \$1463  = 64'h0000000000000000;
@@ -41980,12 +41759,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = win4_4;
-    if (\$1068 ) begin
-      \$1464  = win4_3;
+    \$1464  = win2_3;
+    if (\$957 ) begin
+      \$1464  = win2_2;
     end
-    if (\$1088 ) begin
-      \$1464  = win4_2;
+    if (\$977 ) begin
+      \$1464  = win2_1;
     end
     if (rst) begin
       \$1464  = 64'h0000000000000000;
@@ -41993,12 +41772,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = win4_5;
-    if (\$1068 ) begin
-      \$1465  = win4_4;
+    \$1465  = win2_4;
+    if (\$957 ) begin
+      \$1465  = win2_3;
     end
-    if (\$1088 ) begin
-      \$1465  = win4_3;
+    if (\$977 ) begin
+      \$1465  = win2_2;
     end
     if (rst) begin
       \$1465  = 64'h0000000000000000;
@@ -42006,12 +41785,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = win4_6;
-    if (\$1068 ) begin
-      \$1466  = win4_5;
+    \$1466  = win2_5;
+    if (\$957 ) begin
+      \$1466  = win2_4;
     end
-    if (\$1088 ) begin
-      \$1466  = win4_4;
+    if (\$977 ) begin
+      \$1466  = win2_3;
     end
     if (rst) begin
       \$1466  = 64'h0000000000000000;
@@ -42019,12 +41798,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = win4_7;
-    if (\$1068 ) begin
-      \$1467  = win4_6;
+    \$1467  = win2_6;
+    if (\$957 ) begin
+      \$1467  = win2_5;
     end
-    if (\$1088 ) begin
-      \$1467  = win4_5;
+    if (\$977 ) begin
+      \$1467  = win2_4;
     end
     if (rst) begin
       \$1467  = 64'h0000000000000000;
@@ -42032,12 +41811,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = win4_8;
-    if (\$1068 ) begin
-      \$1468  = win4_7;
+    \$1468  = win2_7;
+    if (\$957 ) begin
+      \$1468  = win2_6;
     end
-    if (\$1088 ) begin
-      \$1468  = win4_6;
+    if (\$977 ) begin
+      \$1468  = win2_5;
     end
     if (rst) begin
       \$1468  = 64'h0000000000000000;
@@ -42045,1504 +41824,1821 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = sb1;
+    \$1469  = win2_8;
+    if (\$957 ) begin
+      \$1469  = win2_7;
+    end
+    if (\$977 ) begin
+      \$1469  = win2_6;
+    end
     if (rst) begin
-      \$1469  = 30'h00000000;
+      \$1469  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = dw_ky0;
+    \$1470  = \$192 [3:0];
     if (rst) begin
       \$1470  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = dw_kx0;
+    \$1471  = \$1018 ;
     if (rst) begin
-      \$1471  = 4'h0;
+      \$1471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = dw_ky0_s1;
+    \$1472  = win3_0;
+    if (\$1020 ) begin
+      \$1472  = \$1039 ;
+    end
+    if (\$1040 ) begin
+      \$1472  = \$1059 ;
+    end
     if (rst) begin
-      \$1472  = 4'h0;
+      \$1472  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = \$1127 [3:0];
+    \$1473  = win3_1;
+    if (\$1020 ) begin
+      \$1473  = win3_0;
+    end
+    if (\$1040 ) begin
+      \$1473  = \$1078 ;
+    end
     if (rst) begin
-      \$1473  = 4'h0;
+      \$1473  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = dw_ky1;
+    \$1474  = win3_2;
+    if (\$1020 ) begin
+      \$1474  = win3_1;
+    end
+    if (\$1040 ) begin
+      \$1474  = win3_0;
+    end
     if (rst) begin
-      \$1474  = 4'h0;
+      \$1474  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = dw_kx1;
+    \$1475  = win3_3;
+    if (\$1020 ) begin
+      \$1475  = win3_2;
+    end
+    if (\$1040 ) begin
+      \$1475  = win3_1;
+    end
     if (rst) begin
-      \$1475  = 4'h0;
+      \$1475  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = dw_ky1_s1;
+    \$1476  = win3_4;
+    if (\$1020 ) begin
+      \$1476  = win3_3;
+    end
+    if (\$1040 ) begin
+      \$1476  = win3_2;
+    end
     if (rst) begin
-      \$1476  = 4'h0;
+      \$1476  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = \$1128 [3:0];
+    \$1477  = win3_5;
+    if (\$1020 ) begin
+      \$1477  = win3_4;
+    end
+    if (\$1040 ) begin
+      \$1477  = win3_3;
+    end
     if (rst) begin
-      \$1477  = 4'h0;
+      \$1477  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = dw_ky2;
+    \$1478  = win3_6;
+    if (\$1020 ) begin
+      \$1478  = win3_5;
+    end
+    if (\$1040 ) begin
+      \$1478  = win3_4;
+    end
     if (rst) begin
-      \$1478  = 4'h0;
+      \$1478  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = dw_kx2;
+    \$1479  = win3_7;
+    if (\$1020 ) begin
+      \$1479  = win3_6;
+    end
+    if (\$1040 ) begin
+      \$1479  = win3_5;
+    end
     if (rst) begin
-      \$1479  = 4'h0;
+      \$1479  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = dw_ky2_s1;
+    \$1480  = win3_8;
+    if (\$1020 ) begin
+      \$1480  = win3_7;
+    end
+    if (\$1040 ) begin
+      \$1480  = win3_6;
+    end
     if (rst) begin
-      \$1480  = 4'h0;
+      \$1480  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = \$1129 [3:0];
+    \$1481  = \$194 [3:0];
     if (rst) begin
       \$1481  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = dw_ky3;
+    \$1482  = \$1081 ;
     if (rst) begin
-      \$1482  = 4'h0;
+      \$1482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = dw_kx3;
+    \$1483  = win4_0;
+    if (\$1083 ) begin
+      \$1483  = \$1102 ;
+    end
+    if (\$1103 ) begin
+      \$1483  = \$1122 ;
+    end
     if (rst) begin
-      \$1483  = 4'h0;
+      \$1483  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = dw_ky3_s1;
+    \$1484  = win4_1;
+    if (\$1083 ) begin
+      \$1484  = win4_0;
+    end
+    if (\$1103 ) begin
+      \$1484  = \$1141 ;
+    end
     if (rst) begin
-      \$1484  = 4'h0;
+      \$1484  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = \$1130 [3:0];
+    \$1485  = win4_2;
+    if (\$1083 ) begin
+      \$1485  = win4_1;
+    end
+    if (\$1103 ) begin
+      \$1485  = win4_0;
+    end
     if (rst) begin
-      \$1485  = 4'h0;
+      \$1485  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = dw_ky4;
+    \$1486  = win4_3;
+    if (\$1083 ) begin
+      \$1486  = win4_2;
+    end
+    if (\$1103 ) begin
+      \$1486  = win4_1;
+    end
     if (rst) begin
-      \$1486  = 4'h0;
+      \$1486  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = dw_kx4;
+    \$1487  = win4_4;
+    if (\$1083 ) begin
+      \$1487  = win4_3;
+    end
+    if (\$1103 ) begin
+      \$1487  = win4_2;
+    end
     if (rst) begin
-      \$1487  = 4'h0;
+      \$1487  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = dw_ky4_s1;
+    \$1488  = win4_5;
+    if (\$1083 ) begin
+      \$1488  = win4_4;
+    end
+    if (\$1103 ) begin
+      \$1488  = win4_3;
+    end
     if (rst) begin
-      \$1488  = 4'h0;
+      \$1488  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = \$1131 [3:0];
+    \$1489  = win4_6;
+    if (\$1083 ) begin
+      \$1489  = win4_5;
+    end
+    if (\$1103 ) begin
+      \$1489  = win4_4;
+    end
     if (rst) begin
-      \$1489  = 4'h0;
+      \$1489  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = dw_ky5;
+    \$1490  = win4_7;
+    if (\$1083 ) begin
+      \$1490  = win4_6;
+    end
+    if (\$1103 ) begin
+      \$1490  = win4_5;
+    end
     if (rst) begin
-      \$1490  = 4'h0;
+      \$1490  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = dw_kx5;
+    \$1491  = win4_8;
+    if (\$1083 ) begin
+      \$1491  = win4_7;
+    end
+    if (\$1103 ) begin
+      \$1491  = win4_6;
+    end
     if (rst) begin
-      \$1491  = 4'h0;
+      \$1491  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = dw_ky5_s1;
+    \$1492  = sb1;
     if (rst) begin
-      \$1492  = 4'h0;
+      \$1492  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = \$1132 [3:0];
+    \$1493  = dw_ky0;
     if (rst) begin
       \$1493  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = dw_ky6;
+    \$1494  = dw_kx0;
     if (rst) begin
       \$1494  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = dw_kx6;
+    \$1495  = dw_ky0_s1;
     if (rst) begin
       \$1495  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = dw_ky6_s1;
+    \$1496  = \$1142 [3:0];
     if (rst) begin
       \$1496  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = \$1133 [3:0];
+    \$1497  = dw_ky1;
     if (rst) begin
       \$1497  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = dw_ky7;
+    \$1498  = dw_kx1;
     if (rst) begin
       \$1498  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = dw_kx7;
+    \$1499  = dw_ky1_s1;
     if (rst) begin
       \$1499  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = dw_ky7_s1;
+    \$1500  = \$1143 [3:0];
     if (rst) begin
       \$1500  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = \$1134 [3:0];
+    \$1501  = dw_ky2;
     if (rst) begin
       \$1501  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = sb2;
+    \$1502  = dw_kx2;
     if (rst) begin
-      \$1502  = 30'h00000000;
+      \$1502  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = sb_p3;
+    \$1503  = dw_ky2_s1;
     if (rst) begin
-      \$1503  = 30'h00000000;
+      \$1503  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = sb_p4;
+    \$1504  = \$1144 [3:0];
     if (rst) begin
-      \$1504  = 30'h00000000;
+      \$1504  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = sb_p5;
+    \$1505  = dw_ky3;
     if (rst) begin
-      \$1505  = 30'h00000000;
+      \$1505  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = sb_p6;
+    \$1506  = dw_kx3;
     if (rst) begin
-      \$1506  = 30'h00000000;
+      \$1506  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = sb_p7;
+    \$1507  = dw_ky3_s1;
     if (rst) begin
-      \$1507  = 30'h00000000;
+      \$1507  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = sb_p8;
+    \$1508  = \$1145 [3:0];
     if (rst) begin
-      \$1508  = 30'h00000000;
+      \$1508  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = sb_p9;
+    \$1509  = dw_ky4;
     if (rst) begin
-      \$1509  = 30'h00000000;
+      \$1509  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = sb_p10;
+    \$1510  = dw_kx4;
     if (rst) begin
-      \$1510  = 30'h00000000;
+      \$1510  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = sb_p11;
+    \$1511  = dw_ky4_s1;
     if (rst) begin
-      \$1511  = 30'h00000000;
+      \$1511  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = sb_p12;
+    \$1512  = \$1146 [3:0];
     if (rst) begin
-      \$1512  = 30'h00000000;
+      \$1512  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = sb_p13;
+    \$1513  = dw_ky5;
     if (rst) begin
-      \$1513  = 30'h00000000;
+      \$1513  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = sb_p14;
+    \$1514  = dw_kx5;
     if (rst) begin
-      \$1514  = 30'h00000000;
+      \$1514  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = sb_p15;
+    \$1515  = dw_ky5_s1;
     if (rst) begin
-      \$1515  = 30'h00000000;
+      \$1515  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = sb_p16;
+    \$1516  = \$1147 [3:0];
     if (rst) begin
-      \$1516  = 30'h00000000;
+      \$1516  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = sb_p17;
+    \$1517  = dw_ky6;
     if (rst) begin
-      \$1517  = 30'h00000000;
+      \$1517  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = sb_p18;
+    \$1518  = dw_kx6;
     if (rst) begin
-      \$1518  = 30'h00000000;
+      \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = \$1135 ;
+    \$1519  = dw_ky6_s1;
     if (rst) begin
-      \$1519  = 1'h0;
+      \$1519  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = sb_p19[5];
+    \$1520  = \$1148 [3:0];
     if (rst) begin
-      \$1520  = 1'h0;
+      \$1520  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = sums;
+    \$1521  = dw_ky7;
     if (rst) begin
-      \$1521  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1521  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = pm_r__data;
+    \$1522  = dw_kx7;
     if (rst) begin
-      \$1522  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1522  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = reserved;
-    if (\$1147 ) begin
-      \$1523  = \$1160 [7:0];
-    end else if (\$1159 ) begin
-      \$1523  = \$1161 [7:0];
-    end
-    if (\$1249 ) begin
-      \$1523  = 8'h00;
-    end
+    \$1523  = dw_ky7_s1;
     if (rst) begin
-      \$1523  = 8'h00;
+      \$1523  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = 1'h0;
-    if (\$1249 ) begin
-      \$1524  = 1'h0;
+    \$1524  = \$1149 [3:0];
+    if (rst) begin
+      \$1524  = 4'h0;
     end
-    if (\$1361 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1525  = sb2;
+    if (rst) begin
+      \$1525  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1526  = sb_p3;
+    if (rst) begin
+      \$1526  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1527  = sb_p4;
+    if (rst) begin
+      \$1527  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1528  = sb_p5;
+    if (rst) begin
+      \$1528  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1529  = sb_p6;
+    if (rst) begin
+      \$1529  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1530  = sb_p7;
+    if (rst) begin
+      \$1530  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1531  = sb_p8;
+    if (rst) begin
+      \$1531  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1532  = sb_p9;
+    if (rst) begin
+      \$1532  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1533  = sb_p10;
+    if (rst) begin
+      \$1533  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1534  = sb_p11;
+    if (rst) begin
+      \$1534  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1535  = sb_p12;
+    if (rst) begin
+      \$1535  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1536  = sb_p13;
+    if (rst) begin
+      \$1536  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1537  = sb_p14;
+    if (rst) begin
+      \$1537  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1538  = sb_p15;
+    if (rst) begin
+      \$1538  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1539  = sb_p16;
+    if (rst) begin
+      \$1539  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1540  = sb_p17;
+    if (rst) begin
+      \$1540  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1541  = sb_p18;
+    if (rst) begin
+      \$1541  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1542  = \$1150 ;
+    if (rst) begin
+      \$1542  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1543  = sb_p19[5];
+    if (rst) begin
+      \$1543  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1544  = sums;
+    if (rst) begin
+      \$1544  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1545  = pm_r__data;
+    if (rst) begin
+      \$1545  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1546  = reserved;
+    if (\$1162 ) begin
+      \$1546  = \$1175 [7:0];
+    end else if (\$1174 ) begin
+      \$1546  = \$1176 [7:0];
+    end
+    if (\$1272 ) begin
+      \$1546  = 8'h00;
+    end
+    if (rst) begin
+      \$1546  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1547  = 1'h0;
+    if (\$1272 ) begin
+      \$1547  = 1'h0;
+    end
+    if (\$1384 ) begin
     end else if (ld_start) begin
     end else if (ld_busy) begin
-      if (\$1366 ) begin
-        \$1524  = 1'h1;
+      if (\$1389 ) begin
+        \$1547  = 1'h1;
       end
     end
     if (rst) begin
-      \$1524  = 1'h0;
+      \$1547  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = latch1;
-    if (\$1249 ) begin
-      \$1525  = 1'h0;
+    \$1548  = latch1;
+    if (\$1272 ) begin
+      \$1548  = 1'h0;
     end
     if (rst) begin
-      \$1525  = 1'h0;
+      \$1548  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = latch_bank1;
+    \$1549  = latch_bank1;
     if (rst) begin
-      \$1526  = 1'h0;
+      \$1549  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1162 ) begin
-      \$1527  = 2'h0;
+    if (\$1177 ) begin
+      \$1550  = 2'h0;
     end else begin
-      \$1527  = \$1164 [1:0];
+      \$1550  = \$1179 [1:0];
     end
     if (rst) begin
-      \$1527  = 2'h0;
+      \$1550  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1162 ) begin
-      \$1528  = 2'h0;
+    if (\$1177 ) begin
+      \$1551  = 2'h0;
     end else begin
-      \$1528  = \$1166 [1:0];
+      \$1551  = \$1181 [1:0];
     end
     if (rst) begin
-      \$1528  = 2'h0;
+      \$1551  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = fold_bank;
+    \$1552  = fold_bank;
     (* full_case = 32'd1 *)
-    if (\$1162 ) begin
-      \$1529  = 1'h0;
+    if (\$1177 ) begin
+      \$1552  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1529  = \$1167 ;
+        \$1552  = \$1182 ;
       end
     end
     if (rst) begin
-      \$1529  = 1'h0;
+      \$1552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = ld_bank;
+    \$1553  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$1162 ) begin
-      \$1530  = 1'h0;
+    if (\$1177 ) begin
+      \$1553  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1530  = \$1168 ;
+        \$1553  = \$1183 ;
       end
     end
     if (rst) begin
-      \$1530  = 1'h0;
+      \$1553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = desc;
+    \$1554  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1531  = i_desc__payload;
+            \$1554  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1531  = 155'h000000000000000000000000000000000000000;
+      \$1554  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = state;
+    \$1555  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1532  = 3'h1;
+            \$1555  = 3'h1;
           end
       3'h1:
-          \$1532  = 3'h2;
+          \$1555  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1532  = 3'h4;
+            \$1555  = 3'h4;
           end else begin
-            \$1532  = 3'h3;
+            \$1555  = 3'h3;
           end
       3'h3:
-          if (\$1212 ) begin
-            \$1532  = 3'h5;
+          if (\$1227 ) begin
+            \$1555  = 3'h5;
           end
       3'h4:
-          if (\$1217 ) begin
-            \$1532  = 3'h5;
+          if (\$1232 ) begin
+            \$1555  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1532  = 3'h0;
+            \$1555  = 3'h0;
           end
     endcase
-    if (\$1222 ) begin
-      \$1532  = 3'h4;
+    if (\$1237 ) begin
+      \$1555  = 3'h4;
     end
-    if (rst) begin
-      \$1532  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = error;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1533  = 8'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (bad) begin
-            \$1533  = \$1206 ;
-          end
-    endcase
-    if (\$1246 ) begin
-      \$1533  = \$1247 ;
-    end
-    if (rst) begin
-      \$1533  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = dw_q;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1534  = 4'h8;
-            3'h2:
-                \$1534  = 4'h4;
-            3'h3:
-                \$1534  = 4'h2;
-            3'h4:
-                \$1534  = 4'h2;
-            3'h5:
-                \$1534  = 4'h1;
-            3'h6:
-                \$1534  = 4'h1;
-            3'h7:
-                \$1534  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1534  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1535  = 4'h0;
-            3'h2:
-                \$1535  = 4'h0;
-            3'h3:
-                \$1535  = 4'h2;
-            3'h4:
-                \$1535  = 4'h0;
-            3'h5:
-                \$1535  = 4'h3;
-            3'h6:
-                \$1535  = 4'h2;
-            3'h7:
-                \$1535  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1535  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = dw_ky_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1536  = 4'h0;
-            3'h2:
-                \$1536  = 4'h0;
-            3'h3:
-                \$1536  = 4'h0;
-            3'h4:
-                \$1536  = 4'h0;
-            3'h5:
-                \$1536  = 4'h0;
-            3'h6:
-                \$1536  = 4'h0;
-            3'h7:
-                \$1536  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1536  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = dw_kx_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1537  = 4'h0;
-            3'h2:
-                \$1537  = 4'h0;
-            3'h3:
-                \$1537  = 4'h0;
-            3'h4:
-                \$1537  = 4'h0;
-            3'h5:
-                \$1537  = 4'h0;
-            3'h6:
-                \$1537  = 4'h0;
-            3'h7:
-                \$1537  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1537  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = dw_ky_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1538  = 4'h1;
-            3'h2:
-                \$1538  = 4'h0;
-            3'h3:
-                \$1538  = 4'h0;
-            3'h4:
-                \$1538  = 4'h0;
-            3'h5:
-                \$1538  = 4'h0;
-            3'h6:
-                \$1538  = 4'h0;
-            3'h7:
-                \$1538  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1538  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = dw_kx_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1539  = 4'h0;
-            3'h2:
-                \$1539  = 4'h1;
-            3'h3:
-                \$1539  = 4'h1;
-            3'h4:
-                \$1539  = 4'h1;
-            3'h5:
-                \$1539  = 4'h1;
-            3'h6:
-                \$1539  = 4'h1;
-            3'h7:
-                \$1539  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1539  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = dw_ky_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1540  = 4'h2;
-            3'h2:
-                \$1540  = 4'h1;
-            3'h3:
-                \$1540  = 4'h0;
-            3'h4:
-                \$1540  = 4'h0;
-            3'h5:
-                \$1540  = 4'h0;
-            3'h6:
-                \$1540  = 4'h0;
-            3'h7:
-                \$1540  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1540  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = dw_kx_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1541  = 4'h0;
-            3'h2:
-                \$1541  = 4'h0;
-            3'h3:
-                \$1541  = 4'h2;
-            3'h4:
-                \$1541  = 4'h2;
-            3'h5:
-                \$1541  = 4'h2;
-            3'h6:
-                \$1541  = 4'h2;
-            3'h7:
-                \$1541  = 4'h2;
-          endcase
-    endcase
-    if (rst) begin
-      \$1541  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = dw_ky_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1542  = 4'h3;
-            3'h2:
-                \$1542  = 4'h1;
-            3'h3:
-                \$1542  = 4'h1;
-            3'h4:
-                \$1542  = 4'h0;
-            3'h5:
-                \$1542  = 4'h0;
-            3'h6:
-                \$1542  = 4'h0;
-            3'h7:
-                \$1542  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1542  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = dw_kx_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1543  = 4'h0;
-            3'h2:
-                \$1543  = 4'h1;
-            3'h3:
-                \$1543  = 4'h0;
-            3'h4:
-                \$1543  = 4'h3;
-            3'h5:
-                \$1543  = 4'h3;
-            3'h6:
-                \$1543  = 4'h3;
-            3'h7:
-                \$1543  = 4'h3;
-          endcase
-    endcase
-    if (rst) begin
-      \$1543  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = dw_ky_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1544  = 4'h4;
-            3'h2:
-                \$1544  = 4'h2;
-            3'h3:
-                \$1544  = 4'h1;
-            3'h4:
-                \$1544  = 4'h1;
-            3'h5:
-                \$1544  = 4'h0;
-            3'h6:
-                \$1544  = 4'h0;
-            3'h7:
-                \$1544  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1544  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = dw_kx_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1545  = 4'h0;
-            3'h2:
-                \$1545  = 4'h0;
-            3'h3:
-                \$1545  = 4'h1;
-            3'h4:
-                \$1545  = 4'h0;
-            3'h5:
-                \$1545  = 4'h4;
-            3'h6:
-                \$1545  = 4'h4;
-            3'h7:
-                \$1545  = 4'h4;
-          endcase
-    endcase
-    if (rst) begin
-      \$1545  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = dw_ky_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1546  = 4'h5;
-            3'h2:
-                \$1546  = 4'h2;
-            3'h3:
-                \$1546  = 4'h1;
-            3'h4:
-                \$1546  = 4'h1;
-            3'h5:
-                \$1546  = 4'h1;
-            3'h6:
-                \$1546  = 4'h0;
-            3'h7:
-                \$1546  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1546  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = dw_kx_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1547  = 4'h0;
-            3'h2:
-                \$1547  = 4'h1;
-            3'h3:
-                \$1547  = 4'h2;
-            3'h4:
-                \$1547  = 4'h1;
-            3'h5:
-                \$1547  = 4'h0;
-            3'h6:
-                \$1547  = 4'h5;
-            3'h7:
-                \$1547  = 4'h5;
-          endcase
-    endcase
-    if (rst) begin
-      \$1547  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = dw_ky_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1548  = 4'h6;
-            3'h2:
-                \$1548  = 4'h3;
-            3'h3:
-                \$1548  = 4'h2;
-            3'h4:
-                \$1548  = 4'h1;
-            3'h5:
-                \$1548  = 4'h1;
-            3'h6:
-                \$1548  = 4'h1;
-            3'h7:
-                \$1548  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1548  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = dw_kx_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1549  = 4'h0;
-            3'h2:
-                \$1549  = 4'h0;
-            3'h3:
-                \$1549  = 4'h0;
-            3'h4:
-                \$1549  = 4'h2;
-            3'h5:
-                \$1549  = 4'h1;
-            3'h6:
-                \$1549  = 4'h0;
-            3'h7:
-                \$1549  = 4'h6;
-          endcase
-    endcase
-    if (rst) begin
-      \$1549  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dw_ky_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1550  = 4'h7;
-            3'h2:
-                \$1550  = 4'h3;
-            3'h3:
-                \$1550  = 4'h2;
-            3'h4:
-                \$1550  = 4'h1;
-            3'h5:
-                \$1550  = 4'h1;
-            3'h6:
-                \$1550  = 4'h1;
-            3'h7:
-                \$1550  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1550  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = dw_kx_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1551  = 4'h0;
-            3'h2:
-                \$1551  = 4'h1;
-            3'h3:
-                \$1551  = 4'h1;
-            3'h4:
-                \$1551  = 4'h3;
-            3'h5:
-                \$1551  = 4'h2;
-            3'h6:
-                \$1551  = 4'h1;
-            3'h7:
-                \$1551  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1551  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = taps;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1552  = \$1169 ;
-    endcase
-    if (rst) begin
-      \$1552  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = pass_span;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1553  = { \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175 [16], \$1175  };
-    endcase
-    if (rst) begin
-      \$1553  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = ow_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1554  = \$1176 [6:0];
-    endcase
-    if (rst) begin
-      \$1554  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = kw_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1555  = \$1177 [2:0];
-    endcase
     if (rst) begin
       \$1555  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = kh_m1;
+    \$1556  = error;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1556  = 8'h00;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (bad) begin
+            \$1556  = \$1221 ;
+          end
+    endcase
+    if (\$1269 ) begin
+      \$1556  = \$1270 ;
+    end
+    if (rst) begin
+      \$1556  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1557  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1556  = \$1178 [2:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1557  = 4'h8;
+            3'h2:
+                \$1557  = 4'h4;
+            3'h3:
+                \$1557  = 4'h2;
+            3'h4:
+                \$1557  = 4'h2;
+            3'h5:
+                \$1557  = 4'h1;
+            3'h6:
+                \$1557  = 4'h1;
+            3'h7:
+                \$1557  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1556  = 3'h0;
+      \$1557  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = cot_m1;
+    \$1558  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1557  = \$1179 [6:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1558  = 4'h0;
+            3'h2:
+                \$1558  = 4'h0;
+            3'h3:
+                \$1558  = 4'h2;
+            3'h4:
+                \$1558  = 4'h0;
+            3'h5:
+                \$1558  = 4'h3;
+            3'h6:
+                \$1558  = 4'h2;
+            3'h7:
+                \$1558  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1557  = 7'h00;
+      \$1558  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = pass_step;
+    \$1559  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1558  = { 15'h0000, \$1180  };
+          casez (desc[76:74])
+            3'h1:
+                \$1559  = 4'h0;
+            3'h2:
+                \$1559  = 4'h0;
+            3'h3:
+                \$1559  = 4'h0;
+            3'h4:
+                \$1559  = 4'h0;
+            3'h5:
+                \$1559  = 4'h0;
+            3'h6:
+                \$1559  = 4'h0;
+            3'h7:
+                \$1559  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1558  = 29'h00000000;
+      \$1559  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = acc_need;
+    \$1560  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1559  = \$1181 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1560  = 4'h0;
+            3'h2:
+                \$1560  = 4'h0;
+            3'h3:
+                \$1560  = 4'h0;
+            3'h4:
+                \$1560  = 4'h0;
+            3'h5:
+                \$1560  = 4'h0;
+            3'h6:
+                \$1560  = 4'h0;
+            3'h7:
+                \$1560  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1559  = 18'h00000;
+      \$1560  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = last_ix;
+    \$1561  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1560  = { \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187 [12], \$1187  };
+          casez (desc[76:74])
+            3'h1:
+                \$1561  = 4'h1;
+            3'h2:
+                \$1561  = 4'h0;
+            3'h3:
+                \$1561  = 4'h0;
+            3'h4:
+                \$1561  = 4'h0;
+            3'h5:
+                \$1561  = 4'h0;
+            3'h6:
+                \$1561  = 4'h0;
+            3'h7:
+                \$1561  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1560  = 29'h00000000;
+      \$1561  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = last_iy;
+    \$1562  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1561  = { \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193 [16], \$1193  };
+          casez (desc[76:74])
+            3'h1:
+                \$1562  = 4'h0;
+            3'h2:
+                \$1562  = 4'h1;
+            3'h3:
+                \$1562  = 4'h1;
+            3'h4:
+                \$1562  = 4'h1;
+            3'h5:
+                \$1562  = 4'h1;
+            3'h6:
+                \$1562  = 4'h1;
+            3'h7:
+                \$1562  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1561  = 29'h00000000;
+      \$1562  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = act_total;
+    \$1563  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1562  = \$1196 [22:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1563  = 4'h2;
+            3'h2:
+                \$1563  = 4'h1;
+            3'h3:
+                \$1563  = 4'h0;
+            3'h4:
+                \$1563  = 4'h0;
+            3'h5:
+                \$1563  = 4'h0;
+            3'h6:
+                \$1563  = 4'h0;
+            3'h7:
+                \$1563  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1562  = 23'h000000;
+      \$1563  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = w_total;
+    \$1564  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1563  = \$1197 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1564  = 4'h0;
+            3'h2:
+                \$1564  = 4'h0;
+            3'h3:
+                \$1564  = 4'h2;
+            3'h4:
+                \$1564  = 4'h2;
+            3'h5:
+                \$1564  = 4'h2;
+            3'h6:
+                \$1564  = 4'h2;
+            3'h7:
+                \$1564  = 4'h2;
+          endcase
     endcase
     if (rst) begin
-      \$1563  = 16'h0000;
+      \$1564  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = dw_first_rc;
+    \$1565  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1564  = { \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199  };
+          casez (desc[76:74])
+            3'h1:
+                \$1565  = 4'h3;
+            3'h2:
+                \$1565  = 4'h1;
+            3'h3:
+                \$1565  = 4'h1;
+            3'h4:
+                \$1565  = 4'h0;
+            3'h5:
+                \$1565  = 4'h0;
+            3'h6:
+                \$1565  = 4'h0;
+            3'h7:
+                \$1565  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1564  = 12'h000;
+      \$1565  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = dw_dual;
+    \$1566  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1565  = dual_ok;
+          casez (desc[76:74])
+            3'h1:
+                \$1566  = 4'h0;
+            3'h2:
+                \$1566  = 4'h1;
+            3'h3:
+                \$1566  = 4'h0;
+            3'h4:
+                \$1566  = 4'h3;
+            3'h5:
+                \$1566  = 4'h3;
+            3'h6:
+                \$1566  = 4'h3;
+            3'h7:
+                \$1566  = 4'h3;
+          endcase
     endcase
     if (rst) begin
-      \$1565  = 1'h0;
+      \$1566  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = qlo;
+    \$1567  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1566  = \$1202 [16:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1567  = 4'h4;
+            3'h2:
+                \$1567  = 4'h2;
+            3'h3:
+                \$1567  = 4'h1;
+            3'h4:
+                \$1567  = 4'h1;
+            3'h5:
+                \$1567  = 4'h0;
+            3'h6:
+                \$1567  = 4'h0;
+            3'h7:
+                \$1567  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1566  = 17'h00000;
+      \$1567  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = hi;
+    \$1568  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1567  = \$1205 [16:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1568  = 4'h0;
+            3'h2:
+                \$1568  = 4'h0;
+            3'h3:
+                \$1568  = 4'h1;
+            3'h4:
+                \$1568  = 4'h0;
+            3'h5:
+                \$1568  = 4'h4;
+            3'h6:
+                \$1568  = 4'h4;
+            3'h7:
+                \$1568  = 4'h4;
+          endcase
     endcase
     if (rst) begin
-      \$1567  = 17'h00000;
+      \$1568  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = abort_timer;
-    if (\$1218 ) begin
-      \$1568  = 5'h1f;
-    end else if (\$1219 ) begin
-      \$1568  = \$1220 [4:0];
+    \$1569  = dw_ky_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1569  = 4'h5;
+            3'h2:
+                \$1569  = 4'h2;
+            3'h3:
+                \$1569  = 4'h1;
+            3'h4:
+                \$1569  = 4'h1;
+            3'h5:
+                \$1569  = 4'h1;
+            3'h6:
+                \$1569  = 4'h0;
+            3'h7:
+                \$1569  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1569  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1570  = dw_kx_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1570  = 4'h0;
+            3'h2:
+                \$1570  = 4'h1;
+            3'h3:
+                \$1570  = 4'h2;
+            3'h4:
+                \$1570  = 4'h1;
+            3'h5:
+                \$1570  = 4'h0;
+            3'h6:
+                \$1570  = 4'h5;
+            3'h7:
+                \$1570  = 4'h5;
+          endcase
+    endcase
+    if (rst) begin
+      \$1570  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1571  = dw_ky_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1571  = 4'h6;
+            3'h2:
+                \$1571  = 4'h3;
+            3'h3:
+                \$1571  = 4'h2;
+            3'h4:
+                \$1571  = 4'h1;
+            3'h5:
+                \$1571  = 4'h1;
+            3'h6:
+                \$1571  = 4'h1;
+            3'h7:
+                \$1571  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1571  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1572  = dw_kx_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1572  = 4'h0;
+            3'h2:
+                \$1572  = 4'h0;
+            3'h3:
+                \$1572  = 4'h0;
+            3'h4:
+                \$1572  = 4'h2;
+            3'h5:
+                \$1572  = 4'h1;
+            3'h6:
+                \$1572  = 4'h0;
+            3'h7:
+                \$1572  = 4'h6;
+          endcase
+    endcase
+    if (rst) begin
+      \$1572  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1573  = dw_ky_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1573  = 4'h7;
+            3'h2:
+                \$1573  = 4'h3;
+            3'h3:
+                \$1573  = 4'h2;
+            3'h4:
+                \$1573  = 4'h1;
+            3'h5:
+                \$1573  = 4'h1;
+            3'h6:
+                \$1573  = 4'h1;
+            3'h7:
+                \$1573  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$1573  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1574  = dw_kx_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1574  = 4'h0;
+            3'h2:
+                \$1574  = 4'h1;
+            3'h3:
+                \$1574  = 4'h1;
+            3'h4:
+                \$1574  = 4'h3;
+            3'h5:
+                \$1574  = 4'h2;
+            3'h6:
+                \$1574  = 4'h1;
+            3'h7:
+                \$1574  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1574  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1575  = taps;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1575  = \$1184 ;
+    endcase
+    if (rst) begin
+      \$1575  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1576  = pass_span;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1576  = { \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190  };
+    endcase
+    if (rst) begin
+      \$1576  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1577  = ow_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1577  = \$1191 [6:0];
+    endcase
+    if (rst) begin
+      \$1577  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1578  = kw_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1578  = \$1192 [2:0];
+    endcase
+    if (rst) begin
+      \$1578  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1579  = kh_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1579  = \$1193 [2:0];
+    endcase
+    if (rst) begin
+      \$1579  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1580  = cot_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1580  = \$1194 [6:0];
+    endcase
+    if (rst) begin
+      \$1580  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1581  = pass_step;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1581  = { 15'h0000, \$1195  };
+    endcase
+    if (rst) begin
+      \$1581  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1582  = acc_need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1582  = \$1196 ;
+    endcase
+    if (rst) begin
+      \$1582  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1583  = last_ix;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1583  = { \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202  };
+    endcase
+    if (rst) begin
+      \$1583  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1584  = last_iy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1584  = { \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208  };
+    endcase
+    if (rst) begin
+      \$1584  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1585  = act_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1585  = \$1211 [22:0];
+    endcase
+    if (rst) begin
+      \$1585  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1586  = w_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1586  = \$1212 ;
+    endcase
+    if (rst) begin
+      \$1586  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1587  = dw_first_rc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1587  = { \$1214 [7], \$1214 [7], \$1214 [7], \$1214 [7], \$1214  };
+    endcase
+    if (rst) begin
+      \$1587  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1588  = dw_dual;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1588  = dual_ok;
+    endcase
+    if (rst) begin
+      \$1588  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1589  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1589  = \$1217 [16:0];
+    endcase
+    if (rst) begin
+      \$1589  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1590  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1590  = \$1220 [16:0];
+    endcase
+    if (rst) begin
+      \$1590  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1591  = abort_timer;
+    if (\$1233 ) begin
+      \$1591  = 5'h1f;
+    end else if (\$1234 ) begin
+      \$1591  = \$1235 [4:0];
     end
     if (rst) begin
-      \$1568  = 5'h00;
+      \$1591  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = p_count;
-    if (\$1223 ) begin
-      \$1569  = \$1224 [7:0];
+    \$1592  = p_count;
+    if (\$1238 ) begin
+      \$1592  = \$1239 [7:0];
     end
-    if (\$1249 ) begin
-      \$1569  = 8'h00;
+    if (\$1272 ) begin
+      \$1592  = 8'h00;
     end
     if (rst) begin
-      \$1569  = 8'h00;
+      \$1592  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = tiles_sum;
-    if (\$1223 ) begin
-      if (\$1225 ) begin
-        \$1570  = \$1228 [23:0];
+    \$1593  = tiles_sum;
+    if (\$1238 ) begin
+      if (\$1240 ) begin
+        \$1593  = \$1243 [23:0];
       end
     end
-    if (\$1249 ) begin
-      \$1570  = 24'h000000;
+    if (\$1272 ) begin
+      \$1593  = 24'h000000;
     end
     if (rst) begin
-      \$1570  = 24'h000000;
+      \$1593  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = p_done;
-    if (\$1223 ) begin
+    \$1594  = p_done;
+    if (\$1238 ) begin
       if (i_param__payload[562]) begin
-        \$1571  = 1'h1;
+        \$1594  = 1'h1;
       end
     end
-    if (\$1249 ) begin
-      \$1571  = 1'h0;
+    if (\$1272 ) begin
+      \$1594  = 1'h0;
     end
     if (rst) begin
-      \$1571  = 1'h0;
+      \$1594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = p_checked;
-    if (\$1232 ) begin
-      \$1572  = 1'h1;
+    \$1595  = p_checked;
+    if (\$1247 ) begin
+      \$1595  = 1'h1;
     end
-    if (\$1249 ) begin
-      \$1572  = 1'h0;
+    if (\$1272 ) begin
+      \$1595  = 1'h0;
     end
     if (rst) begin
-      \$1572  = 1'h0;
+      \$1595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = w_count;
-    if (\$1233 ) begin
-      if (\$1234 ) begin
-        \$1573  = \$1235 [16:0];
+    \$1596  = w_count;
+    if (\$1248 ) begin
+      if (\$1249 ) begin
+        \$1596  = \$1250 [16:0];
       end
     end
-    if (\$1249 ) begin
-      \$1573  = 17'h00000;
+    if (\$1272 ) begin
+      \$1596  = 17'h00000;
     end
     if (rst) begin
-      \$1573  = 17'h00000;
+      \$1596  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = w_done;
-    if (\$1233 ) begin
+    \$1597  = w_done;
+    if (\$1248 ) begin
       if (i_weight__payload[64]) begin
-        \$1574  = 1'h1;
+        \$1597  = 1'h1;
       end
     end
-    if (\$1249 ) begin
-      \$1574  = 1'h0;
+    if (\$1272 ) begin
+      \$1597  = 1'h0;
     end
     if (rst) begin
-      \$1574  = 1'h0;
+      \$1597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = a_count;
-    if (\$1236 ) begin
-      \$1575  = \$1237 [23:0];
+    \$1598  = a_count;
+    if (\$1251 ) begin
+      \$1598  = \$1252 [23:0];
     end
-    if (\$1249 ) begin
-      \$1575  = 24'h000000;
+    if (\$1272 ) begin
+      \$1598  = 24'h000000;
     end
     if (rst) begin
-      \$1575  = 24'h000000;
+      \$1598  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = wr_cw;
-    if (\$1236 ) begin
+    \$1599  = wr_ix;
+    if (\$1251 ) begin
       (* full_case = 32'd1 *)
-      if (\$1238 ) begin
+      if (\$1253 ) begin
+      end else if (desc[155]) begin
+        (* full_case = 32'd1 *)
+        if (\$1255 ) begin
+          \$1599  = 7'h00;
+        end else begin
+          \$1599  = \$1261 [6:0];
+        end
+      end else begin
+        if (\$1263 ) begin
+          (* full_case = 32'd1 *)
+          if (\$1265 ) begin
+            \$1599  = 7'h00;
+          end else begin
+            \$1599  = \$1267 [6:0];
+          end
+        end
+      end
+    end
+    if (\$1272 ) begin
+      \$1599  = 7'h00;
+    end
+    if (rst) begin
+      \$1599  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1600  = wr_iy;
+    if (\$1251 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1253 ) begin
+      end else if (desc[155]) begin
+        if (\$1255 ) begin
+          (* full_case = 32'd1 *)
+          if (\$1257 ) begin
+            \$1600  = 12'h000;
+          end else begin
+            \$1600  = \$1260 [11:0];
+          end
+        end
+      end else begin
+        if (\$1263 ) begin
+          if (\$1265 ) begin
+            \$1600  = \$1266 [11:0];
+          end
+        end
+      end
+    end
+    if (\$1272 ) begin
+      \$1600  = 12'h000;
+    end
+    if (rst) begin
+      \$1600  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1601  = wr_cw;
+    if (\$1251 ) begin
+      (* full_case = 32'd1 *)
+      if (\$1253 ) begin
+      end else if (desc[155]) begin
+        if (\$1255 ) begin
+          if (\$1257 ) begin
+            \$1601  = \$1258 [4:0];
+          end
+        end
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1240 ) begin
-          \$1576  = 5'h00;
+        if (\$1263 ) begin
+          \$1601  = 5'h00;
         end else begin
-          \$1576  = \$1245 [4:0];
+          \$1601  = \$1268 [4:0];
         end
       end
     end
-    if (\$1249 ) begin
-      \$1576  = 5'h00;
+    if (\$1272 ) begin
+      \$1601  = 5'h00;
     end
     if (rst) begin
-      \$1576  = 5'h00;
+      \$1601  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = wr_ix;
-    if (\$1236 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1238 ) begin
-      end else begin
-        if (\$1240 ) begin
-          (* full_case = 32'd1 *)
-          if (\$1242 ) begin
-            \$1577  = 7'h00;
-          end else begin
-            \$1577  = \$1244 [6:0];
+    \$1602  = words_in;
+    if (\$1251 ) begin
+      if (\$1253 ) begin
+      end else if (desc[155]) begin
+        if (\$1255 ) begin
+          if (\$1257 ) begin
+            \$1602  = \$1259 [5:0];
           end
         end
       end
     end
-    if (\$1249 ) begin
-      \$1577  = 7'h00;
+    if (\$1272 ) begin
+      \$1602  = 6'h00;
     end
     if (rst) begin
-      \$1577  = 7'h00;
+      \$1602  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = wr_iy;
-    if (\$1236 ) begin
-      (* full_case = 32'd1 *)
-      if (\$1238 ) begin
-      end else begin
-        if (\$1240 ) begin
-          if (\$1242 ) begin
-            \$1578  = \$1243 [11:0];
-          end
-        end
-      end
-    end
-    if (\$1249 ) begin
-      \$1578  = 12'h000;
-    end
-    if (rst) begin
-      \$1578  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = a_done;
-    if (\$1236 ) begin
+    \$1603  = a_done;
+    if (\$1251 ) begin
       if (i_act__payload[64]) begin
-        \$1579  = 1'h1;
+        \$1603  = 1'h1;
       end
     end
-    if (\$1249 ) begin
-      \$1579  = 1'h0;
+    if (\$1272 ) begin
+      \$1603  = 1'h0;
     end
     if (rst) begin
-      \$1579  = 1'h0;
+      \$1603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = \$1248 [10:0];
+    \$1604  = \$1271 [10:0];
     if (rst) begin
-      \$1580  = 11'h000;
+      \$1604  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = sq;
-    if (\$1249 ) begin
-      \$1581  = 2'h0;
-    end else if (\$1250 ) begin
-      \$1581  = 2'h3;
-    end else if (\$1251 ) begin
+    \$1605  = sq;
+    if (\$1272 ) begin
+      \$1605  = 2'h0;
+    end else if (\$1273 ) begin
+      \$1605  = 2'h3;
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1581  = 2'h1;
+              \$1605  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1581  = 2'h2;
+              \$1605  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1356 ) begin
-                      \$1581  = 2'h3;
+                    if (\$1379 ) begin
+                      \$1605  = 2'h3;
                     end else begin
-                      \$1581  = 2'h1;
+                      \$1605  = 2'h1;
                     end
                   end
                 end
@@ -43551,16 +43647,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1581  = 2'h0;
+      \$1605  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = t;
-    if (\$1249 ) begin
-      \$1582  = 7'h00;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1606  = t;
+    if (\$1272 ) begin
+      \$1606  = 7'h00;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43569,18 +43665,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
-                    \$1582  = \$1350 [6:0];
+                  if (\$1372 ) begin
+                    \$1606  = \$1373 [6:0];
                   end else begin
-                    \$1582  = 7'h00;
+                    \$1606  = 7'h00;
                   end
                 end
               end
@@ -43588,16 +43684,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1582  = 7'h00;
+      \$1606  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = ky;
-    if (\$1249 ) begin
-      \$1583  = 3'h0;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1607  = ky;
+    if (\$1272 ) begin
+      \$1607  = 3'h0;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43606,31 +43702,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                  \$1583  = \$1341 [2:0];
-                end else if (\$1337 ) begin
-                  \$1583  = 3'h0;
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                  \$1607  = \$1364 [2:0];
+                end else if (\$1360 ) begin
+                  \$1607  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1583  = 3'h0;
+      \$1607  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = kx;
-    if (\$1249 ) begin
-      \$1584  = 3'h0;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1608  = kx;
+    if (\$1272 ) begin
+      \$1608  = 3'h0;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43639,32 +43735,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                  \$1584  = \$1338 [2:0];
-                end else if (\$1336 ) begin
-                  \$1584  = 3'h0;
-                end else if (\$1337 ) begin
-                  \$1584  = 3'h0;
+                if (\$1354 ) begin
+                  \$1608  = \$1361 [2:0];
+                end else if (\$1359 ) begin
+                  \$1608  = 3'h0;
+                end else if (\$1360 ) begin
+                  \$1608  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1584  = 3'h0;
+      \$1608  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = j;
-    if (\$1249 ) begin
-      \$1585  = 5'h00;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1609  = j;
+    if (\$1272 ) begin
+      \$1609  = 5'h00;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43673,35 +43769,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1285 ) begin
-                  \$1585  = \$1286 [4:0];
+                if (\$1308 ) begin
+                  \$1609  = \$1309 [4:0];
                 end
-                if (\$1331 ) begin
-                  \$1585  = 5'h00;
-                end else if (\$1336 ) begin
-                  \$1585  = 5'h00;
-                end else if (\$1337 ) begin
-                  \$1585  = 5'h00;
+                if (\$1354 ) begin
+                  \$1609  = 5'h00;
+                end else if (\$1359 ) begin
+                  \$1609  = 5'h00;
+                end else if (\$1360 ) begin
+                  \$1609  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1585  = 5'h00;
+      \$1609  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = g;
-    if (\$1249 ) begin
-      \$1586  = 11'h000;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1610  = g;
+    if (\$1272 ) begin
+      \$1610  = 11'h000;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43710,27 +43806,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
-                \$1586  = \$1281 [10:0];
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
+                \$1610  = \$1304 [10:0];
               end else begin
-                \$1586  = 11'h000;
+                \$1610  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1586  = 11'h000;
+      \$1610  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = ox;
-    if (\$1249 ) begin
-      \$1587  = 7'h00;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1611  = ox;
+    if (\$1272 ) begin
+      \$1611  = 7'h00;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43739,31 +43835,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
+              if (\$1288 ) begin
                 if (is_elem) begin
-                  \$1587  = \$1275 [6:0];
+                  \$1611  = \$1298 [6:0];
                 end
-              end else if (\$1268 ) begin
-                \$1587  = \$1278 [6:0];
-              end else if (\$1270 ) begin
-                \$1587  = 7'h00;
+              end else if (\$1291 ) begin
+                \$1611  = \$1301 [6:0];
+              end else if (\$1293 ) begin
+                \$1611  = 7'h00;
               end else begin
-                \$1587  = 7'h00;
+                \$1611  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1587  = 7'h00;
+      \$1611  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = rows_left;
-    if (\$1249 ) begin
-      \$1588  = { 1'h0, desc[52:42] };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1612  = rows_left;
+    if (\$1272 ) begin
+      \$1612  = { 1'h0, desc[52:42] };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43772,17 +43868,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    \$1588  = \$1351 [11:0];
+                    \$1612  = \$1374 [11:0];
                   end
                 end
               end
@@ -43790,16 +43886,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1588  = 12'h000;
+      \$1612  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = y_pass;
-    if (\$1249 ) begin
-      \$1589  = { \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252  };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1613  = y_pass;
+    if (\$1272 ) begin
+      \$1613  = { \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275  };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43808,17 +43904,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    \$1589  = \$1352 [28:0];
+                    \$1613  = \$1375 [28:0];
                   end
                 end
               end
@@ -43826,16 +43922,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1589  = 29'h00000000;
+      \$1613  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = y_tap;
-    if (\$1249 ) begin
-      \$1590  = { \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253  };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1614  = y_tap;
+    if (\$1272 ) begin
+      \$1614  = { \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276  };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43844,19 +43940,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                  \$1590  = \$1344 [28:0];
-                end else if (\$1337 ) begin
-                  \$1590  = y_pass;
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                  \$1614  = \$1367 [28:0];
+                end else if (\$1360 ) begin
+                  \$1614  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    \$1590  = \$1354 [28:0];
+                    \$1614  = \$1377 [28:0];
                   end
                 end
               end
@@ -43864,16 +43960,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1590  = 29'h00000000;
+      \$1614  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = iy;
-    if (\$1249 ) begin
-      \$1591  = { \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254 [7], \$1254  };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1615  = iy;
+    if (\$1272 ) begin
+      \$1615  = { \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277  };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43882,24 +43978,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
-                \$1591  = \$1282 [28:0];
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
+                \$1615  = \$1305 [28:0];
               end else begin
-                if (\$1285 ) begin
-                  \$1591  = y_tap;
+                if (\$1308 ) begin
+                  \$1615  = y_tap;
                 end
-                if (\$1331 ) begin
-                  \$1591  = y_tap;
-                end else if (\$1336 ) begin
-                  \$1591  = \$1345 [28:0];
-                end else if (\$1337 ) begin
-                  \$1591  = y_pass;
+                if (\$1354 ) begin
+                  \$1615  = y_tap;
+                end else if (\$1359 ) begin
+                  \$1615  = \$1368 [28:0];
+                end else if (\$1360 ) begin
+                  \$1615  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    \$1591  = \$1355 [28:0];
+                    \$1615  = \$1378 [28:0];
                   end
                 end
               end
@@ -43907,16 +44003,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1591  = 29'h00000000;
+      \$1615  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = y_end;
-    if (\$1249 ) begin
-      \$1592  = \$1255 ;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1616  = y_end;
+    if (\$1272 ) begin
+      \$1616  = \$1278 ;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43925,17 +44021,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    \$1592  = \$1353 [29:0];
+                    \$1616  = \$1376 [29:0];
                   end
                 end
               end
@@ -43943,16 +44039,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1592  = 30'h00000000;
+      \$1616  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = x_tap;
-    if (\$1249 ) begin
-      \$1593  = { \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256  };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1617  = x_tap;
+    if (\$1272 ) begin
+      \$1617  = { \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279  };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43961,32 +44057,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                  \$1593  = \$1339 [28:0];
-                end else if (\$1336 ) begin
-                  \$1593  = { \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342 [7], \$1342  };
-                end else if (\$1337 ) begin
-                  \$1593  = { \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346  };
+                if (\$1354 ) begin
+                  \$1617  = \$1362 [28:0];
+                end else if (\$1359 ) begin
+                  \$1617  = { \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365  };
+                end else if (\$1360 ) begin
+                  \$1617  = { \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1593  = 29'h00000000;
+      \$1617  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = ix;
-    if (\$1249 ) begin
-      \$1594  = { \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257  };
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1618  = ix;
+    if (\$1272 ) begin
+      \$1618  = { \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280  };
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43995,38 +44091,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-                \$1594  = \$1272 [28:0];
-              end else if (\$1268 ) begin
-                \$1594  = \$1279 [28:0];
-              end else if (\$1270 ) begin
-                \$1594  = x_tap;
+              if (\$1288 ) begin
+                \$1618  = \$1295 [28:0];
+              end else if (\$1291 ) begin
+                \$1618  = \$1302 [28:0];
+              end else if (\$1293 ) begin
+                \$1618  = x_tap;
               end else begin
-                if (\$1285 ) begin
-                  \$1594  = x_tap;
+                if (\$1308 ) begin
+                  \$1618  = x_tap;
                 end
-                if (\$1331 ) begin
-                  \$1594  = \$1340 [28:0];
-                end else if (\$1336 ) begin
-                  \$1594  = { \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343 [7], \$1343  };
-                end else if (\$1337 ) begin
-                  \$1594  = { \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347 [7], \$1347  };
+                if (\$1354 ) begin
+                  \$1618  = \$1363 [28:0];
+                end else if (\$1359 ) begin
+                  \$1618  = { \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366  };
+                end else if (\$1360 ) begin
+                  \$1618  = { \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1594  = 29'h00000000;
+      \$1618  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = acc_addr;
-    if (\$1249 ) begin
-      \$1595  = 11'h000;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1619  = acc_addr;
+    if (\$1272 ) begin
+      \$1619  = 11'h000;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44035,31 +44131,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
+              if (\$1288 ) begin
                 if (is_elem) begin
-                  \$1595  = \$1277 [10:0];
+                  \$1619  = \$1300 [10:0];
                 end
-              end else if (\$1268 ) begin
-                \$1595  = \$1280 [10:0];
-              end else if (\$1270 ) begin
-                \$1595  = \$1283 [10:0];
+              end else if (\$1291 ) begin
+                \$1619  = \$1303 [10:0];
+              end else if (\$1293 ) begin
+                \$1619  = \$1306 [10:0];
               end else begin
-                \$1595  = 11'h000;
+                \$1619  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1595  = 11'h000;
+      \$1619  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = gap;
-    if (\$1249 ) begin
-      \$1596  = dw_first_rc;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1620  = gap;
+    if (\$1272 ) begin
+      \$1620  = dw_first_rc;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44068,31 +44164,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-                \$1596  = \$1274 [11:0];
+              if (\$1288 ) begin
+                \$1620  = \$1297 [11:0];
                 if (is_elem) begin
-                  \$1596  = { \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276 [3], \$1276  };
+                  \$1620  = { \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299  };
                 end
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
-                \$1596  = dw_first_rc;
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
+                \$1620  = dw_first_rc;
               end else begin
-                \$1596  = dw_first_rc;
+                \$1620  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1596  = 12'h000;
+      \$1620  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = dw_ky0;
-    if (\$1249 ) begin
-      \$1597  = dw_ky_init0;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1621  = dw_ky0;
+    if (\$1272 ) begin
+      \$1621  = dw_ky_init0;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44101,36 +44197,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1287 ) begin
-                    \$1597  = \$1290 [3:0];
+                  if (\$1310 ) begin
+                    \$1621  = \$1313 [3:0];
                   end else begin
-                    \$1597  = \$1291 [3:0];
+                    \$1621  = \$1314 [3:0];
                   end
                 end else begin
-                  \$1597  = dw_ky_init0;
+                  \$1621  = dw_ky_init0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1597  = 4'h0;
+      \$1621  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = dw_ky1;
-    if (\$1249 ) begin
-      \$1598  = dw_ky_init1;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1622  = dw_ky1;
+    if (\$1272 ) begin
+      \$1622  = dw_ky_init1;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44139,36 +44235,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1292 ) begin
-                    \$1598  = \$1295 [3:0];
+                  if (\$1315 ) begin
+                    \$1622  = \$1318 [3:0];
                   end else begin
-                    \$1598  = \$1296 [3:0];
+                    \$1622  = \$1319 [3:0];
                   end
                 end else begin
-                  \$1598  = dw_ky_init1;
+                  \$1622  = dw_ky_init1;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1598  = 4'h0;
+      \$1622  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = dw_ky2;
-    if (\$1249 ) begin
-      \$1599  = dw_ky_init2;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1623  = dw_ky2;
+    if (\$1272 ) begin
+      \$1623  = dw_ky_init2;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44177,36 +44273,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                    \$1599  = \$1300 [3:0];
+                  if (\$1320 ) begin
+                    \$1623  = \$1323 [3:0];
                   end else begin
-                    \$1599  = \$1301 [3:0];
+                    \$1623  = \$1324 [3:0];
                   end
                 end else begin
-                  \$1599  = dw_ky_init2;
+                  \$1623  = dw_ky_init2;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1599  = 4'h0;
+      \$1623  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = dw_ky3;
-    if (\$1249 ) begin
-      \$1600  = dw_ky_init3;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1624  = dw_ky3;
+    if (\$1272 ) begin
+      \$1624  = dw_ky_init3;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44215,36 +44311,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1302 ) begin
-                    \$1600  = \$1305 [3:0];
+                  if (\$1325 ) begin
+                    \$1624  = \$1328 [3:0];
                   end else begin
-                    \$1600  = \$1306 [3:0];
+                    \$1624  = \$1329 [3:0];
                   end
                 end else begin
-                  \$1600  = dw_ky_init3;
+                  \$1624  = dw_ky_init3;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1600  = 4'h0;
+      \$1624  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = dw_ky4;
-    if (\$1249 ) begin
-      \$1601  = dw_ky_init4;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1625  = dw_ky4;
+    if (\$1272 ) begin
+      \$1625  = dw_ky_init4;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44253,36 +44349,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1307 ) begin
-                    \$1601  = \$1310 [3:0];
+                  if (\$1330 ) begin
+                    \$1625  = \$1333 [3:0];
                   end else begin
-                    \$1601  = \$1311 [3:0];
+                    \$1625  = \$1334 [3:0];
                   end
                 end else begin
-                  \$1601  = dw_ky_init4;
+                  \$1625  = dw_ky_init4;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1601  = 4'h0;
+      \$1625  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = dw_ky5;
-    if (\$1249 ) begin
-      \$1602  = dw_ky_init5;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1626  = dw_ky5;
+    if (\$1272 ) begin
+      \$1626  = dw_ky_init5;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44291,36 +44387,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1312 ) begin
-                    \$1602  = \$1315 [3:0];
+                  if (\$1335 ) begin
+                    \$1626  = \$1338 [3:0];
                   end else begin
-                    \$1602  = \$1316 [3:0];
+                    \$1626  = \$1339 [3:0];
                   end
                 end else begin
-                  \$1602  = dw_ky_init5;
+                  \$1626  = dw_ky_init5;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1602  = 4'h0;
+      \$1626  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = dw_ky6;
-    if (\$1249 ) begin
-      \$1603  = dw_ky_init6;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1627  = dw_ky6;
+    if (\$1272 ) begin
+      \$1627  = dw_ky_init6;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44329,36 +44425,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1317 ) begin
-                    \$1603  = \$1320 [3:0];
+                  if (\$1340 ) begin
+                    \$1627  = \$1343 [3:0];
                   end else begin
-                    \$1603  = \$1321 [3:0];
+                    \$1627  = \$1344 [3:0];
                   end
                 end else begin
-                  \$1603  = dw_ky_init6;
+                  \$1627  = dw_ky_init6;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1603  = 4'h0;
+      \$1627  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = dw_ky7;
-    if (\$1249 ) begin
-      \$1604  = dw_ky_init7;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1628  = dw_ky7;
+    if (\$1272 ) begin
+      \$1628  = dw_ky_init7;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44367,36 +44463,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1322 ) begin
-                    \$1604  = \$1325 [3:0];
+                  if (\$1345 ) begin
+                    \$1628  = \$1348 [3:0];
                   end else begin
-                    \$1604  = \$1326 [3:0];
+                    \$1628  = \$1349 [3:0];
                   end
                 end else begin
-                  \$1604  = dw_ky_init7;
+                  \$1628  = dw_ky_init7;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1604  = 4'h0;
+      \$1628  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = dw_kx0;
-    if (\$1249 ) begin
-      \$1605  = dw_kx_init0;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1629  = dw_kx0;
+    if (\$1272 ) begin
+      \$1629  = dw_kx_init0;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44405,36 +44501,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1287 ) begin
-                    \$1605  = \$1288 [3:0];
+                  if (\$1310 ) begin
+                    \$1629  = \$1311 [3:0];
                   end else begin
-                    \$1605  = dw_kx0_n[3:0];
+                    \$1629  = dw_kx0_n[3:0];
                   end
                 end else begin
-                  \$1605  = dw_kx_init0;
+                  \$1629  = dw_kx_init0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1605  = 4'h0;
+      \$1629  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = dw_kx1;
-    if (\$1249 ) begin
-      \$1606  = dw_kx_init1;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1630  = dw_kx1;
+    if (\$1272 ) begin
+      \$1630  = dw_kx_init1;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44443,36 +44539,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1292 ) begin
-                    \$1606  = \$1293 [3:0];
+                  if (\$1315 ) begin
+                    \$1630  = \$1316 [3:0];
                   end else begin
-                    \$1606  = dw_kx1_n[3:0];
+                    \$1630  = dw_kx1_n[3:0];
                   end
                 end else begin
-                  \$1606  = dw_kx_init1;
+                  \$1630  = dw_kx_init1;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1606  = 4'h0;
+      \$1630  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = dw_kx2;
-    if (\$1249 ) begin
-      \$1607  = dw_kx_init2;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1631  = dw_kx2;
+    if (\$1272 ) begin
+      \$1631  = dw_kx_init2;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44481,36 +44577,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                    \$1607  = \$1298 [3:0];
+                  if (\$1320 ) begin
+                    \$1631  = \$1321 [3:0];
                   end else begin
-                    \$1607  = dw_kx2_n[3:0];
+                    \$1631  = dw_kx2_n[3:0];
                   end
                 end else begin
-                  \$1607  = dw_kx_init2;
+                  \$1631  = dw_kx_init2;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1607  = 4'h0;
+      \$1631  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = dw_kx3;
-    if (\$1249 ) begin
-      \$1608  = dw_kx_init3;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1632  = dw_kx3;
+    if (\$1272 ) begin
+      \$1632  = dw_kx_init3;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44519,36 +44615,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1302 ) begin
-                    \$1608  = \$1303 [3:0];
+                  if (\$1325 ) begin
+                    \$1632  = \$1326 [3:0];
                   end else begin
-                    \$1608  = dw_kx3_n[3:0];
+                    \$1632  = dw_kx3_n[3:0];
                   end
                 end else begin
-                  \$1608  = dw_kx_init3;
+                  \$1632  = dw_kx_init3;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1608  = 4'h0;
+      \$1632  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = dw_kx4;
-    if (\$1249 ) begin
-      \$1609  = dw_kx_init4;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1633  = dw_kx4;
+    if (\$1272 ) begin
+      \$1633  = dw_kx_init4;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44557,36 +44653,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1307 ) begin
-                    \$1609  = \$1308 [3:0];
+                  if (\$1330 ) begin
+                    \$1633  = \$1331 [3:0];
                   end else begin
-                    \$1609  = dw_kx4_n[3:0];
+                    \$1633  = dw_kx4_n[3:0];
                   end
                 end else begin
-                  \$1609  = dw_kx_init4;
+                  \$1633  = dw_kx_init4;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1609  = 4'h0;
+      \$1633  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = dw_kx5;
-    if (\$1249 ) begin
-      \$1610  = dw_kx_init5;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1634  = dw_kx5;
+    if (\$1272 ) begin
+      \$1634  = dw_kx_init5;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44595,36 +44691,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1312 ) begin
-                    \$1610  = \$1313 [3:0];
+                  if (\$1335 ) begin
+                    \$1634  = \$1336 [3:0];
                   end else begin
-                    \$1610  = dw_kx5_n[3:0];
+                    \$1634  = dw_kx5_n[3:0];
                   end
                 end else begin
-                  \$1610  = dw_kx_init5;
+                  \$1634  = dw_kx_init5;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1610  = 4'h0;
+      \$1634  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = dw_kx6;
-    if (\$1249 ) begin
-      \$1611  = dw_kx_init6;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1635  = dw_kx6;
+    if (\$1272 ) begin
+      \$1635  = dw_kx_init6;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44633,36 +44729,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1317 ) begin
-                    \$1611  = \$1318 [3:0];
+                  if (\$1340 ) begin
+                    \$1635  = \$1341 [3:0];
                   end else begin
-                    \$1611  = dw_kx6_n[3:0];
+                    \$1635  = dw_kx6_n[3:0];
                   end
                 end else begin
-                  \$1611  = dw_kx_init6;
+                  \$1635  = dw_kx_init6;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1611  = 4'h0;
+      \$1635  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = dw_kx7;
-    if (\$1249 ) begin
-      \$1612  = dw_kx_init7;
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1636  = dw_kx7;
+    if (\$1272 ) begin
+      \$1636  = dw_kx_init7;
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44671,109 +44767,109 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1285 ) begin
+                if (\$1308 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1322 ) begin
-                    \$1612  = \$1323 [3:0];
+                  if (\$1345 ) begin
+                    \$1636  = \$1346 [3:0];
                   end else begin
-                    \$1612  = dw_kx7_n[3:0];
+                    \$1636  = dw_kx7_n[3:0];
                   end
                 end else begin
-                  \$1612  = dw_kx_init7;
+                  \$1636  = dw_kx_init7;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1612  = 4'h0;
+      \$1636  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = ld_tile;
-    if (\$1249 ) begin
-      \$1613  = 13'h0000;
+    \$1637  = ld_tile;
+    if (\$1272 ) begin
+      \$1637  = 13'h0000;
     end
-    if (\$1361 ) begin
+    if (\$1384 ) begin
     end else if (ld_start) begin
-      \$1613  = \$1365 [12:0];
+      \$1637  = \$1388 [12:0];
     end
     if (rst) begin
-      \$1613  = 13'h0000;
+      \$1637  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = ld_k;
-    if (\$1249 ) begin
-      \$1614  = 4'h0;
+    \$1638  = ld_k;
+    if (\$1272 ) begin
+      \$1638  = 4'h0;
     end
-    if (\$1361 ) begin
+    if (\$1384 ) begin
     end else if (ld_start) begin
-      \$1614  = 4'h1;
+      \$1638  = 4'h1;
     end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$1366 ) begin
+      if (\$1389 ) begin
       end else begin
-        \$1614  = \$1367 [3:0];
+        \$1638  = \$1390 [3:0];
       end
     end
     if (rst) begin
-      \$1614  = 4'h0;
+      \$1638  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = ld_busy;
-    if (\$1249 ) begin
-      \$1615  = 1'h0;
+    \$1639  = ld_busy;
+    if (\$1272 ) begin
+      \$1639  = 1'h0;
     end
-    if (\$1361 ) begin
+    if (\$1384 ) begin
     end else if (ld_start) begin
-      \$1615  = 1'h1;
+      \$1639  = 1'h1;
     end else if (ld_busy) begin
-      if (\$1366 ) begin
-        \$1615  = 1'h0;
+      if (\$1389 ) begin
+        \$1639  = 1'h0;
       end
     end
     if (rst) begin
-      \$1615  = 1'h0;
+      \$1639  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = \lo$306 ;
-    if (\$1249 ) begin
-      \$1616  = 12'h000;
-    end else if (\$1250 ) begin
-      \$1616  = 12'h401;
-    end else if (\$1251 ) begin
+    \$1640  = \lo$307 ;
+    if (\$1272 ) begin
+      \$1640  = 12'h000;
+    end else if (\$1273 ) begin
+      \$1640  = 12'h401;
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            \$1616  = \$1261 [11:0];
+            \$1640  = \$1284 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
-                    if (\$1356 ) begin
-                      \$1616  = 12'h401;
+                    if (\$1379 ) begin
+                      \$1640  = 12'h401;
                     end
                   end
                 end
@@ -44782,39 +44878,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1616  = 12'h000;
+      \$1640  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = gcount;
-    if (\$1249 ) begin
-    end else if (\$1250 ) begin
-    end else if (\$1251 ) begin
+    \$1641  = gcount;
+    if (\$1272 ) begin
+    end else if (\$1273 ) begin
+    end else if (\$1274 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1617  = \$1259 ;
+              \$1641  = \$1282 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1265 ) begin
-              end else if (\$1268 ) begin
-              end else if (\$1270 ) begin
+              if (\$1288 ) begin
+              end else if (\$1291 ) begin
+              end else if (\$1293 ) begin
               end else begin
-                if (\$1331 ) begin
-                end else if (\$1336 ) begin
-                end else if (\$1337 ) begin
+                if (\$1354 ) begin
+                end else if (\$1359 ) begin
+                end else if (\$1360 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1349 ) begin
+                  if (\$1372 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1356 ) begin
+                    if (\$1379 ) begin
                     end else begin
-                      \$1617  = \$1360 [10:0];
+                      \$1641  = \$1383 [10:0];
                     end
                   end
                 end
@@ -44823,160 +44919,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1617  = 11'h000;
+      \$1641  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = cur_ld_tile;
-    if (\$1361 ) begin
+    \$1642  = cur_ld_tile;
+    if (\$1384 ) begin
     end else if (ld_start) begin
-      \$1618  = ld_tile;
+      \$1642  = ld_tile;
     end
     if (rst) begin
-      \$1618  = 13'h0000;
+      \$1642  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = latch_bank1;
-    if (\$1361 ) begin
+    \$1643  = latch_bank1;
+    if (\$1384 ) begin
     end else if (ld_start) begin
-      \$1619  = ld_bank;
+      \$1643  = ld_bank;
     end
     if (rst) begin
-      \$1619  = 1'h0;
+      \$1643  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = counting;
-    if (\$1369 ) begin
-      \$1620  = 1'h1;
+    \$1644  = counting;
+    if (\$1392 ) begin
+      \$1644  = 1'h1;
     end
-    if (\$1404 ) begin
-      \$1620  = 1'h0;
+    if (\$1427 ) begin
+      \$1644  = 1'h0;
     end
     if (rst) begin
-      \$1620  = 1'h0;
+      \$1644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = cnt_cycles;
-    if (\$1369 ) begin
-      \$1621  = 32'd0;
+    \$1645  = cnt_cycles;
+    if (\$1392 ) begin
+      \$1645  = 32'd0;
     end
     if (count_now) begin
-      \$1621  = \$1372 [31:0];
+      \$1645  = \$1395 [31:0];
     end
     if (rst) begin
-      \$1621  = 32'd0;
+      \$1645  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = cnt_busy;
-    if (\$1369 ) begin
-      \$1622  = 32'd0;
+    \$1646  = cnt_busy;
+    if (\$1392 ) begin
+      \$1646  = 32'd0;
     end
     if (count_now) begin
-      if (\$1373 ) begin
-        \$1622  = \$1376 [31:0];
+      if (\$1396 ) begin
+        \$1646  = \$1399 [31:0];
       end
     end
     if (rst) begin
-      \$1622  = 32'd0;
+      \$1646  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = cnt_setup;
-    if (\$1369 ) begin
-      \$1623  = 32'd0;
+    \$1647  = cnt_setup;
+    if (\$1392 ) begin
+      \$1647  = 32'd0;
     end
     if (count_now) begin
-      if (\$1377 ) begin
-        \$1623  = \$1380 [31:0];
+      if (\$1400 ) begin
+        \$1647  = \$1403 [31:0];
       end
     end
     if (rst) begin
-      \$1623  = 32'd0;
+      \$1647  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = cnt_stall_input;
-    if (\$1369 ) begin
-      \$1624  = 32'd0;
+    \$1648  = cnt_stall_input;
+    if (\$1392 ) begin
+      \$1648  = 32'd0;
     end
     if (count_now) begin
-      if (\$1381 ) begin
-        \$1624  = \$1384 [31:0];
+      if (\$1404 ) begin
+        \$1648  = \$1407 [31:0];
       end
     end
     if (rst) begin
-      \$1624  = 32'd0;
+      \$1648  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = cnt_stall_weight;
-    if (\$1369 ) begin
-      \$1625  = 32'd0;
+    \$1649  = cnt_stall_weight;
+    if (\$1392 ) begin
+      \$1649  = 32'd0;
     end
     if (count_now) begin
-      if (\$1385 ) begin
-        \$1625  = \$1388 [31:0];
+      if (\$1408 ) begin
+        \$1649  = \$1411 [31:0];
       end
     end
     if (rst) begin
-      \$1625  = 32'd0;
+      \$1649  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = cnt_stall_output;
-    if (\$1369 ) begin
-      \$1626  = 32'd0;
+    \$1650  = cnt_stall_output;
+    if (\$1392 ) begin
+      \$1650  = 32'd0;
     end
     if (count_now) begin
-      if (\$1389 ) begin
-        \$1626  = \$1392 [31:0];
+      if (\$1412 ) begin
+        \$1650  = \$1415 [31:0];
       end
     end
     if (rst) begin
-      \$1626  = 32'd0;
+      \$1650  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = cnt_fill;
-    if (\$1369 ) begin
-      \$1627  = 32'd0;
+    \$1651  = cnt_fill;
+    if (\$1392 ) begin
+      \$1651  = 32'd0;
     end
     if (count_now) begin
-      if (\$1393 ) begin
-        \$1627  = \$1396 [31:0];
+      if (\$1416 ) begin
+        \$1651  = \$1419 [31:0];
       end
     end
     if (rst) begin
-      \$1627  = 32'd0;
+      \$1651  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = cnt_drain;
-    if (\$1369 ) begin
-      \$1628  = 32'd0;
+    \$1652  = cnt_drain;
+    if (\$1392 ) begin
+      \$1652  = 32'd0;
     end
     if (count_now) begin
-      if (\$1397 ) begin
-        \$1628  = \$1400 [31:0];
+      if (\$1420 ) begin
+        \$1652  = \$1423 [31:0];
       end
     end
     if (rst) begin
-      \$1628  = 32'd0;
+      \$1652  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -44986,76 +45082,76 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_r2__addr = \$14 [5:0];
   assign width_s = { 22'h000000, desc[41:35] };
   assign height_s = { 18'h00000, desc[34:24] };
-  assign cw_sel = \$47 [4:0];
-  assign \$signature__addr  = { \$66 [5:1], \$47 [3:0] };
-  assign \$signature__addr$53  = { \$69 [5:1], \$47 [3:0] };
+  assign cw_sel = \$51 [4:0];
+  assign \$signature__addr  = { \$70 [5:1], \$51 [3:0] };
+  assign \$signature__addr$54  = { \$73 [5:1], \$51 [3:0] };
   assign \$signature__en  = 1'h1;
-  assign \$signature__en$55  = 1'h1;
-  assign \$signature__addr$56  = { \$71 [5:1], \$47 [3:0] };
-  assign \$signature__addr$57  = { \$74 [5:1], \$47 [3:0] };
-  assign \$signature__en$58  = 1'h1;
+  assign \$signature__en$56  = 1'h1;
+  assign \$signature__addr$57  = { \$75 [5:1], \$51 [3:0] };
+  assign \$signature__addr$58  = { \$78 [5:1], \$51 [3:0] };
   assign \$signature__en$59  = 1'h1;
-  assign \$signature__addr$60  = { \$76 [5:1], \$47 [3:0] };
-  assign \$signature__addr$61  = { \$79 [5:1], \$47 [3:0] };
-  assign \$signature__en$62  = 1'h1;
+  assign \$signature__en$60  = 1'h1;
+  assign \$signature__addr$61  = { \$80 [5:1], \$51 [3:0] };
+  assign \$signature__addr$62  = { \$83 [5:1], \$51 [3:0] };
   assign \$signature__en$63  = 1'h1;
-  assign \$signature__addr$64  = { \$81 [5:1], \$47 [3:0] };
-  assign \$signature__addr$65  = { \$84 [5:1], \$47 [3:0] };
-  assign \$signature__en$66  = 1'h1;
+  assign \$signature__en$64  = 1'h1;
+  assign \$signature__addr$65  = { \$85 [5:1], \$51 [3:0] };
+  assign \$signature__addr$66  = { \$88 [5:1], \$51 [3:0] };
   assign \$signature__en$67  = 1'h1;
-  assign \$signature__addr$68  = { \$86 [5:1], \$47 [3:0] };
-  assign \$signature__addr$69  = { \$89 [5:1], \$47 [3:0] };
-  assign \$signature__en$70  = 1'h1;
+  assign \$signature__en$68  = 1'h1;
+  assign \$signature__addr$69  = { \$90 [5:1], \$51 [3:0] };
+  assign \$signature__addr$70  = { \$93 [5:1], \$51 [3:0] };
   assign \$signature__en$71  = 1'h1;
-  assign \$signature__addr$72  = { \$91 [5:1], \$47 [3:0] };
-  assign \$signature__addr$73  = { \$94 [5:1], \$47 [3:0] };
-  assign \$signature__en$74  = 1'h1;
+  assign \$signature__en$72  = 1'h1;
+  assign \$signature__addr$73  = { \$95 [5:1], \$51 [3:0] };
+  assign \$signature__addr$74  = { \$98 [5:1], \$51 [3:0] };
   assign \$signature__en$75  = 1'h1;
-  assign \$signature__addr$76  = { \$96 [5:1], \$47 [3:0] };
-  assign \$signature__addr$77  = { \$99 [5:1], \$47 [3:0] };
-  assign \$signature__en$78  = 1'h1;
+  assign \$signature__en$76  = 1'h1;
+  assign \$signature__addr$77  = { \$100 [5:1], \$51 [3:0] };
+  assign \$signature__addr$78  = { \$103 [5:1], \$51 [3:0] };
   assign \$signature__en$79  = 1'h1;
-  assign \$signature__addr$80  = { \$101 [5:1], \$47 [3:0] };
-  assign \$signature__addr$81  = { \$104 [5:1], \$47 [3:0] };
-  assign \$signature__en$82  = 1'h1;
+  assign \$signature__en$80  = 1'h1;
+  assign \$signature__addr$81  = { \$105 [5:1], \$51 [3:0] };
+  assign \$signature__addr$82  = { \$108 [5:1], \$51 [3:0] };
   assign \$signature__en$83  = 1'h1;
-  assign \$signature__addr$84  = { \$106 [5:1], \$47 [3:0] };
-  assign \$signature__addr$85  = { \$109 [5:1], \$47 [3:0] };
-  assign \$signature__en$86  = 1'h1;
+  assign \$signature__en$84  = 1'h1;
+  assign \$signature__addr$85  = { \$110 [5:1], \$51 [3:0] };
+  assign \$signature__addr$86  = { \$113 [5:1], \$51 [3:0] };
   assign \$signature__en$87  = 1'h1;
-  assign \$signature__addr$88  = { \$111 [5:1], \$47 [3:0] };
-  assign \$signature__addr$89  = { \$114 [5:1], \$47 [3:0] };
-  assign \$signature__en$90  = 1'h1;
+  assign \$signature__en$88  = 1'h1;
+  assign \$signature__addr$89  = { \$115 [5:1], \$51 [3:0] };
+  assign \$signature__addr$90  = { \$118 [5:1], \$51 [3:0] };
   assign \$signature__en$91  = 1'h1;
-  assign \$signature__addr$92  = { \$116 [5:1], \$47 [3:0] };
-  assign \$signature__addr$93  = { \$119 [5:1], \$47 [3:0] };
-  assign \$signature__en$94  = 1'h1;
+  assign \$signature__en$92  = 1'h1;
+  assign \$signature__addr$93  = { \$120 [5:1], \$51 [3:0] };
+  assign \$signature__addr$94  = { \$123 [5:1], \$51 [3:0] };
   assign \$signature__en$95  = 1'h1;
-  assign \$signature__addr$96  = { \$121 [5:1], \$47 [3:0] };
-  assign \$signature__addr$97  = { \$124 [5:1], \$47 [3:0] };
-  assign \$signature__en$98  = 1'h1;
+  assign \$signature__en$96  = 1'h1;
+  assign \$signature__addr$97  = { \$125 [5:1], \$51 [3:0] };
+  assign \$signature__addr$98  = { \$128 [5:1], \$51 [3:0] };
   assign \$signature__en$99  = 1'h1;
-  assign \$signature__addr$100  = { \$126 [5:1], \$47 [3:0] };
-  assign \$signature__addr$101  = { \$129 [5:1], \$47 [3:0] };
-  assign \$signature__en$102  = 1'h1;
+  assign \$signature__en$100  = 1'h1;
+  assign \$signature__addr$101  = { \$130 [5:1], \$51 [3:0] };
+  assign \$signature__addr$102  = { \$133 [5:1], \$51 [3:0] };
   assign \$signature__en$103  = 1'h1;
-  assign \$signature__addr$104  = { \$131 [5:1], \$47 [3:0] };
-  assign \$signature__addr$105  = { \$134 [5:1], \$47 [3:0] };
-  assign \$signature__en$106  = 1'h1;
+  assign \$signature__en$104  = 1'h1;
+  assign \$signature__addr$105  = { \$135 [5:1], \$51 [3:0] };
+  assign \$signature__addr$106  = { \$138 [5:1], \$51 [3:0] };
   assign \$signature__en$107  = 1'h1;
-  assign \$signature__addr$108  = { \$136 [5:1], \$47 [3:0] };
-  assign \$signature__addr$109  = { \$139 [5:1], \$47 [3:0] };
-  assign \$signature__en$110  = 1'h1;
+  assign \$signature__en$108  = 1'h1;
+  assign \$signature__addr$109  = { \$140 [5:1], \$51 [3:0] };
+  assign \$signature__addr$110  = { \$143 [5:1], \$51 [3:0] };
   assign \$signature__en$111  = 1'h1;
-  assign \$signature__addr$112  = { \$141 [5:1], \$47 [3:0] };
-  assign \$signature__addr$113  = { \$144 [5:1], \$47 [3:0] };
-  assign \$signature__en$114  = 1'h1;
+  assign \$signature__en$112  = 1'h1;
+  assign \$signature__addr$113  = { \$145 [5:1], \$51 [3:0] };
+  assign \$signature__addr$114  = { \$148 [5:1], \$51 [3:0] };
   assign \$signature__en$115  = 1'h1;
-  assign iy_ky0 = { \$182 [29], \$182 [29], \$182 [29], \$182  };
-  assign iy_ky1 = { \$184 [29], \$184 [29], \$184 [29], \$184  };
-  assign iy_ky2 = { \$186 [29], \$186 [29], \$186 [29], \$186  };
-  assign iy_ky3 = { \$188 [29], \$188 [29], \$188 [29], \$188  };
-  assign iy_ky4 = { \$190 [29], \$190 [29], \$190 [29], \$190  };
+  assign \$signature__en$116  = 1'h1;
+  assign iy_ky0 = { \$186 [29], \$186 [29], \$186 [29], \$186  };
+  assign iy_ky1 = { \$188 [29], \$188 [29], \$188 [29], \$188  };
+  assign iy_ky2 = { \$190 [29], \$190 [29], \$190 [29], \$190  };
+  assign iy_ky3 = { \$192 [29], \$192 [29], \$192 [29], \$192  };
+  assign iy_ky4 = { \$194 [29], \$194 [29], \$194 [29], \$194  };
   assign act2 = act;
   assign bank = sb2[6];
   assign dw_mode = desc[154];
@@ -45087,70 +45183,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$307  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$308  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
-  assign \$signature__addr$312  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$313  = i_act__payload[63:0];
-  assign \$signature__addr$315  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$316  = i_act__payload[63:0];
-  assign \$signature__addr$318  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$319  = i_act__payload[63:0];
-  assign \$signature__addr$321  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$322  = i_act__payload[63:0];
-  assign \$signature__addr$324  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$325  = i_act__payload[63:0];
-  assign \$signature__addr$327  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$328  = i_act__payload[63:0];
-  assign \$signature__addr$330  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$331  = i_act__payload[63:0];
-  assign \$signature__addr$333  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$334  = i_act__payload[63:0];
-  assign \$signature__addr$336  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$337  = i_act__payload[63:0];
-  assign \$signature__addr$339  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$340  = i_act__payload[63:0];
-  assign \$signature__addr$342  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$343  = i_act__payload[63:0];
-  assign \$signature__addr$345  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$346  = i_act__payload[63:0];
-  assign \$signature__addr$348  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$349  = i_act__payload[63:0];
-  assign \$signature__addr$351  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$352  = i_act__payload[63:0];
-  assign \$signature__addr$354  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$355  = i_act__payload[63:0];
-  assign \$signature__addr$357  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$358  = i_act__payload[63:0];
-  assign \$signature__addr$360  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$361  = i_act__payload[63:0];
-  assign \$signature__addr$363  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$364  = i_act__payload[63:0];
-  assign \$signature__addr$366  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$367  = i_act__payload[63:0];
-  assign \$signature__addr$369  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$370  = i_act__payload[63:0];
-  assign \$signature__addr$372  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$373  = i_act__payload[63:0];
-  assign \$signature__addr$375  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$376  = i_act__payload[63:0];
-  assign \$signature__addr$378  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$379  = i_act__payload[63:0];
-  assign \$signature__addr$381  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$382  = i_act__payload[63:0];
-  assign \$signature__addr$384  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$385  = i_act__payload[63:0];
-  assign \$signature__addr$387  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$388  = i_act__payload[63:0];
-  assign \$signature__addr$390  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$391  = i_act__payload[63:0];
-  assign \$signature__addr$393  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$394  = i_act__payload[63:0];
-  assign \$signature__addr$396  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$397  = i_act__payload[63:0];
-  assign \$signature__addr$399  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$400  = i_act__payload[63:0];
-  assign \$signature__addr$402  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$403  = i_act__payload[63:0];
+  assign \$signature__addr$313  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$314  = i_act__payload[63:0];
+  assign \$signature__addr$316  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$317  = i_act__payload[63:0];
+  assign \$signature__addr$319  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$320  = i_act__payload[63:0];
+  assign \$signature__addr$322  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$323  = i_act__payload[63:0];
+  assign \$signature__addr$325  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$326  = i_act__payload[63:0];
+  assign \$signature__addr$328  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$329  = i_act__payload[63:0];
+  assign \$signature__addr$331  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$332  = i_act__payload[63:0];
+  assign \$signature__addr$334  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$335  = i_act__payload[63:0];
+  assign \$signature__addr$337  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$338  = i_act__payload[63:0];
+  assign \$signature__addr$340  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$341  = i_act__payload[63:0];
+  assign \$signature__addr$343  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$344  = i_act__payload[63:0];
+  assign \$signature__addr$346  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$347  = i_act__payload[63:0];
+  assign \$signature__addr$349  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$350  = i_act__payload[63:0];
+  assign \$signature__addr$352  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$353  = i_act__payload[63:0];
+  assign \$signature__addr$355  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$356  = i_act__payload[63:0];
+  assign \$signature__addr$358  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$359  = i_act__payload[63:0];
+  assign \$signature__addr$361  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$362  = i_act__payload[63:0];
+  assign \$signature__addr$364  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$365  = i_act__payload[63:0];
+  assign \$signature__addr$367  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$368  = i_act__payload[63:0];
+  assign \$signature__addr$370  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$371  = i_act__payload[63:0];
+  assign \$signature__addr$373  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$374  = i_act__payload[63:0];
+  assign \$signature__addr$376  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$377  = i_act__payload[63:0];
+  assign \$signature__addr$379  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$380  = i_act__payload[63:0];
+  assign \$signature__addr$382  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$383  = i_act__payload[63:0];
+  assign \$signature__addr$385  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$386  = i_act__payload[63:0];
+  assign \$signature__addr$388  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$389  = i_act__payload[63:0];
+  assign \$signature__addr$391  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$392  = i_act__payload[63:0];
+  assign \$signature__addr$394  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$395  = i_act__payload[63:0];
+  assign \$signature__addr$397  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$398  = i_act__payload[63:0];
+  assign \$signature__addr$400  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$401  = i_act__payload[63:0];
+  assign \$signature__addr$403  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$404  = i_act__payload[63:0];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -45176,6 +45272,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \i_desc__payload.out_zp  = i_desc__payload[148:132];
   assign \i_desc__payload.out_bits  = i_desc__payload[153:149];
   assign \i_desc__payload.depthwise  = i_desc__payload[154];
+  assign \i_desc__payload.word_major  = i_desc__payload[155];
   assign \i_param__payload.data  = i_param__payload[561:0];
   assign \i_param__payload.data.lanes  = i_param__payload[551:0];
   assign \i_param__payload.data.lanes[0]  = i_param__payload[68:0];
@@ -45277,6 +45374,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \desc.out_zp  = desc[148:132];
   assign \desc.out_bits  = desc[153:149];
   assign \desc.depthwise  = desc[154];
+  assign \desc.word_major  = desc[155];
   assign \cur.first  = cur[4:0];
   assign \cur.last  = cur[9:5];
   assign \sb0.valid  = sb0[0];
@@ -45467,14 +45565,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_r__data[7].bias  = pm_r__data[514:483];
   assign \pm_r__data[7].mult  = pm_r__data[545:515];
   assign \pm_r__data[7].shift  = pm_r__data[551:546];
-  assign \sums$233[0]  = \sums$233 [31:0];
-  assign \sums$233[1]  = \sums$233 [63:32];
-  assign \sums$233[2]  = \sums$233 [95:64];
-  assign \sums$233[3]  = \sums$233 [127:96];
-  assign \sums$233[4]  = \sums$233 [159:128];
-  assign \sums$233[5]  = \sums$233 [191:160];
-  assign \sums$233[6]  = \sums$233 [223:192];
-  assign \sums$233[7]  = \sums$233 [255:224];
+  assign \sums$234[0]  = \sums$234 [31:0];
+  assign \sums$234[1]  = \sums$234 [63:32];
+  assign \sums$234[2]  = \sums$234 [95:64];
+  assign \sums$234[3]  = \sums$234 [127:96];
+  assign \sums$234[4]  = \sums$234 [159:128];
+  assign \sums$234[5]  = \sums$234 [191:160];
+  assign \sums$234[6]  = \sums$234 [223:192];
+  assign \sums$234[7]  = \sums$234 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -45657,254 +45755,254 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$313[0]  = i_act__payload[7:0];
-  assign \$signature__data$313[1]  = i_act__payload[15:8];
-  assign \$signature__data$313[2]  = i_act__payload[23:16];
-  assign \$signature__data$313[3]  = i_act__payload[31:24];
-  assign \$signature__data$313[4]  = i_act__payload[39:32];
-  assign \$signature__data$313[5]  = i_act__payload[47:40];
-  assign \$signature__data$313[6]  = i_act__payload[55:48];
-  assign \$signature__data$313[7]  = i_act__payload[63:56];
-  assign \$signature__data$316[0]  = i_act__payload[7:0];
-  assign \$signature__data$316[1]  = i_act__payload[15:8];
-  assign \$signature__data$316[2]  = i_act__payload[23:16];
-  assign \$signature__data$316[3]  = i_act__payload[31:24];
-  assign \$signature__data$316[4]  = i_act__payload[39:32];
-  assign \$signature__data$316[5]  = i_act__payload[47:40];
-  assign \$signature__data$316[6]  = i_act__payload[55:48];
-  assign \$signature__data$316[7]  = i_act__payload[63:56];
-  assign \$signature__data$319[0]  = i_act__payload[7:0];
-  assign \$signature__data$319[1]  = i_act__payload[15:8];
-  assign \$signature__data$319[2]  = i_act__payload[23:16];
-  assign \$signature__data$319[3]  = i_act__payload[31:24];
-  assign \$signature__data$319[4]  = i_act__payload[39:32];
-  assign \$signature__data$319[5]  = i_act__payload[47:40];
-  assign \$signature__data$319[6]  = i_act__payload[55:48];
-  assign \$signature__data$319[7]  = i_act__payload[63:56];
-  assign \$signature__data$322[0]  = i_act__payload[7:0];
-  assign \$signature__data$322[1]  = i_act__payload[15:8];
-  assign \$signature__data$322[2]  = i_act__payload[23:16];
-  assign \$signature__data$322[3]  = i_act__payload[31:24];
-  assign \$signature__data$322[4]  = i_act__payload[39:32];
-  assign \$signature__data$322[5]  = i_act__payload[47:40];
-  assign \$signature__data$322[6]  = i_act__payload[55:48];
-  assign \$signature__data$322[7]  = i_act__payload[63:56];
-  assign \$signature__data$325[0]  = i_act__payload[7:0];
-  assign \$signature__data$325[1]  = i_act__payload[15:8];
-  assign \$signature__data$325[2]  = i_act__payload[23:16];
-  assign \$signature__data$325[3]  = i_act__payload[31:24];
-  assign \$signature__data$325[4]  = i_act__payload[39:32];
-  assign \$signature__data$325[5]  = i_act__payload[47:40];
-  assign \$signature__data$325[6]  = i_act__payload[55:48];
-  assign \$signature__data$325[7]  = i_act__payload[63:56];
-  assign \$signature__data$328[0]  = i_act__payload[7:0];
-  assign \$signature__data$328[1]  = i_act__payload[15:8];
-  assign \$signature__data$328[2]  = i_act__payload[23:16];
-  assign \$signature__data$328[3]  = i_act__payload[31:24];
-  assign \$signature__data$328[4]  = i_act__payload[39:32];
-  assign \$signature__data$328[5]  = i_act__payload[47:40];
-  assign \$signature__data$328[6]  = i_act__payload[55:48];
-  assign \$signature__data$328[7]  = i_act__payload[63:56];
-  assign \$signature__data$331[0]  = i_act__payload[7:0];
-  assign \$signature__data$331[1]  = i_act__payload[15:8];
-  assign \$signature__data$331[2]  = i_act__payload[23:16];
-  assign \$signature__data$331[3]  = i_act__payload[31:24];
-  assign \$signature__data$331[4]  = i_act__payload[39:32];
-  assign \$signature__data$331[5]  = i_act__payload[47:40];
-  assign \$signature__data$331[6]  = i_act__payload[55:48];
-  assign \$signature__data$331[7]  = i_act__payload[63:56];
-  assign \$signature__data$334[0]  = i_act__payload[7:0];
-  assign \$signature__data$334[1]  = i_act__payload[15:8];
-  assign \$signature__data$334[2]  = i_act__payload[23:16];
-  assign \$signature__data$334[3]  = i_act__payload[31:24];
-  assign \$signature__data$334[4]  = i_act__payload[39:32];
-  assign \$signature__data$334[5]  = i_act__payload[47:40];
-  assign \$signature__data$334[6]  = i_act__payload[55:48];
-  assign \$signature__data$334[7]  = i_act__payload[63:56];
-  assign \$signature__data$337[0]  = i_act__payload[7:0];
-  assign \$signature__data$337[1]  = i_act__payload[15:8];
-  assign \$signature__data$337[2]  = i_act__payload[23:16];
-  assign \$signature__data$337[3]  = i_act__payload[31:24];
-  assign \$signature__data$337[4]  = i_act__payload[39:32];
-  assign \$signature__data$337[5]  = i_act__payload[47:40];
-  assign \$signature__data$337[6]  = i_act__payload[55:48];
-  assign \$signature__data$337[7]  = i_act__payload[63:56];
-  assign \$signature__data$340[0]  = i_act__payload[7:0];
-  assign \$signature__data$340[1]  = i_act__payload[15:8];
-  assign \$signature__data$340[2]  = i_act__payload[23:16];
-  assign \$signature__data$340[3]  = i_act__payload[31:24];
-  assign \$signature__data$340[4]  = i_act__payload[39:32];
-  assign \$signature__data$340[5]  = i_act__payload[47:40];
-  assign \$signature__data$340[6]  = i_act__payload[55:48];
-  assign \$signature__data$340[7]  = i_act__payload[63:56];
-  assign \$signature__data$343[0]  = i_act__payload[7:0];
-  assign \$signature__data$343[1]  = i_act__payload[15:8];
-  assign \$signature__data$343[2]  = i_act__payload[23:16];
-  assign \$signature__data$343[3]  = i_act__payload[31:24];
-  assign \$signature__data$343[4]  = i_act__payload[39:32];
-  assign \$signature__data$343[5]  = i_act__payload[47:40];
-  assign \$signature__data$343[6]  = i_act__payload[55:48];
-  assign \$signature__data$343[7]  = i_act__payload[63:56];
-  assign \$signature__data$346[0]  = i_act__payload[7:0];
-  assign \$signature__data$346[1]  = i_act__payload[15:8];
-  assign \$signature__data$346[2]  = i_act__payload[23:16];
-  assign \$signature__data$346[3]  = i_act__payload[31:24];
-  assign \$signature__data$346[4]  = i_act__payload[39:32];
-  assign \$signature__data$346[5]  = i_act__payload[47:40];
-  assign \$signature__data$346[6]  = i_act__payload[55:48];
-  assign \$signature__data$346[7]  = i_act__payload[63:56];
-  assign \$signature__data$349[0]  = i_act__payload[7:0];
-  assign \$signature__data$349[1]  = i_act__payload[15:8];
-  assign \$signature__data$349[2]  = i_act__payload[23:16];
-  assign \$signature__data$349[3]  = i_act__payload[31:24];
-  assign \$signature__data$349[4]  = i_act__payload[39:32];
-  assign \$signature__data$349[5]  = i_act__payload[47:40];
-  assign \$signature__data$349[6]  = i_act__payload[55:48];
-  assign \$signature__data$349[7]  = i_act__payload[63:56];
-  assign \$signature__data$352[0]  = i_act__payload[7:0];
-  assign \$signature__data$352[1]  = i_act__payload[15:8];
-  assign \$signature__data$352[2]  = i_act__payload[23:16];
-  assign \$signature__data$352[3]  = i_act__payload[31:24];
-  assign \$signature__data$352[4]  = i_act__payload[39:32];
-  assign \$signature__data$352[5]  = i_act__payload[47:40];
-  assign \$signature__data$352[6]  = i_act__payload[55:48];
-  assign \$signature__data$352[7]  = i_act__payload[63:56];
-  assign \$signature__data$355[0]  = i_act__payload[7:0];
-  assign \$signature__data$355[1]  = i_act__payload[15:8];
-  assign \$signature__data$355[2]  = i_act__payload[23:16];
-  assign \$signature__data$355[3]  = i_act__payload[31:24];
-  assign \$signature__data$355[4]  = i_act__payload[39:32];
-  assign \$signature__data$355[5]  = i_act__payload[47:40];
-  assign \$signature__data$355[6]  = i_act__payload[55:48];
-  assign \$signature__data$355[7]  = i_act__payload[63:56];
-  assign \$signature__data$358[0]  = i_act__payload[7:0];
-  assign \$signature__data$358[1]  = i_act__payload[15:8];
-  assign \$signature__data$358[2]  = i_act__payload[23:16];
-  assign \$signature__data$358[3]  = i_act__payload[31:24];
-  assign \$signature__data$358[4]  = i_act__payload[39:32];
-  assign \$signature__data$358[5]  = i_act__payload[47:40];
-  assign \$signature__data$358[6]  = i_act__payload[55:48];
-  assign \$signature__data$358[7]  = i_act__payload[63:56];
-  assign \$signature__data$361[0]  = i_act__payload[7:0];
-  assign \$signature__data$361[1]  = i_act__payload[15:8];
-  assign \$signature__data$361[2]  = i_act__payload[23:16];
-  assign \$signature__data$361[3]  = i_act__payload[31:24];
-  assign \$signature__data$361[4]  = i_act__payload[39:32];
-  assign \$signature__data$361[5]  = i_act__payload[47:40];
-  assign \$signature__data$361[6]  = i_act__payload[55:48];
-  assign \$signature__data$361[7]  = i_act__payload[63:56];
-  assign \$signature__data$364[0]  = i_act__payload[7:0];
-  assign \$signature__data$364[1]  = i_act__payload[15:8];
-  assign \$signature__data$364[2]  = i_act__payload[23:16];
-  assign \$signature__data$364[3]  = i_act__payload[31:24];
-  assign \$signature__data$364[4]  = i_act__payload[39:32];
-  assign \$signature__data$364[5]  = i_act__payload[47:40];
-  assign \$signature__data$364[6]  = i_act__payload[55:48];
-  assign \$signature__data$364[7]  = i_act__payload[63:56];
-  assign \$signature__data$367[0]  = i_act__payload[7:0];
-  assign \$signature__data$367[1]  = i_act__payload[15:8];
-  assign \$signature__data$367[2]  = i_act__payload[23:16];
-  assign \$signature__data$367[3]  = i_act__payload[31:24];
-  assign \$signature__data$367[4]  = i_act__payload[39:32];
-  assign \$signature__data$367[5]  = i_act__payload[47:40];
-  assign \$signature__data$367[6]  = i_act__payload[55:48];
-  assign \$signature__data$367[7]  = i_act__payload[63:56];
-  assign \$signature__data$370[0]  = i_act__payload[7:0];
-  assign \$signature__data$370[1]  = i_act__payload[15:8];
-  assign \$signature__data$370[2]  = i_act__payload[23:16];
-  assign \$signature__data$370[3]  = i_act__payload[31:24];
-  assign \$signature__data$370[4]  = i_act__payload[39:32];
-  assign \$signature__data$370[5]  = i_act__payload[47:40];
-  assign \$signature__data$370[6]  = i_act__payload[55:48];
-  assign \$signature__data$370[7]  = i_act__payload[63:56];
-  assign \$signature__data$373[0]  = i_act__payload[7:0];
-  assign \$signature__data$373[1]  = i_act__payload[15:8];
-  assign \$signature__data$373[2]  = i_act__payload[23:16];
-  assign \$signature__data$373[3]  = i_act__payload[31:24];
-  assign \$signature__data$373[4]  = i_act__payload[39:32];
-  assign \$signature__data$373[5]  = i_act__payload[47:40];
-  assign \$signature__data$373[6]  = i_act__payload[55:48];
-  assign \$signature__data$373[7]  = i_act__payload[63:56];
-  assign \$signature__data$376[0]  = i_act__payload[7:0];
-  assign \$signature__data$376[1]  = i_act__payload[15:8];
-  assign \$signature__data$376[2]  = i_act__payload[23:16];
-  assign \$signature__data$376[3]  = i_act__payload[31:24];
-  assign \$signature__data$376[4]  = i_act__payload[39:32];
-  assign \$signature__data$376[5]  = i_act__payload[47:40];
-  assign \$signature__data$376[6]  = i_act__payload[55:48];
-  assign \$signature__data$376[7]  = i_act__payload[63:56];
-  assign \$signature__data$379[0]  = i_act__payload[7:0];
-  assign \$signature__data$379[1]  = i_act__payload[15:8];
-  assign \$signature__data$379[2]  = i_act__payload[23:16];
-  assign \$signature__data$379[3]  = i_act__payload[31:24];
-  assign \$signature__data$379[4]  = i_act__payload[39:32];
-  assign \$signature__data$379[5]  = i_act__payload[47:40];
-  assign \$signature__data$379[6]  = i_act__payload[55:48];
-  assign \$signature__data$379[7]  = i_act__payload[63:56];
-  assign \$signature__data$382[0]  = i_act__payload[7:0];
-  assign \$signature__data$382[1]  = i_act__payload[15:8];
-  assign \$signature__data$382[2]  = i_act__payload[23:16];
-  assign \$signature__data$382[3]  = i_act__payload[31:24];
-  assign \$signature__data$382[4]  = i_act__payload[39:32];
-  assign \$signature__data$382[5]  = i_act__payload[47:40];
-  assign \$signature__data$382[6]  = i_act__payload[55:48];
-  assign \$signature__data$382[7]  = i_act__payload[63:56];
-  assign \$signature__data$385[0]  = i_act__payload[7:0];
-  assign \$signature__data$385[1]  = i_act__payload[15:8];
-  assign \$signature__data$385[2]  = i_act__payload[23:16];
-  assign \$signature__data$385[3]  = i_act__payload[31:24];
-  assign \$signature__data$385[4]  = i_act__payload[39:32];
-  assign \$signature__data$385[5]  = i_act__payload[47:40];
-  assign \$signature__data$385[6]  = i_act__payload[55:48];
-  assign \$signature__data$385[7]  = i_act__payload[63:56];
-  assign \$signature__data$388[0]  = i_act__payload[7:0];
-  assign \$signature__data$388[1]  = i_act__payload[15:8];
-  assign \$signature__data$388[2]  = i_act__payload[23:16];
-  assign \$signature__data$388[3]  = i_act__payload[31:24];
-  assign \$signature__data$388[4]  = i_act__payload[39:32];
-  assign \$signature__data$388[5]  = i_act__payload[47:40];
-  assign \$signature__data$388[6]  = i_act__payload[55:48];
-  assign \$signature__data$388[7]  = i_act__payload[63:56];
-  assign \$signature__data$391[0]  = i_act__payload[7:0];
-  assign \$signature__data$391[1]  = i_act__payload[15:8];
-  assign \$signature__data$391[2]  = i_act__payload[23:16];
-  assign \$signature__data$391[3]  = i_act__payload[31:24];
-  assign \$signature__data$391[4]  = i_act__payload[39:32];
-  assign \$signature__data$391[5]  = i_act__payload[47:40];
-  assign \$signature__data$391[6]  = i_act__payload[55:48];
-  assign \$signature__data$391[7]  = i_act__payload[63:56];
-  assign \$signature__data$394[0]  = i_act__payload[7:0];
-  assign \$signature__data$394[1]  = i_act__payload[15:8];
-  assign \$signature__data$394[2]  = i_act__payload[23:16];
-  assign \$signature__data$394[3]  = i_act__payload[31:24];
-  assign \$signature__data$394[4]  = i_act__payload[39:32];
-  assign \$signature__data$394[5]  = i_act__payload[47:40];
-  assign \$signature__data$394[6]  = i_act__payload[55:48];
-  assign \$signature__data$394[7]  = i_act__payload[63:56];
-  assign \$signature__data$397[0]  = i_act__payload[7:0];
-  assign \$signature__data$397[1]  = i_act__payload[15:8];
-  assign \$signature__data$397[2]  = i_act__payload[23:16];
-  assign \$signature__data$397[3]  = i_act__payload[31:24];
-  assign \$signature__data$397[4]  = i_act__payload[39:32];
-  assign \$signature__data$397[5]  = i_act__payload[47:40];
-  assign \$signature__data$397[6]  = i_act__payload[55:48];
-  assign \$signature__data$397[7]  = i_act__payload[63:56];
-  assign \$signature__data$400[0]  = i_act__payload[7:0];
-  assign \$signature__data$400[1]  = i_act__payload[15:8];
-  assign \$signature__data$400[2]  = i_act__payload[23:16];
-  assign \$signature__data$400[3]  = i_act__payload[31:24];
-  assign \$signature__data$400[4]  = i_act__payload[39:32];
-  assign \$signature__data$400[5]  = i_act__payload[47:40];
-  assign \$signature__data$400[6]  = i_act__payload[55:48];
-  assign \$signature__data$400[7]  = i_act__payload[63:56];
-  assign \$signature__data$403[0]  = i_act__payload[7:0];
-  assign \$signature__data$403[1]  = i_act__payload[15:8];
-  assign \$signature__data$403[2]  = i_act__payload[23:16];
-  assign \$signature__data$403[3]  = i_act__payload[31:24];
-  assign \$signature__data$403[4]  = i_act__payload[39:32];
-  assign \$signature__data$403[5]  = i_act__payload[47:40];
-  assign \$signature__data$403[6]  = i_act__payload[55:48];
-  assign \$signature__data$403[7]  = i_act__payload[63:56];
+  assign \$signature__data$314[0]  = i_act__payload[7:0];
+  assign \$signature__data$314[1]  = i_act__payload[15:8];
+  assign \$signature__data$314[2]  = i_act__payload[23:16];
+  assign \$signature__data$314[3]  = i_act__payload[31:24];
+  assign \$signature__data$314[4]  = i_act__payload[39:32];
+  assign \$signature__data$314[5]  = i_act__payload[47:40];
+  assign \$signature__data$314[6]  = i_act__payload[55:48];
+  assign \$signature__data$314[7]  = i_act__payload[63:56];
+  assign \$signature__data$317[0]  = i_act__payload[7:0];
+  assign \$signature__data$317[1]  = i_act__payload[15:8];
+  assign \$signature__data$317[2]  = i_act__payload[23:16];
+  assign \$signature__data$317[3]  = i_act__payload[31:24];
+  assign \$signature__data$317[4]  = i_act__payload[39:32];
+  assign \$signature__data$317[5]  = i_act__payload[47:40];
+  assign \$signature__data$317[6]  = i_act__payload[55:48];
+  assign \$signature__data$317[7]  = i_act__payload[63:56];
+  assign \$signature__data$320[0]  = i_act__payload[7:0];
+  assign \$signature__data$320[1]  = i_act__payload[15:8];
+  assign \$signature__data$320[2]  = i_act__payload[23:16];
+  assign \$signature__data$320[3]  = i_act__payload[31:24];
+  assign \$signature__data$320[4]  = i_act__payload[39:32];
+  assign \$signature__data$320[5]  = i_act__payload[47:40];
+  assign \$signature__data$320[6]  = i_act__payload[55:48];
+  assign \$signature__data$320[7]  = i_act__payload[63:56];
+  assign \$signature__data$323[0]  = i_act__payload[7:0];
+  assign \$signature__data$323[1]  = i_act__payload[15:8];
+  assign \$signature__data$323[2]  = i_act__payload[23:16];
+  assign \$signature__data$323[3]  = i_act__payload[31:24];
+  assign \$signature__data$323[4]  = i_act__payload[39:32];
+  assign \$signature__data$323[5]  = i_act__payload[47:40];
+  assign \$signature__data$323[6]  = i_act__payload[55:48];
+  assign \$signature__data$323[7]  = i_act__payload[63:56];
+  assign \$signature__data$326[0]  = i_act__payload[7:0];
+  assign \$signature__data$326[1]  = i_act__payload[15:8];
+  assign \$signature__data$326[2]  = i_act__payload[23:16];
+  assign \$signature__data$326[3]  = i_act__payload[31:24];
+  assign \$signature__data$326[4]  = i_act__payload[39:32];
+  assign \$signature__data$326[5]  = i_act__payload[47:40];
+  assign \$signature__data$326[6]  = i_act__payload[55:48];
+  assign \$signature__data$326[7]  = i_act__payload[63:56];
+  assign \$signature__data$329[0]  = i_act__payload[7:0];
+  assign \$signature__data$329[1]  = i_act__payload[15:8];
+  assign \$signature__data$329[2]  = i_act__payload[23:16];
+  assign \$signature__data$329[3]  = i_act__payload[31:24];
+  assign \$signature__data$329[4]  = i_act__payload[39:32];
+  assign \$signature__data$329[5]  = i_act__payload[47:40];
+  assign \$signature__data$329[6]  = i_act__payload[55:48];
+  assign \$signature__data$329[7]  = i_act__payload[63:56];
+  assign \$signature__data$332[0]  = i_act__payload[7:0];
+  assign \$signature__data$332[1]  = i_act__payload[15:8];
+  assign \$signature__data$332[2]  = i_act__payload[23:16];
+  assign \$signature__data$332[3]  = i_act__payload[31:24];
+  assign \$signature__data$332[4]  = i_act__payload[39:32];
+  assign \$signature__data$332[5]  = i_act__payload[47:40];
+  assign \$signature__data$332[6]  = i_act__payload[55:48];
+  assign \$signature__data$332[7]  = i_act__payload[63:56];
+  assign \$signature__data$335[0]  = i_act__payload[7:0];
+  assign \$signature__data$335[1]  = i_act__payload[15:8];
+  assign \$signature__data$335[2]  = i_act__payload[23:16];
+  assign \$signature__data$335[3]  = i_act__payload[31:24];
+  assign \$signature__data$335[4]  = i_act__payload[39:32];
+  assign \$signature__data$335[5]  = i_act__payload[47:40];
+  assign \$signature__data$335[6]  = i_act__payload[55:48];
+  assign \$signature__data$335[7]  = i_act__payload[63:56];
+  assign \$signature__data$338[0]  = i_act__payload[7:0];
+  assign \$signature__data$338[1]  = i_act__payload[15:8];
+  assign \$signature__data$338[2]  = i_act__payload[23:16];
+  assign \$signature__data$338[3]  = i_act__payload[31:24];
+  assign \$signature__data$338[4]  = i_act__payload[39:32];
+  assign \$signature__data$338[5]  = i_act__payload[47:40];
+  assign \$signature__data$338[6]  = i_act__payload[55:48];
+  assign \$signature__data$338[7]  = i_act__payload[63:56];
+  assign \$signature__data$341[0]  = i_act__payload[7:0];
+  assign \$signature__data$341[1]  = i_act__payload[15:8];
+  assign \$signature__data$341[2]  = i_act__payload[23:16];
+  assign \$signature__data$341[3]  = i_act__payload[31:24];
+  assign \$signature__data$341[4]  = i_act__payload[39:32];
+  assign \$signature__data$341[5]  = i_act__payload[47:40];
+  assign \$signature__data$341[6]  = i_act__payload[55:48];
+  assign \$signature__data$341[7]  = i_act__payload[63:56];
+  assign \$signature__data$344[0]  = i_act__payload[7:0];
+  assign \$signature__data$344[1]  = i_act__payload[15:8];
+  assign \$signature__data$344[2]  = i_act__payload[23:16];
+  assign \$signature__data$344[3]  = i_act__payload[31:24];
+  assign \$signature__data$344[4]  = i_act__payload[39:32];
+  assign \$signature__data$344[5]  = i_act__payload[47:40];
+  assign \$signature__data$344[6]  = i_act__payload[55:48];
+  assign \$signature__data$344[7]  = i_act__payload[63:56];
+  assign \$signature__data$347[0]  = i_act__payload[7:0];
+  assign \$signature__data$347[1]  = i_act__payload[15:8];
+  assign \$signature__data$347[2]  = i_act__payload[23:16];
+  assign \$signature__data$347[3]  = i_act__payload[31:24];
+  assign \$signature__data$347[4]  = i_act__payload[39:32];
+  assign \$signature__data$347[5]  = i_act__payload[47:40];
+  assign \$signature__data$347[6]  = i_act__payload[55:48];
+  assign \$signature__data$347[7]  = i_act__payload[63:56];
+  assign \$signature__data$350[0]  = i_act__payload[7:0];
+  assign \$signature__data$350[1]  = i_act__payload[15:8];
+  assign \$signature__data$350[2]  = i_act__payload[23:16];
+  assign \$signature__data$350[3]  = i_act__payload[31:24];
+  assign \$signature__data$350[4]  = i_act__payload[39:32];
+  assign \$signature__data$350[5]  = i_act__payload[47:40];
+  assign \$signature__data$350[6]  = i_act__payload[55:48];
+  assign \$signature__data$350[7]  = i_act__payload[63:56];
+  assign \$signature__data$353[0]  = i_act__payload[7:0];
+  assign \$signature__data$353[1]  = i_act__payload[15:8];
+  assign \$signature__data$353[2]  = i_act__payload[23:16];
+  assign \$signature__data$353[3]  = i_act__payload[31:24];
+  assign \$signature__data$353[4]  = i_act__payload[39:32];
+  assign \$signature__data$353[5]  = i_act__payload[47:40];
+  assign \$signature__data$353[6]  = i_act__payload[55:48];
+  assign \$signature__data$353[7]  = i_act__payload[63:56];
+  assign \$signature__data$356[0]  = i_act__payload[7:0];
+  assign \$signature__data$356[1]  = i_act__payload[15:8];
+  assign \$signature__data$356[2]  = i_act__payload[23:16];
+  assign \$signature__data$356[3]  = i_act__payload[31:24];
+  assign \$signature__data$356[4]  = i_act__payload[39:32];
+  assign \$signature__data$356[5]  = i_act__payload[47:40];
+  assign \$signature__data$356[6]  = i_act__payload[55:48];
+  assign \$signature__data$356[7]  = i_act__payload[63:56];
+  assign \$signature__data$359[0]  = i_act__payload[7:0];
+  assign \$signature__data$359[1]  = i_act__payload[15:8];
+  assign \$signature__data$359[2]  = i_act__payload[23:16];
+  assign \$signature__data$359[3]  = i_act__payload[31:24];
+  assign \$signature__data$359[4]  = i_act__payload[39:32];
+  assign \$signature__data$359[5]  = i_act__payload[47:40];
+  assign \$signature__data$359[6]  = i_act__payload[55:48];
+  assign \$signature__data$359[7]  = i_act__payload[63:56];
+  assign \$signature__data$362[0]  = i_act__payload[7:0];
+  assign \$signature__data$362[1]  = i_act__payload[15:8];
+  assign \$signature__data$362[2]  = i_act__payload[23:16];
+  assign \$signature__data$362[3]  = i_act__payload[31:24];
+  assign \$signature__data$362[4]  = i_act__payload[39:32];
+  assign \$signature__data$362[5]  = i_act__payload[47:40];
+  assign \$signature__data$362[6]  = i_act__payload[55:48];
+  assign \$signature__data$362[7]  = i_act__payload[63:56];
+  assign \$signature__data$365[0]  = i_act__payload[7:0];
+  assign \$signature__data$365[1]  = i_act__payload[15:8];
+  assign \$signature__data$365[2]  = i_act__payload[23:16];
+  assign \$signature__data$365[3]  = i_act__payload[31:24];
+  assign \$signature__data$365[4]  = i_act__payload[39:32];
+  assign \$signature__data$365[5]  = i_act__payload[47:40];
+  assign \$signature__data$365[6]  = i_act__payload[55:48];
+  assign \$signature__data$365[7]  = i_act__payload[63:56];
+  assign \$signature__data$368[0]  = i_act__payload[7:0];
+  assign \$signature__data$368[1]  = i_act__payload[15:8];
+  assign \$signature__data$368[2]  = i_act__payload[23:16];
+  assign \$signature__data$368[3]  = i_act__payload[31:24];
+  assign \$signature__data$368[4]  = i_act__payload[39:32];
+  assign \$signature__data$368[5]  = i_act__payload[47:40];
+  assign \$signature__data$368[6]  = i_act__payload[55:48];
+  assign \$signature__data$368[7]  = i_act__payload[63:56];
+  assign \$signature__data$371[0]  = i_act__payload[7:0];
+  assign \$signature__data$371[1]  = i_act__payload[15:8];
+  assign \$signature__data$371[2]  = i_act__payload[23:16];
+  assign \$signature__data$371[3]  = i_act__payload[31:24];
+  assign \$signature__data$371[4]  = i_act__payload[39:32];
+  assign \$signature__data$371[5]  = i_act__payload[47:40];
+  assign \$signature__data$371[6]  = i_act__payload[55:48];
+  assign \$signature__data$371[7]  = i_act__payload[63:56];
+  assign \$signature__data$374[0]  = i_act__payload[7:0];
+  assign \$signature__data$374[1]  = i_act__payload[15:8];
+  assign \$signature__data$374[2]  = i_act__payload[23:16];
+  assign \$signature__data$374[3]  = i_act__payload[31:24];
+  assign \$signature__data$374[4]  = i_act__payload[39:32];
+  assign \$signature__data$374[5]  = i_act__payload[47:40];
+  assign \$signature__data$374[6]  = i_act__payload[55:48];
+  assign \$signature__data$374[7]  = i_act__payload[63:56];
+  assign \$signature__data$377[0]  = i_act__payload[7:0];
+  assign \$signature__data$377[1]  = i_act__payload[15:8];
+  assign \$signature__data$377[2]  = i_act__payload[23:16];
+  assign \$signature__data$377[3]  = i_act__payload[31:24];
+  assign \$signature__data$377[4]  = i_act__payload[39:32];
+  assign \$signature__data$377[5]  = i_act__payload[47:40];
+  assign \$signature__data$377[6]  = i_act__payload[55:48];
+  assign \$signature__data$377[7]  = i_act__payload[63:56];
+  assign \$signature__data$380[0]  = i_act__payload[7:0];
+  assign \$signature__data$380[1]  = i_act__payload[15:8];
+  assign \$signature__data$380[2]  = i_act__payload[23:16];
+  assign \$signature__data$380[3]  = i_act__payload[31:24];
+  assign \$signature__data$380[4]  = i_act__payload[39:32];
+  assign \$signature__data$380[5]  = i_act__payload[47:40];
+  assign \$signature__data$380[6]  = i_act__payload[55:48];
+  assign \$signature__data$380[7]  = i_act__payload[63:56];
+  assign \$signature__data$383[0]  = i_act__payload[7:0];
+  assign \$signature__data$383[1]  = i_act__payload[15:8];
+  assign \$signature__data$383[2]  = i_act__payload[23:16];
+  assign \$signature__data$383[3]  = i_act__payload[31:24];
+  assign \$signature__data$383[4]  = i_act__payload[39:32];
+  assign \$signature__data$383[5]  = i_act__payload[47:40];
+  assign \$signature__data$383[6]  = i_act__payload[55:48];
+  assign \$signature__data$383[7]  = i_act__payload[63:56];
+  assign \$signature__data$386[0]  = i_act__payload[7:0];
+  assign \$signature__data$386[1]  = i_act__payload[15:8];
+  assign \$signature__data$386[2]  = i_act__payload[23:16];
+  assign \$signature__data$386[3]  = i_act__payload[31:24];
+  assign \$signature__data$386[4]  = i_act__payload[39:32];
+  assign \$signature__data$386[5]  = i_act__payload[47:40];
+  assign \$signature__data$386[6]  = i_act__payload[55:48];
+  assign \$signature__data$386[7]  = i_act__payload[63:56];
+  assign \$signature__data$389[0]  = i_act__payload[7:0];
+  assign \$signature__data$389[1]  = i_act__payload[15:8];
+  assign \$signature__data$389[2]  = i_act__payload[23:16];
+  assign \$signature__data$389[3]  = i_act__payload[31:24];
+  assign \$signature__data$389[4]  = i_act__payload[39:32];
+  assign \$signature__data$389[5]  = i_act__payload[47:40];
+  assign \$signature__data$389[6]  = i_act__payload[55:48];
+  assign \$signature__data$389[7]  = i_act__payload[63:56];
+  assign \$signature__data$392[0]  = i_act__payload[7:0];
+  assign \$signature__data$392[1]  = i_act__payload[15:8];
+  assign \$signature__data$392[2]  = i_act__payload[23:16];
+  assign \$signature__data$392[3]  = i_act__payload[31:24];
+  assign \$signature__data$392[4]  = i_act__payload[39:32];
+  assign \$signature__data$392[5]  = i_act__payload[47:40];
+  assign \$signature__data$392[6]  = i_act__payload[55:48];
+  assign \$signature__data$392[7]  = i_act__payload[63:56];
+  assign \$signature__data$395[0]  = i_act__payload[7:0];
+  assign \$signature__data$395[1]  = i_act__payload[15:8];
+  assign \$signature__data$395[2]  = i_act__payload[23:16];
+  assign \$signature__data$395[3]  = i_act__payload[31:24];
+  assign \$signature__data$395[4]  = i_act__payload[39:32];
+  assign \$signature__data$395[5]  = i_act__payload[47:40];
+  assign \$signature__data$395[6]  = i_act__payload[55:48];
+  assign \$signature__data$395[7]  = i_act__payload[63:56];
+  assign \$signature__data$398[0]  = i_act__payload[7:0];
+  assign \$signature__data$398[1]  = i_act__payload[15:8];
+  assign \$signature__data$398[2]  = i_act__payload[23:16];
+  assign \$signature__data$398[3]  = i_act__payload[31:24];
+  assign \$signature__data$398[4]  = i_act__payload[39:32];
+  assign \$signature__data$398[5]  = i_act__payload[47:40];
+  assign \$signature__data$398[6]  = i_act__payload[55:48];
+  assign \$signature__data$398[7]  = i_act__payload[63:56];
+  assign \$signature__data$401[0]  = i_act__payload[7:0];
+  assign \$signature__data$401[1]  = i_act__payload[15:8];
+  assign \$signature__data$401[2]  = i_act__payload[23:16];
+  assign \$signature__data$401[3]  = i_act__payload[31:24];
+  assign \$signature__data$401[4]  = i_act__payload[39:32];
+  assign \$signature__data$401[5]  = i_act__payload[47:40];
+  assign \$signature__data$401[6]  = i_act__payload[55:48];
+  assign \$signature__data$401[7]  = i_act__payload[63:56];
+  assign \$signature__data$404[0]  = i_act__payload[7:0];
+  assign \$signature__data$404[1]  = i_act__payload[15:8];
+  assign \$signature__data$404[2]  = i_act__payload[23:16];
+  assign \$signature__data$404[3]  = i_act__payload[31:24];
+  assign \$signature__data$404[4]  = i_act__payload[39:32];
+  assign \$signature__data$404[5]  = i_act__payload[47:40];
+  assign \$signature__data$404[6]  = i_act__payload[55:48];
+  assign \$signature__data$404[7]  = i_act__payload[63:56];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -45926,14 +46024,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb1.slot  = sb1[11:8];
   assign \sb1.addr  = sb1[22:12];
   assign \sb1.tile  = sb1[29:23];
-  assign \$signature__data$448[0]  = \$signature__data$448 [7:0];
-  assign \$signature__data$448[1]  = \$signature__data$448 [15:8];
-  assign \$signature__data$448[2]  = \$signature__data$448 [23:16];
-  assign \$signature__data$448[3]  = \$signature__data$448 [31:24];
-  assign \$signature__data$448[4]  = \$signature__data$448 [39:32];
-  assign \$signature__data$448[5]  = \$signature__data$448 [47:40];
-  assign \$signature__data$448[6]  = \$signature__data$448 [55:48];
-  assign \$signature__data$448[7]  = \$signature__data$448 [63:56];
   assign \$signature__data$449[0]  = \$signature__data$449 [7:0];
   assign \$signature__data$449[1]  = \$signature__data$449 [15:8];
   assign \$signature__data$449[2]  = \$signature__data$449 [23:16];
@@ -46182,6 +46272,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$479[5]  = \$signature__data$479 [47:40];
   assign \$signature__data$479[6]  = \$signature__data$479 [55:48];
   assign \$signature__data$479[7]  = \$signature__data$479 [63:56];
+  assign \$signature__data$480[0]  = \$signature__data$480 [7:0];
+  assign \$signature__data$480[1]  = \$signature__data$480 [15:8];
+  assign \$signature__data$480[2]  = \$signature__data$480 [23:16];
+  assign \$signature__data$480[3]  = \$signature__data$480 [31:24];
+  assign \$signature__data$480[4]  = \$signature__data$480 [39:32];
+  assign \$signature__data$480[5]  = \$signature__data$480 [47:40];
+  assign \$signature__data$480[6]  = \$signature__data$480 [55:48];
+  assign \$signature__data$480[7]  = \$signature__data$480 [63:56];
   assign \sb_p3.valid  = sb_p3[0];
   assign \sb_p3.shift  = sb_p3[1];
   assign \sb_p3.dual  = sb_p3[2];
@@ -46356,18 +46454,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign o_status__payload[71:40] = cnt_busy;
   assign o_status__payload[39:8] = cnt_cycles;
   assign o_status__payload[7:0] = error;
-  assign cw_w__data[9:5] = \$349 [4:0];
+  assign cw_w__data[9:5] = \$359 [4:0];
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$246 [31:0];
-  assign sums[223:192] = \$244 [31:0];
-  assign sums[191:160] = \$242 [31:0];
-  assign sums[159:128] = \$240 [31:0];
-  assign sums[127:96] = \$238 [31:0];
-  assign sums[95:64] = \$236 [31:0];
-  assign sums[63:32] = \$234 [31:0];
-  assign sums[31:0] = \$232 [31:0];
+  assign sums[255:224] = \$250 [31:0];
+  assign sums[223:192] = \$248 [31:0];
+  assign sums[191:160] = \$246 [31:0];
+  assign sums[159:128] = \$244 [31:0];
+  assign sums[127:96] = \$242 [31:0];
+  assign sums[95:64] = \$240 [31:0];
+  assign sums[63:32] = \$238 [31:0];
+  assign sums[31:0] = \$236 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -46443,38 +46541,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[29:23] = t;
   assign sb0[22:12] = acc_addr;
   assign sb0[11:8] = iy[3:0];
-  assign sb0[7] = \$180 ;
+  assign sb0[7] = \$184 ;
   assign sb0[6] = fold_bank;
-  assign sb0[5] = \$176 ;
-  assign sb0[4] = \$160 ;
-  assign sb0[3] = \$153 ;
+  assign sb0[5] = \$180 ;
+  assign sb0[4] = \$164 ;
+  assign sb0[3] = \$157 ;
   assign sb0[2] = dual_now;
-  assign sb0[1] = \$148 ;
-  assign sb0[0] = \$147 ;
-  assign \$146  = 1'h1;
-  assign \$147  = \$145 ;
-  assign \$259  = desc[154];
-  assign \$332  = \$331 ;
-  assign { \$339 [7], \$339 [5], \$339 [3], \$339 [0] } = 4'h0;
-  assign { \$339 [6], \$339 [4], \$339 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$420  = wr_ix[0];
-  assign \$440  = wr_ix[0];
-  assign \$460  = wr_ix[0];
-  assign \$480  = wr_ix[0];
-  assign \$500  = wr_ix[0];
-  assign \$520  = wr_ix[0];
-  assign \$540  = wr_ix[0];
-  assign \$560  = wr_ix[0];
-  assign \$580  = wr_ix[0];
-  assign \$600  = wr_ix[0];
-  assign \$620  = wr_ix[0];
-  assign \$640  = wr_ix[0];
-  assign \$660  = wr_ix[0];
-  assign \$680  = wr_ix[0];
-  assign \$700  = wr_ix[0];
-  assign \$720  = wr_ix[0];
-  assign \$1206 [7:1] = error[7:1];
-  assign \$1206 [0] = 1'h1;
+  assign sb0[1] = \$152 ;
+  assign sb0[0] = \$151 ;
+  assign \$150  = 1'h1;
+  assign \$151  = \$149 ;
+  assign \$263  = desc[154];
+  assign \$336  = \$335 ;
+  assign { \$349 [7], \$349 [5], \$349 [3], \$349 [0] } = 4'h0;
+  assign { \$349 [6], \$349 [4], \$349 [2:1] } = { error[6], error[4], error[2:1] };
+  assign \$430  = wr_ix[0];
+  assign \$450  = wr_ix[0];
+  assign \$470  = wr_ix[0];
+  assign \$490  = wr_ix[0];
+  assign \$510  = wr_ix[0];
+  assign \$530  = wr_ix[0];
+  assign \$550  = wr_ix[0];
+  assign \$570  = wr_ix[0];
+  assign \$590  = wr_ix[0];
+  assign \$610  = wr_ix[0];
+  assign \$630  = wr_ix[0];
+  assign \$650  = wr_ix[0];
+  assign \$670  = wr_ix[0];
+  assign \$690  = wr_ix[0];
+  assign \$710  = wr_ix[0];
+  assign \$730  = wr_ix[0];
+  assign \$1221 [7:1] = error[7:1];
+  assign \$1221 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -56,8 +56,11 @@ def model(cfg):
         "col_strips": ["one", "many"],
         "row_bands": ["one", "many"],
         "invocations": ["1", "many"],
-        "dataflow": (["ws", "depthwise"] + (["depthwise_dual"] if cfg.dw_dual_read else [])
-                     if cfg.depthwise_mode else ["ws"]),
+        "dataflow": ["ws", "depthwise"] if cfg.depthwise_mode else ["ws"],
+        # depthwise window reads: one column per cycle, or pairs (dual reads)
+        "dw_reads": (["none", "single", "dual"] if cfg.dw_dual_read else ["none", "single"])
+        if cfg.depthwise_mode else ["none"],
+        "act_order": ["raster", "word_major"] if cfg.depthwise_mode else ["raster"],
     }
     crosses = [
         ("kernel_shape", "padding_mode"), ("kernel_shape", "groups"),

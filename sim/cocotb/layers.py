@@ -27,6 +27,7 @@ from ...contract import conv_geometry, Requant, requantize
 from ...golden import conv2d_int
 from ...planner import plan_layer
 from ...driver import _invocations
+from ...streams import word_major
 
 __all__ = ["HW_CONFIGS", "hw_config", "StallSpec", "Layer", "LayerRun", "draw_layer",
            "named_layer", "NAMED_LAYERS", "prepare", "estimate_cycles", "words_to_ints",
@@ -638,15 +639,20 @@ def layer_tags(run: LayerRun):
         "col_strips": "one" if strips == 1 else "many",
         "row_bands": "one" if bands == 1 else "many",
         "invocations": "1" if len(tiles) == 1 else "many",
-        "dataflow": _dataflow(cfg, tiles, g.padding_mode),
+        "dataflow": "depthwise" if any(getattr(t, "depthwise", False) for t in tiles) else "ws",
+        "dw_reads": _dw_reads(cfg, tiles, g.padding_mode),
+        "act_order": "word_major" if any(
+            word_major(cfg, getattr(t, "depthwise", False), len(t.rows.src),
+                       -(-(t.ci[1] - t.ci[0]) // R), t.pass_rows, len(t.rows.out_idx))
+            for t in tiles) else "raster",
     }
 
 
-def _dataflow(cfg, tiles, padding_mode):
-    """``ws``, ``depthwise`` or ``depthwise_dual`` (two window columns per cycle)."""
+def _dw_reads(cfg, tiles, padding_mode):
+    """``none`` (no depthwise invocation), ``single`` or ``dual`` (two window columns
+    per cycle allowed)."""
     from ...cycle_model import dual_read
     dws = [t for t in tiles if getattr(t, "depthwise", False)]
     if not dws:
-        return "ws"
-    return "depthwise_dual" if any(dual_read(cfg, t.cols, padding_mode) for t in dws) \
-        else "depthwise"
+        return "none"
+    return "dual" if any(dual_read(cfg, t.cols, padding_mode) for t in dws) else "single"
