@@ -19,7 +19,8 @@ Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
   of ``cotiles`` parameter beats) and ``p_checked`` (one cycle later):
   ``cotiles + 2`` cycles, so the first pass enters ``SQ_PASS`` at ``cotiles + 5``.
 * **Line buffer.** Activation beat ``k`` is accepted at cycle ``3 + k`` unless
-  the writer is blocked: row ``r`` (``B = width * cwords`` beats) may be written
+  the writer is blocked: row ``r`` (``B = ceil(width / act_pixels) * cwords``
+  beats of ``act_pixels`` neighbouring pixels) may be written
   only while ``r < lo + lb_rows``, where ``lo`` (the first row the current pass
   needs, ``max(y_pass, 0)``) is updated only in ``SQ_PASS``. A row blocked by a
   slot still in use therefore starts the cycle after the next pass enters
@@ -31,7 +32,7 @@ Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
   the cycle the rows are there is ``setup``; issue may start the next cycle.
 * **Word-major activations** (:func:`~.hw.config.word_major`: depthwise, one pass,
   every row resident): rows never wait; the first fold of output-channel tile
-  ``t`` (input word ``t``) issues no earlier than ``3 + (t+1)*height*width``, the
+  ``t`` (input word ``t``) issues no earlier than ``3 + (t+1)*height*B/cwords``, the
   cycle after the word's last beat. Waiting cycles count as ``stall_weight`` while
   the tile is not latched, then ``stall_input``, then ``stall_output``.
 * **Folds.** A pass issues ``n_tiles`` folds (one weight tile each); fold ``n``
@@ -375,21 +376,21 @@ def _act_fold(st, T, lower, act, i, pass0, R):
 # ----------------------------------------------------------------------------- invocation
 
 @lru_cache(maxsize=1 << 16)
-def _counters_cached(t, R, Lr, lb_rows, D):
-    return _counters(t, R, Lr, lb_rows, D)
+def _counters_cached(t, R, Lr, lb_rows, D, P):
+    return _counters(t, R, Lr, lb_rows, D, P)
 
 
 def invocation_counters(t: InvocationTiming, cfg: HardwareConfig) -> dict:
     """Exact hardware counters (and ``cycles``) of one invocation."""
-    args = (t, cfg.rows, result_latency(cfg), cfg.lb_rows, cfg.out_fifo_depth)
+    args = (t, cfg.rows, result_latency(cfg), cfg.lb_rows, cfg.out_fifo_depth, cfg.act_pixels)
     if not FAST_FORWARD:
         return _counters(*args)
     return dict(_counters_cached(*args))
 
 
-def _counters(t, R, Lr, lb_rows, D):
+def _counters(t, R, Lr, lb_rows, D, P):
     credit = Lr >= D
-    B = t.width * t.cwords
+    B = -(-t.width // P) * t.cwords     # beats per row
     H = t.height
     G = t.pass_rows
     sh = t.stride_h
@@ -463,7 +464,7 @@ def _counters(t, R, Lr, lb_rows, D):
         if t.word_major:
             # one pass, every row resident: no row wait; tile ti waits for word ti,
             # complete (words_in > ti) from cycle 3 + (ti+1)*height*width
-            a, b, o = _word_major_folds(st, t, T, enter + 1, credit, R, Lr, D)
+            a, b, o = _word_major_folds(st, t, T, enter + 1, credit, R, Lr, D, B // t.cwords)
             setup += 1
             stall_w += a
             stall_in += b
@@ -532,10 +533,10 @@ def _counters(t, R, Lr, lb_rows, D):
     return out
 
 
-def _word_major_folds(st, t, T, lower, credit, R, Lr, D):
+def _word_major_folds(st, t, T, lower, credit, R, Lr, D, row_beats):
     """The folds of a word-major invocation's single pass: ``(stall_weight,
     stall_input, stall_output)``."""
-    hw_ = t.height * t.width
+    hw_ = t.height * row_beats
     sw = si = so = 0
     pos = _elem_positions(t.pass_rows if t.pass_rows < t.out_height else t.out_height,
                           t.row_issue, t.row_elems, t.elem_first, t.elem_step) \
@@ -814,6 +815,7 @@ def estimate_plan(plan, *, requant=None, name=""):
     cfg = plan.cfg
     geom = plan.geometry
     R, C, dw = cfg.rows, cfg.cols, cfg.data_width
+    P = cfg.act_pixels
     out_bits = _requant_bits(requant)
     desc_bits, param_bits = _beat_bits(cfg)
     Lr = result_latency(cfg)
@@ -835,12 +837,12 @@ def estimate_plan(plan, *, requant=None, name=""):
                 depthwise = plan.depthwise(r, c)
                 t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase, depthwise,
                             r, c, plan.pass_rows(r, c, cin), plan.geometry.padding_mode)
-                cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth)
+                cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth, P)
                 cot = len(t.folds)
                 pix = len(r.out_idx) * len(c.out_idx)
                 b = {"desc": desc_bits / 8, "param": cot * param_bits / 8,
                      "weight": t.n_tiles * R * C * dw / 8,
-                     "act": t.height * t.width * t.cwords * R * dw / 8,
+                     "act": t.height * -(-t.width // P) * t.cwords * P * R * dw / 8,
                      "result": pix * cot * C * bits / 8}
                 sl = tuple(v * pix for v in _slots(cfg, t.folds, cin, cout, part.groups, part.cog,
                                                    part.co_phase, r.k * c.k, depthwise))

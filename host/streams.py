@@ -140,7 +140,7 @@ class Invocation:
         b = {"desc": L.descriptor_layout(cfg).size / 8 * len(self.desc_words),
              "param": L.param_beat_layout(cfg).size / 8 * len(self.param_words),
              "weight": len(self.weight_words) * cfg.cols * cfg.data_width / 8,
-             "act": len(self.act_words) * cfg.rows * cfg.data_width / 8}
+             "act": len(self.act_words) * cfg.rows * cfg.act_pixels * cfg.data_width / 8}
         out_bits = cfg.acc_width if self.desc["requant"] == L.RequantMode.NONE else \
             self.desc["out_bits"]
         b["result"] = self.n_results * cfg.cols * out_bits / 8
@@ -281,13 +281,17 @@ def build_invocation(cfg, x, w, bias, *, groups=1, cog=None, co_phase=0,
         shift[:c_out] = np.broadcast_to(np.asarray(requant.shift, dtype=np.int64), (c_out,))
         zp, out_bits, relu = int(requant.out_zero_point), int(requant.out_width), int(requant.relu)
 
-    # activations: beats of R channels, (iy, ix, cw) or word-major (cw, iy, ix)
+    # activations: beats of P neighbouring pixels (ix = P*k .. P*k+P-1) of one word
+    # of R channels, (iy, k, cw) or word-major (cw, iy, k); an odd width's last beat
+    # of a row has a zero pixel after the row
+    P = cfg.act_pixels
     ci_pad = cwords * R
-    xp = np.zeros((ci_pad, H, W), dtype=np.int64)
-    xp[:c_in] = x
+    Wp = -(-W // P) * P
+    xp = np.zeros((ci_pad, H, Wp), dtype=np.int64)
+    xp[:c_in, :, :W] = x
     wmaj = word_major(cfg, depthwise, H, cwords, pass_rows, out_height)
-    order = (0, 2, 3, 1) if wmaj else (2, 3, 0, 1)      # (cw, iy, ix) or (iy, ix, cw)
-    act = xp.reshape(cwords, R, H, W).transpose(*order).reshape(-1, R)
+    order = (0, 2, 3, 4, 1) if wmaj else (2, 3, 0, 4, 1)
+    act = xp.reshape(cwords, R, H, Wp // P, P).transpose(*order).reshape(-1, P * R)
 
     desc = {
         "cwords": cwords, "cotiles": cotiles, "n_tiles": n_tiles,

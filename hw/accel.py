@@ -112,7 +112,8 @@ class Conv2dAccelerator(wiring.Component):
         # line buffer: one bank per row slot, all banks read at the same (column, word)
         # addresses; with dual reads each bank is two memories by column parity, so a
         # pair of neighbouring columns is read in one cycle
-        split = cfg.dw_dual_read
+        split = cfg.act_pixels == 2
+        P = cfg.act_pixels
         nhalf = 2 if split else 1
         lb_xh_bits = lb_x_bits - 1 if split else lb_x_bits
         bank_w, bank_r = [], []       # [slot][parity]
@@ -577,7 +578,8 @@ class Conv2dAccelerator(wiring.Component):
                     acc_need.eq(d.pass_rows * d.out_width),
                     last_ix.eq((d.out_width - 1) * d.stride_w + (d.kw - 1) * d.dil_w - d.pad_left),
                     last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
-                    act_total.eq(d.height * d.width * d.cwords - (1 if "act_count_short" in faults else 0)),
+                    act_total.eq(d.height * ((d.width + (P - 1)) >> (P - 1)) * d.cwords -
+                                 (1 if "act_count_short" in faults else 0)),
                     w_total.eq(d.n_tiles * R),
                     dw_first_rc.eq((d.kw - 1) * d.dil_w),
                     dw_dual.eq(dual_ok),
@@ -710,22 +712,26 @@ class Conv2dAccelerator(wiring.Component):
         m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
         a_hs = self.i_act.valid & self.i_act.ready
         wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
+        # a beat holds pixels wr_ix (even) and wr_ix + 1 (odd half; absent at the end
+        # of an odd-width row)
+        row_end = Signal()
+        m.d.comb += row_end.eq(wr_ix + P >= desc.width)
         for b in range(cfg.lb_rows):
             for h in range(nhalf):
-                half = (wr_ix[0] == h) if split else C(1, 1)
+                here = C(1, 1) if h == 0 else ~row_end | ~desc.width[0]
                 m.d.comb += [
                     bank_w[b][h].addr.eq(Cat(wr_cw[:lb_cw_bits],
                                              wr_ix[lb_x_bits - lb_xh_bits:lb_x_bits])),
-                    bank_w[b][h].data.eq(abeat.data),
-                    bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & half),
+                    bank_w[b][h].data.eq(abeat.data.as_value()[h * R * dw:(h + 1) * R * dw]),
+                    bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & here),
                 ]
         with m.If(a_hs):
             m.d.sync += a_count.eq(a_count + 1)
             with m.If(a_overflow):
                 m.d.comb += err_hi[2].eq(1)           # ACT_LONG
             with m.Elif(desc.word_major):
-                # word -> row -> column
-                with m.If(wr_ix == desc.width - 1):
+                # word -> row -> column (pairs)
+                with m.If(row_end):
                     m.d.sync += wr_ix.eq(0)
                     with m.If(wr_iy == desc.height - 1):
                         m.d.sync += [wr_iy.eq(0), wr_cw.eq(wr_cw + 1),
@@ -733,15 +739,15 @@ class Conv2dAccelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += wr_iy.eq(wr_iy + 1)
                 with m.Else():
-                    m.d.sync += wr_ix.eq(wr_ix + 1)
+                    m.d.sync += wr_ix.eq(wr_ix + P)
             with m.Else():
-                # row -> column -> word
+                # row -> column (pairs) -> word
                 with m.If(wr_cw == desc.cwords - 1):
                     m.d.sync += wr_cw.eq(0)
-                    with m.If(wr_ix == desc.width - 1):
+                    with m.If(row_end):
                         m.d.sync += [wr_ix.eq(0), wr_iy.eq(wr_iy + 1)]
                     with m.Else():
-                        m.d.sync += wr_ix.eq(wr_ix + 1)
+                        m.d.sync += wr_ix.eq(wr_ix + P)
                 with m.Else():
                     m.d.sync += wr_cw.eq(wr_cw + 1)
             with m.If(abeat.last):

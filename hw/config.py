@@ -138,11 +138,18 @@ class HardwareConfig:
         return self.rows == self.cols
 
     @property
+    def act_pixels(self):
+        """Pixels per activation beat: 2 (neighbouring columns of one word, written
+        at once into the even and odd halves of the line buffer) when
+        ``max_width >= 2``, else 1."""
+        return 2 if self.max_width >= 2 else 1
+
+    @property
     def dw_dual_read(self):
-        """Whether the line buffer is split by column parity, so that the depthwise
-        window generator reads two neighbouring columns per cycle when both are
-        needed before the next element (window fill, strides above 1)."""
-        return self.depthwise_mode and self.max_width >= 2
+        """Whether the depthwise window generator reads two neighbouring columns per
+        cycle (one from each parity half of the line buffer) when both are needed
+        before the next element (window fill, strides above 1)."""
+        return self.depthwise_mode and self.act_pixels == 2
 
     @property
     def dw_window_cols(self):

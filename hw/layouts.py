@@ -153,7 +153,9 @@ def param_beat_layout(cfg):
 
 
 def act_beat_layout(cfg):
-    return _framed(data.ArrayLayout(signed(cfg.data_width), cfg.rows))
+    # act_pixels neighbouring pixels (columns x, x+1) of one word of rows channels:
+    # lanes [p*rows, (p+1)*rows) are pixel x+p
+    return _framed(data.ArrayLayout(signed(cfg.data_width), cfg.rows * cfg.act_pixels))
 
 
 def weight_beat_layout(cfg):

@@ -23,17 +23,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$101 ;
   wire [63:0] \$1010 ;
   wire [63:0] \$1011 ;
-  wire [63:0] \$1012 ;
+  reg [63:0] \$1012 ;
   wire [63:0] \$1013 ;
-  reg [63:0] \$1014 ;
+  wire \$1014 ;
   wire [63:0] \$1015 ;
-  wire \$1016 ;
-  wire \$1017 ;
-  wire \$1018 ;
-  wire \$1019 ;
+  wire [63:0] \$1016 ;
+  wire [63:0] \$1017 ;
+  wire [63:0] \$1018 ;
+  wire [63:0] \$1019 ;
   wire \$102 ;
-  wire \$1020 ;
-  wire \$1021 ;
+  wire [63:0] \$1020 ;
+  wire [63:0] \$1021 ;
   wire [63:0] \$1022 ;
   wire [63:0] \$1023 ;
   wire [63:0] \$1024 ;
@@ -44,18 +44,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1029 ;
   wire [28:0] \$103 ;
   wire [63:0] \$1030 ;
-  wire [63:0] \$1031 ;
+  reg [63:0] \$1031 ;
   wire [63:0] \$1032 ;
-  wire [63:0] \$1033 ;
-  wire [63:0] \$1034 ;
-  wire [63:0] \$1035 ;
-  wire [63:0] \$1036 ;
-  wire [63:0] \$1037 ;
-  reg [63:0] \$1038 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire \$1037 ;
+  wire \$1038 ;
   wire [63:0] \$1039 ;
   wire \$104 ;
-  wire \$1040 ;
-  wire \$1041 ;
+  wire [63:0] \$1040 ;
+  wire [63:0] \$1041 ;
   wire [63:0] \$1042 ;
   wire [63:0] \$1043 ;
   wire [63:0] \$1044 ;
@@ -70,13 +70,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1052 ;
   wire [63:0] \$1053 ;
   wire [63:0] \$1054 ;
-  wire [63:0] \$1055 ;
+  reg [63:0] \$1055 ;
   wire [63:0] \$1056 ;
-  wire [63:0] \$1057 ;
-  reg [63:0] \$1058 ;
+  wire \$1057 ;
+  wire \$1058 ;
   wire [63:0] \$1059 ;
   wire \$106 ;
-  wire \$1060 ;
+  wire [63:0] \$1060 ;
   wire [63:0] \$1061 ;
   wire [63:0] \$1062 ;
   wire [63:0] \$1063 ;
@@ -92,17 +92,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1072 ;
   wire [63:0] \$1073 ;
   wire [63:0] \$1074 ;
-  wire [63:0] \$1075 ;
+  reg [63:0] \$1075 ;
   wire [63:0] \$1076 ;
-  reg [63:0] \$1077 ;
+  wire \$1077 ;
   wire [63:0] \$1078 ;
-  wire \$1079 ;
+  wire [63:0] \$1079 ;
   wire [28:0] \$108 ;
-  wire \$1080 ;
-  wire \$1081 ;
-  wire \$1082 ;
-  wire \$1083 ;
-  wire \$1084 ;
+  wire [63:0] \$1080 ;
+  wire [63:0] \$1081 ;
+  wire [63:0] \$1082 ;
+  wire [63:0] \$1083 ;
+  wire [63:0] \$1084 ;
   wire [63:0] \$1085 ;
   wire [63:0] \$1086 ;
   wire [63:0] \$1087 ;
@@ -113,19 +113,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1091 ;
   wire [63:0] \$1092 ;
   wire [63:0] \$1093 ;
-  wire [63:0] \$1094 ;
+  reg [63:0] \$1094 ;
   wire [63:0] \$1095 ;
-  wire [63:0] \$1096 ;
-  wire [63:0] \$1097 ;
-  wire [63:0] \$1098 ;
-  wire [63:0] \$1099 ;
+  wire \$1096 ;
+  wire \$1097 ;
+  wire \$1098 ;
+  wire \$1099 ;
   wire [8:0] \$11 ;
   wire [28:0] \$110 ;
-  wire [63:0] \$1100 ;
-  reg [63:0] \$1101 ;
+  wire \$1100 ;
+  wire \$1101 ;
   wire [63:0] \$1102 ;
-  wire \$1103 ;
-  wire \$1104 ;
+  wire [63:0] \$1103 ;
+  wire [63:0] \$1104 ;
   wire [63:0] \$1105 ;
   wire [63:0] \$1106 ;
   wire [63:0] \$1107 ;
@@ -140,13 +140,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1115 ;
   wire [63:0] \$1116 ;
   wire [63:0] \$1117 ;
-  wire [63:0] \$1118 ;
+  reg [63:0] \$1118 ;
   wire [63:0] \$1119 ;
   wire \$112 ;
-  wire [63:0] \$1120 ;
-  reg [63:0] \$1121 ;
+  wire \$1120 ;
+  wire \$1121 ;
   wire [63:0] \$1122 ;
-  wire \$1123 ;
+  wire [63:0] \$1123 ;
   wire [63:0] \$1124 ;
   wire [63:0] \$1125 ;
   wire [63:0] \$1126 ;
@@ -162,38 +162,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$1135 ;
   wire [63:0] \$1136 ;
   wire [63:0] \$1137 ;
-  wire [63:0] \$1138 ;
+  reg [63:0] \$1138 ;
   wire [63:0] \$1139 ;
   wire \$114 ;
-  reg [63:0] \$1140 ;
+  wire \$1140 ;
   wire [63:0] \$1141 ;
-  wire [7:0] \$1142 ;
-  wire [7:0] \$1143 ;
-  wire [7:0] \$1144 ;
-  wire [7:0] \$1145 ;
-  wire [7:0] \$1146 ;
-  wire [7:0] \$1147 ;
-  wire [7:0] \$1148 ;
-  wire [7:0] \$1149 ;
+  wire [63:0] \$1142 ;
+  wire [63:0] \$1143 ;
+  wire [63:0] \$1144 ;
+  wire [63:0] \$1145 ;
+  wire [63:0] \$1146 ;
+  wire [63:0] \$1147 ;
+  wire [63:0] \$1148 ;
+  wire [63:0] \$1149 ;
   wire [28:0] \$115 ;
-  wire \$1150 ;
-  wire \$1151 ;
-  wire \$1152 ;
-  wire \$1153 ;
-  wire \$1154 ;
-  wire \$1155 ;
-  wire \$1156 ;
-  wire \$1157 ;
-  wire \$1158 ;
-  wire \$1159 ;
+  wire [63:0] \$1150 ;
+  wire [63:0] \$1151 ;
+  wire [63:0] \$1152 ;
+  wire [63:0] \$1153 ;
+  wire [63:0] \$1154 ;
+  wire [63:0] \$1155 ;
+  wire [63:0] \$1156 ;
+  reg [63:0] \$1157 ;
+  wire [63:0] \$1158 ;
+  wire [7:0] \$1159 ;
   wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
-  wire \$1162 ;
-  wire \$1163 ;
-  wire \$1164 ;
-  wire \$1165 ;
-  wire \$1166 ;
+  wire [7:0] \$1160 ;
+  wire [7:0] \$1161 ;
+  wire [7:0] \$1162 ;
+  wire [7:0] \$1163 ;
+  wire [7:0] \$1164 ;
+  wire [7:0] \$1165 ;
+  wire [7:0] \$1166 ;
   wire \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
@@ -203,83 +203,83 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1172 ;
   wire \$1173 ;
   wire \$1174 ;
-  wire [8:0] \$1175 ;
-  wire [8:0] \$1176 ;
+  wire \$1175 ;
+  wire \$1176 ;
   wire \$1177 ;
-  wire [2:0] \$1178 ;
-  wire [3:0] \$1179 ;
+  wire \$1178 ;
+  wire \$1179 ;
   wire [28:0] \$118 ;
-  wire [2:0] \$1180 ;
-  wire [3:0] \$1181 ;
+  wire \$1180 ;
+  wire \$1181 ;
   wire \$1182 ;
   wire \$1183 ;
-  wire [5:0] \$1184 ;
-  wire [11:0] \$1185 ;
-  wire [14:0] \$1186 ;
-  wire [3:0] \$1187 ;
-  wire [7:0] \$1188 ;
-  wire [15:0] \$1189 ;
+  wire \$1184 ;
+  wire \$1185 ;
+  wire \$1186 ;
+  wire \$1187 ;
+  wire \$1188 ;
+  wire \$1189 ;
   wire \$119 ;
-  wire [16:0] \$1190 ;
-  wire [7:0] \$1191 ;
-  wire [3:0] \$1192 ;
-  wire [3:0] \$1193 ;
-  wire [7:0] \$1194 ;
-  wire [13:0] \$1195 ;
-  wire [17:0] \$1196 ;
-  wire [7:0] \$1197 ;
-  wire [10:0] \$1198 ;
-  wire [3:0] \$1199 ;
+  wire \$1190 ;
+  wire \$1191 ;
+  wire [8:0] \$1192 ;
+  wire [8:0] \$1193 ;
+  wire \$1194 ;
+  wire [2:0] \$1195 ;
+  wire [3:0] \$1196 ;
+  wire [2:0] \$1197 ;
+  wire [3:0] \$1198 ;
+  wire \$1199 ;
   wire [7:0] \$12 ;
   wire [28:0] \$120 ;
-  wire [7:0] \$1200 ;
-  wire [11:0] \$1201 ;
-  wire [12:0] \$1202 ;
-  wire [11:0] \$1203 ;
-  wire [14:0] \$1204 ;
-  wire [3:0] \$1205 ;
-  wire [7:0] \$1206 ;
-  wire [15:0] \$1207 ;
-  wire [16:0] \$1208 ;
-  wire [17:0] \$1209 ;
+  wire \$1200 ;
+  wire [5:0] \$1201 ;
+  wire [11:0] \$1202 ;
+  wire [14:0] \$1203 ;
+  wire [3:0] \$1204 ;
+  wire [7:0] \$1205 ;
+  wire [15:0] \$1206 ;
+  wire [16:0] \$1207 ;
+  wire [7:0] \$1208 ;
+  wire [3:0] \$1209 ;
   wire \$121 ;
-  wire [22:0] \$1210 ;
-  wire [23:0] \$1211 ;
-  wire [15:0] \$1212 ;
-  wire [3:0] \$1213 ;
+  wire [3:0] \$1210 ;
+  wire [7:0] \$1211 ;
+  wire [13:0] \$1212 ;
+  wire [17:0] \$1213 ;
   wire [7:0] \$1214 ;
-  wire [5:0] \$1215 ;
-  wire [47:0] \$1216 ;
-  wire [48:0] \$1217 ;
-  wire [5:0] \$1218 ;
-  wire [47:0] \$1219 ;
+  wire [10:0] \$1215 ;
+  wire [3:0] \$1216 ;
+  wire [7:0] \$1217 ;
+  wire [11:0] \$1218 ;
+  wire [12:0] \$1219 ;
   wire \$122 ;
-  wire [48:0] \$1220 ;
-  wire [7:0] \$1221 ;
-  wire \$1222 ;
-  wire \$1223 ;
-  wire \$1224 ;
-  wire \$1225 ;
-  wire \$1226 ;
-  wire \$1227 ;
-  wire \$1228 ;
-  wire \$1229 ;
+  wire [11:0] \$1220 ;
+  wire [14:0] \$1221 ;
+  wire [3:0] \$1222 ;
+  wire [7:0] \$1223 ;
+  wire [15:0] \$1224 ;
+  wire [16:0] \$1225 ;
+  wire [7:0] \$1226 ;
+  wire [7:0] \$1227 ;
+  wire [18:0] \$1228 ;
+  wire [23:0] \$1229 ;
   wire [28:0] \$123 ;
-  wire \$1230 ;
-  wire \$1231 ;
-  wire \$1232 ;
-  wire \$1233 ;
-  wire \$1234 ;
-  wire [5:0] \$1235 ;
-  wire \$1236 ;
-  wire \$1237 ;
-  wire \$1238 ;
-  wire [8:0] \$1239 ;
+  wire [24:0] \$1230 ;
+  wire [15:0] \$1231 ;
+  wire [3:0] \$1232 ;
+  wire [7:0] \$1233 ;
+  wire [5:0] \$1234 ;
+  wire [47:0] \$1235 ;
+  wire [48:0] \$1236 ;
+  wire [5:0] \$1237 ;
+  wire [47:0] \$1238 ;
+  wire [48:0] \$1239 ;
   wire \$124 ;
-  wire \$1240 ;
-  wire [10:0] \$1241 ;
-  wire [10:0] \$1242 ;
-  wire [24:0] \$1243 ;
+  wire [7:0] \$1240 ;
+  wire \$1241 ;
+  wire \$1242 ;
+  wire \$1243 ;
   wire \$1244 ;
   wire \$1245 ;
   wire \$1246 ;
@@ -287,89 +287,89 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1248 ;
   wire \$1249 ;
   wire [28:0] \$125 ;
-  wire [17:0] \$1250 ;
+  wire \$1250 ;
   wire \$1251 ;
-  wire [24:0] \$1252 ;
+  wire \$1252 ;
   wire \$1253 ;
-  wire [7:0] \$1254 ;
+  wire [5:0] \$1254 ;
   wire \$1255 ;
-  wire [11:0] \$1256 ;
+  wire \$1256 ;
   wire \$1257 ;
-  wire [5:0] \$1258 ;
-  wire [6:0] \$1259 ;
+  wire [8:0] \$1258 ;
+  wire \$1259 ;
   wire \$126 ;
-  wire [12:0] \$1260 ;
-  wire [7:0] \$1261 ;
-  wire [5:0] \$1262 ;
+  wire [10:0] \$1260 ;
+  wire [10:0] \$1261 ;
+  wire [24:0] \$1262 ;
   wire \$1263 ;
-  wire [7:0] \$1264 ;
+  wire \$1264 ;
   wire \$1265 ;
-  wire [12:0] \$1266 ;
-  wire [7:0] \$1267 ;
-  wire [5:0] \$1268 ;
-  wire \$1269 ;
+  wire \$1266 ;
+  wire \$1267 ;
+  wire \$1268 ;
+  wire [17:0] \$1269 ;
   wire \$127 ;
-  wire [7:0] \$1270 ;
-  wire [11:0] \$1271 ;
+  wire \$1270 ;
+  wire [24:0] \$1271 ;
   wire \$1272 ;
-  wire \$1273 ;
+  wire [11:0] \$1273 ;
   wire \$1274 ;
-  wire [7:0] \$1275 ;
-  wire [7:0] \$1276 ;
-  wire [7:0] \$1277 ;
-  wire [29:0] \$1278 ;
-  wire [7:0] \$1279 ;
+  wire [5:0] \$1275 ;
+  wire [6:0] \$1276 ;
+  wire [12:0] \$1277 ;
+  wire [7:0] \$1278 ;
+  wire [5:0] \$1279 ;
   wire [28:0] \$128 ;
-  wire [7:0] \$1280 ;
-  wire \$1281 ;
-  wire [10:0] \$1282 ;
-  wire \$1283 ;
-  wire [28:0] \$1284 ;
-  wire \$1285 ;
-  wire \$1286 ;
+  wire \$1280 ;
+  wire [12:0] \$1281 ;
+  wire [7:0] \$1282 ;
+  wire [5:0] \$1283 ;
+  wire \$1284 ;
+  wire [7:0] \$1285 ;
+  wire [11:0] \$1286 ;
   wire \$1287 ;
   wire \$1288 ;
   wire \$1289 ;
   wire \$129 ;
-  wire \$1290 ;
-  wire \$1291 ;
-  wire \$1292 ;
-  wire \$1293 ;
-  wire [29:0] \$1294 ;
-  wire [30:0] \$1295 ;
-  wire [12:0] \$1296 ;
-  wire [13:0] \$1297 ;
-  wire [7:0] \$1298 ;
-  wire [3:0] \$1299 ;
+  wire [7:0] \$1290 ;
+  wire [7:0] \$1291 ;
+  wire [7:0] \$1292 ;
+  wire [29:0] \$1293 ;
+  wire [7:0] \$1294 ;
+  wire [7:0] \$1295 ;
+  wire \$1296 ;
+  wire [10:0] \$1297 ;
+  wire \$1298 ;
+  wire [28:0] \$1299 ;
   wire [8:0] \$13 ;
   wire [28:0] \$130 ;
-  wire [11:0] \$1300 ;
-  wire [7:0] \$1301 ;
-  wire [29:0] \$1302 ;
-  wire [11:0] \$1303 ;
-  wire [11:0] \$1304 ;
-  wire [29:0] \$1305 ;
-  wire [11:0] \$1306 ;
+  wire \$1300 ;
+  wire \$1301 ;
+  wire \$1302 ;
+  wire \$1303 ;
+  wire \$1304 ;
+  wire \$1305 ;
+  wire \$1306 ;
   wire \$1307 ;
   wire \$1308 ;
-  wire [5:0] \$1309 ;
+  wire [29:0] \$1309 ;
   wire \$131 ;
-  wire \$1310 ;
-  wire [5:0] \$1311 ;
-  wire [4:0] \$1312 ;
-  wire [5:0] \$1313 ;
-  wire [4:0] \$1314 ;
-  wire \$1315 ;
-  wire [5:0] \$1316 ;
-  wire [4:0] \$1317 ;
-  wire [5:0] \$1318 ;
-  wire [4:0] \$1319 ;
+  wire [30:0] \$1310 ;
+  wire [12:0] \$1311 ;
+  wire [13:0] \$1312 ;
+  wire [7:0] \$1313 ;
+  wire [3:0] \$1314 ;
+  wire [11:0] \$1315 ;
+  wire [7:0] \$1316 ;
+  wire [29:0] \$1317 ;
+  wire [11:0] \$1318 ;
+  wire [11:0] \$1319 ;
   wire \$132 ;
-  wire \$1320 ;
-  wire [5:0] \$1321 ;
-  wire [4:0] \$1322 ;
-  wire [5:0] \$1323 ;
-  wire [4:0] \$1324 ;
+  wire [29:0] \$1320 ;
+  wire [11:0] \$1321 ;
+  wire \$1322 ;
+  wire \$1323 ;
+  wire [5:0] \$1324 ;
   wire \$1325 ;
   wire [5:0] \$1326 ;
   wire [4:0] \$1327 ;
@@ -399,180 +399,180 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [4:0] \$1349 ;
   wire [28:0] \$135 ;
   wire \$1350 ;
-  wire \$1351 ;
-  wire \$1352 ;
-  wire \$1353 ;
-  wire \$1354 ;
+  wire [5:0] \$1351 ;
+  wire [4:0] \$1352 ;
+  wire [5:0] \$1353 ;
+  wire [4:0] \$1354 ;
   wire \$1355 ;
-  wire \$1356 ;
-  wire \$1357 ;
-  wire \$1358 ;
-  wire \$1359 ;
+  wire [5:0] \$1356 ;
+  wire [4:0] \$1357 ;
+  wire [5:0] \$1358 ;
+  wire [4:0] \$1359 ;
   wire \$136 ;
   wire \$1360 ;
-  wire [3:0] \$1361 ;
-  wire [29:0] \$1362 ;
-  wire [29:0] \$1363 ;
-  wire [3:0] \$1364 ;
-  wire [7:0] \$1365 ;
-  wire [7:0] \$1366 ;
-  wire [29:0] \$1367 ;
-  wire [29:0] \$1368 ;
-  wire [7:0] \$1369 ;
+  wire [5:0] \$1361 ;
+  wire [4:0] \$1362 ;
+  wire [5:0] \$1363 ;
+  wire [4:0] \$1364 ;
+  wire \$1365 ;
+  wire \$1366 ;
+  wire \$1367 ;
+  wire \$1368 ;
+  wire \$1369 ;
   wire \$137 ;
-  wire [7:0] \$1370 ;
+  wire \$1370 ;
   wire \$1371 ;
   wire \$1372 ;
-  wire [7:0] \$1373 ;
-  wire [12:0] \$1374 ;
-  wire [30:0] \$1375 ;
-  wire [30:0] \$1376 ;
-  wire [30:0] \$1377 ;
-  wire [30:0] \$1378 ;
-  wire \$1379 ;
+  wire \$1373 ;
+  wire \$1374 ;
+  wire \$1375 ;
+  wire [3:0] \$1376 ;
+  wire [29:0] \$1377 ;
+  wire [29:0] \$1378 ;
+  wire [3:0] \$1379 ;
   wire [28:0] \$138 ;
-  wire [12:0] \$1380 ;
-  wire \$1381 ;
-  wire [12:0] \$1382 ;
-  wire [12:0] \$1383 ;
-  wire \$1384 ;
-  wire [13:0] \$1385 ;
+  wire [7:0] \$1380 ;
+  wire [7:0] \$1381 ;
+  wire [29:0] \$1382 ;
+  wire [29:0] \$1383 ;
+  wire [7:0] \$1384 ;
+  wire [7:0] \$1385 ;
   wire \$1386 ;
-  wire [13:0] \$1387 ;
-  wire [13:0] \$1388 ;
-  wire \$1389 ;
+  wire \$1387 ;
+  wire [7:0] \$1388 ;
+  wire [12:0] \$1389 ;
   wire \$139 ;
-  wire [4:0] \$1390 ;
-  wire \$1391 ;
-  wire \$1392 ;
-  wire \$1393 ;
-  wire [32:0] \$1394 ;
-  wire [32:0] \$1395 ;
+  wire [30:0] \$1390 ;
+  wire [30:0] \$1391 ;
+  wire [30:0] \$1392 ;
+  wire [30:0] \$1393 ;
+  wire \$1394 ;
+  wire [12:0] \$1395 ;
   wire \$1396 ;
-  wire \$1397 ;
-  wire [32:0] \$1398 ;
-  wire [32:0] \$1399 ;
+  wire [12:0] \$1397 ;
+  wire [12:0] \$1398 ;
+  wire \$1399 ;
   wire [8:0] \$14 ;
   wire [28:0] \$140 ;
-  wire \$1400 ;
+  wire [13:0] \$1400 ;
   wire \$1401 ;
-  wire [32:0] \$1402 ;
-  wire [32:0] \$1403 ;
+  wire [13:0] \$1402 ;
+  wire [13:0] \$1403 ;
   wire \$1404 ;
-  wire \$1405 ;
-  wire [32:0] \$1406 ;
-  wire [32:0] \$1407 ;
+  wire [4:0] \$1405 ;
+  wire \$1406 ;
+  wire \$1407 ;
   wire \$1408 ;
-  wire \$1409 ;
+  wire [32:0] \$1409 ;
   wire \$141 ;
   wire [32:0] \$1410 ;
-  wire [32:0] \$1411 ;
+  wire \$1411 ;
   wire \$1412 ;
-  wire \$1413 ;
+  wire [32:0] \$1413 ;
   wire [32:0] \$1414 ;
-  wire [32:0] \$1415 ;
+  wire \$1415 ;
   wire \$1416 ;
-  wire \$1417 ;
+  wire [32:0] \$1417 ;
   wire [32:0] \$1418 ;
-  wire [32:0] \$1419 ;
+  wire \$1419 ;
   wire \$142 ;
   wire \$1420 ;
-  wire \$1421 ;
+  wire [32:0] \$1421 ;
   wire [32:0] \$1422 ;
-  wire [32:0] \$1423 ;
+  wire \$1423 ;
   wire \$1424 ;
-  wire \$1425 ;
-  wire \$1426 ;
+  wire [32:0] \$1425 ;
+  wire [32:0] \$1426 ;
   wire \$1427 ;
-  reg [9:0] \$1428 ;
-  reg [9:0] \$1429 ;
+  wire \$1428 ;
+  wire [32:0] \$1429 ;
   wire [28:0] \$143 ;
-  reg \$1430 ;
-  reg [9:0] \$1431 ;
-  reg [29:0] \$1432 ;
-  reg \$1433 ;
-  reg [63:0] \$1434 ;
-  reg \$1435 ;
-  reg \$1436 ;
-  reg [3:0] \$1437 ;
-  reg \$1438 ;
-  reg [63:0] \$1439 ;
+  wire [32:0] \$1430 ;
+  wire \$1431 ;
+  wire \$1432 ;
+  wire [32:0] \$1433 ;
+  wire [32:0] \$1434 ;
+  wire \$1435 ;
+  wire \$1436 ;
+  wire [32:0] \$1437 ;
+  wire [32:0] \$1438 ;
+  wire \$1439 ;
   wire \$144 ;
-  reg [63:0] \$1440 ;
-  reg [63:0] \$1441 ;
-  reg [63:0] \$1442 ;
-  reg [63:0] \$1443 ;
-  reg [63:0] \$1444 ;
-  reg [63:0] \$1445 ;
-  reg [63:0] \$1446 ;
-  reg [63:0] \$1447 ;
-  reg [3:0] \$1448 ;
-  reg \$1449 ;
+  wire \$1440 ;
+  wire \$1441 ;
+  wire \$1442 ;
+  reg [9:0] \$1443 ;
+  reg [9:0] \$1444 ;
+  reg \$1445 ;
+  reg [9:0] \$1446 ;
+  reg [29:0] \$1447 ;
+  reg \$1448 ;
+  reg [63:0] \$1449 ;
   wire [28:0] \$145 ;
-  reg [63:0] \$1450 ;
-  reg [63:0] \$1451 ;
-  reg [63:0] \$1452 ;
-  reg [63:0] \$1453 ;
+  reg \$1450 ;
+  reg \$1451 ;
+  reg [3:0] \$1452 ;
+  reg \$1453 ;
   reg [63:0] \$1454 ;
   reg [63:0] \$1455 ;
   reg [63:0] \$1456 ;
   reg [63:0] \$1457 ;
   reg [63:0] \$1458 ;
-  reg [3:0] \$1459 ;
+  reg [63:0] \$1459 ;
   wire \$146 ;
-  reg \$1460 ;
+  reg [63:0] \$1460 ;
   reg [63:0] \$1461 ;
   reg [63:0] \$1462 ;
-  reg [63:0] \$1463 ;
-  reg [63:0] \$1464 ;
+  reg [3:0] \$1463 ;
+  reg \$1464 ;
   reg [63:0] \$1465 ;
   reg [63:0] \$1466 ;
   reg [63:0] \$1467 ;
   reg [63:0] \$1468 ;
   reg [63:0] \$1469 ;
   wire \$147 ;
-  reg [3:0] \$1470 ;
-  reg \$1471 ;
+  reg [63:0] \$1470 ;
+  reg [63:0] \$1471 ;
   reg [63:0] \$1472 ;
   reg [63:0] \$1473 ;
-  reg [63:0] \$1474 ;
-  reg [63:0] \$1475 ;
+  reg [3:0] \$1474 ;
+  reg \$1475 ;
   reg [63:0] \$1476 ;
   reg [63:0] \$1477 ;
   reg [63:0] \$1478 ;
   reg [63:0] \$1479 ;
   wire [28:0] \$148 ;
   reg [63:0] \$1480 ;
-  reg [3:0] \$1481 ;
-  reg \$1482 ;
+  reg [63:0] \$1481 ;
+  reg [63:0] \$1482 ;
   reg [63:0] \$1483 ;
   reg [63:0] \$1484 ;
-  reg [63:0] \$1485 ;
-  reg [63:0] \$1486 ;
+  reg [3:0] \$1485 ;
+  reg \$1486 ;
   reg [63:0] \$1487 ;
   reg [63:0] \$1488 ;
   reg [63:0] \$1489 ;
   wire \$149 ;
   reg [63:0] \$1490 ;
   reg [63:0] \$1491 ;
-  reg [29:0] \$1492 ;
-  reg [3:0] \$1493 ;
-  reg [3:0] \$1494 ;
-  reg [3:0] \$1495 ;
+  reg [63:0] \$1492 ;
+  reg [63:0] \$1493 ;
+  reg [63:0] \$1494 ;
+  reg [63:0] \$1495 ;
   reg [3:0] \$1496 ;
-  reg [3:0] \$1497 ;
-  reg [3:0] \$1498 ;
-  reg [3:0] \$1499 ;
+  reg \$1497 ;
+  reg [63:0] \$1498 ;
+  reg [63:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  reg [3:0] \$1500 ;
-  reg [3:0] \$1501 ;
-  reg [3:0] \$1502 ;
-  reg [3:0] \$1503 ;
-  reg [3:0] \$1504 ;
-  reg [3:0] \$1505 ;
-  reg [3:0] \$1506 ;
-  reg [3:0] \$1507 ;
+  reg [63:0] \$1500 ;
+  reg [63:0] \$1501 ;
+  reg [63:0] \$1502 ;
+  reg [63:0] \$1503 ;
+  reg [63:0] \$1504 ;
+  reg [63:0] \$1505 ;
+  reg [63:0] \$1506 ;
+  reg [29:0] \$1507 ;
   reg [3:0] \$1508 ;
   reg [3:0] \$1509 ;
   wire \$151 ;
@@ -592,149 +592,164 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1522 ;
   reg [3:0] \$1523 ;
   reg [3:0] \$1524 ;
-  reg [29:0] \$1525 ;
-  reg [29:0] \$1526 ;
-  reg [29:0] \$1527 ;
-  reg [29:0] \$1528 ;
-  reg [29:0] \$1529 ;
+  reg [3:0] \$1525 ;
+  reg [3:0] \$1526 ;
+  reg [3:0] \$1527 ;
+  reg [3:0] \$1528 ;
+  reg [3:0] \$1529 ;
   wire \$153 ;
-  reg [29:0] \$1530 ;
-  reg [29:0] \$1531 ;
-  reg [29:0] \$1532 ;
-  reg [29:0] \$1533 ;
-  reg [29:0] \$1534 ;
-  reg [29:0] \$1535 ;
-  reg [29:0] \$1536 ;
-  reg [29:0] \$1537 ;
-  reg [29:0] \$1538 ;
-  reg [29:0] \$1539 ;
+  reg [3:0] \$1530 ;
+  reg [3:0] \$1531 ;
+  reg [3:0] \$1532 ;
+  reg [3:0] \$1533 ;
+  reg [3:0] \$1534 ;
+  reg [3:0] \$1535 ;
+  reg [3:0] \$1536 ;
+  reg [3:0] \$1537 ;
+  reg [3:0] \$1538 ;
+  reg [3:0] \$1539 ;
   wire \$154 ;
   reg [29:0] \$1540 ;
   reg [29:0] \$1541 ;
-  reg \$1542 ;
-  reg \$1543 ;
-  reg [255:0] \$1544 ;
-  reg [551:0] \$1545 ;
-  reg [7:0] \$1546 ;
-  reg \$1547 ;
-  reg \$1548 ;
-  reg \$1549 ;
+  reg [29:0] \$1542 ;
+  reg [29:0] \$1543 ;
+  reg [29:0] \$1544 ;
+  reg [29:0] \$1545 ;
+  reg [29:0] \$1546 ;
+  reg [29:0] \$1547 ;
+  reg [29:0] \$1548 ;
+  reg [29:0] \$1549 ;
   wire \$155 ;
-  reg [1:0] \$1550 ;
-  reg [1:0] \$1551 ;
-  reg \$1552 ;
-  reg \$1553 ;
-  reg [155:0] \$1554 ;
-  reg [2:0] \$1555 ;
-  reg [7:0] \$1556 ;
-  reg [3:0] \$1557 ;
-  reg [3:0] \$1558 ;
-  reg [3:0] \$1559 ;
+  reg [29:0] \$1550 ;
+  reg [29:0] \$1551 ;
+  reg [29:0] \$1552 ;
+  reg [29:0] \$1553 ;
+  reg [29:0] \$1554 ;
+  reg [29:0] \$1555 ;
+  reg [29:0] \$1556 ;
+  reg \$1557 ;
+  reg \$1558 ;
+  reg [255:0] \$1559 ;
   wire \$156 ;
-  reg [3:0] \$1560 ;
-  reg [3:0] \$1561 ;
-  reg [3:0] \$1562 ;
-  reg [3:0] \$1563 ;
-  reg [3:0] \$1564 ;
-  reg [3:0] \$1565 ;
-  reg [3:0] \$1566 ;
-  reg [3:0] \$1567 ;
-  reg [3:0] \$1568 ;
-  reg [3:0] \$1569 ;
+  reg [551:0] \$1560 ;
+  reg [7:0] \$1561 ;
+  reg \$1562 ;
+  reg \$1563 ;
+  reg \$1564 ;
+  reg [1:0] \$1565 ;
+  reg [1:0] \$1566 ;
+  reg \$1567 ;
+  reg \$1568 ;
+  reg [155:0] \$1569 ;
   wire \$157 ;
-  reg [3:0] \$1570 ;
-  reg [3:0] \$1571 ;
+  reg [2:0] \$1570 ;
+  reg [7:0] \$1571 ;
   reg [3:0] \$1572 ;
   reg [3:0] \$1573 ;
   reg [3:0] \$1574 ;
-  reg [5:0] \$1575 ;
-  reg [28:0] \$1576 ;
-  reg [6:0] \$1577 ;
-  reg [2:0] \$1578 ;
-  reg [2:0] \$1579 ;
+  reg [3:0] \$1575 ;
+  reg [3:0] \$1576 ;
+  reg [3:0] \$1577 ;
+  reg [3:0] \$1578 ;
+  reg [3:0] \$1579 ;
   wire \$158 ;
-  reg [6:0] \$1580 ;
-  reg [28:0] \$1581 ;
-  reg [17:0] \$1582 ;
-  reg [28:0] \$1583 ;
-  reg [28:0] \$1584 ;
-  reg [22:0] \$1585 ;
-  reg [15:0] \$1586 ;
-  reg [11:0] \$1587 ;
-  reg \$1588 ;
-  reg [16:0] \$1589 ;
+  reg [3:0] \$1580 ;
+  reg [3:0] \$1581 ;
+  reg [3:0] \$1582 ;
+  reg [3:0] \$1583 ;
+  reg [3:0] \$1584 ;
+  reg [3:0] \$1585 ;
+  reg [3:0] \$1586 ;
+  reg [3:0] \$1587 ;
+  reg [3:0] \$1588 ;
+  reg [3:0] \$1589 ;
   wire \$159 ;
-  reg [16:0] \$1590 ;
-  reg [4:0] \$1591 ;
-  reg [7:0] \$1592 ;
-  reg [23:0] \$1593 ;
-  reg \$1594 ;
-  reg \$1595 ;
-  reg [16:0] \$1596 ;
-  reg \$1597 ;
-  reg [23:0] \$1598 ;
-  reg [6:0] \$1599 ;
+  reg [5:0] \$1590 ;
+  reg [28:0] \$1591 ;
+  reg [6:0] \$1592 ;
+  reg [2:0] \$1593 ;
+  reg [2:0] \$1594 ;
+  reg [6:0] \$1595 ;
+  reg [28:0] \$1596 ;
+  reg [17:0] \$1597 ;
+  reg [28:0] \$1598 ;
+  reg [28:0] \$1599 ;
   wire \$16 ;
   wire \$160 ;
-  reg [11:0] \$1600 ;
-  reg [4:0] \$1601 ;
-  reg [5:0] \$1602 ;
+  reg [22:0] \$1600 ;
+  reg [15:0] \$1601 ;
+  reg [11:0] \$1602 ;
   reg \$1603 ;
-  reg [10:0] \$1604 ;
-  reg [1:0] \$1605 ;
-  reg [6:0] \$1606 ;
-  reg [2:0] \$1607 ;
-  reg [2:0] \$1608 ;
-  reg [4:0] \$1609 ;
+  reg [16:0] \$1604 ;
+  reg [16:0] \$1605 ;
+  reg [4:0] \$1606 ;
+  reg [7:0] \$1607 ;
+  reg [23:0] \$1608 ;
+  reg \$1609 ;
   wire \$161 ;
-  reg [10:0] \$1610 ;
-  reg [6:0] \$1611 ;
-  reg [11:0] \$1612 ;
-  reg [28:0] \$1613 ;
-  reg [28:0] \$1614 ;
-  reg [28:0] \$1615 ;
-  reg [29:0] \$1616 ;
-  reg [28:0] \$1617 ;
-  reg [28:0] \$1618 ;
+  reg \$1610 ;
+  reg [16:0] \$1611 ;
+  reg \$1612 ;
+  reg [23:0] \$1613 ;
+  reg [6:0] \$1614 ;
+  reg [11:0] \$1615 ;
+  reg [4:0] \$1616 ;
+  reg [5:0] \$1617 ;
+  reg \$1618 ;
   reg [10:0] \$1619 ;
   wire \$162 ;
-  reg [11:0] \$1620 ;
-  reg [3:0] \$1621 ;
-  reg [3:0] \$1622 ;
-  reg [3:0] \$1623 ;
-  reg [3:0] \$1624 ;
-  reg [3:0] \$1625 ;
-  reg [3:0] \$1626 ;
-  reg [3:0] \$1627 ;
-  reg [3:0] \$1628 ;
-  reg [3:0] \$1629 ;
+  reg [1:0] \$1620 ;
+  reg [6:0] \$1621 ;
+  reg [2:0] \$1622 ;
+  reg [2:0] \$1623 ;
+  reg [4:0] \$1624 ;
+  reg [10:0] \$1625 ;
+  reg [6:0] \$1626 ;
+  reg [11:0] \$1627 ;
+  reg [28:0] \$1628 ;
+  reg [28:0] \$1629 ;
   wire \$163 ;
-  reg [3:0] \$1630 ;
-  reg [3:0] \$1631 ;
-  reg [3:0] \$1632 ;
-  reg [3:0] \$1633 ;
-  reg [3:0] \$1634 ;
-  reg [3:0] \$1635 ;
+  reg [28:0] \$1630 ;
+  reg [29:0] \$1631 ;
+  reg [28:0] \$1632 ;
+  reg [28:0] \$1633 ;
+  reg [10:0] \$1634 ;
+  reg [11:0] \$1635 ;
   reg [3:0] \$1636 ;
-  reg [12:0] \$1637 ;
+  reg [3:0] \$1637 ;
   reg [3:0] \$1638 ;
-  reg \$1639 ;
+  reg [3:0] \$1639 ;
   wire \$164 ;
-  reg [11:0] \$1640 ;
-  reg [10:0] \$1641 ;
-  reg [12:0] \$1642 ;
-  reg \$1643 ;
-  reg \$1644 ;
-  reg [31:0] \$1645 ;
-  reg [31:0] \$1646 ;
-  reg [31:0] \$1647 ;
-  reg [31:0] \$1648 ;
-  reg [31:0] \$1649 ;
+  reg [3:0] \$1640 ;
+  reg [3:0] \$1641 ;
+  reg [3:0] \$1642 ;
+  reg [3:0] \$1643 ;
+  reg [3:0] \$1644 ;
+  reg [3:0] \$1645 ;
+  reg [3:0] \$1646 ;
+  reg [3:0] \$1647 ;
+  reg [3:0] \$1648 ;
+  reg [3:0] \$1649 ;
   wire \$165 ;
-  reg [31:0] \$1650 ;
-  reg [31:0] \$1651 ;
-  reg [31:0] \$1652 ;
+  reg [3:0] \$1650 ;
+  reg [3:0] \$1651 ;
+  reg [12:0] \$1652 ;
+  reg [3:0] \$1653 ;
+  reg \$1654 ;
+  reg [11:0] \$1655 ;
+  reg [10:0] \$1656 ;
+  reg [12:0] \$1657 ;
+  reg \$1658 ;
+  reg \$1659 ;
   wire \$166 ;
+  reg [31:0] \$1660 ;
+  reg [31:0] \$1661 ;
+  reg [31:0] \$1662 ;
+  reg [31:0] \$1663 ;
+  reg [31:0] \$1664 ;
+  reg [31:0] \$1665 ;
+  reg [31:0] \$1666 ;
+  reg [31:0] \$1667 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
@@ -1007,7 +1022,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$409 ;
   wire \$41 ;
   wire \$410 ;
-  wire \$411 ;
+  wire [7:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
@@ -1364,7 +1379,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
-  wire [24:0] \$733 ;
+  wire \$733 ;
   wire \$734 ;
   wire \$735 ;
   wire \$736 ;
@@ -1383,19 +1398,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$748 ;
   wire \$749 ;
   wire [28:0] \$75 ;
-  wire \$750 ;
+  wire [24:0] \$750 ;
   wire \$751 ;
   wire \$752 ;
   wire \$753 ;
-  wire [4:0] \$754 ;
-  wire [4:0] \$755 ;
-  wire [4:0] \$756 ;
-  wire [4:0] \$757 ;
-  wire [4:0] \$758 ;
-  wire [4:0] \$759 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [4:0] \$760 ;
-  wire [4:0] \$761 ;
+  wire \$760 ;
+  wire \$761 ;
   wire \$762 ;
   wire \$763 ;
   wire \$764 ;
@@ -1406,14 +1421,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$769 ;
   wire \$77 ;
   wire \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire \$773 ;
-  wire [16:0] \$774 ;
-  wire [17:0] \$775 ;
-  wire [16:0] \$776 ;
+  wire [4:0] \$771 ;
+  wire [4:0] \$772 ;
+  wire [4:0] \$773 ;
+  wire [4:0] \$774 ;
+  wire [4:0] \$775 ;
+  wire [4:0] \$776 ;
   wire [4:0] \$777 ;
-  wire [18:0] \$778 ;
+  wire [4:0] \$778 ;
   wire \$779 ;
   wire [28:0] \$78 ;
   wire \$780 ;
@@ -1428,11 +1443,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$789 ;
   wire \$79 ;
   wire \$790 ;
-  wire \$791 ;
-  wire [1:0] \$792 ;
-  wire \$793 ;
-  wire \$794 ;
-  wire \$795 ;
+  wire [16:0] \$791 ;
+  wire [17:0] \$792 ;
+  wire [16:0] \$793 ;
+  wire [4:0] \$794 ;
+  wire [18:0] \$795 ;
   wire \$796 ;
   wire \$797 ;
   wire \$798 ;
@@ -1447,34 +1462,34 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$805 ;
   wire \$806 ;
   wire \$807 ;
-  wire [9:0] \$808 ;
-  wire [63:0] \$809 ;
+  wire \$808 ;
+  wire [1:0] \$809 ;
   wire \$81 ;
-  wire [63:0] \$810 ;
-  wire [63:0] \$811 ;
-  wire [63:0] \$812 ;
-  wire [63:0] \$813 ;
-  wire [63:0] \$814 ;
-  wire [63:0] \$815 ;
-  wire [63:0] \$816 ;
-  wire [63:0] \$817 ;
-  wire [63:0] \$818 ;
-  wire [63:0] \$819 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
   wire \$82 ;
-  wire [63:0] \$820 ;
-  wire [63:0] \$821 ;
-  wire [63:0] \$822 ;
-  wire [63:0] \$823 ;
-  wire [63:0] \$824 ;
-  reg [63:0] \$825 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire [9:0] \$825 ;
   wire [63:0] \$826 ;
-  wire \$827 ;
-  wire \$828 ;
-  wire \$829 ;
+  wire [63:0] \$827 ;
+  wire [63:0] \$828 ;
+  wire [63:0] \$829 ;
   wire [28:0] \$83 ;
-  wire \$830 ;
-  wire \$831 ;
-  wire \$832 ;
+  wire [63:0] \$830 ;
+  wire [63:0] \$831 ;
+  wire [63:0] \$832 ;
   wire [63:0] \$833 ;
   wire [63:0] \$834 ;
   wire [63:0] \$835 ;
@@ -1485,18 +1500,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$84 ;
   wire [63:0] \$840 ;
   wire [63:0] \$841 ;
-  wire [63:0] \$842 ;
+  reg [63:0] \$842 ;
   wire [63:0] \$843 ;
-  wire [63:0] \$844 ;
-  wire [63:0] \$845 ;
-  wire [63:0] \$846 ;
-  wire [63:0] \$847 ;
-  wire [63:0] \$848 ;
-  reg [63:0] \$849 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
   wire [28:0] \$85 ;
   wire [63:0] \$850 ;
-  wire \$851 ;
-  wire \$852 ;
+  wire [63:0] \$851 ;
+  wire [63:0] \$852 ;
   wire [63:0] \$853 ;
   wire [63:0] \$854 ;
   wire [63:0] \$855 ;
@@ -1511,13 +1526,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$863 ;
   wire [63:0] \$864 ;
   wire [63:0] \$865 ;
-  wire [63:0] \$866 ;
+  reg [63:0] \$866 ;
   wire [63:0] \$867 ;
-  wire [63:0] \$868 ;
-  reg [63:0] \$869 ;
+  wire \$868 ;
+  wire \$869 ;
   wire \$87 ;
   wire [63:0] \$870 ;
-  wire \$871 ;
+  wire [63:0] \$871 ;
   wire [63:0] \$872 ;
   wire [63:0] \$873 ;
   wire [63:0] \$874 ;
@@ -1533,17 +1548,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$883 ;
   wire [63:0] \$884 ;
   wire [63:0] \$885 ;
-  wire [63:0] \$886 ;
+  reg [63:0] \$886 ;
   wire [63:0] \$887 ;
-  reg [63:0] \$888 ;
+  wire \$888 ;
   wire [63:0] \$889 ;
   wire \$89 ;
-  wire \$890 ;
-  wire \$891 ;
-  wire \$892 ;
-  wire \$893 ;
-  wire \$894 ;
-  wire \$895 ;
+  wire [63:0] \$890 ;
+  wire [63:0] \$891 ;
+  wire [63:0] \$892 ;
+  wire [63:0] \$893 ;
+  wire [63:0] \$894 ;
+  wire [63:0] \$895 ;
   wire [63:0] \$896 ;
   wire [63:0] \$897 ;
   wire [63:0] \$898 ;
@@ -1555,18 +1570,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$902 ;
   wire [63:0] \$903 ;
   wire [63:0] \$904 ;
-  wire [63:0] \$905 ;
+  reg [63:0] \$905 ;
   wire [63:0] \$906 ;
-  wire [63:0] \$907 ;
-  wire [63:0] \$908 ;
-  wire [63:0] \$909 ;
+  wire \$907 ;
+  wire \$908 ;
+  wire \$909 ;
   wire \$91 ;
-  wire [63:0] \$910 ;
-  wire [63:0] \$911 ;
-  reg [63:0] \$912 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
   wire [63:0] \$913 ;
-  wire \$914 ;
-  wire \$915 ;
+  wire [63:0] \$914 ;
+  wire [63:0] \$915 ;
   wire [63:0] \$916 ;
   wire [63:0] \$917 ;
   wire [63:0] \$918 ;
@@ -1581,13 +1596,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$926 ;
   wire [63:0] \$927 ;
   wire [63:0] \$928 ;
-  wire [63:0] \$929 ;
+  reg [63:0] \$929 ;
   wire [28:0] \$93 ;
   wire [63:0] \$930 ;
-  wire [63:0] \$931 ;
-  reg [63:0] \$932 ;
+  wire \$931 ;
+  wire \$932 ;
   wire [63:0] \$933 ;
-  wire \$934 ;
+  wire [63:0] \$934 ;
   wire [63:0] \$935 ;
   wire [63:0] \$936 ;
   wire [63:0] \$937 ;
@@ -1603,17 +1618,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$946 ;
   wire [63:0] \$947 ;
   wire [63:0] \$948 ;
-  wire [63:0] \$949 ;
+  reg [63:0] \$949 ;
   wire [28:0] \$95 ;
   wire [63:0] \$950 ;
-  reg [63:0] \$951 ;
+  wire \$951 ;
   wire [63:0] \$952 ;
-  wire \$953 ;
-  wire \$954 ;
-  wire \$955 ;
-  wire \$956 ;
-  wire \$957 ;
-  wire \$958 ;
+  wire [63:0] \$953 ;
+  wire [63:0] \$954 ;
+  wire [63:0] \$955 ;
+  wire [63:0] \$956 ;
+  wire [63:0] \$957 ;
+  wire [63:0] \$958 ;
   wire [63:0] \$959 ;
   wire \$96 ;
   wire [63:0] \$960 ;
@@ -1624,18 +1639,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$965 ;
   wire [63:0] \$966 ;
   wire [63:0] \$967 ;
-  wire [63:0] \$968 ;
+  reg [63:0] \$968 ;
   wire [63:0] \$969 ;
   wire \$97 ;
-  wire [63:0] \$970 ;
-  wire [63:0] \$971 ;
-  wire [63:0] \$972 ;
-  wire [63:0] \$973 ;
-  wire [63:0] \$974 ;
-  reg [63:0] \$975 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire \$975 ;
   wire [63:0] \$976 ;
-  wire \$977 ;
-  wire \$978 ;
+  wire [63:0] \$977 ;
+  wire [63:0] \$978 ;
   wire [63:0] \$979 ;
   wire [28:0] \$98 ;
   wire [63:0] \$980 ;
@@ -1651,12 +1666,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$99 ;
   wire [63:0] \$990 ;
   wire [63:0] \$991 ;
-  wire [63:0] \$992 ;
+  reg [63:0] \$992 ;
   wire [63:0] \$993 ;
-  wire [63:0] \$994 ;
-  reg [63:0] \$995 ;
+  wire \$994 ;
+  wire \$995 ;
   wire [63:0] \$996 ;
-  wire \$997 ;
+  wire [63:0] \$997 ;
   wire [63:0] \$998 ;
   wire [63:0] \$999 ;
   wire [8:0] \$signature__addr ;
@@ -1668,38 +1683,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$110 ;
   wire [8:0] \$signature__addr$113 ;
   wire [8:0] \$signature__addr$114 ;
-  wire [8:0] \$signature__addr$308 ;
-  wire [8:0] \$signature__addr$313 ;
-  wire [8:0] \$signature__addr$316 ;
-  wire [8:0] \$signature__addr$319 ;
-  wire [8:0] \$signature__addr$322 ;
-  wire [8:0] \$signature__addr$325 ;
-  wire [8:0] \$signature__addr$328 ;
-  wire [8:0] \$signature__addr$331 ;
-  wire [8:0] \$signature__addr$334 ;
-  wire [8:0] \$signature__addr$337 ;
-  wire [8:0] \$signature__addr$340 ;
-  wire [8:0] \$signature__addr$343 ;
-  wire [8:0] \$signature__addr$346 ;
-  wire [8:0] \$signature__addr$349 ;
-  wire [8:0] \$signature__addr$352 ;
-  wire [8:0] \$signature__addr$355 ;
-  wire [8:0] \$signature__addr$358 ;
-  wire [8:0] \$signature__addr$361 ;
-  wire [8:0] \$signature__addr$364 ;
-  wire [8:0] \$signature__addr$367 ;
-  wire [8:0] \$signature__addr$370 ;
-  wire [8:0] \$signature__addr$373 ;
-  wire [8:0] \$signature__addr$376 ;
-  wire [8:0] \$signature__addr$379 ;
-  wire [8:0] \$signature__addr$382 ;
-  wire [8:0] \$signature__addr$385 ;
-  wire [8:0] \$signature__addr$388 ;
-  wire [8:0] \$signature__addr$391 ;
-  wire [8:0] \$signature__addr$394 ;
-  wire [8:0] \$signature__addr$397 ;
-  wire [8:0] \$signature__addr$400 ;
-  wire [8:0] \$signature__addr$403 ;
+  wire [8:0] \$signature__addr$310 ;
+  wire [8:0] \$signature__addr$314 ;
+  wire [8:0] \$signature__addr$317 ;
+  wire [8:0] \$signature__addr$320 ;
+  wire [8:0] \$signature__addr$323 ;
+  wire [8:0] \$signature__addr$326 ;
+  wire [8:0] \$signature__addr$329 ;
+  wire [8:0] \$signature__addr$332 ;
+  wire [8:0] \$signature__addr$335 ;
+  wire [8:0] \$signature__addr$338 ;
+  wire [8:0] \$signature__addr$341 ;
+  wire [8:0] \$signature__addr$344 ;
+  wire [8:0] \$signature__addr$347 ;
+  wire [8:0] \$signature__addr$350 ;
+  wire [8:0] \$signature__addr$353 ;
+  wire [8:0] \$signature__addr$356 ;
+  wire [8:0] \$signature__addr$359 ;
+  wire [8:0] \$signature__addr$362 ;
+  wire [8:0] \$signature__addr$365 ;
+  wire [8:0] \$signature__addr$368 ;
+  wire [8:0] \$signature__addr$371 ;
+  wire [8:0] \$signature__addr$374 ;
+  wire [8:0] \$signature__addr$377 ;
+  wire [8:0] \$signature__addr$380 ;
+  wire [8:0] \$signature__addr$383 ;
+  wire [8:0] \$signature__addr$386 ;
+  wire [8:0] \$signature__addr$389 ;
+  wire [8:0] \$signature__addr$392 ;
+  wire [8:0] \$signature__addr$395 ;
+  wire [8:0] \$signature__addr$398 ;
+  wire [8:0] \$signature__addr$401 ;
+  wire [8:0] \$signature__addr$404 ;
   wire [8:0] \$signature__addr$54 ;
   wire [8:0] \$signature__addr$57 ;
   wire [8:0] \$signature__addr$58 ;
@@ -1724,294 +1739,285 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$97 ;
   wire [8:0] \$signature__addr$98 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$314 ;
-  wire [7:0] \$signature__data$314[0] ;
-  wire [7:0] \$signature__data$314[1] ;
-  wire [7:0] \$signature__data$314[2] ;
-  wire [7:0] \$signature__data$314[3] ;
-  wire [7:0] \$signature__data$314[4] ;
-  wire [7:0] \$signature__data$314[5] ;
-  wire [7:0] \$signature__data$314[6] ;
-  wire [7:0] \$signature__data$314[7] ;
-  wire [63:0] \$signature__data$317 ;
-  wire [7:0] \$signature__data$317[0] ;
-  wire [7:0] \$signature__data$317[1] ;
-  wire [7:0] \$signature__data$317[2] ;
-  wire [7:0] \$signature__data$317[3] ;
-  wire [7:0] \$signature__data$317[4] ;
-  wire [7:0] \$signature__data$317[5] ;
-  wire [7:0] \$signature__data$317[6] ;
-  wire [7:0] \$signature__data$317[7] ;
-  wire [63:0] \$signature__data$320 ;
-  wire [7:0] \$signature__data$320[0] ;
-  wire [7:0] \$signature__data$320[1] ;
-  wire [7:0] \$signature__data$320[2] ;
-  wire [7:0] \$signature__data$320[3] ;
-  wire [7:0] \$signature__data$320[4] ;
-  wire [7:0] \$signature__data$320[5] ;
-  wire [7:0] \$signature__data$320[6] ;
-  wire [7:0] \$signature__data$320[7] ;
-  wire [63:0] \$signature__data$323 ;
-  wire [7:0] \$signature__data$323[0] ;
-  wire [7:0] \$signature__data$323[1] ;
-  wire [7:0] \$signature__data$323[2] ;
-  wire [7:0] \$signature__data$323[3] ;
-  wire [7:0] \$signature__data$323[4] ;
-  wire [7:0] \$signature__data$323[5] ;
-  wire [7:0] \$signature__data$323[6] ;
-  wire [7:0] \$signature__data$323[7] ;
-  wire [63:0] \$signature__data$326 ;
-  wire [7:0] \$signature__data$326[0] ;
-  wire [7:0] \$signature__data$326[1] ;
-  wire [7:0] \$signature__data$326[2] ;
-  wire [7:0] \$signature__data$326[3] ;
-  wire [7:0] \$signature__data$326[4] ;
-  wire [7:0] \$signature__data$326[5] ;
-  wire [7:0] \$signature__data$326[6] ;
-  wire [7:0] \$signature__data$326[7] ;
-  wire [63:0] \$signature__data$329 ;
-  wire [7:0] \$signature__data$329[0] ;
-  wire [7:0] \$signature__data$329[1] ;
-  wire [7:0] \$signature__data$329[2] ;
-  wire [7:0] \$signature__data$329[3] ;
-  wire [7:0] \$signature__data$329[4] ;
-  wire [7:0] \$signature__data$329[5] ;
-  wire [7:0] \$signature__data$329[6] ;
-  wire [7:0] \$signature__data$329[7] ;
-  wire [63:0] \$signature__data$332 ;
-  wire [7:0] \$signature__data$332[0] ;
-  wire [7:0] \$signature__data$332[1] ;
-  wire [7:0] \$signature__data$332[2] ;
-  wire [7:0] \$signature__data$332[3] ;
-  wire [7:0] \$signature__data$332[4] ;
-  wire [7:0] \$signature__data$332[5] ;
-  wire [7:0] \$signature__data$332[6] ;
-  wire [7:0] \$signature__data$332[7] ;
-  wire [63:0] \$signature__data$335 ;
-  wire [7:0] \$signature__data$335[0] ;
-  wire [7:0] \$signature__data$335[1] ;
-  wire [7:0] \$signature__data$335[2] ;
-  wire [7:0] \$signature__data$335[3] ;
-  wire [7:0] \$signature__data$335[4] ;
-  wire [7:0] \$signature__data$335[5] ;
-  wire [7:0] \$signature__data$335[6] ;
-  wire [7:0] \$signature__data$335[7] ;
-  wire [63:0] \$signature__data$338 ;
-  wire [7:0] \$signature__data$338[0] ;
-  wire [7:0] \$signature__data$338[1] ;
-  wire [7:0] \$signature__data$338[2] ;
-  wire [7:0] \$signature__data$338[3] ;
-  wire [7:0] \$signature__data$338[4] ;
-  wire [7:0] \$signature__data$338[5] ;
-  wire [7:0] \$signature__data$338[6] ;
-  wire [7:0] \$signature__data$338[7] ;
-  wire [63:0] \$signature__data$341 ;
-  wire [7:0] \$signature__data$341[0] ;
-  wire [7:0] \$signature__data$341[1] ;
-  wire [7:0] \$signature__data$341[2] ;
-  wire [7:0] \$signature__data$341[3] ;
-  wire [7:0] \$signature__data$341[4] ;
-  wire [7:0] \$signature__data$341[5] ;
-  wire [7:0] \$signature__data$341[6] ;
-  wire [7:0] \$signature__data$341[7] ;
-  wire [63:0] \$signature__data$344 ;
-  wire [7:0] \$signature__data$344[0] ;
-  wire [7:0] \$signature__data$344[1] ;
-  wire [7:0] \$signature__data$344[2] ;
-  wire [7:0] \$signature__data$344[3] ;
-  wire [7:0] \$signature__data$344[4] ;
-  wire [7:0] \$signature__data$344[5] ;
-  wire [7:0] \$signature__data$344[6] ;
-  wire [7:0] \$signature__data$344[7] ;
-  wire [63:0] \$signature__data$347 ;
-  wire [7:0] \$signature__data$347[0] ;
-  wire [7:0] \$signature__data$347[1] ;
-  wire [7:0] \$signature__data$347[2] ;
-  wire [7:0] \$signature__data$347[3] ;
-  wire [7:0] \$signature__data$347[4] ;
-  wire [7:0] \$signature__data$347[5] ;
-  wire [7:0] \$signature__data$347[6] ;
-  wire [7:0] \$signature__data$347[7] ;
-  wire [63:0] \$signature__data$350 ;
-  wire [7:0] \$signature__data$350[0] ;
-  wire [7:0] \$signature__data$350[1] ;
-  wire [7:0] \$signature__data$350[2] ;
-  wire [7:0] \$signature__data$350[3] ;
-  wire [7:0] \$signature__data$350[4] ;
-  wire [7:0] \$signature__data$350[5] ;
-  wire [7:0] \$signature__data$350[6] ;
-  wire [7:0] \$signature__data$350[7] ;
-  wire [63:0] \$signature__data$353 ;
-  wire [7:0] \$signature__data$353[0] ;
-  wire [7:0] \$signature__data$353[1] ;
-  wire [7:0] \$signature__data$353[2] ;
-  wire [7:0] \$signature__data$353[3] ;
-  wire [7:0] \$signature__data$353[4] ;
-  wire [7:0] \$signature__data$353[5] ;
-  wire [7:0] \$signature__data$353[6] ;
-  wire [7:0] \$signature__data$353[7] ;
-  wire [63:0] \$signature__data$356 ;
-  wire [7:0] \$signature__data$356[0] ;
-  wire [7:0] \$signature__data$356[1] ;
-  wire [7:0] \$signature__data$356[2] ;
-  wire [7:0] \$signature__data$356[3] ;
-  wire [7:0] \$signature__data$356[4] ;
-  wire [7:0] \$signature__data$356[5] ;
-  wire [7:0] \$signature__data$356[6] ;
-  wire [7:0] \$signature__data$356[7] ;
-  wire [63:0] \$signature__data$359 ;
-  wire [7:0] \$signature__data$359[0] ;
-  wire [7:0] \$signature__data$359[1] ;
-  wire [7:0] \$signature__data$359[2] ;
-  wire [7:0] \$signature__data$359[3] ;
-  wire [7:0] \$signature__data$359[4] ;
-  wire [7:0] \$signature__data$359[5] ;
-  wire [7:0] \$signature__data$359[6] ;
-  wire [7:0] \$signature__data$359[7] ;
-  wire [63:0] \$signature__data$362 ;
-  wire [7:0] \$signature__data$362[0] ;
-  wire [7:0] \$signature__data$362[1] ;
-  wire [7:0] \$signature__data$362[2] ;
-  wire [7:0] \$signature__data$362[3] ;
-  wire [7:0] \$signature__data$362[4] ;
-  wire [7:0] \$signature__data$362[5] ;
-  wire [7:0] \$signature__data$362[6] ;
-  wire [7:0] \$signature__data$362[7] ;
-  wire [63:0] \$signature__data$365 ;
-  wire [7:0] \$signature__data$365[0] ;
-  wire [7:0] \$signature__data$365[1] ;
-  wire [7:0] \$signature__data$365[2] ;
-  wire [7:0] \$signature__data$365[3] ;
-  wire [7:0] \$signature__data$365[4] ;
-  wire [7:0] \$signature__data$365[5] ;
-  wire [7:0] \$signature__data$365[6] ;
-  wire [7:0] \$signature__data$365[7] ;
-  wire [63:0] \$signature__data$368 ;
-  wire [7:0] \$signature__data$368[0] ;
-  wire [7:0] \$signature__data$368[1] ;
-  wire [7:0] \$signature__data$368[2] ;
-  wire [7:0] \$signature__data$368[3] ;
-  wire [7:0] \$signature__data$368[4] ;
-  wire [7:0] \$signature__data$368[5] ;
-  wire [7:0] \$signature__data$368[6] ;
-  wire [7:0] \$signature__data$368[7] ;
-  wire [63:0] \$signature__data$371 ;
-  wire [7:0] \$signature__data$371[0] ;
-  wire [7:0] \$signature__data$371[1] ;
-  wire [7:0] \$signature__data$371[2] ;
-  wire [7:0] \$signature__data$371[3] ;
-  wire [7:0] \$signature__data$371[4] ;
-  wire [7:0] \$signature__data$371[5] ;
-  wire [7:0] \$signature__data$371[6] ;
-  wire [7:0] \$signature__data$371[7] ;
-  wire [63:0] \$signature__data$374 ;
-  wire [7:0] \$signature__data$374[0] ;
-  wire [7:0] \$signature__data$374[1] ;
-  wire [7:0] \$signature__data$374[2] ;
-  wire [7:0] \$signature__data$374[3] ;
-  wire [7:0] \$signature__data$374[4] ;
-  wire [7:0] \$signature__data$374[5] ;
-  wire [7:0] \$signature__data$374[6] ;
-  wire [7:0] \$signature__data$374[7] ;
-  wire [63:0] \$signature__data$377 ;
-  wire [7:0] \$signature__data$377[0] ;
-  wire [7:0] \$signature__data$377[1] ;
-  wire [7:0] \$signature__data$377[2] ;
-  wire [7:0] \$signature__data$377[3] ;
-  wire [7:0] \$signature__data$377[4] ;
-  wire [7:0] \$signature__data$377[5] ;
-  wire [7:0] \$signature__data$377[6] ;
-  wire [7:0] \$signature__data$377[7] ;
-  wire [63:0] \$signature__data$380 ;
-  wire [7:0] \$signature__data$380[0] ;
-  wire [7:0] \$signature__data$380[1] ;
-  wire [7:0] \$signature__data$380[2] ;
-  wire [7:0] \$signature__data$380[3] ;
-  wire [7:0] \$signature__data$380[4] ;
-  wire [7:0] \$signature__data$380[5] ;
-  wire [7:0] \$signature__data$380[6] ;
-  wire [7:0] \$signature__data$380[7] ;
-  wire [63:0] \$signature__data$383 ;
-  wire [7:0] \$signature__data$383[0] ;
-  wire [7:0] \$signature__data$383[1] ;
-  wire [7:0] \$signature__data$383[2] ;
-  wire [7:0] \$signature__data$383[3] ;
-  wire [7:0] \$signature__data$383[4] ;
-  wire [7:0] \$signature__data$383[5] ;
-  wire [7:0] \$signature__data$383[6] ;
-  wire [7:0] \$signature__data$383[7] ;
-  wire [63:0] \$signature__data$386 ;
-  wire [7:0] \$signature__data$386[0] ;
-  wire [7:0] \$signature__data$386[1] ;
-  wire [7:0] \$signature__data$386[2] ;
-  wire [7:0] \$signature__data$386[3] ;
-  wire [7:0] \$signature__data$386[4] ;
-  wire [7:0] \$signature__data$386[5] ;
-  wire [7:0] \$signature__data$386[6] ;
-  wire [7:0] \$signature__data$386[7] ;
-  wire [63:0] \$signature__data$389 ;
-  wire [7:0] \$signature__data$389[0] ;
-  wire [7:0] \$signature__data$389[1] ;
-  wire [7:0] \$signature__data$389[2] ;
-  wire [7:0] \$signature__data$389[3] ;
-  wire [7:0] \$signature__data$389[4] ;
-  wire [7:0] \$signature__data$389[5] ;
-  wire [7:0] \$signature__data$389[6] ;
-  wire [7:0] \$signature__data$389[7] ;
-  wire [63:0] \$signature__data$392 ;
-  wire [7:0] \$signature__data$392[0] ;
-  wire [7:0] \$signature__data$392[1] ;
-  wire [7:0] \$signature__data$392[2] ;
-  wire [7:0] \$signature__data$392[3] ;
-  wire [7:0] \$signature__data$392[4] ;
-  wire [7:0] \$signature__data$392[5] ;
-  wire [7:0] \$signature__data$392[6] ;
-  wire [7:0] \$signature__data$392[7] ;
-  wire [63:0] \$signature__data$395 ;
-  wire [7:0] \$signature__data$395[0] ;
-  wire [7:0] \$signature__data$395[1] ;
-  wire [7:0] \$signature__data$395[2] ;
-  wire [7:0] \$signature__data$395[3] ;
-  wire [7:0] \$signature__data$395[4] ;
-  wire [7:0] \$signature__data$395[5] ;
-  wire [7:0] \$signature__data$395[6] ;
-  wire [7:0] \$signature__data$395[7] ;
-  wire [63:0] \$signature__data$398 ;
-  wire [7:0] \$signature__data$398[0] ;
-  wire [7:0] \$signature__data$398[1] ;
-  wire [7:0] \$signature__data$398[2] ;
-  wire [7:0] \$signature__data$398[3] ;
-  wire [7:0] \$signature__data$398[4] ;
-  wire [7:0] \$signature__data$398[5] ;
-  wire [7:0] \$signature__data$398[6] ;
-  wire [7:0] \$signature__data$398[7] ;
-  wire [63:0] \$signature__data$401 ;
-  wire [7:0] \$signature__data$401[0] ;
-  wire [7:0] \$signature__data$401[1] ;
-  wire [7:0] \$signature__data$401[2] ;
-  wire [7:0] \$signature__data$401[3] ;
-  wire [7:0] \$signature__data$401[4] ;
-  wire [7:0] \$signature__data$401[5] ;
-  wire [7:0] \$signature__data$401[6] ;
-  wire [7:0] \$signature__data$401[7] ;
-  wire [63:0] \$signature__data$404 ;
-  wire [7:0] \$signature__data$404[0] ;
-  wire [7:0] \$signature__data$404[1] ;
-  wire [7:0] \$signature__data$404[2] ;
-  wire [7:0] \$signature__data$404[3] ;
-  wire [7:0] \$signature__data$404[4] ;
-  wire [7:0] \$signature__data$404[5] ;
-  wire [7:0] \$signature__data$404[6] ;
-  wire [7:0] \$signature__data$404[7] ;
-  wire [63:0] \$signature__data$449 ;
-  wire [7:0] \$signature__data$449[0] ;
-  wire [7:0] \$signature__data$449[1] ;
-  wire [7:0] \$signature__data$449[2] ;
-  wire [7:0] \$signature__data$449[3] ;
-  wire [7:0] \$signature__data$449[4] ;
-  wire [7:0] \$signature__data$449[5] ;
-  wire [7:0] \$signature__data$449[6] ;
-  wire [7:0] \$signature__data$449[7] ;
+  wire [63:0] \$signature__data$315 ;
+  wire [7:0] \$signature__data$315[0] ;
+  wire [7:0] \$signature__data$315[1] ;
+  wire [7:0] \$signature__data$315[2] ;
+  wire [7:0] \$signature__data$315[3] ;
+  wire [7:0] \$signature__data$315[4] ;
+  wire [7:0] \$signature__data$315[5] ;
+  wire [7:0] \$signature__data$315[6] ;
+  wire [7:0] \$signature__data$315[7] ;
+  wire [63:0] \$signature__data$318 ;
+  wire [7:0] \$signature__data$318[0] ;
+  wire [7:0] \$signature__data$318[1] ;
+  wire [7:0] \$signature__data$318[2] ;
+  wire [7:0] \$signature__data$318[3] ;
+  wire [7:0] \$signature__data$318[4] ;
+  wire [7:0] \$signature__data$318[5] ;
+  wire [7:0] \$signature__data$318[6] ;
+  wire [7:0] \$signature__data$318[7] ;
+  wire [63:0] \$signature__data$321 ;
+  wire [7:0] \$signature__data$321[0] ;
+  wire [7:0] \$signature__data$321[1] ;
+  wire [7:0] \$signature__data$321[2] ;
+  wire [7:0] \$signature__data$321[3] ;
+  wire [7:0] \$signature__data$321[4] ;
+  wire [7:0] \$signature__data$321[5] ;
+  wire [7:0] \$signature__data$321[6] ;
+  wire [7:0] \$signature__data$321[7] ;
+  wire [63:0] \$signature__data$324 ;
+  wire [7:0] \$signature__data$324[0] ;
+  wire [7:0] \$signature__data$324[1] ;
+  wire [7:0] \$signature__data$324[2] ;
+  wire [7:0] \$signature__data$324[3] ;
+  wire [7:0] \$signature__data$324[4] ;
+  wire [7:0] \$signature__data$324[5] ;
+  wire [7:0] \$signature__data$324[6] ;
+  wire [7:0] \$signature__data$324[7] ;
+  wire [63:0] \$signature__data$327 ;
+  wire [7:0] \$signature__data$327[0] ;
+  wire [7:0] \$signature__data$327[1] ;
+  wire [7:0] \$signature__data$327[2] ;
+  wire [7:0] \$signature__data$327[3] ;
+  wire [7:0] \$signature__data$327[4] ;
+  wire [7:0] \$signature__data$327[5] ;
+  wire [7:0] \$signature__data$327[6] ;
+  wire [7:0] \$signature__data$327[7] ;
+  wire [63:0] \$signature__data$330 ;
+  wire [7:0] \$signature__data$330[0] ;
+  wire [7:0] \$signature__data$330[1] ;
+  wire [7:0] \$signature__data$330[2] ;
+  wire [7:0] \$signature__data$330[3] ;
+  wire [7:0] \$signature__data$330[4] ;
+  wire [7:0] \$signature__data$330[5] ;
+  wire [7:0] \$signature__data$330[6] ;
+  wire [7:0] \$signature__data$330[7] ;
+  wire [63:0] \$signature__data$333 ;
+  wire [7:0] \$signature__data$333[0] ;
+  wire [7:0] \$signature__data$333[1] ;
+  wire [7:0] \$signature__data$333[2] ;
+  wire [7:0] \$signature__data$333[3] ;
+  wire [7:0] \$signature__data$333[4] ;
+  wire [7:0] \$signature__data$333[5] ;
+  wire [7:0] \$signature__data$333[6] ;
+  wire [7:0] \$signature__data$333[7] ;
+  wire [63:0] \$signature__data$336 ;
+  wire [7:0] \$signature__data$336[0] ;
+  wire [7:0] \$signature__data$336[1] ;
+  wire [7:0] \$signature__data$336[2] ;
+  wire [7:0] \$signature__data$336[3] ;
+  wire [7:0] \$signature__data$336[4] ;
+  wire [7:0] \$signature__data$336[5] ;
+  wire [7:0] \$signature__data$336[6] ;
+  wire [7:0] \$signature__data$336[7] ;
+  wire [63:0] \$signature__data$339 ;
+  wire [7:0] \$signature__data$339[0] ;
+  wire [7:0] \$signature__data$339[1] ;
+  wire [7:0] \$signature__data$339[2] ;
+  wire [7:0] \$signature__data$339[3] ;
+  wire [7:0] \$signature__data$339[4] ;
+  wire [7:0] \$signature__data$339[5] ;
+  wire [7:0] \$signature__data$339[6] ;
+  wire [7:0] \$signature__data$339[7] ;
+  wire [63:0] \$signature__data$342 ;
+  wire [7:0] \$signature__data$342[0] ;
+  wire [7:0] \$signature__data$342[1] ;
+  wire [7:0] \$signature__data$342[2] ;
+  wire [7:0] \$signature__data$342[3] ;
+  wire [7:0] \$signature__data$342[4] ;
+  wire [7:0] \$signature__data$342[5] ;
+  wire [7:0] \$signature__data$342[6] ;
+  wire [7:0] \$signature__data$342[7] ;
+  wire [63:0] \$signature__data$345 ;
+  wire [7:0] \$signature__data$345[0] ;
+  wire [7:0] \$signature__data$345[1] ;
+  wire [7:0] \$signature__data$345[2] ;
+  wire [7:0] \$signature__data$345[3] ;
+  wire [7:0] \$signature__data$345[4] ;
+  wire [7:0] \$signature__data$345[5] ;
+  wire [7:0] \$signature__data$345[6] ;
+  wire [7:0] \$signature__data$345[7] ;
+  wire [63:0] \$signature__data$348 ;
+  wire [7:0] \$signature__data$348[0] ;
+  wire [7:0] \$signature__data$348[1] ;
+  wire [7:0] \$signature__data$348[2] ;
+  wire [7:0] \$signature__data$348[3] ;
+  wire [7:0] \$signature__data$348[4] ;
+  wire [7:0] \$signature__data$348[5] ;
+  wire [7:0] \$signature__data$348[6] ;
+  wire [7:0] \$signature__data$348[7] ;
+  wire [63:0] \$signature__data$351 ;
+  wire [7:0] \$signature__data$351[0] ;
+  wire [7:0] \$signature__data$351[1] ;
+  wire [7:0] \$signature__data$351[2] ;
+  wire [7:0] \$signature__data$351[3] ;
+  wire [7:0] \$signature__data$351[4] ;
+  wire [7:0] \$signature__data$351[5] ;
+  wire [7:0] \$signature__data$351[6] ;
+  wire [7:0] \$signature__data$351[7] ;
+  wire [63:0] \$signature__data$354 ;
+  wire [7:0] \$signature__data$354[0] ;
+  wire [7:0] \$signature__data$354[1] ;
+  wire [7:0] \$signature__data$354[2] ;
+  wire [7:0] \$signature__data$354[3] ;
+  wire [7:0] \$signature__data$354[4] ;
+  wire [7:0] \$signature__data$354[5] ;
+  wire [7:0] \$signature__data$354[6] ;
+  wire [7:0] \$signature__data$354[7] ;
+  wire [63:0] \$signature__data$357 ;
+  wire [7:0] \$signature__data$357[0] ;
+  wire [7:0] \$signature__data$357[1] ;
+  wire [7:0] \$signature__data$357[2] ;
+  wire [7:0] \$signature__data$357[3] ;
+  wire [7:0] \$signature__data$357[4] ;
+  wire [7:0] \$signature__data$357[5] ;
+  wire [7:0] \$signature__data$357[6] ;
+  wire [7:0] \$signature__data$357[7] ;
+  wire [63:0] \$signature__data$360 ;
+  wire [7:0] \$signature__data$360[0] ;
+  wire [7:0] \$signature__data$360[1] ;
+  wire [7:0] \$signature__data$360[2] ;
+  wire [7:0] \$signature__data$360[3] ;
+  wire [7:0] \$signature__data$360[4] ;
+  wire [7:0] \$signature__data$360[5] ;
+  wire [7:0] \$signature__data$360[6] ;
+  wire [7:0] \$signature__data$360[7] ;
+  wire [63:0] \$signature__data$363 ;
+  wire [7:0] \$signature__data$363[0] ;
+  wire [7:0] \$signature__data$363[1] ;
+  wire [7:0] \$signature__data$363[2] ;
+  wire [7:0] \$signature__data$363[3] ;
+  wire [7:0] \$signature__data$363[4] ;
+  wire [7:0] \$signature__data$363[5] ;
+  wire [7:0] \$signature__data$363[6] ;
+  wire [7:0] \$signature__data$363[7] ;
+  wire [63:0] \$signature__data$366 ;
+  wire [7:0] \$signature__data$366[0] ;
+  wire [7:0] \$signature__data$366[1] ;
+  wire [7:0] \$signature__data$366[2] ;
+  wire [7:0] \$signature__data$366[3] ;
+  wire [7:0] \$signature__data$366[4] ;
+  wire [7:0] \$signature__data$366[5] ;
+  wire [7:0] \$signature__data$366[6] ;
+  wire [7:0] \$signature__data$366[7] ;
+  wire [63:0] \$signature__data$369 ;
+  wire [7:0] \$signature__data$369[0] ;
+  wire [7:0] \$signature__data$369[1] ;
+  wire [7:0] \$signature__data$369[2] ;
+  wire [7:0] \$signature__data$369[3] ;
+  wire [7:0] \$signature__data$369[4] ;
+  wire [7:0] \$signature__data$369[5] ;
+  wire [7:0] \$signature__data$369[6] ;
+  wire [7:0] \$signature__data$369[7] ;
+  wire [63:0] \$signature__data$372 ;
+  wire [7:0] \$signature__data$372[0] ;
+  wire [7:0] \$signature__data$372[1] ;
+  wire [7:0] \$signature__data$372[2] ;
+  wire [7:0] \$signature__data$372[3] ;
+  wire [7:0] \$signature__data$372[4] ;
+  wire [7:0] \$signature__data$372[5] ;
+  wire [7:0] \$signature__data$372[6] ;
+  wire [7:0] \$signature__data$372[7] ;
+  wire [63:0] \$signature__data$375 ;
+  wire [7:0] \$signature__data$375[0] ;
+  wire [7:0] \$signature__data$375[1] ;
+  wire [7:0] \$signature__data$375[2] ;
+  wire [7:0] \$signature__data$375[3] ;
+  wire [7:0] \$signature__data$375[4] ;
+  wire [7:0] \$signature__data$375[5] ;
+  wire [7:0] \$signature__data$375[6] ;
+  wire [7:0] \$signature__data$375[7] ;
+  wire [63:0] \$signature__data$378 ;
+  wire [7:0] \$signature__data$378[0] ;
+  wire [7:0] \$signature__data$378[1] ;
+  wire [7:0] \$signature__data$378[2] ;
+  wire [7:0] \$signature__data$378[3] ;
+  wire [7:0] \$signature__data$378[4] ;
+  wire [7:0] \$signature__data$378[5] ;
+  wire [7:0] \$signature__data$378[6] ;
+  wire [7:0] \$signature__data$378[7] ;
+  wire [63:0] \$signature__data$381 ;
+  wire [7:0] \$signature__data$381[0] ;
+  wire [7:0] \$signature__data$381[1] ;
+  wire [7:0] \$signature__data$381[2] ;
+  wire [7:0] \$signature__data$381[3] ;
+  wire [7:0] \$signature__data$381[4] ;
+  wire [7:0] \$signature__data$381[5] ;
+  wire [7:0] \$signature__data$381[6] ;
+  wire [7:0] \$signature__data$381[7] ;
+  wire [63:0] \$signature__data$384 ;
+  wire [7:0] \$signature__data$384[0] ;
+  wire [7:0] \$signature__data$384[1] ;
+  wire [7:0] \$signature__data$384[2] ;
+  wire [7:0] \$signature__data$384[3] ;
+  wire [7:0] \$signature__data$384[4] ;
+  wire [7:0] \$signature__data$384[5] ;
+  wire [7:0] \$signature__data$384[6] ;
+  wire [7:0] \$signature__data$384[7] ;
+  wire [63:0] \$signature__data$387 ;
+  wire [7:0] \$signature__data$387[0] ;
+  wire [7:0] \$signature__data$387[1] ;
+  wire [7:0] \$signature__data$387[2] ;
+  wire [7:0] \$signature__data$387[3] ;
+  wire [7:0] \$signature__data$387[4] ;
+  wire [7:0] \$signature__data$387[5] ;
+  wire [7:0] \$signature__data$387[6] ;
+  wire [7:0] \$signature__data$387[7] ;
+  wire [63:0] \$signature__data$390 ;
+  wire [7:0] \$signature__data$390[0] ;
+  wire [7:0] \$signature__data$390[1] ;
+  wire [7:0] \$signature__data$390[2] ;
+  wire [7:0] \$signature__data$390[3] ;
+  wire [7:0] \$signature__data$390[4] ;
+  wire [7:0] \$signature__data$390[5] ;
+  wire [7:0] \$signature__data$390[6] ;
+  wire [7:0] \$signature__data$390[7] ;
+  wire [63:0] \$signature__data$393 ;
+  wire [7:0] \$signature__data$393[0] ;
+  wire [7:0] \$signature__data$393[1] ;
+  wire [7:0] \$signature__data$393[2] ;
+  wire [7:0] \$signature__data$393[3] ;
+  wire [7:0] \$signature__data$393[4] ;
+  wire [7:0] \$signature__data$393[5] ;
+  wire [7:0] \$signature__data$393[6] ;
+  wire [7:0] \$signature__data$393[7] ;
+  wire [63:0] \$signature__data$396 ;
+  wire [7:0] \$signature__data$396[0] ;
+  wire [7:0] \$signature__data$396[1] ;
+  wire [7:0] \$signature__data$396[2] ;
+  wire [7:0] \$signature__data$396[3] ;
+  wire [7:0] \$signature__data$396[4] ;
+  wire [7:0] \$signature__data$396[5] ;
+  wire [7:0] \$signature__data$396[6] ;
+  wire [7:0] \$signature__data$396[7] ;
+  wire [63:0] \$signature__data$399 ;
+  wire [7:0] \$signature__data$399[0] ;
+  wire [7:0] \$signature__data$399[1] ;
+  wire [7:0] \$signature__data$399[2] ;
+  wire [7:0] \$signature__data$399[3] ;
+  wire [7:0] \$signature__data$399[4] ;
+  wire [7:0] \$signature__data$399[5] ;
+  wire [7:0] \$signature__data$399[6] ;
+  wire [7:0] \$signature__data$399[7] ;
+  wire [63:0] \$signature__data$402 ;
+  wire [7:0] \$signature__data$402[0] ;
+  wire [7:0] \$signature__data$402[1] ;
+  wire [7:0] \$signature__data$402[2] ;
+  wire [7:0] \$signature__data$402[3] ;
+  wire [7:0] \$signature__data$402[4] ;
+  wire [7:0] \$signature__data$402[5] ;
+  wire [7:0] \$signature__data$402[6] ;
+  wire [7:0] \$signature__data$402[7] ;
+  wire [63:0] \$signature__data$405 ;
+  wire [7:0] \$signature__data$405[0] ;
+  wire [7:0] \$signature__data$405[1] ;
+  wire [7:0] \$signature__data$405[2] ;
+  wire [7:0] \$signature__data$405[3] ;
+  wire [7:0] \$signature__data$405[4] ;
+  wire [7:0] \$signature__data$405[5] ;
+  wire [7:0] \$signature__data$405[6] ;
+  wire [7:0] \$signature__data$405[7] ;
   wire [63:0] \$signature__data$450 ;
   wire [7:0] \$signature__data$450[0] ;
   wire [7:0] \$signature__data$450[1] ;
@@ -2291,6 +2297,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$480[5] ;
   wire [7:0] \$signature__data$480[6] ;
   wire [7:0] \$signature__data$480[7] ;
+  wire [63:0] \$signature__data$481 ;
+  wire [7:0] \$signature__data$481[0] ;
+  wire [7:0] \$signature__data$481[1] ;
+  wire [7:0] \$signature__data$481[2] ;
+  wire [7:0] \$signature__data$481[3] ;
+  wire [7:0] \$signature__data$481[4] ;
+  wire [7:0] \$signature__data$481[5] ;
+  wire [7:0] \$signature__data$481[6] ;
+  wire [7:0] \$signature__data$481[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2309,38 +2324,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$112 ;
   wire \$signature__en$115 ;
   wire \$signature__en$116 ;
-  wire \$signature__en$312 ;
-  wire \$signature__en$315 ;
-  wire \$signature__en$318 ;
-  wire \$signature__en$321 ;
-  wire \$signature__en$324 ;
-  wire \$signature__en$327 ;
-  wire \$signature__en$330 ;
-  wire \$signature__en$333 ;
-  wire \$signature__en$336 ;
-  wire \$signature__en$339 ;
-  wire \$signature__en$342 ;
-  wire \$signature__en$345 ;
-  wire \$signature__en$348 ;
-  wire \$signature__en$351 ;
-  wire \$signature__en$354 ;
-  wire \$signature__en$357 ;
-  wire \$signature__en$360 ;
-  wire \$signature__en$363 ;
-  wire \$signature__en$366 ;
-  wire \$signature__en$369 ;
-  wire \$signature__en$372 ;
-  wire \$signature__en$375 ;
-  wire \$signature__en$378 ;
-  wire \$signature__en$381 ;
-  wire \$signature__en$384 ;
-  wire \$signature__en$387 ;
-  wire \$signature__en$390 ;
-  wire \$signature__en$393 ;
-  wire \$signature__en$396 ;
-  wire \$signature__en$399 ;
-  wire \$signature__en$402 ;
-  wire \$signature__en$405 ;
+  wire \$signature__en$313 ;
+  wire \$signature__en$316 ;
+  wire \$signature__en$319 ;
+  wire \$signature__en$322 ;
+  wire \$signature__en$325 ;
+  wire \$signature__en$328 ;
+  wire \$signature__en$331 ;
+  wire \$signature__en$334 ;
+  wire \$signature__en$337 ;
+  wire \$signature__en$340 ;
+  wire \$signature__en$343 ;
+  wire \$signature__en$346 ;
+  wire \$signature__en$349 ;
+  wire \$signature__en$352 ;
+  wire \$signature__en$355 ;
+  wire \$signature__en$358 ;
+  wire \$signature__en$361 ;
+  wire \$signature__en$364 ;
+  wire \$signature__en$367 ;
+  wire \$signature__en$370 ;
+  wire \$signature__en$373 ;
+  wire \$signature__en$376 ;
+  wire \$signature__en$379 ;
+  wire \$signature__en$382 ;
+  wire \$signature__en$385 ;
+  wire \$signature__en$388 ;
+  wire \$signature__en$391 ;
+  wire \$signature__en$394 ;
+  wire \$signature__en$397 ;
+  wire \$signature__en$400 ;
+  wire \$signature__en$403 ;
+  wire \$signature__en$406 ;
   wire \$signature__en$56 ;
   wire \$signature__en$59 ;
   wire \$signature__en$60 ;
@@ -2681,10 +2696,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [31:0] \i_acc[5] ;
   wire [31:0] \i_acc[6] ;
   wire [31:0] \i_acc[7] ;
-  input [64:0] i_act__payload;
-  wire [64:0] i_act__payload;
-  wire [63:0] \i_act__payload.data ;
+  input [128:0] i_act__payload;
+  wire [128:0] i_act__payload;
+  wire [127:0] \i_act__payload.data ;
   wire [7:0] \i_act__payload.data[0] ;
+  wire [7:0] \i_act__payload.data[10] ;
+  wire [7:0] \i_act__payload.data[11] ;
+  wire [7:0] \i_act__payload.data[12] ;
+  wire [7:0] \i_act__payload.data[13] ;
+  wire [7:0] \i_act__payload.data[14] ;
+  wire [7:0] \i_act__payload.data[15] ;
   wire [7:0] \i_act__payload.data[1] ;
   wire [7:0] \i_act__payload.data[2] ;
   wire [7:0] \i_act__payload.data[3] ;
@@ -2692,6 +2713,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \i_act__payload.data[5] ;
   wire [7:0] \i_act__payload.data[6] ;
   wire [7:0] \i_act__payload.data[7] ;
+  wire [7:0] \i_act__payload.data[8] ;
+  wire [7:0] \i_act__payload.data[9] ;
   wire \i_act__payload.last ;
   output i_act__ready;
   wire i_act__ready;
@@ -3039,6 +3062,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [31:0] \res_out.data[7] ;
   wire \res_out.last ;
   reg [7:0] reserved = 8'h00;
+  wire row_end;
   reg [11:0] rows_left = 12'h000;
   wire rows_ready;
   (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
@@ -4571,14 +4595,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$312 )
+    if (\$signature__en$313 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
     _1_ <= lb0e[{ \$70 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$449  = _1_;
+  assign \$signature__data$450  = _1_;
   reg [63:0] lb0o [511:0];
   initial begin
     lb0o[0] = 64'h0000000000000000;
@@ -5095,14 +5119,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$315 )
-      lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$316 )
+      lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
     _2_ <= lb0o[{ \$73 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$450  = _2_;
+  assign \$signature__data$451  = _2_;
   reg [63:0] lb10e [511:0];
   initial begin
     lb10e[0] = 64'h0000000000000000;
@@ -5619,14 +5643,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$372 )
+    if (\$signature__en$373 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
     _3_ <= lb10e[{ \$120 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$469  = _3_;
+  assign \$signature__data$470  = _3_;
   reg [63:0] lb10o [511:0];
   initial begin
     lb10o[0] = 64'h0000000000000000;
@@ -6143,14 +6167,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$375 )
-      lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$376 )
+      lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
     _4_ <= lb10o[{ \$123 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$470  = _4_;
+  assign \$signature__data$471  = _4_;
   reg [63:0] lb11e [511:0];
   initial begin
     lb11e[0] = 64'h0000000000000000;
@@ -6667,14 +6691,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$378 )
+    if (\$signature__en$379 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
     _5_ <= lb11e[{ \$125 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$471  = _5_;
+  assign \$signature__data$472  = _5_;
   reg [63:0] lb11o [511:0];
   initial begin
     lb11o[0] = 64'h0000000000000000;
@@ -7191,14 +7215,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$381 )
-      lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$382 )
+      lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
     _6_ <= lb11o[{ \$128 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$472  = _6_;
+  assign \$signature__data$473  = _6_;
   reg [63:0] lb12e [511:0];
   initial begin
     lb12e[0] = 64'h0000000000000000;
@@ -7715,14 +7739,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$384 )
+    if (\$signature__en$385 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
     _7_ <= lb12e[{ \$130 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$473  = _7_;
+  assign \$signature__data$474  = _7_;
   reg [63:0] lb12o [511:0];
   initial begin
     lb12o[0] = 64'h0000000000000000;
@@ -8239,14 +8263,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$387 )
-      lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$388 )
+      lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
     _8_ <= lb12o[{ \$133 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$474  = _8_;
+  assign \$signature__data$475  = _8_;
   reg [63:0] lb13e [511:0];
   initial begin
     lb13e[0] = 64'h0000000000000000;
@@ -8763,14 +8787,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$390 )
+    if (\$signature__en$391 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
     _9_ <= lb13e[{ \$135 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$475  = _9_;
+  assign \$signature__data$476  = _9_;
   reg [63:0] lb13o [511:0];
   initial begin
     lb13o[0] = 64'h0000000000000000;
@@ -9287,14 +9311,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$393 )
-      lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$394 )
+      lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
     _10_ <= lb13o[{ \$138 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$476  = _10_;
+  assign \$signature__data$477  = _10_;
   reg [63:0] lb14e [511:0];
   initial begin
     lb14e[0] = 64'h0000000000000000;
@@ -9811,14 +9835,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$396 )
+    if (\$signature__en$397 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
     _11_ <= lb14e[{ \$140 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$477  = _11_;
+  assign \$signature__data$478  = _11_;
   reg [63:0] lb14o [511:0];
   initial begin
     lb14o[0] = 64'h0000000000000000;
@@ -10335,14 +10359,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$399 )
-      lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$400 )
+      lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
     _12_ <= lb14o[{ \$143 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$478  = _12_;
+  assign \$signature__data$479  = _12_;
   reg [63:0] lb15e [511:0];
   initial begin
     lb15e[0] = 64'h0000000000000000;
@@ -10859,14 +10883,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$402 )
+    if (\$signature__en$403 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
     _13_ <= lb15e[{ \$145 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$479  = _13_;
+  assign \$signature__data$480  = _13_;
   reg [63:0] lb15o [511:0];
   initial begin
     lb15o[0] = 64'h0000000000000000;
@@ -11383,14 +11407,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$405 )
-      lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$406 )
+      lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
     _14_ <= lb15o[{ \$148 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$480  = _14_;
+  assign \$signature__data$481  = _14_;
   reg [63:0] lb1e [511:0];
   initial begin
     lb1e[0] = 64'h0000000000000000;
@@ -11907,14 +11931,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$318 )
+    if (\$signature__en$319 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
     _15_ <= lb1e[{ \$75 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$451  = _15_;
+  assign \$signature__data$452  = _15_;
   reg [63:0] lb1o [511:0];
   initial begin
     lb1o[0] = 64'h0000000000000000;
@@ -12431,14 +12455,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$321 )
-      lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$322 )
+      lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
     _16_ <= lb1o[{ \$78 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$452  = _16_;
+  assign \$signature__data$453  = _16_;
   reg [63:0] lb2e [511:0];
   initial begin
     lb2e[0] = 64'h0000000000000000;
@@ -12955,14 +12979,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$324 )
+    if (\$signature__en$325 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
     _17_ <= lb2e[{ \$80 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$453  = _17_;
+  assign \$signature__data$454  = _17_;
   reg [63:0] lb2o [511:0];
   initial begin
     lb2o[0] = 64'h0000000000000000;
@@ -13479,14 +13503,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$327 )
-      lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$328 )
+      lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
     _18_ <= lb2o[{ \$83 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$454  = _18_;
+  assign \$signature__data$455  = _18_;
   reg [63:0] lb3e [511:0];
   initial begin
     lb3e[0] = 64'h0000000000000000;
@@ -14003,14 +14027,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$330 )
+    if (\$signature__en$331 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
     _19_ <= lb3e[{ \$85 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$455  = _19_;
+  assign \$signature__data$456  = _19_;
   reg [63:0] lb3o [511:0];
   initial begin
     lb3o[0] = 64'h0000000000000000;
@@ -14527,14 +14551,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$333 )
-      lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$334 )
+      lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
     _20_ <= lb3o[{ \$88 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$456  = _20_;
+  assign \$signature__data$457  = _20_;
   reg [63:0] lb4e [511:0];
   initial begin
     lb4e[0] = 64'h0000000000000000;
@@ -15051,14 +15075,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$336 )
+    if (\$signature__en$337 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
     _21_ <= lb4e[{ \$90 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$457  = _21_;
+  assign \$signature__data$458  = _21_;
   reg [63:0] lb4o [511:0];
   initial begin
     lb4o[0] = 64'h0000000000000000;
@@ -15575,14 +15599,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$339 )
-      lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$340 )
+      lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
     _22_ <= lb4o[{ \$93 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$458  = _22_;
+  assign \$signature__data$459  = _22_;
   reg [63:0] lb5e [511:0];
   initial begin
     lb5e[0] = 64'h0000000000000000;
@@ -16099,14 +16123,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$342 )
+    if (\$signature__en$343 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
     _23_ <= lb5e[{ \$95 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$459  = _23_;
+  assign \$signature__data$460  = _23_;
   reg [63:0] lb5o [511:0];
   initial begin
     lb5o[0] = 64'h0000000000000000;
@@ -16623,14 +16647,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$345 )
-      lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$346 )
+      lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
     _24_ <= lb5o[{ \$98 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$460  = _24_;
+  assign \$signature__data$461  = _24_;
   reg [63:0] lb6e [511:0];
   initial begin
     lb6e[0] = 64'h0000000000000000;
@@ -17147,14 +17171,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$348 )
+    if (\$signature__en$349 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
     _25_ <= lb6e[{ \$100 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$461  = _25_;
+  assign \$signature__data$462  = _25_;
   reg [63:0] lb6o [511:0];
   initial begin
     lb6o[0] = 64'h0000000000000000;
@@ -17671,14 +17695,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$351 )
-      lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$352 )
+      lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
     _26_ <= lb6o[{ \$103 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$462  = _26_;
+  assign \$signature__data$463  = _26_;
   reg [63:0] lb7e [511:0];
   initial begin
     lb7e[0] = 64'h0000000000000000;
@@ -18195,14 +18219,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$354 )
+    if (\$signature__en$355 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
     _27_ <= lb7e[{ \$105 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$463  = _27_;
+  assign \$signature__data$464  = _27_;
   reg [63:0] lb7o [511:0];
   initial begin
     lb7o[0] = 64'h0000000000000000;
@@ -18719,14 +18743,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$357 )
-      lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$358 )
+      lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
     _28_ <= lb7o[{ \$108 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$464  = _28_;
+  assign \$signature__data$465  = _28_;
   reg [63:0] lb8e [511:0];
   initial begin
     lb8e[0] = 64'h0000000000000000;
@@ -19243,14 +19267,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$360 )
+    if (\$signature__en$361 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
     _29_ <= lb8e[{ \$110 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$465  = _29_;
+  assign \$signature__data$466  = _29_;
   reg [63:0] lb8o [511:0];
   initial begin
     lb8o[0] = 64'h0000000000000000;
@@ -19767,14 +19791,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$363 )
-      lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$364 )
+      lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
     _30_ <= lb8o[{ \$113 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$466  = _30_;
+  assign \$signature__data$467  = _30_;
   reg [63:0] lb9e [511:0];
   initial begin
     lb9e[0] = 64'h0000000000000000;
@@ -20291,14 +20315,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$366 )
+    if (\$signature__en$367 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
     _31_ <= lb9e[{ \$115 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$467  = _31_;
+  assign \$signature__data$468  = _31_;
   reg [63:0] lb9o [511:0];
   initial begin
     lb9o[0] = 64'h0000000000000000;
@@ -20815,14 +20839,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$369 )
-      lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
+    if (\$signature__en$370 )
+      lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
     _32_ <= lb9o[{ \$118 [5:1], \$51 [3:0] }];
   end
-  assign \$signature__data$468  = _32_;
+  assign \$signature__data$469  = _32_;
   reg [551:0] pmem [63:0];
   initial begin
     pmem[0] = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
@@ -37687,17 +37711,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$409  = wr_iy < \$408 ;
   assign \$410  = \$407  | \$409 ;
   assign i_act__ready = \$404  & \$410 ;
-  assign \$411  = i_act__valid & i_act__ready;
-  assign \$412  = a_count >= act_total;
-  assign \$413  = ~ \$412 ;
-  assign \$414  = \$411  & \$413 ;
-  assign \$415  = state == 3'h4;
-  assign \$416  = ~ \$415 ;
-  assign \$417  = \$414  & \$416 ;
-  assign \$418  = ! wr_iy[3:0];
-  assign \$419  = \$417  & \$418 ;
-  assign \$420  = ! wr_ix[0];
-  assign \$signature__en$312  = \$419  & \$420 ;
+  assign \$411  = wr_ix + 2'h2;
+  assign row_end = \$411  >= desc[41:35];
+  assign \$412  = i_act__valid & i_act__ready;
+  assign \$413  = a_count >= act_total;
+  assign \$414  = ~ \$413 ;
+  assign \$415  = \$412  & \$414 ;
+  assign \$416  = state == 3'h4;
+  assign \$417  = ~ \$416 ;
+  assign \$418  = \$415  & \$417 ;
+  assign \$419  = ! wr_iy[3:0];
+  assign \$420  = \$418  & \$419 ;
   assign \$421  = i_act__valid & i_act__ready;
   assign \$422  = a_count >= act_total;
   assign \$423  = ~ \$422 ;
@@ -37707,186 +37731,186 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$427  = \$424  & \$426 ;
   assign \$428  = ! wr_iy[3:0];
   assign \$429  = \$427  & \$428 ;
-  assign \$signature__en$315  = \$429  & \$430 ;
-  assign \$431  = i_act__valid & i_act__ready;
-  assign \$432  = a_count >= act_total;
-  assign \$433  = ~ \$432 ;
-  assign \$434  = \$431  & \$433 ;
-  assign \$435  = state == 3'h4;
-  assign \$436  = ~ \$435 ;
-  assign \$437  = \$434  & \$436 ;
-  assign \$438  = wr_iy[3:0] == 1'h1;
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = ! wr_ix[0];
-  assign \$signature__en$318  = \$439  & \$440 ;
-  assign \$441  = i_act__valid & i_act__ready;
-  assign \$442  = a_count >= act_total;
-  assign \$443  = ~ \$442 ;
-  assign \$444  = \$441  & \$443 ;
-  assign \$445  = state == 3'h4;
-  assign \$446  = ~ \$445 ;
-  assign \$447  = \$444  & \$446 ;
-  assign \$448  = wr_iy[3:0] == 1'h1;
-  assign \$449  = \$447  & \$448 ;
-  assign \$signature__en$321  = \$449  & \$450 ;
-  assign \$451  = i_act__valid & i_act__ready;
-  assign \$452  = a_count >= act_total;
-  assign \$453  = ~ \$452 ;
-  assign \$454  = \$451  & \$453 ;
-  assign \$455  = state == 3'h4;
+  assign \$430  = ~ row_end;
+  assign \$431  = ~ desc[35];
+  assign \$432  = \$430  | \$431 ;
+  assign \$signature__en$316  = \$429  & \$432 ;
+  assign \$433  = i_act__valid & i_act__ready;
+  assign \$434  = a_count >= act_total;
+  assign \$435  = ~ \$434 ;
+  assign \$436  = \$433  & \$435 ;
+  assign \$437  = state == 3'h4;
+  assign \$438  = ~ \$437 ;
+  assign \$439  = \$436  & \$438 ;
+  assign \$440  = wr_iy[3:0] == 1'h1;
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = i_act__valid & i_act__ready;
+  assign \$443  = a_count >= act_total;
+  assign \$444  = ~ \$443 ;
+  assign \$445  = \$442  & \$444 ;
+  assign \$446  = state == 3'h4;
+  assign \$447  = ~ \$446 ;
+  assign \$448  = \$445  & \$447 ;
+  assign \$449  = wr_iy[3:0] == 1'h1;
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = ~ row_end;
+  assign \$452  = ~ desc[35];
+  assign \$453  = \$451  | \$452 ;
+  assign \$signature__en$322  = \$450  & \$453 ;
+  assign \$454  = i_act__valid & i_act__ready;
+  assign \$455  = a_count >= act_total;
   assign \$456  = ~ \$455 ;
   assign \$457  = \$454  & \$456 ;
-  assign \$458  = wr_iy[3:0] == 2'h2;
-  assign \$459  = \$457  & \$458 ;
-  assign \$460  = ! wr_ix[0];
-  assign \$signature__en$324  = \$459  & \$460 ;
-  assign \$461  = i_act__valid & i_act__ready;
-  assign \$462  = a_count >= act_total;
-  assign \$463  = ~ \$462 ;
-  assign \$464  = \$461  & \$463 ;
-  assign \$465  = state == 3'h4;
-  assign \$466  = ~ \$465 ;
-  assign \$467  = \$464  & \$466 ;
-  assign \$468  = wr_iy[3:0] == 2'h2;
-  assign \$469  = \$467  & \$468 ;
-  assign \$signature__en$327  = \$469  & \$470 ;
-  assign \$471  = i_act__valid & i_act__ready;
-  assign \$472  = a_count >= act_total;
-  assign \$473  = ~ \$472 ;
-  assign \$474  = \$471  & \$473 ;
-  assign \$475  = state == 3'h4;
-  assign \$476  = ~ \$475 ;
-  assign \$477  = \$474  & \$476 ;
-  assign \$478  = wr_iy[3:0] == 2'h3;
-  assign \$479  = \$477  & \$478 ;
-  assign \$480  = ! wr_ix[0];
-  assign \$signature__en$330  = \$479  & \$480 ;
-  assign \$481  = i_act__valid & i_act__ready;
-  assign \$482  = a_count >= act_total;
-  assign \$483  = ~ \$482 ;
-  assign \$484  = \$481  & \$483 ;
-  assign \$485  = state == 3'h4;
+  assign \$458  = state == 3'h4;
+  assign \$459  = ~ \$458 ;
+  assign \$460  = \$457  & \$459 ;
+  assign \$461  = wr_iy[3:0] == 2'h2;
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = i_act__valid & i_act__ready;
+  assign \$464  = a_count >= act_total;
+  assign \$465  = ~ \$464 ;
+  assign \$466  = \$463  & \$465 ;
+  assign \$467  = state == 3'h4;
+  assign \$468  = ~ \$467 ;
+  assign \$469  = \$466  & \$468 ;
+  assign \$470  = wr_iy[3:0] == 2'h2;
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = ~ row_end;
+  assign \$473  = ~ desc[35];
+  assign \$474  = \$472  | \$473 ;
+  assign \$signature__en$328  = \$471  & \$474 ;
+  assign \$475  = i_act__valid & i_act__ready;
+  assign \$476  = a_count >= act_total;
+  assign \$477  = ~ \$476 ;
+  assign \$478  = \$475  & \$477 ;
+  assign \$479  = state == 3'h4;
+  assign \$480  = ~ \$479 ;
+  assign \$481  = \$478  & \$480 ;
+  assign \$482  = wr_iy[3:0] == 2'h3;
+  assign \$483  = \$481  & \$482 ;
+  assign \$484  = i_act__valid & i_act__ready;
+  assign \$485  = a_count >= act_total;
   assign \$486  = ~ \$485 ;
   assign \$487  = \$484  & \$486 ;
-  assign \$488  = wr_iy[3:0] == 2'h3;
-  assign \$489  = \$487  & \$488 ;
-  assign \$signature__en$333  = \$489  & \$490 ;
-  assign \$491  = i_act__valid & i_act__ready;
-  assign \$492  = a_count >= act_total;
-  assign \$493  = ~ \$492 ;
-  assign \$494  = \$491  & \$493 ;
-  assign \$495  = state == 3'h4;
-  assign \$496  = ~ \$495 ;
-  assign \$497  = \$494  & \$496 ;
-  assign \$498  = wr_iy[3:0] == 3'h4;
-  assign \$499  = \$497  & \$498 ;
-  assign \$500  = ! wr_ix[0];
-  assign \$signature__en$336  = \$499  & \$500 ;
-  assign \$501  = i_act__valid & i_act__ready;
-  assign \$502  = a_count >= act_total;
-  assign \$503  = ~ \$502 ;
-  assign \$504  = \$501  & \$503 ;
-  assign \$505  = state == 3'h4;
-  assign \$506  = ~ \$505 ;
-  assign \$507  = \$504  & \$506 ;
-  assign \$508  = wr_iy[3:0] == 3'h4;
-  assign \$509  = \$507  & \$508 ;
-  assign \$signature__en$339  = \$509  & \$510 ;
-  assign \$511  = i_act__valid & i_act__ready;
-  assign \$512  = a_count >= act_total;
-  assign \$513  = ~ \$512 ;
-  assign \$514  = \$511  & \$513 ;
-  assign \$515  = state == 3'h4;
-  assign \$516  = ~ \$515 ;
-  assign \$517  = \$514  & \$516 ;
-  assign \$518  = wr_iy[3:0] == 3'h5;
-  assign \$519  = \$517  & \$518 ;
-  assign \$520  = ! wr_ix[0];
-  assign \$signature__en$342  = \$519  & \$520 ;
-  assign \$521  = i_act__valid & i_act__ready;
-  assign \$522  = a_count >= act_total;
-  assign \$523  = ~ \$522 ;
-  assign \$524  = \$521  & \$523 ;
-  assign \$525  = state == 3'h4;
-  assign \$526  = ~ \$525 ;
-  assign \$527  = \$524  & \$526 ;
-  assign \$528  = wr_iy[3:0] == 3'h5;
-  assign \$529  = \$527  & \$528 ;
-  assign \$signature__en$345  = \$529  & \$530 ;
-  assign \$531  = i_act__valid & i_act__ready;
-  assign \$532  = a_count >= act_total;
-  assign \$533  = ~ \$532 ;
-  assign \$534  = \$531  & \$533 ;
-  assign \$535  = state == 3'h4;
-  assign \$536  = ~ \$535 ;
-  assign \$537  = \$534  & \$536 ;
-  assign \$538  = wr_iy[3:0] == 3'h6;
-  assign \$539  = \$537  & \$538 ;
-  assign \$540  = ! wr_ix[0];
-  assign \$signature__en$348  = \$539  & \$540 ;
-  assign \$541  = i_act__valid & i_act__ready;
-  assign \$542  = a_count >= act_total;
+  assign \$488  = state == 3'h4;
+  assign \$489  = ~ \$488 ;
+  assign \$490  = \$487  & \$489 ;
+  assign \$491  = wr_iy[3:0] == 2'h3;
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = ~ row_end;
+  assign \$494  = ~ desc[35];
+  assign \$495  = \$493  | \$494 ;
+  assign \$signature__en$334  = \$492  & \$495 ;
+  assign \$496  = i_act__valid & i_act__ready;
+  assign \$497  = a_count >= act_total;
+  assign \$498  = ~ \$497 ;
+  assign \$499  = \$496  & \$498 ;
+  assign \$500  = state == 3'h4;
+  assign \$501  = ~ \$500 ;
+  assign \$502  = \$499  & \$501 ;
+  assign \$503  = wr_iy[3:0] == 3'h4;
+  assign \$504  = \$502  & \$503 ;
+  assign \$505  = i_act__valid & i_act__ready;
+  assign \$506  = a_count >= act_total;
+  assign \$507  = ~ \$506 ;
+  assign \$508  = \$505  & \$507 ;
+  assign \$509  = state == 3'h4;
+  assign \$510  = ~ \$509 ;
+  assign \$511  = \$508  & \$510 ;
+  assign \$512  = wr_iy[3:0] == 3'h4;
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ~ row_end;
+  assign \$515  = ~ desc[35];
+  assign \$516  = \$514  | \$515 ;
+  assign \$signature__en$340  = \$513  & \$516 ;
+  assign \$517  = i_act__valid & i_act__ready;
+  assign \$518  = a_count >= act_total;
+  assign \$519  = ~ \$518 ;
+  assign \$520  = \$517  & \$519 ;
+  assign \$521  = state == 3'h4;
+  assign \$522  = ~ \$521 ;
+  assign \$523  = \$520  & \$522 ;
+  assign \$524  = wr_iy[3:0] == 3'h5;
+  assign \$525  = \$523  & \$524 ;
+  assign \$526  = i_act__valid & i_act__ready;
+  assign \$527  = a_count >= act_total;
+  assign \$528  = ~ \$527 ;
+  assign \$529  = \$526  & \$528 ;
+  assign \$530  = state == 3'h4;
+  assign \$531  = ~ \$530 ;
+  assign \$532  = \$529  & \$531 ;
+  assign \$533  = wr_iy[3:0] == 3'h5;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = ~ row_end;
+  assign \$536  = ~ desc[35];
+  assign \$537  = \$535  | \$536 ;
+  assign \$signature__en$346  = \$534  & \$537 ;
+  assign \$538  = i_act__valid & i_act__ready;
+  assign \$539  = a_count >= act_total;
+  assign \$540  = ~ \$539 ;
+  assign \$541  = \$538  & \$540 ;
+  assign \$542  = state == 3'h4;
   assign \$543  = ~ \$542 ;
   assign \$544  = \$541  & \$543 ;
-  assign \$545  = state == 3'h4;
-  assign \$546  = ~ \$545 ;
-  assign \$547  = \$544  & \$546 ;
-  assign \$548  = wr_iy[3:0] == 3'h6;
-  assign \$549  = \$547  & \$548 ;
-  assign \$signature__en$351  = \$549  & \$550 ;
-  assign \$551  = i_act__valid & i_act__ready;
-  assign \$552  = a_count >= act_total;
-  assign \$553  = ~ \$552 ;
-  assign \$554  = \$551  & \$553 ;
-  assign \$555  = state == 3'h4;
-  assign \$556  = ~ \$555 ;
-  assign \$557  = \$554  & \$556 ;
-  assign \$558  = wr_iy[3:0] == 3'h7;
-  assign \$559  = \$557  & \$558 ;
-  assign \$560  = ! wr_ix[0];
-  assign \$signature__en$354  = \$559  & \$560 ;
-  assign \$561  = i_act__valid & i_act__ready;
-  assign \$562  = a_count >= act_total;
-  assign \$563  = ~ \$562 ;
-  assign \$564  = \$561  & \$563 ;
-  assign \$565  = state == 3'h4;
-  assign \$566  = ~ \$565 ;
-  assign \$567  = \$564  & \$566 ;
-  assign \$568  = wr_iy[3:0] == 3'h7;
-  assign \$569  = \$567  & \$568 ;
-  assign \$signature__en$357  = \$569  & \$570 ;
-  assign \$571  = i_act__valid & i_act__ready;
-  assign \$572  = a_count >= act_total;
+  assign \$545  = wr_iy[3:0] == 3'h6;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = i_act__valid & i_act__ready;
+  assign \$548  = a_count >= act_total;
+  assign \$549  = ~ \$548 ;
+  assign \$550  = \$547  & \$549 ;
+  assign \$551  = state == 3'h4;
+  assign \$552  = ~ \$551 ;
+  assign \$553  = \$550  & \$552 ;
+  assign \$554  = wr_iy[3:0] == 3'h6;
+  assign \$555  = \$553  & \$554 ;
+  assign \$556  = ~ row_end;
+  assign \$557  = ~ desc[35];
+  assign \$558  = \$556  | \$557 ;
+  assign \$signature__en$352  = \$555  & \$558 ;
+  assign \$559  = i_act__valid & i_act__ready;
+  assign \$560  = a_count >= act_total;
+  assign \$561  = ~ \$560 ;
+  assign \$562  = \$559  & \$561 ;
+  assign \$563  = state == 3'h4;
+  assign \$564  = ~ \$563 ;
+  assign \$565  = \$562  & \$564 ;
+  assign \$566  = wr_iy[3:0] == 3'h7;
+  assign \$567  = \$565  & \$566 ;
+  assign \$568  = i_act__valid & i_act__ready;
+  assign \$569  = a_count >= act_total;
+  assign \$570  = ~ \$569 ;
+  assign \$571  = \$568  & \$570 ;
+  assign \$572  = state == 3'h4;
   assign \$573  = ~ \$572 ;
   assign \$574  = \$571  & \$573 ;
-  assign \$575  = state == 3'h4;
-  assign \$576  = ~ \$575 ;
-  assign \$577  = \$574  & \$576 ;
-  assign \$578  = wr_iy[3:0] == 4'h8;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = ! wr_ix[0];
-  assign \$signature__en$360  = \$579  & \$580 ;
-  assign \$581  = i_act__valid & i_act__ready;
-  assign \$582  = a_count >= act_total;
-  assign \$583  = ~ \$582 ;
-  assign \$584  = \$581  & \$583 ;
-  assign \$585  = state == 3'h4;
-  assign \$586  = ~ \$585 ;
-  assign \$587  = \$584  & \$586 ;
-  assign \$588  = wr_iy[3:0] == 4'h8;
-  assign \$589  = \$587  & \$588 ;
-  assign \$signature__en$363  = \$589  & \$590 ;
-  assign \$591  = i_act__valid & i_act__ready;
-  assign \$592  = a_count >= act_total;
-  assign \$593  = ~ \$592 ;
-  assign \$594  = \$591  & \$593 ;
-  assign \$595  = state == 3'h4;
-  assign \$596  = ~ \$595 ;
-  assign \$597  = \$594  & \$596 ;
-  assign \$598  = wr_iy[3:0] == 4'h9;
-  assign \$599  = \$597  & \$598 ;
-  assign \$600  = ! wr_ix[0];
-  assign \$signature__en$366  = \$599  & \$600 ;
+  assign \$575  = wr_iy[3:0] == 3'h7;
+  assign \$576  = \$574  & \$575 ;
+  assign \$577  = ~ row_end;
+  assign \$578  = ~ desc[35];
+  assign \$579  = \$577  | \$578 ;
+  assign \$signature__en$358  = \$576  & \$579 ;
+  assign \$580  = i_act__valid & i_act__ready;
+  assign \$581  = a_count >= act_total;
+  assign \$582  = ~ \$581 ;
+  assign \$583  = \$580  & \$582 ;
+  assign \$584  = state == 3'h4;
+  assign \$585  = ~ \$584 ;
+  assign \$586  = \$583  & \$585 ;
+  assign \$587  = wr_iy[3:0] == 4'h8;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = i_act__valid & i_act__ready;
+  assign \$590  = a_count >= act_total;
+  assign \$591  = ~ \$590 ;
+  assign \$592  = \$589  & \$591 ;
+  assign \$593  = state == 3'h4;
+  assign \$594  = ~ \$593 ;
+  assign \$595  = \$592  & \$594 ;
+  assign \$596  = wr_iy[3:0] == 4'h8;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = ~ row_end;
+  assign \$599  = ~ desc[35];
+  assign \$600  = \$598  | \$599 ;
+  assign \$signature__en$364  = \$597  & \$600 ;
   assign \$601  = i_act__valid & i_act__ready;
   assign \$602  = a_count >= act_total;
   assign \$603  = ~ \$602 ;
@@ -37896,28 +37920,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$607  = \$604  & \$606 ;
   assign \$608  = wr_iy[3:0] == 4'h9;
   assign \$609  = \$607  & \$608 ;
-  assign \$signature__en$369  = \$609  & \$610 ;
-  assign \$611  = i_act__valid & i_act__ready;
-  assign \$612  = a_count >= act_total;
-  assign \$613  = ~ \$612 ;
-  assign \$614  = \$611  & \$613 ;
-  assign \$615  = state == 3'h4;
-  assign \$616  = ~ \$615 ;
-  assign \$617  = \$614  & \$616 ;
-  assign \$618  = wr_iy[3:0] == 4'ha;
-  assign \$619  = \$617  & \$618 ;
-  assign \$620  = ! wr_ix[0];
-  assign \$signature__en$372  = \$619  & \$620 ;
-  assign \$621  = i_act__valid & i_act__ready;
-  assign \$622  = a_count >= act_total;
-  assign \$623  = ~ \$622 ;
-  assign \$624  = \$621  & \$623 ;
-  assign \$625  = state == 3'h4;
-  assign \$626  = ~ \$625 ;
-  assign \$627  = \$624  & \$626 ;
-  assign \$628  = wr_iy[3:0] == 4'ha;
-  assign \$629  = \$627  & \$628 ;
-  assign \$signature__en$375  = \$629  & \$630 ;
+  assign \$610  = i_act__valid & i_act__ready;
+  assign \$611  = a_count >= act_total;
+  assign \$612  = ~ \$611 ;
+  assign \$613  = \$610  & \$612 ;
+  assign \$614  = state == 3'h4;
+  assign \$615  = ~ \$614 ;
+  assign \$616  = \$613  & \$615 ;
+  assign \$617  = wr_iy[3:0] == 4'h9;
+  assign \$618  = \$616  & \$617 ;
+  assign \$619  = ~ row_end;
+  assign \$620  = ~ desc[35];
+  assign \$621  = \$619  | \$620 ;
+  assign \$signature__en$370  = \$618  & \$621 ;
+  assign \$622  = i_act__valid & i_act__ready;
+  assign \$623  = a_count >= act_total;
+  assign \$624  = ~ \$623 ;
+  assign \$625  = \$622  & \$624 ;
+  assign \$626  = state == 3'h4;
+  assign \$627  = ~ \$626 ;
+  assign \$628  = \$625  & \$627 ;
+  assign \$629  = wr_iy[3:0] == 4'ha;
+  assign \$630  = \$628  & \$629 ;
   assign \$631  = i_act__valid & i_act__ready;
   assign \$632  = a_count >= act_total;
   assign \$633  = ~ \$632 ;
@@ -37925,1237 +37949,1252 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$635  = state == 3'h4;
   assign \$636  = ~ \$635 ;
   assign \$637  = \$634  & \$636 ;
-  assign \$638  = wr_iy[3:0] == 4'hb;
+  assign \$638  = wr_iy[3:0] == 4'ha;
   assign \$639  = \$637  & \$638 ;
-  assign \$640  = ! wr_ix[0];
-  assign \$signature__en$378  = \$639  & \$640 ;
-  assign \$641  = i_act__valid & i_act__ready;
-  assign \$642  = a_count >= act_total;
-  assign \$643  = ~ \$642 ;
-  assign \$644  = \$641  & \$643 ;
-  assign \$645  = state == 3'h4;
-  assign \$646  = ~ \$645 ;
-  assign \$647  = \$644  & \$646 ;
-  assign \$648  = wr_iy[3:0] == 4'hb;
-  assign \$649  = \$647  & \$648 ;
-  assign \$signature__en$381  = \$649  & \$650 ;
-  assign \$651  = i_act__valid & i_act__ready;
-  assign \$652  = a_count >= act_total;
-  assign \$653  = ~ \$652 ;
-  assign \$654  = \$651  & \$653 ;
-  assign \$655  = state == 3'h4;
-  assign \$656  = ~ \$655 ;
-  assign \$657  = \$654  & \$656 ;
-  assign \$658  = wr_iy[3:0] == 4'hc;
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = ! wr_ix[0];
-  assign \$signature__en$384  = \$659  & \$660 ;
-  assign \$661  = i_act__valid & i_act__ready;
-  assign \$662  = a_count >= act_total;
-  assign \$663  = ~ \$662 ;
-  assign \$664  = \$661  & \$663 ;
-  assign \$665  = state == 3'h4;
+  assign \$640  = ~ row_end;
+  assign \$641  = ~ desc[35];
+  assign \$642  = \$640  | \$641 ;
+  assign \$signature__en$376  = \$639  & \$642 ;
+  assign \$643  = i_act__valid & i_act__ready;
+  assign \$644  = a_count >= act_total;
+  assign \$645  = ~ \$644 ;
+  assign \$646  = \$643  & \$645 ;
+  assign \$647  = state == 3'h4;
+  assign \$648  = ~ \$647 ;
+  assign \$649  = \$646  & \$648 ;
+  assign \$650  = wr_iy[3:0] == 4'hb;
+  assign \$651  = \$649  & \$650 ;
+  assign \$652  = i_act__valid & i_act__ready;
+  assign \$653  = a_count >= act_total;
+  assign \$654  = ~ \$653 ;
+  assign \$655  = \$652  & \$654 ;
+  assign \$656  = state == 3'h4;
+  assign \$657  = ~ \$656 ;
+  assign \$658  = \$655  & \$657 ;
+  assign \$659  = wr_iy[3:0] == 4'hb;
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = ~ row_end;
+  assign \$662  = ~ desc[35];
+  assign \$663  = \$661  | \$662 ;
+  assign \$signature__en$382  = \$660  & \$663 ;
+  assign \$664  = i_act__valid & i_act__ready;
+  assign \$665  = a_count >= act_total;
   assign \$666  = ~ \$665 ;
   assign \$667  = \$664  & \$666 ;
-  assign \$668  = wr_iy[3:0] == 4'hc;
-  assign \$669  = \$667  & \$668 ;
-  assign \$signature__en$387  = \$669  & \$670 ;
-  assign \$671  = i_act__valid & i_act__ready;
-  assign \$672  = a_count >= act_total;
-  assign \$673  = ~ \$672 ;
-  assign \$674  = \$671  & \$673 ;
-  assign \$675  = state == 3'h4;
-  assign \$676  = ~ \$675 ;
-  assign \$677  = \$674  & \$676 ;
-  assign \$678  = wr_iy[3:0] == 4'hd;
-  assign \$679  = \$677  & \$678 ;
-  assign \$680  = ! wr_ix[0];
-  assign \$signature__en$390  = \$679  & \$680 ;
-  assign \$681  = i_act__valid & i_act__ready;
-  assign \$682  = a_count >= act_total;
-  assign \$683  = ~ \$682 ;
-  assign \$684  = \$681  & \$683 ;
-  assign \$685  = state == 3'h4;
-  assign \$686  = ~ \$685 ;
-  assign \$687  = \$684  & \$686 ;
-  assign \$688  = wr_iy[3:0] == 4'hd;
-  assign \$689  = \$687  & \$688 ;
-  assign \$signature__en$393  = \$689  & \$690 ;
-  assign \$691  = i_act__valid & i_act__ready;
-  assign \$692  = a_count >= act_total;
-  assign \$693  = ~ \$692 ;
-  assign \$694  = \$691  & \$693 ;
-  assign \$695  = state == 3'h4;
+  assign \$668  = state == 3'h4;
+  assign \$669  = ~ \$668 ;
+  assign \$670  = \$667  & \$669 ;
+  assign \$671  = wr_iy[3:0] == 4'hc;
+  assign \$672  = \$670  & \$671 ;
+  assign \$673  = i_act__valid & i_act__ready;
+  assign \$674  = a_count >= act_total;
+  assign \$675  = ~ \$674 ;
+  assign \$676  = \$673  & \$675 ;
+  assign \$677  = state == 3'h4;
+  assign \$678  = ~ \$677 ;
+  assign \$679  = \$676  & \$678 ;
+  assign \$680  = wr_iy[3:0] == 4'hc;
+  assign \$681  = \$679  & \$680 ;
+  assign \$682  = ~ row_end;
+  assign \$683  = ~ desc[35];
+  assign \$684  = \$682  | \$683 ;
+  assign \$signature__en$388  = \$681  & \$684 ;
+  assign \$685  = i_act__valid & i_act__ready;
+  assign \$686  = a_count >= act_total;
+  assign \$687  = ~ \$686 ;
+  assign \$688  = \$685  & \$687 ;
+  assign \$689  = state == 3'h4;
+  assign \$690  = ~ \$689 ;
+  assign \$691  = \$688  & \$690 ;
+  assign \$692  = wr_iy[3:0] == 4'hd;
+  assign \$693  = \$691  & \$692 ;
+  assign \$694  = i_act__valid & i_act__ready;
+  assign \$695  = a_count >= act_total;
   assign \$696  = ~ \$695 ;
   assign \$697  = \$694  & \$696 ;
-  assign \$698  = wr_iy[3:0] == 4'he;
-  assign \$699  = \$697  & \$698 ;
-  assign \$700  = ! wr_ix[0];
-  assign \$signature__en$396  = \$699  & \$700 ;
-  assign \$701  = i_act__valid & i_act__ready;
-  assign \$702  = a_count >= act_total;
-  assign \$703  = ~ \$702 ;
-  assign \$704  = \$701  & \$703 ;
-  assign \$705  = state == 3'h4;
-  assign \$706  = ~ \$705 ;
-  assign \$707  = \$704  & \$706 ;
-  assign \$708  = wr_iy[3:0] == 4'he;
-  assign \$709  = \$707  & \$708 ;
-  assign \$signature__en$399  = \$709  & \$710 ;
-  assign \$711  = i_act__valid & i_act__ready;
-  assign \$712  = a_count >= act_total;
-  assign \$713  = ~ \$712 ;
-  assign \$714  = \$711  & \$713 ;
-  assign \$715  = state == 3'h4;
-  assign \$716  = ~ \$715 ;
-  assign \$717  = \$714  & \$716 ;
-  assign \$718  = wr_iy[3:0] == 4'hf;
-  assign \$719  = \$717  & \$718 ;
-  assign \$720  = ! wr_ix[0];
-  assign \$signature__en$402  = \$719  & \$720 ;
-  assign \$721  = i_act__valid & i_act__ready;
-  assign \$722  = a_count >= act_total;
-  assign \$723  = ~ \$722 ;
-  assign \$724  = \$721  & \$723 ;
-  assign \$725  = state == 3'h4;
-  assign \$726  = ~ \$725 ;
-  assign \$727  = \$724  & \$726 ;
-  assign \$728  = wr_iy[3:0] == 4'hf;
-  assign \$729  = \$727  & \$728 ;
-  assign \$signature__en$405  = \$729  & \$730 ;
-  assign \$731  = i_act__valid & i_act__ready;
-  assign \$732  = a_count >= act_total;
-  assign \$733  = a_count + 1'h1;
-  assign \$734  = \$733  < act_total;
-  assign \$735  = $signed(y_end) <= $signed(1'h0);
-  assign \$736  = desc[155] | \$735 ;
-  assign \$737  = wr_iy >= desc[34:24];
-  assign \$738  = \$736  | \$737 ;
-  assign \$739  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$738  | \$739 ;
-  assign \$740  = state == 2'h2;
-  assign \$741  = state == 3'h4;
-  assign \$742  = state == 2'h3;
-  assign \$743  = ox == ow_m1;
-  assign \$744  = is_elem & \$743 ;
-  assign \$745  = ~ \$744 ;
-  assign \$746  = \$745  & desc[154];
-  assign \$747  = ox == ow_m1;
-  assign \$748  = is_elem & \$747 ;
-  assign \$749  = ~ \$748 ;
-  assign \$750  = g == gcount_m1;
-  assign \$751  = ~ \$750 ;
-  assign \$752  = j == cur[9:5];
-  assign \$753  = ~ \$752 ;
-  assign \$754  = dw_kx0 + dw_rm;
-  assign \$755  = dw_kx1 + dw_rm;
-  assign \$756  = dw_kx2 + dw_rm;
-  assign \$757  = dw_kx3 + dw_rm;
-  assign \$758  = dw_kx4 + dw_rm;
-  assign \$759  = dw_kx5 + dw_rm;
-  assign \$760  = dw_kx6 + dw_rm;
-  assign \$761  = dw_kx7 + dw_rm;
-  assign \$762  = j == cur[9:5];
-  assign \$763  = kx == kw_m1;
-  assign \$764  = desc[154] | \$763 ;
-  assign \$765  = ~ \$764 ;
-  assign \$766  = \$762  & \$765 ;
-  assign \$767  = j == cur[9:5];
-  assign \$768  = ky == kh_m1;
-  assign \$769  = desc[154] | \$768 ;
+  assign \$698  = state == 3'h4;
+  assign \$699  = ~ \$698 ;
+  assign \$700  = \$697  & \$699 ;
+  assign \$701  = wr_iy[3:0] == 4'hd;
+  assign \$702  = \$700  & \$701 ;
+  assign \$703  = ~ row_end;
+  assign \$704  = ~ desc[35];
+  assign \$705  = \$703  | \$704 ;
+  assign \$signature__en$394  = \$702  & \$705 ;
+  assign \$706  = i_act__valid & i_act__ready;
+  assign \$707  = a_count >= act_total;
+  assign \$708  = ~ \$707 ;
+  assign \$709  = \$706  & \$708 ;
+  assign \$710  = state == 3'h4;
+  assign \$711  = ~ \$710 ;
+  assign \$712  = \$709  & \$711 ;
+  assign \$713  = wr_iy[3:0] == 4'he;
+  assign \$714  = \$712  & \$713 ;
+  assign \$715  = i_act__valid & i_act__ready;
+  assign \$716  = a_count >= act_total;
+  assign \$717  = ~ \$716 ;
+  assign \$718  = \$715  & \$717 ;
+  assign \$719  = state == 3'h4;
+  assign \$720  = ~ \$719 ;
+  assign \$721  = \$718  & \$720 ;
+  assign \$722  = wr_iy[3:0] == 4'he;
+  assign \$723  = \$721  & \$722 ;
+  assign \$724  = ~ row_end;
+  assign \$725  = ~ desc[35];
+  assign \$726  = \$724  | \$725 ;
+  assign \$signature__en$400  = \$723  & \$726 ;
+  assign \$727  = i_act__valid & i_act__ready;
+  assign \$728  = a_count >= act_total;
+  assign \$729  = ~ \$728 ;
+  assign \$730  = \$727  & \$729 ;
+  assign \$731  = state == 3'h4;
+  assign \$732  = ~ \$731 ;
+  assign \$733  = \$730  & \$732 ;
+  assign \$734  = wr_iy[3:0] == 4'hf;
+  assign \$735  = \$733  & \$734 ;
+  assign \$736  = i_act__valid & i_act__ready;
+  assign \$737  = a_count >= act_total;
+  assign \$738  = ~ \$737 ;
+  assign \$739  = \$736  & \$738 ;
+  assign \$740  = state == 3'h4;
+  assign \$741  = ~ \$740 ;
+  assign \$742  = \$739  & \$741 ;
+  assign \$743  = wr_iy[3:0] == 4'hf;
+  assign \$744  = \$742  & \$743 ;
+  assign \$745  = ~ row_end;
+  assign \$746  = ~ desc[35];
+  assign \$747  = \$745  | \$746 ;
+  assign \$signature__en$406  = \$744  & \$747 ;
+  assign \$748  = i_act__valid & i_act__ready;
+  assign \$749  = a_count >= act_total;
+  assign \$750  = a_count + 1'h1;
+  assign \$751  = \$750  < act_total;
+  assign \$752  = $signed(y_end) <= $signed(1'h0);
+  assign \$753  = desc[155] | \$752 ;
+  assign \$754  = wr_iy >= desc[34:24];
+  assign \$755  = \$753  | \$754 ;
+  assign \$756  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$755  | \$756 ;
+  assign \$757  = state == 2'h2;
+  assign \$758  = state == 3'h4;
+  assign \$759  = state == 2'h3;
+  assign \$760  = ox == ow_m1;
+  assign \$761  = is_elem & \$760 ;
+  assign \$762  = ~ \$761 ;
+  assign \$763  = \$762  & desc[154];
+  assign \$764  = ox == ow_m1;
+  assign \$765  = is_elem & \$764 ;
+  assign \$766  = ~ \$765 ;
+  assign \$767  = g == gcount_m1;
+  assign \$768  = ~ \$767 ;
+  assign \$769  = j == cur[9:5];
   assign \$770  = ~ \$769 ;
-  assign \$771  = \$767  & \$770 ;
-  assign \$772  = j == cur[9:5];
-  assign \$773  = state == 2'h2;
-  assign \$774  = ld_tile * 4'h8;
-  assign \$775  = \$774  + 3'h7;
-  assign \$776  = cur_ld_tile * 4'h8;
-  assign \$777  = 3'h7 - ld_k;
-  assign \$778  = $signed({ 1'h0, \$776  }) + $signed(\$777 );
-  assign \$779  = ! state;
-  assign \$780  = state == 1'h1;
-  assign \$781  = state == 2'h2;
-  assign \$782  = \$780  | \$781 ;
-  assign \$783  = state == 2'h3;
-  assign \$784  = ! sq;
-  assign \$785  = \$783  & \$784 ;
-  assign \$786  = state == 2'h3;
-  assign \$787  = sq == 1'h1;
-  assign \$788  = \$786  & \$787 ;
-  assign \$789  = state == 2'h3;
-  assign \$790  = sq == 2'h2;
-  assign \$791  = \$789  & \$790 ;
-  assign \$792  = rows_ready ? 2'h2 : 2'h3;
-  assign \$793  = issue & is_elem;
-  assign \$794  = | w_ahead;
-  assign \$795  = ~ \$794 ;
-  assign \$796  = ~ desc[155];
-  assign \$797  = words_in > cur[4:0];
-  assign \$798  = \$796  | \$797 ;
-  assign \$799  = ~ \$798 ;
-  assign \$800  = ! state;
-  assign \$801  = \$800  & i_desc__valid;
-  assign \$802  = | state;
-  assign \$803  = \$802  & counting;
-  assign count_now = \$801  | \$803 ;
+  assign \$771  = dw_kx0 + dw_rm;
+  assign \$772  = dw_kx1 + dw_rm;
+  assign \$773  = dw_kx2 + dw_rm;
+  assign \$774  = dw_kx3 + dw_rm;
+  assign \$775  = dw_kx4 + dw_rm;
+  assign \$776  = dw_kx5 + dw_rm;
+  assign \$777  = dw_kx6 + dw_rm;
+  assign \$778  = dw_kx7 + dw_rm;
+  assign \$779  = j == cur[9:5];
+  assign \$780  = kx == kw_m1;
+  assign \$781  = desc[154] | \$780 ;
+  assign \$782  = ~ \$781 ;
+  assign \$783  = \$779  & \$782 ;
+  assign \$784  = j == cur[9:5];
+  assign \$785  = ky == kh_m1;
+  assign \$786  = desc[154] | \$785 ;
+  assign \$787  = ~ \$786 ;
+  assign \$788  = \$784  & \$787 ;
+  assign \$789  = j == cur[9:5];
+  assign \$790  = state == 2'h2;
+  assign \$791  = ld_tile * 4'h8;
+  assign \$792  = \$791  + 3'h7;
+  assign \$793  = cur_ld_tile * 4'h8;
+  assign \$794  = 3'h7 - ld_k;
+  assign \$795  = $signed({ 1'h0, \$793  }) + $signed(\$794 );
+  assign \$796  = ! state;
+  assign \$797  = state == 1'h1;
+  assign \$798  = state == 2'h2;
+  assign \$799  = \$797  | \$798 ;
+  assign \$800  = state == 2'h3;
+  assign \$801  = ! sq;
+  assign \$802  = \$800  & \$801 ;
+  assign \$803  = state == 2'h3;
+  assign \$804  = sq == 1'h1;
+  assign \$805  = \$803  & \$804 ;
+  assign \$806  = state == 2'h3;
+  assign \$807  = sq == 2'h2;
+  assign \$808  = \$806  & \$807 ;
+  assign \$809  = rows_ready ? 2'h2 : 2'h3;
+  assign \$810  = issue & is_elem;
+  assign \$811  = | w_ahead;
+  assign \$812  = ~ \$811 ;
+  assign \$813  = ~ desc[155];
+  assign \$814  = words_in > cur[4:0];
+  assign \$815  = \$813  | \$814 ;
+  assign \$816  = ~ \$815 ;
+  assign \$817  = ! state;
+  assign \$818  = \$817  & i_desc__valid;
+  assign \$819  = | state;
+  assign \$820  = \$819  & counting;
+  assign count_now = \$818  | \$820 ;
   assign o_status__valid = state == 3'h5;
-  assign \$804  = state == 2'h3;
-  assign \$805  = sq == 2'h2;
-  assign \$806  = \$804  & \$805 ;
-  assign \$807  = ~ \$806 ;
-  assign \$808  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$809  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$810  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$811  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$812  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$813  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$814  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$815  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$816  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$817  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$818  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$819  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$820  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$821  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$822  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$823  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$824  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$826  = sb1[7] ? pad_word : \$825 ;
-  assign \$827  = $signed(\$186 ) < $signed(1'h0);
-  assign \$828  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$829  = \$827  | \$828 ;
-  assign \$830  = ~ sb1[2];
-  assign \$831  = sb1[1] & \$830 ;
-  assign \$832  = padr1_ky0 | pad_x1;
-  assign \$833  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$834  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$835  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$836  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$837  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$838  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$839  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$840  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$841  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$842  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$843  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$844  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$845  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$846  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$847  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$848  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$850  = \$832  ? pad_word : \$849 ;
-  assign \$851  = sb1[1] & sb1[2];
-  assign \$852  = padr1_ky0 | pad_xb1;
-  assign \$853  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
-  assign \$854  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
-  assign \$855  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
-  assign \$856  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
-  assign \$857  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
-  assign \$858  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
-  assign \$859  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
-  assign \$860  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
-  assign \$861  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
-  assign \$862  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
-  assign \$863  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
-  assign \$864  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
-  assign \$865  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
-  assign \$866  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
-  assign \$867  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
-  assign \$868  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
-  assign \$870  = \$852  ? pad_word : \$869 ;
-  assign \$871  = padr1_ky0 | pad_x1;
-  assign \$872  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$873  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$874  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$875  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$876  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$877  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$878  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$879  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$880  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$881  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$882  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$883  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$884  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$885  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$886  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$887  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$889  = \$871  ? pad_word : \$888 ;
-  assign \$890  = $signed(\$188 ) < $signed(1'h0);
-  assign \$891  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$892  = \$890  | \$891 ;
-  assign \$893  = ~ sb1[2];
-  assign \$894  = sb1[1] & \$893 ;
-  assign \$895  = padr1_ky1 | pad_x1;
-  assign \$896  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$897  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$898  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$899  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$900  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$901  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$902  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$903  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$904  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$905  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$906  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$907  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$908  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$909  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$910  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$911  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$913  = \$895  ? pad_word : \$912 ;
-  assign \$914  = sb1[1] & sb1[2];
-  assign \$915  = padr1_ky1 | pad_xb1;
-  assign \$916  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
-  assign \$917  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
-  assign \$918  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
-  assign \$919  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
-  assign \$920  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
-  assign \$921  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
-  assign \$922  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
-  assign \$923  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
-  assign \$924  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
-  assign \$925  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
-  assign \$926  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
-  assign \$927  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
-  assign \$928  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
-  assign \$929  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
-  assign \$930  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
-  assign \$931  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
-  assign \$933  = \$915  ? pad_word : \$932 ;
-  assign \$934  = padr1_ky1 | pad_x1;
-  assign \$935  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$936  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$937  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$938  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$939  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$940  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$941  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$942  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$943  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$944  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$945  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$946  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$947  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$948  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$949  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$950  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$952  = \$934  ? pad_word : \$951 ;
-  assign \$953  = $signed(\$190 ) < $signed(1'h0);
-  assign \$954  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$955  = \$953  | \$954 ;
-  assign \$956  = ~ sb1[2];
-  assign \$957  = sb1[1] & \$956 ;
-  assign \$958  = padr1_ky2 | pad_x1;
-  assign \$959  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$960  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$961  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$962  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$963  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$964  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$965  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$966  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$967  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$968  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$969  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$970  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$971  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$972  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$973  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$974  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$976  = \$958  ? pad_word : \$975 ;
-  assign \$977  = sb1[1] & sb1[2];
-  assign \$978  = padr1_ky2 | pad_xb1;
-  assign \$979  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
-  assign \$980  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
-  assign \$981  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
-  assign \$982  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
-  assign \$983  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
-  assign \$984  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
-  assign \$985  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
-  assign \$986  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
-  assign \$987  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
-  assign \$988  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
-  assign \$989  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
-  assign \$990  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
-  assign \$991  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
-  assign \$992  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
-  assign \$993  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
-  assign \$994  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
-  assign \$996  = \$978  ? pad_word : \$995 ;
-  assign \$997  = padr1_ky2 | pad_x1;
-  assign \$998  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$999  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$1000  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$1001  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$1002  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$1003  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$1004  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$1005  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$1006  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$1007  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$1008  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$1009  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$1010  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$1011  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$1012  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$1013  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$1015  = \$997  ? pad_word : \$1014 ;
-  assign \$1016  = $signed(\$192 ) < $signed(1'h0);
-  assign \$1017  = $signed(\$192 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$1018  = \$1016  | \$1017 ;
-  assign \$1019  = ~ sb1[2];
-  assign \$1020  = sb1[1] & \$1019 ;
-  assign \$1021  = padr1_ky3 | pad_x1;
-  assign \$1022  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$1023  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$1024  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$1025  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$1026  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$1027  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$1028  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$1029  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$1030  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$1031  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$1032  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$1033  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$1034  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$1035  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$1036  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$1037  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$1039  = \$1021  ? pad_word : \$1038 ;
-  assign \$1040  = sb1[1] & sb1[2];
-  assign \$1041  = padr1_ky3 | pad_xb1;
-  assign \$1042  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
-  assign \$1043  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
-  assign \$1044  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
-  assign \$1045  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
-  assign \$1046  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
-  assign \$1047  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
-  assign \$1048  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
-  assign \$1049  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
-  assign \$1050  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
-  assign \$1051  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
-  assign \$1052  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
-  assign \$1053  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
-  assign \$1054  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
-  assign \$1055  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
-  assign \$1056  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
-  assign \$1057  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
-  assign \$1059  = \$1041  ? pad_word : \$1058 ;
-  assign \$1060  = padr1_ky3 | pad_x1;
-  assign \$1061  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$1062  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$1063  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$1064  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$1065  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$1066  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$1067  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$1068  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$1069  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$1070  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$1071  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$1072  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$1073  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$1074  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$1075  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$1076  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$1078  = \$1060  ? pad_word : \$1077 ;
-  assign \$1079  = $signed(\$194 ) < $signed(1'h0);
-  assign \$1080  = $signed(\$194 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$1081  = \$1079  | \$1080 ;
-  assign \$1082  = ~ sb1[2];
-  assign \$1083  = sb1[1] & \$1082 ;
-  assign \$1084  = padr1_ky4 | pad_x1;
-  assign \$1085  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$1086  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$1087  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$1088  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$1089  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$1090  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$1091  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$1092  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$1093  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$1094  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$1095  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$1096  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$1097  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$1098  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$1099  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$1100  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$1102  = \$1084  ? pad_word : \$1101 ;
-  assign \$1103  = sb1[1] & sb1[2];
-  assign \$1104  = padr1_ky4 | pad_xb1;
-  assign \$1105  = par_a1 ? \$signature__data$449  : \$signature__data$450 ;
-  assign \$1106  = par_a1 ? \$signature__data$451  : \$signature__data$452 ;
-  assign \$1107  = par_a1 ? \$signature__data$453  : \$signature__data$454 ;
-  assign \$1108  = par_a1 ? \$signature__data$455  : \$signature__data$456 ;
-  assign \$1109  = par_a1 ? \$signature__data$457  : \$signature__data$458 ;
-  assign \$1110  = par_a1 ? \$signature__data$459  : \$signature__data$460 ;
-  assign \$1111  = par_a1 ? \$signature__data$461  : \$signature__data$462 ;
-  assign \$1112  = par_a1 ? \$signature__data$463  : \$signature__data$464 ;
-  assign \$1113  = par_a1 ? \$signature__data$465  : \$signature__data$466 ;
-  assign \$1114  = par_a1 ? \$signature__data$467  : \$signature__data$468 ;
-  assign \$1115  = par_a1 ? \$signature__data$469  : \$signature__data$470 ;
-  assign \$1116  = par_a1 ? \$signature__data$471  : \$signature__data$472 ;
-  assign \$1117  = par_a1 ? \$signature__data$473  : \$signature__data$474 ;
-  assign \$1118  = par_a1 ? \$signature__data$475  : \$signature__data$476 ;
-  assign \$1119  = par_a1 ? \$signature__data$477  : \$signature__data$478 ;
-  assign \$1120  = par_a1 ? \$signature__data$479  : \$signature__data$480 ;
-  assign \$1122  = \$1104  ? pad_word : \$1121 ;
-  assign \$1123  = padr1_ky4 | pad_x1;
-  assign \$1124  = par_a1 ? \$signature__data$450  : \$signature__data$449 ;
-  assign \$1125  = par_a1 ? \$signature__data$452  : \$signature__data$451 ;
-  assign \$1126  = par_a1 ? \$signature__data$454  : \$signature__data$453 ;
-  assign \$1127  = par_a1 ? \$signature__data$456  : \$signature__data$455 ;
-  assign \$1128  = par_a1 ? \$signature__data$458  : \$signature__data$457 ;
-  assign \$1129  = par_a1 ? \$signature__data$460  : \$signature__data$459 ;
-  assign \$1130  = par_a1 ? \$signature__data$462  : \$signature__data$461 ;
-  assign \$1131  = par_a1 ? \$signature__data$464  : \$signature__data$463 ;
-  assign \$1132  = par_a1 ? \$signature__data$466  : \$signature__data$465 ;
-  assign \$1133  = par_a1 ? \$signature__data$468  : \$signature__data$467 ;
-  assign \$1134  = par_a1 ? \$signature__data$470  : \$signature__data$469 ;
-  assign \$1135  = par_a1 ? \$signature__data$472  : \$signature__data$471 ;
-  assign \$1136  = par_a1 ? \$signature__data$474  : \$signature__data$473 ;
-  assign \$1137  = par_a1 ? \$signature__data$476  : \$signature__data$475 ;
-  assign \$1138  = par_a1 ? \$signature__data$478  : \$signature__data$477 ;
-  assign \$1139  = par_a1 ? \$signature__data$480  : \$signature__data$479 ;
-  assign \$1141  = \$1123  ? pad_word : \$1140 ;
-  assign \$1142  = dwback0[3:0] * desc[90:87];
-  assign \$1143  = dwback1[3:0] * desc[90:87];
-  assign \$1144  = dwback2[3:0] * desc[90:87];
-  assign \$1145  = dwback3[3:0] * desc[90:87];
-  assign \$1146  = dwback4[3:0] * desc[90:87];
-  assign \$1147  = dwback5[3:0] * desc[90:87];
-  assign \$1148  = dwback6[3:0] * desc[90:87];
-  assign \$1149  = dwback7[3:0] * desc[90:87];
-  assign \$1150  = sb_p19[0] & sb_p19[4];
-  assign \$1151  = issue & is_elem;
-  assign \$1152  = ky == kh_m1;
-  assign \$1153  = desc[154] | \$1152 ;
-  assign \$1154  = kx == kw_m1;
-  assign \$1155  = desc[154] | \$1154 ;
-  assign \$1156  = \$1153  & \$1155 ;
-  assign \$1157  = j == cur[9:5];
-  assign \$1158  = \$1156  & \$1157 ;
-  assign \$1159  = \$1151  & \$1158 ;
-  assign \$1160  = o_result__valid & o_result__ready;
-  assign \$1161  = ~ \$1160 ;
-  assign \$1162  = \$1159  & \$1161 ;
-  assign \$1163  = issue & is_elem;
-  assign \$1164  = ky == kh_m1;
-  assign \$1165  = desc[154] | \$1164 ;
-  assign \$1166  = kx == kw_m1;
-  assign \$1167  = desc[154] | \$1166 ;
-  assign \$1168  = \$1165  & \$1167 ;
-  assign \$1169  = j == cur[9:5];
-  assign \$1170  = \$1168  & \$1169 ;
-  assign \$1171  = \$1163  & \$1170 ;
-  assign \$1172  = ~ \$1171 ;
-  assign \$1173  = o_result__valid & o_result__ready;
-  assign \$1174  = \$1172  & \$1173 ;
-  assign \$1175  = reserved + 1'h1;
-  assign \$1176  = reserved - 1'h1;
-  assign \$1177  = state == 2'h2;
-  assign \$1178  = w_ahead + w_latch;
-  assign \$1179  = \$1178  - fold_end;
-  assign \$1180  = ld_ahead + ld_start;
-  assign \$1181  = \$1180  - fold_end;
-  assign \$1182  = ~ fold_bank;
-  assign \$1183  = ~ ld_bank;
-  assign \$1184  = desc[73:71] * desc[76:74];
-  assign \$1185  = desc[70:60] - 1'h1;
-  assign \$1186  = $signed(\$1185 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1187  = desc[73:71] - 1'h1;
-  assign \$1188  = $signed(\$1187 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1189  = $signed(\$1186 ) + $signed(\$1188 );
-  assign \$1190  = $signed(\$1189 ) + $signed(2'h1);
-  assign \$1191  = desc[59:53] - 1'h1;
-  assign \$1192  = desc[76:74] - 1'h1;
-  assign \$1193  = desc[73:71] - 1'h1;
-  assign \$1194  = desc[11:5] - 1'h1;
-  assign \$1195  = desc[70:60] * desc[79:77];
-  assign \$1196  = desc[70:60] * desc[59:53];
-  assign \$1197  = desc[59:53] - 1'h1;
-  assign \$1198  = $signed(\$1197 ) * $signed({ 1'h0, desc[82:80] });
-  assign \$1199  = desc[76:74] - 1'h1;
-  assign \$1200  = $signed(\$1199 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$1201  = $signed(\$1198 ) + $signed(\$1200 );
-  assign \$1202  = $signed(\$1201 ) - $signed({ 1'h0, desc[111:105] });
-  assign \$1203  = desc[52:42] - 1'h1;
-  assign \$1204  = $signed(\$1203 ) * $signed({ 1'h0, desc[79:77] });
-  assign \$1205  = desc[73:71] - 1'h1;
-  assign \$1206  = $signed(\$1205 ) * $signed({ 1'h0, desc[86:83] });
-  assign \$1207  = $signed(\$1204 ) + $signed(\$1206 );
-  assign \$1208  = $signed(\$1207 ) - $signed({ 1'h0, desc[97:91] });
-  assign \$1209  = desc[34:24] * desc[41:35];
-  assign \$1210  = \$1209  * desc[4:0];
-  assign \$1211  = \$1210  - 1'h0;
-  assign \$1212  = desc[23:12] * 4'h8;
-  assign \$1213  = desc[76:74] - 1'h1;
-  assign \$1214  = $signed(\$1213 ) * $signed({ 1'h0, desc[90:87] });
-  assign \$1215  = desc[153:149] - 1'h1;
-  assign \$1216  = 1'h1 << \$1215 [4:0];
-  assign \$1217  = - \$1216 ;
-  assign \$1218  = desc[153:149] - 1'h1;
-  assign \$1219  = 1'h1 << \$1218 [4:0];
-  assign \$1220  = \$1219  - 1'h1;
-  assign \$1222  = sq == 2'h3;
-  assign \$1223  = ! reserved;
-  assign \$1224  = \$1222  & \$1223 ;
-  assign \$1225  = \$1224  & p_done;
-  assign \$1226  = \$1225  & w_done;
-  assign \$1227  = \$1226  & a_done;
-  assign \$1228  = ! reserved;
-  assign \$1229  = \$1228  & p_done;
-  assign \$1230  = \$1229  & w_done;
-  assign \$1231  = \$1230  & a_done;
-  assign \$1232  = \$1231  & abort_wait_done;
-  assign \$1233  = state != 3'h4;
-  assign \$1234  = | abort_timer;
-  assign \$1235  = abort_timer - 1'h1;
-  assign \$1236  = state == 2'h3;
-  assign \$1237  = \$1236  & fatal;
-  assign \$1238  = i_param__valid & i_param__ready;
-  assign \$1239  = p_count + 1'h1;
-  assign \$1240  = p_count < desc[11:5];
-  assign \$1241  = taps * i_param__payload[561:557];
-  assign \$1242  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1241 ;
-  assign \$1243  = tiles_sum + \$1242 ;
-  assign \$1244  = ~ p_checked;
-  assign \$1245  = p_done & \$1244 ;
-  assign \$1246  = state == 2'h3;
-  assign \$1247  = \$1245  & \$1246 ;
-  assign \$1248  = i_weight__valid & i_weight__ready;
-  assign \$1249  = w_count < w_total;
-  assign \$1250  = w_count + 1'h1;
-  assign \$1251  = i_act__valid & i_act__ready;
-  assign \$1252  = a_count + 1'h1;
-  assign \$1253  = a_count >= act_total;
-  assign \$1254  = desc[41:35] - 1'h1;
-  assign \$1255  = wr_ix == \$1254 ;
-  assign \$1256  = desc[34:24] - 1'h1;
-  assign \$1257  = $signed({ 1'h0, wr_iy }) == $signed(\$1256 );
-  assign \$1258  = wr_cw + 1'h1;
-  assign \$1259  = words_in + 1'h1;
-  assign \$1260  = wr_iy + 1'h1;
-  assign \$1261  = wr_ix + 1'h1;
-  assign \$1262  = desc[4:0] - 1'h1;
-  assign \$1263  = wr_cw == \$1262 ;
-  assign \$1264  = desc[41:35] - 1'h1;
-  assign \$1265  = wr_ix == \$1264 ;
-  assign \$1266  = wr_iy + 1'h1;
-  assign \$1267  = wr_ix + 1'h1;
-  assign \$1268  = wr_cw + 1'h1;
-  assign \$1269  = | err_hi;
-  assign \$1270  = error | { err_hi, 1'h0 };
-  assign \$1271  = gcount - 1'h1;
-  assign \$1272  = state == 2'h2;
-  assign \$1273  = state == 3'h4;
-  assign \$1274  = state == 2'h3;
-  assign \$1275  = - desc[97:91];
-  assign \$1276  = - desc[97:91];
-  assign \$1277  = - desc[97:91];
-  assign \$1278  = pass_span - desc[97:91];
-  assign \$1279  = - desc[111:105];
-  assign \$1280  = - desc[111:105];
-  assign \$1281  = desc[70:60] < desc[52:42];
-  assign \$1282  = \$1281  ? desc[70:60] : desc[52:42];
-  assign \$1283  = $signed(y_pass) < $signed(1'h0);
-  assign \$1284  = \$1283  ? 29'h00000000 : y_pass;
-  assign \$1285  = ox == ow_m1;
-  assign \$1286  = is_elem & \$1285 ;
-  assign \$1287  = ~ \$1286 ;
-  assign \$1288  = \$1287  & desc[154];
-  assign \$1289  = ox == ow_m1;
-  assign \$1290  = is_elem & \$1289 ;
-  assign \$1291  = ~ \$1290 ;
-  assign \$1292  = g == gcount_m1;
-  assign \$1293  = ~ \$1292 ;
-  assign \$1294  = $signed(ix) + $signed(2'h1);
-  assign \$1295  = $signed(\$1294 ) + $signed({ 1'h0, dual_now });
-  assign \$1296  = gap - 1'h1;
-  assign \$1297  = $signed(\$1296 ) - $signed({ 1'h0, dual_now });
-  assign \$1298  = ox + 1'h1;
-  assign \$1299  = desc[82:80] - 1'h1;
-  assign \$1300  = acc_addr + 1'h1;
-  assign \$1301  = ox + 1'h1;
-  assign \$1302  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1303  = acc_addr + 1'h1;
-  assign \$1304  = g + 1'h1;
-  assign \$1305  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1306  = acc_addr + 1'h1;
-  assign \$1307  = j == cur[9:5];
+  assign \$821  = state == 2'h3;
+  assign \$822  = sq == 2'h2;
+  assign \$823  = \$821  & \$822 ;
+  assign \$824  = ~ \$823 ;
+  assign \$825  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$826  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$827  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$828  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$829  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$830  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$831  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$832  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$833  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$834  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$835  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$836  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$837  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$838  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$839  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$840  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$841  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$843  = sb1[7] ? pad_word : \$842 ;
+  assign \$844  = $signed(\$186 ) < $signed(1'h0);
+  assign \$845  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$846  = \$844  | \$845 ;
+  assign \$847  = ~ sb1[2];
+  assign \$848  = sb1[1] & \$847 ;
+  assign \$849  = padr1_ky0 | pad_x1;
+  assign \$850  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$851  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$852  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$853  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$854  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$855  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$856  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$857  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$858  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$859  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$860  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$861  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$862  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$863  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$864  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$865  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$867  = \$849  ? pad_word : \$866 ;
+  assign \$868  = sb1[1] & sb1[2];
+  assign \$869  = padr1_ky0 | pad_xb1;
+  assign \$870  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$871  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$872  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$873  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$874  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$875  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$876  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$877  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$878  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$879  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$880  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$881  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$882  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$883  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$884  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
+  assign \$885  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
+  assign \$887  = \$869  ? pad_word : \$886 ;
+  assign \$888  = padr1_ky0 | pad_x1;
+  assign \$889  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$890  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$891  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$892  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$893  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$894  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$895  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$896  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$897  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$898  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$899  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$900  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$901  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$902  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$903  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$904  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$906  = \$888  ? pad_word : \$905 ;
+  assign \$907  = $signed(\$188 ) < $signed(1'h0);
+  assign \$908  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$909  = \$907  | \$908 ;
+  assign \$910  = ~ sb1[2];
+  assign \$911  = sb1[1] & \$910 ;
+  assign \$912  = padr1_ky1 | pad_x1;
+  assign \$913  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$914  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$915  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$916  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$917  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$918  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$919  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$920  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$921  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$922  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$923  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$924  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$925  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$926  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$927  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$928  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$930  = \$912  ? pad_word : \$929 ;
+  assign \$931  = sb1[1] & sb1[2];
+  assign \$932  = padr1_ky1 | pad_xb1;
+  assign \$933  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$934  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$935  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$936  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$937  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$938  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$939  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$940  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$941  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$942  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$943  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$944  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$945  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$946  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$947  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
+  assign \$948  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
+  assign \$950  = \$932  ? pad_word : \$949 ;
+  assign \$951  = padr1_ky1 | pad_x1;
+  assign \$952  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$953  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$954  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$955  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$956  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$957  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$958  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$959  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$960  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$961  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$962  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$963  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$964  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$965  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$966  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$967  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$969  = \$951  ? pad_word : \$968 ;
+  assign \$970  = $signed(\$190 ) < $signed(1'h0);
+  assign \$971  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$972  = \$970  | \$971 ;
+  assign \$973  = ~ sb1[2];
+  assign \$974  = sb1[1] & \$973 ;
+  assign \$975  = padr1_ky2 | pad_x1;
+  assign \$976  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$977  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$978  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$979  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$980  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$981  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$982  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$983  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$984  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$985  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$986  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$987  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$988  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$989  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$990  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$991  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$993  = \$975  ? pad_word : \$992 ;
+  assign \$994  = sb1[1] & sb1[2];
+  assign \$995  = padr1_ky2 | pad_xb1;
+  assign \$996  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$997  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$998  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$999  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$1000  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$1001  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$1002  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$1003  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$1004  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$1005  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$1006  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$1007  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$1008  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$1009  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$1010  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
+  assign \$1011  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
+  assign \$1013  = \$995  ? pad_word : \$1012 ;
+  assign \$1014  = padr1_ky2 | pad_x1;
+  assign \$1015  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1016  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1017  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1018  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1019  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1020  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1021  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1022  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1023  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1024  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1025  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1026  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1027  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1028  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1029  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$1030  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$1032  = \$1014  ? pad_word : \$1031 ;
+  assign \$1033  = $signed(\$192 ) < $signed(1'h0);
+  assign \$1034  = $signed(\$192 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1035  = \$1033  | \$1034 ;
+  assign \$1036  = ~ sb1[2];
+  assign \$1037  = sb1[1] & \$1036 ;
+  assign \$1038  = padr1_ky3 | pad_x1;
+  assign \$1039  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1040  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1041  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1042  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1043  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1044  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1045  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1046  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1047  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1048  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1049  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1050  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1051  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1052  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1053  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$1054  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$1056  = \$1038  ? pad_word : \$1055 ;
+  assign \$1057  = sb1[1] & sb1[2];
+  assign \$1058  = padr1_ky3 | pad_xb1;
+  assign \$1059  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$1060  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$1061  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$1062  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$1063  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$1064  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$1065  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$1066  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$1067  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$1068  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$1069  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$1070  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$1071  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$1072  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$1073  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
+  assign \$1074  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
+  assign \$1076  = \$1058  ? pad_word : \$1075 ;
+  assign \$1077  = padr1_ky3 | pad_x1;
+  assign \$1078  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1079  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1080  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1081  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1082  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1083  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1084  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1085  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1086  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1087  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1088  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1089  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1090  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1091  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1092  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$1093  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$1095  = \$1077  ? pad_word : \$1094 ;
+  assign \$1096  = $signed(\$194 ) < $signed(1'h0);
+  assign \$1097  = $signed(\$194 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$1098  = \$1096  | \$1097 ;
+  assign \$1099  = ~ sb1[2];
+  assign \$1100  = sb1[1] & \$1099 ;
+  assign \$1101  = padr1_ky4 | pad_x1;
+  assign \$1102  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1103  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1104  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1105  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1106  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1107  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1108  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1109  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1110  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1111  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1112  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1113  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1114  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1115  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1116  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$1117  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$1119  = \$1101  ? pad_word : \$1118 ;
+  assign \$1120  = sb1[1] & sb1[2];
+  assign \$1121  = padr1_ky4 | pad_xb1;
+  assign \$1122  = par_a1 ? \$signature__data$450  : \$signature__data$451 ;
+  assign \$1123  = par_a1 ? \$signature__data$452  : \$signature__data$453 ;
+  assign \$1124  = par_a1 ? \$signature__data$454  : \$signature__data$455 ;
+  assign \$1125  = par_a1 ? \$signature__data$456  : \$signature__data$457 ;
+  assign \$1126  = par_a1 ? \$signature__data$458  : \$signature__data$459 ;
+  assign \$1127  = par_a1 ? \$signature__data$460  : \$signature__data$461 ;
+  assign \$1128  = par_a1 ? \$signature__data$462  : \$signature__data$463 ;
+  assign \$1129  = par_a1 ? \$signature__data$464  : \$signature__data$465 ;
+  assign \$1130  = par_a1 ? \$signature__data$466  : \$signature__data$467 ;
+  assign \$1131  = par_a1 ? \$signature__data$468  : \$signature__data$469 ;
+  assign \$1132  = par_a1 ? \$signature__data$470  : \$signature__data$471 ;
+  assign \$1133  = par_a1 ? \$signature__data$472  : \$signature__data$473 ;
+  assign \$1134  = par_a1 ? \$signature__data$474  : \$signature__data$475 ;
+  assign \$1135  = par_a1 ? \$signature__data$476  : \$signature__data$477 ;
+  assign \$1136  = par_a1 ? \$signature__data$478  : \$signature__data$479 ;
+  assign \$1137  = par_a1 ? \$signature__data$480  : \$signature__data$481 ;
+  assign \$1139  = \$1121  ? pad_word : \$1138 ;
+  assign \$1140  = padr1_ky4 | pad_x1;
+  assign \$1141  = par_a1 ? \$signature__data$451  : \$signature__data$450 ;
+  assign \$1142  = par_a1 ? \$signature__data$453  : \$signature__data$452 ;
+  assign \$1143  = par_a1 ? \$signature__data$455  : \$signature__data$454 ;
+  assign \$1144  = par_a1 ? \$signature__data$457  : \$signature__data$456 ;
+  assign \$1145  = par_a1 ? \$signature__data$459  : \$signature__data$458 ;
+  assign \$1146  = par_a1 ? \$signature__data$461  : \$signature__data$460 ;
+  assign \$1147  = par_a1 ? \$signature__data$463  : \$signature__data$462 ;
+  assign \$1148  = par_a1 ? \$signature__data$465  : \$signature__data$464 ;
+  assign \$1149  = par_a1 ? \$signature__data$467  : \$signature__data$466 ;
+  assign \$1150  = par_a1 ? \$signature__data$469  : \$signature__data$468 ;
+  assign \$1151  = par_a1 ? \$signature__data$471  : \$signature__data$470 ;
+  assign \$1152  = par_a1 ? \$signature__data$473  : \$signature__data$472 ;
+  assign \$1153  = par_a1 ? \$signature__data$475  : \$signature__data$474 ;
+  assign \$1154  = par_a1 ? \$signature__data$477  : \$signature__data$476 ;
+  assign \$1155  = par_a1 ? \$signature__data$479  : \$signature__data$478 ;
+  assign \$1156  = par_a1 ? \$signature__data$481  : \$signature__data$480 ;
+  assign \$1158  = \$1140  ? pad_word : \$1157 ;
+  assign \$1159  = dwback0[3:0] * desc[90:87];
+  assign \$1160  = dwback1[3:0] * desc[90:87];
+  assign \$1161  = dwback2[3:0] * desc[90:87];
+  assign \$1162  = dwback3[3:0] * desc[90:87];
+  assign \$1163  = dwback4[3:0] * desc[90:87];
+  assign \$1164  = dwback5[3:0] * desc[90:87];
+  assign \$1165  = dwback6[3:0] * desc[90:87];
+  assign \$1166  = dwback7[3:0] * desc[90:87];
+  assign \$1167  = sb_p19[0] & sb_p19[4];
+  assign \$1168  = issue & is_elem;
+  assign \$1169  = ky == kh_m1;
+  assign \$1170  = desc[154] | \$1169 ;
+  assign \$1171  = kx == kw_m1;
+  assign \$1172  = desc[154] | \$1171 ;
+  assign \$1173  = \$1170  & \$1172 ;
+  assign \$1174  = j == cur[9:5];
+  assign \$1175  = \$1173  & \$1174 ;
+  assign \$1176  = \$1168  & \$1175 ;
+  assign \$1177  = o_result__valid & o_result__ready;
+  assign \$1178  = ~ \$1177 ;
+  assign \$1179  = \$1176  & \$1178 ;
+  assign \$1180  = issue & is_elem;
+  assign \$1181  = ky == kh_m1;
+  assign \$1182  = desc[154] | \$1181 ;
+  assign \$1183  = kx == kw_m1;
+  assign \$1184  = desc[154] | \$1183 ;
+  assign \$1185  = \$1182  & \$1184 ;
+  assign \$1186  = j == cur[9:5];
+  assign \$1187  = \$1185  & \$1186 ;
+  assign \$1188  = \$1180  & \$1187 ;
+  assign \$1189  = ~ \$1188 ;
+  assign \$1190  = o_result__valid & o_result__ready;
+  assign \$1191  = \$1189  & \$1190 ;
+  assign \$1192  = reserved + 1'h1;
+  assign \$1193  = reserved - 1'h1;
+  assign \$1194  = state == 2'h2;
+  assign \$1195  = w_ahead + w_latch;
+  assign \$1196  = \$1195  - fold_end;
+  assign \$1197  = ld_ahead + ld_start;
+  assign \$1198  = \$1197  - fold_end;
+  assign \$1199  = ~ fold_bank;
+  assign \$1200  = ~ ld_bank;
+  assign \$1201  = desc[73:71] * desc[76:74];
+  assign \$1202  = desc[70:60] - 1'h1;
+  assign \$1203  = $signed(\$1202 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1204  = desc[73:71] - 1'h1;
+  assign \$1205  = $signed(\$1204 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1206  = $signed(\$1203 ) + $signed(\$1205 );
+  assign \$1207  = $signed(\$1206 ) + $signed(2'h1);
+  assign \$1208  = desc[59:53] - 1'h1;
+  assign \$1209  = desc[76:74] - 1'h1;
+  assign \$1210  = desc[73:71] - 1'h1;
+  assign \$1211  = desc[11:5] - 1'h1;
+  assign \$1212  = desc[70:60] * desc[79:77];
+  assign \$1213  = desc[70:60] * desc[59:53];
+  assign \$1214  = desc[59:53] - 1'h1;
+  assign \$1215  = $signed(\$1214 ) * $signed({ 1'h0, desc[82:80] });
+  assign \$1216  = desc[76:74] - 1'h1;
+  assign \$1217  = $signed(\$1216 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1218  = $signed(\$1215 ) + $signed(\$1217 );
+  assign \$1219  = $signed(\$1218 ) - $signed({ 1'h0, desc[111:105] });
+  assign \$1220  = desc[52:42] - 1'h1;
+  assign \$1221  = $signed(\$1220 ) * $signed({ 1'h0, desc[79:77] });
+  assign \$1222  = desc[73:71] - 1'h1;
+  assign \$1223  = $signed(\$1222 ) * $signed({ 1'h0, desc[86:83] });
+  assign \$1224  = $signed(\$1221 ) + $signed(\$1223 );
+  assign \$1225  = $signed(\$1224 ) - $signed({ 1'h0, desc[97:91] });
+  assign \$1226  = desc[41:35] + 1'h1;
+  assign \$1228  = desc[34:24] * \$1227 ;
+  assign \$1229  = \$1228  * desc[4:0];
+  assign \$1230  = \$1229  - 1'h0;
+  assign \$1231  = desc[23:12] * 4'h8;
+  assign \$1232  = desc[76:74] - 1'h1;
+  assign \$1233  = $signed(\$1232 ) * $signed({ 1'h0, desc[90:87] });
+  assign \$1234  = desc[153:149] - 1'h1;
+  assign \$1235  = 1'h1 << \$1234 [4:0];
+  assign \$1236  = - \$1235 ;
+  assign \$1237  = desc[153:149] - 1'h1;
+  assign \$1238  = 1'h1 << \$1237 [4:0];
+  assign \$1239  = \$1238  - 1'h1;
+  assign \$1241  = sq == 2'h3;
+  assign \$1242  = ! reserved;
+  assign \$1243  = \$1241  & \$1242 ;
+  assign \$1244  = \$1243  & p_done;
+  assign \$1245  = \$1244  & w_done;
+  assign \$1246  = \$1245  & a_done;
+  assign \$1247  = ! reserved;
+  assign \$1248  = \$1247  & p_done;
+  assign \$1249  = \$1248  & w_done;
+  assign \$1250  = \$1249  & a_done;
+  assign \$1251  = \$1250  & abort_wait_done;
+  assign \$1252  = state != 3'h4;
+  assign \$1253  = | abort_timer;
+  assign \$1254  = abort_timer - 1'h1;
+  assign \$1255  = state == 2'h3;
+  assign \$1256  = \$1255  & fatal;
+  assign \$1257  = i_param__valid & i_param__ready;
+  assign \$1258  = p_count + 1'h1;
+  assign \$1259  = p_count < desc[11:5];
+  assign \$1260  = taps * i_param__payload[561:557];
+  assign \$1261  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1260 ;
+  assign \$1262  = tiles_sum + \$1261 ;
+  assign \$1263  = ~ p_checked;
+  assign \$1264  = p_done & \$1263 ;
+  assign \$1265  = state == 2'h3;
+  assign \$1266  = \$1264  & \$1265 ;
+  assign \$1267  = i_weight__valid & i_weight__ready;
+  assign \$1268  = w_count < w_total;
+  assign \$1269  = w_count + 1'h1;
+  assign \$1270  = i_act__valid & i_act__ready;
+  assign \$1271  = a_count + 1'h1;
+  assign \$1272  = a_count >= act_total;
+  assign \$1273  = desc[34:24] - 1'h1;
+  assign \$1274  = $signed({ 1'h0, wr_iy }) == $signed(\$1273 );
+  assign \$1275  = wr_cw + 1'h1;
+  assign \$1276  = words_in + 1'h1;
+  assign \$1277  = wr_iy + 1'h1;
+  assign \$1278  = wr_ix + 2'h2;
+  assign \$1279  = desc[4:0] - 1'h1;
+  assign \$1280  = wr_cw == \$1279 ;
+  assign \$1281  = wr_iy + 1'h1;
+  assign \$1282  = wr_ix + 2'h2;
+  assign \$1283  = wr_cw + 1'h1;
+  assign \$1284  = | err_hi;
+  assign \$1285  = error | { err_hi, 1'h0 };
+  assign \$1286  = gcount - 1'h1;
+  assign \$1287  = state == 2'h2;
+  assign \$1288  = state == 3'h4;
+  assign \$1289  = state == 2'h3;
+  assign \$1290  = - desc[97:91];
+  assign \$1291  = - desc[97:91];
+  assign \$1292  = - desc[97:91];
+  assign \$1293  = pass_span - desc[97:91];
+  assign \$1294  = - desc[111:105];
+  assign \$1295  = - desc[111:105];
+  assign \$1296  = desc[70:60] < desc[52:42];
+  assign \$1297  = \$1296  ? desc[70:60] : desc[52:42];
+  assign \$1298  = $signed(y_pass) < $signed(1'h0);
+  assign \$1299  = \$1298  ? 29'h00000000 : y_pass;
+  assign \$1300  = ox == ow_m1;
+  assign \$1301  = is_elem & \$1300 ;
+  assign \$1302  = ~ \$1301 ;
+  assign \$1303  = \$1302  & desc[154];
+  assign \$1304  = ox == ow_m1;
+  assign \$1305  = is_elem & \$1304 ;
+  assign \$1306  = ~ \$1305 ;
+  assign \$1307  = g == gcount_m1;
   assign \$1308  = ~ \$1307 ;
-  assign \$1309  = j + 1'h1;
-  assign \$1310  = dw_kx0_n >= desc[76:74];
-  assign \$1311  = dw_kx0_n - desc[76:74];
-  assign \$1312  = dw_ky0 + dw_q;
-  assign \$1313  = \$1312  + 1'h1;
-  assign \$1314  = dw_ky0 + dw_q;
-  assign \$1315  = dw_kx1_n >= desc[76:74];
-  assign \$1316  = dw_kx1_n - desc[76:74];
-  assign \$1317  = dw_ky1 + dw_q;
-  assign \$1318  = \$1317  + 1'h1;
-  assign \$1319  = dw_ky1 + dw_q;
-  assign \$1320  = dw_kx2_n >= desc[76:74];
-  assign \$1321  = dw_kx2_n - desc[76:74];
-  assign \$1322  = dw_ky2 + dw_q;
-  assign \$1323  = \$1322  + 1'h1;
-  assign \$1324  = dw_ky2 + dw_q;
-  assign \$1325  = dw_kx3_n >= desc[76:74];
-  assign \$1326  = dw_kx3_n - desc[76:74];
-  assign \$1327  = dw_ky3 + dw_q;
+  assign \$1309  = $signed(ix) + $signed(2'h1);
+  assign \$1310  = $signed(\$1309 ) + $signed({ 1'h0, dual_now });
+  assign \$1311  = gap - 1'h1;
+  assign \$1312  = $signed(\$1311 ) - $signed({ 1'h0, dual_now });
+  assign \$1313  = ox + 1'h1;
+  assign \$1314  = desc[82:80] - 1'h1;
+  assign \$1315  = acc_addr + 1'h1;
+  assign \$1316  = ox + 1'h1;
+  assign \$1317  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1318  = acc_addr + 1'h1;
+  assign \$1319  = g + 1'h1;
+  assign \$1320  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1321  = acc_addr + 1'h1;
+  assign \$1322  = j == cur[9:5];
+  assign \$1323  = ~ \$1322 ;
+  assign \$1324  = j + 1'h1;
+  assign \$1325  = dw_kx0_n >= desc[76:74];
+  assign \$1326  = dw_kx0_n - desc[76:74];
+  assign \$1327  = dw_ky0 + dw_q;
   assign \$1328  = \$1327  + 1'h1;
-  assign \$1329  = dw_ky3 + dw_q;
-  assign \$1330  = dw_kx4_n >= desc[76:74];
-  assign \$1331  = dw_kx4_n - desc[76:74];
-  assign \$1332  = dw_ky4 + dw_q;
+  assign \$1329  = dw_ky0 + dw_q;
+  assign \$1330  = dw_kx1_n >= desc[76:74];
+  assign \$1331  = dw_kx1_n - desc[76:74];
+  assign \$1332  = dw_ky1 + dw_q;
   assign \$1333  = \$1332  + 1'h1;
-  assign \$1334  = dw_ky4 + dw_q;
-  assign \$1335  = dw_kx5_n >= desc[76:74];
-  assign \$1336  = dw_kx5_n - desc[76:74];
-  assign \$1337  = dw_ky5 + dw_q;
+  assign \$1334  = dw_ky1 + dw_q;
+  assign \$1335  = dw_kx2_n >= desc[76:74];
+  assign \$1336  = dw_kx2_n - desc[76:74];
+  assign \$1337  = dw_ky2 + dw_q;
   assign \$1338  = \$1337  + 1'h1;
-  assign \$1339  = dw_ky5 + dw_q;
-  assign \$1340  = dw_kx6_n >= desc[76:74];
-  assign \$1341  = dw_kx6_n - desc[76:74];
-  assign \$1342  = dw_ky6 + dw_q;
+  assign \$1339  = dw_ky2 + dw_q;
+  assign \$1340  = dw_kx3_n >= desc[76:74];
+  assign \$1341  = dw_kx3_n - desc[76:74];
+  assign \$1342  = dw_ky3 + dw_q;
   assign \$1343  = \$1342  + 1'h1;
-  assign \$1344  = dw_ky6 + dw_q;
-  assign \$1345  = dw_kx7_n >= desc[76:74];
-  assign \$1346  = dw_kx7_n - desc[76:74];
-  assign \$1347  = dw_ky7 + dw_q;
+  assign \$1344  = dw_ky3 + dw_q;
+  assign \$1345  = dw_kx4_n >= desc[76:74];
+  assign \$1346  = dw_kx4_n - desc[76:74];
+  assign \$1347  = dw_ky4 + dw_q;
   assign \$1348  = \$1347  + 1'h1;
-  assign \$1349  = dw_ky7 + dw_q;
-  assign \$1350  = j == cur[9:5];
-  assign \$1351  = kx == kw_m1;
-  assign \$1352  = desc[154] | \$1351 ;
-  assign \$1353  = ~ \$1352 ;
-  assign \$1354  = \$1350  & \$1353 ;
-  assign \$1355  = j == cur[9:5];
-  assign \$1356  = ky == kh_m1;
-  assign \$1357  = desc[154] | \$1356 ;
-  assign \$1358  = ~ \$1357 ;
-  assign \$1359  = \$1355  & \$1358 ;
-  assign \$1360  = j == cur[9:5];
-  assign \$1361  = kx + 1'h1;
-  assign \$1362  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1363  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1364  = ky + 1'h1;
-  assign \$1365  = - desc[111:105];
-  assign \$1366  = - desc[111:105];
-  assign \$1367  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1368  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1369  = - desc[111:105];
-  assign \$1370  = - desc[111:105];
-  assign \$1371  = t == cot_m1;
-  assign \$1372  = ~ \$1371 ;
-  assign \$1373  = t + 1'h1;
-  assign \$1374  = rows_left - gcount;
-  assign \$1375  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1376  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1377  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1378  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1379  = rows_left == gcount;
-  assign \$1380  = rows_left - gcount;
-  assign \$1381  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1380 );
-  assign \$1382  = rows_left - gcount;
-  assign \$1383  = \$1381  ? { 2'h0, desc[70:60] } : \$1382 ;
-  assign \$1384  = state == 2'h2;
-  assign \$1385  = ld_tile + 1'h1;
-  assign \$1386  = \$1385  == desc[23:12];
-  assign \$1387  = ld_tile + 1'h1;
-  assign \$1388  = \$1386  ? 14'h0000 : \$1387 ;
-  assign \$1389  = ld_k == 3'h7;
-  assign \$1390  = ld_k + 1'h1;
-  assign \$1391  = ! state;
-  assign \$1392  = \$1391  & i_desc__valid;
-  assign \$1393  = ! state;
-  assign \$1394  = cnt_cycles + 1'h1;
-  assign \$1395  = \$1393  ? 33'h000000001 : \$1394 ;
-  assign \$1396  = category == 1'h1;
-  assign \$1397  = ! state;
-  assign \$1398  = cnt_busy + 1'h1;
-  assign \$1399  = \$1397  ? 33'h000000001 : \$1398 ;
-  assign \$1400  = category == 2'h2;
-  assign \$1401  = ! state;
-  assign \$1402  = cnt_setup + 1'h1;
-  assign \$1403  = \$1401  ? 33'h000000001 : \$1402 ;
-  assign \$1404  = category == 2'h3;
-  assign \$1405  = ! state;
-  assign \$1406  = cnt_stall_input + 1'h1;
-  assign \$1407  = \$1405  ? 33'h000000001 : \$1406 ;
-  assign \$1408  = category == 3'h4;
-  assign \$1409  = ! state;
-  assign \$1410  = cnt_stall_weight + 1'h1;
-  assign \$1411  = \$1409  ? 33'h000000001 : \$1410 ;
-  assign \$1412  = category == 3'h5;
-  assign \$1413  = ! state;
-  assign \$1414  = cnt_stall_output + 1'h1;
-  assign \$1415  = \$1413  ? 33'h000000001 : \$1414 ;
-  assign \$1416  = category == 3'h6;
-  assign \$1417  = ! state;
-  assign \$1418  = cnt_fill + 1'h1;
-  assign \$1419  = \$1417  ? 33'h000000001 : \$1418 ;
-  assign \$1420  = category == 3'h7;
-  assign \$1421  = ! state;
-  assign \$1422  = cnt_drain + 1'h1;
-  assign \$1423  = \$1421  ? 33'h000000001 : \$1422 ;
-  assign \$1424  = o_result__valid & o_result__ready;
-  assign \$1425  = \$1424  & o_result__payload[256];
-  assign \$1426  = state == 3'h5;
-  assign \$1427  = \$1425  | \$1426 ;
+  assign \$1349  = dw_ky4 + dw_q;
+  assign \$1350  = dw_kx5_n >= desc[76:74];
+  assign \$1351  = dw_kx5_n - desc[76:74];
+  assign \$1352  = dw_ky5 + dw_q;
+  assign \$1353  = \$1352  + 1'h1;
+  assign \$1354  = dw_ky5 + dw_q;
+  assign \$1355  = dw_kx6_n >= desc[76:74];
+  assign \$1356  = dw_kx6_n - desc[76:74];
+  assign \$1357  = dw_ky6 + dw_q;
+  assign \$1358  = \$1357  + 1'h1;
+  assign \$1359  = dw_ky6 + dw_q;
+  assign \$1360  = dw_kx7_n >= desc[76:74];
+  assign \$1361  = dw_kx7_n - desc[76:74];
+  assign \$1362  = dw_ky7 + dw_q;
+  assign \$1363  = \$1362  + 1'h1;
+  assign \$1364  = dw_ky7 + dw_q;
+  assign \$1365  = j == cur[9:5];
+  assign \$1366  = kx == kw_m1;
+  assign \$1367  = desc[154] | \$1366 ;
+  assign \$1368  = ~ \$1367 ;
+  assign \$1369  = \$1365  & \$1368 ;
+  assign \$1370  = j == cur[9:5];
+  assign \$1371  = ky == kh_m1;
+  assign \$1372  = desc[154] | \$1371 ;
+  assign \$1373  = ~ \$1372 ;
+  assign \$1374  = \$1370  & \$1373 ;
+  assign \$1375  = j == cur[9:5];
+  assign \$1376  = kx + 1'h1;
+  assign \$1377  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1378  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1379  = ky + 1'h1;
+  assign \$1380  = - desc[111:105];
+  assign \$1381  = - desc[111:105];
+  assign \$1382  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1383  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1384  = - desc[111:105];
+  assign \$1385  = - desc[111:105];
+  assign \$1386  = t == cot_m1;
+  assign \$1387  = ~ \$1386 ;
+  assign \$1388  = t + 1'h1;
+  assign \$1389  = rows_left - gcount;
+  assign \$1390  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1391  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1392  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1393  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1394  = rows_left == gcount;
+  assign \$1395  = rows_left - gcount;
+  assign \$1396  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1395 );
+  assign \$1397  = rows_left - gcount;
+  assign \$1398  = \$1396  ? { 2'h0, desc[70:60] } : \$1397 ;
+  assign \$1399  = state == 2'h2;
+  assign \$1400  = ld_tile + 1'h1;
+  assign \$1401  = \$1400  == desc[23:12];
+  assign \$1402  = ld_tile + 1'h1;
+  assign \$1403  = \$1401  ? 14'h0000 : \$1402 ;
+  assign \$1404  = ld_k == 3'h7;
+  assign \$1405  = ld_k + 1'h1;
+  assign \$1406  = ! state;
+  assign \$1407  = \$1406  & i_desc__valid;
+  assign \$1408  = ! state;
+  assign \$1409  = cnt_cycles + 1'h1;
+  assign \$1410  = \$1408  ? 33'h000000001 : \$1409 ;
+  assign \$1411  = category == 1'h1;
+  assign \$1412  = ! state;
+  assign \$1413  = cnt_busy + 1'h1;
+  assign \$1414  = \$1412  ? 33'h000000001 : \$1413 ;
+  assign \$1415  = category == 2'h2;
+  assign \$1416  = ! state;
+  assign \$1417  = cnt_setup + 1'h1;
+  assign \$1418  = \$1416  ? 33'h000000001 : \$1417 ;
+  assign \$1419  = category == 2'h3;
+  assign \$1420  = ! state;
+  assign \$1421  = cnt_stall_input + 1'h1;
+  assign \$1422  = \$1420  ? 33'h000000001 : \$1421 ;
+  assign \$1423  = category == 3'h4;
+  assign \$1424  = ! state;
+  assign \$1425  = cnt_stall_weight + 1'h1;
+  assign \$1426  = \$1424  ? 33'h000000001 : \$1425 ;
+  assign \$1427  = category == 3'h5;
+  assign \$1428  = ! state;
+  assign \$1429  = cnt_stall_output + 1'h1;
+  assign \$1430  = \$1428  ? 33'h000000001 : \$1429 ;
+  assign \$1431  = category == 3'h6;
+  assign \$1432  = ! state;
+  assign \$1433  = cnt_fill + 1'h1;
+  assign \$1434  = \$1432  ? 33'h000000001 : \$1433 ;
+  assign \$1435  = category == 3'h7;
+  assign \$1436  = ! state;
+  assign \$1437  = cnt_drain + 1'h1;
+  assign \$1438  = \$1436  ? 33'h000000001 : \$1437 ;
+  assign \$1439  = o_result__valid & o_result__ready;
+  assign \$1440  = \$1439  & o_result__payload[256];
+  assign \$1441  = state == 3'h5;
+  assign \$1442  = \$1440  | \$1441 ;
   always @(posedge clk)
-    cw_p1 <= \$1428 ;
+    cw_p1 <= \$1443 ;
   always @(posedge clk)
-    cw_p2 <= \$1429 ;
+    cw_p2 <= \$1444 ;
   always @(posedge clk)
-    t_adv_prev <= \$1430 ;
+    t_adv_prev <= \$1445 ;
   always @(posedge clk)
-    cur <= \$1431 ;
+    cur <= \$1446 ;
   always @(posedge clk)
-    sb1 <= \$1432 ;
+    sb1 <= \$1447 ;
   always @(posedge clk)
-    par_a1 <= \$1433 ;
+    par_a1 <= \$1448 ;
   always @(posedge clk)
-    act <= \$1434 ;
+    act <= \$1449 ;
   always @(posedge clk)
-    pad_x1 <= \$1435 ;
+    pad_x1 <= \$1450 ;
   always @(posedge clk)
-    pad_xb1 <= \$1436 ;
+    pad_xb1 <= \$1451 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1437 ;
+    slot1_ky0 <= \$1452 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1438 ;
+    padr1_ky0 <= \$1453 ;
   always @(posedge clk)
-    win0_0 <= \$1439 ;
+    win0_0 <= \$1454 ;
   always @(posedge clk)
-    win0_1 <= \$1440 ;
+    win0_1 <= \$1455 ;
   always @(posedge clk)
-    win0_2 <= \$1441 ;
+    win0_2 <= \$1456 ;
   always @(posedge clk)
-    win0_3 <= \$1442 ;
+    win0_3 <= \$1457 ;
   always @(posedge clk)
-    win0_4 <= \$1443 ;
+    win0_4 <= \$1458 ;
   always @(posedge clk)
-    win0_5 <= \$1444 ;
+    win0_5 <= \$1459 ;
   always @(posedge clk)
-    win0_6 <= \$1445 ;
+    win0_6 <= \$1460 ;
   always @(posedge clk)
-    win0_7 <= \$1446 ;
+    win0_7 <= \$1461 ;
   always @(posedge clk)
-    win0_8 <= \$1447 ;
+    win0_8 <= \$1462 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1448 ;
+    slot1_ky1 <= \$1463 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1449 ;
+    padr1_ky1 <= \$1464 ;
   always @(posedge clk)
-    win1_0 <= \$1450 ;
+    win1_0 <= \$1465 ;
   always @(posedge clk)
-    win1_1 <= \$1451 ;
+    win1_1 <= \$1466 ;
   always @(posedge clk)
-    win1_2 <= \$1452 ;
+    win1_2 <= \$1467 ;
   always @(posedge clk)
-    win1_3 <= \$1453 ;
+    win1_3 <= \$1468 ;
   always @(posedge clk)
-    win1_4 <= \$1454 ;
+    win1_4 <= \$1469 ;
   always @(posedge clk)
-    win1_5 <= \$1455 ;
+    win1_5 <= \$1470 ;
   always @(posedge clk)
-    win1_6 <= \$1456 ;
+    win1_6 <= \$1471 ;
   always @(posedge clk)
-    win1_7 <= \$1457 ;
+    win1_7 <= \$1472 ;
   always @(posedge clk)
-    win1_8 <= \$1458 ;
+    win1_8 <= \$1473 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1459 ;
+    slot1_ky2 <= \$1474 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1460 ;
+    padr1_ky2 <= \$1475 ;
   always @(posedge clk)
-    win2_0 <= \$1461 ;
+    win2_0 <= \$1476 ;
   always @(posedge clk)
-    win2_1 <= \$1462 ;
+    win2_1 <= \$1477 ;
   always @(posedge clk)
-    win2_2 <= \$1463 ;
+    win2_2 <= \$1478 ;
   always @(posedge clk)
-    win2_3 <= \$1464 ;
+    win2_3 <= \$1479 ;
   always @(posedge clk)
-    win2_4 <= \$1465 ;
+    win2_4 <= \$1480 ;
   always @(posedge clk)
-    win2_5 <= \$1466 ;
+    win2_5 <= \$1481 ;
   always @(posedge clk)
-    win2_6 <= \$1467 ;
+    win2_6 <= \$1482 ;
   always @(posedge clk)
-    win2_7 <= \$1468 ;
+    win2_7 <= \$1483 ;
   always @(posedge clk)
-    win2_8 <= \$1469 ;
+    win2_8 <= \$1484 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1470 ;
+    slot1_ky3 <= \$1485 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1471 ;
+    padr1_ky3 <= \$1486 ;
   always @(posedge clk)
-    win3_0 <= \$1472 ;
+    win3_0 <= \$1487 ;
   always @(posedge clk)
-    win3_1 <= \$1473 ;
+    win3_1 <= \$1488 ;
   always @(posedge clk)
-    win3_2 <= \$1474 ;
+    win3_2 <= \$1489 ;
   always @(posedge clk)
-    win3_3 <= \$1475 ;
+    win3_3 <= \$1490 ;
   always @(posedge clk)
-    win3_4 <= \$1476 ;
+    win3_4 <= \$1491 ;
   always @(posedge clk)
-    win3_5 <= \$1477 ;
+    win3_5 <= \$1492 ;
   always @(posedge clk)
-    win3_6 <= \$1478 ;
+    win3_6 <= \$1493 ;
   always @(posedge clk)
-    win3_7 <= \$1479 ;
+    win3_7 <= \$1494 ;
   always @(posedge clk)
-    win3_8 <= \$1480 ;
+    win3_8 <= \$1495 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1481 ;
+    slot1_ky4 <= \$1496 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1482 ;
+    padr1_ky4 <= \$1497 ;
   always @(posedge clk)
-    win4_0 <= \$1483 ;
+    win4_0 <= \$1498 ;
   always @(posedge clk)
-    win4_1 <= \$1484 ;
+    win4_1 <= \$1499 ;
   always @(posedge clk)
-    win4_2 <= \$1485 ;
+    win4_2 <= \$1500 ;
   always @(posedge clk)
-    win4_3 <= \$1486 ;
+    win4_3 <= \$1501 ;
   always @(posedge clk)
-    win4_4 <= \$1487 ;
+    win4_4 <= \$1502 ;
   always @(posedge clk)
-    win4_5 <= \$1488 ;
+    win4_5 <= \$1503 ;
   always @(posedge clk)
-    win4_6 <= \$1489 ;
+    win4_6 <= \$1504 ;
   always @(posedge clk)
-    win4_7 <= \$1490 ;
+    win4_7 <= \$1505 ;
   always @(posedge clk)
-    win4_8 <= \$1491 ;
+    win4_8 <= \$1506 ;
   always @(posedge clk)
-    sb2 <= \$1492 ;
+    sb2 <= \$1507 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1493 ;
+    dw_ky0_s1 <= \$1508 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1494 ;
+    dw_kx0_s1 <= \$1509 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1495 ;
+    dw_ky0_s2 <= \$1510 ;
   always @(posedge clk)
-    dwcol0 <= \$1496 ;
+    dwcol0 <= \$1511 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1497 ;
+    dw_ky1_s1 <= \$1512 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1498 ;
+    dw_kx1_s1 <= \$1513 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1499 ;
+    dw_ky1_s2 <= \$1514 ;
   always @(posedge clk)
-    dwcol1 <= \$1500 ;
+    dwcol1 <= \$1515 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1501 ;
+    dw_ky2_s1 <= \$1516 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1502 ;
+    dw_kx2_s1 <= \$1517 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1503 ;
+    dw_ky2_s2 <= \$1518 ;
   always @(posedge clk)
-    dwcol2 <= \$1504 ;
+    dwcol2 <= \$1519 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1505 ;
+    dw_ky3_s1 <= \$1520 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1506 ;
+    dw_kx3_s1 <= \$1521 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1507 ;
+    dw_ky3_s2 <= \$1522 ;
   always @(posedge clk)
-    dwcol3 <= \$1508 ;
+    dwcol3 <= \$1523 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1509 ;
+    dw_ky4_s1 <= \$1524 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1510 ;
+    dw_kx4_s1 <= \$1525 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1511 ;
+    dw_ky4_s2 <= \$1526 ;
   always @(posedge clk)
-    dwcol4 <= \$1512 ;
+    dwcol4 <= \$1527 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1513 ;
+    dw_ky5_s1 <= \$1528 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1514 ;
+    dw_kx5_s1 <= \$1529 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1515 ;
+    dw_ky5_s2 <= \$1530 ;
   always @(posedge clk)
-    dwcol5 <= \$1516 ;
+    dwcol5 <= \$1531 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1517 ;
+    dw_ky6_s1 <= \$1532 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1518 ;
+    dw_kx6_s1 <= \$1533 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1519 ;
+    dw_ky6_s2 <= \$1534 ;
   always @(posedge clk)
-    dwcol6 <= \$1520 ;
+    dwcol6 <= \$1535 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1521 ;
+    dw_ky7_s1 <= \$1536 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1522 ;
+    dw_kx7_s1 <= \$1537 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1523 ;
+    dw_ky7_s2 <= \$1538 ;
   always @(posedge clk)
-    dwcol7 <= \$1524 ;
+    dwcol7 <= \$1539 ;
   always @(posedge clk)
-    sb_p3 <= \$1525 ;
+    sb_p3 <= \$1540 ;
   always @(posedge clk)
-    sb_p4 <= \$1526 ;
+    sb_p4 <= \$1541 ;
   always @(posedge clk)
-    sb_p5 <= \$1527 ;
+    sb_p5 <= \$1542 ;
   always @(posedge clk)
-    sb_p6 <= \$1528 ;
+    sb_p6 <= \$1543 ;
   always @(posedge clk)
-    sb_p7 <= \$1529 ;
+    sb_p7 <= \$1544 ;
   always @(posedge clk)
-    sb_p8 <= \$1530 ;
+    sb_p8 <= \$1545 ;
   always @(posedge clk)
-    sb_p9 <= \$1531 ;
+    sb_p9 <= \$1546 ;
   always @(posedge clk)
-    sb_p10 <= \$1532 ;
+    sb_p10 <= \$1547 ;
   always @(posedge clk)
-    sb_p11 <= \$1533 ;
+    sb_p11 <= \$1548 ;
   always @(posedge clk)
-    sb_p12 <= \$1534 ;
+    sb_p12 <= \$1549 ;
   always @(posedge clk)
-    sb_p13 <= \$1535 ;
+    sb_p13 <= \$1550 ;
   always @(posedge clk)
-    sb_p14 <= \$1536 ;
+    sb_p14 <= \$1551 ;
   always @(posedge clk)
-    sb_p15 <= \$1537 ;
+    sb_p15 <= \$1552 ;
   always @(posedge clk)
-    sb_p16 <= \$1538 ;
+    sb_p16 <= \$1553 ;
   always @(posedge clk)
-    sb_p17 <= \$1539 ;
+    sb_p17 <= \$1554 ;
   always @(posedge clk)
-    sb_p18 <= \$1540 ;
+    sb_p18 <= \$1555 ;
   always @(posedge clk)
-    sb_p19 <= \$1541 ;
+    sb_p19 <= \$1556 ;
   always @(posedge clk)
-    i_valid <= \$1542 ;
+    i_valid <= \$1557 ;
   always @(posedge clk)
-    i_last <= \$1543 ;
+    i_last <= \$1558 ;
   always @(posedge clk)
-    i_acc <= \$1544 ;
+    i_acc <= \$1559 ;
   always @(posedge clk)
-    i_params <= \$1545 ;
+    i_params <= \$1560 ;
   always @(posedge clk)
-    reserved <= \$1546 ;
+    reserved <= \$1561 ;
   always @(posedge clk)
-    latch1 <= \$1547 ;
+    latch1 <= \$1562 ;
   always @(posedge clk)
-    w_latch <= \$1548 ;
+    w_latch <= \$1563 ;
   always @(posedge clk)
-    w_bank <= \$1549 ;
+    w_bank <= \$1564 ;
   always @(posedge clk)
-    w_ahead <= \$1550 ;
+    w_ahead <= \$1565 ;
   always @(posedge clk)
-    ld_ahead <= \$1551 ;
+    ld_ahead <= \$1566 ;
   always @(posedge clk)
-    fold_bank <= \$1552 ;
+    fold_bank <= \$1567 ;
   always @(posedge clk)
-    ld_bank <= \$1553 ;
+    ld_bank <= \$1568 ;
   always @(posedge clk)
-    desc <= \$1554 ;
+    desc <= \$1569 ;
   always @(posedge clk)
-    state <= \$1555 ;
+    state <= \$1570 ;
   always @(posedge clk)
-    error <= \$1556 ;
+    error <= \$1571 ;
   always @(posedge clk)
-    dw_q <= \$1557 ;
+    dw_q <= \$1572 ;
   always @(posedge clk)
-    dw_rm <= \$1558 ;
+    dw_rm <= \$1573 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1559 ;
+    dw_ky_init0 <= \$1574 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1560 ;
+    dw_kx_init0 <= \$1575 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1561 ;
+    dw_ky_init1 <= \$1576 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1562 ;
+    dw_kx_init1 <= \$1577 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1563 ;
+    dw_ky_init2 <= \$1578 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1564 ;
+    dw_kx_init2 <= \$1579 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1565 ;
+    dw_ky_init3 <= \$1580 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1566 ;
+    dw_kx_init3 <= \$1581 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1567 ;
+    dw_ky_init4 <= \$1582 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1568 ;
+    dw_kx_init4 <= \$1583 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1569 ;
+    dw_ky_init5 <= \$1584 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1570 ;
+    dw_kx_init5 <= \$1585 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1571 ;
+    dw_ky_init6 <= \$1586 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1572 ;
+    dw_kx_init6 <= \$1587 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1573 ;
+    dw_ky_init7 <= \$1588 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1574 ;
+    dw_kx_init7 <= \$1589 ;
   always @(posedge clk)
-    taps <= \$1575 ;
+    taps <= \$1590 ;
   always @(posedge clk)
-    pass_span <= \$1576 ;
+    pass_span <= \$1591 ;
   always @(posedge clk)
-    ow_m1 <= \$1577 ;
+    ow_m1 <= \$1592 ;
   always @(posedge clk)
-    kw_m1 <= \$1578 ;
+    kw_m1 <= \$1593 ;
   always @(posedge clk)
-    kh_m1 <= \$1579 ;
+    kh_m1 <= \$1594 ;
   always @(posedge clk)
-    cot_m1 <= \$1580 ;
+    cot_m1 <= \$1595 ;
   always @(posedge clk)
-    pass_step <= \$1581 ;
+    pass_step <= \$1596 ;
   always @(posedge clk)
-    acc_need <= \$1582 ;
+    acc_need <= \$1597 ;
   always @(posedge clk)
-    last_ix <= \$1583 ;
+    last_ix <= \$1598 ;
   always @(posedge clk)
-    last_iy <= \$1584 ;
+    last_iy <= \$1599 ;
   always @(posedge clk)
-    act_total <= \$1585 ;
+    act_total <= \$1600 ;
   always @(posedge clk)
-    w_total <= \$1586 ;
+    w_total <= \$1601 ;
   always @(posedge clk)
-    dw_first_rc <= \$1587 ;
+    dw_first_rc <= \$1602 ;
   always @(posedge clk)
-    dw_dual <= \$1588 ;
+    dw_dual <= \$1603 ;
   always @(posedge clk)
-    qlo <= \$1589 ;
+    qlo <= \$1604 ;
   always @(posedge clk)
-    hi <= \$1590 ;
+    hi <= \$1605 ;
   always @(posedge clk)
-    abort_timer <= \$1591 ;
+    abort_timer <= \$1606 ;
   always @(posedge clk)
-    p_count <= \$1592 ;
+    p_count <= \$1607 ;
   always @(posedge clk)
-    tiles_sum <= \$1593 ;
+    tiles_sum <= \$1608 ;
   always @(posedge clk)
-    p_done <= \$1594 ;
+    p_done <= \$1609 ;
   always @(posedge clk)
-    p_checked <= \$1595 ;
+    p_checked <= \$1610 ;
   always @(posedge clk)
-    w_count <= \$1596 ;
+    w_count <= \$1611 ;
   always @(posedge clk)
-    w_done <= \$1597 ;
+    w_done <= \$1612 ;
   always @(posedge clk)
-    a_count <= \$1598 ;
+    a_count <= \$1613 ;
   always @(posedge clk)
-    wr_ix <= \$1599 ;
+    wr_ix <= \$1614 ;
   always @(posedge clk)
-    wr_iy <= \$1600 ;
+    wr_iy <= \$1615 ;
   always @(posedge clk)
-    wr_cw <= \$1601 ;
+    wr_cw <= \$1616 ;
   always @(posedge clk)
-    words_in <= \$1602 ;
+    words_in <= \$1617 ;
   always @(posedge clk)
-    a_done <= \$1603 ;
+    a_done <= \$1618 ;
   always @(posedge clk)
-    gcount_m1 <= \$1604 ;
+    gcount_m1 <= \$1619 ;
   always @(posedge clk)
-    sq <= \$1605 ;
+    sq <= \$1620 ;
   always @(posedge clk)
-    t <= \$1606 ;
+    t <= \$1621 ;
   always @(posedge clk)
-    ky <= \$1607 ;
+    ky <= \$1622 ;
   always @(posedge clk)
-    kx <= \$1608 ;
+    kx <= \$1623 ;
   always @(posedge clk)
-    j <= \$1609 ;
+    j <= \$1624 ;
   always @(posedge clk)
-    g <= \$1610 ;
+    g <= \$1625 ;
   always @(posedge clk)
-    ox <= \$1611 ;
+    ox <= \$1626 ;
   always @(posedge clk)
-    rows_left <= \$1612 ;
+    rows_left <= \$1627 ;
   always @(posedge clk)
-    y_pass <= \$1613 ;
+    y_pass <= \$1628 ;
   always @(posedge clk)
-    y_tap <= \$1614 ;
+    y_tap <= \$1629 ;
   always @(posedge clk)
-    iy <= \$1615 ;
+    iy <= \$1630 ;
   always @(posedge clk)
-    y_end <= \$1616 ;
+    y_end <= \$1631 ;
   always @(posedge clk)
-    x_tap <= \$1617 ;
+    x_tap <= \$1632 ;
   always @(posedge clk)
-    ix <= \$1618 ;
+    ix <= \$1633 ;
   always @(posedge clk)
-    acc_addr <= \$1619 ;
+    acc_addr <= \$1634 ;
   always @(posedge clk)
-    gap <= \$1620 ;
+    gap <= \$1635 ;
   always @(posedge clk)
-    dw_ky0 <= \$1621 ;
+    dw_ky0 <= \$1636 ;
   always @(posedge clk)
-    dw_ky1 <= \$1622 ;
+    dw_ky1 <= \$1637 ;
   always @(posedge clk)
-    dw_ky2 <= \$1623 ;
+    dw_ky2 <= \$1638 ;
   always @(posedge clk)
-    dw_ky3 <= \$1624 ;
+    dw_ky3 <= \$1639 ;
   always @(posedge clk)
-    dw_ky4 <= \$1625 ;
+    dw_ky4 <= \$1640 ;
   always @(posedge clk)
-    dw_ky5 <= \$1626 ;
+    dw_ky5 <= \$1641 ;
   always @(posedge clk)
-    dw_ky6 <= \$1627 ;
+    dw_ky6 <= \$1642 ;
   always @(posedge clk)
-    dw_ky7 <= \$1628 ;
+    dw_ky7 <= \$1643 ;
   always @(posedge clk)
-    dw_kx0 <= \$1629 ;
+    dw_kx0 <= \$1644 ;
   always @(posedge clk)
-    dw_kx1 <= \$1630 ;
+    dw_kx1 <= \$1645 ;
   always @(posedge clk)
-    dw_kx2 <= \$1631 ;
+    dw_kx2 <= \$1646 ;
   always @(posedge clk)
-    dw_kx3 <= \$1632 ;
+    dw_kx3 <= \$1647 ;
   always @(posedge clk)
-    dw_kx4 <= \$1633 ;
+    dw_kx4 <= \$1648 ;
   always @(posedge clk)
-    dw_kx5 <= \$1634 ;
+    dw_kx5 <= \$1649 ;
   always @(posedge clk)
-    dw_kx6 <= \$1635 ;
+    dw_kx6 <= \$1650 ;
   always @(posedge clk)
-    dw_kx7 <= \$1636 ;
+    dw_kx7 <= \$1651 ;
   always @(posedge clk)
-    ld_tile <= \$1637 ;
+    ld_tile <= \$1652 ;
   always @(posedge clk)
-    ld_k <= \$1638 ;
+    ld_k <= \$1653 ;
   always @(posedge clk)
-    ld_busy <= \$1639 ;
+    ld_busy <= \$1654 ;
   always @(posedge clk)
-    \lo$307  <= \$1640 ;
+    \lo$307  <= \$1655 ;
   always @(posedge clk)
-    gcount <= \$1641 ;
+    gcount <= \$1656 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1642 ;
+    cur_ld_tile <= \$1657 ;
   always @(posedge clk)
-    latch_bank1 <= \$1643 ;
+    latch_bank1 <= \$1658 ;
   always @(posedge clk)
-    counting <= \$1644 ;
+    counting <= \$1659 ;
   always @(posedge clk)
-    cnt_cycles <= \$1645 ;
+    cnt_cycles <= \$1660 ;
   always @(posedge clk)
-    cnt_busy <= \$1646 ;
+    cnt_busy <= \$1661 ;
   always @(posedge clk)
-    cnt_setup <= \$1647 ;
+    cnt_setup <= \$1662 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1648 ;
+    cnt_stall_input <= \$1663 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1649 ;
+    cnt_stall_weight <= \$1664 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1650 ;
+    cnt_stall_output <= \$1665 ;
   always @(posedge clk)
-    cnt_fill <= \$1651 ;
+    cnt_fill <= \$1666 ;
   always @(posedge clk)
-    cnt_drain <= \$1652 ;
+    cnt_drain <= \$1667 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb2[6]),
@@ -40285,37 +40324,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (sb1[11:8])
       4'h0:
-          \$825  = \$809 ;
+          \$842  = \$826 ;
       4'h1:
-          \$825  = \$810 ;
+          \$842  = \$827 ;
       4'h2:
-          \$825  = \$811 ;
+          \$842  = \$828 ;
       4'h3:
-          \$825  = \$812 ;
+          \$842  = \$829 ;
       4'h4:
-          \$825  = \$813 ;
+          \$842  = \$830 ;
       4'h5:
-          \$825  = \$814 ;
+          \$842  = \$831 ;
       4'h6:
-          \$825  = \$815 ;
+          \$842  = \$832 ;
       4'h7:
-          \$825  = \$816 ;
+          \$842  = \$833 ;
       4'h8:
-          \$825  = \$817 ;
+          \$842  = \$834 ;
       4'h9:
-          \$825  = \$818 ;
+          \$842  = \$835 ;
       4'ha:
-          \$825  = \$819 ;
+          \$842  = \$836 ;
       4'hb:
-          \$825  = \$820 ;
+          \$842  = \$837 ;
       4'hc:
-          \$825  = \$821 ;
+          \$842  = \$838 ;
       4'hd:
-          \$825  = \$822 ;
+          \$842  = \$839 ;
       4'he:
-          \$825  = \$823 ;
+          \$842  = \$840 ;
       4'hf:
-          \$825  = \$824 ;
+          \$842  = \$841 ;
     endcase
   end
   always @* begin
@@ -40323,37 +40362,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$849  = \$833 ;
+          \$866  = \$850 ;
       4'h1:
-          \$849  = \$834 ;
+          \$866  = \$851 ;
       4'h2:
-          \$849  = \$835 ;
+          \$866  = \$852 ;
       4'h3:
-          \$849  = \$836 ;
+          \$866  = \$853 ;
       4'h4:
-          \$849  = \$837 ;
+          \$866  = \$854 ;
       4'h5:
-          \$849  = \$838 ;
+          \$866  = \$855 ;
       4'h6:
-          \$849  = \$839 ;
+          \$866  = \$856 ;
       4'h7:
-          \$849  = \$840 ;
+          \$866  = \$857 ;
       4'h8:
-          \$849  = \$841 ;
+          \$866  = \$858 ;
       4'h9:
-          \$849  = \$842 ;
+          \$866  = \$859 ;
       4'ha:
-          \$849  = \$843 ;
+          \$866  = \$860 ;
       4'hb:
-          \$849  = \$844 ;
+          \$866  = \$861 ;
       4'hc:
-          \$849  = \$845 ;
+          \$866  = \$862 ;
       4'hd:
-          \$849  = \$846 ;
+          \$866  = \$863 ;
       4'he:
-          \$849  = \$847 ;
+          \$866  = \$864 ;
       4'hf:
-          \$849  = \$848 ;
+          \$866  = \$865 ;
     endcase
   end
   always @* begin
@@ -40361,37 +40400,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$869  = \$853 ;
+          \$886  = \$870 ;
       4'h1:
-          \$869  = \$854 ;
+          \$886  = \$871 ;
       4'h2:
-          \$869  = \$855 ;
+          \$886  = \$872 ;
       4'h3:
-          \$869  = \$856 ;
+          \$886  = \$873 ;
       4'h4:
-          \$869  = \$857 ;
+          \$886  = \$874 ;
       4'h5:
-          \$869  = \$858 ;
+          \$886  = \$875 ;
       4'h6:
-          \$869  = \$859 ;
+          \$886  = \$876 ;
       4'h7:
-          \$869  = \$860 ;
+          \$886  = \$877 ;
       4'h8:
-          \$869  = \$861 ;
+          \$886  = \$878 ;
       4'h9:
-          \$869  = \$862 ;
+          \$886  = \$879 ;
       4'ha:
-          \$869  = \$863 ;
+          \$886  = \$880 ;
       4'hb:
-          \$869  = \$864 ;
+          \$886  = \$881 ;
       4'hc:
-          \$869  = \$865 ;
+          \$886  = \$882 ;
       4'hd:
-          \$869  = \$866 ;
+          \$886  = \$883 ;
       4'he:
-          \$869  = \$867 ;
+          \$886  = \$884 ;
       4'hf:
-          \$869  = \$868 ;
+          \$886  = \$885 ;
     endcase
   end
   always @* begin
@@ -40399,37 +40438,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky0)
       4'h0:
-          \$888  = \$872 ;
+          \$905  = \$889 ;
       4'h1:
-          \$888  = \$873 ;
+          \$905  = \$890 ;
       4'h2:
-          \$888  = \$874 ;
+          \$905  = \$891 ;
       4'h3:
-          \$888  = \$875 ;
+          \$905  = \$892 ;
       4'h4:
-          \$888  = \$876 ;
+          \$905  = \$893 ;
       4'h5:
-          \$888  = \$877 ;
+          \$905  = \$894 ;
       4'h6:
-          \$888  = \$878 ;
+          \$905  = \$895 ;
       4'h7:
-          \$888  = \$879 ;
+          \$905  = \$896 ;
       4'h8:
-          \$888  = \$880 ;
+          \$905  = \$897 ;
       4'h9:
-          \$888  = \$881 ;
+          \$905  = \$898 ;
       4'ha:
-          \$888  = \$882 ;
+          \$905  = \$899 ;
       4'hb:
-          \$888  = \$883 ;
+          \$905  = \$900 ;
       4'hc:
-          \$888  = \$884 ;
+          \$905  = \$901 ;
       4'hd:
-          \$888  = \$885 ;
+          \$905  = \$902 ;
       4'he:
-          \$888  = \$886 ;
+          \$905  = \$903 ;
       4'hf:
-          \$888  = \$887 ;
+          \$905  = \$904 ;
     endcase
   end
   always @* begin
@@ -40437,37 +40476,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$912  = \$896 ;
+          \$929  = \$913 ;
       4'h1:
-          \$912  = \$897 ;
+          \$929  = \$914 ;
       4'h2:
-          \$912  = \$898 ;
+          \$929  = \$915 ;
       4'h3:
-          \$912  = \$899 ;
+          \$929  = \$916 ;
       4'h4:
-          \$912  = \$900 ;
+          \$929  = \$917 ;
       4'h5:
-          \$912  = \$901 ;
+          \$929  = \$918 ;
       4'h6:
-          \$912  = \$902 ;
+          \$929  = \$919 ;
       4'h7:
-          \$912  = \$903 ;
+          \$929  = \$920 ;
       4'h8:
-          \$912  = \$904 ;
+          \$929  = \$921 ;
       4'h9:
-          \$912  = \$905 ;
+          \$929  = \$922 ;
       4'ha:
-          \$912  = \$906 ;
+          \$929  = \$923 ;
       4'hb:
-          \$912  = \$907 ;
+          \$929  = \$924 ;
       4'hc:
-          \$912  = \$908 ;
+          \$929  = \$925 ;
       4'hd:
-          \$912  = \$909 ;
+          \$929  = \$926 ;
       4'he:
-          \$912  = \$910 ;
+          \$929  = \$927 ;
       4'hf:
-          \$912  = \$911 ;
+          \$929  = \$928 ;
     endcase
   end
   always @* begin
@@ -40475,37 +40514,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$932  = \$916 ;
+          \$949  = \$933 ;
       4'h1:
-          \$932  = \$917 ;
+          \$949  = \$934 ;
       4'h2:
-          \$932  = \$918 ;
+          \$949  = \$935 ;
       4'h3:
-          \$932  = \$919 ;
+          \$949  = \$936 ;
       4'h4:
-          \$932  = \$920 ;
+          \$949  = \$937 ;
       4'h5:
-          \$932  = \$921 ;
+          \$949  = \$938 ;
       4'h6:
-          \$932  = \$922 ;
+          \$949  = \$939 ;
       4'h7:
-          \$932  = \$923 ;
+          \$949  = \$940 ;
       4'h8:
-          \$932  = \$924 ;
+          \$949  = \$941 ;
       4'h9:
-          \$932  = \$925 ;
+          \$949  = \$942 ;
       4'ha:
-          \$932  = \$926 ;
+          \$949  = \$943 ;
       4'hb:
-          \$932  = \$927 ;
+          \$949  = \$944 ;
       4'hc:
-          \$932  = \$928 ;
+          \$949  = \$945 ;
       4'hd:
-          \$932  = \$929 ;
+          \$949  = \$946 ;
       4'he:
-          \$932  = \$930 ;
+          \$949  = \$947 ;
       4'hf:
-          \$932  = \$931 ;
+          \$949  = \$948 ;
     endcase
   end
   always @* begin
@@ -40513,37 +40552,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky1)
       4'h0:
-          \$951  = \$935 ;
+          \$968  = \$952 ;
       4'h1:
-          \$951  = \$936 ;
+          \$968  = \$953 ;
       4'h2:
-          \$951  = \$937 ;
+          \$968  = \$954 ;
       4'h3:
-          \$951  = \$938 ;
+          \$968  = \$955 ;
       4'h4:
-          \$951  = \$939 ;
+          \$968  = \$956 ;
       4'h5:
-          \$951  = \$940 ;
+          \$968  = \$957 ;
       4'h6:
-          \$951  = \$941 ;
+          \$968  = \$958 ;
       4'h7:
-          \$951  = \$942 ;
+          \$968  = \$959 ;
       4'h8:
-          \$951  = \$943 ;
+          \$968  = \$960 ;
       4'h9:
-          \$951  = \$944 ;
+          \$968  = \$961 ;
       4'ha:
-          \$951  = \$945 ;
+          \$968  = \$962 ;
       4'hb:
-          \$951  = \$946 ;
+          \$968  = \$963 ;
       4'hc:
-          \$951  = \$947 ;
+          \$968  = \$964 ;
       4'hd:
-          \$951  = \$948 ;
+          \$968  = \$965 ;
       4'he:
-          \$951  = \$949 ;
+          \$968  = \$966 ;
       4'hf:
-          \$951  = \$950 ;
+          \$968  = \$967 ;
     endcase
   end
   always @* begin
@@ -40551,37 +40590,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$975  = \$959 ;
+          \$992  = \$976 ;
       4'h1:
-          \$975  = \$960 ;
+          \$992  = \$977 ;
       4'h2:
-          \$975  = \$961 ;
+          \$992  = \$978 ;
       4'h3:
-          \$975  = \$962 ;
+          \$992  = \$979 ;
       4'h4:
-          \$975  = \$963 ;
+          \$992  = \$980 ;
       4'h5:
-          \$975  = \$964 ;
+          \$992  = \$981 ;
       4'h6:
-          \$975  = \$965 ;
+          \$992  = \$982 ;
       4'h7:
-          \$975  = \$966 ;
+          \$992  = \$983 ;
       4'h8:
-          \$975  = \$967 ;
+          \$992  = \$984 ;
       4'h9:
-          \$975  = \$968 ;
+          \$992  = \$985 ;
       4'ha:
-          \$975  = \$969 ;
+          \$992  = \$986 ;
       4'hb:
-          \$975  = \$970 ;
+          \$992  = \$987 ;
       4'hc:
-          \$975  = \$971 ;
+          \$992  = \$988 ;
       4'hd:
-          \$975  = \$972 ;
+          \$992  = \$989 ;
       4'he:
-          \$975  = \$973 ;
+          \$992  = \$990 ;
       4'hf:
-          \$975  = \$974 ;
+          \$992  = \$991 ;
     endcase
   end
   always @* begin
@@ -40589,37 +40628,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$995  = \$979 ;
+          \$1012  = \$996 ;
       4'h1:
-          \$995  = \$980 ;
+          \$1012  = \$997 ;
       4'h2:
-          \$995  = \$981 ;
+          \$1012  = \$998 ;
       4'h3:
-          \$995  = \$982 ;
+          \$1012  = \$999 ;
       4'h4:
-          \$995  = \$983 ;
+          \$1012  = \$1000 ;
       4'h5:
-          \$995  = \$984 ;
+          \$1012  = \$1001 ;
       4'h6:
-          \$995  = \$985 ;
+          \$1012  = \$1002 ;
       4'h7:
-          \$995  = \$986 ;
+          \$1012  = \$1003 ;
       4'h8:
-          \$995  = \$987 ;
+          \$1012  = \$1004 ;
       4'h9:
-          \$995  = \$988 ;
+          \$1012  = \$1005 ;
       4'ha:
-          \$995  = \$989 ;
+          \$1012  = \$1006 ;
       4'hb:
-          \$995  = \$990 ;
+          \$1012  = \$1007 ;
       4'hc:
-          \$995  = \$991 ;
+          \$1012  = \$1008 ;
       4'hd:
-          \$995  = \$992 ;
+          \$1012  = \$1009 ;
       4'he:
-          \$995  = \$993 ;
+          \$1012  = \$1010 ;
       4'hf:
-          \$995  = \$994 ;
+          \$1012  = \$1011 ;
     endcase
   end
   always @* begin
@@ -40627,37 +40666,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky2)
       4'h0:
-          \$1014  = \$998 ;
+          \$1031  = \$1015 ;
       4'h1:
-          \$1014  = \$999 ;
+          \$1031  = \$1016 ;
       4'h2:
-          \$1014  = \$1000 ;
+          \$1031  = \$1017 ;
       4'h3:
-          \$1014  = \$1001 ;
+          \$1031  = \$1018 ;
       4'h4:
-          \$1014  = \$1002 ;
+          \$1031  = \$1019 ;
       4'h5:
-          \$1014  = \$1003 ;
+          \$1031  = \$1020 ;
       4'h6:
-          \$1014  = \$1004 ;
+          \$1031  = \$1021 ;
       4'h7:
-          \$1014  = \$1005 ;
+          \$1031  = \$1022 ;
       4'h8:
-          \$1014  = \$1006 ;
+          \$1031  = \$1023 ;
       4'h9:
-          \$1014  = \$1007 ;
+          \$1031  = \$1024 ;
       4'ha:
-          \$1014  = \$1008 ;
+          \$1031  = \$1025 ;
       4'hb:
-          \$1014  = \$1009 ;
+          \$1031  = \$1026 ;
       4'hc:
-          \$1014  = \$1010 ;
+          \$1031  = \$1027 ;
       4'hd:
-          \$1014  = \$1011 ;
+          \$1031  = \$1028 ;
       4'he:
-          \$1014  = \$1012 ;
+          \$1031  = \$1029 ;
       4'hf:
-          \$1014  = \$1013 ;
+          \$1031  = \$1030 ;
     endcase
   end
   always @* begin
@@ -40665,37 +40704,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1038  = \$1022 ;
+          \$1055  = \$1039 ;
       4'h1:
-          \$1038  = \$1023 ;
+          \$1055  = \$1040 ;
       4'h2:
-          \$1038  = \$1024 ;
+          \$1055  = \$1041 ;
       4'h3:
-          \$1038  = \$1025 ;
+          \$1055  = \$1042 ;
       4'h4:
-          \$1038  = \$1026 ;
+          \$1055  = \$1043 ;
       4'h5:
-          \$1038  = \$1027 ;
+          \$1055  = \$1044 ;
       4'h6:
-          \$1038  = \$1028 ;
+          \$1055  = \$1045 ;
       4'h7:
-          \$1038  = \$1029 ;
+          \$1055  = \$1046 ;
       4'h8:
-          \$1038  = \$1030 ;
+          \$1055  = \$1047 ;
       4'h9:
-          \$1038  = \$1031 ;
+          \$1055  = \$1048 ;
       4'ha:
-          \$1038  = \$1032 ;
+          \$1055  = \$1049 ;
       4'hb:
-          \$1038  = \$1033 ;
+          \$1055  = \$1050 ;
       4'hc:
-          \$1038  = \$1034 ;
+          \$1055  = \$1051 ;
       4'hd:
-          \$1038  = \$1035 ;
+          \$1055  = \$1052 ;
       4'he:
-          \$1038  = \$1036 ;
+          \$1055  = \$1053 ;
       4'hf:
-          \$1038  = \$1037 ;
+          \$1055  = \$1054 ;
     endcase
   end
   always @* begin
@@ -40703,37 +40742,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1058  = \$1042 ;
+          \$1075  = \$1059 ;
       4'h1:
-          \$1058  = \$1043 ;
+          \$1075  = \$1060 ;
       4'h2:
-          \$1058  = \$1044 ;
+          \$1075  = \$1061 ;
       4'h3:
-          \$1058  = \$1045 ;
+          \$1075  = \$1062 ;
       4'h4:
-          \$1058  = \$1046 ;
+          \$1075  = \$1063 ;
       4'h5:
-          \$1058  = \$1047 ;
+          \$1075  = \$1064 ;
       4'h6:
-          \$1058  = \$1048 ;
+          \$1075  = \$1065 ;
       4'h7:
-          \$1058  = \$1049 ;
+          \$1075  = \$1066 ;
       4'h8:
-          \$1058  = \$1050 ;
+          \$1075  = \$1067 ;
       4'h9:
-          \$1058  = \$1051 ;
+          \$1075  = \$1068 ;
       4'ha:
-          \$1058  = \$1052 ;
+          \$1075  = \$1069 ;
       4'hb:
-          \$1058  = \$1053 ;
+          \$1075  = \$1070 ;
       4'hc:
-          \$1058  = \$1054 ;
+          \$1075  = \$1071 ;
       4'hd:
-          \$1058  = \$1055 ;
+          \$1075  = \$1072 ;
       4'he:
-          \$1058  = \$1056 ;
+          \$1075  = \$1073 ;
       4'hf:
-          \$1058  = \$1057 ;
+          \$1075  = \$1074 ;
     endcase
   end
   always @* begin
@@ -40741,37 +40780,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky3)
       4'h0:
-          \$1077  = \$1061 ;
+          \$1094  = \$1078 ;
       4'h1:
-          \$1077  = \$1062 ;
+          \$1094  = \$1079 ;
       4'h2:
-          \$1077  = \$1063 ;
+          \$1094  = \$1080 ;
       4'h3:
-          \$1077  = \$1064 ;
+          \$1094  = \$1081 ;
       4'h4:
-          \$1077  = \$1065 ;
+          \$1094  = \$1082 ;
       4'h5:
-          \$1077  = \$1066 ;
+          \$1094  = \$1083 ;
       4'h6:
-          \$1077  = \$1067 ;
+          \$1094  = \$1084 ;
       4'h7:
-          \$1077  = \$1068 ;
+          \$1094  = \$1085 ;
       4'h8:
-          \$1077  = \$1069 ;
+          \$1094  = \$1086 ;
       4'h9:
-          \$1077  = \$1070 ;
+          \$1094  = \$1087 ;
       4'ha:
-          \$1077  = \$1071 ;
+          \$1094  = \$1088 ;
       4'hb:
-          \$1077  = \$1072 ;
+          \$1094  = \$1089 ;
       4'hc:
-          \$1077  = \$1073 ;
+          \$1094  = \$1090 ;
       4'hd:
-          \$1077  = \$1074 ;
+          \$1094  = \$1091 ;
       4'he:
-          \$1077  = \$1075 ;
+          \$1094  = \$1092 ;
       4'hf:
-          \$1077  = \$1076 ;
+          \$1094  = \$1093 ;
     endcase
   end
   always @* begin
@@ -40779,37 +40818,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1101  = \$1085 ;
+          \$1118  = \$1102 ;
       4'h1:
-          \$1101  = \$1086 ;
+          \$1118  = \$1103 ;
       4'h2:
-          \$1101  = \$1087 ;
+          \$1118  = \$1104 ;
       4'h3:
-          \$1101  = \$1088 ;
+          \$1118  = \$1105 ;
       4'h4:
-          \$1101  = \$1089 ;
+          \$1118  = \$1106 ;
       4'h5:
-          \$1101  = \$1090 ;
+          \$1118  = \$1107 ;
       4'h6:
-          \$1101  = \$1091 ;
+          \$1118  = \$1108 ;
       4'h7:
-          \$1101  = \$1092 ;
+          \$1118  = \$1109 ;
       4'h8:
-          \$1101  = \$1093 ;
+          \$1118  = \$1110 ;
       4'h9:
-          \$1101  = \$1094 ;
+          \$1118  = \$1111 ;
       4'ha:
-          \$1101  = \$1095 ;
+          \$1118  = \$1112 ;
       4'hb:
-          \$1101  = \$1096 ;
+          \$1118  = \$1113 ;
       4'hc:
-          \$1101  = \$1097 ;
+          \$1118  = \$1114 ;
       4'hd:
-          \$1101  = \$1098 ;
+          \$1118  = \$1115 ;
       4'he:
-          \$1101  = \$1099 ;
+          \$1118  = \$1116 ;
       4'hf:
-          \$1101  = \$1100 ;
+          \$1118  = \$1117 ;
     endcase
   end
   always @* begin
@@ -40817,37 +40856,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1121  = \$1105 ;
+          \$1138  = \$1122 ;
       4'h1:
-          \$1121  = \$1106 ;
+          \$1138  = \$1123 ;
       4'h2:
-          \$1121  = \$1107 ;
+          \$1138  = \$1124 ;
       4'h3:
-          \$1121  = \$1108 ;
+          \$1138  = \$1125 ;
       4'h4:
-          \$1121  = \$1109 ;
+          \$1138  = \$1126 ;
       4'h5:
-          \$1121  = \$1110 ;
+          \$1138  = \$1127 ;
       4'h6:
-          \$1121  = \$1111 ;
+          \$1138  = \$1128 ;
       4'h7:
-          \$1121  = \$1112 ;
+          \$1138  = \$1129 ;
       4'h8:
-          \$1121  = \$1113 ;
+          \$1138  = \$1130 ;
       4'h9:
-          \$1121  = \$1114 ;
+          \$1138  = \$1131 ;
       4'ha:
-          \$1121  = \$1115 ;
+          \$1138  = \$1132 ;
       4'hb:
-          \$1121  = \$1116 ;
+          \$1138  = \$1133 ;
       4'hc:
-          \$1121  = \$1117 ;
+          \$1138  = \$1134 ;
       4'hd:
-          \$1121  = \$1118 ;
+          \$1138  = \$1135 ;
       4'he:
-          \$1121  = \$1119 ;
+          \$1138  = \$1136 ;
       4'hf:
-          \$1121  = \$1120 ;
+          \$1138  = \$1137 ;
     endcase
   end
   always @* begin
@@ -40855,37 +40894,37 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (slot1_ky4)
       4'h0:
-          \$1140  = \$1124 ;
+          \$1157  = \$1141 ;
       4'h1:
-          \$1140  = \$1125 ;
+          \$1157  = \$1142 ;
       4'h2:
-          \$1140  = \$1126 ;
+          \$1157  = \$1143 ;
       4'h3:
-          \$1140  = \$1127 ;
+          \$1157  = \$1144 ;
       4'h4:
-          \$1140  = \$1128 ;
+          \$1157  = \$1145 ;
       4'h5:
-          \$1140  = \$1129 ;
+          \$1157  = \$1146 ;
       4'h6:
-          \$1140  = \$1130 ;
+          \$1157  = \$1147 ;
       4'h7:
-          \$1140  = \$1131 ;
+          \$1157  = \$1148 ;
       4'h8:
-          \$1140  = \$1132 ;
+          \$1157  = \$1149 ;
       4'h9:
-          \$1140  = \$1133 ;
+          \$1157  = \$1150 ;
       4'ha:
-          \$1140  = \$1134 ;
+          \$1157  = \$1151 ;
       4'hb:
-          \$1140  = \$1135 ;
+          \$1157  = \$1152 ;
       4'hc:
-          \$1140  = \$1136 ;
+          \$1157  = \$1153 ;
       4'hd:
-          \$1140  = \$1137 ;
+          \$1157  = \$1154 ;
       4'he:
-          \$1140  = \$1138 ;
+          \$1157  = \$1155 ;
       4'hf:
-          \$1140  = \$1139 ;
+          \$1157  = \$1156 ;
     endcase
   end
   always @* begin
@@ -41065,12 +41104,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         end
       end
     end
-    if (\$731 ) begin
-      if (\$732 ) begin
+    if (\$748 ) begin
+      if (\$749 ) begin
         err_hi[2] = 1'h1;
       end
-      if (i_act__payload[64]) begin
-        if (\$734 ) begin
+      if (i_act__payload[128]) begin
+        if (\$751 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -41079,9 +41118,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41090,9 +41129,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -41103,9 +41142,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41114,12 +41153,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx0_n = \$754 ;
+                if (\$770 ) begin
+                  dw_kx0_n = \$771 ;
                 end
               end
             end
@@ -41129,9 +41168,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41140,12 +41179,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx1_n = \$755 ;
+                if (\$770 ) begin
+                  dw_kx1_n = \$772 ;
                 end
               end
             end
@@ -41155,9 +41194,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41166,12 +41205,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx2_n = \$756 ;
+                if (\$770 ) begin
+                  dw_kx2_n = \$773 ;
                 end
               end
             end
@@ -41181,9 +41220,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41192,12 +41231,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx3_n = \$757 ;
+                if (\$770 ) begin
+                  dw_kx3_n = \$774 ;
                 end
               end
             end
@@ -41207,9 +41246,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41218,12 +41257,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx4_n = \$758 ;
+                if (\$770 ) begin
+                  dw_kx4_n = \$775 ;
                 end
               end
             end
@@ -41233,9 +41272,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41244,12 +41283,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx5_n = \$759 ;
+                if (\$770 ) begin
+                  dw_kx5_n = \$776 ;
                 end
               end
             end
@@ -41259,9 +41298,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41270,12 +41309,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx6_n = \$760 ;
+                if (\$770 ) begin
+                  dw_kx6_n = \$777 ;
                 end
               end
             end
@@ -41285,9 +41324,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41296,12 +41335,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$753 ) begin
-                  dw_kx7_n = \$761 ;
+                if (\$770 ) begin
+                  dw_kx7_n = \$778 ;
                 end
               end
             end
@@ -41311,9 +41350,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$740 ) begin
-    end else if (\$741 ) begin
-    end else if (\$742 ) begin
+    if (\$757 ) begin
+    end else if (\$758 ) begin
+    end else if (\$759 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -41322,13 +41361,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$746 ) begin
-              end else if (\$749 ) begin
-              end else if (\$751 ) begin
+              if (\$763 ) begin
+              end else if (\$766 ) begin
+              end else if (\$768 ) begin
               end else begin
-                if (\$766 ) begin
-                end else if (\$771 ) begin
-                end else if (\$772 ) begin
+                if (\$783 ) begin
+                end else if (\$788 ) begin
+                end else if (\$789 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -41339,33 +41378,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$773 ) begin
+    if (\$790 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$775 [13:0];
+      wm_r__addr = \$792 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$778 [13:0];
+      wm_r__addr = \$795 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$779 ) begin
+    if (\$796 ) begin
       category = 3'h2;
-    end else if (\$782 ) begin
+    end else if (\$799 ) begin
       category = 3'h2;
-    end else if (\$785 ) begin
+    end else if (\$802 ) begin
       category = 3'h2;
-    end else if (\$788 ) begin
-      category = { 1'h0, \$792  };
-    end else if (\$791 ) begin
+    end else if (\$805 ) begin
+      category = { 1'h0, \$809  };
+    end else if (\$808 ) begin
       (* full_case = 32'd1 *)
-      if (\$793 ) begin
+      if (\$810 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$795 ) begin
+      end else if (\$812 ) begin
         category = 3'h4;
-      end else if (\$799 ) begin
+      end else if (\$816 ) begin
         category = 3'h3;
       end else begin
         category = 3'h5;
@@ -41376,277 +41415,94 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = cw_r1__data;
+    \$1443  = cw_r1__data;
     if (rst) begin
-      \$1428  = 10'h000;
+      \$1443  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = cw_r2__data;
+    \$1444  = cw_r2__data;
     if (rst) begin
-      \$1429  = 10'h000;
+      \$1444  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = t_adv;
+    \$1445  = t_adv;
     if (rst) begin
-      \$1430  = 1'h0;
+      \$1445  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = cur;
+    \$1446  = cur;
     if (t_adv) begin
-      \$1431  = \$808 ;
-    end else if (\$807 ) begin
-      \$1431  = cw_r__data;
+      \$1446  = \$825 ;
+    end else if (\$824 ) begin
+      \$1446  = cw_r__data;
     end
     if (rst) begin
-      \$1431  = 10'h000;
+      \$1446  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = sb0;
+    \$1447  = sb0;
     if (rst) begin
-      \$1432  = 30'h00000000;
+      \$1447  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = par_a;
+    \$1448  = par_a;
     if (rst) begin
-      \$1433  = 1'h0;
+      \$1448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = \$826 ;
+    \$1449  = \$843 ;
     if (rst) begin
-      \$1434  = 64'h0000000000000000;
+      \$1449  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = pad_ix;
+    \$1450  = pad_ix;
     if (rst) begin
-      \$1435  = 1'h0;
+      \$1450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = pad_ixb;
+    \$1451  = pad_ixb;
     if (rst) begin
-      \$1436  = 1'h0;
+      \$1451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = \$186 [3:0];
+    \$1452  = \$186 [3:0];
     if (rst) begin
-      \$1437  = 4'h0;
+      \$1452  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = \$829 ;
+    \$1453  = \$846 ;
     if (rst) begin
-      \$1438  = 1'h0;
+      \$1453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = win0_0;
-    if (\$831 ) begin
-      \$1439  = \$850 ;
+    \$1454  = win0_0;
+    if (\$848 ) begin
+      \$1454  = \$867 ;
     end
-    if (\$851 ) begin
-      \$1439  = \$870 ;
-    end
-    if (rst) begin
-      \$1439  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = win0_1;
-    if (\$831 ) begin
-      \$1440  = win0_0;
-    end
-    if (\$851 ) begin
-      \$1440  = \$889 ;
-    end
-    if (rst) begin
-      \$1440  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = win0_2;
-    if (\$831 ) begin
-      \$1441  = win0_1;
-    end
-    if (\$851 ) begin
-      \$1441  = win0_0;
-    end
-    if (rst) begin
-      \$1441  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = win0_3;
-    if (\$831 ) begin
-      \$1442  = win0_2;
-    end
-    if (\$851 ) begin
-      \$1442  = win0_1;
-    end
-    if (rst) begin
-      \$1442  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = win0_4;
-    if (\$831 ) begin
-      \$1443  = win0_3;
-    end
-    if (\$851 ) begin
-      \$1443  = win0_2;
-    end
-    if (rst) begin
-      \$1443  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = win0_5;
-    if (\$831 ) begin
-      \$1444  = win0_4;
-    end
-    if (\$851 ) begin
-      \$1444  = win0_3;
-    end
-    if (rst) begin
-      \$1444  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = win0_6;
-    if (\$831 ) begin
-      \$1445  = win0_5;
-    end
-    if (\$851 ) begin
-      \$1445  = win0_4;
-    end
-    if (rst) begin
-      \$1445  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = win0_7;
-    if (\$831 ) begin
-      \$1446  = win0_6;
-    end
-    if (\$851 ) begin
-      \$1446  = win0_5;
-    end
-    if (rst) begin
-      \$1446  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = win0_8;
-    if (\$831 ) begin
-      \$1447  = win0_7;
-    end
-    if (\$851 ) begin
-      \$1447  = win0_6;
-    end
-    if (rst) begin
-      \$1447  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = \$188 [3:0];
-    if (rst) begin
-      \$1448  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = \$892 ;
-    if (rst) begin
-      \$1449  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = win1_0;
-    if (\$894 ) begin
-      \$1450  = \$913 ;
-    end
-    if (\$914 ) begin
-      \$1450  = \$933 ;
-    end
-    if (rst) begin
-      \$1450  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = win1_1;
-    if (\$894 ) begin
-      \$1451  = win1_0;
-    end
-    if (\$914 ) begin
-      \$1451  = \$952 ;
-    end
-    if (rst) begin
-      \$1451  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = win1_2;
-    if (\$894 ) begin
-      \$1452  = win1_1;
-    end
-    if (\$914 ) begin
-      \$1452  = win1_0;
-    end
-    if (rst) begin
-      \$1452  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = win1_3;
-    if (\$894 ) begin
-      \$1453  = win1_2;
-    end
-    if (\$914 ) begin
-      \$1453  = win1_1;
-    end
-    if (rst) begin
-      \$1453  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = win1_4;
-    if (\$894 ) begin
-      \$1454  = win1_3;
-    end
-    if (\$914 ) begin
-      \$1454  = win1_2;
+    if (\$868 ) begin
+      \$1454  = \$887 ;
     end
     if (rst) begin
       \$1454  = 64'h0000000000000000;
@@ -41654,12 +41510,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = win1_5;
-    if (\$894 ) begin
-      \$1455  = win1_4;
+    \$1455  = win0_1;
+    if (\$848 ) begin
+      \$1455  = win0_0;
     end
-    if (\$914 ) begin
-      \$1455  = win1_3;
+    if (\$868 ) begin
+      \$1455  = \$906 ;
     end
     if (rst) begin
       \$1455  = 64'h0000000000000000;
@@ -41667,12 +41523,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = win1_6;
-    if (\$894 ) begin
-      \$1456  = win1_5;
+    \$1456  = win0_2;
+    if (\$848 ) begin
+      \$1456  = win0_1;
     end
-    if (\$914 ) begin
-      \$1456  = win1_4;
+    if (\$868 ) begin
+      \$1456  = win0_0;
     end
     if (rst) begin
       \$1456  = 64'h0000000000000000;
@@ -41680,12 +41536,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = win1_7;
-    if (\$894 ) begin
-      \$1457  = win1_6;
+    \$1457  = win0_3;
+    if (\$848 ) begin
+      \$1457  = win0_2;
     end
-    if (\$914 ) begin
-      \$1457  = win1_5;
+    if (\$868 ) begin
+      \$1457  = win0_1;
     end
     if (rst) begin
       \$1457  = 64'h0000000000000000;
@@ -41693,12 +41549,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = win1_8;
-    if (\$894 ) begin
-      \$1458  = win1_7;
+    \$1458  = win0_4;
+    if (\$848 ) begin
+      \$1458  = win0_3;
     end
-    if (\$914 ) begin
-      \$1458  = win1_6;
+    if (\$868 ) begin
+      \$1458  = win0_2;
     end
     if (rst) begin
       \$1458  = 64'h0000000000000000;
@@ -41706,26 +41562,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = \$190 [3:0];
+    \$1459  = win0_5;
+    if (\$848 ) begin
+      \$1459  = win0_4;
+    end
+    if (\$868 ) begin
+      \$1459  = win0_3;
+    end
     if (rst) begin
-      \$1459  = 4'h0;
+      \$1459  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = \$955 ;
+    \$1460  = win0_6;
+    if (\$848 ) begin
+      \$1460  = win0_5;
+    end
+    if (\$868 ) begin
+      \$1460  = win0_4;
+    end
     if (rst) begin
-      \$1460  = 1'h0;
+      \$1460  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = win2_0;
-    if (\$957 ) begin
-      \$1461  = \$976 ;
+    \$1461  = win0_7;
+    if (\$848 ) begin
+      \$1461  = win0_6;
     end
-    if (\$977 ) begin
-      \$1461  = \$996 ;
+    if (\$868 ) begin
+      \$1461  = win0_5;
     end
     if (rst) begin
       \$1461  = 64'h0000000000000000;
@@ -41733,12 +41601,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = win2_1;
-    if (\$957 ) begin
-      \$1462  = win2_0;
+    \$1462  = win0_8;
+    if (\$848 ) begin
+      \$1462  = win0_7;
     end
-    if (\$977 ) begin
-      \$1462  = \$1015 ;
+    if (\$868 ) begin
+      \$1462  = win0_6;
     end
     if (rst) begin
       \$1462  = 64'h0000000000000000;
@@ -41746,38 +41614,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = win2_2;
-    if (\$957 ) begin
-      \$1463  = win2_1;
-    end
-    if (\$977 ) begin
-      \$1463  = win2_0;
-    end
+    \$1463  = \$188 [3:0];
     if (rst) begin
-      \$1463  = 64'h0000000000000000;
+      \$1463  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = win2_3;
-    if (\$957 ) begin
-      \$1464  = win2_2;
-    end
-    if (\$977 ) begin
-      \$1464  = win2_1;
-    end
+    \$1464  = \$909 ;
     if (rst) begin
-      \$1464  = 64'h0000000000000000;
+      \$1464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = win2_4;
-    if (\$957 ) begin
-      \$1465  = win2_3;
+    \$1465  = win1_0;
+    if (\$911 ) begin
+      \$1465  = \$930 ;
     end
-    if (\$977 ) begin
-      \$1465  = win2_2;
+    if (\$931 ) begin
+      \$1465  = \$950 ;
     end
     if (rst) begin
       \$1465  = 64'h0000000000000000;
@@ -41785,12 +41641,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = win2_5;
-    if (\$957 ) begin
-      \$1466  = win2_4;
+    \$1466  = win1_1;
+    if (\$911 ) begin
+      \$1466  = win1_0;
     end
-    if (\$977 ) begin
-      \$1466  = win2_3;
+    if (\$931 ) begin
+      \$1466  = \$969 ;
     end
     if (rst) begin
       \$1466  = 64'h0000000000000000;
@@ -41798,12 +41654,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = win2_6;
-    if (\$957 ) begin
-      \$1467  = win2_5;
+    \$1467  = win1_2;
+    if (\$911 ) begin
+      \$1467  = win1_1;
     end
-    if (\$977 ) begin
-      \$1467  = win2_4;
+    if (\$931 ) begin
+      \$1467  = win1_0;
     end
     if (rst) begin
       \$1467  = 64'h0000000000000000;
@@ -41811,12 +41667,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = win2_7;
-    if (\$957 ) begin
-      \$1468  = win2_6;
+    \$1468  = win1_3;
+    if (\$911 ) begin
+      \$1468  = win1_2;
     end
-    if (\$977 ) begin
-      \$1468  = win2_5;
+    if (\$931 ) begin
+      \$1468  = win1_1;
     end
     if (rst) begin
       \$1468  = 64'h0000000000000000;
@@ -41824,12 +41680,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = win2_8;
-    if (\$957 ) begin
-      \$1469  = win2_7;
+    \$1469  = win1_4;
+    if (\$911 ) begin
+      \$1469  = win1_3;
     end
-    if (\$977 ) begin
-      \$1469  = win2_6;
+    if (\$931 ) begin
+      \$1469  = win1_2;
     end
     if (rst) begin
       \$1469  = 64'h0000000000000000;
@@ -41837,26 +41693,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = \$192 [3:0];
+    \$1470  = win1_5;
+    if (\$911 ) begin
+      \$1470  = win1_4;
+    end
+    if (\$931 ) begin
+      \$1470  = win1_3;
+    end
     if (rst) begin
-      \$1470  = 4'h0;
+      \$1470  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = \$1018 ;
+    \$1471  = win1_6;
+    if (\$911 ) begin
+      \$1471  = win1_5;
+    end
+    if (\$931 ) begin
+      \$1471  = win1_4;
+    end
     if (rst) begin
-      \$1471  = 1'h0;
+      \$1471  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = win3_0;
-    if (\$1020 ) begin
-      \$1472  = \$1039 ;
+    \$1472  = win1_7;
+    if (\$911 ) begin
+      \$1472  = win1_6;
     end
-    if (\$1040 ) begin
-      \$1472  = \$1059 ;
+    if (\$931 ) begin
+      \$1472  = win1_5;
     end
     if (rst) begin
       \$1472  = 64'h0000000000000000;
@@ -41864,12 +41732,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = win3_1;
-    if (\$1020 ) begin
-      \$1473  = win3_0;
+    \$1473  = win1_8;
+    if (\$911 ) begin
+      \$1473  = win1_7;
     end
-    if (\$1040 ) begin
-      \$1473  = \$1078 ;
+    if (\$931 ) begin
+      \$1473  = win1_6;
     end
     if (rst) begin
       \$1473  = 64'h0000000000000000;
@@ -41877,38 +41745,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = win3_2;
-    if (\$1020 ) begin
-      \$1474  = win3_1;
-    end
-    if (\$1040 ) begin
-      \$1474  = win3_0;
-    end
+    \$1474  = \$190 [3:0];
     if (rst) begin
-      \$1474  = 64'h0000000000000000;
+      \$1474  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = win3_3;
-    if (\$1020 ) begin
-      \$1475  = win3_2;
-    end
-    if (\$1040 ) begin
-      \$1475  = win3_1;
-    end
+    \$1475  = \$972 ;
     if (rst) begin
-      \$1475  = 64'h0000000000000000;
+      \$1475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = win3_4;
-    if (\$1020 ) begin
-      \$1476  = win3_3;
+    \$1476  = win2_0;
+    if (\$974 ) begin
+      \$1476  = \$993 ;
     end
-    if (\$1040 ) begin
-      \$1476  = win3_2;
+    if (\$994 ) begin
+      \$1476  = \$1013 ;
     end
     if (rst) begin
       \$1476  = 64'h0000000000000000;
@@ -41916,12 +41772,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = win3_5;
-    if (\$1020 ) begin
-      \$1477  = win3_4;
+    \$1477  = win2_1;
+    if (\$974 ) begin
+      \$1477  = win2_0;
     end
-    if (\$1040 ) begin
-      \$1477  = win3_3;
+    if (\$994 ) begin
+      \$1477  = \$1032 ;
     end
     if (rst) begin
       \$1477  = 64'h0000000000000000;
@@ -41929,12 +41785,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = win3_6;
-    if (\$1020 ) begin
-      \$1478  = win3_5;
+    \$1478  = win2_2;
+    if (\$974 ) begin
+      \$1478  = win2_1;
     end
-    if (\$1040 ) begin
-      \$1478  = win3_4;
+    if (\$994 ) begin
+      \$1478  = win2_0;
     end
     if (rst) begin
       \$1478  = 64'h0000000000000000;
@@ -41942,12 +41798,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = win3_7;
-    if (\$1020 ) begin
-      \$1479  = win3_6;
+    \$1479  = win2_3;
+    if (\$974 ) begin
+      \$1479  = win2_2;
     end
-    if (\$1040 ) begin
-      \$1479  = win3_5;
+    if (\$994 ) begin
+      \$1479  = win2_1;
     end
     if (rst) begin
       \$1479  = 64'h0000000000000000;
@@ -41955,12 +41811,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = win3_8;
-    if (\$1020 ) begin
-      \$1480  = win3_7;
+    \$1480  = win2_4;
+    if (\$974 ) begin
+      \$1480  = win2_3;
     end
-    if (\$1040 ) begin
-      \$1480  = win3_6;
+    if (\$994 ) begin
+      \$1480  = win2_2;
     end
     if (rst) begin
       \$1480  = 64'h0000000000000000;
@@ -41968,26 +41824,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = \$194 [3:0];
+    \$1481  = win2_5;
+    if (\$974 ) begin
+      \$1481  = win2_4;
+    end
+    if (\$994 ) begin
+      \$1481  = win2_3;
+    end
     if (rst) begin
-      \$1481  = 4'h0;
+      \$1481  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = \$1081 ;
+    \$1482  = win2_6;
+    if (\$974 ) begin
+      \$1482  = win2_5;
+    end
+    if (\$994 ) begin
+      \$1482  = win2_4;
+    end
     if (rst) begin
-      \$1482  = 1'h0;
+      \$1482  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = win4_0;
-    if (\$1083 ) begin
-      \$1483  = \$1102 ;
+    \$1483  = win2_7;
+    if (\$974 ) begin
+      \$1483  = win2_6;
     end
-    if (\$1103 ) begin
-      \$1483  = \$1122 ;
+    if (\$994 ) begin
+      \$1483  = win2_5;
     end
     if (rst) begin
       \$1483  = 64'h0000000000000000;
@@ -41995,12 +41863,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = win4_1;
-    if (\$1083 ) begin
-      \$1484  = win4_0;
+    \$1484  = win2_8;
+    if (\$974 ) begin
+      \$1484  = win2_7;
     end
-    if (\$1103 ) begin
-      \$1484  = \$1141 ;
+    if (\$994 ) begin
+      \$1484  = win2_6;
     end
     if (rst) begin
       \$1484  = 64'h0000000000000000;
@@ -42008,38 +41876,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = win4_2;
-    if (\$1083 ) begin
-      \$1485  = win4_1;
-    end
-    if (\$1103 ) begin
-      \$1485  = win4_0;
-    end
+    \$1485  = \$192 [3:0];
     if (rst) begin
-      \$1485  = 64'h0000000000000000;
+      \$1485  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = win4_3;
-    if (\$1083 ) begin
-      \$1486  = win4_2;
-    end
-    if (\$1103 ) begin
-      \$1486  = win4_1;
-    end
+    \$1486  = \$1035 ;
     if (rst) begin
-      \$1486  = 64'h0000000000000000;
+      \$1486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = win4_4;
-    if (\$1083 ) begin
-      \$1487  = win4_3;
+    \$1487  = win3_0;
+    if (\$1037 ) begin
+      \$1487  = \$1056 ;
     end
-    if (\$1103 ) begin
-      \$1487  = win4_2;
+    if (\$1057 ) begin
+      \$1487  = \$1076 ;
     end
     if (rst) begin
       \$1487  = 64'h0000000000000000;
@@ -42047,12 +41903,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = win4_5;
-    if (\$1083 ) begin
-      \$1488  = win4_4;
+    \$1488  = win3_1;
+    if (\$1037 ) begin
+      \$1488  = win3_0;
     end
-    if (\$1103 ) begin
-      \$1488  = win4_3;
+    if (\$1057 ) begin
+      \$1488  = \$1095 ;
     end
     if (rst) begin
       \$1488  = 64'h0000000000000000;
@@ -42060,12 +41916,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = win4_6;
-    if (\$1083 ) begin
-      \$1489  = win4_5;
+    \$1489  = win3_2;
+    if (\$1037 ) begin
+      \$1489  = win3_1;
     end
-    if (\$1103 ) begin
-      \$1489  = win4_4;
+    if (\$1057 ) begin
+      \$1489  = win3_0;
     end
     if (rst) begin
       \$1489  = 64'h0000000000000000;
@@ -42073,12 +41929,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = win4_7;
-    if (\$1083 ) begin
-      \$1490  = win4_6;
+    \$1490  = win3_3;
+    if (\$1037 ) begin
+      \$1490  = win3_2;
     end
-    if (\$1103 ) begin
-      \$1490  = win4_5;
+    if (\$1057 ) begin
+      \$1490  = win3_1;
     end
     if (rst) begin
       \$1490  = 64'h0000000000000000;
@@ -42086,12 +41942,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = win4_8;
-    if (\$1083 ) begin
-      \$1491  = win4_7;
+    \$1491  = win3_4;
+    if (\$1037 ) begin
+      \$1491  = win3_3;
     end
-    if (\$1103 ) begin
-      \$1491  = win4_6;
+    if (\$1057 ) begin
+      \$1491  = win3_2;
     end
     if (rst) begin
       \$1491  = 64'h0000000000000000;
@@ -42099,999 +41955,762 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = sb1;
+    \$1492  = win3_5;
+    if (\$1037 ) begin
+      \$1492  = win3_4;
+    end
+    if (\$1057 ) begin
+      \$1492  = win3_3;
+    end
     if (rst) begin
-      \$1492  = 30'h00000000;
+      \$1492  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = dw_ky0;
+    \$1493  = win3_6;
+    if (\$1037 ) begin
+      \$1493  = win3_5;
+    end
+    if (\$1057 ) begin
+      \$1493  = win3_4;
+    end
     if (rst) begin
-      \$1493  = 4'h0;
+      \$1493  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = dw_kx0;
+    \$1494  = win3_7;
+    if (\$1037 ) begin
+      \$1494  = win3_6;
+    end
+    if (\$1057 ) begin
+      \$1494  = win3_5;
+    end
     if (rst) begin
-      \$1494  = 4'h0;
+      \$1494  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = dw_ky0_s1;
+    \$1495  = win3_8;
+    if (\$1037 ) begin
+      \$1495  = win3_7;
+    end
+    if (\$1057 ) begin
+      \$1495  = win3_6;
+    end
     if (rst) begin
-      \$1495  = 4'h0;
+      \$1495  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = \$1142 [3:0];
+    \$1496  = \$194 [3:0];
     if (rst) begin
       \$1496  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = dw_ky1;
+    \$1497  = \$1098 ;
     if (rst) begin
-      \$1497  = 4'h0;
+      \$1497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = dw_kx1;
+    \$1498  = win4_0;
+    if (\$1100 ) begin
+      \$1498  = \$1119 ;
+    end
+    if (\$1120 ) begin
+      \$1498  = \$1139 ;
+    end
     if (rst) begin
-      \$1498  = 4'h0;
+      \$1498  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = dw_ky1_s1;
+    \$1499  = win4_1;
+    if (\$1100 ) begin
+      \$1499  = win4_0;
+    end
+    if (\$1120 ) begin
+      \$1499  = \$1158 ;
+    end
     if (rst) begin
-      \$1499  = 4'h0;
+      \$1499  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = \$1143 [3:0];
+    \$1500  = win4_2;
+    if (\$1100 ) begin
+      \$1500  = win4_1;
+    end
+    if (\$1120 ) begin
+      \$1500  = win4_0;
+    end
     if (rst) begin
-      \$1500  = 4'h0;
+      \$1500  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = dw_ky2;
+    \$1501  = win4_3;
+    if (\$1100 ) begin
+      \$1501  = win4_2;
+    end
+    if (\$1120 ) begin
+      \$1501  = win4_1;
+    end
     if (rst) begin
-      \$1501  = 4'h0;
+      \$1501  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = dw_kx2;
+    \$1502  = win4_4;
+    if (\$1100 ) begin
+      \$1502  = win4_3;
+    end
+    if (\$1120 ) begin
+      \$1502  = win4_2;
+    end
     if (rst) begin
-      \$1502  = 4'h0;
+      \$1502  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = dw_ky2_s1;
+    \$1503  = win4_5;
+    if (\$1100 ) begin
+      \$1503  = win4_4;
+    end
+    if (\$1120 ) begin
+      \$1503  = win4_3;
+    end
     if (rst) begin
-      \$1503  = 4'h0;
+      \$1503  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = \$1144 [3:0];
+    \$1504  = win4_6;
+    if (\$1100 ) begin
+      \$1504  = win4_5;
+    end
+    if (\$1120 ) begin
+      \$1504  = win4_4;
+    end
     if (rst) begin
-      \$1504  = 4'h0;
+      \$1504  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = dw_ky3;
+    \$1505  = win4_7;
+    if (\$1100 ) begin
+      \$1505  = win4_6;
+    end
+    if (\$1120 ) begin
+      \$1505  = win4_5;
+    end
     if (rst) begin
-      \$1505  = 4'h0;
+      \$1505  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = dw_kx3;
+    \$1506  = win4_8;
+    if (\$1100 ) begin
+      \$1506  = win4_7;
+    end
+    if (\$1120 ) begin
+      \$1506  = win4_6;
+    end
     if (rst) begin
-      \$1506  = 4'h0;
+      \$1506  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = dw_ky3_s1;
+    \$1507  = sb1;
     if (rst) begin
-      \$1507  = 4'h0;
+      \$1507  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = \$1145 [3:0];
+    \$1508  = dw_ky0;
     if (rst) begin
       \$1508  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = dw_ky4;
+    \$1509  = dw_kx0;
     if (rst) begin
       \$1509  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = dw_kx4;
+    \$1510  = dw_ky0_s1;
     if (rst) begin
       \$1510  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = dw_ky4_s1;
+    \$1511  = \$1159 [3:0];
     if (rst) begin
       \$1511  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = \$1146 [3:0];
+    \$1512  = dw_ky1;
     if (rst) begin
       \$1512  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = dw_ky5;
+    \$1513  = dw_kx1;
     if (rst) begin
       \$1513  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = dw_kx5;
+    \$1514  = dw_ky1_s1;
     if (rst) begin
       \$1514  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = dw_ky5_s1;
+    \$1515  = \$1160 [3:0];
     if (rst) begin
       \$1515  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = \$1147 [3:0];
+    \$1516  = dw_ky2;
     if (rst) begin
       \$1516  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = dw_ky6;
+    \$1517  = dw_kx2;
     if (rst) begin
       \$1517  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = dw_kx6;
+    \$1518  = dw_ky2_s1;
     if (rst) begin
       \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = dw_ky6_s1;
+    \$1519  = \$1161 [3:0];
     if (rst) begin
       \$1519  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = \$1148 [3:0];
+    \$1520  = dw_ky3;
     if (rst) begin
       \$1520  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = dw_ky7;
+    \$1521  = dw_kx3;
     if (rst) begin
       \$1521  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = dw_kx7;
+    \$1522  = dw_ky3_s1;
     if (rst) begin
       \$1522  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = dw_ky7_s1;
+    \$1523  = \$1162 [3:0];
     if (rst) begin
       \$1523  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = \$1149 [3:0];
+    \$1524  = dw_ky4;
     if (rst) begin
       \$1524  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = sb2;
+    \$1525  = dw_kx4;
     if (rst) begin
-      \$1525  = 30'h00000000;
+      \$1525  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = sb_p3;
+    \$1526  = dw_ky4_s1;
     if (rst) begin
-      \$1526  = 30'h00000000;
+      \$1526  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = sb_p4;
+    \$1527  = \$1163 [3:0];
     if (rst) begin
-      \$1527  = 30'h00000000;
+      \$1527  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = sb_p5;
+    \$1528  = dw_ky5;
     if (rst) begin
-      \$1528  = 30'h00000000;
+      \$1528  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = sb_p6;
+    \$1529  = dw_kx5;
     if (rst) begin
-      \$1529  = 30'h00000000;
+      \$1529  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = sb_p7;
+    \$1530  = dw_ky5_s1;
     if (rst) begin
-      \$1530  = 30'h00000000;
+      \$1530  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = sb_p8;
+    \$1531  = \$1164 [3:0];
     if (rst) begin
-      \$1531  = 30'h00000000;
+      \$1531  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = sb_p9;
+    \$1532  = dw_ky6;
     if (rst) begin
-      \$1532  = 30'h00000000;
+      \$1532  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = sb_p10;
+    \$1533  = dw_kx6;
     if (rst) begin
-      \$1533  = 30'h00000000;
+      \$1533  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = sb_p11;
+    \$1534  = dw_ky6_s1;
     if (rst) begin
-      \$1534  = 30'h00000000;
+      \$1534  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = sb_p12;
+    \$1535  = \$1165 [3:0];
     if (rst) begin
-      \$1535  = 30'h00000000;
+      \$1535  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = sb_p13;
+    \$1536  = dw_ky7;
     if (rst) begin
-      \$1536  = 30'h00000000;
+      \$1536  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = sb_p14;
+    \$1537  = dw_kx7;
     if (rst) begin
-      \$1537  = 30'h00000000;
+      \$1537  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = sb_p15;
+    \$1538  = dw_ky7_s1;
     if (rst) begin
-      \$1538  = 30'h00000000;
+      \$1538  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = sb_p16;
+    \$1539  = \$1166 [3:0];
     if (rst) begin
-      \$1539  = 30'h00000000;
+      \$1539  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = sb_p17;
+    \$1540  = sb2;
     if (rst) begin
       \$1540  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = sb_p18;
+    \$1541  = sb_p3;
     if (rst) begin
       \$1541  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = \$1150 ;
+    \$1542  = sb_p4;
     if (rst) begin
-      \$1542  = 1'h0;
+      \$1542  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = sb_p19[5];
+    \$1543  = sb_p5;
     if (rst) begin
-      \$1543  = 1'h0;
+      \$1543  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = sums;
+    \$1544  = sb_p6;
     if (rst) begin
-      \$1544  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1544  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = pm_r__data;
+    \$1545  = sb_p7;
     if (rst) begin
-      \$1545  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1545  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = reserved;
-    if (\$1162 ) begin
-      \$1546  = \$1175 [7:0];
-    end else if (\$1174 ) begin
-      \$1546  = \$1176 [7:0];
-    end
-    if (\$1272 ) begin
-      \$1546  = 8'h00;
-    end
+    \$1546  = sb_p8;
     if (rst) begin
-      \$1546  = 8'h00;
+      \$1546  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = 1'h0;
-    if (\$1272 ) begin
-      \$1547  = 1'h0;
+    \$1547  = sb_p9;
+    if (rst) begin
+      \$1547  = 30'h00000000;
     end
-    if (\$1384 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1548  = sb_p10;
+    if (rst) begin
+      \$1548  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1549  = sb_p11;
+    if (rst) begin
+      \$1549  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1550  = sb_p12;
+    if (rst) begin
+      \$1550  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1551  = sb_p13;
+    if (rst) begin
+      \$1551  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1552  = sb_p14;
+    if (rst) begin
+      \$1552  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1553  = sb_p15;
+    if (rst) begin
+      \$1553  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1554  = sb_p16;
+    if (rst) begin
+      \$1554  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1555  = sb_p17;
+    if (rst) begin
+      \$1555  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1556  = sb_p18;
+    if (rst) begin
+      \$1556  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1557  = \$1167 ;
+    if (rst) begin
+      \$1557  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1558  = sb_p19[5];
+    if (rst) begin
+      \$1558  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1559  = sums;
+    if (rst) begin
+      \$1559  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1560  = pm_r__data;
+    if (rst) begin
+      \$1560  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1561  = reserved;
+    if (\$1179 ) begin
+      \$1561  = \$1192 [7:0];
+    end else if (\$1191 ) begin
+      \$1561  = \$1193 [7:0];
+    end
+    if (\$1287 ) begin
+      \$1561  = 8'h00;
+    end
+    if (rst) begin
+      \$1561  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1562  = 1'h0;
+    if (\$1287 ) begin
+      \$1562  = 1'h0;
+    end
+    if (\$1399 ) begin
     end else if (ld_start) begin
     end else if (ld_busy) begin
-      if (\$1389 ) begin
-        \$1547  = 1'h1;
+      if (\$1404 ) begin
+        \$1562  = 1'h1;
       end
     end
     if (rst) begin
-      \$1547  = 1'h0;
+      \$1562  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = latch1;
-    if (\$1272 ) begin
-      \$1548  = 1'h0;
+    \$1563  = latch1;
+    if (\$1287 ) begin
+      \$1563  = 1'h0;
     end
     if (rst) begin
-      \$1548  = 1'h0;
+      \$1563  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = latch_bank1;
+    \$1564  = latch_bank1;
     if (rst) begin
-      \$1549  = 1'h0;
+      \$1564  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1177 ) begin
-      \$1550  = 2'h0;
+    if (\$1194 ) begin
+      \$1565  = 2'h0;
     end else begin
-      \$1550  = \$1179 [1:0];
+      \$1565  = \$1196 [1:0];
     end
     if (rst) begin
-      \$1550  = 2'h0;
+      \$1565  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1177 ) begin
-      \$1551  = 2'h0;
+    if (\$1194 ) begin
+      \$1566  = 2'h0;
     end else begin
-      \$1551  = \$1181 [1:0];
+      \$1566  = \$1198 [1:0];
     end
     if (rst) begin
-      \$1551  = 2'h0;
+      \$1566  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = fold_bank;
+    \$1567  = fold_bank;
     (* full_case = 32'd1 *)
-    if (\$1177 ) begin
-      \$1552  = 1'h0;
+    if (\$1194 ) begin
+      \$1567  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1552  = \$1182 ;
+        \$1567  = \$1199 ;
       end
     end
     if (rst) begin
-      \$1552  = 1'h0;
+      \$1567  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = ld_bank;
+    \$1568  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$1177 ) begin
-      \$1553  = 1'h0;
+    if (\$1194 ) begin
+      \$1568  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1553  = \$1183 ;
+        \$1568  = \$1200 ;
       end
     end
     if (rst) begin
-      \$1553  = 1'h0;
+      \$1568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = desc;
+    \$1569  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1554  = i_desc__payload;
+            \$1569  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1554  = 156'h000000000000000000000000000000000000000;
+      \$1569  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = state;
+    \$1570  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1555  = 3'h1;
+            \$1570  = 3'h1;
           end
       3'h1:
-          \$1555  = 3'h2;
+          \$1570  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1555  = 3'h4;
+            \$1570  = 3'h4;
           end else begin
-            \$1555  = 3'h3;
+            \$1570  = 3'h3;
           end
       3'h3:
-          if (\$1227 ) begin
-            \$1555  = 3'h5;
+          if (\$1246 ) begin
+            \$1570  = 3'h5;
           end
       3'h4:
-          if (\$1232 ) begin
-            \$1555  = 3'h5;
+          if (\$1251 ) begin
+            \$1570  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1555  = 3'h0;
+            \$1570  = 3'h0;
           end
     endcase
-    if (\$1237 ) begin
-      \$1555  = 3'h4;
+    if (\$1256 ) begin
+      \$1570  = 3'h4;
     end
     if (rst) begin
-      \$1555  = 3'h0;
+      \$1570  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = error;
+    \$1571  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1556  = 8'h00;
+            \$1571  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$1556  = \$1221 ;
+            \$1571  = \$1240 ;
           end
     endcase
-    if (\$1269 ) begin
-      \$1556  = \$1270 ;
+    if (\$1284 ) begin
+      \$1571  = \$1285 ;
     end
     if (rst) begin
-      \$1556  = 8'h00;
+      \$1571  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = dw_q;
+    \$1572  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1557  = 4'h8;
+                \$1572  = 4'h8;
             3'h2:
-                \$1557  = 4'h4;
+                \$1572  = 4'h4;
             3'h3:
-                \$1557  = 4'h2;
-            3'h4:
-                \$1557  = 4'h2;
-            3'h5:
-                \$1557  = 4'h1;
-            3'h6:
-                \$1557  = 4'h1;
-            3'h7:
-                \$1557  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1557  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1558  = 4'h0;
-            3'h2:
-                \$1558  = 4'h0;
-            3'h3:
-                \$1558  = 4'h2;
-            3'h4:
-                \$1558  = 4'h0;
-            3'h5:
-                \$1558  = 4'h3;
-            3'h6:
-                \$1558  = 4'h2;
-            3'h7:
-                \$1558  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1558  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = dw_ky_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1559  = 4'h0;
-            3'h2:
-                \$1559  = 4'h0;
-            3'h3:
-                \$1559  = 4'h0;
-            3'h4:
-                \$1559  = 4'h0;
-            3'h5:
-                \$1559  = 4'h0;
-            3'h6:
-                \$1559  = 4'h0;
-            3'h7:
-                \$1559  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1559  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = dw_kx_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1560  = 4'h0;
-            3'h2:
-                \$1560  = 4'h0;
-            3'h3:
-                \$1560  = 4'h0;
-            3'h4:
-                \$1560  = 4'h0;
-            3'h5:
-                \$1560  = 4'h0;
-            3'h6:
-                \$1560  = 4'h0;
-            3'h7:
-                \$1560  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1560  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = dw_ky_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1561  = 4'h1;
-            3'h2:
-                \$1561  = 4'h0;
-            3'h3:
-                \$1561  = 4'h0;
-            3'h4:
-                \$1561  = 4'h0;
-            3'h5:
-                \$1561  = 4'h0;
-            3'h6:
-                \$1561  = 4'h0;
-            3'h7:
-                \$1561  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1561  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = dw_kx_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1562  = 4'h0;
-            3'h2:
-                \$1562  = 4'h1;
-            3'h3:
-                \$1562  = 4'h1;
-            3'h4:
-                \$1562  = 4'h1;
-            3'h5:
-                \$1562  = 4'h1;
-            3'h6:
-                \$1562  = 4'h1;
-            3'h7:
-                \$1562  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1562  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = dw_ky_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1563  = 4'h2;
-            3'h2:
-                \$1563  = 4'h1;
-            3'h3:
-                \$1563  = 4'h0;
-            3'h4:
-                \$1563  = 4'h0;
-            3'h5:
-                \$1563  = 4'h0;
-            3'h6:
-                \$1563  = 4'h0;
-            3'h7:
-                \$1563  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1563  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = dw_kx_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1564  = 4'h0;
-            3'h2:
-                \$1564  = 4'h0;
-            3'h3:
-                \$1564  = 4'h2;
-            3'h4:
-                \$1564  = 4'h2;
-            3'h5:
-                \$1564  = 4'h2;
-            3'h6:
-                \$1564  = 4'h2;
-            3'h7:
-                \$1564  = 4'h2;
-          endcase
-    endcase
-    if (rst) begin
-      \$1564  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = dw_ky_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1565  = 4'h3;
-            3'h2:
-                \$1565  = 4'h1;
-            3'h3:
-                \$1565  = 4'h1;
-            3'h4:
-                \$1565  = 4'h0;
-            3'h5:
-                \$1565  = 4'h0;
-            3'h6:
-                \$1565  = 4'h0;
-            3'h7:
-                \$1565  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1565  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = dw_kx_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1566  = 4'h0;
-            3'h2:
-                \$1566  = 4'h1;
-            3'h3:
-                \$1566  = 4'h0;
-            3'h4:
-                \$1566  = 4'h3;
-            3'h5:
-                \$1566  = 4'h3;
-            3'h6:
-                \$1566  = 4'h3;
-            3'h7:
-                \$1566  = 4'h3;
-          endcase
-    endcase
-    if (rst) begin
-      \$1566  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = dw_ky_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1567  = 4'h4;
-            3'h2:
-                \$1567  = 4'h2;
-            3'h3:
-                \$1567  = 4'h1;
-            3'h4:
-                \$1567  = 4'h1;
-            3'h5:
-                \$1567  = 4'h0;
-            3'h6:
-                \$1567  = 4'h0;
-            3'h7:
-                \$1567  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1567  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = dw_kx_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1568  = 4'h0;
-            3'h2:
-                \$1568  = 4'h0;
-            3'h3:
-                \$1568  = 4'h1;
-            3'h4:
-                \$1568  = 4'h0;
-            3'h5:
-                \$1568  = 4'h4;
-            3'h6:
-                \$1568  = 4'h4;
-            3'h7:
-                \$1568  = 4'h4;
-          endcase
-    endcase
-    if (rst) begin
-      \$1568  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = dw_ky_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1569  = 4'h5;
-            3'h2:
-                \$1569  = 4'h2;
-            3'h3:
-                \$1569  = 4'h1;
-            3'h4:
-                \$1569  = 4'h1;
-            3'h5:
-                \$1569  = 4'h1;
-            3'h6:
-                \$1569  = 4'h0;
-            3'h7:
-                \$1569  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1569  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = dw_kx_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1570  = 4'h0;
-            3'h2:
-                \$1570  = 4'h1;
-            3'h3:
-                \$1570  = 4'h2;
-            3'h4:
-                \$1570  = 4'h1;
-            3'h5:
-                \$1570  = 4'h0;
-            3'h6:
-                \$1570  = 4'h5;
-            3'h7:
-                \$1570  = 4'h5;
-          endcase
-    endcase
-    if (rst) begin
-      \$1570  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = dw_ky_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1571  = 4'h6;
-            3'h2:
-                \$1571  = 4'h3;
-            3'h3:
-                \$1571  = 4'h2;
-            3'h4:
-                \$1571  = 4'h1;
-            3'h5:
-                \$1571  = 4'h1;
-            3'h6:
-                \$1571  = 4'h1;
-            3'h7:
-                \$1571  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1571  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = dw_kx_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1572  = 4'h0;
-            3'h2:
-                \$1572  = 4'h0;
-            3'h3:
-                \$1572  = 4'h0;
+                \$1572  = 4'h2;
             3'h4:
                 \$1572  = 4'h2;
             3'h5:
                 \$1572  = 4'h1;
             3'h6:
-                \$1572  = 4'h0;
+                \$1572  = 4'h1;
             3'h7:
-                \$1572  = 4'h6;
+                \$1572  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -43100,24 +42719,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = dw_ky_init7;
+    \$1573  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1573  = 4'h7;
+                \$1573  = 4'h0;
             3'h2:
-                \$1573  = 4'h3;
+                \$1573  = 4'h0;
             3'h3:
                 \$1573  = 4'h2;
             3'h4:
-                \$1573  = 4'h1;
+                \$1573  = 4'h0;
             3'h5:
-                \$1573  = 4'h1;
+                \$1573  = 4'h3;
             3'h6:
-                \$1573  = 4'h1;
+                \$1573  = 4'h2;
             3'h7:
                 \$1573  = 4'h1;
           endcase
@@ -43128,7 +42747,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = dw_kx_init7;
+    \$1574  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
@@ -43137,15 +42756,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h1:
                 \$1574  = 4'h0;
             3'h2:
-                \$1574  = 4'h1;
+                \$1574  = 4'h0;
             3'h3:
-                \$1574  = 4'h1;
+                \$1574  = 4'h0;
             3'h4:
-                \$1574  = 4'h3;
+                \$1574  = 4'h0;
             3'h5:
-                \$1574  = 4'h2;
+                \$1574  = 4'h0;
             3'h6:
-                \$1574  = 4'h1;
+                \$1574  = 4'h0;
             3'h7:
                 \$1574  = 4'h0;
           endcase
@@ -43156,489 +42775,909 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = taps;
+    \$1575  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1575  = \$1184 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1575  = 4'h0;
+            3'h2:
+                \$1575  = 4'h0;
+            3'h3:
+                \$1575  = 4'h0;
+            3'h4:
+                \$1575  = 4'h0;
+            3'h5:
+                \$1575  = 4'h0;
+            3'h6:
+                \$1575  = 4'h0;
+            3'h7:
+                \$1575  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1575  = 6'h00;
+      \$1575  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = pass_span;
+    \$1576  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1576  = { \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190 [16], \$1190  };
+          casez (desc[76:74])
+            3'h1:
+                \$1576  = 4'h1;
+            3'h2:
+                \$1576  = 4'h0;
+            3'h3:
+                \$1576  = 4'h0;
+            3'h4:
+                \$1576  = 4'h0;
+            3'h5:
+                \$1576  = 4'h0;
+            3'h6:
+                \$1576  = 4'h0;
+            3'h7:
+                \$1576  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1576  = 29'h00000000;
+      \$1576  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = ow_m1;
+    \$1577  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1577  = \$1191 [6:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1577  = 4'h0;
+            3'h2:
+                \$1577  = 4'h1;
+            3'h3:
+                \$1577  = 4'h1;
+            3'h4:
+                \$1577  = 4'h1;
+            3'h5:
+                \$1577  = 4'h1;
+            3'h6:
+                \$1577  = 4'h1;
+            3'h7:
+                \$1577  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1577  = 7'h00;
+      \$1577  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = kw_m1;
+    \$1578  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1578  = \$1192 [2:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1578  = 4'h2;
+            3'h2:
+                \$1578  = 4'h1;
+            3'h3:
+                \$1578  = 4'h0;
+            3'h4:
+                \$1578  = 4'h0;
+            3'h5:
+                \$1578  = 4'h0;
+            3'h6:
+                \$1578  = 4'h0;
+            3'h7:
+                \$1578  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1578  = 3'h0;
+      \$1578  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = kh_m1;
+    \$1579  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1579  = \$1193 [2:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1579  = 4'h0;
+            3'h2:
+                \$1579  = 4'h0;
+            3'h3:
+                \$1579  = 4'h2;
+            3'h4:
+                \$1579  = 4'h2;
+            3'h5:
+                \$1579  = 4'h2;
+            3'h6:
+                \$1579  = 4'h2;
+            3'h7:
+                \$1579  = 4'h2;
+          endcase
     endcase
     if (rst) begin
-      \$1579  = 3'h0;
+      \$1579  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = cot_m1;
+    \$1580  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1580  = \$1194 [6:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1580  = 4'h3;
+            3'h2:
+                \$1580  = 4'h1;
+            3'h3:
+                \$1580  = 4'h1;
+            3'h4:
+                \$1580  = 4'h0;
+            3'h5:
+                \$1580  = 4'h0;
+            3'h6:
+                \$1580  = 4'h0;
+            3'h7:
+                \$1580  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1580  = 7'h00;
+      \$1580  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = pass_step;
+    \$1581  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1581  = { 15'h0000, \$1195  };
+          casez (desc[76:74])
+            3'h1:
+                \$1581  = 4'h0;
+            3'h2:
+                \$1581  = 4'h1;
+            3'h3:
+                \$1581  = 4'h0;
+            3'h4:
+                \$1581  = 4'h3;
+            3'h5:
+                \$1581  = 4'h3;
+            3'h6:
+                \$1581  = 4'h3;
+            3'h7:
+                \$1581  = 4'h3;
+          endcase
     endcase
     if (rst) begin
-      \$1581  = 29'h00000000;
+      \$1581  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = acc_need;
+    \$1582  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1582  = \$1196 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1582  = 4'h4;
+            3'h2:
+                \$1582  = 4'h2;
+            3'h3:
+                \$1582  = 4'h1;
+            3'h4:
+                \$1582  = 4'h1;
+            3'h5:
+                \$1582  = 4'h0;
+            3'h6:
+                \$1582  = 4'h0;
+            3'h7:
+                \$1582  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1582  = 18'h00000;
+      \$1582  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = last_ix;
+    \$1583  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1583  = { \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202 [12], \$1202  };
+          casez (desc[76:74])
+            3'h1:
+                \$1583  = 4'h0;
+            3'h2:
+                \$1583  = 4'h0;
+            3'h3:
+                \$1583  = 4'h1;
+            3'h4:
+                \$1583  = 4'h0;
+            3'h5:
+                \$1583  = 4'h4;
+            3'h6:
+                \$1583  = 4'h4;
+            3'h7:
+                \$1583  = 4'h4;
+          endcase
     endcase
     if (rst) begin
-      \$1583  = 29'h00000000;
+      \$1583  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = last_iy;
+    \$1584  = dw_ky_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1584  = { \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208 [16], \$1208  };
+          casez (desc[76:74])
+            3'h1:
+                \$1584  = 4'h5;
+            3'h2:
+                \$1584  = 4'h2;
+            3'h3:
+                \$1584  = 4'h1;
+            3'h4:
+                \$1584  = 4'h1;
+            3'h5:
+                \$1584  = 4'h1;
+            3'h6:
+                \$1584  = 4'h0;
+            3'h7:
+                \$1584  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1584  = 29'h00000000;
+      \$1584  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = act_total;
+    \$1585  = dw_kx_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1585  = \$1211 [22:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1585  = 4'h0;
+            3'h2:
+                \$1585  = 4'h1;
+            3'h3:
+                \$1585  = 4'h2;
+            3'h4:
+                \$1585  = 4'h1;
+            3'h5:
+                \$1585  = 4'h0;
+            3'h6:
+                \$1585  = 4'h5;
+            3'h7:
+                \$1585  = 4'h5;
+          endcase
     endcase
     if (rst) begin
-      \$1585  = 23'h000000;
+      \$1585  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = w_total;
+    \$1586  = dw_ky_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1586  = \$1212 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1586  = 4'h6;
+            3'h2:
+                \$1586  = 4'h3;
+            3'h3:
+                \$1586  = 4'h2;
+            3'h4:
+                \$1586  = 4'h1;
+            3'h5:
+                \$1586  = 4'h1;
+            3'h6:
+                \$1586  = 4'h1;
+            3'h7:
+                \$1586  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1586  = 16'h0000;
+      \$1586  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = dw_first_rc;
+    \$1587  = dw_kx_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1587  = { \$1214 [7], \$1214 [7], \$1214 [7], \$1214 [7], \$1214  };
+          casez (desc[76:74])
+            3'h1:
+                \$1587  = 4'h0;
+            3'h2:
+                \$1587  = 4'h0;
+            3'h3:
+                \$1587  = 4'h0;
+            3'h4:
+                \$1587  = 4'h2;
+            3'h5:
+                \$1587  = 4'h1;
+            3'h6:
+                \$1587  = 4'h0;
+            3'h7:
+                \$1587  = 4'h6;
+          endcase
     endcase
     if (rst) begin
-      \$1587  = 12'h000;
+      \$1587  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = dw_dual;
+    \$1588  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1588  = dual_ok;
+          casez (desc[76:74])
+            3'h1:
+                \$1588  = 4'h7;
+            3'h2:
+                \$1588  = 4'h3;
+            3'h3:
+                \$1588  = 4'h2;
+            3'h4:
+                \$1588  = 4'h1;
+            3'h5:
+                \$1588  = 4'h1;
+            3'h6:
+                \$1588  = 4'h1;
+            3'h7:
+                \$1588  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1588  = 1'h0;
+      \$1588  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = qlo;
+    \$1589  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1589  = \$1217 [16:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1589  = 4'h0;
+            3'h2:
+                \$1589  = 4'h1;
+            3'h3:
+                \$1589  = 4'h1;
+            3'h4:
+                \$1589  = 4'h3;
+            3'h5:
+                \$1589  = 4'h2;
+            3'h6:
+                \$1589  = 4'h1;
+            3'h7:
+                \$1589  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1589  = 17'h00000;
+      \$1589  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = hi;
+    \$1590  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1590  = \$1220 [16:0];
+          \$1590  = \$1201 ;
     endcase
     if (rst) begin
-      \$1590  = 17'h00000;
+      \$1590  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = abort_timer;
-    if (\$1233 ) begin
-      \$1591  = 5'h1f;
-    end else if (\$1234 ) begin
-      \$1591  = \$1235 [4:0];
+    \$1591  = pass_span;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1591  = { \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207 [16], \$1207  };
+    endcase
+    if (rst) begin
+      \$1591  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1592  = ow_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1592  = \$1208 [6:0];
+    endcase
+    if (rst) begin
+      \$1592  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1593  = kw_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1593  = \$1209 [2:0];
+    endcase
+    if (rst) begin
+      \$1593  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1594  = kh_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1594  = \$1210 [2:0];
+    endcase
+    if (rst) begin
+      \$1594  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1595  = cot_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1595  = \$1211 [6:0];
+    endcase
+    if (rst) begin
+      \$1595  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1596  = pass_step;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1596  = { 15'h0000, \$1212  };
+    endcase
+    if (rst) begin
+      \$1596  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1597  = acc_need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1597  = \$1213 ;
+    endcase
+    if (rst) begin
+      \$1597  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1598  = last_ix;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1598  = { \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219 [12], \$1219  };
+    endcase
+    if (rst) begin
+      \$1598  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1599  = last_iy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1599  = { \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225 [16], \$1225  };
+    endcase
+    if (rst) begin
+      \$1599  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1600  = act_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1600  = \$1230 [22:0];
+    endcase
+    if (rst) begin
+      \$1600  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1601  = w_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1601  = \$1231 ;
+    endcase
+    if (rst) begin
+      \$1601  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1602  = dw_first_rc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1602  = { \$1233 [7], \$1233 [7], \$1233 [7], \$1233 [7], \$1233  };
+    endcase
+    if (rst) begin
+      \$1602  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1603  = dw_dual;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1603  = dual_ok;
+    endcase
+    if (rst) begin
+      \$1603  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1604  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1604  = \$1236 [16:0];
+    endcase
+    if (rst) begin
+      \$1604  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1605  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1605  = \$1239 [16:0];
+    endcase
+    if (rst) begin
+      \$1605  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1606  = abort_timer;
+    if (\$1252 ) begin
+      \$1606  = 5'h1f;
+    end else if (\$1253 ) begin
+      \$1606  = \$1254 [4:0];
     end
     if (rst) begin
-      \$1591  = 5'h00;
+      \$1606  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = p_count;
-    if (\$1238 ) begin
-      \$1592  = \$1239 [7:0];
+    \$1607  = p_count;
+    if (\$1257 ) begin
+      \$1607  = \$1258 [7:0];
     end
-    if (\$1272 ) begin
-      \$1592  = 8'h00;
+    if (\$1287 ) begin
+      \$1607  = 8'h00;
     end
     if (rst) begin
-      \$1592  = 8'h00;
+      \$1607  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = tiles_sum;
-    if (\$1238 ) begin
-      if (\$1240 ) begin
-        \$1593  = \$1243 [23:0];
+    \$1608  = tiles_sum;
+    if (\$1257 ) begin
+      if (\$1259 ) begin
+        \$1608  = \$1262 [23:0];
       end
     end
-    if (\$1272 ) begin
-      \$1593  = 24'h000000;
+    if (\$1287 ) begin
+      \$1608  = 24'h000000;
     end
     if (rst) begin
-      \$1593  = 24'h000000;
+      \$1608  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = p_done;
-    if (\$1238 ) begin
+    \$1609  = p_done;
+    if (\$1257 ) begin
       if (i_param__payload[562]) begin
-        \$1594  = 1'h1;
+        \$1609  = 1'h1;
       end
     end
-    if (\$1272 ) begin
-      \$1594  = 1'h0;
+    if (\$1287 ) begin
+      \$1609  = 1'h0;
     end
     if (rst) begin
-      \$1594  = 1'h0;
+      \$1609  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = p_checked;
-    if (\$1247 ) begin
-      \$1595  = 1'h1;
+    \$1610  = p_checked;
+    if (\$1266 ) begin
+      \$1610  = 1'h1;
     end
-    if (\$1272 ) begin
-      \$1595  = 1'h0;
+    if (\$1287 ) begin
+      \$1610  = 1'h0;
     end
     if (rst) begin
-      \$1595  = 1'h0;
+      \$1610  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = w_count;
-    if (\$1248 ) begin
-      if (\$1249 ) begin
-        \$1596  = \$1250 [16:0];
+    \$1611  = w_count;
+    if (\$1267 ) begin
+      if (\$1268 ) begin
+        \$1611  = \$1269 [16:0];
       end
     end
-    if (\$1272 ) begin
-      \$1596  = 17'h00000;
+    if (\$1287 ) begin
+      \$1611  = 17'h00000;
     end
     if (rst) begin
-      \$1596  = 17'h00000;
+      \$1611  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = w_done;
-    if (\$1248 ) begin
+    \$1612  = w_done;
+    if (\$1267 ) begin
       if (i_weight__payload[64]) begin
-        \$1597  = 1'h1;
+        \$1612  = 1'h1;
       end
     end
-    if (\$1272 ) begin
-      \$1597  = 1'h0;
+    if (\$1287 ) begin
+      \$1612  = 1'h0;
     end
     if (rst) begin
-      \$1597  = 1'h0;
+      \$1612  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = a_count;
-    if (\$1251 ) begin
-      \$1598  = \$1252 [23:0];
+    \$1613  = a_count;
+    if (\$1270 ) begin
+      \$1613  = \$1271 [23:0];
     end
-    if (\$1272 ) begin
-      \$1598  = 24'h000000;
+    if (\$1287 ) begin
+      \$1613  = 24'h000000;
     end
     if (rst) begin
-      \$1598  = 24'h000000;
+      \$1613  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = wr_ix;
-    if (\$1251 ) begin
+    \$1614  = wr_ix;
+    if (\$1270 ) begin
       (* full_case = 32'd1 *)
-      if (\$1253 ) begin
+      if (\$1272 ) begin
       end else if (desc[155]) begin
         (* full_case = 32'd1 *)
-        if (\$1255 ) begin
-          \$1599  = 7'h00;
+        if (row_end) begin
+          \$1614  = 7'h00;
         end else begin
-          \$1599  = \$1261 [6:0];
+          \$1614  = \$1278 [6:0];
         end
       end else begin
-        if (\$1263 ) begin
+        if (\$1280 ) begin
           (* full_case = 32'd1 *)
-          if (\$1265 ) begin
-            \$1599  = 7'h00;
+          if (row_end) begin
+            \$1614  = 7'h00;
           end else begin
-            \$1599  = \$1267 [6:0];
+            \$1614  = \$1282 [6:0];
           end
         end
       end
     end
-    if (\$1272 ) begin
-      \$1599  = 7'h00;
+    if (\$1287 ) begin
+      \$1614  = 7'h00;
     end
     if (rst) begin
-      \$1599  = 7'h00;
+      \$1614  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = wr_iy;
-    if (\$1251 ) begin
+    \$1615  = wr_iy;
+    if (\$1270 ) begin
       (* full_case = 32'd1 *)
-      if (\$1253 ) begin
+      if (\$1272 ) begin
       end else if (desc[155]) begin
-        if (\$1255 ) begin
+        if (row_end) begin
           (* full_case = 32'd1 *)
-          if (\$1257 ) begin
-            \$1600  = 12'h000;
+          if (\$1274 ) begin
+            \$1615  = 12'h000;
           end else begin
-            \$1600  = \$1260 [11:0];
+            \$1615  = \$1277 [11:0];
           end
         end
       end else begin
-        if (\$1263 ) begin
-          if (\$1265 ) begin
-            \$1600  = \$1266 [11:0];
+        if (\$1280 ) begin
+          if (row_end) begin
+            \$1615  = \$1281 [11:0];
           end
         end
       end
     end
-    if (\$1272 ) begin
-      \$1600  = 12'h000;
+    if (\$1287 ) begin
+      \$1615  = 12'h000;
     end
     if (rst) begin
-      \$1600  = 12'h000;
+      \$1615  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = wr_cw;
-    if (\$1251 ) begin
+    \$1616  = wr_cw;
+    if (\$1270 ) begin
       (* full_case = 32'd1 *)
-      if (\$1253 ) begin
+      if (\$1272 ) begin
       end else if (desc[155]) begin
-        if (\$1255 ) begin
-          if (\$1257 ) begin
-            \$1601  = \$1258 [4:0];
+        if (row_end) begin
+          if (\$1274 ) begin
+            \$1616  = \$1275 [4:0];
           end
         end
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1263 ) begin
-          \$1601  = 5'h00;
+        if (\$1280 ) begin
+          \$1616  = 5'h00;
         end else begin
-          \$1601  = \$1268 [4:0];
+          \$1616  = \$1283 [4:0];
         end
       end
     end
-    if (\$1272 ) begin
-      \$1601  = 5'h00;
+    if (\$1287 ) begin
+      \$1616  = 5'h00;
     end
     if (rst) begin
-      \$1601  = 5'h00;
+      \$1616  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = words_in;
-    if (\$1251 ) begin
-      if (\$1253 ) begin
+    \$1617  = words_in;
+    if (\$1270 ) begin
+      if (\$1272 ) begin
       end else if (desc[155]) begin
-        if (\$1255 ) begin
-          if (\$1257 ) begin
-            \$1602  = \$1259 [5:0];
+        if (row_end) begin
+          if (\$1274 ) begin
+            \$1617  = \$1276 [5:0];
           end
         end
       end
     end
-    if (\$1272 ) begin
-      \$1602  = 6'h00;
+    if (\$1287 ) begin
+      \$1617  = 6'h00;
     end
     if (rst) begin
-      \$1602  = 6'h00;
+      \$1617  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = a_done;
-    if (\$1251 ) begin
-      if (i_act__payload[64]) begin
-        \$1603  = 1'h1;
+    \$1618  = a_done;
+    if (\$1270 ) begin
+      if (i_act__payload[128]) begin
+        \$1618  = 1'h1;
       end
     end
-    if (\$1272 ) begin
-      \$1603  = 1'h0;
+    if (\$1287 ) begin
+      \$1618  = 1'h0;
     end
     if (rst) begin
-      \$1603  = 1'h0;
+      \$1618  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = \$1271 [10:0];
+    \$1619  = \$1286 [10:0];
     if (rst) begin
-      \$1604  = 11'h000;
+      \$1619  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = sq;
-    if (\$1272 ) begin
-      \$1605  = 2'h0;
-    end else if (\$1273 ) begin
-      \$1605  = 2'h3;
-    end else if (\$1274 ) begin
+    \$1620  = sq;
+    if (\$1287 ) begin
+      \$1620  = 2'h0;
+    end else if (\$1288 ) begin
+      \$1620  = 2'h3;
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1605  = 2'h1;
+              \$1620  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1605  = 2'h2;
+              \$1620  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1379 ) begin
-                      \$1605  = 2'h3;
+                    if (\$1394 ) begin
+                      \$1620  = 2'h3;
                     end else begin
-                      \$1605  = 2'h1;
+                      \$1620  = 2'h1;
                     end
                   end
                 end
@@ -43647,16 +43686,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1605  = 2'h0;
+      \$1620  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = t;
-    if (\$1272 ) begin
-      \$1606  = 7'h00;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1621  = t;
+    if (\$1287 ) begin
+      \$1621  = 7'h00;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43665,18 +43704,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
-                    \$1606  = \$1373 [6:0];
+                  if (\$1387 ) begin
+                    \$1621  = \$1388 [6:0];
                   end else begin
-                    \$1606  = 7'h00;
+                    \$1621  = 7'h00;
                   end
                 end
               end
@@ -43684,16 +43723,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1606  = 7'h00;
+      \$1621  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = ky;
-    if (\$1272 ) begin
-      \$1607  = 3'h0;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1622  = ky;
+    if (\$1287 ) begin
+      \$1622  = 3'h0;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43702,31 +43741,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                  \$1607  = \$1364 [2:0];
-                end else if (\$1360 ) begin
-                  \$1607  = 3'h0;
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                  \$1622  = \$1379 [2:0];
+                end else if (\$1375 ) begin
+                  \$1622  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1607  = 3'h0;
+      \$1622  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = kx;
-    if (\$1272 ) begin
-      \$1608  = 3'h0;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1623  = kx;
+    if (\$1287 ) begin
+      \$1623  = 3'h0;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43735,32 +43774,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                  \$1608  = \$1361 [2:0];
-                end else if (\$1359 ) begin
-                  \$1608  = 3'h0;
-                end else if (\$1360 ) begin
-                  \$1608  = 3'h0;
+                if (\$1369 ) begin
+                  \$1623  = \$1376 [2:0];
+                end else if (\$1374 ) begin
+                  \$1623  = 3'h0;
+                end else if (\$1375 ) begin
+                  \$1623  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1608  = 3'h0;
+      \$1623  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = j;
-    if (\$1272 ) begin
-      \$1609  = 5'h00;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1624  = j;
+    if (\$1287 ) begin
+      \$1624  = 5'h00;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43769,35 +43808,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1308 ) begin
-                  \$1609  = \$1309 [4:0];
+                if (\$1323 ) begin
+                  \$1624  = \$1324 [4:0];
                 end
-                if (\$1354 ) begin
-                  \$1609  = 5'h00;
-                end else if (\$1359 ) begin
-                  \$1609  = 5'h00;
-                end else if (\$1360 ) begin
-                  \$1609  = 5'h00;
+                if (\$1369 ) begin
+                  \$1624  = 5'h00;
+                end else if (\$1374 ) begin
+                  \$1624  = 5'h00;
+                end else if (\$1375 ) begin
+                  \$1624  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1609  = 5'h00;
+      \$1624  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = g;
-    if (\$1272 ) begin
-      \$1610  = 11'h000;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1625  = g;
+    if (\$1287 ) begin
+      \$1625  = 11'h000;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43806,27 +43845,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-                \$1610  = \$1304 [10:0];
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+                \$1625  = \$1319 [10:0];
               end else begin
-                \$1610  = 11'h000;
+                \$1625  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1610  = 11'h000;
+      \$1625  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = ox;
-    if (\$1272 ) begin
-      \$1611  = 7'h00;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1626  = ox;
+    if (\$1287 ) begin
+      \$1626  = 7'h00;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43835,31 +43874,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
+              if (\$1303 ) begin
                 if (is_elem) begin
-                  \$1611  = \$1298 [6:0];
+                  \$1626  = \$1313 [6:0];
                 end
-              end else if (\$1291 ) begin
-                \$1611  = \$1301 [6:0];
-              end else if (\$1293 ) begin
-                \$1611  = 7'h00;
+              end else if (\$1306 ) begin
+                \$1626  = \$1316 [6:0];
+              end else if (\$1308 ) begin
+                \$1626  = 7'h00;
               end else begin
-                \$1611  = 7'h00;
+                \$1626  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1611  = 7'h00;
+      \$1626  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = rows_left;
-    if (\$1272 ) begin
-      \$1612  = { 1'h0, desc[52:42] };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1627  = rows_left;
+    if (\$1287 ) begin
+      \$1627  = { 1'h0, desc[52:42] };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43868,17 +43907,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
-                    \$1612  = \$1374 [11:0];
+                    \$1627  = \$1389 [11:0];
                   end
                 end
               end
@@ -43886,16 +43925,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1612  = 12'h000;
+      \$1627  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = y_pass;
-    if (\$1272 ) begin
-      \$1613  = { \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275 [7], \$1275  };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1628  = y_pass;
+    if (\$1287 ) begin
+      \$1628  = { \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290  };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43904,17 +43943,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
-                    \$1613  = \$1375 [28:0];
+                    \$1628  = \$1390 [28:0];
                   end
                 end
               end
@@ -43922,16 +43961,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1613  = 29'h00000000;
+      \$1628  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = y_tap;
-    if (\$1272 ) begin
-      \$1614  = { \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276 [7], \$1276  };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1629  = y_tap;
+    if (\$1287 ) begin
+      \$1629  = { \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291  };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43940,19 +43979,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                  \$1614  = \$1367 [28:0];
-                end else if (\$1360 ) begin
-                  \$1614  = y_pass;
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                  \$1629  = \$1382 [28:0];
+                end else if (\$1375 ) begin
+                  \$1629  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
-                    \$1614  = \$1377 [28:0];
+                    \$1629  = \$1392 [28:0];
                   end
                 end
               end
@@ -43960,16 +43999,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1614  = 29'h00000000;
+      \$1629  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = iy;
-    if (\$1272 ) begin
-      \$1615  = { \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277 [7], \$1277  };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1630  = iy;
+    if (\$1287 ) begin
+      \$1630  = { \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292  };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43978,24 +44017,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-                \$1615  = \$1305 [28:0];
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+                \$1630  = \$1320 [28:0];
               end else begin
-                if (\$1308 ) begin
-                  \$1615  = y_tap;
+                if (\$1323 ) begin
+                  \$1630  = y_tap;
                 end
-                if (\$1354 ) begin
-                  \$1615  = y_tap;
-                end else if (\$1359 ) begin
-                  \$1615  = \$1368 [28:0];
-                end else if (\$1360 ) begin
-                  \$1615  = y_pass;
+                if (\$1369 ) begin
+                  \$1630  = y_tap;
+                end else if (\$1374 ) begin
+                  \$1630  = \$1383 [28:0];
+                end else if (\$1375 ) begin
+                  \$1630  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
-                    \$1615  = \$1378 [28:0];
+                    \$1630  = \$1393 [28:0];
                   end
                 end
               end
@@ -44003,16 +44042,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1615  = 29'h00000000;
+      \$1630  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = y_end;
-    if (\$1272 ) begin
-      \$1616  = \$1278 ;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1631  = y_end;
+    if (\$1287 ) begin
+      \$1631  = \$1293 ;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44021,17 +44060,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
-                    \$1616  = \$1376 [29:0];
+                    \$1631  = \$1391 [29:0];
                   end
                 end
               end
@@ -44039,16 +44078,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1616  = 30'h00000000;
+      \$1631  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = x_tap;
-    if (\$1272 ) begin
-      \$1617  = { \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279 [7], \$1279  };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1632  = x_tap;
+    if (\$1287 ) begin
+      \$1632  = { \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294  };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44057,32 +44096,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                  \$1617  = \$1362 [28:0];
-                end else if (\$1359 ) begin
-                  \$1617  = { \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365 [7], \$1365  };
-                end else if (\$1360 ) begin
-                  \$1617  = { \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369 [7], \$1369  };
+                if (\$1369 ) begin
+                  \$1632  = \$1377 [28:0];
+                end else if (\$1374 ) begin
+                  \$1632  = { \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380 [7], \$1380  };
+                end else if (\$1375 ) begin
+                  \$1632  = { \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384 [7], \$1384  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1617  = 29'h00000000;
+      \$1632  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = ix;
-    if (\$1272 ) begin
-      \$1618  = { \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280 [7], \$1280  };
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1633  = ix;
+    if (\$1287 ) begin
+      \$1633  = { \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295  };
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44091,38 +44130,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-                \$1618  = \$1295 [28:0];
-              end else if (\$1291 ) begin
-                \$1618  = \$1302 [28:0];
-              end else if (\$1293 ) begin
-                \$1618  = x_tap;
+              if (\$1303 ) begin
+                \$1633  = \$1310 [28:0];
+              end else if (\$1306 ) begin
+                \$1633  = \$1317 [28:0];
+              end else if (\$1308 ) begin
+                \$1633  = x_tap;
               end else begin
-                if (\$1308 ) begin
-                  \$1618  = x_tap;
+                if (\$1323 ) begin
+                  \$1633  = x_tap;
                 end
-                if (\$1354 ) begin
-                  \$1618  = \$1363 [28:0];
-                end else if (\$1359 ) begin
-                  \$1618  = { \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366 [7], \$1366  };
-                end else if (\$1360 ) begin
-                  \$1618  = { \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370 [7], \$1370  };
+                if (\$1369 ) begin
+                  \$1633  = \$1378 [28:0];
+                end else if (\$1374 ) begin
+                  \$1633  = { \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381 [7], \$1381  };
+                end else if (\$1375 ) begin
+                  \$1633  = { \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385 [7], \$1385  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1618  = 29'h00000000;
+      \$1633  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = acc_addr;
-    if (\$1272 ) begin
-      \$1619  = 11'h000;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1634  = acc_addr;
+    if (\$1287 ) begin
+      \$1634  = 11'h000;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44131,31 +44170,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
+              if (\$1303 ) begin
                 if (is_elem) begin
-                  \$1619  = \$1300 [10:0];
+                  \$1634  = \$1315 [10:0];
                 end
-              end else if (\$1291 ) begin
-                \$1619  = \$1303 [10:0];
-              end else if (\$1293 ) begin
-                \$1619  = \$1306 [10:0];
+              end else if (\$1306 ) begin
+                \$1634  = \$1318 [10:0];
+              end else if (\$1308 ) begin
+                \$1634  = \$1321 [10:0];
               end else begin
-                \$1619  = 11'h000;
+                \$1634  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1619  = 11'h000;
+      \$1634  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = gap;
-    if (\$1272 ) begin
-      \$1620  = dw_first_rc;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1635  = gap;
+    if (\$1287 ) begin
+      \$1635  = dw_first_rc;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44164,31 +44203,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-                \$1620  = \$1297 [11:0];
+              if (\$1303 ) begin
+                \$1635  = \$1312 [11:0];
                 if (is_elem) begin
-                  \$1620  = { \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299 [3], \$1299  };
+                  \$1635  = { \$1314 [3], \$1314 [3], \$1314 [3], \$1314 [3], \$1314 [3], \$1314 [3], \$1314 [3], \$1314 [3], \$1314  };
                 end
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-                \$1620  = dw_first_rc;
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+                \$1635  = dw_first_rc;
               end else begin
-                \$1620  = dw_first_rc;
+                \$1635  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1620  = 12'h000;
+      \$1635  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = dw_ky0;
-    if (\$1272 ) begin
-      \$1621  = dw_ky_init0;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1636  = dw_ky0;
+    if (\$1287 ) begin
+      \$1636  = dw_ky_init0;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -44197,590 +44236,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1310 ) begin
-                    \$1621  = \$1313 [3:0];
-                  end else begin
-                    \$1621  = \$1314 [3:0];
-                  end
-                end else begin
-                  \$1621  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1621  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = dw_ky1;
-    if (\$1272 ) begin
-      \$1622  = dw_ky_init1;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1315 ) begin
-                    \$1622  = \$1318 [3:0];
-                  end else begin
-                    \$1622  = \$1319 [3:0];
-                  end
-                end else begin
-                  \$1622  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1622  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = dw_ky2;
-    if (\$1272 ) begin
-      \$1623  = dw_ky_init2;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1320 ) begin
-                    \$1623  = \$1323 [3:0];
-                  end else begin
-                    \$1623  = \$1324 [3:0];
-                  end
-                end else begin
-                  \$1623  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1623  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = dw_ky3;
-    if (\$1272 ) begin
-      \$1624  = dw_ky_init3;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
+                if (\$1323 ) begin
                   (* full_case = 32'd1 *)
                   if (\$1325 ) begin
-                    \$1624  = \$1328 [3:0];
+                    \$1636  = \$1328 [3:0];
                   end else begin
-                    \$1624  = \$1329 [3:0];
+                    \$1636  = \$1329 [3:0];
                   end
                 end else begin
-                  \$1624  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1624  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = dw_ky4;
-    if (\$1272 ) begin
-      \$1625  = dw_ky_init4;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1330 ) begin
-                    \$1625  = \$1333 [3:0];
-                  end else begin
-                    \$1625  = \$1334 [3:0];
-                  end
-                end else begin
-                  \$1625  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1625  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = dw_ky5;
-    if (\$1272 ) begin
-      \$1626  = dw_ky_init5;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1335 ) begin
-                    \$1626  = \$1338 [3:0];
-                  end else begin
-                    \$1626  = \$1339 [3:0];
-                  end
-                end else begin
-                  \$1626  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1626  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = dw_ky6;
-    if (\$1272 ) begin
-      \$1627  = dw_ky_init6;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1340 ) begin
-                    \$1627  = \$1343 [3:0];
-                  end else begin
-                    \$1627  = \$1344 [3:0];
-                  end
-                end else begin
-                  \$1627  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1627  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = dw_ky7;
-    if (\$1272 ) begin
-      \$1628  = dw_ky_init7;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1345 ) begin
-                    \$1628  = \$1348 [3:0];
-                  end else begin
-                    \$1628  = \$1349 [3:0];
-                  end
-                end else begin
-                  \$1628  = dw_ky_init7;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1628  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = dw_kx0;
-    if (\$1272 ) begin
-      \$1629  = dw_kx_init0;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1310 ) begin
-                    \$1629  = \$1311 [3:0];
-                  end else begin
-                    \$1629  = dw_kx0_n[3:0];
-                  end
-                end else begin
-                  \$1629  = dw_kx_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1629  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = dw_kx1;
-    if (\$1272 ) begin
-      \$1630  = dw_kx_init1;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1315 ) begin
-                    \$1630  = \$1316 [3:0];
-                  end else begin
-                    \$1630  = dw_kx1_n[3:0];
-                  end
-                end else begin
-                  \$1630  = dw_kx_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1630  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = dw_kx2;
-    if (\$1272 ) begin
-      \$1631  = dw_kx_init2;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1320 ) begin
-                    \$1631  = \$1321 [3:0];
-                  end else begin
-                    \$1631  = dw_kx2_n[3:0];
-                  end
-                end else begin
-                  \$1631  = dw_kx_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1631  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = dw_kx3;
-    if (\$1272 ) begin
-      \$1632  = dw_kx_init3;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1325 ) begin
-                    \$1632  = \$1326 [3:0];
-                  end else begin
-                    \$1632  = dw_kx3_n[3:0];
-                  end
-                end else begin
-                  \$1632  = dw_kx_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1632  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = dw_kx4;
-    if (\$1272 ) begin
-      \$1633  = dw_kx_init4;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1330 ) begin
-                    \$1633  = \$1331 [3:0];
-                  end else begin
-                    \$1633  = dw_kx4_n[3:0];
-                  end
-                end else begin
-                  \$1633  = dw_kx_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1633  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = dw_kx5;
-    if (\$1272 ) begin
-      \$1634  = dw_kx_init5;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1335 ) begin
-                    \$1634  = \$1336 [3:0];
-                  end else begin
-                    \$1634  = dw_kx5_n[3:0];
-                  end
-                end else begin
-                  \$1634  = dw_kx_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1634  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = dw_kx6;
-    if (\$1272 ) begin
-      \$1635  = dw_kx_init6;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1340 ) begin
-                    \$1635  = \$1341 [3:0];
-                  end else begin
-                    \$1635  = dw_kx6_n[3:0];
-                  end
-                end else begin
-                  \$1635  = dw_kx_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1635  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = dw_kx7;
-    if (\$1272 ) begin
-      \$1636  = dw_kx_init7;
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1308 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1345 ) begin
-                    \$1636  = \$1346 [3:0];
-                  end else begin
-                    \$1636  = dw_kx7_n[3:0];
-                  end
-                end else begin
-                  \$1636  = dw_kx_init7;
+                  \$1636  = dw_ky_init0;
                 end
               end
             end
@@ -44792,84 +44261,654 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = ld_tile;
-    if (\$1272 ) begin
-      \$1637  = 13'h0000;
-    end
-    if (\$1384 ) begin
-    end else if (ld_start) begin
-      \$1637  = \$1388 [12:0];
-    end
-    if (rst) begin
-      \$1637  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = ld_k;
-    if (\$1272 ) begin
-      \$1638  = 4'h0;
-    end
-    if (\$1384 ) begin
-    end else if (ld_start) begin
-      \$1638  = 4'h1;
-    end else if (ld_busy) begin
-      (* full_case = 32'd1 *)
-      if (\$1389 ) begin
-      end else begin
-        \$1638  = \$1390 [3:0];
-      end
-    end
-    if (rst) begin
-      \$1638  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = ld_busy;
-    if (\$1272 ) begin
-      \$1639  = 1'h0;
-    end
-    if (\$1384 ) begin
-    end else if (ld_start) begin
-      \$1639  = 1'h1;
-    end else if (ld_busy) begin
-      if (\$1389 ) begin
-        \$1639  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$1639  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = \lo$307 ;
-    if (\$1272 ) begin
-      \$1640  = 12'h000;
-    end else if (\$1273 ) begin
-      \$1640  = 12'h401;
-    end else if (\$1274 ) begin
+    \$1637  = dw_ky1;
+    if (\$1287 ) begin
+      \$1637  = dw_ky_init1;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            \$1640  = \$1284 [11:0];
+            /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1330 ) begin
+                    \$1637  = \$1333 [3:0];
                   end else begin
-                    if (\$1379 ) begin
-                      \$1640  = 12'h401;
+                    \$1637  = \$1334 [3:0];
+                  end
+                end else begin
+                  \$1637  = dw_ky_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1637  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1638  = dw_ky2;
+    if (\$1287 ) begin
+      \$1638  = dw_ky_init2;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1335 ) begin
+                    \$1638  = \$1338 [3:0];
+                  end else begin
+                    \$1638  = \$1339 [3:0];
+                  end
+                end else begin
+                  \$1638  = dw_ky_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1638  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1639  = dw_ky3;
+    if (\$1287 ) begin
+      \$1639  = dw_ky_init3;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1340 ) begin
+                    \$1639  = \$1343 [3:0];
+                  end else begin
+                    \$1639  = \$1344 [3:0];
+                  end
+                end else begin
+                  \$1639  = dw_ky_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1639  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1640  = dw_ky4;
+    if (\$1287 ) begin
+      \$1640  = dw_ky_init4;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1345 ) begin
+                    \$1640  = \$1348 [3:0];
+                  end else begin
+                    \$1640  = \$1349 [3:0];
+                  end
+                end else begin
+                  \$1640  = dw_ky_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1640  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1641  = dw_ky5;
+    if (\$1287 ) begin
+      \$1641  = dw_ky_init5;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1350 ) begin
+                    \$1641  = \$1353 [3:0];
+                  end else begin
+                    \$1641  = \$1354 [3:0];
+                  end
+                end else begin
+                  \$1641  = dw_ky_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1641  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1642  = dw_ky6;
+    if (\$1287 ) begin
+      \$1642  = dw_ky_init6;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1355 ) begin
+                    \$1642  = \$1358 [3:0];
+                  end else begin
+                    \$1642  = \$1359 [3:0];
+                  end
+                end else begin
+                  \$1642  = dw_ky_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1642  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1643  = dw_ky7;
+    if (\$1287 ) begin
+      \$1643  = dw_ky_init7;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1360 ) begin
+                    \$1643  = \$1363 [3:0];
+                  end else begin
+                    \$1643  = \$1364 [3:0];
+                  end
+                end else begin
+                  \$1643  = dw_ky_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1643  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1644  = dw_kx0;
+    if (\$1287 ) begin
+      \$1644  = dw_kx_init0;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1325 ) begin
+                    \$1644  = \$1326 [3:0];
+                  end else begin
+                    \$1644  = dw_kx0_n[3:0];
+                  end
+                end else begin
+                  \$1644  = dw_kx_init0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1644  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1645  = dw_kx1;
+    if (\$1287 ) begin
+      \$1645  = dw_kx_init1;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1330 ) begin
+                    \$1645  = \$1331 [3:0];
+                  end else begin
+                    \$1645  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1645  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1645  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1646  = dw_kx2;
+    if (\$1287 ) begin
+      \$1646  = dw_kx_init2;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1335 ) begin
+                    \$1646  = \$1336 [3:0];
+                  end else begin
+                    \$1646  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1646  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1646  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1647  = dw_kx3;
+    if (\$1287 ) begin
+      \$1647  = dw_kx_init3;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1340 ) begin
+                    \$1647  = \$1341 [3:0];
+                  end else begin
+                    \$1647  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1647  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1647  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1648  = dw_kx4;
+    if (\$1287 ) begin
+      \$1648  = dw_kx_init4;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1345 ) begin
+                    \$1648  = \$1346 [3:0];
+                  end else begin
+                    \$1648  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1648  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1648  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1649  = dw_kx5;
+    if (\$1287 ) begin
+      \$1649  = dw_kx_init5;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1350 ) begin
+                    \$1649  = \$1351 [3:0];
+                  end else begin
+                    \$1649  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1649  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1649  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1650  = dw_kx6;
+    if (\$1287 ) begin
+      \$1650  = dw_kx_init6;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1355 ) begin
+                    \$1650  = \$1356 [3:0];
+                  end else begin
+                    \$1650  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1650  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1650  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1651  = dw_kx7;
+    if (\$1287 ) begin
+      \$1651  = dw_kx_init7;
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1323 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1360 ) begin
+                    \$1651  = \$1361 [3:0];
+                  end else begin
+                    \$1651  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1651  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1651  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1652  = ld_tile;
+    if (\$1287 ) begin
+      \$1652  = 13'h0000;
+    end
+    if (\$1399 ) begin
+    end else if (ld_start) begin
+      \$1652  = \$1403 [12:0];
+    end
+    if (rst) begin
+      \$1652  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1653  = ld_k;
+    if (\$1287 ) begin
+      \$1653  = 4'h0;
+    end
+    if (\$1399 ) begin
+    end else if (ld_start) begin
+      \$1653  = 4'h1;
+    end else if (ld_busy) begin
+      (* full_case = 32'd1 *)
+      if (\$1404 ) begin
+      end else begin
+        \$1653  = \$1405 [3:0];
+      end
+    end
+    if (rst) begin
+      \$1653  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1654  = ld_busy;
+    if (\$1287 ) begin
+      \$1654  = 1'h0;
+    end
+    if (\$1399 ) begin
+    end else if (ld_start) begin
+      \$1654  = 1'h1;
+    end else if (ld_busy) begin
+      if (\$1404 ) begin
+        \$1654  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$1654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1655  = \lo$307 ;
+    if (\$1287 ) begin
+      \$1655  = 12'h000;
+    end else if (\$1288 ) begin
+      \$1655  = 12'h401;
+    end else if (\$1289 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$1655  = \$1299 [11:0];
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
+              end else begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1387 ) begin
+                  end else begin
+                    if (\$1394 ) begin
+                      \$1655  = 12'h401;
                     end
                   end
                 end
@@ -44878,39 +44917,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1640  = 12'h000;
+      \$1655  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = gcount;
-    if (\$1272 ) begin
-    end else if (\$1273 ) begin
-    end else if (\$1274 ) begin
+    \$1656  = gcount;
+    if (\$1287 ) begin
+    end else if (\$1288 ) begin
+    end else if (\$1289 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1641  = \$1282 ;
+              \$1656  = \$1297 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1288 ) begin
-              end else if (\$1291 ) begin
-              end else if (\$1293 ) begin
+              if (\$1303 ) begin
+              end else if (\$1306 ) begin
+              end else if (\$1308 ) begin
               end else begin
-                if (\$1354 ) begin
-                end else if (\$1359 ) begin
-                end else if (\$1360 ) begin
+                if (\$1369 ) begin
+                end else if (\$1374 ) begin
+                end else if (\$1375 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1372 ) begin
+                  if (\$1387 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1379 ) begin
+                    if (\$1394 ) begin
                     end else begin
-                      \$1641  = \$1383 [10:0];
+                      \$1656  = \$1398 [10:0];
                     end
                   end
                 end
@@ -44919,160 +44958,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1641  = 11'h000;
+      \$1656  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = cur_ld_tile;
-    if (\$1384 ) begin
+    \$1657  = cur_ld_tile;
+    if (\$1399 ) begin
     end else if (ld_start) begin
-      \$1642  = ld_tile;
+      \$1657  = ld_tile;
     end
     if (rst) begin
-      \$1642  = 13'h0000;
+      \$1657  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = latch_bank1;
-    if (\$1384 ) begin
+    \$1658  = latch_bank1;
+    if (\$1399 ) begin
     end else if (ld_start) begin
-      \$1643  = ld_bank;
+      \$1658  = ld_bank;
     end
     if (rst) begin
-      \$1643  = 1'h0;
+      \$1658  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = counting;
-    if (\$1392 ) begin
-      \$1644  = 1'h1;
+    \$1659  = counting;
+    if (\$1407 ) begin
+      \$1659  = 1'h1;
     end
-    if (\$1427 ) begin
-      \$1644  = 1'h0;
+    if (\$1442 ) begin
+      \$1659  = 1'h0;
     end
     if (rst) begin
-      \$1644  = 1'h0;
+      \$1659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = cnt_cycles;
-    if (\$1392 ) begin
-      \$1645  = 32'd0;
+    \$1660  = cnt_cycles;
+    if (\$1407 ) begin
+      \$1660  = 32'd0;
     end
     if (count_now) begin
-      \$1645  = \$1395 [31:0];
+      \$1660  = \$1410 [31:0];
     end
     if (rst) begin
-      \$1645  = 32'd0;
+      \$1660  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = cnt_busy;
-    if (\$1392 ) begin
-      \$1646  = 32'd0;
+    \$1661  = cnt_busy;
+    if (\$1407 ) begin
+      \$1661  = 32'd0;
     end
     if (count_now) begin
-      if (\$1396 ) begin
-        \$1646  = \$1399 [31:0];
+      if (\$1411 ) begin
+        \$1661  = \$1414 [31:0];
       end
     end
     if (rst) begin
-      \$1646  = 32'd0;
+      \$1661  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = cnt_setup;
-    if (\$1392 ) begin
-      \$1647  = 32'd0;
+    \$1662  = cnt_setup;
+    if (\$1407 ) begin
+      \$1662  = 32'd0;
     end
     if (count_now) begin
-      if (\$1400 ) begin
-        \$1647  = \$1403 [31:0];
+      if (\$1415 ) begin
+        \$1662  = \$1418 [31:0];
       end
     end
     if (rst) begin
-      \$1647  = 32'd0;
+      \$1662  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = cnt_stall_input;
-    if (\$1392 ) begin
-      \$1648  = 32'd0;
+    \$1663  = cnt_stall_input;
+    if (\$1407 ) begin
+      \$1663  = 32'd0;
     end
     if (count_now) begin
-      if (\$1404 ) begin
-        \$1648  = \$1407 [31:0];
+      if (\$1419 ) begin
+        \$1663  = \$1422 [31:0];
       end
     end
     if (rst) begin
-      \$1648  = 32'd0;
+      \$1663  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = cnt_stall_weight;
-    if (\$1392 ) begin
-      \$1649  = 32'd0;
+    \$1664  = cnt_stall_weight;
+    if (\$1407 ) begin
+      \$1664  = 32'd0;
     end
     if (count_now) begin
-      if (\$1408 ) begin
-        \$1649  = \$1411 [31:0];
+      if (\$1423 ) begin
+        \$1664  = \$1426 [31:0];
       end
     end
     if (rst) begin
-      \$1649  = 32'd0;
+      \$1664  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = cnt_stall_output;
-    if (\$1392 ) begin
-      \$1650  = 32'd0;
+    \$1665  = cnt_stall_output;
+    if (\$1407 ) begin
+      \$1665  = 32'd0;
     end
     if (count_now) begin
-      if (\$1412 ) begin
-        \$1650  = \$1415 [31:0];
+      if (\$1427 ) begin
+        \$1665  = \$1430 [31:0];
       end
     end
     if (rst) begin
-      \$1650  = 32'd0;
+      \$1665  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = cnt_fill;
-    if (\$1392 ) begin
-      \$1651  = 32'd0;
+    \$1666  = cnt_fill;
+    if (\$1407 ) begin
+      \$1666  = 32'd0;
     end
     if (count_now) begin
-      if (\$1416 ) begin
-        \$1651  = \$1419 [31:0];
+      if (\$1431 ) begin
+        \$1666  = \$1434 [31:0];
       end
     end
     if (rst) begin
-      \$1651  = 32'd0;
+      \$1666  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = cnt_drain;
-    if (\$1392 ) begin
-      \$1652  = 32'd0;
+    \$1667  = cnt_drain;
+    if (\$1407 ) begin
+      \$1667  = 32'd0;
     end
     if (count_now) begin
-      if (\$1420 ) begin
-        \$1652  = \$1423 [31:0];
+      if (\$1435 ) begin
+        \$1667  = \$1438 [31:0];
       end
     end
     if (rst) begin
-      \$1652  = 32'd0;
+      \$1667  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -45183,70 +45222,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$308  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$310  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
-  assign \$signature__addr$313  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$314  = i_act__payload[63:0];
-  assign \$signature__addr$316  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$317  = i_act__payload[63:0];
-  assign \$signature__addr$319  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$320  = i_act__payload[63:0];
-  assign \$signature__addr$322  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$323  = i_act__payload[63:0];
-  assign \$signature__addr$325  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$326  = i_act__payload[63:0];
-  assign \$signature__addr$328  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$329  = i_act__payload[63:0];
-  assign \$signature__addr$331  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$332  = i_act__payload[63:0];
-  assign \$signature__addr$334  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$335  = i_act__payload[63:0];
-  assign \$signature__addr$337  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$338  = i_act__payload[63:0];
-  assign \$signature__addr$340  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$341  = i_act__payload[63:0];
-  assign \$signature__addr$343  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$344  = i_act__payload[63:0];
-  assign \$signature__addr$346  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$347  = i_act__payload[63:0];
-  assign \$signature__addr$349  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$350  = i_act__payload[63:0];
-  assign \$signature__addr$352  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$353  = i_act__payload[63:0];
-  assign \$signature__addr$355  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$356  = i_act__payload[63:0];
-  assign \$signature__addr$358  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$359  = i_act__payload[63:0];
-  assign \$signature__addr$361  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$362  = i_act__payload[63:0];
-  assign \$signature__addr$364  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$365  = i_act__payload[63:0];
-  assign \$signature__addr$367  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$368  = i_act__payload[63:0];
-  assign \$signature__addr$370  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$371  = i_act__payload[63:0];
-  assign \$signature__addr$373  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$374  = i_act__payload[63:0];
-  assign \$signature__addr$376  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$377  = i_act__payload[63:0];
-  assign \$signature__addr$379  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$380  = i_act__payload[63:0];
-  assign \$signature__addr$382  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$383  = i_act__payload[63:0];
-  assign \$signature__addr$385  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$386  = i_act__payload[63:0];
-  assign \$signature__addr$388  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$389  = i_act__payload[63:0];
-  assign \$signature__addr$391  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$392  = i_act__payload[63:0];
-  assign \$signature__addr$394  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$395  = i_act__payload[63:0];
-  assign \$signature__addr$397  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$398  = i_act__payload[63:0];
-  assign \$signature__addr$400  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$401  = i_act__payload[63:0];
-  assign \$signature__addr$403  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$404  = i_act__payload[63:0];
+  assign \$signature__addr$314  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$315  = i_act__payload[127:64];
+  assign \$signature__addr$317  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$318  = i_act__payload[63:0];
+  assign \$signature__addr$320  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$321  = i_act__payload[127:64];
+  assign \$signature__addr$323  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$324  = i_act__payload[63:0];
+  assign \$signature__addr$326  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$327  = i_act__payload[127:64];
+  assign \$signature__addr$329  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$330  = i_act__payload[63:0];
+  assign \$signature__addr$332  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$333  = i_act__payload[127:64];
+  assign \$signature__addr$335  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$336  = i_act__payload[63:0];
+  assign \$signature__addr$338  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$339  = i_act__payload[127:64];
+  assign \$signature__addr$341  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$342  = i_act__payload[63:0];
+  assign \$signature__addr$344  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$345  = i_act__payload[127:64];
+  assign \$signature__addr$347  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$348  = i_act__payload[63:0];
+  assign \$signature__addr$350  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$351  = i_act__payload[127:64];
+  assign \$signature__addr$353  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$354  = i_act__payload[63:0];
+  assign \$signature__addr$356  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$357  = i_act__payload[127:64];
+  assign \$signature__addr$359  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$360  = i_act__payload[63:0];
+  assign \$signature__addr$362  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$363  = i_act__payload[127:64];
+  assign \$signature__addr$365  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$366  = i_act__payload[63:0];
+  assign \$signature__addr$368  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$369  = i_act__payload[127:64];
+  assign \$signature__addr$371  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$372  = i_act__payload[63:0];
+  assign \$signature__addr$374  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$375  = i_act__payload[127:64];
+  assign \$signature__addr$377  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$378  = i_act__payload[63:0];
+  assign \$signature__addr$380  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$381  = i_act__payload[127:64];
+  assign \$signature__addr$383  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$384  = i_act__payload[63:0];
+  assign \$signature__addr$386  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$387  = i_act__payload[127:64];
+  assign \$signature__addr$389  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$390  = i_act__payload[63:0];
+  assign \$signature__addr$392  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$393  = i_act__payload[127:64];
+  assign \$signature__addr$395  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$396  = i_act__payload[63:0];
+  assign \$signature__addr$398  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$399  = i_act__payload[127:64];
+  assign \$signature__addr$401  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$402  = i_act__payload[63:0];
+  assign \$signature__addr$404  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$405  = i_act__payload[127:64];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -45320,7 +45359,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \i_weight__payload.data[6]  = i_weight__payload[55:48];
   assign \i_weight__payload.data[7]  = i_weight__payload[63:56];
   assign \i_weight__payload.last  = i_weight__payload[64];
-  assign \i_act__payload.data  = i_act__payload[63:0];
+  assign \i_act__payload.data  = i_act__payload[127:0];
   assign \i_act__payload.data[0]  = i_act__payload[7:0];
   assign \i_act__payload.data[1]  = i_act__payload[15:8];
   assign \i_act__payload.data[2]  = i_act__payload[23:16];
@@ -45329,7 +45368,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \i_act__payload.data[5]  = i_act__payload[47:40];
   assign \i_act__payload.data[6]  = i_act__payload[55:48];
   assign \i_act__payload.data[7]  = i_act__payload[63:56];
-  assign \i_act__payload.last  = i_act__payload[64];
+  assign \i_act__payload.data[8]  = i_act__payload[71:64];
+  assign \i_act__payload.data[9]  = i_act__payload[79:72];
+  assign \i_act__payload.data[10]  = i_act__payload[87:80];
+  assign \i_act__payload.data[11]  = i_act__payload[95:88];
+  assign \i_act__payload.data[12]  = i_act__payload[103:96];
+  assign \i_act__payload.data[13]  = i_act__payload[111:104];
+  assign \i_act__payload.data[14]  = i_act__payload[119:112];
+  assign \i_act__payload.data[15]  = i_act__payload[127:120];
+  assign \i_act__payload.last  = i_act__payload[128];
   assign \o_result__payload.data  = o_result__payload[255:0];
   assign \o_result__payload.data[0]  = o_result__payload[31:0];
   assign \o_result__payload.data[1]  = o_result__payload[63:32];
@@ -45755,254 +45802,254 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$314[0]  = i_act__payload[7:0];
-  assign \$signature__data$314[1]  = i_act__payload[15:8];
-  assign \$signature__data$314[2]  = i_act__payload[23:16];
-  assign \$signature__data$314[3]  = i_act__payload[31:24];
-  assign \$signature__data$314[4]  = i_act__payload[39:32];
-  assign \$signature__data$314[5]  = i_act__payload[47:40];
-  assign \$signature__data$314[6]  = i_act__payload[55:48];
-  assign \$signature__data$314[7]  = i_act__payload[63:56];
-  assign \$signature__data$317[0]  = i_act__payload[7:0];
-  assign \$signature__data$317[1]  = i_act__payload[15:8];
-  assign \$signature__data$317[2]  = i_act__payload[23:16];
-  assign \$signature__data$317[3]  = i_act__payload[31:24];
-  assign \$signature__data$317[4]  = i_act__payload[39:32];
-  assign \$signature__data$317[5]  = i_act__payload[47:40];
-  assign \$signature__data$317[6]  = i_act__payload[55:48];
-  assign \$signature__data$317[7]  = i_act__payload[63:56];
-  assign \$signature__data$320[0]  = i_act__payload[7:0];
-  assign \$signature__data$320[1]  = i_act__payload[15:8];
-  assign \$signature__data$320[2]  = i_act__payload[23:16];
-  assign \$signature__data$320[3]  = i_act__payload[31:24];
-  assign \$signature__data$320[4]  = i_act__payload[39:32];
-  assign \$signature__data$320[5]  = i_act__payload[47:40];
-  assign \$signature__data$320[6]  = i_act__payload[55:48];
-  assign \$signature__data$320[7]  = i_act__payload[63:56];
-  assign \$signature__data$323[0]  = i_act__payload[7:0];
-  assign \$signature__data$323[1]  = i_act__payload[15:8];
-  assign \$signature__data$323[2]  = i_act__payload[23:16];
-  assign \$signature__data$323[3]  = i_act__payload[31:24];
-  assign \$signature__data$323[4]  = i_act__payload[39:32];
-  assign \$signature__data$323[5]  = i_act__payload[47:40];
-  assign \$signature__data$323[6]  = i_act__payload[55:48];
-  assign \$signature__data$323[7]  = i_act__payload[63:56];
-  assign \$signature__data$326[0]  = i_act__payload[7:0];
-  assign \$signature__data$326[1]  = i_act__payload[15:8];
-  assign \$signature__data$326[2]  = i_act__payload[23:16];
-  assign \$signature__data$326[3]  = i_act__payload[31:24];
-  assign \$signature__data$326[4]  = i_act__payload[39:32];
-  assign \$signature__data$326[5]  = i_act__payload[47:40];
-  assign \$signature__data$326[6]  = i_act__payload[55:48];
-  assign \$signature__data$326[7]  = i_act__payload[63:56];
-  assign \$signature__data$329[0]  = i_act__payload[7:0];
-  assign \$signature__data$329[1]  = i_act__payload[15:8];
-  assign \$signature__data$329[2]  = i_act__payload[23:16];
-  assign \$signature__data$329[3]  = i_act__payload[31:24];
-  assign \$signature__data$329[4]  = i_act__payload[39:32];
-  assign \$signature__data$329[5]  = i_act__payload[47:40];
-  assign \$signature__data$329[6]  = i_act__payload[55:48];
-  assign \$signature__data$329[7]  = i_act__payload[63:56];
-  assign \$signature__data$332[0]  = i_act__payload[7:0];
-  assign \$signature__data$332[1]  = i_act__payload[15:8];
-  assign \$signature__data$332[2]  = i_act__payload[23:16];
-  assign \$signature__data$332[3]  = i_act__payload[31:24];
-  assign \$signature__data$332[4]  = i_act__payload[39:32];
-  assign \$signature__data$332[5]  = i_act__payload[47:40];
-  assign \$signature__data$332[6]  = i_act__payload[55:48];
-  assign \$signature__data$332[7]  = i_act__payload[63:56];
-  assign \$signature__data$335[0]  = i_act__payload[7:0];
-  assign \$signature__data$335[1]  = i_act__payload[15:8];
-  assign \$signature__data$335[2]  = i_act__payload[23:16];
-  assign \$signature__data$335[3]  = i_act__payload[31:24];
-  assign \$signature__data$335[4]  = i_act__payload[39:32];
-  assign \$signature__data$335[5]  = i_act__payload[47:40];
-  assign \$signature__data$335[6]  = i_act__payload[55:48];
-  assign \$signature__data$335[7]  = i_act__payload[63:56];
-  assign \$signature__data$338[0]  = i_act__payload[7:0];
-  assign \$signature__data$338[1]  = i_act__payload[15:8];
-  assign \$signature__data$338[2]  = i_act__payload[23:16];
-  assign \$signature__data$338[3]  = i_act__payload[31:24];
-  assign \$signature__data$338[4]  = i_act__payload[39:32];
-  assign \$signature__data$338[5]  = i_act__payload[47:40];
-  assign \$signature__data$338[6]  = i_act__payload[55:48];
-  assign \$signature__data$338[7]  = i_act__payload[63:56];
-  assign \$signature__data$341[0]  = i_act__payload[7:0];
-  assign \$signature__data$341[1]  = i_act__payload[15:8];
-  assign \$signature__data$341[2]  = i_act__payload[23:16];
-  assign \$signature__data$341[3]  = i_act__payload[31:24];
-  assign \$signature__data$341[4]  = i_act__payload[39:32];
-  assign \$signature__data$341[5]  = i_act__payload[47:40];
-  assign \$signature__data$341[6]  = i_act__payload[55:48];
-  assign \$signature__data$341[7]  = i_act__payload[63:56];
-  assign \$signature__data$344[0]  = i_act__payload[7:0];
-  assign \$signature__data$344[1]  = i_act__payload[15:8];
-  assign \$signature__data$344[2]  = i_act__payload[23:16];
-  assign \$signature__data$344[3]  = i_act__payload[31:24];
-  assign \$signature__data$344[4]  = i_act__payload[39:32];
-  assign \$signature__data$344[5]  = i_act__payload[47:40];
-  assign \$signature__data$344[6]  = i_act__payload[55:48];
-  assign \$signature__data$344[7]  = i_act__payload[63:56];
-  assign \$signature__data$347[0]  = i_act__payload[7:0];
-  assign \$signature__data$347[1]  = i_act__payload[15:8];
-  assign \$signature__data$347[2]  = i_act__payload[23:16];
-  assign \$signature__data$347[3]  = i_act__payload[31:24];
-  assign \$signature__data$347[4]  = i_act__payload[39:32];
-  assign \$signature__data$347[5]  = i_act__payload[47:40];
-  assign \$signature__data$347[6]  = i_act__payload[55:48];
-  assign \$signature__data$347[7]  = i_act__payload[63:56];
-  assign \$signature__data$350[0]  = i_act__payload[7:0];
-  assign \$signature__data$350[1]  = i_act__payload[15:8];
-  assign \$signature__data$350[2]  = i_act__payload[23:16];
-  assign \$signature__data$350[3]  = i_act__payload[31:24];
-  assign \$signature__data$350[4]  = i_act__payload[39:32];
-  assign \$signature__data$350[5]  = i_act__payload[47:40];
-  assign \$signature__data$350[6]  = i_act__payload[55:48];
-  assign \$signature__data$350[7]  = i_act__payload[63:56];
-  assign \$signature__data$353[0]  = i_act__payload[7:0];
-  assign \$signature__data$353[1]  = i_act__payload[15:8];
-  assign \$signature__data$353[2]  = i_act__payload[23:16];
-  assign \$signature__data$353[3]  = i_act__payload[31:24];
-  assign \$signature__data$353[4]  = i_act__payload[39:32];
-  assign \$signature__data$353[5]  = i_act__payload[47:40];
-  assign \$signature__data$353[6]  = i_act__payload[55:48];
-  assign \$signature__data$353[7]  = i_act__payload[63:56];
-  assign \$signature__data$356[0]  = i_act__payload[7:0];
-  assign \$signature__data$356[1]  = i_act__payload[15:8];
-  assign \$signature__data$356[2]  = i_act__payload[23:16];
-  assign \$signature__data$356[3]  = i_act__payload[31:24];
-  assign \$signature__data$356[4]  = i_act__payload[39:32];
-  assign \$signature__data$356[5]  = i_act__payload[47:40];
-  assign \$signature__data$356[6]  = i_act__payload[55:48];
-  assign \$signature__data$356[7]  = i_act__payload[63:56];
-  assign \$signature__data$359[0]  = i_act__payload[7:0];
-  assign \$signature__data$359[1]  = i_act__payload[15:8];
-  assign \$signature__data$359[2]  = i_act__payload[23:16];
-  assign \$signature__data$359[3]  = i_act__payload[31:24];
-  assign \$signature__data$359[4]  = i_act__payload[39:32];
-  assign \$signature__data$359[5]  = i_act__payload[47:40];
-  assign \$signature__data$359[6]  = i_act__payload[55:48];
-  assign \$signature__data$359[7]  = i_act__payload[63:56];
-  assign \$signature__data$362[0]  = i_act__payload[7:0];
-  assign \$signature__data$362[1]  = i_act__payload[15:8];
-  assign \$signature__data$362[2]  = i_act__payload[23:16];
-  assign \$signature__data$362[3]  = i_act__payload[31:24];
-  assign \$signature__data$362[4]  = i_act__payload[39:32];
-  assign \$signature__data$362[5]  = i_act__payload[47:40];
-  assign \$signature__data$362[6]  = i_act__payload[55:48];
-  assign \$signature__data$362[7]  = i_act__payload[63:56];
-  assign \$signature__data$365[0]  = i_act__payload[7:0];
-  assign \$signature__data$365[1]  = i_act__payload[15:8];
-  assign \$signature__data$365[2]  = i_act__payload[23:16];
-  assign \$signature__data$365[3]  = i_act__payload[31:24];
-  assign \$signature__data$365[4]  = i_act__payload[39:32];
-  assign \$signature__data$365[5]  = i_act__payload[47:40];
-  assign \$signature__data$365[6]  = i_act__payload[55:48];
-  assign \$signature__data$365[7]  = i_act__payload[63:56];
-  assign \$signature__data$368[0]  = i_act__payload[7:0];
-  assign \$signature__data$368[1]  = i_act__payload[15:8];
-  assign \$signature__data$368[2]  = i_act__payload[23:16];
-  assign \$signature__data$368[3]  = i_act__payload[31:24];
-  assign \$signature__data$368[4]  = i_act__payload[39:32];
-  assign \$signature__data$368[5]  = i_act__payload[47:40];
-  assign \$signature__data$368[6]  = i_act__payload[55:48];
-  assign \$signature__data$368[7]  = i_act__payload[63:56];
-  assign \$signature__data$371[0]  = i_act__payload[7:0];
-  assign \$signature__data$371[1]  = i_act__payload[15:8];
-  assign \$signature__data$371[2]  = i_act__payload[23:16];
-  assign \$signature__data$371[3]  = i_act__payload[31:24];
-  assign \$signature__data$371[4]  = i_act__payload[39:32];
-  assign \$signature__data$371[5]  = i_act__payload[47:40];
-  assign \$signature__data$371[6]  = i_act__payload[55:48];
-  assign \$signature__data$371[7]  = i_act__payload[63:56];
-  assign \$signature__data$374[0]  = i_act__payload[7:0];
-  assign \$signature__data$374[1]  = i_act__payload[15:8];
-  assign \$signature__data$374[2]  = i_act__payload[23:16];
-  assign \$signature__data$374[3]  = i_act__payload[31:24];
-  assign \$signature__data$374[4]  = i_act__payload[39:32];
-  assign \$signature__data$374[5]  = i_act__payload[47:40];
-  assign \$signature__data$374[6]  = i_act__payload[55:48];
-  assign \$signature__data$374[7]  = i_act__payload[63:56];
-  assign \$signature__data$377[0]  = i_act__payload[7:0];
-  assign \$signature__data$377[1]  = i_act__payload[15:8];
-  assign \$signature__data$377[2]  = i_act__payload[23:16];
-  assign \$signature__data$377[3]  = i_act__payload[31:24];
-  assign \$signature__data$377[4]  = i_act__payload[39:32];
-  assign \$signature__data$377[5]  = i_act__payload[47:40];
-  assign \$signature__data$377[6]  = i_act__payload[55:48];
-  assign \$signature__data$377[7]  = i_act__payload[63:56];
-  assign \$signature__data$380[0]  = i_act__payload[7:0];
-  assign \$signature__data$380[1]  = i_act__payload[15:8];
-  assign \$signature__data$380[2]  = i_act__payload[23:16];
-  assign \$signature__data$380[3]  = i_act__payload[31:24];
-  assign \$signature__data$380[4]  = i_act__payload[39:32];
-  assign \$signature__data$380[5]  = i_act__payload[47:40];
-  assign \$signature__data$380[6]  = i_act__payload[55:48];
-  assign \$signature__data$380[7]  = i_act__payload[63:56];
-  assign \$signature__data$383[0]  = i_act__payload[7:0];
-  assign \$signature__data$383[1]  = i_act__payload[15:8];
-  assign \$signature__data$383[2]  = i_act__payload[23:16];
-  assign \$signature__data$383[3]  = i_act__payload[31:24];
-  assign \$signature__data$383[4]  = i_act__payload[39:32];
-  assign \$signature__data$383[5]  = i_act__payload[47:40];
-  assign \$signature__data$383[6]  = i_act__payload[55:48];
-  assign \$signature__data$383[7]  = i_act__payload[63:56];
-  assign \$signature__data$386[0]  = i_act__payload[7:0];
-  assign \$signature__data$386[1]  = i_act__payload[15:8];
-  assign \$signature__data$386[2]  = i_act__payload[23:16];
-  assign \$signature__data$386[3]  = i_act__payload[31:24];
-  assign \$signature__data$386[4]  = i_act__payload[39:32];
-  assign \$signature__data$386[5]  = i_act__payload[47:40];
-  assign \$signature__data$386[6]  = i_act__payload[55:48];
-  assign \$signature__data$386[7]  = i_act__payload[63:56];
-  assign \$signature__data$389[0]  = i_act__payload[7:0];
-  assign \$signature__data$389[1]  = i_act__payload[15:8];
-  assign \$signature__data$389[2]  = i_act__payload[23:16];
-  assign \$signature__data$389[3]  = i_act__payload[31:24];
-  assign \$signature__data$389[4]  = i_act__payload[39:32];
-  assign \$signature__data$389[5]  = i_act__payload[47:40];
-  assign \$signature__data$389[6]  = i_act__payload[55:48];
-  assign \$signature__data$389[7]  = i_act__payload[63:56];
-  assign \$signature__data$392[0]  = i_act__payload[7:0];
-  assign \$signature__data$392[1]  = i_act__payload[15:8];
-  assign \$signature__data$392[2]  = i_act__payload[23:16];
-  assign \$signature__data$392[3]  = i_act__payload[31:24];
-  assign \$signature__data$392[4]  = i_act__payload[39:32];
-  assign \$signature__data$392[5]  = i_act__payload[47:40];
-  assign \$signature__data$392[6]  = i_act__payload[55:48];
-  assign \$signature__data$392[7]  = i_act__payload[63:56];
-  assign \$signature__data$395[0]  = i_act__payload[7:0];
-  assign \$signature__data$395[1]  = i_act__payload[15:8];
-  assign \$signature__data$395[2]  = i_act__payload[23:16];
-  assign \$signature__data$395[3]  = i_act__payload[31:24];
-  assign \$signature__data$395[4]  = i_act__payload[39:32];
-  assign \$signature__data$395[5]  = i_act__payload[47:40];
-  assign \$signature__data$395[6]  = i_act__payload[55:48];
-  assign \$signature__data$395[7]  = i_act__payload[63:56];
-  assign \$signature__data$398[0]  = i_act__payload[7:0];
-  assign \$signature__data$398[1]  = i_act__payload[15:8];
-  assign \$signature__data$398[2]  = i_act__payload[23:16];
-  assign \$signature__data$398[3]  = i_act__payload[31:24];
-  assign \$signature__data$398[4]  = i_act__payload[39:32];
-  assign \$signature__data$398[5]  = i_act__payload[47:40];
-  assign \$signature__data$398[6]  = i_act__payload[55:48];
-  assign \$signature__data$398[7]  = i_act__payload[63:56];
-  assign \$signature__data$401[0]  = i_act__payload[7:0];
-  assign \$signature__data$401[1]  = i_act__payload[15:8];
-  assign \$signature__data$401[2]  = i_act__payload[23:16];
-  assign \$signature__data$401[3]  = i_act__payload[31:24];
-  assign \$signature__data$401[4]  = i_act__payload[39:32];
-  assign \$signature__data$401[5]  = i_act__payload[47:40];
-  assign \$signature__data$401[6]  = i_act__payload[55:48];
-  assign \$signature__data$401[7]  = i_act__payload[63:56];
-  assign \$signature__data$404[0]  = i_act__payload[7:0];
-  assign \$signature__data$404[1]  = i_act__payload[15:8];
-  assign \$signature__data$404[2]  = i_act__payload[23:16];
-  assign \$signature__data$404[3]  = i_act__payload[31:24];
-  assign \$signature__data$404[4]  = i_act__payload[39:32];
-  assign \$signature__data$404[5]  = i_act__payload[47:40];
-  assign \$signature__data$404[6]  = i_act__payload[55:48];
-  assign \$signature__data$404[7]  = i_act__payload[63:56];
+  assign \$signature__data$315[0]  = i_act__payload[71:64];
+  assign \$signature__data$315[1]  = i_act__payload[79:72];
+  assign \$signature__data$315[2]  = i_act__payload[87:80];
+  assign \$signature__data$315[3]  = i_act__payload[95:88];
+  assign \$signature__data$315[4]  = i_act__payload[103:96];
+  assign \$signature__data$315[5]  = i_act__payload[111:104];
+  assign \$signature__data$315[6]  = i_act__payload[119:112];
+  assign \$signature__data$315[7]  = i_act__payload[127:120];
+  assign \$signature__data$318[0]  = i_act__payload[7:0];
+  assign \$signature__data$318[1]  = i_act__payload[15:8];
+  assign \$signature__data$318[2]  = i_act__payload[23:16];
+  assign \$signature__data$318[3]  = i_act__payload[31:24];
+  assign \$signature__data$318[4]  = i_act__payload[39:32];
+  assign \$signature__data$318[5]  = i_act__payload[47:40];
+  assign \$signature__data$318[6]  = i_act__payload[55:48];
+  assign \$signature__data$318[7]  = i_act__payload[63:56];
+  assign \$signature__data$321[0]  = i_act__payload[71:64];
+  assign \$signature__data$321[1]  = i_act__payload[79:72];
+  assign \$signature__data$321[2]  = i_act__payload[87:80];
+  assign \$signature__data$321[3]  = i_act__payload[95:88];
+  assign \$signature__data$321[4]  = i_act__payload[103:96];
+  assign \$signature__data$321[5]  = i_act__payload[111:104];
+  assign \$signature__data$321[6]  = i_act__payload[119:112];
+  assign \$signature__data$321[7]  = i_act__payload[127:120];
+  assign \$signature__data$324[0]  = i_act__payload[7:0];
+  assign \$signature__data$324[1]  = i_act__payload[15:8];
+  assign \$signature__data$324[2]  = i_act__payload[23:16];
+  assign \$signature__data$324[3]  = i_act__payload[31:24];
+  assign \$signature__data$324[4]  = i_act__payload[39:32];
+  assign \$signature__data$324[5]  = i_act__payload[47:40];
+  assign \$signature__data$324[6]  = i_act__payload[55:48];
+  assign \$signature__data$324[7]  = i_act__payload[63:56];
+  assign \$signature__data$327[0]  = i_act__payload[71:64];
+  assign \$signature__data$327[1]  = i_act__payload[79:72];
+  assign \$signature__data$327[2]  = i_act__payload[87:80];
+  assign \$signature__data$327[3]  = i_act__payload[95:88];
+  assign \$signature__data$327[4]  = i_act__payload[103:96];
+  assign \$signature__data$327[5]  = i_act__payload[111:104];
+  assign \$signature__data$327[6]  = i_act__payload[119:112];
+  assign \$signature__data$327[7]  = i_act__payload[127:120];
+  assign \$signature__data$330[0]  = i_act__payload[7:0];
+  assign \$signature__data$330[1]  = i_act__payload[15:8];
+  assign \$signature__data$330[2]  = i_act__payload[23:16];
+  assign \$signature__data$330[3]  = i_act__payload[31:24];
+  assign \$signature__data$330[4]  = i_act__payload[39:32];
+  assign \$signature__data$330[5]  = i_act__payload[47:40];
+  assign \$signature__data$330[6]  = i_act__payload[55:48];
+  assign \$signature__data$330[7]  = i_act__payload[63:56];
+  assign \$signature__data$333[0]  = i_act__payload[71:64];
+  assign \$signature__data$333[1]  = i_act__payload[79:72];
+  assign \$signature__data$333[2]  = i_act__payload[87:80];
+  assign \$signature__data$333[3]  = i_act__payload[95:88];
+  assign \$signature__data$333[4]  = i_act__payload[103:96];
+  assign \$signature__data$333[5]  = i_act__payload[111:104];
+  assign \$signature__data$333[6]  = i_act__payload[119:112];
+  assign \$signature__data$333[7]  = i_act__payload[127:120];
+  assign \$signature__data$336[0]  = i_act__payload[7:0];
+  assign \$signature__data$336[1]  = i_act__payload[15:8];
+  assign \$signature__data$336[2]  = i_act__payload[23:16];
+  assign \$signature__data$336[3]  = i_act__payload[31:24];
+  assign \$signature__data$336[4]  = i_act__payload[39:32];
+  assign \$signature__data$336[5]  = i_act__payload[47:40];
+  assign \$signature__data$336[6]  = i_act__payload[55:48];
+  assign \$signature__data$336[7]  = i_act__payload[63:56];
+  assign \$signature__data$339[0]  = i_act__payload[71:64];
+  assign \$signature__data$339[1]  = i_act__payload[79:72];
+  assign \$signature__data$339[2]  = i_act__payload[87:80];
+  assign \$signature__data$339[3]  = i_act__payload[95:88];
+  assign \$signature__data$339[4]  = i_act__payload[103:96];
+  assign \$signature__data$339[5]  = i_act__payload[111:104];
+  assign \$signature__data$339[6]  = i_act__payload[119:112];
+  assign \$signature__data$339[7]  = i_act__payload[127:120];
+  assign \$signature__data$342[0]  = i_act__payload[7:0];
+  assign \$signature__data$342[1]  = i_act__payload[15:8];
+  assign \$signature__data$342[2]  = i_act__payload[23:16];
+  assign \$signature__data$342[3]  = i_act__payload[31:24];
+  assign \$signature__data$342[4]  = i_act__payload[39:32];
+  assign \$signature__data$342[5]  = i_act__payload[47:40];
+  assign \$signature__data$342[6]  = i_act__payload[55:48];
+  assign \$signature__data$342[7]  = i_act__payload[63:56];
+  assign \$signature__data$345[0]  = i_act__payload[71:64];
+  assign \$signature__data$345[1]  = i_act__payload[79:72];
+  assign \$signature__data$345[2]  = i_act__payload[87:80];
+  assign \$signature__data$345[3]  = i_act__payload[95:88];
+  assign \$signature__data$345[4]  = i_act__payload[103:96];
+  assign \$signature__data$345[5]  = i_act__payload[111:104];
+  assign \$signature__data$345[6]  = i_act__payload[119:112];
+  assign \$signature__data$345[7]  = i_act__payload[127:120];
+  assign \$signature__data$348[0]  = i_act__payload[7:0];
+  assign \$signature__data$348[1]  = i_act__payload[15:8];
+  assign \$signature__data$348[2]  = i_act__payload[23:16];
+  assign \$signature__data$348[3]  = i_act__payload[31:24];
+  assign \$signature__data$348[4]  = i_act__payload[39:32];
+  assign \$signature__data$348[5]  = i_act__payload[47:40];
+  assign \$signature__data$348[6]  = i_act__payload[55:48];
+  assign \$signature__data$348[7]  = i_act__payload[63:56];
+  assign \$signature__data$351[0]  = i_act__payload[71:64];
+  assign \$signature__data$351[1]  = i_act__payload[79:72];
+  assign \$signature__data$351[2]  = i_act__payload[87:80];
+  assign \$signature__data$351[3]  = i_act__payload[95:88];
+  assign \$signature__data$351[4]  = i_act__payload[103:96];
+  assign \$signature__data$351[5]  = i_act__payload[111:104];
+  assign \$signature__data$351[6]  = i_act__payload[119:112];
+  assign \$signature__data$351[7]  = i_act__payload[127:120];
+  assign \$signature__data$354[0]  = i_act__payload[7:0];
+  assign \$signature__data$354[1]  = i_act__payload[15:8];
+  assign \$signature__data$354[2]  = i_act__payload[23:16];
+  assign \$signature__data$354[3]  = i_act__payload[31:24];
+  assign \$signature__data$354[4]  = i_act__payload[39:32];
+  assign \$signature__data$354[5]  = i_act__payload[47:40];
+  assign \$signature__data$354[6]  = i_act__payload[55:48];
+  assign \$signature__data$354[7]  = i_act__payload[63:56];
+  assign \$signature__data$357[0]  = i_act__payload[71:64];
+  assign \$signature__data$357[1]  = i_act__payload[79:72];
+  assign \$signature__data$357[2]  = i_act__payload[87:80];
+  assign \$signature__data$357[3]  = i_act__payload[95:88];
+  assign \$signature__data$357[4]  = i_act__payload[103:96];
+  assign \$signature__data$357[5]  = i_act__payload[111:104];
+  assign \$signature__data$357[6]  = i_act__payload[119:112];
+  assign \$signature__data$357[7]  = i_act__payload[127:120];
+  assign \$signature__data$360[0]  = i_act__payload[7:0];
+  assign \$signature__data$360[1]  = i_act__payload[15:8];
+  assign \$signature__data$360[2]  = i_act__payload[23:16];
+  assign \$signature__data$360[3]  = i_act__payload[31:24];
+  assign \$signature__data$360[4]  = i_act__payload[39:32];
+  assign \$signature__data$360[5]  = i_act__payload[47:40];
+  assign \$signature__data$360[6]  = i_act__payload[55:48];
+  assign \$signature__data$360[7]  = i_act__payload[63:56];
+  assign \$signature__data$363[0]  = i_act__payload[71:64];
+  assign \$signature__data$363[1]  = i_act__payload[79:72];
+  assign \$signature__data$363[2]  = i_act__payload[87:80];
+  assign \$signature__data$363[3]  = i_act__payload[95:88];
+  assign \$signature__data$363[4]  = i_act__payload[103:96];
+  assign \$signature__data$363[5]  = i_act__payload[111:104];
+  assign \$signature__data$363[6]  = i_act__payload[119:112];
+  assign \$signature__data$363[7]  = i_act__payload[127:120];
+  assign \$signature__data$366[0]  = i_act__payload[7:0];
+  assign \$signature__data$366[1]  = i_act__payload[15:8];
+  assign \$signature__data$366[2]  = i_act__payload[23:16];
+  assign \$signature__data$366[3]  = i_act__payload[31:24];
+  assign \$signature__data$366[4]  = i_act__payload[39:32];
+  assign \$signature__data$366[5]  = i_act__payload[47:40];
+  assign \$signature__data$366[6]  = i_act__payload[55:48];
+  assign \$signature__data$366[7]  = i_act__payload[63:56];
+  assign \$signature__data$369[0]  = i_act__payload[71:64];
+  assign \$signature__data$369[1]  = i_act__payload[79:72];
+  assign \$signature__data$369[2]  = i_act__payload[87:80];
+  assign \$signature__data$369[3]  = i_act__payload[95:88];
+  assign \$signature__data$369[4]  = i_act__payload[103:96];
+  assign \$signature__data$369[5]  = i_act__payload[111:104];
+  assign \$signature__data$369[6]  = i_act__payload[119:112];
+  assign \$signature__data$369[7]  = i_act__payload[127:120];
+  assign \$signature__data$372[0]  = i_act__payload[7:0];
+  assign \$signature__data$372[1]  = i_act__payload[15:8];
+  assign \$signature__data$372[2]  = i_act__payload[23:16];
+  assign \$signature__data$372[3]  = i_act__payload[31:24];
+  assign \$signature__data$372[4]  = i_act__payload[39:32];
+  assign \$signature__data$372[5]  = i_act__payload[47:40];
+  assign \$signature__data$372[6]  = i_act__payload[55:48];
+  assign \$signature__data$372[7]  = i_act__payload[63:56];
+  assign \$signature__data$375[0]  = i_act__payload[71:64];
+  assign \$signature__data$375[1]  = i_act__payload[79:72];
+  assign \$signature__data$375[2]  = i_act__payload[87:80];
+  assign \$signature__data$375[3]  = i_act__payload[95:88];
+  assign \$signature__data$375[4]  = i_act__payload[103:96];
+  assign \$signature__data$375[5]  = i_act__payload[111:104];
+  assign \$signature__data$375[6]  = i_act__payload[119:112];
+  assign \$signature__data$375[7]  = i_act__payload[127:120];
+  assign \$signature__data$378[0]  = i_act__payload[7:0];
+  assign \$signature__data$378[1]  = i_act__payload[15:8];
+  assign \$signature__data$378[2]  = i_act__payload[23:16];
+  assign \$signature__data$378[3]  = i_act__payload[31:24];
+  assign \$signature__data$378[4]  = i_act__payload[39:32];
+  assign \$signature__data$378[5]  = i_act__payload[47:40];
+  assign \$signature__data$378[6]  = i_act__payload[55:48];
+  assign \$signature__data$378[7]  = i_act__payload[63:56];
+  assign \$signature__data$381[0]  = i_act__payload[71:64];
+  assign \$signature__data$381[1]  = i_act__payload[79:72];
+  assign \$signature__data$381[2]  = i_act__payload[87:80];
+  assign \$signature__data$381[3]  = i_act__payload[95:88];
+  assign \$signature__data$381[4]  = i_act__payload[103:96];
+  assign \$signature__data$381[5]  = i_act__payload[111:104];
+  assign \$signature__data$381[6]  = i_act__payload[119:112];
+  assign \$signature__data$381[7]  = i_act__payload[127:120];
+  assign \$signature__data$384[0]  = i_act__payload[7:0];
+  assign \$signature__data$384[1]  = i_act__payload[15:8];
+  assign \$signature__data$384[2]  = i_act__payload[23:16];
+  assign \$signature__data$384[3]  = i_act__payload[31:24];
+  assign \$signature__data$384[4]  = i_act__payload[39:32];
+  assign \$signature__data$384[5]  = i_act__payload[47:40];
+  assign \$signature__data$384[6]  = i_act__payload[55:48];
+  assign \$signature__data$384[7]  = i_act__payload[63:56];
+  assign \$signature__data$387[0]  = i_act__payload[71:64];
+  assign \$signature__data$387[1]  = i_act__payload[79:72];
+  assign \$signature__data$387[2]  = i_act__payload[87:80];
+  assign \$signature__data$387[3]  = i_act__payload[95:88];
+  assign \$signature__data$387[4]  = i_act__payload[103:96];
+  assign \$signature__data$387[5]  = i_act__payload[111:104];
+  assign \$signature__data$387[6]  = i_act__payload[119:112];
+  assign \$signature__data$387[7]  = i_act__payload[127:120];
+  assign \$signature__data$390[0]  = i_act__payload[7:0];
+  assign \$signature__data$390[1]  = i_act__payload[15:8];
+  assign \$signature__data$390[2]  = i_act__payload[23:16];
+  assign \$signature__data$390[3]  = i_act__payload[31:24];
+  assign \$signature__data$390[4]  = i_act__payload[39:32];
+  assign \$signature__data$390[5]  = i_act__payload[47:40];
+  assign \$signature__data$390[6]  = i_act__payload[55:48];
+  assign \$signature__data$390[7]  = i_act__payload[63:56];
+  assign \$signature__data$393[0]  = i_act__payload[71:64];
+  assign \$signature__data$393[1]  = i_act__payload[79:72];
+  assign \$signature__data$393[2]  = i_act__payload[87:80];
+  assign \$signature__data$393[3]  = i_act__payload[95:88];
+  assign \$signature__data$393[4]  = i_act__payload[103:96];
+  assign \$signature__data$393[5]  = i_act__payload[111:104];
+  assign \$signature__data$393[6]  = i_act__payload[119:112];
+  assign \$signature__data$393[7]  = i_act__payload[127:120];
+  assign \$signature__data$396[0]  = i_act__payload[7:0];
+  assign \$signature__data$396[1]  = i_act__payload[15:8];
+  assign \$signature__data$396[2]  = i_act__payload[23:16];
+  assign \$signature__data$396[3]  = i_act__payload[31:24];
+  assign \$signature__data$396[4]  = i_act__payload[39:32];
+  assign \$signature__data$396[5]  = i_act__payload[47:40];
+  assign \$signature__data$396[6]  = i_act__payload[55:48];
+  assign \$signature__data$396[7]  = i_act__payload[63:56];
+  assign \$signature__data$399[0]  = i_act__payload[71:64];
+  assign \$signature__data$399[1]  = i_act__payload[79:72];
+  assign \$signature__data$399[2]  = i_act__payload[87:80];
+  assign \$signature__data$399[3]  = i_act__payload[95:88];
+  assign \$signature__data$399[4]  = i_act__payload[103:96];
+  assign \$signature__data$399[5]  = i_act__payload[111:104];
+  assign \$signature__data$399[6]  = i_act__payload[119:112];
+  assign \$signature__data$399[7]  = i_act__payload[127:120];
+  assign \$signature__data$402[0]  = i_act__payload[7:0];
+  assign \$signature__data$402[1]  = i_act__payload[15:8];
+  assign \$signature__data$402[2]  = i_act__payload[23:16];
+  assign \$signature__data$402[3]  = i_act__payload[31:24];
+  assign \$signature__data$402[4]  = i_act__payload[39:32];
+  assign \$signature__data$402[5]  = i_act__payload[47:40];
+  assign \$signature__data$402[6]  = i_act__payload[55:48];
+  assign \$signature__data$402[7]  = i_act__payload[63:56];
+  assign \$signature__data$405[0]  = i_act__payload[71:64];
+  assign \$signature__data$405[1]  = i_act__payload[79:72];
+  assign \$signature__data$405[2]  = i_act__payload[87:80];
+  assign \$signature__data$405[3]  = i_act__payload[95:88];
+  assign \$signature__data$405[4]  = i_act__payload[103:96];
+  assign \$signature__data$405[5]  = i_act__payload[111:104];
+  assign \$signature__data$405[6]  = i_act__payload[119:112];
+  assign \$signature__data$405[7]  = i_act__payload[127:120];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -46024,14 +46071,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \sb1.slot  = sb1[11:8];
   assign \sb1.addr  = sb1[22:12];
   assign \sb1.tile  = sb1[29:23];
-  assign \$signature__data$449[0]  = \$signature__data$449 [7:0];
-  assign \$signature__data$449[1]  = \$signature__data$449 [15:8];
-  assign \$signature__data$449[2]  = \$signature__data$449 [23:16];
-  assign \$signature__data$449[3]  = \$signature__data$449 [31:24];
-  assign \$signature__data$449[4]  = \$signature__data$449 [39:32];
-  assign \$signature__data$449[5]  = \$signature__data$449 [47:40];
-  assign \$signature__data$449[6]  = \$signature__data$449 [55:48];
-  assign \$signature__data$449[7]  = \$signature__data$449 [63:56];
   assign \$signature__data$450[0]  = \$signature__data$450 [7:0];
   assign \$signature__data$450[1]  = \$signature__data$450 [15:8];
   assign \$signature__data$450[2]  = \$signature__data$450 [23:16];
@@ -46280,6 +46319,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$480[5]  = \$signature__data$480 [47:40];
   assign \$signature__data$480[6]  = \$signature__data$480 [55:48];
   assign \$signature__data$480[7]  = \$signature__data$480 [63:56];
+  assign \$signature__data$481[0]  = \$signature__data$481 [7:0];
+  assign \$signature__data$481[1]  = \$signature__data$481 [15:8];
+  assign \$signature__data$481[2]  = \$signature__data$481 [23:16];
+  assign \$signature__data$481[3]  = \$signature__data$481 [31:24];
+  assign \$signature__data$481[4]  = \$signature__data$481 [39:32];
+  assign \$signature__data$481[5]  = \$signature__data$481 [47:40];
+  assign \$signature__data$481[6]  = \$signature__data$481 [55:48];
+  assign \$signature__data$481[7]  = \$signature__data$481 [63:56];
   assign \sb_p3.valid  = sb_p3[0];
   assign \sb_p3.shift  = sb_p3[1];
   assign \sb_p3.dual  = sb_p3[2];
@@ -46555,24 +46602,25 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$336  = \$335 ;
   assign { \$349 [7], \$349 [5], \$349 [3], \$349 [0] } = 4'h0;
   assign { \$349 [6], \$349 [4], \$349 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$430  = wr_ix[0];
-  assign \$450  = wr_ix[0];
-  assign \$470  = wr_ix[0];
-  assign \$490  = wr_ix[0];
-  assign \$510  = wr_ix[0];
-  assign \$530  = wr_ix[0];
-  assign \$550  = wr_ix[0];
-  assign \$570  = wr_ix[0];
-  assign \$590  = wr_ix[0];
-  assign \$610  = wr_ix[0];
-  assign \$630  = wr_ix[0];
-  assign \$650  = wr_ix[0];
-  assign \$670  = wr_ix[0];
-  assign \$690  = wr_ix[0];
-  assign \$710  = wr_ix[0];
-  assign \$730  = wr_ix[0];
-  assign \$1221 [7:1] = error[7:1];
-  assign \$1221 [0] = 1'h1;
+  assign \$signature__en$313  = \$420 ;
+  assign \$signature__en$319  = \$441 ;
+  assign \$signature__en$325  = \$462 ;
+  assign \$signature__en$331  = \$483 ;
+  assign \$signature__en$337  = \$504 ;
+  assign \$signature__en$343  = \$525 ;
+  assign \$signature__en$349  = \$546 ;
+  assign \$signature__en$355  = \$567 ;
+  assign \$signature__en$361  = \$588 ;
+  assign \$signature__en$367  = \$609 ;
+  assign \$signature__en$373  = \$630 ;
+  assign \$signature__en$379  = \$651 ;
+  assign \$signature__en$385  = \$672 ;
+  assign \$signature__en$391  = \$693 ;
+  assign \$signature__en$397  = \$714 ;
+  assign \$signature__en$403  = \$735 ;
+  assign \$1227  = { 1'h0, \$1226 [7:1] };
+  assign \$1240 [7:1] = error[7:1];
+  assign \$1240 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)

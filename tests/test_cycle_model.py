@@ -286,14 +286,15 @@ def test_fast_forward_is_exact():
         t = InvocationTiming(folds, H, int(rng.integers(1, 64)), int(rng.integers(1, 5)), ho, G,
                              sh, span, pt, q, wo, first, step)
         Lr = R + C + 9
+        P = int(rng.integers(1, 3))          # pixels per activation beat
         try:
             cm.FAST_FORWARD = True
-            a = cm._counters(t, R, Lr, lb, D)
+            a = cm._counters(t, R, Lr, lb, D, P)
             cm.FAST_FORWARD = False
-            b = cm._counters(t, R, Lr, lb, D)
+            b = cm._counters(t, R, Lr, lb, D, P)
         finally:
             cm.FAST_FORWARD = True
-        assert a == b, (t, R, C, lb, D)
+        assert a == b, (t, R, C, lb, D, P)
         checked += 1
 
 
