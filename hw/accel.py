@@ -394,15 +394,19 @@ class Conv2dAccelerator(wiring.Component):
         # the words of columns ix (a) and ix+1 (b, dual reads only) of every slot
         par_a1 = Signal()
         m.d.sync += par_a1.eq(par_a)
-        if split:
-            bank_data = Array([Mux(par_a1, rs[1].data, rs[0].data) for rs in bank_r])
-            bank_data_b = Array([Mux(par_a1, rs[0].data, rs[1].data) for rs in bank_r])
-        else:
-            bank_data = Array([rs[0].data for rs in bank_r])
-            bank_data_b = bank_data
+        even_data = Array([rs[0].data for rs in bank_r])
+        odd_data = Array([rs[-1].data for rs in bank_r])
+
+        def col_a(slot):
+            """Column ix's word of a slot (the slot is chosen first, then the half)."""
+            return Mux(par_a1, odd_data[slot], even_data[slot]) if split else even_data[slot]
+
+        def col_b(slot):
+            """Column ix+1's word of a slot (dual reads)."""
+            return Mux(par_a1, even_data[slot], odd_data[slot])
         # dense: the tap's word, registered into stage 2
         act2 = Signal(data.ArrayLayout(signed(dw), R))
-        m.d.sync += act2.eq(Mux(sb1.pad, pad_word, bank_data[sb1.slot]))
+        m.d.sync += act2.eq(Mux(sb1.pad, pad_word, col_a(sb1.slot)))
         # depthwise: one word per kernel row shifts into the window register
         K = cfg.dw_kernel
         ncol = cfg.dw_window_cols
@@ -417,13 +421,13 @@ class Conv2dAccelerator(wiring.Component):
             padr1 = Signal(name=f"padr1_ky{wky}")
             m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
                          padr1.eq((iy_ky < 0) | (iy_ky >= height_s))]
-            word = Mux(padr1 | pad_x1, pad_word, bank_data[slot1])
+            word = Mux(padr1 | pad_x1, pad_word, col_a(slot1))
             with m.If(sb1.shift & ~sb1.dual):
                 m.d.sync += wreg[wky][0].eq(word)
                 for c in range(1, ncol):
                     m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
             if split:
-                word_b = Mux(padr1 | pad_xb1, pad_word, bank_data_b[slot1])
+                word_b = Mux(padr1 | pad_xb1, pad_word, col_b(slot1))
                 with m.If(sb1.shift & sb1.dual):
                     # two columns per shift: ix+1 is the newest
                     m.d.sync += [wreg[wky][0].eq(word_b), wreg[wky][1].eq(word)]
