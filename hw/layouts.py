@@ -18,9 +18,12 @@ Streams (all ``amaranth.lib.stream`` with payload/valid/ready, ``last`` framing)
     tile, for each tap ``(ky, kx)`` in raster order, for each input word of the tile's
     range; inside a tile, array row ``r`` (input channel ``r`` of the word) per beat.
 ``i_act``
-    ``H * W * cwords`` beats of ``rows`` activations: rows in streaming order (for
-    reflect/replicate/circular the host streams the vertically padded row order),
-    pixels left to right, input-channel words in order.
+    ``H * ceil(W / act_pixels) * cwords`` beats of ``act_pixels`` neighbouring pixels
+    (columns ``x, x+1``; the second is absent after an odd width's last column) of
+    ``rows`` channels each: rows in streaming order (for reflect/replicate/circular
+    the host streams the vertically padded row order), pixel pairs left to right,
+    input-channel words in order; with the descriptor's ``word_major`` flag word by
+    word instead (word, row, pixel pair).
 ``o_result``
     for each pass of G output rows, for each output-channel tile, G x W_out beats of
     ``cols`` results (raster order inside the pass); ``last`` on the layer's final beat.
