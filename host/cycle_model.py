@@ -180,7 +180,7 @@ def dual_read(cfg, c, padding_mode):
     """Whether a depthwise invocation with column segment ``c`` may read two window
     columns per cycle: the hardware has dual reads and the horizontal border mapping
     keeps column parities apart (pad value, reflect, circular over an even width)."""
-    mode = padding_mode if (c.hw_mode and padding_mode != "zeros") else "zeros"
+    mode = c.hw_pad_mode(padding_mode)
     return (cfg.dw_dual_read and
             (mode in ("zeros", "reflect") or (mode == "circular" and len(c.src) % 2 == 0)))
 
@@ -461,48 +461,45 @@ def _counters(t, R, Lr, lb_rows, D, P):
         c0 = (setup, stall_in, stall_w, stall_o, busy, fill)
         T = g * t.row_issue
         Te = g * t.row_elems
-        if t.word_major:
-            # one pass, every row resident: no row wait; tile ti waits for word ti,
-            # complete (words_in > ti) from cycle 3 + (ti+1)*height*width
-            a, b, o = _word_major_folds(st, t, T, enter + 1, credit, R, Lr, D, B // t.cwords)
-            setup += 1
-            stall_w += a
-            stall_in += b
-            stall_o += o
-            busy += F * Te
-            fill += F * (T - Te)
-            rows_left = 0
-            break
         # ---- line buffer: free the rows below y, then wait for this pass's rows
-        rel = y if y > 0 else 0
-        newU = rel + lb_rows
-        if newU > H:
-            newU = H
-        if newU > nr:
-            start = ns if ns > enter + 1 else enter + 1
-            blocks.append([nr, start])
-            ns = start + (newU - nr) * B
-            nr = newU
-        need = y + pspan
-        if need > H:
-            need = H
-        if need <= 0:
-            rdy = _NEG
+        if t.word_major:
+            ready = enter       # one pass, every row resident; tiles wait for words below
         else:
-            row = need - 1
-            bi = len(blocks) - 1
-            while blocks[bi][0] > row:
-                bi -= 1
-            rdy = blocks[bi][1] + (need - blocks[bi][0]) * B
-        ready = rdy if rdy > enter else enter
-        stall_in += ready - enter
+            rel = y if y > 0 else 0
+            newU = rel + lb_rows
+            if newU > H:
+                newU = H
+            if newU > nr:
+                start = ns if ns > enter + 1 else enter + 1
+                blocks.append([nr, start])
+                ns = start + (newU - nr) * B
+                nr = newU
+            need = y + pspan
+            if need > H:
+                need = H
+            if need <= 0:
+                rdy = _NEG
+            else:
+                row = need - 1
+                bi = len(blocks) - 1
+                while blocks[bi][0] > row:
+                    bi -= 1
+                rdy = blocks[bi][1] + (need - blocks[bi][0]) * B
+            ready = rdy if rdy > enter else enter
+            stall_in += ready - enter
+            while len(blocks) > 1 and blocks[1][0] <= rel:
+                blocks.pop(0)           # no later pass reads below rel
         setup += 1
-        while len(blocks) > 1 and blocks[1][0] <= rel:
-            blocks.pop(0)           # no later pass reads below rel
         # ---- folds
         pass0 = p == 0
         lower = ready + 1
-        if not credit:
+        if t.word_major:
+            # tile ti waits for word ti, complete (words_in > ti) from 3 + (ti+1)*H*B/cwords
+            a, b, o = _word_major_folds(st, t, g, T, lower, credit, R, Lr, D, B // t.cwords)
+            stall_w += a
+            stall_in += b
+            stall_o += o
+        elif not credit:
             stall_w += _run_folds(st, F, T, lower, 0, pass0, R)
         else:
             pos = _elem_positions(g, t.row_issue, t.row_elems, t.elem_first, t.elem_step)
@@ -533,13 +530,12 @@ def _counters(t, R, Lr, lb_rows, D, P):
     return out
 
 
-def _word_major_folds(st, t, T, lower, credit, R, Lr, D, row_beats):
-    """The folds of a word-major invocation's single pass: ``(stall_weight,
-    stall_input, stall_output)``."""
+def _word_major_folds(st, t, g, T, lower, credit, R, Lr, D, row_beats):
+    """The folds of a word-major invocation's single pass (``g`` output rows):
+    ``(stall_weight, stall_input, stall_output)``."""
     hw_ = t.height * row_beats
     sw = si = so = 0
-    pos = _elem_positions(t.pass_rows if t.pass_rows < t.out_height else t.out_height,
-                          t.row_issue, t.row_elems, t.elem_first, t.elem_step) \
+    pos = _elem_positions(g, t.row_issue, t.row_elems, t.elem_first, t.elem_step) \
         if credit else None
     i = 0
     for ti, ft in enumerate(t.folds):

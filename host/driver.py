@@ -78,7 +78,7 @@ def _invocations(plan, x, w, bias, pad_value, requant):
         if requant is not None and spec.complete:
             rq = requant.select(spec.co[0], spec.co[1]) if hasattr(requant, "select") else \
                 _select_requant(requant, spec.co[0], spec.co[1])
-        pad_mode = mode_hw if (c.hw_mode and mode_hw != "zeros") else "zeros"
+        pad_mode = c.hw_pad_mode(mode_hw)
         inv = build_invocation(
             cfg, xs, ws, bs, groups=spec.groups, cog=spec.cog, co_phase=spec.co_phase,
             stride=(r.stride, c.stride), dilation=(r.dil, c.dil),

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hw.config import HardwareConfig
+from .hw.config import HardwareConfig, word_major
 from .contract import ConvGeometry, acc_bound_ok
 from .streams import tile_word_ranges, choose_pass_rows
 
@@ -86,6 +86,11 @@ class AxisSegment:
     @property
     def k(self):
         return self.k_hi - self.k_lo
+
+    def hw_pad_mode(self, padding_mode):
+        """The descriptor's pad mode for a layer with ``padding_mode``: the mode when
+        the window generator applies it, else ``zeros`` (pad value)."""
+        return padding_mode if (self.hw_mode and padding_mode != "zeros") else "zeros"
 
 
 @lru_cache(maxsize=1024)
@@ -472,7 +477,7 @@ def _finish_spec(spec, geom, cfg):
 def _pass_rows(cfg, r, c, depthwise=False, cwords=1):
     ho, wo = len(r.out_idx), len(c.out_idx)
     span = (ho - 1) * r.stride + (r.k - 1) * r.dil + 1
-    if depthwise and cwords >= 2 and max(len(r.src), span) <= cfg.lb_rows and \
+    if word_major(cfg, depthwise, len(r.src), cwords, ho, ho) and span <= cfg.lb_rows and \
             ho * wo <= cfg.acc_depth:
         # every row fits: one pass, so the activations can stream word-major
         # (hw.config.word_major) and each tile start as soon as its word is in

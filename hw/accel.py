@@ -12,8 +12,9 @@ requantizer in their own components):
 * line buffer -- ``lb_rows`` banks (one per row slot) of ``max_width`` pixels of
   ``max_cwords`` words; rows are written in streaming order, a slot is reused as
   soon as no later pass needs its row, and all banks are read at the same
-  (column, word) address each cycle. On square arrays each bank is two memories,
-  even and odd columns, so two neighbouring columns can be read in one cycle;
+  (column, word) address each cycle. With two-pixel activation beats
+  (``act_pixels``) each bank is two memories, even and odd columns: a beat writes
+  both, and two neighbouring columns can be read in one cycle;
 * the window generator / sequencer -- dense mapping: walks pass -> output-channel
   tile -> tap -> input word (one *fold*, one weight tile) -> output row in the pass
   -> output column, computes the input coordinate
@@ -110,18 +111,17 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ memories
         # line buffer: one bank per row slot, all banks read at the same (column, word)
-        # addresses; with dual reads each bank is two memories by column parity, so a
-        # pair of neighbouring columns is read in one cycle
-        split = cfg.act_pixels == 2
+        # addresses; with two-pixel activation beats each bank is two memories by
+        # column parity (a beat writes both; dual reads take a column from each)
         P = cfg.act_pixels
-        nhalf = 2 if split else 1
-        lb_xh_bits = lb_x_bits - 1 if split else lb_x_bits
+        split = P == 2
+        lb_xh_bits = lb_x_bits - (P - 1)   # column address bits inside a half
         bank_w, bank_r = [], []       # [slot][parity]
         for b in range(cfg.lb_rows):
             ws, rs = [], []
-            for h in range(nhalf):
+            for h in range(P):
                 mem = memory.Memory(shape=data.ArrayLayout(signed(dw), R),
-                                    depth=(cfg.max_width // nhalf) * cfg.max_cwords, init=[])
+                                    depth=(cfg.max_width // P) * cfg.max_cwords, init=[])
                 m.submodules[f"lb{b}" + ("eo"[h] if split else "")] = mem
                 ws.append(mem.write_port())
                 rs.append(mem.read_port())
@@ -344,9 +344,9 @@ class Conv2dAccelerator(wiring.Component):
         m.d.comb += cw_sel.eq(cw_first + Mux(dwm, 0, j))
         par_a = Signal()             # parity half that serves column ix
         if split:
-            # dual reads (depthwise, stride_w 2): columns ix and ix+1 in one cycle, one
-            # from each parity half. The descriptor check allows them only where the
-            # border mapping keeps parities apart; a pad-value column yields its half.
+            # dual reads (depthwise): columns ix and ix+1 in one cycle, one from each
+            # parity half; allowed (dw_dual) only where the border mapping keeps
+            # parities apart; a pad-value column yields its half to the other.
             ixb_m, pad_xb = border(ix + 1, "ixb")
             m.d.comb += par_a.eq(Mux(pad_x, ~ixb_m[0], ix_m[0]))
             x_even = Mux(dual_now & par_a, ixb_m, ix_m)
@@ -721,7 +721,7 @@ class Conv2dAccelerator(wiring.Component):
         row_end = Signal()
         m.d.comb += row_end.eq(wr_ix + P >= desc.width)
         for b in range(cfg.lb_rows):
-            for h in range(nhalf):
+            for h in range(P):
                 here = C(1, 1) if h == 0 else ~row_end | ~desc.width[0]
                 m.d.comb += [
                     bank_w[b][h].addr.eq(Cat(wr_cw[:lb_cw_bits],
