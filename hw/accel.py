@@ -46,7 +46,7 @@ tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and wh
 its words are in the weight memory, takes ``rows`` cycles of reads, latches two
 cycles after the last read, and fold ``n`` may issue from the cycle after its
 latch. A pass starts when the rows it needs are in the line buffer. Results
-leave ``rows + cols + 12`` cycles after issue.
+leave ``rows + cols + 15`` cycles after issue.
 """
 
 from amaranth import *
@@ -64,9 +64,15 @@ from .requant import Requantizer
 
 __all__ = ["Conv2dAccelerator", "RESULT_LATENCY"]
 
-# issue -> line-buffer data (1) -> tap word register / depthwise window (1) -> array
-# (R+C+1) -> accumulate (1) -> register (1) -> requantizer (7) -> FIFO write.
-RESULT_EXTRA = 2 + 1 + 1 + Requantizer.LATENCY
+# memories whose reads never use a word written in the same cycle: Yosys then maps
+# each read straight onto the block RAM's port (no collision bypass after it), and a
+# register placed after the read stays a register
+NO_RW_CHECK = {"no_rw_check": 1}
+
+# issue -> line-buffer data (1) -> its register (1) -> slot within a group of four (1) ->
+# tap word register / depthwise window (1) -> array (R+C+1) -> accumulate (1) ->
+# register (1) -> requantizer -> FIFO write.
+RESULT_EXTRA = 4 + 1 + 1 + Requantizer.LATENCY
 
 
 def RESULT_LATENCY(cfg):
@@ -121,18 +127,21 @@ class Conv2dAccelerator(wiring.Component):
             ws, rs = [], []
             for h in range(P):
                 mem = memory.Memory(shape=data.ArrayLayout(signed(dw), R),
-                                    depth=(cfg.max_width // P) * cfg.max_cwords, init=[])
+                                    depth=(cfg.max_width // P) * cfg.max_cwords, init=[],
+                                    attrs=NO_RW_CHECK)
                 m.submodules[f"lb{b}" + ("eo"[h] if split else "")] = mem
                 ws.append(mem.write_port())
                 rs.append(mem.read_port())
             bank_w.append(ws)
             bank_r.append(rs)
         m.submodules.wmem = wmem = memory.Memory(
-            shape=data.ArrayLayout(signed(dw), Cc), depth=cfg.weight_depth, init=[])
+            shape=data.ArrayLayout(signed(dw), Cc), depth=cfg.weight_depth, init=[],
+            attrs=NO_RW_CHECK)
         wm_w = wmem.write_port()
         wm_r = wmem.read_port()
         m.submodules.pmem = pmem = memory.Memory(
-            shape=data.ArrayLayout(channel_params_layout(cfg), Cc), depth=cfg.max_cotiles, init=[])
+            shape=data.ArrayLayout(channel_params_layout(cfg), Cc), depth=cfg.max_cotiles, init=[],
+            attrs=NO_RW_CHECK)
         pm_w = pmem.write_port()
         pm_r = pmem.read_port()
         cw_shape = data.StructLayout({"first": unsigned(cfg.cw_bits), "last": unsigned(cfg.fold_bits)})
@@ -142,9 +151,10 @@ class Conv2dAccelerator(wiring.Component):
         cw_r1 = cwmem.read_port(domain="comb")    # tile t+1 (prefetch)
         cw_r2 = cwmem.read_port(domain="comb")    # tile t+2 (prefetch)
         m.submodules.accmem = accmem = memory.Memory(
-            shape=data.ArrayLayout(signed(aw), Cc), depth=cfg.acc_depth, init=[])
+            shape=data.ArrayLayout(signed(aw), Cc), depth=cfg.acc_depth, init=[],
+            attrs=NO_RW_CHECK)
         acc_w = accmem.write_port()
-        acc_r = accmem.read_port(transparent_for=(acc_w,))
+        acc_r = accmem.read_port()
 
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.requant = rq = Requantizer(cfg)
@@ -167,6 +177,13 @@ class Conv2dAccelerator(wiring.Component):
         kh_m1 = Signal(cfg.k_bits)
         cot_m1 = Signal(cfg.cot_bits)
         qhi = Signal(signed(ZP_WIDTH))
+        # products of descriptor fields, registered with the descriptor
+        mul_ph = Signal(cb)              # (pass_rows - 1) * stride_h
+        mul_kh = Signal(cb)              # (kh - 1) * dil_h
+        mul_ow = Signal(cb)              # (out_width - 1) * stride_w
+        mul_kw = Signal(cb)              # (kw - 1) * dil_w
+        mul_oh = Signal(cb)              # (out_height - 1) * stride_h
+        mul_hw = Signal(cfg.h_bits + cfg.w_bits)   # height * beats per row per word
 
         # ------------------------------------------------------------------ intake state
         p_count = Signal(cfg.cot_bits + 1)
@@ -181,6 +198,12 @@ class Conv2dAccelerator(wiring.Component):
         wr_iy = Signal(cfg.h_bits + 1)   # rows completely received (word-major: of the word)
         words_in = Signal(cfg.cw_bits + 1)   # word-major: words completely received
         lo = Signal(cfg.h_bits + 1)      # first row still needed
+        # the write row and the first row needed are set through their next values
+        wr_iy_next = Signal.like(wr_iy)
+        lo_next = Signal.like(lo)
+        m.d.comb += [wr_iy_next.eq(wr_iy), lo_next.eq(lo)]
+        m.d.sync += [wr_iy.eq(wr_iy_next), lo.eq(lo_next)]
+        a_ovf = Signal()                 # a_count >= act_total
         params_ok = Signal()
 
         run_or_abort = (state == S_RUN) | (state == S_ABORT)
@@ -384,29 +407,66 @@ class Conv2dAccelerator(wiring.Component):
             sb0.addr.eq(acc_addr),
             sb0.tile.eq(t),
         ]
-        # stage 1: line-buffer data
-        sb1 = Signal(sb_layout)
-        m.d.sync += sb1.eq(sb0)
+        # The read pipeline. Stage 1: line-buffer data, registered before any
+        # multiplexer (a block RAM's output is slow). Stage 2: each word picks its slot
+        # within a group of four slots and its parity half. Stage 3: it picks the
+        # group and the pad value. Stage 4: into the array.
+        def delay(sig, n, name):
+            """``sig`` and its copies delayed by 1..n cycles."""
+            out = [sig]
+            for i in range(1, n + 1):
+                d = Signal.like(sig, name=f"{name}{i}")
+                m.d.sync += d.eq(out[-1])
+                out.append(d)
+            return out
+
+        sb = delay(sb0, 4, "sb")
         pad_value = 0 if "wrong_pad_value" in faults else desc.pad_value
         pad_word = Signal(data.ArrayLayout(signed(dw), R))
         for r in range(R):
             m.d.comb += pad_word[r].eq(pad_value)
-        # the words of columns ix (a) and ix+1 (b, dual reads only) of every slot
-        par_a1 = Signal()
-        m.d.sync += par_a1.eq(par_a)
-        even_data = Array([rs[0].data for rs in bank_r])
-        odd_data = Array([rs[-1].data for rs in bank_r])
+        word_shape = data.ArrayLayout(signed(dw), R)
+        lb_q = [[Signal(word_shape, name=f"lbq{b}{'eo'[h]}") for h in range(P)]
+                for b in range(cfg.lb_rows)]
+        for b in range(cfg.lb_rows):
+            for h in range(P):
+                m.d.sync += lb_q[b][h].eq(bank_r[b][h].data)
+        GS = 4                                        # slots per first-level group
+        ngroups = -(-cfg.lb_rows // GS)
+        lo_bits = min(2, lb_slot_bits)
+        par_a2 = delay(par_a, 2, "par_a")[2]          # stage 2: the half of column ix
 
-        def col_a(slot):
-            """Column ix's word of a slot (the slot is chosen first, then the half)."""
-            return Mux(par_a1, odd_data[slot], even_data[slot]) if split else even_data[slot]
+        def read_words(slot, pads, name):
+            """Column ix's word (and, given a second pad flag, column ix+1's) of the
+            slot given at stage 1, the pad flags at stage 1 too; stage-3 values."""
+            slot2 = delay(slot, 1, f"{name}_slot")[1]
+            lo_sel = slot2[:lo_bits] if lo_bits else C(0, 1)
+            hi_sel = delay(slot2, 1, f"{name}_slot2_")[1][lo_bits:] \
+                if lb_slot_bits > lo_bits else C(0, 1)
+            outs = []
+            for col, pad_c in zip("ab", pads):
+                grp = []
+                for gi in range(ngroups):
+                    members = list(range(gi * GS, min((gi + 1) * GS, cfg.lb_rows)))
+                    even = Array([lb_q[b][0] for b in members])
+                    odd = Array([lb_q[b][-1] for b in members])
+                    # column a is in the odd half when par_a is set, column b opposite
+                    take_odd = par_a2 if col == "a" else ~par_a2
+                    v = Mux(take_odd, odd[lo_sel], even[lo_sel]) if split else even[lo_sel]
+                    g3 = Signal(word_shape, name=f"{name}_{col}_g{gi}")
+                    m.d.sync += g3.eq(v)
+                    grp.append(g3)
+                pad3 = delay(pad_c, 2, f"{name}_pad_{col}")[2]
+                outs.append(Mux(pad3, pad_word, Array(grp)[hi_sel]))
+            return outs
 
-        def col_b(slot):
-            """Column ix+1's word of a slot (dual reads)."""
-            return Mux(par_a1, even_data[slot], odd_data[slot])
-        # dense: the tap's word, registered into stage 2
-        act2 = Signal(data.ArrayLayout(signed(dw), R))
-        m.d.sync += act2.eq(Mux(sb1.pad, pad_word, col_a(sb1.slot)))
+        # dense: the tap's word, registered into stage 4
+        act4 = Signal(word_shape)
+        slot1_d = Signal(max(1, lb_slot_bits), name="slot1_dense")
+        pad1_d = Signal(name="pad1_dense")
+        m.d.comb += [slot1_d.eq(sb[1].slot), pad1_d.eq(sb[1].pad)]
+        (dense_word,) = read_words(slot1_d, [pad1_d], "rd")
+        m.d.sync += act4.eq(dense_word)
         # depthwise: one word per kernel row shifts into the window register
         K = cfg.dw_kernel
         ncol = cfg.dw_window_cols
@@ -421,56 +481,76 @@ class Conv2dAccelerator(wiring.Component):
             padr1 = Signal(name=f"padr1_ky{wky}")
             m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
                          padr1.eq((iy_ky < 0) | (iy_ky >= height_s))]
-            word = Mux(padr1 | pad_x1, pad_word, col_a(slot1))
-            with m.If(sb1.shift & ~sb1.dual):
-                m.d.sync += wreg[wky][0].eq(word)
+            pad_a1 = Signal(name=f"pad_a1_ky{wky}")
+            pad_b1 = Signal(name=f"pad_b1_ky{wky}")
+            m.d.comb += [pad_a1.eq(padr1 | pad_x1), pad_b1.eq(padr1 | pad_xb1)]
+            words = read_words(slot1, [pad_a1, pad_b1][:P], f"dw{wky}")
+            with m.If(sb[3].shift & ~sb[3].dual):
+                m.d.sync += wreg[wky][0].eq(words[0])
                 for c in range(1, ncol):
                     m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
             if split:
-                word_b = Mux(padr1 | pad_xb1, pad_word, col_b(slot1))
-                with m.If(sb1.shift & sb1.dual):
+                with m.If(sb[3].shift & sb[3].dual):
                     # two columns per shift: ix+1 is the newest
-                    m.d.sync += [wreg[wky][0].eq(word_b), wreg[wky][1].eq(word)]
+                    m.d.sync += [wreg[wky][0].eq(words[1]), wreg[wky][1].eq(words[0])]
                     for c in range(2, ncol):
                         m.d.sync += wreg[wky][c].eq(wreg[wky][c - 2])
-        # stage 2: into the array
-        sb2 = Signal(sb_layout)
-        m.d.sync += sb2.eq(sb1)
-        m.d.comb += [array.act.eq(act2), array.bank.eq(sb2.bank), array.dw_mode.eq(dwm)]
+        # stage 4: into the array
+        m.d.comb += [array.act.eq(act4), array.bank.eq(sb[4].bank), array.dw_mode.eq(dwm)]
         win = Array([Array(row) for row in wreg])
         for r in range(R):
-            # the row's tap follows its element: stage 1 copies the sequencer's tap,
-            # stage 2 holds the tap row and the window column it reads
-            ky1 = Signal(tap_bits, name=f"dw_ky{r}_s1")
-            kx1 = Signal(tap_bits, name=f"dw_kx{r}_s1")
-            ky2 = Signal(tap_bits, name=f"dw_ky{r}_s2")
+            # the row's tap follows its element: stages 1-3 copy the sequencer's tap,
+            # stage 4 holds the tap row and the window column it reads
+            ky_d = delay(dw_ky[r], 4, f"dw_ky{r}_s")
+            kx3 = delay(dw_kx[r], 3, f"dw_kx{r}_s")[3]
             col = Signal(range(ncol + 1), name=f"dwcol{r}")
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
-            m.d.comb += back.eq(kw_m1 - kx1)
-            m.d.sync += [ky1.eq(dw_ky[r]), kx1.eq(dw_kx[r]), ky2.eq(ky1),
-                         col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)]
+            m.d.comb += back.eq(kw_m1 - kx3)
+            m.d.sync += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)
             sel = Signal(R * dw, name=f"dwsel{r}")
-            m.d.comb += sel.eq(win[ky2][col])
+            m.d.comb += sel.eq(win[ky_d[4]][col])
             for c in range(Cc):
                 lane = c if c < R else R - 1
                 m.d.comb += array.dw_act[r][c].eq(sel[lane * dw:(lane + 1) * dw].as_signed())
 
-        # sideband to the accumulate stage: A-1 = issue + R + C + 1, A = issue + R + C + 2
-        sb_pipe = [sb1, sb2]
+        # sideband to the accumulate stage, cycle A = issue + 4 + array_latency
+        sb_pipe = sb[1:]
         for i in range(cfg.array_latency):
-            nxt = Signal(sb_layout, name=f"sb_p{i + 3}")
+            nxt = Signal(sb_layout, name=f"sb_p{i + 5}")
             m.d.sync += nxt.eq(sb_pipe[-1])
             sb_pipe.append(nxt)
+        sb_rd = sb_pipe[-3]     # cycle A-2
         sb_pre = sb_pipe[-2]    # cycle A-1
         sb_acc = sb_pipe[-1]    # cycle A
+        # the accumulator and the tile's parameters are read at A-2 and registered, so
+        # no block-RAM output feeds the adder; the read misses the writes made at A-2
+        # and A-1 (a pixel's next fold can follow within two cycles), which are
+        # forwarded, the newer first: addresses compared when the write is made,
+        # sums registered
         m.d.comb += [
-            acc_r.addr.eq(sb_pre.addr), acc_r.en.eq(1),
-            pm_r.addr.eq(sb_pre.tile), pm_r.en.eq(1),
+            acc_r.addr.eq(sb_rd.addr), acc_r.en.eq(1),
+            pm_r.addr.eq(sb_rd.tile), pm_r.en.eq(1),
         ]
+        acc_q = Signal(data.ArrayLayout(signed(aw), Cc))
+        pm_q = Signal(data.ArrayLayout(channel_params_layout(cfg), Cc))
         sums = Signal(data.ArrayLayout(signed(aw), Cc))
+        fwd_sums = Signal(data.ArrayLayout(signed(aw), Cc))      # the write of A-1
+        fwd_sums2 = Signal(data.ArrayLayout(signed(aw), Cc))     # the write of A-2
+        fwd_hit = Signal()
+        fwd_hit2_pre = Signal()
+        fwd_hit2 = Signal()
+        writes = sb_acc.valid & ~sb_acc.last_fold
+        m.d.sync += [
+            acc_q.eq(acc_r.data), pm_q.eq(pm_r.data),
+            fwd_sums.eq(sums), fwd_sums2.eq(fwd_sums),
+            fwd_hit.eq(writes & (sb_acc.addr == sb_pre.addr)),
+            fwd_hit2_pre.eq(writes & (sb_acc.addr == sb_rd.addr)), fwd_hit2.eq(fwd_hit2_pre),
+        ]
         for c in range(Cc):
-            bias = 0 if "bias_dropped" in faults else pm_r.data[c].bias
-            total = Mux(sb_acc.first, bias, acc_r.data[c]) + array.sums[c]
+            bias = 0 if "bias_dropped" in faults else pm_q[c].bias
+            hit2 = 0 if "acc_forward_dropped" in faults else fwd_hit2
+            prev = Mux(fwd_hit, fwd_sums[c], Mux(hit2, fwd_sums2[c], acc_q[c]))
+            total = Mux(sb_acc.first, bias, prev) + array.sums[c]
             if "acc_bit_cut" in faults:
                 m.d.comb += sums[c].eq(total[:aw - 1].as_signed())
             else:
@@ -489,7 +569,7 @@ class Conv2dAccelerator(wiring.Component):
             rq_valid.eq(sb_acc.valid & sb_acc.last_fold),
             rq_last.eq(sb_acc.final),
             rq_acc.eq(sums),
-            rq_par.eq(pm_r.data),
+            rq_par.eq(pm_q),
         ]
         relu_on = 0 if "relu_ignored" in faults else desc.relu
         m.d.comb += [
@@ -529,11 +609,15 @@ class Conv2dAccelerator(wiring.Component):
         m.d.comb += ld_start.eq(
             (state == S_RUN) & (sq != SQ_DONE) & ~ld_busy &
             (w_count >= ld_word_end) & (ld_ahead <= 1))
+        # the weight words and the latch reach the array two cycles late, as the
+        # activations do (their read pipeline has two stages more than the loader's
+        # timing is stated for), so every load-to-use margin stays as documented
+        w_word_q = delay(wm_r.data, 2, "w_word")[2]
         m.d.comb += [
             wm_r.en.eq(1),
-            array.w_word.eq(wm_r.data),
-            array.w_latch.eq(latch2),
-            array.w_bank.eq(latch_bank2),
+            array.w_word.eq(w_word_q),
+            array.w_latch.eq(delay(latch2, 2, "w_latch")[2]),
+            array.w_bank.eq(delay(latch_bank2, 2, "w_bank")[2]),
         ]
         cur_ld_tile = Signal.like(ld_tile)   # tile being read
         m.d.sync += [latch1.eq(0), latch2.eq(latch1), latch_bank2.eq(latch_bank1)]
@@ -555,6 +639,17 @@ class Conv2dAccelerator(wiring.Component):
             with m.Case(S_IDLE):
                 with m.If(self.i_desc.valid):
                     m.d.sync += [desc.eq(self.i_desc.payload), state.eq(S_CHECK1), error.eq(0)]
+                    # the descriptor's products, taken with it (no multiplier feeds
+                    # another within a cycle); CHECK1 combines them
+                    dn = self.i_desc.payload
+                    m.d.sync += [
+                        mul_ph.eq((dn.pass_rows - 1) * dn.stride_h),
+                        mul_kh.eq((dn.kh - 1) * dn.dil_h),
+                        mul_ow.eq((dn.out_width - 1) * dn.stride_w),
+                        mul_kw.eq((dn.kw - 1) * dn.dil_w),
+                        mul_oh.eq((dn.out_height - 1) * dn.stride_h),
+                        mul_hw.eq(dn.height * ((dn.width + (P - 1)) >> (P - 1))),
+                    ]
             with m.Case(S_CHECK1):
                 d = desc
                 # dual reads where the border mapping keeps column parities apart
@@ -575,17 +670,16 @@ class Conv2dAccelerator(wiring.Component):
                                              dw_kx_init[r].eq(r % kw_c)]
                 m.d.sync += [
                     taps.eq(d.kh * d.kw),
-                    pass_span.eq((d.pass_rows - 1) * d.stride_h + (d.kh - 1) * d.dil_h + 1),
+                    pass_span.eq(mul_ph + mul_kh + 1),
                     ow_m1.eq(d.out_width - 1), kw_m1.eq(d.kw - 1), kh_m1.eq(d.kh - 1),
                     cot_m1.eq(d.cotiles - 1),
                     pass_step.eq(d.pass_rows * d.stride_h),
                     acc_need.eq(d.pass_rows * d.out_width),
-                    last_ix.eq((d.out_width - 1) * d.stride_w + (d.kw - 1) * d.dil_w - d.pad_left),
-                    last_iy.eq((d.out_height - 1) * d.stride_h + (d.kh - 1) * d.dil_h - d.pad_top),
-                    act_total.eq(d.height * ((d.width + (P - 1)) >> (P - 1)) * d.cwords -
-                                 (1 if "act_count_short" in faults else 0)),
+                    last_ix.eq(mul_ow + mul_kw - d.pad_left),
+                    last_iy.eq(mul_oh + mul_kh - d.pad_top),
+                    act_total.eq(mul_hw * d.cwords - (1 if "act_count_short" in faults else 0)),
                     w_total.eq(d.n_tiles * R),
-                    dw_first_rc.eq((d.kw - 1) * d.dil_w),
+                    dw_first_rc.eq(mul_kw),
                     dw_dual.eq(dual_ok),
                     qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
                     qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
@@ -711,8 +805,13 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ activation intake
         abeat = self.i_act.payload
-        row_free = wr_iy < lo + cfg.lb_rows
-        a_overflow = a_count >= act_total
+        # both from registers: "a row slot is free" is computed from the next values
+        # of the write row and the first row still needed, and "the beats are all in"
+        # as the count reaches the total (a_count >= act_total and wr_iy < lo + lb_rows,
+        # a cycle ahead)
+        row_free = Signal()
+        m.d.sync += row_free.eq(wr_iy_next < lo_next + cfg.lb_rows)
+        a_overflow = a_ovf
         m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
         a_hs = self.i_act.valid & self.i_act.ready
         wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
@@ -730,7 +829,7 @@ class Conv2dAccelerator(wiring.Component):
                     bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & here),
                 ]
         with m.If(a_hs):
-            m.d.sync += a_count.eq(a_count + 1)
+            m.d.sync += [a_count.eq(a_count + 1), a_ovf.eq(a_ovf | (a_count + 1 >= act_total))]
             with m.If(a_overflow):
                 m.d.comb += err_hi[2].eq(1)           # ACT_LONG
             with m.Elif(desc.word_major):
@@ -738,10 +837,11 @@ class Conv2dAccelerator(wiring.Component):
                 with m.If(row_end):
                     m.d.sync += wr_ix.eq(0)
                     with m.If(wr_iy == desc.height - 1):
-                        m.d.sync += [wr_iy.eq(0), wr_cw.eq(wr_cw + 1),
+                        m.d.comb += wr_iy_next.eq(0)
+                        m.d.sync += [wr_cw.eq(wr_cw + 1),
                                      words_in.eq(words_in + 1)]
                     with m.Else():
-                        m.d.sync += wr_iy.eq(wr_iy + 1)
+                        m.d.comb += wr_iy_next.eq(wr_iy + 1)
                 with m.Else():
                     m.d.sync += wr_ix.eq(wr_ix + P)
             with m.Else():
@@ -749,7 +849,8 @@ class Conv2dAccelerator(wiring.Component):
                 with m.If(wr_cw == desc.cwords - 1):
                     m.d.sync += wr_cw.eq(0)
                     with m.If(row_end):
-                        m.d.sync += [wr_ix.eq(0), wr_iy.eq(wr_iy + 1)]
+                        m.d.sync += wr_ix.eq(0)
+                        m.d.comb += wr_iy_next.eq(wr_iy + 1)
                     with m.Else():
                         m.d.sync += wr_ix.eq(wr_ix + P)
                 with m.Else():
@@ -790,12 +891,14 @@ class Conv2dAccelerator(wiring.Component):
                 latch1.eq(0), latch2.eq(0),
                 p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
                 w_count.eq(0), w_done.eq(0),
-                a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0), wr_iy.eq(0),
+                a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0),
+                a_ovf.eq(act_total == 0),
                 words_in.eq(0),
-                lo.eq(0),
             ]
+            m.d.comb += [wr_iy_next.eq(0), lo_next.eq(0)]
         with m.Elif(state == S_ABORT):
-            m.d.sync += [sq.eq(SQ_DONE), lo.eq(cfg.max_height + 1)]
+            m.d.sync += sq.eq(SQ_DONE)
+            m.d.comb += lo_next.eq(cfg.max_height + 1)
         with m.Elif(state == S_RUN):
             with m.Switch(sq):
                 with m.Case(SQ_PARAMS):
@@ -806,7 +909,7 @@ class Conv2dAccelerator(wiring.Component):
                                           desc.pass_rows, desc.out_height)),
                         ]
                 with m.Case(SQ_PASS):
-                    m.d.sync += lo.eq(release)
+                    m.d.comb += lo_next.eq(release)
                     with m.If(rows_ready):
                         m.d.sync += sq.eq(SQ_ISSUE)
                 with m.Case(SQ_ISSUE):
@@ -867,7 +970,8 @@ class Conv2dAccelerator(wiring.Component):
                                                  y_tap.eq(y_pass + pass_step),
                                                  iy.eq(y_pass + pass_step)]
                                     with m.If(last_pass):
-                                        m.d.sync += [sq.eq(SQ_DONE), lo.eq(cfg.max_height + 1)]
+                                        m.d.sync += sq.eq(SQ_DONE)
+                                        m.d.comb += lo_next.eq(cfg.max_height + 1)
                                     with m.Else():
                                         nxt_left = rows_left - gcount
                                         m.d.sync += [

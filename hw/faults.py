@@ -23,4 +23,5 @@ FAULTS = {
     "cw_first_ignored": "the per-tile input-word offset (groups) is ignored",
     "row_release_early": "the line buffer frees a row slot one row too early",
     "act_count_short": "the activation beat counter expects one beat less (the last row never completes)",
+    "acc_forward_dropped": "the accumulator read misses the write made two cycles before it (no forward)",
 }

@@ -9,11 +9,13 @@ The rules are the integer contract's (``systolic_conv.contract``):
   16 bits of the multiplier field;
 
 then ``q + Z_out`` clamped to ``[lo, hi]`` (``lo`` already raised to ``Z_out`` when
-ReLU is on). ``NONE`` passes the accumulator through. Seven pipeline stages
-(:attr:`Requantizer.LATENCY`) in every mode, at most one carry chain each: four
-partial products of ``acc*M`` (split at bit 17, one DSP each), their middle sum,
-the product, the rounding add, the high half or shift, the tflite rounding divide,
-zero point and clamp. Each stage's registers load only with a valid beat (clock
+ReLU is on). ``NONE`` passes the accumulator through. Nine pipeline stages
+(:attr:`Requantizer.LATENCY`) in every mode, at most one carry chain or one
+multiplier deep each: the inputs registered (the multiplier chosen by mode), four
+partial products of ``acc*M`` (split at bit 17, one DSP each), their middle
+sum, the product, the rounding add, the high half or shift, the tflite rounding
+divide's shift and round-up bit, its increment, then zero point and clamp (the
+clamp compares against ``lo - Z_out`` and ``hi - Z_out`` beside the add). Each stage's registers load only with a valid beat (clock
 enable), so an idle requantizer holds still.
 """
 
@@ -28,7 +30,7 @@ __all__ = ["Requantizer"]
 
 
 class Requantizer(wiring.Component):
-    LATENCY = 7
+    LATENCY = 9
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
@@ -54,32 +56,51 @@ class Requantizer(wiring.Component):
         aw = cfg.acc_width
         n = self.LATENCY
 
-        valid = [self.i_valid] + [Signal(name=f"valid_s{i}") for i in range(1, n + 1)]
-        last = [self.i_last] + [Signal(name=f"last_s{i}") for i in range(1, n + 1)]
-        for i in range(n):
+        # stage 0 registers the inputs (the multiplier already chosen by mode), so
+        # the multipliers of stage 1 start from registers; stages 1..n-1 follow
+        valid = [Signal(name=f"valid_s{i}") for i in range(n)]
+        last = [Signal(name=f"last_s{i}") for i in range(n)]
+        m.d.sync += [valid[0].eq(self.i_valid), last[0].eq(self.i_last)]
+        for i in range(n - 1):
             m.d.sync += [valid[i + 1].eq(valid[i]), last[i + 1].eq(last[i])]
-        m.d.comb += [self.o_valid.eq(valid[n]), self.o_last.eq(last[n])]
+        m.d.comb += [self.o_valid.eq(valid[n - 1]), self.o_last.eq(last[n - 1])]
 
         mode = self.mode
-        tfl = mode == RequantMode.TFLITE
-        hup = mode == RequantMode.HALF_UP
+        hup_in = mode == RequantMode.HALF_UP
+        # the mode decoded into registers for the later stages (the descriptor's mode
+        # is steady long before a result arrives)
+        tfl = Signal()
+        hup = Signal()
+        none = Signal()
+        m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), hup.eq(hup_in),
+                     none.eq(mode == RequantMode.NONE)]
         LO = min(17, aw - 1)         # the multiply is split at bit 17 on both sides
+        # clamp bounds relative to the zero point; registered (the descriptor's fields
+        # are steady long before a result arrives)
+        zp = 0 if "zero_point_dropped" in cfg.faults else self.zp
+        lo_zp = Signal(signed(ZP_WIDTH + 1))
+        hi_zp = Signal(signed(ZP_WIDTH + 1))
+        m.d.sync += [lo_zp.eq(self.lo - zp), hi_zp.eq(self.hi - zp)]
 
         def stage(i, name, shape):
             return Signal(shape, name=f"{name}_s{i}")
 
         for c in range(cfg.cols):
-            acc = self.i_acc[c]
             par = self.i_params[c]
+            acc = Signal(signed(aw), name=f"acc0_{c}")
+            mult = Signal(31, name=f"mult0_{c}")
+            shift = Signal(6, name=f"sh0_{c}")
+            with m.If(self.i_valid):
+                m.d.sync += [acc.eq(self.i_acc[c]), shift.eq(par.shift),
+                             mult.eq(Mux(hup_in, par.mult[:16], par.mult))]
             # the accumulator travels beside the arithmetic (NONE passes it through)
             accs = [acc] + [Signal(signed(aw), name=f"acc{i}_{c}") for i in range(1, 6)]
-            shs = [par.shift] + [Signal(6, name=f"sh{i}_{c}") for i in range(1, 6)]
+            shs = [shift] + [Signal(6, name=f"sh{i}_{c}") for i in range(1, 6)]
             for i in range(5):
                 with m.If(valid[i]):
                     m.d.sync += [accs[i + 1].eq(accs[i]), shs[i + 1].eq(shs[i])]
 
             # stage 1: four partial products of acc * M (one DSP each)
-            mult = Mux(hup, par.mult[:16], par.mult)
             a_lo, a_hi = acc.as_unsigned()[:LO], acc[LO:].as_signed()
             m_lo, m_hi = mult[:LO], mult[LO:31]
             pll = Signal(2 * LO, name=f"pll_{c}")
@@ -127,28 +148,33 @@ class Requantizer(wiring.Component):
                 m_next = ((C(1, 33) << shs[4][:5]) - 1)[:32]
                 m.d.sync += [mask.eq(m_next), half.eq((m_next >> 1) + extra),
                              half1.eq((m_next >> 1) + 1 + extra)]
-            q6 = Signal(signed(aw + 32), name=f"q6_{c}")
+            q6s = Signal(signed(aw + 32), name=f"q6s_{c}")
+            up6 = Signal(name=f"up6_{c}")
             rem = Signal(32, name=f"rem_{c}")
             m.d.comb += rem.eq(q5[:32] & mask)
             up = Mux(q5 < 0, rem > half1, rem > half)
             with m.If(valid[5]):
                 with m.If(tfl):
-                    m.d.sync += q6.eq((q5 >> shs[5][:5]) + up)
+                    m.d.sync += [q6s.eq(q5 >> shs[5][:5]), up6.eq(up)]
                 with m.Else():
-                    m.d.sync += q6.eq(q5)
-            # stage 7: zero point and clamp (NONE passes the accumulator through)
-            zp = 0 if "zero_point_dropped" in faults else self.zp
-            q7 = Signal(signed(aw + 33), name=f"q7_{c}")
-            m.d.comb += q7.eq(q6 + zp)
-            res = Signal(signed(aw), name=f"res_{c}")
+                    m.d.sync += [q6s.eq(q5), up6.eq(0)]
+            # stage 7: the rounding increment
+            q6 = Signal(signed(aw + 32), name=f"q6_{c}")
             with m.If(valid[6]):
-                with m.If(mode == RequantMode.NONE):
+                m.d.sync += q6.eq(q6s + up6)
+            # stage 8: zero point and clamp, compared before the add (q6 against
+            # lo - Z_out and hi - Z_out); NONE passes the accumulator through
+            q8 = Signal(signed(aw + 33), name=f"q8_{c}")
+            m.d.comb += q8.eq(q6 + zp)
+            res = Signal(signed(aw), name=f"res_{c}")
+            with m.If(valid[7]):
+                with m.If(none):
                     m.d.sync += res.eq(q6)
-                with m.Elif(q7 < self.lo):
+                with m.Elif(q6 < lo_zp):
                     m.d.sync += res.eq(self.lo)
-                with m.Elif(q7 > self.hi):
+                with m.Elif(q6 > hi_zp):
                     m.d.sync += res.eq(self.hi)
                 with m.Else():
-                    m.d.sync += res.eq(q7)
+                    m.d.sync += res.eq(q8)
             m.d.comb += self.o_data[c].eq(res)
         return m
