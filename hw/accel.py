@@ -46,7 +46,7 @@ tile of fold ``n`` starts loading when fold ``n-2`` has issued completely and wh
 its words are in the weight memory, takes ``rows`` cycles of reads, latches two
 cycles after the last read, and fold ``n`` may issue from the cycle after its
 latch. A pass starts when the rows it needs are in the line buffer. Results
-leave ``rows + cols + 15`` cycles after issue.
+leave ``rows + cols + 16`` cycles after issue.
 """
 
 from amaranth import *
