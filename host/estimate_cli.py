@@ -403,7 +403,7 @@ def add_subcommands(sub):
     y.add_argument("--out", default=None, help="work directory (default build/synth/<cfg>)")
     y.add_argument("--timeout", type=float, default=3600.0)
     y.add_argument("--place-only", action="store_true",
-                   help="stop after placement: post-placement Fmax and critical path")
+                   help="stop after placement: post-placement Fmax estimate, no critical path")
     y.add_argument("--json")
     y.add_argument("--quiet", action="store_true")
     y.set_defaults(func=cmd_synth, fn=cmd_synth)

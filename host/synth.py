@@ -133,7 +133,7 @@ class SynthReport:
     pnr_seconds: float = 0.0
     error: str = ""
     wrapper_ff: int = 0
-    routed: bool = True         # False: Fmax and path are post-placement estimates
+    routed: bool = True         # False: Fmax is the post-placement estimate
 
     def to_dict(self):
         return asdict(self)

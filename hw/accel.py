@@ -203,7 +203,7 @@ class Conv2dAccelerator(wiring.Component):
         lo_next = Signal.like(lo)
         m.d.comb += [wr_iy_next.eq(wr_iy), lo_next.eq(lo)]
         m.d.sync += [wr_iy.eq(wr_iy_next), lo.eq(lo_next)]
-        a_ovf = Signal()                 # a_count >= act_total
+        a_overflow = Signal()            # a_count >= act_total, kept as a register
         params_ok = Signal()
 
         run_or_abort = (state == S_RUN) | (state == S_ABORT)
@@ -805,13 +805,10 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ activation intake
         abeat = self.i_act.payload
-        # both from registers: "a row slot is free" is computed from the next values
-        # of the write row and the first row still needed, and "the beats are all in"
-        # as the count reaches the total (a_count >= act_total and wr_iy < lo + lb_rows,
-        # a cycle ahead)
+        # "a row slot is free" (wr_iy < lo + lb_rows) is a register computed from the
+        # next values of both rows, so no compare lies between them and ``ready``
         row_free = Signal()
         m.d.sync += row_free.eq(wr_iy_next < lo_next + cfg.lb_rows)
-        a_overflow = a_ovf
         m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
         a_hs = self.i_act.valid & self.i_act.ready
         wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
@@ -829,7 +826,7 @@ class Conv2dAccelerator(wiring.Component):
                     bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & here),
                 ]
         with m.If(a_hs):
-            m.d.sync += [a_count.eq(a_count + 1), a_ovf.eq(a_ovf | (a_count + 1 >= act_total))]
+            m.d.sync += [a_count.eq(a_count + 1), a_overflow.eq(a_overflow | (a_count + 1 >= act_total))]
             with m.If(a_overflow):
                 m.d.comb += err_hi[2].eq(1)           # ACT_LONG
             with m.Elif(desc.word_major):
@@ -892,7 +889,7 @@ class Conv2dAccelerator(wiring.Component):
                 p_count.eq(0), p_done.eq(0), p_checked.eq(0), tiles_sum.eq(0),
                 w_count.eq(0), w_done.eq(0),
                 a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0),
-                a_ovf.eq(act_total == 0),
+                a_overflow.eq(act_total == 0),
                 words_in.eq(0),
             ]
             m.d.comb += [wr_iy_next.eq(0), lo_next.eq(0)]

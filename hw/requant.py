@@ -12,11 +12,14 @@ then ``q + Z_out`` clamped to ``[lo, hi]`` (``lo`` already raised to ``Z_out`` w
 ReLU is on). ``NONE`` passes the accumulator through. Nine pipeline stages
 (:attr:`Requantizer.LATENCY`) in every mode, at most one carry chain or one
 multiplier deep each: the inputs registered (the multiplier chosen by mode), four
-partial products of ``acc*M`` (split at bit 17, one DSP each), their middle
-sum, the product, the rounding add, the high half or shift, the tflite rounding
+partial products of ``acc*M`` (split at bit 17, one DSP each), their middle sum,
+the product, the rounding add, the high half or shift, the tflite rounding
 divide's shift and round-up bit, its increment, then zero point and clamp (the
-clamp compares against ``lo - Z_out`` and ``hi - Z_out`` beside the add). Each stage's registers load only with a valid beat (clock
-enable), so an idle requantizer holds still.
+clamp compares against ``lo - Z_out`` and ``hi - Z_out`` beside the add). Each
+stage's registers load only with a valid beat (clock enable), so an idle
+requantizer holds still. Mode, zero point and bounds come from the descriptor and
+are steady long before a result arrives, so values derived from them are
+registered.
 """
 
 from amaranth import *
@@ -67,23 +70,18 @@ class Requantizer(wiring.Component):
 
         mode = self.mode
         hup_in = mode == RequantMode.HALF_UP
-        # the mode decoded into registers for the later stages (the descriptor's mode
-        # is steady long before a result arrives)
+        # the mode decoded into registers for the stages after the first
         tfl = Signal()
         hup = Signal()
         none = Signal()
         m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), hup.eq(hup_in),
                      none.eq(mode == RequantMode.NONE)]
         LO = min(17, aw - 1)         # the multiply is split at bit 17 on both sides
-        # clamp bounds relative to the zero point; registered (the descriptor's fields
-        # are steady long before a result arrives)
+        # clamp bounds relative to the zero point
         zp = 0 if "zero_point_dropped" in cfg.faults else self.zp
         lo_zp = Signal(signed(ZP_WIDTH + 1))
         hi_zp = Signal(signed(ZP_WIDTH + 1))
         m.d.sync += [lo_zp.eq(self.lo - zp), hi_zp.eq(self.hi - zp)]
-
-        def stage(i, name, shape):
-            return Signal(shape, name=f"{name}_s{i}")
 
         for c in range(cfg.cols):
             par = self.i_params[c]

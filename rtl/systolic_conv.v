@@ -2423,7 +2423,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$99 ;
   reg [23:0] a_count = 24'h000000;
   reg a_done = 1'h0;
-  reg a_ovf = 1'h0;
+  reg a_overflow = 1'h0;
   reg [5:0] abort_timer = 6'h00;
   wire abort_wait_done;
   reg [10:0] acc_addr = 11'h000;
@@ -38692,13 +38692,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$419  = ~ a_done;
   assign \$420  = \$418  & \$419 ;
   assign \$421  = state == 3'h4;
-  assign \$422  = \$421  | a_ovf;
+  assign \$422  = \$421  | a_overflow;
   assign \$423  = \$422  | row_free;
   assign i_act__ready = \$420  & \$423 ;
   assign \$424  = wr_ix + 2'h2;
   assign row_end = \$424  >= desc[41:35];
   assign \$425  = i_act__valid & i_act__ready;
-  assign \$426  = ~ a_ovf;
+  assign \$426  = ~ a_overflow;
   assign \$427  = \$425  & \$426 ;
   assign \$428  = state == 3'h4;
   assign \$429  = ~ \$428 ;
@@ -38706,7 +38706,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$431  = ! wr_iy[3:0];
   assign \$432  = \$430  & \$431 ;
   assign \$433  = i_act__valid & i_act__ready;
-  assign \$434  = ~ a_ovf;
+  assign \$434  = ~ a_overflow;
   assign \$435  = \$433  & \$434 ;
   assign \$436  = state == 3'h4;
   assign \$437  = ~ \$436 ;
@@ -38718,7 +38718,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$443  = \$441  | \$442 ;
   assign \$signature__en$342  = \$440  & \$443 ;
   assign \$444  = i_act__valid & i_act__ready;
-  assign \$445  = ~ a_ovf;
+  assign \$445  = ~ a_overflow;
   assign \$446  = \$444  & \$445 ;
   assign \$447  = state == 3'h4;
   assign \$448  = ~ \$447 ;
@@ -38726,7 +38726,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$450  = wr_iy[3:0] == 1'h1;
   assign \$451  = \$449  & \$450 ;
   assign \$452  = i_act__valid & i_act__ready;
-  assign \$453  = ~ a_ovf;
+  assign \$453  = ~ a_overflow;
   assign \$454  = \$452  & \$453 ;
   assign \$455  = state == 3'h4;
   assign \$456  = ~ \$455 ;
@@ -38738,7 +38738,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$462  = \$460  | \$461 ;
   assign \$signature__en$348  = \$459  & \$462 ;
   assign \$463  = i_act__valid & i_act__ready;
-  assign \$464  = ~ a_ovf;
+  assign \$464  = ~ a_overflow;
   assign \$465  = \$463  & \$464 ;
   assign \$466  = state == 3'h4;
   assign \$467  = ~ \$466 ;
@@ -38746,7 +38746,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$469  = wr_iy[3:0] == 2'h2;
   assign \$470  = \$468  & \$469 ;
   assign \$471  = i_act__valid & i_act__ready;
-  assign \$472  = ~ a_ovf;
+  assign \$472  = ~ a_overflow;
   assign \$473  = \$471  & \$472 ;
   assign \$474  = state == 3'h4;
   assign \$475  = ~ \$474 ;
@@ -38758,7 +38758,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$481  = \$479  | \$480 ;
   assign \$signature__en$354  = \$478  & \$481 ;
   assign \$482  = i_act__valid & i_act__ready;
-  assign \$483  = ~ a_ovf;
+  assign \$483  = ~ a_overflow;
   assign \$484  = \$482  & \$483 ;
   assign \$485  = state == 3'h4;
   assign \$486  = ~ \$485 ;
@@ -38766,7 +38766,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$488  = wr_iy[3:0] == 2'h3;
   assign \$489  = \$487  & \$488 ;
   assign \$490  = i_act__valid & i_act__ready;
-  assign \$491  = ~ a_ovf;
+  assign \$491  = ~ a_overflow;
   assign \$492  = \$490  & \$491 ;
   assign \$493  = state == 3'h4;
   assign \$494  = ~ \$493 ;
@@ -38778,7 +38778,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$500  = \$498  | \$499 ;
   assign \$signature__en$360  = \$497  & \$500 ;
   assign \$501  = i_act__valid & i_act__ready;
-  assign \$502  = ~ a_ovf;
+  assign \$502  = ~ a_overflow;
   assign \$503  = \$501  & \$502 ;
   assign \$504  = state == 3'h4;
   assign \$505  = ~ \$504 ;
@@ -38786,7 +38786,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$507  = wr_iy[3:0] == 3'h4;
   assign \$508  = \$506  & \$507 ;
   assign \$509  = i_act__valid & i_act__ready;
-  assign \$510  = ~ a_ovf;
+  assign \$510  = ~ a_overflow;
   assign \$511  = \$509  & \$510 ;
   assign \$512  = state == 3'h4;
   assign \$513  = ~ \$512 ;
@@ -38798,7 +38798,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$519  = \$517  | \$518 ;
   assign \$signature__en$366  = \$516  & \$519 ;
   assign \$520  = i_act__valid & i_act__ready;
-  assign \$521  = ~ a_ovf;
+  assign \$521  = ~ a_overflow;
   assign \$522  = \$520  & \$521 ;
   assign \$523  = state == 3'h4;
   assign \$524  = ~ \$523 ;
@@ -38806,7 +38806,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$526  = wr_iy[3:0] == 3'h5;
   assign \$527  = \$525  & \$526 ;
   assign \$528  = i_act__valid & i_act__ready;
-  assign \$529  = ~ a_ovf;
+  assign \$529  = ~ a_overflow;
   assign \$530  = \$528  & \$529 ;
   assign \$531  = state == 3'h4;
   assign \$532  = ~ \$531 ;
@@ -38818,7 +38818,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$538  = \$536  | \$537 ;
   assign \$signature__en$372  = \$535  & \$538 ;
   assign \$539  = i_act__valid & i_act__ready;
-  assign \$540  = ~ a_ovf;
+  assign \$540  = ~ a_overflow;
   assign \$541  = \$539  & \$540 ;
   assign \$542  = state == 3'h4;
   assign \$543  = ~ \$542 ;
@@ -38826,7 +38826,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$545  = wr_iy[3:0] == 3'h6;
   assign \$546  = \$544  & \$545 ;
   assign \$547  = i_act__valid & i_act__ready;
-  assign \$548  = ~ a_ovf;
+  assign \$548  = ~ a_overflow;
   assign \$549  = \$547  & \$548 ;
   assign \$550  = state == 3'h4;
   assign \$551  = ~ \$550 ;
@@ -38838,7 +38838,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$557  = \$555  | \$556 ;
   assign \$signature__en$378  = \$554  & \$557 ;
   assign \$558  = i_act__valid & i_act__ready;
-  assign \$559  = ~ a_ovf;
+  assign \$559  = ~ a_overflow;
   assign \$560  = \$558  & \$559 ;
   assign \$561  = state == 3'h4;
   assign \$562  = ~ \$561 ;
@@ -38846,7 +38846,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$564  = wr_iy[3:0] == 3'h7;
   assign \$565  = \$563  & \$564 ;
   assign \$566  = i_act__valid & i_act__ready;
-  assign \$567  = ~ a_ovf;
+  assign \$567  = ~ a_overflow;
   assign \$568  = \$566  & \$567 ;
   assign \$569  = state == 3'h4;
   assign \$570  = ~ \$569 ;
@@ -38858,7 +38858,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$576  = \$574  | \$575 ;
   assign \$signature__en$384  = \$573  & \$576 ;
   assign \$577  = i_act__valid & i_act__ready;
-  assign \$578  = ~ a_ovf;
+  assign \$578  = ~ a_overflow;
   assign \$579  = \$577  & \$578 ;
   assign \$580  = state == 3'h4;
   assign \$581  = ~ \$580 ;
@@ -38866,7 +38866,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$583  = wr_iy[3:0] == 4'h8;
   assign \$584  = \$582  & \$583 ;
   assign \$585  = i_act__valid & i_act__ready;
-  assign \$586  = ~ a_ovf;
+  assign \$586  = ~ a_overflow;
   assign \$587  = \$585  & \$586 ;
   assign \$588  = state == 3'h4;
   assign \$589  = ~ \$588 ;
@@ -38878,7 +38878,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$595  = \$593  | \$594 ;
   assign \$signature__en$390  = \$592  & \$595 ;
   assign \$596  = i_act__valid & i_act__ready;
-  assign \$597  = ~ a_ovf;
+  assign \$597  = ~ a_overflow;
   assign \$598  = \$596  & \$597 ;
   assign \$599  = state == 3'h4;
   assign \$600  = ~ \$599 ;
@@ -38886,7 +38886,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$602  = wr_iy[3:0] == 4'h9;
   assign \$603  = \$601  & \$602 ;
   assign \$604  = i_act__valid & i_act__ready;
-  assign \$605  = ~ a_ovf;
+  assign \$605  = ~ a_overflow;
   assign \$606  = \$604  & \$605 ;
   assign \$607  = state == 3'h4;
   assign \$608  = ~ \$607 ;
@@ -38898,7 +38898,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$614  = \$612  | \$613 ;
   assign \$signature__en$396  = \$611  & \$614 ;
   assign \$615  = i_act__valid & i_act__ready;
-  assign \$616  = ~ a_ovf;
+  assign \$616  = ~ a_overflow;
   assign \$617  = \$615  & \$616 ;
   assign \$618  = state == 3'h4;
   assign \$619  = ~ \$618 ;
@@ -38906,7 +38906,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$621  = wr_iy[3:0] == 4'ha;
   assign \$622  = \$620  & \$621 ;
   assign \$623  = i_act__valid & i_act__ready;
-  assign \$624  = ~ a_ovf;
+  assign \$624  = ~ a_overflow;
   assign \$625  = \$623  & \$624 ;
   assign \$626  = state == 3'h4;
   assign \$627  = ~ \$626 ;
@@ -38918,7 +38918,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$633  = \$631  | \$632 ;
   assign \$signature__en$402  = \$630  & \$633 ;
   assign \$634  = i_act__valid & i_act__ready;
-  assign \$635  = ~ a_ovf;
+  assign \$635  = ~ a_overflow;
   assign \$636  = \$634  & \$635 ;
   assign \$637  = state == 3'h4;
   assign \$638  = ~ \$637 ;
@@ -38926,7 +38926,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$640  = wr_iy[3:0] == 4'hb;
   assign \$641  = \$639  & \$640 ;
   assign \$642  = i_act__valid & i_act__ready;
-  assign \$643  = ~ a_ovf;
+  assign \$643  = ~ a_overflow;
   assign \$644  = \$642  & \$643 ;
   assign \$645  = state == 3'h4;
   assign \$646  = ~ \$645 ;
@@ -38938,7 +38938,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$652  = \$650  | \$651 ;
   assign \$signature__en$408  = \$649  & \$652 ;
   assign \$653  = i_act__valid & i_act__ready;
-  assign \$654  = ~ a_ovf;
+  assign \$654  = ~ a_overflow;
   assign \$655  = \$653  & \$654 ;
   assign \$656  = state == 3'h4;
   assign \$657  = ~ \$656 ;
@@ -38946,7 +38946,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$659  = wr_iy[3:0] == 4'hc;
   assign \$660  = \$658  & \$659 ;
   assign \$661  = i_act__valid & i_act__ready;
-  assign \$662  = ~ a_ovf;
+  assign \$662  = ~ a_overflow;
   assign \$663  = \$661  & \$662 ;
   assign \$664  = state == 3'h4;
   assign \$665  = ~ \$664 ;
@@ -38958,7 +38958,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$671  = \$669  | \$670 ;
   assign \$signature__en$414  = \$668  & \$671 ;
   assign \$672  = i_act__valid & i_act__ready;
-  assign \$673  = ~ a_ovf;
+  assign \$673  = ~ a_overflow;
   assign \$674  = \$672  & \$673 ;
   assign \$675  = state == 3'h4;
   assign \$676  = ~ \$675 ;
@@ -38966,7 +38966,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$678  = wr_iy[3:0] == 4'hd;
   assign \$679  = \$677  & \$678 ;
   assign \$680  = i_act__valid & i_act__ready;
-  assign \$681  = ~ a_ovf;
+  assign \$681  = ~ a_overflow;
   assign \$682  = \$680  & \$681 ;
   assign \$683  = state == 3'h4;
   assign \$684  = ~ \$683 ;
@@ -38978,7 +38978,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$690  = \$688  | \$689 ;
   assign \$signature__en$420  = \$687  & \$690 ;
   assign \$691  = i_act__valid & i_act__ready;
-  assign \$692  = ~ a_ovf;
+  assign \$692  = ~ a_overflow;
   assign \$693  = \$691  & \$692 ;
   assign \$694  = state == 3'h4;
   assign \$695  = ~ \$694 ;
@@ -38986,7 +38986,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$697  = wr_iy[3:0] == 4'he;
   assign \$698  = \$696  & \$697 ;
   assign \$699  = i_act__valid & i_act__ready;
-  assign \$700  = ~ a_ovf;
+  assign \$700  = ~ a_overflow;
   assign \$701  = \$699  & \$700 ;
   assign \$702  = state == 3'h4;
   assign \$703  = ~ \$702 ;
@@ -38998,7 +38998,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$709  = \$707  | \$708 ;
   assign \$signature__en$426  = \$706  & \$709 ;
   assign \$710  = i_act__valid & i_act__ready;
-  assign \$711  = ~ a_ovf;
+  assign \$711  = ~ a_overflow;
   assign \$712  = \$710  & \$711 ;
   assign \$713  = state == 3'h4;
   assign \$714  = ~ \$713 ;
@@ -39006,7 +39006,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$716  = wr_iy[3:0] == 4'hf;
   assign \$717  = \$715  & \$716 ;
   assign \$718  = i_act__valid & i_act__ready;
-  assign \$719  = ~ a_ovf;
+  assign \$719  = ~ a_overflow;
   assign \$720  = \$718  & \$719 ;
   assign \$721  = state == 3'h4;
   assign \$722  = ~ \$721 ;
@@ -39337,7 +39337,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$1149  = a_count + 1'h1;
   assign \$1150  = a_count + 1'h1;
   assign \$1151  = \$1150  >= act_total;
-  assign \$1152  = a_ovf | \$1151 ;
+  assign \$1152  = a_overflow | \$1151 ;
   assign \$1153  = desc[34:24] - 1'h1;
   assign \$1154  = $signed({ 1'h0, wr_iy }) == $signed(\$1153 );
   assign \$1155  = wr_cw + 1'h1;
@@ -40182,7 +40182,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @(posedge clk)
     a_count <= \$1657 ;
   always @(posedge clk)
-    a_ovf <= \$1658 ;
+    a_overflow <= \$1658 ;
   always @(posedge clk)
     wr_ix <= \$1659 ;
   always @(posedge clk)
@@ -42872,7 +42872,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     wr_iy_next = wr_iy;
     if (\$729 ) begin
       (* full_case = 32'd1 *)
-      if (a_ovf) begin
+      if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           (* full_case = 32'd1 *)
@@ -43108,7 +43108,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       end
     end
     if (\$729 ) begin
-      if (a_ovf) begin
+      if (a_overflow) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[128]) begin
@@ -46722,7 +46722,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = a_ovf;
+    \$1658  = a_overflow;
     if (\$1148 ) begin
       \$1658  = \$1152 ;
     end
@@ -46738,7 +46738,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$1659  = wr_ix;
     if (\$1148 ) begin
       (* full_case = 32'd1 *)
-      if (a_ovf) begin
+      if (a_overflow) begin
       end else if (desc[155]) begin
         (* full_case = 32'd1 *)
         if (row_end) begin
@@ -46769,7 +46769,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$1660  = wr_cw;
     if (\$1148 ) begin
       (* full_case = 32'd1 *)
-      if (a_ovf) begin
+      if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           if (\$1154 ) begin
@@ -46796,7 +46796,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$1661  = words_in;
     if (\$1148 ) begin
-      if (a_ovf) begin
+      if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           if (\$1154 ) begin
