@@ -169,6 +169,9 @@ class Conv2dAccelerator(wiring.Component):
         acc_need = Signal(cfg.h_bits + cfg.w_bits)
         last_ix = Signal(signed(cb))
         last_iy = Signal(signed(cb))
+        x_bound = Signal(signed(cb + 1))     # width - 1 + pad_right
+        y_bound = Signal(signed(cb + 1))     # height - 1 + pad_bottom
+        bad_desc = Signal()                  # a check on the descriptor's fields alone failed
         act_total = Signal(cfg.h_bits + cfg.w_bits + cfg.cw_bits)
         w_total = Signal(cfg.tile_bits + ceil_log2(R) + 1)
         qlo = Signal(signed(ZP_WIDTH))
@@ -234,6 +237,7 @@ class Conv2dAccelerator(wiring.Component):
         iy = Signal(signed(cb))
         x_tap = Signal(signed(cb))
         ix = Signal(signed(cb))
+        ixb = Signal(signed(cb))         # ix + 1, kept as its own register (dual reads)
         acc_addr = Signal(cfg.acc_addr_bits + 1)
         fold_bank = Signal()             # weight bank of the current fold (folds alternate)
         fold_end = Signal()              # the last element of a fold issues this cycle
@@ -328,15 +332,23 @@ class Conv2dAccelerator(wiring.Component):
         height_s = Signal(signed(cb))
         m.d.comb += [width_s.eq(desc.width), height_s.eq(desc.height)]
         mode = desc.pad_mode
+        # descriptor-derived constants as registers (the descriptor only changes while
+        # idle), so the mapping below is one carry chain deep
+        width_m1 = Signal(signed(cb))
+        width2_m2 = Signal(signed(cb + 1))
+        xb_init = Signal(signed(cb))     # ixb's value where ix = -pad_left
+        xb_step = Signal(signed(cb))     # ixb - x_tap after a kx step
+        m.d.sync += [width_m1.eq(width_s - 1), width2_m2.eq(2 * width_s - 2),
+                     xb_init.eq(1 - desc.pad_left), xb_step.eq(step_dw + 1)]
 
         def border(col, name):
             """The mapped column of ``col`` and whether it is a pad-value column."""
             col_m = Signal(signed(cb), name=f"{name}_m")
             pad = Signal(name=f"pad_{name}")
             if "reflect_as_replicate" in faults:
-                reflect_lo, reflect_hi = 0, width_s - 1
+                reflect_lo, reflect_hi = 0, width_m1
             else:
-                reflect_lo, reflect_hi = -col, 2 * width_s - 2 - col
+                reflect_lo, reflect_hi = -col, width2_m2 - col
             with m.If(col < 0):
                 with m.Switch(mode):
                     with m.Case(PadMode.REFLECT):
@@ -352,7 +364,7 @@ class Conv2dAccelerator(wiring.Component):
                     with m.Case(PadMode.REFLECT):
                         m.d.comb += col_m.eq(reflect_hi)
                     with m.Case(PadMode.REPLICATE):
-                        m.d.comb += col_m.eq(width_s - 1)
+                        m.d.comb += col_m.eq(width_m1)
                     with m.Case(PadMode.CIRCULAR):
                         m.d.comb += col_m.eq(col - width_s)
                     with m.Default():
@@ -370,7 +382,7 @@ class Conv2dAccelerator(wiring.Component):
             # dual reads (depthwise): columns ix and ix+1 in one cycle, one from each
             # parity half; allowed (dw_dual) only where the border mapping keeps
             # parities apart; a pad-value column yields its half to the other.
-            ixb_m, pad_xb = border(ix + 1, "ixb")
+            ixb_m, pad_xb = border(ixb, "ixb")
             m.d.comb += par_a.eq(Mux(pad_x, ~ixb_m[0], ix_m[0]))
             x_even = Mux(dual_now & par_a, ixb_m, ix_m)
             x_odd = Mux(dual_now & ~par_a, ixb_m, ix_m)
@@ -683,12 +695,11 @@ class Conv2dAccelerator(wiring.Component):
                     dw_dual.eq(dual_ok),
                     qlo.eq(-(C(1, 17) << (d.out_bits - 1).as_unsigned()[:5])),
                     qhi.eq((C(1, 17) << (d.out_bits - 1).as_unsigned()[:5]) - 1),
+                    x_bound.eq(width_s - 1 + d.pad_right),
+                    y_bound.eq(height_s - 1 + d.pad_bottom),
                     state.eq(S_CHECK2),
                 ]
-            with m.Case(S_CHECK2):
-                d = desc
-                bad = Signal()
-                conds = [
+                desc_conds = [
                     (d.cwords == 0) | (d.cwords > cfg.max_cwords),
                     (d.cotiles == 0) | (d.cotiles > cfg.max_cotiles),
                     (d.n_tiles == 0) | (d.n_tiles > cfg.weight_tiles),
@@ -700,10 +711,6 @@ class Conv2dAccelerator(wiring.Component):
                     (d.stride_w == 0) | (d.stride_w > cfg.max_stride),
                     (d.dil_h == 0) | (d.dil_h > cfg.max_dilation),
                     (d.dil_w == 0) | (d.dil_w > cfg.max_dilation),
-                    pass_span > cfg.lb_rows,
-                    acc_need > cfg.acc_depth,
-                    last_ix > width_s - 1 + d.pad_right,
-                    last_iy > height_s - 1 + d.pad_bottom,
                     (d.pad_mode == PadMode.REFLECT) & ((d.pad_left >= d.width) | (d.pad_right >= d.width)),
                     (d.pad_mode == PadMode.CIRCULAR) & ((d.pad_left > d.width) | (d.pad_right > d.width)),
                     d.requant.as_value() == 3,
@@ -713,6 +720,18 @@ class Conv2dAccelerator(wiring.Component):
                     # word-major order: depthwise, one pass, every row resident
                     d.word_major & (~d.depthwise | (d.height > cfg.lb_rows) |
                                     (d.pass_rows < d.out_height)),
+                ]
+                m.d.sync += bad_desc.eq(Cat(*desc_conds).any())
+            with m.Case(S_CHECK2):
+                # the checks that need CHECK1's figures; the descriptor's own fields
+                # were checked in CHECK1 (no check is more than a compare deep)
+                bad = Signal()
+                conds = [
+                    bad_desc,
+                    pass_span > cfg.lb_rows,
+                    acc_need > cfg.acc_depth,
+                    last_ix > x_bound,
+                    last_iy > y_bound,
                 ]
                 m.d.comb += bad.eq(Cat(*conds).any())
                 with m.If(bad):
@@ -879,7 +898,7 @@ class Conv2dAccelerator(wiring.Component):
                 rows_left.eq(desc.out_height),
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
                 y_end.eq(pass_span - desc.pad_top),
-                x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left), ixb.eq(xb_init),
                 acc_addr.eq(0), reserved.eq(0),
                 gap.eq(dw_first_rc),
                 *[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
@@ -914,24 +933,28 @@ class Conv2dAccelerator(wiring.Component):
                         with m.If(~last_ox & dwm):
                             # depthwise: the next window column; an element completes
                             # every stride_w columns once the window is full
-                            m.d.sync += [ix.eq(ix + 1 + dual_now), gap.eq(gap - 1 - dual_now)]
+                            m.d.sync += [ix.eq(ix + 1 + dual_now), ixb.eq(ixb + 1 + dual_now),
+                                         gap.eq(gap - 1 - dual_now)]
                             with m.If(is_elem):
                                 # either way the next element is stride_w - 1 columns on
                                 m.d.sync += [ox.eq(ox + 1), gap.eq(desc.stride_w - 1),
                                              acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_ox):
                             m.d.sync += [ox.eq(ox + 1), ix.eq(ix + desc.stride_w),
+                                         ixb.eq(ixb + desc.stride_w),
                                          acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_g):
                             m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + step_h),
-                                         ix.eq(x_tap), acc_addr.eq(acc_addr + 1),
+                                         ix.eq(x_tap), ixb.eq(x_tap + 1),
+                                         acc_addr.eq(acc_addr + 1),
                                          gap.eq(dw_first_rc)]
                         with m.Else():
                             m.d.comb += fold_end.eq(1)
                             m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
                                          gap.eq(dw_first_rc)]
                             with m.If(~last_j):
-                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap)]
+                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap),
+                                             ixb.eq(x_tap + 1)]
                                 # the next depthwise fold: every row's tap R taps on
                                 for r in range(R):
                                     kx_n = Signal(tap_bits + 1, name=f"dw_kx{r}_n")
@@ -947,15 +970,18 @@ class Conv2dAccelerator(wiring.Component):
                                              *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)]]
                             with m.If(last_j & ~last_kx):
                                 m.d.sync += [j.eq(0), kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
-                                             ix.eq(x_tap + step_dw), iy.eq(y_tap)]
+                                             ix.eq(x_tap + step_dw), ixb.eq(x_tap + xb_step),
+                                             iy.eq(y_tap)]
                             with m.Elif(last_j & ~last_ky):
                                 m.d.sync += [j.eq(0), kx.eq(0), ky.eq(ky + 1),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                                             ixb.eq(xb_init),
                                              y_tap.eq(y_tap + desc.dil_h),
                                              iy.eq(y_tap + desc.dil_h)]
                             with m.Elif(last_j):
                                 m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
+                                             ixb.eq(xb_init),
                                              y_tap.eq(y_pass), iy.eq(y_pass)]
                                 m.d.comb += t_adv.eq(1)
                                 with m.If(~last_t):

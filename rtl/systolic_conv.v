@@ -10,49 +10,49 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
   wire [28:0] \$100 ;
-  reg [63:0] \$1000 ;
-  reg [63:0] \$1001 ;
-  wire [63:0] \$1002 ;
-  reg [63:0] \$1003 ;
-  reg [63:0] \$1004 ;
-  wire [63:0] \$1005 ;
-  wire \$1006 ;
-  reg [63:0] \$1007 ;
-  reg [63:0] \$1008 ;
-  wire [63:0] \$1009 ;
+  wire \$1000 ;
+  wire [11:0] \$1001 ;
+  wire [14:0] \$1002 ;
+  wire [3:0] \$1003 ;
+  wire [7:0] \$1004 ;
+  wire [7:0] \$1005 ;
+  wire [10:0] \$1006 ;
+  wire [3:0] \$1007 ;
+  wire [7:0] \$1008 ;
+  wire [11:0] \$1009 ;
   wire \$101 ;
-  wire \$1010 ;
-  reg [63:0] \$1011 ;
-  reg [63:0] \$1012 ;
-  wire [63:0] \$1013 ;
-  wire \$1014 ;
-  reg [63:0] \$1015 ;
-  reg [63:0] \$1016 ;
-  wire [63:0] \$1017 ;
-  wire \$1018 ;
-  reg [63:0] \$1019 ;
-  wire \$102 ;
-  reg [63:0] \$1020 ;
-  wire [63:0] \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
-  reg [63:0] \$1024 ;
-  wire [63:0] \$1025 ;
-  wire \$1026 ;
-  reg [63:0] \$1027 ;
-  wire [63:0] \$1028 ;
-  reg [63:0] \$1029 ;
-  wire [28:0] \$103 ;
-  wire [63:0] \$1030 ;
-  wire [7:0] \$1031 ;
-  wire [7:0] \$1032 ;
-  wire [7:0] \$1033 ;
-  wire [7:0] \$1034 ;
-  wire [7:0] \$1035 ;
-  wire [7:0] \$1036 ;
-  wire [7:0] \$1037 ;
-  wire [7:0] \$1038 ;
-  wire \$1039 ;
+  wire [14:0] \$1010 ;
+  wire [7:0] \$1011 ;
+  wire [7:0] \$1012 ;
+  wire [18:0] \$1013 ;
+  wire [5:0] \$1014 ;
+  wire [29:0] \$1015 ;
+  wire [30:0] \$1016 ;
+  wire [7:0] \$1017 ;
+  wire [3:0] \$1018 ;
+  wire [3:0] \$1019 ;
+  wire [28:0] \$102 ;
+  wire [7:0] \$1020 ;
+  wire [13:0] \$1021 ;
+  wire [17:0] \$1022 ;
+  wire [29:0] \$1023 ;
+  wire [30:0] \$1024 ;
+  wire [29:0] \$1025 ;
+  wire [30:0] \$1026 ;
+  wire [22:0] \$1027 ;
+  wire [23:0] \$1028 ;
+  wire [15:0] \$1029 ;
+  wire \$103 ;
+  wire [5:0] \$1030 ;
+  wire [47:0] \$1031 ;
+  wire [48:0] \$1032 ;
+  wire [5:0] \$1033 ;
+  wire [47:0] \$1034 ;
+  wire [48:0] \$1035 ;
+  wire [29:0] \$1036 ;
+  wire [30:0] \$1037 ;
+  wire [29:0] \$1038 ;
+  wire [30:0] \$1039 ;
   wire \$104 ;
   wire \$1040 ;
   wire \$1041 ;
@@ -86,198 +86,198 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
-  wire \$107 ;
+  wire [28:0] \$107 ;
   wire \$1070 ;
   wire \$1071 ;
-  wire [8:0] \$1072 ;
-  wire [8:0] \$1073 ;
+  wire \$1072 ;
+  wire \$1073 ;
   wire \$1074 ;
-  wire [2:0] \$1075 ;
-  wire [3:0] \$1076 ;
-  wire [2:0] \$1077 ;
-  wire [3:0] \$1078 ;
+  wire \$1075 ;
+  wire \$1076 ;
+  wire \$1077 ;
+  wire \$1078 ;
   wire \$1079 ;
-  wire [28:0] \$108 ;
+  wire \$108 ;
   wire \$1080 ;
-  wire [11:0] \$1081 ;
-  wire [14:0] \$1082 ;
-  wire [3:0] \$1083 ;
-  wire [7:0] \$1084 ;
-  wire [7:0] \$1085 ;
-  wire [10:0] \$1086 ;
-  wire [3:0] \$1087 ;
-  wire [7:0] \$1088 ;
-  wire [11:0] \$1089 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
+  wire \$1085 ;
+  wire \$1086 ;
+  wire \$1087 ;
+  wire \$1088 ;
+  wire \$1089 ;
   wire \$109 ;
-  wire [14:0] \$1090 ;
-  wire [7:0] \$1091 ;
-  wire [7:0] \$1092 ;
-  wire [18:0] \$1093 ;
-  wire [5:0] \$1094 ;
-  wire [29:0] \$1095 ;
-  wire [30:0] \$1096 ;
-  wire [7:0] \$1097 ;
-  wire [3:0] \$1098 ;
-  wire [3:0] \$1099 ;
+  wire \$1090 ;
+  wire \$1091 ;
+  wire \$1092 ;
+  wire \$1093 ;
+  wire \$1094 ;
+  wire \$1095 ;
+  wire \$1096 ;
+  wire \$1097 ;
+  wire \$1098 ;
+  wire \$1099 ;
   wire [8:0] \$11 ;
   wire [28:0] \$110 ;
-  wire [7:0] \$1100 ;
-  wire [13:0] \$1101 ;
-  wire [17:0] \$1102 ;
-  wire [29:0] \$1103 ;
-  wire [30:0] \$1104 ;
-  wire [29:0] \$1105 ;
-  wire [30:0] \$1106 ;
-  wire [22:0] \$1107 ;
-  wire [23:0] \$1108 ;
-  wire [15:0] \$1109 ;
+  wire \$1100 ;
+  wire \$1101 ;
+  wire \$1102 ;
+  wire \$1103 ;
+  wire \$1104 ;
+  wire \$1105 ;
+  wire \$1106 ;
+  wire \$1107 ;
+  wire \$1108 ;
+  wire [7:0] \$1109 ;
   wire \$111 ;
-  wire [5:0] \$1110 ;
-  wire [47:0] \$1111 ;
-  wire [48:0] \$1112 ;
-  wire [5:0] \$1113 ;
-  wire [47:0] \$1114 ;
-  wire [48:0] \$1115 ;
-  wire [7:0] \$1116 ;
+  wire \$1110 ;
+  wire \$1111 ;
+  wire \$1112 ;
+  wire \$1113 ;
+  wire \$1114 ;
+  wire \$1115 ;
+  wire \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
-  wire \$112 ;
+  wire [28:0] \$112 ;
   wire \$1120 ;
   wire \$1121 ;
   wire \$1122 ;
-  wire \$1123 ;
+  wire [6:0] \$1123 ;
   wire \$1124 ;
   wire \$1125 ;
   wire \$1126 ;
-  wire \$1127 ;
+  wire [8:0] \$1127 ;
   wire \$1128 ;
-  wire \$1129 ;
-  wire [28:0] \$113 ;
-  wire [6:0] \$1130 ;
-  wire \$1131 ;
+  wire [10:0] \$1129 ;
+  wire \$113 ;
+  wire [10:0] \$1130 ;
+  wire [24:0] \$1131 ;
   wire \$1132 ;
   wire \$1133 ;
-  wire [8:0] \$1134 ;
+  wire \$1134 ;
   wire \$1135 ;
-  wire [10:0] \$1136 ;
-  wire [10:0] \$1137 ;
-  wire [24:0] \$1138 ;
-  wire \$1139 ;
+  wire \$1136 ;
+  wire \$1137 ;
+  wire [17:0] \$1138 ;
+  wire [12:0] \$1139 ;
   wire \$114 ;
   wire \$1140 ;
   wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
+  wire [24:0] \$1142 ;
+  wire [24:0] \$1143 ;
   wire \$1144 ;
-  wire [17:0] \$1145 ;
-  wire [12:0] \$1146 ;
+  wire \$1145 ;
+  wire [11:0] \$1146 ;
   wire \$1147 ;
-  wire \$1148 ;
-  wire [24:0] \$1149 ;
+  wire [5:0] \$1148 ;
+  wire [6:0] \$1149 ;
   wire [28:0] \$115 ;
-  wire [24:0] \$1150 ;
-  wire \$1151 ;
+  wire [7:0] \$1150 ;
+  wire [5:0] \$1151 ;
   wire \$1152 ;
-  wire [11:0] \$1153 ;
-  wire \$1154 ;
-  wire [5:0] \$1155 ;
-  wire [6:0] \$1156 ;
-  wire [7:0] \$1157 ;
-  wire [5:0] \$1158 ;
+  wire [7:0] \$1153 ;
+  wire [5:0] \$1154 ;
+  wire \$1155 ;
+  wire [7:0] \$1156 ;
+  wire [11:0] \$1157 ;
+  wire \$1158 ;
   wire \$1159 ;
   wire \$116 ;
-  wire [7:0] \$1160 ;
-  wire [5:0] \$1161 ;
-  wire \$1162 ;
+  wire \$1160 ;
+  wire [7:0] \$1161 ;
+  wire [7:0] \$1162 ;
   wire [7:0] \$1163 ;
-  wire [11:0] \$1164 ;
-  wire \$1165 ;
-  wire \$1166 ;
+  wire [29:0] \$1164 ;
+  wire [7:0] \$1165 ;
+  wire [7:0] \$1166 ;
   wire \$1167 ;
-  wire [7:0] \$1168 ;
-  wire [7:0] \$1169 ;
-  wire \$117 ;
-  wire [7:0] \$1170 ;
-  wire [29:0] \$1171 ;
-  wire [7:0] \$1172 ;
-  wire [7:0] \$1173 ;
+  wire \$1168 ;
+  wire [10:0] \$1169 ;
+  wire [28:0] \$117 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
   wire \$1174 ;
   wire \$1175 ;
-  wire [10:0] \$1176 ;
+  wire \$1176 ;
   wire \$1177 ;
   wire \$1178 ;
-  wire \$1179 ;
-  wire [28:0] \$118 ;
-  wire \$1180 ;
-  wire \$1181 ;
-  wire \$1182 ;
-  wire \$1183 ;
-  wire \$1184 ;
-  wire \$1185 ;
-  wire [29:0] \$1186 ;
-  wire [30:0] \$1187 ;
-  wire [12:0] \$1188 ;
-  wire [13:0] \$1189 ;
+  wire [29:0] \$1179 ;
+  wire \$118 ;
+  wire [30:0] \$1180 ;
+  wire [29:0] \$1181 ;
+  wire [30:0] \$1182 ;
+  wire [12:0] \$1183 ;
+  wire [13:0] \$1184 ;
+  wire [7:0] \$1185 ;
+  wire [3:0] \$1186 ;
+  wire [11:0] \$1187 ;
+  wire [7:0] \$1188 ;
+  wire [29:0] \$1189 ;
   wire \$119 ;
-  wire [7:0] \$1190 ;
-  wire [3:0] \$1191 ;
+  wire [29:0] \$1190 ;
+  wire [11:0] \$1191 ;
   wire [11:0] \$1192 ;
-  wire [7:0] \$1193 ;
+  wire [29:0] \$1193 ;
   wire [29:0] \$1194 ;
   wire [11:0] \$1195 ;
-  wire [11:0] \$1196 ;
-  wire [29:0] \$1197 ;
-  wire [11:0] \$1198 ;
-  wire \$1199 ;
+  wire \$1196 ;
+  wire \$1197 ;
+  wire [5:0] \$1198 ;
+  wire [29:0] \$1199 ;
   wire [7:0] \$12 ;
   wire [28:0] \$120 ;
   wire \$1200 ;
   wire [5:0] \$1201 ;
-  wire \$1202 ;
+  wire [4:0] \$1202 ;
   wire [5:0] \$1203 ;
   wire [4:0] \$1204 ;
-  wire [5:0] \$1205 ;
-  wire [4:0] \$1206 ;
-  wire \$1207 ;
+  wire \$1205 ;
+  wire [5:0] \$1206 ;
+  wire [4:0] \$1207 ;
   wire [5:0] \$1208 ;
   wire [4:0] \$1209 ;
   wire \$121 ;
-  wire [5:0] \$1210 ;
-  wire [4:0] \$1211 ;
-  wire \$1212 ;
+  wire \$1210 ;
+  wire [5:0] \$1211 ;
+  wire [4:0] \$1212 ;
   wire [5:0] \$1213 ;
   wire [4:0] \$1214 ;
-  wire [5:0] \$1215 ;
-  wire [4:0] \$1216 ;
-  wire \$1217 ;
+  wire \$1215 ;
+  wire [5:0] \$1216 ;
+  wire [4:0] \$1217 ;
   wire [5:0] \$1218 ;
   wire [4:0] \$1219 ;
-  wire \$122 ;
-  wire [5:0] \$1220 ;
-  wire [4:0] \$1221 ;
-  wire \$1222 ;
+  wire [28:0] \$122 ;
+  wire \$1220 ;
+  wire [5:0] \$1221 ;
+  wire [4:0] \$1222 ;
   wire [5:0] \$1223 ;
   wire [4:0] \$1224 ;
-  wire [5:0] \$1225 ;
-  wire [4:0] \$1226 ;
-  wire \$1227 ;
+  wire \$1225 ;
+  wire [5:0] \$1226 ;
+  wire [4:0] \$1227 ;
   wire [5:0] \$1228 ;
   wire [4:0] \$1229 ;
-  wire [28:0] \$123 ;
-  wire [5:0] \$1230 ;
-  wire [4:0] \$1231 ;
-  wire \$1232 ;
+  wire \$123 ;
+  wire \$1230 ;
+  wire [5:0] \$1231 ;
+  wire [4:0] \$1232 ;
   wire [5:0] \$1233 ;
   wire [4:0] \$1234 ;
-  wire [5:0] \$1235 ;
-  wire [4:0] \$1236 ;
-  wire \$1237 ;
+  wire \$1235 ;
+  wire [5:0] \$1236 ;
+  wire [4:0] \$1237 ;
   wire [5:0] \$1238 ;
   wire [4:0] \$1239 ;
   wire \$124 ;
-  wire [5:0] \$1240 ;
-  wire [4:0] \$1241 ;
+  wire \$1240 ;
+  wire \$1241 ;
   wire \$1242 ;
   wire \$1243 ;
   wire \$1244 ;
@@ -288,97 +288,97 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1249 ;
   wire [28:0] \$125 ;
   wire \$1250 ;
-  wire \$1251 ;
-  wire \$1252 ;
-  wire [3:0] \$1253 ;
+  wire [3:0] \$1251 ;
+  wire [29:0] \$1252 ;
+  wire [29:0] \$1253 ;
   wire [29:0] \$1254 ;
-  wire [29:0] \$1255 ;
-  wire [3:0] \$1256 ;
+  wire [3:0] \$1255 ;
+  wire [7:0] \$1256 ;
   wire [7:0] \$1257 ;
-  wire [7:0] \$1258 ;
+  wire [29:0] \$1258 ;
   wire [29:0] \$1259 ;
   wire \$126 ;
-  wire [29:0] \$1260 ;
+  wire [7:0] \$1260 ;
   wire [7:0] \$1261 ;
-  wire [7:0] \$1262 ;
+  wire \$1262 ;
   wire \$1263 ;
-  wire \$1264 ;
-  wire [7:0] \$1265 ;
-  wire [12:0] \$1266 ;
+  wire [7:0] \$1264 ;
+  wire [12:0] \$1265 ;
+  wire [30:0] \$1266 ;
   wire [30:0] \$1267 ;
   wire [30:0] \$1268 ;
   wire [30:0] \$1269 ;
-  wire \$127 ;
-  wire [30:0] \$1270 ;
-  wire \$1271 ;
-  wire [12:0] \$1272 ;
-  wire \$1273 ;
+  wire [28:0] \$127 ;
+  wire \$1270 ;
+  wire [12:0] \$1271 ;
+  wire \$1272 ;
+  wire [12:0] \$1273 ;
   wire [12:0] \$1274 ;
-  wire [12:0] \$1275 ;
-  wire \$1276 ;
-  wire [13:0] \$1277 ;
-  wire \$1278 ;
+  wire \$1275 ;
+  wire [13:0] \$1276 ;
+  wire \$1277 ;
+  wire [13:0] \$1278 ;
   wire [13:0] \$1279 ;
-  wire [28:0] \$128 ;
-  wire [13:0] \$1280 ;
-  wire \$1281 ;
-  wire [4:0] \$1282 ;
+  wire \$128 ;
+  wire \$1280 ;
+  wire [4:0] \$1281 ;
+  wire \$1282 ;
   wire \$1283 ;
   wire \$1284 ;
-  wire \$1285 ;
+  wire [32:0] \$1285 ;
   wire [32:0] \$1286 ;
-  wire [32:0] \$1287 ;
+  wire \$1287 ;
   wire \$1288 ;
-  wire \$1289 ;
+  wire [32:0] \$1289 ;
   wire \$129 ;
   wire [32:0] \$1290 ;
-  wire [32:0] \$1291 ;
+  wire \$1291 ;
   wire \$1292 ;
-  wire \$1293 ;
+  wire [32:0] \$1293 ;
   wire [32:0] \$1294 ;
-  wire [32:0] \$1295 ;
+  wire \$1295 ;
   wire \$1296 ;
-  wire \$1297 ;
+  wire [32:0] \$1297 ;
   wire [32:0] \$1298 ;
-  wire [32:0] \$1299 ;
+  wire \$1299 ;
   wire [8:0] \$13 ;
   wire [28:0] \$130 ;
   wire \$1300 ;
-  wire \$1301 ;
+  wire [32:0] \$1301 ;
   wire [32:0] \$1302 ;
-  wire [32:0] \$1303 ;
+  wire \$1303 ;
   wire \$1304 ;
-  wire \$1305 ;
+  wire [32:0] \$1305 ;
   wire [32:0] \$1306 ;
-  wire [32:0] \$1307 ;
+  wire \$1307 ;
   wire \$1308 ;
-  wire \$1309 ;
+  wire [32:0] \$1309 ;
   wire \$131 ;
   wire [32:0] \$1310 ;
-  wire [32:0] \$1311 ;
+  wire \$1311 ;
   wire \$1312 ;
-  wire \$1313 ;
+  wire [32:0] \$1313 ;
   wire [32:0] \$1314 ;
-  wire [32:0] \$1315 ;
+  wire \$1315 ;
   wire \$1316 ;
   wire \$1317 ;
   wire \$1318 ;
-  wire \$1319 ;
-  wire \$132 ;
+  reg [11:0] \$1319 ;
+  wire [28:0] \$132 ;
   reg [11:0] \$1320 ;
-  reg [11:0] \$1321 ;
+  reg [9:0] \$1321 ;
   reg [9:0] \$1322 ;
-  reg [9:0] \$1323 ;
-  reg \$1324 ;
-  reg [9:0] \$1325 ;
+  reg \$1323 ;
+  reg [9:0] \$1324 ;
+  reg [28:0] \$1325 ;
   reg [29:0] \$1326 ;
-  reg [29:0] \$1327 ;
-  reg [29:0] \$1328 ;
+  reg [28:0] \$1327 ;
+  reg [28:0] \$1328 ;
   reg [29:0] \$1329 ;
-  wire [28:0] \$133 ;
-  reg [63:0] \$1330 ;
-  reg [63:0] \$1331 ;
-  reg [63:0] \$1332 ;
+  wire \$133 ;
+  reg [29:0] \$1330 ;
+  reg [29:0] \$1331 ;
+  reg [29:0] \$1332 ;
   reg [63:0] \$1333 ;
   reg [63:0] \$1334 ;
   reg [63:0] \$1335 ;
@@ -411,41 +411,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$136 ;
   reg [63:0] \$1360 ;
   reg [63:0] \$1361 ;
-  reg \$1362 ;
-  reg \$1363 ;
-  reg [3:0] \$1364 ;
-  reg [3:0] \$1365 ;
-  reg [63:0] \$1366 ;
-  reg [63:0] \$1367 ;
-  reg [63:0] \$1368 ;
+  reg [63:0] \$1362 ;
+  reg [63:0] \$1363 ;
+  reg [63:0] \$1364 ;
+  reg \$1365 ;
+  reg \$1366 ;
+  reg [3:0] \$1367 ;
+  reg [3:0] \$1368 ;
   reg [63:0] \$1369 ;
   wire \$137 ;
-  reg \$1370 ;
-  reg \$1371 ;
+  reg [63:0] \$1370 ;
+  reg [63:0] \$1371 ;
   reg [63:0] \$1372 ;
   reg \$1373 ;
   reg \$1374 ;
-  reg [3:0] \$1375 ;
+  reg [63:0] \$1375 ;
   reg \$1376 ;
-  reg [3:0] \$1377 ;
+  reg \$1377 ;
   reg [3:0] \$1378 ;
-  reg [63:0] \$1379 ;
-  wire [28:0] \$138 ;
-  reg [63:0] \$1380 ;
-  reg [63:0] \$1381 ;
+  reg \$1379 ;
+  wire \$138 ;
+  reg [3:0] \$1380 ;
+  reg [3:0] \$1381 ;
   reg [63:0] \$1382 ;
-  reg \$1383 ;
-  reg \$1384 ;
+  reg [63:0] \$1383 ;
+  reg [63:0] \$1384 ;
   reg [63:0] \$1385 ;
-  reg [63:0] \$1386 ;
-  reg [63:0] \$1387 ;
+  reg \$1386 ;
+  reg \$1387 ;
   reg [63:0] \$1388 ;
-  reg \$1389 ;
+  reg [63:0] \$1389 ;
   wire \$139 ;
-  reg \$1390 ;
+  reg [63:0] \$1390 ;
   reg [63:0] \$1391 ;
-  reg [63:0] \$1392 ;
-  reg [63:0] \$1393 ;
+  reg \$1392 ;
+  reg \$1393 ;
   reg [63:0] \$1394 ;
   reg [63:0] \$1395 ;
   reg [63:0] \$1396 ;
@@ -453,27 +453,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1398 ;
   reg [63:0] \$1399 ;
   wire [8:0] \$14 ;
-  wire [28:0] \$140 ;
-  reg [3:0] \$1400 ;
-  reg \$1401 ;
-  reg [3:0] \$1402 ;
+  wire \$140 ;
+  reg [63:0] \$1400 ;
+  reg [63:0] \$1401 ;
+  reg [63:0] \$1402 ;
   reg [3:0] \$1403 ;
-  reg [63:0] \$1404 ;
-  reg [63:0] \$1405 ;
-  reg [63:0] \$1406 ;
+  reg \$1404 ;
+  reg [3:0] \$1405 ;
+  reg [3:0] \$1406 ;
   reg [63:0] \$1407 ;
-  reg \$1408 ;
-  reg \$1409 ;
+  reg [63:0] \$1408 ;
+  reg [63:0] \$1409 ;
   wire \$141 ;
   reg [63:0] \$1410 ;
-  reg [63:0] \$1411 ;
-  reg [63:0] \$1412 ;
+  reg \$1411 ;
+  reg \$1412 ;
   reg [63:0] \$1413 ;
-  reg \$1414 ;
-  reg \$1415 ;
+  reg [63:0] \$1414 ;
+  reg [63:0] \$1415 ;
   reg [63:0] \$1416 ;
-  reg [63:0] \$1417 ;
-  reg [63:0] \$1418 ;
+  reg \$1417 ;
+  reg \$1418 ;
   reg [63:0] \$1419 ;
   wire \$142 ;
   reg [63:0] \$1420 ;
@@ -481,54 +481,54 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1422 ;
   reg [63:0] \$1423 ;
   reg [63:0] \$1424 ;
-  reg [3:0] \$1425 ;
-  reg \$1426 ;
-  reg [3:0] \$1427 ;
+  reg [63:0] \$1425 ;
+  reg [63:0] \$1426 ;
+  reg [63:0] \$1427 ;
   reg [3:0] \$1428 ;
-  reg [63:0] \$1429 ;
-  wire [28:0] \$143 ;
-  reg [63:0] \$1430 ;
-  reg [63:0] \$1431 ;
+  reg \$1429 ;
+  wire \$143 ;
+  reg [3:0] \$1430 ;
+  reg [3:0] \$1431 ;
   reg [63:0] \$1432 ;
-  reg \$1433 ;
-  reg \$1434 ;
+  reg [63:0] \$1433 ;
+  reg [63:0] \$1434 ;
   reg [63:0] \$1435 ;
-  reg [63:0] \$1436 ;
-  reg [63:0] \$1437 ;
+  reg \$1436 ;
+  reg \$1437 ;
   reg [63:0] \$1438 ;
-  reg \$1439 ;
+  reg [63:0] \$1439 ;
   wire \$144 ;
-  reg \$1440 ;
+  reg [63:0] \$1440 ;
   reg [63:0] \$1441 ;
-  reg [63:0] \$1442 ;
-  reg [63:0] \$1443 ;
+  reg \$1442 ;
+  reg \$1443 ;
   reg [63:0] \$1444 ;
   reg [63:0] \$1445 ;
   reg [63:0] \$1446 ;
   reg [63:0] \$1447 ;
   reg [63:0] \$1448 ;
   reg [63:0] \$1449 ;
-  wire [28:0] \$145 ;
-  reg [3:0] \$1450 ;
-  reg \$1451 ;
-  reg [3:0] \$1452 ;
+  wire \$145 ;
+  reg [63:0] \$1450 ;
+  reg [63:0] \$1451 ;
+  reg [63:0] \$1452 ;
   reg [3:0] \$1453 ;
-  reg [63:0] \$1454 ;
-  reg [63:0] \$1455 ;
-  reg [63:0] \$1456 ;
+  reg \$1454 ;
+  reg [3:0] \$1455 ;
+  reg [3:0] \$1456 ;
   reg [63:0] \$1457 ;
-  reg \$1458 ;
-  reg \$1459 ;
+  reg [63:0] \$1458 ;
+  reg [63:0] \$1459 ;
   wire \$146 ;
   reg [63:0] \$1460 ;
-  reg [63:0] \$1461 ;
-  reg [63:0] \$1462 ;
+  reg \$1461 ;
+  reg \$1462 ;
   reg [63:0] \$1463 ;
-  reg \$1464 ;
-  reg \$1465 ;
+  reg [63:0] \$1464 ;
+  reg [63:0] \$1465 ;
   reg [63:0] \$1466 ;
-  reg [63:0] \$1467 ;
-  reg [63:0] \$1468 ;
+  reg \$1467 ;
+  reg \$1468 ;
   reg [63:0] \$1469 ;
   wire \$147 ;
   reg [63:0] \$1470 ;
@@ -536,27 +536,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1472 ;
   reg [63:0] \$1473 ;
   reg [63:0] \$1474 ;
-  reg [3:0] \$1475 ;
-  reg \$1476 ;
-  reg [3:0] \$1477 ;
+  reg [63:0] \$1475 ;
+  reg [63:0] \$1476 ;
+  reg [63:0] \$1477 ;
   reg [3:0] \$1478 ;
-  reg [63:0] \$1479 ;
-  wire [28:0] \$148 ;
-  reg [63:0] \$1480 ;
-  reg [63:0] \$1481 ;
+  reg \$1479 ;
+  wire \$148 ;
+  reg [3:0] \$1480 ;
+  reg [3:0] \$1481 ;
   reg [63:0] \$1482 ;
-  reg \$1483 ;
-  reg \$1484 ;
+  reg [63:0] \$1483 ;
+  reg [63:0] \$1484 ;
   reg [63:0] \$1485 ;
-  reg [63:0] \$1486 ;
-  reg [63:0] \$1487 ;
+  reg \$1486 ;
+  reg \$1487 ;
   reg [63:0] \$1488 ;
-  reg \$1489 ;
+  reg [63:0] \$1489 ;
   wire \$149 ;
-  reg \$1490 ;
+  reg [63:0] \$1490 ;
   reg [63:0] \$1491 ;
-  reg [63:0] \$1492 ;
-  reg [63:0] \$1493 ;
+  reg \$1492 ;
+  reg \$1493 ;
   reg [63:0] \$1494 ;
   reg [63:0] \$1495 ;
   reg [63:0] \$1496 ;
@@ -565,9 +565,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  reg [3:0] \$1500 ;
-  reg [3:0] \$1501 ;
-  reg [3:0] \$1502 ;
+  reg [63:0] \$1500 ;
+  reg [63:0] \$1501 ;
+  reg [63:0] \$1502 ;
   reg [3:0] \$1503 ;
   reg [3:0] \$1504 ;
   reg [3:0] \$1505 ;
@@ -635,9 +635,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1561 ;
   reg [3:0] \$1562 ;
   reg [3:0] \$1563 ;
-  reg [29:0] \$1564 ;
-  reg [29:0] \$1565 ;
-  reg [29:0] \$1566 ;
+  reg [3:0] \$1564 ;
+  reg [3:0] \$1565 ;
+  reg [3:0] \$1566 ;
   reg [29:0] \$1567 ;
   reg [29:0] \$1568 ;
   reg [29:0] \$1569 ;
@@ -654,47 +654,47 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [29:0] \$1579 ;
   wire \$158 ;
   reg [29:0] \$1580 ;
-  reg [255:0] \$1581 ;
-  reg [551:0] \$1582 ;
-  reg [255:0] \$1583 ;
+  reg [29:0] \$1581 ;
+  reg [29:0] \$1582 ;
+  reg [29:0] \$1583 ;
   reg [255:0] \$1584 ;
-  reg \$1585 ;
-  reg \$1586 ;
-  reg \$1587 ;
+  reg [551:0] \$1585 ;
+  reg [255:0] \$1586 ;
+  reg [255:0] \$1587 ;
   reg \$1588 ;
   reg \$1589 ;
   wire \$159 ;
-  reg [255:0] \$1590 ;
-  reg [551:0] \$1591 ;
-  reg [7:0] \$1592 ;
-  reg [63:0] \$1593 ;
-  reg [63:0] \$1594 ;
-  reg \$1595 ;
-  reg \$1596 ;
-  reg \$1597 ;
+  reg \$1590 ;
+  reg \$1591 ;
+  reg \$1592 ;
+  reg [255:0] \$1593 ;
+  reg [551:0] \$1594 ;
+  reg [7:0] \$1595 ;
+  reg [63:0] \$1596 ;
+  reg [63:0] \$1597 ;
   reg \$1598 ;
   reg \$1599 ;
   wire \$16 ;
   wire \$160 ;
   reg \$1600 ;
   reg \$1601 ;
-  reg [1:0] \$1602 ;
-  reg [1:0] \$1603 ;
+  reg \$1602 ;
+  reg \$1603 ;
   reg \$1604 ;
-  reg \$1605 ;
-  reg [155:0] \$1606 ;
-  reg [2:0] \$1607 ;
-  reg [7:0] \$1608 ;
-  reg [28:0] \$1609 ;
+  reg [1:0] \$1605 ;
+  reg [1:0] \$1606 ;
+  reg \$1607 ;
+  reg \$1608 ;
+  reg [155:0] \$1609 ;
   wire \$161 ;
-  reg [28:0] \$1610 ;
-  reg [28:0] \$1611 ;
+  reg [2:0] \$1610 ;
+  reg [7:0] \$1611 ;
   reg [28:0] \$1612 ;
   reg [28:0] \$1613 ;
-  reg [17:0] \$1614 ;
-  reg [3:0] \$1615 ;
-  reg [3:0] \$1616 ;
-  reg [3:0] \$1617 ;
+  reg [28:0] \$1614 ;
+  reg [28:0] \$1615 ;
+  reg [28:0] \$1616 ;
+  reg [17:0] \$1617 ;
   reg [3:0] \$1618 ;
   reg [3:0] \$1619 ;
   wire \$162 ;
@@ -712,65 +712,65 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1630 ;
   reg [3:0] \$1631 ;
   reg [3:0] \$1632 ;
-  reg [5:0] \$1633 ;
-  reg [28:0] \$1634 ;
-  reg [6:0] \$1635 ;
-  reg [2:0] \$1636 ;
-  reg [2:0] \$1637 ;
+  reg [3:0] \$1633 ;
+  reg [3:0] \$1634 ;
+  reg [3:0] \$1635 ;
+  reg [5:0] \$1636 ;
+  reg [28:0] \$1637 ;
   reg [6:0] \$1638 ;
-  reg [28:0] \$1639 ;
+  reg [2:0] \$1639 ;
   wire \$164 ;
-  reg [17:0] \$1640 ;
-  reg [28:0] \$1641 ;
+  reg [2:0] \$1640 ;
+  reg [6:0] \$1641 ;
   reg [28:0] \$1642 ;
-  reg [22:0] \$1643 ;
-  reg [15:0] \$1644 ;
-  reg [11:0] \$1645 ;
-  reg \$1646 ;
-  reg [16:0] \$1647 ;
-  reg [16:0] \$1648 ;
-  reg [5:0] \$1649 ;
+  reg [17:0] \$1643 ;
+  reg [28:0] \$1644 ;
+  reg [28:0] \$1645 ;
+  reg [22:0] \$1646 ;
+  reg [15:0] \$1647 ;
+  reg [11:0] \$1648 ;
+  reg \$1649 ;
   wire \$165 ;
-  reg [7:0] \$1650 ;
-  reg [23:0] \$1651 ;
-  reg \$1652 ;
-  reg \$1653 ;
-  reg [16:0] \$1654 ;
-  reg \$1655 ;
-  reg \$1656 ;
+  reg [16:0] \$1650 ;
+  reg [16:0] \$1651 ;
+  reg [29:0] \$1652 ;
+  reg [29:0] \$1653 ;
+  reg \$1654 ;
+  reg [5:0] \$1655 ;
+  reg [7:0] \$1656 ;
   reg [23:0] \$1657 ;
   reg \$1658 ;
-  reg [6:0] \$1659 ;
+  reg \$1659 ;
   wire \$166 ;
-  reg [4:0] \$1660 ;
-  reg [5:0] \$1661 ;
+  reg [16:0] \$1660 ;
+  reg \$1661 ;
   reg \$1662 ;
-  reg [10:0] \$1663 ;
-  reg [1:0] \$1664 ;
+  reg [23:0] \$1663 ;
+  reg \$1664 ;
   reg [6:0] \$1665 ;
-  reg [2:0] \$1666 ;
-  reg [2:0] \$1667 ;
-  reg [4:0] \$1668 ;
+  reg [4:0] \$1666 ;
+  reg [5:0] \$1667 ;
+  reg \$1668 ;
   reg [10:0] \$1669 ;
   wire \$167 ;
-  reg [6:0] \$1670 ;
-  reg [11:0] \$1671 ;
-  reg [28:0] \$1672 ;
-  reg [28:0] \$1673 ;
-  reg [28:0] \$1674 ;
-  reg [29:0] \$1675 ;
-  reg [28:0] \$1676 ;
-  reg [28:0] \$1677 ;
-  reg [10:0] \$1678 ;
-  reg [11:0] \$1679 ;
+  reg [1:0] \$1670 ;
+  reg [6:0] \$1671 ;
+  reg [2:0] \$1672 ;
+  reg [2:0] \$1673 ;
+  reg [4:0] \$1674 ;
+  reg [10:0] \$1675 ;
+  reg [6:0] \$1676 ;
+  reg [11:0] \$1677 ;
+  reg [28:0] \$1678 ;
+  reg [28:0] \$1679 ;
   wire \$168 ;
-  reg [3:0] \$1680 ;
-  reg [3:0] \$1681 ;
-  reg [3:0] \$1682 ;
-  reg [3:0] \$1683 ;
-  reg [3:0] \$1684 ;
-  reg [3:0] \$1685 ;
-  reg [3:0] \$1686 ;
+  reg [28:0] \$1680 ;
+  reg [29:0] \$1681 ;
+  reg [28:0] \$1682 ;
+  reg [28:0] \$1683 ;
+  reg [28:0] \$1684 ;
+  reg [10:0] \$1685 ;
+  reg [11:0] \$1686 ;
   reg [3:0] \$1687 ;
   reg [3:0] \$1688 ;
   reg [3:0] \$1689 ;
@@ -781,49 +781,56 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1693 ;
   reg [3:0] \$1694 ;
   reg [3:0] \$1695 ;
-  reg [12:0] \$1696 ;
+  reg [3:0] \$1696 ;
   reg [3:0] \$1697 ;
-  reg \$1698 ;
-  reg [10:0] \$1699 ;
+  reg [3:0] \$1698 ;
+  reg [3:0] \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  reg [12:0] \$1700 ;
-  reg \$1701 ;
-  reg \$1702 ;
-  reg [31:0] \$1703 ;
-  reg [31:0] \$1704 ;
-  reg [31:0] \$1705 ;
-  reg [31:0] \$1706 ;
-  reg [31:0] \$1707 ;
-  reg [31:0] \$1708 ;
-  reg [31:0] \$1709 ;
+  reg [3:0] \$1700 ;
+  reg [3:0] \$1701 ;
+  reg [3:0] \$1702 ;
+  reg [12:0] \$1703 ;
+  reg [3:0] \$1704 ;
+  reg \$1705 ;
+  reg [10:0] \$1706 ;
+  reg [12:0] \$1707 ;
+  reg \$1708 ;
+  reg \$1709 ;
   wire \$171 ;
   reg [31:0] \$1710 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  reg [31:0] \$1711 ;
+  reg [31:0] \$1712 ;
+  reg [31:0] \$1713 ;
+  reg [31:0] \$1714 ;
+  reg [31:0] \$1715 ;
+  reg [31:0] \$1716 ;
+  reg [31:0] \$1717 ;
+  wire [4:0] \$172 ;
+  wire [29:0] \$173 ;
+  wire [4:0] \$174 ;
+  wire [29:0] \$175 ;
+  wire [5:0] \$176 ;
+  wire [29:0] \$177 ;
+  wire [5:0] \$178 ;
+  wire [29:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire [4:0] \$185 ;
-  wire [29:0] \$186 ;
-  wire [4:0] \$187 ;
-  wire [29:0] \$188 ;
-  wire [5:0] \$189 ;
+  wire [6:0] \$180 ;
+  wire [29:0] \$181 ;
+  reg [63:0] \$182 ;
+  reg [63:0] \$183 ;
+  reg [63:0] \$184 ;
+  reg [63:0] \$185 ;
+  reg [63:0] \$186 ;
+  reg [63:0] \$187 ;
+  reg [63:0] \$188 ;
+  reg [63:0] \$189 ;
   wire \$19 ;
-  wire [29:0] \$190 ;
-  wire [5:0] \$191 ;
-  wire [29:0] \$192 ;
-  wire [6:0] \$193 ;
-  wire [29:0] \$194 ;
+  reg [63:0] \$190 ;
+  reg [63:0] \$191 ;
+  reg [63:0] \$192 ;
+  reg [63:0] \$193 ;
+  reg [63:0] \$194 ;
   reg [63:0] \$195 ;
   reg [63:0] \$196 ;
   reg [63:0] \$197 ;
@@ -855,60 +862,60 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$22 ;
   reg [63:0] \$220 ;
   reg [63:0] \$221 ;
-  reg [63:0] \$222 ;
-  reg [63:0] \$223 ;
-  reg [63:0] \$224 ;
-  reg [63:0] \$225 ;
-  reg [63:0] \$226 ;
-  reg [63:0] \$227 ;
-  reg [63:0] \$228 ;
-  reg [63:0] \$229 ;
+  wire [31:0] \$222 ;
+  wire [31:0] \$223 ;
+  wire [31:0] \$224 ;
+  wire [32:0] \$225 ;
+  wire [31:0] \$226 ;
+  wire [31:0] \$227 ;
+  wire [31:0] \$228 ;
+  wire [32:0] \$229 ;
   wire \$23 ;
-  reg [63:0] \$230 ;
-  reg [63:0] \$231 ;
-  reg [63:0] \$232 ;
-  reg [63:0] \$233 ;
-  reg [63:0] \$234 ;
+  wire [31:0] \$230 ;
+  wire [31:0] \$231 ;
+  wire [31:0] \$232 ;
+  wire [32:0] \$233 ;
+  wire [31:0] \$234 ;
   wire [31:0] \$235 ;
   wire [31:0] \$236 ;
-  wire [31:0] \$237 ;
-  wire [32:0] \$238 ;
+  wire [32:0] \$237 ;
+  wire [31:0] \$238 ;
   wire [31:0] \$239 ;
   wire \$24 ;
   wire [31:0] \$240 ;
-  wire [31:0] \$241 ;
-  wire [32:0] \$242 ;
+  wire [32:0] \$241 ;
+  wire [31:0] \$242 ;
   wire [31:0] \$243 ;
   wire [31:0] \$244 ;
-  wire [31:0] \$245 ;
-  wire [32:0] \$246 ;
+  wire [32:0] \$245 ;
+  wire [31:0] \$246 ;
   wire [31:0] \$247 ;
   wire [31:0] \$248 ;
-  wire [31:0] \$249 ;
+  wire [32:0] \$249 ;
   wire \$25 ;
-  wire [32:0] \$250 ;
+  wire [31:0] \$250 ;
   wire [31:0] \$251 ;
   wire [31:0] \$252 ;
-  wire [31:0] \$253 ;
-  wire [32:0] \$254 ;
-  wire [31:0] \$255 ;
-  wire [31:0] \$256 ;
-  wire [31:0] \$257 ;
-  wire [32:0] \$258 ;
-  wire [31:0] \$259 ;
+  wire [32:0] \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire [13:0] \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  wire [31:0] \$260 ;
-  wire [31:0] \$261 ;
-  wire [32:0] \$262 ;
-  wire [31:0] \$263 ;
-  wire [31:0] \$264 ;
-  wire [31:0] \$265 ;
-  wire [32:0] \$266 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
   wire \$267 ;
   wire \$268 ;
   wire \$269 ;
   wire \$27 ;
-  wire [13:0] \$270 ;
+  wire \$270 ;
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
@@ -919,7 +926,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$278 ;
   wire \$279 ;
   wire \$28 ;
-  wire \$280 ;
+  wire [7:0] \$280 ;
   wire \$281 ;
   wire \$282 ;
   wire \$283 ;
@@ -930,7 +937,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$288 ;
   wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
+  wire [5:0] \$290 ;
   wire \$291 ;
   wire \$292 ;
   wire \$293 ;
@@ -942,16 +949,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  wire \$300 ;
+  wire [8:0] \$300 ;
   wire \$301 ;
   wire \$302 ;
-  wire \$303 ;
+  wire [5:0] \$303 ;
   wire \$304 ;
   wire \$305 ;
   wire \$306 ;
-  wire \$307 ;
+  wire [8:0] \$307 ;
   wire \$308 ;
-  wire \$309 ;
+  wire [8:0] \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
@@ -973,18 +980,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
-  wire [29:0] \$329 ;
+  wire [17:0] \$329 ;
   wire \$33 ;
-  wire [30:0] \$330 ;
+  wire \$330 ;
   wire \$331 ;
-  wire [29:0] \$332 ;
-  wire [30:0] \$333 ;
+  wire \$332 ;
+  wire \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire \$339 ;
+  wire [7:0] \$339 ;
   wire \$34 ;
   wire \$340 ;
   wire \$341 ;
@@ -1013,7 +1020,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
-  wire [7:0] \$365 ;
+  wire \$365 ;
   wire \$366 ;
   wire \$367 ;
   wire \$368 ;
@@ -1024,7 +1031,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
-  wire [5:0] \$375 ;
+  wire \$375 ;
   wire \$376 ;
   wire \$377 ;
   wire \$378 ;
@@ -1035,17 +1042,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$382 ;
   wire \$383 ;
   wire \$384 ;
-  wire [8:0] \$385 ;
+  wire \$385 ;
   wire \$386 ;
   wire \$387 ;
-  wire [5:0] \$388 ;
+  wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
   wire \$391 ;
-  wire [8:0] \$392 ;
+  wire \$392 ;
   wire \$393 ;
-  wire [8:0] \$394 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -1068,7 +1075,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [17:0] \$414 ;
+  wire \$414 ;
   wire \$415 ;
   wire \$416 ;
   wire \$417 ;
@@ -1079,7 +1086,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
-  wire [7:0] \$424 ;
+  wire \$424 ;
   wire \$425 ;
   wire \$426 ;
   wire \$427 ;
@@ -1118,7 +1125,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [31:0] \$46 ;
+  wire [29:0] \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
@@ -1129,7 +1136,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$467 ;
   wire \$468 ;
   wire \$469 ;
-  wire [32:0] \$47 ;
+  wire [4:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
   wire \$472 ;
@@ -1140,7 +1147,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$477 ;
   wire \$478 ;
   wire \$479 ;
-  wire [29:0] \$48 ;
+  wire [5:0] \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
@@ -1151,7 +1158,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire [29:0] \$49 ;
+  wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -1163,7 +1170,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$498 ;
   wire \$499 ;
   wire [7:0] \$5 ;
-  wire [4:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
@@ -1174,7 +1181,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
-  wire [5:0] \$51 ;
+  wire [29:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
@@ -1196,7 +1203,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$527 ;
   wire \$528 ;
   wire \$529 ;
-  wire \$53 ;
+  wire [30:0] \$53 ;
   wire \$530 ;
   wire \$531 ;
   wire \$532 ;
@@ -1229,7 +1236,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$557 ;
   wire \$558 ;
   wire \$559 ;
-  wire [29:0] \$56 ;
+  wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
@@ -1240,7 +1247,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
-  wire [30:0] \$57 ;
+  wire [28:0] \$57 ;
   wire \$570 ;
   wire \$571 ;
   wire \$572 ;
@@ -1251,7 +1258,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$577 ;
   wire \$578 ;
   wire \$579 ;
-  wire [29:0] \$58 ;
+  wire \$58 ;
   wire \$580 ;
   wire \$581 ;
   wire \$582 ;
@@ -1262,7 +1269,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
-  wire [30:0] \$59 ;
+  wire \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
@@ -1274,7 +1281,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$598 ;
   wire \$599 ;
   wire [8:0] \$6 ;
-  wire [30:0] \$60 ;
+  wire [28:0] \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
@@ -1285,7 +1292,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
-  wire [31:0] \$61 ;
+  wire \$61 ;
   wire \$610 ;
   wire \$611 ;
   wire \$612 ;
@@ -1296,7 +1303,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$617 ;
   wire \$618 ;
   wire \$619 ;
-  wire [29:0] \$62 ;
+  wire [28:0] \$62 ;
   wire \$620 ;
   wire \$621 ;
   wire \$622 ;
@@ -1307,7 +1314,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$627 ;
   wire \$628 ;
   wire \$629 ;
-  wire [32:0] \$63 ;
+  wire \$63 ;
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
@@ -1318,20 +1325,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$637 ;
   wire \$638 ;
   wire \$639 ;
-  wire [29:0] \$64 ;
+  wire \$64 ;
   wire \$640 ;
   wire \$641 ;
   wire \$642 ;
   wire \$643 ;
   wire \$644 ;
-  wire \$645 ;
+  wire [11:0] \$645 ;
   wire \$646 ;
-  wire \$647 ;
-  wire \$648 ;
+  wire [12:0] \$647 ;
+  wire [5:0] \$648 ;
   wire \$649 ;
-  wire [29:0] \$65 ;
-  wire \$650 ;
-  wire \$651 ;
+  wire [28:0] \$65 ;
+  wire [12:0] \$650 ;
+  wire [24:0] \$651 ;
   wire \$652 ;
   wire \$653 ;
   wire \$654 ;
@@ -1340,10 +1347,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
-  wire [30:0] \$66 ;
+  wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire \$662 ;
+  wire [28:0] \$662 ;
   wire \$663 ;
   wire \$664 ;
   wire \$665 ;
@@ -1351,20 +1358,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire [29:0] \$67 ;
+  wire [28:0] \$67 ;
   wire \$670 ;
   wire \$671 ;
   wire \$672 ;
   wire \$673 ;
-  wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
+  wire [4:0] \$674 ;
+  wire [4:0] \$675 ;
+  wire [4:0] \$676 ;
+  wire [4:0] \$677 ;
+  wire [4:0] \$678 ;
+  wire [4:0] \$679 ;
   wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
+  wire [4:0] \$680 ;
+  wire [4:0] \$681 ;
   wire \$682 ;
   wire \$683 ;
   wire \$684 ;
@@ -1381,13 +1388,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [16:0] \$697 ;
+  wire [17:0] \$698 ;
+  wire [16:0] \$699 ;
   wire \$7 ;
   wire [28:0] \$70 ;
-  wire \$700 ;
-  wire \$701 ;
+  wire [4:0] \$700 ;
+  wire [18:0] \$701 ;
   wire \$702 ;
   wire \$703 ;
   wire \$704 ;
@@ -1402,12 +1409,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$712 ;
   wire \$713 ;
   wire \$714 ;
-  wire \$715 ;
+  wire [1:0] \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
-  wire \$72 ;
+  wire [28:0] \$72 ;
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
@@ -1418,118 +1425,118 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$727 ;
   wire \$728 ;
   wire \$729 ;
-  wire [28:0] \$73 ;
-  wire [11:0] \$730 ;
-  wire \$731 ;
-  wire [12:0] \$732 ;
-  wire [5:0] \$733 ;
-  wire \$734 ;
-  wire [12:0] \$735 ;
-  wire [24:0] \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
+  wire \$73 ;
+  wire \$730 ;
+  wire [9:0] \$731 ;
+  wire [29:0] \$732 ;
+  wire [30:0] \$733 ;
+  wire [31:0] \$734 ;
+  wire [7:0] \$735 ;
+  wire [4:0] \$736 ;
+  reg [63:0] \$737 ;
+  reg [63:0] \$738 ;
+  wire [63:0] \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire [28:0] \$747 ;
-  wire \$748 ;
-  wire \$749 ;
+  reg [63:0] \$740 ;
+  reg [63:0] \$741 ;
+  wire [63:0] \$742 ;
+  reg [63:0] \$743 ;
+  reg [63:0] \$744 ;
+  wire [63:0] \$745 ;
+  reg [63:0] \$746 ;
+  reg [63:0] \$747 ;
+  wire [63:0] \$748 ;
+  reg [63:0] \$749 ;
   wire [28:0] \$75 ;
-  wire \$750 ;
+  wire [63:0] \$750 ;
   wire \$751 ;
   wire \$752 ;
   wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire \$757 ;
-  wire \$758 ;
-  wire [4:0] \$759 ;
+  reg [63:0] \$754 ;
+  reg [63:0] \$755 ;
+  wire [63:0] \$756 ;
+  reg [63:0] \$757 ;
+  reg [63:0] \$758 ;
+  wire [63:0] \$759 ;
   wire \$76 ;
-  wire [4:0] \$760 ;
-  wire [4:0] \$761 ;
-  wire [4:0] \$762 ;
-  wire [4:0] \$763 ;
-  wire [4:0] \$764 ;
-  wire [4:0] \$765 ;
-  wire [4:0] \$766 ;
-  wire \$767 ;
-  wire \$768 ;
-  wire \$769 ;
-  wire \$77 ;
+  reg [63:0] \$760 ;
+  reg [63:0] \$761 ;
+  wire [63:0] \$762 ;
+  reg [63:0] \$763 ;
+  reg [63:0] \$764 ;
+  wire [63:0] \$765 ;
+  wire \$766 ;
+  reg [63:0] \$767 ;
+  reg [63:0] \$768 ;
+  wire [63:0] \$769 ;
+  wire [28:0] \$77 ;
   wire \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire \$773 ;
+  reg [63:0] \$771 ;
+  reg [63:0] \$772 ;
+  wire [63:0] \$773 ;
   wire \$774 ;
-  wire \$775 ;
-  wire \$776 ;
-  wire \$777 ;
+  reg [63:0] \$775 ;
+  reg [63:0] \$776 ;
+  wire [63:0] \$777 ;
   wire \$778 ;
-  wire \$779 ;
-  wire [28:0] \$78 ;
-  wire \$780 ;
-  wire \$781 ;
-  wire [16:0] \$782 ;
-  wire [17:0] \$783 ;
-  wire [16:0] \$784 ;
-  wire [4:0] \$785 ;
-  wire [18:0] \$786 ;
-  wire \$787 ;
-  wire \$788 ;
-  wire \$789 ;
+  reg [63:0] \$779 ;
+  wire \$78 ;
+  reg [63:0] \$780 ;
+  wire [63:0] \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  reg [63:0] \$784 ;
+  wire [63:0] \$785 ;
+  wire \$786 ;
+  reg [63:0] \$787 ;
+  wire [63:0] \$788 ;
+  reg [63:0] \$789 ;
   wire \$79 ;
-  wire \$790 ;
+  wire [63:0] \$790 ;
   wire \$791 ;
   wire \$792 ;
   wire \$793 ;
-  wire \$794 ;
-  wire \$795 ;
-  wire \$796 ;
-  wire \$797 ;
-  wire \$798 ;
-  wire \$799 ;
+  reg [63:0] \$794 ;
+  reg [63:0] \$795 ;
+  wire [63:0] \$796 ;
+  reg [63:0] \$797 ;
+  reg [63:0] \$798 ;
+  wire [63:0] \$799 ;
   wire [7:0] \$8 ;
   wire [28:0] \$80 ;
-  wire [1:0] \$800 ;
-  wire \$801 ;
-  wire \$802 ;
-  wire \$803 ;
-  wire \$804 ;
-  wire \$805 ;
+  reg [63:0] \$800 ;
+  reg [63:0] \$801 ;
+  wire [63:0] \$802 ;
+  reg [63:0] \$803 ;
+  reg [63:0] \$804 ;
+  wire [63:0] \$805 ;
   wire \$806 ;
-  wire \$807 ;
-  wire \$808 ;
-  wire \$809 ;
+  reg [63:0] \$807 ;
+  reg [63:0] \$808 ;
+  wire [63:0] \$809 ;
   wire \$81 ;
   wire \$810 ;
-  wire \$811 ;
-  wire \$812 ;
-  wire \$813 ;
+  reg [63:0] \$811 ;
+  reg [63:0] \$812 ;
+  wire [63:0] \$813 ;
   wire \$814 ;
-  wire \$815 ;
-  wire [9:0] \$816 ;
-  reg [63:0] \$817 ;
-  reg [63:0] \$818 ;
-  wire [63:0] \$819 ;
-  wire \$82 ;
+  reg [63:0] \$815 ;
+  reg [63:0] \$816 ;
+  wire [63:0] \$817 ;
+  wire \$818 ;
+  reg [63:0] \$819 ;
+  wire [28:0] \$82 ;
   reg [63:0] \$820 ;
-  reg [63:0] \$821 ;
-  wire [63:0] \$822 ;
-  reg [63:0] \$823 ;
+  wire [63:0] \$821 ;
+  wire \$822 ;
+  wire \$823 ;
   reg [63:0] \$824 ;
   wire [63:0] \$825 ;
-  reg [63:0] \$826 ;
+  wire \$826 ;
   reg [63:0] \$827 ;
   wire [63:0] \$828 ;
   reg [63:0] \$829 ;
-  wire [28:0] \$83 ;
+  wire \$83 ;
   wire [63:0] \$830 ;
   wire \$831 ;
   wire \$832 ;
@@ -1573,7 +1580,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$867 ;
   wire [63:0] \$868 ;
   reg [63:0] \$869 ;
-  wire \$87 ;
+  wire [28:0] \$87 ;
   wire [63:0] \$870 ;
   wire \$871 ;
   wire \$872 ;
@@ -1584,7 +1591,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$877 ;
   reg [63:0] \$878 ;
   wire [63:0] \$879 ;
-  wire [28:0] \$88 ;
+  wire \$88 ;
   reg [63:0] \$880 ;
   reg [63:0] \$881 ;
   wire [63:0] \$882 ;
@@ -1629,7 +1636,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$917 ;
   reg [63:0] \$918 ;
   wire [63:0] \$919 ;
-  wire \$92 ;
+  wire [28:0] \$92 ;
   reg [63:0] \$920 ;
   reg [63:0] \$921 ;
   wire [63:0] \$922 ;
@@ -1640,7 +1647,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$927 ;
   reg [63:0] \$928 ;
   wire [63:0] \$929 ;
-  wire [28:0] \$93 ;
+  wire \$93 ;
   wire \$930 ;
   reg [63:0] \$931 ;
   reg [63:0] \$932 ;
@@ -1664,73 +1671,73 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$949 ;
   wire [28:0] \$95 ;
   wire [63:0] \$950 ;
-  wire \$951 ;
-  wire \$952 ;
-  wire \$953 ;
-  reg [63:0] \$954 ;
-  reg [63:0] \$955 ;
-  wire [63:0] \$956 ;
-  reg [63:0] \$957 ;
-  reg [63:0] \$958 ;
-  wire [63:0] \$959 ;
+  wire [7:0] \$951 ;
+  wire [7:0] \$952 ;
+  wire [7:0] \$953 ;
+  wire [7:0] \$954 ;
+  wire [7:0] \$955 ;
+  wire [7:0] \$956 ;
+  wire [7:0] \$957 ;
+  wire [7:0] \$958 ;
+  wire \$959 ;
   wire \$96 ;
-  reg [63:0] \$960 ;
-  reg [63:0] \$961 ;
-  wire [63:0] \$962 ;
-  reg [63:0] \$963 ;
-  reg [63:0] \$964 ;
-  wire [63:0] \$965 ;
+  wire \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
   wire \$966 ;
-  reg [63:0] \$967 ;
-  reg [63:0] \$968 ;
-  wire [63:0] \$969 ;
-  wire \$97 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
+  wire [28:0] \$97 ;
   wire \$970 ;
-  reg [63:0] \$971 ;
-  reg [63:0] \$972 ;
-  wire [63:0] \$973 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
   wire \$974 ;
-  reg [63:0] \$975 ;
-  reg [63:0] \$976 ;
-  wire [63:0] \$977 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire \$977 ;
   wire \$978 ;
-  reg [63:0] \$979 ;
-  wire [28:0] \$98 ;
-  reg [63:0] \$980 ;
-  wire [63:0] \$981 ;
+  wire \$979 ;
+  wire \$98 ;
+  wire \$980 ;
+  wire \$981 ;
   wire \$982 ;
   wire \$983 ;
-  reg [63:0] \$984 ;
-  wire [63:0] \$985 ;
+  wire \$984 ;
+  wire \$985 ;
   wire \$986 ;
-  reg [63:0] \$987 ;
-  wire [63:0] \$988 ;
-  reg [63:0] \$989 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire \$99 ;
-  wire [63:0] \$990 ;
+  wire \$990 ;
   wire \$991 ;
-  wire \$992 ;
-  wire \$993 ;
-  reg [63:0] \$994 ;
-  reg [63:0] \$995 ;
-  wire [63:0] \$996 ;
-  reg [63:0] \$997 ;
-  reg [63:0] \$998 ;
-  wire [63:0] \$999 ;
+  wire [8:0] \$992 ;
+  wire [8:0] \$993 ;
+  wire \$994 ;
+  wire [2:0] \$995 ;
+  wire [3:0] \$996 ;
+  wire [2:0] \$997 ;
+  wire [3:0] \$998 ;
+  wire \$999 ;
   wire [8:0] \$signature__addr ;
+  wire [8:0] \$signature__addr$100 ;
   wire [8:0] \$signature__addr$101 ;
-  wire [8:0] \$signature__addr$102 ;
+  wire [8:0] \$signature__addr$104 ;
   wire [8:0] \$signature__addr$105 ;
-  wire [8:0] \$signature__addr$106 ;
+  wire [8:0] \$signature__addr$108 ;
   wire [8:0] \$signature__addr$109 ;
-  wire [8:0] \$signature__addr$110 ;
+  wire [8:0] \$signature__addr$112 ;
   wire [8:0] \$signature__addr$113 ;
-  wire [8:0] \$signature__addr$114 ;
+  wire [8:0] \$signature__addr$116 ;
   wire [8:0] \$signature__addr$117 ;
-  wire [8:0] \$signature__addr$118 ;
-  wire [8:0] \$signature__addr$336 ;
-  wire [8:0] \$signature__addr$340 ;
-  wire [8:0] \$signature__addr$343 ;
+  wire [8:0] \$signature__addr$120 ;
+  wire [8:0] \$signature__addr$121 ;
+  wire [8:0] \$signature__addr$342 ;
   wire [8:0] \$signature__addr$346 ;
   wire [8:0] \$signature__addr$349 ;
   wire [8:0] \$signature__addr$352 ;
@@ -1760,46 +1767,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$424 ;
   wire [8:0] \$signature__addr$427 ;
   wire [8:0] \$signature__addr$430 ;
-  wire [8:0] \$signature__addr$58 ;
+  wire [8:0] \$signature__addr$433 ;
+  wire [8:0] \$signature__addr$436 ;
   wire [8:0] \$signature__addr$61 ;
-  wire [8:0] \$signature__addr$62 ;
+  wire [8:0] \$signature__addr$64 ;
   wire [8:0] \$signature__addr$65 ;
-  wire [8:0] \$signature__addr$66 ;
+  wire [8:0] \$signature__addr$68 ;
   wire [8:0] \$signature__addr$69 ;
-  wire [8:0] \$signature__addr$70 ;
+  wire [8:0] \$signature__addr$72 ;
   wire [8:0] \$signature__addr$73 ;
-  wire [8:0] \$signature__addr$74 ;
+  wire [8:0] \$signature__addr$76 ;
   wire [8:0] \$signature__addr$77 ;
-  wire [8:0] \$signature__addr$78 ;
+  wire [8:0] \$signature__addr$80 ;
   wire [8:0] \$signature__addr$81 ;
-  wire [8:0] \$signature__addr$82 ;
+  wire [8:0] \$signature__addr$84 ;
   wire [8:0] \$signature__addr$85 ;
-  wire [8:0] \$signature__addr$86 ;
+  wire [8:0] \$signature__addr$88 ;
   wire [8:0] \$signature__addr$89 ;
-  wire [8:0] \$signature__addr$90 ;
+  wire [8:0] \$signature__addr$92 ;
   wire [8:0] \$signature__addr$93 ;
-  wire [8:0] \$signature__addr$94 ;
+  wire [8:0] \$signature__addr$96 ;
   wire [8:0] \$signature__addr$97 ;
-  wire [8:0] \$signature__addr$98 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$341 ;
-  wire [7:0] \$signature__data$341[0] ;
-  wire [7:0] \$signature__data$341[1] ;
-  wire [7:0] \$signature__data$341[2] ;
-  wire [7:0] \$signature__data$341[3] ;
-  wire [7:0] \$signature__data$341[4] ;
-  wire [7:0] \$signature__data$341[5] ;
-  wire [7:0] \$signature__data$341[6] ;
-  wire [7:0] \$signature__data$341[7] ;
-  wire [63:0] \$signature__data$344 ;
-  wire [7:0] \$signature__data$344[0] ;
-  wire [7:0] \$signature__data$344[1] ;
-  wire [7:0] \$signature__data$344[2] ;
-  wire [7:0] \$signature__data$344[3] ;
-  wire [7:0] \$signature__data$344[4] ;
-  wire [7:0] \$signature__data$344[5] ;
-  wire [7:0] \$signature__data$344[6] ;
-  wire [7:0] \$signature__data$344[7] ;
   wire [63:0] \$signature__data$347 ;
   wire [7:0] \$signature__data$347[0] ;
   wire [7:0] \$signature__data$347[1] ;
@@ -2061,42 +2050,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$431[5] ;
   wire [7:0] \$signature__data$431[6] ;
   wire [7:0] \$signature__data$431[7] ;
-  wire [63:0] \$signature__data$480 ;
-  wire [7:0] \$signature__data$480[0] ;
-  wire [7:0] \$signature__data$480[1] ;
-  wire [7:0] \$signature__data$480[2] ;
-  wire [7:0] \$signature__data$480[3] ;
-  wire [7:0] \$signature__data$480[4] ;
-  wire [7:0] \$signature__data$480[5] ;
-  wire [7:0] \$signature__data$480[6] ;
-  wire [7:0] \$signature__data$480[7] ;
-  wire [63:0] \$signature__data$482 ;
-  wire [7:0] \$signature__data$482[0] ;
-  wire [7:0] \$signature__data$482[1] ;
-  wire [7:0] \$signature__data$482[2] ;
-  wire [7:0] \$signature__data$482[3] ;
-  wire [7:0] \$signature__data$482[4] ;
-  wire [7:0] \$signature__data$482[5] ;
-  wire [7:0] \$signature__data$482[6] ;
-  wire [7:0] \$signature__data$482[7] ;
-  wire [63:0] \$signature__data$484 ;
-  wire [7:0] \$signature__data$484[0] ;
-  wire [7:0] \$signature__data$484[1] ;
-  wire [7:0] \$signature__data$484[2] ;
-  wire [7:0] \$signature__data$484[3] ;
-  wire [7:0] \$signature__data$484[4] ;
-  wire [7:0] \$signature__data$484[5] ;
-  wire [7:0] \$signature__data$484[6] ;
-  wire [7:0] \$signature__data$484[7] ;
-  wire [63:0] \$signature__data$486 ;
-  wire [7:0] \$signature__data$486[0] ;
-  wire [7:0] \$signature__data$486[1] ;
-  wire [7:0] \$signature__data$486[2] ;
-  wire [7:0] \$signature__data$486[3] ;
-  wire [7:0] \$signature__data$486[4] ;
-  wire [7:0] \$signature__data$486[5] ;
-  wire [7:0] \$signature__data$486[6] ;
-  wire [7:0] \$signature__data$486[7] ;
+  wire [63:0] \$signature__data$434 ;
+  wire [7:0] \$signature__data$434[0] ;
+  wire [7:0] \$signature__data$434[1] ;
+  wire [7:0] \$signature__data$434[2] ;
+  wire [7:0] \$signature__data$434[3] ;
+  wire [7:0] \$signature__data$434[4] ;
+  wire [7:0] \$signature__data$434[5] ;
+  wire [7:0] \$signature__data$434[6] ;
+  wire [7:0] \$signature__data$434[7] ;
+  wire [63:0] \$signature__data$437 ;
+  wire [7:0] \$signature__data$437[0] ;
+  wire [7:0] \$signature__data$437[1] ;
+  wire [7:0] \$signature__data$437[2] ;
+  wire [7:0] \$signature__data$437[3] ;
+  wire [7:0] \$signature__data$437[4] ;
+  wire [7:0] \$signature__data$437[5] ;
+  wire [7:0] \$signature__data$437[6] ;
+  wire [7:0] \$signature__data$437[7] ;
   wire [63:0] \$signature__data$488 ;
   wire [7:0] \$signature__data$488[0] ;
   wire [7:0] \$signature__data$488[1] ;
@@ -2349,6 +2320,42 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$542[5] ;
   wire [7:0] \$signature__data$542[6] ;
   wire [7:0] \$signature__data$542[7] ;
+  wire [63:0] \$signature__data$544 ;
+  wire [7:0] \$signature__data$544[0] ;
+  wire [7:0] \$signature__data$544[1] ;
+  wire [7:0] \$signature__data$544[2] ;
+  wire [7:0] \$signature__data$544[3] ;
+  wire [7:0] \$signature__data$544[4] ;
+  wire [7:0] \$signature__data$544[5] ;
+  wire [7:0] \$signature__data$544[6] ;
+  wire [7:0] \$signature__data$544[7] ;
+  wire [63:0] \$signature__data$546 ;
+  wire [7:0] \$signature__data$546[0] ;
+  wire [7:0] \$signature__data$546[1] ;
+  wire [7:0] \$signature__data$546[2] ;
+  wire [7:0] \$signature__data$546[3] ;
+  wire [7:0] \$signature__data$546[4] ;
+  wire [7:0] \$signature__data$546[5] ;
+  wire [7:0] \$signature__data$546[6] ;
+  wire [7:0] \$signature__data$546[7] ;
+  wire [63:0] \$signature__data$548 ;
+  wire [7:0] \$signature__data$548[0] ;
+  wire [7:0] \$signature__data$548[1] ;
+  wire [7:0] \$signature__data$548[2] ;
+  wire [7:0] \$signature__data$548[3] ;
+  wire [7:0] \$signature__data$548[4] ;
+  wire [7:0] \$signature__data$548[5] ;
+  wire [7:0] \$signature__data$548[6] ;
+  wire [7:0] \$signature__data$548[7] ;
+  wire [63:0] \$signature__data$550 ;
+  wire [7:0] \$signature__data$550[0] ;
+  wire [7:0] \$signature__data$550[1] ;
+  wire [7:0] \$signature__data$550[2] ;
+  wire [7:0] \$signature__data$550[3] ;
+  wire [7:0] \$signature__data$550[4] ;
+  wire [7:0] \$signature__data$550[5] ;
+  wire [7:0] \$signature__data$550[6] ;
+  wire [7:0] \$signature__data$550[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2358,19 +2365,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data[6] ;
   wire [7:0] \$signature__data[7] ;
   wire \$signature__en ;
-  wire \$signature__en$100 ;
+  wire \$signature__en$102 ;
   wire \$signature__en$103 ;
-  wire \$signature__en$104 ;
+  wire \$signature__en$106 ;
   wire \$signature__en$107 ;
-  wire \$signature__en$108 ;
+  wire \$signature__en$110 ;
   wire \$signature__en$111 ;
-  wire \$signature__en$112 ;
+  wire \$signature__en$114 ;
   wire \$signature__en$115 ;
-  wire \$signature__en$116 ;
+  wire \$signature__en$118 ;
   wire \$signature__en$119 ;
-  wire \$signature__en$120 ;
-  wire \$signature__en$339 ;
-  wire \$signature__en$342 ;
+  wire \$signature__en$122 ;
+  wire \$signature__en$123 ;
   wire \$signature__en$345 ;
   wire \$signature__en$348 ;
   wire \$signature__en$351 ;
@@ -2401,25 +2407,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$426 ;
   wire \$signature__en$429 ;
   wire \$signature__en$432 ;
-  wire \$signature__en$60 ;
+  wire \$signature__en$435 ;
+  wire \$signature__en$438 ;
   wire \$signature__en$63 ;
-  wire \$signature__en$64 ;
+  wire \$signature__en$66 ;
   wire \$signature__en$67 ;
-  wire \$signature__en$68 ;
+  wire \$signature__en$70 ;
   wire \$signature__en$71 ;
-  wire \$signature__en$72 ;
+  wire \$signature__en$74 ;
   wire \$signature__en$75 ;
-  wire \$signature__en$76 ;
+  wire \$signature__en$78 ;
   wire \$signature__en$79 ;
-  wire \$signature__en$80 ;
+  wire \$signature__en$82 ;
   wire \$signature__en$83 ;
-  wire \$signature__en$84 ;
+  wire \$signature__en$86 ;
   wire \$signature__en$87 ;
-  wire \$signature__en$88 ;
+  wire \$signature__en$90 ;
   wire \$signature__en$91 ;
-  wire \$signature__en$92 ;
+  wire \$signature__en$94 ;
   wire \$signature__en$95 ;
-  wire \$signature__en$96 ;
+  wire \$signature__en$98 ;
   wire \$signature__en$99 ;
   reg [23:0] a_count = 24'h000000;
   reg a_done = 1'h0;
@@ -2482,6 +2489,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   output active;
   wire active;
   reg bad;
+  reg bad_desc = 1'h0;
   wire bank;
   reg [2:0] category;
   input clk;
@@ -3355,6 +3363,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire issue;
   reg [28:0] ix = 29'h00000000;
   reg [28:0] ix_m;
+  reg [28:0] ixb = 29'h00000000;
   reg [28:0] ixb_m;
   reg [28:0] iy = 29'h00000000;
   wire [32:0] iy_ky0;
@@ -3669,7 +3678,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   reg [11:0] lo = 12'h000;
-  wire [16:0] \lo$276 ;
+  wire [16:0] \lo$279 ;
   reg [11:0] lo_next;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
@@ -4263,15 +4272,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$262 ;
-  wire [31:0] \sums$262[0] ;
-  wire [31:0] \sums$262[1] ;
-  wire [31:0] \sums$262[2] ;
-  wire [31:0] \sums$262[3] ;
-  wire [31:0] \sums$262[4] ;
-  wire [31:0] \sums$262[5] ;
-  wire [31:0] \sums$262[6] ;
-  wire [31:0] \sums$262[7] ;
+  wire [255:0] \sums$265 ;
+  wire [31:0] \sums$265[0] ;
+  wire [31:0] \sums$265[1] ;
+  wire [31:0] \sums$265[2] ;
+  wire [31:0] \sums$265[3] ;
+  wire [31:0] \sums$265[4] ;
+  wire [31:0] \sums$265[5] ;
+  wire [31:0] \sums$265[6] ;
+  wire [31:0] \sums$265[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -4329,6 +4338,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \w_word[5] ;
   wire [7:0] \w_word[6] ;
   wire [7:0] \w_word[7] ;
+  reg [29:0] width2_m2 = 30'h00000000;
+  reg [28:0] width_m1 = 29'h00000000;
   wire [28:0] width_s;
   reg [63:0] win0_0 = 64'h0000000000000000;
   reg [63:0] win0_1 = 64'h0000000000000000;
@@ -4402,7 +4413,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [6:0] wr_ix = 7'h00;
   reg [11:0] wr_iy = 12'h000;
   reg [11:0] wr_iy_next;
+  reg [29:0] x_bound = 30'h00000000;
   reg [28:0] x_tap = 29'h00000000;
+  reg [28:0] xb_init = 29'h00000000;
+  reg [28:0] xb_step = 29'h00000000;
+  reg [29:0] y_bound = 30'h00000000;
   reg [29:0] y_end = 30'h00000000;
   reg [28:0] y_pass = 29'h00000000;
   reg [28:0] y_tap = 29'h00000000;
@@ -5523,14 +5538,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$339 )
+    if (\$signature__en$345 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
-    _1_ <= lb0e[{ \$70 [5:1], \$51 [3:0] }];
+    _1_ <= lb0e[{ \$57 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$480  = _1_;
+  assign \$signature__data$488  = _1_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb0o [511:0];
   initial begin
@@ -6048,14 +6063,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$342 )
+    if (\$signature__en$348 )
       lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
-    _2_ <= lb0o[{ \$73 [5:1], \$51 [3:0] }];
+    _2_ <= lb0o[{ \$60 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$482  = _2_;
+  assign \$signature__data$490  = _2_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10e [511:0];
   initial begin
@@ -6573,14 +6588,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$399 )
+    if (\$signature__en$405 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
-    _3_ <= lb10e[{ \$120 [5:1], \$51 [3:0] }];
+    _3_ <= lb10e[{ \$107 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$520  = _3_;
+  assign \$signature__data$528  = _3_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10o [511:0];
   initial begin
@@ -7098,14 +7113,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$402 )
+    if (\$signature__en$408 )
       lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
-    _4_ <= lb10o[{ \$123 [5:1], \$51 [3:0] }];
+    _4_ <= lb10o[{ \$110 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$522  = _4_;
+  assign \$signature__data$530  = _4_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11e [511:0];
   initial begin
@@ -7623,14 +7638,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$405 )
+    if (\$signature__en$411 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
-    _5_ <= lb11e[{ \$125 [5:1], \$51 [3:0] }];
+    _5_ <= lb11e[{ \$112 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$524  = _5_;
+  assign \$signature__data$532  = _5_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11o [511:0];
   initial begin
@@ -8148,14 +8163,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$408 )
+    if (\$signature__en$414 )
       lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
-    _6_ <= lb11o[{ \$128 [5:1], \$51 [3:0] }];
+    _6_ <= lb11o[{ \$115 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$526  = _6_;
+  assign \$signature__data$534  = _6_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12e [511:0];
   initial begin
@@ -8673,14 +8688,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$411 )
+    if (\$signature__en$417 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
-    _7_ <= lb12e[{ \$130 [5:1], \$51 [3:0] }];
+    _7_ <= lb12e[{ \$117 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$528  = _7_;
+  assign \$signature__data$536  = _7_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12o [511:0];
   initial begin
@@ -9198,14 +9213,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$414 )
+    if (\$signature__en$420 )
       lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
-    _8_ <= lb12o[{ \$133 [5:1], \$51 [3:0] }];
+    _8_ <= lb12o[{ \$120 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$530  = _8_;
+  assign \$signature__data$538  = _8_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13e [511:0];
   initial begin
@@ -9723,14 +9738,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$417 )
+    if (\$signature__en$423 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
-    _9_ <= lb13e[{ \$135 [5:1], \$51 [3:0] }];
+    _9_ <= lb13e[{ \$122 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$532  = _9_;
+  assign \$signature__data$540  = _9_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13o [511:0];
   initial begin
@@ -10248,14 +10263,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$420 )
+    if (\$signature__en$426 )
       lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
-    _10_ <= lb13o[{ \$138 [5:1], \$51 [3:0] }];
+    _10_ <= lb13o[{ \$125 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$534  = _10_;
+  assign \$signature__data$542  = _10_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14e [511:0];
   initial begin
@@ -10773,14 +10788,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$423 )
+    if (\$signature__en$429 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
-    _11_ <= lb14e[{ \$140 [5:1], \$51 [3:0] }];
+    _11_ <= lb14e[{ \$127 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$536  = _11_;
+  assign \$signature__data$544  = _11_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14o [511:0];
   initial begin
@@ -11298,14 +11313,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$426 )
+    if (\$signature__en$432 )
       lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
-    _12_ <= lb14o[{ \$143 [5:1], \$51 [3:0] }];
+    _12_ <= lb14o[{ \$130 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$538  = _12_;
+  assign \$signature__data$546  = _12_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15e [511:0];
   initial begin
@@ -11823,14 +11838,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$429 )
+    if (\$signature__en$435 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
-    _13_ <= lb15e[{ \$145 [5:1], \$51 [3:0] }];
+    _13_ <= lb15e[{ \$132 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$540  = _13_;
+  assign \$signature__data$548  = _13_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15o [511:0];
   initial begin
@@ -12348,14 +12363,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$432 )
+    if (\$signature__en$438 )
       lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
-    _14_ <= lb15o[{ \$148 [5:1], \$51 [3:0] }];
+    _14_ <= lb15o[{ \$135 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$542  = _14_;
+  assign \$signature__data$550  = _14_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1e [511:0];
   initial begin
@@ -12873,14 +12888,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$345 )
+    if (\$signature__en$351 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
-    _15_ <= lb1e[{ \$75 [5:1], \$51 [3:0] }];
+    _15_ <= lb1e[{ \$62 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$484  = _15_;
+  assign \$signature__data$492  = _15_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1o [511:0];
   initial begin
@@ -13398,14 +13413,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$348 )
+    if (\$signature__en$354 )
       lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
-    _16_ <= lb1o[{ \$78 [5:1], \$51 [3:0] }];
+    _16_ <= lb1o[{ \$65 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$486  = _16_;
+  assign \$signature__data$494  = _16_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2e [511:0];
   initial begin
@@ -13923,14 +13938,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$351 )
+    if (\$signature__en$357 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
-    _17_ <= lb2e[{ \$80 [5:1], \$51 [3:0] }];
+    _17_ <= lb2e[{ \$67 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$488  = _17_;
+  assign \$signature__data$496  = _17_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2o [511:0];
   initial begin
@@ -14448,14 +14463,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$354 )
+    if (\$signature__en$360 )
       lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
-    _18_ <= lb2o[{ \$83 [5:1], \$51 [3:0] }];
+    _18_ <= lb2o[{ \$70 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$490  = _18_;
+  assign \$signature__data$498  = _18_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3e [511:0];
   initial begin
@@ -14973,14 +14988,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$357 )
+    if (\$signature__en$363 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
-    _19_ <= lb3e[{ \$85 [5:1], \$51 [3:0] }];
+    _19_ <= lb3e[{ \$72 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$492  = _19_;
+  assign \$signature__data$500  = _19_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3o [511:0];
   initial begin
@@ -15498,14 +15513,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$360 )
+    if (\$signature__en$366 )
       lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
-    _20_ <= lb3o[{ \$88 [5:1], \$51 [3:0] }];
+    _20_ <= lb3o[{ \$75 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$494  = _20_;
+  assign \$signature__data$502  = _20_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4e [511:0];
   initial begin
@@ -16023,14 +16038,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$363 )
+    if (\$signature__en$369 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
-    _21_ <= lb4e[{ \$90 [5:1], \$51 [3:0] }];
+    _21_ <= lb4e[{ \$77 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$496  = _21_;
+  assign \$signature__data$504  = _21_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4o [511:0];
   initial begin
@@ -16548,14 +16563,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$366 )
+    if (\$signature__en$372 )
       lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
-    _22_ <= lb4o[{ \$93 [5:1], \$51 [3:0] }];
+    _22_ <= lb4o[{ \$80 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$498  = _22_;
+  assign \$signature__data$506  = _22_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5e [511:0];
   initial begin
@@ -17073,14 +17088,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$369 )
+    if (\$signature__en$375 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
-    _23_ <= lb5e[{ \$95 [5:1], \$51 [3:0] }];
+    _23_ <= lb5e[{ \$82 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$500  = _23_;
+  assign \$signature__data$508  = _23_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5o [511:0];
   initial begin
@@ -17598,14 +17613,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$372 )
+    if (\$signature__en$378 )
       lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
-    _24_ <= lb5o[{ \$98 [5:1], \$51 [3:0] }];
+    _24_ <= lb5o[{ \$85 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$502  = _24_;
+  assign \$signature__data$510  = _24_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6e [511:0];
   initial begin
@@ -18123,14 +18138,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$375 )
+    if (\$signature__en$381 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
-    _25_ <= lb6e[{ \$100 [5:1], \$51 [3:0] }];
+    _25_ <= lb6e[{ \$87 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$504  = _25_;
+  assign \$signature__data$512  = _25_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6o [511:0];
   initial begin
@@ -18648,14 +18663,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$378 )
+    if (\$signature__en$384 )
       lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
-    _26_ <= lb6o[{ \$103 [5:1], \$51 [3:0] }];
+    _26_ <= lb6o[{ \$90 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$506  = _26_;
+  assign \$signature__data$514  = _26_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7e [511:0];
   initial begin
@@ -19173,14 +19188,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$381 )
+    if (\$signature__en$387 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
-    _27_ <= lb7e[{ \$105 [5:1], \$51 [3:0] }];
+    _27_ <= lb7e[{ \$92 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$508  = _27_;
+  assign \$signature__data$516  = _27_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7o [511:0];
   initial begin
@@ -19698,14 +19713,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$384 )
+    if (\$signature__en$390 )
       lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
-    _28_ <= lb7o[{ \$108 [5:1], \$51 [3:0] }];
+    _28_ <= lb7o[{ \$95 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$510  = _28_;
+  assign \$signature__data$518  = _28_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8e [511:0];
   initial begin
@@ -20223,14 +20238,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$387 )
+    if (\$signature__en$393 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
-    _29_ <= lb8e[{ \$110 [5:1], \$51 [3:0] }];
+    _29_ <= lb8e[{ \$97 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$512  = _29_;
+  assign \$signature__data$520  = _29_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8o [511:0];
   initial begin
@@ -20748,14 +20763,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$390 )
+    if (\$signature__en$396 )
       lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
-    _30_ <= lb8o[{ \$113 [5:1], \$51 [3:0] }];
+    _30_ <= lb8o[{ \$100 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$514  = _30_;
+  assign \$signature__data$522  = _30_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9e [511:0];
   initial begin
@@ -21273,14 +21288,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$393 )
+    if (\$signature__en$399 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
-    _31_ <= lb9e[{ \$115 [5:1], \$51 [3:0] }];
+    _31_ <= lb9e[{ \$102 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$516  = _31_;
+  assign \$signature__data$524  = _31_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9o [511:0];
   initial begin
@@ -21798,14 +21813,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$396 )
+    if (\$signature__en$402 )
       lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
-    _32_ <= lb9o[{ \$118 [5:1], \$51 [3:0] }];
+    _32_ <= lb9o[{ \$105 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$518  = _32_;
+  assign \$signature__data$526  = _32_;
   (* no_rw_check = 32'd1 *)
   reg [551:0] pmem [63:0];
   initial begin
@@ -38329,163 +38344,150 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$42  = $signed(ix) >= $signed({ 1'h0, desc[41:35] });
   assign \$43  = - $signed(ix);
   assign \$44  = $signed(ix) + $signed({ 1'h0, desc[41:35] });
-  assign \$45  = 2'h2 * desc[41:35];
-  assign \$46  = $signed(\$45 ) - $signed(3'h2);
-  assign \$47  = $signed(\$46 ) - $signed(ix);
-  assign \$48  = desc[41:35] - 1'h1;
-  assign \$49  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
-  assign \$50  = desc[154] ? 5'h00 : j;
-  assign \$51  = cur[4:0] + \$50 ;
-  assign \$52  = $signed(ix) + $signed(2'h1);
-  assign \$53  = $signed(\$52 ) < $signed(1'h0);
-  assign \$54  = $signed(ix) + $signed(2'h1);
-  assign \$55  = $signed(\$54 ) >= $signed({ 1'h0, desc[41:35] });
-  assign \$56  = $signed(ix) + $signed(2'h1);
-  assign \$57  = - $signed(\$56 );
-  assign \$58  = $signed(ix) + $signed(2'h1);
-  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, desc[41:35] });
-  assign \$60  = 2'h2 * desc[41:35];
-  assign \$61  = $signed(\$60 ) - $signed(3'h2);
-  assign \$62  = $signed(ix) + $signed(2'h1);
-  assign \$63  = $signed(\$61 ) - $signed(\$62 );
-  assign \$64  = desc[41:35] - 1'h1;
-  assign \$65  = $signed(ix) + $signed(2'h1);
-  assign \$66  = $signed(\$65 ) - $signed({ 1'h0, desc[41:35] });
-  assign \$67  = $signed(ix) + $signed(2'h1);
-  assign \$68  = ~ ixb_m[0];
-  assign par_a = pad_ix ? \$68  : ix_m[0];
-  assign \$69  = dual_now & par_a;
+  assign \$45  = $signed(width2_m2) - $signed(ix);
+  assign \$46  = $signed(ix) - $signed({ 1'h0, desc[41:35] });
+  assign \$47  = desc[154] ? 5'h00 : j;
+  assign \$48  = cur[4:0] + \$47 ;
+  assign \$49  = $signed(ixb) < $signed(1'h0);
+  assign \$50  = $signed(ixb) >= $signed({ 1'h0, desc[41:35] });
+  assign \$51  = - $signed(ixb);
+  assign \$52  = $signed(ixb) + $signed({ 1'h0, desc[41:35] });
+  assign \$53  = $signed(width2_m2) - $signed(ixb);
+  assign \$54  = $signed(ixb) - $signed({ 1'h0, desc[41:35] });
+  assign \$55  = ~ ixb_m[0];
+  assign par_a = pad_ix ? \$55  : ix_m[0];
+  assign \$56  = dual_now & par_a;
+  assign \$57  = \$56  ? ixb_m : ix_m;
+  assign \$58  = ~ par_a;
+  assign \$59  = dual_now & \$58 ;
+  assign \$60  = \$59  ? ixb_m : ix_m;
+  assign \$61  = dual_now & par_a;
+  assign \$62  = \$61  ? ixb_m : ix_m;
+  assign \$63  = ~ par_a;
+  assign \$64  = dual_now & \$63 ;
+  assign \$65  = \$64  ? ixb_m : ix_m;
+  assign \$66  = dual_now & par_a;
+  assign \$67  = \$66  ? ixb_m : ix_m;
+  assign \$68  = ~ par_a;
+  assign \$69  = dual_now & \$68 ;
   assign \$70  = \$69  ? ixb_m : ix_m;
-  assign \$71  = ~ par_a;
-  assign \$72  = dual_now & \$71 ;
-  assign \$73  = \$72  ? ixb_m : ix_m;
-  assign \$74  = dual_now & par_a;
+  assign \$71  = dual_now & par_a;
+  assign \$72  = \$71  ? ixb_m : ix_m;
+  assign \$73  = ~ par_a;
+  assign \$74  = dual_now & \$73 ;
   assign \$75  = \$74  ? ixb_m : ix_m;
-  assign \$76  = ~ par_a;
-  assign \$77  = dual_now & \$76 ;
-  assign \$78  = \$77  ? ixb_m : ix_m;
-  assign \$79  = dual_now & par_a;
+  assign \$76  = dual_now & par_a;
+  assign \$77  = \$76  ? ixb_m : ix_m;
+  assign \$78  = ~ par_a;
+  assign \$79  = dual_now & \$78 ;
   assign \$80  = \$79  ? ixb_m : ix_m;
-  assign \$81  = ~ par_a;
-  assign \$82  = dual_now & \$81 ;
-  assign \$83  = \$82  ? ixb_m : ix_m;
-  assign \$84  = dual_now & par_a;
+  assign \$81  = dual_now & par_a;
+  assign \$82  = \$81  ? ixb_m : ix_m;
+  assign \$83  = ~ par_a;
+  assign \$84  = dual_now & \$83 ;
   assign \$85  = \$84  ? ixb_m : ix_m;
-  assign \$86  = ~ par_a;
-  assign \$87  = dual_now & \$86 ;
-  assign \$88  = \$87  ? ixb_m : ix_m;
-  assign \$89  = dual_now & par_a;
+  assign \$86  = dual_now & par_a;
+  assign \$87  = \$86  ? ixb_m : ix_m;
+  assign \$88  = ~ par_a;
+  assign \$89  = dual_now & \$88 ;
   assign \$90  = \$89  ? ixb_m : ix_m;
-  assign \$91  = ~ par_a;
-  assign \$92  = dual_now & \$91 ;
-  assign \$93  = \$92  ? ixb_m : ix_m;
-  assign \$94  = dual_now & par_a;
+  assign \$91  = dual_now & par_a;
+  assign \$92  = \$91  ? ixb_m : ix_m;
+  assign \$93  = ~ par_a;
+  assign \$94  = dual_now & \$93 ;
   assign \$95  = \$94  ? ixb_m : ix_m;
-  assign \$96  = ~ par_a;
-  assign \$97  = dual_now & \$96 ;
-  assign \$98  = \$97  ? ixb_m : ix_m;
-  assign \$99  = dual_now & par_a;
+  assign \$96  = dual_now & par_a;
+  assign \$97  = \$96  ? ixb_m : ix_m;
+  assign \$98  = ~ par_a;
+  assign \$99  = dual_now & \$98 ;
   assign \$100  = \$99  ? ixb_m : ix_m;
-  assign \$101  = ~ par_a;
-  assign \$102  = dual_now & \$101 ;
-  assign \$103  = \$102  ? ixb_m : ix_m;
-  assign \$104  = dual_now & par_a;
+  assign \$101  = dual_now & par_a;
+  assign \$102  = \$101  ? ixb_m : ix_m;
+  assign \$103  = ~ par_a;
+  assign \$104  = dual_now & \$103 ;
   assign \$105  = \$104  ? ixb_m : ix_m;
-  assign \$106  = ~ par_a;
-  assign \$107  = dual_now & \$106 ;
-  assign \$108  = \$107  ? ixb_m : ix_m;
-  assign \$109  = dual_now & par_a;
+  assign \$106  = dual_now & par_a;
+  assign \$107  = \$106  ? ixb_m : ix_m;
+  assign \$108  = ~ par_a;
+  assign \$109  = dual_now & \$108 ;
   assign \$110  = \$109  ? ixb_m : ix_m;
-  assign \$111  = ~ par_a;
-  assign \$112  = dual_now & \$111 ;
-  assign \$113  = \$112  ? ixb_m : ix_m;
-  assign \$114  = dual_now & par_a;
+  assign \$111  = dual_now & par_a;
+  assign \$112  = \$111  ? ixb_m : ix_m;
+  assign \$113  = ~ par_a;
+  assign \$114  = dual_now & \$113 ;
   assign \$115  = \$114  ? ixb_m : ix_m;
-  assign \$116  = ~ par_a;
-  assign \$117  = dual_now & \$116 ;
-  assign \$118  = \$117  ? ixb_m : ix_m;
-  assign \$119  = dual_now & par_a;
+  assign \$116  = dual_now & par_a;
+  assign \$117  = \$116  ? ixb_m : ix_m;
+  assign \$118  = ~ par_a;
+  assign \$119  = dual_now & \$118 ;
   assign \$120  = \$119  ? ixb_m : ix_m;
-  assign \$121  = ~ par_a;
-  assign \$122  = dual_now & \$121 ;
-  assign \$123  = \$122  ? ixb_m : ix_m;
-  assign \$124  = dual_now & par_a;
+  assign \$121  = dual_now & par_a;
+  assign \$122  = \$121  ? ixb_m : ix_m;
+  assign \$123  = ~ par_a;
+  assign \$124  = dual_now & \$123 ;
   assign \$125  = \$124  ? ixb_m : ix_m;
-  assign \$126  = ~ par_a;
-  assign \$127  = dual_now & \$126 ;
-  assign \$128  = \$127  ? ixb_m : ix_m;
-  assign \$129  = dual_now & par_a;
+  assign \$126  = dual_now & par_a;
+  assign \$127  = \$126  ? ixb_m : ix_m;
+  assign \$128  = ~ par_a;
+  assign \$129  = dual_now & \$128 ;
   assign \$130  = \$129  ? ixb_m : ix_m;
-  assign \$131  = ~ par_a;
-  assign \$132  = dual_now & \$131 ;
-  assign \$133  = \$132  ? ixb_m : ix_m;
-  assign \$134  = dual_now & par_a;
+  assign \$131  = dual_now & par_a;
+  assign \$132  = \$131  ? ixb_m : ix_m;
+  assign \$133  = ~ par_a;
+  assign \$134  = dual_now & \$133 ;
   assign \$135  = \$134  ? ixb_m : ix_m;
-  assign \$136  = ~ par_a;
-  assign \$137  = dual_now & \$136 ;
-  assign \$138  = \$137  ? ixb_m : ix_m;
-  assign \$139  = dual_now & par_a;
-  assign \$140  = \$139  ? ixb_m : ix_m;
-  assign \$141  = ~ par_a;
-  assign \$142  = dual_now & \$141 ;
-  assign \$143  = \$142  ? ixb_m : ix_m;
-  assign \$144  = dual_now & par_a;
-  assign \$145  = \$144  ? ixb_m : ix_m;
-  assign \$146  = ~ par_a;
-  assign \$147  = dual_now & \$146 ;
-  assign \$148  = \$147  ? ixb_m : ix_m;
-  assign \$149  = issue & is_elem;
-  assign \$152  = issue & desc[154];
-  assign \$153  = ! ky;
-  assign \$154  = ! kx;
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = ! j;
-  assign \$157  = \$155  & \$156 ;
-  assign \$158  = ky == kh_m1;
-  assign \$159  = desc[154] | \$158 ;
-  assign \$160  = kx == kw_m1;
-  assign \$161  = desc[154] | \$160 ;
-  assign \$162  = \$159  & \$161 ;
-  assign \$163  = j == cur[9:5];
+  assign \$136  = issue & is_elem;
+  assign \$139  = issue & desc[154];
+  assign \$140  = ! ky;
+  assign \$141  = ! kx;
+  assign \$142  = \$140  & \$141 ;
+  assign \$143  = ! j;
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = ky == kh_m1;
+  assign \$146  = desc[154] | \$145 ;
+  assign \$147  = kx == kw_m1;
+  assign \$148  = desc[154] | \$147 ;
+  assign \$149  = \$146  & \$148 ;
+  assign \$150  = j == cur[9:5];
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = ky == kh_m1;
+  assign \$153  = desc[154] | \$152 ;
+  assign \$154  = kx == kw_m1;
+  assign \$155  = desc[154] | \$154 ;
+  assign \$156  = \$153  & \$155 ;
+  assign \$157  = j == cur[9:5];
+  assign \$158  = \$156  & \$157 ;
+  assign \$159  = t == cot_m1;
+  assign \$160  = \$158  & \$159 ;
+  assign \$161  = rows_left == gcount;
+  assign \$162  = \$160  & \$161 ;
+  assign \$163  = g == gcount_m1;
   assign \$164  = \$162  & \$163 ;
-  assign \$165  = ky == kh_m1;
-  assign \$166  = desc[154] | \$165 ;
-  assign \$167  = kx == kw_m1;
-  assign \$168  = desc[154] | \$167 ;
-  assign \$169  = \$166  & \$168 ;
-  assign \$170  = j == cur[9:5];
-  assign \$171  = \$169  & \$170 ;
-  assign \$172  = t == cot_m1;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = rows_left == gcount;
-  assign \$175  = \$173  & \$174 ;
-  assign \$176  = g == gcount_m1;
-  assign \$177  = \$175  & \$176 ;
-  assign \$178  = ox == ow_m1;
-  assign \$179  = is_elem & \$178 ;
-  assign \$180  = \$177  & \$179 ;
-  assign \$181  = $signed(iy) < $signed(1'h0);
-  assign \$182  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$183  = \$181  | \$182 ;
-  assign \$184  = pad_ix | \$183 ;
-  assign \$185  = 1'h0 * desc[86:83];
-  assign \$186  = $signed(iy) + $signed({ 1'h0, \$185  });
+  assign \$165  = ox == ow_m1;
+  assign \$166  = is_elem & \$165 ;
+  assign \$167  = \$164  & \$166 ;
+  assign \$168  = $signed(iy) < $signed(1'h0);
+  assign \$169  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$170  = \$168  | \$169 ;
+  assign \$171  = pad_ix | \$170 ;
+  assign \$172  = 1'h0 * desc[86:83];
+  assign \$173  = $signed(iy) + $signed({ 1'h0, \$172  });
   assign pad_a1_ky0 = padr1_ky0 | pad_x1;
   assign pad_b1_ky0 = padr1_ky0 | pad_xb1;
-  assign \$187  = 1'h1 * desc[86:83];
-  assign \$188  = $signed(iy) + $signed({ 1'h0, \$187  });
+  assign \$174  = 1'h1 * desc[86:83];
+  assign \$175  = $signed(iy) + $signed({ 1'h0, \$174  });
   assign pad_a1_ky1 = padr1_ky1 | pad_x1;
   assign pad_b1_ky1 = padr1_ky1 | pad_xb1;
-  assign \$189  = 2'h2 * desc[86:83];
-  assign \$190  = $signed(iy) + $signed({ 1'h0, \$189  });
+  assign \$176  = 2'h2 * desc[86:83];
+  assign \$177  = $signed(iy) + $signed({ 1'h0, \$176  });
   assign pad_a1_ky2 = padr1_ky2 | pad_x1;
   assign pad_b1_ky2 = padr1_ky2 | pad_xb1;
-  assign \$191  = 2'h3 * desc[86:83];
-  assign \$192  = $signed(iy) + $signed({ 1'h0, \$191  });
+  assign \$178  = 2'h3 * desc[86:83];
+  assign \$179  = $signed(iy) + $signed({ 1'h0, \$178  });
   assign pad_a1_ky3 = padr1_ky3 | pad_x1;
   assign pad_b1_ky3 = padr1_ky3 | pad_xb1;
-  assign \$193  = 3'h4 * desc[86:83];
-  assign \$194  = $signed(iy) + $signed({ 1'h0, \$193  });
+  assign \$180  = 3'h4 * desc[86:83];
+  assign \$181  = $signed(iy) + $signed({ 1'h0, \$180  });
   assign pad_a1_ky4 = padr1_ky4 | pad_x1;
   assign pad_b1_ky4 = padr1_ky4 | pad_xb1;
   assign dwback0 = kw_m1 - dw_kx0_s3;
@@ -38496,625 +38498,601 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign dwback5 = kw_m1 - dw_kx5_s3;
   assign dwback6 = kw_m1 - dw_kx6_s3;
   assign dwback7 = kw_m1 - dw_kx7_s3;
-  assign \$235  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
-  assign \$236  = fwd_hit ? fwd_sums[31:0] : \$235 ;
-  assign \$237  = sb_p21[3] ? pm_q[31:0] : \$236 ;
-  assign \$238  = $signed(\$237 ) + $signed(\sums$262 [31:0]);
-  assign \$239  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
-  assign \$240  = fwd_hit ? fwd_sums[63:32] : \$239 ;
-  assign \$241  = sb_p21[3] ? pm_q[100:69] : \$240 ;
-  assign \$242  = $signed(\$241 ) + $signed(\sums$262 [63:32]);
-  assign \$243  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
-  assign \$244  = fwd_hit ? fwd_sums[95:64] : \$243 ;
-  assign \$245  = sb_p21[3] ? pm_q[169:138] : \$244 ;
-  assign \$246  = $signed(\$245 ) + $signed(\sums$262 [95:64]);
-  assign \$247  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
-  assign \$248  = fwd_hit ? fwd_sums[127:96] : \$247 ;
-  assign \$249  = sb_p21[3] ? pm_q[238:207] : \$248 ;
-  assign \$250  = $signed(\$249 ) + $signed(\sums$262 [127:96]);
-  assign \$251  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
-  assign \$252  = fwd_hit ? fwd_sums[159:128] : \$251 ;
-  assign \$253  = sb_p21[3] ? pm_q[307:276] : \$252 ;
-  assign \$254  = $signed(\$253 ) + $signed(\sums$262 [159:128]);
-  assign \$255  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
-  assign \$256  = fwd_hit ? fwd_sums[191:160] : \$255 ;
-  assign \$257  = sb_p21[3] ? pm_q[376:345] : \$256 ;
-  assign \$258  = $signed(\$257 ) + $signed(\sums$262 [191:160]);
-  assign \$259  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
-  assign \$260  = fwd_hit ? fwd_sums[223:192] : \$259 ;
-  assign \$261  = sb_p21[3] ? pm_q[445:414] : \$260 ;
-  assign \$262  = $signed(\$261 ) + $signed(\sums$262 [223:192]);
-  assign \$263  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
-  assign \$264  = fwd_hit ? fwd_sums[255:224] : \$263 ;
-  assign \$265  = sb_p21[3] ? pm_q[514:483] : \$264 ;
-  assign \$266  = $signed(\$265 ) + $signed(\sums$262 [255:224]);
-  assign \$267  = ~ sb_p21[4];
-  assign acc_w__en = sb_p21[0] & \$267 ;
-  assign \$268  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$269  = desc[131] & \$268 ;
-  assign \lo$276  = \$269  ? desc[148:132] : qlo;
-  assign \$270  = ld_tile + 1'h1;
-  assign ld_word_end = \$270  * 4'h8;
-  assign \$271  = state == 2'h3;
-  assign \$272  = sq != 2'h3;
-  assign \$273  = \$271  & \$272 ;
-  assign \$274  = ~ ld_busy;
-  assign \$275  = \$273  & \$274 ;
-  assign \$276  = w_count >= ld_word_end;
-  assign \$277  = \$275  & \$276 ;
-  assign \$278  = ld_ahead <= 1'h1;
-  assign ld_start = \$277  & \$278 ;
-  assign \$280  = ! desc[120:119];
-  assign \$281  = desc[120:119] == 1'h1;
-  assign \$282  = \$280  | \$281 ;
-  assign \$283  = desc[120:119] == 2'h3;
-  assign \$284  = ~ desc[35];
-  assign \$285  = \$283  & \$284 ;
-  assign \$286  = \$282  | \$285 ;
-  assign \$287  = \$279  & \$286 ;
-  assign \$288  = ! desc[4:0];
-  assign \$289  = desc[4:0] > 5'h10;
-  assign \$290  = \$288  | \$289 ;
-  assign \$291  = ! desc[11:5];
-  assign \$292  = desc[11:5] > 7'h40;
-  assign \$293  = \$291  | \$292 ;
-  assign \$294  = ! desc[23:12];
-  assign \$295  = desc[23:12] > 12'h800;
-  assign \$296  = \$294  | \$295 ;
-  assign \$297  = ! desc[34:24];
-  assign \$298  = desc[34:24] > 11'h400;
-  assign \$299  = \$297  | \$298 ;
-  assign \$300  = ! desc[41:35];
-  assign \$301  = desc[41:35] > 7'h40;
-  assign \$302  = \$300  | \$301 ;
-  assign \$303  = ! desc[52:42];
-  assign \$304  = ! desc[59:53];
-  assign \$305  = \$303  | \$304 ;
-  assign \$306  = ! desc[70:60];
-  assign \$307  = \$305  | \$306 ;
-  assign \$308  = ! desc[73:71];
-  assign \$309  = desc[73:71] > 3'h7;
-  assign \$310  = \$308  | \$309 ;
-  assign \$311  = ! desc[76:74];
-  assign \$312  = \$310  | \$311 ;
-  assign \$313  = desc[76:74] > 3'h7;
-  assign \$314  = \$312  | \$313 ;
-  assign \$315  = ! desc[79:77];
-  assign \$316  = desc[79:77] > 3'h4;
-  assign \$317  = \$315  | \$316 ;
-  assign \$318  = ! desc[82:80];
-  assign \$319  = desc[82:80] > 3'h4;
-  assign \$320  = \$318  | \$319 ;
-  assign \$321  = ! desc[86:83];
-  assign \$322  = desc[86:83] > 4'h8;
-  assign \$323  = \$321  | \$322 ;
-  assign \$324  = ! desc[90:87];
-  assign \$325  = desc[90:87] > 4'h8;
-  assign \$326  = \$324  | \$325 ;
-  assign \$327  = pass_span > 5'h10;
-  assign \$328  = acc_need > 10'h200;
-  assign \$329  = desc[41:35] - 1'h1;
-  assign \$330  = $signed(\$329 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$331  = $signed(last_ix) > $signed(\$330 );
-  assign \$332  = desc[34:24] - 1'h1;
-  assign \$333  = $signed(\$332 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$334  = $signed(last_iy) > $signed(\$333 );
-  assign \$335  = desc[120:119] == 1'h1;
-  assign \$336  = desc[111:105] >= desc[41:35];
-  assign \$337  = desc[118:112] >= desc[41:35];
-  assign \$338  = \$336  | \$337 ;
-  assign \$339  = \$335  & \$338 ;
-  assign \$340  = desc[120:119] == 2'h3;
-  assign \$341  = desc[111:105] > desc[41:35];
-  assign \$342  = desc[118:112] > desc[41:35];
-  assign \$343  = \$341  | \$342 ;
-  assign \$344  = \$340  & \$343 ;
-  assign \$345  = desc[130:129] == 2'h3;
-  assign \$346  = | desc[130:129];
-  assign \$347  = desc[153:149] < 2'h2;
-  assign \$348  = desc[153:149] > 5'h10;
-  assign \$349  = \$347  | \$348 ;
-  assign \$350  = \$346  & \$349 ;
-  assign \$351  = desc[73:71] > 3'h5;
-  assign \$353  = desc[76:74] > 3'h5;
-  assign \$354  = \$352  | \$353 ;
-  assign \$355  = desc[90:87] > 2'h2;
-  assign \$356  = \$354  | \$355 ;
-  assign \$357  = desc[154] & \$356 ;
-  assign \$358  = ~ desc[154];
-  assign \$359  = desc[34:24] > 5'h10;
-  assign \$360  = \$358  | \$359 ;
-  assign \$361  = desc[70:60] < desc[52:42];
-  assign \$362  = \$360  | \$361 ;
-  assign \$363  = desc[155] & \$362 ;
-  assign \$364  = | { \$363 , \$357 , \$350 , \$345 , \$344 , \$339 , \$334 , \$331 , \$328 , \$327 , \$326 , \$323 , \$320 , \$317 , \$314 , \$307 , \$302 , \$299 , \$296 , \$293 , \$290  };
+  assign \$222  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
+  assign \$223  = fwd_hit ? fwd_sums[31:0] : \$222 ;
+  assign \$224  = sb_p21[3] ? pm_q[31:0] : \$223 ;
+  assign \$225  = $signed(\$224 ) + $signed(\sums$265 [31:0]);
+  assign \$226  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
+  assign \$227  = fwd_hit ? fwd_sums[63:32] : \$226 ;
+  assign \$228  = sb_p21[3] ? pm_q[100:69] : \$227 ;
+  assign \$229  = $signed(\$228 ) + $signed(\sums$265 [63:32]);
+  assign \$230  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
+  assign \$231  = fwd_hit ? fwd_sums[95:64] : \$230 ;
+  assign \$232  = sb_p21[3] ? pm_q[169:138] : \$231 ;
+  assign \$233  = $signed(\$232 ) + $signed(\sums$265 [95:64]);
+  assign \$234  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
+  assign \$235  = fwd_hit ? fwd_sums[127:96] : \$234 ;
+  assign \$236  = sb_p21[3] ? pm_q[238:207] : \$235 ;
+  assign \$237  = $signed(\$236 ) + $signed(\sums$265 [127:96]);
+  assign \$238  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
+  assign \$239  = fwd_hit ? fwd_sums[159:128] : \$238 ;
+  assign \$240  = sb_p21[3] ? pm_q[307:276] : \$239 ;
+  assign \$241  = $signed(\$240 ) + $signed(\sums$265 [159:128]);
+  assign \$242  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
+  assign \$243  = fwd_hit ? fwd_sums[191:160] : \$242 ;
+  assign \$244  = sb_p21[3] ? pm_q[376:345] : \$243 ;
+  assign \$245  = $signed(\$244 ) + $signed(\sums$265 [191:160]);
+  assign \$246  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
+  assign \$247  = fwd_hit ? fwd_sums[223:192] : \$246 ;
+  assign \$248  = sb_p21[3] ? pm_q[445:414] : \$247 ;
+  assign \$249  = $signed(\$248 ) + $signed(\sums$265 [223:192]);
+  assign \$250  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
+  assign \$251  = fwd_hit ? fwd_sums[255:224] : \$250 ;
+  assign \$252  = sb_p21[3] ? pm_q[514:483] : \$251 ;
+  assign \$253  = $signed(\$252 ) + $signed(\sums$265 [255:224]);
+  assign \$254  = ~ sb_p21[4];
+  assign acc_w__en = sb_p21[0] & \$254 ;
+  assign \$255  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$256  = desc[131] & \$255 ;
+  assign \lo$279  = \$256  ? desc[148:132] : qlo;
+  assign \$257  = ld_tile + 1'h1;
+  assign ld_word_end = \$257  * 4'h8;
+  assign \$258  = state == 2'h3;
+  assign \$259  = sq != 2'h3;
+  assign \$260  = \$258  & \$259 ;
+  assign \$261  = ~ ld_busy;
+  assign \$262  = \$260  & \$261 ;
+  assign \$263  = w_count >= ld_word_end;
+  assign \$264  = \$262  & \$263 ;
+  assign \$265  = ld_ahead <= 1'h1;
+  assign ld_start = \$264  & \$265 ;
+  assign \$267  = ! desc[120:119];
+  assign \$268  = desc[120:119] == 1'h1;
+  assign \$269  = \$267  | \$268 ;
+  assign \$270  = desc[120:119] == 2'h3;
+  assign \$271  = ~ desc[35];
+  assign \$272  = \$270  & \$271 ;
+  assign \$273  = \$269  | \$272 ;
+  assign \$274  = \$266  & \$273 ;
+  assign \$275  = pass_span > 5'h10;
+  assign \$276  = acc_need > 10'h200;
+  assign \$277  = $signed(last_ix) > $signed(x_bound);
+  assign \$278  = $signed(last_iy) > $signed(y_bound);
+  assign \$279  = | { \$278 , \$277 , \$276 , \$275 , bad_desc };
   assign abort_wait_done = ! abort_timer;
-  assign fatal = | \$365 ;
-  assign \$366  = state == 2'h3;
-  assign \$367  = state == 3'h4;
-  assign \$368  = \$366  | \$367 ;
-  assign \$369  = ~ p_done;
-  assign i_param__ready = \$368  & \$369 ;
-  assign \$370  = i_param__valid & i_param__ready;
-  assign \$371  = p_count < desc[11:5];
-  assign \$372  = \$370  & \$371 ;
-  assign \$373  = state == 3'h4;
-  assign \$374  = ~ \$373 ;
-  assign pm_w__en = \$372  & \$374 ;
-  assign \$375  = i_param__payload[561:557] - 1'h1;
-  assign \$376  = i_param__valid & i_param__ready;
-  assign \$377  = p_count < desc[11:5];
-  assign \$378  = \$376  & \$377 ;
-  assign \$379  = state == 3'h4;
-  assign \$380  = ~ \$379 ;
-  assign cw_w__en = \$378  & \$380 ;
-  assign \$381  = i_param__valid & i_param__ready;
-  assign \$382  = p_count < desc[11:5];
-  assign \$383  = ! i_param__payload[561:557];
-  assign \$384  = i_param__payload[556:552] >= desc[4:0];
-  assign \$385  = i_param__payload[561:557] * 4'h8;
-  assign \$386  = \$385  < taps;
-  assign \$387  = \$384  | \$386 ;
-  assign \$388  = i_param__payload[556:552] + i_param__payload[561:557];
-  assign \$389  = \$388  > desc[4:0];
-  assign \$390  = desc[154] ? \$387  : \$389 ;
-  assign \$391  = \$383  | \$390 ;
-  assign \$392  = p_count + 1'h1;
-  assign \$393  = \$392  < desc[11:5];
-  assign \$394  = p_count + 1'h1;
-  assign \$395  = \$394  > desc[11:5];
-  assign \$396  = ~ p_checked;
-  assign \$397  = p_done & \$396 ;
-  assign \$398  = state == 2'h3;
+  assign fatal = | \$280 ;
+  assign \$281  = state == 2'h3;
+  assign \$282  = state == 3'h4;
+  assign \$283  = \$281  | \$282 ;
+  assign \$284  = ~ p_done;
+  assign i_param__ready = \$283  & \$284 ;
+  assign \$285  = i_param__valid & i_param__ready;
+  assign \$286  = p_count < desc[11:5];
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = state == 3'h4;
+  assign \$289  = ~ \$288 ;
+  assign pm_w__en = \$287  & \$289 ;
+  assign \$290  = i_param__payload[561:557] - 1'h1;
+  assign \$291  = i_param__valid & i_param__ready;
+  assign \$292  = p_count < desc[11:5];
+  assign \$293  = \$291  & \$292 ;
+  assign \$294  = state == 3'h4;
+  assign \$295  = ~ \$294 ;
+  assign cw_w__en = \$293  & \$295 ;
+  assign \$296  = i_param__valid & i_param__ready;
+  assign \$297  = p_count < desc[11:5];
+  assign \$298  = ! i_param__payload[561:557];
+  assign \$299  = i_param__payload[556:552] >= desc[4:0];
+  assign \$300  = i_param__payload[561:557] * 4'h8;
+  assign \$301  = \$300  < taps;
+  assign \$302  = \$299  | \$301 ;
+  assign \$303  = i_param__payload[556:552] + i_param__payload[561:557];
+  assign \$304  = \$303  > desc[4:0];
+  assign \$305  = desc[154] ? \$302  : \$304 ;
+  assign \$306  = \$298  | \$305 ;
+  assign \$307  = p_count + 1'h1;
+  assign \$308  = \$307  < desc[11:5];
+  assign \$309  = p_count + 1'h1;
+  assign \$310  = \$309  > desc[11:5];
+  assign \$311  = ~ p_checked;
+  assign \$312  = p_done & \$311 ;
+  assign \$313  = state == 2'h3;
+  assign \$314  = \$312  & \$313 ;
+  assign \$315  = tiles_sum != desc[23:12];
+  assign \$316  = p_done & p_checked;
+  assign \$317  = ~ fatal;
+  assign params_ok = \$316  & \$317 ;
+  assign \$318  = state == 2'h3;
+  assign \$319  = state == 3'h4;
+  assign \$320  = \$318  | \$319 ;
+  assign \$321  = ~ w_done;
+  assign i_weight__ready = \$320  & \$321 ;
+  assign \$322  = i_weight__valid & i_weight__ready;
+  assign \$323  = w_count < w_total;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = state == 3'h4;
+  assign \$326  = ~ \$325 ;
+  assign wm_w__en = \$324  & \$326 ;
+  assign \$327  = i_weight__valid & i_weight__ready;
+  assign \$328  = w_count < w_total;
+  assign \$329  = w_count + 1'h1;
+  assign \$330  = \$329  < w_total;
+  assign \$331  = state == 2'h3;
+  assign \$332  = state == 3'h4;
+  assign \$333  = \$331  | \$332 ;
+  assign \$334  = ~ a_done;
+  assign \$335  = \$333  & \$334 ;
+  assign \$336  = state == 3'h4;
+  assign \$337  = \$336  | a_overflow;
+  assign \$338  = \$337  | row_free;
+  assign i_act__ready = \$335  & \$338 ;
+  assign \$339  = wr_ix + 2'h2;
+  assign row_end = \$339  >= desc[41:35];
+  assign \$340  = i_act__valid & i_act__ready;
+  assign \$341  = ~ a_overflow;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = state == 3'h4;
+  assign \$344  = ~ \$343 ;
+  assign \$345  = \$342  & \$344 ;
+  assign \$346  = ! wr_iy[3:0];
+  assign \$347  = \$345  & \$346 ;
+  assign \$348  = i_act__valid & i_act__ready;
+  assign \$349  = ~ a_overflow;
+  assign \$350  = \$348  & \$349 ;
+  assign \$351  = state == 3'h4;
+  assign \$352  = ~ \$351 ;
+  assign \$353  = \$350  & \$352 ;
+  assign \$354  = ! wr_iy[3:0];
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = ~ row_end;
+  assign \$357  = ~ desc[35];
+  assign \$358  = \$356  | \$357 ;
+  assign \$signature__en$348  = \$355  & \$358 ;
+  assign \$359  = i_act__valid & i_act__ready;
+  assign \$360  = ~ a_overflow;
+  assign \$361  = \$359  & \$360 ;
+  assign \$362  = state == 3'h4;
+  assign \$363  = ~ \$362 ;
+  assign \$364  = \$361  & \$363 ;
+  assign \$365  = wr_iy[3:0] == 1'h1;
+  assign \$366  = \$364  & \$365 ;
+  assign \$367  = i_act__valid & i_act__ready;
+  assign \$368  = ~ a_overflow;
+  assign \$369  = \$367  & \$368 ;
+  assign \$370  = state == 3'h4;
+  assign \$371  = ~ \$370 ;
+  assign \$372  = \$369  & \$371 ;
+  assign \$373  = wr_iy[3:0] == 1'h1;
+  assign \$374  = \$372  & \$373 ;
+  assign \$375  = ~ row_end;
+  assign \$376  = ~ desc[35];
+  assign \$377  = \$375  | \$376 ;
+  assign \$signature__en$354  = \$374  & \$377 ;
+  assign \$378  = i_act__valid & i_act__ready;
+  assign \$379  = ~ a_overflow;
+  assign \$380  = \$378  & \$379 ;
+  assign \$381  = state == 3'h4;
+  assign \$382  = ~ \$381 ;
+  assign \$383  = \$380  & \$382 ;
+  assign \$384  = wr_iy[3:0] == 2'h2;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = i_act__valid & i_act__ready;
+  assign \$387  = ~ a_overflow;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = state == 3'h4;
+  assign \$390  = ~ \$389 ;
+  assign \$391  = \$388  & \$390 ;
+  assign \$392  = wr_iy[3:0] == 2'h2;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = ~ row_end;
+  assign \$395  = ~ desc[35];
+  assign \$396  = \$394  | \$395 ;
+  assign \$signature__en$360  = \$393  & \$396 ;
+  assign \$397  = i_act__valid & i_act__ready;
+  assign \$398  = ~ a_overflow;
   assign \$399  = \$397  & \$398 ;
-  assign \$400  = tiles_sum != desc[23:12];
-  assign \$401  = p_done & p_checked;
-  assign \$402  = ~ fatal;
-  assign params_ok = \$401  & \$402 ;
-  assign \$403  = state == 2'h3;
-  assign \$404  = state == 3'h4;
-  assign \$405  = \$403  | \$404 ;
-  assign \$406  = ~ w_done;
-  assign i_weight__ready = \$405  & \$406 ;
-  assign \$407  = i_weight__valid & i_weight__ready;
-  assign \$408  = w_count < w_total;
-  assign \$409  = \$407  & \$408 ;
-  assign \$410  = state == 3'h4;
-  assign \$411  = ~ \$410 ;
-  assign wm_w__en = \$409  & \$411 ;
-  assign \$412  = i_weight__valid & i_weight__ready;
-  assign \$413  = w_count < w_total;
-  assign \$414  = w_count + 1'h1;
-  assign \$415  = \$414  < w_total;
-  assign \$416  = state == 2'h3;
-  assign \$417  = state == 3'h4;
-  assign \$418  = \$416  | \$417 ;
-  assign \$419  = ~ a_done;
-  assign \$420  = \$418  & \$419 ;
-  assign \$421  = state == 3'h4;
-  assign \$422  = \$421  | a_overflow;
-  assign \$423  = \$422  | row_free;
-  assign i_act__ready = \$420  & \$423 ;
-  assign \$424  = wr_ix + 2'h2;
-  assign row_end = \$424  >= desc[41:35];
-  assign \$425  = i_act__valid & i_act__ready;
-  assign \$426  = ~ a_overflow;
-  assign \$427  = \$425  & \$426 ;
-  assign \$428  = state == 3'h4;
-  assign \$429  = ~ \$428 ;
-  assign \$430  = \$427  & \$429 ;
-  assign \$431  = ! wr_iy[3:0];
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = i_act__valid & i_act__ready;
-  assign \$434  = ~ a_overflow;
-  assign \$435  = \$433  & \$434 ;
-  assign \$436  = state == 3'h4;
-  assign \$437  = ~ \$436 ;
-  assign \$438  = \$435  & \$437 ;
-  assign \$439  = ! wr_iy[3:0];
-  assign \$440  = \$438  & \$439 ;
-  assign \$441  = ~ row_end;
-  assign \$442  = ~ desc[35];
-  assign \$443  = \$441  | \$442 ;
-  assign \$signature__en$342  = \$440  & \$443 ;
-  assign \$444  = i_act__valid & i_act__ready;
-  assign \$445  = ~ a_overflow;
-  assign \$446  = \$444  & \$445 ;
-  assign \$447  = state == 3'h4;
-  assign \$448  = ~ \$447 ;
-  assign \$449  = \$446  & \$448 ;
-  assign \$450  = wr_iy[3:0] == 1'h1;
-  assign \$451  = \$449  & \$450 ;
-  assign \$452  = i_act__valid & i_act__ready;
-  assign \$453  = ~ a_overflow;
-  assign \$454  = \$452  & \$453 ;
-  assign \$455  = state == 3'h4;
-  assign \$456  = ~ \$455 ;
-  assign \$457  = \$454  & \$456 ;
-  assign \$458  = wr_iy[3:0] == 1'h1;
-  assign \$459  = \$457  & \$458 ;
-  assign \$460  = ~ row_end;
-  assign \$461  = ~ desc[35];
-  assign \$462  = \$460  | \$461 ;
-  assign \$signature__en$348  = \$459  & \$462 ;
-  assign \$463  = i_act__valid & i_act__ready;
-  assign \$464  = ~ a_overflow;
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = state == 3'h4;
-  assign \$467  = ~ \$466 ;
-  assign \$468  = \$465  & \$467 ;
-  assign \$469  = wr_iy[3:0] == 2'h2;
-  assign \$470  = \$468  & \$469 ;
-  assign \$471  = i_act__valid & i_act__ready;
-  assign \$472  = ~ a_overflow;
-  assign \$473  = \$471  & \$472 ;
-  assign \$474  = state == 3'h4;
-  assign \$475  = ~ \$474 ;
-  assign \$476  = \$473  & \$475 ;
-  assign \$477  = wr_iy[3:0] == 2'h2;
-  assign \$478  = \$476  & \$477 ;
-  assign \$479  = ~ row_end;
-  assign \$480  = ~ desc[35];
-  assign \$481  = \$479  | \$480 ;
-  assign \$signature__en$354  = \$478  & \$481 ;
-  assign \$482  = i_act__valid & i_act__ready;
-  assign \$483  = ~ a_overflow;
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = state == 3'h4;
-  assign \$486  = ~ \$485 ;
-  assign \$487  = \$484  & \$486 ;
-  assign \$488  = wr_iy[3:0] == 2'h3;
-  assign \$489  = \$487  & \$488 ;
-  assign \$490  = i_act__valid & i_act__ready;
-  assign \$491  = ~ a_overflow;
-  assign \$492  = \$490  & \$491 ;
-  assign \$493  = state == 3'h4;
-  assign \$494  = ~ \$493 ;
-  assign \$495  = \$492  & \$494 ;
-  assign \$496  = wr_iy[3:0] == 2'h3;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = ~ row_end;
-  assign \$499  = ~ desc[35];
-  assign \$500  = \$498  | \$499 ;
-  assign \$signature__en$360  = \$497  & \$500 ;
-  assign \$501  = i_act__valid & i_act__ready;
-  assign \$502  = ~ a_overflow;
-  assign \$503  = \$501  & \$502 ;
-  assign \$504  = state == 3'h4;
-  assign \$505  = ~ \$504 ;
-  assign \$506  = \$503  & \$505 ;
-  assign \$507  = wr_iy[3:0] == 3'h4;
-  assign \$508  = \$506  & \$507 ;
-  assign \$509  = i_act__valid & i_act__ready;
-  assign \$510  = ~ a_overflow;
-  assign \$511  = \$509  & \$510 ;
-  assign \$512  = state == 3'h4;
-  assign \$513  = ~ \$512 ;
-  assign \$514  = \$511  & \$513 ;
-  assign \$515  = wr_iy[3:0] == 3'h4;
-  assign \$516  = \$514  & \$515 ;
-  assign \$517  = ~ row_end;
-  assign \$518  = ~ desc[35];
-  assign \$519  = \$517  | \$518 ;
-  assign \$signature__en$366  = \$516  & \$519 ;
-  assign \$520  = i_act__valid & i_act__ready;
-  assign \$521  = ~ a_overflow;
-  assign \$522  = \$520  & \$521 ;
-  assign \$523  = state == 3'h4;
-  assign \$524  = ~ \$523 ;
-  assign \$525  = \$522  & \$524 ;
-  assign \$526  = wr_iy[3:0] == 3'h5;
-  assign \$527  = \$525  & \$526 ;
-  assign \$528  = i_act__valid & i_act__ready;
-  assign \$529  = ~ a_overflow;
-  assign \$530  = \$528  & \$529 ;
-  assign \$531  = state == 3'h4;
-  assign \$532  = ~ \$531 ;
-  assign \$533  = \$530  & \$532 ;
-  assign \$534  = wr_iy[3:0] == 3'h5;
-  assign \$535  = \$533  & \$534 ;
-  assign \$536  = ~ row_end;
-  assign \$537  = ~ desc[35];
-  assign \$538  = \$536  | \$537 ;
-  assign \$signature__en$372  = \$535  & \$538 ;
-  assign \$539  = i_act__valid & i_act__ready;
-  assign \$540  = ~ a_overflow;
-  assign \$541  = \$539  & \$540 ;
-  assign \$542  = state == 3'h4;
-  assign \$543  = ~ \$542 ;
-  assign \$544  = \$541  & \$543 ;
-  assign \$545  = wr_iy[3:0] == 3'h6;
-  assign \$546  = \$544  & \$545 ;
-  assign \$547  = i_act__valid & i_act__ready;
-  assign \$548  = ~ a_overflow;
-  assign \$549  = \$547  & \$548 ;
-  assign \$550  = state == 3'h4;
-  assign \$551  = ~ \$550 ;
-  assign \$552  = \$549  & \$551 ;
-  assign \$553  = wr_iy[3:0] == 3'h6;
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = ~ row_end;
-  assign \$556  = ~ desc[35];
-  assign \$557  = \$555  | \$556 ;
-  assign \$signature__en$378  = \$554  & \$557 ;
-  assign \$558  = i_act__valid & i_act__ready;
-  assign \$559  = ~ a_overflow;
-  assign \$560  = \$558  & \$559 ;
-  assign \$561  = state == 3'h4;
-  assign \$562  = ~ \$561 ;
-  assign \$563  = \$560  & \$562 ;
-  assign \$564  = wr_iy[3:0] == 3'h7;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = i_act__valid & i_act__ready;
-  assign \$567  = ~ a_overflow;
-  assign \$568  = \$566  & \$567 ;
-  assign \$569  = state == 3'h4;
-  assign \$570  = ~ \$569 ;
-  assign \$571  = \$568  & \$570 ;
-  assign \$572  = wr_iy[3:0] == 3'h7;
-  assign \$573  = \$571  & \$572 ;
-  assign \$574  = ~ row_end;
-  assign \$575  = ~ desc[35];
-  assign \$576  = \$574  | \$575 ;
-  assign \$signature__en$384  = \$573  & \$576 ;
-  assign \$577  = i_act__valid & i_act__ready;
-  assign \$578  = ~ a_overflow;
-  assign \$579  = \$577  & \$578 ;
-  assign \$580  = state == 3'h4;
-  assign \$581  = ~ \$580 ;
-  assign \$582  = \$579  & \$581 ;
-  assign \$583  = wr_iy[3:0] == 4'h8;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = i_act__valid & i_act__ready;
-  assign \$586  = ~ a_overflow;
-  assign \$587  = \$585  & \$586 ;
-  assign \$588  = state == 3'h4;
-  assign \$589  = ~ \$588 ;
-  assign \$590  = \$587  & \$589 ;
-  assign \$591  = wr_iy[3:0] == 4'h8;
-  assign \$592  = \$590  & \$591 ;
-  assign \$593  = ~ row_end;
-  assign \$594  = ~ desc[35];
-  assign \$595  = \$593  | \$594 ;
-  assign \$signature__en$390  = \$592  & \$595 ;
-  assign \$596  = i_act__valid & i_act__ready;
-  assign \$597  = ~ a_overflow;
-  assign \$598  = \$596  & \$597 ;
-  assign \$599  = state == 3'h4;
-  assign \$600  = ~ \$599 ;
-  assign \$601  = \$598  & \$600 ;
-  assign \$602  = wr_iy[3:0] == 4'h9;
-  assign \$603  = \$601  & \$602 ;
-  assign \$604  = i_act__valid & i_act__ready;
-  assign \$605  = ~ a_overflow;
-  assign \$606  = \$604  & \$605 ;
-  assign \$607  = state == 3'h4;
-  assign \$608  = ~ \$607 ;
-  assign \$609  = \$606  & \$608 ;
-  assign \$610  = wr_iy[3:0] == 4'h9;
-  assign \$611  = \$609  & \$610 ;
-  assign \$612  = ~ row_end;
-  assign \$613  = ~ desc[35];
-  assign \$614  = \$612  | \$613 ;
-  assign \$signature__en$396  = \$611  & \$614 ;
-  assign \$615  = i_act__valid & i_act__ready;
-  assign \$616  = ~ a_overflow;
-  assign \$617  = \$615  & \$616 ;
-  assign \$618  = state == 3'h4;
-  assign \$619  = ~ \$618 ;
-  assign \$620  = \$617  & \$619 ;
-  assign \$621  = wr_iy[3:0] == 4'ha;
-  assign \$622  = \$620  & \$621 ;
-  assign \$623  = i_act__valid & i_act__ready;
-  assign \$624  = ~ a_overflow;
-  assign \$625  = \$623  & \$624 ;
-  assign \$626  = state == 3'h4;
-  assign \$627  = ~ \$626 ;
-  assign \$628  = \$625  & \$627 ;
-  assign \$629  = wr_iy[3:0] == 4'ha;
-  assign \$630  = \$628  & \$629 ;
-  assign \$631  = ~ row_end;
-  assign \$632  = ~ desc[35];
-  assign \$633  = \$631  | \$632 ;
-  assign \$signature__en$402  = \$630  & \$633 ;
-  assign \$634  = i_act__valid & i_act__ready;
-  assign \$635  = ~ a_overflow;
-  assign \$636  = \$634  & \$635 ;
-  assign \$637  = state == 3'h4;
-  assign \$638  = ~ \$637 ;
-  assign \$639  = \$636  & \$638 ;
-  assign \$640  = wr_iy[3:0] == 4'hb;
-  assign \$641  = \$639  & \$640 ;
-  assign \$642  = i_act__valid & i_act__ready;
-  assign \$643  = ~ a_overflow;
-  assign \$644  = \$642  & \$643 ;
-  assign \$645  = state == 3'h4;
-  assign \$646  = ~ \$645 ;
-  assign \$647  = \$644  & \$646 ;
-  assign \$648  = wr_iy[3:0] == 4'hb;
-  assign \$649  = \$647  & \$648 ;
-  assign \$650  = ~ row_end;
-  assign \$651  = ~ desc[35];
-  assign \$652  = \$650  | \$651 ;
-  assign \$signature__en$408  = \$649  & \$652 ;
-  assign \$653  = i_act__valid & i_act__ready;
-  assign \$654  = ~ a_overflow;
-  assign \$655  = \$653  & \$654 ;
-  assign \$656  = state == 3'h4;
-  assign \$657  = ~ \$656 ;
-  assign \$658  = \$655  & \$657 ;
-  assign \$659  = wr_iy[3:0] == 4'hc;
-  assign \$660  = \$658  & \$659 ;
-  assign \$661  = i_act__valid & i_act__ready;
-  assign \$662  = ~ a_overflow;
-  assign \$663  = \$661  & \$662 ;
-  assign \$664  = state == 3'h4;
+  assign \$400  = state == 3'h4;
+  assign \$401  = ~ \$400 ;
+  assign \$402  = \$399  & \$401 ;
+  assign \$403  = wr_iy[3:0] == 2'h3;
+  assign \$404  = \$402  & \$403 ;
+  assign \$405  = i_act__valid & i_act__ready;
+  assign \$406  = ~ a_overflow;
+  assign \$407  = \$405  & \$406 ;
+  assign \$408  = state == 3'h4;
+  assign \$409  = ~ \$408 ;
+  assign \$410  = \$407  & \$409 ;
+  assign \$411  = wr_iy[3:0] == 2'h3;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = ~ row_end;
+  assign \$414  = ~ desc[35];
+  assign \$415  = \$413  | \$414 ;
+  assign \$signature__en$366  = \$412  & \$415 ;
+  assign \$416  = i_act__valid & i_act__ready;
+  assign \$417  = ~ a_overflow;
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = state == 3'h4;
+  assign \$420  = ~ \$419 ;
+  assign \$421  = \$418  & \$420 ;
+  assign \$422  = wr_iy[3:0] == 3'h4;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = i_act__valid & i_act__ready;
+  assign \$425  = ~ a_overflow;
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = state == 3'h4;
+  assign \$428  = ~ \$427 ;
+  assign \$429  = \$426  & \$428 ;
+  assign \$430  = wr_iy[3:0] == 3'h4;
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ row_end;
+  assign \$433  = ~ desc[35];
+  assign \$434  = \$432  | \$433 ;
+  assign \$signature__en$372  = \$431  & \$434 ;
+  assign \$435  = i_act__valid & i_act__ready;
+  assign \$436  = ~ a_overflow;
+  assign \$437  = \$435  & \$436 ;
+  assign \$438  = state == 3'h4;
+  assign \$439  = ~ \$438 ;
+  assign \$440  = \$437  & \$439 ;
+  assign \$441  = wr_iy[3:0] == 3'h5;
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = i_act__valid & i_act__ready;
+  assign \$444  = ~ a_overflow;
+  assign \$445  = \$443  & \$444 ;
+  assign \$446  = state == 3'h4;
+  assign \$447  = ~ \$446 ;
+  assign \$448  = \$445  & \$447 ;
+  assign \$449  = wr_iy[3:0] == 3'h5;
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = ~ row_end;
+  assign \$452  = ~ desc[35];
+  assign \$453  = \$451  | \$452 ;
+  assign \$signature__en$378  = \$450  & \$453 ;
+  assign \$454  = i_act__valid & i_act__ready;
+  assign \$455  = ~ a_overflow;
+  assign \$456  = \$454  & \$455 ;
+  assign \$457  = state == 3'h4;
+  assign \$458  = ~ \$457 ;
+  assign \$459  = \$456  & \$458 ;
+  assign \$460  = wr_iy[3:0] == 3'h6;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = i_act__valid & i_act__ready;
+  assign \$463  = ~ a_overflow;
+  assign \$464  = \$462  & \$463 ;
+  assign \$465  = state == 3'h4;
+  assign \$466  = ~ \$465 ;
+  assign \$467  = \$464  & \$466 ;
+  assign \$468  = wr_iy[3:0] == 3'h6;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = ~ row_end;
+  assign \$471  = ~ desc[35];
+  assign \$472  = \$470  | \$471 ;
+  assign \$signature__en$384  = \$469  & \$472 ;
+  assign \$473  = i_act__valid & i_act__ready;
+  assign \$474  = ~ a_overflow;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = state == 3'h4;
+  assign \$477  = ~ \$476 ;
+  assign \$478  = \$475  & \$477 ;
+  assign \$479  = wr_iy[3:0] == 3'h7;
+  assign \$480  = \$478  & \$479 ;
+  assign \$481  = i_act__valid & i_act__ready;
+  assign \$482  = ~ a_overflow;
+  assign \$483  = \$481  & \$482 ;
+  assign \$484  = state == 3'h4;
+  assign \$485  = ~ \$484 ;
+  assign \$486  = \$483  & \$485 ;
+  assign \$487  = wr_iy[3:0] == 3'h7;
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = ~ row_end;
+  assign \$490  = ~ desc[35];
+  assign \$491  = \$489  | \$490 ;
+  assign \$signature__en$390  = \$488  & \$491 ;
+  assign \$492  = i_act__valid & i_act__ready;
+  assign \$493  = ~ a_overflow;
+  assign \$494  = \$492  & \$493 ;
+  assign \$495  = state == 3'h4;
+  assign \$496  = ~ \$495 ;
+  assign \$497  = \$494  & \$496 ;
+  assign \$498  = wr_iy[3:0] == 4'h8;
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = i_act__valid & i_act__ready;
+  assign \$501  = ~ a_overflow;
+  assign \$502  = \$500  & \$501 ;
+  assign \$503  = state == 3'h4;
+  assign \$504  = ~ \$503 ;
+  assign \$505  = \$502  & \$504 ;
+  assign \$506  = wr_iy[3:0] == 4'h8;
+  assign \$507  = \$505  & \$506 ;
+  assign \$508  = ~ row_end;
+  assign \$509  = ~ desc[35];
+  assign \$510  = \$508  | \$509 ;
+  assign \$signature__en$396  = \$507  & \$510 ;
+  assign \$511  = i_act__valid & i_act__ready;
+  assign \$512  = ~ a_overflow;
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = state == 3'h4;
+  assign \$515  = ~ \$514 ;
+  assign \$516  = \$513  & \$515 ;
+  assign \$517  = wr_iy[3:0] == 4'h9;
+  assign \$518  = \$516  & \$517 ;
+  assign \$519  = i_act__valid & i_act__ready;
+  assign \$520  = ~ a_overflow;
+  assign \$521  = \$519  & \$520 ;
+  assign \$522  = state == 3'h4;
+  assign \$523  = ~ \$522 ;
+  assign \$524  = \$521  & \$523 ;
+  assign \$525  = wr_iy[3:0] == 4'h9;
+  assign \$526  = \$524  & \$525 ;
+  assign \$527  = ~ row_end;
+  assign \$528  = ~ desc[35];
+  assign \$529  = \$527  | \$528 ;
+  assign \$signature__en$402  = \$526  & \$529 ;
+  assign \$530  = i_act__valid & i_act__ready;
+  assign \$531  = ~ a_overflow;
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = state == 3'h4;
+  assign \$534  = ~ \$533 ;
+  assign \$535  = \$532  & \$534 ;
+  assign \$536  = wr_iy[3:0] == 4'ha;
+  assign \$537  = \$535  & \$536 ;
+  assign \$538  = i_act__valid & i_act__ready;
+  assign \$539  = ~ a_overflow;
+  assign \$540  = \$538  & \$539 ;
+  assign \$541  = state == 3'h4;
+  assign \$542  = ~ \$541 ;
+  assign \$543  = \$540  & \$542 ;
+  assign \$544  = wr_iy[3:0] == 4'ha;
+  assign \$545  = \$543  & \$544 ;
+  assign \$546  = ~ row_end;
+  assign \$547  = ~ desc[35];
+  assign \$548  = \$546  | \$547 ;
+  assign \$signature__en$408  = \$545  & \$548 ;
+  assign \$549  = i_act__valid & i_act__ready;
+  assign \$550  = ~ a_overflow;
+  assign \$551  = \$549  & \$550 ;
+  assign \$552  = state == 3'h4;
+  assign \$553  = ~ \$552 ;
+  assign \$554  = \$551  & \$553 ;
+  assign \$555  = wr_iy[3:0] == 4'hb;
+  assign \$556  = \$554  & \$555 ;
+  assign \$557  = i_act__valid & i_act__ready;
+  assign \$558  = ~ a_overflow;
+  assign \$559  = \$557  & \$558 ;
+  assign \$560  = state == 3'h4;
+  assign \$561  = ~ \$560 ;
+  assign \$562  = \$559  & \$561 ;
+  assign \$563  = wr_iy[3:0] == 4'hb;
+  assign \$564  = \$562  & \$563 ;
+  assign \$565  = ~ row_end;
+  assign \$566  = ~ desc[35];
+  assign \$567  = \$565  | \$566 ;
+  assign \$signature__en$414  = \$564  & \$567 ;
+  assign \$568  = i_act__valid & i_act__ready;
+  assign \$569  = ~ a_overflow;
+  assign \$570  = \$568  & \$569 ;
+  assign \$571  = state == 3'h4;
+  assign \$572  = ~ \$571 ;
+  assign \$573  = \$570  & \$572 ;
+  assign \$574  = wr_iy[3:0] == 4'hc;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = i_act__valid & i_act__ready;
+  assign \$577  = ~ a_overflow;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = state == 3'h4;
+  assign \$580  = ~ \$579 ;
+  assign \$581  = \$578  & \$580 ;
+  assign \$582  = wr_iy[3:0] == 4'hc;
+  assign \$583  = \$581  & \$582 ;
+  assign \$584  = ~ row_end;
+  assign \$585  = ~ desc[35];
+  assign \$586  = \$584  | \$585 ;
+  assign \$signature__en$420  = \$583  & \$586 ;
+  assign \$587  = i_act__valid & i_act__ready;
+  assign \$588  = ~ a_overflow;
+  assign \$589  = \$587  & \$588 ;
+  assign \$590  = state == 3'h4;
+  assign \$591  = ~ \$590 ;
+  assign \$592  = \$589  & \$591 ;
+  assign \$593  = wr_iy[3:0] == 4'hd;
+  assign \$594  = \$592  & \$593 ;
+  assign \$595  = i_act__valid & i_act__ready;
+  assign \$596  = ~ a_overflow;
+  assign \$597  = \$595  & \$596 ;
+  assign \$598  = state == 3'h4;
+  assign \$599  = ~ \$598 ;
+  assign \$600  = \$597  & \$599 ;
+  assign \$601  = wr_iy[3:0] == 4'hd;
+  assign \$602  = \$600  & \$601 ;
+  assign \$603  = ~ row_end;
+  assign \$604  = ~ desc[35];
+  assign \$605  = \$603  | \$604 ;
+  assign \$signature__en$426  = \$602  & \$605 ;
+  assign \$606  = i_act__valid & i_act__ready;
+  assign \$607  = ~ a_overflow;
+  assign \$608  = \$606  & \$607 ;
+  assign \$609  = state == 3'h4;
+  assign \$610  = ~ \$609 ;
+  assign \$611  = \$608  & \$610 ;
+  assign \$612  = wr_iy[3:0] == 4'he;
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = i_act__valid & i_act__ready;
+  assign \$615  = ~ a_overflow;
+  assign \$616  = \$614  & \$615 ;
+  assign \$617  = state == 3'h4;
+  assign \$618  = ~ \$617 ;
+  assign \$619  = \$616  & \$618 ;
+  assign \$620  = wr_iy[3:0] == 4'he;
+  assign \$621  = \$619  & \$620 ;
+  assign \$622  = ~ row_end;
+  assign \$623  = ~ desc[35];
+  assign \$624  = \$622  | \$623 ;
+  assign \$signature__en$432  = \$621  & \$624 ;
+  assign \$625  = i_act__valid & i_act__ready;
+  assign \$626  = ~ a_overflow;
+  assign \$627  = \$625  & \$626 ;
+  assign \$628  = state == 3'h4;
+  assign \$629  = ~ \$628 ;
+  assign \$630  = \$627  & \$629 ;
+  assign \$631  = wr_iy[3:0] == 4'hf;
+  assign \$632  = \$630  & \$631 ;
+  assign \$633  = i_act__valid & i_act__ready;
+  assign \$634  = ~ a_overflow;
+  assign \$635  = \$633  & \$634 ;
+  assign \$636  = state == 3'h4;
+  assign \$637  = ~ \$636 ;
+  assign \$638  = \$635  & \$637 ;
+  assign \$639  = wr_iy[3:0] == 4'hf;
+  assign \$640  = \$638  & \$639 ;
+  assign \$641  = ~ row_end;
+  assign \$642  = ~ desc[35];
+  assign \$643  = \$641  | \$642 ;
+  assign \$signature__en$438  = \$640  & \$643 ;
+  assign \$644  = i_act__valid & i_act__ready;
+  assign \$645  = desc[34:24] - 1'h1;
+  assign \$646  = $signed({ 1'h0, wr_iy }) == $signed(\$645 );
+  assign \$647  = wr_iy + 1'h1;
+  assign \$648  = desc[4:0] - 1'h1;
+  assign \$649  = wr_cw == \$648 ;
+  assign \$650  = wr_iy + 1'h1;
+  assign \$651  = a_count + 1'h1;
+  assign \$652  = \$651  < act_total;
+  assign \$653  = $signed(y_end) <= $signed(1'h0);
+  assign \$654  = desc[155] | \$653 ;
+  assign \$655  = wr_iy >= desc[34:24];
+  assign \$656  = \$654  | \$655 ;
+  assign \$657  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$656  | \$657 ;
+  assign \$658  = state == 2'h2;
+  assign \$659  = state == 3'h4;
+  assign \$660  = state == 2'h3;
+  assign \$661  = $signed(y_pass) < $signed(1'h0);
+  assign \$662  = \$661  ? 29'h00000000 : y_pass;
+  assign \$663  = ox == ow_m1;
+  assign \$664  = is_elem & \$663 ;
   assign \$665  = ~ \$664 ;
-  assign \$666  = \$663  & \$665 ;
-  assign \$667  = wr_iy[3:0] == 4'hc;
-  assign \$668  = \$666  & \$667 ;
-  assign \$669  = ~ row_end;
-  assign \$670  = ~ desc[35];
-  assign \$671  = \$669  | \$670 ;
-  assign \$signature__en$414  = \$668  & \$671 ;
-  assign \$672  = i_act__valid & i_act__ready;
-  assign \$673  = ~ a_overflow;
-  assign \$674  = \$672  & \$673 ;
-  assign \$675  = state == 3'h4;
-  assign \$676  = ~ \$675 ;
-  assign \$677  = \$674  & \$676 ;
-  assign \$678  = wr_iy[3:0] == 4'hd;
-  assign \$679  = \$677  & \$678 ;
-  assign \$680  = i_act__valid & i_act__ready;
-  assign \$681  = ~ a_overflow;
-  assign \$682  = \$680  & \$681 ;
-  assign \$683  = state == 3'h4;
-  assign \$684  = ~ \$683 ;
-  assign \$685  = \$682  & \$684 ;
-  assign \$686  = wr_iy[3:0] == 4'hd;
-  assign \$687  = \$685  & \$686 ;
-  assign \$688  = ~ row_end;
-  assign \$689  = ~ desc[35];
-  assign \$690  = \$688  | \$689 ;
-  assign \$signature__en$420  = \$687  & \$690 ;
-  assign \$691  = i_act__valid & i_act__ready;
-  assign \$692  = ~ a_overflow;
-  assign \$693  = \$691  & \$692 ;
-  assign \$694  = state == 3'h4;
-  assign \$695  = ~ \$694 ;
-  assign \$696  = \$693  & \$695 ;
-  assign \$697  = wr_iy[3:0] == 4'he;
-  assign \$698  = \$696  & \$697 ;
-  assign \$699  = i_act__valid & i_act__ready;
-  assign \$700  = ~ a_overflow;
-  assign \$701  = \$699  & \$700 ;
-  assign \$702  = state == 3'h4;
-  assign \$703  = ~ \$702 ;
-  assign \$704  = \$701  & \$703 ;
-  assign \$705  = wr_iy[3:0] == 4'he;
-  assign \$706  = \$704  & \$705 ;
-  assign \$707  = ~ row_end;
-  assign \$708  = ~ desc[35];
-  assign \$709  = \$707  | \$708 ;
-  assign \$signature__en$426  = \$706  & \$709 ;
-  assign \$710  = i_act__valid & i_act__ready;
-  assign \$711  = ~ a_overflow;
-  assign \$712  = \$710  & \$711 ;
-  assign \$713  = state == 3'h4;
-  assign \$714  = ~ \$713 ;
-  assign \$715  = \$712  & \$714 ;
-  assign \$716  = wr_iy[3:0] == 4'hf;
-  assign \$717  = \$715  & \$716 ;
-  assign \$718  = i_act__valid & i_act__ready;
-  assign \$719  = ~ a_overflow;
-  assign \$720  = \$718  & \$719 ;
-  assign \$721  = state == 3'h4;
+  assign \$666  = \$665  & desc[154];
+  assign \$667  = ox == ow_m1;
+  assign \$668  = is_elem & \$667 ;
+  assign \$669  = ~ \$668 ;
+  assign \$670  = g == gcount_m1;
+  assign \$671  = ~ \$670 ;
+  assign \$672  = j == cur[9:5];
+  assign \$673  = ~ \$672 ;
+  assign \$674  = dw_kx0 + dw_rm;
+  assign \$675  = dw_kx1 + dw_rm;
+  assign \$676  = dw_kx2 + dw_rm;
+  assign \$677  = dw_kx3 + dw_rm;
+  assign \$678  = dw_kx4 + dw_rm;
+  assign \$679  = dw_kx5 + dw_rm;
+  assign \$680  = dw_kx6 + dw_rm;
+  assign \$681  = dw_kx7 + dw_rm;
+  assign \$682  = j == cur[9:5];
+  assign \$683  = kx == kw_m1;
+  assign \$684  = desc[154] | \$683 ;
+  assign \$685  = ~ \$684 ;
+  assign \$686  = \$682  & \$685 ;
+  assign \$687  = j == cur[9:5];
+  assign \$688  = ky == kh_m1;
+  assign \$689  = desc[154] | \$688 ;
+  assign \$690  = ~ \$689 ;
+  assign \$691  = \$687  & \$690 ;
+  assign \$692  = j == cur[9:5];
+  assign \$693  = t == cot_m1;
+  assign \$694  = ~ \$693 ;
+  assign \$695  = rows_left == gcount;
+  assign \$696  = state == 2'h2;
+  assign \$697  = ld_tile * 4'h8;
+  assign \$698  = \$697  + 3'h7;
+  assign \$699  = cur_ld_tile * 4'h8;
+  assign \$700  = 3'h7 - ld_k;
+  assign \$701  = $signed({ 1'h0, \$699  }) + $signed(\$700 );
+  assign \$702  = ! state;
+  assign \$703  = state == 1'h1;
+  assign \$704  = state == 2'h2;
+  assign \$705  = \$703  | \$704 ;
+  assign \$706  = state == 2'h3;
+  assign \$707  = ! sq;
+  assign \$708  = \$706  & \$707 ;
+  assign \$709  = state == 2'h3;
+  assign \$710  = sq == 1'h1;
+  assign \$711  = \$709  & \$710 ;
+  assign \$712  = state == 2'h3;
+  assign \$713  = sq == 2'h2;
+  assign \$714  = \$712  & \$713 ;
+  assign \$715  = rows_ready ? 2'h2 : 2'h3;
+  assign \$716  = issue & is_elem;
+  assign \$717  = | w_ahead;
+  assign \$718  = ~ \$717 ;
+  assign \$719  = ~ desc[155];
+  assign \$720  = words_in > cur[4:0];
+  assign \$721  = \$719  | \$720 ;
   assign \$722  = ~ \$721 ;
-  assign \$723  = \$720  & \$722 ;
-  assign \$724  = wr_iy[3:0] == 4'hf;
-  assign \$725  = \$723  & \$724 ;
-  assign \$726  = ~ row_end;
-  assign \$727  = ~ desc[35];
-  assign \$728  = \$726  | \$727 ;
-  assign \$signature__en$432  = \$725  & \$728 ;
-  assign \$729  = i_act__valid & i_act__ready;
-  assign \$730  = desc[34:24] - 1'h1;
-  assign \$731  = $signed({ 1'h0, wr_iy }) == $signed(\$730 );
-  assign \$732  = wr_iy + 1'h1;
-  assign \$733  = desc[4:0] - 1'h1;
-  assign \$734  = wr_cw == \$733 ;
-  assign \$735  = wr_iy + 1'h1;
-  assign \$736  = a_count + 1'h1;
-  assign \$737  = \$736  < act_total;
-  assign \$738  = $signed(y_end) <= $signed(1'h0);
-  assign \$739  = desc[155] | \$738 ;
-  assign \$740  = wr_iy >= desc[34:24];
-  assign \$741  = \$739  | \$740 ;
-  assign \$742  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$741  | \$742 ;
-  assign \$743  = state == 2'h2;
-  assign \$744  = state == 3'h4;
-  assign \$745  = state == 2'h3;
-  assign \$746  = $signed(y_pass) < $signed(1'h0);
-  assign \$747  = \$746  ? 29'h00000000 : y_pass;
-  assign \$748  = ox == ow_m1;
-  assign \$749  = is_elem & \$748 ;
-  assign \$750  = ~ \$749 ;
-  assign \$751  = \$750  & desc[154];
-  assign \$752  = ox == ow_m1;
-  assign \$753  = is_elem & \$752 ;
-  assign \$754  = ~ \$753 ;
-  assign \$755  = g == gcount_m1;
-  assign \$756  = ~ \$755 ;
-  assign \$757  = j == cur[9:5];
-  assign \$758  = ~ \$757 ;
-  assign \$759  = dw_kx0 + dw_rm;
-  assign \$760  = dw_kx1 + dw_rm;
-  assign \$761  = dw_kx2 + dw_rm;
-  assign \$762  = dw_kx3 + dw_rm;
-  assign \$763  = dw_kx4 + dw_rm;
-  assign \$764  = dw_kx5 + dw_rm;
-  assign \$765  = dw_kx6 + dw_rm;
-  assign \$766  = dw_kx7 + dw_rm;
-  assign \$767  = j == cur[9:5];
-  assign \$768  = kx == kw_m1;
-  assign \$769  = desc[154] | \$768 ;
-  assign \$770  = ~ \$769 ;
-  assign \$771  = \$767  & \$770 ;
-  assign \$772  = j == cur[9:5];
-  assign \$773  = ky == kh_m1;
-  assign \$774  = desc[154] | \$773 ;
-  assign \$775  = ~ \$774 ;
-  assign \$776  = \$772  & \$775 ;
-  assign \$777  = j == cur[9:5];
-  assign \$778  = t == cot_m1;
-  assign \$779  = ~ \$778 ;
-  assign \$780  = rows_left == gcount;
-  assign \$781  = state == 2'h2;
-  assign \$782  = ld_tile * 4'h8;
-  assign \$783  = \$782  + 3'h7;
-  assign \$784  = cur_ld_tile * 4'h8;
-  assign \$785  = 3'h7 - ld_k;
-  assign \$786  = $signed({ 1'h0, \$784  }) + $signed(\$785 );
-  assign \$787  = ! state;
-  assign \$788  = state == 1'h1;
-  assign \$789  = state == 2'h2;
-  assign \$790  = \$788  | \$789 ;
-  assign \$791  = state == 2'h3;
-  assign \$792  = ! sq;
-  assign \$793  = \$791  & \$792 ;
-  assign \$794  = state == 2'h3;
-  assign \$795  = sq == 1'h1;
-  assign \$796  = \$794  & \$795 ;
-  assign \$797  = state == 2'h3;
-  assign \$798  = sq == 2'h2;
-  assign \$799  = \$797  & \$798 ;
-  assign \$800  = rows_ready ? 2'h2 : 2'h3;
-  assign \$801  = issue & is_elem;
-  assign \$802  = | w_ahead;
-  assign \$803  = ~ \$802 ;
-  assign \$804  = ~ desc[155];
-  assign \$805  = words_in > cur[4:0];
-  assign \$806  = \$804  | \$805 ;
-  assign \$807  = ~ \$806 ;
-  assign \$808  = ! state;
-  assign \$809  = \$808  & i_desc__valid;
-  assign \$810  = | state;
-  assign \$811  = \$810  & counting;
-  assign count_now = \$809  | \$811 ;
+  assign \$723  = ! state;
+  assign \$724  = \$723  & i_desc__valid;
+  assign \$725  = | state;
+  assign \$726  = \$725  & counting;
+  assign count_now = \$724  | \$726 ;
   assign o_status__valid = state == 3'h5;
-  assign \$812  = state == 2'h3;
-  assign \$813  = sq == 2'h2;
-  assign \$814  = \$812  & \$813 ;
-  assign \$815  = ~ \$814 ;
-  assign \$816  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$819  = par_a2 ? \$817  : \$818 ;
-  assign \$822  = par_a2 ? \$820  : \$821 ;
-  assign \$825  = par_a2 ? \$823  : \$824 ;
-  assign \$828  = par_a2 ? \$826  : \$827 ;
-  assign \$830  = rd_pad_a2 ? pad_word : \$829 ;
-  assign \$831  = $signed(\$186 ) < $signed(1'h0);
-  assign \$832  = $signed(\$186 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$727  = state == 2'h3;
+  assign \$728  = sq == 2'h2;
+  assign \$729  = \$727  & \$728 ;
+  assign \$730  = ~ \$729 ;
+  assign \$731  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$732  = desc[41:35] - 1'h1;
+  assign \$733  = 2'h2 * desc[41:35];
+  assign \$734  = $signed(\$733 ) - $signed(3'h2);
+  assign \$735  = 1'h1 - desc[111:105];
+  assign \$736  = desc[90:87] + 1'h1;
+  assign \$739  = par_a2 ? \$737  : \$738 ;
+  assign \$742  = par_a2 ? \$740  : \$741 ;
+  assign \$745  = par_a2 ? \$743  : \$744 ;
+  assign \$748  = par_a2 ? \$746  : \$747 ;
+  assign \$750  = rd_pad_a2 ? pad_word : \$749 ;
+  assign \$751  = $signed(\$173 ) < $signed(1'h0);
+  assign \$752  = $signed(\$173 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$753  = \$751  | \$752 ;
+  assign \$756  = par_a2 ? \$754  : \$755 ;
+  assign \$759  = par_a2 ? \$757  : \$758 ;
+  assign \$762  = par_a2 ? \$760  : \$761 ;
+  assign \$765  = par_a2 ? \$763  : \$764 ;
+  assign \$766  = ~ par_a2;
+  assign \$769  = par_a2 ? \$768  : \$767 ;
+  assign \$770  = ~ par_a2;
+  assign \$773  = par_a2 ? \$772  : \$771 ;
+  assign \$774  = ~ par_a2;
+  assign \$777  = par_a2 ? \$776  : \$775 ;
+  assign \$778  = ~ par_a2;
+  assign \$781  = par_a2 ? \$780  : \$779 ;
+  assign \$782  = ~ sb3[2];
+  assign \$783  = sb3[1] & \$782 ;
+  assign \$785  = dw0_pad_a2 ? pad_word : \$784 ;
+  assign \$786  = sb3[1] & sb3[2];
+  assign \$788  = dw0_pad_b2 ? pad_word : \$787 ;
+  assign \$790  = dw0_pad_a2 ? pad_word : \$789 ;
+  assign \$791  = $signed(\$175 ) < $signed(1'h0);
+  assign \$792  = $signed(\$175 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$793  = \$791  | \$792 ;
+  assign \$796  = par_a2 ? \$794  : \$795 ;
+  assign \$799  = par_a2 ? \$797  : \$798 ;
+  assign \$802  = par_a2 ? \$800  : \$801 ;
+  assign \$805  = par_a2 ? \$803  : \$804 ;
+  assign \$806  = ~ par_a2;
+  assign \$809  = par_a2 ? \$808  : \$807 ;
+  assign \$810  = ~ par_a2;
+  assign \$813  = par_a2 ? \$812  : \$811 ;
+  assign \$814  = ~ par_a2;
+  assign \$817  = par_a2 ? \$816  : \$815 ;
+  assign \$818  = ~ par_a2;
+  assign \$821  = par_a2 ? \$820  : \$819 ;
+  assign \$822  = ~ sb3[2];
+  assign \$823  = sb3[1] & \$822 ;
+  assign \$825  = dw1_pad_a2 ? pad_word : \$824 ;
+  assign \$826  = sb3[1] & sb3[2];
+  assign \$828  = dw1_pad_b2 ? pad_word : \$827 ;
+  assign \$830  = dw1_pad_a2 ? pad_word : \$829 ;
+  assign \$831  = $signed(\$177 ) < $signed(1'h0);
+  assign \$832  = $signed(\$177 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$833  = \$831  | \$832 ;
   assign \$836  = par_a2 ? \$834  : \$835 ;
   assign \$839  = par_a2 ? \$837  : \$838 ;
@@ -39130,12 +39108,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$861  = par_a2 ? \$860  : \$859 ;
   assign \$862  = ~ sb3[2];
   assign \$863  = sb3[1] & \$862 ;
-  assign \$865  = dw0_pad_a2 ? pad_word : \$864 ;
+  assign \$865  = dw2_pad_a2 ? pad_word : \$864 ;
   assign \$866  = sb3[1] & sb3[2];
-  assign \$868  = dw0_pad_b2 ? pad_word : \$867 ;
-  assign \$870  = dw0_pad_a2 ? pad_word : \$869 ;
-  assign \$871  = $signed(\$188 ) < $signed(1'h0);
-  assign \$872  = $signed(\$188 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$868  = dw2_pad_b2 ? pad_word : \$867 ;
+  assign \$870  = dw2_pad_a2 ? pad_word : \$869 ;
+  assign \$871  = $signed(\$179 ) < $signed(1'h0);
+  assign \$872  = $signed(\$179 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$873  = \$871  | \$872 ;
   assign \$876  = par_a2 ? \$874  : \$875 ;
   assign \$879  = par_a2 ? \$877  : \$878 ;
@@ -39151,12 +39129,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$901  = par_a2 ? \$900  : \$899 ;
   assign \$902  = ~ sb3[2];
   assign \$903  = sb3[1] & \$902 ;
-  assign \$905  = dw1_pad_a2 ? pad_word : \$904 ;
+  assign \$905  = dw3_pad_a2 ? pad_word : \$904 ;
   assign \$906  = sb3[1] & sb3[2];
-  assign \$908  = dw1_pad_b2 ? pad_word : \$907 ;
-  assign \$910  = dw1_pad_a2 ? pad_word : \$909 ;
-  assign \$911  = $signed(\$190 ) < $signed(1'h0);
-  assign \$912  = $signed(\$190 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$908  = dw3_pad_b2 ? pad_word : \$907 ;
+  assign \$910  = dw3_pad_a2 ? pad_word : \$909 ;
+  assign \$911  = $signed(\$181 ) < $signed(1'h0);
+  assign \$912  = $signed(\$181 ) >= $signed({ 1'h0, desc[34:24] });
   assign \$913  = \$911  | \$912 ;
   assign \$916  = par_a2 ? \$914  : \$915 ;
   assign \$919  = par_a2 ? \$917  : \$918 ;
@@ -39172,1121 +39150,1173 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$941  = par_a2 ? \$940  : \$939 ;
   assign \$942  = ~ sb3[2];
   assign \$943  = sb3[1] & \$942 ;
-  assign \$945  = dw2_pad_a2 ? pad_word : \$944 ;
+  assign \$945  = dw4_pad_a2 ? pad_word : \$944 ;
   assign \$946  = sb3[1] & sb3[2];
-  assign \$948  = dw2_pad_b2 ? pad_word : \$947 ;
-  assign \$950  = dw2_pad_a2 ? pad_word : \$949 ;
-  assign \$951  = $signed(\$192 ) < $signed(1'h0);
-  assign \$952  = $signed(\$192 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$953  = \$951  | \$952 ;
-  assign \$956  = par_a2 ? \$954  : \$955 ;
-  assign \$959  = par_a2 ? \$957  : \$958 ;
-  assign \$962  = par_a2 ? \$960  : \$961 ;
-  assign \$965  = par_a2 ? \$963  : \$964 ;
-  assign \$966  = ~ par_a2;
-  assign \$969  = par_a2 ? \$968  : \$967 ;
-  assign \$970  = ~ par_a2;
-  assign \$973  = par_a2 ? \$972  : \$971 ;
-  assign \$974  = ~ par_a2;
-  assign \$977  = par_a2 ? \$976  : \$975 ;
-  assign \$978  = ~ par_a2;
-  assign \$981  = par_a2 ? \$980  : \$979 ;
-  assign \$982  = ~ sb3[2];
-  assign \$983  = sb3[1] & \$982 ;
-  assign \$985  = dw3_pad_a2 ? pad_word : \$984 ;
-  assign \$986  = sb3[1] & sb3[2];
-  assign \$988  = dw3_pad_b2 ? pad_word : \$987 ;
-  assign \$990  = dw3_pad_a2 ? pad_word : \$989 ;
-  assign \$991  = $signed(\$194 ) < $signed(1'h0);
-  assign \$992  = $signed(\$194 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$993  = \$991  | \$992 ;
-  assign \$996  = par_a2 ? \$994  : \$995 ;
-  assign \$999  = par_a2 ? \$997  : \$998 ;
-  assign \$1002  = par_a2 ? \$1000  : \$1001 ;
-  assign \$1005  = par_a2 ? \$1003  : \$1004 ;
-  assign \$1006  = ~ par_a2;
-  assign \$1009  = par_a2 ? \$1008  : \$1007 ;
-  assign \$1010  = ~ par_a2;
-  assign \$1013  = par_a2 ? \$1012  : \$1011 ;
-  assign \$1014  = ~ par_a2;
-  assign \$1017  = par_a2 ? \$1016  : \$1015 ;
-  assign \$1018  = ~ par_a2;
-  assign \$1021  = par_a2 ? \$1020  : \$1019 ;
-  assign \$1022  = ~ sb3[2];
-  assign \$1023  = sb3[1] & \$1022 ;
-  assign \$1025  = dw4_pad_a2 ? pad_word : \$1024 ;
-  assign \$1026  = sb3[1] & sb3[2];
-  assign \$1028  = dw4_pad_b2 ? pad_word : \$1027 ;
-  assign \$1030  = dw4_pad_a2 ? pad_word : \$1029 ;
-  assign \$1031  = dwback0[3:0] * desc[90:87];
-  assign \$1032  = dwback1[3:0] * desc[90:87];
-  assign \$1033  = dwback2[3:0] * desc[90:87];
-  assign \$1034  = dwback3[3:0] * desc[90:87];
-  assign \$1035  = dwback4[3:0] * desc[90:87];
-  assign \$1036  = dwback5[3:0] * desc[90:87];
-  assign \$1037  = dwback6[3:0] * desc[90:87];
-  assign \$1038  = dwback7[3:0] * desc[90:87];
-  assign \$1039  = ~ sb_p21[4];
-  assign \$1040  = sb_p21[0] & \$1039 ;
-  assign \$1041  = sb_p21[22:12] == sb_p20[22:12];
-  assign \$1042  = \$1040  & \$1041 ;
-  assign \$1043  = ~ sb_p21[4];
-  assign \$1044  = sb_p21[0] & \$1043 ;
-  assign \$1045  = sb_p21[22:12] == sb_p19[22:12];
-  assign \$1046  = \$1044  & \$1045 ;
-  assign \$1047  = sb_p21[0] & sb_p21[4];
-  assign \$1048  = issue & is_elem;
-  assign \$1049  = ky == kh_m1;
-  assign \$1050  = desc[154] | \$1049 ;
-  assign \$1051  = kx == kw_m1;
-  assign \$1052  = desc[154] | \$1051 ;
-  assign \$1053  = \$1050  & \$1052 ;
-  assign \$1054  = j == cur[9:5];
-  assign \$1055  = \$1053  & \$1054 ;
-  assign \$1056  = \$1048  & \$1055 ;
-  assign \$1057  = o_result__valid & o_result__ready;
-  assign \$1058  = ~ \$1057 ;
-  assign \$1059  = \$1056  & \$1058 ;
-  assign \$1060  = issue & is_elem;
-  assign \$1061  = ky == kh_m1;
-  assign \$1062  = desc[154] | \$1061 ;
-  assign \$1063  = kx == kw_m1;
-  assign \$1064  = desc[154] | \$1063 ;
-  assign \$1065  = \$1062  & \$1064 ;
-  assign \$1066  = j == cur[9:5];
-  assign \$1067  = \$1065  & \$1066 ;
-  assign \$1068  = \$1060  & \$1067 ;
-  assign \$1069  = ~ \$1068 ;
-  assign \$1070  = o_result__valid & o_result__ready;
-  assign \$1071  = \$1069  & \$1070 ;
-  assign \$1072  = reserved + 1'h1;
-  assign \$1073  = reserved - 1'h1;
-  assign \$1074  = state == 2'h2;
-  assign \$1075  = w_ahead + latch2;
-  assign \$1076  = \$1075  - fold_end;
-  assign \$1077  = ld_ahead + ld_start;
-  assign \$1078  = \$1077  - fold_end;
-  assign \$1079  = ~ fold_bank;
-  assign \$1080  = ~ ld_bank;
-  assign \$1081  = i_desc__payload[70:60] - 1'h1;
-  assign \$1082  = $signed(\$1081 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1083  = i_desc__payload[73:71] - 1'h1;
-  assign \$1084  = $signed(\$1083 ) * $signed({ 1'h0, i_desc__payload[86:83] });
-  assign \$1085  = i_desc__payload[59:53] - 1'h1;
-  assign \$1086  = $signed(\$1085 ) * $signed({ 1'h0, i_desc__payload[82:80] });
-  assign \$1087  = i_desc__payload[76:74] - 1'h1;
-  assign \$1088  = $signed(\$1087 ) * $signed({ 1'h0, i_desc__payload[90:87] });
-  assign \$1089  = i_desc__payload[52:42] - 1'h1;
-  assign \$1090  = $signed(\$1089 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1091  = i_desc__payload[41:35] + 1'h1;
-  assign \$1093  = i_desc__payload[34:24] * \$1092 ;
-  assign \$1094  = desc[73:71] * desc[76:74];
-  assign \$1095  = mul_ph + mul_kh;
-  assign \$1096  = \$1095  + 1'h1;
-  assign \$1097  = desc[59:53] - 1'h1;
-  assign \$1098  = desc[76:74] - 1'h1;
-  assign \$1099  = desc[73:71] - 1'h1;
-  assign \$1100  = desc[11:5] - 1'h1;
-  assign \$1101  = desc[70:60] * desc[79:77];
-  assign \$1102  = desc[70:60] * desc[59:53];
-  assign \$1103  = mul_ow + mul_kw;
-  assign \$1104  = \$1103  - desc[111:105];
-  assign \$1105  = mul_oh + mul_kh;
-  assign \$1106  = \$1105  - desc[97:91];
-  assign \$1107  = mul_hw * desc[4:0];
-  assign \$1108  = \$1107  - 1'h0;
-  assign \$1109  = desc[23:12] * 4'h8;
-  assign \$1110  = desc[153:149] - 1'h1;
-  assign \$1111  = 1'h1 << \$1110 [4:0];
-  assign \$1112  = - \$1111 ;
-  assign \$1113  = desc[153:149] - 1'h1;
-  assign \$1114  = 1'h1 << \$1113 [4:0];
-  assign \$1115  = \$1114  - 1'h1;
-  assign \$1117  = sq == 2'h3;
-  assign \$1118  = ! reserved;
-  assign \$1119  = \$1117  & \$1118 ;
-  assign \$1120  = \$1119  & p_done;
-  assign \$1121  = \$1120  & w_done;
-  assign \$1122  = \$1121  & a_done;
-  assign \$1123  = ! reserved;
-  assign \$1124  = \$1123  & p_done;
-  assign \$1125  = \$1124  & w_done;
-  assign \$1126  = \$1125  & a_done;
-  assign \$1127  = \$1126  & abort_wait_done;
-  assign \$1128  = state != 3'h4;
-  assign \$1129  = | abort_timer;
-  assign \$1130  = abort_timer - 1'h1;
-  assign \$1131  = state == 2'h3;
-  assign \$1132  = \$1131  & fatal;
-  assign \$1133  = i_param__valid & i_param__ready;
-  assign \$1134  = p_count + 1'h1;
-  assign \$1135  = p_count < desc[11:5];
-  assign \$1136  = taps * i_param__payload[561:557];
-  assign \$1137  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1136 ;
-  assign \$1138  = tiles_sum + \$1137 ;
-  assign \$1139  = ~ p_checked;
-  assign \$1140  = p_done & \$1139 ;
-  assign \$1141  = state == 2'h3;
-  assign \$1142  = \$1140  & \$1141 ;
-  assign \$1143  = i_weight__valid & i_weight__ready;
-  assign \$1144  = w_count < w_total;
-  assign \$1145  = w_count + 1'h1;
-  assign \$1146  = lo_next + 5'h10;
-  assign \$1147  = wr_iy_next < \$1146 ;
-  assign \$1148  = i_act__valid & i_act__ready;
-  assign \$1149  = a_count + 1'h1;
-  assign \$1150  = a_count + 1'h1;
-  assign \$1151  = \$1150  >= act_total;
-  assign \$1152  = a_overflow | \$1151 ;
-  assign \$1153  = desc[34:24] - 1'h1;
-  assign \$1154  = $signed({ 1'h0, wr_iy }) == $signed(\$1153 );
-  assign \$1155  = wr_cw + 1'h1;
-  assign \$1156  = words_in + 1'h1;
-  assign \$1157  = wr_ix + 2'h2;
-  assign \$1158  = desc[4:0] - 1'h1;
-  assign \$1159  = wr_cw == \$1158 ;
-  assign \$1160  = wr_ix + 2'h2;
-  assign \$1161  = wr_cw + 1'h1;
-  assign \$1162  = | err_hi;
-  assign \$1163  = error | { err_hi, 1'h0 };
-  assign \$1164  = gcount - 1'h1;
-  assign \$1165  = state == 2'h2;
-  assign \$1166  = state == 3'h4;
-  assign \$1167  = state == 2'h3;
-  assign \$1168  = - desc[97:91];
-  assign \$1169  = - desc[97:91];
-  assign \$1170  = - desc[97:91];
-  assign \$1171  = pass_span - desc[97:91];
-  assign \$1172  = - desc[111:105];
-  assign \$1173  = - desc[111:105];
-  assign \$1174  = ! act_total;
-  assign \$1175  = desc[70:60] < desc[52:42];
-  assign \$1176  = \$1175  ? desc[70:60] : desc[52:42];
-  assign \$1177  = ox == ow_m1;
-  assign \$1178  = is_elem & \$1177 ;
-  assign \$1179  = ~ \$1178 ;
-  assign \$1180  = \$1179  & desc[154];
-  assign \$1181  = ox == ow_m1;
-  assign \$1182  = is_elem & \$1181 ;
-  assign \$1183  = ~ \$1182 ;
-  assign \$1184  = g == gcount_m1;
-  assign \$1185  = ~ \$1184 ;
-  assign \$1186  = $signed(ix) + $signed(2'h1);
-  assign \$1187  = $signed(\$1186 ) + $signed({ 1'h0, dual_now });
-  assign \$1188  = gap - 1'h1;
-  assign \$1189  = $signed(\$1188 ) - $signed({ 1'h0, dual_now });
-  assign \$1190  = ox + 1'h1;
-  assign \$1191  = desc[82:80] - 1'h1;
-  assign \$1192  = acc_addr + 1'h1;
-  assign \$1193  = ox + 1'h1;
-  assign \$1194  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$948  = dw4_pad_b2 ? pad_word : \$947 ;
+  assign \$950  = dw4_pad_a2 ? pad_word : \$949 ;
+  assign \$951  = dwback0[3:0] * desc[90:87];
+  assign \$952  = dwback1[3:0] * desc[90:87];
+  assign \$953  = dwback2[3:0] * desc[90:87];
+  assign \$954  = dwback3[3:0] * desc[90:87];
+  assign \$955  = dwback4[3:0] * desc[90:87];
+  assign \$956  = dwback5[3:0] * desc[90:87];
+  assign \$957  = dwback6[3:0] * desc[90:87];
+  assign \$958  = dwback7[3:0] * desc[90:87];
+  assign \$959  = ~ sb_p21[4];
+  assign \$960  = sb_p21[0] & \$959 ;
+  assign \$961  = sb_p21[22:12] == sb_p20[22:12];
+  assign \$962  = \$960  & \$961 ;
+  assign \$963  = ~ sb_p21[4];
+  assign \$964  = sb_p21[0] & \$963 ;
+  assign \$965  = sb_p21[22:12] == sb_p19[22:12];
+  assign \$966  = \$964  & \$965 ;
+  assign \$967  = sb_p21[0] & sb_p21[4];
+  assign \$968  = issue & is_elem;
+  assign \$969  = ky == kh_m1;
+  assign \$970  = desc[154] | \$969 ;
+  assign \$971  = kx == kw_m1;
+  assign \$972  = desc[154] | \$971 ;
+  assign \$973  = \$970  & \$972 ;
+  assign \$974  = j == cur[9:5];
+  assign \$975  = \$973  & \$974 ;
+  assign \$976  = \$968  & \$975 ;
+  assign \$977  = o_result__valid & o_result__ready;
+  assign \$978  = ~ \$977 ;
+  assign \$979  = \$976  & \$978 ;
+  assign \$980  = issue & is_elem;
+  assign \$981  = ky == kh_m1;
+  assign \$982  = desc[154] | \$981 ;
+  assign \$983  = kx == kw_m1;
+  assign \$984  = desc[154] | \$983 ;
+  assign \$985  = \$982  & \$984 ;
+  assign \$986  = j == cur[9:5];
+  assign \$987  = \$985  & \$986 ;
+  assign \$988  = \$980  & \$987 ;
+  assign \$989  = ~ \$988 ;
+  assign \$990  = o_result__valid & o_result__ready;
+  assign \$991  = \$989  & \$990 ;
+  assign \$992  = reserved + 1'h1;
+  assign \$993  = reserved - 1'h1;
+  assign \$994  = state == 2'h2;
+  assign \$995  = w_ahead + latch2;
+  assign \$996  = \$995  - fold_end;
+  assign \$997  = ld_ahead + ld_start;
+  assign \$998  = \$997  - fold_end;
+  assign \$999  = ~ fold_bank;
+  assign \$1000  = ~ ld_bank;
+  assign \$1001  = i_desc__payload[70:60] - 1'h1;
+  assign \$1002  = $signed(\$1001 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1003  = i_desc__payload[73:71] - 1'h1;
+  assign \$1004  = $signed(\$1003 ) * $signed({ 1'h0, i_desc__payload[86:83] });
+  assign \$1005  = i_desc__payload[59:53] - 1'h1;
+  assign \$1006  = $signed(\$1005 ) * $signed({ 1'h0, i_desc__payload[82:80] });
+  assign \$1007  = i_desc__payload[76:74] - 1'h1;
+  assign \$1008  = $signed(\$1007 ) * $signed({ 1'h0, i_desc__payload[90:87] });
+  assign \$1009  = i_desc__payload[52:42] - 1'h1;
+  assign \$1010  = $signed(\$1009 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1011  = i_desc__payload[41:35] + 1'h1;
+  assign \$1013  = i_desc__payload[34:24] * \$1012 ;
+  assign \$1014  = desc[73:71] * desc[76:74];
+  assign \$1015  = mul_ph + mul_kh;
+  assign \$1016  = \$1015  + 1'h1;
+  assign \$1017  = desc[59:53] - 1'h1;
+  assign \$1018  = desc[76:74] - 1'h1;
+  assign \$1019  = desc[73:71] - 1'h1;
+  assign \$1020  = desc[11:5] - 1'h1;
+  assign \$1021  = desc[70:60] * desc[79:77];
+  assign \$1022  = desc[70:60] * desc[59:53];
+  assign \$1023  = mul_ow + mul_kw;
+  assign \$1024  = \$1023  - desc[111:105];
+  assign \$1025  = mul_oh + mul_kh;
+  assign \$1026  = \$1025  - desc[97:91];
+  assign \$1027  = mul_hw * desc[4:0];
+  assign \$1028  = \$1027  - 1'h0;
+  assign \$1029  = desc[23:12] * 4'h8;
+  assign \$1030  = desc[153:149] - 1'h1;
+  assign \$1031  = 1'h1 << \$1030 [4:0];
+  assign \$1032  = - \$1031 ;
+  assign \$1033  = desc[153:149] - 1'h1;
+  assign \$1034  = 1'h1 << \$1033 [4:0];
+  assign \$1035  = \$1034  - 1'h1;
+  assign \$1036  = desc[41:35] - 1'h1;
+  assign \$1037  = $signed(\$1036 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$1038  = desc[34:24] - 1'h1;
+  assign \$1039  = $signed(\$1038 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$1040  = ! desc[4:0];
+  assign \$1041  = desc[4:0] > 5'h10;
+  assign \$1042  = \$1040  | \$1041 ;
+  assign \$1043  = ! desc[11:5];
+  assign \$1044  = desc[11:5] > 7'h40;
+  assign \$1045  = \$1043  | \$1044 ;
+  assign \$1046  = ! desc[23:12];
+  assign \$1047  = desc[23:12] > 12'h800;
+  assign \$1048  = \$1046  | \$1047 ;
+  assign \$1049  = ! desc[34:24];
+  assign \$1050  = desc[34:24] > 11'h400;
+  assign \$1051  = \$1049  | \$1050 ;
+  assign \$1052  = ! desc[41:35];
+  assign \$1053  = desc[41:35] > 7'h40;
+  assign \$1054  = \$1052  | \$1053 ;
+  assign \$1055  = ! desc[52:42];
+  assign \$1056  = ! desc[59:53];
+  assign \$1057  = \$1055  | \$1056 ;
+  assign \$1058  = ! desc[70:60];
+  assign \$1059  = \$1057  | \$1058 ;
+  assign \$1060  = ! desc[73:71];
+  assign \$1061  = desc[73:71] > 3'h7;
+  assign \$1062  = \$1060  | \$1061 ;
+  assign \$1063  = ! desc[76:74];
+  assign \$1064  = \$1062  | \$1063 ;
+  assign \$1065  = desc[76:74] > 3'h7;
+  assign \$1066  = \$1064  | \$1065 ;
+  assign \$1067  = ! desc[79:77];
+  assign \$1068  = desc[79:77] > 3'h4;
+  assign \$1069  = \$1067  | \$1068 ;
+  assign \$1070  = ! desc[82:80];
+  assign \$1071  = desc[82:80] > 3'h4;
+  assign \$1072  = \$1070  | \$1071 ;
+  assign \$1073  = ! desc[86:83];
+  assign \$1074  = desc[86:83] > 4'h8;
+  assign \$1075  = \$1073  | \$1074 ;
+  assign \$1076  = ! desc[90:87];
+  assign \$1077  = desc[90:87] > 4'h8;
+  assign \$1078  = \$1076  | \$1077 ;
+  assign \$1079  = desc[120:119] == 1'h1;
+  assign \$1080  = desc[111:105] >= desc[41:35];
+  assign \$1081  = desc[118:112] >= desc[41:35];
+  assign \$1082  = \$1080  | \$1081 ;
+  assign \$1083  = \$1079  & \$1082 ;
+  assign \$1084  = desc[120:119] == 2'h3;
+  assign \$1085  = desc[111:105] > desc[41:35];
+  assign \$1086  = desc[118:112] > desc[41:35];
+  assign \$1087  = \$1085  | \$1086 ;
+  assign \$1088  = \$1084  & \$1087 ;
+  assign \$1089  = desc[130:129] == 2'h3;
+  assign \$1090  = | desc[130:129];
+  assign \$1091  = desc[153:149] < 2'h2;
+  assign \$1092  = desc[153:149] > 5'h10;
+  assign \$1093  = \$1091  | \$1092 ;
+  assign \$1094  = \$1090  & \$1093 ;
+  assign \$1095  = desc[73:71] > 3'h5;
+  assign \$1097  = desc[76:74] > 3'h5;
+  assign \$1098  = \$1096  | \$1097 ;
+  assign \$1099  = desc[90:87] > 2'h2;
+  assign \$1100  = \$1098  | \$1099 ;
+  assign \$1101  = desc[154] & \$1100 ;
+  assign \$1102  = ~ desc[154];
+  assign \$1103  = desc[34:24] > 5'h10;
+  assign \$1104  = \$1102  | \$1103 ;
+  assign \$1105  = desc[70:60] < desc[52:42];
+  assign \$1106  = \$1104  | \$1105 ;
+  assign \$1107  = desc[155] & \$1106 ;
+  assign \$1108  = | { \$1107 , \$1101 , \$1094 , \$1089 , \$1088 , \$1083 , \$1078 , \$1075 , \$1072 , \$1069 , \$1066 , \$1059 , \$1054 , \$1051 , \$1048 , \$1045 , \$1042  };
+  assign \$1110  = sq == 2'h3;
+  assign \$1111  = ! reserved;
+  assign \$1112  = \$1110  & \$1111 ;
+  assign \$1113  = \$1112  & p_done;
+  assign \$1114  = \$1113  & w_done;
+  assign \$1115  = \$1114  & a_done;
+  assign \$1116  = ! reserved;
+  assign \$1117  = \$1116  & p_done;
+  assign \$1118  = \$1117  & w_done;
+  assign \$1119  = \$1118  & a_done;
+  assign \$1120  = \$1119  & abort_wait_done;
+  assign \$1121  = state != 3'h4;
+  assign \$1122  = | abort_timer;
+  assign \$1123  = abort_timer - 1'h1;
+  assign \$1124  = state == 2'h3;
+  assign \$1125  = \$1124  & fatal;
+  assign \$1126  = i_param__valid & i_param__ready;
+  assign \$1127  = p_count + 1'h1;
+  assign \$1128  = p_count < desc[11:5];
+  assign \$1129  = taps * i_param__payload[561:557];
+  assign \$1130  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1129 ;
+  assign \$1131  = tiles_sum + \$1130 ;
+  assign \$1132  = ~ p_checked;
+  assign \$1133  = p_done & \$1132 ;
+  assign \$1134  = state == 2'h3;
+  assign \$1135  = \$1133  & \$1134 ;
+  assign \$1136  = i_weight__valid & i_weight__ready;
+  assign \$1137  = w_count < w_total;
+  assign \$1138  = w_count + 1'h1;
+  assign \$1139  = lo_next + 5'h10;
+  assign \$1140  = wr_iy_next < \$1139 ;
+  assign \$1141  = i_act__valid & i_act__ready;
+  assign \$1142  = a_count + 1'h1;
+  assign \$1143  = a_count + 1'h1;
+  assign \$1144  = \$1143  >= act_total;
+  assign \$1145  = a_overflow | \$1144 ;
+  assign \$1146  = desc[34:24] - 1'h1;
+  assign \$1147  = $signed({ 1'h0, wr_iy }) == $signed(\$1146 );
+  assign \$1148  = wr_cw + 1'h1;
+  assign \$1149  = words_in + 1'h1;
+  assign \$1150  = wr_ix + 2'h2;
+  assign \$1151  = desc[4:0] - 1'h1;
+  assign \$1152  = wr_cw == \$1151 ;
+  assign \$1153  = wr_ix + 2'h2;
+  assign \$1154  = wr_cw + 1'h1;
+  assign \$1155  = | err_hi;
+  assign \$1156  = error | { err_hi, 1'h0 };
+  assign \$1157  = gcount - 1'h1;
+  assign \$1158  = state == 2'h2;
+  assign \$1159  = state == 3'h4;
+  assign \$1160  = state == 2'h3;
+  assign \$1161  = - desc[97:91];
+  assign \$1162  = - desc[97:91];
+  assign \$1163  = - desc[97:91];
+  assign \$1164  = pass_span - desc[97:91];
+  assign \$1165  = - desc[111:105];
+  assign \$1166  = - desc[111:105];
+  assign \$1167  = ! act_total;
+  assign \$1168  = desc[70:60] < desc[52:42];
+  assign \$1169  = \$1168  ? desc[70:60] : desc[52:42];
+  assign \$1170  = ox == ow_m1;
+  assign \$1171  = is_elem & \$1170 ;
+  assign \$1172  = ~ \$1171 ;
+  assign \$1173  = \$1172  & desc[154];
+  assign \$1174  = ox == ow_m1;
+  assign \$1175  = is_elem & \$1174 ;
+  assign \$1176  = ~ \$1175 ;
+  assign \$1177  = g == gcount_m1;
+  assign \$1178  = ~ \$1177 ;
+  assign \$1179  = $signed(ix) + $signed(2'h1);
+  assign \$1180  = $signed(\$1179 ) + $signed({ 1'h0, dual_now });
+  assign \$1181  = $signed(ixb) + $signed(2'h1);
+  assign \$1182  = $signed(\$1181 ) + $signed({ 1'h0, dual_now });
+  assign \$1183  = gap - 1'h1;
+  assign \$1184  = $signed(\$1183 ) - $signed({ 1'h0, dual_now });
+  assign \$1185  = ox + 1'h1;
+  assign \$1186  = desc[82:80] - 1'h1;
+  assign \$1187  = acc_addr + 1'h1;
+  assign \$1188  = ox + 1'h1;
+  assign \$1189  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1190  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
+  assign \$1191  = acc_addr + 1'h1;
+  assign \$1192  = g + 1'h1;
+  assign \$1193  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1194  = $signed(x_tap) + $signed(2'h1);
   assign \$1195  = acc_addr + 1'h1;
-  assign \$1196  = g + 1'h1;
-  assign \$1197  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1198  = acc_addr + 1'h1;
-  assign \$1199  = j == cur[9:5];
-  assign \$1200  = ~ \$1199 ;
-  assign \$1201  = j + 1'h1;
-  assign \$1202  = dw_kx0_n >= desc[76:74];
-  assign \$1203  = dw_kx0_n - desc[76:74];
+  assign \$1196  = j == cur[9:5];
+  assign \$1197  = ~ \$1196 ;
+  assign \$1198  = j + 1'h1;
+  assign \$1199  = $signed(x_tap) + $signed(2'h1);
+  assign \$1200  = dw_kx0_n >= desc[76:74];
+  assign \$1201  = dw_kx0_n - desc[76:74];
+  assign \$1202  = dw_ky0 + dw_q;
+  assign \$1203  = \$1202  + 1'h1;
   assign \$1204  = dw_ky0 + dw_q;
-  assign \$1205  = \$1204  + 1'h1;
-  assign \$1206  = dw_ky0 + dw_q;
-  assign \$1207  = dw_kx1_n >= desc[76:74];
-  assign \$1208  = dw_kx1_n - desc[76:74];
+  assign \$1205  = dw_kx1_n >= desc[76:74];
+  assign \$1206  = dw_kx1_n - desc[76:74];
+  assign \$1207  = dw_ky1 + dw_q;
+  assign \$1208  = \$1207  + 1'h1;
   assign \$1209  = dw_ky1 + dw_q;
-  assign \$1210  = \$1209  + 1'h1;
-  assign \$1211  = dw_ky1 + dw_q;
-  assign \$1212  = dw_kx2_n >= desc[76:74];
-  assign \$1213  = dw_kx2_n - desc[76:74];
+  assign \$1210  = dw_kx2_n >= desc[76:74];
+  assign \$1211  = dw_kx2_n - desc[76:74];
+  assign \$1212  = dw_ky2 + dw_q;
+  assign \$1213  = \$1212  + 1'h1;
   assign \$1214  = dw_ky2 + dw_q;
-  assign \$1215  = \$1214  + 1'h1;
-  assign \$1216  = dw_ky2 + dw_q;
-  assign \$1217  = dw_kx3_n >= desc[76:74];
-  assign \$1218  = dw_kx3_n - desc[76:74];
+  assign \$1215  = dw_kx3_n >= desc[76:74];
+  assign \$1216  = dw_kx3_n - desc[76:74];
+  assign \$1217  = dw_ky3 + dw_q;
+  assign \$1218  = \$1217  + 1'h1;
   assign \$1219  = dw_ky3 + dw_q;
-  assign \$1220  = \$1219  + 1'h1;
-  assign \$1221  = dw_ky3 + dw_q;
-  assign \$1222  = dw_kx4_n >= desc[76:74];
-  assign \$1223  = dw_kx4_n - desc[76:74];
+  assign \$1220  = dw_kx4_n >= desc[76:74];
+  assign \$1221  = dw_kx4_n - desc[76:74];
+  assign \$1222  = dw_ky4 + dw_q;
+  assign \$1223  = \$1222  + 1'h1;
   assign \$1224  = dw_ky4 + dw_q;
-  assign \$1225  = \$1224  + 1'h1;
-  assign \$1226  = dw_ky4 + dw_q;
-  assign \$1227  = dw_kx5_n >= desc[76:74];
-  assign \$1228  = dw_kx5_n - desc[76:74];
+  assign \$1225  = dw_kx5_n >= desc[76:74];
+  assign \$1226  = dw_kx5_n - desc[76:74];
+  assign \$1227  = dw_ky5 + dw_q;
+  assign \$1228  = \$1227  + 1'h1;
   assign \$1229  = dw_ky5 + dw_q;
-  assign \$1230  = \$1229  + 1'h1;
-  assign \$1231  = dw_ky5 + dw_q;
-  assign \$1232  = dw_kx6_n >= desc[76:74];
-  assign \$1233  = dw_kx6_n - desc[76:74];
+  assign \$1230  = dw_kx6_n >= desc[76:74];
+  assign \$1231  = dw_kx6_n - desc[76:74];
+  assign \$1232  = dw_ky6 + dw_q;
+  assign \$1233  = \$1232  + 1'h1;
   assign \$1234  = dw_ky6 + dw_q;
-  assign \$1235  = \$1234  + 1'h1;
-  assign \$1236  = dw_ky6 + dw_q;
-  assign \$1237  = dw_kx7_n >= desc[76:74];
-  assign \$1238  = dw_kx7_n - desc[76:74];
+  assign \$1235  = dw_kx7_n >= desc[76:74];
+  assign \$1236  = dw_kx7_n - desc[76:74];
+  assign \$1237  = dw_ky7 + dw_q;
+  assign \$1238  = \$1237  + 1'h1;
   assign \$1239  = dw_ky7 + dw_q;
-  assign \$1240  = \$1239  + 1'h1;
-  assign \$1241  = dw_ky7 + dw_q;
-  assign \$1242  = j == cur[9:5];
-  assign \$1243  = kx == kw_m1;
-  assign \$1244  = desc[154] | \$1243 ;
-  assign \$1245  = ~ \$1244 ;
-  assign \$1246  = \$1242  & \$1245 ;
-  assign \$1247  = j == cur[9:5];
-  assign \$1248  = ky == kh_m1;
-  assign \$1249  = desc[154] | \$1248 ;
-  assign \$1250  = ~ \$1249 ;
-  assign \$1251  = \$1247  & \$1250 ;
-  assign \$1252  = j == cur[9:5];
-  assign \$1253  = kx + 1'h1;
-  assign \$1254  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1255  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1256  = ky + 1'h1;
+  assign \$1240  = j == cur[9:5];
+  assign \$1241  = kx == kw_m1;
+  assign \$1242  = desc[154] | \$1241 ;
+  assign \$1243  = ~ \$1242 ;
+  assign \$1244  = \$1240  & \$1243 ;
+  assign \$1245  = j == cur[9:5];
+  assign \$1246  = ky == kh_m1;
+  assign \$1247  = desc[154] | \$1246 ;
+  assign \$1248  = ~ \$1247 ;
+  assign \$1249  = \$1245  & \$1248 ;
+  assign \$1250  = j == cur[9:5];
+  assign \$1251  = kx + 1'h1;
+  assign \$1252  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1253  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1254  = $signed(x_tap) + $signed(xb_step);
+  assign \$1255  = ky + 1'h1;
+  assign \$1256  = - desc[111:105];
   assign \$1257  = - desc[111:105];
-  assign \$1258  = - desc[111:105];
+  assign \$1258  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
   assign \$1259  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1260  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1260  = - desc[111:105];
   assign \$1261  = - desc[111:105];
-  assign \$1262  = - desc[111:105];
-  assign \$1263  = t == cot_m1;
-  assign \$1264  = ~ \$1263 ;
-  assign \$1265  = t + 1'h1;
-  assign \$1266  = rows_left - gcount;
-  assign \$1267  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1268  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1262  = t == cot_m1;
+  assign \$1263  = ~ \$1262 ;
+  assign \$1264  = t + 1'h1;
+  assign \$1265  = rows_left - gcount;
+  assign \$1266  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1267  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1268  = $signed(y_pass) + $signed({ 1'h0, pass_step });
   assign \$1269  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1270  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1271  = rows_left == gcount;
-  assign \$1272  = rows_left - gcount;
-  assign \$1273  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1272 );
-  assign \$1274  = rows_left - gcount;
-  assign \$1275  = \$1273  ? { 2'h0, desc[70:60] } : \$1274 ;
-  assign \$1276  = state == 2'h2;
-  assign \$1277  = ld_tile + 1'h1;
-  assign \$1278  = \$1277  == desc[23:12];
-  assign \$1279  = ld_tile + 1'h1;
-  assign \$1280  = \$1278  ? 14'h0000 : \$1279 ;
-  assign \$1281  = ld_k == 3'h7;
-  assign \$1282  = ld_k + 1'h1;
-  assign \$1283  = ! state;
-  assign \$1284  = \$1283  & i_desc__valid;
-  assign \$1285  = ! state;
-  assign \$1286  = cnt_cycles + 1'h1;
-  assign \$1287  = \$1285  ? 33'h000000001 : \$1286 ;
-  assign \$1288  = category == 1'h1;
-  assign \$1289  = ! state;
-  assign \$1290  = cnt_busy + 1'h1;
-  assign \$1291  = \$1289  ? 33'h000000001 : \$1290 ;
-  assign \$1292  = category == 2'h2;
-  assign \$1293  = ! state;
-  assign \$1294  = cnt_setup + 1'h1;
-  assign \$1295  = \$1293  ? 33'h000000001 : \$1294 ;
-  assign \$1296  = category == 2'h3;
-  assign \$1297  = ! state;
-  assign \$1298  = cnt_stall_input + 1'h1;
-  assign \$1299  = \$1297  ? 33'h000000001 : \$1298 ;
-  assign \$1300  = category == 3'h4;
-  assign \$1301  = ! state;
-  assign \$1302  = cnt_stall_weight + 1'h1;
-  assign \$1303  = \$1301  ? 33'h000000001 : \$1302 ;
-  assign \$1304  = category == 3'h5;
-  assign \$1305  = ! state;
-  assign \$1306  = cnt_stall_output + 1'h1;
-  assign \$1307  = \$1305  ? 33'h000000001 : \$1306 ;
-  assign \$1308  = category == 3'h6;
-  assign \$1309  = ! state;
-  assign \$1310  = cnt_fill + 1'h1;
-  assign \$1311  = \$1309  ? 33'h000000001 : \$1310 ;
-  assign \$1312  = category == 3'h7;
-  assign \$1313  = ! state;
-  assign \$1314  = cnt_drain + 1'h1;
-  assign \$1315  = \$1313  ? 33'h000000001 : \$1314 ;
-  assign \$1316  = o_result__valid & o_result__ready;
-  assign \$1317  = \$1316  & o_result__payload[256];
-  assign \$1318  = state == 3'h5;
-  assign \$1319  = \$1317  | \$1318 ;
+  assign \$1270  = rows_left == gcount;
+  assign \$1271  = rows_left - gcount;
+  assign \$1272  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1271 );
+  assign \$1273  = rows_left - gcount;
+  assign \$1274  = \$1272  ? { 2'h0, desc[70:60] } : \$1273 ;
+  assign \$1275  = state == 2'h2;
+  assign \$1276  = ld_tile + 1'h1;
+  assign \$1277  = \$1276  == desc[23:12];
+  assign \$1278  = ld_tile + 1'h1;
+  assign \$1279  = \$1277  ? 14'h0000 : \$1278 ;
+  assign \$1280  = ld_k == 3'h7;
+  assign \$1281  = ld_k + 1'h1;
+  assign \$1282  = ! state;
+  assign \$1283  = \$1282  & i_desc__valid;
+  assign \$1284  = ! state;
+  assign \$1285  = cnt_cycles + 1'h1;
+  assign \$1286  = \$1284  ? 33'h000000001 : \$1285 ;
+  assign \$1287  = category == 1'h1;
+  assign \$1288  = ! state;
+  assign \$1289  = cnt_busy + 1'h1;
+  assign \$1290  = \$1288  ? 33'h000000001 : \$1289 ;
+  assign \$1291  = category == 2'h2;
+  assign \$1292  = ! state;
+  assign \$1293  = cnt_setup + 1'h1;
+  assign \$1294  = \$1292  ? 33'h000000001 : \$1293 ;
+  assign \$1295  = category == 2'h3;
+  assign \$1296  = ! state;
+  assign \$1297  = cnt_stall_input + 1'h1;
+  assign \$1298  = \$1296  ? 33'h000000001 : \$1297 ;
+  assign \$1299  = category == 3'h4;
+  assign \$1300  = ! state;
+  assign \$1301  = cnt_stall_weight + 1'h1;
+  assign \$1302  = \$1300  ? 33'h000000001 : \$1301 ;
+  assign \$1303  = category == 3'h5;
+  assign \$1304  = ! state;
+  assign \$1305  = cnt_stall_output + 1'h1;
+  assign \$1306  = \$1304  ? 33'h000000001 : \$1305 ;
+  assign \$1307  = category == 3'h6;
+  assign \$1308  = ! state;
+  assign \$1309  = cnt_fill + 1'h1;
+  assign \$1310  = \$1308  ? 33'h000000001 : \$1309 ;
+  assign \$1311  = category == 3'h7;
+  assign \$1312  = ! state;
+  assign \$1313  = cnt_drain + 1'h1;
+  assign \$1314  = \$1312  ? 33'h000000001 : \$1313 ;
+  assign \$1315  = o_result__valid & o_result__ready;
+  assign \$1316  = \$1315  & o_result__payload[256];
+  assign \$1317  = state == 3'h5;
+  assign \$1318  = \$1316  | \$1317 ;
   always @(posedge clk)
-    wr_iy <= \$1320 ;
+    wr_iy <= \$1319 ;
   always @(posedge clk)
-    lo <= \$1321 ;
+    lo <= \$1320 ;
   always @(posedge clk)
-    cw_p1 <= \$1322 ;
+    cw_p1 <= \$1321 ;
   always @(posedge clk)
-    cw_p2 <= \$1323 ;
+    cw_p2 <= \$1322 ;
   always @(posedge clk)
-    t_adv_prev <= \$1324 ;
+    t_adv_prev <= \$1323 ;
   always @(posedge clk)
-    cur <= \$1325 ;
+    cur <= \$1324 ;
   always @(posedge clk)
-    sb1 <= \$1326 ;
+    width_m1 <= \$1325 ;
   always @(posedge clk)
-    sb2 <= \$1327 ;
+    width2_m2 <= \$1326 ;
   always @(posedge clk)
-    sb3 <= \$1328 ;
+    xb_init <= \$1327 ;
   always @(posedge clk)
-    sb4 <= \$1329 ;
+    xb_step <= \$1328 ;
   always @(posedge clk)
-    lbq0e <= \$1330 ;
+    sb1 <= \$1329 ;
   always @(posedge clk)
-    lbq0o <= \$1331 ;
+    sb2 <= \$1330 ;
   always @(posedge clk)
-    lbq1e <= \$1332 ;
+    sb3 <= \$1331 ;
   always @(posedge clk)
-    lbq1o <= \$1333 ;
+    sb4 <= \$1332 ;
   always @(posedge clk)
-    lbq2e <= \$1334 ;
+    lbq0e <= \$1333 ;
   always @(posedge clk)
-    lbq2o <= \$1335 ;
+    lbq0o <= \$1334 ;
   always @(posedge clk)
-    lbq3e <= \$1336 ;
+    lbq1e <= \$1335 ;
   always @(posedge clk)
-    lbq3o <= \$1337 ;
+    lbq1o <= \$1336 ;
   always @(posedge clk)
-    lbq4e <= \$1338 ;
+    lbq2e <= \$1337 ;
   always @(posedge clk)
-    lbq4o <= \$1339 ;
+    lbq2o <= \$1338 ;
   always @(posedge clk)
-    lbq5e <= \$1340 ;
+    lbq3e <= \$1339 ;
   always @(posedge clk)
-    lbq5o <= \$1341 ;
+    lbq3o <= \$1340 ;
   always @(posedge clk)
-    lbq6e <= \$1342 ;
+    lbq4e <= \$1341 ;
   always @(posedge clk)
-    lbq6o <= \$1343 ;
+    lbq4o <= \$1342 ;
   always @(posedge clk)
-    lbq7e <= \$1344 ;
+    lbq5e <= \$1343 ;
   always @(posedge clk)
-    lbq7o <= \$1345 ;
+    lbq5o <= \$1344 ;
   always @(posedge clk)
-    lbq8e <= \$1346 ;
+    lbq6e <= \$1345 ;
   always @(posedge clk)
-    lbq8o <= \$1347 ;
+    lbq6o <= \$1346 ;
   always @(posedge clk)
-    lbq9e <= \$1348 ;
+    lbq7e <= \$1347 ;
   always @(posedge clk)
-    lbq9o <= \$1349 ;
+    lbq7o <= \$1348 ;
   always @(posedge clk)
-    lbq10e <= \$1350 ;
+    lbq8e <= \$1349 ;
   always @(posedge clk)
-    lbq10o <= \$1351 ;
+    lbq8o <= \$1350 ;
   always @(posedge clk)
-    lbq11e <= \$1352 ;
+    lbq9e <= \$1351 ;
   always @(posedge clk)
-    lbq11o <= \$1353 ;
+    lbq9o <= \$1352 ;
   always @(posedge clk)
-    lbq12e <= \$1354 ;
+    lbq10e <= \$1353 ;
   always @(posedge clk)
-    lbq12o <= \$1355 ;
+    lbq10o <= \$1354 ;
   always @(posedge clk)
-    lbq13e <= \$1356 ;
+    lbq11e <= \$1355 ;
   always @(posedge clk)
-    lbq13o <= \$1357 ;
+    lbq11o <= \$1356 ;
   always @(posedge clk)
-    lbq14e <= \$1358 ;
+    lbq12e <= \$1357 ;
   always @(posedge clk)
-    lbq14o <= \$1359 ;
+    lbq12o <= \$1358 ;
   always @(posedge clk)
-    lbq15e <= \$1360 ;
+    lbq13e <= \$1359 ;
   always @(posedge clk)
-    lbq15o <= \$1361 ;
+    lbq13o <= \$1360 ;
   always @(posedge clk)
-    par_a1 <= \$1362 ;
+    lbq14e <= \$1361 ;
   always @(posedge clk)
-    par_a2 <= \$1363 ;
+    lbq14o <= \$1362 ;
   always @(posedge clk)
-    rd_slot1 <= \$1364 ;
+    lbq15e <= \$1363 ;
   always @(posedge clk)
-    rd_slot2_1 <= \$1365 ;
+    lbq15o <= \$1364 ;
   always @(posedge clk)
-    rd_a_g0 <= \$1366 ;
+    par_a1 <= \$1365 ;
   always @(posedge clk)
-    rd_a_g1 <= \$1367 ;
+    par_a2 <= \$1366 ;
   always @(posedge clk)
-    rd_a_g2 <= \$1368 ;
+    rd_slot1 <= \$1367 ;
   always @(posedge clk)
-    rd_a_g3 <= \$1369 ;
+    rd_slot2_1 <= \$1368 ;
   always @(posedge clk)
-    rd_pad_a1 <= \$1370 ;
+    rd_a_g0 <= \$1369 ;
   always @(posedge clk)
-    rd_pad_a2 <= \$1371 ;
+    rd_a_g1 <= \$1370 ;
   always @(posedge clk)
-    act <= \$1372 ;
+    rd_a_g2 <= \$1371 ;
   always @(posedge clk)
-    pad_x1 <= \$1373 ;
+    rd_a_g3 <= \$1372 ;
   always @(posedge clk)
-    pad_xb1 <= \$1374 ;
+    rd_pad_a1 <= \$1373 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1375 ;
+    rd_pad_a2 <= \$1374 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1376 ;
+    act <= \$1375 ;
   always @(posedge clk)
-    dw0_slot1 <= \$1377 ;
+    pad_x1 <= \$1376 ;
   always @(posedge clk)
-    dw0_slot2_1 <= \$1378 ;
+    pad_xb1 <= \$1377 ;
   always @(posedge clk)
-    dw0_a_g0 <= \$1379 ;
+    slot1_ky0 <= \$1378 ;
   always @(posedge clk)
-    dw0_a_g1 <= \$1380 ;
+    padr1_ky0 <= \$1379 ;
   always @(posedge clk)
-    dw0_a_g2 <= \$1381 ;
+    dw0_slot1 <= \$1380 ;
   always @(posedge clk)
-    dw0_a_g3 <= \$1382 ;
+    dw0_slot2_1 <= \$1381 ;
   always @(posedge clk)
-    dw0_pad_a1 <= \$1383 ;
+    dw0_a_g0 <= \$1382 ;
   always @(posedge clk)
-    dw0_pad_a2 <= \$1384 ;
+    dw0_a_g1 <= \$1383 ;
   always @(posedge clk)
-    dw0_b_g0 <= \$1385 ;
+    dw0_a_g2 <= \$1384 ;
   always @(posedge clk)
-    dw0_b_g1 <= \$1386 ;
+    dw0_a_g3 <= \$1385 ;
   always @(posedge clk)
-    dw0_b_g2 <= \$1387 ;
+    dw0_pad_a1 <= \$1386 ;
   always @(posedge clk)
-    dw0_b_g3 <= \$1388 ;
+    dw0_pad_a2 <= \$1387 ;
   always @(posedge clk)
-    dw0_pad_b1 <= \$1389 ;
+    dw0_b_g0 <= \$1388 ;
   always @(posedge clk)
-    dw0_pad_b2 <= \$1390 ;
+    dw0_b_g1 <= \$1389 ;
   always @(posedge clk)
-    win0_0 <= \$1391 ;
+    dw0_b_g2 <= \$1390 ;
   always @(posedge clk)
-    win0_1 <= \$1392 ;
+    dw0_b_g3 <= \$1391 ;
   always @(posedge clk)
-    win0_2 <= \$1393 ;
+    dw0_pad_b1 <= \$1392 ;
   always @(posedge clk)
-    win0_3 <= \$1394 ;
+    dw0_pad_b2 <= \$1393 ;
   always @(posedge clk)
-    win0_4 <= \$1395 ;
+    win0_0 <= \$1394 ;
   always @(posedge clk)
-    win0_5 <= \$1396 ;
+    win0_1 <= \$1395 ;
   always @(posedge clk)
-    win0_6 <= \$1397 ;
+    win0_2 <= \$1396 ;
   always @(posedge clk)
-    win0_7 <= \$1398 ;
+    win0_3 <= \$1397 ;
   always @(posedge clk)
-    win0_8 <= \$1399 ;
+    win0_4 <= \$1398 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1400 ;
+    win0_5 <= \$1399 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1401 ;
+    win0_6 <= \$1400 ;
   always @(posedge clk)
-    dw1_slot1 <= \$1402 ;
+    win0_7 <= \$1401 ;
   always @(posedge clk)
-    dw1_slot2_1 <= \$1403 ;
+    win0_8 <= \$1402 ;
   always @(posedge clk)
-    dw1_a_g0 <= \$1404 ;
+    slot1_ky1 <= \$1403 ;
   always @(posedge clk)
-    dw1_a_g1 <= \$1405 ;
+    padr1_ky1 <= \$1404 ;
   always @(posedge clk)
-    dw1_a_g2 <= \$1406 ;
+    dw1_slot1 <= \$1405 ;
   always @(posedge clk)
-    dw1_a_g3 <= \$1407 ;
+    dw1_slot2_1 <= \$1406 ;
   always @(posedge clk)
-    dw1_pad_a1 <= \$1408 ;
+    dw1_a_g0 <= \$1407 ;
   always @(posedge clk)
-    dw1_pad_a2 <= \$1409 ;
+    dw1_a_g1 <= \$1408 ;
   always @(posedge clk)
-    dw1_b_g0 <= \$1410 ;
+    dw1_a_g2 <= \$1409 ;
   always @(posedge clk)
-    dw1_b_g1 <= \$1411 ;
+    dw1_a_g3 <= \$1410 ;
   always @(posedge clk)
-    dw1_b_g2 <= \$1412 ;
+    dw1_pad_a1 <= \$1411 ;
   always @(posedge clk)
-    dw1_b_g3 <= \$1413 ;
+    dw1_pad_a2 <= \$1412 ;
   always @(posedge clk)
-    dw1_pad_b1 <= \$1414 ;
+    dw1_b_g0 <= \$1413 ;
   always @(posedge clk)
-    dw1_pad_b2 <= \$1415 ;
+    dw1_b_g1 <= \$1414 ;
   always @(posedge clk)
-    win1_0 <= \$1416 ;
+    dw1_b_g2 <= \$1415 ;
   always @(posedge clk)
-    win1_1 <= \$1417 ;
+    dw1_b_g3 <= \$1416 ;
   always @(posedge clk)
-    win1_2 <= \$1418 ;
+    dw1_pad_b1 <= \$1417 ;
   always @(posedge clk)
-    win1_3 <= \$1419 ;
+    dw1_pad_b2 <= \$1418 ;
   always @(posedge clk)
-    win1_4 <= \$1420 ;
+    win1_0 <= \$1419 ;
   always @(posedge clk)
-    win1_5 <= \$1421 ;
+    win1_1 <= \$1420 ;
   always @(posedge clk)
-    win1_6 <= \$1422 ;
+    win1_2 <= \$1421 ;
   always @(posedge clk)
-    win1_7 <= \$1423 ;
+    win1_3 <= \$1422 ;
   always @(posedge clk)
-    win1_8 <= \$1424 ;
+    win1_4 <= \$1423 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1425 ;
+    win1_5 <= \$1424 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1426 ;
+    win1_6 <= \$1425 ;
   always @(posedge clk)
-    dw2_slot1 <= \$1427 ;
+    win1_7 <= \$1426 ;
   always @(posedge clk)
-    dw2_slot2_1 <= \$1428 ;
+    win1_8 <= \$1427 ;
   always @(posedge clk)
-    dw2_a_g0 <= \$1429 ;
+    slot1_ky2 <= \$1428 ;
   always @(posedge clk)
-    dw2_a_g1 <= \$1430 ;
+    padr1_ky2 <= \$1429 ;
   always @(posedge clk)
-    dw2_a_g2 <= \$1431 ;
+    dw2_slot1 <= \$1430 ;
   always @(posedge clk)
-    dw2_a_g3 <= \$1432 ;
+    dw2_slot2_1 <= \$1431 ;
   always @(posedge clk)
-    dw2_pad_a1 <= \$1433 ;
+    dw2_a_g0 <= \$1432 ;
   always @(posedge clk)
-    dw2_pad_a2 <= \$1434 ;
+    dw2_a_g1 <= \$1433 ;
   always @(posedge clk)
-    dw2_b_g0 <= \$1435 ;
+    dw2_a_g2 <= \$1434 ;
   always @(posedge clk)
-    dw2_b_g1 <= \$1436 ;
+    dw2_a_g3 <= \$1435 ;
   always @(posedge clk)
-    dw2_b_g2 <= \$1437 ;
+    dw2_pad_a1 <= \$1436 ;
   always @(posedge clk)
-    dw2_b_g3 <= \$1438 ;
+    dw2_pad_a2 <= \$1437 ;
   always @(posedge clk)
-    dw2_pad_b1 <= \$1439 ;
+    dw2_b_g0 <= \$1438 ;
   always @(posedge clk)
-    dw2_pad_b2 <= \$1440 ;
+    dw2_b_g1 <= \$1439 ;
   always @(posedge clk)
-    win2_0 <= \$1441 ;
+    dw2_b_g2 <= \$1440 ;
   always @(posedge clk)
-    win2_1 <= \$1442 ;
+    dw2_b_g3 <= \$1441 ;
   always @(posedge clk)
-    win2_2 <= \$1443 ;
+    dw2_pad_b1 <= \$1442 ;
   always @(posedge clk)
-    win2_3 <= \$1444 ;
+    dw2_pad_b2 <= \$1443 ;
   always @(posedge clk)
-    win2_4 <= \$1445 ;
+    win2_0 <= \$1444 ;
   always @(posedge clk)
-    win2_5 <= \$1446 ;
+    win2_1 <= \$1445 ;
   always @(posedge clk)
-    win2_6 <= \$1447 ;
+    win2_2 <= \$1446 ;
   always @(posedge clk)
-    win2_7 <= \$1448 ;
+    win2_3 <= \$1447 ;
   always @(posedge clk)
-    win2_8 <= \$1449 ;
+    win2_4 <= \$1448 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1450 ;
+    win2_5 <= \$1449 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1451 ;
+    win2_6 <= \$1450 ;
   always @(posedge clk)
-    dw3_slot1 <= \$1452 ;
+    win2_7 <= \$1451 ;
   always @(posedge clk)
-    dw3_slot2_1 <= \$1453 ;
+    win2_8 <= \$1452 ;
   always @(posedge clk)
-    dw3_a_g0 <= \$1454 ;
+    slot1_ky3 <= \$1453 ;
   always @(posedge clk)
-    dw3_a_g1 <= \$1455 ;
+    padr1_ky3 <= \$1454 ;
   always @(posedge clk)
-    dw3_a_g2 <= \$1456 ;
+    dw3_slot1 <= \$1455 ;
   always @(posedge clk)
-    dw3_a_g3 <= \$1457 ;
+    dw3_slot2_1 <= \$1456 ;
   always @(posedge clk)
-    dw3_pad_a1 <= \$1458 ;
+    dw3_a_g0 <= \$1457 ;
   always @(posedge clk)
-    dw3_pad_a2 <= \$1459 ;
+    dw3_a_g1 <= \$1458 ;
   always @(posedge clk)
-    dw3_b_g0 <= \$1460 ;
+    dw3_a_g2 <= \$1459 ;
   always @(posedge clk)
-    dw3_b_g1 <= \$1461 ;
+    dw3_a_g3 <= \$1460 ;
   always @(posedge clk)
-    dw3_b_g2 <= \$1462 ;
+    dw3_pad_a1 <= \$1461 ;
   always @(posedge clk)
-    dw3_b_g3 <= \$1463 ;
+    dw3_pad_a2 <= \$1462 ;
   always @(posedge clk)
-    dw3_pad_b1 <= \$1464 ;
+    dw3_b_g0 <= \$1463 ;
   always @(posedge clk)
-    dw3_pad_b2 <= \$1465 ;
+    dw3_b_g1 <= \$1464 ;
   always @(posedge clk)
-    win3_0 <= \$1466 ;
+    dw3_b_g2 <= \$1465 ;
   always @(posedge clk)
-    win3_1 <= \$1467 ;
+    dw3_b_g3 <= \$1466 ;
   always @(posedge clk)
-    win3_2 <= \$1468 ;
+    dw3_pad_b1 <= \$1467 ;
   always @(posedge clk)
-    win3_3 <= \$1469 ;
+    dw3_pad_b2 <= \$1468 ;
   always @(posedge clk)
-    win3_4 <= \$1470 ;
+    win3_0 <= \$1469 ;
   always @(posedge clk)
-    win3_5 <= \$1471 ;
+    win3_1 <= \$1470 ;
   always @(posedge clk)
-    win3_6 <= \$1472 ;
+    win3_2 <= \$1471 ;
   always @(posedge clk)
-    win3_7 <= \$1473 ;
+    win3_3 <= \$1472 ;
   always @(posedge clk)
-    win3_8 <= \$1474 ;
+    win3_4 <= \$1473 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1475 ;
+    win3_5 <= \$1474 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1476 ;
+    win3_6 <= \$1475 ;
   always @(posedge clk)
-    dw4_slot1 <= \$1477 ;
+    win3_7 <= \$1476 ;
   always @(posedge clk)
-    dw4_slot2_1 <= \$1478 ;
+    win3_8 <= \$1477 ;
   always @(posedge clk)
-    dw4_a_g0 <= \$1479 ;
+    slot1_ky4 <= \$1478 ;
   always @(posedge clk)
-    dw4_a_g1 <= \$1480 ;
+    padr1_ky4 <= \$1479 ;
   always @(posedge clk)
-    dw4_a_g2 <= \$1481 ;
+    dw4_slot1 <= \$1480 ;
   always @(posedge clk)
-    dw4_a_g3 <= \$1482 ;
+    dw4_slot2_1 <= \$1481 ;
   always @(posedge clk)
-    dw4_pad_a1 <= \$1483 ;
+    dw4_a_g0 <= \$1482 ;
   always @(posedge clk)
-    dw4_pad_a2 <= \$1484 ;
+    dw4_a_g1 <= \$1483 ;
   always @(posedge clk)
-    dw4_b_g0 <= \$1485 ;
+    dw4_a_g2 <= \$1484 ;
   always @(posedge clk)
-    dw4_b_g1 <= \$1486 ;
+    dw4_a_g3 <= \$1485 ;
   always @(posedge clk)
-    dw4_b_g2 <= \$1487 ;
+    dw4_pad_a1 <= \$1486 ;
   always @(posedge clk)
-    dw4_b_g3 <= \$1488 ;
+    dw4_pad_a2 <= \$1487 ;
   always @(posedge clk)
-    dw4_pad_b1 <= \$1489 ;
+    dw4_b_g0 <= \$1488 ;
   always @(posedge clk)
-    dw4_pad_b2 <= \$1490 ;
+    dw4_b_g1 <= \$1489 ;
   always @(posedge clk)
-    win4_0 <= \$1491 ;
+    dw4_b_g2 <= \$1490 ;
   always @(posedge clk)
-    win4_1 <= \$1492 ;
+    dw4_b_g3 <= \$1491 ;
   always @(posedge clk)
-    win4_2 <= \$1493 ;
+    dw4_pad_b1 <= \$1492 ;
   always @(posedge clk)
-    win4_3 <= \$1494 ;
+    dw4_pad_b2 <= \$1493 ;
   always @(posedge clk)
-    win4_4 <= \$1495 ;
+    win4_0 <= \$1494 ;
   always @(posedge clk)
-    win4_5 <= \$1496 ;
+    win4_1 <= \$1495 ;
   always @(posedge clk)
-    win4_6 <= \$1497 ;
+    win4_2 <= \$1496 ;
   always @(posedge clk)
-    win4_7 <= \$1498 ;
+    win4_3 <= \$1497 ;
   always @(posedge clk)
-    win4_8 <= \$1499 ;
+    win4_4 <= \$1498 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1500 ;
+    win4_5 <= \$1499 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1501 ;
+    win4_6 <= \$1500 ;
   always @(posedge clk)
-    dw_ky0_s3 <= \$1502 ;
+    win4_7 <= \$1501 ;
   always @(posedge clk)
-    dw_ky0_s4 <= \$1503 ;
+    win4_8 <= \$1502 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1504 ;
+    dw_ky0_s1 <= \$1503 ;
   always @(posedge clk)
-    dw_kx0_s2 <= \$1505 ;
+    dw_ky0_s2 <= \$1504 ;
   always @(posedge clk)
-    dw_kx0_s3 <= \$1506 ;
+    dw_ky0_s3 <= \$1505 ;
   always @(posedge clk)
-    dwcol0 <= \$1507 ;
+    dw_ky0_s4 <= \$1506 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1508 ;
+    dw_kx0_s1 <= \$1507 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1509 ;
+    dw_kx0_s2 <= \$1508 ;
   always @(posedge clk)
-    dw_ky1_s3 <= \$1510 ;
+    dw_kx0_s3 <= \$1509 ;
   always @(posedge clk)
-    dw_ky1_s4 <= \$1511 ;
+    dwcol0 <= \$1510 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1512 ;
+    dw_ky1_s1 <= \$1511 ;
   always @(posedge clk)
-    dw_kx1_s2 <= \$1513 ;
+    dw_ky1_s2 <= \$1512 ;
   always @(posedge clk)
-    dw_kx1_s3 <= \$1514 ;
+    dw_ky1_s3 <= \$1513 ;
   always @(posedge clk)
-    dwcol1 <= \$1515 ;
+    dw_ky1_s4 <= \$1514 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1516 ;
+    dw_kx1_s1 <= \$1515 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1517 ;
+    dw_kx1_s2 <= \$1516 ;
   always @(posedge clk)
-    dw_ky2_s3 <= \$1518 ;
+    dw_kx1_s3 <= \$1517 ;
   always @(posedge clk)
-    dw_ky2_s4 <= \$1519 ;
+    dwcol1 <= \$1518 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1520 ;
+    dw_ky2_s1 <= \$1519 ;
   always @(posedge clk)
-    dw_kx2_s2 <= \$1521 ;
+    dw_ky2_s2 <= \$1520 ;
   always @(posedge clk)
-    dw_kx2_s3 <= \$1522 ;
+    dw_ky2_s3 <= \$1521 ;
   always @(posedge clk)
-    dwcol2 <= \$1523 ;
+    dw_ky2_s4 <= \$1522 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1524 ;
+    dw_kx2_s1 <= \$1523 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1525 ;
+    dw_kx2_s2 <= \$1524 ;
   always @(posedge clk)
-    dw_ky3_s3 <= \$1526 ;
+    dw_kx2_s3 <= \$1525 ;
   always @(posedge clk)
-    dw_ky3_s4 <= \$1527 ;
+    dwcol2 <= \$1526 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1528 ;
+    dw_ky3_s1 <= \$1527 ;
   always @(posedge clk)
-    dw_kx3_s2 <= \$1529 ;
+    dw_ky3_s2 <= \$1528 ;
   always @(posedge clk)
-    dw_kx3_s3 <= \$1530 ;
+    dw_ky3_s3 <= \$1529 ;
   always @(posedge clk)
-    dwcol3 <= \$1531 ;
+    dw_ky3_s4 <= \$1530 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1532 ;
+    dw_kx3_s1 <= \$1531 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1533 ;
+    dw_kx3_s2 <= \$1532 ;
   always @(posedge clk)
-    dw_ky4_s3 <= \$1534 ;
+    dw_kx3_s3 <= \$1533 ;
   always @(posedge clk)
-    dw_ky4_s4 <= \$1535 ;
+    dwcol3 <= \$1534 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1536 ;
+    dw_ky4_s1 <= \$1535 ;
   always @(posedge clk)
-    dw_kx4_s2 <= \$1537 ;
+    dw_ky4_s2 <= \$1536 ;
   always @(posedge clk)
-    dw_kx4_s3 <= \$1538 ;
+    dw_ky4_s3 <= \$1537 ;
   always @(posedge clk)
-    dwcol4 <= \$1539 ;
+    dw_ky4_s4 <= \$1538 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1540 ;
+    dw_kx4_s1 <= \$1539 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1541 ;
+    dw_kx4_s2 <= \$1540 ;
   always @(posedge clk)
-    dw_ky5_s3 <= \$1542 ;
+    dw_kx4_s3 <= \$1541 ;
   always @(posedge clk)
-    dw_ky5_s4 <= \$1543 ;
+    dwcol4 <= \$1542 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1544 ;
+    dw_ky5_s1 <= \$1543 ;
   always @(posedge clk)
-    dw_kx5_s2 <= \$1545 ;
+    dw_ky5_s2 <= \$1544 ;
   always @(posedge clk)
-    dw_kx5_s3 <= \$1546 ;
+    dw_ky5_s3 <= \$1545 ;
   always @(posedge clk)
-    dwcol5 <= \$1547 ;
+    dw_ky5_s4 <= \$1546 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1548 ;
+    dw_kx5_s1 <= \$1547 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1549 ;
+    dw_kx5_s2 <= \$1548 ;
   always @(posedge clk)
-    dw_ky6_s3 <= \$1550 ;
+    dw_kx5_s3 <= \$1549 ;
   always @(posedge clk)
-    dw_ky6_s4 <= \$1551 ;
+    dwcol5 <= \$1550 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1552 ;
+    dw_ky6_s1 <= \$1551 ;
   always @(posedge clk)
-    dw_kx6_s2 <= \$1553 ;
+    dw_ky6_s2 <= \$1552 ;
   always @(posedge clk)
-    dw_kx6_s3 <= \$1554 ;
+    dw_ky6_s3 <= \$1553 ;
   always @(posedge clk)
-    dwcol6 <= \$1555 ;
+    dw_ky6_s4 <= \$1554 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1556 ;
+    dw_kx6_s1 <= \$1555 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1557 ;
+    dw_kx6_s2 <= \$1556 ;
   always @(posedge clk)
-    dw_ky7_s3 <= \$1558 ;
+    dw_kx6_s3 <= \$1557 ;
   always @(posedge clk)
-    dw_ky7_s4 <= \$1559 ;
+    dwcol6 <= \$1558 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1560 ;
+    dw_ky7_s1 <= \$1559 ;
   always @(posedge clk)
-    dw_kx7_s2 <= \$1561 ;
+    dw_ky7_s2 <= \$1560 ;
   always @(posedge clk)
-    dw_kx7_s3 <= \$1562 ;
+    dw_ky7_s3 <= \$1561 ;
   always @(posedge clk)
-    dwcol7 <= \$1563 ;
+    dw_ky7_s4 <= \$1562 ;
   always @(posedge clk)
-    sb_p5 <= \$1564 ;
+    dw_kx7_s1 <= \$1563 ;
   always @(posedge clk)
-    sb_p6 <= \$1565 ;
+    dw_kx7_s2 <= \$1564 ;
   always @(posedge clk)
-    sb_p7 <= \$1566 ;
+    dw_kx7_s3 <= \$1565 ;
   always @(posedge clk)
-    sb_p8 <= \$1567 ;
+    dwcol7 <= \$1566 ;
   always @(posedge clk)
-    sb_p9 <= \$1568 ;
+    sb_p5 <= \$1567 ;
   always @(posedge clk)
-    sb_p10 <= \$1569 ;
+    sb_p6 <= \$1568 ;
   always @(posedge clk)
-    sb_p11 <= \$1570 ;
+    sb_p7 <= \$1569 ;
   always @(posedge clk)
-    sb_p12 <= \$1571 ;
+    sb_p8 <= \$1570 ;
   always @(posedge clk)
-    sb_p13 <= \$1572 ;
+    sb_p9 <= \$1571 ;
   always @(posedge clk)
-    sb_p14 <= \$1573 ;
+    sb_p10 <= \$1572 ;
   always @(posedge clk)
-    sb_p15 <= \$1574 ;
+    sb_p11 <= \$1573 ;
   always @(posedge clk)
-    sb_p16 <= \$1575 ;
+    sb_p12 <= \$1574 ;
   always @(posedge clk)
-    sb_p17 <= \$1576 ;
+    sb_p13 <= \$1575 ;
   always @(posedge clk)
-    sb_p18 <= \$1577 ;
+    sb_p14 <= \$1576 ;
   always @(posedge clk)
-    sb_p19 <= \$1578 ;
+    sb_p15 <= \$1577 ;
   always @(posedge clk)
-    sb_p20 <= \$1579 ;
+    sb_p16 <= \$1578 ;
   always @(posedge clk)
-    sb_p21 <= \$1580 ;
+    sb_p17 <= \$1579 ;
   always @(posedge clk)
-    acc_q <= \$1581 ;
+    sb_p18 <= \$1580 ;
   always @(posedge clk)
-    pm_q <= \$1582 ;
+    sb_p19 <= \$1581 ;
   always @(posedge clk)
-    fwd_sums <= \$1583 ;
+    sb_p20 <= \$1582 ;
   always @(posedge clk)
-    fwd_sums2 <= \$1584 ;
+    sb_p21 <= \$1583 ;
   always @(posedge clk)
-    fwd_hit <= \$1585 ;
+    acc_q <= \$1584 ;
   always @(posedge clk)
-    fwd_hit2_pre <= \$1586 ;
+    pm_q <= \$1585 ;
   always @(posedge clk)
-    fwd_hit2 <= \$1587 ;
+    fwd_sums <= \$1586 ;
   always @(posedge clk)
-    i_valid <= \$1588 ;
+    fwd_sums2 <= \$1587 ;
   always @(posedge clk)
-    i_last <= \$1589 ;
+    fwd_hit <= \$1588 ;
   always @(posedge clk)
-    i_acc <= \$1590 ;
+    fwd_hit2_pre <= \$1589 ;
   always @(posedge clk)
-    i_params <= \$1591 ;
+    fwd_hit2 <= \$1590 ;
   always @(posedge clk)
-    reserved <= \$1592 ;
+    i_valid <= \$1591 ;
   always @(posedge clk)
-    w_word1 <= \$1593 ;
+    i_last <= \$1592 ;
   always @(posedge clk)
-    w_word <= \$1594 ;
+    i_acc <= \$1593 ;
   always @(posedge clk)
-    w_latch1 <= \$1595 ;
+    i_params <= \$1594 ;
   always @(posedge clk)
-    w_latch <= \$1596 ;
+    reserved <= \$1595 ;
   always @(posedge clk)
-    w_bank1 <= \$1597 ;
+    w_word1 <= \$1596 ;
   always @(posedge clk)
-    w_bank <= \$1598 ;
+    w_word <= \$1597 ;
   always @(posedge clk)
-    latch1 <= \$1599 ;
+    w_latch1 <= \$1598 ;
   always @(posedge clk)
-    latch2 <= \$1600 ;
+    w_latch <= \$1599 ;
   always @(posedge clk)
-    latch_bank2 <= \$1601 ;
+    w_bank1 <= \$1600 ;
   always @(posedge clk)
-    w_ahead <= \$1602 ;
+    w_bank <= \$1601 ;
   always @(posedge clk)
-    ld_ahead <= \$1603 ;
+    latch1 <= \$1602 ;
   always @(posedge clk)
-    fold_bank <= \$1604 ;
+    latch2 <= \$1603 ;
   always @(posedge clk)
-    ld_bank <= \$1605 ;
+    latch_bank2 <= \$1604 ;
   always @(posedge clk)
-    desc <= \$1606 ;
+    w_ahead <= \$1605 ;
   always @(posedge clk)
-    state <= \$1607 ;
+    ld_ahead <= \$1606 ;
   always @(posedge clk)
-    error <= \$1608 ;
+    fold_bank <= \$1607 ;
   always @(posedge clk)
-    mul_ph <= \$1609 ;
+    ld_bank <= \$1608 ;
   always @(posedge clk)
-    mul_kh <= \$1610 ;
+    desc <= \$1609 ;
   always @(posedge clk)
-    mul_ow <= \$1611 ;
+    state <= \$1610 ;
   always @(posedge clk)
-    mul_kw <= \$1612 ;
+    error <= \$1611 ;
   always @(posedge clk)
-    mul_oh <= \$1613 ;
+    mul_ph <= \$1612 ;
   always @(posedge clk)
-    mul_hw <= \$1614 ;
+    mul_kh <= \$1613 ;
   always @(posedge clk)
-    dw_q <= \$1615 ;
+    mul_ow <= \$1614 ;
   always @(posedge clk)
-    dw_rm <= \$1616 ;
+    mul_kw <= \$1615 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1617 ;
+    mul_oh <= \$1616 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1618 ;
+    mul_hw <= \$1617 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1619 ;
+    dw_q <= \$1618 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1620 ;
+    dw_rm <= \$1619 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1621 ;
+    dw_ky_init0 <= \$1620 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1622 ;
+    dw_kx_init0 <= \$1621 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1623 ;
+    dw_ky_init1 <= \$1622 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1624 ;
+    dw_kx_init1 <= \$1623 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1625 ;
+    dw_ky_init2 <= \$1624 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1626 ;
+    dw_kx_init2 <= \$1625 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1627 ;
+    dw_ky_init3 <= \$1626 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1628 ;
+    dw_kx_init3 <= \$1627 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1629 ;
+    dw_ky_init4 <= \$1628 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1630 ;
+    dw_kx_init4 <= \$1629 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1631 ;
+    dw_ky_init5 <= \$1630 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1632 ;
+    dw_kx_init5 <= \$1631 ;
   always @(posedge clk)
-    taps <= \$1633 ;
+    dw_ky_init6 <= \$1632 ;
   always @(posedge clk)
-    pass_span <= \$1634 ;
+    dw_kx_init6 <= \$1633 ;
   always @(posedge clk)
-    ow_m1 <= \$1635 ;
+    dw_ky_init7 <= \$1634 ;
   always @(posedge clk)
-    kw_m1 <= \$1636 ;
+    dw_kx_init7 <= \$1635 ;
   always @(posedge clk)
-    kh_m1 <= \$1637 ;
+    taps <= \$1636 ;
   always @(posedge clk)
-    cot_m1 <= \$1638 ;
+    pass_span <= \$1637 ;
   always @(posedge clk)
-    pass_step <= \$1639 ;
+    ow_m1 <= \$1638 ;
   always @(posedge clk)
-    acc_need <= \$1640 ;
+    kw_m1 <= \$1639 ;
   always @(posedge clk)
-    last_ix <= \$1641 ;
+    kh_m1 <= \$1640 ;
   always @(posedge clk)
-    last_iy <= \$1642 ;
+    cot_m1 <= \$1641 ;
   always @(posedge clk)
-    act_total <= \$1643 ;
+    pass_step <= \$1642 ;
   always @(posedge clk)
-    w_total <= \$1644 ;
+    acc_need <= \$1643 ;
   always @(posedge clk)
-    dw_first_rc <= \$1645 ;
+    last_ix <= \$1644 ;
   always @(posedge clk)
-    dw_dual <= \$1646 ;
+    last_iy <= \$1645 ;
   always @(posedge clk)
-    qlo <= \$1647 ;
+    act_total <= \$1646 ;
   always @(posedge clk)
-    hi <= \$1648 ;
+    w_total <= \$1647 ;
   always @(posedge clk)
-    abort_timer <= \$1649 ;
+    dw_first_rc <= \$1648 ;
   always @(posedge clk)
-    p_count <= \$1650 ;
+    dw_dual <= \$1649 ;
   always @(posedge clk)
-    tiles_sum <= \$1651 ;
+    qlo <= \$1650 ;
   always @(posedge clk)
-    p_done <= \$1652 ;
+    hi <= \$1651 ;
   always @(posedge clk)
-    p_checked <= \$1653 ;
+    x_bound <= \$1652 ;
   always @(posedge clk)
-    w_count <= \$1654 ;
+    y_bound <= \$1653 ;
   always @(posedge clk)
-    w_done <= \$1655 ;
+    bad_desc <= \$1654 ;
   always @(posedge clk)
-    row_free <= \$1656 ;
+    abort_timer <= \$1655 ;
   always @(posedge clk)
-    a_count <= \$1657 ;
+    p_count <= \$1656 ;
   always @(posedge clk)
-    a_overflow <= \$1658 ;
+    tiles_sum <= \$1657 ;
   always @(posedge clk)
-    wr_ix <= \$1659 ;
+    p_done <= \$1658 ;
   always @(posedge clk)
-    wr_cw <= \$1660 ;
+    p_checked <= \$1659 ;
   always @(posedge clk)
-    words_in <= \$1661 ;
+    w_count <= \$1660 ;
   always @(posedge clk)
-    a_done <= \$1662 ;
+    w_done <= \$1661 ;
   always @(posedge clk)
-    gcount_m1 <= \$1663 ;
+    row_free <= \$1662 ;
   always @(posedge clk)
-    sq <= \$1664 ;
+    a_count <= \$1663 ;
   always @(posedge clk)
-    t <= \$1665 ;
+    a_overflow <= \$1664 ;
   always @(posedge clk)
-    ky <= \$1666 ;
+    wr_ix <= \$1665 ;
   always @(posedge clk)
-    kx <= \$1667 ;
+    wr_cw <= \$1666 ;
   always @(posedge clk)
-    j <= \$1668 ;
+    words_in <= \$1667 ;
   always @(posedge clk)
-    g <= \$1669 ;
+    a_done <= \$1668 ;
   always @(posedge clk)
-    ox <= \$1670 ;
+    gcount_m1 <= \$1669 ;
   always @(posedge clk)
-    rows_left <= \$1671 ;
+    sq <= \$1670 ;
   always @(posedge clk)
-    y_pass <= \$1672 ;
+    t <= \$1671 ;
   always @(posedge clk)
-    y_tap <= \$1673 ;
+    ky <= \$1672 ;
   always @(posedge clk)
-    iy <= \$1674 ;
+    kx <= \$1673 ;
   always @(posedge clk)
-    y_end <= \$1675 ;
+    j <= \$1674 ;
   always @(posedge clk)
-    x_tap <= \$1676 ;
+    g <= \$1675 ;
   always @(posedge clk)
-    ix <= \$1677 ;
+    ox <= \$1676 ;
   always @(posedge clk)
-    acc_addr <= \$1678 ;
+    rows_left <= \$1677 ;
   always @(posedge clk)
-    gap <= \$1679 ;
+    y_pass <= \$1678 ;
   always @(posedge clk)
-    dw_ky0 <= \$1680 ;
+    y_tap <= \$1679 ;
   always @(posedge clk)
-    dw_ky1 <= \$1681 ;
+    iy <= \$1680 ;
   always @(posedge clk)
-    dw_ky2 <= \$1682 ;
+    y_end <= \$1681 ;
   always @(posedge clk)
-    dw_ky3 <= \$1683 ;
+    x_tap <= \$1682 ;
   always @(posedge clk)
-    dw_ky4 <= \$1684 ;
+    ix <= \$1683 ;
   always @(posedge clk)
-    dw_ky5 <= \$1685 ;
+    ixb <= \$1684 ;
   always @(posedge clk)
-    dw_ky6 <= \$1686 ;
+    acc_addr <= \$1685 ;
   always @(posedge clk)
-    dw_ky7 <= \$1687 ;
+    gap <= \$1686 ;
   always @(posedge clk)
-    dw_kx0 <= \$1688 ;
+    dw_ky0 <= \$1687 ;
   always @(posedge clk)
-    dw_kx1 <= \$1689 ;
+    dw_ky1 <= \$1688 ;
   always @(posedge clk)
-    dw_kx2 <= \$1690 ;
+    dw_ky2 <= \$1689 ;
   always @(posedge clk)
-    dw_kx3 <= \$1691 ;
+    dw_ky3 <= \$1690 ;
   always @(posedge clk)
-    dw_kx4 <= \$1692 ;
+    dw_ky4 <= \$1691 ;
   always @(posedge clk)
-    dw_kx5 <= \$1693 ;
+    dw_ky5 <= \$1692 ;
   always @(posedge clk)
-    dw_kx6 <= \$1694 ;
+    dw_ky6 <= \$1693 ;
   always @(posedge clk)
-    dw_kx7 <= \$1695 ;
+    dw_ky7 <= \$1694 ;
   always @(posedge clk)
-    ld_tile <= \$1696 ;
+    dw_kx0 <= \$1695 ;
   always @(posedge clk)
-    ld_k <= \$1697 ;
+    dw_kx1 <= \$1696 ;
   always @(posedge clk)
-    ld_busy <= \$1698 ;
+    dw_kx2 <= \$1697 ;
   always @(posedge clk)
-    gcount <= \$1699 ;
+    dw_kx3 <= \$1698 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1700 ;
+    dw_kx4 <= \$1699 ;
   always @(posedge clk)
-    latch_bank1 <= \$1701 ;
+    dw_kx5 <= \$1700 ;
   always @(posedge clk)
-    counting <= \$1702 ;
+    dw_kx6 <= \$1701 ;
   always @(posedge clk)
-    cnt_cycles <= \$1703 ;
+    dw_kx7 <= \$1702 ;
   always @(posedge clk)
-    cnt_busy <= \$1704 ;
+    ld_tile <= \$1703 ;
   always @(posedge clk)
-    cnt_setup <= \$1705 ;
+    ld_k <= \$1704 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1706 ;
+    ld_busy <= \$1705 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1707 ;
+    gcount <= \$1706 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1708 ;
+    cur_ld_tile <= \$1707 ;
   always @(posedge clk)
-    cnt_fill <= \$1709 ;
+    latch_bank1 <= \$1708 ;
   always @(posedge clk)
-    cnt_drain <= \$1710 ;
+    counting <= \$1709 ;
+  always @(posedge clk)
+    cnt_cycles <= \$1710 ;
+  always @(posedge clk)
+    cnt_busy <= \$1711 ;
+  always @(posedge clk)
+    cnt_setup <= \$1712 ;
+  always @(posedge clk)
+    cnt_stall_input <= \$1713 ;
+  always @(posedge clk)
+    cnt_stall_weight <= \$1714 ;
+  always @(posedge clk)
+    cnt_stall_output <= \$1715 ;
+  always @(posedge clk)
+    cnt_fill <= \$1716 ;
+  always @(posedge clk)
+    cnt_drain <= \$1717 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb4[6]),
@@ -40294,7 +40324,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$262 ),
+    .sums(\sums$265 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -40316,7 +40346,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .i_params(i_params),
     .i_valid(i_valid),
     .last_s8(o_last),
-    .lo(\lo$276 ),
+    .lo(\lo$279 ),
     .mode(desc[130:129]),
     .o_data(o_data),
     .rst(rst),
@@ -40325,122 +40355,122 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = 64'h0000000000000000;
+    \$182  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$195  = win0_0;
+          \$182  = win0_0;
       4'h1:
-          \$195  = win0_1;
+          \$182  = win0_1;
       4'h2:
-          \$195  = win0_2;
+          \$182  = win0_2;
       4'h3:
-          \$195  = win0_3;
+          \$182  = win0_3;
       4'h4:
-          \$195  = win0_4;
+          \$182  = win0_4;
       4'h5:
-          \$195  = win0_5;
+          \$182  = win0_5;
       4'h6:
-          \$195  = win0_6;
+          \$182  = win0_6;
       4'h7:
-          \$195  = win0_7;
+          \$182  = win0_7;
       4'h8:
-          \$195  = win0_8;
+          \$182  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = 64'h0000000000000000;
+    \$183  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$196  = win1_0;
+          \$183  = win1_0;
       4'h1:
-          \$196  = win1_1;
+          \$183  = win1_1;
       4'h2:
-          \$196  = win1_2;
+          \$183  = win1_2;
       4'h3:
-          \$196  = win1_3;
+          \$183  = win1_3;
       4'h4:
-          \$196  = win1_4;
+          \$183  = win1_4;
       4'h5:
-          \$196  = win1_5;
+          \$183  = win1_5;
       4'h6:
-          \$196  = win1_6;
+          \$183  = win1_6;
       4'h7:
-          \$196  = win1_7;
+          \$183  = win1_7;
       4'h8:
-          \$196  = win1_8;
+          \$183  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = 64'h0000000000000000;
+    \$184  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$197  = win2_0;
+          \$184  = win2_0;
       4'h1:
-          \$197  = win2_1;
+          \$184  = win2_1;
       4'h2:
-          \$197  = win2_2;
+          \$184  = win2_2;
       4'h3:
-          \$197  = win2_3;
+          \$184  = win2_3;
       4'h4:
-          \$197  = win2_4;
+          \$184  = win2_4;
       4'h5:
-          \$197  = win2_5;
+          \$184  = win2_5;
       4'h6:
-          \$197  = win2_6;
+          \$184  = win2_6;
       4'h7:
-          \$197  = win2_7;
+          \$184  = win2_7;
       4'h8:
-          \$197  = win2_8;
+          \$184  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$198  = 64'h0000000000000000;
+    \$185  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$198  = win3_0;
+          \$185  = win3_0;
       4'h1:
-          \$198  = win3_1;
+          \$185  = win3_1;
       4'h2:
-          \$198  = win3_2;
+          \$185  = win3_2;
       4'h3:
-          \$198  = win3_3;
+          \$185  = win3_3;
       4'h4:
-          \$198  = win3_4;
+          \$185  = win3_4;
       4'h5:
-          \$198  = win3_5;
+          \$185  = win3_5;
       4'h6:
-          \$198  = win3_6;
+          \$185  = win3_6;
       4'h7:
-          \$198  = win3_7;
+          \$185  = win3_7;
       4'h8:
-          \$198  = win3_8;
+          \$185  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = 64'h0000000000000000;
+    \$186  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$199  = win4_0;
+          \$186  = win4_0;
       4'h1:
-          \$199  = win4_1;
+          \$186  = win4_1;
       4'h2:
-          \$199  = win4_2;
+          \$186  = win4_2;
       4'h3:
-          \$199  = win4_3;
+          \$186  = win4_3;
       4'h4:
-          \$199  = win4_4;
+          \$186  = win4_4;
       4'h5:
-          \$199  = win4_5;
+          \$186  = win4_5;
       4'h6:
-          \$199  = win4_6;
+          \$186  = win4_6;
       4'h7:
-          \$199  = win4_7;
+          \$186  = win4_7;
       4'h8:
-          \$199  = win4_8;
+          \$186  = win4_8;
     endcase
   end
   always @* begin
@@ -40448,135 +40478,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel0 = 64'h0000000000000000;
     casez (dw_ky0_s4)
       4'h0:
-          dwsel0 = \$195 ;
+          dwsel0 = \$182 ;
       4'h1:
-          dwsel0 = \$196 ;
+          dwsel0 = \$183 ;
       4'h2:
-          dwsel0 = \$197 ;
+          dwsel0 = \$184 ;
       4'h3:
-          dwsel0 = \$198 ;
+          dwsel0 = \$185 ;
       4'h4:
-          dwsel0 = \$199 ;
+          dwsel0 = \$186 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$200  = 64'h0000000000000000;
+    \$187  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$200  = win0_0;
+          \$187  = win0_0;
       4'h1:
-          \$200  = win0_1;
+          \$187  = win0_1;
       4'h2:
-          \$200  = win0_2;
+          \$187  = win0_2;
       4'h3:
-          \$200  = win0_3;
+          \$187  = win0_3;
       4'h4:
-          \$200  = win0_4;
+          \$187  = win0_4;
       4'h5:
-          \$200  = win0_5;
+          \$187  = win0_5;
       4'h6:
-          \$200  = win0_6;
+          \$187  = win0_6;
       4'h7:
-          \$200  = win0_7;
+          \$187  = win0_7;
       4'h8:
-          \$200  = win0_8;
+          \$187  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = 64'h0000000000000000;
+    \$188  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$201  = win1_0;
+          \$188  = win1_0;
       4'h1:
-          \$201  = win1_1;
+          \$188  = win1_1;
       4'h2:
-          \$201  = win1_2;
+          \$188  = win1_2;
       4'h3:
-          \$201  = win1_3;
+          \$188  = win1_3;
       4'h4:
-          \$201  = win1_4;
+          \$188  = win1_4;
       4'h5:
-          \$201  = win1_5;
+          \$188  = win1_5;
       4'h6:
-          \$201  = win1_6;
+          \$188  = win1_6;
       4'h7:
-          \$201  = win1_7;
+          \$188  = win1_7;
       4'h8:
-          \$201  = win1_8;
+          \$188  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$202  = 64'h0000000000000000;
+    \$189  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$202  = win2_0;
+          \$189  = win2_0;
       4'h1:
-          \$202  = win2_1;
+          \$189  = win2_1;
       4'h2:
-          \$202  = win2_2;
+          \$189  = win2_2;
       4'h3:
-          \$202  = win2_3;
+          \$189  = win2_3;
       4'h4:
-          \$202  = win2_4;
+          \$189  = win2_4;
       4'h5:
-          \$202  = win2_5;
+          \$189  = win2_5;
       4'h6:
-          \$202  = win2_6;
+          \$189  = win2_6;
       4'h7:
-          \$202  = win2_7;
+          \$189  = win2_7;
       4'h8:
-          \$202  = win2_8;
+          \$189  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$203  = 64'h0000000000000000;
+    \$190  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$203  = win3_0;
+          \$190  = win3_0;
       4'h1:
-          \$203  = win3_1;
+          \$190  = win3_1;
       4'h2:
-          \$203  = win3_2;
+          \$190  = win3_2;
       4'h3:
-          \$203  = win3_3;
+          \$190  = win3_3;
       4'h4:
-          \$203  = win3_4;
+          \$190  = win3_4;
       4'h5:
-          \$203  = win3_5;
+          \$190  = win3_5;
       4'h6:
-          \$203  = win3_6;
+          \$190  = win3_6;
       4'h7:
-          \$203  = win3_7;
+          \$190  = win3_7;
       4'h8:
-          \$203  = win3_8;
+          \$190  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = 64'h0000000000000000;
+    \$191  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$204  = win4_0;
+          \$191  = win4_0;
       4'h1:
-          \$204  = win4_1;
+          \$191  = win4_1;
       4'h2:
-          \$204  = win4_2;
+          \$191  = win4_2;
       4'h3:
-          \$204  = win4_3;
+          \$191  = win4_3;
       4'h4:
-          \$204  = win4_4;
+          \$191  = win4_4;
       4'h5:
-          \$204  = win4_5;
+          \$191  = win4_5;
       4'h6:
-          \$204  = win4_6;
+          \$191  = win4_6;
       4'h7:
-          \$204  = win4_7;
+          \$191  = win4_7;
       4'h8:
-          \$204  = win4_8;
+          \$191  = win4_8;
     endcase
   end
   always @* begin
@@ -40584,135 +40614,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel1 = 64'h0000000000000000;
     casez (dw_ky1_s4)
       4'h0:
-          dwsel1 = \$200 ;
+          dwsel1 = \$187 ;
       4'h1:
-          dwsel1 = \$201 ;
+          dwsel1 = \$188 ;
       4'h2:
-          dwsel1 = \$202 ;
+          dwsel1 = \$189 ;
       4'h3:
-          dwsel1 = \$203 ;
+          dwsel1 = \$190 ;
       4'h4:
-          dwsel1 = \$204 ;
+          dwsel1 = \$191 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$205  = 64'h0000000000000000;
+    \$192  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$205  = win0_0;
+          \$192  = win0_0;
       4'h1:
-          \$205  = win0_1;
+          \$192  = win0_1;
       4'h2:
-          \$205  = win0_2;
+          \$192  = win0_2;
       4'h3:
-          \$205  = win0_3;
+          \$192  = win0_3;
       4'h4:
-          \$205  = win0_4;
+          \$192  = win0_4;
       4'h5:
-          \$205  = win0_5;
+          \$192  = win0_5;
       4'h6:
-          \$205  = win0_6;
+          \$192  = win0_6;
       4'h7:
-          \$205  = win0_7;
+          \$192  = win0_7;
       4'h8:
-          \$205  = win0_8;
+          \$192  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = 64'h0000000000000000;
+    \$193  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$206  = win1_0;
+          \$193  = win1_0;
       4'h1:
-          \$206  = win1_1;
+          \$193  = win1_1;
       4'h2:
-          \$206  = win1_2;
+          \$193  = win1_2;
       4'h3:
-          \$206  = win1_3;
+          \$193  = win1_3;
       4'h4:
-          \$206  = win1_4;
+          \$193  = win1_4;
       4'h5:
-          \$206  = win1_5;
+          \$193  = win1_5;
       4'h6:
-          \$206  = win1_6;
+          \$193  = win1_6;
       4'h7:
-          \$206  = win1_7;
+          \$193  = win1_7;
       4'h8:
-          \$206  = win1_8;
+          \$193  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$207  = 64'h0000000000000000;
+    \$194  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$207  = win2_0;
+          \$194  = win2_0;
       4'h1:
-          \$207  = win2_1;
+          \$194  = win2_1;
       4'h2:
-          \$207  = win2_2;
+          \$194  = win2_2;
       4'h3:
-          \$207  = win2_3;
+          \$194  = win2_3;
       4'h4:
-          \$207  = win2_4;
+          \$194  = win2_4;
       4'h5:
-          \$207  = win2_5;
+          \$194  = win2_5;
       4'h6:
-          \$207  = win2_6;
+          \$194  = win2_6;
       4'h7:
-          \$207  = win2_7;
+          \$194  = win2_7;
       4'h8:
-          \$207  = win2_8;
+          \$194  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$208  = 64'h0000000000000000;
+    \$195  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$208  = win3_0;
+          \$195  = win3_0;
       4'h1:
-          \$208  = win3_1;
+          \$195  = win3_1;
       4'h2:
-          \$208  = win3_2;
+          \$195  = win3_2;
       4'h3:
-          \$208  = win3_3;
+          \$195  = win3_3;
       4'h4:
-          \$208  = win3_4;
+          \$195  = win3_4;
       4'h5:
-          \$208  = win3_5;
+          \$195  = win3_5;
       4'h6:
-          \$208  = win3_6;
+          \$195  = win3_6;
       4'h7:
-          \$208  = win3_7;
+          \$195  = win3_7;
       4'h8:
-          \$208  = win3_8;
+          \$195  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$209  = 64'h0000000000000000;
+    \$196  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$209  = win4_0;
+          \$196  = win4_0;
       4'h1:
-          \$209  = win4_1;
+          \$196  = win4_1;
       4'h2:
-          \$209  = win4_2;
+          \$196  = win4_2;
       4'h3:
-          \$209  = win4_3;
+          \$196  = win4_3;
       4'h4:
-          \$209  = win4_4;
+          \$196  = win4_4;
       4'h5:
-          \$209  = win4_5;
+          \$196  = win4_5;
       4'h6:
-          \$209  = win4_6;
+          \$196  = win4_6;
       4'h7:
-          \$209  = win4_7;
+          \$196  = win4_7;
       4'h8:
-          \$209  = win4_8;
+          \$196  = win4_8;
     endcase
   end
   always @* begin
@@ -40720,135 +40750,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel2 = 64'h0000000000000000;
     casez (dw_ky2_s4)
       4'h0:
-          dwsel2 = \$205 ;
+          dwsel2 = \$192 ;
       4'h1:
-          dwsel2 = \$206 ;
+          dwsel2 = \$193 ;
       4'h2:
-          dwsel2 = \$207 ;
+          dwsel2 = \$194 ;
       4'h3:
-          dwsel2 = \$208 ;
+          dwsel2 = \$195 ;
       4'h4:
-          dwsel2 = \$209 ;
+          dwsel2 = \$196 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$210  = 64'h0000000000000000;
+    \$197  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$210  = win0_0;
+          \$197  = win0_0;
       4'h1:
-          \$210  = win0_1;
+          \$197  = win0_1;
       4'h2:
-          \$210  = win0_2;
+          \$197  = win0_2;
       4'h3:
-          \$210  = win0_3;
+          \$197  = win0_3;
       4'h4:
-          \$210  = win0_4;
+          \$197  = win0_4;
       4'h5:
-          \$210  = win0_5;
+          \$197  = win0_5;
       4'h6:
-          \$210  = win0_6;
+          \$197  = win0_6;
       4'h7:
-          \$210  = win0_7;
+          \$197  = win0_7;
       4'h8:
-          \$210  = win0_8;
+          \$197  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = 64'h0000000000000000;
+    \$198  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$211  = win1_0;
+          \$198  = win1_0;
       4'h1:
-          \$211  = win1_1;
+          \$198  = win1_1;
       4'h2:
-          \$211  = win1_2;
+          \$198  = win1_2;
       4'h3:
-          \$211  = win1_3;
+          \$198  = win1_3;
       4'h4:
-          \$211  = win1_4;
+          \$198  = win1_4;
       4'h5:
-          \$211  = win1_5;
+          \$198  = win1_5;
       4'h6:
-          \$211  = win1_6;
+          \$198  = win1_6;
       4'h7:
-          \$211  = win1_7;
+          \$198  = win1_7;
       4'h8:
-          \$211  = win1_8;
+          \$198  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$212  = 64'h0000000000000000;
+    \$199  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$212  = win2_0;
+          \$199  = win2_0;
       4'h1:
-          \$212  = win2_1;
+          \$199  = win2_1;
       4'h2:
-          \$212  = win2_2;
+          \$199  = win2_2;
       4'h3:
-          \$212  = win2_3;
+          \$199  = win2_3;
       4'h4:
-          \$212  = win2_4;
+          \$199  = win2_4;
       4'h5:
-          \$212  = win2_5;
+          \$199  = win2_5;
       4'h6:
-          \$212  = win2_6;
+          \$199  = win2_6;
       4'h7:
-          \$212  = win2_7;
+          \$199  = win2_7;
       4'h8:
-          \$212  = win2_8;
+          \$199  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$213  = 64'h0000000000000000;
+    \$200  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$213  = win3_0;
+          \$200  = win3_0;
       4'h1:
-          \$213  = win3_1;
+          \$200  = win3_1;
       4'h2:
-          \$213  = win3_2;
+          \$200  = win3_2;
       4'h3:
-          \$213  = win3_3;
+          \$200  = win3_3;
       4'h4:
-          \$213  = win3_4;
+          \$200  = win3_4;
       4'h5:
-          \$213  = win3_5;
+          \$200  = win3_5;
       4'h6:
-          \$213  = win3_6;
+          \$200  = win3_6;
       4'h7:
-          \$213  = win3_7;
+          \$200  = win3_7;
       4'h8:
-          \$213  = win3_8;
+          \$200  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$214  = 64'h0000000000000000;
+    \$201  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$214  = win4_0;
+          \$201  = win4_0;
       4'h1:
-          \$214  = win4_1;
+          \$201  = win4_1;
       4'h2:
-          \$214  = win4_2;
+          \$201  = win4_2;
       4'h3:
-          \$214  = win4_3;
+          \$201  = win4_3;
       4'h4:
-          \$214  = win4_4;
+          \$201  = win4_4;
       4'h5:
-          \$214  = win4_5;
+          \$201  = win4_5;
       4'h6:
-          \$214  = win4_6;
+          \$201  = win4_6;
       4'h7:
-          \$214  = win4_7;
+          \$201  = win4_7;
       4'h8:
-          \$214  = win4_8;
+          \$201  = win4_8;
     endcase
   end
   always @* begin
@@ -40856,135 +40886,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel3 = 64'h0000000000000000;
     casez (dw_ky3_s4)
       4'h0:
-          dwsel3 = \$210 ;
+          dwsel3 = \$197 ;
       4'h1:
-          dwsel3 = \$211 ;
+          dwsel3 = \$198 ;
       4'h2:
-          dwsel3 = \$212 ;
+          dwsel3 = \$199 ;
       4'h3:
-          dwsel3 = \$213 ;
+          dwsel3 = \$200 ;
       4'h4:
-          dwsel3 = \$214 ;
+          dwsel3 = \$201 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = 64'h0000000000000000;
+    \$202  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$215  = win0_0;
+          \$202  = win0_0;
       4'h1:
-          \$215  = win0_1;
+          \$202  = win0_1;
       4'h2:
-          \$215  = win0_2;
+          \$202  = win0_2;
       4'h3:
-          \$215  = win0_3;
+          \$202  = win0_3;
       4'h4:
-          \$215  = win0_4;
+          \$202  = win0_4;
       4'h5:
-          \$215  = win0_5;
+          \$202  = win0_5;
       4'h6:
-          \$215  = win0_6;
+          \$202  = win0_6;
       4'h7:
-          \$215  = win0_7;
+          \$202  = win0_7;
       4'h8:
-          \$215  = win0_8;
+          \$202  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = 64'h0000000000000000;
+    \$203  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$216  = win1_0;
+          \$203  = win1_0;
       4'h1:
-          \$216  = win1_1;
+          \$203  = win1_1;
       4'h2:
-          \$216  = win1_2;
+          \$203  = win1_2;
       4'h3:
-          \$216  = win1_3;
+          \$203  = win1_3;
       4'h4:
-          \$216  = win1_4;
+          \$203  = win1_4;
       4'h5:
-          \$216  = win1_5;
+          \$203  = win1_5;
       4'h6:
-          \$216  = win1_6;
+          \$203  = win1_6;
       4'h7:
-          \$216  = win1_7;
+          \$203  = win1_7;
       4'h8:
-          \$216  = win1_8;
+          \$203  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$217  = 64'h0000000000000000;
+    \$204  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$217  = win2_0;
+          \$204  = win2_0;
       4'h1:
-          \$217  = win2_1;
+          \$204  = win2_1;
       4'h2:
-          \$217  = win2_2;
+          \$204  = win2_2;
       4'h3:
-          \$217  = win2_3;
+          \$204  = win2_3;
       4'h4:
-          \$217  = win2_4;
+          \$204  = win2_4;
       4'h5:
-          \$217  = win2_5;
+          \$204  = win2_5;
       4'h6:
-          \$217  = win2_6;
+          \$204  = win2_6;
       4'h7:
-          \$217  = win2_7;
+          \$204  = win2_7;
       4'h8:
-          \$217  = win2_8;
+          \$204  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = 64'h0000000000000000;
+    \$205  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$218  = win3_0;
+          \$205  = win3_0;
       4'h1:
-          \$218  = win3_1;
+          \$205  = win3_1;
       4'h2:
-          \$218  = win3_2;
+          \$205  = win3_2;
       4'h3:
-          \$218  = win3_3;
+          \$205  = win3_3;
       4'h4:
-          \$218  = win3_4;
+          \$205  = win3_4;
       4'h5:
-          \$218  = win3_5;
+          \$205  = win3_5;
       4'h6:
-          \$218  = win3_6;
+          \$205  = win3_6;
       4'h7:
-          \$218  = win3_7;
+          \$205  = win3_7;
       4'h8:
-          \$218  = win3_8;
+          \$205  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$219  = 64'h0000000000000000;
+    \$206  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$219  = win4_0;
+          \$206  = win4_0;
       4'h1:
-          \$219  = win4_1;
+          \$206  = win4_1;
       4'h2:
-          \$219  = win4_2;
+          \$206  = win4_2;
       4'h3:
-          \$219  = win4_3;
+          \$206  = win4_3;
       4'h4:
-          \$219  = win4_4;
+          \$206  = win4_4;
       4'h5:
-          \$219  = win4_5;
+          \$206  = win4_5;
       4'h6:
-          \$219  = win4_6;
+          \$206  = win4_6;
       4'h7:
-          \$219  = win4_7;
+          \$206  = win4_7;
       4'h8:
-          \$219  = win4_8;
+          \$206  = win4_8;
     endcase
   end
   always @* begin
@@ -40992,135 +41022,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel4 = 64'h0000000000000000;
     casez (dw_ky4_s4)
       4'h0:
-          dwsel4 = \$215 ;
+          dwsel4 = \$202 ;
       4'h1:
-          dwsel4 = \$216 ;
+          dwsel4 = \$203 ;
       4'h2:
-          dwsel4 = \$217 ;
+          dwsel4 = \$204 ;
       4'h3:
-          dwsel4 = \$218 ;
+          dwsel4 = \$205 ;
       4'h4:
-          dwsel4 = \$219 ;
+          dwsel4 = \$206 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = 64'h0000000000000000;
+    \$207  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$220  = win0_0;
+          \$207  = win0_0;
       4'h1:
-          \$220  = win0_1;
+          \$207  = win0_1;
       4'h2:
-          \$220  = win0_2;
+          \$207  = win0_2;
       4'h3:
-          \$220  = win0_3;
+          \$207  = win0_3;
       4'h4:
-          \$220  = win0_4;
+          \$207  = win0_4;
       4'h5:
-          \$220  = win0_5;
+          \$207  = win0_5;
       4'h6:
-          \$220  = win0_6;
+          \$207  = win0_6;
       4'h7:
-          \$220  = win0_7;
+          \$207  = win0_7;
       4'h8:
-          \$220  = win0_8;
+          \$207  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$221  = 64'h0000000000000000;
+    \$208  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$221  = win1_0;
+          \$208  = win1_0;
       4'h1:
-          \$221  = win1_1;
+          \$208  = win1_1;
       4'h2:
-          \$221  = win1_2;
+          \$208  = win1_2;
       4'h3:
-          \$221  = win1_3;
+          \$208  = win1_3;
       4'h4:
-          \$221  = win1_4;
+          \$208  = win1_4;
       4'h5:
-          \$221  = win1_5;
+          \$208  = win1_5;
       4'h6:
-          \$221  = win1_6;
+          \$208  = win1_6;
       4'h7:
-          \$221  = win1_7;
+          \$208  = win1_7;
       4'h8:
-          \$221  = win1_8;
+          \$208  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$222  = 64'h0000000000000000;
+    \$209  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$222  = win2_0;
+          \$209  = win2_0;
       4'h1:
-          \$222  = win2_1;
+          \$209  = win2_1;
       4'h2:
-          \$222  = win2_2;
+          \$209  = win2_2;
       4'h3:
-          \$222  = win2_3;
+          \$209  = win2_3;
       4'h4:
-          \$222  = win2_4;
+          \$209  = win2_4;
       4'h5:
-          \$222  = win2_5;
+          \$209  = win2_5;
       4'h6:
-          \$222  = win2_6;
+          \$209  = win2_6;
       4'h7:
-          \$222  = win2_7;
+          \$209  = win2_7;
       4'h8:
-          \$222  = win2_8;
+          \$209  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$223  = 64'h0000000000000000;
+    \$210  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$223  = win3_0;
+          \$210  = win3_0;
       4'h1:
-          \$223  = win3_1;
+          \$210  = win3_1;
       4'h2:
-          \$223  = win3_2;
+          \$210  = win3_2;
       4'h3:
-          \$223  = win3_3;
+          \$210  = win3_3;
       4'h4:
-          \$223  = win3_4;
+          \$210  = win3_4;
       4'h5:
-          \$223  = win3_5;
+          \$210  = win3_5;
       4'h6:
-          \$223  = win3_6;
+          \$210  = win3_6;
       4'h7:
-          \$223  = win3_7;
+          \$210  = win3_7;
       4'h8:
-          \$223  = win3_8;
+          \$210  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = 64'h0000000000000000;
+    \$211  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$224  = win4_0;
+          \$211  = win4_0;
       4'h1:
-          \$224  = win4_1;
+          \$211  = win4_1;
       4'h2:
-          \$224  = win4_2;
+          \$211  = win4_2;
       4'h3:
-          \$224  = win4_3;
+          \$211  = win4_3;
       4'h4:
-          \$224  = win4_4;
+          \$211  = win4_4;
       4'h5:
-          \$224  = win4_5;
+          \$211  = win4_5;
       4'h6:
-          \$224  = win4_6;
+          \$211  = win4_6;
       4'h7:
-          \$224  = win4_7;
+          \$211  = win4_7;
       4'h8:
-          \$224  = win4_8;
+          \$211  = win4_8;
     endcase
   end
   always @* begin
@@ -41128,135 +41158,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel5 = 64'h0000000000000000;
     casez (dw_ky5_s4)
       4'h0:
-          dwsel5 = \$220 ;
+          dwsel5 = \$207 ;
       4'h1:
-          dwsel5 = \$221 ;
+          dwsel5 = \$208 ;
       4'h2:
-          dwsel5 = \$222 ;
+          dwsel5 = \$209 ;
       4'h3:
-          dwsel5 = \$223 ;
+          dwsel5 = \$210 ;
       4'h4:
-          dwsel5 = \$224 ;
+          dwsel5 = \$211 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = 64'h0000000000000000;
+    \$212  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$225  = win0_0;
+          \$212  = win0_0;
       4'h1:
-          \$225  = win0_1;
+          \$212  = win0_1;
       4'h2:
-          \$225  = win0_2;
+          \$212  = win0_2;
       4'h3:
-          \$225  = win0_3;
+          \$212  = win0_3;
       4'h4:
-          \$225  = win0_4;
+          \$212  = win0_4;
       4'h5:
-          \$225  = win0_5;
+          \$212  = win0_5;
       4'h6:
-          \$225  = win0_6;
+          \$212  = win0_6;
       4'h7:
-          \$225  = win0_7;
+          \$212  = win0_7;
       4'h8:
-          \$225  = win0_8;
+          \$212  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = 64'h0000000000000000;
+    \$213  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$226  = win1_0;
+          \$213  = win1_0;
       4'h1:
-          \$226  = win1_1;
+          \$213  = win1_1;
       4'h2:
-          \$226  = win1_2;
+          \$213  = win1_2;
       4'h3:
-          \$226  = win1_3;
+          \$213  = win1_3;
       4'h4:
-          \$226  = win1_4;
+          \$213  = win1_4;
       4'h5:
-          \$226  = win1_5;
+          \$213  = win1_5;
       4'h6:
-          \$226  = win1_6;
+          \$213  = win1_6;
       4'h7:
-          \$226  = win1_7;
+          \$213  = win1_7;
       4'h8:
-          \$226  = win1_8;
+          \$213  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$227  = 64'h0000000000000000;
+    \$214  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$227  = win2_0;
+          \$214  = win2_0;
       4'h1:
-          \$227  = win2_1;
+          \$214  = win2_1;
       4'h2:
-          \$227  = win2_2;
+          \$214  = win2_2;
       4'h3:
-          \$227  = win2_3;
+          \$214  = win2_3;
       4'h4:
-          \$227  = win2_4;
+          \$214  = win2_4;
       4'h5:
-          \$227  = win2_5;
+          \$214  = win2_5;
       4'h6:
-          \$227  = win2_6;
+          \$214  = win2_6;
       4'h7:
-          \$227  = win2_7;
+          \$214  = win2_7;
       4'h8:
-          \$227  = win2_8;
+          \$214  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = 64'h0000000000000000;
+    \$215  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$228  = win3_0;
+          \$215  = win3_0;
       4'h1:
-          \$228  = win3_1;
+          \$215  = win3_1;
       4'h2:
-          \$228  = win3_2;
+          \$215  = win3_2;
       4'h3:
-          \$228  = win3_3;
+          \$215  = win3_3;
       4'h4:
-          \$228  = win3_4;
+          \$215  = win3_4;
       4'h5:
-          \$228  = win3_5;
+          \$215  = win3_5;
       4'h6:
-          \$228  = win3_6;
+          \$215  = win3_6;
       4'h7:
-          \$228  = win3_7;
+          \$215  = win3_7;
       4'h8:
-          \$228  = win3_8;
+          \$215  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$229  = 64'h0000000000000000;
+    \$216  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$229  = win4_0;
+          \$216  = win4_0;
       4'h1:
-          \$229  = win4_1;
+          \$216  = win4_1;
       4'h2:
-          \$229  = win4_2;
+          \$216  = win4_2;
       4'h3:
-          \$229  = win4_3;
+          \$216  = win4_3;
       4'h4:
-          \$229  = win4_4;
+          \$216  = win4_4;
       4'h5:
-          \$229  = win4_5;
+          \$216  = win4_5;
       4'h6:
-          \$229  = win4_6;
+          \$216  = win4_6;
       4'h7:
-          \$229  = win4_7;
+          \$216  = win4_7;
       4'h8:
-          \$229  = win4_8;
+          \$216  = win4_8;
     endcase
   end
   always @* begin
@@ -41264,135 +41294,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel6 = 64'h0000000000000000;
     casez (dw_ky6_s4)
       4'h0:
-          dwsel6 = \$225 ;
+          dwsel6 = \$212 ;
       4'h1:
-          dwsel6 = \$226 ;
+          dwsel6 = \$213 ;
       4'h2:
-          dwsel6 = \$227 ;
+          dwsel6 = \$214 ;
       4'h3:
-          dwsel6 = \$228 ;
+          dwsel6 = \$215 ;
       4'h4:
-          dwsel6 = \$229 ;
+          dwsel6 = \$216 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = 64'h0000000000000000;
+    \$217  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$230  = win0_0;
+          \$217  = win0_0;
       4'h1:
-          \$230  = win0_1;
+          \$217  = win0_1;
       4'h2:
-          \$230  = win0_2;
+          \$217  = win0_2;
       4'h3:
-          \$230  = win0_3;
+          \$217  = win0_3;
       4'h4:
-          \$230  = win0_4;
+          \$217  = win0_4;
       4'h5:
-          \$230  = win0_5;
+          \$217  = win0_5;
       4'h6:
-          \$230  = win0_6;
+          \$217  = win0_6;
       4'h7:
-          \$230  = win0_7;
+          \$217  = win0_7;
       4'h8:
-          \$230  = win0_8;
+          \$217  = win0_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = 64'h0000000000000000;
+    \$218  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$231  = win1_0;
+          \$218  = win1_0;
       4'h1:
-          \$231  = win1_1;
+          \$218  = win1_1;
       4'h2:
-          \$231  = win1_2;
+          \$218  = win1_2;
       4'h3:
-          \$231  = win1_3;
+          \$218  = win1_3;
       4'h4:
-          \$231  = win1_4;
+          \$218  = win1_4;
       4'h5:
-          \$231  = win1_5;
+          \$218  = win1_5;
       4'h6:
-          \$231  = win1_6;
+          \$218  = win1_6;
       4'h7:
-          \$231  = win1_7;
+          \$218  = win1_7;
       4'h8:
-          \$231  = win1_8;
+          \$218  = win1_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = 64'h0000000000000000;
+    \$219  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$232  = win2_0;
+          \$219  = win2_0;
       4'h1:
-          \$232  = win2_1;
+          \$219  = win2_1;
       4'h2:
-          \$232  = win2_2;
+          \$219  = win2_2;
       4'h3:
-          \$232  = win2_3;
+          \$219  = win2_3;
       4'h4:
-          \$232  = win2_4;
+          \$219  = win2_4;
       4'h5:
-          \$232  = win2_5;
+          \$219  = win2_5;
       4'h6:
-          \$232  = win2_6;
+          \$219  = win2_6;
       4'h7:
-          \$232  = win2_7;
+          \$219  = win2_7;
       4'h8:
-          \$232  = win2_8;
+          \$219  = win2_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = 64'h0000000000000000;
+    \$220  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$233  = win3_0;
+          \$220  = win3_0;
       4'h1:
-          \$233  = win3_1;
+          \$220  = win3_1;
       4'h2:
-          \$233  = win3_2;
+          \$220  = win3_2;
       4'h3:
-          \$233  = win3_3;
+          \$220  = win3_3;
       4'h4:
-          \$233  = win3_4;
+          \$220  = win3_4;
       4'h5:
-          \$233  = win3_5;
+          \$220  = win3_5;
       4'h6:
-          \$233  = win3_6;
+          \$220  = win3_6;
       4'h7:
-          \$233  = win3_7;
+          \$220  = win3_7;
       4'h8:
-          \$233  = win3_8;
+          \$220  = win3_8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = 64'h0000000000000000;
+    \$221  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$234  = win4_0;
+          \$221  = win4_0;
       4'h1:
-          \$234  = win4_1;
+          \$221  = win4_1;
       4'h2:
-          \$234  = win4_2;
+          \$221  = win4_2;
       4'h3:
-          \$234  = win4_3;
+          \$221  = win4_3;
       4'h4:
-          \$234  = win4_4;
+          \$221  = win4_4;
       4'h5:
-          \$234  = win4_5;
+          \$221  = win4_5;
       4'h6:
-          \$234  = win4_6;
+          \$221  = win4_6;
       4'h7:
-          \$234  = win4_7;
+          \$221  = win4_7;
       4'h8:
-          \$234  = win4_8;
+          \$221  = win4_8;
     endcase
   end
   always @* begin
@@ -41400,15 +41430,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s4)
       4'h0:
-          dwsel7 = \$230 ;
+          dwsel7 = \$217 ;
       4'h1:
-          dwsel7 = \$231 ;
+          dwsel7 = \$218 ;
       4'h2:
-          dwsel7 = \$232 ;
+          dwsel7 = \$219 ;
       4'h3:
-          dwsel7 = \$233 ;
+          dwsel7 = \$220 ;
       4'h4:
-          dwsel7 = \$234 ;
+          dwsel7 = \$221 ;
     endcase
   end
   always @* begin
@@ -41416,13 +41446,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$817  = lbq0o;
+          \$737  = lbq0o;
       2'h1:
-          \$817  = lbq1o;
+          \$737  = lbq1o;
       2'h2:
-          \$817  = lbq2o;
+          \$737  = lbq2o;
       2'h3:
-          \$817  = lbq3o;
+          \$737  = lbq3o;
     endcase
   end
   always @* begin
@@ -41430,13 +41460,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$818  = lbq0e;
+          \$738  = lbq0e;
       2'h1:
-          \$818  = lbq1e;
+          \$738  = lbq1e;
       2'h2:
-          \$818  = lbq2e;
+          \$738  = lbq2e;
       2'h3:
-          \$818  = lbq3e;
+          \$738  = lbq3e;
     endcase
   end
   always @* begin
@@ -41444,13 +41474,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$820  = lbq4o;
+          \$740  = lbq4o;
       2'h1:
-          \$820  = lbq5o;
+          \$740  = lbq5o;
       2'h2:
-          \$820  = lbq6o;
+          \$740  = lbq6o;
       2'h3:
-          \$820  = lbq7o;
+          \$740  = lbq7o;
     endcase
   end
   always @* begin
@@ -41458,13 +41488,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$821  = lbq4e;
+          \$741  = lbq4e;
       2'h1:
-          \$821  = lbq5e;
+          \$741  = lbq5e;
       2'h2:
-          \$821  = lbq6e;
+          \$741  = lbq6e;
       2'h3:
-          \$821  = lbq7e;
+          \$741  = lbq7e;
     endcase
   end
   always @* begin
@@ -41472,13 +41502,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$823  = lbq8o;
+          \$743  = lbq8o;
       2'h1:
-          \$823  = lbq9o;
+          \$743  = lbq9o;
       2'h2:
-          \$823  = lbq10o;
+          \$743  = lbq10o;
       2'h3:
-          \$823  = lbq11o;
+          \$743  = lbq11o;
     endcase
   end
   always @* begin
@@ -41486,13 +41516,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$824  = lbq8e;
+          \$744  = lbq8e;
       2'h1:
-          \$824  = lbq9e;
+          \$744  = lbq9e;
       2'h2:
-          \$824  = lbq10e;
+          \$744  = lbq10e;
       2'h3:
-          \$824  = lbq11e;
+          \$744  = lbq11e;
     endcase
   end
   always @* begin
@@ -41500,13 +41530,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$826  = lbq12o;
+          \$746  = lbq12o;
       2'h1:
-          \$826  = lbq13o;
+          \$746  = lbq13o;
       2'h2:
-          \$826  = lbq14o;
+          \$746  = lbq14o;
       2'h3:
-          \$826  = lbq15o;
+          \$746  = lbq15o;
     endcase
   end
   always @* begin
@@ -41514,13 +41544,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$827  = lbq12e;
+          \$747  = lbq12e;
       2'h1:
-          \$827  = lbq13e;
+          \$747  = lbq13e;
       2'h2:
-          \$827  = lbq14e;
+          \$747  = lbq14e;
       2'h3:
-          \$827  = lbq15e;
+          \$747  = lbq15e;
     endcase
   end
   always @* begin
@@ -41528,19 +41558,551 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot2_1[3:2])
       2'h0:
-          \$829  = rd_a_g0;
+          \$749  = rd_a_g0;
       2'h1:
-          \$829  = rd_a_g1;
+          \$749  = rd_a_g1;
       2'h2:
-          \$829  = rd_a_g2;
+          \$749  = rd_a_g2;
       2'h3:
-          \$829  = rd_a_g3;
+          \$749  = rd_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
+      2'h0:
+          \$754  = lbq0o;
+      2'h1:
+          \$754  = lbq1o;
+      2'h2:
+          \$754  = lbq2o;
+      2'h3:
+          \$754  = lbq3o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$755  = lbq0e;
+      2'h1:
+          \$755  = lbq1e;
+      2'h2:
+          \$755  = lbq2e;
+      2'h3:
+          \$755  = lbq3e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$757  = lbq4o;
+      2'h1:
+          \$757  = lbq5o;
+      2'h2:
+          \$757  = lbq6o;
+      2'h3:
+          \$757  = lbq7o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$758  = lbq4e;
+      2'h1:
+          \$758  = lbq5e;
+      2'h2:
+          \$758  = lbq6e;
+      2'h3:
+          \$758  = lbq7e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$760  = lbq8o;
+      2'h1:
+          \$760  = lbq9o;
+      2'h2:
+          \$760  = lbq10o;
+      2'h3:
+          \$760  = lbq11o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$761  = lbq8e;
+      2'h1:
+          \$761  = lbq9e;
+      2'h2:
+          \$761  = lbq10e;
+      2'h3:
+          \$761  = lbq11e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$763  = lbq12o;
+      2'h1:
+          \$763  = lbq13o;
+      2'h2:
+          \$763  = lbq14o;
+      2'h3:
+          \$763  = lbq15o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$764  = lbq12e;
+      2'h1:
+          \$764  = lbq13e;
+      2'h2:
+          \$764  = lbq14e;
+      2'h3:
+          \$764  = lbq15e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$767  = lbq0o;
+      2'h1:
+          \$767  = lbq1o;
+      2'h2:
+          \$767  = lbq2o;
+      2'h3:
+          \$767  = lbq3o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$768  = lbq0e;
+      2'h1:
+          \$768  = lbq1e;
+      2'h2:
+          \$768  = lbq2e;
+      2'h3:
+          \$768  = lbq3e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$771  = lbq4o;
+      2'h1:
+          \$771  = lbq5o;
+      2'h2:
+          \$771  = lbq6o;
+      2'h3:
+          \$771  = lbq7o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$772  = lbq4e;
+      2'h1:
+          \$772  = lbq5e;
+      2'h2:
+          \$772  = lbq6e;
+      2'h3:
+          \$772  = lbq7e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$775  = lbq8o;
+      2'h1:
+          \$775  = lbq9o;
+      2'h2:
+          \$775  = lbq10o;
+      2'h3:
+          \$775  = lbq11o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$776  = lbq8e;
+      2'h1:
+          \$776  = lbq9e;
+      2'h2:
+          \$776  = lbq10e;
+      2'h3:
+          \$776  = lbq11e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$779  = lbq12o;
+      2'h1:
+          \$779  = lbq13o;
+      2'h2:
+          \$779  = lbq14o;
+      2'h3:
+          \$779  = lbq15o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot1[1:0])
+      2'h0:
+          \$780  = lbq12e;
+      2'h1:
+          \$780  = lbq13e;
+      2'h2:
+          \$780  = lbq14e;
+      2'h3:
+          \$780  = lbq15e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot2_1[3:2])
+      2'h0:
+          \$784  = dw0_a_g0;
+      2'h1:
+          \$784  = dw0_a_g1;
+      2'h2:
+          \$784  = dw0_a_g2;
+      2'h3:
+          \$784  = dw0_a_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot2_1[3:2])
+      2'h0:
+          \$787  = dw0_b_g0;
+      2'h1:
+          \$787  = dw0_b_g1;
+      2'h2:
+          \$787  = dw0_b_g2;
+      2'h3:
+          \$787  = dw0_b_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw0_slot2_1[3:2])
+      2'h0:
+          \$789  = dw0_a_g0;
+      2'h1:
+          \$789  = dw0_a_g1;
+      2'h2:
+          \$789  = dw0_a_g2;
+      2'h3:
+          \$789  = dw0_a_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$794  = lbq0o;
+      2'h1:
+          \$794  = lbq1o;
+      2'h2:
+          \$794  = lbq2o;
+      2'h3:
+          \$794  = lbq3o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$795  = lbq0e;
+      2'h1:
+          \$795  = lbq1e;
+      2'h2:
+          \$795  = lbq2e;
+      2'h3:
+          \$795  = lbq3e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$797  = lbq4o;
+      2'h1:
+          \$797  = lbq5o;
+      2'h2:
+          \$797  = lbq6o;
+      2'h3:
+          \$797  = lbq7o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$798  = lbq4e;
+      2'h1:
+          \$798  = lbq5e;
+      2'h2:
+          \$798  = lbq6e;
+      2'h3:
+          \$798  = lbq7e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$800  = lbq8o;
+      2'h1:
+          \$800  = lbq9o;
+      2'h2:
+          \$800  = lbq10o;
+      2'h3:
+          \$800  = lbq11o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$801  = lbq8e;
+      2'h1:
+          \$801  = lbq9e;
+      2'h2:
+          \$801  = lbq10e;
+      2'h3:
+          \$801  = lbq11e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$803  = lbq12o;
+      2'h1:
+          \$803  = lbq13o;
+      2'h2:
+          \$803  = lbq14o;
+      2'h3:
+          \$803  = lbq15o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$804  = lbq12e;
+      2'h1:
+          \$804  = lbq13e;
+      2'h2:
+          \$804  = lbq14e;
+      2'h3:
+          \$804  = lbq15e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$807  = lbq0o;
+      2'h1:
+          \$807  = lbq1o;
+      2'h2:
+          \$807  = lbq2o;
+      2'h3:
+          \$807  = lbq3o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$808  = lbq0e;
+      2'h1:
+          \$808  = lbq1e;
+      2'h2:
+          \$808  = lbq2e;
+      2'h3:
+          \$808  = lbq3e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$811  = lbq4o;
+      2'h1:
+          \$811  = lbq5o;
+      2'h2:
+          \$811  = lbq6o;
+      2'h3:
+          \$811  = lbq7o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$812  = lbq4e;
+      2'h1:
+          \$812  = lbq5e;
+      2'h2:
+          \$812  = lbq6e;
+      2'h3:
+          \$812  = lbq7e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$815  = lbq8o;
+      2'h1:
+          \$815  = lbq9o;
+      2'h2:
+          \$815  = lbq10o;
+      2'h3:
+          \$815  = lbq11o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$816  = lbq8e;
+      2'h1:
+          \$816  = lbq9e;
+      2'h2:
+          \$816  = lbq10e;
+      2'h3:
+          \$816  = lbq11e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$819  = lbq12o;
+      2'h1:
+          \$819  = lbq13o;
+      2'h2:
+          \$819  = lbq14o;
+      2'h3:
+          \$819  = lbq15o;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot1[1:0])
+      2'h0:
+          \$820  = lbq12e;
+      2'h1:
+          \$820  = lbq13e;
+      2'h2:
+          \$820  = lbq14e;
+      2'h3:
+          \$820  = lbq15e;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot2_1[3:2])
+      2'h0:
+          \$824  = dw1_a_g0;
+      2'h1:
+          \$824  = dw1_a_g1;
+      2'h2:
+          \$824  = dw1_a_g2;
+      2'h3:
+          \$824  = dw1_a_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot2_1[3:2])
+      2'h0:
+          \$827  = dw1_b_g0;
+      2'h1:
+          \$827  = dw1_b_g1;
+      2'h2:
+          \$827  = dw1_b_g2;
+      2'h3:
+          \$827  = dw1_b_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw1_slot2_1[3:2])
+      2'h0:
+          \$829  = dw1_a_g0;
+      2'h1:
+          \$829  = dw1_a_g1;
+      2'h2:
+          \$829  = dw1_a_g2;
+      2'h3:
+          \$829  = dw1_a_g3;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (dw2_slot1[1:0])
       2'h0:
           \$834  = lbq0o;
       2'h1:
@@ -41554,7 +42116,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$835  = lbq0e;
       2'h1:
@@ -41568,7 +42130,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$837  = lbq4o;
       2'h1:
@@ -41582,7 +42144,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$838  = lbq4e;
       2'h1:
@@ -41596,7 +42158,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$840  = lbq8o;
       2'h1:
@@ -41610,7 +42172,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$841  = lbq8e;
       2'h1:
@@ -41624,7 +42186,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$843  = lbq12o;
       2'h1:
@@ -41638,7 +42200,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$844  = lbq12e;
       2'h1:
@@ -41652,7 +42214,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$847  = lbq0o;
       2'h1:
@@ -41666,7 +42228,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$848  = lbq0e;
       2'h1:
@@ -41680,7 +42242,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$851  = lbq4o;
       2'h1:
@@ -41694,7 +42256,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$852  = lbq4e;
       2'h1:
@@ -41708,7 +42270,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$855  = lbq8o;
       2'h1:
@@ -41722,7 +42284,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$856  = lbq8e;
       2'h1:
@@ -41736,7 +42298,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$859  = lbq12o;
       2'h1:
@@ -41750,7 +42312,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot1[1:0])
+    casez (dw2_slot1[1:0])
       2'h0:
           \$860  = lbq12e;
       2'h1:
@@ -41764,49 +42326,49 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot2_1[3:2])
+    casez (dw2_slot2_1[3:2])
       2'h0:
-          \$864  = dw0_a_g0;
+          \$864  = dw2_a_g0;
       2'h1:
-          \$864  = dw0_a_g1;
+          \$864  = dw2_a_g1;
       2'h2:
-          \$864  = dw0_a_g2;
+          \$864  = dw2_a_g2;
       2'h3:
-          \$864  = dw0_a_g3;
+          \$864  = dw2_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot2_1[3:2])
+    casez (dw2_slot2_1[3:2])
       2'h0:
-          \$867  = dw0_b_g0;
+          \$867  = dw2_b_g0;
       2'h1:
-          \$867  = dw0_b_g1;
+          \$867  = dw2_b_g1;
       2'h2:
-          \$867  = dw0_b_g2;
+          \$867  = dw2_b_g2;
       2'h3:
-          \$867  = dw0_b_g3;
+          \$867  = dw2_b_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw0_slot2_1[3:2])
+    casez (dw2_slot2_1[3:2])
       2'h0:
-          \$869  = dw0_a_g0;
+          \$869  = dw2_a_g0;
       2'h1:
-          \$869  = dw0_a_g1;
+          \$869  = dw2_a_g1;
       2'h2:
-          \$869  = dw0_a_g2;
+          \$869  = dw2_a_g2;
       2'h3:
-          \$869  = dw0_a_g3;
+          \$869  = dw2_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$874  = lbq0o;
       2'h1:
@@ -41820,7 +42382,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$875  = lbq0e;
       2'h1:
@@ -41834,7 +42396,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$877  = lbq4o;
       2'h1:
@@ -41848,7 +42410,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$878  = lbq4e;
       2'h1:
@@ -41862,7 +42424,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$880  = lbq8o;
       2'h1:
@@ -41876,7 +42438,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$881  = lbq8e;
       2'h1:
@@ -41890,7 +42452,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$883  = lbq12o;
       2'h1:
@@ -41904,7 +42466,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$884  = lbq12e;
       2'h1:
@@ -41918,7 +42480,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$887  = lbq0o;
       2'h1:
@@ -41932,7 +42494,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$888  = lbq0e;
       2'h1:
@@ -41946,7 +42508,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$891  = lbq4o;
       2'h1:
@@ -41960,7 +42522,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$892  = lbq4e;
       2'h1:
@@ -41974,7 +42536,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$895  = lbq8o;
       2'h1:
@@ -41988,7 +42550,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$896  = lbq8e;
       2'h1:
@@ -42002,7 +42564,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$899  = lbq12o;
       2'h1:
@@ -42016,7 +42578,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot1[1:0])
+    casez (dw3_slot1[1:0])
       2'h0:
           \$900  = lbq12e;
       2'h1:
@@ -42030,49 +42592,49 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot2_1[3:2])
+    casez (dw3_slot2_1[3:2])
       2'h0:
-          \$904  = dw1_a_g0;
+          \$904  = dw3_a_g0;
       2'h1:
-          \$904  = dw1_a_g1;
+          \$904  = dw3_a_g1;
       2'h2:
-          \$904  = dw1_a_g2;
+          \$904  = dw3_a_g2;
       2'h3:
-          \$904  = dw1_a_g3;
+          \$904  = dw3_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot2_1[3:2])
+    casez (dw3_slot2_1[3:2])
       2'h0:
-          \$907  = dw1_b_g0;
+          \$907  = dw3_b_g0;
       2'h1:
-          \$907  = dw1_b_g1;
+          \$907  = dw3_b_g1;
       2'h2:
-          \$907  = dw1_b_g2;
+          \$907  = dw3_b_g2;
       2'h3:
-          \$907  = dw1_b_g3;
+          \$907  = dw3_b_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw1_slot2_1[3:2])
+    casez (dw3_slot2_1[3:2])
       2'h0:
-          \$909  = dw1_a_g0;
+          \$909  = dw3_a_g0;
       2'h1:
-          \$909  = dw1_a_g1;
+          \$909  = dw3_a_g1;
       2'h2:
-          \$909  = dw1_a_g2;
+          \$909  = dw3_a_g2;
       2'h3:
-          \$909  = dw1_a_g3;
+          \$909  = dw3_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$914  = lbq0o;
       2'h1:
@@ -42086,7 +42648,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$915  = lbq0e;
       2'h1:
@@ -42100,7 +42662,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$917  = lbq4o;
       2'h1:
@@ -42114,7 +42676,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$918  = lbq4e;
       2'h1:
@@ -42128,7 +42690,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$920  = lbq8o;
       2'h1:
@@ -42142,7 +42704,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$921  = lbq8e;
       2'h1:
@@ -42156,7 +42718,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$923  = lbq12o;
       2'h1:
@@ -42170,7 +42732,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$924  = lbq12e;
       2'h1:
@@ -42184,7 +42746,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$927  = lbq0o;
       2'h1:
@@ -42198,7 +42760,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$928  = lbq0e;
       2'h1:
@@ -42212,7 +42774,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$931  = lbq4o;
       2'h1:
@@ -42226,7 +42788,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$932  = lbq4e;
       2'h1:
@@ -42240,7 +42802,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$935  = lbq8o;
       2'h1:
@@ -42254,7 +42816,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$936  = lbq8e;
       2'h1:
@@ -42268,7 +42830,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$939  = lbq12o;
       2'h1:
@@ -42282,7 +42844,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot1[1:0])
+    casez (dw4_slot1[1:0])
       2'h0:
           \$940  = lbq12e;
       2'h1:
@@ -42296,533 +42858,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    casez (dw2_slot2_1[3:2])
+    casez (dw4_slot2_1[3:2])
       2'h0:
-          \$944  = dw2_a_g0;
+          \$944  = dw4_a_g0;
       2'h1:
-          \$944  = dw2_a_g1;
+          \$944  = dw4_a_g1;
       2'h2:
-          \$944  = dw2_a_g2;
+          \$944  = dw4_a_g2;
       2'h3:
-          \$944  = dw2_a_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw2_slot2_1[3:2])
-      2'h0:
-          \$947  = dw2_b_g0;
-      2'h1:
-          \$947  = dw2_b_g1;
-      2'h2:
-          \$947  = dw2_b_g2;
-      2'h3:
-          \$947  = dw2_b_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw2_slot2_1[3:2])
-      2'h0:
-          \$949  = dw2_a_g0;
-      2'h1:
-          \$949  = dw2_a_g1;
-      2'h2:
-          \$949  = dw2_a_g2;
-      2'h3:
-          \$949  = dw2_a_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$954  = lbq0o;
-      2'h1:
-          \$954  = lbq1o;
-      2'h2:
-          \$954  = lbq2o;
-      2'h3:
-          \$954  = lbq3o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$955  = lbq0e;
-      2'h1:
-          \$955  = lbq1e;
-      2'h2:
-          \$955  = lbq2e;
-      2'h3:
-          \$955  = lbq3e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$957  = lbq4o;
-      2'h1:
-          \$957  = lbq5o;
-      2'h2:
-          \$957  = lbq6o;
-      2'h3:
-          \$957  = lbq7o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$958  = lbq4e;
-      2'h1:
-          \$958  = lbq5e;
-      2'h2:
-          \$958  = lbq6e;
-      2'h3:
-          \$958  = lbq7e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$960  = lbq8o;
-      2'h1:
-          \$960  = lbq9o;
-      2'h2:
-          \$960  = lbq10o;
-      2'h3:
-          \$960  = lbq11o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$961  = lbq8e;
-      2'h1:
-          \$961  = lbq9e;
-      2'h2:
-          \$961  = lbq10e;
-      2'h3:
-          \$961  = lbq11e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$963  = lbq12o;
-      2'h1:
-          \$963  = lbq13o;
-      2'h2:
-          \$963  = lbq14o;
-      2'h3:
-          \$963  = lbq15o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$964  = lbq12e;
-      2'h1:
-          \$964  = lbq13e;
-      2'h2:
-          \$964  = lbq14e;
-      2'h3:
-          \$964  = lbq15e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$967  = lbq0o;
-      2'h1:
-          \$967  = lbq1o;
-      2'h2:
-          \$967  = lbq2o;
-      2'h3:
-          \$967  = lbq3o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$968  = lbq0e;
-      2'h1:
-          \$968  = lbq1e;
-      2'h2:
-          \$968  = lbq2e;
-      2'h3:
-          \$968  = lbq3e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$971  = lbq4o;
-      2'h1:
-          \$971  = lbq5o;
-      2'h2:
-          \$971  = lbq6o;
-      2'h3:
-          \$971  = lbq7o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$972  = lbq4e;
-      2'h1:
-          \$972  = lbq5e;
-      2'h2:
-          \$972  = lbq6e;
-      2'h3:
-          \$972  = lbq7e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$975  = lbq8o;
-      2'h1:
-          \$975  = lbq9o;
-      2'h2:
-          \$975  = lbq10o;
-      2'h3:
-          \$975  = lbq11o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$976  = lbq8e;
-      2'h1:
-          \$976  = lbq9e;
-      2'h2:
-          \$976  = lbq10e;
-      2'h3:
-          \$976  = lbq11e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$979  = lbq12o;
-      2'h1:
-          \$979  = lbq13o;
-      2'h2:
-          \$979  = lbq14o;
-      2'h3:
-          \$979  = lbq15o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot1[1:0])
-      2'h0:
-          \$980  = lbq12e;
-      2'h1:
-          \$980  = lbq13e;
-      2'h2:
-          \$980  = lbq14e;
-      2'h3:
-          \$980  = lbq15e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot2_1[3:2])
-      2'h0:
-          \$984  = dw3_a_g0;
-      2'h1:
-          \$984  = dw3_a_g1;
-      2'h2:
-          \$984  = dw3_a_g2;
-      2'h3:
-          \$984  = dw3_a_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot2_1[3:2])
-      2'h0:
-          \$987  = dw3_b_g0;
-      2'h1:
-          \$987  = dw3_b_g1;
-      2'h2:
-          \$987  = dw3_b_g2;
-      2'h3:
-          \$987  = dw3_b_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw3_slot2_1[3:2])
-      2'h0:
-          \$989  = dw3_a_g0;
-      2'h1:
-          \$989  = dw3_a_g1;
-      2'h2:
-          \$989  = dw3_a_g2;
-      2'h3:
-          \$989  = dw3_a_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$994  = lbq0o;
-      2'h1:
-          \$994  = lbq1o;
-      2'h2:
-          \$994  = lbq2o;
-      2'h3:
-          \$994  = lbq3o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$995  = lbq0e;
-      2'h1:
-          \$995  = lbq1e;
-      2'h2:
-          \$995  = lbq2e;
-      2'h3:
-          \$995  = lbq3e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$997  = lbq4o;
-      2'h1:
-          \$997  = lbq5o;
-      2'h2:
-          \$997  = lbq6o;
-      2'h3:
-          \$997  = lbq7o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$998  = lbq4e;
-      2'h1:
-          \$998  = lbq5e;
-      2'h2:
-          \$998  = lbq6e;
-      2'h3:
-          \$998  = lbq7e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1000  = lbq8o;
-      2'h1:
-          \$1000  = lbq9o;
-      2'h2:
-          \$1000  = lbq10o;
-      2'h3:
-          \$1000  = lbq11o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1001  = lbq8e;
-      2'h1:
-          \$1001  = lbq9e;
-      2'h2:
-          \$1001  = lbq10e;
-      2'h3:
-          \$1001  = lbq11e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1003  = lbq12o;
-      2'h1:
-          \$1003  = lbq13o;
-      2'h2:
-          \$1003  = lbq14o;
-      2'h3:
-          \$1003  = lbq15o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1004  = lbq12e;
-      2'h1:
-          \$1004  = lbq13e;
-      2'h2:
-          \$1004  = lbq14e;
-      2'h3:
-          \$1004  = lbq15e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1007  = lbq0o;
-      2'h1:
-          \$1007  = lbq1o;
-      2'h2:
-          \$1007  = lbq2o;
-      2'h3:
-          \$1007  = lbq3o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1008  = lbq0e;
-      2'h1:
-          \$1008  = lbq1e;
-      2'h2:
-          \$1008  = lbq2e;
-      2'h3:
-          \$1008  = lbq3e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1011  = lbq4o;
-      2'h1:
-          \$1011  = lbq5o;
-      2'h2:
-          \$1011  = lbq6o;
-      2'h3:
-          \$1011  = lbq7o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1012  = lbq4e;
-      2'h1:
-          \$1012  = lbq5e;
-      2'h2:
-          \$1012  = lbq6e;
-      2'h3:
-          \$1012  = lbq7e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1015  = lbq8o;
-      2'h1:
-          \$1015  = lbq9o;
-      2'h2:
-          \$1015  = lbq10o;
-      2'h3:
-          \$1015  = lbq11o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1016  = lbq8e;
-      2'h1:
-          \$1016  = lbq9e;
-      2'h2:
-          \$1016  = lbq10e;
-      2'h3:
-          \$1016  = lbq11e;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1019  = lbq12o;
-      2'h1:
-          \$1019  = lbq13o;
-      2'h2:
-          \$1019  = lbq14o;
-      2'h3:
-          \$1019  = lbq15o;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot1[1:0])
-      2'h0:
-          \$1020  = lbq12e;
-      2'h1:
-          \$1020  = lbq13e;
-      2'h2:
-          \$1020  = lbq14e;
-      2'h3:
-          \$1020  = lbq15e;
+          \$944  = dw4_a_g3;
     endcase
   end
   always @* begin
@@ -42830,13 +42874,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$1024  = dw4_a_g0;
+          \$947  = dw4_b_g0;
       2'h1:
-          \$1024  = dw4_a_g1;
+          \$947  = dw4_b_g1;
       2'h2:
-          \$1024  = dw4_a_g2;
+          \$947  = dw4_b_g2;
       2'h3:
-          \$1024  = dw4_a_g3;
+          \$947  = dw4_b_g3;
     endcase
   end
   always @* begin
@@ -42844,83 +42888,69 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$1027  = dw4_b_g0;
+          \$949  = dw4_a_g0;
       2'h1:
-          \$1027  = dw4_b_g1;
+          \$949  = dw4_a_g1;
       2'h2:
-          \$1027  = dw4_b_g2;
+          \$949  = dw4_a_g2;
       2'h3:
-          \$1027  = dw4_b_g3;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (dw4_slot2_1[3:2])
-      2'h0:
-          \$1029  = dw4_a_g0;
-      2'h1:
-          \$1029  = dw4_a_g1;
-      2'h2:
-          \$1029  = dw4_a_g2;
-      2'h3:
-          \$1029  = dw4_a_g3;
+          \$949  = dw4_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wr_iy_next = wr_iy;
-    if (\$729 ) begin
+    if (\$644 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           (* full_case = 32'd1 *)
-          if (\$731 ) begin
+          if (\$646 ) begin
             wr_iy_next = 12'h000;
           end else begin
-            wr_iy_next = \$732 [11:0];
+            wr_iy_next = \$647 [11:0];
           end
         end
       end else begin
-        if (\$734 ) begin
+        if (\$649 ) begin
           if (row_end) begin
-            wr_iy_next = \$735 [11:0];
+            wr_iy_next = \$650 [11:0];
           end
         end
       end
     end
-    if (\$743 ) begin
+    if (\$658 ) begin
       wr_iy_next = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     lo_next = lo;
-    if (\$743 ) begin
+    if (\$658 ) begin
       lo_next = 12'h000;
-    end else if (\$744 ) begin
+    end else if (\$659 ) begin
       lo_next = 12'h401;
-    end else if (\$745 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            lo_next = \$747 [11:0];
+            lo_next = \$662 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$771 ) begin
-                end else if (\$776 ) begin
-                end else if (\$777 ) begin
+                if (\$686 ) begin
+                end else if (\$691 ) begin
+                end else if (\$692 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$779 ) begin
+                  if (\$694 ) begin
                   end else begin
-                    if (\$780 ) begin
+                    if (\$695 ) begin
                       lo_next = 12'h401;
                     end
                   end
@@ -42949,11 +42979,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ix_m = \$47 [28:0];
+            ix_m = \$45 [28:0];
         2'h2:
-            ix_m = \$48 [28:0];
+            ix_m = width_m1;
         2'h3:
-            ix_m = \$49 [28:0];
+            ix_m = \$46 [28:0];
         default:
             ix_m = 29'h00000000;
       endcase
@@ -42993,38 +43023,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$53 ) begin
+    if (\$49 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$57 [28:0];
+            ixb_m = \$51 [28:0];
         2'h2:
             ixb_m = 29'h00000000;
         2'h3:
-            ixb_m = \$59 [28:0];
+            ixb_m = \$52 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
-    end else if (\$55 ) begin
+    end else if (\$50 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
-            ixb_m = \$63 [28:0];
+            ixb_m = \$53 [28:0];
         2'h2:
-            ixb_m = \$64 [28:0];
+            ixb_m = width_m1;
         2'h3:
-            ixb_m = \$66 [28:0];
+            ixb_m = \$54 [28:0];
         default:
             ixb_m = 29'h00000000;
       endcase
     end else begin
-      ixb_m = \$67 [28:0];
+      ixb_m = ixb;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     pad_ixb = 1'h0;
-    if (\$53 ) begin
+    if (\$49 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -43036,7 +43066,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         default:
             pad_ixb = 1'h1;
       endcase
-    end else if (\$55 ) begin
+    end else if (\$50 ) begin
       (* full_case = 32'd1 *)
       casez (desc[120:119])
         2'h1:
@@ -43057,7 +43087,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h0:
           /* empty */;
       3'h1:
-          dual_ok = \$287 ;
+          dual_ok = \$274 ;
     endcase
   end
   always @* begin
@@ -43069,50 +43099,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h1:
           /* empty */;
       3'h2:
-          bad = \$364 ;
+          bad = \$279 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     err_hi = 7'h00;
-    if (\$381 ) begin
-      if (\$382 ) begin
-        if (\$391 ) begin
+    if (\$296 ) begin
+      if (\$297 ) begin
+        if (\$306 ) begin
           err_hi[0] = 1'h1;
         end
       end
       if (i_param__payload[562]) begin
-        if (\$393 ) begin
+        if (\$308 ) begin
           err_hi[5] = 1'h1;
         end
       end
-      if (\$395 ) begin
+      if (\$310 ) begin
         err_hi[6] = 1'h1;
       end
     end
-    if (\$399 ) begin
-      if (\$400 ) begin
+    if (\$314 ) begin
+      if (\$315 ) begin
         err_hi[0] = 1'h1;
       end
     end
-    if (\$412 ) begin
+    if (\$327 ) begin
       (* full_case = 32'd1 *)
-      if (\$413 ) begin
+      if (\$328 ) begin
       end else begin
         err_hi[4] = 1'h1;
       end
       if (i_weight__payload[64]) begin
-        if (\$415 ) begin
+        if (\$330 ) begin
           err_hi[3] = 1'h1;
         end
       end
     end
-    if (\$729 ) begin
+    if (\$644 ) begin
       if (a_overflow) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[128]) begin
-        if (\$737 ) begin
+        if (\$652 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -43121,9 +43151,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43132,9 +43162,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -43145,9 +43175,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43156,12 +43186,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx0_n = \$759 ;
+                if (\$673 ) begin
+                  dw_kx0_n = \$674 ;
                 end
               end
             end
@@ -43171,9 +43201,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43182,12 +43212,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx1_n = \$760 ;
+                if (\$673 ) begin
+                  dw_kx1_n = \$675 ;
                 end
               end
             end
@@ -43197,9 +43227,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43208,12 +43238,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx2_n = \$761 ;
+                if (\$673 ) begin
+                  dw_kx2_n = \$676 ;
                 end
               end
             end
@@ -43223,9 +43253,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43234,12 +43264,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx3_n = \$762 ;
+                if (\$673 ) begin
+                  dw_kx3_n = \$677 ;
                 end
               end
             end
@@ -43249,9 +43279,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43260,12 +43290,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx4_n = \$763 ;
+                if (\$673 ) begin
+                  dw_kx4_n = \$678 ;
                 end
               end
             end
@@ -43275,9 +43305,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43286,12 +43316,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx5_n = \$764 ;
+                if (\$673 ) begin
+                  dw_kx5_n = \$679 ;
                 end
               end
             end
@@ -43301,9 +43331,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43312,12 +43342,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx6_n = \$765 ;
+                if (\$673 ) begin
+                  dw_kx6_n = \$680 ;
                 end
               end
             end
@@ -43327,9 +43357,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43338,12 +43368,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$758 ) begin
-                  dw_kx7_n = \$766 ;
+                if (\$673 ) begin
+                  dw_kx7_n = \$681 ;
                 end
               end
             end
@@ -43353,9 +43383,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$743 ) begin
-    end else if (\$744 ) begin
-    end else if (\$745 ) begin
+    if (\$658 ) begin
+    end else if (\$659 ) begin
+    end else if (\$660 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43364,13 +43394,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$751 ) begin
-              end else if (\$754 ) begin
-              end else if (\$756 ) begin
+              if (\$666 ) begin
+              end else if (\$669 ) begin
+              end else if (\$671 ) begin
               end else begin
-                if (\$771 ) begin
-                end else if (\$776 ) begin
-                end else if (\$777 ) begin
+                if (\$686 ) begin
+                end else if (\$691 ) begin
+                end else if (\$692 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -43381,33 +43411,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$781 ) begin
+    if (\$696 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$783 [13:0];
+      wm_r__addr = \$698 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$786 [13:0];
+      wm_r__addr = \$701 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$787 ) begin
+    if (\$702 ) begin
       category = 3'h2;
-    end else if (\$790 ) begin
+    end else if (\$705 ) begin
       category = 3'h2;
-    end else if (\$793 ) begin
+    end else if (\$708 ) begin
       category = 3'h2;
-    end else if (\$796 ) begin
-      category = { 1'h0, \$800  };
-    end else if (\$799 ) begin
+    end else if (\$711 ) begin
+      category = { 1'h0, \$715  };
+    end else if (\$714 ) begin
       (* full_case = 32'd1 *)
-      if (\$801 ) begin
+      if (\$716 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$803 ) begin
+      end else if (\$718 ) begin
         category = 3'h4;
-      end else if (\$807 ) begin
+      end else if (\$722 ) begin
         category = 3'h3;
       end else begin
         category = 3'h5;
@@ -43418,553 +43448,542 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1320  = wr_iy_next;
+    \$1319  = wr_iy_next;
+    if (rst) begin
+      \$1319  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1320  = lo_next;
     if (rst) begin
       \$1320  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1321  = lo_next;
+    \$1321  = cw_r1__data;
     if (rst) begin
-      \$1321  = 12'h000;
+      \$1321  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1322  = cw_r1__data;
+    \$1322  = cw_r2__data;
     if (rst) begin
       \$1322  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1323  = cw_r2__data;
+    \$1323  = t_adv;
     if (rst) begin
-      \$1323  = 10'h000;
+      \$1323  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1324  = t_adv;
-    if (rst) begin
-      \$1324  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1325  = cur;
+    \$1324  = cur;
     if (t_adv) begin
-      \$1325  = \$816 ;
-    end else if (\$815 ) begin
-      \$1325  = cw_r__data;
+      \$1324  = \$731 ;
+    end else if (\$730 ) begin
+      \$1324  = cw_r__data;
     end
     if (rst) begin
-      \$1325  = 10'h000;
+      \$1324  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1326  = sb0;
+    \$1325  = \$732 [28:0];
+    if (rst) begin
+      \$1325  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1326  = \$734 [29:0];
     if (rst) begin
       \$1326  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1327  = sb1;
+    \$1327  = { \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735 [7], \$735  };
     if (rst) begin
-      \$1327  = 30'h00000000;
+      \$1327  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1328  = sb2;
+    \$1328  = { 24'h000000, \$736  };
     if (rst) begin
-      \$1328  = 30'h00000000;
+      \$1328  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1329  = sb3;
+    \$1329  = sb0;
     if (rst) begin
       \$1329  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1330  = \$signature__data$480 ;
+    \$1330  = sb1;
     if (rst) begin
-      \$1330  = 64'h0000000000000000;
+      \$1330  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1331  = \$signature__data$482 ;
+    \$1331  = sb2;
     if (rst) begin
-      \$1331  = 64'h0000000000000000;
+      \$1331  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1332  = \$signature__data$484 ;
+    \$1332  = sb3;
     if (rst) begin
-      \$1332  = 64'h0000000000000000;
+      \$1332  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1333  = \$signature__data$486 ;
+    \$1333  = \$signature__data$488 ;
     if (rst) begin
       \$1333  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1334  = \$signature__data$488 ;
+    \$1334  = \$signature__data$490 ;
     if (rst) begin
       \$1334  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1335  = \$signature__data$490 ;
+    \$1335  = \$signature__data$492 ;
     if (rst) begin
       \$1335  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1336  = \$signature__data$492 ;
+    \$1336  = \$signature__data$494 ;
     if (rst) begin
       \$1336  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1337  = \$signature__data$494 ;
+    \$1337  = \$signature__data$496 ;
     if (rst) begin
       \$1337  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1338  = \$signature__data$496 ;
+    \$1338  = \$signature__data$498 ;
     if (rst) begin
       \$1338  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1339  = \$signature__data$498 ;
+    \$1339  = \$signature__data$500 ;
     if (rst) begin
       \$1339  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1340  = \$signature__data$500 ;
+    \$1340  = \$signature__data$502 ;
     if (rst) begin
       \$1340  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1341  = \$signature__data$502 ;
+    \$1341  = \$signature__data$504 ;
     if (rst) begin
       \$1341  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1342  = \$signature__data$504 ;
+    \$1342  = \$signature__data$506 ;
     if (rst) begin
       \$1342  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1343  = \$signature__data$506 ;
+    \$1343  = \$signature__data$508 ;
     if (rst) begin
       \$1343  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1344  = \$signature__data$508 ;
+    \$1344  = \$signature__data$510 ;
     if (rst) begin
       \$1344  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1345  = \$signature__data$510 ;
+    \$1345  = \$signature__data$512 ;
     if (rst) begin
       \$1345  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1346  = \$signature__data$512 ;
+    \$1346  = \$signature__data$514 ;
     if (rst) begin
       \$1346  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1347  = \$signature__data$514 ;
+    \$1347  = \$signature__data$516 ;
     if (rst) begin
       \$1347  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1348  = \$signature__data$516 ;
+    \$1348  = \$signature__data$518 ;
     if (rst) begin
       \$1348  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1349  = \$signature__data$518 ;
+    \$1349  = \$signature__data$520 ;
     if (rst) begin
       \$1349  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1350  = \$signature__data$520 ;
+    \$1350  = \$signature__data$522 ;
     if (rst) begin
       \$1350  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1351  = \$signature__data$522 ;
+    \$1351  = \$signature__data$524 ;
     if (rst) begin
       \$1351  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1352  = \$signature__data$524 ;
+    \$1352  = \$signature__data$526 ;
     if (rst) begin
       \$1352  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1353  = \$signature__data$526 ;
+    \$1353  = \$signature__data$528 ;
     if (rst) begin
       \$1353  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1354  = \$signature__data$528 ;
+    \$1354  = \$signature__data$530 ;
     if (rst) begin
       \$1354  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1355  = \$signature__data$530 ;
+    \$1355  = \$signature__data$532 ;
     if (rst) begin
       \$1355  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1356  = \$signature__data$532 ;
+    \$1356  = \$signature__data$534 ;
     if (rst) begin
       \$1356  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1357  = \$signature__data$534 ;
+    \$1357  = \$signature__data$536 ;
     if (rst) begin
       \$1357  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1358  = \$signature__data$536 ;
+    \$1358  = \$signature__data$538 ;
     if (rst) begin
       \$1358  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1359  = \$signature__data$538 ;
+    \$1359  = \$signature__data$540 ;
     if (rst) begin
       \$1359  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1360  = \$signature__data$540 ;
+    \$1360  = \$signature__data$542 ;
     if (rst) begin
       \$1360  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1361  = \$signature__data$542 ;
+    \$1361  = \$signature__data$544 ;
     if (rst) begin
       \$1361  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1362  = par_a;
+    \$1362  = \$signature__data$546 ;
     if (rst) begin
-      \$1362  = 1'h0;
+      \$1362  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1363  = par_a1;
+    \$1363  = \$signature__data$548 ;
     if (rst) begin
-      \$1363  = 1'h0;
+      \$1363  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1364  = sb1[11:8];
+    \$1364  = \$signature__data$550 ;
     if (rst) begin
-      \$1364  = 4'h0;
+      \$1364  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1365  = rd_slot1;
+    \$1365  = par_a;
     if (rst) begin
-      \$1365  = 4'h0;
+      \$1365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1366  = \$819 ;
+    \$1366  = par_a1;
     if (rst) begin
-      \$1366  = 64'h0000000000000000;
+      \$1366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1367  = \$822 ;
+    \$1367  = sb1[11:8];
     if (rst) begin
-      \$1367  = 64'h0000000000000000;
+      \$1367  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1368  = \$825 ;
+    \$1368  = rd_slot1;
     if (rst) begin
-      \$1368  = 64'h0000000000000000;
+      \$1368  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1369  = \$828 ;
+    \$1369  = \$739 ;
     if (rst) begin
       \$1369  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1370  = sb1[7];
+    \$1370  = \$742 ;
     if (rst) begin
-      \$1370  = 1'h0;
+      \$1370  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1371  = rd_pad_a1;
+    \$1371  = \$745 ;
     if (rst) begin
-      \$1371  = 1'h0;
+      \$1371  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1372  = \$830 ;
+    \$1372  = \$748 ;
     if (rst) begin
       \$1372  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1373  = pad_ix;
+    \$1373  = sb1[7];
     if (rst) begin
       \$1373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1374  = pad_ixb;
+    \$1374  = rd_pad_a1;
     if (rst) begin
       \$1374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1375  = \$186 [3:0];
+    \$1375  = \$750 ;
     if (rst) begin
-      \$1375  = 4'h0;
+      \$1375  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1376  = \$833 ;
+    \$1376  = pad_ix;
     if (rst) begin
       \$1376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1377  = slot1_ky0;
+    \$1377  = pad_ixb;
     if (rst) begin
-      \$1377  = 4'h0;
+      \$1377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1378  = dw0_slot1;
+    \$1378  = \$173 [3:0];
     if (rst) begin
       \$1378  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1379  = \$836 ;
+    \$1379  = \$753 ;
     if (rst) begin
-      \$1379  = 64'h0000000000000000;
+      \$1379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1380  = \$839 ;
+    \$1380  = slot1_ky0;
     if (rst) begin
-      \$1380  = 64'h0000000000000000;
+      \$1380  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1381  = \$842 ;
+    \$1381  = dw0_slot1;
     if (rst) begin
-      \$1381  = 64'h0000000000000000;
+      \$1381  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1382  = \$845 ;
+    \$1382  = \$756 ;
     if (rst) begin
       \$1382  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1383  = pad_a1_ky0;
+    \$1383  = \$759 ;
     if (rst) begin
-      \$1383  = 1'h0;
+      \$1383  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1384  = dw0_pad_a1;
+    \$1384  = \$762 ;
     if (rst) begin
-      \$1384  = 1'h0;
+      \$1384  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1385  = \$849 ;
+    \$1385  = \$765 ;
     if (rst) begin
       \$1385  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1386  = \$853 ;
+    \$1386  = pad_a1_ky0;
     if (rst) begin
-      \$1386  = 64'h0000000000000000;
+      \$1386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1387  = \$857 ;
+    \$1387  = dw0_pad_a1;
     if (rst) begin
-      \$1387  = 64'h0000000000000000;
+      \$1387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1388  = \$861 ;
+    \$1388  = \$769 ;
     if (rst) begin
       \$1388  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1389  = pad_b1_ky0;
+    \$1389  = \$773 ;
     if (rst) begin
-      \$1389  = 1'h0;
+      \$1389  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1390  = dw0_pad_b1;
+    \$1390  = \$777 ;
     if (rst) begin
-      \$1390  = 1'h0;
+      \$1390  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1391  = win0_0;
-    if (\$863 ) begin
-      \$1391  = \$865 ;
-    end
-    if (\$866 ) begin
-      \$1391  = \$868 ;
-    end
+    \$1391  = \$781 ;
     if (rst) begin
       \$1391  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1392  = win0_1;
-    if (\$863 ) begin
-      \$1392  = win0_0;
-    end
-    if (\$866 ) begin
-      \$1392  = \$870 ;
-    end
+    \$1392  = pad_b1_ky0;
     if (rst) begin
-      \$1392  = 64'h0000000000000000;
+      \$1392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1393  = win0_2;
-    if (\$863 ) begin
-      \$1393  = win0_1;
-    end
-    if (\$866 ) begin
-      \$1393  = win0_0;
-    end
+    \$1393  = dw0_pad_b1;
     if (rst) begin
-      \$1393  = 64'h0000000000000000;
+      \$1393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1394  = win0_3;
-    if (\$863 ) begin
-      \$1394  = win0_2;
+    \$1394  = win0_0;
+    if (\$783 ) begin
+      \$1394  = \$785 ;
     end
-    if (\$866 ) begin
-      \$1394  = win0_1;
+    if (\$786 ) begin
+      \$1394  = \$788 ;
     end
     if (rst) begin
       \$1394  = 64'h0000000000000000;
@@ -43972,12 +43991,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1395  = win0_4;
-    if (\$863 ) begin
-      \$1395  = win0_3;
+    \$1395  = win0_1;
+    if (\$783 ) begin
+      \$1395  = win0_0;
     end
-    if (\$866 ) begin
-      \$1395  = win0_2;
+    if (\$786 ) begin
+      \$1395  = \$790 ;
     end
     if (rst) begin
       \$1395  = 64'h0000000000000000;
@@ -43985,12 +44004,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1396  = win0_5;
-    if (\$863 ) begin
-      \$1396  = win0_4;
+    \$1396  = win0_2;
+    if (\$783 ) begin
+      \$1396  = win0_1;
     end
-    if (\$866 ) begin
-      \$1396  = win0_3;
+    if (\$786 ) begin
+      \$1396  = win0_0;
     end
     if (rst) begin
       \$1396  = 64'h0000000000000000;
@@ -43998,12 +44017,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1397  = win0_6;
-    if (\$863 ) begin
-      \$1397  = win0_5;
+    \$1397  = win0_3;
+    if (\$783 ) begin
+      \$1397  = win0_2;
     end
-    if (\$866 ) begin
-      \$1397  = win0_4;
+    if (\$786 ) begin
+      \$1397  = win0_1;
     end
     if (rst) begin
       \$1397  = 64'h0000000000000000;
@@ -44011,12 +44030,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1398  = win0_7;
-    if (\$863 ) begin
-      \$1398  = win0_6;
+    \$1398  = win0_4;
+    if (\$783 ) begin
+      \$1398  = win0_3;
     end
-    if (\$866 ) begin
-      \$1398  = win0_5;
+    if (\$786 ) begin
+      \$1398  = win0_2;
     end
     if (rst) begin
       \$1398  = 64'h0000000000000000;
@@ -44024,12 +44043,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1399  = win0_8;
-    if (\$863 ) begin
-      \$1399  = win0_7;
+    \$1399  = win0_5;
+    if (\$783 ) begin
+      \$1399  = win0_4;
     end
-    if (\$866 ) begin
-      \$1399  = win0_6;
+    if (\$786 ) begin
+      \$1399  = win0_3;
     end
     if (rst) begin
       \$1399  = 64'h0000000000000000;
@@ -44037,163 +44056,163 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1400  = \$188 [3:0];
+    \$1400  = win0_6;
+    if (\$783 ) begin
+      \$1400  = win0_5;
+    end
+    if (\$786 ) begin
+      \$1400  = win0_4;
+    end
     if (rst) begin
-      \$1400  = 4'h0;
+      \$1400  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1401  = \$873 ;
+    \$1401  = win0_7;
+    if (\$783 ) begin
+      \$1401  = win0_6;
+    end
+    if (\$786 ) begin
+      \$1401  = win0_5;
+    end
     if (rst) begin
-      \$1401  = 1'h0;
+      \$1401  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1402  = slot1_ky1;
+    \$1402  = win0_8;
+    if (\$783 ) begin
+      \$1402  = win0_7;
+    end
+    if (\$786 ) begin
+      \$1402  = win0_6;
+    end
     if (rst) begin
-      \$1402  = 4'h0;
+      \$1402  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1403  = dw1_slot1;
+    \$1403  = \$175 [3:0];
     if (rst) begin
       \$1403  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1404  = \$876 ;
+    \$1404  = \$793 ;
     if (rst) begin
-      \$1404  = 64'h0000000000000000;
+      \$1404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1405  = \$879 ;
+    \$1405  = slot1_ky1;
     if (rst) begin
-      \$1405  = 64'h0000000000000000;
+      \$1405  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1406  = \$882 ;
+    \$1406  = dw1_slot1;
     if (rst) begin
-      \$1406  = 64'h0000000000000000;
+      \$1406  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1407  = \$885 ;
+    \$1407  = \$796 ;
     if (rst) begin
       \$1407  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1408  = pad_a1_ky1;
+    \$1408  = \$799 ;
     if (rst) begin
-      \$1408  = 1'h0;
+      \$1408  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1409  = dw1_pad_a1;
+    \$1409  = \$802 ;
     if (rst) begin
-      \$1409  = 1'h0;
+      \$1409  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1410  = \$889 ;
+    \$1410  = \$805 ;
     if (rst) begin
       \$1410  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1411  = \$893 ;
+    \$1411  = pad_a1_ky1;
     if (rst) begin
-      \$1411  = 64'h0000000000000000;
+      \$1411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1412  = \$897 ;
+    \$1412  = dw1_pad_a1;
     if (rst) begin
-      \$1412  = 64'h0000000000000000;
+      \$1412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1413  = \$901 ;
+    \$1413  = \$809 ;
     if (rst) begin
       \$1413  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1414  = pad_b1_ky1;
+    \$1414  = \$813 ;
     if (rst) begin
-      \$1414  = 1'h0;
+      \$1414  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = dw1_pad_b1;
+    \$1415  = \$817 ;
     if (rst) begin
-      \$1415  = 1'h0;
+      \$1415  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = win1_0;
-    if (\$903 ) begin
-      \$1416  = \$905 ;
-    end
-    if (\$906 ) begin
-      \$1416  = \$908 ;
-    end
+    \$1416  = \$821 ;
     if (rst) begin
       \$1416  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = win1_1;
-    if (\$903 ) begin
-      \$1417  = win1_0;
-    end
-    if (\$906 ) begin
-      \$1417  = \$910 ;
-    end
+    \$1417  = pad_b1_ky1;
     if (rst) begin
-      \$1417  = 64'h0000000000000000;
+      \$1417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = win1_2;
-    if (\$903 ) begin
-      \$1418  = win1_1;
-    end
-    if (\$906 ) begin
-      \$1418  = win1_0;
-    end
+    \$1418  = dw1_pad_b1;
     if (rst) begin
-      \$1418  = 64'h0000000000000000;
+      \$1418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = win1_3;
-    if (\$903 ) begin
-      \$1419  = win1_2;
+    \$1419  = win1_0;
+    if (\$823 ) begin
+      \$1419  = \$825 ;
     end
-    if (\$906 ) begin
-      \$1419  = win1_1;
+    if (\$826 ) begin
+      \$1419  = \$828 ;
     end
     if (rst) begin
       \$1419  = 64'h0000000000000000;
@@ -44201,12 +44220,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = win1_4;
-    if (\$903 ) begin
-      \$1420  = win1_3;
+    \$1420  = win1_1;
+    if (\$823 ) begin
+      \$1420  = win1_0;
     end
-    if (\$906 ) begin
-      \$1420  = win1_2;
+    if (\$826 ) begin
+      \$1420  = \$830 ;
     end
     if (rst) begin
       \$1420  = 64'h0000000000000000;
@@ -44214,12 +44233,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = win1_5;
-    if (\$903 ) begin
-      \$1421  = win1_4;
+    \$1421  = win1_2;
+    if (\$823 ) begin
+      \$1421  = win1_1;
     end
-    if (\$906 ) begin
-      \$1421  = win1_3;
+    if (\$826 ) begin
+      \$1421  = win1_0;
     end
     if (rst) begin
       \$1421  = 64'h0000000000000000;
@@ -44227,12 +44246,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = win1_6;
-    if (\$903 ) begin
-      \$1422  = win1_5;
+    \$1422  = win1_3;
+    if (\$823 ) begin
+      \$1422  = win1_2;
     end
-    if (\$906 ) begin
-      \$1422  = win1_4;
+    if (\$826 ) begin
+      \$1422  = win1_1;
     end
     if (rst) begin
       \$1422  = 64'h0000000000000000;
@@ -44240,12 +44259,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = win1_7;
-    if (\$903 ) begin
-      \$1423  = win1_6;
+    \$1423  = win1_4;
+    if (\$823 ) begin
+      \$1423  = win1_3;
     end
-    if (\$906 ) begin
-      \$1423  = win1_5;
+    if (\$826 ) begin
+      \$1423  = win1_2;
     end
     if (rst) begin
       \$1423  = 64'h0000000000000000;
@@ -44253,12 +44272,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = win1_8;
-    if (\$903 ) begin
-      \$1424  = win1_7;
+    \$1424  = win1_5;
+    if (\$823 ) begin
+      \$1424  = win1_4;
     end
-    if (\$906 ) begin
-      \$1424  = win1_6;
+    if (\$826 ) begin
+      \$1424  = win1_3;
     end
     if (rst) begin
       \$1424  = 64'h0000000000000000;
@@ -44266,163 +44285,163 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$190 [3:0];
+    \$1425  = win1_6;
+    if (\$823 ) begin
+      \$1425  = win1_5;
+    end
+    if (\$826 ) begin
+      \$1425  = win1_4;
+    end
     if (rst) begin
-      \$1425  = 4'h0;
+      \$1425  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = \$913 ;
+    \$1426  = win1_7;
+    if (\$823 ) begin
+      \$1426  = win1_6;
+    end
+    if (\$826 ) begin
+      \$1426  = win1_5;
+    end
     if (rst) begin
-      \$1426  = 1'h0;
+      \$1426  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = slot1_ky2;
+    \$1427  = win1_8;
+    if (\$823 ) begin
+      \$1427  = win1_7;
+    end
+    if (\$826 ) begin
+      \$1427  = win1_6;
+    end
     if (rst) begin
-      \$1427  = 4'h0;
+      \$1427  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = dw2_slot1;
+    \$1428  = \$177 [3:0];
     if (rst) begin
       \$1428  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = \$916 ;
+    \$1429  = \$833 ;
     if (rst) begin
-      \$1429  = 64'h0000000000000000;
+      \$1429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = \$919 ;
+    \$1430  = slot1_ky2;
     if (rst) begin
-      \$1430  = 64'h0000000000000000;
+      \$1430  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = \$922 ;
+    \$1431  = dw2_slot1;
     if (rst) begin
-      \$1431  = 64'h0000000000000000;
+      \$1431  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = \$925 ;
+    \$1432  = \$836 ;
     if (rst) begin
       \$1432  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = pad_a1_ky2;
+    \$1433  = \$839 ;
     if (rst) begin
-      \$1433  = 1'h0;
+      \$1433  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = dw2_pad_a1;
+    \$1434  = \$842 ;
     if (rst) begin
-      \$1434  = 1'h0;
+      \$1434  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = \$929 ;
+    \$1435  = \$845 ;
     if (rst) begin
       \$1435  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = \$933 ;
+    \$1436  = pad_a1_ky2;
     if (rst) begin
-      \$1436  = 64'h0000000000000000;
+      \$1436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = \$937 ;
+    \$1437  = dw2_pad_a1;
     if (rst) begin
-      \$1437  = 64'h0000000000000000;
+      \$1437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = \$941 ;
+    \$1438  = \$849 ;
     if (rst) begin
       \$1438  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = pad_b1_ky2;
+    \$1439  = \$853 ;
     if (rst) begin
-      \$1439  = 1'h0;
+      \$1439  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = dw2_pad_b1;
+    \$1440  = \$857 ;
     if (rst) begin
-      \$1440  = 1'h0;
+      \$1440  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = win2_0;
-    if (\$943 ) begin
-      \$1441  = \$945 ;
-    end
-    if (\$946 ) begin
-      \$1441  = \$948 ;
-    end
+    \$1441  = \$861 ;
     if (rst) begin
       \$1441  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = win2_1;
-    if (\$943 ) begin
-      \$1442  = win2_0;
-    end
-    if (\$946 ) begin
-      \$1442  = \$950 ;
-    end
+    \$1442  = pad_b1_ky2;
     if (rst) begin
-      \$1442  = 64'h0000000000000000;
+      \$1442  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = win2_2;
-    if (\$943 ) begin
-      \$1443  = win2_1;
-    end
-    if (\$946 ) begin
-      \$1443  = win2_0;
-    end
+    \$1443  = dw2_pad_b1;
     if (rst) begin
-      \$1443  = 64'h0000000000000000;
+      \$1443  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = win2_3;
-    if (\$943 ) begin
-      \$1444  = win2_2;
+    \$1444  = win2_0;
+    if (\$863 ) begin
+      \$1444  = \$865 ;
     end
-    if (\$946 ) begin
-      \$1444  = win2_1;
+    if (\$866 ) begin
+      \$1444  = \$868 ;
     end
     if (rst) begin
       \$1444  = 64'h0000000000000000;
@@ -44430,12 +44449,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = win2_4;
-    if (\$943 ) begin
-      \$1445  = win2_3;
+    \$1445  = win2_1;
+    if (\$863 ) begin
+      \$1445  = win2_0;
     end
-    if (\$946 ) begin
-      \$1445  = win2_2;
+    if (\$866 ) begin
+      \$1445  = \$870 ;
     end
     if (rst) begin
       \$1445  = 64'h0000000000000000;
@@ -44443,12 +44462,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = win2_5;
-    if (\$943 ) begin
-      \$1446  = win2_4;
+    \$1446  = win2_2;
+    if (\$863 ) begin
+      \$1446  = win2_1;
     end
-    if (\$946 ) begin
-      \$1446  = win2_3;
+    if (\$866 ) begin
+      \$1446  = win2_0;
     end
     if (rst) begin
       \$1446  = 64'h0000000000000000;
@@ -44456,12 +44475,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = win2_6;
-    if (\$943 ) begin
-      \$1447  = win2_5;
+    \$1447  = win2_3;
+    if (\$863 ) begin
+      \$1447  = win2_2;
     end
-    if (\$946 ) begin
-      \$1447  = win2_4;
+    if (\$866 ) begin
+      \$1447  = win2_1;
     end
     if (rst) begin
       \$1447  = 64'h0000000000000000;
@@ -44469,12 +44488,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = win2_7;
-    if (\$943 ) begin
-      \$1448  = win2_6;
+    \$1448  = win2_4;
+    if (\$863 ) begin
+      \$1448  = win2_3;
     end
-    if (\$946 ) begin
-      \$1448  = win2_5;
+    if (\$866 ) begin
+      \$1448  = win2_2;
     end
     if (rst) begin
       \$1448  = 64'h0000000000000000;
@@ -44482,12 +44501,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = win2_8;
-    if (\$943 ) begin
-      \$1449  = win2_7;
+    \$1449  = win2_5;
+    if (\$863 ) begin
+      \$1449  = win2_4;
     end
-    if (\$946 ) begin
-      \$1449  = win2_6;
+    if (\$866 ) begin
+      \$1449  = win2_3;
     end
     if (rst) begin
       \$1449  = 64'h0000000000000000;
@@ -44495,163 +44514,163 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = \$192 [3:0];
+    \$1450  = win2_6;
+    if (\$863 ) begin
+      \$1450  = win2_5;
+    end
+    if (\$866 ) begin
+      \$1450  = win2_4;
+    end
     if (rst) begin
-      \$1450  = 4'h0;
+      \$1450  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = \$953 ;
+    \$1451  = win2_7;
+    if (\$863 ) begin
+      \$1451  = win2_6;
+    end
+    if (\$866 ) begin
+      \$1451  = win2_5;
+    end
     if (rst) begin
-      \$1451  = 1'h0;
+      \$1451  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = slot1_ky3;
+    \$1452  = win2_8;
+    if (\$863 ) begin
+      \$1452  = win2_7;
+    end
+    if (\$866 ) begin
+      \$1452  = win2_6;
+    end
     if (rst) begin
-      \$1452  = 4'h0;
+      \$1452  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = dw3_slot1;
+    \$1453  = \$179 [3:0];
     if (rst) begin
       \$1453  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = \$956 ;
+    \$1454  = \$873 ;
     if (rst) begin
-      \$1454  = 64'h0000000000000000;
+      \$1454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = \$959 ;
+    \$1455  = slot1_ky3;
     if (rst) begin
-      \$1455  = 64'h0000000000000000;
+      \$1455  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = \$962 ;
+    \$1456  = dw3_slot1;
     if (rst) begin
-      \$1456  = 64'h0000000000000000;
+      \$1456  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = \$965 ;
+    \$1457  = \$876 ;
     if (rst) begin
       \$1457  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = pad_a1_ky3;
+    \$1458  = \$879 ;
     if (rst) begin
-      \$1458  = 1'h0;
+      \$1458  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = dw3_pad_a1;
+    \$1459  = \$882 ;
     if (rst) begin
-      \$1459  = 1'h0;
+      \$1459  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = \$969 ;
+    \$1460  = \$885 ;
     if (rst) begin
       \$1460  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = \$973 ;
+    \$1461  = pad_a1_ky3;
     if (rst) begin
-      \$1461  = 64'h0000000000000000;
+      \$1461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = \$977 ;
+    \$1462  = dw3_pad_a1;
     if (rst) begin
-      \$1462  = 64'h0000000000000000;
+      \$1462  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = \$981 ;
+    \$1463  = \$889 ;
     if (rst) begin
       \$1463  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = pad_b1_ky3;
+    \$1464  = \$893 ;
     if (rst) begin
-      \$1464  = 1'h0;
+      \$1464  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = dw3_pad_b1;
+    \$1465  = \$897 ;
     if (rst) begin
-      \$1465  = 1'h0;
+      \$1465  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = win3_0;
-    if (\$983 ) begin
-      \$1466  = \$985 ;
-    end
-    if (\$986 ) begin
-      \$1466  = \$988 ;
-    end
+    \$1466  = \$901 ;
     if (rst) begin
       \$1466  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = win3_1;
-    if (\$983 ) begin
-      \$1467  = win3_0;
-    end
-    if (\$986 ) begin
-      \$1467  = \$990 ;
-    end
+    \$1467  = pad_b1_ky3;
     if (rst) begin
-      \$1467  = 64'h0000000000000000;
+      \$1467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = win3_2;
-    if (\$983 ) begin
-      \$1468  = win3_1;
-    end
-    if (\$986 ) begin
-      \$1468  = win3_0;
-    end
+    \$1468  = dw3_pad_b1;
     if (rst) begin
-      \$1468  = 64'h0000000000000000;
+      \$1468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = win3_3;
-    if (\$983 ) begin
-      \$1469  = win3_2;
+    \$1469  = win3_0;
+    if (\$903 ) begin
+      \$1469  = \$905 ;
     end
-    if (\$986 ) begin
-      \$1469  = win3_1;
+    if (\$906 ) begin
+      \$1469  = \$908 ;
     end
     if (rst) begin
       \$1469  = 64'h0000000000000000;
@@ -44659,12 +44678,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = win3_4;
-    if (\$983 ) begin
-      \$1470  = win3_3;
+    \$1470  = win3_1;
+    if (\$903 ) begin
+      \$1470  = win3_0;
     end
-    if (\$986 ) begin
-      \$1470  = win3_2;
+    if (\$906 ) begin
+      \$1470  = \$910 ;
     end
     if (rst) begin
       \$1470  = 64'h0000000000000000;
@@ -44672,12 +44691,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = win3_5;
-    if (\$983 ) begin
-      \$1471  = win3_4;
+    \$1471  = win3_2;
+    if (\$903 ) begin
+      \$1471  = win3_1;
     end
-    if (\$986 ) begin
-      \$1471  = win3_3;
+    if (\$906 ) begin
+      \$1471  = win3_0;
     end
     if (rst) begin
       \$1471  = 64'h0000000000000000;
@@ -44685,12 +44704,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = win3_6;
-    if (\$983 ) begin
-      \$1472  = win3_5;
+    \$1472  = win3_3;
+    if (\$903 ) begin
+      \$1472  = win3_2;
     end
-    if (\$986 ) begin
-      \$1472  = win3_4;
+    if (\$906 ) begin
+      \$1472  = win3_1;
     end
     if (rst) begin
       \$1472  = 64'h0000000000000000;
@@ -44698,12 +44717,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = win3_7;
-    if (\$983 ) begin
-      \$1473  = win3_6;
+    \$1473  = win3_4;
+    if (\$903 ) begin
+      \$1473  = win3_3;
     end
-    if (\$986 ) begin
-      \$1473  = win3_5;
+    if (\$906 ) begin
+      \$1473  = win3_2;
     end
     if (rst) begin
       \$1473  = 64'h0000000000000000;
@@ -44711,12 +44730,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = win3_8;
-    if (\$983 ) begin
-      \$1474  = win3_7;
+    \$1474  = win3_5;
+    if (\$903 ) begin
+      \$1474  = win3_4;
     end
-    if (\$986 ) begin
-      \$1474  = win3_6;
+    if (\$906 ) begin
+      \$1474  = win3_3;
     end
     if (rst) begin
       \$1474  = 64'h0000000000000000;
@@ -44724,163 +44743,163 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = \$194 [3:0];
+    \$1475  = win3_6;
+    if (\$903 ) begin
+      \$1475  = win3_5;
+    end
+    if (\$906 ) begin
+      \$1475  = win3_4;
+    end
     if (rst) begin
-      \$1475  = 4'h0;
+      \$1475  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = \$993 ;
+    \$1476  = win3_7;
+    if (\$903 ) begin
+      \$1476  = win3_6;
+    end
+    if (\$906 ) begin
+      \$1476  = win3_5;
+    end
     if (rst) begin
-      \$1476  = 1'h0;
+      \$1476  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = slot1_ky4;
+    \$1477  = win3_8;
+    if (\$903 ) begin
+      \$1477  = win3_7;
+    end
+    if (\$906 ) begin
+      \$1477  = win3_6;
+    end
     if (rst) begin
-      \$1477  = 4'h0;
+      \$1477  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = dw4_slot1;
+    \$1478  = \$181 [3:0];
     if (rst) begin
       \$1478  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = \$996 ;
+    \$1479  = \$913 ;
     if (rst) begin
-      \$1479  = 64'h0000000000000000;
+      \$1479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = \$999 ;
+    \$1480  = slot1_ky4;
     if (rst) begin
-      \$1480  = 64'h0000000000000000;
+      \$1480  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = \$1002 ;
+    \$1481  = dw4_slot1;
     if (rst) begin
-      \$1481  = 64'h0000000000000000;
+      \$1481  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = \$1005 ;
+    \$1482  = \$916 ;
     if (rst) begin
       \$1482  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = pad_a1_ky4;
+    \$1483  = \$919 ;
     if (rst) begin
-      \$1483  = 1'h0;
+      \$1483  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = dw4_pad_a1;
+    \$1484  = \$922 ;
     if (rst) begin
-      \$1484  = 1'h0;
+      \$1484  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = \$1009 ;
+    \$1485  = \$925 ;
     if (rst) begin
       \$1485  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = \$1013 ;
+    \$1486  = pad_a1_ky4;
     if (rst) begin
-      \$1486  = 64'h0000000000000000;
+      \$1486  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = \$1017 ;
+    \$1487  = dw4_pad_a1;
     if (rst) begin
-      \$1487  = 64'h0000000000000000;
+      \$1487  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = \$1021 ;
+    \$1488  = \$929 ;
     if (rst) begin
       \$1488  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = pad_b1_ky4;
+    \$1489  = \$933 ;
     if (rst) begin
-      \$1489  = 1'h0;
+      \$1489  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = dw4_pad_b1;
+    \$1490  = \$937 ;
     if (rst) begin
-      \$1490  = 1'h0;
+      \$1490  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = win4_0;
-    if (\$1023 ) begin
-      \$1491  = \$1025 ;
-    end
-    if (\$1026 ) begin
-      \$1491  = \$1028 ;
-    end
+    \$1491  = \$941 ;
     if (rst) begin
       \$1491  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = win4_1;
-    if (\$1023 ) begin
-      \$1492  = win4_0;
-    end
-    if (\$1026 ) begin
-      \$1492  = \$1030 ;
-    end
+    \$1492  = pad_b1_ky4;
     if (rst) begin
-      \$1492  = 64'h0000000000000000;
+      \$1492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = win4_2;
-    if (\$1023 ) begin
-      \$1493  = win4_1;
-    end
-    if (\$1026 ) begin
-      \$1493  = win4_0;
-    end
+    \$1493  = dw4_pad_b1;
     if (rst) begin
-      \$1493  = 64'h0000000000000000;
+      \$1493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = win4_3;
-    if (\$1023 ) begin
-      \$1494  = win4_2;
+    \$1494  = win4_0;
+    if (\$943 ) begin
+      \$1494  = \$945 ;
     end
-    if (\$1026 ) begin
-      \$1494  = win4_1;
+    if (\$946 ) begin
+      \$1494  = \$948 ;
     end
     if (rst) begin
       \$1494  = 64'h0000000000000000;
@@ -44888,12 +44907,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = win4_4;
-    if (\$1023 ) begin
-      \$1495  = win4_3;
+    \$1495  = win4_1;
+    if (\$943 ) begin
+      \$1495  = win4_0;
     end
-    if (\$1026 ) begin
-      \$1495  = win4_2;
+    if (\$946 ) begin
+      \$1495  = \$950 ;
     end
     if (rst) begin
       \$1495  = 64'h0000000000000000;
@@ -44901,12 +44920,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = win4_5;
-    if (\$1023 ) begin
-      \$1496  = win4_4;
+    \$1496  = win4_2;
+    if (\$943 ) begin
+      \$1496  = win4_1;
     end
-    if (\$1026 ) begin
-      \$1496  = win4_3;
+    if (\$946 ) begin
+      \$1496  = win4_0;
     end
     if (rst) begin
       \$1496  = 64'h0000000000000000;
@@ -44914,12 +44933,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = win4_6;
-    if (\$1023 ) begin
-      \$1497  = win4_5;
+    \$1497  = win4_3;
+    if (\$943 ) begin
+      \$1497  = win4_2;
     end
-    if (\$1026 ) begin
-      \$1497  = win4_4;
+    if (\$946 ) begin
+      \$1497  = win4_1;
     end
     if (rst) begin
       \$1497  = 64'h0000000000000000;
@@ -44927,12 +44946,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = win4_7;
-    if (\$1023 ) begin
-      \$1498  = win4_6;
+    \$1498  = win4_4;
+    if (\$943 ) begin
+      \$1498  = win4_3;
     end
-    if (\$1026 ) begin
-      \$1498  = win4_5;
+    if (\$946 ) begin
+      \$1498  = win4_2;
     end
     if (rst) begin
       \$1498  = 64'h0000000000000000;
@@ -44940,12 +44959,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = win4_8;
-    if (\$1023 ) begin
-      \$1499  = win4_7;
+    \$1499  = win4_5;
+    if (\$943 ) begin
+      \$1499  = win4_4;
     end
-    if (\$1026 ) begin
-      \$1499  = win4_6;
+    if (\$946 ) begin
+      \$1499  = win4_3;
     end
     if (rst) begin
       \$1499  = 64'h0000000000000000;
@@ -44953,911 +44972,911 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = dw_ky0;
+    \$1500  = win4_6;
+    if (\$943 ) begin
+      \$1500  = win4_5;
+    end
+    if (\$946 ) begin
+      \$1500  = win4_4;
+    end
     if (rst) begin
-      \$1500  = 4'h0;
+      \$1500  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = dw_ky0_s1;
+    \$1501  = win4_7;
+    if (\$943 ) begin
+      \$1501  = win4_6;
+    end
+    if (\$946 ) begin
+      \$1501  = win4_5;
+    end
     if (rst) begin
-      \$1501  = 4'h0;
+      \$1501  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = dw_ky0_s2;
+    \$1502  = win4_8;
+    if (\$943 ) begin
+      \$1502  = win4_7;
+    end
+    if (\$946 ) begin
+      \$1502  = win4_6;
+    end
     if (rst) begin
-      \$1502  = 4'h0;
+      \$1502  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = dw_ky0_s3;
+    \$1503  = dw_ky0;
     if (rst) begin
       \$1503  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = dw_kx0;
+    \$1504  = dw_ky0_s1;
     if (rst) begin
       \$1504  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = dw_kx0_s1;
+    \$1505  = dw_ky0_s2;
     if (rst) begin
       \$1505  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = dw_kx0_s2;
+    \$1506  = dw_ky0_s3;
     if (rst) begin
       \$1506  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = \$1031 [3:0];
+    \$1507  = dw_kx0;
     if (rst) begin
       \$1507  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = dw_ky1;
+    \$1508  = dw_kx0_s1;
     if (rst) begin
       \$1508  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = dw_ky1_s1;
+    \$1509  = dw_kx0_s2;
     if (rst) begin
       \$1509  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = dw_ky1_s2;
+    \$1510  = \$951 [3:0];
     if (rst) begin
       \$1510  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = dw_ky1_s3;
+    \$1511  = dw_ky1;
     if (rst) begin
       \$1511  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = dw_kx1;
+    \$1512  = dw_ky1_s1;
     if (rst) begin
       \$1512  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = dw_kx1_s1;
+    \$1513  = dw_ky1_s2;
     if (rst) begin
       \$1513  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = dw_kx1_s2;
+    \$1514  = dw_ky1_s3;
     if (rst) begin
       \$1514  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = \$1032 [3:0];
+    \$1515  = dw_kx1;
     if (rst) begin
       \$1515  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = dw_ky2;
+    \$1516  = dw_kx1_s1;
     if (rst) begin
       \$1516  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = dw_ky2_s1;
+    \$1517  = dw_kx1_s2;
     if (rst) begin
       \$1517  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = dw_ky2_s2;
+    \$1518  = \$952 [3:0];
     if (rst) begin
       \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = dw_ky2_s3;
+    \$1519  = dw_ky2;
     if (rst) begin
       \$1519  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = dw_kx2;
+    \$1520  = dw_ky2_s1;
     if (rst) begin
       \$1520  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = dw_kx2_s1;
+    \$1521  = dw_ky2_s2;
     if (rst) begin
       \$1521  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = dw_kx2_s2;
+    \$1522  = dw_ky2_s3;
     if (rst) begin
       \$1522  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = \$1033 [3:0];
+    \$1523  = dw_kx2;
     if (rst) begin
       \$1523  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = dw_ky3;
+    \$1524  = dw_kx2_s1;
     if (rst) begin
       \$1524  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = dw_ky3_s1;
+    \$1525  = dw_kx2_s2;
     if (rst) begin
       \$1525  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = dw_ky3_s2;
+    \$1526  = \$953 [3:0];
     if (rst) begin
       \$1526  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = dw_ky3_s3;
+    \$1527  = dw_ky3;
     if (rst) begin
       \$1527  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = dw_kx3;
+    \$1528  = dw_ky3_s1;
     if (rst) begin
       \$1528  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = dw_kx3_s1;
+    \$1529  = dw_ky3_s2;
     if (rst) begin
       \$1529  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = dw_kx3_s2;
+    \$1530  = dw_ky3_s3;
     if (rst) begin
       \$1530  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = \$1034 [3:0];
+    \$1531  = dw_kx3;
     if (rst) begin
       \$1531  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = dw_ky4;
+    \$1532  = dw_kx3_s1;
     if (rst) begin
       \$1532  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = dw_ky4_s1;
+    \$1533  = dw_kx3_s2;
     if (rst) begin
       \$1533  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = dw_ky4_s2;
+    \$1534  = \$954 [3:0];
     if (rst) begin
       \$1534  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = dw_ky4_s3;
+    \$1535  = dw_ky4;
     if (rst) begin
       \$1535  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = dw_kx4;
+    \$1536  = dw_ky4_s1;
     if (rst) begin
       \$1536  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = dw_kx4_s1;
+    \$1537  = dw_ky4_s2;
     if (rst) begin
       \$1537  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = dw_kx4_s2;
+    \$1538  = dw_ky4_s3;
     if (rst) begin
       \$1538  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = \$1035 [3:0];
+    \$1539  = dw_kx4;
     if (rst) begin
       \$1539  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = dw_ky5;
+    \$1540  = dw_kx4_s1;
     if (rst) begin
       \$1540  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = dw_ky5_s1;
+    \$1541  = dw_kx4_s2;
     if (rst) begin
       \$1541  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = dw_ky5_s2;
+    \$1542  = \$955 [3:0];
     if (rst) begin
       \$1542  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = dw_ky5_s3;
+    \$1543  = dw_ky5;
     if (rst) begin
       \$1543  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = dw_kx5;
+    \$1544  = dw_ky5_s1;
     if (rst) begin
       \$1544  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = dw_kx5_s1;
+    \$1545  = dw_ky5_s2;
     if (rst) begin
       \$1545  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = dw_kx5_s2;
+    \$1546  = dw_ky5_s3;
     if (rst) begin
       \$1546  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = \$1036 [3:0];
+    \$1547  = dw_kx5;
     if (rst) begin
       \$1547  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = dw_ky6;
+    \$1548  = dw_kx5_s1;
     if (rst) begin
       \$1548  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = dw_ky6_s1;
+    \$1549  = dw_kx5_s2;
     if (rst) begin
       \$1549  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dw_ky6_s2;
+    \$1550  = \$956 [3:0];
     if (rst) begin
       \$1550  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = dw_ky6_s3;
+    \$1551  = dw_ky6;
     if (rst) begin
       \$1551  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = dw_kx6;
+    \$1552  = dw_ky6_s1;
     if (rst) begin
       \$1552  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = dw_kx6_s1;
+    \$1553  = dw_ky6_s2;
     if (rst) begin
       \$1553  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = dw_kx6_s2;
+    \$1554  = dw_ky6_s3;
     if (rst) begin
       \$1554  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = \$1037 [3:0];
+    \$1555  = dw_kx6;
     if (rst) begin
       \$1555  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = dw_ky7;
+    \$1556  = dw_kx6_s1;
     if (rst) begin
       \$1556  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = dw_ky7_s1;
+    \$1557  = dw_kx6_s2;
     if (rst) begin
       \$1557  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = dw_ky7_s2;
+    \$1558  = \$957 [3:0];
     if (rst) begin
       \$1558  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = dw_ky7_s3;
+    \$1559  = dw_ky7;
     if (rst) begin
       \$1559  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = dw_kx7;
+    \$1560  = dw_ky7_s1;
     if (rst) begin
       \$1560  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = dw_kx7_s1;
+    \$1561  = dw_ky7_s2;
     if (rst) begin
       \$1561  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = dw_kx7_s2;
+    \$1562  = dw_ky7_s3;
     if (rst) begin
       \$1562  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = \$1038 [3:0];
+    \$1563  = dw_kx7;
     if (rst) begin
       \$1563  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = sb4;
+    \$1564  = dw_kx7_s1;
     if (rst) begin
-      \$1564  = 30'h00000000;
+      \$1564  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = sb_p5;
+    \$1565  = dw_kx7_s2;
     if (rst) begin
-      \$1565  = 30'h00000000;
+      \$1565  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = sb_p6;
+    \$1566  = \$958 [3:0];
     if (rst) begin
-      \$1566  = 30'h00000000;
+      \$1566  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = sb_p7;
+    \$1567  = sb4;
     if (rst) begin
       \$1567  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = sb_p8;
+    \$1568  = sb_p5;
     if (rst) begin
       \$1568  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = sb_p9;
+    \$1569  = sb_p6;
     if (rst) begin
       \$1569  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = sb_p10;
+    \$1570  = sb_p7;
     if (rst) begin
       \$1570  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = sb_p11;
+    \$1571  = sb_p8;
     if (rst) begin
       \$1571  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = sb_p12;
+    \$1572  = sb_p9;
     if (rst) begin
       \$1572  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = sb_p13;
+    \$1573  = sb_p10;
     if (rst) begin
       \$1573  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = sb_p14;
+    \$1574  = sb_p11;
     if (rst) begin
       \$1574  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = sb_p15;
+    \$1575  = sb_p12;
     if (rst) begin
       \$1575  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = sb_p16;
+    \$1576  = sb_p13;
     if (rst) begin
       \$1576  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = sb_p17;
+    \$1577  = sb_p14;
     if (rst) begin
       \$1577  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = sb_p18;
+    \$1578  = sb_p15;
     if (rst) begin
       \$1578  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = sb_p19;
+    \$1579  = sb_p16;
     if (rst) begin
       \$1579  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = sb_p20;
+    \$1580  = sb_p17;
     if (rst) begin
       \$1580  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = acc_r__data;
+    \$1581  = sb_p18;
     if (rst) begin
-      \$1581  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1581  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = pm_r__data;
+    \$1582  = sb_p19;
     if (rst) begin
-      \$1582  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1582  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = sums;
+    \$1583  = sb_p20;
     if (rst) begin
-      \$1583  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1583  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = fwd_sums;
+    \$1584  = acc_r__data;
     if (rst) begin
       \$1584  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = \$1042 ;
+    \$1585  = pm_r__data;
     if (rst) begin
-      \$1585  = 1'h0;
+      \$1585  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = \$1046 ;
+    \$1586  = sums;
     if (rst) begin
-      \$1586  = 1'h0;
+      \$1586  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = fwd_hit2_pre;
+    \$1587  = fwd_sums;
     if (rst) begin
-      \$1587  = 1'h0;
+      \$1587  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = \$1047 ;
+    \$1588  = \$962 ;
     if (rst) begin
       \$1588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = sb_p21[5];
+    \$1589  = \$966 ;
     if (rst) begin
       \$1589  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = sums;
+    \$1590  = fwd_hit2_pre;
     if (rst) begin
-      \$1590  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = pm_q;
+    \$1591  = \$967 ;
     if (rst) begin
-      \$1591  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = reserved;
-    if (\$1059 ) begin
-      \$1592  = \$1072 [7:0];
-    end else if (\$1071 ) begin
-      \$1592  = \$1073 [7:0];
-    end
-    if (\$1165 ) begin
-      \$1592  = 8'h00;
-    end
+    \$1592  = sb_p21[5];
     if (rst) begin
-      \$1592  = 8'h00;
+      \$1592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = wm_r__data;
+    \$1593  = sums;
     if (rst) begin
-      \$1593  = 64'h0000000000000000;
+      \$1593  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = w_word1;
+    \$1594  = pm_q;
     if (rst) begin
-      \$1594  = 64'h0000000000000000;
+      \$1594  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = latch2;
+    \$1595  = reserved;
+    if (\$979 ) begin
+      \$1595  = \$992 [7:0];
+    end else if (\$991 ) begin
+      \$1595  = \$993 [7:0];
+    end
+    if (\$1158 ) begin
+      \$1595  = 8'h00;
+    end
     if (rst) begin
-      \$1595  = 1'h0;
+      \$1595  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = w_latch1;
+    \$1596  = wm_r__data;
     if (rst) begin
-      \$1596  = 1'h0;
+      \$1596  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = latch_bank2;
+    \$1597  = w_word1;
     if (rst) begin
-      \$1597  = 1'h0;
+      \$1597  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = w_bank1;
+    \$1598  = latch2;
     if (rst) begin
       \$1598  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = 1'h0;
-    if (\$1165 ) begin
-      \$1599  = 1'h0;
-    end
-    if (\$1276 ) begin
-    end else if (ld_start) begin
-    end else if (ld_busy) begin
-      if (\$1281 ) begin
-        \$1599  = 1'h1;
-      end
-    end
+    \$1599  = w_latch1;
     if (rst) begin
       \$1599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = latch1;
-    if (\$1165 ) begin
-      \$1600  = 1'h0;
-    end
+    \$1600  = latch_bank2;
     if (rst) begin
       \$1600  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = latch_bank1;
+    \$1601  = w_bank1;
     if (rst) begin
       \$1601  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$1074 ) begin
-      \$1602  = 2'h0;
-    end else begin
-      \$1602  = \$1076 [1:0];
+    \$1602  = 1'h0;
+    if (\$1158 ) begin
+      \$1602  = 1'h0;
+    end
+    if (\$1275 ) begin
+    end else if (ld_start) begin
+    end else if (ld_busy) begin
+      if (\$1280 ) begin
+        \$1602  = 1'h1;
+      end
     end
     if (rst) begin
-      \$1602  = 2'h0;
+      \$1602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$1074 ) begin
-      \$1603  = 2'h0;
-    end else begin
-      \$1603  = \$1078 [1:0];
+    \$1603  = latch1;
+    if (\$1158 ) begin
+      \$1603  = 1'h0;
     end
     if (rst) begin
-      \$1603  = 2'h0;
+      \$1603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = fold_bank;
-    (* full_case = 32'd1 *)
-    if (\$1074 ) begin
+    \$1604  = latch_bank1;
+    if (rst) begin
       \$1604  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$994 ) begin
+      \$1605  = 2'h0;
+    end else begin
+      \$1605  = \$996 [1:0];
+    end
+    if (rst) begin
+      \$1605  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$994 ) begin
+      \$1606  = 2'h0;
+    end else begin
+      \$1606  = \$998 [1:0];
+    end
+    if (rst) begin
+      \$1606  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1607  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$994 ) begin
+      \$1607  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1604  = \$1079 ;
+        \$1607  = \$999 ;
       end
     end
     if (rst) begin
-      \$1604  = 1'h0;
+      \$1607  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = ld_bank;
+    \$1608  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$1074 ) begin
-      \$1605  = 1'h0;
+    if (\$994 ) begin
+      \$1608  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1605  = \$1080 ;
+        \$1608  = \$1000 ;
       end
     end
     if (rst) begin
-      \$1605  = 1'h0;
+      \$1608  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = desc;
+    \$1609  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1606  = i_desc__payload;
+            \$1609  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1606  = 156'h000000000000000000000000000000000000000;
+      \$1609  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = state;
+    \$1610  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1607  = 3'h1;
+            \$1610  = 3'h1;
           end
       3'h1:
-          \$1607  = 3'h2;
+          \$1610  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1607  = 3'h4;
+            \$1610  = 3'h4;
           end else begin
-            \$1607  = 3'h3;
+            \$1610  = 3'h3;
           end
       3'h3:
-          if (\$1122 ) begin
-            \$1607  = 3'h5;
+          if (\$1115 ) begin
+            \$1610  = 3'h5;
           end
       3'h4:
-          if (\$1127 ) begin
-            \$1607  = 3'h5;
+          if (\$1120 ) begin
+            \$1610  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1607  = 3'h0;
+            \$1610  = 3'h0;
           end
     endcase
-    if (\$1132 ) begin
-      \$1607  = 3'h4;
+    if (\$1125 ) begin
+      \$1610  = 3'h4;
     end
     if (rst) begin
-      \$1607  = 3'h0;
+      \$1610  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = error;
+    \$1611  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1608  = 8'h00;
+            \$1611  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$1608  = \$1116 ;
+            \$1611  = \$1109 ;
           end
     endcase
-    if (\$1162 ) begin
-      \$1608  = \$1163 ;
+    if (\$1155 ) begin
+      \$1611  = \$1156 ;
     end
     if (rst) begin
-      \$1608  = 8'h00;
+      \$1611  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = mul_ph;
+    \$1612  = mul_ph;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1609  = { \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082 [14], \$1082  };
-          end
-    endcase
-    if (rst) begin
-      \$1609  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = mul_kh;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1610  = { \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084 [7], \$1084  };
-          end
-    endcase
-    if (rst) begin
-      \$1610  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = mul_ow;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1611  = { \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086 [10], \$1086  };
-          end
-    endcase
-    if (rst) begin
-      \$1611  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = mul_kw;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1612  = { \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088 [7], \$1088  };
+            \$1612  = { \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002 [14], \$1002  };
           end
     endcase
     if (rst) begin
@@ -45866,11 +45885,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = mul_oh;
+    \$1613  = mul_kh;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1613  = { \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090 [14], \$1090  };
+            \$1613  = { \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004 [7], \$1004  };
           end
     endcase
     if (rst) begin
@@ -45879,123 +45898,78 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = mul_hw;
+    \$1614  = mul_ow;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1614  = \$1093 [17:0];
+            \$1614  = { \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006 [10], \$1006  };
           end
     endcase
     if (rst) begin
-      \$1614  = 18'h00000;
+      \$1614  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = dw_q;
+    \$1615  = mul_kw;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1615  = 4'h8;
-            3'h2:
-                \$1615  = 4'h4;
-            3'h3:
-                \$1615  = 4'h2;
-            3'h4:
-                \$1615  = 4'h2;
-            3'h5:
-                \$1615  = 4'h1;
-            3'h6:
-                \$1615  = 4'h1;
-            3'h7:
-                \$1615  = 4'h1;
-          endcase
+          if (i_desc__valid) begin
+            \$1615  = { \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008 [7], \$1008  };
+          end
     endcase
     if (rst) begin
-      \$1615  = 4'h0;
+      \$1615  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = dw_rm;
+    \$1616  = mul_oh;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1616  = 4'h0;
-            3'h2:
-                \$1616  = 4'h0;
-            3'h3:
-                \$1616  = 4'h2;
-            3'h4:
-                \$1616  = 4'h0;
-            3'h5:
-                \$1616  = 4'h3;
-            3'h6:
-                \$1616  = 4'h2;
-            3'h7:
-                \$1616  = 4'h1;
-          endcase
+          if (i_desc__valid) begin
+            \$1616  = { \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010  };
+          end
     endcase
     if (rst) begin
-      \$1616  = 4'h0;
+      \$1616  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = dw_ky_init0;
+    \$1617  = mul_hw;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1617  = 4'h0;
-            3'h2:
-                \$1617  = 4'h0;
-            3'h3:
-                \$1617  = 4'h0;
-            3'h4:
-                \$1617  = 4'h0;
-            3'h5:
-                \$1617  = 4'h0;
-            3'h6:
-                \$1617  = 4'h0;
-            3'h7:
-                \$1617  = 4'h0;
-          endcase
+          if (i_desc__valid) begin
+            \$1617  = \$1013 [17:0];
+          end
     endcase
     if (rst) begin
-      \$1617  = 4'h0;
+      \$1617  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = dw_kx_init0;
+    \$1618  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1618  = 4'h0;
+                \$1618  = 4'h8;
             3'h2:
-                \$1618  = 4'h0;
+                \$1618  = 4'h4;
             3'h3:
-                \$1618  = 4'h0;
+                \$1618  = 4'h2;
             3'h4:
-                \$1618  = 4'h0;
+                \$1618  = 4'h2;
             3'h5:
-                \$1618  = 4'h0;
+                \$1618  = 4'h1;
             3'h6:
-                \$1618  = 4'h0;
+                \$1618  = 4'h1;
             3'h7:
-                \$1618  = 4'h0;
+                \$1618  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46004,26 +45978,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = dw_ky_init1;
+    \$1619  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1619  = 4'h1;
+                \$1619  = 4'h0;
             3'h2:
                 \$1619  = 4'h0;
             3'h3:
-                \$1619  = 4'h0;
+                \$1619  = 4'h2;
             3'h4:
                 \$1619  = 4'h0;
             3'h5:
-                \$1619  = 4'h0;
+                \$1619  = 4'h3;
             3'h6:
-                \$1619  = 4'h0;
+                \$1619  = 4'h2;
             3'h7:
-                \$1619  = 4'h0;
+                \$1619  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46032,7 +46006,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = dw_kx_init1;
+    \$1620  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
@@ -46041,17 +46015,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h1:
                 \$1620  = 4'h0;
             3'h2:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
             3'h3:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
             3'h4:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
             3'h5:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
             3'h6:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
             3'h7:
-                \$1620  = 4'h1;
+                \$1620  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46060,16 +46034,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = dw_ky_init2;
+    \$1621  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1621  = 4'h2;
+                \$1621  = 4'h0;
             3'h2:
-                \$1621  = 4'h1;
+                \$1621  = 4'h0;
             3'h3:
                 \$1621  = 4'h0;
             3'h4:
@@ -46088,26 +46062,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = dw_kx_init2;
+    \$1622  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1622  = 4'h0;
+                \$1622  = 4'h1;
             3'h2:
                 \$1622  = 4'h0;
             3'h3:
-                \$1622  = 4'h2;
+                \$1622  = 4'h0;
             3'h4:
-                \$1622  = 4'h2;
+                \$1622  = 4'h0;
             3'h5:
-                \$1622  = 4'h2;
+                \$1622  = 4'h0;
             3'h6:
-                \$1622  = 4'h2;
+                \$1622  = 4'h0;
             3'h7:
-                \$1622  = 4'h2;
+                \$1622  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46116,26 +46090,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = dw_ky_init3;
+    \$1623  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1623  = 4'h3;
+                \$1623  = 4'h0;
             3'h2:
                 \$1623  = 4'h1;
             3'h3:
                 \$1623  = 4'h1;
             3'h4:
-                \$1623  = 4'h0;
+                \$1623  = 4'h1;
             3'h5:
-                \$1623  = 4'h0;
+                \$1623  = 4'h1;
             3'h6:
-                \$1623  = 4'h0;
+                \$1623  = 4'h1;
             3'h7:
-                \$1623  = 4'h0;
+                \$1623  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46144,26 +46118,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = dw_kx_init3;
+    \$1624  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1624  = 4'h0;
+                \$1624  = 4'h2;
             3'h2:
                 \$1624  = 4'h1;
             3'h3:
                 \$1624  = 4'h0;
             3'h4:
-                \$1624  = 4'h3;
+                \$1624  = 4'h0;
             3'h5:
-                \$1624  = 4'h3;
+                \$1624  = 4'h0;
             3'h6:
-                \$1624  = 4'h3;
+                \$1624  = 4'h0;
             3'h7:
-                \$1624  = 4'h3;
+                \$1624  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46172,26 +46146,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = dw_ky_init4;
+    \$1625  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1625  = 4'h4;
+                \$1625  = 4'h0;
             3'h2:
-                \$1625  = 4'h2;
+                \$1625  = 4'h0;
             3'h3:
-                \$1625  = 4'h1;
+                \$1625  = 4'h2;
             3'h4:
-                \$1625  = 4'h1;
+                \$1625  = 4'h2;
             3'h5:
-                \$1625  = 4'h0;
+                \$1625  = 4'h2;
             3'h6:
-                \$1625  = 4'h0;
+                \$1625  = 4'h2;
             3'h7:
-                \$1625  = 4'h0;
+                \$1625  = 4'h2;
           endcase
     endcase
     if (rst) begin
@@ -46200,26 +46174,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = dw_kx_init4;
+    \$1626  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1626  = 4'h0;
+                \$1626  = 4'h3;
             3'h2:
-                \$1626  = 4'h0;
+                \$1626  = 4'h1;
             3'h3:
                 \$1626  = 4'h1;
             3'h4:
                 \$1626  = 4'h0;
             3'h5:
-                \$1626  = 4'h4;
+                \$1626  = 4'h0;
             3'h6:
-                \$1626  = 4'h4;
+                \$1626  = 4'h0;
             3'h7:
-                \$1626  = 4'h4;
+                \$1626  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46228,26 +46202,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = dw_ky_init5;
+    \$1627  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1627  = 4'h5;
+                \$1627  = 4'h0;
             3'h2:
-                \$1627  = 4'h2;
+                \$1627  = 4'h1;
             3'h3:
-                \$1627  = 4'h1;
+                \$1627  = 4'h0;
             3'h4:
-                \$1627  = 4'h1;
+                \$1627  = 4'h3;
             3'h5:
-                \$1627  = 4'h1;
+                \$1627  = 4'h3;
             3'h6:
-                \$1627  = 4'h0;
+                \$1627  = 4'h3;
             3'h7:
-                \$1627  = 4'h0;
+                \$1627  = 4'h3;
           endcase
     endcase
     if (rst) begin
@@ -46256,26 +46230,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = dw_kx_init5;
+    \$1628  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1628  = 4'h0;
+                \$1628  = 4'h4;
             3'h2:
-                \$1628  = 4'h1;
-            3'h3:
                 \$1628  = 4'h2;
+            3'h3:
+                \$1628  = 4'h1;
             3'h4:
                 \$1628  = 4'h1;
             3'h5:
                 \$1628  = 4'h0;
             3'h6:
-                \$1628  = 4'h5;
+                \$1628  = 4'h0;
             3'h7:
-                \$1628  = 4'h5;
+                \$1628  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46284,26 +46258,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = dw_ky_init6;
+    \$1629  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1629  = 4'h6;
-            3'h2:
-                \$1629  = 4'h3;
-            3'h3:
-                \$1629  = 4'h2;
-            3'h4:
-                \$1629  = 4'h1;
-            3'h5:
-                \$1629  = 4'h1;
-            3'h6:
-                \$1629  = 4'h1;
-            3'h7:
                 \$1629  = 4'h0;
+            3'h2:
+                \$1629  = 4'h0;
+            3'h3:
+                \$1629  = 4'h1;
+            3'h4:
+                \$1629  = 4'h0;
+            3'h5:
+                \$1629  = 4'h4;
+            3'h6:
+                \$1629  = 4'h4;
+            3'h7:
+                \$1629  = 4'h4;
           endcase
     endcase
     if (rst) begin
@@ -46312,26 +46286,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = dw_kx_init6;
+    \$1630  = dw_ky_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1630  = 4'h0;
+                \$1630  = 4'h5;
             3'h2:
-                \$1630  = 4'h0;
-            3'h3:
-                \$1630  = 4'h0;
-            3'h4:
                 \$1630  = 4'h2;
+            3'h3:
+                \$1630  = 4'h1;
+            3'h4:
+                \$1630  = 4'h1;
             3'h5:
                 \$1630  = 4'h1;
             3'h6:
                 \$1630  = 4'h0;
             3'h7:
-                \$1630  = 4'h6;
+                \$1630  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46340,26 +46314,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = dw_ky_init7;
+    \$1631  = dw_kx_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1631  = 4'h7;
+                \$1631  = 4'h0;
             3'h2:
-                \$1631  = 4'h3;
+                \$1631  = 4'h1;
             3'h3:
                 \$1631  = 4'h2;
             3'h4:
                 \$1631  = 4'h1;
             3'h5:
-                \$1631  = 4'h1;
+                \$1631  = 4'h0;
             3'h6:
-                \$1631  = 4'h1;
+                \$1631  = 4'h5;
             3'h7:
-                \$1631  = 4'h1;
+                \$1631  = 4'h5;
           endcase
     endcase
     if (rst) begin
@@ -46368,22 +46342,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = dw_kx_init7;
+    \$1632  = dw_ky_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1632  = 4'h0;
+                \$1632  = 4'h6;
             3'h2:
-                \$1632  = 4'h1;
-            3'h3:
-                \$1632  = 4'h1;
-            3'h4:
                 \$1632  = 4'h3;
-            3'h5:
+            3'h3:
                 \$1632  = 4'h2;
+            3'h4:
+                \$1632  = 4'h1;
+            3'h5:
+                \$1632  = 4'h1;
             3'h6:
                 \$1632  = 4'h1;
             3'h7:
@@ -46396,77 +46370,122 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = taps;
+    \$1633  = dw_kx_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1633  = \$1094 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1633  = 4'h0;
+            3'h2:
+                \$1633  = 4'h0;
+            3'h3:
+                \$1633  = 4'h0;
+            3'h4:
+                \$1633  = 4'h2;
+            3'h5:
+                \$1633  = 4'h1;
+            3'h6:
+                \$1633  = 4'h0;
+            3'h7:
+                \$1633  = 4'h6;
+          endcase
     endcase
     if (rst) begin
-      \$1633  = 6'h00;
+      \$1633  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = pass_span;
+    \$1634  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1634  = \$1096 [28:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1634  = 4'h7;
+            3'h2:
+                \$1634  = 4'h3;
+            3'h3:
+                \$1634  = 4'h2;
+            3'h4:
+                \$1634  = 4'h1;
+            3'h5:
+                \$1634  = 4'h1;
+            3'h6:
+                \$1634  = 4'h1;
+            3'h7:
+                \$1634  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1634  = 29'h00000000;
+      \$1634  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = ow_m1;
+    \$1635  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1635  = \$1097 [6:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1635  = 4'h0;
+            3'h2:
+                \$1635  = 4'h1;
+            3'h3:
+                \$1635  = 4'h1;
+            3'h4:
+                \$1635  = 4'h3;
+            3'h5:
+                \$1635  = 4'h2;
+            3'h6:
+                \$1635  = 4'h1;
+            3'h7:
+                \$1635  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1635  = 7'h00;
+      \$1635  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = kw_m1;
+    \$1636  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1636  = \$1098 [2:0];
+          \$1636  = \$1014 ;
     endcase
     if (rst) begin
-      \$1636  = 3'h0;
+      \$1636  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = kh_m1;
+    \$1637  = pass_span;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1637  = \$1099 [2:0];
+          \$1637  = \$1016 [28:0];
     endcase
     if (rst) begin
-      \$1637  = 3'h0;
+      \$1637  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = cot_m1;
+    \$1638  = ow_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1638  = \$1100 [6:0];
+          \$1638  = \$1017 [6:0];
     endcase
     if (rst) begin
       \$1638  = 7'h00;
@@ -46474,51 +46493,51 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = pass_step;
+    \$1639  = kw_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1639  = { 15'h0000, \$1101  };
+          \$1639  = \$1018 [2:0];
     endcase
     if (rst) begin
-      \$1639  = 29'h00000000;
+      \$1639  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = acc_need;
+    \$1640  = kh_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1640  = \$1102 ;
+          \$1640  = \$1019 [2:0];
     endcase
     if (rst) begin
-      \$1640  = 18'h00000;
+      \$1640  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = last_ix;
+    \$1641  = cot_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1641  = \$1104 [28:0];
+          \$1641  = \$1020 [6:0];
     endcase
     if (rst) begin
-      \$1641  = 29'h00000000;
+      \$1641  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = last_iy;
+    \$1642  = pass_step;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1642  = \$1106 [28:0];
+          \$1642  = { 15'h0000, \$1021  };
     endcase
     if (rst) begin
       \$1642  = 29'h00000000;
@@ -46526,208 +46545,210 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = act_total;
+    \$1643  = acc_need;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1643  = \$1108 [22:0];
+          \$1643  = \$1022 ;
     endcase
     if (rst) begin
-      \$1643  = 23'h000000;
+      \$1643  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = w_total;
+    \$1644  = last_ix;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1644  = \$1109 ;
+          \$1644  = \$1024 [28:0];
     endcase
     if (rst) begin
-      \$1644  = 16'h0000;
+      \$1644  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = dw_first_rc;
+    \$1645  = last_iy;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1645  = mul_kw[11:0];
+          \$1645  = \$1026 [28:0];
     endcase
     if (rst) begin
-      \$1645  = 12'h000;
+      \$1645  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = dw_dual;
+    \$1646  = act_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1646  = dual_ok;
+          \$1646  = \$1028 [22:0];
     endcase
     if (rst) begin
-      \$1646  = 1'h0;
+      \$1646  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = qlo;
+    \$1647  = w_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1647  = \$1112 [16:0];
+          \$1647  = \$1029 ;
     endcase
     if (rst) begin
-      \$1647  = 17'h00000;
+      \$1647  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = hi;
+    \$1648  = dw_first_rc;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1648  = \$1115 [16:0];
+          \$1648  = mul_kw[11:0];
     endcase
     if (rst) begin
-      \$1648  = 17'h00000;
+      \$1648  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = abort_timer;
-    if (\$1128 ) begin
-      \$1649  = 6'h23;
-    end else if (\$1129 ) begin
-      \$1649  = \$1130 [5:0];
+    \$1649  = dw_dual;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1649  = dual_ok;
+    endcase
+    if (rst) begin
+      \$1649  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1650  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1650  = \$1032 [16:0];
+    endcase
+    if (rst) begin
+      \$1650  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1651  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1651  = \$1035 [16:0];
+    endcase
+    if (rst) begin
+      \$1651  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1652  = x_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1652  = \$1037 [29:0];
+    endcase
+    if (rst) begin
+      \$1652  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1653  = y_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1653  = \$1039 [29:0];
+    endcase
+    if (rst) begin
+      \$1653  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1654  = bad_desc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1654  = \$1108 ;
+    endcase
+    if (rst) begin
+      \$1654  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1655  = abort_timer;
+    if (\$1121 ) begin
+      \$1655  = 6'h23;
+    end else if (\$1122 ) begin
+      \$1655  = \$1123 [5:0];
     end
     if (rst) begin
-      \$1649  = 6'h00;
+      \$1655  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = p_count;
-    if (\$1133 ) begin
-      \$1650  = \$1134 [7:0];
+    \$1656  = p_count;
+    if (\$1126 ) begin
+      \$1656  = \$1127 [7:0];
     end
-    if (\$1165 ) begin
-      \$1650  = 8'h00;
+    if (\$1158 ) begin
+      \$1656  = 8'h00;
     end
     if (rst) begin
-      \$1650  = 8'h00;
+      \$1656  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = tiles_sum;
-    if (\$1133 ) begin
-      if (\$1135 ) begin
-        \$1651  = \$1138 [23:0];
+    \$1657  = tiles_sum;
+    if (\$1126 ) begin
+      if (\$1128 ) begin
+        \$1657  = \$1131 [23:0];
       end
     end
-    if (\$1165 ) begin
-      \$1651  = 24'h000000;
+    if (\$1158 ) begin
+      \$1657  = 24'h000000;
     end
     if (rst) begin
-      \$1651  = 24'h000000;
+      \$1657  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = p_done;
-    if (\$1133 ) begin
+    \$1658  = p_done;
+    if (\$1126 ) begin
       if (i_param__payload[562]) begin
-        \$1652  = 1'h1;
+        \$1658  = 1'h1;
       end
     end
-    if (\$1165 ) begin
-      \$1652  = 1'h0;
-    end
-    if (rst) begin
-      \$1652  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = p_checked;
-    if (\$1142 ) begin
-      \$1653  = 1'h1;
-    end
-    if (\$1165 ) begin
-      \$1653  = 1'h0;
-    end
-    if (rst) begin
-      \$1653  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = w_count;
-    if (\$1143 ) begin
-      if (\$1144 ) begin
-        \$1654  = \$1145 [16:0];
-      end
-    end
-    if (\$1165 ) begin
-      \$1654  = 17'h00000;
-    end
-    if (rst) begin
-      \$1654  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = w_done;
-    if (\$1143 ) begin
-      if (i_weight__payload[64]) begin
-        \$1655  = 1'h1;
-      end
-    end
-    if (\$1165 ) begin
-      \$1655  = 1'h0;
-    end
-    if (rst) begin
-      \$1655  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = \$1147 ;
-    if (rst) begin
-      \$1656  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = a_count;
-    if (\$1148 ) begin
-      \$1657  = \$1149 [23:0];
-    end
-    if (\$1165 ) begin
-      \$1657  = 24'h000000;
-    end
-    if (rst) begin
-      \$1657  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = a_overflow;
-    if (\$1148 ) begin
-      \$1658  = \$1152 ;
-    end
-    if (\$1165 ) begin
-      \$1658  = \$1174 ;
+    if (\$1158 ) begin
+      \$1658  = 1'h0;
     end
     if (rst) begin
       \$1658  = 1'h0;
@@ -46735,140 +46756,216 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = wr_ix;
-    if (\$1148 ) begin
+    \$1659  = p_checked;
+    if (\$1135 ) begin
+      \$1659  = 1'h1;
+    end
+    if (\$1158 ) begin
+      \$1659  = 1'h0;
+    end
+    if (rst) begin
+      \$1659  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1660  = w_count;
+    if (\$1136 ) begin
+      if (\$1137 ) begin
+        \$1660  = \$1138 [16:0];
+      end
+    end
+    if (\$1158 ) begin
+      \$1660  = 17'h00000;
+    end
+    if (rst) begin
+      \$1660  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1661  = w_done;
+    if (\$1136 ) begin
+      if (i_weight__payload[64]) begin
+        \$1661  = 1'h1;
+      end
+    end
+    if (\$1158 ) begin
+      \$1661  = 1'h0;
+    end
+    if (rst) begin
+      \$1661  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1662  = \$1140 ;
+    if (rst) begin
+      \$1662  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1663  = a_count;
+    if (\$1141 ) begin
+      \$1663  = \$1142 [23:0];
+    end
+    if (\$1158 ) begin
+      \$1663  = 24'h000000;
+    end
+    if (rst) begin
+      \$1663  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1664  = a_overflow;
+    if (\$1141 ) begin
+      \$1664  = \$1145 ;
+    end
+    if (\$1158 ) begin
+      \$1664  = \$1167 ;
+    end
+    if (rst) begin
+      \$1664  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1665  = wr_ix;
+    if (\$1141 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         (* full_case = 32'd1 *)
         if (row_end) begin
-          \$1659  = 7'h00;
+          \$1665  = 7'h00;
         end else begin
-          \$1659  = \$1157 [6:0];
+          \$1665  = \$1150 [6:0];
         end
       end else begin
-        if (\$1159 ) begin
+        if (\$1152 ) begin
           (* full_case = 32'd1 *)
           if (row_end) begin
-            \$1659  = 7'h00;
+            \$1665  = 7'h00;
           end else begin
-            \$1659  = \$1160 [6:0];
+            \$1665  = \$1153 [6:0];
           end
         end
       end
     end
-    if (\$1165 ) begin
-      \$1659  = 7'h00;
+    if (\$1158 ) begin
+      \$1665  = 7'h00;
     end
     if (rst) begin
-      \$1659  = 7'h00;
+      \$1665  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = wr_cw;
-    if (\$1148 ) begin
+    \$1666  = wr_cw;
+    if (\$1141 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1154 ) begin
-            \$1660  = \$1155 [4:0];
+          if (\$1147 ) begin
+            \$1666  = \$1148 [4:0];
           end
         end
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1159 ) begin
-          \$1660  = 5'h00;
+        if (\$1152 ) begin
+          \$1666  = 5'h00;
         end else begin
-          \$1660  = \$1161 [4:0];
+          \$1666  = \$1154 [4:0];
         end
       end
     end
-    if (\$1165 ) begin
-      \$1660  = 5'h00;
+    if (\$1158 ) begin
+      \$1666  = 5'h00;
     end
     if (rst) begin
-      \$1660  = 5'h00;
+      \$1666  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = words_in;
-    if (\$1148 ) begin
+    \$1667  = words_in;
+    if (\$1141 ) begin
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1154 ) begin
-            \$1661  = \$1156 [5:0];
+          if (\$1147 ) begin
+            \$1667  = \$1149 [5:0];
           end
         end
       end
     end
-    if (\$1165 ) begin
-      \$1661  = 6'h00;
+    if (\$1158 ) begin
+      \$1667  = 6'h00;
     end
     if (rst) begin
-      \$1661  = 6'h00;
+      \$1667  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = a_done;
-    if (\$1148 ) begin
+    \$1668  = a_done;
+    if (\$1141 ) begin
       if (i_act__payload[128]) begin
-        \$1662  = 1'h1;
+        \$1668  = 1'h1;
       end
     end
-    if (\$1165 ) begin
-      \$1662  = 1'h0;
+    if (\$1158 ) begin
+      \$1668  = 1'h0;
     end
     if (rst) begin
-      \$1662  = 1'h0;
+      \$1668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = \$1164 [10:0];
+    \$1669  = \$1157 [10:0];
     if (rst) begin
-      \$1663  = 11'h000;
+      \$1669  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = sq;
-    if (\$1165 ) begin
-      \$1664  = 2'h0;
-    end else if (\$1166 ) begin
-      \$1664  = 2'h3;
-    end else if (\$1167 ) begin
+    \$1670  = sq;
+    if (\$1158 ) begin
+      \$1670  = 2'h0;
+    end else if (\$1159 ) begin
+      \$1670  = 2'h3;
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1664  = 2'h1;
+              \$1670  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1664  = 2'h2;
+              \$1670  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1271 ) begin
-                      \$1664  = 2'h3;
+                    if (\$1270 ) begin
+                      \$1670  = 2'h3;
                     end else begin
-                      \$1664  = 2'h1;
+                      \$1670  = 2'h1;
                     end
                   end
                 end
@@ -46877,16 +46974,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1664  = 2'h0;
+      \$1670  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = t;
-    if (\$1165 ) begin
-      \$1665  = 7'h00;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1671  = t;
+    if (\$1158 ) begin
+      \$1671  = 7'h00;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -46895,18 +46992,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
-                    \$1665  = \$1265 [6:0];
+                  if (\$1263 ) begin
+                    \$1671  = \$1264 [6:0];
                   end else begin
-                    \$1665  = 7'h00;
+                    \$1671  = 7'h00;
                   end
                 end
               end
@@ -46914,16 +47011,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1665  = 7'h00;
+      \$1671  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = ky;
-    if (\$1165 ) begin
-      \$1666  = 3'h0;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1672  = ky;
+    if (\$1158 ) begin
+      \$1672  = 3'h0;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -46932,31 +47029,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                  \$1666  = \$1256 [2:0];
-                end else if (\$1252 ) begin
-                  \$1666  = 3'h0;
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                  \$1672  = \$1255 [2:0];
+                end else if (\$1250 ) begin
+                  \$1672  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1666  = 3'h0;
+      \$1672  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = kx;
-    if (\$1165 ) begin
-      \$1667  = 3'h0;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1673  = kx;
+    if (\$1158 ) begin
+      \$1673  = 3'h0;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -46965,32 +47062,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                  \$1667  = \$1253 [2:0];
-                end else if (\$1251 ) begin
-                  \$1667  = 3'h0;
-                end else if (\$1252 ) begin
-                  \$1667  = 3'h0;
+                if (\$1244 ) begin
+                  \$1673  = \$1251 [2:0];
+                end else if (\$1249 ) begin
+                  \$1673  = 3'h0;
+                end else if (\$1250 ) begin
+                  \$1673  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1667  = 3'h0;
+      \$1673  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = j;
-    if (\$1165 ) begin
-      \$1668  = 5'h00;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1674  = j;
+    if (\$1158 ) begin
+      \$1674  = 5'h00;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -46999,35 +47096,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1200 ) begin
-                  \$1668  = \$1201 [4:0];
+                if (\$1197 ) begin
+                  \$1674  = \$1198 [4:0];
                 end
-                if (\$1246 ) begin
-                  \$1668  = 5'h00;
-                end else if (\$1251 ) begin
-                  \$1668  = 5'h00;
-                end else if (\$1252 ) begin
-                  \$1668  = 5'h00;
+                if (\$1244 ) begin
+                  \$1674  = 5'h00;
+                end else if (\$1249 ) begin
+                  \$1674  = 5'h00;
+                end else if (\$1250 ) begin
+                  \$1674  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1668  = 5'h00;
+      \$1674  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = g;
-    if (\$1165 ) begin
-      \$1669  = 11'h000;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1675  = g;
+    if (\$1158 ) begin
+      \$1675  = 11'h000;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47036,27 +47133,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-                \$1669  = \$1196 [10:0];
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+                \$1675  = \$1192 [10:0];
               end else begin
-                \$1669  = 11'h000;
+                \$1675  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1669  = 11'h000;
+      \$1675  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = ox;
-    if (\$1165 ) begin
-      \$1670  = 7'h00;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1676  = ox;
+    if (\$1158 ) begin
+      \$1676  = 7'h00;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47065,31 +47162,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
+              if (\$1173 ) begin
                 if (is_elem) begin
-                  \$1670  = \$1190 [6:0];
+                  \$1676  = \$1185 [6:0];
                 end
-              end else if (\$1183 ) begin
-                \$1670  = \$1193 [6:0];
-              end else if (\$1185 ) begin
-                \$1670  = 7'h00;
+              end else if (\$1176 ) begin
+                \$1676  = \$1188 [6:0];
+              end else if (\$1178 ) begin
+                \$1676  = 7'h00;
               end else begin
-                \$1670  = 7'h00;
+                \$1676  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1670  = 7'h00;
+      \$1676  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = rows_left;
-    if (\$1165 ) begin
-      \$1671  = { 1'h0, desc[52:42] };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1677  = rows_left;
+    if (\$1158 ) begin
+      \$1677  = { 1'h0, desc[52:42] };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47098,17 +47195,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
-                    \$1671  = \$1266 [11:0];
+                    \$1677  = \$1265 [11:0];
                   end
                 end
               end
@@ -47116,16 +47213,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1671  = 12'h000;
+      \$1677  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = y_pass;
-    if (\$1165 ) begin
-      \$1672  = { \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168 [7], \$1168  };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1678  = y_pass;
+    if (\$1158 ) begin
+      \$1678  = { \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161 [7], \$1161  };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47134,17 +47231,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
-                    \$1672  = \$1267 [28:0];
+                    \$1678  = \$1266 [28:0];
                   end
                 end
               end
@@ -47152,16 +47249,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1672  = 29'h00000000;
+      \$1678  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = y_tap;
-    if (\$1165 ) begin
-      \$1673  = { \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169 [7], \$1169  };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1679  = y_tap;
+    if (\$1158 ) begin
+      \$1679  = { \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162 [7], \$1162  };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47170,19 +47267,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                  \$1673  = \$1259 [28:0];
-                end else if (\$1252 ) begin
-                  \$1673  = y_pass;
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                  \$1679  = \$1258 [28:0];
+                end else if (\$1250 ) begin
+                  \$1679  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
-                    \$1673  = \$1269 [28:0];
+                    \$1679  = \$1268 [28:0];
                   end
                 end
               end
@@ -47190,16 +47287,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1673  = 29'h00000000;
+      \$1679  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = iy;
-    if (\$1165 ) begin
-      \$1674  = { \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170 [7], \$1170  };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1680  = iy;
+    if (\$1158 ) begin
+      \$1680  = { \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163 [7], \$1163  };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47208,24 +47305,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-                \$1674  = \$1197 [28:0];
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+                \$1680  = \$1193 [28:0];
               end else begin
-                if (\$1200 ) begin
-                  \$1674  = y_tap;
+                if (\$1197 ) begin
+                  \$1680  = y_tap;
                 end
-                if (\$1246 ) begin
-                  \$1674  = y_tap;
-                end else if (\$1251 ) begin
-                  \$1674  = \$1260 [28:0];
-                end else if (\$1252 ) begin
-                  \$1674  = y_pass;
+                if (\$1244 ) begin
+                  \$1680  = y_tap;
+                end else if (\$1249 ) begin
+                  \$1680  = \$1259 [28:0];
+                end else if (\$1250 ) begin
+                  \$1680  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
-                    \$1674  = \$1270 [28:0];
+                    \$1680  = \$1269 [28:0];
                   end
                 end
               end
@@ -47233,16 +47330,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1674  = 29'h00000000;
+      \$1680  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = y_end;
-    if (\$1165 ) begin
-      \$1675  = \$1171 ;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1681  = y_end;
+    if (\$1158 ) begin
+      \$1681  = \$1164 ;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47251,17 +47348,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
-                    \$1675  = \$1268 [29:0];
+                    \$1681  = \$1267 [29:0];
                   end
                 end
               end
@@ -47269,16 +47366,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1675  = 30'h00000000;
+      \$1681  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = x_tap;
-    if (\$1165 ) begin
-      \$1676  = { \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172 [7], \$1172  };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1682  = x_tap;
+    if (\$1158 ) begin
+      \$1682  = { \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165 [7], \$1165  };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47287,32 +47384,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                  \$1676  = \$1254 [28:0];
-                end else if (\$1251 ) begin
-                  \$1676  = { \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257  };
-                end else if (\$1252 ) begin
-                  \$1676  = { \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261  };
+                if (\$1244 ) begin
+                  \$1682  = \$1252 [28:0];
+                end else if (\$1249 ) begin
+                  \$1682  = { \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256 [7], \$1256  };
+                end else if (\$1250 ) begin
+                  \$1682  = { \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260 [7], \$1260  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1676  = 29'h00000000;
+      \$1682  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = ix;
-    if (\$1165 ) begin
-      \$1677  = { \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173 [7], \$1173  };
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1683  = ix;
+    if (\$1158 ) begin
+      \$1683  = { \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166 [7], \$1166  };
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47321,38 +47418,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-                \$1677  = \$1187 [28:0];
-              end else if (\$1183 ) begin
-                \$1677  = \$1194 [28:0];
-              end else if (\$1185 ) begin
-                \$1677  = x_tap;
+              if (\$1173 ) begin
+                \$1683  = \$1180 [28:0];
+              end else if (\$1176 ) begin
+                \$1683  = \$1189 [28:0];
+              end else if (\$1178 ) begin
+                \$1683  = x_tap;
               end else begin
-                if (\$1200 ) begin
-                  \$1677  = x_tap;
+                if (\$1197 ) begin
+                  \$1683  = x_tap;
                 end
-                if (\$1246 ) begin
-                  \$1677  = \$1255 [28:0];
-                end else if (\$1251 ) begin
-                  \$1677  = { \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258 [7], \$1258  };
-                end else if (\$1252 ) begin
-                  \$1677  = { \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262 [7], \$1262  };
+                if (\$1244 ) begin
+                  \$1683  = \$1253 [28:0];
+                end else if (\$1249 ) begin
+                  \$1683  = { \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257 [7], \$1257  };
+                end else if (\$1250 ) begin
+                  \$1683  = { \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261 [7], \$1261  };
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1677  = 29'h00000000;
+      \$1683  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = acc_addr;
-    if (\$1165 ) begin
-      \$1678  = 11'h000;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1684  = ixb;
+    if (\$1158 ) begin
+      \$1684  = xb_init;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47361,31 +47458,71 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
+              if (\$1173 ) begin
+                \$1684  = \$1182 [28:0];
+              end else if (\$1176 ) begin
+                \$1684  = \$1190 [28:0];
+              end else if (\$1178 ) begin
+                \$1684  = \$1194 [28:0];
+              end else begin
+                if (\$1197 ) begin
+                  \$1684  = \$1199 [28:0];
+                end
+                if (\$1244 ) begin
+                  \$1684  = \$1254 [28:0];
+                end else if (\$1249 ) begin
+                  \$1684  = xb_init;
+                end else if (\$1250 ) begin
+                  \$1684  = xb_init;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1684  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1685  = acc_addr;
+    if (\$1158 ) begin
+      \$1685  = 11'h000;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
                 if (is_elem) begin
-                  \$1678  = \$1192 [10:0];
+                  \$1685  = \$1187 [10:0];
                 end
-              end else if (\$1183 ) begin
-                \$1678  = \$1195 [10:0];
-              end else if (\$1185 ) begin
-                \$1678  = \$1198 [10:0];
+              end else if (\$1176 ) begin
+                \$1685  = \$1191 [10:0];
+              end else if (\$1178 ) begin
+                \$1685  = \$1195 [10:0];
               end else begin
-                \$1678  = 11'h000;
+                \$1685  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1678  = 11'h000;
+      \$1685  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = gap;
-    if (\$1165 ) begin
-      \$1679  = dw_first_rc;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1686  = gap;
+    if (\$1158 ) begin
+      \$1686  = dw_first_rc;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47394,31 +47531,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-                \$1679  = \$1189 [11:0];
+              if (\$1173 ) begin
+                \$1686  = \$1184 [11:0];
                 if (is_elem) begin
-                  \$1679  = { \$1191 [3], \$1191 [3], \$1191 [3], \$1191 [3], \$1191 [3], \$1191 [3], \$1191 [3], \$1191 [3], \$1191  };
+                  \$1686  = { \$1186 [3], \$1186 [3], \$1186 [3], \$1186 [3], \$1186 [3], \$1186 [3], \$1186 [3], \$1186 [3], \$1186  };
                 end
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-                \$1679  = dw_first_rc;
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+                \$1686  = dw_first_rc;
               end else begin
-                \$1679  = dw_first_rc;
+                \$1686  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1679  = 12'h000;
+      \$1686  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = dw_ky0;
-    if (\$1165 ) begin
-      \$1680  = dw_ky_init0;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1687  = dw_ky0;
+    if (\$1158 ) begin
+      \$1687  = dw_ky_init0;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47427,286 +47564,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1202 ) begin
-                    \$1680  = \$1205 [3:0];
+                  if (\$1200 ) begin
+                    \$1687  = \$1203 [3:0];
                   end else begin
-                    \$1680  = \$1206 [3:0];
+                    \$1687  = \$1204 [3:0];
                   end
                 end else begin
-                  \$1680  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1680  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = dw_ky1;
-    if (\$1165 ) begin
-      \$1681  = dw_ky_init1;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1207 ) begin
-                    \$1681  = \$1210 [3:0];
-                  end else begin
-                    \$1681  = \$1211 [3:0];
-                  end
-                end else begin
-                  \$1681  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1681  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = dw_ky2;
-    if (\$1165 ) begin
-      \$1682  = dw_ky_init2;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1212 ) begin
-                    \$1682  = \$1215 [3:0];
-                  end else begin
-                    \$1682  = \$1216 [3:0];
-                  end
-                end else begin
-                  \$1682  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1682  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = dw_ky3;
-    if (\$1165 ) begin
-      \$1683  = dw_ky_init3;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1217 ) begin
-                    \$1683  = \$1220 [3:0];
-                  end else begin
-                    \$1683  = \$1221 [3:0];
-                  end
-                end else begin
-                  \$1683  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1683  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = dw_ky4;
-    if (\$1165 ) begin
-      \$1684  = dw_ky_init4;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1222 ) begin
-                    \$1684  = \$1225 [3:0];
-                  end else begin
-                    \$1684  = \$1226 [3:0];
-                  end
-                end else begin
-                  \$1684  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1684  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = dw_ky5;
-    if (\$1165 ) begin
-      \$1685  = dw_ky_init5;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1227 ) begin
-                    \$1685  = \$1230 [3:0];
-                  end else begin
-                    \$1685  = \$1231 [3:0];
-                  end
-                end else begin
-                  \$1685  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1685  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = dw_ky6;
-    if (\$1165 ) begin
-      \$1686  = dw_ky_init6;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1232 ) begin
-                    \$1686  = \$1235 [3:0];
-                  end else begin
-                    \$1686  = \$1236 [3:0];
-                  end
-                end else begin
-                  \$1686  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1686  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = dw_ky7;
-    if (\$1165 ) begin
-      \$1687  = dw_ky_init7;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1200 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1237 ) begin
-                    \$1687  = \$1240 [3:0];
-                  end else begin
-                    \$1687  = \$1241 [3:0];
-                  end
-                end else begin
-                  \$1687  = dw_ky_init7;
+                  \$1687  = dw_ky_init0;
                 end
               end
             end
@@ -47718,11 +47589,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = dw_kx0;
-    if (\$1165 ) begin
-      \$1688  = dw_kx_init0;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1688  = dw_ky1;
+    if (\$1158 ) begin
+      \$1688  = dw_ky_init1;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47731,20 +47602,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1202 ) begin
-                    \$1688  = \$1203 [3:0];
+                  if (\$1205 ) begin
+                    \$1688  = \$1208 [3:0];
                   end else begin
-                    \$1688  = dw_kx0_n[3:0];
+                    \$1688  = \$1209 [3:0];
                   end
                 end else begin
-                  \$1688  = dw_kx_init0;
+                  \$1688  = dw_ky_init1;
                 end
               end
             end
@@ -47756,11 +47627,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = dw_kx1;
-    if (\$1165 ) begin
-      \$1689  = dw_kx_init1;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1689  = dw_ky2;
+    if (\$1158 ) begin
+      \$1689  = dw_ky_init2;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47769,20 +47640,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1207 ) begin
-                    \$1689  = \$1208 [3:0];
+                  if (\$1210 ) begin
+                    \$1689  = \$1213 [3:0];
                   end else begin
-                    \$1689  = dw_kx1_n[3:0];
+                    \$1689  = \$1214 [3:0];
                   end
                 end else begin
-                  \$1689  = dw_kx_init1;
+                  \$1689  = dw_ky_init2;
                 end
               end
             end
@@ -47794,11 +47665,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = dw_kx2;
-    if (\$1165 ) begin
-      \$1690  = dw_kx_init2;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1690  = dw_ky3;
+    if (\$1158 ) begin
+      \$1690  = dw_ky_init3;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47807,20 +47678,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1212 ) begin
-                    \$1690  = \$1213 [3:0];
+                  if (\$1215 ) begin
+                    \$1690  = \$1218 [3:0];
                   end else begin
-                    \$1690  = dw_kx2_n[3:0];
+                    \$1690  = \$1219 [3:0];
                   end
                 end else begin
-                  \$1690  = dw_kx_init2;
+                  \$1690  = dw_ky_init3;
                 end
               end
             end
@@ -47832,11 +47703,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = dw_kx3;
-    if (\$1165 ) begin
-      \$1691  = dw_kx_init3;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1691  = dw_ky4;
+    if (\$1158 ) begin
+      \$1691  = dw_ky_init4;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47845,20 +47716,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1217 ) begin
-                    \$1691  = \$1218 [3:0];
+                  if (\$1220 ) begin
+                    \$1691  = \$1223 [3:0];
                   end else begin
-                    \$1691  = dw_kx3_n[3:0];
+                    \$1691  = \$1224 [3:0];
                   end
                 end else begin
-                  \$1691  = dw_kx_init3;
+                  \$1691  = dw_ky_init4;
                 end
               end
             end
@@ -47870,11 +47741,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = dw_kx4;
-    if (\$1165 ) begin
-      \$1692  = dw_kx_init4;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1692  = dw_ky5;
+    if (\$1158 ) begin
+      \$1692  = dw_ky_init5;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47883,20 +47754,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1222 ) begin
-                    \$1692  = \$1223 [3:0];
+                  if (\$1225 ) begin
+                    \$1692  = \$1228 [3:0];
                   end else begin
-                    \$1692  = dw_kx4_n[3:0];
+                    \$1692  = \$1229 [3:0];
                   end
                 end else begin
-                  \$1692  = dw_kx_init4;
+                  \$1692  = dw_ky_init5;
                 end
               end
             end
@@ -47908,11 +47779,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = dw_kx5;
-    if (\$1165 ) begin
-      \$1693  = dw_kx_init5;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1693  = dw_ky6;
+    if (\$1158 ) begin
+      \$1693  = dw_ky_init6;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47921,20 +47792,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1227 ) begin
-                    \$1693  = \$1228 [3:0];
+                  if (\$1230 ) begin
+                    \$1693  = \$1233 [3:0];
                   end else begin
-                    \$1693  = dw_kx5_n[3:0];
+                    \$1693  = \$1234 [3:0];
                   end
                 end else begin
-                  \$1693  = dw_kx_init5;
+                  \$1693  = dw_ky_init6;
                 end
               end
             end
@@ -47946,11 +47817,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = dw_kx6;
-    if (\$1165 ) begin
-      \$1694  = dw_kx_init6;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1694  = dw_ky7;
+    if (\$1158 ) begin
+      \$1694  = dw_ky_init7;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47959,20 +47830,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1232 ) begin
-                    \$1694  = \$1233 [3:0];
+                  if (\$1235 ) begin
+                    \$1694  = \$1238 [3:0];
                   end else begin
-                    \$1694  = dw_kx6_n[3:0];
+                    \$1694  = \$1239 [3:0];
                   end
                 end else begin
-                  \$1694  = dw_kx_init6;
+                  \$1694  = dw_ky_init7;
                 end
               end
             end
@@ -47984,11 +47855,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = dw_kx7;
-    if (\$1165 ) begin
-      \$1695  = dw_kx_init7;
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1695  = dw_kx0;
+    if (\$1158 ) begin
+      \$1695  = dw_kx_init0;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47997,20 +47868,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1200 ) begin
+                if (\$1197 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1237 ) begin
-                    \$1695  = \$1238 [3:0];
+                  if (\$1200 ) begin
+                    \$1695  = \$1201 [3:0];
                   end else begin
-                    \$1695  = dw_kx7_n[3:0];
+                    \$1695  = dw_kx0_n[3:0];
                   end
                 end else begin
-                  \$1695  = dw_kx_init7;
+                  \$1695  = dw_kx_init0;
                 end
               end
             end
@@ -48022,86 +47893,352 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = ld_tile;
-    if (\$1165 ) begin
-      \$1696  = 13'h0000;
-    end
-    if (\$1276 ) begin
-    end else if (ld_start) begin
-      \$1696  = \$1280 [12:0];
+    \$1696  = dw_kx1;
+    if (\$1158 ) begin
+      \$1696  = dw_kx_init1;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1205 ) begin
+                    \$1696  = \$1206 [3:0];
+                  end else begin
+                    \$1696  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1696  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1696  = 13'h0000;
+      \$1696  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = ld_k;
-    if (\$1165 ) begin
+    \$1697  = dw_kx2;
+    if (\$1158 ) begin
+      \$1697  = dw_kx_init2;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1210 ) begin
+                    \$1697  = \$1211 [3:0];
+                  end else begin
+                    \$1697  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1697  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
       \$1697  = 4'h0;
     end
-    if (\$1276 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1698  = dw_kx3;
+    if (\$1158 ) begin
+      \$1698  = dw_kx_init3;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1215 ) begin
+                    \$1698  = \$1216 [3:0];
+                  end else begin
+                    \$1698  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1698  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1698  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1699  = dw_kx4;
+    if (\$1158 ) begin
+      \$1699  = dw_kx_init4;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1220 ) begin
+                    \$1699  = \$1221 [3:0];
+                  end else begin
+                    \$1699  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1699  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1699  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1700  = dw_kx5;
+    if (\$1158 ) begin
+      \$1700  = dw_kx_init5;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1225 ) begin
+                    \$1700  = \$1226 [3:0];
+                  end else begin
+                    \$1700  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1700  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1700  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1701  = dw_kx6;
+    if (\$1158 ) begin
+      \$1701  = dw_kx_init6;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1230 ) begin
+                    \$1701  = \$1231 [3:0];
+                  end else begin
+                    \$1701  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1701  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1701  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1702  = dw_kx7;
+    if (\$1158 ) begin
+      \$1702  = dw_kx_init7;
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1197 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1235 ) begin
+                    \$1702  = \$1236 [3:0];
+                  end else begin
+                    \$1702  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1702  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1702  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1703  = ld_tile;
+    if (\$1158 ) begin
+      \$1703  = 13'h0000;
+    end
+    if (\$1275 ) begin
     end else if (ld_start) begin
-      \$1697  = 4'h1;
+      \$1703  = \$1279 [12:0];
+    end
+    if (rst) begin
+      \$1703  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1704  = ld_k;
+    if (\$1158 ) begin
+      \$1704  = 4'h0;
+    end
+    if (\$1275 ) begin
+    end else if (ld_start) begin
+      \$1704  = 4'h1;
     end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$1281 ) begin
+      if (\$1280 ) begin
       end else begin
-        \$1697  = \$1282 [3:0];
+        \$1704  = \$1281 [3:0];
       end
     end
     if (rst) begin
-      \$1697  = 4'h0;
+      \$1704  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = ld_busy;
-    if (\$1165 ) begin
-      \$1698  = 1'h0;
+    \$1705  = ld_busy;
+    if (\$1158 ) begin
+      \$1705  = 1'h0;
     end
-    if (\$1276 ) begin
+    if (\$1275 ) begin
     end else if (ld_start) begin
-      \$1698  = 1'h1;
+      \$1705  = 1'h1;
     end else if (ld_busy) begin
-      if (\$1281 ) begin
-        \$1698  = 1'h0;
+      if (\$1280 ) begin
+        \$1705  = 1'h0;
       end
     end
     if (rst) begin
-      \$1698  = 1'h0;
+      \$1705  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = gcount;
-    if (\$1165 ) begin
-    end else if (\$1166 ) begin
-    end else if (\$1167 ) begin
+    \$1706  = gcount;
+    if (\$1158 ) begin
+    end else if (\$1159 ) begin
+    end else if (\$1160 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1699  = \$1176 ;
+              \$1706  = \$1169 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1180 ) begin
-              end else if (\$1183 ) begin
-              end else if (\$1185 ) begin
+              if (\$1173 ) begin
+              end else if (\$1176 ) begin
+              end else if (\$1178 ) begin
               end else begin
-                if (\$1246 ) begin
-                end else if (\$1251 ) begin
-                end else if (\$1252 ) begin
+                if (\$1244 ) begin
+                end else if (\$1249 ) begin
+                end else if (\$1250 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
+                  if (\$1263 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1271 ) begin
+                    if (\$1270 ) begin
                     end else begin
-                      \$1699  = \$1275 [10:0];
+                      \$1706  = \$1274 [10:0];
                     end
                   end
                 end
@@ -48110,160 +48247,160 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1699  = 11'h000;
+      \$1706  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = cur_ld_tile;
-    if (\$1276 ) begin
+    \$1707  = cur_ld_tile;
+    if (\$1275 ) begin
     end else if (ld_start) begin
-      \$1700  = ld_tile;
+      \$1707  = ld_tile;
     end
     if (rst) begin
-      \$1700  = 13'h0000;
+      \$1707  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = latch_bank1;
-    if (\$1276 ) begin
+    \$1708  = latch_bank1;
+    if (\$1275 ) begin
     end else if (ld_start) begin
-      \$1701  = ld_bank;
+      \$1708  = ld_bank;
     end
     if (rst) begin
-      \$1701  = 1'h0;
+      \$1708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = counting;
-    if (\$1284 ) begin
-      \$1702  = 1'h1;
+    \$1709  = counting;
+    if (\$1283 ) begin
+      \$1709  = 1'h1;
     end
-    if (\$1319 ) begin
-      \$1702  = 1'h0;
+    if (\$1318 ) begin
+      \$1709  = 1'h0;
     end
     if (rst) begin
-      \$1702  = 1'h0;
+      \$1709  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = cnt_cycles;
-    if (\$1284 ) begin
-      \$1703  = 32'd0;
-    end
-    if (count_now) begin
-      \$1703  = \$1287 [31:0];
-    end
-    if (rst) begin
-      \$1703  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = cnt_busy;
-    if (\$1284 ) begin
-      \$1704  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1288 ) begin
-        \$1704  = \$1291 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1704  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = cnt_setup;
-    if (\$1284 ) begin
-      \$1705  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1292 ) begin
-        \$1705  = \$1295 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1705  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = cnt_stall_input;
-    if (\$1284 ) begin
-      \$1706  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1296 ) begin
-        \$1706  = \$1299 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1706  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = cnt_stall_weight;
-    if (\$1284 ) begin
-      \$1707  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1300 ) begin
-        \$1707  = \$1303 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1707  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = cnt_stall_output;
-    if (\$1284 ) begin
-      \$1708  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1304 ) begin
-        \$1708  = \$1307 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1708  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = cnt_fill;
-    if (\$1284 ) begin
-      \$1709  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1308 ) begin
-        \$1709  = \$1311 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1709  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = cnt_drain;
-    if (\$1284 ) begin
+    \$1710  = cnt_cycles;
+    if (\$1283 ) begin
       \$1710  = 32'd0;
     end
     if (count_now) begin
-      if (\$1312 ) begin
-        \$1710  = \$1315 [31:0];
-      end
+      \$1710  = \$1286 [31:0];
     end
     if (rst) begin
       \$1710  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1711  = cnt_busy;
+    if (\$1283 ) begin
+      \$1711  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1287 ) begin
+        \$1711  = \$1290 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1711  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1712  = cnt_setup;
+    if (\$1283 ) begin
+      \$1712  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1291 ) begin
+        \$1712  = \$1294 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1712  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1713  = cnt_stall_input;
+    if (\$1283 ) begin
+      \$1713  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1295 ) begin
+        \$1713  = \$1298 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1713  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1714  = cnt_stall_weight;
+    if (\$1283 ) begin
+      \$1714  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1299 ) begin
+        \$1714  = \$1302 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1714  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1715  = cnt_stall_output;
+    if (\$1283 ) begin
+      \$1715  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1303 ) begin
+        \$1715  = \$1306 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1715  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1716  = cnt_fill;
+    if (\$1283 ) begin
+      \$1716  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1307 ) begin
+        \$1716  = \$1310 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1716  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1717  = cnt_drain;
+    if (\$1283 ) begin
+      \$1717  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1311 ) begin
+        \$1717  = \$1314 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1717  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -48273,78 +48410,78 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_r2__addr = \$14 [5:0];
   assign width_s = { 22'h000000, desc[41:35] };
   assign height_s = { 18'h00000, desc[34:24] };
-  assign cw_sel = \$51 [4:0];
-  assign \$signature__addr  = { \$70 [5:1], \$51 [3:0] };
-  assign \$signature__addr$58  = { \$73 [5:1], \$51 [3:0] };
+  assign cw_sel = \$48 [4:0];
+  assign \$signature__addr  = { \$57 [5:1], \$48 [3:0] };
+  assign \$signature__addr$61  = { \$60 [5:1], \$48 [3:0] };
   assign \$signature__en  = 1'h1;
-  assign \$signature__en$60  = 1'h1;
-  assign \$signature__addr$61  = { \$75 [5:1], \$51 [3:0] };
-  assign \$signature__addr$62  = { \$78 [5:1], \$51 [3:0] };
   assign \$signature__en$63  = 1'h1;
-  assign \$signature__en$64  = 1'h1;
-  assign \$signature__addr$65  = { \$80 [5:1], \$51 [3:0] };
-  assign \$signature__addr$66  = { \$83 [5:1], \$51 [3:0] };
+  assign \$signature__addr$64  = { \$62 [5:1], \$48 [3:0] };
+  assign \$signature__addr$65  = { \$65 [5:1], \$48 [3:0] };
+  assign \$signature__en$66  = 1'h1;
   assign \$signature__en$67  = 1'h1;
-  assign \$signature__en$68  = 1'h1;
-  assign \$signature__addr$69  = { \$85 [5:1], \$51 [3:0] };
-  assign \$signature__addr$70  = { \$88 [5:1], \$51 [3:0] };
+  assign \$signature__addr$68  = { \$67 [5:1], \$48 [3:0] };
+  assign \$signature__addr$69  = { \$70 [5:1], \$48 [3:0] };
+  assign \$signature__en$70  = 1'h1;
   assign \$signature__en$71  = 1'h1;
-  assign \$signature__en$72  = 1'h1;
-  assign \$signature__addr$73  = { \$90 [5:1], \$51 [3:0] };
-  assign \$signature__addr$74  = { \$93 [5:1], \$51 [3:0] };
+  assign \$signature__addr$72  = { \$72 [5:1], \$48 [3:0] };
+  assign \$signature__addr$73  = { \$75 [5:1], \$48 [3:0] };
+  assign \$signature__en$74  = 1'h1;
   assign \$signature__en$75  = 1'h1;
-  assign \$signature__en$76  = 1'h1;
-  assign \$signature__addr$77  = { \$95 [5:1], \$51 [3:0] };
-  assign \$signature__addr$78  = { \$98 [5:1], \$51 [3:0] };
+  assign \$signature__addr$76  = { \$77 [5:1], \$48 [3:0] };
+  assign \$signature__addr$77  = { \$80 [5:1], \$48 [3:0] };
+  assign \$signature__en$78  = 1'h1;
   assign \$signature__en$79  = 1'h1;
-  assign \$signature__en$80  = 1'h1;
-  assign \$signature__addr$81  = { \$100 [5:1], \$51 [3:0] };
-  assign \$signature__addr$82  = { \$103 [5:1], \$51 [3:0] };
+  assign \$signature__addr$80  = { \$82 [5:1], \$48 [3:0] };
+  assign \$signature__addr$81  = { \$85 [5:1], \$48 [3:0] };
+  assign \$signature__en$82  = 1'h1;
   assign \$signature__en$83  = 1'h1;
-  assign \$signature__en$84  = 1'h1;
-  assign \$signature__addr$85  = { \$105 [5:1], \$51 [3:0] };
-  assign \$signature__addr$86  = { \$108 [5:1], \$51 [3:0] };
+  assign \$signature__addr$84  = { \$87 [5:1], \$48 [3:0] };
+  assign \$signature__addr$85  = { \$90 [5:1], \$48 [3:0] };
+  assign \$signature__en$86  = 1'h1;
   assign \$signature__en$87  = 1'h1;
-  assign \$signature__en$88  = 1'h1;
-  assign \$signature__addr$89  = { \$110 [5:1], \$51 [3:0] };
-  assign \$signature__addr$90  = { \$113 [5:1], \$51 [3:0] };
+  assign \$signature__addr$88  = { \$92 [5:1], \$48 [3:0] };
+  assign \$signature__addr$89  = { \$95 [5:1], \$48 [3:0] };
+  assign \$signature__en$90  = 1'h1;
   assign \$signature__en$91  = 1'h1;
-  assign \$signature__en$92  = 1'h1;
-  assign \$signature__addr$93  = { \$115 [5:1], \$51 [3:0] };
-  assign \$signature__addr$94  = { \$118 [5:1], \$51 [3:0] };
+  assign \$signature__addr$92  = { \$97 [5:1], \$48 [3:0] };
+  assign \$signature__addr$93  = { \$100 [5:1], \$48 [3:0] };
+  assign \$signature__en$94  = 1'h1;
   assign \$signature__en$95  = 1'h1;
-  assign \$signature__en$96  = 1'h1;
-  assign \$signature__addr$97  = { \$120 [5:1], \$51 [3:0] };
-  assign \$signature__addr$98  = { \$123 [5:1], \$51 [3:0] };
+  assign \$signature__addr$96  = { \$102 [5:1], \$48 [3:0] };
+  assign \$signature__addr$97  = { \$105 [5:1], \$48 [3:0] };
+  assign \$signature__en$98  = 1'h1;
   assign \$signature__en$99  = 1'h1;
-  assign \$signature__en$100  = 1'h1;
-  assign \$signature__addr$101  = { \$125 [5:1], \$51 [3:0] };
-  assign \$signature__addr$102  = { \$128 [5:1], \$51 [3:0] };
+  assign \$signature__addr$100  = { \$107 [5:1], \$48 [3:0] };
+  assign \$signature__addr$101  = { \$110 [5:1], \$48 [3:0] };
+  assign \$signature__en$102  = 1'h1;
   assign \$signature__en$103  = 1'h1;
-  assign \$signature__en$104  = 1'h1;
-  assign \$signature__addr$105  = { \$130 [5:1], \$51 [3:0] };
-  assign \$signature__addr$106  = { \$133 [5:1], \$51 [3:0] };
+  assign \$signature__addr$104  = { \$112 [5:1], \$48 [3:0] };
+  assign \$signature__addr$105  = { \$115 [5:1], \$48 [3:0] };
+  assign \$signature__en$106  = 1'h1;
   assign \$signature__en$107  = 1'h1;
-  assign \$signature__en$108  = 1'h1;
-  assign \$signature__addr$109  = { \$135 [5:1], \$51 [3:0] };
-  assign \$signature__addr$110  = { \$138 [5:1], \$51 [3:0] };
+  assign \$signature__addr$108  = { \$117 [5:1], \$48 [3:0] };
+  assign \$signature__addr$109  = { \$120 [5:1], \$48 [3:0] };
+  assign \$signature__en$110  = 1'h1;
   assign \$signature__en$111  = 1'h1;
-  assign \$signature__en$112  = 1'h1;
-  assign \$signature__addr$113  = { \$140 [5:1], \$51 [3:0] };
-  assign \$signature__addr$114  = { \$143 [5:1], \$51 [3:0] };
+  assign \$signature__addr$112  = { \$122 [5:1], \$48 [3:0] };
+  assign \$signature__addr$113  = { \$125 [5:1], \$48 [3:0] };
+  assign \$signature__en$114  = 1'h1;
   assign \$signature__en$115  = 1'h1;
-  assign \$signature__en$116  = 1'h1;
-  assign \$signature__addr$117  = { \$145 [5:1], \$51 [3:0] };
-  assign \$signature__addr$118  = { \$148 [5:1], \$51 [3:0] };
+  assign \$signature__addr$116  = { \$127 [5:1], \$48 [3:0] };
+  assign \$signature__addr$117  = { \$130 [5:1], \$48 [3:0] };
+  assign \$signature__en$118  = 1'h1;
   assign \$signature__en$119  = 1'h1;
-  assign \$signature__en$120  = 1'h1;
+  assign \$signature__addr$120  = { \$132 [5:1], \$48 [3:0] };
+  assign \$signature__addr$121  = { \$135 [5:1], \$48 [3:0] };
+  assign \$signature__en$122  = 1'h1;
+  assign \$signature__en$123  = 1'h1;
   assign slot1_dense = sb1[11:8];
   assign pad1_dense = sb1[7];
-  assign iy_ky0 = { \$186 [29], \$186 [29], \$186 [29], \$186  };
-  assign iy_ky1 = { \$188 [29], \$188 [29], \$188 [29], \$188  };
-  assign iy_ky2 = { \$190 [29], \$190 [29], \$190 [29], \$190  };
-  assign iy_ky3 = { \$192 [29], \$192 [29], \$192 [29], \$192  };
-  assign iy_ky4 = { \$194 [29], \$194 [29], \$194 [29], \$194  };
+  assign iy_ky0 = { \$173 [29], \$173 [29], \$173 [29], \$173  };
+  assign iy_ky1 = { \$175 [29], \$175 [29], \$175 [29], \$175  };
+  assign iy_ky2 = { \$177 [29], \$177 [29], \$177 [29], \$177  };
+  assign iy_ky3 = { \$179 [29], \$179 [29], \$179 [29], \$179  };
+  assign iy_ky4 = { \$181 [29], \$181 [29], \$181 [29], \$181  };
   assign act4 = act;
   assign bank = sb4[6];
   assign dw_mode = desc[154];
@@ -48376,12 +48513,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$336  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$342  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
-  assign \$signature__addr$340  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$341  = i_act__payload[127:64];
-  assign \$signature__addr$343  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$344  = i_act__payload[63:0];
   assign \$signature__addr$346  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data$347  = i_act__payload[127:64];
   assign \$signature__addr$349  = { wr_ix[5:1], wr_cw[3:0] };
@@ -48440,6 +48573,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$428  = i_act__payload[63:0];
   assign \$signature__addr$430  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data$431  = i_act__payload[127:64];
+  assign \$signature__addr$433  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$434  = i_act__payload[63:0];
+  assign \$signature__addr$436  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$437  = i_act__payload[127:64];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -48793,14 +48930,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_q[7].bias  = pm_q[514:483];
   assign \pm_q[7].mult  = pm_q[545:515];
   assign \pm_q[7].shift  = pm_q[551:546];
-  assign \sums$262[0]  = \sums$262 [31:0];
-  assign \sums$262[1]  = \sums$262 [63:32];
-  assign \sums$262[2]  = \sums$262 [95:64];
-  assign \sums$262[3]  = \sums$262 [127:96];
-  assign \sums$262[4]  = \sums$262 [159:128];
-  assign \sums$262[5]  = \sums$262 [191:160];
-  assign \sums$262[6]  = \sums$262 [223:192];
-  assign \sums$262[7]  = \sums$262 [255:224];
+  assign \sums$265[0]  = \sums$265 [31:0];
+  assign \sums$265[1]  = \sums$265 [63:32];
+  assign \sums$265[2]  = \sums$265 [95:64];
+  assign \sums$265[3]  = \sums$265 [127:96];
+  assign \sums$265[4]  = \sums$265 [159:128];
+  assign \sums$265[5]  = \sums$265 [191:160];
+  assign \sums$265[6]  = \sums$265 [223:192];
+  assign \sums$265[7]  = \sums$265 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -48983,22 +49120,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$341[0]  = i_act__payload[71:64];
-  assign \$signature__data$341[1]  = i_act__payload[79:72];
-  assign \$signature__data$341[2]  = i_act__payload[87:80];
-  assign \$signature__data$341[3]  = i_act__payload[95:88];
-  assign \$signature__data$341[4]  = i_act__payload[103:96];
-  assign \$signature__data$341[5]  = i_act__payload[111:104];
-  assign \$signature__data$341[6]  = i_act__payload[119:112];
-  assign \$signature__data$341[7]  = i_act__payload[127:120];
-  assign \$signature__data$344[0]  = i_act__payload[7:0];
-  assign \$signature__data$344[1]  = i_act__payload[15:8];
-  assign \$signature__data$344[2]  = i_act__payload[23:16];
-  assign \$signature__data$344[3]  = i_act__payload[31:24];
-  assign \$signature__data$344[4]  = i_act__payload[39:32];
-  assign \$signature__data$344[5]  = i_act__payload[47:40];
-  assign \$signature__data$344[6]  = i_act__payload[55:48];
-  assign \$signature__data$344[7]  = i_act__payload[63:56];
   assign \$signature__data$347[0]  = i_act__payload[71:64];
   assign \$signature__data$347[1]  = i_act__payload[79:72];
   assign \$signature__data$347[2]  = i_act__payload[87:80];
@@ -49231,6 +49352,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$431[5]  = i_act__payload[111:104];
   assign \$signature__data$431[6]  = i_act__payload[119:112];
   assign \$signature__data$431[7]  = i_act__payload[127:120];
+  assign \$signature__data$434[0]  = i_act__payload[7:0];
+  assign \$signature__data$434[1]  = i_act__payload[15:8];
+  assign \$signature__data$434[2]  = i_act__payload[23:16];
+  assign \$signature__data$434[3]  = i_act__payload[31:24];
+  assign \$signature__data$434[4]  = i_act__payload[39:32];
+  assign \$signature__data$434[5]  = i_act__payload[47:40];
+  assign \$signature__data$434[6]  = i_act__payload[55:48];
+  assign \$signature__data$434[7]  = i_act__payload[63:56];
+  assign \$signature__data$437[0]  = i_act__payload[71:64];
+  assign \$signature__data$437[1]  = i_act__payload[79:72];
+  assign \$signature__data$437[2]  = i_act__payload[87:80];
+  assign \$signature__data$437[3]  = i_act__payload[95:88];
+  assign \$signature__data$437[4]  = i_act__payload[103:96];
+  assign \$signature__data$437[5]  = i_act__payload[111:104];
+  assign \$signature__data$437[6]  = i_act__payload[119:112];
+  assign \$signature__data$437[7]  = i_act__payload[127:120];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -49271,70 +49408,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq0e[5]  = lbq0e[47:40];
   assign \lbq0e[6]  = lbq0e[55:48];
   assign \lbq0e[7]  = lbq0e[63:56];
-  assign \$signature__data$480[0]  = \$signature__data$480 [7:0];
-  assign \$signature__data$480[1]  = \$signature__data$480 [15:8];
-  assign \$signature__data$480[2]  = \$signature__data$480 [23:16];
-  assign \$signature__data$480[3]  = \$signature__data$480 [31:24];
-  assign \$signature__data$480[4]  = \$signature__data$480 [39:32];
-  assign \$signature__data$480[5]  = \$signature__data$480 [47:40];
-  assign \$signature__data$480[6]  = \$signature__data$480 [55:48];
-  assign \$signature__data$480[7]  = \$signature__data$480 [63:56];
-  assign \lbq0o[0]  = lbq0o[7:0];
-  assign \lbq0o[1]  = lbq0o[15:8];
-  assign \lbq0o[2]  = lbq0o[23:16];
-  assign \lbq0o[3]  = lbq0o[31:24];
-  assign \lbq0o[4]  = lbq0o[39:32];
-  assign \lbq0o[5]  = lbq0o[47:40];
-  assign \lbq0o[6]  = lbq0o[55:48];
-  assign \lbq0o[7]  = lbq0o[63:56];
-  assign \$signature__data$482[0]  = \$signature__data$482 [7:0];
-  assign \$signature__data$482[1]  = \$signature__data$482 [15:8];
-  assign \$signature__data$482[2]  = \$signature__data$482 [23:16];
-  assign \$signature__data$482[3]  = \$signature__data$482 [31:24];
-  assign \$signature__data$482[4]  = \$signature__data$482 [39:32];
-  assign \$signature__data$482[5]  = \$signature__data$482 [47:40];
-  assign \$signature__data$482[6]  = \$signature__data$482 [55:48];
-  assign \$signature__data$482[7]  = \$signature__data$482 [63:56];
-  assign \lbq1e[0]  = lbq1e[7:0];
-  assign \lbq1e[1]  = lbq1e[15:8];
-  assign \lbq1e[2]  = lbq1e[23:16];
-  assign \lbq1e[3]  = lbq1e[31:24];
-  assign \lbq1e[4]  = lbq1e[39:32];
-  assign \lbq1e[5]  = lbq1e[47:40];
-  assign \lbq1e[6]  = lbq1e[55:48];
-  assign \lbq1e[7]  = lbq1e[63:56];
-  assign \$signature__data$484[0]  = \$signature__data$484 [7:0];
-  assign \$signature__data$484[1]  = \$signature__data$484 [15:8];
-  assign \$signature__data$484[2]  = \$signature__data$484 [23:16];
-  assign \$signature__data$484[3]  = \$signature__data$484 [31:24];
-  assign \$signature__data$484[4]  = \$signature__data$484 [39:32];
-  assign \$signature__data$484[5]  = \$signature__data$484 [47:40];
-  assign \$signature__data$484[6]  = \$signature__data$484 [55:48];
-  assign \$signature__data$484[7]  = \$signature__data$484 [63:56];
-  assign \lbq1o[0]  = lbq1o[7:0];
-  assign \lbq1o[1]  = lbq1o[15:8];
-  assign \lbq1o[2]  = lbq1o[23:16];
-  assign \lbq1o[3]  = lbq1o[31:24];
-  assign \lbq1o[4]  = lbq1o[39:32];
-  assign \lbq1o[5]  = lbq1o[47:40];
-  assign \lbq1o[6]  = lbq1o[55:48];
-  assign \lbq1o[7]  = lbq1o[63:56];
-  assign \$signature__data$486[0]  = \$signature__data$486 [7:0];
-  assign \$signature__data$486[1]  = \$signature__data$486 [15:8];
-  assign \$signature__data$486[2]  = \$signature__data$486 [23:16];
-  assign \$signature__data$486[3]  = \$signature__data$486 [31:24];
-  assign \$signature__data$486[4]  = \$signature__data$486 [39:32];
-  assign \$signature__data$486[5]  = \$signature__data$486 [47:40];
-  assign \$signature__data$486[6]  = \$signature__data$486 [55:48];
-  assign \$signature__data$486[7]  = \$signature__data$486 [63:56];
-  assign \lbq2e[0]  = lbq2e[7:0];
-  assign \lbq2e[1]  = lbq2e[15:8];
-  assign \lbq2e[2]  = lbq2e[23:16];
-  assign \lbq2e[3]  = lbq2e[31:24];
-  assign \lbq2e[4]  = lbq2e[39:32];
-  assign \lbq2e[5]  = lbq2e[47:40];
-  assign \lbq2e[6]  = lbq2e[55:48];
-  assign \lbq2e[7]  = lbq2e[63:56];
   assign \$signature__data$488[0]  = \$signature__data$488 [7:0];
   assign \$signature__data$488[1]  = \$signature__data$488 [15:8];
   assign \$signature__data$488[2]  = \$signature__data$488 [23:16];
@@ -49343,14 +49416,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$488[5]  = \$signature__data$488 [47:40];
   assign \$signature__data$488[6]  = \$signature__data$488 [55:48];
   assign \$signature__data$488[7]  = \$signature__data$488 [63:56];
-  assign \lbq2o[0]  = lbq2o[7:0];
-  assign \lbq2o[1]  = lbq2o[15:8];
-  assign \lbq2o[2]  = lbq2o[23:16];
-  assign \lbq2o[3]  = lbq2o[31:24];
-  assign \lbq2o[4]  = lbq2o[39:32];
-  assign \lbq2o[5]  = lbq2o[47:40];
-  assign \lbq2o[6]  = lbq2o[55:48];
-  assign \lbq2o[7]  = lbq2o[63:56];
+  assign \lbq0o[0]  = lbq0o[7:0];
+  assign \lbq0o[1]  = lbq0o[15:8];
+  assign \lbq0o[2]  = lbq0o[23:16];
+  assign \lbq0o[3]  = lbq0o[31:24];
+  assign \lbq0o[4]  = lbq0o[39:32];
+  assign \lbq0o[5]  = lbq0o[47:40];
+  assign \lbq0o[6]  = lbq0o[55:48];
+  assign \lbq0o[7]  = lbq0o[63:56];
   assign \$signature__data$490[0]  = \$signature__data$490 [7:0];
   assign \$signature__data$490[1]  = \$signature__data$490 [15:8];
   assign \$signature__data$490[2]  = \$signature__data$490 [23:16];
@@ -49359,14 +49432,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$490[5]  = \$signature__data$490 [47:40];
   assign \$signature__data$490[6]  = \$signature__data$490 [55:48];
   assign \$signature__data$490[7]  = \$signature__data$490 [63:56];
-  assign \lbq3e[0]  = lbq3e[7:0];
-  assign \lbq3e[1]  = lbq3e[15:8];
-  assign \lbq3e[2]  = lbq3e[23:16];
-  assign \lbq3e[3]  = lbq3e[31:24];
-  assign \lbq3e[4]  = lbq3e[39:32];
-  assign \lbq3e[5]  = lbq3e[47:40];
-  assign \lbq3e[6]  = lbq3e[55:48];
-  assign \lbq3e[7]  = lbq3e[63:56];
+  assign \lbq1e[0]  = lbq1e[7:0];
+  assign \lbq1e[1]  = lbq1e[15:8];
+  assign \lbq1e[2]  = lbq1e[23:16];
+  assign \lbq1e[3]  = lbq1e[31:24];
+  assign \lbq1e[4]  = lbq1e[39:32];
+  assign \lbq1e[5]  = lbq1e[47:40];
+  assign \lbq1e[6]  = lbq1e[55:48];
+  assign \lbq1e[7]  = lbq1e[63:56];
   assign \$signature__data$492[0]  = \$signature__data$492 [7:0];
   assign \$signature__data$492[1]  = \$signature__data$492 [15:8];
   assign \$signature__data$492[2]  = \$signature__data$492 [23:16];
@@ -49375,14 +49448,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$492[5]  = \$signature__data$492 [47:40];
   assign \$signature__data$492[6]  = \$signature__data$492 [55:48];
   assign \$signature__data$492[7]  = \$signature__data$492 [63:56];
-  assign \lbq3o[0]  = lbq3o[7:0];
-  assign \lbq3o[1]  = lbq3o[15:8];
-  assign \lbq3o[2]  = lbq3o[23:16];
-  assign \lbq3o[3]  = lbq3o[31:24];
-  assign \lbq3o[4]  = lbq3o[39:32];
-  assign \lbq3o[5]  = lbq3o[47:40];
-  assign \lbq3o[6]  = lbq3o[55:48];
-  assign \lbq3o[7]  = lbq3o[63:56];
+  assign \lbq1o[0]  = lbq1o[7:0];
+  assign \lbq1o[1]  = lbq1o[15:8];
+  assign \lbq1o[2]  = lbq1o[23:16];
+  assign \lbq1o[3]  = lbq1o[31:24];
+  assign \lbq1o[4]  = lbq1o[39:32];
+  assign \lbq1o[5]  = lbq1o[47:40];
+  assign \lbq1o[6]  = lbq1o[55:48];
+  assign \lbq1o[7]  = lbq1o[63:56];
   assign \$signature__data$494[0]  = \$signature__data$494 [7:0];
   assign \$signature__data$494[1]  = \$signature__data$494 [15:8];
   assign \$signature__data$494[2]  = \$signature__data$494 [23:16];
@@ -49391,14 +49464,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$494[5]  = \$signature__data$494 [47:40];
   assign \$signature__data$494[6]  = \$signature__data$494 [55:48];
   assign \$signature__data$494[7]  = \$signature__data$494 [63:56];
-  assign \lbq4e[0]  = lbq4e[7:0];
-  assign \lbq4e[1]  = lbq4e[15:8];
-  assign \lbq4e[2]  = lbq4e[23:16];
-  assign \lbq4e[3]  = lbq4e[31:24];
-  assign \lbq4e[4]  = lbq4e[39:32];
-  assign \lbq4e[5]  = lbq4e[47:40];
-  assign \lbq4e[6]  = lbq4e[55:48];
-  assign \lbq4e[7]  = lbq4e[63:56];
+  assign \lbq2e[0]  = lbq2e[7:0];
+  assign \lbq2e[1]  = lbq2e[15:8];
+  assign \lbq2e[2]  = lbq2e[23:16];
+  assign \lbq2e[3]  = lbq2e[31:24];
+  assign \lbq2e[4]  = lbq2e[39:32];
+  assign \lbq2e[5]  = lbq2e[47:40];
+  assign \lbq2e[6]  = lbq2e[55:48];
+  assign \lbq2e[7]  = lbq2e[63:56];
   assign \$signature__data$496[0]  = \$signature__data$496 [7:0];
   assign \$signature__data$496[1]  = \$signature__data$496 [15:8];
   assign \$signature__data$496[2]  = \$signature__data$496 [23:16];
@@ -49407,14 +49480,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$496[5]  = \$signature__data$496 [47:40];
   assign \$signature__data$496[6]  = \$signature__data$496 [55:48];
   assign \$signature__data$496[7]  = \$signature__data$496 [63:56];
-  assign \lbq4o[0]  = lbq4o[7:0];
-  assign \lbq4o[1]  = lbq4o[15:8];
-  assign \lbq4o[2]  = lbq4o[23:16];
-  assign \lbq4o[3]  = lbq4o[31:24];
-  assign \lbq4o[4]  = lbq4o[39:32];
-  assign \lbq4o[5]  = lbq4o[47:40];
-  assign \lbq4o[6]  = lbq4o[55:48];
-  assign \lbq4o[7]  = lbq4o[63:56];
+  assign \lbq2o[0]  = lbq2o[7:0];
+  assign \lbq2o[1]  = lbq2o[15:8];
+  assign \lbq2o[2]  = lbq2o[23:16];
+  assign \lbq2o[3]  = lbq2o[31:24];
+  assign \lbq2o[4]  = lbq2o[39:32];
+  assign \lbq2o[5]  = lbq2o[47:40];
+  assign \lbq2o[6]  = lbq2o[55:48];
+  assign \lbq2o[7]  = lbq2o[63:56];
   assign \$signature__data$498[0]  = \$signature__data$498 [7:0];
   assign \$signature__data$498[1]  = \$signature__data$498 [15:8];
   assign \$signature__data$498[2]  = \$signature__data$498 [23:16];
@@ -49423,14 +49496,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$498[5]  = \$signature__data$498 [47:40];
   assign \$signature__data$498[6]  = \$signature__data$498 [55:48];
   assign \$signature__data$498[7]  = \$signature__data$498 [63:56];
-  assign \lbq5e[0]  = lbq5e[7:0];
-  assign \lbq5e[1]  = lbq5e[15:8];
-  assign \lbq5e[2]  = lbq5e[23:16];
-  assign \lbq5e[3]  = lbq5e[31:24];
-  assign \lbq5e[4]  = lbq5e[39:32];
-  assign \lbq5e[5]  = lbq5e[47:40];
-  assign \lbq5e[6]  = lbq5e[55:48];
-  assign \lbq5e[7]  = lbq5e[63:56];
+  assign \lbq3e[0]  = lbq3e[7:0];
+  assign \lbq3e[1]  = lbq3e[15:8];
+  assign \lbq3e[2]  = lbq3e[23:16];
+  assign \lbq3e[3]  = lbq3e[31:24];
+  assign \lbq3e[4]  = lbq3e[39:32];
+  assign \lbq3e[5]  = lbq3e[47:40];
+  assign \lbq3e[6]  = lbq3e[55:48];
+  assign \lbq3e[7]  = lbq3e[63:56];
   assign \$signature__data$500[0]  = \$signature__data$500 [7:0];
   assign \$signature__data$500[1]  = \$signature__data$500 [15:8];
   assign \$signature__data$500[2]  = \$signature__data$500 [23:16];
@@ -49439,14 +49512,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$500[5]  = \$signature__data$500 [47:40];
   assign \$signature__data$500[6]  = \$signature__data$500 [55:48];
   assign \$signature__data$500[7]  = \$signature__data$500 [63:56];
-  assign \lbq5o[0]  = lbq5o[7:0];
-  assign \lbq5o[1]  = lbq5o[15:8];
-  assign \lbq5o[2]  = lbq5o[23:16];
-  assign \lbq5o[3]  = lbq5o[31:24];
-  assign \lbq5o[4]  = lbq5o[39:32];
-  assign \lbq5o[5]  = lbq5o[47:40];
-  assign \lbq5o[6]  = lbq5o[55:48];
-  assign \lbq5o[7]  = lbq5o[63:56];
+  assign \lbq3o[0]  = lbq3o[7:0];
+  assign \lbq3o[1]  = lbq3o[15:8];
+  assign \lbq3o[2]  = lbq3o[23:16];
+  assign \lbq3o[3]  = lbq3o[31:24];
+  assign \lbq3o[4]  = lbq3o[39:32];
+  assign \lbq3o[5]  = lbq3o[47:40];
+  assign \lbq3o[6]  = lbq3o[55:48];
+  assign \lbq3o[7]  = lbq3o[63:56];
   assign \$signature__data$502[0]  = \$signature__data$502 [7:0];
   assign \$signature__data$502[1]  = \$signature__data$502 [15:8];
   assign \$signature__data$502[2]  = \$signature__data$502 [23:16];
@@ -49455,14 +49528,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$502[5]  = \$signature__data$502 [47:40];
   assign \$signature__data$502[6]  = \$signature__data$502 [55:48];
   assign \$signature__data$502[7]  = \$signature__data$502 [63:56];
-  assign \lbq6e[0]  = lbq6e[7:0];
-  assign \lbq6e[1]  = lbq6e[15:8];
-  assign \lbq6e[2]  = lbq6e[23:16];
-  assign \lbq6e[3]  = lbq6e[31:24];
-  assign \lbq6e[4]  = lbq6e[39:32];
-  assign \lbq6e[5]  = lbq6e[47:40];
-  assign \lbq6e[6]  = lbq6e[55:48];
-  assign \lbq6e[7]  = lbq6e[63:56];
+  assign \lbq4e[0]  = lbq4e[7:0];
+  assign \lbq4e[1]  = lbq4e[15:8];
+  assign \lbq4e[2]  = lbq4e[23:16];
+  assign \lbq4e[3]  = lbq4e[31:24];
+  assign \lbq4e[4]  = lbq4e[39:32];
+  assign \lbq4e[5]  = lbq4e[47:40];
+  assign \lbq4e[6]  = lbq4e[55:48];
+  assign \lbq4e[7]  = lbq4e[63:56];
   assign \$signature__data$504[0]  = \$signature__data$504 [7:0];
   assign \$signature__data$504[1]  = \$signature__data$504 [15:8];
   assign \$signature__data$504[2]  = \$signature__data$504 [23:16];
@@ -49471,14 +49544,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$504[5]  = \$signature__data$504 [47:40];
   assign \$signature__data$504[6]  = \$signature__data$504 [55:48];
   assign \$signature__data$504[7]  = \$signature__data$504 [63:56];
-  assign \lbq6o[0]  = lbq6o[7:0];
-  assign \lbq6o[1]  = lbq6o[15:8];
-  assign \lbq6o[2]  = lbq6o[23:16];
-  assign \lbq6o[3]  = lbq6o[31:24];
-  assign \lbq6o[4]  = lbq6o[39:32];
-  assign \lbq6o[5]  = lbq6o[47:40];
-  assign \lbq6o[6]  = lbq6o[55:48];
-  assign \lbq6o[7]  = lbq6o[63:56];
+  assign \lbq4o[0]  = lbq4o[7:0];
+  assign \lbq4o[1]  = lbq4o[15:8];
+  assign \lbq4o[2]  = lbq4o[23:16];
+  assign \lbq4o[3]  = lbq4o[31:24];
+  assign \lbq4o[4]  = lbq4o[39:32];
+  assign \lbq4o[5]  = lbq4o[47:40];
+  assign \lbq4o[6]  = lbq4o[55:48];
+  assign \lbq4o[7]  = lbq4o[63:56];
   assign \$signature__data$506[0]  = \$signature__data$506 [7:0];
   assign \$signature__data$506[1]  = \$signature__data$506 [15:8];
   assign \$signature__data$506[2]  = \$signature__data$506 [23:16];
@@ -49487,14 +49560,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$506[5]  = \$signature__data$506 [47:40];
   assign \$signature__data$506[6]  = \$signature__data$506 [55:48];
   assign \$signature__data$506[7]  = \$signature__data$506 [63:56];
-  assign \lbq7e[0]  = lbq7e[7:0];
-  assign \lbq7e[1]  = lbq7e[15:8];
-  assign \lbq7e[2]  = lbq7e[23:16];
-  assign \lbq7e[3]  = lbq7e[31:24];
-  assign \lbq7e[4]  = lbq7e[39:32];
-  assign \lbq7e[5]  = lbq7e[47:40];
-  assign \lbq7e[6]  = lbq7e[55:48];
-  assign \lbq7e[7]  = lbq7e[63:56];
+  assign \lbq5e[0]  = lbq5e[7:0];
+  assign \lbq5e[1]  = lbq5e[15:8];
+  assign \lbq5e[2]  = lbq5e[23:16];
+  assign \lbq5e[3]  = lbq5e[31:24];
+  assign \lbq5e[4]  = lbq5e[39:32];
+  assign \lbq5e[5]  = lbq5e[47:40];
+  assign \lbq5e[6]  = lbq5e[55:48];
+  assign \lbq5e[7]  = lbq5e[63:56];
   assign \$signature__data$508[0]  = \$signature__data$508 [7:0];
   assign \$signature__data$508[1]  = \$signature__data$508 [15:8];
   assign \$signature__data$508[2]  = \$signature__data$508 [23:16];
@@ -49503,14 +49576,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$508[5]  = \$signature__data$508 [47:40];
   assign \$signature__data$508[6]  = \$signature__data$508 [55:48];
   assign \$signature__data$508[7]  = \$signature__data$508 [63:56];
-  assign \lbq7o[0]  = lbq7o[7:0];
-  assign \lbq7o[1]  = lbq7o[15:8];
-  assign \lbq7o[2]  = lbq7o[23:16];
-  assign \lbq7o[3]  = lbq7o[31:24];
-  assign \lbq7o[4]  = lbq7o[39:32];
-  assign \lbq7o[5]  = lbq7o[47:40];
-  assign \lbq7o[6]  = lbq7o[55:48];
-  assign \lbq7o[7]  = lbq7o[63:56];
+  assign \lbq5o[0]  = lbq5o[7:0];
+  assign \lbq5o[1]  = lbq5o[15:8];
+  assign \lbq5o[2]  = lbq5o[23:16];
+  assign \lbq5o[3]  = lbq5o[31:24];
+  assign \lbq5o[4]  = lbq5o[39:32];
+  assign \lbq5o[5]  = lbq5o[47:40];
+  assign \lbq5o[6]  = lbq5o[55:48];
+  assign \lbq5o[7]  = lbq5o[63:56];
   assign \$signature__data$510[0]  = \$signature__data$510 [7:0];
   assign \$signature__data$510[1]  = \$signature__data$510 [15:8];
   assign \$signature__data$510[2]  = \$signature__data$510 [23:16];
@@ -49519,14 +49592,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$510[5]  = \$signature__data$510 [47:40];
   assign \$signature__data$510[6]  = \$signature__data$510 [55:48];
   assign \$signature__data$510[7]  = \$signature__data$510 [63:56];
-  assign \lbq8e[0]  = lbq8e[7:0];
-  assign \lbq8e[1]  = lbq8e[15:8];
-  assign \lbq8e[2]  = lbq8e[23:16];
-  assign \lbq8e[3]  = lbq8e[31:24];
-  assign \lbq8e[4]  = lbq8e[39:32];
-  assign \lbq8e[5]  = lbq8e[47:40];
-  assign \lbq8e[6]  = lbq8e[55:48];
-  assign \lbq8e[7]  = lbq8e[63:56];
+  assign \lbq6e[0]  = lbq6e[7:0];
+  assign \lbq6e[1]  = lbq6e[15:8];
+  assign \lbq6e[2]  = lbq6e[23:16];
+  assign \lbq6e[3]  = lbq6e[31:24];
+  assign \lbq6e[4]  = lbq6e[39:32];
+  assign \lbq6e[5]  = lbq6e[47:40];
+  assign \lbq6e[6]  = lbq6e[55:48];
+  assign \lbq6e[7]  = lbq6e[63:56];
   assign \$signature__data$512[0]  = \$signature__data$512 [7:0];
   assign \$signature__data$512[1]  = \$signature__data$512 [15:8];
   assign \$signature__data$512[2]  = \$signature__data$512 [23:16];
@@ -49535,14 +49608,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$512[5]  = \$signature__data$512 [47:40];
   assign \$signature__data$512[6]  = \$signature__data$512 [55:48];
   assign \$signature__data$512[7]  = \$signature__data$512 [63:56];
-  assign \lbq8o[0]  = lbq8o[7:0];
-  assign \lbq8o[1]  = lbq8o[15:8];
-  assign \lbq8o[2]  = lbq8o[23:16];
-  assign \lbq8o[3]  = lbq8o[31:24];
-  assign \lbq8o[4]  = lbq8o[39:32];
-  assign \lbq8o[5]  = lbq8o[47:40];
-  assign \lbq8o[6]  = lbq8o[55:48];
-  assign \lbq8o[7]  = lbq8o[63:56];
+  assign \lbq6o[0]  = lbq6o[7:0];
+  assign \lbq6o[1]  = lbq6o[15:8];
+  assign \lbq6o[2]  = lbq6o[23:16];
+  assign \lbq6o[3]  = lbq6o[31:24];
+  assign \lbq6o[4]  = lbq6o[39:32];
+  assign \lbq6o[5]  = lbq6o[47:40];
+  assign \lbq6o[6]  = lbq6o[55:48];
+  assign \lbq6o[7]  = lbq6o[63:56];
   assign \$signature__data$514[0]  = \$signature__data$514 [7:0];
   assign \$signature__data$514[1]  = \$signature__data$514 [15:8];
   assign \$signature__data$514[2]  = \$signature__data$514 [23:16];
@@ -49551,14 +49624,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$514[5]  = \$signature__data$514 [47:40];
   assign \$signature__data$514[6]  = \$signature__data$514 [55:48];
   assign \$signature__data$514[7]  = \$signature__data$514 [63:56];
-  assign \lbq9e[0]  = lbq9e[7:0];
-  assign \lbq9e[1]  = lbq9e[15:8];
-  assign \lbq9e[2]  = lbq9e[23:16];
-  assign \lbq9e[3]  = lbq9e[31:24];
-  assign \lbq9e[4]  = lbq9e[39:32];
-  assign \lbq9e[5]  = lbq9e[47:40];
-  assign \lbq9e[6]  = lbq9e[55:48];
-  assign \lbq9e[7]  = lbq9e[63:56];
+  assign \lbq7e[0]  = lbq7e[7:0];
+  assign \lbq7e[1]  = lbq7e[15:8];
+  assign \lbq7e[2]  = lbq7e[23:16];
+  assign \lbq7e[3]  = lbq7e[31:24];
+  assign \lbq7e[4]  = lbq7e[39:32];
+  assign \lbq7e[5]  = lbq7e[47:40];
+  assign \lbq7e[6]  = lbq7e[55:48];
+  assign \lbq7e[7]  = lbq7e[63:56];
   assign \$signature__data$516[0]  = \$signature__data$516 [7:0];
   assign \$signature__data$516[1]  = \$signature__data$516 [15:8];
   assign \$signature__data$516[2]  = \$signature__data$516 [23:16];
@@ -49567,14 +49640,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$516[5]  = \$signature__data$516 [47:40];
   assign \$signature__data$516[6]  = \$signature__data$516 [55:48];
   assign \$signature__data$516[7]  = \$signature__data$516 [63:56];
-  assign \lbq9o[0]  = lbq9o[7:0];
-  assign \lbq9o[1]  = lbq9o[15:8];
-  assign \lbq9o[2]  = lbq9o[23:16];
-  assign \lbq9o[3]  = lbq9o[31:24];
-  assign \lbq9o[4]  = lbq9o[39:32];
-  assign \lbq9o[5]  = lbq9o[47:40];
-  assign \lbq9o[6]  = lbq9o[55:48];
-  assign \lbq9o[7]  = lbq9o[63:56];
+  assign \lbq7o[0]  = lbq7o[7:0];
+  assign \lbq7o[1]  = lbq7o[15:8];
+  assign \lbq7o[2]  = lbq7o[23:16];
+  assign \lbq7o[3]  = lbq7o[31:24];
+  assign \lbq7o[4]  = lbq7o[39:32];
+  assign \lbq7o[5]  = lbq7o[47:40];
+  assign \lbq7o[6]  = lbq7o[55:48];
+  assign \lbq7o[7]  = lbq7o[63:56];
   assign \$signature__data$518[0]  = \$signature__data$518 [7:0];
   assign \$signature__data$518[1]  = \$signature__data$518 [15:8];
   assign \$signature__data$518[2]  = \$signature__data$518 [23:16];
@@ -49583,14 +49656,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$518[5]  = \$signature__data$518 [47:40];
   assign \$signature__data$518[6]  = \$signature__data$518 [55:48];
   assign \$signature__data$518[7]  = \$signature__data$518 [63:56];
-  assign \lbq10e[0]  = lbq10e[7:0];
-  assign \lbq10e[1]  = lbq10e[15:8];
-  assign \lbq10e[2]  = lbq10e[23:16];
-  assign \lbq10e[3]  = lbq10e[31:24];
-  assign \lbq10e[4]  = lbq10e[39:32];
-  assign \lbq10e[5]  = lbq10e[47:40];
-  assign \lbq10e[6]  = lbq10e[55:48];
-  assign \lbq10e[7]  = lbq10e[63:56];
+  assign \lbq8e[0]  = lbq8e[7:0];
+  assign \lbq8e[1]  = lbq8e[15:8];
+  assign \lbq8e[2]  = lbq8e[23:16];
+  assign \lbq8e[3]  = lbq8e[31:24];
+  assign \lbq8e[4]  = lbq8e[39:32];
+  assign \lbq8e[5]  = lbq8e[47:40];
+  assign \lbq8e[6]  = lbq8e[55:48];
+  assign \lbq8e[7]  = lbq8e[63:56];
   assign \$signature__data$520[0]  = \$signature__data$520 [7:0];
   assign \$signature__data$520[1]  = \$signature__data$520 [15:8];
   assign \$signature__data$520[2]  = \$signature__data$520 [23:16];
@@ -49599,14 +49672,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$520[5]  = \$signature__data$520 [47:40];
   assign \$signature__data$520[6]  = \$signature__data$520 [55:48];
   assign \$signature__data$520[7]  = \$signature__data$520 [63:56];
-  assign \lbq10o[0]  = lbq10o[7:0];
-  assign \lbq10o[1]  = lbq10o[15:8];
-  assign \lbq10o[2]  = lbq10o[23:16];
-  assign \lbq10o[3]  = lbq10o[31:24];
-  assign \lbq10o[4]  = lbq10o[39:32];
-  assign \lbq10o[5]  = lbq10o[47:40];
-  assign \lbq10o[6]  = lbq10o[55:48];
-  assign \lbq10o[7]  = lbq10o[63:56];
+  assign \lbq8o[0]  = lbq8o[7:0];
+  assign \lbq8o[1]  = lbq8o[15:8];
+  assign \lbq8o[2]  = lbq8o[23:16];
+  assign \lbq8o[3]  = lbq8o[31:24];
+  assign \lbq8o[4]  = lbq8o[39:32];
+  assign \lbq8o[5]  = lbq8o[47:40];
+  assign \lbq8o[6]  = lbq8o[55:48];
+  assign \lbq8o[7]  = lbq8o[63:56];
   assign \$signature__data$522[0]  = \$signature__data$522 [7:0];
   assign \$signature__data$522[1]  = \$signature__data$522 [15:8];
   assign \$signature__data$522[2]  = \$signature__data$522 [23:16];
@@ -49615,14 +49688,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$522[5]  = \$signature__data$522 [47:40];
   assign \$signature__data$522[6]  = \$signature__data$522 [55:48];
   assign \$signature__data$522[7]  = \$signature__data$522 [63:56];
-  assign \lbq11e[0]  = lbq11e[7:0];
-  assign \lbq11e[1]  = lbq11e[15:8];
-  assign \lbq11e[2]  = lbq11e[23:16];
-  assign \lbq11e[3]  = lbq11e[31:24];
-  assign \lbq11e[4]  = lbq11e[39:32];
-  assign \lbq11e[5]  = lbq11e[47:40];
-  assign \lbq11e[6]  = lbq11e[55:48];
-  assign \lbq11e[7]  = lbq11e[63:56];
+  assign \lbq9e[0]  = lbq9e[7:0];
+  assign \lbq9e[1]  = lbq9e[15:8];
+  assign \lbq9e[2]  = lbq9e[23:16];
+  assign \lbq9e[3]  = lbq9e[31:24];
+  assign \lbq9e[4]  = lbq9e[39:32];
+  assign \lbq9e[5]  = lbq9e[47:40];
+  assign \lbq9e[6]  = lbq9e[55:48];
+  assign \lbq9e[7]  = lbq9e[63:56];
   assign \$signature__data$524[0]  = \$signature__data$524 [7:0];
   assign \$signature__data$524[1]  = \$signature__data$524 [15:8];
   assign \$signature__data$524[2]  = \$signature__data$524 [23:16];
@@ -49631,14 +49704,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$524[5]  = \$signature__data$524 [47:40];
   assign \$signature__data$524[6]  = \$signature__data$524 [55:48];
   assign \$signature__data$524[7]  = \$signature__data$524 [63:56];
-  assign \lbq11o[0]  = lbq11o[7:0];
-  assign \lbq11o[1]  = lbq11o[15:8];
-  assign \lbq11o[2]  = lbq11o[23:16];
-  assign \lbq11o[3]  = lbq11o[31:24];
-  assign \lbq11o[4]  = lbq11o[39:32];
-  assign \lbq11o[5]  = lbq11o[47:40];
-  assign \lbq11o[6]  = lbq11o[55:48];
-  assign \lbq11o[7]  = lbq11o[63:56];
+  assign \lbq9o[0]  = lbq9o[7:0];
+  assign \lbq9o[1]  = lbq9o[15:8];
+  assign \lbq9o[2]  = lbq9o[23:16];
+  assign \lbq9o[3]  = lbq9o[31:24];
+  assign \lbq9o[4]  = lbq9o[39:32];
+  assign \lbq9o[5]  = lbq9o[47:40];
+  assign \lbq9o[6]  = lbq9o[55:48];
+  assign \lbq9o[7]  = lbq9o[63:56];
   assign \$signature__data$526[0]  = \$signature__data$526 [7:0];
   assign \$signature__data$526[1]  = \$signature__data$526 [15:8];
   assign \$signature__data$526[2]  = \$signature__data$526 [23:16];
@@ -49647,14 +49720,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$526[5]  = \$signature__data$526 [47:40];
   assign \$signature__data$526[6]  = \$signature__data$526 [55:48];
   assign \$signature__data$526[7]  = \$signature__data$526 [63:56];
-  assign \lbq12e[0]  = lbq12e[7:0];
-  assign \lbq12e[1]  = lbq12e[15:8];
-  assign \lbq12e[2]  = lbq12e[23:16];
-  assign \lbq12e[3]  = lbq12e[31:24];
-  assign \lbq12e[4]  = lbq12e[39:32];
-  assign \lbq12e[5]  = lbq12e[47:40];
-  assign \lbq12e[6]  = lbq12e[55:48];
-  assign \lbq12e[7]  = lbq12e[63:56];
+  assign \lbq10e[0]  = lbq10e[7:0];
+  assign \lbq10e[1]  = lbq10e[15:8];
+  assign \lbq10e[2]  = lbq10e[23:16];
+  assign \lbq10e[3]  = lbq10e[31:24];
+  assign \lbq10e[4]  = lbq10e[39:32];
+  assign \lbq10e[5]  = lbq10e[47:40];
+  assign \lbq10e[6]  = lbq10e[55:48];
+  assign \lbq10e[7]  = lbq10e[63:56];
   assign \$signature__data$528[0]  = \$signature__data$528 [7:0];
   assign \$signature__data$528[1]  = \$signature__data$528 [15:8];
   assign \$signature__data$528[2]  = \$signature__data$528 [23:16];
@@ -49663,14 +49736,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$528[5]  = \$signature__data$528 [47:40];
   assign \$signature__data$528[6]  = \$signature__data$528 [55:48];
   assign \$signature__data$528[7]  = \$signature__data$528 [63:56];
-  assign \lbq12o[0]  = lbq12o[7:0];
-  assign \lbq12o[1]  = lbq12o[15:8];
-  assign \lbq12o[2]  = lbq12o[23:16];
-  assign \lbq12o[3]  = lbq12o[31:24];
-  assign \lbq12o[4]  = lbq12o[39:32];
-  assign \lbq12o[5]  = lbq12o[47:40];
-  assign \lbq12o[6]  = lbq12o[55:48];
-  assign \lbq12o[7]  = lbq12o[63:56];
+  assign \lbq10o[0]  = lbq10o[7:0];
+  assign \lbq10o[1]  = lbq10o[15:8];
+  assign \lbq10o[2]  = lbq10o[23:16];
+  assign \lbq10o[3]  = lbq10o[31:24];
+  assign \lbq10o[4]  = lbq10o[39:32];
+  assign \lbq10o[5]  = lbq10o[47:40];
+  assign \lbq10o[6]  = lbq10o[55:48];
+  assign \lbq10o[7]  = lbq10o[63:56];
   assign \$signature__data$530[0]  = \$signature__data$530 [7:0];
   assign \$signature__data$530[1]  = \$signature__data$530 [15:8];
   assign \$signature__data$530[2]  = \$signature__data$530 [23:16];
@@ -49679,14 +49752,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$530[5]  = \$signature__data$530 [47:40];
   assign \$signature__data$530[6]  = \$signature__data$530 [55:48];
   assign \$signature__data$530[7]  = \$signature__data$530 [63:56];
-  assign \lbq13e[0]  = lbq13e[7:0];
-  assign \lbq13e[1]  = lbq13e[15:8];
-  assign \lbq13e[2]  = lbq13e[23:16];
-  assign \lbq13e[3]  = lbq13e[31:24];
-  assign \lbq13e[4]  = lbq13e[39:32];
-  assign \lbq13e[5]  = lbq13e[47:40];
-  assign \lbq13e[6]  = lbq13e[55:48];
-  assign \lbq13e[7]  = lbq13e[63:56];
+  assign \lbq11e[0]  = lbq11e[7:0];
+  assign \lbq11e[1]  = lbq11e[15:8];
+  assign \lbq11e[2]  = lbq11e[23:16];
+  assign \lbq11e[3]  = lbq11e[31:24];
+  assign \lbq11e[4]  = lbq11e[39:32];
+  assign \lbq11e[5]  = lbq11e[47:40];
+  assign \lbq11e[6]  = lbq11e[55:48];
+  assign \lbq11e[7]  = lbq11e[63:56];
   assign \$signature__data$532[0]  = \$signature__data$532 [7:0];
   assign \$signature__data$532[1]  = \$signature__data$532 [15:8];
   assign \$signature__data$532[2]  = \$signature__data$532 [23:16];
@@ -49695,14 +49768,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$532[5]  = \$signature__data$532 [47:40];
   assign \$signature__data$532[6]  = \$signature__data$532 [55:48];
   assign \$signature__data$532[7]  = \$signature__data$532 [63:56];
-  assign \lbq13o[0]  = lbq13o[7:0];
-  assign \lbq13o[1]  = lbq13o[15:8];
-  assign \lbq13o[2]  = lbq13o[23:16];
-  assign \lbq13o[3]  = lbq13o[31:24];
-  assign \lbq13o[4]  = lbq13o[39:32];
-  assign \lbq13o[5]  = lbq13o[47:40];
-  assign \lbq13o[6]  = lbq13o[55:48];
-  assign \lbq13o[7]  = lbq13o[63:56];
+  assign \lbq11o[0]  = lbq11o[7:0];
+  assign \lbq11o[1]  = lbq11o[15:8];
+  assign \lbq11o[2]  = lbq11o[23:16];
+  assign \lbq11o[3]  = lbq11o[31:24];
+  assign \lbq11o[4]  = lbq11o[39:32];
+  assign \lbq11o[5]  = lbq11o[47:40];
+  assign \lbq11o[6]  = lbq11o[55:48];
+  assign \lbq11o[7]  = lbq11o[63:56];
   assign \$signature__data$534[0]  = \$signature__data$534 [7:0];
   assign \$signature__data$534[1]  = \$signature__data$534 [15:8];
   assign \$signature__data$534[2]  = \$signature__data$534 [23:16];
@@ -49711,14 +49784,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$534[5]  = \$signature__data$534 [47:40];
   assign \$signature__data$534[6]  = \$signature__data$534 [55:48];
   assign \$signature__data$534[7]  = \$signature__data$534 [63:56];
-  assign \lbq14e[0]  = lbq14e[7:0];
-  assign \lbq14e[1]  = lbq14e[15:8];
-  assign \lbq14e[2]  = lbq14e[23:16];
-  assign \lbq14e[3]  = lbq14e[31:24];
-  assign \lbq14e[4]  = lbq14e[39:32];
-  assign \lbq14e[5]  = lbq14e[47:40];
-  assign \lbq14e[6]  = lbq14e[55:48];
-  assign \lbq14e[7]  = lbq14e[63:56];
+  assign \lbq12e[0]  = lbq12e[7:0];
+  assign \lbq12e[1]  = lbq12e[15:8];
+  assign \lbq12e[2]  = lbq12e[23:16];
+  assign \lbq12e[3]  = lbq12e[31:24];
+  assign \lbq12e[4]  = lbq12e[39:32];
+  assign \lbq12e[5]  = lbq12e[47:40];
+  assign \lbq12e[6]  = lbq12e[55:48];
+  assign \lbq12e[7]  = lbq12e[63:56];
   assign \$signature__data$536[0]  = \$signature__data$536 [7:0];
   assign \$signature__data$536[1]  = \$signature__data$536 [15:8];
   assign \$signature__data$536[2]  = \$signature__data$536 [23:16];
@@ -49727,14 +49800,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$536[5]  = \$signature__data$536 [47:40];
   assign \$signature__data$536[6]  = \$signature__data$536 [55:48];
   assign \$signature__data$536[7]  = \$signature__data$536 [63:56];
-  assign \lbq14o[0]  = lbq14o[7:0];
-  assign \lbq14o[1]  = lbq14o[15:8];
-  assign \lbq14o[2]  = lbq14o[23:16];
-  assign \lbq14o[3]  = lbq14o[31:24];
-  assign \lbq14o[4]  = lbq14o[39:32];
-  assign \lbq14o[5]  = lbq14o[47:40];
-  assign \lbq14o[6]  = lbq14o[55:48];
-  assign \lbq14o[7]  = lbq14o[63:56];
+  assign \lbq12o[0]  = lbq12o[7:0];
+  assign \lbq12o[1]  = lbq12o[15:8];
+  assign \lbq12o[2]  = lbq12o[23:16];
+  assign \lbq12o[3]  = lbq12o[31:24];
+  assign \lbq12o[4]  = lbq12o[39:32];
+  assign \lbq12o[5]  = lbq12o[47:40];
+  assign \lbq12o[6]  = lbq12o[55:48];
+  assign \lbq12o[7]  = lbq12o[63:56];
   assign \$signature__data$538[0]  = \$signature__data$538 [7:0];
   assign \$signature__data$538[1]  = \$signature__data$538 [15:8];
   assign \$signature__data$538[2]  = \$signature__data$538 [23:16];
@@ -49743,14 +49816,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$538[5]  = \$signature__data$538 [47:40];
   assign \$signature__data$538[6]  = \$signature__data$538 [55:48];
   assign \$signature__data$538[7]  = \$signature__data$538 [63:56];
-  assign \lbq15e[0]  = lbq15e[7:0];
-  assign \lbq15e[1]  = lbq15e[15:8];
-  assign \lbq15e[2]  = lbq15e[23:16];
-  assign \lbq15e[3]  = lbq15e[31:24];
-  assign \lbq15e[4]  = lbq15e[39:32];
-  assign \lbq15e[5]  = lbq15e[47:40];
-  assign \lbq15e[6]  = lbq15e[55:48];
-  assign \lbq15e[7]  = lbq15e[63:56];
+  assign \lbq13e[0]  = lbq13e[7:0];
+  assign \lbq13e[1]  = lbq13e[15:8];
+  assign \lbq13e[2]  = lbq13e[23:16];
+  assign \lbq13e[3]  = lbq13e[31:24];
+  assign \lbq13e[4]  = lbq13e[39:32];
+  assign \lbq13e[5]  = lbq13e[47:40];
+  assign \lbq13e[6]  = lbq13e[55:48];
+  assign \lbq13e[7]  = lbq13e[63:56];
   assign \$signature__data$540[0]  = \$signature__data$540 [7:0];
   assign \$signature__data$540[1]  = \$signature__data$540 [15:8];
   assign \$signature__data$540[2]  = \$signature__data$540 [23:16];
@@ -49759,14 +49832,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$540[5]  = \$signature__data$540 [47:40];
   assign \$signature__data$540[6]  = \$signature__data$540 [55:48];
   assign \$signature__data$540[7]  = \$signature__data$540 [63:56];
-  assign \lbq15o[0]  = lbq15o[7:0];
-  assign \lbq15o[1]  = lbq15o[15:8];
-  assign \lbq15o[2]  = lbq15o[23:16];
-  assign \lbq15o[3]  = lbq15o[31:24];
-  assign \lbq15o[4]  = lbq15o[39:32];
-  assign \lbq15o[5]  = lbq15o[47:40];
-  assign \lbq15o[6]  = lbq15o[55:48];
-  assign \lbq15o[7]  = lbq15o[63:56];
+  assign \lbq13o[0]  = lbq13o[7:0];
+  assign \lbq13o[1]  = lbq13o[15:8];
+  assign \lbq13o[2]  = lbq13o[23:16];
+  assign \lbq13o[3]  = lbq13o[31:24];
+  assign \lbq13o[4]  = lbq13o[39:32];
+  assign \lbq13o[5]  = lbq13o[47:40];
+  assign \lbq13o[6]  = lbq13o[55:48];
+  assign \lbq13o[7]  = lbq13o[63:56];
   assign \$signature__data$542[0]  = \$signature__data$542 [7:0];
   assign \$signature__data$542[1]  = \$signature__data$542 [15:8];
   assign \$signature__data$542[2]  = \$signature__data$542 [23:16];
@@ -49775,6 +49848,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$542[5]  = \$signature__data$542 [47:40];
   assign \$signature__data$542[6]  = \$signature__data$542 [55:48];
   assign \$signature__data$542[7]  = \$signature__data$542 [63:56];
+  assign \lbq14e[0]  = lbq14e[7:0];
+  assign \lbq14e[1]  = lbq14e[15:8];
+  assign \lbq14e[2]  = lbq14e[23:16];
+  assign \lbq14e[3]  = lbq14e[31:24];
+  assign \lbq14e[4]  = lbq14e[39:32];
+  assign \lbq14e[5]  = lbq14e[47:40];
+  assign \lbq14e[6]  = lbq14e[55:48];
+  assign \lbq14e[7]  = lbq14e[63:56];
+  assign \$signature__data$544[0]  = \$signature__data$544 [7:0];
+  assign \$signature__data$544[1]  = \$signature__data$544 [15:8];
+  assign \$signature__data$544[2]  = \$signature__data$544 [23:16];
+  assign \$signature__data$544[3]  = \$signature__data$544 [31:24];
+  assign \$signature__data$544[4]  = \$signature__data$544 [39:32];
+  assign \$signature__data$544[5]  = \$signature__data$544 [47:40];
+  assign \$signature__data$544[6]  = \$signature__data$544 [55:48];
+  assign \$signature__data$544[7]  = \$signature__data$544 [63:56];
+  assign \lbq14o[0]  = lbq14o[7:0];
+  assign \lbq14o[1]  = lbq14o[15:8];
+  assign \lbq14o[2]  = lbq14o[23:16];
+  assign \lbq14o[3]  = lbq14o[31:24];
+  assign \lbq14o[4]  = lbq14o[39:32];
+  assign \lbq14o[5]  = lbq14o[47:40];
+  assign \lbq14o[6]  = lbq14o[55:48];
+  assign \lbq14o[7]  = lbq14o[63:56];
+  assign \$signature__data$546[0]  = \$signature__data$546 [7:0];
+  assign \$signature__data$546[1]  = \$signature__data$546 [15:8];
+  assign \$signature__data$546[2]  = \$signature__data$546 [23:16];
+  assign \$signature__data$546[3]  = \$signature__data$546 [31:24];
+  assign \$signature__data$546[4]  = \$signature__data$546 [39:32];
+  assign \$signature__data$546[5]  = \$signature__data$546 [47:40];
+  assign \$signature__data$546[6]  = \$signature__data$546 [55:48];
+  assign \$signature__data$546[7]  = \$signature__data$546 [63:56];
+  assign \lbq15e[0]  = lbq15e[7:0];
+  assign \lbq15e[1]  = lbq15e[15:8];
+  assign \lbq15e[2]  = lbq15e[23:16];
+  assign \lbq15e[3]  = lbq15e[31:24];
+  assign \lbq15e[4]  = lbq15e[39:32];
+  assign \lbq15e[5]  = lbq15e[47:40];
+  assign \lbq15e[6]  = lbq15e[55:48];
+  assign \lbq15e[7]  = lbq15e[63:56];
+  assign \$signature__data$548[0]  = \$signature__data$548 [7:0];
+  assign \$signature__data$548[1]  = \$signature__data$548 [15:8];
+  assign \$signature__data$548[2]  = \$signature__data$548 [23:16];
+  assign \$signature__data$548[3]  = \$signature__data$548 [31:24];
+  assign \$signature__data$548[4]  = \$signature__data$548 [39:32];
+  assign \$signature__data$548[5]  = \$signature__data$548 [47:40];
+  assign \$signature__data$548[6]  = \$signature__data$548 [55:48];
+  assign \$signature__data$548[7]  = \$signature__data$548 [63:56];
+  assign \lbq15o[0]  = lbq15o[7:0];
+  assign \lbq15o[1]  = lbq15o[15:8];
+  assign \lbq15o[2]  = lbq15o[23:16];
+  assign \lbq15o[3]  = lbq15o[31:24];
+  assign \lbq15o[4]  = lbq15o[39:32];
+  assign \lbq15o[5]  = lbq15o[47:40];
+  assign \lbq15o[6]  = lbq15o[55:48];
+  assign \lbq15o[7]  = lbq15o[63:56];
+  assign \$signature__data$550[0]  = \$signature__data$550 [7:0];
+  assign \$signature__data$550[1]  = \$signature__data$550 [15:8];
+  assign \$signature__data$550[2]  = \$signature__data$550 [23:16];
+  assign \$signature__data$550[3]  = \$signature__data$550 [31:24];
+  assign \$signature__data$550[4]  = \$signature__data$550 [39:32];
+  assign \$signature__data$550[5]  = \$signature__data$550 [47:40];
+  assign \$signature__data$550[6]  = \$signature__data$550 [55:48];
+  assign \$signature__data$550[7]  = \$signature__data$550 [63:56];
   assign \rd_a_g0[0]  = rd_a_g0[7:0];
   assign \rd_a_g0[1]  = rd_a_g0[15:8];
   assign \rd_a_g0[2]  = rd_a_g0[23:16];
@@ -50357,18 +50494,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign o_status__payload[71:40] = cnt_busy;
   assign o_status__payload[39:8] = cnt_cycles;
   assign o_status__payload[7:0] = error;
-  assign cw_w__data[9:5] = \$375 [4:0];
+  assign cw_w__data[9:5] = \$290 [4:0];
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$266 [31:0];
-  assign sums[223:192] = \$262 [31:0];
-  assign sums[191:160] = \$258 [31:0];
-  assign sums[159:128] = \$254 [31:0];
-  assign sums[127:96] = \$250 [31:0];
-  assign sums[95:64] = \$246 [31:0];
-  assign sums[63:32] = \$242 [31:0];
-  assign sums[31:0] = \$238 [31:0];
+  assign sums[255:224] = \$253 [31:0];
+  assign sums[223:192] = \$249 [31:0];
+  assign sums[191:160] = \$245 [31:0];
+  assign sums[159:128] = \$241 [31:0];
+  assign sums[127:96] = \$237 [31:0];
+  assign sums[95:64] = \$233 [31:0];
+  assign sums[63:32] = \$229 [31:0];
+  assign sums[31:0] = \$225 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -50444,39 +50581,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[29:23] = t;
   assign sb0[22:12] = acc_addr;
   assign sb0[11:8] = iy[3:0];
-  assign sb0[7] = \$184 ;
+  assign sb0[7] = \$171 ;
   assign sb0[6] = fold_bank;
-  assign sb0[5] = \$180 ;
-  assign sb0[4] = \$164 ;
-  assign sb0[3] = \$157 ;
+  assign sb0[5] = \$167 ;
+  assign sb0[4] = \$151 ;
+  assign sb0[3] = \$144 ;
   assign sb0[2] = dual_now;
-  assign sb0[1] = \$152 ;
-  assign sb0[0] = \$151 ;
-  assign \$150  = 1'h1;
-  assign \$151  = \$149 ;
-  assign \$279  = desc[154];
-  assign \$352  = \$351 ;
-  assign { \$365 [7], \$365 [5], \$365 [3], \$365 [0] } = 4'h0;
-  assign { \$365 [6], \$365 [4], \$365 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$signature__en$339  = \$432 ;
-  assign \$signature__en$345  = \$451 ;
-  assign \$signature__en$351  = \$470 ;
-  assign \$signature__en$357  = \$489 ;
-  assign \$signature__en$363  = \$508 ;
-  assign \$signature__en$369  = \$527 ;
-  assign \$signature__en$375  = \$546 ;
-  assign \$signature__en$381  = \$565 ;
-  assign \$signature__en$387  = \$584 ;
-  assign \$signature__en$393  = \$603 ;
-  assign \$signature__en$399  = \$622 ;
-  assign \$signature__en$405  = \$641 ;
-  assign \$signature__en$411  = \$660 ;
-  assign \$signature__en$417  = \$679 ;
-  assign \$signature__en$423  = \$698 ;
-  assign \$signature__en$429  = \$717 ;
-  assign \$1092  = { 1'h0, \$1091 [7:1] };
-  assign \$1116 [7:1] = error[7:1];
-  assign \$1116 [0] = 1'h1;
+  assign sb0[1] = \$139 ;
+  assign sb0[0] = \$138 ;
+  assign \$137  = 1'h1;
+  assign \$138  = \$136 ;
+  assign \$266  = desc[154];
+  assign { \$280 [7], \$280 [5], \$280 [3], \$280 [0] } = 4'h0;
+  assign { \$280 [6], \$280 [4], \$280 [2:1] } = { error[6], error[4], error[2:1] };
+  assign \$signature__en$345  = \$347 ;
+  assign \$signature__en$351  = \$366 ;
+  assign \$signature__en$357  = \$385 ;
+  assign \$signature__en$363  = \$404 ;
+  assign \$signature__en$369  = \$423 ;
+  assign \$signature__en$375  = \$442 ;
+  assign \$signature__en$381  = \$461 ;
+  assign \$signature__en$387  = \$480 ;
+  assign \$signature__en$393  = \$499 ;
+  assign \$signature__en$399  = \$518 ;
+  assign \$signature__en$405  = \$537 ;
+  assign \$signature__en$411  = \$556 ;
+  assign \$signature__en$417  = \$575 ;
+  assign \$signature__en$423  = \$594 ;
+  assign \$signature__en$429  = \$613 ;
+  assign \$signature__en$435  = \$632 ;
+  assign \$1012  = { 1'h0, \$1011 [7:1] };
+  assign \$1096  = \$1095 ;
+  assign \$1109 [7:1] = error[7:1];
+  assign \$1109 [0] = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
