@@ -204,7 +204,14 @@ class Conv2dAccelerator(wiring.Component):
         # the write row and the first row needed are set through their next values
         wr_iy_next = Signal.like(wr_iy)
         lo_next = Signal.like(lo)
-        m.d.comb += [wr_iy_next.eq(wr_iy), lo_next.eq(lo)]
+        # which of their few next values both take, beside the values themselves, so
+        # that "a row slot is free" can be computed for every case from registers
+        LO_HOLD, LO_ZERO, LO_ALL, LO_RELEASE = range(4)
+        WR_HOLD, WR_ZERO, WR_INC = range(3)
+        lo_case = Signal(2)
+        wr_case = Signal(2)
+        m.d.comb += [wr_iy_next.eq(wr_iy), lo_next.eq(lo), lo_case.eq(LO_HOLD),
+                     wr_case.eq(WR_HOLD)]
         m.d.sync += [wr_iy.eq(wr_iy_next), lo.eq(lo_next)]
         a_overflow = Signal()            # a_count >= act_total, kept as a register
         params_ok = Signal()
@@ -487,8 +494,12 @@ class Conv2dAccelerator(wiring.Component):
         pad_xb1 = Signal()
         m.d.sync += [pad_x1.eq(pad_x), pad_xb1.eq(pad_xb)]
         for wky in range(K):
+            # the kernel row's offset wky * dil_h is a register (the descriptor only
+            # changes while idle), so no multiplier lies before the pad compare
+            dy = Signal(cfg.k_bits + cfg.d_bits + 1, name=f"dy_ky{wky}")
+            m.d.sync += dy.eq(wky * desc.dil_h)
             iy_ky = Signal(signed(cb + 4), name=f"iy_ky{wky}")
-            m.d.comb += iy_ky.eq(iy + wky * desc.dil_h)
+            m.d.comb += iy_ky.eq(iy + dy)
             slot1 = Signal(max(1, lb_slot_bits), name=f"slot1_ky{wky}")
             padr1 = Signal(name=f"padr1_ky{wky}")
             m.d.sync += [slot1.eq(iy_ky[:lb_slot_bits] if lb_slot_bits else 0),
@@ -518,7 +529,11 @@ class Conv2dAccelerator(wiring.Component):
             col = Signal(range(ncol + 1), name=f"dwcol{r}")
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
             m.d.comb += back.eq(kw_m1 - kx3)
-            m.d.sync += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * desc.dil_w)
+            # times dil_w (at most dw_dilation): a case per value, no multiplier
+            with m.Switch(desc.dil_w):
+                for dv in range(1, cfg.dw_dilation + 1):
+                    with m.Case(dv):
+                        m.d.sync += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * dv)
             sel = Signal(R * dw, name=f"dwsel{r}")
             m.d.comb += sel.eq(win[ky_d[4]][col])
             for c in range(Cc):
@@ -824,10 +839,9 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ activation intake
         abeat = self.i_act.payload
-        # "a row slot is free" (wr_iy < lo + lb_rows) is a register computed from the
-        # next values of both rows, so no compare lies between them and ``ready``
+        # "a row slot is free" (wr_iy < lo + lb_rows): a register, computed below from
+        # the next values of both rows, so no compare lies between them and ``ready``
         row_free = Signal()
-        m.d.sync += row_free.eq(wr_iy_next < lo_next + cfg.lb_rows)
         m.d.comb += self.i_act.ready.eq(run_or_abort & ~a_done & (aborting | a_overflow | row_free))
         a_hs = self.i_act.valid & self.i_act.ready
         wr_slot = wr_iy[:lb_slot_bits] if lb_slot_bits else C(0, 1)
@@ -853,11 +867,11 @@ class Conv2dAccelerator(wiring.Component):
                 with m.If(row_end):
                     m.d.sync += wr_ix.eq(0)
                     with m.If(wr_iy == desc.height - 1):
-                        m.d.comb += wr_iy_next.eq(0)
+                        m.d.comb += [wr_iy_next.eq(0), wr_case.eq(WR_ZERO)]
                         m.d.sync += [wr_cw.eq(wr_cw + 1),
                                      words_in.eq(words_in + 1)]
                     with m.Else():
-                        m.d.comb += wr_iy_next.eq(wr_iy + 1)
+                        m.d.comb += [wr_iy_next.eq(wr_iy + 1), wr_case.eq(WR_INC)]
                 with m.Else():
                     m.d.sync += wr_ix.eq(wr_ix + P)
             with m.Else():
@@ -866,7 +880,7 @@ class Conv2dAccelerator(wiring.Component):
                     m.d.sync += wr_cw.eq(0)
                     with m.If(row_end):
                         m.d.sync += wr_ix.eq(0)
-                        m.d.comb += wr_iy_next.eq(wr_iy + 1)
+                        m.d.comb += [wr_iy_next.eq(wr_iy + 1), wr_case.eq(WR_INC)]
                     with m.Else():
                         m.d.sync += wr_ix.eq(wr_ix + P)
                 with m.Else():
@@ -890,6 +904,20 @@ class Conv2dAccelerator(wiring.Component):
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1
+        # row_free's compare is made for every pair of next-value cases of lo and wr_iy,
+        # from registers; the cases only select one (no carry chain after the
+        # sequencer's conditions)
+        lb_n = cfg.lb_rows
+        lo_vals = {LO_HOLD: lo + lb_n, LO_ZERO: C(lb_n), LO_ALL: C(cfg.max_height + 1 + lb_n),
+                   LO_RELEASE: release + lb_n}
+        wr_vals = {WR_HOLD: wr_iy, WR_ZERO: C(0), WR_INC: wr_iy + 1}
+        with m.Switch(lo_case):
+            for lc, lv in lo_vals.items():
+                with m.Case(lc):
+                    with m.Switch(wr_case):
+                        for wc, wv in wr_vals.items():
+                            with m.Case(wc):
+                                m.d.sync += row_free.eq(wv < lv)
 
         with m.If(state == S_CHECK2):
             m.d.sync += [
@@ -911,10 +939,11 @@ class Conv2dAccelerator(wiring.Component):
                 a_overflow.eq(act_total == 0),
                 words_in.eq(0),
             ]
-            m.d.comb += [wr_iy_next.eq(0), lo_next.eq(0)]
+            m.d.comb += [wr_iy_next.eq(0), lo_next.eq(0), wr_case.eq(WR_ZERO),
+                         lo_case.eq(LO_ZERO)]
         with m.Elif(state == S_ABORT):
             m.d.sync += sq.eq(SQ_DONE)
-            m.d.comb += lo_next.eq(cfg.max_height + 1)
+            m.d.comb += [lo_next.eq(cfg.max_height + 1), lo_case.eq(LO_ALL)]
         with m.Elif(state == S_RUN):
             with m.Switch(sq):
                 with m.Case(SQ_PARAMS):
@@ -925,7 +954,7 @@ class Conv2dAccelerator(wiring.Component):
                                           desc.pass_rows, desc.out_height)),
                         ]
                 with m.Case(SQ_PASS):
-                    m.d.comb += lo_next.eq(release)
+                    m.d.comb += [lo_next.eq(release), lo_case.eq(LO_RELEASE)]
                     with m.If(rows_ready):
                         m.d.sync += sq.eq(SQ_ISSUE)
                 with m.Case(SQ_ISSUE):
@@ -994,7 +1023,8 @@ class Conv2dAccelerator(wiring.Component):
                                                  iy.eq(y_pass + pass_step)]
                                     with m.If(last_pass):
                                         m.d.sync += sq.eq(SQ_DONE)
-                                        m.d.comb += lo_next.eq(cfg.max_height + 1)
+                                        m.d.comb += [lo_next.eq(cfg.max_height + 1),
+                                                     lo_case.eq(LO_ALL)]
                                     with m.Else():
                                         nxt_left = rows_left - gcount
                                         m.d.sync += [
