@@ -18,7 +18,7 @@ import numpy as np
 
 from ..hw.config import HardwareConfig
 from ..hw import layouts as L
-from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
+from .toolchain import setup_verilator, build_root, file_lock, prune_builds, VERILATOR_MAKEFLAGS
 
 __all__ = ["Harness", "get_harness", "HarnessRun"]
 
@@ -139,6 +139,7 @@ def _build(cfg: HardwareConfig, trace: bool, verbose=False):
         if run.returncode:
             raise RuntimeError(f"harness link failed:\n{run.stderr[-4000:]}")
         pathlib.Path(str(lib) + ".tmp").rename(lib)
+        prune_builds(f"harness-{cfg.name()}-", keep=2)
         return lib
 
 

@@ -39,7 +39,7 @@ from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare, estimate_cycl
 from .cocotb.fastpath import run_on_harness, run_scenario_on_harness
 from .cocotb.scenarios import CORRUPTIONS, corrupt, scenario_layers, scenario_base
 from .harness import Harness, get_harness, _HERE
-from .toolchain import setup_verilator, build_root, file_lock, VERILATOR_MAKEFLAGS
+from .toolchain import setup_verilator, build_root, file_lock, prune_builds, VERILATOR_MAKEFLAGS
 
 __all__ = ["fault_layers", "run_suite", "main"]
 
@@ -224,6 +224,7 @@ def build_harness_from_verilog(cfg, vfile, tag):
             if r.returncode:
                 raise RuntimeError(f"harness link failed:\n{r.stderr[-3000:]}")
             pathlib.Path(str(lib) + ".tmp").rename(lib)
+            prune_builds(f"mutant-{tag}-", keep=1)
     h = Harness.__new__(Harness)
     _init_harness(h, cfg, lib)
     return h

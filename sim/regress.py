@@ -28,7 +28,7 @@ import time
 from .cocotb.layers import hw_config, HW_CONFIGS
 from .cocotb.coverage import Coverage, verilator_coverage
 from .cocotb.runner import build, run_job, SIMULATORS, simulator_available
-from .toolchain import build_root
+from .toolchain import build_root, prune_builds
 
 __all__ = ["main", "regress"]
 
@@ -55,6 +55,7 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=2, chunk=None, waves=Fal
         chunk = max(1, min(25, -(-len(seeds) // max(1, jobs * 2))))
     chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
     root = build_root() / f"regress-{sim}-{hw_name}-{os.getpid()}"
+    prune_builds(f"regress-{sim}-{hw_name}-", keep=2)    # earlier runs' work directories
     cov = Coverage.for_config(cfg)
     entries, failures, crashed = [], [], []
     done = 0

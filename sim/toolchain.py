@@ -17,7 +17,8 @@ import subprocess
 # breaks any model large enough to be split into several files: supply it.
 VERILATOR_MAKEFLAGS = ["-MAKEFLAGS", "-s", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
 
-__all__ = ["VERILATOR_MAKEFLAGS", "setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock"]
+__all__ = ["VERILATOR_MAKEFLAGS", "setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock",
+           "prune_builds"]
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -80,3 +81,22 @@ def file_lock(path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prune_builds(prefix, keep=2, min_age_s=3600.0, root=None):
+    """Remove older build directories ``<build root>/<prefix>*``: every build is keyed by
+    its sources, so each change of the hardware leaves the previous builds behind
+    (100-300 MB each). The ``keep`` newest (by modification time) stay, and so does
+    any directory touched within ``min_age_s`` (another process may be using it).
+    Returns the directories removed."""
+    import time
+    root = pathlib.Path(root) if root else build_root()
+    dirs = sorted((d for d in root.glob(f"{prefix}*") if d.is_dir()),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    now = time.time()
+    gone = []
+    for d in dirs[keep:]:
+        if now - d.stat().st_mtime >= min_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone

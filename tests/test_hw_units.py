@@ -245,3 +245,24 @@ def test_window_generator_sliding_windows(case):
                                                  idle=0.2, stall=0.2, max_cycles=20000)
         assert status["error"] == 0
         assert np.array_equal(out, win[..., tap // kw, tap % kw]), (tap, case)
+
+
+def test_prune_builds_keeps_newest_and_recent(tmp_path):
+    import os
+    import time
+    from systolic_conv.sim.toolchain import prune_builds
+    now = time.time()
+    for i, age in enumerate([7200, 5000, 4000, 100]):       # seconds since last touched
+        d = tmp_path / f"harness-r2c2-{i}"
+        d.mkdir()
+        (d / "lib.so").write_text("x")
+        os.utime(d, (now - age, now - age))
+    (tmp_path / "harness-r4c4-0").mkdir()                    # another configuration
+    os.utime(tmp_path / "harness-r4c4-0", (now - 9999, now - 9999))
+    gone = prune_builds("harness-r2c2-", keep=2, root=tmp_path)
+    # newest two stay (ages 100, 4000); of the rest only those older than an hour go
+    assert sorted(d.name for d in gone) == ["harness-r2c2-0", "harness-r2c2-1"]
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["harness-r2c2-2", "harness-r2c2-3",
+                                                          "harness-r4c4-0"]
+    assert prune_builds("harness-r2c2-", keep=0, root=tmp_path, min_age_s=3600) == \
+        [tmp_path / "harness-r2c2-2"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ...hw.config import HardwareConfig
 from ...hw.gen import generate_verilog, TOP_NAME
-from ..toolchain import setup_verilator, build_root, file_lock, icarus_available
+from ..toolchain import setup_verilator, build_root, file_lock, icarus_available, prune_builds
 
 __all__ = ["SIMULATORS", "Build", "build", "run_job", "JobResult", "simulator_available"]
 
@@ -116,6 +116,7 @@ def build(cfg: HardwareConfig, sim="verilator", *, waves=False, coverage=False,
                 else:
                     os.environ["MAKEFLAGS"] = old
             done.write_text("ok\n")
+            prune_builds(f"cocotb-{sim}-{cfg.name()}-", keep=6)
     return Build(cfg, sim, bdir, waves, coverage, time.perf_counter() - t0)
 
 
