@@ -176,6 +176,7 @@ class Conv2dAccelerator(wiring.Component):
         w_total = Signal(cfg.tile_bits + ceil_log2(R) + 1)
         qlo = Signal(signed(ZP_WIDTH))
         ow_m1 = Signal(cfg.w_bits)       # out_width - 1, kw - 1, kh - 1, cotiles - 1
+        ow_m2 = Signal(cfg.w_bits)       # out_width - 2 (modulo 2**w_bits)
         kw_m1 = Signal(cfg.k_bits)
         kh_m1 = Signal(cfg.k_bits)
         cot_m1 = Signal(cfg.cot_bits)
@@ -315,7 +316,11 @@ class Conv2dAccelerator(wiring.Component):
         is_elem = Signal()
         m.d.comb += is_elem.eq(~dwm | (gap == 0) | (dw_dual & (gap == 1)))
         # loop ends compare with registered "count - 1" values (no adder on the way)
-        last_ox = is_elem & (ox == ow_m1)
+        # ox == ow_m1 is a register (at_last_ox) set beside every update of ox, from
+        # compares of registers: ox + 1 == ow_m1 is ox == ow_m2, and ox = 0 is last
+        # when ow_m1 == 0
+        at_last_ox = Signal()
+        last_ox = is_elem & at_last_ox
         last_g = g == gcount_m1
         last_j = j == cw_last
         last_kx = dwm | (kx == kw_m1)
@@ -698,7 +703,8 @@ class Conv2dAccelerator(wiring.Component):
                 m.d.sync += [
                     taps.eq(d.kh * d.kw),
                     pass_span.eq(mul_ph + mul_kh + 1),
-                    ow_m1.eq(d.out_width - 1), kw_m1.eq(d.kw - 1), kh_m1.eq(d.kh - 1),
+                    ow_m1.eq(d.out_width - 1), ow_m2.eq(d.out_width - 2),
+                    kw_m1.eq(d.kw - 1), kh_m1.eq(d.kh - 1),
                     cot_m1.eq(d.cotiles - 1),
                     pass_step.eq(d.pass_rows * d.stride_h),
                     acc_need.eq(d.pass_rows * d.out_width),
@@ -923,6 +929,7 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += [
                 sq.eq(SQ_PARAMS),
                 t.eq(0), ky.eq(0), kx.eq(0), j.eq(0), g.eq(0), ox.eq(0),
+                at_last_ox.eq(ow_m1 == 0),
                 rows_left.eq(desc.out_height),
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
                 y_end.eq(pass_span - desc.pad_top),
@@ -966,20 +973,24 @@ class Conv2dAccelerator(wiring.Component):
                                          gap.eq(gap - 1 - dual_now)]
                             with m.If(is_elem):
                                 # either way the next element is stride_w - 1 columns on
-                                m.d.sync += [ox.eq(ox + 1), gap.eq(desc.stride_w - 1),
+                                m.d.sync += [ox.eq(ox + 1), at_last_ox.eq(ox == ow_m2),
+                                             gap.eq(desc.stride_w - 1),
                                              acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_ox):
-                            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + desc.stride_w),
+                            m.d.sync += [ox.eq(ox + 1), at_last_ox.eq(ox == ow_m2),
+                                         ix.eq(ix + desc.stride_w),
                                          ixb.eq(ixb + desc.stride_w),
                                          acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_g):
-                            m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + step_h),
+                            m.d.sync += [ox.eq(0), at_last_ox.eq(ow_m1 == 0),
+                                         g.eq(g + 1), iy.eq(iy + step_h),
                                          ix.eq(x_tap), ixb.eq(x_tap + 1),
                                          acc_addr.eq(acc_addr + 1),
                                          gap.eq(dw_first_rc)]
                         with m.Else():
                             m.d.comb += fold_end.eq(1)
-                            m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0),
+                            m.d.sync += [ox.eq(0), at_last_ox.eq(ow_m1 == 0),
+                                         g.eq(0), acc_addr.eq(0),
                                          gap.eq(dw_first_rc)]
                             with m.If(~last_j):
                                 m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap),

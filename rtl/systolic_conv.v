@@ -10,58 +10,58 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
   wire [28:0] \$100 ;
-  wire [8:0] \$1000 ;
-  wire [8:0] \$1001 ;
-  wire \$1002 ;
-  wire [2:0] \$1003 ;
-  wire [3:0] \$1004 ;
-  wire [2:0] \$1005 ;
-  wire [3:0] \$1006 ;
-  wire \$1007 ;
-  wire \$1008 ;
-  wire [11:0] \$1009 ;
+  wire [2:0] \$1000 ;
+  wire [3:0] \$1001 ;
+  wire [2:0] \$1002 ;
+  wire [3:0] \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [11:0] \$1006 ;
+  wire [14:0] \$1007 ;
+  wire [3:0] \$1008 ;
+  wire [7:0] \$1009 ;
   wire \$101 ;
-  wire [14:0] \$1010 ;
-  wire [3:0] \$1011 ;
-  wire [7:0] \$1012 ;
+  wire [7:0] \$1010 ;
+  wire [10:0] \$1011 ;
+  wire [3:0] \$1012 ;
   wire [7:0] \$1013 ;
-  wire [10:0] \$1014 ;
-  wire [3:0] \$1015 ;
+  wire [11:0] \$1014 ;
+  wire [14:0] \$1015 ;
   wire [7:0] \$1016 ;
-  wire [11:0] \$1017 ;
-  wire [14:0] \$1018 ;
-  wire [7:0] \$1019 ;
+  wire [7:0] \$1017 ;
+  wire [18:0] \$1018 ;
+  wire [5:0] \$1019 ;
   wire [28:0] \$102 ;
-  wire [7:0] \$1020 ;
-  wire [18:0] \$1021 ;
-  wire [5:0] \$1022 ;
-  wire [29:0] \$1023 ;
-  wire [30:0] \$1024 ;
-  wire [7:0] \$1025 ;
-  wire [3:0] \$1026 ;
-  wire [3:0] \$1027 ;
-  wire [7:0] \$1028 ;
-  wire [13:0] \$1029 ;
+  wire [29:0] \$1020 ;
+  wire [30:0] \$1021 ;
+  wire [7:0] \$1022 ;
+  wire [7:0] \$1023 ;
+  wire [3:0] \$1024 ;
+  wire [3:0] \$1025 ;
+  wire [7:0] \$1026 ;
+  wire [13:0] \$1027 ;
+  wire [17:0] \$1028 ;
+  wire [29:0] \$1029 ;
   wire \$103 ;
-  wire [17:0] \$1030 ;
+  wire [30:0] \$1030 ;
   wire [29:0] \$1031 ;
   wire [30:0] \$1032 ;
-  wire [29:0] \$1033 ;
-  wire [30:0] \$1034 ;
-  wire [22:0] \$1035 ;
-  wire [23:0] \$1036 ;
-  wire [15:0] \$1037 ;
-  wire [5:0] \$1038 ;
-  wire [47:0] \$1039 ;
+  wire [22:0] \$1033 ;
+  wire [23:0] \$1034 ;
+  wire [15:0] \$1035 ;
+  wire [5:0] \$1036 ;
+  wire [47:0] \$1037 ;
+  wire [48:0] \$1038 ;
+  wire [5:0] \$1039 ;
   wire \$104 ;
-  wire [48:0] \$1040 ;
-  wire [5:0] \$1041 ;
-  wire [47:0] \$1042 ;
-  wire [48:0] \$1043 ;
+  wire [47:0] \$1040 ;
+  wire [48:0] \$1041 ;
+  wire [29:0] \$1042 ;
+  wire [30:0] \$1043 ;
   wire [29:0] \$1044 ;
   wire [30:0] \$1045 ;
-  wire [29:0] \$1046 ;
-  wire [30:0] \$1047 ;
+  wire \$1046 ;
+  wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
   wire [28:0] \$105 ;
@@ -137,9 +137,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1112 ;
   wire \$1113 ;
   wire \$1114 ;
-  wire \$1115 ;
+  wire [7:0] \$1115 ;
   wire \$1116 ;
-  wire [7:0] \$1117 ;
+  wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
   wire [28:0] \$112 ;
@@ -152,90 +152,90 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
-  wire \$1129 ;
+  wire [6:0] \$1129 ;
   wire \$113 ;
   wire \$1130 ;
-  wire [6:0] \$1131 ;
+  wire \$1131 ;
   wire \$1132 ;
-  wire \$1133 ;
+  wire [8:0] \$1133 ;
   wire \$1134 ;
-  wire [8:0] \$1135 ;
-  wire \$1136 ;
-  wire [10:0] \$1137 ;
-  wire [10:0] \$1138 ;
-  wire [24:0] \$1139 ;
+  wire [10:0] \$1135 ;
+  wire [10:0] \$1136 ;
+  wire [24:0] \$1137 ;
+  wire \$1138 ;
+  wire \$1139 ;
   wire \$114 ;
   wire \$1140 ;
   wire \$1141 ;
   wire \$1142 ;
   wire \$1143 ;
-  wire \$1144 ;
+  wire [17:0] \$1144 ;
   wire \$1145 ;
-  wire [17:0] \$1146 ;
-  wire \$1147 ;
-  wire [24:0] \$1148 ;
-  wire [24:0] \$1149 ;
+  wire [24:0] \$1146 ;
+  wire [24:0] \$1147 ;
+  wire \$1148 ;
+  wire \$1149 ;
   wire [28:0] \$115 ;
-  wire \$1150 ;
+  wire [11:0] \$1150 ;
   wire \$1151 ;
-  wire [11:0] \$1152 ;
-  wire \$1153 ;
-  wire [5:0] \$1154 ;
-  wire [6:0] \$1155 ;
-  wire [7:0] \$1156 ;
-  wire [5:0] \$1157 ;
-  wire \$1158 ;
-  wire [7:0] \$1159 ;
+  wire [5:0] \$1152 ;
+  wire [6:0] \$1153 ;
+  wire [7:0] \$1154 ;
+  wire [5:0] \$1155 ;
+  wire \$1156 ;
+  wire [7:0] \$1157 ;
+  wire [5:0] \$1158 ;
+  wire \$1159 ;
   wire \$116 ;
-  wire [5:0] \$1160 ;
-  wire \$1161 ;
-  wire [7:0] \$1162 ;
-  wire [11:0] \$1163 ;
+  wire [7:0] \$1160 ;
+  wire [11:0] \$1161 ;
+  wire [12:0] \$1162 ;
+  wire \$1163 ;
   wire [12:0] \$1164 ;
   wire \$1165 ;
   wire [12:0] \$1166 ;
-  wire \$1167 ;
-  wire [12:0] \$1168 ;
-  wire [12:0] \$1169 ;
+  wire [12:0] \$1167 ;
+  wire \$1168 ;
+  wire \$1169 ;
   wire [28:0] \$117 ;
   wire \$1170 ;
-  wire \$1171 ;
+  wire [12:0] \$1171 ;
   wire \$1172 ;
-  wire [12:0] \$1173 ;
+  wire \$1173 ;
   wire \$1174 ;
-  wire \$1175 ;
+  wire [12:0] \$1175 ;
   wire \$1176 ;
-  wire [12:0] \$1177 ;
-  wire \$1178 ;
-  wire \$1179 ;
+  wire \$1177 ;
+  wire [28:0] \$1178 ;
+  wire [29:0] \$1179 ;
   wire \$118 ;
-  wire [28:0] \$1180 ;
-  wire [29:0] \$1181 ;
-  wire \$1182 ;
-  wire \$1183 ;
-  wire [28:0] \$1184 ;
-  wire [29:0] \$1185 ;
+  wire \$1180 ;
+  wire \$1181 ;
+  wire [28:0] \$1182 ;
+  wire [29:0] \$1183 ;
+  wire \$1184 ;
+  wire [12:0] \$1185 ;
   wire \$1186 ;
-  wire [12:0] \$1187 ;
-  wire \$1188 ;
-  wire [28:0] \$1189 ;
+  wire [28:0] \$1187 ;
+  wire [29:0] \$1188 ;
+  wire \$1189 ;
   wire \$119 ;
-  wire [29:0] \$1190 ;
+  wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
   wire \$1193 ;
-  wire \$1194 ;
+  wire [7:0] \$1194 ;
   wire [7:0] \$1195 ;
   wire [7:0] \$1196 ;
-  wire [7:0] \$1197 ;
-  wire [29:0] \$1198 ;
+  wire [29:0] \$1197 ;
+  wire [7:0] \$1198 ;
   wire [7:0] \$1199 ;
   wire [7:0] \$12 ;
   wire [28:0] \$120 ;
-  wire [7:0] \$1200 ;
+  wire \$1200 ;
   wire \$1201 ;
-  wire \$1202 ;
-  wire [10:0] \$1203 ;
+  wire [10:0] \$1202 ;
+  wire \$1203 ;
   wire \$1204 ;
   wire \$1205 ;
   wire \$1206 ;
@@ -243,23 +243,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1208 ;
   wire \$1209 ;
   wire \$121 ;
-  wire \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
-  wire [29:0] \$1213 ;
-  wire [30:0] \$1214 ;
-  wire [29:0] \$1215 ;
-  wire [30:0] \$1216 ;
-  wire [12:0] \$1217 ;
-  wire [13:0] \$1218 ;
-  wire [7:0] \$1219 ;
+  wire [29:0] \$1210 ;
+  wire [30:0] \$1211 ;
+  wire [29:0] \$1212 ;
+  wire [30:0] \$1213 ;
+  wire [12:0] \$1214 ;
+  wire [13:0] \$1215 ;
+  wire [7:0] \$1216 ;
+  wire \$1217 ;
+  wire [3:0] \$1218 ;
+  wire [11:0] \$1219 ;
   wire [28:0] \$122 ;
-  wire [3:0] \$1220 ;
-  wire [11:0] \$1221 ;
-  wire [7:0] \$1222 ;
+  wire [7:0] \$1220 ;
+  wire \$1221 ;
+  wire [29:0] \$1222 ;
   wire [29:0] \$1223 ;
-  wire [29:0] \$1224 ;
-  wire [11:0] \$1225 ;
+  wire [11:0] \$1224 ;
+  wire \$1225 ;
   wire [11:0] \$1226 ;
   wire [29:0] \$1227 ;
   wire [29:0] \$1228 ;
@@ -267,53 +267,53 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$123 ;
   wire \$1230 ;
   wire \$1231 ;
-  wire [5:0] \$1232 ;
-  wire [29:0] \$1233 ;
-  wire \$1234 ;
-  wire [5:0] \$1235 ;
-  wire [4:0] \$1236 ;
-  wire [5:0] \$1237 ;
-  wire [4:0] \$1238 ;
-  wire \$1239 ;
+  wire \$1232 ;
+  wire [5:0] \$1233 ;
+  wire [29:0] \$1234 ;
+  wire \$1235 ;
+  wire [5:0] \$1236 ;
+  wire [4:0] \$1237 ;
+  wire [5:0] \$1238 ;
+  wire [4:0] \$1239 ;
   wire \$124 ;
-  wire [5:0] \$1240 ;
-  wire [4:0] \$1241 ;
-  wire [5:0] \$1242 ;
-  wire [4:0] \$1243 ;
-  wire \$1244 ;
-  wire [5:0] \$1245 ;
-  wire [4:0] \$1246 ;
-  wire [5:0] \$1247 ;
-  wire [4:0] \$1248 ;
-  wire \$1249 ;
+  wire \$1240 ;
+  wire [5:0] \$1241 ;
+  wire [4:0] \$1242 ;
+  wire [5:0] \$1243 ;
+  wire [4:0] \$1244 ;
+  wire \$1245 ;
+  wire [5:0] \$1246 ;
+  wire [4:0] \$1247 ;
+  wire [5:0] \$1248 ;
+  wire [4:0] \$1249 ;
   wire [28:0] \$125 ;
-  wire [5:0] \$1250 ;
-  wire [4:0] \$1251 ;
-  wire [5:0] \$1252 ;
-  wire [4:0] \$1253 ;
-  wire \$1254 ;
-  wire [5:0] \$1255 ;
-  wire [4:0] \$1256 ;
-  wire [5:0] \$1257 ;
-  wire [4:0] \$1258 ;
-  wire \$1259 ;
+  wire \$1250 ;
+  wire [5:0] \$1251 ;
+  wire [4:0] \$1252 ;
+  wire [5:0] \$1253 ;
+  wire [4:0] \$1254 ;
+  wire \$1255 ;
+  wire [5:0] \$1256 ;
+  wire [4:0] \$1257 ;
+  wire [5:0] \$1258 ;
+  wire [4:0] \$1259 ;
   wire \$126 ;
-  wire [5:0] \$1260 ;
-  wire [4:0] \$1261 ;
-  wire [5:0] \$1262 ;
-  wire [4:0] \$1263 ;
-  wire \$1264 ;
-  wire [5:0] \$1265 ;
-  wire [4:0] \$1266 ;
-  wire [5:0] \$1267 ;
-  wire [4:0] \$1268 ;
-  wire \$1269 ;
+  wire \$1260 ;
+  wire [5:0] \$1261 ;
+  wire [4:0] \$1262 ;
+  wire [5:0] \$1263 ;
+  wire [4:0] \$1264 ;
+  wire \$1265 ;
+  wire [5:0] \$1266 ;
+  wire [4:0] \$1267 ;
+  wire [5:0] \$1268 ;
+  wire [4:0] \$1269 ;
   wire [28:0] \$127 ;
-  wire [5:0] \$1270 ;
-  wire [4:0] \$1271 ;
-  wire [5:0] \$1272 ;
-  wire [4:0] \$1273 ;
-  wire \$1274 ;
+  wire \$1270 ;
+  wire [5:0] \$1271 ;
+  wire [4:0] \$1272 ;
+  wire [5:0] \$1273 ;
+  wire [4:0] \$1274 ;
   wire \$1275 ;
   wire \$1276 ;
   wire \$1277 ;
@@ -325,98 +325,98 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1282 ;
   wire \$1283 ;
   wire \$1284 ;
-  wire [3:0] \$1285 ;
-  wire [29:0] \$1286 ;
+  wire \$1285 ;
+  wire [3:0] \$1286 ;
   wire [29:0] \$1287 ;
   wire [29:0] \$1288 ;
-  wire [3:0] \$1289 ;
+  wire [29:0] \$1289 ;
   wire \$129 ;
-  wire [7:0] \$1290 ;
+  wire [3:0] \$1290 ;
   wire [7:0] \$1291 ;
-  wire [29:0] \$1292 ;
+  wire [7:0] \$1292 ;
   wire [29:0] \$1293 ;
-  wire [7:0] \$1294 ;
+  wire [29:0] \$1294 ;
   wire [7:0] \$1295 ;
-  wire \$1296 ;
+  wire [7:0] \$1296 ;
   wire \$1297 ;
-  wire [7:0] \$1298 ;
-  wire [12:0] \$1299 ;
+  wire \$1298 ;
+  wire [7:0] \$1299 ;
   wire [8:0] \$13 ;
   wire [28:0] \$130 ;
-  wire [30:0] \$1300 ;
+  wire [12:0] \$1300 ;
   wire [30:0] \$1301 ;
   wire [30:0] \$1302 ;
   wire [30:0] \$1303 ;
-  wire \$1304 ;
-  wire [12:0] \$1305 ;
-  wire \$1306 ;
-  wire [12:0] \$1307 ;
+  wire [30:0] \$1304 ;
+  wire \$1305 ;
+  wire [12:0] \$1306 ;
+  wire \$1307 ;
   wire [12:0] \$1308 ;
-  wire \$1309 ;
+  wire [12:0] \$1309 ;
   wire \$131 ;
-  wire [13:0] \$1310 ;
-  wire \$1311 ;
-  wire [13:0] \$1312 ;
+  wire \$1310 ;
+  wire [13:0] \$1311 ;
+  wire \$1312 ;
   wire [13:0] \$1313 ;
-  wire \$1314 ;
-  wire [4:0] \$1315 ;
-  wire \$1316 ;
+  wire [13:0] \$1314 ;
+  wire \$1315 ;
+  wire [4:0] \$1316 ;
   wire \$1317 ;
   wire \$1318 ;
-  wire [32:0] \$1319 ;
+  wire \$1319 ;
   wire [28:0] \$132 ;
   wire [32:0] \$1320 ;
-  wire \$1321 ;
+  wire [32:0] \$1321 ;
   wire \$1322 ;
-  wire [32:0] \$1323 ;
+  wire \$1323 ;
   wire [32:0] \$1324 ;
-  wire \$1325 ;
+  wire [32:0] \$1325 ;
   wire \$1326 ;
-  wire [32:0] \$1327 ;
+  wire \$1327 ;
   wire [32:0] \$1328 ;
-  wire \$1329 ;
+  wire [32:0] \$1329 ;
   wire \$133 ;
   wire \$1330 ;
-  wire [32:0] \$1331 ;
+  wire \$1331 ;
   wire [32:0] \$1332 ;
-  wire \$1333 ;
+  wire [32:0] \$1333 ;
   wire \$1334 ;
-  wire [32:0] \$1335 ;
+  wire \$1335 ;
   wire [32:0] \$1336 ;
-  wire \$1337 ;
+  wire [32:0] \$1337 ;
   wire \$1338 ;
-  wire [32:0] \$1339 ;
+  wire \$1339 ;
   wire \$134 ;
   wire [32:0] \$1340 ;
-  wire \$1341 ;
+  wire [32:0] \$1341 ;
   wire \$1342 ;
-  wire [32:0] \$1343 ;
+  wire \$1343 ;
   wire [32:0] \$1344 ;
-  wire \$1345 ;
+  wire [32:0] \$1345 ;
   wire \$1346 ;
-  wire [32:0] \$1347 ;
+  wire \$1347 ;
   wire [32:0] \$1348 ;
-  wire \$1349 ;
+  wire [32:0] \$1349 ;
   wire [28:0] \$135 ;
   wire \$1350 ;
   wire \$1351 ;
   wire \$1352 ;
-  reg [11:0] \$1353 ;
+  wire \$1353 ;
   reg [11:0] \$1354 ;
-  reg [9:0] \$1355 ;
+  reg [11:0] \$1355 ;
   reg [9:0] \$1356 ;
-  reg \$1357 ;
-  reg [9:0] \$1358 ;
-  reg [28:0] \$1359 ;
+  reg [9:0] \$1357 ;
+  reg \$1358 ;
+  reg [9:0] \$1359 ;
   wire \$136 ;
-  reg [29:0] \$1360 ;
-  reg [28:0] \$1361 ;
+  reg [28:0] \$1360 ;
+  reg [29:0] \$1361 ;
   reg [28:0] \$1362 ;
-  reg [29:0] \$1363 ;
+  reg [28:0] \$1363 ;
   reg [29:0] \$1364 ;
   reg [29:0] \$1365 ;
   reg [29:0] \$1366 ;
-  reg [63:0] \$1367 ;
+  reg [29:0] \$1367 ;
   reg [63:0] \$1368 ;
   reg [63:0] \$1369 ;
   wire \$137 ;
@@ -451,41 +451,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1396 ;
   reg [63:0] \$1397 ;
   reg [63:0] \$1398 ;
-  reg \$1399 ;
+  reg [63:0] \$1399 ;
   wire [8:0] \$14 ;
   wire \$140 ;
   reg \$1400 ;
-  reg [3:0] \$1401 ;
+  reg \$1401 ;
   reg [3:0] \$1402 ;
-  reg [63:0] \$1403 ;
+  reg [3:0] \$1403 ;
   reg [63:0] \$1404 ;
   reg [63:0] \$1405 ;
   reg [63:0] \$1406 ;
-  reg \$1407 ;
+  reg [63:0] \$1407 ;
   reg \$1408 ;
-  reg [63:0] \$1409 ;
+  reg \$1409 ;
   wire \$141 ;
-  reg \$1410 ;
+  reg [63:0] \$1410 ;
   reg \$1411 ;
-  reg [7:0] \$1412 ;
-  reg [3:0] \$1413 ;
-  reg \$1414 ;
-  reg [3:0] \$1415 ;
+  reg \$1412 ;
+  reg [7:0] \$1413 ;
+  reg [3:0] \$1414 ;
+  reg \$1415 ;
   reg [3:0] \$1416 ;
-  reg [63:0] \$1417 ;
+  reg [3:0] \$1417 ;
   reg [63:0] \$1418 ;
   reg [63:0] \$1419 ;
   wire \$142 ;
   reg [63:0] \$1420 ;
-  reg \$1421 ;
+  reg [63:0] \$1421 ;
   reg \$1422 ;
-  reg [63:0] \$1423 ;
+  reg \$1423 ;
   reg [63:0] \$1424 ;
   reg [63:0] \$1425 ;
   reg [63:0] \$1426 ;
-  reg \$1427 ;
+  reg [63:0] \$1427 ;
   reg \$1428 ;
-  reg [63:0] \$1429 ;
+  reg \$1429 ;
   wire \$143 ;
   reg [63:0] \$1430 ;
   reg [63:0] \$1431 ;
@@ -495,26 +495,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1435 ;
   reg [63:0] \$1436 ;
   reg [63:0] \$1437 ;
-  reg [7:0] \$1438 ;
-  reg [3:0] \$1439 ;
+  reg [63:0] \$1438 ;
+  reg [7:0] \$1439 ;
   wire \$144 ;
-  reg \$1440 ;
-  reg [3:0] \$1441 ;
+  reg [3:0] \$1440 ;
+  reg \$1441 ;
   reg [3:0] \$1442 ;
-  reg [63:0] \$1443 ;
+  reg [3:0] \$1443 ;
   reg [63:0] \$1444 ;
   reg [63:0] \$1445 ;
   reg [63:0] \$1446 ;
-  reg \$1447 ;
+  reg [63:0] \$1447 ;
   reg \$1448 ;
-  reg [63:0] \$1449 ;
+  reg \$1449 ;
   wire \$145 ;
   reg [63:0] \$1450 ;
   reg [63:0] \$1451 ;
   reg [63:0] \$1452 ;
-  reg \$1453 ;
+  reg [63:0] \$1453 ;
   reg \$1454 ;
-  reg [63:0] \$1455 ;
+  reg \$1455 ;
   reg [63:0] \$1456 ;
   reg [63:0] \$1457 ;
   reg [63:0] \$1458 ;
@@ -524,26 +524,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1461 ;
   reg [63:0] \$1462 ;
   reg [63:0] \$1463 ;
-  reg [7:0] \$1464 ;
-  reg [3:0] \$1465 ;
-  reg \$1466 ;
-  reg [3:0] \$1467 ;
+  reg [63:0] \$1464 ;
+  reg [7:0] \$1465 ;
+  reg [3:0] \$1466 ;
+  reg \$1467 ;
   reg [3:0] \$1468 ;
-  reg [63:0] \$1469 ;
+  reg [3:0] \$1469 ;
   wire \$147 ;
   reg [63:0] \$1470 ;
   reg [63:0] \$1471 ;
   reg [63:0] \$1472 ;
-  reg \$1473 ;
+  reg [63:0] \$1473 ;
   reg \$1474 ;
-  reg [63:0] \$1475 ;
+  reg \$1475 ;
   reg [63:0] \$1476 ;
   reg [63:0] \$1477 ;
   reg [63:0] \$1478 ;
-  reg \$1479 ;
+  reg [63:0] \$1479 ;
   wire \$148 ;
   reg \$1480 ;
-  reg [63:0] \$1481 ;
+  reg \$1481 ;
   reg [63:0] \$1482 ;
   reg [63:0] \$1483 ;
   reg [63:0] \$1484 ;
@@ -553,26 +553,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1488 ;
   reg [63:0] \$1489 ;
   wire \$149 ;
-  reg [7:0] \$1490 ;
-  reg [3:0] \$1491 ;
-  reg \$1492 ;
-  reg [3:0] \$1493 ;
+  reg [63:0] \$1490 ;
+  reg [7:0] \$1491 ;
+  reg [3:0] \$1492 ;
+  reg \$1493 ;
   reg [3:0] \$1494 ;
-  reg [63:0] \$1495 ;
+  reg [3:0] \$1495 ;
   reg [63:0] \$1496 ;
   reg [63:0] \$1497 ;
   reg [63:0] \$1498 ;
-  reg \$1499 ;
+  reg [63:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
   reg \$1500 ;
-  reg [63:0] \$1501 ;
+  reg \$1501 ;
   reg [63:0] \$1502 ;
   reg [63:0] \$1503 ;
   reg [63:0] \$1504 ;
-  reg \$1505 ;
+  reg [63:0] \$1505 ;
   reg \$1506 ;
-  reg [63:0] \$1507 ;
+  reg \$1507 ;
   reg [63:0] \$1508 ;
   reg [63:0] \$1509 ;
   wire \$151 ;
@@ -582,26 +582,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1513 ;
   reg [63:0] \$1514 ;
   reg [63:0] \$1515 ;
-  reg [7:0] \$1516 ;
-  reg [3:0] \$1517 ;
-  reg \$1518 ;
-  reg [3:0] \$1519 ;
+  reg [63:0] \$1516 ;
+  reg [7:0] \$1517 ;
+  reg [3:0] \$1518 ;
+  reg \$1519 ;
   wire \$152 ;
   reg [3:0] \$1520 ;
-  reg [63:0] \$1521 ;
+  reg [3:0] \$1521 ;
   reg [63:0] \$1522 ;
   reg [63:0] \$1523 ;
   reg [63:0] \$1524 ;
-  reg \$1525 ;
+  reg [63:0] \$1525 ;
   reg \$1526 ;
-  reg [63:0] \$1527 ;
+  reg \$1527 ;
   reg [63:0] \$1528 ;
   reg [63:0] \$1529 ;
   wire \$153 ;
   reg [63:0] \$1530 ;
-  reg \$1531 ;
+  reg [63:0] \$1531 ;
   reg \$1532 ;
-  reg [63:0] \$1533 ;
+  reg \$1533 ;
   reg [63:0] \$1534 ;
   reg [63:0] \$1535 ;
   reg [63:0] \$1536 ;
@@ -611,7 +611,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$154 ;
   reg [63:0] \$1540 ;
   reg [63:0] \$1541 ;
-  reg [3:0] \$1542 ;
+  reg [63:0] \$1542 ;
   reg [3:0] \$1543 ;
   reg [3:0] \$1544 ;
   reg [3:0] \$1545 ;
@@ -682,7 +682,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1603 ;
   reg [3:0] \$1604 ;
   reg [3:0] \$1605 ;
-  reg [29:0] \$1606 ;
+  reg [3:0] \$1606 ;
   reg [29:0] \$1607 ;
   reg [29:0] \$1608 ;
   reg [29:0] \$1609 ;
@@ -701,22 +701,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [29:0] \$1620 ;
   reg [29:0] \$1621 ;
   reg [29:0] \$1622 ;
-  reg [255:0] \$1623 ;
-  reg [551:0] \$1624 ;
-  reg [255:0] \$1625 ;
+  reg [29:0] \$1623 ;
+  reg [255:0] \$1624 ;
+  reg [551:0] \$1625 ;
   reg [255:0] \$1626 ;
-  reg \$1627 ;
+  reg [255:0] \$1627 ;
   reg \$1628 ;
   reg \$1629 ;
   wire \$163 ;
   reg \$1630 ;
   reg \$1631 ;
-  reg [255:0] \$1632 ;
-  reg [551:0] \$1633 ;
-  reg [7:0] \$1634 ;
-  reg [63:0] \$1635 ;
+  reg \$1632 ;
+  reg [255:0] \$1633 ;
+  reg [551:0] \$1634 ;
+  reg [7:0] \$1635 ;
   reg [63:0] \$1636 ;
-  reg \$1637 ;
+  reg [63:0] \$1637 ;
   reg \$1638 ;
   reg \$1639 ;
   wire \$164 ;
@@ -724,21 +724,21 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$1641 ;
   reg \$1642 ;
   reg \$1643 ;
-  reg [1:0] \$1644 ;
+  reg \$1644 ;
   reg [1:0] \$1645 ;
-  reg \$1646 ;
+  reg [1:0] \$1646 ;
   reg \$1647 ;
-  reg [155:0] \$1648 ;
-  reg [2:0] \$1649 ;
+  reg \$1648 ;
+  reg [155:0] \$1649 ;
   wire \$165 ;
-  reg [7:0] \$1650 ;
-  reg [28:0] \$1651 ;
+  reg [2:0] \$1650 ;
+  reg [7:0] \$1651 ;
   reg [28:0] \$1652 ;
   reg [28:0] \$1653 ;
   reg [28:0] \$1654 ;
   reg [28:0] \$1655 ;
-  reg [17:0] \$1656 ;
-  reg [3:0] \$1657 ;
+  reg [28:0] \$1656 ;
+  reg [17:0] \$1657 ;
   reg [3:0] \$1658 ;
   reg [3:0] \$1659 ;
   wire \$166 ;
@@ -758,66 +758,66 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1672 ;
   reg [3:0] \$1673 ;
   reg [3:0] \$1674 ;
-  reg [5:0] \$1675 ;
-  reg [28:0] \$1676 ;
-  reg [6:0] \$1677 ;
-  reg [2:0] \$1678 ;
-  reg [2:0] \$1679 ;
+  reg [3:0] \$1675 ;
+  reg [5:0] \$1676 ;
+  reg [28:0] \$1677 ;
+  reg [6:0] \$1678 ;
+  reg [6:0] \$1679 ;
   wire \$168 ;
-  reg [6:0] \$1680 ;
-  reg [28:0] \$1681 ;
-  reg [17:0] \$1682 ;
+  reg [2:0] \$1680 ;
+  reg [2:0] \$1681 ;
+  reg [6:0] \$1682 ;
   reg [28:0] \$1683 ;
-  reg [28:0] \$1684 ;
-  reg [22:0] \$1685 ;
-  reg [15:0] \$1686 ;
-  reg [11:0] \$1687 ;
-  reg \$1688 ;
-  reg [16:0] \$1689 ;
+  reg [17:0] \$1684 ;
+  reg [28:0] \$1685 ;
+  reg [28:0] \$1686 ;
+  reg [22:0] \$1687 ;
+  reg [15:0] \$1688 ;
+  reg [11:0] \$1689 ;
   wire \$169 ;
-  reg [16:0] \$1690 ;
-  reg [29:0] \$1691 ;
-  reg [29:0] \$1692 ;
-  reg \$1693 ;
-  reg [5:0] \$1694 ;
-  reg [7:0] \$1695 ;
-  reg [23:0] \$1696 ;
-  reg \$1697 ;
-  reg \$1698 ;
-  reg [16:0] \$1699 ;
+  reg \$1690 ;
+  reg [16:0] \$1691 ;
+  reg [16:0] \$1692 ;
+  reg [29:0] \$1693 ;
+  reg [29:0] \$1694 ;
+  reg \$1695 ;
+  reg [5:0] \$1696 ;
+  reg [7:0] \$1697 ;
+  reg [23:0] \$1698 ;
+  reg \$1699 ;
   wire \$17 ;
   wire \$170 ;
   reg \$1700 ;
-  reg [23:0] \$1701 ;
+  reg [16:0] \$1701 ;
   reg \$1702 ;
-  reg [6:0] \$1703 ;
-  reg [4:0] \$1704 ;
-  reg [5:0] \$1705 ;
-  reg \$1706 ;
-  reg [10:0] \$1707 ;
+  reg [23:0] \$1703 ;
+  reg \$1704 ;
+  reg [6:0] \$1705 ;
+  reg [4:0] \$1706 ;
+  reg [5:0] \$1707 ;
   reg \$1708 ;
-  reg [1:0] \$1709 ;
-  wire \$171 ;
-  reg [6:0] \$1710 ;
-  reg [2:0] \$1711 ;
-  reg [2:0] \$1712 ;
-  reg [4:0] \$1713 ;
-  reg [10:0] \$1714 ;
-  reg [6:0] \$1715 ;
-  reg [11:0] \$1716 ;
-  reg [28:0] \$1717 ;
-  reg [28:0] \$1718 ;
-  reg [28:0] \$1719 ;
+  reg [10:0] \$1709 ;
+  wire [29:0] \$171 ;
+  reg \$1710 ;
+  reg [1:0] \$1711 ;
+  reg [6:0] \$1712 ;
+  reg [2:0] \$1713 ;
+  reg [2:0] \$1714 ;
+  reg [4:0] \$1715 ;
+  reg [10:0] \$1716 ;
+  reg [6:0] \$1717 ;
+  reg \$1718 ;
+  reg [11:0] \$1719 ;
   wire [29:0] \$172 ;
-  reg [29:0] \$1720 ;
+  reg [28:0] \$1720 ;
   reg [28:0] \$1721 ;
   reg [28:0] \$1722 ;
-  reg [28:0] \$1723 ;
-  reg [10:0] \$1724 ;
-  reg [11:0] \$1725 ;
-  reg [3:0] \$1726 ;
-  reg [3:0] \$1727 ;
-  reg [3:0] \$1728 ;
+  reg [29:0] \$1723 ;
+  reg [28:0] \$1724 ;
+  reg [28:0] \$1725 ;
+  reg [28:0] \$1726 ;
+  reg [10:0] \$1727 ;
+  reg [11:0] \$1728 ;
   reg [3:0] \$1729 ;
   wire [29:0] \$173 ;
   reg [3:0] \$1730 ;
@@ -833,23 +833,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [29:0] \$174 ;
   reg [3:0] \$1740 ;
   reg [3:0] \$1741 ;
-  reg [12:0] \$1742 ;
+  reg [3:0] \$1742 ;
   reg [3:0] \$1743 ;
-  reg \$1744 ;
-  reg [10:0] \$1745 ;
-  reg [12:0] \$1746 ;
+  reg [3:0] \$1744 ;
+  reg [12:0] \$1745 ;
+  reg [3:0] \$1746 ;
   reg \$1747 ;
-  reg \$1748 ;
-  reg [31:0] \$1749 ;
+  reg [10:0] \$1748 ;
+  reg [12:0] \$1749 ;
   wire [29:0] \$175 ;
-  reg [31:0] \$1750 ;
-  reg [31:0] \$1751 ;
+  reg \$1750 ;
+  reg \$1751 ;
   reg [31:0] \$1752 ;
   reg [31:0] \$1753 ;
   reg [31:0] \$1754 ;
   reg [31:0] \$1755 ;
   reg [31:0] \$1756 ;
-  wire [29:0] \$176 ;
+  reg [31:0] \$1757 ;
+  reg [31:0] \$1758 ;
+  reg [31:0] \$1759 ;
+  reg [63:0] \$176 ;
   reg [63:0] \$177 ;
   reg [63:0] \$178 ;
   reg [63:0] \$179 ;
@@ -894,47 +897,47 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$213 ;
   reg [63:0] \$214 ;
   reg [63:0] \$215 ;
-  reg [63:0] \$216 ;
+  wire [31:0] \$216 ;
   wire [31:0] \$217 ;
   wire [31:0] \$218 ;
-  wire [31:0] \$219 ;
+  wire [32:0] \$219 ;
   wire \$22 ;
-  wire [32:0] \$220 ;
+  wire [31:0] \$220 ;
   wire [31:0] \$221 ;
   wire [31:0] \$222 ;
-  wire [31:0] \$223 ;
-  wire [32:0] \$224 ;
+  wire [32:0] \$223 ;
+  wire [31:0] \$224 ;
   wire [31:0] \$225 ;
   wire [31:0] \$226 ;
-  wire [31:0] \$227 ;
-  wire [32:0] \$228 ;
+  wire [32:0] \$227 ;
+  wire [31:0] \$228 ;
   wire [31:0] \$229 ;
   wire \$23 ;
   wire [31:0] \$230 ;
-  wire [31:0] \$231 ;
-  wire [32:0] \$232 ;
+  wire [32:0] \$231 ;
+  wire [31:0] \$232 ;
   wire [31:0] \$233 ;
   wire [31:0] \$234 ;
-  wire [31:0] \$235 ;
-  wire [32:0] \$236 ;
+  wire [32:0] \$235 ;
+  wire [31:0] \$236 ;
   wire [31:0] \$237 ;
   wire [31:0] \$238 ;
-  wire [31:0] \$239 ;
+  wire [32:0] \$239 ;
   wire \$24 ;
-  wire [32:0] \$240 ;
+  wire [31:0] \$240 ;
   wire [31:0] \$241 ;
   wire [31:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [32:0] \$244 ;
+  wire [32:0] \$243 ;
+  wire [31:0] \$244 ;
   wire [31:0] \$245 ;
   wire [31:0] \$246 ;
-  wire [31:0] \$247 ;
-  wire [32:0] \$248 ;
+  wire [32:0] \$247 ;
+  wire \$248 ;
   wire \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire \$251 ;
-  wire [13:0] \$252 ;
+  wire [13:0] \$251 ;
+  wire \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
@@ -958,8 +961,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire \$274 ;
-  wire [7:0] \$275 ;
+  wire [7:0] \$274 ;
+  wire \$275 ;
   wire \$276 ;
   wire \$277 ;
   wire \$278 ;
@@ -969,8 +972,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$281 ;
   wire \$282 ;
   wire \$283 ;
-  wire \$284 ;
-  wire [5:0] \$285 ;
+  wire [5:0] \$284 ;
+  wire \$285 ;
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
@@ -980,19 +983,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$291 ;
   wire \$292 ;
   wire \$293 ;
-  wire \$294 ;
-  wire [8:0] \$295 ;
+  wire [8:0] \$294 ;
+  wire \$295 ;
   wire \$296 ;
-  wire \$297 ;
-  wire [5:0] \$298 ;
+  wire [5:0] \$297 ;
+  wire \$298 ;
   wire \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
   wire \$300 ;
-  wire \$301 ;
-  wire [8:0] \$302 ;
-  wire \$303 ;
-  wire [8:0] \$304 ;
+  wire [8:0] \$301 ;
+  wire \$302 ;
+  wire [8:0] \$303 ;
+  wire \$304 ;
   wire \$305 ;
   wire \$306 ;
   wire \$307 ;
@@ -1013,8 +1016,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$320 ;
   wire \$321 ;
   wire \$322 ;
-  wire \$323 ;
-  wire [17:0] \$324 ;
+  wire [17:0] \$323 ;
+  wire \$324 ;
   wire \$325 ;
   wire \$326 ;
   wire \$327 ;
@@ -1024,8 +1027,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$330 ;
   wire \$331 ;
   wire \$332 ;
-  wire \$333 ;
-  wire [7:0] \$334 ;
+  wire [7:0] \$333 ;
+  wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
@@ -1363,15 +1366,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire \$639 ;
+  wire [11:0] \$639 ;
   wire \$64 ;
-  wire [11:0] \$640 ;
-  wire \$641 ;
-  wire [12:0] \$642 ;
-  wire [5:0] \$643 ;
-  wire \$644 ;
-  wire [12:0] \$645 ;
-  wire [24:0] \$646 ;
+  wire \$640 ;
+  wire [12:0] \$641 ;
+  wire [5:0] \$642 ;
+  wire \$643 ;
+  wire [12:0] \$644 ;
+  wire [24:0] \$645 ;
+  wire \$646 ;
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
@@ -1382,8 +1385,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
-  wire \$656 ;
-  wire [28:0] \$657 ;
+  wire [28:0] \$656 ;
+  wire \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
@@ -1393,18 +1396,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$663 ;
   wire \$664 ;
   wire \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
+  wire [4:0] \$666 ;
+  wire [4:0] \$667 ;
+  wire [4:0] \$668 ;
   wire [4:0] \$669 ;
   wire [28:0] \$67 ;
   wire [4:0] \$670 ;
   wire [4:0] \$671 ;
   wire [4:0] \$672 ;
   wire [4:0] \$673 ;
-  wire [4:0] \$674 ;
-  wire [4:0] \$675 ;
-  wire [4:0] \$676 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
   wire \$677 ;
   wire \$678 ;
   wire \$679 ;
@@ -1418,15 +1421,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$686 ;
   wire \$687 ;
   wire \$688 ;
-  wire \$689 ;
+  wire [16:0] \$689 ;
   wire \$69 ;
-  wire \$690 ;
-  wire \$691 ;
-  wire [16:0] \$692 ;
-  wire [17:0] \$693 ;
-  wire [16:0] \$694 ;
-  wire [4:0] \$695 ;
-  wire [18:0] \$696 ;
+  wire [17:0] \$690 ;
+  wire [16:0] \$691 ;
+  wire [4:0] \$692 ;
+  wire [18:0] \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
   wire \$697 ;
   wire \$698 ;
   wire \$699 ;
@@ -1439,11 +1442,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$704 ;
   wire \$705 ;
   wire \$706 ;
-  wire \$707 ;
+  wire [1:0] \$707 ;
   wire \$708 ;
   wire \$709 ;
   wire \$71 ;
-  wire [1:0] \$710 ;
+  wire \$710 ;
   wire \$711 ;
   wire \$712 ;
   wire \$713 ;
@@ -1457,16 +1460,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
-  wire \$723 ;
-  wire \$724 ;
-  wire \$725 ;
-  wire [9:0] \$726 ;
-  wire [29:0] \$727 ;
-  wire [30:0] \$728 ;
-  wire [31:0] \$729 ;
+  wire [9:0] \$723 ;
+  wire [29:0] \$724 ;
+  wire [30:0] \$725 ;
+  wire [31:0] \$726 ;
+  wire [7:0] \$727 ;
+  wire [4:0] \$728 ;
+  reg [63:0] \$729 ;
   wire \$73 ;
-  wire [7:0] \$730 ;
-  wire [4:0] \$731 ;
+  reg [63:0] \$730 ;
+  wire [63:0] \$731 ;
   reg [63:0] \$732 ;
   reg [63:0] \$733 ;
   wire [63:0] \$734 ;
@@ -1478,14 +1481,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$74 ;
   wire [63:0] \$740 ;
   reg [63:0] \$741 ;
-  reg [63:0] \$742 ;
-  wire [63:0] \$743 ;
-  reg [63:0] \$744 ;
-  wire [63:0] \$745 ;
-  wire [4:0] \$746 ;
-  wire \$747 ;
-  wire \$748 ;
-  wire \$749 ;
+  wire [63:0] \$742 ;
+  wire [4:0] \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  reg [63:0] \$747 ;
+  reg [63:0] \$748 ;
+  wire [63:0] \$749 ;
   wire [28:0] \$75 ;
   reg [63:0] \$750 ;
   reg [63:0] \$751 ;
@@ -1496,42 +1499,42 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$756 ;
   reg [63:0] \$757 ;
   wire [63:0] \$758 ;
-  reg [63:0] \$759 ;
+  wire \$759 ;
   wire \$76 ;
   reg [63:0] \$760 ;
-  wire [63:0] \$761 ;
-  wire \$762 ;
-  reg [63:0] \$763 ;
+  reg [63:0] \$761 ;
+  wire [63:0] \$762 ;
+  wire \$763 ;
   reg [63:0] \$764 ;
-  wire [63:0] \$765 ;
-  wire \$766 ;
-  reg [63:0] \$767 ;
+  reg [63:0] \$765 ;
+  wire [63:0] \$766 ;
+  wire \$767 ;
   reg [63:0] \$768 ;
-  wire [63:0] \$769 ;
+  reg [63:0] \$769 ;
   wire [28:0] \$77 ;
-  wire \$770 ;
-  reg [63:0] \$771 ;
+  wire [63:0] \$770 ;
+  wire \$771 ;
   reg [63:0] \$772 ;
-  wire [63:0] \$773 ;
-  wire \$774 ;
-  reg [63:0] \$775 ;
-  reg [63:0] \$776 ;
-  wire [63:0] \$777 ;
-  wire \$778 ;
+  reg [63:0] \$773 ;
+  wire [63:0] \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  reg [63:0] \$777 ;
+  wire [63:0] \$778 ;
   wire \$779 ;
   wire \$78 ;
   reg [63:0] \$780 ;
   wire [63:0] \$781 ;
-  wire \$782 ;
-  reg [63:0] \$783 ;
-  wire [63:0] \$784 ;
-  reg [63:0] \$785 ;
-  wire [63:0] \$786 ;
-  wire [4:0] \$787 ;
-  wire \$788 ;
-  wire \$789 ;
+  reg [63:0] \$782 ;
+  wire [63:0] \$783 ;
+  wire [4:0] \$784 ;
+  wire \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  reg [63:0] \$788 ;
+  reg [63:0] \$789 ;
   wire \$79 ;
-  wire \$790 ;
+  wire [63:0] \$790 ;
   reg [63:0] \$791 ;
   reg [63:0] \$792 ;
   wire [63:0] \$793 ;
@@ -1543,41 +1546,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [63:0] \$799 ;
   wire [7:0] \$8 ;
   wire [28:0] \$80 ;
-  reg [63:0] \$800 ;
+  wire \$800 ;
   reg [63:0] \$801 ;
-  wire [63:0] \$802 ;
-  wire \$803 ;
-  reg [63:0] \$804 ;
+  reg [63:0] \$802 ;
+  wire [63:0] \$803 ;
+  wire \$804 ;
   reg [63:0] \$805 ;
-  wire [63:0] \$806 ;
-  wire \$807 ;
-  reg [63:0] \$808 ;
+  reg [63:0] \$806 ;
+  wire [63:0] \$807 ;
+  wire \$808 ;
   reg [63:0] \$809 ;
   wire \$81 ;
-  wire [63:0] \$810 ;
-  wire \$811 ;
-  reg [63:0] \$812 ;
+  reg [63:0] \$810 ;
+  wire [63:0] \$811 ;
+  wire \$812 ;
   reg [63:0] \$813 ;
-  wire [63:0] \$814 ;
-  wire \$815 ;
-  reg [63:0] \$816 ;
-  reg [63:0] \$817 ;
-  wire [63:0] \$818 ;
-  wire \$819 ;
+  reg [63:0] \$814 ;
+  wire [63:0] \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  reg [63:0] \$818 ;
+  wire [63:0] \$819 ;
   wire [28:0] \$82 ;
   wire \$820 ;
   reg [63:0] \$821 ;
   wire [63:0] \$822 ;
-  wire \$823 ;
-  reg [63:0] \$824 ;
-  wire [63:0] \$825 ;
-  reg [63:0] \$826 ;
-  wire [63:0] \$827 ;
-  wire [5:0] \$828 ;
-  wire \$829 ;
+  reg [63:0] \$823 ;
+  wire [63:0] \$824 ;
+  wire [5:0] \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  reg [63:0] \$829 ;
   wire \$83 ;
-  wire \$830 ;
-  wire \$831 ;
+  reg [63:0] \$830 ;
+  wire [63:0] \$831 ;
   reg [63:0] \$832 ;
   reg [63:0] \$833 ;
   wire [63:0] \$834 ;
@@ -1588,41 +1591,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$839 ;
   wire \$84 ;
   wire [63:0] \$840 ;
-  reg [63:0] \$841 ;
+  wire \$841 ;
   reg [63:0] \$842 ;
-  wire [63:0] \$843 ;
-  wire \$844 ;
-  reg [63:0] \$845 ;
+  reg [63:0] \$843 ;
+  wire [63:0] \$844 ;
+  wire \$845 ;
   reg [63:0] \$846 ;
-  wire [63:0] \$847 ;
-  wire \$848 ;
-  reg [63:0] \$849 ;
+  reg [63:0] \$847 ;
+  wire [63:0] \$848 ;
+  wire \$849 ;
   wire [28:0] \$85 ;
   reg [63:0] \$850 ;
-  wire [63:0] \$851 ;
-  wire \$852 ;
-  reg [63:0] \$853 ;
+  reg [63:0] \$851 ;
+  wire [63:0] \$852 ;
+  wire \$853 ;
   reg [63:0] \$854 ;
-  wire [63:0] \$855 ;
-  wire \$856 ;
-  reg [63:0] \$857 ;
-  reg [63:0] \$858 ;
-  wire [63:0] \$859 ;
+  reg [63:0] \$855 ;
+  wire [63:0] \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  reg [63:0] \$859 ;
   wire \$86 ;
-  wire \$860 ;
+  wire [63:0] \$860 ;
   wire \$861 ;
   reg [63:0] \$862 ;
   wire [63:0] \$863 ;
-  wire \$864 ;
-  reg [63:0] \$865 ;
-  wire [63:0] \$866 ;
-  reg [63:0] \$867 ;
-  wire [63:0] \$868 ;
-  wire [5:0] \$869 ;
+  reg [63:0] \$864 ;
+  wire [63:0] \$865 ;
+  wire [5:0] \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
   wire [28:0] \$87 ;
-  wire \$870 ;
-  wire \$871 ;
-  wire \$872 ;
+  reg [63:0] \$870 ;
+  reg [63:0] \$871 ;
+  wire [63:0] \$872 ;
   reg [63:0] \$873 ;
   reg [63:0] \$874 ;
   wire [63:0] \$875 ;
@@ -1633,42 +1636,42 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$88 ;
   reg [63:0] \$880 ;
   wire [63:0] \$881 ;
-  reg [63:0] \$882 ;
+  wire \$882 ;
   reg [63:0] \$883 ;
-  wire [63:0] \$884 ;
-  wire \$885 ;
-  reg [63:0] \$886 ;
+  reg [63:0] \$884 ;
+  wire [63:0] \$885 ;
+  wire \$886 ;
   reg [63:0] \$887 ;
-  wire [63:0] \$888 ;
-  wire \$889 ;
+  reg [63:0] \$888 ;
+  wire [63:0] \$889 ;
   wire \$89 ;
-  reg [63:0] \$890 ;
+  wire \$890 ;
   reg [63:0] \$891 ;
-  wire [63:0] \$892 ;
-  wire \$893 ;
-  reg [63:0] \$894 ;
+  reg [63:0] \$892 ;
+  wire [63:0] \$893 ;
+  wire \$894 ;
   reg [63:0] \$895 ;
-  wire [63:0] \$896 ;
-  wire \$897 ;
-  reg [63:0] \$898 ;
-  reg [63:0] \$899 ;
+  reg [63:0] \$896 ;
+  wire [63:0] \$897 ;
+  wire \$898 ;
+  wire \$899 ;
   wire \$9 ;
   wire [28:0] \$90 ;
-  wire [63:0] \$900 ;
-  wire \$901 ;
+  reg [63:0] \$900 ;
+  wire [63:0] \$901 ;
   wire \$902 ;
   reg [63:0] \$903 ;
   wire [63:0] \$904 ;
-  wire \$905 ;
-  reg [63:0] \$906 ;
-  wire [63:0] \$907 ;
-  reg [63:0] \$908 ;
-  wire [63:0] \$909 ;
+  reg [63:0] \$905 ;
+  wire [63:0] \$906 ;
+  wire [6:0] \$907 ;
+  wire \$908 ;
+  wire \$909 ;
   wire \$91 ;
-  wire [6:0] \$910 ;
-  wire \$911 ;
-  wire \$912 ;
-  wire \$913 ;
+  wire \$910 ;
+  reg [63:0] \$911 ;
+  reg [63:0] \$912 ;
+  wire [63:0] \$913 ;
   reg [63:0] \$914 ;
   reg [63:0] \$915 ;
   wire [63:0] \$916 ;
@@ -1679,54 +1682,54 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$920 ;
   reg [63:0] \$921 ;
   wire [63:0] \$922 ;
-  reg [63:0] \$923 ;
+  wire \$923 ;
   reg [63:0] \$924 ;
-  wire [63:0] \$925 ;
-  wire \$926 ;
-  reg [63:0] \$927 ;
+  reg [63:0] \$925 ;
+  wire [63:0] \$926 ;
+  wire \$927 ;
   reg [63:0] \$928 ;
-  wire [63:0] \$929 ;
+  reg [63:0] \$929 ;
   wire \$93 ;
-  wire \$930 ;
-  reg [63:0] \$931 ;
+  wire [63:0] \$930 ;
+  wire \$931 ;
   reg [63:0] \$932 ;
-  wire [63:0] \$933 ;
-  wire \$934 ;
-  reg [63:0] \$935 ;
+  reg [63:0] \$933 ;
+  wire [63:0] \$934 ;
+  wire \$935 ;
   reg [63:0] \$936 ;
-  wire [63:0] \$937 ;
-  wire \$938 ;
-  reg [63:0] \$939 ;
+  reg [63:0] \$937 ;
+  wire [63:0] \$938 ;
+  wire \$939 ;
   wire \$94 ;
-  reg [63:0] \$940 ;
-  wire [63:0] \$941 ;
-  wire \$942 ;
+  wire \$940 ;
+  reg [63:0] \$941 ;
+  wire [63:0] \$942 ;
   wire \$943 ;
   reg [63:0] \$944 ;
   wire [63:0] \$945 ;
-  wire \$946 ;
-  reg [63:0] \$947 ;
-  wire [63:0] \$948 ;
-  reg [63:0] \$949 ;
+  reg [63:0] \$946 ;
+  wire [63:0] \$947 ;
+  wire [4:0] \$948 ;
+  wire [5:0] \$949 ;
   wire [28:0] \$95 ;
-  wire [63:0] \$950 ;
-  wire [4:0] \$951 ;
-  wire [5:0] \$952 ;
-  wire [4:0] \$953 ;
-  wire [5:0] \$954 ;
-  wire [4:0] \$955 ;
-  wire [5:0] \$956 ;
-  wire [4:0] \$957 ;
-  wire [5:0] \$958 ;
-  wire [4:0] \$959 ;
+  wire [4:0] \$950 ;
+  wire [5:0] \$951 ;
+  wire [4:0] \$952 ;
+  wire [5:0] \$953 ;
+  wire [4:0] \$954 ;
+  wire [5:0] \$955 ;
+  wire [4:0] \$956 ;
+  wire [5:0] \$957 ;
+  wire [4:0] \$958 ;
+  wire [5:0] \$959 ;
   wire \$96 ;
-  wire [5:0] \$960 ;
-  wire [4:0] \$961 ;
-  wire [5:0] \$962 ;
-  wire [4:0] \$963 ;
-  wire [5:0] \$964 ;
-  wire [4:0] \$965 ;
-  wire [5:0] \$966 ;
+  wire [4:0] \$960 ;
+  wire [5:0] \$961 ;
+  wire [4:0] \$962 ;
+  wire [5:0] \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
   wire \$967 ;
   wire \$968 ;
   wire \$969 ;
@@ -1760,8 +1763,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$994 ;
   wire \$995 ;
   wire \$996 ;
-  wire \$997 ;
-  wire \$998 ;
+  wire [8:0] \$997 ;
+  wire [8:0] \$998 ;
   wire \$999 ;
   wire [8:0] \$signature__addr ;
   wire [8:0] \$signature__addr$102 ;
@@ -1776,38 +1779,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$119 ;
   wire [8:0] \$signature__addr$122 ;
   wire [8:0] \$signature__addr$123 ;
-  wire [8:0] \$signature__addr$349 ;
-  wire [8:0] \$signature__addr$353 ;
-  wire [8:0] \$signature__addr$356 ;
-  wire [8:0] \$signature__addr$359 ;
-  wire [8:0] \$signature__addr$362 ;
-  wire [8:0] \$signature__addr$365 ;
-  wire [8:0] \$signature__addr$368 ;
-  wire [8:0] \$signature__addr$371 ;
-  wire [8:0] \$signature__addr$374 ;
-  wire [8:0] \$signature__addr$377 ;
-  wire [8:0] \$signature__addr$380 ;
-  wire [8:0] \$signature__addr$383 ;
-  wire [8:0] \$signature__addr$386 ;
-  wire [8:0] \$signature__addr$389 ;
-  wire [8:0] \$signature__addr$392 ;
-  wire [8:0] \$signature__addr$395 ;
-  wire [8:0] \$signature__addr$398 ;
-  wire [8:0] \$signature__addr$401 ;
-  wire [8:0] \$signature__addr$404 ;
-  wire [8:0] \$signature__addr$407 ;
-  wire [8:0] \$signature__addr$410 ;
-  wire [8:0] \$signature__addr$413 ;
-  wire [8:0] \$signature__addr$416 ;
-  wire [8:0] \$signature__addr$419 ;
-  wire [8:0] \$signature__addr$422 ;
-  wire [8:0] \$signature__addr$425 ;
-  wire [8:0] \$signature__addr$428 ;
-  wire [8:0] \$signature__addr$431 ;
-  wire [8:0] \$signature__addr$434 ;
-  wire [8:0] \$signature__addr$437 ;
-  wire [8:0] \$signature__addr$440 ;
-  wire [8:0] \$signature__addr$443 ;
+  wire [8:0] \$signature__addr$348 ;
+  wire [8:0] \$signature__addr$352 ;
+  wire [8:0] \$signature__addr$355 ;
+  wire [8:0] \$signature__addr$358 ;
+  wire [8:0] \$signature__addr$361 ;
+  wire [8:0] \$signature__addr$364 ;
+  wire [8:0] \$signature__addr$367 ;
+  wire [8:0] \$signature__addr$370 ;
+  wire [8:0] \$signature__addr$373 ;
+  wire [8:0] \$signature__addr$376 ;
+  wire [8:0] \$signature__addr$379 ;
+  wire [8:0] \$signature__addr$382 ;
+  wire [8:0] \$signature__addr$385 ;
+  wire [8:0] \$signature__addr$388 ;
+  wire [8:0] \$signature__addr$391 ;
+  wire [8:0] \$signature__addr$394 ;
+  wire [8:0] \$signature__addr$397 ;
+  wire [8:0] \$signature__addr$400 ;
+  wire [8:0] \$signature__addr$403 ;
+  wire [8:0] \$signature__addr$406 ;
+  wire [8:0] \$signature__addr$409 ;
+  wire [8:0] \$signature__addr$412 ;
+  wire [8:0] \$signature__addr$415 ;
+  wire [8:0] \$signature__addr$418 ;
+  wire [8:0] \$signature__addr$421 ;
+  wire [8:0] \$signature__addr$424 ;
+  wire [8:0] \$signature__addr$427 ;
+  wire [8:0] \$signature__addr$430 ;
+  wire [8:0] \$signature__addr$433 ;
+  wire [8:0] \$signature__addr$436 ;
+  wire [8:0] \$signature__addr$439 ;
+  wire [8:0] \$signature__addr$442 ;
   wire [8:0] \$signature__addr$63 ;
   wire [8:0] \$signature__addr$66 ;
   wire [8:0] \$signature__addr$67 ;
@@ -1828,573 +1831,573 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$98 ;
   wire [8:0] \$signature__addr$99 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$354 ;
-  wire [7:0] \$signature__data$354[0] ;
-  wire [7:0] \$signature__data$354[1] ;
-  wire [7:0] \$signature__data$354[2] ;
-  wire [7:0] \$signature__data$354[3] ;
-  wire [7:0] \$signature__data$354[4] ;
-  wire [7:0] \$signature__data$354[5] ;
-  wire [7:0] \$signature__data$354[6] ;
-  wire [7:0] \$signature__data$354[7] ;
-  wire [63:0] \$signature__data$357 ;
-  wire [7:0] \$signature__data$357[0] ;
-  wire [7:0] \$signature__data$357[1] ;
-  wire [7:0] \$signature__data$357[2] ;
-  wire [7:0] \$signature__data$357[3] ;
-  wire [7:0] \$signature__data$357[4] ;
-  wire [7:0] \$signature__data$357[5] ;
-  wire [7:0] \$signature__data$357[6] ;
-  wire [7:0] \$signature__data$357[7] ;
-  wire [63:0] \$signature__data$360 ;
-  wire [7:0] \$signature__data$360[0] ;
-  wire [7:0] \$signature__data$360[1] ;
-  wire [7:0] \$signature__data$360[2] ;
-  wire [7:0] \$signature__data$360[3] ;
-  wire [7:0] \$signature__data$360[4] ;
-  wire [7:0] \$signature__data$360[5] ;
-  wire [7:0] \$signature__data$360[6] ;
-  wire [7:0] \$signature__data$360[7] ;
-  wire [63:0] \$signature__data$363 ;
-  wire [7:0] \$signature__data$363[0] ;
-  wire [7:0] \$signature__data$363[1] ;
-  wire [7:0] \$signature__data$363[2] ;
-  wire [7:0] \$signature__data$363[3] ;
-  wire [7:0] \$signature__data$363[4] ;
-  wire [7:0] \$signature__data$363[5] ;
-  wire [7:0] \$signature__data$363[6] ;
-  wire [7:0] \$signature__data$363[7] ;
-  wire [63:0] \$signature__data$366 ;
-  wire [7:0] \$signature__data$366[0] ;
-  wire [7:0] \$signature__data$366[1] ;
-  wire [7:0] \$signature__data$366[2] ;
-  wire [7:0] \$signature__data$366[3] ;
-  wire [7:0] \$signature__data$366[4] ;
-  wire [7:0] \$signature__data$366[5] ;
-  wire [7:0] \$signature__data$366[6] ;
-  wire [7:0] \$signature__data$366[7] ;
-  wire [63:0] \$signature__data$369 ;
-  wire [7:0] \$signature__data$369[0] ;
-  wire [7:0] \$signature__data$369[1] ;
-  wire [7:0] \$signature__data$369[2] ;
-  wire [7:0] \$signature__data$369[3] ;
-  wire [7:0] \$signature__data$369[4] ;
-  wire [7:0] \$signature__data$369[5] ;
-  wire [7:0] \$signature__data$369[6] ;
-  wire [7:0] \$signature__data$369[7] ;
-  wire [63:0] \$signature__data$372 ;
-  wire [7:0] \$signature__data$372[0] ;
-  wire [7:0] \$signature__data$372[1] ;
-  wire [7:0] \$signature__data$372[2] ;
-  wire [7:0] \$signature__data$372[3] ;
-  wire [7:0] \$signature__data$372[4] ;
-  wire [7:0] \$signature__data$372[5] ;
-  wire [7:0] \$signature__data$372[6] ;
-  wire [7:0] \$signature__data$372[7] ;
-  wire [63:0] \$signature__data$375 ;
-  wire [7:0] \$signature__data$375[0] ;
-  wire [7:0] \$signature__data$375[1] ;
-  wire [7:0] \$signature__data$375[2] ;
-  wire [7:0] \$signature__data$375[3] ;
-  wire [7:0] \$signature__data$375[4] ;
-  wire [7:0] \$signature__data$375[5] ;
-  wire [7:0] \$signature__data$375[6] ;
-  wire [7:0] \$signature__data$375[7] ;
-  wire [63:0] \$signature__data$378 ;
-  wire [7:0] \$signature__data$378[0] ;
-  wire [7:0] \$signature__data$378[1] ;
-  wire [7:0] \$signature__data$378[2] ;
-  wire [7:0] \$signature__data$378[3] ;
-  wire [7:0] \$signature__data$378[4] ;
-  wire [7:0] \$signature__data$378[5] ;
-  wire [7:0] \$signature__data$378[6] ;
-  wire [7:0] \$signature__data$378[7] ;
-  wire [63:0] \$signature__data$381 ;
-  wire [7:0] \$signature__data$381[0] ;
-  wire [7:0] \$signature__data$381[1] ;
-  wire [7:0] \$signature__data$381[2] ;
-  wire [7:0] \$signature__data$381[3] ;
-  wire [7:0] \$signature__data$381[4] ;
-  wire [7:0] \$signature__data$381[5] ;
-  wire [7:0] \$signature__data$381[6] ;
-  wire [7:0] \$signature__data$381[7] ;
-  wire [63:0] \$signature__data$384 ;
-  wire [7:0] \$signature__data$384[0] ;
-  wire [7:0] \$signature__data$384[1] ;
-  wire [7:0] \$signature__data$384[2] ;
-  wire [7:0] \$signature__data$384[3] ;
-  wire [7:0] \$signature__data$384[4] ;
-  wire [7:0] \$signature__data$384[5] ;
-  wire [7:0] \$signature__data$384[6] ;
-  wire [7:0] \$signature__data$384[7] ;
-  wire [63:0] \$signature__data$387 ;
-  wire [7:0] \$signature__data$387[0] ;
-  wire [7:0] \$signature__data$387[1] ;
-  wire [7:0] \$signature__data$387[2] ;
-  wire [7:0] \$signature__data$387[3] ;
-  wire [7:0] \$signature__data$387[4] ;
-  wire [7:0] \$signature__data$387[5] ;
-  wire [7:0] \$signature__data$387[6] ;
-  wire [7:0] \$signature__data$387[7] ;
-  wire [63:0] \$signature__data$390 ;
-  wire [7:0] \$signature__data$390[0] ;
-  wire [7:0] \$signature__data$390[1] ;
-  wire [7:0] \$signature__data$390[2] ;
-  wire [7:0] \$signature__data$390[3] ;
-  wire [7:0] \$signature__data$390[4] ;
-  wire [7:0] \$signature__data$390[5] ;
-  wire [7:0] \$signature__data$390[6] ;
-  wire [7:0] \$signature__data$390[7] ;
-  wire [63:0] \$signature__data$393 ;
-  wire [7:0] \$signature__data$393[0] ;
-  wire [7:0] \$signature__data$393[1] ;
-  wire [7:0] \$signature__data$393[2] ;
-  wire [7:0] \$signature__data$393[3] ;
-  wire [7:0] \$signature__data$393[4] ;
-  wire [7:0] \$signature__data$393[5] ;
-  wire [7:0] \$signature__data$393[6] ;
-  wire [7:0] \$signature__data$393[7] ;
-  wire [63:0] \$signature__data$396 ;
-  wire [7:0] \$signature__data$396[0] ;
-  wire [7:0] \$signature__data$396[1] ;
-  wire [7:0] \$signature__data$396[2] ;
-  wire [7:0] \$signature__data$396[3] ;
-  wire [7:0] \$signature__data$396[4] ;
-  wire [7:0] \$signature__data$396[5] ;
-  wire [7:0] \$signature__data$396[6] ;
-  wire [7:0] \$signature__data$396[7] ;
-  wire [63:0] \$signature__data$399 ;
-  wire [7:0] \$signature__data$399[0] ;
-  wire [7:0] \$signature__data$399[1] ;
-  wire [7:0] \$signature__data$399[2] ;
-  wire [7:0] \$signature__data$399[3] ;
-  wire [7:0] \$signature__data$399[4] ;
-  wire [7:0] \$signature__data$399[5] ;
-  wire [7:0] \$signature__data$399[6] ;
-  wire [7:0] \$signature__data$399[7] ;
-  wire [63:0] \$signature__data$402 ;
-  wire [7:0] \$signature__data$402[0] ;
-  wire [7:0] \$signature__data$402[1] ;
-  wire [7:0] \$signature__data$402[2] ;
-  wire [7:0] \$signature__data$402[3] ;
-  wire [7:0] \$signature__data$402[4] ;
-  wire [7:0] \$signature__data$402[5] ;
-  wire [7:0] \$signature__data$402[6] ;
-  wire [7:0] \$signature__data$402[7] ;
-  wire [63:0] \$signature__data$405 ;
-  wire [7:0] \$signature__data$405[0] ;
-  wire [7:0] \$signature__data$405[1] ;
-  wire [7:0] \$signature__data$405[2] ;
-  wire [7:0] \$signature__data$405[3] ;
-  wire [7:0] \$signature__data$405[4] ;
-  wire [7:0] \$signature__data$405[5] ;
-  wire [7:0] \$signature__data$405[6] ;
-  wire [7:0] \$signature__data$405[7] ;
-  wire [63:0] \$signature__data$408 ;
-  wire [7:0] \$signature__data$408[0] ;
-  wire [7:0] \$signature__data$408[1] ;
-  wire [7:0] \$signature__data$408[2] ;
-  wire [7:0] \$signature__data$408[3] ;
-  wire [7:0] \$signature__data$408[4] ;
-  wire [7:0] \$signature__data$408[5] ;
-  wire [7:0] \$signature__data$408[6] ;
-  wire [7:0] \$signature__data$408[7] ;
-  wire [63:0] \$signature__data$411 ;
-  wire [7:0] \$signature__data$411[0] ;
-  wire [7:0] \$signature__data$411[1] ;
-  wire [7:0] \$signature__data$411[2] ;
-  wire [7:0] \$signature__data$411[3] ;
-  wire [7:0] \$signature__data$411[4] ;
-  wire [7:0] \$signature__data$411[5] ;
-  wire [7:0] \$signature__data$411[6] ;
-  wire [7:0] \$signature__data$411[7] ;
-  wire [63:0] \$signature__data$414 ;
-  wire [7:0] \$signature__data$414[0] ;
-  wire [7:0] \$signature__data$414[1] ;
-  wire [7:0] \$signature__data$414[2] ;
-  wire [7:0] \$signature__data$414[3] ;
-  wire [7:0] \$signature__data$414[4] ;
-  wire [7:0] \$signature__data$414[5] ;
-  wire [7:0] \$signature__data$414[6] ;
-  wire [7:0] \$signature__data$414[7] ;
-  wire [63:0] \$signature__data$417 ;
-  wire [7:0] \$signature__data$417[0] ;
-  wire [7:0] \$signature__data$417[1] ;
-  wire [7:0] \$signature__data$417[2] ;
-  wire [7:0] \$signature__data$417[3] ;
-  wire [7:0] \$signature__data$417[4] ;
-  wire [7:0] \$signature__data$417[5] ;
-  wire [7:0] \$signature__data$417[6] ;
-  wire [7:0] \$signature__data$417[7] ;
-  wire [63:0] \$signature__data$420 ;
-  wire [7:0] \$signature__data$420[0] ;
-  wire [7:0] \$signature__data$420[1] ;
-  wire [7:0] \$signature__data$420[2] ;
-  wire [7:0] \$signature__data$420[3] ;
-  wire [7:0] \$signature__data$420[4] ;
-  wire [7:0] \$signature__data$420[5] ;
-  wire [7:0] \$signature__data$420[6] ;
-  wire [7:0] \$signature__data$420[7] ;
-  wire [63:0] \$signature__data$423 ;
-  wire [7:0] \$signature__data$423[0] ;
-  wire [7:0] \$signature__data$423[1] ;
-  wire [7:0] \$signature__data$423[2] ;
-  wire [7:0] \$signature__data$423[3] ;
-  wire [7:0] \$signature__data$423[4] ;
-  wire [7:0] \$signature__data$423[5] ;
-  wire [7:0] \$signature__data$423[6] ;
-  wire [7:0] \$signature__data$423[7] ;
-  wire [63:0] \$signature__data$426 ;
-  wire [7:0] \$signature__data$426[0] ;
-  wire [7:0] \$signature__data$426[1] ;
-  wire [7:0] \$signature__data$426[2] ;
-  wire [7:0] \$signature__data$426[3] ;
-  wire [7:0] \$signature__data$426[4] ;
-  wire [7:0] \$signature__data$426[5] ;
-  wire [7:0] \$signature__data$426[6] ;
-  wire [7:0] \$signature__data$426[7] ;
-  wire [63:0] \$signature__data$429 ;
-  wire [7:0] \$signature__data$429[0] ;
-  wire [7:0] \$signature__data$429[1] ;
-  wire [7:0] \$signature__data$429[2] ;
-  wire [7:0] \$signature__data$429[3] ;
-  wire [7:0] \$signature__data$429[4] ;
-  wire [7:0] \$signature__data$429[5] ;
-  wire [7:0] \$signature__data$429[6] ;
-  wire [7:0] \$signature__data$429[7] ;
-  wire [63:0] \$signature__data$432 ;
-  wire [7:0] \$signature__data$432[0] ;
-  wire [7:0] \$signature__data$432[1] ;
-  wire [7:0] \$signature__data$432[2] ;
-  wire [7:0] \$signature__data$432[3] ;
-  wire [7:0] \$signature__data$432[4] ;
-  wire [7:0] \$signature__data$432[5] ;
-  wire [7:0] \$signature__data$432[6] ;
-  wire [7:0] \$signature__data$432[7] ;
-  wire [63:0] \$signature__data$435 ;
-  wire [7:0] \$signature__data$435[0] ;
-  wire [7:0] \$signature__data$435[1] ;
-  wire [7:0] \$signature__data$435[2] ;
-  wire [7:0] \$signature__data$435[3] ;
-  wire [7:0] \$signature__data$435[4] ;
-  wire [7:0] \$signature__data$435[5] ;
-  wire [7:0] \$signature__data$435[6] ;
-  wire [7:0] \$signature__data$435[7] ;
-  wire [63:0] \$signature__data$438 ;
-  wire [7:0] \$signature__data$438[0] ;
-  wire [7:0] \$signature__data$438[1] ;
-  wire [7:0] \$signature__data$438[2] ;
-  wire [7:0] \$signature__data$438[3] ;
-  wire [7:0] \$signature__data$438[4] ;
-  wire [7:0] \$signature__data$438[5] ;
-  wire [7:0] \$signature__data$438[6] ;
-  wire [7:0] \$signature__data$438[7] ;
-  wire [63:0] \$signature__data$441 ;
-  wire [7:0] \$signature__data$441[0] ;
-  wire [7:0] \$signature__data$441[1] ;
-  wire [7:0] \$signature__data$441[2] ;
-  wire [7:0] \$signature__data$441[3] ;
-  wire [7:0] \$signature__data$441[4] ;
-  wire [7:0] \$signature__data$441[5] ;
-  wire [7:0] \$signature__data$441[6] ;
-  wire [7:0] \$signature__data$441[7] ;
-  wire [63:0] \$signature__data$444 ;
-  wire [7:0] \$signature__data$444[0] ;
-  wire [7:0] \$signature__data$444[1] ;
-  wire [7:0] \$signature__data$444[2] ;
-  wire [7:0] \$signature__data$444[3] ;
-  wire [7:0] \$signature__data$444[4] ;
-  wire [7:0] \$signature__data$444[5] ;
-  wire [7:0] \$signature__data$444[6] ;
-  wire [7:0] \$signature__data$444[7] ;
-  wire [63:0] \$signature__data$495 ;
-  wire [7:0] \$signature__data$495[0] ;
-  wire [7:0] \$signature__data$495[1] ;
-  wire [7:0] \$signature__data$495[2] ;
-  wire [7:0] \$signature__data$495[3] ;
-  wire [7:0] \$signature__data$495[4] ;
-  wire [7:0] \$signature__data$495[5] ;
-  wire [7:0] \$signature__data$495[6] ;
-  wire [7:0] \$signature__data$495[7] ;
-  wire [63:0] \$signature__data$497 ;
-  wire [7:0] \$signature__data$497[0] ;
-  wire [7:0] \$signature__data$497[1] ;
-  wire [7:0] \$signature__data$497[2] ;
-  wire [7:0] \$signature__data$497[3] ;
-  wire [7:0] \$signature__data$497[4] ;
-  wire [7:0] \$signature__data$497[5] ;
-  wire [7:0] \$signature__data$497[6] ;
-  wire [7:0] \$signature__data$497[7] ;
-  wire [63:0] \$signature__data$499 ;
-  wire [7:0] \$signature__data$499[0] ;
-  wire [7:0] \$signature__data$499[1] ;
-  wire [7:0] \$signature__data$499[2] ;
-  wire [7:0] \$signature__data$499[3] ;
-  wire [7:0] \$signature__data$499[4] ;
-  wire [7:0] \$signature__data$499[5] ;
-  wire [7:0] \$signature__data$499[6] ;
-  wire [7:0] \$signature__data$499[7] ;
-  wire [63:0] \$signature__data$501 ;
-  wire [7:0] \$signature__data$501[0] ;
-  wire [7:0] \$signature__data$501[1] ;
-  wire [7:0] \$signature__data$501[2] ;
-  wire [7:0] \$signature__data$501[3] ;
-  wire [7:0] \$signature__data$501[4] ;
-  wire [7:0] \$signature__data$501[5] ;
-  wire [7:0] \$signature__data$501[6] ;
-  wire [7:0] \$signature__data$501[7] ;
-  wire [63:0] \$signature__data$503 ;
-  wire [7:0] \$signature__data$503[0] ;
-  wire [7:0] \$signature__data$503[1] ;
-  wire [7:0] \$signature__data$503[2] ;
-  wire [7:0] \$signature__data$503[3] ;
-  wire [7:0] \$signature__data$503[4] ;
-  wire [7:0] \$signature__data$503[5] ;
-  wire [7:0] \$signature__data$503[6] ;
-  wire [7:0] \$signature__data$503[7] ;
-  wire [63:0] \$signature__data$505 ;
-  wire [7:0] \$signature__data$505[0] ;
-  wire [7:0] \$signature__data$505[1] ;
-  wire [7:0] \$signature__data$505[2] ;
-  wire [7:0] \$signature__data$505[3] ;
-  wire [7:0] \$signature__data$505[4] ;
-  wire [7:0] \$signature__data$505[5] ;
-  wire [7:0] \$signature__data$505[6] ;
-  wire [7:0] \$signature__data$505[7] ;
-  wire [63:0] \$signature__data$507 ;
-  wire [7:0] \$signature__data$507[0] ;
-  wire [7:0] \$signature__data$507[1] ;
-  wire [7:0] \$signature__data$507[2] ;
-  wire [7:0] \$signature__data$507[3] ;
-  wire [7:0] \$signature__data$507[4] ;
-  wire [7:0] \$signature__data$507[5] ;
-  wire [7:0] \$signature__data$507[6] ;
-  wire [7:0] \$signature__data$507[7] ;
-  wire [63:0] \$signature__data$509 ;
-  wire [7:0] \$signature__data$509[0] ;
-  wire [7:0] \$signature__data$509[1] ;
-  wire [7:0] \$signature__data$509[2] ;
-  wire [7:0] \$signature__data$509[3] ;
-  wire [7:0] \$signature__data$509[4] ;
-  wire [7:0] \$signature__data$509[5] ;
-  wire [7:0] \$signature__data$509[6] ;
-  wire [7:0] \$signature__data$509[7] ;
-  wire [63:0] \$signature__data$511 ;
-  wire [7:0] \$signature__data$511[0] ;
-  wire [7:0] \$signature__data$511[1] ;
-  wire [7:0] \$signature__data$511[2] ;
-  wire [7:0] \$signature__data$511[3] ;
-  wire [7:0] \$signature__data$511[4] ;
-  wire [7:0] \$signature__data$511[5] ;
-  wire [7:0] \$signature__data$511[6] ;
-  wire [7:0] \$signature__data$511[7] ;
-  wire [63:0] \$signature__data$513 ;
-  wire [7:0] \$signature__data$513[0] ;
-  wire [7:0] \$signature__data$513[1] ;
-  wire [7:0] \$signature__data$513[2] ;
-  wire [7:0] \$signature__data$513[3] ;
-  wire [7:0] \$signature__data$513[4] ;
-  wire [7:0] \$signature__data$513[5] ;
-  wire [7:0] \$signature__data$513[6] ;
-  wire [7:0] \$signature__data$513[7] ;
-  wire [63:0] \$signature__data$515 ;
-  wire [7:0] \$signature__data$515[0] ;
-  wire [7:0] \$signature__data$515[1] ;
-  wire [7:0] \$signature__data$515[2] ;
-  wire [7:0] \$signature__data$515[3] ;
-  wire [7:0] \$signature__data$515[4] ;
-  wire [7:0] \$signature__data$515[5] ;
-  wire [7:0] \$signature__data$515[6] ;
-  wire [7:0] \$signature__data$515[7] ;
-  wire [63:0] \$signature__data$517 ;
-  wire [7:0] \$signature__data$517[0] ;
-  wire [7:0] \$signature__data$517[1] ;
-  wire [7:0] \$signature__data$517[2] ;
-  wire [7:0] \$signature__data$517[3] ;
-  wire [7:0] \$signature__data$517[4] ;
-  wire [7:0] \$signature__data$517[5] ;
-  wire [7:0] \$signature__data$517[6] ;
-  wire [7:0] \$signature__data$517[7] ;
-  wire [63:0] \$signature__data$519 ;
-  wire [7:0] \$signature__data$519[0] ;
-  wire [7:0] \$signature__data$519[1] ;
-  wire [7:0] \$signature__data$519[2] ;
-  wire [7:0] \$signature__data$519[3] ;
-  wire [7:0] \$signature__data$519[4] ;
-  wire [7:0] \$signature__data$519[5] ;
-  wire [7:0] \$signature__data$519[6] ;
-  wire [7:0] \$signature__data$519[7] ;
-  wire [63:0] \$signature__data$521 ;
-  wire [7:0] \$signature__data$521[0] ;
-  wire [7:0] \$signature__data$521[1] ;
-  wire [7:0] \$signature__data$521[2] ;
-  wire [7:0] \$signature__data$521[3] ;
-  wire [7:0] \$signature__data$521[4] ;
-  wire [7:0] \$signature__data$521[5] ;
-  wire [7:0] \$signature__data$521[6] ;
-  wire [7:0] \$signature__data$521[7] ;
-  wire [63:0] \$signature__data$523 ;
-  wire [7:0] \$signature__data$523[0] ;
-  wire [7:0] \$signature__data$523[1] ;
-  wire [7:0] \$signature__data$523[2] ;
-  wire [7:0] \$signature__data$523[3] ;
-  wire [7:0] \$signature__data$523[4] ;
-  wire [7:0] \$signature__data$523[5] ;
-  wire [7:0] \$signature__data$523[6] ;
-  wire [7:0] \$signature__data$523[7] ;
-  wire [63:0] \$signature__data$525 ;
-  wire [7:0] \$signature__data$525[0] ;
-  wire [7:0] \$signature__data$525[1] ;
-  wire [7:0] \$signature__data$525[2] ;
-  wire [7:0] \$signature__data$525[3] ;
-  wire [7:0] \$signature__data$525[4] ;
-  wire [7:0] \$signature__data$525[5] ;
-  wire [7:0] \$signature__data$525[6] ;
-  wire [7:0] \$signature__data$525[7] ;
-  wire [63:0] \$signature__data$527 ;
-  wire [7:0] \$signature__data$527[0] ;
-  wire [7:0] \$signature__data$527[1] ;
-  wire [7:0] \$signature__data$527[2] ;
-  wire [7:0] \$signature__data$527[3] ;
-  wire [7:0] \$signature__data$527[4] ;
-  wire [7:0] \$signature__data$527[5] ;
-  wire [7:0] \$signature__data$527[6] ;
-  wire [7:0] \$signature__data$527[7] ;
-  wire [63:0] \$signature__data$529 ;
-  wire [7:0] \$signature__data$529[0] ;
-  wire [7:0] \$signature__data$529[1] ;
-  wire [7:0] \$signature__data$529[2] ;
-  wire [7:0] \$signature__data$529[3] ;
-  wire [7:0] \$signature__data$529[4] ;
-  wire [7:0] \$signature__data$529[5] ;
-  wire [7:0] \$signature__data$529[6] ;
-  wire [7:0] \$signature__data$529[7] ;
-  wire [63:0] \$signature__data$531 ;
-  wire [7:0] \$signature__data$531[0] ;
-  wire [7:0] \$signature__data$531[1] ;
-  wire [7:0] \$signature__data$531[2] ;
-  wire [7:0] \$signature__data$531[3] ;
-  wire [7:0] \$signature__data$531[4] ;
-  wire [7:0] \$signature__data$531[5] ;
-  wire [7:0] \$signature__data$531[6] ;
-  wire [7:0] \$signature__data$531[7] ;
-  wire [63:0] \$signature__data$533 ;
-  wire [7:0] \$signature__data$533[0] ;
-  wire [7:0] \$signature__data$533[1] ;
-  wire [7:0] \$signature__data$533[2] ;
-  wire [7:0] \$signature__data$533[3] ;
-  wire [7:0] \$signature__data$533[4] ;
-  wire [7:0] \$signature__data$533[5] ;
-  wire [7:0] \$signature__data$533[6] ;
-  wire [7:0] \$signature__data$533[7] ;
-  wire [63:0] \$signature__data$535 ;
-  wire [7:0] \$signature__data$535[0] ;
-  wire [7:0] \$signature__data$535[1] ;
-  wire [7:0] \$signature__data$535[2] ;
-  wire [7:0] \$signature__data$535[3] ;
-  wire [7:0] \$signature__data$535[4] ;
-  wire [7:0] \$signature__data$535[5] ;
-  wire [7:0] \$signature__data$535[6] ;
-  wire [7:0] \$signature__data$535[7] ;
-  wire [63:0] \$signature__data$537 ;
-  wire [7:0] \$signature__data$537[0] ;
-  wire [7:0] \$signature__data$537[1] ;
-  wire [7:0] \$signature__data$537[2] ;
-  wire [7:0] \$signature__data$537[3] ;
-  wire [7:0] \$signature__data$537[4] ;
-  wire [7:0] \$signature__data$537[5] ;
-  wire [7:0] \$signature__data$537[6] ;
-  wire [7:0] \$signature__data$537[7] ;
-  wire [63:0] \$signature__data$539 ;
-  wire [7:0] \$signature__data$539[0] ;
-  wire [7:0] \$signature__data$539[1] ;
-  wire [7:0] \$signature__data$539[2] ;
-  wire [7:0] \$signature__data$539[3] ;
-  wire [7:0] \$signature__data$539[4] ;
-  wire [7:0] \$signature__data$539[5] ;
-  wire [7:0] \$signature__data$539[6] ;
-  wire [7:0] \$signature__data$539[7] ;
-  wire [63:0] \$signature__data$541 ;
-  wire [7:0] \$signature__data$541[0] ;
-  wire [7:0] \$signature__data$541[1] ;
-  wire [7:0] \$signature__data$541[2] ;
-  wire [7:0] \$signature__data$541[3] ;
-  wire [7:0] \$signature__data$541[4] ;
-  wire [7:0] \$signature__data$541[5] ;
-  wire [7:0] \$signature__data$541[6] ;
-  wire [7:0] \$signature__data$541[7] ;
-  wire [63:0] \$signature__data$543 ;
-  wire [7:0] \$signature__data$543[0] ;
-  wire [7:0] \$signature__data$543[1] ;
-  wire [7:0] \$signature__data$543[2] ;
-  wire [7:0] \$signature__data$543[3] ;
-  wire [7:0] \$signature__data$543[4] ;
-  wire [7:0] \$signature__data$543[5] ;
-  wire [7:0] \$signature__data$543[6] ;
-  wire [7:0] \$signature__data$543[7] ;
-  wire [63:0] \$signature__data$545 ;
-  wire [7:0] \$signature__data$545[0] ;
-  wire [7:0] \$signature__data$545[1] ;
-  wire [7:0] \$signature__data$545[2] ;
-  wire [7:0] \$signature__data$545[3] ;
-  wire [7:0] \$signature__data$545[4] ;
-  wire [7:0] \$signature__data$545[5] ;
-  wire [7:0] \$signature__data$545[6] ;
-  wire [7:0] \$signature__data$545[7] ;
-  wire [63:0] \$signature__data$547 ;
-  wire [7:0] \$signature__data$547[0] ;
-  wire [7:0] \$signature__data$547[1] ;
-  wire [7:0] \$signature__data$547[2] ;
-  wire [7:0] \$signature__data$547[3] ;
-  wire [7:0] \$signature__data$547[4] ;
-  wire [7:0] \$signature__data$547[5] ;
-  wire [7:0] \$signature__data$547[6] ;
-  wire [7:0] \$signature__data$547[7] ;
-  wire [63:0] \$signature__data$549 ;
-  wire [7:0] \$signature__data$549[0] ;
-  wire [7:0] \$signature__data$549[1] ;
-  wire [7:0] \$signature__data$549[2] ;
-  wire [7:0] \$signature__data$549[3] ;
-  wire [7:0] \$signature__data$549[4] ;
-  wire [7:0] \$signature__data$549[5] ;
-  wire [7:0] \$signature__data$549[6] ;
-  wire [7:0] \$signature__data$549[7] ;
-  wire [63:0] \$signature__data$551 ;
-  wire [7:0] \$signature__data$551[0] ;
-  wire [7:0] \$signature__data$551[1] ;
-  wire [7:0] \$signature__data$551[2] ;
-  wire [7:0] \$signature__data$551[3] ;
-  wire [7:0] \$signature__data$551[4] ;
-  wire [7:0] \$signature__data$551[5] ;
-  wire [7:0] \$signature__data$551[6] ;
-  wire [7:0] \$signature__data$551[7] ;
-  wire [63:0] \$signature__data$553 ;
-  wire [7:0] \$signature__data$553[0] ;
-  wire [7:0] \$signature__data$553[1] ;
-  wire [7:0] \$signature__data$553[2] ;
-  wire [7:0] \$signature__data$553[3] ;
-  wire [7:0] \$signature__data$553[4] ;
-  wire [7:0] \$signature__data$553[5] ;
-  wire [7:0] \$signature__data$553[6] ;
-  wire [7:0] \$signature__data$553[7] ;
-  wire [63:0] \$signature__data$555 ;
-  wire [7:0] \$signature__data$555[0] ;
-  wire [7:0] \$signature__data$555[1] ;
-  wire [7:0] \$signature__data$555[2] ;
-  wire [7:0] \$signature__data$555[3] ;
-  wire [7:0] \$signature__data$555[4] ;
-  wire [7:0] \$signature__data$555[5] ;
-  wire [7:0] \$signature__data$555[6] ;
-  wire [7:0] \$signature__data$555[7] ;
-  wire [63:0] \$signature__data$557 ;
-  wire [7:0] \$signature__data$557[0] ;
-  wire [7:0] \$signature__data$557[1] ;
-  wire [7:0] \$signature__data$557[2] ;
-  wire [7:0] \$signature__data$557[3] ;
-  wire [7:0] \$signature__data$557[4] ;
-  wire [7:0] \$signature__data$557[5] ;
-  wire [7:0] \$signature__data$557[6] ;
-  wire [7:0] \$signature__data$557[7] ;
+  wire [63:0] \$signature__data$353 ;
+  wire [7:0] \$signature__data$353[0] ;
+  wire [7:0] \$signature__data$353[1] ;
+  wire [7:0] \$signature__data$353[2] ;
+  wire [7:0] \$signature__data$353[3] ;
+  wire [7:0] \$signature__data$353[4] ;
+  wire [7:0] \$signature__data$353[5] ;
+  wire [7:0] \$signature__data$353[6] ;
+  wire [7:0] \$signature__data$353[7] ;
+  wire [63:0] \$signature__data$356 ;
+  wire [7:0] \$signature__data$356[0] ;
+  wire [7:0] \$signature__data$356[1] ;
+  wire [7:0] \$signature__data$356[2] ;
+  wire [7:0] \$signature__data$356[3] ;
+  wire [7:0] \$signature__data$356[4] ;
+  wire [7:0] \$signature__data$356[5] ;
+  wire [7:0] \$signature__data$356[6] ;
+  wire [7:0] \$signature__data$356[7] ;
+  wire [63:0] \$signature__data$359 ;
+  wire [7:0] \$signature__data$359[0] ;
+  wire [7:0] \$signature__data$359[1] ;
+  wire [7:0] \$signature__data$359[2] ;
+  wire [7:0] \$signature__data$359[3] ;
+  wire [7:0] \$signature__data$359[4] ;
+  wire [7:0] \$signature__data$359[5] ;
+  wire [7:0] \$signature__data$359[6] ;
+  wire [7:0] \$signature__data$359[7] ;
+  wire [63:0] \$signature__data$362 ;
+  wire [7:0] \$signature__data$362[0] ;
+  wire [7:0] \$signature__data$362[1] ;
+  wire [7:0] \$signature__data$362[2] ;
+  wire [7:0] \$signature__data$362[3] ;
+  wire [7:0] \$signature__data$362[4] ;
+  wire [7:0] \$signature__data$362[5] ;
+  wire [7:0] \$signature__data$362[6] ;
+  wire [7:0] \$signature__data$362[7] ;
+  wire [63:0] \$signature__data$365 ;
+  wire [7:0] \$signature__data$365[0] ;
+  wire [7:0] \$signature__data$365[1] ;
+  wire [7:0] \$signature__data$365[2] ;
+  wire [7:0] \$signature__data$365[3] ;
+  wire [7:0] \$signature__data$365[4] ;
+  wire [7:0] \$signature__data$365[5] ;
+  wire [7:0] \$signature__data$365[6] ;
+  wire [7:0] \$signature__data$365[7] ;
+  wire [63:0] \$signature__data$368 ;
+  wire [7:0] \$signature__data$368[0] ;
+  wire [7:0] \$signature__data$368[1] ;
+  wire [7:0] \$signature__data$368[2] ;
+  wire [7:0] \$signature__data$368[3] ;
+  wire [7:0] \$signature__data$368[4] ;
+  wire [7:0] \$signature__data$368[5] ;
+  wire [7:0] \$signature__data$368[6] ;
+  wire [7:0] \$signature__data$368[7] ;
+  wire [63:0] \$signature__data$371 ;
+  wire [7:0] \$signature__data$371[0] ;
+  wire [7:0] \$signature__data$371[1] ;
+  wire [7:0] \$signature__data$371[2] ;
+  wire [7:0] \$signature__data$371[3] ;
+  wire [7:0] \$signature__data$371[4] ;
+  wire [7:0] \$signature__data$371[5] ;
+  wire [7:0] \$signature__data$371[6] ;
+  wire [7:0] \$signature__data$371[7] ;
+  wire [63:0] \$signature__data$374 ;
+  wire [7:0] \$signature__data$374[0] ;
+  wire [7:0] \$signature__data$374[1] ;
+  wire [7:0] \$signature__data$374[2] ;
+  wire [7:0] \$signature__data$374[3] ;
+  wire [7:0] \$signature__data$374[4] ;
+  wire [7:0] \$signature__data$374[5] ;
+  wire [7:0] \$signature__data$374[6] ;
+  wire [7:0] \$signature__data$374[7] ;
+  wire [63:0] \$signature__data$377 ;
+  wire [7:0] \$signature__data$377[0] ;
+  wire [7:0] \$signature__data$377[1] ;
+  wire [7:0] \$signature__data$377[2] ;
+  wire [7:0] \$signature__data$377[3] ;
+  wire [7:0] \$signature__data$377[4] ;
+  wire [7:0] \$signature__data$377[5] ;
+  wire [7:0] \$signature__data$377[6] ;
+  wire [7:0] \$signature__data$377[7] ;
+  wire [63:0] \$signature__data$380 ;
+  wire [7:0] \$signature__data$380[0] ;
+  wire [7:0] \$signature__data$380[1] ;
+  wire [7:0] \$signature__data$380[2] ;
+  wire [7:0] \$signature__data$380[3] ;
+  wire [7:0] \$signature__data$380[4] ;
+  wire [7:0] \$signature__data$380[5] ;
+  wire [7:0] \$signature__data$380[6] ;
+  wire [7:0] \$signature__data$380[7] ;
+  wire [63:0] \$signature__data$383 ;
+  wire [7:0] \$signature__data$383[0] ;
+  wire [7:0] \$signature__data$383[1] ;
+  wire [7:0] \$signature__data$383[2] ;
+  wire [7:0] \$signature__data$383[3] ;
+  wire [7:0] \$signature__data$383[4] ;
+  wire [7:0] \$signature__data$383[5] ;
+  wire [7:0] \$signature__data$383[6] ;
+  wire [7:0] \$signature__data$383[7] ;
+  wire [63:0] \$signature__data$386 ;
+  wire [7:0] \$signature__data$386[0] ;
+  wire [7:0] \$signature__data$386[1] ;
+  wire [7:0] \$signature__data$386[2] ;
+  wire [7:0] \$signature__data$386[3] ;
+  wire [7:0] \$signature__data$386[4] ;
+  wire [7:0] \$signature__data$386[5] ;
+  wire [7:0] \$signature__data$386[6] ;
+  wire [7:0] \$signature__data$386[7] ;
+  wire [63:0] \$signature__data$389 ;
+  wire [7:0] \$signature__data$389[0] ;
+  wire [7:0] \$signature__data$389[1] ;
+  wire [7:0] \$signature__data$389[2] ;
+  wire [7:0] \$signature__data$389[3] ;
+  wire [7:0] \$signature__data$389[4] ;
+  wire [7:0] \$signature__data$389[5] ;
+  wire [7:0] \$signature__data$389[6] ;
+  wire [7:0] \$signature__data$389[7] ;
+  wire [63:0] \$signature__data$392 ;
+  wire [7:0] \$signature__data$392[0] ;
+  wire [7:0] \$signature__data$392[1] ;
+  wire [7:0] \$signature__data$392[2] ;
+  wire [7:0] \$signature__data$392[3] ;
+  wire [7:0] \$signature__data$392[4] ;
+  wire [7:0] \$signature__data$392[5] ;
+  wire [7:0] \$signature__data$392[6] ;
+  wire [7:0] \$signature__data$392[7] ;
+  wire [63:0] \$signature__data$395 ;
+  wire [7:0] \$signature__data$395[0] ;
+  wire [7:0] \$signature__data$395[1] ;
+  wire [7:0] \$signature__data$395[2] ;
+  wire [7:0] \$signature__data$395[3] ;
+  wire [7:0] \$signature__data$395[4] ;
+  wire [7:0] \$signature__data$395[5] ;
+  wire [7:0] \$signature__data$395[6] ;
+  wire [7:0] \$signature__data$395[7] ;
+  wire [63:0] \$signature__data$398 ;
+  wire [7:0] \$signature__data$398[0] ;
+  wire [7:0] \$signature__data$398[1] ;
+  wire [7:0] \$signature__data$398[2] ;
+  wire [7:0] \$signature__data$398[3] ;
+  wire [7:0] \$signature__data$398[4] ;
+  wire [7:0] \$signature__data$398[5] ;
+  wire [7:0] \$signature__data$398[6] ;
+  wire [7:0] \$signature__data$398[7] ;
+  wire [63:0] \$signature__data$401 ;
+  wire [7:0] \$signature__data$401[0] ;
+  wire [7:0] \$signature__data$401[1] ;
+  wire [7:0] \$signature__data$401[2] ;
+  wire [7:0] \$signature__data$401[3] ;
+  wire [7:0] \$signature__data$401[4] ;
+  wire [7:0] \$signature__data$401[5] ;
+  wire [7:0] \$signature__data$401[6] ;
+  wire [7:0] \$signature__data$401[7] ;
+  wire [63:0] \$signature__data$404 ;
+  wire [7:0] \$signature__data$404[0] ;
+  wire [7:0] \$signature__data$404[1] ;
+  wire [7:0] \$signature__data$404[2] ;
+  wire [7:0] \$signature__data$404[3] ;
+  wire [7:0] \$signature__data$404[4] ;
+  wire [7:0] \$signature__data$404[5] ;
+  wire [7:0] \$signature__data$404[6] ;
+  wire [7:0] \$signature__data$404[7] ;
+  wire [63:0] \$signature__data$407 ;
+  wire [7:0] \$signature__data$407[0] ;
+  wire [7:0] \$signature__data$407[1] ;
+  wire [7:0] \$signature__data$407[2] ;
+  wire [7:0] \$signature__data$407[3] ;
+  wire [7:0] \$signature__data$407[4] ;
+  wire [7:0] \$signature__data$407[5] ;
+  wire [7:0] \$signature__data$407[6] ;
+  wire [7:0] \$signature__data$407[7] ;
+  wire [63:0] \$signature__data$410 ;
+  wire [7:0] \$signature__data$410[0] ;
+  wire [7:0] \$signature__data$410[1] ;
+  wire [7:0] \$signature__data$410[2] ;
+  wire [7:0] \$signature__data$410[3] ;
+  wire [7:0] \$signature__data$410[4] ;
+  wire [7:0] \$signature__data$410[5] ;
+  wire [7:0] \$signature__data$410[6] ;
+  wire [7:0] \$signature__data$410[7] ;
+  wire [63:0] \$signature__data$413 ;
+  wire [7:0] \$signature__data$413[0] ;
+  wire [7:0] \$signature__data$413[1] ;
+  wire [7:0] \$signature__data$413[2] ;
+  wire [7:0] \$signature__data$413[3] ;
+  wire [7:0] \$signature__data$413[4] ;
+  wire [7:0] \$signature__data$413[5] ;
+  wire [7:0] \$signature__data$413[6] ;
+  wire [7:0] \$signature__data$413[7] ;
+  wire [63:0] \$signature__data$416 ;
+  wire [7:0] \$signature__data$416[0] ;
+  wire [7:0] \$signature__data$416[1] ;
+  wire [7:0] \$signature__data$416[2] ;
+  wire [7:0] \$signature__data$416[3] ;
+  wire [7:0] \$signature__data$416[4] ;
+  wire [7:0] \$signature__data$416[5] ;
+  wire [7:0] \$signature__data$416[6] ;
+  wire [7:0] \$signature__data$416[7] ;
+  wire [63:0] \$signature__data$419 ;
+  wire [7:0] \$signature__data$419[0] ;
+  wire [7:0] \$signature__data$419[1] ;
+  wire [7:0] \$signature__data$419[2] ;
+  wire [7:0] \$signature__data$419[3] ;
+  wire [7:0] \$signature__data$419[4] ;
+  wire [7:0] \$signature__data$419[5] ;
+  wire [7:0] \$signature__data$419[6] ;
+  wire [7:0] \$signature__data$419[7] ;
+  wire [63:0] \$signature__data$422 ;
+  wire [7:0] \$signature__data$422[0] ;
+  wire [7:0] \$signature__data$422[1] ;
+  wire [7:0] \$signature__data$422[2] ;
+  wire [7:0] \$signature__data$422[3] ;
+  wire [7:0] \$signature__data$422[4] ;
+  wire [7:0] \$signature__data$422[5] ;
+  wire [7:0] \$signature__data$422[6] ;
+  wire [7:0] \$signature__data$422[7] ;
+  wire [63:0] \$signature__data$425 ;
+  wire [7:0] \$signature__data$425[0] ;
+  wire [7:0] \$signature__data$425[1] ;
+  wire [7:0] \$signature__data$425[2] ;
+  wire [7:0] \$signature__data$425[3] ;
+  wire [7:0] \$signature__data$425[4] ;
+  wire [7:0] \$signature__data$425[5] ;
+  wire [7:0] \$signature__data$425[6] ;
+  wire [7:0] \$signature__data$425[7] ;
+  wire [63:0] \$signature__data$428 ;
+  wire [7:0] \$signature__data$428[0] ;
+  wire [7:0] \$signature__data$428[1] ;
+  wire [7:0] \$signature__data$428[2] ;
+  wire [7:0] \$signature__data$428[3] ;
+  wire [7:0] \$signature__data$428[4] ;
+  wire [7:0] \$signature__data$428[5] ;
+  wire [7:0] \$signature__data$428[6] ;
+  wire [7:0] \$signature__data$428[7] ;
+  wire [63:0] \$signature__data$431 ;
+  wire [7:0] \$signature__data$431[0] ;
+  wire [7:0] \$signature__data$431[1] ;
+  wire [7:0] \$signature__data$431[2] ;
+  wire [7:0] \$signature__data$431[3] ;
+  wire [7:0] \$signature__data$431[4] ;
+  wire [7:0] \$signature__data$431[5] ;
+  wire [7:0] \$signature__data$431[6] ;
+  wire [7:0] \$signature__data$431[7] ;
+  wire [63:0] \$signature__data$434 ;
+  wire [7:0] \$signature__data$434[0] ;
+  wire [7:0] \$signature__data$434[1] ;
+  wire [7:0] \$signature__data$434[2] ;
+  wire [7:0] \$signature__data$434[3] ;
+  wire [7:0] \$signature__data$434[4] ;
+  wire [7:0] \$signature__data$434[5] ;
+  wire [7:0] \$signature__data$434[6] ;
+  wire [7:0] \$signature__data$434[7] ;
+  wire [63:0] \$signature__data$437 ;
+  wire [7:0] \$signature__data$437[0] ;
+  wire [7:0] \$signature__data$437[1] ;
+  wire [7:0] \$signature__data$437[2] ;
+  wire [7:0] \$signature__data$437[3] ;
+  wire [7:0] \$signature__data$437[4] ;
+  wire [7:0] \$signature__data$437[5] ;
+  wire [7:0] \$signature__data$437[6] ;
+  wire [7:0] \$signature__data$437[7] ;
+  wire [63:0] \$signature__data$440 ;
+  wire [7:0] \$signature__data$440[0] ;
+  wire [7:0] \$signature__data$440[1] ;
+  wire [7:0] \$signature__data$440[2] ;
+  wire [7:0] \$signature__data$440[3] ;
+  wire [7:0] \$signature__data$440[4] ;
+  wire [7:0] \$signature__data$440[5] ;
+  wire [7:0] \$signature__data$440[6] ;
+  wire [7:0] \$signature__data$440[7] ;
+  wire [63:0] \$signature__data$443 ;
+  wire [7:0] \$signature__data$443[0] ;
+  wire [7:0] \$signature__data$443[1] ;
+  wire [7:0] \$signature__data$443[2] ;
+  wire [7:0] \$signature__data$443[3] ;
+  wire [7:0] \$signature__data$443[4] ;
+  wire [7:0] \$signature__data$443[5] ;
+  wire [7:0] \$signature__data$443[6] ;
+  wire [7:0] \$signature__data$443[7] ;
+  wire [63:0] \$signature__data$494 ;
+  wire [7:0] \$signature__data$494[0] ;
+  wire [7:0] \$signature__data$494[1] ;
+  wire [7:0] \$signature__data$494[2] ;
+  wire [7:0] \$signature__data$494[3] ;
+  wire [7:0] \$signature__data$494[4] ;
+  wire [7:0] \$signature__data$494[5] ;
+  wire [7:0] \$signature__data$494[6] ;
+  wire [7:0] \$signature__data$494[7] ;
+  wire [63:0] \$signature__data$496 ;
+  wire [7:0] \$signature__data$496[0] ;
+  wire [7:0] \$signature__data$496[1] ;
+  wire [7:0] \$signature__data$496[2] ;
+  wire [7:0] \$signature__data$496[3] ;
+  wire [7:0] \$signature__data$496[4] ;
+  wire [7:0] \$signature__data$496[5] ;
+  wire [7:0] \$signature__data$496[6] ;
+  wire [7:0] \$signature__data$496[7] ;
+  wire [63:0] \$signature__data$498 ;
+  wire [7:0] \$signature__data$498[0] ;
+  wire [7:0] \$signature__data$498[1] ;
+  wire [7:0] \$signature__data$498[2] ;
+  wire [7:0] \$signature__data$498[3] ;
+  wire [7:0] \$signature__data$498[4] ;
+  wire [7:0] \$signature__data$498[5] ;
+  wire [7:0] \$signature__data$498[6] ;
+  wire [7:0] \$signature__data$498[7] ;
+  wire [63:0] \$signature__data$500 ;
+  wire [7:0] \$signature__data$500[0] ;
+  wire [7:0] \$signature__data$500[1] ;
+  wire [7:0] \$signature__data$500[2] ;
+  wire [7:0] \$signature__data$500[3] ;
+  wire [7:0] \$signature__data$500[4] ;
+  wire [7:0] \$signature__data$500[5] ;
+  wire [7:0] \$signature__data$500[6] ;
+  wire [7:0] \$signature__data$500[7] ;
+  wire [63:0] \$signature__data$502 ;
+  wire [7:0] \$signature__data$502[0] ;
+  wire [7:0] \$signature__data$502[1] ;
+  wire [7:0] \$signature__data$502[2] ;
+  wire [7:0] \$signature__data$502[3] ;
+  wire [7:0] \$signature__data$502[4] ;
+  wire [7:0] \$signature__data$502[5] ;
+  wire [7:0] \$signature__data$502[6] ;
+  wire [7:0] \$signature__data$502[7] ;
+  wire [63:0] \$signature__data$504 ;
+  wire [7:0] \$signature__data$504[0] ;
+  wire [7:0] \$signature__data$504[1] ;
+  wire [7:0] \$signature__data$504[2] ;
+  wire [7:0] \$signature__data$504[3] ;
+  wire [7:0] \$signature__data$504[4] ;
+  wire [7:0] \$signature__data$504[5] ;
+  wire [7:0] \$signature__data$504[6] ;
+  wire [7:0] \$signature__data$504[7] ;
+  wire [63:0] \$signature__data$506 ;
+  wire [7:0] \$signature__data$506[0] ;
+  wire [7:0] \$signature__data$506[1] ;
+  wire [7:0] \$signature__data$506[2] ;
+  wire [7:0] \$signature__data$506[3] ;
+  wire [7:0] \$signature__data$506[4] ;
+  wire [7:0] \$signature__data$506[5] ;
+  wire [7:0] \$signature__data$506[6] ;
+  wire [7:0] \$signature__data$506[7] ;
+  wire [63:0] \$signature__data$508 ;
+  wire [7:0] \$signature__data$508[0] ;
+  wire [7:0] \$signature__data$508[1] ;
+  wire [7:0] \$signature__data$508[2] ;
+  wire [7:0] \$signature__data$508[3] ;
+  wire [7:0] \$signature__data$508[4] ;
+  wire [7:0] \$signature__data$508[5] ;
+  wire [7:0] \$signature__data$508[6] ;
+  wire [7:0] \$signature__data$508[7] ;
+  wire [63:0] \$signature__data$510 ;
+  wire [7:0] \$signature__data$510[0] ;
+  wire [7:0] \$signature__data$510[1] ;
+  wire [7:0] \$signature__data$510[2] ;
+  wire [7:0] \$signature__data$510[3] ;
+  wire [7:0] \$signature__data$510[4] ;
+  wire [7:0] \$signature__data$510[5] ;
+  wire [7:0] \$signature__data$510[6] ;
+  wire [7:0] \$signature__data$510[7] ;
+  wire [63:0] \$signature__data$512 ;
+  wire [7:0] \$signature__data$512[0] ;
+  wire [7:0] \$signature__data$512[1] ;
+  wire [7:0] \$signature__data$512[2] ;
+  wire [7:0] \$signature__data$512[3] ;
+  wire [7:0] \$signature__data$512[4] ;
+  wire [7:0] \$signature__data$512[5] ;
+  wire [7:0] \$signature__data$512[6] ;
+  wire [7:0] \$signature__data$512[7] ;
+  wire [63:0] \$signature__data$514 ;
+  wire [7:0] \$signature__data$514[0] ;
+  wire [7:0] \$signature__data$514[1] ;
+  wire [7:0] \$signature__data$514[2] ;
+  wire [7:0] \$signature__data$514[3] ;
+  wire [7:0] \$signature__data$514[4] ;
+  wire [7:0] \$signature__data$514[5] ;
+  wire [7:0] \$signature__data$514[6] ;
+  wire [7:0] \$signature__data$514[7] ;
+  wire [63:0] \$signature__data$516 ;
+  wire [7:0] \$signature__data$516[0] ;
+  wire [7:0] \$signature__data$516[1] ;
+  wire [7:0] \$signature__data$516[2] ;
+  wire [7:0] \$signature__data$516[3] ;
+  wire [7:0] \$signature__data$516[4] ;
+  wire [7:0] \$signature__data$516[5] ;
+  wire [7:0] \$signature__data$516[6] ;
+  wire [7:0] \$signature__data$516[7] ;
+  wire [63:0] \$signature__data$518 ;
+  wire [7:0] \$signature__data$518[0] ;
+  wire [7:0] \$signature__data$518[1] ;
+  wire [7:0] \$signature__data$518[2] ;
+  wire [7:0] \$signature__data$518[3] ;
+  wire [7:0] \$signature__data$518[4] ;
+  wire [7:0] \$signature__data$518[5] ;
+  wire [7:0] \$signature__data$518[6] ;
+  wire [7:0] \$signature__data$518[7] ;
+  wire [63:0] \$signature__data$520 ;
+  wire [7:0] \$signature__data$520[0] ;
+  wire [7:0] \$signature__data$520[1] ;
+  wire [7:0] \$signature__data$520[2] ;
+  wire [7:0] \$signature__data$520[3] ;
+  wire [7:0] \$signature__data$520[4] ;
+  wire [7:0] \$signature__data$520[5] ;
+  wire [7:0] \$signature__data$520[6] ;
+  wire [7:0] \$signature__data$520[7] ;
+  wire [63:0] \$signature__data$522 ;
+  wire [7:0] \$signature__data$522[0] ;
+  wire [7:0] \$signature__data$522[1] ;
+  wire [7:0] \$signature__data$522[2] ;
+  wire [7:0] \$signature__data$522[3] ;
+  wire [7:0] \$signature__data$522[4] ;
+  wire [7:0] \$signature__data$522[5] ;
+  wire [7:0] \$signature__data$522[6] ;
+  wire [7:0] \$signature__data$522[7] ;
+  wire [63:0] \$signature__data$524 ;
+  wire [7:0] \$signature__data$524[0] ;
+  wire [7:0] \$signature__data$524[1] ;
+  wire [7:0] \$signature__data$524[2] ;
+  wire [7:0] \$signature__data$524[3] ;
+  wire [7:0] \$signature__data$524[4] ;
+  wire [7:0] \$signature__data$524[5] ;
+  wire [7:0] \$signature__data$524[6] ;
+  wire [7:0] \$signature__data$524[7] ;
+  wire [63:0] \$signature__data$526 ;
+  wire [7:0] \$signature__data$526[0] ;
+  wire [7:0] \$signature__data$526[1] ;
+  wire [7:0] \$signature__data$526[2] ;
+  wire [7:0] \$signature__data$526[3] ;
+  wire [7:0] \$signature__data$526[4] ;
+  wire [7:0] \$signature__data$526[5] ;
+  wire [7:0] \$signature__data$526[6] ;
+  wire [7:0] \$signature__data$526[7] ;
+  wire [63:0] \$signature__data$528 ;
+  wire [7:0] \$signature__data$528[0] ;
+  wire [7:0] \$signature__data$528[1] ;
+  wire [7:0] \$signature__data$528[2] ;
+  wire [7:0] \$signature__data$528[3] ;
+  wire [7:0] \$signature__data$528[4] ;
+  wire [7:0] \$signature__data$528[5] ;
+  wire [7:0] \$signature__data$528[6] ;
+  wire [7:0] \$signature__data$528[7] ;
+  wire [63:0] \$signature__data$530 ;
+  wire [7:0] \$signature__data$530[0] ;
+  wire [7:0] \$signature__data$530[1] ;
+  wire [7:0] \$signature__data$530[2] ;
+  wire [7:0] \$signature__data$530[3] ;
+  wire [7:0] \$signature__data$530[4] ;
+  wire [7:0] \$signature__data$530[5] ;
+  wire [7:0] \$signature__data$530[6] ;
+  wire [7:0] \$signature__data$530[7] ;
+  wire [63:0] \$signature__data$532 ;
+  wire [7:0] \$signature__data$532[0] ;
+  wire [7:0] \$signature__data$532[1] ;
+  wire [7:0] \$signature__data$532[2] ;
+  wire [7:0] \$signature__data$532[3] ;
+  wire [7:0] \$signature__data$532[4] ;
+  wire [7:0] \$signature__data$532[5] ;
+  wire [7:0] \$signature__data$532[6] ;
+  wire [7:0] \$signature__data$532[7] ;
+  wire [63:0] \$signature__data$534 ;
+  wire [7:0] \$signature__data$534[0] ;
+  wire [7:0] \$signature__data$534[1] ;
+  wire [7:0] \$signature__data$534[2] ;
+  wire [7:0] \$signature__data$534[3] ;
+  wire [7:0] \$signature__data$534[4] ;
+  wire [7:0] \$signature__data$534[5] ;
+  wire [7:0] \$signature__data$534[6] ;
+  wire [7:0] \$signature__data$534[7] ;
+  wire [63:0] \$signature__data$536 ;
+  wire [7:0] \$signature__data$536[0] ;
+  wire [7:0] \$signature__data$536[1] ;
+  wire [7:0] \$signature__data$536[2] ;
+  wire [7:0] \$signature__data$536[3] ;
+  wire [7:0] \$signature__data$536[4] ;
+  wire [7:0] \$signature__data$536[5] ;
+  wire [7:0] \$signature__data$536[6] ;
+  wire [7:0] \$signature__data$536[7] ;
+  wire [63:0] \$signature__data$538 ;
+  wire [7:0] \$signature__data$538[0] ;
+  wire [7:0] \$signature__data$538[1] ;
+  wire [7:0] \$signature__data$538[2] ;
+  wire [7:0] \$signature__data$538[3] ;
+  wire [7:0] \$signature__data$538[4] ;
+  wire [7:0] \$signature__data$538[5] ;
+  wire [7:0] \$signature__data$538[6] ;
+  wire [7:0] \$signature__data$538[7] ;
+  wire [63:0] \$signature__data$540 ;
+  wire [7:0] \$signature__data$540[0] ;
+  wire [7:0] \$signature__data$540[1] ;
+  wire [7:0] \$signature__data$540[2] ;
+  wire [7:0] \$signature__data$540[3] ;
+  wire [7:0] \$signature__data$540[4] ;
+  wire [7:0] \$signature__data$540[5] ;
+  wire [7:0] \$signature__data$540[6] ;
+  wire [7:0] \$signature__data$540[7] ;
+  wire [63:0] \$signature__data$542 ;
+  wire [7:0] \$signature__data$542[0] ;
+  wire [7:0] \$signature__data$542[1] ;
+  wire [7:0] \$signature__data$542[2] ;
+  wire [7:0] \$signature__data$542[3] ;
+  wire [7:0] \$signature__data$542[4] ;
+  wire [7:0] \$signature__data$542[5] ;
+  wire [7:0] \$signature__data$542[6] ;
+  wire [7:0] \$signature__data$542[7] ;
+  wire [63:0] \$signature__data$544 ;
+  wire [7:0] \$signature__data$544[0] ;
+  wire [7:0] \$signature__data$544[1] ;
+  wire [7:0] \$signature__data$544[2] ;
+  wire [7:0] \$signature__data$544[3] ;
+  wire [7:0] \$signature__data$544[4] ;
+  wire [7:0] \$signature__data$544[5] ;
+  wire [7:0] \$signature__data$544[6] ;
+  wire [7:0] \$signature__data$544[7] ;
+  wire [63:0] \$signature__data$546 ;
+  wire [7:0] \$signature__data$546[0] ;
+  wire [7:0] \$signature__data$546[1] ;
+  wire [7:0] \$signature__data$546[2] ;
+  wire [7:0] \$signature__data$546[3] ;
+  wire [7:0] \$signature__data$546[4] ;
+  wire [7:0] \$signature__data$546[5] ;
+  wire [7:0] \$signature__data$546[6] ;
+  wire [7:0] \$signature__data$546[7] ;
+  wire [63:0] \$signature__data$548 ;
+  wire [7:0] \$signature__data$548[0] ;
+  wire [7:0] \$signature__data$548[1] ;
+  wire [7:0] \$signature__data$548[2] ;
+  wire [7:0] \$signature__data$548[3] ;
+  wire [7:0] \$signature__data$548[4] ;
+  wire [7:0] \$signature__data$548[5] ;
+  wire [7:0] \$signature__data$548[6] ;
+  wire [7:0] \$signature__data$548[7] ;
+  wire [63:0] \$signature__data$550 ;
+  wire [7:0] \$signature__data$550[0] ;
+  wire [7:0] \$signature__data$550[1] ;
+  wire [7:0] \$signature__data$550[2] ;
+  wire [7:0] \$signature__data$550[3] ;
+  wire [7:0] \$signature__data$550[4] ;
+  wire [7:0] \$signature__data$550[5] ;
+  wire [7:0] \$signature__data$550[6] ;
+  wire [7:0] \$signature__data$550[7] ;
+  wire [63:0] \$signature__data$552 ;
+  wire [7:0] \$signature__data$552[0] ;
+  wire [7:0] \$signature__data$552[1] ;
+  wire [7:0] \$signature__data$552[2] ;
+  wire [7:0] \$signature__data$552[3] ;
+  wire [7:0] \$signature__data$552[4] ;
+  wire [7:0] \$signature__data$552[5] ;
+  wire [7:0] \$signature__data$552[6] ;
+  wire [7:0] \$signature__data$552[7] ;
+  wire [63:0] \$signature__data$554 ;
+  wire [7:0] \$signature__data$554[0] ;
+  wire [7:0] \$signature__data$554[1] ;
+  wire [7:0] \$signature__data$554[2] ;
+  wire [7:0] \$signature__data$554[3] ;
+  wire [7:0] \$signature__data$554[4] ;
+  wire [7:0] \$signature__data$554[5] ;
+  wire [7:0] \$signature__data$554[6] ;
+  wire [7:0] \$signature__data$554[7] ;
+  wire [63:0] \$signature__data$556 ;
+  wire [7:0] \$signature__data$556[0] ;
+  wire [7:0] \$signature__data$556[1] ;
+  wire [7:0] \$signature__data$556[2] ;
+  wire [7:0] \$signature__data$556[3] ;
+  wire [7:0] \$signature__data$556[4] ;
+  wire [7:0] \$signature__data$556[5] ;
+  wire [7:0] \$signature__data$556[6] ;
+  wire [7:0] \$signature__data$556[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2418,38 +2421,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$121 ;
   wire \$signature__en$124 ;
   wire \$signature__en$125 ;
-  wire \$signature__en$352 ;
-  wire \$signature__en$355 ;
-  wire \$signature__en$358 ;
-  wire \$signature__en$361 ;
-  wire \$signature__en$364 ;
-  wire \$signature__en$367 ;
-  wire \$signature__en$370 ;
-  wire \$signature__en$373 ;
-  wire \$signature__en$376 ;
-  wire \$signature__en$379 ;
-  wire \$signature__en$382 ;
-  wire \$signature__en$385 ;
-  wire \$signature__en$388 ;
-  wire \$signature__en$391 ;
-  wire \$signature__en$394 ;
-  wire \$signature__en$397 ;
-  wire \$signature__en$400 ;
-  wire \$signature__en$403 ;
-  wire \$signature__en$406 ;
-  wire \$signature__en$409 ;
-  wire \$signature__en$412 ;
-  wire \$signature__en$415 ;
-  wire \$signature__en$418 ;
-  wire \$signature__en$421 ;
-  wire \$signature__en$424 ;
-  wire \$signature__en$427 ;
-  wire \$signature__en$430 ;
-  wire \$signature__en$433 ;
-  wire \$signature__en$436 ;
-  wire \$signature__en$439 ;
-  wire \$signature__en$442 ;
-  wire \$signature__en$445 ;
+  wire \$signature__en$351 ;
+  wire \$signature__en$354 ;
+  wire \$signature__en$357 ;
+  wire \$signature__en$360 ;
+  wire \$signature__en$363 ;
+  wire \$signature__en$366 ;
+  wire \$signature__en$369 ;
+  wire \$signature__en$372 ;
+  wire \$signature__en$375 ;
+  wire \$signature__en$378 ;
+  wire \$signature__en$381 ;
+  wire \$signature__en$384 ;
+  wire \$signature__en$387 ;
+  wire \$signature__en$390 ;
+  wire \$signature__en$393 ;
+  wire \$signature__en$396 ;
+  wire \$signature__en$399 ;
+  wire \$signature__en$402 ;
+  wire \$signature__en$405 ;
+  wire \$signature__en$408 ;
+  wire \$signature__en$411 ;
+  wire \$signature__en$414 ;
+  wire \$signature__en$417 ;
+  wire \$signature__en$420 ;
+  wire \$signature__en$423 ;
+  wire \$signature__en$426 ;
+  wire \$signature__en$429 ;
+  wire \$signature__en$432 ;
+  wire \$signature__en$435 ;
+  wire \$signature__en$438 ;
+  wire \$signature__en$441 ;
+  wire \$signature__en$444 ;
   wire \$signature__en$65 ;
   wire \$signature__en$68 ;
   wire \$signature__en$69 ;
@@ -2527,6 +2530,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [22:0] act_total = 23'h000000;
   output active;
   wire active;
+  reg at_last_ox = 1'h0;
   reg bad;
   reg bad_desc = 1'h0;
   wire bank;
@@ -3722,7 +3726,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   reg [11:0] lo = 12'h000;
-  wire [16:0] \lo$286 ;
+  wire [16:0] \lo$285 ;
   reg [1:0] lo_case;
   reg [11:0] lo_next;
   (* enum_base_type = "RequantMode" *)
@@ -3779,6 +3783,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire o_status__valid;
   wire o_valid;
   reg [6:0] ow_m1 = 7'h00;
+  reg [6:0] ow_m2 = 7'h00;
   reg [6:0] ox = 7'h00;
   reg p_checked = 1'h0;
   reg [7:0] p_count = 8'h00;
@@ -4317,15 +4322,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$272 ;
-  wire [31:0] \sums$272[0] ;
-  wire [31:0] \sums$272[1] ;
-  wire [31:0] \sums$272[2] ;
-  wire [31:0] \sums$272[3] ;
-  wire [31:0] \sums$272[4] ;
-  wire [31:0] \sums$272[5] ;
-  wire [31:0] \sums$272[6] ;
-  wire [31:0] \sums$272[7] ;
+  wire [255:0] \sums$271 ;
+  wire [31:0] \sums$271[0] ;
+  wire [31:0] \sums$271[1] ;
+  wire [31:0] \sums$271[2] ;
+  wire [31:0] \sums$271[3] ;
+  wire [31:0] \sums$271[4] ;
+  wire [31:0] \sums$271[5] ;
+  wire [31:0] \sums$271[6] ;
+  wire [31:0] \sums$271[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -5584,14 +5589,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$352 )
+    if (\$signature__en$351 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
     _1_ <= lb0e[{ \$57 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$495  = _1_;
+  assign \$signature__data$494  = _1_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb0o [511:0];
   initial begin
@@ -6109,14 +6114,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$355 )
+    if (\$signature__en$354 )
       lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
     _2_ <= lb0o[{ \$60 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$497  = _2_;
+  assign \$signature__data$496  = _2_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10e [511:0];
   initial begin
@@ -6634,14 +6639,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$412 )
+    if (\$signature__en$411 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
     _3_ <= lb10e[{ \$107 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$535  = _3_;
+  assign \$signature__data$534  = _3_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10o [511:0];
   initial begin
@@ -7159,14 +7164,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$415 )
+    if (\$signature__en$414 )
       lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
     _4_ <= lb10o[{ \$110 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$537  = _4_;
+  assign \$signature__data$536  = _4_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11e [511:0];
   initial begin
@@ -7684,14 +7689,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$418 )
+    if (\$signature__en$417 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
     _5_ <= lb11e[{ \$112 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$539  = _5_;
+  assign \$signature__data$538  = _5_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11o [511:0];
   initial begin
@@ -8209,14 +8214,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$421 )
+    if (\$signature__en$420 )
       lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
     _6_ <= lb11o[{ \$115 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$541  = _6_;
+  assign \$signature__data$540  = _6_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12e [511:0];
   initial begin
@@ -8734,14 +8739,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$424 )
+    if (\$signature__en$423 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
     _7_ <= lb12e[{ \$117 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$543  = _7_;
+  assign \$signature__data$542  = _7_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12o [511:0];
   initial begin
@@ -9259,14 +9264,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$427 )
+    if (\$signature__en$426 )
       lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
     _8_ <= lb12o[{ \$120 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$545  = _8_;
+  assign \$signature__data$544  = _8_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13e [511:0];
   initial begin
@@ -9784,14 +9789,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$430 )
+    if (\$signature__en$429 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
     _9_ <= lb13e[{ \$122 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$547  = _9_;
+  assign \$signature__data$546  = _9_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13o [511:0];
   initial begin
@@ -10309,14 +10314,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$433 )
+    if (\$signature__en$432 )
       lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
     _10_ <= lb13o[{ \$125 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$549  = _10_;
+  assign \$signature__data$548  = _10_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14e [511:0];
   initial begin
@@ -10834,14 +10839,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$436 )
+    if (\$signature__en$435 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
     _11_ <= lb14e[{ \$127 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$551  = _11_;
+  assign \$signature__data$550  = _11_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14o [511:0];
   initial begin
@@ -11359,14 +11364,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$439 )
+    if (\$signature__en$438 )
       lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
     _12_ <= lb14o[{ \$130 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$553  = _12_;
+  assign \$signature__data$552  = _12_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15e [511:0];
   initial begin
@@ -11884,14 +11889,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$442 )
+    if (\$signature__en$441 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
     _13_ <= lb15e[{ \$132 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$555  = _13_;
+  assign \$signature__data$554  = _13_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15o [511:0];
   initial begin
@@ -12409,14 +12414,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$445 )
+    if (\$signature__en$444 )
       lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
     _14_ <= lb15o[{ \$135 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$557  = _14_;
+  assign \$signature__data$556  = _14_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1e [511:0];
   initial begin
@@ -12934,14 +12939,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$358 )
+    if (\$signature__en$357 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
     _15_ <= lb1e[{ \$62 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$499  = _15_;
+  assign \$signature__data$498  = _15_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1o [511:0];
   initial begin
@@ -13459,14 +13464,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$361 )
+    if (\$signature__en$360 )
       lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
     _16_ <= lb1o[{ \$65 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$501  = _16_;
+  assign \$signature__data$500  = _16_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2e [511:0];
   initial begin
@@ -13984,14 +13989,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$364 )
+    if (\$signature__en$363 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
     _17_ <= lb2e[{ \$67 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$503  = _17_;
+  assign \$signature__data$502  = _17_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2o [511:0];
   initial begin
@@ -14509,14 +14514,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$367 )
+    if (\$signature__en$366 )
       lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
     _18_ <= lb2o[{ \$70 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$505  = _18_;
+  assign \$signature__data$504  = _18_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3e [511:0];
   initial begin
@@ -15034,14 +15039,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$370 )
+    if (\$signature__en$369 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
     _19_ <= lb3e[{ \$72 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$507  = _19_;
+  assign \$signature__data$506  = _19_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3o [511:0];
   initial begin
@@ -15559,14 +15564,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$373 )
+    if (\$signature__en$372 )
       lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
     _20_ <= lb3o[{ \$75 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$509  = _20_;
+  assign \$signature__data$508  = _20_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4e [511:0];
   initial begin
@@ -16084,14 +16089,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$376 )
+    if (\$signature__en$375 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
     _21_ <= lb4e[{ \$77 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$511  = _21_;
+  assign \$signature__data$510  = _21_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4o [511:0];
   initial begin
@@ -16609,14 +16614,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$379 )
+    if (\$signature__en$378 )
       lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
     _22_ <= lb4o[{ \$80 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$513  = _22_;
+  assign \$signature__data$512  = _22_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5e [511:0];
   initial begin
@@ -17134,14 +17139,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$382 )
+    if (\$signature__en$381 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
     _23_ <= lb5e[{ \$82 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$515  = _23_;
+  assign \$signature__data$514  = _23_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5o [511:0];
   initial begin
@@ -17659,14 +17664,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$385 )
+    if (\$signature__en$384 )
       lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
     _24_ <= lb5o[{ \$85 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$517  = _24_;
+  assign \$signature__data$516  = _24_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6e [511:0];
   initial begin
@@ -18184,14 +18189,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$388 )
+    if (\$signature__en$387 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
     _25_ <= lb6e[{ \$87 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$519  = _25_;
+  assign \$signature__data$518  = _25_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6o [511:0];
   initial begin
@@ -18709,14 +18714,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$391 )
+    if (\$signature__en$390 )
       lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
     _26_ <= lb6o[{ \$90 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$521  = _26_;
+  assign \$signature__data$520  = _26_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7e [511:0];
   initial begin
@@ -19234,14 +19239,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$394 )
+    if (\$signature__en$393 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
     _27_ <= lb7e[{ \$92 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$523  = _27_;
+  assign \$signature__data$522  = _27_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7o [511:0];
   initial begin
@@ -19759,14 +19764,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$397 )
+    if (\$signature__en$396 )
       lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
     _28_ <= lb7o[{ \$95 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$525  = _28_;
+  assign \$signature__data$524  = _28_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8e [511:0];
   initial begin
@@ -20284,14 +20289,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$400 )
+    if (\$signature__en$399 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
     _29_ <= lb8e[{ \$97 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$527  = _29_;
+  assign \$signature__data$526  = _29_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8o [511:0];
   initial begin
@@ -20809,14 +20814,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$403 )
+    if (\$signature__en$402 )
       lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
     _30_ <= lb8o[{ \$100 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$529  = _30_;
+  assign \$signature__data$528  = _30_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9e [511:0];
   initial begin
@@ -21334,14 +21339,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$406 )
+    if (\$signature__en$405 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
     _31_ <= lb9e[{ \$102 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$531  = _31_;
+  assign \$signature__data$530  = _31_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9o [511:0];
   initial begin
@@ -21859,14 +21864,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$409 )
+    if (\$signature__en$408 )
       lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
     _32_ <= lb9o[{ \$105 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$533  = _32_;
+  assign \$signature__data$532  = _32_;
   (* no_rw_check = 32'd1 *)
   reg [551:0] pmem [63:0];
   initial begin
@@ -38509,26 +38514,25 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$162  = \$160  & \$161 ;
   assign \$163  = g == gcount_m1;
   assign \$164  = \$162  & \$163 ;
-  assign \$165  = ox == ow_m1;
-  assign \$166  = is_elem & \$165 ;
-  assign \$167  = \$164  & \$166 ;
-  assign \$168  = $signed(iy) < $signed(1'h0);
-  assign \$169  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
-  assign \$170  = \$168  | \$169 ;
-  assign \$171  = pad_ix | \$170 ;
-  assign \$172  = $signed(iy) + $signed({ 1'h0, dy_ky0 });
+  assign \$165  = is_elem & at_last_ox;
+  assign \$166  = \$164  & \$165 ;
+  assign \$167  = $signed(iy) < $signed(1'h0);
+  assign \$168  = $signed(iy) >= $signed({ 1'h0, desc[34:24] });
+  assign \$169  = \$167  | \$168 ;
+  assign \$170  = pad_ix | \$169 ;
+  assign \$171  = $signed(iy) + $signed({ 1'h0, dy_ky0 });
   assign pad_a1_ky0 = padr1_ky0 | pad_x1;
   assign pad_b1_ky0 = padr1_ky0 | pad_xb1;
-  assign \$173  = $signed(iy) + $signed({ 1'h0, dy_ky1 });
+  assign \$172  = $signed(iy) + $signed({ 1'h0, dy_ky1 });
   assign pad_a1_ky1 = padr1_ky1 | pad_x1;
   assign pad_b1_ky1 = padr1_ky1 | pad_xb1;
-  assign \$174  = $signed(iy) + $signed({ 1'h0, dy_ky2 });
+  assign \$173  = $signed(iy) + $signed({ 1'h0, dy_ky2 });
   assign pad_a1_ky2 = padr1_ky2 | pad_x1;
   assign pad_b1_ky2 = padr1_ky2 | pad_xb1;
-  assign \$175  = $signed(iy) + $signed({ 1'h0, dy_ky3 });
+  assign \$174  = $signed(iy) + $signed({ 1'h0, dy_ky3 });
   assign pad_a1_ky3 = padr1_ky3 | pad_x1;
   assign pad_b1_ky3 = padr1_ky3 | pad_xb1;
-  assign \$176  = $signed(iy) + $signed({ 1'h0, dy_ky4 });
+  assign \$175  = $signed(iy) + $signed({ 1'h0, dy_ky4 });
   assign pad_a1_ky4 = padr1_ky4 | pad_x1;
   assign pad_b1_ky4 = padr1_ky4 | pad_xb1;
   assign dwback0 = kw_m1 - dw_kx0_s3;
@@ -38539,1872 +38543,1878 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign dwback5 = kw_m1 - dw_kx5_s3;
   assign dwback6 = kw_m1 - dw_kx6_s3;
   assign dwback7 = kw_m1 - dw_kx7_s3;
-  assign \$217  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
-  assign \$218  = fwd_hit ? fwd_sums[31:0] : \$217 ;
-  assign \$219  = sb_p21[3] ? pm_q[31:0] : \$218 ;
-  assign \$220  = $signed(\$219 ) + $signed(\sums$272 [31:0]);
-  assign \$221  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
-  assign \$222  = fwd_hit ? fwd_sums[63:32] : \$221 ;
-  assign \$223  = sb_p21[3] ? pm_q[100:69] : \$222 ;
-  assign \$224  = $signed(\$223 ) + $signed(\sums$272 [63:32]);
-  assign \$225  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
-  assign \$226  = fwd_hit ? fwd_sums[95:64] : \$225 ;
-  assign \$227  = sb_p21[3] ? pm_q[169:138] : \$226 ;
-  assign \$228  = $signed(\$227 ) + $signed(\sums$272 [95:64]);
-  assign \$229  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
-  assign \$230  = fwd_hit ? fwd_sums[127:96] : \$229 ;
-  assign \$231  = sb_p21[3] ? pm_q[238:207] : \$230 ;
-  assign \$232  = $signed(\$231 ) + $signed(\sums$272 [127:96]);
-  assign \$233  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
-  assign \$234  = fwd_hit ? fwd_sums[159:128] : \$233 ;
-  assign \$235  = sb_p21[3] ? pm_q[307:276] : \$234 ;
-  assign \$236  = $signed(\$235 ) + $signed(\sums$272 [159:128]);
-  assign \$237  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
-  assign \$238  = fwd_hit ? fwd_sums[191:160] : \$237 ;
-  assign \$239  = sb_p21[3] ? pm_q[376:345] : \$238 ;
-  assign \$240  = $signed(\$239 ) + $signed(\sums$272 [191:160]);
-  assign \$241  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
-  assign \$242  = fwd_hit ? fwd_sums[223:192] : \$241 ;
-  assign \$243  = sb_p21[3] ? pm_q[445:414] : \$242 ;
-  assign \$244  = $signed(\$243 ) + $signed(\sums$272 [223:192]);
-  assign \$245  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
-  assign \$246  = fwd_hit ? fwd_sums[255:224] : \$245 ;
-  assign \$247  = sb_p21[3] ? pm_q[514:483] : \$246 ;
-  assign \$248  = $signed(\$247 ) + $signed(\sums$272 [255:224]);
-  assign \$249  = ~ sb_p21[4];
-  assign acc_w__en = sb_p21[0] & \$249 ;
-  assign \$250  = $signed(desc[148:132]) > $signed(qlo);
-  assign \$251  = desc[131] & \$250 ;
-  assign \lo$286  = \$251  ? desc[148:132] : qlo;
-  assign \$252  = ld_tile + 1'h1;
-  assign ld_word_end = \$252  * 4'h8;
-  assign \$253  = state == 2'h3;
-  assign \$254  = sq != 2'h3;
-  assign \$255  = \$253  & \$254 ;
-  assign \$256  = ~ ld_busy;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = w_count >= ld_word_end;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = ld_ahead <= 1'h1;
-  assign ld_start = \$259  & \$260 ;
-  assign \$262  = ! desc[120:119];
-  assign \$263  = desc[120:119] == 1'h1;
-  assign \$264  = \$262  | \$263 ;
-  assign \$265  = desc[120:119] == 2'h3;
-  assign \$266  = ~ desc[35];
-  assign \$267  = \$265  & \$266 ;
-  assign \$268  = \$264  | \$267 ;
-  assign \$269  = \$261  & \$268 ;
-  assign \$270  = pass_span > 5'h10;
-  assign \$271  = acc_need > 10'h200;
-  assign \$272  = $signed(last_ix) > $signed(x_bound);
-  assign \$273  = $signed(last_iy) > $signed(y_bound);
-  assign \$274  = | { \$273 , \$272 , \$271 , \$270 , bad_desc };
+  assign \$216  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
+  assign \$217  = fwd_hit ? fwd_sums[31:0] : \$216 ;
+  assign \$218  = sb_p21[3] ? pm_q[31:0] : \$217 ;
+  assign \$219  = $signed(\$218 ) + $signed(\sums$271 [31:0]);
+  assign \$220  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
+  assign \$221  = fwd_hit ? fwd_sums[63:32] : \$220 ;
+  assign \$222  = sb_p21[3] ? pm_q[100:69] : \$221 ;
+  assign \$223  = $signed(\$222 ) + $signed(\sums$271 [63:32]);
+  assign \$224  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
+  assign \$225  = fwd_hit ? fwd_sums[95:64] : \$224 ;
+  assign \$226  = sb_p21[3] ? pm_q[169:138] : \$225 ;
+  assign \$227  = $signed(\$226 ) + $signed(\sums$271 [95:64]);
+  assign \$228  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
+  assign \$229  = fwd_hit ? fwd_sums[127:96] : \$228 ;
+  assign \$230  = sb_p21[3] ? pm_q[238:207] : \$229 ;
+  assign \$231  = $signed(\$230 ) + $signed(\sums$271 [127:96]);
+  assign \$232  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
+  assign \$233  = fwd_hit ? fwd_sums[159:128] : \$232 ;
+  assign \$234  = sb_p21[3] ? pm_q[307:276] : \$233 ;
+  assign \$235  = $signed(\$234 ) + $signed(\sums$271 [159:128]);
+  assign \$236  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
+  assign \$237  = fwd_hit ? fwd_sums[191:160] : \$236 ;
+  assign \$238  = sb_p21[3] ? pm_q[376:345] : \$237 ;
+  assign \$239  = $signed(\$238 ) + $signed(\sums$271 [191:160]);
+  assign \$240  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
+  assign \$241  = fwd_hit ? fwd_sums[223:192] : \$240 ;
+  assign \$242  = sb_p21[3] ? pm_q[445:414] : \$241 ;
+  assign \$243  = $signed(\$242 ) + $signed(\sums$271 [223:192]);
+  assign \$244  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
+  assign \$245  = fwd_hit ? fwd_sums[255:224] : \$244 ;
+  assign \$246  = sb_p21[3] ? pm_q[514:483] : \$245 ;
+  assign \$247  = $signed(\$246 ) + $signed(\sums$271 [255:224]);
+  assign \$248  = ~ sb_p21[4];
+  assign acc_w__en = sb_p21[0] & \$248 ;
+  assign \$249  = $signed(desc[148:132]) > $signed(qlo);
+  assign \$250  = desc[131] & \$249 ;
+  assign \lo$285  = \$250  ? desc[148:132] : qlo;
+  assign \$251  = ld_tile + 1'h1;
+  assign ld_word_end = \$251  * 4'h8;
+  assign \$252  = state == 2'h3;
+  assign \$253  = sq != 2'h3;
+  assign \$254  = \$252  & \$253 ;
+  assign \$255  = ~ ld_busy;
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = w_count >= ld_word_end;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = ld_ahead <= 1'h1;
+  assign ld_start = \$258  & \$259 ;
+  assign \$261  = ! desc[120:119];
+  assign \$262  = desc[120:119] == 1'h1;
+  assign \$263  = \$261  | \$262 ;
+  assign \$264  = desc[120:119] == 2'h3;
+  assign \$265  = ~ desc[35];
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = \$263  | \$266 ;
+  assign \$268  = \$260  & \$267 ;
+  assign \$269  = pass_span > 5'h10;
+  assign \$270  = acc_need > 10'h200;
+  assign \$271  = $signed(last_ix) > $signed(x_bound);
+  assign \$272  = $signed(last_iy) > $signed(y_bound);
+  assign \$273  = | { \$272 , \$271 , \$270 , \$269 , bad_desc };
   assign abort_wait_done = ! abort_timer;
-  assign fatal = | \$275 ;
-  assign \$276  = state == 2'h3;
-  assign \$277  = state == 3'h4;
-  assign \$278  = \$276  | \$277 ;
-  assign \$279  = ~ p_done;
-  assign i_param__ready = \$278  & \$279 ;
-  assign \$280  = i_param__valid & i_param__ready;
-  assign \$281  = p_count < desc[11:5];
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = state == 3'h4;
-  assign \$284  = ~ \$283 ;
-  assign pm_w__en = \$282  & \$284 ;
-  assign \$285  = i_param__payload[561:557] - 1'h1;
-  assign \$286  = i_param__valid & i_param__ready;
-  assign \$287  = p_count < desc[11:5];
-  assign \$288  = \$286  & \$287 ;
-  assign \$289  = state == 3'h4;
-  assign \$290  = ~ \$289 ;
-  assign cw_w__en = \$288  & \$290 ;
-  assign \$291  = i_param__valid & i_param__ready;
-  assign \$292  = p_count < desc[11:5];
-  assign \$293  = ! i_param__payload[561:557];
-  assign \$294  = i_param__payload[556:552] >= desc[4:0];
-  assign \$295  = i_param__payload[561:557] * 4'h8;
-  assign \$296  = \$295  < taps;
-  assign \$297  = \$294  | \$296 ;
-  assign \$298  = i_param__payload[556:552] + i_param__payload[561:557];
-  assign \$299  = \$298  > desc[4:0];
-  assign \$300  = desc[154] ? \$297  : \$299 ;
-  assign \$301  = \$293  | \$300 ;
-  assign \$302  = p_count + 1'h1;
-  assign \$303  = \$302  < desc[11:5];
-  assign \$304  = p_count + 1'h1;
-  assign \$305  = \$304  > desc[11:5];
-  assign \$306  = ~ p_checked;
-  assign \$307  = p_done & \$306 ;
-  assign \$308  = state == 2'h3;
-  assign \$309  = \$307  & \$308 ;
-  assign \$310  = tiles_sum != desc[23:12];
-  assign \$311  = p_done & p_checked;
-  assign \$312  = ~ fatal;
-  assign params_ok = \$311  & \$312 ;
-  assign \$313  = state == 2'h3;
-  assign \$314  = state == 3'h4;
-  assign \$315  = \$313  | \$314 ;
-  assign \$316  = ~ w_done;
-  assign i_weight__ready = \$315  & \$316 ;
-  assign \$317  = i_weight__valid & i_weight__ready;
-  assign \$318  = w_count < w_total;
-  assign \$319  = \$317  & \$318 ;
-  assign \$320  = state == 3'h4;
-  assign \$321  = ~ \$320 ;
-  assign wm_w__en = \$319  & \$321 ;
-  assign \$322  = i_weight__valid & i_weight__ready;
-  assign \$323  = w_count < w_total;
-  assign \$324  = w_count + 1'h1;
-  assign \$325  = \$324  < w_total;
-  assign \$326  = state == 2'h3;
-  assign \$327  = state == 3'h4;
-  assign \$328  = \$326  | \$327 ;
-  assign \$329  = ~ a_done;
-  assign \$330  = \$328  & \$329 ;
-  assign \$331  = state == 3'h4;
-  assign \$332  = \$331  | a_overflow;
-  assign \$333  = \$332  | row_free;
-  assign i_act__ready = \$330  & \$333 ;
-  assign \$334  = wr_ix + 2'h2;
-  assign row_end = \$334  >= desc[41:35];
-  assign \$335  = i_act__valid & i_act__ready;
-  assign \$336  = ~ a_overflow;
-  assign \$337  = \$335  & \$336 ;
-  assign \$338  = state == 3'h4;
-  assign \$339  = ~ \$338 ;
-  assign \$340  = \$337  & \$339 ;
-  assign \$341  = ! wr_iy[3:0];
-  assign \$342  = \$340  & \$341 ;
-  assign \$343  = i_act__valid & i_act__ready;
-  assign \$344  = ~ a_overflow;
-  assign \$345  = \$343  & \$344 ;
-  assign \$346  = state == 3'h4;
-  assign \$347  = ~ \$346 ;
-  assign \$348  = \$345  & \$347 ;
-  assign \$349  = ! wr_iy[3:0];
-  assign \$350  = \$348  & \$349 ;
-  assign \$351  = ~ row_end;
-  assign \$352  = ~ desc[35];
-  assign \$353  = \$351  | \$352 ;
-  assign \$signature__en$355  = \$350  & \$353 ;
-  assign \$354  = i_act__valid & i_act__ready;
-  assign \$355  = ~ a_overflow;
-  assign \$356  = \$354  & \$355 ;
-  assign \$357  = state == 3'h4;
-  assign \$358  = ~ \$357 ;
-  assign \$359  = \$356  & \$358 ;
-  assign \$360  = wr_iy[3:0] == 1'h1;
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = i_act__valid & i_act__ready;
-  assign \$363  = ~ a_overflow;
-  assign \$364  = \$362  & \$363 ;
-  assign \$365  = state == 3'h4;
-  assign \$366  = ~ \$365 ;
-  assign \$367  = \$364  & \$366 ;
-  assign \$368  = wr_iy[3:0] == 1'h1;
-  assign \$369  = \$367  & \$368 ;
-  assign \$370  = ~ row_end;
-  assign \$371  = ~ desc[35];
-  assign \$372  = \$370  | \$371 ;
-  assign \$signature__en$361  = \$369  & \$372 ;
-  assign \$373  = i_act__valid & i_act__ready;
-  assign \$374  = ~ a_overflow;
-  assign \$375  = \$373  & \$374 ;
-  assign \$376  = state == 3'h4;
-  assign \$377  = ~ \$376 ;
-  assign \$378  = \$375  & \$377 ;
-  assign \$379  = wr_iy[3:0] == 2'h2;
-  assign \$380  = \$378  & \$379 ;
-  assign \$381  = i_act__valid & i_act__ready;
-  assign \$382  = ~ a_overflow;
-  assign \$383  = \$381  & \$382 ;
-  assign \$384  = state == 3'h4;
-  assign \$385  = ~ \$384 ;
-  assign \$386  = \$383  & \$385 ;
-  assign \$387  = wr_iy[3:0] == 2'h2;
-  assign \$388  = \$386  & \$387 ;
-  assign \$389  = ~ row_end;
-  assign \$390  = ~ desc[35];
-  assign \$391  = \$389  | \$390 ;
-  assign \$signature__en$367  = \$388  & \$391 ;
-  assign \$392  = i_act__valid & i_act__ready;
-  assign \$393  = ~ a_overflow;
-  assign \$394  = \$392  & \$393 ;
-  assign \$395  = state == 3'h4;
-  assign \$396  = ~ \$395 ;
-  assign \$397  = \$394  & \$396 ;
-  assign \$398  = wr_iy[3:0] == 2'h3;
-  assign \$399  = \$397  & \$398 ;
-  assign \$400  = i_act__valid & i_act__ready;
-  assign \$401  = ~ a_overflow;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = state == 3'h4;
-  assign \$404  = ~ \$403 ;
-  assign \$405  = \$402  & \$404 ;
-  assign \$406  = wr_iy[3:0] == 2'h3;
-  assign \$407  = \$405  & \$406 ;
-  assign \$408  = ~ row_end;
-  assign \$409  = ~ desc[35];
-  assign \$410  = \$408  | \$409 ;
-  assign \$signature__en$373  = \$407  & \$410 ;
-  assign \$411  = i_act__valid & i_act__ready;
-  assign \$412  = ~ a_overflow;
-  assign \$413  = \$411  & \$412 ;
-  assign \$414  = state == 3'h4;
-  assign \$415  = ~ \$414 ;
-  assign \$416  = \$413  & \$415 ;
-  assign \$417  = wr_iy[3:0] == 3'h4;
-  assign \$418  = \$416  & \$417 ;
-  assign \$419  = i_act__valid & i_act__ready;
-  assign \$420  = ~ a_overflow;
-  assign \$421  = \$419  & \$420 ;
-  assign \$422  = state == 3'h4;
-  assign \$423  = ~ \$422 ;
-  assign \$424  = \$421  & \$423 ;
-  assign \$425  = wr_iy[3:0] == 3'h4;
-  assign \$426  = \$424  & \$425 ;
-  assign \$427  = ~ row_end;
-  assign \$428  = ~ desc[35];
-  assign \$429  = \$427  | \$428 ;
-  assign \$signature__en$379  = \$426  & \$429 ;
-  assign \$430  = i_act__valid & i_act__ready;
-  assign \$431  = ~ a_overflow;
-  assign \$432  = \$430  & \$431 ;
-  assign \$433  = state == 3'h4;
-  assign \$434  = ~ \$433 ;
-  assign \$435  = \$432  & \$434 ;
-  assign \$436  = wr_iy[3:0] == 3'h5;
-  assign \$437  = \$435  & \$436 ;
-  assign \$438  = i_act__valid & i_act__ready;
-  assign \$439  = ~ a_overflow;
-  assign \$440  = \$438  & \$439 ;
-  assign \$441  = state == 3'h4;
-  assign \$442  = ~ \$441 ;
-  assign \$443  = \$440  & \$442 ;
-  assign \$444  = wr_iy[3:0] == 3'h5;
-  assign \$445  = \$443  & \$444 ;
-  assign \$446  = ~ row_end;
-  assign \$447  = ~ desc[35];
-  assign \$448  = \$446  | \$447 ;
-  assign \$signature__en$385  = \$445  & \$448 ;
-  assign \$449  = i_act__valid & i_act__ready;
-  assign \$450  = ~ a_overflow;
-  assign \$451  = \$449  & \$450 ;
-  assign \$452  = state == 3'h4;
-  assign \$453  = ~ \$452 ;
-  assign \$454  = \$451  & \$453 ;
-  assign \$455  = wr_iy[3:0] == 3'h6;
-  assign \$456  = \$454  & \$455 ;
-  assign \$457  = i_act__valid & i_act__ready;
-  assign \$458  = ~ a_overflow;
-  assign \$459  = \$457  & \$458 ;
-  assign \$460  = state == 3'h4;
-  assign \$461  = ~ \$460 ;
-  assign \$462  = \$459  & \$461 ;
-  assign \$463  = wr_iy[3:0] == 3'h6;
-  assign \$464  = \$462  & \$463 ;
-  assign \$465  = ~ row_end;
-  assign \$466  = ~ desc[35];
-  assign \$467  = \$465  | \$466 ;
-  assign \$signature__en$391  = \$464  & \$467 ;
-  assign \$468  = i_act__valid & i_act__ready;
-  assign \$469  = ~ a_overflow;
-  assign \$470  = \$468  & \$469 ;
-  assign \$471  = state == 3'h4;
-  assign \$472  = ~ \$471 ;
-  assign \$473  = \$470  & \$472 ;
-  assign \$474  = wr_iy[3:0] == 3'h7;
-  assign \$475  = \$473  & \$474 ;
-  assign \$476  = i_act__valid & i_act__ready;
-  assign \$477  = ~ a_overflow;
-  assign \$478  = \$476  & \$477 ;
-  assign \$479  = state == 3'h4;
-  assign \$480  = ~ \$479 ;
-  assign \$481  = \$478  & \$480 ;
-  assign \$482  = wr_iy[3:0] == 3'h7;
-  assign \$483  = \$481  & \$482 ;
-  assign \$484  = ~ row_end;
-  assign \$485  = ~ desc[35];
-  assign \$486  = \$484  | \$485 ;
-  assign \$signature__en$397  = \$483  & \$486 ;
-  assign \$487  = i_act__valid & i_act__ready;
-  assign \$488  = ~ a_overflow;
-  assign \$489  = \$487  & \$488 ;
-  assign \$490  = state == 3'h4;
-  assign \$491  = ~ \$490 ;
-  assign \$492  = \$489  & \$491 ;
-  assign \$493  = wr_iy[3:0] == 4'h8;
-  assign \$494  = \$492  & \$493 ;
-  assign \$495  = i_act__valid & i_act__ready;
-  assign \$496  = ~ a_overflow;
-  assign \$497  = \$495  & \$496 ;
-  assign \$498  = state == 3'h4;
-  assign \$499  = ~ \$498 ;
-  assign \$500  = \$497  & \$499 ;
-  assign \$501  = wr_iy[3:0] == 4'h8;
-  assign \$502  = \$500  & \$501 ;
-  assign \$503  = ~ row_end;
-  assign \$504  = ~ desc[35];
-  assign \$505  = \$503  | \$504 ;
-  assign \$signature__en$403  = \$502  & \$505 ;
-  assign \$506  = i_act__valid & i_act__ready;
-  assign \$507  = ~ a_overflow;
-  assign \$508  = \$506  & \$507 ;
-  assign \$509  = state == 3'h4;
-  assign \$510  = ~ \$509 ;
-  assign \$511  = \$508  & \$510 ;
-  assign \$512  = wr_iy[3:0] == 4'h9;
-  assign \$513  = \$511  & \$512 ;
-  assign \$514  = i_act__valid & i_act__ready;
-  assign \$515  = ~ a_overflow;
-  assign \$516  = \$514  & \$515 ;
-  assign \$517  = state == 3'h4;
-  assign \$518  = ~ \$517 ;
-  assign \$519  = \$516  & \$518 ;
-  assign \$520  = wr_iy[3:0] == 4'h9;
-  assign \$521  = \$519  & \$520 ;
-  assign \$522  = ~ row_end;
-  assign \$523  = ~ desc[35];
-  assign \$524  = \$522  | \$523 ;
-  assign \$signature__en$409  = \$521  & \$524 ;
-  assign \$525  = i_act__valid & i_act__ready;
-  assign \$526  = ~ a_overflow;
-  assign \$527  = \$525  & \$526 ;
-  assign \$528  = state == 3'h4;
-  assign \$529  = ~ \$528 ;
-  assign \$530  = \$527  & \$529 ;
-  assign \$531  = wr_iy[3:0] == 4'ha;
-  assign \$532  = \$530  & \$531 ;
-  assign \$533  = i_act__valid & i_act__ready;
-  assign \$534  = ~ a_overflow;
-  assign \$535  = \$533  & \$534 ;
-  assign \$536  = state == 3'h4;
-  assign \$537  = ~ \$536 ;
-  assign \$538  = \$535  & \$537 ;
-  assign \$539  = wr_iy[3:0] == 4'ha;
-  assign \$540  = \$538  & \$539 ;
-  assign \$541  = ~ row_end;
-  assign \$542  = ~ desc[35];
-  assign \$543  = \$541  | \$542 ;
-  assign \$signature__en$415  = \$540  & \$543 ;
-  assign \$544  = i_act__valid & i_act__ready;
-  assign \$545  = ~ a_overflow;
-  assign \$546  = \$544  & \$545 ;
-  assign \$547  = state == 3'h4;
-  assign \$548  = ~ \$547 ;
-  assign \$549  = \$546  & \$548 ;
-  assign \$550  = wr_iy[3:0] == 4'hb;
-  assign \$551  = \$549  & \$550 ;
-  assign \$552  = i_act__valid & i_act__ready;
-  assign \$553  = ~ a_overflow;
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = state == 3'h4;
-  assign \$556  = ~ \$555 ;
-  assign \$557  = \$554  & \$556 ;
-  assign \$558  = wr_iy[3:0] == 4'hb;
-  assign \$559  = \$557  & \$558 ;
-  assign \$560  = ~ row_end;
-  assign \$561  = ~ desc[35];
-  assign \$562  = \$560  | \$561 ;
-  assign \$signature__en$421  = \$559  & \$562 ;
-  assign \$563  = i_act__valid & i_act__ready;
-  assign \$564  = ~ a_overflow;
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = state == 3'h4;
-  assign \$567  = ~ \$566 ;
-  assign \$568  = \$565  & \$567 ;
-  assign \$569  = wr_iy[3:0] == 4'hc;
-  assign \$570  = \$568  & \$569 ;
-  assign \$571  = i_act__valid & i_act__ready;
-  assign \$572  = ~ a_overflow;
-  assign \$573  = \$571  & \$572 ;
-  assign \$574  = state == 3'h4;
-  assign \$575  = ~ \$574 ;
-  assign \$576  = \$573  & \$575 ;
-  assign \$577  = wr_iy[3:0] == 4'hc;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = ~ row_end;
-  assign \$580  = ~ desc[35];
-  assign \$581  = \$579  | \$580 ;
-  assign \$signature__en$427  = \$578  & \$581 ;
-  assign \$582  = i_act__valid & i_act__ready;
-  assign \$583  = ~ a_overflow;
-  assign \$584  = \$582  & \$583 ;
-  assign \$585  = state == 3'h4;
-  assign \$586  = ~ \$585 ;
-  assign \$587  = \$584  & \$586 ;
-  assign \$588  = wr_iy[3:0] == 4'hd;
-  assign \$589  = \$587  & \$588 ;
-  assign \$590  = i_act__valid & i_act__ready;
-  assign \$591  = ~ a_overflow;
-  assign \$592  = \$590  & \$591 ;
-  assign \$593  = state == 3'h4;
-  assign \$594  = ~ \$593 ;
-  assign \$595  = \$592  & \$594 ;
-  assign \$596  = wr_iy[3:0] == 4'hd;
-  assign \$597  = \$595  & \$596 ;
-  assign \$598  = ~ row_end;
-  assign \$599  = ~ desc[35];
-  assign \$600  = \$598  | \$599 ;
-  assign \$signature__en$433  = \$597  & \$600 ;
-  assign \$601  = i_act__valid & i_act__ready;
-  assign \$602  = ~ a_overflow;
-  assign \$603  = \$601  & \$602 ;
-  assign \$604  = state == 3'h4;
-  assign \$605  = ~ \$604 ;
-  assign \$606  = \$603  & \$605 ;
-  assign \$607  = wr_iy[3:0] == 4'he;
-  assign \$608  = \$606  & \$607 ;
-  assign \$609  = i_act__valid & i_act__ready;
-  assign \$610  = ~ a_overflow;
-  assign \$611  = \$609  & \$610 ;
-  assign \$612  = state == 3'h4;
-  assign \$613  = ~ \$612 ;
-  assign \$614  = \$611  & \$613 ;
-  assign \$615  = wr_iy[3:0] == 4'he;
-  assign \$616  = \$614  & \$615 ;
-  assign \$617  = ~ row_end;
-  assign \$618  = ~ desc[35];
-  assign \$619  = \$617  | \$618 ;
-  assign \$signature__en$439  = \$616  & \$619 ;
-  assign \$620  = i_act__valid & i_act__ready;
-  assign \$621  = ~ a_overflow;
-  assign \$622  = \$620  & \$621 ;
-  assign \$623  = state == 3'h4;
-  assign \$624  = ~ \$623 ;
-  assign \$625  = \$622  & \$624 ;
-  assign \$626  = wr_iy[3:0] == 4'hf;
-  assign \$627  = \$625  & \$626 ;
-  assign \$628  = i_act__valid & i_act__ready;
-  assign \$629  = ~ a_overflow;
-  assign \$630  = \$628  & \$629 ;
-  assign \$631  = state == 3'h4;
-  assign \$632  = ~ \$631 ;
-  assign \$633  = \$630  & \$632 ;
-  assign \$634  = wr_iy[3:0] == 4'hf;
-  assign \$635  = \$633  & \$634 ;
-  assign \$636  = ~ row_end;
-  assign \$637  = ~ desc[35];
-  assign \$638  = \$636  | \$637 ;
-  assign \$signature__en$445  = \$635  & \$638 ;
-  assign \$639  = i_act__valid & i_act__ready;
-  assign \$640  = desc[34:24] - 1'h1;
-  assign \$641  = $signed({ 1'h0, wr_iy }) == $signed(\$640 );
-  assign \$642  = wr_iy + 1'h1;
-  assign \$643  = desc[4:0] - 1'h1;
-  assign \$644  = wr_cw == \$643 ;
-  assign \$645  = wr_iy + 1'h1;
-  assign \$646  = a_count + 1'h1;
-  assign \$647  = \$646  < act_total;
-  assign \$648  = $signed(y_end) <= $signed(1'h0);
-  assign \$649  = desc[155] | \$648 ;
-  assign \$650  = wr_iy >= desc[34:24];
-  assign \$651  = \$649  | \$650 ;
-  assign \$652  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$651  | \$652 ;
-  assign \$653  = state == 2'h2;
-  assign \$654  = state == 3'h4;
-  assign \$655  = state == 2'h3;
-  assign \$656  = $signed(y_pass) < $signed(1'h0);
-  assign \$657  = \$656  ? 29'h00000000 : y_pass;
-  assign \$658  = ox == ow_m1;
-  assign \$659  = is_elem & \$658 ;
-  assign \$660  = ~ \$659 ;
-  assign \$661  = \$660  & desc[154];
-  assign \$662  = ox == ow_m1;
-  assign \$663  = is_elem & \$662 ;
-  assign \$664  = ~ \$663 ;
-  assign \$665  = g == gcount_m1;
-  assign \$666  = ~ \$665 ;
-  assign \$667  = j == cur[9:5];
-  assign \$668  = ~ \$667 ;
-  assign \$669  = dw_kx0 + dw_rm;
-  assign \$670  = dw_kx1 + dw_rm;
-  assign \$671  = dw_kx2 + dw_rm;
-  assign \$672  = dw_kx3 + dw_rm;
-  assign \$673  = dw_kx4 + dw_rm;
-  assign \$674  = dw_kx5 + dw_rm;
-  assign \$675  = dw_kx6 + dw_rm;
-  assign \$676  = dw_kx7 + dw_rm;
-  assign \$677  = j == cur[9:5];
-  assign \$678  = kx == kw_m1;
-  assign \$679  = desc[154] | \$678 ;
-  assign \$680  = ~ \$679 ;
-  assign \$681  = \$677  & \$680 ;
-  assign \$682  = j == cur[9:5];
-  assign \$683  = ky == kh_m1;
-  assign \$684  = desc[154] | \$683 ;
-  assign \$685  = ~ \$684 ;
-  assign \$686  = \$682  & \$685 ;
-  assign \$687  = j == cur[9:5];
-  assign \$688  = t == cot_m1;
-  assign \$689  = ~ \$688 ;
-  assign \$690  = rows_left == gcount;
-  assign \$691  = state == 2'h2;
-  assign \$692  = ld_tile * 4'h8;
-  assign \$693  = \$692  + 3'h7;
-  assign \$694  = cur_ld_tile * 4'h8;
-  assign \$695  = 3'h7 - ld_k;
-  assign \$696  = $signed({ 1'h0, \$694  }) + $signed(\$695 );
-  assign \$697  = ! state;
-  assign \$698  = state == 1'h1;
-  assign \$699  = state == 2'h2;
-  assign \$700  = \$698  | \$699 ;
+  assign fatal = | \$274 ;
+  assign \$275  = state == 2'h3;
+  assign \$276  = state == 3'h4;
+  assign \$277  = \$275  | \$276 ;
+  assign \$278  = ~ p_done;
+  assign i_param__ready = \$277  & \$278 ;
+  assign \$279  = i_param__valid & i_param__ready;
+  assign \$280  = p_count < desc[11:5];
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = state == 3'h4;
+  assign \$283  = ~ \$282 ;
+  assign pm_w__en = \$281  & \$283 ;
+  assign \$284  = i_param__payload[561:557] - 1'h1;
+  assign \$285  = i_param__valid & i_param__ready;
+  assign \$286  = p_count < desc[11:5];
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = state == 3'h4;
+  assign \$289  = ~ \$288 ;
+  assign cw_w__en = \$287  & \$289 ;
+  assign \$290  = i_param__valid & i_param__ready;
+  assign \$291  = p_count < desc[11:5];
+  assign \$292  = ! i_param__payload[561:557];
+  assign \$293  = i_param__payload[556:552] >= desc[4:0];
+  assign \$294  = i_param__payload[561:557] * 4'h8;
+  assign \$295  = \$294  < taps;
+  assign \$296  = \$293  | \$295 ;
+  assign \$297  = i_param__payload[556:552] + i_param__payload[561:557];
+  assign \$298  = \$297  > desc[4:0];
+  assign \$299  = desc[154] ? \$296  : \$298 ;
+  assign \$300  = \$292  | \$299 ;
+  assign \$301  = p_count + 1'h1;
+  assign \$302  = \$301  < desc[11:5];
+  assign \$303  = p_count + 1'h1;
+  assign \$304  = \$303  > desc[11:5];
+  assign \$305  = ~ p_checked;
+  assign \$306  = p_done & \$305 ;
+  assign \$307  = state == 2'h3;
+  assign \$308  = \$306  & \$307 ;
+  assign \$309  = tiles_sum != desc[23:12];
+  assign \$310  = p_done & p_checked;
+  assign \$311  = ~ fatal;
+  assign params_ok = \$310  & \$311 ;
+  assign \$312  = state == 2'h3;
+  assign \$313  = state == 3'h4;
+  assign \$314  = \$312  | \$313 ;
+  assign \$315  = ~ w_done;
+  assign i_weight__ready = \$314  & \$315 ;
+  assign \$316  = i_weight__valid & i_weight__ready;
+  assign \$317  = w_count < w_total;
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = state == 3'h4;
+  assign \$320  = ~ \$319 ;
+  assign wm_w__en = \$318  & \$320 ;
+  assign \$321  = i_weight__valid & i_weight__ready;
+  assign \$322  = w_count < w_total;
+  assign \$323  = w_count + 1'h1;
+  assign \$324  = \$323  < w_total;
+  assign \$325  = state == 2'h3;
+  assign \$326  = state == 3'h4;
+  assign \$327  = \$325  | \$326 ;
+  assign \$328  = ~ a_done;
+  assign \$329  = \$327  & \$328 ;
+  assign \$330  = state == 3'h4;
+  assign \$331  = \$330  | a_overflow;
+  assign \$332  = \$331  | row_free;
+  assign i_act__ready = \$329  & \$332 ;
+  assign \$333  = wr_ix + 2'h2;
+  assign row_end = \$333  >= desc[41:35];
+  assign \$334  = i_act__valid & i_act__ready;
+  assign \$335  = ~ a_overflow;
+  assign \$336  = \$334  & \$335 ;
+  assign \$337  = state == 3'h4;
+  assign \$338  = ~ \$337 ;
+  assign \$339  = \$336  & \$338 ;
+  assign \$340  = ! wr_iy[3:0];
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = i_act__valid & i_act__ready;
+  assign \$343  = ~ a_overflow;
+  assign \$344  = \$342  & \$343 ;
+  assign \$345  = state == 3'h4;
+  assign \$346  = ~ \$345 ;
+  assign \$347  = \$344  & \$346 ;
+  assign \$348  = ! wr_iy[3:0];
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = ~ row_end;
+  assign \$351  = ~ desc[35];
+  assign \$352  = \$350  | \$351 ;
+  assign \$signature__en$354  = \$349  & \$352 ;
+  assign \$353  = i_act__valid & i_act__ready;
+  assign \$354  = ~ a_overflow;
+  assign \$355  = \$353  & \$354 ;
+  assign \$356  = state == 3'h4;
+  assign \$357  = ~ \$356 ;
+  assign \$358  = \$355  & \$357 ;
+  assign \$359  = wr_iy[3:0] == 1'h1;
+  assign \$360  = \$358  & \$359 ;
+  assign \$361  = i_act__valid & i_act__ready;
+  assign \$362  = ~ a_overflow;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = state == 3'h4;
+  assign \$365  = ~ \$364 ;
+  assign \$366  = \$363  & \$365 ;
+  assign \$367  = wr_iy[3:0] == 1'h1;
+  assign \$368  = \$366  & \$367 ;
+  assign \$369  = ~ row_end;
+  assign \$370  = ~ desc[35];
+  assign \$371  = \$369  | \$370 ;
+  assign \$signature__en$360  = \$368  & \$371 ;
+  assign \$372  = i_act__valid & i_act__ready;
+  assign \$373  = ~ a_overflow;
+  assign \$374  = \$372  & \$373 ;
+  assign \$375  = state == 3'h4;
+  assign \$376  = ~ \$375 ;
+  assign \$377  = \$374  & \$376 ;
+  assign \$378  = wr_iy[3:0] == 2'h2;
+  assign \$379  = \$377  & \$378 ;
+  assign \$380  = i_act__valid & i_act__ready;
+  assign \$381  = ~ a_overflow;
+  assign \$382  = \$380  & \$381 ;
+  assign \$383  = state == 3'h4;
+  assign \$384  = ~ \$383 ;
+  assign \$385  = \$382  & \$384 ;
+  assign \$386  = wr_iy[3:0] == 2'h2;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = ~ row_end;
+  assign \$389  = ~ desc[35];
+  assign \$390  = \$388  | \$389 ;
+  assign \$signature__en$366  = \$387  & \$390 ;
+  assign \$391  = i_act__valid & i_act__ready;
+  assign \$392  = ~ a_overflow;
+  assign \$393  = \$391  & \$392 ;
+  assign \$394  = state == 3'h4;
+  assign \$395  = ~ \$394 ;
+  assign \$396  = \$393  & \$395 ;
+  assign \$397  = wr_iy[3:0] == 2'h3;
+  assign \$398  = \$396  & \$397 ;
+  assign \$399  = i_act__valid & i_act__ready;
+  assign \$400  = ~ a_overflow;
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = state == 3'h4;
+  assign \$403  = ~ \$402 ;
+  assign \$404  = \$401  & \$403 ;
+  assign \$405  = wr_iy[3:0] == 2'h3;
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = ~ row_end;
+  assign \$408  = ~ desc[35];
+  assign \$409  = \$407  | \$408 ;
+  assign \$signature__en$372  = \$406  & \$409 ;
+  assign \$410  = i_act__valid & i_act__ready;
+  assign \$411  = ~ a_overflow;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = state == 3'h4;
+  assign \$414  = ~ \$413 ;
+  assign \$415  = \$412  & \$414 ;
+  assign \$416  = wr_iy[3:0] == 3'h4;
+  assign \$417  = \$415  & \$416 ;
+  assign \$418  = i_act__valid & i_act__ready;
+  assign \$419  = ~ a_overflow;
+  assign \$420  = \$418  & \$419 ;
+  assign \$421  = state == 3'h4;
+  assign \$422  = ~ \$421 ;
+  assign \$423  = \$420  & \$422 ;
+  assign \$424  = wr_iy[3:0] == 3'h4;
+  assign \$425  = \$423  & \$424 ;
+  assign \$426  = ~ row_end;
+  assign \$427  = ~ desc[35];
+  assign \$428  = \$426  | \$427 ;
+  assign \$signature__en$378  = \$425  & \$428 ;
+  assign \$429  = i_act__valid & i_act__ready;
+  assign \$430  = ~ a_overflow;
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = state == 3'h4;
+  assign \$433  = ~ \$432 ;
+  assign \$434  = \$431  & \$433 ;
+  assign \$435  = wr_iy[3:0] == 3'h5;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = i_act__valid & i_act__ready;
+  assign \$438  = ~ a_overflow;
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = state == 3'h4;
+  assign \$441  = ~ \$440 ;
+  assign \$442  = \$439  & \$441 ;
+  assign \$443  = wr_iy[3:0] == 3'h5;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = ~ row_end;
+  assign \$446  = ~ desc[35];
+  assign \$447  = \$445  | \$446 ;
+  assign \$signature__en$384  = \$444  & \$447 ;
+  assign \$448  = i_act__valid & i_act__ready;
+  assign \$449  = ~ a_overflow;
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = state == 3'h4;
+  assign \$452  = ~ \$451 ;
+  assign \$453  = \$450  & \$452 ;
+  assign \$454  = wr_iy[3:0] == 3'h6;
+  assign \$455  = \$453  & \$454 ;
+  assign \$456  = i_act__valid & i_act__ready;
+  assign \$457  = ~ a_overflow;
+  assign \$458  = \$456  & \$457 ;
+  assign \$459  = state == 3'h4;
+  assign \$460  = ~ \$459 ;
+  assign \$461  = \$458  & \$460 ;
+  assign \$462  = wr_iy[3:0] == 3'h6;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = ~ row_end;
+  assign \$465  = ~ desc[35];
+  assign \$466  = \$464  | \$465 ;
+  assign \$signature__en$390  = \$463  & \$466 ;
+  assign \$467  = i_act__valid & i_act__ready;
+  assign \$468  = ~ a_overflow;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = state == 3'h4;
+  assign \$471  = ~ \$470 ;
+  assign \$472  = \$469  & \$471 ;
+  assign \$473  = wr_iy[3:0] == 3'h7;
+  assign \$474  = \$472  & \$473 ;
+  assign \$475  = i_act__valid & i_act__ready;
+  assign \$476  = ~ a_overflow;
+  assign \$477  = \$475  & \$476 ;
+  assign \$478  = state == 3'h4;
+  assign \$479  = ~ \$478 ;
+  assign \$480  = \$477  & \$479 ;
+  assign \$481  = wr_iy[3:0] == 3'h7;
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = ~ row_end;
+  assign \$484  = ~ desc[35];
+  assign \$485  = \$483  | \$484 ;
+  assign \$signature__en$396  = \$482  & \$485 ;
+  assign \$486  = i_act__valid & i_act__ready;
+  assign \$487  = ~ a_overflow;
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = state == 3'h4;
+  assign \$490  = ~ \$489 ;
+  assign \$491  = \$488  & \$490 ;
+  assign \$492  = wr_iy[3:0] == 4'h8;
+  assign \$493  = \$491  & \$492 ;
+  assign \$494  = i_act__valid & i_act__ready;
+  assign \$495  = ~ a_overflow;
+  assign \$496  = \$494  & \$495 ;
+  assign \$497  = state == 3'h4;
+  assign \$498  = ~ \$497 ;
+  assign \$499  = \$496  & \$498 ;
+  assign \$500  = wr_iy[3:0] == 4'h8;
+  assign \$501  = \$499  & \$500 ;
+  assign \$502  = ~ row_end;
+  assign \$503  = ~ desc[35];
+  assign \$504  = \$502  | \$503 ;
+  assign \$signature__en$402  = \$501  & \$504 ;
+  assign \$505  = i_act__valid & i_act__ready;
+  assign \$506  = ~ a_overflow;
+  assign \$507  = \$505  & \$506 ;
+  assign \$508  = state == 3'h4;
+  assign \$509  = ~ \$508 ;
+  assign \$510  = \$507  & \$509 ;
+  assign \$511  = wr_iy[3:0] == 4'h9;
+  assign \$512  = \$510  & \$511 ;
+  assign \$513  = i_act__valid & i_act__ready;
+  assign \$514  = ~ a_overflow;
+  assign \$515  = \$513  & \$514 ;
+  assign \$516  = state == 3'h4;
+  assign \$517  = ~ \$516 ;
+  assign \$518  = \$515  & \$517 ;
+  assign \$519  = wr_iy[3:0] == 4'h9;
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = ~ row_end;
+  assign \$522  = ~ desc[35];
+  assign \$523  = \$521  | \$522 ;
+  assign \$signature__en$408  = \$520  & \$523 ;
+  assign \$524  = i_act__valid & i_act__ready;
+  assign \$525  = ~ a_overflow;
+  assign \$526  = \$524  & \$525 ;
+  assign \$527  = state == 3'h4;
+  assign \$528  = ~ \$527 ;
+  assign \$529  = \$526  & \$528 ;
+  assign \$530  = wr_iy[3:0] == 4'ha;
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = i_act__valid & i_act__ready;
+  assign \$533  = ~ a_overflow;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = state == 3'h4;
+  assign \$536  = ~ \$535 ;
+  assign \$537  = \$534  & \$536 ;
+  assign \$538  = wr_iy[3:0] == 4'ha;
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = ~ row_end;
+  assign \$541  = ~ desc[35];
+  assign \$542  = \$540  | \$541 ;
+  assign \$signature__en$414  = \$539  & \$542 ;
+  assign \$543  = i_act__valid & i_act__ready;
+  assign \$544  = ~ a_overflow;
+  assign \$545  = \$543  & \$544 ;
+  assign \$546  = state == 3'h4;
+  assign \$547  = ~ \$546 ;
+  assign \$548  = \$545  & \$547 ;
+  assign \$549  = wr_iy[3:0] == 4'hb;
+  assign \$550  = \$548  & \$549 ;
+  assign \$551  = i_act__valid & i_act__ready;
+  assign \$552  = ~ a_overflow;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = state == 3'h4;
+  assign \$555  = ~ \$554 ;
+  assign \$556  = \$553  & \$555 ;
+  assign \$557  = wr_iy[3:0] == 4'hb;
+  assign \$558  = \$556  & \$557 ;
+  assign \$559  = ~ row_end;
+  assign \$560  = ~ desc[35];
+  assign \$561  = \$559  | \$560 ;
+  assign \$signature__en$420  = \$558  & \$561 ;
+  assign \$562  = i_act__valid & i_act__ready;
+  assign \$563  = ~ a_overflow;
+  assign \$564  = \$562  & \$563 ;
+  assign \$565  = state == 3'h4;
+  assign \$566  = ~ \$565 ;
+  assign \$567  = \$564  & \$566 ;
+  assign \$568  = wr_iy[3:0] == 4'hc;
+  assign \$569  = \$567  & \$568 ;
+  assign \$570  = i_act__valid & i_act__ready;
+  assign \$571  = ~ a_overflow;
+  assign \$572  = \$570  & \$571 ;
+  assign \$573  = state == 3'h4;
+  assign \$574  = ~ \$573 ;
+  assign \$575  = \$572  & \$574 ;
+  assign \$576  = wr_iy[3:0] == 4'hc;
+  assign \$577  = \$575  & \$576 ;
+  assign \$578  = ~ row_end;
+  assign \$579  = ~ desc[35];
+  assign \$580  = \$578  | \$579 ;
+  assign \$signature__en$426  = \$577  & \$580 ;
+  assign \$581  = i_act__valid & i_act__ready;
+  assign \$582  = ~ a_overflow;
+  assign \$583  = \$581  & \$582 ;
+  assign \$584  = state == 3'h4;
+  assign \$585  = ~ \$584 ;
+  assign \$586  = \$583  & \$585 ;
+  assign \$587  = wr_iy[3:0] == 4'hd;
+  assign \$588  = \$586  & \$587 ;
+  assign \$589  = i_act__valid & i_act__ready;
+  assign \$590  = ~ a_overflow;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = state == 3'h4;
+  assign \$593  = ~ \$592 ;
+  assign \$594  = \$591  & \$593 ;
+  assign \$595  = wr_iy[3:0] == 4'hd;
+  assign \$596  = \$594  & \$595 ;
+  assign \$597  = ~ row_end;
+  assign \$598  = ~ desc[35];
+  assign \$599  = \$597  | \$598 ;
+  assign \$signature__en$432  = \$596  & \$599 ;
+  assign \$600  = i_act__valid & i_act__ready;
+  assign \$601  = ~ a_overflow;
+  assign \$602  = \$600  & \$601 ;
+  assign \$603  = state == 3'h4;
+  assign \$604  = ~ \$603 ;
+  assign \$605  = \$602  & \$604 ;
+  assign \$606  = wr_iy[3:0] == 4'he;
+  assign \$607  = \$605  & \$606 ;
+  assign \$608  = i_act__valid & i_act__ready;
+  assign \$609  = ~ a_overflow;
+  assign \$610  = \$608  & \$609 ;
+  assign \$611  = state == 3'h4;
+  assign \$612  = ~ \$611 ;
+  assign \$613  = \$610  & \$612 ;
+  assign \$614  = wr_iy[3:0] == 4'he;
+  assign \$615  = \$613  & \$614 ;
+  assign \$616  = ~ row_end;
+  assign \$617  = ~ desc[35];
+  assign \$618  = \$616  | \$617 ;
+  assign \$signature__en$438  = \$615  & \$618 ;
+  assign \$619  = i_act__valid & i_act__ready;
+  assign \$620  = ~ a_overflow;
+  assign \$621  = \$619  & \$620 ;
+  assign \$622  = state == 3'h4;
+  assign \$623  = ~ \$622 ;
+  assign \$624  = \$621  & \$623 ;
+  assign \$625  = wr_iy[3:0] == 4'hf;
+  assign \$626  = \$624  & \$625 ;
+  assign \$627  = i_act__valid & i_act__ready;
+  assign \$628  = ~ a_overflow;
+  assign \$629  = \$627  & \$628 ;
+  assign \$630  = state == 3'h4;
+  assign \$631  = ~ \$630 ;
+  assign \$632  = \$629  & \$631 ;
+  assign \$633  = wr_iy[3:0] == 4'hf;
+  assign \$634  = \$632  & \$633 ;
+  assign \$635  = ~ row_end;
+  assign \$636  = ~ desc[35];
+  assign \$637  = \$635  | \$636 ;
+  assign \$signature__en$444  = \$634  & \$637 ;
+  assign \$638  = i_act__valid & i_act__ready;
+  assign \$639  = desc[34:24] - 1'h1;
+  assign \$640  = $signed({ 1'h0, wr_iy }) == $signed(\$639 );
+  assign \$641  = wr_iy + 1'h1;
+  assign \$642  = desc[4:0] - 1'h1;
+  assign \$643  = wr_cw == \$642 ;
+  assign \$644  = wr_iy + 1'h1;
+  assign \$645  = a_count + 1'h1;
+  assign \$646  = \$645  < act_total;
+  assign \$647  = $signed(y_end) <= $signed(1'h0);
+  assign \$648  = desc[155] | \$647 ;
+  assign \$649  = wr_iy >= desc[34:24];
+  assign \$650  = \$648  | \$649 ;
+  assign \$651  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$650  | \$651 ;
+  assign \$652  = state == 2'h2;
+  assign \$653  = state == 3'h4;
+  assign \$654  = state == 2'h3;
+  assign \$655  = $signed(y_pass) < $signed(1'h0);
+  assign \$656  = \$655  ? 29'h00000000 : y_pass;
+  assign \$657  = is_elem & at_last_ox;
+  assign \$658  = ~ \$657 ;
+  assign \$659  = \$658  & desc[154];
+  assign \$660  = is_elem & at_last_ox;
+  assign \$661  = ~ \$660 ;
+  assign \$662  = g == gcount_m1;
+  assign \$663  = ~ \$662 ;
+  assign \$664  = j == cur[9:5];
+  assign \$665  = ~ \$664 ;
+  assign \$666  = dw_kx0 + dw_rm;
+  assign \$667  = dw_kx1 + dw_rm;
+  assign \$668  = dw_kx2 + dw_rm;
+  assign \$669  = dw_kx3 + dw_rm;
+  assign \$670  = dw_kx4 + dw_rm;
+  assign \$671  = dw_kx5 + dw_rm;
+  assign \$672  = dw_kx6 + dw_rm;
+  assign \$673  = dw_kx7 + dw_rm;
+  assign \$674  = j == cur[9:5];
+  assign \$675  = kx == kw_m1;
+  assign \$676  = desc[154] | \$675 ;
+  assign \$677  = ~ \$676 ;
+  assign \$678  = \$674  & \$677 ;
+  assign \$679  = j == cur[9:5];
+  assign \$680  = ky == kh_m1;
+  assign \$681  = desc[154] | \$680 ;
+  assign \$682  = ~ \$681 ;
+  assign \$683  = \$679  & \$682 ;
+  assign \$684  = j == cur[9:5];
+  assign \$685  = t == cot_m1;
+  assign \$686  = ~ \$685 ;
+  assign \$687  = rows_left == gcount;
+  assign \$688  = state == 2'h2;
+  assign \$689  = ld_tile * 4'h8;
+  assign \$690  = \$689  + 3'h7;
+  assign \$691  = cur_ld_tile * 4'h8;
+  assign \$692  = 3'h7 - ld_k;
+  assign \$693  = $signed({ 1'h0, \$691  }) + $signed(\$692 );
+  assign \$694  = ! state;
+  assign \$695  = state == 1'h1;
+  assign \$696  = state == 2'h2;
+  assign \$697  = \$695  | \$696 ;
+  assign \$698  = state == 2'h3;
+  assign \$699  = ! sq;
+  assign \$700  = \$698  & \$699 ;
   assign \$701  = state == 2'h3;
-  assign \$702  = ! sq;
+  assign \$702  = sq == 1'h1;
   assign \$703  = \$701  & \$702 ;
   assign \$704  = state == 2'h3;
-  assign \$705  = sq == 1'h1;
+  assign \$705  = sq == 2'h2;
   assign \$706  = \$704  & \$705 ;
-  assign \$707  = state == 2'h3;
-  assign \$708  = sq == 2'h2;
-  assign \$709  = \$707  & \$708 ;
-  assign \$710  = rows_ready ? 2'h2 : 2'h3;
-  assign \$711  = issue & is_elem;
-  assign \$712  = | w_ahead;
-  assign \$713  = ~ \$712 ;
-  assign \$714  = ~ desc[155];
-  assign \$715  = words_in > cur[4:0];
-  assign \$716  = \$714  | \$715 ;
-  assign \$717  = ~ \$716 ;
-  assign \$718  = ! state;
-  assign \$719  = \$718  & i_desc__valid;
-  assign \$720  = | state;
-  assign \$721  = \$720  & counting;
-  assign count_now = \$719  | \$721 ;
+  assign \$707  = rows_ready ? 2'h2 : 2'h3;
+  assign \$708  = issue & is_elem;
+  assign \$709  = | w_ahead;
+  assign \$710  = ~ \$709 ;
+  assign \$711  = ~ desc[155];
+  assign \$712  = words_in > cur[4:0];
+  assign \$713  = \$711  | \$712 ;
+  assign \$714  = ~ \$713 ;
+  assign \$715  = ! state;
+  assign \$716  = \$715  & i_desc__valid;
+  assign \$717  = | state;
+  assign \$718  = \$717  & counting;
+  assign count_now = \$716  | \$718 ;
   assign o_status__valid = state == 3'h5;
-  assign \$722  = state == 2'h3;
-  assign \$723  = sq == 2'h2;
-  assign \$724  = \$722  & \$723 ;
-  assign \$725  = ~ \$724 ;
-  assign \$726  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$727  = desc[41:35] - 1'h1;
-  assign \$728  = 2'h2 * desc[41:35];
-  assign \$729  = $signed(\$728 ) - $signed(3'h2);
-  assign \$730  = 1'h1 - desc[111:105];
-  assign \$731  = desc[90:87] + 1'h1;
+  assign \$719  = state == 2'h3;
+  assign \$720  = sq == 2'h2;
+  assign \$721  = \$719  & \$720 ;
+  assign \$722  = ~ \$721 ;
+  assign \$723  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$724  = desc[41:35] - 1'h1;
+  assign \$725  = 2'h2 * desc[41:35];
+  assign \$726  = $signed(\$725 ) - $signed(3'h2);
+  assign \$727  = 1'h1 - desc[111:105];
+  assign \$728  = desc[90:87] + 1'h1;
+  assign \$731  = par_a2 ? \$729  : \$730 ;
   assign \$734  = par_a2 ? \$732  : \$733 ;
   assign \$737  = par_a2 ? \$735  : \$736 ;
   assign \$740  = par_a2 ? \$738  : \$739 ;
-  assign \$743  = par_a2 ? \$741  : \$742 ;
-  assign \$745  = rd_pad_a2 ? pad_word : \$744 ;
-  assign \$746  = 1'h0 * desc[86:83];
-  assign \$747  = $signed(\$172 ) < $signed(1'h0);
-  assign \$748  = $signed(\$172 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$749  = \$747  | \$748 ;
+  assign \$742  = rd_pad_a2 ? pad_word : \$741 ;
+  assign \$743  = 1'h0 * desc[86:83];
+  assign \$744  = $signed(\$171 ) < $signed(1'h0);
+  assign \$745  = $signed(\$171 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$746  = \$744  | \$745 ;
+  assign \$749  = par_a2 ? \$747  : \$748 ;
   assign \$752  = par_a2 ? \$750  : \$751 ;
   assign \$755  = par_a2 ? \$753  : \$754 ;
   assign \$758  = par_a2 ? \$756  : \$757 ;
-  assign \$761  = par_a2 ? \$759  : \$760 ;
-  assign \$762  = ~ par_a2;
-  assign \$765  = par_a2 ? \$764  : \$763 ;
-  assign \$766  = ~ par_a2;
-  assign \$769  = par_a2 ? \$768  : \$767 ;
-  assign \$770  = ~ par_a2;
-  assign \$773  = par_a2 ? \$772  : \$771 ;
-  assign \$774  = ~ par_a2;
-  assign \$777  = par_a2 ? \$776  : \$775 ;
-  assign \$778  = ~ sb3[2];
-  assign \$779  = sb3[1] & \$778 ;
-  assign \$781  = dw0_pad_a2 ? pad_word : \$780 ;
-  assign \$782  = sb3[1] & sb3[2];
-  assign \$784  = dw0_pad_b2 ? pad_word : \$783 ;
-  assign \$786  = dw0_pad_a2 ? pad_word : \$785 ;
-  assign \$787  = 1'h1 * desc[86:83];
-  assign \$788  = $signed(\$173 ) < $signed(1'h0);
-  assign \$789  = $signed(\$173 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$790  = \$788  | \$789 ;
+  assign \$759  = ~ par_a2;
+  assign \$762  = par_a2 ? \$761  : \$760 ;
+  assign \$763  = ~ par_a2;
+  assign \$766  = par_a2 ? \$765  : \$764 ;
+  assign \$767  = ~ par_a2;
+  assign \$770  = par_a2 ? \$769  : \$768 ;
+  assign \$771  = ~ par_a2;
+  assign \$774  = par_a2 ? \$773  : \$772 ;
+  assign \$775  = ~ sb3[2];
+  assign \$776  = sb3[1] & \$775 ;
+  assign \$778  = dw0_pad_a2 ? pad_word : \$777 ;
+  assign \$779  = sb3[1] & sb3[2];
+  assign \$781  = dw0_pad_b2 ? pad_word : \$780 ;
+  assign \$783  = dw0_pad_a2 ? pad_word : \$782 ;
+  assign \$784  = 1'h1 * desc[86:83];
+  assign \$785  = $signed(\$172 ) < $signed(1'h0);
+  assign \$786  = $signed(\$172 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$787  = \$785  | \$786 ;
+  assign \$790  = par_a2 ? \$788  : \$789 ;
   assign \$793  = par_a2 ? \$791  : \$792 ;
   assign \$796  = par_a2 ? \$794  : \$795 ;
   assign \$799  = par_a2 ? \$797  : \$798 ;
-  assign \$802  = par_a2 ? \$800  : \$801 ;
-  assign \$803  = ~ par_a2;
-  assign \$806  = par_a2 ? \$805  : \$804 ;
-  assign \$807  = ~ par_a2;
-  assign \$810  = par_a2 ? \$809  : \$808 ;
-  assign \$811  = ~ par_a2;
-  assign \$814  = par_a2 ? \$813  : \$812 ;
-  assign \$815  = ~ par_a2;
-  assign \$818  = par_a2 ? \$817  : \$816 ;
-  assign \$819  = ~ sb3[2];
-  assign \$820  = sb3[1] & \$819 ;
-  assign \$822  = dw1_pad_a2 ? pad_word : \$821 ;
-  assign \$823  = sb3[1] & sb3[2];
-  assign \$825  = dw1_pad_b2 ? pad_word : \$824 ;
-  assign \$827  = dw1_pad_a2 ? pad_word : \$826 ;
-  assign \$828  = 2'h2 * desc[86:83];
-  assign \$829  = $signed(\$174 ) < $signed(1'h0);
-  assign \$830  = $signed(\$174 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$831  = \$829  | \$830 ;
+  assign \$800  = ~ par_a2;
+  assign \$803  = par_a2 ? \$802  : \$801 ;
+  assign \$804  = ~ par_a2;
+  assign \$807  = par_a2 ? \$806  : \$805 ;
+  assign \$808  = ~ par_a2;
+  assign \$811  = par_a2 ? \$810  : \$809 ;
+  assign \$812  = ~ par_a2;
+  assign \$815  = par_a2 ? \$814  : \$813 ;
+  assign \$816  = ~ sb3[2];
+  assign \$817  = sb3[1] & \$816 ;
+  assign \$819  = dw1_pad_a2 ? pad_word : \$818 ;
+  assign \$820  = sb3[1] & sb3[2];
+  assign \$822  = dw1_pad_b2 ? pad_word : \$821 ;
+  assign \$824  = dw1_pad_a2 ? pad_word : \$823 ;
+  assign \$825  = 2'h2 * desc[86:83];
+  assign \$826  = $signed(\$173 ) < $signed(1'h0);
+  assign \$827  = $signed(\$173 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$828  = \$826  | \$827 ;
+  assign \$831  = par_a2 ? \$829  : \$830 ;
   assign \$834  = par_a2 ? \$832  : \$833 ;
   assign \$837  = par_a2 ? \$835  : \$836 ;
   assign \$840  = par_a2 ? \$838  : \$839 ;
-  assign \$843  = par_a2 ? \$841  : \$842 ;
-  assign \$844  = ~ par_a2;
-  assign \$847  = par_a2 ? \$846  : \$845 ;
-  assign \$848  = ~ par_a2;
-  assign \$851  = par_a2 ? \$850  : \$849 ;
-  assign \$852  = ~ par_a2;
-  assign \$855  = par_a2 ? \$854  : \$853 ;
-  assign \$856  = ~ par_a2;
-  assign \$859  = par_a2 ? \$858  : \$857 ;
-  assign \$860  = ~ sb3[2];
-  assign \$861  = sb3[1] & \$860 ;
-  assign \$863  = dw2_pad_a2 ? pad_word : \$862 ;
-  assign \$864  = sb3[1] & sb3[2];
-  assign \$866  = dw2_pad_b2 ? pad_word : \$865 ;
-  assign \$868  = dw2_pad_a2 ? pad_word : \$867 ;
-  assign \$869  = 2'h3 * desc[86:83];
-  assign \$870  = $signed(\$175 ) < $signed(1'h0);
-  assign \$871  = $signed(\$175 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$872  = \$870  | \$871 ;
+  assign \$841  = ~ par_a2;
+  assign \$844  = par_a2 ? \$843  : \$842 ;
+  assign \$845  = ~ par_a2;
+  assign \$848  = par_a2 ? \$847  : \$846 ;
+  assign \$849  = ~ par_a2;
+  assign \$852  = par_a2 ? \$851  : \$850 ;
+  assign \$853  = ~ par_a2;
+  assign \$856  = par_a2 ? \$855  : \$854 ;
+  assign \$857  = ~ sb3[2];
+  assign \$858  = sb3[1] & \$857 ;
+  assign \$860  = dw2_pad_a2 ? pad_word : \$859 ;
+  assign \$861  = sb3[1] & sb3[2];
+  assign \$863  = dw2_pad_b2 ? pad_word : \$862 ;
+  assign \$865  = dw2_pad_a2 ? pad_word : \$864 ;
+  assign \$866  = 2'h3 * desc[86:83];
+  assign \$867  = $signed(\$174 ) < $signed(1'h0);
+  assign \$868  = $signed(\$174 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$869  = \$867  | \$868 ;
+  assign \$872  = par_a2 ? \$870  : \$871 ;
   assign \$875  = par_a2 ? \$873  : \$874 ;
   assign \$878  = par_a2 ? \$876  : \$877 ;
   assign \$881  = par_a2 ? \$879  : \$880 ;
-  assign \$884  = par_a2 ? \$882  : \$883 ;
-  assign \$885  = ~ par_a2;
-  assign \$888  = par_a2 ? \$887  : \$886 ;
-  assign \$889  = ~ par_a2;
-  assign \$892  = par_a2 ? \$891  : \$890 ;
-  assign \$893  = ~ par_a2;
-  assign \$896  = par_a2 ? \$895  : \$894 ;
-  assign \$897  = ~ par_a2;
-  assign \$900  = par_a2 ? \$899  : \$898 ;
-  assign \$901  = ~ sb3[2];
-  assign \$902  = sb3[1] & \$901 ;
-  assign \$904  = dw3_pad_a2 ? pad_word : \$903 ;
-  assign \$905  = sb3[1] & sb3[2];
-  assign \$907  = dw3_pad_b2 ? pad_word : \$906 ;
-  assign \$909  = dw3_pad_a2 ? pad_word : \$908 ;
-  assign \$910  = 3'h4 * desc[86:83];
-  assign \$911  = $signed(\$176 ) < $signed(1'h0);
-  assign \$912  = $signed(\$176 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$913  = \$911  | \$912 ;
+  assign \$882  = ~ par_a2;
+  assign \$885  = par_a2 ? \$884  : \$883 ;
+  assign \$886  = ~ par_a2;
+  assign \$889  = par_a2 ? \$888  : \$887 ;
+  assign \$890  = ~ par_a2;
+  assign \$893  = par_a2 ? \$892  : \$891 ;
+  assign \$894  = ~ par_a2;
+  assign \$897  = par_a2 ? \$896  : \$895 ;
+  assign \$898  = ~ sb3[2];
+  assign \$899  = sb3[1] & \$898 ;
+  assign \$901  = dw3_pad_a2 ? pad_word : \$900 ;
+  assign \$902  = sb3[1] & sb3[2];
+  assign \$904  = dw3_pad_b2 ? pad_word : \$903 ;
+  assign \$906  = dw3_pad_a2 ? pad_word : \$905 ;
+  assign \$907  = 3'h4 * desc[86:83];
+  assign \$908  = $signed(\$175 ) < $signed(1'h0);
+  assign \$909  = $signed(\$175 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$910  = \$908  | \$909 ;
+  assign \$913  = par_a2 ? \$911  : \$912 ;
   assign \$916  = par_a2 ? \$914  : \$915 ;
   assign \$919  = par_a2 ? \$917  : \$918 ;
   assign \$922  = par_a2 ? \$920  : \$921 ;
-  assign \$925  = par_a2 ? \$923  : \$924 ;
-  assign \$926  = ~ par_a2;
-  assign \$929  = par_a2 ? \$928  : \$927 ;
-  assign \$930  = ~ par_a2;
-  assign \$933  = par_a2 ? \$932  : \$931 ;
-  assign \$934  = ~ par_a2;
-  assign \$937  = par_a2 ? \$936  : \$935 ;
-  assign \$938  = ~ par_a2;
-  assign \$941  = par_a2 ? \$940  : \$939 ;
-  assign \$942  = ~ sb3[2];
-  assign \$943  = sb3[1] & \$942 ;
-  assign \$945  = dw4_pad_a2 ? pad_word : \$944 ;
-  assign \$946  = sb3[1] & sb3[2];
-  assign \$948  = dw4_pad_b2 ? pad_word : \$947 ;
-  assign \$950  = dw4_pad_a2 ? pad_word : \$949 ;
-  assign \$951  = dwback0[3:0] * 1'h1;
-  assign \$952  = dwback0[3:0] * 2'h2;
-  assign \$953  = dwback1[3:0] * 1'h1;
-  assign \$954  = dwback1[3:0] * 2'h2;
-  assign \$955  = dwback2[3:0] * 1'h1;
-  assign \$956  = dwback2[3:0] * 2'h2;
-  assign \$957  = dwback3[3:0] * 1'h1;
-  assign \$958  = dwback3[3:0] * 2'h2;
-  assign \$959  = dwback4[3:0] * 1'h1;
-  assign \$960  = dwback4[3:0] * 2'h2;
-  assign \$961  = dwback5[3:0] * 1'h1;
-  assign \$962  = dwback5[3:0] * 2'h2;
-  assign \$963  = dwback6[3:0] * 1'h1;
-  assign \$964  = dwback6[3:0] * 2'h2;
-  assign \$965  = dwback7[3:0] * 1'h1;
-  assign \$966  = dwback7[3:0] * 2'h2;
-  assign \$967  = ~ sb_p21[4];
-  assign \$968  = sb_p21[0] & \$967 ;
-  assign \$969  = sb_p21[22:12] == sb_p20[22:12];
-  assign \$970  = \$968  & \$969 ;
-  assign \$971  = ~ sb_p21[4];
-  assign \$972  = sb_p21[0] & \$971 ;
-  assign \$973  = sb_p21[22:12] == sb_p19[22:12];
-  assign \$974  = \$972  & \$973 ;
-  assign \$975  = sb_p21[0] & sb_p21[4];
-  assign \$976  = issue & is_elem;
-  assign \$977  = ky == kh_m1;
-  assign \$978  = desc[154] | \$977 ;
-  assign \$979  = kx == kw_m1;
-  assign \$980  = desc[154] | \$979 ;
-  assign \$981  = \$978  & \$980 ;
-  assign \$982  = j == cur[9:5];
-  assign \$983  = \$981  & \$982 ;
-  assign \$984  = \$976  & \$983 ;
-  assign \$985  = o_result__valid & o_result__ready;
-  assign \$986  = ~ \$985 ;
-  assign \$987  = \$984  & \$986 ;
-  assign \$988  = issue & is_elem;
-  assign \$989  = ky == kh_m1;
-  assign \$990  = desc[154] | \$989 ;
-  assign \$991  = kx == kw_m1;
-  assign \$992  = desc[154] | \$991 ;
-  assign \$993  = \$990  & \$992 ;
-  assign \$994  = j == cur[9:5];
-  assign \$995  = \$993  & \$994 ;
-  assign \$996  = \$988  & \$995 ;
-  assign \$997  = ~ \$996 ;
-  assign \$998  = o_result__valid & o_result__ready;
-  assign \$999  = \$997  & \$998 ;
-  assign \$1000  = reserved + 1'h1;
-  assign \$1001  = reserved - 1'h1;
-  assign \$1002  = state == 2'h2;
-  assign \$1003  = w_ahead + latch2;
-  assign \$1004  = \$1003  - fold_end;
-  assign \$1005  = ld_ahead + ld_start;
-  assign \$1006  = \$1005  - fold_end;
-  assign \$1007  = ~ fold_bank;
-  assign \$1008  = ~ ld_bank;
-  assign \$1009  = i_desc__payload[70:60] - 1'h1;
-  assign \$1010  = $signed(\$1009 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1011  = i_desc__payload[73:71] - 1'h1;
-  assign \$1012  = $signed(\$1011 ) * $signed({ 1'h0, i_desc__payload[86:83] });
-  assign \$1013  = i_desc__payload[59:53] - 1'h1;
-  assign \$1014  = $signed(\$1013 ) * $signed({ 1'h0, i_desc__payload[82:80] });
-  assign \$1015  = i_desc__payload[76:74] - 1'h1;
-  assign \$1016  = $signed(\$1015 ) * $signed({ 1'h0, i_desc__payload[90:87] });
-  assign \$1017  = i_desc__payload[52:42] - 1'h1;
-  assign \$1018  = $signed(\$1017 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1019  = i_desc__payload[41:35] + 1'h1;
-  assign \$1021  = i_desc__payload[34:24] * \$1020 ;
-  assign \$1022  = desc[73:71] * desc[76:74];
-  assign \$1023  = mul_ph + mul_kh;
-  assign \$1024  = \$1023  + 1'h1;
-  assign \$1025  = desc[59:53] - 1'h1;
-  assign \$1026  = desc[76:74] - 1'h1;
-  assign \$1027  = desc[73:71] - 1'h1;
-  assign \$1028  = desc[11:5] - 1'h1;
-  assign \$1029  = desc[70:60] * desc[79:77];
-  assign \$1030  = desc[70:60] * desc[59:53];
-  assign \$1031  = mul_ow + mul_kw;
-  assign \$1032  = \$1031  - desc[111:105];
-  assign \$1033  = mul_oh + mul_kh;
-  assign \$1034  = \$1033  - desc[97:91];
-  assign \$1035  = mul_hw * desc[4:0];
-  assign \$1036  = \$1035  - 1'h0;
-  assign \$1037  = desc[23:12] * 4'h8;
-  assign \$1038  = desc[153:149] - 1'h1;
-  assign \$1039  = 1'h1 << \$1038 [4:0];
-  assign \$1040  = - \$1039 ;
-  assign \$1041  = desc[153:149] - 1'h1;
-  assign \$1042  = 1'h1 << \$1041 [4:0];
-  assign \$1043  = \$1042  - 1'h1;
-  assign \$1044  = desc[41:35] - 1'h1;
-  assign \$1045  = $signed(\$1044 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$1046  = desc[34:24] - 1'h1;
-  assign \$1047  = $signed(\$1046 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$1048  = ! desc[4:0];
-  assign \$1049  = desc[4:0] > 5'h10;
-  assign \$1050  = \$1048  | \$1049 ;
-  assign \$1051  = ! desc[11:5];
-  assign \$1052  = desc[11:5] > 7'h40;
-  assign \$1053  = \$1051  | \$1052 ;
-  assign \$1054  = ! desc[23:12];
-  assign \$1055  = desc[23:12] > 12'h800;
-  assign \$1056  = \$1054  | \$1055 ;
-  assign \$1057  = ! desc[34:24];
-  assign \$1058  = desc[34:24] > 11'h400;
-  assign \$1059  = \$1057  | \$1058 ;
-  assign \$1060  = ! desc[41:35];
-  assign \$1061  = desc[41:35] > 7'h40;
-  assign \$1062  = \$1060  | \$1061 ;
-  assign \$1063  = ! desc[52:42];
-  assign \$1064  = ! desc[59:53];
+  assign \$923  = ~ par_a2;
+  assign \$926  = par_a2 ? \$925  : \$924 ;
+  assign \$927  = ~ par_a2;
+  assign \$930  = par_a2 ? \$929  : \$928 ;
+  assign \$931  = ~ par_a2;
+  assign \$934  = par_a2 ? \$933  : \$932 ;
+  assign \$935  = ~ par_a2;
+  assign \$938  = par_a2 ? \$937  : \$936 ;
+  assign \$939  = ~ sb3[2];
+  assign \$940  = sb3[1] & \$939 ;
+  assign \$942  = dw4_pad_a2 ? pad_word : \$941 ;
+  assign \$943  = sb3[1] & sb3[2];
+  assign \$945  = dw4_pad_b2 ? pad_word : \$944 ;
+  assign \$947  = dw4_pad_a2 ? pad_word : \$946 ;
+  assign \$948  = dwback0[3:0] * 1'h1;
+  assign \$949  = dwback0[3:0] * 2'h2;
+  assign \$950  = dwback1[3:0] * 1'h1;
+  assign \$951  = dwback1[3:0] * 2'h2;
+  assign \$952  = dwback2[3:0] * 1'h1;
+  assign \$953  = dwback2[3:0] * 2'h2;
+  assign \$954  = dwback3[3:0] * 1'h1;
+  assign \$955  = dwback3[3:0] * 2'h2;
+  assign \$956  = dwback4[3:0] * 1'h1;
+  assign \$957  = dwback4[3:0] * 2'h2;
+  assign \$958  = dwback5[3:0] * 1'h1;
+  assign \$959  = dwback5[3:0] * 2'h2;
+  assign \$960  = dwback6[3:0] * 1'h1;
+  assign \$961  = dwback6[3:0] * 2'h2;
+  assign \$962  = dwback7[3:0] * 1'h1;
+  assign \$963  = dwback7[3:0] * 2'h2;
+  assign \$964  = ~ sb_p21[4];
+  assign \$965  = sb_p21[0] & \$964 ;
+  assign \$966  = sb_p21[22:12] == sb_p20[22:12];
+  assign \$967  = \$965  & \$966 ;
+  assign \$968  = ~ sb_p21[4];
+  assign \$969  = sb_p21[0] & \$968 ;
+  assign \$970  = sb_p21[22:12] == sb_p19[22:12];
+  assign \$971  = \$969  & \$970 ;
+  assign \$972  = sb_p21[0] & sb_p21[4];
+  assign \$973  = issue & is_elem;
+  assign \$974  = ky == kh_m1;
+  assign \$975  = desc[154] | \$974 ;
+  assign \$976  = kx == kw_m1;
+  assign \$977  = desc[154] | \$976 ;
+  assign \$978  = \$975  & \$977 ;
+  assign \$979  = j == cur[9:5];
+  assign \$980  = \$978  & \$979 ;
+  assign \$981  = \$973  & \$980 ;
+  assign \$982  = o_result__valid & o_result__ready;
+  assign \$983  = ~ \$982 ;
+  assign \$984  = \$981  & \$983 ;
+  assign \$985  = issue & is_elem;
+  assign \$986  = ky == kh_m1;
+  assign \$987  = desc[154] | \$986 ;
+  assign \$988  = kx == kw_m1;
+  assign \$989  = desc[154] | \$988 ;
+  assign \$990  = \$987  & \$989 ;
+  assign \$991  = j == cur[9:5];
+  assign \$992  = \$990  & \$991 ;
+  assign \$993  = \$985  & \$992 ;
+  assign \$994  = ~ \$993 ;
+  assign \$995  = o_result__valid & o_result__ready;
+  assign \$996  = \$994  & \$995 ;
+  assign \$997  = reserved + 1'h1;
+  assign \$998  = reserved - 1'h1;
+  assign \$999  = state == 2'h2;
+  assign \$1000  = w_ahead + latch2;
+  assign \$1001  = \$1000  - fold_end;
+  assign \$1002  = ld_ahead + ld_start;
+  assign \$1003  = \$1002  - fold_end;
+  assign \$1004  = ~ fold_bank;
+  assign \$1005  = ~ ld_bank;
+  assign \$1006  = i_desc__payload[70:60] - 1'h1;
+  assign \$1007  = $signed(\$1006 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1008  = i_desc__payload[73:71] - 1'h1;
+  assign \$1009  = $signed(\$1008 ) * $signed({ 1'h0, i_desc__payload[86:83] });
+  assign \$1010  = i_desc__payload[59:53] - 1'h1;
+  assign \$1011  = $signed(\$1010 ) * $signed({ 1'h0, i_desc__payload[82:80] });
+  assign \$1012  = i_desc__payload[76:74] - 1'h1;
+  assign \$1013  = $signed(\$1012 ) * $signed({ 1'h0, i_desc__payload[90:87] });
+  assign \$1014  = i_desc__payload[52:42] - 1'h1;
+  assign \$1015  = $signed(\$1014 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1016  = i_desc__payload[41:35] + 1'h1;
+  assign \$1018  = i_desc__payload[34:24] * \$1017 ;
+  assign \$1019  = desc[73:71] * desc[76:74];
+  assign \$1020  = mul_ph + mul_kh;
+  assign \$1021  = \$1020  + 1'h1;
+  assign \$1022  = desc[59:53] - 1'h1;
+  assign \$1023  = desc[59:53] - 2'h2;
+  assign \$1024  = desc[76:74] - 1'h1;
+  assign \$1025  = desc[73:71] - 1'h1;
+  assign \$1026  = desc[11:5] - 1'h1;
+  assign \$1027  = desc[70:60] * desc[79:77];
+  assign \$1028  = desc[70:60] * desc[59:53];
+  assign \$1029  = mul_ow + mul_kw;
+  assign \$1030  = \$1029  - desc[111:105];
+  assign \$1031  = mul_oh + mul_kh;
+  assign \$1032  = \$1031  - desc[97:91];
+  assign \$1033  = mul_hw * desc[4:0];
+  assign \$1034  = \$1033  - 1'h0;
+  assign \$1035  = desc[23:12] * 4'h8;
+  assign \$1036  = desc[153:149] - 1'h1;
+  assign \$1037  = 1'h1 << \$1036 [4:0];
+  assign \$1038  = - \$1037 ;
+  assign \$1039  = desc[153:149] - 1'h1;
+  assign \$1040  = 1'h1 << \$1039 [4:0];
+  assign \$1041  = \$1040  - 1'h1;
+  assign \$1042  = desc[41:35] - 1'h1;
+  assign \$1043  = $signed(\$1042 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$1044  = desc[34:24] - 1'h1;
+  assign \$1045  = $signed(\$1044 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$1046  = ! desc[4:0];
+  assign \$1047  = desc[4:0] > 5'h10;
+  assign \$1048  = \$1046  | \$1047 ;
+  assign \$1049  = ! desc[11:5];
+  assign \$1050  = desc[11:5] > 7'h40;
+  assign \$1051  = \$1049  | \$1050 ;
+  assign \$1052  = ! desc[23:12];
+  assign \$1053  = desc[23:12] > 12'h800;
+  assign \$1054  = \$1052  | \$1053 ;
+  assign \$1055  = ! desc[34:24];
+  assign \$1056  = desc[34:24] > 11'h400;
+  assign \$1057  = \$1055  | \$1056 ;
+  assign \$1058  = ! desc[41:35];
+  assign \$1059  = desc[41:35] > 7'h40;
+  assign \$1060  = \$1058  | \$1059 ;
+  assign \$1061  = ! desc[52:42];
+  assign \$1062  = ! desc[59:53];
+  assign \$1063  = \$1061  | \$1062 ;
+  assign \$1064  = ! desc[70:60];
   assign \$1065  = \$1063  | \$1064 ;
-  assign \$1066  = ! desc[70:60];
-  assign \$1067  = \$1065  | \$1066 ;
-  assign \$1068  = ! desc[73:71];
-  assign \$1069  = desc[73:71] > 3'h7;
+  assign \$1066  = ! desc[73:71];
+  assign \$1067  = desc[73:71] > 3'h7;
+  assign \$1068  = \$1066  | \$1067 ;
+  assign \$1069  = ! desc[76:74];
   assign \$1070  = \$1068  | \$1069 ;
-  assign \$1071  = ! desc[76:74];
+  assign \$1071  = desc[76:74] > 3'h7;
   assign \$1072  = \$1070  | \$1071 ;
-  assign \$1073  = desc[76:74] > 3'h7;
-  assign \$1074  = \$1072  | \$1073 ;
-  assign \$1075  = ! desc[79:77];
-  assign \$1076  = desc[79:77] > 3'h4;
-  assign \$1077  = \$1075  | \$1076 ;
-  assign \$1078  = ! desc[82:80];
-  assign \$1079  = desc[82:80] > 3'h4;
-  assign \$1080  = \$1078  | \$1079 ;
-  assign \$1081  = ! desc[86:83];
-  assign \$1082  = desc[86:83] > 4'h8;
-  assign \$1083  = \$1081  | \$1082 ;
-  assign \$1084  = ! desc[90:87];
-  assign \$1085  = desc[90:87] > 4'h8;
-  assign \$1086  = \$1084  | \$1085 ;
-  assign \$1087  = desc[120:119] == 1'h1;
-  assign \$1088  = desc[111:105] >= desc[41:35];
-  assign \$1089  = desc[118:112] >= desc[41:35];
-  assign \$1090  = \$1088  | \$1089 ;
-  assign \$1091  = \$1087  & \$1090 ;
-  assign \$1092  = desc[120:119] == 2'h3;
-  assign \$1093  = desc[111:105] > desc[41:35];
-  assign \$1094  = desc[118:112] > desc[41:35];
-  assign \$1095  = \$1093  | \$1094 ;
-  assign \$1096  = \$1092  & \$1095 ;
-  assign \$1097  = desc[130:129] == 2'h3;
-  assign \$1098  = | desc[130:129];
-  assign \$1099  = desc[153:149] < 2'h2;
-  assign \$1100  = desc[153:149] > 5'h10;
-  assign \$1101  = \$1099  | \$1100 ;
-  assign \$1102  = \$1098  & \$1101 ;
-  assign \$1103  = desc[73:71] > 3'h5;
-  assign \$1105  = desc[76:74] > 3'h5;
+  assign \$1073  = ! desc[79:77];
+  assign \$1074  = desc[79:77] > 3'h4;
+  assign \$1075  = \$1073  | \$1074 ;
+  assign \$1076  = ! desc[82:80];
+  assign \$1077  = desc[82:80] > 3'h4;
+  assign \$1078  = \$1076  | \$1077 ;
+  assign \$1079  = ! desc[86:83];
+  assign \$1080  = desc[86:83] > 4'h8;
+  assign \$1081  = \$1079  | \$1080 ;
+  assign \$1082  = ! desc[90:87];
+  assign \$1083  = desc[90:87] > 4'h8;
+  assign \$1084  = \$1082  | \$1083 ;
+  assign \$1085  = desc[120:119] == 1'h1;
+  assign \$1086  = desc[111:105] >= desc[41:35];
+  assign \$1087  = desc[118:112] >= desc[41:35];
+  assign \$1088  = \$1086  | \$1087 ;
+  assign \$1089  = \$1085  & \$1088 ;
+  assign \$1090  = desc[120:119] == 2'h3;
+  assign \$1091  = desc[111:105] > desc[41:35];
+  assign \$1092  = desc[118:112] > desc[41:35];
+  assign \$1093  = \$1091  | \$1092 ;
+  assign \$1094  = \$1090  & \$1093 ;
+  assign \$1095  = desc[130:129] == 2'h3;
+  assign \$1096  = | desc[130:129];
+  assign \$1097  = desc[153:149] < 2'h2;
+  assign \$1098  = desc[153:149] > 5'h10;
+  assign \$1099  = \$1097  | \$1098 ;
+  assign \$1100  = \$1096  & \$1099 ;
+  assign \$1101  = desc[73:71] > 3'h5;
+  assign \$1103  = desc[76:74] > 3'h5;
+  assign \$1104  = \$1102  | \$1103 ;
+  assign \$1105  = desc[90:87] > 2'h2;
   assign \$1106  = \$1104  | \$1105 ;
-  assign \$1107  = desc[90:87] > 2'h2;
-  assign \$1108  = \$1106  | \$1107 ;
-  assign \$1109  = desc[154] & \$1108 ;
-  assign \$1110  = ~ desc[154];
-  assign \$1111  = desc[34:24] > 5'h10;
+  assign \$1107  = desc[154] & \$1106 ;
+  assign \$1108  = ~ desc[154];
+  assign \$1109  = desc[34:24] > 5'h10;
+  assign \$1110  = \$1108  | \$1109 ;
+  assign \$1111  = desc[70:60] < desc[52:42];
   assign \$1112  = \$1110  | \$1111 ;
-  assign \$1113  = desc[70:60] < desc[52:42];
-  assign \$1114  = \$1112  | \$1113 ;
-  assign \$1115  = desc[155] & \$1114 ;
-  assign \$1116  = | { \$1115 , \$1109 , \$1102 , \$1097 , \$1096 , \$1091 , \$1086 , \$1083 , \$1080 , \$1077 , \$1074 , \$1067 , \$1062 , \$1059 , \$1056 , \$1053 , \$1050  };
-  assign \$1118  = sq == 2'h3;
-  assign \$1119  = ! reserved;
-  assign \$1120  = \$1118  & \$1119 ;
-  assign \$1121  = \$1120  & p_done;
-  assign \$1122  = \$1121  & w_done;
-  assign \$1123  = \$1122  & a_done;
-  assign \$1124  = ! reserved;
-  assign \$1125  = \$1124  & p_done;
-  assign \$1126  = \$1125  & w_done;
-  assign \$1127  = \$1126  & a_done;
-  assign \$1128  = \$1127  & abort_wait_done;
-  assign \$1129  = state != 3'h4;
-  assign \$1130  = | abort_timer;
-  assign \$1131  = abort_timer - 1'h1;
-  assign \$1132  = state == 2'h3;
-  assign \$1133  = \$1132  & fatal;
-  assign \$1134  = i_param__valid & i_param__ready;
-  assign \$1135  = p_count + 1'h1;
-  assign \$1136  = p_count < desc[11:5];
-  assign \$1137  = taps * i_param__payload[561:557];
-  assign \$1138  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1137 ;
-  assign \$1139  = tiles_sum + \$1138 ;
-  assign \$1140  = ~ p_checked;
-  assign \$1141  = p_done & \$1140 ;
-  assign \$1142  = state == 2'h3;
-  assign \$1143  = \$1141  & \$1142 ;
-  assign \$1144  = i_weight__valid & i_weight__ready;
-  assign \$1145  = w_count < w_total;
-  assign \$1146  = w_count + 1'h1;
-  assign \$1147  = i_act__valid & i_act__ready;
-  assign \$1148  = a_count + 1'h1;
-  assign \$1149  = a_count + 1'h1;
-  assign \$1150  = \$1149  >= act_total;
-  assign \$1151  = a_overflow | \$1150 ;
-  assign \$1152  = desc[34:24] - 1'h1;
-  assign \$1153  = $signed({ 1'h0, wr_iy }) == $signed(\$1152 );
-  assign \$1154  = wr_cw + 1'h1;
-  assign \$1155  = words_in + 1'h1;
-  assign \$1156  = wr_ix + 2'h2;
-  assign \$1157  = desc[4:0] - 1'h1;
-  assign \$1158  = wr_cw == \$1157 ;
-  assign \$1159  = wr_ix + 2'h2;
-  assign \$1160  = wr_cw + 1'h1;
-  assign \$1161  = | err_hi;
-  assign \$1162  = error | { err_hi, 1'h0 };
-  assign \$1163  = gcount - 1'h1;
+  assign \$1113  = desc[155] & \$1112 ;
+  assign \$1114  = | { \$1113 , \$1107 , \$1100 , \$1095 , \$1094 , \$1089 , \$1084 , \$1081 , \$1078 , \$1075 , \$1072 , \$1065 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048  };
+  assign \$1116  = sq == 2'h3;
+  assign \$1117  = ! reserved;
+  assign \$1118  = \$1116  & \$1117 ;
+  assign \$1119  = \$1118  & p_done;
+  assign \$1120  = \$1119  & w_done;
+  assign \$1121  = \$1120  & a_done;
+  assign \$1122  = ! reserved;
+  assign \$1123  = \$1122  & p_done;
+  assign \$1124  = \$1123  & w_done;
+  assign \$1125  = \$1124  & a_done;
+  assign \$1126  = \$1125  & abort_wait_done;
+  assign \$1127  = state != 3'h4;
+  assign \$1128  = | abort_timer;
+  assign \$1129  = abort_timer - 1'h1;
+  assign \$1130  = state == 2'h3;
+  assign \$1131  = \$1130  & fatal;
+  assign \$1132  = i_param__valid & i_param__ready;
+  assign \$1133  = p_count + 1'h1;
+  assign \$1134  = p_count < desc[11:5];
+  assign \$1135  = taps * i_param__payload[561:557];
+  assign \$1136  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1135 ;
+  assign \$1137  = tiles_sum + \$1136 ;
+  assign \$1138  = ~ p_checked;
+  assign \$1139  = p_done & \$1138 ;
+  assign \$1140  = state == 2'h3;
+  assign \$1141  = \$1139  & \$1140 ;
+  assign \$1142  = i_weight__valid & i_weight__ready;
+  assign \$1143  = w_count < w_total;
+  assign \$1144  = w_count + 1'h1;
+  assign \$1145  = i_act__valid & i_act__ready;
+  assign \$1146  = a_count + 1'h1;
+  assign \$1147  = a_count + 1'h1;
+  assign \$1148  = \$1147  >= act_total;
+  assign \$1149  = a_overflow | \$1148 ;
+  assign \$1150  = desc[34:24] - 1'h1;
+  assign \$1151  = $signed({ 1'h0, wr_iy }) == $signed(\$1150 );
+  assign \$1152  = wr_cw + 1'h1;
+  assign \$1153  = words_in + 1'h1;
+  assign \$1154  = wr_ix + 2'h2;
+  assign \$1155  = desc[4:0] - 1'h1;
+  assign \$1156  = wr_cw == \$1155 ;
+  assign \$1157  = wr_ix + 2'h2;
+  assign \$1158  = wr_cw + 1'h1;
+  assign \$1159  = | err_hi;
+  assign \$1160  = error | { err_hi, 1'h0 };
+  assign \$1161  = gcount - 1'h1;
+  assign \$1162  = lo + 5'h10;
+  assign \$1163  = wr_iy < \$1162 ;
   assign \$1164  = lo + 5'h10;
-  assign \$1165  = wr_iy < \$1164 ;
-  assign \$1166  = lo + 5'h10;
-  assign \$1167  = 1'h0 < \$1166 ;
-  assign \$1168  = wr_iy + 1'h1;
-  assign \$1169  = lo + 5'h10;
-  assign \$1170  = \$1168  < \$1169 ;
-  assign \$1171  = wr_iy < 5'h10;
-  assign \$1173  = wr_iy + 1'h1;
-  assign \$1174  = \$1173  < 5'h10;
-  assign \$1175  = wr_iy < 11'h411;
-  assign \$1177  = wr_iy + 1'h1;
-  assign \$1178  = \$1177  < 11'h411;
-  assign \$1179  = $signed(y_pass) < $signed(1'h0);
-  assign \$1180  = \$1179  ? 29'h00000000 : y_pass;
-  assign \$1181  = $signed(\$1180 ) + $signed(6'h10);
-  assign \$1182  = $signed({ 1'h0, wr_iy }) < $signed(\$1181 );
-  assign \$1183  = $signed(y_pass) < $signed(1'h0);
-  assign \$1184  = \$1183  ? 29'h00000000 : y_pass;
-  assign \$1185  = $signed(\$1184 ) + $signed(6'h10);
-  assign \$1186  = $signed(1'h0) < $signed(\$1185 );
-  assign \$1187  = wr_iy + 1'h1;
-  assign \$1188  = $signed(y_pass) < $signed(1'h0);
-  assign \$1189  = \$1188  ? 29'h00000000 : y_pass;
-  assign \$1190  = $signed(\$1189 ) + $signed(6'h10);
-  assign \$1191  = $signed({ 1'h0, \$1187  }) < $signed(\$1190 );
-  assign \$1192  = state == 2'h2;
-  assign \$1193  = state == 3'h4;
-  assign \$1194  = state == 2'h3;
+  assign \$1165  = 1'h0 < \$1164 ;
+  assign \$1166  = wr_iy + 1'h1;
+  assign \$1167  = lo + 5'h10;
+  assign \$1168  = \$1166  < \$1167 ;
+  assign \$1169  = wr_iy < 5'h10;
+  assign \$1171  = wr_iy + 1'h1;
+  assign \$1172  = \$1171  < 5'h10;
+  assign \$1173  = wr_iy < 11'h411;
+  assign \$1175  = wr_iy + 1'h1;
+  assign \$1176  = \$1175  < 11'h411;
+  assign \$1177  = $signed(y_pass) < $signed(1'h0);
+  assign \$1178  = \$1177  ? 29'h00000000 : y_pass;
+  assign \$1179  = $signed(\$1178 ) + $signed(6'h10);
+  assign \$1180  = $signed({ 1'h0, wr_iy }) < $signed(\$1179 );
+  assign \$1181  = $signed(y_pass) < $signed(1'h0);
+  assign \$1182  = \$1181  ? 29'h00000000 : y_pass;
+  assign \$1183  = $signed(\$1182 ) + $signed(6'h10);
+  assign \$1184  = $signed(1'h0) < $signed(\$1183 );
+  assign \$1185  = wr_iy + 1'h1;
+  assign \$1186  = $signed(y_pass) < $signed(1'h0);
+  assign \$1187  = \$1186  ? 29'h00000000 : y_pass;
+  assign \$1188  = $signed(\$1187 ) + $signed(6'h10);
+  assign \$1189  = $signed({ 1'h0, \$1185  }) < $signed(\$1188 );
+  assign \$1190  = state == 2'h2;
+  assign \$1191  = state == 3'h4;
+  assign \$1192  = state == 2'h3;
+  assign \$1193  = ! ow_m1;
+  assign \$1194  = - desc[97:91];
   assign \$1195  = - desc[97:91];
   assign \$1196  = - desc[97:91];
-  assign \$1197  = - desc[97:91];
-  assign \$1198  = pass_span - desc[97:91];
+  assign \$1197  = pass_span - desc[97:91];
+  assign \$1198  = - desc[111:105];
   assign \$1199  = - desc[111:105];
-  assign \$1200  = - desc[111:105];
-  assign \$1201  = ! act_total;
-  assign \$1202  = desc[70:60] < desc[52:42];
-  assign \$1203  = \$1202  ? desc[70:60] : desc[52:42];
-  assign \$1204  = ox == ow_m1;
-  assign \$1205  = is_elem & \$1204 ;
-  assign \$1206  = ~ \$1205 ;
-  assign \$1207  = \$1206  & desc[154];
-  assign \$1208  = ox == ow_m1;
-  assign \$1209  = is_elem & \$1208 ;
-  assign \$1210  = ~ \$1209 ;
-  assign \$1211  = g == gcount_m1;
-  assign \$1212  = ~ \$1211 ;
-  assign \$1213  = $signed(ix) + $signed(2'h1);
-  assign \$1214  = $signed(\$1213 ) + $signed({ 1'h0, dual_now });
-  assign \$1215  = $signed(ixb) + $signed(2'h1);
-  assign \$1216  = $signed(\$1215 ) + $signed({ 1'h0, dual_now });
-  assign \$1217  = gap - 1'h1;
-  assign \$1218  = $signed(\$1217 ) - $signed({ 1'h0, dual_now });
-  assign \$1219  = ox + 1'h1;
-  assign \$1220  = desc[82:80] - 1'h1;
-  assign \$1221  = acc_addr + 1'h1;
-  assign \$1222  = ox + 1'h1;
-  assign \$1223  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1224  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
-  assign \$1225  = acc_addr + 1'h1;
+  assign \$1200  = ! act_total;
+  assign \$1201  = desc[70:60] < desc[52:42];
+  assign \$1202  = \$1201  ? desc[70:60] : desc[52:42];
+  assign \$1203  = is_elem & at_last_ox;
+  assign \$1204  = ~ \$1203 ;
+  assign \$1205  = \$1204  & desc[154];
+  assign \$1206  = is_elem & at_last_ox;
+  assign \$1207  = ~ \$1206 ;
+  assign \$1208  = g == gcount_m1;
+  assign \$1209  = ~ \$1208 ;
+  assign \$1210  = $signed(ix) + $signed(2'h1);
+  assign \$1211  = $signed(\$1210 ) + $signed({ 1'h0, dual_now });
+  assign \$1212  = $signed(ixb) + $signed(2'h1);
+  assign \$1213  = $signed(\$1212 ) + $signed({ 1'h0, dual_now });
+  assign \$1214  = gap - 1'h1;
+  assign \$1215  = $signed(\$1214 ) - $signed({ 1'h0, dual_now });
+  assign \$1216  = ox + 1'h1;
+  assign \$1217  = ox == ow_m2;
+  assign \$1218  = desc[82:80] - 1'h1;
+  assign \$1219  = acc_addr + 1'h1;
+  assign \$1220  = ox + 1'h1;
+  assign \$1221  = ox == ow_m2;
+  assign \$1222  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1223  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
+  assign \$1224  = acc_addr + 1'h1;
+  assign \$1225  = ! ow_m1;
   assign \$1226  = g + 1'h1;
   assign \$1227  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
   assign \$1228  = $signed(x_tap) + $signed(2'h1);
   assign \$1229  = acc_addr + 1'h1;
-  assign \$1230  = j == cur[9:5];
-  assign \$1231  = ~ \$1230 ;
-  assign \$1232  = j + 1'h1;
-  assign \$1233  = $signed(x_tap) + $signed(2'h1);
-  assign \$1234  = dw_kx0_n >= desc[76:74];
-  assign \$1235  = dw_kx0_n - desc[76:74];
-  assign \$1236  = dw_ky0 + dw_q;
-  assign \$1237  = \$1236  + 1'h1;
-  assign \$1238  = dw_ky0 + dw_q;
-  assign \$1239  = dw_kx1_n >= desc[76:74];
-  assign \$1240  = dw_kx1_n - desc[76:74];
-  assign \$1241  = dw_ky1 + dw_q;
-  assign \$1242  = \$1241  + 1'h1;
-  assign \$1243  = dw_ky1 + dw_q;
-  assign \$1244  = dw_kx2_n >= desc[76:74];
-  assign \$1245  = dw_kx2_n - desc[76:74];
-  assign \$1246  = dw_ky2 + dw_q;
-  assign \$1247  = \$1246  + 1'h1;
-  assign \$1248  = dw_ky2 + dw_q;
-  assign \$1249  = dw_kx3_n >= desc[76:74];
-  assign \$1250  = dw_kx3_n - desc[76:74];
-  assign \$1251  = dw_ky3 + dw_q;
-  assign \$1252  = \$1251  + 1'h1;
-  assign \$1253  = dw_ky3 + dw_q;
-  assign \$1254  = dw_kx4_n >= desc[76:74];
-  assign \$1255  = dw_kx4_n - desc[76:74];
-  assign \$1256  = dw_ky4 + dw_q;
-  assign \$1257  = \$1256  + 1'h1;
-  assign \$1258  = dw_ky4 + dw_q;
-  assign \$1259  = dw_kx5_n >= desc[76:74];
-  assign \$1260  = dw_kx5_n - desc[76:74];
-  assign \$1261  = dw_ky5 + dw_q;
-  assign \$1262  = \$1261  + 1'h1;
-  assign \$1263  = dw_ky5 + dw_q;
-  assign \$1264  = dw_kx6_n >= desc[76:74];
-  assign \$1265  = dw_kx6_n - desc[76:74];
-  assign \$1266  = dw_ky6 + dw_q;
-  assign \$1267  = \$1266  + 1'h1;
-  assign \$1268  = dw_ky6 + dw_q;
-  assign \$1269  = dw_kx7_n >= desc[76:74];
-  assign \$1270  = dw_kx7_n - desc[76:74];
-  assign \$1271  = dw_ky7 + dw_q;
-  assign \$1272  = \$1271  + 1'h1;
-  assign \$1273  = dw_ky7 + dw_q;
-  assign \$1274  = j == cur[9:5];
-  assign \$1275  = kx == kw_m1;
-  assign \$1276  = desc[154] | \$1275 ;
-  assign \$1277  = ~ \$1276 ;
-  assign \$1278  = \$1274  & \$1277 ;
-  assign \$1279  = j == cur[9:5];
-  assign \$1280  = ky == kh_m1;
-  assign \$1281  = desc[154] | \$1280 ;
-  assign \$1282  = ~ \$1281 ;
-  assign \$1283  = \$1279  & \$1282 ;
-  assign \$1284  = j == cur[9:5];
-  assign \$1285  = kx + 1'h1;
-  assign \$1286  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1230  = ! ow_m1;
+  assign \$1231  = j == cur[9:5];
+  assign \$1232  = ~ \$1231 ;
+  assign \$1233  = j + 1'h1;
+  assign \$1234  = $signed(x_tap) + $signed(2'h1);
+  assign \$1235  = dw_kx0_n >= desc[76:74];
+  assign \$1236  = dw_kx0_n - desc[76:74];
+  assign \$1237  = dw_ky0 + dw_q;
+  assign \$1238  = \$1237  + 1'h1;
+  assign \$1239  = dw_ky0 + dw_q;
+  assign \$1240  = dw_kx1_n >= desc[76:74];
+  assign \$1241  = dw_kx1_n - desc[76:74];
+  assign \$1242  = dw_ky1 + dw_q;
+  assign \$1243  = \$1242  + 1'h1;
+  assign \$1244  = dw_ky1 + dw_q;
+  assign \$1245  = dw_kx2_n >= desc[76:74];
+  assign \$1246  = dw_kx2_n - desc[76:74];
+  assign \$1247  = dw_ky2 + dw_q;
+  assign \$1248  = \$1247  + 1'h1;
+  assign \$1249  = dw_ky2 + dw_q;
+  assign \$1250  = dw_kx3_n >= desc[76:74];
+  assign \$1251  = dw_kx3_n - desc[76:74];
+  assign \$1252  = dw_ky3 + dw_q;
+  assign \$1253  = \$1252  + 1'h1;
+  assign \$1254  = dw_ky3 + dw_q;
+  assign \$1255  = dw_kx4_n >= desc[76:74];
+  assign \$1256  = dw_kx4_n - desc[76:74];
+  assign \$1257  = dw_ky4 + dw_q;
+  assign \$1258  = \$1257  + 1'h1;
+  assign \$1259  = dw_ky4 + dw_q;
+  assign \$1260  = dw_kx5_n >= desc[76:74];
+  assign \$1261  = dw_kx5_n - desc[76:74];
+  assign \$1262  = dw_ky5 + dw_q;
+  assign \$1263  = \$1262  + 1'h1;
+  assign \$1264  = dw_ky5 + dw_q;
+  assign \$1265  = dw_kx6_n >= desc[76:74];
+  assign \$1266  = dw_kx6_n - desc[76:74];
+  assign \$1267  = dw_ky6 + dw_q;
+  assign \$1268  = \$1267  + 1'h1;
+  assign \$1269  = dw_ky6 + dw_q;
+  assign \$1270  = dw_kx7_n >= desc[76:74];
+  assign \$1271  = dw_kx7_n - desc[76:74];
+  assign \$1272  = dw_ky7 + dw_q;
+  assign \$1273  = \$1272  + 1'h1;
+  assign \$1274  = dw_ky7 + dw_q;
+  assign \$1275  = j == cur[9:5];
+  assign \$1276  = kx == kw_m1;
+  assign \$1277  = desc[154] | \$1276 ;
+  assign \$1278  = ~ \$1277 ;
+  assign \$1279  = \$1275  & \$1278 ;
+  assign \$1280  = j == cur[9:5];
+  assign \$1281  = ky == kh_m1;
+  assign \$1282  = desc[154] | \$1281 ;
+  assign \$1283  = ~ \$1282 ;
+  assign \$1284  = \$1280  & \$1283 ;
+  assign \$1285  = j == cur[9:5];
+  assign \$1286  = kx + 1'h1;
   assign \$1287  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1288  = $signed(x_tap) + $signed(xb_step);
-  assign \$1289  = ky + 1'h1;
-  assign \$1290  = - desc[111:105];
+  assign \$1288  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1289  = $signed(x_tap) + $signed(xb_step);
+  assign \$1290  = ky + 1'h1;
   assign \$1291  = - desc[111:105];
-  assign \$1292  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1292  = - desc[111:105];
   assign \$1293  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1294  = - desc[111:105];
+  assign \$1294  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
   assign \$1295  = - desc[111:105];
-  assign \$1296  = t == cot_m1;
-  assign \$1297  = ~ \$1296 ;
-  assign \$1298  = t + 1'h1;
-  assign \$1299  = rows_left - gcount;
-  assign \$1300  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1301  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1302  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1296  = - desc[111:105];
+  assign \$1297  = t == cot_m1;
+  assign \$1298  = ~ \$1297 ;
+  assign \$1299  = t + 1'h1;
+  assign \$1300  = rows_left - gcount;
+  assign \$1301  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1302  = $signed(y_end) + $signed({ 1'h0, pass_step });
   assign \$1303  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1304  = rows_left == gcount;
-  assign \$1305  = rows_left - gcount;
-  assign \$1306  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1305 );
-  assign \$1307  = rows_left - gcount;
-  assign \$1308  = \$1306  ? { 2'h0, desc[70:60] } : \$1307 ;
-  assign \$1309  = state == 2'h2;
-  assign \$1310  = ld_tile + 1'h1;
-  assign \$1311  = \$1310  == desc[23:12];
-  assign \$1312  = ld_tile + 1'h1;
-  assign \$1313  = \$1311  ? 14'h0000 : \$1312 ;
-  assign \$1314  = ld_k == 3'h7;
-  assign \$1315  = ld_k + 1'h1;
-  assign \$1316  = ! state;
-  assign \$1317  = \$1316  & i_desc__valid;
-  assign \$1318  = ! state;
-  assign \$1319  = cnt_cycles + 1'h1;
-  assign \$1320  = \$1318  ? 33'h000000001 : \$1319 ;
-  assign \$1321  = category == 1'h1;
-  assign \$1322  = ! state;
-  assign \$1323  = cnt_busy + 1'h1;
-  assign \$1324  = \$1322  ? 33'h000000001 : \$1323 ;
-  assign \$1325  = category == 2'h2;
-  assign \$1326  = ! state;
-  assign \$1327  = cnt_setup + 1'h1;
-  assign \$1328  = \$1326  ? 33'h000000001 : \$1327 ;
-  assign \$1329  = category == 2'h3;
-  assign \$1330  = ! state;
-  assign \$1331  = cnt_stall_input + 1'h1;
-  assign \$1332  = \$1330  ? 33'h000000001 : \$1331 ;
-  assign \$1333  = category == 3'h4;
-  assign \$1334  = ! state;
-  assign \$1335  = cnt_stall_weight + 1'h1;
-  assign \$1336  = \$1334  ? 33'h000000001 : \$1335 ;
-  assign \$1337  = category == 3'h5;
-  assign \$1338  = ! state;
-  assign \$1339  = cnt_stall_output + 1'h1;
-  assign \$1340  = \$1338  ? 33'h000000001 : \$1339 ;
-  assign \$1341  = category == 3'h6;
-  assign \$1342  = ! state;
-  assign \$1343  = cnt_fill + 1'h1;
-  assign \$1344  = \$1342  ? 33'h000000001 : \$1343 ;
-  assign \$1345  = category == 3'h7;
-  assign \$1346  = ! state;
-  assign \$1347  = cnt_drain + 1'h1;
-  assign \$1348  = \$1346  ? 33'h000000001 : \$1347 ;
-  assign \$1349  = o_result__valid & o_result__ready;
-  assign \$1350  = \$1349  & o_result__payload[256];
-  assign \$1351  = state == 3'h5;
-  assign \$1352  = \$1350  | \$1351 ;
+  assign \$1304  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1305  = rows_left == gcount;
+  assign \$1306  = rows_left - gcount;
+  assign \$1307  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1306 );
+  assign \$1308  = rows_left - gcount;
+  assign \$1309  = \$1307  ? { 2'h0, desc[70:60] } : \$1308 ;
+  assign \$1310  = state == 2'h2;
+  assign \$1311  = ld_tile + 1'h1;
+  assign \$1312  = \$1311  == desc[23:12];
+  assign \$1313  = ld_tile + 1'h1;
+  assign \$1314  = \$1312  ? 14'h0000 : \$1313 ;
+  assign \$1315  = ld_k == 3'h7;
+  assign \$1316  = ld_k + 1'h1;
+  assign \$1317  = ! state;
+  assign \$1318  = \$1317  & i_desc__valid;
+  assign \$1319  = ! state;
+  assign \$1320  = cnt_cycles + 1'h1;
+  assign \$1321  = \$1319  ? 33'h000000001 : \$1320 ;
+  assign \$1322  = category == 1'h1;
+  assign \$1323  = ! state;
+  assign \$1324  = cnt_busy + 1'h1;
+  assign \$1325  = \$1323  ? 33'h000000001 : \$1324 ;
+  assign \$1326  = category == 2'h2;
+  assign \$1327  = ! state;
+  assign \$1328  = cnt_setup + 1'h1;
+  assign \$1329  = \$1327  ? 33'h000000001 : \$1328 ;
+  assign \$1330  = category == 2'h3;
+  assign \$1331  = ! state;
+  assign \$1332  = cnt_stall_input + 1'h1;
+  assign \$1333  = \$1331  ? 33'h000000001 : \$1332 ;
+  assign \$1334  = category == 3'h4;
+  assign \$1335  = ! state;
+  assign \$1336  = cnt_stall_weight + 1'h1;
+  assign \$1337  = \$1335  ? 33'h000000001 : \$1336 ;
+  assign \$1338  = category == 3'h5;
+  assign \$1339  = ! state;
+  assign \$1340  = cnt_stall_output + 1'h1;
+  assign \$1341  = \$1339  ? 33'h000000001 : \$1340 ;
+  assign \$1342  = category == 3'h6;
+  assign \$1343  = ! state;
+  assign \$1344  = cnt_fill + 1'h1;
+  assign \$1345  = \$1343  ? 33'h000000001 : \$1344 ;
+  assign \$1346  = category == 3'h7;
+  assign \$1347  = ! state;
+  assign \$1348  = cnt_drain + 1'h1;
+  assign \$1349  = \$1347  ? 33'h000000001 : \$1348 ;
+  assign \$1350  = o_result__valid & o_result__ready;
+  assign \$1351  = \$1350  & o_result__payload[256];
+  assign \$1352  = state == 3'h5;
+  assign \$1353  = \$1351  | \$1352 ;
   always @(posedge clk)
-    wr_iy <= \$1353 ;
+    wr_iy <= \$1354 ;
   always @(posedge clk)
-    lo <= \$1354 ;
+    lo <= \$1355 ;
   always @(posedge clk)
-    cw_p1 <= \$1355 ;
+    cw_p1 <= \$1356 ;
   always @(posedge clk)
-    cw_p2 <= \$1356 ;
+    cw_p2 <= \$1357 ;
   always @(posedge clk)
-    t_adv_prev <= \$1357 ;
+    t_adv_prev <= \$1358 ;
   always @(posedge clk)
-    cur <= \$1358 ;
+    cur <= \$1359 ;
   always @(posedge clk)
-    width_m1 <= \$1359 ;
+    width_m1 <= \$1360 ;
   always @(posedge clk)
-    width2_m2 <= \$1360 ;
+    width2_m2 <= \$1361 ;
   always @(posedge clk)
-    xb_init <= \$1361 ;
+    xb_init <= \$1362 ;
   always @(posedge clk)
-    xb_step <= \$1362 ;
+    xb_step <= \$1363 ;
   always @(posedge clk)
-    sb1 <= \$1363 ;
+    sb1 <= \$1364 ;
   always @(posedge clk)
-    sb2 <= \$1364 ;
+    sb2 <= \$1365 ;
   always @(posedge clk)
-    sb3 <= \$1365 ;
+    sb3 <= \$1366 ;
   always @(posedge clk)
-    sb4 <= \$1366 ;
+    sb4 <= \$1367 ;
   always @(posedge clk)
-    lbq0e <= \$1367 ;
+    lbq0e <= \$1368 ;
   always @(posedge clk)
-    lbq0o <= \$1368 ;
+    lbq0o <= \$1369 ;
   always @(posedge clk)
-    lbq1e <= \$1369 ;
+    lbq1e <= \$1370 ;
   always @(posedge clk)
-    lbq1o <= \$1370 ;
+    lbq1o <= \$1371 ;
   always @(posedge clk)
-    lbq2e <= \$1371 ;
+    lbq2e <= \$1372 ;
   always @(posedge clk)
-    lbq2o <= \$1372 ;
+    lbq2o <= \$1373 ;
   always @(posedge clk)
-    lbq3e <= \$1373 ;
+    lbq3e <= \$1374 ;
   always @(posedge clk)
-    lbq3o <= \$1374 ;
+    lbq3o <= \$1375 ;
   always @(posedge clk)
-    lbq4e <= \$1375 ;
+    lbq4e <= \$1376 ;
   always @(posedge clk)
-    lbq4o <= \$1376 ;
+    lbq4o <= \$1377 ;
   always @(posedge clk)
-    lbq5e <= \$1377 ;
+    lbq5e <= \$1378 ;
   always @(posedge clk)
-    lbq5o <= \$1378 ;
+    lbq5o <= \$1379 ;
   always @(posedge clk)
-    lbq6e <= \$1379 ;
+    lbq6e <= \$1380 ;
   always @(posedge clk)
-    lbq6o <= \$1380 ;
+    lbq6o <= \$1381 ;
   always @(posedge clk)
-    lbq7e <= \$1381 ;
+    lbq7e <= \$1382 ;
   always @(posedge clk)
-    lbq7o <= \$1382 ;
+    lbq7o <= \$1383 ;
   always @(posedge clk)
-    lbq8e <= \$1383 ;
+    lbq8e <= \$1384 ;
   always @(posedge clk)
-    lbq8o <= \$1384 ;
+    lbq8o <= \$1385 ;
   always @(posedge clk)
-    lbq9e <= \$1385 ;
+    lbq9e <= \$1386 ;
   always @(posedge clk)
-    lbq9o <= \$1386 ;
+    lbq9o <= \$1387 ;
   always @(posedge clk)
-    lbq10e <= \$1387 ;
+    lbq10e <= \$1388 ;
   always @(posedge clk)
-    lbq10o <= \$1388 ;
+    lbq10o <= \$1389 ;
   always @(posedge clk)
-    lbq11e <= \$1389 ;
+    lbq11e <= \$1390 ;
   always @(posedge clk)
-    lbq11o <= \$1390 ;
+    lbq11o <= \$1391 ;
   always @(posedge clk)
-    lbq12e <= \$1391 ;
+    lbq12e <= \$1392 ;
   always @(posedge clk)
-    lbq12o <= \$1392 ;
+    lbq12o <= \$1393 ;
   always @(posedge clk)
-    lbq13e <= \$1393 ;
+    lbq13e <= \$1394 ;
   always @(posedge clk)
-    lbq13o <= \$1394 ;
+    lbq13o <= \$1395 ;
   always @(posedge clk)
-    lbq14e <= \$1395 ;
+    lbq14e <= \$1396 ;
   always @(posedge clk)
-    lbq14o <= \$1396 ;
+    lbq14o <= \$1397 ;
   always @(posedge clk)
-    lbq15e <= \$1397 ;
+    lbq15e <= \$1398 ;
   always @(posedge clk)
-    lbq15o <= \$1398 ;
+    lbq15o <= \$1399 ;
   always @(posedge clk)
-    par_a1 <= \$1399 ;
+    par_a1 <= \$1400 ;
   always @(posedge clk)
-    par_a2 <= \$1400 ;
+    par_a2 <= \$1401 ;
   always @(posedge clk)
-    rd_slot1 <= \$1401 ;
+    rd_slot1 <= \$1402 ;
   always @(posedge clk)
-    rd_slot2_1 <= \$1402 ;
+    rd_slot2_1 <= \$1403 ;
   always @(posedge clk)
-    rd_a_g0 <= \$1403 ;
+    rd_a_g0 <= \$1404 ;
   always @(posedge clk)
-    rd_a_g1 <= \$1404 ;
+    rd_a_g1 <= \$1405 ;
   always @(posedge clk)
-    rd_a_g2 <= \$1405 ;
+    rd_a_g2 <= \$1406 ;
   always @(posedge clk)
-    rd_a_g3 <= \$1406 ;
+    rd_a_g3 <= \$1407 ;
   always @(posedge clk)
-    rd_pad_a1 <= \$1407 ;
+    rd_pad_a1 <= \$1408 ;
   always @(posedge clk)
-    rd_pad_a2 <= \$1408 ;
+    rd_pad_a2 <= \$1409 ;
   always @(posedge clk)
-    act <= \$1409 ;
+    act <= \$1410 ;
   always @(posedge clk)
-    pad_x1 <= \$1410 ;
+    pad_x1 <= \$1411 ;
   always @(posedge clk)
-    pad_xb1 <= \$1411 ;
+    pad_xb1 <= \$1412 ;
   always @(posedge clk)
-    dy_ky0 <= \$1412 ;
+    dy_ky0 <= \$1413 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1413 ;
+    slot1_ky0 <= \$1414 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1414 ;
+    padr1_ky0 <= \$1415 ;
   always @(posedge clk)
-    dw0_slot1 <= \$1415 ;
+    dw0_slot1 <= \$1416 ;
   always @(posedge clk)
-    dw0_slot2_1 <= \$1416 ;
+    dw0_slot2_1 <= \$1417 ;
   always @(posedge clk)
-    dw0_a_g0 <= \$1417 ;
+    dw0_a_g0 <= \$1418 ;
   always @(posedge clk)
-    dw0_a_g1 <= \$1418 ;
+    dw0_a_g1 <= \$1419 ;
   always @(posedge clk)
-    dw0_a_g2 <= \$1419 ;
+    dw0_a_g2 <= \$1420 ;
   always @(posedge clk)
-    dw0_a_g3 <= \$1420 ;
+    dw0_a_g3 <= \$1421 ;
   always @(posedge clk)
-    dw0_pad_a1 <= \$1421 ;
+    dw0_pad_a1 <= \$1422 ;
   always @(posedge clk)
-    dw0_pad_a2 <= \$1422 ;
+    dw0_pad_a2 <= \$1423 ;
   always @(posedge clk)
-    dw0_b_g0 <= \$1423 ;
+    dw0_b_g0 <= \$1424 ;
   always @(posedge clk)
-    dw0_b_g1 <= \$1424 ;
+    dw0_b_g1 <= \$1425 ;
   always @(posedge clk)
-    dw0_b_g2 <= \$1425 ;
+    dw0_b_g2 <= \$1426 ;
   always @(posedge clk)
-    dw0_b_g3 <= \$1426 ;
+    dw0_b_g3 <= \$1427 ;
   always @(posedge clk)
-    dw0_pad_b1 <= \$1427 ;
+    dw0_pad_b1 <= \$1428 ;
   always @(posedge clk)
-    dw0_pad_b2 <= \$1428 ;
+    dw0_pad_b2 <= \$1429 ;
   always @(posedge clk)
-    win0_0 <= \$1429 ;
+    win0_0 <= \$1430 ;
   always @(posedge clk)
-    win0_1 <= \$1430 ;
+    win0_1 <= \$1431 ;
   always @(posedge clk)
-    win0_2 <= \$1431 ;
+    win0_2 <= \$1432 ;
   always @(posedge clk)
-    win0_3 <= \$1432 ;
+    win0_3 <= \$1433 ;
   always @(posedge clk)
-    win0_4 <= \$1433 ;
+    win0_4 <= \$1434 ;
   always @(posedge clk)
-    win0_5 <= \$1434 ;
+    win0_5 <= \$1435 ;
   always @(posedge clk)
-    win0_6 <= \$1435 ;
+    win0_6 <= \$1436 ;
   always @(posedge clk)
-    win0_7 <= \$1436 ;
+    win0_7 <= \$1437 ;
   always @(posedge clk)
-    win0_8 <= \$1437 ;
+    win0_8 <= \$1438 ;
   always @(posedge clk)
-    dy_ky1 <= \$1438 ;
+    dy_ky1 <= \$1439 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1439 ;
+    slot1_ky1 <= \$1440 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1440 ;
+    padr1_ky1 <= \$1441 ;
   always @(posedge clk)
-    dw1_slot1 <= \$1441 ;
+    dw1_slot1 <= \$1442 ;
   always @(posedge clk)
-    dw1_slot2_1 <= \$1442 ;
+    dw1_slot2_1 <= \$1443 ;
   always @(posedge clk)
-    dw1_a_g0 <= \$1443 ;
+    dw1_a_g0 <= \$1444 ;
   always @(posedge clk)
-    dw1_a_g1 <= \$1444 ;
+    dw1_a_g1 <= \$1445 ;
   always @(posedge clk)
-    dw1_a_g2 <= \$1445 ;
+    dw1_a_g2 <= \$1446 ;
   always @(posedge clk)
-    dw1_a_g3 <= \$1446 ;
+    dw1_a_g3 <= \$1447 ;
   always @(posedge clk)
-    dw1_pad_a1 <= \$1447 ;
+    dw1_pad_a1 <= \$1448 ;
   always @(posedge clk)
-    dw1_pad_a2 <= \$1448 ;
+    dw1_pad_a2 <= \$1449 ;
   always @(posedge clk)
-    dw1_b_g0 <= \$1449 ;
+    dw1_b_g0 <= \$1450 ;
   always @(posedge clk)
-    dw1_b_g1 <= \$1450 ;
+    dw1_b_g1 <= \$1451 ;
   always @(posedge clk)
-    dw1_b_g2 <= \$1451 ;
+    dw1_b_g2 <= \$1452 ;
   always @(posedge clk)
-    dw1_b_g3 <= \$1452 ;
+    dw1_b_g3 <= \$1453 ;
   always @(posedge clk)
-    dw1_pad_b1 <= \$1453 ;
+    dw1_pad_b1 <= \$1454 ;
   always @(posedge clk)
-    dw1_pad_b2 <= \$1454 ;
+    dw1_pad_b2 <= \$1455 ;
   always @(posedge clk)
-    win1_0 <= \$1455 ;
+    win1_0 <= \$1456 ;
   always @(posedge clk)
-    win1_1 <= \$1456 ;
+    win1_1 <= \$1457 ;
   always @(posedge clk)
-    win1_2 <= \$1457 ;
+    win1_2 <= \$1458 ;
   always @(posedge clk)
-    win1_3 <= \$1458 ;
+    win1_3 <= \$1459 ;
   always @(posedge clk)
-    win1_4 <= \$1459 ;
+    win1_4 <= \$1460 ;
   always @(posedge clk)
-    win1_5 <= \$1460 ;
+    win1_5 <= \$1461 ;
   always @(posedge clk)
-    win1_6 <= \$1461 ;
+    win1_6 <= \$1462 ;
   always @(posedge clk)
-    win1_7 <= \$1462 ;
+    win1_7 <= \$1463 ;
   always @(posedge clk)
-    win1_8 <= \$1463 ;
+    win1_8 <= \$1464 ;
   always @(posedge clk)
-    dy_ky2 <= \$1464 ;
+    dy_ky2 <= \$1465 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1465 ;
+    slot1_ky2 <= \$1466 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1466 ;
+    padr1_ky2 <= \$1467 ;
   always @(posedge clk)
-    dw2_slot1 <= \$1467 ;
+    dw2_slot1 <= \$1468 ;
   always @(posedge clk)
-    dw2_slot2_1 <= \$1468 ;
+    dw2_slot2_1 <= \$1469 ;
   always @(posedge clk)
-    dw2_a_g0 <= \$1469 ;
+    dw2_a_g0 <= \$1470 ;
   always @(posedge clk)
-    dw2_a_g1 <= \$1470 ;
+    dw2_a_g1 <= \$1471 ;
   always @(posedge clk)
-    dw2_a_g2 <= \$1471 ;
+    dw2_a_g2 <= \$1472 ;
   always @(posedge clk)
-    dw2_a_g3 <= \$1472 ;
+    dw2_a_g3 <= \$1473 ;
   always @(posedge clk)
-    dw2_pad_a1 <= \$1473 ;
+    dw2_pad_a1 <= \$1474 ;
   always @(posedge clk)
-    dw2_pad_a2 <= \$1474 ;
+    dw2_pad_a2 <= \$1475 ;
   always @(posedge clk)
-    dw2_b_g0 <= \$1475 ;
+    dw2_b_g0 <= \$1476 ;
   always @(posedge clk)
-    dw2_b_g1 <= \$1476 ;
+    dw2_b_g1 <= \$1477 ;
   always @(posedge clk)
-    dw2_b_g2 <= \$1477 ;
+    dw2_b_g2 <= \$1478 ;
   always @(posedge clk)
-    dw2_b_g3 <= \$1478 ;
+    dw2_b_g3 <= \$1479 ;
   always @(posedge clk)
-    dw2_pad_b1 <= \$1479 ;
+    dw2_pad_b1 <= \$1480 ;
   always @(posedge clk)
-    dw2_pad_b2 <= \$1480 ;
+    dw2_pad_b2 <= \$1481 ;
   always @(posedge clk)
-    win2_0 <= \$1481 ;
+    win2_0 <= \$1482 ;
   always @(posedge clk)
-    win2_1 <= \$1482 ;
+    win2_1 <= \$1483 ;
   always @(posedge clk)
-    win2_2 <= \$1483 ;
+    win2_2 <= \$1484 ;
   always @(posedge clk)
-    win2_3 <= \$1484 ;
+    win2_3 <= \$1485 ;
   always @(posedge clk)
-    win2_4 <= \$1485 ;
+    win2_4 <= \$1486 ;
   always @(posedge clk)
-    win2_5 <= \$1486 ;
+    win2_5 <= \$1487 ;
   always @(posedge clk)
-    win2_6 <= \$1487 ;
+    win2_6 <= \$1488 ;
   always @(posedge clk)
-    win2_7 <= \$1488 ;
+    win2_7 <= \$1489 ;
   always @(posedge clk)
-    win2_8 <= \$1489 ;
+    win2_8 <= \$1490 ;
   always @(posedge clk)
-    dy_ky3 <= \$1490 ;
+    dy_ky3 <= \$1491 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1491 ;
+    slot1_ky3 <= \$1492 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1492 ;
+    padr1_ky3 <= \$1493 ;
   always @(posedge clk)
-    dw3_slot1 <= \$1493 ;
+    dw3_slot1 <= \$1494 ;
   always @(posedge clk)
-    dw3_slot2_1 <= \$1494 ;
+    dw3_slot2_1 <= \$1495 ;
   always @(posedge clk)
-    dw3_a_g0 <= \$1495 ;
+    dw3_a_g0 <= \$1496 ;
   always @(posedge clk)
-    dw3_a_g1 <= \$1496 ;
+    dw3_a_g1 <= \$1497 ;
   always @(posedge clk)
-    dw3_a_g2 <= \$1497 ;
+    dw3_a_g2 <= \$1498 ;
   always @(posedge clk)
-    dw3_a_g3 <= \$1498 ;
+    dw3_a_g3 <= \$1499 ;
   always @(posedge clk)
-    dw3_pad_a1 <= \$1499 ;
+    dw3_pad_a1 <= \$1500 ;
   always @(posedge clk)
-    dw3_pad_a2 <= \$1500 ;
+    dw3_pad_a2 <= \$1501 ;
   always @(posedge clk)
-    dw3_b_g0 <= \$1501 ;
+    dw3_b_g0 <= \$1502 ;
   always @(posedge clk)
-    dw3_b_g1 <= \$1502 ;
+    dw3_b_g1 <= \$1503 ;
   always @(posedge clk)
-    dw3_b_g2 <= \$1503 ;
+    dw3_b_g2 <= \$1504 ;
   always @(posedge clk)
-    dw3_b_g3 <= \$1504 ;
+    dw3_b_g3 <= \$1505 ;
   always @(posedge clk)
-    dw3_pad_b1 <= \$1505 ;
+    dw3_pad_b1 <= \$1506 ;
   always @(posedge clk)
-    dw3_pad_b2 <= \$1506 ;
+    dw3_pad_b2 <= \$1507 ;
   always @(posedge clk)
-    win3_0 <= \$1507 ;
+    win3_0 <= \$1508 ;
   always @(posedge clk)
-    win3_1 <= \$1508 ;
+    win3_1 <= \$1509 ;
   always @(posedge clk)
-    win3_2 <= \$1509 ;
+    win3_2 <= \$1510 ;
   always @(posedge clk)
-    win3_3 <= \$1510 ;
+    win3_3 <= \$1511 ;
   always @(posedge clk)
-    win3_4 <= \$1511 ;
+    win3_4 <= \$1512 ;
   always @(posedge clk)
-    win3_5 <= \$1512 ;
+    win3_5 <= \$1513 ;
   always @(posedge clk)
-    win3_6 <= \$1513 ;
+    win3_6 <= \$1514 ;
   always @(posedge clk)
-    win3_7 <= \$1514 ;
+    win3_7 <= \$1515 ;
   always @(posedge clk)
-    win3_8 <= \$1515 ;
+    win3_8 <= \$1516 ;
   always @(posedge clk)
-    dy_ky4 <= \$1516 ;
+    dy_ky4 <= \$1517 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1517 ;
+    slot1_ky4 <= \$1518 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1518 ;
+    padr1_ky4 <= \$1519 ;
   always @(posedge clk)
-    dw4_slot1 <= \$1519 ;
+    dw4_slot1 <= \$1520 ;
   always @(posedge clk)
-    dw4_slot2_1 <= \$1520 ;
+    dw4_slot2_1 <= \$1521 ;
   always @(posedge clk)
-    dw4_a_g0 <= \$1521 ;
+    dw4_a_g0 <= \$1522 ;
   always @(posedge clk)
-    dw4_a_g1 <= \$1522 ;
+    dw4_a_g1 <= \$1523 ;
   always @(posedge clk)
-    dw4_a_g2 <= \$1523 ;
+    dw4_a_g2 <= \$1524 ;
   always @(posedge clk)
-    dw4_a_g3 <= \$1524 ;
+    dw4_a_g3 <= \$1525 ;
   always @(posedge clk)
-    dw4_pad_a1 <= \$1525 ;
+    dw4_pad_a1 <= \$1526 ;
   always @(posedge clk)
-    dw4_pad_a2 <= \$1526 ;
+    dw4_pad_a2 <= \$1527 ;
   always @(posedge clk)
-    dw4_b_g0 <= \$1527 ;
+    dw4_b_g0 <= \$1528 ;
   always @(posedge clk)
-    dw4_b_g1 <= \$1528 ;
+    dw4_b_g1 <= \$1529 ;
   always @(posedge clk)
-    dw4_b_g2 <= \$1529 ;
+    dw4_b_g2 <= \$1530 ;
   always @(posedge clk)
-    dw4_b_g3 <= \$1530 ;
+    dw4_b_g3 <= \$1531 ;
   always @(posedge clk)
-    dw4_pad_b1 <= \$1531 ;
+    dw4_pad_b1 <= \$1532 ;
   always @(posedge clk)
-    dw4_pad_b2 <= \$1532 ;
+    dw4_pad_b2 <= \$1533 ;
   always @(posedge clk)
-    win4_0 <= \$1533 ;
+    win4_0 <= \$1534 ;
   always @(posedge clk)
-    win4_1 <= \$1534 ;
+    win4_1 <= \$1535 ;
   always @(posedge clk)
-    win4_2 <= \$1535 ;
+    win4_2 <= \$1536 ;
   always @(posedge clk)
-    win4_3 <= \$1536 ;
+    win4_3 <= \$1537 ;
   always @(posedge clk)
-    win4_4 <= \$1537 ;
+    win4_4 <= \$1538 ;
   always @(posedge clk)
-    win4_5 <= \$1538 ;
+    win4_5 <= \$1539 ;
   always @(posedge clk)
-    win4_6 <= \$1539 ;
+    win4_6 <= \$1540 ;
   always @(posedge clk)
-    win4_7 <= \$1540 ;
+    win4_7 <= \$1541 ;
   always @(posedge clk)
-    win4_8 <= \$1541 ;
+    win4_8 <= \$1542 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1542 ;
+    dw_ky0_s1 <= \$1543 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1543 ;
+    dw_ky0_s2 <= \$1544 ;
   always @(posedge clk)
-    dw_ky0_s3 <= \$1544 ;
+    dw_ky0_s3 <= \$1545 ;
   always @(posedge clk)
-    dw_ky0_s4 <= \$1545 ;
+    dw_ky0_s4 <= \$1546 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1546 ;
+    dw_kx0_s1 <= \$1547 ;
   always @(posedge clk)
-    dw_kx0_s2 <= \$1547 ;
+    dw_kx0_s2 <= \$1548 ;
   always @(posedge clk)
-    dw_kx0_s3 <= \$1548 ;
+    dw_kx0_s3 <= \$1549 ;
   always @(posedge clk)
-    dwcol0 <= \$1549 ;
+    dwcol0 <= \$1550 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1550 ;
+    dw_ky1_s1 <= \$1551 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1551 ;
+    dw_ky1_s2 <= \$1552 ;
   always @(posedge clk)
-    dw_ky1_s3 <= \$1552 ;
+    dw_ky1_s3 <= \$1553 ;
   always @(posedge clk)
-    dw_ky1_s4 <= \$1553 ;
+    dw_ky1_s4 <= \$1554 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1554 ;
+    dw_kx1_s1 <= \$1555 ;
   always @(posedge clk)
-    dw_kx1_s2 <= \$1555 ;
+    dw_kx1_s2 <= \$1556 ;
   always @(posedge clk)
-    dw_kx1_s3 <= \$1556 ;
+    dw_kx1_s3 <= \$1557 ;
   always @(posedge clk)
-    dwcol1 <= \$1557 ;
+    dwcol1 <= \$1558 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1558 ;
+    dw_ky2_s1 <= \$1559 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1559 ;
+    dw_ky2_s2 <= \$1560 ;
   always @(posedge clk)
-    dw_ky2_s3 <= \$1560 ;
+    dw_ky2_s3 <= \$1561 ;
   always @(posedge clk)
-    dw_ky2_s4 <= \$1561 ;
+    dw_ky2_s4 <= \$1562 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1562 ;
+    dw_kx2_s1 <= \$1563 ;
   always @(posedge clk)
-    dw_kx2_s2 <= \$1563 ;
+    dw_kx2_s2 <= \$1564 ;
   always @(posedge clk)
-    dw_kx2_s3 <= \$1564 ;
+    dw_kx2_s3 <= \$1565 ;
   always @(posedge clk)
-    dwcol2 <= \$1565 ;
+    dwcol2 <= \$1566 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1566 ;
+    dw_ky3_s1 <= \$1567 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1567 ;
+    dw_ky3_s2 <= \$1568 ;
   always @(posedge clk)
-    dw_ky3_s3 <= \$1568 ;
+    dw_ky3_s3 <= \$1569 ;
   always @(posedge clk)
-    dw_ky3_s4 <= \$1569 ;
+    dw_ky3_s4 <= \$1570 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1570 ;
+    dw_kx3_s1 <= \$1571 ;
   always @(posedge clk)
-    dw_kx3_s2 <= \$1571 ;
+    dw_kx3_s2 <= \$1572 ;
   always @(posedge clk)
-    dw_kx3_s3 <= \$1572 ;
+    dw_kx3_s3 <= \$1573 ;
   always @(posedge clk)
-    dwcol3 <= \$1573 ;
+    dwcol3 <= \$1574 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1574 ;
+    dw_ky4_s1 <= \$1575 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1575 ;
+    dw_ky4_s2 <= \$1576 ;
   always @(posedge clk)
-    dw_ky4_s3 <= \$1576 ;
+    dw_ky4_s3 <= \$1577 ;
   always @(posedge clk)
-    dw_ky4_s4 <= \$1577 ;
+    dw_ky4_s4 <= \$1578 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1578 ;
+    dw_kx4_s1 <= \$1579 ;
   always @(posedge clk)
-    dw_kx4_s2 <= \$1579 ;
+    dw_kx4_s2 <= \$1580 ;
   always @(posedge clk)
-    dw_kx4_s3 <= \$1580 ;
+    dw_kx4_s3 <= \$1581 ;
   always @(posedge clk)
-    dwcol4 <= \$1581 ;
+    dwcol4 <= \$1582 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1582 ;
+    dw_ky5_s1 <= \$1583 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1583 ;
+    dw_ky5_s2 <= \$1584 ;
   always @(posedge clk)
-    dw_ky5_s3 <= \$1584 ;
+    dw_ky5_s3 <= \$1585 ;
   always @(posedge clk)
-    dw_ky5_s4 <= \$1585 ;
+    dw_ky5_s4 <= \$1586 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1586 ;
+    dw_kx5_s1 <= \$1587 ;
   always @(posedge clk)
-    dw_kx5_s2 <= \$1587 ;
+    dw_kx5_s2 <= \$1588 ;
   always @(posedge clk)
-    dw_kx5_s3 <= \$1588 ;
+    dw_kx5_s3 <= \$1589 ;
   always @(posedge clk)
-    dwcol5 <= \$1589 ;
+    dwcol5 <= \$1590 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1590 ;
+    dw_ky6_s1 <= \$1591 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1591 ;
+    dw_ky6_s2 <= \$1592 ;
   always @(posedge clk)
-    dw_ky6_s3 <= \$1592 ;
+    dw_ky6_s3 <= \$1593 ;
   always @(posedge clk)
-    dw_ky6_s4 <= \$1593 ;
+    dw_ky6_s4 <= \$1594 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1594 ;
+    dw_kx6_s1 <= \$1595 ;
   always @(posedge clk)
-    dw_kx6_s2 <= \$1595 ;
+    dw_kx6_s2 <= \$1596 ;
   always @(posedge clk)
-    dw_kx6_s3 <= \$1596 ;
+    dw_kx6_s3 <= \$1597 ;
   always @(posedge clk)
-    dwcol6 <= \$1597 ;
+    dwcol6 <= \$1598 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1598 ;
+    dw_ky7_s1 <= \$1599 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1599 ;
+    dw_ky7_s2 <= \$1600 ;
   always @(posedge clk)
-    dw_ky7_s3 <= \$1600 ;
+    dw_ky7_s3 <= \$1601 ;
   always @(posedge clk)
-    dw_ky7_s4 <= \$1601 ;
+    dw_ky7_s4 <= \$1602 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1602 ;
+    dw_kx7_s1 <= \$1603 ;
   always @(posedge clk)
-    dw_kx7_s2 <= \$1603 ;
+    dw_kx7_s2 <= \$1604 ;
   always @(posedge clk)
-    dw_kx7_s3 <= \$1604 ;
+    dw_kx7_s3 <= \$1605 ;
   always @(posedge clk)
-    dwcol7 <= \$1605 ;
+    dwcol7 <= \$1606 ;
   always @(posedge clk)
-    sb_p5 <= \$1606 ;
+    sb_p5 <= \$1607 ;
   always @(posedge clk)
-    sb_p6 <= \$1607 ;
+    sb_p6 <= \$1608 ;
   always @(posedge clk)
-    sb_p7 <= \$1608 ;
+    sb_p7 <= \$1609 ;
   always @(posedge clk)
-    sb_p8 <= \$1609 ;
+    sb_p8 <= \$1610 ;
   always @(posedge clk)
-    sb_p9 <= \$1610 ;
+    sb_p9 <= \$1611 ;
   always @(posedge clk)
-    sb_p10 <= \$1611 ;
+    sb_p10 <= \$1612 ;
   always @(posedge clk)
-    sb_p11 <= \$1612 ;
+    sb_p11 <= \$1613 ;
   always @(posedge clk)
-    sb_p12 <= \$1613 ;
+    sb_p12 <= \$1614 ;
   always @(posedge clk)
-    sb_p13 <= \$1614 ;
+    sb_p13 <= \$1615 ;
   always @(posedge clk)
-    sb_p14 <= \$1615 ;
+    sb_p14 <= \$1616 ;
   always @(posedge clk)
-    sb_p15 <= \$1616 ;
+    sb_p15 <= \$1617 ;
   always @(posedge clk)
-    sb_p16 <= \$1617 ;
+    sb_p16 <= \$1618 ;
   always @(posedge clk)
-    sb_p17 <= \$1618 ;
+    sb_p17 <= \$1619 ;
   always @(posedge clk)
-    sb_p18 <= \$1619 ;
+    sb_p18 <= \$1620 ;
   always @(posedge clk)
-    sb_p19 <= \$1620 ;
+    sb_p19 <= \$1621 ;
   always @(posedge clk)
-    sb_p20 <= \$1621 ;
+    sb_p20 <= \$1622 ;
   always @(posedge clk)
-    sb_p21 <= \$1622 ;
+    sb_p21 <= \$1623 ;
   always @(posedge clk)
-    acc_q <= \$1623 ;
+    acc_q <= \$1624 ;
   always @(posedge clk)
-    pm_q <= \$1624 ;
+    pm_q <= \$1625 ;
   always @(posedge clk)
-    fwd_sums <= \$1625 ;
+    fwd_sums <= \$1626 ;
   always @(posedge clk)
-    fwd_sums2 <= \$1626 ;
+    fwd_sums2 <= \$1627 ;
   always @(posedge clk)
-    fwd_hit <= \$1627 ;
+    fwd_hit <= \$1628 ;
   always @(posedge clk)
-    fwd_hit2_pre <= \$1628 ;
+    fwd_hit2_pre <= \$1629 ;
   always @(posedge clk)
-    fwd_hit2 <= \$1629 ;
+    fwd_hit2 <= \$1630 ;
   always @(posedge clk)
-    i_valid <= \$1630 ;
+    i_valid <= \$1631 ;
   always @(posedge clk)
-    i_last <= \$1631 ;
+    i_last <= \$1632 ;
   always @(posedge clk)
-    i_acc <= \$1632 ;
+    i_acc <= \$1633 ;
   always @(posedge clk)
-    i_params <= \$1633 ;
+    i_params <= \$1634 ;
   always @(posedge clk)
-    reserved <= \$1634 ;
+    reserved <= \$1635 ;
   always @(posedge clk)
-    w_word1 <= \$1635 ;
+    w_word1 <= \$1636 ;
   always @(posedge clk)
-    w_word <= \$1636 ;
+    w_word <= \$1637 ;
   always @(posedge clk)
-    w_latch1 <= \$1637 ;
+    w_latch1 <= \$1638 ;
   always @(posedge clk)
-    w_latch <= \$1638 ;
+    w_latch <= \$1639 ;
   always @(posedge clk)
-    w_bank1 <= \$1639 ;
+    w_bank1 <= \$1640 ;
   always @(posedge clk)
-    w_bank <= \$1640 ;
+    w_bank <= \$1641 ;
   always @(posedge clk)
-    latch1 <= \$1641 ;
+    latch1 <= \$1642 ;
   always @(posedge clk)
-    latch2 <= \$1642 ;
+    latch2 <= \$1643 ;
   always @(posedge clk)
-    latch_bank2 <= \$1643 ;
+    latch_bank2 <= \$1644 ;
   always @(posedge clk)
-    w_ahead <= \$1644 ;
+    w_ahead <= \$1645 ;
   always @(posedge clk)
-    ld_ahead <= \$1645 ;
+    ld_ahead <= \$1646 ;
   always @(posedge clk)
-    fold_bank <= \$1646 ;
+    fold_bank <= \$1647 ;
   always @(posedge clk)
-    ld_bank <= \$1647 ;
+    ld_bank <= \$1648 ;
   always @(posedge clk)
-    desc <= \$1648 ;
+    desc <= \$1649 ;
   always @(posedge clk)
-    state <= \$1649 ;
+    state <= \$1650 ;
   always @(posedge clk)
-    error <= \$1650 ;
+    error <= \$1651 ;
   always @(posedge clk)
-    mul_ph <= \$1651 ;
+    mul_ph <= \$1652 ;
   always @(posedge clk)
-    mul_kh <= \$1652 ;
+    mul_kh <= \$1653 ;
   always @(posedge clk)
-    mul_ow <= \$1653 ;
+    mul_ow <= \$1654 ;
   always @(posedge clk)
-    mul_kw <= \$1654 ;
+    mul_kw <= \$1655 ;
   always @(posedge clk)
-    mul_oh <= \$1655 ;
+    mul_oh <= \$1656 ;
   always @(posedge clk)
-    mul_hw <= \$1656 ;
+    mul_hw <= \$1657 ;
   always @(posedge clk)
-    dw_q <= \$1657 ;
+    dw_q <= \$1658 ;
   always @(posedge clk)
-    dw_rm <= \$1658 ;
+    dw_rm <= \$1659 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1659 ;
+    dw_ky_init0 <= \$1660 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1660 ;
+    dw_kx_init0 <= \$1661 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1661 ;
+    dw_ky_init1 <= \$1662 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1662 ;
+    dw_kx_init1 <= \$1663 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1663 ;
+    dw_ky_init2 <= \$1664 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1664 ;
+    dw_kx_init2 <= \$1665 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1665 ;
+    dw_ky_init3 <= \$1666 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1666 ;
+    dw_kx_init3 <= \$1667 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1667 ;
+    dw_ky_init4 <= \$1668 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1668 ;
+    dw_kx_init4 <= \$1669 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1669 ;
+    dw_ky_init5 <= \$1670 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1670 ;
+    dw_kx_init5 <= \$1671 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1671 ;
+    dw_ky_init6 <= \$1672 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1672 ;
+    dw_kx_init6 <= \$1673 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1673 ;
+    dw_ky_init7 <= \$1674 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1674 ;
+    dw_kx_init7 <= \$1675 ;
   always @(posedge clk)
-    taps <= \$1675 ;
+    taps <= \$1676 ;
   always @(posedge clk)
-    pass_span <= \$1676 ;
+    pass_span <= \$1677 ;
   always @(posedge clk)
-    ow_m1 <= \$1677 ;
+    ow_m1 <= \$1678 ;
   always @(posedge clk)
-    kw_m1 <= \$1678 ;
+    ow_m2 <= \$1679 ;
   always @(posedge clk)
-    kh_m1 <= \$1679 ;
+    kw_m1 <= \$1680 ;
   always @(posedge clk)
-    cot_m1 <= \$1680 ;
+    kh_m1 <= \$1681 ;
   always @(posedge clk)
-    pass_step <= \$1681 ;
+    cot_m1 <= \$1682 ;
   always @(posedge clk)
-    acc_need <= \$1682 ;
+    pass_step <= \$1683 ;
   always @(posedge clk)
-    last_ix <= \$1683 ;
+    acc_need <= \$1684 ;
   always @(posedge clk)
-    last_iy <= \$1684 ;
+    last_ix <= \$1685 ;
   always @(posedge clk)
-    act_total <= \$1685 ;
+    last_iy <= \$1686 ;
   always @(posedge clk)
-    w_total <= \$1686 ;
+    act_total <= \$1687 ;
   always @(posedge clk)
-    dw_first_rc <= \$1687 ;
+    w_total <= \$1688 ;
   always @(posedge clk)
-    dw_dual <= \$1688 ;
+    dw_first_rc <= \$1689 ;
   always @(posedge clk)
-    qlo <= \$1689 ;
+    dw_dual <= \$1690 ;
   always @(posedge clk)
-    hi <= \$1690 ;
+    qlo <= \$1691 ;
   always @(posedge clk)
-    x_bound <= \$1691 ;
+    hi <= \$1692 ;
   always @(posedge clk)
-    y_bound <= \$1692 ;
+    x_bound <= \$1693 ;
   always @(posedge clk)
-    bad_desc <= \$1693 ;
+    y_bound <= \$1694 ;
   always @(posedge clk)
-    abort_timer <= \$1694 ;
+    bad_desc <= \$1695 ;
   always @(posedge clk)
-    p_count <= \$1695 ;
+    abort_timer <= \$1696 ;
   always @(posedge clk)
-    tiles_sum <= \$1696 ;
+    p_count <= \$1697 ;
   always @(posedge clk)
-    p_done <= \$1697 ;
+    tiles_sum <= \$1698 ;
   always @(posedge clk)
-    p_checked <= \$1698 ;
+    p_done <= \$1699 ;
   always @(posedge clk)
-    w_count <= \$1699 ;
+    p_checked <= \$1700 ;
   always @(posedge clk)
-    w_done <= \$1700 ;
+    w_count <= \$1701 ;
   always @(posedge clk)
-    a_count <= \$1701 ;
+    w_done <= \$1702 ;
   always @(posedge clk)
-    a_overflow <= \$1702 ;
+    a_count <= \$1703 ;
   always @(posedge clk)
-    wr_ix <= \$1703 ;
+    a_overflow <= \$1704 ;
   always @(posedge clk)
-    wr_cw <= \$1704 ;
+    wr_ix <= \$1705 ;
   always @(posedge clk)
-    words_in <= \$1705 ;
+    wr_cw <= \$1706 ;
   always @(posedge clk)
-    a_done <= \$1706 ;
+    words_in <= \$1707 ;
   always @(posedge clk)
-    gcount_m1 <= \$1707 ;
+    a_done <= \$1708 ;
   always @(posedge clk)
-    row_free <= \$1708 ;
+    gcount_m1 <= \$1709 ;
   always @(posedge clk)
-    sq <= \$1709 ;
+    row_free <= \$1710 ;
   always @(posedge clk)
-    t <= \$1710 ;
+    sq <= \$1711 ;
   always @(posedge clk)
-    ky <= \$1711 ;
+    t <= \$1712 ;
   always @(posedge clk)
-    kx <= \$1712 ;
+    ky <= \$1713 ;
   always @(posedge clk)
-    j <= \$1713 ;
+    kx <= \$1714 ;
   always @(posedge clk)
-    g <= \$1714 ;
+    j <= \$1715 ;
   always @(posedge clk)
-    ox <= \$1715 ;
+    g <= \$1716 ;
   always @(posedge clk)
-    rows_left <= \$1716 ;
+    ox <= \$1717 ;
   always @(posedge clk)
-    y_pass <= \$1717 ;
+    at_last_ox <= \$1718 ;
   always @(posedge clk)
-    y_tap <= \$1718 ;
+    rows_left <= \$1719 ;
   always @(posedge clk)
-    iy <= \$1719 ;
+    y_pass <= \$1720 ;
   always @(posedge clk)
-    y_end <= \$1720 ;
+    y_tap <= \$1721 ;
   always @(posedge clk)
-    x_tap <= \$1721 ;
+    iy <= \$1722 ;
   always @(posedge clk)
-    ix <= \$1722 ;
+    y_end <= \$1723 ;
   always @(posedge clk)
-    ixb <= \$1723 ;
+    x_tap <= \$1724 ;
   always @(posedge clk)
-    acc_addr <= \$1724 ;
+    ix <= \$1725 ;
   always @(posedge clk)
-    gap <= \$1725 ;
+    ixb <= \$1726 ;
   always @(posedge clk)
-    dw_ky0 <= \$1726 ;
+    acc_addr <= \$1727 ;
   always @(posedge clk)
-    dw_ky1 <= \$1727 ;
+    gap <= \$1728 ;
   always @(posedge clk)
-    dw_ky2 <= \$1728 ;
+    dw_ky0 <= \$1729 ;
   always @(posedge clk)
-    dw_ky3 <= \$1729 ;
+    dw_ky1 <= \$1730 ;
   always @(posedge clk)
-    dw_ky4 <= \$1730 ;
+    dw_ky2 <= \$1731 ;
   always @(posedge clk)
-    dw_ky5 <= \$1731 ;
+    dw_ky3 <= \$1732 ;
   always @(posedge clk)
-    dw_ky6 <= \$1732 ;
+    dw_ky4 <= \$1733 ;
   always @(posedge clk)
-    dw_ky7 <= \$1733 ;
+    dw_ky5 <= \$1734 ;
   always @(posedge clk)
-    dw_kx0 <= \$1734 ;
+    dw_ky6 <= \$1735 ;
   always @(posedge clk)
-    dw_kx1 <= \$1735 ;
+    dw_ky7 <= \$1736 ;
   always @(posedge clk)
-    dw_kx2 <= \$1736 ;
+    dw_kx0 <= \$1737 ;
   always @(posedge clk)
-    dw_kx3 <= \$1737 ;
+    dw_kx1 <= \$1738 ;
   always @(posedge clk)
-    dw_kx4 <= \$1738 ;
+    dw_kx2 <= \$1739 ;
   always @(posedge clk)
-    dw_kx5 <= \$1739 ;
+    dw_kx3 <= \$1740 ;
   always @(posedge clk)
-    dw_kx6 <= \$1740 ;
+    dw_kx4 <= \$1741 ;
   always @(posedge clk)
-    dw_kx7 <= \$1741 ;
+    dw_kx5 <= \$1742 ;
   always @(posedge clk)
-    ld_tile <= \$1742 ;
+    dw_kx6 <= \$1743 ;
   always @(posedge clk)
-    ld_k <= \$1743 ;
+    dw_kx7 <= \$1744 ;
   always @(posedge clk)
-    ld_busy <= \$1744 ;
+    ld_tile <= \$1745 ;
   always @(posedge clk)
-    gcount <= \$1745 ;
+    ld_k <= \$1746 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1746 ;
+    ld_busy <= \$1747 ;
   always @(posedge clk)
-    latch_bank1 <= \$1747 ;
+    gcount <= \$1748 ;
   always @(posedge clk)
-    counting <= \$1748 ;
+    cur_ld_tile <= \$1749 ;
   always @(posedge clk)
-    cnt_cycles <= \$1749 ;
+    latch_bank1 <= \$1750 ;
   always @(posedge clk)
-    cnt_busy <= \$1750 ;
+    counting <= \$1751 ;
   always @(posedge clk)
-    cnt_setup <= \$1751 ;
+    cnt_cycles <= \$1752 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1752 ;
+    cnt_busy <= \$1753 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1753 ;
+    cnt_setup <= \$1754 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1754 ;
+    cnt_stall_input <= \$1755 ;
   always @(posedge clk)
-    cnt_fill <= \$1755 ;
+    cnt_stall_weight <= \$1756 ;
   always @(posedge clk)
-    cnt_drain <= \$1756 ;
+    cnt_stall_output <= \$1757 ;
+  always @(posedge clk)
+    cnt_fill <= \$1758 ;
+  always @(posedge clk)
+    cnt_drain <= \$1759 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb4[6]),
@@ -40412,7 +40422,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$272 ),
+    .sums(\sums$271 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -40434,7 +40444,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .i_params(i_params),
     .i_valid(i_valid),
     .last_s8(o_last),
-    .lo(\lo$286 ),
+    .lo(\lo$285 ),
     .mode(desc[130:129]),
     .o_data(o_data),
     .rst(rst),
@@ -40443,26 +40453,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$176  = 64'h0000000000000000;
+    casez (dwcol0)
+      4'h0:
+          \$176  = win0_0;
+      4'h1:
+          \$176  = win0_1;
+      4'h2:
+          \$176  = win0_2;
+      4'h3:
+          \$176  = win0_3;
+      4'h4:
+          \$176  = win0_4;
+      4'h5:
+          \$176  = win0_5;
+      4'h6:
+          \$176  = win0_6;
+      4'h7:
+          \$176  = win0_7;
+      4'h8:
+          \$176  = win0_8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$177  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$177  = win0_0;
+          \$177  = win1_0;
       4'h1:
-          \$177  = win0_1;
+          \$177  = win1_1;
       4'h2:
-          \$177  = win0_2;
+          \$177  = win1_2;
       4'h3:
-          \$177  = win0_3;
+          \$177  = win1_3;
       4'h4:
-          \$177  = win0_4;
+          \$177  = win1_4;
       4'h5:
-          \$177  = win0_5;
+          \$177  = win1_5;
       4'h6:
-          \$177  = win0_6;
+          \$177  = win1_6;
       4'h7:
-          \$177  = win0_7;
+          \$177  = win1_7;
       4'h8:
-          \$177  = win0_8;
+          \$177  = win1_8;
     endcase
   end
   always @* begin
@@ -40470,23 +40504,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$178  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$178  = win1_0;
+          \$178  = win2_0;
       4'h1:
-          \$178  = win1_1;
+          \$178  = win2_1;
       4'h2:
-          \$178  = win1_2;
+          \$178  = win2_2;
       4'h3:
-          \$178  = win1_3;
+          \$178  = win2_3;
       4'h4:
-          \$178  = win1_4;
+          \$178  = win2_4;
       4'h5:
-          \$178  = win1_5;
+          \$178  = win2_5;
       4'h6:
-          \$178  = win1_6;
+          \$178  = win2_6;
       4'h7:
-          \$178  = win1_7;
+          \$178  = win2_7;
       4'h8:
-          \$178  = win1_8;
+          \$178  = win2_8;
     endcase
   end
   always @* begin
@@ -40494,23 +40528,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$179  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$179  = win2_0;
+          \$179  = win3_0;
       4'h1:
-          \$179  = win2_1;
+          \$179  = win3_1;
       4'h2:
-          \$179  = win2_2;
+          \$179  = win3_2;
       4'h3:
-          \$179  = win2_3;
+          \$179  = win3_3;
       4'h4:
-          \$179  = win2_4;
+          \$179  = win3_4;
       4'h5:
-          \$179  = win2_5;
+          \$179  = win3_5;
       4'h6:
-          \$179  = win2_6;
+          \$179  = win3_6;
       4'h7:
-          \$179  = win2_7;
+          \$179  = win3_7;
       4'h8:
-          \$179  = win2_8;
+          \$179  = win3_8;
     endcase
   end
   always @* begin
@@ -40518,47 +40552,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$180  = 64'h0000000000000000;
     casez (dwcol0)
       4'h0:
-          \$180  = win3_0;
+          \$180  = win4_0;
       4'h1:
-          \$180  = win3_1;
+          \$180  = win4_1;
       4'h2:
-          \$180  = win3_2;
+          \$180  = win4_2;
       4'h3:
-          \$180  = win3_3;
+          \$180  = win4_3;
       4'h4:
-          \$180  = win3_4;
+          \$180  = win4_4;
       4'h5:
-          \$180  = win3_5;
+          \$180  = win4_5;
       4'h6:
-          \$180  = win3_6;
+          \$180  = win4_6;
       4'h7:
-          \$180  = win3_7;
+          \$180  = win4_7;
       4'h8:
-          \$180  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$181  = 64'h0000000000000000;
-    casez (dwcol0)
-      4'h0:
-          \$181  = win4_0;
-      4'h1:
-          \$181  = win4_1;
-      4'h2:
-          \$181  = win4_2;
-      4'h3:
-          \$181  = win4_3;
-      4'h4:
-          \$181  = win4_4;
-      4'h5:
-          \$181  = win4_5;
-      4'h6:
-          \$181  = win4_6;
-      4'h7:
-          \$181  = win4_7;
-      4'h8:
-          \$181  = win4_8;
+          \$180  = win4_8;
     endcase
   end
   always @* begin
@@ -40566,15 +40576,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel0 = 64'h0000000000000000;
     casez (dw_ky0_s4)
       4'h0:
-          dwsel0 = \$177 ;
+          dwsel0 = \$176 ;
       4'h1:
-          dwsel0 = \$178 ;
+          dwsel0 = \$177 ;
       4'h2:
-          dwsel0 = \$179 ;
+          dwsel0 = \$178 ;
       4'h3:
-          dwsel0 = \$180 ;
+          dwsel0 = \$179 ;
       4'h4:
-          dwsel0 = \$181 ;
+          dwsel0 = \$180 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$181  = 64'h0000000000000000;
+    casez (dwcol1)
+      4'h0:
+          \$181  = win0_0;
+      4'h1:
+          \$181  = win0_1;
+      4'h2:
+          \$181  = win0_2;
+      4'h3:
+          \$181  = win0_3;
+      4'h4:
+          \$181  = win0_4;
+      4'h5:
+          \$181  = win0_5;
+      4'h6:
+          \$181  = win0_6;
+      4'h7:
+          \$181  = win0_7;
+      4'h8:
+          \$181  = win0_8;
     endcase
   end
   always @* begin
@@ -40582,23 +40616,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$182  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$182  = win0_0;
+          \$182  = win1_0;
       4'h1:
-          \$182  = win0_1;
+          \$182  = win1_1;
       4'h2:
-          \$182  = win0_2;
+          \$182  = win1_2;
       4'h3:
-          \$182  = win0_3;
+          \$182  = win1_3;
       4'h4:
-          \$182  = win0_4;
+          \$182  = win1_4;
       4'h5:
-          \$182  = win0_5;
+          \$182  = win1_5;
       4'h6:
-          \$182  = win0_6;
+          \$182  = win1_6;
       4'h7:
-          \$182  = win0_7;
+          \$182  = win1_7;
       4'h8:
-          \$182  = win0_8;
+          \$182  = win1_8;
     endcase
   end
   always @* begin
@@ -40606,23 +40640,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$183  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$183  = win1_0;
+          \$183  = win2_0;
       4'h1:
-          \$183  = win1_1;
+          \$183  = win2_1;
       4'h2:
-          \$183  = win1_2;
+          \$183  = win2_2;
       4'h3:
-          \$183  = win1_3;
+          \$183  = win2_3;
       4'h4:
-          \$183  = win1_4;
+          \$183  = win2_4;
       4'h5:
-          \$183  = win1_5;
+          \$183  = win2_5;
       4'h6:
-          \$183  = win1_6;
+          \$183  = win2_6;
       4'h7:
-          \$183  = win1_7;
+          \$183  = win2_7;
       4'h8:
-          \$183  = win1_8;
+          \$183  = win2_8;
     endcase
   end
   always @* begin
@@ -40630,23 +40664,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$184  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$184  = win2_0;
+          \$184  = win3_0;
       4'h1:
-          \$184  = win2_1;
+          \$184  = win3_1;
       4'h2:
-          \$184  = win2_2;
+          \$184  = win3_2;
       4'h3:
-          \$184  = win2_3;
+          \$184  = win3_3;
       4'h4:
-          \$184  = win2_4;
+          \$184  = win3_4;
       4'h5:
-          \$184  = win2_5;
+          \$184  = win3_5;
       4'h6:
-          \$184  = win2_6;
+          \$184  = win3_6;
       4'h7:
-          \$184  = win2_7;
+          \$184  = win3_7;
       4'h8:
-          \$184  = win2_8;
+          \$184  = win3_8;
     endcase
   end
   always @* begin
@@ -40654,47 +40688,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$185  = 64'h0000000000000000;
     casez (dwcol1)
       4'h0:
-          \$185  = win3_0;
+          \$185  = win4_0;
       4'h1:
-          \$185  = win3_1;
+          \$185  = win4_1;
       4'h2:
-          \$185  = win3_2;
+          \$185  = win4_2;
       4'h3:
-          \$185  = win3_3;
+          \$185  = win4_3;
       4'h4:
-          \$185  = win3_4;
+          \$185  = win4_4;
       4'h5:
-          \$185  = win3_5;
+          \$185  = win4_5;
       4'h6:
-          \$185  = win3_6;
+          \$185  = win4_6;
       4'h7:
-          \$185  = win3_7;
+          \$185  = win4_7;
       4'h8:
-          \$185  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = 64'h0000000000000000;
-    casez (dwcol1)
-      4'h0:
-          \$186  = win4_0;
-      4'h1:
-          \$186  = win4_1;
-      4'h2:
-          \$186  = win4_2;
-      4'h3:
-          \$186  = win4_3;
-      4'h4:
-          \$186  = win4_4;
-      4'h5:
-          \$186  = win4_5;
-      4'h6:
-          \$186  = win4_6;
-      4'h7:
-          \$186  = win4_7;
-      4'h8:
-          \$186  = win4_8;
+          \$185  = win4_8;
     endcase
   end
   always @* begin
@@ -40702,15 +40712,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel1 = 64'h0000000000000000;
     casez (dw_ky1_s4)
       4'h0:
-          dwsel1 = \$182 ;
+          dwsel1 = \$181 ;
       4'h1:
-          dwsel1 = \$183 ;
+          dwsel1 = \$182 ;
       4'h2:
-          dwsel1 = \$184 ;
+          dwsel1 = \$183 ;
       4'h3:
-          dwsel1 = \$185 ;
+          dwsel1 = \$184 ;
       4'h4:
-          dwsel1 = \$186 ;
+          dwsel1 = \$185 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$186  = 64'h0000000000000000;
+    casez (dwcol2)
+      4'h0:
+          \$186  = win0_0;
+      4'h1:
+          \$186  = win0_1;
+      4'h2:
+          \$186  = win0_2;
+      4'h3:
+          \$186  = win0_3;
+      4'h4:
+          \$186  = win0_4;
+      4'h5:
+          \$186  = win0_5;
+      4'h6:
+          \$186  = win0_6;
+      4'h7:
+          \$186  = win0_7;
+      4'h8:
+          \$186  = win0_8;
     endcase
   end
   always @* begin
@@ -40718,23 +40752,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$187  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$187  = win0_0;
+          \$187  = win1_0;
       4'h1:
-          \$187  = win0_1;
+          \$187  = win1_1;
       4'h2:
-          \$187  = win0_2;
+          \$187  = win1_2;
       4'h3:
-          \$187  = win0_3;
+          \$187  = win1_3;
       4'h4:
-          \$187  = win0_4;
+          \$187  = win1_4;
       4'h5:
-          \$187  = win0_5;
+          \$187  = win1_5;
       4'h6:
-          \$187  = win0_6;
+          \$187  = win1_6;
       4'h7:
-          \$187  = win0_7;
+          \$187  = win1_7;
       4'h8:
-          \$187  = win0_8;
+          \$187  = win1_8;
     endcase
   end
   always @* begin
@@ -40742,23 +40776,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$188  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$188  = win1_0;
+          \$188  = win2_0;
       4'h1:
-          \$188  = win1_1;
+          \$188  = win2_1;
       4'h2:
-          \$188  = win1_2;
+          \$188  = win2_2;
       4'h3:
-          \$188  = win1_3;
+          \$188  = win2_3;
       4'h4:
-          \$188  = win1_4;
+          \$188  = win2_4;
       4'h5:
-          \$188  = win1_5;
+          \$188  = win2_5;
       4'h6:
-          \$188  = win1_6;
+          \$188  = win2_6;
       4'h7:
-          \$188  = win1_7;
+          \$188  = win2_7;
       4'h8:
-          \$188  = win1_8;
+          \$188  = win2_8;
     endcase
   end
   always @* begin
@@ -40766,23 +40800,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$189  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$189  = win2_0;
+          \$189  = win3_0;
       4'h1:
-          \$189  = win2_1;
+          \$189  = win3_1;
       4'h2:
-          \$189  = win2_2;
+          \$189  = win3_2;
       4'h3:
-          \$189  = win2_3;
+          \$189  = win3_3;
       4'h4:
-          \$189  = win2_4;
+          \$189  = win3_4;
       4'h5:
-          \$189  = win2_5;
+          \$189  = win3_5;
       4'h6:
-          \$189  = win2_6;
+          \$189  = win3_6;
       4'h7:
-          \$189  = win2_7;
+          \$189  = win3_7;
       4'h8:
-          \$189  = win2_8;
+          \$189  = win3_8;
     endcase
   end
   always @* begin
@@ -40790,47 +40824,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$190  = 64'h0000000000000000;
     casez (dwcol2)
       4'h0:
-          \$190  = win3_0;
+          \$190  = win4_0;
       4'h1:
-          \$190  = win3_1;
+          \$190  = win4_1;
       4'h2:
-          \$190  = win3_2;
+          \$190  = win4_2;
       4'h3:
-          \$190  = win3_3;
+          \$190  = win4_3;
       4'h4:
-          \$190  = win3_4;
+          \$190  = win4_4;
       4'h5:
-          \$190  = win3_5;
+          \$190  = win4_5;
       4'h6:
-          \$190  = win3_6;
+          \$190  = win4_6;
       4'h7:
-          \$190  = win3_7;
+          \$190  = win4_7;
       4'h8:
-          \$190  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$191  = 64'h0000000000000000;
-    casez (dwcol2)
-      4'h0:
-          \$191  = win4_0;
-      4'h1:
-          \$191  = win4_1;
-      4'h2:
-          \$191  = win4_2;
-      4'h3:
-          \$191  = win4_3;
-      4'h4:
-          \$191  = win4_4;
-      4'h5:
-          \$191  = win4_5;
-      4'h6:
-          \$191  = win4_6;
-      4'h7:
-          \$191  = win4_7;
-      4'h8:
-          \$191  = win4_8;
+          \$190  = win4_8;
     endcase
   end
   always @* begin
@@ -40838,15 +40848,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel2 = 64'h0000000000000000;
     casez (dw_ky2_s4)
       4'h0:
-          dwsel2 = \$187 ;
+          dwsel2 = \$186 ;
       4'h1:
-          dwsel2 = \$188 ;
+          dwsel2 = \$187 ;
       4'h2:
-          dwsel2 = \$189 ;
+          dwsel2 = \$188 ;
       4'h3:
-          dwsel2 = \$190 ;
+          dwsel2 = \$189 ;
       4'h4:
-          dwsel2 = \$191 ;
+          dwsel2 = \$190 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$191  = 64'h0000000000000000;
+    casez (dwcol3)
+      4'h0:
+          \$191  = win0_0;
+      4'h1:
+          \$191  = win0_1;
+      4'h2:
+          \$191  = win0_2;
+      4'h3:
+          \$191  = win0_3;
+      4'h4:
+          \$191  = win0_4;
+      4'h5:
+          \$191  = win0_5;
+      4'h6:
+          \$191  = win0_6;
+      4'h7:
+          \$191  = win0_7;
+      4'h8:
+          \$191  = win0_8;
     endcase
   end
   always @* begin
@@ -40854,23 +40888,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$192  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$192  = win0_0;
+          \$192  = win1_0;
       4'h1:
-          \$192  = win0_1;
+          \$192  = win1_1;
       4'h2:
-          \$192  = win0_2;
+          \$192  = win1_2;
       4'h3:
-          \$192  = win0_3;
+          \$192  = win1_3;
       4'h4:
-          \$192  = win0_4;
+          \$192  = win1_4;
       4'h5:
-          \$192  = win0_5;
+          \$192  = win1_5;
       4'h6:
-          \$192  = win0_6;
+          \$192  = win1_6;
       4'h7:
-          \$192  = win0_7;
+          \$192  = win1_7;
       4'h8:
-          \$192  = win0_8;
+          \$192  = win1_8;
     endcase
   end
   always @* begin
@@ -40878,23 +40912,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$193  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$193  = win1_0;
+          \$193  = win2_0;
       4'h1:
-          \$193  = win1_1;
+          \$193  = win2_1;
       4'h2:
-          \$193  = win1_2;
+          \$193  = win2_2;
       4'h3:
-          \$193  = win1_3;
+          \$193  = win2_3;
       4'h4:
-          \$193  = win1_4;
+          \$193  = win2_4;
       4'h5:
-          \$193  = win1_5;
+          \$193  = win2_5;
       4'h6:
-          \$193  = win1_6;
+          \$193  = win2_6;
       4'h7:
-          \$193  = win1_7;
+          \$193  = win2_7;
       4'h8:
-          \$193  = win1_8;
+          \$193  = win2_8;
     endcase
   end
   always @* begin
@@ -40902,23 +40936,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$194  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$194  = win2_0;
+          \$194  = win3_0;
       4'h1:
-          \$194  = win2_1;
+          \$194  = win3_1;
       4'h2:
-          \$194  = win2_2;
+          \$194  = win3_2;
       4'h3:
-          \$194  = win2_3;
+          \$194  = win3_3;
       4'h4:
-          \$194  = win2_4;
+          \$194  = win3_4;
       4'h5:
-          \$194  = win2_5;
+          \$194  = win3_5;
       4'h6:
-          \$194  = win2_6;
+          \$194  = win3_6;
       4'h7:
-          \$194  = win2_7;
+          \$194  = win3_7;
       4'h8:
-          \$194  = win2_8;
+          \$194  = win3_8;
     endcase
   end
   always @* begin
@@ -40926,47 +40960,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$195  = 64'h0000000000000000;
     casez (dwcol3)
       4'h0:
-          \$195  = win3_0;
+          \$195  = win4_0;
       4'h1:
-          \$195  = win3_1;
+          \$195  = win4_1;
       4'h2:
-          \$195  = win3_2;
+          \$195  = win4_2;
       4'h3:
-          \$195  = win3_3;
+          \$195  = win4_3;
       4'h4:
-          \$195  = win3_4;
+          \$195  = win4_4;
       4'h5:
-          \$195  = win3_5;
+          \$195  = win4_5;
       4'h6:
-          \$195  = win3_6;
+          \$195  = win4_6;
       4'h7:
-          \$195  = win3_7;
+          \$195  = win4_7;
       4'h8:
-          \$195  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = 64'h0000000000000000;
-    casez (dwcol3)
-      4'h0:
-          \$196  = win4_0;
-      4'h1:
-          \$196  = win4_1;
-      4'h2:
-          \$196  = win4_2;
-      4'h3:
-          \$196  = win4_3;
-      4'h4:
-          \$196  = win4_4;
-      4'h5:
-          \$196  = win4_5;
-      4'h6:
-          \$196  = win4_6;
-      4'h7:
-          \$196  = win4_7;
-      4'h8:
-          \$196  = win4_8;
+          \$195  = win4_8;
     endcase
   end
   always @* begin
@@ -40974,15 +40984,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel3 = 64'h0000000000000000;
     casez (dw_ky3_s4)
       4'h0:
-          dwsel3 = \$192 ;
+          dwsel3 = \$191 ;
       4'h1:
-          dwsel3 = \$193 ;
+          dwsel3 = \$192 ;
       4'h2:
-          dwsel3 = \$194 ;
+          dwsel3 = \$193 ;
       4'h3:
-          dwsel3 = \$195 ;
+          dwsel3 = \$194 ;
       4'h4:
-          dwsel3 = \$196 ;
+          dwsel3 = \$195 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$196  = 64'h0000000000000000;
+    casez (dwcol4)
+      4'h0:
+          \$196  = win0_0;
+      4'h1:
+          \$196  = win0_1;
+      4'h2:
+          \$196  = win0_2;
+      4'h3:
+          \$196  = win0_3;
+      4'h4:
+          \$196  = win0_4;
+      4'h5:
+          \$196  = win0_5;
+      4'h6:
+          \$196  = win0_6;
+      4'h7:
+          \$196  = win0_7;
+      4'h8:
+          \$196  = win0_8;
     endcase
   end
   always @* begin
@@ -40990,23 +41024,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$197  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$197  = win0_0;
+          \$197  = win1_0;
       4'h1:
-          \$197  = win0_1;
+          \$197  = win1_1;
       4'h2:
-          \$197  = win0_2;
+          \$197  = win1_2;
       4'h3:
-          \$197  = win0_3;
+          \$197  = win1_3;
       4'h4:
-          \$197  = win0_4;
+          \$197  = win1_4;
       4'h5:
-          \$197  = win0_5;
+          \$197  = win1_5;
       4'h6:
-          \$197  = win0_6;
+          \$197  = win1_6;
       4'h7:
-          \$197  = win0_7;
+          \$197  = win1_7;
       4'h8:
-          \$197  = win0_8;
+          \$197  = win1_8;
     endcase
   end
   always @* begin
@@ -41014,23 +41048,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$198  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$198  = win1_0;
+          \$198  = win2_0;
       4'h1:
-          \$198  = win1_1;
+          \$198  = win2_1;
       4'h2:
-          \$198  = win1_2;
+          \$198  = win2_2;
       4'h3:
-          \$198  = win1_3;
+          \$198  = win2_3;
       4'h4:
-          \$198  = win1_4;
+          \$198  = win2_4;
       4'h5:
-          \$198  = win1_5;
+          \$198  = win2_5;
       4'h6:
-          \$198  = win1_6;
+          \$198  = win2_6;
       4'h7:
-          \$198  = win1_7;
+          \$198  = win2_7;
       4'h8:
-          \$198  = win1_8;
+          \$198  = win2_8;
     endcase
   end
   always @* begin
@@ -41038,23 +41072,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$199  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$199  = win2_0;
+          \$199  = win3_0;
       4'h1:
-          \$199  = win2_1;
+          \$199  = win3_1;
       4'h2:
-          \$199  = win2_2;
+          \$199  = win3_2;
       4'h3:
-          \$199  = win2_3;
+          \$199  = win3_3;
       4'h4:
-          \$199  = win2_4;
+          \$199  = win3_4;
       4'h5:
-          \$199  = win2_5;
+          \$199  = win3_5;
       4'h6:
-          \$199  = win2_6;
+          \$199  = win3_6;
       4'h7:
-          \$199  = win2_7;
+          \$199  = win3_7;
       4'h8:
-          \$199  = win2_8;
+          \$199  = win3_8;
     endcase
   end
   always @* begin
@@ -41062,47 +41096,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$200  = 64'h0000000000000000;
     casez (dwcol4)
       4'h0:
-          \$200  = win3_0;
+          \$200  = win4_0;
       4'h1:
-          \$200  = win3_1;
+          \$200  = win4_1;
       4'h2:
-          \$200  = win3_2;
+          \$200  = win4_2;
       4'h3:
-          \$200  = win3_3;
+          \$200  = win4_3;
       4'h4:
-          \$200  = win3_4;
+          \$200  = win4_4;
       4'h5:
-          \$200  = win3_5;
+          \$200  = win4_5;
       4'h6:
-          \$200  = win3_6;
+          \$200  = win4_6;
       4'h7:
-          \$200  = win3_7;
+          \$200  = win4_7;
       4'h8:
-          \$200  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = 64'h0000000000000000;
-    casez (dwcol4)
-      4'h0:
-          \$201  = win4_0;
-      4'h1:
-          \$201  = win4_1;
-      4'h2:
-          \$201  = win4_2;
-      4'h3:
-          \$201  = win4_3;
-      4'h4:
-          \$201  = win4_4;
-      4'h5:
-          \$201  = win4_5;
-      4'h6:
-          \$201  = win4_6;
-      4'h7:
-          \$201  = win4_7;
-      4'h8:
-          \$201  = win4_8;
+          \$200  = win4_8;
     endcase
   end
   always @* begin
@@ -41110,15 +41120,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel4 = 64'h0000000000000000;
     casez (dw_ky4_s4)
       4'h0:
-          dwsel4 = \$197 ;
+          dwsel4 = \$196 ;
       4'h1:
-          dwsel4 = \$198 ;
+          dwsel4 = \$197 ;
       4'h2:
-          dwsel4 = \$199 ;
+          dwsel4 = \$198 ;
       4'h3:
-          dwsel4 = \$200 ;
+          dwsel4 = \$199 ;
       4'h4:
-          dwsel4 = \$201 ;
+          dwsel4 = \$200 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$201  = 64'h0000000000000000;
+    casez (dwcol5)
+      4'h0:
+          \$201  = win0_0;
+      4'h1:
+          \$201  = win0_1;
+      4'h2:
+          \$201  = win0_2;
+      4'h3:
+          \$201  = win0_3;
+      4'h4:
+          \$201  = win0_4;
+      4'h5:
+          \$201  = win0_5;
+      4'h6:
+          \$201  = win0_6;
+      4'h7:
+          \$201  = win0_7;
+      4'h8:
+          \$201  = win0_8;
     endcase
   end
   always @* begin
@@ -41126,23 +41160,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$202  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$202  = win0_0;
+          \$202  = win1_0;
       4'h1:
-          \$202  = win0_1;
+          \$202  = win1_1;
       4'h2:
-          \$202  = win0_2;
+          \$202  = win1_2;
       4'h3:
-          \$202  = win0_3;
+          \$202  = win1_3;
       4'h4:
-          \$202  = win0_4;
+          \$202  = win1_4;
       4'h5:
-          \$202  = win0_5;
+          \$202  = win1_5;
       4'h6:
-          \$202  = win0_6;
+          \$202  = win1_6;
       4'h7:
-          \$202  = win0_7;
+          \$202  = win1_7;
       4'h8:
-          \$202  = win0_8;
+          \$202  = win1_8;
     endcase
   end
   always @* begin
@@ -41150,23 +41184,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$203  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$203  = win1_0;
+          \$203  = win2_0;
       4'h1:
-          \$203  = win1_1;
+          \$203  = win2_1;
       4'h2:
-          \$203  = win1_2;
+          \$203  = win2_2;
       4'h3:
-          \$203  = win1_3;
+          \$203  = win2_3;
       4'h4:
-          \$203  = win1_4;
+          \$203  = win2_4;
       4'h5:
-          \$203  = win1_5;
+          \$203  = win2_5;
       4'h6:
-          \$203  = win1_6;
+          \$203  = win2_6;
       4'h7:
-          \$203  = win1_7;
+          \$203  = win2_7;
       4'h8:
-          \$203  = win1_8;
+          \$203  = win2_8;
     endcase
   end
   always @* begin
@@ -41174,23 +41208,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$204  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$204  = win2_0;
+          \$204  = win3_0;
       4'h1:
-          \$204  = win2_1;
+          \$204  = win3_1;
       4'h2:
-          \$204  = win2_2;
+          \$204  = win3_2;
       4'h3:
-          \$204  = win2_3;
+          \$204  = win3_3;
       4'h4:
-          \$204  = win2_4;
+          \$204  = win3_4;
       4'h5:
-          \$204  = win2_5;
+          \$204  = win3_5;
       4'h6:
-          \$204  = win2_6;
+          \$204  = win3_6;
       4'h7:
-          \$204  = win2_7;
+          \$204  = win3_7;
       4'h8:
-          \$204  = win2_8;
+          \$204  = win3_8;
     endcase
   end
   always @* begin
@@ -41198,47 +41232,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$205  = 64'h0000000000000000;
     casez (dwcol5)
       4'h0:
-          \$205  = win3_0;
+          \$205  = win4_0;
       4'h1:
-          \$205  = win3_1;
+          \$205  = win4_1;
       4'h2:
-          \$205  = win3_2;
+          \$205  = win4_2;
       4'h3:
-          \$205  = win3_3;
+          \$205  = win4_3;
       4'h4:
-          \$205  = win3_4;
+          \$205  = win4_4;
       4'h5:
-          \$205  = win3_5;
+          \$205  = win4_5;
       4'h6:
-          \$205  = win3_6;
+          \$205  = win4_6;
       4'h7:
-          \$205  = win3_7;
+          \$205  = win4_7;
       4'h8:
-          \$205  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$206  = 64'h0000000000000000;
-    casez (dwcol5)
-      4'h0:
-          \$206  = win4_0;
-      4'h1:
-          \$206  = win4_1;
-      4'h2:
-          \$206  = win4_2;
-      4'h3:
-          \$206  = win4_3;
-      4'h4:
-          \$206  = win4_4;
-      4'h5:
-          \$206  = win4_5;
-      4'h6:
-          \$206  = win4_6;
-      4'h7:
-          \$206  = win4_7;
-      4'h8:
-          \$206  = win4_8;
+          \$205  = win4_8;
     endcase
   end
   always @* begin
@@ -41246,15 +41256,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel5 = 64'h0000000000000000;
     casez (dw_ky5_s4)
       4'h0:
-          dwsel5 = \$202 ;
+          dwsel5 = \$201 ;
       4'h1:
-          dwsel5 = \$203 ;
+          dwsel5 = \$202 ;
       4'h2:
-          dwsel5 = \$204 ;
+          dwsel5 = \$203 ;
       4'h3:
-          dwsel5 = \$205 ;
+          dwsel5 = \$204 ;
       4'h4:
-          dwsel5 = \$206 ;
+          dwsel5 = \$205 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$206  = 64'h0000000000000000;
+    casez (dwcol6)
+      4'h0:
+          \$206  = win0_0;
+      4'h1:
+          \$206  = win0_1;
+      4'h2:
+          \$206  = win0_2;
+      4'h3:
+          \$206  = win0_3;
+      4'h4:
+          \$206  = win0_4;
+      4'h5:
+          \$206  = win0_5;
+      4'h6:
+          \$206  = win0_6;
+      4'h7:
+          \$206  = win0_7;
+      4'h8:
+          \$206  = win0_8;
     endcase
   end
   always @* begin
@@ -41262,23 +41296,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$207  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$207  = win0_0;
+          \$207  = win1_0;
       4'h1:
-          \$207  = win0_1;
+          \$207  = win1_1;
       4'h2:
-          \$207  = win0_2;
+          \$207  = win1_2;
       4'h3:
-          \$207  = win0_3;
+          \$207  = win1_3;
       4'h4:
-          \$207  = win0_4;
+          \$207  = win1_4;
       4'h5:
-          \$207  = win0_5;
+          \$207  = win1_5;
       4'h6:
-          \$207  = win0_6;
+          \$207  = win1_6;
       4'h7:
-          \$207  = win0_7;
+          \$207  = win1_7;
       4'h8:
-          \$207  = win0_8;
+          \$207  = win1_8;
     endcase
   end
   always @* begin
@@ -41286,23 +41320,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$208  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$208  = win1_0;
+          \$208  = win2_0;
       4'h1:
-          \$208  = win1_1;
+          \$208  = win2_1;
       4'h2:
-          \$208  = win1_2;
+          \$208  = win2_2;
       4'h3:
-          \$208  = win1_3;
+          \$208  = win2_3;
       4'h4:
-          \$208  = win1_4;
+          \$208  = win2_4;
       4'h5:
-          \$208  = win1_5;
+          \$208  = win2_5;
       4'h6:
-          \$208  = win1_6;
+          \$208  = win2_6;
       4'h7:
-          \$208  = win1_7;
+          \$208  = win2_7;
       4'h8:
-          \$208  = win1_8;
+          \$208  = win2_8;
     endcase
   end
   always @* begin
@@ -41310,23 +41344,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$209  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$209  = win2_0;
+          \$209  = win3_0;
       4'h1:
-          \$209  = win2_1;
+          \$209  = win3_1;
       4'h2:
-          \$209  = win2_2;
+          \$209  = win3_2;
       4'h3:
-          \$209  = win2_3;
+          \$209  = win3_3;
       4'h4:
-          \$209  = win2_4;
+          \$209  = win3_4;
       4'h5:
-          \$209  = win2_5;
+          \$209  = win3_5;
       4'h6:
-          \$209  = win2_6;
+          \$209  = win3_6;
       4'h7:
-          \$209  = win2_7;
+          \$209  = win3_7;
       4'h8:
-          \$209  = win2_8;
+          \$209  = win3_8;
     endcase
   end
   always @* begin
@@ -41334,47 +41368,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$210  = 64'h0000000000000000;
     casez (dwcol6)
       4'h0:
-          \$210  = win3_0;
+          \$210  = win4_0;
       4'h1:
-          \$210  = win3_1;
+          \$210  = win4_1;
       4'h2:
-          \$210  = win3_2;
+          \$210  = win4_2;
       4'h3:
-          \$210  = win3_3;
+          \$210  = win4_3;
       4'h4:
-          \$210  = win3_4;
+          \$210  = win4_4;
       4'h5:
-          \$210  = win3_5;
+          \$210  = win4_5;
       4'h6:
-          \$210  = win3_6;
+          \$210  = win4_6;
       4'h7:
-          \$210  = win3_7;
+          \$210  = win4_7;
       4'h8:
-          \$210  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = 64'h0000000000000000;
-    casez (dwcol6)
-      4'h0:
-          \$211  = win4_0;
-      4'h1:
-          \$211  = win4_1;
-      4'h2:
-          \$211  = win4_2;
-      4'h3:
-          \$211  = win4_3;
-      4'h4:
-          \$211  = win4_4;
-      4'h5:
-          \$211  = win4_5;
-      4'h6:
-          \$211  = win4_6;
-      4'h7:
-          \$211  = win4_7;
-      4'h8:
-          \$211  = win4_8;
+          \$210  = win4_8;
     endcase
   end
   always @* begin
@@ -41382,15 +41392,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel6 = 64'h0000000000000000;
     casez (dw_ky6_s4)
       4'h0:
-          dwsel6 = \$207 ;
+          dwsel6 = \$206 ;
       4'h1:
-          dwsel6 = \$208 ;
+          dwsel6 = \$207 ;
       4'h2:
-          dwsel6 = \$209 ;
+          dwsel6 = \$208 ;
       4'h3:
-          dwsel6 = \$210 ;
+          dwsel6 = \$209 ;
       4'h4:
-          dwsel6 = \$211 ;
+          dwsel6 = \$210 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$211  = 64'h0000000000000000;
+    casez (dwcol7)
+      4'h0:
+          \$211  = win0_0;
+      4'h1:
+          \$211  = win0_1;
+      4'h2:
+          \$211  = win0_2;
+      4'h3:
+          \$211  = win0_3;
+      4'h4:
+          \$211  = win0_4;
+      4'h5:
+          \$211  = win0_5;
+      4'h6:
+          \$211  = win0_6;
+      4'h7:
+          \$211  = win0_7;
+      4'h8:
+          \$211  = win0_8;
     endcase
   end
   always @* begin
@@ -41398,23 +41432,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$212  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$212  = win0_0;
+          \$212  = win1_0;
       4'h1:
-          \$212  = win0_1;
+          \$212  = win1_1;
       4'h2:
-          \$212  = win0_2;
+          \$212  = win1_2;
       4'h3:
-          \$212  = win0_3;
+          \$212  = win1_3;
       4'h4:
-          \$212  = win0_4;
+          \$212  = win1_4;
       4'h5:
-          \$212  = win0_5;
+          \$212  = win1_5;
       4'h6:
-          \$212  = win0_6;
+          \$212  = win1_6;
       4'h7:
-          \$212  = win0_7;
+          \$212  = win1_7;
       4'h8:
-          \$212  = win0_8;
+          \$212  = win1_8;
     endcase
   end
   always @* begin
@@ -41422,23 +41456,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$213  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$213  = win1_0;
+          \$213  = win2_0;
       4'h1:
-          \$213  = win1_1;
+          \$213  = win2_1;
       4'h2:
-          \$213  = win1_2;
+          \$213  = win2_2;
       4'h3:
-          \$213  = win1_3;
+          \$213  = win2_3;
       4'h4:
-          \$213  = win1_4;
+          \$213  = win2_4;
       4'h5:
-          \$213  = win1_5;
+          \$213  = win2_5;
       4'h6:
-          \$213  = win1_6;
+          \$213  = win2_6;
       4'h7:
-          \$213  = win1_7;
+          \$213  = win2_7;
       4'h8:
-          \$213  = win1_8;
+          \$213  = win2_8;
     endcase
   end
   always @* begin
@@ -41446,23 +41480,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$214  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$214  = win2_0;
+          \$214  = win3_0;
       4'h1:
-          \$214  = win2_1;
+          \$214  = win3_1;
       4'h2:
-          \$214  = win2_2;
+          \$214  = win3_2;
       4'h3:
-          \$214  = win2_3;
+          \$214  = win3_3;
       4'h4:
-          \$214  = win2_4;
+          \$214  = win3_4;
       4'h5:
-          \$214  = win2_5;
+          \$214  = win3_5;
       4'h6:
-          \$214  = win2_6;
+          \$214  = win3_6;
       4'h7:
-          \$214  = win2_7;
+          \$214  = win3_7;
       4'h8:
-          \$214  = win2_8;
+          \$214  = win3_8;
     endcase
   end
   always @* begin
@@ -41470,47 +41504,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     \$215  = 64'h0000000000000000;
     casez (dwcol7)
       4'h0:
-          \$215  = win3_0;
+          \$215  = win4_0;
       4'h1:
-          \$215  = win3_1;
+          \$215  = win4_1;
       4'h2:
-          \$215  = win3_2;
+          \$215  = win4_2;
       4'h3:
-          \$215  = win3_3;
+          \$215  = win4_3;
       4'h4:
-          \$215  = win3_4;
+          \$215  = win4_4;
       4'h5:
-          \$215  = win3_5;
+          \$215  = win4_5;
       4'h6:
-          \$215  = win3_6;
+          \$215  = win4_6;
       4'h7:
-          \$215  = win3_7;
+          \$215  = win4_7;
       4'h8:
-          \$215  = win3_8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$216  = 64'h0000000000000000;
-    casez (dwcol7)
-      4'h0:
-          \$216  = win4_0;
-      4'h1:
-          \$216  = win4_1;
-      4'h2:
-          \$216  = win4_2;
-      4'h3:
-          \$216  = win4_3;
-      4'h4:
-          \$216  = win4_4;
-      4'h5:
-          \$216  = win4_5;
-      4'h6:
-          \$216  = win4_6;
-      4'h7:
-          \$216  = win4_7;
-      4'h8:
-          \$216  = win4_8;
+          \$215  = win4_8;
     endcase
   end
   always @* begin
@@ -41518,15 +41528,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     dwsel7 = 64'h0000000000000000;
     casez (dw_ky7_s4)
       4'h0:
-          dwsel7 = \$212 ;
+          dwsel7 = \$211 ;
       4'h1:
-          dwsel7 = \$213 ;
+          dwsel7 = \$212 ;
       4'h2:
-          dwsel7 = \$214 ;
+          dwsel7 = \$213 ;
       4'h3:
-          dwsel7 = \$215 ;
+          dwsel7 = \$214 ;
       4'h4:
-          dwsel7 = \$216 ;
+          dwsel7 = \$215 ;
     endcase
   end
   always @* begin
@@ -41534,13 +41544,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$732  = lbq0o;
+          \$729  = lbq0o;
       2'h1:
-          \$732  = lbq1o;
+          \$729  = lbq1o;
       2'h2:
-          \$732  = lbq2o;
+          \$729  = lbq2o;
       2'h3:
-          \$732  = lbq3o;
+          \$729  = lbq3o;
     endcase
   end
   always @* begin
@@ -41548,13 +41558,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$733  = lbq0e;
+          \$730  = lbq0e;
       2'h1:
-          \$733  = lbq1e;
+          \$730  = lbq1e;
       2'h2:
-          \$733  = lbq2e;
+          \$730  = lbq2e;
       2'h3:
-          \$733  = lbq3e;
+          \$730  = lbq3e;
     endcase
   end
   always @* begin
@@ -41562,13 +41572,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$735  = lbq4o;
+          \$732  = lbq4o;
       2'h1:
-          \$735  = lbq5o;
+          \$732  = lbq5o;
       2'h2:
-          \$735  = lbq6o;
+          \$732  = lbq6o;
       2'h3:
-          \$735  = lbq7o;
+          \$732  = lbq7o;
     endcase
   end
   always @* begin
@@ -41576,13 +41586,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$736  = lbq4e;
+          \$733  = lbq4e;
       2'h1:
-          \$736  = lbq5e;
+          \$733  = lbq5e;
       2'h2:
-          \$736  = lbq6e;
+          \$733  = lbq6e;
       2'h3:
-          \$736  = lbq7e;
+          \$733  = lbq7e;
     endcase
   end
   always @* begin
@@ -41590,13 +41600,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$738  = lbq8o;
+          \$735  = lbq8o;
       2'h1:
-          \$738  = lbq9o;
+          \$735  = lbq9o;
       2'h2:
-          \$738  = lbq10o;
+          \$735  = lbq10o;
       2'h3:
-          \$738  = lbq11o;
+          \$735  = lbq11o;
     endcase
   end
   always @* begin
@@ -41604,13 +41614,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$739  = lbq8e;
+          \$736  = lbq8e;
       2'h1:
-          \$739  = lbq9e;
+          \$736  = lbq9e;
       2'h2:
-          \$739  = lbq10e;
+          \$736  = lbq10e;
       2'h3:
-          \$739  = lbq11e;
+          \$736  = lbq11e;
     endcase
   end
   always @* begin
@@ -41618,13 +41628,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$741  = lbq12o;
+          \$738  = lbq12o;
       2'h1:
-          \$741  = lbq13o;
+          \$738  = lbq13o;
       2'h2:
-          \$741  = lbq14o;
+          \$738  = lbq14o;
       2'h3:
-          \$741  = lbq15o;
+          \$738  = lbq15o;
     endcase
   end
   always @* begin
@@ -41632,13 +41642,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$742  = lbq12e;
+          \$739  = lbq12e;
       2'h1:
-          \$742  = lbq13e;
+          \$739  = lbq13e;
       2'h2:
-          \$742  = lbq14e;
+          \$739  = lbq14e;
       2'h3:
-          \$742  = lbq15e;
+          \$739  = lbq15e;
     endcase
   end
   always @* begin
@@ -41646,13 +41656,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot2_1[3:2])
       2'h0:
-          \$744  = rd_a_g0;
+          \$741  = rd_a_g0;
       2'h1:
-          \$744  = rd_a_g1;
+          \$741  = rd_a_g1;
       2'h2:
-          \$744  = rd_a_g2;
+          \$741  = rd_a_g2;
       2'h3:
-          \$744  = rd_a_g3;
+          \$741  = rd_a_g3;
     endcase
   end
   always @* begin
@@ -41660,13 +41670,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$750  = lbq0o;
+          \$747  = lbq0o;
       2'h1:
-          \$750  = lbq1o;
+          \$747  = lbq1o;
       2'h2:
-          \$750  = lbq2o;
+          \$747  = lbq2o;
       2'h3:
-          \$750  = lbq3o;
+          \$747  = lbq3o;
     endcase
   end
   always @* begin
@@ -41674,13 +41684,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$751  = lbq0e;
+          \$748  = lbq0e;
       2'h1:
-          \$751  = lbq1e;
+          \$748  = lbq1e;
       2'h2:
-          \$751  = lbq2e;
+          \$748  = lbq2e;
       2'h3:
-          \$751  = lbq3e;
+          \$748  = lbq3e;
     endcase
   end
   always @* begin
@@ -41688,13 +41698,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$753  = lbq4o;
+          \$750  = lbq4o;
       2'h1:
-          \$753  = lbq5o;
+          \$750  = lbq5o;
       2'h2:
-          \$753  = lbq6o;
+          \$750  = lbq6o;
       2'h3:
-          \$753  = lbq7o;
+          \$750  = lbq7o;
     endcase
   end
   always @* begin
@@ -41702,13 +41712,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$754  = lbq4e;
+          \$751  = lbq4e;
       2'h1:
-          \$754  = lbq5e;
+          \$751  = lbq5e;
       2'h2:
-          \$754  = lbq6e;
+          \$751  = lbq6e;
       2'h3:
-          \$754  = lbq7e;
+          \$751  = lbq7e;
     endcase
   end
   always @* begin
@@ -41716,13 +41726,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$756  = lbq8o;
+          \$753  = lbq8o;
       2'h1:
-          \$756  = lbq9o;
+          \$753  = lbq9o;
       2'h2:
-          \$756  = lbq10o;
+          \$753  = lbq10o;
       2'h3:
-          \$756  = lbq11o;
+          \$753  = lbq11o;
     endcase
   end
   always @* begin
@@ -41730,13 +41740,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$757  = lbq8e;
+          \$754  = lbq8e;
       2'h1:
-          \$757  = lbq9e;
+          \$754  = lbq9e;
       2'h2:
-          \$757  = lbq10e;
+          \$754  = lbq10e;
       2'h3:
-          \$757  = lbq11e;
+          \$754  = lbq11e;
     endcase
   end
   always @* begin
@@ -41744,13 +41754,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$759  = lbq12o;
+          \$756  = lbq12o;
       2'h1:
-          \$759  = lbq13o;
+          \$756  = lbq13o;
       2'h2:
-          \$759  = lbq14o;
+          \$756  = lbq14o;
       2'h3:
-          \$759  = lbq15o;
+          \$756  = lbq15o;
     endcase
   end
   always @* begin
@@ -41758,13 +41768,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$760  = lbq12e;
+          \$757  = lbq12e;
       2'h1:
-          \$760  = lbq13e;
+          \$757  = lbq13e;
       2'h2:
-          \$760  = lbq14e;
+          \$757  = lbq14e;
       2'h3:
-          \$760  = lbq15e;
+          \$757  = lbq15e;
     endcase
   end
   always @* begin
@@ -41772,13 +41782,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$763  = lbq0o;
+          \$760  = lbq0o;
       2'h1:
-          \$763  = lbq1o;
+          \$760  = lbq1o;
       2'h2:
-          \$763  = lbq2o;
+          \$760  = lbq2o;
       2'h3:
-          \$763  = lbq3o;
+          \$760  = lbq3o;
     endcase
   end
   always @* begin
@@ -41786,13 +41796,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$764  = lbq0e;
+          \$761  = lbq0e;
       2'h1:
-          \$764  = lbq1e;
+          \$761  = lbq1e;
       2'h2:
-          \$764  = lbq2e;
+          \$761  = lbq2e;
       2'h3:
-          \$764  = lbq3e;
+          \$761  = lbq3e;
     endcase
   end
   always @* begin
@@ -41800,13 +41810,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$767  = lbq4o;
+          \$764  = lbq4o;
       2'h1:
-          \$767  = lbq5o;
+          \$764  = lbq5o;
       2'h2:
-          \$767  = lbq6o;
+          \$764  = lbq6o;
       2'h3:
-          \$767  = lbq7o;
+          \$764  = lbq7o;
     endcase
   end
   always @* begin
@@ -41814,13 +41824,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$768  = lbq4e;
+          \$765  = lbq4e;
       2'h1:
-          \$768  = lbq5e;
+          \$765  = lbq5e;
       2'h2:
-          \$768  = lbq6e;
+          \$765  = lbq6e;
       2'h3:
-          \$768  = lbq7e;
+          \$765  = lbq7e;
     endcase
   end
   always @* begin
@@ -41828,13 +41838,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$771  = lbq8o;
+          \$768  = lbq8o;
       2'h1:
-          \$771  = lbq9o;
+          \$768  = lbq9o;
       2'h2:
-          \$771  = lbq10o;
+          \$768  = lbq10o;
       2'h3:
-          \$771  = lbq11o;
+          \$768  = lbq11o;
     endcase
   end
   always @* begin
@@ -41842,13 +41852,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$772  = lbq8e;
+          \$769  = lbq8e;
       2'h1:
-          \$772  = lbq9e;
+          \$769  = lbq9e;
       2'h2:
-          \$772  = lbq10e;
+          \$769  = lbq10e;
       2'h3:
-          \$772  = lbq11e;
+          \$769  = lbq11e;
     endcase
   end
   always @* begin
@@ -41856,13 +41866,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$775  = lbq12o;
+          \$772  = lbq12o;
       2'h1:
-          \$775  = lbq13o;
+          \$772  = lbq13o;
       2'h2:
-          \$775  = lbq14o;
+          \$772  = lbq14o;
       2'h3:
-          \$775  = lbq15o;
+          \$772  = lbq15o;
     endcase
   end
   always @* begin
@@ -41870,13 +41880,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$776  = lbq12e;
+          \$773  = lbq12e;
       2'h1:
-          \$776  = lbq13e;
+          \$773  = lbq13e;
       2'h2:
-          \$776  = lbq14e;
+          \$773  = lbq14e;
       2'h3:
-          \$776  = lbq15e;
+          \$773  = lbq15e;
     endcase
   end
   always @* begin
@@ -41884,13 +41894,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$780  = dw0_a_g0;
+          \$777  = dw0_a_g0;
       2'h1:
-          \$780  = dw0_a_g1;
+          \$777  = dw0_a_g1;
       2'h2:
-          \$780  = dw0_a_g2;
+          \$777  = dw0_a_g2;
       2'h3:
-          \$780  = dw0_a_g3;
+          \$777  = dw0_a_g3;
     endcase
   end
   always @* begin
@@ -41898,13 +41908,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$783  = dw0_b_g0;
+          \$780  = dw0_b_g0;
       2'h1:
-          \$783  = dw0_b_g1;
+          \$780  = dw0_b_g1;
       2'h2:
-          \$783  = dw0_b_g2;
+          \$780  = dw0_b_g2;
       2'h3:
-          \$783  = dw0_b_g3;
+          \$780  = dw0_b_g3;
     endcase
   end
   always @* begin
@@ -41912,13 +41922,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$785  = dw0_a_g0;
+          \$782  = dw0_a_g0;
       2'h1:
-          \$785  = dw0_a_g1;
+          \$782  = dw0_a_g1;
       2'h2:
-          \$785  = dw0_a_g2;
+          \$782  = dw0_a_g2;
       2'h3:
-          \$785  = dw0_a_g3;
+          \$782  = dw0_a_g3;
     endcase
   end
   always @* begin
@@ -41926,13 +41936,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$791  = lbq0o;
+          \$788  = lbq0o;
       2'h1:
-          \$791  = lbq1o;
+          \$788  = lbq1o;
       2'h2:
-          \$791  = lbq2o;
+          \$788  = lbq2o;
       2'h3:
-          \$791  = lbq3o;
+          \$788  = lbq3o;
     endcase
   end
   always @* begin
@@ -41940,13 +41950,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$792  = lbq0e;
+          \$789  = lbq0e;
       2'h1:
-          \$792  = lbq1e;
+          \$789  = lbq1e;
       2'h2:
-          \$792  = lbq2e;
+          \$789  = lbq2e;
       2'h3:
-          \$792  = lbq3e;
+          \$789  = lbq3e;
     endcase
   end
   always @* begin
@@ -41954,13 +41964,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$794  = lbq4o;
+          \$791  = lbq4o;
       2'h1:
-          \$794  = lbq5o;
+          \$791  = lbq5o;
       2'h2:
-          \$794  = lbq6o;
+          \$791  = lbq6o;
       2'h3:
-          \$794  = lbq7o;
+          \$791  = lbq7o;
     endcase
   end
   always @* begin
@@ -41968,13 +41978,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$795  = lbq4e;
+          \$792  = lbq4e;
       2'h1:
-          \$795  = lbq5e;
+          \$792  = lbq5e;
       2'h2:
-          \$795  = lbq6e;
+          \$792  = lbq6e;
       2'h3:
-          \$795  = lbq7e;
+          \$792  = lbq7e;
     endcase
   end
   always @* begin
@@ -41982,13 +41992,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$797  = lbq8o;
+          \$794  = lbq8o;
       2'h1:
-          \$797  = lbq9o;
+          \$794  = lbq9o;
       2'h2:
-          \$797  = lbq10o;
+          \$794  = lbq10o;
       2'h3:
-          \$797  = lbq11o;
+          \$794  = lbq11o;
     endcase
   end
   always @* begin
@@ -41996,13 +42006,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$798  = lbq8e;
+          \$795  = lbq8e;
       2'h1:
-          \$798  = lbq9e;
+          \$795  = lbq9e;
       2'h2:
-          \$798  = lbq10e;
+          \$795  = lbq10e;
       2'h3:
-          \$798  = lbq11e;
+          \$795  = lbq11e;
     endcase
   end
   always @* begin
@@ -42010,13 +42020,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$800  = lbq12o;
+          \$797  = lbq12o;
       2'h1:
-          \$800  = lbq13o;
+          \$797  = lbq13o;
       2'h2:
-          \$800  = lbq14o;
+          \$797  = lbq14o;
       2'h3:
-          \$800  = lbq15o;
+          \$797  = lbq15o;
     endcase
   end
   always @* begin
@@ -42024,13 +42034,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$801  = lbq12e;
+          \$798  = lbq12e;
       2'h1:
-          \$801  = lbq13e;
+          \$798  = lbq13e;
       2'h2:
-          \$801  = lbq14e;
+          \$798  = lbq14e;
       2'h3:
-          \$801  = lbq15e;
+          \$798  = lbq15e;
     endcase
   end
   always @* begin
@@ -42038,13 +42048,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$804  = lbq0o;
+          \$801  = lbq0o;
       2'h1:
-          \$804  = lbq1o;
+          \$801  = lbq1o;
       2'h2:
-          \$804  = lbq2o;
+          \$801  = lbq2o;
       2'h3:
-          \$804  = lbq3o;
+          \$801  = lbq3o;
     endcase
   end
   always @* begin
@@ -42052,13 +42062,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$805  = lbq0e;
+          \$802  = lbq0e;
       2'h1:
-          \$805  = lbq1e;
+          \$802  = lbq1e;
       2'h2:
-          \$805  = lbq2e;
+          \$802  = lbq2e;
       2'h3:
-          \$805  = lbq3e;
+          \$802  = lbq3e;
     endcase
   end
   always @* begin
@@ -42066,13 +42076,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$808  = lbq4o;
+          \$805  = lbq4o;
       2'h1:
-          \$808  = lbq5o;
+          \$805  = lbq5o;
       2'h2:
-          \$808  = lbq6o;
+          \$805  = lbq6o;
       2'h3:
-          \$808  = lbq7o;
+          \$805  = lbq7o;
     endcase
   end
   always @* begin
@@ -42080,13 +42090,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$809  = lbq4e;
+          \$806  = lbq4e;
       2'h1:
-          \$809  = lbq5e;
+          \$806  = lbq5e;
       2'h2:
-          \$809  = lbq6e;
+          \$806  = lbq6e;
       2'h3:
-          \$809  = lbq7e;
+          \$806  = lbq7e;
     endcase
   end
   always @* begin
@@ -42094,13 +42104,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$812  = lbq8o;
+          \$809  = lbq8o;
       2'h1:
-          \$812  = lbq9o;
+          \$809  = lbq9o;
       2'h2:
-          \$812  = lbq10o;
+          \$809  = lbq10o;
       2'h3:
-          \$812  = lbq11o;
+          \$809  = lbq11o;
     endcase
   end
   always @* begin
@@ -42108,13 +42118,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$813  = lbq8e;
+          \$810  = lbq8e;
       2'h1:
-          \$813  = lbq9e;
+          \$810  = lbq9e;
       2'h2:
-          \$813  = lbq10e;
+          \$810  = lbq10e;
       2'h3:
-          \$813  = lbq11e;
+          \$810  = lbq11e;
     endcase
   end
   always @* begin
@@ -42122,13 +42132,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$816  = lbq12o;
+          \$813  = lbq12o;
       2'h1:
-          \$816  = lbq13o;
+          \$813  = lbq13o;
       2'h2:
-          \$816  = lbq14o;
+          \$813  = lbq14o;
       2'h3:
-          \$816  = lbq15o;
+          \$813  = lbq15o;
     endcase
   end
   always @* begin
@@ -42136,13 +42146,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$817  = lbq12e;
+          \$814  = lbq12e;
       2'h1:
-          \$817  = lbq13e;
+          \$814  = lbq13e;
       2'h2:
-          \$817  = lbq14e;
+          \$814  = lbq14e;
       2'h3:
-          \$817  = lbq15e;
+          \$814  = lbq15e;
     endcase
   end
   always @* begin
@@ -42150,13 +42160,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$821  = dw1_a_g0;
+          \$818  = dw1_a_g0;
       2'h1:
-          \$821  = dw1_a_g1;
+          \$818  = dw1_a_g1;
       2'h2:
-          \$821  = dw1_a_g2;
+          \$818  = dw1_a_g2;
       2'h3:
-          \$821  = dw1_a_g3;
+          \$818  = dw1_a_g3;
     endcase
   end
   always @* begin
@@ -42164,13 +42174,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$824  = dw1_b_g0;
+          \$821  = dw1_b_g0;
       2'h1:
-          \$824  = dw1_b_g1;
+          \$821  = dw1_b_g1;
       2'h2:
-          \$824  = dw1_b_g2;
+          \$821  = dw1_b_g2;
       2'h3:
-          \$824  = dw1_b_g3;
+          \$821  = dw1_b_g3;
     endcase
   end
   always @* begin
@@ -42178,13 +42188,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$826  = dw1_a_g0;
+          \$823  = dw1_a_g0;
       2'h1:
-          \$826  = dw1_a_g1;
+          \$823  = dw1_a_g1;
       2'h2:
-          \$826  = dw1_a_g2;
+          \$823  = dw1_a_g2;
       2'h3:
-          \$826  = dw1_a_g3;
+          \$823  = dw1_a_g3;
     endcase
   end
   always @* begin
@@ -42192,13 +42202,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$832  = lbq0o;
+          \$829  = lbq0o;
       2'h1:
-          \$832  = lbq1o;
+          \$829  = lbq1o;
       2'h2:
-          \$832  = lbq2o;
+          \$829  = lbq2o;
       2'h3:
-          \$832  = lbq3o;
+          \$829  = lbq3o;
     endcase
   end
   always @* begin
@@ -42206,13 +42216,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$833  = lbq0e;
+          \$830  = lbq0e;
       2'h1:
-          \$833  = lbq1e;
+          \$830  = lbq1e;
       2'h2:
-          \$833  = lbq2e;
+          \$830  = lbq2e;
       2'h3:
-          \$833  = lbq3e;
+          \$830  = lbq3e;
     endcase
   end
   always @* begin
@@ -42220,13 +42230,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$835  = lbq4o;
+          \$832  = lbq4o;
       2'h1:
-          \$835  = lbq5o;
+          \$832  = lbq5o;
       2'h2:
-          \$835  = lbq6o;
+          \$832  = lbq6o;
       2'h3:
-          \$835  = lbq7o;
+          \$832  = lbq7o;
     endcase
   end
   always @* begin
@@ -42234,13 +42244,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$836  = lbq4e;
+          \$833  = lbq4e;
       2'h1:
-          \$836  = lbq5e;
+          \$833  = lbq5e;
       2'h2:
-          \$836  = lbq6e;
+          \$833  = lbq6e;
       2'h3:
-          \$836  = lbq7e;
+          \$833  = lbq7e;
     endcase
   end
   always @* begin
@@ -42248,13 +42258,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$838  = lbq8o;
+          \$835  = lbq8o;
       2'h1:
-          \$838  = lbq9o;
+          \$835  = lbq9o;
       2'h2:
-          \$838  = lbq10o;
+          \$835  = lbq10o;
       2'h3:
-          \$838  = lbq11o;
+          \$835  = lbq11o;
     endcase
   end
   always @* begin
@@ -42262,13 +42272,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$839  = lbq8e;
+          \$836  = lbq8e;
       2'h1:
-          \$839  = lbq9e;
+          \$836  = lbq9e;
       2'h2:
-          \$839  = lbq10e;
+          \$836  = lbq10e;
       2'h3:
-          \$839  = lbq11e;
+          \$836  = lbq11e;
     endcase
   end
   always @* begin
@@ -42276,13 +42286,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$841  = lbq12o;
+          \$838  = lbq12o;
       2'h1:
-          \$841  = lbq13o;
+          \$838  = lbq13o;
       2'h2:
-          \$841  = lbq14o;
+          \$838  = lbq14o;
       2'h3:
-          \$841  = lbq15o;
+          \$838  = lbq15o;
     endcase
   end
   always @* begin
@@ -42290,13 +42300,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$842  = lbq12e;
+          \$839  = lbq12e;
       2'h1:
-          \$842  = lbq13e;
+          \$839  = lbq13e;
       2'h2:
-          \$842  = lbq14e;
+          \$839  = lbq14e;
       2'h3:
-          \$842  = lbq15e;
+          \$839  = lbq15e;
     endcase
   end
   always @* begin
@@ -42304,13 +42314,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$845  = lbq0o;
+          \$842  = lbq0o;
       2'h1:
-          \$845  = lbq1o;
+          \$842  = lbq1o;
       2'h2:
-          \$845  = lbq2o;
+          \$842  = lbq2o;
       2'h3:
-          \$845  = lbq3o;
+          \$842  = lbq3o;
     endcase
   end
   always @* begin
@@ -42318,13 +42328,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$846  = lbq0e;
+          \$843  = lbq0e;
       2'h1:
-          \$846  = lbq1e;
+          \$843  = lbq1e;
       2'h2:
-          \$846  = lbq2e;
+          \$843  = lbq2e;
       2'h3:
-          \$846  = lbq3e;
+          \$843  = lbq3e;
     endcase
   end
   always @* begin
@@ -42332,13 +42342,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$849  = lbq4o;
+          \$846  = lbq4o;
       2'h1:
-          \$849  = lbq5o;
+          \$846  = lbq5o;
       2'h2:
-          \$849  = lbq6o;
+          \$846  = lbq6o;
       2'h3:
-          \$849  = lbq7o;
+          \$846  = lbq7o;
     endcase
   end
   always @* begin
@@ -42346,13 +42356,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$850  = lbq4e;
+          \$847  = lbq4e;
       2'h1:
-          \$850  = lbq5e;
+          \$847  = lbq5e;
       2'h2:
-          \$850  = lbq6e;
+          \$847  = lbq6e;
       2'h3:
-          \$850  = lbq7e;
+          \$847  = lbq7e;
     endcase
   end
   always @* begin
@@ -42360,13 +42370,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$853  = lbq8o;
+          \$850  = lbq8o;
       2'h1:
-          \$853  = lbq9o;
+          \$850  = lbq9o;
       2'h2:
-          \$853  = lbq10o;
+          \$850  = lbq10o;
       2'h3:
-          \$853  = lbq11o;
+          \$850  = lbq11o;
     endcase
   end
   always @* begin
@@ -42374,13 +42384,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$854  = lbq8e;
+          \$851  = lbq8e;
       2'h1:
-          \$854  = lbq9e;
+          \$851  = lbq9e;
       2'h2:
-          \$854  = lbq10e;
+          \$851  = lbq10e;
       2'h3:
-          \$854  = lbq11e;
+          \$851  = lbq11e;
     endcase
   end
   always @* begin
@@ -42388,13 +42398,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$857  = lbq12o;
+          \$854  = lbq12o;
       2'h1:
-          \$857  = lbq13o;
+          \$854  = lbq13o;
       2'h2:
-          \$857  = lbq14o;
+          \$854  = lbq14o;
       2'h3:
-          \$857  = lbq15o;
+          \$854  = lbq15o;
     endcase
   end
   always @* begin
@@ -42402,13 +42412,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$858  = lbq12e;
+          \$855  = lbq12e;
       2'h1:
-          \$858  = lbq13e;
+          \$855  = lbq13e;
       2'h2:
-          \$858  = lbq14e;
+          \$855  = lbq14e;
       2'h3:
-          \$858  = lbq15e;
+          \$855  = lbq15e;
     endcase
   end
   always @* begin
@@ -42416,13 +42426,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$862  = dw2_a_g0;
+          \$859  = dw2_a_g0;
       2'h1:
-          \$862  = dw2_a_g1;
+          \$859  = dw2_a_g1;
       2'h2:
-          \$862  = dw2_a_g2;
+          \$859  = dw2_a_g2;
       2'h3:
-          \$862  = dw2_a_g3;
+          \$859  = dw2_a_g3;
     endcase
   end
   always @* begin
@@ -42430,13 +42440,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$865  = dw2_b_g0;
+          \$862  = dw2_b_g0;
       2'h1:
-          \$865  = dw2_b_g1;
+          \$862  = dw2_b_g1;
       2'h2:
-          \$865  = dw2_b_g2;
+          \$862  = dw2_b_g2;
       2'h3:
-          \$865  = dw2_b_g3;
+          \$862  = dw2_b_g3;
     endcase
   end
   always @* begin
@@ -42444,13 +42454,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$867  = dw2_a_g0;
+          \$864  = dw2_a_g0;
       2'h1:
-          \$867  = dw2_a_g1;
+          \$864  = dw2_a_g1;
       2'h2:
-          \$867  = dw2_a_g2;
+          \$864  = dw2_a_g2;
       2'h3:
-          \$867  = dw2_a_g3;
+          \$864  = dw2_a_g3;
     endcase
   end
   always @* begin
@@ -42458,13 +42468,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$873  = lbq0o;
+          \$870  = lbq0o;
       2'h1:
-          \$873  = lbq1o;
+          \$870  = lbq1o;
       2'h2:
-          \$873  = lbq2o;
+          \$870  = lbq2o;
       2'h3:
-          \$873  = lbq3o;
+          \$870  = lbq3o;
     endcase
   end
   always @* begin
@@ -42472,13 +42482,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$874  = lbq0e;
+          \$871  = lbq0e;
       2'h1:
-          \$874  = lbq1e;
+          \$871  = lbq1e;
       2'h2:
-          \$874  = lbq2e;
+          \$871  = lbq2e;
       2'h3:
-          \$874  = lbq3e;
+          \$871  = lbq3e;
     endcase
   end
   always @* begin
@@ -42486,13 +42496,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$876  = lbq4o;
+          \$873  = lbq4o;
       2'h1:
-          \$876  = lbq5o;
+          \$873  = lbq5o;
       2'h2:
-          \$876  = lbq6o;
+          \$873  = lbq6o;
       2'h3:
-          \$876  = lbq7o;
+          \$873  = lbq7o;
     endcase
   end
   always @* begin
@@ -42500,13 +42510,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$877  = lbq4e;
+          \$874  = lbq4e;
       2'h1:
-          \$877  = lbq5e;
+          \$874  = lbq5e;
       2'h2:
-          \$877  = lbq6e;
+          \$874  = lbq6e;
       2'h3:
-          \$877  = lbq7e;
+          \$874  = lbq7e;
     endcase
   end
   always @* begin
@@ -42514,13 +42524,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$879  = lbq8o;
+          \$876  = lbq8o;
       2'h1:
-          \$879  = lbq9o;
+          \$876  = lbq9o;
       2'h2:
-          \$879  = lbq10o;
+          \$876  = lbq10o;
       2'h3:
-          \$879  = lbq11o;
+          \$876  = lbq11o;
     endcase
   end
   always @* begin
@@ -42528,13 +42538,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$880  = lbq8e;
+          \$877  = lbq8e;
       2'h1:
-          \$880  = lbq9e;
+          \$877  = lbq9e;
       2'h2:
-          \$880  = lbq10e;
+          \$877  = lbq10e;
       2'h3:
-          \$880  = lbq11e;
+          \$877  = lbq11e;
     endcase
   end
   always @* begin
@@ -42542,13 +42552,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$882  = lbq12o;
+          \$879  = lbq12o;
       2'h1:
-          \$882  = lbq13o;
+          \$879  = lbq13o;
       2'h2:
-          \$882  = lbq14o;
+          \$879  = lbq14o;
       2'h3:
-          \$882  = lbq15o;
+          \$879  = lbq15o;
     endcase
   end
   always @* begin
@@ -42556,13 +42566,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$883  = lbq12e;
+          \$880  = lbq12e;
       2'h1:
-          \$883  = lbq13e;
+          \$880  = lbq13e;
       2'h2:
-          \$883  = lbq14e;
+          \$880  = lbq14e;
       2'h3:
-          \$883  = lbq15e;
+          \$880  = lbq15e;
     endcase
   end
   always @* begin
@@ -42570,13 +42580,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$886  = lbq0o;
+          \$883  = lbq0o;
       2'h1:
-          \$886  = lbq1o;
+          \$883  = lbq1o;
       2'h2:
-          \$886  = lbq2o;
+          \$883  = lbq2o;
       2'h3:
-          \$886  = lbq3o;
+          \$883  = lbq3o;
     endcase
   end
   always @* begin
@@ -42584,13 +42594,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$887  = lbq0e;
+          \$884  = lbq0e;
       2'h1:
-          \$887  = lbq1e;
+          \$884  = lbq1e;
       2'h2:
-          \$887  = lbq2e;
+          \$884  = lbq2e;
       2'h3:
-          \$887  = lbq3e;
+          \$884  = lbq3e;
     endcase
   end
   always @* begin
@@ -42598,13 +42608,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$890  = lbq4o;
+          \$887  = lbq4o;
       2'h1:
-          \$890  = lbq5o;
+          \$887  = lbq5o;
       2'h2:
-          \$890  = lbq6o;
+          \$887  = lbq6o;
       2'h3:
-          \$890  = lbq7o;
+          \$887  = lbq7o;
     endcase
   end
   always @* begin
@@ -42612,13 +42622,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$891  = lbq4e;
+          \$888  = lbq4e;
       2'h1:
-          \$891  = lbq5e;
+          \$888  = lbq5e;
       2'h2:
-          \$891  = lbq6e;
+          \$888  = lbq6e;
       2'h3:
-          \$891  = lbq7e;
+          \$888  = lbq7e;
     endcase
   end
   always @* begin
@@ -42626,13 +42636,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$894  = lbq8o;
+          \$891  = lbq8o;
       2'h1:
-          \$894  = lbq9o;
+          \$891  = lbq9o;
       2'h2:
-          \$894  = lbq10o;
+          \$891  = lbq10o;
       2'h3:
-          \$894  = lbq11o;
+          \$891  = lbq11o;
     endcase
   end
   always @* begin
@@ -42640,13 +42650,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$895  = lbq8e;
+          \$892  = lbq8e;
       2'h1:
-          \$895  = lbq9e;
+          \$892  = lbq9e;
       2'h2:
-          \$895  = lbq10e;
+          \$892  = lbq10e;
       2'h3:
-          \$895  = lbq11e;
+          \$892  = lbq11e;
     endcase
   end
   always @* begin
@@ -42654,13 +42664,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$898  = lbq12o;
+          \$895  = lbq12o;
       2'h1:
-          \$898  = lbq13o;
+          \$895  = lbq13o;
       2'h2:
-          \$898  = lbq14o;
+          \$895  = lbq14o;
       2'h3:
-          \$898  = lbq15o;
+          \$895  = lbq15o;
     endcase
   end
   always @* begin
@@ -42668,13 +42678,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$899  = lbq12e;
+          \$896  = lbq12e;
       2'h1:
-          \$899  = lbq13e;
+          \$896  = lbq13e;
       2'h2:
-          \$899  = lbq14e;
+          \$896  = lbq14e;
       2'h3:
-          \$899  = lbq15e;
+          \$896  = lbq15e;
     endcase
   end
   always @* begin
@@ -42682,13 +42692,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$903  = dw3_a_g0;
+          \$900  = dw3_a_g0;
       2'h1:
-          \$903  = dw3_a_g1;
+          \$900  = dw3_a_g1;
       2'h2:
-          \$903  = dw3_a_g2;
+          \$900  = dw3_a_g2;
       2'h3:
-          \$903  = dw3_a_g3;
+          \$900  = dw3_a_g3;
     endcase
   end
   always @* begin
@@ -42696,13 +42706,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$906  = dw3_b_g0;
+          \$903  = dw3_b_g0;
       2'h1:
-          \$906  = dw3_b_g1;
+          \$903  = dw3_b_g1;
       2'h2:
-          \$906  = dw3_b_g2;
+          \$903  = dw3_b_g2;
       2'h3:
-          \$906  = dw3_b_g3;
+          \$903  = dw3_b_g3;
     endcase
   end
   always @* begin
@@ -42710,13 +42720,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$908  = dw3_a_g0;
+          \$905  = dw3_a_g0;
       2'h1:
-          \$908  = dw3_a_g1;
+          \$905  = dw3_a_g1;
       2'h2:
-          \$908  = dw3_a_g2;
+          \$905  = dw3_a_g2;
       2'h3:
-          \$908  = dw3_a_g3;
+          \$905  = dw3_a_g3;
     endcase
   end
   always @* begin
@@ -42724,13 +42734,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$914  = lbq0o;
+          \$911  = lbq0o;
       2'h1:
-          \$914  = lbq1o;
+          \$911  = lbq1o;
       2'h2:
-          \$914  = lbq2o;
+          \$911  = lbq2o;
       2'h3:
-          \$914  = lbq3o;
+          \$911  = lbq3o;
     endcase
   end
   always @* begin
@@ -42738,13 +42748,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$915  = lbq0e;
+          \$912  = lbq0e;
       2'h1:
-          \$915  = lbq1e;
+          \$912  = lbq1e;
       2'h2:
-          \$915  = lbq2e;
+          \$912  = lbq2e;
       2'h3:
-          \$915  = lbq3e;
+          \$912  = lbq3e;
     endcase
   end
   always @* begin
@@ -42752,13 +42762,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$917  = lbq4o;
+          \$914  = lbq4o;
       2'h1:
-          \$917  = lbq5o;
+          \$914  = lbq5o;
       2'h2:
-          \$917  = lbq6o;
+          \$914  = lbq6o;
       2'h3:
-          \$917  = lbq7o;
+          \$914  = lbq7o;
     endcase
   end
   always @* begin
@@ -42766,13 +42776,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$918  = lbq4e;
+          \$915  = lbq4e;
       2'h1:
-          \$918  = lbq5e;
+          \$915  = lbq5e;
       2'h2:
-          \$918  = lbq6e;
+          \$915  = lbq6e;
       2'h3:
-          \$918  = lbq7e;
+          \$915  = lbq7e;
     endcase
   end
   always @* begin
@@ -42780,13 +42790,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$920  = lbq8o;
+          \$917  = lbq8o;
       2'h1:
-          \$920  = lbq9o;
+          \$917  = lbq9o;
       2'h2:
-          \$920  = lbq10o;
+          \$917  = lbq10o;
       2'h3:
-          \$920  = lbq11o;
+          \$917  = lbq11o;
     endcase
   end
   always @* begin
@@ -42794,13 +42804,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$921  = lbq8e;
+          \$918  = lbq8e;
       2'h1:
-          \$921  = lbq9e;
+          \$918  = lbq9e;
       2'h2:
-          \$921  = lbq10e;
+          \$918  = lbq10e;
       2'h3:
-          \$921  = lbq11e;
+          \$918  = lbq11e;
     endcase
   end
   always @* begin
@@ -42808,13 +42818,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$923  = lbq12o;
+          \$920  = lbq12o;
       2'h1:
-          \$923  = lbq13o;
+          \$920  = lbq13o;
       2'h2:
-          \$923  = lbq14o;
+          \$920  = lbq14o;
       2'h3:
-          \$923  = lbq15o;
+          \$920  = lbq15o;
     endcase
   end
   always @* begin
@@ -42822,13 +42832,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$924  = lbq12e;
+          \$921  = lbq12e;
       2'h1:
-          \$924  = lbq13e;
+          \$921  = lbq13e;
       2'h2:
-          \$924  = lbq14e;
+          \$921  = lbq14e;
       2'h3:
-          \$924  = lbq15e;
+          \$921  = lbq15e;
     endcase
   end
   always @* begin
@@ -42836,13 +42846,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$927  = lbq0o;
+          \$924  = lbq0o;
       2'h1:
-          \$927  = lbq1o;
+          \$924  = lbq1o;
       2'h2:
-          \$927  = lbq2o;
+          \$924  = lbq2o;
       2'h3:
-          \$927  = lbq3o;
+          \$924  = lbq3o;
     endcase
   end
   always @* begin
@@ -42850,13 +42860,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$928  = lbq0e;
+          \$925  = lbq0e;
       2'h1:
-          \$928  = lbq1e;
+          \$925  = lbq1e;
       2'h2:
-          \$928  = lbq2e;
+          \$925  = lbq2e;
       2'h3:
-          \$928  = lbq3e;
+          \$925  = lbq3e;
     endcase
   end
   always @* begin
@@ -42864,13 +42874,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$931  = lbq4o;
+          \$928  = lbq4o;
       2'h1:
-          \$931  = lbq5o;
+          \$928  = lbq5o;
       2'h2:
-          \$931  = lbq6o;
+          \$928  = lbq6o;
       2'h3:
-          \$931  = lbq7o;
+          \$928  = lbq7o;
     endcase
   end
   always @* begin
@@ -42878,13 +42888,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$932  = lbq4e;
+          \$929  = lbq4e;
       2'h1:
-          \$932  = lbq5e;
+          \$929  = lbq5e;
       2'h2:
-          \$932  = lbq6e;
+          \$929  = lbq6e;
       2'h3:
-          \$932  = lbq7e;
+          \$929  = lbq7e;
     endcase
   end
   always @* begin
@@ -42892,13 +42902,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$935  = lbq8o;
+          \$932  = lbq8o;
       2'h1:
-          \$935  = lbq9o;
+          \$932  = lbq9o;
       2'h2:
-          \$935  = lbq10o;
+          \$932  = lbq10o;
       2'h3:
-          \$935  = lbq11o;
+          \$932  = lbq11o;
     endcase
   end
   always @* begin
@@ -42906,13 +42916,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$936  = lbq8e;
+          \$933  = lbq8e;
       2'h1:
-          \$936  = lbq9e;
+          \$933  = lbq9e;
       2'h2:
-          \$936  = lbq10e;
+          \$933  = lbq10e;
       2'h3:
-          \$936  = lbq11e;
+          \$933  = lbq11e;
     endcase
   end
   always @* begin
@@ -42920,13 +42930,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$939  = lbq12o;
+          \$936  = lbq12o;
       2'h1:
-          \$939  = lbq13o;
+          \$936  = lbq13o;
       2'h2:
-          \$939  = lbq14o;
+          \$936  = lbq14o;
       2'h3:
-          \$939  = lbq15o;
+          \$936  = lbq15o;
     endcase
   end
   always @* begin
@@ -42934,13 +42944,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$940  = lbq12e;
+          \$937  = lbq12e;
       2'h1:
-          \$940  = lbq13e;
+          \$937  = lbq13e;
       2'h2:
-          \$940  = lbq14e;
+          \$937  = lbq14e;
       2'h3:
-          \$940  = lbq15e;
+          \$937  = lbq15e;
     endcase
   end
   always @* begin
@@ -42948,13 +42958,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$944  = dw4_a_g0;
+          \$941  = dw4_a_g0;
       2'h1:
-          \$944  = dw4_a_g1;
+          \$941  = dw4_a_g1;
       2'h2:
-          \$944  = dw4_a_g2;
+          \$941  = dw4_a_g2;
       2'h3:
-          \$944  = dw4_a_g3;
+          \$941  = dw4_a_g3;
     endcase
   end
   always @* begin
@@ -42962,13 +42972,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$947  = dw4_b_g0;
+          \$944  = dw4_b_g0;
       2'h1:
-          \$947  = dw4_b_g1;
+          \$944  = dw4_b_g1;
       2'h2:
-          \$947  = dw4_b_g2;
+          \$944  = dw4_b_g2;
       2'h3:
-          \$947  = dw4_b_g3;
+          \$944  = dw4_b_g3;
     endcase
   end
   always @* begin
@@ -42976,69 +42986,69 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$949  = dw4_a_g0;
+          \$946  = dw4_a_g0;
       2'h1:
-          \$949  = dw4_a_g1;
+          \$946  = dw4_a_g1;
       2'h2:
-          \$949  = dw4_a_g2;
+          \$946  = dw4_a_g2;
       2'h3:
-          \$949  = dw4_a_g3;
+          \$946  = dw4_a_g3;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wr_iy_next = wr_iy;
-    if (\$639 ) begin
+    if (\$638 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           (* full_case = 32'd1 *)
-          if (\$641 ) begin
+          if (\$640 ) begin
             wr_iy_next = 12'h000;
           end else begin
-            wr_iy_next = \$642 [11:0];
+            wr_iy_next = \$641 [11:0];
           end
         end
       end else begin
-        if (\$644 ) begin
+        if (\$643 ) begin
           if (row_end) begin
-            wr_iy_next = \$645 [11:0];
+            wr_iy_next = \$644 [11:0];
           end
         end
       end
     end
-    if (\$653 ) begin
+    if (\$652 ) begin
       wr_iy_next = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     lo_next = lo;
-    if (\$653 ) begin
+    if (\$652 ) begin
       lo_next = 12'h000;
-    end else if (\$654 ) begin
+    end else if (\$653 ) begin
       lo_next = 12'h401;
-    end else if (\$655 ) begin
+    end else if (\$654 ) begin
       casez (sq)
         2'h0:
             /* empty */;
         2'h1:
-            lo_next = \$657 [11:0];
+            lo_next = \$656 [11:0];
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$681 ) begin
-                end else if (\$686 ) begin
-                end else if (\$687 ) begin
+                if (\$678 ) begin
+                end else if (\$683 ) begin
+                end else if (\$684 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$689 ) begin
+                  if (\$686 ) begin
                   end else begin
-                    if (\$690 ) begin
+                    if (\$687 ) begin
                       lo_next = 12'h401;
                     end
                   end
@@ -43051,11 +43061,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     lo_case = 2'h0;
-    if (\$653 ) begin
+    if (\$652 ) begin
       lo_case = 2'h1;
-    end else if (\$654 ) begin
+    end else if (\$653 ) begin
       lo_case = 2'h2;
-    end else if (\$655 ) begin
+    end else if (\$654 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43064,17 +43074,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$681 ) begin
-                end else if (\$686 ) begin
-                end else if (\$687 ) begin
+                if (\$678 ) begin
+                end else if (\$683 ) begin
+                end else if (\$684 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$689 ) begin
+                  if (\$686 ) begin
                   end else begin
-                    if (\$690 ) begin
+                    if (\$687 ) begin
                       lo_case = 2'h2;
                     end
                   end
@@ -43087,27 +43097,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wr_case = 2'h0;
-    if (\$639 ) begin
+    if (\$638 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
           (* full_case = 32'd1 *)
-          if (\$641 ) begin
+          if (\$640 ) begin
             wr_case = 2'h1;
           end else begin
             wr_case = 2'h2;
           end
         end
       end else begin
-        if (\$644 ) begin
+        if (\$643 ) begin
           if (row_end) begin
             wr_case = 2'h2;
           end
         end
       end
     end
-    if (\$653 ) begin
+    if (\$652 ) begin
       wr_case = 2'h1;
     end
   end
@@ -43238,7 +43248,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h0:
           /* empty */;
       3'h1:
-          dual_ok = \$269 ;
+          dual_ok = \$268 ;
     endcase
   end
   always @* begin
@@ -43250,50 +43260,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       3'h1:
           /* empty */;
       3'h2:
-          bad = \$274 ;
+          bad = \$273 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     err_hi = 7'h00;
-    if (\$291 ) begin
-      if (\$292 ) begin
-        if (\$301 ) begin
+    if (\$290 ) begin
+      if (\$291 ) begin
+        if (\$300 ) begin
           err_hi[0] = 1'h1;
         end
       end
       if (i_param__payload[562]) begin
-        if (\$303 ) begin
+        if (\$302 ) begin
           err_hi[5] = 1'h1;
         end
       end
-      if (\$305 ) begin
+      if (\$304 ) begin
         err_hi[6] = 1'h1;
       end
     end
-    if (\$309 ) begin
-      if (\$310 ) begin
+    if (\$308 ) begin
+      if (\$309 ) begin
         err_hi[0] = 1'h1;
       end
     end
-    if (\$322 ) begin
+    if (\$321 ) begin
       (* full_case = 32'd1 *)
-      if (\$323 ) begin
+      if (\$322 ) begin
       end else begin
         err_hi[4] = 1'h1;
       end
       if (i_weight__payload[64]) begin
-        if (\$325 ) begin
+        if (\$324 ) begin
           err_hi[3] = 1'h1;
         end
       end
     end
-    if (\$639 ) begin
+    if (\$638 ) begin
       if (a_overflow) begin
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[128]) begin
-        if (\$647 ) begin
+        if (\$646 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -43302,9 +43312,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43313,9 +43323,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -43326,9 +43336,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43337,12 +43347,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx0_n = \$669 ;
+                if (\$665 ) begin
+                  dw_kx0_n = \$666 ;
                 end
               end
             end
@@ -43352,9 +43362,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43363,12 +43373,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx1_n = \$670 ;
+                if (\$665 ) begin
+                  dw_kx1_n = \$667 ;
                 end
               end
             end
@@ -43378,9 +43388,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43389,12 +43399,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx2_n = \$671 ;
+                if (\$665 ) begin
+                  dw_kx2_n = \$668 ;
                 end
               end
             end
@@ -43404,9 +43414,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43415,12 +43425,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx3_n = \$672 ;
+                if (\$665 ) begin
+                  dw_kx3_n = \$669 ;
                 end
               end
             end
@@ -43430,9 +43440,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43441,12 +43451,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx4_n = \$673 ;
+                if (\$665 ) begin
+                  dw_kx4_n = \$670 ;
                 end
               end
             end
@@ -43456,9 +43466,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43467,12 +43477,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx5_n = \$674 ;
+                if (\$665 ) begin
+                  dw_kx5_n = \$671 ;
                 end
               end
             end
@@ -43482,9 +43492,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43493,12 +43503,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx6_n = \$675 ;
+                if (\$665 ) begin
+                  dw_kx6_n = \$672 ;
                 end
               end
             end
@@ -43508,9 +43518,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43519,12 +43529,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$668 ) begin
-                  dw_kx7_n = \$676 ;
+                if (\$665 ) begin
+                  dw_kx7_n = \$673 ;
                 end
               end
             end
@@ -43534,9 +43544,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$653 ) begin
+    if (\$652 ) begin
+    end else if (\$653 ) begin
     end else if (\$654 ) begin
-    end else if (\$655 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43545,13 +43555,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$661 ) begin
-              end else if (\$664 ) begin
-              end else if (\$666 ) begin
+              if (\$659 ) begin
+              end else if (\$661 ) begin
+              end else if (\$663 ) begin
               end else begin
-                if (\$681 ) begin
-                end else if (\$686 ) begin
-                end else if (\$687 ) begin
+                if (\$678 ) begin
+                end else if (\$683 ) begin
+                end else if (\$684 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -43562,33 +43572,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$691 ) begin
+    if (\$688 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$693 [13:0];
+      wm_r__addr = \$690 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$696 [13:0];
+      wm_r__addr = \$693 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$697 ) begin
+    if (\$694 ) begin
+      category = 3'h2;
+    end else if (\$697 ) begin
       category = 3'h2;
     end else if (\$700 ) begin
       category = 3'h2;
     end else if (\$703 ) begin
-      category = 3'h2;
+      category = { 1'h0, \$707  };
     end else if (\$706 ) begin
-      category = { 1'h0, \$710  };
-    end else if (\$709 ) begin
       (* full_case = 32'd1 *)
-      if (\$711 ) begin
+      if (\$708 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$713 ) begin
+      end else if (\$710 ) begin
         category = 3'h4;
-      end else if (\$717 ) begin
+      end else if (\$714 ) begin
         category = 3'h3;
       end else begin
         category = 3'h5;
@@ -43599,562 +43609,549 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1353  = wr_iy_next;
-    if (rst) begin
-      \$1353  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1354  = lo_next;
+    \$1354  = wr_iy_next;
     if (rst) begin
       \$1354  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1355  = cw_r1__data;
+    \$1355  = lo_next;
     if (rst) begin
-      \$1355  = 10'h000;
+      \$1355  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1356  = cw_r2__data;
+    \$1356  = cw_r1__data;
     if (rst) begin
       \$1356  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1357  = t_adv;
+    \$1357  = cw_r2__data;
     if (rst) begin
-      \$1357  = 1'h0;
+      \$1357  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1358  = cur;
+    \$1358  = t_adv;
+    if (rst) begin
+      \$1358  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1359  = cur;
     if (t_adv) begin
-      \$1358  = \$726 ;
-    end else if (\$725 ) begin
-      \$1358  = cw_r__data;
+      \$1359  = \$723 ;
+    end else if (\$722 ) begin
+      \$1359  = cw_r__data;
     end
     if (rst) begin
-      \$1358  = 10'h000;
+      \$1359  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1359  = \$727 [28:0];
+    \$1360  = \$724 [28:0];
     if (rst) begin
-      \$1359  = 29'h00000000;
+      \$1360  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1360  = \$729 [29:0];
+    \$1361  = \$726 [29:0];
     if (rst) begin
-      \$1360  = 30'h00000000;
+      \$1361  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1361  = { \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730 [7], \$730  };
-    if (rst) begin
-      \$1361  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1362  = { 24'h000000, \$731  };
+    \$1362  = { \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727  };
     if (rst) begin
       \$1362  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1363  = sb0;
+    \$1363  = { 24'h000000, \$728  };
     if (rst) begin
-      \$1363  = 30'h00000000;
+      \$1363  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1364  = sb1;
+    \$1364  = sb0;
     if (rst) begin
       \$1364  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1365  = sb2;
+    \$1365  = sb1;
     if (rst) begin
       \$1365  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1366  = sb3;
+    \$1366  = sb2;
     if (rst) begin
       \$1366  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1367  = \$signature__data$495 ;
+    \$1367  = sb3;
     if (rst) begin
-      \$1367  = 64'h0000000000000000;
+      \$1367  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1368  = \$signature__data$497 ;
+    \$1368  = \$signature__data$494 ;
     if (rst) begin
       \$1368  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1369  = \$signature__data$499 ;
+    \$1369  = \$signature__data$496 ;
     if (rst) begin
       \$1369  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1370  = \$signature__data$501 ;
+    \$1370  = \$signature__data$498 ;
     if (rst) begin
       \$1370  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1371  = \$signature__data$503 ;
+    \$1371  = \$signature__data$500 ;
     if (rst) begin
       \$1371  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1372  = \$signature__data$505 ;
+    \$1372  = \$signature__data$502 ;
     if (rst) begin
       \$1372  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1373  = \$signature__data$507 ;
+    \$1373  = \$signature__data$504 ;
     if (rst) begin
       \$1373  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1374  = \$signature__data$509 ;
+    \$1374  = \$signature__data$506 ;
     if (rst) begin
       \$1374  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1375  = \$signature__data$511 ;
+    \$1375  = \$signature__data$508 ;
     if (rst) begin
       \$1375  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1376  = \$signature__data$513 ;
+    \$1376  = \$signature__data$510 ;
     if (rst) begin
       \$1376  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1377  = \$signature__data$515 ;
+    \$1377  = \$signature__data$512 ;
     if (rst) begin
       \$1377  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1378  = \$signature__data$517 ;
+    \$1378  = \$signature__data$514 ;
     if (rst) begin
       \$1378  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1379  = \$signature__data$519 ;
+    \$1379  = \$signature__data$516 ;
     if (rst) begin
       \$1379  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1380  = \$signature__data$521 ;
+    \$1380  = \$signature__data$518 ;
     if (rst) begin
       \$1380  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1381  = \$signature__data$523 ;
+    \$1381  = \$signature__data$520 ;
     if (rst) begin
       \$1381  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1382  = \$signature__data$525 ;
+    \$1382  = \$signature__data$522 ;
     if (rst) begin
       \$1382  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1383  = \$signature__data$527 ;
+    \$1383  = \$signature__data$524 ;
     if (rst) begin
       \$1383  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1384  = \$signature__data$529 ;
+    \$1384  = \$signature__data$526 ;
     if (rst) begin
       \$1384  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1385  = \$signature__data$531 ;
+    \$1385  = \$signature__data$528 ;
     if (rst) begin
       \$1385  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1386  = \$signature__data$533 ;
+    \$1386  = \$signature__data$530 ;
     if (rst) begin
       \$1386  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1387  = \$signature__data$535 ;
+    \$1387  = \$signature__data$532 ;
     if (rst) begin
       \$1387  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1388  = \$signature__data$537 ;
+    \$1388  = \$signature__data$534 ;
     if (rst) begin
       \$1388  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1389  = \$signature__data$539 ;
+    \$1389  = \$signature__data$536 ;
     if (rst) begin
       \$1389  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1390  = \$signature__data$541 ;
+    \$1390  = \$signature__data$538 ;
     if (rst) begin
       \$1390  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1391  = \$signature__data$543 ;
+    \$1391  = \$signature__data$540 ;
     if (rst) begin
       \$1391  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1392  = \$signature__data$545 ;
+    \$1392  = \$signature__data$542 ;
     if (rst) begin
       \$1392  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1393  = \$signature__data$547 ;
+    \$1393  = \$signature__data$544 ;
     if (rst) begin
       \$1393  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1394  = \$signature__data$549 ;
+    \$1394  = \$signature__data$546 ;
     if (rst) begin
       \$1394  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1395  = \$signature__data$551 ;
+    \$1395  = \$signature__data$548 ;
     if (rst) begin
       \$1395  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1396  = \$signature__data$553 ;
+    \$1396  = \$signature__data$550 ;
     if (rst) begin
       \$1396  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1397  = \$signature__data$555 ;
+    \$1397  = \$signature__data$552 ;
     if (rst) begin
       \$1397  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1398  = \$signature__data$557 ;
+    \$1398  = \$signature__data$554 ;
     if (rst) begin
       \$1398  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1399  = par_a;
+    \$1399  = \$signature__data$556 ;
     if (rst) begin
-      \$1399  = 1'h0;
+      \$1399  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1400  = par_a1;
+    \$1400  = par_a;
     if (rst) begin
       \$1400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1401  = sb1[11:8];
+    \$1401  = par_a1;
     if (rst) begin
-      \$1401  = 4'h0;
+      \$1401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1402  = rd_slot1;
+    \$1402  = sb1[11:8];
     if (rst) begin
       \$1402  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1403  = \$734 ;
+    \$1403  = rd_slot1;
     if (rst) begin
-      \$1403  = 64'h0000000000000000;
+      \$1403  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1404  = \$737 ;
+    \$1404  = \$731 ;
     if (rst) begin
       \$1404  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1405  = \$740 ;
+    \$1405  = \$734 ;
     if (rst) begin
       \$1405  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1406  = \$743 ;
+    \$1406  = \$737 ;
     if (rst) begin
       \$1406  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1407  = sb1[7];
+    \$1407  = \$740 ;
     if (rst) begin
-      \$1407  = 1'h0;
+      \$1407  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1408  = rd_pad_a1;
+    \$1408  = sb1[7];
     if (rst) begin
       \$1408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1409  = \$745 ;
+    \$1409  = rd_pad_a1;
     if (rst) begin
-      \$1409  = 64'h0000000000000000;
+      \$1409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1410  = pad_ix;
+    \$1410  = \$742 ;
     if (rst) begin
-      \$1410  = 1'h0;
+      \$1410  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1411  = pad_ixb;
+    \$1411  = pad_ix;
     if (rst) begin
       \$1411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1412  = { 3'h0, \$746  };
+    \$1412  = pad_ixb;
     if (rst) begin
-      \$1412  = 8'h00;
+      \$1412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1413  = \$172 [3:0];
+    \$1413  = { 3'h0, \$743  };
     if (rst) begin
-      \$1413  = 4'h0;
+      \$1413  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1414  = \$749 ;
+    \$1414  = \$171 [3:0];
     if (rst) begin
-      \$1414  = 1'h0;
+      \$1414  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = slot1_ky0;
+    \$1415  = \$746 ;
     if (rst) begin
-      \$1415  = 4'h0;
+      \$1415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = dw0_slot1;
+    \$1416  = slot1_ky0;
     if (rst) begin
       \$1416  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = \$752 ;
+    \$1417  = dw0_slot1;
     if (rst) begin
-      \$1417  = 64'h0000000000000000;
+      \$1417  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = \$755 ;
+    \$1418  = \$749 ;
     if (rst) begin
       \$1418  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = \$758 ;
+    \$1419  = \$752 ;
     if (rst) begin
       \$1419  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = \$761 ;
+    \$1420  = \$755 ;
     if (rst) begin
       \$1420  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = pad_a1_ky0;
+    \$1421  = \$758 ;
     if (rst) begin
-      \$1421  = 1'h0;
+      \$1421  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = dw0_pad_a1;
+    \$1422  = pad_a1_ky0;
     if (rst) begin
       \$1422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = \$765 ;
+    \$1423  = dw0_pad_a1;
     if (rst) begin
-      \$1423  = 64'h0000000000000000;
+      \$1423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = \$769 ;
+    \$1424  = \$762 ;
     if (rst) begin
       \$1424  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$773 ;
+    \$1425  = \$766 ;
     if (rst) begin
       \$1425  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = \$777 ;
+    \$1426  = \$770 ;
     if (rst) begin
       \$1426  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = pad_b1_ky0;
+    \$1427  = \$774 ;
     if (rst) begin
-      \$1427  = 1'h0;
+      \$1427  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = dw0_pad_b1;
+    \$1428  = pad_b1_ky0;
     if (rst) begin
       \$1428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = win0_0;
-    if (\$779 ) begin
-      \$1429  = \$781 ;
-    end
-    if (\$782 ) begin
-      \$1429  = \$784 ;
-    end
+    \$1429  = dw0_pad_b1;
     if (rst) begin
-      \$1429  = 64'h0000000000000000;
+      \$1429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = win0_1;
-    if (\$779 ) begin
-      \$1430  = win0_0;
+    \$1430  = win0_0;
+    if (\$776 ) begin
+      \$1430  = \$778 ;
     end
-    if (\$782 ) begin
-      \$1430  = \$786 ;
+    if (\$779 ) begin
+      \$1430  = \$781 ;
     end
     if (rst) begin
       \$1430  = 64'h0000000000000000;
@@ -44162,12 +44159,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = win0_2;
-    if (\$779 ) begin
-      \$1431  = win0_1;
-    end
-    if (\$782 ) begin
+    \$1431  = win0_1;
+    if (\$776 ) begin
       \$1431  = win0_0;
+    end
+    if (\$779 ) begin
+      \$1431  = \$783 ;
     end
     if (rst) begin
       \$1431  = 64'h0000000000000000;
@@ -44175,12 +44172,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = win0_3;
-    if (\$779 ) begin
-      \$1432  = win0_2;
-    end
-    if (\$782 ) begin
+    \$1432  = win0_2;
+    if (\$776 ) begin
       \$1432  = win0_1;
+    end
+    if (\$779 ) begin
+      \$1432  = win0_0;
     end
     if (rst) begin
       \$1432  = 64'h0000000000000000;
@@ -44188,12 +44185,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = win0_4;
-    if (\$779 ) begin
-      \$1433  = win0_3;
-    end
-    if (\$782 ) begin
+    \$1433  = win0_3;
+    if (\$776 ) begin
       \$1433  = win0_2;
+    end
+    if (\$779 ) begin
+      \$1433  = win0_1;
     end
     if (rst) begin
       \$1433  = 64'h0000000000000000;
@@ -44201,12 +44198,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = win0_5;
-    if (\$779 ) begin
-      \$1434  = win0_4;
-    end
-    if (\$782 ) begin
+    \$1434  = win0_4;
+    if (\$776 ) begin
       \$1434  = win0_3;
+    end
+    if (\$779 ) begin
+      \$1434  = win0_2;
     end
     if (rst) begin
       \$1434  = 64'h0000000000000000;
@@ -44214,12 +44211,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = win0_6;
-    if (\$779 ) begin
-      \$1435  = win0_5;
-    end
-    if (\$782 ) begin
+    \$1435  = win0_5;
+    if (\$776 ) begin
       \$1435  = win0_4;
+    end
+    if (\$779 ) begin
+      \$1435  = win0_3;
     end
     if (rst) begin
       \$1435  = 64'h0000000000000000;
@@ -44227,12 +44224,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = win0_7;
-    if (\$779 ) begin
-      \$1436  = win0_6;
-    end
-    if (\$782 ) begin
+    \$1436  = win0_6;
+    if (\$776 ) begin
       \$1436  = win0_5;
+    end
+    if (\$779 ) begin
+      \$1436  = win0_4;
     end
     if (rst) begin
       \$1436  = 64'h0000000000000000;
@@ -44240,12 +44237,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = win0_8;
-    if (\$779 ) begin
-      \$1437  = win0_7;
-    end
-    if (\$782 ) begin
+    \$1437  = win0_7;
+    if (\$776 ) begin
       \$1437  = win0_6;
+    end
+    if (\$779 ) begin
+      \$1437  = win0_5;
     end
     if (rst) begin
       \$1437  = 64'h0000000000000000;
@@ -44253,144 +44250,144 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = { 3'h0, \$787  };
+    \$1438  = win0_8;
+    if (\$776 ) begin
+      \$1438  = win0_7;
+    end
+    if (\$779 ) begin
+      \$1438  = win0_6;
+    end
     if (rst) begin
-      \$1438  = 8'h00;
+      \$1438  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = \$173 [3:0];
+    \$1439  = { 3'h0, \$784  };
     if (rst) begin
-      \$1439  = 4'h0;
+      \$1439  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = \$790 ;
+    \$1440  = \$172 [3:0];
     if (rst) begin
-      \$1440  = 1'h0;
+      \$1440  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = slot1_ky1;
+    \$1441  = \$787 ;
     if (rst) begin
-      \$1441  = 4'h0;
+      \$1441  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = dw1_slot1;
+    \$1442  = slot1_ky1;
     if (rst) begin
       \$1442  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = \$793 ;
+    \$1443  = dw1_slot1;
     if (rst) begin
-      \$1443  = 64'h0000000000000000;
+      \$1443  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = \$796 ;
+    \$1444  = \$790 ;
     if (rst) begin
       \$1444  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = \$799 ;
+    \$1445  = \$793 ;
     if (rst) begin
       \$1445  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = \$802 ;
+    \$1446  = \$796 ;
     if (rst) begin
       \$1446  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = pad_a1_ky1;
+    \$1447  = \$799 ;
     if (rst) begin
-      \$1447  = 1'h0;
+      \$1447  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = dw1_pad_a1;
+    \$1448  = pad_a1_ky1;
     if (rst) begin
       \$1448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = \$806 ;
+    \$1449  = dw1_pad_a1;
     if (rst) begin
-      \$1449  = 64'h0000000000000000;
+      \$1449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = \$810 ;
+    \$1450  = \$803 ;
     if (rst) begin
       \$1450  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = \$814 ;
+    \$1451  = \$807 ;
     if (rst) begin
       \$1451  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = \$818 ;
+    \$1452  = \$811 ;
     if (rst) begin
       \$1452  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = pad_b1_ky1;
+    \$1453  = \$815 ;
     if (rst) begin
-      \$1453  = 1'h0;
+      \$1453  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = dw1_pad_b1;
+    \$1454  = pad_b1_ky1;
     if (rst) begin
       \$1454  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = win1_0;
-    if (\$820 ) begin
-      \$1455  = \$822 ;
-    end
-    if (\$823 ) begin
-      \$1455  = \$825 ;
-    end
+    \$1455  = dw1_pad_b1;
     if (rst) begin
-      \$1455  = 64'h0000000000000000;
+      \$1455  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = win1_1;
-    if (\$820 ) begin
-      \$1456  = win1_0;
+    \$1456  = win1_0;
+    if (\$817 ) begin
+      \$1456  = \$819 ;
     end
-    if (\$823 ) begin
-      \$1456  = \$827 ;
+    if (\$820 ) begin
+      \$1456  = \$822 ;
     end
     if (rst) begin
       \$1456  = 64'h0000000000000000;
@@ -44398,12 +44395,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = win1_2;
-    if (\$820 ) begin
-      \$1457  = win1_1;
-    end
-    if (\$823 ) begin
+    \$1457  = win1_1;
+    if (\$817 ) begin
       \$1457  = win1_0;
+    end
+    if (\$820 ) begin
+      \$1457  = \$824 ;
     end
     if (rst) begin
       \$1457  = 64'h0000000000000000;
@@ -44411,12 +44408,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = win1_3;
-    if (\$820 ) begin
-      \$1458  = win1_2;
-    end
-    if (\$823 ) begin
+    \$1458  = win1_2;
+    if (\$817 ) begin
       \$1458  = win1_1;
+    end
+    if (\$820 ) begin
+      \$1458  = win1_0;
     end
     if (rst) begin
       \$1458  = 64'h0000000000000000;
@@ -44424,12 +44421,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = win1_4;
-    if (\$820 ) begin
-      \$1459  = win1_3;
-    end
-    if (\$823 ) begin
+    \$1459  = win1_3;
+    if (\$817 ) begin
       \$1459  = win1_2;
+    end
+    if (\$820 ) begin
+      \$1459  = win1_1;
     end
     if (rst) begin
       \$1459  = 64'h0000000000000000;
@@ -44437,12 +44434,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = win1_5;
-    if (\$820 ) begin
-      \$1460  = win1_4;
-    end
-    if (\$823 ) begin
+    \$1460  = win1_4;
+    if (\$817 ) begin
       \$1460  = win1_3;
+    end
+    if (\$820 ) begin
+      \$1460  = win1_2;
     end
     if (rst) begin
       \$1460  = 64'h0000000000000000;
@@ -44450,12 +44447,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = win1_6;
-    if (\$820 ) begin
-      \$1461  = win1_5;
-    end
-    if (\$823 ) begin
+    \$1461  = win1_5;
+    if (\$817 ) begin
       \$1461  = win1_4;
+    end
+    if (\$820 ) begin
+      \$1461  = win1_3;
     end
     if (rst) begin
       \$1461  = 64'h0000000000000000;
@@ -44463,12 +44460,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = win1_7;
-    if (\$820 ) begin
-      \$1462  = win1_6;
-    end
-    if (\$823 ) begin
+    \$1462  = win1_6;
+    if (\$817 ) begin
       \$1462  = win1_5;
+    end
+    if (\$820 ) begin
+      \$1462  = win1_4;
     end
     if (rst) begin
       \$1462  = 64'h0000000000000000;
@@ -44476,12 +44473,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = win1_8;
-    if (\$820 ) begin
-      \$1463  = win1_7;
-    end
-    if (\$823 ) begin
+    \$1463  = win1_7;
+    if (\$817 ) begin
       \$1463  = win1_6;
+    end
+    if (\$820 ) begin
+      \$1463  = win1_5;
     end
     if (rst) begin
       \$1463  = 64'h0000000000000000;
@@ -44489,144 +44486,144 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = { 2'h0, \$828  };
+    \$1464  = win1_8;
+    if (\$817 ) begin
+      \$1464  = win1_7;
+    end
+    if (\$820 ) begin
+      \$1464  = win1_6;
+    end
     if (rst) begin
-      \$1464  = 8'h00;
+      \$1464  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = \$174 [3:0];
+    \$1465  = { 2'h0, \$825  };
     if (rst) begin
-      \$1465  = 4'h0;
+      \$1465  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = \$831 ;
+    \$1466  = \$173 [3:0];
     if (rst) begin
-      \$1466  = 1'h0;
+      \$1466  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = slot1_ky2;
+    \$1467  = \$828 ;
     if (rst) begin
-      \$1467  = 4'h0;
+      \$1467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = dw2_slot1;
+    \$1468  = slot1_ky2;
     if (rst) begin
       \$1468  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = \$834 ;
+    \$1469  = dw2_slot1;
     if (rst) begin
-      \$1469  = 64'h0000000000000000;
+      \$1469  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = \$837 ;
+    \$1470  = \$831 ;
     if (rst) begin
       \$1470  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = \$840 ;
+    \$1471  = \$834 ;
     if (rst) begin
       \$1471  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = \$843 ;
+    \$1472  = \$837 ;
     if (rst) begin
       \$1472  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = pad_a1_ky2;
+    \$1473  = \$840 ;
     if (rst) begin
-      \$1473  = 1'h0;
+      \$1473  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = dw2_pad_a1;
+    \$1474  = pad_a1_ky2;
     if (rst) begin
       \$1474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = \$847 ;
+    \$1475  = dw2_pad_a1;
     if (rst) begin
-      \$1475  = 64'h0000000000000000;
+      \$1475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = \$851 ;
+    \$1476  = \$844 ;
     if (rst) begin
       \$1476  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = \$855 ;
+    \$1477  = \$848 ;
     if (rst) begin
       \$1477  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = \$859 ;
+    \$1478  = \$852 ;
     if (rst) begin
       \$1478  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = pad_b1_ky2;
+    \$1479  = \$856 ;
     if (rst) begin
-      \$1479  = 1'h0;
+      \$1479  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = dw2_pad_b1;
+    \$1480  = pad_b1_ky2;
     if (rst) begin
       \$1480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = win2_0;
-    if (\$861 ) begin
-      \$1481  = \$863 ;
-    end
-    if (\$864 ) begin
-      \$1481  = \$866 ;
-    end
+    \$1481  = dw2_pad_b1;
     if (rst) begin
-      \$1481  = 64'h0000000000000000;
+      \$1481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = win2_1;
-    if (\$861 ) begin
-      \$1482  = win2_0;
+    \$1482  = win2_0;
+    if (\$858 ) begin
+      \$1482  = \$860 ;
     end
-    if (\$864 ) begin
-      \$1482  = \$868 ;
+    if (\$861 ) begin
+      \$1482  = \$863 ;
     end
     if (rst) begin
       \$1482  = 64'h0000000000000000;
@@ -44634,12 +44631,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = win2_2;
-    if (\$861 ) begin
-      \$1483  = win2_1;
-    end
-    if (\$864 ) begin
+    \$1483  = win2_1;
+    if (\$858 ) begin
       \$1483  = win2_0;
+    end
+    if (\$861 ) begin
+      \$1483  = \$865 ;
     end
     if (rst) begin
       \$1483  = 64'h0000000000000000;
@@ -44647,12 +44644,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = win2_3;
-    if (\$861 ) begin
-      \$1484  = win2_2;
-    end
-    if (\$864 ) begin
+    \$1484  = win2_2;
+    if (\$858 ) begin
       \$1484  = win2_1;
+    end
+    if (\$861 ) begin
+      \$1484  = win2_0;
     end
     if (rst) begin
       \$1484  = 64'h0000000000000000;
@@ -44660,12 +44657,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = win2_4;
-    if (\$861 ) begin
-      \$1485  = win2_3;
-    end
-    if (\$864 ) begin
+    \$1485  = win2_3;
+    if (\$858 ) begin
       \$1485  = win2_2;
+    end
+    if (\$861 ) begin
+      \$1485  = win2_1;
     end
     if (rst) begin
       \$1485  = 64'h0000000000000000;
@@ -44673,12 +44670,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = win2_5;
-    if (\$861 ) begin
-      \$1486  = win2_4;
-    end
-    if (\$864 ) begin
+    \$1486  = win2_4;
+    if (\$858 ) begin
       \$1486  = win2_3;
+    end
+    if (\$861 ) begin
+      \$1486  = win2_2;
     end
     if (rst) begin
       \$1486  = 64'h0000000000000000;
@@ -44686,12 +44683,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = win2_6;
-    if (\$861 ) begin
-      \$1487  = win2_5;
-    end
-    if (\$864 ) begin
+    \$1487  = win2_5;
+    if (\$858 ) begin
       \$1487  = win2_4;
+    end
+    if (\$861 ) begin
+      \$1487  = win2_3;
     end
     if (rst) begin
       \$1487  = 64'h0000000000000000;
@@ -44699,12 +44696,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = win2_7;
-    if (\$861 ) begin
-      \$1488  = win2_6;
-    end
-    if (\$864 ) begin
+    \$1488  = win2_6;
+    if (\$858 ) begin
       \$1488  = win2_5;
+    end
+    if (\$861 ) begin
+      \$1488  = win2_4;
     end
     if (rst) begin
       \$1488  = 64'h0000000000000000;
@@ -44712,12 +44709,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = win2_8;
-    if (\$861 ) begin
-      \$1489  = win2_7;
-    end
-    if (\$864 ) begin
+    \$1489  = win2_7;
+    if (\$858 ) begin
       \$1489  = win2_6;
+    end
+    if (\$861 ) begin
+      \$1489  = win2_5;
     end
     if (rst) begin
       \$1489  = 64'h0000000000000000;
@@ -44725,144 +44722,144 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = { 2'h0, \$869  };
+    \$1490  = win2_8;
+    if (\$858 ) begin
+      \$1490  = win2_7;
+    end
+    if (\$861 ) begin
+      \$1490  = win2_6;
+    end
     if (rst) begin
-      \$1490  = 8'h00;
+      \$1490  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = \$175 [3:0];
+    \$1491  = { 2'h0, \$866  };
     if (rst) begin
-      \$1491  = 4'h0;
+      \$1491  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = \$872 ;
+    \$1492  = \$174 [3:0];
     if (rst) begin
-      \$1492  = 1'h0;
+      \$1492  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = slot1_ky3;
+    \$1493  = \$869 ;
     if (rst) begin
-      \$1493  = 4'h0;
+      \$1493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = dw3_slot1;
+    \$1494  = slot1_ky3;
     if (rst) begin
       \$1494  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = \$875 ;
+    \$1495  = dw3_slot1;
     if (rst) begin
-      \$1495  = 64'h0000000000000000;
+      \$1495  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = \$878 ;
+    \$1496  = \$872 ;
     if (rst) begin
       \$1496  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = \$881 ;
+    \$1497  = \$875 ;
     if (rst) begin
       \$1497  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = \$884 ;
+    \$1498  = \$878 ;
     if (rst) begin
       \$1498  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = pad_a1_ky3;
+    \$1499  = \$881 ;
     if (rst) begin
-      \$1499  = 1'h0;
+      \$1499  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = dw3_pad_a1;
+    \$1500  = pad_a1_ky3;
     if (rst) begin
       \$1500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = \$888 ;
+    \$1501  = dw3_pad_a1;
     if (rst) begin
-      \$1501  = 64'h0000000000000000;
+      \$1501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = \$892 ;
+    \$1502  = \$885 ;
     if (rst) begin
       \$1502  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = \$896 ;
+    \$1503  = \$889 ;
     if (rst) begin
       \$1503  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = \$900 ;
+    \$1504  = \$893 ;
     if (rst) begin
       \$1504  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = pad_b1_ky3;
+    \$1505  = \$897 ;
     if (rst) begin
-      \$1505  = 1'h0;
+      \$1505  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = dw3_pad_b1;
+    \$1506  = pad_b1_ky3;
     if (rst) begin
       \$1506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = win3_0;
-    if (\$902 ) begin
-      \$1507  = \$904 ;
-    end
-    if (\$905 ) begin
-      \$1507  = \$907 ;
-    end
+    \$1507  = dw3_pad_b1;
     if (rst) begin
-      \$1507  = 64'h0000000000000000;
+      \$1507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = win3_1;
-    if (\$902 ) begin
-      \$1508  = win3_0;
+    \$1508  = win3_0;
+    if (\$899 ) begin
+      \$1508  = \$901 ;
     end
-    if (\$905 ) begin
-      \$1508  = \$909 ;
+    if (\$902 ) begin
+      \$1508  = \$904 ;
     end
     if (rst) begin
       \$1508  = 64'h0000000000000000;
@@ -44870,12 +44867,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = win3_2;
-    if (\$902 ) begin
-      \$1509  = win3_1;
-    end
-    if (\$905 ) begin
+    \$1509  = win3_1;
+    if (\$899 ) begin
       \$1509  = win3_0;
+    end
+    if (\$902 ) begin
+      \$1509  = \$906 ;
     end
     if (rst) begin
       \$1509  = 64'h0000000000000000;
@@ -44883,12 +44880,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = win3_3;
-    if (\$902 ) begin
-      \$1510  = win3_2;
-    end
-    if (\$905 ) begin
+    \$1510  = win3_2;
+    if (\$899 ) begin
       \$1510  = win3_1;
+    end
+    if (\$902 ) begin
+      \$1510  = win3_0;
     end
     if (rst) begin
       \$1510  = 64'h0000000000000000;
@@ -44896,12 +44893,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = win3_4;
-    if (\$902 ) begin
-      \$1511  = win3_3;
-    end
-    if (\$905 ) begin
+    \$1511  = win3_3;
+    if (\$899 ) begin
       \$1511  = win3_2;
+    end
+    if (\$902 ) begin
+      \$1511  = win3_1;
     end
     if (rst) begin
       \$1511  = 64'h0000000000000000;
@@ -44909,12 +44906,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = win3_5;
-    if (\$902 ) begin
-      \$1512  = win3_4;
-    end
-    if (\$905 ) begin
+    \$1512  = win3_4;
+    if (\$899 ) begin
       \$1512  = win3_3;
+    end
+    if (\$902 ) begin
+      \$1512  = win3_2;
     end
     if (rst) begin
       \$1512  = 64'h0000000000000000;
@@ -44922,12 +44919,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = win3_6;
-    if (\$902 ) begin
-      \$1513  = win3_5;
-    end
-    if (\$905 ) begin
+    \$1513  = win3_5;
+    if (\$899 ) begin
       \$1513  = win3_4;
+    end
+    if (\$902 ) begin
+      \$1513  = win3_3;
     end
     if (rst) begin
       \$1513  = 64'h0000000000000000;
@@ -44935,12 +44932,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = win3_7;
-    if (\$902 ) begin
-      \$1514  = win3_6;
-    end
-    if (\$905 ) begin
+    \$1514  = win3_6;
+    if (\$899 ) begin
       \$1514  = win3_5;
+    end
+    if (\$902 ) begin
+      \$1514  = win3_4;
     end
     if (rst) begin
       \$1514  = 64'h0000000000000000;
@@ -44948,12 +44945,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = win3_8;
-    if (\$902 ) begin
-      \$1515  = win3_7;
-    end
-    if (\$905 ) begin
+    \$1515  = win3_7;
+    if (\$899 ) begin
       \$1515  = win3_6;
+    end
+    if (\$902 ) begin
+      \$1515  = win3_5;
     end
     if (rst) begin
       \$1515  = 64'h0000000000000000;
@@ -44961,144 +44958,144 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = { 1'h0, \$910  };
+    \$1516  = win3_8;
+    if (\$899 ) begin
+      \$1516  = win3_7;
+    end
+    if (\$902 ) begin
+      \$1516  = win3_6;
+    end
     if (rst) begin
-      \$1516  = 8'h00;
+      \$1516  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = \$176 [3:0];
+    \$1517  = { 1'h0, \$907  };
     if (rst) begin
-      \$1517  = 4'h0;
+      \$1517  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = \$913 ;
+    \$1518  = \$175 [3:0];
     if (rst) begin
-      \$1518  = 1'h0;
+      \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = slot1_ky4;
+    \$1519  = \$910 ;
     if (rst) begin
-      \$1519  = 4'h0;
+      \$1519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = dw4_slot1;
+    \$1520  = slot1_ky4;
     if (rst) begin
       \$1520  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = \$916 ;
+    \$1521  = dw4_slot1;
     if (rst) begin
-      \$1521  = 64'h0000000000000000;
+      \$1521  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = \$919 ;
+    \$1522  = \$913 ;
     if (rst) begin
       \$1522  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = \$922 ;
+    \$1523  = \$916 ;
     if (rst) begin
       \$1523  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = \$925 ;
+    \$1524  = \$919 ;
     if (rst) begin
       \$1524  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = pad_a1_ky4;
+    \$1525  = \$922 ;
     if (rst) begin
-      \$1525  = 1'h0;
+      \$1525  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = dw4_pad_a1;
+    \$1526  = pad_a1_ky4;
     if (rst) begin
       \$1526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = \$929 ;
+    \$1527  = dw4_pad_a1;
     if (rst) begin
-      \$1527  = 64'h0000000000000000;
+      \$1527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = \$933 ;
+    \$1528  = \$926 ;
     if (rst) begin
       \$1528  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = \$937 ;
+    \$1529  = \$930 ;
     if (rst) begin
       \$1529  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = \$941 ;
+    \$1530  = \$934 ;
     if (rst) begin
       \$1530  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = pad_b1_ky4;
+    \$1531  = \$938 ;
     if (rst) begin
-      \$1531  = 1'h0;
+      \$1531  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = dw4_pad_b1;
+    \$1532  = pad_b1_ky4;
     if (rst) begin
       \$1532  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = win4_0;
-    if (\$943 ) begin
-      \$1533  = \$945 ;
-    end
-    if (\$946 ) begin
-      \$1533  = \$948 ;
-    end
+    \$1533  = dw4_pad_b1;
     if (rst) begin
-      \$1533  = 64'h0000000000000000;
+      \$1533  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = win4_1;
-    if (\$943 ) begin
-      \$1534  = win4_0;
+    \$1534  = win4_0;
+    if (\$940 ) begin
+      \$1534  = \$942 ;
     end
-    if (\$946 ) begin
-      \$1534  = \$950 ;
+    if (\$943 ) begin
+      \$1534  = \$945 ;
     end
     if (rst) begin
       \$1534  = 64'h0000000000000000;
@@ -45106,12 +45103,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = win4_2;
-    if (\$943 ) begin
-      \$1535  = win4_1;
-    end
-    if (\$946 ) begin
+    \$1535  = win4_1;
+    if (\$940 ) begin
       \$1535  = win4_0;
+    end
+    if (\$943 ) begin
+      \$1535  = \$947 ;
     end
     if (rst) begin
       \$1535  = 64'h0000000000000000;
@@ -45119,12 +45116,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = win4_3;
-    if (\$943 ) begin
-      \$1536  = win4_2;
-    end
-    if (\$946 ) begin
+    \$1536  = win4_2;
+    if (\$940 ) begin
       \$1536  = win4_1;
+    end
+    if (\$943 ) begin
+      \$1536  = win4_0;
     end
     if (rst) begin
       \$1536  = 64'h0000000000000000;
@@ -45132,12 +45129,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = win4_4;
-    if (\$943 ) begin
-      \$1537  = win4_3;
-    end
-    if (\$946 ) begin
+    \$1537  = win4_3;
+    if (\$940 ) begin
       \$1537  = win4_2;
+    end
+    if (\$943 ) begin
+      \$1537  = win4_1;
     end
     if (rst) begin
       \$1537  = 64'h0000000000000000;
@@ -45145,12 +45142,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = win4_5;
-    if (\$943 ) begin
-      \$1538  = win4_4;
-    end
-    if (\$946 ) begin
+    \$1538  = win4_4;
+    if (\$940 ) begin
       \$1538  = win4_3;
+    end
+    if (\$943 ) begin
+      \$1538  = win4_2;
     end
     if (rst) begin
       \$1538  = 64'h0000000000000000;
@@ -45158,12 +45155,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = win4_6;
-    if (\$943 ) begin
-      \$1539  = win4_5;
-    end
-    if (\$946 ) begin
+    \$1539  = win4_5;
+    if (\$940 ) begin
       \$1539  = win4_4;
+    end
+    if (\$943 ) begin
+      \$1539  = win4_3;
     end
     if (rst) begin
       \$1539  = 64'h0000000000000000;
@@ -45171,12 +45168,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = win4_7;
-    if (\$943 ) begin
-      \$1540  = win4_6;
-    end
-    if (\$946 ) begin
+    \$1540  = win4_6;
+    if (\$940 ) begin
       \$1540  = win4_5;
+    end
+    if (\$943 ) begin
+      \$1540  = win4_4;
     end
     if (rst) begin
       \$1540  = 64'h0000000000000000;
@@ -45184,12 +45181,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = win4_8;
-    if (\$943 ) begin
-      \$1541  = win4_7;
-    end
-    if (\$946 ) begin
+    \$1541  = win4_7;
+    if (\$940 ) begin
       \$1541  = win4_6;
+    end
+    if (\$943 ) begin
+      \$1541  = win4_5;
     end
     if (rst) begin
       \$1541  = 64'h0000000000000000;
@@ -45197,806 +45194,807 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = dw_ky0;
+    \$1542  = win4_8;
+    if (\$940 ) begin
+      \$1542  = win4_7;
+    end
+    if (\$943 ) begin
+      \$1542  = win4_6;
+    end
     if (rst) begin
-      \$1542  = 4'h0;
+      \$1542  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = dw_ky0_s1;
+    \$1543  = dw_ky0;
     if (rst) begin
       \$1543  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = dw_ky0_s2;
+    \$1544  = dw_ky0_s1;
     if (rst) begin
       \$1544  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = dw_ky0_s3;
+    \$1545  = dw_ky0_s2;
     if (rst) begin
       \$1545  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = dw_kx0;
+    \$1546  = dw_ky0_s3;
     if (rst) begin
       \$1546  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = dw_kx0_s1;
+    \$1547  = dw_kx0;
     if (rst) begin
       \$1547  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = dw_kx0_s2;
+    \$1548  = dw_kx0_s1;
     if (rst) begin
       \$1548  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = dwcol0;
-    casez (desc[90:87])
-      4'h1:
-          \$1549  = \$951 [3:0];
-      4'h2:
-          \$1549  = \$952 [3:0];
-    endcase
+    \$1549  = dw_kx0_s2;
     if (rst) begin
       \$1549  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dw_ky1;
+    \$1550  = dwcol0;
+    casez (desc[90:87])
+      4'h1:
+          \$1550  = \$948 [3:0];
+      4'h2:
+          \$1550  = \$949 [3:0];
+    endcase
     if (rst) begin
       \$1550  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = dw_ky1_s1;
+    \$1551  = dw_ky1;
     if (rst) begin
       \$1551  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = dw_ky1_s2;
+    \$1552  = dw_ky1_s1;
     if (rst) begin
       \$1552  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = dw_ky1_s3;
+    \$1553  = dw_ky1_s2;
     if (rst) begin
       \$1553  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = dw_kx1;
+    \$1554  = dw_ky1_s3;
     if (rst) begin
       \$1554  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = dw_kx1_s1;
+    \$1555  = dw_kx1;
     if (rst) begin
       \$1555  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = dw_kx1_s2;
+    \$1556  = dw_kx1_s1;
     if (rst) begin
       \$1556  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = dwcol1;
-    casez (desc[90:87])
-      4'h1:
-          \$1557  = \$953 [3:0];
-      4'h2:
-          \$1557  = \$954 [3:0];
-    endcase
+    \$1557  = dw_kx1_s2;
     if (rst) begin
       \$1557  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = dw_ky2;
+    \$1558  = dwcol1;
+    casez (desc[90:87])
+      4'h1:
+          \$1558  = \$950 [3:0];
+      4'h2:
+          \$1558  = \$951 [3:0];
+    endcase
     if (rst) begin
       \$1558  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = dw_ky2_s1;
+    \$1559  = dw_ky2;
     if (rst) begin
       \$1559  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = dw_ky2_s2;
+    \$1560  = dw_ky2_s1;
     if (rst) begin
       \$1560  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = dw_ky2_s3;
+    \$1561  = dw_ky2_s2;
     if (rst) begin
       \$1561  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = dw_kx2;
+    \$1562  = dw_ky2_s3;
     if (rst) begin
       \$1562  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = dw_kx2_s1;
+    \$1563  = dw_kx2;
     if (rst) begin
       \$1563  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = dw_kx2_s2;
+    \$1564  = dw_kx2_s1;
     if (rst) begin
       \$1564  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = dwcol2;
-    casez (desc[90:87])
-      4'h1:
-          \$1565  = \$955 [3:0];
-      4'h2:
-          \$1565  = \$956 [3:0];
-    endcase
+    \$1565  = dw_kx2_s2;
     if (rst) begin
       \$1565  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = dw_ky3;
+    \$1566  = dwcol2;
+    casez (desc[90:87])
+      4'h1:
+          \$1566  = \$952 [3:0];
+      4'h2:
+          \$1566  = \$953 [3:0];
+    endcase
     if (rst) begin
       \$1566  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = dw_ky3_s1;
+    \$1567  = dw_ky3;
     if (rst) begin
       \$1567  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = dw_ky3_s2;
+    \$1568  = dw_ky3_s1;
     if (rst) begin
       \$1568  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = dw_ky3_s3;
+    \$1569  = dw_ky3_s2;
     if (rst) begin
       \$1569  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = dw_kx3;
+    \$1570  = dw_ky3_s3;
     if (rst) begin
       \$1570  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = dw_kx3_s1;
+    \$1571  = dw_kx3;
     if (rst) begin
       \$1571  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = dw_kx3_s2;
+    \$1572  = dw_kx3_s1;
     if (rst) begin
       \$1572  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = dwcol3;
-    casez (desc[90:87])
-      4'h1:
-          \$1573  = \$957 [3:0];
-      4'h2:
-          \$1573  = \$958 [3:0];
-    endcase
+    \$1573  = dw_kx3_s2;
     if (rst) begin
       \$1573  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = dw_ky4;
+    \$1574  = dwcol3;
+    casez (desc[90:87])
+      4'h1:
+          \$1574  = \$954 [3:0];
+      4'h2:
+          \$1574  = \$955 [3:0];
+    endcase
     if (rst) begin
       \$1574  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = dw_ky4_s1;
+    \$1575  = dw_ky4;
     if (rst) begin
       \$1575  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = dw_ky4_s2;
+    \$1576  = dw_ky4_s1;
     if (rst) begin
       \$1576  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = dw_ky4_s3;
+    \$1577  = dw_ky4_s2;
     if (rst) begin
       \$1577  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = dw_kx4;
+    \$1578  = dw_ky4_s3;
     if (rst) begin
       \$1578  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = dw_kx4_s1;
+    \$1579  = dw_kx4;
     if (rst) begin
       \$1579  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = dw_kx4_s2;
+    \$1580  = dw_kx4_s1;
     if (rst) begin
       \$1580  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = dwcol4;
-    casez (desc[90:87])
-      4'h1:
-          \$1581  = \$959 [3:0];
-      4'h2:
-          \$1581  = \$960 [3:0];
-    endcase
+    \$1581  = dw_kx4_s2;
     if (rst) begin
       \$1581  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = dw_ky5;
+    \$1582  = dwcol4;
+    casez (desc[90:87])
+      4'h1:
+          \$1582  = \$956 [3:0];
+      4'h2:
+          \$1582  = \$957 [3:0];
+    endcase
     if (rst) begin
       \$1582  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = dw_ky5_s1;
+    \$1583  = dw_ky5;
     if (rst) begin
       \$1583  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = dw_ky5_s2;
+    \$1584  = dw_ky5_s1;
     if (rst) begin
       \$1584  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = dw_ky5_s3;
+    \$1585  = dw_ky5_s2;
     if (rst) begin
       \$1585  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = dw_kx5;
+    \$1586  = dw_ky5_s3;
     if (rst) begin
       \$1586  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = dw_kx5_s1;
+    \$1587  = dw_kx5;
     if (rst) begin
       \$1587  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = dw_kx5_s2;
+    \$1588  = dw_kx5_s1;
     if (rst) begin
       \$1588  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = dwcol5;
-    casez (desc[90:87])
-      4'h1:
-          \$1589  = \$961 [3:0];
-      4'h2:
-          \$1589  = \$962 [3:0];
-    endcase
+    \$1589  = dw_kx5_s2;
     if (rst) begin
       \$1589  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = dw_ky6;
+    \$1590  = dwcol5;
+    casez (desc[90:87])
+      4'h1:
+          \$1590  = \$958 [3:0];
+      4'h2:
+          \$1590  = \$959 [3:0];
+    endcase
     if (rst) begin
       \$1590  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = dw_ky6_s1;
+    \$1591  = dw_ky6;
     if (rst) begin
       \$1591  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = dw_ky6_s2;
+    \$1592  = dw_ky6_s1;
     if (rst) begin
       \$1592  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = dw_ky6_s3;
+    \$1593  = dw_ky6_s2;
     if (rst) begin
       \$1593  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = dw_kx6;
+    \$1594  = dw_ky6_s3;
     if (rst) begin
       \$1594  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = dw_kx6_s1;
+    \$1595  = dw_kx6;
     if (rst) begin
       \$1595  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = dw_kx6_s2;
+    \$1596  = dw_kx6_s1;
     if (rst) begin
       \$1596  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = dwcol6;
-    casez (desc[90:87])
-      4'h1:
-          \$1597  = \$963 [3:0];
-      4'h2:
-          \$1597  = \$964 [3:0];
-    endcase
+    \$1597  = dw_kx6_s2;
     if (rst) begin
       \$1597  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = dw_ky7;
+    \$1598  = dwcol6;
+    casez (desc[90:87])
+      4'h1:
+          \$1598  = \$960 [3:0];
+      4'h2:
+          \$1598  = \$961 [3:0];
+    endcase
     if (rst) begin
       \$1598  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = dw_ky7_s1;
+    \$1599  = dw_ky7;
     if (rst) begin
       \$1599  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = dw_ky7_s2;
+    \$1600  = dw_ky7_s1;
     if (rst) begin
       \$1600  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = dw_ky7_s3;
+    \$1601  = dw_ky7_s2;
     if (rst) begin
       \$1601  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = dw_kx7;
+    \$1602  = dw_ky7_s3;
     if (rst) begin
       \$1602  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = dw_kx7_s1;
+    \$1603  = dw_kx7;
     if (rst) begin
       \$1603  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = dw_kx7_s2;
+    \$1604  = dw_kx7_s1;
     if (rst) begin
       \$1604  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = dwcol7;
-    casez (desc[90:87])
-      4'h1:
-          \$1605  = \$965 [3:0];
-      4'h2:
-          \$1605  = \$966 [3:0];
-    endcase
+    \$1605  = dw_kx7_s2;
     if (rst) begin
       \$1605  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = sb4;
+    \$1606  = dwcol7;
+    casez (desc[90:87])
+      4'h1:
+          \$1606  = \$962 [3:0];
+      4'h2:
+          \$1606  = \$963 [3:0];
+    endcase
     if (rst) begin
-      \$1606  = 30'h00000000;
+      \$1606  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = sb_p5;
+    \$1607  = sb4;
     if (rst) begin
       \$1607  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = sb_p6;
+    \$1608  = sb_p5;
     if (rst) begin
       \$1608  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = sb_p7;
+    \$1609  = sb_p6;
     if (rst) begin
       \$1609  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = sb_p8;
+    \$1610  = sb_p7;
     if (rst) begin
       \$1610  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = sb_p9;
+    \$1611  = sb_p8;
     if (rst) begin
       \$1611  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = sb_p10;
+    \$1612  = sb_p9;
     if (rst) begin
       \$1612  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = sb_p11;
+    \$1613  = sb_p10;
     if (rst) begin
       \$1613  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = sb_p12;
+    \$1614  = sb_p11;
     if (rst) begin
       \$1614  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = sb_p13;
+    \$1615  = sb_p12;
     if (rst) begin
       \$1615  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = sb_p14;
+    \$1616  = sb_p13;
     if (rst) begin
       \$1616  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = sb_p15;
+    \$1617  = sb_p14;
     if (rst) begin
       \$1617  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = sb_p16;
+    \$1618  = sb_p15;
     if (rst) begin
       \$1618  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = sb_p17;
+    \$1619  = sb_p16;
     if (rst) begin
       \$1619  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = sb_p18;
+    \$1620  = sb_p17;
     if (rst) begin
       \$1620  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = sb_p19;
+    \$1621  = sb_p18;
     if (rst) begin
       \$1621  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = sb_p20;
+    \$1622  = sb_p19;
     if (rst) begin
       \$1622  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = acc_r__data;
+    \$1623  = sb_p20;
     if (rst) begin
-      \$1623  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1623  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = pm_r__data;
+    \$1624  = acc_r__data;
     if (rst) begin
-      \$1624  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1624  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = sums;
+    \$1625  = pm_r__data;
     if (rst) begin
-      \$1625  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1625  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = fwd_sums;
+    \$1626  = sums;
     if (rst) begin
       \$1626  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = \$970 ;
+    \$1627  = fwd_sums;
     if (rst) begin
-      \$1627  = 1'h0;
+      \$1627  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = \$974 ;
+    \$1628  = \$967 ;
     if (rst) begin
       \$1628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = fwd_hit2_pre;
+    \$1629  = \$971 ;
     if (rst) begin
       \$1629  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = \$975 ;
+    \$1630  = fwd_hit2_pre;
     if (rst) begin
       \$1630  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = sb_p21[5];
+    \$1631  = \$972 ;
     if (rst) begin
       \$1631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = sums;
+    \$1632  = sb_p21[5];
     if (rst) begin
-      \$1632  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = pm_q;
+    \$1633  = sums;
     if (rst) begin
-      \$1633  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1633  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = reserved;
-    if (\$987 ) begin
-      \$1634  = \$1000 [7:0];
-    end else if (\$999 ) begin
-      \$1634  = \$1001 [7:0];
-    end
-    if (\$1192 ) begin
-      \$1634  = 8'h00;
-    end
+    \$1634  = pm_q;
     if (rst) begin
-      \$1634  = 8'h00;
+      \$1634  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = wm_r__data;
+    \$1635  = reserved;
+    if (\$984 ) begin
+      \$1635  = \$997 [7:0];
+    end else if (\$996 ) begin
+      \$1635  = \$998 [7:0];
+    end
+    if (\$1190 ) begin
+      \$1635  = 8'h00;
+    end
     if (rst) begin
-      \$1635  = 64'h0000000000000000;
+      \$1635  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = w_word1;
+    \$1636  = wm_r__data;
     if (rst) begin
       \$1636  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = latch2;
+    \$1637  = w_word1;
     if (rst) begin
-      \$1637  = 1'h0;
+      \$1637  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = w_latch1;
+    \$1638  = latch2;
     if (rst) begin
       \$1638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = latch_bank2;
+    \$1639  = w_latch1;
     if (rst) begin
       \$1639  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = w_bank1;
+    \$1640  = latch_bank2;
     if (rst) begin
       \$1640  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = 1'h0;
-    if (\$1192 ) begin
+    \$1641  = w_bank1;
+    if (rst) begin
       \$1641  = 1'h0;
     end
-    if (\$1309 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1642  = 1'h0;
+    if (\$1190 ) begin
+      \$1642  = 1'h0;
+    end
+    if (\$1310 ) begin
     end else if (ld_start) begin
     end else if (ld_busy) begin
-      if (\$1314 ) begin
-        \$1641  = 1'h1;
+      if (\$1315 ) begin
+        \$1642  = 1'h1;
       end
     end
     if (rst) begin
-      \$1641  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = latch1;
-    if (\$1192 ) begin
-      \$1642  = 1'h0;
-    end
-    if (rst) begin
       \$1642  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = latch_bank1;
+    \$1643  = latch1;
+    if (\$1190 ) begin
+      \$1643  = 1'h0;
+    end
     if (rst) begin
       \$1643  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$1002 ) begin
-      \$1644  = 2'h0;
-    end else begin
-      \$1644  = \$1004 [1:0];
-    end
+    \$1644  = latch_bank1;
     if (rst) begin
-      \$1644  = 2'h0;
+      \$1644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$1002 ) begin
+    if (\$999 ) begin
       \$1645  = 2'h0;
     end else begin
-      \$1645  = \$1006 [1:0];
+      \$1645  = \$1001 [1:0];
     end
     if (rst) begin
       \$1645  = 2'h0;
@@ -46004,126 +46002,125 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = fold_bank;
     (* full_case = 32'd1 *)
-    if (\$1002 ) begin
-      \$1646  = 1'h0;
+    if (\$999 ) begin
+      \$1646  = 2'h0;
+    end else begin
+      \$1646  = \$1003 [1:0];
+    end
+    if (rst) begin
+      \$1646  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1647  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$999 ) begin
+      \$1647  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1646  = \$1007 ;
+        \$1647  = \$1004 ;
       end
     end
     if (rst) begin
-      \$1646  = 1'h0;
+      \$1647  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = ld_bank;
+    \$1648  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$1002 ) begin
-      \$1647  = 1'h0;
+    if (\$999 ) begin
+      \$1648  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1647  = \$1008 ;
+        \$1648  = \$1005 ;
       end
     end
     if (rst) begin
-      \$1647  = 1'h0;
+      \$1648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = desc;
+    \$1649  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1648  = i_desc__payload;
+            \$1649  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1648  = 156'h000000000000000000000000000000000000000;
+      \$1649  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = state;
+    \$1650  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1649  = 3'h1;
+            \$1650  = 3'h1;
           end
       3'h1:
-          \$1649  = 3'h2;
+          \$1650  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1649  = 3'h4;
+            \$1650  = 3'h4;
           end else begin
-            \$1649  = 3'h3;
+            \$1650  = 3'h3;
           end
       3'h3:
-          if (\$1123 ) begin
-            \$1649  = 3'h5;
+          if (\$1121 ) begin
+            \$1650  = 3'h5;
           end
       3'h4:
-          if (\$1128 ) begin
-            \$1649  = 3'h5;
+          if (\$1126 ) begin
+            \$1650  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1649  = 3'h0;
+            \$1650  = 3'h0;
           end
     endcase
-    if (\$1133 ) begin
-      \$1649  = 3'h4;
+    if (\$1131 ) begin
+      \$1650  = 3'h4;
     end
     if (rst) begin
-      \$1649  = 3'h0;
+      \$1650  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = error;
+    \$1651  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1650  = 8'h00;
+            \$1651  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$1650  = \$1117 ;
+            \$1651  = \$1115 ;
           end
     endcase
-    if (\$1161 ) begin
-      \$1650  = \$1162 ;
+    if (\$1159 ) begin
+      \$1651  = \$1160 ;
     end
     if (rst) begin
-      \$1650  = 8'h00;
+      \$1651  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = mul_ph;
+    \$1652  = mul_ph;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1651  = { \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010 [14], \$1010  };
-          end
-    endcase
-    if (rst) begin
-      \$1651  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = mul_kh;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1652  = { \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012 [7], \$1012  };
+            \$1652  = { \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007  };
           end
     endcase
     if (rst) begin
@@ -46132,11 +46129,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = mul_ow;
+    \$1653  = mul_kh;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1653  = { \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014 [10], \$1014  };
+            \$1653  = { \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009  };
           end
     endcase
     if (rst) begin
@@ -46145,11 +46142,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = mul_kw;
+    \$1654  = mul_ow;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1654  = { \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016 [7], \$1016  };
+            \$1654  = { \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011  };
           end
     endcase
     if (rst) begin
@@ -46158,11 +46155,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = mul_oh;
+    \$1655  = mul_kw;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1655  = { \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018 [14], \$1018  };
+            \$1655  = { \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013  };
           end
     endcase
     if (rst) begin
@@ -46171,65 +46168,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = mul_hw;
+    \$1656  = mul_oh;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1656  = \$1021 [17:0];
+            \$1656  = { \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015  };
           end
     endcase
     if (rst) begin
-      \$1656  = 18'h00000;
+      \$1656  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = dw_q;
+    \$1657  = mul_hw;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1657  = 4'h8;
-            3'h2:
-                \$1657  = 4'h4;
-            3'h3:
-                \$1657  = 4'h2;
-            3'h4:
-                \$1657  = 4'h2;
-            3'h5:
-                \$1657  = 4'h1;
-            3'h6:
-                \$1657  = 4'h1;
-            3'h7:
-                \$1657  = 4'h1;
-          endcase
+          if (i_desc__valid) begin
+            \$1657  = \$1018 [17:0];
+          end
     endcase
     if (rst) begin
-      \$1657  = 4'h0;
+      \$1657  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = dw_rm;
+    \$1658  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1658  = 4'h0;
+                \$1658  = 4'h8;
             3'h2:
-                \$1658  = 4'h0;
+                \$1658  = 4'h4;
             3'h3:
                 \$1658  = 4'h2;
             3'h4:
-                \$1658  = 4'h0;
-            3'h5:
-                \$1658  = 4'h3;
-            3'h6:
                 \$1658  = 4'h2;
+            3'h5:
+                \$1658  = 4'h1;
+            3'h6:
+                \$1658  = 4'h1;
             3'h7:
                 \$1658  = 4'h1;
           endcase
@@ -46240,7 +46222,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = dw_ky_init0;
+    \$1659  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
@@ -46251,15 +46233,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h2:
                 \$1659  = 4'h0;
             3'h3:
-                \$1659  = 4'h0;
+                \$1659  = 4'h2;
             3'h4:
                 \$1659  = 4'h0;
             3'h5:
-                \$1659  = 4'h0;
+                \$1659  = 4'h3;
             3'h6:
-                \$1659  = 4'h0;
+                \$1659  = 4'h2;
             3'h7:
-                \$1659  = 4'h0;
+                \$1659  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46268,7 +46250,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = dw_kx_init0;
+    \$1660  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
@@ -46296,14 +46278,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = dw_ky_init1;
+    \$1661  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1661  = 4'h1;
+                \$1661  = 4'h0;
             3'h2:
                 \$1661  = 4'h0;
             3'h3:
@@ -46324,26 +46306,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = dw_kx_init1;
+    \$1662  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1662  = 4'h0;
+                \$1662  = 4'h1;
             3'h2:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
             3'h3:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
             3'h4:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
             3'h5:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
             3'h6:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
             3'h7:
-                \$1662  = 4'h1;
+                \$1662  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46352,26 +46334,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = dw_ky_init2;
+    \$1663  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1663  = 4'h2;
+                \$1663  = 4'h0;
             3'h2:
                 \$1663  = 4'h1;
             3'h3:
-                \$1663  = 4'h0;
+                \$1663  = 4'h1;
             3'h4:
-                \$1663  = 4'h0;
+                \$1663  = 4'h1;
             3'h5:
-                \$1663  = 4'h0;
+                \$1663  = 4'h1;
             3'h6:
-                \$1663  = 4'h0;
+                \$1663  = 4'h1;
             3'h7:
-                \$1663  = 4'h0;
+                \$1663  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46380,26 +46362,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = dw_kx_init2;
+    \$1664  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1664  = 4'h0;
+                \$1664  = 4'h2;
             3'h2:
-                \$1664  = 4'h0;
+                \$1664  = 4'h1;
             3'h3:
-                \$1664  = 4'h2;
+                \$1664  = 4'h0;
             3'h4:
-                \$1664  = 4'h2;
+                \$1664  = 4'h0;
             3'h5:
-                \$1664  = 4'h2;
+                \$1664  = 4'h0;
             3'h6:
-                \$1664  = 4'h2;
+                \$1664  = 4'h0;
             3'h7:
-                \$1664  = 4'h2;
+                \$1664  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46408,26 +46390,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = dw_ky_init3;
+    \$1665  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1665  = 4'h3;
+                \$1665  = 4'h0;
             3'h2:
-                \$1665  = 4'h1;
+                \$1665  = 4'h0;
             3'h3:
-                \$1665  = 4'h1;
+                \$1665  = 4'h2;
             3'h4:
-                \$1665  = 4'h0;
+                \$1665  = 4'h2;
             3'h5:
-                \$1665  = 4'h0;
+                \$1665  = 4'h2;
             3'h6:
-                \$1665  = 4'h0;
+                \$1665  = 4'h2;
             3'h7:
-                \$1665  = 4'h0;
+                \$1665  = 4'h2;
           endcase
     endcase
     if (rst) begin
@@ -46436,26 +46418,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = dw_kx_init3;
+    \$1666  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1666  = 4'h0;
+                \$1666  = 4'h3;
             3'h2:
                 \$1666  = 4'h1;
             3'h3:
-                \$1666  = 4'h0;
+                \$1666  = 4'h1;
             3'h4:
-                \$1666  = 4'h3;
+                \$1666  = 4'h0;
             3'h5:
-                \$1666  = 4'h3;
+                \$1666  = 4'h0;
             3'h6:
-                \$1666  = 4'h3;
+                \$1666  = 4'h0;
             3'h7:
-                \$1666  = 4'h3;
+                \$1666  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46464,26 +46446,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = dw_ky_init4;
+    \$1667  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1667  = 4'h4;
+                \$1667  = 4'h0;
             3'h2:
-                \$1667  = 4'h2;
+                \$1667  = 4'h1;
             3'h3:
-                \$1667  = 4'h1;
+                \$1667  = 4'h0;
             3'h4:
-                \$1667  = 4'h1;
+                \$1667  = 4'h3;
             3'h5:
-                \$1667  = 4'h0;
+                \$1667  = 4'h3;
             3'h6:
-                \$1667  = 4'h0;
+                \$1667  = 4'h3;
             3'h7:
-                \$1667  = 4'h0;
+                \$1667  = 4'h3;
           endcase
     endcase
     if (rst) begin
@@ -46492,26 +46474,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = dw_kx_init4;
+    \$1668  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1668  = 4'h0;
+                \$1668  = 4'h4;
             3'h2:
-                \$1668  = 4'h0;
+                \$1668  = 4'h2;
             3'h3:
                 \$1668  = 4'h1;
             3'h4:
-                \$1668  = 4'h0;
+                \$1668  = 4'h1;
             3'h5:
-                \$1668  = 4'h4;
+                \$1668  = 4'h0;
             3'h6:
-                \$1668  = 4'h4;
+                \$1668  = 4'h0;
             3'h7:
-                \$1668  = 4'h4;
+                \$1668  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46520,26 +46502,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = dw_ky_init5;
+    \$1669  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1669  = 4'h5;
+                \$1669  = 4'h0;
             3'h2:
-                \$1669  = 4'h2;
+                \$1669  = 4'h0;
             3'h3:
                 \$1669  = 4'h1;
             3'h4:
-                \$1669  = 4'h1;
+                \$1669  = 4'h0;
             3'h5:
-                \$1669  = 4'h1;
+                \$1669  = 4'h4;
             3'h6:
-                \$1669  = 4'h0;
+                \$1669  = 4'h4;
             3'h7:
-                \$1669  = 4'h0;
+                \$1669  = 4'h4;
           endcase
     endcase
     if (rst) begin
@@ -46548,26 +46530,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = dw_kx_init5;
+    \$1670  = dw_ky_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1670  = 4'h0;
+                \$1670  = 4'h5;
             3'h2:
-                \$1670  = 4'h1;
-            3'h3:
                 \$1670  = 4'h2;
+            3'h3:
+                \$1670  = 4'h1;
             3'h4:
                 \$1670  = 4'h1;
             3'h5:
-                \$1670  = 4'h0;
+                \$1670  = 4'h1;
             3'h6:
-                \$1670  = 4'h5;
+                \$1670  = 4'h0;
             3'h7:
-                \$1670  = 4'h5;
+                \$1670  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46576,26 +46558,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = dw_ky_init6;
+    \$1671  = dw_kx_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1671  = 4'h6;
+                \$1671  = 4'h0;
             3'h2:
-                \$1671  = 4'h3;
+                \$1671  = 4'h1;
             3'h3:
                 \$1671  = 4'h2;
             3'h4:
                 \$1671  = 4'h1;
             3'h5:
-                \$1671  = 4'h1;
-            3'h6:
-                \$1671  = 4'h1;
-            3'h7:
                 \$1671  = 4'h0;
+            3'h6:
+                \$1671  = 4'h5;
+            3'h7:
+                \$1671  = 4'h5;
           endcase
     endcase
     if (rst) begin
@@ -46604,26 +46586,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = dw_kx_init6;
+    \$1672  = dw_ky_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1672  = 4'h0;
+                \$1672  = 4'h6;
             3'h2:
-                \$1672  = 4'h0;
+                \$1672  = 4'h3;
             3'h3:
-                \$1672  = 4'h0;
-            3'h4:
                 \$1672  = 4'h2;
+            3'h4:
+                \$1672  = 4'h1;
             3'h5:
                 \$1672  = 4'h1;
             3'h6:
-                \$1672  = 4'h0;
+                \$1672  = 4'h1;
             3'h7:
-                \$1672  = 4'h6;
+                \$1672  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46632,26 +46614,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = dw_ky_init7;
+    \$1673  = dw_kx_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1673  = 4'h7;
+                \$1673  = 4'h0;
             3'h2:
-                \$1673  = 4'h3;
+                \$1673  = 4'h0;
             3'h3:
-                \$1673  = 4'h2;
+                \$1673  = 4'h0;
             3'h4:
-                \$1673  = 4'h1;
+                \$1673  = 4'h2;
             3'h5:
                 \$1673  = 4'h1;
             3'h6:
-                \$1673  = 4'h1;
+                \$1673  = 4'h0;
             3'h7:
-                \$1673  = 4'h1;
+                \$1673  = 4'h6;
           endcase
     endcase
     if (rst) begin
@@ -46660,26 +46642,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = dw_kx_init7;
+    \$1674  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1674  = 4'h0;
+                \$1674  = 4'h7;
             3'h2:
-                \$1674  = 4'h1;
-            3'h3:
-                \$1674  = 4'h1;
-            3'h4:
                 \$1674  = 4'h3;
-            3'h5:
+            3'h3:
                 \$1674  = 4'h2;
+            3'h4:
+                \$1674  = 4'h1;
+            3'h5:
+                \$1674  = 4'h1;
             3'h6:
                 \$1674  = 4'h1;
             3'h7:
-                \$1674  = 4'h0;
+                \$1674  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46688,116 +46670,131 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = taps;
+    \$1675  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1675  = \$1022 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1675  = 4'h0;
+            3'h2:
+                \$1675  = 4'h1;
+            3'h3:
+                \$1675  = 4'h1;
+            3'h4:
+                \$1675  = 4'h3;
+            3'h5:
+                \$1675  = 4'h2;
+            3'h6:
+                \$1675  = 4'h1;
+            3'h7:
+                \$1675  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1675  = 6'h00;
+      \$1675  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = pass_span;
+    \$1676  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1676  = \$1024 [28:0];
+          \$1676  = \$1019 ;
     endcase
     if (rst) begin
-      \$1676  = 29'h00000000;
+      \$1676  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = ow_m1;
+    \$1677  = pass_span;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1677  = \$1025 [6:0];
+          \$1677  = \$1021 [28:0];
     endcase
     if (rst) begin
-      \$1677  = 7'h00;
+      \$1677  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = kw_m1;
+    \$1678  = ow_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1678  = \$1026 [2:0];
+          \$1678  = \$1022 [6:0];
     endcase
     if (rst) begin
-      \$1678  = 3'h0;
+      \$1678  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = kh_m1;
+    \$1679  = ow_m2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1679  = \$1027 [2:0];
+          \$1679  = \$1023 [6:0];
     endcase
     if (rst) begin
-      \$1679  = 3'h0;
+      \$1679  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = cot_m1;
+    \$1680  = kw_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1680  = \$1028 [6:0];
+          \$1680  = \$1024 [2:0];
     endcase
     if (rst) begin
-      \$1680  = 7'h00;
+      \$1680  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = pass_step;
+    \$1681  = kh_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1681  = { 15'h0000, \$1029  };
+          \$1681  = \$1025 [2:0];
     endcase
     if (rst) begin
-      \$1681  = 29'h00000000;
+      \$1681  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = acc_need;
+    \$1682  = cot_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1682  = \$1030 ;
+          \$1682  = \$1026 [6:0];
     endcase
     if (rst) begin
-      \$1682  = 18'h00000;
+      \$1682  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = last_ix;
+    \$1683  = pass_step;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1683  = \$1032 [28:0];
+          \$1683  = { 15'h0000, \$1027  };
     endcase
     if (rst) begin
       \$1683  = 29'h00000000;
@@ -46805,253 +46802,253 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = last_iy;
+    \$1684  = acc_need;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1684  = \$1034 [28:0];
+          \$1684  = \$1028 ;
     endcase
     if (rst) begin
-      \$1684  = 29'h00000000;
+      \$1684  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = act_total;
+    \$1685  = last_ix;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1685  = \$1036 [22:0];
+          \$1685  = \$1030 [28:0];
     endcase
     if (rst) begin
-      \$1685  = 23'h000000;
+      \$1685  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = w_total;
+    \$1686  = last_iy;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1686  = \$1037 ;
+          \$1686  = \$1032 [28:0];
     endcase
     if (rst) begin
-      \$1686  = 16'h0000;
+      \$1686  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = dw_first_rc;
+    \$1687  = act_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1687  = mul_kw[11:0];
+          \$1687  = \$1034 [22:0];
     endcase
     if (rst) begin
-      \$1687  = 12'h000;
+      \$1687  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = dw_dual;
+    \$1688  = w_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1688  = dual_ok;
+          \$1688  = \$1035 ;
     endcase
     if (rst) begin
-      \$1688  = 1'h0;
+      \$1688  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = qlo;
+    \$1689  = dw_first_rc;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1689  = \$1040 [16:0];
+          \$1689  = mul_kw[11:0];
     endcase
     if (rst) begin
-      \$1689  = 17'h00000;
+      \$1689  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = hi;
+    \$1690  = dw_dual;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1690  = \$1043 [16:0];
+          \$1690  = dual_ok;
     endcase
     if (rst) begin
-      \$1690  = 17'h00000;
+      \$1690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = x_bound;
+    \$1691  = qlo;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1691  = \$1045 [29:0];
+          \$1691  = \$1038 [16:0];
     endcase
     if (rst) begin
-      \$1691  = 30'h00000000;
+      \$1691  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = y_bound;
+    \$1692  = hi;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1692  = \$1047 [29:0];
+          \$1692  = \$1041 [16:0];
     endcase
     if (rst) begin
-      \$1692  = 30'h00000000;
+      \$1692  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = bad_desc;
+    \$1693  = x_bound;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1693  = \$1116 ;
+          \$1693  = \$1043 [29:0];
     endcase
     if (rst) begin
-      \$1693  = 1'h0;
+      \$1693  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = abort_timer;
-    if (\$1129 ) begin
-      \$1694  = 6'h23;
-    end else if (\$1130 ) begin
-      \$1694  = \$1131 [5:0];
+    \$1694  = y_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1694  = \$1045 [29:0];
+    endcase
+    if (rst) begin
+      \$1694  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1695  = bad_desc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1695  = \$1114 ;
+    endcase
+    if (rst) begin
+      \$1695  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1696  = abort_timer;
+    if (\$1127 ) begin
+      \$1696  = 6'h23;
+    end else if (\$1128 ) begin
+      \$1696  = \$1129 [5:0];
     end
     if (rst) begin
-      \$1694  = 6'h00;
+      \$1696  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = p_count;
-    if (\$1134 ) begin
-      \$1695  = \$1135 [7:0];
+    \$1697  = p_count;
+    if (\$1132 ) begin
+      \$1697  = \$1133 [7:0];
     end
-    if (\$1192 ) begin
-      \$1695  = 8'h00;
+    if (\$1190 ) begin
+      \$1697  = 8'h00;
     end
     if (rst) begin
-      \$1695  = 8'h00;
+      \$1697  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = tiles_sum;
-    if (\$1134 ) begin
-      if (\$1136 ) begin
-        \$1696  = \$1139 [23:0];
+    \$1698  = tiles_sum;
+    if (\$1132 ) begin
+      if (\$1134 ) begin
+        \$1698  = \$1137 [23:0];
       end
     end
-    if (\$1192 ) begin
-      \$1696  = 24'h000000;
+    if (\$1190 ) begin
+      \$1698  = 24'h000000;
     end
     if (rst) begin
-      \$1696  = 24'h000000;
+      \$1698  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = p_done;
-    if (\$1134 ) begin
+    \$1699  = p_done;
+    if (\$1132 ) begin
       if (i_param__payload[562]) begin
-        \$1697  = 1'h1;
+        \$1699  = 1'h1;
       end
     end
-    if (\$1192 ) begin
-      \$1697  = 1'h0;
+    if (\$1190 ) begin
+      \$1699  = 1'h0;
     end
     if (rst) begin
-      \$1697  = 1'h0;
+      \$1699  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = p_checked;
-    if (\$1143 ) begin
-      \$1698  = 1'h1;
+    \$1700  = p_checked;
+    if (\$1141 ) begin
+      \$1700  = 1'h1;
     end
-    if (\$1192 ) begin
-      \$1698  = 1'h0;
+    if (\$1190 ) begin
+      \$1700  = 1'h0;
     end
     if (rst) begin
-      \$1698  = 1'h0;
+      \$1700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = w_count;
-    if (\$1144 ) begin
-      if (\$1145 ) begin
-        \$1699  = \$1146 [16:0];
+    \$1701  = w_count;
+    if (\$1142 ) begin
+      if (\$1143 ) begin
+        \$1701  = \$1144 [16:0];
       end
     end
-    if (\$1192 ) begin
-      \$1699  = 17'h00000;
+    if (\$1190 ) begin
+      \$1701  = 17'h00000;
     end
     if (rst) begin
-      \$1699  = 17'h00000;
+      \$1701  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = w_done;
-    if (\$1144 ) begin
+    \$1702  = w_done;
+    if (\$1142 ) begin
       if (i_weight__payload[64]) begin
-        \$1700  = 1'h1;
+        \$1702  = 1'h1;
       end
     end
-    if (\$1192 ) begin
-      \$1700  = 1'h0;
-    end
-    if (rst) begin
-      \$1700  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = a_count;
-    if (\$1147 ) begin
-      \$1701  = \$1148 [23:0];
-    end
-    if (\$1192 ) begin
-      \$1701  = 24'h000000;
-    end
-    if (rst) begin
-      \$1701  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = a_overflow;
-    if (\$1147 ) begin
-      \$1702  = \$1151 ;
-    end
-    if (\$1192 ) begin
-      \$1702  = \$1201 ;
+    if (\$1190 ) begin
+      \$1702  = 1'h0;
     end
     if (rst) begin
       \$1702  = 1'h0;
@@ -47059,186 +47056,212 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = wr_ix;
-    if (\$1147 ) begin
+    \$1703  = a_count;
+    if (\$1145 ) begin
+      \$1703  = \$1146 [23:0];
+    end
+    if (\$1190 ) begin
+      \$1703  = 24'h000000;
+    end
+    if (rst) begin
+      \$1703  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1704  = a_overflow;
+    if (\$1145 ) begin
+      \$1704  = \$1149 ;
+    end
+    if (\$1190 ) begin
+      \$1704  = \$1200 ;
+    end
+    if (rst) begin
+      \$1704  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1705  = wr_ix;
+    if (\$1145 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         (* full_case = 32'd1 *)
         if (row_end) begin
-          \$1703  = 7'h00;
+          \$1705  = 7'h00;
         end else begin
-          \$1703  = \$1156 [6:0];
+          \$1705  = \$1154 [6:0];
         end
       end else begin
-        if (\$1158 ) begin
+        if (\$1156 ) begin
           (* full_case = 32'd1 *)
           if (row_end) begin
-            \$1703  = 7'h00;
+            \$1705  = 7'h00;
           end else begin
-            \$1703  = \$1159 [6:0];
+            \$1705  = \$1157 [6:0];
           end
         end
       end
     end
-    if (\$1192 ) begin
-      \$1703  = 7'h00;
+    if (\$1190 ) begin
+      \$1705  = 7'h00;
     end
     if (rst) begin
-      \$1703  = 7'h00;
+      \$1705  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = wr_cw;
-    if (\$1147 ) begin
+    \$1706  = wr_cw;
+    if (\$1145 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1153 ) begin
-            \$1704  = \$1154 [4:0];
+          if (\$1151 ) begin
+            \$1706  = \$1152 [4:0];
           end
         end
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1158 ) begin
-          \$1704  = 5'h00;
+        if (\$1156 ) begin
+          \$1706  = 5'h00;
         end else begin
-          \$1704  = \$1160 [4:0];
+          \$1706  = \$1158 [4:0];
         end
       end
     end
-    if (\$1192 ) begin
-      \$1704  = 5'h00;
+    if (\$1190 ) begin
+      \$1706  = 5'h00;
     end
     if (rst) begin
-      \$1704  = 5'h00;
+      \$1706  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = words_in;
-    if (\$1147 ) begin
+    \$1707  = words_in;
+    if (\$1145 ) begin
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1153 ) begin
-            \$1705  = \$1155 [5:0];
+          if (\$1151 ) begin
+            \$1707  = \$1153 [5:0];
           end
         end
       end
     end
-    if (\$1192 ) begin
-      \$1705  = 6'h00;
+    if (\$1190 ) begin
+      \$1707  = 6'h00;
     end
     if (rst) begin
-      \$1705  = 6'h00;
+      \$1707  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = a_done;
-    if (\$1147 ) begin
+    \$1708  = a_done;
+    if (\$1145 ) begin
       if (i_act__payload[128]) begin
-        \$1706  = 1'h1;
+        \$1708  = 1'h1;
       end
     end
-    if (\$1192 ) begin
-      \$1706  = 1'h0;
+    if (\$1190 ) begin
+      \$1708  = 1'h0;
     end
-    if (rst) begin
-      \$1706  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = \$1163 [10:0];
-    if (rst) begin
-      \$1707  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = row_free;
-    (* full_case = 32'd1 *)
-    casez (lo_case)
-      2'h0:
-          casez (wr_case)
-            2'h0:
-                \$1708  = \$1165 ;
-            2'h1:
-                \$1708  = \$1167 ;
-            2'h2:
-                \$1708  = \$1170 ;
-          endcase
-      2'h1:
-          casez (wr_case)
-            2'h0:
-                \$1708  = \$1171 ;
-            2'h1:
-                \$1708  = \$1172 ;
-            2'h2:
-                \$1708  = \$1174 ;
-          endcase
-      2'h2:
-          casez (wr_case)
-            2'h0:
-                \$1708  = \$1175 ;
-            2'h1:
-                \$1708  = \$1176 ;
-            2'h2:
-                \$1708  = \$1178 ;
-          endcase
-      2'h3:
-          casez (wr_case)
-            2'h0:
-                \$1708  = \$1182 ;
-            2'h1:
-                \$1708  = \$1186 ;
-            2'h2:
-                \$1708  = \$1191 ;
-          endcase
-    endcase
     if (rst) begin
       \$1708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = sq;
-    if (\$1192 ) begin
-      \$1709  = 2'h0;
-    end else if (\$1193 ) begin
-      \$1709  = 2'h3;
-    end else if (\$1194 ) begin
+    \$1709  = \$1161 [10:0];
+    if (rst) begin
+      \$1709  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1710  = row_free;
+    (* full_case = 32'd1 *)
+    casez (lo_case)
+      2'h0:
+          casez (wr_case)
+            2'h0:
+                \$1710  = \$1163 ;
+            2'h1:
+                \$1710  = \$1165 ;
+            2'h2:
+                \$1710  = \$1168 ;
+          endcase
+      2'h1:
+          casez (wr_case)
+            2'h0:
+                \$1710  = \$1169 ;
+            2'h1:
+                \$1710  = \$1170 ;
+            2'h2:
+                \$1710  = \$1172 ;
+          endcase
+      2'h2:
+          casez (wr_case)
+            2'h0:
+                \$1710  = \$1173 ;
+            2'h1:
+                \$1710  = \$1174 ;
+            2'h2:
+                \$1710  = \$1176 ;
+          endcase
+      2'h3:
+          casez (wr_case)
+            2'h0:
+                \$1710  = \$1180 ;
+            2'h1:
+                \$1710  = \$1184 ;
+            2'h2:
+                \$1710  = \$1189 ;
+          endcase
+    endcase
+    if (rst) begin
+      \$1710  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1711  = sq;
+    if (\$1190 ) begin
+      \$1711  = 2'h0;
+    end else if (\$1191 ) begin
+      \$1711  = 2'h3;
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1709  = 2'h1;
+              \$1711  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1709  = 2'h2;
+              \$1711  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
+                end else if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
+                  if (\$1298 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1304 ) begin
-                      \$1709  = 2'h3;
+                    if (\$1305 ) begin
+                      \$1711  = 2'h3;
                     end else begin
-                      \$1709  = 2'h1;
+                      \$1711  = 2'h1;
                     end
                   end
                 end
@@ -47247,16 +47270,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1709  = 2'h0;
+      \$1711  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = t;
-    if (\$1192 ) begin
-      \$1710  = 7'h00;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1712  = t;
+    if (\$1190 ) begin
+      \$1712  = 7'h00;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47265,18 +47288,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
+                end else if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                    \$1710  = \$1298 [6:0];
+                  if (\$1298 ) begin
+                    \$1712  = \$1299 [6:0];
                   end else begin
-                    \$1710  = 7'h00;
+                    \$1712  = 7'h00;
                   end
                 end
               end
@@ -47284,16 +47307,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1710  = 7'h00;
+      \$1712  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = ky;
-    if (\$1192 ) begin
-      \$1711  = 3'h0;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1713  = ky;
+    if (\$1190 ) begin
+      \$1713  = 3'h0;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47302,31 +47325,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
-                  \$1711  = \$1289 [2:0];
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
-                  \$1711  = 3'h0;
+                  \$1713  = \$1290 [2:0];
+                end else if (\$1285 ) begin
+                  \$1713  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1711  = 3'h0;
+      \$1713  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = kx;
-    if (\$1192 ) begin
-      \$1712  = 3'h0;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1714  = kx;
+    if (\$1190 ) begin
+      \$1714  = 3'h0;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47335,32 +47358,32 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                  \$1712  = \$1285 [2:0];
-                end else if (\$1283 ) begin
-                  \$1712  = 3'h0;
+                if (\$1279 ) begin
+                  \$1714  = \$1286 [2:0];
                 end else if (\$1284 ) begin
-                  \$1712  = 3'h0;
+                  \$1714  = 3'h0;
+                end else if (\$1285 ) begin
+                  \$1714  = 3'h0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1712  = 3'h0;
+      \$1714  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = j;
-    if (\$1192 ) begin
-      \$1713  = 5'h00;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1715  = j;
+    if (\$1190 ) begin
+      \$1715  = 5'h00;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47369,35 +47392,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1231 ) begin
-                  \$1713  = \$1232 [4:0];
+                if (\$1232 ) begin
+                  \$1715  = \$1233 [4:0];
                 end
-                if (\$1278 ) begin
-                  \$1713  = 5'h00;
-                end else if (\$1283 ) begin
-                  \$1713  = 5'h00;
+                if (\$1279 ) begin
+                  \$1715  = 5'h00;
                 end else if (\$1284 ) begin
-                  \$1713  = 5'h00;
+                  \$1715  = 5'h00;
+                end else if (\$1285 ) begin
+                  \$1715  = 5'h00;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1713  = 5'h00;
+      \$1715  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = g;
-    if (\$1192 ) begin
-      \$1714  = 11'h000;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1716  = g;
+    if (\$1190 ) begin
+      \$1716  = 11'h000;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47406,27 +47429,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-                \$1714  = \$1226 [10:0];
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+                \$1716  = \$1226 [10:0];
               end else begin
-                \$1714  = 11'h000;
+                \$1716  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1714  = 11'h000;
+      \$1716  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = ox;
-    if (\$1192 ) begin
-      \$1715  = 7'h00;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1717  = ox;
+    if (\$1190 ) begin
+      \$1717  = 7'h00;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47435,31 +47458,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
+              if (\$1205 ) begin
                 if (is_elem) begin
-                  \$1715  = \$1219 [6:0];
+                  \$1717  = \$1216 [6:0];
                 end
-              end else if (\$1210 ) begin
-                \$1715  = \$1222 [6:0];
-              end else if (\$1212 ) begin
-                \$1715  = 7'h00;
+              end else if (\$1207 ) begin
+                \$1717  = \$1220 [6:0];
+              end else if (\$1209 ) begin
+                \$1717  = 7'h00;
               end else begin
-                \$1715  = 7'h00;
+                \$1717  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1715  = 7'h00;
+      \$1717  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = rows_left;
-    if (\$1192 ) begin
-      \$1716  = { 1'h0, desc[52:42] };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1718  = at_last_ox;
+    if (\$1190 ) begin
+      \$1718  = \$1193 ;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47468,17 +47491,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+                if (is_elem) begin
+                  \$1718  = \$1217 ;
+                end
+              end else if (\$1207 ) begin
+                \$1718  = \$1221 ;
+              end else if (\$1209 ) begin
+                \$1718  = \$1225 ;
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
+                \$1718  = \$1230 ;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1718  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1719  = rows_left;
+    if (\$1190 ) begin
+      \$1719  = { 1'h0, desc[52:42] };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+              end else begin
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
+                end else if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
+                  if (\$1298 ) begin
                   end else begin
-                    \$1716  = \$1299 [11:0];
+                    \$1719  = \$1300 [11:0];
                   end
                 end
               end
@@ -47486,16 +47542,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1716  = 12'h000;
+      \$1719  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = y_pass;
-    if (\$1192 ) begin
-      \$1717  = { \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195  };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1720  = y_pass;
+    if (\$1190 ) begin
+      \$1720  = { \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194  };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47504,17 +47560,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
+                end else if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
+                  if (\$1298 ) begin
                   end else begin
-                    \$1717  = \$1300 [28:0];
+                    \$1720  = \$1301 [28:0];
                   end
                 end
               end
@@ -47522,16 +47578,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1717  = 29'h00000000;
+      \$1720  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1718  = y_tap;
-    if (\$1192 ) begin
-      \$1718  = { \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196  };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1721  = y_tap;
+    if (\$1190 ) begin
+      \$1721  = { \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195  };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47540,133 +47596,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
-                  \$1718  = \$1292 [28:0];
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
-                  \$1718  = y_pass;
+                  \$1721  = \$1293 [28:0];
+                end else if (\$1285 ) begin
+                  \$1721  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
+                  if (\$1298 ) begin
                   end else begin
-                    \$1718  = \$1302 [28:0];
+                    \$1721  = \$1303 [28:0];
                   end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1718  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1719  = iy;
-    if (\$1192 ) begin
-      \$1719  = { \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197 [7], \$1197  };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-                \$1719  = \$1227 [28:0];
-              end else begin
-                if (\$1231 ) begin
-                  \$1719  = y_tap;
-                end
-                if (\$1278 ) begin
-                  \$1719  = y_tap;
-                end else if (\$1283 ) begin
-                  \$1719  = \$1293 [28:0];
-                end else if (\$1284 ) begin
-                  \$1719  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                  end else begin
-                    \$1719  = \$1303 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1719  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1720  = y_end;
-    if (\$1192 ) begin
-      \$1720  = \$1198 ;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-              end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
-                end else if (\$1284 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
-                  end else begin
-                    \$1720  = \$1301 [29:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1720  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1721  = x_tap;
-    if (\$1192 ) begin
-      \$1721  = { \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199  };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-              end else begin
-                if (\$1278 ) begin
-                  \$1721  = \$1286 [28:0];
-                end else if (\$1283 ) begin
-                  \$1721  = { \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290 [7], \$1290  };
-                end else if (\$1284 ) begin
-                  \$1721  = { \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294 [7], \$1294  };
                 end
               end
             end
@@ -47678,11 +47621,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1722  = ix;
-    if (\$1192 ) begin
-      \$1722  = { \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200 [7], \$1200  };
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1722  = iy;
+    if (\$1190 ) begin
+      \$1722  = { \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196  };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47691,22 +47634,25 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-                \$1722  = \$1214 [28:0];
-              end else if (\$1210 ) begin
-                \$1722  = \$1223 [28:0];
-              end else if (\$1212 ) begin
-                \$1722  = x_tap;
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+                \$1722  = \$1227 [28:0];
               end else begin
-                if (\$1231 ) begin
-                  \$1722  = x_tap;
+                if (\$1232 ) begin
+                  \$1722  = y_tap;
                 end
-                if (\$1278 ) begin
-                  \$1722  = \$1287 [28:0];
-                end else if (\$1283 ) begin
-                  \$1722  = { \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291  };
+                if (\$1279 ) begin
+                  \$1722  = y_tap;
                 end else if (\$1284 ) begin
-                  \$1722  = { \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295  };
+                  \$1722  = \$1294 [28:0];
+                end else if (\$1285 ) begin
+                  \$1722  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$1298 ) begin
+                  end else begin
+                    \$1722  = \$1304 [28:0];
+                  end
                 end
               end
             end
@@ -47718,11 +47664,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1723  = ixb;
-    if (\$1192 ) begin
-      \$1723  = xb_init;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1723  = y_end;
+    if (\$1190 ) begin
+      \$1723  = \$1197 ;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47731,38 +47677,34 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-                \$1723  = \$1216 [28:0];
-              end else if (\$1210 ) begin
-                \$1723  = \$1224 [28:0];
-              end else if (\$1212 ) begin
-                \$1723  = \$1228 [28:0];
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1231 ) begin
-                  \$1723  = \$1233 [28:0];
-                end
-                if (\$1278 ) begin
-                  \$1723  = \$1288 [28:0];
-                end else if (\$1283 ) begin
-                  \$1723  = xb_init;
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
-                  \$1723  = xb_init;
+                end else if (\$1285 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1298 ) begin
+                  end else begin
+                    \$1723  = \$1302 [29:0];
+                  end
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1723  = 29'h00000000;
+      \$1723  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1724  = acc_addr;
-    if (\$1192 ) begin
-      \$1724  = 11'h000;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1724  = x_tap;
+    if (\$1190 ) begin
+      \$1724  = { \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198  };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47771,31 +47713,145 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+              end else begin
+                if (\$1279 ) begin
+                  \$1724  = \$1287 [28:0];
+                end else if (\$1284 ) begin
+                  \$1724  = { \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291  };
+                end else if (\$1285 ) begin
+                  \$1724  = { \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1724  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1725  = ix;
+    if (\$1190 ) begin
+      \$1725  = { \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199  };
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+                \$1725  = \$1211 [28:0];
+              end else if (\$1207 ) begin
+                \$1725  = \$1222 [28:0];
+              end else if (\$1209 ) begin
+                \$1725  = x_tap;
+              end else begin
+                if (\$1232 ) begin
+                  \$1725  = x_tap;
+                end
+                if (\$1279 ) begin
+                  \$1725  = \$1288 [28:0];
+                end else if (\$1284 ) begin
+                  \$1725  = { \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292  };
+                end else if (\$1285 ) begin
+                  \$1725  = { \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1725  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1726  = ixb;
+    if (\$1190 ) begin
+      \$1726  = xb_init;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+                \$1726  = \$1213 [28:0];
+              end else if (\$1207 ) begin
+                \$1726  = \$1223 [28:0];
+              end else if (\$1209 ) begin
+                \$1726  = \$1228 [28:0];
+              end else begin
+                if (\$1232 ) begin
+                  \$1726  = \$1234 [28:0];
+                end
+                if (\$1279 ) begin
+                  \$1726  = \$1289 [28:0];
+                end else if (\$1284 ) begin
+                  \$1726  = xb_init;
+                end else if (\$1285 ) begin
+                  \$1726  = xb_init;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1726  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1727  = acc_addr;
+    if (\$1190 ) begin
+      \$1727  = 11'h000;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
                 if (is_elem) begin
-                  \$1724  = \$1221 [10:0];
+                  \$1727  = \$1219 [10:0];
                 end
-              end else if (\$1210 ) begin
-                \$1724  = \$1225 [10:0];
-              end else if (\$1212 ) begin
-                \$1724  = \$1229 [10:0];
+              end else if (\$1207 ) begin
+                \$1727  = \$1224 [10:0];
+              end else if (\$1209 ) begin
+                \$1727  = \$1229 [10:0];
               end else begin
-                \$1724  = 11'h000;
+                \$1727  = 11'h000;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1724  = 11'h000;
+      \$1727  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1725  = gap;
-    if (\$1192 ) begin
-      \$1725  = dw_first_rc;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1728  = gap;
+    if (\$1190 ) begin
+      \$1728  = dw_first_rc;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47804,31 +47860,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-                \$1725  = \$1218 [11:0];
+              if (\$1205 ) begin
+                \$1728  = \$1215 [11:0];
                 if (is_elem) begin
-                  \$1725  = { \$1220 [3], \$1220 [3], \$1220 [3], \$1220 [3], \$1220 [3], \$1220 [3], \$1220 [3], \$1220 [3], \$1220  };
+                  \$1728  = { \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218  };
                 end
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-                \$1725  = dw_first_rc;
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+                \$1728  = dw_first_rc;
               end else begin
-                \$1725  = dw_first_rc;
+                \$1728  = dw_first_rc;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1725  = 12'h000;
+      \$1728  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1726  = dw_ky0;
-    if (\$1192 ) begin
-      \$1726  = dw_ky_init0;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1729  = dw_ky0;
+    if (\$1190 ) begin
+      \$1729  = dw_ky_init0;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47837,134 +47893,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1234 ) begin
-                    \$1726  = \$1237 [3:0];
+                  if (\$1235 ) begin
+                    \$1729  = \$1238 [3:0];
                   end else begin
-                    \$1726  = \$1238 [3:0];
+                    \$1729  = \$1239 [3:0];
                   end
                 end else begin
-                  \$1726  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1726  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1727  = dw_ky1;
-    if (\$1192 ) begin
-      \$1727  = dw_ky_init1;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1231 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1239 ) begin
-                    \$1727  = \$1242 [3:0];
-                  end else begin
-                    \$1727  = \$1243 [3:0];
-                  end
-                end else begin
-                  \$1727  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1727  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1728  = dw_ky2;
-    if (\$1192 ) begin
-      \$1728  = dw_ky_init2;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1231 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1244 ) begin
-                    \$1728  = \$1247 [3:0];
-                  end else begin
-                    \$1728  = \$1248 [3:0];
-                  end
-                end else begin
-                  \$1728  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1728  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1729  = dw_ky3;
-    if (\$1192 ) begin
-      \$1729  = dw_ky_init3;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1231 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1249 ) begin
-                    \$1729  = \$1252 [3:0];
-                  end else begin
-                    \$1729  = \$1253 [3:0];
-                  end
-                end else begin
-                  \$1729  = dw_ky_init3;
+                  \$1729  = dw_ky_init0;
                 end
               end
             end
@@ -47976,11 +47918,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1730  = dw_ky4;
-    if (\$1192 ) begin
-      \$1730  = dw_ky_init4;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1730  = dw_ky1;
+    if (\$1190 ) begin
+      \$1730  = dw_ky_init1;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47989,20 +47931,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1254 ) begin
-                    \$1730  = \$1257 [3:0];
+                  if (\$1240 ) begin
+                    \$1730  = \$1243 [3:0];
                   end else begin
-                    \$1730  = \$1258 [3:0];
+                    \$1730  = \$1244 [3:0];
                   end
                 end else begin
-                  \$1730  = dw_ky_init4;
+                  \$1730  = dw_ky_init1;
                 end
               end
             end
@@ -48014,11 +47956,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1731  = dw_ky5;
-    if (\$1192 ) begin
-      \$1731  = dw_ky_init5;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1731  = dw_ky2;
+    if (\$1190 ) begin
+      \$1731  = dw_ky_init2;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48027,20 +47969,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1259 ) begin
-                    \$1731  = \$1262 [3:0];
+                  if (\$1245 ) begin
+                    \$1731  = \$1248 [3:0];
                   end else begin
-                    \$1731  = \$1263 [3:0];
+                    \$1731  = \$1249 [3:0];
                   end
                 end else begin
-                  \$1731  = dw_ky_init5;
+                  \$1731  = dw_ky_init2;
                 end
               end
             end
@@ -48052,11 +47994,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1732  = dw_ky6;
-    if (\$1192 ) begin
-      \$1732  = dw_ky_init6;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1732  = dw_ky3;
+    if (\$1190 ) begin
+      \$1732  = dw_ky_init3;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48065,20 +48007,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
-                    \$1732  = \$1267 [3:0];
+                  if (\$1250 ) begin
+                    \$1732  = \$1253 [3:0];
                   end else begin
-                    \$1732  = \$1268 [3:0];
+                    \$1732  = \$1254 [3:0];
                   end
                 end else begin
-                  \$1732  = dw_ky_init6;
+                  \$1732  = dw_ky_init3;
                 end
               end
             end
@@ -48090,11 +48032,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1733  = dw_ky7;
-    if (\$1192 ) begin
-      \$1733  = dw_ky_init7;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1733  = dw_ky4;
+    if (\$1190 ) begin
+      \$1733  = dw_ky_init4;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48103,20 +48045,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1269 ) begin
-                    \$1733  = \$1272 [3:0];
+                  if (\$1255 ) begin
+                    \$1733  = \$1258 [3:0];
                   end else begin
-                    \$1733  = \$1273 [3:0];
+                    \$1733  = \$1259 [3:0];
                   end
                 end else begin
-                  \$1733  = dw_ky_init7;
+                  \$1733  = dw_ky_init4;
                 end
               end
             end
@@ -48128,11 +48070,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1734  = dw_kx0;
-    if (\$1192 ) begin
-      \$1734  = dw_kx_init0;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1734  = dw_ky5;
+    if (\$1190 ) begin
+      \$1734  = dw_ky_init5;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48141,20 +48083,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1234 ) begin
-                    \$1734  = \$1235 [3:0];
+                  if (\$1260 ) begin
+                    \$1734  = \$1263 [3:0];
                   end else begin
-                    \$1734  = dw_kx0_n[3:0];
+                    \$1734  = \$1264 [3:0];
                   end
                 end else begin
-                  \$1734  = dw_kx_init0;
+                  \$1734  = dw_ky_init5;
                 end
               end
             end
@@ -48166,11 +48108,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1735  = dw_kx1;
-    if (\$1192 ) begin
-      \$1735  = dw_kx_init1;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1735  = dw_ky6;
+    if (\$1190 ) begin
+      \$1735  = dw_ky_init6;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48179,20 +48121,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1239 ) begin
-                    \$1735  = \$1240 [3:0];
+                  if (\$1265 ) begin
+                    \$1735  = \$1268 [3:0];
                   end else begin
-                    \$1735  = dw_kx1_n[3:0];
+                    \$1735  = \$1269 [3:0];
                   end
                 end else begin
-                  \$1735  = dw_kx_init1;
+                  \$1735  = dw_ky_init6;
                 end
               end
             end
@@ -48204,11 +48146,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1736  = dw_kx2;
-    if (\$1192 ) begin
-      \$1736  = dw_kx_init2;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1736  = dw_ky7;
+    if (\$1190 ) begin
+      \$1736  = dw_ky_init7;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48217,20 +48159,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1244 ) begin
-                    \$1736  = \$1245 [3:0];
+                  if (\$1270 ) begin
+                    \$1736  = \$1273 [3:0];
                   end else begin
-                    \$1736  = dw_kx2_n[3:0];
+                    \$1736  = \$1274 [3:0];
                   end
                 end else begin
-                  \$1736  = dw_kx_init2;
+                  \$1736  = dw_ky_init7;
                 end
               end
             end
@@ -48242,11 +48184,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1737  = dw_kx3;
-    if (\$1192 ) begin
-      \$1737  = dw_kx_init3;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1737  = dw_kx0;
+    if (\$1190 ) begin
+      \$1737  = dw_kx_init0;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48255,20 +48197,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1249 ) begin
-                    \$1737  = \$1250 [3:0];
+                  if (\$1235 ) begin
+                    \$1737  = \$1236 [3:0];
                   end else begin
-                    \$1737  = dw_kx3_n[3:0];
+                    \$1737  = dw_kx0_n[3:0];
                   end
                 end else begin
-                  \$1737  = dw_kx_init3;
+                  \$1737  = dw_kx_init0;
                 end
               end
             end
@@ -48280,11 +48222,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1738  = dw_kx4;
-    if (\$1192 ) begin
-      \$1738  = dw_kx_init4;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1738  = dw_kx1;
+    if (\$1190 ) begin
+      \$1738  = dw_kx_init1;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48293,20 +48235,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1254 ) begin
-                    \$1738  = \$1255 [3:0];
+                  if (\$1240 ) begin
+                    \$1738  = \$1241 [3:0];
                   end else begin
-                    \$1738  = dw_kx4_n[3:0];
+                    \$1738  = dw_kx1_n[3:0];
                   end
                 end else begin
-                  \$1738  = dw_kx_init4;
+                  \$1738  = dw_kx_init1;
                 end
               end
             end
@@ -48318,11 +48260,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1739  = dw_kx5;
-    if (\$1192 ) begin
-      \$1739  = dw_kx_init5;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1739  = dw_kx2;
+    if (\$1190 ) begin
+      \$1739  = dw_kx_init2;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48331,20 +48273,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1259 ) begin
-                    \$1739  = \$1260 [3:0];
+                  if (\$1245 ) begin
+                    \$1739  = \$1246 [3:0];
                   end else begin
-                    \$1739  = dw_kx5_n[3:0];
+                    \$1739  = dw_kx2_n[3:0];
                   end
                 end else begin
-                  \$1739  = dw_kx_init5;
+                  \$1739  = dw_kx_init2;
                 end
               end
             end
@@ -48356,11 +48298,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1740  = dw_kx6;
-    if (\$1192 ) begin
-      \$1740  = dw_kx_init6;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1740  = dw_kx3;
+    if (\$1190 ) begin
+      \$1740  = dw_kx_init3;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48369,20 +48311,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1264 ) begin
-                    \$1740  = \$1265 [3:0];
+                  if (\$1250 ) begin
+                    \$1740  = \$1251 [3:0];
                   end else begin
-                    \$1740  = dw_kx6_n[3:0];
+                    \$1740  = dw_kx3_n[3:0];
                   end
                 end else begin
-                  \$1740  = dw_kx_init6;
+                  \$1740  = dw_kx_init3;
                 end
               end
             end
@@ -48394,11 +48336,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1741  = dw_kx7;
-    if (\$1192 ) begin
-      \$1741  = dw_kx_init7;
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1741  = dw_kx4;
+    if (\$1190 ) begin
+      \$1741  = dw_kx_init4;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48407,20 +48349,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1231 ) begin
+                if (\$1232 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1269 ) begin
-                    \$1741  = \$1270 [3:0];
+                  if (\$1255 ) begin
+                    \$1741  = \$1256 [3:0];
                   end else begin
-                    \$1741  = dw_kx7_n[3:0];
+                    \$1741  = dw_kx4_n[3:0];
                   end
                 end else begin
-                  \$1741  = dw_kx_init7;
+                  \$1741  = dw_kx_init4;
                 end
               end
             end
@@ -48432,86 +48374,200 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1742  = ld_tile;
-    if (\$1192 ) begin
-      \$1742  = 13'h0000;
-    end
-    if (\$1309 ) begin
-    end else if (ld_start) begin
-      \$1742  = \$1313 [12:0];
+    \$1742  = dw_kx5;
+    if (\$1190 ) begin
+      \$1742  = dw_kx_init5;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1232 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1260 ) begin
+                    \$1742  = \$1261 [3:0];
+                  end else begin
+                    \$1742  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1742  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1742  = 13'h0000;
+      \$1742  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1743  = ld_k;
-    if (\$1192 ) begin
+    \$1743  = dw_kx6;
+    if (\$1190 ) begin
+      \$1743  = dw_kx_init6;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1232 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1265 ) begin
+                    \$1743  = \$1266 [3:0];
+                  end else begin
+                    \$1743  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1743  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
       \$1743  = 4'h0;
     end
-    if (\$1309 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1744  = dw_kx7;
+    if (\$1190 ) begin
+      \$1744  = dw_kx_init7;
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1232 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1270 ) begin
+                    \$1744  = \$1271 [3:0];
+                  end else begin
+                    \$1744  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1744  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1744  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1745  = ld_tile;
+    if (\$1190 ) begin
+      \$1745  = 13'h0000;
+    end
+    if (\$1310 ) begin
     end else if (ld_start) begin
-      \$1743  = 4'h1;
+      \$1745  = \$1314 [12:0];
+    end
+    if (rst) begin
+      \$1745  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1746  = ld_k;
+    if (\$1190 ) begin
+      \$1746  = 4'h0;
+    end
+    if (\$1310 ) begin
+    end else if (ld_start) begin
+      \$1746  = 4'h1;
     end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$1314 ) begin
+      if (\$1315 ) begin
       end else begin
-        \$1743  = \$1315 [3:0];
+        \$1746  = \$1316 [3:0];
       end
     end
     if (rst) begin
-      \$1743  = 4'h0;
+      \$1746  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1744  = ld_busy;
-    if (\$1192 ) begin
-      \$1744  = 1'h0;
+    \$1747  = ld_busy;
+    if (\$1190 ) begin
+      \$1747  = 1'h0;
     end
-    if (\$1309 ) begin
+    if (\$1310 ) begin
     end else if (ld_start) begin
-      \$1744  = 1'h1;
+      \$1747  = 1'h1;
     end else if (ld_busy) begin
-      if (\$1314 ) begin
-        \$1744  = 1'h0;
+      if (\$1315 ) begin
+        \$1747  = 1'h0;
       end
     end
     if (rst) begin
-      \$1744  = 1'h0;
+      \$1747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1745  = gcount;
-    if (\$1192 ) begin
-    end else if (\$1193 ) begin
-    end else if (\$1194 ) begin
+    \$1748  = gcount;
+    if (\$1190 ) begin
+    end else if (\$1191 ) begin
+    end else if (\$1192 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1745  = \$1203 ;
+              \$1748  = \$1202 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1207 ) begin
-              end else if (\$1210 ) begin
-              end else if (\$1212 ) begin
+              if (\$1205 ) begin
+              end else if (\$1207 ) begin
+              end else if (\$1209 ) begin
               end else begin
-                if (\$1278 ) begin
-                end else if (\$1283 ) begin
+                if (\$1279 ) begin
                 end else if (\$1284 ) begin
+                end else if (\$1285 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1297 ) begin
+                  if (\$1298 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1304 ) begin
+                    if (\$1305 ) begin
                     end else begin
-                      \$1745  = \$1308 [10:0];
+                      \$1748  = \$1309 [10:0];
                     end
                   end
                 end
@@ -48520,97 +48576,52 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1745  = 11'h000;
+      \$1748  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1746  = cur_ld_tile;
-    if (\$1309 ) begin
+    \$1749  = cur_ld_tile;
+    if (\$1310 ) begin
     end else if (ld_start) begin
-      \$1746  = ld_tile;
+      \$1749  = ld_tile;
     end
     if (rst) begin
-      \$1746  = 13'h0000;
+      \$1749  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1747  = latch_bank1;
-    if (\$1309 ) begin
+    \$1750  = latch_bank1;
+    if (\$1310 ) begin
     end else if (ld_start) begin
-      \$1747  = ld_bank;
+      \$1750  = ld_bank;
     end
     if (rst) begin
-      \$1747  = 1'h0;
+      \$1750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1748  = counting;
-    if (\$1317 ) begin
-      \$1748  = 1'h1;
+    \$1751  = counting;
+    if (\$1318 ) begin
+      \$1751  = 1'h1;
     end
-    if (\$1352 ) begin
-      \$1748  = 1'h0;
+    if (\$1353 ) begin
+      \$1751  = 1'h0;
     end
     if (rst) begin
-      \$1748  = 1'h0;
+      \$1751  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1749  = cnt_cycles;
-    if (\$1317 ) begin
-      \$1749  = 32'd0;
-    end
-    if (count_now) begin
-      \$1749  = \$1320 [31:0];
-    end
-    if (rst) begin
-      \$1749  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1750  = cnt_busy;
-    if (\$1317 ) begin
-      \$1750  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1321 ) begin
-        \$1750  = \$1324 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1750  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1751  = cnt_setup;
-    if (\$1317 ) begin
-      \$1751  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1325 ) begin
-        \$1751  = \$1328 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1751  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1752  = cnt_stall_input;
-    if (\$1317 ) begin
+    \$1752  = cnt_cycles;
+    if (\$1318 ) begin
       \$1752  = 32'd0;
     end
     if (count_now) begin
-      if (\$1329 ) begin
-        \$1752  = \$1332 [31:0];
-      end
+      \$1752  = \$1321 [31:0];
     end
     if (rst) begin
       \$1752  = 32'd0;
@@ -48618,13 +48629,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1753  = cnt_stall_weight;
-    if (\$1317 ) begin
+    \$1753  = cnt_busy;
+    if (\$1318 ) begin
       \$1753  = 32'd0;
     end
     if (count_now) begin
-      if (\$1333 ) begin
-        \$1753  = \$1336 [31:0];
+      if (\$1322 ) begin
+        \$1753  = \$1325 [31:0];
       end
     end
     if (rst) begin
@@ -48633,13 +48644,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1754  = cnt_stall_output;
-    if (\$1317 ) begin
+    \$1754  = cnt_setup;
+    if (\$1318 ) begin
       \$1754  = 32'd0;
     end
     if (count_now) begin
-      if (\$1337 ) begin
-        \$1754  = \$1340 [31:0];
+      if (\$1326 ) begin
+        \$1754  = \$1329 [31:0];
       end
     end
     if (rst) begin
@@ -48648,13 +48659,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1755  = cnt_fill;
-    if (\$1317 ) begin
+    \$1755  = cnt_stall_input;
+    if (\$1318 ) begin
       \$1755  = 32'd0;
     end
     if (count_now) begin
-      if (\$1341 ) begin
-        \$1755  = \$1344 [31:0];
+      if (\$1330 ) begin
+        \$1755  = \$1333 [31:0];
       end
     end
     if (rst) begin
@@ -48663,17 +48674,62 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1756  = cnt_drain;
-    if (\$1317 ) begin
+    \$1756  = cnt_stall_weight;
+    if (\$1318 ) begin
       \$1756  = 32'd0;
     end
     if (count_now) begin
-      if (\$1345 ) begin
-        \$1756  = \$1348 [31:0];
+      if (\$1334 ) begin
+        \$1756  = \$1337 [31:0];
       end
     end
     if (rst) begin
       \$1756  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1757  = cnt_stall_output;
+    if (\$1318 ) begin
+      \$1757  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1338 ) begin
+        \$1757  = \$1341 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1757  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1758  = cnt_fill;
+    if (\$1318 ) begin
+      \$1758  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1342 ) begin
+        \$1758  = \$1345 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1758  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1759  = cnt_drain;
+    if (\$1318 ) begin
+      \$1759  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1346 ) begin
+        \$1759  = \$1349 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1759  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -48750,11 +48806,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__en$125  = 1'h1;
   assign slot1_dense = sb1[11:8];
   assign pad1_dense = sb1[7];
-  assign iy_ky0 = { \$172 [29], \$172 [29], \$172 [29], \$172  };
-  assign iy_ky1 = { \$173 [29], \$173 [29], \$173 [29], \$173  };
-  assign iy_ky2 = { \$174 [29], \$174 [29], \$174 [29], \$174  };
-  assign iy_ky3 = { \$175 [29], \$175 [29], \$175 [29], \$175  };
-  assign iy_ky4 = { \$176 [29], \$176 [29], \$176 [29], \$176  };
+  assign iy_ky0 = { \$171 [29], \$171 [29], \$171 [29], \$171  };
+  assign iy_ky1 = { \$172 [29], \$172 [29], \$172 [29], \$172  };
+  assign iy_ky2 = { \$173 [29], \$173 [29], \$173 [29], \$173  };
+  assign iy_ky3 = { \$174 [29], \$174 [29], \$174 [29], \$174  };
+  assign iy_ky4 = { \$175 [29], \$175 [29], \$175 [29], \$175  };
   assign act4 = act;
   assign bank = sb4[6];
   assign dw_mode = desc[154];
@@ -48786,70 +48842,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$349  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$348  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
-  assign \$signature__addr$353  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$354  = i_act__payload[127:64];
-  assign \$signature__addr$356  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$357  = i_act__payload[63:0];
-  assign \$signature__addr$359  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$360  = i_act__payload[127:64];
-  assign \$signature__addr$362  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$363  = i_act__payload[63:0];
-  assign \$signature__addr$365  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$366  = i_act__payload[127:64];
-  assign \$signature__addr$368  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$369  = i_act__payload[63:0];
-  assign \$signature__addr$371  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$372  = i_act__payload[127:64];
-  assign \$signature__addr$374  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$375  = i_act__payload[63:0];
-  assign \$signature__addr$377  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$378  = i_act__payload[127:64];
-  assign \$signature__addr$380  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$381  = i_act__payload[63:0];
-  assign \$signature__addr$383  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$384  = i_act__payload[127:64];
-  assign \$signature__addr$386  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$387  = i_act__payload[63:0];
-  assign \$signature__addr$389  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$390  = i_act__payload[127:64];
-  assign \$signature__addr$392  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$393  = i_act__payload[63:0];
-  assign \$signature__addr$395  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$396  = i_act__payload[127:64];
-  assign \$signature__addr$398  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$399  = i_act__payload[63:0];
-  assign \$signature__addr$401  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$402  = i_act__payload[127:64];
-  assign \$signature__addr$404  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$405  = i_act__payload[63:0];
-  assign \$signature__addr$407  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$408  = i_act__payload[127:64];
-  assign \$signature__addr$410  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$411  = i_act__payload[63:0];
-  assign \$signature__addr$413  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$414  = i_act__payload[127:64];
-  assign \$signature__addr$416  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$417  = i_act__payload[63:0];
-  assign \$signature__addr$419  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$420  = i_act__payload[127:64];
-  assign \$signature__addr$422  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$423  = i_act__payload[63:0];
-  assign \$signature__addr$425  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$426  = i_act__payload[127:64];
-  assign \$signature__addr$428  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$429  = i_act__payload[63:0];
-  assign \$signature__addr$431  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$432  = i_act__payload[127:64];
-  assign \$signature__addr$434  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$435  = i_act__payload[63:0];
-  assign \$signature__addr$437  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$438  = i_act__payload[127:64];
-  assign \$signature__addr$440  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$441  = i_act__payload[63:0];
-  assign \$signature__addr$443  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$444  = i_act__payload[127:64];
+  assign \$signature__addr$352  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$353  = i_act__payload[127:64];
+  assign \$signature__addr$355  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$356  = i_act__payload[63:0];
+  assign \$signature__addr$358  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$359  = i_act__payload[127:64];
+  assign \$signature__addr$361  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$362  = i_act__payload[63:0];
+  assign \$signature__addr$364  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$365  = i_act__payload[127:64];
+  assign \$signature__addr$367  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$368  = i_act__payload[63:0];
+  assign \$signature__addr$370  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$371  = i_act__payload[127:64];
+  assign \$signature__addr$373  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$374  = i_act__payload[63:0];
+  assign \$signature__addr$376  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$377  = i_act__payload[127:64];
+  assign \$signature__addr$379  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$380  = i_act__payload[63:0];
+  assign \$signature__addr$382  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$383  = i_act__payload[127:64];
+  assign \$signature__addr$385  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$386  = i_act__payload[63:0];
+  assign \$signature__addr$388  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$389  = i_act__payload[127:64];
+  assign \$signature__addr$391  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$392  = i_act__payload[63:0];
+  assign \$signature__addr$394  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$395  = i_act__payload[127:64];
+  assign \$signature__addr$397  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$398  = i_act__payload[63:0];
+  assign \$signature__addr$400  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$401  = i_act__payload[127:64];
+  assign \$signature__addr$403  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$404  = i_act__payload[63:0];
+  assign \$signature__addr$406  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$407  = i_act__payload[127:64];
+  assign \$signature__addr$409  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$410  = i_act__payload[63:0];
+  assign \$signature__addr$412  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$413  = i_act__payload[127:64];
+  assign \$signature__addr$415  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$416  = i_act__payload[63:0];
+  assign \$signature__addr$418  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$419  = i_act__payload[127:64];
+  assign \$signature__addr$421  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$422  = i_act__payload[63:0];
+  assign \$signature__addr$424  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$425  = i_act__payload[127:64];
+  assign \$signature__addr$427  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$428  = i_act__payload[63:0];
+  assign \$signature__addr$430  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$431  = i_act__payload[127:64];
+  assign \$signature__addr$433  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$434  = i_act__payload[63:0];
+  assign \$signature__addr$436  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$437  = i_act__payload[127:64];
+  assign \$signature__addr$439  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$440  = i_act__payload[63:0];
+  assign \$signature__addr$442  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$443  = i_act__payload[127:64];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -49203,14 +49259,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_q[7].bias  = pm_q[514:483];
   assign \pm_q[7].mult  = pm_q[545:515];
   assign \pm_q[7].shift  = pm_q[551:546];
-  assign \sums$272[0]  = \sums$272 [31:0];
-  assign \sums$272[1]  = \sums$272 [63:32];
-  assign \sums$272[2]  = \sums$272 [95:64];
-  assign \sums$272[3]  = \sums$272 [127:96];
-  assign \sums$272[4]  = \sums$272 [159:128];
-  assign \sums$272[5]  = \sums$272 [191:160];
-  assign \sums$272[6]  = \sums$272 [223:192];
-  assign \sums$272[7]  = \sums$272 [255:224];
+  assign \sums$271[0]  = \sums$271 [31:0];
+  assign \sums$271[1]  = \sums$271 [63:32];
+  assign \sums$271[2]  = \sums$271 [95:64];
+  assign \sums$271[3]  = \sums$271 [127:96];
+  assign \sums$271[4]  = \sums$271 [159:128];
+  assign \sums$271[5]  = \sums$271 [191:160];
+  assign \sums$271[6]  = \sums$271 [223:192];
+  assign \sums$271[7]  = \sums$271 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -49393,254 +49449,254 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$354[0]  = i_act__payload[71:64];
-  assign \$signature__data$354[1]  = i_act__payload[79:72];
-  assign \$signature__data$354[2]  = i_act__payload[87:80];
-  assign \$signature__data$354[3]  = i_act__payload[95:88];
-  assign \$signature__data$354[4]  = i_act__payload[103:96];
-  assign \$signature__data$354[5]  = i_act__payload[111:104];
-  assign \$signature__data$354[6]  = i_act__payload[119:112];
-  assign \$signature__data$354[7]  = i_act__payload[127:120];
-  assign \$signature__data$357[0]  = i_act__payload[7:0];
-  assign \$signature__data$357[1]  = i_act__payload[15:8];
-  assign \$signature__data$357[2]  = i_act__payload[23:16];
-  assign \$signature__data$357[3]  = i_act__payload[31:24];
-  assign \$signature__data$357[4]  = i_act__payload[39:32];
-  assign \$signature__data$357[5]  = i_act__payload[47:40];
-  assign \$signature__data$357[6]  = i_act__payload[55:48];
-  assign \$signature__data$357[7]  = i_act__payload[63:56];
-  assign \$signature__data$360[0]  = i_act__payload[71:64];
-  assign \$signature__data$360[1]  = i_act__payload[79:72];
-  assign \$signature__data$360[2]  = i_act__payload[87:80];
-  assign \$signature__data$360[3]  = i_act__payload[95:88];
-  assign \$signature__data$360[4]  = i_act__payload[103:96];
-  assign \$signature__data$360[5]  = i_act__payload[111:104];
-  assign \$signature__data$360[6]  = i_act__payload[119:112];
-  assign \$signature__data$360[7]  = i_act__payload[127:120];
-  assign \$signature__data$363[0]  = i_act__payload[7:0];
-  assign \$signature__data$363[1]  = i_act__payload[15:8];
-  assign \$signature__data$363[2]  = i_act__payload[23:16];
-  assign \$signature__data$363[3]  = i_act__payload[31:24];
-  assign \$signature__data$363[4]  = i_act__payload[39:32];
-  assign \$signature__data$363[5]  = i_act__payload[47:40];
-  assign \$signature__data$363[6]  = i_act__payload[55:48];
-  assign \$signature__data$363[7]  = i_act__payload[63:56];
-  assign \$signature__data$366[0]  = i_act__payload[71:64];
-  assign \$signature__data$366[1]  = i_act__payload[79:72];
-  assign \$signature__data$366[2]  = i_act__payload[87:80];
-  assign \$signature__data$366[3]  = i_act__payload[95:88];
-  assign \$signature__data$366[4]  = i_act__payload[103:96];
-  assign \$signature__data$366[5]  = i_act__payload[111:104];
-  assign \$signature__data$366[6]  = i_act__payload[119:112];
-  assign \$signature__data$366[7]  = i_act__payload[127:120];
-  assign \$signature__data$369[0]  = i_act__payload[7:0];
-  assign \$signature__data$369[1]  = i_act__payload[15:8];
-  assign \$signature__data$369[2]  = i_act__payload[23:16];
-  assign \$signature__data$369[3]  = i_act__payload[31:24];
-  assign \$signature__data$369[4]  = i_act__payload[39:32];
-  assign \$signature__data$369[5]  = i_act__payload[47:40];
-  assign \$signature__data$369[6]  = i_act__payload[55:48];
-  assign \$signature__data$369[7]  = i_act__payload[63:56];
-  assign \$signature__data$372[0]  = i_act__payload[71:64];
-  assign \$signature__data$372[1]  = i_act__payload[79:72];
-  assign \$signature__data$372[2]  = i_act__payload[87:80];
-  assign \$signature__data$372[3]  = i_act__payload[95:88];
-  assign \$signature__data$372[4]  = i_act__payload[103:96];
-  assign \$signature__data$372[5]  = i_act__payload[111:104];
-  assign \$signature__data$372[6]  = i_act__payload[119:112];
-  assign \$signature__data$372[7]  = i_act__payload[127:120];
-  assign \$signature__data$375[0]  = i_act__payload[7:0];
-  assign \$signature__data$375[1]  = i_act__payload[15:8];
-  assign \$signature__data$375[2]  = i_act__payload[23:16];
-  assign \$signature__data$375[3]  = i_act__payload[31:24];
-  assign \$signature__data$375[4]  = i_act__payload[39:32];
-  assign \$signature__data$375[5]  = i_act__payload[47:40];
-  assign \$signature__data$375[6]  = i_act__payload[55:48];
-  assign \$signature__data$375[7]  = i_act__payload[63:56];
-  assign \$signature__data$378[0]  = i_act__payload[71:64];
-  assign \$signature__data$378[1]  = i_act__payload[79:72];
-  assign \$signature__data$378[2]  = i_act__payload[87:80];
-  assign \$signature__data$378[3]  = i_act__payload[95:88];
-  assign \$signature__data$378[4]  = i_act__payload[103:96];
-  assign \$signature__data$378[5]  = i_act__payload[111:104];
-  assign \$signature__data$378[6]  = i_act__payload[119:112];
-  assign \$signature__data$378[7]  = i_act__payload[127:120];
-  assign \$signature__data$381[0]  = i_act__payload[7:0];
-  assign \$signature__data$381[1]  = i_act__payload[15:8];
-  assign \$signature__data$381[2]  = i_act__payload[23:16];
-  assign \$signature__data$381[3]  = i_act__payload[31:24];
-  assign \$signature__data$381[4]  = i_act__payload[39:32];
-  assign \$signature__data$381[5]  = i_act__payload[47:40];
-  assign \$signature__data$381[6]  = i_act__payload[55:48];
-  assign \$signature__data$381[7]  = i_act__payload[63:56];
-  assign \$signature__data$384[0]  = i_act__payload[71:64];
-  assign \$signature__data$384[1]  = i_act__payload[79:72];
-  assign \$signature__data$384[2]  = i_act__payload[87:80];
-  assign \$signature__data$384[3]  = i_act__payload[95:88];
-  assign \$signature__data$384[4]  = i_act__payload[103:96];
-  assign \$signature__data$384[5]  = i_act__payload[111:104];
-  assign \$signature__data$384[6]  = i_act__payload[119:112];
-  assign \$signature__data$384[7]  = i_act__payload[127:120];
-  assign \$signature__data$387[0]  = i_act__payload[7:0];
-  assign \$signature__data$387[1]  = i_act__payload[15:8];
-  assign \$signature__data$387[2]  = i_act__payload[23:16];
-  assign \$signature__data$387[3]  = i_act__payload[31:24];
-  assign \$signature__data$387[4]  = i_act__payload[39:32];
-  assign \$signature__data$387[5]  = i_act__payload[47:40];
-  assign \$signature__data$387[6]  = i_act__payload[55:48];
-  assign \$signature__data$387[7]  = i_act__payload[63:56];
-  assign \$signature__data$390[0]  = i_act__payload[71:64];
-  assign \$signature__data$390[1]  = i_act__payload[79:72];
-  assign \$signature__data$390[2]  = i_act__payload[87:80];
-  assign \$signature__data$390[3]  = i_act__payload[95:88];
-  assign \$signature__data$390[4]  = i_act__payload[103:96];
-  assign \$signature__data$390[5]  = i_act__payload[111:104];
-  assign \$signature__data$390[6]  = i_act__payload[119:112];
-  assign \$signature__data$390[7]  = i_act__payload[127:120];
-  assign \$signature__data$393[0]  = i_act__payload[7:0];
-  assign \$signature__data$393[1]  = i_act__payload[15:8];
-  assign \$signature__data$393[2]  = i_act__payload[23:16];
-  assign \$signature__data$393[3]  = i_act__payload[31:24];
-  assign \$signature__data$393[4]  = i_act__payload[39:32];
-  assign \$signature__data$393[5]  = i_act__payload[47:40];
-  assign \$signature__data$393[6]  = i_act__payload[55:48];
-  assign \$signature__data$393[7]  = i_act__payload[63:56];
-  assign \$signature__data$396[0]  = i_act__payload[71:64];
-  assign \$signature__data$396[1]  = i_act__payload[79:72];
-  assign \$signature__data$396[2]  = i_act__payload[87:80];
-  assign \$signature__data$396[3]  = i_act__payload[95:88];
-  assign \$signature__data$396[4]  = i_act__payload[103:96];
-  assign \$signature__data$396[5]  = i_act__payload[111:104];
-  assign \$signature__data$396[6]  = i_act__payload[119:112];
-  assign \$signature__data$396[7]  = i_act__payload[127:120];
-  assign \$signature__data$399[0]  = i_act__payload[7:0];
-  assign \$signature__data$399[1]  = i_act__payload[15:8];
-  assign \$signature__data$399[2]  = i_act__payload[23:16];
-  assign \$signature__data$399[3]  = i_act__payload[31:24];
-  assign \$signature__data$399[4]  = i_act__payload[39:32];
-  assign \$signature__data$399[5]  = i_act__payload[47:40];
-  assign \$signature__data$399[6]  = i_act__payload[55:48];
-  assign \$signature__data$399[7]  = i_act__payload[63:56];
-  assign \$signature__data$402[0]  = i_act__payload[71:64];
-  assign \$signature__data$402[1]  = i_act__payload[79:72];
-  assign \$signature__data$402[2]  = i_act__payload[87:80];
-  assign \$signature__data$402[3]  = i_act__payload[95:88];
-  assign \$signature__data$402[4]  = i_act__payload[103:96];
-  assign \$signature__data$402[5]  = i_act__payload[111:104];
-  assign \$signature__data$402[6]  = i_act__payload[119:112];
-  assign \$signature__data$402[7]  = i_act__payload[127:120];
-  assign \$signature__data$405[0]  = i_act__payload[7:0];
-  assign \$signature__data$405[1]  = i_act__payload[15:8];
-  assign \$signature__data$405[2]  = i_act__payload[23:16];
-  assign \$signature__data$405[3]  = i_act__payload[31:24];
-  assign \$signature__data$405[4]  = i_act__payload[39:32];
-  assign \$signature__data$405[5]  = i_act__payload[47:40];
-  assign \$signature__data$405[6]  = i_act__payload[55:48];
-  assign \$signature__data$405[7]  = i_act__payload[63:56];
-  assign \$signature__data$408[0]  = i_act__payload[71:64];
-  assign \$signature__data$408[1]  = i_act__payload[79:72];
-  assign \$signature__data$408[2]  = i_act__payload[87:80];
-  assign \$signature__data$408[3]  = i_act__payload[95:88];
-  assign \$signature__data$408[4]  = i_act__payload[103:96];
-  assign \$signature__data$408[5]  = i_act__payload[111:104];
-  assign \$signature__data$408[6]  = i_act__payload[119:112];
-  assign \$signature__data$408[7]  = i_act__payload[127:120];
-  assign \$signature__data$411[0]  = i_act__payload[7:0];
-  assign \$signature__data$411[1]  = i_act__payload[15:8];
-  assign \$signature__data$411[2]  = i_act__payload[23:16];
-  assign \$signature__data$411[3]  = i_act__payload[31:24];
-  assign \$signature__data$411[4]  = i_act__payload[39:32];
-  assign \$signature__data$411[5]  = i_act__payload[47:40];
-  assign \$signature__data$411[6]  = i_act__payload[55:48];
-  assign \$signature__data$411[7]  = i_act__payload[63:56];
-  assign \$signature__data$414[0]  = i_act__payload[71:64];
-  assign \$signature__data$414[1]  = i_act__payload[79:72];
-  assign \$signature__data$414[2]  = i_act__payload[87:80];
-  assign \$signature__data$414[3]  = i_act__payload[95:88];
-  assign \$signature__data$414[4]  = i_act__payload[103:96];
-  assign \$signature__data$414[5]  = i_act__payload[111:104];
-  assign \$signature__data$414[6]  = i_act__payload[119:112];
-  assign \$signature__data$414[7]  = i_act__payload[127:120];
-  assign \$signature__data$417[0]  = i_act__payload[7:0];
-  assign \$signature__data$417[1]  = i_act__payload[15:8];
-  assign \$signature__data$417[2]  = i_act__payload[23:16];
-  assign \$signature__data$417[3]  = i_act__payload[31:24];
-  assign \$signature__data$417[4]  = i_act__payload[39:32];
-  assign \$signature__data$417[5]  = i_act__payload[47:40];
-  assign \$signature__data$417[6]  = i_act__payload[55:48];
-  assign \$signature__data$417[7]  = i_act__payload[63:56];
-  assign \$signature__data$420[0]  = i_act__payload[71:64];
-  assign \$signature__data$420[1]  = i_act__payload[79:72];
-  assign \$signature__data$420[2]  = i_act__payload[87:80];
-  assign \$signature__data$420[3]  = i_act__payload[95:88];
-  assign \$signature__data$420[4]  = i_act__payload[103:96];
-  assign \$signature__data$420[5]  = i_act__payload[111:104];
-  assign \$signature__data$420[6]  = i_act__payload[119:112];
-  assign \$signature__data$420[7]  = i_act__payload[127:120];
-  assign \$signature__data$423[0]  = i_act__payload[7:0];
-  assign \$signature__data$423[1]  = i_act__payload[15:8];
-  assign \$signature__data$423[2]  = i_act__payload[23:16];
-  assign \$signature__data$423[3]  = i_act__payload[31:24];
-  assign \$signature__data$423[4]  = i_act__payload[39:32];
-  assign \$signature__data$423[5]  = i_act__payload[47:40];
-  assign \$signature__data$423[6]  = i_act__payload[55:48];
-  assign \$signature__data$423[7]  = i_act__payload[63:56];
-  assign \$signature__data$426[0]  = i_act__payload[71:64];
-  assign \$signature__data$426[1]  = i_act__payload[79:72];
-  assign \$signature__data$426[2]  = i_act__payload[87:80];
-  assign \$signature__data$426[3]  = i_act__payload[95:88];
-  assign \$signature__data$426[4]  = i_act__payload[103:96];
-  assign \$signature__data$426[5]  = i_act__payload[111:104];
-  assign \$signature__data$426[6]  = i_act__payload[119:112];
-  assign \$signature__data$426[7]  = i_act__payload[127:120];
-  assign \$signature__data$429[0]  = i_act__payload[7:0];
-  assign \$signature__data$429[1]  = i_act__payload[15:8];
-  assign \$signature__data$429[2]  = i_act__payload[23:16];
-  assign \$signature__data$429[3]  = i_act__payload[31:24];
-  assign \$signature__data$429[4]  = i_act__payload[39:32];
-  assign \$signature__data$429[5]  = i_act__payload[47:40];
-  assign \$signature__data$429[6]  = i_act__payload[55:48];
-  assign \$signature__data$429[7]  = i_act__payload[63:56];
-  assign \$signature__data$432[0]  = i_act__payload[71:64];
-  assign \$signature__data$432[1]  = i_act__payload[79:72];
-  assign \$signature__data$432[2]  = i_act__payload[87:80];
-  assign \$signature__data$432[3]  = i_act__payload[95:88];
-  assign \$signature__data$432[4]  = i_act__payload[103:96];
-  assign \$signature__data$432[5]  = i_act__payload[111:104];
-  assign \$signature__data$432[6]  = i_act__payload[119:112];
-  assign \$signature__data$432[7]  = i_act__payload[127:120];
-  assign \$signature__data$435[0]  = i_act__payload[7:0];
-  assign \$signature__data$435[1]  = i_act__payload[15:8];
-  assign \$signature__data$435[2]  = i_act__payload[23:16];
-  assign \$signature__data$435[3]  = i_act__payload[31:24];
-  assign \$signature__data$435[4]  = i_act__payload[39:32];
-  assign \$signature__data$435[5]  = i_act__payload[47:40];
-  assign \$signature__data$435[6]  = i_act__payload[55:48];
-  assign \$signature__data$435[7]  = i_act__payload[63:56];
-  assign \$signature__data$438[0]  = i_act__payload[71:64];
-  assign \$signature__data$438[1]  = i_act__payload[79:72];
-  assign \$signature__data$438[2]  = i_act__payload[87:80];
-  assign \$signature__data$438[3]  = i_act__payload[95:88];
-  assign \$signature__data$438[4]  = i_act__payload[103:96];
-  assign \$signature__data$438[5]  = i_act__payload[111:104];
-  assign \$signature__data$438[6]  = i_act__payload[119:112];
-  assign \$signature__data$438[7]  = i_act__payload[127:120];
-  assign \$signature__data$441[0]  = i_act__payload[7:0];
-  assign \$signature__data$441[1]  = i_act__payload[15:8];
-  assign \$signature__data$441[2]  = i_act__payload[23:16];
-  assign \$signature__data$441[3]  = i_act__payload[31:24];
-  assign \$signature__data$441[4]  = i_act__payload[39:32];
-  assign \$signature__data$441[5]  = i_act__payload[47:40];
-  assign \$signature__data$441[6]  = i_act__payload[55:48];
-  assign \$signature__data$441[7]  = i_act__payload[63:56];
-  assign \$signature__data$444[0]  = i_act__payload[71:64];
-  assign \$signature__data$444[1]  = i_act__payload[79:72];
-  assign \$signature__data$444[2]  = i_act__payload[87:80];
-  assign \$signature__data$444[3]  = i_act__payload[95:88];
-  assign \$signature__data$444[4]  = i_act__payload[103:96];
-  assign \$signature__data$444[5]  = i_act__payload[111:104];
-  assign \$signature__data$444[6]  = i_act__payload[119:112];
-  assign \$signature__data$444[7]  = i_act__payload[127:120];
+  assign \$signature__data$353[0]  = i_act__payload[71:64];
+  assign \$signature__data$353[1]  = i_act__payload[79:72];
+  assign \$signature__data$353[2]  = i_act__payload[87:80];
+  assign \$signature__data$353[3]  = i_act__payload[95:88];
+  assign \$signature__data$353[4]  = i_act__payload[103:96];
+  assign \$signature__data$353[5]  = i_act__payload[111:104];
+  assign \$signature__data$353[6]  = i_act__payload[119:112];
+  assign \$signature__data$353[7]  = i_act__payload[127:120];
+  assign \$signature__data$356[0]  = i_act__payload[7:0];
+  assign \$signature__data$356[1]  = i_act__payload[15:8];
+  assign \$signature__data$356[2]  = i_act__payload[23:16];
+  assign \$signature__data$356[3]  = i_act__payload[31:24];
+  assign \$signature__data$356[4]  = i_act__payload[39:32];
+  assign \$signature__data$356[5]  = i_act__payload[47:40];
+  assign \$signature__data$356[6]  = i_act__payload[55:48];
+  assign \$signature__data$356[7]  = i_act__payload[63:56];
+  assign \$signature__data$359[0]  = i_act__payload[71:64];
+  assign \$signature__data$359[1]  = i_act__payload[79:72];
+  assign \$signature__data$359[2]  = i_act__payload[87:80];
+  assign \$signature__data$359[3]  = i_act__payload[95:88];
+  assign \$signature__data$359[4]  = i_act__payload[103:96];
+  assign \$signature__data$359[5]  = i_act__payload[111:104];
+  assign \$signature__data$359[6]  = i_act__payload[119:112];
+  assign \$signature__data$359[7]  = i_act__payload[127:120];
+  assign \$signature__data$362[0]  = i_act__payload[7:0];
+  assign \$signature__data$362[1]  = i_act__payload[15:8];
+  assign \$signature__data$362[2]  = i_act__payload[23:16];
+  assign \$signature__data$362[3]  = i_act__payload[31:24];
+  assign \$signature__data$362[4]  = i_act__payload[39:32];
+  assign \$signature__data$362[5]  = i_act__payload[47:40];
+  assign \$signature__data$362[6]  = i_act__payload[55:48];
+  assign \$signature__data$362[7]  = i_act__payload[63:56];
+  assign \$signature__data$365[0]  = i_act__payload[71:64];
+  assign \$signature__data$365[1]  = i_act__payload[79:72];
+  assign \$signature__data$365[2]  = i_act__payload[87:80];
+  assign \$signature__data$365[3]  = i_act__payload[95:88];
+  assign \$signature__data$365[4]  = i_act__payload[103:96];
+  assign \$signature__data$365[5]  = i_act__payload[111:104];
+  assign \$signature__data$365[6]  = i_act__payload[119:112];
+  assign \$signature__data$365[7]  = i_act__payload[127:120];
+  assign \$signature__data$368[0]  = i_act__payload[7:0];
+  assign \$signature__data$368[1]  = i_act__payload[15:8];
+  assign \$signature__data$368[2]  = i_act__payload[23:16];
+  assign \$signature__data$368[3]  = i_act__payload[31:24];
+  assign \$signature__data$368[4]  = i_act__payload[39:32];
+  assign \$signature__data$368[5]  = i_act__payload[47:40];
+  assign \$signature__data$368[6]  = i_act__payload[55:48];
+  assign \$signature__data$368[7]  = i_act__payload[63:56];
+  assign \$signature__data$371[0]  = i_act__payload[71:64];
+  assign \$signature__data$371[1]  = i_act__payload[79:72];
+  assign \$signature__data$371[2]  = i_act__payload[87:80];
+  assign \$signature__data$371[3]  = i_act__payload[95:88];
+  assign \$signature__data$371[4]  = i_act__payload[103:96];
+  assign \$signature__data$371[5]  = i_act__payload[111:104];
+  assign \$signature__data$371[6]  = i_act__payload[119:112];
+  assign \$signature__data$371[7]  = i_act__payload[127:120];
+  assign \$signature__data$374[0]  = i_act__payload[7:0];
+  assign \$signature__data$374[1]  = i_act__payload[15:8];
+  assign \$signature__data$374[2]  = i_act__payload[23:16];
+  assign \$signature__data$374[3]  = i_act__payload[31:24];
+  assign \$signature__data$374[4]  = i_act__payload[39:32];
+  assign \$signature__data$374[5]  = i_act__payload[47:40];
+  assign \$signature__data$374[6]  = i_act__payload[55:48];
+  assign \$signature__data$374[7]  = i_act__payload[63:56];
+  assign \$signature__data$377[0]  = i_act__payload[71:64];
+  assign \$signature__data$377[1]  = i_act__payload[79:72];
+  assign \$signature__data$377[2]  = i_act__payload[87:80];
+  assign \$signature__data$377[3]  = i_act__payload[95:88];
+  assign \$signature__data$377[4]  = i_act__payload[103:96];
+  assign \$signature__data$377[5]  = i_act__payload[111:104];
+  assign \$signature__data$377[6]  = i_act__payload[119:112];
+  assign \$signature__data$377[7]  = i_act__payload[127:120];
+  assign \$signature__data$380[0]  = i_act__payload[7:0];
+  assign \$signature__data$380[1]  = i_act__payload[15:8];
+  assign \$signature__data$380[2]  = i_act__payload[23:16];
+  assign \$signature__data$380[3]  = i_act__payload[31:24];
+  assign \$signature__data$380[4]  = i_act__payload[39:32];
+  assign \$signature__data$380[5]  = i_act__payload[47:40];
+  assign \$signature__data$380[6]  = i_act__payload[55:48];
+  assign \$signature__data$380[7]  = i_act__payload[63:56];
+  assign \$signature__data$383[0]  = i_act__payload[71:64];
+  assign \$signature__data$383[1]  = i_act__payload[79:72];
+  assign \$signature__data$383[2]  = i_act__payload[87:80];
+  assign \$signature__data$383[3]  = i_act__payload[95:88];
+  assign \$signature__data$383[4]  = i_act__payload[103:96];
+  assign \$signature__data$383[5]  = i_act__payload[111:104];
+  assign \$signature__data$383[6]  = i_act__payload[119:112];
+  assign \$signature__data$383[7]  = i_act__payload[127:120];
+  assign \$signature__data$386[0]  = i_act__payload[7:0];
+  assign \$signature__data$386[1]  = i_act__payload[15:8];
+  assign \$signature__data$386[2]  = i_act__payload[23:16];
+  assign \$signature__data$386[3]  = i_act__payload[31:24];
+  assign \$signature__data$386[4]  = i_act__payload[39:32];
+  assign \$signature__data$386[5]  = i_act__payload[47:40];
+  assign \$signature__data$386[6]  = i_act__payload[55:48];
+  assign \$signature__data$386[7]  = i_act__payload[63:56];
+  assign \$signature__data$389[0]  = i_act__payload[71:64];
+  assign \$signature__data$389[1]  = i_act__payload[79:72];
+  assign \$signature__data$389[2]  = i_act__payload[87:80];
+  assign \$signature__data$389[3]  = i_act__payload[95:88];
+  assign \$signature__data$389[4]  = i_act__payload[103:96];
+  assign \$signature__data$389[5]  = i_act__payload[111:104];
+  assign \$signature__data$389[6]  = i_act__payload[119:112];
+  assign \$signature__data$389[7]  = i_act__payload[127:120];
+  assign \$signature__data$392[0]  = i_act__payload[7:0];
+  assign \$signature__data$392[1]  = i_act__payload[15:8];
+  assign \$signature__data$392[2]  = i_act__payload[23:16];
+  assign \$signature__data$392[3]  = i_act__payload[31:24];
+  assign \$signature__data$392[4]  = i_act__payload[39:32];
+  assign \$signature__data$392[5]  = i_act__payload[47:40];
+  assign \$signature__data$392[6]  = i_act__payload[55:48];
+  assign \$signature__data$392[7]  = i_act__payload[63:56];
+  assign \$signature__data$395[0]  = i_act__payload[71:64];
+  assign \$signature__data$395[1]  = i_act__payload[79:72];
+  assign \$signature__data$395[2]  = i_act__payload[87:80];
+  assign \$signature__data$395[3]  = i_act__payload[95:88];
+  assign \$signature__data$395[4]  = i_act__payload[103:96];
+  assign \$signature__data$395[5]  = i_act__payload[111:104];
+  assign \$signature__data$395[6]  = i_act__payload[119:112];
+  assign \$signature__data$395[7]  = i_act__payload[127:120];
+  assign \$signature__data$398[0]  = i_act__payload[7:0];
+  assign \$signature__data$398[1]  = i_act__payload[15:8];
+  assign \$signature__data$398[2]  = i_act__payload[23:16];
+  assign \$signature__data$398[3]  = i_act__payload[31:24];
+  assign \$signature__data$398[4]  = i_act__payload[39:32];
+  assign \$signature__data$398[5]  = i_act__payload[47:40];
+  assign \$signature__data$398[6]  = i_act__payload[55:48];
+  assign \$signature__data$398[7]  = i_act__payload[63:56];
+  assign \$signature__data$401[0]  = i_act__payload[71:64];
+  assign \$signature__data$401[1]  = i_act__payload[79:72];
+  assign \$signature__data$401[2]  = i_act__payload[87:80];
+  assign \$signature__data$401[3]  = i_act__payload[95:88];
+  assign \$signature__data$401[4]  = i_act__payload[103:96];
+  assign \$signature__data$401[5]  = i_act__payload[111:104];
+  assign \$signature__data$401[6]  = i_act__payload[119:112];
+  assign \$signature__data$401[7]  = i_act__payload[127:120];
+  assign \$signature__data$404[0]  = i_act__payload[7:0];
+  assign \$signature__data$404[1]  = i_act__payload[15:8];
+  assign \$signature__data$404[2]  = i_act__payload[23:16];
+  assign \$signature__data$404[3]  = i_act__payload[31:24];
+  assign \$signature__data$404[4]  = i_act__payload[39:32];
+  assign \$signature__data$404[5]  = i_act__payload[47:40];
+  assign \$signature__data$404[6]  = i_act__payload[55:48];
+  assign \$signature__data$404[7]  = i_act__payload[63:56];
+  assign \$signature__data$407[0]  = i_act__payload[71:64];
+  assign \$signature__data$407[1]  = i_act__payload[79:72];
+  assign \$signature__data$407[2]  = i_act__payload[87:80];
+  assign \$signature__data$407[3]  = i_act__payload[95:88];
+  assign \$signature__data$407[4]  = i_act__payload[103:96];
+  assign \$signature__data$407[5]  = i_act__payload[111:104];
+  assign \$signature__data$407[6]  = i_act__payload[119:112];
+  assign \$signature__data$407[7]  = i_act__payload[127:120];
+  assign \$signature__data$410[0]  = i_act__payload[7:0];
+  assign \$signature__data$410[1]  = i_act__payload[15:8];
+  assign \$signature__data$410[2]  = i_act__payload[23:16];
+  assign \$signature__data$410[3]  = i_act__payload[31:24];
+  assign \$signature__data$410[4]  = i_act__payload[39:32];
+  assign \$signature__data$410[5]  = i_act__payload[47:40];
+  assign \$signature__data$410[6]  = i_act__payload[55:48];
+  assign \$signature__data$410[7]  = i_act__payload[63:56];
+  assign \$signature__data$413[0]  = i_act__payload[71:64];
+  assign \$signature__data$413[1]  = i_act__payload[79:72];
+  assign \$signature__data$413[2]  = i_act__payload[87:80];
+  assign \$signature__data$413[3]  = i_act__payload[95:88];
+  assign \$signature__data$413[4]  = i_act__payload[103:96];
+  assign \$signature__data$413[5]  = i_act__payload[111:104];
+  assign \$signature__data$413[6]  = i_act__payload[119:112];
+  assign \$signature__data$413[7]  = i_act__payload[127:120];
+  assign \$signature__data$416[0]  = i_act__payload[7:0];
+  assign \$signature__data$416[1]  = i_act__payload[15:8];
+  assign \$signature__data$416[2]  = i_act__payload[23:16];
+  assign \$signature__data$416[3]  = i_act__payload[31:24];
+  assign \$signature__data$416[4]  = i_act__payload[39:32];
+  assign \$signature__data$416[5]  = i_act__payload[47:40];
+  assign \$signature__data$416[6]  = i_act__payload[55:48];
+  assign \$signature__data$416[7]  = i_act__payload[63:56];
+  assign \$signature__data$419[0]  = i_act__payload[71:64];
+  assign \$signature__data$419[1]  = i_act__payload[79:72];
+  assign \$signature__data$419[2]  = i_act__payload[87:80];
+  assign \$signature__data$419[3]  = i_act__payload[95:88];
+  assign \$signature__data$419[4]  = i_act__payload[103:96];
+  assign \$signature__data$419[5]  = i_act__payload[111:104];
+  assign \$signature__data$419[6]  = i_act__payload[119:112];
+  assign \$signature__data$419[7]  = i_act__payload[127:120];
+  assign \$signature__data$422[0]  = i_act__payload[7:0];
+  assign \$signature__data$422[1]  = i_act__payload[15:8];
+  assign \$signature__data$422[2]  = i_act__payload[23:16];
+  assign \$signature__data$422[3]  = i_act__payload[31:24];
+  assign \$signature__data$422[4]  = i_act__payload[39:32];
+  assign \$signature__data$422[5]  = i_act__payload[47:40];
+  assign \$signature__data$422[6]  = i_act__payload[55:48];
+  assign \$signature__data$422[7]  = i_act__payload[63:56];
+  assign \$signature__data$425[0]  = i_act__payload[71:64];
+  assign \$signature__data$425[1]  = i_act__payload[79:72];
+  assign \$signature__data$425[2]  = i_act__payload[87:80];
+  assign \$signature__data$425[3]  = i_act__payload[95:88];
+  assign \$signature__data$425[4]  = i_act__payload[103:96];
+  assign \$signature__data$425[5]  = i_act__payload[111:104];
+  assign \$signature__data$425[6]  = i_act__payload[119:112];
+  assign \$signature__data$425[7]  = i_act__payload[127:120];
+  assign \$signature__data$428[0]  = i_act__payload[7:0];
+  assign \$signature__data$428[1]  = i_act__payload[15:8];
+  assign \$signature__data$428[2]  = i_act__payload[23:16];
+  assign \$signature__data$428[3]  = i_act__payload[31:24];
+  assign \$signature__data$428[4]  = i_act__payload[39:32];
+  assign \$signature__data$428[5]  = i_act__payload[47:40];
+  assign \$signature__data$428[6]  = i_act__payload[55:48];
+  assign \$signature__data$428[7]  = i_act__payload[63:56];
+  assign \$signature__data$431[0]  = i_act__payload[71:64];
+  assign \$signature__data$431[1]  = i_act__payload[79:72];
+  assign \$signature__data$431[2]  = i_act__payload[87:80];
+  assign \$signature__data$431[3]  = i_act__payload[95:88];
+  assign \$signature__data$431[4]  = i_act__payload[103:96];
+  assign \$signature__data$431[5]  = i_act__payload[111:104];
+  assign \$signature__data$431[6]  = i_act__payload[119:112];
+  assign \$signature__data$431[7]  = i_act__payload[127:120];
+  assign \$signature__data$434[0]  = i_act__payload[7:0];
+  assign \$signature__data$434[1]  = i_act__payload[15:8];
+  assign \$signature__data$434[2]  = i_act__payload[23:16];
+  assign \$signature__data$434[3]  = i_act__payload[31:24];
+  assign \$signature__data$434[4]  = i_act__payload[39:32];
+  assign \$signature__data$434[5]  = i_act__payload[47:40];
+  assign \$signature__data$434[6]  = i_act__payload[55:48];
+  assign \$signature__data$434[7]  = i_act__payload[63:56];
+  assign \$signature__data$437[0]  = i_act__payload[71:64];
+  assign \$signature__data$437[1]  = i_act__payload[79:72];
+  assign \$signature__data$437[2]  = i_act__payload[87:80];
+  assign \$signature__data$437[3]  = i_act__payload[95:88];
+  assign \$signature__data$437[4]  = i_act__payload[103:96];
+  assign \$signature__data$437[5]  = i_act__payload[111:104];
+  assign \$signature__data$437[6]  = i_act__payload[119:112];
+  assign \$signature__data$437[7]  = i_act__payload[127:120];
+  assign \$signature__data$440[0]  = i_act__payload[7:0];
+  assign \$signature__data$440[1]  = i_act__payload[15:8];
+  assign \$signature__data$440[2]  = i_act__payload[23:16];
+  assign \$signature__data$440[3]  = i_act__payload[31:24];
+  assign \$signature__data$440[4]  = i_act__payload[39:32];
+  assign \$signature__data$440[5]  = i_act__payload[47:40];
+  assign \$signature__data$440[6]  = i_act__payload[55:48];
+  assign \$signature__data$440[7]  = i_act__payload[63:56];
+  assign \$signature__data$443[0]  = i_act__payload[71:64];
+  assign \$signature__data$443[1]  = i_act__payload[79:72];
+  assign \$signature__data$443[2]  = i_act__payload[87:80];
+  assign \$signature__data$443[3]  = i_act__payload[95:88];
+  assign \$signature__data$443[4]  = i_act__payload[103:96];
+  assign \$signature__data$443[5]  = i_act__payload[111:104];
+  assign \$signature__data$443[6]  = i_act__payload[119:112];
+  assign \$signature__data$443[7]  = i_act__payload[127:120];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -49681,14 +49737,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq0e[5]  = lbq0e[47:40];
   assign \lbq0e[6]  = lbq0e[55:48];
   assign \lbq0e[7]  = lbq0e[63:56];
-  assign \$signature__data$495[0]  = \$signature__data$495 [7:0];
-  assign \$signature__data$495[1]  = \$signature__data$495 [15:8];
-  assign \$signature__data$495[2]  = \$signature__data$495 [23:16];
-  assign \$signature__data$495[3]  = \$signature__data$495 [31:24];
-  assign \$signature__data$495[4]  = \$signature__data$495 [39:32];
-  assign \$signature__data$495[5]  = \$signature__data$495 [47:40];
-  assign \$signature__data$495[6]  = \$signature__data$495 [55:48];
-  assign \$signature__data$495[7]  = \$signature__data$495 [63:56];
+  assign \$signature__data$494[0]  = \$signature__data$494 [7:0];
+  assign \$signature__data$494[1]  = \$signature__data$494 [15:8];
+  assign \$signature__data$494[2]  = \$signature__data$494 [23:16];
+  assign \$signature__data$494[3]  = \$signature__data$494 [31:24];
+  assign \$signature__data$494[4]  = \$signature__data$494 [39:32];
+  assign \$signature__data$494[5]  = \$signature__data$494 [47:40];
+  assign \$signature__data$494[6]  = \$signature__data$494 [55:48];
+  assign \$signature__data$494[7]  = \$signature__data$494 [63:56];
   assign \lbq0o[0]  = lbq0o[7:0];
   assign \lbq0o[1]  = lbq0o[15:8];
   assign \lbq0o[2]  = lbq0o[23:16];
@@ -49697,14 +49753,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq0o[5]  = lbq0o[47:40];
   assign \lbq0o[6]  = lbq0o[55:48];
   assign \lbq0o[7]  = lbq0o[63:56];
-  assign \$signature__data$497[0]  = \$signature__data$497 [7:0];
-  assign \$signature__data$497[1]  = \$signature__data$497 [15:8];
-  assign \$signature__data$497[2]  = \$signature__data$497 [23:16];
-  assign \$signature__data$497[3]  = \$signature__data$497 [31:24];
-  assign \$signature__data$497[4]  = \$signature__data$497 [39:32];
-  assign \$signature__data$497[5]  = \$signature__data$497 [47:40];
-  assign \$signature__data$497[6]  = \$signature__data$497 [55:48];
-  assign \$signature__data$497[7]  = \$signature__data$497 [63:56];
+  assign \$signature__data$496[0]  = \$signature__data$496 [7:0];
+  assign \$signature__data$496[1]  = \$signature__data$496 [15:8];
+  assign \$signature__data$496[2]  = \$signature__data$496 [23:16];
+  assign \$signature__data$496[3]  = \$signature__data$496 [31:24];
+  assign \$signature__data$496[4]  = \$signature__data$496 [39:32];
+  assign \$signature__data$496[5]  = \$signature__data$496 [47:40];
+  assign \$signature__data$496[6]  = \$signature__data$496 [55:48];
+  assign \$signature__data$496[7]  = \$signature__data$496 [63:56];
   assign \lbq1e[0]  = lbq1e[7:0];
   assign \lbq1e[1]  = lbq1e[15:8];
   assign \lbq1e[2]  = lbq1e[23:16];
@@ -49713,14 +49769,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq1e[5]  = lbq1e[47:40];
   assign \lbq1e[6]  = lbq1e[55:48];
   assign \lbq1e[7]  = lbq1e[63:56];
-  assign \$signature__data$499[0]  = \$signature__data$499 [7:0];
-  assign \$signature__data$499[1]  = \$signature__data$499 [15:8];
-  assign \$signature__data$499[2]  = \$signature__data$499 [23:16];
-  assign \$signature__data$499[3]  = \$signature__data$499 [31:24];
-  assign \$signature__data$499[4]  = \$signature__data$499 [39:32];
-  assign \$signature__data$499[5]  = \$signature__data$499 [47:40];
-  assign \$signature__data$499[6]  = \$signature__data$499 [55:48];
-  assign \$signature__data$499[7]  = \$signature__data$499 [63:56];
+  assign \$signature__data$498[0]  = \$signature__data$498 [7:0];
+  assign \$signature__data$498[1]  = \$signature__data$498 [15:8];
+  assign \$signature__data$498[2]  = \$signature__data$498 [23:16];
+  assign \$signature__data$498[3]  = \$signature__data$498 [31:24];
+  assign \$signature__data$498[4]  = \$signature__data$498 [39:32];
+  assign \$signature__data$498[5]  = \$signature__data$498 [47:40];
+  assign \$signature__data$498[6]  = \$signature__data$498 [55:48];
+  assign \$signature__data$498[7]  = \$signature__data$498 [63:56];
   assign \lbq1o[0]  = lbq1o[7:0];
   assign \lbq1o[1]  = lbq1o[15:8];
   assign \lbq1o[2]  = lbq1o[23:16];
@@ -49729,14 +49785,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq1o[5]  = lbq1o[47:40];
   assign \lbq1o[6]  = lbq1o[55:48];
   assign \lbq1o[7]  = lbq1o[63:56];
-  assign \$signature__data$501[0]  = \$signature__data$501 [7:0];
-  assign \$signature__data$501[1]  = \$signature__data$501 [15:8];
-  assign \$signature__data$501[2]  = \$signature__data$501 [23:16];
-  assign \$signature__data$501[3]  = \$signature__data$501 [31:24];
-  assign \$signature__data$501[4]  = \$signature__data$501 [39:32];
-  assign \$signature__data$501[5]  = \$signature__data$501 [47:40];
-  assign \$signature__data$501[6]  = \$signature__data$501 [55:48];
-  assign \$signature__data$501[7]  = \$signature__data$501 [63:56];
+  assign \$signature__data$500[0]  = \$signature__data$500 [7:0];
+  assign \$signature__data$500[1]  = \$signature__data$500 [15:8];
+  assign \$signature__data$500[2]  = \$signature__data$500 [23:16];
+  assign \$signature__data$500[3]  = \$signature__data$500 [31:24];
+  assign \$signature__data$500[4]  = \$signature__data$500 [39:32];
+  assign \$signature__data$500[5]  = \$signature__data$500 [47:40];
+  assign \$signature__data$500[6]  = \$signature__data$500 [55:48];
+  assign \$signature__data$500[7]  = \$signature__data$500 [63:56];
   assign \lbq2e[0]  = lbq2e[7:0];
   assign \lbq2e[1]  = lbq2e[15:8];
   assign \lbq2e[2]  = lbq2e[23:16];
@@ -49745,14 +49801,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq2e[5]  = lbq2e[47:40];
   assign \lbq2e[6]  = lbq2e[55:48];
   assign \lbq2e[7]  = lbq2e[63:56];
-  assign \$signature__data$503[0]  = \$signature__data$503 [7:0];
-  assign \$signature__data$503[1]  = \$signature__data$503 [15:8];
-  assign \$signature__data$503[2]  = \$signature__data$503 [23:16];
-  assign \$signature__data$503[3]  = \$signature__data$503 [31:24];
-  assign \$signature__data$503[4]  = \$signature__data$503 [39:32];
-  assign \$signature__data$503[5]  = \$signature__data$503 [47:40];
-  assign \$signature__data$503[6]  = \$signature__data$503 [55:48];
-  assign \$signature__data$503[7]  = \$signature__data$503 [63:56];
+  assign \$signature__data$502[0]  = \$signature__data$502 [7:0];
+  assign \$signature__data$502[1]  = \$signature__data$502 [15:8];
+  assign \$signature__data$502[2]  = \$signature__data$502 [23:16];
+  assign \$signature__data$502[3]  = \$signature__data$502 [31:24];
+  assign \$signature__data$502[4]  = \$signature__data$502 [39:32];
+  assign \$signature__data$502[5]  = \$signature__data$502 [47:40];
+  assign \$signature__data$502[6]  = \$signature__data$502 [55:48];
+  assign \$signature__data$502[7]  = \$signature__data$502 [63:56];
   assign \lbq2o[0]  = lbq2o[7:0];
   assign \lbq2o[1]  = lbq2o[15:8];
   assign \lbq2o[2]  = lbq2o[23:16];
@@ -49761,14 +49817,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq2o[5]  = lbq2o[47:40];
   assign \lbq2o[6]  = lbq2o[55:48];
   assign \lbq2o[7]  = lbq2o[63:56];
-  assign \$signature__data$505[0]  = \$signature__data$505 [7:0];
-  assign \$signature__data$505[1]  = \$signature__data$505 [15:8];
-  assign \$signature__data$505[2]  = \$signature__data$505 [23:16];
-  assign \$signature__data$505[3]  = \$signature__data$505 [31:24];
-  assign \$signature__data$505[4]  = \$signature__data$505 [39:32];
-  assign \$signature__data$505[5]  = \$signature__data$505 [47:40];
-  assign \$signature__data$505[6]  = \$signature__data$505 [55:48];
-  assign \$signature__data$505[7]  = \$signature__data$505 [63:56];
+  assign \$signature__data$504[0]  = \$signature__data$504 [7:0];
+  assign \$signature__data$504[1]  = \$signature__data$504 [15:8];
+  assign \$signature__data$504[2]  = \$signature__data$504 [23:16];
+  assign \$signature__data$504[3]  = \$signature__data$504 [31:24];
+  assign \$signature__data$504[4]  = \$signature__data$504 [39:32];
+  assign \$signature__data$504[5]  = \$signature__data$504 [47:40];
+  assign \$signature__data$504[6]  = \$signature__data$504 [55:48];
+  assign \$signature__data$504[7]  = \$signature__data$504 [63:56];
   assign \lbq3e[0]  = lbq3e[7:0];
   assign \lbq3e[1]  = lbq3e[15:8];
   assign \lbq3e[2]  = lbq3e[23:16];
@@ -49777,14 +49833,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq3e[5]  = lbq3e[47:40];
   assign \lbq3e[6]  = lbq3e[55:48];
   assign \lbq3e[7]  = lbq3e[63:56];
-  assign \$signature__data$507[0]  = \$signature__data$507 [7:0];
-  assign \$signature__data$507[1]  = \$signature__data$507 [15:8];
-  assign \$signature__data$507[2]  = \$signature__data$507 [23:16];
-  assign \$signature__data$507[3]  = \$signature__data$507 [31:24];
-  assign \$signature__data$507[4]  = \$signature__data$507 [39:32];
-  assign \$signature__data$507[5]  = \$signature__data$507 [47:40];
-  assign \$signature__data$507[6]  = \$signature__data$507 [55:48];
-  assign \$signature__data$507[7]  = \$signature__data$507 [63:56];
+  assign \$signature__data$506[0]  = \$signature__data$506 [7:0];
+  assign \$signature__data$506[1]  = \$signature__data$506 [15:8];
+  assign \$signature__data$506[2]  = \$signature__data$506 [23:16];
+  assign \$signature__data$506[3]  = \$signature__data$506 [31:24];
+  assign \$signature__data$506[4]  = \$signature__data$506 [39:32];
+  assign \$signature__data$506[5]  = \$signature__data$506 [47:40];
+  assign \$signature__data$506[6]  = \$signature__data$506 [55:48];
+  assign \$signature__data$506[7]  = \$signature__data$506 [63:56];
   assign \lbq3o[0]  = lbq3o[7:0];
   assign \lbq3o[1]  = lbq3o[15:8];
   assign \lbq3o[2]  = lbq3o[23:16];
@@ -49793,14 +49849,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq3o[5]  = lbq3o[47:40];
   assign \lbq3o[6]  = lbq3o[55:48];
   assign \lbq3o[7]  = lbq3o[63:56];
-  assign \$signature__data$509[0]  = \$signature__data$509 [7:0];
-  assign \$signature__data$509[1]  = \$signature__data$509 [15:8];
-  assign \$signature__data$509[2]  = \$signature__data$509 [23:16];
-  assign \$signature__data$509[3]  = \$signature__data$509 [31:24];
-  assign \$signature__data$509[4]  = \$signature__data$509 [39:32];
-  assign \$signature__data$509[5]  = \$signature__data$509 [47:40];
-  assign \$signature__data$509[6]  = \$signature__data$509 [55:48];
-  assign \$signature__data$509[7]  = \$signature__data$509 [63:56];
+  assign \$signature__data$508[0]  = \$signature__data$508 [7:0];
+  assign \$signature__data$508[1]  = \$signature__data$508 [15:8];
+  assign \$signature__data$508[2]  = \$signature__data$508 [23:16];
+  assign \$signature__data$508[3]  = \$signature__data$508 [31:24];
+  assign \$signature__data$508[4]  = \$signature__data$508 [39:32];
+  assign \$signature__data$508[5]  = \$signature__data$508 [47:40];
+  assign \$signature__data$508[6]  = \$signature__data$508 [55:48];
+  assign \$signature__data$508[7]  = \$signature__data$508 [63:56];
   assign \lbq4e[0]  = lbq4e[7:0];
   assign \lbq4e[1]  = lbq4e[15:8];
   assign \lbq4e[2]  = lbq4e[23:16];
@@ -49809,14 +49865,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq4e[5]  = lbq4e[47:40];
   assign \lbq4e[6]  = lbq4e[55:48];
   assign \lbq4e[7]  = lbq4e[63:56];
-  assign \$signature__data$511[0]  = \$signature__data$511 [7:0];
-  assign \$signature__data$511[1]  = \$signature__data$511 [15:8];
-  assign \$signature__data$511[2]  = \$signature__data$511 [23:16];
-  assign \$signature__data$511[3]  = \$signature__data$511 [31:24];
-  assign \$signature__data$511[4]  = \$signature__data$511 [39:32];
-  assign \$signature__data$511[5]  = \$signature__data$511 [47:40];
-  assign \$signature__data$511[6]  = \$signature__data$511 [55:48];
-  assign \$signature__data$511[7]  = \$signature__data$511 [63:56];
+  assign \$signature__data$510[0]  = \$signature__data$510 [7:0];
+  assign \$signature__data$510[1]  = \$signature__data$510 [15:8];
+  assign \$signature__data$510[2]  = \$signature__data$510 [23:16];
+  assign \$signature__data$510[3]  = \$signature__data$510 [31:24];
+  assign \$signature__data$510[4]  = \$signature__data$510 [39:32];
+  assign \$signature__data$510[5]  = \$signature__data$510 [47:40];
+  assign \$signature__data$510[6]  = \$signature__data$510 [55:48];
+  assign \$signature__data$510[7]  = \$signature__data$510 [63:56];
   assign \lbq4o[0]  = lbq4o[7:0];
   assign \lbq4o[1]  = lbq4o[15:8];
   assign \lbq4o[2]  = lbq4o[23:16];
@@ -49825,14 +49881,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq4o[5]  = lbq4o[47:40];
   assign \lbq4o[6]  = lbq4o[55:48];
   assign \lbq4o[7]  = lbq4o[63:56];
-  assign \$signature__data$513[0]  = \$signature__data$513 [7:0];
-  assign \$signature__data$513[1]  = \$signature__data$513 [15:8];
-  assign \$signature__data$513[2]  = \$signature__data$513 [23:16];
-  assign \$signature__data$513[3]  = \$signature__data$513 [31:24];
-  assign \$signature__data$513[4]  = \$signature__data$513 [39:32];
-  assign \$signature__data$513[5]  = \$signature__data$513 [47:40];
-  assign \$signature__data$513[6]  = \$signature__data$513 [55:48];
-  assign \$signature__data$513[7]  = \$signature__data$513 [63:56];
+  assign \$signature__data$512[0]  = \$signature__data$512 [7:0];
+  assign \$signature__data$512[1]  = \$signature__data$512 [15:8];
+  assign \$signature__data$512[2]  = \$signature__data$512 [23:16];
+  assign \$signature__data$512[3]  = \$signature__data$512 [31:24];
+  assign \$signature__data$512[4]  = \$signature__data$512 [39:32];
+  assign \$signature__data$512[5]  = \$signature__data$512 [47:40];
+  assign \$signature__data$512[6]  = \$signature__data$512 [55:48];
+  assign \$signature__data$512[7]  = \$signature__data$512 [63:56];
   assign \lbq5e[0]  = lbq5e[7:0];
   assign \lbq5e[1]  = lbq5e[15:8];
   assign \lbq5e[2]  = lbq5e[23:16];
@@ -49841,14 +49897,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq5e[5]  = lbq5e[47:40];
   assign \lbq5e[6]  = lbq5e[55:48];
   assign \lbq5e[7]  = lbq5e[63:56];
-  assign \$signature__data$515[0]  = \$signature__data$515 [7:0];
-  assign \$signature__data$515[1]  = \$signature__data$515 [15:8];
-  assign \$signature__data$515[2]  = \$signature__data$515 [23:16];
-  assign \$signature__data$515[3]  = \$signature__data$515 [31:24];
-  assign \$signature__data$515[4]  = \$signature__data$515 [39:32];
-  assign \$signature__data$515[5]  = \$signature__data$515 [47:40];
-  assign \$signature__data$515[6]  = \$signature__data$515 [55:48];
-  assign \$signature__data$515[7]  = \$signature__data$515 [63:56];
+  assign \$signature__data$514[0]  = \$signature__data$514 [7:0];
+  assign \$signature__data$514[1]  = \$signature__data$514 [15:8];
+  assign \$signature__data$514[2]  = \$signature__data$514 [23:16];
+  assign \$signature__data$514[3]  = \$signature__data$514 [31:24];
+  assign \$signature__data$514[4]  = \$signature__data$514 [39:32];
+  assign \$signature__data$514[5]  = \$signature__data$514 [47:40];
+  assign \$signature__data$514[6]  = \$signature__data$514 [55:48];
+  assign \$signature__data$514[7]  = \$signature__data$514 [63:56];
   assign \lbq5o[0]  = lbq5o[7:0];
   assign \lbq5o[1]  = lbq5o[15:8];
   assign \lbq5o[2]  = lbq5o[23:16];
@@ -49857,14 +49913,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq5o[5]  = lbq5o[47:40];
   assign \lbq5o[6]  = lbq5o[55:48];
   assign \lbq5o[7]  = lbq5o[63:56];
-  assign \$signature__data$517[0]  = \$signature__data$517 [7:0];
-  assign \$signature__data$517[1]  = \$signature__data$517 [15:8];
-  assign \$signature__data$517[2]  = \$signature__data$517 [23:16];
-  assign \$signature__data$517[3]  = \$signature__data$517 [31:24];
-  assign \$signature__data$517[4]  = \$signature__data$517 [39:32];
-  assign \$signature__data$517[5]  = \$signature__data$517 [47:40];
-  assign \$signature__data$517[6]  = \$signature__data$517 [55:48];
-  assign \$signature__data$517[7]  = \$signature__data$517 [63:56];
+  assign \$signature__data$516[0]  = \$signature__data$516 [7:0];
+  assign \$signature__data$516[1]  = \$signature__data$516 [15:8];
+  assign \$signature__data$516[2]  = \$signature__data$516 [23:16];
+  assign \$signature__data$516[3]  = \$signature__data$516 [31:24];
+  assign \$signature__data$516[4]  = \$signature__data$516 [39:32];
+  assign \$signature__data$516[5]  = \$signature__data$516 [47:40];
+  assign \$signature__data$516[6]  = \$signature__data$516 [55:48];
+  assign \$signature__data$516[7]  = \$signature__data$516 [63:56];
   assign \lbq6e[0]  = lbq6e[7:0];
   assign \lbq6e[1]  = lbq6e[15:8];
   assign \lbq6e[2]  = lbq6e[23:16];
@@ -49873,14 +49929,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq6e[5]  = lbq6e[47:40];
   assign \lbq6e[6]  = lbq6e[55:48];
   assign \lbq6e[7]  = lbq6e[63:56];
-  assign \$signature__data$519[0]  = \$signature__data$519 [7:0];
-  assign \$signature__data$519[1]  = \$signature__data$519 [15:8];
-  assign \$signature__data$519[2]  = \$signature__data$519 [23:16];
-  assign \$signature__data$519[3]  = \$signature__data$519 [31:24];
-  assign \$signature__data$519[4]  = \$signature__data$519 [39:32];
-  assign \$signature__data$519[5]  = \$signature__data$519 [47:40];
-  assign \$signature__data$519[6]  = \$signature__data$519 [55:48];
-  assign \$signature__data$519[7]  = \$signature__data$519 [63:56];
+  assign \$signature__data$518[0]  = \$signature__data$518 [7:0];
+  assign \$signature__data$518[1]  = \$signature__data$518 [15:8];
+  assign \$signature__data$518[2]  = \$signature__data$518 [23:16];
+  assign \$signature__data$518[3]  = \$signature__data$518 [31:24];
+  assign \$signature__data$518[4]  = \$signature__data$518 [39:32];
+  assign \$signature__data$518[5]  = \$signature__data$518 [47:40];
+  assign \$signature__data$518[6]  = \$signature__data$518 [55:48];
+  assign \$signature__data$518[7]  = \$signature__data$518 [63:56];
   assign \lbq6o[0]  = lbq6o[7:0];
   assign \lbq6o[1]  = lbq6o[15:8];
   assign \lbq6o[2]  = lbq6o[23:16];
@@ -49889,14 +49945,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq6o[5]  = lbq6o[47:40];
   assign \lbq6o[6]  = lbq6o[55:48];
   assign \lbq6o[7]  = lbq6o[63:56];
-  assign \$signature__data$521[0]  = \$signature__data$521 [7:0];
-  assign \$signature__data$521[1]  = \$signature__data$521 [15:8];
-  assign \$signature__data$521[2]  = \$signature__data$521 [23:16];
-  assign \$signature__data$521[3]  = \$signature__data$521 [31:24];
-  assign \$signature__data$521[4]  = \$signature__data$521 [39:32];
-  assign \$signature__data$521[5]  = \$signature__data$521 [47:40];
-  assign \$signature__data$521[6]  = \$signature__data$521 [55:48];
-  assign \$signature__data$521[7]  = \$signature__data$521 [63:56];
+  assign \$signature__data$520[0]  = \$signature__data$520 [7:0];
+  assign \$signature__data$520[1]  = \$signature__data$520 [15:8];
+  assign \$signature__data$520[2]  = \$signature__data$520 [23:16];
+  assign \$signature__data$520[3]  = \$signature__data$520 [31:24];
+  assign \$signature__data$520[4]  = \$signature__data$520 [39:32];
+  assign \$signature__data$520[5]  = \$signature__data$520 [47:40];
+  assign \$signature__data$520[6]  = \$signature__data$520 [55:48];
+  assign \$signature__data$520[7]  = \$signature__data$520 [63:56];
   assign \lbq7e[0]  = lbq7e[7:0];
   assign \lbq7e[1]  = lbq7e[15:8];
   assign \lbq7e[2]  = lbq7e[23:16];
@@ -49905,14 +49961,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq7e[5]  = lbq7e[47:40];
   assign \lbq7e[6]  = lbq7e[55:48];
   assign \lbq7e[7]  = lbq7e[63:56];
-  assign \$signature__data$523[0]  = \$signature__data$523 [7:0];
-  assign \$signature__data$523[1]  = \$signature__data$523 [15:8];
-  assign \$signature__data$523[2]  = \$signature__data$523 [23:16];
-  assign \$signature__data$523[3]  = \$signature__data$523 [31:24];
-  assign \$signature__data$523[4]  = \$signature__data$523 [39:32];
-  assign \$signature__data$523[5]  = \$signature__data$523 [47:40];
-  assign \$signature__data$523[6]  = \$signature__data$523 [55:48];
-  assign \$signature__data$523[7]  = \$signature__data$523 [63:56];
+  assign \$signature__data$522[0]  = \$signature__data$522 [7:0];
+  assign \$signature__data$522[1]  = \$signature__data$522 [15:8];
+  assign \$signature__data$522[2]  = \$signature__data$522 [23:16];
+  assign \$signature__data$522[3]  = \$signature__data$522 [31:24];
+  assign \$signature__data$522[4]  = \$signature__data$522 [39:32];
+  assign \$signature__data$522[5]  = \$signature__data$522 [47:40];
+  assign \$signature__data$522[6]  = \$signature__data$522 [55:48];
+  assign \$signature__data$522[7]  = \$signature__data$522 [63:56];
   assign \lbq7o[0]  = lbq7o[7:0];
   assign \lbq7o[1]  = lbq7o[15:8];
   assign \lbq7o[2]  = lbq7o[23:16];
@@ -49921,14 +49977,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq7o[5]  = lbq7o[47:40];
   assign \lbq7o[6]  = lbq7o[55:48];
   assign \lbq7o[7]  = lbq7o[63:56];
-  assign \$signature__data$525[0]  = \$signature__data$525 [7:0];
-  assign \$signature__data$525[1]  = \$signature__data$525 [15:8];
-  assign \$signature__data$525[2]  = \$signature__data$525 [23:16];
-  assign \$signature__data$525[3]  = \$signature__data$525 [31:24];
-  assign \$signature__data$525[4]  = \$signature__data$525 [39:32];
-  assign \$signature__data$525[5]  = \$signature__data$525 [47:40];
-  assign \$signature__data$525[6]  = \$signature__data$525 [55:48];
-  assign \$signature__data$525[7]  = \$signature__data$525 [63:56];
+  assign \$signature__data$524[0]  = \$signature__data$524 [7:0];
+  assign \$signature__data$524[1]  = \$signature__data$524 [15:8];
+  assign \$signature__data$524[2]  = \$signature__data$524 [23:16];
+  assign \$signature__data$524[3]  = \$signature__data$524 [31:24];
+  assign \$signature__data$524[4]  = \$signature__data$524 [39:32];
+  assign \$signature__data$524[5]  = \$signature__data$524 [47:40];
+  assign \$signature__data$524[6]  = \$signature__data$524 [55:48];
+  assign \$signature__data$524[7]  = \$signature__data$524 [63:56];
   assign \lbq8e[0]  = lbq8e[7:0];
   assign \lbq8e[1]  = lbq8e[15:8];
   assign \lbq8e[2]  = lbq8e[23:16];
@@ -49937,14 +49993,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq8e[5]  = lbq8e[47:40];
   assign \lbq8e[6]  = lbq8e[55:48];
   assign \lbq8e[7]  = lbq8e[63:56];
-  assign \$signature__data$527[0]  = \$signature__data$527 [7:0];
-  assign \$signature__data$527[1]  = \$signature__data$527 [15:8];
-  assign \$signature__data$527[2]  = \$signature__data$527 [23:16];
-  assign \$signature__data$527[3]  = \$signature__data$527 [31:24];
-  assign \$signature__data$527[4]  = \$signature__data$527 [39:32];
-  assign \$signature__data$527[5]  = \$signature__data$527 [47:40];
-  assign \$signature__data$527[6]  = \$signature__data$527 [55:48];
-  assign \$signature__data$527[7]  = \$signature__data$527 [63:56];
+  assign \$signature__data$526[0]  = \$signature__data$526 [7:0];
+  assign \$signature__data$526[1]  = \$signature__data$526 [15:8];
+  assign \$signature__data$526[2]  = \$signature__data$526 [23:16];
+  assign \$signature__data$526[3]  = \$signature__data$526 [31:24];
+  assign \$signature__data$526[4]  = \$signature__data$526 [39:32];
+  assign \$signature__data$526[5]  = \$signature__data$526 [47:40];
+  assign \$signature__data$526[6]  = \$signature__data$526 [55:48];
+  assign \$signature__data$526[7]  = \$signature__data$526 [63:56];
   assign \lbq8o[0]  = lbq8o[7:0];
   assign \lbq8o[1]  = lbq8o[15:8];
   assign \lbq8o[2]  = lbq8o[23:16];
@@ -49953,14 +50009,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq8o[5]  = lbq8o[47:40];
   assign \lbq8o[6]  = lbq8o[55:48];
   assign \lbq8o[7]  = lbq8o[63:56];
-  assign \$signature__data$529[0]  = \$signature__data$529 [7:0];
-  assign \$signature__data$529[1]  = \$signature__data$529 [15:8];
-  assign \$signature__data$529[2]  = \$signature__data$529 [23:16];
-  assign \$signature__data$529[3]  = \$signature__data$529 [31:24];
-  assign \$signature__data$529[4]  = \$signature__data$529 [39:32];
-  assign \$signature__data$529[5]  = \$signature__data$529 [47:40];
-  assign \$signature__data$529[6]  = \$signature__data$529 [55:48];
-  assign \$signature__data$529[7]  = \$signature__data$529 [63:56];
+  assign \$signature__data$528[0]  = \$signature__data$528 [7:0];
+  assign \$signature__data$528[1]  = \$signature__data$528 [15:8];
+  assign \$signature__data$528[2]  = \$signature__data$528 [23:16];
+  assign \$signature__data$528[3]  = \$signature__data$528 [31:24];
+  assign \$signature__data$528[4]  = \$signature__data$528 [39:32];
+  assign \$signature__data$528[5]  = \$signature__data$528 [47:40];
+  assign \$signature__data$528[6]  = \$signature__data$528 [55:48];
+  assign \$signature__data$528[7]  = \$signature__data$528 [63:56];
   assign \lbq9e[0]  = lbq9e[7:0];
   assign \lbq9e[1]  = lbq9e[15:8];
   assign \lbq9e[2]  = lbq9e[23:16];
@@ -49969,14 +50025,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq9e[5]  = lbq9e[47:40];
   assign \lbq9e[6]  = lbq9e[55:48];
   assign \lbq9e[7]  = lbq9e[63:56];
-  assign \$signature__data$531[0]  = \$signature__data$531 [7:0];
-  assign \$signature__data$531[1]  = \$signature__data$531 [15:8];
-  assign \$signature__data$531[2]  = \$signature__data$531 [23:16];
-  assign \$signature__data$531[3]  = \$signature__data$531 [31:24];
-  assign \$signature__data$531[4]  = \$signature__data$531 [39:32];
-  assign \$signature__data$531[5]  = \$signature__data$531 [47:40];
-  assign \$signature__data$531[6]  = \$signature__data$531 [55:48];
-  assign \$signature__data$531[7]  = \$signature__data$531 [63:56];
+  assign \$signature__data$530[0]  = \$signature__data$530 [7:0];
+  assign \$signature__data$530[1]  = \$signature__data$530 [15:8];
+  assign \$signature__data$530[2]  = \$signature__data$530 [23:16];
+  assign \$signature__data$530[3]  = \$signature__data$530 [31:24];
+  assign \$signature__data$530[4]  = \$signature__data$530 [39:32];
+  assign \$signature__data$530[5]  = \$signature__data$530 [47:40];
+  assign \$signature__data$530[6]  = \$signature__data$530 [55:48];
+  assign \$signature__data$530[7]  = \$signature__data$530 [63:56];
   assign \lbq9o[0]  = lbq9o[7:0];
   assign \lbq9o[1]  = lbq9o[15:8];
   assign \lbq9o[2]  = lbq9o[23:16];
@@ -49985,14 +50041,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq9o[5]  = lbq9o[47:40];
   assign \lbq9o[6]  = lbq9o[55:48];
   assign \lbq9o[7]  = lbq9o[63:56];
-  assign \$signature__data$533[0]  = \$signature__data$533 [7:0];
-  assign \$signature__data$533[1]  = \$signature__data$533 [15:8];
-  assign \$signature__data$533[2]  = \$signature__data$533 [23:16];
-  assign \$signature__data$533[3]  = \$signature__data$533 [31:24];
-  assign \$signature__data$533[4]  = \$signature__data$533 [39:32];
-  assign \$signature__data$533[5]  = \$signature__data$533 [47:40];
-  assign \$signature__data$533[6]  = \$signature__data$533 [55:48];
-  assign \$signature__data$533[7]  = \$signature__data$533 [63:56];
+  assign \$signature__data$532[0]  = \$signature__data$532 [7:0];
+  assign \$signature__data$532[1]  = \$signature__data$532 [15:8];
+  assign \$signature__data$532[2]  = \$signature__data$532 [23:16];
+  assign \$signature__data$532[3]  = \$signature__data$532 [31:24];
+  assign \$signature__data$532[4]  = \$signature__data$532 [39:32];
+  assign \$signature__data$532[5]  = \$signature__data$532 [47:40];
+  assign \$signature__data$532[6]  = \$signature__data$532 [55:48];
+  assign \$signature__data$532[7]  = \$signature__data$532 [63:56];
   assign \lbq10e[0]  = lbq10e[7:0];
   assign \lbq10e[1]  = lbq10e[15:8];
   assign \lbq10e[2]  = lbq10e[23:16];
@@ -50001,14 +50057,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq10e[5]  = lbq10e[47:40];
   assign \lbq10e[6]  = lbq10e[55:48];
   assign \lbq10e[7]  = lbq10e[63:56];
-  assign \$signature__data$535[0]  = \$signature__data$535 [7:0];
-  assign \$signature__data$535[1]  = \$signature__data$535 [15:8];
-  assign \$signature__data$535[2]  = \$signature__data$535 [23:16];
-  assign \$signature__data$535[3]  = \$signature__data$535 [31:24];
-  assign \$signature__data$535[4]  = \$signature__data$535 [39:32];
-  assign \$signature__data$535[5]  = \$signature__data$535 [47:40];
-  assign \$signature__data$535[6]  = \$signature__data$535 [55:48];
-  assign \$signature__data$535[7]  = \$signature__data$535 [63:56];
+  assign \$signature__data$534[0]  = \$signature__data$534 [7:0];
+  assign \$signature__data$534[1]  = \$signature__data$534 [15:8];
+  assign \$signature__data$534[2]  = \$signature__data$534 [23:16];
+  assign \$signature__data$534[3]  = \$signature__data$534 [31:24];
+  assign \$signature__data$534[4]  = \$signature__data$534 [39:32];
+  assign \$signature__data$534[5]  = \$signature__data$534 [47:40];
+  assign \$signature__data$534[6]  = \$signature__data$534 [55:48];
+  assign \$signature__data$534[7]  = \$signature__data$534 [63:56];
   assign \lbq10o[0]  = lbq10o[7:0];
   assign \lbq10o[1]  = lbq10o[15:8];
   assign \lbq10o[2]  = lbq10o[23:16];
@@ -50017,14 +50073,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq10o[5]  = lbq10o[47:40];
   assign \lbq10o[6]  = lbq10o[55:48];
   assign \lbq10o[7]  = lbq10o[63:56];
-  assign \$signature__data$537[0]  = \$signature__data$537 [7:0];
-  assign \$signature__data$537[1]  = \$signature__data$537 [15:8];
-  assign \$signature__data$537[2]  = \$signature__data$537 [23:16];
-  assign \$signature__data$537[3]  = \$signature__data$537 [31:24];
-  assign \$signature__data$537[4]  = \$signature__data$537 [39:32];
-  assign \$signature__data$537[5]  = \$signature__data$537 [47:40];
-  assign \$signature__data$537[6]  = \$signature__data$537 [55:48];
-  assign \$signature__data$537[7]  = \$signature__data$537 [63:56];
+  assign \$signature__data$536[0]  = \$signature__data$536 [7:0];
+  assign \$signature__data$536[1]  = \$signature__data$536 [15:8];
+  assign \$signature__data$536[2]  = \$signature__data$536 [23:16];
+  assign \$signature__data$536[3]  = \$signature__data$536 [31:24];
+  assign \$signature__data$536[4]  = \$signature__data$536 [39:32];
+  assign \$signature__data$536[5]  = \$signature__data$536 [47:40];
+  assign \$signature__data$536[6]  = \$signature__data$536 [55:48];
+  assign \$signature__data$536[7]  = \$signature__data$536 [63:56];
   assign \lbq11e[0]  = lbq11e[7:0];
   assign \lbq11e[1]  = lbq11e[15:8];
   assign \lbq11e[2]  = lbq11e[23:16];
@@ -50033,14 +50089,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq11e[5]  = lbq11e[47:40];
   assign \lbq11e[6]  = lbq11e[55:48];
   assign \lbq11e[7]  = lbq11e[63:56];
-  assign \$signature__data$539[0]  = \$signature__data$539 [7:0];
-  assign \$signature__data$539[1]  = \$signature__data$539 [15:8];
-  assign \$signature__data$539[2]  = \$signature__data$539 [23:16];
-  assign \$signature__data$539[3]  = \$signature__data$539 [31:24];
-  assign \$signature__data$539[4]  = \$signature__data$539 [39:32];
-  assign \$signature__data$539[5]  = \$signature__data$539 [47:40];
-  assign \$signature__data$539[6]  = \$signature__data$539 [55:48];
-  assign \$signature__data$539[7]  = \$signature__data$539 [63:56];
+  assign \$signature__data$538[0]  = \$signature__data$538 [7:0];
+  assign \$signature__data$538[1]  = \$signature__data$538 [15:8];
+  assign \$signature__data$538[2]  = \$signature__data$538 [23:16];
+  assign \$signature__data$538[3]  = \$signature__data$538 [31:24];
+  assign \$signature__data$538[4]  = \$signature__data$538 [39:32];
+  assign \$signature__data$538[5]  = \$signature__data$538 [47:40];
+  assign \$signature__data$538[6]  = \$signature__data$538 [55:48];
+  assign \$signature__data$538[7]  = \$signature__data$538 [63:56];
   assign \lbq11o[0]  = lbq11o[7:0];
   assign \lbq11o[1]  = lbq11o[15:8];
   assign \lbq11o[2]  = lbq11o[23:16];
@@ -50049,14 +50105,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq11o[5]  = lbq11o[47:40];
   assign \lbq11o[6]  = lbq11o[55:48];
   assign \lbq11o[7]  = lbq11o[63:56];
-  assign \$signature__data$541[0]  = \$signature__data$541 [7:0];
-  assign \$signature__data$541[1]  = \$signature__data$541 [15:8];
-  assign \$signature__data$541[2]  = \$signature__data$541 [23:16];
-  assign \$signature__data$541[3]  = \$signature__data$541 [31:24];
-  assign \$signature__data$541[4]  = \$signature__data$541 [39:32];
-  assign \$signature__data$541[5]  = \$signature__data$541 [47:40];
-  assign \$signature__data$541[6]  = \$signature__data$541 [55:48];
-  assign \$signature__data$541[7]  = \$signature__data$541 [63:56];
+  assign \$signature__data$540[0]  = \$signature__data$540 [7:0];
+  assign \$signature__data$540[1]  = \$signature__data$540 [15:8];
+  assign \$signature__data$540[2]  = \$signature__data$540 [23:16];
+  assign \$signature__data$540[3]  = \$signature__data$540 [31:24];
+  assign \$signature__data$540[4]  = \$signature__data$540 [39:32];
+  assign \$signature__data$540[5]  = \$signature__data$540 [47:40];
+  assign \$signature__data$540[6]  = \$signature__data$540 [55:48];
+  assign \$signature__data$540[7]  = \$signature__data$540 [63:56];
   assign \lbq12e[0]  = lbq12e[7:0];
   assign \lbq12e[1]  = lbq12e[15:8];
   assign \lbq12e[2]  = lbq12e[23:16];
@@ -50065,14 +50121,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq12e[5]  = lbq12e[47:40];
   assign \lbq12e[6]  = lbq12e[55:48];
   assign \lbq12e[7]  = lbq12e[63:56];
-  assign \$signature__data$543[0]  = \$signature__data$543 [7:0];
-  assign \$signature__data$543[1]  = \$signature__data$543 [15:8];
-  assign \$signature__data$543[2]  = \$signature__data$543 [23:16];
-  assign \$signature__data$543[3]  = \$signature__data$543 [31:24];
-  assign \$signature__data$543[4]  = \$signature__data$543 [39:32];
-  assign \$signature__data$543[5]  = \$signature__data$543 [47:40];
-  assign \$signature__data$543[6]  = \$signature__data$543 [55:48];
-  assign \$signature__data$543[7]  = \$signature__data$543 [63:56];
+  assign \$signature__data$542[0]  = \$signature__data$542 [7:0];
+  assign \$signature__data$542[1]  = \$signature__data$542 [15:8];
+  assign \$signature__data$542[2]  = \$signature__data$542 [23:16];
+  assign \$signature__data$542[3]  = \$signature__data$542 [31:24];
+  assign \$signature__data$542[4]  = \$signature__data$542 [39:32];
+  assign \$signature__data$542[5]  = \$signature__data$542 [47:40];
+  assign \$signature__data$542[6]  = \$signature__data$542 [55:48];
+  assign \$signature__data$542[7]  = \$signature__data$542 [63:56];
   assign \lbq12o[0]  = lbq12o[7:0];
   assign \lbq12o[1]  = lbq12o[15:8];
   assign \lbq12o[2]  = lbq12o[23:16];
@@ -50081,14 +50137,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq12o[5]  = lbq12o[47:40];
   assign \lbq12o[6]  = lbq12o[55:48];
   assign \lbq12o[7]  = lbq12o[63:56];
-  assign \$signature__data$545[0]  = \$signature__data$545 [7:0];
-  assign \$signature__data$545[1]  = \$signature__data$545 [15:8];
-  assign \$signature__data$545[2]  = \$signature__data$545 [23:16];
-  assign \$signature__data$545[3]  = \$signature__data$545 [31:24];
-  assign \$signature__data$545[4]  = \$signature__data$545 [39:32];
-  assign \$signature__data$545[5]  = \$signature__data$545 [47:40];
-  assign \$signature__data$545[6]  = \$signature__data$545 [55:48];
-  assign \$signature__data$545[7]  = \$signature__data$545 [63:56];
+  assign \$signature__data$544[0]  = \$signature__data$544 [7:0];
+  assign \$signature__data$544[1]  = \$signature__data$544 [15:8];
+  assign \$signature__data$544[2]  = \$signature__data$544 [23:16];
+  assign \$signature__data$544[3]  = \$signature__data$544 [31:24];
+  assign \$signature__data$544[4]  = \$signature__data$544 [39:32];
+  assign \$signature__data$544[5]  = \$signature__data$544 [47:40];
+  assign \$signature__data$544[6]  = \$signature__data$544 [55:48];
+  assign \$signature__data$544[7]  = \$signature__data$544 [63:56];
   assign \lbq13e[0]  = lbq13e[7:0];
   assign \lbq13e[1]  = lbq13e[15:8];
   assign \lbq13e[2]  = lbq13e[23:16];
@@ -50097,14 +50153,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq13e[5]  = lbq13e[47:40];
   assign \lbq13e[6]  = lbq13e[55:48];
   assign \lbq13e[7]  = lbq13e[63:56];
-  assign \$signature__data$547[0]  = \$signature__data$547 [7:0];
-  assign \$signature__data$547[1]  = \$signature__data$547 [15:8];
-  assign \$signature__data$547[2]  = \$signature__data$547 [23:16];
-  assign \$signature__data$547[3]  = \$signature__data$547 [31:24];
-  assign \$signature__data$547[4]  = \$signature__data$547 [39:32];
-  assign \$signature__data$547[5]  = \$signature__data$547 [47:40];
-  assign \$signature__data$547[6]  = \$signature__data$547 [55:48];
-  assign \$signature__data$547[7]  = \$signature__data$547 [63:56];
+  assign \$signature__data$546[0]  = \$signature__data$546 [7:0];
+  assign \$signature__data$546[1]  = \$signature__data$546 [15:8];
+  assign \$signature__data$546[2]  = \$signature__data$546 [23:16];
+  assign \$signature__data$546[3]  = \$signature__data$546 [31:24];
+  assign \$signature__data$546[4]  = \$signature__data$546 [39:32];
+  assign \$signature__data$546[5]  = \$signature__data$546 [47:40];
+  assign \$signature__data$546[6]  = \$signature__data$546 [55:48];
+  assign \$signature__data$546[7]  = \$signature__data$546 [63:56];
   assign \lbq13o[0]  = lbq13o[7:0];
   assign \lbq13o[1]  = lbq13o[15:8];
   assign \lbq13o[2]  = lbq13o[23:16];
@@ -50113,14 +50169,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq13o[5]  = lbq13o[47:40];
   assign \lbq13o[6]  = lbq13o[55:48];
   assign \lbq13o[7]  = lbq13o[63:56];
-  assign \$signature__data$549[0]  = \$signature__data$549 [7:0];
-  assign \$signature__data$549[1]  = \$signature__data$549 [15:8];
-  assign \$signature__data$549[2]  = \$signature__data$549 [23:16];
-  assign \$signature__data$549[3]  = \$signature__data$549 [31:24];
-  assign \$signature__data$549[4]  = \$signature__data$549 [39:32];
-  assign \$signature__data$549[5]  = \$signature__data$549 [47:40];
-  assign \$signature__data$549[6]  = \$signature__data$549 [55:48];
-  assign \$signature__data$549[7]  = \$signature__data$549 [63:56];
+  assign \$signature__data$548[0]  = \$signature__data$548 [7:0];
+  assign \$signature__data$548[1]  = \$signature__data$548 [15:8];
+  assign \$signature__data$548[2]  = \$signature__data$548 [23:16];
+  assign \$signature__data$548[3]  = \$signature__data$548 [31:24];
+  assign \$signature__data$548[4]  = \$signature__data$548 [39:32];
+  assign \$signature__data$548[5]  = \$signature__data$548 [47:40];
+  assign \$signature__data$548[6]  = \$signature__data$548 [55:48];
+  assign \$signature__data$548[7]  = \$signature__data$548 [63:56];
   assign \lbq14e[0]  = lbq14e[7:0];
   assign \lbq14e[1]  = lbq14e[15:8];
   assign \lbq14e[2]  = lbq14e[23:16];
@@ -50129,14 +50185,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq14e[5]  = lbq14e[47:40];
   assign \lbq14e[6]  = lbq14e[55:48];
   assign \lbq14e[7]  = lbq14e[63:56];
-  assign \$signature__data$551[0]  = \$signature__data$551 [7:0];
-  assign \$signature__data$551[1]  = \$signature__data$551 [15:8];
-  assign \$signature__data$551[2]  = \$signature__data$551 [23:16];
-  assign \$signature__data$551[3]  = \$signature__data$551 [31:24];
-  assign \$signature__data$551[4]  = \$signature__data$551 [39:32];
-  assign \$signature__data$551[5]  = \$signature__data$551 [47:40];
-  assign \$signature__data$551[6]  = \$signature__data$551 [55:48];
-  assign \$signature__data$551[7]  = \$signature__data$551 [63:56];
+  assign \$signature__data$550[0]  = \$signature__data$550 [7:0];
+  assign \$signature__data$550[1]  = \$signature__data$550 [15:8];
+  assign \$signature__data$550[2]  = \$signature__data$550 [23:16];
+  assign \$signature__data$550[3]  = \$signature__data$550 [31:24];
+  assign \$signature__data$550[4]  = \$signature__data$550 [39:32];
+  assign \$signature__data$550[5]  = \$signature__data$550 [47:40];
+  assign \$signature__data$550[6]  = \$signature__data$550 [55:48];
+  assign \$signature__data$550[7]  = \$signature__data$550 [63:56];
   assign \lbq14o[0]  = lbq14o[7:0];
   assign \lbq14o[1]  = lbq14o[15:8];
   assign \lbq14o[2]  = lbq14o[23:16];
@@ -50145,14 +50201,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq14o[5]  = lbq14o[47:40];
   assign \lbq14o[6]  = lbq14o[55:48];
   assign \lbq14o[7]  = lbq14o[63:56];
-  assign \$signature__data$553[0]  = \$signature__data$553 [7:0];
-  assign \$signature__data$553[1]  = \$signature__data$553 [15:8];
-  assign \$signature__data$553[2]  = \$signature__data$553 [23:16];
-  assign \$signature__data$553[3]  = \$signature__data$553 [31:24];
-  assign \$signature__data$553[4]  = \$signature__data$553 [39:32];
-  assign \$signature__data$553[5]  = \$signature__data$553 [47:40];
-  assign \$signature__data$553[6]  = \$signature__data$553 [55:48];
-  assign \$signature__data$553[7]  = \$signature__data$553 [63:56];
+  assign \$signature__data$552[0]  = \$signature__data$552 [7:0];
+  assign \$signature__data$552[1]  = \$signature__data$552 [15:8];
+  assign \$signature__data$552[2]  = \$signature__data$552 [23:16];
+  assign \$signature__data$552[3]  = \$signature__data$552 [31:24];
+  assign \$signature__data$552[4]  = \$signature__data$552 [39:32];
+  assign \$signature__data$552[5]  = \$signature__data$552 [47:40];
+  assign \$signature__data$552[6]  = \$signature__data$552 [55:48];
+  assign \$signature__data$552[7]  = \$signature__data$552 [63:56];
   assign \lbq15e[0]  = lbq15e[7:0];
   assign \lbq15e[1]  = lbq15e[15:8];
   assign \lbq15e[2]  = lbq15e[23:16];
@@ -50161,14 +50217,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq15e[5]  = lbq15e[47:40];
   assign \lbq15e[6]  = lbq15e[55:48];
   assign \lbq15e[7]  = lbq15e[63:56];
-  assign \$signature__data$555[0]  = \$signature__data$555 [7:0];
-  assign \$signature__data$555[1]  = \$signature__data$555 [15:8];
-  assign \$signature__data$555[2]  = \$signature__data$555 [23:16];
-  assign \$signature__data$555[3]  = \$signature__data$555 [31:24];
-  assign \$signature__data$555[4]  = \$signature__data$555 [39:32];
-  assign \$signature__data$555[5]  = \$signature__data$555 [47:40];
-  assign \$signature__data$555[6]  = \$signature__data$555 [55:48];
-  assign \$signature__data$555[7]  = \$signature__data$555 [63:56];
+  assign \$signature__data$554[0]  = \$signature__data$554 [7:0];
+  assign \$signature__data$554[1]  = \$signature__data$554 [15:8];
+  assign \$signature__data$554[2]  = \$signature__data$554 [23:16];
+  assign \$signature__data$554[3]  = \$signature__data$554 [31:24];
+  assign \$signature__data$554[4]  = \$signature__data$554 [39:32];
+  assign \$signature__data$554[5]  = \$signature__data$554 [47:40];
+  assign \$signature__data$554[6]  = \$signature__data$554 [55:48];
+  assign \$signature__data$554[7]  = \$signature__data$554 [63:56];
   assign \lbq15o[0]  = lbq15o[7:0];
   assign \lbq15o[1]  = lbq15o[15:8];
   assign \lbq15o[2]  = lbq15o[23:16];
@@ -50177,14 +50233,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq15o[5]  = lbq15o[47:40];
   assign \lbq15o[6]  = lbq15o[55:48];
   assign \lbq15o[7]  = lbq15o[63:56];
-  assign \$signature__data$557[0]  = \$signature__data$557 [7:0];
-  assign \$signature__data$557[1]  = \$signature__data$557 [15:8];
-  assign \$signature__data$557[2]  = \$signature__data$557 [23:16];
-  assign \$signature__data$557[3]  = \$signature__data$557 [31:24];
-  assign \$signature__data$557[4]  = \$signature__data$557 [39:32];
-  assign \$signature__data$557[5]  = \$signature__data$557 [47:40];
-  assign \$signature__data$557[6]  = \$signature__data$557 [55:48];
-  assign \$signature__data$557[7]  = \$signature__data$557 [63:56];
+  assign \$signature__data$556[0]  = \$signature__data$556 [7:0];
+  assign \$signature__data$556[1]  = \$signature__data$556 [15:8];
+  assign \$signature__data$556[2]  = \$signature__data$556 [23:16];
+  assign \$signature__data$556[3]  = \$signature__data$556 [31:24];
+  assign \$signature__data$556[4]  = \$signature__data$556 [39:32];
+  assign \$signature__data$556[5]  = \$signature__data$556 [47:40];
+  assign \$signature__data$556[6]  = \$signature__data$556 [55:48];
+  assign \$signature__data$556[7]  = \$signature__data$556 [63:56];
   assign \rd_a_g0[0]  = rd_a_g0[7:0];
   assign \rd_a_g0[1]  = rd_a_g0[15:8];
   assign \rd_a_g0[2]  = rd_a_g0[23:16];
@@ -50767,18 +50823,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign o_status__payload[71:40] = cnt_busy;
   assign o_status__payload[39:8] = cnt_cycles;
   assign o_status__payload[7:0] = error;
-  assign cw_w__data[9:5] = \$285 [4:0];
+  assign cw_w__data[9:5] = \$284 [4:0];
   assign cw_w__data[4:0] = i_param__payload[556:552];
   assign res_in[256] = o_last;
   assign res_in[255:0] = o_data;
-  assign sums[255:224] = \$248 [31:0];
-  assign sums[223:192] = \$244 [31:0];
-  assign sums[191:160] = \$240 [31:0];
-  assign sums[159:128] = \$236 [31:0];
-  assign sums[127:96] = \$232 [31:0];
-  assign sums[95:64] = \$228 [31:0];
-  assign sums[63:32] = \$224 [31:0];
-  assign sums[31:0] = \$220 [31:0];
+  assign sums[255:224] = \$247 [31:0];
+  assign sums[223:192] = \$243 [31:0];
+  assign sums[191:160] = \$239 [31:0];
+  assign sums[159:128] = \$235 [31:0];
+  assign sums[127:96] = \$231 [31:0];
+  assign sums[95:64] = \$227 [31:0];
+  assign sums[63:32] = \$223 [31:0];
+  assign sums[31:0] = \$219 [31:0];
   assign dw_act[511:504] = dwsel7[63:56];
   assign dw_act[503:496] = dwsel7[55:48];
   assign dw_act[495:488] = dwsel7[47:40];
@@ -50854,9 +50910,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[29:23] = t;
   assign sb0[22:12] = acc_addr;
   assign sb0[11:8] = iy[3:0];
-  assign sb0[7] = \$171 ;
+  assign sb0[7] = \$170 ;
   assign sb0[6] = fold_bank;
-  assign sb0[5] = \$167 ;
+  assign sb0[5] = \$166 ;
   assign sb0[4] = \$151 ;
   assign sb0[3] = \$144 ;
   assign sb0[2] = dual_now;
@@ -50864,31 +50920,31 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign sb0[0] = \$138 ;
   assign \$137  = 1'h1;
   assign \$138  = \$136 ;
-  assign \$261  = desc[154];
-  assign { \$275 [7], \$275 [5], \$275 [3], \$275 [0] } = 4'h0;
-  assign { \$275 [6], \$275 [4], \$275 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$signature__en$352  = \$342 ;
-  assign \$signature__en$358  = \$361 ;
-  assign \$signature__en$364  = \$380 ;
-  assign \$signature__en$370  = \$399 ;
-  assign \$signature__en$376  = \$418 ;
-  assign \$signature__en$382  = \$437 ;
-  assign \$signature__en$388  = \$456 ;
-  assign \$signature__en$394  = \$475 ;
-  assign \$signature__en$400  = \$494 ;
-  assign \$signature__en$406  = \$513 ;
-  assign \$signature__en$412  = \$532 ;
-  assign \$signature__en$418  = \$551 ;
-  assign \$signature__en$424  = \$570 ;
-  assign \$signature__en$430  = \$589 ;
-  assign \$signature__en$436  = \$608 ;
-  assign \$signature__en$442  = \$627 ;
-  assign \$1020  = { 1'h0, \$1019 [7:1] };
-  assign \$1104  = \$1103 ;
-  assign \$1117 [7:1] = error[7:1];
-  assign \$1117 [0] = 1'h1;
-  assign \$1172  = 1'h1;
-  assign \$1176  = 1'h1;
+  assign \$260  = desc[154];
+  assign { \$274 [7], \$274 [5], \$274 [3], \$274 [0] } = 4'h0;
+  assign { \$274 [6], \$274 [4], \$274 [2:1] } = { error[6], error[4], error[2:1] };
+  assign \$signature__en$351  = \$341 ;
+  assign \$signature__en$357  = \$360 ;
+  assign \$signature__en$363  = \$379 ;
+  assign \$signature__en$369  = \$398 ;
+  assign \$signature__en$375  = \$417 ;
+  assign \$signature__en$381  = \$436 ;
+  assign \$signature__en$387  = \$455 ;
+  assign \$signature__en$393  = \$474 ;
+  assign \$signature__en$399  = \$493 ;
+  assign \$signature__en$405  = \$512 ;
+  assign \$signature__en$411  = \$531 ;
+  assign \$signature__en$417  = \$550 ;
+  assign \$signature__en$423  = \$569 ;
+  assign \$signature__en$429  = \$588 ;
+  assign \$signature__en$435  = \$607 ;
+  assign \$signature__en$441  = \$626 ;
+  assign \$1017  = { 1'h0, \$1016 [7:1] };
+  assign \$1102  = \$1101 ;
+  assign \$1115 [7:1] = error[7:1];
+  assign \$1115 [0] = 1'h1;
+  assign \$1170  = 1'h1;
+  assign \$1174  = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
