@@ -914,16 +914,15 @@ class Conv2dAccelerator(wiring.Component):
         # from registers; the cases only select one (no carry chain after the
         # sequencer's conditions)
         lb_n = cfg.lb_rows
+        # (the release row as lo takes it: truncated to lo's width, as lo_next is)
         lo_vals = {LO_HOLD: lo + lb_n, LO_ZERO: C(lb_n), LO_ALL: C(cfg.max_height + 1 + lb_n),
-                   LO_RELEASE: release + lb_n}
+                   LO_RELEASE: release.as_unsigned()[:len(lo)] + lb_n}
         wr_vals = {WR_HOLD: wr_iy, WR_ZERO: C(0), WR_INC: wr_iy + 1}
-        with m.Switch(lo_case):
-            for lc, lv in lo_vals.items():
-                with m.Case(lc):
-                    with m.Switch(wr_case):
-                        for wc, wv in wr_vals.items():
-                            with m.Case(wc):
-                                m.d.sync += row_free.eq(wv < lv)
+        # (an AND-OR of the compares, not a case statement: Yosys would share the
+        # compares of a multiplexer's inputs into one compare behind wide operand muxes)
+        m.d.sync += row_free.eq(Cat(*[(lo_case == lc) & (wr_case == wc) & (wv < lv)
+                                      for lc, lv in lo_vals.items()
+                                      for wc, wv in wr_vals.items()]).any())
 
         with m.If(state == S_CHECK2):
             m.d.sync += [

@@ -189,12 +189,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$116 ;
   wire [7:0] \$1160 ;
   wire [11:0] \$1161 ;
-  wire [12:0] \$1162 ;
+  wire \$1162 ;
   wire \$1163 ;
-  wire [12:0] \$1164 ;
-  wire \$1165 ;
-  wire [12:0] \$1166 ;
-  wire [12:0] \$1167 ;
+  wire \$1164 ;
+  wire [12:0] \$1165 ;
+  wire \$1166 ;
+  wire \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
   wire [28:0] \$117 ;
@@ -203,38 +203,38 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1172 ;
   wire \$1173 ;
   wire \$1174 ;
-  wire [12:0] \$1175 ;
+  wire \$1175 ;
   wire \$1176 ;
-  wire \$1177 ;
-  wire [28:0] \$1178 ;
-  wire [29:0] \$1179 ;
+  wire [12:0] \$1177 ;
+  wire [12:0] \$1178 ;
+  wire \$1179 ;
   wire \$118 ;
   wire \$1180 ;
   wire \$1181 ;
-  wire [28:0] \$1182 ;
-  wire [29:0] \$1183 ;
+  wire \$1182 ;
+  wire \$1183 ;
   wire \$1184 ;
-  wire [12:0] \$1185 ;
+  wire \$1185 ;
   wire \$1186 ;
-  wire [28:0] \$1187 ;
-  wire [29:0] \$1188 ;
+  wire \$1187 ;
+  wire \$1188 ;
   wire \$1189 ;
   wire \$119 ;
   wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
   wire \$1193 ;
-  wire [7:0] \$1194 ;
-  wire [7:0] \$1195 ;
-  wire [7:0] \$1196 ;
-  wire [29:0] \$1197 ;
-  wire [7:0] \$1198 ;
-  wire [7:0] \$1199 ;
+  wire [12:0] \$1194 ;
+  wire \$1195 ;
+  wire \$1196 ;
+  wire \$1197 ;
+  wire \$1198 ;
+  wire \$1199 ;
   wire [7:0] \$12 ;
   wire [28:0] \$120 ;
   wire \$1200 ;
   wire \$1201 ;
-  wire [10:0] \$1202 ;
+  wire \$1202 ;
   wire \$1203 ;
   wire \$1204 ;
   wire \$1205 ;
@@ -243,249 +243,249 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1208 ;
   wire \$1209 ;
   wire \$121 ;
-  wire [29:0] \$1210 ;
-  wire [30:0] \$1211 ;
-  wire [29:0] \$1212 ;
-  wire [30:0] \$1213 ;
-  wire [12:0] \$1214 ;
-  wire [13:0] \$1215 ;
-  wire [7:0] \$1216 ;
-  wire \$1217 ;
-  wire [3:0] \$1218 ;
-  wire [11:0] \$1219 ;
+  wire [12:0] \$1210 ;
+  wire \$1211 ;
+  wire \$1212 ;
+  wire \$1213 ;
+  wire \$1214 ;
+  wire \$1215 ;
+  wire \$1216 ;
+  wire [28:0] \$1217 ;
+  wire [12:0] \$1218 ;
+  wire \$1219 ;
   wire [28:0] \$122 ;
-  wire [7:0] \$1220 ;
+  wire \$1220 ;
   wire \$1221 ;
-  wire [29:0] \$1222 ;
-  wire [29:0] \$1223 ;
-  wire [11:0] \$1224 ;
-  wire \$1225 ;
-  wire [11:0] \$1226 ;
-  wire [29:0] \$1227 ;
-  wire [29:0] \$1228 ;
-  wire [11:0] \$1229 ;
+  wire \$1222 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire [28:0] \$1225 ;
+  wire [12:0] \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
+  wire \$1229 ;
   wire \$123 ;
   wire \$1230 ;
   wire \$1231 ;
-  wire \$1232 ;
-  wire [5:0] \$1233 ;
-  wire [29:0] \$1234 ;
-  wire \$1235 ;
-  wire [5:0] \$1236 ;
-  wire [4:0] \$1237 ;
-  wire [5:0] \$1238 ;
-  wire [4:0] \$1239 ;
+  wire [12:0] \$1232 ;
+  wire \$1233 ;
+  wire [28:0] \$1234 ;
+  wire [12:0] \$1235 ;
+  wire \$1236 ;
+  wire \$1237 ;
+  wire \$1238 ;
+  wire \$1239 ;
   wire \$124 ;
   wire \$1240 ;
-  wire [5:0] \$1241 ;
-  wire [4:0] \$1242 ;
-  wire [5:0] \$1243 ;
-  wire [4:0] \$1244 ;
-  wire \$1245 ;
-  wire [5:0] \$1246 ;
-  wire [4:0] \$1247 ;
-  wire [5:0] \$1248 ;
-  wire [4:0] \$1249 ;
+  wire \$1241 ;
+  wire \$1242 ;
+  wire [7:0] \$1243 ;
+  wire [7:0] \$1244 ;
+  wire [7:0] \$1245 ;
+  wire [29:0] \$1246 ;
+  wire [7:0] \$1247 ;
+  wire [7:0] \$1248 ;
+  wire \$1249 ;
   wire [28:0] \$125 ;
   wire \$1250 ;
-  wire [5:0] \$1251 ;
-  wire [4:0] \$1252 ;
-  wire [5:0] \$1253 ;
-  wire [4:0] \$1254 ;
+  wire [10:0] \$1251 ;
+  wire \$1252 ;
+  wire \$1253 ;
+  wire \$1254 ;
   wire \$1255 ;
-  wire [5:0] \$1256 ;
-  wire [4:0] \$1257 ;
-  wire [5:0] \$1258 ;
-  wire [4:0] \$1259 ;
+  wire \$1256 ;
+  wire \$1257 ;
+  wire \$1258 ;
+  wire [29:0] \$1259 ;
   wire \$126 ;
-  wire \$1260 ;
-  wire [5:0] \$1261 ;
-  wire [4:0] \$1262 ;
-  wire [5:0] \$1263 ;
-  wire [4:0] \$1264 ;
-  wire \$1265 ;
-  wire [5:0] \$1266 ;
-  wire [4:0] \$1267 ;
-  wire [5:0] \$1268 ;
-  wire [4:0] \$1269 ;
+  wire [30:0] \$1260 ;
+  wire [29:0] \$1261 ;
+  wire [30:0] \$1262 ;
+  wire [12:0] \$1263 ;
+  wire [13:0] \$1264 ;
+  wire [7:0] \$1265 ;
+  wire \$1266 ;
+  wire [3:0] \$1267 ;
+  wire [11:0] \$1268 ;
+  wire [7:0] \$1269 ;
   wire [28:0] \$127 ;
   wire \$1270 ;
-  wire [5:0] \$1271 ;
-  wire [4:0] \$1272 ;
-  wire [5:0] \$1273 ;
-  wire [4:0] \$1274 ;
-  wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
+  wire [29:0] \$1271 ;
+  wire [29:0] \$1272 ;
+  wire [11:0] \$1273 ;
+  wire \$1274 ;
+  wire [11:0] \$1275 ;
+  wire [29:0] \$1276 ;
+  wire [29:0] \$1277 ;
+  wire [11:0] \$1278 ;
   wire \$1279 ;
   wire \$128 ;
   wire \$1280 ;
   wire \$1281 ;
-  wire \$1282 ;
-  wire \$1283 ;
+  wire [5:0] \$1282 ;
+  wire [29:0] \$1283 ;
   wire \$1284 ;
-  wire \$1285 ;
-  wire [3:0] \$1286 ;
-  wire [29:0] \$1287 ;
-  wire [29:0] \$1288 ;
-  wire [29:0] \$1289 ;
+  wire [5:0] \$1285 ;
+  wire [4:0] \$1286 ;
+  wire [5:0] \$1287 ;
+  wire [4:0] \$1288 ;
+  wire \$1289 ;
   wire \$129 ;
-  wire [3:0] \$1290 ;
-  wire [7:0] \$1291 ;
-  wire [7:0] \$1292 ;
-  wire [29:0] \$1293 ;
-  wire [29:0] \$1294 ;
-  wire [7:0] \$1295 ;
-  wire [7:0] \$1296 ;
-  wire \$1297 ;
-  wire \$1298 ;
-  wire [7:0] \$1299 ;
+  wire [5:0] \$1290 ;
+  wire [4:0] \$1291 ;
+  wire [5:0] \$1292 ;
+  wire [4:0] \$1293 ;
+  wire \$1294 ;
+  wire [5:0] \$1295 ;
+  wire [4:0] \$1296 ;
+  wire [5:0] \$1297 ;
+  wire [4:0] \$1298 ;
+  wire \$1299 ;
   wire [8:0] \$13 ;
   wire [28:0] \$130 ;
-  wire [12:0] \$1300 ;
-  wire [30:0] \$1301 ;
-  wire [30:0] \$1302 ;
-  wire [30:0] \$1303 ;
-  wire [30:0] \$1304 ;
-  wire \$1305 ;
-  wire [12:0] \$1306 ;
-  wire \$1307 ;
-  wire [12:0] \$1308 ;
-  wire [12:0] \$1309 ;
+  wire [5:0] \$1300 ;
+  wire [4:0] \$1301 ;
+  wire [5:0] \$1302 ;
+  wire [4:0] \$1303 ;
+  wire \$1304 ;
+  wire [5:0] \$1305 ;
+  wire [4:0] \$1306 ;
+  wire [5:0] \$1307 ;
+  wire [4:0] \$1308 ;
+  wire \$1309 ;
   wire \$131 ;
-  wire \$1310 ;
-  wire [13:0] \$1311 ;
-  wire \$1312 ;
-  wire [13:0] \$1313 ;
-  wire [13:0] \$1314 ;
-  wire \$1315 ;
+  wire [5:0] \$1310 ;
+  wire [4:0] \$1311 ;
+  wire [5:0] \$1312 ;
+  wire [4:0] \$1313 ;
+  wire \$1314 ;
+  wire [5:0] \$1315 ;
   wire [4:0] \$1316 ;
-  wire \$1317 ;
-  wire \$1318 ;
+  wire [5:0] \$1317 ;
+  wire [4:0] \$1318 ;
   wire \$1319 ;
   wire [28:0] \$132 ;
-  wire [32:0] \$1320 ;
-  wire [32:0] \$1321 ;
-  wire \$1322 ;
-  wire \$1323 ;
-  wire [32:0] \$1324 ;
-  wire [32:0] \$1325 ;
+  wire [5:0] \$1320 ;
+  wire [4:0] \$1321 ;
+  wire [5:0] \$1322 ;
+  wire [4:0] \$1323 ;
+  wire \$1324 ;
+  wire \$1325 ;
   wire \$1326 ;
   wire \$1327 ;
-  wire [32:0] \$1328 ;
-  wire [32:0] \$1329 ;
+  wire \$1328 ;
+  wire \$1329 ;
   wire \$133 ;
   wire \$1330 ;
   wire \$1331 ;
-  wire [32:0] \$1332 ;
-  wire [32:0] \$1333 ;
+  wire \$1332 ;
+  wire \$1333 ;
   wire \$1334 ;
-  wire \$1335 ;
-  wire [32:0] \$1336 ;
-  wire [32:0] \$1337 ;
-  wire \$1338 ;
-  wire \$1339 ;
+  wire [3:0] \$1335 ;
+  wire [29:0] \$1336 ;
+  wire [29:0] \$1337 ;
+  wire [29:0] \$1338 ;
+  wire [3:0] \$1339 ;
   wire \$134 ;
-  wire [32:0] \$1340 ;
-  wire [32:0] \$1341 ;
-  wire \$1342 ;
-  wire \$1343 ;
-  wire [32:0] \$1344 ;
-  wire [32:0] \$1345 ;
+  wire [7:0] \$1340 ;
+  wire [7:0] \$1341 ;
+  wire [29:0] \$1342 ;
+  wire [29:0] \$1343 ;
+  wire [7:0] \$1344 ;
+  wire [7:0] \$1345 ;
   wire \$1346 ;
   wire \$1347 ;
-  wire [32:0] \$1348 ;
-  wire [32:0] \$1349 ;
+  wire [7:0] \$1348 ;
+  wire [12:0] \$1349 ;
   wire [28:0] \$135 ;
-  wire \$1350 ;
-  wire \$1351 ;
-  wire \$1352 ;
-  wire \$1353 ;
-  reg [11:0] \$1354 ;
-  reg [11:0] \$1355 ;
-  reg [9:0] \$1356 ;
-  reg [9:0] \$1357 ;
-  reg \$1358 ;
-  reg [9:0] \$1359 ;
+  wire [30:0] \$1350 ;
+  wire [30:0] \$1351 ;
+  wire [30:0] \$1352 ;
+  wire [30:0] \$1353 ;
+  wire \$1354 ;
+  wire [12:0] \$1355 ;
+  wire \$1356 ;
+  wire [12:0] \$1357 ;
+  wire [12:0] \$1358 ;
+  wire \$1359 ;
   wire \$136 ;
-  reg [28:0] \$1360 ;
-  reg [29:0] \$1361 ;
-  reg [28:0] \$1362 ;
-  reg [28:0] \$1363 ;
-  reg [29:0] \$1364 ;
-  reg [29:0] \$1365 ;
-  reg [29:0] \$1366 ;
-  reg [29:0] \$1367 ;
-  reg [63:0] \$1368 ;
-  reg [63:0] \$1369 ;
+  wire [13:0] \$1360 ;
+  wire \$1361 ;
+  wire [13:0] \$1362 ;
+  wire [13:0] \$1363 ;
+  wire \$1364 ;
+  wire [4:0] \$1365 ;
+  wire \$1366 ;
+  wire \$1367 ;
+  wire \$1368 ;
+  wire [32:0] \$1369 ;
   wire \$137 ;
-  reg [63:0] \$1370 ;
-  reg [63:0] \$1371 ;
-  reg [63:0] \$1372 ;
-  reg [63:0] \$1373 ;
-  reg [63:0] \$1374 ;
-  reg [63:0] \$1375 ;
-  reg [63:0] \$1376 ;
-  reg [63:0] \$1377 ;
-  reg [63:0] \$1378 ;
-  reg [63:0] \$1379 ;
+  wire [32:0] \$1370 ;
+  wire \$1371 ;
+  wire \$1372 ;
+  wire [32:0] \$1373 ;
+  wire [32:0] \$1374 ;
+  wire \$1375 ;
+  wire \$1376 ;
+  wire [32:0] \$1377 ;
+  wire [32:0] \$1378 ;
+  wire \$1379 ;
   wire \$138 ;
-  reg [63:0] \$1380 ;
-  reg [63:0] \$1381 ;
-  reg [63:0] \$1382 ;
-  reg [63:0] \$1383 ;
-  reg [63:0] \$1384 ;
-  reg [63:0] \$1385 ;
-  reg [63:0] \$1386 ;
-  reg [63:0] \$1387 ;
-  reg [63:0] \$1388 ;
-  reg [63:0] \$1389 ;
+  wire \$1380 ;
+  wire [32:0] \$1381 ;
+  wire [32:0] \$1382 ;
+  wire \$1383 ;
+  wire \$1384 ;
+  wire [32:0] \$1385 ;
+  wire [32:0] \$1386 ;
+  wire \$1387 ;
+  wire \$1388 ;
+  wire [32:0] \$1389 ;
   wire \$139 ;
-  reg [63:0] \$1390 ;
-  reg [63:0] \$1391 ;
-  reg [63:0] \$1392 ;
-  reg [63:0] \$1393 ;
-  reg [63:0] \$1394 ;
-  reg [63:0] \$1395 ;
-  reg [63:0] \$1396 ;
-  reg [63:0] \$1397 ;
-  reg [63:0] \$1398 ;
-  reg [63:0] \$1399 ;
+  wire [32:0] \$1390 ;
+  wire \$1391 ;
+  wire \$1392 ;
+  wire [32:0] \$1393 ;
+  wire [32:0] \$1394 ;
+  wire \$1395 ;
+  wire \$1396 ;
+  wire [32:0] \$1397 ;
+  wire [32:0] \$1398 ;
+  wire \$1399 ;
   wire [8:0] \$14 ;
   wire \$140 ;
-  reg \$1400 ;
-  reg \$1401 ;
-  reg [3:0] \$1402 ;
-  reg [3:0] \$1403 ;
-  reg [63:0] \$1404 ;
-  reg [63:0] \$1405 ;
-  reg [63:0] \$1406 ;
-  reg [63:0] \$1407 ;
-  reg \$1408 ;
-  reg \$1409 ;
+  wire \$1400 ;
+  wire \$1401 ;
+  wire \$1402 ;
+  reg [11:0] \$1403 ;
+  reg [11:0] \$1404 ;
+  reg [9:0] \$1405 ;
+  reg [9:0] \$1406 ;
+  reg \$1407 ;
+  reg [9:0] \$1408 ;
+  reg [28:0] \$1409 ;
   wire \$141 ;
-  reg [63:0] \$1410 ;
-  reg \$1411 ;
-  reg \$1412 ;
-  reg [7:0] \$1413 ;
-  reg [3:0] \$1414 ;
-  reg \$1415 ;
-  reg [3:0] \$1416 ;
-  reg [3:0] \$1417 ;
+  reg [29:0] \$1410 ;
+  reg [28:0] \$1411 ;
+  reg [28:0] \$1412 ;
+  reg [29:0] \$1413 ;
+  reg [29:0] \$1414 ;
+  reg [29:0] \$1415 ;
+  reg [29:0] \$1416 ;
+  reg [63:0] \$1417 ;
   reg [63:0] \$1418 ;
   reg [63:0] \$1419 ;
   wire \$142 ;
   reg [63:0] \$1420 ;
   reg [63:0] \$1421 ;
-  reg \$1422 ;
-  reg \$1423 ;
+  reg [63:0] \$1422 ;
+  reg [63:0] \$1423 ;
   reg [63:0] \$1424 ;
   reg [63:0] \$1425 ;
   reg [63:0] \$1426 ;
   reg [63:0] \$1427 ;
-  reg \$1428 ;
-  reg \$1429 ;
+  reg [63:0] \$1428 ;
+  reg [63:0] \$1429 ;
   wire \$143 ;
   reg [63:0] \$1430 ;
   reg [63:0] \$1431 ;
@@ -496,83 +496,83 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1436 ;
   reg [63:0] \$1437 ;
   reg [63:0] \$1438 ;
-  reg [7:0] \$1439 ;
+  reg [63:0] \$1439 ;
   wire \$144 ;
-  reg [3:0] \$1440 ;
-  reg \$1441 ;
-  reg [3:0] \$1442 ;
-  reg [3:0] \$1443 ;
+  reg [63:0] \$1440 ;
+  reg [63:0] \$1441 ;
+  reg [63:0] \$1442 ;
+  reg [63:0] \$1443 ;
   reg [63:0] \$1444 ;
   reg [63:0] \$1445 ;
   reg [63:0] \$1446 ;
   reg [63:0] \$1447 ;
-  reg \$1448 ;
+  reg [63:0] \$1448 ;
   reg \$1449 ;
   wire \$145 ;
-  reg [63:0] \$1450 ;
-  reg [63:0] \$1451 ;
-  reg [63:0] \$1452 ;
+  reg \$1450 ;
+  reg [3:0] \$1451 ;
+  reg [3:0] \$1452 ;
   reg [63:0] \$1453 ;
-  reg \$1454 ;
-  reg \$1455 ;
+  reg [63:0] \$1454 ;
+  reg [63:0] \$1455 ;
   reg [63:0] \$1456 ;
-  reg [63:0] \$1457 ;
-  reg [63:0] \$1458 ;
+  reg \$1457 ;
+  reg \$1458 ;
   reg [63:0] \$1459 ;
   wire \$146 ;
-  reg [63:0] \$1460 ;
-  reg [63:0] \$1461 ;
-  reg [63:0] \$1462 ;
-  reg [63:0] \$1463 ;
-  reg [63:0] \$1464 ;
-  reg [7:0] \$1465 ;
+  reg \$1460 ;
+  reg \$1461 ;
+  reg [7:0] \$1462 ;
+  reg [3:0] \$1463 ;
+  reg \$1464 ;
+  reg [3:0] \$1465 ;
   reg [3:0] \$1466 ;
-  reg \$1467 ;
-  reg [3:0] \$1468 ;
-  reg [3:0] \$1469 ;
+  reg [63:0] \$1467 ;
+  reg [63:0] \$1468 ;
+  reg [63:0] \$1469 ;
   wire \$147 ;
   reg [63:0] \$1470 ;
-  reg [63:0] \$1471 ;
-  reg [63:0] \$1472 ;
+  reg \$1471 ;
+  reg \$1472 ;
   reg [63:0] \$1473 ;
-  reg \$1474 ;
-  reg \$1475 ;
+  reg [63:0] \$1474 ;
+  reg [63:0] \$1475 ;
   reg [63:0] \$1476 ;
-  reg [63:0] \$1477 ;
-  reg [63:0] \$1478 ;
+  reg \$1477 ;
+  reg \$1478 ;
   reg [63:0] \$1479 ;
   wire \$148 ;
-  reg \$1480 ;
-  reg \$1481 ;
+  reg [63:0] \$1480 ;
+  reg [63:0] \$1481 ;
   reg [63:0] \$1482 ;
   reg [63:0] \$1483 ;
   reg [63:0] \$1484 ;
   reg [63:0] \$1485 ;
   reg [63:0] \$1486 ;
   reg [63:0] \$1487 ;
-  reg [63:0] \$1488 ;
-  reg [63:0] \$1489 ;
+  reg [7:0] \$1488 ;
+  reg [3:0] \$1489 ;
   wire \$149 ;
-  reg [63:0] \$1490 ;
-  reg [7:0] \$1491 ;
+  reg \$1490 ;
+  reg [3:0] \$1491 ;
   reg [3:0] \$1492 ;
-  reg \$1493 ;
-  reg [3:0] \$1494 ;
-  reg [3:0] \$1495 ;
+  reg [63:0] \$1493 ;
+  reg [63:0] \$1494 ;
+  reg [63:0] \$1495 ;
   reg [63:0] \$1496 ;
-  reg [63:0] \$1497 ;
-  reg [63:0] \$1498 ;
+  reg \$1497 ;
+  reg \$1498 ;
   reg [63:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  reg \$1500 ;
-  reg \$1501 ;
+  reg [63:0] \$1500 ;
+  reg [63:0] \$1501 ;
   reg [63:0] \$1502 ;
-  reg [63:0] \$1503 ;
-  reg [63:0] \$1504 ;
+  reg \$1503 ;
+  reg \$1504 ;
   reg [63:0] \$1505 ;
-  reg \$1506 ;
-  reg \$1507 ;
+  reg [63:0] \$1506 ;
+  reg [63:0] \$1507 ;
   reg [63:0] \$1508 ;
   reg [63:0] \$1509 ;
   wire \$151 ;
@@ -580,28 +580,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1511 ;
   reg [63:0] \$1512 ;
   reg [63:0] \$1513 ;
-  reg [63:0] \$1514 ;
-  reg [63:0] \$1515 ;
-  reg [63:0] \$1516 ;
-  reg [7:0] \$1517 ;
+  reg [7:0] \$1514 ;
+  reg [3:0] \$1515 ;
+  reg \$1516 ;
+  reg [3:0] \$1517 ;
   reg [3:0] \$1518 ;
-  reg \$1519 ;
+  reg [63:0] \$1519 ;
   wire \$152 ;
-  reg [3:0] \$1520 ;
-  reg [3:0] \$1521 ;
+  reg [63:0] \$1520 ;
+  reg [63:0] \$1521 ;
   reg [63:0] \$1522 ;
-  reg [63:0] \$1523 ;
-  reg [63:0] \$1524 ;
+  reg \$1523 ;
+  reg \$1524 ;
   reg [63:0] \$1525 ;
-  reg \$1526 ;
-  reg \$1527 ;
+  reg [63:0] \$1526 ;
+  reg [63:0] \$1527 ;
   reg [63:0] \$1528 ;
-  reg [63:0] \$1529 ;
+  reg \$1529 ;
   wire \$153 ;
-  reg [63:0] \$1530 ;
+  reg \$1530 ;
   reg [63:0] \$1531 ;
-  reg \$1532 ;
-  reg \$1533 ;
+  reg [63:0] \$1532 ;
+  reg [63:0] \$1533 ;
   reg [63:0] \$1534 ;
   reg [63:0] \$1535 ;
   reg [63:0] \$1536 ;
@@ -609,63 +609,63 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1538 ;
   reg [63:0] \$1539 ;
   wire \$154 ;
-  reg [63:0] \$1540 ;
-  reg [63:0] \$1541 ;
-  reg [63:0] \$1542 ;
+  reg [7:0] \$1540 ;
+  reg [3:0] \$1541 ;
+  reg \$1542 ;
   reg [3:0] \$1543 ;
   reg [3:0] \$1544 ;
-  reg [3:0] \$1545 ;
-  reg [3:0] \$1546 ;
-  reg [3:0] \$1547 ;
-  reg [3:0] \$1548 ;
-  reg [3:0] \$1549 ;
+  reg [63:0] \$1545 ;
+  reg [63:0] \$1546 ;
+  reg [63:0] \$1547 ;
+  reg [63:0] \$1548 ;
+  reg \$1549 ;
   wire \$155 ;
-  reg [3:0] \$1550 ;
-  reg [3:0] \$1551 ;
-  reg [3:0] \$1552 ;
-  reg [3:0] \$1553 ;
-  reg [3:0] \$1554 ;
-  reg [3:0] \$1555 ;
-  reg [3:0] \$1556 ;
-  reg [3:0] \$1557 ;
-  reg [3:0] \$1558 ;
-  reg [3:0] \$1559 ;
+  reg \$1550 ;
+  reg [63:0] \$1551 ;
+  reg [63:0] \$1552 ;
+  reg [63:0] \$1553 ;
+  reg [63:0] \$1554 ;
+  reg \$1555 ;
+  reg \$1556 ;
+  reg [63:0] \$1557 ;
+  reg [63:0] \$1558 ;
+  reg [63:0] \$1559 ;
   wire \$156 ;
-  reg [3:0] \$1560 ;
-  reg [3:0] \$1561 ;
-  reg [3:0] \$1562 ;
-  reg [3:0] \$1563 ;
-  reg [3:0] \$1564 ;
-  reg [3:0] \$1565 ;
-  reg [3:0] \$1566 ;
+  reg [63:0] \$1560 ;
+  reg [63:0] \$1561 ;
+  reg [63:0] \$1562 ;
+  reg [63:0] \$1563 ;
+  reg [63:0] \$1564 ;
+  reg [63:0] \$1565 ;
+  reg [7:0] \$1566 ;
   reg [3:0] \$1567 ;
-  reg [3:0] \$1568 ;
+  reg \$1568 ;
   reg [3:0] \$1569 ;
   wire \$157 ;
   reg [3:0] \$1570 ;
-  reg [3:0] \$1571 ;
-  reg [3:0] \$1572 ;
-  reg [3:0] \$1573 ;
-  reg [3:0] \$1574 ;
-  reg [3:0] \$1575 ;
-  reg [3:0] \$1576 ;
-  reg [3:0] \$1577 ;
-  reg [3:0] \$1578 ;
-  reg [3:0] \$1579 ;
+  reg [63:0] \$1571 ;
+  reg [63:0] \$1572 ;
+  reg [63:0] \$1573 ;
+  reg [63:0] \$1574 ;
+  reg \$1575 ;
+  reg \$1576 ;
+  reg [63:0] \$1577 ;
+  reg [63:0] \$1578 ;
+  reg [63:0] \$1579 ;
   wire \$158 ;
-  reg [3:0] \$1580 ;
-  reg [3:0] \$1581 ;
-  reg [3:0] \$1582 ;
-  reg [3:0] \$1583 ;
-  reg [3:0] \$1584 ;
-  reg [3:0] \$1585 ;
-  reg [3:0] \$1586 ;
-  reg [3:0] \$1587 ;
-  reg [3:0] \$1588 ;
-  reg [3:0] \$1589 ;
+  reg [63:0] \$1580 ;
+  reg \$1581 ;
+  reg \$1582 ;
+  reg [63:0] \$1583 ;
+  reg [63:0] \$1584 ;
+  reg [63:0] \$1585 ;
+  reg [63:0] \$1586 ;
+  reg [63:0] \$1587 ;
+  reg [63:0] \$1588 ;
+  reg [63:0] \$1589 ;
   wire \$159 ;
-  reg [3:0] \$1590 ;
-  reg [3:0] \$1591 ;
+  reg [63:0] \$1590 ;
+  reg [63:0] \$1591 ;
   reg [3:0] \$1592 ;
   reg [3:0] \$1593 ;
   reg [3:0] \$1594 ;
@@ -683,181 +683,230 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1604 ;
   reg [3:0] \$1605 ;
   reg [3:0] \$1606 ;
-  reg [29:0] \$1607 ;
-  reg [29:0] \$1608 ;
-  reg [29:0] \$1609 ;
+  reg [3:0] \$1607 ;
+  reg [3:0] \$1608 ;
+  reg [3:0] \$1609 ;
   wire \$161 ;
-  reg [29:0] \$1610 ;
-  reg [29:0] \$1611 ;
-  reg [29:0] \$1612 ;
-  reg [29:0] \$1613 ;
-  reg [29:0] \$1614 ;
-  reg [29:0] \$1615 ;
-  reg [29:0] \$1616 ;
-  reg [29:0] \$1617 ;
-  reg [29:0] \$1618 ;
-  reg [29:0] \$1619 ;
+  reg [3:0] \$1610 ;
+  reg [3:0] \$1611 ;
+  reg [3:0] \$1612 ;
+  reg [3:0] \$1613 ;
+  reg [3:0] \$1614 ;
+  reg [3:0] \$1615 ;
+  reg [3:0] \$1616 ;
+  reg [3:0] \$1617 ;
+  reg [3:0] \$1618 ;
+  reg [3:0] \$1619 ;
   wire \$162 ;
-  reg [29:0] \$1620 ;
-  reg [29:0] \$1621 ;
-  reg [29:0] \$1622 ;
-  reg [29:0] \$1623 ;
-  reg [255:0] \$1624 ;
-  reg [551:0] \$1625 ;
-  reg [255:0] \$1626 ;
-  reg [255:0] \$1627 ;
-  reg \$1628 ;
-  reg \$1629 ;
+  reg [3:0] \$1620 ;
+  reg [3:0] \$1621 ;
+  reg [3:0] \$1622 ;
+  reg [3:0] \$1623 ;
+  reg [3:0] \$1624 ;
+  reg [3:0] \$1625 ;
+  reg [3:0] \$1626 ;
+  reg [3:0] \$1627 ;
+  reg [3:0] \$1628 ;
+  reg [3:0] \$1629 ;
   wire \$163 ;
-  reg \$1630 ;
-  reg \$1631 ;
-  reg \$1632 ;
-  reg [255:0] \$1633 ;
-  reg [551:0] \$1634 ;
-  reg [7:0] \$1635 ;
-  reg [63:0] \$1636 ;
-  reg [63:0] \$1637 ;
-  reg \$1638 ;
-  reg \$1639 ;
+  reg [3:0] \$1630 ;
+  reg [3:0] \$1631 ;
+  reg [3:0] \$1632 ;
+  reg [3:0] \$1633 ;
+  reg [3:0] \$1634 ;
+  reg [3:0] \$1635 ;
+  reg [3:0] \$1636 ;
+  reg [3:0] \$1637 ;
+  reg [3:0] \$1638 ;
+  reg [3:0] \$1639 ;
   wire \$164 ;
-  reg \$1640 ;
-  reg \$1641 ;
-  reg \$1642 ;
-  reg \$1643 ;
-  reg \$1644 ;
-  reg [1:0] \$1645 ;
-  reg [1:0] \$1646 ;
-  reg \$1647 ;
-  reg \$1648 ;
-  reg [155:0] \$1649 ;
+  reg [3:0] \$1640 ;
+  reg [3:0] \$1641 ;
+  reg [3:0] \$1642 ;
+  reg [3:0] \$1643 ;
+  reg [3:0] \$1644 ;
+  reg [3:0] \$1645 ;
+  reg [3:0] \$1646 ;
+  reg [3:0] \$1647 ;
+  reg [3:0] \$1648 ;
+  reg [3:0] \$1649 ;
   wire \$165 ;
-  reg [2:0] \$1650 ;
-  reg [7:0] \$1651 ;
-  reg [28:0] \$1652 ;
-  reg [28:0] \$1653 ;
-  reg [28:0] \$1654 ;
-  reg [28:0] \$1655 ;
-  reg [28:0] \$1656 ;
-  reg [17:0] \$1657 ;
-  reg [3:0] \$1658 ;
-  reg [3:0] \$1659 ;
+  reg [3:0] \$1650 ;
+  reg [3:0] \$1651 ;
+  reg [3:0] \$1652 ;
+  reg [3:0] \$1653 ;
+  reg [3:0] \$1654 ;
+  reg [3:0] \$1655 ;
+  reg [29:0] \$1656 ;
+  reg [29:0] \$1657 ;
+  reg [29:0] \$1658 ;
+  reg [29:0] \$1659 ;
   wire \$166 ;
-  reg [3:0] \$1660 ;
-  reg [3:0] \$1661 ;
-  reg [3:0] \$1662 ;
-  reg [3:0] \$1663 ;
-  reg [3:0] \$1664 ;
-  reg [3:0] \$1665 ;
-  reg [3:0] \$1666 ;
-  reg [3:0] \$1667 ;
-  reg [3:0] \$1668 ;
-  reg [3:0] \$1669 ;
+  reg [29:0] \$1660 ;
+  reg [29:0] \$1661 ;
+  reg [29:0] \$1662 ;
+  reg [29:0] \$1663 ;
+  reg [29:0] \$1664 ;
+  reg [29:0] \$1665 ;
+  reg [29:0] \$1666 ;
+  reg [29:0] \$1667 ;
+  reg [29:0] \$1668 ;
+  reg [29:0] \$1669 ;
   wire \$167 ;
-  reg [3:0] \$1670 ;
-  reg [3:0] \$1671 ;
-  reg [3:0] \$1672 ;
-  reg [3:0] \$1673 ;
-  reg [3:0] \$1674 ;
-  reg [3:0] \$1675 ;
-  reg [5:0] \$1676 ;
-  reg [28:0] \$1677 ;
-  reg [6:0] \$1678 ;
-  reg [6:0] \$1679 ;
+  reg [29:0] \$1670 ;
+  reg [29:0] \$1671 ;
+  reg [29:0] \$1672 ;
+  reg [255:0] \$1673 ;
+  reg [551:0] \$1674 ;
+  reg [255:0] \$1675 ;
+  reg [255:0] \$1676 ;
+  reg \$1677 ;
+  reg \$1678 ;
+  reg \$1679 ;
   wire \$168 ;
-  reg [2:0] \$1680 ;
-  reg [2:0] \$1681 ;
-  reg [6:0] \$1682 ;
-  reg [28:0] \$1683 ;
-  reg [17:0] \$1684 ;
-  reg [28:0] \$1685 ;
-  reg [28:0] \$1686 ;
-  reg [22:0] \$1687 ;
-  reg [15:0] \$1688 ;
-  reg [11:0] \$1689 ;
+  reg \$1680 ;
+  reg \$1681 ;
+  reg [255:0] \$1682 ;
+  reg [551:0] \$1683 ;
+  reg [7:0] \$1684 ;
+  reg [63:0] \$1685 ;
+  reg [63:0] \$1686 ;
+  reg \$1687 ;
+  reg \$1688 ;
+  reg \$1689 ;
   wire \$169 ;
   reg \$1690 ;
-  reg [16:0] \$1691 ;
-  reg [16:0] \$1692 ;
-  reg [29:0] \$1693 ;
-  reg [29:0] \$1694 ;
-  reg \$1695 ;
-  reg [5:0] \$1696 ;
-  reg [7:0] \$1697 ;
-  reg [23:0] \$1698 ;
-  reg \$1699 ;
+  reg \$1691 ;
+  reg \$1692 ;
+  reg \$1693 ;
+  reg [1:0] \$1694 ;
+  reg [1:0] \$1695 ;
+  reg \$1696 ;
+  reg \$1697 ;
+  reg [155:0] \$1698 ;
+  reg [2:0] \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  reg \$1700 ;
-  reg [16:0] \$1701 ;
-  reg \$1702 ;
-  reg [23:0] \$1703 ;
-  reg \$1704 ;
-  reg [6:0] \$1705 ;
-  reg [4:0] \$1706 ;
-  reg [5:0] \$1707 ;
-  reg \$1708 ;
-  reg [10:0] \$1709 ;
+  reg [7:0] \$1700 ;
+  reg [28:0] \$1701 ;
+  reg [28:0] \$1702 ;
+  reg [28:0] \$1703 ;
+  reg [28:0] \$1704 ;
+  reg [28:0] \$1705 ;
+  reg [17:0] \$1706 ;
+  reg [3:0] \$1707 ;
+  reg [3:0] \$1708 ;
+  reg [3:0] \$1709 ;
   wire [29:0] \$171 ;
-  reg \$1710 ;
-  reg [1:0] \$1711 ;
-  reg [6:0] \$1712 ;
-  reg [2:0] \$1713 ;
-  reg [2:0] \$1714 ;
-  reg [4:0] \$1715 ;
-  reg [10:0] \$1716 ;
-  reg [6:0] \$1717 ;
-  reg \$1718 ;
-  reg [11:0] \$1719 ;
+  reg [3:0] \$1710 ;
+  reg [3:0] \$1711 ;
+  reg [3:0] \$1712 ;
+  reg [3:0] \$1713 ;
+  reg [3:0] \$1714 ;
+  reg [3:0] \$1715 ;
+  reg [3:0] \$1716 ;
+  reg [3:0] \$1717 ;
+  reg [3:0] \$1718 ;
+  reg [3:0] \$1719 ;
   wire [29:0] \$172 ;
-  reg [28:0] \$1720 ;
-  reg [28:0] \$1721 ;
-  reg [28:0] \$1722 ;
-  reg [29:0] \$1723 ;
-  reg [28:0] \$1724 ;
-  reg [28:0] \$1725 ;
+  reg [3:0] \$1720 ;
+  reg [3:0] \$1721 ;
+  reg [3:0] \$1722 ;
+  reg [3:0] \$1723 ;
+  reg [3:0] \$1724 ;
+  reg [5:0] \$1725 ;
   reg [28:0] \$1726 ;
-  reg [10:0] \$1727 ;
-  reg [11:0] \$1728 ;
-  reg [3:0] \$1729 ;
+  reg [6:0] \$1727 ;
+  reg [6:0] \$1728 ;
+  reg [2:0] \$1729 ;
   wire [29:0] \$173 ;
-  reg [3:0] \$1730 ;
-  reg [3:0] \$1731 ;
-  reg [3:0] \$1732 ;
-  reg [3:0] \$1733 ;
-  reg [3:0] \$1734 ;
-  reg [3:0] \$1735 ;
-  reg [3:0] \$1736 ;
-  reg [3:0] \$1737 ;
-  reg [3:0] \$1738 ;
-  reg [3:0] \$1739 ;
+  reg [2:0] \$1730 ;
+  reg [6:0] \$1731 ;
+  reg [28:0] \$1732 ;
+  reg [17:0] \$1733 ;
+  reg [28:0] \$1734 ;
+  reg [28:0] \$1735 ;
+  reg [22:0] \$1736 ;
+  reg [15:0] \$1737 ;
+  reg [11:0] \$1738 ;
+  reg \$1739 ;
   wire [29:0] \$174 ;
-  reg [3:0] \$1740 ;
-  reg [3:0] \$1741 ;
-  reg [3:0] \$1742 ;
-  reg [3:0] \$1743 ;
-  reg [3:0] \$1744 ;
-  reg [12:0] \$1745 ;
-  reg [3:0] \$1746 ;
-  reg \$1747 ;
-  reg [10:0] \$1748 ;
-  reg [12:0] \$1749 ;
+  reg [16:0] \$1740 ;
+  reg [16:0] \$1741 ;
+  reg [29:0] \$1742 ;
+  reg [29:0] \$1743 ;
+  reg \$1744 ;
+  reg [5:0] \$1745 ;
+  reg [7:0] \$1746 ;
+  reg [23:0] \$1747 ;
+  reg \$1748 ;
+  reg \$1749 ;
   wire [29:0] \$175 ;
-  reg \$1750 ;
+  reg [16:0] \$1750 ;
   reg \$1751 ;
-  reg [31:0] \$1752 ;
-  reg [31:0] \$1753 ;
-  reg [31:0] \$1754 ;
-  reg [31:0] \$1755 ;
-  reg [31:0] \$1756 ;
-  reg [31:0] \$1757 ;
-  reg [31:0] \$1758 ;
-  reg [31:0] \$1759 ;
+  reg [23:0] \$1752 ;
+  reg \$1753 ;
+  reg [6:0] \$1754 ;
+  reg [4:0] \$1755 ;
+  reg [5:0] \$1756 ;
+  reg \$1757 ;
+  reg [10:0] \$1758 ;
+  reg \$1759 ;
   reg [63:0] \$176 ;
+  reg [1:0] \$1760 ;
+  reg [6:0] \$1761 ;
+  reg [2:0] \$1762 ;
+  reg [2:0] \$1763 ;
+  reg [4:0] \$1764 ;
+  reg [10:0] \$1765 ;
+  reg [6:0] \$1766 ;
+  reg \$1767 ;
+  reg [11:0] \$1768 ;
+  reg [28:0] \$1769 ;
   reg [63:0] \$177 ;
+  reg [28:0] \$1770 ;
+  reg [28:0] \$1771 ;
+  reg [29:0] \$1772 ;
+  reg [28:0] \$1773 ;
+  reg [28:0] \$1774 ;
+  reg [28:0] \$1775 ;
+  reg [10:0] \$1776 ;
+  reg [11:0] \$1777 ;
+  reg [3:0] \$1778 ;
+  reg [3:0] \$1779 ;
   reg [63:0] \$178 ;
+  reg [3:0] \$1780 ;
+  reg [3:0] \$1781 ;
+  reg [3:0] \$1782 ;
+  reg [3:0] \$1783 ;
+  reg [3:0] \$1784 ;
+  reg [3:0] \$1785 ;
+  reg [3:0] \$1786 ;
+  reg [3:0] \$1787 ;
+  reg [3:0] \$1788 ;
+  reg [3:0] \$1789 ;
   reg [63:0] \$179 ;
+  reg [3:0] \$1790 ;
+  reg [3:0] \$1791 ;
+  reg [3:0] \$1792 ;
+  reg [3:0] \$1793 ;
+  reg [12:0] \$1794 ;
+  reg [3:0] \$1795 ;
+  reg \$1796 ;
+  reg [10:0] \$1797 ;
+  reg [12:0] \$1798 ;
+  reg \$1799 ;
   wire \$18 ;
   reg [63:0] \$180 ;
+  reg \$1800 ;
+  reg [31:0] \$1801 ;
+  reg [31:0] \$1802 ;
+  reg [31:0] \$1803 ;
+  reg [31:0] \$1804 ;
+  reg [31:0] \$1805 ;
+  reg [31:0] \$1806 ;
+  reg [31:0] \$1807 ;
+  reg [31:0] \$1808 ;
   reg [63:0] \$181 ;
   reg [63:0] \$182 ;
   reg [63:0] \$183 ;
@@ -39413,1008 +39462,1055 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$1159  = | err_hi;
   assign \$1160  = error | { err_hi, 1'h0 };
   assign \$1161  = gcount - 1'h1;
-  assign \$1162  = lo + 5'h10;
-  assign \$1163  = wr_iy < \$1162 ;
-  assign \$1164  = lo + 5'h10;
-  assign \$1165  = 1'h0 < \$1164 ;
-  assign \$1166  = wr_iy + 1'h1;
-  assign \$1167  = lo + 5'h10;
-  assign \$1168  = \$1166  < \$1167 ;
-  assign \$1169  = wr_iy < 5'h10;
-  assign \$1171  = wr_iy + 1'h1;
-  assign \$1172  = \$1171  < 5'h10;
-  assign \$1173  = wr_iy < 11'h411;
-  assign \$1175  = wr_iy + 1'h1;
-  assign \$1176  = \$1175  < 11'h411;
-  assign \$1177  = $signed(y_pass) < $signed(1'h0);
-  assign \$1178  = \$1177  ? 29'h00000000 : y_pass;
-  assign \$1179  = $signed(\$1178 ) + $signed(6'h10);
-  assign \$1180  = $signed({ 1'h0, wr_iy }) < $signed(\$1179 );
-  assign \$1181  = $signed(y_pass) < $signed(1'h0);
-  assign \$1182  = \$1181  ? 29'h00000000 : y_pass;
-  assign \$1183  = $signed(\$1182 ) + $signed(6'h10);
-  assign \$1184  = $signed(1'h0) < $signed(\$1183 );
-  assign \$1185  = wr_iy + 1'h1;
-  assign \$1186  = $signed(y_pass) < $signed(1'h0);
-  assign \$1187  = \$1186  ? 29'h00000000 : y_pass;
-  assign \$1188  = $signed(\$1187 ) + $signed(6'h10);
-  assign \$1189  = $signed({ 1'h0, \$1185  }) < $signed(\$1188 );
-  assign \$1190  = state == 2'h2;
-  assign \$1191  = state == 3'h4;
-  assign \$1192  = state == 2'h3;
-  assign \$1193  = ! ow_m1;
-  assign \$1194  = - desc[97:91];
-  assign \$1195  = - desc[97:91];
-  assign \$1196  = - desc[97:91];
-  assign \$1197  = pass_span - desc[97:91];
-  assign \$1198  = - desc[111:105];
-  assign \$1199  = - desc[111:105];
-  assign \$1200  = ! act_total;
-  assign \$1201  = desc[70:60] < desc[52:42];
-  assign \$1202  = \$1201  ? desc[70:60] : desc[52:42];
-  assign \$1203  = is_elem & at_last_ox;
-  assign \$1204  = ~ \$1203 ;
-  assign \$1205  = \$1204  & desc[154];
-  assign \$1206  = is_elem & at_last_ox;
-  assign \$1207  = ~ \$1206 ;
-  assign \$1208  = g == gcount_m1;
-  assign \$1209  = ~ \$1208 ;
-  assign \$1210  = $signed(ix) + $signed(2'h1);
-  assign \$1211  = $signed(\$1210 ) + $signed({ 1'h0, dual_now });
-  assign \$1212  = $signed(ixb) + $signed(2'h1);
-  assign \$1213  = $signed(\$1212 ) + $signed({ 1'h0, dual_now });
-  assign \$1214  = gap - 1'h1;
-  assign \$1215  = $signed(\$1214 ) - $signed({ 1'h0, dual_now });
-  assign \$1216  = ox + 1'h1;
-  assign \$1217  = ox == ow_m2;
-  assign \$1218  = desc[82:80] - 1'h1;
-  assign \$1219  = acc_addr + 1'h1;
-  assign \$1220  = ox + 1'h1;
-  assign \$1221  = ox == ow_m2;
-  assign \$1222  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1223  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
-  assign \$1224  = acc_addr + 1'h1;
-  assign \$1225  = ! ow_m1;
-  assign \$1226  = g + 1'h1;
-  assign \$1227  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1228  = $signed(x_tap) + $signed(2'h1);
-  assign \$1229  = acc_addr + 1'h1;
-  assign \$1230  = ! ow_m1;
-  assign \$1231  = j == cur[9:5];
-  assign \$1232  = ~ \$1231 ;
-  assign \$1233  = j + 1'h1;
-  assign \$1234  = $signed(x_tap) + $signed(2'h1);
-  assign \$1235  = dw_kx0_n >= desc[76:74];
-  assign \$1236  = dw_kx0_n - desc[76:74];
-  assign \$1237  = dw_ky0 + dw_q;
-  assign \$1238  = \$1237  + 1'h1;
-  assign \$1239  = dw_ky0 + dw_q;
-  assign \$1240  = dw_kx1_n >= desc[76:74];
-  assign \$1241  = dw_kx1_n - desc[76:74];
-  assign \$1242  = dw_ky1 + dw_q;
-  assign \$1243  = \$1242  + 1'h1;
-  assign \$1244  = dw_ky1 + dw_q;
-  assign \$1245  = dw_kx2_n >= desc[76:74];
-  assign \$1246  = dw_kx2_n - desc[76:74];
-  assign \$1247  = dw_ky2 + dw_q;
-  assign \$1248  = \$1247  + 1'h1;
-  assign \$1249  = dw_ky2 + dw_q;
-  assign \$1250  = dw_kx3_n >= desc[76:74];
-  assign \$1251  = dw_kx3_n - desc[76:74];
-  assign \$1252  = dw_ky3 + dw_q;
-  assign \$1253  = \$1252  + 1'h1;
-  assign \$1254  = dw_ky3 + dw_q;
-  assign \$1255  = dw_kx4_n >= desc[76:74];
-  assign \$1256  = dw_kx4_n - desc[76:74];
-  assign \$1257  = dw_ky4 + dw_q;
-  assign \$1258  = \$1257  + 1'h1;
-  assign \$1259  = dw_ky4 + dw_q;
-  assign \$1260  = dw_kx5_n >= desc[76:74];
-  assign \$1261  = dw_kx5_n - desc[76:74];
-  assign \$1262  = dw_ky5 + dw_q;
-  assign \$1263  = \$1262  + 1'h1;
-  assign \$1264  = dw_ky5 + dw_q;
-  assign \$1265  = dw_kx6_n >= desc[76:74];
-  assign \$1266  = dw_kx6_n - desc[76:74];
-  assign \$1267  = dw_ky6 + dw_q;
-  assign \$1268  = \$1267  + 1'h1;
-  assign \$1269  = dw_ky6 + dw_q;
-  assign \$1270  = dw_kx7_n >= desc[76:74];
-  assign \$1271  = dw_kx7_n - desc[76:74];
-  assign \$1272  = dw_ky7 + dw_q;
-  assign \$1273  = \$1272  + 1'h1;
-  assign \$1274  = dw_ky7 + dw_q;
-  assign \$1275  = j == cur[9:5];
-  assign \$1276  = kx == kw_m1;
-  assign \$1277  = desc[154] | \$1276 ;
-  assign \$1278  = ~ \$1277 ;
-  assign \$1279  = \$1275  & \$1278 ;
+  assign \$1162  = ! lo_case;
+  assign \$1163  = ! wr_case;
+  assign \$1164  = \$1162  & \$1163 ;
+  assign \$1165  = lo + 5'h10;
+  assign \$1166  = wr_iy < \$1165 ;
+  assign \$1167  = \$1164  & \$1166 ;
+  assign \$1168  = ! lo_case;
+  assign \$1169  = wr_case == 1'h1;
+  assign \$1170  = \$1168  & \$1169 ;
+  assign \$1171  = lo + 5'h10;
+  assign \$1172  = 1'h0 < \$1171 ;
+  assign \$1173  = \$1170  & \$1172 ;
+  assign \$1174  = ! lo_case;
+  assign \$1175  = wr_case == 2'h2;
+  assign \$1176  = \$1174  & \$1175 ;
+  assign \$1177  = wr_iy + 1'h1;
+  assign \$1178  = lo + 5'h10;
+  assign \$1179  = \$1177  < \$1178 ;
+  assign \$1180  = \$1176  & \$1179 ;
+  assign \$1181  = lo_case == 1'h1;
+  assign \$1182  = ! wr_case;
+  assign \$1183  = \$1181  & \$1182 ;
+  assign \$1184  = wr_iy < 5'h10;
+  assign \$1185  = \$1183  & \$1184 ;
+  assign \$1186  = lo_case == 1'h1;
+  assign \$1187  = wr_case == 1'h1;
+  assign \$1188  = \$1186  & \$1187 ;
+  assign \$1191  = lo_case == 1'h1;
+  assign \$1192  = wr_case == 2'h2;
+  assign \$1193  = \$1191  & \$1192 ;
+  assign \$1194  = wr_iy + 1'h1;
+  assign \$1195  = \$1194  < 5'h10;
+  assign \$1196  = \$1193  & \$1195 ;
+  assign \$1197  = lo_case == 2'h2;
+  assign \$1198  = ! wr_case;
+  assign \$1199  = \$1197  & \$1198 ;
+  assign \$1200  = wr_iy < 11'h411;
+  assign \$1201  = \$1199  & \$1200 ;
+  assign \$1202  = lo_case == 2'h2;
+  assign \$1203  = wr_case == 1'h1;
+  assign \$1204  = \$1202  & \$1203 ;
+  assign \$1207  = lo_case == 2'h2;
+  assign \$1208  = wr_case == 2'h2;
+  assign \$1209  = \$1207  & \$1208 ;
+  assign \$1210  = wr_iy + 1'h1;
+  assign \$1211  = \$1210  < 11'h411;
+  assign \$1212  = \$1209  & \$1211 ;
+  assign \$1213  = lo_case == 2'h3;
+  assign \$1214  = ! wr_case;
+  assign \$1215  = \$1213  & \$1214 ;
+  assign \$1216  = $signed(y_pass) < $signed(1'h0);
+  assign \$1217  = \$1216  ? 29'h00000000 : y_pass;
+  assign \$1218  = \$1217 [11:0] + 5'h10;
+  assign \$1219  = wr_iy < \$1218 ;
+  assign \$1220  = \$1215  & \$1219 ;
+  assign \$1221  = lo_case == 2'h3;
+  assign \$1222  = wr_case == 1'h1;
+  assign \$1223  = \$1221  & \$1222 ;
+  assign \$1224  = $signed(y_pass) < $signed(1'h0);
+  assign \$1225  = \$1224  ? 29'h00000000 : y_pass;
+  assign \$1226  = \$1225 [11:0] + 5'h10;
+  assign \$1227  = 1'h0 < \$1226 ;
+  assign \$1228  = \$1223  & \$1227 ;
+  assign \$1229  = lo_case == 2'h3;
+  assign \$1230  = wr_case == 2'h2;
+  assign \$1231  = \$1229  & \$1230 ;
+  assign \$1232  = wr_iy + 1'h1;
+  assign \$1233  = $signed(y_pass) < $signed(1'h0);
+  assign \$1234  = \$1233  ? 29'h00000000 : y_pass;
+  assign \$1235  = \$1234 [11:0] + 5'h10;
+  assign \$1236  = \$1232  < \$1235 ;
+  assign \$1237  = \$1231  & \$1236 ;
+  assign \$1238  = | { \$1237 , \$1228 , \$1220 , \$1212 , \$1206 , \$1201 , \$1196 , \$1190 , \$1185 , \$1180 , \$1173 , \$1167  };
+  assign \$1239  = state == 2'h2;
+  assign \$1240  = state == 3'h4;
+  assign \$1241  = state == 2'h3;
+  assign \$1242  = ! ow_m1;
+  assign \$1243  = - desc[97:91];
+  assign \$1244  = - desc[97:91];
+  assign \$1245  = - desc[97:91];
+  assign \$1246  = pass_span - desc[97:91];
+  assign \$1247  = - desc[111:105];
+  assign \$1248  = - desc[111:105];
+  assign \$1249  = ! act_total;
+  assign \$1250  = desc[70:60] < desc[52:42];
+  assign \$1251  = \$1250  ? desc[70:60] : desc[52:42];
+  assign \$1252  = is_elem & at_last_ox;
+  assign \$1253  = ~ \$1252 ;
+  assign \$1254  = \$1253  & desc[154];
+  assign \$1255  = is_elem & at_last_ox;
+  assign \$1256  = ~ \$1255 ;
+  assign \$1257  = g == gcount_m1;
+  assign \$1258  = ~ \$1257 ;
+  assign \$1259  = $signed(ix) + $signed(2'h1);
+  assign \$1260  = $signed(\$1259 ) + $signed({ 1'h0, dual_now });
+  assign \$1261  = $signed(ixb) + $signed(2'h1);
+  assign \$1262  = $signed(\$1261 ) + $signed({ 1'h0, dual_now });
+  assign \$1263  = gap - 1'h1;
+  assign \$1264  = $signed(\$1263 ) - $signed({ 1'h0, dual_now });
+  assign \$1265  = ox + 1'h1;
+  assign \$1266  = ox == ow_m2;
+  assign \$1267  = desc[82:80] - 1'h1;
+  assign \$1268  = acc_addr + 1'h1;
+  assign \$1269  = ox + 1'h1;
+  assign \$1270  = ox == ow_m2;
+  assign \$1271  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1272  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
+  assign \$1273  = acc_addr + 1'h1;
+  assign \$1274  = ! ow_m1;
+  assign \$1275  = g + 1'h1;
+  assign \$1276  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1277  = $signed(x_tap) + $signed(2'h1);
+  assign \$1278  = acc_addr + 1'h1;
+  assign \$1279  = ! ow_m1;
   assign \$1280  = j == cur[9:5];
-  assign \$1281  = ky == kh_m1;
-  assign \$1282  = desc[154] | \$1281 ;
-  assign \$1283  = ~ \$1282 ;
-  assign \$1284  = \$1280  & \$1283 ;
-  assign \$1285  = j == cur[9:5];
-  assign \$1286  = kx + 1'h1;
-  assign \$1287  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1288  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1289  = $signed(x_tap) + $signed(xb_step);
-  assign \$1290  = ky + 1'h1;
-  assign \$1291  = - desc[111:105];
-  assign \$1292  = - desc[111:105];
-  assign \$1293  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1294  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1295  = - desc[111:105];
-  assign \$1296  = - desc[111:105];
-  assign \$1297  = t == cot_m1;
-  assign \$1298  = ~ \$1297 ;
-  assign \$1299  = t + 1'h1;
-  assign \$1300  = rows_left - gcount;
-  assign \$1301  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1302  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1303  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1304  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1305  = rows_left == gcount;
-  assign \$1306  = rows_left - gcount;
-  assign \$1307  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1306 );
-  assign \$1308  = rows_left - gcount;
-  assign \$1309  = \$1307  ? { 2'h0, desc[70:60] } : \$1308 ;
-  assign \$1310  = state == 2'h2;
-  assign \$1311  = ld_tile + 1'h1;
-  assign \$1312  = \$1311  == desc[23:12];
-  assign \$1313  = ld_tile + 1'h1;
-  assign \$1314  = \$1312  ? 14'h0000 : \$1313 ;
-  assign \$1315  = ld_k == 3'h7;
-  assign \$1316  = ld_k + 1'h1;
-  assign \$1317  = ! state;
-  assign \$1318  = \$1317  & i_desc__valid;
-  assign \$1319  = ! state;
-  assign \$1320  = cnt_cycles + 1'h1;
-  assign \$1321  = \$1319  ? 33'h000000001 : \$1320 ;
-  assign \$1322  = category == 1'h1;
-  assign \$1323  = ! state;
-  assign \$1324  = cnt_busy + 1'h1;
-  assign \$1325  = \$1323  ? 33'h000000001 : \$1324 ;
-  assign \$1326  = category == 2'h2;
-  assign \$1327  = ! state;
-  assign \$1328  = cnt_setup + 1'h1;
-  assign \$1329  = \$1327  ? 33'h000000001 : \$1328 ;
-  assign \$1330  = category == 2'h3;
-  assign \$1331  = ! state;
-  assign \$1332  = cnt_stall_input + 1'h1;
-  assign \$1333  = \$1331  ? 33'h000000001 : \$1332 ;
-  assign \$1334  = category == 3'h4;
-  assign \$1335  = ! state;
-  assign \$1336  = cnt_stall_weight + 1'h1;
-  assign \$1337  = \$1335  ? 33'h000000001 : \$1336 ;
-  assign \$1338  = category == 3'h5;
-  assign \$1339  = ! state;
-  assign \$1340  = cnt_stall_output + 1'h1;
-  assign \$1341  = \$1339  ? 33'h000000001 : \$1340 ;
-  assign \$1342  = category == 3'h6;
-  assign \$1343  = ! state;
-  assign \$1344  = cnt_fill + 1'h1;
-  assign \$1345  = \$1343  ? 33'h000000001 : \$1344 ;
-  assign \$1346  = category == 3'h7;
-  assign \$1347  = ! state;
-  assign \$1348  = cnt_drain + 1'h1;
-  assign \$1349  = \$1347  ? 33'h000000001 : \$1348 ;
-  assign \$1350  = o_result__valid & o_result__ready;
-  assign \$1351  = \$1350  & o_result__payload[256];
-  assign \$1352  = state == 3'h5;
-  assign \$1353  = \$1351  | \$1352 ;
+  assign \$1281  = ~ \$1280 ;
+  assign \$1282  = j + 1'h1;
+  assign \$1283  = $signed(x_tap) + $signed(2'h1);
+  assign \$1284  = dw_kx0_n >= desc[76:74];
+  assign \$1285  = dw_kx0_n - desc[76:74];
+  assign \$1286  = dw_ky0 + dw_q;
+  assign \$1287  = \$1286  + 1'h1;
+  assign \$1288  = dw_ky0 + dw_q;
+  assign \$1289  = dw_kx1_n >= desc[76:74];
+  assign \$1290  = dw_kx1_n - desc[76:74];
+  assign \$1291  = dw_ky1 + dw_q;
+  assign \$1292  = \$1291  + 1'h1;
+  assign \$1293  = dw_ky1 + dw_q;
+  assign \$1294  = dw_kx2_n >= desc[76:74];
+  assign \$1295  = dw_kx2_n - desc[76:74];
+  assign \$1296  = dw_ky2 + dw_q;
+  assign \$1297  = \$1296  + 1'h1;
+  assign \$1298  = dw_ky2 + dw_q;
+  assign \$1299  = dw_kx3_n >= desc[76:74];
+  assign \$1300  = dw_kx3_n - desc[76:74];
+  assign \$1301  = dw_ky3 + dw_q;
+  assign \$1302  = \$1301  + 1'h1;
+  assign \$1303  = dw_ky3 + dw_q;
+  assign \$1304  = dw_kx4_n >= desc[76:74];
+  assign \$1305  = dw_kx4_n - desc[76:74];
+  assign \$1306  = dw_ky4 + dw_q;
+  assign \$1307  = \$1306  + 1'h1;
+  assign \$1308  = dw_ky4 + dw_q;
+  assign \$1309  = dw_kx5_n >= desc[76:74];
+  assign \$1310  = dw_kx5_n - desc[76:74];
+  assign \$1311  = dw_ky5 + dw_q;
+  assign \$1312  = \$1311  + 1'h1;
+  assign \$1313  = dw_ky5 + dw_q;
+  assign \$1314  = dw_kx6_n >= desc[76:74];
+  assign \$1315  = dw_kx6_n - desc[76:74];
+  assign \$1316  = dw_ky6 + dw_q;
+  assign \$1317  = \$1316  + 1'h1;
+  assign \$1318  = dw_ky6 + dw_q;
+  assign \$1319  = dw_kx7_n >= desc[76:74];
+  assign \$1320  = dw_kx7_n - desc[76:74];
+  assign \$1321  = dw_ky7 + dw_q;
+  assign \$1322  = \$1321  + 1'h1;
+  assign \$1323  = dw_ky7 + dw_q;
+  assign \$1324  = j == cur[9:5];
+  assign \$1325  = kx == kw_m1;
+  assign \$1326  = desc[154] | \$1325 ;
+  assign \$1327  = ~ \$1326 ;
+  assign \$1328  = \$1324  & \$1327 ;
+  assign \$1329  = j == cur[9:5];
+  assign \$1330  = ky == kh_m1;
+  assign \$1331  = desc[154] | \$1330 ;
+  assign \$1332  = ~ \$1331 ;
+  assign \$1333  = \$1329  & \$1332 ;
+  assign \$1334  = j == cur[9:5];
+  assign \$1335  = kx + 1'h1;
+  assign \$1336  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1337  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1338  = $signed(x_tap) + $signed(xb_step);
+  assign \$1339  = ky + 1'h1;
+  assign \$1340  = - desc[111:105];
+  assign \$1341  = - desc[111:105];
+  assign \$1342  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1343  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1344  = - desc[111:105];
+  assign \$1345  = - desc[111:105];
+  assign \$1346  = t == cot_m1;
+  assign \$1347  = ~ \$1346 ;
+  assign \$1348  = t + 1'h1;
+  assign \$1349  = rows_left - gcount;
+  assign \$1350  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1351  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1352  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1353  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1354  = rows_left == gcount;
+  assign \$1355  = rows_left - gcount;
+  assign \$1356  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1355 );
+  assign \$1357  = rows_left - gcount;
+  assign \$1358  = \$1356  ? { 2'h0, desc[70:60] } : \$1357 ;
+  assign \$1359  = state == 2'h2;
+  assign \$1360  = ld_tile + 1'h1;
+  assign \$1361  = \$1360  == desc[23:12];
+  assign \$1362  = ld_tile + 1'h1;
+  assign \$1363  = \$1361  ? 14'h0000 : \$1362 ;
+  assign \$1364  = ld_k == 3'h7;
+  assign \$1365  = ld_k + 1'h1;
+  assign \$1366  = ! state;
+  assign \$1367  = \$1366  & i_desc__valid;
+  assign \$1368  = ! state;
+  assign \$1369  = cnt_cycles + 1'h1;
+  assign \$1370  = \$1368  ? 33'h000000001 : \$1369 ;
+  assign \$1371  = category == 1'h1;
+  assign \$1372  = ! state;
+  assign \$1373  = cnt_busy + 1'h1;
+  assign \$1374  = \$1372  ? 33'h000000001 : \$1373 ;
+  assign \$1375  = category == 2'h2;
+  assign \$1376  = ! state;
+  assign \$1377  = cnt_setup + 1'h1;
+  assign \$1378  = \$1376  ? 33'h000000001 : \$1377 ;
+  assign \$1379  = category == 2'h3;
+  assign \$1380  = ! state;
+  assign \$1381  = cnt_stall_input + 1'h1;
+  assign \$1382  = \$1380  ? 33'h000000001 : \$1381 ;
+  assign \$1383  = category == 3'h4;
+  assign \$1384  = ! state;
+  assign \$1385  = cnt_stall_weight + 1'h1;
+  assign \$1386  = \$1384  ? 33'h000000001 : \$1385 ;
+  assign \$1387  = category == 3'h5;
+  assign \$1388  = ! state;
+  assign \$1389  = cnt_stall_output + 1'h1;
+  assign \$1390  = \$1388  ? 33'h000000001 : \$1389 ;
+  assign \$1391  = category == 3'h6;
+  assign \$1392  = ! state;
+  assign \$1393  = cnt_fill + 1'h1;
+  assign \$1394  = \$1392  ? 33'h000000001 : \$1393 ;
+  assign \$1395  = category == 3'h7;
+  assign \$1396  = ! state;
+  assign \$1397  = cnt_drain + 1'h1;
+  assign \$1398  = \$1396  ? 33'h000000001 : \$1397 ;
+  assign \$1399  = o_result__valid & o_result__ready;
+  assign \$1400  = \$1399  & o_result__payload[256];
+  assign \$1401  = state == 3'h5;
+  assign \$1402  = \$1400  | \$1401 ;
   always @(posedge clk)
-    wr_iy <= \$1354 ;
+    wr_iy <= \$1403 ;
   always @(posedge clk)
-    lo <= \$1355 ;
+    lo <= \$1404 ;
   always @(posedge clk)
-    cw_p1 <= \$1356 ;
+    cw_p1 <= \$1405 ;
   always @(posedge clk)
-    cw_p2 <= \$1357 ;
+    cw_p2 <= \$1406 ;
   always @(posedge clk)
-    t_adv_prev <= \$1358 ;
+    t_adv_prev <= \$1407 ;
   always @(posedge clk)
-    cur <= \$1359 ;
+    cur <= \$1408 ;
   always @(posedge clk)
-    width_m1 <= \$1360 ;
+    width_m1 <= \$1409 ;
   always @(posedge clk)
-    width2_m2 <= \$1361 ;
+    width2_m2 <= \$1410 ;
   always @(posedge clk)
-    xb_init <= \$1362 ;
+    xb_init <= \$1411 ;
   always @(posedge clk)
-    xb_step <= \$1363 ;
+    xb_step <= \$1412 ;
   always @(posedge clk)
-    sb1 <= \$1364 ;
+    sb1 <= \$1413 ;
   always @(posedge clk)
-    sb2 <= \$1365 ;
+    sb2 <= \$1414 ;
   always @(posedge clk)
-    sb3 <= \$1366 ;
+    sb3 <= \$1415 ;
   always @(posedge clk)
-    sb4 <= \$1367 ;
+    sb4 <= \$1416 ;
   always @(posedge clk)
-    lbq0e <= \$1368 ;
+    lbq0e <= \$1417 ;
   always @(posedge clk)
-    lbq0o <= \$1369 ;
+    lbq0o <= \$1418 ;
   always @(posedge clk)
-    lbq1e <= \$1370 ;
+    lbq1e <= \$1419 ;
   always @(posedge clk)
-    lbq1o <= \$1371 ;
+    lbq1o <= \$1420 ;
   always @(posedge clk)
-    lbq2e <= \$1372 ;
+    lbq2e <= \$1421 ;
   always @(posedge clk)
-    lbq2o <= \$1373 ;
+    lbq2o <= \$1422 ;
   always @(posedge clk)
-    lbq3e <= \$1374 ;
+    lbq3e <= \$1423 ;
   always @(posedge clk)
-    lbq3o <= \$1375 ;
+    lbq3o <= \$1424 ;
   always @(posedge clk)
-    lbq4e <= \$1376 ;
+    lbq4e <= \$1425 ;
   always @(posedge clk)
-    lbq4o <= \$1377 ;
+    lbq4o <= \$1426 ;
   always @(posedge clk)
-    lbq5e <= \$1378 ;
+    lbq5e <= \$1427 ;
   always @(posedge clk)
-    lbq5o <= \$1379 ;
+    lbq5o <= \$1428 ;
   always @(posedge clk)
-    lbq6e <= \$1380 ;
+    lbq6e <= \$1429 ;
   always @(posedge clk)
-    lbq6o <= \$1381 ;
+    lbq6o <= \$1430 ;
   always @(posedge clk)
-    lbq7e <= \$1382 ;
+    lbq7e <= \$1431 ;
   always @(posedge clk)
-    lbq7o <= \$1383 ;
+    lbq7o <= \$1432 ;
   always @(posedge clk)
-    lbq8e <= \$1384 ;
+    lbq8e <= \$1433 ;
   always @(posedge clk)
-    lbq8o <= \$1385 ;
+    lbq8o <= \$1434 ;
   always @(posedge clk)
-    lbq9e <= \$1386 ;
+    lbq9e <= \$1435 ;
   always @(posedge clk)
-    lbq9o <= \$1387 ;
+    lbq9o <= \$1436 ;
   always @(posedge clk)
-    lbq10e <= \$1388 ;
+    lbq10e <= \$1437 ;
   always @(posedge clk)
-    lbq10o <= \$1389 ;
+    lbq10o <= \$1438 ;
   always @(posedge clk)
-    lbq11e <= \$1390 ;
+    lbq11e <= \$1439 ;
   always @(posedge clk)
-    lbq11o <= \$1391 ;
+    lbq11o <= \$1440 ;
   always @(posedge clk)
-    lbq12e <= \$1392 ;
+    lbq12e <= \$1441 ;
   always @(posedge clk)
-    lbq12o <= \$1393 ;
+    lbq12o <= \$1442 ;
   always @(posedge clk)
-    lbq13e <= \$1394 ;
+    lbq13e <= \$1443 ;
   always @(posedge clk)
-    lbq13o <= \$1395 ;
+    lbq13o <= \$1444 ;
   always @(posedge clk)
-    lbq14e <= \$1396 ;
+    lbq14e <= \$1445 ;
   always @(posedge clk)
-    lbq14o <= \$1397 ;
+    lbq14o <= \$1446 ;
   always @(posedge clk)
-    lbq15e <= \$1398 ;
+    lbq15e <= \$1447 ;
   always @(posedge clk)
-    lbq15o <= \$1399 ;
+    lbq15o <= \$1448 ;
   always @(posedge clk)
-    par_a1 <= \$1400 ;
+    par_a1 <= \$1449 ;
   always @(posedge clk)
-    par_a2 <= \$1401 ;
+    par_a2 <= \$1450 ;
   always @(posedge clk)
-    rd_slot1 <= \$1402 ;
+    rd_slot1 <= \$1451 ;
   always @(posedge clk)
-    rd_slot2_1 <= \$1403 ;
+    rd_slot2_1 <= \$1452 ;
   always @(posedge clk)
-    rd_a_g0 <= \$1404 ;
+    rd_a_g0 <= \$1453 ;
   always @(posedge clk)
-    rd_a_g1 <= \$1405 ;
+    rd_a_g1 <= \$1454 ;
   always @(posedge clk)
-    rd_a_g2 <= \$1406 ;
+    rd_a_g2 <= \$1455 ;
   always @(posedge clk)
-    rd_a_g3 <= \$1407 ;
+    rd_a_g3 <= \$1456 ;
   always @(posedge clk)
-    rd_pad_a1 <= \$1408 ;
+    rd_pad_a1 <= \$1457 ;
   always @(posedge clk)
-    rd_pad_a2 <= \$1409 ;
+    rd_pad_a2 <= \$1458 ;
   always @(posedge clk)
-    act <= \$1410 ;
+    act <= \$1459 ;
   always @(posedge clk)
-    pad_x1 <= \$1411 ;
+    pad_x1 <= \$1460 ;
   always @(posedge clk)
-    pad_xb1 <= \$1412 ;
+    pad_xb1 <= \$1461 ;
   always @(posedge clk)
-    dy_ky0 <= \$1413 ;
+    dy_ky0 <= \$1462 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1414 ;
+    slot1_ky0 <= \$1463 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1415 ;
+    padr1_ky0 <= \$1464 ;
   always @(posedge clk)
-    dw0_slot1 <= \$1416 ;
+    dw0_slot1 <= \$1465 ;
   always @(posedge clk)
-    dw0_slot2_1 <= \$1417 ;
+    dw0_slot2_1 <= \$1466 ;
   always @(posedge clk)
-    dw0_a_g0 <= \$1418 ;
+    dw0_a_g0 <= \$1467 ;
   always @(posedge clk)
-    dw0_a_g1 <= \$1419 ;
+    dw0_a_g1 <= \$1468 ;
   always @(posedge clk)
-    dw0_a_g2 <= \$1420 ;
+    dw0_a_g2 <= \$1469 ;
   always @(posedge clk)
-    dw0_a_g3 <= \$1421 ;
+    dw0_a_g3 <= \$1470 ;
   always @(posedge clk)
-    dw0_pad_a1 <= \$1422 ;
+    dw0_pad_a1 <= \$1471 ;
   always @(posedge clk)
-    dw0_pad_a2 <= \$1423 ;
+    dw0_pad_a2 <= \$1472 ;
   always @(posedge clk)
-    dw0_b_g0 <= \$1424 ;
+    dw0_b_g0 <= \$1473 ;
   always @(posedge clk)
-    dw0_b_g1 <= \$1425 ;
+    dw0_b_g1 <= \$1474 ;
   always @(posedge clk)
-    dw0_b_g2 <= \$1426 ;
+    dw0_b_g2 <= \$1475 ;
   always @(posedge clk)
-    dw0_b_g3 <= \$1427 ;
+    dw0_b_g3 <= \$1476 ;
   always @(posedge clk)
-    dw0_pad_b1 <= \$1428 ;
+    dw0_pad_b1 <= \$1477 ;
   always @(posedge clk)
-    dw0_pad_b2 <= \$1429 ;
+    dw0_pad_b2 <= \$1478 ;
   always @(posedge clk)
-    win0_0 <= \$1430 ;
+    win0_0 <= \$1479 ;
   always @(posedge clk)
-    win0_1 <= \$1431 ;
+    win0_1 <= \$1480 ;
   always @(posedge clk)
-    win0_2 <= \$1432 ;
+    win0_2 <= \$1481 ;
   always @(posedge clk)
-    win0_3 <= \$1433 ;
+    win0_3 <= \$1482 ;
   always @(posedge clk)
-    win0_4 <= \$1434 ;
+    win0_4 <= \$1483 ;
   always @(posedge clk)
-    win0_5 <= \$1435 ;
+    win0_5 <= \$1484 ;
   always @(posedge clk)
-    win0_6 <= \$1436 ;
+    win0_6 <= \$1485 ;
   always @(posedge clk)
-    win0_7 <= \$1437 ;
+    win0_7 <= \$1486 ;
   always @(posedge clk)
-    win0_8 <= \$1438 ;
+    win0_8 <= \$1487 ;
   always @(posedge clk)
-    dy_ky1 <= \$1439 ;
+    dy_ky1 <= \$1488 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1440 ;
+    slot1_ky1 <= \$1489 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1441 ;
+    padr1_ky1 <= \$1490 ;
   always @(posedge clk)
-    dw1_slot1 <= \$1442 ;
+    dw1_slot1 <= \$1491 ;
   always @(posedge clk)
-    dw1_slot2_1 <= \$1443 ;
+    dw1_slot2_1 <= \$1492 ;
   always @(posedge clk)
-    dw1_a_g0 <= \$1444 ;
+    dw1_a_g0 <= \$1493 ;
   always @(posedge clk)
-    dw1_a_g1 <= \$1445 ;
+    dw1_a_g1 <= \$1494 ;
   always @(posedge clk)
-    dw1_a_g2 <= \$1446 ;
+    dw1_a_g2 <= \$1495 ;
   always @(posedge clk)
-    dw1_a_g3 <= \$1447 ;
+    dw1_a_g3 <= \$1496 ;
   always @(posedge clk)
-    dw1_pad_a1 <= \$1448 ;
+    dw1_pad_a1 <= \$1497 ;
   always @(posedge clk)
-    dw1_pad_a2 <= \$1449 ;
+    dw1_pad_a2 <= \$1498 ;
   always @(posedge clk)
-    dw1_b_g0 <= \$1450 ;
+    dw1_b_g0 <= \$1499 ;
   always @(posedge clk)
-    dw1_b_g1 <= \$1451 ;
+    dw1_b_g1 <= \$1500 ;
   always @(posedge clk)
-    dw1_b_g2 <= \$1452 ;
+    dw1_b_g2 <= \$1501 ;
   always @(posedge clk)
-    dw1_b_g3 <= \$1453 ;
+    dw1_b_g3 <= \$1502 ;
   always @(posedge clk)
-    dw1_pad_b1 <= \$1454 ;
+    dw1_pad_b1 <= \$1503 ;
   always @(posedge clk)
-    dw1_pad_b2 <= \$1455 ;
+    dw1_pad_b2 <= \$1504 ;
   always @(posedge clk)
-    win1_0 <= \$1456 ;
+    win1_0 <= \$1505 ;
   always @(posedge clk)
-    win1_1 <= \$1457 ;
+    win1_1 <= \$1506 ;
   always @(posedge clk)
-    win1_2 <= \$1458 ;
+    win1_2 <= \$1507 ;
   always @(posedge clk)
-    win1_3 <= \$1459 ;
+    win1_3 <= \$1508 ;
   always @(posedge clk)
-    win1_4 <= \$1460 ;
+    win1_4 <= \$1509 ;
   always @(posedge clk)
-    win1_5 <= \$1461 ;
+    win1_5 <= \$1510 ;
   always @(posedge clk)
-    win1_6 <= \$1462 ;
+    win1_6 <= \$1511 ;
   always @(posedge clk)
-    win1_7 <= \$1463 ;
+    win1_7 <= \$1512 ;
   always @(posedge clk)
-    win1_8 <= \$1464 ;
+    win1_8 <= \$1513 ;
   always @(posedge clk)
-    dy_ky2 <= \$1465 ;
+    dy_ky2 <= \$1514 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1466 ;
+    slot1_ky2 <= \$1515 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1467 ;
+    padr1_ky2 <= \$1516 ;
   always @(posedge clk)
-    dw2_slot1 <= \$1468 ;
+    dw2_slot1 <= \$1517 ;
   always @(posedge clk)
-    dw2_slot2_1 <= \$1469 ;
+    dw2_slot2_1 <= \$1518 ;
   always @(posedge clk)
-    dw2_a_g0 <= \$1470 ;
+    dw2_a_g0 <= \$1519 ;
   always @(posedge clk)
-    dw2_a_g1 <= \$1471 ;
+    dw2_a_g1 <= \$1520 ;
   always @(posedge clk)
-    dw2_a_g2 <= \$1472 ;
+    dw2_a_g2 <= \$1521 ;
   always @(posedge clk)
-    dw2_a_g3 <= \$1473 ;
+    dw2_a_g3 <= \$1522 ;
   always @(posedge clk)
-    dw2_pad_a1 <= \$1474 ;
+    dw2_pad_a1 <= \$1523 ;
   always @(posedge clk)
-    dw2_pad_a2 <= \$1475 ;
+    dw2_pad_a2 <= \$1524 ;
   always @(posedge clk)
-    dw2_b_g0 <= \$1476 ;
+    dw2_b_g0 <= \$1525 ;
   always @(posedge clk)
-    dw2_b_g1 <= \$1477 ;
+    dw2_b_g1 <= \$1526 ;
   always @(posedge clk)
-    dw2_b_g2 <= \$1478 ;
+    dw2_b_g2 <= \$1527 ;
   always @(posedge clk)
-    dw2_b_g3 <= \$1479 ;
+    dw2_b_g3 <= \$1528 ;
   always @(posedge clk)
-    dw2_pad_b1 <= \$1480 ;
+    dw2_pad_b1 <= \$1529 ;
   always @(posedge clk)
-    dw2_pad_b2 <= \$1481 ;
+    dw2_pad_b2 <= \$1530 ;
   always @(posedge clk)
-    win2_0 <= \$1482 ;
+    win2_0 <= \$1531 ;
   always @(posedge clk)
-    win2_1 <= \$1483 ;
+    win2_1 <= \$1532 ;
   always @(posedge clk)
-    win2_2 <= \$1484 ;
+    win2_2 <= \$1533 ;
   always @(posedge clk)
-    win2_3 <= \$1485 ;
+    win2_3 <= \$1534 ;
   always @(posedge clk)
-    win2_4 <= \$1486 ;
+    win2_4 <= \$1535 ;
   always @(posedge clk)
-    win2_5 <= \$1487 ;
+    win2_5 <= \$1536 ;
   always @(posedge clk)
-    win2_6 <= \$1488 ;
+    win2_6 <= \$1537 ;
   always @(posedge clk)
-    win2_7 <= \$1489 ;
+    win2_7 <= \$1538 ;
   always @(posedge clk)
-    win2_8 <= \$1490 ;
+    win2_8 <= \$1539 ;
   always @(posedge clk)
-    dy_ky3 <= \$1491 ;
+    dy_ky3 <= \$1540 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1492 ;
+    slot1_ky3 <= \$1541 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1493 ;
+    padr1_ky3 <= \$1542 ;
   always @(posedge clk)
-    dw3_slot1 <= \$1494 ;
+    dw3_slot1 <= \$1543 ;
   always @(posedge clk)
-    dw3_slot2_1 <= \$1495 ;
+    dw3_slot2_1 <= \$1544 ;
   always @(posedge clk)
-    dw3_a_g0 <= \$1496 ;
+    dw3_a_g0 <= \$1545 ;
   always @(posedge clk)
-    dw3_a_g1 <= \$1497 ;
+    dw3_a_g1 <= \$1546 ;
   always @(posedge clk)
-    dw3_a_g2 <= \$1498 ;
+    dw3_a_g2 <= \$1547 ;
   always @(posedge clk)
-    dw3_a_g3 <= \$1499 ;
+    dw3_a_g3 <= \$1548 ;
   always @(posedge clk)
-    dw3_pad_a1 <= \$1500 ;
+    dw3_pad_a1 <= \$1549 ;
   always @(posedge clk)
-    dw3_pad_a2 <= \$1501 ;
+    dw3_pad_a2 <= \$1550 ;
   always @(posedge clk)
-    dw3_b_g0 <= \$1502 ;
+    dw3_b_g0 <= \$1551 ;
   always @(posedge clk)
-    dw3_b_g1 <= \$1503 ;
+    dw3_b_g1 <= \$1552 ;
   always @(posedge clk)
-    dw3_b_g2 <= \$1504 ;
+    dw3_b_g2 <= \$1553 ;
   always @(posedge clk)
-    dw3_b_g3 <= \$1505 ;
+    dw3_b_g3 <= \$1554 ;
   always @(posedge clk)
-    dw3_pad_b1 <= \$1506 ;
+    dw3_pad_b1 <= \$1555 ;
   always @(posedge clk)
-    dw3_pad_b2 <= \$1507 ;
+    dw3_pad_b2 <= \$1556 ;
   always @(posedge clk)
-    win3_0 <= \$1508 ;
+    win3_0 <= \$1557 ;
   always @(posedge clk)
-    win3_1 <= \$1509 ;
+    win3_1 <= \$1558 ;
   always @(posedge clk)
-    win3_2 <= \$1510 ;
+    win3_2 <= \$1559 ;
   always @(posedge clk)
-    win3_3 <= \$1511 ;
+    win3_3 <= \$1560 ;
   always @(posedge clk)
-    win3_4 <= \$1512 ;
+    win3_4 <= \$1561 ;
   always @(posedge clk)
-    win3_5 <= \$1513 ;
+    win3_5 <= \$1562 ;
   always @(posedge clk)
-    win3_6 <= \$1514 ;
+    win3_6 <= \$1563 ;
   always @(posedge clk)
-    win3_7 <= \$1515 ;
+    win3_7 <= \$1564 ;
   always @(posedge clk)
-    win3_8 <= \$1516 ;
+    win3_8 <= \$1565 ;
   always @(posedge clk)
-    dy_ky4 <= \$1517 ;
+    dy_ky4 <= \$1566 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1518 ;
+    slot1_ky4 <= \$1567 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1519 ;
+    padr1_ky4 <= \$1568 ;
   always @(posedge clk)
-    dw4_slot1 <= \$1520 ;
+    dw4_slot1 <= \$1569 ;
   always @(posedge clk)
-    dw4_slot2_1 <= \$1521 ;
+    dw4_slot2_1 <= \$1570 ;
   always @(posedge clk)
-    dw4_a_g0 <= \$1522 ;
+    dw4_a_g0 <= \$1571 ;
   always @(posedge clk)
-    dw4_a_g1 <= \$1523 ;
+    dw4_a_g1 <= \$1572 ;
   always @(posedge clk)
-    dw4_a_g2 <= \$1524 ;
+    dw4_a_g2 <= \$1573 ;
   always @(posedge clk)
-    dw4_a_g3 <= \$1525 ;
+    dw4_a_g3 <= \$1574 ;
   always @(posedge clk)
-    dw4_pad_a1 <= \$1526 ;
+    dw4_pad_a1 <= \$1575 ;
   always @(posedge clk)
-    dw4_pad_a2 <= \$1527 ;
+    dw4_pad_a2 <= \$1576 ;
   always @(posedge clk)
-    dw4_b_g0 <= \$1528 ;
+    dw4_b_g0 <= \$1577 ;
   always @(posedge clk)
-    dw4_b_g1 <= \$1529 ;
+    dw4_b_g1 <= \$1578 ;
   always @(posedge clk)
-    dw4_b_g2 <= \$1530 ;
+    dw4_b_g2 <= \$1579 ;
   always @(posedge clk)
-    dw4_b_g3 <= \$1531 ;
+    dw4_b_g3 <= \$1580 ;
   always @(posedge clk)
-    dw4_pad_b1 <= \$1532 ;
+    dw4_pad_b1 <= \$1581 ;
   always @(posedge clk)
-    dw4_pad_b2 <= \$1533 ;
+    dw4_pad_b2 <= \$1582 ;
   always @(posedge clk)
-    win4_0 <= \$1534 ;
+    win4_0 <= \$1583 ;
   always @(posedge clk)
-    win4_1 <= \$1535 ;
+    win4_1 <= \$1584 ;
   always @(posedge clk)
-    win4_2 <= \$1536 ;
+    win4_2 <= \$1585 ;
   always @(posedge clk)
-    win4_3 <= \$1537 ;
+    win4_3 <= \$1586 ;
   always @(posedge clk)
-    win4_4 <= \$1538 ;
+    win4_4 <= \$1587 ;
   always @(posedge clk)
-    win4_5 <= \$1539 ;
+    win4_5 <= \$1588 ;
   always @(posedge clk)
-    win4_6 <= \$1540 ;
+    win4_6 <= \$1589 ;
   always @(posedge clk)
-    win4_7 <= \$1541 ;
+    win4_7 <= \$1590 ;
   always @(posedge clk)
-    win4_8 <= \$1542 ;
+    win4_8 <= \$1591 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1543 ;
+    dw_ky0_s1 <= \$1592 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1544 ;
+    dw_ky0_s2 <= \$1593 ;
   always @(posedge clk)
-    dw_ky0_s3 <= \$1545 ;
+    dw_ky0_s3 <= \$1594 ;
   always @(posedge clk)
-    dw_ky0_s4 <= \$1546 ;
+    dw_ky0_s4 <= \$1595 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1547 ;
+    dw_kx0_s1 <= \$1596 ;
   always @(posedge clk)
-    dw_kx0_s2 <= \$1548 ;
+    dw_kx0_s2 <= \$1597 ;
   always @(posedge clk)
-    dw_kx0_s3 <= \$1549 ;
+    dw_kx0_s3 <= \$1598 ;
   always @(posedge clk)
-    dwcol0 <= \$1550 ;
+    dwcol0 <= \$1599 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1551 ;
+    dw_ky1_s1 <= \$1600 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1552 ;
+    dw_ky1_s2 <= \$1601 ;
   always @(posedge clk)
-    dw_ky1_s3 <= \$1553 ;
+    dw_ky1_s3 <= \$1602 ;
   always @(posedge clk)
-    dw_ky1_s4 <= \$1554 ;
+    dw_ky1_s4 <= \$1603 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1555 ;
+    dw_kx1_s1 <= \$1604 ;
   always @(posedge clk)
-    dw_kx1_s2 <= \$1556 ;
+    dw_kx1_s2 <= \$1605 ;
   always @(posedge clk)
-    dw_kx1_s3 <= \$1557 ;
+    dw_kx1_s3 <= \$1606 ;
   always @(posedge clk)
-    dwcol1 <= \$1558 ;
+    dwcol1 <= \$1607 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1559 ;
+    dw_ky2_s1 <= \$1608 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1560 ;
+    dw_ky2_s2 <= \$1609 ;
   always @(posedge clk)
-    dw_ky2_s3 <= \$1561 ;
+    dw_ky2_s3 <= \$1610 ;
   always @(posedge clk)
-    dw_ky2_s4 <= \$1562 ;
+    dw_ky2_s4 <= \$1611 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1563 ;
+    dw_kx2_s1 <= \$1612 ;
   always @(posedge clk)
-    dw_kx2_s2 <= \$1564 ;
+    dw_kx2_s2 <= \$1613 ;
   always @(posedge clk)
-    dw_kx2_s3 <= \$1565 ;
+    dw_kx2_s3 <= \$1614 ;
   always @(posedge clk)
-    dwcol2 <= \$1566 ;
+    dwcol2 <= \$1615 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1567 ;
+    dw_ky3_s1 <= \$1616 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1568 ;
+    dw_ky3_s2 <= \$1617 ;
   always @(posedge clk)
-    dw_ky3_s3 <= \$1569 ;
+    dw_ky3_s3 <= \$1618 ;
   always @(posedge clk)
-    dw_ky3_s4 <= \$1570 ;
+    dw_ky3_s4 <= \$1619 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1571 ;
+    dw_kx3_s1 <= \$1620 ;
   always @(posedge clk)
-    dw_kx3_s2 <= \$1572 ;
+    dw_kx3_s2 <= \$1621 ;
   always @(posedge clk)
-    dw_kx3_s3 <= \$1573 ;
+    dw_kx3_s3 <= \$1622 ;
   always @(posedge clk)
-    dwcol3 <= \$1574 ;
+    dwcol3 <= \$1623 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1575 ;
+    dw_ky4_s1 <= \$1624 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1576 ;
+    dw_ky4_s2 <= \$1625 ;
   always @(posedge clk)
-    dw_ky4_s3 <= \$1577 ;
+    dw_ky4_s3 <= \$1626 ;
   always @(posedge clk)
-    dw_ky4_s4 <= \$1578 ;
+    dw_ky4_s4 <= \$1627 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1579 ;
+    dw_kx4_s1 <= \$1628 ;
   always @(posedge clk)
-    dw_kx4_s2 <= \$1580 ;
+    dw_kx4_s2 <= \$1629 ;
   always @(posedge clk)
-    dw_kx4_s3 <= \$1581 ;
+    dw_kx4_s3 <= \$1630 ;
   always @(posedge clk)
-    dwcol4 <= \$1582 ;
+    dwcol4 <= \$1631 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1583 ;
+    dw_ky5_s1 <= \$1632 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1584 ;
+    dw_ky5_s2 <= \$1633 ;
   always @(posedge clk)
-    dw_ky5_s3 <= \$1585 ;
+    dw_ky5_s3 <= \$1634 ;
   always @(posedge clk)
-    dw_ky5_s4 <= \$1586 ;
+    dw_ky5_s4 <= \$1635 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1587 ;
+    dw_kx5_s1 <= \$1636 ;
   always @(posedge clk)
-    dw_kx5_s2 <= \$1588 ;
+    dw_kx5_s2 <= \$1637 ;
   always @(posedge clk)
-    dw_kx5_s3 <= \$1589 ;
+    dw_kx5_s3 <= \$1638 ;
   always @(posedge clk)
-    dwcol5 <= \$1590 ;
+    dwcol5 <= \$1639 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1591 ;
+    dw_ky6_s1 <= \$1640 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1592 ;
+    dw_ky6_s2 <= \$1641 ;
   always @(posedge clk)
-    dw_ky6_s3 <= \$1593 ;
+    dw_ky6_s3 <= \$1642 ;
   always @(posedge clk)
-    dw_ky6_s4 <= \$1594 ;
+    dw_ky6_s4 <= \$1643 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1595 ;
+    dw_kx6_s1 <= \$1644 ;
   always @(posedge clk)
-    dw_kx6_s2 <= \$1596 ;
+    dw_kx6_s2 <= \$1645 ;
   always @(posedge clk)
-    dw_kx6_s3 <= \$1597 ;
+    dw_kx6_s3 <= \$1646 ;
   always @(posedge clk)
-    dwcol6 <= \$1598 ;
+    dwcol6 <= \$1647 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1599 ;
+    dw_ky7_s1 <= \$1648 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1600 ;
+    dw_ky7_s2 <= \$1649 ;
   always @(posedge clk)
-    dw_ky7_s3 <= \$1601 ;
+    dw_ky7_s3 <= \$1650 ;
   always @(posedge clk)
-    dw_ky7_s4 <= \$1602 ;
+    dw_ky7_s4 <= \$1651 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1603 ;
+    dw_kx7_s1 <= \$1652 ;
   always @(posedge clk)
-    dw_kx7_s2 <= \$1604 ;
+    dw_kx7_s2 <= \$1653 ;
   always @(posedge clk)
-    dw_kx7_s3 <= \$1605 ;
+    dw_kx7_s3 <= \$1654 ;
   always @(posedge clk)
-    dwcol7 <= \$1606 ;
+    dwcol7 <= \$1655 ;
   always @(posedge clk)
-    sb_p5 <= \$1607 ;
+    sb_p5 <= \$1656 ;
   always @(posedge clk)
-    sb_p6 <= \$1608 ;
+    sb_p6 <= \$1657 ;
   always @(posedge clk)
-    sb_p7 <= \$1609 ;
+    sb_p7 <= \$1658 ;
   always @(posedge clk)
-    sb_p8 <= \$1610 ;
+    sb_p8 <= \$1659 ;
   always @(posedge clk)
-    sb_p9 <= \$1611 ;
+    sb_p9 <= \$1660 ;
   always @(posedge clk)
-    sb_p10 <= \$1612 ;
+    sb_p10 <= \$1661 ;
   always @(posedge clk)
-    sb_p11 <= \$1613 ;
+    sb_p11 <= \$1662 ;
   always @(posedge clk)
-    sb_p12 <= \$1614 ;
+    sb_p12 <= \$1663 ;
   always @(posedge clk)
-    sb_p13 <= \$1615 ;
+    sb_p13 <= \$1664 ;
   always @(posedge clk)
-    sb_p14 <= \$1616 ;
+    sb_p14 <= \$1665 ;
   always @(posedge clk)
-    sb_p15 <= \$1617 ;
+    sb_p15 <= \$1666 ;
   always @(posedge clk)
-    sb_p16 <= \$1618 ;
+    sb_p16 <= \$1667 ;
   always @(posedge clk)
-    sb_p17 <= \$1619 ;
+    sb_p17 <= \$1668 ;
   always @(posedge clk)
-    sb_p18 <= \$1620 ;
+    sb_p18 <= \$1669 ;
   always @(posedge clk)
-    sb_p19 <= \$1621 ;
+    sb_p19 <= \$1670 ;
   always @(posedge clk)
-    sb_p20 <= \$1622 ;
+    sb_p20 <= \$1671 ;
   always @(posedge clk)
-    sb_p21 <= \$1623 ;
+    sb_p21 <= \$1672 ;
   always @(posedge clk)
-    acc_q <= \$1624 ;
+    acc_q <= \$1673 ;
   always @(posedge clk)
-    pm_q <= \$1625 ;
+    pm_q <= \$1674 ;
   always @(posedge clk)
-    fwd_sums <= \$1626 ;
+    fwd_sums <= \$1675 ;
   always @(posedge clk)
-    fwd_sums2 <= \$1627 ;
+    fwd_sums2 <= \$1676 ;
   always @(posedge clk)
-    fwd_hit <= \$1628 ;
+    fwd_hit <= \$1677 ;
   always @(posedge clk)
-    fwd_hit2_pre <= \$1629 ;
+    fwd_hit2_pre <= \$1678 ;
   always @(posedge clk)
-    fwd_hit2 <= \$1630 ;
+    fwd_hit2 <= \$1679 ;
   always @(posedge clk)
-    i_valid <= \$1631 ;
+    i_valid <= \$1680 ;
   always @(posedge clk)
-    i_last <= \$1632 ;
+    i_last <= \$1681 ;
   always @(posedge clk)
-    i_acc <= \$1633 ;
+    i_acc <= \$1682 ;
   always @(posedge clk)
-    i_params <= \$1634 ;
+    i_params <= \$1683 ;
   always @(posedge clk)
-    reserved <= \$1635 ;
+    reserved <= \$1684 ;
   always @(posedge clk)
-    w_word1 <= \$1636 ;
+    w_word1 <= \$1685 ;
   always @(posedge clk)
-    w_word <= \$1637 ;
+    w_word <= \$1686 ;
   always @(posedge clk)
-    w_latch1 <= \$1638 ;
+    w_latch1 <= \$1687 ;
   always @(posedge clk)
-    w_latch <= \$1639 ;
+    w_latch <= \$1688 ;
   always @(posedge clk)
-    w_bank1 <= \$1640 ;
+    w_bank1 <= \$1689 ;
   always @(posedge clk)
-    w_bank <= \$1641 ;
+    w_bank <= \$1690 ;
   always @(posedge clk)
-    latch1 <= \$1642 ;
+    latch1 <= \$1691 ;
   always @(posedge clk)
-    latch2 <= \$1643 ;
+    latch2 <= \$1692 ;
   always @(posedge clk)
-    latch_bank2 <= \$1644 ;
+    latch_bank2 <= \$1693 ;
   always @(posedge clk)
-    w_ahead <= \$1645 ;
+    w_ahead <= \$1694 ;
   always @(posedge clk)
-    ld_ahead <= \$1646 ;
+    ld_ahead <= \$1695 ;
   always @(posedge clk)
-    fold_bank <= \$1647 ;
+    fold_bank <= \$1696 ;
   always @(posedge clk)
-    ld_bank <= \$1648 ;
+    ld_bank <= \$1697 ;
   always @(posedge clk)
-    desc <= \$1649 ;
+    desc <= \$1698 ;
   always @(posedge clk)
-    state <= \$1650 ;
+    state <= \$1699 ;
   always @(posedge clk)
-    error <= \$1651 ;
+    error <= \$1700 ;
   always @(posedge clk)
-    mul_ph <= \$1652 ;
+    mul_ph <= \$1701 ;
   always @(posedge clk)
-    mul_kh <= \$1653 ;
+    mul_kh <= \$1702 ;
   always @(posedge clk)
-    mul_ow <= \$1654 ;
+    mul_ow <= \$1703 ;
   always @(posedge clk)
-    mul_kw <= \$1655 ;
+    mul_kw <= \$1704 ;
   always @(posedge clk)
-    mul_oh <= \$1656 ;
+    mul_oh <= \$1705 ;
   always @(posedge clk)
-    mul_hw <= \$1657 ;
+    mul_hw <= \$1706 ;
   always @(posedge clk)
-    dw_q <= \$1658 ;
+    dw_q <= \$1707 ;
   always @(posedge clk)
-    dw_rm <= \$1659 ;
+    dw_rm <= \$1708 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1660 ;
+    dw_ky_init0 <= \$1709 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1661 ;
+    dw_kx_init0 <= \$1710 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1662 ;
+    dw_ky_init1 <= \$1711 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1663 ;
+    dw_kx_init1 <= \$1712 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1664 ;
+    dw_ky_init2 <= \$1713 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1665 ;
+    dw_kx_init2 <= \$1714 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1666 ;
+    dw_ky_init3 <= \$1715 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1667 ;
+    dw_kx_init3 <= \$1716 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1668 ;
+    dw_ky_init4 <= \$1717 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1669 ;
+    dw_kx_init4 <= \$1718 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1670 ;
+    dw_ky_init5 <= \$1719 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1671 ;
+    dw_kx_init5 <= \$1720 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1672 ;
+    dw_ky_init6 <= \$1721 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1673 ;
+    dw_kx_init6 <= \$1722 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1674 ;
+    dw_ky_init7 <= \$1723 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1675 ;
+    dw_kx_init7 <= \$1724 ;
   always @(posedge clk)
-    taps <= \$1676 ;
+    taps <= \$1725 ;
   always @(posedge clk)
-    pass_span <= \$1677 ;
+    pass_span <= \$1726 ;
   always @(posedge clk)
-    ow_m1 <= \$1678 ;
+    ow_m1 <= \$1727 ;
   always @(posedge clk)
-    ow_m2 <= \$1679 ;
+    ow_m2 <= \$1728 ;
   always @(posedge clk)
-    kw_m1 <= \$1680 ;
+    kw_m1 <= \$1729 ;
   always @(posedge clk)
-    kh_m1 <= \$1681 ;
+    kh_m1 <= \$1730 ;
   always @(posedge clk)
-    cot_m1 <= \$1682 ;
+    cot_m1 <= \$1731 ;
   always @(posedge clk)
-    pass_step <= \$1683 ;
+    pass_step <= \$1732 ;
   always @(posedge clk)
-    acc_need <= \$1684 ;
+    acc_need <= \$1733 ;
   always @(posedge clk)
-    last_ix <= \$1685 ;
+    last_ix <= \$1734 ;
   always @(posedge clk)
-    last_iy <= \$1686 ;
+    last_iy <= \$1735 ;
   always @(posedge clk)
-    act_total <= \$1687 ;
+    act_total <= \$1736 ;
   always @(posedge clk)
-    w_total <= \$1688 ;
+    w_total <= \$1737 ;
   always @(posedge clk)
-    dw_first_rc <= \$1689 ;
+    dw_first_rc <= \$1738 ;
   always @(posedge clk)
-    dw_dual <= \$1690 ;
+    dw_dual <= \$1739 ;
   always @(posedge clk)
-    qlo <= \$1691 ;
+    qlo <= \$1740 ;
   always @(posedge clk)
-    hi <= \$1692 ;
+    hi <= \$1741 ;
   always @(posedge clk)
-    x_bound <= \$1693 ;
+    x_bound <= \$1742 ;
   always @(posedge clk)
-    y_bound <= \$1694 ;
+    y_bound <= \$1743 ;
   always @(posedge clk)
-    bad_desc <= \$1695 ;
+    bad_desc <= \$1744 ;
   always @(posedge clk)
-    abort_timer <= \$1696 ;
+    abort_timer <= \$1745 ;
   always @(posedge clk)
-    p_count <= \$1697 ;
+    p_count <= \$1746 ;
   always @(posedge clk)
-    tiles_sum <= \$1698 ;
+    tiles_sum <= \$1747 ;
   always @(posedge clk)
-    p_done <= \$1699 ;
+    p_done <= \$1748 ;
   always @(posedge clk)
-    p_checked <= \$1700 ;
+    p_checked <= \$1749 ;
   always @(posedge clk)
-    w_count <= \$1701 ;
+    w_count <= \$1750 ;
   always @(posedge clk)
-    w_done <= \$1702 ;
+    w_done <= \$1751 ;
   always @(posedge clk)
-    a_count <= \$1703 ;
+    a_count <= \$1752 ;
   always @(posedge clk)
-    a_overflow <= \$1704 ;
+    a_overflow <= \$1753 ;
   always @(posedge clk)
-    wr_ix <= \$1705 ;
+    wr_ix <= \$1754 ;
   always @(posedge clk)
-    wr_cw <= \$1706 ;
+    wr_cw <= \$1755 ;
   always @(posedge clk)
-    words_in <= \$1707 ;
+    words_in <= \$1756 ;
   always @(posedge clk)
-    a_done <= \$1708 ;
+    a_done <= \$1757 ;
   always @(posedge clk)
-    gcount_m1 <= \$1709 ;
+    gcount_m1 <= \$1758 ;
   always @(posedge clk)
-    row_free <= \$1710 ;
+    row_free <= \$1759 ;
   always @(posedge clk)
-    sq <= \$1711 ;
+    sq <= \$1760 ;
   always @(posedge clk)
-    t <= \$1712 ;
+    t <= \$1761 ;
   always @(posedge clk)
-    ky <= \$1713 ;
+    ky <= \$1762 ;
   always @(posedge clk)
-    kx <= \$1714 ;
+    kx <= \$1763 ;
   always @(posedge clk)
-    j <= \$1715 ;
+    j <= \$1764 ;
   always @(posedge clk)
-    g <= \$1716 ;
+    g <= \$1765 ;
   always @(posedge clk)
-    ox <= \$1717 ;
+    ox <= \$1766 ;
   always @(posedge clk)
-    at_last_ox <= \$1718 ;
+    at_last_ox <= \$1767 ;
   always @(posedge clk)
-    rows_left <= \$1719 ;
+    rows_left <= \$1768 ;
   always @(posedge clk)
-    y_pass <= \$1720 ;
+    y_pass <= \$1769 ;
   always @(posedge clk)
-    y_tap <= \$1721 ;
+    y_tap <= \$1770 ;
   always @(posedge clk)
-    iy <= \$1722 ;
+    iy <= \$1771 ;
   always @(posedge clk)
-    y_end <= \$1723 ;
+    y_end <= \$1772 ;
   always @(posedge clk)
-    x_tap <= \$1724 ;
+    x_tap <= \$1773 ;
   always @(posedge clk)
-    ix <= \$1725 ;
+    ix <= \$1774 ;
   always @(posedge clk)
-    ixb <= \$1726 ;
+    ixb <= \$1775 ;
   always @(posedge clk)
-    acc_addr <= \$1727 ;
+    acc_addr <= \$1776 ;
   always @(posedge clk)
-    gap <= \$1728 ;
+    gap <= \$1777 ;
   always @(posedge clk)
-    dw_ky0 <= \$1729 ;
+    dw_ky0 <= \$1778 ;
   always @(posedge clk)
-    dw_ky1 <= \$1730 ;
+    dw_ky1 <= \$1779 ;
   always @(posedge clk)
-    dw_ky2 <= \$1731 ;
+    dw_ky2 <= \$1780 ;
   always @(posedge clk)
-    dw_ky3 <= \$1732 ;
+    dw_ky3 <= \$1781 ;
   always @(posedge clk)
-    dw_ky4 <= \$1733 ;
+    dw_ky4 <= \$1782 ;
   always @(posedge clk)
-    dw_ky5 <= \$1734 ;
+    dw_ky5 <= \$1783 ;
   always @(posedge clk)
-    dw_ky6 <= \$1735 ;
+    dw_ky6 <= \$1784 ;
   always @(posedge clk)
-    dw_ky7 <= \$1736 ;
+    dw_ky7 <= \$1785 ;
   always @(posedge clk)
-    dw_kx0 <= \$1737 ;
+    dw_kx0 <= \$1786 ;
   always @(posedge clk)
-    dw_kx1 <= \$1738 ;
+    dw_kx1 <= \$1787 ;
   always @(posedge clk)
-    dw_kx2 <= \$1739 ;
+    dw_kx2 <= \$1788 ;
   always @(posedge clk)
-    dw_kx3 <= \$1740 ;
+    dw_kx3 <= \$1789 ;
   always @(posedge clk)
-    dw_kx4 <= \$1741 ;
+    dw_kx4 <= \$1790 ;
   always @(posedge clk)
-    dw_kx5 <= \$1742 ;
+    dw_kx5 <= \$1791 ;
   always @(posedge clk)
-    dw_kx6 <= \$1743 ;
+    dw_kx6 <= \$1792 ;
   always @(posedge clk)
-    dw_kx7 <= \$1744 ;
+    dw_kx7 <= \$1793 ;
   always @(posedge clk)
-    ld_tile <= \$1745 ;
+    ld_tile <= \$1794 ;
   always @(posedge clk)
-    ld_k <= \$1746 ;
+    ld_k <= \$1795 ;
   always @(posedge clk)
-    ld_busy <= \$1747 ;
+    ld_busy <= \$1796 ;
   always @(posedge clk)
-    gcount <= \$1748 ;
+    gcount <= \$1797 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1749 ;
+    cur_ld_tile <= \$1798 ;
   always @(posedge clk)
-    latch_bank1 <= \$1750 ;
+    latch_bank1 <= \$1799 ;
   always @(posedge clk)
-    counting <= \$1751 ;
+    counting <= \$1800 ;
   always @(posedge clk)
-    cnt_cycles <= \$1752 ;
+    cnt_cycles <= \$1801 ;
   always @(posedge clk)
-    cnt_busy <= \$1753 ;
+    cnt_busy <= \$1802 ;
   always @(posedge clk)
-    cnt_setup <= \$1754 ;
+    cnt_setup <= \$1803 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1755 ;
+    cnt_stall_input <= \$1804 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1756 ;
+    cnt_stall_weight <= \$1805 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1757 ;
+    cnt_stall_output <= \$1806 ;
   always @(posedge clk)
-    cnt_fill <= \$1758 ;
+    cnt_fill <= \$1807 ;
   always @(posedge clk)
-    cnt_drain <= \$1759 ;
+    cnt_drain <= \$1808 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb4[6]),
@@ -43609,1021 +43705,588 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1354  = wr_iy_next;
+    \$1403  = wr_iy_next;
     if (rst) begin
-      \$1354  = 12'h000;
+      \$1403  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1355  = lo_next;
+    \$1404  = lo_next;
     if (rst) begin
-      \$1355  = 12'h000;
+      \$1404  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1356  = cw_r1__data;
+    \$1405  = cw_r1__data;
     if (rst) begin
-      \$1356  = 10'h000;
+      \$1405  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1357  = cw_r2__data;
+    \$1406  = cw_r2__data;
     if (rst) begin
-      \$1357  = 10'h000;
+      \$1406  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1358  = t_adv;
+    \$1407  = t_adv;
     if (rst) begin
-      \$1358  = 1'h0;
+      \$1407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1359  = cur;
+    \$1408  = cur;
     if (t_adv) begin
-      \$1359  = \$723 ;
+      \$1408  = \$723 ;
     end else if (\$722 ) begin
-      \$1359  = cw_r__data;
+      \$1408  = cw_r__data;
     end
     if (rst) begin
-      \$1359  = 10'h000;
+      \$1408  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1360  = \$724 [28:0];
+    \$1409  = \$724 [28:0];
     if (rst) begin
-      \$1360  = 29'h00000000;
+      \$1409  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1361  = \$726 [29:0];
+    \$1410  = \$726 [29:0];
     if (rst) begin
-      \$1361  = 30'h00000000;
+      \$1410  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1362  = { \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727  };
+    \$1411  = { \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727  };
     if (rst) begin
-      \$1362  = 29'h00000000;
+      \$1411  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1363  = { 24'h000000, \$728  };
+    \$1412  = { 24'h000000, \$728  };
     if (rst) begin
-      \$1363  = 29'h00000000;
+      \$1412  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1364  = sb0;
+    \$1413  = sb0;
     if (rst) begin
-      \$1364  = 30'h00000000;
+      \$1413  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1365  = sb1;
+    \$1414  = sb1;
     if (rst) begin
-      \$1365  = 30'h00000000;
+      \$1414  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1366  = sb2;
+    \$1415  = sb2;
     if (rst) begin
-      \$1366  = 30'h00000000;
+      \$1415  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1367  = sb3;
+    \$1416  = sb3;
     if (rst) begin
-      \$1367  = 30'h00000000;
+      \$1416  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1368  = \$signature__data$494 ;
+    \$1417  = \$signature__data$494 ;
     if (rst) begin
-      \$1368  = 64'h0000000000000000;
+      \$1417  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1369  = \$signature__data$496 ;
-    if (rst) begin
-      \$1369  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1370  = \$signature__data$498 ;
-    if (rst) begin
-      \$1370  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1371  = \$signature__data$500 ;
-    if (rst) begin
-      \$1371  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1372  = \$signature__data$502 ;
-    if (rst) begin
-      \$1372  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1373  = \$signature__data$504 ;
-    if (rst) begin
-      \$1373  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1374  = \$signature__data$506 ;
-    if (rst) begin
-      \$1374  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1375  = \$signature__data$508 ;
-    if (rst) begin
-      \$1375  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1376  = \$signature__data$510 ;
-    if (rst) begin
-      \$1376  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1377  = \$signature__data$512 ;
-    if (rst) begin
-      \$1377  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1378  = \$signature__data$514 ;
-    if (rst) begin
-      \$1378  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1379  = \$signature__data$516 ;
-    if (rst) begin
-      \$1379  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1380  = \$signature__data$518 ;
-    if (rst) begin
-      \$1380  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1381  = \$signature__data$520 ;
-    if (rst) begin
-      \$1381  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1382  = \$signature__data$522 ;
-    if (rst) begin
-      \$1382  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1383  = \$signature__data$524 ;
-    if (rst) begin
-      \$1383  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1384  = \$signature__data$526 ;
-    if (rst) begin
-      \$1384  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1385  = \$signature__data$528 ;
-    if (rst) begin
-      \$1385  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1386  = \$signature__data$530 ;
-    if (rst) begin
-      \$1386  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1387  = \$signature__data$532 ;
-    if (rst) begin
-      \$1387  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1388  = \$signature__data$534 ;
-    if (rst) begin
-      \$1388  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1389  = \$signature__data$536 ;
-    if (rst) begin
-      \$1389  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1390  = \$signature__data$538 ;
-    if (rst) begin
-      \$1390  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1391  = \$signature__data$540 ;
-    if (rst) begin
-      \$1391  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1392  = \$signature__data$542 ;
-    if (rst) begin
-      \$1392  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1393  = \$signature__data$544 ;
-    if (rst) begin
-      \$1393  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1394  = \$signature__data$546 ;
-    if (rst) begin
-      \$1394  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1395  = \$signature__data$548 ;
-    if (rst) begin
-      \$1395  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1396  = \$signature__data$550 ;
-    if (rst) begin
-      \$1396  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1397  = \$signature__data$552 ;
-    if (rst) begin
-      \$1397  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1398  = \$signature__data$554 ;
-    if (rst) begin
-      \$1398  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1399  = \$signature__data$556 ;
-    if (rst) begin
-      \$1399  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1400  = par_a;
-    if (rst) begin
-      \$1400  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1401  = par_a1;
-    if (rst) begin
-      \$1401  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1402  = sb1[11:8];
-    if (rst) begin
-      \$1402  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1403  = rd_slot1;
-    if (rst) begin
-      \$1403  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1404  = \$731 ;
-    if (rst) begin
-      \$1404  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1405  = \$734 ;
-    if (rst) begin
-      \$1405  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1406  = \$737 ;
-    if (rst) begin
-      \$1406  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1407  = \$740 ;
-    if (rst) begin
-      \$1407  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1408  = sb1[7];
-    if (rst) begin
-      \$1408  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1409  = rd_pad_a1;
-    if (rst) begin
-      \$1409  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1410  = \$742 ;
-    if (rst) begin
-      \$1410  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1411  = pad_ix;
-    if (rst) begin
-      \$1411  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1412  = pad_ixb;
-    if (rst) begin
-      \$1412  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1413  = { 3'h0, \$743  };
-    if (rst) begin
-      \$1413  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1414  = \$171 [3:0];
-    if (rst) begin
-      \$1414  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = \$746 ;
-    if (rst) begin
-      \$1415  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = slot1_ky0;
-    if (rst) begin
-      \$1416  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = dw0_slot1;
-    if (rst) begin
-      \$1417  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = \$749 ;
+    \$1418  = \$signature__data$496 ;
     if (rst) begin
       \$1418  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = \$752 ;
+    \$1419  = \$signature__data$498 ;
     if (rst) begin
       \$1419  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = \$755 ;
+    \$1420  = \$signature__data$500 ;
     if (rst) begin
       \$1420  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = \$758 ;
+    \$1421  = \$signature__data$502 ;
     if (rst) begin
       \$1421  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = pad_a1_ky0;
+    \$1422  = \$signature__data$504 ;
     if (rst) begin
-      \$1422  = 1'h0;
+      \$1422  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = dw0_pad_a1;
+    \$1423  = \$signature__data$506 ;
     if (rst) begin
-      \$1423  = 1'h0;
+      \$1423  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = \$762 ;
+    \$1424  = \$signature__data$508 ;
     if (rst) begin
       \$1424  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$766 ;
+    \$1425  = \$signature__data$510 ;
     if (rst) begin
       \$1425  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = \$770 ;
+    \$1426  = \$signature__data$512 ;
     if (rst) begin
       \$1426  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = \$774 ;
+    \$1427  = \$signature__data$514 ;
     if (rst) begin
       \$1427  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = pad_b1_ky0;
+    \$1428  = \$signature__data$516 ;
     if (rst) begin
-      \$1428  = 1'h0;
+      \$1428  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = dw0_pad_b1;
+    \$1429  = \$signature__data$518 ;
     if (rst) begin
-      \$1429  = 1'h0;
+      \$1429  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = win0_0;
-    if (\$776 ) begin
-      \$1430  = \$778 ;
-    end
-    if (\$779 ) begin
-      \$1430  = \$781 ;
-    end
+    \$1430  = \$signature__data$520 ;
     if (rst) begin
       \$1430  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = win0_1;
-    if (\$776 ) begin
-      \$1431  = win0_0;
-    end
-    if (\$779 ) begin
-      \$1431  = \$783 ;
-    end
+    \$1431  = \$signature__data$522 ;
     if (rst) begin
       \$1431  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = win0_2;
-    if (\$776 ) begin
-      \$1432  = win0_1;
-    end
-    if (\$779 ) begin
-      \$1432  = win0_0;
-    end
+    \$1432  = \$signature__data$524 ;
     if (rst) begin
       \$1432  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = win0_3;
-    if (\$776 ) begin
-      \$1433  = win0_2;
-    end
-    if (\$779 ) begin
-      \$1433  = win0_1;
-    end
+    \$1433  = \$signature__data$526 ;
     if (rst) begin
       \$1433  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = win0_4;
-    if (\$776 ) begin
-      \$1434  = win0_3;
-    end
-    if (\$779 ) begin
-      \$1434  = win0_2;
-    end
+    \$1434  = \$signature__data$528 ;
     if (rst) begin
       \$1434  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = win0_5;
-    if (\$776 ) begin
-      \$1435  = win0_4;
-    end
-    if (\$779 ) begin
-      \$1435  = win0_3;
-    end
+    \$1435  = \$signature__data$530 ;
     if (rst) begin
       \$1435  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = win0_6;
-    if (\$776 ) begin
-      \$1436  = win0_5;
-    end
-    if (\$779 ) begin
-      \$1436  = win0_4;
-    end
+    \$1436  = \$signature__data$532 ;
     if (rst) begin
       \$1436  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = win0_7;
-    if (\$776 ) begin
-      \$1437  = win0_6;
-    end
-    if (\$779 ) begin
-      \$1437  = win0_5;
-    end
+    \$1437  = \$signature__data$534 ;
     if (rst) begin
       \$1437  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = win0_8;
-    if (\$776 ) begin
-      \$1438  = win0_7;
-    end
-    if (\$779 ) begin
-      \$1438  = win0_6;
-    end
+    \$1438  = \$signature__data$536 ;
     if (rst) begin
       \$1438  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = { 3'h0, \$784  };
+    \$1439  = \$signature__data$538 ;
     if (rst) begin
-      \$1439  = 8'h00;
+      \$1439  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = \$172 [3:0];
+    \$1440  = \$signature__data$540 ;
     if (rst) begin
-      \$1440  = 4'h0;
+      \$1440  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = \$787 ;
+    \$1441  = \$signature__data$542 ;
     if (rst) begin
-      \$1441  = 1'h0;
+      \$1441  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = slot1_ky1;
+    \$1442  = \$signature__data$544 ;
     if (rst) begin
-      \$1442  = 4'h0;
+      \$1442  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = dw1_slot1;
+    \$1443  = \$signature__data$546 ;
     if (rst) begin
-      \$1443  = 4'h0;
+      \$1443  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = \$790 ;
+    \$1444  = \$signature__data$548 ;
     if (rst) begin
       \$1444  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = \$793 ;
+    \$1445  = \$signature__data$550 ;
     if (rst) begin
       \$1445  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = \$796 ;
+    \$1446  = \$signature__data$552 ;
     if (rst) begin
       \$1446  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = \$799 ;
+    \$1447  = \$signature__data$554 ;
     if (rst) begin
       \$1447  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = pad_a1_ky1;
+    \$1448  = \$signature__data$556 ;
     if (rst) begin
-      \$1448  = 1'h0;
+      \$1448  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = dw1_pad_a1;
+    \$1449  = par_a;
     if (rst) begin
       \$1449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = \$803 ;
+    \$1450  = par_a1;
     if (rst) begin
-      \$1450  = 64'h0000000000000000;
+      \$1450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = \$807 ;
+    \$1451  = sb1[11:8];
     if (rst) begin
-      \$1451  = 64'h0000000000000000;
+      \$1451  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = \$811 ;
+    \$1452  = rd_slot1;
     if (rst) begin
-      \$1452  = 64'h0000000000000000;
+      \$1452  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = \$815 ;
+    \$1453  = \$731 ;
     if (rst) begin
       \$1453  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = pad_b1_ky1;
+    \$1454  = \$734 ;
     if (rst) begin
-      \$1454  = 1'h0;
+      \$1454  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = dw1_pad_b1;
+    \$1455  = \$737 ;
     if (rst) begin
-      \$1455  = 1'h0;
+      \$1455  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = win1_0;
-    if (\$817 ) begin
-      \$1456  = \$819 ;
-    end
-    if (\$820 ) begin
-      \$1456  = \$822 ;
-    end
+    \$1456  = \$740 ;
     if (rst) begin
       \$1456  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = win1_1;
-    if (\$817 ) begin
-      \$1457  = win1_0;
-    end
-    if (\$820 ) begin
-      \$1457  = \$824 ;
-    end
+    \$1457  = sb1[7];
     if (rst) begin
-      \$1457  = 64'h0000000000000000;
+      \$1457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = win1_2;
-    if (\$817 ) begin
-      \$1458  = win1_1;
-    end
-    if (\$820 ) begin
-      \$1458  = win1_0;
-    end
+    \$1458  = rd_pad_a1;
     if (rst) begin
-      \$1458  = 64'h0000000000000000;
+      \$1458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = win1_3;
-    if (\$817 ) begin
-      \$1459  = win1_2;
-    end
-    if (\$820 ) begin
-      \$1459  = win1_1;
-    end
+    \$1459  = \$742 ;
     if (rst) begin
       \$1459  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = win1_4;
-    if (\$817 ) begin
-      \$1460  = win1_3;
-    end
-    if (\$820 ) begin
-      \$1460  = win1_2;
-    end
+    \$1460  = pad_ix;
     if (rst) begin
-      \$1460  = 64'h0000000000000000;
+      \$1460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = win1_5;
-    if (\$817 ) begin
-      \$1461  = win1_4;
-    end
-    if (\$820 ) begin
-      \$1461  = win1_3;
-    end
+    \$1461  = pad_ixb;
     if (rst) begin
-      \$1461  = 64'h0000000000000000;
+      \$1461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = win1_6;
-    if (\$817 ) begin
-      \$1462  = win1_5;
-    end
-    if (\$820 ) begin
-      \$1462  = win1_4;
-    end
+    \$1462  = { 3'h0, \$743  };
     if (rst) begin
-      \$1462  = 64'h0000000000000000;
+      \$1462  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = win1_7;
-    if (\$817 ) begin
-      \$1463  = win1_6;
-    end
-    if (\$820 ) begin
-      \$1463  = win1_5;
-    end
+    \$1463  = \$171 [3:0];
     if (rst) begin
-      \$1463  = 64'h0000000000000000;
+      \$1463  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = win1_8;
-    if (\$817 ) begin
-      \$1464  = win1_7;
-    end
-    if (\$820 ) begin
-      \$1464  = win1_6;
-    end
+    \$1464  = \$746 ;
     if (rst) begin
-      \$1464  = 64'h0000000000000000;
+      \$1464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = { 2'h0, \$825  };
+    \$1465  = slot1_ky0;
     if (rst) begin
-      \$1465  = 8'h00;
+      \$1465  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = \$173 [3:0];
+    \$1466  = dw0_slot1;
     if (rst) begin
       \$1466  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = \$828 ;
+    \$1467  = \$749 ;
     if (rst) begin
-      \$1467  = 1'h0;
+      \$1467  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = slot1_ky2;
+    \$1468  = \$752 ;
     if (rst) begin
-      \$1468  = 4'h0;
+      \$1468  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = dw2_slot1;
+    \$1469  = \$755 ;
     if (rst) begin
-      \$1469  = 4'h0;
+      \$1469  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = \$831 ;
+    \$1470  = \$758 ;
     if (rst) begin
       \$1470  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = \$834 ;
+    \$1471  = pad_a1_ky0;
     if (rst) begin
-      \$1471  = 64'h0000000000000000;
+      \$1471  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = \$837 ;
+    \$1472  = dw0_pad_a1;
     if (rst) begin
-      \$1472  = 64'h0000000000000000;
+      \$1472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = \$840 ;
+    \$1473  = \$762 ;
     if (rst) begin
       \$1473  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = pad_a1_ky2;
+    \$1474  = \$766 ;
     if (rst) begin
-      \$1474  = 1'h0;
+      \$1474  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = dw2_pad_a1;
+    \$1475  = \$770 ;
     if (rst) begin
-      \$1475  = 1'h0;
+      \$1475  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = \$844 ;
+    \$1476  = \$774 ;
     if (rst) begin
       \$1476  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = \$848 ;
+    \$1477  = pad_b1_ky0;
     if (rst) begin
-      \$1477  = 64'h0000000000000000;
+      \$1477  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = \$852 ;
+    \$1478  = dw0_pad_b1;
     if (rst) begin
-      \$1478  = 64'h0000000000000000;
+      \$1478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = \$856 ;
+    \$1479  = win0_0;
+    if (\$776 ) begin
+      \$1479  = \$778 ;
+    end
+    if (\$779 ) begin
+      \$1479  = \$781 ;
+    end
     if (rst) begin
       \$1479  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = pad_b1_ky2;
+    \$1480  = win0_1;
+    if (\$776 ) begin
+      \$1480  = win0_0;
+    end
+    if (\$779 ) begin
+      \$1480  = \$783 ;
+    end
     if (rst) begin
-      \$1480  = 1'h0;
+      \$1480  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = dw2_pad_b1;
+    \$1481  = win0_2;
+    if (\$776 ) begin
+      \$1481  = win0_1;
+    end
+    if (\$779 ) begin
+      \$1481  = win0_0;
+    end
     if (rst) begin
-      \$1481  = 1'h0;
+      \$1481  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = win2_0;
-    if (\$858 ) begin
-      \$1482  = \$860 ;
+    \$1482  = win0_3;
+    if (\$776 ) begin
+      \$1482  = win0_2;
     end
-    if (\$861 ) begin
-      \$1482  = \$863 ;
+    if (\$779 ) begin
+      \$1482  = win0_1;
     end
     if (rst) begin
       \$1482  = 64'h0000000000000000;
@@ -44631,12 +44294,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = win2_1;
-    if (\$858 ) begin
-      \$1483  = win2_0;
+    \$1483  = win0_4;
+    if (\$776 ) begin
+      \$1483  = win0_3;
     end
-    if (\$861 ) begin
-      \$1483  = \$865 ;
+    if (\$779 ) begin
+      \$1483  = win0_2;
     end
     if (rst) begin
       \$1483  = 64'h0000000000000000;
@@ -44644,12 +44307,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = win2_2;
-    if (\$858 ) begin
-      \$1484  = win2_1;
+    \$1484  = win0_5;
+    if (\$776 ) begin
+      \$1484  = win0_4;
     end
-    if (\$861 ) begin
-      \$1484  = win2_0;
+    if (\$779 ) begin
+      \$1484  = win0_3;
     end
     if (rst) begin
       \$1484  = 64'h0000000000000000;
@@ -44657,12 +44320,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = win2_3;
-    if (\$858 ) begin
-      \$1485  = win2_2;
+    \$1485  = win0_6;
+    if (\$776 ) begin
+      \$1485  = win0_5;
     end
-    if (\$861 ) begin
-      \$1485  = win2_1;
+    if (\$779 ) begin
+      \$1485  = win0_4;
     end
     if (rst) begin
       \$1485  = 64'h0000000000000000;
@@ -44670,12 +44333,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = win2_4;
-    if (\$858 ) begin
-      \$1486  = win2_3;
+    \$1486  = win0_7;
+    if (\$776 ) begin
+      \$1486  = win0_6;
     end
-    if (\$861 ) begin
-      \$1486  = win2_2;
+    if (\$779 ) begin
+      \$1486  = win0_5;
     end
     if (rst) begin
       \$1486  = 64'h0000000000000000;
@@ -44683,12 +44346,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = win2_5;
-    if (\$858 ) begin
-      \$1487  = win2_4;
+    \$1487  = win0_8;
+    if (\$776 ) begin
+      \$1487  = win0_7;
     end
-    if (\$861 ) begin
-      \$1487  = win2_3;
+    if (\$779 ) begin
+      \$1487  = win0_6;
     end
     if (rst) begin
       \$1487  = 64'h0000000000000000;
@@ -44696,170 +44359,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = win2_6;
-    if (\$858 ) begin
-      \$1488  = win2_5;
-    end
-    if (\$861 ) begin
-      \$1488  = win2_4;
-    end
+    \$1488  = { 3'h0, \$784  };
     if (rst) begin
-      \$1488  = 64'h0000000000000000;
+      \$1488  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = win2_7;
-    if (\$858 ) begin
-      \$1489  = win2_6;
-    end
-    if (\$861 ) begin
-      \$1489  = win2_5;
-    end
+    \$1489  = \$172 [3:0];
     if (rst) begin
-      \$1489  = 64'h0000000000000000;
+      \$1489  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = win2_8;
-    if (\$858 ) begin
-      \$1490  = win2_7;
-    end
-    if (\$861 ) begin
-      \$1490  = win2_6;
-    end
+    \$1490  = \$787 ;
     if (rst) begin
-      \$1490  = 64'h0000000000000000;
+      \$1490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = { 2'h0, \$866  };
+    \$1491  = slot1_ky1;
     if (rst) begin
-      \$1491  = 8'h00;
+      \$1491  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = \$174 [3:0];
+    \$1492  = dw1_slot1;
     if (rst) begin
       \$1492  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = \$869 ;
+    \$1493  = \$790 ;
     if (rst) begin
-      \$1493  = 1'h0;
+      \$1493  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = slot1_ky3;
+    \$1494  = \$793 ;
     if (rst) begin
-      \$1494  = 4'h0;
+      \$1494  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = dw3_slot1;
+    \$1495  = \$796 ;
     if (rst) begin
-      \$1495  = 4'h0;
+      \$1495  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = \$872 ;
+    \$1496  = \$799 ;
     if (rst) begin
       \$1496  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = \$875 ;
+    \$1497  = pad_a1_ky1;
     if (rst) begin
-      \$1497  = 64'h0000000000000000;
+      \$1497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = \$878 ;
+    \$1498  = dw1_pad_a1;
     if (rst) begin
-      \$1498  = 64'h0000000000000000;
+      \$1498  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = \$881 ;
+    \$1499  = \$803 ;
     if (rst) begin
       \$1499  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = pad_a1_ky3;
+    \$1500  = \$807 ;
     if (rst) begin
-      \$1500  = 1'h0;
+      \$1500  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = dw3_pad_a1;
+    \$1501  = \$811 ;
     if (rst) begin
-      \$1501  = 1'h0;
+      \$1501  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = \$885 ;
+    \$1502  = \$815 ;
     if (rst) begin
       \$1502  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = \$889 ;
+    \$1503  = pad_b1_ky1;
     if (rst) begin
-      \$1503  = 64'h0000000000000000;
+      \$1503  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = \$893 ;
+    \$1504  = dw1_pad_b1;
     if (rst) begin
-      \$1504  = 64'h0000000000000000;
+      \$1504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = \$897 ;
+    \$1505  = win1_0;
+    if (\$817 ) begin
+      \$1505  = \$819 ;
+    end
+    if (\$820 ) begin
+      \$1505  = \$822 ;
+    end
     if (rst) begin
       \$1505  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = pad_b1_ky3;
+    \$1506  = win1_1;
+    if (\$817 ) begin
+      \$1506  = win1_0;
+    end
+    if (\$820 ) begin
+      \$1506  = \$824 ;
+    end
     if (rst) begin
-      \$1506  = 1'h0;
+      \$1506  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = dw3_pad_b1;
+    \$1507  = win1_2;
+    if (\$817 ) begin
+      \$1507  = win1_1;
+    end
+    if (\$820 ) begin
+      \$1507  = win1_0;
+    end
     if (rst) begin
-      \$1507  = 1'h0;
+      \$1507  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = win3_0;
-    if (\$899 ) begin
-      \$1508  = \$901 ;
+    \$1508  = win1_3;
+    if (\$817 ) begin
+      \$1508  = win1_2;
     end
-    if (\$902 ) begin
-      \$1508  = \$904 ;
+    if (\$820 ) begin
+      \$1508  = win1_1;
     end
     if (rst) begin
       \$1508  = 64'h0000000000000000;
@@ -44867,12 +44530,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = win3_1;
-    if (\$899 ) begin
-      \$1509  = win3_0;
+    \$1509  = win1_4;
+    if (\$817 ) begin
+      \$1509  = win1_3;
     end
-    if (\$902 ) begin
-      \$1509  = \$906 ;
+    if (\$820 ) begin
+      \$1509  = win1_2;
     end
     if (rst) begin
       \$1509  = 64'h0000000000000000;
@@ -44880,12 +44543,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = win3_2;
-    if (\$899 ) begin
-      \$1510  = win3_1;
+    \$1510  = win1_5;
+    if (\$817 ) begin
+      \$1510  = win1_4;
     end
-    if (\$902 ) begin
-      \$1510  = win3_0;
+    if (\$820 ) begin
+      \$1510  = win1_3;
     end
     if (rst) begin
       \$1510  = 64'h0000000000000000;
@@ -44893,12 +44556,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = win3_3;
-    if (\$899 ) begin
-      \$1511  = win3_2;
+    \$1511  = win1_6;
+    if (\$817 ) begin
+      \$1511  = win1_5;
     end
-    if (\$902 ) begin
-      \$1511  = win3_1;
+    if (\$820 ) begin
+      \$1511  = win1_4;
     end
     if (rst) begin
       \$1511  = 64'h0000000000000000;
@@ -44906,12 +44569,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = win3_4;
-    if (\$899 ) begin
-      \$1512  = win3_3;
+    \$1512  = win1_7;
+    if (\$817 ) begin
+      \$1512  = win1_6;
     end
-    if (\$902 ) begin
-      \$1512  = win3_2;
+    if (\$820 ) begin
+      \$1512  = win1_5;
     end
     if (rst) begin
       \$1512  = 64'h0000000000000000;
@@ -44919,12 +44582,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = win3_5;
-    if (\$899 ) begin
-      \$1513  = win3_4;
+    \$1513  = win1_8;
+    if (\$817 ) begin
+      \$1513  = win1_7;
     end
-    if (\$902 ) begin
-      \$1513  = win3_3;
+    if (\$820 ) begin
+      \$1513  = win1_6;
     end
     if (rst) begin
       \$1513  = 64'h0000000000000000;
@@ -44932,170 +44595,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = win3_6;
-    if (\$899 ) begin
-      \$1514  = win3_5;
-    end
-    if (\$902 ) begin
-      \$1514  = win3_4;
-    end
+    \$1514  = { 2'h0, \$825  };
     if (rst) begin
-      \$1514  = 64'h0000000000000000;
+      \$1514  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = win3_7;
-    if (\$899 ) begin
-      \$1515  = win3_6;
-    end
-    if (\$902 ) begin
-      \$1515  = win3_5;
-    end
+    \$1515  = \$173 [3:0];
     if (rst) begin
-      \$1515  = 64'h0000000000000000;
+      \$1515  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = win3_8;
-    if (\$899 ) begin
-      \$1516  = win3_7;
-    end
-    if (\$902 ) begin
-      \$1516  = win3_6;
-    end
+    \$1516  = \$828 ;
     if (rst) begin
-      \$1516  = 64'h0000000000000000;
+      \$1516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = { 1'h0, \$907  };
+    \$1517  = slot1_ky2;
     if (rst) begin
-      \$1517  = 8'h00;
+      \$1517  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = \$175 [3:0];
+    \$1518  = dw2_slot1;
     if (rst) begin
       \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = \$910 ;
+    \$1519  = \$831 ;
     if (rst) begin
-      \$1519  = 1'h0;
+      \$1519  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = slot1_ky4;
+    \$1520  = \$834 ;
     if (rst) begin
-      \$1520  = 4'h0;
+      \$1520  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = dw4_slot1;
+    \$1521  = \$837 ;
     if (rst) begin
-      \$1521  = 4'h0;
+      \$1521  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = \$913 ;
+    \$1522  = \$840 ;
     if (rst) begin
       \$1522  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = \$916 ;
+    \$1523  = pad_a1_ky2;
     if (rst) begin
-      \$1523  = 64'h0000000000000000;
+      \$1523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = \$919 ;
+    \$1524  = dw2_pad_a1;
     if (rst) begin
-      \$1524  = 64'h0000000000000000;
+      \$1524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = \$922 ;
+    \$1525  = \$844 ;
     if (rst) begin
       \$1525  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = pad_a1_ky4;
+    \$1526  = \$848 ;
     if (rst) begin
-      \$1526  = 1'h0;
+      \$1526  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = dw4_pad_a1;
+    \$1527  = \$852 ;
     if (rst) begin
-      \$1527  = 1'h0;
+      \$1527  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = \$926 ;
+    \$1528  = \$856 ;
     if (rst) begin
       \$1528  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = \$930 ;
+    \$1529  = pad_b1_ky2;
     if (rst) begin
-      \$1529  = 64'h0000000000000000;
+      \$1529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = \$934 ;
+    \$1530  = dw2_pad_b1;
     if (rst) begin
-      \$1530  = 64'h0000000000000000;
+      \$1530  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = \$938 ;
+    \$1531  = win2_0;
+    if (\$858 ) begin
+      \$1531  = \$860 ;
+    end
+    if (\$861 ) begin
+      \$1531  = \$863 ;
+    end
     if (rst) begin
       \$1531  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = pad_b1_ky4;
+    \$1532  = win2_1;
+    if (\$858 ) begin
+      \$1532  = win2_0;
+    end
+    if (\$861 ) begin
+      \$1532  = \$865 ;
+    end
     if (rst) begin
-      \$1532  = 1'h0;
+      \$1532  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = dw4_pad_b1;
+    \$1533  = win2_2;
+    if (\$858 ) begin
+      \$1533  = win2_1;
+    end
+    if (\$861 ) begin
+      \$1533  = win2_0;
+    end
     if (rst) begin
-      \$1533  = 1'h0;
+      \$1533  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = win4_0;
-    if (\$940 ) begin
-      \$1534  = \$942 ;
+    \$1534  = win2_3;
+    if (\$858 ) begin
+      \$1534  = win2_2;
     end
-    if (\$943 ) begin
-      \$1534  = \$945 ;
+    if (\$861 ) begin
+      \$1534  = win2_1;
     end
     if (rst) begin
       \$1534  = 64'h0000000000000000;
@@ -45103,12 +44766,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = win4_1;
-    if (\$940 ) begin
-      \$1535  = win4_0;
+    \$1535  = win2_4;
+    if (\$858 ) begin
+      \$1535  = win2_3;
     end
-    if (\$943 ) begin
-      \$1535  = \$947 ;
+    if (\$861 ) begin
+      \$1535  = win2_2;
     end
     if (rst) begin
       \$1535  = 64'h0000000000000000;
@@ -45116,12 +44779,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = win4_2;
-    if (\$940 ) begin
-      \$1536  = win4_1;
+    \$1536  = win2_5;
+    if (\$858 ) begin
+      \$1536  = win2_4;
     end
-    if (\$943 ) begin
-      \$1536  = win4_0;
+    if (\$861 ) begin
+      \$1536  = win2_3;
     end
     if (rst) begin
       \$1536  = 64'h0000000000000000;
@@ -45129,12 +44792,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = win4_3;
-    if (\$940 ) begin
-      \$1537  = win4_2;
+    \$1537  = win2_6;
+    if (\$858 ) begin
+      \$1537  = win2_5;
     end
-    if (\$943 ) begin
-      \$1537  = win4_1;
+    if (\$861 ) begin
+      \$1537  = win2_4;
     end
     if (rst) begin
       \$1537  = 64'h0000000000000000;
@@ -45142,12 +44805,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = win4_4;
-    if (\$940 ) begin
-      \$1538  = win4_3;
+    \$1538  = win2_7;
+    if (\$858 ) begin
+      \$1538  = win2_6;
     end
-    if (\$943 ) begin
-      \$1538  = win4_2;
+    if (\$861 ) begin
+      \$1538  = win2_5;
     end
     if (rst) begin
       \$1538  = 64'h0000000000000000;
@@ -45155,12 +44818,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = win4_5;
-    if (\$940 ) begin
-      \$1539  = win4_4;
+    \$1539  = win2_8;
+    if (\$858 ) begin
+      \$1539  = win2_7;
     end
-    if (\$943 ) begin
-      \$1539  = win4_3;
+    if (\$861 ) begin
+      \$1539  = win2_6;
     end
     if (rst) begin
       \$1539  = 64'h0000000000000000;
@@ -45168,3406 +44831,2494 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = win4_6;
-    if (\$940 ) begin
-      \$1540  = win4_5;
-    end
-    if (\$943 ) begin
-      \$1540  = win4_4;
-    end
+    \$1540  = { 2'h0, \$866  };
     if (rst) begin
-      \$1540  = 64'h0000000000000000;
+      \$1540  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = win4_7;
-    if (\$940 ) begin
-      \$1541  = win4_6;
-    end
-    if (\$943 ) begin
-      \$1541  = win4_5;
-    end
+    \$1541  = \$174 [3:0];
     if (rst) begin
-      \$1541  = 64'h0000000000000000;
+      \$1541  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = win4_8;
-    if (\$940 ) begin
-      \$1542  = win4_7;
-    end
-    if (\$943 ) begin
-      \$1542  = win4_6;
-    end
+    \$1542  = \$869 ;
     if (rst) begin
-      \$1542  = 64'h0000000000000000;
+      \$1542  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = dw_ky0;
+    \$1543  = slot1_ky3;
     if (rst) begin
       \$1543  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = dw_ky0_s1;
+    \$1544  = dw3_slot1;
     if (rst) begin
       \$1544  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = dw_ky0_s2;
+    \$1545  = \$872 ;
     if (rst) begin
-      \$1545  = 4'h0;
+      \$1545  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = dw_ky0_s3;
+    \$1546  = \$875 ;
     if (rst) begin
-      \$1546  = 4'h0;
+      \$1546  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = dw_kx0;
+    \$1547  = \$878 ;
     if (rst) begin
-      \$1547  = 4'h0;
+      \$1547  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = dw_kx0_s1;
+    \$1548  = \$881 ;
     if (rst) begin
-      \$1548  = 4'h0;
+      \$1548  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = dw_kx0_s2;
+    \$1549  = pad_a1_ky3;
     if (rst) begin
-      \$1549  = 4'h0;
+      \$1549  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dwcol0;
-    casez (desc[90:87])
-      4'h1:
-          \$1550  = \$948 [3:0];
-      4'h2:
-          \$1550  = \$949 [3:0];
-    endcase
+    \$1550  = dw3_pad_a1;
     if (rst) begin
-      \$1550  = 4'h0;
+      \$1550  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = dw_ky1;
+    \$1551  = \$885 ;
     if (rst) begin
-      \$1551  = 4'h0;
+      \$1551  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = dw_ky1_s1;
+    \$1552  = \$889 ;
     if (rst) begin
-      \$1552  = 4'h0;
+      \$1552  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = dw_ky1_s2;
+    \$1553  = \$893 ;
     if (rst) begin
-      \$1553  = 4'h0;
+      \$1553  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = dw_ky1_s3;
+    \$1554  = \$897 ;
     if (rst) begin
-      \$1554  = 4'h0;
+      \$1554  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = dw_kx1;
+    \$1555  = pad_b1_ky3;
     if (rst) begin
-      \$1555  = 4'h0;
+      \$1555  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = dw_kx1_s1;
+    \$1556  = dw3_pad_b1;
     if (rst) begin
-      \$1556  = 4'h0;
+      \$1556  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = dw_kx1_s2;
+    \$1557  = win3_0;
+    if (\$899 ) begin
+      \$1557  = \$901 ;
+    end
+    if (\$902 ) begin
+      \$1557  = \$904 ;
+    end
     if (rst) begin
-      \$1557  = 4'h0;
+      \$1557  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = dwcol1;
-    casez (desc[90:87])
-      4'h1:
-          \$1558  = \$950 [3:0];
-      4'h2:
-          \$1558  = \$951 [3:0];
-    endcase
+    \$1558  = win3_1;
+    if (\$899 ) begin
+      \$1558  = win3_0;
+    end
+    if (\$902 ) begin
+      \$1558  = \$906 ;
+    end
     if (rst) begin
-      \$1558  = 4'h0;
+      \$1558  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = dw_ky2;
+    \$1559  = win3_2;
+    if (\$899 ) begin
+      \$1559  = win3_1;
+    end
+    if (\$902 ) begin
+      \$1559  = win3_0;
+    end
     if (rst) begin
-      \$1559  = 4'h0;
+      \$1559  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = dw_ky2_s1;
+    \$1560  = win3_3;
+    if (\$899 ) begin
+      \$1560  = win3_2;
+    end
+    if (\$902 ) begin
+      \$1560  = win3_1;
+    end
     if (rst) begin
-      \$1560  = 4'h0;
+      \$1560  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = dw_ky2_s2;
+    \$1561  = win3_4;
+    if (\$899 ) begin
+      \$1561  = win3_3;
+    end
+    if (\$902 ) begin
+      \$1561  = win3_2;
+    end
     if (rst) begin
-      \$1561  = 4'h0;
+      \$1561  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = dw_ky2_s3;
+    \$1562  = win3_5;
+    if (\$899 ) begin
+      \$1562  = win3_4;
+    end
+    if (\$902 ) begin
+      \$1562  = win3_3;
+    end
     if (rst) begin
-      \$1562  = 4'h0;
+      \$1562  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = dw_kx2;
+    \$1563  = win3_6;
+    if (\$899 ) begin
+      \$1563  = win3_5;
+    end
+    if (\$902 ) begin
+      \$1563  = win3_4;
+    end
     if (rst) begin
-      \$1563  = 4'h0;
+      \$1563  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = dw_kx2_s1;
+    \$1564  = win3_7;
+    if (\$899 ) begin
+      \$1564  = win3_6;
+    end
+    if (\$902 ) begin
+      \$1564  = win3_5;
+    end
     if (rst) begin
-      \$1564  = 4'h0;
+      \$1564  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = dw_kx2_s2;
+    \$1565  = win3_8;
+    if (\$899 ) begin
+      \$1565  = win3_7;
+    end
+    if (\$902 ) begin
+      \$1565  = win3_6;
+    end
     if (rst) begin
-      \$1565  = 4'h0;
+      \$1565  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = dwcol2;
-    casez (desc[90:87])
-      4'h1:
-          \$1566  = \$952 [3:0];
-      4'h2:
-          \$1566  = \$953 [3:0];
-    endcase
+    \$1566  = { 1'h0, \$907  };
     if (rst) begin
-      \$1566  = 4'h0;
+      \$1566  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = dw_ky3;
+    \$1567  = \$175 [3:0];
     if (rst) begin
       \$1567  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = dw_ky3_s1;
+    \$1568  = \$910 ;
     if (rst) begin
-      \$1568  = 4'h0;
+      \$1568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = dw_ky3_s2;
+    \$1569  = slot1_ky4;
     if (rst) begin
       \$1569  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = dw_ky3_s3;
+    \$1570  = dw4_slot1;
     if (rst) begin
       \$1570  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = dw_kx3;
+    \$1571  = \$913 ;
     if (rst) begin
-      \$1571  = 4'h0;
+      \$1571  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = dw_kx3_s1;
+    \$1572  = \$916 ;
     if (rst) begin
-      \$1572  = 4'h0;
+      \$1572  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = dw_kx3_s2;
+    \$1573  = \$919 ;
     if (rst) begin
-      \$1573  = 4'h0;
+      \$1573  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = dwcol3;
-    casez (desc[90:87])
-      4'h1:
-          \$1574  = \$954 [3:0];
-      4'h2:
-          \$1574  = \$955 [3:0];
-    endcase
+    \$1574  = \$922 ;
     if (rst) begin
-      \$1574  = 4'h0;
+      \$1574  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = dw_ky4;
+    \$1575  = pad_a1_ky4;
     if (rst) begin
-      \$1575  = 4'h0;
+      \$1575  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = dw_ky4_s1;
+    \$1576  = dw4_pad_a1;
     if (rst) begin
-      \$1576  = 4'h0;
+      \$1576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = dw_ky4_s2;
+    \$1577  = \$926 ;
     if (rst) begin
-      \$1577  = 4'h0;
+      \$1577  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = dw_ky4_s3;
+    \$1578  = \$930 ;
     if (rst) begin
-      \$1578  = 4'h0;
+      \$1578  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = dw_kx4;
+    \$1579  = \$934 ;
     if (rst) begin
-      \$1579  = 4'h0;
+      \$1579  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = dw_kx4_s1;
+    \$1580  = \$938 ;
     if (rst) begin
-      \$1580  = 4'h0;
+      \$1580  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = dw_kx4_s2;
+    \$1581  = pad_b1_ky4;
     if (rst) begin
-      \$1581  = 4'h0;
+      \$1581  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = dwcol4;
-    casez (desc[90:87])
-      4'h1:
-          \$1582  = \$956 [3:0];
-      4'h2:
-          \$1582  = \$957 [3:0];
-    endcase
+    \$1582  = dw4_pad_b1;
     if (rst) begin
-      \$1582  = 4'h0;
+      \$1582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = dw_ky5;
+    \$1583  = win4_0;
+    if (\$940 ) begin
+      \$1583  = \$942 ;
+    end
+    if (\$943 ) begin
+      \$1583  = \$945 ;
+    end
     if (rst) begin
-      \$1583  = 4'h0;
+      \$1583  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = dw_ky5_s1;
+    \$1584  = win4_1;
+    if (\$940 ) begin
+      \$1584  = win4_0;
+    end
+    if (\$943 ) begin
+      \$1584  = \$947 ;
+    end
     if (rst) begin
-      \$1584  = 4'h0;
+      \$1584  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = dw_ky5_s2;
+    \$1585  = win4_2;
+    if (\$940 ) begin
+      \$1585  = win4_1;
+    end
+    if (\$943 ) begin
+      \$1585  = win4_0;
+    end
     if (rst) begin
-      \$1585  = 4'h0;
+      \$1585  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = dw_ky5_s3;
+    \$1586  = win4_3;
+    if (\$940 ) begin
+      \$1586  = win4_2;
+    end
+    if (\$943 ) begin
+      \$1586  = win4_1;
+    end
     if (rst) begin
-      \$1586  = 4'h0;
+      \$1586  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = dw_kx5;
+    \$1587  = win4_4;
+    if (\$940 ) begin
+      \$1587  = win4_3;
+    end
+    if (\$943 ) begin
+      \$1587  = win4_2;
+    end
     if (rst) begin
-      \$1587  = 4'h0;
+      \$1587  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = dw_kx5_s1;
+    \$1588  = win4_5;
+    if (\$940 ) begin
+      \$1588  = win4_4;
+    end
+    if (\$943 ) begin
+      \$1588  = win4_3;
+    end
     if (rst) begin
-      \$1588  = 4'h0;
+      \$1588  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = dw_kx5_s2;
+    \$1589  = win4_6;
+    if (\$940 ) begin
+      \$1589  = win4_5;
+    end
+    if (\$943 ) begin
+      \$1589  = win4_4;
+    end
     if (rst) begin
-      \$1589  = 4'h0;
+      \$1589  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = dwcol5;
-    casez (desc[90:87])
-      4'h1:
-          \$1590  = \$958 [3:0];
-      4'h2:
-          \$1590  = \$959 [3:0];
-    endcase
+    \$1590  = win4_7;
+    if (\$940 ) begin
+      \$1590  = win4_6;
+    end
+    if (\$943 ) begin
+      \$1590  = win4_5;
+    end
     if (rst) begin
-      \$1590  = 4'h0;
+      \$1590  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = dw_ky6;
+    \$1591  = win4_8;
+    if (\$940 ) begin
+      \$1591  = win4_7;
+    end
+    if (\$943 ) begin
+      \$1591  = win4_6;
+    end
     if (rst) begin
-      \$1591  = 4'h0;
+      \$1591  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = dw_ky6_s1;
+    \$1592  = dw_ky0;
     if (rst) begin
       \$1592  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = dw_ky6_s2;
+    \$1593  = dw_ky0_s1;
     if (rst) begin
       \$1593  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = dw_ky6_s3;
+    \$1594  = dw_ky0_s2;
     if (rst) begin
       \$1594  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = dw_kx6;
+    \$1595  = dw_ky0_s3;
     if (rst) begin
       \$1595  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = dw_kx6_s1;
+    \$1596  = dw_kx0;
     if (rst) begin
       \$1596  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = dw_kx6_s2;
+    \$1597  = dw_kx0_s1;
     if (rst) begin
       \$1597  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = dwcol6;
-    casez (desc[90:87])
-      4'h1:
-          \$1598  = \$960 [3:0];
-      4'h2:
-          \$1598  = \$961 [3:0];
-    endcase
+    \$1598  = dw_kx0_s2;
     if (rst) begin
       \$1598  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = dw_ky7;
+    \$1599  = dwcol0;
+    casez (desc[90:87])
+      4'h1:
+          \$1599  = \$948 [3:0];
+      4'h2:
+          \$1599  = \$949 [3:0];
+    endcase
     if (rst) begin
       \$1599  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = dw_ky7_s1;
+    \$1600  = dw_ky1;
     if (rst) begin
       \$1600  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = dw_ky7_s2;
+    \$1601  = dw_ky1_s1;
     if (rst) begin
       \$1601  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = dw_ky7_s3;
+    \$1602  = dw_ky1_s2;
     if (rst) begin
       \$1602  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = dw_kx7;
+    \$1603  = dw_ky1_s3;
     if (rst) begin
       \$1603  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = dw_kx7_s1;
+    \$1604  = dw_kx1;
     if (rst) begin
       \$1604  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = dw_kx7_s2;
+    \$1605  = dw_kx1_s1;
     if (rst) begin
       \$1605  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = dwcol7;
-    casez (desc[90:87])
-      4'h1:
-          \$1606  = \$962 [3:0];
-      4'h2:
-          \$1606  = \$963 [3:0];
-    endcase
+    \$1606  = dw_kx1_s2;
     if (rst) begin
       \$1606  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = sb4;
+    \$1607  = dwcol1;
+    casez (desc[90:87])
+      4'h1:
+          \$1607  = \$950 [3:0];
+      4'h2:
+          \$1607  = \$951 [3:0];
+    endcase
     if (rst) begin
-      \$1607  = 30'h00000000;
+      \$1607  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = sb_p5;
+    \$1608  = dw_ky2;
     if (rst) begin
-      \$1608  = 30'h00000000;
+      \$1608  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = sb_p6;
+    \$1609  = dw_ky2_s1;
     if (rst) begin
-      \$1609  = 30'h00000000;
+      \$1609  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = sb_p7;
+    \$1610  = dw_ky2_s2;
     if (rst) begin
-      \$1610  = 30'h00000000;
+      \$1610  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = sb_p8;
+    \$1611  = dw_ky2_s3;
     if (rst) begin
-      \$1611  = 30'h00000000;
+      \$1611  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = sb_p9;
+    \$1612  = dw_kx2;
     if (rst) begin
-      \$1612  = 30'h00000000;
+      \$1612  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = sb_p10;
+    \$1613  = dw_kx2_s1;
     if (rst) begin
-      \$1613  = 30'h00000000;
+      \$1613  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = sb_p11;
+    \$1614  = dw_kx2_s2;
     if (rst) begin
-      \$1614  = 30'h00000000;
+      \$1614  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = sb_p12;
+    \$1615  = dwcol2;
+    casez (desc[90:87])
+      4'h1:
+          \$1615  = \$952 [3:0];
+      4'h2:
+          \$1615  = \$953 [3:0];
+    endcase
     if (rst) begin
-      \$1615  = 30'h00000000;
+      \$1615  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = sb_p13;
+    \$1616  = dw_ky3;
     if (rst) begin
-      \$1616  = 30'h00000000;
+      \$1616  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = sb_p14;
+    \$1617  = dw_ky3_s1;
     if (rst) begin
-      \$1617  = 30'h00000000;
+      \$1617  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = sb_p15;
+    \$1618  = dw_ky3_s2;
     if (rst) begin
-      \$1618  = 30'h00000000;
+      \$1618  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = sb_p16;
+    \$1619  = dw_ky3_s3;
     if (rst) begin
-      \$1619  = 30'h00000000;
+      \$1619  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = sb_p17;
+    \$1620  = dw_kx3;
     if (rst) begin
-      \$1620  = 30'h00000000;
+      \$1620  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = sb_p18;
+    \$1621  = dw_kx3_s1;
     if (rst) begin
-      \$1621  = 30'h00000000;
+      \$1621  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = sb_p19;
+    \$1622  = dw_kx3_s2;
     if (rst) begin
-      \$1622  = 30'h00000000;
+      \$1622  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = sb_p20;
+    \$1623  = dwcol3;
+    casez (desc[90:87])
+      4'h1:
+          \$1623  = \$954 [3:0];
+      4'h2:
+          \$1623  = \$955 [3:0];
+    endcase
     if (rst) begin
-      \$1623  = 30'h00000000;
+      \$1623  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = acc_r__data;
+    \$1624  = dw_ky4;
     if (rst) begin
-      \$1624  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1624  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = pm_r__data;
+    \$1625  = dw_ky4_s1;
     if (rst) begin
-      \$1625  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1625  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = sums;
+    \$1626  = dw_ky4_s2;
     if (rst) begin
-      \$1626  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1626  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = fwd_sums;
+    \$1627  = dw_ky4_s3;
     if (rst) begin
-      \$1627  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1627  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = \$967 ;
+    \$1628  = dw_kx4;
     if (rst) begin
-      \$1628  = 1'h0;
+      \$1628  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = \$971 ;
+    \$1629  = dw_kx4_s1;
     if (rst) begin
-      \$1629  = 1'h0;
+      \$1629  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = fwd_hit2_pre;
+    \$1630  = dw_kx4_s2;
     if (rst) begin
-      \$1630  = 1'h0;
+      \$1630  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = \$972 ;
+    \$1631  = dwcol4;
+    casez (desc[90:87])
+      4'h1:
+          \$1631  = \$956 [3:0];
+      4'h2:
+          \$1631  = \$957 [3:0];
+    endcase
     if (rst) begin
-      \$1631  = 1'h0;
+      \$1631  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = sb_p21[5];
+    \$1632  = dw_ky5;
     if (rst) begin
-      \$1632  = 1'h0;
+      \$1632  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = sums;
+    \$1633  = dw_ky5_s1;
     if (rst) begin
-      \$1633  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1633  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = pm_q;
+    \$1634  = dw_ky5_s2;
     if (rst) begin
-      \$1634  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1634  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = reserved;
+    \$1635  = dw_ky5_s3;
+    if (rst) begin
+      \$1635  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1636  = dw_kx5;
+    if (rst) begin
+      \$1636  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1637  = dw_kx5_s1;
+    if (rst) begin
+      \$1637  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1638  = dw_kx5_s2;
+    if (rst) begin
+      \$1638  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1639  = dwcol5;
+    casez (desc[90:87])
+      4'h1:
+          \$1639  = \$958 [3:0];
+      4'h2:
+          \$1639  = \$959 [3:0];
+    endcase
+    if (rst) begin
+      \$1639  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1640  = dw_ky6;
+    if (rst) begin
+      \$1640  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1641  = dw_ky6_s1;
+    if (rst) begin
+      \$1641  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1642  = dw_ky6_s2;
+    if (rst) begin
+      \$1642  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1643  = dw_ky6_s3;
+    if (rst) begin
+      \$1643  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1644  = dw_kx6;
+    if (rst) begin
+      \$1644  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1645  = dw_kx6_s1;
+    if (rst) begin
+      \$1645  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1646  = dw_kx6_s2;
+    if (rst) begin
+      \$1646  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1647  = dwcol6;
+    casez (desc[90:87])
+      4'h1:
+          \$1647  = \$960 [3:0];
+      4'h2:
+          \$1647  = \$961 [3:0];
+    endcase
+    if (rst) begin
+      \$1647  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1648  = dw_ky7;
+    if (rst) begin
+      \$1648  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1649  = dw_ky7_s1;
+    if (rst) begin
+      \$1649  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1650  = dw_ky7_s2;
+    if (rst) begin
+      \$1650  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1651  = dw_ky7_s3;
+    if (rst) begin
+      \$1651  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1652  = dw_kx7;
+    if (rst) begin
+      \$1652  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1653  = dw_kx7_s1;
+    if (rst) begin
+      \$1653  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1654  = dw_kx7_s2;
+    if (rst) begin
+      \$1654  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1655  = dwcol7;
+    casez (desc[90:87])
+      4'h1:
+          \$1655  = \$962 [3:0];
+      4'h2:
+          \$1655  = \$963 [3:0];
+    endcase
+    if (rst) begin
+      \$1655  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1656  = sb4;
+    if (rst) begin
+      \$1656  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1657  = sb_p5;
+    if (rst) begin
+      \$1657  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1658  = sb_p6;
+    if (rst) begin
+      \$1658  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1659  = sb_p7;
+    if (rst) begin
+      \$1659  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1660  = sb_p8;
+    if (rst) begin
+      \$1660  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1661  = sb_p9;
+    if (rst) begin
+      \$1661  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1662  = sb_p10;
+    if (rst) begin
+      \$1662  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1663  = sb_p11;
+    if (rst) begin
+      \$1663  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1664  = sb_p12;
+    if (rst) begin
+      \$1664  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1665  = sb_p13;
+    if (rst) begin
+      \$1665  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1666  = sb_p14;
+    if (rst) begin
+      \$1666  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1667  = sb_p15;
+    if (rst) begin
+      \$1667  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1668  = sb_p16;
+    if (rst) begin
+      \$1668  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1669  = sb_p17;
+    if (rst) begin
+      \$1669  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1670  = sb_p18;
+    if (rst) begin
+      \$1670  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1671  = sb_p19;
+    if (rst) begin
+      \$1671  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1672  = sb_p20;
+    if (rst) begin
+      \$1672  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1673  = acc_r__data;
+    if (rst) begin
+      \$1673  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1674  = pm_r__data;
+    if (rst) begin
+      \$1674  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1675  = sums;
+    if (rst) begin
+      \$1675  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1676  = fwd_sums;
+    if (rst) begin
+      \$1676  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1677  = \$967 ;
+    if (rst) begin
+      \$1677  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1678  = \$971 ;
+    if (rst) begin
+      \$1678  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1679  = fwd_hit2_pre;
+    if (rst) begin
+      \$1679  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1680  = \$972 ;
+    if (rst) begin
+      \$1680  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1681  = sb_p21[5];
+    if (rst) begin
+      \$1681  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1682  = sums;
+    if (rst) begin
+      \$1682  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1683  = pm_q;
+    if (rst) begin
+      \$1683  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1684  = reserved;
     if (\$984 ) begin
-      \$1635  = \$997 [7:0];
+      \$1684  = \$997 [7:0];
     end else if (\$996 ) begin
-      \$1635  = \$998 [7:0];
+      \$1684  = \$998 [7:0];
     end
-    if (\$1190 ) begin
-      \$1635  = 8'h00;
+    if (\$1239 ) begin
+      \$1684  = 8'h00;
     end
     if (rst) begin
-      \$1635  = 8'h00;
+      \$1684  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = wm_r__data;
+    \$1685  = wm_r__data;
     if (rst) begin
-      \$1636  = 64'h0000000000000000;
+      \$1685  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = w_word1;
+    \$1686  = w_word1;
     if (rst) begin
-      \$1637  = 64'h0000000000000000;
+      \$1686  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = latch2;
+    \$1687  = latch2;
     if (rst) begin
-      \$1638  = 1'h0;
+      \$1687  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = w_latch1;
+    \$1688  = w_latch1;
     if (rst) begin
-      \$1639  = 1'h0;
+      \$1688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = latch_bank2;
+    \$1689  = latch_bank2;
     if (rst) begin
-      \$1640  = 1'h0;
+      \$1689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = w_bank1;
-    if (rst) begin
-      \$1641  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = 1'h0;
-    if (\$1190 ) begin
-      \$1642  = 1'h0;
-    end
-    if (\$1310 ) begin
-    end else if (ld_start) begin
-    end else if (ld_busy) begin
-      if (\$1315 ) begin
-        \$1642  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$1642  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = latch1;
-    if (\$1190 ) begin
-      \$1643  = 1'h0;
-    end
-    if (rst) begin
-      \$1643  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = latch_bank1;
-    if (rst) begin
-      \$1644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1645  = 2'h0;
-    end else begin
-      \$1645  = \$1001 [1:0];
-    end
-    if (rst) begin
-      \$1645  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1646  = 2'h0;
-    end else begin
-      \$1646  = \$1003 [1:0];
-    end
-    if (rst) begin
-      \$1646  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = fold_bank;
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1647  = 1'h0;
-    end else begin
-      if (fold_end) begin
-        \$1647  = \$1004 ;
-      end
-    end
-    if (rst) begin
-      \$1647  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = ld_bank;
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1648  = 1'h0;
-    end else begin
-      if (ld_start) begin
-        \$1648  = \$1005 ;
-      end
-    end
-    if (rst) begin
-      \$1648  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = desc;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1649  = i_desc__payload;
-          end
-    endcase
-    if (rst) begin
-      \$1649  = 156'h000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = state;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1650  = 3'h1;
-          end
-      3'h1:
-          \$1650  = 3'h2;
-      3'h2:
-          (* full_case = 32'd1 *)
-          if (bad) begin
-            \$1650  = 3'h4;
-          end else begin
-            \$1650  = 3'h3;
-          end
-      3'h3:
-          if (\$1121 ) begin
-            \$1650  = 3'h5;
-          end
-      3'h4:
-          if (\$1126 ) begin
-            \$1650  = 3'h5;
-          end
-      3'h5:
-          if (o_status__ready) begin
-            \$1650  = 3'h0;
-          end
-    endcase
-    if (\$1131 ) begin
-      \$1650  = 3'h4;
-    end
-    if (rst) begin
-      \$1650  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = error;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1651  = 8'h00;
-          end
-      3'h1:
-          /* empty */;
-      3'h2:
-          if (bad) begin
-            \$1651  = \$1115 ;
-          end
-    endcase
-    if (\$1159 ) begin
-      \$1651  = \$1160 ;
-    end
-    if (rst) begin
-      \$1651  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = mul_ph;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1652  = { \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007  };
-          end
-    endcase
-    if (rst) begin
-      \$1652  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = mul_kh;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1653  = { \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009  };
-          end
-    endcase
-    if (rst) begin
-      \$1653  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = mul_ow;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1654  = { \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011  };
-          end
-    endcase
-    if (rst) begin
-      \$1654  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = mul_kw;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1655  = { \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013  };
-          end
-    endcase
-    if (rst) begin
-      \$1655  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = mul_oh;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1656  = { \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015  };
-          end
-    endcase
-    if (rst) begin
-      \$1656  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = mul_hw;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1657  = \$1018 [17:0];
-          end
-    endcase
-    if (rst) begin
-      \$1657  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = dw_q;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1658  = 4'h8;
-            3'h2:
-                \$1658  = 4'h4;
-            3'h3:
-                \$1658  = 4'h2;
-            3'h4:
-                \$1658  = 4'h2;
-            3'h5:
-                \$1658  = 4'h1;
-            3'h6:
-                \$1658  = 4'h1;
-            3'h7:
-                \$1658  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1658  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = dw_rm;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1659  = 4'h0;
-            3'h2:
-                \$1659  = 4'h0;
-            3'h3:
-                \$1659  = 4'h2;
-            3'h4:
-                \$1659  = 4'h0;
-            3'h5:
-                \$1659  = 4'h3;
-            3'h6:
-                \$1659  = 4'h2;
-            3'h7:
-                \$1659  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1659  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = dw_ky_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1660  = 4'h0;
-            3'h2:
-                \$1660  = 4'h0;
-            3'h3:
-                \$1660  = 4'h0;
-            3'h4:
-                \$1660  = 4'h0;
-            3'h5:
-                \$1660  = 4'h0;
-            3'h6:
-                \$1660  = 4'h0;
-            3'h7:
-                \$1660  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1660  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = dw_kx_init0;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1661  = 4'h0;
-            3'h2:
-                \$1661  = 4'h0;
-            3'h3:
-                \$1661  = 4'h0;
-            3'h4:
-                \$1661  = 4'h0;
-            3'h5:
-                \$1661  = 4'h0;
-            3'h6:
-                \$1661  = 4'h0;
-            3'h7:
-                \$1661  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1661  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = dw_ky_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1662  = 4'h1;
-            3'h2:
-                \$1662  = 4'h0;
-            3'h3:
-                \$1662  = 4'h0;
-            3'h4:
-                \$1662  = 4'h0;
-            3'h5:
-                \$1662  = 4'h0;
-            3'h6:
-                \$1662  = 4'h0;
-            3'h7:
-                \$1662  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1662  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = dw_kx_init1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1663  = 4'h0;
-            3'h2:
-                \$1663  = 4'h1;
-            3'h3:
-                \$1663  = 4'h1;
-            3'h4:
-                \$1663  = 4'h1;
-            3'h5:
-                \$1663  = 4'h1;
-            3'h6:
-                \$1663  = 4'h1;
-            3'h7:
-                \$1663  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1663  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = dw_ky_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1664  = 4'h2;
-            3'h2:
-                \$1664  = 4'h1;
-            3'h3:
-                \$1664  = 4'h0;
-            3'h4:
-                \$1664  = 4'h0;
-            3'h5:
-                \$1664  = 4'h0;
-            3'h6:
-                \$1664  = 4'h0;
-            3'h7:
-                \$1664  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1664  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = dw_kx_init2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1665  = 4'h0;
-            3'h2:
-                \$1665  = 4'h0;
-            3'h3:
-                \$1665  = 4'h2;
-            3'h4:
-                \$1665  = 4'h2;
-            3'h5:
-                \$1665  = 4'h2;
-            3'h6:
-                \$1665  = 4'h2;
-            3'h7:
-                \$1665  = 4'h2;
-          endcase
-    endcase
-    if (rst) begin
-      \$1665  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = dw_ky_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1666  = 4'h3;
-            3'h2:
-                \$1666  = 4'h1;
-            3'h3:
-                \$1666  = 4'h1;
-            3'h4:
-                \$1666  = 4'h0;
-            3'h5:
-                \$1666  = 4'h0;
-            3'h6:
-                \$1666  = 4'h0;
-            3'h7:
-                \$1666  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1666  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = dw_kx_init3;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1667  = 4'h0;
-            3'h2:
-                \$1667  = 4'h1;
-            3'h3:
-                \$1667  = 4'h0;
-            3'h4:
-                \$1667  = 4'h3;
-            3'h5:
-                \$1667  = 4'h3;
-            3'h6:
-                \$1667  = 4'h3;
-            3'h7:
-                \$1667  = 4'h3;
-          endcase
-    endcase
-    if (rst) begin
-      \$1667  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = dw_ky_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1668  = 4'h4;
-            3'h2:
-                \$1668  = 4'h2;
-            3'h3:
-                \$1668  = 4'h1;
-            3'h4:
-                \$1668  = 4'h1;
-            3'h5:
-                \$1668  = 4'h0;
-            3'h6:
-                \$1668  = 4'h0;
-            3'h7:
-                \$1668  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1668  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = dw_kx_init4;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1669  = 4'h0;
-            3'h2:
-                \$1669  = 4'h0;
-            3'h3:
-                \$1669  = 4'h1;
-            3'h4:
-                \$1669  = 4'h0;
-            3'h5:
-                \$1669  = 4'h4;
-            3'h6:
-                \$1669  = 4'h4;
-            3'h7:
-                \$1669  = 4'h4;
-          endcase
-    endcase
-    if (rst) begin
-      \$1669  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = dw_ky_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1670  = 4'h5;
-            3'h2:
-                \$1670  = 4'h2;
-            3'h3:
-                \$1670  = 4'h1;
-            3'h4:
-                \$1670  = 4'h1;
-            3'h5:
-                \$1670  = 4'h1;
-            3'h6:
-                \$1670  = 4'h0;
-            3'h7:
-                \$1670  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1670  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = dw_kx_init5;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1671  = 4'h0;
-            3'h2:
-                \$1671  = 4'h1;
-            3'h3:
-                \$1671  = 4'h2;
-            3'h4:
-                \$1671  = 4'h1;
-            3'h5:
-                \$1671  = 4'h0;
-            3'h6:
-                \$1671  = 4'h5;
-            3'h7:
-                \$1671  = 4'h5;
-          endcase
-    endcase
-    if (rst) begin
-      \$1671  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = dw_ky_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1672  = 4'h6;
-            3'h2:
-                \$1672  = 4'h3;
-            3'h3:
-                \$1672  = 4'h2;
-            3'h4:
-                \$1672  = 4'h1;
-            3'h5:
-                \$1672  = 4'h1;
-            3'h6:
-                \$1672  = 4'h1;
-            3'h7:
-                \$1672  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1672  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = dw_kx_init6;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1673  = 4'h0;
-            3'h2:
-                \$1673  = 4'h0;
-            3'h3:
-                \$1673  = 4'h0;
-            3'h4:
-                \$1673  = 4'h2;
-            3'h5:
-                \$1673  = 4'h1;
-            3'h6:
-                \$1673  = 4'h0;
-            3'h7:
-                \$1673  = 4'h6;
-          endcase
-    endcase
-    if (rst) begin
-      \$1673  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = dw_ky_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1674  = 4'h7;
-            3'h2:
-                \$1674  = 4'h3;
-            3'h3:
-                \$1674  = 4'h2;
-            3'h4:
-                \$1674  = 4'h1;
-            3'h5:
-                \$1674  = 4'h1;
-            3'h6:
-                \$1674  = 4'h1;
-            3'h7:
-                \$1674  = 4'h1;
-          endcase
-    endcase
-    if (rst) begin
-      \$1674  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = dw_kx_init7;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1675  = 4'h0;
-            3'h2:
-                \$1675  = 4'h1;
-            3'h3:
-                \$1675  = 4'h1;
-            3'h4:
-                \$1675  = 4'h3;
-            3'h5:
-                \$1675  = 4'h2;
-            3'h6:
-                \$1675  = 4'h1;
-            3'h7:
-                \$1675  = 4'h0;
-          endcase
-    endcase
-    if (rst) begin
-      \$1675  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = taps;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1676  = \$1019 ;
-    endcase
-    if (rst) begin
-      \$1676  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = pass_span;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1677  = \$1021 [28:0];
-    endcase
-    if (rst) begin
-      \$1677  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = ow_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1678  = \$1022 [6:0];
-    endcase
-    if (rst) begin
-      \$1678  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = ow_m2;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1679  = \$1023 [6:0];
-    endcase
-    if (rst) begin
-      \$1679  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = kw_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1680  = \$1024 [2:0];
-    endcase
-    if (rst) begin
-      \$1680  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = kh_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1681  = \$1025 [2:0];
-    endcase
-    if (rst) begin
-      \$1681  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = cot_m1;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1682  = \$1026 [6:0];
-    endcase
-    if (rst) begin
-      \$1682  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = pass_step;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1683  = { 15'h0000, \$1027  };
-    endcase
-    if (rst) begin
-      \$1683  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = acc_need;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1684  = \$1028 ;
-    endcase
-    if (rst) begin
-      \$1684  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = last_ix;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1685  = \$1030 [28:0];
-    endcase
-    if (rst) begin
-      \$1685  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = last_iy;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1686  = \$1032 [28:0];
-    endcase
-    if (rst) begin
-      \$1686  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = act_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1687  = \$1034 [22:0];
-    endcase
-    if (rst) begin
-      \$1687  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = w_total;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1688  = \$1035 ;
-    endcase
-    if (rst) begin
-      \$1688  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = dw_first_rc;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1689  = mul_kw[11:0];
-    endcase
-    if (rst) begin
-      \$1689  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = dw_dual;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1690  = dual_ok;
-    endcase
+    \$1690  = w_bank1;
     if (rst) begin
       \$1690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = qlo;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1691  = \$1038 [16:0];
-    endcase
-    if (rst) begin
-      \$1691  = 17'h00000;
+    \$1691  = 1'h0;
+    if (\$1239 ) begin
+      \$1691  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = hi;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1692  = \$1041 [16:0];
-    endcase
-    if (rst) begin
-      \$1692  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = x_bound;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1693  = \$1043 [29:0];
-    endcase
-    if (rst) begin
-      \$1693  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = y_bound;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1694  = \$1045 [29:0];
-    endcase
-    if (rst) begin
-      \$1694  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = bad_desc;
-    casez (state)
-      3'h0:
-          /* empty */;
-      3'h1:
-          \$1695  = \$1114 ;
-    endcase
-    if (rst) begin
-      \$1695  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = abort_timer;
-    if (\$1127 ) begin
-      \$1696  = 6'h23;
-    end else if (\$1128 ) begin
-      \$1696  = \$1129 [5:0];
-    end
-    if (rst) begin
-      \$1696  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = p_count;
-    if (\$1132 ) begin
-      \$1697  = \$1133 [7:0];
-    end
-    if (\$1190 ) begin
-      \$1697  = 8'h00;
-    end
-    if (rst) begin
-      \$1697  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = tiles_sum;
-    if (\$1132 ) begin
-      if (\$1134 ) begin
-        \$1698  = \$1137 [23:0];
+    if (\$1359 ) begin
+    end else if (ld_start) begin
+    end else if (ld_busy) begin
+      if (\$1364 ) begin
+        \$1691  = 1'h1;
       end
     end
-    if (\$1190 ) begin
-      \$1698  = 24'h000000;
-    end
     if (rst) begin
-      \$1698  = 24'h000000;
+      \$1691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = p_done;
-    if (\$1132 ) begin
-      if (i_param__payload[562]) begin
-        \$1699  = 1'h1;
-      end
-    end
-    if (\$1190 ) begin
-      \$1699  = 1'h0;
+    \$1692  = latch1;
+    if (\$1239 ) begin
+      \$1692  = 1'h0;
     end
     if (rst) begin
-      \$1699  = 1'h0;
+      \$1692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = p_checked;
-    if (\$1141 ) begin
-      \$1700  = 1'h1;
-    end
-    if (\$1190 ) begin
-      \$1700  = 1'h0;
-    end
+    \$1693  = latch_bank1;
     if (rst) begin
-      \$1700  = 1'h0;
+      \$1693  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = w_count;
-    if (\$1142 ) begin
-      if (\$1143 ) begin
-        \$1701  = \$1144 [16:0];
-      end
-    end
-    if (\$1190 ) begin
-      \$1701  = 17'h00000;
-    end
-    if (rst) begin
-      \$1701  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = w_done;
-    if (\$1142 ) begin
-      if (i_weight__payload[64]) begin
-        \$1702  = 1'h1;
-      end
-    end
-    if (\$1190 ) begin
-      \$1702  = 1'h0;
-    end
-    if (rst) begin
-      \$1702  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = a_count;
-    if (\$1145 ) begin
-      \$1703  = \$1146 [23:0];
-    end
-    if (\$1190 ) begin
-      \$1703  = 24'h000000;
-    end
-    if (rst) begin
-      \$1703  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = a_overflow;
-    if (\$1145 ) begin
-      \$1704  = \$1149 ;
-    end
-    if (\$1190 ) begin
-      \$1704  = \$1200 ;
-    end
-    if (rst) begin
-      \$1704  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = wr_ix;
-    if (\$1145 ) begin
-      (* full_case = 32'd1 *)
-      if (a_overflow) begin
-      end else if (desc[155]) begin
-        (* full_case = 32'd1 *)
-        if (row_end) begin
-          \$1705  = 7'h00;
-        end else begin
-          \$1705  = \$1154 [6:0];
-        end
-      end else begin
-        if (\$1156 ) begin
-          (* full_case = 32'd1 *)
-          if (row_end) begin
-            \$1705  = 7'h00;
-          end else begin
-            \$1705  = \$1157 [6:0];
-          end
-        end
-      end
-    end
-    if (\$1190 ) begin
-      \$1705  = 7'h00;
-    end
-    if (rst) begin
-      \$1705  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = wr_cw;
-    if (\$1145 ) begin
-      (* full_case = 32'd1 *)
-      if (a_overflow) begin
-      end else if (desc[155]) begin
-        if (row_end) begin
-          if (\$1151 ) begin
-            \$1706  = \$1152 [4:0];
-          end
-        end
-      end else begin
-        (* full_case = 32'd1 *)
-        if (\$1156 ) begin
-          \$1706  = 5'h00;
-        end else begin
-          \$1706  = \$1158 [4:0];
-        end
-      end
-    end
-    if (\$1190 ) begin
-      \$1706  = 5'h00;
-    end
-    if (rst) begin
-      \$1706  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = words_in;
-    if (\$1145 ) begin
-      if (a_overflow) begin
-      end else if (desc[155]) begin
-        if (row_end) begin
-          if (\$1151 ) begin
-            \$1707  = \$1153 [5:0];
-          end
-        end
-      end
-    end
-    if (\$1190 ) begin
-      \$1707  = 6'h00;
-    end
-    if (rst) begin
-      \$1707  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = a_done;
-    if (\$1145 ) begin
-      if (i_act__payload[128]) begin
-        \$1708  = 1'h1;
-      end
-    end
-    if (\$1190 ) begin
-      \$1708  = 1'h0;
-    end
-    if (rst) begin
-      \$1708  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = \$1161 [10:0];
-    if (rst) begin
-      \$1709  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = row_free;
     (* full_case = 32'd1 *)
-    casez (lo_case)
-      2'h0:
-          casez (wr_case)
-            2'h0:
-                \$1710  = \$1163 ;
-            2'h1:
-                \$1710  = \$1165 ;
-            2'h2:
-                \$1710  = \$1168 ;
-          endcase
-      2'h1:
-          casez (wr_case)
-            2'h0:
-                \$1710  = \$1169 ;
-            2'h1:
-                \$1710  = \$1170 ;
-            2'h2:
-                \$1710  = \$1172 ;
-          endcase
-      2'h2:
-          casez (wr_case)
-            2'h0:
-                \$1710  = \$1173 ;
-            2'h1:
-                \$1710  = \$1174 ;
-            2'h2:
-                \$1710  = \$1176 ;
-          endcase
-      2'h3:
-          casez (wr_case)
-            2'h0:
-                \$1710  = \$1180 ;
-            2'h1:
-                \$1710  = \$1184 ;
-            2'h2:
-                \$1710  = \$1189 ;
+    if (\$999 ) begin
+      \$1694  = 2'h0;
+    end else begin
+      \$1694  = \$1001 [1:0];
+    end
+    if (rst) begin
+      \$1694  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$999 ) begin
+      \$1695  = 2'h0;
+    end else begin
+      \$1695  = \$1003 [1:0];
+    end
+    if (rst) begin
+      \$1695  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1696  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$999 ) begin
+      \$1696  = 1'h0;
+    end else begin
+      if (fold_end) begin
+        \$1696  = \$1004 ;
+      end
+    end
+    if (rst) begin
+      \$1696  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1697  = ld_bank;
+    (* full_case = 32'd1 *)
+    if (\$999 ) begin
+      \$1697  = 1'h0;
+    end else begin
+      if (ld_start) begin
+        \$1697  = \$1005 ;
+      end
+    end
+    if (rst) begin
+      \$1697  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1698  = desc;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1698  = i_desc__payload;
+          end
+    endcase
+    if (rst) begin
+      \$1698  = 156'h000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1699  = state;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1699  = 3'h1;
+          end
+      3'h1:
+          \$1699  = 3'h2;
+      3'h2:
+          (* full_case = 32'd1 *)
+          if (bad) begin
+            \$1699  = 3'h4;
+          end else begin
+            \$1699  = 3'h3;
+          end
+      3'h3:
+          if (\$1121 ) begin
+            \$1699  = 3'h5;
+          end
+      3'h4:
+          if (\$1126 ) begin
+            \$1699  = 3'h5;
+          end
+      3'h5:
+          if (o_status__ready) begin
+            \$1699  = 3'h0;
+          end
+    endcase
+    if (\$1131 ) begin
+      \$1699  = 3'h4;
+    end
+    if (rst) begin
+      \$1699  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1700  = error;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1700  = 8'h00;
+          end
+      3'h1:
+          /* empty */;
+      3'h2:
+          if (bad) begin
+            \$1700  = \$1115 ;
+          end
+    endcase
+    if (\$1159 ) begin
+      \$1700  = \$1160 ;
+    end
+    if (rst) begin
+      \$1700  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1701  = mul_ph;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1701  = { \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007  };
+          end
+    endcase
+    if (rst) begin
+      \$1701  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1702  = mul_kh;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1702  = { \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009  };
+          end
+    endcase
+    if (rst) begin
+      \$1702  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1703  = mul_ow;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1703  = { \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011  };
+          end
+    endcase
+    if (rst) begin
+      \$1703  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1704  = mul_kw;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1704  = { \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013  };
+          end
+    endcase
+    if (rst) begin
+      \$1704  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1705  = mul_oh;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1705  = { \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015  };
+          end
+    endcase
+    if (rst) begin
+      \$1705  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1706  = mul_hw;
+    casez (state)
+      3'h0:
+          if (i_desc__valid) begin
+            \$1706  = \$1018 [17:0];
+          end
+    endcase
+    if (rst) begin
+      \$1706  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1707  = dw_q;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1707  = 4'h8;
+            3'h2:
+                \$1707  = 4'h4;
+            3'h3:
+                \$1707  = 4'h2;
+            3'h4:
+                \$1707  = 4'h2;
+            3'h5:
+                \$1707  = 4'h1;
+            3'h6:
+                \$1707  = 4'h1;
+            3'h7:
+                \$1707  = 4'h1;
           endcase
     endcase
     if (rst) begin
-      \$1710  = 1'h0;
+      \$1707  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = sq;
-    if (\$1190 ) begin
-      \$1711  = 2'h0;
-    end else if (\$1191 ) begin
-      \$1711  = 2'h3;
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            if (params_ok) begin
-              \$1711  = 2'h1;
-            end
-        2'h1:
-            if (rows_ready) begin
-              \$1711  = 2'h2;
-            end
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    (* full_case = 32'd1 *)
-                    if (\$1305 ) begin
-                      \$1711  = 2'h3;
-                    end else begin
-                      \$1711  = 2'h1;
-                    end
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1708  = dw_rm;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1708  = 4'h0;
+            3'h2:
+                \$1708  = 4'h0;
+            3'h3:
+                \$1708  = 4'h2;
+            3'h4:
+                \$1708  = 4'h0;
+            3'h5:
+                \$1708  = 4'h3;
+            3'h6:
+                \$1708  = 4'h2;
+            3'h7:
+                \$1708  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
-      \$1711  = 2'h0;
+      \$1708  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = t;
-    if (\$1190 ) begin
-      \$1712  = 7'h00;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                    \$1712  = \$1299 [6:0];
-                  end else begin
-                    \$1712  = 7'h00;
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1709  = dw_ky_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1709  = 4'h0;
+            3'h2:
+                \$1709  = 4'h0;
+            3'h3:
+                \$1709  = 4'h0;
+            3'h4:
+                \$1709  = 4'h0;
+            3'h5:
+                \$1709  = 4'h0;
+            3'h6:
+                \$1709  = 4'h0;
+            3'h7:
+                \$1709  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1712  = 7'h00;
+      \$1709  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = ky;
-    if (\$1190 ) begin
-      \$1713  = 3'h0;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                  \$1713  = \$1290 [2:0];
-                end else if (\$1285 ) begin
-                  \$1713  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
+    \$1710  = dw_kx_init0;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1710  = 4'h0;
+            3'h2:
+                \$1710  = 4'h0;
+            3'h3:
+                \$1710  = 4'h0;
+            3'h4:
+                \$1710  = 4'h0;
+            3'h5:
+                \$1710  = 4'h0;
+            3'h6:
+                \$1710  = 4'h0;
+            3'h7:
+                \$1710  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1713  = 3'h0;
+      \$1710  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = kx;
-    if (\$1190 ) begin
-      \$1714  = 3'h0;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                  \$1714  = \$1286 [2:0];
-                end else if (\$1284 ) begin
-                  \$1714  = 3'h0;
-                end else if (\$1285 ) begin
-                  \$1714  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
+    \$1711  = dw_ky_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1711  = 4'h1;
+            3'h2:
+                \$1711  = 4'h0;
+            3'h3:
+                \$1711  = 4'h0;
+            3'h4:
+                \$1711  = 4'h0;
+            3'h5:
+                \$1711  = 4'h0;
+            3'h6:
+                \$1711  = 4'h0;
+            3'h7:
+                \$1711  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1714  = 3'h0;
+      \$1711  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = j;
-    if (\$1190 ) begin
-      \$1715  = 5'h00;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1232 ) begin
-                  \$1715  = \$1233 [4:0];
-                end
-                if (\$1279 ) begin
-                  \$1715  = 5'h00;
-                end else if (\$1284 ) begin
-                  \$1715  = 5'h00;
-                end else if (\$1285 ) begin
-                  \$1715  = 5'h00;
-                end
-              end
-            end
-      endcase
-    end
+    \$1712  = dw_kx_init1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1712  = 4'h0;
+            3'h2:
+                \$1712  = 4'h1;
+            3'h3:
+                \$1712  = 4'h1;
+            3'h4:
+                \$1712  = 4'h1;
+            3'h5:
+                \$1712  = 4'h1;
+            3'h6:
+                \$1712  = 4'h1;
+            3'h7:
+                \$1712  = 4'h1;
+          endcase
+    endcase
     if (rst) begin
-      \$1715  = 5'h00;
+      \$1712  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = g;
-    if (\$1190 ) begin
-      \$1716  = 11'h000;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-                \$1716  = \$1226 [10:0];
-              end else begin
-                \$1716  = 11'h000;
-              end
-            end
-      endcase
-    end
+    \$1713  = dw_ky_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1713  = 4'h2;
+            3'h2:
+                \$1713  = 4'h1;
+            3'h3:
+                \$1713  = 4'h0;
+            3'h4:
+                \$1713  = 4'h0;
+            3'h5:
+                \$1713  = 4'h0;
+            3'h6:
+                \$1713  = 4'h0;
+            3'h7:
+                \$1713  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1716  = 11'h000;
+      \$1713  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = ox;
-    if (\$1190 ) begin
-      \$1717  = 7'h00;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                if (is_elem) begin
-                  \$1717  = \$1216 [6:0];
-                end
-              end else if (\$1207 ) begin
-                \$1717  = \$1220 [6:0];
-              end else if (\$1209 ) begin
-                \$1717  = 7'h00;
-              end else begin
-                \$1717  = 7'h00;
-              end
-            end
-      endcase
-    end
+    \$1714  = dw_kx_init2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1714  = 4'h0;
+            3'h2:
+                \$1714  = 4'h0;
+            3'h3:
+                \$1714  = 4'h2;
+            3'h4:
+                \$1714  = 4'h2;
+            3'h5:
+                \$1714  = 4'h2;
+            3'h6:
+                \$1714  = 4'h2;
+            3'h7:
+                \$1714  = 4'h2;
+          endcase
+    endcase
     if (rst) begin
-      \$1717  = 7'h00;
+      \$1714  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1718  = at_last_ox;
-    if (\$1190 ) begin
-      \$1718  = \$1193 ;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                if (is_elem) begin
-                  \$1718  = \$1217 ;
-                end
-              end else if (\$1207 ) begin
-                \$1718  = \$1221 ;
-              end else if (\$1209 ) begin
-                \$1718  = \$1225 ;
-              end else begin
-                \$1718  = \$1230 ;
-              end
-            end
-      endcase
-    end
+    \$1715  = dw_ky_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1715  = 4'h3;
+            3'h2:
+                \$1715  = 4'h1;
+            3'h3:
+                \$1715  = 4'h1;
+            3'h4:
+                \$1715  = 4'h0;
+            3'h5:
+                \$1715  = 4'h0;
+            3'h6:
+                \$1715  = 4'h0;
+            3'h7:
+                \$1715  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1718  = 1'h0;
+      \$1715  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1719  = rows_left;
-    if (\$1190 ) begin
-      \$1719  = { 1'h0, desc[52:42] };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    \$1719  = \$1300 [11:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1716  = dw_kx_init3;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1716  = 4'h0;
+            3'h2:
+                \$1716  = 4'h1;
+            3'h3:
+                \$1716  = 4'h0;
+            3'h4:
+                \$1716  = 4'h3;
+            3'h5:
+                \$1716  = 4'h3;
+            3'h6:
+                \$1716  = 4'h3;
+            3'h7:
+                \$1716  = 4'h3;
+          endcase
+    endcase
     if (rst) begin
-      \$1719  = 12'h000;
+      \$1716  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1720  = y_pass;
-    if (\$1190 ) begin
-      \$1720  = { \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194 [7], \$1194  };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    \$1720  = \$1301 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1717  = dw_ky_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1717  = 4'h4;
+            3'h2:
+                \$1717  = 4'h2;
+            3'h3:
+                \$1717  = 4'h1;
+            3'h4:
+                \$1717  = 4'h1;
+            3'h5:
+                \$1717  = 4'h0;
+            3'h6:
+                \$1717  = 4'h0;
+            3'h7:
+                \$1717  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1720  = 29'h00000000;
+      \$1717  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1721  = y_tap;
-    if (\$1190 ) begin
-      \$1721  = { \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195 [7], \$1195  };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                  \$1721  = \$1293 [28:0];
-                end else if (\$1285 ) begin
-                  \$1721  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    \$1721  = \$1303 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1718  = dw_kx_init4;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1718  = 4'h0;
+            3'h2:
+                \$1718  = 4'h0;
+            3'h3:
+                \$1718  = 4'h1;
+            3'h4:
+                \$1718  = 4'h0;
+            3'h5:
+                \$1718  = 4'h4;
+            3'h6:
+                \$1718  = 4'h4;
+            3'h7:
+                \$1718  = 4'h4;
+          endcase
+    endcase
     if (rst) begin
-      \$1721  = 29'h00000000;
+      \$1718  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1722  = iy;
-    if (\$1190 ) begin
-      \$1722  = { \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196 [7], \$1196  };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-                \$1722  = \$1227 [28:0];
-              end else begin
-                if (\$1232 ) begin
-                  \$1722  = y_tap;
-                end
-                if (\$1279 ) begin
-                  \$1722  = y_tap;
-                end else if (\$1284 ) begin
-                  \$1722  = \$1294 [28:0];
-                end else if (\$1285 ) begin
-                  \$1722  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    \$1722  = \$1304 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1719  = dw_ky_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1719  = 4'h5;
+            3'h2:
+                \$1719  = 4'h2;
+            3'h3:
+                \$1719  = 4'h1;
+            3'h4:
+                \$1719  = 4'h1;
+            3'h5:
+                \$1719  = 4'h1;
+            3'h6:
+                \$1719  = 4'h0;
+            3'h7:
+                \$1719  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1722  = 29'h00000000;
+      \$1719  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1723  = y_end;
-    if (\$1190 ) begin
-      \$1723  = \$1197 ;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
-                  end else begin
-                    \$1723  = \$1302 [29:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
+    \$1720  = dw_kx_init5;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1720  = 4'h0;
+            3'h2:
+                \$1720  = 4'h1;
+            3'h3:
+                \$1720  = 4'h2;
+            3'h4:
+                \$1720  = 4'h1;
+            3'h5:
+                \$1720  = 4'h0;
+            3'h6:
+                \$1720  = 4'h5;
+            3'h7:
+                \$1720  = 4'h5;
+          endcase
+    endcase
     if (rst) begin
-      \$1723  = 30'h00000000;
+      \$1720  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1724  = x_tap;
-    if (\$1190 ) begin
-      \$1724  = { \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198 [7], \$1198  };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                if (\$1279 ) begin
-                  \$1724  = \$1287 [28:0];
-                end else if (\$1284 ) begin
-                  \$1724  = { \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291 [7], \$1291  };
-                end else if (\$1285 ) begin
-                  \$1724  = { \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295 [7], \$1295  };
-                end
-              end
-            end
-      endcase
-    end
+    \$1721  = dw_ky_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1721  = 4'h6;
+            3'h2:
+                \$1721  = 4'h3;
+            3'h3:
+                \$1721  = 4'h2;
+            3'h4:
+                \$1721  = 4'h1;
+            3'h5:
+                \$1721  = 4'h1;
+            3'h6:
+                \$1721  = 4'h1;
+            3'h7:
+                \$1721  = 4'h0;
+          endcase
+    endcase
     if (rst) begin
-      \$1724  = 29'h00000000;
+      \$1721  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1725  = ix;
-    if (\$1190 ) begin
-      \$1725  = { \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199 [7], \$1199  };
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                \$1725  = \$1211 [28:0];
-              end else if (\$1207 ) begin
-                \$1725  = \$1222 [28:0];
-              end else if (\$1209 ) begin
-                \$1725  = x_tap;
-              end else begin
-                if (\$1232 ) begin
-                  \$1725  = x_tap;
-                end
-                if (\$1279 ) begin
-                  \$1725  = \$1288 [28:0];
-                end else if (\$1284 ) begin
-                  \$1725  = { \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292 [7], \$1292  };
-                end else if (\$1285 ) begin
-                  \$1725  = { \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296 [7], \$1296  };
-                end
-              end
-            end
-      endcase
-    end
+    \$1722  = dw_kx_init6;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1722  = 4'h0;
+            3'h2:
+                \$1722  = 4'h0;
+            3'h3:
+                \$1722  = 4'h0;
+            3'h4:
+                \$1722  = 4'h2;
+            3'h5:
+                \$1722  = 4'h1;
+            3'h6:
+                \$1722  = 4'h0;
+            3'h7:
+                \$1722  = 4'h6;
+          endcase
+    endcase
     if (rst) begin
-      \$1725  = 29'h00000000;
+      \$1722  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1726  = ixb;
-    if (\$1190 ) begin
-      \$1726  = xb_init;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                \$1726  = \$1213 [28:0];
-              end else if (\$1207 ) begin
-                \$1726  = \$1223 [28:0];
-              end else if (\$1209 ) begin
-                \$1726  = \$1228 [28:0];
-              end else begin
-                if (\$1232 ) begin
-                  \$1726  = \$1234 [28:0];
-                end
-                if (\$1279 ) begin
-                  \$1726  = \$1289 [28:0];
-                end else if (\$1284 ) begin
-                  \$1726  = xb_init;
-                end else if (\$1285 ) begin
-                  \$1726  = xb_init;
-                end
-              end
-            end
-      endcase
+    \$1723  = dw_ky_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1723  = 4'h7;
+            3'h2:
+                \$1723  = 4'h3;
+            3'h3:
+                \$1723  = 4'h2;
+            3'h4:
+                \$1723  = 4'h1;
+            3'h5:
+                \$1723  = 4'h1;
+            3'h6:
+                \$1723  = 4'h1;
+            3'h7:
+                \$1723  = 4'h1;
+          endcase
+    endcase
+    if (rst) begin
+      \$1723  = 4'h0;
     end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1724  = dw_kx_init7;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          casez (desc[76:74])
+            3'h1:
+                \$1724  = 4'h0;
+            3'h2:
+                \$1724  = 4'h1;
+            3'h3:
+                \$1724  = 4'h1;
+            3'h4:
+                \$1724  = 4'h3;
+            3'h5:
+                \$1724  = 4'h2;
+            3'h6:
+                \$1724  = 4'h1;
+            3'h7:
+                \$1724  = 4'h0;
+          endcase
+    endcase
+    if (rst) begin
+      \$1724  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1725  = taps;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1725  = \$1019 ;
+    endcase
+    if (rst) begin
+      \$1725  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1726  = pass_span;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1726  = \$1021 [28:0];
+    endcase
     if (rst) begin
       \$1726  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1727  = acc_addr;
-    if (\$1190 ) begin
-      \$1727  = 11'h000;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                if (is_elem) begin
-                  \$1727  = \$1219 [10:0];
-                end
-              end else if (\$1207 ) begin
-                \$1727  = \$1224 [10:0];
-              end else if (\$1209 ) begin
-                \$1727  = \$1229 [10:0];
-              end else begin
-                \$1727  = 11'h000;
-              end
-            end
-      endcase
-    end
+    \$1727  = ow_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1727  = \$1022 [6:0];
+    endcase
     if (rst) begin
-      \$1727  = 11'h000;
+      \$1727  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1728  = gap;
-    if (\$1190 ) begin
-      \$1728  = dw_first_rc;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-                \$1728  = \$1215 [11:0];
-                if (is_elem) begin
-                  \$1728  = { \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218 [3], \$1218  };
-                end
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-                \$1728  = dw_first_rc;
-              end else begin
-                \$1728  = dw_first_rc;
-              end
-            end
-      endcase
-    end
+    \$1728  = ow_m2;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1728  = \$1023 [6:0];
+    endcase
     if (rst) begin
-      \$1728  = 12'h000;
+      \$1728  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1729  = dw_ky0;
-    if (\$1190 ) begin
-      \$1729  = dw_ky_init0;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1235 ) begin
-                    \$1729  = \$1238 [3:0];
-                  end else begin
-                    \$1729  = \$1239 [3:0];
-                  end
-                end else begin
-                  \$1729  = dw_ky_init0;
-                end
-              end
-            end
-      endcase
-    end
+    \$1729  = kw_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1729  = \$1024 [2:0];
+    endcase
     if (rst) begin
-      \$1729  = 4'h0;
+      \$1729  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1730  = dw_ky1;
-    if (\$1190 ) begin
-      \$1730  = dw_ky_init1;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1240 ) begin
-                    \$1730  = \$1243 [3:0];
-                  end else begin
-                    \$1730  = \$1244 [3:0];
-                  end
-                end else begin
-                  \$1730  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
+    \$1730  = kh_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1730  = \$1025 [2:0];
+    endcase
     if (rst) begin
-      \$1730  = 4'h0;
+      \$1730  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1731  = dw_ky2;
-    if (\$1190 ) begin
-      \$1731  = dw_ky_init2;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1245 ) begin
-                    \$1731  = \$1248 [3:0];
-                  end else begin
-                    \$1731  = \$1249 [3:0];
-                  end
-                end else begin
-                  \$1731  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
+    \$1731  = cot_m1;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1731  = \$1026 [6:0];
+    endcase
     if (rst) begin
-      \$1731  = 4'h0;
+      \$1731  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1732  = dw_ky3;
-    if (\$1190 ) begin
-      \$1732  = dw_ky_init3;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1250 ) begin
-                    \$1732  = \$1253 [3:0];
-                  end else begin
-                    \$1732  = \$1254 [3:0];
-                  end
-                end else begin
-                  \$1732  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
+    \$1732  = pass_step;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1732  = { 15'h0000, \$1027  };
+    endcase
     if (rst) begin
-      \$1732  = 4'h0;
+      \$1732  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1733  = dw_ky4;
-    if (\$1190 ) begin
-      \$1733  = dw_ky_init4;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1255 ) begin
-                    \$1733  = \$1258 [3:0];
-                  end else begin
-                    \$1733  = \$1259 [3:0];
-                  end
-                end else begin
-                  \$1733  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
+    \$1733  = acc_need;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1733  = \$1028 ;
+    endcase
     if (rst) begin
-      \$1733  = 4'h0;
+      \$1733  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1734  = dw_ky5;
-    if (\$1190 ) begin
-      \$1734  = dw_ky_init5;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1260 ) begin
-                    \$1734  = \$1263 [3:0];
-                  end else begin
-                    \$1734  = \$1264 [3:0];
-                  end
-                end else begin
-                  \$1734  = dw_ky_init5;
-                end
-              end
-            end
-      endcase
-    end
+    \$1734  = last_ix;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1734  = \$1030 [28:0];
+    endcase
     if (rst) begin
-      \$1734  = 4'h0;
+      \$1734  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1735  = dw_ky6;
-    if (\$1190 ) begin
-      \$1735  = dw_ky_init6;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1265 ) begin
-                    \$1735  = \$1268 [3:0];
-                  end else begin
-                    \$1735  = \$1269 [3:0];
-                  end
-                end else begin
-                  \$1735  = dw_ky_init6;
-                end
-              end
-            end
-      endcase
-    end
+    \$1735  = last_iy;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1735  = \$1032 [28:0];
+    endcase
     if (rst) begin
-      \$1735  = 4'h0;
+      \$1735  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1736  = dw_ky7;
-    if (\$1190 ) begin
-      \$1736  = dw_ky_init7;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1270 ) begin
-                    \$1736  = \$1273 [3:0];
-                  end else begin
-                    \$1736  = \$1274 [3:0];
-                  end
-                end else begin
-                  \$1736  = dw_ky_init7;
-                end
-              end
-            end
-      endcase
-    end
+    \$1736  = act_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1736  = \$1034 [22:0];
+    endcase
     if (rst) begin
-      \$1736  = 4'h0;
+      \$1736  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1737  = dw_kx0;
-    if (\$1190 ) begin
-      \$1737  = dw_kx_init0;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1235 ) begin
-                    \$1737  = \$1236 [3:0];
-                  end else begin
-                    \$1737  = dw_kx0_n[3:0];
-                  end
-                end else begin
-                  \$1737  = dw_kx_init0;
-                end
-              end
-            end
-      endcase
-    end
+    \$1737  = w_total;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1737  = \$1035 ;
+    endcase
     if (rst) begin
-      \$1737  = 4'h0;
+      \$1737  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1738  = dw_kx1;
-    if (\$1190 ) begin
-      \$1738  = dw_kx_init1;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1240 ) begin
-                    \$1738  = \$1241 [3:0];
-                  end else begin
-                    \$1738  = dw_kx1_n[3:0];
-                  end
-                end else begin
-                  \$1738  = dw_kx_init1;
-                end
-              end
-            end
-      endcase
-    end
+    \$1738  = dw_first_rc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1738  = mul_kw[11:0];
+    endcase
     if (rst) begin
-      \$1738  = 4'h0;
+      \$1738  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1739  = dw_kx2;
-    if (\$1190 ) begin
-      \$1739  = dw_kx_init2;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1245 ) begin
-                    \$1739  = \$1246 [3:0];
-                  end else begin
-                    \$1739  = dw_kx2_n[3:0];
-                  end
-                end else begin
-                  \$1739  = dw_kx_init2;
-                end
-              end
-            end
-      endcase
-    end
+    \$1739  = dw_dual;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1739  = dual_ok;
+    endcase
     if (rst) begin
-      \$1739  = 4'h0;
+      \$1739  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1740  = dw_kx3;
-    if (\$1190 ) begin
-      \$1740  = dw_kx_init3;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1250 ) begin
-                    \$1740  = \$1251 [3:0];
-                  end else begin
-                    \$1740  = dw_kx3_n[3:0];
-                  end
-                end else begin
-                  \$1740  = dw_kx_init3;
-                end
-              end
-            end
-      endcase
-    end
+    \$1740  = qlo;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1740  = \$1038 [16:0];
+    endcase
     if (rst) begin
-      \$1740  = 4'h0;
+      \$1740  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1741  = dw_kx4;
-    if (\$1190 ) begin
-      \$1741  = dw_kx_init4;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1255 ) begin
-                    \$1741  = \$1256 [3:0];
-                  end else begin
-                    \$1741  = dw_kx4_n[3:0];
-                  end
-                end else begin
-                  \$1741  = dw_kx_init4;
-                end
-              end
-            end
-      endcase
-    end
+    \$1741  = hi;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1741  = \$1041 [16:0];
+    endcase
     if (rst) begin
-      \$1741  = 4'h0;
+      \$1741  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1742  = dw_kx5;
-    if (\$1190 ) begin
-      \$1742  = dw_kx_init5;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1260 ) begin
-                    \$1742  = \$1261 [3:0];
-                  end else begin
-                    \$1742  = dw_kx5_n[3:0];
-                  end
-                end else begin
-                  \$1742  = dw_kx_init5;
-                end
-              end
-            end
-      endcase
-    end
+    \$1742  = x_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1742  = \$1043 [29:0];
+    endcase
     if (rst) begin
-      \$1742  = 4'h0;
+      \$1742  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1743  = dw_kx6;
-    if (\$1190 ) begin
-      \$1743  = dw_kx_init6;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1265 ) begin
-                    \$1743  = \$1266 [3:0];
-                  end else begin
-                    \$1743  = dw_kx6_n[3:0];
-                  end
-                end else begin
-                  \$1743  = dw_kx_init6;
-                end
-              end
-            end
-      endcase
-    end
+    \$1743  = y_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1743  = \$1045 [29:0];
+    endcase
     if (rst) begin
-      \$1743  = 4'h0;
+      \$1743  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1744  = dw_kx7;
-    if (\$1190 ) begin
-      \$1744  = dw_kx_init7;
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1232 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1270 ) begin
-                    \$1744  = \$1271 [3:0];
-                  end else begin
-                    \$1744  = dw_kx7_n[3:0];
-                  end
-                end else begin
-                  \$1744  = dw_kx_init7;
-                end
-              end
-            end
-      endcase
-    end
+    \$1744  = bad_desc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1744  = \$1114 ;
+    endcase
     if (rst) begin
-      \$1744  = 4'h0;
+      \$1744  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1745  = ld_tile;
-    if (\$1190 ) begin
-      \$1745  = 13'h0000;
-    end
-    if (\$1310 ) begin
-    end else if (ld_start) begin
-      \$1745  = \$1314 [12:0];
+    \$1745  = abort_timer;
+    if (\$1127 ) begin
+      \$1745  = 6'h23;
+    end else if (\$1128 ) begin
+      \$1745  = \$1129 [5:0];
     end
     if (rst) begin
-      \$1745  = 13'h0000;
+      \$1745  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1746  = ld_k;
-    if (\$1190 ) begin
-      \$1746  = 4'h0;
+    \$1746  = p_count;
+    if (\$1132 ) begin
+      \$1746  = \$1133 [7:0];
     end
-    if (\$1310 ) begin
-    end else if (ld_start) begin
-      \$1746  = 4'h1;
-    end else if (ld_busy) begin
+    if (\$1239 ) begin
+      \$1746  = 8'h00;
+    end
+    if (rst) begin
+      \$1746  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1747  = tiles_sum;
+    if (\$1132 ) begin
+      if (\$1134 ) begin
+        \$1747  = \$1137 [23:0];
+      end
+    end
+    if (\$1239 ) begin
+      \$1747  = 24'h000000;
+    end
+    if (rst) begin
+      \$1747  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1748  = p_done;
+    if (\$1132 ) begin
+      if (i_param__payload[562]) begin
+        \$1748  = 1'h1;
+      end
+    end
+    if (\$1239 ) begin
+      \$1748  = 1'h0;
+    end
+    if (rst) begin
+      \$1748  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1749  = p_checked;
+    if (\$1141 ) begin
+      \$1749  = 1'h1;
+    end
+    if (\$1239 ) begin
+      \$1749  = 1'h0;
+    end
+    if (rst) begin
+      \$1749  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1750  = w_count;
+    if (\$1142 ) begin
+      if (\$1143 ) begin
+        \$1750  = \$1144 [16:0];
+      end
+    end
+    if (\$1239 ) begin
+      \$1750  = 17'h00000;
+    end
+    if (rst) begin
+      \$1750  = 17'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1751  = w_done;
+    if (\$1142 ) begin
+      if (i_weight__payload[64]) begin
+        \$1751  = 1'h1;
+      end
+    end
+    if (\$1239 ) begin
+      \$1751  = 1'h0;
+    end
+    if (rst) begin
+      \$1751  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1752  = a_count;
+    if (\$1145 ) begin
+      \$1752  = \$1146 [23:0];
+    end
+    if (\$1239 ) begin
+      \$1752  = 24'h000000;
+    end
+    if (rst) begin
+      \$1752  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1753  = a_overflow;
+    if (\$1145 ) begin
+      \$1753  = \$1149 ;
+    end
+    if (\$1239 ) begin
+      \$1753  = \$1249 ;
+    end
+    if (rst) begin
+      \$1753  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1754  = wr_ix;
+    if (\$1145 ) begin
       (* full_case = 32'd1 *)
-      if (\$1315 ) begin
+      if (a_overflow) begin
+      end else if (desc[155]) begin
+        (* full_case = 32'd1 *)
+        if (row_end) begin
+          \$1754  = 7'h00;
+        end else begin
+          \$1754  = \$1154 [6:0];
+        end
       end else begin
-        \$1746  = \$1316 [3:0];
+        if (\$1156 ) begin
+          (* full_case = 32'd1 *)
+          if (row_end) begin
+            \$1754  = 7'h00;
+          end else begin
+            \$1754  = \$1157 [6:0];
+          end
+        end
       end
     end
+    if (\$1239 ) begin
+      \$1754  = 7'h00;
+    end
     if (rst) begin
-      \$1746  = 4'h0;
+      \$1754  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1747  = ld_busy;
-    if (\$1190 ) begin
-      \$1747  = 1'h0;
-    end
-    if (\$1310 ) begin
-    end else if (ld_start) begin
-      \$1747  = 1'h1;
-    end else if (ld_busy) begin
-      if (\$1315 ) begin
-        \$1747  = 1'h0;
+    \$1755  = wr_cw;
+    if (\$1145 ) begin
+      (* full_case = 32'd1 *)
+      if (a_overflow) begin
+      end else if (desc[155]) begin
+        if (row_end) begin
+          if (\$1151 ) begin
+            \$1755  = \$1152 [4:0];
+          end
+        end
+      end else begin
+        (* full_case = 32'd1 *)
+        if (\$1156 ) begin
+          \$1755  = 5'h00;
+        end else begin
+          \$1755  = \$1158 [4:0];
+        end
       end
     end
+    if (\$1239 ) begin
+      \$1755  = 5'h00;
+    end
     if (rst) begin
-      \$1747  = 1'h0;
+      \$1755  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1748  = gcount;
-    if (\$1190 ) begin
-    end else if (\$1191 ) begin
-    end else if (\$1192 ) begin
+    \$1756  = words_in;
+    if (\$1145 ) begin
+      if (a_overflow) begin
+      end else if (desc[155]) begin
+        if (row_end) begin
+          if (\$1151 ) begin
+            \$1756  = \$1153 [5:0];
+          end
+        end
+      end
+    end
+    if (\$1239 ) begin
+      \$1756  = 6'h00;
+    end
+    if (rst) begin
+      \$1756  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1757  = a_done;
+    if (\$1145 ) begin
+      if (i_act__payload[128]) begin
+        \$1757  = 1'h1;
+      end
+    end
+    if (\$1239 ) begin
+      \$1757  = 1'h0;
+    end
+    if (rst) begin
+      \$1757  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1758  = \$1161 [10:0];
+    if (rst) begin
+      \$1758  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1759  = \$1238 ;
+    if (rst) begin
+      \$1759  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1760  = sq;
+    if (\$1239 ) begin
+      \$1760  = 2'h0;
+    end else if (\$1240 ) begin
+      \$1760  = 2'h3;
+    end else if (\$1241 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1748  = \$1202 ;
+              \$1760  = 2'h1;
             end
         2'h1:
-            /* empty */;
+            if (rows_ready) begin
+              \$1760  = 2'h2;
+            end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1205 ) begin
-              end else if (\$1207 ) begin
-              end else if (\$1209 ) begin
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
               end else begin
-                if (\$1279 ) begin
-                end else if (\$1284 ) begin
-                end else if (\$1285 ) begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1298 ) begin
+                  if (\$1347 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1305 ) begin
+                    if (\$1354 ) begin
+                      \$1760  = 2'h3;
                     end else begin
-                      \$1748  = \$1309 [10:0];
+                      \$1760  = 2'h1;
                     end
                   end
                 end
@@ -48576,160 +47327,1466 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1748  = 11'h000;
+      \$1760  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1749  = cur_ld_tile;
-    if (\$1310 ) begin
+    \$1761  = t;
+    if (\$1239 ) begin
+      \$1761  = 7'h00;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                    \$1761  = \$1348 [6:0];
+                  end else begin
+                    \$1761  = 7'h00;
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1761  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1762  = ky;
+    if (\$1239 ) begin
+      \$1762  = 3'h0;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                  \$1762  = \$1339 [2:0];
+                end else if (\$1334 ) begin
+                  \$1762  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1762  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1763  = kx;
+    if (\$1239 ) begin
+      \$1763  = 3'h0;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                  \$1763  = \$1335 [2:0];
+                end else if (\$1333 ) begin
+                  \$1763  = 3'h0;
+                end else if (\$1334 ) begin
+                  \$1763  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1763  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1764  = j;
+    if (\$1239 ) begin
+      \$1764  = 5'h00;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1281 ) begin
+                  \$1764  = \$1282 [4:0];
+                end
+                if (\$1328 ) begin
+                  \$1764  = 5'h00;
+                end else if (\$1333 ) begin
+                  \$1764  = 5'h00;
+                end else if (\$1334 ) begin
+                  \$1764  = 5'h00;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1764  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1765  = g;
+    if (\$1239 ) begin
+      \$1765  = 11'h000;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+                \$1765  = \$1275 [10:0];
+              end else begin
+                \$1765  = 11'h000;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1765  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1766  = ox;
+    if (\$1239 ) begin
+      \$1766  = 7'h00;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                if (is_elem) begin
+                  \$1766  = \$1265 [6:0];
+                end
+              end else if (\$1256 ) begin
+                \$1766  = \$1269 [6:0];
+              end else if (\$1258 ) begin
+                \$1766  = 7'h00;
+              end else begin
+                \$1766  = 7'h00;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1766  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1767  = at_last_ox;
+    if (\$1239 ) begin
+      \$1767  = \$1242 ;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                if (is_elem) begin
+                  \$1767  = \$1266 ;
+                end
+              end else if (\$1256 ) begin
+                \$1767  = \$1270 ;
+              end else if (\$1258 ) begin
+                \$1767  = \$1274 ;
+              end else begin
+                \$1767  = \$1279 ;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1767  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1768  = rows_left;
+    if (\$1239 ) begin
+      \$1768  = { 1'h0, desc[52:42] };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    \$1768  = \$1349 [11:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1768  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1769  = y_pass;
+    if (\$1239 ) begin
+      \$1769  = { \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243  };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    \$1769  = \$1350 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1769  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1770  = y_tap;
+    if (\$1239 ) begin
+      \$1770  = { \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244  };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                  \$1770  = \$1342 [28:0];
+                end else if (\$1334 ) begin
+                  \$1770  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    \$1770  = \$1352 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1770  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1771  = iy;
+    if (\$1239 ) begin
+      \$1771  = { \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245  };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+                \$1771  = \$1276 [28:0];
+              end else begin
+                if (\$1281 ) begin
+                  \$1771  = y_tap;
+                end
+                if (\$1328 ) begin
+                  \$1771  = y_tap;
+                end else if (\$1333 ) begin
+                  \$1771  = \$1343 [28:0];
+                end else if (\$1334 ) begin
+                  \$1771  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    \$1771  = \$1353 [28:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1771  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1772  = y_end;
+    if (\$1239 ) begin
+      \$1772  = \$1246 ;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    \$1772  = \$1351 [29:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1772  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1773  = x_tap;
+    if (\$1239 ) begin
+      \$1773  = { \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247  };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                  \$1773  = \$1336 [28:0];
+                end else if (\$1333 ) begin
+                  \$1773  = { \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340  };
+                end else if (\$1334 ) begin
+                  \$1773  = { \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1773  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1774  = ix;
+    if (\$1239 ) begin
+      \$1774  = { \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248  };
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                \$1774  = \$1260 [28:0];
+              end else if (\$1256 ) begin
+                \$1774  = \$1271 [28:0];
+              end else if (\$1258 ) begin
+                \$1774  = x_tap;
+              end else begin
+                if (\$1281 ) begin
+                  \$1774  = x_tap;
+                end
+                if (\$1328 ) begin
+                  \$1774  = \$1337 [28:0];
+                end else if (\$1333 ) begin
+                  \$1774  = { \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341  };
+                end else if (\$1334 ) begin
+                  \$1774  = { \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1774  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1775  = ixb;
+    if (\$1239 ) begin
+      \$1775  = xb_init;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                \$1775  = \$1262 [28:0];
+              end else if (\$1256 ) begin
+                \$1775  = \$1272 [28:0];
+              end else if (\$1258 ) begin
+                \$1775  = \$1277 [28:0];
+              end else begin
+                if (\$1281 ) begin
+                  \$1775  = \$1283 [28:0];
+                end
+                if (\$1328 ) begin
+                  \$1775  = \$1338 [28:0];
+                end else if (\$1333 ) begin
+                  \$1775  = xb_init;
+                end else if (\$1334 ) begin
+                  \$1775  = xb_init;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1775  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1776  = acc_addr;
+    if (\$1239 ) begin
+      \$1776  = 11'h000;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                if (is_elem) begin
+                  \$1776  = \$1268 [10:0];
+                end
+              end else if (\$1256 ) begin
+                \$1776  = \$1273 [10:0];
+              end else if (\$1258 ) begin
+                \$1776  = \$1278 [10:0];
+              end else begin
+                \$1776  = 11'h000;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1776  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1777  = gap;
+    if (\$1239 ) begin
+      \$1777  = dw_first_rc;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+                \$1777  = \$1264 [11:0];
+                if (is_elem) begin
+                  \$1777  = { \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267  };
+                end
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+                \$1777  = dw_first_rc;
+              end else begin
+                \$1777  = dw_first_rc;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1777  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1778  = dw_ky0;
+    if (\$1239 ) begin
+      \$1778  = dw_ky_init0;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1284 ) begin
+                    \$1778  = \$1287 [3:0];
+                  end else begin
+                    \$1778  = \$1288 [3:0];
+                  end
+                end else begin
+                  \$1778  = dw_ky_init0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1778  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1779  = dw_ky1;
+    if (\$1239 ) begin
+      \$1779  = dw_ky_init1;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1289 ) begin
+                    \$1779  = \$1292 [3:0];
+                  end else begin
+                    \$1779  = \$1293 [3:0];
+                  end
+                end else begin
+                  \$1779  = dw_ky_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1779  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1780  = dw_ky2;
+    if (\$1239 ) begin
+      \$1780  = dw_ky_init2;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1294 ) begin
+                    \$1780  = \$1297 [3:0];
+                  end else begin
+                    \$1780  = \$1298 [3:0];
+                  end
+                end else begin
+                  \$1780  = dw_ky_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1780  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1781  = dw_ky3;
+    if (\$1239 ) begin
+      \$1781  = dw_ky_init3;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1299 ) begin
+                    \$1781  = \$1302 [3:0];
+                  end else begin
+                    \$1781  = \$1303 [3:0];
+                  end
+                end else begin
+                  \$1781  = dw_ky_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1781  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1782  = dw_ky4;
+    if (\$1239 ) begin
+      \$1782  = dw_ky_init4;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1304 ) begin
+                    \$1782  = \$1307 [3:0];
+                  end else begin
+                    \$1782  = \$1308 [3:0];
+                  end
+                end else begin
+                  \$1782  = dw_ky_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1782  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1783  = dw_ky5;
+    if (\$1239 ) begin
+      \$1783  = dw_ky_init5;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1309 ) begin
+                    \$1783  = \$1312 [3:0];
+                  end else begin
+                    \$1783  = \$1313 [3:0];
+                  end
+                end else begin
+                  \$1783  = dw_ky_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1783  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1784  = dw_ky6;
+    if (\$1239 ) begin
+      \$1784  = dw_ky_init6;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1314 ) begin
+                    \$1784  = \$1317 [3:0];
+                  end else begin
+                    \$1784  = \$1318 [3:0];
+                  end
+                end else begin
+                  \$1784  = dw_ky_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1784  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1785  = dw_ky7;
+    if (\$1239 ) begin
+      \$1785  = dw_ky_init7;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1319 ) begin
+                    \$1785  = \$1322 [3:0];
+                  end else begin
+                    \$1785  = \$1323 [3:0];
+                  end
+                end else begin
+                  \$1785  = dw_ky_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1785  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1786  = dw_kx0;
+    if (\$1239 ) begin
+      \$1786  = dw_kx_init0;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1284 ) begin
+                    \$1786  = \$1285 [3:0];
+                  end else begin
+                    \$1786  = dw_kx0_n[3:0];
+                  end
+                end else begin
+                  \$1786  = dw_kx_init0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1786  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1787  = dw_kx1;
+    if (\$1239 ) begin
+      \$1787  = dw_kx_init1;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1289 ) begin
+                    \$1787  = \$1290 [3:0];
+                  end else begin
+                    \$1787  = dw_kx1_n[3:0];
+                  end
+                end else begin
+                  \$1787  = dw_kx_init1;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1787  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1788  = dw_kx2;
+    if (\$1239 ) begin
+      \$1788  = dw_kx_init2;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1294 ) begin
+                    \$1788  = \$1295 [3:0];
+                  end else begin
+                    \$1788  = dw_kx2_n[3:0];
+                  end
+                end else begin
+                  \$1788  = dw_kx_init2;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1788  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1789  = dw_kx3;
+    if (\$1239 ) begin
+      \$1789  = dw_kx_init3;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1299 ) begin
+                    \$1789  = \$1300 [3:0];
+                  end else begin
+                    \$1789  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1789  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1789  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1790  = dw_kx4;
+    if (\$1239 ) begin
+      \$1790  = dw_kx_init4;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1304 ) begin
+                    \$1790  = \$1305 [3:0];
+                  end else begin
+                    \$1790  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1790  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1790  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1791  = dw_kx5;
+    if (\$1239 ) begin
+      \$1791  = dw_kx_init5;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1309 ) begin
+                    \$1791  = \$1310 [3:0];
+                  end else begin
+                    \$1791  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1791  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1791  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1792  = dw_kx6;
+    if (\$1239 ) begin
+      \$1792  = dw_kx_init6;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1314 ) begin
+                    \$1792  = \$1315 [3:0];
+                  end else begin
+                    \$1792  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1792  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1792  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1793  = dw_kx7;
+    if (\$1239 ) begin
+      \$1793  = dw_kx_init7;
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1281 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1319 ) begin
+                    \$1793  = \$1320 [3:0];
+                  end else begin
+                    \$1793  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1793  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1793  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1794  = ld_tile;
+    if (\$1239 ) begin
+      \$1794  = 13'h0000;
+    end
+    if (\$1359 ) begin
     end else if (ld_start) begin
-      \$1749  = ld_tile;
+      \$1794  = \$1363 [12:0];
     end
     if (rst) begin
-      \$1749  = 13'h0000;
+      \$1794  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1750  = latch_bank1;
-    if (\$1310 ) begin
+    \$1795  = ld_k;
+    if (\$1239 ) begin
+      \$1795  = 4'h0;
+    end
+    if (\$1359 ) begin
     end else if (ld_start) begin
-      \$1750  = ld_bank;
-    end
-    if (rst) begin
-      \$1750  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1751  = counting;
-    if (\$1318 ) begin
-      \$1751  = 1'h1;
-    end
-    if (\$1353 ) begin
-      \$1751  = 1'h0;
-    end
-    if (rst) begin
-      \$1751  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1752  = cnt_cycles;
-    if (\$1318 ) begin
-      \$1752  = 32'd0;
-    end
-    if (count_now) begin
-      \$1752  = \$1321 [31:0];
-    end
-    if (rst) begin
-      \$1752  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1753  = cnt_busy;
-    if (\$1318 ) begin
-      \$1753  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1322 ) begin
-        \$1753  = \$1325 [31:0];
+      \$1795  = 4'h1;
+    end else if (ld_busy) begin
+      (* full_case = 32'd1 *)
+      if (\$1364 ) begin
+      end else begin
+        \$1795  = \$1365 [3:0];
       end
     end
     if (rst) begin
-      \$1753  = 32'd0;
+      \$1795  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1754  = cnt_setup;
-    if (\$1318 ) begin
-      \$1754  = 32'd0;
+    \$1796  = ld_busy;
+    if (\$1239 ) begin
+      \$1796  = 1'h0;
     end
-    if (count_now) begin
-      if (\$1326 ) begin
-        \$1754  = \$1329 [31:0];
+    if (\$1359 ) begin
+    end else if (ld_start) begin
+      \$1796  = 1'h1;
+    end else if (ld_busy) begin
+      if (\$1364 ) begin
+        \$1796  = 1'h0;
       end
     end
     if (rst) begin
-      \$1754  = 32'd0;
+      \$1796  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1755  = cnt_stall_input;
-    if (\$1318 ) begin
-      \$1755  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1330 ) begin
-        \$1755  = \$1333 [31:0];
-      end
+    \$1797  = gcount;
+    if (\$1239 ) begin
+    end else if (\$1240 ) begin
+    end else if (\$1241 ) begin
+      casez (sq)
+        2'h0:
+            if (params_ok) begin
+              \$1797  = \$1251 ;
+            end
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1254 ) begin
+              end else if (\$1256 ) begin
+              end else if (\$1258 ) begin
+              end else begin
+                if (\$1328 ) begin
+                end else if (\$1333 ) begin
+                end else if (\$1334 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1347 ) begin
+                  end else begin
+                    (* full_case = 32'd1 *)
+                    if (\$1354 ) begin
+                    end else begin
+                      \$1797  = \$1358 [10:0];
+                    end
+                  end
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1755  = 32'd0;
+      \$1797  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1756  = cnt_stall_weight;
-    if (\$1318 ) begin
-      \$1756  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1334 ) begin
-        \$1756  = \$1337 [31:0];
-      end
+    \$1798  = cur_ld_tile;
+    if (\$1359 ) begin
+    end else if (ld_start) begin
+      \$1798  = ld_tile;
     end
     if (rst) begin
-      \$1756  = 32'd0;
+      \$1798  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1757  = cnt_stall_output;
-    if (\$1318 ) begin
-      \$1757  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1338 ) begin
-        \$1757  = \$1341 [31:0];
-      end
+    \$1799  = latch_bank1;
+    if (\$1359 ) begin
+    end else if (ld_start) begin
+      \$1799  = ld_bank;
     end
     if (rst) begin
-      \$1757  = 32'd0;
+      \$1799  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1758  = cnt_fill;
-    if (\$1318 ) begin
-      \$1758  = 32'd0;
+    \$1800  = counting;
+    if (\$1367 ) begin
+      \$1800  = 1'h1;
     end
-    if (count_now) begin
-      if (\$1342 ) begin
-        \$1758  = \$1345 [31:0];
-      end
+    if (\$1402 ) begin
+      \$1800  = 1'h0;
     end
     if (rst) begin
-      \$1758  = 32'd0;
+      \$1800  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1759  = cnt_drain;
-    if (\$1318 ) begin
-      \$1759  = 32'd0;
+    \$1801  = cnt_cycles;
+    if (\$1367 ) begin
+      \$1801  = 32'd0;
     end
     if (count_now) begin
-      if (\$1346 ) begin
-        \$1759  = \$1349 [31:0];
+      \$1801  = \$1370 [31:0];
+    end
+    if (rst) begin
+      \$1801  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1802  = cnt_busy;
+    if (\$1367 ) begin
+      \$1802  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1371 ) begin
+        \$1802  = \$1374 [31:0];
       end
     end
     if (rst) begin
-      \$1759  = 32'd0;
+      \$1802  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1803  = cnt_setup;
+    if (\$1367 ) begin
+      \$1803  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1375 ) begin
+        \$1803  = \$1378 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1803  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1804  = cnt_stall_input;
+    if (\$1367 ) begin
+      \$1804  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1379 ) begin
+        \$1804  = \$1382 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1804  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1805  = cnt_stall_weight;
+    if (\$1367 ) begin
+      \$1805  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1383 ) begin
+        \$1805  = \$1386 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1805  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1806  = cnt_stall_output;
+    if (\$1367 ) begin
+      \$1806  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1387 ) begin
+        \$1806  = \$1390 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1806  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1807  = cnt_fill;
+    if (\$1367 ) begin
+      \$1807  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1391 ) begin
+        \$1807  = \$1394 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1807  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1808  = cnt_drain;
+    if (\$1367 ) begin
+      \$1808  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1395 ) begin
+        \$1808  = \$1398 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1808  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -50943,8 +51000,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$1102  = \$1101 ;
   assign \$1115 [7:1] = error[7:1];
   assign \$1115 [0] = 1'h1;
-  assign \$1170  = 1'h1;
-  assign \$1174  = 1'h1;
+  assign \$1189  = 1'h1;
+  assign \$1190  = \$1188 ;
+  assign \$1205  = 1'h1;
+  assign \$1206  = \$1204 ;
 endmodule
 
 (* generator = "Amaranth" *)
