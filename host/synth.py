@@ -317,10 +317,14 @@ def _parse_stat(text):
     return cells
 
 
+def _fmax(r):
+    """The slowest clock's achieved Fmax in a nextpnr ``--report`` (0 when absent)."""
+    ach = [v.get("achieved", 0.0) for v in r.get("fmax", {}).values()]
+    return float(min(ach)) if ach else 0.0
+
+
 def _read_report(rep, r):
-    fm = r.get("fmax", {})
-    ach = [v.get("achieved", 0.0) for v in fm.values()]
-    rep.fmax_mhz = float(min(ach)) if ach else 0.0
+    rep.fmax_mhz = _fmax(r)
     util = r.get("utilization", {})
 
     def u(name):
@@ -359,6 +363,7 @@ def _read_report(rep, r):
 def _probe_class(kind):
     from amaranth import Elaboratable, Module, Signal, signed
     from amaranth.lib.memory import Memory
+    from .hw.accel import NO_RW_CHECK
 
     class BramProbe(Elaboratable):
         """A 512 x 36 block RAM written and read every cycle, its read data registered
@@ -367,11 +372,11 @@ def _probe_class(kind):
         def __init__(self):
             self.addr, self.data, self.we = Signal(9), Signal(36), Signal()
             self.q = Signal(36)
+            self.ports = [self.addr, self.data, self.we, self.q]
 
         def elaborate(self, platform):
             m = Module()
-            m.submodules.mem = mem = Memory(shape=36, depth=512, init=[],
-                                            attrs={"no_rw_check": 1})
+            m.submodules.mem = mem = Memory(shape=36, depth=512, init=[], attrs=NO_RW_CHECK)
             w, r = mem.write_port(), mem.read_port(transparent_for=())
             ra, wa, wd, we = Signal(9), Signal(9), Signal(36), Signal()
             q = Signal(36)
@@ -387,6 +392,7 @@ def _probe_class(kind):
         def __init__(self):
             self.a, self.b = Signal(signed(8)), Signal(signed(8))
             self.q = Signal(signed(32))
+            self.ports = [self.a, self.b, self.q]
 
         def elaborate(self, platform):
             m = Module()
@@ -435,8 +441,7 @@ def ceiling(device="85k", speed=6, package="CABGA381", out_dir=None, seed=1, tim
     out = Ceiling(device=device, speed=speed)
     for kind in ("bram", "dsp"):
         d = _probe_class(kind)()
-        ports = [d.addr, d.data, d.we, d.q] if kind == "bram" else [d.a, d.b, d.q]
-        (work / f"{kind}.v").write_text(verilog.convert(d, name="probe", ports=ports,
+        (work / f"{kind}.v").write_text(verilog.convert(d, name="probe", ports=d.ports,
                                                         emit_src=False))
         (work / f"{kind}.ys").write_text(f"read_verilog {kind}.v\n"
                                          f"synth_ecp5 -top probe -json {kind}.json\n")
@@ -451,7 +456,7 @@ def ceiling(device="85k", speed=6, package="CABGA381", out_dir=None, seed=1, tim
         if not rj.exists():
             raise RuntimeError(f"nextpnr failed on the {kind} probe (see {work})")
         r = json.loads(rj.read_text())
-        mhz = min(v.get("achieved", 0.0) for v in r.get("fmax", {}).values())
+        mhz = _fmax(r)
         # the worst register-to-register path (I/O paths are not part of the probe)
         paths = [p for p in r.get("critical_paths", [])
                  if p.get("path") and p["path"][0].get("type") == "clk-to-q"

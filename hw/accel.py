@@ -202,18 +202,14 @@ class Conv2dAccelerator(wiring.Component):
         wr_iy = Signal(cfg.h_bits + 1)   # rows completely received (word-major: of the word)
         words_in = Signal(cfg.cw_bits + 1)   # word-major: words completely received
         lo = Signal(cfg.h_bits + 1)      # first row still needed
-        # the write row and the first row needed are set through their next values
-        wr_iy_next = Signal.like(wr_iy)
-        lo_next = Signal.like(lo)
-        # which of their few next values both take, beside the values themselves, so
-        # that "a row slot is free" can be computed for every case from registers
+        # the write row and the first row needed are set by choosing one of their few
+        # next values (lo_case, wr_case); the values, and "a row slot is free" for
+        # every pair of them, are formed below from registers
         LO_HOLD, LO_ZERO, LO_ALL, LO_RELEASE = range(4)
         WR_HOLD, WR_ZERO, WR_INC = range(3)
         lo_case = Signal(2)
         wr_case = Signal(2)
-        m.d.comb += [wr_iy_next.eq(wr_iy), lo_next.eq(lo), lo_case.eq(LO_HOLD),
-                     wr_case.eq(WR_HOLD)]
-        m.d.sync += [wr_iy.eq(wr_iy_next), lo.eq(lo_next)]
+        m.d.comb += [lo_case.eq(LO_HOLD), wr_case.eq(WR_HOLD)]
         a_overflow = Signal()            # a_count >= act_total, kept as a register
         params_ok = Signal()
 
@@ -873,11 +869,11 @@ class Conv2dAccelerator(wiring.Component):
                 with m.If(row_end):
                     m.d.sync += wr_ix.eq(0)
                     with m.If(wr_iy == desc.height - 1):
-                        m.d.comb += [wr_iy_next.eq(0), wr_case.eq(WR_ZERO)]
+                        m.d.comb += wr_case.eq(WR_ZERO)
                         m.d.sync += [wr_cw.eq(wr_cw + 1),
                                      words_in.eq(words_in + 1)]
                     with m.Else():
-                        m.d.comb += [wr_iy_next.eq(wr_iy + 1), wr_case.eq(WR_INC)]
+                        m.d.comb += wr_case.eq(WR_INC)
                 with m.Else():
                     m.d.sync += wr_ix.eq(wr_ix + P)
             with m.Else():
@@ -886,7 +882,7 @@ class Conv2dAccelerator(wiring.Component):
                     m.d.sync += wr_cw.eq(0)
                     with m.If(row_end):
                         m.d.sync += wr_ix.eq(0)
-                        m.d.comb += [wr_iy_next.eq(wr_iy + 1), wr_case.eq(WR_INC)]
+                        m.d.comb += wr_case.eq(WR_INC)
                     with m.Else():
                         m.d.sync += wr_ix.eq(wr_ix + P)
                 with m.Else():
@@ -910,17 +906,24 @@ class Conv2dAccelerator(wiring.Component):
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1
-        # row_free's compare is made for every pair of next-value cases of lo and wr_iy,
-        # from registers; the cases only select one (no carry chain after the
-        # sequencer's conditions)
-        lb_n = cfg.lb_rows
-        # (the release row as lo takes it: truncated to lo's width, as lo_next is)
-        lo_vals = {LO_HOLD: lo + lb_n, LO_ZERO: C(lb_n), LO_ALL: C(cfg.max_height + 1 + lb_n),
-                   LO_RELEASE: release.as_unsigned()[:len(lo)] + lb_n}
+        # lo's and wr_iy's next values (the release row taken at lo's width); row_free's
+        # compare is made for every pair of them from registers, and the cases only
+        # select one (no carry chain after the sequencer's conditions)
+        lo_vals = {LO_HOLD: lo, LO_ZERO: C(0), LO_ALL: C(cfg.max_height + 1),
+                   LO_RELEASE: release.as_unsigned()[:len(lo)]}
         wr_vals = {WR_HOLD: wr_iy, WR_ZERO: C(0), WR_INC: wr_iy + 1}
+        with m.Switch(lo_case):
+            for lc, lv in lo_vals.items():
+                with m.Case(lc):
+                    m.d.sync += lo.eq(lv)
+        with m.Switch(wr_case):
+            for wc, wv in wr_vals.items():
+                with m.Case(wc):
+                    m.d.sync += wr_iy.eq(wv)
         # (an AND-OR of the compares, not a case statement: Yosys would share the
         # compares of a multiplexer's inputs into one compare behind wide operand muxes)
-        m.d.sync += row_free.eq(Cat(*[(lo_case == lc) & (wr_case == wc) & (wv < lv)
+        m.d.sync += row_free.eq(Cat(*[(lo_case == lc) & (wr_case == wc) &
+                                      (wv < lv + cfg.lb_rows)
                                       for lc, lv in lo_vals.items()
                                       for wc, wv in wr_vals.items()]).any())
 
@@ -945,11 +948,10 @@ class Conv2dAccelerator(wiring.Component):
                 a_overflow.eq(act_total == 0),
                 words_in.eq(0),
             ]
-            m.d.comb += [wr_iy_next.eq(0), lo_next.eq(0), wr_case.eq(WR_ZERO),
-                         lo_case.eq(LO_ZERO)]
+            m.d.comb += [wr_case.eq(WR_ZERO), lo_case.eq(LO_ZERO)]
         with m.Elif(state == S_ABORT):
             m.d.sync += sq.eq(SQ_DONE)
-            m.d.comb += [lo_next.eq(cfg.max_height + 1), lo_case.eq(LO_ALL)]
+            m.d.comb += lo_case.eq(LO_ALL)
         with m.Elif(state == S_RUN):
             with m.Switch(sq):
                 with m.Case(SQ_PARAMS):
@@ -960,7 +962,7 @@ class Conv2dAccelerator(wiring.Component):
                                           desc.pass_rows, desc.out_height)),
                         ]
                 with m.Case(SQ_PASS):
-                    m.d.comb += [lo_next.eq(release), lo_case.eq(LO_RELEASE)]
+                    m.d.comb += lo_case.eq(LO_RELEASE)
                     with m.If(rows_ready):
                         m.d.sync += sq.eq(SQ_ISSUE)
                 with m.Case(SQ_ISSUE):
@@ -1033,8 +1035,7 @@ class Conv2dAccelerator(wiring.Component):
                                                  iy.eq(y_pass + pass_step)]
                                     with m.If(last_pass):
                                         m.d.sync += sq.eq(SQ_DONE)
-                                        m.d.comb += [lo_next.eq(cfg.max_height + 1),
-                                                     lo_case.eq(LO_ALL)]
+                                        m.d.comb += lo_case.eq(LO_ALL)
                                     with m.Else():
                                         nxt_left = rows_left - gcount
                                         m.d.sync += [

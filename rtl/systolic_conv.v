@@ -10,56 +10,56 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$1 ;
   wire [7:0] \$10 ;
   wire [28:0] \$100 ;
-  wire [2:0] \$1000 ;
-  wire [3:0] \$1001 ;
-  wire [2:0] \$1002 ;
-  wire [3:0] \$1003 ;
-  wire \$1004 ;
-  wire \$1005 ;
-  wire [11:0] \$1006 ;
-  wire [14:0] \$1007 ;
+  wire \$1000 ;
+  wire \$1001 ;
+  wire [11:0] \$1002 ;
+  wire [14:0] \$1003 ;
+  wire [3:0] \$1004 ;
+  wire [7:0] \$1005 ;
+  wire [7:0] \$1006 ;
+  wire [10:0] \$1007 ;
   wire [3:0] \$1008 ;
   wire [7:0] \$1009 ;
   wire \$101 ;
-  wire [7:0] \$1010 ;
-  wire [10:0] \$1011 ;
-  wire [3:0] \$1012 ;
+  wire [11:0] \$1010 ;
+  wire [14:0] \$1011 ;
+  wire [7:0] \$1012 ;
   wire [7:0] \$1013 ;
-  wire [11:0] \$1014 ;
-  wire [14:0] \$1015 ;
-  wire [7:0] \$1016 ;
-  wire [7:0] \$1017 ;
-  wire [18:0] \$1018 ;
-  wire [5:0] \$1019 ;
+  wire [18:0] \$1014 ;
+  wire [5:0] \$1015 ;
+  wire [29:0] \$1016 ;
+  wire [30:0] \$1017 ;
+  wire [7:0] \$1018 ;
+  wire [7:0] \$1019 ;
   wire [28:0] \$102 ;
-  wire [29:0] \$1020 ;
-  wire [30:0] \$1021 ;
+  wire [3:0] \$1020 ;
+  wire [3:0] \$1021 ;
   wire [7:0] \$1022 ;
-  wire [7:0] \$1023 ;
-  wire [3:0] \$1024 ;
-  wire [3:0] \$1025 ;
-  wire [7:0] \$1026 ;
-  wire [13:0] \$1027 ;
-  wire [17:0] \$1028 ;
-  wire [29:0] \$1029 ;
+  wire [13:0] \$1023 ;
+  wire [17:0] \$1024 ;
+  wire [29:0] \$1025 ;
+  wire [30:0] \$1026 ;
+  wire [29:0] \$1027 ;
+  wire [30:0] \$1028 ;
+  wire [22:0] \$1029 ;
   wire \$103 ;
-  wire [30:0] \$1030 ;
-  wire [29:0] \$1031 ;
-  wire [30:0] \$1032 ;
-  wire [22:0] \$1033 ;
-  wire [23:0] \$1034 ;
-  wire [15:0] \$1035 ;
-  wire [5:0] \$1036 ;
-  wire [47:0] \$1037 ;
-  wire [48:0] \$1038 ;
-  wire [5:0] \$1039 ;
+  wire [23:0] \$1030 ;
+  wire [15:0] \$1031 ;
+  wire [5:0] \$1032 ;
+  wire [47:0] \$1033 ;
+  wire [48:0] \$1034 ;
+  wire [5:0] \$1035 ;
+  wire [47:0] \$1036 ;
+  wire [48:0] \$1037 ;
+  wire [29:0] \$1038 ;
+  wire [30:0] \$1039 ;
   wire \$104 ;
-  wire [47:0] \$1040 ;
-  wire [48:0] \$1041 ;
-  wire [29:0] \$1042 ;
-  wire [30:0] \$1043 ;
-  wire [29:0] \$1044 ;
-  wire [30:0] \$1045 ;
+  wire [29:0] \$1040 ;
+  wire [30:0] \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire \$1045 ;
   wire \$1046 ;
   wire \$1047 ;
   wire \$1048 ;
@@ -133,11 +133,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1109 ;
   wire \$111 ;
   wire \$1110 ;
-  wire \$1111 ;
+  wire [7:0] \$1111 ;
   wire \$1112 ;
   wire \$1113 ;
   wire \$1114 ;
-  wire [7:0] \$1115 ;
+  wire \$1115 ;
   wire \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
@@ -148,85 +148,85 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1122 ;
   wire \$1123 ;
   wire \$1124 ;
-  wire \$1125 ;
+  wire [6:0] \$1125 ;
   wire \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
-  wire [6:0] \$1129 ;
+  wire [8:0] \$1129 ;
   wire \$113 ;
   wire \$1130 ;
-  wire \$1131 ;
-  wire \$1132 ;
-  wire [8:0] \$1133 ;
+  wire [10:0] \$1131 ;
+  wire [10:0] \$1132 ;
+  wire [24:0] \$1133 ;
   wire \$1134 ;
-  wire [10:0] \$1135 ;
-  wire [10:0] \$1136 ;
-  wire [24:0] \$1137 ;
+  wire \$1135 ;
+  wire \$1136 ;
+  wire \$1137 ;
   wire \$1138 ;
   wire \$1139 ;
   wire \$114 ;
-  wire \$1140 ;
+  wire [17:0] \$1140 ;
   wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
-  wire [17:0] \$1144 ;
+  wire [24:0] \$1142 ;
+  wire [24:0] \$1143 ;
+  wire \$1144 ;
   wire \$1145 ;
-  wire [24:0] \$1146 ;
-  wire [24:0] \$1147 ;
-  wire \$1148 ;
-  wire \$1149 ;
+  wire [11:0] \$1146 ;
+  wire \$1147 ;
+  wire [5:0] \$1148 ;
+  wire [6:0] \$1149 ;
   wire [28:0] \$115 ;
-  wire [11:0] \$1150 ;
-  wire \$1151 ;
-  wire [5:0] \$1152 ;
-  wire [6:0] \$1153 ;
-  wire [7:0] \$1154 ;
-  wire [5:0] \$1155 ;
-  wire \$1156 ;
-  wire [7:0] \$1157 ;
-  wire [5:0] \$1158 ;
-  wire \$1159 ;
+  wire [7:0] \$1150 ;
+  wire [5:0] \$1151 ;
+  wire \$1152 ;
+  wire [7:0] \$1153 ;
+  wire [5:0] \$1154 ;
+  wire \$1155 ;
+  wire [7:0] \$1156 ;
+  wire [11:0] \$1157 ;
+  wire \$1158 ;
+  wire [28:0] \$1159 ;
   wire \$116 ;
-  wire [7:0] \$1160 ;
-  wire [11:0] \$1161 ;
+  wire [12:0] \$1160 ;
+  wire \$1161 ;
   wire \$1162 ;
   wire \$1163 ;
-  wire \$1164 ;
-  wire [12:0] \$1165 ;
+  wire [12:0] \$1164 ;
+  wire \$1165 ;
   wire \$1166 ;
   wire \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
   wire [28:0] \$117 ;
-  wire \$1170 ;
-  wire [12:0] \$1171 ;
+  wire [12:0] \$1170 ;
+  wire \$1171 ;
   wire \$1172 ;
   wire \$1173 ;
   wire \$1174 ;
   wire \$1175 ;
-  wire \$1176 ;
+  wire [12:0] \$1176 ;
   wire [12:0] \$1177 ;
-  wire [12:0] \$1178 ;
+  wire \$1178 ;
   wire \$1179 ;
   wire \$118 ;
   wire \$1180 ;
   wire \$1181 ;
   wire \$1182 ;
-  wire \$1183 ;
+  wire [5:0] \$1183 ;
   wire \$1184 ;
   wire \$1185 ;
   wire \$1186 ;
   wire \$1187 ;
   wire \$1188 ;
-  wire \$1189 ;
+  wire [5:0] \$1189 ;
   wire \$119 ;
   wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
   wire \$1193 ;
-  wire [12:0] \$1194 ;
-  wire \$1195 ;
-  wire \$1196 ;
+  wire \$1194 ;
+  wire [12:0] \$1195 ;
+  wire [5:0] \$1196 ;
   wire \$1197 ;
   wire \$1198 ;
   wire \$1199 ;
@@ -234,101 +234,101 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [28:0] \$120 ;
   wire \$1200 ;
   wire \$1201 ;
-  wire \$1202 ;
+  wire [11:0] \$1202 ;
   wire \$1203 ;
   wire \$1204 ;
   wire \$1205 ;
   wire \$1206 ;
   wire \$1207 ;
-  wire \$1208 ;
+  wire [11:0] \$1208 ;
   wire \$1209 ;
   wire \$121 ;
-  wire [12:0] \$1210 ;
+  wire \$1210 ;
   wire \$1211 ;
   wire \$1212 ;
   wire \$1213 ;
-  wire \$1214 ;
-  wire \$1215 ;
+  wire [12:0] \$1214 ;
+  wire [11:0] \$1215 ;
   wire \$1216 ;
-  wire [28:0] \$1217 ;
-  wire [12:0] \$1218 ;
+  wire \$1217 ;
+  wire \$1218 ;
   wire \$1219 ;
   wire [28:0] \$122 ;
   wire \$1220 ;
   wire \$1221 ;
-  wire \$1222 ;
-  wire \$1223 ;
+  wire [28:0] \$1222 ;
+  wire [12:0] \$1223 ;
   wire \$1224 ;
-  wire [28:0] \$1225 ;
-  wire [12:0] \$1226 ;
+  wire \$1225 ;
+  wire \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
   wire \$123 ;
-  wire \$1230 ;
-  wire \$1231 ;
-  wire [12:0] \$1232 ;
+  wire [28:0] \$1230 ;
+  wire [12:0] \$1231 ;
+  wire \$1232 ;
   wire \$1233 ;
-  wire [28:0] \$1234 ;
-  wire [12:0] \$1235 ;
+  wire \$1234 ;
+  wire \$1235 ;
   wire \$1236 ;
-  wire \$1237 ;
+  wire [12:0] \$1237 ;
   wire \$1238 ;
-  wire \$1239 ;
+  wire [28:0] \$1239 ;
   wire \$124 ;
-  wire \$1240 ;
+  wire [12:0] \$1240 ;
   wire \$1241 ;
   wire \$1242 ;
-  wire [7:0] \$1243 ;
-  wire [7:0] \$1244 ;
-  wire [7:0] \$1245 ;
-  wire [29:0] \$1246 ;
-  wire [7:0] \$1247 ;
+  wire \$1243 ;
+  wire \$1244 ;
+  wire \$1245 ;
+  wire \$1246 ;
+  wire \$1247 ;
   wire [7:0] \$1248 ;
-  wire \$1249 ;
+  wire [7:0] \$1249 ;
   wire [28:0] \$125 ;
-  wire \$1250 ;
-  wire [10:0] \$1251 ;
-  wire \$1252 ;
-  wire \$1253 ;
+  wire [7:0] \$1250 ;
+  wire [29:0] \$1251 ;
+  wire [7:0] \$1252 ;
+  wire [7:0] \$1253 ;
   wire \$1254 ;
   wire \$1255 ;
-  wire \$1256 ;
+  wire [10:0] \$1256 ;
   wire \$1257 ;
   wire \$1258 ;
-  wire [29:0] \$1259 ;
+  wire \$1259 ;
   wire \$126 ;
-  wire [30:0] \$1260 ;
-  wire [29:0] \$1261 ;
-  wire [30:0] \$1262 ;
-  wire [12:0] \$1263 ;
-  wire [13:0] \$1264 ;
-  wire [7:0] \$1265 ;
-  wire \$1266 ;
-  wire [3:0] \$1267 ;
-  wire [11:0] \$1268 ;
-  wire [7:0] \$1269 ;
+  wire \$1260 ;
+  wire \$1261 ;
+  wire \$1262 ;
+  wire \$1263 ;
+  wire [29:0] \$1264 ;
+  wire [30:0] \$1265 ;
+  wire [29:0] \$1266 ;
+  wire [30:0] \$1267 ;
+  wire [12:0] \$1268 ;
+  wire [13:0] \$1269 ;
   wire [28:0] \$127 ;
-  wire \$1270 ;
-  wire [29:0] \$1271 ;
-  wire [29:0] \$1272 ;
+  wire [7:0] \$1270 ;
+  wire \$1271 ;
+  wire [3:0] \$1272 ;
   wire [11:0] \$1273 ;
-  wire \$1274 ;
-  wire [11:0] \$1275 ;
+  wire [7:0] \$1274 ;
+  wire \$1275 ;
   wire [29:0] \$1276 ;
   wire [29:0] \$1277 ;
   wire [11:0] \$1278 ;
   wire \$1279 ;
   wire \$128 ;
-  wire \$1280 ;
-  wire \$1281 ;
-  wire [5:0] \$1282 ;
-  wire [29:0] \$1283 ;
+  wire [11:0] \$1280 ;
+  wire [29:0] \$1281 ;
+  wire [29:0] \$1282 ;
+  wire [11:0] \$1283 ;
   wire \$1284 ;
-  wire [5:0] \$1285 ;
-  wire [4:0] \$1286 ;
+  wire \$1285 ;
+  wire \$1286 ;
   wire [5:0] \$1287 ;
-  wire [4:0] \$1288 ;
+  wire [29:0] \$1288 ;
   wire \$1289 ;
   wire \$129 ;
   wire [5:0] \$1290 ;
@@ -370,10 +370,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [5:0] \$1322 ;
   wire [4:0] \$1323 ;
   wire \$1324 ;
-  wire \$1325 ;
-  wire \$1326 ;
-  wire \$1327 ;
-  wire \$1328 ;
+  wire [5:0] \$1325 ;
+  wire [4:0] \$1326 ;
+  wire [5:0] \$1327 ;
+  wire [4:0] \$1328 ;
   wire \$1329 ;
   wire \$133 ;
   wire \$1330 ;
@@ -381,100 +381,100 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$1332 ;
   wire \$1333 ;
   wire \$1334 ;
-  wire [3:0] \$1335 ;
-  wire [29:0] \$1336 ;
-  wire [29:0] \$1337 ;
-  wire [29:0] \$1338 ;
-  wire [3:0] \$1339 ;
+  wire \$1335 ;
+  wire \$1336 ;
+  wire \$1337 ;
+  wire \$1338 ;
+  wire \$1339 ;
   wire \$134 ;
-  wire [7:0] \$1340 ;
-  wire [7:0] \$1341 ;
+  wire [3:0] \$1340 ;
+  wire [29:0] \$1341 ;
   wire [29:0] \$1342 ;
   wire [29:0] \$1343 ;
-  wire [7:0] \$1344 ;
+  wire [3:0] \$1344 ;
   wire [7:0] \$1345 ;
-  wire \$1346 ;
-  wire \$1347 ;
-  wire [7:0] \$1348 ;
-  wire [12:0] \$1349 ;
+  wire [7:0] \$1346 ;
+  wire [29:0] \$1347 ;
+  wire [29:0] \$1348 ;
+  wire [7:0] \$1349 ;
   wire [28:0] \$135 ;
-  wire [30:0] \$1350 ;
-  wire [30:0] \$1351 ;
-  wire [30:0] \$1352 ;
-  wire [30:0] \$1353 ;
-  wire \$1354 ;
-  wire [12:0] \$1355 ;
-  wire \$1356 ;
-  wire [12:0] \$1357 ;
-  wire [12:0] \$1358 ;
+  wire [7:0] \$1350 ;
+  wire \$1351 ;
+  wire \$1352 ;
+  wire [7:0] \$1353 ;
+  wire [12:0] \$1354 ;
+  wire [30:0] \$1355 ;
+  wire [30:0] \$1356 ;
+  wire [30:0] \$1357 ;
+  wire [30:0] \$1358 ;
   wire \$1359 ;
   wire \$136 ;
-  wire [13:0] \$1360 ;
+  wire [12:0] \$1360 ;
   wire \$1361 ;
-  wire [13:0] \$1362 ;
-  wire [13:0] \$1363 ;
+  wire [12:0] \$1362 ;
+  wire [12:0] \$1363 ;
   wire \$1364 ;
-  wire [4:0] \$1365 ;
+  wire [13:0] \$1365 ;
   wire \$1366 ;
-  wire \$1367 ;
-  wire \$1368 ;
-  wire [32:0] \$1369 ;
+  wire [13:0] \$1367 ;
+  wire [13:0] \$1368 ;
+  wire \$1369 ;
   wire \$137 ;
-  wire [32:0] \$1370 ;
+  wire [4:0] \$1370 ;
   wire \$1371 ;
   wire \$1372 ;
-  wire [32:0] \$1373 ;
+  wire \$1373 ;
   wire [32:0] \$1374 ;
-  wire \$1375 ;
+  wire [32:0] \$1375 ;
   wire \$1376 ;
-  wire [32:0] \$1377 ;
+  wire \$1377 ;
   wire [32:0] \$1378 ;
-  wire \$1379 ;
+  wire [32:0] \$1379 ;
   wire \$138 ;
   wire \$1380 ;
-  wire [32:0] \$1381 ;
+  wire \$1381 ;
   wire [32:0] \$1382 ;
-  wire \$1383 ;
+  wire [32:0] \$1383 ;
   wire \$1384 ;
-  wire [32:0] \$1385 ;
+  wire \$1385 ;
   wire [32:0] \$1386 ;
-  wire \$1387 ;
+  wire [32:0] \$1387 ;
   wire \$1388 ;
-  wire [32:0] \$1389 ;
+  wire \$1389 ;
   wire \$139 ;
   wire [32:0] \$1390 ;
-  wire \$1391 ;
+  wire [32:0] \$1391 ;
   wire \$1392 ;
-  wire [32:0] \$1393 ;
+  wire \$1393 ;
   wire [32:0] \$1394 ;
-  wire \$1395 ;
+  wire [32:0] \$1395 ;
   wire \$1396 ;
-  wire [32:0] \$1397 ;
+  wire \$1397 ;
   wire [32:0] \$1398 ;
-  wire \$1399 ;
+  wire [32:0] \$1399 ;
   wire [8:0] \$14 ;
   wire \$140 ;
   wire \$1400 ;
   wire \$1401 ;
-  wire \$1402 ;
-  reg [11:0] \$1403 ;
-  reg [11:0] \$1404 ;
-  reg [9:0] \$1405 ;
-  reg [9:0] \$1406 ;
-  reg \$1407 ;
+  wire [32:0] \$1402 ;
+  wire [32:0] \$1403 ;
+  wire \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
+  wire \$1407 ;
   reg [9:0] \$1408 ;
-  reg [28:0] \$1409 ;
+  reg [9:0] \$1409 ;
   wire \$141 ;
-  reg [29:0] \$1410 ;
-  reg [28:0] \$1411 ;
+  reg \$1410 ;
+  reg [9:0] \$1411 ;
   reg [28:0] \$1412 ;
   reg [29:0] \$1413 ;
-  reg [29:0] \$1414 ;
-  reg [29:0] \$1415 ;
+  reg [28:0] \$1414 ;
+  reg [28:0] \$1415 ;
   reg [29:0] \$1416 ;
-  reg [63:0] \$1417 ;
-  reg [63:0] \$1418 ;
-  reg [63:0] \$1419 ;
+  reg [29:0] \$1417 ;
+  reg [29:0] \$1418 ;
+  reg [29:0] \$1419 ;
   wire \$142 ;
   reg [63:0] \$1420 ;
   reg [63:0] \$1421 ;
@@ -507,72 +507,72 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1446 ;
   reg [63:0] \$1447 ;
   reg [63:0] \$1448 ;
-  reg \$1449 ;
+  reg [63:0] \$1449 ;
   wire \$145 ;
-  reg \$1450 ;
-  reg [3:0] \$1451 ;
-  reg [3:0] \$1452 ;
-  reg [63:0] \$1453 ;
-  reg [63:0] \$1454 ;
-  reg [63:0] \$1455 ;
+  reg [63:0] \$1450 ;
+  reg [63:0] \$1451 ;
+  reg \$1452 ;
+  reg \$1453 ;
+  reg [3:0] \$1454 ;
+  reg [3:0] \$1455 ;
   reg [63:0] \$1456 ;
-  reg \$1457 ;
-  reg \$1458 ;
+  reg [63:0] \$1457 ;
+  reg [63:0] \$1458 ;
   reg [63:0] \$1459 ;
   wire \$146 ;
   reg \$1460 ;
   reg \$1461 ;
-  reg [7:0] \$1462 ;
-  reg [3:0] \$1463 ;
+  reg [63:0] \$1462 ;
+  reg \$1463 ;
   reg \$1464 ;
-  reg [3:0] \$1465 ;
+  reg [7:0] \$1465 ;
   reg [3:0] \$1466 ;
-  reg [63:0] \$1467 ;
-  reg [63:0] \$1468 ;
-  reg [63:0] \$1469 ;
+  reg \$1467 ;
+  reg [3:0] \$1468 ;
+  reg [3:0] \$1469 ;
   wire \$147 ;
   reg [63:0] \$1470 ;
-  reg \$1471 ;
-  reg \$1472 ;
+  reg [63:0] \$1471 ;
+  reg [63:0] \$1472 ;
   reg [63:0] \$1473 ;
-  reg [63:0] \$1474 ;
-  reg [63:0] \$1475 ;
+  reg \$1474 ;
+  reg \$1475 ;
   reg [63:0] \$1476 ;
-  reg \$1477 ;
-  reg \$1478 ;
+  reg [63:0] \$1477 ;
+  reg [63:0] \$1478 ;
   reg [63:0] \$1479 ;
   wire \$148 ;
-  reg [63:0] \$1480 ;
-  reg [63:0] \$1481 ;
+  reg \$1480 ;
+  reg \$1481 ;
   reg [63:0] \$1482 ;
   reg [63:0] \$1483 ;
   reg [63:0] \$1484 ;
   reg [63:0] \$1485 ;
   reg [63:0] \$1486 ;
   reg [63:0] \$1487 ;
-  reg [7:0] \$1488 ;
-  reg [3:0] \$1489 ;
+  reg [63:0] \$1488 ;
+  reg [63:0] \$1489 ;
   wire \$149 ;
-  reg \$1490 ;
-  reg [3:0] \$1491 ;
+  reg [63:0] \$1490 ;
+  reg [7:0] \$1491 ;
   reg [3:0] \$1492 ;
-  reg [63:0] \$1493 ;
-  reg [63:0] \$1494 ;
-  reg [63:0] \$1495 ;
+  reg \$1493 ;
+  reg [3:0] \$1494 ;
+  reg [3:0] \$1495 ;
   reg [63:0] \$1496 ;
-  reg \$1497 ;
-  reg \$1498 ;
+  reg [63:0] \$1497 ;
+  reg [63:0] \$1498 ;
   reg [63:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  reg [63:0] \$1500 ;
-  reg [63:0] \$1501 ;
+  reg \$1500 ;
+  reg \$1501 ;
   reg [63:0] \$1502 ;
-  reg \$1503 ;
-  reg \$1504 ;
+  reg [63:0] \$1503 ;
+  reg [63:0] \$1504 ;
   reg [63:0] \$1505 ;
-  reg [63:0] \$1506 ;
-  reg [63:0] \$1507 ;
+  reg \$1506 ;
+  reg \$1507 ;
   reg [63:0] \$1508 ;
   reg [63:0] \$1509 ;
   wire \$151 ;
@@ -580,28 +580,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1511 ;
   reg [63:0] \$1512 ;
   reg [63:0] \$1513 ;
-  reg [7:0] \$1514 ;
-  reg [3:0] \$1515 ;
-  reg \$1516 ;
-  reg [3:0] \$1517 ;
+  reg [63:0] \$1514 ;
+  reg [63:0] \$1515 ;
+  reg [63:0] \$1516 ;
+  reg [7:0] \$1517 ;
   reg [3:0] \$1518 ;
-  reg [63:0] \$1519 ;
+  reg \$1519 ;
   wire \$152 ;
-  reg [63:0] \$1520 ;
-  reg [63:0] \$1521 ;
+  reg [3:0] \$1520 ;
+  reg [3:0] \$1521 ;
   reg [63:0] \$1522 ;
-  reg \$1523 ;
-  reg \$1524 ;
+  reg [63:0] \$1523 ;
+  reg [63:0] \$1524 ;
   reg [63:0] \$1525 ;
-  reg [63:0] \$1526 ;
-  reg [63:0] \$1527 ;
+  reg \$1526 ;
+  reg \$1527 ;
   reg [63:0] \$1528 ;
-  reg \$1529 ;
+  reg [63:0] \$1529 ;
   wire \$153 ;
-  reg \$1530 ;
+  reg [63:0] \$1530 ;
   reg [63:0] \$1531 ;
-  reg [63:0] \$1532 ;
-  reg [63:0] \$1533 ;
+  reg \$1532 ;
+  reg \$1533 ;
   reg [63:0] \$1534 ;
   reg [63:0] \$1535 ;
   reg [63:0] \$1536 ;
@@ -609,27 +609,27 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1538 ;
   reg [63:0] \$1539 ;
   wire \$154 ;
-  reg [7:0] \$1540 ;
-  reg [3:0] \$1541 ;
-  reg \$1542 ;
-  reg [3:0] \$1543 ;
+  reg [63:0] \$1540 ;
+  reg [63:0] \$1541 ;
+  reg [63:0] \$1542 ;
+  reg [7:0] \$1543 ;
   reg [3:0] \$1544 ;
-  reg [63:0] \$1545 ;
-  reg [63:0] \$1546 ;
-  reg [63:0] \$1547 ;
+  reg \$1545 ;
+  reg [3:0] \$1546 ;
+  reg [3:0] \$1547 ;
   reg [63:0] \$1548 ;
-  reg \$1549 ;
+  reg [63:0] \$1549 ;
   wire \$155 ;
-  reg \$1550 ;
+  reg [63:0] \$1550 ;
   reg [63:0] \$1551 ;
-  reg [63:0] \$1552 ;
-  reg [63:0] \$1553 ;
+  reg \$1552 ;
+  reg \$1553 ;
   reg [63:0] \$1554 ;
-  reg \$1555 ;
-  reg \$1556 ;
+  reg [63:0] \$1555 ;
+  reg [63:0] \$1556 ;
   reg [63:0] \$1557 ;
-  reg [63:0] \$1558 ;
-  reg [63:0] \$1559 ;
+  reg \$1558 ;
+  reg \$1559 ;
   wire \$156 ;
   reg [63:0] \$1560 ;
   reg [63:0] \$1561 ;
@@ -637,28 +637,28 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$1563 ;
   reg [63:0] \$1564 ;
   reg [63:0] \$1565 ;
-  reg [7:0] \$1566 ;
-  reg [3:0] \$1567 ;
-  reg \$1568 ;
-  reg [3:0] \$1569 ;
+  reg [63:0] \$1566 ;
+  reg [63:0] \$1567 ;
+  reg [63:0] \$1568 ;
+  reg [7:0] \$1569 ;
   wire \$157 ;
   reg [3:0] \$1570 ;
-  reg [63:0] \$1571 ;
-  reg [63:0] \$1572 ;
-  reg [63:0] \$1573 ;
+  reg \$1571 ;
+  reg [3:0] \$1572 ;
+  reg [3:0] \$1573 ;
   reg [63:0] \$1574 ;
-  reg \$1575 ;
-  reg \$1576 ;
+  reg [63:0] \$1575 ;
+  reg [63:0] \$1576 ;
   reg [63:0] \$1577 ;
-  reg [63:0] \$1578 ;
-  reg [63:0] \$1579 ;
+  reg \$1578 ;
+  reg \$1579 ;
   wire \$158 ;
   reg [63:0] \$1580 ;
-  reg \$1581 ;
-  reg \$1582 ;
+  reg [63:0] \$1581 ;
+  reg [63:0] \$1582 ;
   reg [63:0] \$1583 ;
-  reg [63:0] \$1584 ;
-  reg [63:0] \$1585 ;
+  reg \$1584 ;
+  reg \$1585 ;
   reg [63:0] \$1586 ;
   reg [63:0] \$1587 ;
   reg [63:0] \$1588 ;
@@ -666,9 +666,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$159 ;
   reg [63:0] \$1590 ;
   reg [63:0] \$1591 ;
-  reg [3:0] \$1592 ;
-  reg [3:0] \$1593 ;
-  reg [3:0] \$1594 ;
+  reg [63:0] \$1592 ;
+  reg [63:0] \$1593 ;
+  reg [63:0] \$1594 ;
   reg [3:0] \$1595 ;
   reg [3:0] \$1596 ;
   reg [3:0] \$1597 ;
@@ -737,9 +737,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1653 ;
   reg [3:0] \$1654 ;
   reg [3:0] \$1655 ;
-  reg [29:0] \$1656 ;
-  reg [29:0] \$1657 ;
-  reg [29:0] \$1658 ;
+  reg [3:0] \$1656 ;
+  reg [3:0] \$1657 ;
+  reg [3:0] \$1658 ;
   reg [29:0] \$1659 ;
   wire \$166 ;
   reg [29:0] \$1660 ;
@@ -756,47 +756,47 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [29:0] \$1670 ;
   reg [29:0] \$1671 ;
   reg [29:0] \$1672 ;
-  reg [255:0] \$1673 ;
-  reg [551:0] \$1674 ;
-  reg [255:0] \$1675 ;
+  reg [29:0] \$1673 ;
+  reg [29:0] \$1674 ;
+  reg [29:0] \$1675 ;
   reg [255:0] \$1676 ;
-  reg \$1677 ;
-  reg \$1678 ;
-  reg \$1679 ;
+  reg [551:0] \$1677 ;
+  reg [255:0] \$1678 ;
+  reg [255:0] \$1679 ;
   wire \$168 ;
   reg \$1680 ;
   reg \$1681 ;
-  reg [255:0] \$1682 ;
-  reg [551:0] \$1683 ;
-  reg [7:0] \$1684 ;
-  reg [63:0] \$1685 ;
-  reg [63:0] \$1686 ;
-  reg \$1687 ;
-  reg \$1688 ;
-  reg \$1689 ;
+  reg \$1682 ;
+  reg \$1683 ;
+  reg \$1684 ;
+  reg [255:0] \$1685 ;
+  reg [551:0] \$1686 ;
+  reg [7:0] \$1687 ;
+  reg [63:0] \$1688 ;
+  reg [63:0] \$1689 ;
   wire \$169 ;
   reg \$1690 ;
   reg \$1691 ;
   reg \$1692 ;
   reg \$1693 ;
-  reg [1:0] \$1694 ;
-  reg [1:0] \$1695 ;
+  reg \$1694 ;
+  reg \$1695 ;
   reg \$1696 ;
-  reg \$1697 ;
-  reg [155:0] \$1698 ;
-  reg [2:0] \$1699 ;
+  reg [1:0] \$1697 ;
+  reg [1:0] \$1698 ;
+  reg \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  reg [7:0] \$1700 ;
-  reg [28:0] \$1701 ;
-  reg [28:0] \$1702 ;
-  reg [28:0] \$1703 ;
+  reg \$1700 ;
+  reg [155:0] \$1701 ;
+  reg [2:0] \$1702 ;
+  reg [7:0] \$1703 ;
   reg [28:0] \$1704 ;
   reg [28:0] \$1705 ;
-  reg [17:0] \$1706 ;
-  reg [3:0] \$1707 ;
-  reg [3:0] \$1708 ;
-  reg [3:0] \$1709 ;
+  reg [28:0] \$1706 ;
+  reg [28:0] \$1707 ;
+  reg [28:0] \$1708 ;
+  reg [17:0] \$1709 ;
   wire [29:0] \$171 ;
   reg [3:0] \$1710 ;
   reg [3:0] \$1711 ;
@@ -814,70 +814,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1722 ;
   reg [3:0] \$1723 ;
   reg [3:0] \$1724 ;
-  reg [5:0] \$1725 ;
-  reg [28:0] \$1726 ;
-  reg [6:0] \$1727 ;
-  reg [6:0] \$1728 ;
-  reg [2:0] \$1729 ;
+  reg [3:0] \$1725 ;
+  reg [3:0] \$1726 ;
+  reg [3:0] \$1727 ;
+  reg [5:0] \$1728 ;
+  reg [28:0] \$1729 ;
   wire [29:0] \$173 ;
-  reg [2:0] \$1730 ;
+  reg [6:0] \$1730 ;
   reg [6:0] \$1731 ;
-  reg [28:0] \$1732 ;
-  reg [17:0] \$1733 ;
-  reg [28:0] \$1734 ;
+  reg [2:0] \$1732 ;
+  reg [2:0] \$1733 ;
+  reg [6:0] \$1734 ;
   reg [28:0] \$1735 ;
-  reg [22:0] \$1736 ;
-  reg [15:0] \$1737 ;
-  reg [11:0] \$1738 ;
-  reg \$1739 ;
+  reg [17:0] \$1736 ;
+  reg [28:0] \$1737 ;
+  reg [28:0] \$1738 ;
+  reg [22:0] \$1739 ;
   wire [29:0] \$174 ;
-  reg [16:0] \$1740 ;
-  reg [16:0] \$1741 ;
-  reg [29:0] \$1742 ;
-  reg [29:0] \$1743 ;
-  reg \$1744 ;
-  reg [5:0] \$1745 ;
-  reg [7:0] \$1746 ;
-  reg [23:0] \$1747 ;
-  reg \$1748 ;
-  reg \$1749 ;
+  reg [15:0] \$1740 ;
+  reg [11:0] \$1741 ;
+  reg \$1742 ;
+  reg [16:0] \$1743 ;
+  reg [16:0] \$1744 ;
+  reg [29:0] \$1745 ;
+  reg [29:0] \$1746 ;
+  reg \$1747 ;
+  reg [5:0] \$1748 ;
+  reg [7:0] \$1749 ;
   wire [29:0] \$175 ;
-  reg [16:0] \$1750 ;
+  reg [23:0] \$1750 ;
   reg \$1751 ;
-  reg [23:0] \$1752 ;
-  reg \$1753 ;
-  reg [6:0] \$1754 ;
-  reg [4:0] \$1755 ;
-  reg [5:0] \$1756 ;
-  reg \$1757 ;
-  reg [10:0] \$1758 ;
-  reg \$1759 ;
+  reg \$1752 ;
+  reg [16:0] \$1753 ;
+  reg \$1754 ;
+  reg [23:0] \$1755 ;
+  reg \$1756 ;
+  reg [6:0] \$1757 ;
+  reg [4:0] \$1758 ;
+  reg [5:0] \$1759 ;
   reg [63:0] \$176 ;
-  reg [1:0] \$1760 ;
-  reg [6:0] \$1761 ;
-  reg [2:0] \$1762 ;
-  reg [2:0] \$1763 ;
-  reg [4:0] \$1764 ;
-  reg [10:0] \$1765 ;
+  reg \$1760 ;
+  reg [10:0] \$1761 ;
+  reg [11:0] \$1762 ;
+  reg [11:0] \$1763 ;
+  reg \$1764 ;
+  reg [1:0] \$1765 ;
   reg [6:0] \$1766 ;
-  reg \$1767 ;
-  reg [11:0] \$1768 ;
-  reg [28:0] \$1769 ;
+  reg [2:0] \$1767 ;
+  reg [2:0] \$1768 ;
+  reg [4:0] \$1769 ;
   reg [63:0] \$177 ;
-  reg [28:0] \$1770 ;
-  reg [28:0] \$1771 ;
-  reg [29:0] \$1772 ;
-  reg [28:0] \$1773 ;
+  reg [10:0] \$1770 ;
+  reg [6:0] \$1771 ;
+  reg \$1772 ;
+  reg [11:0] \$1773 ;
   reg [28:0] \$1774 ;
   reg [28:0] \$1775 ;
-  reg [10:0] \$1776 ;
-  reg [11:0] \$1777 ;
-  reg [3:0] \$1778 ;
-  reg [3:0] \$1779 ;
+  reg [28:0] \$1776 ;
+  reg [29:0] \$1777 ;
+  reg [28:0] \$1778 ;
+  reg [28:0] \$1779 ;
   reg [63:0] \$178 ;
-  reg [3:0] \$1780 ;
-  reg [3:0] \$1781 ;
-  reg [3:0] \$1782 ;
+  reg [28:0] \$1780 ;
+  reg [10:0] \$1781 ;
+  reg [11:0] \$1782 ;
   reg [3:0] \$1783 ;
   reg [3:0] \$1784 ;
   reg [3:0] \$1785 ;
@@ -890,24 +890,29 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [3:0] \$1791 ;
   reg [3:0] \$1792 ;
   reg [3:0] \$1793 ;
-  reg [12:0] \$1794 ;
+  reg [3:0] \$1794 ;
   reg [3:0] \$1795 ;
-  reg \$1796 ;
-  reg [10:0] \$1797 ;
-  reg [12:0] \$1798 ;
-  reg \$1799 ;
+  reg [3:0] \$1796 ;
+  reg [3:0] \$1797 ;
+  reg [3:0] \$1798 ;
+  reg [12:0] \$1799 ;
   wire \$18 ;
   reg [63:0] \$180 ;
-  reg \$1800 ;
-  reg [31:0] \$1801 ;
-  reg [31:0] \$1802 ;
-  reg [31:0] \$1803 ;
-  reg [31:0] \$1804 ;
-  reg [31:0] \$1805 ;
+  reg [3:0] \$1800 ;
+  reg \$1801 ;
+  reg [10:0] \$1802 ;
+  reg [12:0] \$1803 ;
+  reg \$1804 ;
+  reg \$1805 ;
   reg [31:0] \$1806 ;
   reg [31:0] \$1807 ;
   reg [31:0] \$1808 ;
+  reg [31:0] \$1809 ;
   reg [63:0] \$181 ;
+  reg [31:0] \$1810 ;
+  reg [31:0] \$1811 ;
+  reg [31:0] \$1812 ;
+  reg [31:0] \$1813 ;
   reg [63:0] \$182 ;
   reg [63:0] \$183 ;
   reg [63:0] \$184 ;
@@ -1418,11 +1423,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [11:0] \$639 ;
   wire \$64 ;
   wire \$640 ;
-  wire [12:0] \$641 ;
-  wire [5:0] \$642 ;
-  wire \$643 ;
-  wire [12:0] \$644 ;
-  wire [24:0] \$645 ;
+  wire [5:0] \$641 ;
+  wire \$642 ;
+  wire [24:0] \$643 ;
+  wire \$644 ;
+  wire \$645 ;
   wire \$646 ;
   wire \$647 ;
   wire \$648 ;
@@ -1434,26 +1439,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$653 ;
   wire \$654 ;
   wire \$655 ;
-  wire [28:0] \$656 ;
+  wire \$656 ;
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
   wire \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
+  wire [4:0] \$662 ;
+  wire [4:0] \$663 ;
+  wire [4:0] \$664 ;
+  wire [4:0] \$665 ;
   wire [4:0] \$666 ;
   wire [4:0] \$667 ;
   wire [4:0] \$668 ;
   wire [4:0] \$669 ;
   wire [28:0] \$67 ;
-  wire [4:0] \$670 ;
-  wire [4:0] \$671 ;
-  wire [4:0] \$672 ;
-  wire [4:0] \$673 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
   wire \$674 ;
   wire \$675 ;
   wire \$676 ;
@@ -1466,16 +1471,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$682 ;
   wire \$683 ;
   wire \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire [16:0] \$689 ;
+  wire [16:0] \$685 ;
+  wire [17:0] \$686 ;
+  wire [16:0] \$687 ;
+  wire [4:0] \$688 ;
+  wire [18:0] \$689 ;
   wire \$69 ;
-  wire [17:0] \$690 ;
-  wire [16:0] \$691 ;
-  wire [4:0] \$692 ;
-  wire [18:0] \$693 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
@@ -1487,11 +1492,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
-  wire \$703 ;
+  wire [1:0] \$703 ;
   wire \$704 ;
   wire \$705 ;
   wire \$706 ;
-  wire [1:0] \$707 ;
+  wire \$707 ;
   wire \$708 ;
   wire \$709 ;
   wire \$71 ;
@@ -1504,47 +1509,47 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
-  wire \$719 ;
+  wire [9:0] \$719 ;
   wire [28:0] \$72 ;
-  wire \$720 ;
-  wire \$721 ;
-  wire \$722 ;
-  wire [9:0] \$723 ;
-  wire [29:0] \$724 ;
-  wire [30:0] \$725 ;
-  wire [31:0] \$726 ;
-  wire [7:0] \$727 ;
-  wire [4:0] \$728 ;
+  wire [29:0] \$720 ;
+  wire [30:0] \$721 ;
+  wire [31:0] \$722 ;
+  wire [7:0] \$723 ;
+  wire [4:0] \$724 ;
+  reg [63:0] \$725 ;
+  reg [63:0] \$726 ;
+  wire [63:0] \$727 ;
+  reg [63:0] \$728 ;
   reg [63:0] \$729 ;
   wire \$73 ;
-  reg [63:0] \$730 ;
-  wire [63:0] \$731 ;
+  wire [63:0] \$730 ;
+  reg [63:0] \$731 ;
   reg [63:0] \$732 ;
-  reg [63:0] \$733 ;
-  wire [63:0] \$734 ;
+  wire [63:0] \$733 ;
+  reg [63:0] \$734 ;
   reg [63:0] \$735 ;
-  reg [63:0] \$736 ;
-  wire [63:0] \$737 ;
-  reg [63:0] \$738 ;
-  reg [63:0] \$739 ;
+  wire [63:0] \$736 ;
+  reg [63:0] \$737 ;
+  wire [63:0] \$738 ;
+  wire [4:0] \$739 ;
   wire \$74 ;
-  wire [63:0] \$740 ;
-  reg [63:0] \$741 ;
-  wire [63:0] \$742 ;
-  wire [4:0] \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  reg [63:0] \$743 ;
+  reg [63:0] \$744 ;
+  wire [63:0] \$745 ;
+  reg [63:0] \$746 ;
   reg [63:0] \$747 ;
-  reg [63:0] \$748 ;
-  wire [63:0] \$749 ;
+  wire [63:0] \$748 ;
+  reg [63:0] \$749 ;
   wire [28:0] \$75 ;
   reg [63:0] \$750 ;
-  reg [63:0] \$751 ;
-  wire [63:0] \$752 ;
+  wire [63:0] \$751 ;
+  reg [63:0] \$752 ;
   reg [63:0] \$753 ;
-  reg [63:0] \$754 ;
-  wire [63:0] \$755 ;
+  wire [63:0] \$754 ;
+  wire \$755 ;
   reg [63:0] \$756 ;
   reg [63:0] \$757 ;
   wire [63:0] \$758 ;
@@ -1563,33 +1568,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [28:0] \$77 ;
   wire [63:0] \$770 ;
   wire \$771 ;
-  reg [63:0] \$772 ;
+  wire \$772 ;
   reg [63:0] \$773 ;
   wire [63:0] \$774 ;
   wire \$775 ;
-  wire \$776 ;
-  reg [63:0] \$777 ;
-  wire [63:0] \$778 ;
-  wire \$779 ;
+  reg [63:0] \$776 ;
+  wire [63:0] \$777 ;
+  reg [63:0] \$778 ;
+  wire [63:0] \$779 ;
   wire \$78 ;
-  reg [63:0] \$780 ;
-  wire [63:0] \$781 ;
-  reg [63:0] \$782 ;
-  wire [63:0] \$783 ;
-  wire [4:0] \$784 ;
-  wire \$785 ;
-  wire \$786 ;
-  wire \$787 ;
+  wire [4:0] \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  reg [63:0] \$784 ;
+  reg [63:0] \$785 ;
+  wire [63:0] \$786 ;
+  reg [63:0] \$787 ;
   reg [63:0] \$788 ;
-  reg [63:0] \$789 ;
+  wire [63:0] \$789 ;
   wire \$79 ;
-  wire [63:0] \$790 ;
+  reg [63:0] \$790 ;
   reg [63:0] \$791 ;
-  reg [63:0] \$792 ;
-  wire [63:0] \$793 ;
+  wire [63:0] \$792 ;
+  reg [63:0] \$793 ;
   reg [63:0] \$794 ;
-  reg [63:0] \$795 ;
-  wire [63:0] \$796 ;
+  wire [63:0] \$795 ;
+  wire \$796 ;
   reg [63:0] \$797 ;
   reg [63:0] \$798 ;
   wire [63:0] \$799 ;
@@ -1609,33 +1614,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$810 ;
   wire [63:0] \$811 ;
   wire \$812 ;
-  reg [63:0] \$813 ;
+  wire \$813 ;
   reg [63:0] \$814 ;
   wire [63:0] \$815 ;
   wire \$816 ;
-  wire \$817 ;
-  reg [63:0] \$818 ;
-  wire [63:0] \$819 ;
+  reg [63:0] \$817 ;
+  wire [63:0] \$818 ;
+  reg [63:0] \$819 ;
   wire [28:0] \$82 ;
-  wire \$820 ;
-  reg [63:0] \$821 ;
-  wire [63:0] \$822 ;
-  reg [63:0] \$823 ;
-  wire [63:0] \$824 ;
-  wire [5:0] \$825 ;
-  wire \$826 ;
-  wire \$827 ;
-  wire \$828 ;
+  wire [63:0] \$820 ;
+  wire [5:0] \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  reg [63:0] \$825 ;
+  reg [63:0] \$826 ;
+  wire [63:0] \$827 ;
+  reg [63:0] \$828 ;
   reg [63:0] \$829 ;
   wire \$83 ;
-  reg [63:0] \$830 ;
-  wire [63:0] \$831 ;
+  wire [63:0] \$830 ;
+  reg [63:0] \$831 ;
   reg [63:0] \$832 ;
-  reg [63:0] \$833 ;
-  wire [63:0] \$834 ;
+  wire [63:0] \$833 ;
+  reg [63:0] \$834 ;
   reg [63:0] \$835 ;
-  reg [63:0] \$836 ;
-  wire [63:0] \$837 ;
+  wire [63:0] \$836 ;
+  wire \$837 ;
   reg [63:0] \$838 ;
   reg [63:0] \$839 ;
   wire \$84 ;
@@ -1654,33 +1659,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$851 ;
   wire [63:0] \$852 ;
   wire \$853 ;
-  reg [63:0] \$854 ;
+  wire \$854 ;
   reg [63:0] \$855 ;
   wire [63:0] \$856 ;
   wire \$857 ;
-  wire \$858 ;
-  reg [63:0] \$859 ;
+  reg [63:0] \$858 ;
+  wire [63:0] \$859 ;
   wire \$86 ;
-  wire [63:0] \$860 ;
-  wire \$861 ;
-  reg [63:0] \$862 ;
-  wire [63:0] \$863 ;
-  reg [63:0] \$864 ;
-  wire [63:0] \$865 ;
-  wire [5:0] \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire \$869 ;
+  reg [63:0] \$860 ;
+  wire [63:0] \$861 ;
+  wire [5:0] \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  reg [63:0] \$866 ;
+  reg [63:0] \$867 ;
+  wire [63:0] \$868 ;
+  reg [63:0] \$869 ;
   wire [28:0] \$87 ;
   reg [63:0] \$870 ;
-  reg [63:0] \$871 ;
-  wire [63:0] \$872 ;
+  wire [63:0] \$871 ;
+  reg [63:0] \$872 ;
   reg [63:0] \$873 ;
-  reg [63:0] \$874 ;
-  wire [63:0] \$875 ;
+  wire [63:0] \$874 ;
+  reg [63:0] \$875 ;
   reg [63:0] \$876 ;
-  reg [63:0] \$877 ;
-  wire [63:0] \$878 ;
+  wire [63:0] \$877 ;
+  wire \$878 ;
   reg [63:0] \$879 ;
   wire \$88 ;
   reg [63:0] \$880 ;
@@ -1699,34 +1704,34 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$892 ;
   wire [63:0] \$893 ;
   wire \$894 ;
-  reg [63:0] \$895 ;
+  wire \$895 ;
   reg [63:0] \$896 ;
   wire [63:0] \$897 ;
   wire \$898 ;
-  wire \$899 ;
+  reg [63:0] \$899 ;
   wire \$9 ;
   wire [28:0] \$90 ;
-  reg [63:0] \$900 ;
-  wire [63:0] \$901 ;
-  wire \$902 ;
-  reg [63:0] \$903 ;
-  wire [63:0] \$904 ;
-  reg [63:0] \$905 ;
-  wire [63:0] \$906 ;
-  wire [6:0] \$907 ;
-  wire \$908 ;
-  wire \$909 ;
+  wire [63:0] \$900 ;
+  reg [63:0] \$901 ;
+  wire [63:0] \$902 ;
+  wire [6:0] \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  reg [63:0] \$907 ;
+  reg [63:0] \$908 ;
+  wire [63:0] \$909 ;
   wire \$91 ;
-  wire \$910 ;
+  reg [63:0] \$910 ;
   reg [63:0] \$911 ;
-  reg [63:0] \$912 ;
-  wire [63:0] \$913 ;
+  wire [63:0] \$912 ;
+  reg [63:0] \$913 ;
   reg [63:0] \$914 ;
-  reg [63:0] \$915 ;
-  wire [63:0] \$916 ;
+  wire [63:0] \$915 ;
+  reg [63:0] \$916 ;
   reg [63:0] \$917 ;
-  reg [63:0] \$918 ;
-  wire [63:0] \$919 ;
+  wire [63:0] \$918 ;
+  wire \$919 ;
   wire [28:0] \$92 ;
   reg [63:0] \$920 ;
   reg [63:0] \$921 ;
@@ -1745,19 +1750,19 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [63:0] \$933 ;
   wire [63:0] \$934 ;
   wire \$935 ;
-  reg [63:0] \$936 ;
+  wire \$936 ;
   reg [63:0] \$937 ;
   wire [63:0] \$938 ;
   wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
-  reg [63:0] \$941 ;
-  wire [63:0] \$942 ;
-  wire \$943 ;
-  reg [63:0] \$944 ;
-  wire [63:0] \$945 ;
-  reg [63:0] \$946 ;
-  wire [63:0] \$947 ;
+  reg [63:0] \$940 ;
+  wire [63:0] \$941 ;
+  reg [63:0] \$942 ;
+  wire [63:0] \$943 ;
+  wire [4:0] \$944 ;
+  wire [5:0] \$945 ;
+  wire [4:0] \$946 ;
+  wire [5:0] \$947 ;
   wire [4:0] \$948 ;
   wire [5:0] \$949 ;
   wire [28:0] \$95 ;
@@ -1772,10 +1777,10 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [4:0] \$958 ;
   wire [5:0] \$959 ;
   wire \$96 ;
-  wire [4:0] \$960 ;
-  wire [5:0] \$961 ;
-  wire [4:0] \$962 ;
-  wire [5:0] \$963 ;
+  wire \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
   wire \$964 ;
   wire \$965 ;
   wire \$966 ;
@@ -1808,13 +1813,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$990 ;
   wire \$991 ;
   wire \$992 ;
-  wire \$993 ;
-  wire \$994 ;
+  wire [8:0] \$993 ;
+  wire [8:0] \$994 ;
   wire \$995 ;
-  wire \$996 ;
-  wire [8:0] \$997 ;
-  wire [8:0] \$998 ;
-  wire \$999 ;
+  wire [2:0] \$996 ;
+  wire [3:0] \$997 ;
+  wire [2:0] \$998 ;
+  wire [3:0] \$999 ;
   wire [8:0] \$signature__addr ;
   wire [8:0] \$signature__addr$102 ;
   wire [8:0] \$signature__addr$103 ;
@@ -1826,9 +1831,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$115 ;
   wire [8:0] \$signature__addr$118 ;
   wire [8:0] \$signature__addr$119 ;
-  wire [8:0] \$signature__addr$122 ;
-  wire [8:0] \$signature__addr$123 ;
-  wire [8:0] \$signature__addr$348 ;
+  wire [8:0] \$signature__addr$344 ;
+  wire [8:0] \$signature__addr$349 ;
   wire [8:0] \$signature__addr$352 ;
   wire [8:0] \$signature__addr$355 ;
   wire [8:0] \$signature__addr$358 ;
@@ -1859,7 +1863,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$433 ;
   wire [8:0] \$signature__addr$436 ;
   wire [8:0] \$signature__addr$439 ;
-  wire [8:0] \$signature__addr$442 ;
+  wire [8:0] \$signature__addr$59 ;
+  wire [8:0] \$signature__addr$62 ;
   wire [8:0] \$signature__addr$63 ;
   wire [8:0] \$signature__addr$66 ;
   wire [8:0] \$signature__addr$67 ;
@@ -1880,6 +1885,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$98 ;
   wire [8:0] \$signature__addr$99 ;
   wire [63:0] \$signature__data ;
+  wire [63:0] \$signature__data$350 ;
+  wire [7:0] \$signature__data$350[0] ;
+  wire [7:0] \$signature__data$350[1] ;
+  wire [7:0] \$signature__data$350[2] ;
+  wire [7:0] \$signature__data$350[3] ;
+  wire [7:0] \$signature__data$350[4] ;
+  wire [7:0] \$signature__data$350[5] ;
+  wire [7:0] \$signature__data$350[6] ;
+  wire [7:0] \$signature__data$350[7] ;
   wire [63:0] \$signature__data$353 ;
   wire [7:0] \$signature__data$353[0] ;
   wire [7:0] \$signature__data$353[1] ;
@@ -2150,15 +2164,24 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$440[5] ;
   wire [7:0] \$signature__data$440[6] ;
   wire [7:0] \$signature__data$440[7] ;
-  wire [63:0] \$signature__data$443 ;
-  wire [7:0] \$signature__data$443[0] ;
-  wire [7:0] \$signature__data$443[1] ;
-  wire [7:0] \$signature__data$443[2] ;
-  wire [7:0] \$signature__data$443[3] ;
-  wire [7:0] \$signature__data$443[4] ;
-  wire [7:0] \$signature__data$443[5] ;
-  wire [7:0] \$signature__data$443[6] ;
-  wire [7:0] \$signature__data$443[7] ;
+  wire [63:0] \$signature__data$490 ;
+  wire [7:0] \$signature__data$490[0] ;
+  wire [7:0] \$signature__data$490[1] ;
+  wire [7:0] \$signature__data$490[2] ;
+  wire [7:0] \$signature__data$490[3] ;
+  wire [7:0] \$signature__data$490[4] ;
+  wire [7:0] \$signature__data$490[5] ;
+  wire [7:0] \$signature__data$490[6] ;
+  wire [7:0] \$signature__data$490[7] ;
+  wire [63:0] \$signature__data$492 ;
+  wire [7:0] \$signature__data$492[0] ;
+  wire [7:0] \$signature__data$492[1] ;
+  wire [7:0] \$signature__data$492[2] ;
+  wire [7:0] \$signature__data$492[3] ;
+  wire [7:0] \$signature__data$492[4] ;
+  wire [7:0] \$signature__data$492[5] ;
+  wire [7:0] \$signature__data$492[6] ;
+  wire [7:0] \$signature__data$492[7] ;
   wire [63:0] \$signature__data$494 ;
   wire [7:0] \$signature__data$494[0] ;
   wire [7:0] \$signature__data$494[1] ;
@@ -2429,24 +2452,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$552[5] ;
   wire [7:0] \$signature__data$552[6] ;
   wire [7:0] \$signature__data$552[7] ;
-  wire [63:0] \$signature__data$554 ;
-  wire [7:0] \$signature__data$554[0] ;
-  wire [7:0] \$signature__data$554[1] ;
-  wire [7:0] \$signature__data$554[2] ;
-  wire [7:0] \$signature__data$554[3] ;
-  wire [7:0] \$signature__data$554[4] ;
-  wire [7:0] \$signature__data$554[5] ;
-  wire [7:0] \$signature__data$554[6] ;
-  wire [7:0] \$signature__data$554[7] ;
-  wire [63:0] \$signature__data$556 ;
-  wire [7:0] \$signature__data$556[0] ;
-  wire [7:0] \$signature__data$556[1] ;
-  wire [7:0] \$signature__data$556[2] ;
-  wire [7:0] \$signature__data$556[3] ;
-  wire [7:0] \$signature__data$556[4] ;
-  wire [7:0] \$signature__data$556[5] ;
-  wire [7:0] \$signature__data$556[6] ;
-  wire [7:0] \$signature__data$556[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2468,8 +2473,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$117 ;
   wire \$signature__en$120 ;
   wire \$signature__en$121 ;
-  wire \$signature__en$124 ;
-  wire \$signature__en$125 ;
+  wire \$signature__en$347 ;
   wire \$signature__en$351 ;
   wire \$signature__en$354 ;
   wire \$signature__en$357 ;
@@ -2501,7 +2505,8 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$435 ;
   wire \$signature__en$438 ;
   wire \$signature__en$441 ;
-  wire \$signature__en$444 ;
+  wire \$signature__en$61 ;
+  wire \$signature__en$64 ;
   wire \$signature__en$65 ;
   wire \$signature__en$68 ;
   wire \$signature__en$69 ;
@@ -3774,10 +3779,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire ld_start;
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
-  reg [11:0] lo = 12'h000;
-  wire [16:0] \lo$285 ;
+  wire [16:0] lo;
+  reg [11:0] \lo$740  = 12'h000;
   reg [1:0] lo_case;
-  reg [11:0] lo_next;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
   (* enum_value_01 = "TFLITE" *)
@@ -4371,15 +4375,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$271 ;
-  wire [31:0] \sums$271[0] ;
-  wire [31:0] \sums$271[1] ;
-  wire [31:0] \sums$271[2] ;
-  wire [31:0] \sums$271[3] ;
-  wire [31:0] \sums$271[4] ;
-  wire [31:0] \sums$271[5] ;
-  wire [31:0] \sums$271[6] ;
-  wire [31:0] \sums$271[7] ;
+  wire [255:0] \sums$267 ;
+  wire [31:0] \sums$267[0] ;
+  wire [31:0] \sums$267[1] ;
+  wire [31:0] \sums$267[2] ;
+  wire [31:0] \sums$267[3] ;
+  wire [31:0] \sums$267[4] ;
+  wire [31:0] \sums$267[5] ;
+  wire [31:0] \sums$267[6] ;
+  wire [31:0] \sums$267[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -4512,7 +4516,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [4:0] wr_cw = 5'h00;
   reg [6:0] wr_ix = 7'h00;
   reg [11:0] wr_iy = 12'h000;
-  reg [11:0] wr_iy_next;
   reg [29:0] x_bound = 30'h00000000;
   reg [28:0] x_tap = 29'h00000000;
   reg [28:0] xb_init = 29'h00000000;
@@ -5638,14 +5641,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$351 )
+    if (\$signature__en$347 )
       lb0e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
     _1_ <= lb0e[{ \$57 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$494  = _1_;
+  assign \$signature__data$490  = _1_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb0o [511:0];
   initial begin
@@ -6163,14 +6166,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$354 )
+    if (\$signature__en$351 )
       lb0o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
     _2_ <= lb0o[{ \$60 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$496  = _2_;
+  assign \$signature__data$492  = _2_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10e [511:0];
   initial begin
@@ -6688,14 +6691,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$411 )
+    if (\$signature__en$408 )
       lb10e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
     _3_ <= lb10e[{ \$107 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$534  = _3_;
+  assign \$signature__data$530  = _3_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10o [511:0];
   initial begin
@@ -7213,14 +7216,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$414 )
+    if (\$signature__en$411 )
       lb10o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
     _4_ <= lb10o[{ \$110 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$536  = _4_;
+  assign \$signature__data$532  = _4_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11e [511:0];
   initial begin
@@ -7738,14 +7741,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$417 )
+    if (\$signature__en$414 )
       lb11e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
     _5_ <= lb11e[{ \$112 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$538  = _5_;
+  assign \$signature__data$534  = _5_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11o [511:0];
   initial begin
@@ -8263,14 +8266,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$420 )
+    if (\$signature__en$417 )
       lb11o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
     _6_ <= lb11o[{ \$115 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$540  = _6_;
+  assign \$signature__data$536  = _6_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12e [511:0];
   initial begin
@@ -8788,14 +8791,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$423 )
+    if (\$signature__en$420 )
       lb12e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
     _7_ <= lb12e[{ \$117 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$542  = _7_;
+  assign \$signature__data$538  = _7_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12o [511:0];
   initial begin
@@ -9313,14 +9316,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$426 )
+    if (\$signature__en$423 )
       lb12o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
     _8_ <= lb12o[{ \$120 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$544  = _8_;
+  assign \$signature__data$540  = _8_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13e [511:0];
   initial begin
@@ -9838,14 +9841,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$429 )
+    if (\$signature__en$426 )
       lb13e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
     _9_ <= lb13e[{ \$122 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$546  = _9_;
+  assign \$signature__data$542  = _9_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13o [511:0];
   initial begin
@@ -10363,14 +10366,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$432 )
+    if (\$signature__en$429 )
       lb13o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
     _10_ <= lb13o[{ \$125 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$548  = _10_;
+  assign \$signature__data$544  = _10_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14e [511:0];
   initial begin
@@ -10888,14 +10891,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$435 )
+    if (\$signature__en$432 )
       lb14e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
     _11_ <= lb14e[{ \$127 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$550  = _11_;
+  assign \$signature__data$546  = _11_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14o [511:0];
   initial begin
@@ -11413,14 +11416,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$438 )
+    if (\$signature__en$435 )
       lb14o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
     _12_ <= lb14o[{ \$130 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$552  = _12_;
+  assign \$signature__data$548  = _12_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15e [511:0];
   initial begin
@@ -11938,14 +11941,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$441 )
+    if (\$signature__en$438 )
       lb15e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
     _13_ <= lb15e[{ \$132 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$554  = _13_;
+  assign \$signature__data$550  = _13_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15o [511:0];
   initial begin
@@ -12463,14 +12466,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$444 )
+    if (\$signature__en$441 )
       lb15o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
     _14_ <= lb15o[{ \$135 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$556  = _14_;
+  assign \$signature__data$552  = _14_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1e [511:0];
   initial begin
@@ -12988,14 +12991,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$357 )
+    if (\$signature__en$354 )
       lb1e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
     _15_ <= lb1e[{ \$62 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$498  = _15_;
+  assign \$signature__data$494  = _15_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1o [511:0];
   initial begin
@@ -13513,14 +13516,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$360 )
+    if (\$signature__en$357 )
       lb1o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
     _16_ <= lb1o[{ \$65 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$500  = _16_;
+  assign \$signature__data$496  = _16_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2e [511:0];
   initial begin
@@ -14038,14 +14041,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$363 )
+    if (\$signature__en$360 )
       lb2e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
     _17_ <= lb2e[{ \$67 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$502  = _17_;
+  assign \$signature__data$498  = _17_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2o [511:0];
   initial begin
@@ -14563,14 +14566,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$366 )
+    if (\$signature__en$363 )
       lb2o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
     _18_ <= lb2o[{ \$70 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$504  = _18_;
+  assign \$signature__data$500  = _18_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3e [511:0];
   initial begin
@@ -15088,14 +15091,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$369 )
+    if (\$signature__en$366 )
       lb3e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
     _19_ <= lb3e[{ \$72 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$506  = _19_;
+  assign \$signature__data$502  = _19_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3o [511:0];
   initial begin
@@ -15613,14 +15616,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$372 )
+    if (\$signature__en$369 )
       lb3o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
     _20_ <= lb3o[{ \$75 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$508  = _20_;
+  assign \$signature__data$504  = _20_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4e [511:0];
   initial begin
@@ -16138,14 +16141,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$375 )
+    if (\$signature__en$372 )
       lb4e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
     _21_ <= lb4e[{ \$77 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$510  = _21_;
+  assign \$signature__data$506  = _21_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4o [511:0];
   initial begin
@@ -16663,14 +16666,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$378 )
+    if (\$signature__en$375 )
       lb4o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
     _22_ <= lb4o[{ \$80 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$512  = _22_;
+  assign \$signature__data$508  = _22_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5e [511:0];
   initial begin
@@ -17188,14 +17191,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$381 )
+    if (\$signature__en$378 )
       lb5e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
     _23_ <= lb5e[{ \$82 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$514  = _23_;
+  assign \$signature__data$510  = _23_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5o [511:0];
   initial begin
@@ -17713,14 +17716,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$384 )
+    if (\$signature__en$381 )
       lb5o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
     _24_ <= lb5o[{ \$85 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$516  = _24_;
+  assign \$signature__data$512  = _24_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6e [511:0];
   initial begin
@@ -18238,14 +18241,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$387 )
+    if (\$signature__en$384 )
       lb6e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
     _25_ <= lb6e[{ \$87 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$518  = _25_;
+  assign \$signature__data$514  = _25_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6o [511:0];
   initial begin
@@ -18763,14 +18766,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$390 )
+    if (\$signature__en$387 )
       lb6o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
     _26_ <= lb6o[{ \$90 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$520  = _26_;
+  assign \$signature__data$516  = _26_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7e [511:0];
   initial begin
@@ -19288,14 +19291,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$393 )
+    if (\$signature__en$390 )
       lb7e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
     _27_ <= lb7e[{ \$92 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$522  = _27_;
+  assign \$signature__data$518  = _27_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7o [511:0];
   initial begin
@@ -19813,14 +19816,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$396 )
+    if (\$signature__en$393 )
       lb7o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
     _28_ <= lb7o[{ \$95 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$524  = _28_;
+  assign \$signature__data$520  = _28_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8e [511:0];
   initial begin
@@ -20338,14 +20341,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$399 )
+    if (\$signature__en$396 )
       lb8e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
     _29_ <= lb8e[{ \$97 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$526  = _29_;
+  assign \$signature__data$522  = _29_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8o [511:0];
   initial begin
@@ -20863,14 +20866,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$402 )
+    if (\$signature__en$399 )
       lb8o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
     _30_ <= lb8o[{ \$100 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$528  = _30_;
+  assign \$signature__data$524  = _30_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9e [511:0];
   initial begin
@@ -21388,14 +21391,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$405 )
+    if (\$signature__en$402 )
       lb9e[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
     _31_ <= lb9e[{ \$102 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$530  = _31_;
+  assign \$signature__data$526  = _31_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9o [511:0];
   initial begin
@@ -21913,14 +21916,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$408 )
+    if (\$signature__en$405 )
       lb9o[{ wr_ix[5:1], wr_cw[3:0] }] <= i_act__payload[127:64];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
     _32_ <= lb9o[{ \$105 [5:1], \$48 [3:0] }];
   end
-  assign \$signature__data$532  = _32_;
+  assign \$signature__data$528  = _32_;
   (* no_rw_check = 32'd1 *)
   reg [551:0] pmem [63:0];
   initial begin
@@ -38595,40 +38598,40 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$216  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
   assign \$217  = fwd_hit ? fwd_sums[31:0] : \$216 ;
   assign \$218  = sb_p21[3] ? pm_q[31:0] : \$217 ;
-  assign \$219  = $signed(\$218 ) + $signed(\sums$271 [31:0]);
+  assign \$219  = $signed(\$218 ) + $signed(\sums$267 [31:0]);
   assign \$220  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
   assign \$221  = fwd_hit ? fwd_sums[63:32] : \$220 ;
   assign \$222  = sb_p21[3] ? pm_q[100:69] : \$221 ;
-  assign \$223  = $signed(\$222 ) + $signed(\sums$271 [63:32]);
+  assign \$223  = $signed(\$222 ) + $signed(\sums$267 [63:32]);
   assign \$224  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
   assign \$225  = fwd_hit ? fwd_sums[95:64] : \$224 ;
   assign \$226  = sb_p21[3] ? pm_q[169:138] : \$225 ;
-  assign \$227  = $signed(\$226 ) + $signed(\sums$271 [95:64]);
+  assign \$227  = $signed(\$226 ) + $signed(\sums$267 [95:64]);
   assign \$228  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
   assign \$229  = fwd_hit ? fwd_sums[127:96] : \$228 ;
   assign \$230  = sb_p21[3] ? pm_q[238:207] : \$229 ;
-  assign \$231  = $signed(\$230 ) + $signed(\sums$271 [127:96]);
+  assign \$231  = $signed(\$230 ) + $signed(\sums$267 [127:96]);
   assign \$232  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
   assign \$233  = fwd_hit ? fwd_sums[159:128] : \$232 ;
   assign \$234  = sb_p21[3] ? pm_q[307:276] : \$233 ;
-  assign \$235  = $signed(\$234 ) + $signed(\sums$271 [159:128]);
+  assign \$235  = $signed(\$234 ) + $signed(\sums$267 [159:128]);
   assign \$236  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
   assign \$237  = fwd_hit ? fwd_sums[191:160] : \$236 ;
   assign \$238  = sb_p21[3] ? pm_q[376:345] : \$237 ;
-  assign \$239  = $signed(\$238 ) + $signed(\sums$271 [191:160]);
+  assign \$239  = $signed(\$238 ) + $signed(\sums$267 [191:160]);
   assign \$240  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
   assign \$241  = fwd_hit ? fwd_sums[223:192] : \$240 ;
   assign \$242  = sb_p21[3] ? pm_q[445:414] : \$241 ;
-  assign \$243  = $signed(\$242 ) + $signed(\sums$271 [223:192]);
+  assign \$243  = $signed(\$242 ) + $signed(\sums$267 [223:192]);
   assign \$244  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
   assign \$245  = fwd_hit ? fwd_sums[255:224] : \$244 ;
   assign \$246  = sb_p21[3] ? pm_q[514:483] : \$245 ;
-  assign \$247  = $signed(\$246 ) + $signed(\sums$271 [255:224]);
+  assign \$247  = $signed(\$246 ) + $signed(\sums$267 [255:224]);
   assign \$248  = ~ sb_p21[4];
   assign acc_w__en = sb_p21[0] & \$248 ;
   assign \$249  = $signed(desc[148:132]) > $signed(qlo);
   assign \$250  = desc[131] & \$249 ;
-  assign \lo$285  = \$250  ? desc[148:132] : qlo;
+  assign lo = \$250  ? desc[148:132] : qlo;
   assign \$251  = ld_tile + 1'h1;
   assign ld_word_end = \$251  * 4'h8;
   assign \$252  = state == 2'h3;
@@ -38741,7 +38744,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$350  = ~ row_end;
   assign \$351  = ~ desc[35];
   assign \$352  = \$350  | \$351 ;
-  assign \$signature__en$354  = \$349  & \$352 ;
+  assign \$signature__en$351  = \$349  & \$352 ;
   assign \$353  = i_act__valid & i_act__ready;
   assign \$354  = ~ a_overflow;
   assign \$355  = \$353  & \$354 ;
@@ -38761,7 +38764,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$369  = ~ row_end;
   assign \$370  = ~ desc[35];
   assign \$371  = \$369  | \$370 ;
-  assign \$signature__en$360  = \$368  & \$371 ;
+  assign \$signature__en$357  = \$368  & \$371 ;
   assign \$372  = i_act__valid & i_act__ready;
   assign \$373  = ~ a_overflow;
   assign \$374  = \$372  & \$373 ;
@@ -38781,7 +38784,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$388  = ~ row_end;
   assign \$389  = ~ desc[35];
   assign \$390  = \$388  | \$389 ;
-  assign \$signature__en$366  = \$387  & \$390 ;
+  assign \$signature__en$363  = \$387  & \$390 ;
   assign \$391  = i_act__valid & i_act__ready;
   assign \$392  = ~ a_overflow;
   assign \$393  = \$391  & \$392 ;
@@ -38801,7 +38804,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$407  = ~ row_end;
   assign \$408  = ~ desc[35];
   assign \$409  = \$407  | \$408 ;
-  assign \$signature__en$372  = \$406  & \$409 ;
+  assign \$signature__en$369  = \$406  & \$409 ;
   assign \$410  = i_act__valid & i_act__ready;
   assign \$411  = ~ a_overflow;
   assign \$412  = \$410  & \$411 ;
@@ -38821,7 +38824,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$426  = ~ row_end;
   assign \$427  = ~ desc[35];
   assign \$428  = \$426  | \$427 ;
-  assign \$signature__en$378  = \$425  & \$428 ;
+  assign \$signature__en$375  = \$425  & \$428 ;
   assign \$429  = i_act__valid & i_act__ready;
   assign \$430  = ~ a_overflow;
   assign \$431  = \$429  & \$430 ;
@@ -38841,7 +38844,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$445  = ~ row_end;
   assign \$446  = ~ desc[35];
   assign \$447  = \$445  | \$446 ;
-  assign \$signature__en$384  = \$444  & \$447 ;
+  assign \$signature__en$381  = \$444  & \$447 ;
   assign \$448  = i_act__valid & i_act__ready;
   assign \$449  = ~ a_overflow;
   assign \$450  = \$448  & \$449 ;
@@ -38861,7 +38864,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$464  = ~ row_end;
   assign \$465  = ~ desc[35];
   assign \$466  = \$464  | \$465 ;
-  assign \$signature__en$390  = \$463  & \$466 ;
+  assign \$signature__en$387  = \$463  & \$466 ;
   assign \$467  = i_act__valid & i_act__ready;
   assign \$468  = ~ a_overflow;
   assign \$469  = \$467  & \$468 ;
@@ -38881,7 +38884,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$483  = ~ row_end;
   assign \$484  = ~ desc[35];
   assign \$485  = \$483  | \$484 ;
-  assign \$signature__en$396  = \$482  & \$485 ;
+  assign \$signature__en$393  = \$482  & \$485 ;
   assign \$486  = i_act__valid & i_act__ready;
   assign \$487  = ~ a_overflow;
   assign \$488  = \$486  & \$487 ;
@@ -38901,7 +38904,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$502  = ~ row_end;
   assign \$503  = ~ desc[35];
   assign \$504  = \$502  | \$503 ;
-  assign \$signature__en$402  = \$501  & \$504 ;
+  assign \$signature__en$399  = \$501  & \$504 ;
   assign \$505  = i_act__valid & i_act__ready;
   assign \$506  = ~ a_overflow;
   assign \$507  = \$505  & \$506 ;
@@ -38921,7 +38924,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$521  = ~ row_end;
   assign \$522  = ~ desc[35];
   assign \$523  = \$521  | \$522 ;
-  assign \$signature__en$408  = \$520  & \$523 ;
+  assign \$signature__en$405  = \$520  & \$523 ;
   assign \$524  = i_act__valid & i_act__ready;
   assign \$525  = ~ a_overflow;
   assign \$526  = \$524  & \$525 ;
@@ -38941,7 +38944,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$540  = ~ row_end;
   assign \$541  = ~ desc[35];
   assign \$542  = \$540  | \$541 ;
-  assign \$signature__en$414  = \$539  & \$542 ;
+  assign \$signature__en$411  = \$539  & \$542 ;
   assign \$543  = i_act__valid & i_act__ready;
   assign \$544  = ~ a_overflow;
   assign \$545  = \$543  & \$544 ;
@@ -38961,7 +38964,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$559  = ~ row_end;
   assign \$560  = ~ desc[35];
   assign \$561  = \$559  | \$560 ;
-  assign \$signature__en$420  = \$558  & \$561 ;
+  assign \$signature__en$417  = \$558  & \$561 ;
   assign \$562  = i_act__valid & i_act__ready;
   assign \$563  = ~ a_overflow;
   assign \$564  = \$562  & \$563 ;
@@ -38981,7 +38984,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$578  = ~ row_end;
   assign \$579  = ~ desc[35];
   assign \$580  = \$578  | \$579 ;
-  assign \$signature__en$426  = \$577  & \$580 ;
+  assign \$signature__en$423  = \$577  & \$580 ;
   assign \$581  = i_act__valid & i_act__ready;
   assign \$582  = ~ a_overflow;
   assign \$583  = \$581  & \$582 ;
@@ -39001,7 +39004,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$597  = ~ row_end;
   assign \$598  = ~ desc[35];
   assign \$599  = \$597  | \$598 ;
-  assign \$signature__en$432  = \$596  & \$599 ;
+  assign \$signature__en$429  = \$596  & \$599 ;
   assign \$600  = i_act__valid & i_act__ready;
   assign \$601  = ~ a_overflow;
   assign \$602  = \$600  & \$601 ;
@@ -39021,7 +39024,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$616  = ~ row_end;
   assign \$617  = ~ desc[35];
   assign \$618  = \$616  | \$617 ;
-  assign \$signature__en$438  = \$615  & \$618 ;
+  assign \$signature__en$435  = \$615  & \$618 ;
   assign \$619  = i_act__valid & i_act__ready;
   assign \$620  = ~ a_overflow;
   assign \$621  = \$619  & \$620 ;
@@ -39041,1476 +39044,1475 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$635  = ~ row_end;
   assign \$636  = ~ desc[35];
   assign \$637  = \$635  | \$636 ;
-  assign \$signature__en$444  = \$634  & \$637 ;
+  assign \$signature__en$441  = \$634  & \$637 ;
   assign \$638  = i_act__valid & i_act__ready;
   assign \$639  = desc[34:24] - 1'h1;
   assign \$640  = $signed({ 1'h0, wr_iy }) == $signed(\$639 );
-  assign \$641  = wr_iy + 1'h1;
-  assign \$642  = desc[4:0] - 1'h1;
-  assign \$643  = wr_cw == \$642 ;
-  assign \$644  = wr_iy + 1'h1;
-  assign \$645  = a_count + 1'h1;
-  assign \$646  = \$645  < act_total;
-  assign \$647  = $signed(y_end) <= $signed(1'h0);
-  assign \$648  = desc[155] | \$647 ;
-  assign \$649  = wr_iy >= desc[34:24];
-  assign \$650  = \$648  | \$649 ;
-  assign \$651  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
-  assign rows_ready = \$650  | \$651 ;
-  assign \$652  = state == 2'h2;
-  assign \$653  = state == 3'h4;
-  assign \$654  = state == 2'h3;
-  assign \$655  = $signed(y_pass) < $signed(1'h0);
-  assign \$656  = \$655  ? 29'h00000000 : y_pass;
-  assign \$657  = is_elem & at_last_ox;
-  assign \$658  = ~ \$657 ;
-  assign \$659  = \$658  & desc[154];
-  assign \$660  = is_elem & at_last_ox;
+  assign \$641  = desc[4:0] - 1'h1;
+  assign \$642  = wr_cw == \$641 ;
+  assign \$643  = a_count + 1'h1;
+  assign \$644  = \$643  < act_total;
+  assign \$645  = $signed(y_end) <= $signed(1'h0);
+  assign \$646  = desc[155] | \$645 ;
+  assign \$647  = wr_iy >= desc[34:24];
+  assign \$648  = \$646  | \$647 ;
+  assign \$649  = $signed({ 1'h0, wr_iy }) >= $signed(y_end);
+  assign rows_ready = \$648  | \$649 ;
+  assign \$650  = state == 2'h2;
+  assign \$651  = state == 3'h4;
+  assign \$652  = state == 2'h3;
+  assign \$653  = is_elem & at_last_ox;
+  assign \$654  = ~ \$653 ;
+  assign \$655  = \$654  & desc[154];
+  assign \$656  = is_elem & at_last_ox;
+  assign \$657  = ~ \$656 ;
+  assign \$658  = g == gcount_m1;
+  assign \$659  = ~ \$658 ;
+  assign \$660  = j == cur[9:5];
   assign \$661  = ~ \$660 ;
-  assign \$662  = g == gcount_m1;
-  assign \$663  = ~ \$662 ;
-  assign \$664  = j == cur[9:5];
-  assign \$665  = ~ \$664 ;
-  assign \$666  = dw_kx0 + dw_rm;
-  assign \$667  = dw_kx1 + dw_rm;
-  assign \$668  = dw_kx2 + dw_rm;
-  assign \$669  = dw_kx3 + dw_rm;
-  assign \$670  = dw_kx4 + dw_rm;
-  assign \$671  = dw_kx5 + dw_rm;
-  assign \$672  = dw_kx6 + dw_rm;
-  assign \$673  = dw_kx7 + dw_rm;
-  assign \$674  = j == cur[9:5];
-  assign \$675  = kx == kw_m1;
-  assign \$676  = desc[154] | \$675 ;
-  assign \$677  = ~ \$676 ;
-  assign \$678  = \$674  & \$677 ;
-  assign \$679  = j == cur[9:5];
-  assign \$680  = ky == kh_m1;
-  assign \$681  = desc[154] | \$680 ;
+  assign \$662  = dw_kx0 + dw_rm;
+  assign \$663  = dw_kx1 + dw_rm;
+  assign \$664  = dw_kx2 + dw_rm;
+  assign \$665  = dw_kx3 + dw_rm;
+  assign \$666  = dw_kx4 + dw_rm;
+  assign \$667  = dw_kx5 + dw_rm;
+  assign \$668  = dw_kx6 + dw_rm;
+  assign \$669  = dw_kx7 + dw_rm;
+  assign \$670  = j == cur[9:5];
+  assign \$671  = kx == kw_m1;
+  assign \$672  = desc[154] | \$671 ;
+  assign \$673  = ~ \$672 ;
+  assign \$674  = \$670  & \$673 ;
+  assign \$675  = j == cur[9:5];
+  assign \$676  = ky == kh_m1;
+  assign \$677  = desc[154] | \$676 ;
+  assign \$678  = ~ \$677 ;
+  assign \$679  = \$675  & \$678 ;
+  assign \$680  = j == cur[9:5];
+  assign \$681  = t == cot_m1;
   assign \$682  = ~ \$681 ;
-  assign \$683  = \$679  & \$682 ;
-  assign \$684  = j == cur[9:5];
-  assign \$685  = t == cot_m1;
-  assign \$686  = ~ \$685 ;
-  assign \$687  = rows_left == gcount;
-  assign \$688  = state == 2'h2;
-  assign \$689  = ld_tile * 4'h8;
-  assign \$690  = \$689  + 3'h7;
-  assign \$691  = cur_ld_tile * 4'h8;
-  assign \$692  = 3'h7 - ld_k;
-  assign \$693  = $signed({ 1'h0, \$691  }) + $signed(\$692 );
-  assign \$694  = ! state;
-  assign \$695  = state == 1'h1;
-  assign \$696  = state == 2'h2;
-  assign \$697  = \$695  | \$696 ;
-  assign \$698  = state == 2'h3;
-  assign \$699  = ! sq;
-  assign \$700  = \$698  & \$699 ;
-  assign \$701  = state == 2'h3;
-  assign \$702  = sq == 1'h1;
-  assign \$703  = \$701  & \$702 ;
-  assign \$704  = state == 2'h3;
-  assign \$705  = sq == 2'h2;
-  assign \$706  = \$704  & \$705 ;
-  assign \$707  = rows_ready ? 2'h2 : 2'h3;
-  assign \$708  = issue & is_elem;
-  assign \$709  = | w_ahead;
+  assign \$683  = rows_left == gcount;
+  assign \$684  = state == 2'h2;
+  assign \$685  = ld_tile * 4'h8;
+  assign \$686  = \$685  + 3'h7;
+  assign \$687  = cur_ld_tile * 4'h8;
+  assign \$688  = 3'h7 - ld_k;
+  assign \$689  = $signed({ 1'h0, \$687  }) + $signed(\$688 );
+  assign \$690  = ! state;
+  assign \$691  = state == 1'h1;
+  assign \$692  = state == 2'h2;
+  assign \$693  = \$691  | \$692 ;
+  assign \$694  = state == 2'h3;
+  assign \$695  = ! sq;
+  assign \$696  = \$694  & \$695 ;
+  assign \$697  = state == 2'h3;
+  assign \$698  = sq == 1'h1;
+  assign \$699  = \$697  & \$698 ;
+  assign \$700  = state == 2'h3;
+  assign \$701  = sq == 2'h2;
+  assign \$702  = \$700  & \$701 ;
+  assign \$703  = rows_ready ? 2'h2 : 2'h3;
+  assign \$704  = issue & is_elem;
+  assign \$705  = | w_ahead;
+  assign \$706  = ~ \$705 ;
+  assign \$707  = ~ desc[155];
+  assign \$708  = words_in > cur[4:0];
+  assign \$709  = \$707  | \$708 ;
   assign \$710  = ~ \$709 ;
-  assign \$711  = ~ desc[155];
-  assign \$712  = words_in > cur[4:0];
-  assign \$713  = \$711  | \$712 ;
-  assign \$714  = ~ \$713 ;
-  assign \$715  = ! state;
-  assign \$716  = \$715  & i_desc__valid;
-  assign \$717  = | state;
-  assign \$718  = \$717  & counting;
-  assign count_now = \$716  | \$718 ;
+  assign \$711  = ! state;
+  assign \$712  = \$711  & i_desc__valid;
+  assign \$713  = | state;
+  assign \$714  = \$713  & counting;
+  assign count_now = \$712  | \$714 ;
   assign o_status__valid = state == 3'h5;
-  assign \$719  = state == 2'h3;
-  assign \$720  = sq == 2'h2;
-  assign \$721  = \$719  & \$720 ;
-  assign \$722  = ~ \$721 ;
-  assign \$723  = t_adv_prev ? cw_p2 : cw_p1;
-  assign \$724  = desc[41:35] - 1'h1;
-  assign \$725  = 2'h2 * desc[41:35];
-  assign \$726  = $signed(\$725 ) - $signed(3'h2);
-  assign \$727  = 1'h1 - desc[111:105];
-  assign \$728  = desc[90:87] + 1'h1;
-  assign \$731  = par_a2 ? \$729  : \$730 ;
-  assign \$734  = par_a2 ? \$732  : \$733 ;
-  assign \$737  = par_a2 ? \$735  : \$736 ;
-  assign \$740  = par_a2 ? \$738  : \$739 ;
-  assign \$742  = rd_pad_a2 ? pad_word : \$741 ;
-  assign \$743  = 1'h0 * desc[86:83];
-  assign \$744  = $signed(\$171 ) < $signed(1'h0);
-  assign \$745  = $signed(\$171 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$746  = \$744  | \$745 ;
-  assign \$749  = par_a2 ? \$747  : \$748 ;
-  assign \$752  = par_a2 ? \$750  : \$751 ;
-  assign \$755  = par_a2 ? \$753  : \$754 ;
-  assign \$758  = par_a2 ? \$756  : \$757 ;
+  assign \$715  = state == 2'h3;
+  assign \$716  = sq == 2'h2;
+  assign \$717  = \$715  & \$716 ;
+  assign \$718  = ~ \$717 ;
+  assign \$719  = t_adv_prev ? cw_p2 : cw_p1;
+  assign \$720  = desc[41:35] - 1'h1;
+  assign \$721  = 2'h2 * desc[41:35];
+  assign \$722  = $signed(\$721 ) - $signed(3'h2);
+  assign \$723  = 1'h1 - desc[111:105];
+  assign \$724  = desc[90:87] + 1'h1;
+  assign \$727  = par_a2 ? \$725  : \$726 ;
+  assign \$730  = par_a2 ? \$728  : \$729 ;
+  assign \$733  = par_a2 ? \$731  : \$732 ;
+  assign \$736  = par_a2 ? \$734  : \$735 ;
+  assign \$738  = rd_pad_a2 ? pad_word : \$737 ;
+  assign \$739  = 1'h0 * desc[86:83];
+  assign \$740  = $signed(\$171 ) < $signed(1'h0);
+  assign \$741  = $signed(\$171 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$742  = \$740  | \$741 ;
+  assign \$745  = par_a2 ? \$743  : \$744 ;
+  assign \$748  = par_a2 ? \$746  : \$747 ;
+  assign \$751  = par_a2 ? \$749  : \$750 ;
+  assign \$754  = par_a2 ? \$752  : \$753 ;
+  assign \$755  = ~ par_a2;
+  assign \$758  = par_a2 ? \$757  : \$756 ;
   assign \$759  = ~ par_a2;
   assign \$762  = par_a2 ? \$761  : \$760 ;
   assign \$763  = ~ par_a2;
   assign \$766  = par_a2 ? \$765  : \$764 ;
   assign \$767  = ~ par_a2;
   assign \$770  = par_a2 ? \$769  : \$768 ;
-  assign \$771  = ~ par_a2;
-  assign \$774  = par_a2 ? \$773  : \$772 ;
-  assign \$775  = ~ sb3[2];
-  assign \$776  = sb3[1] & \$775 ;
-  assign \$778  = dw0_pad_a2 ? pad_word : \$777 ;
-  assign \$779  = sb3[1] & sb3[2];
-  assign \$781  = dw0_pad_b2 ? pad_word : \$780 ;
-  assign \$783  = dw0_pad_a2 ? pad_word : \$782 ;
-  assign \$784  = 1'h1 * desc[86:83];
-  assign \$785  = $signed(\$172 ) < $signed(1'h0);
-  assign \$786  = $signed(\$172 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$787  = \$785  | \$786 ;
-  assign \$790  = par_a2 ? \$788  : \$789 ;
-  assign \$793  = par_a2 ? \$791  : \$792 ;
-  assign \$796  = par_a2 ? \$794  : \$795 ;
-  assign \$799  = par_a2 ? \$797  : \$798 ;
+  assign \$771  = ~ sb3[2];
+  assign \$772  = sb3[1] & \$771 ;
+  assign \$774  = dw0_pad_a2 ? pad_word : \$773 ;
+  assign \$775  = sb3[1] & sb3[2];
+  assign \$777  = dw0_pad_b2 ? pad_word : \$776 ;
+  assign \$779  = dw0_pad_a2 ? pad_word : \$778 ;
+  assign \$780  = 1'h1 * desc[86:83];
+  assign \$781  = $signed(\$172 ) < $signed(1'h0);
+  assign \$782  = $signed(\$172 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$783  = \$781  | \$782 ;
+  assign \$786  = par_a2 ? \$784  : \$785 ;
+  assign \$789  = par_a2 ? \$787  : \$788 ;
+  assign \$792  = par_a2 ? \$790  : \$791 ;
+  assign \$795  = par_a2 ? \$793  : \$794 ;
+  assign \$796  = ~ par_a2;
+  assign \$799  = par_a2 ? \$798  : \$797 ;
   assign \$800  = ~ par_a2;
   assign \$803  = par_a2 ? \$802  : \$801 ;
   assign \$804  = ~ par_a2;
   assign \$807  = par_a2 ? \$806  : \$805 ;
   assign \$808  = ~ par_a2;
   assign \$811  = par_a2 ? \$810  : \$809 ;
-  assign \$812  = ~ par_a2;
-  assign \$815  = par_a2 ? \$814  : \$813 ;
-  assign \$816  = ~ sb3[2];
-  assign \$817  = sb3[1] & \$816 ;
-  assign \$819  = dw1_pad_a2 ? pad_word : \$818 ;
-  assign \$820  = sb3[1] & sb3[2];
-  assign \$822  = dw1_pad_b2 ? pad_word : \$821 ;
-  assign \$824  = dw1_pad_a2 ? pad_word : \$823 ;
-  assign \$825  = 2'h2 * desc[86:83];
-  assign \$826  = $signed(\$173 ) < $signed(1'h0);
-  assign \$827  = $signed(\$173 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$828  = \$826  | \$827 ;
-  assign \$831  = par_a2 ? \$829  : \$830 ;
-  assign \$834  = par_a2 ? \$832  : \$833 ;
-  assign \$837  = par_a2 ? \$835  : \$836 ;
-  assign \$840  = par_a2 ? \$838  : \$839 ;
+  assign \$812  = ~ sb3[2];
+  assign \$813  = sb3[1] & \$812 ;
+  assign \$815  = dw1_pad_a2 ? pad_word : \$814 ;
+  assign \$816  = sb3[1] & sb3[2];
+  assign \$818  = dw1_pad_b2 ? pad_word : \$817 ;
+  assign \$820  = dw1_pad_a2 ? pad_word : \$819 ;
+  assign \$821  = 2'h2 * desc[86:83];
+  assign \$822  = $signed(\$173 ) < $signed(1'h0);
+  assign \$823  = $signed(\$173 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$824  = \$822  | \$823 ;
+  assign \$827  = par_a2 ? \$825  : \$826 ;
+  assign \$830  = par_a2 ? \$828  : \$829 ;
+  assign \$833  = par_a2 ? \$831  : \$832 ;
+  assign \$836  = par_a2 ? \$834  : \$835 ;
+  assign \$837  = ~ par_a2;
+  assign \$840  = par_a2 ? \$839  : \$838 ;
   assign \$841  = ~ par_a2;
   assign \$844  = par_a2 ? \$843  : \$842 ;
   assign \$845  = ~ par_a2;
   assign \$848  = par_a2 ? \$847  : \$846 ;
   assign \$849  = ~ par_a2;
   assign \$852  = par_a2 ? \$851  : \$850 ;
-  assign \$853  = ~ par_a2;
-  assign \$856  = par_a2 ? \$855  : \$854 ;
-  assign \$857  = ~ sb3[2];
-  assign \$858  = sb3[1] & \$857 ;
-  assign \$860  = dw2_pad_a2 ? pad_word : \$859 ;
-  assign \$861  = sb3[1] & sb3[2];
-  assign \$863  = dw2_pad_b2 ? pad_word : \$862 ;
-  assign \$865  = dw2_pad_a2 ? pad_word : \$864 ;
-  assign \$866  = 2'h3 * desc[86:83];
-  assign \$867  = $signed(\$174 ) < $signed(1'h0);
-  assign \$868  = $signed(\$174 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$869  = \$867  | \$868 ;
-  assign \$872  = par_a2 ? \$870  : \$871 ;
-  assign \$875  = par_a2 ? \$873  : \$874 ;
-  assign \$878  = par_a2 ? \$876  : \$877 ;
-  assign \$881  = par_a2 ? \$879  : \$880 ;
+  assign \$853  = ~ sb3[2];
+  assign \$854  = sb3[1] & \$853 ;
+  assign \$856  = dw2_pad_a2 ? pad_word : \$855 ;
+  assign \$857  = sb3[1] & sb3[2];
+  assign \$859  = dw2_pad_b2 ? pad_word : \$858 ;
+  assign \$861  = dw2_pad_a2 ? pad_word : \$860 ;
+  assign \$862  = 2'h3 * desc[86:83];
+  assign \$863  = $signed(\$174 ) < $signed(1'h0);
+  assign \$864  = $signed(\$174 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$865  = \$863  | \$864 ;
+  assign \$868  = par_a2 ? \$866  : \$867 ;
+  assign \$871  = par_a2 ? \$869  : \$870 ;
+  assign \$874  = par_a2 ? \$872  : \$873 ;
+  assign \$877  = par_a2 ? \$875  : \$876 ;
+  assign \$878  = ~ par_a2;
+  assign \$881  = par_a2 ? \$880  : \$879 ;
   assign \$882  = ~ par_a2;
   assign \$885  = par_a2 ? \$884  : \$883 ;
   assign \$886  = ~ par_a2;
   assign \$889  = par_a2 ? \$888  : \$887 ;
   assign \$890  = ~ par_a2;
   assign \$893  = par_a2 ? \$892  : \$891 ;
-  assign \$894  = ~ par_a2;
-  assign \$897  = par_a2 ? \$896  : \$895 ;
-  assign \$898  = ~ sb3[2];
-  assign \$899  = sb3[1] & \$898 ;
-  assign \$901  = dw3_pad_a2 ? pad_word : \$900 ;
-  assign \$902  = sb3[1] & sb3[2];
-  assign \$904  = dw3_pad_b2 ? pad_word : \$903 ;
-  assign \$906  = dw3_pad_a2 ? pad_word : \$905 ;
-  assign \$907  = 3'h4 * desc[86:83];
-  assign \$908  = $signed(\$175 ) < $signed(1'h0);
-  assign \$909  = $signed(\$175 ) >= $signed({ 1'h0, desc[34:24] });
-  assign \$910  = \$908  | \$909 ;
-  assign \$913  = par_a2 ? \$911  : \$912 ;
-  assign \$916  = par_a2 ? \$914  : \$915 ;
-  assign \$919  = par_a2 ? \$917  : \$918 ;
-  assign \$922  = par_a2 ? \$920  : \$921 ;
+  assign \$894  = ~ sb3[2];
+  assign \$895  = sb3[1] & \$894 ;
+  assign \$897  = dw3_pad_a2 ? pad_word : \$896 ;
+  assign \$898  = sb3[1] & sb3[2];
+  assign \$900  = dw3_pad_b2 ? pad_word : \$899 ;
+  assign \$902  = dw3_pad_a2 ? pad_word : \$901 ;
+  assign \$903  = 3'h4 * desc[86:83];
+  assign \$904  = $signed(\$175 ) < $signed(1'h0);
+  assign \$905  = $signed(\$175 ) >= $signed({ 1'h0, desc[34:24] });
+  assign \$906  = \$904  | \$905 ;
+  assign \$909  = par_a2 ? \$907  : \$908 ;
+  assign \$912  = par_a2 ? \$910  : \$911 ;
+  assign \$915  = par_a2 ? \$913  : \$914 ;
+  assign \$918  = par_a2 ? \$916  : \$917 ;
+  assign \$919  = ~ par_a2;
+  assign \$922  = par_a2 ? \$921  : \$920 ;
   assign \$923  = ~ par_a2;
   assign \$926  = par_a2 ? \$925  : \$924 ;
   assign \$927  = ~ par_a2;
   assign \$930  = par_a2 ? \$929  : \$928 ;
   assign \$931  = ~ par_a2;
   assign \$934  = par_a2 ? \$933  : \$932 ;
-  assign \$935  = ~ par_a2;
-  assign \$938  = par_a2 ? \$937  : \$936 ;
-  assign \$939  = ~ sb3[2];
-  assign \$940  = sb3[1] & \$939 ;
-  assign \$942  = dw4_pad_a2 ? pad_word : \$941 ;
-  assign \$943  = sb3[1] & sb3[2];
-  assign \$945  = dw4_pad_b2 ? pad_word : \$944 ;
-  assign \$947  = dw4_pad_a2 ? pad_word : \$946 ;
-  assign \$948  = dwback0[3:0] * 1'h1;
-  assign \$949  = dwback0[3:0] * 2'h2;
-  assign \$950  = dwback1[3:0] * 1'h1;
-  assign \$951  = dwback1[3:0] * 2'h2;
-  assign \$952  = dwback2[3:0] * 1'h1;
-  assign \$953  = dwback2[3:0] * 2'h2;
-  assign \$954  = dwback3[3:0] * 1'h1;
-  assign \$955  = dwback3[3:0] * 2'h2;
-  assign \$956  = dwback4[3:0] * 1'h1;
-  assign \$957  = dwback4[3:0] * 2'h2;
-  assign \$958  = dwback5[3:0] * 1'h1;
-  assign \$959  = dwback5[3:0] * 2'h2;
-  assign \$960  = dwback6[3:0] * 1'h1;
-  assign \$961  = dwback6[3:0] * 2'h2;
-  assign \$962  = dwback7[3:0] * 1'h1;
-  assign \$963  = dwback7[3:0] * 2'h2;
+  assign \$935  = ~ sb3[2];
+  assign \$936  = sb3[1] & \$935 ;
+  assign \$938  = dw4_pad_a2 ? pad_word : \$937 ;
+  assign \$939  = sb3[1] & sb3[2];
+  assign \$941  = dw4_pad_b2 ? pad_word : \$940 ;
+  assign \$943  = dw4_pad_a2 ? pad_word : \$942 ;
+  assign \$944  = dwback0[3:0] * 1'h1;
+  assign \$945  = dwback0[3:0] * 2'h2;
+  assign \$946  = dwback1[3:0] * 1'h1;
+  assign \$947  = dwback1[3:0] * 2'h2;
+  assign \$948  = dwback2[3:0] * 1'h1;
+  assign \$949  = dwback2[3:0] * 2'h2;
+  assign \$950  = dwback3[3:0] * 1'h1;
+  assign \$951  = dwback3[3:0] * 2'h2;
+  assign \$952  = dwback4[3:0] * 1'h1;
+  assign \$953  = dwback4[3:0] * 2'h2;
+  assign \$954  = dwback5[3:0] * 1'h1;
+  assign \$955  = dwback5[3:0] * 2'h2;
+  assign \$956  = dwback6[3:0] * 1'h1;
+  assign \$957  = dwback6[3:0] * 2'h2;
+  assign \$958  = dwback7[3:0] * 1'h1;
+  assign \$959  = dwback7[3:0] * 2'h2;
+  assign \$960  = ~ sb_p21[4];
+  assign \$961  = sb_p21[0] & \$960 ;
+  assign \$962  = sb_p21[22:12] == sb_p20[22:12];
+  assign \$963  = \$961  & \$962 ;
   assign \$964  = ~ sb_p21[4];
   assign \$965  = sb_p21[0] & \$964 ;
-  assign \$966  = sb_p21[22:12] == sb_p20[22:12];
+  assign \$966  = sb_p21[22:12] == sb_p19[22:12];
   assign \$967  = \$965  & \$966 ;
-  assign \$968  = ~ sb_p21[4];
-  assign \$969  = sb_p21[0] & \$968 ;
-  assign \$970  = sb_p21[22:12] == sb_p19[22:12];
-  assign \$971  = \$969  & \$970 ;
-  assign \$972  = sb_p21[0] & sb_p21[4];
-  assign \$973  = issue & is_elem;
-  assign \$974  = ky == kh_m1;
-  assign \$975  = desc[154] | \$974 ;
-  assign \$976  = kx == kw_m1;
-  assign \$977  = desc[154] | \$976 ;
-  assign \$978  = \$975  & \$977 ;
-  assign \$979  = j == cur[9:5];
-  assign \$980  = \$978  & \$979 ;
-  assign \$981  = \$973  & \$980 ;
-  assign \$982  = o_result__valid & o_result__ready;
-  assign \$983  = ~ \$982 ;
-  assign \$984  = \$981  & \$983 ;
-  assign \$985  = issue & is_elem;
-  assign \$986  = ky == kh_m1;
-  assign \$987  = desc[154] | \$986 ;
-  assign \$988  = kx == kw_m1;
-  assign \$989  = desc[154] | \$988 ;
-  assign \$990  = \$987  & \$989 ;
-  assign \$991  = j == cur[9:5];
+  assign \$968  = sb_p21[0] & sb_p21[4];
+  assign \$969  = issue & is_elem;
+  assign \$970  = ky == kh_m1;
+  assign \$971  = desc[154] | \$970 ;
+  assign \$972  = kx == kw_m1;
+  assign \$973  = desc[154] | \$972 ;
+  assign \$974  = \$971  & \$973 ;
+  assign \$975  = j == cur[9:5];
+  assign \$976  = \$974  & \$975 ;
+  assign \$977  = \$969  & \$976 ;
+  assign \$978  = o_result__valid & o_result__ready;
+  assign \$979  = ~ \$978 ;
+  assign \$980  = \$977  & \$979 ;
+  assign \$981  = issue & is_elem;
+  assign \$982  = ky == kh_m1;
+  assign \$983  = desc[154] | \$982 ;
+  assign \$984  = kx == kw_m1;
+  assign \$985  = desc[154] | \$984 ;
+  assign \$986  = \$983  & \$985 ;
+  assign \$987  = j == cur[9:5];
+  assign \$988  = \$986  & \$987 ;
+  assign \$989  = \$981  & \$988 ;
+  assign \$990  = ~ \$989 ;
+  assign \$991  = o_result__valid & o_result__ready;
   assign \$992  = \$990  & \$991 ;
-  assign \$993  = \$985  & \$992 ;
-  assign \$994  = ~ \$993 ;
-  assign \$995  = o_result__valid & o_result__ready;
-  assign \$996  = \$994  & \$995 ;
-  assign \$997  = reserved + 1'h1;
-  assign \$998  = reserved - 1'h1;
-  assign \$999  = state == 2'h2;
-  assign \$1000  = w_ahead + latch2;
-  assign \$1001  = \$1000  - fold_end;
-  assign \$1002  = ld_ahead + ld_start;
-  assign \$1003  = \$1002  - fold_end;
-  assign \$1004  = ~ fold_bank;
-  assign \$1005  = ~ ld_bank;
-  assign \$1006  = i_desc__payload[70:60] - 1'h1;
-  assign \$1007  = $signed(\$1006 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1008  = i_desc__payload[73:71] - 1'h1;
-  assign \$1009  = $signed(\$1008 ) * $signed({ 1'h0, i_desc__payload[86:83] });
-  assign \$1010  = i_desc__payload[59:53] - 1'h1;
-  assign \$1011  = $signed(\$1010 ) * $signed({ 1'h0, i_desc__payload[82:80] });
-  assign \$1012  = i_desc__payload[76:74] - 1'h1;
-  assign \$1013  = $signed(\$1012 ) * $signed({ 1'h0, i_desc__payload[90:87] });
-  assign \$1014  = i_desc__payload[52:42] - 1'h1;
-  assign \$1015  = $signed(\$1014 ) * $signed({ 1'h0, i_desc__payload[79:77] });
-  assign \$1016  = i_desc__payload[41:35] + 1'h1;
-  assign \$1018  = i_desc__payload[34:24] * \$1017 ;
-  assign \$1019  = desc[73:71] * desc[76:74];
-  assign \$1020  = mul_ph + mul_kh;
-  assign \$1021  = \$1020  + 1'h1;
-  assign \$1022  = desc[59:53] - 1'h1;
-  assign \$1023  = desc[59:53] - 2'h2;
-  assign \$1024  = desc[76:74] - 1'h1;
-  assign \$1025  = desc[73:71] - 1'h1;
-  assign \$1026  = desc[11:5] - 1'h1;
-  assign \$1027  = desc[70:60] * desc[79:77];
-  assign \$1028  = desc[70:60] * desc[59:53];
-  assign \$1029  = mul_ow + mul_kw;
-  assign \$1030  = \$1029  - desc[111:105];
-  assign \$1031  = mul_oh + mul_kh;
-  assign \$1032  = \$1031  - desc[97:91];
-  assign \$1033  = mul_hw * desc[4:0];
-  assign \$1034  = \$1033  - 1'h0;
-  assign \$1035  = desc[23:12] * 4'h8;
-  assign \$1036  = desc[153:149] - 1'h1;
-  assign \$1037  = 1'h1 << \$1036 [4:0];
-  assign \$1038  = - \$1037 ;
-  assign \$1039  = desc[153:149] - 1'h1;
-  assign \$1040  = 1'h1 << \$1039 [4:0];
-  assign \$1041  = \$1040  - 1'h1;
-  assign \$1042  = desc[41:35] - 1'h1;
-  assign \$1043  = $signed(\$1042 ) + $signed({ 1'h0, desc[118:112] });
-  assign \$1044  = desc[34:24] - 1'h1;
-  assign \$1045  = $signed(\$1044 ) + $signed({ 1'h0, desc[104:98] });
-  assign \$1046  = ! desc[4:0];
-  assign \$1047  = desc[4:0] > 5'h10;
-  assign \$1048  = \$1046  | \$1047 ;
-  assign \$1049  = ! desc[11:5];
-  assign \$1050  = desc[11:5] > 7'h40;
-  assign \$1051  = \$1049  | \$1050 ;
-  assign \$1052  = ! desc[23:12];
-  assign \$1053  = desc[23:12] > 12'h800;
-  assign \$1054  = \$1052  | \$1053 ;
-  assign \$1055  = ! desc[34:24];
-  assign \$1056  = desc[34:24] > 11'h400;
-  assign \$1057  = \$1055  | \$1056 ;
-  assign \$1058  = ! desc[41:35];
-  assign \$1059  = desc[41:35] > 7'h40;
-  assign \$1060  = \$1058  | \$1059 ;
-  assign \$1061  = ! desc[52:42];
-  assign \$1062  = ! desc[59:53];
-  assign \$1063  = \$1061  | \$1062 ;
-  assign \$1064  = ! desc[70:60];
-  assign \$1065  = \$1063  | \$1064 ;
-  assign \$1066  = ! desc[73:71];
-  assign \$1067  = desc[73:71] > 3'h7;
+  assign \$993  = reserved + 1'h1;
+  assign \$994  = reserved - 1'h1;
+  assign \$995  = state == 2'h2;
+  assign \$996  = w_ahead + latch2;
+  assign \$997  = \$996  - fold_end;
+  assign \$998  = ld_ahead + ld_start;
+  assign \$999  = \$998  - fold_end;
+  assign \$1000  = ~ fold_bank;
+  assign \$1001  = ~ ld_bank;
+  assign \$1002  = i_desc__payload[70:60] - 1'h1;
+  assign \$1003  = $signed(\$1002 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1004  = i_desc__payload[73:71] - 1'h1;
+  assign \$1005  = $signed(\$1004 ) * $signed({ 1'h0, i_desc__payload[86:83] });
+  assign \$1006  = i_desc__payload[59:53] - 1'h1;
+  assign \$1007  = $signed(\$1006 ) * $signed({ 1'h0, i_desc__payload[82:80] });
+  assign \$1008  = i_desc__payload[76:74] - 1'h1;
+  assign \$1009  = $signed(\$1008 ) * $signed({ 1'h0, i_desc__payload[90:87] });
+  assign \$1010  = i_desc__payload[52:42] - 1'h1;
+  assign \$1011  = $signed(\$1010 ) * $signed({ 1'h0, i_desc__payload[79:77] });
+  assign \$1012  = i_desc__payload[41:35] + 1'h1;
+  assign \$1014  = i_desc__payload[34:24] * \$1013 ;
+  assign \$1015  = desc[73:71] * desc[76:74];
+  assign \$1016  = mul_ph + mul_kh;
+  assign \$1017  = \$1016  + 1'h1;
+  assign \$1018  = desc[59:53] - 1'h1;
+  assign \$1019  = desc[59:53] - 2'h2;
+  assign \$1020  = desc[76:74] - 1'h1;
+  assign \$1021  = desc[73:71] - 1'h1;
+  assign \$1022  = desc[11:5] - 1'h1;
+  assign \$1023  = desc[70:60] * desc[79:77];
+  assign \$1024  = desc[70:60] * desc[59:53];
+  assign \$1025  = mul_ow + mul_kw;
+  assign \$1026  = \$1025  - desc[111:105];
+  assign \$1027  = mul_oh + mul_kh;
+  assign \$1028  = \$1027  - desc[97:91];
+  assign \$1029  = mul_hw * desc[4:0];
+  assign \$1030  = \$1029  - 1'h0;
+  assign \$1031  = desc[23:12] * 4'h8;
+  assign \$1032  = desc[153:149] - 1'h1;
+  assign \$1033  = 1'h1 << \$1032 [4:0];
+  assign \$1034  = - \$1033 ;
+  assign \$1035  = desc[153:149] - 1'h1;
+  assign \$1036  = 1'h1 << \$1035 [4:0];
+  assign \$1037  = \$1036  - 1'h1;
+  assign \$1038  = desc[41:35] - 1'h1;
+  assign \$1039  = $signed(\$1038 ) + $signed({ 1'h0, desc[118:112] });
+  assign \$1040  = desc[34:24] - 1'h1;
+  assign \$1041  = $signed(\$1040 ) + $signed({ 1'h0, desc[104:98] });
+  assign \$1042  = ! desc[4:0];
+  assign \$1043  = desc[4:0] > 5'h10;
+  assign \$1044  = \$1042  | \$1043 ;
+  assign \$1045  = ! desc[11:5];
+  assign \$1046  = desc[11:5] > 7'h40;
+  assign \$1047  = \$1045  | \$1046 ;
+  assign \$1048  = ! desc[23:12];
+  assign \$1049  = desc[23:12] > 12'h800;
+  assign \$1050  = \$1048  | \$1049 ;
+  assign \$1051  = ! desc[34:24];
+  assign \$1052  = desc[34:24] > 11'h400;
+  assign \$1053  = \$1051  | \$1052 ;
+  assign \$1054  = ! desc[41:35];
+  assign \$1055  = desc[41:35] > 7'h40;
+  assign \$1056  = \$1054  | \$1055 ;
+  assign \$1057  = ! desc[52:42];
+  assign \$1058  = ! desc[59:53];
+  assign \$1059  = \$1057  | \$1058 ;
+  assign \$1060  = ! desc[70:60];
+  assign \$1061  = \$1059  | \$1060 ;
+  assign \$1062  = ! desc[73:71];
+  assign \$1063  = desc[73:71] > 3'h7;
+  assign \$1064  = \$1062  | \$1063 ;
+  assign \$1065  = ! desc[76:74];
+  assign \$1066  = \$1064  | \$1065 ;
+  assign \$1067  = desc[76:74] > 3'h7;
   assign \$1068  = \$1066  | \$1067 ;
-  assign \$1069  = ! desc[76:74];
-  assign \$1070  = \$1068  | \$1069 ;
-  assign \$1071  = desc[76:74] > 3'h7;
-  assign \$1072  = \$1070  | \$1071 ;
-  assign \$1073  = ! desc[79:77];
-  assign \$1074  = desc[79:77] > 3'h4;
-  assign \$1075  = \$1073  | \$1074 ;
-  assign \$1076  = ! desc[82:80];
-  assign \$1077  = desc[82:80] > 3'h4;
-  assign \$1078  = \$1076  | \$1077 ;
-  assign \$1079  = ! desc[86:83];
-  assign \$1080  = desc[86:83] > 4'h8;
-  assign \$1081  = \$1079  | \$1080 ;
-  assign \$1082  = ! desc[90:87];
-  assign \$1083  = desc[90:87] > 4'h8;
+  assign \$1069  = ! desc[79:77];
+  assign \$1070  = desc[79:77] > 3'h4;
+  assign \$1071  = \$1069  | \$1070 ;
+  assign \$1072  = ! desc[82:80];
+  assign \$1073  = desc[82:80] > 3'h4;
+  assign \$1074  = \$1072  | \$1073 ;
+  assign \$1075  = ! desc[86:83];
+  assign \$1076  = desc[86:83] > 4'h8;
+  assign \$1077  = \$1075  | \$1076 ;
+  assign \$1078  = ! desc[90:87];
+  assign \$1079  = desc[90:87] > 4'h8;
+  assign \$1080  = \$1078  | \$1079 ;
+  assign \$1081  = desc[120:119] == 1'h1;
+  assign \$1082  = desc[111:105] >= desc[41:35];
+  assign \$1083  = desc[118:112] >= desc[41:35];
   assign \$1084  = \$1082  | \$1083 ;
-  assign \$1085  = desc[120:119] == 1'h1;
-  assign \$1086  = desc[111:105] >= desc[41:35];
-  assign \$1087  = desc[118:112] >= desc[41:35];
-  assign \$1088  = \$1086  | \$1087 ;
-  assign \$1089  = \$1085  & \$1088 ;
-  assign \$1090  = desc[120:119] == 2'h3;
-  assign \$1091  = desc[111:105] > desc[41:35];
-  assign \$1092  = desc[118:112] > desc[41:35];
-  assign \$1093  = \$1091  | \$1092 ;
-  assign \$1094  = \$1090  & \$1093 ;
-  assign \$1095  = desc[130:129] == 2'h3;
-  assign \$1096  = | desc[130:129];
-  assign \$1097  = desc[153:149] < 2'h2;
-  assign \$1098  = desc[153:149] > 5'h10;
-  assign \$1099  = \$1097  | \$1098 ;
-  assign \$1100  = \$1096  & \$1099 ;
-  assign \$1101  = desc[73:71] > 3'h5;
-  assign \$1103  = desc[76:74] > 3'h5;
-  assign \$1104  = \$1102  | \$1103 ;
-  assign \$1105  = desc[90:87] > 2'h2;
+  assign \$1085  = \$1081  & \$1084 ;
+  assign \$1086  = desc[120:119] == 2'h3;
+  assign \$1087  = desc[111:105] > desc[41:35];
+  assign \$1088  = desc[118:112] > desc[41:35];
+  assign \$1089  = \$1087  | \$1088 ;
+  assign \$1090  = \$1086  & \$1089 ;
+  assign \$1091  = desc[130:129] == 2'h3;
+  assign \$1092  = | desc[130:129];
+  assign \$1093  = desc[153:149] < 2'h2;
+  assign \$1094  = desc[153:149] > 5'h10;
+  assign \$1095  = \$1093  | \$1094 ;
+  assign \$1096  = \$1092  & \$1095 ;
+  assign \$1097  = desc[73:71] > 3'h5;
+  assign \$1099  = desc[76:74] > 3'h5;
+  assign \$1100  = \$1098  | \$1099 ;
+  assign \$1101  = desc[90:87] > 2'h2;
+  assign \$1102  = \$1100  | \$1101 ;
+  assign \$1103  = desc[154] & \$1102 ;
+  assign \$1104  = ~ desc[154];
+  assign \$1105  = desc[34:24] > 5'h10;
   assign \$1106  = \$1104  | \$1105 ;
-  assign \$1107  = desc[154] & \$1106 ;
-  assign \$1108  = ~ desc[154];
-  assign \$1109  = desc[34:24] > 5'h10;
-  assign \$1110  = \$1108  | \$1109 ;
-  assign \$1111  = desc[70:60] < desc[52:42];
-  assign \$1112  = \$1110  | \$1111 ;
-  assign \$1113  = desc[155] & \$1112 ;
-  assign \$1114  = | { \$1113 , \$1107 , \$1100 , \$1095 , \$1094 , \$1089 , \$1084 , \$1081 , \$1078 , \$1075 , \$1072 , \$1065 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048  };
-  assign \$1116  = sq == 2'h3;
-  assign \$1117  = ! reserved;
-  assign \$1118  = \$1116  & \$1117 ;
+  assign \$1107  = desc[70:60] < desc[52:42];
+  assign \$1108  = \$1106  | \$1107 ;
+  assign \$1109  = desc[155] & \$1108 ;
+  assign \$1110  = | { \$1109 , \$1103 , \$1096 , \$1091 , \$1090 , \$1085 , \$1080 , \$1077 , \$1074 , \$1071 , \$1068 , \$1061 , \$1056 , \$1053 , \$1050 , \$1047 , \$1044  };
+  assign \$1112  = sq == 2'h3;
+  assign \$1113  = ! reserved;
+  assign \$1114  = \$1112  & \$1113 ;
+  assign \$1115  = \$1114  & p_done;
+  assign \$1116  = \$1115  & w_done;
+  assign \$1117  = \$1116  & a_done;
+  assign \$1118  = ! reserved;
   assign \$1119  = \$1118  & p_done;
   assign \$1120  = \$1119  & w_done;
   assign \$1121  = \$1120  & a_done;
-  assign \$1122  = ! reserved;
-  assign \$1123  = \$1122  & p_done;
-  assign \$1124  = \$1123  & w_done;
-  assign \$1125  = \$1124  & a_done;
-  assign \$1126  = \$1125  & abort_wait_done;
-  assign \$1127  = state != 3'h4;
-  assign \$1128  = | abort_timer;
-  assign \$1129  = abort_timer - 1'h1;
-  assign \$1130  = state == 2'h3;
-  assign \$1131  = \$1130  & fatal;
-  assign \$1132  = i_param__valid & i_param__ready;
-  assign \$1133  = p_count + 1'h1;
-  assign \$1134  = p_count < desc[11:5];
-  assign \$1135  = taps * i_param__payload[561:557];
-  assign \$1136  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1135 ;
-  assign \$1137  = tiles_sum + \$1136 ;
-  assign \$1138  = ~ p_checked;
-  assign \$1139  = p_done & \$1138 ;
-  assign \$1140  = state == 2'h3;
-  assign \$1141  = \$1139  & \$1140 ;
-  assign \$1142  = i_weight__valid & i_weight__ready;
-  assign \$1143  = w_count < w_total;
-  assign \$1144  = w_count + 1'h1;
-  assign \$1145  = i_act__valid & i_act__ready;
-  assign \$1146  = a_count + 1'h1;
-  assign \$1147  = a_count + 1'h1;
-  assign \$1148  = \$1147  >= act_total;
-  assign \$1149  = a_overflow | \$1148 ;
-  assign \$1150  = desc[34:24] - 1'h1;
-  assign \$1151  = $signed({ 1'h0, wr_iy }) == $signed(\$1150 );
-  assign \$1152  = wr_cw + 1'h1;
-  assign \$1153  = words_in + 1'h1;
-  assign \$1154  = wr_ix + 2'h2;
-  assign \$1155  = desc[4:0] - 1'h1;
-  assign \$1156  = wr_cw == \$1155 ;
-  assign \$1157  = wr_ix + 2'h2;
-  assign \$1158  = wr_cw + 1'h1;
-  assign \$1159  = | err_hi;
-  assign \$1160  = error | { err_hi, 1'h0 };
-  assign \$1161  = gcount - 1'h1;
-  assign \$1162  = ! lo_case;
-  assign \$1163  = ! wr_case;
-  assign \$1164  = \$1162  & \$1163 ;
-  assign \$1165  = lo + 5'h10;
-  assign \$1166  = wr_iy < \$1165 ;
-  assign \$1167  = \$1164  & \$1166 ;
-  assign \$1168  = ! lo_case;
-  assign \$1169  = wr_case == 1'h1;
-  assign \$1170  = \$1168  & \$1169 ;
-  assign \$1171  = lo + 5'h10;
-  assign \$1172  = 1'h0 < \$1171 ;
-  assign \$1173  = \$1170  & \$1172 ;
-  assign \$1174  = ! lo_case;
-  assign \$1175  = wr_case == 2'h2;
-  assign \$1176  = \$1174  & \$1175 ;
-  assign \$1177  = wr_iy + 1'h1;
-  assign \$1178  = lo + 5'h10;
-  assign \$1179  = \$1177  < \$1178 ;
-  assign \$1180  = \$1176  & \$1179 ;
-  assign \$1181  = lo_case == 1'h1;
-  assign \$1182  = ! wr_case;
-  assign \$1183  = \$1181  & \$1182 ;
-  assign \$1184  = wr_iy < 5'h10;
-  assign \$1185  = \$1183  & \$1184 ;
+  assign \$1122  = \$1121  & abort_wait_done;
+  assign \$1123  = state != 3'h4;
+  assign \$1124  = | abort_timer;
+  assign \$1125  = abort_timer - 1'h1;
+  assign \$1126  = state == 2'h3;
+  assign \$1127  = \$1126  & fatal;
+  assign \$1128  = i_param__valid & i_param__ready;
+  assign \$1129  = p_count + 1'h1;
+  assign \$1130  = p_count < desc[11:5];
+  assign \$1131  = taps * i_param__payload[561:557];
+  assign \$1132  = desc[154] ? { 6'h00, i_param__payload[561:557] } : \$1131 ;
+  assign \$1133  = tiles_sum + \$1132 ;
+  assign \$1134  = ~ p_checked;
+  assign \$1135  = p_done & \$1134 ;
+  assign \$1136  = state == 2'h3;
+  assign \$1137  = \$1135  & \$1136 ;
+  assign \$1138  = i_weight__valid & i_weight__ready;
+  assign \$1139  = w_count < w_total;
+  assign \$1140  = w_count + 1'h1;
+  assign \$1141  = i_act__valid & i_act__ready;
+  assign \$1142  = a_count + 1'h1;
+  assign \$1143  = a_count + 1'h1;
+  assign \$1144  = \$1143  >= act_total;
+  assign \$1145  = a_overflow | \$1144 ;
+  assign \$1146  = desc[34:24] - 1'h1;
+  assign \$1147  = $signed({ 1'h0, wr_iy }) == $signed(\$1146 );
+  assign \$1148  = wr_cw + 1'h1;
+  assign \$1149  = words_in + 1'h1;
+  assign \$1150  = wr_ix + 2'h2;
+  assign \$1151  = desc[4:0] - 1'h1;
+  assign \$1152  = wr_cw == \$1151 ;
+  assign \$1153  = wr_ix + 2'h2;
+  assign \$1154  = wr_cw + 1'h1;
+  assign \$1155  = | err_hi;
+  assign \$1156  = error | { err_hi, 1'h0 };
+  assign \$1157  = gcount - 1'h1;
+  assign \$1158  = $signed(y_pass) < $signed(1'h0);
+  assign \$1159  = \$1158  ? 29'h00000000 : y_pass;
+  assign \$1160  = wr_iy + 1'h1;
+  assign \$1161  = ! lo_case;
+  assign \$1162  = ! wr_case;
+  assign \$1163  = \$1161  & \$1162 ;
+  assign \$1164  = \lo$740  + 5'h10;
+  assign \$1165  = wr_iy < \$1164 ;
+  assign \$1166  = \$1163  & \$1165 ;
+  assign \$1167  = ! lo_case;
+  assign \$1168  = wr_case == 1'h1;
+  assign \$1169  = \$1167  & \$1168 ;
+  assign \$1170  = \lo$740  + 5'h10;
+  assign \$1171  = 1'h0 < \$1170 ;
+  assign \$1172  = \$1169  & \$1171 ;
+  assign \$1173  = ! lo_case;
+  assign \$1174  = wr_case == 2'h2;
+  assign \$1175  = \$1173  & \$1174 ;
+  assign \$1176  = wr_iy + 1'h1;
+  assign \$1177  = \lo$740  + 5'h10;
+  assign \$1178  = \$1176  < \$1177 ;
+  assign \$1179  = \$1175  & \$1178 ;
+  assign \$1180  = lo_case == 1'h1;
+  assign \$1181  = ! wr_case;
+  assign \$1182  = \$1180  & \$1181 ;
+  assign \$1184  = wr_iy < 6'h10;
+  assign \$1185  = \$1182  & \$1184 ;
   assign \$1186  = lo_case == 1'h1;
   assign \$1187  = wr_case == 1'h1;
   assign \$1188  = \$1186  & \$1187 ;
-  assign \$1191  = lo_case == 1'h1;
-  assign \$1192  = wr_case == 2'h2;
-  assign \$1193  = \$1191  & \$1192 ;
-  assign \$1194  = wr_iy + 1'h1;
-  assign \$1195  = \$1194  < 5'h10;
-  assign \$1196  = \$1193  & \$1195 ;
-  assign \$1197  = lo_case == 2'h2;
-  assign \$1198  = ! wr_case;
-  assign \$1199  = \$1197  & \$1198 ;
-  assign \$1200  = wr_iy < 11'h411;
+  assign \$1192  = lo_case == 1'h1;
+  assign \$1193  = wr_case == 2'h2;
+  assign \$1194  = \$1192  & \$1193 ;
+  assign \$1195  = wr_iy + 1'h1;
+  assign \$1197  = \$1195  < 6'h10;
+  assign \$1198  = \$1194  & \$1197 ;
+  assign \$1199  = lo_case == 2'h2;
+  assign \$1200  = ! wr_case;
   assign \$1201  = \$1199  & \$1200 ;
-  assign \$1202  = lo_case == 2'h2;
-  assign \$1203  = wr_case == 1'h1;
-  assign \$1204  = \$1202  & \$1203 ;
-  assign \$1207  = lo_case == 2'h2;
-  assign \$1208  = wr_case == 2'h2;
-  assign \$1209  = \$1207  & \$1208 ;
-  assign \$1210  = wr_iy + 1'h1;
-  assign \$1211  = \$1210  < 11'h411;
-  assign \$1212  = \$1209  & \$1211 ;
-  assign \$1213  = lo_case == 2'h3;
-  assign \$1214  = ! wr_case;
-  assign \$1215  = \$1213  & \$1214 ;
-  assign \$1216  = $signed(y_pass) < $signed(1'h0);
-  assign \$1217  = \$1216  ? 29'h00000000 : y_pass;
-  assign \$1218  = \$1217 [11:0] + 5'h10;
-  assign \$1219  = wr_iy < \$1218 ;
-  assign \$1220  = \$1215  & \$1219 ;
-  assign \$1221  = lo_case == 2'h3;
-  assign \$1222  = wr_case == 1'h1;
-  assign \$1223  = \$1221  & \$1222 ;
-  assign \$1224  = $signed(y_pass) < $signed(1'h0);
-  assign \$1225  = \$1224  ? 29'h00000000 : y_pass;
-  assign \$1226  = \$1225 [11:0] + 5'h10;
-  assign \$1227  = 1'h0 < \$1226 ;
-  assign \$1228  = \$1223  & \$1227 ;
-  assign \$1229  = lo_case == 2'h3;
-  assign \$1230  = wr_case == 2'h2;
-  assign \$1231  = \$1229  & \$1230 ;
-  assign \$1232  = wr_iy + 1'h1;
-  assign \$1233  = $signed(y_pass) < $signed(1'h0);
-  assign \$1234  = \$1233  ? 29'h00000000 : y_pass;
-  assign \$1235  = \$1234 [11:0] + 5'h10;
-  assign \$1236  = \$1232  < \$1235 ;
-  assign \$1237  = \$1231  & \$1236 ;
-  assign \$1238  = | { \$1237 , \$1228 , \$1220 , \$1212 , \$1206 , \$1201 , \$1196 , \$1190 , \$1185 , \$1180 , \$1173 , \$1167  };
-  assign \$1239  = state == 2'h2;
-  assign \$1240  = state == 3'h4;
-  assign \$1241  = state == 2'h3;
-  assign \$1242  = ! ow_m1;
-  assign \$1243  = - desc[97:91];
-  assign \$1244  = - desc[97:91];
-  assign \$1245  = - desc[97:91];
-  assign \$1246  = pass_span - desc[97:91];
-  assign \$1247  = - desc[111:105];
-  assign \$1248  = - desc[111:105];
-  assign \$1249  = ! act_total;
-  assign \$1250  = desc[70:60] < desc[52:42];
-  assign \$1251  = \$1250  ? desc[70:60] : desc[52:42];
-  assign \$1252  = is_elem & at_last_ox;
-  assign \$1253  = ~ \$1252 ;
-  assign \$1254  = \$1253  & desc[154];
-  assign \$1255  = is_elem & at_last_ox;
-  assign \$1256  = ~ \$1255 ;
-  assign \$1257  = g == gcount_m1;
+  assign \$1203  = wr_iy < 12'h411;
+  assign \$1204  = \$1201  & \$1203 ;
+  assign \$1205  = lo_case == 2'h2;
+  assign \$1206  = wr_case == 1'h1;
+  assign \$1207  = \$1205  & \$1206 ;
+  assign \$1211  = lo_case == 2'h2;
+  assign \$1212  = wr_case == 2'h2;
+  assign \$1213  = \$1211  & \$1212 ;
+  assign \$1214  = wr_iy + 1'h1;
+  assign \$1216  = \$1214  < 12'h411;
+  assign \$1217  = \$1213  & \$1216 ;
+  assign \$1218  = lo_case == 2'h3;
+  assign \$1219  = ! wr_case;
+  assign \$1220  = \$1218  & \$1219 ;
+  assign \$1221  = $signed(y_pass) < $signed(1'h0);
+  assign \$1222  = \$1221  ? 29'h00000000 : y_pass;
+  assign \$1223  = \$1222 [11:0] + 5'h10;
+  assign \$1224  = wr_iy < \$1223 ;
+  assign \$1225  = \$1220  & \$1224 ;
+  assign \$1226  = lo_case == 2'h3;
+  assign \$1227  = wr_case == 1'h1;
+  assign \$1228  = \$1226  & \$1227 ;
+  assign \$1229  = $signed(y_pass) < $signed(1'h0);
+  assign \$1230  = \$1229  ? 29'h00000000 : y_pass;
+  assign \$1231  = \$1230 [11:0] + 5'h10;
+  assign \$1232  = 1'h0 < \$1231 ;
+  assign \$1233  = \$1228  & \$1232 ;
+  assign \$1234  = lo_case == 2'h3;
+  assign \$1235  = wr_case == 2'h2;
+  assign \$1236  = \$1234  & \$1235 ;
+  assign \$1237  = wr_iy + 1'h1;
+  assign \$1238  = $signed(y_pass) < $signed(1'h0);
+  assign \$1239  = \$1238  ? 29'h00000000 : y_pass;
+  assign \$1240  = \$1239 [11:0] + 5'h10;
+  assign \$1241  = \$1237  < \$1240 ;
+  assign \$1242  = \$1236  & \$1241 ;
+  assign \$1243  = | { \$1242 , \$1233 , \$1225 , \$1217 , \$1210 , \$1204 , \$1198 , \$1191 , \$1185 , \$1179 , \$1172 , \$1166  };
+  assign \$1244  = state == 2'h2;
+  assign \$1245  = state == 3'h4;
+  assign \$1246  = state == 2'h3;
+  assign \$1247  = ! ow_m1;
+  assign \$1248  = - desc[97:91];
+  assign \$1249  = - desc[97:91];
+  assign \$1250  = - desc[97:91];
+  assign \$1251  = pass_span - desc[97:91];
+  assign \$1252  = - desc[111:105];
+  assign \$1253  = - desc[111:105];
+  assign \$1254  = ! act_total;
+  assign \$1255  = desc[70:60] < desc[52:42];
+  assign \$1256  = \$1255  ? desc[70:60] : desc[52:42];
+  assign \$1257  = is_elem & at_last_ox;
   assign \$1258  = ~ \$1257 ;
-  assign \$1259  = $signed(ix) + $signed(2'h1);
-  assign \$1260  = $signed(\$1259 ) + $signed({ 1'h0, dual_now });
-  assign \$1261  = $signed(ixb) + $signed(2'h1);
-  assign \$1262  = $signed(\$1261 ) + $signed({ 1'h0, dual_now });
-  assign \$1263  = gap - 1'h1;
-  assign \$1264  = $signed(\$1263 ) - $signed({ 1'h0, dual_now });
-  assign \$1265  = ox + 1'h1;
-  assign \$1266  = ox == ow_m2;
-  assign \$1267  = desc[82:80] - 1'h1;
-  assign \$1268  = acc_addr + 1'h1;
-  assign \$1269  = ox + 1'h1;
-  assign \$1270  = ox == ow_m2;
-  assign \$1271  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
-  assign \$1272  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
+  assign \$1259  = \$1258  & desc[154];
+  assign \$1260  = is_elem & at_last_ox;
+  assign \$1261  = ~ \$1260 ;
+  assign \$1262  = g == gcount_m1;
+  assign \$1263  = ~ \$1262 ;
+  assign \$1264  = $signed(ix) + $signed(2'h1);
+  assign \$1265  = $signed(\$1264 ) + $signed({ 1'h0, dual_now });
+  assign \$1266  = $signed(ixb) + $signed(2'h1);
+  assign \$1267  = $signed(\$1266 ) + $signed({ 1'h0, dual_now });
+  assign \$1268  = gap - 1'h1;
+  assign \$1269  = $signed(\$1268 ) - $signed({ 1'h0, dual_now });
+  assign \$1270  = ox + 1'h1;
+  assign \$1271  = ox == ow_m2;
+  assign \$1272  = desc[82:80] - 1'h1;
   assign \$1273  = acc_addr + 1'h1;
-  assign \$1274  = ! ow_m1;
-  assign \$1275  = g + 1'h1;
-  assign \$1276  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
-  assign \$1277  = $signed(x_tap) + $signed(2'h1);
+  assign \$1274  = ox + 1'h1;
+  assign \$1275  = ox == ow_m2;
+  assign \$1276  = $signed(ix) + $signed({ 1'h0, desc[82:80] });
+  assign \$1277  = $signed(ixb) + $signed({ 1'h0, desc[82:80] });
   assign \$1278  = acc_addr + 1'h1;
   assign \$1279  = ! ow_m1;
-  assign \$1280  = j == cur[9:5];
-  assign \$1281  = ~ \$1280 ;
-  assign \$1282  = j + 1'h1;
-  assign \$1283  = $signed(x_tap) + $signed(2'h1);
-  assign \$1284  = dw_kx0_n >= desc[76:74];
-  assign \$1285  = dw_kx0_n - desc[76:74];
-  assign \$1286  = dw_ky0 + dw_q;
-  assign \$1287  = \$1286  + 1'h1;
-  assign \$1288  = dw_ky0 + dw_q;
-  assign \$1289  = dw_kx1_n >= desc[76:74];
-  assign \$1290  = dw_kx1_n - desc[76:74];
-  assign \$1291  = dw_ky1 + dw_q;
+  assign \$1280  = g + 1'h1;
+  assign \$1281  = $signed(iy) + $signed({ 1'h0, desc[79:77] });
+  assign \$1282  = $signed(x_tap) + $signed(2'h1);
+  assign \$1283  = acc_addr + 1'h1;
+  assign \$1284  = ! ow_m1;
+  assign \$1285  = j == cur[9:5];
+  assign \$1286  = ~ \$1285 ;
+  assign \$1287  = j + 1'h1;
+  assign \$1288  = $signed(x_tap) + $signed(2'h1);
+  assign \$1289  = dw_kx0_n >= desc[76:74];
+  assign \$1290  = dw_kx0_n - desc[76:74];
+  assign \$1291  = dw_ky0 + dw_q;
   assign \$1292  = \$1291  + 1'h1;
-  assign \$1293  = dw_ky1 + dw_q;
-  assign \$1294  = dw_kx2_n >= desc[76:74];
-  assign \$1295  = dw_kx2_n - desc[76:74];
-  assign \$1296  = dw_ky2 + dw_q;
+  assign \$1293  = dw_ky0 + dw_q;
+  assign \$1294  = dw_kx1_n >= desc[76:74];
+  assign \$1295  = dw_kx1_n - desc[76:74];
+  assign \$1296  = dw_ky1 + dw_q;
   assign \$1297  = \$1296  + 1'h1;
-  assign \$1298  = dw_ky2 + dw_q;
-  assign \$1299  = dw_kx3_n >= desc[76:74];
-  assign \$1300  = dw_kx3_n - desc[76:74];
-  assign \$1301  = dw_ky3 + dw_q;
+  assign \$1298  = dw_ky1 + dw_q;
+  assign \$1299  = dw_kx2_n >= desc[76:74];
+  assign \$1300  = dw_kx2_n - desc[76:74];
+  assign \$1301  = dw_ky2 + dw_q;
   assign \$1302  = \$1301  + 1'h1;
-  assign \$1303  = dw_ky3 + dw_q;
-  assign \$1304  = dw_kx4_n >= desc[76:74];
-  assign \$1305  = dw_kx4_n - desc[76:74];
-  assign \$1306  = dw_ky4 + dw_q;
+  assign \$1303  = dw_ky2 + dw_q;
+  assign \$1304  = dw_kx3_n >= desc[76:74];
+  assign \$1305  = dw_kx3_n - desc[76:74];
+  assign \$1306  = dw_ky3 + dw_q;
   assign \$1307  = \$1306  + 1'h1;
-  assign \$1308  = dw_ky4 + dw_q;
-  assign \$1309  = dw_kx5_n >= desc[76:74];
-  assign \$1310  = dw_kx5_n - desc[76:74];
-  assign \$1311  = dw_ky5 + dw_q;
+  assign \$1308  = dw_ky3 + dw_q;
+  assign \$1309  = dw_kx4_n >= desc[76:74];
+  assign \$1310  = dw_kx4_n - desc[76:74];
+  assign \$1311  = dw_ky4 + dw_q;
   assign \$1312  = \$1311  + 1'h1;
-  assign \$1313  = dw_ky5 + dw_q;
-  assign \$1314  = dw_kx6_n >= desc[76:74];
-  assign \$1315  = dw_kx6_n - desc[76:74];
-  assign \$1316  = dw_ky6 + dw_q;
+  assign \$1313  = dw_ky4 + dw_q;
+  assign \$1314  = dw_kx5_n >= desc[76:74];
+  assign \$1315  = dw_kx5_n - desc[76:74];
+  assign \$1316  = dw_ky5 + dw_q;
   assign \$1317  = \$1316  + 1'h1;
-  assign \$1318  = dw_ky6 + dw_q;
-  assign \$1319  = dw_kx7_n >= desc[76:74];
-  assign \$1320  = dw_kx7_n - desc[76:74];
-  assign \$1321  = dw_ky7 + dw_q;
+  assign \$1318  = dw_ky5 + dw_q;
+  assign \$1319  = dw_kx6_n >= desc[76:74];
+  assign \$1320  = dw_kx6_n - desc[76:74];
+  assign \$1321  = dw_ky6 + dw_q;
   assign \$1322  = \$1321  + 1'h1;
-  assign \$1323  = dw_ky7 + dw_q;
-  assign \$1324  = j == cur[9:5];
-  assign \$1325  = kx == kw_m1;
-  assign \$1326  = desc[154] | \$1325 ;
-  assign \$1327  = ~ \$1326 ;
-  assign \$1328  = \$1324  & \$1327 ;
+  assign \$1323  = dw_ky6 + dw_q;
+  assign \$1324  = dw_kx7_n >= desc[76:74];
+  assign \$1325  = dw_kx7_n - desc[76:74];
+  assign \$1326  = dw_ky7 + dw_q;
+  assign \$1327  = \$1326  + 1'h1;
+  assign \$1328  = dw_ky7 + dw_q;
   assign \$1329  = j == cur[9:5];
-  assign \$1330  = ky == kh_m1;
+  assign \$1330  = kx == kw_m1;
   assign \$1331  = desc[154] | \$1330 ;
   assign \$1332  = ~ \$1331 ;
   assign \$1333  = \$1329  & \$1332 ;
   assign \$1334  = j == cur[9:5];
-  assign \$1335  = kx + 1'h1;
-  assign \$1336  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1337  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
-  assign \$1338  = $signed(x_tap) + $signed(xb_step);
-  assign \$1339  = ky + 1'h1;
-  assign \$1340  = - desc[111:105];
-  assign \$1341  = - desc[111:105];
-  assign \$1342  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1343  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
-  assign \$1344  = - desc[111:105];
+  assign \$1335  = ky == kh_m1;
+  assign \$1336  = desc[154] | \$1335 ;
+  assign \$1337  = ~ \$1336 ;
+  assign \$1338  = \$1334  & \$1337 ;
+  assign \$1339  = j == cur[9:5];
+  assign \$1340  = kx + 1'h1;
+  assign \$1341  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1342  = $signed(x_tap) + $signed({ 1'h0, desc[90:87] });
+  assign \$1343  = $signed(x_tap) + $signed(xb_step);
+  assign \$1344  = ky + 1'h1;
   assign \$1345  = - desc[111:105];
-  assign \$1346  = t == cot_m1;
-  assign \$1347  = ~ \$1346 ;
-  assign \$1348  = t + 1'h1;
-  assign \$1349  = rows_left - gcount;
-  assign \$1350  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1351  = $signed(y_end) + $signed({ 1'h0, pass_step });
-  assign \$1352  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1353  = $signed(y_pass) + $signed({ 1'h0, pass_step });
-  assign \$1354  = rows_left == gcount;
-  assign \$1355  = rows_left - gcount;
-  assign \$1356  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1355 );
-  assign \$1357  = rows_left - gcount;
-  assign \$1358  = \$1356  ? { 2'h0, desc[70:60] } : \$1357 ;
-  assign \$1359  = state == 2'h2;
-  assign \$1360  = ld_tile + 1'h1;
-  assign \$1361  = \$1360  == desc[23:12];
-  assign \$1362  = ld_tile + 1'h1;
-  assign \$1363  = \$1361  ? 14'h0000 : \$1362 ;
-  assign \$1364  = ld_k == 3'h7;
-  assign \$1365  = ld_k + 1'h1;
-  assign \$1366  = ! state;
-  assign \$1367  = \$1366  & i_desc__valid;
-  assign \$1368  = ! state;
-  assign \$1369  = cnt_cycles + 1'h1;
-  assign \$1370  = \$1368  ? 33'h000000001 : \$1369 ;
-  assign \$1371  = category == 1'h1;
-  assign \$1372  = ! state;
-  assign \$1373  = cnt_busy + 1'h1;
-  assign \$1374  = \$1372  ? 33'h000000001 : \$1373 ;
-  assign \$1375  = category == 2'h2;
-  assign \$1376  = ! state;
-  assign \$1377  = cnt_setup + 1'h1;
-  assign \$1378  = \$1376  ? 33'h000000001 : \$1377 ;
-  assign \$1379  = category == 2'h3;
-  assign \$1380  = ! state;
-  assign \$1381  = cnt_stall_input + 1'h1;
-  assign \$1382  = \$1380  ? 33'h000000001 : \$1381 ;
-  assign \$1383  = category == 3'h4;
-  assign \$1384  = ! state;
-  assign \$1385  = cnt_stall_weight + 1'h1;
-  assign \$1386  = \$1384  ? 33'h000000001 : \$1385 ;
-  assign \$1387  = category == 3'h5;
-  assign \$1388  = ! state;
-  assign \$1389  = cnt_stall_output + 1'h1;
-  assign \$1390  = \$1388  ? 33'h000000001 : \$1389 ;
-  assign \$1391  = category == 3'h6;
-  assign \$1392  = ! state;
-  assign \$1393  = cnt_fill + 1'h1;
-  assign \$1394  = \$1392  ? 33'h000000001 : \$1393 ;
-  assign \$1395  = category == 3'h7;
-  assign \$1396  = ! state;
-  assign \$1397  = cnt_drain + 1'h1;
-  assign \$1398  = \$1396  ? 33'h000000001 : \$1397 ;
-  assign \$1399  = o_result__valid & o_result__ready;
-  assign \$1400  = \$1399  & o_result__payload[256];
-  assign \$1401  = state == 3'h5;
-  assign \$1402  = \$1400  | \$1401 ;
+  assign \$1346  = - desc[111:105];
+  assign \$1347  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1348  = $signed(y_tap) + $signed({ 1'h0, desc[86:83] });
+  assign \$1349  = - desc[111:105];
+  assign \$1350  = - desc[111:105];
+  assign \$1351  = t == cot_m1;
+  assign \$1352  = ~ \$1351 ;
+  assign \$1353  = t + 1'h1;
+  assign \$1354  = rows_left - gcount;
+  assign \$1355  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1356  = $signed(y_end) + $signed({ 1'h0, pass_step });
+  assign \$1357  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1358  = $signed(y_pass) + $signed({ 1'h0, pass_step });
+  assign \$1359  = rows_left == gcount;
+  assign \$1360  = rows_left - gcount;
+  assign \$1361  = $signed({ 1'h0, desc[70:60] }) < $signed(\$1360 );
+  assign \$1362  = rows_left - gcount;
+  assign \$1363  = \$1361  ? { 2'h0, desc[70:60] } : \$1362 ;
+  assign \$1364  = state == 2'h2;
+  assign \$1365  = ld_tile + 1'h1;
+  assign \$1366  = \$1365  == desc[23:12];
+  assign \$1367  = ld_tile + 1'h1;
+  assign \$1368  = \$1366  ? 14'h0000 : \$1367 ;
+  assign \$1369  = ld_k == 3'h7;
+  assign \$1370  = ld_k + 1'h1;
+  assign \$1371  = ! state;
+  assign \$1372  = \$1371  & i_desc__valid;
+  assign \$1373  = ! state;
+  assign \$1374  = cnt_cycles + 1'h1;
+  assign \$1375  = \$1373  ? 33'h000000001 : \$1374 ;
+  assign \$1376  = category == 1'h1;
+  assign \$1377  = ! state;
+  assign \$1378  = cnt_busy + 1'h1;
+  assign \$1379  = \$1377  ? 33'h000000001 : \$1378 ;
+  assign \$1380  = category == 2'h2;
+  assign \$1381  = ! state;
+  assign \$1382  = cnt_setup + 1'h1;
+  assign \$1383  = \$1381  ? 33'h000000001 : \$1382 ;
+  assign \$1384  = category == 2'h3;
+  assign \$1385  = ! state;
+  assign \$1386  = cnt_stall_input + 1'h1;
+  assign \$1387  = \$1385  ? 33'h000000001 : \$1386 ;
+  assign \$1388  = category == 3'h4;
+  assign \$1389  = ! state;
+  assign \$1390  = cnt_stall_weight + 1'h1;
+  assign \$1391  = \$1389  ? 33'h000000001 : \$1390 ;
+  assign \$1392  = category == 3'h5;
+  assign \$1393  = ! state;
+  assign \$1394  = cnt_stall_output + 1'h1;
+  assign \$1395  = \$1393  ? 33'h000000001 : \$1394 ;
+  assign \$1396  = category == 3'h6;
+  assign \$1397  = ! state;
+  assign \$1398  = cnt_fill + 1'h1;
+  assign \$1399  = \$1397  ? 33'h000000001 : \$1398 ;
+  assign \$1400  = category == 3'h7;
+  assign \$1401  = ! state;
+  assign \$1402  = cnt_drain + 1'h1;
+  assign \$1403  = \$1401  ? 33'h000000001 : \$1402 ;
+  assign \$1404  = o_result__valid & o_result__ready;
+  assign \$1405  = \$1404  & o_result__payload[256];
+  assign \$1406  = state == 3'h5;
+  assign \$1407  = \$1405  | \$1406 ;
   always @(posedge clk)
-    wr_iy <= \$1403 ;
+    cw_p1 <= \$1408 ;
   always @(posedge clk)
-    lo <= \$1404 ;
+    cw_p2 <= \$1409 ;
   always @(posedge clk)
-    cw_p1 <= \$1405 ;
+    t_adv_prev <= \$1410 ;
   always @(posedge clk)
-    cw_p2 <= \$1406 ;
+    cur <= \$1411 ;
   always @(posedge clk)
-    t_adv_prev <= \$1407 ;
+    width_m1 <= \$1412 ;
   always @(posedge clk)
-    cur <= \$1408 ;
+    width2_m2 <= \$1413 ;
   always @(posedge clk)
-    width_m1 <= \$1409 ;
+    xb_init <= \$1414 ;
   always @(posedge clk)
-    width2_m2 <= \$1410 ;
+    xb_step <= \$1415 ;
   always @(posedge clk)
-    xb_init <= \$1411 ;
+    sb1 <= \$1416 ;
   always @(posedge clk)
-    xb_step <= \$1412 ;
+    sb2 <= \$1417 ;
   always @(posedge clk)
-    sb1 <= \$1413 ;
+    sb3 <= \$1418 ;
   always @(posedge clk)
-    sb2 <= \$1414 ;
+    sb4 <= \$1419 ;
   always @(posedge clk)
-    sb3 <= \$1415 ;
+    lbq0e <= \$1420 ;
   always @(posedge clk)
-    sb4 <= \$1416 ;
+    lbq0o <= \$1421 ;
   always @(posedge clk)
-    lbq0e <= \$1417 ;
+    lbq1e <= \$1422 ;
   always @(posedge clk)
-    lbq0o <= \$1418 ;
+    lbq1o <= \$1423 ;
   always @(posedge clk)
-    lbq1e <= \$1419 ;
+    lbq2e <= \$1424 ;
   always @(posedge clk)
-    lbq1o <= \$1420 ;
+    lbq2o <= \$1425 ;
   always @(posedge clk)
-    lbq2e <= \$1421 ;
+    lbq3e <= \$1426 ;
   always @(posedge clk)
-    lbq2o <= \$1422 ;
+    lbq3o <= \$1427 ;
   always @(posedge clk)
-    lbq3e <= \$1423 ;
+    lbq4e <= \$1428 ;
   always @(posedge clk)
-    lbq3o <= \$1424 ;
+    lbq4o <= \$1429 ;
   always @(posedge clk)
-    lbq4e <= \$1425 ;
+    lbq5e <= \$1430 ;
   always @(posedge clk)
-    lbq4o <= \$1426 ;
+    lbq5o <= \$1431 ;
   always @(posedge clk)
-    lbq5e <= \$1427 ;
+    lbq6e <= \$1432 ;
   always @(posedge clk)
-    lbq5o <= \$1428 ;
+    lbq6o <= \$1433 ;
   always @(posedge clk)
-    lbq6e <= \$1429 ;
+    lbq7e <= \$1434 ;
   always @(posedge clk)
-    lbq6o <= \$1430 ;
+    lbq7o <= \$1435 ;
   always @(posedge clk)
-    lbq7e <= \$1431 ;
+    lbq8e <= \$1436 ;
   always @(posedge clk)
-    lbq7o <= \$1432 ;
+    lbq8o <= \$1437 ;
   always @(posedge clk)
-    lbq8e <= \$1433 ;
+    lbq9e <= \$1438 ;
   always @(posedge clk)
-    lbq8o <= \$1434 ;
+    lbq9o <= \$1439 ;
   always @(posedge clk)
-    lbq9e <= \$1435 ;
+    lbq10e <= \$1440 ;
   always @(posedge clk)
-    lbq9o <= \$1436 ;
+    lbq10o <= \$1441 ;
   always @(posedge clk)
-    lbq10e <= \$1437 ;
+    lbq11e <= \$1442 ;
   always @(posedge clk)
-    lbq10o <= \$1438 ;
+    lbq11o <= \$1443 ;
   always @(posedge clk)
-    lbq11e <= \$1439 ;
+    lbq12e <= \$1444 ;
   always @(posedge clk)
-    lbq11o <= \$1440 ;
+    lbq12o <= \$1445 ;
   always @(posedge clk)
-    lbq12e <= \$1441 ;
+    lbq13e <= \$1446 ;
   always @(posedge clk)
-    lbq12o <= \$1442 ;
+    lbq13o <= \$1447 ;
   always @(posedge clk)
-    lbq13e <= \$1443 ;
+    lbq14e <= \$1448 ;
   always @(posedge clk)
-    lbq13o <= \$1444 ;
+    lbq14o <= \$1449 ;
   always @(posedge clk)
-    lbq14e <= \$1445 ;
+    lbq15e <= \$1450 ;
   always @(posedge clk)
-    lbq14o <= \$1446 ;
+    lbq15o <= \$1451 ;
   always @(posedge clk)
-    lbq15e <= \$1447 ;
+    par_a1 <= \$1452 ;
   always @(posedge clk)
-    lbq15o <= \$1448 ;
+    par_a2 <= \$1453 ;
   always @(posedge clk)
-    par_a1 <= \$1449 ;
+    rd_slot1 <= \$1454 ;
   always @(posedge clk)
-    par_a2 <= \$1450 ;
+    rd_slot2_1 <= \$1455 ;
   always @(posedge clk)
-    rd_slot1 <= \$1451 ;
+    rd_a_g0 <= \$1456 ;
   always @(posedge clk)
-    rd_slot2_1 <= \$1452 ;
+    rd_a_g1 <= \$1457 ;
   always @(posedge clk)
-    rd_a_g0 <= \$1453 ;
+    rd_a_g2 <= \$1458 ;
   always @(posedge clk)
-    rd_a_g1 <= \$1454 ;
+    rd_a_g3 <= \$1459 ;
   always @(posedge clk)
-    rd_a_g2 <= \$1455 ;
+    rd_pad_a1 <= \$1460 ;
   always @(posedge clk)
-    rd_a_g3 <= \$1456 ;
+    rd_pad_a2 <= \$1461 ;
   always @(posedge clk)
-    rd_pad_a1 <= \$1457 ;
+    act <= \$1462 ;
   always @(posedge clk)
-    rd_pad_a2 <= \$1458 ;
+    pad_x1 <= \$1463 ;
   always @(posedge clk)
-    act <= \$1459 ;
+    pad_xb1 <= \$1464 ;
   always @(posedge clk)
-    pad_x1 <= \$1460 ;
+    dy_ky0 <= \$1465 ;
   always @(posedge clk)
-    pad_xb1 <= \$1461 ;
+    slot1_ky0 <= \$1466 ;
   always @(posedge clk)
-    dy_ky0 <= \$1462 ;
+    padr1_ky0 <= \$1467 ;
   always @(posedge clk)
-    slot1_ky0 <= \$1463 ;
+    dw0_slot1 <= \$1468 ;
   always @(posedge clk)
-    padr1_ky0 <= \$1464 ;
+    dw0_slot2_1 <= \$1469 ;
   always @(posedge clk)
-    dw0_slot1 <= \$1465 ;
+    dw0_a_g0 <= \$1470 ;
   always @(posedge clk)
-    dw0_slot2_1 <= \$1466 ;
+    dw0_a_g1 <= \$1471 ;
   always @(posedge clk)
-    dw0_a_g0 <= \$1467 ;
+    dw0_a_g2 <= \$1472 ;
   always @(posedge clk)
-    dw0_a_g1 <= \$1468 ;
+    dw0_a_g3 <= \$1473 ;
   always @(posedge clk)
-    dw0_a_g2 <= \$1469 ;
+    dw0_pad_a1 <= \$1474 ;
   always @(posedge clk)
-    dw0_a_g3 <= \$1470 ;
+    dw0_pad_a2 <= \$1475 ;
   always @(posedge clk)
-    dw0_pad_a1 <= \$1471 ;
+    dw0_b_g0 <= \$1476 ;
   always @(posedge clk)
-    dw0_pad_a2 <= \$1472 ;
+    dw0_b_g1 <= \$1477 ;
   always @(posedge clk)
-    dw0_b_g0 <= \$1473 ;
+    dw0_b_g2 <= \$1478 ;
   always @(posedge clk)
-    dw0_b_g1 <= \$1474 ;
+    dw0_b_g3 <= \$1479 ;
   always @(posedge clk)
-    dw0_b_g2 <= \$1475 ;
+    dw0_pad_b1 <= \$1480 ;
   always @(posedge clk)
-    dw0_b_g3 <= \$1476 ;
+    dw0_pad_b2 <= \$1481 ;
   always @(posedge clk)
-    dw0_pad_b1 <= \$1477 ;
+    win0_0 <= \$1482 ;
   always @(posedge clk)
-    dw0_pad_b2 <= \$1478 ;
+    win0_1 <= \$1483 ;
   always @(posedge clk)
-    win0_0 <= \$1479 ;
+    win0_2 <= \$1484 ;
   always @(posedge clk)
-    win0_1 <= \$1480 ;
+    win0_3 <= \$1485 ;
   always @(posedge clk)
-    win0_2 <= \$1481 ;
+    win0_4 <= \$1486 ;
   always @(posedge clk)
-    win0_3 <= \$1482 ;
+    win0_5 <= \$1487 ;
   always @(posedge clk)
-    win0_4 <= \$1483 ;
+    win0_6 <= \$1488 ;
   always @(posedge clk)
-    win0_5 <= \$1484 ;
+    win0_7 <= \$1489 ;
   always @(posedge clk)
-    win0_6 <= \$1485 ;
+    win0_8 <= \$1490 ;
   always @(posedge clk)
-    win0_7 <= \$1486 ;
+    dy_ky1 <= \$1491 ;
   always @(posedge clk)
-    win0_8 <= \$1487 ;
+    slot1_ky1 <= \$1492 ;
   always @(posedge clk)
-    dy_ky1 <= \$1488 ;
+    padr1_ky1 <= \$1493 ;
   always @(posedge clk)
-    slot1_ky1 <= \$1489 ;
+    dw1_slot1 <= \$1494 ;
   always @(posedge clk)
-    padr1_ky1 <= \$1490 ;
+    dw1_slot2_1 <= \$1495 ;
   always @(posedge clk)
-    dw1_slot1 <= \$1491 ;
+    dw1_a_g0 <= \$1496 ;
   always @(posedge clk)
-    dw1_slot2_1 <= \$1492 ;
+    dw1_a_g1 <= \$1497 ;
   always @(posedge clk)
-    dw1_a_g0 <= \$1493 ;
+    dw1_a_g2 <= \$1498 ;
   always @(posedge clk)
-    dw1_a_g1 <= \$1494 ;
+    dw1_a_g3 <= \$1499 ;
   always @(posedge clk)
-    dw1_a_g2 <= \$1495 ;
+    dw1_pad_a1 <= \$1500 ;
   always @(posedge clk)
-    dw1_a_g3 <= \$1496 ;
+    dw1_pad_a2 <= \$1501 ;
   always @(posedge clk)
-    dw1_pad_a1 <= \$1497 ;
+    dw1_b_g0 <= \$1502 ;
   always @(posedge clk)
-    dw1_pad_a2 <= \$1498 ;
+    dw1_b_g1 <= \$1503 ;
   always @(posedge clk)
-    dw1_b_g0 <= \$1499 ;
+    dw1_b_g2 <= \$1504 ;
   always @(posedge clk)
-    dw1_b_g1 <= \$1500 ;
+    dw1_b_g3 <= \$1505 ;
   always @(posedge clk)
-    dw1_b_g2 <= \$1501 ;
+    dw1_pad_b1 <= \$1506 ;
   always @(posedge clk)
-    dw1_b_g3 <= \$1502 ;
+    dw1_pad_b2 <= \$1507 ;
   always @(posedge clk)
-    dw1_pad_b1 <= \$1503 ;
+    win1_0 <= \$1508 ;
   always @(posedge clk)
-    dw1_pad_b2 <= \$1504 ;
+    win1_1 <= \$1509 ;
   always @(posedge clk)
-    win1_0 <= \$1505 ;
+    win1_2 <= \$1510 ;
   always @(posedge clk)
-    win1_1 <= \$1506 ;
+    win1_3 <= \$1511 ;
   always @(posedge clk)
-    win1_2 <= \$1507 ;
+    win1_4 <= \$1512 ;
   always @(posedge clk)
-    win1_3 <= \$1508 ;
+    win1_5 <= \$1513 ;
   always @(posedge clk)
-    win1_4 <= \$1509 ;
+    win1_6 <= \$1514 ;
   always @(posedge clk)
-    win1_5 <= \$1510 ;
+    win1_7 <= \$1515 ;
   always @(posedge clk)
-    win1_6 <= \$1511 ;
+    win1_8 <= \$1516 ;
   always @(posedge clk)
-    win1_7 <= \$1512 ;
+    dy_ky2 <= \$1517 ;
   always @(posedge clk)
-    win1_8 <= \$1513 ;
+    slot1_ky2 <= \$1518 ;
   always @(posedge clk)
-    dy_ky2 <= \$1514 ;
+    padr1_ky2 <= \$1519 ;
   always @(posedge clk)
-    slot1_ky2 <= \$1515 ;
+    dw2_slot1 <= \$1520 ;
   always @(posedge clk)
-    padr1_ky2 <= \$1516 ;
+    dw2_slot2_1 <= \$1521 ;
   always @(posedge clk)
-    dw2_slot1 <= \$1517 ;
+    dw2_a_g0 <= \$1522 ;
   always @(posedge clk)
-    dw2_slot2_1 <= \$1518 ;
+    dw2_a_g1 <= \$1523 ;
   always @(posedge clk)
-    dw2_a_g0 <= \$1519 ;
+    dw2_a_g2 <= \$1524 ;
   always @(posedge clk)
-    dw2_a_g1 <= \$1520 ;
+    dw2_a_g3 <= \$1525 ;
   always @(posedge clk)
-    dw2_a_g2 <= \$1521 ;
+    dw2_pad_a1 <= \$1526 ;
   always @(posedge clk)
-    dw2_a_g3 <= \$1522 ;
+    dw2_pad_a2 <= \$1527 ;
   always @(posedge clk)
-    dw2_pad_a1 <= \$1523 ;
+    dw2_b_g0 <= \$1528 ;
   always @(posedge clk)
-    dw2_pad_a2 <= \$1524 ;
+    dw2_b_g1 <= \$1529 ;
   always @(posedge clk)
-    dw2_b_g0 <= \$1525 ;
+    dw2_b_g2 <= \$1530 ;
   always @(posedge clk)
-    dw2_b_g1 <= \$1526 ;
+    dw2_b_g3 <= \$1531 ;
   always @(posedge clk)
-    dw2_b_g2 <= \$1527 ;
+    dw2_pad_b1 <= \$1532 ;
   always @(posedge clk)
-    dw2_b_g3 <= \$1528 ;
+    dw2_pad_b2 <= \$1533 ;
   always @(posedge clk)
-    dw2_pad_b1 <= \$1529 ;
+    win2_0 <= \$1534 ;
   always @(posedge clk)
-    dw2_pad_b2 <= \$1530 ;
+    win2_1 <= \$1535 ;
   always @(posedge clk)
-    win2_0 <= \$1531 ;
+    win2_2 <= \$1536 ;
   always @(posedge clk)
-    win2_1 <= \$1532 ;
+    win2_3 <= \$1537 ;
   always @(posedge clk)
-    win2_2 <= \$1533 ;
+    win2_4 <= \$1538 ;
   always @(posedge clk)
-    win2_3 <= \$1534 ;
+    win2_5 <= \$1539 ;
   always @(posedge clk)
-    win2_4 <= \$1535 ;
+    win2_6 <= \$1540 ;
   always @(posedge clk)
-    win2_5 <= \$1536 ;
+    win2_7 <= \$1541 ;
   always @(posedge clk)
-    win2_6 <= \$1537 ;
+    win2_8 <= \$1542 ;
   always @(posedge clk)
-    win2_7 <= \$1538 ;
+    dy_ky3 <= \$1543 ;
   always @(posedge clk)
-    win2_8 <= \$1539 ;
+    slot1_ky3 <= \$1544 ;
   always @(posedge clk)
-    dy_ky3 <= \$1540 ;
+    padr1_ky3 <= \$1545 ;
   always @(posedge clk)
-    slot1_ky3 <= \$1541 ;
+    dw3_slot1 <= \$1546 ;
   always @(posedge clk)
-    padr1_ky3 <= \$1542 ;
+    dw3_slot2_1 <= \$1547 ;
   always @(posedge clk)
-    dw3_slot1 <= \$1543 ;
+    dw3_a_g0 <= \$1548 ;
   always @(posedge clk)
-    dw3_slot2_1 <= \$1544 ;
+    dw3_a_g1 <= \$1549 ;
   always @(posedge clk)
-    dw3_a_g0 <= \$1545 ;
+    dw3_a_g2 <= \$1550 ;
   always @(posedge clk)
-    dw3_a_g1 <= \$1546 ;
+    dw3_a_g3 <= \$1551 ;
   always @(posedge clk)
-    dw3_a_g2 <= \$1547 ;
+    dw3_pad_a1 <= \$1552 ;
   always @(posedge clk)
-    dw3_a_g3 <= \$1548 ;
+    dw3_pad_a2 <= \$1553 ;
   always @(posedge clk)
-    dw3_pad_a1 <= \$1549 ;
+    dw3_b_g0 <= \$1554 ;
   always @(posedge clk)
-    dw3_pad_a2 <= \$1550 ;
+    dw3_b_g1 <= \$1555 ;
   always @(posedge clk)
-    dw3_b_g0 <= \$1551 ;
+    dw3_b_g2 <= \$1556 ;
   always @(posedge clk)
-    dw3_b_g1 <= \$1552 ;
+    dw3_b_g3 <= \$1557 ;
   always @(posedge clk)
-    dw3_b_g2 <= \$1553 ;
+    dw3_pad_b1 <= \$1558 ;
   always @(posedge clk)
-    dw3_b_g3 <= \$1554 ;
+    dw3_pad_b2 <= \$1559 ;
   always @(posedge clk)
-    dw3_pad_b1 <= \$1555 ;
+    win3_0 <= \$1560 ;
   always @(posedge clk)
-    dw3_pad_b2 <= \$1556 ;
+    win3_1 <= \$1561 ;
   always @(posedge clk)
-    win3_0 <= \$1557 ;
+    win3_2 <= \$1562 ;
   always @(posedge clk)
-    win3_1 <= \$1558 ;
+    win3_3 <= \$1563 ;
   always @(posedge clk)
-    win3_2 <= \$1559 ;
+    win3_4 <= \$1564 ;
   always @(posedge clk)
-    win3_3 <= \$1560 ;
+    win3_5 <= \$1565 ;
   always @(posedge clk)
-    win3_4 <= \$1561 ;
+    win3_6 <= \$1566 ;
   always @(posedge clk)
-    win3_5 <= \$1562 ;
+    win3_7 <= \$1567 ;
   always @(posedge clk)
-    win3_6 <= \$1563 ;
+    win3_8 <= \$1568 ;
   always @(posedge clk)
-    win3_7 <= \$1564 ;
+    dy_ky4 <= \$1569 ;
   always @(posedge clk)
-    win3_8 <= \$1565 ;
+    slot1_ky4 <= \$1570 ;
   always @(posedge clk)
-    dy_ky4 <= \$1566 ;
+    padr1_ky4 <= \$1571 ;
   always @(posedge clk)
-    slot1_ky4 <= \$1567 ;
+    dw4_slot1 <= \$1572 ;
   always @(posedge clk)
-    padr1_ky4 <= \$1568 ;
+    dw4_slot2_1 <= \$1573 ;
   always @(posedge clk)
-    dw4_slot1 <= \$1569 ;
+    dw4_a_g0 <= \$1574 ;
   always @(posedge clk)
-    dw4_slot2_1 <= \$1570 ;
+    dw4_a_g1 <= \$1575 ;
   always @(posedge clk)
-    dw4_a_g0 <= \$1571 ;
+    dw4_a_g2 <= \$1576 ;
   always @(posedge clk)
-    dw4_a_g1 <= \$1572 ;
+    dw4_a_g3 <= \$1577 ;
   always @(posedge clk)
-    dw4_a_g2 <= \$1573 ;
+    dw4_pad_a1 <= \$1578 ;
   always @(posedge clk)
-    dw4_a_g3 <= \$1574 ;
+    dw4_pad_a2 <= \$1579 ;
   always @(posedge clk)
-    dw4_pad_a1 <= \$1575 ;
+    dw4_b_g0 <= \$1580 ;
   always @(posedge clk)
-    dw4_pad_a2 <= \$1576 ;
+    dw4_b_g1 <= \$1581 ;
   always @(posedge clk)
-    dw4_b_g0 <= \$1577 ;
+    dw4_b_g2 <= \$1582 ;
   always @(posedge clk)
-    dw4_b_g1 <= \$1578 ;
+    dw4_b_g3 <= \$1583 ;
   always @(posedge clk)
-    dw4_b_g2 <= \$1579 ;
+    dw4_pad_b1 <= \$1584 ;
   always @(posedge clk)
-    dw4_b_g3 <= \$1580 ;
+    dw4_pad_b2 <= \$1585 ;
   always @(posedge clk)
-    dw4_pad_b1 <= \$1581 ;
+    win4_0 <= \$1586 ;
   always @(posedge clk)
-    dw4_pad_b2 <= \$1582 ;
+    win4_1 <= \$1587 ;
   always @(posedge clk)
-    win4_0 <= \$1583 ;
+    win4_2 <= \$1588 ;
   always @(posedge clk)
-    win4_1 <= \$1584 ;
+    win4_3 <= \$1589 ;
   always @(posedge clk)
-    win4_2 <= \$1585 ;
+    win4_4 <= \$1590 ;
   always @(posedge clk)
-    win4_3 <= \$1586 ;
+    win4_5 <= \$1591 ;
   always @(posedge clk)
-    win4_4 <= \$1587 ;
+    win4_6 <= \$1592 ;
   always @(posedge clk)
-    win4_5 <= \$1588 ;
+    win4_7 <= \$1593 ;
   always @(posedge clk)
-    win4_6 <= \$1589 ;
+    win4_8 <= \$1594 ;
   always @(posedge clk)
-    win4_7 <= \$1590 ;
+    dw_ky0_s1 <= \$1595 ;
   always @(posedge clk)
-    win4_8 <= \$1591 ;
+    dw_ky0_s2 <= \$1596 ;
   always @(posedge clk)
-    dw_ky0_s1 <= \$1592 ;
+    dw_ky0_s3 <= \$1597 ;
   always @(posedge clk)
-    dw_ky0_s2 <= \$1593 ;
+    dw_ky0_s4 <= \$1598 ;
   always @(posedge clk)
-    dw_ky0_s3 <= \$1594 ;
+    dw_kx0_s1 <= \$1599 ;
   always @(posedge clk)
-    dw_ky0_s4 <= \$1595 ;
+    dw_kx0_s2 <= \$1600 ;
   always @(posedge clk)
-    dw_kx0_s1 <= \$1596 ;
+    dw_kx0_s3 <= \$1601 ;
   always @(posedge clk)
-    dw_kx0_s2 <= \$1597 ;
+    dwcol0 <= \$1602 ;
   always @(posedge clk)
-    dw_kx0_s3 <= \$1598 ;
+    dw_ky1_s1 <= \$1603 ;
   always @(posedge clk)
-    dwcol0 <= \$1599 ;
+    dw_ky1_s2 <= \$1604 ;
   always @(posedge clk)
-    dw_ky1_s1 <= \$1600 ;
+    dw_ky1_s3 <= \$1605 ;
   always @(posedge clk)
-    dw_ky1_s2 <= \$1601 ;
+    dw_ky1_s4 <= \$1606 ;
   always @(posedge clk)
-    dw_ky1_s3 <= \$1602 ;
+    dw_kx1_s1 <= \$1607 ;
   always @(posedge clk)
-    dw_ky1_s4 <= \$1603 ;
+    dw_kx1_s2 <= \$1608 ;
   always @(posedge clk)
-    dw_kx1_s1 <= \$1604 ;
+    dw_kx1_s3 <= \$1609 ;
   always @(posedge clk)
-    dw_kx1_s2 <= \$1605 ;
+    dwcol1 <= \$1610 ;
   always @(posedge clk)
-    dw_kx1_s3 <= \$1606 ;
+    dw_ky2_s1 <= \$1611 ;
   always @(posedge clk)
-    dwcol1 <= \$1607 ;
+    dw_ky2_s2 <= \$1612 ;
   always @(posedge clk)
-    dw_ky2_s1 <= \$1608 ;
+    dw_ky2_s3 <= \$1613 ;
   always @(posedge clk)
-    dw_ky2_s2 <= \$1609 ;
+    dw_ky2_s4 <= \$1614 ;
   always @(posedge clk)
-    dw_ky2_s3 <= \$1610 ;
+    dw_kx2_s1 <= \$1615 ;
   always @(posedge clk)
-    dw_ky2_s4 <= \$1611 ;
+    dw_kx2_s2 <= \$1616 ;
   always @(posedge clk)
-    dw_kx2_s1 <= \$1612 ;
+    dw_kx2_s3 <= \$1617 ;
   always @(posedge clk)
-    dw_kx2_s2 <= \$1613 ;
+    dwcol2 <= \$1618 ;
   always @(posedge clk)
-    dw_kx2_s3 <= \$1614 ;
+    dw_ky3_s1 <= \$1619 ;
   always @(posedge clk)
-    dwcol2 <= \$1615 ;
+    dw_ky3_s2 <= \$1620 ;
   always @(posedge clk)
-    dw_ky3_s1 <= \$1616 ;
+    dw_ky3_s3 <= \$1621 ;
   always @(posedge clk)
-    dw_ky3_s2 <= \$1617 ;
+    dw_ky3_s4 <= \$1622 ;
   always @(posedge clk)
-    dw_ky3_s3 <= \$1618 ;
+    dw_kx3_s1 <= \$1623 ;
   always @(posedge clk)
-    dw_ky3_s4 <= \$1619 ;
+    dw_kx3_s2 <= \$1624 ;
   always @(posedge clk)
-    dw_kx3_s1 <= \$1620 ;
+    dw_kx3_s3 <= \$1625 ;
   always @(posedge clk)
-    dw_kx3_s2 <= \$1621 ;
+    dwcol3 <= \$1626 ;
   always @(posedge clk)
-    dw_kx3_s3 <= \$1622 ;
+    dw_ky4_s1 <= \$1627 ;
   always @(posedge clk)
-    dwcol3 <= \$1623 ;
+    dw_ky4_s2 <= \$1628 ;
   always @(posedge clk)
-    dw_ky4_s1 <= \$1624 ;
+    dw_ky4_s3 <= \$1629 ;
   always @(posedge clk)
-    dw_ky4_s2 <= \$1625 ;
+    dw_ky4_s4 <= \$1630 ;
   always @(posedge clk)
-    dw_ky4_s3 <= \$1626 ;
+    dw_kx4_s1 <= \$1631 ;
   always @(posedge clk)
-    dw_ky4_s4 <= \$1627 ;
+    dw_kx4_s2 <= \$1632 ;
   always @(posedge clk)
-    dw_kx4_s1 <= \$1628 ;
+    dw_kx4_s3 <= \$1633 ;
   always @(posedge clk)
-    dw_kx4_s2 <= \$1629 ;
+    dwcol4 <= \$1634 ;
   always @(posedge clk)
-    dw_kx4_s3 <= \$1630 ;
+    dw_ky5_s1 <= \$1635 ;
   always @(posedge clk)
-    dwcol4 <= \$1631 ;
+    dw_ky5_s2 <= \$1636 ;
   always @(posedge clk)
-    dw_ky5_s1 <= \$1632 ;
+    dw_ky5_s3 <= \$1637 ;
   always @(posedge clk)
-    dw_ky5_s2 <= \$1633 ;
+    dw_ky5_s4 <= \$1638 ;
   always @(posedge clk)
-    dw_ky5_s3 <= \$1634 ;
+    dw_kx5_s1 <= \$1639 ;
   always @(posedge clk)
-    dw_ky5_s4 <= \$1635 ;
+    dw_kx5_s2 <= \$1640 ;
   always @(posedge clk)
-    dw_kx5_s1 <= \$1636 ;
+    dw_kx5_s3 <= \$1641 ;
   always @(posedge clk)
-    dw_kx5_s2 <= \$1637 ;
+    dwcol5 <= \$1642 ;
   always @(posedge clk)
-    dw_kx5_s3 <= \$1638 ;
+    dw_ky6_s1 <= \$1643 ;
   always @(posedge clk)
-    dwcol5 <= \$1639 ;
+    dw_ky6_s2 <= \$1644 ;
   always @(posedge clk)
-    dw_ky6_s1 <= \$1640 ;
+    dw_ky6_s3 <= \$1645 ;
   always @(posedge clk)
-    dw_ky6_s2 <= \$1641 ;
+    dw_ky6_s4 <= \$1646 ;
   always @(posedge clk)
-    dw_ky6_s3 <= \$1642 ;
+    dw_kx6_s1 <= \$1647 ;
   always @(posedge clk)
-    dw_ky6_s4 <= \$1643 ;
+    dw_kx6_s2 <= \$1648 ;
   always @(posedge clk)
-    dw_kx6_s1 <= \$1644 ;
+    dw_kx6_s3 <= \$1649 ;
   always @(posedge clk)
-    dw_kx6_s2 <= \$1645 ;
+    dwcol6 <= \$1650 ;
   always @(posedge clk)
-    dw_kx6_s3 <= \$1646 ;
+    dw_ky7_s1 <= \$1651 ;
   always @(posedge clk)
-    dwcol6 <= \$1647 ;
+    dw_ky7_s2 <= \$1652 ;
   always @(posedge clk)
-    dw_ky7_s1 <= \$1648 ;
+    dw_ky7_s3 <= \$1653 ;
   always @(posedge clk)
-    dw_ky7_s2 <= \$1649 ;
+    dw_ky7_s4 <= \$1654 ;
   always @(posedge clk)
-    dw_ky7_s3 <= \$1650 ;
+    dw_kx7_s1 <= \$1655 ;
   always @(posedge clk)
-    dw_ky7_s4 <= \$1651 ;
+    dw_kx7_s2 <= \$1656 ;
   always @(posedge clk)
-    dw_kx7_s1 <= \$1652 ;
+    dw_kx7_s3 <= \$1657 ;
   always @(posedge clk)
-    dw_kx7_s2 <= \$1653 ;
+    dwcol7 <= \$1658 ;
   always @(posedge clk)
-    dw_kx7_s3 <= \$1654 ;
+    sb_p5 <= \$1659 ;
   always @(posedge clk)
-    dwcol7 <= \$1655 ;
+    sb_p6 <= \$1660 ;
   always @(posedge clk)
-    sb_p5 <= \$1656 ;
+    sb_p7 <= \$1661 ;
   always @(posedge clk)
-    sb_p6 <= \$1657 ;
+    sb_p8 <= \$1662 ;
   always @(posedge clk)
-    sb_p7 <= \$1658 ;
+    sb_p9 <= \$1663 ;
   always @(posedge clk)
-    sb_p8 <= \$1659 ;
+    sb_p10 <= \$1664 ;
   always @(posedge clk)
-    sb_p9 <= \$1660 ;
+    sb_p11 <= \$1665 ;
   always @(posedge clk)
-    sb_p10 <= \$1661 ;
+    sb_p12 <= \$1666 ;
   always @(posedge clk)
-    sb_p11 <= \$1662 ;
+    sb_p13 <= \$1667 ;
   always @(posedge clk)
-    sb_p12 <= \$1663 ;
+    sb_p14 <= \$1668 ;
   always @(posedge clk)
-    sb_p13 <= \$1664 ;
+    sb_p15 <= \$1669 ;
   always @(posedge clk)
-    sb_p14 <= \$1665 ;
+    sb_p16 <= \$1670 ;
   always @(posedge clk)
-    sb_p15 <= \$1666 ;
+    sb_p17 <= \$1671 ;
   always @(posedge clk)
-    sb_p16 <= \$1667 ;
+    sb_p18 <= \$1672 ;
   always @(posedge clk)
-    sb_p17 <= \$1668 ;
+    sb_p19 <= \$1673 ;
   always @(posedge clk)
-    sb_p18 <= \$1669 ;
+    sb_p20 <= \$1674 ;
   always @(posedge clk)
-    sb_p19 <= \$1670 ;
+    sb_p21 <= \$1675 ;
   always @(posedge clk)
-    sb_p20 <= \$1671 ;
+    acc_q <= \$1676 ;
   always @(posedge clk)
-    sb_p21 <= \$1672 ;
+    pm_q <= \$1677 ;
   always @(posedge clk)
-    acc_q <= \$1673 ;
+    fwd_sums <= \$1678 ;
   always @(posedge clk)
-    pm_q <= \$1674 ;
+    fwd_sums2 <= \$1679 ;
   always @(posedge clk)
-    fwd_sums <= \$1675 ;
+    fwd_hit <= \$1680 ;
   always @(posedge clk)
-    fwd_sums2 <= \$1676 ;
+    fwd_hit2_pre <= \$1681 ;
   always @(posedge clk)
-    fwd_hit <= \$1677 ;
+    fwd_hit2 <= \$1682 ;
   always @(posedge clk)
-    fwd_hit2_pre <= \$1678 ;
+    i_valid <= \$1683 ;
   always @(posedge clk)
-    fwd_hit2 <= \$1679 ;
+    i_last <= \$1684 ;
   always @(posedge clk)
-    i_valid <= \$1680 ;
+    i_acc <= \$1685 ;
   always @(posedge clk)
-    i_last <= \$1681 ;
+    i_params <= \$1686 ;
   always @(posedge clk)
-    i_acc <= \$1682 ;
+    reserved <= \$1687 ;
   always @(posedge clk)
-    i_params <= \$1683 ;
+    w_word1 <= \$1688 ;
   always @(posedge clk)
-    reserved <= \$1684 ;
+    w_word <= \$1689 ;
   always @(posedge clk)
-    w_word1 <= \$1685 ;
+    w_latch1 <= \$1690 ;
   always @(posedge clk)
-    w_word <= \$1686 ;
+    w_latch <= \$1691 ;
   always @(posedge clk)
-    w_latch1 <= \$1687 ;
+    w_bank1 <= \$1692 ;
   always @(posedge clk)
-    w_latch <= \$1688 ;
+    w_bank <= \$1693 ;
   always @(posedge clk)
-    w_bank1 <= \$1689 ;
+    latch1 <= \$1694 ;
   always @(posedge clk)
-    w_bank <= \$1690 ;
+    latch2 <= \$1695 ;
   always @(posedge clk)
-    latch1 <= \$1691 ;
+    latch_bank2 <= \$1696 ;
   always @(posedge clk)
-    latch2 <= \$1692 ;
+    w_ahead <= \$1697 ;
   always @(posedge clk)
-    latch_bank2 <= \$1693 ;
+    ld_ahead <= \$1698 ;
   always @(posedge clk)
-    w_ahead <= \$1694 ;
+    fold_bank <= \$1699 ;
   always @(posedge clk)
-    ld_ahead <= \$1695 ;
+    ld_bank <= \$1700 ;
   always @(posedge clk)
-    fold_bank <= \$1696 ;
+    desc <= \$1701 ;
   always @(posedge clk)
-    ld_bank <= \$1697 ;
+    state <= \$1702 ;
   always @(posedge clk)
-    desc <= \$1698 ;
+    error <= \$1703 ;
   always @(posedge clk)
-    state <= \$1699 ;
+    mul_ph <= \$1704 ;
   always @(posedge clk)
-    error <= \$1700 ;
+    mul_kh <= \$1705 ;
   always @(posedge clk)
-    mul_ph <= \$1701 ;
+    mul_ow <= \$1706 ;
   always @(posedge clk)
-    mul_kh <= \$1702 ;
+    mul_kw <= \$1707 ;
   always @(posedge clk)
-    mul_ow <= \$1703 ;
+    mul_oh <= \$1708 ;
   always @(posedge clk)
-    mul_kw <= \$1704 ;
+    mul_hw <= \$1709 ;
   always @(posedge clk)
-    mul_oh <= \$1705 ;
+    dw_q <= \$1710 ;
   always @(posedge clk)
-    mul_hw <= \$1706 ;
+    dw_rm <= \$1711 ;
   always @(posedge clk)
-    dw_q <= \$1707 ;
+    dw_ky_init0 <= \$1712 ;
   always @(posedge clk)
-    dw_rm <= \$1708 ;
+    dw_kx_init0 <= \$1713 ;
   always @(posedge clk)
-    dw_ky_init0 <= \$1709 ;
+    dw_ky_init1 <= \$1714 ;
   always @(posedge clk)
-    dw_kx_init0 <= \$1710 ;
+    dw_kx_init1 <= \$1715 ;
   always @(posedge clk)
-    dw_ky_init1 <= \$1711 ;
+    dw_ky_init2 <= \$1716 ;
   always @(posedge clk)
-    dw_kx_init1 <= \$1712 ;
+    dw_kx_init2 <= \$1717 ;
   always @(posedge clk)
-    dw_ky_init2 <= \$1713 ;
+    dw_ky_init3 <= \$1718 ;
   always @(posedge clk)
-    dw_kx_init2 <= \$1714 ;
+    dw_kx_init3 <= \$1719 ;
   always @(posedge clk)
-    dw_ky_init3 <= \$1715 ;
+    dw_ky_init4 <= \$1720 ;
   always @(posedge clk)
-    dw_kx_init3 <= \$1716 ;
+    dw_kx_init4 <= \$1721 ;
   always @(posedge clk)
-    dw_ky_init4 <= \$1717 ;
+    dw_ky_init5 <= \$1722 ;
   always @(posedge clk)
-    dw_kx_init4 <= \$1718 ;
+    dw_kx_init5 <= \$1723 ;
   always @(posedge clk)
-    dw_ky_init5 <= \$1719 ;
+    dw_ky_init6 <= \$1724 ;
   always @(posedge clk)
-    dw_kx_init5 <= \$1720 ;
+    dw_kx_init6 <= \$1725 ;
   always @(posedge clk)
-    dw_ky_init6 <= \$1721 ;
+    dw_ky_init7 <= \$1726 ;
   always @(posedge clk)
-    dw_kx_init6 <= \$1722 ;
+    dw_kx_init7 <= \$1727 ;
   always @(posedge clk)
-    dw_ky_init7 <= \$1723 ;
+    taps <= \$1728 ;
   always @(posedge clk)
-    dw_kx_init7 <= \$1724 ;
+    pass_span <= \$1729 ;
   always @(posedge clk)
-    taps <= \$1725 ;
+    ow_m1 <= \$1730 ;
   always @(posedge clk)
-    pass_span <= \$1726 ;
+    ow_m2 <= \$1731 ;
   always @(posedge clk)
-    ow_m1 <= \$1727 ;
+    kw_m1 <= \$1732 ;
   always @(posedge clk)
-    ow_m2 <= \$1728 ;
+    kh_m1 <= \$1733 ;
   always @(posedge clk)
-    kw_m1 <= \$1729 ;
+    cot_m1 <= \$1734 ;
   always @(posedge clk)
-    kh_m1 <= \$1730 ;
+    pass_step <= \$1735 ;
   always @(posedge clk)
-    cot_m1 <= \$1731 ;
+    acc_need <= \$1736 ;
   always @(posedge clk)
-    pass_step <= \$1732 ;
+    last_ix <= \$1737 ;
   always @(posedge clk)
-    acc_need <= \$1733 ;
+    last_iy <= \$1738 ;
   always @(posedge clk)
-    last_ix <= \$1734 ;
+    act_total <= \$1739 ;
   always @(posedge clk)
-    last_iy <= \$1735 ;
+    w_total <= \$1740 ;
   always @(posedge clk)
-    act_total <= \$1736 ;
+    dw_first_rc <= \$1741 ;
   always @(posedge clk)
-    w_total <= \$1737 ;
+    dw_dual <= \$1742 ;
   always @(posedge clk)
-    dw_first_rc <= \$1738 ;
+    qlo <= \$1743 ;
   always @(posedge clk)
-    dw_dual <= \$1739 ;
+    hi <= \$1744 ;
   always @(posedge clk)
-    qlo <= \$1740 ;
+    x_bound <= \$1745 ;
   always @(posedge clk)
-    hi <= \$1741 ;
+    y_bound <= \$1746 ;
   always @(posedge clk)
-    x_bound <= \$1742 ;
+    bad_desc <= \$1747 ;
   always @(posedge clk)
-    y_bound <= \$1743 ;
+    abort_timer <= \$1748 ;
   always @(posedge clk)
-    bad_desc <= \$1744 ;
+    p_count <= \$1749 ;
   always @(posedge clk)
-    abort_timer <= \$1745 ;
+    tiles_sum <= \$1750 ;
   always @(posedge clk)
-    p_count <= \$1746 ;
+    p_done <= \$1751 ;
   always @(posedge clk)
-    tiles_sum <= \$1747 ;
+    p_checked <= \$1752 ;
   always @(posedge clk)
-    p_done <= \$1748 ;
+    w_count <= \$1753 ;
   always @(posedge clk)
-    p_checked <= \$1749 ;
+    w_done <= \$1754 ;
   always @(posedge clk)
-    w_count <= \$1750 ;
+    a_count <= \$1755 ;
   always @(posedge clk)
-    w_done <= \$1751 ;
+    a_overflow <= \$1756 ;
   always @(posedge clk)
-    a_count <= \$1752 ;
+    wr_ix <= \$1757 ;
   always @(posedge clk)
-    a_overflow <= \$1753 ;
+    wr_cw <= \$1758 ;
   always @(posedge clk)
-    wr_ix <= \$1754 ;
+    words_in <= \$1759 ;
   always @(posedge clk)
-    wr_cw <= \$1755 ;
+    a_done <= \$1760 ;
   always @(posedge clk)
-    words_in <= \$1756 ;
+    gcount_m1 <= \$1761 ;
   always @(posedge clk)
-    a_done <= \$1757 ;
+    \lo$740  <= \$1762 ;
   always @(posedge clk)
-    gcount_m1 <= \$1758 ;
+    wr_iy <= \$1763 ;
   always @(posedge clk)
-    row_free <= \$1759 ;
+    row_free <= \$1764 ;
   always @(posedge clk)
-    sq <= \$1760 ;
+    sq <= \$1765 ;
   always @(posedge clk)
-    t <= \$1761 ;
+    t <= \$1766 ;
   always @(posedge clk)
-    ky <= \$1762 ;
+    ky <= \$1767 ;
   always @(posedge clk)
-    kx <= \$1763 ;
+    kx <= \$1768 ;
   always @(posedge clk)
-    j <= \$1764 ;
+    j <= \$1769 ;
   always @(posedge clk)
-    g <= \$1765 ;
+    g <= \$1770 ;
   always @(posedge clk)
-    ox <= \$1766 ;
+    ox <= \$1771 ;
   always @(posedge clk)
-    at_last_ox <= \$1767 ;
+    at_last_ox <= \$1772 ;
   always @(posedge clk)
-    rows_left <= \$1768 ;
+    rows_left <= \$1773 ;
   always @(posedge clk)
-    y_pass <= \$1769 ;
+    y_pass <= \$1774 ;
   always @(posedge clk)
-    y_tap <= \$1770 ;
+    y_tap <= \$1775 ;
   always @(posedge clk)
-    iy <= \$1771 ;
+    iy <= \$1776 ;
   always @(posedge clk)
-    y_end <= \$1772 ;
+    y_end <= \$1777 ;
   always @(posedge clk)
-    x_tap <= \$1773 ;
+    x_tap <= \$1778 ;
   always @(posedge clk)
-    ix <= \$1774 ;
+    ix <= \$1779 ;
   always @(posedge clk)
-    ixb <= \$1775 ;
+    ixb <= \$1780 ;
   always @(posedge clk)
-    acc_addr <= \$1776 ;
+    acc_addr <= \$1781 ;
   always @(posedge clk)
-    gap <= \$1777 ;
+    gap <= \$1782 ;
   always @(posedge clk)
-    dw_ky0 <= \$1778 ;
+    dw_ky0 <= \$1783 ;
   always @(posedge clk)
-    dw_ky1 <= \$1779 ;
+    dw_ky1 <= \$1784 ;
   always @(posedge clk)
-    dw_ky2 <= \$1780 ;
+    dw_ky2 <= \$1785 ;
   always @(posedge clk)
-    dw_ky3 <= \$1781 ;
+    dw_ky3 <= \$1786 ;
   always @(posedge clk)
-    dw_ky4 <= \$1782 ;
+    dw_ky4 <= \$1787 ;
   always @(posedge clk)
-    dw_ky5 <= \$1783 ;
+    dw_ky5 <= \$1788 ;
   always @(posedge clk)
-    dw_ky6 <= \$1784 ;
+    dw_ky6 <= \$1789 ;
   always @(posedge clk)
-    dw_ky7 <= \$1785 ;
+    dw_ky7 <= \$1790 ;
   always @(posedge clk)
-    dw_kx0 <= \$1786 ;
+    dw_kx0 <= \$1791 ;
   always @(posedge clk)
-    dw_kx1 <= \$1787 ;
+    dw_kx1 <= \$1792 ;
   always @(posedge clk)
-    dw_kx2 <= \$1788 ;
+    dw_kx2 <= \$1793 ;
   always @(posedge clk)
-    dw_kx3 <= \$1789 ;
+    dw_kx3 <= \$1794 ;
   always @(posedge clk)
-    dw_kx4 <= \$1790 ;
+    dw_kx4 <= \$1795 ;
   always @(posedge clk)
-    dw_kx5 <= \$1791 ;
+    dw_kx5 <= \$1796 ;
   always @(posedge clk)
-    dw_kx6 <= \$1792 ;
+    dw_kx6 <= \$1797 ;
   always @(posedge clk)
-    dw_kx7 <= \$1793 ;
+    dw_kx7 <= \$1798 ;
   always @(posedge clk)
-    ld_tile <= \$1794 ;
+    ld_tile <= \$1799 ;
   always @(posedge clk)
-    ld_k <= \$1795 ;
+    ld_k <= \$1800 ;
   always @(posedge clk)
-    ld_busy <= \$1796 ;
+    ld_busy <= \$1801 ;
   always @(posedge clk)
-    gcount <= \$1797 ;
+    gcount <= \$1802 ;
   always @(posedge clk)
-    cur_ld_tile <= \$1798 ;
+    cur_ld_tile <= \$1803 ;
   always @(posedge clk)
-    latch_bank1 <= \$1799 ;
+    latch_bank1 <= \$1804 ;
   always @(posedge clk)
-    counting <= \$1800 ;
+    counting <= \$1805 ;
   always @(posedge clk)
-    cnt_cycles <= \$1801 ;
+    cnt_cycles <= \$1806 ;
   always @(posedge clk)
-    cnt_busy <= \$1802 ;
+    cnt_busy <= \$1807 ;
   always @(posedge clk)
-    cnt_setup <= \$1803 ;
+    cnt_setup <= \$1808 ;
   always @(posedge clk)
-    cnt_stall_input <= \$1804 ;
+    cnt_stall_input <= \$1809 ;
   always @(posedge clk)
-    cnt_stall_weight <= \$1805 ;
+    cnt_stall_weight <= \$1810 ;
   always @(posedge clk)
-    cnt_stall_output <= \$1806 ;
+    cnt_stall_output <= \$1811 ;
   always @(posedge clk)
-    cnt_fill <= \$1807 ;
+    cnt_fill <= \$1812 ;
   always @(posedge clk)
-    cnt_drain <= \$1808 ;
+    cnt_drain <= \$1813 ;
   \systolic_conv.array  array (
     .act(act),
     .bank_in(sb4[6]),
@@ -40518,7 +40520,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$271 ),
+    .sums(\sums$267 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -40540,7 +40542,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .i_params(i_params),
     .i_valid(i_valid),
     .last_s8(o_last),
-    .lo(\lo$285 ),
+    .lo(lo),
     .mode(desc[130:129]),
     .o_data(o_data),
     .rst(rst),
@@ -41640,13 +41642,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$729  = lbq0o;
+          \$725  = lbq0o;
       2'h1:
-          \$729  = lbq1o;
+          \$725  = lbq1o;
       2'h2:
-          \$729  = lbq2o;
+          \$725  = lbq2o;
       2'h3:
-          \$729  = lbq3o;
+          \$725  = lbq3o;
     endcase
   end
   always @* begin
@@ -41654,13 +41656,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$730  = lbq0e;
+          \$726  = lbq0e;
       2'h1:
-          \$730  = lbq1e;
+          \$726  = lbq1e;
       2'h2:
-          \$730  = lbq2e;
+          \$726  = lbq2e;
       2'h3:
-          \$730  = lbq3e;
+          \$726  = lbq3e;
     endcase
   end
   always @* begin
@@ -41668,13 +41670,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$732  = lbq4o;
+          \$728  = lbq4o;
       2'h1:
-          \$732  = lbq5o;
+          \$728  = lbq5o;
       2'h2:
-          \$732  = lbq6o;
+          \$728  = lbq6o;
       2'h3:
-          \$732  = lbq7o;
+          \$728  = lbq7o;
     endcase
   end
   always @* begin
@@ -41682,13 +41684,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$733  = lbq4e;
+          \$729  = lbq4e;
       2'h1:
-          \$733  = lbq5e;
+          \$729  = lbq5e;
       2'h2:
-          \$733  = lbq6e;
+          \$729  = lbq6e;
       2'h3:
-          \$733  = lbq7e;
+          \$729  = lbq7e;
     endcase
   end
   always @* begin
@@ -41696,13 +41698,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$735  = lbq8o;
+          \$731  = lbq8o;
       2'h1:
-          \$735  = lbq9o;
+          \$731  = lbq9o;
       2'h2:
-          \$735  = lbq10o;
+          \$731  = lbq10o;
       2'h3:
-          \$735  = lbq11o;
+          \$731  = lbq11o;
     endcase
   end
   always @* begin
@@ -41710,13 +41712,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$736  = lbq8e;
+          \$732  = lbq8e;
       2'h1:
-          \$736  = lbq9e;
+          \$732  = lbq9e;
       2'h2:
-          \$736  = lbq10e;
+          \$732  = lbq10e;
       2'h3:
-          \$736  = lbq11e;
+          \$732  = lbq11e;
     endcase
   end
   always @* begin
@@ -41724,13 +41726,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$738  = lbq12o;
+          \$734  = lbq12o;
       2'h1:
-          \$738  = lbq13o;
+          \$734  = lbq13o;
       2'h2:
-          \$738  = lbq14o;
+          \$734  = lbq14o;
       2'h3:
-          \$738  = lbq15o;
+          \$734  = lbq15o;
     endcase
   end
   always @* begin
@@ -41738,13 +41740,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$739  = lbq12e;
+          \$735  = lbq12e;
       2'h1:
-          \$739  = lbq13e;
+          \$735  = lbq13e;
       2'h2:
-          \$739  = lbq14e;
+          \$735  = lbq14e;
       2'h3:
-          \$739  = lbq15e;
+          \$735  = lbq15e;
     endcase
   end
   always @* begin
@@ -41752,13 +41754,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot2_1[3:2])
       2'h0:
-          \$741  = rd_a_g0;
+          \$737  = rd_a_g0;
       2'h1:
-          \$741  = rd_a_g1;
+          \$737  = rd_a_g1;
       2'h2:
-          \$741  = rd_a_g2;
+          \$737  = rd_a_g2;
       2'h3:
-          \$741  = rd_a_g3;
+          \$737  = rd_a_g3;
     endcase
   end
   always @* begin
@@ -41766,13 +41768,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$747  = lbq0o;
+          \$743  = lbq0o;
       2'h1:
-          \$747  = lbq1o;
+          \$743  = lbq1o;
       2'h2:
-          \$747  = lbq2o;
+          \$743  = lbq2o;
       2'h3:
-          \$747  = lbq3o;
+          \$743  = lbq3o;
     endcase
   end
   always @* begin
@@ -41780,13 +41782,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$748  = lbq0e;
+          \$744  = lbq0e;
       2'h1:
-          \$748  = lbq1e;
+          \$744  = lbq1e;
       2'h2:
-          \$748  = lbq2e;
+          \$744  = lbq2e;
       2'h3:
-          \$748  = lbq3e;
+          \$744  = lbq3e;
     endcase
   end
   always @* begin
@@ -41794,13 +41796,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$750  = lbq4o;
+          \$746  = lbq4o;
       2'h1:
-          \$750  = lbq5o;
+          \$746  = lbq5o;
       2'h2:
-          \$750  = lbq6o;
+          \$746  = lbq6o;
       2'h3:
-          \$750  = lbq7o;
+          \$746  = lbq7o;
     endcase
   end
   always @* begin
@@ -41808,13 +41810,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$751  = lbq4e;
+          \$747  = lbq4e;
       2'h1:
-          \$751  = lbq5e;
+          \$747  = lbq5e;
       2'h2:
-          \$751  = lbq6e;
+          \$747  = lbq6e;
       2'h3:
-          \$751  = lbq7e;
+          \$747  = lbq7e;
     endcase
   end
   always @* begin
@@ -41822,13 +41824,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$753  = lbq8o;
+          \$749  = lbq8o;
       2'h1:
-          \$753  = lbq9o;
+          \$749  = lbq9o;
       2'h2:
-          \$753  = lbq10o;
+          \$749  = lbq10o;
       2'h3:
-          \$753  = lbq11o;
+          \$749  = lbq11o;
     endcase
   end
   always @* begin
@@ -41836,13 +41838,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$754  = lbq8e;
+          \$750  = lbq8e;
       2'h1:
-          \$754  = lbq9e;
+          \$750  = lbq9e;
       2'h2:
-          \$754  = lbq10e;
+          \$750  = lbq10e;
       2'h3:
-          \$754  = lbq11e;
+          \$750  = lbq11e;
     endcase
   end
   always @* begin
@@ -41850,13 +41852,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$756  = lbq12o;
+          \$752  = lbq12o;
       2'h1:
-          \$756  = lbq13o;
+          \$752  = lbq13o;
       2'h2:
-          \$756  = lbq14o;
+          \$752  = lbq14o;
       2'h3:
-          \$756  = lbq15o;
+          \$752  = lbq15o;
     endcase
   end
   always @* begin
@@ -41864,13 +41866,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$757  = lbq12e;
+          \$753  = lbq12e;
       2'h1:
-          \$757  = lbq13e;
+          \$753  = lbq13e;
       2'h2:
-          \$757  = lbq14e;
+          \$753  = lbq14e;
       2'h3:
-          \$757  = lbq15e;
+          \$753  = lbq15e;
     endcase
   end
   always @* begin
@@ -41878,13 +41880,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$760  = lbq0o;
+          \$756  = lbq0o;
       2'h1:
-          \$760  = lbq1o;
+          \$756  = lbq1o;
       2'h2:
-          \$760  = lbq2o;
+          \$756  = lbq2o;
       2'h3:
-          \$760  = lbq3o;
+          \$756  = lbq3o;
     endcase
   end
   always @* begin
@@ -41892,13 +41894,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$761  = lbq0e;
+          \$757  = lbq0e;
       2'h1:
-          \$761  = lbq1e;
+          \$757  = lbq1e;
       2'h2:
-          \$761  = lbq2e;
+          \$757  = lbq2e;
       2'h3:
-          \$761  = lbq3e;
+          \$757  = lbq3e;
     endcase
   end
   always @* begin
@@ -41906,13 +41908,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$764  = lbq4o;
+          \$760  = lbq4o;
       2'h1:
-          \$764  = lbq5o;
+          \$760  = lbq5o;
       2'h2:
-          \$764  = lbq6o;
+          \$760  = lbq6o;
       2'h3:
-          \$764  = lbq7o;
+          \$760  = lbq7o;
     endcase
   end
   always @* begin
@@ -41920,13 +41922,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$765  = lbq4e;
+          \$761  = lbq4e;
       2'h1:
-          \$765  = lbq5e;
+          \$761  = lbq5e;
       2'h2:
-          \$765  = lbq6e;
+          \$761  = lbq6e;
       2'h3:
-          \$765  = lbq7e;
+          \$761  = lbq7e;
     endcase
   end
   always @* begin
@@ -41934,13 +41936,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$768  = lbq8o;
+          \$764  = lbq8o;
       2'h1:
-          \$768  = lbq9o;
+          \$764  = lbq9o;
       2'h2:
-          \$768  = lbq10o;
+          \$764  = lbq10o;
       2'h3:
-          \$768  = lbq11o;
+          \$764  = lbq11o;
     endcase
   end
   always @* begin
@@ -41948,13 +41950,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$769  = lbq8e;
+          \$765  = lbq8e;
       2'h1:
-          \$769  = lbq9e;
+          \$765  = lbq9e;
       2'h2:
-          \$769  = lbq10e;
+          \$765  = lbq10e;
       2'h3:
-          \$769  = lbq11e;
+          \$765  = lbq11e;
     endcase
   end
   always @* begin
@@ -41962,13 +41964,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$772  = lbq12o;
+          \$768  = lbq12o;
       2'h1:
-          \$772  = lbq13o;
+          \$768  = lbq13o;
       2'h2:
-          \$772  = lbq14o;
+          \$768  = lbq14o;
       2'h3:
-          \$772  = lbq15o;
+          \$768  = lbq15o;
     endcase
   end
   always @* begin
@@ -41976,13 +41978,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$773  = lbq12e;
+          \$769  = lbq12e;
       2'h1:
-          \$773  = lbq13e;
+          \$769  = lbq13e;
       2'h2:
-          \$773  = lbq14e;
+          \$769  = lbq14e;
       2'h3:
-          \$773  = lbq15e;
+          \$769  = lbq15e;
     endcase
   end
   always @* begin
@@ -41990,13 +41992,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$777  = dw0_a_g0;
+          \$773  = dw0_a_g0;
       2'h1:
-          \$777  = dw0_a_g1;
+          \$773  = dw0_a_g1;
       2'h2:
-          \$777  = dw0_a_g2;
+          \$773  = dw0_a_g2;
       2'h3:
-          \$777  = dw0_a_g3;
+          \$773  = dw0_a_g3;
     endcase
   end
   always @* begin
@@ -42004,13 +42006,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$780  = dw0_b_g0;
+          \$776  = dw0_b_g0;
       2'h1:
-          \$780  = dw0_b_g1;
+          \$776  = dw0_b_g1;
       2'h2:
-          \$780  = dw0_b_g2;
+          \$776  = dw0_b_g2;
       2'h3:
-          \$780  = dw0_b_g3;
+          \$776  = dw0_b_g3;
     endcase
   end
   always @* begin
@@ -42018,13 +42020,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot2_1[3:2])
       2'h0:
-          \$782  = dw0_a_g0;
+          \$778  = dw0_a_g0;
       2'h1:
-          \$782  = dw0_a_g1;
+          \$778  = dw0_a_g1;
       2'h2:
-          \$782  = dw0_a_g2;
+          \$778  = dw0_a_g2;
       2'h3:
-          \$782  = dw0_a_g3;
+          \$778  = dw0_a_g3;
     endcase
   end
   always @* begin
@@ -42032,13 +42034,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$788  = lbq0o;
+          \$784  = lbq0o;
       2'h1:
-          \$788  = lbq1o;
+          \$784  = lbq1o;
       2'h2:
-          \$788  = lbq2o;
+          \$784  = lbq2o;
       2'h3:
-          \$788  = lbq3o;
+          \$784  = lbq3o;
     endcase
   end
   always @* begin
@@ -42046,13 +42048,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$789  = lbq0e;
+          \$785  = lbq0e;
       2'h1:
-          \$789  = lbq1e;
+          \$785  = lbq1e;
       2'h2:
-          \$789  = lbq2e;
+          \$785  = lbq2e;
       2'h3:
-          \$789  = lbq3e;
+          \$785  = lbq3e;
     endcase
   end
   always @* begin
@@ -42060,13 +42062,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$791  = lbq4o;
+          \$787  = lbq4o;
       2'h1:
-          \$791  = lbq5o;
+          \$787  = lbq5o;
       2'h2:
-          \$791  = lbq6o;
+          \$787  = lbq6o;
       2'h3:
-          \$791  = lbq7o;
+          \$787  = lbq7o;
     endcase
   end
   always @* begin
@@ -42074,13 +42076,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$792  = lbq4e;
+          \$788  = lbq4e;
       2'h1:
-          \$792  = lbq5e;
+          \$788  = lbq5e;
       2'h2:
-          \$792  = lbq6e;
+          \$788  = lbq6e;
       2'h3:
-          \$792  = lbq7e;
+          \$788  = lbq7e;
     endcase
   end
   always @* begin
@@ -42088,13 +42090,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$794  = lbq8o;
+          \$790  = lbq8o;
       2'h1:
-          \$794  = lbq9o;
+          \$790  = lbq9o;
       2'h2:
-          \$794  = lbq10o;
+          \$790  = lbq10o;
       2'h3:
-          \$794  = lbq11o;
+          \$790  = lbq11o;
     endcase
   end
   always @* begin
@@ -42102,13 +42104,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$795  = lbq8e;
+          \$791  = lbq8e;
       2'h1:
-          \$795  = lbq9e;
+          \$791  = lbq9e;
       2'h2:
-          \$795  = lbq10e;
+          \$791  = lbq10e;
       2'h3:
-          \$795  = lbq11e;
+          \$791  = lbq11e;
     endcase
   end
   always @* begin
@@ -42116,13 +42118,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$797  = lbq12o;
+          \$793  = lbq12o;
       2'h1:
-          \$797  = lbq13o;
+          \$793  = lbq13o;
       2'h2:
-          \$797  = lbq14o;
+          \$793  = lbq14o;
       2'h3:
-          \$797  = lbq15o;
+          \$793  = lbq15o;
     endcase
   end
   always @* begin
@@ -42130,13 +42132,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$798  = lbq12e;
+          \$794  = lbq12e;
       2'h1:
-          \$798  = lbq13e;
+          \$794  = lbq13e;
       2'h2:
-          \$798  = lbq14e;
+          \$794  = lbq14e;
       2'h3:
-          \$798  = lbq15e;
+          \$794  = lbq15e;
     endcase
   end
   always @* begin
@@ -42144,13 +42146,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$801  = lbq0o;
+          \$797  = lbq0o;
       2'h1:
-          \$801  = lbq1o;
+          \$797  = lbq1o;
       2'h2:
-          \$801  = lbq2o;
+          \$797  = lbq2o;
       2'h3:
-          \$801  = lbq3o;
+          \$797  = lbq3o;
     endcase
   end
   always @* begin
@@ -42158,13 +42160,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$802  = lbq0e;
+          \$798  = lbq0e;
       2'h1:
-          \$802  = lbq1e;
+          \$798  = lbq1e;
       2'h2:
-          \$802  = lbq2e;
+          \$798  = lbq2e;
       2'h3:
-          \$802  = lbq3e;
+          \$798  = lbq3e;
     endcase
   end
   always @* begin
@@ -42172,13 +42174,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$805  = lbq4o;
+          \$801  = lbq4o;
       2'h1:
-          \$805  = lbq5o;
+          \$801  = lbq5o;
       2'h2:
-          \$805  = lbq6o;
+          \$801  = lbq6o;
       2'h3:
-          \$805  = lbq7o;
+          \$801  = lbq7o;
     endcase
   end
   always @* begin
@@ -42186,13 +42188,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$806  = lbq4e;
+          \$802  = lbq4e;
       2'h1:
-          \$806  = lbq5e;
+          \$802  = lbq5e;
       2'h2:
-          \$806  = lbq6e;
+          \$802  = lbq6e;
       2'h3:
-          \$806  = lbq7e;
+          \$802  = lbq7e;
     endcase
   end
   always @* begin
@@ -42200,13 +42202,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$809  = lbq8o;
+          \$805  = lbq8o;
       2'h1:
-          \$809  = lbq9o;
+          \$805  = lbq9o;
       2'h2:
-          \$809  = lbq10o;
+          \$805  = lbq10o;
       2'h3:
-          \$809  = lbq11o;
+          \$805  = lbq11o;
     endcase
   end
   always @* begin
@@ -42214,13 +42216,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$810  = lbq8e;
+          \$806  = lbq8e;
       2'h1:
-          \$810  = lbq9e;
+          \$806  = lbq9e;
       2'h2:
-          \$810  = lbq10e;
+          \$806  = lbq10e;
       2'h3:
-          \$810  = lbq11e;
+          \$806  = lbq11e;
     endcase
   end
   always @* begin
@@ -42228,13 +42230,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$813  = lbq12o;
+          \$809  = lbq12o;
       2'h1:
-          \$813  = lbq13o;
+          \$809  = lbq13o;
       2'h2:
-          \$813  = lbq14o;
+          \$809  = lbq14o;
       2'h3:
-          \$813  = lbq15o;
+          \$809  = lbq15o;
     endcase
   end
   always @* begin
@@ -42242,13 +42244,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$814  = lbq12e;
+          \$810  = lbq12e;
       2'h1:
-          \$814  = lbq13e;
+          \$810  = lbq13e;
       2'h2:
-          \$814  = lbq14e;
+          \$810  = lbq14e;
       2'h3:
-          \$814  = lbq15e;
+          \$810  = lbq15e;
     endcase
   end
   always @* begin
@@ -42256,13 +42258,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$818  = dw1_a_g0;
+          \$814  = dw1_a_g0;
       2'h1:
-          \$818  = dw1_a_g1;
+          \$814  = dw1_a_g1;
       2'h2:
-          \$818  = dw1_a_g2;
+          \$814  = dw1_a_g2;
       2'h3:
-          \$818  = dw1_a_g3;
+          \$814  = dw1_a_g3;
     endcase
   end
   always @* begin
@@ -42270,13 +42272,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$821  = dw1_b_g0;
+          \$817  = dw1_b_g0;
       2'h1:
-          \$821  = dw1_b_g1;
+          \$817  = dw1_b_g1;
       2'h2:
-          \$821  = dw1_b_g2;
+          \$817  = dw1_b_g2;
       2'h3:
-          \$821  = dw1_b_g3;
+          \$817  = dw1_b_g3;
     endcase
   end
   always @* begin
@@ -42284,13 +42286,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot2_1[3:2])
       2'h0:
-          \$823  = dw1_a_g0;
+          \$819  = dw1_a_g0;
       2'h1:
-          \$823  = dw1_a_g1;
+          \$819  = dw1_a_g1;
       2'h2:
-          \$823  = dw1_a_g2;
+          \$819  = dw1_a_g2;
       2'h3:
-          \$823  = dw1_a_g3;
+          \$819  = dw1_a_g3;
     endcase
   end
   always @* begin
@@ -42298,13 +42300,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$829  = lbq0o;
+          \$825  = lbq0o;
       2'h1:
-          \$829  = lbq1o;
+          \$825  = lbq1o;
       2'h2:
-          \$829  = lbq2o;
+          \$825  = lbq2o;
       2'h3:
-          \$829  = lbq3o;
+          \$825  = lbq3o;
     endcase
   end
   always @* begin
@@ -42312,13 +42314,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$830  = lbq0e;
+          \$826  = lbq0e;
       2'h1:
-          \$830  = lbq1e;
+          \$826  = lbq1e;
       2'h2:
-          \$830  = lbq2e;
+          \$826  = lbq2e;
       2'h3:
-          \$830  = lbq3e;
+          \$826  = lbq3e;
     endcase
   end
   always @* begin
@@ -42326,13 +42328,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$832  = lbq4o;
+          \$828  = lbq4o;
       2'h1:
-          \$832  = lbq5o;
+          \$828  = lbq5o;
       2'h2:
-          \$832  = lbq6o;
+          \$828  = lbq6o;
       2'h3:
-          \$832  = lbq7o;
+          \$828  = lbq7o;
     endcase
   end
   always @* begin
@@ -42340,13 +42342,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$833  = lbq4e;
+          \$829  = lbq4e;
       2'h1:
-          \$833  = lbq5e;
+          \$829  = lbq5e;
       2'h2:
-          \$833  = lbq6e;
+          \$829  = lbq6e;
       2'h3:
-          \$833  = lbq7e;
+          \$829  = lbq7e;
     endcase
   end
   always @* begin
@@ -42354,13 +42356,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$835  = lbq8o;
+          \$831  = lbq8o;
       2'h1:
-          \$835  = lbq9o;
+          \$831  = lbq9o;
       2'h2:
-          \$835  = lbq10o;
+          \$831  = lbq10o;
       2'h3:
-          \$835  = lbq11o;
+          \$831  = lbq11o;
     endcase
   end
   always @* begin
@@ -42368,13 +42370,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$836  = lbq8e;
+          \$832  = lbq8e;
       2'h1:
-          \$836  = lbq9e;
+          \$832  = lbq9e;
       2'h2:
-          \$836  = lbq10e;
+          \$832  = lbq10e;
       2'h3:
-          \$836  = lbq11e;
+          \$832  = lbq11e;
     endcase
   end
   always @* begin
@@ -42382,13 +42384,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$838  = lbq12o;
+          \$834  = lbq12o;
       2'h1:
-          \$838  = lbq13o;
+          \$834  = lbq13o;
       2'h2:
-          \$838  = lbq14o;
+          \$834  = lbq14o;
       2'h3:
-          \$838  = lbq15o;
+          \$834  = lbq15o;
     endcase
   end
   always @* begin
@@ -42396,13 +42398,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$839  = lbq12e;
+          \$835  = lbq12e;
       2'h1:
-          \$839  = lbq13e;
+          \$835  = lbq13e;
       2'h2:
-          \$839  = lbq14e;
+          \$835  = lbq14e;
       2'h3:
-          \$839  = lbq15e;
+          \$835  = lbq15e;
     endcase
   end
   always @* begin
@@ -42410,13 +42412,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$842  = lbq0o;
+          \$838  = lbq0o;
       2'h1:
-          \$842  = lbq1o;
+          \$838  = lbq1o;
       2'h2:
-          \$842  = lbq2o;
+          \$838  = lbq2o;
       2'h3:
-          \$842  = lbq3o;
+          \$838  = lbq3o;
     endcase
   end
   always @* begin
@@ -42424,13 +42426,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$843  = lbq0e;
+          \$839  = lbq0e;
       2'h1:
-          \$843  = lbq1e;
+          \$839  = lbq1e;
       2'h2:
-          \$843  = lbq2e;
+          \$839  = lbq2e;
       2'h3:
-          \$843  = lbq3e;
+          \$839  = lbq3e;
     endcase
   end
   always @* begin
@@ -42438,13 +42440,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$846  = lbq4o;
+          \$842  = lbq4o;
       2'h1:
-          \$846  = lbq5o;
+          \$842  = lbq5o;
       2'h2:
-          \$846  = lbq6o;
+          \$842  = lbq6o;
       2'h3:
-          \$846  = lbq7o;
+          \$842  = lbq7o;
     endcase
   end
   always @* begin
@@ -42452,13 +42454,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$847  = lbq4e;
+          \$843  = lbq4e;
       2'h1:
-          \$847  = lbq5e;
+          \$843  = lbq5e;
       2'h2:
-          \$847  = lbq6e;
+          \$843  = lbq6e;
       2'h3:
-          \$847  = lbq7e;
+          \$843  = lbq7e;
     endcase
   end
   always @* begin
@@ -42466,13 +42468,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$850  = lbq8o;
+          \$846  = lbq8o;
       2'h1:
-          \$850  = lbq9o;
+          \$846  = lbq9o;
       2'h2:
-          \$850  = lbq10o;
+          \$846  = lbq10o;
       2'h3:
-          \$850  = lbq11o;
+          \$846  = lbq11o;
     endcase
   end
   always @* begin
@@ -42480,13 +42482,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$851  = lbq8e;
+          \$847  = lbq8e;
       2'h1:
-          \$851  = lbq9e;
+          \$847  = lbq9e;
       2'h2:
-          \$851  = lbq10e;
+          \$847  = lbq10e;
       2'h3:
-          \$851  = lbq11e;
+          \$847  = lbq11e;
     endcase
   end
   always @* begin
@@ -42494,13 +42496,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$854  = lbq12o;
+          \$850  = lbq12o;
       2'h1:
-          \$854  = lbq13o;
+          \$850  = lbq13o;
       2'h2:
-          \$854  = lbq14o;
+          \$850  = lbq14o;
       2'h3:
-          \$854  = lbq15o;
+          \$850  = lbq15o;
     endcase
   end
   always @* begin
@@ -42508,13 +42510,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$855  = lbq12e;
+          \$851  = lbq12e;
       2'h1:
-          \$855  = lbq13e;
+          \$851  = lbq13e;
       2'h2:
-          \$855  = lbq14e;
+          \$851  = lbq14e;
       2'h3:
-          \$855  = lbq15e;
+          \$851  = lbq15e;
     endcase
   end
   always @* begin
@@ -42522,13 +42524,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$859  = dw2_a_g0;
+          \$855  = dw2_a_g0;
       2'h1:
-          \$859  = dw2_a_g1;
+          \$855  = dw2_a_g1;
       2'h2:
-          \$859  = dw2_a_g2;
+          \$855  = dw2_a_g2;
       2'h3:
-          \$859  = dw2_a_g3;
+          \$855  = dw2_a_g3;
     endcase
   end
   always @* begin
@@ -42536,13 +42538,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$862  = dw2_b_g0;
+          \$858  = dw2_b_g0;
       2'h1:
-          \$862  = dw2_b_g1;
+          \$858  = dw2_b_g1;
       2'h2:
-          \$862  = dw2_b_g2;
+          \$858  = dw2_b_g2;
       2'h3:
-          \$862  = dw2_b_g3;
+          \$858  = dw2_b_g3;
     endcase
   end
   always @* begin
@@ -42550,13 +42552,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot2_1[3:2])
       2'h0:
-          \$864  = dw2_a_g0;
+          \$860  = dw2_a_g0;
       2'h1:
-          \$864  = dw2_a_g1;
+          \$860  = dw2_a_g1;
       2'h2:
-          \$864  = dw2_a_g2;
+          \$860  = dw2_a_g2;
       2'h3:
-          \$864  = dw2_a_g3;
+          \$860  = dw2_a_g3;
     endcase
   end
   always @* begin
@@ -42564,13 +42566,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$870  = lbq0o;
+          \$866  = lbq0o;
       2'h1:
-          \$870  = lbq1o;
+          \$866  = lbq1o;
       2'h2:
-          \$870  = lbq2o;
+          \$866  = lbq2o;
       2'h3:
-          \$870  = lbq3o;
+          \$866  = lbq3o;
     endcase
   end
   always @* begin
@@ -42578,13 +42580,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$871  = lbq0e;
+          \$867  = lbq0e;
       2'h1:
-          \$871  = lbq1e;
+          \$867  = lbq1e;
       2'h2:
-          \$871  = lbq2e;
+          \$867  = lbq2e;
       2'h3:
-          \$871  = lbq3e;
+          \$867  = lbq3e;
     endcase
   end
   always @* begin
@@ -42592,13 +42594,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$873  = lbq4o;
+          \$869  = lbq4o;
       2'h1:
-          \$873  = lbq5o;
+          \$869  = lbq5o;
       2'h2:
-          \$873  = lbq6o;
+          \$869  = lbq6o;
       2'h3:
-          \$873  = lbq7o;
+          \$869  = lbq7o;
     endcase
   end
   always @* begin
@@ -42606,13 +42608,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$874  = lbq4e;
+          \$870  = lbq4e;
       2'h1:
-          \$874  = lbq5e;
+          \$870  = lbq5e;
       2'h2:
-          \$874  = lbq6e;
+          \$870  = lbq6e;
       2'h3:
-          \$874  = lbq7e;
+          \$870  = lbq7e;
     endcase
   end
   always @* begin
@@ -42620,13 +42622,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$876  = lbq8o;
+          \$872  = lbq8o;
       2'h1:
-          \$876  = lbq9o;
+          \$872  = lbq9o;
       2'h2:
-          \$876  = lbq10o;
+          \$872  = lbq10o;
       2'h3:
-          \$876  = lbq11o;
+          \$872  = lbq11o;
     endcase
   end
   always @* begin
@@ -42634,13 +42636,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$877  = lbq8e;
+          \$873  = lbq8e;
       2'h1:
-          \$877  = lbq9e;
+          \$873  = lbq9e;
       2'h2:
-          \$877  = lbq10e;
+          \$873  = lbq10e;
       2'h3:
-          \$877  = lbq11e;
+          \$873  = lbq11e;
     endcase
   end
   always @* begin
@@ -42648,13 +42650,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$879  = lbq12o;
+          \$875  = lbq12o;
       2'h1:
-          \$879  = lbq13o;
+          \$875  = lbq13o;
       2'h2:
-          \$879  = lbq14o;
+          \$875  = lbq14o;
       2'h3:
-          \$879  = lbq15o;
+          \$875  = lbq15o;
     endcase
   end
   always @* begin
@@ -42662,13 +42664,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$880  = lbq12e;
+          \$876  = lbq12e;
       2'h1:
-          \$880  = lbq13e;
+          \$876  = lbq13e;
       2'h2:
-          \$880  = lbq14e;
+          \$876  = lbq14e;
       2'h3:
-          \$880  = lbq15e;
+          \$876  = lbq15e;
     endcase
   end
   always @* begin
@@ -42676,13 +42678,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$883  = lbq0o;
+          \$879  = lbq0o;
       2'h1:
-          \$883  = lbq1o;
+          \$879  = lbq1o;
       2'h2:
-          \$883  = lbq2o;
+          \$879  = lbq2o;
       2'h3:
-          \$883  = lbq3o;
+          \$879  = lbq3o;
     endcase
   end
   always @* begin
@@ -42690,13 +42692,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$884  = lbq0e;
+          \$880  = lbq0e;
       2'h1:
-          \$884  = lbq1e;
+          \$880  = lbq1e;
       2'h2:
-          \$884  = lbq2e;
+          \$880  = lbq2e;
       2'h3:
-          \$884  = lbq3e;
+          \$880  = lbq3e;
     endcase
   end
   always @* begin
@@ -42704,13 +42706,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$887  = lbq4o;
+          \$883  = lbq4o;
       2'h1:
-          \$887  = lbq5o;
+          \$883  = lbq5o;
       2'h2:
-          \$887  = lbq6o;
+          \$883  = lbq6o;
       2'h3:
-          \$887  = lbq7o;
+          \$883  = lbq7o;
     endcase
   end
   always @* begin
@@ -42718,13 +42720,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$888  = lbq4e;
+          \$884  = lbq4e;
       2'h1:
-          \$888  = lbq5e;
+          \$884  = lbq5e;
       2'h2:
-          \$888  = lbq6e;
+          \$884  = lbq6e;
       2'h3:
-          \$888  = lbq7e;
+          \$884  = lbq7e;
     endcase
   end
   always @* begin
@@ -42732,13 +42734,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$891  = lbq8o;
+          \$887  = lbq8o;
       2'h1:
-          \$891  = lbq9o;
+          \$887  = lbq9o;
       2'h2:
-          \$891  = lbq10o;
+          \$887  = lbq10o;
       2'h3:
-          \$891  = lbq11o;
+          \$887  = lbq11o;
     endcase
   end
   always @* begin
@@ -42746,13 +42748,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$892  = lbq8e;
+          \$888  = lbq8e;
       2'h1:
-          \$892  = lbq9e;
+          \$888  = lbq9e;
       2'h2:
-          \$892  = lbq10e;
+          \$888  = lbq10e;
       2'h3:
-          \$892  = lbq11e;
+          \$888  = lbq11e;
     endcase
   end
   always @* begin
@@ -42760,13 +42762,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$895  = lbq12o;
+          \$891  = lbq12o;
       2'h1:
-          \$895  = lbq13o;
+          \$891  = lbq13o;
       2'h2:
-          \$895  = lbq14o;
+          \$891  = lbq14o;
       2'h3:
-          \$895  = lbq15o;
+          \$891  = lbq15o;
     endcase
   end
   always @* begin
@@ -42774,13 +42776,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$896  = lbq12e;
+          \$892  = lbq12e;
       2'h1:
-          \$896  = lbq13e;
+          \$892  = lbq13e;
       2'h2:
-          \$896  = lbq14e;
+          \$892  = lbq14e;
       2'h3:
-          \$896  = lbq15e;
+          \$892  = lbq15e;
     endcase
   end
   always @* begin
@@ -42788,13 +42790,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$900  = dw3_a_g0;
+          \$896  = dw3_a_g0;
       2'h1:
-          \$900  = dw3_a_g1;
+          \$896  = dw3_a_g1;
       2'h2:
-          \$900  = dw3_a_g2;
+          \$896  = dw3_a_g2;
       2'h3:
-          \$900  = dw3_a_g3;
+          \$896  = dw3_a_g3;
     endcase
   end
   always @* begin
@@ -42802,13 +42804,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$903  = dw3_b_g0;
+          \$899  = dw3_b_g0;
       2'h1:
-          \$903  = dw3_b_g1;
+          \$899  = dw3_b_g1;
       2'h2:
-          \$903  = dw3_b_g2;
+          \$899  = dw3_b_g2;
       2'h3:
-          \$903  = dw3_b_g3;
+          \$899  = dw3_b_g3;
     endcase
   end
   always @* begin
@@ -42816,13 +42818,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot2_1[3:2])
       2'h0:
-          \$905  = dw3_a_g0;
+          \$901  = dw3_a_g0;
       2'h1:
-          \$905  = dw3_a_g1;
+          \$901  = dw3_a_g1;
       2'h2:
-          \$905  = dw3_a_g2;
+          \$901  = dw3_a_g2;
       2'h3:
-          \$905  = dw3_a_g3;
+          \$901  = dw3_a_g3;
     endcase
   end
   always @* begin
@@ -42830,13 +42832,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$911  = lbq0o;
+          \$907  = lbq0o;
       2'h1:
-          \$911  = lbq1o;
+          \$907  = lbq1o;
       2'h2:
-          \$911  = lbq2o;
+          \$907  = lbq2o;
       2'h3:
-          \$911  = lbq3o;
+          \$907  = lbq3o;
     endcase
   end
   always @* begin
@@ -42844,13 +42846,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$912  = lbq0e;
+          \$908  = lbq0e;
       2'h1:
-          \$912  = lbq1e;
+          \$908  = lbq1e;
       2'h2:
-          \$912  = lbq2e;
+          \$908  = lbq2e;
       2'h3:
-          \$912  = lbq3e;
+          \$908  = lbq3e;
     endcase
   end
   always @* begin
@@ -42858,13 +42860,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$914  = lbq4o;
+          \$910  = lbq4o;
       2'h1:
-          \$914  = lbq5o;
+          \$910  = lbq5o;
       2'h2:
-          \$914  = lbq6o;
+          \$910  = lbq6o;
       2'h3:
-          \$914  = lbq7o;
+          \$910  = lbq7o;
     endcase
   end
   always @* begin
@@ -42872,13 +42874,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$915  = lbq4e;
+          \$911  = lbq4e;
       2'h1:
-          \$915  = lbq5e;
+          \$911  = lbq5e;
       2'h2:
-          \$915  = lbq6e;
+          \$911  = lbq6e;
       2'h3:
-          \$915  = lbq7e;
+          \$911  = lbq7e;
     endcase
   end
   always @* begin
@@ -42886,13 +42888,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$917  = lbq8o;
+          \$913  = lbq8o;
       2'h1:
-          \$917  = lbq9o;
+          \$913  = lbq9o;
       2'h2:
-          \$917  = lbq10o;
+          \$913  = lbq10o;
       2'h3:
-          \$917  = lbq11o;
+          \$913  = lbq11o;
     endcase
   end
   always @* begin
@@ -42900,13 +42902,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$918  = lbq8e;
+          \$914  = lbq8e;
       2'h1:
-          \$918  = lbq9e;
+          \$914  = lbq9e;
       2'h2:
-          \$918  = lbq10e;
+          \$914  = lbq10e;
       2'h3:
-          \$918  = lbq11e;
+          \$914  = lbq11e;
     endcase
   end
   always @* begin
@@ -42914,13 +42916,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$920  = lbq12o;
+          \$916  = lbq12o;
       2'h1:
-          \$920  = lbq13o;
+          \$916  = lbq13o;
       2'h2:
-          \$920  = lbq14o;
+          \$916  = lbq14o;
       2'h3:
-          \$920  = lbq15o;
+          \$916  = lbq15o;
     endcase
   end
   always @* begin
@@ -42928,13 +42930,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$921  = lbq12e;
+          \$917  = lbq12e;
       2'h1:
-          \$921  = lbq13e;
+          \$917  = lbq13e;
       2'h2:
-          \$921  = lbq14e;
+          \$917  = lbq14e;
       2'h3:
-          \$921  = lbq15e;
+          \$917  = lbq15e;
     endcase
   end
   always @* begin
@@ -42942,13 +42944,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$924  = lbq0o;
+          \$920  = lbq0o;
       2'h1:
-          \$924  = lbq1o;
+          \$920  = lbq1o;
       2'h2:
-          \$924  = lbq2o;
+          \$920  = lbq2o;
       2'h3:
-          \$924  = lbq3o;
+          \$920  = lbq3o;
     endcase
   end
   always @* begin
@@ -42956,13 +42958,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$925  = lbq0e;
+          \$921  = lbq0e;
       2'h1:
-          \$925  = lbq1e;
+          \$921  = lbq1e;
       2'h2:
-          \$925  = lbq2e;
+          \$921  = lbq2e;
       2'h3:
-          \$925  = lbq3e;
+          \$921  = lbq3e;
     endcase
   end
   always @* begin
@@ -42970,13 +42972,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$928  = lbq4o;
+          \$924  = lbq4o;
       2'h1:
-          \$928  = lbq5o;
+          \$924  = lbq5o;
       2'h2:
-          \$928  = lbq6o;
+          \$924  = lbq6o;
       2'h3:
-          \$928  = lbq7o;
+          \$924  = lbq7o;
     endcase
   end
   always @* begin
@@ -42984,13 +42986,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$929  = lbq4e;
+          \$925  = lbq4e;
       2'h1:
-          \$929  = lbq5e;
+          \$925  = lbq5e;
       2'h2:
-          \$929  = lbq6e;
+          \$925  = lbq6e;
       2'h3:
-          \$929  = lbq7e;
+          \$925  = lbq7e;
     endcase
   end
   always @* begin
@@ -42998,13 +43000,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$932  = lbq8o;
+          \$928  = lbq8o;
       2'h1:
-          \$932  = lbq9o;
+          \$928  = lbq9o;
       2'h2:
-          \$932  = lbq10o;
+          \$928  = lbq10o;
       2'h3:
-          \$932  = lbq11o;
+          \$928  = lbq11o;
     endcase
   end
   always @* begin
@@ -43012,13 +43014,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$933  = lbq8e;
+          \$929  = lbq8e;
       2'h1:
-          \$933  = lbq9e;
+          \$929  = lbq9e;
       2'h2:
-          \$933  = lbq10e;
+          \$929  = lbq10e;
       2'h3:
-          \$933  = lbq11e;
+          \$929  = lbq11e;
     endcase
   end
   always @* begin
@@ -43026,13 +43028,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$936  = lbq12o;
+          \$932  = lbq12o;
       2'h1:
-          \$936  = lbq13o;
+          \$932  = lbq13o;
       2'h2:
-          \$936  = lbq14o;
+          \$932  = lbq14o;
       2'h3:
-          \$936  = lbq15o;
+          \$932  = lbq15o;
     endcase
   end
   always @* begin
@@ -43040,13 +43042,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$937  = lbq12e;
+          \$933  = lbq12e;
       2'h1:
-          \$937  = lbq13e;
+          \$933  = lbq13e;
       2'h2:
-          \$937  = lbq14e;
+          \$933  = lbq14e;
       2'h3:
-          \$937  = lbq15e;
+          \$933  = lbq15e;
     endcase
   end
   always @* begin
@@ -43054,13 +43056,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$941  = dw4_a_g0;
+          \$937  = dw4_a_g0;
       2'h1:
-          \$941  = dw4_a_g1;
+          \$937  = dw4_a_g1;
       2'h2:
-          \$941  = dw4_a_g2;
+          \$937  = dw4_a_g2;
       2'h3:
-          \$941  = dw4_a_g3;
+          \$937  = dw4_a_g3;
     endcase
   end
   always @* begin
@@ -43068,13 +43070,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$944  = dw4_b_g0;
+          \$940  = dw4_b_g0;
       2'h1:
-          \$944  = dw4_b_g1;
+          \$940  = dw4_b_g1;
       2'h2:
-          \$944  = dw4_b_g2;
+          \$940  = dw4_b_g2;
       2'h3:
-          \$944  = dw4_b_g3;
+          \$940  = dw4_b_g3;
     endcase
   end
   always @* begin
@@ -43082,86 +43084,23 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot2_1[3:2])
       2'h0:
-          \$946  = dw4_a_g0;
+          \$942  = dw4_a_g0;
       2'h1:
-          \$946  = dw4_a_g1;
+          \$942  = dw4_a_g1;
       2'h2:
-          \$946  = dw4_a_g2;
+          \$942  = dw4_a_g2;
       2'h3:
-          \$946  = dw4_a_g3;
+          \$942  = dw4_a_g3;
     endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    wr_iy_next = wr_iy;
-    if (\$638 ) begin
-      (* full_case = 32'd1 *)
-      if (a_overflow) begin
-      end else if (desc[155]) begin
-        if (row_end) begin
-          (* full_case = 32'd1 *)
-          if (\$640 ) begin
-            wr_iy_next = 12'h000;
-          end else begin
-            wr_iy_next = \$641 [11:0];
-          end
-        end
-      end else begin
-        if (\$643 ) begin
-          if (row_end) begin
-            wr_iy_next = \$644 [11:0];
-          end
-        end
-      end
-    end
-    if (\$652 ) begin
-      wr_iy_next = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    lo_next = lo;
-    if (\$652 ) begin
-      lo_next = 12'h000;
-    end else if (\$653 ) begin
-      lo_next = 12'h401;
-    end else if (\$654 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            lo_next = \$656 [11:0];
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
-              end else begin
-                if (\$678 ) begin
-                end else if (\$683 ) begin
-                end else if (\$684 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$686 ) begin
-                  end else begin
-                    if (\$687 ) begin
-                      lo_next = 12'h401;
-                    end
-                  end
-                end
-              end
-            end
-      endcase
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     lo_case = 2'h0;
-    if (\$652 ) begin
+    if (\$650 ) begin
       lo_case = 2'h1;
-    end else if (\$653 ) begin
+    end else if (\$651 ) begin
       lo_case = 2'h2;
-    end else if (\$654 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43170,17 +43109,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$678 ) begin
-                end else if (\$683 ) begin
-                end else if (\$684 ) begin
+                if (\$674 ) begin
+                end else if (\$679 ) begin
+                end else if (\$680 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$686 ) begin
+                  if (\$682 ) begin
                   end else begin
-                    if (\$687 ) begin
+                    if (\$683 ) begin
                       lo_case = 2'h2;
                     end
                   end
@@ -43206,14 +43145,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
           end
         end
       end else begin
-        if (\$643 ) begin
+        if (\$642 ) begin
           if (row_end) begin
             wr_case = 2'h2;
           end
         end
       end
     end
-    if (\$652 ) begin
+    if (\$650 ) begin
       wr_case = 2'h1;
     end
   end
@@ -43399,7 +43338,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         err_hi[2] = 1'h1;
       end
       if (i_act__payload[128]) begin
-        if (\$646 ) begin
+        if (\$644 ) begin
           err_hi[1] = 1'h1;
         end
       end
@@ -43408,9 +43347,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     fold_end = 1'h0;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43419,9 +43358,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
                 fold_end = 1'h1;
               end
@@ -43432,9 +43371,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx0_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43443,12 +43382,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx0_n = \$666 ;
+                if (\$661 ) begin
+                  dw_kx0_n = \$662 ;
                 end
               end
             end
@@ -43458,9 +43397,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx1_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43469,12 +43408,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx1_n = \$667 ;
+                if (\$661 ) begin
+                  dw_kx1_n = \$663 ;
                 end
               end
             end
@@ -43484,9 +43423,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx2_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43495,12 +43434,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx2_n = \$668 ;
+                if (\$661 ) begin
+                  dw_kx2_n = \$664 ;
                 end
               end
             end
@@ -43510,9 +43449,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx3_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43521,12 +43460,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx3_n = \$669 ;
+                if (\$661 ) begin
+                  dw_kx3_n = \$665 ;
                 end
               end
             end
@@ -43536,9 +43475,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx4_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43547,12 +43486,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx4_n = \$670 ;
+                if (\$661 ) begin
+                  dw_kx4_n = \$666 ;
                 end
               end
             end
@@ -43562,9 +43501,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx5_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43573,12 +43512,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx5_n = \$671 ;
+                if (\$661 ) begin
+                  dw_kx5_n = \$667 ;
                 end
               end
             end
@@ -43588,9 +43527,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx6_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43599,12 +43538,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx6_n = \$672 ;
+                if (\$661 ) begin
+                  dw_kx6_n = \$668 ;
                 end
               end
             end
@@ -43614,9 +43553,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dw_kx7_n = 5'h00;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43625,12 +43564,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$665 ) begin
-                  dw_kx7_n = \$673 ;
+                if (\$661 ) begin
+                  dw_kx7_n = \$669 ;
                 end
               end
             end
@@ -43640,9 +43579,9 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     t_adv = 1'h0;
-    if (\$652 ) begin
-    end else if (\$653 ) begin
-    end else if (\$654 ) begin
+    if (\$650 ) begin
+    end else if (\$651 ) begin
+    end else if (\$652 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -43651,13 +43590,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$659 ) begin
-              end else if (\$661 ) begin
-              end else if (\$663 ) begin
+              if (\$655 ) begin
+              end else if (\$657 ) begin
+              end else if (\$659 ) begin
               end else begin
-                if (\$678 ) begin
-                end else if (\$683 ) begin
-                end else if (\$684 ) begin
+                if (\$674 ) begin
+                end else if (\$679 ) begin
+                end else if (\$680 ) begin
                   t_adv = 1'h1;
                 end
               end
@@ -43668,33 +43607,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     wm_r__addr = 14'h0000;
-    if (\$688 ) begin
+    if (\$684 ) begin
     end else if (ld_start) begin
-      wm_r__addr = \$690 [13:0];
+      wm_r__addr = \$686 [13:0];
     end else if (ld_busy) begin
-      wm_r__addr = \$693 [13:0];
+      wm_r__addr = \$689 [13:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
-    if (\$694 ) begin
+    if (\$690 ) begin
       category = 3'h2;
-    end else if (\$697 ) begin
+    end else if (\$693 ) begin
       category = 3'h2;
-    end else if (\$700 ) begin
+    end else if (\$696 ) begin
       category = 3'h2;
-    end else if (\$703 ) begin
-      category = { 1'h0, \$707  };
-    end else if (\$706 ) begin
+    end else if (\$699 ) begin
+      category = { 1'h0, \$703  };
+    end else if (\$702 ) begin
       (* full_case = 32'd1 *)
-      if (\$708 ) begin
+      if (\$704 ) begin
         category = 3'h1;
       end else if (issue) begin
         category = 3'h6;
-      end else if (\$710 ) begin
+      end else if (\$706 ) begin
         category = 3'h4;
-      end else if (\$714 ) begin
+      end else if (\$710 ) begin
         category = 3'h3;
       end else begin
         category = 3'h5;
@@ -43705,588 +43644,535 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1403  = wr_iy_next;
-    if (rst) begin
-      \$1403  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1404  = lo_next;
-    if (rst) begin
-      \$1404  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1405  = cw_r1__data;
-    if (rst) begin
-      \$1405  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1406  = cw_r2__data;
-    if (rst) begin
-      \$1406  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1407  = t_adv;
-    if (rst) begin
-      \$1407  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1408  = cur;
-    if (t_adv) begin
-      \$1408  = \$723 ;
-    end else if (\$722 ) begin
-      \$1408  = cw_r__data;
-    end
+    \$1408  = cw_r1__data;
     if (rst) begin
       \$1408  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1409  = \$724 [28:0];
+    \$1409  = cw_r2__data;
     if (rst) begin
-      \$1409  = 29'h00000000;
+      \$1409  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1410  = \$726 [29:0];
+    \$1410  = t_adv;
     if (rst) begin
-      \$1410  = 30'h00000000;
+      \$1410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1411  = { \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727 [7], \$727  };
+    \$1411  = cur;
+    if (t_adv) begin
+      \$1411  = \$719 ;
+    end else if (\$718 ) begin
+      \$1411  = cw_r__data;
+    end
     if (rst) begin
-      \$1411  = 29'h00000000;
+      \$1411  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1412  = { 24'h000000, \$728  };
+    \$1412  = \$720 [28:0];
     if (rst) begin
       \$1412  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1413  = sb0;
+    \$1413  = \$722 [29:0];
     if (rst) begin
       \$1413  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1414  = sb1;
+    \$1414  = { \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723 [7], \$723  };
     if (rst) begin
-      \$1414  = 30'h00000000;
+      \$1414  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1415  = sb2;
+    \$1415  = { 24'h000000, \$724  };
     if (rst) begin
-      \$1415  = 30'h00000000;
+      \$1415  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1416  = sb3;
+    \$1416  = sb0;
     if (rst) begin
       \$1416  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1417  = \$signature__data$494 ;
+    \$1417  = sb1;
     if (rst) begin
-      \$1417  = 64'h0000000000000000;
+      \$1417  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1418  = \$signature__data$496 ;
+    \$1418  = sb2;
     if (rst) begin
-      \$1418  = 64'h0000000000000000;
+      \$1418  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1419  = \$signature__data$498 ;
+    \$1419  = sb3;
     if (rst) begin
-      \$1419  = 64'h0000000000000000;
+      \$1419  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1420  = \$signature__data$500 ;
+    \$1420  = \$signature__data$490 ;
     if (rst) begin
       \$1420  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1421  = \$signature__data$502 ;
+    \$1421  = \$signature__data$492 ;
     if (rst) begin
       \$1421  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1422  = \$signature__data$504 ;
+    \$1422  = \$signature__data$494 ;
     if (rst) begin
       \$1422  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1423  = \$signature__data$506 ;
+    \$1423  = \$signature__data$496 ;
     if (rst) begin
       \$1423  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1424  = \$signature__data$508 ;
+    \$1424  = \$signature__data$498 ;
     if (rst) begin
       \$1424  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1425  = \$signature__data$510 ;
+    \$1425  = \$signature__data$500 ;
     if (rst) begin
       \$1425  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1426  = \$signature__data$512 ;
+    \$1426  = \$signature__data$502 ;
     if (rst) begin
       \$1426  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1427  = \$signature__data$514 ;
+    \$1427  = \$signature__data$504 ;
     if (rst) begin
       \$1427  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1428  = \$signature__data$516 ;
+    \$1428  = \$signature__data$506 ;
     if (rst) begin
       \$1428  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1429  = \$signature__data$518 ;
+    \$1429  = \$signature__data$508 ;
     if (rst) begin
       \$1429  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1430  = \$signature__data$520 ;
+    \$1430  = \$signature__data$510 ;
     if (rst) begin
       \$1430  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1431  = \$signature__data$522 ;
+    \$1431  = \$signature__data$512 ;
     if (rst) begin
       \$1431  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1432  = \$signature__data$524 ;
+    \$1432  = \$signature__data$514 ;
     if (rst) begin
       \$1432  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1433  = \$signature__data$526 ;
+    \$1433  = \$signature__data$516 ;
     if (rst) begin
       \$1433  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1434  = \$signature__data$528 ;
+    \$1434  = \$signature__data$518 ;
     if (rst) begin
       \$1434  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1435  = \$signature__data$530 ;
+    \$1435  = \$signature__data$520 ;
     if (rst) begin
       \$1435  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1436  = \$signature__data$532 ;
+    \$1436  = \$signature__data$522 ;
     if (rst) begin
       \$1436  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1437  = \$signature__data$534 ;
+    \$1437  = \$signature__data$524 ;
     if (rst) begin
       \$1437  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1438  = \$signature__data$536 ;
+    \$1438  = \$signature__data$526 ;
     if (rst) begin
       \$1438  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1439  = \$signature__data$538 ;
+    \$1439  = \$signature__data$528 ;
     if (rst) begin
       \$1439  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1440  = \$signature__data$540 ;
+    \$1440  = \$signature__data$530 ;
     if (rst) begin
       \$1440  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1441  = \$signature__data$542 ;
+    \$1441  = \$signature__data$532 ;
     if (rst) begin
       \$1441  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1442  = \$signature__data$544 ;
+    \$1442  = \$signature__data$534 ;
     if (rst) begin
       \$1442  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1443  = \$signature__data$546 ;
+    \$1443  = \$signature__data$536 ;
     if (rst) begin
       \$1443  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1444  = \$signature__data$548 ;
+    \$1444  = \$signature__data$538 ;
     if (rst) begin
       \$1444  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1445  = \$signature__data$550 ;
+    \$1445  = \$signature__data$540 ;
     if (rst) begin
       \$1445  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1446  = \$signature__data$552 ;
+    \$1446  = \$signature__data$542 ;
     if (rst) begin
       \$1446  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1447  = \$signature__data$554 ;
+    \$1447  = \$signature__data$544 ;
     if (rst) begin
       \$1447  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1448  = \$signature__data$556 ;
+    \$1448  = \$signature__data$546 ;
     if (rst) begin
       \$1448  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1449  = par_a;
+    \$1449  = \$signature__data$548 ;
     if (rst) begin
-      \$1449  = 1'h0;
+      \$1449  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1450  = par_a1;
+    \$1450  = \$signature__data$550 ;
     if (rst) begin
-      \$1450  = 1'h0;
+      \$1450  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1451  = sb1[11:8];
+    \$1451  = \$signature__data$552 ;
     if (rst) begin
-      \$1451  = 4'h0;
+      \$1451  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1452  = rd_slot1;
+    \$1452  = par_a;
     if (rst) begin
-      \$1452  = 4'h0;
+      \$1452  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1453  = \$731 ;
+    \$1453  = par_a1;
     if (rst) begin
-      \$1453  = 64'h0000000000000000;
+      \$1453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1454  = \$734 ;
+    \$1454  = sb1[11:8];
     if (rst) begin
-      \$1454  = 64'h0000000000000000;
+      \$1454  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1455  = \$737 ;
+    \$1455  = rd_slot1;
     if (rst) begin
-      \$1455  = 64'h0000000000000000;
+      \$1455  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1456  = \$740 ;
+    \$1456  = \$727 ;
     if (rst) begin
       \$1456  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1457  = sb1[7];
+    \$1457  = \$730 ;
     if (rst) begin
-      \$1457  = 1'h0;
+      \$1457  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1458  = rd_pad_a1;
+    \$1458  = \$733 ;
     if (rst) begin
-      \$1458  = 1'h0;
+      \$1458  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1459  = \$742 ;
+    \$1459  = \$736 ;
     if (rst) begin
       \$1459  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1460  = pad_ix;
+    \$1460  = sb1[7];
     if (rst) begin
       \$1460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1461  = pad_ixb;
+    \$1461  = rd_pad_a1;
     if (rst) begin
       \$1461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1462  = { 3'h0, \$743  };
+    \$1462  = \$738 ;
     if (rst) begin
-      \$1462  = 8'h00;
+      \$1462  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1463  = \$171 [3:0];
+    \$1463  = pad_ix;
     if (rst) begin
-      \$1463  = 4'h0;
+      \$1463  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1464  = \$746 ;
+    \$1464  = pad_ixb;
     if (rst) begin
       \$1464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1465  = slot1_ky0;
+    \$1465  = { 3'h0, \$739  };
     if (rst) begin
-      \$1465  = 4'h0;
+      \$1465  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1466  = dw0_slot1;
+    \$1466  = \$171 [3:0];
     if (rst) begin
       \$1466  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1467  = \$749 ;
+    \$1467  = \$742 ;
     if (rst) begin
-      \$1467  = 64'h0000000000000000;
+      \$1467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1468  = \$752 ;
+    \$1468  = slot1_ky0;
     if (rst) begin
-      \$1468  = 64'h0000000000000000;
+      \$1468  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1469  = \$755 ;
+    \$1469  = dw0_slot1;
     if (rst) begin
-      \$1469  = 64'h0000000000000000;
+      \$1469  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1470  = \$758 ;
+    \$1470  = \$745 ;
     if (rst) begin
       \$1470  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1471  = pad_a1_ky0;
+    \$1471  = \$748 ;
     if (rst) begin
-      \$1471  = 1'h0;
+      \$1471  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1472  = dw0_pad_a1;
+    \$1472  = \$751 ;
     if (rst) begin
-      \$1472  = 1'h0;
+      \$1472  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1473  = \$762 ;
+    \$1473  = \$754 ;
     if (rst) begin
       \$1473  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1474  = \$766 ;
+    \$1474  = pad_a1_ky0;
     if (rst) begin
-      \$1474  = 64'h0000000000000000;
+      \$1474  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1475  = \$770 ;
+    \$1475  = dw0_pad_a1;
     if (rst) begin
-      \$1475  = 64'h0000000000000000;
+      \$1475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1476  = \$774 ;
+    \$1476  = \$758 ;
     if (rst) begin
       \$1476  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1477  = pad_b1_ky0;
+    \$1477  = \$762 ;
     if (rst) begin
-      \$1477  = 1'h0;
+      \$1477  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1478  = dw0_pad_b1;
+    \$1478  = \$766 ;
     if (rst) begin
-      \$1478  = 1'h0;
+      \$1478  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1479  = win0_0;
-    if (\$776 ) begin
-      \$1479  = \$778 ;
-    end
-    if (\$779 ) begin
-      \$1479  = \$781 ;
-    end
+    \$1479  = \$770 ;
     if (rst) begin
       \$1479  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1480  = win0_1;
-    if (\$776 ) begin
-      \$1480  = win0_0;
-    end
-    if (\$779 ) begin
-      \$1480  = \$783 ;
-    end
+    \$1480  = pad_b1_ky0;
     if (rst) begin
-      \$1480  = 64'h0000000000000000;
+      \$1480  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1481  = win0_2;
-    if (\$776 ) begin
-      \$1481  = win0_1;
-    end
-    if (\$779 ) begin
-      \$1481  = win0_0;
-    end
+    \$1481  = dw0_pad_b1;
     if (rst) begin
-      \$1481  = 64'h0000000000000000;
+      \$1481  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1482  = win0_3;
-    if (\$776 ) begin
-      \$1482  = win0_2;
+    \$1482  = win0_0;
+    if (\$772 ) begin
+      \$1482  = \$774 ;
     end
-    if (\$779 ) begin
-      \$1482  = win0_1;
+    if (\$775 ) begin
+      \$1482  = \$777 ;
     end
     if (rst) begin
       \$1482  = 64'h0000000000000000;
@@ -44294,12 +44180,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1483  = win0_4;
-    if (\$776 ) begin
-      \$1483  = win0_3;
+    \$1483  = win0_1;
+    if (\$772 ) begin
+      \$1483  = win0_0;
     end
-    if (\$779 ) begin
-      \$1483  = win0_2;
+    if (\$775 ) begin
+      \$1483  = \$779 ;
     end
     if (rst) begin
       \$1483  = 64'h0000000000000000;
@@ -44307,12 +44193,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1484  = win0_5;
-    if (\$776 ) begin
-      \$1484  = win0_4;
+    \$1484  = win0_2;
+    if (\$772 ) begin
+      \$1484  = win0_1;
     end
-    if (\$779 ) begin
-      \$1484  = win0_3;
+    if (\$775 ) begin
+      \$1484  = win0_0;
     end
     if (rst) begin
       \$1484  = 64'h0000000000000000;
@@ -44320,12 +44206,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1485  = win0_6;
-    if (\$776 ) begin
-      \$1485  = win0_5;
+    \$1485  = win0_3;
+    if (\$772 ) begin
+      \$1485  = win0_2;
     end
-    if (\$779 ) begin
-      \$1485  = win0_4;
+    if (\$775 ) begin
+      \$1485  = win0_1;
     end
     if (rst) begin
       \$1485  = 64'h0000000000000000;
@@ -44333,12 +44219,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1486  = win0_7;
-    if (\$776 ) begin
-      \$1486  = win0_6;
+    \$1486  = win0_4;
+    if (\$772 ) begin
+      \$1486  = win0_3;
     end
-    if (\$779 ) begin
-      \$1486  = win0_5;
+    if (\$775 ) begin
+      \$1486  = win0_2;
     end
     if (rst) begin
       \$1486  = 64'h0000000000000000;
@@ -44346,12 +44232,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1487  = win0_8;
-    if (\$776 ) begin
-      \$1487  = win0_7;
+    \$1487  = win0_5;
+    if (\$772 ) begin
+      \$1487  = win0_4;
     end
-    if (\$779 ) begin
-      \$1487  = win0_6;
+    if (\$775 ) begin
+      \$1487  = win0_3;
     end
     if (rst) begin
       \$1487  = 64'h0000000000000000;
@@ -44359,170 +44245,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1488  = { 3'h0, \$784  };
+    \$1488  = win0_6;
+    if (\$772 ) begin
+      \$1488  = win0_5;
+    end
+    if (\$775 ) begin
+      \$1488  = win0_4;
+    end
     if (rst) begin
-      \$1488  = 8'h00;
+      \$1488  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1489  = \$172 [3:0];
+    \$1489  = win0_7;
+    if (\$772 ) begin
+      \$1489  = win0_6;
+    end
+    if (\$775 ) begin
+      \$1489  = win0_5;
+    end
     if (rst) begin
-      \$1489  = 4'h0;
+      \$1489  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1490  = \$787 ;
+    \$1490  = win0_8;
+    if (\$772 ) begin
+      \$1490  = win0_7;
+    end
+    if (\$775 ) begin
+      \$1490  = win0_6;
+    end
     if (rst) begin
-      \$1490  = 1'h0;
+      \$1490  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1491  = slot1_ky1;
+    \$1491  = { 3'h0, \$780  };
     if (rst) begin
-      \$1491  = 4'h0;
+      \$1491  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1492  = dw1_slot1;
+    \$1492  = \$172 [3:0];
     if (rst) begin
       \$1492  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1493  = \$790 ;
+    \$1493  = \$783 ;
     if (rst) begin
-      \$1493  = 64'h0000000000000000;
+      \$1493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1494  = \$793 ;
+    \$1494  = slot1_ky1;
     if (rst) begin
-      \$1494  = 64'h0000000000000000;
+      \$1494  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1495  = \$796 ;
+    \$1495  = dw1_slot1;
     if (rst) begin
-      \$1495  = 64'h0000000000000000;
+      \$1495  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1496  = \$799 ;
+    \$1496  = \$786 ;
     if (rst) begin
       \$1496  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1497  = pad_a1_ky1;
+    \$1497  = \$789 ;
     if (rst) begin
-      \$1497  = 1'h0;
+      \$1497  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1498  = dw1_pad_a1;
+    \$1498  = \$792 ;
     if (rst) begin
-      \$1498  = 1'h0;
+      \$1498  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1499  = \$803 ;
+    \$1499  = \$795 ;
     if (rst) begin
       \$1499  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1500  = \$807 ;
+    \$1500  = pad_a1_ky1;
     if (rst) begin
-      \$1500  = 64'h0000000000000000;
+      \$1500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1501  = \$811 ;
+    \$1501  = dw1_pad_a1;
     if (rst) begin
-      \$1501  = 64'h0000000000000000;
+      \$1501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1502  = \$815 ;
+    \$1502  = \$799 ;
     if (rst) begin
       \$1502  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1503  = pad_b1_ky1;
+    \$1503  = \$803 ;
     if (rst) begin
-      \$1503  = 1'h0;
+      \$1503  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1504  = dw1_pad_b1;
+    \$1504  = \$807 ;
     if (rst) begin
-      \$1504  = 1'h0;
+      \$1504  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1505  = win1_0;
-    if (\$817 ) begin
-      \$1505  = \$819 ;
-    end
-    if (\$820 ) begin
-      \$1505  = \$822 ;
-    end
+    \$1505  = \$811 ;
     if (rst) begin
       \$1505  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1506  = win1_1;
-    if (\$817 ) begin
-      \$1506  = win1_0;
-    end
-    if (\$820 ) begin
-      \$1506  = \$824 ;
-    end
+    \$1506  = pad_b1_ky1;
     if (rst) begin
-      \$1506  = 64'h0000000000000000;
+      \$1506  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1507  = win1_2;
-    if (\$817 ) begin
-      \$1507  = win1_1;
-    end
-    if (\$820 ) begin
-      \$1507  = win1_0;
-    end
+    \$1507  = dw1_pad_b1;
     if (rst) begin
-      \$1507  = 64'h0000000000000000;
+      \$1507  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1508  = win1_3;
-    if (\$817 ) begin
-      \$1508  = win1_2;
+    \$1508  = win1_0;
+    if (\$813 ) begin
+      \$1508  = \$815 ;
     end
-    if (\$820 ) begin
-      \$1508  = win1_1;
+    if (\$816 ) begin
+      \$1508  = \$818 ;
     end
     if (rst) begin
       \$1508  = 64'h0000000000000000;
@@ -44530,12 +44416,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1509  = win1_4;
-    if (\$817 ) begin
-      \$1509  = win1_3;
+    \$1509  = win1_1;
+    if (\$813 ) begin
+      \$1509  = win1_0;
     end
-    if (\$820 ) begin
-      \$1509  = win1_2;
+    if (\$816 ) begin
+      \$1509  = \$820 ;
     end
     if (rst) begin
       \$1509  = 64'h0000000000000000;
@@ -44543,12 +44429,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1510  = win1_5;
-    if (\$817 ) begin
-      \$1510  = win1_4;
+    \$1510  = win1_2;
+    if (\$813 ) begin
+      \$1510  = win1_1;
     end
-    if (\$820 ) begin
-      \$1510  = win1_3;
+    if (\$816 ) begin
+      \$1510  = win1_0;
     end
     if (rst) begin
       \$1510  = 64'h0000000000000000;
@@ -44556,12 +44442,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1511  = win1_6;
-    if (\$817 ) begin
-      \$1511  = win1_5;
+    \$1511  = win1_3;
+    if (\$813 ) begin
+      \$1511  = win1_2;
     end
-    if (\$820 ) begin
-      \$1511  = win1_4;
+    if (\$816 ) begin
+      \$1511  = win1_1;
     end
     if (rst) begin
       \$1511  = 64'h0000000000000000;
@@ -44569,12 +44455,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1512  = win1_7;
-    if (\$817 ) begin
-      \$1512  = win1_6;
+    \$1512  = win1_4;
+    if (\$813 ) begin
+      \$1512  = win1_3;
     end
-    if (\$820 ) begin
-      \$1512  = win1_5;
+    if (\$816 ) begin
+      \$1512  = win1_2;
     end
     if (rst) begin
       \$1512  = 64'h0000000000000000;
@@ -44582,12 +44468,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1513  = win1_8;
-    if (\$817 ) begin
-      \$1513  = win1_7;
+    \$1513  = win1_5;
+    if (\$813 ) begin
+      \$1513  = win1_4;
     end
-    if (\$820 ) begin
-      \$1513  = win1_6;
+    if (\$816 ) begin
+      \$1513  = win1_3;
     end
     if (rst) begin
       \$1513  = 64'h0000000000000000;
@@ -44595,170 +44481,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1514  = { 2'h0, \$825  };
+    \$1514  = win1_6;
+    if (\$813 ) begin
+      \$1514  = win1_5;
+    end
+    if (\$816 ) begin
+      \$1514  = win1_4;
+    end
     if (rst) begin
-      \$1514  = 8'h00;
+      \$1514  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1515  = \$173 [3:0];
+    \$1515  = win1_7;
+    if (\$813 ) begin
+      \$1515  = win1_6;
+    end
+    if (\$816 ) begin
+      \$1515  = win1_5;
+    end
     if (rst) begin
-      \$1515  = 4'h0;
+      \$1515  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1516  = \$828 ;
+    \$1516  = win1_8;
+    if (\$813 ) begin
+      \$1516  = win1_7;
+    end
+    if (\$816 ) begin
+      \$1516  = win1_6;
+    end
     if (rst) begin
-      \$1516  = 1'h0;
+      \$1516  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1517  = slot1_ky2;
+    \$1517  = { 2'h0, \$821  };
     if (rst) begin
-      \$1517  = 4'h0;
+      \$1517  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1518  = dw2_slot1;
+    \$1518  = \$173 [3:0];
     if (rst) begin
       \$1518  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1519  = \$831 ;
+    \$1519  = \$824 ;
     if (rst) begin
-      \$1519  = 64'h0000000000000000;
+      \$1519  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1520  = \$834 ;
+    \$1520  = slot1_ky2;
     if (rst) begin
-      \$1520  = 64'h0000000000000000;
+      \$1520  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1521  = \$837 ;
+    \$1521  = dw2_slot1;
     if (rst) begin
-      \$1521  = 64'h0000000000000000;
+      \$1521  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1522  = \$840 ;
+    \$1522  = \$827 ;
     if (rst) begin
       \$1522  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1523  = pad_a1_ky2;
+    \$1523  = \$830 ;
     if (rst) begin
-      \$1523  = 1'h0;
+      \$1523  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1524  = dw2_pad_a1;
+    \$1524  = \$833 ;
     if (rst) begin
-      \$1524  = 1'h0;
+      \$1524  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1525  = \$844 ;
+    \$1525  = \$836 ;
     if (rst) begin
       \$1525  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1526  = \$848 ;
+    \$1526  = pad_a1_ky2;
     if (rst) begin
-      \$1526  = 64'h0000000000000000;
+      \$1526  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1527  = \$852 ;
+    \$1527  = dw2_pad_a1;
     if (rst) begin
-      \$1527  = 64'h0000000000000000;
+      \$1527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1528  = \$856 ;
+    \$1528  = \$840 ;
     if (rst) begin
       \$1528  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1529  = pad_b1_ky2;
+    \$1529  = \$844 ;
     if (rst) begin
-      \$1529  = 1'h0;
+      \$1529  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1530  = dw2_pad_b1;
+    \$1530  = \$848 ;
     if (rst) begin
-      \$1530  = 1'h0;
+      \$1530  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1531  = win2_0;
-    if (\$858 ) begin
-      \$1531  = \$860 ;
-    end
-    if (\$861 ) begin
-      \$1531  = \$863 ;
-    end
+    \$1531  = \$852 ;
     if (rst) begin
       \$1531  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1532  = win2_1;
-    if (\$858 ) begin
-      \$1532  = win2_0;
-    end
-    if (\$861 ) begin
-      \$1532  = \$865 ;
-    end
+    \$1532  = pad_b1_ky2;
     if (rst) begin
-      \$1532  = 64'h0000000000000000;
+      \$1532  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1533  = win2_2;
-    if (\$858 ) begin
-      \$1533  = win2_1;
-    end
-    if (\$861 ) begin
-      \$1533  = win2_0;
-    end
+    \$1533  = dw2_pad_b1;
     if (rst) begin
-      \$1533  = 64'h0000000000000000;
+      \$1533  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1534  = win2_3;
-    if (\$858 ) begin
-      \$1534  = win2_2;
+    \$1534  = win2_0;
+    if (\$854 ) begin
+      \$1534  = \$856 ;
     end
-    if (\$861 ) begin
-      \$1534  = win2_1;
+    if (\$857 ) begin
+      \$1534  = \$859 ;
     end
     if (rst) begin
       \$1534  = 64'h0000000000000000;
@@ -44766,12 +44652,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1535  = win2_4;
-    if (\$858 ) begin
-      \$1535  = win2_3;
+    \$1535  = win2_1;
+    if (\$854 ) begin
+      \$1535  = win2_0;
     end
-    if (\$861 ) begin
-      \$1535  = win2_2;
+    if (\$857 ) begin
+      \$1535  = \$861 ;
     end
     if (rst) begin
       \$1535  = 64'h0000000000000000;
@@ -44779,12 +44665,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1536  = win2_5;
-    if (\$858 ) begin
-      \$1536  = win2_4;
+    \$1536  = win2_2;
+    if (\$854 ) begin
+      \$1536  = win2_1;
     end
-    if (\$861 ) begin
-      \$1536  = win2_3;
+    if (\$857 ) begin
+      \$1536  = win2_0;
     end
     if (rst) begin
       \$1536  = 64'h0000000000000000;
@@ -44792,12 +44678,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1537  = win2_6;
-    if (\$858 ) begin
-      \$1537  = win2_5;
+    \$1537  = win2_3;
+    if (\$854 ) begin
+      \$1537  = win2_2;
     end
-    if (\$861 ) begin
-      \$1537  = win2_4;
+    if (\$857 ) begin
+      \$1537  = win2_1;
     end
     if (rst) begin
       \$1537  = 64'h0000000000000000;
@@ -44805,12 +44691,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1538  = win2_7;
-    if (\$858 ) begin
-      \$1538  = win2_6;
+    \$1538  = win2_4;
+    if (\$854 ) begin
+      \$1538  = win2_3;
     end
-    if (\$861 ) begin
-      \$1538  = win2_5;
+    if (\$857 ) begin
+      \$1538  = win2_2;
     end
     if (rst) begin
       \$1538  = 64'h0000000000000000;
@@ -44818,12 +44704,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1539  = win2_8;
-    if (\$858 ) begin
-      \$1539  = win2_7;
+    \$1539  = win2_5;
+    if (\$854 ) begin
+      \$1539  = win2_4;
     end
-    if (\$861 ) begin
-      \$1539  = win2_6;
+    if (\$857 ) begin
+      \$1539  = win2_3;
     end
     if (rst) begin
       \$1539  = 64'h0000000000000000;
@@ -44831,170 +44717,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1540  = { 2'h0, \$866  };
+    \$1540  = win2_6;
+    if (\$854 ) begin
+      \$1540  = win2_5;
+    end
+    if (\$857 ) begin
+      \$1540  = win2_4;
+    end
     if (rst) begin
-      \$1540  = 8'h00;
+      \$1540  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1541  = \$174 [3:0];
+    \$1541  = win2_7;
+    if (\$854 ) begin
+      \$1541  = win2_6;
+    end
+    if (\$857 ) begin
+      \$1541  = win2_5;
+    end
     if (rst) begin
-      \$1541  = 4'h0;
+      \$1541  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1542  = \$869 ;
+    \$1542  = win2_8;
+    if (\$854 ) begin
+      \$1542  = win2_7;
+    end
+    if (\$857 ) begin
+      \$1542  = win2_6;
+    end
     if (rst) begin
-      \$1542  = 1'h0;
+      \$1542  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1543  = slot1_ky3;
+    \$1543  = { 2'h0, \$862  };
     if (rst) begin
-      \$1543  = 4'h0;
+      \$1543  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1544  = dw3_slot1;
+    \$1544  = \$174 [3:0];
     if (rst) begin
       \$1544  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1545  = \$872 ;
+    \$1545  = \$865 ;
     if (rst) begin
-      \$1545  = 64'h0000000000000000;
+      \$1545  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1546  = \$875 ;
+    \$1546  = slot1_ky3;
     if (rst) begin
-      \$1546  = 64'h0000000000000000;
+      \$1546  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1547  = \$878 ;
+    \$1547  = dw3_slot1;
     if (rst) begin
-      \$1547  = 64'h0000000000000000;
+      \$1547  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1548  = \$881 ;
+    \$1548  = \$868 ;
     if (rst) begin
       \$1548  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1549  = pad_a1_ky3;
+    \$1549  = \$871 ;
     if (rst) begin
-      \$1549  = 1'h0;
+      \$1549  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1550  = dw3_pad_a1;
+    \$1550  = \$874 ;
     if (rst) begin
-      \$1550  = 1'h0;
+      \$1550  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1551  = \$885 ;
+    \$1551  = \$877 ;
     if (rst) begin
       \$1551  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1552  = \$889 ;
+    \$1552  = pad_a1_ky3;
     if (rst) begin
-      \$1552  = 64'h0000000000000000;
+      \$1552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1553  = \$893 ;
+    \$1553  = dw3_pad_a1;
     if (rst) begin
-      \$1553  = 64'h0000000000000000;
+      \$1553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1554  = \$897 ;
+    \$1554  = \$881 ;
     if (rst) begin
       \$1554  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1555  = pad_b1_ky3;
+    \$1555  = \$885 ;
     if (rst) begin
-      \$1555  = 1'h0;
+      \$1555  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1556  = dw3_pad_b1;
+    \$1556  = \$889 ;
     if (rst) begin
-      \$1556  = 1'h0;
+      \$1556  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1557  = win3_0;
-    if (\$899 ) begin
-      \$1557  = \$901 ;
-    end
-    if (\$902 ) begin
-      \$1557  = \$904 ;
-    end
+    \$1557  = \$893 ;
     if (rst) begin
       \$1557  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1558  = win3_1;
-    if (\$899 ) begin
-      \$1558  = win3_0;
-    end
-    if (\$902 ) begin
-      \$1558  = \$906 ;
-    end
+    \$1558  = pad_b1_ky3;
     if (rst) begin
-      \$1558  = 64'h0000000000000000;
+      \$1558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1559  = win3_2;
-    if (\$899 ) begin
-      \$1559  = win3_1;
-    end
-    if (\$902 ) begin
-      \$1559  = win3_0;
-    end
+    \$1559  = dw3_pad_b1;
     if (rst) begin
-      \$1559  = 64'h0000000000000000;
+      \$1559  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1560  = win3_3;
-    if (\$899 ) begin
-      \$1560  = win3_2;
+    \$1560  = win3_0;
+    if (\$895 ) begin
+      \$1560  = \$897 ;
     end
-    if (\$902 ) begin
-      \$1560  = win3_1;
+    if (\$898 ) begin
+      \$1560  = \$900 ;
     end
     if (rst) begin
       \$1560  = 64'h0000000000000000;
@@ -45002,12 +44888,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1561  = win3_4;
-    if (\$899 ) begin
-      \$1561  = win3_3;
+    \$1561  = win3_1;
+    if (\$895 ) begin
+      \$1561  = win3_0;
     end
-    if (\$902 ) begin
-      \$1561  = win3_2;
+    if (\$898 ) begin
+      \$1561  = \$902 ;
     end
     if (rst) begin
       \$1561  = 64'h0000000000000000;
@@ -45015,12 +44901,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1562  = win3_5;
-    if (\$899 ) begin
-      \$1562  = win3_4;
+    \$1562  = win3_2;
+    if (\$895 ) begin
+      \$1562  = win3_1;
     end
-    if (\$902 ) begin
-      \$1562  = win3_3;
+    if (\$898 ) begin
+      \$1562  = win3_0;
     end
     if (rst) begin
       \$1562  = 64'h0000000000000000;
@@ -45028,12 +44914,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1563  = win3_6;
-    if (\$899 ) begin
-      \$1563  = win3_5;
+    \$1563  = win3_3;
+    if (\$895 ) begin
+      \$1563  = win3_2;
     end
-    if (\$902 ) begin
-      \$1563  = win3_4;
+    if (\$898 ) begin
+      \$1563  = win3_1;
     end
     if (rst) begin
       \$1563  = 64'h0000000000000000;
@@ -45041,12 +44927,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1564  = win3_7;
-    if (\$899 ) begin
-      \$1564  = win3_6;
+    \$1564  = win3_4;
+    if (\$895 ) begin
+      \$1564  = win3_3;
     end
-    if (\$902 ) begin
-      \$1564  = win3_5;
+    if (\$898 ) begin
+      \$1564  = win3_2;
     end
     if (rst) begin
       \$1564  = 64'h0000000000000000;
@@ -45054,12 +44940,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1565  = win3_8;
-    if (\$899 ) begin
-      \$1565  = win3_7;
+    \$1565  = win3_5;
+    if (\$895 ) begin
+      \$1565  = win3_4;
     end
-    if (\$902 ) begin
-      \$1565  = win3_6;
+    if (\$898 ) begin
+      \$1565  = win3_3;
     end
     if (rst) begin
       \$1565  = 64'h0000000000000000;
@@ -45067,170 +44953,170 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1566  = { 1'h0, \$907  };
+    \$1566  = win3_6;
+    if (\$895 ) begin
+      \$1566  = win3_5;
+    end
+    if (\$898 ) begin
+      \$1566  = win3_4;
+    end
     if (rst) begin
-      \$1566  = 8'h00;
+      \$1566  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1567  = \$175 [3:0];
+    \$1567  = win3_7;
+    if (\$895 ) begin
+      \$1567  = win3_6;
+    end
+    if (\$898 ) begin
+      \$1567  = win3_5;
+    end
     if (rst) begin
-      \$1567  = 4'h0;
+      \$1567  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1568  = \$910 ;
+    \$1568  = win3_8;
+    if (\$895 ) begin
+      \$1568  = win3_7;
+    end
+    if (\$898 ) begin
+      \$1568  = win3_6;
+    end
     if (rst) begin
-      \$1568  = 1'h0;
+      \$1568  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1569  = slot1_ky4;
+    \$1569  = { 1'h0, \$903  };
     if (rst) begin
-      \$1569  = 4'h0;
+      \$1569  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1570  = dw4_slot1;
+    \$1570  = \$175 [3:0];
     if (rst) begin
       \$1570  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1571  = \$913 ;
+    \$1571  = \$906 ;
     if (rst) begin
-      \$1571  = 64'h0000000000000000;
+      \$1571  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1572  = \$916 ;
+    \$1572  = slot1_ky4;
     if (rst) begin
-      \$1572  = 64'h0000000000000000;
+      \$1572  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1573  = \$919 ;
+    \$1573  = dw4_slot1;
     if (rst) begin
-      \$1573  = 64'h0000000000000000;
+      \$1573  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1574  = \$922 ;
+    \$1574  = \$909 ;
     if (rst) begin
       \$1574  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1575  = pad_a1_ky4;
+    \$1575  = \$912 ;
     if (rst) begin
-      \$1575  = 1'h0;
+      \$1575  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1576  = dw4_pad_a1;
+    \$1576  = \$915 ;
     if (rst) begin
-      \$1576  = 1'h0;
+      \$1576  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1577  = \$926 ;
+    \$1577  = \$918 ;
     if (rst) begin
       \$1577  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1578  = \$930 ;
+    \$1578  = pad_a1_ky4;
     if (rst) begin
-      \$1578  = 64'h0000000000000000;
+      \$1578  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1579  = \$934 ;
+    \$1579  = dw4_pad_a1;
     if (rst) begin
-      \$1579  = 64'h0000000000000000;
+      \$1579  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1580  = \$938 ;
+    \$1580  = \$922 ;
     if (rst) begin
       \$1580  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1581  = pad_b1_ky4;
+    \$1581  = \$926 ;
     if (rst) begin
-      \$1581  = 1'h0;
+      \$1581  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1582  = dw4_pad_b1;
+    \$1582  = \$930 ;
     if (rst) begin
-      \$1582  = 1'h0;
+      \$1582  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1583  = win4_0;
-    if (\$940 ) begin
-      \$1583  = \$942 ;
-    end
-    if (\$943 ) begin
-      \$1583  = \$945 ;
-    end
+    \$1583  = \$934 ;
     if (rst) begin
       \$1583  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1584  = win4_1;
-    if (\$940 ) begin
-      \$1584  = win4_0;
-    end
-    if (\$943 ) begin
-      \$1584  = \$947 ;
-    end
+    \$1584  = pad_b1_ky4;
     if (rst) begin
-      \$1584  = 64'h0000000000000000;
+      \$1584  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1585  = win4_2;
-    if (\$940 ) begin
-      \$1585  = win4_1;
-    end
-    if (\$943 ) begin
-      \$1585  = win4_0;
-    end
+    \$1585  = dw4_pad_b1;
     if (rst) begin
-      \$1585  = 64'h0000000000000000;
+      \$1585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1586  = win4_3;
-    if (\$940 ) begin
-      \$1586  = win4_2;
+    \$1586  = win4_0;
+    if (\$936 ) begin
+      \$1586  = \$938 ;
     end
-    if (\$943 ) begin
-      \$1586  = win4_1;
+    if (\$939 ) begin
+      \$1586  = \$941 ;
     end
     if (rst) begin
       \$1586  = 64'h0000000000000000;
@@ -45238,12 +45124,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1587  = win4_4;
-    if (\$940 ) begin
-      \$1587  = win4_3;
+    \$1587  = win4_1;
+    if (\$936 ) begin
+      \$1587  = win4_0;
     end
-    if (\$943 ) begin
-      \$1587  = win4_2;
+    if (\$939 ) begin
+      \$1587  = \$943 ;
     end
     if (rst) begin
       \$1587  = 64'h0000000000000000;
@@ -45251,12 +45137,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1588  = win4_5;
-    if (\$940 ) begin
-      \$1588  = win4_4;
+    \$1588  = win4_2;
+    if (\$936 ) begin
+      \$1588  = win4_1;
     end
-    if (\$943 ) begin
-      \$1588  = win4_3;
+    if (\$939 ) begin
+      \$1588  = win4_0;
     end
     if (rst) begin
       \$1588  = 64'h0000000000000000;
@@ -45264,12 +45150,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1589  = win4_6;
-    if (\$940 ) begin
-      \$1589  = win4_5;
+    \$1589  = win4_3;
+    if (\$936 ) begin
+      \$1589  = win4_2;
     end
-    if (\$943 ) begin
-      \$1589  = win4_4;
+    if (\$939 ) begin
+      \$1589  = win4_1;
     end
     if (rst) begin
       \$1589  = 64'h0000000000000000;
@@ -45277,12 +45163,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1590  = win4_7;
-    if (\$940 ) begin
-      \$1590  = win4_6;
+    \$1590  = win4_4;
+    if (\$936 ) begin
+      \$1590  = win4_3;
     end
-    if (\$943 ) begin
-      \$1590  = win4_5;
+    if (\$939 ) begin
+      \$1590  = win4_2;
     end
     if (rst) begin
       \$1590  = 64'h0000000000000000;
@@ -45290,12 +45176,12 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1591  = win4_8;
-    if (\$940 ) begin
-      \$1591  = win4_7;
+    \$1591  = win4_5;
+    if (\$936 ) begin
+      \$1591  = win4_4;
     end
-    if (\$943 ) begin
-      \$1591  = win4_6;
+    if (\$939 ) begin
+      \$1591  = win4_3;
     end
     if (rst) begin
       \$1591  = 64'h0000000000000000;
@@ -45303,959 +45189,959 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1592  = dw_ky0;
+    \$1592  = win4_6;
+    if (\$936 ) begin
+      \$1592  = win4_5;
+    end
+    if (\$939 ) begin
+      \$1592  = win4_4;
+    end
     if (rst) begin
-      \$1592  = 4'h0;
+      \$1592  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1593  = dw_ky0_s1;
+    \$1593  = win4_7;
+    if (\$936 ) begin
+      \$1593  = win4_6;
+    end
+    if (\$939 ) begin
+      \$1593  = win4_5;
+    end
     if (rst) begin
-      \$1593  = 4'h0;
+      \$1593  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1594  = dw_ky0_s2;
+    \$1594  = win4_8;
+    if (\$936 ) begin
+      \$1594  = win4_7;
+    end
+    if (\$939 ) begin
+      \$1594  = win4_6;
+    end
     if (rst) begin
-      \$1594  = 4'h0;
+      \$1594  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1595  = dw_ky0_s3;
+    \$1595  = dw_ky0;
     if (rst) begin
       \$1595  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1596  = dw_kx0;
+    \$1596  = dw_ky0_s1;
     if (rst) begin
       \$1596  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1597  = dw_kx0_s1;
+    \$1597  = dw_ky0_s2;
     if (rst) begin
       \$1597  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1598  = dw_kx0_s2;
+    \$1598  = dw_ky0_s3;
     if (rst) begin
       \$1598  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1599  = dwcol0;
-    casez (desc[90:87])
-      4'h1:
-          \$1599  = \$948 [3:0];
-      4'h2:
-          \$1599  = \$949 [3:0];
-    endcase
+    \$1599  = dw_kx0;
     if (rst) begin
       \$1599  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1600  = dw_ky1;
+    \$1600  = dw_kx0_s1;
     if (rst) begin
       \$1600  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1601  = dw_ky1_s1;
+    \$1601  = dw_kx0_s2;
     if (rst) begin
       \$1601  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1602  = dw_ky1_s2;
+    \$1602  = dwcol0;
+    casez (desc[90:87])
+      4'h1:
+          \$1602  = \$944 [3:0];
+      4'h2:
+          \$1602  = \$945 [3:0];
+    endcase
     if (rst) begin
       \$1602  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1603  = dw_ky1_s3;
+    \$1603  = dw_ky1;
     if (rst) begin
       \$1603  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1604  = dw_kx1;
+    \$1604  = dw_ky1_s1;
     if (rst) begin
       \$1604  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1605  = dw_kx1_s1;
+    \$1605  = dw_ky1_s2;
     if (rst) begin
       \$1605  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1606  = dw_kx1_s2;
+    \$1606  = dw_ky1_s3;
     if (rst) begin
       \$1606  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1607  = dwcol1;
-    casez (desc[90:87])
-      4'h1:
-          \$1607  = \$950 [3:0];
-      4'h2:
-          \$1607  = \$951 [3:0];
-    endcase
+    \$1607  = dw_kx1;
     if (rst) begin
       \$1607  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1608  = dw_ky2;
+    \$1608  = dw_kx1_s1;
     if (rst) begin
       \$1608  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1609  = dw_ky2_s1;
+    \$1609  = dw_kx1_s2;
     if (rst) begin
       \$1609  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1610  = dw_ky2_s2;
+    \$1610  = dwcol1;
+    casez (desc[90:87])
+      4'h1:
+          \$1610  = \$946 [3:0];
+      4'h2:
+          \$1610  = \$947 [3:0];
+    endcase
     if (rst) begin
       \$1610  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1611  = dw_ky2_s3;
+    \$1611  = dw_ky2;
     if (rst) begin
       \$1611  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1612  = dw_kx2;
+    \$1612  = dw_ky2_s1;
     if (rst) begin
       \$1612  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1613  = dw_kx2_s1;
+    \$1613  = dw_ky2_s2;
     if (rst) begin
       \$1613  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1614  = dw_kx2_s2;
+    \$1614  = dw_ky2_s3;
     if (rst) begin
       \$1614  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1615  = dwcol2;
-    casez (desc[90:87])
-      4'h1:
-          \$1615  = \$952 [3:0];
-      4'h2:
-          \$1615  = \$953 [3:0];
-    endcase
+    \$1615  = dw_kx2;
     if (rst) begin
       \$1615  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1616  = dw_ky3;
+    \$1616  = dw_kx2_s1;
     if (rst) begin
       \$1616  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1617  = dw_ky3_s1;
+    \$1617  = dw_kx2_s2;
     if (rst) begin
       \$1617  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1618  = dw_ky3_s2;
+    \$1618  = dwcol2;
+    casez (desc[90:87])
+      4'h1:
+          \$1618  = \$948 [3:0];
+      4'h2:
+          \$1618  = \$949 [3:0];
+    endcase
     if (rst) begin
       \$1618  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619  = dw_ky3_s3;
+    \$1619  = dw_ky3;
     if (rst) begin
       \$1619  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1620  = dw_kx3;
+    \$1620  = dw_ky3_s1;
     if (rst) begin
       \$1620  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = dw_kx3_s1;
+    \$1621  = dw_ky3_s2;
     if (rst) begin
       \$1621  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = dw_kx3_s2;
+    \$1622  = dw_ky3_s3;
     if (rst) begin
       \$1622  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = dwcol3;
-    casez (desc[90:87])
-      4'h1:
-          \$1623  = \$954 [3:0];
-      4'h2:
-          \$1623  = \$955 [3:0];
-    endcase
+    \$1623  = dw_kx3;
     if (rst) begin
       \$1623  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = dw_ky4;
+    \$1624  = dw_kx3_s1;
     if (rst) begin
       \$1624  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = dw_ky4_s1;
+    \$1625  = dw_kx3_s2;
     if (rst) begin
       \$1625  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = dw_ky4_s2;
+    \$1626  = dwcol3;
+    casez (desc[90:87])
+      4'h1:
+          \$1626  = \$950 [3:0];
+      4'h2:
+          \$1626  = \$951 [3:0];
+    endcase
     if (rst) begin
       \$1626  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = dw_ky4_s3;
+    \$1627  = dw_ky4;
     if (rst) begin
       \$1627  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = dw_kx4;
+    \$1628  = dw_ky4_s1;
     if (rst) begin
       \$1628  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = dw_kx4_s1;
+    \$1629  = dw_ky4_s2;
     if (rst) begin
       \$1629  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630  = dw_kx4_s2;
+    \$1630  = dw_ky4_s3;
     if (rst) begin
       \$1630  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = dwcol4;
-    casez (desc[90:87])
-      4'h1:
-          \$1631  = \$956 [3:0];
-      4'h2:
-          \$1631  = \$957 [3:0];
-    endcase
+    \$1631  = dw_kx4;
     if (rst) begin
       \$1631  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = dw_ky5;
+    \$1632  = dw_kx4_s1;
     if (rst) begin
       \$1632  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = dw_ky5_s1;
+    \$1633  = dw_kx4_s2;
     if (rst) begin
       \$1633  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = dw_ky5_s2;
+    \$1634  = dwcol4;
+    casez (desc[90:87])
+      4'h1:
+          \$1634  = \$952 [3:0];
+      4'h2:
+          \$1634  = \$953 [3:0];
+    endcase
     if (rst) begin
       \$1634  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = dw_ky5_s3;
+    \$1635  = dw_ky5;
     if (rst) begin
       \$1635  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = dw_kx5;
+    \$1636  = dw_ky5_s1;
     if (rst) begin
       \$1636  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = dw_kx5_s1;
+    \$1637  = dw_ky5_s2;
     if (rst) begin
       \$1637  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = dw_kx5_s2;
+    \$1638  = dw_ky5_s3;
     if (rst) begin
       \$1638  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = dwcol5;
-    casez (desc[90:87])
-      4'h1:
-          \$1639  = \$958 [3:0];
-      4'h2:
-          \$1639  = \$959 [3:0];
-    endcase
+    \$1639  = dw_kx5;
     if (rst) begin
       \$1639  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = dw_ky6;
+    \$1640  = dw_kx5_s1;
     if (rst) begin
       \$1640  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = dw_ky6_s1;
+    \$1641  = dw_kx5_s2;
     if (rst) begin
       \$1641  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = dw_ky6_s2;
+    \$1642  = dwcol5;
+    casez (desc[90:87])
+      4'h1:
+          \$1642  = \$954 [3:0];
+      4'h2:
+          \$1642  = \$955 [3:0];
+    endcase
     if (rst) begin
       \$1642  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = dw_ky6_s3;
+    \$1643  = dw_ky6;
     if (rst) begin
       \$1643  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = dw_kx6;
+    \$1644  = dw_ky6_s1;
     if (rst) begin
       \$1644  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = dw_kx6_s1;
+    \$1645  = dw_ky6_s2;
     if (rst) begin
       \$1645  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = dw_kx6_s2;
+    \$1646  = dw_ky6_s3;
     if (rst) begin
       \$1646  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = dwcol6;
-    casez (desc[90:87])
-      4'h1:
-          \$1647  = \$960 [3:0];
-      4'h2:
-          \$1647  = \$961 [3:0];
-    endcase
+    \$1647  = dw_kx6;
     if (rst) begin
       \$1647  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = dw_ky7;
+    \$1648  = dw_kx6_s1;
     if (rst) begin
       \$1648  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = dw_ky7_s1;
+    \$1649  = dw_kx6_s2;
     if (rst) begin
       \$1649  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = dw_ky7_s2;
+    \$1650  = dwcol6;
+    casez (desc[90:87])
+      4'h1:
+          \$1650  = \$956 [3:0];
+      4'h2:
+          \$1650  = \$957 [3:0];
+    endcase
     if (rst) begin
       \$1650  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = dw_ky7_s3;
+    \$1651  = dw_ky7;
     if (rst) begin
       \$1651  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = dw_kx7;
+    \$1652  = dw_ky7_s1;
     if (rst) begin
       \$1652  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = dw_kx7_s1;
+    \$1653  = dw_ky7_s2;
     if (rst) begin
       \$1653  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = dw_kx7_s2;
+    \$1654  = dw_ky7_s3;
     if (rst) begin
       \$1654  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = dwcol7;
-    casez (desc[90:87])
-      4'h1:
-          \$1655  = \$962 [3:0];
-      4'h2:
-          \$1655  = \$963 [3:0];
-    endcase
+    \$1655  = dw_kx7;
     if (rst) begin
       \$1655  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = sb4;
+    \$1656  = dw_kx7_s1;
     if (rst) begin
-      \$1656  = 30'h00000000;
+      \$1656  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = sb_p5;
+    \$1657  = dw_kx7_s2;
     if (rst) begin
-      \$1657  = 30'h00000000;
+      \$1657  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = sb_p6;
+    \$1658  = dwcol7;
+    casez (desc[90:87])
+      4'h1:
+          \$1658  = \$958 [3:0];
+      4'h2:
+          \$1658  = \$959 [3:0];
+    endcase
     if (rst) begin
-      \$1658  = 30'h00000000;
+      \$1658  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = sb_p7;
+    \$1659  = sb4;
     if (rst) begin
       \$1659  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = sb_p8;
+    \$1660  = sb_p5;
     if (rst) begin
       \$1660  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = sb_p9;
+    \$1661  = sb_p6;
     if (rst) begin
       \$1661  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = sb_p10;
+    \$1662  = sb_p7;
     if (rst) begin
       \$1662  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = sb_p11;
+    \$1663  = sb_p8;
     if (rst) begin
       \$1663  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = sb_p12;
+    \$1664  = sb_p9;
     if (rst) begin
       \$1664  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = sb_p13;
+    \$1665  = sb_p10;
     if (rst) begin
       \$1665  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = sb_p14;
+    \$1666  = sb_p11;
     if (rst) begin
       \$1666  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = sb_p15;
+    \$1667  = sb_p12;
     if (rst) begin
       \$1667  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = sb_p16;
+    \$1668  = sb_p13;
     if (rst) begin
       \$1668  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = sb_p17;
+    \$1669  = sb_p14;
     if (rst) begin
       \$1669  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = sb_p18;
+    \$1670  = sb_p15;
     if (rst) begin
       \$1670  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = sb_p19;
+    \$1671  = sb_p16;
     if (rst) begin
       \$1671  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = sb_p20;
+    \$1672  = sb_p17;
     if (rst) begin
       \$1672  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = acc_r__data;
+    \$1673  = sb_p18;
     if (rst) begin
-      \$1673  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1673  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = pm_r__data;
+    \$1674  = sb_p19;
     if (rst) begin
-      \$1674  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1674  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = sums;
+    \$1675  = sb_p20;
     if (rst) begin
-      \$1675  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1675  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = fwd_sums;
+    \$1676  = acc_r__data;
     if (rst) begin
       \$1676  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = \$967 ;
+    \$1677  = pm_r__data;
     if (rst) begin
-      \$1677  = 1'h0;
+      \$1677  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = \$971 ;
+    \$1678  = sums;
     if (rst) begin
-      \$1678  = 1'h0;
+      \$1678  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = fwd_hit2_pre;
+    \$1679  = fwd_sums;
     if (rst) begin
-      \$1679  = 1'h0;
+      \$1679  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = \$972 ;
+    \$1680  = \$963 ;
     if (rst) begin
       \$1680  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = sb_p21[5];
+    \$1681  = \$967 ;
     if (rst) begin
       \$1681  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = sums;
+    \$1682  = fwd_hit2_pre;
     if (rst) begin
-      \$1682  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1682  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = pm_q;
+    \$1683  = \$968 ;
     if (rst) begin
-      \$1683  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = reserved;
-    if (\$984 ) begin
-      \$1684  = \$997 [7:0];
-    end else if (\$996 ) begin
-      \$1684  = \$998 [7:0];
-    end
-    if (\$1239 ) begin
-      \$1684  = 8'h00;
-    end
+    \$1684  = sb_p21[5];
     if (rst) begin
-      \$1684  = 8'h00;
+      \$1684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = wm_r__data;
+    \$1685  = sums;
     if (rst) begin
-      \$1685  = 64'h0000000000000000;
+      \$1685  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = w_word1;
+    \$1686  = pm_q;
     if (rst) begin
-      \$1686  = 64'h0000000000000000;
+      \$1686  = 552'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = latch2;
+    \$1687  = reserved;
+    if (\$980 ) begin
+      \$1687  = \$993 [7:0];
+    end else if (\$992 ) begin
+      \$1687  = \$994 [7:0];
+    end
+    if (\$1244 ) begin
+      \$1687  = 8'h00;
+    end
     if (rst) begin
-      \$1687  = 1'h0;
+      \$1687  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = w_latch1;
+    \$1688  = wm_r__data;
     if (rst) begin
-      \$1688  = 1'h0;
+      \$1688  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = latch_bank2;
+    \$1689  = w_word1;
     if (rst) begin
-      \$1689  = 1'h0;
+      \$1689  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = w_bank1;
+    \$1690  = latch2;
     if (rst) begin
       \$1690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = 1'h0;
-    if (\$1239 ) begin
-      \$1691  = 1'h0;
-    end
-    if (\$1359 ) begin
-    end else if (ld_start) begin
-    end else if (ld_busy) begin
-      if (\$1364 ) begin
-        \$1691  = 1'h1;
-      end
-    end
+    \$1691  = w_latch1;
     if (rst) begin
       \$1691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = latch1;
-    if (\$1239 ) begin
-      \$1692  = 1'h0;
-    end
+    \$1692  = latch_bank2;
     if (rst) begin
       \$1692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = latch_bank1;
+    \$1693  = w_bank1;
     if (rst) begin
       \$1693  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1694  = 2'h0;
-    end else begin
-      \$1694  = \$1001 [1:0];
+    \$1694  = 1'h0;
+    if (\$1244 ) begin
+      \$1694  = 1'h0;
+    end
+    if (\$1364 ) begin
+    end else if (ld_start) begin
+    end else if (ld_busy) begin
+      if (\$1369 ) begin
+        \$1694  = 1'h1;
+      end
     end
     if (rst) begin
-      \$1694  = 2'h0;
+      \$1694  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1695  = 2'h0;
-    end else begin
-      \$1695  = \$1003 [1:0];
+    \$1695  = latch1;
+    if (\$1244 ) begin
+      \$1695  = 1'h0;
     end
     if (rst) begin
-      \$1695  = 2'h0;
+      \$1695  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = fold_bank;
-    (* full_case = 32'd1 *)
-    if (\$999 ) begin
+    \$1696  = latch_bank1;
+    if (rst) begin
       \$1696  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$995 ) begin
+      \$1697  = 2'h0;
+    end else begin
+      \$1697  = \$997 [1:0];
+    end
+    if (rst) begin
+      \$1697  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    if (\$995 ) begin
+      \$1698  = 2'h0;
+    end else begin
+      \$1698  = \$999 [1:0];
+    end
+    if (rst) begin
+      \$1698  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1699  = fold_bank;
+    (* full_case = 32'd1 *)
+    if (\$995 ) begin
+      \$1699  = 1'h0;
     end else begin
       if (fold_end) begin
-        \$1696  = \$1004 ;
+        \$1699  = \$1000 ;
       end
     end
     if (rst) begin
-      \$1696  = 1'h0;
+      \$1699  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = ld_bank;
+    \$1700  = ld_bank;
     (* full_case = 32'd1 *)
-    if (\$999 ) begin
-      \$1697  = 1'h0;
+    if (\$995 ) begin
+      \$1700  = 1'h0;
     end else begin
       if (ld_start) begin
-        \$1697  = \$1005 ;
+        \$1700  = \$1001 ;
       end
     end
     if (rst) begin
-      \$1697  = 1'h0;
+      \$1700  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = desc;
+    \$1701  = desc;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1698  = i_desc__payload;
+            \$1701  = i_desc__payload;
           end
     endcase
     if (rst) begin
-      \$1698  = 156'h000000000000000000000000000000000000000;
+      \$1701  = 156'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = state;
+    \$1702  = state;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1699  = 3'h1;
+            \$1702  = 3'h1;
           end
       3'h1:
-          \$1699  = 3'h2;
+          \$1702  = 3'h2;
       3'h2:
           (* full_case = 32'd1 *)
           if (bad) begin
-            \$1699  = 3'h4;
+            \$1702  = 3'h4;
           end else begin
-            \$1699  = 3'h3;
+            \$1702  = 3'h3;
           end
       3'h3:
-          if (\$1121 ) begin
-            \$1699  = 3'h5;
+          if (\$1117 ) begin
+            \$1702  = 3'h5;
           end
       3'h4:
-          if (\$1126 ) begin
-            \$1699  = 3'h5;
+          if (\$1122 ) begin
+            \$1702  = 3'h5;
           end
       3'h5:
           if (o_status__ready) begin
-            \$1699  = 3'h0;
+            \$1702  = 3'h0;
           end
     endcase
-    if (\$1131 ) begin
-      \$1699  = 3'h4;
+    if (\$1127 ) begin
+      \$1702  = 3'h4;
     end
     if (rst) begin
-      \$1699  = 3'h0;
+      \$1702  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = error;
+    \$1703  = error;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1700  = 8'h00;
+            \$1703  = 8'h00;
           end
       3'h1:
           /* empty */;
       3'h2:
           if (bad) begin
-            \$1700  = \$1115 ;
+            \$1703  = \$1111 ;
           end
     endcase
-    if (\$1159 ) begin
-      \$1700  = \$1160 ;
+    if (\$1155 ) begin
+      \$1703  = \$1156 ;
     end
     if (rst) begin
-      \$1700  = 8'h00;
+      \$1703  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = mul_ph;
+    \$1704  = mul_ph;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1701  = { \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007 [14], \$1007  };
-          end
-    endcase
-    if (rst) begin
-      \$1701  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = mul_kh;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1702  = { \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009  };
-          end
-    endcase
-    if (rst) begin
-      \$1702  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = mul_ow;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1703  = { \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011 [10], \$1011  };
-          end
-    endcase
-    if (rst) begin
-      \$1703  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = mul_kw;
-    casez (state)
-      3'h0:
-          if (i_desc__valid) begin
-            \$1704  = { \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013 [7], \$1013  };
+            \$1704  = { \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003 [14], \$1003  };
           end
     endcase
     if (rst) begin
@@ -46264,11 +46150,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = mul_oh;
+    \$1705  = mul_kh;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1705  = { \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015 [14], \$1015  };
+            \$1705  = { \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005 [7], \$1005  };
           end
     endcase
     if (rst) begin
@@ -46277,123 +46163,78 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = mul_hw;
+    \$1706  = mul_ow;
     casez (state)
       3'h0:
           if (i_desc__valid) begin
-            \$1706  = \$1018 [17:0];
+            \$1706  = { \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007 [10], \$1007  };
           end
     endcase
     if (rst) begin
-      \$1706  = 18'h00000;
+      \$1706  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = dw_q;
+    \$1707  = mul_kw;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1707  = 4'h8;
-            3'h2:
-                \$1707  = 4'h4;
-            3'h3:
-                \$1707  = 4'h2;
-            3'h4:
-                \$1707  = 4'h2;
-            3'h5:
-                \$1707  = 4'h1;
-            3'h6:
-                \$1707  = 4'h1;
-            3'h7:
-                \$1707  = 4'h1;
-          endcase
+          if (i_desc__valid) begin
+            \$1707  = { \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009 [7], \$1009  };
+          end
     endcase
     if (rst) begin
-      \$1707  = 4'h0;
+      \$1707  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = dw_rm;
+    \$1708  = mul_oh;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1708  = 4'h0;
-            3'h2:
-                \$1708  = 4'h0;
-            3'h3:
-                \$1708  = 4'h2;
-            3'h4:
-                \$1708  = 4'h0;
-            3'h5:
-                \$1708  = 4'h3;
-            3'h6:
-                \$1708  = 4'h2;
-            3'h7:
-                \$1708  = 4'h1;
-          endcase
+          if (i_desc__valid) begin
+            \$1708  = { \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011 [14], \$1011  };
+          end
     endcase
     if (rst) begin
-      \$1708  = 4'h0;
+      \$1708  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = dw_ky_init0;
+    \$1709  = mul_hw;
     casez (state)
       3'h0:
-          /* empty */;
-      3'h1:
-          casez (desc[76:74])
-            3'h1:
-                \$1709  = 4'h0;
-            3'h2:
-                \$1709  = 4'h0;
-            3'h3:
-                \$1709  = 4'h0;
-            3'h4:
-                \$1709  = 4'h0;
-            3'h5:
-                \$1709  = 4'h0;
-            3'h6:
-                \$1709  = 4'h0;
-            3'h7:
-                \$1709  = 4'h0;
-          endcase
+          if (i_desc__valid) begin
+            \$1709  = \$1014 [17:0];
+          end
     endcase
     if (rst) begin
-      \$1709  = 4'h0;
+      \$1709  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = dw_kx_init0;
+    \$1710  = dw_q;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1710  = 4'h0;
+                \$1710  = 4'h8;
             3'h2:
-                \$1710  = 4'h0;
+                \$1710  = 4'h4;
             3'h3:
-                \$1710  = 4'h0;
+                \$1710  = 4'h2;
             3'h4:
-                \$1710  = 4'h0;
+                \$1710  = 4'h2;
             3'h5:
-                \$1710  = 4'h0;
+                \$1710  = 4'h1;
             3'h6:
-                \$1710  = 4'h0;
+                \$1710  = 4'h1;
             3'h7:
-                \$1710  = 4'h0;
+                \$1710  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46402,26 +46243,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = dw_ky_init1;
+    \$1711  = dw_rm;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1711  = 4'h1;
+                \$1711  = 4'h0;
             3'h2:
                 \$1711  = 4'h0;
             3'h3:
-                \$1711  = 4'h0;
+                \$1711  = 4'h2;
             3'h4:
                 \$1711  = 4'h0;
             3'h5:
-                \$1711  = 4'h0;
+                \$1711  = 4'h3;
             3'h6:
-                \$1711  = 4'h0;
+                \$1711  = 4'h2;
             3'h7:
-                \$1711  = 4'h0;
+                \$1711  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46430,7 +46271,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = dw_kx_init1;
+    \$1712  = dw_ky_init0;
     casez (state)
       3'h0:
           /* empty */;
@@ -46439,17 +46280,17 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
             3'h1:
                 \$1712  = 4'h0;
             3'h2:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
             3'h3:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
             3'h4:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
             3'h5:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
             3'h6:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
             3'h7:
-                \$1712  = 4'h1;
+                \$1712  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46458,16 +46299,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = dw_ky_init2;
+    \$1713  = dw_kx_init0;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1713  = 4'h2;
+                \$1713  = 4'h0;
             3'h2:
-                \$1713  = 4'h1;
+                \$1713  = 4'h0;
             3'h3:
                 \$1713  = 4'h0;
             3'h4:
@@ -46486,26 +46327,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = dw_kx_init2;
+    \$1714  = dw_ky_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1714  = 4'h0;
+                \$1714  = 4'h1;
             3'h2:
                 \$1714  = 4'h0;
             3'h3:
-                \$1714  = 4'h2;
+                \$1714  = 4'h0;
             3'h4:
-                \$1714  = 4'h2;
+                \$1714  = 4'h0;
             3'h5:
-                \$1714  = 4'h2;
+                \$1714  = 4'h0;
             3'h6:
-                \$1714  = 4'h2;
+                \$1714  = 4'h0;
             3'h7:
-                \$1714  = 4'h2;
+                \$1714  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46514,26 +46355,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = dw_ky_init3;
+    \$1715  = dw_kx_init1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1715  = 4'h3;
+                \$1715  = 4'h0;
             3'h2:
                 \$1715  = 4'h1;
             3'h3:
                 \$1715  = 4'h1;
             3'h4:
-                \$1715  = 4'h0;
+                \$1715  = 4'h1;
             3'h5:
-                \$1715  = 4'h0;
+                \$1715  = 4'h1;
             3'h6:
-                \$1715  = 4'h0;
+                \$1715  = 4'h1;
             3'h7:
-                \$1715  = 4'h0;
+                \$1715  = 4'h1;
           endcase
     endcase
     if (rst) begin
@@ -46542,26 +46383,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = dw_kx_init3;
+    \$1716  = dw_ky_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1716  = 4'h0;
+                \$1716  = 4'h2;
             3'h2:
                 \$1716  = 4'h1;
             3'h3:
                 \$1716  = 4'h0;
             3'h4:
-                \$1716  = 4'h3;
+                \$1716  = 4'h0;
             3'h5:
-                \$1716  = 4'h3;
+                \$1716  = 4'h0;
             3'h6:
-                \$1716  = 4'h3;
+                \$1716  = 4'h0;
             3'h7:
-                \$1716  = 4'h3;
+                \$1716  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46570,26 +46411,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = dw_ky_init4;
+    \$1717  = dw_kx_init2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1717  = 4'h4;
+                \$1717  = 4'h0;
             3'h2:
-                \$1717  = 4'h2;
+                \$1717  = 4'h0;
             3'h3:
-                \$1717  = 4'h1;
+                \$1717  = 4'h2;
             3'h4:
-                \$1717  = 4'h1;
+                \$1717  = 4'h2;
             3'h5:
-                \$1717  = 4'h0;
+                \$1717  = 4'h2;
             3'h6:
-                \$1717  = 4'h0;
+                \$1717  = 4'h2;
             3'h7:
-                \$1717  = 4'h0;
+                \$1717  = 4'h2;
           endcase
     endcase
     if (rst) begin
@@ -46598,26 +46439,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1718  = dw_kx_init4;
+    \$1718  = dw_ky_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1718  = 4'h0;
+                \$1718  = 4'h3;
             3'h2:
-                \$1718  = 4'h0;
+                \$1718  = 4'h1;
             3'h3:
                 \$1718  = 4'h1;
             3'h4:
                 \$1718  = 4'h0;
             3'h5:
-                \$1718  = 4'h4;
+                \$1718  = 4'h0;
             3'h6:
-                \$1718  = 4'h4;
+                \$1718  = 4'h0;
             3'h7:
-                \$1718  = 4'h4;
+                \$1718  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46626,26 +46467,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1719  = dw_ky_init5;
+    \$1719  = dw_kx_init3;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1719  = 4'h5;
+                \$1719  = 4'h0;
             3'h2:
-                \$1719  = 4'h2;
+                \$1719  = 4'h1;
             3'h3:
-                \$1719  = 4'h1;
+                \$1719  = 4'h0;
             3'h4:
-                \$1719  = 4'h1;
+                \$1719  = 4'h3;
             3'h5:
-                \$1719  = 4'h1;
+                \$1719  = 4'h3;
             3'h6:
-                \$1719  = 4'h0;
+                \$1719  = 4'h3;
             3'h7:
-                \$1719  = 4'h0;
+                \$1719  = 4'h3;
           endcase
     endcase
     if (rst) begin
@@ -46654,26 +46495,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1720  = dw_kx_init5;
+    \$1720  = dw_ky_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1720  = 4'h0;
+                \$1720  = 4'h4;
             3'h2:
-                \$1720  = 4'h1;
-            3'h3:
                 \$1720  = 4'h2;
+            3'h3:
+                \$1720  = 4'h1;
             3'h4:
                 \$1720  = 4'h1;
             3'h5:
                 \$1720  = 4'h0;
             3'h6:
-                \$1720  = 4'h5;
+                \$1720  = 4'h0;
             3'h7:
-                \$1720  = 4'h5;
+                \$1720  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46682,26 +46523,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1721  = dw_ky_init6;
+    \$1721  = dw_kx_init4;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1721  = 4'h6;
-            3'h2:
-                \$1721  = 4'h3;
-            3'h3:
-                \$1721  = 4'h2;
-            3'h4:
-                \$1721  = 4'h1;
-            3'h5:
-                \$1721  = 4'h1;
-            3'h6:
-                \$1721  = 4'h1;
-            3'h7:
                 \$1721  = 4'h0;
+            3'h2:
+                \$1721  = 4'h0;
+            3'h3:
+                \$1721  = 4'h1;
+            3'h4:
+                \$1721  = 4'h0;
+            3'h5:
+                \$1721  = 4'h4;
+            3'h6:
+                \$1721  = 4'h4;
+            3'h7:
+                \$1721  = 4'h4;
           endcase
     endcase
     if (rst) begin
@@ -46710,26 +46551,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1722  = dw_kx_init6;
+    \$1722  = dw_ky_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1722  = 4'h0;
+                \$1722  = 4'h5;
             3'h2:
-                \$1722  = 4'h0;
-            3'h3:
-                \$1722  = 4'h0;
-            3'h4:
                 \$1722  = 4'h2;
+            3'h3:
+                \$1722  = 4'h1;
+            3'h4:
+                \$1722  = 4'h1;
             3'h5:
                 \$1722  = 4'h1;
             3'h6:
                 \$1722  = 4'h0;
             3'h7:
-                \$1722  = 4'h6;
+                \$1722  = 4'h0;
           endcase
     endcase
     if (rst) begin
@@ -46738,26 +46579,26 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1723  = dw_ky_init7;
+    \$1723  = dw_kx_init5;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1723  = 4'h7;
+                \$1723  = 4'h0;
             3'h2:
-                \$1723  = 4'h3;
+                \$1723  = 4'h1;
             3'h3:
                 \$1723  = 4'h2;
             3'h4:
                 \$1723  = 4'h1;
             3'h5:
-                \$1723  = 4'h1;
+                \$1723  = 4'h0;
             3'h6:
-                \$1723  = 4'h1;
+                \$1723  = 4'h5;
             3'h7:
-                \$1723  = 4'h1;
+                \$1723  = 4'h5;
           endcase
     endcase
     if (rst) begin
@@ -46766,22 +46607,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1724  = dw_kx_init7;
+    \$1724  = dw_ky_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
           casez (desc[76:74])
             3'h1:
-                \$1724  = 4'h0;
+                \$1724  = 4'h6;
             3'h2:
-                \$1724  = 4'h1;
-            3'h3:
-                \$1724  = 4'h1;
-            3'h4:
                 \$1724  = 4'h3;
-            3'h5:
+            3'h3:
                 \$1724  = 4'h2;
+            3'h4:
+                \$1724  = 4'h1;
+            3'h5:
+                \$1724  = 4'h1;
             3'h6:
                 \$1724  = 4'h1;
             3'h7:
@@ -46794,90 +46635,135 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1725  = taps;
+    \$1725  = dw_kx_init6;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1725  = \$1019 ;
+          casez (desc[76:74])
+            3'h1:
+                \$1725  = 4'h0;
+            3'h2:
+                \$1725  = 4'h0;
+            3'h3:
+                \$1725  = 4'h0;
+            3'h4:
+                \$1725  = 4'h2;
+            3'h5:
+                \$1725  = 4'h1;
+            3'h6:
+                \$1725  = 4'h0;
+            3'h7:
+                \$1725  = 4'h6;
+          endcase
     endcase
     if (rst) begin
-      \$1725  = 6'h00;
+      \$1725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1726  = pass_span;
+    \$1726  = dw_ky_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1726  = \$1021 [28:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1726  = 4'h7;
+            3'h2:
+                \$1726  = 4'h3;
+            3'h3:
+                \$1726  = 4'h2;
+            3'h4:
+                \$1726  = 4'h1;
+            3'h5:
+                \$1726  = 4'h1;
+            3'h6:
+                \$1726  = 4'h1;
+            3'h7:
+                \$1726  = 4'h1;
+          endcase
     endcase
     if (rst) begin
-      \$1726  = 29'h00000000;
+      \$1726  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1727  = ow_m1;
+    \$1727  = dw_kx_init7;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1727  = \$1022 [6:0];
+          casez (desc[76:74])
+            3'h1:
+                \$1727  = 4'h0;
+            3'h2:
+                \$1727  = 4'h1;
+            3'h3:
+                \$1727  = 4'h1;
+            3'h4:
+                \$1727  = 4'h3;
+            3'h5:
+                \$1727  = 4'h2;
+            3'h6:
+                \$1727  = 4'h1;
+            3'h7:
+                \$1727  = 4'h0;
+          endcase
     endcase
     if (rst) begin
-      \$1727  = 7'h00;
+      \$1727  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1728  = ow_m2;
+    \$1728  = taps;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1728  = \$1023 [6:0];
+          \$1728  = \$1015 ;
     endcase
     if (rst) begin
-      \$1728  = 7'h00;
+      \$1728  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1729  = kw_m1;
+    \$1729  = pass_span;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1729  = \$1024 [2:0];
+          \$1729  = \$1017 [28:0];
     endcase
     if (rst) begin
-      \$1729  = 3'h0;
+      \$1729  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1730  = kh_m1;
+    \$1730  = ow_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1730  = \$1025 [2:0];
+          \$1730  = \$1018 [6:0];
     endcase
     if (rst) begin
-      \$1730  = 3'h0;
+      \$1730  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1731  = cot_m1;
+    \$1731  = ow_m2;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1731  = \$1026 [6:0];
+          \$1731  = \$1019 [6:0];
     endcase
     if (rst) begin
       \$1731  = 7'h00;
@@ -46885,51 +46771,51 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1732  = pass_step;
+    \$1732  = kw_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1732  = { 15'h0000, \$1027  };
+          \$1732  = \$1020 [2:0];
     endcase
     if (rst) begin
-      \$1732  = 29'h00000000;
+      \$1732  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1733  = acc_need;
+    \$1733  = kh_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1733  = \$1028 ;
+          \$1733  = \$1021 [2:0];
     endcase
     if (rst) begin
-      \$1733  = 18'h00000;
+      \$1733  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1734  = last_ix;
+    \$1734  = cot_m1;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1734  = \$1030 [28:0];
+          \$1734  = \$1022 [6:0];
     endcase
     if (rst) begin
-      \$1734  = 29'h00000000;
+      \$1734  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1735  = last_iy;
+    \$1735  = pass_step;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1735  = \$1032 [28:0];
+          \$1735  = { 15'h0000, \$1023  };
     endcase
     if (rst) begin
       \$1735  = 29'h00000000;
@@ -46937,213 +46823,209 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1736  = act_total;
+    \$1736  = acc_need;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1736  = \$1034 [22:0];
+          \$1736  = \$1024 ;
     endcase
     if (rst) begin
-      \$1736  = 23'h000000;
+      \$1736  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1737  = w_total;
+    \$1737  = last_ix;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1737  = \$1035 ;
+          \$1737  = \$1026 [28:0];
     endcase
     if (rst) begin
-      \$1737  = 16'h0000;
+      \$1737  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1738  = dw_first_rc;
+    \$1738  = last_iy;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1738  = mul_kw[11:0];
+          \$1738  = \$1028 [28:0];
     endcase
     if (rst) begin
-      \$1738  = 12'h000;
+      \$1738  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1739  = dw_dual;
+    \$1739  = act_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1739  = dual_ok;
+          \$1739  = \$1030 [22:0];
     endcase
     if (rst) begin
-      \$1739  = 1'h0;
+      \$1739  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1740  = qlo;
+    \$1740  = w_total;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1740  = \$1038 [16:0];
+          \$1740  = \$1031 ;
     endcase
     if (rst) begin
-      \$1740  = 17'h00000;
+      \$1740  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1741  = hi;
+    \$1741  = dw_first_rc;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1741  = \$1041 [16:0];
+          \$1741  = mul_kw[11:0];
     endcase
     if (rst) begin
-      \$1741  = 17'h00000;
+      \$1741  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1742  = x_bound;
+    \$1742  = dw_dual;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1742  = \$1043 [29:0];
+          \$1742  = dual_ok;
     endcase
     if (rst) begin
-      \$1742  = 30'h00000000;
+      \$1742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1743  = y_bound;
+    \$1743  = qlo;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1743  = \$1045 [29:0];
+          \$1743  = \$1034 [16:0];
     endcase
     if (rst) begin
-      \$1743  = 30'h00000000;
+      \$1743  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1744  = bad_desc;
+    \$1744  = hi;
     casez (state)
       3'h0:
           /* empty */;
       3'h1:
-          \$1744  = \$1114 ;
+          \$1744  = \$1037 [16:0];
     endcase
     if (rst) begin
-      \$1744  = 1'h0;
+      \$1744  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1745  = abort_timer;
-    if (\$1127 ) begin
-      \$1745  = 6'h23;
-    end else if (\$1128 ) begin
-      \$1745  = \$1129 [5:0];
+    \$1745  = x_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1745  = \$1039 [29:0];
+    endcase
+    if (rst) begin
+      \$1745  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1746  = y_bound;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1746  = \$1041 [29:0];
+    endcase
+    if (rst) begin
+      \$1746  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1747  = bad_desc;
+    casez (state)
+      3'h0:
+          /* empty */;
+      3'h1:
+          \$1747  = \$1110 ;
+    endcase
+    if (rst) begin
+      \$1747  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1748  = abort_timer;
+    if (\$1123 ) begin
+      \$1748  = 6'h23;
+    end else if (\$1124 ) begin
+      \$1748  = \$1125 [5:0];
     end
     if (rst) begin
-      \$1745  = 6'h00;
+      \$1748  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1746  = p_count;
-    if (\$1132 ) begin
-      \$1746  = \$1133 [7:0];
+    \$1749  = p_count;
+    if (\$1128 ) begin
+      \$1749  = \$1129 [7:0];
     end
-    if (\$1239 ) begin
-      \$1746  = 8'h00;
+    if (\$1244 ) begin
+      \$1749  = 8'h00;
     end
     if (rst) begin
-      \$1746  = 8'h00;
+      \$1749  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1747  = tiles_sum;
-    if (\$1132 ) begin
-      if (\$1134 ) begin
-        \$1747  = \$1137 [23:0];
+    \$1750  = tiles_sum;
+    if (\$1128 ) begin
+      if (\$1130 ) begin
+        \$1750  = \$1133 [23:0];
       end
     end
-    if (\$1239 ) begin
-      \$1747  = 24'h000000;
+    if (\$1244 ) begin
+      \$1750  = 24'h000000;
     end
     if (rst) begin
-      \$1747  = 24'h000000;
+      \$1750  = 24'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1748  = p_done;
-    if (\$1132 ) begin
+    \$1751  = p_done;
+    if (\$1128 ) begin
       if (i_param__payload[562]) begin
-        \$1748  = 1'h1;
-      end
-    end
-    if (\$1239 ) begin
-      \$1748  = 1'h0;
-    end
-    if (rst) begin
-      \$1748  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1749  = p_checked;
-    if (\$1141 ) begin
-      \$1749  = 1'h1;
-    end
-    if (\$1239 ) begin
-      \$1749  = 1'h0;
-    end
-    if (rst) begin
-      \$1749  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1750  = w_count;
-    if (\$1142 ) begin
-      if (\$1143 ) begin
-        \$1750  = \$1144 [16:0];
-      end
-    end
-    if (\$1239 ) begin
-      \$1750  = 17'h00000;
-    end
-    if (rst) begin
-      \$1750  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1751  = w_done;
-    if (\$1142 ) begin
-      if (i_weight__payload[64]) begin
         \$1751  = 1'h1;
       end
     end
-    if (\$1239 ) begin
+    if (\$1244 ) begin
       \$1751  = 1'h0;
     end
     if (rst) begin
@@ -47152,173 +47034,248 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1752  = a_count;
-    if (\$1145 ) begin
-      \$1752  = \$1146 [23:0];
+    \$1752  = p_checked;
+    if (\$1137 ) begin
+      \$1752  = 1'h1;
     end
-    if (\$1239 ) begin
-      \$1752  = 24'h000000;
+    if (\$1244 ) begin
+      \$1752  = 1'h0;
     end
     if (rst) begin
-      \$1752  = 24'h000000;
+      \$1752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1753  = a_overflow;
-    if (\$1145 ) begin
-      \$1753  = \$1149 ;
+    \$1753  = w_count;
+    if (\$1138 ) begin
+      if (\$1139 ) begin
+        \$1753  = \$1140 [16:0];
+      end
     end
-    if (\$1239 ) begin
-      \$1753  = \$1249 ;
+    if (\$1244 ) begin
+      \$1753  = 17'h00000;
     end
     if (rst) begin
-      \$1753  = 1'h0;
+      \$1753  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1754  = wr_ix;
-    if (\$1145 ) begin
+    \$1754  = w_done;
+    if (\$1138 ) begin
+      if (i_weight__payload[64]) begin
+        \$1754  = 1'h1;
+      end
+    end
+    if (\$1244 ) begin
+      \$1754  = 1'h0;
+    end
+    if (rst) begin
+      \$1754  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1755  = a_count;
+    if (\$1141 ) begin
+      \$1755  = \$1142 [23:0];
+    end
+    if (\$1244 ) begin
+      \$1755  = 24'h000000;
+    end
+    if (rst) begin
+      \$1755  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1756  = a_overflow;
+    if (\$1141 ) begin
+      \$1756  = \$1145 ;
+    end
+    if (\$1244 ) begin
+      \$1756  = \$1254 ;
+    end
+    if (rst) begin
+      \$1756  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1757  = wr_ix;
+    if (\$1141 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         (* full_case = 32'd1 *)
         if (row_end) begin
-          \$1754  = 7'h00;
+          \$1757  = 7'h00;
         end else begin
-          \$1754  = \$1154 [6:0];
+          \$1757  = \$1150 [6:0];
         end
       end else begin
-        if (\$1156 ) begin
+        if (\$1152 ) begin
           (* full_case = 32'd1 *)
           if (row_end) begin
-            \$1754  = 7'h00;
+            \$1757  = 7'h00;
           end else begin
-            \$1754  = \$1157 [6:0];
+            \$1757  = \$1153 [6:0];
           end
         end
       end
     end
-    if (\$1239 ) begin
-      \$1754  = 7'h00;
+    if (\$1244 ) begin
+      \$1757  = 7'h00;
     end
     if (rst) begin
-      \$1754  = 7'h00;
+      \$1757  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1755  = wr_cw;
-    if (\$1145 ) begin
+    \$1758  = wr_cw;
+    if (\$1141 ) begin
       (* full_case = 32'd1 *)
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1151 ) begin
-            \$1755  = \$1152 [4:0];
+          if (\$1147 ) begin
+            \$1758  = \$1148 [4:0];
           end
         end
       end else begin
         (* full_case = 32'd1 *)
-        if (\$1156 ) begin
-          \$1755  = 5'h00;
+        if (\$1152 ) begin
+          \$1758  = 5'h00;
         end else begin
-          \$1755  = \$1158 [4:0];
+          \$1758  = \$1154 [4:0];
         end
       end
     end
-    if (\$1239 ) begin
-      \$1755  = 5'h00;
+    if (\$1244 ) begin
+      \$1758  = 5'h00;
     end
     if (rst) begin
-      \$1755  = 5'h00;
+      \$1758  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1756  = words_in;
-    if (\$1145 ) begin
+    \$1759  = words_in;
+    if (\$1141 ) begin
       if (a_overflow) begin
       end else if (desc[155]) begin
         if (row_end) begin
-          if (\$1151 ) begin
-            \$1756  = \$1153 [5:0];
+          if (\$1147 ) begin
+            \$1759  = \$1149 [5:0];
           end
         end
       end
     end
-    if (\$1239 ) begin
-      \$1756  = 6'h00;
+    if (\$1244 ) begin
+      \$1759  = 6'h00;
     end
     if (rst) begin
-      \$1756  = 6'h00;
+      \$1759  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1757  = a_done;
-    if (\$1145 ) begin
+    \$1760  = a_done;
+    if (\$1141 ) begin
       if (i_act__payload[128]) begin
-        \$1757  = 1'h1;
+        \$1760  = 1'h1;
       end
     end
-    if (\$1239 ) begin
-      \$1757  = 1'h0;
+    if (\$1244 ) begin
+      \$1760  = 1'h0;
     end
     if (rst) begin
-      \$1757  = 1'h0;
+      \$1760  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1758  = \$1161 [10:0];
+    \$1761  = \$1157 [10:0];
     if (rst) begin
-      \$1758  = 11'h000;
+      \$1761  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1759  = \$1238 ;
+    (* full_case = 32'd1 *)
+    casez (lo_case)
+      2'h0:
+          \$1762  = \lo$740 ;
+      2'h1:
+          \$1762  = 12'h000;
+      2'h2:
+          \$1762  = 12'h401;
+      2'h3:
+          \$1762  = \$1159 [11:0];
+    endcase
     if (rst) begin
-      \$1759  = 1'h0;
+      \$1762  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1760  = sq;
-    if (\$1239 ) begin
-      \$1760  = 2'h0;
-    end else if (\$1240 ) begin
-      \$1760  = 2'h3;
-    end else if (\$1241 ) begin
+    \$1763  = wr_iy;
+    casez (wr_case)
+      2'h0:
+          \$1763  = wr_iy;
+      2'h1:
+          \$1763  = 12'h000;
+      2'h2:
+          \$1763  = \$1160 [11:0];
+    endcase
+    if (rst) begin
+      \$1763  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1764  = \$1243 ;
+    if (rst) begin
+      \$1764  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1765  = sq;
+    if (\$1244 ) begin
+      \$1765  = 2'h0;
+    end else if (\$1245 ) begin
+      \$1765  = 2'h3;
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1760  = 2'h1;
+              \$1765  = 2'h1;
             end
         2'h1:
             if (rows_ready) begin
-              \$1760  = 2'h2;
+              \$1765  = 2'h2;
             end
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
+                  if (\$1352 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1354 ) begin
-                      \$1760  = 2'h3;
+                    if (\$1359 ) begin
+                      \$1765  = 2'h3;
                     end else begin
-                      \$1760  = 2'h1;
+                      \$1765  = 2'h1;
                     end
                   end
                 end
@@ -47327,16 +47284,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1760  = 2'h0;
+      \$1765  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1761  = t;
-    if (\$1239 ) begin
-      \$1761  = 7'h00;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1766  = t;
+    if (\$1244 ) begin
+      \$1766  = 7'h00;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47345,186 +47302,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
-                    \$1761  = \$1348 [6:0];
+                  if (\$1352 ) begin
+                    \$1766  = \$1353 [6:0];
                   end else begin
-                    \$1761  = 7'h00;
+                    \$1766  = 7'h00;
                   end
                 end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1761  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1762  = ky;
-    if (\$1239 ) begin
-      \$1762  = 3'h0;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                  \$1762  = \$1339 [2:0];
-                end else if (\$1334 ) begin
-                  \$1762  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1762  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1763  = kx;
-    if (\$1239 ) begin
-      \$1763  = 3'h0;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                  \$1763  = \$1335 [2:0];
-                end else if (\$1333 ) begin
-                  \$1763  = 3'h0;
-                end else if (\$1334 ) begin
-                  \$1763  = 3'h0;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1763  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1764  = j;
-    if (\$1239 ) begin
-      \$1764  = 5'h00;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1281 ) begin
-                  \$1764  = \$1282 [4:0];
-                end
-                if (\$1328 ) begin
-                  \$1764  = 5'h00;
-                end else if (\$1333 ) begin
-                  \$1764  = 5'h00;
-                end else if (\$1334 ) begin
-                  \$1764  = 5'h00;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1764  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1765  = g;
-    if (\$1239 ) begin
-      \$1765  = 11'h000;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-                \$1765  = \$1275 [10:0];
-              end else begin
-                \$1765  = 11'h000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1765  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1766  = ox;
-    if (\$1239 ) begin
-      \$1766  = 7'h00;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-                if (is_elem) begin
-                  \$1766  = \$1265 [6:0];
-                end
-              end else if (\$1256 ) begin
-                \$1766  = \$1269 [6:0];
-              end else if (\$1258 ) begin
-                \$1766  = 7'h00;
-              end else begin
-                \$1766  = 7'h00;
               end
             end
       endcase
@@ -47535,11 +47326,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1767  = at_last_ox;
-    if (\$1239 ) begin
-      \$1767  = \$1242 ;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1767  = ky;
+    if (\$1244 ) begin
+      \$1767  = 3'h0;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47548,31 +47339,164 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                  \$1767  = \$1344 [2:0];
+                end else if (\$1339 ) begin
+                  \$1767  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1767  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1768  = kx;
+    if (\$1244 ) begin
+      \$1768  = 3'h0;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1333 ) begin
+                  \$1768  = \$1340 [2:0];
+                end else if (\$1338 ) begin
+                  \$1768  = 3'h0;
+                end else if (\$1339 ) begin
+                  \$1768  = 3'h0;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1768  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1769  = j;
+    if (\$1244 ) begin
+      \$1769  = 5'h00;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1286 ) begin
+                  \$1769  = \$1287 [4:0];
+                end
+                if (\$1333 ) begin
+                  \$1769  = 5'h00;
+                end else if (\$1338 ) begin
+                  \$1769  = 5'h00;
+                end else if (\$1339 ) begin
+                  \$1769  = 5'h00;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1769  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1770  = g;
+    if (\$1244 ) begin
+      \$1770  = 11'h000;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+                \$1770  = \$1280 [10:0];
+              end else begin
+                \$1770  = 11'h000;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1770  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1771  = ox;
+    if (\$1244 ) begin
+      \$1771  = 7'h00;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
                 if (is_elem) begin
-                  \$1767  = \$1266 ;
+                  \$1771  = \$1270 [6:0];
                 end
-              end else if (\$1256 ) begin
-                \$1767  = \$1270 ;
-              end else if (\$1258 ) begin
-                \$1767  = \$1274 ;
+              end else if (\$1261 ) begin
+                \$1771  = \$1274 [6:0];
+              end else if (\$1263 ) begin
+                \$1771  = 7'h00;
               end else begin
-                \$1767  = \$1279 ;
+                \$1771  = 7'h00;
               end
             end
       endcase
     end
     if (rst) begin
-      \$1767  = 1'h0;
+      \$1771  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1768  = rows_left;
-    if (\$1239 ) begin
-      \$1768  = { 1'h0, desc[52:42] };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1772  = at_last_ox;
+    if (\$1244 ) begin
+      \$1772  = \$1247 ;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47581,17 +47505,50 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+                if (is_elem) begin
+                  \$1772  = \$1271 ;
+                end
+              end else if (\$1261 ) begin
+                \$1772  = \$1275 ;
+              end else if (\$1263 ) begin
+                \$1772  = \$1279 ;
               end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
+                \$1772  = \$1284 ;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1772  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1773  = rows_left;
+    if (\$1244 ) begin
+      \$1773  = { 1'h0, desc[52:42] };
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
+                  if (\$1352 ) begin
                   end else begin
-                    \$1768  = \$1349 [11:0];
+                    \$1773  = \$1354 [11:0];
                   end
                 end
               end
@@ -47599,203 +47556,16 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1768  = 12'h000;
+      \$1773  = 12'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1769  = y_pass;
-    if (\$1239 ) begin
-      \$1769  = { \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243 [7], \$1243  };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
-                  end else begin
-                    \$1769  = \$1350 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1769  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1770  = y_tap;
-    if (\$1239 ) begin
-      \$1770  = { \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244 [7], \$1244  };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                  \$1770  = \$1342 [28:0];
-                end else if (\$1334 ) begin
-                  \$1770  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
-                  end else begin
-                    \$1770  = \$1352 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1770  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1771  = iy;
-    if (\$1239 ) begin
-      \$1771  = { \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245 [7], \$1245  };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-                \$1771  = \$1276 [28:0];
-              end else begin
-                if (\$1281 ) begin
-                  \$1771  = y_tap;
-                end
-                if (\$1328 ) begin
-                  \$1771  = y_tap;
-                end else if (\$1333 ) begin
-                  \$1771  = \$1343 [28:0];
-                end else if (\$1334 ) begin
-                  \$1771  = y_pass;
-                  (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
-                  end else begin
-                    \$1771  = \$1353 [28:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1771  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1772  = y_end;
-    if (\$1239 ) begin
-      \$1772  = \$1246 ;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
-                  end else begin
-                    \$1772  = \$1351 [29:0];
-                  end
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1772  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1773  = x_tap;
-    if (\$1239 ) begin
-      \$1773  = { \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247 [7], \$1247  };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                if (\$1328 ) begin
-                  \$1773  = \$1336 [28:0];
-                end else if (\$1333 ) begin
-                  \$1773  = { \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340 [7], \$1340  };
-                end else if (\$1334 ) begin
-                  \$1773  = { \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344 [7], \$1344  };
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1773  = 29'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1774  = ix;
-    if (\$1239 ) begin
+    \$1774  = y_pass;
+    if (\$1244 ) begin
       \$1774  = { \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248 [7], \$1248  };
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47804,22 +47574,18 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-                \$1774  = \$1260 [28:0];
-              end else if (\$1256 ) begin
-                \$1774  = \$1271 [28:0];
-              end else if (\$1258 ) begin
-                \$1774  = x_tap;
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
-                if (\$1281 ) begin
-                  \$1774  = x_tap;
-                end
-                if (\$1328 ) begin
-                  \$1774  = \$1337 [28:0];
-                end else if (\$1333 ) begin
-                  \$1774  = { \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341 [7], \$1341  };
-                end else if (\$1334 ) begin
-                  \$1774  = { \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345  };
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1352 ) begin
+                  end else begin
+                    \$1774  = \$1355 [28:0];
+                  end
                 end
               end
             end
@@ -47831,11 +47597,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1775  = ixb;
-    if (\$1239 ) begin
-      \$1775  = xb_init;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1775  = y_tap;
+    if (\$1244 ) begin
+      \$1775  = { \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249 [7], \$1249  };
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47844,22 +47610,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-                \$1775  = \$1262 [28:0];
-              end else if (\$1256 ) begin
-                \$1775  = \$1272 [28:0];
-              end else if (\$1258 ) begin
-                \$1775  = \$1277 [28:0];
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
-                if (\$1281 ) begin
-                  \$1775  = \$1283 [28:0];
-                end
-                if (\$1328 ) begin
-                  \$1775  = \$1338 [28:0];
-                end else if (\$1333 ) begin
-                  \$1775  = xb_init;
-                end else if (\$1334 ) begin
-                  \$1775  = xb_init;
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                  \$1775  = \$1347 [28:0];
+                end else if (\$1339 ) begin
+                  \$1775  = y_pass;
+                  (* full_case = 32'd1 *)
+                  if (\$1352 ) begin
+                  end else begin
+                    \$1775  = \$1357 [28:0];
+                  end
                 end
               end
             end
@@ -47871,11 +47635,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1776  = acc_addr;
-    if (\$1239 ) begin
-      \$1776  = 11'h000;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1776  = iy;
+    if (\$1244 ) begin
+      \$1776  = { \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250 [7], \$1250  };
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47884,102 +47648,41 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-                if (is_elem) begin
-                  \$1776  = \$1268 [10:0];
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+                \$1776  = \$1281 [28:0];
+              end else begin
+                if (\$1286 ) begin
+                  \$1776  = y_tap;
                 end
-              end else if (\$1256 ) begin
-                \$1776  = \$1273 [10:0];
-              end else if (\$1258 ) begin
-                \$1776  = \$1278 [10:0];
-              end else begin
-                \$1776  = 11'h000;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1776  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1777  = gap;
-    if (\$1239 ) begin
-      \$1777  = dw_first_rc;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-                \$1777  = \$1264 [11:0];
-                if (is_elem) begin
-                  \$1777  = { \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267 [3], \$1267  };
-                end
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-                \$1777  = dw_first_rc;
-              end else begin
-                \$1777  = dw_first_rc;
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1777  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1778  = dw_ky0;
-    if (\$1239 ) begin
-      \$1778  = dw_ky_init0;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1333 ) begin
+                  \$1776  = y_tap;
+                end else if (\$1338 ) begin
+                  \$1776  = \$1348 [28:0];
+                end else if (\$1339 ) begin
+                  \$1776  = y_pass;
                   (* full_case = 32'd1 *)
-                  if (\$1284 ) begin
-                    \$1778  = \$1287 [3:0];
+                  if (\$1352 ) begin
                   end else begin
-                    \$1778  = \$1288 [3:0];
+                    \$1776  = \$1358 [28:0];
                   end
-                end else begin
-                  \$1778  = dw_ky_init0;
                 end
               end
             end
       endcase
     end
     if (rst) begin
-      \$1778  = 4'h0;
+      \$1776  = 29'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1779  = dw_ky1;
-    if (\$1239 ) begin
-      \$1779  = dw_ky_init1;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1777  = y_end;
+    if (\$1244 ) begin
+      \$1777  = \$1251 ;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -47988,172 +47691,236 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1352 ) begin
+                  end else begin
+                    \$1777  = \$1356 [29:0];
+                  end
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1777  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1778  = x_tap;
+    if (\$1244 ) begin
+      \$1778  = { \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252 [7], \$1252  };
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                if (\$1333 ) begin
+                  \$1778  = \$1341 [28:0];
+                end else if (\$1338 ) begin
+                  \$1778  = { \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345 [7], \$1345  };
+                end else if (\$1339 ) begin
+                  \$1778  = { \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349 [7], \$1349  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1778  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1779  = ix;
+    if (\$1244 ) begin
+      \$1779  = { \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253 [7], \$1253  };
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+                \$1779  = \$1265 [28:0];
+              end else if (\$1261 ) begin
+                \$1779  = \$1276 [28:0];
+              end else if (\$1263 ) begin
+                \$1779  = x_tap;
+              end else begin
+                if (\$1286 ) begin
+                  \$1779  = x_tap;
+                end
+                if (\$1333 ) begin
+                  \$1779  = \$1342 [28:0];
+                end else if (\$1338 ) begin
+                  \$1779  = { \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346 [7], \$1346  };
+                end else if (\$1339 ) begin
+                  \$1779  = { \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350 [7], \$1350  };
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1779  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1780  = ixb;
+    if (\$1244 ) begin
+      \$1780  = xb_init;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+                \$1780  = \$1267 [28:0];
+              end else if (\$1261 ) begin
+                \$1780  = \$1277 [28:0];
+              end else if (\$1263 ) begin
+                \$1780  = \$1282 [28:0];
+              end else begin
+                if (\$1286 ) begin
+                  \$1780  = \$1288 [28:0];
+                end
+                if (\$1333 ) begin
+                  \$1780  = \$1343 [28:0];
+                end else if (\$1338 ) begin
+                  \$1780  = xb_init;
+                end else if (\$1339 ) begin
+                  \$1780  = xb_init;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1780  = 29'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1781  = acc_addr;
+    if (\$1244 ) begin
+      \$1781  = 11'h000;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+                if (is_elem) begin
+                  \$1781  = \$1273 [10:0];
+                end
+              end else if (\$1261 ) begin
+                \$1781  = \$1278 [10:0];
+              end else if (\$1263 ) begin
+                \$1781  = \$1283 [10:0];
+              end else begin
+                \$1781  = 11'h000;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1781  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1782  = gap;
+    if (\$1244 ) begin
+      \$1782  = dw_first_rc;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+                \$1782  = \$1269 [11:0];
+                if (is_elem) begin
+                  \$1782  = { \$1272 [3], \$1272 [3], \$1272 [3], \$1272 [3], \$1272 [3], \$1272 [3], \$1272 [3], \$1272 [3], \$1272  };
+                end
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+                \$1782  = dw_first_rc;
+              end else begin
+                \$1782  = dw_first_rc;
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1782  = 12'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1783  = dw_ky0;
+    if (\$1244 ) begin
+      \$1783  = dw_ky_init0;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
                   if (\$1289 ) begin
-                    \$1779  = \$1292 [3:0];
+                    \$1783  = \$1292 [3:0];
                   end else begin
-                    \$1779  = \$1293 [3:0];
+                    \$1783  = \$1293 [3:0];
                   end
                 end else begin
-                  \$1779  = dw_ky_init1;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1779  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1780  = dw_ky2;
-    if (\$1239 ) begin
-      \$1780  = dw_ky_init2;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1281 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1294 ) begin
-                    \$1780  = \$1297 [3:0];
-                  end else begin
-                    \$1780  = \$1298 [3:0];
-                  end
-                end else begin
-                  \$1780  = dw_ky_init2;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1780  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1781  = dw_ky3;
-    if (\$1239 ) begin
-      \$1781  = dw_ky_init3;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1281 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1299 ) begin
-                    \$1781  = \$1302 [3:0];
-                  end else begin
-                    \$1781  = \$1303 [3:0];
-                  end
-                end else begin
-                  \$1781  = dw_ky_init3;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1781  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1782  = dw_ky4;
-    if (\$1239 ) begin
-      \$1782  = dw_ky_init4;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1281 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1304 ) begin
-                    \$1782  = \$1307 [3:0];
-                  end else begin
-                    \$1782  = \$1308 [3:0];
-                  end
-                end else begin
-                  \$1782  = dw_ky_init4;
-                end
-              end
-            end
-      endcase
-    end
-    if (rst) begin
-      \$1782  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1783  = dw_ky5;
-    if (\$1239 ) begin
-      \$1783  = dw_ky_init5;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
-      casez (sq)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            if (issue) begin
-              (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$1281 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$1309 ) begin
-                    \$1783  = \$1312 [3:0];
-                  end else begin
-                    \$1783  = \$1313 [3:0];
-                  end
-                end else begin
-                  \$1783  = dw_ky_init5;
+                  \$1783  = dw_ky_init0;
                 end
               end
             end
@@ -48165,11 +47932,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1784  = dw_ky6;
-    if (\$1239 ) begin
-      \$1784  = dw_ky_init6;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1784  = dw_ky1;
+    if (\$1244 ) begin
+      \$1784  = dw_ky_init1;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48178,20 +47945,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1314 ) begin
-                    \$1784  = \$1317 [3:0];
+                  if (\$1294 ) begin
+                    \$1784  = \$1297 [3:0];
                   end else begin
-                    \$1784  = \$1318 [3:0];
+                    \$1784  = \$1298 [3:0];
                   end
                 end else begin
-                  \$1784  = dw_ky_init6;
+                  \$1784  = dw_ky_init1;
                 end
               end
             end
@@ -48203,11 +47970,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1785  = dw_ky7;
-    if (\$1239 ) begin
-      \$1785  = dw_ky_init7;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1785  = dw_ky2;
+    if (\$1244 ) begin
+      \$1785  = dw_ky_init2;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48216,20 +47983,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1319 ) begin
-                    \$1785  = \$1322 [3:0];
+                  if (\$1299 ) begin
+                    \$1785  = \$1302 [3:0];
                   end else begin
-                    \$1785  = \$1323 [3:0];
+                    \$1785  = \$1303 [3:0];
                   end
                 end else begin
-                  \$1785  = dw_ky_init7;
+                  \$1785  = dw_ky_init2;
                 end
               end
             end
@@ -48241,11 +48008,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1786  = dw_kx0;
-    if (\$1239 ) begin
-      \$1786  = dw_kx_init0;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1786  = dw_ky3;
+    if (\$1244 ) begin
+      \$1786  = dw_ky_init3;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48254,20 +48021,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1284 ) begin
-                    \$1786  = \$1285 [3:0];
+                  if (\$1304 ) begin
+                    \$1786  = \$1307 [3:0];
                   end else begin
-                    \$1786  = dw_kx0_n[3:0];
+                    \$1786  = \$1308 [3:0];
                   end
                 end else begin
-                  \$1786  = dw_kx_init0;
+                  \$1786  = dw_ky_init3;
                 end
               end
             end
@@ -48279,11 +48046,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1787  = dw_kx1;
-    if (\$1239 ) begin
-      \$1787  = dw_kx_init1;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1787  = dw_ky4;
+    if (\$1244 ) begin
+      \$1787  = dw_ky_init4;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48292,20 +48059,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1289 ) begin
-                    \$1787  = \$1290 [3:0];
+                  if (\$1309 ) begin
+                    \$1787  = \$1312 [3:0];
                   end else begin
-                    \$1787  = dw_kx1_n[3:0];
+                    \$1787  = \$1313 [3:0];
                   end
                 end else begin
-                  \$1787  = dw_kx_init1;
+                  \$1787  = dw_ky_init4;
                 end
               end
             end
@@ -48317,11 +48084,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1788  = dw_kx2;
-    if (\$1239 ) begin
-      \$1788  = dw_kx_init2;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1788  = dw_ky5;
+    if (\$1244 ) begin
+      \$1788  = dw_ky_init5;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48330,20 +48097,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1294 ) begin
-                    \$1788  = \$1295 [3:0];
+                  if (\$1314 ) begin
+                    \$1788  = \$1317 [3:0];
                   end else begin
-                    \$1788  = dw_kx2_n[3:0];
+                    \$1788  = \$1318 [3:0];
                   end
                 end else begin
-                  \$1788  = dw_kx_init2;
+                  \$1788  = dw_ky_init5;
                 end
               end
             end
@@ -48355,11 +48122,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1789  = dw_kx3;
-    if (\$1239 ) begin
-      \$1789  = dw_kx_init3;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1789  = dw_ky6;
+    if (\$1244 ) begin
+      \$1789  = dw_ky_init6;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48368,20 +48135,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1299 ) begin
-                    \$1789  = \$1300 [3:0];
+                  if (\$1319 ) begin
+                    \$1789  = \$1322 [3:0];
                   end else begin
-                    \$1789  = dw_kx3_n[3:0];
+                    \$1789  = \$1323 [3:0];
                   end
                 end else begin
-                  \$1789  = dw_kx_init3;
+                  \$1789  = dw_ky_init6;
                 end
               end
             end
@@ -48393,11 +48160,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1790  = dw_kx4;
-    if (\$1239 ) begin
-      \$1790  = dw_kx_init4;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1790  = dw_ky7;
+    if (\$1244 ) begin
+      \$1790  = dw_ky_init7;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48406,20 +48173,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1304 ) begin
-                    \$1790  = \$1305 [3:0];
+                  if (\$1324 ) begin
+                    \$1790  = \$1327 [3:0];
                   end else begin
-                    \$1790  = dw_kx4_n[3:0];
+                    \$1790  = \$1328 [3:0];
                   end
                 end else begin
-                  \$1790  = dw_kx_init4;
+                  \$1790  = dw_ky_init7;
                 end
               end
             end
@@ -48431,11 +48198,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1791  = dw_kx5;
-    if (\$1239 ) begin
-      \$1791  = dw_kx_init5;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1791  = dw_kx0;
+    if (\$1244 ) begin
+      \$1791  = dw_kx_init0;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48444,20 +48211,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1309 ) begin
-                    \$1791  = \$1310 [3:0];
+                  if (\$1289 ) begin
+                    \$1791  = \$1290 [3:0];
                   end else begin
-                    \$1791  = dw_kx5_n[3:0];
+                    \$1791  = dw_kx0_n[3:0];
                   end
                 end else begin
-                  \$1791  = dw_kx_init5;
+                  \$1791  = dw_kx_init0;
                 end
               end
             end
@@ -48469,11 +48236,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1792  = dw_kx6;
-    if (\$1239 ) begin
-      \$1792  = dw_kx_init6;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1792  = dw_kx1;
+    if (\$1244 ) begin
+      \$1792  = dw_kx_init1;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48482,20 +48249,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1314 ) begin
-                    \$1792  = \$1315 [3:0];
+                  if (\$1294 ) begin
+                    \$1792  = \$1295 [3:0];
                   end else begin
-                    \$1792  = dw_kx6_n[3:0];
+                    \$1792  = dw_kx1_n[3:0];
                   end
                 end else begin
-                  \$1792  = dw_kx_init6;
+                  \$1792  = dw_kx_init1;
                 end
               end
             end
@@ -48507,11 +48274,11 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1793  = dw_kx7;
-    if (\$1239 ) begin
-      \$1793  = dw_kx_init7;
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1793  = dw_kx2;
+    if (\$1244 ) begin
+      \$1793  = dw_kx_init2;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             /* empty */;
@@ -48520,20 +48287,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$1281 ) begin
+                if (\$1286 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1319 ) begin
-                    \$1793  = \$1320 [3:0];
+                  if (\$1299 ) begin
+                    \$1793  = \$1300 [3:0];
                   end else begin
-                    \$1793  = dw_kx7_n[3:0];
+                    \$1793  = dw_kx2_n[3:0];
                   end
                 end else begin
-                  \$1793  = dw_kx_init7;
+                  \$1793  = dw_kx_init2;
                 end
               end
             end
@@ -48545,86 +48312,276 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1794  = ld_tile;
-    if (\$1239 ) begin
-      \$1794  = 13'h0000;
-    end
-    if (\$1359 ) begin
-    end else if (ld_start) begin
-      \$1794  = \$1363 [12:0];
+    \$1794  = dw_kx3;
+    if (\$1244 ) begin
+      \$1794  = dw_kx_init3;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1286 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1304 ) begin
+                    \$1794  = \$1305 [3:0];
+                  end else begin
+                    \$1794  = dw_kx3_n[3:0];
+                  end
+                end else begin
+                  \$1794  = dw_kx_init3;
+                end
+              end
+            end
+      endcase
     end
     if (rst) begin
-      \$1794  = 13'h0000;
+      \$1794  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1795  = ld_k;
-    if (\$1239 ) begin
+    \$1795  = dw_kx4;
+    if (\$1244 ) begin
+      \$1795  = dw_kx_init4;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1286 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1309 ) begin
+                    \$1795  = \$1310 [3:0];
+                  end else begin
+                    \$1795  = dw_kx4_n[3:0];
+                  end
+                end else begin
+                  \$1795  = dw_kx_init4;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
       \$1795  = 4'h0;
     end
-    if (\$1359 ) begin
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1796  = dw_kx5;
+    if (\$1244 ) begin
+      \$1796  = dw_kx_init5;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1286 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1314 ) begin
+                    \$1796  = \$1315 [3:0];
+                  end else begin
+                    \$1796  = dw_kx5_n[3:0];
+                  end
+                end else begin
+                  \$1796  = dw_kx_init5;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1796  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1797  = dw_kx6;
+    if (\$1244 ) begin
+      \$1797  = dw_kx_init6;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1286 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1319 ) begin
+                    \$1797  = \$1320 [3:0];
+                  end else begin
+                    \$1797  = dw_kx6_n[3:0];
+                  end
+                end else begin
+                  \$1797  = dw_kx_init6;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1797  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1798  = dw_kx7;
+    if (\$1244 ) begin
+      \$1798  = dw_kx_init7;
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
+      casez (sq)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            if (issue) begin
+              (* full_case = 32'd1 *)
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$1286 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$1324 ) begin
+                    \$1798  = \$1325 [3:0];
+                  end else begin
+                    \$1798  = dw_kx7_n[3:0];
+                  end
+                end else begin
+                  \$1798  = dw_kx_init7;
+                end
+              end
+            end
+      endcase
+    end
+    if (rst) begin
+      \$1798  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1799  = ld_tile;
+    if (\$1244 ) begin
+      \$1799  = 13'h0000;
+    end
+    if (\$1364 ) begin
     end else if (ld_start) begin
-      \$1795  = 4'h1;
+      \$1799  = \$1368 [12:0];
+    end
+    if (rst) begin
+      \$1799  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1800  = ld_k;
+    if (\$1244 ) begin
+      \$1800  = 4'h0;
+    end
+    if (\$1364 ) begin
+    end else if (ld_start) begin
+      \$1800  = 4'h1;
     end else if (ld_busy) begin
       (* full_case = 32'd1 *)
-      if (\$1364 ) begin
+      if (\$1369 ) begin
       end else begin
-        \$1795  = \$1365 [3:0];
+        \$1800  = \$1370 [3:0];
       end
     end
     if (rst) begin
-      \$1795  = 4'h0;
+      \$1800  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1796  = ld_busy;
-    if (\$1239 ) begin
-      \$1796  = 1'h0;
+    \$1801  = ld_busy;
+    if (\$1244 ) begin
+      \$1801  = 1'h0;
     end
-    if (\$1359 ) begin
+    if (\$1364 ) begin
     end else if (ld_start) begin
-      \$1796  = 1'h1;
+      \$1801  = 1'h1;
     end else if (ld_busy) begin
-      if (\$1364 ) begin
-        \$1796  = 1'h0;
+      if (\$1369 ) begin
+        \$1801  = 1'h0;
       end
     end
     if (rst) begin
-      \$1796  = 1'h0;
+      \$1801  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1797  = gcount;
-    if (\$1239 ) begin
-    end else if (\$1240 ) begin
-    end else if (\$1241 ) begin
+    \$1802  = gcount;
+    if (\$1244 ) begin
+    end else if (\$1245 ) begin
+    end else if (\$1246 ) begin
       casez (sq)
         2'h0:
             if (params_ok) begin
-              \$1797  = \$1251 ;
+              \$1802  = \$1256 ;
             end
         2'h1:
             /* empty */;
         2'h2:
             if (issue) begin
               (* full_case = 32'd1 *)
-              if (\$1254 ) begin
-              end else if (\$1256 ) begin
-              end else if (\$1258 ) begin
+              if (\$1259 ) begin
+              end else if (\$1261 ) begin
+              end else if (\$1263 ) begin
               end else begin
-                if (\$1328 ) begin
-                end else if (\$1333 ) begin
-                end else if (\$1334 ) begin
+                if (\$1333 ) begin
+                end else if (\$1338 ) begin
+                end else if (\$1339 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$1347 ) begin
+                  if (\$1352 ) begin
                   end else begin
                     (* full_case = 32'd1 *)
-                    if (\$1354 ) begin
+                    if (\$1359 ) begin
                     end else begin
-                      \$1797  = \$1358 [10:0];
+                      \$1802  = \$1363 [10:0];
                     end
                   end
                 end
@@ -48633,127 +48590,52 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
       endcase
     end
     if (rst) begin
-      \$1797  = 11'h000;
+      \$1802  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1798  = cur_ld_tile;
-    if (\$1359 ) begin
+    \$1803  = cur_ld_tile;
+    if (\$1364 ) begin
     end else if (ld_start) begin
-      \$1798  = ld_tile;
+      \$1803  = ld_tile;
     end
     if (rst) begin
-      \$1798  = 13'h0000;
+      \$1803  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1799  = latch_bank1;
-    if (\$1359 ) begin
+    \$1804  = latch_bank1;
+    if (\$1364 ) begin
     end else if (ld_start) begin
-      \$1799  = ld_bank;
+      \$1804  = ld_bank;
     end
     if (rst) begin
-      \$1799  = 1'h0;
+      \$1804  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1800  = counting;
-    if (\$1367 ) begin
-      \$1800  = 1'h1;
+    \$1805  = counting;
+    if (\$1372 ) begin
+      \$1805  = 1'h1;
     end
-    if (\$1402 ) begin
-      \$1800  = 1'h0;
+    if (\$1407 ) begin
+      \$1805  = 1'h0;
     end
     if (rst) begin
-      \$1800  = 1'h0;
+      \$1805  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1801  = cnt_cycles;
-    if (\$1367 ) begin
-      \$1801  = 32'd0;
-    end
-    if (count_now) begin
-      \$1801  = \$1370 [31:0];
-    end
-    if (rst) begin
-      \$1801  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1802  = cnt_busy;
-    if (\$1367 ) begin
-      \$1802  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1371 ) begin
-        \$1802  = \$1374 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1802  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1803  = cnt_setup;
-    if (\$1367 ) begin
-      \$1803  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1375 ) begin
-        \$1803  = \$1378 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1803  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1804  = cnt_stall_input;
-    if (\$1367 ) begin
-      \$1804  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1379 ) begin
-        \$1804  = \$1382 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1804  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1805  = cnt_stall_weight;
-    if (\$1367 ) begin
-      \$1805  = 32'd0;
-    end
-    if (count_now) begin
-      if (\$1383 ) begin
-        \$1805  = \$1386 [31:0];
-      end
-    end
-    if (rst) begin
-      \$1805  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1806  = cnt_stall_output;
-    if (\$1367 ) begin
+    \$1806  = cnt_cycles;
+    if (\$1372 ) begin
       \$1806  = 32'd0;
     end
     if (count_now) begin
-      if (\$1387 ) begin
-        \$1806  = \$1390 [31:0];
-      end
+      \$1806  = \$1375 [31:0];
     end
     if (rst) begin
       \$1806  = 32'd0;
@@ -48761,13 +48643,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1807  = cnt_fill;
-    if (\$1367 ) begin
+    \$1807  = cnt_busy;
+    if (\$1372 ) begin
       \$1807  = 32'd0;
     end
     if (count_now) begin
-      if (\$1391 ) begin
-        \$1807  = \$1394 [31:0];
+      if (\$1376 ) begin
+        \$1807  = \$1379 [31:0];
       end
     end
     if (rst) begin
@@ -48776,17 +48658,92 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1808  = cnt_drain;
-    if (\$1367 ) begin
+    \$1808  = cnt_setup;
+    if (\$1372 ) begin
       \$1808  = 32'd0;
     end
     if (count_now) begin
-      if (\$1395 ) begin
-        \$1808  = \$1398 [31:0];
+      if (\$1380 ) begin
+        \$1808  = \$1383 [31:0];
       end
     end
     if (rst) begin
       \$1808  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1809  = cnt_stall_input;
+    if (\$1372 ) begin
+      \$1809  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1384 ) begin
+        \$1809  = \$1387 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1809  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1810  = cnt_stall_weight;
+    if (\$1372 ) begin
+      \$1810  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1388 ) begin
+        \$1810  = \$1391 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1810  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1811  = cnt_stall_output;
+    if (\$1372 ) begin
+      \$1811  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1392 ) begin
+        \$1811  = \$1395 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1811  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1812  = cnt_fill;
+    if (\$1372 ) begin
+      \$1812  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1396 ) begin
+        \$1812  = \$1399 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1812  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1813  = cnt_drain;
+    if (\$1372 ) begin
+      \$1813  = 32'd0;
+    end
+    if (count_now) begin
+      if (\$1400 ) begin
+        \$1813  = \$1403 [31:0];
+      end
+    end
+    if (rst) begin
+      \$1813  = 32'd0;
     end
   end
   assign t1 = \$6 [6:0];
@@ -48798,69 +48755,69 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign height_s = { 18'h00000, desc[34:24] };
   assign cw_sel = \$48 [4:0];
   assign \$signature__addr  = { \$57 [5:1], \$48 [3:0] };
-  assign \$signature__addr$63  = { \$60 [5:1], \$48 [3:0] };
+  assign \$signature__addr$59  = { \$60 [5:1], \$48 [3:0] };
   assign \$signature__en  = 1'h1;
+  assign \$signature__en$61  = 1'h1;
+  assign \$signature__addr$62  = { \$62 [5:1], \$48 [3:0] };
+  assign \$signature__addr$63  = { \$65 [5:1], \$48 [3:0] };
+  assign \$signature__en$64  = 1'h1;
   assign \$signature__en$65  = 1'h1;
-  assign \$signature__addr$66  = { \$62 [5:1], \$48 [3:0] };
-  assign \$signature__addr$67  = { \$65 [5:1], \$48 [3:0] };
+  assign \$signature__addr$66  = { \$67 [5:1], \$48 [3:0] };
+  assign \$signature__addr$67  = { \$70 [5:1], \$48 [3:0] };
   assign \$signature__en$68  = 1'h1;
   assign \$signature__en$69  = 1'h1;
-  assign \$signature__addr$70  = { \$67 [5:1], \$48 [3:0] };
-  assign \$signature__addr$71  = { \$70 [5:1], \$48 [3:0] };
+  assign \$signature__addr$70  = { \$72 [5:1], \$48 [3:0] };
+  assign \$signature__addr$71  = { \$75 [5:1], \$48 [3:0] };
   assign \$signature__en$72  = 1'h1;
   assign \$signature__en$73  = 1'h1;
-  assign \$signature__addr$74  = { \$72 [5:1], \$48 [3:0] };
-  assign \$signature__addr$75  = { \$75 [5:1], \$48 [3:0] };
+  assign \$signature__addr$74  = { \$77 [5:1], \$48 [3:0] };
+  assign \$signature__addr$75  = { \$80 [5:1], \$48 [3:0] };
   assign \$signature__en$76  = 1'h1;
   assign \$signature__en$77  = 1'h1;
-  assign \$signature__addr$78  = { \$77 [5:1], \$48 [3:0] };
-  assign \$signature__addr$79  = { \$80 [5:1], \$48 [3:0] };
+  assign \$signature__addr$78  = { \$82 [5:1], \$48 [3:0] };
+  assign \$signature__addr$79  = { \$85 [5:1], \$48 [3:0] };
   assign \$signature__en$80  = 1'h1;
   assign \$signature__en$81  = 1'h1;
-  assign \$signature__addr$82  = { \$82 [5:1], \$48 [3:0] };
-  assign \$signature__addr$83  = { \$85 [5:1], \$48 [3:0] };
+  assign \$signature__addr$82  = { \$87 [5:1], \$48 [3:0] };
+  assign \$signature__addr$83  = { \$90 [5:1], \$48 [3:0] };
   assign \$signature__en$84  = 1'h1;
   assign \$signature__en$85  = 1'h1;
-  assign \$signature__addr$86  = { \$87 [5:1], \$48 [3:0] };
-  assign \$signature__addr$87  = { \$90 [5:1], \$48 [3:0] };
+  assign \$signature__addr$86  = { \$92 [5:1], \$48 [3:0] };
+  assign \$signature__addr$87  = { \$95 [5:1], \$48 [3:0] };
   assign \$signature__en$88  = 1'h1;
   assign \$signature__en$89  = 1'h1;
-  assign \$signature__addr$90  = { \$92 [5:1], \$48 [3:0] };
-  assign \$signature__addr$91  = { \$95 [5:1], \$48 [3:0] };
+  assign \$signature__addr$90  = { \$97 [5:1], \$48 [3:0] };
+  assign \$signature__addr$91  = { \$100 [5:1], \$48 [3:0] };
   assign \$signature__en$92  = 1'h1;
   assign \$signature__en$93  = 1'h1;
-  assign \$signature__addr$94  = { \$97 [5:1], \$48 [3:0] };
-  assign \$signature__addr$95  = { \$100 [5:1], \$48 [3:0] };
+  assign \$signature__addr$94  = { \$102 [5:1], \$48 [3:0] };
+  assign \$signature__addr$95  = { \$105 [5:1], \$48 [3:0] };
   assign \$signature__en$96  = 1'h1;
   assign \$signature__en$97  = 1'h1;
-  assign \$signature__addr$98  = { \$102 [5:1], \$48 [3:0] };
-  assign \$signature__addr$99  = { \$105 [5:1], \$48 [3:0] };
+  assign \$signature__addr$98  = { \$107 [5:1], \$48 [3:0] };
+  assign \$signature__addr$99  = { \$110 [5:1], \$48 [3:0] };
   assign \$signature__en$100  = 1'h1;
   assign \$signature__en$101  = 1'h1;
-  assign \$signature__addr$102  = { \$107 [5:1], \$48 [3:0] };
-  assign \$signature__addr$103  = { \$110 [5:1], \$48 [3:0] };
+  assign \$signature__addr$102  = { \$112 [5:1], \$48 [3:0] };
+  assign \$signature__addr$103  = { \$115 [5:1], \$48 [3:0] };
   assign \$signature__en$104  = 1'h1;
   assign \$signature__en$105  = 1'h1;
-  assign \$signature__addr$106  = { \$112 [5:1], \$48 [3:0] };
-  assign \$signature__addr$107  = { \$115 [5:1], \$48 [3:0] };
+  assign \$signature__addr$106  = { \$117 [5:1], \$48 [3:0] };
+  assign \$signature__addr$107  = { \$120 [5:1], \$48 [3:0] };
   assign \$signature__en$108  = 1'h1;
   assign \$signature__en$109  = 1'h1;
-  assign \$signature__addr$110  = { \$117 [5:1], \$48 [3:0] };
-  assign \$signature__addr$111  = { \$120 [5:1], \$48 [3:0] };
+  assign \$signature__addr$110  = { \$122 [5:1], \$48 [3:0] };
+  assign \$signature__addr$111  = { \$125 [5:1], \$48 [3:0] };
   assign \$signature__en$112  = 1'h1;
   assign \$signature__en$113  = 1'h1;
-  assign \$signature__addr$114  = { \$122 [5:1], \$48 [3:0] };
-  assign \$signature__addr$115  = { \$125 [5:1], \$48 [3:0] };
+  assign \$signature__addr$114  = { \$127 [5:1], \$48 [3:0] };
+  assign \$signature__addr$115  = { \$130 [5:1], \$48 [3:0] };
   assign \$signature__en$116  = 1'h1;
   assign \$signature__en$117  = 1'h1;
-  assign \$signature__addr$118  = { \$127 [5:1], \$48 [3:0] };
-  assign \$signature__addr$119  = { \$130 [5:1], \$48 [3:0] };
+  assign \$signature__addr$118  = { \$132 [5:1], \$48 [3:0] };
+  assign \$signature__addr$119  = { \$135 [5:1], \$48 [3:0] };
   assign \$signature__en$120  = 1'h1;
   assign \$signature__en$121  = 1'h1;
-  assign \$signature__addr$122  = { \$132 [5:1], \$48 [3:0] };
-  assign \$signature__addr$123  = { \$135 [5:1], \$48 [3:0] };
-  assign \$signature__en$124  = 1'h1;
-  assign \$signature__en$125  = 1'h1;
   assign slot1_dense = sb1[11:8];
   assign pad1_dense = sb1[7];
   assign iy_ky0 = { \$171 [29], \$171 [29], \$171 [29], \$171  };
@@ -48899,70 +48856,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign \$signature__addr$348  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__addr$344  = { wr_ix[5:1], wr_cw[3:0] };
   assign \$signature__data  = i_act__payload[63:0];
+  assign \$signature__addr$349  = { wr_ix[5:1], wr_cw[3:0] };
+  assign \$signature__data$350  = i_act__payload[127:64];
   assign \$signature__addr$352  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$353  = i_act__payload[127:64];
+  assign \$signature__data$353  = i_act__payload[63:0];
   assign \$signature__addr$355  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$356  = i_act__payload[63:0];
+  assign \$signature__data$356  = i_act__payload[127:64];
   assign \$signature__addr$358  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$359  = i_act__payload[127:64];
+  assign \$signature__data$359  = i_act__payload[63:0];
   assign \$signature__addr$361  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$362  = i_act__payload[63:0];
+  assign \$signature__data$362  = i_act__payload[127:64];
   assign \$signature__addr$364  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$365  = i_act__payload[127:64];
+  assign \$signature__data$365  = i_act__payload[63:0];
   assign \$signature__addr$367  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$368  = i_act__payload[63:0];
+  assign \$signature__data$368  = i_act__payload[127:64];
   assign \$signature__addr$370  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$371  = i_act__payload[127:64];
+  assign \$signature__data$371  = i_act__payload[63:0];
   assign \$signature__addr$373  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$374  = i_act__payload[63:0];
+  assign \$signature__data$374  = i_act__payload[127:64];
   assign \$signature__addr$376  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$377  = i_act__payload[127:64];
+  assign \$signature__data$377  = i_act__payload[63:0];
   assign \$signature__addr$379  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$380  = i_act__payload[63:0];
+  assign \$signature__data$380  = i_act__payload[127:64];
   assign \$signature__addr$382  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$383  = i_act__payload[127:64];
+  assign \$signature__data$383  = i_act__payload[63:0];
   assign \$signature__addr$385  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$386  = i_act__payload[63:0];
+  assign \$signature__data$386  = i_act__payload[127:64];
   assign \$signature__addr$388  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$389  = i_act__payload[127:64];
+  assign \$signature__data$389  = i_act__payload[63:0];
   assign \$signature__addr$391  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$392  = i_act__payload[63:0];
+  assign \$signature__data$392  = i_act__payload[127:64];
   assign \$signature__addr$394  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$395  = i_act__payload[127:64];
+  assign \$signature__data$395  = i_act__payload[63:0];
   assign \$signature__addr$397  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$398  = i_act__payload[63:0];
+  assign \$signature__data$398  = i_act__payload[127:64];
   assign \$signature__addr$400  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$401  = i_act__payload[127:64];
+  assign \$signature__data$401  = i_act__payload[63:0];
   assign \$signature__addr$403  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$404  = i_act__payload[63:0];
+  assign \$signature__data$404  = i_act__payload[127:64];
   assign \$signature__addr$406  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$407  = i_act__payload[127:64];
+  assign \$signature__data$407  = i_act__payload[63:0];
   assign \$signature__addr$409  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$410  = i_act__payload[63:0];
+  assign \$signature__data$410  = i_act__payload[127:64];
   assign \$signature__addr$412  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$413  = i_act__payload[127:64];
+  assign \$signature__data$413  = i_act__payload[63:0];
   assign \$signature__addr$415  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$416  = i_act__payload[63:0];
+  assign \$signature__data$416  = i_act__payload[127:64];
   assign \$signature__addr$418  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$419  = i_act__payload[127:64];
+  assign \$signature__data$419  = i_act__payload[63:0];
   assign \$signature__addr$421  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$422  = i_act__payload[63:0];
+  assign \$signature__data$422  = i_act__payload[127:64];
   assign \$signature__addr$424  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$425  = i_act__payload[127:64];
+  assign \$signature__data$425  = i_act__payload[63:0];
   assign \$signature__addr$427  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$428  = i_act__payload[63:0];
+  assign \$signature__data$428  = i_act__payload[127:64];
   assign \$signature__addr$430  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$431  = i_act__payload[127:64];
+  assign \$signature__data$431  = i_act__payload[63:0];
   assign \$signature__addr$433  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$434  = i_act__payload[63:0];
+  assign \$signature__data$434  = i_act__payload[127:64];
   assign \$signature__addr$436  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$437  = i_act__payload[127:64];
+  assign \$signature__data$437  = i_act__payload[63:0];
   assign \$signature__addr$439  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$440  = i_act__payload[63:0];
-  assign \$signature__addr$442  = { wr_ix[5:1], wr_cw[3:0] };
-  assign \$signature__data$443  = i_act__payload[127:64];
+  assign \$signature__data$440  = i_act__payload[127:64];
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -49316,14 +49273,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_q[7].bias  = pm_q[514:483];
   assign \pm_q[7].mult  = pm_q[545:515];
   assign \pm_q[7].shift  = pm_q[551:546];
-  assign \sums$271[0]  = \sums$271 [31:0];
-  assign \sums$271[1]  = \sums$271 [63:32];
-  assign \sums$271[2]  = \sums$271 [95:64];
-  assign \sums$271[3]  = \sums$271 [127:96];
-  assign \sums$271[4]  = \sums$271 [159:128];
-  assign \sums$271[5]  = \sums$271 [191:160];
-  assign \sums$271[6]  = \sums$271 [223:192];
-  assign \sums$271[7]  = \sums$271 [255:224];
+  assign \sums$267[0]  = \sums$267 [31:0];
+  assign \sums$267[1]  = \sums$267 [63:32];
+  assign \sums$267[2]  = \sums$267 [95:64];
+  assign \sums$267[3]  = \sums$267 [127:96];
+  assign \sums$267[4]  = \sums$267 [159:128];
+  assign \sums$267[5]  = \sums$267 [191:160];
+  assign \sums$267[6]  = \sums$267 [223:192];
+  assign \sums$267[7]  = \sums$267 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -49506,254 +49463,254 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data[5]  = i_act__payload[47:40];
   assign \$signature__data[6]  = i_act__payload[55:48];
   assign \$signature__data[7]  = i_act__payload[63:56];
-  assign \$signature__data$353[0]  = i_act__payload[71:64];
-  assign \$signature__data$353[1]  = i_act__payload[79:72];
-  assign \$signature__data$353[2]  = i_act__payload[87:80];
-  assign \$signature__data$353[3]  = i_act__payload[95:88];
-  assign \$signature__data$353[4]  = i_act__payload[103:96];
-  assign \$signature__data$353[5]  = i_act__payload[111:104];
-  assign \$signature__data$353[6]  = i_act__payload[119:112];
-  assign \$signature__data$353[7]  = i_act__payload[127:120];
-  assign \$signature__data$356[0]  = i_act__payload[7:0];
-  assign \$signature__data$356[1]  = i_act__payload[15:8];
-  assign \$signature__data$356[2]  = i_act__payload[23:16];
-  assign \$signature__data$356[3]  = i_act__payload[31:24];
-  assign \$signature__data$356[4]  = i_act__payload[39:32];
-  assign \$signature__data$356[5]  = i_act__payload[47:40];
-  assign \$signature__data$356[6]  = i_act__payload[55:48];
-  assign \$signature__data$356[7]  = i_act__payload[63:56];
-  assign \$signature__data$359[0]  = i_act__payload[71:64];
-  assign \$signature__data$359[1]  = i_act__payload[79:72];
-  assign \$signature__data$359[2]  = i_act__payload[87:80];
-  assign \$signature__data$359[3]  = i_act__payload[95:88];
-  assign \$signature__data$359[4]  = i_act__payload[103:96];
-  assign \$signature__data$359[5]  = i_act__payload[111:104];
-  assign \$signature__data$359[6]  = i_act__payload[119:112];
-  assign \$signature__data$359[7]  = i_act__payload[127:120];
-  assign \$signature__data$362[0]  = i_act__payload[7:0];
-  assign \$signature__data$362[1]  = i_act__payload[15:8];
-  assign \$signature__data$362[2]  = i_act__payload[23:16];
-  assign \$signature__data$362[3]  = i_act__payload[31:24];
-  assign \$signature__data$362[4]  = i_act__payload[39:32];
-  assign \$signature__data$362[5]  = i_act__payload[47:40];
-  assign \$signature__data$362[6]  = i_act__payload[55:48];
-  assign \$signature__data$362[7]  = i_act__payload[63:56];
-  assign \$signature__data$365[0]  = i_act__payload[71:64];
-  assign \$signature__data$365[1]  = i_act__payload[79:72];
-  assign \$signature__data$365[2]  = i_act__payload[87:80];
-  assign \$signature__data$365[3]  = i_act__payload[95:88];
-  assign \$signature__data$365[4]  = i_act__payload[103:96];
-  assign \$signature__data$365[5]  = i_act__payload[111:104];
-  assign \$signature__data$365[6]  = i_act__payload[119:112];
-  assign \$signature__data$365[7]  = i_act__payload[127:120];
-  assign \$signature__data$368[0]  = i_act__payload[7:0];
-  assign \$signature__data$368[1]  = i_act__payload[15:8];
-  assign \$signature__data$368[2]  = i_act__payload[23:16];
-  assign \$signature__data$368[3]  = i_act__payload[31:24];
-  assign \$signature__data$368[4]  = i_act__payload[39:32];
-  assign \$signature__data$368[5]  = i_act__payload[47:40];
-  assign \$signature__data$368[6]  = i_act__payload[55:48];
-  assign \$signature__data$368[7]  = i_act__payload[63:56];
-  assign \$signature__data$371[0]  = i_act__payload[71:64];
-  assign \$signature__data$371[1]  = i_act__payload[79:72];
-  assign \$signature__data$371[2]  = i_act__payload[87:80];
-  assign \$signature__data$371[3]  = i_act__payload[95:88];
-  assign \$signature__data$371[4]  = i_act__payload[103:96];
-  assign \$signature__data$371[5]  = i_act__payload[111:104];
-  assign \$signature__data$371[6]  = i_act__payload[119:112];
-  assign \$signature__data$371[7]  = i_act__payload[127:120];
-  assign \$signature__data$374[0]  = i_act__payload[7:0];
-  assign \$signature__data$374[1]  = i_act__payload[15:8];
-  assign \$signature__data$374[2]  = i_act__payload[23:16];
-  assign \$signature__data$374[3]  = i_act__payload[31:24];
-  assign \$signature__data$374[4]  = i_act__payload[39:32];
-  assign \$signature__data$374[5]  = i_act__payload[47:40];
-  assign \$signature__data$374[6]  = i_act__payload[55:48];
-  assign \$signature__data$374[7]  = i_act__payload[63:56];
-  assign \$signature__data$377[0]  = i_act__payload[71:64];
-  assign \$signature__data$377[1]  = i_act__payload[79:72];
-  assign \$signature__data$377[2]  = i_act__payload[87:80];
-  assign \$signature__data$377[3]  = i_act__payload[95:88];
-  assign \$signature__data$377[4]  = i_act__payload[103:96];
-  assign \$signature__data$377[5]  = i_act__payload[111:104];
-  assign \$signature__data$377[6]  = i_act__payload[119:112];
-  assign \$signature__data$377[7]  = i_act__payload[127:120];
-  assign \$signature__data$380[0]  = i_act__payload[7:0];
-  assign \$signature__data$380[1]  = i_act__payload[15:8];
-  assign \$signature__data$380[2]  = i_act__payload[23:16];
-  assign \$signature__data$380[3]  = i_act__payload[31:24];
-  assign \$signature__data$380[4]  = i_act__payload[39:32];
-  assign \$signature__data$380[5]  = i_act__payload[47:40];
-  assign \$signature__data$380[6]  = i_act__payload[55:48];
-  assign \$signature__data$380[7]  = i_act__payload[63:56];
-  assign \$signature__data$383[0]  = i_act__payload[71:64];
-  assign \$signature__data$383[1]  = i_act__payload[79:72];
-  assign \$signature__data$383[2]  = i_act__payload[87:80];
-  assign \$signature__data$383[3]  = i_act__payload[95:88];
-  assign \$signature__data$383[4]  = i_act__payload[103:96];
-  assign \$signature__data$383[5]  = i_act__payload[111:104];
-  assign \$signature__data$383[6]  = i_act__payload[119:112];
-  assign \$signature__data$383[7]  = i_act__payload[127:120];
-  assign \$signature__data$386[0]  = i_act__payload[7:0];
-  assign \$signature__data$386[1]  = i_act__payload[15:8];
-  assign \$signature__data$386[2]  = i_act__payload[23:16];
-  assign \$signature__data$386[3]  = i_act__payload[31:24];
-  assign \$signature__data$386[4]  = i_act__payload[39:32];
-  assign \$signature__data$386[5]  = i_act__payload[47:40];
-  assign \$signature__data$386[6]  = i_act__payload[55:48];
-  assign \$signature__data$386[7]  = i_act__payload[63:56];
-  assign \$signature__data$389[0]  = i_act__payload[71:64];
-  assign \$signature__data$389[1]  = i_act__payload[79:72];
-  assign \$signature__data$389[2]  = i_act__payload[87:80];
-  assign \$signature__data$389[3]  = i_act__payload[95:88];
-  assign \$signature__data$389[4]  = i_act__payload[103:96];
-  assign \$signature__data$389[5]  = i_act__payload[111:104];
-  assign \$signature__data$389[6]  = i_act__payload[119:112];
-  assign \$signature__data$389[7]  = i_act__payload[127:120];
-  assign \$signature__data$392[0]  = i_act__payload[7:0];
-  assign \$signature__data$392[1]  = i_act__payload[15:8];
-  assign \$signature__data$392[2]  = i_act__payload[23:16];
-  assign \$signature__data$392[3]  = i_act__payload[31:24];
-  assign \$signature__data$392[4]  = i_act__payload[39:32];
-  assign \$signature__data$392[5]  = i_act__payload[47:40];
-  assign \$signature__data$392[6]  = i_act__payload[55:48];
-  assign \$signature__data$392[7]  = i_act__payload[63:56];
-  assign \$signature__data$395[0]  = i_act__payload[71:64];
-  assign \$signature__data$395[1]  = i_act__payload[79:72];
-  assign \$signature__data$395[2]  = i_act__payload[87:80];
-  assign \$signature__data$395[3]  = i_act__payload[95:88];
-  assign \$signature__data$395[4]  = i_act__payload[103:96];
-  assign \$signature__data$395[5]  = i_act__payload[111:104];
-  assign \$signature__data$395[6]  = i_act__payload[119:112];
-  assign \$signature__data$395[7]  = i_act__payload[127:120];
-  assign \$signature__data$398[0]  = i_act__payload[7:0];
-  assign \$signature__data$398[1]  = i_act__payload[15:8];
-  assign \$signature__data$398[2]  = i_act__payload[23:16];
-  assign \$signature__data$398[3]  = i_act__payload[31:24];
-  assign \$signature__data$398[4]  = i_act__payload[39:32];
-  assign \$signature__data$398[5]  = i_act__payload[47:40];
-  assign \$signature__data$398[6]  = i_act__payload[55:48];
-  assign \$signature__data$398[7]  = i_act__payload[63:56];
-  assign \$signature__data$401[0]  = i_act__payload[71:64];
-  assign \$signature__data$401[1]  = i_act__payload[79:72];
-  assign \$signature__data$401[2]  = i_act__payload[87:80];
-  assign \$signature__data$401[3]  = i_act__payload[95:88];
-  assign \$signature__data$401[4]  = i_act__payload[103:96];
-  assign \$signature__data$401[5]  = i_act__payload[111:104];
-  assign \$signature__data$401[6]  = i_act__payload[119:112];
-  assign \$signature__data$401[7]  = i_act__payload[127:120];
-  assign \$signature__data$404[0]  = i_act__payload[7:0];
-  assign \$signature__data$404[1]  = i_act__payload[15:8];
-  assign \$signature__data$404[2]  = i_act__payload[23:16];
-  assign \$signature__data$404[3]  = i_act__payload[31:24];
-  assign \$signature__data$404[4]  = i_act__payload[39:32];
-  assign \$signature__data$404[5]  = i_act__payload[47:40];
-  assign \$signature__data$404[6]  = i_act__payload[55:48];
-  assign \$signature__data$404[7]  = i_act__payload[63:56];
-  assign \$signature__data$407[0]  = i_act__payload[71:64];
-  assign \$signature__data$407[1]  = i_act__payload[79:72];
-  assign \$signature__data$407[2]  = i_act__payload[87:80];
-  assign \$signature__data$407[3]  = i_act__payload[95:88];
-  assign \$signature__data$407[4]  = i_act__payload[103:96];
-  assign \$signature__data$407[5]  = i_act__payload[111:104];
-  assign \$signature__data$407[6]  = i_act__payload[119:112];
-  assign \$signature__data$407[7]  = i_act__payload[127:120];
-  assign \$signature__data$410[0]  = i_act__payload[7:0];
-  assign \$signature__data$410[1]  = i_act__payload[15:8];
-  assign \$signature__data$410[2]  = i_act__payload[23:16];
-  assign \$signature__data$410[3]  = i_act__payload[31:24];
-  assign \$signature__data$410[4]  = i_act__payload[39:32];
-  assign \$signature__data$410[5]  = i_act__payload[47:40];
-  assign \$signature__data$410[6]  = i_act__payload[55:48];
-  assign \$signature__data$410[7]  = i_act__payload[63:56];
-  assign \$signature__data$413[0]  = i_act__payload[71:64];
-  assign \$signature__data$413[1]  = i_act__payload[79:72];
-  assign \$signature__data$413[2]  = i_act__payload[87:80];
-  assign \$signature__data$413[3]  = i_act__payload[95:88];
-  assign \$signature__data$413[4]  = i_act__payload[103:96];
-  assign \$signature__data$413[5]  = i_act__payload[111:104];
-  assign \$signature__data$413[6]  = i_act__payload[119:112];
-  assign \$signature__data$413[7]  = i_act__payload[127:120];
-  assign \$signature__data$416[0]  = i_act__payload[7:0];
-  assign \$signature__data$416[1]  = i_act__payload[15:8];
-  assign \$signature__data$416[2]  = i_act__payload[23:16];
-  assign \$signature__data$416[3]  = i_act__payload[31:24];
-  assign \$signature__data$416[4]  = i_act__payload[39:32];
-  assign \$signature__data$416[5]  = i_act__payload[47:40];
-  assign \$signature__data$416[6]  = i_act__payload[55:48];
-  assign \$signature__data$416[7]  = i_act__payload[63:56];
-  assign \$signature__data$419[0]  = i_act__payload[71:64];
-  assign \$signature__data$419[1]  = i_act__payload[79:72];
-  assign \$signature__data$419[2]  = i_act__payload[87:80];
-  assign \$signature__data$419[3]  = i_act__payload[95:88];
-  assign \$signature__data$419[4]  = i_act__payload[103:96];
-  assign \$signature__data$419[5]  = i_act__payload[111:104];
-  assign \$signature__data$419[6]  = i_act__payload[119:112];
-  assign \$signature__data$419[7]  = i_act__payload[127:120];
-  assign \$signature__data$422[0]  = i_act__payload[7:0];
-  assign \$signature__data$422[1]  = i_act__payload[15:8];
-  assign \$signature__data$422[2]  = i_act__payload[23:16];
-  assign \$signature__data$422[3]  = i_act__payload[31:24];
-  assign \$signature__data$422[4]  = i_act__payload[39:32];
-  assign \$signature__data$422[5]  = i_act__payload[47:40];
-  assign \$signature__data$422[6]  = i_act__payload[55:48];
-  assign \$signature__data$422[7]  = i_act__payload[63:56];
-  assign \$signature__data$425[0]  = i_act__payload[71:64];
-  assign \$signature__data$425[1]  = i_act__payload[79:72];
-  assign \$signature__data$425[2]  = i_act__payload[87:80];
-  assign \$signature__data$425[3]  = i_act__payload[95:88];
-  assign \$signature__data$425[4]  = i_act__payload[103:96];
-  assign \$signature__data$425[5]  = i_act__payload[111:104];
-  assign \$signature__data$425[6]  = i_act__payload[119:112];
-  assign \$signature__data$425[7]  = i_act__payload[127:120];
-  assign \$signature__data$428[0]  = i_act__payload[7:0];
-  assign \$signature__data$428[1]  = i_act__payload[15:8];
-  assign \$signature__data$428[2]  = i_act__payload[23:16];
-  assign \$signature__data$428[3]  = i_act__payload[31:24];
-  assign \$signature__data$428[4]  = i_act__payload[39:32];
-  assign \$signature__data$428[5]  = i_act__payload[47:40];
-  assign \$signature__data$428[6]  = i_act__payload[55:48];
-  assign \$signature__data$428[7]  = i_act__payload[63:56];
-  assign \$signature__data$431[0]  = i_act__payload[71:64];
-  assign \$signature__data$431[1]  = i_act__payload[79:72];
-  assign \$signature__data$431[2]  = i_act__payload[87:80];
-  assign \$signature__data$431[3]  = i_act__payload[95:88];
-  assign \$signature__data$431[4]  = i_act__payload[103:96];
-  assign \$signature__data$431[5]  = i_act__payload[111:104];
-  assign \$signature__data$431[6]  = i_act__payload[119:112];
-  assign \$signature__data$431[7]  = i_act__payload[127:120];
-  assign \$signature__data$434[0]  = i_act__payload[7:0];
-  assign \$signature__data$434[1]  = i_act__payload[15:8];
-  assign \$signature__data$434[2]  = i_act__payload[23:16];
-  assign \$signature__data$434[3]  = i_act__payload[31:24];
-  assign \$signature__data$434[4]  = i_act__payload[39:32];
-  assign \$signature__data$434[5]  = i_act__payload[47:40];
-  assign \$signature__data$434[6]  = i_act__payload[55:48];
-  assign \$signature__data$434[7]  = i_act__payload[63:56];
-  assign \$signature__data$437[0]  = i_act__payload[71:64];
-  assign \$signature__data$437[1]  = i_act__payload[79:72];
-  assign \$signature__data$437[2]  = i_act__payload[87:80];
-  assign \$signature__data$437[3]  = i_act__payload[95:88];
-  assign \$signature__data$437[4]  = i_act__payload[103:96];
-  assign \$signature__data$437[5]  = i_act__payload[111:104];
-  assign \$signature__data$437[6]  = i_act__payload[119:112];
-  assign \$signature__data$437[7]  = i_act__payload[127:120];
-  assign \$signature__data$440[0]  = i_act__payload[7:0];
-  assign \$signature__data$440[1]  = i_act__payload[15:8];
-  assign \$signature__data$440[2]  = i_act__payload[23:16];
-  assign \$signature__data$440[3]  = i_act__payload[31:24];
-  assign \$signature__data$440[4]  = i_act__payload[39:32];
-  assign \$signature__data$440[5]  = i_act__payload[47:40];
-  assign \$signature__data$440[6]  = i_act__payload[55:48];
-  assign \$signature__data$440[7]  = i_act__payload[63:56];
-  assign \$signature__data$443[0]  = i_act__payload[71:64];
-  assign \$signature__data$443[1]  = i_act__payload[79:72];
-  assign \$signature__data$443[2]  = i_act__payload[87:80];
-  assign \$signature__data$443[3]  = i_act__payload[95:88];
-  assign \$signature__data$443[4]  = i_act__payload[103:96];
-  assign \$signature__data$443[5]  = i_act__payload[111:104];
-  assign \$signature__data$443[6]  = i_act__payload[119:112];
-  assign \$signature__data$443[7]  = i_act__payload[127:120];
+  assign \$signature__data$350[0]  = i_act__payload[71:64];
+  assign \$signature__data$350[1]  = i_act__payload[79:72];
+  assign \$signature__data$350[2]  = i_act__payload[87:80];
+  assign \$signature__data$350[3]  = i_act__payload[95:88];
+  assign \$signature__data$350[4]  = i_act__payload[103:96];
+  assign \$signature__data$350[5]  = i_act__payload[111:104];
+  assign \$signature__data$350[6]  = i_act__payload[119:112];
+  assign \$signature__data$350[7]  = i_act__payload[127:120];
+  assign \$signature__data$353[0]  = i_act__payload[7:0];
+  assign \$signature__data$353[1]  = i_act__payload[15:8];
+  assign \$signature__data$353[2]  = i_act__payload[23:16];
+  assign \$signature__data$353[3]  = i_act__payload[31:24];
+  assign \$signature__data$353[4]  = i_act__payload[39:32];
+  assign \$signature__data$353[5]  = i_act__payload[47:40];
+  assign \$signature__data$353[6]  = i_act__payload[55:48];
+  assign \$signature__data$353[7]  = i_act__payload[63:56];
+  assign \$signature__data$356[0]  = i_act__payload[71:64];
+  assign \$signature__data$356[1]  = i_act__payload[79:72];
+  assign \$signature__data$356[2]  = i_act__payload[87:80];
+  assign \$signature__data$356[3]  = i_act__payload[95:88];
+  assign \$signature__data$356[4]  = i_act__payload[103:96];
+  assign \$signature__data$356[5]  = i_act__payload[111:104];
+  assign \$signature__data$356[6]  = i_act__payload[119:112];
+  assign \$signature__data$356[7]  = i_act__payload[127:120];
+  assign \$signature__data$359[0]  = i_act__payload[7:0];
+  assign \$signature__data$359[1]  = i_act__payload[15:8];
+  assign \$signature__data$359[2]  = i_act__payload[23:16];
+  assign \$signature__data$359[3]  = i_act__payload[31:24];
+  assign \$signature__data$359[4]  = i_act__payload[39:32];
+  assign \$signature__data$359[5]  = i_act__payload[47:40];
+  assign \$signature__data$359[6]  = i_act__payload[55:48];
+  assign \$signature__data$359[7]  = i_act__payload[63:56];
+  assign \$signature__data$362[0]  = i_act__payload[71:64];
+  assign \$signature__data$362[1]  = i_act__payload[79:72];
+  assign \$signature__data$362[2]  = i_act__payload[87:80];
+  assign \$signature__data$362[3]  = i_act__payload[95:88];
+  assign \$signature__data$362[4]  = i_act__payload[103:96];
+  assign \$signature__data$362[5]  = i_act__payload[111:104];
+  assign \$signature__data$362[6]  = i_act__payload[119:112];
+  assign \$signature__data$362[7]  = i_act__payload[127:120];
+  assign \$signature__data$365[0]  = i_act__payload[7:0];
+  assign \$signature__data$365[1]  = i_act__payload[15:8];
+  assign \$signature__data$365[2]  = i_act__payload[23:16];
+  assign \$signature__data$365[3]  = i_act__payload[31:24];
+  assign \$signature__data$365[4]  = i_act__payload[39:32];
+  assign \$signature__data$365[5]  = i_act__payload[47:40];
+  assign \$signature__data$365[6]  = i_act__payload[55:48];
+  assign \$signature__data$365[7]  = i_act__payload[63:56];
+  assign \$signature__data$368[0]  = i_act__payload[71:64];
+  assign \$signature__data$368[1]  = i_act__payload[79:72];
+  assign \$signature__data$368[2]  = i_act__payload[87:80];
+  assign \$signature__data$368[3]  = i_act__payload[95:88];
+  assign \$signature__data$368[4]  = i_act__payload[103:96];
+  assign \$signature__data$368[5]  = i_act__payload[111:104];
+  assign \$signature__data$368[6]  = i_act__payload[119:112];
+  assign \$signature__data$368[7]  = i_act__payload[127:120];
+  assign \$signature__data$371[0]  = i_act__payload[7:0];
+  assign \$signature__data$371[1]  = i_act__payload[15:8];
+  assign \$signature__data$371[2]  = i_act__payload[23:16];
+  assign \$signature__data$371[3]  = i_act__payload[31:24];
+  assign \$signature__data$371[4]  = i_act__payload[39:32];
+  assign \$signature__data$371[5]  = i_act__payload[47:40];
+  assign \$signature__data$371[6]  = i_act__payload[55:48];
+  assign \$signature__data$371[7]  = i_act__payload[63:56];
+  assign \$signature__data$374[0]  = i_act__payload[71:64];
+  assign \$signature__data$374[1]  = i_act__payload[79:72];
+  assign \$signature__data$374[2]  = i_act__payload[87:80];
+  assign \$signature__data$374[3]  = i_act__payload[95:88];
+  assign \$signature__data$374[4]  = i_act__payload[103:96];
+  assign \$signature__data$374[5]  = i_act__payload[111:104];
+  assign \$signature__data$374[6]  = i_act__payload[119:112];
+  assign \$signature__data$374[7]  = i_act__payload[127:120];
+  assign \$signature__data$377[0]  = i_act__payload[7:0];
+  assign \$signature__data$377[1]  = i_act__payload[15:8];
+  assign \$signature__data$377[2]  = i_act__payload[23:16];
+  assign \$signature__data$377[3]  = i_act__payload[31:24];
+  assign \$signature__data$377[4]  = i_act__payload[39:32];
+  assign \$signature__data$377[5]  = i_act__payload[47:40];
+  assign \$signature__data$377[6]  = i_act__payload[55:48];
+  assign \$signature__data$377[7]  = i_act__payload[63:56];
+  assign \$signature__data$380[0]  = i_act__payload[71:64];
+  assign \$signature__data$380[1]  = i_act__payload[79:72];
+  assign \$signature__data$380[2]  = i_act__payload[87:80];
+  assign \$signature__data$380[3]  = i_act__payload[95:88];
+  assign \$signature__data$380[4]  = i_act__payload[103:96];
+  assign \$signature__data$380[5]  = i_act__payload[111:104];
+  assign \$signature__data$380[6]  = i_act__payload[119:112];
+  assign \$signature__data$380[7]  = i_act__payload[127:120];
+  assign \$signature__data$383[0]  = i_act__payload[7:0];
+  assign \$signature__data$383[1]  = i_act__payload[15:8];
+  assign \$signature__data$383[2]  = i_act__payload[23:16];
+  assign \$signature__data$383[3]  = i_act__payload[31:24];
+  assign \$signature__data$383[4]  = i_act__payload[39:32];
+  assign \$signature__data$383[5]  = i_act__payload[47:40];
+  assign \$signature__data$383[6]  = i_act__payload[55:48];
+  assign \$signature__data$383[7]  = i_act__payload[63:56];
+  assign \$signature__data$386[0]  = i_act__payload[71:64];
+  assign \$signature__data$386[1]  = i_act__payload[79:72];
+  assign \$signature__data$386[2]  = i_act__payload[87:80];
+  assign \$signature__data$386[3]  = i_act__payload[95:88];
+  assign \$signature__data$386[4]  = i_act__payload[103:96];
+  assign \$signature__data$386[5]  = i_act__payload[111:104];
+  assign \$signature__data$386[6]  = i_act__payload[119:112];
+  assign \$signature__data$386[7]  = i_act__payload[127:120];
+  assign \$signature__data$389[0]  = i_act__payload[7:0];
+  assign \$signature__data$389[1]  = i_act__payload[15:8];
+  assign \$signature__data$389[2]  = i_act__payload[23:16];
+  assign \$signature__data$389[3]  = i_act__payload[31:24];
+  assign \$signature__data$389[4]  = i_act__payload[39:32];
+  assign \$signature__data$389[5]  = i_act__payload[47:40];
+  assign \$signature__data$389[6]  = i_act__payload[55:48];
+  assign \$signature__data$389[7]  = i_act__payload[63:56];
+  assign \$signature__data$392[0]  = i_act__payload[71:64];
+  assign \$signature__data$392[1]  = i_act__payload[79:72];
+  assign \$signature__data$392[2]  = i_act__payload[87:80];
+  assign \$signature__data$392[3]  = i_act__payload[95:88];
+  assign \$signature__data$392[4]  = i_act__payload[103:96];
+  assign \$signature__data$392[5]  = i_act__payload[111:104];
+  assign \$signature__data$392[6]  = i_act__payload[119:112];
+  assign \$signature__data$392[7]  = i_act__payload[127:120];
+  assign \$signature__data$395[0]  = i_act__payload[7:0];
+  assign \$signature__data$395[1]  = i_act__payload[15:8];
+  assign \$signature__data$395[2]  = i_act__payload[23:16];
+  assign \$signature__data$395[3]  = i_act__payload[31:24];
+  assign \$signature__data$395[4]  = i_act__payload[39:32];
+  assign \$signature__data$395[5]  = i_act__payload[47:40];
+  assign \$signature__data$395[6]  = i_act__payload[55:48];
+  assign \$signature__data$395[7]  = i_act__payload[63:56];
+  assign \$signature__data$398[0]  = i_act__payload[71:64];
+  assign \$signature__data$398[1]  = i_act__payload[79:72];
+  assign \$signature__data$398[2]  = i_act__payload[87:80];
+  assign \$signature__data$398[3]  = i_act__payload[95:88];
+  assign \$signature__data$398[4]  = i_act__payload[103:96];
+  assign \$signature__data$398[5]  = i_act__payload[111:104];
+  assign \$signature__data$398[6]  = i_act__payload[119:112];
+  assign \$signature__data$398[7]  = i_act__payload[127:120];
+  assign \$signature__data$401[0]  = i_act__payload[7:0];
+  assign \$signature__data$401[1]  = i_act__payload[15:8];
+  assign \$signature__data$401[2]  = i_act__payload[23:16];
+  assign \$signature__data$401[3]  = i_act__payload[31:24];
+  assign \$signature__data$401[4]  = i_act__payload[39:32];
+  assign \$signature__data$401[5]  = i_act__payload[47:40];
+  assign \$signature__data$401[6]  = i_act__payload[55:48];
+  assign \$signature__data$401[7]  = i_act__payload[63:56];
+  assign \$signature__data$404[0]  = i_act__payload[71:64];
+  assign \$signature__data$404[1]  = i_act__payload[79:72];
+  assign \$signature__data$404[2]  = i_act__payload[87:80];
+  assign \$signature__data$404[3]  = i_act__payload[95:88];
+  assign \$signature__data$404[4]  = i_act__payload[103:96];
+  assign \$signature__data$404[5]  = i_act__payload[111:104];
+  assign \$signature__data$404[6]  = i_act__payload[119:112];
+  assign \$signature__data$404[7]  = i_act__payload[127:120];
+  assign \$signature__data$407[0]  = i_act__payload[7:0];
+  assign \$signature__data$407[1]  = i_act__payload[15:8];
+  assign \$signature__data$407[2]  = i_act__payload[23:16];
+  assign \$signature__data$407[3]  = i_act__payload[31:24];
+  assign \$signature__data$407[4]  = i_act__payload[39:32];
+  assign \$signature__data$407[5]  = i_act__payload[47:40];
+  assign \$signature__data$407[6]  = i_act__payload[55:48];
+  assign \$signature__data$407[7]  = i_act__payload[63:56];
+  assign \$signature__data$410[0]  = i_act__payload[71:64];
+  assign \$signature__data$410[1]  = i_act__payload[79:72];
+  assign \$signature__data$410[2]  = i_act__payload[87:80];
+  assign \$signature__data$410[3]  = i_act__payload[95:88];
+  assign \$signature__data$410[4]  = i_act__payload[103:96];
+  assign \$signature__data$410[5]  = i_act__payload[111:104];
+  assign \$signature__data$410[6]  = i_act__payload[119:112];
+  assign \$signature__data$410[7]  = i_act__payload[127:120];
+  assign \$signature__data$413[0]  = i_act__payload[7:0];
+  assign \$signature__data$413[1]  = i_act__payload[15:8];
+  assign \$signature__data$413[2]  = i_act__payload[23:16];
+  assign \$signature__data$413[3]  = i_act__payload[31:24];
+  assign \$signature__data$413[4]  = i_act__payload[39:32];
+  assign \$signature__data$413[5]  = i_act__payload[47:40];
+  assign \$signature__data$413[6]  = i_act__payload[55:48];
+  assign \$signature__data$413[7]  = i_act__payload[63:56];
+  assign \$signature__data$416[0]  = i_act__payload[71:64];
+  assign \$signature__data$416[1]  = i_act__payload[79:72];
+  assign \$signature__data$416[2]  = i_act__payload[87:80];
+  assign \$signature__data$416[3]  = i_act__payload[95:88];
+  assign \$signature__data$416[4]  = i_act__payload[103:96];
+  assign \$signature__data$416[5]  = i_act__payload[111:104];
+  assign \$signature__data$416[6]  = i_act__payload[119:112];
+  assign \$signature__data$416[7]  = i_act__payload[127:120];
+  assign \$signature__data$419[0]  = i_act__payload[7:0];
+  assign \$signature__data$419[1]  = i_act__payload[15:8];
+  assign \$signature__data$419[2]  = i_act__payload[23:16];
+  assign \$signature__data$419[3]  = i_act__payload[31:24];
+  assign \$signature__data$419[4]  = i_act__payload[39:32];
+  assign \$signature__data$419[5]  = i_act__payload[47:40];
+  assign \$signature__data$419[6]  = i_act__payload[55:48];
+  assign \$signature__data$419[7]  = i_act__payload[63:56];
+  assign \$signature__data$422[0]  = i_act__payload[71:64];
+  assign \$signature__data$422[1]  = i_act__payload[79:72];
+  assign \$signature__data$422[2]  = i_act__payload[87:80];
+  assign \$signature__data$422[3]  = i_act__payload[95:88];
+  assign \$signature__data$422[4]  = i_act__payload[103:96];
+  assign \$signature__data$422[5]  = i_act__payload[111:104];
+  assign \$signature__data$422[6]  = i_act__payload[119:112];
+  assign \$signature__data$422[7]  = i_act__payload[127:120];
+  assign \$signature__data$425[0]  = i_act__payload[7:0];
+  assign \$signature__data$425[1]  = i_act__payload[15:8];
+  assign \$signature__data$425[2]  = i_act__payload[23:16];
+  assign \$signature__data$425[3]  = i_act__payload[31:24];
+  assign \$signature__data$425[4]  = i_act__payload[39:32];
+  assign \$signature__data$425[5]  = i_act__payload[47:40];
+  assign \$signature__data$425[6]  = i_act__payload[55:48];
+  assign \$signature__data$425[7]  = i_act__payload[63:56];
+  assign \$signature__data$428[0]  = i_act__payload[71:64];
+  assign \$signature__data$428[1]  = i_act__payload[79:72];
+  assign \$signature__data$428[2]  = i_act__payload[87:80];
+  assign \$signature__data$428[3]  = i_act__payload[95:88];
+  assign \$signature__data$428[4]  = i_act__payload[103:96];
+  assign \$signature__data$428[5]  = i_act__payload[111:104];
+  assign \$signature__data$428[6]  = i_act__payload[119:112];
+  assign \$signature__data$428[7]  = i_act__payload[127:120];
+  assign \$signature__data$431[0]  = i_act__payload[7:0];
+  assign \$signature__data$431[1]  = i_act__payload[15:8];
+  assign \$signature__data$431[2]  = i_act__payload[23:16];
+  assign \$signature__data$431[3]  = i_act__payload[31:24];
+  assign \$signature__data$431[4]  = i_act__payload[39:32];
+  assign \$signature__data$431[5]  = i_act__payload[47:40];
+  assign \$signature__data$431[6]  = i_act__payload[55:48];
+  assign \$signature__data$431[7]  = i_act__payload[63:56];
+  assign \$signature__data$434[0]  = i_act__payload[71:64];
+  assign \$signature__data$434[1]  = i_act__payload[79:72];
+  assign \$signature__data$434[2]  = i_act__payload[87:80];
+  assign \$signature__data$434[3]  = i_act__payload[95:88];
+  assign \$signature__data$434[4]  = i_act__payload[103:96];
+  assign \$signature__data$434[5]  = i_act__payload[111:104];
+  assign \$signature__data$434[6]  = i_act__payload[119:112];
+  assign \$signature__data$434[7]  = i_act__payload[127:120];
+  assign \$signature__data$437[0]  = i_act__payload[7:0];
+  assign \$signature__data$437[1]  = i_act__payload[15:8];
+  assign \$signature__data$437[2]  = i_act__payload[23:16];
+  assign \$signature__data$437[3]  = i_act__payload[31:24];
+  assign \$signature__data$437[4]  = i_act__payload[39:32];
+  assign \$signature__data$437[5]  = i_act__payload[47:40];
+  assign \$signature__data$437[6]  = i_act__payload[55:48];
+  assign \$signature__data$437[7]  = i_act__payload[63:56];
+  assign \$signature__data$440[0]  = i_act__payload[71:64];
+  assign \$signature__data$440[1]  = i_act__payload[79:72];
+  assign \$signature__data$440[2]  = i_act__payload[87:80];
+  assign \$signature__data$440[3]  = i_act__payload[95:88];
+  assign \$signature__data$440[4]  = i_act__payload[103:96];
+  assign \$signature__data$440[5]  = i_act__payload[111:104];
+  assign \$signature__data$440[6]  = i_act__payload[119:112];
+  assign \$signature__data$440[7]  = i_act__payload[127:120];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -49794,14 +49751,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq0e[5]  = lbq0e[47:40];
   assign \lbq0e[6]  = lbq0e[55:48];
   assign \lbq0e[7]  = lbq0e[63:56];
-  assign \$signature__data$494[0]  = \$signature__data$494 [7:0];
-  assign \$signature__data$494[1]  = \$signature__data$494 [15:8];
-  assign \$signature__data$494[2]  = \$signature__data$494 [23:16];
-  assign \$signature__data$494[3]  = \$signature__data$494 [31:24];
-  assign \$signature__data$494[4]  = \$signature__data$494 [39:32];
-  assign \$signature__data$494[5]  = \$signature__data$494 [47:40];
-  assign \$signature__data$494[6]  = \$signature__data$494 [55:48];
-  assign \$signature__data$494[7]  = \$signature__data$494 [63:56];
+  assign \$signature__data$490[0]  = \$signature__data$490 [7:0];
+  assign \$signature__data$490[1]  = \$signature__data$490 [15:8];
+  assign \$signature__data$490[2]  = \$signature__data$490 [23:16];
+  assign \$signature__data$490[3]  = \$signature__data$490 [31:24];
+  assign \$signature__data$490[4]  = \$signature__data$490 [39:32];
+  assign \$signature__data$490[5]  = \$signature__data$490 [47:40];
+  assign \$signature__data$490[6]  = \$signature__data$490 [55:48];
+  assign \$signature__data$490[7]  = \$signature__data$490 [63:56];
   assign \lbq0o[0]  = lbq0o[7:0];
   assign \lbq0o[1]  = lbq0o[15:8];
   assign \lbq0o[2]  = lbq0o[23:16];
@@ -49810,14 +49767,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq0o[5]  = lbq0o[47:40];
   assign \lbq0o[6]  = lbq0o[55:48];
   assign \lbq0o[7]  = lbq0o[63:56];
-  assign \$signature__data$496[0]  = \$signature__data$496 [7:0];
-  assign \$signature__data$496[1]  = \$signature__data$496 [15:8];
-  assign \$signature__data$496[2]  = \$signature__data$496 [23:16];
-  assign \$signature__data$496[3]  = \$signature__data$496 [31:24];
-  assign \$signature__data$496[4]  = \$signature__data$496 [39:32];
-  assign \$signature__data$496[5]  = \$signature__data$496 [47:40];
-  assign \$signature__data$496[6]  = \$signature__data$496 [55:48];
-  assign \$signature__data$496[7]  = \$signature__data$496 [63:56];
+  assign \$signature__data$492[0]  = \$signature__data$492 [7:0];
+  assign \$signature__data$492[1]  = \$signature__data$492 [15:8];
+  assign \$signature__data$492[2]  = \$signature__data$492 [23:16];
+  assign \$signature__data$492[3]  = \$signature__data$492 [31:24];
+  assign \$signature__data$492[4]  = \$signature__data$492 [39:32];
+  assign \$signature__data$492[5]  = \$signature__data$492 [47:40];
+  assign \$signature__data$492[6]  = \$signature__data$492 [55:48];
+  assign \$signature__data$492[7]  = \$signature__data$492 [63:56];
   assign \lbq1e[0]  = lbq1e[7:0];
   assign \lbq1e[1]  = lbq1e[15:8];
   assign \lbq1e[2]  = lbq1e[23:16];
@@ -49826,14 +49783,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq1e[5]  = lbq1e[47:40];
   assign \lbq1e[6]  = lbq1e[55:48];
   assign \lbq1e[7]  = lbq1e[63:56];
-  assign \$signature__data$498[0]  = \$signature__data$498 [7:0];
-  assign \$signature__data$498[1]  = \$signature__data$498 [15:8];
-  assign \$signature__data$498[2]  = \$signature__data$498 [23:16];
-  assign \$signature__data$498[3]  = \$signature__data$498 [31:24];
-  assign \$signature__data$498[4]  = \$signature__data$498 [39:32];
-  assign \$signature__data$498[5]  = \$signature__data$498 [47:40];
-  assign \$signature__data$498[6]  = \$signature__data$498 [55:48];
-  assign \$signature__data$498[7]  = \$signature__data$498 [63:56];
+  assign \$signature__data$494[0]  = \$signature__data$494 [7:0];
+  assign \$signature__data$494[1]  = \$signature__data$494 [15:8];
+  assign \$signature__data$494[2]  = \$signature__data$494 [23:16];
+  assign \$signature__data$494[3]  = \$signature__data$494 [31:24];
+  assign \$signature__data$494[4]  = \$signature__data$494 [39:32];
+  assign \$signature__data$494[5]  = \$signature__data$494 [47:40];
+  assign \$signature__data$494[6]  = \$signature__data$494 [55:48];
+  assign \$signature__data$494[7]  = \$signature__data$494 [63:56];
   assign \lbq1o[0]  = lbq1o[7:0];
   assign \lbq1o[1]  = lbq1o[15:8];
   assign \lbq1o[2]  = lbq1o[23:16];
@@ -49842,14 +49799,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq1o[5]  = lbq1o[47:40];
   assign \lbq1o[6]  = lbq1o[55:48];
   assign \lbq1o[7]  = lbq1o[63:56];
-  assign \$signature__data$500[0]  = \$signature__data$500 [7:0];
-  assign \$signature__data$500[1]  = \$signature__data$500 [15:8];
-  assign \$signature__data$500[2]  = \$signature__data$500 [23:16];
-  assign \$signature__data$500[3]  = \$signature__data$500 [31:24];
-  assign \$signature__data$500[4]  = \$signature__data$500 [39:32];
-  assign \$signature__data$500[5]  = \$signature__data$500 [47:40];
-  assign \$signature__data$500[6]  = \$signature__data$500 [55:48];
-  assign \$signature__data$500[7]  = \$signature__data$500 [63:56];
+  assign \$signature__data$496[0]  = \$signature__data$496 [7:0];
+  assign \$signature__data$496[1]  = \$signature__data$496 [15:8];
+  assign \$signature__data$496[2]  = \$signature__data$496 [23:16];
+  assign \$signature__data$496[3]  = \$signature__data$496 [31:24];
+  assign \$signature__data$496[4]  = \$signature__data$496 [39:32];
+  assign \$signature__data$496[5]  = \$signature__data$496 [47:40];
+  assign \$signature__data$496[6]  = \$signature__data$496 [55:48];
+  assign \$signature__data$496[7]  = \$signature__data$496 [63:56];
   assign \lbq2e[0]  = lbq2e[7:0];
   assign \lbq2e[1]  = lbq2e[15:8];
   assign \lbq2e[2]  = lbq2e[23:16];
@@ -49858,14 +49815,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq2e[5]  = lbq2e[47:40];
   assign \lbq2e[6]  = lbq2e[55:48];
   assign \lbq2e[7]  = lbq2e[63:56];
-  assign \$signature__data$502[0]  = \$signature__data$502 [7:0];
-  assign \$signature__data$502[1]  = \$signature__data$502 [15:8];
-  assign \$signature__data$502[2]  = \$signature__data$502 [23:16];
-  assign \$signature__data$502[3]  = \$signature__data$502 [31:24];
-  assign \$signature__data$502[4]  = \$signature__data$502 [39:32];
-  assign \$signature__data$502[5]  = \$signature__data$502 [47:40];
-  assign \$signature__data$502[6]  = \$signature__data$502 [55:48];
-  assign \$signature__data$502[7]  = \$signature__data$502 [63:56];
+  assign \$signature__data$498[0]  = \$signature__data$498 [7:0];
+  assign \$signature__data$498[1]  = \$signature__data$498 [15:8];
+  assign \$signature__data$498[2]  = \$signature__data$498 [23:16];
+  assign \$signature__data$498[3]  = \$signature__data$498 [31:24];
+  assign \$signature__data$498[4]  = \$signature__data$498 [39:32];
+  assign \$signature__data$498[5]  = \$signature__data$498 [47:40];
+  assign \$signature__data$498[6]  = \$signature__data$498 [55:48];
+  assign \$signature__data$498[7]  = \$signature__data$498 [63:56];
   assign \lbq2o[0]  = lbq2o[7:0];
   assign \lbq2o[1]  = lbq2o[15:8];
   assign \lbq2o[2]  = lbq2o[23:16];
@@ -49874,14 +49831,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq2o[5]  = lbq2o[47:40];
   assign \lbq2o[6]  = lbq2o[55:48];
   assign \lbq2o[7]  = lbq2o[63:56];
-  assign \$signature__data$504[0]  = \$signature__data$504 [7:0];
-  assign \$signature__data$504[1]  = \$signature__data$504 [15:8];
-  assign \$signature__data$504[2]  = \$signature__data$504 [23:16];
-  assign \$signature__data$504[3]  = \$signature__data$504 [31:24];
-  assign \$signature__data$504[4]  = \$signature__data$504 [39:32];
-  assign \$signature__data$504[5]  = \$signature__data$504 [47:40];
-  assign \$signature__data$504[6]  = \$signature__data$504 [55:48];
-  assign \$signature__data$504[7]  = \$signature__data$504 [63:56];
+  assign \$signature__data$500[0]  = \$signature__data$500 [7:0];
+  assign \$signature__data$500[1]  = \$signature__data$500 [15:8];
+  assign \$signature__data$500[2]  = \$signature__data$500 [23:16];
+  assign \$signature__data$500[3]  = \$signature__data$500 [31:24];
+  assign \$signature__data$500[4]  = \$signature__data$500 [39:32];
+  assign \$signature__data$500[5]  = \$signature__data$500 [47:40];
+  assign \$signature__data$500[6]  = \$signature__data$500 [55:48];
+  assign \$signature__data$500[7]  = \$signature__data$500 [63:56];
   assign \lbq3e[0]  = lbq3e[7:0];
   assign \lbq3e[1]  = lbq3e[15:8];
   assign \lbq3e[2]  = lbq3e[23:16];
@@ -49890,14 +49847,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq3e[5]  = lbq3e[47:40];
   assign \lbq3e[6]  = lbq3e[55:48];
   assign \lbq3e[7]  = lbq3e[63:56];
-  assign \$signature__data$506[0]  = \$signature__data$506 [7:0];
-  assign \$signature__data$506[1]  = \$signature__data$506 [15:8];
-  assign \$signature__data$506[2]  = \$signature__data$506 [23:16];
-  assign \$signature__data$506[3]  = \$signature__data$506 [31:24];
-  assign \$signature__data$506[4]  = \$signature__data$506 [39:32];
-  assign \$signature__data$506[5]  = \$signature__data$506 [47:40];
-  assign \$signature__data$506[6]  = \$signature__data$506 [55:48];
-  assign \$signature__data$506[7]  = \$signature__data$506 [63:56];
+  assign \$signature__data$502[0]  = \$signature__data$502 [7:0];
+  assign \$signature__data$502[1]  = \$signature__data$502 [15:8];
+  assign \$signature__data$502[2]  = \$signature__data$502 [23:16];
+  assign \$signature__data$502[3]  = \$signature__data$502 [31:24];
+  assign \$signature__data$502[4]  = \$signature__data$502 [39:32];
+  assign \$signature__data$502[5]  = \$signature__data$502 [47:40];
+  assign \$signature__data$502[6]  = \$signature__data$502 [55:48];
+  assign \$signature__data$502[7]  = \$signature__data$502 [63:56];
   assign \lbq3o[0]  = lbq3o[7:0];
   assign \lbq3o[1]  = lbq3o[15:8];
   assign \lbq3o[2]  = lbq3o[23:16];
@@ -49906,14 +49863,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq3o[5]  = lbq3o[47:40];
   assign \lbq3o[6]  = lbq3o[55:48];
   assign \lbq3o[7]  = lbq3o[63:56];
-  assign \$signature__data$508[0]  = \$signature__data$508 [7:0];
-  assign \$signature__data$508[1]  = \$signature__data$508 [15:8];
-  assign \$signature__data$508[2]  = \$signature__data$508 [23:16];
-  assign \$signature__data$508[3]  = \$signature__data$508 [31:24];
-  assign \$signature__data$508[4]  = \$signature__data$508 [39:32];
-  assign \$signature__data$508[5]  = \$signature__data$508 [47:40];
-  assign \$signature__data$508[6]  = \$signature__data$508 [55:48];
-  assign \$signature__data$508[7]  = \$signature__data$508 [63:56];
+  assign \$signature__data$504[0]  = \$signature__data$504 [7:0];
+  assign \$signature__data$504[1]  = \$signature__data$504 [15:8];
+  assign \$signature__data$504[2]  = \$signature__data$504 [23:16];
+  assign \$signature__data$504[3]  = \$signature__data$504 [31:24];
+  assign \$signature__data$504[4]  = \$signature__data$504 [39:32];
+  assign \$signature__data$504[5]  = \$signature__data$504 [47:40];
+  assign \$signature__data$504[6]  = \$signature__data$504 [55:48];
+  assign \$signature__data$504[7]  = \$signature__data$504 [63:56];
   assign \lbq4e[0]  = lbq4e[7:0];
   assign \lbq4e[1]  = lbq4e[15:8];
   assign \lbq4e[2]  = lbq4e[23:16];
@@ -49922,14 +49879,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq4e[5]  = lbq4e[47:40];
   assign \lbq4e[6]  = lbq4e[55:48];
   assign \lbq4e[7]  = lbq4e[63:56];
-  assign \$signature__data$510[0]  = \$signature__data$510 [7:0];
-  assign \$signature__data$510[1]  = \$signature__data$510 [15:8];
-  assign \$signature__data$510[2]  = \$signature__data$510 [23:16];
-  assign \$signature__data$510[3]  = \$signature__data$510 [31:24];
-  assign \$signature__data$510[4]  = \$signature__data$510 [39:32];
-  assign \$signature__data$510[5]  = \$signature__data$510 [47:40];
-  assign \$signature__data$510[6]  = \$signature__data$510 [55:48];
-  assign \$signature__data$510[7]  = \$signature__data$510 [63:56];
+  assign \$signature__data$506[0]  = \$signature__data$506 [7:0];
+  assign \$signature__data$506[1]  = \$signature__data$506 [15:8];
+  assign \$signature__data$506[2]  = \$signature__data$506 [23:16];
+  assign \$signature__data$506[3]  = \$signature__data$506 [31:24];
+  assign \$signature__data$506[4]  = \$signature__data$506 [39:32];
+  assign \$signature__data$506[5]  = \$signature__data$506 [47:40];
+  assign \$signature__data$506[6]  = \$signature__data$506 [55:48];
+  assign \$signature__data$506[7]  = \$signature__data$506 [63:56];
   assign \lbq4o[0]  = lbq4o[7:0];
   assign \lbq4o[1]  = lbq4o[15:8];
   assign \lbq4o[2]  = lbq4o[23:16];
@@ -49938,14 +49895,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq4o[5]  = lbq4o[47:40];
   assign \lbq4o[6]  = lbq4o[55:48];
   assign \lbq4o[7]  = lbq4o[63:56];
-  assign \$signature__data$512[0]  = \$signature__data$512 [7:0];
-  assign \$signature__data$512[1]  = \$signature__data$512 [15:8];
-  assign \$signature__data$512[2]  = \$signature__data$512 [23:16];
-  assign \$signature__data$512[3]  = \$signature__data$512 [31:24];
-  assign \$signature__data$512[4]  = \$signature__data$512 [39:32];
-  assign \$signature__data$512[5]  = \$signature__data$512 [47:40];
-  assign \$signature__data$512[6]  = \$signature__data$512 [55:48];
-  assign \$signature__data$512[7]  = \$signature__data$512 [63:56];
+  assign \$signature__data$508[0]  = \$signature__data$508 [7:0];
+  assign \$signature__data$508[1]  = \$signature__data$508 [15:8];
+  assign \$signature__data$508[2]  = \$signature__data$508 [23:16];
+  assign \$signature__data$508[3]  = \$signature__data$508 [31:24];
+  assign \$signature__data$508[4]  = \$signature__data$508 [39:32];
+  assign \$signature__data$508[5]  = \$signature__data$508 [47:40];
+  assign \$signature__data$508[6]  = \$signature__data$508 [55:48];
+  assign \$signature__data$508[7]  = \$signature__data$508 [63:56];
   assign \lbq5e[0]  = lbq5e[7:0];
   assign \lbq5e[1]  = lbq5e[15:8];
   assign \lbq5e[2]  = lbq5e[23:16];
@@ -49954,14 +49911,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq5e[5]  = lbq5e[47:40];
   assign \lbq5e[6]  = lbq5e[55:48];
   assign \lbq5e[7]  = lbq5e[63:56];
-  assign \$signature__data$514[0]  = \$signature__data$514 [7:0];
-  assign \$signature__data$514[1]  = \$signature__data$514 [15:8];
-  assign \$signature__data$514[2]  = \$signature__data$514 [23:16];
-  assign \$signature__data$514[3]  = \$signature__data$514 [31:24];
-  assign \$signature__data$514[4]  = \$signature__data$514 [39:32];
-  assign \$signature__data$514[5]  = \$signature__data$514 [47:40];
-  assign \$signature__data$514[6]  = \$signature__data$514 [55:48];
-  assign \$signature__data$514[7]  = \$signature__data$514 [63:56];
+  assign \$signature__data$510[0]  = \$signature__data$510 [7:0];
+  assign \$signature__data$510[1]  = \$signature__data$510 [15:8];
+  assign \$signature__data$510[2]  = \$signature__data$510 [23:16];
+  assign \$signature__data$510[3]  = \$signature__data$510 [31:24];
+  assign \$signature__data$510[4]  = \$signature__data$510 [39:32];
+  assign \$signature__data$510[5]  = \$signature__data$510 [47:40];
+  assign \$signature__data$510[6]  = \$signature__data$510 [55:48];
+  assign \$signature__data$510[7]  = \$signature__data$510 [63:56];
   assign \lbq5o[0]  = lbq5o[7:0];
   assign \lbq5o[1]  = lbq5o[15:8];
   assign \lbq5o[2]  = lbq5o[23:16];
@@ -49970,14 +49927,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq5o[5]  = lbq5o[47:40];
   assign \lbq5o[6]  = lbq5o[55:48];
   assign \lbq5o[7]  = lbq5o[63:56];
-  assign \$signature__data$516[0]  = \$signature__data$516 [7:0];
-  assign \$signature__data$516[1]  = \$signature__data$516 [15:8];
-  assign \$signature__data$516[2]  = \$signature__data$516 [23:16];
-  assign \$signature__data$516[3]  = \$signature__data$516 [31:24];
-  assign \$signature__data$516[4]  = \$signature__data$516 [39:32];
-  assign \$signature__data$516[5]  = \$signature__data$516 [47:40];
-  assign \$signature__data$516[6]  = \$signature__data$516 [55:48];
-  assign \$signature__data$516[7]  = \$signature__data$516 [63:56];
+  assign \$signature__data$512[0]  = \$signature__data$512 [7:0];
+  assign \$signature__data$512[1]  = \$signature__data$512 [15:8];
+  assign \$signature__data$512[2]  = \$signature__data$512 [23:16];
+  assign \$signature__data$512[3]  = \$signature__data$512 [31:24];
+  assign \$signature__data$512[4]  = \$signature__data$512 [39:32];
+  assign \$signature__data$512[5]  = \$signature__data$512 [47:40];
+  assign \$signature__data$512[6]  = \$signature__data$512 [55:48];
+  assign \$signature__data$512[7]  = \$signature__data$512 [63:56];
   assign \lbq6e[0]  = lbq6e[7:0];
   assign \lbq6e[1]  = lbq6e[15:8];
   assign \lbq6e[2]  = lbq6e[23:16];
@@ -49986,14 +49943,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq6e[5]  = lbq6e[47:40];
   assign \lbq6e[6]  = lbq6e[55:48];
   assign \lbq6e[7]  = lbq6e[63:56];
-  assign \$signature__data$518[0]  = \$signature__data$518 [7:0];
-  assign \$signature__data$518[1]  = \$signature__data$518 [15:8];
-  assign \$signature__data$518[2]  = \$signature__data$518 [23:16];
-  assign \$signature__data$518[3]  = \$signature__data$518 [31:24];
-  assign \$signature__data$518[4]  = \$signature__data$518 [39:32];
-  assign \$signature__data$518[5]  = \$signature__data$518 [47:40];
-  assign \$signature__data$518[6]  = \$signature__data$518 [55:48];
-  assign \$signature__data$518[7]  = \$signature__data$518 [63:56];
+  assign \$signature__data$514[0]  = \$signature__data$514 [7:0];
+  assign \$signature__data$514[1]  = \$signature__data$514 [15:8];
+  assign \$signature__data$514[2]  = \$signature__data$514 [23:16];
+  assign \$signature__data$514[3]  = \$signature__data$514 [31:24];
+  assign \$signature__data$514[4]  = \$signature__data$514 [39:32];
+  assign \$signature__data$514[5]  = \$signature__data$514 [47:40];
+  assign \$signature__data$514[6]  = \$signature__data$514 [55:48];
+  assign \$signature__data$514[7]  = \$signature__data$514 [63:56];
   assign \lbq6o[0]  = lbq6o[7:0];
   assign \lbq6o[1]  = lbq6o[15:8];
   assign \lbq6o[2]  = lbq6o[23:16];
@@ -50002,14 +49959,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq6o[5]  = lbq6o[47:40];
   assign \lbq6o[6]  = lbq6o[55:48];
   assign \lbq6o[7]  = lbq6o[63:56];
-  assign \$signature__data$520[0]  = \$signature__data$520 [7:0];
-  assign \$signature__data$520[1]  = \$signature__data$520 [15:8];
-  assign \$signature__data$520[2]  = \$signature__data$520 [23:16];
-  assign \$signature__data$520[3]  = \$signature__data$520 [31:24];
-  assign \$signature__data$520[4]  = \$signature__data$520 [39:32];
-  assign \$signature__data$520[5]  = \$signature__data$520 [47:40];
-  assign \$signature__data$520[6]  = \$signature__data$520 [55:48];
-  assign \$signature__data$520[7]  = \$signature__data$520 [63:56];
+  assign \$signature__data$516[0]  = \$signature__data$516 [7:0];
+  assign \$signature__data$516[1]  = \$signature__data$516 [15:8];
+  assign \$signature__data$516[2]  = \$signature__data$516 [23:16];
+  assign \$signature__data$516[3]  = \$signature__data$516 [31:24];
+  assign \$signature__data$516[4]  = \$signature__data$516 [39:32];
+  assign \$signature__data$516[5]  = \$signature__data$516 [47:40];
+  assign \$signature__data$516[6]  = \$signature__data$516 [55:48];
+  assign \$signature__data$516[7]  = \$signature__data$516 [63:56];
   assign \lbq7e[0]  = lbq7e[7:0];
   assign \lbq7e[1]  = lbq7e[15:8];
   assign \lbq7e[2]  = lbq7e[23:16];
@@ -50018,14 +49975,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq7e[5]  = lbq7e[47:40];
   assign \lbq7e[6]  = lbq7e[55:48];
   assign \lbq7e[7]  = lbq7e[63:56];
-  assign \$signature__data$522[0]  = \$signature__data$522 [7:0];
-  assign \$signature__data$522[1]  = \$signature__data$522 [15:8];
-  assign \$signature__data$522[2]  = \$signature__data$522 [23:16];
-  assign \$signature__data$522[3]  = \$signature__data$522 [31:24];
-  assign \$signature__data$522[4]  = \$signature__data$522 [39:32];
-  assign \$signature__data$522[5]  = \$signature__data$522 [47:40];
-  assign \$signature__data$522[6]  = \$signature__data$522 [55:48];
-  assign \$signature__data$522[7]  = \$signature__data$522 [63:56];
+  assign \$signature__data$518[0]  = \$signature__data$518 [7:0];
+  assign \$signature__data$518[1]  = \$signature__data$518 [15:8];
+  assign \$signature__data$518[2]  = \$signature__data$518 [23:16];
+  assign \$signature__data$518[3]  = \$signature__data$518 [31:24];
+  assign \$signature__data$518[4]  = \$signature__data$518 [39:32];
+  assign \$signature__data$518[5]  = \$signature__data$518 [47:40];
+  assign \$signature__data$518[6]  = \$signature__data$518 [55:48];
+  assign \$signature__data$518[7]  = \$signature__data$518 [63:56];
   assign \lbq7o[0]  = lbq7o[7:0];
   assign \lbq7o[1]  = lbq7o[15:8];
   assign \lbq7o[2]  = lbq7o[23:16];
@@ -50034,14 +49991,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq7o[5]  = lbq7o[47:40];
   assign \lbq7o[6]  = lbq7o[55:48];
   assign \lbq7o[7]  = lbq7o[63:56];
-  assign \$signature__data$524[0]  = \$signature__data$524 [7:0];
-  assign \$signature__data$524[1]  = \$signature__data$524 [15:8];
-  assign \$signature__data$524[2]  = \$signature__data$524 [23:16];
-  assign \$signature__data$524[3]  = \$signature__data$524 [31:24];
-  assign \$signature__data$524[4]  = \$signature__data$524 [39:32];
-  assign \$signature__data$524[5]  = \$signature__data$524 [47:40];
-  assign \$signature__data$524[6]  = \$signature__data$524 [55:48];
-  assign \$signature__data$524[7]  = \$signature__data$524 [63:56];
+  assign \$signature__data$520[0]  = \$signature__data$520 [7:0];
+  assign \$signature__data$520[1]  = \$signature__data$520 [15:8];
+  assign \$signature__data$520[2]  = \$signature__data$520 [23:16];
+  assign \$signature__data$520[3]  = \$signature__data$520 [31:24];
+  assign \$signature__data$520[4]  = \$signature__data$520 [39:32];
+  assign \$signature__data$520[5]  = \$signature__data$520 [47:40];
+  assign \$signature__data$520[6]  = \$signature__data$520 [55:48];
+  assign \$signature__data$520[7]  = \$signature__data$520 [63:56];
   assign \lbq8e[0]  = lbq8e[7:0];
   assign \lbq8e[1]  = lbq8e[15:8];
   assign \lbq8e[2]  = lbq8e[23:16];
@@ -50050,14 +50007,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq8e[5]  = lbq8e[47:40];
   assign \lbq8e[6]  = lbq8e[55:48];
   assign \lbq8e[7]  = lbq8e[63:56];
-  assign \$signature__data$526[0]  = \$signature__data$526 [7:0];
-  assign \$signature__data$526[1]  = \$signature__data$526 [15:8];
-  assign \$signature__data$526[2]  = \$signature__data$526 [23:16];
-  assign \$signature__data$526[3]  = \$signature__data$526 [31:24];
-  assign \$signature__data$526[4]  = \$signature__data$526 [39:32];
-  assign \$signature__data$526[5]  = \$signature__data$526 [47:40];
-  assign \$signature__data$526[6]  = \$signature__data$526 [55:48];
-  assign \$signature__data$526[7]  = \$signature__data$526 [63:56];
+  assign \$signature__data$522[0]  = \$signature__data$522 [7:0];
+  assign \$signature__data$522[1]  = \$signature__data$522 [15:8];
+  assign \$signature__data$522[2]  = \$signature__data$522 [23:16];
+  assign \$signature__data$522[3]  = \$signature__data$522 [31:24];
+  assign \$signature__data$522[4]  = \$signature__data$522 [39:32];
+  assign \$signature__data$522[5]  = \$signature__data$522 [47:40];
+  assign \$signature__data$522[6]  = \$signature__data$522 [55:48];
+  assign \$signature__data$522[7]  = \$signature__data$522 [63:56];
   assign \lbq8o[0]  = lbq8o[7:0];
   assign \lbq8o[1]  = lbq8o[15:8];
   assign \lbq8o[2]  = lbq8o[23:16];
@@ -50066,14 +50023,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq8o[5]  = lbq8o[47:40];
   assign \lbq8o[6]  = lbq8o[55:48];
   assign \lbq8o[7]  = lbq8o[63:56];
-  assign \$signature__data$528[0]  = \$signature__data$528 [7:0];
-  assign \$signature__data$528[1]  = \$signature__data$528 [15:8];
-  assign \$signature__data$528[2]  = \$signature__data$528 [23:16];
-  assign \$signature__data$528[3]  = \$signature__data$528 [31:24];
-  assign \$signature__data$528[4]  = \$signature__data$528 [39:32];
-  assign \$signature__data$528[5]  = \$signature__data$528 [47:40];
-  assign \$signature__data$528[6]  = \$signature__data$528 [55:48];
-  assign \$signature__data$528[7]  = \$signature__data$528 [63:56];
+  assign \$signature__data$524[0]  = \$signature__data$524 [7:0];
+  assign \$signature__data$524[1]  = \$signature__data$524 [15:8];
+  assign \$signature__data$524[2]  = \$signature__data$524 [23:16];
+  assign \$signature__data$524[3]  = \$signature__data$524 [31:24];
+  assign \$signature__data$524[4]  = \$signature__data$524 [39:32];
+  assign \$signature__data$524[5]  = \$signature__data$524 [47:40];
+  assign \$signature__data$524[6]  = \$signature__data$524 [55:48];
+  assign \$signature__data$524[7]  = \$signature__data$524 [63:56];
   assign \lbq9e[0]  = lbq9e[7:0];
   assign \lbq9e[1]  = lbq9e[15:8];
   assign \lbq9e[2]  = lbq9e[23:16];
@@ -50082,14 +50039,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq9e[5]  = lbq9e[47:40];
   assign \lbq9e[6]  = lbq9e[55:48];
   assign \lbq9e[7]  = lbq9e[63:56];
-  assign \$signature__data$530[0]  = \$signature__data$530 [7:0];
-  assign \$signature__data$530[1]  = \$signature__data$530 [15:8];
-  assign \$signature__data$530[2]  = \$signature__data$530 [23:16];
-  assign \$signature__data$530[3]  = \$signature__data$530 [31:24];
-  assign \$signature__data$530[4]  = \$signature__data$530 [39:32];
-  assign \$signature__data$530[5]  = \$signature__data$530 [47:40];
-  assign \$signature__data$530[6]  = \$signature__data$530 [55:48];
-  assign \$signature__data$530[7]  = \$signature__data$530 [63:56];
+  assign \$signature__data$526[0]  = \$signature__data$526 [7:0];
+  assign \$signature__data$526[1]  = \$signature__data$526 [15:8];
+  assign \$signature__data$526[2]  = \$signature__data$526 [23:16];
+  assign \$signature__data$526[3]  = \$signature__data$526 [31:24];
+  assign \$signature__data$526[4]  = \$signature__data$526 [39:32];
+  assign \$signature__data$526[5]  = \$signature__data$526 [47:40];
+  assign \$signature__data$526[6]  = \$signature__data$526 [55:48];
+  assign \$signature__data$526[7]  = \$signature__data$526 [63:56];
   assign \lbq9o[0]  = lbq9o[7:0];
   assign \lbq9o[1]  = lbq9o[15:8];
   assign \lbq9o[2]  = lbq9o[23:16];
@@ -50098,14 +50055,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq9o[5]  = lbq9o[47:40];
   assign \lbq9o[6]  = lbq9o[55:48];
   assign \lbq9o[7]  = lbq9o[63:56];
-  assign \$signature__data$532[0]  = \$signature__data$532 [7:0];
-  assign \$signature__data$532[1]  = \$signature__data$532 [15:8];
-  assign \$signature__data$532[2]  = \$signature__data$532 [23:16];
-  assign \$signature__data$532[3]  = \$signature__data$532 [31:24];
-  assign \$signature__data$532[4]  = \$signature__data$532 [39:32];
-  assign \$signature__data$532[5]  = \$signature__data$532 [47:40];
-  assign \$signature__data$532[6]  = \$signature__data$532 [55:48];
-  assign \$signature__data$532[7]  = \$signature__data$532 [63:56];
+  assign \$signature__data$528[0]  = \$signature__data$528 [7:0];
+  assign \$signature__data$528[1]  = \$signature__data$528 [15:8];
+  assign \$signature__data$528[2]  = \$signature__data$528 [23:16];
+  assign \$signature__data$528[3]  = \$signature__data$528 [31:24];
+  assign \$signature__data$528[4]  = \$signature__data$528 [39:32];
+  assign \$signature__data$528[5]  = \$signature__data$528 [47:40];
+  assign \$signature__data$528[6]  = \$signature__data$528 [55:48];
+  assign \$signature__data$528[7]  = \$signature__data$528 [63:56];
   assign \lbq10e[0]  = lbq10e[7:0];
   assign \lbq10e[1]  = lbq10e[15:8];
   assign \lbq10e[2]  = lbq10e[23:16];
@@ -50114,14 +50071,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq10e[5]  = lbq10e[47:40];
   assign \lbq10e[6]  = lbq10e[55:48];
   assign \lbq10e[7]  = lbq10e[63:56];
-  assign \$signature__data$534[0]  = \$signature__data$534 [7:0];
-  assign \$signature__data$534[1]  = \$signature__data$534 [15:8];
-  assign \$signature__data$534[2]  = \$signature__data$534 [23:16];
-  assign \$signature__data$534[3]  = \$signature__data$534 [31:24];
-  assign \$signature__data$534[4]  = \$signature__data$534 [39:32];
-  assign \$signature__data$534[5]  = \$signature__data$534 [47:40];
-  assign \$signature__data$534[6]  = \$signature__data$534 [55:48];
-  assign \$signature__data$534[7]  = \$signature__data$534 [63:56];
+  assign \$signature__data$530[0]  = \$signature__data$530 [7:0];
+  assign \$signature__data$530[1]  = \$signature__data$530 [15:8];
+  assign \$signature__data$530[2]  = \$signature__data$530 [23:16];
+  assign \$signature__data$530[3]  = \$signature__data$530 [31:24];
+  assign \$signature__data$530[4]  = \$signature__data$530 [39:32];
+  assign \$signature__data$530[5]  = \$signature__data$530 [47:40];
+  assign \$signature__data$530[6]  = \$signature__data$530 [55:48];
+  assign \$signature__data$530[7]  = \$signature__data$530 [63:56];
   assign \lbq10o[0]  = lbq10o[7:0];
   assign \lbq10o[1]  = lbq10o[15:8];
   assign \lbq10o[2]  = lbq10o[23:16];
@@ -50130,14 +50087,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq10o[5]  = lbq10o[47:40];
   assign \lbq10o[6]  = lbq10o[55:48];
   assign \lbq10o[7]  = lbq10o[63:56];
-  assign \$signature__data$536[0]  = \$signature__data$536 [7:0];
-  assign \$signature__data$536[1]  = \$signature__data$536 [15:8];
-  assign \$signature__data$536[2]  = \$signature__data$536 [23:16];
-  assign \$signature__data$536[3]  = \$signature__data$536 [31:24];
-  assign \$signature__data$536[4]  = \$signature__data$536 [39:32];
-  assign \$signature__data$536[5]  = \$signature__data$536 [47:40];
-  assign \$signature__data$536[6]  = \$signature__data$536 [55:48];
-  assign \$signature__data$536[7]  = \$signature__data$536 [63:56];
+  assign \$signature__data$532[0]  = \$signature__data$532 [7:0];
+  assign \$signature__data$532[1]  = \$signature__data$532 [15:8];
+  assign \$signature__data$532[2]  = \$signature__data$532 [23:16];
+  assign \$signature__data$532[3]  = \$signature__data$532 [31:24];
+  assign \$signature__data$532[4]  = \$signature__data$532 [39:32];
+  assign \$signature__data$532[5]  = \$signature__data$532 [47:40];
+  assign \$signature__data$532[6]  = \$signature__data$532 [55:48];
+  assign \$signature__data$532[7]  = \$signature__data$532 [63:56];
   assign \lbq11e[0]  = lbq11e[7:0];
   assign \lbq11e[1]  = lbq11e[15:8];
   assign \lbq11e[2]  = lbq11e[23:16];
@@ -50146,14 +50103,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq11e[5]  = lbq11e[47:40];
   assign \lbq11e[6]  = lbq11e[55:48];
   assign \lbq11e[7]  = lbq11e[63:56];
-  assign \$signature__data$538[0]  = \$signature__data$538 [7:0];
-  assign \$signature__data$538[1]  = \$signature__data$538 [15:8];
-  assign \$signature__data$538[2]  = \$signature__data$538 [23:16];
-  assign \$signature__data$538[3]  = \$signature__data$538 [31:24];
-  assign \$signature__data$538[4]  = \$signature__data$538 [39:32];
-  assign \$signature__data$538[5]  = \$signature__data$538 [47:40];
-  assign \$signature__data$538[6]  = \$signature__data$538 [55:48];
-  assign \$signature__data$538[7]  = \$signature__data$538 [63:56];
+  assign \$signature__data$534[0]  = \$signature__data$534 [7:0];
+  assign \$signature__data$534[1]  = \$signature__data$534 [15:8];
+  assign \$signature__data$534[2]  = \$signature__data$534 [23:16];
+  assign \$signature__data$534[3]  = \$signature__data$534 [31:24];
+  assign \$signature__data$534[4]  = \$signature__data$534 [39:32];
+  assign \$signature__data$534[5]  = \$signature__data$534 [47:40];
+  assign \$signature__data$534[6]  = \$signature__data$534 [55:48];
+  assign \$signature__data$534[7]  = \$signature__data$534 [63:56];
   assign \lbq11o[0]  = lbq11o[7:0];
   assign \lbq11o[1]  = lbq11o[15:8];
   assign \lbq11o[2]  = lbq11o[23:16];
@@ -50162,14 +50119,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq11o[5]  = lbq11o[47:40];
   assign \lbq11o[6]  = lbq11o[55:48];
   assign \lbq11o[7]  = lbq11o[63:56];
-  assign \$signature__data$540[0]  = \$signature__data$540 [7:0];
-  assign \$signature__data$540[1]  = \$signature__data$540 [15:8];
-  assign \$signature__data$540[2]  = \$signature__data$540 [23:16];
-  assign \$signature__data$540[3]  = \$signature__data$540 [31:24];
-  assign \$signature__data$540[4]  = \$signature__data$540 [39:32];
-  assign \$signature__data$540[5]  = \$signature__data$540 [47:40];
-  assign \$signature__data$540[6]  = \$signature__data$540 [55:48];
-  assign \$signature__data$540[7]  = \$signature__data$540 [63:56];
+  assign \$signature__data$536[0]  = \$signature__data$536 [7:0];
+  assign \$signature__data$536[1]  = \$signature__data$536 [15:8];
+  assign \$signature__data$536[2]  = \$signature__data$536 [23:16];
+  assign \$signature__data$536[3]  = \$signature__data$536 [31:24];
+  assign \$signature__data$536[4]  = \$signature__data$536 [39:32];
+  assign \$signature__data$536[5]  = \$signature__data$536 [47:40];
+  assign \$signature__data$536[6]  = \$signature__data$536 [55:48];
+  assign \$signature__data$536[7]  = \$signature__data$536 [63:56];
   assign \lbq12e[0]  = lbq12e[7:0];
   assign \lbq12e[1]  = lbq12e[15:8];
   assign \lbq12e[2]  = lbq12e[23:16];
@@ -50178,14 +50135,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq12e[5]  = lbq12e[47:40];
   assign \lbq12e[6]  = lbq12e[55:48];
   assign \lbq12e[7]  = lbq12e[63:56];
-  assign \$signature__data$542[0]  = \$signature__data$542 [7:0];
-  assign \$signature__data$542[1]  = \$signature__data$542 [15:8];
-  assign \$signature__data$542[2]  = \$signature__data$542 [23:16];
-  assign \$signature__data$542[3]  = \$signature__data$542 [31:24];
-  assign \$signature__data$542[4]  = \$signature__data$542 [39:32];
-  assign \$signature__data$542[5]  = \$signature__data$542 [47:40];
-  assign \$signature__data$542[6]  = \$signature__data$542 [55:48];
-  assign \$signature__data$542[7]  = \$signature__data$542 [63:56];
+  assign \$signature__data$538[0]  = \$signature__data$538 [7:0];
+  assign \$signature__data$538[1]  = \$signature__data$538 [15:8];
+  assign \$signature__data$538[2]  = \$signature__data$538 [23:16];
+  assign \$signature__data$538[3]  = \$signature__data$538 [31:24];
+  assign \$signature__data$538[4]  = \$signature__data$538 [39:32];
+  assign \$signature__data$538[5]  = \$signature__data$538 [47:40];
+  assign \$signature__data$538[6]  = \$signature__data$538 [55:48];
+  assign \$signature__data$538[7]  = \$signature__data$538 [63:56];
   assign \lbq12o[0]  = lbq12o[7:0];
   assign \lbq12o[1]  = lbq12o[15:8];
   assign \lbq12o[2]  = lbq12o[23:16];
@@ -50194,14 +50151,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq12o[5]  = lbq12o[47:40];
   assign \lbq12o[6]  = lbq12o[55:48];
   assign \lbq12o[7]  = lbq12o[63:56];
-  assign \$signature__data$544[0]  = \$signature__data$544 [7:0];
-  assign \$signature__data$544[1]  = \$signature__data$544 [15:8];
-  assign \$signature__data$544[2]  = \$signature__data$544 [23:16];
-  assign \$signature__data$544[3]  = \$signature__data$544 [31:24];
-  assign \$signature__data$544[4]  = \$signature__data$544 [39:32];
-  assign \$signature__data$544[5]  = \$signature__data$544 [47:40];
-  assign \$signature__data$544[6]  = \$signature__data$544 [55:48];
-  assign \$signature__data$544[7]  = \$signature__data$544 [63:56];
+  assign \$signature__data$540[0]  = \$signature__data$540 [7:0];
+  assign \$signature__data$540[1]  = \$signature__data$540 [15:8];
+  assign \$signature__data$540[2]  = \$signature__data$540 [23:16];
+  assign \$signature__data$540[3]  = \$signature__data$540 [31:24];
+  assign \$signature__data$540[4]  = \$signature__data$540 [39:32];
+  assign \$signature__data$540[5]  = \$signature__data$540 [47:40];
+  assign \$signature__data$540[6]  = \$signature__data$540 [55:48];
+  assign \$signature__data$540[7]  = \$signature__data$540 [63:56];
   assign \lbq13e[0]  = lbq13e[7:0];
   assign \lbq13e[1]  = lbq13e[15:8];
   assign \lbq13e[2]  = lbq13e[23:16];
@@ -50210,14 +50167,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq13e[5]  = lbq13e[47:40];
   assign \lbq13e[6]  = lbq13e[55:48];
   assign \lbq13e[7]  = lbq13e[63:56];
-  assign \$signature__data$546[0]  = \$signature__data$546 [7:0];
-  assign \$signature__data$546[1]  = \$signature__data$546 [15:8];
-  assign \$signature__data$546[2]  = \$signature__data$546 [23:16];
-  assign \$signature__data$546[3]  = \$signature__data$546 [31:24];
-  assign \$signature__data$546[4]  = \$signature__data$546 [39:32];
-  assign \$signature__data$546[5]  = \$signature__data$546 [47:40];
-  assign \$signature__data$546[6]  = \$signature__data$546 [55:48];
-  assign \$signature__data$546[7]  = \$signature__data$546 [63:56];
+  assign \$signature__data$542[0]  = \$signature__data$542 [7:0];
+  assign \$signature__data$542[1]  = \$signature__data$542 [15:8];
+  assign \$signature__data$542[2]  = \$signature__data$542 [23:16];
+  assign \$signature__data$542[3]  = \$signature__data$542 [31:24];
+  assign \$signature__data$542[4]  = \$signature__data$542 [39:32];
+  assign \$signature__data$542[5]  = \$signature__data$542 [47:40];
+  assign \$signature__data$542[6]  = \$signature__data$542 [55:48];
+  assign \$signature__data$542[7]  = \$signature__data$542 [63:56];
   assign \lbq13o[0]  = lbq13o[7:0];
   assign \lbq13o[1]  = lbq13o[15:8];
   assign \lbq13o[2]  = lbq13o[23:16];
@@ -50226,14 +50183,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq13o[5]  = lbq13o[47:40];
   assign \lbq13o[6]  = lbq13o[55:48];
   assign \lbq13o[7]  = lbq13o[63:56];
-  assign \$signature__data$548[0]  = \$signature__data$548 [7:0];
-  assign \$signature__data$548[1]  = \$signature__data$548 [15:8];
-  assign \$signature__data$548[2]  = \$signature__data$548 [23:16];
-  assign \$signature__data$548[3]  = \$signature__data$548 [31:24];
-  assign \$signature__data$548[4]  = \$signature__data$548 [39:32];
-  assign \$signature__data$548[5]  = \$signature__data$548 [47:40];
-  assign \$signature__data$548[6]  = \$signature__data$548 [55:48];
-  assign \$signature__data$548[7]  = \$signature__data$548 [63:56];
+  assign \$signature__data$544[0]  = \$signature__data$544 [7:0];
+  assign \$signature__data$544[1]  = \$signature__data$544 [15:8];
+  assign \$signature__data$544[2]  = \$signature__data$544 [23:16];
+  assign \$signature__data$544[3]  = \$signature__data$544 [31:24];
+  assign \$signature__data$544[4]  = \$signature__data$544 [39:32];
+  assign \$signature__data$544[5]  = \$signature__data$544 [47:40];
+  assign \$signature__data$544[6]  = \$signature__data$544 [55:48];
+  assign \$signature__data$544[7]  = \$signature__data$544 [63:56];
   assign \lbq14e[0]  = lbq14e[7:0];
   assign \lbq14e[1]  = lbq14e[15:8];
   assign \lbq14e[2]  = lbq14e[23:16];
@@ -50242,14 +50199,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq14e[5]  = lbq14e[47:40];
   assign \lbq14e[6]  = lbq14e[55:48];
   assign \lbq14e[7]  = lbq14e[63:56];
-  assign \$signature__data$550[0]  = \$signature__data$550 [7:0];
-  assign \$signature__data$550[1]  = \$signature__data$550 [15:8];
-  assign \$signature__data$550[2]  = \$signature__data$550 [23:16];
-  assign \$signature__data$550[3]  = \$signature__data$550 [31:24];
-  assign \$signature__data$550[4]  = \$signature__data$550 [39:32];
-  assign \$signature__data$550[5]  = \$signature__data$550 [47:40];
-  assign \$signature__data$550[6]  = \$signature__data$550 [55:48];
-  assign \$signature__data$550[7]  = \$signature__data$550 [63:56];
+  assign \$signature__data$546[0]  = \$signature__data$546 [7:0];
+  assign \$signature__data$546[1]  = \$signature__data$546 [15:8];
+  assign \$signature__data$546[2]  = \$signature__data$546 [23:16];
+  assign \$signature__data$546[3]  = \$signature__data$546 [31:24];
+  assign \$signature__data$546[4]  = \$signature__data$546 [39:32];
+  assign \$signature__data$546[5]  = \$signature__data$546 [47:40];
+  assign \$signature__data$546[6]  = \$signature__data$546 [55:48];
+  assign \$signature__data$546[7]  = \$signature__data$546 [63:56];
   assign \lbq14o[0]  = lbq14o[7:0];
   assign \lbq14o[1]  = lbq14o[15:8];
   assign \lbq14o[2]  = lbq14o[23:16];
@@ -50258,14 +50215,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq14o[5]  = lbq14o[47:40];
   assign \lbq14o[6]  = lbq14o[55:48];
   assign \lbq14o[7]  = lbq14o[63:56];
-  assign \$signature__data$552[0]  = \$signature__data$552 [7:0];
-  assign \$signature__data$552[1]  = \$signature__data$552 [15:8];
-  assign \$signature__data$552[2]  = \$signature__data$552 [23:16];
-  assign \$signature__data$552[3]  = \$signature__data$552 [31:24];
-  assign \$signature__data$552[4]  = \$signature__data$552 [39:32];
-  assign \$signature__data$552[5]  = \$signature__data$552 [47:40];
-  assign \$signature__data$552[6]  = \$signature__data$552 [55:48];
-  assign \$signature__data$552[7]  = \$signature__data$552 [63:56];
+  assign \$signature__data$548[0]  = \$signature__data$548 [7:0];
+  assign \$signature__data$548[1]  = \$signature__data$548 [15:8];
+  assign \$signature__data$548[2]  = \$signature__data$548 [23:16];
+  assign \$signature__data$548[3]  = \$signature__data$548 [31:24];
+  assign \$signature__data$548[4]  = \$signature__data$548 [39:32];
+  assign \$signature__data$548[5]  = \$signature__data$548 [47:40];
+  assign \$signature__data$548[6]  = \$signature__data$548 [55:48];
+  assign \$signature__data$548[7]  = \$signature__data$548 [63:56];
   assign \lbq15e[0]  = lbq15e[7:0];
   assign \lbq15e[1]  = lbq15e[15:8];
   assign \lbq15e[2]  = lbq15e[23:16];
@@ -50274,14 +50231,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq15e[5]  = lbq15e[47:40];
   assign \lbq15e[6]  = lbq15e[55:48];
   assign \lbq15e[7]  = lbq15e[63:56];
-  assign \$signature__data$554[0]  = \$signature__data$554 [7:0];
-  assign \$signature__data$554[1]  = \$signature__data$554 [15:8];
-  assign \$signature__data$554[2]  = \$signature__data$554 [23:16];
-  assign \$signature__data$554[3]  = \$signature__data$554 [31:24];
-  assign \$signature__data$554[4]  = \$signature__data$554 [39:32];
-  assign \$signature__data$554[5]  = \$signature__data$554 [47:40];
-  assign \$signature__data$554[6]  = \$signature__data$554 [55:48];
-  assign \$signature__data$554[7]  = \$signature__data$554 [63:56];
+  assign \$signature__data$550[0]  = \$signature__data$550 [7:0];
+  assign \$signature__data$550[1]  = \$signature__data$550 [15:8];
+  assign \$signature__data$550[2]  = \$signature__data$550 [23:16];
+  assign \$signature__data$550[3]  = \$signature__data$550 [31:24];
+  assign \$signature__data$550[4]  = \$signature__data$550 [39:32];
+  assign \$signature__data$550[5]  = \$signature__data$550 [47:40];
+  assign \$signature__data$550[6]  = \$signature__data$550 [55:48];
+  assign \$signature__data$550[7]  = \$signature__data$550 [63:56];
   assign \lbq15o[0]  = lbq15o[7:0];
   assign \lbq15o[1]  = lbq15o[15:8];
   assign \lbq15o[2]  = lbq15o[23:16];
@@ -50290,14 +50247,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \lbq15o[5]  = lbq15o[47:40];
   assign \lbq15o[6]  = lbq15o[55:48];
   assign \lbq15o[7]  = lbq15o[63:56];
-  assign \$signature__data$556[0]  = \$signature__data$556 [7:0];
-  assign \$signature__data$556[1]  = \$signature__data$556 [15:8];
-  assign \$signature__data$556[2]  = \$signature__data$556 [23:16];
-  assign \$signature__data$556[3]  = \$signature__data$556 [31:24];
-  assign \$signature__data$556[4]  = \$signature__data$556 [39:32];
-  assign \$signature__data$556[5]  = \$signature__data$556 [47:40];
-  assign \$signature__data$556[6]  = \$signature__data$556 [55:48];
-  assign \$signature__data$556[7]  = \$signature__data$556 [63:56];
+  assign \$signature__data$552[0]  = \$signature__data$552 [7:0];
+  assign \$signature__data$552[1]  = \$signature__data$552 [15:8];
+  assign \$signature__data$552[2]  = \$signature__data$552 [23:16];
+  assign \$signature__data$552[3]  = \$signature__data$552 [31:24];
+  assign \$signature__data$552[4]  = \$signature__data$552 [39:32];
+  assign \$signature__data$552[5]  = \$signature__data$552 [47:40];
+  assign \$signature__data$552[6]  = \$signature__data$552 [55:48];
+  assign \$signature__data$552[7]  = \$signature__data$552 [63:56];
   assign \rd_a_g0[0]  = rd_a_g0[7:0];
   assign \rd_a_g0[1]  = rd_a_g0[15:8];
   assign \rd_a_g0[2]  = rd_a_g0[23:16];
@@ -50980,30 +50937,36 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$260  = desc[154];
   assign { \$274 [7], \$274 [5], \$274 [3], \$274 [0] } = 4'h0;
   assign { \$274 [6], \$274 [4], \$274 [2:1] } = { error[6], error[4], error[2:1] };
-  assign \$signature__en$351  = \$341 ;
-  assign \$signature__en$357  = \$360 ;
-  assign \$signature__en$363  = \$379 ;
-  assign \$signature__en$369  = \$398 ;
-  assign \$signature__en$375  = \$417 ;
-  assign \$signature__en$381  = \$436 ;
-  assign \$signature__en$387  = \$455 ;
-  assign \$signature__en$393  = \$474 ;
-  assign \$signature__en$399  = \$493 ;
-  assign \$signature__en$405  = \$512 ;
-  assign \$signature__en$411  = \$531 ;
-  assign \$signature__en$417  = \$550 ;
-  assign \$signature__en$423  = \$569 ;
-  assign \$signature__en$429  = \$588 ;
-  assign \$signature__en$435  = \$607 ;
-  assign \$signature__en$441  = \$626 ;
-  assign \$1017  = { 1'h0, \$1016 [7:1] };
-  assign \$1102  = \$1101 ;
-  assign \$1115 [7:1] = error[7:1];
-  assign \$1115 [0] = 1'h1;
-  assign \$1189  = 1'h1;
-  assign \$1190  = \$1188 ;
-  assign \$1205  = 1'h1;
-  assign \$1206  = \$1204 ;
+  assign \$signature__en$347  = \$341 ;
+  assign \$signature__en$354  = \$360 ;
+  assign \$signature__en$360  = \$379 ;
+  assign \$signature__en$366  = \$398 ;
+  assign \$signature__en$372  = \$417 ;
+  assign \$signature__en$378  = \$436 ;
+  assign \$signature__en$384  = \$455 ;
+  assign \$signature__en$390  = \$474 ;
+  assign \$signature__en$396  = \$493 ;
+  assign \$signature__en$402  = \$512 ;
+  assign \$signature__en$408  = \$531 ;
+  assign \$signature__en$414  = \$550 ;
+  assign \$signature__en$420  = \$569 ;
+  assign \$signature__en$426  = \$588 ;
+  assign \$signature__en$432  = \$607 ;
+  assign \$signature__en$438  = \$626 ;
+  assign \$1013  = { 1'h0, \$1012 [7:1] };
+  assign \$1098  = \$1097 ;
+  assign \$1111 [7:1] = error[7:1];
+  assign \$1111 [0] = 1'h1;
+  assign \$1183  = 6'h10;
+  assign \$1189  = 6'h10;
+  assign \$1190  = 1'h1;
+  assign \$1191  = \$1188 ;
+  assign \$1196  = 6'h10;
+  assign \$1202  = 12'h411;
+  assign \$1208  = 12'h411;
+  assign \$1209  = 1'h1;
+  assign \$1210  = \$1207 ;
+  assign \$1215  = 12'h411;
 endmodule
 
 (* generator = "Amaranth" *)
