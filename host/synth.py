@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, asdict
 from .hw.config import HardwareConfig
 
 __all__ = ["SynthReport", "synthesize", "SynthWrapper", "wrapper_verilog", "DEVICES",
-           "SPEEDS", "ceiling", "Ceiling"]
+           "SPEEDS", "ROUTERS", "ceiling", "Ceiling"]
 
 DEVICES = {"25k": "--25k", "45k": "--45k", "85k": "--85k",
            "um-25k": "--um-25k", "um-45k": "--um-45k", "um-85k": "--um-85k",
@@ -52,6 +52,7 @@ DEVICES = {"25k": "--25k", "45k": "--45k", "85k": "--85k",
 
 
 SPEEDS = (6, 7, 8)
+ROUTERS = ("router1", "router2")
 
 _XOR_CHUNK = 16
 
@@ -147,6 +148,7 @@ class SynthReport:
     error: str = ""
     wrapper_ff: int = 0
     routed: bool = True         # False: Fmax is the post-placement estimate
+    router: str = "router1"
 
     def to_dict(self):
         return asdict(self)
@@ -228,18 +230,22 @@ def _check_device(device, speed):
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
                freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0,
-               place_only=False, speed=6):
+               place_only=False, speed=6, router="router1"):
     """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`.
 
-    ``place_only`` stops after placement (an 8x8 takes more than 40 min to route
-    here); Fmax is then nextpnr's post-placement estimate, and no critical path is
-    reported."""
+    ``place_only`` stops after placement; Fmax is then nextpnr's post-placement
+    estimate, and no critical path is reported. ``router``: nextpnr's ``router1``
+    (its default for ECP5) or ``router2`` (much faster on large arrays: router1 had
+    not finished an 8x8 after 75 min here)."""
     cfg = cfg or HardwareConfig()
     _check_device(device, speed)
+    if router not in ROUTERS:
+        raise ValueError(f"router={router!r} must be one of {', '.join(ROUTERS)}")
     work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper, speed)
     work.mkdir(parents=True, exist_ok=True)
     rep = SynthReport(cfg=cfg.to_dict(), device=device, package=package, wrapper=wrapper,
-                      speed=speed, target_mhz=freq_mhz, routed=not place_only)
+                      speed=speed, target_mhz=freq_mhz, routed=not place_only,
+                      router=router)
 
     def say(msg):
         if verbose:
@@ -271,7 +277,7 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     say(f"nextpnr-ecp5 --{device} --speed {speed} --freq {freq_mhz:g} (minutes for large arrays)")
     args = [DEVICES[device], "--speed", str(speed), "--package", package, "--json", "top.json", "--freq",
             str(freq_mhz), "--report", "report.json", "--seed", str(seed),
-            "--detailed-timing-report"]
+            "--detailed-timing-report", "--router", router]
     if place_only:
         args.append("--no-route")
     if not wrapper:
