@@ -386,6 +386,8 @@ class Conv2dAccelerator(wiring.Component):
         cw_sel = Signal(cfg.cw_bits)
         m.d.comb += cw_sel.eq(cw_first + Mux(dwm, 0, j))
         par_a = Signal()             # parity half that serves column ix
+        # the read address is registered (stage 1) before it fans out to every bank
+        rd_addr = [Signal(lb_cw_bits + lb_xh_bits, name=f"rd_addr{'eo'[h]}") for h in range(P)]
         if split:
             # dual reads (depthwise): columns ix and ix+1 in one cycle, one from each
             # parity half; allowed (dw_dual) only where the border mapping keeps
@@ -394,17 +396,14 @@ class Conv2dAccelerator(wiring.Component):
             m.d.comb += par_a.eq(Mux(pad_x, ~ixb_m[0], ix_m[0]))
             x_even = Mux(dual_now & par_a, ixb_m, ix_m)
             x_odd = Mux(dual_now & ~par_a, ixb_m, ix_m)
-            for b in range(cfg.lb_rows):
-                m.d.comb += [
-                    bank_r[b][0].addr.eq(Cat(cw_sel[:lb_cw_bits], x_even[1:lb_x_bits])),
-                    bank_r[b][1].addr.eq(Cat(cw_sel[:lb_cw_bits], x_odd[1:lb_x_bits])),
-                    bank_r[b][0].en.eq(1), bank_r[b][1].en.eq(1),
-                ]
+            m.d.sync += [rd_addr[0].eq(Cat(cw_sel[:lb_cw_bits], x_even[1:lb_x_bits])),
+                         rd_addr[1].eq(Cat(cw_sel[:lb_cw_bits], x_odd[1:lb_x_bits]))]
         else:
             pad_xb = C(1, 1)
-            for b in range(cfg.lb_rows):
-                m.d.comb += [bank_r[b][0].addr.eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits])),
-                             bank_r[b][0].en.eq(1)]
+            m.d.sync += rd_addr[0].eq(Cat(cw_sel[:lb_cw_bits], ix_m[:lb_x_bits]))
+        for b in range(cfg.lb_rows):
+            for h in range(P):
+                m.d.comb += [bank_r[b][h].addr.eq(rd_addr[h]), bank_r[b][h].en.eq(1)]
 
         # sideband of an issued element (or of a depthwise window read)
         sb_layout = data.StructLayout({
@@ -427,10 +426,10 @@ class Conv2dAccelerator(wiring.Component):
             sb0.addr.eq(acc_addr),
             sb0.tile.eq(t),
         ]
-        # The read pipeline. Stage 1: line-buffer data, registered before any
-        # multiplexer (a block RAM's output is slow). Stage 2: each word picks its slot
-        # within a group of four slots and its parity half. Stage 3: it picks the
-        # group and the pad value. Stage 4: into the array.
+        # The read pipeline. Stage 1: the read address, registered before it fans out
+        # to every bank. Stage 2: line-buffer data; each word picks its slot within a
+        # group of four slots and its parity half. Stage 3: it picks the group and the
+        # pad value. Stage 4: into the array.
         def delay(sig, n, name):
             """``sig`` and its copies delayed by 1..n cycles."""
             out = [sig]
@@ -450,7 +449,7 @@ class Conv2dAccelerator(wiring.Component):
                 for b in range(cfg.lb_rows)]
         for b in range(cfg.lb_rows):
             for h in range(P):
-                m.d.sync += lb_q[b][h].eq(bank_r[b][h].data)
+                m.d.comb += lb_q[b][h].eq(bank_r[b][h].data)
         GS = 4                                        # slots per first-level group
         ngroups = -(-cfg.lb_rows // GS)
         lo_bits = min(2, lb_slot_bits)
@@ -639,8 +638,12 @@ class Conv2dAccelerator(wiring.Component):
             (w_count >= ld_word_end) & (ld_ahead <= 1))
         # the weight words and the latch reach the array two cycles late, as the
         # activations do (their read pipeline has two stages more than the loader's
-        # timing is stated for), so every load-to-use margin stays as documented
-        w_word_q = delay(wm_r.data, 2, "w_word")[2]
+        # timing is stated for), so every load-to-use margin stays as documented: the
+        # read address is registered before it fans out to the weight memory's block
+        # RAMs, and the data once more
+        wm_addr = Signal.like(wm_r.addr, name="wm_addr")
+        m.d.sync += wm_r.addr.eq(wm_addr)
+        w_word_q = delay(wm_r.data, 1, "w_word")[1]
         m.d.comb += [
             wm_r.en.eq(1),
             array.w_word.eq(w_word_q),
@@ -961,6 +964,8 @@ class Conv2dAccelerator(wiring.Component):
                             gcount.eq(Mux(desc.pass_rows < desc.out_height,
                                           desc.pass_rows, desc.out_height)),
                         ]
+                with m.Case(SQ_DONE):
+                    m.d.comb += lo_case.eq(LO_ALL)
                 with m.Case(SQ_PASS):
                     m.d.comb += lo_case.eq(LO_RELEASE)
                     with m.If(rows_ready):
@@ -1034,8 +1039,9 @@ class Conv2dAccelerator(wiring.Component):
                                                  y_tap.eq(y_pass + pass_step),
                                                  iy.eq(y_pass + pass_step)]
                                     with m.If(last_pass):
+                                        # (every row is released from the next cycle
+                                        # on, once this last element has read)
                                         m.d.sync += sq.eq(SQ_DONE)
-                                        m.d.comb += lo_case.eq(LO_ALL)
                                     with m.Else():
                                         nxt_left = rows_left - gcount
                                         m.d.sync += [
@@ -1046,15 +1052,15 @@ class Conv2dAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ loader sequencing
         # A load reads the tile's words in R consecutive cycles (row R-1 first): the
-        # start cycle reads word 0, busy cycles read words 1..R-1; the latch strobe
-        # reaches the array two cycles after the last read.
+        # start cycle addresses word 0, busy cycles words 1..R-1; the latch strobe
+        # reaches the array two cycles after the last word is addressed.
         def row_of(k):
             return k if "swapped_weight_rows" in faults else (R - 1 - k)
 
         with m.If(state == S_CHECK2):
             pass     # the loader is reset above
         with m.Elif(ld_start):
-            m.d.comb += wm_r.addr.eq(ld_tile * R + row_of(0))
+            m.d.comb += wm_addr.eq(ld_tile * R + row_of(0))
             m.d.sync += [cur_ld_tile.eq(ld_tile),
                          ld_tile.eq(Mux(ld_tile + 1 == desc.n_tiles, 0, ld_tile + 1)),
                          latch_bank1.eq(ld_bank)]
@@ -1063,7 +1069,7 @@ class Conv2dAccelerator(wiring.Component):
             else:
                 m.d.sync += latch1.eq(1)
         with m.Elif(ld_busy):
-            m.d.comb += wm_r.addr.eq(cur_ld_tile * R + row_of(ld_k))
+            m.d.comb += wm_addr.eq(cur_ld_tile * R + row_of(ld_k))
             with m.If(ld_k == R - 1):
                 m.d.sync += [ld_busy.eq(0), latch1.eq(1)]
             with m.Else():
