@@ -854,14 +854,23 @@ class Conv2dAccelerator(wiring.Component):
         # of an odd-width row)
         row_end = Signal()
         m.d.comb += row_end.eq(wr_ix + P >= desc.width)
+        # the write is registered (address, data and each bank's enable) before it fans
+        # out to the banks, so it lands a cycle after the handshake; every read of the
+        # row or word waits for wr_iy or words_in, which count at the handshake, plus
+        # at least two cycles more
+        wr_addr_q = Signal(lb_cw_bits + lb_xh_bits, name="lb_wr_addr")
+        wr_data_q = Signal(P * R * dw, name="lb_wr_data")
+        m.d.sync += [wr_addr_q.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[lb_x_bits - lb_xh_bits:lb_x_bits])),
+                     wr_data_q.eq(abeat.data.as_value()[:P * R * dw])]
         for b in range(cfg.lb_rows):
             for h in range(P):
                 here = C(1, 1) if h == 0 else ~row_end | ~desc.width[0]
+                wen_q = Signal(name=f"lb_wen{b}{'eo'[h]}")
+                m.d.sync += wen_q.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & here)
                 m.d.comb += [
-                    bank_w[b][h].addr.eq(Cat(wr_cw[:lb_cw_bits],
-                                             wr_ix[lb_x_bits - lb_xh_bits:lb_x_bits])),
-                    bank_w[b][h].data.eq(abeat.data.as_value()[h * R * dw:(h + 1) * R * dw]),
-                    bank_w[b][h].en.eq(a_hs & ~a_overflow & ~aborting & (wr_slot == b) & here),
+                    bank_w[b][h].addr.eq(wr_addr_q),
+                    bank_w[b][h].data.eq(wr_data_q[h * R * dw:(h + 1) * R * dw]),
+                    bank_w[b][h].en.eq(wen_q),
                 ]
         with m.If(a_hs):
             m.d.sync += [a_count.eq(a_count + 1), a_overflow.eq(a_overflow | (a_count + 1 >= act_total))]
