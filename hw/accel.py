@@ -445,11 +445,7 @@ class Conv2dAccelerator(wiring.Component):
         for r in range(R):
             m.d.comb += pad_word[r].eq(pad_value)
         word_shape = data.ArrayLayout(signed(dw), R)
-        lb_q = [[Signal(word_shape, name=f"lbq{b}{'eo'[h]}") for h in range(P)]
-                for b in range(cfg.lb_rows)]
-        for b in range(cfg.lb_rows):
-            for h in range(P):
-                m.d.comb += lb_q[b][h].eq(bank_r[b][h].data)
+        lb_q = [[bank_r[b][h].data for h in range(P)] for b in range(cfg.lb_rows)]  # stage 2
         GS = 4                                        # slots per first-level group
         ngroups = -(-cfg.lb_rows // GS)
         lo_bits = min(2, lb_slot_bits)
@@ -855,9 +851,9 @@ class Conv2dAccelerator(wiring.Component):
         row_end = Signal()
         m.d.comb += row_end.eq(wr_ix + P >= desc.width)
         # the write is registered (address, data and each bank's enable) before it fans
-        # out to the banks, so it lands a cycle after the handshake; every read of the
-        # row or word waits for wr_iy or words_in, which count at the handshake, plus
-        # at least two cycles more
+        # out to the banks, so it lands a cycle after the handshake; a read of that row
+        # or word is addressed no earlier (wr_iy / words_in count at the handshake, and
+        # the read address is registered), so it always follows the write
         wr_addr_q = Signal(lb_cw_bits + lb_xh_bits, name="lb_wr_addr")
         wr_data_q = Signal(P * R * dw, name="lb_wr_data")
         m.d.sync += [wr_addr_q.eq(Cat(wr_cw[:lb_cw_bits], wr_ix[lb_x_bits - lb_xh_bits:lb_x_bits])),

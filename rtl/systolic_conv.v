@@ -1803,7 +1803,39 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$120 ;
   (* init = 9'h000 *)
   wire [8:0] \$signature__addr$122 ;
-  reg [8:0] \$signature__addr$410  = 9'h000;
+  reg [8:0] \$signature__addr$346  = 9'h000;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$352 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$356 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$360 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$364 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$368 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$372 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$376 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$380 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$384 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$388 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$392 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$396 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$400 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$404 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$408 ;
+  (* init = 9'h000 *)
+  wire [8:0] \$signature__addr$412 ;
   (* init = 9'h000 *)
   wire [8:0] \$signature__addr$416 ;
   (* init = 9'h000 *)
@@ -1834,38 +1866,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [8:0] \$signature__addr$468 ;
   (* init = 9'h000 *)
   wire [8:0] \$signature__addr$472 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$476 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$480 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$484 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$488 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$492 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$496 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$500 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$504 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$508 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$512 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$516 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$520 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$524 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$528 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$532 ;
-  (* init = 9'h000 *)
-  wire [8:0] \$signature__addr$536 ;
   reg [8:0] \$signature__addr$61  = 9'h000;
   (* init = 9'h000 *)
   wire [8:0] \$signature__addr$64 ;
@@ -1904,294 +1904,150 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   (* init = 9'h000 *)
   wire [8:0] \$signature__addr$98 ;
   wire [63:0] \$signature__data ;
-  wire [63:0] \$signature__data$138 ;
-  wire [7:0] \$signature__data$138[0] ;
-  wire [7:0] \$signature__data$138[1] ;
-  wire [7:0] \$signature__data$138[2] ;
-  wire [7:0] \$signature__data$138[3] ;
-  wire [7:0] \$signature__data$138[4] ;
-  wire [7:0] \$signature__data$138[5] ;
-  wire [7:0] \$signature__data$138[6] ;
-  wire [7:0] \$signature__data$138[7] ;
-  wire [63:0] \$signature__data$140 ;
-  wire [7:0] \$signature__data$140[0] ;
-  wire [7:0] \$signature__data$140[1] ;
-  wire [7:0] \$signature__data$140[2] ;
-  wire [7:0] \$signature__data$140[3] ;
-  wire [7:0] \$signature__data$140[4] ;
-  wire [7:0] \$signature__data$140[5] ;
-  wire [7:0] \$signature__data$140[6] ;
-  wire [7:0] \$signature__data$140[7] ;
-  wire [63:0] \$signature__data$142 ;
-  wire [7:0] \$signature__data$142[0] ;
-  wire [7:0] \$signature__data$142[1] ;
-  wire [7:0] \$signature__data$142[2] ;
-  wire [7:0] \$signature__data$142[3] ;
-  wire [7:0] \$signature__data$142[4] ;
-  wire [7:0] \$signature__data$142[5] ;
-  wire [7:0] \$signature__data$142[6] ;
-  wire [7:0] \$signature__data$142[7] ;
-  wire [63:0] \$signature__data$144 ;
-  wire [7:0] \$signature__data$144[0] ;
-  wire [7:0] \$signature__data$144[1] ;
-  wire [7:0] \$signature__data$144[2] ;
-  wire [7:0] \$signature__data$144[3] ;
-  wire [7:0] \$signature__data$144[4] ;
-  wire [7:0] \$signature__data$144[5] ;
-  wire [7:0] \$signature__data$144[6] ;
-  wire [7:0] \$signature__data$144[7] ;
-  wire [63:0] \$signature__data$146 ;
-  wire [7:0] \$signature__data$146[0] ;
-  wire [7:0] \$signature__data$146[1] ;
-  wire [7:0] \$signature__data$146[2] ;
-  wire [7:0] \$signature__data$146[3] ;
-  wire [7:0] \$signature__data$146[4] ;
-  wire [7:0] \$signature__data$146[5] ;
-  wire [7:0] \$signature__data$146[6] ;
-  wire [7:0] \$signature__data$146[7] ;
-  wire [63:0] \$signature__data$148 ;
-  wire [7:0] \$signature__data$148[0] ;
-  wire [7:0] \$signature__data$148[1] ;
-  wire [7:0] \$signature__data$148[2] ;
-  wire [7:0] \$signature__data$148[3] ;
-  wire [7:0] \$signature__data$148[4] ;
-  wire [7:0] \$signature__data$148[5] ;
-  wire [7:0] \$signature__data$148[6] ;
-  wire [7:0] \$signature__data$148[7] ;
-  wire [63:0] \$signature__data$150 ;
-  wire [7:0] \$signature__data$150[0] ;
-  wire [7:0] \$signature__data$150[1] ;
-  wire [7:0] \$signature__data$150[2] ;
-  wire [7:0] \$signature__data$150[3] ;
-  wire [7:0] \$signature__data$150[4] ;
-  wire [7:0] \$signature__data$150[5] ;
-  wire [7:0] \$signature__data$150[6] ;
-  wire [7:0] \$signature__data$150[7] ;
-  wire [63:0] \$signature__data$152 ;
-  wire [7:0] \$signature__data$152[0] ;
-  wire [7:0] \$signature__data$152[1] ;
-  wire [7:0] \$signature__data$152[2] ;
-  wire [7:0] \$signature__data$152[3] ;
-  wire [7:0] \$signature__data$152[4] ;
-  wire [7:0] \$signature__data$152[5] ;
-  wire [7:0] \$signature__data$152[6] ;
-  wire [7:0] \$signature__data$152[7] ;
-  wire [63:0] \$signature__data$154 ;
-  wire [7:0] \$signature__data$154[0] ;
-  wire [7:0] \$signature__data$154[1] ;
-  wire [7:0] \$signature__data$154[2] ;
-  wire [7:0] \$signature__data$154[3] ;
-  wire [7:0] \$signature__data$154[4] ;
-  wire [7:0] \$signature__data$154[5] ;
-  wire [7:0] \$signature__data$154[6] ;
-  wire [7:0] \$signature__data$154[7] ;
-  wire [63:0] \$signature__data$156 ;
-  wire [7:0] \$signature__data$156[0] ;
-  wire [7:0] \$signature__data$156[1] ;
-  wire [7:0] \$signature__data$156[2] ;
-  wire [7:0] \$signature__data$156[3] ;
-  wire [7:0] \$signature__data$156[4] ;
-  wire [7:0] \$signature__data$156[5] ;
-  wire [7:0] \$signature__data$156[6] ;
-  wire [7:0] \$signature__data$156[7] ;
-  wire [63:0] \$signature__data$158 ;
-  wire [7:0] \$signature__data$158[0] ;
-  wire [7:0] \$signature__data$158[1] ;
-  wire [7:0] \$signature__data$158[2] ;
-  wire [7:0] \$signature__data$158[3] ;
-  wire [7:0] \$signature__data$158[4] ;
-  wire [7:0] \$signature__data$158[5] ;
-  wire [7:0] \$signature__data$158[6] ;
-  wire [7:0] \$signature__data$158[7] ;
-  wire [63:0] \$signature__data$160 ;
-  wire [7:0] \$signature__data$160[0] ;
-  wire [7:0] \$signature__data$160[1] ;
-  wire [7:0] \$signature__data$160[2] ;
-  wire [7:0] \$signature__data$160[3] ;
-  wire [7:0] \$signature__data$160[4] ;
-  wire [7:0] \$signature__data$160[5] ;
-  wire [7:0] \$signature__data$160[6] ;
-  wire [7:0] \$signature__data$160[7] ;
-  wire [63:0] \$signature__data$162 ;
-  wire [7:0] \$signature__data$162[0] ;
-  wire [7:0] \$signature__data$162[1] ;
-  wire [7:0] \$signature__data$162[2] ;
-  wire [7:0] \$signature__data$162[3] ;
-  wire [7:0] \$signature__data$162[4] ;
-  wire [7:0] \$signature__data$162[5] ;
-  wire [7:0] \$signature__data$162[6] ;
-  wire [7:0] \$signature__data$162[7] ;
-  wire [63:0] \$signature__data$164 ;
-  wire [7:0] \$signature__data$164[0] ;
-  wire [7:0] \$signature__data$164[1] ;
-  wire [7:0] \$signature__data$164[2] ;
-  wire [7:0] \$signature__data$164[3] ;
-  wire [7:0] \$signature__data$164[4] ;
-  wire [7:0] \$signature__data$164[5] ;
-  wire [7:0] \$signature__data$164[6] ;
-  wire [7:0] \$signature__data$164[7] ;
-  wire [63:0] \$signature__data$166 ;
-  wire [7:0] \$signature__data$166[0] ;
-  wire [7:0] \$signature__data$166[1] ;
-  wire [7:0] \$signature__data$166[2] ;
-  wire [7:0] \$signature__data$166[3] ;
-  wire [7:0] \$signature__data$166[4] ;
-  wire [7:0] \$signature__data$166[5] ;
-  wire [7:0] \$signature__data$166[6] ;
-  wire [7:0] \$signature__data$166[7] ;
-  wire [63:0] \$signature__data$168 ;
-  wire [7:0] \$signature__data$168[0] ;
-  wire [7:0] \$signature__data$168[1] ;
-  wire [7:0] \$signature__data$168[2] ;
-  wire [7:0] \$signature__data$168[3] ;
-  wire [7:0] \$signature__data$168[4] ;
-  wire [7:0] \$signature__data$168[5] ;
-  wire [7:0] \$signature__data$168[6] ;
-  wire [7:0] \$signature__data$168[7] ;
-  wire [63:0] \$signature__data$170 ;
-  wire [7:0] \$signature__data$170[0] ;
-  wire [7:0] \$signature__data$170[1] ;
-  wire [7:0] \$signature__data$170[2] ;
-  wire [7:0] \$signature__data$170[3] ;
-  wire [7:0] \$signature__data$170[4] ;
-  wire [7:0] \$signature__data$170[5] ;
-  wire [7:0] \$signature__data$170[6] ;
-  wire [7:0] \$signature__data$170[7] ;
-  wire [63:0] \$signature__data$172 ;
-  wire [7:0] \$signature__data$172[0] ;
-  wire [7:0] \$signature__data$172[1] ;
-  wire [7:0] \$signature__data$172[2] ;
-  wire [7:0] \$signature__data$172[3] ;
-  wire [7:0] \$signature__data$172[4] ;
-  wire [7:0] \$signature__data$172[5] ;
-  wire [7:0] \$signature__data$172[6] ;
-  wire [7:0] \$signature__data$172[7] ;
-  wire [63:0] \$signature__data$174 ;
-  wire [7:0] \$signature__data$174[0] ;
-  wire [7:0] \$signature__data$174[1] ;
-  wire [7:0] \$signature__data$174[2] ;
-  wire [7:0] \$signature__data$174[3] ;
-  wire [7:0] \$signature__data$174[4] ;
-  wire [7:0] \$signature__data$174[5] ;
-  wire [7:0] \$signature__data$174[6] ;
-  wire [7:0] \$signature__data$174[7] ;
-  wire [63:0] \$signature__data$176 ;
-  wire [7:0] \$signature__data$176[0] ;
-  wire [7:0] \$signature__data$176[1] ;
-  wire [7:0] \$signature__data$176[2] ;
-  wire [7:0] \$signature__data$176[3] ;
-  wire [7:0] \$signature__data$176[4] ;
-  wire [7:0] \$signature__data$176[5] ;
-  wire [7:0] \$signature__data$176[6] ;
-  wire [7:0] \$signature__data$176[7] ;
-  wire [63:0] \$signature__data$178 ;
-  wire [7:0] \$signature__data$178[0] ;
-  wire [7:0] \$signature__data$178[1] ;
-  wire [7:0] \$signature__data$178[2] ;
-  wire [7:0] \$signature__data$178[3] ;
-  wire [7:0] \$signature__data$178[4] ;
-  wire [7:0] \$signature__data$178[5] ;
-  wire [7:0] \$signature__data$178[6] ;
-  wire [7:0] \$signature__data$178[7] ;
-  wire [63:0] \$signature__data$180 ;
-  wire [7:0] \$signature__data$180[0] ;
-  wire [7:0] \$signature__data$180[1] ;
-  wire [7:0] \$signature__data$180[2] ;
-  wire [7:0] \$signature__data$180[3] ;
-  wire [7:0] \$signature__data$180[4] ;
-  wire [7:0] \$signature__data$180[5] ;
-  wire [7:0] \$signature__data$180[6] ;
-  wire [7:0] \$signature__data$180[7] ;
-  wire [63:0] \$signature__data$182 ;
-  wire [7:0] \$signature__data$182[0] ;
-  wire [7:0] \$signature__data$182[1] ;
-  wire [7:0] \$signature__data$182[2] ;
-  wire [7:0] \$signature__data$182[3] ;
-  wire [7:0] \$signature__data$182[4] ;
-  wire [7:0] \$signature__data$182[5] ;
-  wire [7:0] \$signature__data$182[6] ;
-  wire [7:0] \$signature__data$182[7] ;
-  wire [63:0] \$signature__data$184 ;
-  wire [7:0] \$signature__data$184[0] ;
-  wire [7:0] \$signature__data$184[1] ;
-  wire [7:0] \$signature__data$184[2] ;
-  wire [7:0] \$signature__data$184[3] ;
-  wire [7:0] \$signature__data$184[4] ;
-  wire [7:0] \$signature__data$184[5] ;
-  wire [7:0] \$signature__data$184[6] ;
-  wire [7:0] \$signature__data$184[7] ;
-  wire [63:0] \$signature__data$186 ;
-  wire [7:0] \$signature__data$186[0] ;
-  wire [7:0] \$signature__data$186[1] ;
-  wire [7:0] \$signature__data$186[2] ;
-  wire [7:0] \$signature__data$186[3] ;
-  wire [7:0] \$signature__data$186[4] ;
-  wire [7:0] \$signature__data$186[5] ;
-  wire [7:0] \$signature__data$186[6] ;
-  wire [7:0] \$signature__data$186[7] ;
-  wire [63:0] \$signature__data$188 ;
-  wire [7:0] \$signature__data$188[0] ;
-  wire [7:0] \$signature__data$188[1] ;
-  wire [7:0] \$signature__data$188[2] ;
-  wire [7:0] \$signature__data$188[3] ;
-  wire [7:0] \$signature__data$188[4] ;
-  wire [7:0] \$signature__data$188[5] ;
-  wire [7:0] \$signature__data$188[6] ;
-  wire [7:0] \$signature__data$188[7] ;
-  wire [63:0] \$signature__data$190 ;
-  wire [7:0] \$signature__data$190[0] ;
-  wire [7:0] \$signature__data$190[1] ;
-  wire [7:0] \$signature__data$190[2] ;
-  wire [7:0] \$signature__data$190[3] ;
-  wire [7:0] \$signature__data$190[4] ;
-  wire [7:0] \$signature__data$190[5] ;
-  wire [7:0] \$signature__data$190[6] ;
-  wire [7:0] \$signature__data$190[7] ;
-  wire [63:0] \$signature__data$192 ;
-  wire [7:0] \$signature__data$192[0] ;
-  wire [7:0] \$signature__data$192[1] ;
-  wire [7:0] \$signature__data$192[2] ;
-  wire [7:0] \$signature__data$192[3] ;
-  wire [7:0] \$signature__data$192[4] ;
-  wire [7:0] \$signature__data$192[5] ;
-  wire [7:0] \$signature__data$192[6] ;
-  wire [7:0] \$signature__data$192[7] ;
-  wire [63:0] \$signature__data$194 ;
-  wire [7:0] \$signature__data$194[0] ;
-  wire [7:0] \$signature__data$194[1] ;
-  wire [7:0] \$signature__data$194[2] ;
-  wire [7:0] \$signature__data$194[3] ;
-  wire [7:0] \$signature__data$194[4] ;
-  wire [7:0] \$signature__data$194[5] ;
-  wire [7:0] \$signature__data$194[6] ;
-  wire [7:0] \$signature__data$194[7] ;
-  wire [63:0] \$signature__data$196 ;
-  wire [7:0] \$signature__data$196[0] ;
-  wire [7:0] \$signature__data$196[1] ;
-  wire [7:0] \$signature__data$196[2] ;
-  wire [7:0] \$signature__data$196[3] ;
-  wire [7:0] \$signature__data$196[4] ;
-  wire [7:0] \$signature__data$196[5] ;
-  wire [7:0] \$signature__data$196[6] ;
-  wire [7:0] \$signature__data$196[7] ;
-  wire [63:0] \$signature__data$198 ;
-  wire [7:0] \$signature__data$198[0] ;
-  wire [7:0] \$signature__data$198[1] ;
-  wire [7:0] \$signature__data$198[2] ;
-  wire [7:0] \$signature__data$198[3] ;
-  wire [7:0] \$signature__data$198[4] ;
-  wire [7:0] \$signature__data$198[5] ;
-  wire [7:0] \$signature__data$198[6] ;
-  wire [7:0] \$signature__data$198[7] ;
-  wire [63:0] \$signature__data$412 ;
-  wire [7:0] \$signature__data$412[0] ;
-  wire [7:0] \$signature__data$412[1] ;
-  wire [7:0] \$signature__data$412[2] ;
-  wire [7:0] \$signature__data$412[3] ;
-  wire [7:0] \$signature__data$412[4] ;
-  wire [7:0] \$signature__data$412[5] ;
-  wire [7:0] \$signature__data$412[6] ;
-  wire [7:0] \$signature__data$412[7] ;
+  wire [63:0] \$signature__data$353 ;
+  wire [7:0] \$signature__data$353[0] ;
+  wire [7:0] \$signature__data$353[1] ;
+  wire [7:0] \$signature__data$353[2] ;
+  wire [7:0] \$signature__data$353[3] ;
+  wire [7:0] \$signature__data$353[4] ;
+  wire [7:0] \$signature__data$353[5] ;
+  wire [7:0] \$signature__data$353[6] ;
+  wire [7:0] \$signature__data$353[7] ;
+  wire [63:0] \$signature__data$357 ;
+  wire [7:0] \$signature__data$357[0] ;
+  wire [7:0] \$signature__data$357[1] ;
+  wire [7:0] \$signature__data$357[2] ;
+  wire [7:0] \$signature__data$357[3] ;
+  wire [7:0] \$signature__data$357[4] ;
+  wire [7:0] \$signature__data$357[5] ;
+  wire [7:0] \$signature__data$357[6] ;
+  wire [7:0] \$signature__data$357[7] ;
+  wire [63:0] \$signature__data$361 ;
+  wire [7:0] \$signature__data$361[0] ;
+  wire [7:0] \$signature__data$361[1] ;
+  wire [7:0] \$signature__data$361[2] ;
+  wire [7:0] \$signature__data$361[3] ;
+  wire [7:0] \$signature__data$361[4] ;
+  wire [7:0] \$signature__data$361[5] ;
+  wire [7:0] \$signature__data$361[6] ;
+  wire [7:0] \$signature__data$361[7] ;
+  wire [63:0] \$signature__data$365 ;
+  wire [7:0] \$signature__data$365[0] ;
+  wire [7:0] \$signature__data$365[1] ;
+  wire [7:0] \$signature__data$365[2] ;
+  wire [7:0] \$signature__data$365[3] ;
+  wire [7:0] \$signature__data$365[4] ;
+  wire [7:0] \$signature__data$365[5] ;
+  wire [7:0] \$signature__data$365[6] ;
+  wire [7:0] \$signature__data$365[7] ;
+  wire [63:0] \$signature__data$369 ;
+  wire [7:0] \$signature__data$369[0] ;
+  wire [7:0] \$signature__data$369[1] ;
+  wire [7:0] \$signature__data$369[2] ;
+  wire [7:0] \$signature__data$369[3] ;
+  wire [7:0] \$signature__data$369[4] ;
+  wire [7:0] \$signature__data$369[5] ;
+  wire [7:0] \$signature__data$369[6] ;
+  wire [7:0] \$signature__data$369[7] ;
+  wire [63:0] \$signature__data$373 ;
+  wire [7:0] \$signature__data$373[0] ;
+  wire [7:0] \$signature__data$373[1] ;
+  wire [7:0] \$signature__data$373[2] ;
+  wire [7:0] \$signature__data$373[3] ;
+  wire [7:0] \$signature__data$373[4] ;
+  wire [7:0] \$signature__data$373[5] ;
+  wire [7:0] \$signature__data$373[6] ;
+  wire [7:0] \$signature__data$373[7] ;
+  wire [63:0] \$signature__data$377 ;
+  wire [7:0] \$signature__data$377[0] ;
+  wire [7:0] \$signature__data$377[1] ;
+  wire [7:0] \$signature__data$377[2] ;
+  wire [7:0] \$signature__data$377[3] ;
+  wire [7:0] \$signature__data$377[4] ;
+  wire [7:0] \$signature__data$377[5] ;
+  wire [7:0] \$signature__data$377[6] ;
+  wire [7:0] \$signature__data$377[7] ;
+  wire [63:0] \$signature__data$381 ;
+  wire [7:0] \$signature__data$381[0] ;
+  wire [7:0] \$signature__data$381[1] ;
+  wire [7:0] \$signature__data$381[2] ;
+  wire [7:0] \$signature__data$381[3] ;
+  wire [7:0] \$signature__data$381[4] ;
+  wire [7:0] \$signature__data$381[5] ;
+  wire [7:0] \$signature__data$381[6] ;
+  wire [7:0] \$signature__data$381[7] ;
+  wire [63:0] \$signature__data$385 ;
+  wire [7:0] \$signature__data$385[0] ;
+  wire [7:0] \$signature__data$385[1] ;
+  wire [7:0] \$signature__data$385[2] ;
+  wire [7:0] \$signature__data$385[3] ;
+  wire [7:0] \$signature__data$385[4] ;
+  wire [7:0] \$signature__data$385[5] ;
+  wire [7:0] \$signature__data$385[6] ;
+  wire [7:0] \$signature__data$385[7] ;
+  wire [63:0] \$signature__data$389 ;
+  wire [7:0] \$signature__data$389[0] ;
+  wire [7:0] \$signature__data$389[1] ;
+  wire [7:0] \$signature__data$389[2] ;
+  wire [7:0] \$signature__data$389[3] ;
+  wire [7:0] \$signature__data$389[4] ;
+  wire [7:0] \$signature__data$389[5] ;
+  wire [7:0] \$signature__data$389[6] ;
+  wire [7:0] \$signature__data$389[7] ;
+  wire [63:0] \$signature__data$393 ;
+  wire [7:0] \$signature__data$393[0] ;
+  wire [7:0] \$signature__data$393[1] ;
+  wire [7:0] \$signature__data$393[2] ;
+  wire [7:0] \$signature__data$393[3] ;
+  wire [7:0] \$signature__data$393[4] ;
+  wire [7:0] \$signature__data$393[5] ;
+  wire [7:0] \$signature__data$393[6] ;
+  wire [7:0] \$signature__data$393[7] ;
+  wire [63:0] \$signature__data$397 ;
+  wire [7:0] \$signature__data$397[0] ;
+  wire [7:0] \$signature__data$397[1] ;
+  wire [7:0] \$signature__data$397[2] ;
+  wire [7:0] \$signature__data$397[3] ;
+  wire [7:0] \$signature__data$397[4] ;
+  wire [7:0] \$signature__data$397[5] ;
+  wire [7:0] \$signature__data$397[6] ;
+  wire [7:0] \$signature__data$397[7] ;
+  wire [63:0] \$signature__data$401 ;
+  wire [7:0] \$signature__data$401[0] ;
+  wire [7:0] \$signature__data$401[1] ;
+  wire [7:0] \$signature__data$401[2] ;
+  wire [7:0] \$signature__data$401[3] ;
+  wire [7:0] \$signature__data$401[4] ;
+  wire [7:0] \$signature__data$401[5] ;
+  wire [7:0] \$signature__data$401[6] ;
+  wire [7:0] \$signature__data$401[7] ;
+  wire [63:0] \$signature__data$405 ;
+  wire [7:0] \$signature__data$405[0] ;
+  wire [7:0] \$signature__data$405[1] ;
+  wire [7:0] \$signature__data$405[2] ;
+  wire [7:0] \$signature__data$405[3] ;
+  wire [7:0] \$signature__data$405[4] ;
+  wire [7:0] \$signature__data$405[5] ;
+  wire [7:0] \$signature__data$405[6] ;
+  wire [7:0] \$signature__data$405[7] ;
+  wire [63:0] \$signature__data$409 ;
+  wire [7:0] \$signature__data$409[0] ;
+  wire [7:0] \$signature__data$409[1] ;
+  wire [7:0] \$signature__data$409[2] ;
+  wire [7:0] \$signature__data$409[3] ;
+  wire [7:0] \$signature__data$409[4] ;
+  wire [7:0] \$signature__data$409[5] ;
+  wire [7:0] \$signature__data$409[6] ;
+  wire [7:0] \$signature__data$409[7] ;
+  wire [63:0] \$signature__data$413 ;
+  wire [7:0] \$signature__data$413[0] ;
+  wire [7:0] \$signature__data$413[1] ;
+  wire [7:0] \$signature__data$413[2] ;
+  wire [7:0] \$signature__data$413[3] ;
+  wire [7:0] \$signature__data$413[4] ;
+  wire [7:0] \$signature__data$413[5] ;
+  wire [7:0] \$signature__data$413[6] ;
+  wire [7:0] \$signature__data$413[7] ;
   wire [63:0] \$signature__data$417 ;
   wire [7:0] \$signature__data$417[0] ;
   wire [7:0] \$signature__data$417[1] ;
@@ -2327,132 +2183,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$473[5] ;
   wire [7:0] \$signature__data$473[6] ;
   wire [7:0] \$signature__data$473[7] ;
-  wire [63:0] \$signature__data$477 ;
-  wire [7:0] \$signature__data$477[0] ;
-  wire [7:0] \$signature__data$477[1] ;
-  wire [7:0] \$signature__data$477[2] ;
-  wire [7:0] \$signature__data$477[3] ;
-  wire [7:0] \$signature__data$477[4] ;
-  wire [7:0] \$signature__data$477[5] ;
-  wire [7:0] \$signature__data$477[6] ;
-  wire [7:0] \$signature__data$477[7] ;
-  wire [63:0] \$signature__data$481 ;
-  wire [7:0] \$signature__data$481[0] ;
-  wire [7:0] \$signature__data$481[1] ;
-  wire [7:0] \$signature__data$481[2] ;
-  wire [7:0] \$signature__data$481[3] ;
-  wire [7:0] \$signature__data$481[4] ;
-  wire [7:0] \$signature__data$481[5] ;
-  wire [7:0] \$signature__data$481[6] ;
-  wire [7:0] \$signature__data$481[7] ;
-  wire [63:0] \$signature__data$485 ;
-  wire [7:0] \$signature__data$485[0] ;
-  wire [7:0] \$signature__data$485[1] ;
-  wire [7:0] \$signature__data$485[2] ;
-  wire [7:0] \$signature__data$485[3] ;
-  wire [7:0] \$signature__data$485[4] ;
-  wire [7:0] \$signature__data$485[5] ;
-  wire [7:0] \$signature__data$485[6] ;
-  wire [7:0] \$signature__data$485[7] ;
-  wire [63:0] \$signature__data$489 ;
-  wire [7:0] \$signature__data$489[0] ;
-  wire [7:0] \$signature__data$489[1] ;
-  wire [7:0] \$signature__data$489[2] ;
-  wire [7:0] \$signature__data$489[3] ;
-  wire [7:0] \$signature__data$489[4] ;
-  wire [7:0] \$signature__data$489[5] ;
-  wire [7:0] \$signature__data$489[6] ;
-  wire [7:0] \$signature__data$489[7] ;
-  wire [63:0] \$signature__data$493 ;
-  wire [7:0] \$signature__data$493[0] ;
-  wire [7:0] \$signature__data$493[1] ;
-  wire [7:0] \$signature__data$493[2] ;
-  wire [7:0] \$signature__data$493[3] ;
-  wire [7:0] \$signature__data$493[4] ;
-  wire [7:0] \$signature__data$493[5] ;
-  wire [7:0] \$signature__data$493[6] ;
-  wire [7:0] \$signature__data$493[7] ;
-  wire [63:0] \$signature__data$497 ;
-  wire [7:0] \$signature__data$497[0] ;
-  wire [7:0] \$signature__data$497[1] ;
-  wire [7:0] \$signature__data$497[2] ;
-  wire [7:0] \$signature__data$497[3] ;
-  wire [7:0] \$signature__data$497[4] ;
-  wire [7:0] \$signature__data$497[5] ;
-  wire [7:0] \$signature__data$497[6] ;
-  wire [7:0] \$signature__data$497[7] ;
-  wire [63:0] \$signature__data$501 ;
-  wire [7:0] \$signature__data$501[0] ;
-  wire [7:0] \$signature__data$501[1] ;
-  wire [7:0] \$signature__data$501[2] ;
-  wire [7:0] \$signature__data$501[3] ;
-  wire [7:0] \$signature__data$501[4] ;
-  wire [7:0] \$signature__data$501[5] ;
-  wire [7:0] \$signature__data$501[6] ;
-  wire [7:0] \$signature__data$501[7] ;
-  wire [63:0] \$signature__data$505 ;
-  wire [7:0] \$signature__data$505[0] ;
-  wire [7:0] \$signature__data$505[1] ;
-  wire [7:0] \$signature__data$505[2] ;
-  wire [7:0] \$signature__data$505[3] ;
-  wire [7:0] \$signature__data$505[4] ;
-  wire [7:0] \$signature__data$505[5] ;
-  wire [7:0] \$signature__data$505[6] ;
-  wire [7:0] \$signature__data$505[7] ;
-  wire [63:0] \$signature__data$509 ;
-  wire [7:0] \$signature__data$509[0] ;
-  wire [7:0] \$signature__data$509[1] ;
-  wire [7:0] \$signature__data$509[2] ;
-  wire [7:0] \$signature__data$509[3] ;
-  wire [7:0] \$signature__data$509[4] ;
-  wire [7:0] \$signature__data$509[5] ;
-  wire [7:0] \$signature__data$509[6] ;
-  wire [7:0] \$signature__data$509[7] ;
-  wire [63:0] \$signature__data$513 ;
-  wire [7:0] \$signature__data$513[0] ;
-  wire [7:0] \$signature__data$513[1] ;
-  wire [7:0] \$signature__data$513[2] ;
-  wire [7:0] \$signature__data$513[3] ;
-  wire [7:0] \$signature__data$513[4] ;
-  wire [7:0] \$signature__data$513[5] ;
-  wire [7:0] \$signature__data$513[6] ;
-  wire [7:0] \$signature__data$513[7] ;
-  wire [63:0] \$signature__data$517 ;
-  wire [7:0] \$signature__data$517[0] ;
-  wire [7:0] \$signature__data$517[1] ;
-  wire [7:0] \$signature__data$517[2] ;
-  wire [7:0] \$signature__data$517[3] ;
-  wire [7:0] \$signature__data$517[4] ;
-  wire [7:0] \$signature__data$517[5] ;
-  wire [7:0] \$signature__data$517[6] ;
-  wire [7:0] \$signature__data$517[7] ;
-  wire [63:0] \$signature__data$521 ;
-  wire [7:0] \$signature__data$521[0] ;
-  wire [7:0] \$signature__data$521[1] ;
-  wire [7:0] \$signature__data$521[2] ;
-  wire [7:0] \$signature__data$521[3] ;
-  wire [7:0] \$signature__data$521[4] ;
-  wire [7:0] \$signature__data$521[5] ;
-  wire [7:0] \$signature__data$521[6] ;
-  wire [7:0] \$signature__data$521[7] ;
-  wire [63:0] \$signature__data$525 ;
-  wire [7:0] \$signature__data$525[0] ;
-  wire [7:0] \$signature__data$525[1] ;
-  wire [7:0] \$signature__data$525[2] ;
-  wire [7:0] \$signature__data$525[3] ;
-  wire [7:0] \$signature__data$525[4] ;
-  wire [7:0] \$signature__data$525[5] ;
-  wire [7:0] \$signature__data$525[6] ;
-  wire [7:0] \$signature__data$525[7] ;
-  wire [63:0] \$signature__data$529 ;
-  wire [7:0] \$signature__data$529[0] ;
-  wire [7:0] \$signature__data$529[1] ;
-  wire [7:0] \$signature__data$529[2] ;
-  wire [7:0] \$signature__data$529[3] ;
-  wire [7:0] \$signature__data$529[4] ;
-  wire [7:0] \$signature__data$529[5] ;
-  wire [7:0] \$signature__data$529[6] ;
-  wire [7:0] \$signature__data$529[7] ;
+  wire [63:0] \$signature__data$530 ;
+  wire [7:0] \$signature__data$530[0] ;
+  wire [7:0] \$signature__data$530[1] ;
+  wire [7:0] \$signature__data$530[2] ;
+  wire [7:0] \$signature__data$530[3] ;
+  wire [7:0] \$signature__data$530[4] ;
+  wire [7:0] \$signature__data$530[5] ;
+  wire [7:0] \$signature__data$530[6] ;
+  wire [7:0] \$signature__data$530[7] ;
+  wire [63:0] \$signature__data$531 ;
+  wire [7:0] \$signature__data$531[0] ;
+  wire [7:0] \$signature__data$531[1] ;
+  wire [7:0] \$signature__data$531[2] ;
+  wire [7:0] \$signature__data$531[3] ;
+  wire [7:0] \$signature__data$531[4] ;
+  wire [7:0] \$signature__data$531[5] ;
+  wire [7:0] \$signature__data$531[6] ;
+  wire [7:0] \$signature__data$531[7] ;
+  wire [63:0] \$signature__data$532 ;
+  wire [7:0] \$signature__data$532[0] ;
+  wire [7:0] \$signature__data$532[1] ;
+  wire [7:0] \$signature__data$532[2] ;
+  wire [7:0] \$signature__data$532[3] ;
+  wire [7:0] \$signature__data$532[4] ;
+  wire [7:0] \$signature__data$532[5] ;
+  wire [7:0] \$signature__data$532[6] ;
+  wire [7:0] \$signature__data$532[7] ;
   wire [63:0] \$signature__data$533 ;
   wire [7:0] \$signature__data$533[0] ;
   wire [7:0] \$signature__data$533[1] ;
@@ -2462,6 +2219,33 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$533[5] ;
   wire [7:0] \$signature__data$533[6] ;
   wire [7:0] \$signature__data$533[7] ;
+  wire [63:0] \$signature__data$534 ;
+  wire [7:0] \$signature__data$534[0] ;
+  wire [7:0] \$signature__data$534[1] ;
+  wire [7:0] \$signature__data$534[2] ;
+  wire [7:0] \$signature__data$534[3] ;
+  wire [7:0] \$signature__data$534[4] ;
+  wire [7:0] \$signature__data$534[5] ;
+  wire [7:0] \$signature__data$534[6] ;
+  wire [7:0] \$signature__data$534[7] ;
+  wire [63:0] \$signature__data$535 ;
+  wire [7:0] \$signature__data$535[0] ;
+  wire [7:0] \$signature__data$535[1] ;
+  wire [7:0] \$signature__data$535[2] ;
+  wire [7:0] \$signature__data$535[3] ;
+  wire [7:0] \$signature__data$535[4] ;
+  wire [7:0] \$signature__data$535[5] ;
+  wire [7:0] \$signature__data$535[6] ;
+  wire [7:0] \$signature__data$535[7] ;
+  wire [63:0] \$signature__data$536 ;
+  wire [7:0] \$signature__data$536[0] ;
+  wire [7:0] \$signature__data$536[1] ;
+  wire [7:0] \$signature__data$536[2] ;
+  wire [7:0] \$signature__data$536[3] ;
+  wire [7:0] \$signature__data$536[4] ;
+  wire [7:0] \$signature__data$536[5] ;
+  wire [7:0] \$signature__data$536[6] ;
+  wire [7:0] \$signature__data$536[7] ;
   wire [63:0] \$signature__data$537 ;
   wire [7:0] \$signature__data$537[0] ;
   wire [7:0] \$signature__data$537[1] ;
@@ -2471,6 +2255,222 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire [7:0] \$signature__data$537[5] ;
   wire [7:0] \$signature__data$537[6] ;
   wire [7:0] \$signature__data$537[7] ;
+  wire [63:0] \$signature__data$539 ;
+  wire [7:0] \$signature__data$539[0] ;
+  wire [7:0] \$signature__data$539[1] ;
+  wire [7:0] \$signature__data$539[2] ;
+  wire [7:0] \$signature__data$539[3] ;
+  wire [7:0] \$signature__data$539[4] ;
+  wire [7:0] \$signature__data$539[5] ;
+  wire [7:0] \$signature__data$539[6] ;
+  wire [7:0] \$signature__data$539[7] ;
+  wire [63:0] \$signature__data$540 ;
+  wire [7:0] \$signature__data$540[0] ;
+  wire [7:0] \$signature__data$540[1] ;
+  wire [7:0] \$signature__data$540[2] ;
+  wire [7:0] \$signature__data$540[3] ;
+  wire [7:0] \$signature__data$540[4] ;
+  wire [7:0] \$signature__data$540[5] ;
+  wire [7:0] \$signature__data$540[6] ;
+  wire [7:0] \$signature__data$540[7] ;
+  wire [63:0] \$signature__data$541 ;
+  wire [7:0] \$signature__data$541[0] ;
+  wire [7:0] \$signature__data$541[1] ;
+  wire [7:0] \$signature__data$541[2] ;
+  wire [7:0] \$signature__data$541[3] ;
+  wire [7:0] \$signature__data$541[4] ;
+  wire [7:0] \$signature__data$541[5] ;
+  wire [7:0] \$signature__data$541[6] ;
+  wire [7:0] \$signature__data$541[7] ;
+  wire [63:0] \$signature__data$542 ;
+  wire [7:0] \$signature__data$542[0] ;
+  wire [7:0] \$signature__data$542[1] ;
+  wire [7:0] \$signature__data$542[2] ;
+  wire [7:0] \$signature__data$542[3] ;
+  wire [7:0] \$signature__data$542[4] ;
+  wire [7:0] \$signature__data$542[5] ;
+  wire [7:0] \$signature__data$542[6] ;
+  wire [7:0] \$signature__data$542[7] ;
+  wire [63:0] \$signature__data$543 ;
+  wire [7:0] \$signature__data$543[0] ;
+  wire [7:0] \$signature__data$543[1] ;
+  wire [7:0] \$signature__data$543[2] ;
+  wire [7:0] \$signature__data$543[3] ;
+  wire [7:0] \$signature__data$543[4] ;
+  wire [7:0] \$signature__data$543[5] ;
+  wire [7:0] \$signature__data$543[6] ;
+  wire [7:0] \$signature__data$543[7] ;
+  wire [63:0] \$signature__data$544 ;
+  wire [7:0] \$signature__data$544[0] ;
+  wire [7:0] \$signature__data$544[1] ;
+  wire [7:0] \$signature__data$544[2] ;
+  wire [7:0] \$signature__data$544[3] ;
+  wire [7:0] \$signature__data$544[4] ;
+  wire [7:0] \$signature__data$544[5] ;
+  wire [7:0] \$signature__data$544[6] ;
+  wire [7:0] \$signature__data$544[7] ;
+  wire [63:0] \$signature__data$545 ;
+  wire [7:0] \$signature__data$545[0] ;
+  wire [7:0] \$signature__data$545[1] ;
+  wire [7:0] \$signature__data$545[2] ;
+  wire [7:0] \$signature__data$545[3] ;
+  wire [7:0] \$signature__data$545[4] ;
+  wire [7:0] \$signature__data$545[5] ;
+  wire [7:0] \$signature__data$545[6] ;
+  wire [7:0] \$signature__data$545[7] ;
+  wire [63:0] \$signature__data$546 ;
+  wire [7:0] \$signature__data$546[0] ;
+  wire [7:0] \$signature__data$546[1] ;
+  wire [7:0] \$signature__data$546[2] ;
+  wire [7:0] \$signature__data$546[3] ;
+  wire [7:0] \$signature__data$546[4] ;
+  wire [7:0] \$signature__data$546[5] ;
+  wire [7:0] \$signature__data$546[6] ;
+  wire [7:0] \$signature__data$546[7] ;
+  wire [63:0] \$signature__data$548 ;
+  wire [7:0] \$signature__data$548[0] ;
+  wire [7:0] \$signature__data$548[1] ;
+  wire [7:0] \$signature__data$548[2] ;
+  wire [7:0] \$signature__data$548[3] ;
+  wire [7:0] \$signature__data$548[4] ;
+  wire [7:0] \$signature__data$548[5] ;
+  wire [7:0] \$signature__data$548[6] ;
+  wire [7:0] \$signature__data$548[7] ;
+  wire [63:0] \$signature__data$549 ;
+  wire [7:0] \$signature__data$549[0] ;
+  wire [7:0] \$signature__data$549[1] ;
+  wire [7:0] \$signature__data$549[2] ;
+  wire [7:0] \$signature__data$549[3] ;
+  wire [7:0] \$signature__data$549[4] ;
+  wire [7:0] \$signature__data$549[5] ;
+  wire [7:0] \$signature__data$549[6] ;
+  wire [7:0] \$signature__data$549[7] ;
+  wire [63:0] \$signature__data$550 ;
+  wire [7:0] \$signature__data$550[0] ;
+  wire [7:0] \$signature__data$550[1] ;
+  wire [7:0] \$signature__data$550[2] ;
+  wire [7:0] \$signature__data$550[3] ;
+  wire [7:0] \$signature__data$550[4] ;
+  wire [7:0] \$signature__data$550[5] ;
+  wire [7:0] \$signature__data$550[6] ;
+  wire [7:0] \$signature__data$550[7] ;
+  wire [63:0] \$signature__data$551 ;
+  wire [7:0] \$signature__data$551[0] ;
+  wire [7:0] \$signature__data$551[1] ;
+  wire [7:0] \$signature__data$551[2] ;
+  wire [7:0] \$signature__data$551[3] ;
+  wire [7:0] \$signature__data$551[4] ;
+  wire [7:0] \$signature__data$551[5] ;
+  wire [7:0] \$signature__data$551[6] ;
+  wire [7:0] \$signature__data$551[7] ;
+  wire [63:0] \$signature__data$552 ;
+  wire [7:0] \$signature__data$552[0] ;
+  wire [7:0] \$signature__data$552[1] ;
+  wire [7:0] \$signature__data$552[2] ;
+  wire [7:0] \$signature__data$552[3] ;
+  wire [7:0] \$signature__data$552[4] ;
+  wire [7:0] \$signature__data$552[5] ;
+  wire [7:0] \$signature__data$552[6] ;
+  wire [7:0] \$signature__data$552[7] ;
+  wire [63:0] \$signature__data$553 ;
+  wire [7:0] \$signature__data$553[0] ;
+  wire [7:0] \$signature__data$553[1] ;
+  wire [7:0] \$signature__data$553[2] ;
+  wire [7:0] \$signature__data$553[3] ;
+  wire [7:0] \$signature__data$553[4] ;
+  wire [7:0] \$signature__data$553[5] ;
+  wire [7:0] \$signature__data$553[6] ;
+  wire [7:0] \$signature__data$553[7] ;
+  wire [63:0] \$signature__data$554 ;
+  wire [7:0] \$signature__data$554[0] ;
+  wire [7:0] \$signature__data$554[1] ;
+  wire [7:0] \$signature__data$554[2] ;
+  wire [7:0] \$signature__data$554[3] ;
+  wire [7:0] \$signature__data$554[4] ;
+  wire [7:0] \$signature__data$554[5] ;
+  wire [7:0] \$signature__data$554[6] ;
+  wire [7:0] \$signature__data$554[7] ;
+  wire [63:0] \$signature__data$555 ;
+  wire [7:0] \$signature__data$555[0] ;
+  wire [7:0] \$signature__data$555[1] ;
+  wire [7:0] \$signature__data$555[2] ;
+  wire [7:0] \$signature__data$555[3] ;
+  wire [7:0] \$signature__data$555[4] ;
+  wire [7:0] \$signature__data$555[5] ;
+  wire [7:0] \$signature__data$555[6] ;
+  wire [7:0] \$signature__data$555[7] ;
+  wire [63:0] \$signature__data$557 ;
+  wire [7:0] \$signature__data$557[0] ;
+  wire [7:0] \$signature__data$557[1] ;
+  wire [7:0] \$signature__data$557[2] ;
+  wire [7:0] \$signature__data$557[3] ;
+  wire [7:0] \$signature__data$557[4] ;
+  wire [7:0] \$signature__data$557[5] ;
+  wire [7:0] \$signature__data$557[6] ;
+  wire [7:0] \$signature__data$557[7] ;
+  wire [63:0] \$signature__data$558 ;
+  wire [7:0] \$signature__data$558[0] ;
+  wire [7:0] \$signature__data$558[1] ;
+  wire [7:0] \$signature__data$558[2] ;
+  wire [7:0] \$signature__data$558[3] ;
+  wire [7:0] \$signature__data$558[4] ;
+  wire [7:0] \$signature__data$558[5] ;
+  wire [7:0] \$signature__data$558[6] ;
+  wire [7:0] \$signature__data$558[7] ;
+  wire [63:0] \$signature__data$559 ;
+  wire [7:0] \$signature__data$559[0] ;
+  wire [7:0] \$signature__data$559[1] ;
+  wire [7:0] \$signature__data$559[2] ;
+  wire [7:0] \$signature__data$559[3] ;
+  wire [7:0] \$signature__data$559[4] ;
+  wire [7:0] \$signature__data$559[5] ;
+  wire [7:0] \$signature__data$559[6] ;
+  wire [7:0] \$signature__data$559[7] ;
+  wire [63:0] \$signature__data$560 ;
+  wire [7:0] \$signature__data$560[0] ;
+  wire [7:0] \$signature__data$560[1] ;
+  wire [7:0] \$signature__data$560[2] ;
+  wire [7:0] \$signature__data$560[3] ;
+  wire [7:0] \$signature__data$560[4] ;
+  wire [7:0] \$signature__data$560[5] ;
+  wire [7:0] \$signature__data$560[6] ;
+  wire [7:0] \$signature__data$560[7] ;
+  wire [63:0] \$signature__data$561 ;
+  wire [7:0] \$signature__data$561[0] ;
+  wire [7:0] \$signature__data$561[1] ;
+  wire [7:0] \$signature__data$561[2] ;
+  wire [7:0] \$signature__data$561[3] ;
+  wire [7:0] \$signature__data$561[4] ;
+  wire [7:0] \$signature__data$561[5] ;
+  wire [7:0] \$signature__data$561[6] ;
+  wire [7:0] \$signature__data$561[7] ;
+  wire [63:0] \$signature__data$562 ;
+  wire [7:0] \$signature__data$562[0] ;
+  wire [7:0] \$signature__data$562[1] ;
+  wire [7:0] \$signature__data$562[2] ;
+  wire [7:0] \$signature__data$562[3] ;
+  wire [7:0] \$signature__data$562[4] ;
+  wire [7:0] \$signature__data$562[5] ;
+  wire [7:0] \$signature__data$562[6] ;
+  wire [7:0] \$signature__data$562[7] ;
+  wire [63:0] \$signature__data$563 ;
+  wire [7:0] \$signature__data$563[0] ;
+  wire [7:0] \$signature__data$563[1] ;
+  wire [7:0] \$signature__data$563[2] ;
+  wire [7:0] \$signature__data$563[3] ;
+  wire [7:0] \$signature__data$563[4] ;
+  wire [7:0] \$signature__data$563[5] ;
+  wire [7:0] \$signature__data$563[6] ;
+  wire [7:0] \$signature__data$563[7] ;
+  wire [63:0] \$signature__data$564 ;
+  wire [7:0] \$signature__data$564[0] ;
+  wire [7:0] \$signature__data$564[1] ;
+  wire [7:0] \$signature__data$564[2] ;
+  wire [7:0] \$signature__data$564[3] ;
+  wire [7:0] \$signature__data$564[4] ;
+  wire [7:0] \$signature__data$564[5] ;
+  wire [7:0] \$signature__data$564[6] ;
+  wire [7:0] \$signature__data$564[7] ;
   wire [7:0] \$signature__data[0] ;
   wire [7:0] \$signature__data[1] ;
   wire [7:0] \$signature__data[2] ;
@@ -2492,6 +2492,22 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   wire \$signature__en$119 ;
   wire \$signature__en$121 ;
   wire \$signature__en$123 ;
+  reg \$signature__en$350  = 1'h0;
+  reg \$signature__en$354  = 1'h0;
+  reg \$signature__en$358  = 1'h0;
+  reg \$signature__en$362  = 1'h0;
+  reg \$signature__en$366  = 1'h0;
+  reg \$signature__en$370  = 1'h0;
+  reg \$signature__en$374  = 1'h0;
+  reg \$signature__en$378  = 1'h0;
+  reg \$signature__en$382  = 1'h0;
+  reg \$signature__en$386  = 1'h0;
+  reg \$signature__en$390  = 1'h0;
+  reg \$signature__en$394  = 1'h0;
+  reg \$signature__en$398  = 1'h0;
+  reg \$signature__en$402  = 1'h0;
+  reg \$signature__en$406  = 1'h0;
+  reg \$signature__en$410  = 1'h0;
   reg \$signature__en$414  = 1'h0;
   reg \$signature__en$418  = 1'h0;
   reg \$signature__en$422  = 1'h0;
@@ -2508,22 +2524,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg \$signature__en$466  = 1'h0;
   reg \$signature__en$470  = 1'h0;
   reg \$signature__en$474  = 1'h0;
-  reg \$signature__en$478  = 1'h0;
-  reg \$signature__en$482  = 1'h0;
-  reg \$signature__en$486  = 1'h0;
-  reg \$signature__en$490  = 1'h0;
-  reg \$signature__en$494  = 1'h0;
-  reg \$signature__en$498  = 1'h0;
-  reg \$signature__en$502  = 1'h0;
-  reg \$signature__en$506  = 1'h0;
-  reg \$signature__en$510  = 1'h0;
-  reg \$signature__en$514  = 1'h0;
-  reg \$signature__en$518  = 1'h0;
-  reg \$signature__en$522  = 1'h0;
-  reg \$signature__en$526  = 1'h0;
-  reg \$signature__en$530  = 1'h0;
-  reg \$signature__en$534  = 1'h0;
-  reg \$signature__en$538  = 1'h0;
   wire \$signature__en$63 ;
   wire \$signature__en$65 ;
   wire \$signature__en$67 ;
@@ -3570,294 +3570,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   (* init = 9'h000 *)
   wire [8:0] lb_wr_addr;
   reg [127:0] lb_wr_data = 128'h00000000000000000000000000000000;
-  wire [63:0] lbq0e;
-  wire [7:0] \lbq0e[0] ;
-  wire [7:0] \lbq0e[1] ;
-  wire [7:0] \lbq0e[2] ;
-  wire [7:0] \lbq0e[3] ;
-  wire [7:0] \lbq0e[4] ;
-  wire [7:0] \lbq0e[5] ;
-  wire [7:0] \lbq0e[6] ;
-  wire [7:0] \lbq0e[7] ;
-  wire [63:0] lbq0o;
-  wire [7:0] \lbq0o[0] ;
-  wire [7:0] \lbq0o[1] ;
-  wire [7:0] \lbq0o[2] ;
-  wire [7:0] \lbq0o[3] ;
-  wire [7:0] \lbq0o[4] ;
-  wire [7:0] \lbq0o[5] ;
-  wire [7:0] \lbq0o[6] ;
-  wire [7:0] \lbq0o[7] ;
-  wire [63:0] lbq10e;
-  wire [7:0] \lbq10e[0] ;
-  wire [7:0] \lbq10e[1] ;
-  wire [7:0] \lbq10e[2] ;
-  wire [7:0] \lbq10e[3] ;
-  wire [7:0] \lbq10e[4] ;
-  wire [7:0] \lbq10e[5] ;
-  wire [7:0] \lbq10e[6] ;
-  wire [7:0] \lbq10e[7] ;
-  wire [63:0] lbq10o;
-  wire [7:0] \lbq10o[0] ;
-  wire [7:0] \lbq10o[1] ;
-  wire [7:0] \lbq10o[2] ;
-  wire [7:0] \lbq10o[3] ;
-  wire [7:0] \lbq10o[4] ;
-  wire [7:0] \lbq10o[5] ;
-  wire [7:0] \lbq10o[6] ;
-  wire [7:0] \lbq10o[7] ;
-  wire [63:0] lbq11e;
-  wire [7:0] \lbq11e[0] ;
-  wire [7:0] \lbq11e[1] ;
-  wire [7:0] \lbq11e[2] ;
-  wire [7:0] \lbq11e[3] ;
-  wire [7:0] \lbq11e[4] ;
-  wire [7:0] \lbq11e[5] ;
-  wire [7:0] \lbq11e[6] ;
-  wire [7:0] \lbq11e[7] ;
-  wire [63:0] lbq11o;
-  wire [7:0] \lbq11o[0] ;
-  wire [7:0] \lbq11o[1] ;
-  wire [7:0] \lbq11o[2] ;
-  wire [7:0] \lbq11o[3] ;
-  wire [7:0] \lbq11o[4] ;
-  wire [7:0] \lbq11o[5] ;
-  wire [7:0] \lbq11o[6] ;
-  wire [7:0] \lbq11o[7] ;
-  wire [63:0] lbq12e;
-  wire [7:0] \lbq12e[0] ;
-  wire [7:0] \lbq12e[1] ;
-  wire [7:0] \lbq12e[2] ;
-  wire [7:0] \lbq12e[3] ;
-  wire [7:0] \lbq12e[4] ;
-  wire [7:0] \lbq12e[5] ;
-  wire [7:0] \lbq12e[6] ;
-  wire [7:0] \lbq12e[7] ;
-  wire [63:0] lbq12o;
-  wire [7:0] \lbq12o[0] ;
-  wire [7:0] \lbq12o[1] ;
-  wire [7:0] \lbq12o[2] ;
-  wire [7:0] \lbq12o[3] ;
-  wire [7:0] \lbq12o[4] ;
-  wire [7:0] \lbq12o[5] ;
-  wire [7:0] \lbq12o[6] ;
-  wire [7:0] \lbq12o[7] ;
-  wire [63:0] lbq13e;
-  wire [7:0] \lbq13e[0] ;
-  wire [7:0] \lbq13e[1] ;
-  wire [7:0] \lbq13e[2] ;
-  wire [7:0] \lbq13e[3] ;
-  wire [7:0] \lbq13e[4] ;
-  wire [7:0] \lbq13e[5] ;
-  wire [7:0] \lbq13e[6] ;
-  wire [7:0] \lbq13e[7] ;
-  wire [63:0] lbq13o;
-  wire [7:0] \lbq13o[0] ;
-  wire [7:0] \lbq13o[1] ;
-  wire [7:0] \lbq13o[2] ;
-  wire [7:0] \lbq13o[3] ;
-  wire [7:0] \lbq13o[4] ;
-  wire [7:0] \lbq13o[5] ;
-  wire [7:0] \lbq13o[6] ;
-  wire [7:0] \lbq13o[7] ;
-  wire [63:0] lbq14e;
-  wire [7:0] \lbq14e[0] ;
-  wire [7:0] \lbq14e[1] ;
-  wire [7:0] \lbq14e[2] ;
-  wire [7:0] \lbq14e[3] ;
-  wire [7:0] \lbq14e[4] ;
-  wire [7:0] \lbq14e[5] ;
-  wire [7:0] \lbq14e[6] ;
-  wire [7:0] \lbq14e[7] ;
-  wire [63:0] lbq14o;
-  wire [7:0] \lbq14o[0] ;
-  wire [7:0] \lbq14o[1] ;
-  wire [7:0] \lbq14o[2] ;
-  wire [7:0] \lbq14o[3] ;
-  wire [7:0] \lbq14o[4] ;
-  wire [7:0] \lbq14o[5] ;
-  wire [7:0] \lbq14o[6] ;
-  wire [7:0] \lbq14o[7] ;
-  wire [63:0] lbq15e;
-  wire [7:0] \lbq15e[0] ;
-  wire [7:0] \lbq15e[1] ;
-  wire [7:0] \lbq15e[2] ;
-  wire [7:0] \lbq15e[3] ;
-  wire [7:0] \lbq15e[4] ;
-  wire [7:0] \lbq15e[5] ;
-  wire [7:0] \lbq15e[6] ;
-  wire [7:0] \lbq15e[7] ;
-  wire [63:0] lbq15o;
-  wire [7:0] \lbq15o[0] ;
-  wire [7:0] \lbq15o[1] ;
-  wire [7:0] \lbq15o[2] ;
-  wire [7:0] \lbq15o[3] ;
-  wire [7:0] \lbq15o[4] ;
-  wire [7:0] \lbq15o[5] ;
-  wire [7:0] \lbq15o[6] ;
-  wire [7:0] \lbq15o[7] ;
-  wire [63:0] lbq1e;
-  wire [7:0] \lbq1e[0] ;
-  wire [7:0] \lbq1e[1] ;
-  wire [7:0] \lbq1e[2] ;
-  wire [7:0] \lbq1e[3] ;
-  wire [7:0] \lbq1e[4] ;
-  wire [7:0] \lbq1e[5] ;
-  wire [7:0] \lbq1e[6] ;
-  wire [7:0] \lbq1e[7] ;
-  wire [63:0] lbq1o;
-  wire [7:0] \lbq1o[0] ;
-  wire [7:0] \lbq1o[1] ;
-  wire [7:0] \lbq1o[2] ;
-  wire [7:0] \lbq1o[3] ;
-  wire [7:0] \lbq1o[4] ;
-  wire [7:0] \lbq1o[5] ;
-  wire [7:0] \lbq1o[6] ;
-  wire [7:0] \lbq1o[7] ;
-  wire [63:0] lbq2e;
-  wire [7:0] \lbq2e[0] ;
-  wire [7:0] \lbq2e[1] ;
-  wire [7:0] \lbq2e[2] ;
-  wire [7:0] \lbq2e[3] ;
-  wire [7:0] \lbq2e[4] ;
-  wire [7:0] \lbq2e[5] ;
-  wire [7:0] \lbq2e[6] ;
-  wire [7:0] \lbq2e[7] ;
-  wire [63:0] lbq2o;
-  wire [7:0] \lbq2o[0] ;
-  wire [7:0] \lbq2o[1] ;
-  wire [7:0] \lbq2o[2] ;
-  wire [7:0] \lbq2o[3] ;
-  wire [7:0] \lbq2o[4] ;
-  wire [7:0] \lbq2o[5] ;
-  wire [7:0] \lbq2o[6] ;
-  wire [7:0] \lbq2o[7] ;
-  wire [63:0] lbq3e;
-  wire [7:0] \lbq3e[0] ;
-  wire [7:0] \lbq3e[1] ;
-  wire [7:0] \lbq3e[2] ;
-  wire [7:0] \lbq3e[3] ;
-  wire [7:0] \lbq3e[4] ;
-  wire [7:0] \lbq3e[5] ;
-  wire [7:0] \lbq3e[6] ;
-  wire [7:0] \lbq3e[7] ;
-  wire [63:0] lbq3o;
-  wire [7:0] \lbq3o[0] ;
-  wire [7:0] \lbq3o[1] ;
-  wire [7:0] \lbq3o[2] ;
-  wire [7:0] \lbq3o[3] ;
-  wire [7:0] \lbq3o[4] ;
-  wire [7:0] \lbq3o[5] ;
-  wire [7:0] \lbq3o[6] ;
-  wire [7:0] \lbq3o[7] ;
-  wire [63:0] lbq4e;
-  wire [7:0] \lbq4e[0] ;
-  wire [7:0] \lbq4e[1] ;
-  wire [7:0] \lbq4e[2] ;
-  wire [7:0] \lbq4e[3] ;
-  wire [7:0] \lbq4e[4] ;
-  wire [7:0] \lbq4e[5] ;
-  wire [7:0] \lbq4e[6] ;
-  wire [7:0] \lbq4e[7] ;
-  wire [63:0] lbq4o;
-  wire [7:0] \lbq4o[0] ;
-  wire [7:0] \lbq4o[1] ;
-  wire [7:0] \lbq4o[2] ;
-  wire [7:0] \lbq4o[3] ;
-  wire [7:0] \lbq4o[4] ;
-  wire [7:0] \lbq4o[5] ;
-  wire [7:0] \lbq4o[6] ;
-  wire [7:0] \lbq4o[7] ;
-  wire [63:0] lbq5e;
-  wire [7:0] \lbq5e[0] ;
-  wire [7:0] \lbq5e[1] ;
-  wire [7:0] \lbq5e[2] ;
-  wire [7:0] \lbq5e[3] ;
-  wire [7:0] \lbq5e[4] ;
-  wire [7:0] \lbq5e[5] ;
-  wire [7:0] \lbq5e[6] ;
-  wire [7:0] \lbq5e[7] ;
-  wire [63:0] lbq5o;
-  wire [7:0] \lbq5o[0] ;
-  wire [7:0] \lbq5o[1] ;
-  wire [7:0] \lbq5o[2] ;
-  wire [7:0] \lbq5o[3] ;
-  wire [7:0] \lbq5o[4] ;
-  wire [7:0] \lbq5o[5] ;
-  wire [7:0] \lbq5o[6] ;
-  wire [7:0] \lbq5o[7] ;
-  wire [63:0] lbq6e;
-  wire [7:0] \lbq6e[0] ;
-  wire [7:0] \lbq6e[1] ;
-  wire [7:0] \lbq6e[2] ;
-  wire [7:0] \lbq6e[3] ;
-  wire [7:0] \lbq6e[4] ;
-  wire [7:0] \lbq6e[5] ;
-  wire [7:0] \lbq6e[6] ;
-  wire [7:0] \lbq6e[7] ;
-  wire [63:0] lbq6o;
-  wire [7:0] \lbq6o[0] ;
-  wire [7:0] \lbq6o[1] ;
-  wire [7:0] \lbq6o[2] ;
-  wire [7:0] \lbq6o[3] ;
-  wire [7:0] \lbq6o[4] ;
-  wire [7:0] \lbq6o[5] ;
-  wire [7:0] \lbq6o[6] ;
-  wire [7:0] \lbq6o[7] ;
-  wire [63:0] lbq7e;
-  wire [7:0] \lbq7e[0] ;
-  wire [7:0] \lbq7e[1] ;
-  wire [7:0] \lbq7e[2] ;
-  wire [7:0] \lbq7e[3] ;
-  wire [7:0] \lbq7e[4] ;
-  wire [7:0] \lbq7e[5] ;
-  wire [7:0] \lbq7e[6] ;
-  wire [7:0] \lbq7e[7] ;
-  wire [63:0] lbq7o;
-  wire [7:0] \lbq7o[0] ;
-  wire [7:0] \lbq7o[1] ;
-  wire [7:0] \lbq7o[2] ;
-  wire [7:0] \lbq7o[3] ;
-  wire [7:0] \lbq7o[4] ;
-  wire [7:0] \lbq7o[5] ;
-  wire [7:0] \lbq7o[6] ;
-  wire [7:0] \lbq7o[7] ;
-  wire [63:0] lbq8e;
-  wire [7:0] \lbq8e[0] ;
-  wire [7:0] \lbq8e[1] ;
-  wire [7:0] \lbq8e[2] ;
-  wire [7:0] \lbq8e[3] ;
-  wire [7:0] \lbq8e[4] ;
-  wire [7:0] \lbq8e[5] ;
-  wire [7:0] \lbq8e[6] ;
-  wire [7:0] \lbq8e[7] ;
-  wire [63:0] lbq8o;
-  wire [7:0] \lbq8o[0] ;
-  wire [7:0] \lbq8o[1] ;
-  wire [7:0] \lbq8o[2] ;
-  wire [7:0] \lbq8o[3] ;
-  wire [7:0] \lbq8o[4] ;
-  wire [7:0] \lbq8o[5] ;
-  wire [7:0] \lbq8o[6] ;
-  wire [7:0] \lbq8o[7] ;
-  wire [63:0] lbq9e;
-  wire [7:0] \lbq9e[0] ;
-  wire [7:0] \lbq9e[1] ;
-  wire [7:0] \lbq9e[2] ;
-  wire [7:0] \lbq9e[3] ;
-  wire [7:0] \lbq9e[4] ;
-  wire [7:0] \lbq9e[5] ;
-  wire [7:0] \lbq9e[6] ;
-  wire [7:0] \lbq9e[7] ;
-  wire [63:0] lbq9o;
-  wire [7:0] \lbq9o[0] ;
-  wire [7:0] \lbq9o[1] ;
-  wire [7:0] \lbq9o[2] ;
-  wire [7:0] \lbq9o[3] ;
-  wire [7:0] \lbq9o[4] ;
-  wire [7:0] \lbq9o[5] ;
-  wire [7:0] \lbq9o[6] ;
-  wire [7:0] \lbq9o[7] ;
   reg [1:0] ld_ahead = 2'h0;
   reg ld_bank = 1'h0;
   reg ld_busy = 1'h0;
@@ -3866,7 +3578,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [12:0] ld_tile = 13'h0000;
   wire [17:0] ld_word_end;
   wire [16:0] lo;
-  reg [11:0] \lo$776  = 12'h000;
+  reg [11:0] \lo$744  = 12'h000;
   reg [1:0] lo_case;
   (* enum_base_type = "RequantMode" *)
   (* enum_value_00 = "NONE" *)
@@ -4465,15 +4177,15 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   reg [1:0] sq = 2'h0;
   reg [2:0] state = 3'h0;
   wire [255:0] sums;
-  wire [255:0] \sums$333 ;
-  wire [31:0] \sums$333[0] ;
-  wire [31:0] \sums$333[1] ;
-  wire [31:0] \sums$333[2] ;
-  wire [31:0] \sums$333[3] ;
-  wire [31:0] \sums$333[4] ;
-  wire [31:0] \sums$333[5] ;
-  wire [31:0] \sums$333[6] ;
-  wire [31:0] \sums$333[7] ;
+  wire [255:0] \sums$269 ;
+  wire [31:0] \sums$269[0] ;
+  wire [31:0] \sums$269[1] ;
+  wire [31:0] \sums$269[2] ;
+  wire [31:0] \sums$269[3] ;
+  wire [31:0] \sums$269[4] ;
+  wire [31:0] \sums$269[5] ;
+  wire [31:0] \sums$269[6] ;
+  wire [31:0] \sums$269[7] ;
   wire [31:0] \sums[0] ;
   wire [31:0] \sums[1] ;
   wire [31:0] \sums[2] ;
@@ -5723,14 +5435,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$414 )
-      lb0e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$350 )
+      lb0e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _1_;
   always @(posedge clk) begin
     _1_ <= lb0e[\$signature__addr ];
   end
-  assign lbq0e = _1_;
+  assign \$signature__data$530  = _1_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb0o [511:0];
   initial begin
@@ -6248,14 +5960,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb0o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$418 )
-      lb0o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$354 )
+      lb0o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _2_;
   always @(posedge clk) begin
     _2_ <= lb0o[\$signature__addr$61 ];
   end
-  assign lbq0o = _2_;
+  assign \$signature__data$534  = _2_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10e [511:0];
   initial begin
@@ -6773,14 +6485,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$494 )
-      lb10e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$430 )
+      lb10e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _3_;
   always @(posedge clk) begin
     _3_ <= lb10e[\$signature__addr ];
   end
-  assign lbq10e = _3_;
+  assign \$signature__data$550  = _3_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb10o [511:0];
   initial begin
@@ -7298,14 +7010,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb10o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$498 )
-      lb10o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$434 )
+      lb10o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _4_;
   always @(posedge clk) begin
     _4_ <= lb10o[\$signature__addr$61 ];
   end
-  assign lbq10o = _4_;
+  assign \$signature__data$554  = _4_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11e [511:0];
   initial begin
@@ -7823,14 +7535,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$502 )
-      lb11e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$438 )
+      lb11e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _5_;
   always @(posedge clk) begin
     _5_ <= lb11e[\$signature__addr ];
   end
-  assign lbq11e = _5_;
+  assign \$signature__data$551  = _5_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb11o [511:0];
   initial begin
@@ -8348,14 +8060,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb11o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$506 )
-      lb11o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$442 )
+      lb11o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _6_;
   always @(posedge clk) begin
     _6_ <= lb11o[\$signature__addr$61 ];
   end
-  assign lbq11o = _6_;
+  assign \$signature__data$555  = _6_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12e [511:0];
   initial begin
@@ -8873,14 +8585,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$510 )
-      lb12e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$446 )
+      lb12e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _7_;
   always @(posedge clk) begin
     _7_ <= lb12e[\$signature__addr ];
   end
-  assign lbq12e = _7_;
+  assign \$signature__data$557  = _7_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb12o [511:0];
   initial begin
@@ -9398,14 +9110,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb12o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$514 )
-      lb12o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$450 )
+      lb12o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _8_;
   always @(posedge clk) begin
     _8_ <= lb12o[\$signature__addr$61 ];
   end
-  assign lbq12o = _8_;
+  assign \$signature__data$561  = _8_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13e [511:0];
   initial begin
@@ -9923,14 +9635,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$518 )
-      lb13e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$454 )
+      lb13e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _9_;
   always @(posedge clk) begin
     _9_ <= lb13e[\$signature__addr ];
   end
-  assign lbq13e = _9_;
+  assign \$signature__data$558  = _9_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb13o [511:0];
   initial begin
@@ -10448,14 +10160,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb13o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$522 )
-      lb13o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$458 )
+      lb13o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _10_;
   always @(posedge clk) begin
     _10_ <= lb13o[\$signature__addr$61 ];
   end
-  assign lbq13o = _10_;
+  assign \$signature__data$562  = _10_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14e [511:0];
   initial begin
@@ -10973,14 +10685,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$526 )
-      lb14e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$462 )
+      lb14e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _11_;
   always @(posedge clk) begin
     _11_ <= lb14e[\$signature__addr ];
   end
-  assign lbq14e = _11_;
+  assign \$signature__data$559  = _11_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb14o [511:0];
   initial begin
@@ -11498,14 +11210,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb14o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$530 )
-      lb14o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$466 )
+      lb14o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _12_;
   always @(posedge clk) begin
     _12_ <= lb14o[\$signature__addr$61 ];
   end
-  assign lbq14o = _12_;
+  assign \$signature__data$563  = _12_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15e [511:0];
   initial begin
@@ -12023,14 +11735,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$534 )
-      lb15e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$470 )
+      lb15e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _13_;
   always @(posedge clk) begin
     _13_ <= lb15e[\$signature__addr ];
   end
-  assign lbq15e = _13_;
+  assign \$signature__data$560  = _13_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb15o [511:0];
   initial begin
@@ -12548,14 +12260,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb15o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$538 )
-      lb15o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$474 )
+      lb15o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _14_;
   always @(posedge clk) begin
     _14_ <= lb15o[\$signature__addr$61 ];
   end
-  assign lbq15o = _14_;
+  assign \$signature__data$564  = _14_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1e [511:0];
   initial begin
@@ -13073,14 +12785,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$422 )
-      lb1e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$358 )
+      lb1e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _15_;
   always @(posedge clk) begin
     _15_ <= lb1e[\$signature__addr ];
   end
-  assign lbq1e = _15_;
+  assign \$signature__data$531  = _15_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb1o [511:0];
   initial begin
@@ -13598,14 +13310,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb1o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$426 )
-      lb1o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$362 )
+      lb1o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _16_;
   always @(posedge clk) begin
     _16_ <= lb1o[\$signature__addr$61 ];
   end
-  assign lbq1o = _16_;
+  assign \$signature__data$535  = _16_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2e [511:0];
   initial begin
@@ -14123,14 +13835,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$430 )
-      lb2e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$366 )
+      lb2e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _17_;
   always @(posedge clk) begin
     _17_ <= lb2e[\$signature__addr ];
   end
-  assign lbq2e = _17_;
+  assign \$signature__data$532  = _17_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb2o [511:0];
   initial begin
@@ -14648,14 +14360,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb2o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$434 )
-      lb2o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$370 )
+      lb2o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _18_;
   always @(posedge clk) begin
     _18_ <= lb2o[\$signature__addr$61 ];
   end
-  assign lbq2o = _18_;
+  assign \$signature__data$536  = _18_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3e [511:0];
   initial begin
@@ -15173,14 +14885,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$438 )
-      lb3e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$374 )
+      lb3e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _19_;
   always @(posedge clk) begin
     _19_ <= lb3e[\$signature__addr ];
   end
-  assign lbq3e = _19_;
+  assign \$signature__data$533  = _19_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb3o [511:0];
   initial begin
@@ -15698,14 +15410,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb3o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$442 )
-      lb3o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$378 )
+      lb3o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _20_;
   always @(posedge clk) begin
     _20_ <= lb3o[\$signature__addr$61 ];
   end
-  assign lbq3o = _20_;
+  assign \$signature__data$537  = _20_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4e [511:0];
   initial begin
@@ -16223,14 +15935,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$446 )
-      lb4e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$382 )
+      lb4e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _21_;
   always @(posedge clk) begin
     _21_ <= lb4e[\$signature__addr ];
   end
-  assign lbq4e = _21_;
+  assign \$signature__data$539  = _21_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb4o [511:0];
   initial begin
@@ -16748,14 +16460,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb4o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$450 )
-      lb4o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$386 )
+      lb4o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _22_;
   always @(posedge clk) begin
     _22_ <= lb4o[\$signature__addr$61 ];
   end
-  assign lbq4o = _22_;
+  assign \$signature__data$543  = _22_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5e [511:0];
   initial begin
@@ -17273,14 +16985,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$454 )
-      lb5e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$390 )
+      lb5e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _23_;
   always @(posedge clk) begin
     _23_ <= lb5e[\$signature__addr ];
   end
-  assign lbq5e = _23_;
+  assign \$signature__data$540  = _23_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb5o [511:0];
   initial begin
@@ -17798,14 +17510,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb5o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$458 )
-      lb5o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$394 )
+      lb5o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _24_;
   always @(posedge clk) begin
     _24_ <= lb5o[\$signature__addr$61 ];
   end
-  assign lbq5o = _24_;
+  assign \$signature__data$544  = _24_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6e [511:0];
   initial begin
@@ -18323,14 +18035,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$462 )
-      lb6e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$398 )
+      lb6e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _25_;
   always @(posedge clk) begin
     _25_ <= lb6e[\$signature__addr ];
   end
-  assign lbq6e = _25_;
+  assign \$signature__data$541  = _25_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb6o [511:0];
   initial begin
@@ -18848,14 +18560,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb6o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$466 )
-      lb6o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$402 )
+      lb6o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _26_;
   always @(posedge clk) begin
     _26_ <= lb6o[\$signature__addr$61 ];
   end
-  assign lbq6o = _26_;
+  assign \$signature__data$545  = _26_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7e [511:0];
   initial begin
@@ -19373,14 +19085,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$470 )
-      lb7e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$406 )
+      lb7e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _27_;
   always @(posedge clk) begin
     _27_ <= lb7e[\$signature__addr ];
   end
-  assign lbq7e = _27_;
+  assign \$signature__data$542  = _27_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb7o [511:0];
   initial begin
@@ -19898,14 +19610,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb7o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$474 )
-      lb7o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$410 )
+      lb7o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _28_;
   always @(posedge clk) begin
     _28_ <= lb7o[\$signature__addr$61 ];
   end
-  assign lbq7o = _28_;
+  assign \$signature__data$546  = _28_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8e [511:0];
   initial begin
@@ -20423,14 +20135,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$478 )
-      lb8e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$414 )
+      lb8e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _29_;
   always @(posedge clk) begin
     _29_ <= lb8e[\$signature__addr ];
   end
-  assign lbq8e = _29_;
+  assign \$signature__data$548  = _29_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb8o [511:0];
   initial begin
@@ -20948,14 +20660,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb8o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$482 )
-      lb8o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$418 )
+      lb8o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _30_;
   always @(posedge clk) begin
     _30_ <= lb8o[\$signature__addr$61 ];
   end
-  assign lbq8o = _30_;
+  assign \$signature__data$552  = _30_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9e [511:0];
   initial begin
@@ -21473,14 +21185,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9e[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$486 )
-      lb9e[\$signature__addr$410 ] <= lb_wr_data[63:0];
+    if (\$signature__en$422 )
+      lb9e[\$signature__addr$346 ] <= lb_wr_data[63:0];
   end
   reg [63:0] _31_;
   always @(posedge clk) begin
     _31_ <= lb9e[\$signature__addr ];
   end
-  assign lbq9e = _31_;
+  assign \$signature__data$549  = _31_;
   (* no_rw_check = 32'd1 *)
   reg [63:0] lb9o [511:0];
   initial begin
@@ -21998,14 +21710,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     lb9o[511] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (\$signature__en$490 )
-      lb9o[\$signature__addr$410 ] <= lb_wr_data[127:64];
+    if (\$signature__en$426 )
+      lb9o[\$signature__addr$346 ] <= lb_wr_data[127:64];
   end
   reg [63:0] _32_;
   always @(posedge clk) begin
     _32_ <= lb9o[\$signature__addr$61 ];
   end
-  assign lbq9o = _32_;
+  assign \$signature__data$553  = _32_;
   (* no_rw_check = 32'd1 *)
   reg [551:0] pmem [63:0];
   initial begin
@@ -38600,35 +38312,35 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$136  = fwd_hit2 ? fwd_sums2[31:0] : acc_q[31:0];
   assign \$137  = fwd_hit ? fwd_sums[31:0] : \$136 ;
   assign \$138  = sb_p21[3] ? pm_q[31:0] : \$137 ;
-  assign \$139  = $signed(\$138 ) + $signed(\sums$333 [31:0]);
+  assign \$139  = $signed(\$138 ) + $signed(\sums$269 [31:0]);
   assign \$140  = fwd_hit2 ? fwd_sums2[63:32] : acc_q[63:32];
   assign \$141  = fwd_hit ? fwd_sums[63:32] : \$140 ;
   assign \$142  = sb_p21[3] ? pm_q[100:69] : \$141 ;
-  assign \$143  = $signed(\$142 ) + $signed(\sums$333 [63:32]);
+  assign \$143  = $signed(\$142 ) + $signed(\sums$269 [63:32]);
   assign \$144  = fwd_hit2 ? fwd_sums2[95:64] : acc_q[95:64];
   assign \$145  = fwd_hit ? fwd_sums[95:64] : \$144 ;
   assign \$146  = sb_p21[3] ? pm_q[169:138] : \$145 ;
-  assign \$147  = $signed(\$146 ) + $signed(\sums$333 [95:64]);
+  assign \$147  = $signed(\$146 ) + $signed(\sums$269 [95:64]);
   assign \$148  = fwd_hit2 ? fwd_sums2[127:96] : acc_q[127:96];
   assign \$149  = fwd_hit ? fwd_sums[127:96] : \$148 ;
   assign \$150  = sb_p21[3] ? pm_q[238:207] : \$149 ;
-  assign \$151  = $signed(\$150 ) + $signed(\sums$333 [127:96]);
+  assign \$151  = $signed(\$150 ) + $signed(\sums$269 [127:96]);
   assign \$152  = fwd_hit2 ? fwd_sums2[159:128] : acc_q[159:128];
   assign \$153  = fwd_hit ? fwd_sums[159:128] : \$152 ;
   assign \$154  = sb_p21[3] ? pm_q[307:276] : \$153 ;
-  assign \$155  = $signed(\$154 ) + $signed(\sums$333 [159:128]);
+  assign \$155  = $signed(\$154 ) + $signed(\sums$269 [159:128]);
   assign \$156  = fwd_hit2 ? fwd_sums2[191:160] : acc_q[191:160];
   assign \$157  = fwd_hit ? fwd_sums[191:160] : \$156 ;
   assign \$158  = sb_p21[3] ? pm_q[376:345] : \$157 ;
-  assign \$159  = $signed(\$158 ) + $signed(\sums$333 [191:160]);
+  assign \$159  = $signed(\$158 ) + $signed(\sums$269 [191:160]);
   assign \$160  = fwd_hit2 ? fwd_sums2[223:192] : acc_q[223:192];
   assign \$161  = fwd_hit ? fwd_sums[223:192] : \$160 ;
   assign \$162  = sb_p21[3] ? pm_q[445:414] : \$161 ;
-  assign \$163  = $signed(\$162 ) + $signed(\sums$333 [223:192]);
+  assign \$163  = $signed(\$162 ) + $signed(\sums$269 [223:192]);
   assign \$164  = fwd_hit2 ? fwd_sums2[255:224] : acc_q[255:224];
   assign \$165  = fwd_hit ? fwd_sums[255:224] : \$164 ;
   assign \$166  = sb_p21[3] ? pm_q[514:483] : \$165 ;
-  assign \$167  = $signed(\$166 ) + $signed(\sums$333 [255:224]);
+  assign \$167  = $signed(\$166 ) + $signed(\sums$269 [255:224]);
   assign \$168  = ~ sb_p21[4];
   assign acc_w__en = sb_p21[0] & \$168 ;
   assign \$169  = $signed(desc[148:132]) > $signed(qlo);
@@ -39471,20 +39183,20 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$1115  = ! lo_case;
   assign \$1116  = ! wr_case;
   assign \$1117  = \$1115  & \$1116 ;
-  assign \$1118  = \lo$776  + 5'h10;
+  assign \$1118  = \lo$744  + 5'h10;
   assign \$1119  = wr_iy < \$1118 ;
   assign \$1120  = \$1117  & \$1119 ;
   assign \$1121  = ! lo_case;
   assign \$1122  = wr_case == 1'h1;
   assign \$1123  = \$1121  & \$1122 ;
-  assign \$1124  = \lo$776  + 5'h10;
+  assign \$1124  = \lo$744  + 5'h10;
   assign \$1125  = 1'h0 < \$1124 ;
   assign \$1126  = \$1123  & \$1125 ;
   assign \$1127  = ! lo_case;
   assign \$1128  = wr_case == 2'h2;
   assign \$1129  = \$1127  & \$1128 ;
   assign \$1130  = wr_iy + 1'h1;
-  assign \$1131  = \lo$776  + 5'h10;
+  assign \$1131  = \lo$744  + 5'h10;
   assign \$1132  = \$1130  < \$1131 ;
   assign \$1133  = \$1129  & \$1132 ;
   assign \$1134  = lo_case == 1'h1;
@@ -40340,73 +40052,73 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @(posedge clk)
     w_done <= \$1678 ;
   always @(posedge clk)
-    \$signature__addr$410  <= \$1679 ;
+    \$signature__addr$346  <= \$1679 ;
   always @(posedge clk)
     lb_wr_data <= \$1680 ;
   always @(posedge clk)
-    \$signature__en$414  <= \$1681 ;
+    \$signature__en$350  <= \$1681 ;
   always @(posedge clk)
-    \$signature__en$418  <= \$1682 ;
+    \$signature__en$354  <= \$1682 ;
   always @(posedge clk)
-    \$signature__en$422  <= \$1683 ;
+    \$signature__en$358  <= \$1683 ;
   always @(posedge clk)
-    \$signature__en$426  <= \$1684 ;
+    \$signature__en$362  <= \$1684 ;
   always @(posedge clk)
-    \$signature__en$430  <= \$1685 ;
+    \$signature__en$366  <= \$1685 ;
   always @(posedge clk)
-    \$signature__en$434  <= \$1686 ;
+    \$signature__en$370  <= \$1686 ;
   always @(posedge clk)
-    \$signature__en$438  <= \$1687 ;
+    \$signature__en$374  <= \$1687 ;
   always @(posedge clk)
-    \$signature__en$442  <= \$1688 ;
+    \$signature__en$378  <= \$1688 ;
   always @(posedge clk)
-    \$signature__en$446  <= \$1689 ;
+    \$signature__en$382  <= \$1689 ;
   always @(posedge clk)
-    \$signature__en$450  <= \$1690 ;
+    \$signature__en$386  <= \$1690 ;
   always @(posedge clk)
-    \$signature__en$454  <= \$1691 ;
+    \$signature__en$390  <= \$1691 ;
   always @(posedge clk)
-    \$signature__en$458  <= \$1692 ;
+    \$signature__en$394  <= \$1692 ;
   always @(posedge clk)
-    \$signature__en$462  <= \$1693 ;
+    \$signature__en$398  <= \$1693 ;
   always @(posedge clk)
-    \$signature__en$466  <= \$1694 ;
+    \$signature__en$402  <= \$1694 ;
   always @(posedge clk)
-    \$signature__en$470  <= \$1695 ;
+    \$signature__en$406  <= \$1695 ;
   always @(posedge clk)
-    \$signature__en$474  <= \$1696 ;
+    \$signature__en$410  <= \$1696 ;
   always @(posedge clk)
-    \$signature__en$478  <= \$1697 ;
+    \$signature__en$414  <= \$1697 ;
   always @(posedge clk)
-    \$signature__en$482  <= \$1698 ;
+    \$signature__en$418  <= \$1698 ;
   always @(posedge clk)
-    \$signature__en$486  <= \$1699 ;
+    \$signature__en$422  <= \$1699 ;
   always @(posedge clk)
-    \$signature__en$490  <= \$1700 ;
+    \$signature__en$426  <= \$1700 ;
   always @(posedge clk)
-    \$signature__en$494  <= \$1701 ;
+    \$signature__en$430  <= \$1701 ;
   always @(posedge clk)
-    \$signature__en$498  <= \$1702 ;
+    \$signature__en$434  <= \$1702 ;
   always @(posedge clk)
-    \$signature__en$502  <= \$1703 ;
+    \$signature__en$438  <= \$1703 ;
   always @(posedge clk)
-    \$signature__en$506  <= \$1704 ;
+    \$signature__en$442  <= \$1704 ;
   always @(posedge clk)
-    \$signature__en$510  <= \$1705 ;
+    \$signature__en$446  <= \$1705 ;
   always @(posedge clk)
-    \$signature__en$514  <= \$1706 ;
+    \$signature__en$450  <= \$1706 ;
   always @(posedge clk)
-    \$signature__en$518  <= \$1707 ;
+    \$signature__en$454  <= \$1707 ;
   always @(posedge clk)
-    \$signature__en$522  <= \$1708 ;
+    \$signature__en$458  <= \$1708 ;
   always @(posedge clk)
-    \$signature__en$526  <= \$1709 ;
+    \$signature__en$462  <= \$1709 ;
   always @(posedge clk)
-    \$signature__en$530  <= \$1710 ;
+    \$signature__en$466  <= \$1710 ;
   always @(posedge clk)
-    \$signature__en$534  <= \$1711 ;
+    \$signature__en$470  <= \$1711 ;
   always @(posedge clk)
-    \$signature__en$538  <= \$1712 ;
+    \$signature__en$474  <= \$1712 ;
   always @(posedge clk)
     a_count <= \$1713 ;
   always @(posedge clk)
@@ -40422,7 +40134,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   always @(posedge clk)
     gcount_m1 <= \$1719 ;
   always @(posedge clk)
-    \lo$776  <= \$1720 ;
+    \lo$744  <= \$1720 ;
   always @(posedge clk)
     wr_iy <= \$1721 ;
   always @(posedge clk)
@@ -40532,7 +40244,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     .dw_act(dw_act),
     .dw_mode(desc[154]),
     .rst(rst),
-    .sums(\sums$333 ),
+    .sums(\sums$269 ),
     .w_bank(w_bank),
     .w_latch(w_latch),
     .w_word(w_word)
@@ -41654,13 +41366,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$343  = lbq0o;
+          \$343  = \$signature__data$534 ;
       2'h1:
-          \$343  = lbq1o;
+          \$343  = \$signature__data$535 ;
       2'h2:
-          \$343  = lbq2o;
+          \$343  = \$signature__data$536 ;
       2'h3:
-          \$343  = lbq3o;
+          \$343  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -41668,13 +41380,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$344  = lbq0e;
+          \$344  = \$signature__data$530 ;
       2'h1:
-          \$344  = lbq1e;
+          \$344  = \$signature__data$531 ;
       2'h2:
-          \$344  = lbq2e;
+          \$344  = \$signature__data$532 ;
       2'h3:
-          \$344  = lbq3e;
+          \$344  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -41682,13 +41394,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$346  = lbq4o;
+          \$346  = \$signature__data$543 ;
       2'h1:
-          \$346  = lbq5o;
+          \$346  = \$signature__data$544 ;
       2'h2:
-          \$346  = lbq6o;
+          \$346  = \$signature__data$545 ;
       2'h3:
-          \$346  = lbq7o;
+          \$346  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -41696,13 +41408,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$347  = lbq4e;
+          \$347  = \$signature__data$539 ;
       2'h1:
-          \$347  = lbq5e;
+          \$347  = \$signature__data$540 ;
       2'h2:
-          \$347  = lbq6e;
+          \$347  = \$signature__data$541 ;
       2'h3:
-          \$347  = lbq7e;
+          \$347  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -41710,13 +41422,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$349  = lbq8o;
+          \$349  = \$signature__data$552 ;
       2'h1:
-          \$349  = lbq9o;
+          \$349  = \$signature__data$553 ;
       2'h2:
-          \$349  = lbq10o;
+          \$349  = \$signature__data$554 ;
       2'h3:
-          \$349  = lbq11o;
+          \$349  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -41724,13 +41436,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$350  = lbq8e;
+          \$350  = \$signature__data$548 ;
       2'h1:
-          \$350  = lbq9e;
+          \$350  = \$signature__data$549 ;
       2'h2:
-          \$350  = lbq10e;
+          \$350  = \$signature__data$550 ;
       2'h3:
-          \$350  = lbq11e;
+          \$350  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -41738,13 +41450,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$352  = lbq12o;
+          \$352  = \$signature__data$561 ;
       2'h1:
-          \$352  = lbq13o;
+          \$352  = \$signature__data$562 ;
       2'h2:
-          \$352  = lbq14o;
+          \$352  = \$signature__data$563 ;
       2'h3:
-          \$352  = lbq15o;
+          \$352  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -41752,13 +41464,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (rd_slot1[1:0])
       2'h0:
-          \$353  = lbq12e;
+          \$353  = \$signature__data$557 ;
       2'h1:
-          \$353  = lbq13e;
+          \$353  = \$signature__data$558 ;
       2'h2:
-          \$353  = lbq14e;
+          \$353  = \$signature__data$559 ;
       2'h3:
-          \$353  = lbq15e;
+          \$353  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -41780,13 +41492,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$361  = lbq0o;
+          \$361  = \$signature__data$534 ;
       2'h1:
-          \$361  = lbq1o;
+          \$361  = \$signature__data$535 ;
       2'h2:
-          \$361  = lbq2o;
+          \$361  = \$signature__data$536 ;
       2'h3:
-          \$361  = lbq3o;
+          \$361  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -41794,13 +41506,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$362  = lbq0e;
+          \$362  = \$signature__data$530 ;
       2'h1:
-          \$362  = lbq1e;
+          \$362  = \$signature__data$531 ;
       2'h2:
-          \$362  = lbq2e;
+          \$362  = \$signature__data$532 ;
       2'h3:
-          \$362  = lbq3e;
+          \$362  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -41808,13 +41520,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$364  = lbq4o;
+          \$364  = \$signature__data$543 ;
       2'h1:
-          \$364  = lbq5o;
+          \$364  = \$signature__data$544 ;
       2'h2:
-          \$364  = lbq6o;
+          \$364  = \$signature__data$545 ;
       2'h3:
-          \$364  = lbq7o;
+          \$364  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -41822,13 +41534,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$365  = lbq4e;
+          \$365  = \$signature__data$539 ;
       2'h1:
-          \$365  = lbq5e;
+          \$365  = \$signature__data$540 ;
       2'h2:
-          \$365  = lbq6e;
+          \$365  = \$signature__data$541 ;
       2'h3:
-          \$365  = lbq7e;
+          \$365  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -41836,13 +41548,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$367  = lbq8o;
+          \$367  = \$signature__data$552 ;
       2'h1:
-          \$367  = lbq9o;
+          \$367  = \$signature__data$553 ;
       2'h2:
-          \$367  = lbq10o;
+          \$367  = \$signature__data$554 ;
       2'h3:
-          \$367  = lbq11o;
+          \$367  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -41850,13 +41562,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$368  = lbq8e;
+          \$368  = \$signature__data$548 ;
       2'h1:
-          \$368  = lbq9e;
+          \$368  = \$signature__data$549 ;
       2'h2:
-          \$368  = lbq10e;
+          \$368  = \$signature__data$550 ;
       2'h3:
-          \$368  = lbq11e;
+          \$368  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -41864,13 +41576,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$370  = lbq12o;
+          \$370  = \$signature__data$561 ;
       2'h1:
-          \$370  = lbq13o;
+          \$370  = \$signature__data$562 ;
       2'h2:
-          \$370  = lbq14o;
+          \$370  = \$signature__data$563 ;
       2'h3:
-          \$370  = lbq15o;
+          \$370  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -41878,13 +41590,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$371  = lbq12e;
+          \$371  = \$signature__data$557 ;
       2'h1:
-          \$371  = lbq13e;
+          \$371  = \$signature__data$558 ;
       2'h2:
-          \$371  = lbq14e;
+          \$371  = \$signature__data$559 ;
       2'h3:
-          \$371  = lbq15e;
+          \$371  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -41892,13 +41604,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$374  = lbq0o;
+          \$374  = \$signature__data$534 ;
       2'h1:
-          \$374  = lbq1o;
+          \$374  = \$signature__data$535 ;
       2'h2:
-          \$374  = lbq2o;
+          \$374  = \$signature__data$536 ;
       2'h3:
-          \$374  = lbq3o;
+          \$374  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -41906,13 +41618,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$375  = lbq0e;
+          \$375  = \$signature__data$530 ;
       2'h1:
-          \$375  = lbq1e;
+          \$375  = \$signature__data$531 ;
       2'h2:
-          \$375  = lbq2e;
+          \$375  = \$signature__data$532 ;
       2'h3:
-          \$375  = lbq3e;
+          \$375  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -41920,13 +41632,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$378  = lbq4o;
+          \$378  = \$signature__data$543 ;
       2'h1:
-          \$378  = lbq5o;
+          \$378  = \$signature__data$544 ;
       2'h2:
-          \$378  = lbq6o;
+          \$378  = \$signature__data$545 ;
       2'h3:
-          \$378  = lbq7o;
+          \$378  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -41934,13 +41646,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$379  = lbq4e;
+          \$379  = \$signature__data$539 ;
       2'h1:
-          \$379  = lbq5e;
+          \$379  = \$signature__data$540 ;
       2'h2:
-          \$379  = lbq6e;
+          \$379  = \$signature__data$541 ;
       2'h3:
-          \$379  = lbq7e;
+          \$379  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -41948,13 +41660,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$382  = lbq8o;
+          \$382  = \$signature__data$552 ;
       2'h1:
-          \$382  = lbq9o;
+          \$382  = \$signature__data$553 ;
       2'h2:
-          \$382  = lbq10o;
+          \$382  = \$signature__data$554 ;
       2'h3:
-          \$382  = lbq11o;
+          \$382  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -41962,13 +41674,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$383  = lbq8e;
+          \$383  = \$signature__data$548 ;
       2'h1:
-          \$383  = lbq9e;
+          \$383  = \$signature__data$549 ;
       2'h2:
-          \$383  = lbq10e;
+          \$383  = \$signature__data$550 ;
       2'h3:
-          \$383  = lbq11e;
+          \$383  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -41976,13 +41688,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$386  = lbq12o;
+          \$386  = \$signature__data$561 ;
       2'h1:
-          \$386  = lbq13o;
+          \$386  = \$signature__data$562 ;
       2'h2:
-          \$386  = lbq14o;
+          \$386  = \$signature__data$563 ;
       2'h3:
-          \$386  = lbq15o;
+          \$386  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -41990,13 +41702,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw0_slot1[1:0])
       2'h0:
-          \$387  = lbq12e;
+          \$387  = \$signature__data$557 ;
       2'h1:
-          \$387  = lbq13e;
+          \$387  = \$signature__data$558 ;
       2'h2:
-          \$387  = lbq14e;
+          \$387  = \$signature__data$559 ;
       2'h3:
-          \$387  = lbq15e;
+          \$387  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42046,13 +41758,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$402  = lbq0o;
+          \$402  = \$signature__data$534 ;
       2'h1:
-          \$402  = lbq1o;
+          \$402  = \$signature__data$535 ;
       2'h2:
-          \$402  = lbq2o;
+          \$402  = \$signature__data$536 ;
       2'h3:
-          \$402  = lbq3o;
+          \$402  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42060,13 +41772,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$403  = lbq0e;
+          \$403  = \$signature__data$530 ;
       2'h1:
-          \$403  = lbq1e;
+          \$403  = \$signature__data$531 ;
       2'h2:
-          \$403  = lbq2e;
+          \$403  = \$signature__data$532 ;
       2'h3:
-          \$403  = lbq3e;
+          \$403  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42074,13 +41786,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$405  = lbq4o;
+          \$405  = \$signature__data$543 ;
       2'h1:
-          \$405  = lbq5o;
+          \$405  = \$signature__data$544 ;
       2'h2:
-          \$405  = lbq6o;
+          \$405  = \$signature__data$545 ;
       2'h3:
-          \$405  = lbq7o;
+          \$405  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42088,13 +41800,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$406  = lbq4e;
+          \$406  = \$signature__data$539 ;
       2'h1:
-          \$406  = lbq5e;
+          \$406  = \$signature__data$540 ;
       2'h2:
-          \$406  = lbq6e;
+          \$406  = \$signature__data$541 ;
       2'h3:
-          \$406  = lbq7e;
+          \$406  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42102,13 +41814,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$408  = lbq8o;
+          \$408  = \$signature__data$552 ;
       2'h1:
-          \$408  = lbq9o;
+          \$408  = \$signature__data$553 ;
       2'h2:
-          \$408  = lbq10o;
+          \$408  = \$signature__data$554 ;
       2'h3:
-          \$408  = lbq11o;
+          \$408  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42116,13 +41828,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$409  = lbq8e;
+          \$409  = \$signature__data$548 ;
       2'h1:
-          \$409  = lbq9e;
+          \$409  = \$signature__data$549 ;
       2'h2:
-          \$409  = lbq10e;
+          \$409  = \$signature__data$550 ;
       2'h3:
-          \$409  = lbq11e;
+          \$409  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42130,13 +41842,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$411  = lbq12o;
+          \$411  = \$signature__data$561 ;
       2'h1:
-          \$411  = lbq13o;
+          \$411  = \$signature__data$562 ;
       2'h2:
-          \$411  = lbq14o;
+          \$411  = \$signature__data$563 ;
       2'h3:
-          \$411  = lbq15o;
+          \$411  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42144,13 +41856,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$412  = lbq12e;
+          \$412  = \$signature__data$557 ;
       2'h1:
-          \$412  = lbq13e;
+          \$412  = \$signature__data$558 ;
       2'h2:
-          \$412  = lbq14e;
+          \$412  = \$signature__data$559 ;
       2'h3:
-          \$412  = lbq15e;
+          \$412  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42158,13 +41870,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$415  = lbq0o;
+          \$415  = \$signature__data$534 ;
       2'h1:
-          \$415  = lbq1o;
+          \$415  = \$signature__data$535 ;
       2'h2:
-          \$415  = lbq2o;
+          \$415  = \$signature__data$536 ;
       2'h3:
-          \$415  = lbq3o;
+          \$415  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42172,13 +41884,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$416  = lbq0e;
+          \$416  = \$signature__data$530 ;
       2'h1:
-          \$416  = lbq1e;
+          \$416  = \$signature__data$531 ;
       2'h2:
-          \$416  = lbq2e;
+          \$416  = \$signature__data$532 ;
       2'h3:
-          \$416  = lbq3e;
+          \$416  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42186,13 +41898,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$419  = lbq4o;
+          \$419  = \$signature__data$543 ;
       2'h1:
-          \$419  = lbq5o;
+          \$419  = \$signature__data$544 ;
       2'h2:
-          \$419  = lbq6o;
+          \$419  = \$signature__data$545 ;
       2'h3:
-          \$419  = lbq7o;
+          \$419  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42200,13 +41912,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$420  = lbq4e;
+          \$420  = \$signature__data$539 ;
       2'h1:
-          \$420  = lbq5e;
+          \$420  = \$signature__data$540 ;
       2'h2:
-          \$420  = lbq6e;
+          \$420  = \$signature__data$541 ;
       2'h3:
-          \$420  = lbq7e;
+          \$420  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42214,13 +41926,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$423  = lbq8o;
+          \$423  = \$signature__data$552 ;
       2'h1:
-          \$423  = lbq9o;
+          \$423  = \$signature__data$553 ;
       2'h2:
-          \$423  = lbq10o;
+          \$423  = \$signature__data$554 ;
       2'h3:
-          \$423  = lbq11o;
+          \$423  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42228,13 +41940,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$424  = lbq8e;
+          \$424  = \$signature__data$548 ;
       2'h1:
-          \$424  = lbq9e;
+          \$424  = \$signature__data$549 ;
       2'h2:
-          \$424  = lbq10e;
+          \$424  = \$signature__data$550 ;
       2'h3:
-          \$424  = lbq11e;
+          \$424  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42242,13 +41954,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$427  = lbq12o;
+          \$427  = \$signature__data$561 ;
       2'h1:
-          \$427  = lbq13o;
+          \$427  = \$signature__data$562 ;
       2'h2:
-          \$427  = lbq14o;
+          \$427  = \$signature__data$563 ;
       2'h3:
-          \$427  = lbq15o;
+          \$427  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42256,13 +41968,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw1_slot1[1:0])
       2'h0:
-          \$428  = lbq12e;
+          \$428  = \$signature__data$557 ;
       2'h1:
-          \$428  = lbq13e;
+          \$428  = \$signature__data$558 ;
       2'h2:
-          \$428  = lbq14e;
+          \$428  = \$signature__data$559 ;
       2'h3:
-          \$428  = lbq15e;
+          \$428  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42312,13 +42024,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$443  = lbq0o;
+          \$443  = \$signature__data$534 ;
       2'h1:
-          \$443  = lbq1o;
+          \$443  = \$signature__data$535 ;
       2'h2:
-          \$443  = lbq2o;
+          \$443  = \$signature__data$536 ;
       2'h3:
-          \$443  = lbq3o;
+          \$443  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42326,13 +42038,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$444  = lbq0e;
+          \$444  = \$signature__data$530 ;
       2'h1:
-          \$444  = lbq1e;
+          \$444  = \$signature__data$531 ;
       2'h2:
-          \$444  = lbq2e;
+          \$444  = \$signature__data$532 ;
       2'h3:
-          \$444  = lbq3e;
+          \$444  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42340,13 +42052,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$446  = lbq4o;
+          \$446  = \$signature__data$543 ;
       2'h1:
-          \$446  = lbq5o;
+          \$446  = \$signature__data$544 ;
       2'h2:
-          \$446  = lbq6o;
+          \$446  = \$signature__data$545 ;
       2'h3:
-          \$446  = lbq7o;
+          \$446  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42354,13 +42066,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$447  = lbq4e;
+          \$447  = \$signature__data$539 ;
       2'h1:
-          \$447  = lbq5e;
+          \$447  = \$signature__data$540 ;
       2'h2:
-          \$447  = lbq6e;
+          \$447  = \$signature__data$541 ;
       2'h3:
-          \$447  = lbq7e;
+          \$447  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42368,13 +42080,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$449  = lbq8o;
+          \$449  = \$signature__data$552 ;
       2'h1:
-          \$449  = lbq9o;
+          \$449  = \$signature__data$553 ;
       2'h2:
-          \$449  = lbq10o;
+          \$449  = \$signature__data$554 ;
       2'h3:
-          \$449  = lbq11o;
+          \$449  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42382,13 +42094,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$450  = lbq8e;
+          \$450  = \$signature__data$548 ;
       2'h1:
-          \$450  = lbq9e;
+          \$450  = \$signature__data$549 ;
       2'h2:
-          \$450  = lbq10e;
+          \$450  = \$signature__data$550 ;
       2'h3:
-          \$450  = lbq11e;
+          \$450  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42396,13 +42108,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$452  = lbq12o;
+          \$452  = \$signature__data$561 ;
       2'h1:
-          \$452  = lbq13o;
+          \$452  = \$signature__data$562 ;
       2'h2:
-          \$452  = lbq14o;
+          \$452  = \$signature__data$563 ;
       2'h3:
-          \$452  = lbq15o;
+          \$452  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42410,13 +42122,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$453  = lbq12e;
+          \$453  = \$signature__data$557 ;
       2'h1:
-          \$453  = lbq13e;
+          \$453  = \$signature__data$558 ;
       2'h2:
-          \$453  = lbq14e;
+          \$453  = \$signature__data$559 ;
       2'h3:
-          \$453  = lbq15e;
+          \$453  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42424,13 +42136,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$456  = lbq0o;
+          \$456  = \$signature__data$534 ;
       2'h1:
-          \$456  = lbq1o;
+          \$456  = \$signature__data$535 ;
       2'h2:
-          \$456  = lbq2o;
+          \$456  = \$signature__data$536 ;
       2'h3:
-          \$456  = lbq3o;
+          \$456  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42438,13 +42150,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$457  = lbq0e;
+          \$457  = \$signature__data$530 ;
       2'h1:
-          \$457  = lbq1e;
+          \$457  = \$signature__data$531 ;
       2'h2:
-          \$457  = lbq2e;
+          \$457  = \$signature__data$532 ;
       2'h3:
-          \$457  = lbq3e;
+          \$457  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42452,13 +42164,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$460  = lbq4o;
+          \$460  = \$signature__data$543 ;
       2'h1:
-          \$460  = lbq5o;
+          \$460  = \$signature__data$544 ;
       2'h2:
-          \$460  = lbq6o;
+          \$460  = \$signature__data$545 ;
       2'h3:
-          \$460  = lbq7o;
+          \$460  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42466,13 +42178,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$461  = lbq4e;
+          \$461  = \$signature__data$539 ;
       2'h1:
-          \$461  = lbq5e;
+          \$461  = \$signature__data$540 ;
       2'h2:
-          \$461  = lbq6e;
+          \$461  = \$signature__data$541 ;
       2'h3:
-          \$461  = lbq7e;
+          \$461  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42480,13 +42192,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$464  = lbq8o;
+          \$464  = \$signature__data$552 ;
       2'h1:
-          \$464  = lbq9o;
+          \$464  = \$signature__data$553 ;
       2'h2:
-          \$464  = lbq10o;
+          \$464  = \$signature__data$554 ;
       2'h3:
-          \$464  = lbq11o;
+          \$464  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42494,13 +42206,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$465  = lbq8e;
+          \$465  = \$signature__data$548 ;
       2'h1:
-          \$465  = lbq9e;
+          \$465  = \$signature__data$549 ;
       2'h2:
-          \$465  = lbq10e;
+          \$465  = \$signature__data$550 ;
       2'h3:
-          \$465  = lbq11e;
+          \$465  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42508,13 +42220,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$468  = lbq12o;
+          \$468  = \$signature__data$561 ;
       2'h1:
-          \$468  = lbq13o;
+          \$468  = \$signature__data$562 ;
       2'h2:
-          \$468  = lbq14o;
+          \$468  = \$signature__data$563 ;
       2'h3:
-          \$468  = lbq15o;
+          \$468  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42522,13 +42234,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw2_slot1[1:0])
       2'h0:
-          \$469  = lbq12e;
+          \$469  = \$signature__data$557 ;
       2'h1:
-          \$469  = lbq13e;
+          \$469  = \$signature__data$558 ;
       2'h2:
-          \$469  = lbq14e;
+          \$469  = \$signature__data$559 ;
       2'h3:
-          \$469  = lbq15e;
+          \$469  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42578,13 +42290,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$484  = lbq0o;
+          \$484  = \$signature__data$534 ;
       2'h1:
-          \$484  = lbq1o;
+          \$484  = \$signature__data$535 ;
       2'h2:
-          \$484  = lbq2o;
+          \$484  = \$signature__data$536 ;
       2'h3:
-          \$484  = lbq3o;
+          \$484  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42592,13 +42304,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$485  = lbq0e;
+          \$485  = \$signature__data$530 ;
       2'h1:
-          \$485  = lbq1e;
+          \$485  = \$signature__data$531 ;
       2'h2:
-          \$485  = lbq2e;
+          \$485  = \$signature__data$532 ;
       2'h3:
-          \$485  = lbq3e;
+          \$485  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42606,13 +42318,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$487  = lbq4o;
+          \$487  = \$signature__data$543 ;
       2'h1:
-          \$487  = lbq5o;
+          \$487  = \$signature__data$544 ;
       2'h2:
-          \$487  = lbq6o;
+          \$487  = \$signature__data$545 ;
       2'h3:
-          \$487  = lbq7o;
+          \$487  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42620,13 +42332,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$488  = lbq4e;
+          \$488  = \$signature__data$539 ;
       2'h1:
-          \$488  = lbq5e;
+          \$488  = \$signature__data$540 ;
       2'h2:
-          \$488  = lbq6e;
+          \$488  = \$signature__data$541 ;
       2'h3:
-          \$488  = lbq7e;
+          \$488  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42634,13 +42346,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$490  = lbq8o;
+          \$490  = \$signature__data$552 ;
       2'h1:
-          \$490  = lbq9o;
+          \$490  = \$signature__data$553 ;
       2'h2:
-          \$490  = lbq10o;
+          \$490  = \$signature__data$554 ;
       2'h3:
-          \$490  = lbq11o;
+          \$490  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42648,13 +42360,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$491  = lbq8e;
+          \$491  = \$signature__data$548 ;
       2'h1:
-          \$491  = lbq9e;
+          \$491  = \$signature__data$549 ;
       2'h2:
-          \$491  = lbq10e;
+          \$491  = \$signature__data$550 ;
       2'h3:
-          \$491  = lbq11e;
+          \$491  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42662,13 +42374,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$493  = lbq12o;
+          \$493  = \$signature__data$561 ;
       2'h1:
-          \$493  = lbq13o;
+          \$493  = \$signature__data$562 ;
       2'h2:
-          \$493  = lbq14o;
+          \$493  = \$signature__data$563 ;
       2'h3:
-          \$493  = lbq15o;
+          \$493  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42676,13 +42388,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$494  = lbq12e;
+          \$494  = \$signature__data$557 ;
       2'h1:
-          \$494  = lbq13e;
+          \$494  = \$signature__data$558 ;
       2'h2:
-          \$494  = lbq14e;
+          \$494  = \$signature__data$559 ;
       2'h3:
-          \$494  = lbq15e;
+          \$494  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42690,13 +42402,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$497  = lbq0o;
+          \$497  = \$signature__data$534 ;
       2'h1:
-          \$497  = lbq1o;
+          \$497  = \$signature__data$535 ;
       2'h2:
-          \$497  = lbq2o;
+          \$497  = \$signature__data$536 ;
       2'h3:
-          \$497  = lbq3o;
+          \$497  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42704,13 +42416,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$498  = lbq0e;
+          \$498  = \$signature__data$530 ;
       2'h1:
-          \$498  = lbq1e;
+          \$498  = \$signature__data$531 ;
       2'h2:
-          \$498  = lbq2e;
+          \$498  = \$signature__data$532 ;
       2'h3:
-          \$498  = lbq3e;
+          \$498  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42718,13 +42430,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$501  = lbq4o;
+          \$501  = \$signature__data$543 ;
       2'h1:
-          \$501  = lbq5o;
+          \$501  = \$signature__data$544 ;
       2'h2:
-          \$501  = lbq6o;
+          \$501  = \$signature__data$545 ;
       2'h3:
-          \$501  = lbq7o;
+          \$501  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42732,13 +42444,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$502  = lbq4e;
+          \$502  = \$signature__data$539 ;
       2'h1:
-          \$502  = lbq5e;
+          \$502  = \$signature__data$540 ;
       2'h2:
-          \$502  = lbq6e;
+          \$502  = \$signature__data$541 ;
       2'h3:
-          \$502  = lbq7e;
+          \$502  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42746,13 +42458,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$505  = lbq8o;
+          \$505  = \$signature__data$552 ;
       2'h1:
-          \$505  = lbq9o;
+          \$505  = \$signature__data$553 ;
       2'h2:
-          \$505  = lbq10o;
+          \$505  = \$signature__data$554 ;
       2'h3:
-          \$505  = lbq11o;
+          \$505  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42760,13 +42472,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$506  = lbq8e;
+          \$506  = \$signature__data$548 ;
       2'h1:
-          \$506  = lbq9e;
+          \$506  = \$signature__data$549 ;
       2'h2:
-          \$506  = lbq10e;
+          \$506  = \$signature__data$550 ;
       2'h3:
-          \$506  = lbq11e;
+          \$506  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42774,13 +42486,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$509  = lbq12o;
+          \$509  = \$signature__data$561 ;
       2'h1:
-          \$509  = lbq13o;
+          \$509  = \$signature__data$562 ;
       2'h2:
-          \$509  = lbq14o;
+          \$509  = \$signature__data$563 ;
       2'h3:
-          \$509  = lbq15o;
+          \$509  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42788,13 +42500,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw3_slot1[1:0])
       2'h0:
-          \$510  = lbq12e;
+          \$510  = \$signature__data$557 ;
       2'h1:
-          \$510  = lbq13e;
+          \$510  = \$signature__data$558 ;
       2'h2:
-          \$510  = lbq14e;
+          \$510  = \$signature__data$559 ;
       2'h3:
-          \$510  = lbq15e;
+          \$510  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42844,13 +42556,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$525  = lbq0o;
+          \$525  = \$signature__data$534 ;
       2'h1:
-          \$525  = lbq1o;
+          \$525  = \$signature__data$535 ;
       2'h2:
-          \$525  = lbq2o;
+          \$525  = \$signature__data$536 ;
       2'h3:
-          \$525  = lbq3o;
+          \$525  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42858,13 +42570,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$526  = lbq0e;
+          \$526  = \$signature__data$530 ;
       2'h1:
-          \$526  = lbq1e;
+          \$526  = \$signature__data$531 ;
       2'h2:
-          \$526  = lbq2e;
+          \$526  = \$signature__data$532 ;
       2'h3:
-          \$526  = lbq3e;
+          \$526  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42872,13 +42584,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$528  = lbq4o;
+          \$528  = \$signature__data$543 ;
       2'h1:
-          \$528  = lbq5o;
+          \$528  = \$signature__data$544 ;
       2'h2:
-          \$528  = lbq6o;
+          \$528  = \$signature__data$545 ;
       2'h3:
-          \$528  = lbq7o;
+          \$528  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42886,13 +42598,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$529  = lbq4e;
+          \$529  = \$signature__data$539 ;
       2'h1:
-          \$529  = lbq5e;
+          \$529  = \$signature__data$540 ;
       2'h2:
-          \$529  = lbq6e;
+          \$529  = \$signature__data$541 ;
       2'h3:
-          \$529  = lbq7e;
+          \$529  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -42900,13 +42612,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$531  = lbq8o;
+          \$531  = \$signature__data$552 ;
       2'h1:
-          \$531  = lbq9o;
+          \$531  = \$signature__data$553 ;
       2'h2:
-          \$531  = lbq10o;
+          \$531  = \$signature__data$554 ;
       2'h3:
-          \$531  = lbq11o;
+          \$531  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -42914,13 +42626,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$532  = lbq8e;
+          \$532  = \$signature__data$548 ;
       2'h1:
-          \$532  = lbq9e;
+          \$532  = \$signature__data$549 ;
       2'h2:
-          \$532  = lbq10e;
+          \$532  = \$signature__data$550 ;
       2'h3:
-          \$532  = lbq11e;
+          \$532  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -42928,13 +42640,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$534  = lbq12o;
+          \$534  = \$signature__data$561 ;
       2'h1:
-          \$534  = lbq13o;
+          \$534  = \$signature__data$562 ;
       2'h2:
-          \$534  = lbq14o;
+          \$534  = \$signature__data$563 ;
       2'h3:
-          \$534  = lbq15o;
+          \$534  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -42942,13 +42654,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$535  = lbq12e;
+          \$535  = \$signature__data$557 ;
       2'h1:
-          \$535  = lbq13e;
+          \$535  = \$signature__data$558 ;
       2'h2:
-          \$535  = lbq14e;
+          \$535  = \$signature__data$559 ;
       2'h3:
-          \$535  = lbq15e;
+          \$535  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -42956,13 +42668,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$538  = lbq0o;
+          \$538  = \$signature__data$534 ;
       2'h1:
-          \$538  = lbq1o;
+          \$538  = \$signature__data$535 ;
       2'h2:
-          \$538  = lbq2o;
+          \$538  = \$signature__data$536 ;
       2'h3:
-          \$538  = lbq3o;
+          \$538  = \$signature__data$537 ;
     endcase
   end
   always @* begin
@@ -42970,13 +42682,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$539  = lbq0e;
+          \$539  = \$signature__data$530 ;
       2'h1:
-          \$539  = lbq1e;
+          \$539  = \$signature__data$531 ;
       2'h2:
-          \$539  = lbq2e;
+          \$539  = \$signature__data$532 ;
       2'h3:
-          \$539  = lbq3e;
+          \$539  = \$signature__data$533 ;
     endcase
   end
   always @* begin
@@ -42984,13 +42696,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$542  = lbq4o;
+          \$542  = \$signature__data$543 ;
       2'h1:
-          \$542  = lbq5o;
+          \$542  = \$signature__data$544 ;
       2'h2:
-          \$542  = lbq6o;
+          \$542  = \$signature__data$545 ;
       2'h3:
-          \$542  = lbq7o;
+          \$542  = \$signature__data$546 ;
     endcase
   end
   always @* begin
@@ -42998,13 +42710,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$543  = lbq4e;
+          \$543  = \$signature__data$539 ;
       2'h1:
-          \$543  = lbq5e;
+          \$543  = \$signature__data$540 ;
       2'h2:
-          \$543  = lbq6e;
+          \$543  = \$signature__data$541 ;
       2'h3:
-          \$543  = lbq7e;
+          \$543  = \$signature__data$542 ;
     endcase
   end
   always @* begin
@@ -43012,13 +42724,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$546  = lbq8o;
+          \$546  = \$signature__data$552 ;
       2'h1:
-          \$546  = lbq9o;
+          \$546  = \$signature__data$553 ;
       2'h2:
-          \$546  = lbq10o;
+          \$546  = \$signature__data$554 ;
       2'h3:
-          \$546  = lbq11o;
+          \$546  = \$signature__data$555 ;
     endcase
   end
   always @* begin
@@ -43026,13 +42738,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$547  = lbq8e;
+          \$547  = \$signature__data$548 ;
       2'h1:
-          \$547  = lbq9e;
+          \$547  = \$signature__data$549 ;
       2'h2:
-          \$547  = lbq10e;
+          \$547  = \$signature__data$550 ;
       2'h3:
-          \$547  = lbq11e;
+          \$547  = \$signature__data$551 ;
     endcase
   end
   always @* begin
@@ -43040,13 +42752,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$550  = lbq12o;
+          \$550  = \$signature__data$561 ;
       2'h1:
-          \$550  = lbq13o;
+          \$550  = \$signature__data$562 ;
       2'h2:
-          \$550  = lbq14o;
+          \$550  = \$signature__data$563 ;
       2'h3:
-          \$550  = lbq15o;
+          \$550  = \$signature__data$564 ;
     endcase
   end
   always @* begin
@@ -43054,13 +42766,13 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (dw4_slot1[1:0])
       2'h0:
-          \$551  = lbq12e;
+          \$551  = \$signature__data$557 ;
       2'h1:
-          \$551  = lbq13e;
+          \$551  = \$signature__data$558 ;
       2'h2:
-          \$551  = lbq14e;
+          \$551  = \$signature__data$559 ;
       2'h3:
-          \$551  = lbq15e;
+          \$551  = \$signature__data$560 ;
     endcase
   end
   always @* begin
@@ -47259,7 +46971,7 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
     (* full_case = 32'd1 *)
     casez (lo_case)
       2'h0:
-          \$1720  = \lo$776 ;
+          \$1720  = \lo$744 ;
       2'h1:
           \$1720  = 12'h000;
       2'h2:
@@ -48975,38 +48687,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__en$121  = 1'h1;
   assign \$signature__addr$122  = \$signature__addr$61 ;
   assign \$signature__en$123  = 1'h1;
-  assign \$signature__data  = lbq0e;
-  assign \$signature__data$138  = lbq0o;
-  assign \$signature__data$140  = lbq1e;
-  assign \$signature__data$142  = lbq1o;
-  assign \$signature__data$144  = lbq2e;
-  assign \$signature__data$146  = lbq2o;
-  assign \$signature__data$148  = lbq3e;
-  assign \$signature__data$150  = lbq3o;
-  assign \$signature__data$152  = lbq4e;
-  assign \$signature__data$154  = lbq4o;
-  assign \$signature__data$156  = lbq5e;
-  assign \$signature__data$158  = lbq5o;
-  assign \$signature__data$160  = lbq6e;
-  assign \$signature__data$162  = lbq6o;
-  assign \$signature__data$164  = lbq7e;
-  assign \$signature__data$166  = lbq7o;
-  assign \$signature__data$168  = lbq8e;
-  assign \$signature__data$170  = lbq8o;
-  assign \$signature__data$172  = lbq9e;
-  assign \$signature__data$174  = lbq9o;
-  assign \$signature__data$176  = lbq10e;
-  assign \$signature__data$178  = lbq10o;
-  assign \$signature__data$180  = lbq11e;
-  assign \$signature__data$182  = lbq11o;
-  assign \$signature__data$184  = lbq12e;
-  assign \$signature__data$186  = lbq12o;
-  assign \$signature__data$188  = lbq13e;
-  assign \$signature__data$190  = lbq13o;
-  assign \$signature__data$192  = lbq14e;
-  assign \$signature__data$194  = lbq14o;
-  assign \$signature__data$196  = lbq15e;
-  assign \$signature__data$198  = lbq15o;
   assign slot1_dense = sb1[11:8];
   assign pad1_dense = sb1[7];
   assign iy_ky0 = { \$91 [29], \$91 [29], \$91 [29], \$91  };
@@ -49045,102 +48725,102 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign cw_w__addr = p_count[5:0];
   assign wm_w__addr = w_count[13:0];
   assign wm_w__data = i_weight__payload[63:0];
-  assign lb_wr_addr = \$signature__addr$410 ;
-  assign \$signature__data$412  = lb_wr_data[63:0];
-  assign lb_wen0e = \$signature__en$414 ;
-  assign \$signature__addr$416  = \$signature__addr$410 ;
+  assign lb_wr_addr = \$signature__addr$346 ;
+  assign \$signature__data  = lb_wr_data[63:0];
+  assign lb_wen0e = \$signature__en$350 ;
+  assign \$signature__addr$352  = \$signature__addr$346 ;
+  assign \$signature__data$353  = lb_wr_data[127:64];
+  assign lb_wen0o = \$signature__en$354 ;
+  assign \$signature__addr$356  = \$signature__addr$346 ;
+  assign \$signature__data$357  = lb_wr_data[63:0];
+  assign lb_wen1e = \$signature__en$358 ;
+  assign \$signature__addr$360  = \$signature__addr$346 ;
+  assign \$signature__data$361  = lb_wr_data[127:64];
+  assign lb_wen1o = \$signature__en$362 ;
+  assign \$signature__addr$364  = \$signature__addr$346 ;
+  assign \$signature__data$365  = lb_wr_data[63:0];
+  assign lb_wen2e = \$signature__en$366 ;
+  assign \$signature__addr$368  = \$signature__addr$346 ;
+  assign \$signature__data$369  = lb_wr_data[127:64];
+  assign lb_wen2o = \$signature__en$370 ;
+  assign \$signature__addr$372  = \$signature__addr$346 ;
+  assign \$signature__data$373  = lb_wr_data[63:0];
+  assign lb_wen3e = \$signature__en$374 ;
+  assign \$signature__addr$376  = \$signature__addr$346 ;
+  assign \$signature__data$377  = lb_wr_data[127:64];
+  assign lb_wen3o = \$signature__en$378 ;
+  assign \$signature__addr$380  = \$signature__addr$346 ;
+  assign \$signature__data$381  = lb_wr_data[63:0];
+  assign lb_wen4e = \$signature__en$382 ;
+  assign \$signature__addr$384  = \$signature__addr$346 ;
+  assign \$signature__data$385  = lb_wr_data[127:64];
+  assign lb_wen4o = \$signature__en$386 ;
+  assign \$signature__addr$388  = \$signature__addr$346 ;
+  assign \$signature__data$389  = lb_wr_data[63:0];
+  assign lb_wen5e = \$signature__en$390 ;
+  assign \$signature__addr$392  = \$signature__addr$346 ;
+  assign \$signature__data$393  = lb_wr_data[127:64];
+  assign lb_wen5o = \$signature__en$394 ;
+  assign \$signature__addr$396  = \$signature__addr$346 ;
+  assign \$signature__data$397  = lb_wr_data[63:0];
+  assign lb_wen6e = \$signature__en$398 ;
+  assign \$signature__addr$400  = \$signature__addr$346 ;
+  assign \$signature__data$401  = lb_wr_data[127:64];
+  assign lb_wen6o = \$signature__en$402 ;
+  assign \$signature__addr$404  = \$signature__addr$346 ;
+  assign \$signature__data$405  = lb_wr_data[63:0];
+  assign lb_wen7e = \$signature__en$406 ;
+  assign \$signature__addr$408  = \$signature__addr$346 ;
+  assign \$signature__data$409  = lb_wr_data[127:64];
+  assign lb_wen7o = \$signature__en$410 ;
+  assign \$signature__addr$412  = \$signature__addr$346 ;
+  assign \$signature__data$413  = lb_wr_data[63:0];
+  assign lb_wen8e = \$signature__en$414 ;
+  assign \$signature__addr$416  = \$signature__addr$346 ;
   assign \$signature__data$417  = lb_wr_data[127:64];
-  assign lb_wen0o = \$signature__en$418 ;
-  assign \$signature__addr$420  = \$signature__addr$410 ;
+  assign lb_wen8o = \$signature__en$418 ;
+  assign \$signature__addr$420  = \$signature__addr$346 ;
   assign \$signature__data$421  = lb_wr_data[63:0];
-  assign lb_wen1e = \$signature__en$422 ;
-  assign \$signature__addr$424  = \$signature__addr$410 ;
+  assign lb_wen9e = \$signature__en$422 ;
+  assign \$signature__addr$424  = \$signature__addr$346 ;
   assign \$signature__data$425  = lb_wr_data[127:64];
-  assign lb_wen1o = \$signature__en$426 ;
-  assign \$signature__addr$428  = \$signature__addr$410 ;
+  assign lb_wen9o = \$signature__en$426 ;
+  assign \$signature__addr$428  = \$signature__addr$346 ;
   assign \$signature__data$429  = lb_wr_data[63:0];
-  assign lb_wen2e = \$signature__en$430 ;
-  assign \$signature__addr$432  = \$signature__addr$410 ;
+  assign lb_wen10e = \$signature__en$430 ;
+  assign \$signature__addr$432  = \$signature__addr$346 ;
   assign \$signature__data$433  = lb_wr_data[127:64];
-  assign lb_wen2o = \$signature__en$434 ;
-  assign \$signature__addr$436  = \$signature__addr$410 ;
+  assign lb_wen10o = \$signature__en$434 ;
+  assign \$signature__addr$436  = \$signature__addr$346 ;
   assign \$signature__data$437  = lb_wr_data[63:0];
-  assign lb_wen3e = \$signature__en$438 ;
-  assign \$signature__addr$440  = \$signature__addr$410 ;
+  assign lb_wen11e = \$signature__en$438 ;
+  assign \$signature__addr$440  = \$signature__addr$346 ;
   assign \$signature__data$441  = lb_wr_data[127:64];
-  assign lb_wen3o = \$signature__en$442 ;
-  assign \$signature__addr$444  = \$signature__addr$410 ;
+  assign lb_wen11o = \$signature__en$442 ;
+  assign \$signature__addr$444  = \$signature__addr$346 ;
   assign \$signature__data$445  = lb_wr_data[63:0];
-  assign lb_wen4e = \$signature__en$446 ;
-  assign \$signature__addr$448  = \$signature__addr$410 ;
+  assign lb_wen12e = \$signature__en$446 ;
+  assign \$signature__addr$448  = \$signature__addr$346 ;
   assign \$signature__data$449  = lb_wr_data[127:64];
-  assign lb_wen4o = \$signature__en$450 ;
-  assign \$signature__addr$452  = \$signature__addr$410 ;
+  assign lb_wen12o = \$signature__en$450 ;
+  assign \$signature__addr$452  = \$signature__addr$346 ;
   assign \$signature__data$453  = lb_wr_data[63:0];
-  assign lb_wen5e = \$signature__en$454 ;
-  assign \$signature__addr$456  = \$signature__addr$410 ;
+  assign lb_wen13e = \$signature__en$454 ;
+  assign \$signature__addr$456  = \$signature__addr$346 ;
   assign \$signature__data$457  = lb_wr_data[127:64];
-  assign lb_wen5o = \$signature__en$458 ;
-  assign \$signature__addr$460  = \$signature__addr$410 ;
+  assign lb_wen13o = \$signature__en$458 ;
+  assign \$signature__addr$460  = \$signature__addr$346 ;
   assign \$signature__data$461  = lb_wr_data[63:0];
-  assign lb_wen6e = \$signature__en$462 ;
-  assign \$signature__addr$464  = \$signature__addr$410 ;
+  assign lb_wen14e = \$signature__en$462 ;
+  assign \$signature__addr$464  = \$signature__addr$346 ;
   assign \$signature__data$465  = lb_wr_data[127:64];
-  assign lb_wen6o = \$signature__en$466 ;
-  assign \$signature__addr$468  = \$signature__addr$410 ;
+  assign lb_wen14o = \$signature__en$466 ;
+  assign \$signature__addr$468  = \$signature__addr$346 ;
   assign \$signature__data$469  = lb_wr_data[63:0];
-  assign lb_wen7e = \$signature__en$470 ;
-  assign \$signature__addr$472  = \$signature__addr$410 ;
+  assign lb_wen15e = \$signature__en$470 ;
+  assign \$signature__addr$472  = \$signature__addr$346 ;
   assign \$signature__data$473  = lb_wr_data[127:64];
-  assign lb_wen7o = \$signature__en$474 ;
-  assign \$signature__addr$476  = \$signature__addr$410 ;
-  assign \$signature__data$477  = lb_wr_data[63:0];
-  assign lb_wen8e = \$signature__en$478 ;
-  assign \$signature__addr$480  = \$signature__addr$410 ;
-  assign \$signature__data$481  = lb_wr_data[127:64];
-  assign lb_wen8o = \$signature__en$482 ;
-  assign \$signature__addr$484  = \$signature__addr$410 ;
-  assign \$signature__data$485  = lb_wr_data[63:0];
-  assign lb_wen9e = \$signature__en$486 ;
-  assign \$signature__addr$488  = \$signature__addr$410 ;
-  assign \$signature__data$489  = lb_wr_data[127:64];
-  assign lb_wen9o = \$signature__en$490 ;
-  assign \$signature__addr$492  = \$signature__addr$410 ;
-  assign \$signature__data$493  = lb_wr_data[63:0];
-  assign lb_wen10e = \$signature__en$494 ;
-  assign \$signature__addr$496  = \$signature__addr$410 ;
-  assign \$signature__data$497  = lb_wr_data[127:64];
-  assign lb_wen10o = \$signature__en$498 ;
-  assign \$signature__addr$500  = \$signature__addr$410 ;
-  assign \$signature__data$501  = lb_wr_data[63:0];
-  assign lb_wen11e = \$signature__en$502 ;
-  assign \$signature__addr$504  = \$signature__addr$410 ;
-  assign \$signature__data$505  = lb_wr_data[127:64];
-  assign lb_wen11o = \$signature__en$506 ;
-  assign \$signature__addr$508  = \$signature__addr$410 ;
-  assign \$signature__data$509  = lb_wr_data[63:0];
-  assign lb_wen12e = \$signature__en$510 ;
-  assign \$signature__addr$512  = \$signature__addr$410 ;
-  assign \$signature__data$513  = lb_wr_data[127:64];
-  assign lb_wen12o = \$signature__en$514 ;
-  assign \$signature__addr$516  = \$signature__addr$410 ;
-  assign \$signature__data$517  = lb_wr_data[63:0];
-  assign lb_wen13e = \$signature__en$518 ;
-  assign \$signature__addr$520  = \$signature__addr$410 ;
-  assign \$signature__data$521  = lb_wr_data[127:64];
-  assign lb_wen13o = \$signature__en$522 ;
-  assign \$signature__addr$524  = \$signature__addr$410 ;
-  assign \$signature__data$525  = lb_wr_data[63:0];
-  assign lb_wen14e = \$signature__en$526 ;
-  assign \$signature__addr$528  = \$signature__addr$410 ;
-  assign \$signature__data$529  = lb_wr_data[127:64];
-  assign lb_wen14o = \$signature__en$530 ;
-  assign \$signature__addr$532  = \$signature__addr$410 ;
-  assign \$signature__data$533  = lb_wr_data[63:0];
-  assign lb_wen15e = \$signature__en$534 ;
-  assign \$signature__addr$536  = \$signature__addr$410 ;
-  assign \$signature__data$537  = lb_wr_data[127:64];
-  assign lb_wen15o = \$signature__en$538 ;
+  assign lb_wen15o = \$signature__en$474 ;
   assign \i_desc__payload.cwords  = i_desc__payload[4:0];
   assign \i_desc__payload.cotiles  = i_desc__payload[11:5];
   assign \i_desc__payload.n_tiles  = i_desc__payload[23:12];
@@ -49298,518 +48978,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pad_word[5]  = pad_word[47:40];
   assign \pad_word[6]  = pad_word[55:48];
   assign \pad_word[7]  = pad_word[63:56];
-  assign \lbq0e[0]  = lbq0e[7:0];
-  assign \lbq0e[1]  = lbq0e[15:8];
-  assign \lbq0e[2]  = lbq0e[23:16];
-  assign \lbq0e[3]  = lbq0e[31:24];
-  assign \lbq0e[4]  = lbq0e[39:32];
-  assign \lbq0e[5]  = lbq0e[47:40];
-  assign \lbq0e[6]  = lbq0e[55:48];
-  assign \lbq0e[7]  = lbq0e[63:56];
-  assign \$signature__data[0]  = lbq0e[7:0];
-  assign \$signature__data[1]  = lbq0e[15:8];
-  assign \$signature__data[2]  = lbq0e[23:16];
-  assign \$signature__data[3]  = lbq0e[31:24];
-  assign \$signature__data[4]  = lbq0e[39:32];
-  assign \$signature__data[5]  = lbq0e[47:40];
-  assign \$signature__data[6]  = lbq0e[55:48];
-  assign \$signature__data[7]  = lbq0e[63:56];
-  assign \lbq0o[0]  = lbq0o[7:0];
-  assign \lbq0o[1]  = lbq0o[15:8];
-  assign \lbq0o[2]  = lbq0o[23:16];
-  assign \lbq0o[3]  = lbq0o[31:24];
-  assign \lbq0o[4]  = lbq0o[39:32];
-  assign \lbq0o[5]  = lbq0o[47:40];
-  assign \lbq0o[6]  = lbq0o[55:48];
-  assign \lbq0o[7]  = lbq0o[63:56];
-  assign \$signature__data$138[0]  = lbq0o[7:0];
-  assign \$signature__data$138[1]  = lbq0o[15:8];
-  assign \$signature__data$138[2]  = lbq0o[23:16];
-  assign \$signature__data$138[3]  = lbq0o[31:24];
-  assign \$signature__data$138[4]  = lbq0o[39:32];
-  assign \$signature__data$138[5]  = lbq0o[47:40];
-  assign \$signature__data$138[6]  = lbq0o[55:48];
-  assign \$signature__data$138[7]  = lbq0o[63:56];
-  assign \lbq1e[0]  = lbq1e[7:0];
-  assign \lbq1e[1]  = lbq1e[15:8];
-  assign \lbq1e[2]  = lbq1e[23:16];
-  assign \lbq1e[3]  = lbq1e[31:24];
-  assign \lbq1e[4]  = lbq1e[39:32];
-  assign \lbq1e[5]  = lbq1e[47:40];
-  assign \lbq1e[6]  = lbq1e[55:48];
-  assign \lbq1e[7]  = lbq1e[63:56];
-  assign \$signature__data$140[0]  = lbq1e[7:0];
-  assign \$signature__data$140[1]  = lbq1e[15:8];
-  assign \$signature__data$140[2]  = lbq1e[23:16];
-  assign \$signature__data$140[3]  = lbq1e[31:24];
-  assign \$signature__data$140[4]  = lbq1e[39:32];
-  assign \$signature__data$140[5]  = lbq1e[47:40];
-  assign \$signature__data$140[6]  = lbq1e[55:48];
-  assign \$signature__data$140[7]  = lbq1e[63:56];
-  assign \lbq1o[0]  = lbq1o[7:0];
-  assign \lbq1o[1]  = lbq1o[15:8];
-  assign \lbq1o[2]  = lbq1o[23:16];
-  assign \lbq1o[3]  = lbq1o[31:24];
-  assign \lbq1o[4]  = lbq1o[39:32];
-  assign \lbq1o[5]  = lbq1o[47:40];
-  assign \lbq1o[6]  = lbq1o[55:48];
-  assign \lbq1o[7]  = lbq1o[63:56];
-  assign \$signature__data$142[0]  = lbq1o[7:0];
-  assign \$signature__data$142[1]  = lbq1o[15:8];
-  assign \$signature__data$142[2]  = lbq1o[23:16];
-  assign \$signature__data$142[3]  = lbq1o[31:24];
-  assign \$signature__data$142[4]  = lbq1o[39:32];
-  assign \$signature__data$142[5]  = lbq1o[47:40];
-  assign \$signature__data$142[6]  = lbq1o[55:48];
-  assign \$signature__data$142[7]  = lbq1o[63:56];
-  assign \lbq2e[0]  = lbq2e[7:0];
-  assign \lbq2e[1]  = lbq2e[15:8];
-  assign \lbq2e[2]  = lbq2e[23:16];
-  assign \lbq2e[3]  = lbq2e[31:24];
-  assign \lbq2e[4]  = lbq2e[39:32];
-  assign \lbq2e[5]  = lbq2e[47:40];
-  assign \lbq2e[6]  = lbq2e[55:48];
-  assign \lbq2e[7]  = lbq2e[63:56];
-  assign \$signature__data$144[0]  = lbq2e[7:0];
-  assign \$signature__data$144[1]  = lbq2e[15:8];
-  assign \$signature__data$144[2]  = lbq2e[23:16];
-  assign \$signature__data$144[3]  = lbq2e[31:24];
-  assign \$signature__data$144[4]  = lbq2e[39:32];
-  assign \$signature__data$144[5]  = lbq2e[47:40];
-  assign \$signature__data$144[6]  = lbq2e[55:48];
-  assign \$signature__data$144[7]  = lbq2e[63:56];
-  assign \lbq2o[0]  = lbq2o[7:0];
-  assign \lbq2o[1]  = lbq2o[15:8];
-  assign \lbq2o[2]  = lbq2o[23:16];
-  assign \lbq2o[3]  = lbq2o[31:24];
-  assign \lbq2o[4]  = lbq2o[39:32];
-  assign \lbq2o[5]  = lbq2o[47:40];
-  assign \lbq2o[6]  = lbq2o[55:48];
-  assign \lbq2o[7]  = lbq2o[63:56];
-  assign \$signature__data$146[0]  = lbq2o[7:0];
-  assign \$signature__data$146[1]  = lbq2o[15:8];
-  assign \$signature__data$146[2]  = lbq2o[23:16];
-  assign \$signature__data$146[3]  = lbq2o[31:24];
-  assign \$signature__data$146[4]  = lbq2o[39:32];
-  assign \$signature__data$146[5]  = lbq2o[47:40];
-  assign \$signature__data$146[6]  = lbq2o[55:48];
-  assign \$signature__data$146[7]  = lbq2o[63:56];
-  assign \lbq3e[0]  = lbq3e[7:0];
-  assign \lbq3e[1]  = lbq3e[15:8];
-  assign \lbq3e[2]  = lbq3e[23:16];
-  assign \lbq3e[3]  = lbq3e[31:24];
-  assign \lbq3e[4]  = lbq3e[39:32];
-  assign \lbq3e[5]  = lbq3e[47:40];
-  assign \lbq3e[6]  = lbq3e[55:48];
-  assign \lbq3e[7]  = lbq3e[63:56];
-  assign \$signature__data$148[0]  = lbq3e[7:0];
-  assign \$signature__data$148[1]  = lbq3e[15:8];
-  assign \$signature__data$148[2]  = lbq3e[23:16];
-  assign \$signature__data$148[3]  = lbq3e[31:24];
-  assign \$signature__data$148[4]  = lbq3e[39:32];
-  assign \$signature__data$148[5]  = lbq3e[47:40];
-  assign \$signature__data$148[6]  = lbq3e[55:48];
-  assign \$signature__data$148[7]  = lbq3e[63:56];
-  assign \lbq3o[0]  = lbq3o[7:0];
-  assign \lbq3o[1]  = lbq3o[15:8];
-  assign \lbq3o[2]  = lbq3o[23:16];
-  assign \lbq3o[3]  = lbq3o[31:24];
-  assign \lbq3o[4]  = lbq3o[39:32];
-  assign \lbq3o[5]  = lbq3o[47:40];
-  assign \lbq3o[6]  = lbq3o[55:48];
-  assign \lbq3o[7]  = lbq3o[63:56];
-  assign \$signature__data$150[0]  = lbq3o[7:0];
-  assign \$signature__data$150[1]  = lbq3o[15:8];
-  assign \$signature__data$150[2]  = lbq3o[23:16];
-  assign \$signature__data$150[3]  = lbq3o[31:24];
-  assign \$signature__data$150[4]  = lbq3o[39:32];
-  assign \$signature__data$150[5]  = lbq3o[47:40];
-  assign \$signature__data$150[6]  = lbq3o[55:48];
-  assign \$signature__data$150[7]  = lbq3o[63:56];
-  assign \lbq4e[0]  = lbq4e[7:0];
-  assign \lbq4e[1]  = lbq4e[15:8];
-  assign \lbq4e[2]  = lbq4e[23:16];
-  assign \lbq4e[3]  = lbq4e[31:24];
-  assign \lbq4e[4]  = lbq4e[39:32];
-  assign \lbq4e[5]  = lbq4e[47:40];
-  assign \lbq4e[6]  = lbq4e[55:48];
-  assign \lbq4e[7]  = lbq4e[63:56];
-  assign \$signature__data$152[0]  = lbq4e[7:0];
-  assign \$signature__data$152[1]  = lbq4e[15:8];
-  assign \$signature__data$152[2]  = lbq4e[23:16];
-  assign \$signature__data$152[3]  = lbq4e[31:24];
-  assign \$signature__data$152[4]  = lbq4e[39:32];
-  assign \$signature__data$152[5]  = lbq4e[47:40];
-  assign \$signature__data$152[6]  = lbq4e[55:48];
-  assign \$signature__data$152[7]  = lbq4e[63:56];
-  assign \lbq4o[0]  = lbq4o[7:0];
-  assign \lbq4o[1]  = lbq4o[15:8];
-  assign \lbq4o[2]  = lbq4o[23:16];
-  assign \lbq4o[3]  = lbq4o[31:24];
-  assign \lbq4o[4]  = lbq4o[39:32];
-  assign \lbq4o[5]  = lbq4o[47:40];
-  assign \lbq4o[6]  = lbq4o[55:48];
-  assign \lbq4o[7]  = lbq4o[63:56];
-  assign \$signature__data$154[0]  = lbq4o[7:0];
-  assign \$signature__data$154[1]  = lbq4o[15:8];
-  assign \$signature__data$154[2]  = lbq4o[23:16];
-  assign \$signature__data$154[3]  = lbq4o[31:24];
-  assign \$signature__data$154[4]  = lbq4o[39:32];
-  assign \$signature__data$154[5]  = lbq4o[47:40];
-  assign \$signature__data$154[6]  = lbq4o[55:48];
-  assign \$signature__data$154[7]  = lbq4o[63:56];
-  assign \lbq5e[0]  = lbq5e[7:0];
-  assign \lbq5e[1]  = lbq5e[15:8];
-  assign \lbq5e[2]  = lbq5e[23:16];
-  assign \lbq5e[3]  = lbq5e[31:24];
-  assign \lbq5e[4]  = lbq5e[39:32];
-  assign \lbq5e[5]  = lbq5e[47:40];
-  assign \lbq5e[6]  = lbq5e[55:48];
-  assign \lbq5e[7]  = lbq5e[63:56];
-  assign \$signature__data$156[0]  = lbq5e[7:0];
-  assign \$signature__data$156[1]  = lbq5e[15:8];
-  assign \$signature__data$156[2]  = lbq5e[23:16];
-  assign \$signature__data$156[3]  = lbq5e[31:24];
-  assign \$signature__data$156[4]  = lbq5e[39:32];
-  assign \$signature__data$156[5]  = lbq5e[47:40];
-  assign \$signature__data$156[6]  = lbq5e[55:48];
-  assign \$signature__data$156[7]  = lbq5e[63:56];
-  assign \lbq5o[0]  = lbq5o[7:0];
-  assign \lbq5o[1]  = lbq5o[15:8];
-  assign \lbq5o[2]  = lbq5o[23:16];
-  assign \lbq5o[3]  = lbq5o[31:24];
-  assign \lbq5o[4]  = lbq5o[39:32];
-  assign \lbq5o[5]  = lbq5o[47:40];
-  assign \lbq5o[6]  = lbq5o[55:48];
-  assign \lbq5o[7]  = lbq5o[63:56];
-  assign \$signature__data$158[0]  = lbq5o[7:0];
-  assign \$signature__data$158[1]  = lbq5o[15:8];
-  assign \$signature__data$158[2]  = lbq5o[23:16];
-  assign \$signature__data$158[3]  = lbq5o[31:24];
-  assign \$signature__data$158[4]  = lbq5o[39:32];
-  assign \$signature__data$158[5]  = lbq5o[47:40];
-  assign \$signature__data$158[6]  = lbq5o[55:48];
-  assign \$signature__data$158[7]  = lbq5o[63:56];
-  assign \lbq6e[0]  = lbq6e[7:0];
-  assign \lbq6e[1]  = lbq6e[15:8];
-  assign \lbq6e[2]  = lbq6e[23:16];
-  assign \lbq6e[3]  = lbq6e[31:24];
-  assign \lbq6e[4]  = lbq6e[39:32];
-  assign \lbq6e[5]  = lbq6e[47:40];
-  assign \lbq6e[6]  = lbq6e[55:48];
-  assign \lbq6e[7]  = lbq6e[63:56];
-  assign \$signature__data$160[0]  = lbq6e[7:0];
-  assign \$signature__data$160[1]  = lbq6e[15:8];
-  assign \$signature__data$160[2]  = lbq6e[23:16];
-  assign \$signature__data$160[3]  = lbq6e[31:24];
-  assign \$signature__data$160[4]  = lbq6e[39:32];
-  assign \$signature__data$160[5]  = lbq6e[47:40];
-  assign \$signature__data$160[6]  = lbq6e[55:48];
-  assign \$signature__data$160[7]  = lbq6e[63:56];
-  assign \lbq6o[0]  = lbq6o[7:0];
-  assign \lbq6o[1]  = lbq6o[15:8];
-  assign \lbq6o[2]  = lbq6o[23:16];
-  assign \lbq6o[3]  = lbq6o[31:24];
-  assign \lbq6o[4]  = lbq6o[39:32];
-  assign \lbq6o[5]  = lbq6o[47:40];
-  assign \lbq6o[6]  = lbq6o[55:48];
-  assign \lbq6o[7]  = lbq6o[63:56];
-  assign \$signature__data$162[0]  = lbq6o[7:0];
-  assign \$signature__data$162[1]  = lbq6o[15:8];
-  assign \$signature__data$162[2]  = lbq6o[23:16];
-  assign \$signature__data$162[3]  = lbq6o[31:24];
-  assign \$signature__data$162[4]  = lbq6o[39:32];
-  assign \$signature__data$162[5]  = lbq6o[47:40];
-  assign \$signature__data$162[6]  = lbq6o[55:48];
-  assign \$signature__data$162[7]  = lbq6o[63:56];
-  assign \lbq7e[0]  = lbq7e[7:0];
-  assign \lbq7e[1]  = lbq7e[15:8];
-  assign \lbq7e[2]  = lbq7e[23:16];
-  assign \lbq7e[3]  = lbq7e[31:24];
-  assign \lbq7e[4]  = lbq7e[39:32];
-  assign \lbq7e[5]  = lbq7e[47:40];
-  assign \lbq7e[6]  = lbq7e[55:48];
-  assign \lbq7e[7]  = lbq7e[63:56];
-  assign \$signature__data$164[0]  = lbq7e[7:0];
-  assign \$signature__data$164[1]  = lbq7e[15:8];
-  assign \$signature__data$164[2]  = lbq7e[23:16];
-  assign \$signature__data$164[3]  = lbq7e[31:24];
-  assign \$signature__data$164[4]  = lbq7e[39:32];
-  assign \$signature__data$164[5]  = lbq7e[47:40];
-  assign \$signature__data$164[6]  = lbq7e[55:48];
-  assign \$signature__data$164[7]  = lbq7e[63:56];
-  assign \lbq7o[0]  = lbq7o[7:0];
-  assign \lbq7o[1]  = lbq7o[15:8];
-  assign \lbq7o[2]  = lbq7o[23:16];
-  assign \lbq7o[3]  = lbq7o[31:24];
-  assign \lbq7o[4]  = lbq7o[39:32];
-  assign \lbq7o[5]  = lbq7o[47:40];
-  assign \lbq7o[6]  = lbq7o[55:48];
-  assign \lbq7o[7]  = lbq7o[63:56];
-  assign \$signature__data$166[0]  = lbq7o[7:0];
-  assign \$signature__data$166[1]  = lbq7o[15:8];
-  assign \$signature__data$166[2]  = lbq7o[23:16];
-  assign \$signature__data$166[3]  = lbq7o[31:24];
-  assign \$signature__data$166[4]  = lbq7o[39:32];
-  assign \$signature__data$166[5]  = lbq7o[47:40];
-  assign \$signature__data$166[6]  = lbq7o[55:48];
-  assign \$signature__data$166[7]  = lbq7o[63:56];
-  assign \lbq8e[0]  = lbq8e[7:0];
-  assign \lbq8e[1]  = lbq8e[15:8];
-  assign \lbq8e[2]  = lbq8e[23:16];
-  assign \lbq8e[3]  = lbq8e[31:24];
-  assign \lbq8e[4]  = lbq8e[39:32];
-  assign \lbq8e[5]  = lbq8e[47:40];
-  assign \lbq8e[6]  = lbq8e[55:48];
-  assign \lbq8e[7]  = lbq8e[63:56];
-  assign \$signature__data$168[0]  = lbq8e[7:0];
-  assign \$signature__data$168[1]  = lbq8e[15:8];
-  assign \$signature__data$168[2]  = lbq8e[23:16];
-  assign \$signature__data$168[3]  = lbq8e[31:24];
-  assign \$signature__data$168[4]  = lbq8e[39:32];
-  assign \$signature__data$168[5]  = lbq8e[47:40];
-  assign \$signature__data$168[6]  = lbq8e[55:48];
-  assign \$signature__data$168[7]  = lbq8e[63:56];
-  assign \lbq8o[0]  = lbq8o[7:0];
-  assign \lbq8o[1]  = lbq8o[15:8];
-  assign \lbq8o[2]  = lbq8o[23:16];
-  assign \lbq8o[3]  = lbq8o[31:24];
-  assign \lbq8o[4]  = lbq8o[39:32];
-  assign \lbq8o[5]  = lbq8o[47:40];
-  assign \lbq8o[6]  = lbq8o[55:48];
-  assign \lbq8o[7]  = lbq8o[63:56];
-  assign \$signature__data$170[0]  = lbq8o[7:0];
-  assign \$signature__data$170[1]  = lbq8o[15:8];
-  assign \$signature__data$170[2]  = lbq8o[23:16];
-  assign \$signature__data$170[3]  = lbq8o[31:24];
-  assign \$signature__data$170[4]  = lbq8o[39:32];
-  assign \$signature__data$170[5]  = lbq8o[47:40];
-  assign \$signature__data$170[6]  = lbq8o[55:48];
-  assign \$signature__data$170[7]  = lbq8o[63:56];
-  assign \lbq9e[0]  = lbq9e[7:0];
-  assign \lbq9e[1]  = lbq9e[15:8];
-  assign \lbq9e[2]  = lbq9e[23:16];
-  assign \lbq9e[3]  = lbq9e[31:24];
-  assign \lbq9e[4]  = lbq9e[39:32];
-  assign \lbq9e[5]  = lbq9e[47:40];
-  assign \lbq9e[6]  = lbq9e[55:48];
-  assign \lbq9e[7]  = lbq9e[63:56];
-  assign \$signature__data$172[0]  = lbq9e[7:0];
-  assign \$signature__data$172[1]  = lbq9e[15:8];
-  assign \$signature__data$172[2]  = lbq9e[23:16];
-  assign \$signature__data$172[3]  = lbq9e[31:24];
-  assign \$signature__data$172[4]  = lbq9e[39:32];
-  assign \$signature__data$172[5]  = lbq9e[47:40];
-  assign \$signature__data$172[6]  = lbq9e[55:48];
-  assign \$signature__data$172[7]  = lbq9e[63:56];
-  assign \lbq9o[0]  = lbq9o[7:0];
-  assign \lbq9o[1]  = lbq9o[15:8];
-  assign \lbq9o[2]  = lbq9o[23:16];
-  assign \lbq9o[3]  = lbq9o[31:24];
-  assign \lbq9o[4]  = lbq9o[39:32];
-  assign \lbq9o[5]  = lbq9o[47:40];
-  assign \lbq9o[6]  = lbq9o[55:48];
-  assign \lbq9o[7]  = lbq9o[63:56];
-  assign \$signature__data$174[0]  = lbq9o[7:0];
-  assign \$signature__data$174[1]  = lbq9o[15:8];
-  assign \$signature__data$174[2]  = lbq9o[23:16];
-  assign \$signature__data$174[3]  = lbq9o[31:24];
-  assign \$signature__data$174[4]  = lbq9o[39:32];
-  assign \$signature__data$174[5]  = lbq9o[47:40];
-  assign \$signature__data$174[6]  = lbq9o[55:48];
-  assign \$signature__data$174[7]  = lbq9o[63:56];
-  assign \lbq10e[0]  = lbq10e[7:0];
-  assign \lbq10e[1]  = lbq10e[15:8];
-  assign \lbq10e[2]  = lbq10e[23:16];
-  assign \lbq10e[3]  = lbq10e[31:24];
-  assign \lbq10e[4]  = lbq10e[39:32];
-  assign \lbq10e[5]  = lbq10e[47:40];
-  assign \lbq10e[6]  = lbq10e[55:48];
-  assign \lbq10e[7]  = lbq10e[63:56];
-  assign \$signature__data$176[0]  = lbq10e[7:0];
-  assign \$signature__data$176[1]  = lbq10e[15:8];
-  assign \$signature__data$176[2]  = lbq10e[23:16];
-  assign \$signature__data$176[3]  = lbq10e[31:24];
-  assign \$signature__data$176[4]  = lbq10e[39:32];
-  assign \$signature__data$176[5]  = lbq10e[47:40];
-  assign \$signature__data$176[6]  = lbq10e[55:48];
-  assign \$signature__data$176[7]  = lbq10e[63:56];
-  assign \lbq10o[0]  = lbq10o[7:0];
-  assign \lbq10o[1]  = lbq10o[15:8];
-  assign \lbq10o[2]  = lbq10o[23:16];
-  assign \lbq10o[3]  = lbq10o[31:24];
-  assign \lbq10o[4]  = lbq10o[39:32];
-  assign \lbq10o[5]  = lbq10o[47:40];
-  assign \lbq10o[6]  = lbq10o[55:48];
-  assign \lbq10o[7]  = lbq10o[63:56];
-  assign \$signature__data$178[0]  = lbq10o[7:0];
-  assign \$signature__data$178[1]  = lbq10o[15:8];
-  assign \$signature__data$178[2]  = lbq10o[23:16];
-  assign \$signature__data$178[3]  = lbq10o[31:24];
-  assign \$signature__data$178[4]  = lbq10o[39:32];
-  assign \$signature__data$178[5]  = lbq10o[47:40];
-  assign \$signature__data$178[6]  = lbq10o[55:48];
-  assign \$signature__data$178[7]  = lbq10o[63:56];
-  assign \lbq11e[0]  = lbq11e[7:0];
-  assign \lbq11e[1]  = lbq11e[15:8];
-  assign \lbq11e[2]  = lbq11e[23:16];
-  assign \lbq11e[3]  = lbq11e[31:24];
-  assign \lbq11e[4]  = lbq11e[39:32];
-  assign \lbq11e[5]  = lbq11e[47:40];
-  assign \lbq11e[6]  = lbq11e[55:48];
-  assign \lbq11e[7]  = lbq11e[63:56];
-  assign \$signature__data$180[0]  = lbq11e[7:0];
-  assign \$signature__data$180[1]  = lbq11e[15:8];
-  assign \$signature__data$180[2]  = lbq11e[23:16];
-  assign \$signature__data$180[3]  = lbq11e[31:24];
-  assign \$signature__data$180[4]  = lbq11e[39:32];
-  assign \$signature__data$180[5]  = lbq11e[47:40];
-  assign \$signature__data$180[6]  = lbq11e[55:48];
-  assign \$signature__data$180[7]  = lbq11e[63:56];
-  assign \lbq11o[0]  = lbq11o[7:0];
-  assign \lbq11o[1]  = lbq11o[15:8];
-  assign \lbq11o[2]  = lbq11o[23:16];
-  assign \lbq11o[3]  = lbq11o[31:24];
-  assign \lbq11o[4]  = lbq11o[39:32];
-  assign \lbq11o[5]  = lbq11o[47:40];
-  assign \lbq11o[6]  = lbq11o[55:48];
-  assign \lbq11o[7]  = lbq11o[63:56];
-  assign \$signature__data$182[0]  = lbq11o[7:0];
-  assign \$signature__data$182[1]  = lbq11o[15:8];
-  assign \$signature__data$182[2]  = lbq11o[23:16];
-  assign \$signature__data$182[3]  = lbq11o[31:24];
-  assign \$signature__data$182[4]  = lbq11o[39:32];
-  assign \$signature__data$182[5]  = lbq11o[47:40];
-  assign \$signature__data$182[6]  = lbq11o[55:48];
-  assign \$signature__data$182[7]  = lbq11o[63:56];
-  assign \lbq12e[0]  = lbq12e[7:0];
-  assign \lbq12e[1]  = lbq12e[15:8];
-  assign \lbq12e[2]  = lbq12e[23:16];
-  assign \lbq12e[3]  = lbq12e[31:24];
-  assign \lbq12e[4]  = lbq12e[39:32];
-  assign \lbq12e[5]  = lbq12e[47:40];
-  assign \lbq12e[6]  = lbq12e[55:48];
-  assign \lbq12e[7]  = lbq12e[63:56];
-  assign \$signature__data$184[0]  = lbq12e[7:0];
-  assign \$signature__data$184[1]  = lbq12e[15:8];
-  assign \$signature__data$184[2]  = lbq12e[23:16];
-  assign \$signature__data$184[3]  = lbq12e[31:24];
-  assign \$signature__data$184[4]  = lbq12e[39:32];
-  assign \$signature__data$184[5]  = lbq12e[47:40];
-  assign \$signature__data$184[6]  = lbq12e[55:48];
-  assign \$signature__data$184[7]  = lbq12e[63:56];
-  assign \lbq12o[0]  = lbq12o[7:0];
-  assign \lbq12o[1]  = lbq12o[15:8];
-  assign \lbq12o[2]  = lbq12o[23:16];
-  assign \lbq12o[3]  = lbq12o[31:24];
-  assign \lbq12o[4]  = lbq12o[39:32];
-  assign \lbq12o[5]  = lbq12o[47:40];
-  assign \lbq12o[6]  = lbq12o[55:48];
-  assign \lbq12o[7]  = lbq12o[63:56];
-  assign \$signature__data$186[0]  = lbq12o[7:0];
-  assign \$signature__data$186[1]  = lbq12o[15:8];
-  assign \$signature__data$186[2]  = lbq12o[23:16];
-  assign \$signature__data$186[3]  = lbq12o[31:24];
-  assign \$signature__data$186[4]  = lbq12o[39:32];
-  assign \$signature__data$186[5]  = lbq12o[47:40];
-  assign \$signature__data$186[6]  = lbq12o[55:48];
-  assign \$signature__data$186[7]  = lbq12o[63:56];
-  assign \lbq13e[0]  = lbq13e[7:0];
-  assign \lbq13e[1]  = lbq13e[15:8];
-  assign \lbq13e[2]  = lbq13e[23:16];
-  assign \lbq13e[3]  = lbq13e[31:24];
-  assign \lbq13e[4]  = lbq13e[39:32];
-  assign \lbq13e[5]  = lbq13e[47:40];
-  assign \lbq13e[6]  = lbq13e[55:48];
-  assign \lbq13e[7]  = lbq13e[63:56];
-  assign \$signature__data$188[0]  = lbq13e[7:0];
-  assign \$signature__data$188[1]  = lbq13e[15:8];
-  assign \$signature__data$188[2]  = lbq13e[23:16];
-  assign \$signature__data$188[3]  = lbq13e[31:24];
-  assign \$signature__data$188[4]  = lbq13e[39:32];
-  assign \$signature__data$188[5]  = lbq13e[47:40];
-  assign \$signature__data$188[6]  = lbq13e[55:48];
-  assign \$signature__data$188[7]  = lbq13e[63:56];
-  assign \lbq13o[0]  = lbq13o[7:0];
-  assign \lbq13o[1]  = lbq13o[15:8];
-  assign \lbq13o[2]  = lbq13o[23:16];
-  assign \lbq13o[3]  = lbq13o[31:24];
-  assign \lbq13o[4]  = lbq13o[39:32];
-  assign \lbq13o[5]  = lbq13o[47:40];
-  assign \lbq13o[6]  = lbq13o[55:48];
-  assign \lbq13o[7]  = lbq13o[63:56];
-  assign \$signature__data$190[0]  = lbq13o[7:0];
-  assign \$signature__data$190[1]  = lbq13o[15:8];
-  assign \$signature__data$190[2]  = lbq13o[23:16];
-  assign \$signature__data$190[3]  = lbq13o[31:24];
-  assign \$signature__data$190[4]  = lbq13o[39:32];
-  assign \$signature__data$190[5]  = lbq13o[47:40];
-  assign \$signature__data$190[6]  = lbq13o[55:48];
-  assign \$signature__data$190[7]  = lbq13o[63:56];
-  assign \lbq14e[0]  = lbq14e[7:0];
-  assign \lbq14e[1]  = lbq14e[15:8];
-  assign \lbq14e[2]  = lbq14e[23:16];
-  assign \lbq14e[3]  = lbq14e[31:24];
-  assign \lbq14e[4]  = lbq14e[39:32];
-  assign \lbq14e[5]  = lbq14e[47:40];
-  assign \lbq14e[6]  = lbq14e[55:48];
-  assign \lbq14e[7]  = lbq14e[63:56];
-  assign \$signature__data$192[0]  = lbq14e[7:0];
-  assign \$signature__data$192[1]  = lbq14e[15:8];
-  assign \$signature__data$192[2]  = lbq14e[23:16];
-  assign \$signature__data$192[3]  = lbq14e[31:24];
-  assign \$signature__data$192[4]  = lbq14e[39:32];
-  assign \$signature__data$192[5]  = lbq14e[47:40];
-  assign \$signature__data$192[6]  = lbq14e[55:48];
-  assign \$signature__data$192[7]  = lbq14e[63:56];
-  assign \lbq14o[0]  = lbq14o[7:0];
-  assign \lbq14o[1]  = lbq14o[15:8];
-  assign \lbq14o[2]  = lbq14o[23:16];
-  assign \lbq14o[3]  = lbq14o[31:24];
-  assign \lbq14o[4]  = lbq14o[39:32];
-  assign \lbq14o[5]  = lbq14o[47:40];
-  assign \lbq14o[6]  = lbq14o[55:48];
-  assign \lbq14o[7]  = lbq14o[63:56];
-  assign \$signature__data$194[0]  = lbq14o[7:0];
-  assign \$signature__data$194[1]  = lbq14o[15:8];
-  assign \$signature__data$194[2]  = lbq14o[23:16];
-  assign \$signature__data$194[3]  = lbq14o[31:24];
-  assign \$signature__data$194[4]  = lbq14o[39:32];
-  assign \$signature__data$194[5]  = lbq14o[47:40];
-  assign \$signature__data$194[6]  = lbq14o[55:48];
-  assign \$signature__data$194[7]  = lbq14o[63:56];
-  assign \lbq15e[0]  = lbq15e[7:0];
-  assign \lbq15e[1]  = lbq15e[15:8];
-  assign \lbq15e[2]  = lbq15e[23:16];
-  assign \lbq15e[3]  = lbq15e[31:24];
-  assign \lbq15e[4]  = lbq15e[39:32];
-  assign \lbq15e[5]  = lbq15e[47:40];
-  assign \lbq15e[6]  = lbq15e[55:48];
-  assign \lbq15e[7]  = lbq15e[63:56];
-  assign \$signature__data$196[0]  = lbq15e[7:0];
-  assign \$signature__data$196[1]  = lbq15e[15:8];
-  assign \$signature__data$196[2]  = lbq15e[23:16];
-  assign \$signature__data$196[3]  = lbq15e[31:24];
-  assign \$signature__data$196[4]  = lbq15e[39:32];
-  assign \$signature__data$196[5]  = lbq15e[47:40];
-  assign \$signature__data$196[6]  = lbq15e[55:48];
-  assign \$signature__data$196[7]  = lbq15e[63:56];
-  assign \lbq15o[0]  = lbq15o[7:0];
-  assign \lbq15o[1]  = lbq15o[15:8];
-  assign \lbq15o[2]  = lbq15o[23:16];
-  assign \lbq15o[3]  = lbq15o[31:24];
-  assign \lbq15o[4]  = lbq15o[39:32];
-  assign \lbq15o[5]  = lbq15o[47:40];
-  assign \lbq15o[6]  = lbq15o[55:48];
-  assign \lbq15o[7]  = lbq15o[63:56];
-  assign \$signature__data$198[0]  = lbq15o[7:0];
-  assign \$signature__data$198[1]  = lbq15o[15:8];
-  assign \$signature__data$198[2]  = lbq15o[23:16];
-  assign \$signature__data$198[3]  = lbq15o[31:24];
-  assign \$signature__data$198[4]  = lbq15o[39:32];
-  assign \$signature__data$198[5]  = lbq15o[47:40];
-  assign \$signature__data$198[6]  = lbq15o[55:48];
-  assign \$signature__data$198[7]  = lbq15o[63:56];
   assign \sb1.valid  = sb1[0];
   assign \sb1.shift  = sb1[1];
   assign \sb1.dual  = sb1[2];
@@ -50006,14 +49174,14 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \pm_q[7].bias  = pm_q[514:483];
   assign \pm_q[7].mult  = pm_q[545:515];
   assign \pm_q[7].shift  = pm_q[551:546];
-  assign \sums$333[0]  = \sums$333 [31:0];
-  assign \sums$333[1]  = \sums$333 [63:32];
-  assign \sums$333[2]  = \sums$333 [95:64];
-  assign \sums$333[3]  = \sums$333 [127:96];
-  assign \sums$333[4]  = \sums$333 [159:128];
-  assign \sums$333[5]  = \sums$333 [191:160];
-  assign \sums$333[6]  = \sums$333 [223:192];
-  assign \sums$333[7]  = \sums$333 [255:224];
+  assign \sums$269[0]  = \sums$269 [31:0];
+  assign \sums$269[1]  = \sums$269 [63:32];
+  assign \sums$269[2]  = \sums$269 [95:64];
+  assign \sums$269[3]  = \sums$269 [127:96];
+  assign \sums$269[4]  = \sums$269 [159:128];
+  assign \sums$269[5]  = \sums$269 [191:160];
+  assign \sums$269[6]  = \sums$269 [223:192];
+  assign \sums$269[7]  = \sums$269 [255:224];
   assign \acc_w__data[0]  = sums[31:0];
   assign \acc_w__data[1]  = sums[63:32];
   assign \acc_w__data[2]  = sums[95:64];
@@ -50188,14 +49356,142 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \wm_w__data[5]  = i_weight__payload[47:40];
   assign \wm_w__data[6]  = i_weight__payload[55:48];
   assign \wm_w__data[7]  = i_weight__payload[63:56];
-  assign \$signature__data$412[0]  = lb_wr_data[7:0];
-  assign \$signature__data$412[1]  = lb_wr_data[15:8];
-  assign \$signature__data$412[2]  = lb_wr_data[23:16];
-  assign \$signature__data$412[3]  = lb_wr_data[31:24];
-  assign \$signature__data$412[4]  = lb_wr_data[39:32];
-  assign \$signature__data$412[5]  = lb_wr_data[47:40];
-  assign \$signature__data$412[6]  = lb_wr_data[55:48];
-  assign \$signature__data$412[7]  = lb_wr_data[63:56];
+  assign \$signature__data[0]  = lb_wr_data[7:0];
+  assign \$signature__data[1]  = lb_wr_data[15:8];
+  assign \$signature__data[2]  = lb_wr_data[23:16];
+  assign \$signature__data[3]  = lb_wr_data[31:24];
+  assign \$signature__data[4]  = lb_wr_data[39:32];
+  assign \$signature__data[5]  = lb_wr_data[47:40];
+  assign \$signature__data[6]  = lb_wr_data[55:48];
+  assign \$signature__data[7]  = lb_wr_data[63:56];
+  assign \$signature__data$353[0]  = lb_wr_data[71:64];
+  assign \$signature__data$353[1]  = lb_wr_data[79:72];
+  assign \$signature__data$353[2]  = lb_wr_data[87:80];
+  assign \$signature__data$353[3]  = lb_wr_data[95:88];
+  assign \$signature__data$353[4]  = lb_wr_data[103:96];
+  assign \$signature__data$353[5]  = lb_wr_data[111:104];
+  assign \$signature__data$353[6]  = lb_wr_data[119:112];
+  assign \$signature__data$353[7]  = lb_wr_data[127:120];
+  assign \$signature__data$357[0]  = lb_wr_data[7:0];
+  assign \$signature__data$357[1]  = lb_wr_data[15:8];
+  assign \$signature__data$357[2]  = lb_wr_data[23:16];
+  assign \$signature__data$357[3]  = lb_wr_data[31:24];
+  assign \$signature__data$357[4]  = lb_wr_data[39:32];
+  assign \$signature__data$357[5]  = lb_wr_data[47:40];
+  assign \$signature__data$357[6]  = lb_wr_data[55:48];
+  assign \$signature__data$357[7]  = lb_wr_data[63:56];
+  assign \$signature__data$361[0]  = lb_wr_data[71:64];
+  assign \$signature__data$361[1]  = lb_wr_data[79:72];
+  assign \$signature__data$361[2]  = lb_wr_data[87:80];
+  assign \$signature__data$361[3]  = lb_wr_data[95:88];
+  assign \$signature__data$361[4]  = lb_wr_data[103:96];
+  assign \$signature__data$361[5]  = lb_wr_data[111:104];
+  assign \$signature__data$361[6]  = lb_wr_data[119:112];
+  assign \$signature__data$361[7]  = lb_wr_data[127:120];
+  assign \$signature__data$365[0]  = lb_wr_data[7:0];
+  assign \$signature__data$365[1]  = lb_wr_data[15:8];
+  assign \$signature__data$365[2]  = lb_wr_data[23:16];
+  assign \$signature__data$365[3]  = lb_wr_data[31:24];
+  assign \$signature__data$365[4]  = lb_wr_data[39:32];
+  assign \$signature__data$365[5]  = lb_wr_data[47:40];
+  assign \$signature__data$365[6]  = lb_wr_data[55:48];
+  assign \$signature__data$365[7]  = lb_wr_data[63:56];
+  assign \$signature__data$369[0]  = lb_wr_data[71:64];
+  assign \$signature__data$369[1]  = lb_wr_data[79:72];
+  assign \$signature__data$369[2]  = lb_wr_data[87:80];
+  assign \$signature__data$369[3]  = lb_wr_data[95:88];
+  assign \$signature__data$369[4]  = lb_wr_data[103:96];
+  assign \$signature__data$369[5]  = lb_wr_data[111:104];
+  assign \$signature__data$369[6]  = lb_wr_data[119:112];
+  assign \$signature__data$369[7]  = lb_wr_data[127:120];
+  assign \$signature__data$373[0]  = lb_wr_data[7:0];
+  assign \$signature__data$373[1]  = lb_wr_data[15:8];
+  assign \$signature__data$373[2]  = lb_wr_data[23:16];
+  assign \$signature__data$373[3]  = lb_wr_data[31:24];
+  assign \$signature__data$373[4]  = lb_wr_data[39:32];
+  assign \$signature__data$373[5]  = lb_wr_data[47:40];
+  assign \$signature__data$373[6]  = lb_wr_data[55:48];
+  assign \$signature__data$373[7]  = lb_wr_data[63:56];
+  assign \$signature__data$377[0]  = lb_wr_data[71:64];
+  assign \$signature__data$377[1]  = lb_wr_data[79:72];
+  assign \$signature__data$377[2]  = lb_wr_data[87:80];
+  assign \$signature__data$377[3]  = lb_wr_data[95:88];
+  assign \$signature__data$377[4]  = lb_wr_data[103:96];
+  assign \$signature__data$377[5]  = lb_wr_data[111:104];
+  assign \$signature__data$377[6]  = lb_wr_data[119:112];
+  assign \$signature__data$377[7]  = lb_wr_data[127:120];
+  assign \$signature__data$381[0]  = lb_wr_data[7:0];
+  assign \$signature__data$381[1]  = lb_wr_data[15:8];
+  assign \$signature__data$381[2]  = lb_wr_data[23:16];
+  assign \$signature__data$381[3]  = lb_wr_data[31:24];
+  assign \$signature__data$381[4]  = lb_wr_data[39:32];
+  assign \$signature__data$381[5]  = lb_wr_data[47:40];
+  assign \$signature__data$381[6]  = lb_wr_data[55:48];
+  assign \$signature__data$381[7]  = lb_wr_data[63:56];
+  assign \$signature__data$385[0]  = lb_wr_data[71:64];
+  assign \$signature__data$385[1]  = lb_wr_data[79:72];
+  assign \$signature__data$385[2]  = lb_wr_data[87:80];
+  assign \$signature__data$385[3]  = lb_wr_data[95:88];
+  assign \$signature__data$385[4]  = lb_wr_data[103:96];
+  assign \$signature__data$385[5]  = lb_wr_data[111:104];
+  assign \$signature__data$385[6]  = lb_wr_data[119:112];
+  assign \$signature__data$385[7]  = lb_wr_data[127:120];
+  assign \$signature__data$389[0]  = lb_wr_data[7:0];
+  assign \$signature__data$389[1]  = lb_wr_data[15:8];
+  assign \$signature__data$389[2]  = lb_wr_data[23:16];
+  assign \$signature__data$389[3]  = lb_wr_data[31:24];
+  assign \$signature__data$389[4]  = lb_wr_data[39:32];
+  assign \$signature__data$389[5]  = lb_wr_data[47:40];
+  assign \$signature__data$389[6]  = lb_wr_data[55:48];
+  assign \$signature__data$389[7]  = lb_wr_data[63:56];
+  assign \$signature__data$393[0]  = lb_wr_data[71:64];
+  assign \$signature__data$393[1]  = lb_wr_data[79:72];
+  assign \$signature__data$393[2]  = lb_wr_data[87:80];
+  assign \$signature__data$393[3]  = lb_wr_data[95:88];
+  assign \$signature__data$393[4]  = lb_wr_data[103:96];
+  assign \$signature__data$393[5]  = lb_wr_data[111:104];
+  assign \$signature__data$393[6]  = lb_wr_data[119:112];
+  assign \$signature__data$393[7]  = lb_wr_data[127:120];
+  assign \$signature__data$397[0]  = lb_wr_data[7:0];
+  assign \$signature__data$397[1]  = lb_wr_data[15:8];
+  assign \$signature__data$397[2]  = lb_wr_data[23:16];
+  assign \$signature__data$397[3]  = lb_wr_data[31:24];
+  assign \$signature__data$397[4]  = lb_wr_data[39:32];
+  assign \$signature__data$397[5]  = lb_wr_data[47:40];
+  assign \$signature__data$397[6]  = lb_wr_data[55:48];
+  assign \$signature__data$397[7]  = lb_wr_data[63:56];
+  assign \$signature__data$401[0]  = lb_wr_data[71:64];
+  assign \$signature__data$401[1]  = lb_wr_data[79:72];
+  assign \$signature__data$401[2]  = lb_wr_data[87:80];
+  assign \$signature__data$401[3]  = lb_wr_data[95:88];
+  assign \$signature__data$401[4]  = lb_wr_data[103:96];
+  assign \$signature__data$401[5]  = lb_wr_data[111:104];
+  assign \$signature__data$401[6]  = lb_wr_data[119:112];
+  assign \$signature__data$401[7]  = lb_wr_data[127:120];
+  assign \$signature__data$405[0]  = lb_wr_data[7:0];
+  assign \$signature__data$405[1]  = lb_wr_data[15:8];
+  assign \$signature__data$405[2]  = lb_wr_data[23:16];
+  assign \$signature__data$405[3]  = lb_wr_data[31:24];
+  assign \$signature__data$405[4]  = lb_wr_data[39:32];
+  assign \$signature__data$405[5]  = lb_wr_data[47:40];
+  assign \$signature__data$405[6]  = lb_wr_data[55:48];
+  assign \$signature__data$405[7]  = lb_wr_data[63:56];
+  assign \$signature__data$409[0]  = lb_wr_data[71:64];
+  assign \$signature__data$409[1]  = lb_wr_data[79:72];
+  assign \$signature__data$409[2]  = lb_wr_data[87:80];
+  assign \$signature__data$409[3]  = lb_wr_data[95:88];
+  assign \$signature__data$409[4]  = lb_wr_data[103:96];
+  assign \$signature__data$409[5]  = lb_wr_data[111:104];
+  assign \$signature__data$409[6]  = lb_wr_data[119:112];
+  assign \$signature__data$409[7]  = lb_wr_data[127:120];
+  assign \$signature__data$413[0]  = lb_wr_data[7:0];
+  assign \$signature__data$413[1]  = lb_wr_data[15:8];
+  assign \$signature__data$413[2]  = lb_wr_data[23:16];
+  assign \$signature__data$413[3]  = lb_wr_data[31:24];
+  assign \$signature__data$413[4]  = lb_wr_data[39:32];
+  assign \$signature__data$413[5]  = lb_wr_data[47:40];
+  assign \$signature__data$413[6]  = lb_wr_data[55:48];
+  assign \$signature__data$413[7]  = lb_wr_data[63:56];
   assign \$signature__data$417[0]  = lb_wr_data[71:64];
   assign \$signature__data$417[1]  = lb_wr_data[79:72];
   assign \$signature__data$417[2]  = lb_wr_data[87:80];
@@ -50316,134 +49612,6 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \$signature__data$473[5]  = lb_wr_data[111:104];
   assign \$signature__data$473[6]  = lb_wr_data[119:112];
   assign \$signature__data$473[7]  = lb_wr_data[127:120];
-  assign \$signature__data$477[0]  = lb_wr_data[7:0];
-  assign \$signature__data$477[1]  = lb_wr_data[15:8];
-  assign \$signature__data$477[2]  = lb_wr_data[23:16];
-  assign \$signature__data$477[3]  = lb_wr_data[31:24];
-  assign \$signature__data$477[4]  = lb_wr_data[39:32];
-  assign \$signature__data$477[5]  = lb_wr_data[47:40];
-  assign \$signature__data$477[6]  = lb_wr_data[55:48];
-  assign \$signature__data$477[7]  = lb_wr_data[63:56];
-  assign \$signature__data$481[0]  = lb_wr_data[71:64];
-  assign \$signature__data$481[1]  = lb_wr_data[79:72];
-  assign \$signature__data$481[2]  = lb_wr_data[87:80];
-  assign \$signature__data$481[3]  = lb_wr_data[95:88];
-  assign \$signature__data$481[4]  = lb_wr_data[103:96];
-  assign \$signature__data$481[5]  = lb_wr_data[111:104];
-  assign \$signature__data$481[6]  = lb_wr_data[119:112];
-  assign \$signature__data$481[7]  = lb_wr_data[127:120];
-  assign \$signature__data$485[0]  = lb_wr_data[7:0];
-  assign \$signature__data$485[1]  = lb_wr_data[15:8];
-  assign \$signature__data$485[2]  = lb_wr_data[23:16];
-  assign \$signature__data$485[3]  = lb_wr_data[31:24];
-  assign \$signature__data$485[4]  = lb_wr_data[39:32];
-  assign \$signature__data$485[5]  = lb_wr_data[47:40];
-  assign \$signature__data$485[6]  = lb_wr_data[55:48];
-  assign \$signature__data$485[7]  = lb_wr_data[63:56];
-  assign \$signature__data$489[0]  = lb_wr_data[71:64];
-  assign \$signature__data$489[1]  = lb_wr_data[79:72];
-  assign \$signature__data$489[2]  = lb_wr_data[87:80];
-  assign \$signature__data$489[3]  = lb_wr_data[95:88];
-  assign \$signature__data$489[4]  = lb_wr_data[103:96];
-  assign \$signature__data$489[5]  = lb_wr_data[111:104];
-  assign \$signature__data$489[6]  = lb_wr_data[119:112];
-  assign \$signature__data$489[7]  = lb_wr_data[127:120];
-  assign \$signature__data$493[0]  = lb_wr_data[7:0];
-  assign \$signature__data$493[1]  = lb_wr_data[15:8];
-  assign \$signature__data$493[2]  = lb_wr_data[23:16];
-  assign \$signature__data$493[3]  = lb_wr_data[31:24];
-  assign \$signature__data$493[4]  = lb_wr_data[39:32];
-  assign \$signature__data$493[5]  = lb_wr_data[47:40];
-  assign \$signature__data$493[6]  = lb_wr_data[55:48];
-  assign \$signature__data$493[7]  = lb_wr_data[63:56];
-  assign \$signature__data$497[0]  = lb_wr_data[71:64];
-  assign \$signature__data$497[1]  = lb_wr_data[79:72];
-  assign \$signature__data$497[2]  = lb_wr_data[87:80];
-  assign \$signature__data$497[3]  = lb_wr_data[95:88];
-  assign \$signature__data$497[4]  = lb_wr_data[103:96];
-  assign \$signature__data$497[5]  = lb_wr_data[111:104];
-  assign \$signature__data$497[6]  = lb_wr_data[119:112];
-  assign \$signature__data$497[7]  = lb_wr_data[127:120];
-  assign \$signature__data$501[0]  = lb_wr_data[7:0];
-  assign \$signature__data$501[1]  = lb_wr_data[15:8];
-  assign \$signature__data$501[2]  = lb_wr_data[23:16];
-  assign \$signature__data$501[3]  = lb_wr_data[31:24];
-  assign \$signature__data$501[4]  = lb_wr_data[39:32];
-  assign \$signature__data$501[5]  = lb_wr_data[47:40];
-  assign \$signature__data$501[6]  = lb_wr_data[55:48];
-  assign \$signature__data$501[7]  = lb_wr_data[63:56];
-  assign \$signature__data$505[0]  = lb_wr_data[71:64];
-  assign \$signature__data$505[1]  = lb_wr_data[79:72];
-  assign \$signature__data$505[2]  = lb_wr_data[87:80];
-  assign \$signature__data$505[3]  = lb_wr_data[95:88];
-  assign \$signature__data$505[4]  = lb_wr_data[103:96];
-  assign \$signature__data$505[5]  = lb_wr_data[111:104];
-  assign \$signature__data$505[6]  = lb_wr_data[119:112];
-  assign \$signature__data$505[7]  = lb_wr_data[127:120];
-  assign \$signature__data$509[0]  = lb_wr_data[7:0];
-  assign \$signature__data$509[1]  = lb_wr_data[15:8];
-  assign \$signature__data$509[2]  = lb_wr_data[23:16];
-  assign \$signature__data$509[3]  = lb_wr_data[31:24];
-  assign \$signature__data$509[4]  = lb_wr_data[39:32];
-  assign \$signature__data$509[5]  = lb_wr_data[47:40];
-  assign \$signature__data$509[6]  = lb_wr_data[55:48];
-  assign \$signature__data$509[7]  = lb_wr_data[63:56];
-  assign \$signature__data$513[0]  = lb_wr_data[71:64];
-  assign \$signature__data$513[1]  = lb_wr_data[79:72];
-  assign \$signature__data$513[2]  = lb_wr_data[87:80];
-  assign \$signature__data$513[3]  = lb_wr_data[95:88];
-  assign \$signature__data$513[4]  = lb_wr_data[103:96];
-  assign \$signature__data$513[5]  = lb_wr_data[111:104];
-  assign \$signature__data$513[6]  = lb_wr_data[119:112];
-  assign \$signature__data$513[7]  = lb_wr_data[127:120];
-  assign \$signature__data$517[0]  = lb_wr_data[7:0];
-  assign \$signature__data$517[1]  = lb_wr_data[15:8];
-  assign \$signature__data$517[2]  = lb_wr_data[23:16];
-  assign \$signature__data$517[3]  = lb_wr_data[31:24];
-  assign \$signature__data$517[4]  = lb_wr_data[39:32];
-  assign \$signature__data$517[5]  = lb_wr_data[47:40];
-  assign \$signature__data$517[6]  = lb_wr_data[55:48];
-  assign \$signature__data$517[7]  = lb_wr_data[63:56];
-  assign \$signature__data$521[0]  = lb_wr_data[71:64];
-  assign \$signature__data$521[1]  = lb_wr_data[79:72];
-  assign \$signature__data$521[2]  = lb_wr_data[87:80];
-  assign \$signature__data$521[3]  = lb_wr_data[95:88];
-  assign \$signature__data$521[4]  = lb_wr_data[103:96];
-  assign \$signature__data$521[5]  = lb_wr_data[111:104];
-  assign \$signature__data$521[6]  = lb_wr_data[119:112];
-  assign \$signature__data$521[7]  = lb_wr_data[127:120];
-  assign \$signature__data$525[0]  = lb_wr_data[7:0];
-  assign \$signature__data$525[1]  = lb_wr_data[15:8];
-  assign \$signature__data$525[2]  = lb_wr_data[23:16];
-  assign \$signature__data$525[3]  = lb_wr_data[31:24];
-  assign \$signature__data$525[4]  = lb_wr_data[39:32];
-  assign \$signature__data$525[5]  = lb_wr_data[47:40];
-  assign \$signature__data$525[6]  = lb_wr_data[55:48];
-  assign \$signature__data$525[7]  = lb_wr_data[63:56];
-  assign \$signature__data$529[0]  = lb_wr_data[71:64];
-  assign \$signature__data$529[1]  = lb_wr_data[79:72];
-  assign \$signature__data$529[2]  = lb_wr_data[87:80];
-  assign \$signature__data$529[3]  = lb_wr_data[95:88];
-  assign \$signature__data$529[4]  = lb_wr_data[103:96];
-  assign \$signature__data$529[5]  = lb_wr_data[111:104];
-  assign \$signature__data$529[6]  = lb_wr_data[119:112];
-  assign \$signature__data$529[7]  = lb_wr_data[127:120];
-  assign \$signature__data$533[0]  = lb_wr_data[7:0];
-  assign \$signature__data$533[1]  = lb_wr_data[15:8];
-  assign \$signature__data$533[2]  = lb_wr_data[23:16];
-  assign \$signature__data$533[3]  = lb_wr_data[31:24];
-  assign \$signature__data$533[4]  = lb_wr_data[39:32];
-  assign \$signature__data$533[5]  = lb_wr_data[47:40];
-  assign \$signature__data$533[6]  = lb_wr_data[55:48];
-  assign \$signature__data$533[7]  = lb_wr_data[63:56];
-  assign \$signature__data$537[0]  = lb_wr_data[71:64];
-  assign \$signature__data$537[1]  = lb_wr_data[79:72];
-  assign \$signature__data$537[2]  = lb_wr_data[87:80];
-  assign \$signature__data$537[3]  = lb_wr_data[95:88];
-  assign \$signature__data$537[4]  = lb_wr_data[103:96];
-  assign \$signature__data$537[5]  = lb_wr_data[111:104];
-  assign \$signature__data$537[6]  = lb_wr_data[119:112];
-  assign \$signature__data$537[7]  = lb_wr_data[127:120];
   assign \cw_p1.first  = cw_p1[4:0];
   assign \cw_p1.last  = cw_p1[9:5];
   assign \cw_r1__data.first  = cw_r1__data[4:0];
@@ -50484,6 +49652,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \rd_a_g0[5]  = rd_a_g0[47:40];
   assign \rd_a_g0[6]  = rd_a_g0[55:48];
   assign \rd_a_g0[7]  = rd_a_g0[63:56];
+  assign \$signature__data$530[0]  = \$signature__data$530 [7:0];
+  assign \$signature__data$530[1]  = \$signature__data$530 [15:8];
+  assign \$signature__data$530[2]  = \$signature__data$530 [23:16];
+  assign \$signature__data$530[3]  = \$signature__data$530 [31:24];
+  assign \$signature__data$530[4]  = \$signature__data$530 [39:32];
+  assign \$signature__data$530[5]  = \$signature__data$530 [47:40];
+  assign \$signature__data$530[6]  = \$signature__data$530 [55:48];
+  assign \$signature__data$530[7]  = \$signature__data$530 [63:56];
+  assign \$signature__data$531[0]  = \$signature__data$531 [7:0];
+  assign \$signature__data$531[1]  = \$signature__data$531 [15:8];
+  assign \$signature__data$531[2]  = \$signature__data$531 [23:16];
+  assign \$signature__data$531[3]  = \$signature__data$531 [31:24];
+  assign \$signature__data$531[4]  = \$signature__data$531 [39:32];
+  assign \$signature__data$531[5]  = \$signature__data$531 [47:40];
+  assign \$signature__data$531[6]  = \$signature__data$531 [55:48];
+  assign \$signature__data$531[7]  = \$signature__data$531 [63:56];
+  assign \$signature__data$532[0]  = \$signature__data$532 [7:0];
+  assign \$signature__data$532[1]  = \$signature__data$532 [15:8];
+  assign \$signature__data$532[2]  = \$signature__data$532 [23:16];
+  assign \$signature__data$532[3]  = \$signature__data$532 [31:24];
+  assign \$signature__data$532[4]  = \$signature__data$532 [39:32];
+  assign \$signature__data$532[5]  = \$signature__data$532 [47:40];
+  assign \$signature__data$532[6]  = \$signature__data$532 [55:48];
+  assign \$signature__data$532[7]  = \$signature__data$532 [63:56];
+  assign \$signature__data$533[0]  = \$signature__data$533 [7:0];
+  assign \$signature__data$533[1]  = \$signature__data$533 [15:8];
+  assign \$signature__data$533[2]  = \$signature__data$533 [23:16];
+  assign \$signature__data$533[3]  = \$signature__data$533 [31:24];
+  assign \$signature__data$533[4]  = \$signature__data$533 [39:32];
+  assign \$signature__data$533[5]  = \$signature__data$533 [47:40];
+  assign \$signature__data$533[6]  = \$signature__data$533 [55:48];
+  assign \$signature__data$533[7]  = \$signature__data$533 [63:56];
+  assign \$signature__data$534[0]  = \$signature__data$534 [7:0];
+  assign \$signature__data$534[1]  = \$signature__data$534 [15:8];
+  assign \$signature__data$534[2]  = \$signature__data$534 [23:16];
+  assign \$signature__data$534[3]  = \$signature__data$534 [31:24];
+  assign \$signature__data$534[4]  = \$signature__data$534 [39:32];
+  assign \$signature__data$534[5]  = \$signature__data$534 [47:40];
+  assign \$signature__data$534[6]  = \$signature__data$534 [55:48];
+  assign \$signature__data$534[7]  = \$signature__data$534 [63:56];
+  assign \$signature__data$535[0]  = \$signature__data$535 [7:0];
+  assign \$signature__data$535[1]  = \$signature__data$535 [15:8];
+  assign \$signature__data$535[2]  = \$signature__data$535 [23:16];
+  assign \$signature__data$535[3]  = \$signature__data$535 [31:24];
+  assign \$signature__data$535[4]  = \$signature__data$535 [39:32];
+  assign \$signature__data$535[5]  = \$signature__data$535 [47:40];
+  assign \$signature__data$535[6]  = \$signature__data$535 [55:48];
+  assign \$signature__data$535[7]  = \$signature__data$535 [63:56];
+  assign \$signature__data$536[0]  = \$signature__data$536 [7:0];
+  assign \$signature__data$536[1]  = \$signature__data$536 [15:8];
+  assign \$signature__data$536[2]  = \$signature__data$536 [23:16];
+  assign \$signature__data$536[3]  = \$signature__data$536 [31:24];
+  assign \$signature__data$536[4]  = \$signature__data$536 [39:32];
+  assign \$signature__data$536[5]  = \$signature__data$536 [47:40];
+  assign \$signature__data$536[6]  = \$signature__data$536 [55:48];
+  assign \$signature__data$536[7]  = \$signature__data$536 [63:56];
+  assign \$signature__data$537[0]  = \$signature__data$537 [7:0];
+  assign \$signature__data$537[1]  = \$signature__data$537 [15:8];
+  assign \$signature__data$537[2]  = \$signature__data$537 [23:16];
+  assign \$signature__data$537[3]  = \$signature__data$537 [31:24];
+  assign \$signature__data$537[4]  = \$signature__data$537 [39:32];
+  assign \$signature__data$537[5]  = \$signature__data$537 [47:40];
+  assign \$signature__data$537[6]  = \$signature__data$537 [55:48];
+  assign \$signature__data$537[7]  = \$signature__data$537 [63:56];
   assign \rd_a_g1[0]  = rd_a_g1[7:0];
   assign \rd_a_g1[1]  = rd_a_g1[15:8];
   assign \rd_a_g1[2]  = rd_a_g1[23:16];
@@ -50492,6 +49724,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \rd_a_g1[5]  = rd_a_g1[47:40];
   assign \rd_a_g1[6]  = rd_a_g1[55:48];
   assign \rd_a_g1[7]  = rd_a_g1[63:56];
+  assign \$signature__data$539[0]  = \$signature__data$539 [7:0];
+  assign \$signature__data$539[1]  = \$signature__data$539 [15:8];
+  assign \$signature__data$539[2]  = \$signature__data$539 [23:16];
+  assign \$signature__data$539[3]  = \$signature__data$539 [31:24];
+  assign \$signature__data$539[4]  = \$signature__data$539 [39:32];
+  assign \$signature__data$539[5]  = \$signature__data$539 [47:40];
+  assign \$signature__data$539[6]  = \$signature__data$539 [55:48];
+  assign \$signature__data$539[7]  = \$signature__data$539 [63:56];
+  assign \$signature__data$540[0]  = \$signature__data$540 [7:0];
+  assign \$signature__data$540[1]  = \$signature__data$540 [15:8];
+  assign \$signature__data$540[2]  = \$signature__data$540 [23:16];
+  assign \$signature__data$540[3]  = \$signature__data$540 [31:24];
+  assign \$signature__data$540[4]  = \$signature__data$540 [39:32];
+  assign \$signature__data$540[5]  = \$signature__data$540 [47:40];
+  assign \$signature__data$540[6]  = \$signature__data$540 [55:48];
+  assign \$signature__data$540[7]  = \$signature__data$540 [63:56];
+  assign \$signature__data$541[0]  = \$signature__data$541 [7:0];
+  assign \$signature__data$541[1]  = \$signature__data$541 [15:8];
+  assign \$signature__data$541[2]  = \$signature__data$541 [23:16];
+  assign \$signature__data$541[3]  = \$signature__data$541 [31:24];
+  assign \$signature__data$541[4]  = \$signature__data$541 [39:32];
+  assign \$signature__data$541[5]  = \$signature__data$541 [47:40];
+  assign \$signature__data$541[6]  = \$signature__data$541 [55:48];
+  assign \$signature__data$541[7]  = \$signature__data$541 [63:56];
+  assign \$signature__data$542[0]  = \$signature__data$542 [7:0];
+  assign \$signature__data$542[1]  = \$signature__data$542 [15:8];
+  assign \$signature__data$542[2]  = \$signature__data$542 [23:16];
+  assign \$signature__data$542[3]  = \$signature__data$542 [31:24];
+  assign \$signature__data$542[4]  = \$signature__data$542 [39:32];
+  assign \$signature__data$542[5]  = \$signature__data$542 [47:40];
+  assign \$signature__data$542[6]  = \$signature__data$542 [55:48];
+  assign \$signature__data$542[7]  = \$signature__data$542 [63:56];
+  assign \$signature__data$543[0]  = \$signature__data$543 [7:0];
+  assign \$signature__data$543[1]  = \$signature__data$543 [15:8];
+  assign \$signature__data$543[2]  = \$signature__data$543 [23:16];
+  assign \$signature__data$543[3]  = \$signature__data$543 [31:24];
+  assign \$signature__data$543[4]  = \$signature__data$543 [39:32];
+  assign \$signature__data$543[5]  = \$signature__data$543 [47:40];
+  assign \$signature__data$543[6]  = \$signature__data$543 [55:48];
+  assign \$signature__data$543[7]  = \$signature__data$543 [63:56];
+  assign \$signature__data$544[0]  = \$signature__data$544 [7:0];
+  assign \$signature__data$544[1]  = \$signature__data$544 [15:8];
+  assign \$signature__data$544[2]  = \$signature__data$544 [23:16];
+  assign \$signature__data$544[3]  = \$signature__data$544 [31:24];
+  assign \$signature__data$544[4]  = \$signature__data$544 [39:32];
+  assign \$signature__data$544[5]  = \$signature__data$544 [47:40];
+  assign \$signature__data$544[6]  = \$signature__data$544 [55:48];
+  assign \$signature__data$544[7]  = \$signature__data$544 [63:56];
+  assign \$signature__data$545[0]  = \$signature__data$545 [7:0];
+  assign \$signature__data$545[1]  = \$signature__data$545 [15:8];
+  assign \$signature__data$545[2]  = \$signature__data$545 [23:16];
+  assign \$signature__data$545[3]  = \$signature__data$545 [31:24];
+  assign \$signature__data$545[4]  = \$signature__data$545 [39:32];
+  assign \$signature__data$545[5]  = \$signature__data$545 [47:40];
+  assign \$signature__data$545[6]  = \$signature__data$545 [55:48];
+  assign \$signature__data$545[7]  = \$signature__data$545 [63:56];
+  assign \$signature__data$546[0]  = \$signature__data$546 [7:0];
+  assign \$signature__data$546[1]  = \$signature__data$546 [15:8];
+  assign \$signature__data$546[2]  = \$signature__data$546 [23:16];
+  assign \$signature__data$546[3]  = \$signature__data$546 [31:24];
+  assign \$signature__data$546[4]  = \$signature__data$546 [39:32];
+  assign \$signature__data$546[5]  = \$signature__data$546 [47:40];
+  assign \$signature__data$546[6]  = \$signature__data$546 [55:48];
+  assign \$signature__data$546[7]  = \$signature__data$546 [63:56];
   assign \rd_a_g2[0]  = rd_a_g2[7:0];
   assign \rd_a_g2[1]  = rd_a_g2[15:8];
   assign \rd_a_g2[2]  = rd_a_g2[23:16];
@@ -50500,6 +49796,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \rd_a_g2[5]  = rd_a_g2[47:40];
   assign \rd_a_g2[6]  = rd_a_g2[55:48];
   assign \rd_a_g2[7]  = rd_a_g2[63:56];
+  assign \$signature__data$548[0]  = \$signature__data$548 [7:0];
+  assign \$signature__data$548[1]  = \$signature__data$548 [15:8];
+  assign \$signature__data$548[2]  = \$signature__data$548 [23:16];
+  assign \$signature__data$548[3]  = \$signature__data$548 [31:24];
+  assign \$signature__data$548[4]  = \$signature__data$548 [39:32];
+  assign \$signature__data$548[5]  = \$signature__data$548 [47:40];
+  assign \$signature__data$548[6]  = \$signature__data$548 [55:48];
+  assign \$signature__data$548[7]  = \$signature__data$548 [63:56];
+  assign \$signature__data$549[0]  = \$signature__data$549 [7:0];
+  assign \$signature__data$549[1]  = \$signature__data$549 [15:8];
+  assign \$signature__data$549[2]  = \$signature__data$549 [23:16];
+  assign \$signature__data$549[3]  = \$signature__data$549 [31:24];
+  assign \$signature__data$549[4]  = \$signature__data$549 [39:32];
+  assign \$signature__data$549[5]  = \$signature__data$549 [47:40];
+  assign \$signature__data$549[6]  = \$signature__data$549 [55:48];
+  assign \$signature__data$549[7]  = \$signature__data$549 [63:56];
+  assign \$signature__data$550[0]  = \$signature__data$550 [7:0];
+  assign \$signature__data$550[1]  = \$signature__data$550 [15:8];
+  assign \$signature__data$550[2]  = \$signature__data$550 [23:16];
+  assign \$signature__data$550[3]  = \$signature__data$550 [31:24];
+  assign \$signature__data$550[4]  = \$signature__data$550 [39:32];
+  assign \$signature__data$550[5]  = \$signature__data$550 [47:40];
+  assign \$signature__data$550[6]  = \$signature__data$550 [55:48];
+  assign \$signature__data$550[7]  = \$signature__data$550 [63:56];
+  assign \$signature__data$551[0]  = \$signature__data$551 [7:0];
+  assign \$signature__data$551[1]  = \$signature__data$551 [15:8];
+  assign \$signature__data$551[2]  = \$signature__data$551 [23:16];
+  assign \$signature__data$551[3]  = \$signature__data$551 [31:24];
+  assign \$signature__data$551[4]  = \$signature__data$551 [39:32];
+  assign \$signature__data$551[5]  = \$signature__data$551 [47:40];
+  assign \$signature__data$551[6]  = \$signature__data$551 [55:48];
+  assign \$signature__data$551[7]  = \$signature__data$551 [63:56];
+  assign \$signature__data$552[0]  = \$signature__data$552 [7:0];
+  assign \$signature__data$552[1]  = \$signature__data$552 [15:8];
+  assign \$signature__data$552[2]  = \$signature__data$552 [23:16];
+  assign \$signature__data$552[3]  = \$signature__data$552 [31:24];
+  assign \$signature__data$552[4]  = \$signature__data$552 [39:32];
+  assign \$signature__data$552[5]  = \$signature__data$552 [47:40];
+  assign \$signature__data$552[6]  = \$signature__data$552 [55:48];
+  assign \$signature__data$552[7]  = \$signature__data$552 [63:56];
+  assign \$signature__data$553[0]  = \$signature__data$553 [7:0];
+  assign \$signature__data$553[1]  = \$signature__data$553 [15:8];
+  assign \$signature__data$553[2]  = \$signature__data$553 [23:16];
+  assign \$signature__data$553[3]  = \$signature__data$553 [31:24];
+  assign \$signature__data$553[4]  = \$signature__data$553 [39:32];
+  assign \$signature__data$553[5]  = \$signature__data$553 [47:40];
+  assign \$signature__data$553[6]  = \$signature__data$553 [55:48];
+  assign \$signature__data$553[7]  = \$signature__data$553 [63:56];
+  assign \$signature__data$554[0]  = \$signature__data$554 [7:0];
+  assign \$signature__data$554[1]  = \$signature__data$554 [15:8];
+  assign \$signature__data$554[2]  = \$signature__data$554 [23:16];
+  assign \$signature__data$554[3]  = \$signature__data$554 [31:24];
+  assign \$signature__data$554[4]  = \$signature__data$554 [39:32];
+  assign \$signature__data$554[5]  = \$signature__data$554 [47:40];
+  assign \$signature__data$554[6]  = \$signature__data$554 [55:48];
+  assign \$signature__data$554[7]  = \$signature__data$554 [63:56];
+  assign \$signature__data$555[0]  = \$signature__data$555 [7:0];
+  assign \$signature__data$555[1]  = \$signature__data$555 [15:8];
+  assign \$signature__data$555[2]  = \$signature__data$555 [23:16];
+  assign \$signature__data$555[3]  = \$signature__data$555 [31:24];
+  assign \$signature__data$555[4]  = \$signature__data$555 [39:32];
+  assign \$signature__data$555[5]  = \$signature__data$555 [47:40];
+  assign \$signature__data$555[6]  = \$signature__data$555 [55:48];
+  assign \$signature__data$555[7]  = \$signature__data$555 [63:56];
   assign \rd_a_g3[0]  = rd_a_g3[7:0];
   assign \rd_a_g3[1]  = rd_a_g3[15:8];
   assign \rd_a_g3[2]  = rd_a_g3[23:16];
@@ -50508,6 +49868,70 @@ module systolic_conv(i_desc__valid, i_param__payload, i_param__valid, i_weight__
   assign \rd_a_g3[5]  = rd_a_g3[47:40];
   assign \rd_a_g3[6]  = rd_a_g3[55:48];
   assign \rd_a_g3[7]  = rd_a_g3[63:56];
+  assign \$signature__data$557[0]  = \$signature__data$557 [7:0];
+  assign \$signature__data$557[1]  = \$signature__data$557 [15:8];
+  assign \$signature__data$557[2]  = \$signature__data$557 [23:16];
+  assign \$signature__data$557[3]  = \$signature__data$557 [31:24];
+  assign \$signature__data$557[4]  = \$signature__data$557 [39:32];
+  assign \$signature__data$557[5]  = \$signature__data$557 [47:40];
+  assign \$signature__data$557[6]  = \$signature__data$557 [55:48];
+  assign \$signature__data$557[7]  = \$signature__data$557 [63:56];
+  assign \$signature__data$558[0]  = \$signature__data$558 [7:0];
+  assign \$signature__data$558[1]  = \$signature__data$558 [15:8];
+  assign \$signature__data$558[2]  = \$signature__data$558 [23:16];
+  assign \$signature__data$558[3]  = \$signature__data$558 [31:24];
+  assign \$signature__data$558[4]  = \$signature__data$558 [39:32];
+  assign \$signature__data$558[5]  = \$signature__data$558 [47:40];
+  assign \$signature__data$558[6]  = \$signature__data$558 [55:48];
+  assign \$signature__data$558[7]  = \$signature__data$558 [63:56];
+  assign \$signature__data$559[0]  = \$signature__data$559 [7:0];
+  assign \$signature__data$559[1]  = \$signature__data$559 [15:8];
+  assign \$signature__data$559[2]  = \$signature__data$559 [23:16];
+  assign \$signature__data$559[3]  = \$signature__data$559 [31:24];
+  assign \$signature__data$559[4]  = \$signature__data$559 [39:32];
+  assign \$signature__data$559[5]  = \$signature__data$559 [47:40];
+  assign \$signature__data$559[6]  = \$signature__data$559 [55:48];
+  assign \$signature__data$559[7]  = \$signature__data$559 [63:56];
+  assign \$signature__data$560[0]  = \$signature__data$560 [7:0];
+  assign \$signature__data$560[1]  = \$signature__data$560 [15:8];
+  assign \$signature__data$560[2]  = \$signature__data$560 [23:16];
+  assign \$signature__data$560[3]  = \$signature__data$560 [31:24];
+  assign \$signature__data$560[4]  = \$signature__data$560 [39:32];
+  assign \$signature__data$560[5]  = \$signature__data$560 [47:40];
+  assign \$signature__data$560[6]  = \$signature__data$560 [55:48];
+  assign \$signature__data$560[7]  = \$signature__data$560 [63:56];
+  assign \$signature__data$561[0]  = \$signature__data$561 [7:0];
+  assign \$signature__data$561[1]  = \$signature__data$561 [15:8];
+  assign \$signature__data$561[2]  = \$signature__data$561 [23:16];
+  assign \$signature__data$561[3]  = \$signature__data$561 [31:24];
+  assign \$signature__data$561[4]  = \$signature__data$561 [39:32];
+  assign \$signature__data$561[5]  = \$signature__data$561 [47:40];
+  assign \$signature__data$561[6]  = \$signature__data$561 [55:48];
+  assign \$signature__data$561[7]  = \$signature__data$561 [63:56];
+  assign \$signature__data$562[0]  = \$signature__data$562 [7:0];
+  assign \$signature__data$562[1]  = \$signature__data$562 [15:8];
+  assign \$signature__data$562[2]  = \$signature__data$562 [23:16];
+  assign \$signature__data$562[3]  = \$signature__data$562 [31:24];
+  assign \$signature__data$562[4]  = \$signature__data$562 [39:32];
+  assign \$signature__data$562[5]  = \$signature__data$562 [47:40];
+  assign \$signature__data$562[6]  = \$signature__data$562 [55:48];
+  assign \$signature__data$562[7]  = \$signature__data$562 [63:56];
+  assign \$signature__data$563[0]  = \$signature__data$563 [7:0];
+  assign \$signature__data$563[1]  = \$signature__data$563 [15:8];
+  assign \$signature__data$563[2]  = \$signature__data$563 [23:16];
+  assign \$signature__data$563[3]  = \$signature__data$563 [31:24];
+  assign \$signature__data$563[4]  = \$signature__data$563 [39:32];
+  assign \$signature__data$563[5]  = \$signature__data$563 [47:40];
+  assign \$signature__data$563[6]  = \$signature__data$563 [55:48];
+  assign \$signature__data$563[7]  = \$signature__data$563 [63:56];
+  assign \$signature__data$564[0]  = \$signature__data$564 [7:0];
+  assign \$signature__data$564[1]  = \$signature__data$564 [15:8];
+  assign \$signature__data$564[2]  = \$signature__data$564 [23:16];
+  assign \$signature__data$564[3]  = \$signature__data$564 [31:24];
+  assign \$signature__data$564[4]  = \$signature__data$564 [39:32];
+  assign \$signature__data$564[5]  = \$signature__data$564 [47:40];
+  assign \$signature__data$564[6]  = \$signature__data$564 [55:48];
+  assign \$signature__data$564[7]  = \$signature__data$564 [63:56];
   assign \dw0_a_g0[0]  = dw0_a_g0[7:0];
   assign \dw0_a_g0[1]  = dw0_a_g0[15:8];
   assign \dw0_a_g0[2]  = dw0_a_g0[23:16];
