@@ -255,6 +255,10 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     t0 = time.perf_counter()
     say(f"yosys: synth_ecp5 of {cfg.rows}x{cfg.cols} in {work}")
     script = ("read_verilog top.v\n"
+              "hierarchy -top synth_top\nproc\n"
+              # registers whose signal carries "keep" (deliberate copies that cut a
+              # fan-out) keep their flip-flops: opt_merge would merge them otherwise
+              "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i\n"
               "synth_ecp5 -top synth_top -json top.json\n"
               "tee -o stat.txt stat\n")
     (work / "synth.ys").write_text(script)

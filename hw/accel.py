@@ -201,6 +201,8 @@ class Conv2dAccelerator(wiring.Component):
         wr_ix = Signal(cfg.w_bits)
         wr_iy = Signal(cfg.h_bits + 1)   # rows completely received (word-major: of the word)
         words_in = Signal(cfg.cw_bits + 1)   # word-major: words completely received
+        WI_HOLD, WI_ZERO, WI_INC = range(3)
+        wi_case = Signal(range(3))           # how words_in changes
         lo = Signal(cfg.h_bits + 1)      # first row still needed
         # the write row and the first row needed are set by choosing one of their few
         # next values (lo_case, wr_case); the values, and "a row slot is free" for
@@ -222,7 +224,6 @@ class Conv2dAccelerator(wiring.Component):
         # ------------------------------------------------------------------ counters
         counters = {name: Signal(STATUS_COUNTER_WIDTH, name=f"cnt_{name}") for name in COUNTERS}
         counting = Signal()
-        category = Signal(range(len(COUNTERS)))   # index into COUNTERS (1..6)
 
         # ------------------------------------------------------------------ sequencer regs
         SQ_PARAMS, SQ_PASS, SQ_ISSUE, SQ_DONE = range(4)
@@ -234,7 +235,6 @@ class Conv2dAccelerator(wiring.Component):
         g = Signal(cfg.h_bits)
         ox = Signal(cfg.w_bits)
         gcount = Signal(cfg.h_bits)
-        gcount_m1 = Signal(cfg.h_bits)  # gcount - 1, a cycle later (a pass waits >= 1 cycle)
         rows_left = Signal(cfg.h_bits + 1)
         y_pass = Signal(signed(cb))
         y_tap = Signal(signed(cb))
@@ -277,12 +277,22 @@ class Conv2dAccelerator(wiring.Component):
             cw_r.addr.eq(t), cw_r1.addr.eq(t1), cw_r2.addr.eq(t2),
         ]
         m.d.sync += [cw_p1.eq(cw_r1.data), cw_p2.eq(cw_r2.data), t_adv_prev.eq(t_adv)]
+        # where cur's next value comes from (the flags on cur below select with it)
+        CUR_HOLD, CUR_P1, CUR_P2, CUR_READ = range(4)
+        cur_src = Signal(range(4))
+        cur_vals = {CUR_P1: cw_p1, CUR_P2: cw_p2, CUR_READ: cw_r.data}
         with m.If(t_adv):
-            m.d.sync += cur.eq(Mux(t_adv_prev, cw_p2.as_value(), cw_p1.as_value()))
+            m.d.comb += cur_src.eq(Mux(t_adv_prev, CUR_P2, CUR_P1))
         with m.Elif(~((state == S_RUN) & (sq == SQ_ISSUE))):
-            m.d.sync += cur.eq(cw_r.data)
-        cw_first = 0 if "cw_first_ignored" in faults else cur.first
-        cw_last = cur.last               # cw_count - 1, stored so at intake
+            m.d.comb += cur_src.eq(CUR_READ)
+        with m.Switch(cur_src):
+            for cs, cv in cur_vals.items():
+                with m.Case(cs):
+                    m.d.sync += cur.eq(cv)
+
+        def first_of(v):                 # a word range's first word (cur.first's meaning)
+            return C(0, 1) if "cw_first_ignored" in faults else v.first
+        cw_first = first_of(cur)
 
         step_h = desc.stride_h
         if "stride_h_off_by_one" in faults:
@@ -297,8 +307,11 @@ class Conv2dAccelerator(wiring.Component):
         gap = Signal(cfg.k_bits + cfg.d_bits + cfg.s_bits + 2)
         dw_first_rc = Signal.like(gap)   # (kw-1)*dil_w
         dw_dual = Signal()               # dual reads allowed for this layer
+        # gap == 0 and gap == 1 as registers beside gap (see the loop-end flags below)
+        gap_z = Signal()
+        gap_1 = Signal()
         dual_now = Signal()
-        m.d.comb += dual_now.eq(dw_dual & (gap != 0))
+        m.d.comb += dual_now.eq(dw_dual & ~gap_z)
         # depthwise: the tap (ky, kx) of every array row in the current fold, and the
         # per-layer constants that advance them by R taps (R = q*kw + rm) or reset them
         tap_bits = cfg.k_bits + 1
@@ -310,15 +323,27 @@ class Conv2dAccelerator(wiring.Component):
         dw_rm = Signal(tap_bits)
 
         is_elem = Signal()
-        m.d.comb += is_elem.eq(~dwm | (gap == 0) | (dw_dual & (gap == 1)))
+        m.d.comb += is_elem.eq(~dwm | gap_z | (dw_dual & gap_1))
         # loop ends compare with registered "count - 1" values (no adder on the way)
         # ox == ow_m1 is a register (at_last_ox) set beside every update of ox, from
         # compares of registers: ox + 1 == ow_m1 is ox == ow_m2, and ox = 0 is last
         # when ow_m1 == 0
         at_last_ox = Signal()
         last_ox = is_elem & at_last_ox
-        last_g = g == gcount_m1
-        last_j = j == cw_last
+        # g == gcount - 1 and j == cw_last are registers too (at_last_g, at_last_j): the
+        # sequencer names how g, j and gap change (g_case, j_case, gap_case) and each
+        # flag's next value is selected among compares of registers, so issue and the
+        # enables after it start from flip-flops
+        G_HOLD, G_ZERO, G_INC = range(3)
+        J_HOLD, J_ZERO, J_INC = range(3)
+        GAP_HOLD, GAP_FIRST, GAP_STRIDE, GAP_STEP = range(4)
+        g_case = Signal(range(3))
+        j_case = Signal(range(3))
+        gap_case = Signal(range(4))
+        at_last_g = Signal()
+        at_last_j = Signal()
+        last_g = at_last_g
+        last_j = at_last_j
         last_kx = dwm | (kx == kw_m1)
         last_ky = dwm | (ky == kh_m1)
         last_t = t == cot_m1
@@ -329,8 +354,10 @@ class Conv2dAccelerator(wiring.Component):
 
         w_ready = w_ahead != 0
         credit_ok = ~(last_fold & is_elem) | (reserved < cfg.out_fifo_depth)
-        # word-major activations: a tile issues once its word is in
-        act_ok = ~desc.word_major | (words_in > cw_first)
+        # word-major activations: a tile issues once its word is in (words_in > cw_first,
+        # kept as a register: act_in)
+        act_in = Signal()
+        act_ok = ~desc.word_major | act_in
         issue = Signal()
         m.d.comb += issue.eq((state == S_RUN) & (sq == SQ_ISSUE) & w_ready & credit_ok & act_ok)
 
@@ -504,12 +531,20 @@ class Conv2dAccelerator(wiring.Component):
             pad_b1 = Signal(name=f"pad_b1_ky{wky}")
             m.d.comb += [pad_a1.eq(padr1 | pad_x1), pad_b1.eq(padr1 | pad_xb1)]
             words = read_words(slot1, [pad_a1, pad_b1][:P], f"dw{wky}")
-            with m.If(sb[3].shift & ~sb[3].dual):
+            # the row's shift enables, registered from stage 2 in a copy per kernel row
+            # (each drives R * dw * window columns flip-flops); "keep" stops Yosys from
+            # merging the copies back into one (the synthesis flow turns it into a
+            # keep on their flip-flops)
+            shift1 = Signal(name=f"win_shift1_{wky}", attrs={"keep": 1})
+            shift2 = Signal(name=f"win_shift2_{wky}", attrs={"keep": 1})
+            m.d.sync += [shift1.eq(sb[2].shift & ~sb[2].dual),
+                         shift2.eq(sb[2].shift & sb[2].dual)]
+            with m.If(shift1):
                 m.d.sync += wreg[wky][0].eq(words[0])
                 for c in range(1, ncol):
                     m.d.sync += wreg[wky][c].eq(wreg[wky][c - 1])
             if split:
-                with m.If(sb[3].shift & sb[3].dual):
+                with m.If(shift2):
                     # two columns per shift: ix+1 is the newest
                     m.d.sync += [wreg[wky][0].eq(words[1]), wreg[wky][1].eq(words[0])]
                     for c in range(2, ncol):
@@ -878,8 +913,8 @@ class Conv2dAccelerator(wiring.Component):
                     m.d.sync += wr_ix.eq(0)
                     with m.If(wr_iy == desc.height - 1):
                         m.d.comb += wr_case.eq(WR_ZERO)
-                        m.d.sync += [wr_cw.eq(wr_cw + 1),
-                                     words_in.eq(words_in + 1)]
+                        m.d.sync += wr_cw.eq(wr_cw + 1)
+                        m.d.comb += wi_case.eq(WI_INC)
                     with m.Else():
                         m.d.comb += wr_case.eq(WR_INC)
                 with m.Else():
@@ -910,7 +945,6 @@ class Conv2dAccelerator(wiring.Component):
         rows_ready = Signal()
         m.d.comb += rows_ready.eq(desc.word_major | (y_end <= 0) | (wr_iy >= desc.height) |
                                   (wr_iy >= y_end))
-        m.d.sync += gcount_m1.eq(gcount - 1)
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1
@@ -935,17 +969,62 @@ class Conv2dAccelerator(wiring.Component):
                                       for lc, lv in lo_vals.items()
                                       for wc, wv in wr_vals.items()]).any())
 
+        # g, j and gap with their flags (at_last_g: g's next value against gcount - 1
+        # now, so a new gcount shows a cycle later; a pass waits >= 1 cycle in SQ_PASS)
+        g_vals = {G_HOLD: g, G_ZERO: C(0, len(g)), G_INC: (g + 1)[:len(g)]}
+        gcount_m1_next = (gcount - 1)[:len(g)]
+        with m.Switch(g_case):
+            for gc, gv in g_vals.items():
+                with m.Case(gc):
+                    m.d.sync += [g.eq(gv), at_last_g.eq(gv == gcount_m1_next)]
+        # flags on a pair of registers (a, b) that each change by a named case (0 =
+        # hold): the next flag is pred(next a, next b), an AND-OR over every pair of
+        # cases of compares made from registers, and the flag itself when both hold
+        def pair_flag(flag, a_case, a_vals, b_case, b_vals, pred):
+            return Cat(*[(a_case == ac) & (b_case == bc) &
+                         (flag if ac == 0 and bc == 0 else pred(av, bv))
+                         for ac, av in a_vals.items()
+                         for bc, bv in b_vals.items()]).any()
+
+        cur_all = {CUR_HOLD: cur, **cur_vals}
+        # j == cur.last
+        j_vals = {J_HOLD: j, J_ZERO: C(0, len(j)), J_INC: (j + 1)[:len(j)]}
+        with m.Switch(j_case):
+            for jc, jv in j_vals.items():
+                with m.Case(jc):
+                    m.d.sync += j.eq(jv)
+        m.d.sync += at_last_j.eq(pair_flag(at_last_j, j_case, j_vals, cur_src, cur_all,
+                                           lambda jv, cv: jv == cv.last))
+        # words_in > cur.first (word-major: the current tile's word is in)
+        wi_vals = {WI_HOLD: words_in, WI_ZERO: C(0, len(words_in)),
+                   WI_INC: (words_in + 1)[:len(words_in)]}
+        with m.Switch(wi_case):
+            for wc, wv in wi_vals.items():
+                with m.Case(wc):
+                    m.d.sync += words_in.eq(wv)
+        m.d.sync += act_in.eq(pair_flag(act_in, wi_case, wi_vals, cur_src, cur_all,
+                                        lambda wv, cv: wv > first_of(cv)))
+        # gap steps by 1 + dual_now while an element is not complete (gap >= 1 + dual_now)
+        gap_vals = {GAP_FIRST: dw_first_rc, GAP_STRIDE: desc.stride_w - 1}
+        with m.Switch(gap_case):
+            for gc, gv in gap_vals.items():
+                with m.Case(gc):
+                    m.d.sync += [gap.eq(gv), gap_z.eq(gv == 0), gap_1.eq(gv == 1)]
+            with m.Case(GAP_STEP):
+                m.d.sync += [gap.eq(gap - 1 - dual_now),
+                             gap_z.eq(Mux(dual_now, gap == 2, gap_1)),
+                             gap_1.eq(Mux(dual_now, gap == 3, gap == 2))]
+
         with m.If(state == S_CHECK2):
             m.d.sync += [
                 sq.eq(SQ_PARAMS),
-                t.eq(0), ky.eq(0), kx.eq(0), j.eq(0), g.eq(0), ox.eq(0),
+                t.eq(0), ky.eq(0), kx.eq(0), ox.eq(0),
                 at_last_ox.eq(ow_m1 == 0),
                 rows_left.eq(desc.out_height),
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
                 y_end.eq(pass_span - desc.pad_top),
                 x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left), ixb.eq(xb_init),
                 acc_addr.eq(0), reserved.eq(0),
-                gap.eq(dw_first_rc),
                 *[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
                 *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)],
                 ld_tile.eq(0), ld_k.eq(0), ld_busy.eq(0),
@@ -954,9 +1033,10 @@ class Conv2dAccelerator(wiring.Component):
                 w_count.eq(0), w_done.eq(0),
                 a_count.eq(0), a_done.eq(0), wr_cw.eq(0), wr_ix.eq(0),
                 a_overflow.eq(act_total == 0),
-                words_in.eq(0),
             ]
-            m.d.comb += [wr_case.eq(WR_ZERO), lo_case.eq(LO_ZERO)]
+            m.d.comb += [wr_case.eq(WR_ZERO), lo_case.eq(LO_ZERO), j_case.eq(J_ZERO),
+                         wi_case.eq(WI_ZERO),
+                         g_case.eq(G_ZERO), gap_case.eq(GAP_FIRST)]
         with m.Elif(state == S_ABORT):
             m.d.sync += sq.eq(SQ_DONE)
             m.d.comb += lo_case.eq(LO_ALL)
@@ -980,13 +1060,13 @@ class Conv2dAccelerator(wiring.Component):
                         with m.If(~last_ox & dwm):
                             # depthwise: the next window column; an element completes
                             # every stride_w columns once the window is full
-                            m.d.sync += [ix.eq(ix + 1 + dual_now), ixb.eq(ixb + 1 + dual_now),
-                                         gap.eq(gap - 1 - dual_now)]
+                            m.d.sync += [ix.eq(ix + 1 + dual_now), ixb.eq(ixb + 1 + dual_now)]
+                            m.d.comb += gap_case.eq(GAP_STEP)
                             with m.If(is_elem):
                                 # either way the next element is stride_w - 1 columns on
                                 m.d.sync += [ox.eq(ox + 1), at_last_ox.eq(ox == ow_m2),
-                                             gap.eq(desc.stride_w - 1),
                                              acc_addr.eq(acc_addr + 1)]
+                                m.d.comb += gap_case.eq(GAP_STRIDE)
                         with m.Elif(~last_ox):
                             m.d.sync += [ox.eq(ox + 1), at_last_ox.eq(ox == ow_m2),
                                          ix.eq(ix + desc.stride_w),
@@ -994,18 +1074,17 @@ class Conv2dAccelerator(wiring.Component):
                                          acc_addr.eq(acc_addr + 1)]
                         with m.Elif(~last_g):
                             m.d.sync += [ox.eq(0), at_last_ox.eq(ow_m1 == 0),
-                                         g.eq(g + 1), iy.eq(iy + step_h),
+                                         iy.eq(iy + step_h),
                                          ix.eq(x_tap), ixb.eq(x_tap + 1),
-                                         acc_addr.eq(acc_addr + 1),
-                                         gap.eq(dw_first_rc)]
+                                         acc_addr.eq(acc_addr + 1)]
+                            m.d.comb += [g_case.eq(G_INC), gap_case.eq(GAP_FIRST)]
                         with m.Else():
-                            m.d.comb += fold_end.eq(1)
-                            m.d.sync += [ox.eq(0), at_last_ox.eq(ow_m1 == 0),
-                                         g.eq(0), acc_addr.eq(0),
-                                         gap.eq(dw_first_rc)]
+                            m.d.comb += [fold_end.eq(1), g_case.eq(G_ZERO),
+                                         gap_case.eq(GAP_FIRST),
+                                         j_case.eq(Mux(last_j, J_ZERO, J_INC))]
+                            m.d.sync += [ox.eq(0), at_last_ox.eq(ow_m1 == 0), acc_addr.eq(0)]
                             with m.If(~last_j):
-                                m.d.sync += [j.eq(j + 1), iy.eq(y_tap), ix.eq(x_tap),
-                                             ixb.eq(x_tap + 1)]
+                                m.d.sync += [iy.eq(y_tap), ix.eq(x_tap), ixb.eq(x_tap + 1)]
                                 # the next depthwise fold: every row's tap R taps on
                                 for r in range(R):
                                     kx_n = Signal(tap_bits + 1, name=f"dw_kx{r}_n")
@@ -1020,17 +1099,17 @@ class Conv2dAccelerator(wiring.Component):
                                 m.d.sync += [*[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
                                              *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)]]
                             with m.If(last_j & ~last_kx):
-                                m.d.sync += [j.eq(0), kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
+                                m.d.sync += [kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
                                              ix.eq(x_tap + step_dw), ixb.eq(x_tap + xb_step),
                                              iy.eq(y_tap)]
                             with m.Elif(last_j & ~last_ky):
-                                m.d.sync += [j.eq(0), kx.eq(0), ky.eq(ky + 1),
+                                m.d.sync += [kx.eq(0), ky.eq(ky + 1),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              ixb.eq(xb_init),
                                              y_tap.eq(y_tap + desc.dil_h),
                                              iy.eq(y_tap + desc.dil_h)]
                             with m.Elif(last_j):
-                                m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0),
+                                m.d.sync += [kx.eq(0), ky.eq(0),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              ixb.eq(xb_init),
                                              y_tap.eq(y_pass), iy.eq(y_pass)]
@@ -1085,29 +1164,21 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += counting.eq(1)
             for name, sig in counters.items():
                 m.d.sync += sig.eq(0)
-        cat_index = {name: i for i, name in enumerate(COUNTERS)}
-        with m.If(state == S_IDLE):
-            m.d.comb += category.eq(cat_index["setup"])
-        with m.Elif((state == S_CHECK1) | (state == S_CHECK2)):
-            m.d.comb += category.eq(cat_index["setup"])
-        with m.Elif((state == S_RUN) & ((sq == SQ_PARAMS))):
-            m.d.comb += category.eq(cat_index["setup"])
-        with m.Elif((state == S_RUN) & (sq == SQ_PASS)):
-            # waiting for rows, or the one-cycle bubble between passes
-            m.d.comb += category.eq(Mux(rows_ready, cat_index["setup"], cat_index["stall_input"]))
-        with m.Elif((state == S_RUN) & (sq == SQ_ISSUE)):
-            with m.If(issue & is_elem):
-                m.d.comb += category.eq(cat_index["busy"])
-            with m.Elif(issue):
-                m.d.comb += category.eq(cat_index["fill"])
-            with m.Elif(~w_ready):
-                m.d.comb += category.eq(cat_index["stall_weight"])
-            with m.Elif(~act_ok):
-                m.d.comb += category.eq(cat_index["stall_input"])
-            with m.Else():
-                m.d.comb += category.eq(cat_index["stall_output"])
-        with m.Else():
-            m.d.comb += category.eq(cat_index["drain"])
+        # each cycle falls in exactly one category; each counter's enable is its own
+        # condition (a one-hot set, no encoded category and compare after issue)
+        early = ((state == S_IDLE) | (state == S_CHECK1) | (state == S_CHECK2) |
+                 ((state == S_RUN) & (sq == SQ_PARAMS)))
+        in_pass = (state == S_RUN) & (sq == SQ_PASS)   # rows, or the bubble between passes
+        in_issue = (state == S_RUN) & (sq == SQ_ISSUE)
+        cat_on = {
+            "setup": early | (in_pass & rows_ready),
+            "busy": issue & is_elem,
+            "fill": issue & ~is_elem,
+            "stall_weight": in_issue & ~w_ready,
+            "stall_input": (in_pass & ~rows_ready) | (in_issue & w_ready & ~act_ok),
+            "stall_output": in_issue & w_ready & act_ok & ~credit_ok,
+            "drain": ~(early | in_pass | in_issue),
+        }
         count_now = Signal()
         m.d.comb += count_now.eq(((state == S_IDLE) & self.i_desc.valid) |
                                  ((state != S_IDLE) & counting))
@@ -1117,8 +1188,7 @@ class Conv2dAccelerator(wiring.Component):
             for name, sig in counters.items():
                 if name == "cycles":
                     continue
-                idx = cat_index[name]
-                with m.If(category == idx):
+                with m.If(cat_on[name]):
                     m.d.sync += sig.eq(Mux(state == S_IDLE, 1, sig + 1))
         with m.If(final_hs | (state == S_STATUS)):
             m.d.sync += counting.eq(0)
