@@ -996,14 +996,15 @@ class Conv2dAccelerator(wiring.Component):
         m.d.sync += at_last_j.eq(pair_flag(at_last_j, j_case, j_vals, cur_src, cur_all,
                                            lambda jv, cv: jv == cv.last))
         # words_in > cur.first (word-major: the current tile's word is in)
-        wi_vals = {WI_HOLD: words_in, WI_ZERO: C(0, len(words_in)),
-                   WI_INC: (words_in + 1)[:len(words_in)]}
+        wi_zero = C(0, len(words_in))
+        wi_vals = {WI_HOLD: words_in, WI_ZERO: wi_zero, WI_INC: (words_in + 1)[:len(words_in)]}
         with m.Switch(wi_case):
             for wc, wv in wi_vals.items():
                 with m.Case(wc):
                     m.d.sync += words_in.eq(wv)
         m.d.sync += act_in.eq(pair_flag(act_in, wi_case, wi_vals, cur_src, cur_all,
-                                        lambda wv, cv: wv > first_of(cv)))
+                                        lambda wv, cv: C(0, 1) if wv is wi_zero
+                                        else wv > first_of(cv)))
         # gap steps by 1 + dual_now while an element is not complete (gap >= 1 + dual_now)
         gap_vals = {GAP_FIRST: dw_first_rc, GAP_STRIDE: desc.stride_w - 1}
         with m.Switch(gap_case):
