@@ -551,25 +551,31 @@ class Conv2dAccelerator(wiring.Component):
                         m.d.sync += wreg[wky][c].eq(wreg[wky][c - 2])
         # stage 4: into the array
         m.d.comb += [array.act.eq(act4), array.bank.eq(sb[4].bank), array.dw_mode.eq(dwm)]
-        win = Array([Array(row) for row in wreg])
         for r in range(R):
             # the row's tap follows its element: stages 1-3 copy the sequencer's tap,
-            # stage 4 holds the tap row and the window column it reads
-            ky_d = delay(dw_ky[r], 4, f"dw_ky{r}_s")
+            # stage 4 holds the tap row and the window column it reads, in a copy per
+            # lane the row uses (each copy selects its lane's dw bits of every window
+            # register; one copy fanned out to all of them; "keep" as for the shifts)
+            ky3 = delay(dw_ky[r], 3, f"dw_ky{r}_s")[3]
             kx3 = delay(dw_kx[r], 3, f"dw_kx{r}_s")[3]
-            col = Signal(range(ncol + 1), name=f"dwcol{r}")
             back = Signal(signed(cfg.k_bits + 2), name=f"dwback{r}")
             m.d.comb += back.eq(kw_m1 - kx3)
-            # times dil_w (at most dw_dilation): a case per value, no multiplier
-            with m.Switch(desc.dil_w):
-                for dv in range(1, cfg.dw_dilation + 1):
-                    with m.Case(dv):
-                        m.d.sync += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * dv)
-            sel = Signal(R * dw, name=f"dwsel{r}")
-            m.d.comb += sel.eq(win[ky_d[4]][col])
+            lane_word = {}
+            for lane in sorted({min(c, R - 1) for c in range(Cc)}):
+                ky4 = Signal.like(ky3, name=f"dw_ky{r}_s4_l{lane}", attrs={"keep": 1})
+                col = Signal(range(ncol + 1), name=f"dwcol{r}_l{lane}", attrs={"keep": 1})
+                m.d.sync += ky4.eq(ky3)
+                # times dil_w (at most dw_dilation): a case per value, no multiplier
+                with m.Switch(desc.dil_w):
+                    for dv in range(1, cfg.dw_dilation + 1):
+                        with m.Case(dv):
+                            m.d.sync += col.eq(back.as_unsigned()[:cfg.k_bits + 1] * dv)
+                win = Array([Array([w[lane * dw:(lane + 1) * dw] for w in row]) for row in wreg])
+                sel = Signal(dw, name=f"dwsel{r}_l{lane}")
+                m.d.comb += sel.eq(win[ky4][col])
+                lane_word[lane] = sel
             for c in range(Cc):
-                lane = c if c < R else R - 1
-                m.d.comb += array.dw_act[r][c].eq(sel[lane * dw:(lane + 1) * dw].as_signed())
+                m.d.comb += array.dw_act[r][c].eq(lane_word[min(c, R - 1)].as_signed())
 
         # sideband to the accumulate stage, cycle A = issue + 4 + array_latency
         sb_pipe = sb[1:]
