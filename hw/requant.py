@@ -70,12 +70,6 @@ class Requantizer(wiring.Component):
 
         mode = self.mode
         hup_in = mode == RequantMode.HALF_UP
-        # the mode decoded into registers for the stages after the first
-        tfl = Signal()
-        hup = Signal()
-        none = Signal()
-        m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), hup.eq(hup_in),
-                     none.eq(mode == RequantMode.NONE)]
         LO = min(17, aw - 1)         # the multiply is split at bit 17 on both sides
         # clamp bounds relative to the zero point
         zp = 0 if "zero_point_dropped" in cfg.faults else self.zp
@@ -84,6 +78,15 @@ class Requantizer(wiring.Component):
         m.d.sync += [lo_zp.eq(self.lo - zp), hi_zp.eq(self.hi - zp)]
 
         for c in range(cfg.cols):
+            # the mode decoded into registers for the stages after the first, a copy
+            # per column (each steers ~3 x 64 bits of its column's stages 4-8; one
+            # copy for all columns was a long route); "keep" holds the copies apart
+            # through Yosys (see hw/accel.py)
+            tfl = Signal(name=f"tfl_{c}", attrs={"keep": 1})
+            hup = Signal(name=f"hup_{c}", attrs={"keep": 1})
+            none = Signal(name=f"none_{c}", attrs={"keep": 1})
+            m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), hup.eq(hup_in),
+                         none.eq(mode == RequantMode.NONE)]
             par = self.i_params[c]
             acc = Signal(signed(aw), name=f"acc0_{c}")
             mult = Signal(31, name=f"mult0_{c}")

@@ -76671,440 +76671,440 @@ endmodule
 (* generator = "Amaranth" *)
 module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, zp, hi, valid_s8, last_s8, o_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
-  wire \$1 ;
+  wire [17:0] \$1 ;
   wire [31:0] \$10 ;
-  wire [6:0] \$100 ;
-  wire [110:0] \$101 ;
-  wire [47:0] \$102 ;
-  wire \$103 ;
-  wire [31:0] \$104 ;
-  wire [48:0] \$105 ;
-  wire [64:0] \$106 ;
-  wire [64:0] \$107 ;
-  wire \$108 ;
+  wire [31:0] \$100 ;
+  wire [28:0] \$101 ;
+  wire [33:0] \$102 ;
+  wire [64:0] \$103 ;
+  wire [65:0] \$104 ;
+  wire \$105 ;
+  wire [6:0] \$106 ;
+  wire [110:0] \$107 ;
+  wire [47:0] \$108 ;
   wire \$109 ;
   wire [28:0] \$11 ;
-  wire \$110 ;
-  wire [65:0] \$111 ;
+  wire [31:0] \$110 ;
+  wire [48:0] \$111 ;
   wire [64:0] \$112 ;
-  wire [63:0] \$113 ;
-  wire [64:0] \$114 ;
-  wire [63:0] \$115 ;
-  wire [64:0] \$116 ;
-  wire [31:0] \$117 ;
-  wire [32:0] \$118 ;
+  wire [64:0] \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire [65:0] \$117 ;
+  wire [64:0] \$118 ;
   wire [63:0] \$119 ;
   wire [33:0] \$12 ;
   wire [64:0] \$120 ;
-  wire [31:0] \$121 ;
-  wire [32:0] \$122 ;
-  wire [33:0] \$123 ;
-  wire [64:0] \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire [64:0] \$129 ;
+  wire [63:0] \$121 ;
+  wire [64:0] \$122 ;
+  wire [31:0] \$123 ;
+  wire [32:0] \$124 ;
+  wire [63:0] \$125 ;
+  wire [64:0] \$126 ;
+  wire [31:0] \$127 ;
+  wire [32:0] \$128 ;
+  wire [33:0] \$129 ;
   wire [64:0] \$13 ;
-  wire \$130 ;
+  wire [64:0] \$130 ;
   wire \$131 ;
   wire \$132 ;
-  wire [30:0] \$133 ;
-  wire [33:0] \$134 ;
-  wire [30:0] \$135 ;
-  wire [31:0] \$136 ;
-  wire [28:0] \$137 ;
-  wire [33:0] \$138 ;
-  wire [64:0] \$139 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire [64:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire [65:0] \$14 ;
-  wire [65:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire [6:0] \$142 ;
-  wire [110:0] \$143 ;
-  wire [47:0] \$144 ;
-  wire \$145 ;
-  wire [31:0] \$146 ;
-  wire [48:0] \$147 ;
+  wire [30:0] \$142 ;
+  wire [33:0] \$143 ;
+  wire [30:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire [28:0] \$146 ;
+  wire [33:0] \$147 ;
   wire [64:0] \$148 ;
-  wire [64:0] \$149 ;
+  wire [65:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire [65:0] \$153 ;
-  wire [64:0] \$154 ;
-  wire [63:0] \$155 ;
-  wire [64:0] \$156 ;
-  wire [63:0] \$157 ;
+  wire [6:0] \$151 ;
+  wire [110:0] \$152 ;
+  wire [47:0] \$153 ;
+  wire \$154 ;
+  wire [31:0] \$155 ;
+  wire [48:0] \$156 ;
+  wire [64:0] \$157 ;
   wire [64:0] \$158 ;
-  wire [31:0] \$159 ;
+  wire \$159 ;
   wire [6:0] \$16 ;
-  wire [32:0] \$160 ;
-  wire [63:0] \$161 ;
-  wire [64:0] \$162 ;
-  wire [31:0] \$163 ;
-  wire [32:0] \$164 ;
-  wire [33:0] \$165 ;
-  wire [64:0] \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire [65:0] \$162 ;
+  wire [64:0] \$163 ;
+  wire [63:0] \$164 ;
+  wire [64:0] \$165 ;
+  wire [63:0] \$166 ;
+  wire [64:0] \$167 ;
+  wire [31:0] \$168 ;
+  wire [32:0] \$169 ;
   wire [110:0] \$17 ;
-  wire \$170 ;
+  wire [63:0] \$170 ;
   wire [64:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire [30:0] \$175 ;
-  wire [33:0] \$176 ;
-  wire [30:0] \$177 ;
-  wire [31:0] \$178 ;
-  wire [28:0] \$179 ;
+  wire [31:0] \$172 ;
+  wire [32:0] \$173 ;
+  wire [33:0] \$174 ;
+  wire [64:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire [47:0] \$18 ;
-  wire [33:0] \$180 ;
-  wire [64:0] \$181 ;
-  wire [65:0] \$182 ;
+  wire [64:0] \$180 ;
+  wire \$181 ;
+  wire \$182 ;
   wire \$183 ;
-  wire [6:0] \$184 ;
-  wire [110:0] \$185 ;
-  wire [47:0] \$186 ;
-  wire \$187 ;
-  wire [31:0] \$188 ;
-  wire [48:0] \$189 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire [30:0] \$187 ;
+  wire [33:0] \$188 ;
+  wire [30:0] \$189 ;
   wire \$19 ;
-  wire [64:0] \$190 ;
-  wire [64:0] \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire [65:0] \$195 ;
-  wire [64:0] \$196 ;
-  wire [63:0] \$197 ;
-  wire [64:0] \$198 ;
-  wire [63:0] \$199 ;
-  wire \$2 ;
+  wire [31:0] \$190 ;
+  wire [28:0] \$191 ;
+  wire [33:0] \$192 ;
+  wire [64:0] \$193 ;
+  wire [65:0] \$194 ;
+  wire \$195 ;
+  wire [6:0] \$196 ;
+  wire [110:0] \$197 ;
+  wire [47:0] \$198 ;
+  wire \$199 ;
+  wire [17:0] \$2 ;
   wire [31:0] \$20 ;
-  wire [64:0] \$200 ;
-  wire [31:0] \$201 ;
-  wire [32:0] \$202 ;
-  wire [63:0] \$203 ;
-  wire [64:0] \$204 ;
-  wire [31:0] \$205 ;
-  wire [32:0] \$206 ;
-  wire [33:0] \$207 ;
+  wire [31:0] \$200 ;
+  wire [48:0] \$201 ;
+  wire [64:0] \$202 ;
+  wire [64:0] \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire [65:0] \$207 ;
   wire [64:0] \$208 ;
-  wire \$209 ;
+  wire [63:0] \$209 ;
   wire [48:0] \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire [64:0] \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire [30:0] \$217 ;
-  wire [33:0] \$218 ;
-  wire [30:0] \$219 ;
+  wire [64:0] \$210 ;
+  wire [63:0] \$211 ;
+  wire [64:0] \$212 ;
+  wire [31:0] \$213 ;
+  wire [32:0] \$214 ;
+  wire [63:0] \$215 ;
+  wire [64:0] \$216 ;
+  wire [31:0] \$217 ;
+  wire [32:0] \$218 ;
+  wire [33:0] \$219 ;
   wire [64:0] \$22 ;
-  wire [31:0] \$220 ;
-  wire [28:0] \$221 ;
-  wire [33:0] \$222 ;
-  wire [64:0] \$223 ;
-  wire [65:0] \$224 ;
-  wire \$225 ;
-  wire [6:0] \$226 ;
-  wire [110:0] \$227 ;
-  wire [47:0] \$228 ;
+  wire [64:0] \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire [64:0] \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
   wire \$229 ;
   wire [64:0] \$23 ;
-  wire [31:0] \$230 ;
-  wire [48:0] \$231 ;
-  wire [64:0] \$232 ;
-  wire [64:0] \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire [65:0] \$237 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire [30:0] \$232 ;
+  wire [33:0] \$233 ;
+  wire [30:0] \$234 ;
+  wire [31:0] \$235 ;
+  wire [28:0] \$236 ;
+  wire [33:0] \$237 ;
   wire [64:0] \$238 ;
-  wire [63:0] \$239 ;
+  wire [65:0] \$239 ;
   wire \$24 ;
-  wire [64:0] \$240 ;
-  wire [63:0] \$241 ;
-  wire [64:0] \$242 ;
-  wire [31:0] \$243 ;
-  wire [32:0] \$244 ;
-  wire [63:0] \$245 ;
-  wire [64:0] \$246 ;
-  wire [31:0] \$247 ;
-  wire [32:0] \$248 ;
-  wire [33:0] \$249 ;
+  wire \$240 ;
+  wire [6:0] \$241 ;
+  wire [110:0] \$242 ;
+  wire [47:0] \$243 ;
+  wire \$244 ;
+  wire [31:0] \$245 ;
+  wire [48:0] \$246 ;
+  wire [64:0] \$247 ;
+  wire [64:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [64:0] \$250 ;
+  wire \$250 ;
   wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
+  wire [65:0] \$252 ;
+  wire [64:0] \$253 ;
+  wire [63:0] \$254 ;
   wire [64:0] \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire [30:0] \$259 ;
+  wire [63:0] \$256 ;
+  wire [64:0] \$257 ;
+  wire [31:0] \$258 ;
+  wire [32:0] \$259 ;
   wire \$26 ;
-  wire [33:0] \$260 ;
-  wire [30:0] \$261 ;
+  wire [63:0] \$260 ;
+  wire [64:0] \$261 ;
   wire [31:0] \$262 ;
-  wire [28:0] \$263 ;
+  wire [32:0] \$263 ;
   wire [33:0] \$264 ;
   wire [64:0] \$265 ;
-  wire [65:0] \$266 ;
+  wire \$266 ;
   wire \$267 ;
-  wire [6:0] \$268 ;
-  wire [110:0] \$269 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [65:0] \$27 ;
-  wire [47:0] \$270 ;
+  wire [64:0] \$270 ;
   wire \$271 ;
-  wire [31:0] \$272 ;
-  wire [48:0] \$273 ;
-  wire [64:0] \$274 ;
-  wire [64:0] \$275 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
   wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire [65:0] \$279 ;
+  wire [30:0] \$277 ;
+  wire [33:0] \$278 ;
+  wire [30:0] \$279 ;
   wire [64:0] \$28 ;
-  wire [64:0] \$280 ;
-  wire [63:0] \$281 ;
-  wire [64:0] \$282 ;
-  wire [63:0] \$283 ;
-  wire [64:0] \$284 ;
-  wire [31:0] \$285 ;
-  wire [32:0] \$286 ;
-  wire [63:0] \$287 ;
-  wire [64:0] \$288 ;
-  wire [31:0] \$289 ;
+  wire [31:0] \$280 ;
+  wire [28:0] \$281 ;
+  wire [33:0] \$282 ;
+  wire [64:0] \$283 ;
+  wire [65:0] \$284 ;
+  wire \$285 ;
+  wire [6:0] \$286 ;
+  wire [110:0] \$287 ;
+  wire [47:0] \$288 ;
+  wire \$289 ;
   wire [63:0] \$29 ;
-  wire [32:0] \$290 ;
-  wire [33:0] \$291 ;
+  wire [31:0] \$290 ;
+  wire [48:0] \$291 ;
   wire [64:0] \$292 ;
-  wire \$293 ;
+  wire [64:0] \$293 ;
   wire \$294 ;
   wire \$295 ;
   wire \$296 ;
-  wire [64:0] \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [65:0] \$297 ;
+  wire [64:0] \$298 ;
+  wire [63:0] \$299 ;
   wire \$3 ;
   wire [64:0] \$30 ;
-  wire \$300 ;
-  wire [30:0] \$301 ;
-  wire [33:0] \$302 ;
-  wire [30:0] \$303 ;
-  wire [31:0] \$304 ;
-  wire [28:0] \$305 ;
-  wire [33:0] \$306 ;
-  wire [64:0] \$307 ;
-  wire [65:0] \$308 ;
-  wire \$309 ;
+  wire [64:0] \$300 ;
+  wire [63:0] \$301 ;
+  wire [64:0] \$302 ;
+  wire [31:0] \$303 ;
+  wire [32:0] \$304 ;
+  wire [63:0] \$305 ;
+  wire [64:0] \$306 ;
+  wire [31:0] \$307 ;
+  wire [32:0] \$308 ;
+  wire [33:0] \$309 ;
   wire [63:0] \$31 ;
-  wire [6:0] \$310 ;
-  wire [110:0] \$311 ;
-  wire [47:0] \$312 ;
+  wire [64:0] \$310 ;
+  wire \$311 ;
+  wire \$312 ;
   wire \$313 ;
-  wire [31:0] \$314 ;
-  wire [48:0] \$315 ;
-  wire [64:0] \$316 ;
-  wire [64:0] \$317 ;
+  wire \$314 ;
+  wire [64:0] \$315 ;
+  wire \$316 ;
+  wire \$317 ;
   wire \$318 ;
   wire \$319 ;
   wire [64:0] \$32 ;
   wire \$320 ;
-  wire [65:0] \$321 ;
-  wire [64:0] \$322 ;
-  wire [63:0] \$323 ;
-  wire [64:0] \$324 ;
-  wire [63:0] \$325 ;
-  wire [64:0] \$326 ;
-  wire [31:0] \$327 ;
-  wire [32:0] \$328 ;
-  wire [63:0] \$329 ;
+  wire \$321 ;
+  wire [30:0] \$322 ;
+  wire [33:0] \$323 ;
+  wire [30:0] \$324 ;
+  wire [31:0] \$325 ;
+  wire [28:0] \$326 ;
+  wire [33:0] \$327 ;
+  wire [64:0] \$328 ;
+  wire [65:0] \$329 ;
   wire [31:0] \$33 ;
-  wire [64:0] \$330 ;
-  wire [31:0] \$331 ;
-  wire [32:0] \$332 ;
-  wire [33:0] \$333 ;
-  wire [64:0] \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire [64:0] \$339 ;
+  wire \$330 ;
+  wire [6:0] \$331 ;
+  wire [110:0] \$332 ;
+  wire [47:0] \$333 ;
+  wire \$334 ;
+  wire [31:0] \$335 ;
+  wire [48:0] \$336 ;
+  wire [64:0] \$337 ;
+  wire [64:0] \$338 ;
+  wire \$339 ;
   wire [32:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
-  reg \$342 ;
-  reg \$343 ;
-  reg \$344 ;
-  reg \$345 ;
-  reg \$346 ;
-  reg \$347 ;
-  reg \$348 ;
-  reg \$349 ;
+  wire [65:0] \$342 ;
+  wire [64:0] \$343 ;
+  wire [63:0] \$344 ;
+  wire [64:0] \$345 ;
+  wire [63:0] \$346 ;
+  wire [64:0] \$347 ;
+  wire [31:0] \$348 ;
+  wire [32:0] \$349 ;
   wire [63:0] \$35 ;
-  reg \$350 ;
-  reg \$351 ;
-  reg \$352 ;
-  reg \$353 ;
-  reg \$354 ;
-  reg \$355 ;
-  reg \$356 ;
-  reg \$357 ;
-  reg \$358 ;
-  reg \$359 ;
+  wire [63:0] \$350 ;
+  wire [64:0] \$351 ;
+  wire [31:0] \$352 ;
+  wire [32:0] \$353 ;
+  wire [33:0] \$354 ;
+  wire [64:0] \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire [64:0] \$36 ;
-  reg \$360 ;
-  reg \$361 ;
-  reg \$362 ;
-  reg [17:0] \$363 ;
-  reg [17:0] \$364 ;
-  reg [31:0] \$365 ;
-  reg [5:0] \$366 ;
-  reg [30:0] \$367 ;
-  reg [31:0] \$368 ;
-  reg [5:0] \$369 ;
+  wire [64:0] \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  reg \$363 ;
+  reg \$364 ;
+  reg \$365 ;
+  reg \$366 ;
+  reg \$367 ;
+  reg \$368 ;
+  reg \$369 ;
   wire [31:0] \$37 ;
-  reg [31:0] \$370 ;
-  reg [5:0] \$371 ;
-  reg [31:0] \$372 ;
-  reg [5:0] \$373 ;
-  reg [31:0] \$374 ;
-  reg [5:0] \$375 ;
-  reg [31:0] \$376 ;
-  reg [5:0] \$377 ;
-  reg [33:0] \$378 ;
-  reg [30:0] \$379 ;
+  reg \$370 ;
+  reg \$371 ;
+  reg \$372 ;
+  reg \$373 ;
+  reg \$374 ;
+  reg \$375 ;
+  reg \$376 ;
+  reg \$377 ;
+  reg \$378 ;
+  reg \$379 ;
   wire [32:0] \$38 ;
-  reg [32:0] \$380 ;
-  reg [29:0] \$381 ;
-  reg [33:0] \$382 ;
-  reg [64:0] \$383 ;
-  reg [63:0] \$384 ;
-  reg [47:0] \$385 ;
-  reg [64:0] \$386 ;
-  reg [64:0] \$387 ;
-  reg [31:0] \$388 ;
-  reg [32:0] \$389 ;
+  reg \$380 ;
+  reg [17:0] \$381 ;
+  reg [17:0] \$382 ;
+  reg \$383 ;
+  reg \$384 ;
+  reg \$385 ;
+  reg [31:0] \$386 ;
+  reg [5:0] \$387 ;
+  reg [30:0] \$388 ;
+  reg [31:0] \$389 ;
   wire [33:0] \$39 ;
-  reg [32:0] \$390 ;
-  reg [63:0] \$391 ;
-  reg \$392 ;
-  reg [63:0] \$393 ;
-  reg [31:0] \$394 ;
+  reg [5:0] \$390 ;
+  reg [31:0] \$391 ;
+  reg [5:0] \$392 ;
+  reg [31:0] \$393 ;
+  reg [5:0] \$394 ;
   reg [31:0] \$395 ;
   reg [5:0] \$396 ;
-  reg [30:0] \$397 ;
-  reg [31:0] \$398 ;
-  reg [5:0] \$399 ;
-  wire [17:0] \$4 ;
+  reg [31:0] \$397 ;
+  reg [5:0] \$398 ;
+  reg [33:0] \$399 ;
+  wire \$4 ;
   wire [64:0] \$40 ;
-  reg [31:0] \$400 ;
-  reg [5:0] \$401 ;
-  reg [31:0] \$402 ;
-  reg [5:0] \$403 ;
-  reg [31:0] \$404 ;
-  reg [5:0] \$405 ;
-  reg [31:0] \$406 ;
-  reg [5:0] \$407 ;
-  reg [33:0] \$408 ;
-  reg [30:0] \$409 ;
+  reg [30:0] \$400 ;
+  reg [32:0] \$401 ;
+  reg [29:0] \$402 ;
+  reg [33:0] \$403 ;
+  reg [64:0] \$404 ;
+  reg [63:0] \$405 ;
+  reg [47:0] \$406 ;
+  reg [64:0] \$407 ;
+  reg [64:0] \$408 ;
+  reg [31:0] \$409 ;
   wire \$41 ;
   reg [32:0] \$410 ;
-  reg [29:0] \$411 ;
-  reg [33:0] \$412 ;
-  reg [64:0] \$413 ;
+  reg [32:0] \$411 ;
+  reg [63:0] \$412 ;
+  reg \$413 ;
   reg [63:0] \$414 ;
-  reg [47:0] \$415 ;
-  reg [64:0] \$416 ;
-  reg [64:0] \$417 ;
-  reg [31:0] \$418 ;
-  reg [32:0] \$419 ;
+  reg [31:0] \$415 ;
+  reg \$416 ;
+  reg \$417 ;
+  reg \$418 ;
+  reg [31:0] \$419 ;
   wire \$42 ;
-  reg [32:0] \$420 ;
-  reg [63:0] \$421 ;
-  reg \$422 ;
-  reg [63:0] \$423 ;
+  reg [5:0] \$420 ;
+  reg [30:0] \$421 ;
+  reg [31:0] \$422 ;
+  reg [5:0] \$423 ;
   reg [31:0] \$424 ;
-  reg [31:0] \$425 ;
-  reg [5:0] \$426 ;
-  reg [30:0] \$427 ;
+  reg [5:0] \$425 ;
+  reg [31:0] \$426 ;
+  reg [5:0] \$427 ;
   reg [31:0] \$428 ;
   reg [5:0] \$429 ;
   wire \$43 ;
   reg [31:0] \$430 ;
   reg [5:0] \$431 ;
-  reg [31:0] \$432 ;
-  reg [5:0] \$433 ;
-  reg [31:0] \$434 ;
-  reg [5:0] \$435 ;
-  reg [31:0] \$436 ;
-  reg [5:0] \$437 ;
-  reg [33:0] \$438 ;
-  reg [30:0] \$439 ;
+  reg [33:0] \$432 ;
+  reg [30:0] \$433 ;
+  reg [32:0] \$434 ;
+  reg [29:0] \$435 ;
+  reg [33:0] \$436 ;
+  reg [64:0] \$437 ;
+  reg [63:0] \$438 ;
+  reg [47:0] \$439 ;
   wire \$44 ;
-  reg [32:0] \$440 ;
-  reg [29:0] \$441 ;
-  reg [33:0] \$442 ;
-  reg [64:0] \$443 ;
-  reg [63:0] \$444 ;
-  reg [47:0] \$445 ;
-  reg [64:0] \$446 ;
-  reg [64:0] \$447 ;
+  reg [64:0] \$440 ;
+  reg [64:0] \$441 ;
+  reg [31:0] \$442 ;
+  reg [32:0] \$443 ;
+  reg [32:0] \$444 ;
+  reg [63:0] \$445 ;
+  reg \$446 ;
+  reg [63:0] \$447 ;
   reg [31:0] \$448 ;
-  reg [32:0] \$449 ;
+  reg \$449 ;
   wire [64:0] \$45 ;
-  reg [32:0] \$450 ;
-  reg [63:0] \$451 ;
-  reg \$452 ;
-  reg [63:0] \$453 ;
-  reg [31:0] \$454 ;
+  reg \$450 ;
+  reg \$451 ;
+  reg [31:0] \$452 ;
+  reg [5:0] \$453 ;
+  reg [30:0] \$454 ;
   reg [31:0] \$455 ;
   reg [5:0] \$456 ;
-  reg [30:0] \$457 ;
-  reg [31:0] \$458 ;
-  reg [5:0] \$459 ;
+  reg [31:0] \$457 ;
+  reg [5:0] \$458 ;
+  reg [31:0] \$459 ;
   wire \$46 ;
-  reg [31:0] \$460 ;
-  reg [5:0] \$461 ;
-  reg [31:0] \$462 ;
-  reg [5:0] \$463 ;
-  reg [31:0] \$464 ;
-  reg [5:0] \$465 ;
-  reg [31:0] \$466 ;
-  reg [5:0] \$467 ;
-  reg [33:0] \$468 ;
-  reg [30:0] \$469 ;
+  reg [5:0] \$460 ;
+  reg [31:0] \$461 ;
+  reg [5:0] \$462 ;
+  reg [31:0] \$463 ;
+  reg [5:0] \$464 ;
+  reg [33:0] \$465 ;
+  reg [30:0] \$466 ;
+  reg [32:0] \$467 ;
+  reg [29:0] \$468 ;
+  reg [33:0] \$469 ;
   wire \$47 ;
-  reg [32:0] \$470 ;
-  reg [29:0] \$471 ;
-  reg [33:0] \$472 ;
+  reg [64:0] \$470 ;
+  reg [63:0] \$471 ;
+  reg [47:0] \$472 ;
   reg [64:0] \$473 ;
-  reg [63:0] \$474 ;
-  reg [47:0] \$475 ;
-  reg [64:0] \$476 ;
-  reg [64:0] \$477 ;
-  reg [31:0] \$478 ;
-  reg [32:0] \$479 ;
+  reg [64:0] \$474 ;
+  reg [31:0] \$475 ;
+  reg [32:0] \$476 ;
+  reg [32:0] \$477 ;
+  reg [63:0] \$478 ;
+  reg \$479 ;
   wire \$48 ;
-  reg [32:0] \$480 ;
-  reg [63:0] \$481 ;
+  reg [63:0] \$480 ;
+  reg [31:0] \$481 ;
   reg \$482 ;
-  reg [63:0] \$483 ;
-  reg [31:0] \$484 ;
+  reg \$483 ;
+  reg \$484 ;
   reg [31:0] \$485 ;
   reg [5:0] \$486 ;
   reg [30:0] \$487 ;
   reg [31:0] \$488 ;
   reg [5:0] \$489 ;
-  wire [30:0] \$49 ;
+  wire \$49 ;
   reg [31:0] \$490 ;
   reg [5:0] \$491 ;
   reg [31:0] \$492 ;
@@ -77115,8 +77115,8 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [5:0] \$497 ;
   reg [33:0] \$498 ;
   reg [30:0] \$499 ;
-  wire [17:0] \$5 ;
-  wire [33:0] \$50 ;
+  wire \$5 ;
+  wire \$50 ;
   reg [32:0] \$500 ;
   reg [29:0] \$501 ;
   reg [33:0] \$502 ;
@@ -77127,154 +77127,196 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [64:0] \$507 ;
   reg [31:0] \$508 ;
   reg [32:0] \$509 ;
-  wire [30:0] \$51 ;
+  wire \$51 ;
   reg [32:0] \$510 ;
   reg [63:0] \$511 ;
   reg \$512 ;
   reg [63:0] \$513 ;
   reg [31:0] \$514 ;
-  reg [31:0] \$515 ;
-  reg [5:0] \$516 ;
-  reg [30:0] \$517 ;
+  reg \$515 ;
+  reg \$516 ;
+  reg \$517 ;
   reg [31:0] \$518 ;
   reg [5:0] \$519 ;
-  wire [31:0] \$52 ;
-  reg [31:0] \$520 ;
-  reg [5:0] \$521 ;
-  reg [31:0] \$522 ;
-  reg [5:0] \$523 ;
-  reg [31:0] \$524 ;
-  reg [5:0] \$525 ;
-  reg [31:0] \$526 ;
-  reg [5:0] \$527 ;
-  reg [33:0] \$528 ;
-  reg [30:0] \$529 ;
-  wire [28:0] \$53 ;
-  reg [32:0] \$530 ;
-  reg [29:0] \$531 ;
-  reg [33:0] \$532 ;
-  reg [64:0] \$533 ;
-  reg [63:0] \$534 ;
-  reg [47:0] \$535 ;
+  wire [30:0] \$52 ;
+  reg [30:0] \$520 ;
+  reg [31:0] \$521 ;
+  reg [5:0] \$522 ;
+  reg [31:0] \$523 ;
+  reg [5:0] \$524 ;
+  reg [31:0] \$525 ;
+  reg [5:0] \$526 ;
+  reg [31:0] \$527 ;
+  reg [5:0] \$528 ;
+  reg [31:0] \$529 ;
+  wire [33:0] \$53 ;
+  reg [5:0] \$530 ;
+  reg [33:0] \$531 ;
+  reg [30:0] \$532 ;
+  reg [32:0] \$533 ;
+  reg [29:0] \$534 ;
+  reg [33:0] \$535 ;
   reg [64:0] \$536 ;
-  reg [64:0] \$537 ;
-  reg [31:0] \$538 ;
-  reg [32:0] \$539 ;
-  wire [33:0] \$54 ;
-  reg [32:0] \$540 ;
-  reg [63:0] \$541 ;
-  reg \$542 ;
-  reg [63:0] \$543 ;
-  reg [31:0] \$544 ;
-  reg [31:0] \$545 ;
-  reg [5:0] \$546 ;
-  reg [30:0] \$547 ;
-  reg [31:0] \$548 ;
-  reg [5:0] \$549 ;
-  wire [64:0] \$55 ;
-  reg [31:0] \$550 ;
-  reg [5:0] \$551 ;
-  reg [31:0] \$552 ;
-  reg [5:0] \$553 ;
+  reg [63:0] \$537 ;
+  reg [47:0] \$538 ;
+  reg [64:0] \$539 ;
+  wire [30:0] \$54 ;
+  reg [64:0] \$540 ;
+  reg [31:0] \$541 ;
+  reg [32:0] \$542 ;
+  reg [32:0] \$543 ;
+  reg [63:0] \$544 ;
+  reg \$545 ;
+  reg [63:0] \$546 ;
+  reg [31:0] \$547 ;
+  reg \$548 ;
+  reg \$549 ;
+  wire [31:0] \$55 ;
+  reg \$550 ;
+  reg [31:0] \$551 ;
+  reg [5:0] \$552 ;
+  reg [30:0] \$553 ;
   reg [31:0] \$554 ;
   reg [5:0] \$555 ;
   reg [31:0] \$556 ;
   reg [5:0] \$557 ;
-  reg [33:0] \$558 ;
-  reg [30:0] \$559 ;
-  wire [65:0] \$56 ;
-  reg [32:0] \$560 ;
-  reg [29:0] \$561 ;
-  reg [33:0] \$562 ;
-  reg [64:0] \$563 ;
-  reg [63:0] \$564 ;
-  reg [47:0] \$565 ;
-  reg [64:0] \$566 ;
-  reg [64:0] \$567 ;
-  reg [31:0] \$568 ;
-  reg [32:0] \$569 ;
-  wire \$57 ;
-  reg [32:0] \$570 ;
-  reg [63:0] \$571 ;
-  reg \$572 ;
-  reg [63:0] \$573 ;
+  reg [31:0] \$558 ;
+  reg [5:0] \$559 ;
+  wire [28:0] \$56 ;
+  reg [31:0] \$560 ;
+  reg [5:0] \$561 ;
+  reg [31:0] \$562 ;
+  reg [5:0] \$563 ;
+  reg [33:0] \$564 ;
+  reg [30:0] \$565 ;
+  reg [32:0] \$566 ;
+  reg [29:0] \$567 ;
+  reg [33:0] \$568 ;
+  reg [64:0] \$569 ;
+  wire [33:0] \$57 ;
+  reg [63:0] \$570 ;
+  reg [47:0] \$571 ;
+  reg [64:0] \$572 ;
+  reg [64:0] \$573 ;
   reg [31:0] \$574 ;
-  reg [31:0] \$575 ;
-  reg [5:0] \$576 ;
-  reg [30:0] \$577 ;
-  reg [31:0] \$578 ;
-  reg [5:0] \$579 ;
-  wire [6:0] \$58 ;
+  reg [32:0] \$575 ;
+  reg [32:0] \$576 ;
+  reg [63:0] \$577 ;
+  reg \$578 ;
+  reg [63:0] \$579 ;
+  wire [64:0] \$58 ;
   reg [31:0] \$580 ;
-  reg [5:0] \$581 ;
-  reg [31:0] \$582 ;
-  reg [5:0] \$583 ;
+  reg \$581 ;
+  reg \$582 ;
+  reg \$583 ;
   reg [31:0] \$584 ;
   reg [5:0] \$585 ;
-  reg [31:0] \$586 ;
-  reg [5:0] \$587 ;
-  reg [33:0] \$588 ;
-  reg [30:0] \$589 ;
-  wire [110:0] \$59 ;
-  reg [32:0] \$590 ;
-  reg [29:0] \$591 ;
-  reg [33:0] \$592 ;
-  reg [64:0] \$593 ;
-  reg [63:0] \$594 ;
-  reg [47:0] \$595 ;
-  reg [64:0] \$596 ;
-  reg [64:0] \$597 ;
-  reg [31:0] \$598 ;
+  reg [30:0] \$586 ;
+  reg [31:0] \$587 ;
+  reg [5:0] \$588 ;
+  reg [31:0] \$589 ;
+  wire [65:0] \$59 ;
+  reg [5:0] \$590 ;
+  reg [31:0] \$591 ;
+  reg [5:0] \$592 ;
+  reg [31:0] \$593 ;
+  reg [5:0] \$594 ;
+  reg [31:0] \$595 ;
+  reg [5:0] \$596 ;
+  reg [33:0] \$597 ;
+  reg [30:0] \$598 ;
   reg [32:0] \$599 ;
   wire \$6 ;
-  wire [47:0] \$60 ;
-  reg [32:0] \$600 ;
-  reg [63:0] \$601 ;
-  reg \$602 ;
+  wire \$60 ;
+  reg [29:0] \$600 ;
+  reg [33:0] \$601 ;
+  reg [64:0] \$602 ;
   reg [63:0] \$603 ;
-  reg [31:0] \$604 ;
-  wire \$61 ;
-  wire [31:0] \$62 ;
-  wire [48:0] \$63 ;
-  wire [64:0] \$64 ;
-  wire [64:0] \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire \$68 ;
-  wire [65:0] \$69 ;
+  reg [47:0] \$604 ;
+  reg [64:0] \$605 ;
+  reg [64:0] \$606 ;
+  reg [31:0] \$607 ;
+  reg [32:0] \$608 ;
+  reg [32:0] \$609 ;
+  wire [6:0] \$61 ;
+  reg [63:0] \$610 ;
+  reg \$611 ;
+  reg [63:0] \$612 ;
+  reg [31:0] \$613 ;
+  reg \$614 ;
+  reg \$615 ;
+  reg \$616 ;
+  reg [31:0] \$617 ;
+  reg [5:0] \$618 ;
+  reg [30:0] \$619 ;
+  wire [110:0] \$62 ;
+  reg [31:0] \$620 ;
+  reg [5:0] \$621 ;
+  reg [31:0] \$622 ;
+  reg [5:0] \$623 ;
+  reg [31:0] \$624 ;
+  reg [5:0] \$625 ;
+  reg [31:0] \$626 ;
+  reg [5:0] \$627 ;
+  reg [31:0] \$628 ;
+  reg [5:0] \$629 ;
+  wire [47:0] \$63 ;
+  reg [33:0] \$630 ;
+  reg [30:0] \$631 ;
+  reg [32:0] \$632 ;
+  reg [29:0] \$633 ;
+  reg [33:0] \$634 ;
+  reg [64:0] \$635 ;
+  reg [63:0] \$636 ;
+  reg [47:0] \$637 ;
+  reg [64:0] \$638 ;
+  reg [64:0] \$639 ;
+  wire \$64 ;
+  reg [31:0] \$640 ;
+  reg [32:0] \$641 ;
+  reg [32:0] \$642 ;
+  reg [63:0] \$643 ;
+  reg \$644 ;
+  reg [63:0] \$645 ;
+  reg [31:0] \$646 ;
+  wire [31:0] \$65 ;
+  wire [48:0] \$66 ;
+  wire [64:0] \$67 ;
+  wire [64:0] \$68 ;
+  wire \$69 ;
   wire [30:0] \$7 ;
-  wire [64:0] \$70 ;
-  wire [63:0] \$71 ;
-  wire [64:0] \$72 ;
-  wire [63:0] \$73 ;
-  wire [64:0] \$74 ;
-  wire [31:0] \$75 ;
-  wire [32:0] \$76 ;
-  wire [63:0] \$77 ;
-  wire [64:0] \$78 ;
-  wire [31:0] \$79 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire [65:0] \$72 ;
+  wire [64:0] \$73 ;
+  wire [63:0] \$74 ;
+  wire [64:0] \$75 ;
+  wire [63:0] \$76 ;
+  wire [64:0] \$77 ;
+  wire [31:0] \$78 ;
+  wire [32:0] \$79 ;
   wire [33:0] \$8 ;
-  wire [32:0] \$80 ;
-  wire [33:0] \$81 ;
-  wire [64:0] \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [63:0] \$80 ;
+  wire [64:0] \$81 ;
+  wire [31:0] \$82 ;
+  wire [32:0] \$83 ;
+  wire [33:0] \$84 ;
+  wire [64:0] \$85 ;
   wire \$86 ;
-  wire [64:0] \$87 ;
+  wire \$87 ;
   wire \$88 ;
   wire \$89 ;
   wire [30:0] \$9 ;
-  wire \$90 ;
-  wire [30:0] \$91 ;
-  wire [33:0] \$92 ;
-  wire [30:0] \$93 ;
-  wire [31:0] \$94 ;
-  wire [28:0] \$95 ;
-  wire [33:0] \$96 ;
-  wire [64:0] \$97 ;
-  wire [65:0] \$98 ;
-  wire \$99 ;
+  wire [64:0] \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire [30:0] \$97 ;
+  wire [33:0] \$98 ;
+  wire [30:0] \$99 ;
   reg [31:0] acc0_0 = 32'd0;
   reg [31:0] acc0_1 = 32'd0;
   reg [31:0] acc0_2 = 32'd0;
@@ -77344,7 +77386,22 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   input [16:0] hi;
   wire [16:0] hi;
   reg [17:0] hi_zp = 18'h00000;
-  reg hup = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg hup_7 = 1'h0;
   input [255:0] i_acc;
   wire [255:0] i_acc;
   wire [31:0] \i_acc[0] ;
@@ -77444,7 +77501,22 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [30:0] mult0_5 = 31'h00000000;
   reg [30:0] mult0_6 = 31'h00000000;
   reg [30:0] mult0_7 = 31'h00000000;
-  reg none = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg none_7 = 1'h0;
   output [255:0] o_data;
   wire [255:0] o_data;
   wire [31:0] \o_data[0] ;
@@ -77605,7 +77677,22 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [5:0] sh5_5 = 6'h00;
   reg [5:0] sh5_6 = 6'h00;
   reg [5:0] sh5_7 = 6'h00;
-  reg tfl = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_0 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_1 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_2 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_3 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_4 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_5 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_6 = 1'h0;
+  (* keep = 32'd1 *)
+  reg tfl_7 = 1'h0;
   reg up6_0 = 1'h0;
   reg up6_1 = 1'h0;
   reg up6_2 = 1'h0;
@@ -77634,499 +77721,604 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg valid_s8 = 1'h0;
   input [16:0] zp;
   wire [16:0] zp;
+  assign \$354  = \$353  + 1'h0;
+  assign \$355  = $signed(q5_7) >>> sh5_7[4:0];
+  assign \$356  = $signed(q5_7) < $signed(1'h0);
+  assign \$357  = rem_7 > half1_7;
+  assign \$358  = rem_7 > half_7;
+  assign \$359  = \$356  ? \$357  : \$358 ;
+  assign \$360  = $signed(q6s_7) + $signed({ 1'h0, up6_7 });
+  assign \$361  = $signed(q6_7) < $signed(lo_zp);
+  assign \$362  = $signed(q6_7) > $signed(hi_zp);
+  assign rem_0 = q5_0[31:0] & mask_0;
+  assign q8_0 = $signed(q6_0) + $signed(zp);
+  assign rem_1 = q5_1[31:0] & mask_1;
+  assign q8_1 = $signed(q6_1) + $signed(zp);
+  assign rem_2 = q5_2[31:0] & mask_2;
+  assign q8_2 = $signed(q6_2) + $signed(zp);
+  assign rem_3 = q5_3[31:0] & mask_3;
+  assign q8_3 = $signed(q6_3) + $signed(zp);
+  assign rem_4 = q5_4[31:0] & mask_4;
+  assign q8_4 = $signed(q6_4) + $signed(zp);
+  assign rem_5 = q5_5[31:0] & mask_5;
+  assign q8_5 = $signed(q6_5) + $signed(zp);
+  assign rem_6 = q5_6[31:0] & mask_6;
+  assign q8_6 = $signed(q6_6) + $signed(zp);
+  assign rem_7 = q5_7[31:0] & mask_7;
+  assign q8_7 = $signed(q6_7) + $signed(zp);
   always @(posedge clk)
-    hup <= \$361 ;
+    valid_s0 <= \$363 ;
   always @(posedge clk)
-    none <= \$362 ;
+    last_s0 <= \$364 ;
   always @(posedge clk)
-    lo_zp <= \$363 ;
+    valid_s1 <= \$365 ;
   always @(posedge clk)
-    hi_zp <= \$364 ;
+    last_s1 <= \$366 ;
   always @(posedge clk)
-    acc0_0 <= \$365 ;
+    valid_s2 <= \$367 ;
   always @(posedge clk)
-    sh0_0 <= \$366 ;
+    last_s2 <= \$368 ;
   always @(posedge clk)
-    mult0_0 <= \$367 ;
+    valid_s3 <= \$369 ;
   always @(posedge clk)
-    acc1_0 <= \$368 ;
+    last_s3 <= \$370 ;
   always @(posedge clk)
-    sh1_0 <= \$369 ;
+    valid_s4 <= \$371 ;
   always @(posedge clk)
-    acc2_0 <= \$370 ;
+    last_s4 <= \$372 ;
   always @(posedge clk)
-    sh2_0 <= \$371 ;
+    valid_s5 <= \$373 ;
   always @(posedge clk)
-    acc3_0 <= \$372 ;
+    last_s5 <= \$374 ;
   always @(posedge clk)
-    sh3_0 <= \$373 ;
+    valid_s6 <= \$375 ;
   always @(posedge clk)
-    acc4_0 <= \$374 ;
+    last_s6 <= \$376 ;
   always @(posedge clk)
-    sh4_0 <= \$375 ;
+    valid_s7 <= \$377 ;
   always @(posedge clk)
-    acc5_0 <= \$376 ;
+    last_s7 <= \$378 ;
   always @(posedge clk)
-    sh5_0 <= \$377 ;
+    valid_s8 <= \$379 ;
   always @(posedge clk)
-    pll_0 <= \$378 ;
+    last_s8 <= \$380 ;
   always @(posedge clk)
-    plh_0 <= \$379 ;
+    lo_zp <= \$381 ;
   always @(posedge clk)
-    phl_0 <= \$380 ;
+    hi_zp <= \$382 ;
   always @(posedge clk)
-    phh_0 <= \$381 ;
+    tfl_0 <= \$383 ;
   always @(posedge clk)
-    mid_0 <= \$382 ;
+    hup_0 <= \$384 ;
   always @(posedge clk)
-    lohi_0 <= \$383 ;
+    none_0 <= \$385 ;
   always @(posedge clk)
-    prod_0 <= \$384 ;
+    acc0_0 <= \$386 ;
   always @(posedge clk)
-    rnd_0 <= \$385 ;
+    sh0_0 <= \$387 ;
   always @(posedge clk)
-    v_0 <= \$386 ;
+    mult0_0 <= \$388 ;
   always @(posedge clk)
-    q5_0 <= \$387 ;
+    acc1_0 <= \$389 ;
   always @(posedge clk)
-    mask_0 <= \$388 ;
+    sh1_0 <= \$390 ;
   always @(posedge clk)
-    half_0 <= \$389 ;
+    acc2_0 <= \$391 ;
   always @(posedge clk)
-    half1_0 <= \$390 ;
+    sh2_0 <= \$392 ;
   always @(posedge clk)
-    q6s_0 <= \$391 ;
+    acc3_0 <= \$393 ;
   always @(posedge clk)
-    up6_0 <= \$392 ;
+    sh3_0 <= \$394 ;
   always @(posedge clk)
-    q6_0 <= \$393 ;
+    acc4_0 <= \$395 ;
   always @(posedge clk)
-    res_0 <= \$394 ;
+    sh4_0 <= \$396 ;
   always @(posedge clk)
-    acc0_1 <= \$395 ;
+    acc5_0 <= \$397 ;
   always @(posedge clk)
-    sh0_1 <= \$396 ;
+    sh5_0 <= \$398 ;
   always @(posedge clk)
-    mult0_1 <= \$397 ;
+    pll_0 <= \$399 ;
   always @(posedge clk)
-    acc1_1 <= \$398 ;
+    plh_0 <= \$400 ;
   always @(posedge clk)
-    sh1_1 <= \$399 ;
+    phl_0 <= \$401 ;
   always @(posedge clk)
-    acc2_1 <= \$400 ;
+    phh_0 <= \$402 ;
   always @(posedge clk)
-    sh2_1 <= \$401 ;
+    mid_0 <= \$403 ;
   always @(posedge clk)
-    acc3_1 <= \$402 ;
+    lohi_0 <= \$404 ;
   always @(posedge clk)
-    sh3_1 <= \$403 ;
+    prod_0 <= \$405 ;
   always @(posedge clk)
-    acc4_1 <= \$404 ;
+    rnd_0 <= \$406 ;
   always @(posedge clk)
-    sh4_1 <= \$405 ;
+    v_0 <= \$407 ;
   always @(posedge clk)
-    acc5_1 <= \$406 ;
+    q5_0 <= \$408 ;
   always @(posedge clk)
-    sh5_1 <= \$407 ;
+    mask_0 <= \$409 ;
   always @(posedge clk)
-    pll_1 <= \$408 ;
+    half_0 <= \$410 ;
   always @(posedge clk)
-    plh_1 <= \$409 ;
+    half1_0 <= \$411 ;
   always @(posedge clk)
-    phl_1 <= \$410 ;
+    q6s_0 <= \$412 ;
   always @(posedge clk)
-    phh_1 <= \$411 ;
+    up6_0 <= \$413 ;
   always @(posedge clk)
-    mid_1 <= \$412 ;
+    q6_0 <= \$414 ;
   always @(posedge clk)
-    lohi_1 <= \$413 ;
+    res_0 <= \$415 ;
   always @(posedge clk)
-    prod_1 <= \$414 ;
+    tfl_1 <= \$416 ;
   always @(posedge clk)
-    rnd_1 <= \$415 ;
+    hup_1 <= \$417 ;
   always @(posedge clk)
-    v_1 <= \$416 ;
+    none_1 <= \$418 ;
   always @(posedge clk)
-    q5_1 <= \$417 ;
+    acc0_1 <= \$419 ;
   always @(posedge clk)
-    mask_1 <= \$418 ;
+    sh0_1 <= \$420 ;
   always @(posedge clk)
-    half_1 <= \$419 ;
+    mult0_1 <= \$421 ;
   always @(posedge clk)
-    half1_1 <= \$420 ;
+    acc1_1 <= \$422 ;
   always @(posedge clk)
-    q6s_1 <= \$421 ;
+    sh1_1 <= \$423 ;
   always @(posedge clk)
-    up6_1 <= \$422 ;
+    acc2_1 <= \$424 ;
   always @(posedge clk)
-    q6_1 <= \$423 ;
+    sh2_1 <= \$425 ;
   always @(posedge clk)
-    res_1 <= \$424 ;
+    acc3_1 <= \$426 ;
   always @(posedge clk)
-    acc0_2 <= \$425 ;
+    sh3_1 <= \$427 ;
   always @(posedge clk)
-    sh0_2 <= \$426 ;
+    acc4_1 <= \$428 ;
   always @(posedge clk)
-    mult0_2 <= \$427 ;
+    sh4_1 <= \$429 ;
   always @(posedge clk)
-    acc1_2 <= \$428 ;
+    acc5_1 <= \$430 ;
   always @(posedge clk)
-    sh1_2 <= \$429 ;
+    sh5_1 <= \$431 ;
   always @(posedge clk)
-    acc2_2 <= \$430 ;
+    pll_1 <= \$432 ;
   always @(posedge clk)
-    sh2_2 <= \$431 ;
+    plh_1 <= \$433 ;
   always @(posedge clk)
-    acc3_2 <= \$432 ;
+    phl_1 <= \$434 ;
   always @(posedge clk)
-    sh3_2 <= \$433 ;
+    phh_1 <= \$435 ;
   always @(posedge clk)
-    acc4_2 <= \$434 ;
+    mid_1 <= \$436 ;
   always @(posedge clk)
-    sh4_2 <= \$435 ;
+    lohi_1 <= \$437 ;
   always @(posedge clk)
-    acc5_2 <= \$436 ;
+    prod_1 <= \$438 ;
   always @(posedge clk)
-    sh5_2 <= \$437 ;
+    rnd_1 <= \$439 ;
   always @(posedge clk)
-    pll_2 <= \$438 ;
+    v_1 <= \$440 ;
   always @(posedge clk)
-    plh_2 <= \$439 ;
+    q5_1 <= \$441 ;
   always @(posedge clk)
-    phl_2 <= \$440 ;
+    mask_1 <= \$442 ;
   always @(posedge clk)
-    phh_2 <= \$441 ;
+    half_1 <= \$443 ;
   always @(posedge clk)
-    mid_2 <= \$442 ;
+    half1_1 <= \$444 ;
   always @(posedge clk)
-    lohi_2 <= \$443 ;
+    q6s_1 <= \$445 ;
   always @(posedge clk)
-    prod_2 <= \$444 ;
+    up6_1 <= \$446 ;
   always @(posedge clk)
-    rnd_2 <= \$445 ;
+    q6_1 <= \$447 ;
   always @(posedge clk)
-    v_2 <= \$446 ;
+    res_1 <= \$448 ;
   always @(posedge clk)
-    q5_2 <= \$447 ;
+    tfl_2 <= \$449 ;
   always @(posedge clk)
-    mask_2 <= \$448 ;
+    hup_2 <= \$450 ;
   always @(posedge clk)
-    half_2 <= \$449 ;
+    none_2 <= \$451 ;
   always @(posedge clk)
-    half1_2 <= \$450 ;
+    acc0_2 <= \$452 ;
   always @(posedge clk)
-    q6s_2 <= \$451 ;
+    sh0_2 <= \$453 ;
   always @(posedge clk)
-    up6_2 <= \$452 ;
+    mult0_2 <= \$454 ;
   always @(posedge clk)
-    q6_2 <= \$453 ;
+    acc1_2 <= \$455 ;
   always @(posedge clk)
-    res_2 <= \$454 ;
+    sh1_2 <= \$456 ;
   always @(posedge clk)
-    acc0_3 <= \$455 ;
+    acc2_2 <= \$457 ;
   always @(posedge clk)
-    sh0_3 <= \$456 ;
+    sh2_2 <= \$458 ;
   always @(posedge clk)
-    mult0_3 <= \$457 ;
+    acc3_2 <= \$459 ;
   always @(posedge clk)
-    acc1_3 <= \$458 ;
+    sh3_2 <= \$460 ;
   always @(posedge clk)
-    sh1_3 <= \$459 ;
+    acc4_2 <= \$461 ;
   always @(posedge clk)
-    acc2_3 <= \$460 ;
+    sh4_2 <= \$462 ;
   always @(posedge clk)
-    sh2_3 <= \$461 ;
+    acc5_2 <= \$463 ;
   always @(posedge clk)
-    acc3_3 <= \$462 ;
+    sh5_2 <= \$464 ;
   always @(posedge clk)
-    sh3_3 <= \$463 ;
+    pll_2 <= \$465 ;
   always @(posedge clk)
-    acc4_3 <= \$464 ;
+    plh_2 <= \$466 ;
   always @(posedge clk)
-    sh4_3 <= \$465 ;
+    phl_2 <= \$467 ;
   always @(posedge clk)
-    acc5_3 <= \$466 ;
+    phh_2 <= \$468 ;
   always @(posedge clk)
-    sh5_3 <= \$467 ;
+    mid_2 <= \$469 ;
   always @(posedge clk)
-    pll_3 <= \$468 ;
+    lohi_2 <= \$470 ;
   always @(posedge clk)
-    plh_3 <= \$469 ;
+    prod_2 <= \$471 ;
   always @(posedge clk)
-    phl_3 <= \$470 ;
+    rnd_2 <= \$472 ;
   always @(posedge clk)
-    phh_3 <= \$471 ;
+    v_2 <= \$473 ;
   always @(posedge clk)
-    mid_3 <= \$472 ;
+    q5_2 <= \$474 ;
   always @(posedge clk)
-    lohi_3 <= \$473 ;
+    mask_2 <= \$475 ;
   always @(posedge clk)
-    prod_3 <= \$474 ;
+    half_2 <= \$476 ;
   always @(posedge clk)
-    rnd_3 <= \$475 ;
+    half1_2 <= \$477 ;
   always @(posedge clk)
-    v_3 <= \$476 ;
+    q6s_2 <= \$478 ;
   always @(posedge clk)
-    q5_3 <= \$477 ;
+    up6_2 <= \$479 ;
   always @(posedge clk)
-    mask_3 <= \$478 ;
+    q6_2 <= \$480 ;
   always @(posedge clk)
-    half_3 <= \$479 ;
+    res_2 <= \$481 ;
   always @(posedge clk)
-    half1_3 <= \$480 ;
+    tfl_3 <= \$482 ;
   always @(posedge clk)
-    q6s_3 <= \$481 ;
+    hup_3 <= \$483 ;
   always @(posedge clk)
-    up6_3 <= \$482 ;
+    none_3 <= \$484 ;
   always @(posedge clk)
-    q6_3 <= \$483 ;
+    acc0_3 <= \$485 ;
   always @(posedge clk)
-    res_3 <= \$484 ;
+    sh0_3 <= \$486 ;
   always @(posedge clk)
-    acc0_4 <= \$485 ;
+    mult0_3 <= \$487 ;
   always @(posedge clk)
-    sh0_4 <= \$486 ;
+    acc1_3 <= \$488 ;
   always @(posedge clk)
-    mult0_4 <= \$487 ;
+    sh1_3 <= \$489 ;
   always @(posedge clk)
-    acc1_4 <= \$488 ;
+    acc2_3 <= \$490 ;
   always @(posedge clk)
-    sh1_4 <= \$489 ;
+    sh2_3 <= \$491 ;
   always @(posedge clk)
-    acc2_4 <= \$490 ;
+    acc3_3 <= \$492 ;
   always @(posedge clk)
-    sh2_4 <= \$491 ;
+    sh3_3 <= \$493 ;
   always @(posedge clk)
-    acc3_4 <= \$492 ;
+    acc4_3 <= \$494 ;
   always @(posedge clk)
-    sh3_4 <= \$493 ;
+    sh4_3 <= \$495 ;
   always @(posedge clk)
-    acc4_4 <= \$494 ;
+    acc5_3 <= \$496 ;
   always @(posedge clk)
-    sh4_4 <= \$495 ;
+    sh5_3 <= \$497 ;
   always @(posedge clk)
-    acc5_4 <= \$496 ;
+    pll_3 <= \$498 ;
   always @(posedge clk)
-    sh5_4 <= \$497 ;
+    plh_3 <= \$499 ;
   always @(posedge clk)
-    pll_4 <= \$498 ;
+    phl_3 <= \$500 ;
   always @(posedge clk)
-    plh_4 <= \$499 ;
+    phh_3 <= \$501 ;
   always @(posedge clk)
-    phl_4 <= \$500 ;
+    mid_3 <= \$502 ;
   always @(posedge clk)
-    phh_4 <= \$501 ;
+    lohi_3 <= \$503 ;
   always @(posedge clk)
-    mid_4 <= \$502 ;
+    prod_3 <= \$504 ;
   always @(posedge clk)
-    lohi_4 <= \$503 ;
+    rnd_3 <= \$505 ;
   always @(posedge clk)
-    prod_4 <= \$504 ;
+    v_3 <= \$506 ;
   always @(posedge clk)
-    rnd_4 <= \$505 ;
+    q5_3 <= \$507 ;
   always @(posedge clk)
-    v_4 <= \$506 ;
+    mask_3 <= \$508 ;
   always @(posedge clk)
-    q5_4 <= \$507 ;
+    half_3 <= \$509 ;
   always @(posedge clk)
-    mask_4 <= \$508 ;
+    half1_3 <= \$510 ;
   always @(posedge clk)
-    half_4 <= \$509 ;
+    q6s_3 <= \$511 ;
   always @(posedge clk)
-    half1_4 <= \$510 ;
+    up6_3 <= \$512 ;
   always @(posedge clk)
-    q6s_4 <= \$511 ;
+    q6_3 <= \$513 ;
   always @(posedge clk)
-    up6_4 <= \$512 ;
+    res_3 <= \$514 ;
   always @(posedge clk)
-    q6_4 <= \$513 ;
+    tfl_4 <= \$515 ;
   always @(posedge clk)
-    res_4 <= \$514 ;
+    hup_4 <= \$516 ;
   always @(posedge clk)
-    acc0_5 <= \$515 ;
+    none_4 <= \$517 ;
   always @(posedge clk)
-    sh0_5 <= \$516 ;
+    acc0_4 <= \$518 ;
   always @(posedge clk)
-    mult0_5 <= \$517 ;
+    sh0_4 <= \$519 ;
   always @(posedge clk)
-    acc1_5 <= \$518 ;
+    mult0_4 <= \$520 ;
   always @(posedge clk)
-    sh1_5 <= \$519 ;
+    acc1_4 <= \$521 ;
   always @(posedge clk)
-    acc2_5 <= \$520 ;
+    sh1_4 <= \$522 ;
   always @(posedge clk)
-    sh2_5 <= \$521 ;
+    acc2_4 <= \$523 ;
   always @(posedge clk)
-    acc3_5 <= \$522 ;
+    sh2_4 <= \$524 ;
   always @(posedge clk)
-    sh3_5 <= \$523 ;
+    acc3_4 <= \$525 ;
   always @(posedge clk)
-    acc4_5 <= \$524 ;
+    sh3_4 <= \$526 ;
   always @(posedge clk)
-    sh4_5 <= \$525 ;
+    acc4_4 <= \$527 ;
   always @(posedge clk)
-    acc5_5 <= \$526 ;
+    sh4_4 <= \$528 ;
   always @(posedge clk)
-    sh5_5 <= \$527 ;
+    acc5_4 <= \$529 ;
   always @(posedge clk)
-    pll_5 <= \$528 ;
+    sh5_4 <= \$530 ;
   always @(posedge clk)
-    plh_5 <= \$529 ;
+    pll_4 <= \$531 ;
   always @(posedge clk)
-    phl_5 <= \$530 ;
+    plh_4 <= \$532 ;
   always @(posedge clk)
-    phh_5 <= \$531 ;
+    phl_4 <= \$533 ;
   always @(posedge clk)
-    mid_5 <= \$532 ;
+    phh_4 <= \$534 ;
   always @(posedge clk)
-    lohi_5 <= \$533 ;
+    mid_4 <= \$535 ;
   always @(posedge clk)
-    prod_5 <= \$534 ;
+    lohi_4 <= \$536 ;
   always @(posedge clk)
-    rnd_5 <= \$535 ;
+    prod_4 <= \$537 ;
   always @(posedge clk)
-    v_5 <= \$536 ;
+    rnd_4 <= \$538 ;
   always @(posedge clk)
-    q5_5 <= \$537 ;
+    v_4 <= \$539 ;
   always @(posedge clk)
-    mask_5 <= \$538 ;
+    q5_4 <= \$540 ;
   always @(posedge clk)
-    half_5 <= \$539 ;
+    mask_4 <= \$541 ;
   always @(posedge clk)
-    half1_5 <= \$540 ;
+    half_4 <= \$542 ;
   always @(posedge clk)
-    q6s_5 <= \$541 ;
+    half1_4 <= \$543 ;
   always @(posedge clk)
-    up6_5 <= \$542 ;
+    q6s_4 <= \$544 ;
   always @(posedge clk)
-    q6_5 <= \$543 ;
+    up6_4 <= \$545 ;
   always @(posedge clk)
-    res_5 <= \$544 ;
+    q6_4 <= \$546 ;
   always @(posedge clk)
-    acc0_6 <= \$545 ;
+    res_4 <= \$547 ;
   always @(posedge clk)
-    sh0_6 <= \$546 ;
+    tfl_5 <= \$548 ;
   always @(posedge clk)
-    mult0_6 <= \$547 ;
+    hup_5 <= \$549 ;
   always @(posedge clk)
-    acc1_6 <= \$548 ;
+    none_5 <= \$550 ;
   always @(posedge clk)
-    sh1_6 <= \$549 ;
+    acc0_5 <= \$551 ;
   always @(posedge clk)
-    acc2_6 <= \$550 ;
+    sh0_5 <= \$552 ;
   always @(posedge clk)
-    sh2_6 <= \$551 ;
+    mult0_5 <= \$553 ;
   always @(posedge clk)
-    acc3_6 <= \$552 ;
+    acc1_5 <= \$554 ;
   always @(posedge clk)
-    sh3_6 <= \$553 ;
+    sh1_5 <= \$555 ;
   always @(posedge clk)
-    acc4_6 <= \$554 ;
+    acc2_5 <= \$556 ;
   always @(posedge clk)
-    sh4_6 <= \$555 ;
+    sh2_5 <= \$557 ;
   always @(posedge clk)
-    acc5_6 <= \$556 ;
+    acc3_5 <= \$558 ;
   always @(posedge clk)
-    sh5_6 <= \$557 ;
+    sh3_5 <= \$559 ;
   always @(posedge clk)
-    pll_6 <= \$558 ;
+    acc4_5 <= \$560 ;
   always @(posedge clk)
-    plh_6 <= \$559 ;
+    sh4_5 <= \$561 ;
   always @(posedge clk)
-    phl_6 <= \$560 ;
+    acc5_5 <= \$562 ;
   always @(posedge clk)
-    phh_6 <= \$561 ;
+    sh5_5 <= \$563 ;
   always @(posedge clk)
-    mid_6 <= \$562 ;
+    pll_5 <= \$564 ;
   always @(posedge clk)
-    lohi_6 <= \$563 ;
+    plh_5 <= \$565 ;
   always @(posedge clk)
-    prod_6 <= \$564 ;
+    phl_5 <= \$566 ;
   always @(posedge clk)
-    rnd_6 <= \$565 ;
+    phh_5 <= \$567 ;
   always @(posedge clk)
-    v_6 <= \$566 ;
+    mid_5 <= \$568 ;
   always @(posedge clk)
-    q5_6 <= \$567 ;
+    lohi_5 <= \$569 ;
   always @(posedge clk)
-    mask_6 <= \$568 ;
+    prod_5 <= \$570 ;
   always @(posedge clk)
-    half_6 <= \$569 ;
+    rnd_5 <= \$571 ;
   always @(posedge clk)
-    half1_6 <= \$570 ;
+    v_5 <= \$572 ;
   always @(posedge clk)
-    q6s_6 <= \$571 ;
+    q5_5 <= \$573 ;
   always @(posedge clk)
-    up6_6 <= \$572 ;
+    mask_5 <= \$574 ;
   always @(posedge clk)
-    q6_6 <= \$573 ;
+    half_5 <= \$575 ;
   always @(posedge clk)
-    res_6 <= \$574 ;
+    half1_5 <= \$576 ;
   always @(posedge clk)
-    acc0_7 <= \$575 ;
+    q6s_5 <= \$577 ;
   always @(posedge clk)
-    sh0_7 <= \$576 ;
+    up6_5 <= \$578 ;
   always @(posedge clk)
-    mult0_7 <= \$577 ;
+    q6_5 <= \$579 ;
   always @(posedge clk)
-    acc1_7 <= \$578 ;
+    res_5 <= \$580 ;
   always @(posedge clk)
-    sh1_7 <= \$579 ;
+    tfl_6 <= \$581 ;
   always @(posedge clk)
-    acc2_7 <= \$580 ;
+    hup_6 <= \$582 ;
   always @(posedge clk)
-    sh2_7 <= \$581 ;
+    none_6 <= \$583 ;
   always @(posedge clk)
-    acc3_7 <= \$582 ;
+    acc0_6 <= \$584 ;
   always @(posedge clk)
-    sh3_7 <= \$583 ;
+    sh0_6 <= \$585 ;
   always @(posedge clk)
-    acc4_7 <= \$584 ;
+    mult0_6 <= \$586 ;
   always @(posedge clk)
-    sh4_7 <= \$585 ;
+    acc1_6 <= \$587 ;
   always @(posedge clk)
-    acc5_7 <= \$586 ;
+    sh1_6 <= \$588 ;
   always @(posedge clk)
-    sh5_7 <= \$587 ;
+    acc2_6 <= \$589 ;
   always @(posedge clk)
-    pll_7 <= \$588 ;
+    sh2_6 <= \$590 ;
   always @(posedge clk)
-    plh_7 <= \$589 ;
+    acc3_6 <= \$591 ;
   always @(posedge clk)
-    phl_7 <= \$590 ;
+    sh3_6 <= \$592 ;
   always @(posedge clk)
-    phh_7 <= \$591 ;
+    acc4_6 <= \$593 ;
   always @(posedge clk)
-    mid_7 <= \$592 ;
+    sh4_6 <= \$594 ;
   always @(posedge clk)
-    lohi_7 <= \$593 ;
+    acc5_6 <= \$595 ;
   always @(posedge clk)
-    prod_7 <= \$594 ;
+    sh5_6 <= \$596 ;
   always @(posedge clk)
-    rnd_7 <= \$595 ;
+    pll_6 <= \$597 ;
   always @(posedge clk)
-    v_7 <= \$596 ;
+    plh_6 <= \$598 ;
   always @(posedge clk)
-    q5_7 <= \$597 ;
+    phl_6 <= \$599 ;
   always @(posedge clk)
-    mask_7 <= \$598 ;
+    phh_6 <= \$600 ;
   always @(posedge clk)
-    half_7 <= \$599 ;
+    mid_6 <= \$601 ;
   always @(posedge clk)
-    half1_7 <= \$600 ;
+    lohi_6 <= \$602 ;
   always @(posedge clk)
-    q6s_7 <= \$601 ;
+    prod_6 <= \$603 ;
   always @(posedge clk)
-    up6_7 <= \$602 ;
+    rnd_6 <= \$604 ;
   always @(posedge clk)
-    q6_7 <= \$603 ;
+    v_6 <= \$605 ;
   always @(posedge clk)
-    res_7 <= \$604 ;
-  assign \$1  = mode == 1'h1;
-  assign \$2  = mode == 2'h2;
-  assign \$3  = ! mode;
-  assign \$4  = $signed(lo) - $signed(zp);
-  assign \$5  = $signed(hi) - $signed(zp);
+    q5_6 <= \$606 ;
+  always @(posedge clk)
+    mask_6 <= \$607 ;
+  always @(posedge clk)
+    half_6 <= \$608 ;
+  always @(posedge clk)
+    half1_6 <= \$609 ;
+  always @(posedge clk)
+    q6s_6 <= \$610 ;
+  always @(posedge clk)
+    up6_6 <= \$611 ;
+  always @(posedge clk)
+    q6_6 <= \$612 ;
+  always @(posedge clk)
+    res_6 <= \$613 ;
+  always @(posedge clk)
+    tfl_7 <= \$614 ;
+  always @(posedge clk)
+    hup_7 <= \$615 ;
+  always @(posedge clk)
+    none_7 <= \$616 ;
+  always @(posedge clk)
+    acc0_7 <= \$617 ;
+  always @(posedge clk)
+    sh0_7 <= \$618 ;
+  always @(posedge clk)
+    mult0_7 <= \$619 ;
+  always @(posedge clk)
+    acc1_7 <= \$620 ;
+  always @(posedge clk)
+    sh1_7 <= \$621 ;
+  always @(posedge clk)
+    acc2_7 <= \$622 ;
+  always @(posedge clk)
+    sh2_7 <= \$623 ;
+  always @(posedge clk)
+    acc3_7 <= \$624 ;
+  always @(posedge clk)
+    sh3_7 <= \$625 ;
+  always @(posedge clk)
+    acc4_7 <= \$626 ;
+  always @(posedge clk)
+    sh4_7 <= \$627 ;
+  always @(posedge clk)
+    acc5_7 <= \$628 ;
+  always @(posedge clk)
+    sh5_7 <= \$629 ;
+  always @(posedge clk)
+    pll_7 <= \$630 ;
+  always @(posedge clk)
+    plh_7 <= \$631 ;
+  always @(posedge clk)
+    phl_7 <= \$632 ;
+  always @(posedge clk)
+    phh_7 <= \$633 ;
+  always @(posedge clk)
+    mid_7 <= \$634 ;
+  always @(posedge clk)
+    lohi_7 <= \$635 ;
+  always @(posedge clk)
+    prod_7 <= \$636 ;
+  always @(posedge clk)
+    rnd_7 <= \$637 ;
+  always @(posedge clk)
+    v_7 <= \$638 ;
+  always @(posedge clk)
+    q5_7 <= \$639 ;
+  always @(posedge clk)
+    mask_7 <= \$640 ;
+  always @(posedge clk)
+    half_7 <= \$641 ;
+  always @(posedge clk)
+    half1_7 <= \$642 ;
+  always @(posedge clk)
+    q6s_7 <= \$643 ;
+  always @(posedge clk)
+    up6_7 <= \$644 ;
+  always @(posedge clk)
+    q6_7 <= \$645 ;
+  always @(posedge clk)
+    res_7 <= \$646 ;
+  assign \$1  = $signed(lo) - $signed(zp);
+  assign \$2  = $signed(hi) - $signed(zp);
+  assign \$3  = mode == 1'h1;
+  assign \$4  = mode == 2'h2;
+  assign \$5  = ! mode;
   assign \$6  = mode == 2'h2;
   assign \$7  = \$6  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
   assign \$8  = acc0_0[16:0] * mult0_0[16:0];
@@ -78141,7 +78333,7 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign \$18  = \$15  ? 48'h000000000000 : \$17 [47:0];
   assign \$19  = $signed(prod_0) >= $signed(1'h0);
   assign \$20  = \$19  ? 32'd1073741824 : 32'd3221225473;
-  assign \$21  = tfl ? { \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20  } : { 1'h0, rnd_0 };
+  assign \$21  = tfl_0 ? { \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20  } : { 1'h0, rnd_0 };
   assign \$22  = $signed(prod_0) + $signed(\$21 );
   assign \$24  = $signed(v_0) < $signed(1'h0);
   assign \$25  = | v_0[30:0];
@@ -78165,685 +78357,540 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign \$45  = $signed(q6s_0) + $signed({ 1'h0, up6_0 });
   assign \$46  = $signed(q6_0) < $signed(lo_zp);
   assign \$47  = $signed(q6_0) > $signed(hi_zp);
-  assign \$48  = mode == 2'h2;
-  assign \$49  = \$48  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$50  = acc0_1[16:0] * mult0_1[16:0];
-  assign \$51  = acc0_1[16:0] * mult0_1[30:17];
-  assign \$52  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[16:0] });
-  assign \$53  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[30:17] });
-  assign \$54  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
-  assign \$56  = $signed(lohi_1) + $signed(\$55 );
-  assign \$57  = ! sh2_1;
-  assign \$58  = sh2_1 - 1'h1;
-  assign \$59  = 1'h1 << \$58 [5:0];
-  assign \$60  = \$57  ? 48'h000000000000 : \$59 [47:0];
-  assign \$61  = $signed(prod_1) >= $signed(1'h0);
-  assign \$62  = \$61  ? 32'd1073741824 : 32'd3221225473;
-  assign \$63  = tfl ? { \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62 [31], \$62  } : { 1'h0, rnd_1 };
-  assign \$64  = $signed(prod_1) + $signed(\$63 );
-  assign \$66  = $signed(v_1) < $signed(1'h0);
-  assign \$67  = | v_1[30:0];
-  assign \$68  = \$66  & \$67 ;
-  assign \$69  = $signed(\$65 ) + $signed({ 1'h0, \$68  });
-  assign \$70  = $signed(v_1) >>> sh4_1;
-  assign \$71  = 1'h1 << sh4_1[4:0];
-  assign \$72  = \$71  - 1'h1;
-  assign \$73  = 1'h1 << sh4_1[4:0];
-  assign \$74  = \$73  - 1'h1;
-  assign \$76  = \$75  + 1'h0;
-  assign \$77  = 1'h1 << sh4_1[4:0];
-  assign \$78  = \$77  - 1'h1;
-  assign \$80  = \$79  + 1'h1;
-  assign \$81  = \$80  + 1'h0;
-  assign \$82  = $signed(q5_1) >>> sh5_1[4:0];
-  assign \$83  = $signed(q5_1) < $signed(1'h0);
-  assign \$84  = rem_1 > half1_1;
-  assign \$85  = rem_1 > half_1;
-  assign \$86  = \$83  ? \$84  : \$85 ;
-  assign \$87  = $signed(q6s_1) + $signed({ 1'h0, up6_1 });
-  assign \$88  = $signed(q6_1) < $signed(lo_zp);
-  assign \$89  = $signed(q6_1) > $signed(hi_zp);
-  assign \$90  = mode == 2'h2;
-  assign \$91  = \$90  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$92  = acc0_2[16:0] * mult0_2[16:0];
-  assign \$93  = acc0_2[16:0] * mult0_2[30:17];
-  assign \$94  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[16:0] });
-  assign \$95  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[30:17] });
-  assign \$96  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
-  assign \$98  = $signed(lohi_2) + $signed(\$97 );
-  assign \$99  = ! sh2_2;
-  assign \$100  = sh2_2 - 1'h1;
-  assign \$101  = 1'h1 << \$100 [5:0];
-  assign \$102  = \$99  ? 48'h000000000000 : \$101 [47:0];
-  assign \$103  = $signed(prod_2) >= $signed(1'h0);
-  assign \$104  = \$103  ? 32'd1073741824 : 32'd3221225473;
-  assign \$105  = tfl ? { \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104 [31], \$104  } : { 1'h0, rnd_2 };
-  assign \$106  = $signed(prod_2) + $signed(\$105 );
-  assign \$108  = $signed(v_2) < $signed(1'h0);
-  assign \$109  = | v_2[30:0];
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = $signed(\$107 ) + $signed({ 1'h0, \$110  });
-  assign \$112  = $signed(v_2) >>> sh4_2;
-  assign \$113  = 1'h1 << sh4_2[4:0];
-  assign \$114  = \$113  - 1'h1;
-  assign \$115  = 1'h1 << sh4_2[4:0];
-  assign \$116  = \$115  - 1'h1;
-  assign \$118  = \$117  + 1'h0;
+  assign \$48  = mode == 1'h1;
+  assign \$49  = mode == 2'h2;
+  assign \$50  = ! mode;
+  assign \$51  = mode == 2'h2;
+  assign \$52  = \$51  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$53  = acc0_1[16:0] * mult0_1[16:0];
+  assign \$54  = acc0_1[16:0] * mult0_1[30:17];
+  assign \$55  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[16:0] });
+  assign \$56  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[30:17] });
+  assign \$57  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
+  assign \$59  = $signed(lohi_1) + $signed(\$58 );
+  assign \$60  = ! sh2_1;
+  assign \$61  = sh2_1 - 1'h1;
+  assign \$62  = 1'h1 << \$61 [5:0];
+  assign \$63  = \$60  ? 48'h000000000000 : \$62 [47:0];
+  assign \$64  = $signed(prod_1) >= $signed(1'h0);
+  assign \$65  = \$64  ? 32'd1073741824 : 32'd3221225473;
+  assign \$66  = tfl_1 ? { \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65  } : { 1'h0, rnd_1 };
+  assign \$67  = $signed(prod_1) + $signed(\$66 );
+  assign \$69  = $signed(v_1) < $signed(1'h0);
+  assign \$70  = | v_1[30:0];
+  assign \$71  = \$69  & \$70 ;
+  assign \$72  = $signed(\$68 ) + $signed({ 1'h0, \$71  });
+  assign \$73  = $signed(v_1) >>> sh4_1;
+  assign \$74  = 1'h1 << sh4_1[4:0];
+  assign \$75  = \$74  - 1'h1;
+  assign \$76  = 1'h1 << sh4_1[4:0];
+  assign \$77  = \$76  - 1'h1;
+  assign \$79  = \$78  + 1'h0;
+  assign \$80  = 1'h1 << sh4_1[4:0];
+  assign \$81  = \$80  - 1'h1;
+  assign \$83  = \$82  + 1'h1;
+  assign \$84  = \$83  + 1'h0;
+  assign \$85  = $signed(q5_1) >>> sh5_1[4:0];
+  assign \$86  = $signed(q5_1) < $signed(1'h0);
+  assign \$87  = rem_1 > half1_1;
+  assign \$88  = rem_1 > half_1;
+  assign \$89  = \$86  ? \$87  : \$88 ;
+  assign \$90  = $signed(q6s_1) + $signed({ 1'h0, up6_1 });
+  assign \$91  = $signed(q6_1) < $signed(lo_zp);
+  assign \$92  = $signed(q6_1) > $signed(hi_zp);
+  assign \$93  = mode == 1'h1;
+  assign \$94  = mode == 2'h2;
+  assign \$95  = ! mode;
+  assign \$96  = mode == 2'h2;
+  assign \$97  = \$96  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$98  = acc0_2[16:0] * mult0_2[16:0];
+  assign \$99  = acc0_2[16:0] * mult0_2[30:17];
+  assign \$100  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[16:0] });
+  assign \$101  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[30:17] });
+  assign \$102  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
+  assign \$104  = $signed(lohi_2) + $signed(\$103 );
+  assign \$105  = ! sh2_2;
+  assign \$106  = sh2_2 - 1'h1;
+  assign \$107  = 1'h1 << \$106 [5:0];
+  assign \$108  = \$105  ? 48'h000000000000 : \$107 [47:0];
+  assign \$109  = $signed(prod_2) >= $signed(1'h0);
+  assign \$110  = \$109  ? 32'd1073741824 : 32'd3221225473;
+  assign \$111  = tfl_2 ? { \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110  } : { 1'h0, rnd_2 };
+  assign \$112  = $signed(prod_2) + $signed(\$111 );
+  assign \$114  = $signed(v_2) < $signed(1'h0);
+  assign \$115  = | v_2[30:0];
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = $signed(\$113 ) + $signed({ 1'h0, \$116  });
+  assign \$118  = $signed(v_2) >>> sh4_2;
   assign \$119  = 1'h1 << sh4_2[4:0];
   assign \$120  = \$119  - 1'h1;
-  assign \$122  = \$121  + 1'h1;
-  assign \$123  = \$122  + 1'h0;
-  assign \$124  = $signed(q5_2) >>> sh5_2[4:0];
-  assign \$125  = $signed(q5_2) < $signed(1'h0);
-  assign \$126  = rem_2 > half1_2;
-  assign \$127  = rem_2 > half_2;
-  assign \$128  = \$125  ? \$126  : \$127 ;
-  assign \$129  = $signed(q6s_2) + $signed({ 1'h0, up6_2 });
-  assign \$130  = $signed(q6_2) < $signed(lo_zp);
-  assign \$131  = $signed(q6_2) > $signed(hi_zp);
-  assign \$132  = mode == 2'h2;
-  assign \$133  = \$132  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$134  = acc0_3[16:0] * mult0_3[16:0];
-  assign \$135  = acc0_3[16:0] * mult0_3[30:17];
-  assign \$136  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[16:0] });
-  assign \$137  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[30:17] });
-  assign \$138  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
-  assign \$140  = $signed(lohi_3) + $signed(\$139 );
-  assign \$141  = ! sh2_3;
-  assign \$142  = sh2_3 - 1'h1;
-  assign \$143  = 1'h1 << \$142 [5:0];
-  assign \$144  = \$141  ? 48'h000000000000 : \$143 [47:0];
-  assign \$145  = $signed(prod_3) >= $signed(1'h0);
-  assign \$146  = \$145  ? 32'd1073741824 : 32'd3221225473;
-  assign \$147  = tfl ? { \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146 [31], \$146  } : { 1'h0, rnd_3 };
-  assign \$148  = $signed(prod_3) + $signed(\$147 );
-  assign \$150  = $signed(v_3) < $signed(1'h0);
-  assign \$151  = | v_3[30:0];
-  assign \$152  = \$150  & \$151 ;
-  assign \$153  = $signed(\$149 ) + $signed({ 1'h0, \$152  });
-  assign \$154  = $signed(v_3) >>> sh4_3;
-  assign \$155  = 1'h1 << sh4_3[4:0];
-  assign \$156  = \$155  - 1'h1;
-  assign \$157  = 1'h1 << sh4_3[4:0];
-  assign \$158  = \$157  - 1'h1;
-  assign \$160  = \$159  + 1'h0;
-  assign \$161  = 1'h1 << sh4_3[4:0];
-  assign \$162  = \$161  - 1'h1;
-  assign \$164  = \$163  + 1'h1;
-  assign \$165  = \$164  + 1'h0;
-  assign \$166  = $signed(q5_3) >>> sh5_3[4:0];
-  assign \$167  = $signed(q5_3) < $signed(1'h0);
-  assign \$168  = rem_3 > half1_3;
-  assign \$169  = rem_3 > half_3;
-  assign \$170  = \$167  ? \$168  : \$169 ;
-  assign \$171  = $signed(q6s_3) + $signed({ 1'h0, up6_3 });
-  assign \$172  = $signed(q6_3) < $signed(lo_zp);
-  assign \$173  = $signed(q6_3) > $signed(hi_zp);
-  assign \$174  = mode == 2'h2;
-  assign \$175  = \$174  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$176  = acc0_4[16:0] * mult0_4[16:0];
-  assign \$177  = acc0_4[16:0] * mult0_4[30:17];
-  assign \$178  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[16:0] });
-  assign \$179  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[30:17] });
-  assign \$180  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
-  assign \$182  = $signed(lohi_4) + $signed(\$181 );
-  assign \$183  = ! sh2_4;
-  assign \$184  = sh2_4 - 1'h1;
-  assign \$185  = 1'h1 << \$184 [5:0];
-  assign \$186  = \$183  ? 48'h000000000000 : \$185 [47:0];
-  assign \$187  = $signed(prod_4) >= $signed(1'h0);
-  assign \$188  = \$187  ? 32'd1073741824 : 32'd3221225473;
-  assign \$189  = tfl ? { \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188 [31], \$188  } : { 1'h0, rnd_4 };
-  assign \$190  = $signed(prod_4) + $signed(\$189 );
-  assign \$192  = $signed(v_4) < $signed(1'h0);
-  assign \$193  = | v_4[30:0];
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = $signed(\$191 ) + $signed({ 1'h0, \$194  });
-  assign \$196  = $signed(v_4) >>> sh4_4;
-  assign \$197  = 1'h1 << sh4_4[4:0];
-  assign \$198  = \$197  - 1'h1;
-  assign \$199  = 1'h1 << sh4_4[4:0];
-  assign \$200  = \$199  - 1'h1;
-  assign \$202  = \$201  + 1'h0;
-  assign \$203  = 1'h1 << sh4_4[4:0];
-  assign \$204  = \$203  - 1'h1;
-  assign \$206  = \$205  + 1'h1;
-  assign \$207  = \$206  + 1'h0;
-  assign \$208  = $signed(q5_4) >>> sh5_4[4:0];
-  assign \$209  = $signed(q5_4) < $signed(1'h0);
-  assign \$210  = rem_4 > half1_4;
-  assign \$211  = rem_4 > half_4;
-  assign \$212  = \$209  ? \$210  : \$211 ;
-  assign \$213  = $signed(q6s_4) + $signed({ 1'h0, up6_4 });
-  assign \$214  = $signed(q6_4) < $signed(lo_zp);
-  assign \$215  = $signed(q6_4) > $signed(hi_zp);
-  assign \$216  = mode == 2'h2;
-  assign \$217  = \$216  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$218  = acc0_5[16:0] * mult0_5[16:0];
-  assign \$219  = acc0_5[16:0] * mult0_5[30:17];
-  assign \$220  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[16:0] });
-  assign \$221  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[30:17] });
-  assign \$222  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
-  assign \$224  = $signed(lohi_5) + $signed(\$223 );
-  assign \$225  = ! sh2_5;
-  assign \$226  = sh2_5 - 1'h1;
-  assign \$227  = 1'h1 << \$226 [5:0];
-  assign \$228  = \$225  ? 48'h000000000000 : \$227 [47:0];
-  assign \$229  = $signed(prod_5) >= $signed(1'h0);
-  assign \$230  = \$229  ? 32'd1073741824 : 32'd3221225473;
-  assign \$231  = tfl ? { \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230 [31], \$230  } : { 1'h0, rnd_5 };
-  assign \$232  = $signed(prod_5) + $signed(\$231 );
-  assign \$234  = $signed(v_5) < $signed(1'h0);
-  assign \$235  = | v_5[30:0];
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = $signed(\$233 ) + $signed({ 1'h0, \$236  });
-  assign \$238  = $signed(v_5) >>> sh4_5;
-  assign \$239  = 1'h1 << sh4_5[4:0];
-  assign \$240  = \$239  - 1'h1;
-  assign \$241  = 1'h1 << sh4_5[4:0];
-  assign \$242  = \$241  - 1'h1;
-  assign \$244  = \$243  + 1'h0;
-  assign \$245  = 1'h1 << sh4_5[4:0];
-  assign \$246  = \$245  - 1'h1;
-  assign \$248  = \$247  + 1'h1;
-  assign \$249  = \$248  + 1'h0;
-  assign \$250  = $signed(q5_5) >>> sh5_5[4:0];
-  assign \$251  = $signed(q5_5) < $signed(1'h0);
-  assign \$252  = rem_5 > half1_5;
-  assign \$253  = rem_5 > half_5;
-  assign \$254  = \$251  ? \$252  : \$253 ;
-  assign \$255  = $signed(q6s_5) + $signed({ 1'h0, up6_5 });
-  assign \$256  = $signed(q6_5) < $signed(lo_zp);
-  assign \$257  = $signed(q6_5) > $signed(hi_zp);
-  assign \$258  = mode == 2'h2;
-  assign \$259  = \$258  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$260  = acc0_6[16:0] * mult0_6[16:0];
-  assign \$261  = acc0_6[16:0] * mult0_6[30:17];
-  assign \$262  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[16:0] });
-  assign \$263  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[30:17] });
-  assign \$264  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
-  assign \$266  = $signed(lohi_6) + $signed(\$265 );
-  assign \$267  = ! sh2_6;
-  assign \$268  = sh2_6 - 1'h1;
-  assign \$269  = 1'h1 << \$268 [5:0];
-  assign \$270  = \$267  ? 48'h000000000000 : \$269 [47:0];
-  assign \$271  = $signed(prod_6) >= $signed(1'h0);
-  assign \$272  = \$271  ? 32'd1073741824 : 32'd3221225473;
-  assign \$273  = tfl ? { \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272 [31], \$272  } : { 1'h0, rnd_6 };
-  assign \$274  = $signed(prod_6) + $signed(\$273 );
-  assign \$276  = $signed(v_6) < $signed(1'h0);
-  assign \$277  = | v_6[30:0];
-  assign \$278  = \$276  & \$277 ;
-  assign \$279  = $signed(\$275 ) + $signed({ 1'h0, \$278  });
-  assign \$280  = $signed(v_6) >>> sh4_6;
-  assign \$281  = 1'h1 << sh4_6[4:0];
-  assign \$282  = \$281  - 1'h1;
-  assign \$283  = 1'h1 << sh4_6[4:0];
-  assign \$284  = \$283  - 1'h1;
-  assign \$286  = \$285  + 1'h0;
-  assign \$287  = 1'h1 << sh4_6[4:0];
-  assign \$288  = \$287  - 1'h1;
-  assign \$290  = \$289  + 1'h1;
-  assign \$291  = \$290  + 1'h0;
-  assign \$292  = $signed(q5_6) >>> sh5_6[4:0];
-  assign \$293  = $signed(q5_6) < $signed(1'h0);
-  assign \$294  = rem_6 > half1_6;
-  assign \$295  = rem_6 > half_6;
-  assign \$296  = \$293  ? \$294  : \$295 ;
-  assign \$297  = $signed(q6s_6) + $signed({ 1'h0, up6_6 });
-  assign \$298  = $signed(q6_6) < $signed(lo_zp);
-  assign \$299  = $signed(q6_6) > $signed(hi_zp);
-  assign \$300  = mode == 2'h2;
-  assign \$301  = \$300  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$302  = acc0_7[16:0] * mult0_7[16:0];
-  assign \$303  = acc0_7[16:0] * mult0_7[30:17];
-  assign \$304  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[16:0] });
-  assign \$305  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[30:17] });
-  assign \$306  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
-  assign \$308  = $signed(lohi_7) + $signed(\$307 );
-  assign \$309  = ! sh2_7;
-  assign \$310  = sh2_7 - 1'h1;
-  assign \$311  = 1'h1 << \$310 [5:0];
-  assign \$312  = \$309  ? 48'h000000000000 : \$311 [47:0];
-  assign \$313  = $signed(prod_7) >= $signed(1'h0);
-  assign \$314  = \$313  ? 32'd1073741824 : 32'd3221225473;
-  assign \$315  = tfl ? { \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314 [31], \$314  } : { 1'h0, rnd_7 };
-  assign \$316  = $signed(prod_7) + $signed(\$315 );
-  assign \$318  = $signed(v_7) < $signed(1'h0);
-  assign \$319  = | v_7[30:0];
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = $signed(\$317 ) + $signed({ 1'h0, \$320  });
-  assign \$322  = $signed(v_7) >>> sh4_7;
-  assign \$323  = 1'h1 << sh4_7[4:0];
-  assign \$324  = \$323  - 1'h1;
-  assign \$325  = 1'h1 << sh4_7[4:0];
-  assign \$326  = \$325  - 1'h1;
-  assign \$328  = \$327  + 1'h0;
-  assign \$329  = 1'h1 << sh4_7[4:0];
-  assign \$330  = \$329  - 1'h1;
-  assign \$332  = \$331  + 1'h1;
-  assign \$333  = \$332  + 1'h0;
-  assign \$334  = $signed(q5_7) >>> sh5_7[4:0];
-  assign \$335  = $signed(q5_7) < $signed(1'h0);
-  assign \$336  = rem_7 > half1_7;
-  assign \$337  = rem_7 > half_7;
-  assign \$338  = \$335  ? \$336  : \$337 ;
-  assign \$339  = $signed(q6s_7) + $signed({ 1'h0, up6_7 });
-  assign \$340  = $signed(q6_7) < $signed(lo_zp);
-  assign \$341  = $signed(q6_7) > $signed(hi_zp);
-  assign rem_0 = q5_0[31:0] & mask_0;
-  assign q8_0 = $signed(q6_0) + $signed(zp);
-  assign rem_1 = q5_1[31:0] & mask_1;
-  assign q8_1 = $signed(q6_1) + $signed(zp);
-  assign rem_2 = q5_2[31:0] & mask_2;
-  assign q8_2 = $signed(q6_2) + $signed(zp);
-  assign rem_3 = q5_3[31:0] & mask_3;
-  assign q8_3 = $signed(q6_3) + $signed(zp);
-  assign rem_4 = q5_4[31:0] & mask_4;
-  assign q8_4 = $signed(q6_4) + $signed(zp);
-  assign rem_5 = q5_5[31:0] & mask_5;
-  assign q8_5 = $signed(q6_5) + $signed(zp);
-  assign rem_6 = q5_6[31:0] & mask_6;
-  assign q8_6 = $signed(q6_6) + $signed(zp);
-  assign rem_7 = q5_7[31:0] & mask_7;
-  assign q8_7 = $signed(q6_7) + $signed(zp);
-  always @(posedge clk)
-    valid_s0 <= \$342 ;
-  always @(posedge clk)
-    last_s0 <= \$343 ;
-  always @(posedge clk)
-    valid_s1 <= \$344 ;
-  always @(posedge clk)
-    last_s1 <= \$345 ;
-  always @(posedge clk)
-    valid_s2 <= \$346 ;
-  always @(posedge clk)
-    last_s2 <= \$347 ;
-  always @(posedge clk)
-    valid_s3 <= \$348 ;
-  always @(posedge clk)
-    last_s3 <= \$349 ;
-  always @(posedge clk)
-    valid_s4 <= \$350 ;
-  always @(posedge clk)
-    last_s4 <= \$351 ;
-  always @(posedge clk)
-    valid_s5 <= \$352 ;
-  always @(posedge clk)
-    last_s5 <= \$353 ;
-  always @(posedge clk)
-    valid_s6 <= \$354 ;
-  always @(posedge clk)
-    last_s6 <= \$355 ;
-  always @(posedge clk)
-    valid_s7 <= \$356 ;
-  always @(posedge clk)
-    last_s7 <= \$357 ;
-  always @(posedge clk)
-    valid_s8 <= \$358 ;
-  always @(posedge clk)
-    last_s8 <= \$359 ;
-  always @(posedge clk)
-    tfl <= \$360 ;
+  assign \$121  = 1'h1 << sh4_2[4:0];
+  assign \$122  = \$121  - 1'h1;
+  assign \$124  = \$123  + 1'h0;
+  assign \$125  = 1'h1 << sh4_2[4:0];
+  assign \$126  = \$125  - 1'h1;
+  assign \$128  = \$127  + 1'h1;
+  assign \$129  = \$128  + 1'h0;
+  assign \$130  = $signed(q5_2) >>> sh5_2[4:0];
+  assign \$131  = $signed(q5_2) < $signed(1'h0);
+  assign \$132  = rem_2 > half1_2;
+  assign \$133  = rem_2 > half_2;
+  assign \$134  = \$131  ? \$132  : \$133 ;
+  assign \$135  = $signed(q6s_2) + $signed({ 1'h0, up6_2 });
+  assign \$136  = $signed(q6_2) < $signed(lo_zp);
+  assign \$137  = $signed(q6_2) > $signed(hi_zp);
+  assign \$138  = mode == 1'h1;
+  assign \$139  = mode == 2'h2;
+  assign \$140  = ! mode;
+  assign \$141  = mode == 2'h2;
+  assign \$142  = \$141  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$143  = acc0_3[16:0] * mult0_3[16:0];
+  assign \$144  = acc0_3[16:0] * mult0_3[30:17];
+  assign \$145  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[16:0] });
+  assign \$146  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[30:17] });
+  assign \$147  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
+  assign \$149  = $signed(lohi_3) + $signed(\$148 );
+  assign \$150  = ! sh2_3;
+  assign \$151  = sh2_3 - 1'h1;
+  assign \$152  = 1'h1 << \$151 [5:0];
+  assign \$153  = \$150  ? 48'h000000000000 : \$152 [47:0];
+  assign \$154  = $signed(prod_3) >= $signed(1'h0);
+  assign \$155  = \$154  ? 32'd1073741824 : 32'd3221225473;
+  assign \$156  = tfl_3 ? { \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155  } : { 1'h0, rnd_3 };
+  assign \$157  = $signed(prod_3) + $signed(\$156 );
+  assign \$159  = $signed(v_3) < $signed(1'h0);
+  assign \$160  = | v_3[30:0];
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = $signed(\$158 ) + $signed({ 1'h0, \$161  });
+  assign \$163  = $signed(v_3) >>> sh4_3;
+  assign \$164  = 1'h1 << sh4_3[4:0];
+  assign \$165  = \$164  - 1'h1;
+  assign \$166  = 1'h1 << sh4_3[4:0];
+  assign \$167  = \$166  - 1'h1;
+  assign \$169  = \$168  + 1'h0;
+  assign \$170  = 1'h1 << sh4_3[4:0];
+  assign \$171  = \$170  - 1'h1;
+  assign \$173  = \$172  + 1'h1;
+  assign \$174  = \$173  + 1'h0;
+  assign \$175  = $signed(q5_3) >>> sh5_3[4:0];
+  assign \$176  = $signed(q5_3) < $signed(1'h0);
+  assign \$177  = rem_3 > half1_3;
+  assign \$178  = rem_3 > half_3;
+  assign \$179  = \$176  ? \$177  : \$178 ;
+  assign \$180  = $signed(q6s_3) + $signed({ 1'h0, up6_3 });
+  assign \$181  = $signed(q6_3) < $signed(lo_zp);
+  assign \$182  = $signed(q6_3) > $signed(hi_zp);
+  assign \$183  = mode == 1'h1;
+  assign \$184  = mode == 2'h2;
+  assign \$185  = ! mode;
+  assign \$186  = mode == 2'h2;
+  assign \$187  = \$186  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$188  = acc0_4[16:0] * mult0_4[16:0];
+  assign \$189  = acc0_4[16:0] * mult0_4[30:17];
+  assign \$190  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[16:0] });
+  assign \$191  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[30:17] });
+  assign \$192  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
+  assign \$194  = $signed(lohi_4) + $signed(\$193 );
+  assign \$195  = ! sh2_4;
+  assign \$196  = sh2_4 - 1'h1;
+  assign \$197  = 1'h1 << \$196 [5:0];
+  assign \$198  = \$195  ? 48'h000000000000 : \$197 [47:0];
+  assign \$199  = $signed(prod_4) >= $signed(1'h0);
+  assign \$200  = \$199  ? 32'd1073741824 : 32'd3221225473;
+  assign \$201  = tfl_4 ? { \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200  } : { 1'h0, rnd_4 };
+  assign \$202  = $signed(prod_4) + $signed(\$201 );
+  assign \$204  = $signed(v_4) < $signed(1'h0);
+  assign \$205  = | v_4[30:0];
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = $signed(\$203 ) + $signed({ 1'h0, \$206  });
+  assign \$208  = $signed(v_4) >>> sh4_4;
+  assign \$209  = 1'h1 << sh4_4[4:0];
+  assign \$210  = \$209  - 1'h1;
+  assign \$211  = 1'h1 << sh4_4[4:0];
+  assign \$212  = \$211  - 1'h1;
+  assign \$214  = \$213  + 1'h0;
+  assign \$215  = 1'h1 << sh4_4[4:0];
+  assign \$216  = \$215  - 1'h1;
+  assign \$218  = \$217  + 1'h1;
+  assign \$219  = \$218  + 1'h0;
+  assign \$220  = $signed(q5_4) >>> sh5_4[4:0];
+  assign \$221  = $signed(q5_4) < $signed(1'h0);
+  assign \$222  = rem_4 > half1_4;
+  assign \$223  = rem_4 > half_4;
+  assign \$224  = \$221  ? \$222  : \$223 ;
+  assign \$225  = $signed(q6s_4) + $signed({ 1'h0, up6_4 });
+  assign \$226  = $signed(q6_4) < $signed(lo_zp);
+  assign \$227  = $signed(q6_4) > $signed(hi_zp);
+  assign \$228  = mode == 1'h1;
+  assign \$229  = mode == 2'h2;
+  assign \$230  = ! mode;
+  assign \$231  = mode == 2'h2;
+  assign \$232  = \$231  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$233  = acc0_5[16:0] * mult0_5[16:0];
+  assign \$234  = acc0_5[16:0] * mult0_5[30:17];
+  assign \$235  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[16:0] });
+  assign \$236  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[30:17] });
+  assign \$237  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
+  assign \$239  = $signed(lohi_5) + $signed(\$238 );
+  assign \$240  = ! sh2_5;
+  assign \$241  = sh2_5 - 1'h1;
+  assign \$242  = 1'h1 << \$241 [5:0];
+  assign \$243  = \$240  ? 48'h000000000000 : \$242 [47:0];
+  assign \$244  = $signed(prod_5) >= $signed(1'h0);
+  assign \$245  = \$244  ? 32'd1073741824 : 32'd3221225473;
+  assign \$246  = tfl_5 ? { \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245  } : { 1'h0, rnd_5 };
+  assign \$247  = $signed(prod_5) + $signed(\$246 );
+  assign \$249  = $signed(v_5) < $signed(1'h0);
+  assign \$250  = | v_5[30:0];
+  assign \$251  = \$249  & \$250 ;
+  assign \$252  = $signed(\$248 ) + $signed({ 1'h0, \$251  });
+  assign \$253  = $signed(v_5) >>> sh4_5;
+  assign \$254  = 1'h1 << sh4_5[4:0];
+  assign \$255  = \$254  - 1'h1;
+  assign \$256  = 1'h1 << sh4_5[4:0];
+  assign \$257  = \$256  - 1'h1;
+  assign \$259  = \$258  + 1'h0;
+  assign \$260  = 1'h1 << sh4_5[4:0];
+  assign \$261  = \$260  - 1'h1;
+  assign \$263  = \$262  + 1'h1;
+  assign \$264  = \$263  + 1'h0;
+  assign \$265  = $signed(q5_5) >>> sh5_5[4:0];
+  assign \$266  = $signed(q5_5) < $signed(1'h0);
+  assign \$267  = rem_5 > half1_5;
+  assign \$268  = rem_5 > half_5;
+  assign \$269  = \$266  ? \$267  : \$268 ;
+  assign \$270  = $signed(q6s_5) + $signed({ 1'h0, up6_5 });
+  assign \$271  = $signed(q6_5) < $signed(lo_zp);
+  assign \$272  = $signed(q6_5) > $signed(hi_zp);
+  assign \$273  = mode == 1'h1;
+  assign \$274  = mode == 2'h2;
+  assign \$275  = ! mode;
+  assign \$276  = mode == 2'h2;
+  assign \$277  = \$276  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$278  = acc0_6[16:0] * mult0_6[16:0];
+  assign \$279  = acc0_6[16:0] * mult0_6[30:17];
+  assign \$280  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[16:0] });
+  assign \$281  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[30:17] });
+  assign \$282  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
+  assign \$284  = $signed(lohi_6) + $signed(\$283 );
+  assign \$285  = ! sh2_6;
+  assign \$286  = sh2_6 - 1'h1;
+  assign \$287  = 1'h1 << \$286 [5:0];
+  assign \$288  = \$285  ? 48'h000000000000 : \$287 [47:0];
+  assign \$289  = $signed(prod_6) >= $signed(1'h0);
+  assign \$290  = \$289  ? 32'd1073741824 : 32'd3221225473;
+  assign \$291  = tfl_6 ? { \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290  } : { 1'h0, rnd_6 };
+  assign \$292  = $signed(prod_6) + $signed(\$291 );
+  assign \$294  = $signed(v_6) < $signed(1'h0);
+  assign \$295  = | v_6[30:0];
+  assign \$296  = \$294  & \$295 ;
+  assign \$297  = $signed(\$293 ) + $signed({ 1'h0, \$296  });
+  assign \$298  = $signed(v_6) >>> sh4_6;
+  assign \$299  = 1'h1 << sh4_6[4:0];
+  assign \$300  = \$299  - 1'h1;
+  assign \$301  = 1'h1 << sh4_6[4:0];
+  assign \$302  = \$301  - 1'h1;
+  assign \$304  = \$303  + 1'h0;
+  assign \$305  = 1'h1 << sh4_6[4:0];
+  assign \$306  = \$305  - 1'h1;
+  assign \$308  = \$307  + 1'h1;
+  assign \$309  = \$308  + 1'h0;
+  assign \$310  = $signed(q5_6) >>> sh5_6[4:0];
+  assign \$311  = $signed(q5_6) < $signed(1'h0);
+  assign \$312  = rem_6 > half1_6;
+  assign \$313  = rem_6 > half_6;
+  assign \$314  = \$311  ? \$312  : \$313 ;
+  assign \$315  = $signed(q6s_6) + $signed({ 1'h0, up6_6 });
+  assign \$316  = $signed(q6_6) < $signed(lo_zp);
+  assign \$317  = $signed(q6_6) > $signed(hi_zp);
+  assign \$318  = mode == 1'h1;
+  assign \$319  = mode == 2'h2;
+  assign \$320  = ! mode;
+  assign \$321  = mode == 2'h2;
+  assign \$322  = \$321  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$323  = acc0_7[16:0] * mult0_7[16:0];
+  assign \$324  = acc0_7[16:0] * mult0_7[30:17];
+  assign \$325  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[16:0] });
+  assign \$326  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[30:17] });
+  assign \$327  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
+  assign \$329  = $signed(lohi_7) + $signed(\$328 );
+  assign \$330  = ! sh2_7;
+  assign \$331  = sh2_7 - 1'h1;
+  assign \$332  = 1'h1 << \$331 [5:0];
+  assign \$333  = \$330  ? 48'h000000000000 : \$332 [47:0];
+  assign \$334  = $signed(prod_7) >= $signed(1'h0);
+  assign \$335  = \$334  ? 32'd1073741824 : 32'd3221225473;
+  assign \$336  = tfl_7 ? { \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335  } : { 1'h0, rnd_7 };
+  assign \$337  = $signed(prod_7) + $signed(\$336 );
+  assign \$339  = $signed(v_7) < $signed(1'h0);
+  assign \$340  = | v_7[30:0];
+  assign \$341  = \$339  & \$340 ;
+  assign \$342  = $signed(\$338 ) + $signed({ 1'h0, \$341  });
+  assign \$343  = $signed(v_7) >>> sh4_7;
+  assign \$344  = 1'h1 << sh4_7[4:0];
+  assign \$345  = \$344  - 1'h1;
+  assign \$346  = 1'h1 << sh4_7[4:0];
+  assign \$347  = \$346  - 1'h1;
+  assign \$349  = \$348  + 1'h0;
+  assign \$350  = 1'h1 << sh4_7[4:0];
+  assign \$351  = \$350  - 1'h1;
+  assign \$353  = \$352  + 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$361  = \$2 ;
+    \$363  = i_valid;
     if (rst) begin
-      \$361  = 1'h0;
+      \$363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$362  = \$3 ;
+    \$364  = i_last;
     if (rst) begin
-      \$362  = 1'h0;
+      \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$363  = \$4 ;
+    \$365  = valid_s0;
     if (rst) begin
-      \$363  = 18'h00000;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$364  = \$5 ;
+    \$366  = last_s0;
     if (rst) begin
-      \$364  = 18'h00000;
+      \$366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$365  = acc0_0;
+    \$367  = valid_s1;
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$368  = last_s1;
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$369  = valid_s2;
+    if (rst) begin
+      \$369  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$370  = last_s2;
+    if (rst) begin
+      \$370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$371  = valid_s3;
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$372  = last_s3;
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$373  = valid_s4;
+    if (rst) begin
+      \$373  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$374  = last_s4;
+    if (rst) begin
+      \$374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$375  = valid_s5;
+    if (rst) begin
+      \$375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$376  = last_s5;
+    if (rst) begin
+      \$376  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$377  = valid_s6;
+    if (rst) begin
+      \$377  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$378  = last_s6;
+    if (rst) begin
+      \$378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$379  = valid_s7;
+    if (rst) begin
+      \$379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$380  = last_s7;
+    if (rst) begin
+      \$380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$381  = \$1 ;
+    if (rst) begin
+      \$381  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$382  = \$2 ;
+    if (rst) begin
+      \$382  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$383  = \$3 ;
+    if (rst) begin
+      \$383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$384  = \$4 ;
+    if (rst) begin
+      \$384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$385  = \$5 ;
+    if (rst) begin
+      \$385  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$386  = acc0_0;
     if (i_valid) begin
-      \$365  = i_acc[31:0];
+      \$386  = i_acc[31:0];
     end
     if (rst) begin
-      \$365  = 32'd0;
+      \$386  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$366  = sh0_0;
+    \$387  = sh0_0;
     if (i_valid) begin
-      \$366  = i_params[68:63];
+      \$387  = i_params[68:63];
     end
     if (rst) begin
-      \$366  = 6'h00;
+      \$387  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$367  = mult0_0;
+    \$388  = mult0_0;
     if (i_valid) begin
-      \$367  = \$7 ;
+      \$388  = \$7 ;
     end
     if (rst) begin
-      \$367  = 31'h00000000;
+      \$388  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$368  = acc1_0;
+    \$389  = acc1_0;
     if (valid_s0) begin
-      \$368  = acc0_0;
+      \$389  = acc0_0;
     end
     if (rst) begin
-      \$368  = 32'd0;
+      \$389  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$369  = sh1_0;
+    \$390  = sh1_0;
     if (valid_s0) begin
-      \$369  = sh0_0;
+      \$390  = sh0_0;
     end
     if (rst) begin
-      \$369  = 6'h00;
+      \$390  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$370  = acc2_0;
+    \$391  = acc2_0;
     if (valid_s1) begin
-      \$370  = acc1_0;
+      \$391  = acc1_0;
     end
     if (rst) begin
-      \$370  = 32'd0;
+      \$391  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$371  = sh2_0;
+    \$392  = sh2_0;
     if (valid_s1) begin
-      \$371  = sh1_0;
+      \$392  = sh1_0;
     end
     if (rst) begin
-      \$371  = 6'h00;
+      \$392  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$372  = acc3_0;
+    \$393  = acc3_0;
     if (valid_s2) begin
-      \$372  = acc2_0;
+      \$393  = acc2_0;
     end
     if (rst) begin
-      \$372  = 32'd0;
+      \$393  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$373  = sh3_0;
+    \$394  = sh3_0;
     if (valid_s2) begin
-      \$373  = sh2_0;
+      \$394  = sh2_0;
     end
     if (rst) begin
-      \$373  = 6'h00;
+      \$394  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$374  = acc4_0;
+    \$395  = acc4_0;
     if (valid_s3) begin
-      \$374  = acc3_0;
-    end
-    if (rst) begin
-      \$374  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$375  = sh4_0;
-    if (valid_s3) begin
-      \$375  = sh3_0;
-    end
-    if (rst) begin
-      \$375  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$376  = acc5_0;
-    if (valid_s4) begin
-      \$376  = acc4_0;
-    end
-    if (rst) begin
-      \$376  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$377  = sh5_0;
-    if (valid_s4) begin
-      \$377  = sh4_0;
-    end
-    if (rst) begin
-      \$377  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$378  = pll_0;
-    if (valid_s0) begin
-      \$378  = \$8 ;
-    end
-    if (rst) begin
-      \$378  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$379  = plh_0;
-    if (valid_s0) begin
-      \$379  = \$9 ;
-    end
-    if (rst) begin
-      \$379  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$380  = phl_0;
-    if (valid_s0) begin
-      \$380  = { \$10 [31], \$10  };
-    end
-    if (rst) begin
-      \$380  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$381  = phh_0;
-    if (valid_s0) begin
-      \$381  = { \$11 [28], \$11  };
-    end
-    if (rst) begin
-      \$381  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$382  = mid_0;
-    if (valid_s1) begin
-      \$382  = \$12 ;
-    end
-    if (rst) begin
-      \$382  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$383  = lohi_0;
-    if (valid_s1) begin
-      \$383  = { phh_0[29], phh_0, pll_0 };
-    end
-    if (rst) begin
-      \$383  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$384  = prod_0;
-    if (valid_s2) begin
-      \$384  = \$14 [63:0];
-    end
-    if (rst) begin
-      \$384  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$385  = rnd_0;
-    if (valid_s2) begin
-      \$385  = \$18 ;
-    end
-    if (rst) begin
-      \$385  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$386  = v_0;
-    if (valid_s3) begin
-      \$386  = \$22 ;
-    end
-    if (rst) begin
-      \$386  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$387  = q5_0;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$387  = \$27 [64:0];
-      end else if (hup) begin
-        \$387  = \$28 ;
-      end else begin
-        \$387  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
-      end
-    end
-    if (rst) begin
-      \$387  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$388  = mask_0;
-    if (valid_s4) begin
-      \$388  = \$30 [31:0];
-    end
-    if (rst) begin
-      \$388  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$389  = half_0;
-    if (valid_s4) begin
-      \$389  = \$34 ;
-    end
-    if (rst) begin
-      \$389  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$390  = half1_0;
-    if (valid_s4) begin
-      \$390  = \$39 [32:0];
-    end
-    if (rst) begin
-      \$390  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$391  = q6s_0;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$391  = \$40 [63:0];
-      end else begin
-        \$391  = q5_0[63:0];
-      end
-    end
-    if (rst) begin
-      \$391  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$392  = up6_0;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$392  = \$44 ;
-      end else begin
-        \$392  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$392  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$393  = q6_0;
-    if (valid_s6) begin
-      \$393  = \$45 [63:0];
-    end
-    if (rst) begin
-      \$393  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$394  = res_0;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none) begin
-        \$394  = q6_0[31:0];
-      end else if (\$46 ) begin
-        \$394  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$47 ) begin
-        \$394  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$394  = q8_0[31:0];
-      end
-    end
-    if (rst) begin
-      \$394  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$395  = acc0_1;
-    if (i_valid) begin
-      \$395  = i_acc[63:32];
+      \$395  = acc3_0;
     end
     if (rst) begin
       \$395  = 32'd0;
@@ -78851,9 +78898,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$396  = sh0_1;
-    if (i_valid) begin
-      \$396  = i_params[137:132];
+    \$396  = sh4_0;
+    if (valid_s3) begin
+      \$396  = sh3_0;
     end
     if (rst) begin
       \$396  = 6'h00;
@@ -78861,139 +78908,146 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$397  = mult0_1;
-    if (i_valid) begin
-      \$397  = \$49 ;
-    end
-    if (rst) begin
-      \$397  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$398  = acc1_1;
-    if (valid_s0) begin
-      \$398  = acc0_1;
-    end
-    if (rst) begin
-      \$398  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$399  = sh1_1;
-    if (valid_s0) begin
-      \$399  = sh0_1;
-    end
-    if (rst) begin
-      \$399  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$400  = acc2_1;
-    if (valid_s1) begin
-      \$400  = acc1_1;
-    end
-    if (rst) begin
-      \$400  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$401  = sh2_1;
-    if (valid_s1) begin
-      \$401  = sh1_1;
-    end
-    if (rst) begin
-      \$401  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$402  = acc3_1;
-    if (valid_s2) begin
-      \$402  = acc2_1;
-    end
-    if (rst) begin
-      \$402  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$403  = sh3_1;
-    if (valid_s2) begin
-      \$403  = sh2_1;
-    end
-    if (rst) begin
-      \$403  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$404  = acc4_1;
-    if (valid_s3) begin
-      \$404  = acc3_1;
-    end
-    if (rst) begin
-      \$404  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$405  = sh4_1;
-    if (valid_s3) begin
-      \$405  = sh3_1;
-    end
-    if (rst) begin
-      \$405  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$406  = acc5_1;
+    \$397  = acc5_0;
     if (valid_s4) begin
-      \$406  = acc4_1;
+      \$397  = acc4_0;
     end
     if (rst) begin
-      \$406  = 32'd0;
+      \$397  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$407  = sh5_1;
+    \$398  = sh5_0;
     if (valid_s4) begin
-      \$407  = sh4_1;
+      \$398  = sh4_0;
     end
     if (rst) begin
-      \$407  = 6'h00;
+      \$398  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$408  = pll_1;
+    \$399  = pll_0;
     if (valid_s0) begin
-      \$408  = \$50 ;
+      \$399  = \$8 ;
     end
     if (rst) begin
-      \$408  = 34'h000000000;
+      \$399  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$409  = plh_1;
+    \$400  = plh_0;
     if (valid_s0) begin
-      \$409  = \$51 ;
+      \$400  = \$9 ;
     end
     if (rst) begin
-      \$409  = 31'h00000000;
+      \$400  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$410  = phl_1;
+    \$401  = phl_0;
     if (valid_s0) begin
-      \$410  = { \$52 [31], \$52  };
+      \$401  = { \$10 [31], \$10  };
+    end
+    if (rst) begin
+      \$401  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$402  = phh_0;
+    if (valid_s0) begin
+      \$402  = { \$11 [28], \$11  };
+    end
+    if (rst) begin
+      \$402  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$403  = mid_0;
+    if (valid_s1) begin
+      \$403  = \$12 ;
+    end
+    if (rst) begin
+      \$403  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$404  = lohi_0;
+    if (valid_s1) begin
+      \$404  = { phh_0[29], phh_0, pll_0 };
+    end
+    if (rst) begin
+      \$404  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$405  = prod_0;
+    if (valid_s2) begin
+      \$405  = \$14 [63:0];
+    end
+    if (rst) begin
+      \$405  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$406  = rnd_0;
+    if (valid_s2) begin
+      \$406  = \$18 ;
+    end
+    if (rst) begin
+      \$406  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$407  = v_0;
+    if (valid_s3) begin
+      \$407  = \$22 ;
+    end
+    if (rst) begin
+      \$407  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$408  = q5_0;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_0) begin
+        \$408  = \$27 [64:0];
+      end else if (hup_0) begin
+        \$408  = \$28 ;
+      end else begin
+        \$408  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
+      end
+    end
+    if (rst) begin
+      \$408  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$409  = mask_0;
+    if (valid_s4) begin
+      \$409  = \$30 [31:0];
+    end
+    if (rst) begin
+      \$409  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$410  = half_0;
+    if (valid_s4) begin
+      \$410  = \$34 ;
     end
     if (rst) begin
       \$410  = 33'h000000000;
@@ -79001,39 +79055,49 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$411  = phh_1;
-    if (valid_s0) begin
-      \$411  = { \$53 [28], \$53  };
+    \$411  = half1_0;
+    if (valid_s4) begin
+      \$411  = \$39 [32:0];
     end
     if (rst) begin
-      \$411  = 30'h00000000;
+      \$411  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$412  = mid_1;
-    if (valid_s1) begin
-      \$412  = \$54 ;
+    \$412  = q6s_0;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_0) begin
+        \$412  = \$40 [63:0];
+      end else begin
+        \$412  = q5_0[63:0];
+      end
     end
     if (rst) begin
-      \$412  = 34'h000000000;
+      \$412  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$413  = lohi_1;
-    if (valid_s1) begin
-      \$413  = { phh_1[29], phh_1, pll_1 };
+    \$413  = up6_0;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_0) begin
+        \$413  = \$44 ;
+      end else begin
+        \$413  = 1'h0;
+      end
     end
     if (rst) begin
-      \$413  = 65'h00000000000000000;
+      \$413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$414  = prod_1;
-    if (valid_s2) begin
-      \$414  = \$56 [63:0];
+    \$414  = q6_0;
+    if (valid_s6) begin
+      \$414  = \$45 [63:0];
     end
     if (rst) begin
       \$414  = 64'h0000000000000000;
@@ -79041,125 +79105,99 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$415  = rnd_1;
-    if (valid_s2) begin
-      \$415  = \$60 ;
-    end
-    if (rst) begin
-      \$415  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$416  = v_1;
-    if (valid_s3) begin
-      \$416  = \$64 ;
-    end
-    if (rst) begin
-      \$416  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$417  = q5_1;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$417  = \$69 [64:0];
-      end else if (hup) begin
-        \$417  = \$70 ;
-      end else begin
-        \$417  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
-      end
-    end
-    if (rst) begin
-      \$417  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$418  = mask_1;
-    if (valid_s4) begin
-      \$418  = \$72 [31:0];
-    end
-    if (rst) begin
-      \$418  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$419  = half_1;
-    if (valid_s4) begin
-      \$419  = \$76 ;
-    end
-    if (rst) begin
-      \$419  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$420  = half1_1;
-    if (valid_s4) begin
-      \$420  = \$81 [32:0];
-    end
-    if (rst) begin
-      \$420  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$421  = q6s_1;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$421  = \$82 [63:0];
-      end else begin
-        \$421  = q5_1[63:0];
-      end
-    end
-    if (rst) begin
-      \$421  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$422  = up6_1;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$422  = \$86 ;
-      end else begin
-        \$422  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$422  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$423  = q6_1;
-    if (valid_s6) begin
-      \$423  = \$87 [63:0];
-    end
-    if (rst) begin
-      \$423  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$424  = res_1;
+    \$415  = res_0;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
-      if (none) begin
-        \$424  = q6_1[31:0];
-      end else if (\$88 ) begin
-        \$424  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$89 ) begin
-        \$424  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (none_0) begin
+        \$415  = q6_0[31:0];
+      end else if (\$46 ) begin
+        \$415  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$47 ) begin
+        \$415  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$424  = q8_1[31:0];
+        \$415  = q8_0[31:0];
       end
+    end
+    if (rst) begin
+      \$415  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$416  = \$48 ;
+    if (rst) begin
+      \$416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$417  = \$49 ;
+    if (rst) begin
+      \$417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$418  = \$50 ;
+    if (rst) begin
+      \$418  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$419  = acc0_1;
+    if (i_valid) begin
+      \$419  = i_acc[63:32];
+    end
+    if (rst) begin
+      \$419  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$420  = sh0_1;
+    if (i_valid) begin
+      \$420  = i_params[137:132];
+    end
+    if (rst) begin
+      \$420  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$421  = mult0_1;
+    if (i_valid) begin
+      \$421  = \$52 ;
+    end
+    if (rst) begin
+      \$421  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$422  = acc1_1;
+    if (valid_s0) begin
+      \$422  = acc0_1;
+    end
+    if (rst) begin
+      \$422  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$423  = sh1_1;
+    if (valid_s0) begin
+      \$423  = sh0_1;
+    end
+    if (rst) begin
+      \$423  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$424  = acc2_1;
+    if (valid_s1) begin
+      \$424  = acc1_1;
     end
     if (rst) begin
       \$424  = 32'd0;
@@ -79167,39 +79205,39 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$425  = acc0_2;
-    if (i_valid) begin
-      \$425  = i_acc[95:64];
+    \$425  = sh2_1;
+    if (valid_s1) begin
+      \$425  = sh1_1;
     end
     if (rst) begin
-      \$425  = 32'd0;
+      \$425  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$426  = sh0_2;
-    if (i_valid) begin
-      \$426  = i_params[206:201];
+    \$426  = acc3_1;
+    if (valid_s2) begin
+      \$426  = acc2_1;
     end
     if (rst) begin
-      \$426  = 6'h00;
+      \$426  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$427  = mult0_2;
-    if (i_valid) begin
-      \$427  = \$91 ;
+    \$427  = sh3_1;
+    if (valid_s2) begin
+      \$427  = sh2_1;
     end
     if (rst) begin
-      \$427  = 31'h00000000;
+      \$427  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$428  = acc1_2;
-    if (valid_s0) begin
-      \$428  = acc0_2;
+    \$428  = acc4_1;
+    if (valid_s3) begin
+      \$428  = acc3_1;
     end
     if (rst) begin
       \$428  = 32'd0;
@@ -79207,9 +79245,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$429  = sh1_2;
-    if (valid_s0) begin
-      \$429  = sh0_2;
+    \$429  = sh4_1;
+    if (valid_s3) begin
+      \$429  = sh3_1;
     end
     if (rst) begin
       \$429  = 6'h00;
@@ -79217,9 +79255,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$430  = acc2_2;
-    if (valid_s1) begin
-      \$430  = acc1_2;
+    \$430  = acc5_1;
+    if (valid_s4) begin
+      \$430  = acc4_1;
     end
     if (rst) begin
       \$430  = 32'd0;
@@ -79227,9 +79265,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$431  = sh2_2;
-    if (valid_s1) begin
-      \$431  = sh1_2;
+    \$431  = sh5_1;
+    if (valid_s4) begin
+      \$431  = sh4_1;
     end
     if (rst) begin
       \$431  = 6'h00;
@@ -79237,176 +79275,195 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$432  = acc3_2;
-    if (valid_s2) begin
-      \$432  = acc2_2;
-    end
-    if (rst) begin
-      \$432  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$433  = sh3_2;
-    if (valid_s2) begin
-      \$433  = sh2_2;
-    end
-    if (rst) begin
-      \$433  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$434  = acc4_2;
-    if (valid_s3) begin
-      \$434  = acc3_2;
-    end
-    if (rst) begin
-      \$434  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$435  = sh4_2;
-    if (valid_s3) begin
-      \$435  = sh3_2;
-    end
-    if (rst) begin
-      \$435  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$436  = acc5_2;
-    if (valid_s4) begin
-      \$436  = acc4_2;
-    end
-    if (rst) begin
-      \$436  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$437  = sh5_2;
-    if (valid_s4) begin
-      \$437  = sh4_2;
-    end
-    if (rst) begin
-      \$437  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$438  = pll_2;
+    \$432  = pll_1;
     if (valid_s0) begin
-      \$438  = \$92 ;
+      \$432  = \$53 ;
     end
     if (rst) begin
-      \$438  = 34'h000000000;
+      \$432  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$439  = plh_2;
+    \$433  = plh_1;
     if (valid_s0) begin
-      \$439  = \$93 ;
+      \$433  = \$54 ;
     end
     if (rst) begin
-      \$439  = 31'h00000000;
+      \$433  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$440  = phl_2;
+    \$434  = phl_1;
     if (valid_s0) begin
-      \$440  = { \$94 [31], \$94  };
+      \$434  = { \$55 [31], \$55  };
     end
     if (rst) begin
-      \$440  = 33'h000000000;
+      \$434  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$441  = phh_2;
+    \$435  = phh_1;
     if (valid_s0) begin
-      \$441  = { \$95 [28], \$95  };
+      \$435  = { \$56 [28], \$56  };
     end
     if (rst) begin
-      \$441  = 30'h00000000;
+      \$435  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$442  = mid_2;
+    \$436  = mid_1;
     if (valid_s1) begin
-      \$442  = \$96 ;
+      \$436  = \$57 ;
     end
     if (rst) begin
-      \$442  = 34'h000000000;
+      \$436  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$443  = lohi_2;
+    \$437  = lohi_1;
     if (valid_s1) begin
-      \$443  = { phh_2[29], phh_2, pll_2 };
+      \$437  = { phh_1[29], phh_1, pll_1 };
     end
     if (rst) begin
-      \$443  = 65'h00000000000000000;
+      \$437  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$444  = prod_2;
+    \$438  = prod_1;
     if (valid_s2) begin
-      \$444  = \$98 [63:0];
+      \$438  = \$59 [63:0];
     end
     if (rst) begin
-      \$444  = 64'h0000000000000000;
+      \$438  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$445  = rnd_2;
+    \$439  = rnd_1;
     if (valid_s2) begin
-      \$445  = \$102 ;
+      \$439  = \$63 ;
     end
     if (rst) begin
-      \$445  = 48'h000000000000;
+      \$439  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$446  = v_2;
+    \$440  = v_1;
     if (valid_s3) begin
-      \$446  = \$106 ;
+      \$440  = \$67 ;
     end
     if (rst) begin
-      \$446  = 65'h00000000000000000;
+      \$440  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$447  = q5_2;
+    \$441  = q5_1;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$447  = \$111 [64:0];
-      end else if (hup) begin
-        \$447  = \$112 ;
+      if (tfl_1) begin
+        \$441  = \$72 [64:0];
+      end else if (hup_1) begin
+        \$441  = \$73 ;
       end else begin
-        \$447  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
+        \$441  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
       end
     end
     if (rst) begin
-      \$447  = 65'h00000000000000000;
+      \$441  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$448  = mask_2;
+    \$442  = mask_1;
     if (valid_s4) begin
-      \$448  = \$114 [31:0];
+      \$442  = \$75 [31:0];
+    end
+    if (rst) begin
+      \$442  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$443  = half_1;
+    if (valid_s4) begin
+      \$443  = \$79 ;
+    end
+    if (rst) begin
+      \$443  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$444  = half1_1;
+    if (valid_s4) begin
+      \$444  = \$84 [32:0];
+    end
+    if (rst) begin
+      \$444  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$445  = q6s_1;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_1) begin
+        \$445  = \$85 [63:0];
+      end else begin
+        \$445  = q5_1[63:0];
+      end
+    end
+    if (rst) begin
+      \$445  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$446  = up6_1;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_1) begin
+        \$446  = \$89 ;
+      end else begin
+        \$446  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$446  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$447  = q6_1;
+    if (valid_s6) begin
+      \$447  = \$90 [63:0];
+    end
+    if (rst) begin
+      \$447  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$448  = res_1;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_1) begin
+        \$448  = q6_1[31:0];
+      end else if (\$91 ) begin
+        \$448  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$92 ) begin
+        \$448  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$448  = q8_1[31:0];
+      end
     end
     if (rst) begin
       \$448  = 32'd0;
@@ -79414,88 +79471,60 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$449  = half_2;
-    if (valid_s4) begin
-      \$449  = \$118 ;
-    end
+    \$449  = \$93 ;
     if (rst) begin
-      \$449  = 33'h000000000;
+      \$449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$450  = half1_2;
-    if (valid_s4) begin
-      \$450  = \$123 [32:0];
-    end
+    \$450  = \$94 ;
     if (rst) begin
-      \$450  = 33'h000000000;
+      \$450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$451  = q6s_2;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$451  = \$124 [63:0];
-      end else begin
-        \$451  = q5_2[63:0];
-      end
-    end
+    \$451  = \$95 ;
     if (rst) begin
-      \$451  = 64'h0000000000000000;
+      \$451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$452  = up6_2;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$452  = \$128 ;
-      end else begin
-        \$452  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$452  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$453  = q6_2;
-    if (valid_s6) begin
-      \$453  = \$129 [63:0];
-    end
-    if (rst) begin
-      \$453  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$454  = res_2;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none) begin
-        \$454  = q6_2[31:0];
-      end else if (\$130 ) begin
-        \$454  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$131 ) begin
-        \$454  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$454  = q8_2[31:0];
-      end
-    end
-    if (rst) begin
-      \$454  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$455  = acc0_3;
+    \$452  = acc0_2;
     if (i_valid) begin
-      \$455  = i_acc[127:96];
+      \$452  = i_acc[95:64];
+    end
+    if (rst) begin
+      \$452  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$453  = sh0_2;
+    if (i_valid) begin
+      \$453  = i_params[206:201];
+    end
+    if (rst) begin
+      \$453  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$454  = mult0_2;
+    if (i_valid) begin
+      \$454  = \$97 ;
+    end
+    if (rst) begin
+      \$454  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$455  = acc1_2;
+    if (valid_s0) begin
+      \$455  = acc0_2;
     end
     if (rst) begin
       \$455  = 32'd0;
@@ -79503,9 +79532,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$456  = sh0_3;
-    if (i_valid) begin
-      \$456  = i_params[275:270];
+    \$456  = sh1_2;
+    if (valid_s0) begin
+      \$456  = sh0_2;
     end
     if (rst) begin
       \$456  = 6'h00;
@@ -79513,169 +79542,169 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$457  = mult0_3;
-    if (i_valid) begin
-      \$457  = \$133 ;
-    end
-    if (rst) begin
-      \$457  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$458  = acc1_3;
-    if (valid_s0) begin
-      \$458  = acc0_3;
-    end
-    if (rst) begin
-      \$458  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$459  = sh1_3;
-    if (valid_s0) begin
-      \$459  = sh0_3;
-    end
-    if (rst) begin
-      \$459  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$460  = acc2_3;
+    \$457  = acc2_2;
     if (valid_s1) begin
-      \$460  = acc1_3;
+      \$457  = acc1_2;
     end
     if (rst) begin
-      \$460  = 32'd0;
+      \$457  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$461  = sh2_3;
+    \$458  = sh2_2;
     if (valid_s1) begin
-      \$461  = sh1_3;
+      \$458  = sh1_2;
     end
     if (rst) begin
-      \$461  = 6'h00;
+      \$458  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$462  = acc3_3;
+    \$459  = acc3_2;
     if (valid_s2) begin
-      \$462  = acc2_3;
+      \$459  = acc2_2;
     end
     if (rst) begin
-      \$462  = 32'd0;
+      \$459  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$463  = sh3_3;
+    \$460  = sh3_2;
     if (valid_s2) begin
-      \$463  = sh2_3;
+      \$460  = sh2_2;
     end
     if (rst) begin
-      \$463  = 6'h00;
+      \$460  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$464  = acc4_3;
+    \$461  = acc4_2;
     if (valid_s3) begin
-      \$464  = acc3_3;
+      \$461  = acc3_2;
     end
     if (rst) begin
-      \$464  = 32'd0;
+      \$461  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$465  = sh4_3;
+    \$462  = sh4_2;
     if (valid_s3) begin
-      \$465  = sh3_3;
+      \$462  = sh3_2;
     end
     if (rst) begin
-      \$465  = 6'h00;
+      \$462  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$466  = acc5_3;
+    \$463  = acc5_2;
     if (valid_s4) begin
-      \$466  = acc4_3;
+      \$463  = acc4_2;
     end
     if (rst) begin
-      \$466  = 32'd0;
+      \$463  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$467  = sh5_3;
+    \$464  = sh5_2;
     if (valid_s4) begin
-      \$467  = sh4_3;
+      \$464  = sh4_2;
     end
     if (rst) begin
-      \$467  = 6'h00;
+      \$464  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$468  = pll_3;
+    \$465  = pll_2;
     if (valid_s0) begin
-      \$468  = \$134 ;
+      \$465  = \$98 ;
     end
     if (rst) begin
-      \$468  = 34'h000000000;
+      \$465  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$469  = plh_3;
+    \$466  = plh_2;
     if (valid_s0) begin
-      \$469  = \$135 ;
+      \$466  = \$99 ;
     end
     if (rst) begin
-      \$469  = 31'h00000000;
+      \$466  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$470  = phl_3;
+    \$467  = phl_2;
     if (valid_s0) begin
-      \$470  = { \$136 [31], \$136  };
+      \$467  = { \$100 [31], \$100  };
     end
     if (rst) begin
-      \$470  = 33'h000000000;
+      \$467  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$471  = phh_3;
+    \$468  = phh_2;
     if (valid_s0) begin
-      \$471  = { \$137 [28], \$137  };
+      \$468  = { \$101 [28], \$101  };
     end
     if (rst) begin
-      \$471  = 30'h00000000;
+      \$468  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$472  = mid_3;
+    \$469  = mid_2;
     if (valid_s1) begin
-      \$472  = \$138 ;
+      \$469  = \$102 ;
     end
     if (rst) begin
-      \$472  = 34'h000000000;
+      \$469  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$473  = lohi_3;
+    \$470  = lohi_2;
     if (valid_s1) begin
-      \$473  = { phh_3[29], phh_3, pll_3 };
+      \$470  = { phh_2[29], phh_2, pll_2 };
+    end
+    if (rst) begin
+      \$470  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$471  = prod_2;
+    if (valid_s2) begin
+      \$471  = \$104 [63:0];
+    end
+    if (rst) begin
+      \$471  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$472  = rnd_2;
+    if (valid_s2) begin
+      \$472  = \$108 ;
+    end
+    if (rst) begin
+      \$472  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$473  = v_2;
+    if (valid_s3) begin
+      \$473  = \$112 ;
     end
     if (rst) begin
       \$473  = 65'h00000000000000000;
@@ -79683,145 +79712,136 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$474  = prod_3;
-    if (valid_s2) begin
-      \$474  = \$140 [63:0];
-    end
-    if (rst) begin
-      \$474  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$475  = rnd_3;
-    if (valid_s2) begin
-      \$475  = \$144 ;
-    end
-    if (rst) begin
-      \$475  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$476  = v_3;
-    if (valid_s3) begin
-      \$476  = \$148 ;
-    end
-    if (rst) begin
-      \$476  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$477  = q5_3;
+    \$474  = q5_2;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$477  = \$153 [64:0];
-      end else if (hup) begin
-        \$477  = \$154 ;
+      if (tfl_2) begin
+        \$474  = \$117 [64:0];
+      end else if (hup_2) begin
+        \$474  = \$118 ;
       end else begin
-        \$477  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
+        \$474  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
       end
     end
     if (rst) begin
-      \$477  = 65'h00000000000000000;
+      \$474  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$478  = mask_3;
+    \$475  = mask_2;
     if (valid_s4) begin
-      \$478  = \$156 [31:0];
+      \$475  = \$120 [31:0];
     end
     if (rst) begin
-      \$478  = 32'd0;
+      \$475  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$479  = half_3;
+    \$476  = half_2;
     if (valid_s4) begin
-      \$479  = \$160 ;
+      \$476  = \$124 ;
     end
     if (rst) begin
-      \$479  = 33'h000000000;
+      \$476  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$480  = half1_3;
+    \$477  = half1_2;
     if (valid_s4) begin
-      \$480  = \$165 [32:0];
+      \$477  = \$129 [32:0];
     end
     if (rst) begin
-      \$480  = 33'h000000000;
+      \$477  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$481  = q6s_3;
+    \$478  = q6s_2;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$481  = \$166 [63:0];
+      if (tfl_2) begin
+        \$478  = \$130 [63:0];
       end else begin
-        \$481  = q5_3[63:0];
+        \$478  = q5_2[63:0];
       end
     end
     if (rst) begin
-      \$481  = 64'h0000000000000000;
+      \$478  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$482  = up6_3;
+    \$479  = up6_2;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$482  = \$170 ;
+      if (tfl_2) begin
+        \$479  = \$134 ;
       end else begin
-        \$482  = 1'h0;
+        \$479  = 1'h0;
       end
     end
+    if (rst) begin
+      \$479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$480  = q6_2;
+    if (valid_s6) begin
+      \$480  = \$135 [63:0];
+    end
+    if (rst) begin
+      \$480  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$481  = res_2;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_2) begin
+        \$481  = q6_2[31:0];
+      end else if (\$136 ) begin
+        \$481  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$137 ) begin
+        \$481  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$481  = q8_2[31:0];
+      end
+    end
+    if (rst) begin
+      \$481  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$482  = \$138 ;
     if (rst) begin
       \$482  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$483  = q6_3;
-    if (valid_s6) begin
-      \$483  = \$171 [63:0];
-    end
+    \$483  = \$139 ;
     if (rst) begin
-      \$483  = 64'h0000000000000000;
+      \$483  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$484  = res_3;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none) begin
-        \$484  = q6_3[31:0];
-      end else if (\$172 ) begin
-        \$484  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$173 ) begin
-        \$484  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$484  = q8_3[31:0];
-      end
-    end
+    \$484  = \$140 ;
     if (rst) begin
-      \$484  = 32'd0;
+      \$484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$485  = acc0_4;
+    \$485  = acc0_3;
     if (i_valid) begin
-      \$485  = i_acc[159:128];
+      \$485  = i_acc[127:96];
     end
     if (rst) begin
       \$485  = 32'd0;
@@ -79829,9 +79849,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$486  = sh0_4;
+    \$486  = sh0_3;
     if (i_valid) begin
-      \$486  = i_params[344:339];
+      \$486  = i_params[275:270];
     end
     if (rst) begin
       \$486  = 6'h00;
@@ -79839,9 +79859,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$487  = mult0_4;
+    \$487  = mult0_3;
     if (i_valid) begin
-      \$487  = \$175 ;
+      \$487  = \$142 ;
     end
     if (rst) begin
       \$487  = 31'h00000000;
@@ -79849,9 +79869,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$488  = acc1_4;
+    \$488  = acc1_3;
     if (valid_s0) begin
-      \$488  = acc0_4;
+      \$488  = acc0_3;
     end
     if (rst) begin
       \$488  = 32'd0;
@@ -79859,9 +79879,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$489  = sh1_4;
+    \$489  = sh1_3;
     if (valid_s0) begin
-      \$489  = sh0_4;
+      \$489  = sh0_3;
     end
     if (rst) begin
       \$489  = 6'h00;
@@ -79869,9 +79889,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$490  = acc2_4;
+    \$490  = acc2_3;
     if (valid_s1) begin
-      \$490  = acc1_4;
+      \$490  = acc1_3;
     end
     if (rst) begin
       \$490  = 32'd0;
@@ -79879,9 +79899,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$491  = sh2_4;
+    \$491  = sh2_3;
     if (valid_s1) begin
-      \$491  = sh1_4;
+      \$491  = sh1_3;
     end
     if (rst) begin
       \$491  = 6'h00;
@@ -79889,9 +79909,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$492  = acc3_4;
+    \$492  = acc3_3;
     if (valid_s2) begin
-      \$492  = acc2_4;
+      \$492  = acc2_3;
     end
     if (rst) begin
       \$492  = 32'd0;
@@ -79899,9 +79919,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$493  = sh3_4;
+    \$493  = sh3_3;
     if (valid_s2) begin
-      \$493  = sh2_4;
+      \$493  = sh2_3;
     end
     if (rst) begin
       \$493  = 6'h00;
@@ -79909,9 +79929,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$494  = acc4_4;
+    \$494  = acc4_3;
     if (valid_s3) begin
-      \$494  = acc3_4;
+      \$494  = acc3_3;
     end
     if (rst) begin
       \$494  = 32'd0;
@@ -79919,9 +79939,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$495  = sh4_4;
+    \$495  = sh4_3;
     if (valid_s3) begin
-      \$495  = sh3_4;
+      \$495  = sh3_3;
     end
     if (rst) begin
       \$495  = 6'h00;
@@ -79929,9 +79949,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$496  = acc5_4;
+    \$496  = acc5_3;
     if (valid_s4) begin
-      \$496  = acc4_4;
+      \$496  = acc4_3;
     end
     if (rst) begin
       \$496  = 32'd0;
@@ -79939,9 +79959,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$497  = sh5_4;
+    \$497  = sh5_3;
     if (valid_s4) begin
-      \$497  = sh4_4;
+      \$497  = sh4_3;
     end
     if (rst) begin
       \$497  = 6'h00;
@@ -79949,9 +79969,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$498  = pll_4;
+    \$498  = pll_3;
     if (valid_s0) begin
-      \$498  = \$176 ;
+      \$498  = \$143 ;
     end
     if (rst) begin
       \$498  = 34'h000000000;
@@ -79959,9 +79979,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$499  = plh_4;
+    \$499  = plh_3;
     if (valid_s0) begin
-      \$499  = \$177 ;
+      \$499  = \$144 ;
     end
     if (rst) begin
       \$499  = 31'h00000000;
@@ -79969,9 +79989,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$500  = phl_4;
+    \$500  = phl_3;
     if (valid_s0) begin
-      \$500  = { \$178 [31], \$178  };
+      \$500  = { \$145 [31], \$145  };
     end
     if (rst) begin
       \$500  = 33'h000000000;
@@ -79979,9 +79999,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$501  = phh_4;
+    \$501  = phh_3;
     if (valid_s0) begin
-      \$501  = { \$179 [28], \$179  };
+      \$501  = { \$146 [28], \$146  };
     end
     if (rst) begin
       \$501  = 30'h00000000;
@@ -79989,9 +80009,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$502  = mid_4;
+    \$502  = mid_3;
     if (valid_s1) begin
-      \$502  = \$180 ;
+      \$502  = \$147 ;
     end
     if (rst) begin
       \$502  = 34'h000000000;
@@ -79999,9 +80019,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$503  = lohi_4;
+    \$503  = lohi_3;
     if (valid_s1) begin
-      \$503  = { phh_4[29], phh_4, pll_4 };
+      \$503  = { phh_3[29], phh_3, pll_3 };
     end
     if (rst) begin
       \$503  = 65'h00000000000000000;
@@ -80009,9 +80029,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$504  = prod_4;
+    \$504  = prod_3;
     if (valid_s2) begin
-      \$504  = \$182 [63:0];
+      \$504  = \$149 [63:0];
     end
     if (rst) begin
       \$504  = 64'h0000000000000000;
@@ -80019,9 +80039,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$505  = rnd_4;
+    \$505  = rnd_3;
     if (valid_s2) begin
-      \$505  = \$186 ;
+      \$505  = \$153 ;
     end
     if (rst) begin
       \$505  = 48'h000000000000;
@@ -80029,9 +80049,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$506  = v_4;
+    \$506  = v_3;
     if (valid_s3) begin
-      \$506  = \$190 ;
+      \$506  = \$157 ;
     end
     if (rst) begin
       \$506  = 65'h00000000000000000;
@@ -80039,15 +80059,15 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$507  = q5_4;
+    \$507  = q5_3;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$507  = \$195 [64:0];
-      end else if (hup) begin
-        \$507  = \$196 ;
+      if (tfl_3) begin
+        \$507  = \$162 [64:0];
+      end else if (hup_3) begin
+        \$507  = \$163 ;
       end else begin
-        \$507  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
+        \$507  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
       end
     end
     if (rst) begin
@@ -80056,9 +80076,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$508  = mask_4;
+    \$508  = mask_3;
     if (valid_s4) begin
-      \$508  = \$198 [31:0];
+      \$508  = \$165 [31:0];
     end
     if (rst) begin
       \$508  = 32'd0;
@@ -80066,9 +80086,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$509  = half_4;
+    \$509  = half_3;
     if (valid_s4) begin
-      \$509  = \$202 ;
+      \$509  = \$169 ;
     end
     if (rst) begin
       \$509  = 33'h000000000;
@@ -80076,9 +80096,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$510  = half1_4;
+    \$510  = half1_3;
     if (valid_s4) begin
-      \$510  = \$207 [32:0];
+      \$510  = \$174 [32:0];
     end
     if (rst) begin
       \$510  = 33'h000000000;
@@ -80086,13 +80106,13 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$511  = q6s_4;
+    \$511  = q6s_3;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$511  = \$208 [63:0];
+      if (tfl_3) begin
+        \$511  = \$175 [63:0];
       end else begin
-        \$511  = q5_4[63:0];
+        \$511  = q5_3[63:0];
       end
     end
     if (rst) begin
@@ -80101,11 +80121,11 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$512  = up6_4;
+    \$512  = up6_3;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$512  = \$212 ;
+      if (tfl_3) begin
+        \$512  = \$179 ;
       end else begin
         \$512  = 1'h0;
       end
@@ -80116,9 +80136,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$513  = q6_4;
+    \$513  = q6_3;
     if (valid_s6) begin
-      \$513  = \$213 [63:0];
+      \$513  = \$180 [63:0];
     end
     if (rst) begin
       \$513  = 64'h0000000000000000;
@@ -80126,17 +80146,17 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$514  = res_4;
+    \$514  = res_3;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
-      if (none) begin
-        \$514  = q6_4[31:0];
-      end else if (\$214 ) begin
+      if (none_3) begin
+        \$514  = q6_3[31:0];
+      end else if (\$181 ) begin
         \$514  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$215 ) begin
+      end else if (\$182 ) begin
         \$514  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$514  = q8_4[31:0];
+        \$514  = q8_3[31:0];
       end
     end
     if (rst) begin
@@ -80145,39 +80165,30 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$515  = acc0_5;
-    if (i_valid) begin
-      \$515  = i_acc[191:160];
-    end
+    \$515  = \$183 ;
     if (rst) begin
-      \$515  = 32'd0;
+      \$515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$516  = sh0_5;
-    if (i_valid) begin
-      \$516  = i_params[413:408];
-    end
+    \$516  = \$184 ;
     if (rst) begin
-      \$516  = 6'h00;
+      \$516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$517  = mult0_5;
-    if (i_valid) begin
-      \$517  = \$217 ;
-    end
+    \$517  = \$185 ;
     if (rst) begin
-      \$517  = 31'h00000000;
+      \$517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$518  = acc1_5;
-    if (valid_s0) begin
-      \$518  = acc0_5;
+    \$518  = acc0_4;
+    if (i_valid) begin
+      \$518  = i_acc[159:128];
     end
     if (rst) begin
       \$518  = 32'd0;
@@ -80185,9 +80196,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$519  = sh1_5;
-    if (valid_s0) begin
-      \$519  = sh0_5;
+    \$519  = sh0_4;
+    if (i_valid) begin
+      \$519  = i_params[344:339];
     end
     if (rst) begin
       \$519  = 6'h00;
@@ -80195,169 +80206,169 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$520  = acc2_5;
+    \$520  = mult0_4;
+    if (i_valid) begin
+      \$520  = \$187 ;
+    end
+    if (rst) begin
+      \$520  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$521  = acc1_4;
+    if (valid_s0) begin
+      \$521  = acc0_4;
+    end
+    if (rst) begin
+      \$521  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$522  = sh1_4;
+    if (valid_s0) begin
+      \$522  = sh0_4;
+    end
+    if (rst) begin
+      \$522  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$523  = acc2_4;
     if (valid_s1) begin
-      \$520  = acc1_5;
+      \$523  = acc1_4;
     end
     if (rst) begin
-      \$520  = 32'd0;
+      \$523  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$521  = sh2_5;
+    \$524  = sh2_4;
     if (valid_s1) begin
-      \$521  = sh1_5;
+      \$524  = sh1_4;
     end
     if (rst) begin
-      \$521  = 6'h00;
+      \$524  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$522  = acc3_5;
+    \$525  = acc3_4;
     if (valid_s2) begin
-      \$522  = acc2_5;
+      \$525  = acc2_4;
     end
     if (rst) begin
-      \$522  = 32'd0;
+      \$525  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$523  = sh3_5;
+    \$526  = sh3_4;
     if (valid_s2) begin
-      \$523  = sh2_5;
+      \$526  = sh2_4;
     end
     if (rst) begin
-      \$523  = 6'h00;
+      \$526  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$524  = acc4_5;
+    \$527  = acc4_4;
     if (valid_s3) begin
-      \$524  = acc3_5;
+      \$527  = acc3_4;
     end
     if (rst) begin
-      \$524  = 32'd0;
+      \$527  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$525  = sh4_5;
+    \$528  = sh4_4;
     if (valid_s3) begin
-      \$525  = sh3_5;
+      \$528  = sh3_4;
     end
     if (rst) begin
-      \$525  = 6'h00;
+      \$528  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$526  = acc5_5;
+    \$529  = acc5_4;
     if (valid_s4) begin
-      \$526  = acc4_5;
+      \$529  = acc4_4;
     end
     if (rst) begin
-      \$526  = 32'd0;
+      \$529  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$527  = sh5_5;
+    \$530  = sh5_4;
     if (valid_s4) begin
-      \$527  = sh4_5;
+      \$530  = sh4_4;
     end
     if (rst) begin
-      \$527  = 6'h00;
+      \$530  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$528  = pll_5;
+    \$531  = pll_4;
     if (valid_s0) begin
-      \$528  = \$218 ;
+      \$531  = \$188 ;
     end
     if (rst) begin
-      \$528  = 34'h000000000;
+      \$531  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$529  = plh_5;
+    \$532  = plh_4;
     if (valid_s0) begin
-      \$529  = \$219 ;
+      \$532  = \$189 ;
     end
     if (rst) begin
-      \$529  = 31'h00000000;
+      \$532  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$530  = phl_5;
+    \$533  = phl_4;
     if (valid_s0) begin
-      \$530  = { \$220 [31], \$220  };
+      \$533  = { \$190 [31], \$190  };
     end
     if (rst) begin
-      \$530  = 33'h000000000;
+      \$533  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$531  = phh_5;
+    \$534  = phh_4;
     if (valid_s0) begin
-      \$531  = { \$221 [28], \$221  };
+      \$534  = { \$191 [28], \$191  };
     end
     if (rst) begin
-      \$531  = 30'h00000000;
+      \$534  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$532  = mid_5;
+    \$535  = mid_4;
     if (valid_s1) begin
-      \$532  = \$222 ;
+      \$535  = \$192 ;
     end
     if (rst) begin
-      \$532  = 34'h000000000;
+      \$535  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$533  = lohi_5;
+    \$536  = lohi_4;
     if (valid_s1) begin
-      \$533  = { phh_5[29], phh_5, pll_5 };
-    end
-    if (rst) begin
-      \$533  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$534  = prod_5;
-    if (valid_s2) begin
-      \$534  = \$224 [63:0];
-    end
-    if (rst) begin
-      \$534  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$535  = rnd_5;
-    if (valid_s2) begin
-      \$535  = \$228 ;
-    end
-    if (rst) begin
-      \$535  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$536  = v_5;
-    if (valid_s3) begin
-      \$536  = \$232 ;
+      \$536  = { phh_4[29], phh_4, pll_4 };
     end
     if (rst) begin
       \$536  = 65'h00000000000000000;
@@ -80365,205 +80376,196 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$537  = q5_5;
+    \$537  = prod_4;
+    if (valid_s2) begin
+      \$537  = \$194 [63:0];
+    end
+    if (rst) begin
+      \$537  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$538  = rnd_4;
+    if (valid_s2) begin
+      \$538  = \$198 ;
+    end
+    if (rst) begin
+      \$538  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$539  = v_4;
+    if (valid_s3) begin
+      \$539  = \$202 ;
+    end
+    if (rst) begin
+      \$539  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$540  = q5_4;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$537  = \$237 [64:0];
-      end else if (hup) begin
-        \$537  = \$238 ;
+      if (tfl_4) begin
+        \$540  = \$207 [64:0];
+      end else if (hup_4) begin
+        \$540  = \$208 ;
       end else begin
-        \$537  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
+        \$540  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
       end
     end
     if (rst) begin
-      \$537  = 65'h00000000000000000;
+      \$540  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$538  = mask_5;
+    \$541  = mask_4;
     if (valid_s4) begin
-      \$538  = \$240 [31:0];
+      \$541  = \$210 [31:0];
     end
     if (rst) begin
-      \$538  = 32'd0;
+      \$541  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$539  = half_5;
+    \$542  = half_4;
     if (valid_s4) begin
-      \$539  = \$244 ;
+      \$542  = \$214 ;
     end
     if (rst) begin
-      \$539  = 33'h000000000;
+      \$542  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$540  = half1_5;
+    \$543  = half1_4;
     if (valid_s4) begin
-      \$540  = \$249 [32:0];
+      \$543  = \$219 [32:0];
     end
     if (rst) begin
-      \$540  = 33'h000000000;
+      \$543  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$541  = q6s_5;
+    \$544  = q6s_4;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$541  = \$250 [63:0];
+      if (tfl_4) begin
+        \$544  = \$220 [63:0];
       end else begin
-        \$541  = q5_5[63:0];
+        \$544  = q5_4[63:0];
       end
     end
     if (rst) begin
-      \$541  = 64'h0000000000000000;
+      \$544  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$542  = up6_5;
+    \$545  = up6_4;
     if (valid_s5) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$542  = \$254 ;
+      if (tfl_4) begin
+        \$545  = \$224 ;
       end else begin
-        \$542  = 1'h0;
+        \$545  = 1'h0;
       end
     end
     if (rst) begin
-      \$542  = 1'h0;
+      \$545  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$543  = q6_5;
+    \$546  = q6_4;
     if (valid_s6) begin
-      \$543  = \$255 [63:0];
+      \$546  = \$225 [63:0];
     end
     if (rst) begin
-      \$543  = 64'h0000000000000000;
+      \$546  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$544  = res_5;
+    \$547  = res_4;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
-      if (none) begin
-        \$544  = q6_5[31:0];
-      end else if (\$256 ) begin
-        \$544  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$257 ) begin
-        \$544  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (none_4) begin
+        \$547  = q6_4[31:0];
+      end else if (\$226 ) begin
+        \$547  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$227 ) begin
+        \$547  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$544  = q8_5[31:0];
+        \$547  = q8_4[31:0];
       end
     end
     if (rst) begin
-      \$544  = 32'd0;
+      \$547  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$545  = acc0_6;
+    \$548  = \$228 ;
+    if (rst) begin
+      \$548  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$549  = \$229 ;
+    if (rst) begin
+      \$549  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$550  = \$230 ;
+    if (rst) begin
+      \$550  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$551  = acc0_5;
     if (i_valid) begin
-      \$545  = i_acc[223:192];
+      \$551  = i_acc[191:160];
     end
     if (rst) begin
-      \$545  = 32'd0;
+      \$551  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$546  = sh0_6;
+    \$552  = sh0_5;
     if (i_valid) begin
-      \$546  = i_params[482:477];
+      \$552  = i_params[413:408];
     end
     if (rst) begin
-      \$546  = 6'h00;
+      \$552  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$547  = mult0_6;
+    \$553  = mult0_5;
     if (i_valid) begin
-      \$547  = \$259 ;
+      \$553  = \$232 ;
     end
     if (rst) begin
-      \$547  = 31'h00000000;
+      \$553  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$548  = acc1_6;
+    \$554  = acc1_5;
     if (valid_s0) begin
-      \$548  = acc0_6;
-    end
-    if (rst) begin
-      \$548  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$549  = sh1_6;
-    if (valid_s0) begin
-      \$549  = sh0_6;
-    end
-    if (rst) begin
-      \$549  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$550  = acc2_6;
-    if (valid_s1) begin
-      \$550  = acc1_6;
-    end
-    if (rst) begin
-      \$550  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$551  = sh2_6;
-    if (valid_s1) begin
-      \$551  = sh1_6;
-    end
-    if (rst) begin
-      \$551  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$552  = acc3_6;
-    if (valid_s2) begin
-      \$552  = acc2_6;
-    end
-    if (rst) begin
-      \$552  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$553  = sh3_6;
-    if (valid_s2) begin
-      \$553  = sh2_6;
-    end
-    if (rst) begin
-      \$553  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$554  = acc4_6;
-    if (valid_s3) begin
-      \$554  = acc3_6;
+      \$554  = acc0_5;
     end
     if (rst) begin
       \$554  = 32'd0;
@@ -80571,9 +80573,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$555  = sh4_6;
-    if (valid_s3) begin
-      \$555  = sh3_6;
+    \$555  = sh1_5;
+    if (valid_s0) begin
+      \$555  = sh0_5;
     end
     if (rst) begin
       \$555  = 6'h00;
@@ -80581,9 +80583,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$556  = acc5_6;
-    if (valid_s4) begin
-      \$556  = acc4_6;
+    \$556  = acc2_5;
+    if (valid_s1) begin
+      \$556  = acc1_5;
     end
     if (rst) begin
       \$556  = 32'd0;
@@ -80591,9 +80593,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$557  = sh5_6;
-    if (valid_s4) begin
-      \$557  = sh4_6;
+    \$557  = sh2_5;
+    if (valid_s1) begin
+      \$557  = sh1_5;
     end
     if (rst) begin
       \$557  = 6'h00;
@@ -80601,195 +80603,176 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$558  = pll_6;
-    if (valid_s0) begin
-      \$558  = \$260 ;
-    end
-    if (rst) begin
-      \$558  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$559  = plh_6;
-    if (valid_s0) begin
-      \$559  = \$261 ;
-    end
-    if (rst) begin
-      \$559  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$560  = phl_6;
-    if (valid_s0) begin
-      \$560  = { \$262 [31], \$262  };
-    end
-    if (rst) begin
-      \$560  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$561  = phh_6;
-    if (valid_s0) begin
-      \$561  = { \$263 [28], \$263  };
-    end
-    if (rst) begin
-      \$561  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$562  = mid_6;
-    if (valid_s1) begin
-      \$562  = \$264 ;
-    end
-    if (rst) begin
-      \$562  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$563  = lohi_6;
-    if (valid_s1) begin
-      \$563  = { phh_6[29], phh_6, pll_6 };
-    end
-    if (rst) begin
-      \$563  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$564  = prod_6;
+    \$558  = acc3_5;
     if (valid_s2) begin
-      \$564  = \$266 [63:0];
+      \$558  = acc2_5;
     end
     if (rst) begin
-      \$564  = 64'h0000000000000000;
+      \$558  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$565  = rnd_6;
+    \$559  = sh3_5;
     if (valid_s2) begin
-      \$565  = \$270 ;
+      \$559  = sh2_5;
     end
     if (rst) begin
-      \$565  = 48'h000000000000;
+      \$559  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$566  = v_6;
+    \$560  = acc4_5;
     if (valid_s3) begin
-      \$566  = \$274 ;
+      \$560  = acc3_5;
     end
     if (rst) begin
-      \$566  = 65'h00000000000000000;
+      \$560  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$567  = q5_6;
+    \$561  = sh4_5;
+    if (valid_s3) begin
+      \$561  = sh3_5;
+    end
+    if (rst) begin
+      \$561  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$562  = acc5_5;
+    if (valid_s4) begin
+      \$562  = acc4_5;
+    end
+    if (rst) begin
+      \$562  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$563  = sh5_5;
+    if (valid_s4) begin
+      \$563  = sh4_5;
+    end
+    if (rst) begin
+      \$563  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$564  = pll_5;
+    if (valid_s0) begin
+      \$564  = \$233 ;
+    end
+    if (rst) begin
+      \$564  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$565  = plh_5;
+    if (valid_s0) begin
+      \$565  = \$234 ;
+    end
+    if (rst) begin
+      \$565  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$566  = phl_5;
+    if (valid_s0) begin
+      \$566  = { \$235 [31], \$235  };
+    end
+    if (rst) begin
+      \$566  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$567  = phh_5;
+    if (valid_s0) begin
+      \$567  = { \$236 [28], \$236  };
+    end
+    if (rst) begin
+      \$567  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$568  = mid_5;
+    if (valid_s1) begin
+      \$568  = \$237 ;
+    end
+    if (rst) begin
+      \$568  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$569  = lohi_5;
+    if (valid_s1) begin
+      \$569  = { phh_5[29], phh_5, pll_5 };
+    end
+    if (rst) begin
+      \$569  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$570  = prod_5;
+    if (valid_s2) begin
+      \$570  = \$239 [63:0];
+    end
+    if (rst) begin
+      \$570  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$571  = rnd_5;
+    if (valid_s2) begin
+      \$571  = \$243 ;
+    end
+    if (rst) begin
+      \$571  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$572  = v_5;
+    if (valid_s3) begin
+      \$572  = \$247 ;
+    end
+    if (rst) begin
+      \$572  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$573  = q5_5;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$567  = \$279 [64:0];
-      end else if (hup) begin
-        \$567  = \$280 ;
+      if (tfl_5) begin
+        \$573  = \$252 [64:0];
+      end else if (hup_5) begin
+        \$573  = \$253 ;
       end else begin
-        \$567  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
+        \$573  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
       end
     end
     if (rst) begin
-      \$567  = 65'h00000000000000000;
+      \$573  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$568  = mask_6;
+    \$574  = mask_5;
     if (valid_s4) begin
-      \$568  = \$282 [31:0];
-    end
-    if (rst) begin
-      \$568  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$569  = half_6;
-    if (valid_s4) begin
-      \$569  = \$286 ;
-    end
-    if (rst) begin
-      \$569  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$570  = half1_6;
-    if (valid_s4) begin
-      \$570  = \$291 [32:0];
-    end
-    if (rst) begin
-      \$570  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$571  = q6s_6;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$571  = \$292 [63:0];
-      end else begin
-        \$571  = q5_6[63:0];
-      end
-    end
-    if (rst) begin
-      \$571  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$572  = up6_6;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$572  = \$296 ;
-      end else begin
-        \$572  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$572  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$573  = q6_6;
-    if (valid_s6) begin
-      \$573  = \$297 [63:0];
-    end
-    if (rst) begin
-      \$573  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$574  = res_6;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none) begin
-        \$574  = q6_6[31:0];
-      end else if (\$298 ) begin
-        \$574  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$299 ) begin
-        \$574  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$574  = q8_6[31:0];
-      end
+      \$574  = \$255 [31:0];
     end
     if (rst) begin
       \$574  = 32'd0;
@@ -80797,59 +80780,78 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$575  = acc0_7;
-    if (i_valid) begin
-      \$575  = i_acc[255:224];
+    \$575  = half_5;
+    if (valid_s4) begin
+      \$575  = \$259 ;
     end
     if (rst) begin
-      \$575  = 32'd0;
+      \$575  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$576  = sh0_7;
-    if (i_valid) begin
-      \$576  = i_params[551:546];
+    \$576  = half1_5;
+    if (valid_s4) begin
+      \$576  = \$264 [32:0];
     end
     if (rst) begin
-      \$576  = 6'h00;
+      \$576  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$577  = mult0_7;
-    if (i_valid) begin
-      \$577  = \$301 ;
+    \$577  = q6s_5;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_5) begin
+        \$577  = \$265 [63:0];
+      end else begin
+        \$577  = q5_5[63:0];
+      end
     end
     if (rst) begin
-      \$577  = 31'h00000000;
+      \$577  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$578  = acc1_7;
-    if (valid_s0) begin
-      \$578  = acc0_7;
+    \$578  = up6_5;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_5) begin
+        \$578  = \$269 ;
+      end else begin
+        \$578  = 1'h0;
+      end
     end
     if (rst) begin
-      \$578  = 32'd0;
+      \$578  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$579  = sh1_7;
-    if (valid_s0) begin
-      \$579  = sh0_7;
+    \$579  = q6_5;
+    if (valid_s6) begin
+      \$579  = \$270 [63:0];
     end
     if (rst) begin
-      \$579  = 6'h00;
+      \$579  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$580  = acc2_7;
-    if (valid_s1) begin
-      \$580  = acc1_7;
+    \$580  = res_5;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_5) begin
+        \$580  = q6_5[31:0];
+      end else if (\$271 ) begin
+        \$580  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$272 ) begin
+        \$580  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$580  = q8_5[31:0];
+      end
     end
     if (rst) begin
       \$580  = 32'd0;
@@ -80857,39 +80859,30 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$581  = sh2_7;
-    if (valid_s1) begin
-      \$581  = sh1_7;
-    end
+    \$581  = \$273 ;
     if (rst) begin
-      \$581  = 6'h00;
+      \$581  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$582  = acc3_7;
-    if (valid_s2) begin
-      \$582  = acc2_7;
-    end
+    \$582  = \$274 ;
     if (rst) begin
-      \$582  = 32'd0;
+      \$582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$583  = sh3_7;
-    if (valid_s2) begin
-      \$583  = sh2_7;
-    end
+    \$583  = \$275 ;
     if (rst) begin
-      \$583  = 6'h00;
+      \$583  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$584  = acc4_7;
-    if (valid_s3) begin
-      \$584  = acc3_7;
+    \$584  = acc0_6;
+    if (i_valid) begin
+      \$584  = i_acc[223:192];
     end
     if (rst) begin
       \$584  = 32'd0;
@@ -80897,9 +80890,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$585  = sh4_7;
-    if (valid_s3) begin
-      \$585  = sh3_7;
+    \$585  = sh0_6;
+    if (i_valid) begin
+      \$585  = i_params[482:477];
     end
     if (rst) begin
       \$585  = 6'h00;
@@ -80907,146 +80900,139 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$586  = acc5_7;
-    if (valid_s4) begin
-      \$586  = acc4_7;
+    \$586  = mult0_6;
+    if (i_valid) begin
+      \$586  = \$277 ;
     end
     if (rst) begin
-      \$586  = 32'd0;
+      \$586  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$587  = sh5_7;
-    if (valid_s4) begin
-      \$587  = sh4_7;
-    end
-    if (rst) begin
-      \$587  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$588  = pll_7;
+    \$587  = acc1_6;
     if (valid_s0) begin
-      \$588  = \$302 ;
+      \$587  = acc0_6;
     end
     if (rst) begin
-      \$588  = 34'h000000000;
+      \$587  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$589  = plh_7;
+    \$588  = sh1_6;
     if (valid_s0) begin
-      \$589  = \$303 ;
+      \$588  = sh0_6;
     end
     if (rst) begin
-      \$589  = 31'h00000000;
+      \$588  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$590  = phl_7;
-    if (valid_s0) begin
-      \$590  = { \$304 [31], \$304  };
-    end
-    if (rst) begin
-      \$590  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$591  = phh_7;
-    if (valid_s0) begin
-      \$591  = { \$305 [28], \$305  };
-    end
-    if (rst) begin
-      \$591  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$592  = mid_7;
+    \$589  = acc2_6;
     if (valid_s1) begin
-      \$592  = \$306 ;
+      \$589  = acc1_6;
     end
     if (rst) begin
-      \$592  = 34'h000000000;
+      \$589  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$593  = lohi_7;
+    \$590  = sh2_6;
     if (valid_s1) begin
-      \$593  = { phh_7[29], phh_7, pll_7 };
+      \$590  = sh1_6;
     end
     if (rst) begin
-      \$593  = 65'h00000000000000000;
+      \$590  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$594  = prod_7;
+    \$591  = acc3_6;
     if (valid_s2) begin
-      \$594  = \$308 [63:0];
+      \$591  = acc2_6;
     end
     if (rst) begin
-      \$594  = 64'h0000000000000000;
+      \$591  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$595  = rnd_7;
+    \$592  = sh3_6;
     if (valid_s2) begin
-      \$595  = \$312 ;
+      \$592  = sh2_6;
     end
     if (rst) begin
-      \$595  = 48'h000000000000;
+      \$592  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$596  = v_7;
+    \$593  = acc4_6;
     if (valid_s3) begin
-      \$596  = \$316 ;
+      \$593  = acc3_6;
     end
     if (rst) begin
-      \$596  = 65'h00000000000000000;
+      \$593  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$597  = q5_7;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$597  = \$321 [64:0];
-      end else if (hup) begin
-        \$597  = \$322 ;
-      end else begin
-        \$597  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
-      end
+    \$594  = sh4_6;
+    if (valid_s3) begin
+      \$594  = sh3_6;
     end
     if (rst) begin
-      \$597  = 65'h00000000000000000;
+      \$594  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$598  = mask_7;
+    \$595  = acc5_6;
     if (valid_s4) begin
-      \$598  = \$324 [31:0];
+      \$595  = acc4_6;
     end
     if (rst) begin
-      \$598  = 32'd0;
+      \$595  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$599  = half_7;
+    \$596  = sh5_6;
     if (valid_s4) begin
-      \$599  = \$328 ;
+      \$596  = sh4_6;
+    end
+    if (rst) begin
+      \$596  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$597  = pll_6;
+    if (valid_s0) begin
+      \$597  = \$278 ;
+    end
+    if (rst) begin
+      \$597  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$598  = plh_6;
+    if (valid_s0) begin
+      \$598  = \$279 ;
+    end
+    if (rst) begin
+      \$598  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$599  = phl_6;
+    if (valid_s0) begin
+      \$599  = { \$280 [31], \$280  };
     end
     if (rst) begin
       \$599  = 33'h000000000;
@@ -81054,49 +81040,39 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$600  = half1_7;
-    if (valid_s4) begin
-      \$600  = \$333 [32:0];
+    \$600  = phh_6;
+    if (valid_s0) begin
+      \$600  = { \$281 [28], \$281  };
     end
     if (rst) begin
-      \$600  = 33'h000000000;
+      \$600  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$601  = q6s_7;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$601  = \$334 [63:0];
-      end else begin
-        \$601  = q5_7[63:0];
-      end
+    \$601  = mid_6;
+    if (valid_s1) begin
+      \$601  = \$282 ;
     end
     if (rst) begin
-      \$601  = 64'h0000000000000000;
+      \$601  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$602  = up6_7;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl) begin
-        \$602  = \$338 ;
-      end else begin
-        \$602  = 1'h0;
-      end
+    \$602  = lohi_6;
+    if (valid_s1) begin
+      \$602  = { phh_6[29], phh_6, pll_6 };
     end
     if (rst) begin
-      \$602  = 1'h0;
+      \$602  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$603  = q6_7;
-    if (valid_s6) begin
-      \$603  = \$339 [63:0];
+    \$603  = prod_6;
+    if (valid_s2) begin
+      \$603  = \$284 [63:0];
     end
     if (rst) begin
       \$603  = 64'h0000000000000000;
@@ -81104,154 +81080,475 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$604  = res_7;
-    if (valid_s7) begin
+    \$604  = rnd_6;
+    if (valid_s2) begin
+      \$604  = \$288 ;
+    end
+    if (rst) begin
+      \$604  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$605  = v_6;
+    if (valid_s3) begin
+      \$605  = \$292 ;
+    end
+    if (rst) begin
+      \$605  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$606  = q5_6;
+    if (valid_s4) begin
       (* full_case = 32'd1 *)
-      if (none) begin
-        \$604  = q6_7[31:0];
-      end else if (\$340 ) begin
-        \$604  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$341 ) begin
-        \$604  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      if (tfl_6) begin
+        \$606  = \$297 [64:0];
+      end else if (hup_6) begin
+        \$606  = \$298 ;
       end else begin
-        \$604  = q8_7[31:0];
+        \$606  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
       end
     end
     if (rst) begin
-      \$604  = 32'd0;
+      \$606  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$342  = i_valid;
+    \$607  = mask_6;
+    if (valid_s4) begin
+      \$607  = \$300 [31:0];
+    end
     if (rst) begin
-      \$342  = 1'h0;
+      \$607  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$343  = i_last;
+    \$608  = half_6;
+    if (valid_s4) begin
+      \$608  = \$304 ;
+    end
     if (rst) begin
-      \$343  = 1'h0;
+      \$608  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$344  = valid_s0;
+    \$609  = half1_6;
+    if (valid_s4) begin
+      \$609  = \$309 [32:0];
+    end
     if (rst) begin
-      \$344  = 1'h0;
+      \$609  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$345  = last_s0;
+    \$610  = q6s_6;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_6) begin
+        \$610  = \$310 [63:0];
+      end else begin
+        \$610  = q5_6[63:0];
+      end
+    end
     if (rst) begin
-      \$345  = 1'h0;
+      \$610  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$346  = valid_s1;
+    \$611  = up6_6;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_6) begin
+        \$611  = \$314 ;
+      end else begin
+        \$611  = 1'h0;
+      end
+    end
     if (rst) begin
-      \$346  = 1'h0;
+      \$611  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$347  = last_s1;
+    \$612  = q6_6;
+    if (valid_s6) begin
+      \$612  = \$315 [63:0];
+    end
     if (rst) begin
-      \$347  = 1'h0;
+      \$612  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$348  = valid_s2;
+    \$613  = res_6;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_6) begin
+        \$613  = q6_6[31:0];
+      end else if (\$316 ) begin
+        \$613  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$317 ) begin
+        \$613  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$613  = q8_6[31:0];
+      end
+    end
     if (rst) begin
-      \$348  = 1'h0;
+      \$613  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$349  = last_s2;
+    \$614  = \$318 ;
     if (rst) begin
-      \$349  = 1'h0;
+      \$614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$350  = valid_s3;
+    \$615  = \$319 ;
     if (rst) begin
-      \$350  = 1'h0;
+      \$615  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$351  = last_s3;
+    \$616  = \$320 ;
     if (rst) begin
-      \$351  = 1'h0;
+      \$616  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$352  = valid_s4;
+    \$617  = acc0_7;
+    if (i_valid) begin
+      \$617  = i_acc[255:224];
+    end
     if (rst) begin
-      \$352  = 1'h0;
+      \$617  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$353  = last_s4;
+    \$618  = sh0_7;
+    if (i_valid) begin
+      \$618  = i_params[551:546];
+    end
     if (rst) begin
-      \$353  = 1'h0;
+      \$618  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$354  = valid_s5;
+    \$619  = mult0_7;
+    if (i_valid) begin
+      \$619  = \$322 ;
+    end
     if (rst) begin
-      \$354  = 1'h0;
+      \$619  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$355  = last_s5;
+    \$620  = acc1_7;
+    if (valid_s0) begin
+      \$620  = acc0_7;
+    end
     if (rst) begin
-      \$355  = 1'h0;
+      \$620  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$356  = valid_s6;
+    \$621  = sh1_7;
+    if (valid_s0) begin
+      \$621  = sh0_7;
+    end
     if (rst) begin
-      \$356  = 1'h0;
+      \$621  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$357  = last_s6;
+    \$622  = acc2_7;
+    if (valid_s1) begin
+      \$622  = acc1_7;
+    end
     if (rst) begin
-      \$357  = 1'h0;
+      \$622  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$358  = valid_s7;
+    \$623  = sh2_7;
+    if (valid_s1) begin
+      \$623  = sh1_7;
+    end
     if (rst) begin
-      \$358  = 1'h0;
+      \$623  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$359  = last_s7;
+    \$624  = acc3_7;
+    if (valid_s2) begin
+      \$624  = acc2_7;
+    end
     if (rst) begin
-      \$359  = 1'h0;
+      \$624  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$360  = \$1 ;
+    \$625  = sh3_7;
+    if (valid_s2) begin
+      \$625  = sh2_7;
+    end
     if (rst) begin
-      \$360  = 1'h0;
+      \$625  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$626  = acc4_7;
+    if (valid_s3) begin
+      \$626  = acc3_7;
+    end
+    if (rst) begin
+      \$626  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$627  = sh4_7;
+    if (valid_s3) begin
+      \$627  = sh3_7;
+    end
+    if (rst) begin
+      \$627  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$628  = acc5_7;
+    if (valid_s4) begin
+      \$628  = acc4_7;
+    end
+    if (rst) begin
+      \$628  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$629  = sh5_7;
+    if (valid_s4) begin
+      \$629  = sh4_7;
+    end
+    if (rst) begin
+      \$629  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$630  = pll_7;
+    if (valid_s0) begin
+      \$630  = \$323 ;
+    end
+    if (rst) begin
+      \$630  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$631  = plh_7;
+    if (valid_s0) begin
+      \$631  = \$324 ;
+    end
+    if (rst) begin
+      \$631  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$632  = phl_7;
+    if (valid_s0) begin
+      \$632  = { \$325 [31], \$325  };
+    end
+    if (rst) begin
+      \$632  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$633  = phh_7;
+    if (valid_s0) begin
+      \$633  = { \$326 [28], \$326  };
+    end
+    if (rst) begin
+      \$633  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$634  = mid_7;
+    if (valid_s1) begin
+      \$634  = \$327 ;
+    end
+    if (rst) begin
+      \$634  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$635  = lohi_7;
+    if (valid_s1) begin
+      \$635  = { phh_7[29], phh_7, pll_7 };
+    end
+    if (rst) begin
+      \$635  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$636  = prod_7;
+    if (valid_s2) begin
+      \$636  = \$329 [63:0];
+    end
+    if (rst) begin
+      \$636  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$637  = rnd_7;
+    if (valid_s2) begin
+      \$637  = \$333 ;
+    end
+    if (rst) begin
+      \$637  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$638  = v_7;
+    if (valid_s3) begin
+      \$638  = \$337 ;
+    end
+    if (rst) begin
+      \$638  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$639  = q5_7;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_7) begin
+        \$639  = \$342 [64:0];
+      end else if (hup_7) begin
+        \$639  = \$343 ;
+      end else begin
+        \$639  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
+      end
+    end
+    if (rst) begin
+      \$639  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$640  = mask_7;
+    if (valid_s4) begin
+      \$640  = \$345 [31:0];
+    end
+    if (rst) begin
+      \$640  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$641  = half_7;
+    if (valid_s4) begin
+      \$641  = \$349 ;
+    end
+    if (rst) begin
+      \$641  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$642  = half1_7;
+    if (valid_s4) begin
+      \$642  = \$354 [32:0];
+    end
+    if (rst) begin
+      \$642  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$643  = q6s_7;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_7) begin
+        \$643  = \$355 [63:0];
+      end else begin
+        \$643  = q5_7[63:0];
+      end
+    end
+    if (rst) begin
+      \$643  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$644  = up6_7;
+    if (valid_s5) begin
+      (* full_case = 32'd1 *)
+      if (tfl_7) begin
+        \$644  = \$359 ;
+      end else begin
+        \$644  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$645  = q6_7;
+    if (valid_s6) begin
+      \$645  = \$360 [63:0];
+    end
+    if (rst) begin
+      \$645  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$646  = res_7;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_7) begin
+        \$646  = q6_7[31:0];
+      end else if (\$361 ) begin
+        \$646  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$362 ) begin
+        \$646  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$646  = q8_7[31:0];
+      end
+    end
+    if (rst) begin
+      \$646  = 32'd0;
     end
   end
   assign o_valid = valid_s8;
@@ -81316,32 +81613,32 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign \$23  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
   assign \$33  = { 1'h0, \$32 [31:1] };
   assign \$37  = { 1'h0, \$36 [31:1] };
-  assign \$55  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
-  assign \$65  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
-  assign \$75  = { 1'h0, \$74 [31:1] };
-  assign \$79  = { 1'h0, \$78 [31:1] };
-  assign \$97  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
-  assign \$107  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
-  assign \$117  = { 1'h0, \$116 [31:1] };
-  assign \$121  = { 1'h0, \$120 [31:1] };
-  assign \$139  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
-  assign \$149  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
-  assign \$159  = { 1'h0, \$158 [31:1] };
-  assign \$163  = { 1'h0, \$162 [31:1] };
-  assign \$181  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
-  assign \$191  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
-  assign \$201  = { 1'h0, \$200 [31:1] };
-  assign \$205  = { 1'h0, \$204 [31:1] };
-  assign \$223  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
-  assign \$233  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
-  assign \$243  = { 1'h0, \$242 [31:1] };
-  assign \$247  = { 1'h0, \$246 [31:1] };
-  assign \$265  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
-  assign \$275  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
-  assign \$285  = { 1'h0, \$284 [31:1] };
-  assign \$289  = { 1'h0, \$288 [31:1] };
-  assign \$307  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
-  assign \$317  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
-  assign \$327  = { 1'h0, \$326 [31:1] };
-  assign \$331  = { 1'h0, \$330 [31:1] };
+  assign \$58  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
+  assign \$68  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
+  assign \$78  = { 1'h0, \$77 [31:1] };
+  assign \$82  = { 1'h0, \$81 [31:1] };
+  assign \$103  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
+  assign \$113  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
+  assign \$123  = { 1'h0, \$122 [31:1] };
+  assign \$127  = { 1'h0, \$126 [31:1] };
+  assign \$148  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
+  assign \$158  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
+  assign \$168  = { 1'h0, \$167 [31:1] };
+  assign \$172  = { 1'h0, \$171 [31:1] };
+  assign \$193  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
+  assign \$203  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
+  assign \$213  = { 1'h0, \$212 [31:1] };
+  assign \$217  = { 1'h0, \$216 [31:1] };
+  assign \$238  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
+  assign \$248  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
+  assign \$258  = { 1'h0, \$257 [31:1] };
+  assign \$262  = { 1'h0, \$261 [31:1] };
+  assign \$283  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
+  assign \$293  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
+  assign \$303  = { 1'h0, \$302 [31:1] };
+  assign \$307  = { 1'h0, \$306 [31:1] };
+  assign \$328  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
+  assign \$338  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
+  assign \$348  = { 1'h0, \$347 [31:1] };
+  assign \$352  = { 1'h0, \$351 [31:1] };
 endmodule
