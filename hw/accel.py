@@ -330,7 +330,7 @@ class Conv2dAccelerator(wiring.Component):
         # when ow_m1 == 0
         at_last_ox = Signal()
         last_ox = is_elem & at_last_ox
-        # g == gcount - 1 and j == cw_last are registers too (at_last_g, at_last_j): the
+        # g == gcount - 1 and j == cur.last are registers too (at_last_g, at_last_j): the
         # sequencer names how g, j and gap change (g_case, j_case, gap_case) and each
         # flag's next value is selected among compares of registers, so issue and the
         # enables after it start from flip-flops
