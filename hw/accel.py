@@ -344,8 +344,11 @@ class Conv2dAccelerator(wiring.Component):
         at_last_j = Signal()
         last_g = at_last_g
         last_j = at_last_j
-        last_kx = dwm | (kx == kw_m1)
-        last_ky = dwm | (ky == kh_m1)
+        # kx == kw_m1 and ky == kh_m1 as flags set beside every update of kx and ky
+        at_last_kx = Signal()
+        at_last_ky = Signal()
+        last_kx = dwm | at_last_kx
+        last_ky = dwm | at_last_ky
         last_t = t == cot_m1
         first_fold = (ky == 0) & (kx == 0) & (j == 0)
         last_fold = last_ky & last_kx & last_j
@@ -1026,6 +1029,7 @@ class Conv2dAccelerator(wiring.Component):
             m.d.sync += [
                 sq.eq(SQ_PARAMS),
                 t.eq(0), ky.eq(0), kx.eq(0), ox.eq(0),
+                at_last_kx.eq(kw_m1 == 0), at_last_ky.eq(kh_m1 == 0),
                 at_last_ox.eq(ow_m1 == 0),
                 rows_left.eq(desc.out_height),
                 y_pass.eq(-desc.pad_top), y_tap.eq(-desc.pad_top), iy.eq(-desc.pad_top),
@@ -1106,17 +1110,22 @@ class Conv2dAccelerator(wiring.Component):
                                 m.d.sync += [*[dw_ky[r].eq(dw_ky_init[r]) for r in range(R)],
                                              *[dw_kx[r].eq(dw_kx_init[r]) for r in range(R)]]
                             with m.If(last_j & ~last_kx):
-                                m.d.sync += [kx.eq(kx + 1), x_tap.eq(x_tap + step_dw),
+                                m.d.sync += [kx.eq(kx + 1), at_last_kx.eq(kx + 1 == kw_m1),
+                                             x_tap.eq(x_tap + step_dw),
                                              ix.eq(x_tap + step_dw), ixb.eq(x_tap + xb_step),
                                              iy.eq(y_tap)]
                             with m.Elif(last_j & ~last_ky):
                                 m.d.sync += [kx.eq(0), ky.eq(ky + 1),
+                                             at_last_kx.eq(kw_m1 == 0),
+                                             at_last_ky.eq(ky + 1 == kh_m1),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              ixb.eq(xb_init),
                                              y_tap.eq(y_tap + desc.dil_h),
                                              iy.eq(y_tap + desc.dil_h)]
                             with m.Elif(last_j):
                                 m.d.sync += [kx.eq(0), ky.eq(0),
+                                             at_last_kx.eq(kw_m1 == 0),
+                                             at_last_ky.eq(kh_m1 == 0),
                                              x_tap.eq(-desc.pad_left), ix.eq(-desc.pad_left),
                                              ixb.eq(xb_init),
                                              y_tap.eq(y_pass), iy.eq(y_pass)]
