@@ -277,6 +277,24 @@ class Conv2dAccelerator(wiring.Component):
             cw_r.addr.eq(t), cw_r1.addr.eq(t1), cw_r2.addr.eq(t2),
         ]
         m.d.sync += [cw_p1.eq(cw_r1.data), cw_p2.eq(cw_r2.data), t_adv_prev.eq(t_adv)]
+        # Registers that change by a named case (case 0 holds): the sequencer sets the
+        # case, the register takes that case's value, and a flag on a pair of such
+        # registers (pair_flag) is pred(next a, next b): an AND-OR over every pair of
+        # cases of compares made from registers (not a case statement: Yosys would
+        # share the compares of a multiplexer's inputs into one compare behind wide
+        # operand multiplexers), or, given `hold`, the flag itself when both hold
+        def set_by_case(reg, case, vals):
+            with m.Switch(case):
+                for c, v in vals.items():
+                    with m.Case(c):
+                        m.d.sync += reg.eq(v)
+
+        def pair_flag(a_case, a_vals, b_case, b_vals, pred, hold=None):
+            return Cat(*[(a_case == ac) & (b_case == bc) &
+                         (hold if hold is not None and ac == 0 and bc == 0 else pred(av, bv))
+                         for ac, av in a_vals.items()
+                         for bc, bv in b_vals.items()]).any()
+
         # where cur's next value comes from (the flags on cur below select with it)
         CUR_HOLD, CUR_P1, CUR_P2, CUR_READ = range(4)
         cur_src = Signal(range(4))
@@ -285,10 +303,7 @@ class Conv2dAccelerator(wiring.Component):
             m.d.comb += cur_src.eq(Mux(t_adv_prev, CUR_P2, CUR_P1))
         with m.Elif(~((state == S_RUN) & (sq == SQ_ISSUE))):
             m.d.comb += cur_src.eq(CUR_READ)
-        with m.Switch(cur_src):
-            for cs, cv in cur_vals.items():
-                with m.Case(cs):
-                    m.d.sync += cur.eq(cv)
+        set_by_case(cur, cur_src, cur_vals)
 
         def first_of(v):                 # a word range's first word (cur.first's meaning)
             return C(0, 1) if "cw_first_ignored" in faults else v.first
@@ -963,20 +978,10 @@ class Conv2dAccelerator(wiring.Component):
         lo_vals = {LO_HOLD: lo, LO_ZERO: C(0), LO_ALL: C(cfg.max_height + 1),
                    LO_RELEASE: release.as_unsigned()[:len(lo)]}
         wr_vals = {WR_HOLD: wr_iy, WR_ZERO: C(0), WR_INC: wr_iy + 1}
-        with m.Switch(lo_case):
-            for lc, lv in lo_vals.items():
-                with m.Case(lc):
-                    m.d.sync += lo.eq(lv)
-        with m.Switch(wr_case):
-            for wc, wv in wr_vals.items():
-                with m.Case(wc):
-                    m.d.sync += wr_iy.eq(wv)
-        # (an AND-OR of the compares, not a case statement: Yosys would share the
-        # compares of a multiplexer's inputs into one compare behind wide operand muxes)
-        m.d.sync += row_free.eq(Cat(*[(lo_case == lc) & (wr_case == wc) &
-                                      (wv < lv + cfg.lb_rows)
-                                      for lc, lv in lo_vals.items()
-                                      for wc, wv in wr_vals.items()]).any())
+        set_by_case(lo, lo_case, lo_vals)
+        set_by_case(wr_iy, wr_case, wr_vals)
+        m.d.sync += row_free.eq(pair_flag(lo_case, lo_vals, wr_case, wr_vals,
+                                          lambda lv, wv: wv < lv + cfg.lb_rows))
 
         # g, j and gap with their flags (at_last_g: g's next value against gcount - 1
         # now, so a new gcount shows a cycle later; a pass waits >= 1 cycle in SQ_PASS)
@@ -986,34 +991,19 @@ class Conv2dAccelerator(wiring.Component):
             for gc, gv in g_vals.items():
                 with m.Case(gc):
                     m.d.sync += [g.eq(gv), at_last_g.eq(gv == gcount_m1_next)]
-        # flags on a pair of registers (a, b) that each change by a named case (0 =
-        # hold): the next flag is pred(next a, next b), an AND-OR over every pair of
-        # cases of compares made from registers, and the flag itself when both hold
-        def pair_flag(flag, a_case, a_vals, b_case, b_vals, pred):
-            return Cat(*[(a_case == ac) & (b_case == bc) &
-                         (flag if ac == 0 and bc == 0 else pred(av, bv))
-                         for ac, av in a_vals.items()
-                         for bc, bv in b_vals.items()]).any()
-
         cur_all = {CUR_HOLD: cur, **cur_vals}
         # j == cur.last
         j_vals = {J_HOLD: j, J_ZERO: C(0, len(j)), J_INC: (j + 1)[:len(j)]}
-        with m.Switch(j_case):
-            for jc, jv in j_vals.items():
-                with m.Case(jc):
-                    m.d.sync += j.eq(jv)
-        m.d.sync += at_last_j.eq(pair_flag(at_last_j, j_case, j_vals, cur_src, cur_all,
-                                           lambda jv, cv: jv == cv.last))
+        set_by_case(j, j_case, j_vals)
+        m.d.sync += at_last_j.eq(pair_flag(j_case, j_vals, cur_src, cur_all,
+                                           lambda jv, cv: jv == cv.last, hold=at_last_j))
         # words_in > cur.first (word-major: the current tile's word is in)
         wi_zero = C(0, len(words_in))
         wi_vals = {WI_HOLD: words_in, WI_ZERO: wi_zero, WI_INC: (words_in + 1)[:len(words_in)]}
-        with m.Switch(wi_case):
-            for wc, wv in wi_vals.items():
-                with m.Case(wc):
-                    m.d.sync += words_in.eq(wv)
-        m.d.sync += act_in.eq(pair_flag(act_in, wi_case, wi_vals, cur_src, cur_all,
+        set_by_case(words_in, wi_case, wi_vals)
+        m.d.sync += act_in.eq(pair_flag(wi_case, wi_vals, cur_src, cur_all,
                                         lambda wv, cv: C(0, 1) if wv is wi_zero
-                                        else wv > first_of(cv)))
+                                        else wv > first_of(cv), hold=act_in))
         # gap steps by 1 + dual_now while an element is not complete (gap >= 1 + dual_now)
         gap_vals = {GAP_FIRST: dw_first_rc, GAP_STRIDE: desc.stride_w - 1}
         with m.Switch(gap_case):
