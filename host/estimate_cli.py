@@ -346,7 +346,7 @@ def cmd_synth(args):
     rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
                      freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
                      verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only,
-                     speed=args.speed, router=args.router)
+                     speed=args.speed, router=args.router, density=args.density)
     print(rep.summary())
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1))
@@ -420,6 +420,9 @@ def add_subcommands(sub):
                    help="stop after placement: post-placement Fmax estimate, no critical path")
     y.add_argument("--router", default="router1", choices=("router1", "router2"),
                    help="nextpnr router (router2 is much faster on large arrays)")
+    y.add_argument("--density", type=float, default=None,
+                   help="placer's maximum placement density (nextpnr --placer-heap-beta, "
+                        "default 0.9); lower spreads the logic for routability")
     y.add_argument("--json")
     y.add_argument("--quiet", action="store_true")
     y.set_defaults(func=cmd_synth, fn=cmd_synth)

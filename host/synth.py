@@ -149,6 +149,7 @@ class SynthReport:
     wrapper_ff: int = 0
     routed: bool = True         # False: Fmax is the post-placement estimate
     router: str = "router1"
+    density: float = None       # placer's maximum density (None: nextpnr's default 0.9)
 
     def to_dict(self):
         return asdict(self)
@@ -174,7 +175,8 @@ class SynthReport:
         for name, n_steps, ns in self.critical_signals()[:16]:
             lines.append(f"    {ns:6.2f} ns  {n_steps:3d} steps  {name}")
         lines.append(f"  synth {self.synth_seconds:.0f} s, place and route {self.pnr_seconds:.0f} s"
-                     f"{'' if self.routed else ' (not routed)'}")
+                     f"{'' if self.routed else ' (not routed)'} ({self.router}"
+                     f"{'' if self.density is None else f', placer density {self.density:g}'})")
         return "\n".join(lines)
 
     def critical_signals(self):
@@ -230,22 +232,26 @@ def _check_device(device, speed):
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
                freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0,
-               place_only=False, speed=6, router="router1"):
+               place_only=False, speed=6, router="router1", density=None):
     """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`.
 
     ``place_only`` stops after placement; Fmax is then nextpnr's post-placement
     estimate, and no critical path is reported. ``router``: nextpnr's ``router1``
     (its default for ECP5) or ``router2`` (much faster on large arrays: router1 had
-    not finished an 8x8 after 75 min here)."""
+    not finished an 8x8 after 75 min here). ``density``: the analytic placer's
+    maximum placement density (nextpnr's ``--placer-heap-beta``, default 0.9); a
+    lower value spreads the logic, which trades wire length for routability."""
     cfg = cfg or HardwareConfig()
     _check_device(device, speed)
     if router not in ROUTERS:
         raise ValueError(f"router={router!r} must be one of {', '.join(ROUTERS)}")
+    if density is not None and not (isinstance(density, (int, float)) and 0.3 <= density <= 1.0):
+        raise ValueError(f"density={density!r} must be a number in [0.3, 1.0]")
     work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper, speed)
     work.mkdir(parents=True, exist_ok=True)
     rep = SynthReport(cfg=cfg.to_dict(), device=device, package=package, wrapper=wrapper,
                       speed=speed, target_mhz=freq_mhz, routed=not place_only,
-                      router=router)
+                      router=router, density=density)
 
     def say(msg):
         if verbose:
@@ -282,6 +288,8 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     args = [DEVICES[device], "--speed", str(speed), "--package", package, "--json", "top.json", "--freq",
             str(freq_mhz), "--report", "report.json", "--seed", str(seed),
             "--detailed-timing-report", "--router", router]
+    if density is not None:
+        args += ["--placer-heap-beta", f"{density:g}"]
     if place_only:
         args.append("--no-route")
     if not wrapper:

@@ -391,6 +391,19 @@ def test_estimate_cli_on_a_layer_file(tmp_path, capsys):
     assert "suggestions" in capsys.readouterr().out
 
 
+def test_synthesis_arguments_checked_first(tmp_path):
+    """Bad flow arguments are refused by name before any tool runs (nothing is
+    written to the work directory)."""
+    from systolic_conv.synth import synthesize
+    cfg = HardwareConfig(rows=2, cols=2)
+    for kw, name in [({"device": "99k"}, "device='99k'"), ({"speed": 5}, "speed=5"),
+                     ({"router": "router3"}, "router='router3'"),
+                     ({"density": 0.1}, "density=0.1"), ({"density": "0.7"}, "density='0.7'")]:
+        with pytest.raises(ValueError, match=name):
+            synthesize(cfg, out_dir=tmp_path / "w", **kw)
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.synth
 @pytest.mark.slow
 def test_synthesis_tiny(tmp_path):
