@@ -9,12 +9,14 @@ The rules are the integer contract's (``systolic_conv.contract``):
   16 bits of the multiplier field;
 
 then ``q + Z_out`` clamped to ``[lo, hi]`` (``lo`` already raised to ``Z_out`` when
-ReLU is on). ``NONE`` passes the accumulator through. Nine pipeline stages
-(:attr:`Requantizer.LATENCY`) in every mode, at most one carry chain or one
-multiplier deep each: the inputs registered (the multiplier chosen by mode), four
-partial products of ``acc*M`` (split at bit 17, one DSP each), their middle sum,
-the product, the rounding add, the high half or shift, the tflite rounding
-divide's shift and round-up bit, its increment, then zero point and clamp (the
+ReLU is on). ``NONE`` passes the accumulator through: it runs the half_up
+arithmetic with ``M = 1``, ``S = 0`` (exactly ``acc``) and skips the clamp. Nine
+pipeline stages (:attr:`Requantizer.LATENCY`) in every mode, at most one carry
+chain or one multiplier deep each: the inputs registered (multiplier and shift
+chosen by mode), four partial products of ``acc*M`` (split at bit 17, one DSP
+each), their middle sum, the product, the rounding add, tflite's high half, one
+arithmetic right shift for both modes (tflite's rounding divide, half_up's
+shift) with tflite's round-up bit, its increment, then zero point and clamp (the
 clamp compares against ``lo - Z_out`` and ``hi - Z_out`` beside the add). Each
 stage's registers load only with a valid beat (clock enable), so an idle
 requantizer holds still. Mode, zero point and bounds come from the descriptor and
@@ -70,6 +72,7 @@ class Requantizer(wiring.Component):
 
         mode = self.mode
         hup_in = mode == RequantMode.HALF_UP
+        none_in = mode == RequantMode.NONE
         LO = min(17, aw - 1)         # the multiply is split at bit 17 on both sides
         # clamp bounds relative to the zero point
         zp = 0 if "zero_point_dropped" in cfg.faults else self.zp
@@ -83,23 +86,24 @@ class Requantizer(wiring.Component):
             # copy for all columns was a long route); "keep" holds the copies apart
             # through Yosys (see hw/accel.py)
             tfl = Signal(name=f"tfl_{c}", attrs={"keep": 1})
-            hup = Signal(name=f"hup_{c}", attrs={"keep": 1})
             none = Signal(name=f"none_{c}", attrs={"keep": 1})
-            m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), hup.eq(hup_in),
-                         none.eq(mode == RequantMode.NONE)]
+            m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), none.eq(none_in)]
             par = self.i_params[c]
             acc = Signal(signed(aw), name=f"acc0_{c}")
             mult = Signal(31, name=f"mult0_{c}")
             shift = Signal(6, name=f"sh0_{c}")
             with m.If(self.i_valid):
-                m.d.sync += [acc.eq(self.i_acc[c]), shift.eq(par.shift),
-                             mult.eq(Mux(hup_in, par.mult[:16], par.mult))]
-            # the accumulator travels beside the arithmetic (NONE passes it through)
-            accs = [acc] + [Signal(signed(aw), name=f"acc{i}_{c}") for i in range(1, 6)]
+                # NONE: acc * 1 >> 0 is the accumulator itself
+                m.d.sync += [acc.eq(self.i_acc[c]), shift.eq(Mux(none_in, 0, par.shift)),
+                             mult.eq(Mux(none_in, 1, Mux(hup_in, par.mult[:16], par.mult)))]
+            # the shift travels beside the arithmetic; at stage 5 it becomes the one
+            # shifter's amount (tflite's exponent has 5 bits, half_up's 6)
             shs = [shift] + [Signal(6, name=f"sh{i}_{c}") for i in range(1, 6)]
-            for i in range(5):
+            for i in range(4):
                 with m.If(valid[i]):
-                    m.d.sync += [accs[i + 1].eq(accs[i]), shs[i + 1].eq(shs[i])]
+                    m.d.sync += shs[i + 1].eq(shs[i])
+            with m.If(valid[4]):
+                m.d.sync += shs[5].eq(Mux(tfl, shs[4][:5], shs[4]))
 
             # stage 1: four partial products of acc * M (one DSP each)
             a_lo, a_hi = acc.as_unsigned()[:LO], acc[LO:].as_signed()
@@ -129,18 +133,18 @@ class Requantizer(wiring.Component):
             v = Signal(signed(max(aw + 33, 50)), name=f"v_{c}")   # room for 2**(S-1), S < 48
             with m.If(valid[3]):
                 m.d.sync += v.eq(prod + Mux(tfl, nudge, rnd))
-            # stage 5: tflite high half (truncating toward zero) / half_up shift
-            q5 = Signal(signed(aw + 33), name=f"q5_{c}")
+            # stage 5: tflite high half (truncating toward zero); half_up and NONE
+            # keep the rounded product for the shift
+            q5 = Signal.like(v, name=f"q5_{c}")
             with m.If(valid[4]):
                 with m.If(tfl):
                     m.d.sync += q5.eq((v >> 31) + ((v < 0) & (v[:31] != 0)))
-                with m.Elif(hup):
-                    m.d.sync += q5.eq(v >> shs[4])
                 with m.Else():
-                    m.d.sync += q5.eq(accs[4])
-            # stage 6: tflite rounding divide by a power of two: the remainder is
-            # compared with mask/2 (+1 when negative); mask and thresholds are made
-            # from the exponent a stage early
+                    m.d.sync += q5.eq(v)
+            # stage 6: the arithmetic right shift of both modes; tflite's rounding
+            # divide by a power of two rounds up when the remainder exceeds mask/2
+            # (+1 when negative); mask and thresholds are made from the exponent a
+            # stage early
             mask = Signal(32, name=f"mask_{c}")
             half = Signal(33, name=f"half_{c}")
             half1 = Signal(33, name=f"half1_{c}")
@@ -155,10 +159,7 @@ class Requantizer(wiring.Component):
             m.d.comb += rem.eq(q5[:32] & mask)
             up = Mux(q5 < 0, rem > half1, rem > half)
             with m.If(valid[5]):
-                with m.If(tfl):
-                    m.d.sync += [q6s.eq(q5 >> shs[5][:5]), up6.eq(up)]
-                with m.Else():
-                    m.d.sync += [q6s.eq(q5), up6.eq(0)]
+                m.d.sync += [q6s.eq(q5 >> shs[5]), up6.eq(tfl & up)]
             # stage 7: the rounding increment
             q6 = Signal(signed(aw + 32), name=f"q6_{c}")
             with m.If(valid[6]):

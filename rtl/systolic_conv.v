@@ -76739,651 +76739,635 @@ endmodule
 module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, zp, hi, valid_s8, last_s8, o_data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$68  = 0;
   wire [17:0] \$1 ;
-  wire [31:0] \$10 ;
-  wire [31:0] \$100 ;
-  wire [28:0] \$101 ;
-  wire [33:0] \$102 ;
-  wire [64:0] \$103 ;
-  wire [65:0] \$104 ;
+  wire [30:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire [5:0] \$104 ;
   wire \$105 ;
-  wire [6:0] \$106 ;
-  wire [110:0] \$107 ;
-  wire [47:0] \$108 ;
-  wire \$109 ;
-  wire [28:0] \$11 ;
-  wire [31:0] \$110 ;
-  wire [48:0] \$111 ;
-  wire [64:0] \$112 ;
-  wire [64:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire [65:0] \$117 ;
-  wire [64:0] \$118 ;
-  wire [63:0] \$119 ;
+  wire \$106 ;
+  wire [30:0] \$107 ;
+  wire [30:0] \$108 ;
+  wire [5:0] \$109 ;
+  wire [5:0] \$11 ;
+  wire [33:0] \$110 ;
+  wire [30:0] \$111 ;
+  wire [31:0] \$112 ;
+  wire [28:0] \$113 ;
+  wire [33:0] \$114 ;
+  wire [64:0] \$115 ;
+  wire [65:0] \$116 ;
+  wire \$117 ;
+  wire [6:0] \$118 ;
+  wire [110:0] \$119 ;
   wire [33:0] \$12 ;
-  wire [64:0] \$120 ;
-  wire [63:0] \$121 ;
-  wire [64:0] \$122 ;
-  wire [31:0] \$123 ;
-  wire [32:0] \$124 ;
-  wire [63:0] \$125 ;
-  wire [64:0] \$126 ;
-  wire [31:0] \$127 ;
-  wire [32:0] \$128 ;
-  wire [33:0] \$129 ;
-  wire [64:0] \$13 ;
-  wire [64:0] \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire \$134 ;
-  wire [64:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
-  wire [65:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [30:0] \$142 ;
-  wire [33:0] \$143 ;
-  wire [30:0] \$144 ;
-  wire [31:0] \$145 ;
-  wire [28:0] \$146 ;
-  wire [33:0] \$147 ;
-  wire [64:0] \$148 ;
-  wire [65:0] \$149 ;
-  wire \$15 ;
+  wire [47:0] \$120 ;
+  wire \$121 ;
+  wire [31:0] \$122 ;
+  wire [48:0] \$123 ;
+  wire [64:0] \$124 ;
+  wire [64:0] \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire [65:0] \$129 ;
+  wire [30:0] \$13 ;
+  wire [63:0] \$130 ;
+  wire [64:0] \$131 ;
+  wire [63:0] \$132 ;
+  wire [64:0] \$133 ;
+  wire [31:0] \$134 ;
+  wire [32:0] \$135 ;
+  wire [63:0] \$136 ;
+  wire [64:0] \$137 ;
+  wire [31:0] \$138 ;
+  wire [32:0] \$139 ;
+  wire [31:0] \$14 ;
+  wire [33:0] \$140 ;
+  wire [64:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire [64:0] \$147 ;
+  wire \$148 ;
+  wire \$149 ;
+  wire [28:0] \$15 ;
   wire \$150 ;
-  wire [6:0] \$151 ;
-  wire [110:0] \$152 ;
-  wire [47:0] \$153 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire [5:0] \$153 ;
   wire \$154 ;
-  wire [31:0] \$155 ;
-  wire [48:0] \$156 ;
-  wire [64:0] \$157 ;
-  wire [64:0] \$158 ;
-  wire \$159 ;
-  wire [6:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire [65:0] \$162 ;
-  wire [64:0] \$163 ;
-  wire [63:0] \$164 ;
-  wire [64:0] \$165 ;
-  wire [63:0] \$166 ;
-  wire [64:0] \$167 ;
-  wire [31:0] \$168 ;
-  wire [32:0] \$169 ;
-  wire [110:0] \$17 ;
-  wire [63:0] \$170 ;
-  wire [64:0] \$171 ;
-  wire [31:0] \$172 ;
-  wire [32:0] \$173 ;
-  wire [33:0] \$174 ;
-  wire [64:0] \$175 ;
+  wire \$155 ;
+  wire [30:0] \$156 ;
+  wire [30:0] \$157 ;
+  wire [5:0] \$158 ;
+  wire [33:0] \$159 ;
+  wire [33:0] \$16 ;
+  wire [30:0] \$160 ;
+  wire [31:0] \$161 ;
+  wire [28:0] \$162 ;
+  wire [33:0] \$163 ;
+  wire [64:0] \$164 ;
+  wire [65:0] \$165 ;
+  wire \$166 ;
+  wire [6:0] \$167 ;
+  wire [110:0] \$168 ;
+  wire [47:0] \$169 ;
+  wire [64:0] \$17 ;
+  wire \$170 ;
+  wire [31:0] \$171 ;
+  wire [48:0] \$172 ;
+  wire [64:0] \$173 ;
+  wire [64:0] \$174 ;
+  wire \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
-  wire [47:0] \$18 ;
+  wire [65:0] \$178 ;
+  wire [63:0] \$179 ;
+  wire [65:0] \$18 ;
   wire [64:0] \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire [30:0] \$187 ;
-  wire [33:0] \$188 ;
-  wire [30:0] \$189 ;
+  wire [63:0] \$181 ;
+  wire [64:0] \$182 ;
+  wire [31:0] \$183 ;
+  wire [32:0] \$184 ;
+  wire [63:0] \$185 ;
+  wire [64:0] \$186 ;
+  wire [31:0] \$187 ;
+  wire [32:0] \$188 ;
+  wire [33:0] \$189 ;
   wire \$19 ;
-  wire [31:0] \$190 ;
-  wire [28:0] \$191 ;
-  wire [33:0] \$192 ;
-  wire [64:0] \$193 ;
-  wire [65:0] \$194 ;
+  wire [64:0] \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
   wire \$195 ;
-  wire [6:0] \$196 ;
-  wire [110:0] \$197 ;
-  wire [47:0] \$198 ;
+  wire [64:0] \$196 ;
+  wire \$197 ;
+  wire \$198 ;
   wire \$199 ;
   wire [17:0] \$2 ;
-  wire [31:0] \$20 ;
-  wire [31:0] \$200 ;
-  wire [48:0] \$201 ;
-  wire [64:0] \$202 ;
-  wire [64:0] \$203 ;
+  wire [6:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire [5:0] \$202 ;
+  wire \$203 ;
   wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire [65:0] \$207 ;
-  wire [64:0] \$208 ;
-  wire [63:0] \$209 ;
-  wire [48:0] \$21 ;
-  wire [64:0] \$210 ;
-  wire [63:0] \$211 ;
-  wire [64:0] \$212 ;
-  wire [31:0] \$213 ;
-  wire [32:0] \$214 ;
-  wire [63:0] \$215 ;
-  wire [64:0] \$216 ;
-  wire [31:0] \$217 ;
-  wire [32:0] \$218 ;
-  wire [33:0] \$219 ;
-  wire [64:0] \$22 ;
-  wire [64:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
+  wire [30:0] \$205 ;
+  wire [30:0] \$206 ;
+  wire [5:0] \$207 ;
+  wire [33:0] \$208 ;
+  wire [30:0] \$209 ;
+  wire [110:0] \$21 ;
+  wire [31:0] \$210 ;
+  wire [28:0] \$211 ;
+  wire [33:0] \$212 ;
+  wire [64:0] \$213 ;
+  wire [65:0] \$214 ;
+  wire \$215 ;
+  wire [6:0] \$216 ;
+  wire [110:0] \$217 ;
+  wire [47:0] \$218 ;
+  wire \$219 ;
+  wire [47:0] \$22 ;
+  wire [31:0] \$220 ;
+  wire [48:0] \$221 ;
+  wire [64:0] \$222 ;
+  wire [64:0] \$223 ;
   wire \$224 ;
-  wire [64:0] \$225 ;
+  wire \$225 ;
   wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire [64:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [30:0] \$232 ;
-  wire [33:0] \$233 ;
-  wire [30:0] \$234 ;
-  wire [31:0] \$235 ;
-  wire [28:0] \$236 ;
-  wire [33:0] \$237 ;
-  wire [64:0] \$238 ;
-  wire [65:0] \$239 ;
-  wire \$24 ;
+  wire [65:0] \$227 ;
+  wire [63:0] \$228 ;
+  wire [64:0] \$229 ;
+  wire \$23 ;
+  wire [63:0] \$230 ;
+  wire [64:0] \$231 ;
+  wire [31:0] \$232 ;
+  wire [32:0] \$233 ;
+  wire [63:0] \$234 ;
+  wire [64:0] \$235 ;
+  wire [31:0] \$236 ;
+  wire [32:0] \$237 ;
+  wire [33:0] \$238 ;
+  wire [64:0] \$239 ;
+  wire [31:0] \$24 ;
   wire \$240 ;
-  wire [6:0] \$241 ;
-  wire [110:0] \$242 ;
-  wire [47:0] \$243 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
   wire \$244 ;
-  wire [31:0] \$245 ;
-  wire [48:0] \$246 ;
-  wire [64:0] \$247 ;
-  wire [64:0] \$248 ;
+  wire [64:0] \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
   wire \$249 ;
-  wire \$25 ;
+  wire [48:0] \$25 ;
   wire \$250 ;
-  wire \$251 ;
-  wire [65:0] \$252 ;
-  wire [64:0] \$253 ;
-  wire [63:0] \$254 ;
-  wire [64:0] \$255 ;
-  wire [63:0] \$256 ;
-  wire [64:0] \$257 ;
-  wire [31:0] \$258 ;
-  wire [32:0] \$259 ;
-  wire \$26 ;
-  wire [63:0] \$260 ;
-  wire [64:0] \$261 ;
-  wire [31:0] \$262 ;
-  wire [32:0] \$263 ;
-  wire [33:0] \$264 ;
-  wire [64:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
+  wire [5:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire [30:0] \$254 ;
+  wire [30:0] \$255 ;
+  wire [5:0] \$256 ;
+  wire [33:0] \$257 ;
+  wire [30:0] \$258 ;
+  wire [31:0] \$259 ;
+  wire [64:0] \$26 ;
+  wire [28:0] \$260 ;
+  wire [33:0] \$261 ;
+  wire [64:0] \$262 ;
+  wire [65:0] \$263 ;
+  wire \$264 ;
+  wire [6:0] \$265 ;
+  wire [110:0] \$266 ;
+  wire [47:0] \$267 ;
   wire \$268 ;
-  wire \$269 ;
-  wire [65:0] \$27 ;
-  wire [64:0] \$270 ;
-  wire \$271 ;
-  wire \$272 ;
+  wire [31:0] \$269 ;
+  wire [64:0] \$27 ;
+  wire [48:0] \$270 ;
+  wire [64:0] \$271 ;
+  wire [64:0] \$272 ;
   wire \$273 ;
   wire \$274 ;
   wire \$275 ;
-  wire \$276 ;
-  wire [30:0] \$277 ;
-  wire [33:0] \$278 ;
-  wire [30:0] \$279 ;
-  wire [64:0] \$28 ;
-  wire [31:0] \$280 ;
-  wire [28:0] \$281 ;
-  wire [33:0] \$282 ;
-  wire [64:0] \$283 ;
-  wire [65:0] \$284 ;
-  wire \$285 ;
-  wire [6:0] \$286 ;
-  wire [110:0] \$287 ;
-  wire [47:0] \$288 ;
+  wire [65:0] \$276 ;
+  wire [63:0] \$277 ;
+  wire [64:0] \$278 ;
+  wire [63:0] \$279 ;
+  wire \$28 ;
+  wire [64:0] \$280 ;
+  wire [31:0] \$281 ;
+  wire [32:0] \$282 ;
+  wire [63:0] \$283 ;
+  wire [64:0] \$284 ;
+  wire [31:0] \$285 ;
+  wire [32:0] \$286 ;
+  wire [33:0] \$287 ;
+  wire [64:0] \$288 ;
   wire \$289 ;
-  wire [63:0] \$29 ;
-  wire [31:0] \$290 ;
-  wire [48:0] \$291 ;
-  wire [64:0] \$292 ;
-  wire [64:0] \$293 ;
-  wire \$294 ;
+  wire \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire [64:0] \$294 ;
   wire \$295 ;
   wire \$296 ;
-  wire [65:0] \$297 ;
-  wire [64:0] \$298 ;
-  wire [63:0] \$299 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire \$3 ;
-  wire [64:0] \$30 ;
-  wire [64:0] \$300 ;
-  wire [63:0] \$301 ;
-  wire [64:0] \$302 ;
-  wire [31:0] \$303 ;
-  wire [32:0] \$304 ;
-  wire [63:0] \$305 ;
-  wire [64:0] \$306 ;
-  wire [31:0] \$307 ;
-  wire [32:0] \$308 ;
-  wire [33:0] \$309 ;
-  wire [63:0] \$31 ;
-  wire [64:0] \$310 ;
-  wire \$311 ;
-  wire \$312 ;
+  wire \$30 ;
+  wire [5:0] \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire [30:0] \$303 ;
+  wire [30:0] \$304 ;
+  wire [5:0] \$305 ;
+  wire [33:0] \$306 ;
+  wire [30:0] \$307 ;
+  wire [31:0] \$308 ;
+  wire [28:0] \$309 ;
+  wire [65:0] \$31 ;
+  wire [33:0] \$310 ;
+  wire [64:0] \$311 ;
+  wire [65:0] \$312 ;
   wire \$313 ;
-  wire \$314 ;
-  wire [64:0] \$315 ;
-  wire \$316 ;
+  wire [6:0] \$314 ;
+  wire [110:0] \$315 ;
+  wire [47:0] \$316 ;
   wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
-  wire [64:0] \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire [30:0] \$322 ;
-  wire [33:0] \$323 ;
-  wire [30:0] \$324 ;
-  wire [31:0] \$325 ;
-  wire [28:0] \$326 ;
-  wire [33:0] \$327 ;
-  wire [64:0] \$328 ;
-  wire [65:0] \$329 ;
-  wire [31:0] \$33 ;
-  wire \$330 ;
-  wire [6:0] \$331 ;
-  wire [110:0] \$332 ;
-  wire [47:0] \$333 ;
-  wire \$334 ;
-  wire [31:0] \$335 ;
-  wire [48:0] \$336 ;
+  wire [31:0] \$318 ;
+  wire [48:0] \$319 ;
+  wire [63:0] \$32 ;
+  wire [64:0] \$320 ;
+  wire [64:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire [65:0] \$325 ;
+  wire [63:0] \$326 ;
+  wire [64:0] \$327 ;
+  wire [63:0] \$328 ;
+  wire [64:0] \$329 ;
+  wire [64:0] \$33 ;
+  wire [31:0] \$330 ;
+  wire [32:0] \$331 ;
+  wire [63:0] \$332 ;
+  wire [64:0] \$333 ;
+  wire [31:0] \$334 ;
+  wire [32:0] \$335 ;
+  wire [33:0] \$336 ;
   wire [64:0] \$337 ;
-  wire [64:0] \$338 ;
+  wire \$338 ;
   wire \$339 ;
-  wire [32:0] \$34 ;
+  wire [63:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
-  wire [65:0] \$342 ;
+  wire \$342 ;
   wire [64:0] \$343 ;
-  wire [63:0] \$344 ;
-  wire [64:0] \$345 ;
-  wire [63:0] \$346 ;
-  wire [64:0] \$347 ;
-  wire [31:0] \$348 ;
-  wire [32:0] \$349 ;
-  wire [63:0] \$35 ;
-  wire [63:0] \$350 ;
-  wire [64:0] \$351 ;
-  wire [31:0] \$352 ;
-  wire [32:0] \$353 ;
-  wire [33:0] \$354 ;
-  wire [64:0] \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
-  wire [64:0] \$36 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire [5:0] \$349 ;
+  wire [64:0] \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire [30:0] \$352 ;
+  wire [30:0] \$353 ;
+  wire [5:0] \$354 ;
+  wire [33:0] \$355 ;
+  wire [30:0] \$356 ;
+  wire [31:0] \$357 ;
+  wire [28:0] \$358 ;
+  wire [33:0] \$359 ;
+  wire [31:0] \$36 ;
   wire [64:0] \$360 ;
-  wire \$361 ;
+  wire [65:0] \$361 ;
   wire \$362 ;
-  reg \$363 ;
-  reg \$364 ;
-  reg \$365 ;
-  reg \$366 ;
-  reg \$367 ;
-  reg \$368 ;
-  reg \$369 ;
-  wire [31:0] \$37 ;
-  reg \$370 ;
-  reg \$371 ;
-  reg \$372 ;
-  reg \$373 ;
-  reg \$374 ;
-  reg \$375 ;
-  reg \$376 ;
-  reg \$377 ;
-  reg \$378 ;
-  reg \$379 ;
-  wire [32:0] \$38 ;
-  reg \$380 ;
-  reg [17:0] \$381 ;
-  reg [17:0] \$382 ;
-  reg \$383 ;
-  reg \$384 ;
-  reg \$385 ;
-  reg [31:0] \$386 ;
-  reg [5:0] \$387 ;
-  reg [30:0] \$388 ;
-  reg [31:0] \$389 ;
-  wire [33:0] \$39 ;
-  reg [5:0] \$390 ;
-  reg [31:0] \$391 ;
-  reg [5:0] \$392 ;
-  reg [31:0] \$393 ;
-  reg [5:0] \$394 ;
-  reg [31:0] \$395 ;
-  reg [5:0] \$396 ;
-  reg [31:0] \$397 ;
-  reg [5:0] \$398 ;
-  reg [33:0] \$399 ;
+  wire [6:0] \$363 ;
+  wire [110:0] \$364 ;
+  wire [47:0] \$365 ;
+  wire \$366 ;
+  wire [31:0] \$367 ;
+  wire [48:0] \$368 ;
+  wire [64:0] \$369 ;
+  wire [32:0] \$37 ;
+  wire [64:0] \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire [65:0] \$374 ;
+  wire [63:0] \$375 ;
+  wire [64:0] \$376 ;
+  wire [63:0] \$377 ;
+  wire [64:0] \$378 ;
+  wire [31:0] \$379 ;
+  wire [63:0] \$38 ;
+  wire [32:0] \$380 ;
+  wire [63:0] \$381 ;
+  wire [64:0] \$382 ;
+  wire [31:0] \$383 ;
+  wire [32:0] \$384 ;
+  wire [33:0] \$385 ;
+  wire [64:0] \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire [64:0] \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire [64:0] \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  reg \$395 ;
+  reg \$396 ;
+  reg \$397 ;
+  reg \$398 ;
+  reg \$399 ;
   wire \$4 ;
-  wire [64:0] \$40 ;
-  reg [30:0] \$400 ;
-  reg [32:0] \$401 ;
-  reg [29:0] \$402 ;
-  reg [33:0] \$403 ;
-  reg [64:0] \$404 ;
-  reg [63:0] \$405 ;
-  reg [47:0] \$406 ;
-  reg [64:0] \$407 ;
-  reg [64:0] \$408 ;
-  reg [31:0] \$409 ;
-  wire \$41 ;
-  reg [32:0] \$410 ;
-  reg [32:0] \$411 ;
-  reg [63:0] \$412 ;
-  reg \$413 ;
-  reg [63:0] \$414 ;
-  reg [31:0] \$415 ;
+  wire [31:0] \$40 ;
+  reg \$400 ;
+  reg \$401 ;
+  reg \$402 ;
+  reg \$403 ;
+  reg \$404 ;
+  reg \$405 ;
+  reg \$406 ;
+  reg \$407 ;
+  reg \$408 ;
+  reg \$409 ;
+  wire [32:0] \$41 ;
+  reg \$410 ;
+  reg \$411 ;
+  reg \$412 ;
+  reg [17:0] \$413 ;
+  reg [17:0] \$414 ;
+  reg \$415 ;
   reg \$416 ;
-  reg \$417 ;
-  reg \$418 ;
-  reg [31:0] \$419 ;
-  wire \$42 ;
+  reg [31:0] \$417 ;
+  reg [5:0] \$418 ;
+  reg [30:0] \$419 ;
+  wire [33:0] \$42 ;
   reg [5:0] \$420 ;
-  reg [30:0] \$421 ;
-  reg [31:0] \$422 ;
+  reg [5:0] \$421 ;
+  reg [5:0] \$422 ;
   reg [5:0] \$423 ;
-  reg [31:0] \$424 ;
-  reg [5:0] \$425 ;
-  reg [31:0] \$426 ;
-  reg [5:0] \$427 ;
-  reg [31:0] \$428 ;
-  reg [5:0] \$429 ;
-  wire \$43 ;
-  reg [31:0] \$430 ;
-  reg [5:0] \$431 ;
-  reg [33:0] \$432 ;
-  reg [30:0] \$433 ;
-  reg [32:0] \$434 ;
-  reg [29:0] \$435 ;
-  reg [33:0] \$436 ;
-  reg [64:0] \$437 ;
+  reg [5:0] \$424 ;
+  reg [33:0] \$425 ;
+  reg [30:0] \$426 ;
+  reg [32:0] \$427 ;
+  reg [29:0] \$428 ;
+  reg [33:0] \$429 ;
+  wire [64:0] \$43 ;
+  reg [64:0] \$430 ;
+  reg [63:0] \$431 ;
+  reg [47:0] \$432 ;
+  reg [64:0] \$433 ;
+  reg [64:0] \$434 ;
+  reg [31:0] \$435 ;
+  reg [32:0] \$436 ;
+  reg [32:0] \$437 ;
   reg [63:0] \$438 ;
-  reg [47:0] \$439 ;
+  reg \$439 ;
   wire \$44 ;
-  reg [64:0] \$440 ;
-  reg [64:0] \$441 ;
-  reg [31:0] \$442 ;
-  reg [32:0] \$443 ;
-  reg [32:0] \$444 ;
-  reg [63:0] \$445 ;
-  reg \$446 ;
-  reg [63:0] \$447 ;
-  reg [31:0] \$448 ;
-  reg \$449 ;
-  wire [64:0] \$45 ;
-  reg \$450 ;
-  reg \$451 ;
-  reg [31:0] \$452 ;
-  reg [5:0] \$453 ;
-  reg [30:0] \$454 ;
-  reg [31:0] \$455 ;
-  reg [5:0] \$456 ;
-  reg [31:0] \$457 ;
-  reg [5:0] \$458 ;
-  reg [31:0] \$459 ;
+  reg [63:0] \$440 ;
+  reg [31:0] \$441 ;
+  reg \$442 ;
+  reg \$443 ;
+  reg [31:0] \$444 ;
+  reg [5:0] \$445 ;
+  reg [30:0] \$446 ;
+  reg [5:0] \$447 ;
+  reg [5:0] \$448 ;
+  reg [5:0] \$449 ;
+  wire \$45 ;
+  reg [5:0] \$450 ;
+  reg [5:0] \$451 ;
+  reg [33:0] \$452 ;
+  reg [30:0] \$453 ;
+  reg [32:0] \$454 ;
+  reg [29:0] \$455 ;
+  reg [33:0] \$456 ;
+  reg [64:0] \$457 ;
+  reg [63:0] \$458 ;
+  reg [47:0] \$459 ;
   wire \$46 ;
-  reg [5:0] \$460 ;
-  reg [31:0] \$461 ;
-  reg [5:0] \$462 ;
-  reg [31:0] \$463 ;
-  reg [5:0] \$464 ;
-  reg [33:0] \$465 ;
-  reg [30:0] \$466 ;
-  reg [32:0] \$467 ;
-  reg [29:0] \$468 ;
-  reg [33:0] \$469 ;
+  reg [64:0] \$460 ;
+  reg [64:0] \$461 ;
+  reg [31:0] \$462 ;
+  reg [32:0] \$463 ;
+  reg [32:0] \$464 ;
+  reg [63:0] \$465 ;
+  reg \$466 ;
+  reg [63:0] \$467 ;
+  reg [31:0] \$468 ;
+  reg \$469 ;
   wire \$47 ;
-  reg [64:0] \$470 ;
-  reg [63:0] \$471 ;
-  reg [47:0] \$472 ;
-  reg [64:0] \$473 ;
-  reg [64:0] \$474 ;
-  reg [31:0] \$475 ;
-  reg [32:0] \$476 ;
-  reg [32:0] \$477 ;
-  reg [63:0] \$478 ;
-  reg \$479 ;
+  reg \$470 ;
+  reg [31:0] \$471 ;
+  reg [5:0] \$472 ;
+  reg [30:0] \$473 ;
+  reg [5:0] \$474 ;
+  reg [5:0] \$475 ;
+  reg [5:0] \$476 ;
+  reg [5:0] \$477 ;
+  reg [5:0] \$478 ;
+  reg [33:0] \$479 ;
   wire \$48 ;
-  reg [63:0] \$480 ;
-  reg [31:0] \$481 ;
-  reg \$482 ;
-  reg \$483 ;
-  reg \$484 ;
-  reg [31:0] \$485 ;
-  reg [5:0] \$486 ;
-  reg [30:0] \$487 ;
-  reg [31:0] \$488 ;
-  reg [5:0] \$489 ;
-  wire \$49 ;
-  reg [31:0] \$490 ;
-  reg [5:0] \$491 ;
-  reg [31:0] \$492 ;
-  reg [5:0] \$493 ;
-  reg [31:0] \$494 ;
-  reg [5:0] \$495 ;
-  reg [31:0] \$496 ;
-  reg [5:0] \$497 ;
-  reg [33:0] \$498 ;
-  reg [30:0] \$499 ;
+  reg [30:0] \$480 ;
+  reg [32:0] \$481 ;
+  reg [29:0] \$482 ;
+  reg [33:0] \$483 ;
+  reg [64:0] \$484 ;
+  reg [63:0] \$485 ;
+  reg [47:0] \$486 ;
+  reg [64:0] \$487 ;
+  reg [64:0] \$488 ;
+  reg [31:0] \$489 ;
+  wire [64:0] \$49 ;
+  reg [32:0] \$490 ;
+  reg [32:0] \$491 ;
+  reg [63:0] \$492 ;
+  reg \$493 ;
+  reg [63:0] \$494 ;
+  reg [31:0] \$495 ;
+  reg \$496 ;
+  reg \$497 ;
+  reg [31:0] \$498 ;
+  reg [5:0] \$499 ;
   wire \$5 ;
   wire \$50 ;
-  reg [32:0] \$500 ;
-  reg [29:0] \$501 ;
-  reg [33:0] \$502 ;
-  reg [64:0] \$503 ;
-  reg [63:0] \$504 ;
-  reg [47:0] \$505 ;
-  reg [64:0] \$506 ;
-  reg [64:0] \$507 ;
-  reg [31:0] \$508 ;
-  reg [32:0] \$509 ;
+  reg [30:0] \$500 ;
+  reg [5:0] \$501 ;
+  reg [5:0] \$502 ;
+  reg [5:0] \$503 ;
+  reg [5:0] \$504 ;
+  reg [5:0] \$505 ;
+  reg [33:0] \$506 ;
+  reg [30:0] \$507 ;
+  reg [32:0] \$508 ;
+  reg [29:0] \$509 ;
   wire \$51 ;
-  reg [32:0] \$510 ;
-  reg [63:0] \$511 ;
-  reg \$512 ;
-  reg [63:0] \$513 ;
-  reg [31:0] \$514 ;
-  reg \$515 ;
-  reg \$516 ;
-  reg \$517 ;
-  reg [31:0] \$518 ;
-  reg [5:0] \$519 ;
-  wire [30:0] \$52 ;
-  reg [30:0] \$520 ;
-  reg [31:0] \$521 ;
-  reg [5:0] \$522 ;
-  reg [31:0] \$523 ;
-  reg [5:0] \$524 ;
+  reg [33:0] \$510 ;
+  reg [64:0] \$511 ;
+  reg [63:0] \$512 ;
+  reg [47:0] \$513 ;
+  reg [64:0] \$514 ;
+  reg [64:0] \$515 ;
+  reg [31:0] \$516 ;
+  reg [32:0] \$517 ;
+  reg [32:0] \$518 ;
+  reg [63:0] \$519 ;
+  wire \$52 ;
+  reg \$520 ;
+  reg [63:0] \$521 ;
+  reg [31:0] \$522 ;
+  reg \$523 ;
+  reg \$524 ;
   reg [31:0] \$525 ;
   reg [5:0] \$526 ;
-  reg [31:0] \$527 ;
+  reg [30:0] \$527 ;
   reg [5:0] \$528 ;
-  reg [31:0] \$529 ;
-  wire [33:0] \$53 ;
+  reg [5:0] \$529 ;
+  wire \$53 ;
   reg [5:0] \$530 ;
-  reg [33:0] \$531 ;
-  reg [30:0] \$532 ;
-  reg [32:0] \$533 ;
-  reg [29:0] \$534 ;
-  reg [33:0] \$535 ;
-  reg [64:0] \$536 ;
-  reg [63:0] \$537 ;
-  reg [47:0] \$538 ;
-  reg [64:0] \$539 ;
-  wire [30:0] \$54 ;
-  reg [64:0] \$540 ;
-  reg [31:0] \$541 ;
-  reg [32:0] \$542 ;
-  reg [32:0] \$543 ;
-  reg [63:0] \$544 ;
-  reg \$545 ;
+  reg [5:0] \$531 ;
+  reg [5:0] \$532 ;
+  reg [33:0] \$533 ;
+  reg [30:0] \$534 ;
+  reg [32:0] \$535 ;
+  reg [29:0] \$536 ;
+  reg [33:0] \$537 ;
+  reg [64:0] \$538 ;
+  reg [63:0] \$539 ;
+  wire \$54 ;
+  reg [47:0] \$540 ;
+  reg [64:0] \$541 ;
+  reg [64:0] \$542 ;
+  reg [31:0] \$543 ;
+  reg [32:0] \$544 ;
+  reg [32:0] \$545 ;
   reg [63:0] \$546 ;
-  reg [31:0] \$547 ;
-  reg \$548 ;
-  reg \$549 ;
-  wire [31:0] \$55 ;
+  reg \$547 ;
+  reg [63:0] \$548 ;
+  reg [31:0] \$549 ;
+  wire [5:0] \$55 ;
   reg \$550 ;
-  reg [31:0] \$551 ;
-  reg [5:0] \$552 ;
-  reg [30:0] \$553 ;
-  reg [31:0] \$554 ;
+  reg \$551 ;
+  reg [31:0] \$552 ;
+  reg [5:0] \$553 ;
+  reg [30:0] \$554 ;
   reg [5:0] \$555 ;
-  reg [31:0] \$556 ;
+  reg [5:0] \$556 ;
   reg [5:0] \$557 ;
-  reg [31:0] \$558 ;
+  reg [5:0] \$558 ;
   reg [5:0] \$559 ;
-  wire [28:0] \$56 ;
-  reg [31:0] \$560 ;
-  reg [5:0] \$561 ;
-  reg [31:0] \$562 ;
-  reg [5:0] \$563 ;
+  wire \$56 ;
+  reg [33:0] \$560 ;
+  reg [30:0] \$561 ;
+  reg [32:0] \$562 ;
+  reg [29:0] \$563 ;
   reg [33:0] \$564 ;
-  reg [30:0] \$565 ;
-  reg [32:0] \$566 ;
-  reg [29:0] \$567 ;
-  reg [33:0] \$568 ;
+  reg [64:0] \$565 ;
+  reg [63:0] \$566 ;
+  reg [47:0] \$567 ;
+  reg [64:0] \$568 ;
   reg [64:0] \$569 ;
-  wire [33:0] \$57 ;
-  reg [63:0] \$570 ;
-  reg [47:0] \$571 ;
-  reg [64:0] \$572 ;
-  reg [64:0] \$573 ;
-  reg [31:0] \$574 ;
-  reg [32:0] \$575 ;
-  reg [32:0] \$576 ;
-  reg [63:0] \$577 ;
+  wire \$57 ;
+  reg [31:0] \$570 ;
+  reg [32:0] \$571 ;
+  reg [32:0] \$572 ;
+  reg [63:0] \$573 ;
+  reg \$574 ;
+  reg [63:0] \$575 ;
+  reg [31:0] \$576 ;
+  reg \$577 ;
   reg \$578 ;
-  reg [63:0] \$579 ;
-  wire [64:0] \$58 ;
-  reg [31:0] \$580 ;
-  reg \$581 ;
-  reg \$582 ;
-  reg \$583 ;
-  reg [31:0] \$584 ;
+  reg [31:0] \$579 ;
+  wire [30:0] \$58 ;
+  reg [5:0] \$580 ;
+  reg [30:0] \$581 ;
+  reg [5:0] \$582 ;
+  reg [5:0] \$583 ;
+  reg [5:0] \$584 ;
   reg [5:0] \$585 ;
-  reg [30:0] \$586 ;
-  reg [31:0] \$587 ;
-  reg [5:0] \$588 ;
-  reg [31:0] \$589 ;
-  wire [65:0] \$59 ;
-  reg [5:0] \$590 ;
-  reg [31:0] \$591 ;
-  reg [5:0] \$592 ;
-  reg [31:0] \$593 ;
-  reg [5:0] \$594 ;
-  reg [31:0] \$595 ;
-  reg [5:0] \$596 ;
-  reg [33:0] \$597 ;
-  reg [30:0] \$598 ;
+  reg [5:0] \$586 ;
+  reg [33:0] \$587 ;
+  reg [30:0] \$588 ;
+  reg [32:0] \$589 ;
+  wire [30:0] \$59 ;
+  reg [29:0] \$590 ;
+  reg [33:0] \$591 ;
+  reg [64:0] \$592 ;
+  reg [63:0] \$593 ;
+  reg [47:0] \$594 ;
+  reg [64:0] \$595 ;
+  reg [64:0] \$596 ;
+  reg [31:0] \$597 ;
+  reg [32:0] \$598 ;
   reg [32:0] \$599 ;
-  wire \$6 ;
-  wire \$60 ;
-  reg [29:0] \$600 ;
-  reg [33:0] \$601 ;
-  reg [64:0] \$602 ;
-  reg [63:0] \$603 ;
-  reg [47:0] \$604 ;
-  reg [64:0] \$605 ;
-  reg [64:0] \$606 ;
-  reg [31:0] \$607 ;
-  reg [32:0] \$608 ;
-  reg [32:0] \$609 ;
-  wire [6:0] \$61 ;
-  reg [63:0] \$610 ;
-  reg \$611 ;
-  reg [63:0] \$612 ;
-  reg [31:0] \$613 ;
-  reg \$614 ;
-  reg \$615 ;
-  reg \$616 ;
-  reg [31:0] \$617 ;
-  reg [5:0] \$618 ;
-  reg [30:0] \$619 ;
-  wire [110:0] \$62 ;
-  reg [31:0] \$620 ;
-  reg [5:0] \$621 ;
-  reg [31:0] \$622 ;
-  reg [5:0] \$623 ;
+  wire [5:0] \$6 ;
+  wire [5:0] \$60 ;
+  reg [63:0] \$600 ;
+  reg \$601 ;
+  reg [63:0] \$602 ;
+  reg [31:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [31:0] \$606 ;
+  reg [5:0] \$607 ;
+  reg [30:0] \$608 ;
+  reg [5:0] \$609 ;
+  wire [33:0] \$61 ;
+  reg [5:0] \$610 ;
+  reg [5:0] \$611 ;
+  reg [5:0] \$612 ;
+  reg [5:0] \$613 ;
+  reg [33:0] \$614 ;
+  reg [30:0] \$615 ;
+  reg [32:0] \$616 ;
+  reg [29:0] \$617 ;
+  reg [33:0] \$618 ;
+  reg [64:0] \$619 ;
+  wire [30:0] \$62 ;
+  reg [63:0] \$620 ;
+  reg [47:0] \$621 ;
+  reg [64:0] \$622 ;
+  reg [64:0] \$623 ;
   reg [31:0] \$624 ;
-  reg [5:0] \$625 ;
-  reg [31:0] \$626 ;
-  reg [5:0] \$627 ;
-  reg [31:0] \$628 ;
-  reg [5:0] \$629 ;
-  wire [47:0] \$63 ;
-  reg [33:0] \$630 ;
-  reg [30:0] \$631 ;
-  reg [32:0] \$632 ;
-  reg [29:0] \$633 ;
-  reg [33:0] \$634 ;
-  reg [64:0] \$635 ;
-  reg [63:0] \$636 ;
-  reg [47:0] \$637 ;
-  reg [64:0] \$638 ;
-  reg [64:0] \$639 ;
-  wire \$64 ;
-  reg [31:0] \$640 ;
-  reg [32:0] \$641 ;
-  reg [32:0] \$642 ;
-  reg [63:0] \$643 ;
-  reg \$644 ;
-  reg [63:0] \$645 ;
-  reg [31:0] \$646 ;
-  wire [31:0] \$65 ;
-  wire [48:0] \$66 ;
-  wire [64:0] \$67 ;
-  wire [64:0] \$68 ;
-  wire \$69 ;
-  wire [30:0] \$7 ;
-  wire \$70 ;
-  wire \$71 ;
-  wire [65:0] \$72 ;
-  wire [64:0] \$73 ;
-  wire [63:0] \$74 ;
+  reg [32:0] \$625 ;
+  reg [32:0] \$626 ;
+  reg [63:0] \$627 ;
+  reg \$628 ;
+  reg [63:0] \$629 ;
+  wire [31:0] \$63 ;
+  reg [31:0] \$630 ;
+  wire [28:0] \$64 ;
+  wire [33:0] \$65 ;
+  wire [64:0] \$66 ;
+  wire [65:0] \$67 ;
+  wire \$68 ;
+  wire [6:0] \$69 ;
+  wire \$7 ;
+  wire [110:0] \$70 ;
+  wire [47:0] \$71 ;
+  wire \$72 ;
+  wire [31:0] \$73 ;
+  wire [48:0] \$74 ;
   wire [64:0] \$75 ;
-  wire [63:0] \$76 ;
-  wire [64:0] \$77 ;
-  wire [31:0] \$78 ;
-  wire [32:0] \$79 ;
-  wire [33:0] \$8 ;
-  wire [63:0] \$80 ;
-  wire [64:0] \$81 ;
-  wire [31:0] \$82 ;
-  wire [32:0] \$83 ;
-  wire [33:0] \$84 ;
-  wire [64:0] \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [64:0] \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
+  wire \$8 ;
+  wire [65:0] \$80 ;
+  wire [63:0] \$81 ;
+  wire [64:0] \$82 ;
+  wire [63:0] \$83 ;
+  wire [64:0] \$84 ;
+  wire [31:0] \$85 ;
+  wire [32:0] \$86 ;
+  wire [63:0] \$87 ;
+  wire [64:0] \$88 ;
+  wire [31:0] \$89 ;
   wire [30:0] \$9 ;
-  wire [64:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
+  wire [32:0] \$90 ;
+  wire [33:0] \$91 ;
+  wire [64:0] \$92 ;
   wire \$93 ;
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire [30:0] \$97 ;
-  wire [33:0] \$98 ;
-  wire [30:0] \$99 ;
+  wire \$97 ;
+  wire [64:0] \$98 ;
+  wire \$99 ;
   reg [31:0] acc0_0 = 32'd0;
   reg [31:0] acc0_1 = 32'd0;
   reg [31:0] acc0_2 = 32'd0;
@@ -77392,46 +77376,6 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg [31:0] acc0_5 = 32'd0;
   reg [31:0] acc0_6 = 32'd0;
   reg [31:0] acc0_7 = 32'd0;
-  reg [31:0] acc1_0 = 32'd0;
-  reg [31:0] acc1_1 = 32'd0;
-  reg [31:0] acc1_2 = 32'd0;
-  reg [31:0] acc1_3 = 32'd0;
-  reg [31:0] acc1_4 = 32'd0;
-  reg [31:0] acc1_5 = 32'd0;
-  reg [31:0] acc1_6 = 32'd0;
-  reg [31:0] acc1_7 = 32'd0;
-  reg [31:0] acc2_0 = 32'd0;
-  reg [31:0] acc2_1 = 32'd0;
-  reg [31:0] acc2_2 = 32'd0;
-  reg [31:0] acc2_3 = 32'd0;
-  reg [31:0] acc2_4 = 32'd0;
-  reg [31:0] acc2_5 = 32'd0;
-  reg [31:0] acc2_6 = 32'd0;
-  reg [31:0] acc2_7 = 32'd0;
-  reg [31:0] acc3_0 = 32'd0;
-  reg [31:0] acc3_1 = 32'd0;
-  reg [31:0] acc3_2 = 32'd0;
-  reg [31:0] acc3_3 = 32'd0;
-  reg [31:0] acc3_4 = 32'd0;
-  reg [31:0] acc3_5 = 32'd0;
-  reg [31:0] acc3_6 = 32'd0;
-  reg [31:0] acc3_7 = 32'd0;
-  reg [31:0] acc4_0 = 32'd0;
-  reg [31:0] acc4_1 = 32'd0;
-  reg [31:0] acc4_2 = 32'd0;
-  reg [31:0] acc4_3 = 32'd0;
-  reg [31:0] acc4_4 = 32'd0;
-  reg [31:0] acc4_5 = 32'd0;
-  reg [31:0] acc4_6 = 32'd0;
-  reg [31:0] acc4_7 = 32'd0;
-  reg [31:0] acc5_0 = 32'd0;
-  reg [31:0] acc5_1 = 32'd0;
-  reg [31:0] acc5_2 = 32'd0;
-  reg [31:0] acc5_3 = 32'd0;
-  reg [31:0] acc5_4 = 32'd0;
-  reg [31:0] acc5_5 = 32'd0;
-  reg [31:0] acc5_6 = 32'd0;
-  reg [31:0] acc5_7 = 32'd0;
   input clk;
   wire clk;
   reg [32:0] half1_0 = 33'h000000000;
@@ -77453,22 +77397,6 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   input [16:0] hi;
   wire [16:0] hi;
   reg [17:0] hi_zp = 18'h00000;
-  (* keep = 32'd1 *)
-  reg hup_0 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_1 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_2 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_3 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_4 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_5 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_6 = 1'h0;
-  (* keep = 32'd1 *)
-  reg hup_7 = 1'h0;
   input [255:0] i_acc;
   wire [255:0] i_acc;
   wire [31:0] \i_acc[0] ;
@@ -77788,15 +77716,28 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   reg valid_s8 = 1'h0;
   input [16:0] zp;
   wire [16:0] zp;
-  assign \$354  = \$353  + 1'h0;
-  assign \$355  = $signed(q5_7) >>> sh5_7[4:0];
-  assign \$356  = $signed(q5_7) < $signed(1'h0);
-  assign \$357  = rem_7 > half1_7;
-  assign \$358  = rem_7 > half_7;
-  assign \$359  = \$356  ? \$357  : \$358 ;
-  assign \$360  = $signed(q6s_7) + $signed({ 1'h0, up6_7 });
-  assign \$361  = $signed(q6_7) < $signed(lo_zp);
-  assign \$362  = $signed(q6_7) > $signed(hi_zp);
+  assign \$371  = $signed(v_7) < $signed(1'h0);
+  assign \$372  = | v_7[30:0];
+  assign \$373  = \$371  & \$372 ;
+  assign \$374  = $signed(\$370 ) + $signed({ 1'h0, \$373  });
+  assign \$375  = 1'h1 << sh4_7[4:0];
+  assign \$376  = \$375  - 1'h1;
+  assign \$377  = 1'h1 << sh4_7[4:0];
+  assign \$378  = \$377  - 1'h1;
+  assign \$380  = \$379  + 1'h0;
+  assign \$381  = 1'h1 << sh4_7[4:0];
+  assign \$382  = \$381  - 1'h1;
+  assign \$384  = \$383  + 1'h1;
+  assign \$385  = \$384  + 1'h0;
+  assign \$386  = $signed(q5_7) >>> sh5_7;
+  assign \$387  = $signed(q5_7) < $signed(1'h0);
+  assign \$388  = rem_7 > half1_7;
+  assign \$389  = rem_7 > half_7;
+  assign \$390  = \$387  ? \$388  : \$389 ;
+  assign \$391  = tfl_7 & \$390 ;
+  assign \$392  = $signed(q6s_7) + $signed({ 1'h0, up6_7 });
+  assign \$393  = $signed(q6_7) < $signed(lo_zp);
+  assign \$394  = $signed(q6_7) > $signed(hi_zp);
   assign rem_0 = q5_0[31:0] & mask_0;
   assign q8_0 = $signed(q6_0) + $signed(zp);
   assign rem_1 = q5_1[31:0] & mask_1;
@@ -77814,1417 +77755,1006 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign rem_7 = q5_7[31:0] & mask_7;
   assign q8_7 = $signed(q6_7) + $signed(zp);
   always @(posedge clk)
-    valid_s0 <= \$363 ;
+    valid_s0 <= \$395 ;
   always @(posedge clk)
-    last_s0 <= \$364 ;
+    last_s0 <= \$396 ;
   always @(posedge clk)
-    valid_s1 <= \$365 ;
+    valid_s1 <= \$397 ;
   always @(posedge clk)
-    last_s1 <= \$366 ;
+    last_s1 <= \$398 ;
   always @(posedge clk)
-    valid_s2 <= \$367 ;
+    valid_s2 <= \$399 ;
   always @(posedge clk)
-    last_s2 <= \$368 ;
+    last_s2 <= \$400 ;
   always @(posedge clk)
-    valid_s3 <= \$369 ;
+    valid_s3 <= \$401 ;
   always @(posedge clk)
-    last_s3 <= \$370 ;
+    last_s3 <= \$402 ;
   always @(posedge clk)
-    valid_s4 <= \$371 ;
+    valid_s4 <= \$403 ;
   always @(posedge clk)
-    last_s4 <= \$372 ;
+    last_s4 <= \$404 ;
   always @(posedge clk)
-    valid_s5 <= \$373 ;
+    valid_s5 <= \$405 ;
   always @(posedge clk)
-    last_s5 <= \$374 ;
+    last_s5 <= \$406 ;
   always @(posedge clk)
-    valid_s6 <= \$375 ;
+    valid_s6 <= \$407 ;
   always @(posedge clk)
-    last_s6 <= \$376 ;
+    last_s6 <= \$408 ;
   always @(posedge clk)
-    valid_s7 <= \$377 ;
+    valid_s7 <= \$409 ;
   always @(posedge clk)
-    last_s7 <= \$378 ;
+    last_s7 <= \$410 ;
   always @(posedge clk)
-    valid_s8 <= \$379 ;
+    valid_s8 <= \$411 ;
   always @(posedge clk)
-    last_s8 <= \$380 ;
+    last_s8 <= \$412 ;
   always @(posedge clk)
-    lo_zp <= \$381 ;
+    lo_zp <= \$413 ;
   always @(posedge clk)
-    hi_zp <= \$382 ;
+    hi_zp <= \$414 ;
   always @(posedge clk)
-    tfl_0 <= \$383 ;
+    tfl_0 <= \$415 ;
   always @(posedge clk)
-    hup_0 <= \$384 ;
+    none_0 <= \$416 ;
   always @(posedge clk)
-    none_0 <= \$385 ;
+    acc0_0 <= \$417 ;
   always @(posedge clk)
-    acc0_0 <= \$386 ;
+    sh0_0 <= \$418 ;
   always @(posedge clk)
-    sh0_0 <= \$387 ;
+    mult0_0 <= \$419 ;
   always @(posedge clk)
-    mult0_0 <= \$388 ;
+    sh1_0 <= \$420 ;
   always @(posedge clk)
-    acc1_0 <= \$389 ;
+    sh2_0 <= \$421 ;
   always @(posedge clk)
-    sh1_0 <= \$390 ;
+    sh3_0 <= \$422 ;
   always @(posedge clk)
-    acc2_0 <= \$391 ;
+    sh4_0 <= \$423 ;
   always @(posedge clk)
-    sh2_0 <= \$392 ;
+    sh5_0 <= \$424 ;
   always @(posedge clk)
-    acc3_0 <= \$393 ;
+    pll_0 <= \$425 ;
   always @(posedge clk)
-    sh3_0 <= \$394 ;
+    plh_0 <= \$426 ;
   always @(posedge clk)
-    acc4_0 <= \$395 ;
+    phl_0 <= \$427 ;
   always @(posedge clk)
-    sh4_0 <= \$396 ;
+    phh_0 <= \$428 ;
   always @(posedge clk)
-    acc5_0 <= \$397 ;
+    mid_0 <= \$429 ;
   always @(posedge clk)
-    sh5_0 <= \$398 ;
+    lohi_0 <= \$430 ;
   always @(posedge clk)
-    pll_0 <= \$399 ;
+    prod_0 <= \$431 ;
   always @(posedge clk)
-    plh_0 <= \$400 ;
+    rnd_0 <= \$432 ;
   always @(posedge clk)
-    phl_0 <= \$401 ;
+    v_0 <= \$433 ;
   always @(posedge clk)
-    phh_0 <= \$402 ;
+    q5_0 <= \$434 ;
   always @(posedge clk)
-    mid_0 <= \$403 ;
+    mask_0 <= \$435 ;
   always @(posedge clk)
-    lohi_0 <= \$404 ;
+    half_0 <= \$436 ;
   always @(posedge clk)
-    prod_0 <= \$405 ;
+    half1_0 <= \$437 ;
   always @(posedge clk)
-    rnd_0 <= \$406 ;
+    q6s_0 <= \$438 ;
   always @(posedge clk)
-    v_0 <= \$407 ;
+    up6_0 <= \$439 ;
   always @(posedge clk)
-    q5_0 <= \$408 ;
+    q6_0 <= \$440 ;
   always @(posedge clk)
-    mask_0 <= \$409 ;
+    res_0 <= \$441 ;
   always @(posedge clk)
-    half_0 <= \$410 ;
+    tfl_1 <= \$442 ;
   always @(posedge clk)
-    half1_0 <= \$411 ;
+    none_1 <= \$443 ;
   always @(posedge clk)
-    q6s_0 <= \$412 ;
+    acc0_1 <= \$444 ;
   always @(posedge clk)
-    up6_0 <= \$413 ;
+    sh0_1 <= \$445 ;
   always @(posedge clk)
-    q6_0 <= \$414 ;
+    mult0_1 <= \$446 ;
   always @(posedge clk)
-    res_0 <= \$415 ;
+    sh1_1 <= \$447 ;
   always @(posedge clk)
-    tfl_1 <= \$416 ;
+    sh2_1 <= \$448 ;
   always @(posedge clk)
-    hup_1 <= \$417 ;
+    sh3_1 <= \$449 ;
   always @(posedge clk)
-    none_1 <= \$418 ;
+    sh4_1 <= \$450 ;
   always @(posedge clk)
-    acc0_1 <= \$419 ;
+    sh5_1 <= \$451 ;
   always @(posedge clk)
-    sh0_1 <= \$420 ;
+    pll_1 <= \$452 ;
   always @(posedge clk)
-    mult0_1 <= \$421 ;
+    plh_1 <= \$453 ;
   always @(posedge clk)
-    acc1_1 <= \$422 ;
+    phl_1 <= \$454 ;
   always @(posedge clk)
-    sh1_1 <= \$423 ;
+    phh_1 <= \$455 ;
   always @(posedge clk)
-    acc2_1 <= \$424 ;
+    mid_1 <= \$456 ;
   always @(posedge clk)
-    sh2_1 <= \$425 ;
+    lohi_1 <= \$457 ;
   always @(posedge clk)
-    acc3_1 <= \$426 ;
+    prod_1 <= \$458 ;
   always @(posedge clk)
-    sh3_1 <= \$427 ;
+    rnd_1 <= \$459 ;
   always @(posedge clk)
-    acc4_1 <= \$428 ;
+    v_1 <= \$460 ;
   always @(posedge clk)
-    sh4_1 <= \$429 ;
+    q5_1 <= \$461 ;
   always @(posedge clk)
-    acc5_1 <= \$430 ;
+    mask_1 <= \$462 ;
   always @(posedge clk)
-    sh5_1 <= \$431 ;
+    half_1 <= \$463 ;
   always @(posedge clk)
-    pll_1 <= \$432 ;
+    half1_1 <= \$464 ;
   always @(posedge clk)
-    plh_1 <= \$433 ;
+    q6s_1 <= \$465 ;
   always @(posedge clk)
-    phl_1 <= \$434 ;
+    up6_1 <= \$466 ;
   always @(posedge clk)
-    phh_1 <= \$435 ;
+    q6_1 <= \$467 ;
   always @(posedge clk)
-    mid_1 <= \$436 ;
+    res_1 <= \$468 ;
   always @(posedge clk)
-    lohi_1 <= \$437 ;
+    tfl_2 <= \$469 ;
   always @(posedge clk)
-    prod_1 <= \$438 ;
+    none_2 <= \$470 ;
   always @(posedge clk)
-    rnd_1 <= \$439 ;
+    acc0_2 <= \$471 ;
   always @(posedge clk)
-    v_1 <= \$440 ;
+    sh0_2 <= \$472 ;
   always @(posedge clk)
-    q5_1 <= \$441 ;
+    mult0_2 <= \$473 ;
   always @(posedge clk)
-    mask_1 <= \$442 ;
+    sh1_2 <= \$474 ;
   always @(posedge clk)
-    half_1 <= \$443 ;
+    sh2_2 <= \$475 ;
   always @(posedge clk)
-    half1_1 <= \$444 ;
+    sh3_2 <= \$476 ;
   always @(posedge clk)
-    q6s_1 <= \$445 ;
+    sh4_2 <= \$477 ;
   always @(posedge clk)
-    up6_1 <= \$446 ;
+    sh5_2 <= \$478 ;
   always @(posedge clk)
-    q6_1 <= \$447 ;
+    pll_2 <= \$479 ;
   always @(posedge clk)
-    res_1 <= \$448 ;
+    plh_2 <= \$480 ;
   always @(posedge clk)
-    tfl_2 <= \$449 ;
+    phl_2 <= \$481 ;
   always @(posedge clk)
-    hup_2 <= \$450 ;
+    phh_2 <= \$482 ;
   always @(posedge clk)
-    none_2 <= \$451 ;
+    mid_2 <= \$483 ;
   always @(posedge clk)
-    acc0_2 <= \$452 ;
+    lohi_2 <= \$484 ;
   always @(posedge clk)
-    sh0_2 <= \$453 ;
+    prod_2 <= \$485 ;
   always @(posedge clk)
-    mult0_2 <= \$454 ;
+    rnd_2 <= \$486 ;
   always @(posedge clk)
-    acc1_2 <= \$455 ;
+    v_2 <= \$487 ;
   always @(posedge clk)
-    sh1_2 <= \$456 ;
+    q5_2 <= \$488 ;
   always @(posedge clk)
-    acc2_2 <= \$457 ;
+    mask_2 <= \$489 ;
   always @(posedge clk)
-    sh2_2 <= \$458 ;
+    half_2 <= \$490 ;
   always @(posedge clk)
-    acc3_2 <= \$459 ;
+    half1_2 <= \$491 ;
   always @(posedge clk)
-    sh3_2 <= \$460 ;
+    q6s_2 <= \$492 ;
   always @(posedge clk)
-    acc4_2 <= \$461 ;
+    up6_2 <= \$493 ;
   always @(posedge clk)
-    sh4_2 <= \$462 ;
+    q6_2 <= \$494 ;
   always @(posedge clk)
-    acc5_2 <= \$463 ;
+    res_2 <= \$495 ;
   always @(posedge clk)
-    sh5_2 <= \$464 ;
+    tfl_3 <= \$496 ;
   always @(posedge clk)
-    pll_2 <= \$465 ;
+    none_3 <= \$497 ;
   always @(posedge clk)
-    plh_2 <= \$466 ;
+    acc0_3 <= \$498 ;
   always @(posedge clk)
-    phl_2 <= \$467 ;
+    sh0_3 <= \$499 ;
   always @(posedge clk)
-    phh_2 <= \$468 ;
+    mult0_3 <= \$500 ;
   always @(posedge clk)
-    mid_2 <= \$469 ;
+    sh1_3 <= \$501 ;
   always @(posedge clk)
-    lohi_2 <= \$470 ;
+    sh2_3 <= \$502 ;
   always @(posedge clk)
-    prod_2 <= \$471 ;
+    sh3_3 <= \$503 ;
   always @(posedge clk)
-    rnd_2 <= \$472 ;
+    sh4_3 <= \$504 ;
   always @(posedge clk)
-    v_2 <= \$473 ;
+    sh5_3 <= \$505 ;
   always @(posedge clk)
-    q5_2 <= \$474 ;
+    pll_3 <= \$506 ;
   always @(posedge clk)
-    mask_2 <= \$475 ;
+    plh_3 <= \$507 ;
   always @(posedge clk)
-    half_2 <= \$476 ;
+    phl_3 <= \$508 ;
   always @(posedge clk)
-    half1_2 <= \$477 ;
+    phh_3 <= \$509 ;
   always @(posedge clk)
-    q6s_2 <= \$478 ;
+    mid_3 <= \$510 ;
   always @(posedge clk)
-    up6_2 <= \$479 ;
+    lohi_3 <= \$511 ;
   always @(posedge clk)
-    q6_2 <= \$480 ;
+    prod_3 <= \$512 ;
   always @(posedge clk)
-    res_2 <= \$481 ;
+    rnd_3 <= \$513 ;
   always @(posedge clk)
-    tfl_3 <= \$482 ;
+    v_3 <= \$514 ;
   always @(posedge clk)
-    hup_3 <= \$483 ;
+    q5_3 <= \$515 ;
   always @(posedge clk)
-    none_3 <= \$484 ;
+    mask_3 <= \$516 ;
   always @(posedge clk)
-    acc0_3 <= \$485 ;
+    half_3 <= \$517 ;
   always @(posedge clk)
-    sh0_3 <= \$486 ;
+    half1_3 <= \$518 ;
   always @(posedge clk)
-    mult0_3 <= \$487 ;
+    q6s_3 <= \$519 ;
   always @(posedge clk)
-    acc1_3 <= \$488 ;
+    up6_3 <= \$520 ;
   always @(posedge clk)
-    sh1_3 <= \$489 ;
+    q6_3 <= \$521 ;
   always @(posedge clk)
-    acc2_3 <= \$490 ;
+    res_3 <= \$522 ;
   always @(posedge clk)
-    sh2_3 <= \$491 ;
+    tfl_4 <= \$523 ;
   always @(posedge clk)
-    acc3_3 <= \$492 ;
+    none_4 <= \$524 ;
   always @(posedge clk)
-    sh3_3 <= \$493 ;
+    acc0_4 <= \$525 ;
   always @(posedge clk)
-    acc4_3 <= \$494 ;
+    sh0_4 <= \$526 ;
   always @(posedge clk)
-    sh4_3 <= \$495 ;
+    mult0_4 <= \$527 ;
   always @(posedge clk)
-    acc5_3 <= \$496 ;
+    sh1_4 <= \$528 ;
   always @(posedge clk)
-    sh5_3 <= \$497 ;
+    sh2_4 <= \$529 ;
   always @(posedge clk)
-    pll_3 <= \$498 ;
+    sh3_4 <= \$530 ;
   always @(posedge clk)
-    plh_3 <= \$499 ;
+    sh4_4 <= \$531 ;
   always @(posedge clk)
-    phl_3 <= \$500 ;
+    sh5_4 <= \$532 ;
   always @(posedge clk)
-    phh_3 <= \$501 ;
+    pll_4 <= \$533 ;
   always @(posedge clk)
-    mid_3 <= \$502 ;
+    plh_4 <= \$534 ;
   always @(posedge clk)
-    lohi_3 <= \$503 ;
+    phl_4 <= \$535 ;
   always @(posedge clk)
-    prod_3 <= \$504 ;
+    phh_4 <= \$536 ;
   always @(posedge clk)
-    rnd_3 <= \$505 ;
+    mid_4 <= \$537 ;
   always @(posedge clk)
-    v_3 <= \$506 ;
+    lohi_4 <= \$538 ;
   always @(posedge clk)
-    q5_3 <= \$507 ;
+    prod_4 <= \$539 ;
   always @(posedge clk)
-    mask_3 <= \$508 ;
+    rnd_4 <= \$540 ;
   always @(posedge clk)
-    half_3 <= \$509 ;
+    v_4 <= \$541 ;
   always @(posedge clk)
-    half1_3 <= \$510 ;
+    q5_4 <= \$542 ;
   always @(posedge clk)
-    q6s_3 <= \$511 ;
+    mask_4 <= \$543 ;
   always @(posedge clk)
-    up6_3 <= \$512 ;
+    half_4 <= \$544 ;
   always @(posedge clk)
-    q6_3 <= \$513 ;
+    half1_4 <= \$545 ;
   always @(posedge clk)
-    res_3 <= \$514 ;
+    q6s_4 <= \$546 ;
   always @(posedge clk)
-    tfl_4 <= \$515 ;
+    up6_4 <= \$547 ;
   always @(posedge clk)
-    hup_4 <= \$516 ;
+    q6_4 <= \$548 ;
   always @(posedge clk)
-    none_4 <= \$517 ;
+    res_4 <= \$549 ;
   always @(posedge clk)
-    acc0_4 <= \$518 ;
+    tfl_5 <= \$550 ;
   always @(posedge clk)
-    sh0_4 <= \$519 ;
+    none_5 <= \$551 ;
   always @(posedge clk)
-    mult0_4 <= \$520 ;
+    acc0_5 <= \$552 ;
   always @(posedge clk)
-    acc1_4 <= \$521 ;
+    sh0_5 <= \$553 ;
   always @(posedge clk)
-    sh1_4 <= \$522 ;
-  always @(posedge clk)
-    acc2_4 <= \$523 ;
-  always @(posedge clk)
-    sh2_4 <= \$524 ;
-  always @(posedge clk)
-    acc3_4 <= \$525 ;
-  always @(posedge clk)
-    sh3_4 <= \$526 ;
-  always @(posedge clk)
-    acc4_4 <= \$527 ;
-  always @(posedge clk)
-    sh4_4 <= \$528 ;
-  always @(posedge clk)
-    acc5_4 <= \$529 ;
-  always @(posedge clk)
-    sh5_4 <= \$530 ;
-  always @(posedge clk)
-    pll_4 <= \$531 ;
-  always @(posedge clk)
-    plh_4 <= \$532 ;
-  always @(posedge clk)
-    phl_4 <= \$533 ;
-  always @(posedge clk)
-    phh_4 <= \$534 ;
-  always @(posedge clk)
-    mid_4 <= \$535 ;
-  always @(posedge clk)
-    lohi_4 <= \$536 ;
-  always @(posedge clk)
-    prod_4 <= \$537 ;
-  always @(posedge clk)
-    rnd_4 <= \$538 ;
-  always @(posedge clk)
-    v_4 <= \$539 ;
-  always @(posedge clk)
-    q5_4 <= \$540 ;
-  always @(posedge clk)
-    mask_4 <= \$541 ;
-  always @(posedge clk)
-    half_4 <= \$542 ;
-  always @(posedge clk)
-    half1_4 <= \$543 ;
-  always @(posedge clk)
-    q6s_4 <= \$544 ;
-  always @(posedge clk)
-    up6_4 <= \$545 ;
-  always @(posedge clk)
-    q6_4 <= \$546 ;
-  always @(posedge clk)
-    res_4 <= \$547 ;
-  always @(posedge clk)
-    tfl_5 <= \$548 ;
-  always @(posedge clk)
-    hup_5 <= \$549 ;
-  always @(posedge clk)
-    none_5 <= \$550 ;
-  always @(posedge clk)
-    acc0_5 <= \$551 ;
-  always @(posedge clk)
-    sh0_5 <= \$552 ;
-  always @(posedge clk)
-    mult0_5 <= \$553 ;
-  always @(posedge clk)
-    acc1_5 <= \$554 ;
+    mult0_5 <= \$554 ;
   always @(posedge clk)
     sh1_5 <= \$555 ;
   always @(posedge clk)
-    acc2_5 <= \$556 ;
+    sh2_5 <= \$556 ;
   always @(posedge clk)
-    sh2_5 <= \$557 ;
+    sh3_5 <= \$557 ;
   always @(posedge clk)
-    acc3_5 <= \$558 ;
+    sh4_5 <= \$558 ;
   always @(posedge clk)
-    sh3_5 <= \$559 ;
+    sh5_5 <= \$559 ;
   always @(posedge clk)
-    acc4_5 <= \$560 ;
+    pll_5 <= \$560 ;
   always @(posedge clk)
-    sh4_5 <= \$561 ;
+    plh_5 <= \$561 ;
   always @(posedge clk)
-    acc5_5 <= \$562 ;
+    phl_5 <= \$562 ;
   always @(posedge clk)
-    sh5_5 <= \$563 ;
+    phh_5 <= \$563 ;
   always @(posedge clk)
-    pll_5 <= \$564 ;
+    mid_5 <= \$564 ;
   always @(posedge clk)
-    plh_5 <= \$565 ;
+    lohi_5 <= \$565 ;
   always @(posedge clk)
-    phl_5 <= \$566 ;
+    prod_5 <= \$566 ;
   always @(posedge clk)
-    phh_5 <= \$567 ;
+    rnd_5 <= \$567 ;
   always @(posedge clk)
-    mid_5 <= \$568 ;
+    v_5 <= \$568 ;
   always @(posedge clk)
-    lohi_5 <= \$569 ;
+    q5_5 <= \$569 ;
   always @(posedge clk)
-    prod_5 <= \$570 ;
+    mask_5 <= \$570 ;
   always @(posedge clk)
-    rnd_5 <= \$571 ;
+    half_5 <= \$571 ;
   always @(posedge clk)
-    v_5 <= \$572 ;
+    half1_5 <= \$572 ;
   always @(posedge clk)
-    q5_5 <= \$573 ;
+    q6s_5 <= \$573 ;
   always @(posedge clk)
-    mask_5 <= \$574 ;
+    up6_5 <= \$574 ;
   always @(posedge clk)
-    half_5 <= \$575 ;
+    q6_5 <= \$575 ;
   always @(posedge clk)
-    half1_5 <= \$576 ;
+    res_5 <= \$576 ;
   always @(posedge clk)
-    q6s_5 <= \$577 ;
+    tfl_6 <= \$577 ;
   always @(posedge clk)
-    up6_5 <= \$578 ;
+    none_6 <= \$578 ;
   always @(posedge clk)
-    q6_5 <= \$579 ;
+    acc0_6 <= \$579 ;
   always @(posedge clk)
-    res_5 <= \$580 ;
+    sh0_6 <= \$580 ;
   always @(posedge clk)
-    tfl_6 <= \$581 ;
+    mult0_6 <= \$581 ;
   always @(posedge clk)
-    hup_6 <= \$582 ;
+    sh1_6 <= \$582 ;
   always @(posedge clk)
-    none_6 <= \$583 ;
+    sh2_6 <= \$583 ;
   always @(posedge clk)
-    acc0_6 <= \$584 ;
+    sh3_6 <= \$584 ;
   always @(posedge clk)
-    sh0_6 <= \$585 ;
+    sh4_6 <= \$585 ;
   always @(posedge clk)
-    mult0_6 <= \$586 ;
+    sh5_6 <= \$586 ;
   always @(posedge clk)
-    acc1_6 <= \$587 ;
+    pll_6 <= \$587 ;
   always @(posedge clk)
-    sh1_6 <= \$588 ;
+    plh_6 <= \$588 ;
   always @(posedge clk)
-    acc2_6 <= \$589 ;
+    phl_6 <= \$589 ;
   always @(posedge clk)
-    sh2_6 <= \$590 ;
+    phh_6 <= \$590 ;
   always @(posedge clk)
-    acc3_6 <= \$591 ;
+    mid_6 <= \$591 ;
   always @(posedge clk)
-    sh3_6 <= \$592 ;
+    lohi_6 <= \$592 ;
   always @(posedge clk)
-    acc4_6 <= \$593 ;
+    prod_6 <= \$593 ;
   always @(posedge clk)
-    sh4_6 <= \$594 ;
+    rnd_6 <= \$594 ;
   always @(posedge clk)
-    acc5_6 <= \$595 ;
+    v_6 <= \$595 ;
   always @(posedge clk)
-    sh5_6 <= \$596 ;
+    q5_6 <= \$596 ;
   always @(posedge clk)
-    pll_6 <= \$597 ;
+    mask_6 <= \$597 ;
   always @(posedge clk)
-    plh_6 <= \$598 ;
+    half_6 <= \$598 ;
   always @(posedge clk)
-    phl_6 <= \$599 ;
+    half1_6 <= \$599 ;
   always @(posedge clk)
-    phh_6 <= \$600 ;
+    q6s_6 <= \$600 ;
   always @(posedge clk)
-    mid_6 <= \$601 ;
+    up6_6 <= \$601 ;
   always @(posedge clk)
-    lohi_6 <= \$602 ;
+    q6_6 <= \$602 ;
   always @(posedge clk)
-    prod_6 <= \$603 ;
+    res_6 <= \$603 ;
   always @(posedge clk)
-    rnd_6 <= \$604 ;
+    tfl_7 <= \$604 ;
   always @(posedge clk)
-    v_6 <= \$605 ;
+    none_7 <= \$605 ;
   always @(posedge clk)
-    q5_6 <= \$606 ;
+    acc0_7 <= \$606 ;
   always @(posedge clk)
-    mask_6 <= \$607 ;
+    sh0_7 <= \$607 ;
   always @(posedge clk)
-    half_6 <= \$608 ;
+    mult0_7 <= \$608 ;
   always @(posedge clk)
-    half1_6 <= \$609 ;
+    sh1_7 <= \$609 ;
   always @(posedge clk)
-    q6s_6 <= \$610 ;
+    sh2_7 <= \$610 ;
   always @(posedge clk)
-    up6_6 <= \$611 ;
+    sh3_7 <= \$611 ;
   always @(posedge clk)
-    q6_6 <= \$612 ;
+    sh4_7 <= \$612 ;
   always @(posedge clk)
-    res_6 <= \$613 ;
+    sh5_7 <= \$613 ;
   always @(posedge clk)
-    tfl_7 <= \$614 ;
+    pll_7 <= \$614 ;
   always @(posedge clk)
-    hup_7 <= \$615 ;
+    plh_7 <= \$615 ;
   always @(posedge clk)
-    none_7 <= \$616 ;
+    phl_7 <= \$616 ;
   always @(posedge clk)
-    acc0_7 <= \$617 ;
+    phh_7 <= \$617 ;
   always @(posedge clk)
-    sh0_7 <= \$618 ;
+    mid_7 <= \$618 ;
   always @(posedge clk)
-    mult0_7 <= \$619 ;
+    lohi_7 <= \$619 ;
   always @(posedge clk)
-    acc1_7 <= \$620 ;
+    prod_7 <= \$620 ;
   always @(posedge clk)
-    sh1_7 <= \$621 ;
+    rnd_7 <= \$621 ;
   always @(posedge clk)
-    acc2_7 <= \$622 ;
+    v_7 <= \$622 ;
   always @(posedge clk)
-    sh2_7 <= \$623 ;
+    q5_7 <= \$623 ;
   always @(posedge clk)
-    acc3_7 <= \$624 ;
+    mask_7 <= \$624 ;
   always @(posedge clk)
-    sh3_7 <= \$625 ;
+    half_7 <= \$625 ;
   always @(posedge clk)
-    acc4_7 <= \$626 ;
+    half1_7 <= \$626 ;
   always @(posedge clk)
-    sh4_7 <= \$627 ;
+    q6s_7 <= \$627 ;
   always @(posedge clk)
-    acc5_7 <= \$628 ;
+    up6_7 <= \$628 ;
   always @(posedge clk)
-    sh5_7 <= \$629 ;
+    q6_7 <= \$629 ;
   always @(posedge clk)
-    pll_7 <= \$630 ;
-  always @(posedge clk)
-    plh_7 <= \$631 ;
-  always @(posedge clk)
-    phl_7 <= \$632 ;
-  always @(posedge clk)
-    phh_7 <= \$633 ;
-  always @(posedge clk)
-    mid_7 <= \$634 ;
-  always @(posedge clk)
-    lohi_7 <= \$635 ;
-  always @(posedge clk)
-    prod_7 <= \$636 ;
-  always @(posedge clk)
-    rnd_7 <= \$637 ;
-  always @(posedge clk)
-    v_7 <= \$638 ;
-  always @(posedge clk)
-    q5_7 <= \$639 ;
-  always @(posedge clk)
-    mask_7 <= \$640 ;
-  always @(posedge clk)
-    half_7 <= \$641 ;
-  always @(posedge clk)
-    half1_7 <= \$642 ;
-  always @(posedge clk)
-    q6s_7 <= \$643 ;
-  always @(posedge clk)
-    up6_7 <= \$644 ;
-  always @(posedge clk)
-    q6_7 <= \$645 ;
-  always @(posedge clk)
-    res_7 <= \$646 ;
+    res_7 <= \$630 ;
   assign \$1  = $signed(lo) - $signed(zp);
   assign \$2  = $signed(hi) - $signed(zp);
   assign \$3  = mode == 1'h1;
-  assign \$4  = mode == 2'h2;
+  assign \$4  = ! mode;
   assign \$5  = ! mode;
-  assign \$6  = mode == 2'h2;
-  assign \$7  = \$6  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
-  assign \$8  = acc0_0[16:0] * mult0_0[16:0];
-  assign \$9  = acc0_0[16:0] * mult0_0[30:17];
-  assign \$10  = $signed(acc0_0[31:17]) * $signed({ 1'h0, mult0_0[16:0] });
-  assign \$11  = $signed(acc0_0[31:17]) * $signed({ 1'h0, mult0_0[30:17] });
-  assign \$12  = $signed({ 1'h0, plh_0 }) + $signed(phl_0);
-  assign \$14  = $signed(lohi_0) + $signed(\$13 );
-  assign \$15  = ! sh2_0;
-  assign \$16  = sh2_0 - 1'h1;
-  assign \$17  = 1'h1 << \$16 [5:0];
-  assign \$18  = \$15  ? 48'h000000000000 : \$17 [47:0];
-  assign \$19  = $signed(prod_0) >= $signed(1'h0);
-  assign \$20  = \$19  ? 32'd1073741824 : 32'd3221225473;
-  assign \$21  = tfl_0 ? { \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20 [31], \$20  } : { 1'h0, rnd_0 };
-  assign \$22  = $signed(prod_0) + $signed(\$21 );
-  assign \$24  = $signed(v_0) < $signed(1'h0);
-  assign \$25  = | v_0[30:0];
-  assign \$26  = \$24  & \$25 ;
-  assign \$27  = $signed(\$23 ) + $signed({ 1'h0, \$26  });
-  assign \$28  = $signed(v_0) >>> sh4_0;
-  assign \$29  = 1'h1 << sh4_0[4:0];
-  assign \$30  = \$29  - 1'h1;
-  assign \$31  = 1'h1 << sh4_0[4:0];
-  assign \$32  = \$31  - 1'h1;
-  assign \$34  = \$33  + 1'h0;
-  assign \$35  = 1'h1 << sh4_0[4:0];
-  assign \$36  = \$35  - 1'h1;
-  assign \$38  = \$37  + 1'h1;
-  assign \$39  = \$38  + 1'h0;
-  assign \$40  = $signed(q5_0) >>> sh5_0[4:0];
-  assign \$41  = $signed(q5_0) < $signed(1'h0);
-  assign \$42  = rem_0 > half1_0;
-  assign \$43  = rem_0 > half_0;
-  assign \$44  = \$41  ? \$42  : \$43 ;
-  assign \$45  = $signed(q6s_0) + $signed({ 1'h0, up6_0 });
-  assign \$46  = $signed(q6_0) < $signed(lo_zp);
-  assign \$47  = $signed(q6_0) > $signed(hi_zp);
-  assign \$48  = mode == 1'h1;
-  assign \$49  = mode == 2'h2;
-  assign \$50  = ! mode;
-  assign \$51  = mode == 2'h2;
-  assign \$52  = \$51  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
-  assign \$53  = acc0_1[16:0] * mult0_1[16:0];
-  assign \$54  = acc0_1[16:0] * mult0_1[30:17];
-  assign \$55  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[16:0] });
-  assign \$56  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[30:17] });
-  assign \$57  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
-  assign \$59  = $signed(lohi_1) + $signed(\$58 );
-  assign \$60  = ! sh2_1;
-  assign \$61  = sh2_1 - 1'h1;
-  assign \$62  = 1'h1 << \$61 [5:0];
-  assign \$63  = \$60  ? 48'h000000000000 : \$62 [47:0];
-  assign \$64  = $signed(prod_1) >= $signed(1'h0);
-  assign \$65  = \$64  ? 32'd1073741824 : 32'd3221225473;
-  assign \$66  = tfl_1 ? { \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65 [31], \$65  } : { 1'h0, rnd_1 };
-  assign \$67  = $signed(prod_1) + $signed(\$66 );
-  assign \$69  = $signed(v_1) < $signed(1'h0);
-  assign \$70  = | v_1[30:0];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = $signed(\$68 ) + $signed({ 1'h0, \$71  });
-  assign \$73  = $signed(v_1) >>> sh4_1;
-  assign \$74  = 1'h1 << sh4_1[4:0];
-  assign \$75  = \$74  - 1'h1;
-  assign \$76  = 1'h1 << sh4_1[4:0];
-  assign \$77  = \$76  - 1'h1;
-  assign \$79  = \$78  + 1'h0;
-  assign \$80  = 1'h1 << sh4_1[4:0];
-  assign \$81  = \$80  - 1'h1;
-  assign \$83  = \$82  + 1'h1;
-  assign \$84  = \$83  + 1'h0;
-  assign \$85  = $signed(q5_1) >>> sh5_1[4:0];
-  assign \$86  = $signed(q5_1) < $signed(1'h0);
-  assign \$87  = rem_1 > half1_1;
-  assign \$88  = rem_1 > half_1;
-  assign \$89  = \$86  ? \$87  : \$88 ;
-  assign \$90  = $signed(q6s_1) + $signed({ 1'h0, up6_1 });
-  assign \$91  = $signed(q6_1) < $signed(lo_zp);
-  assign \$92  = $signed(q6_1) > $signed(hi_zp);
-  assign \$93  = mode == 1'h1;
-  assign \$94  = mode == 2'h2;
-  assign \$95  = ! mode;
-  assign \$96  = mode == 2'h2;
-  assign \$97  = \$96  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
-  assign \$98  = acc0_2[16:0] * mult0_2[16:0];
-  assign \$99  = acc0_2[16:0] * mult0_2[30:17];
-  assign \$100  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[16:0] });
-  assign \$101  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[30:17] });
-  assign \$102  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
-  assign \$104  = $signed(lohi_2) + $signed(\$103 );
-  assign \$105  = ! sh2_2;
-  assign \$106  = sh2_2 - 1'h1;
-  assign \$107  = 1'h1 << \$106 [5:0];
-  assign \$108  = \$105  ? 48'h000000000000 : \$107 [47:0];
-  assign \$109  = $signed(prod_2) >= $signed(1'h0);
-  assign \$110  = \$109  ? 32'd1073741824 : 32'd3221225473;
-  assign \$111  = tfl_2 ? { \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110 [31], \$110  } : { 1'h0, rnd_2 };
-  assign \$112  = $signed(prod_2) + $signed(\$111 );
-  assign \$114  = $signed(v_2) < $signed(1'h0);
-  assign \$115  = | v_2[30:0];
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = $signed(\$113 ) + $signed({ 1'h0, \$116  });
-  assign \$118  = $signed(v_2) >>> sh4_2;
-  assign \$119  = 1'h1 << sh4_2[4:0];
-  assign \$120  = \$119  - 1'h1;
-  assign \$121  = 1'h1 << sh4_2[4:0];
-  assign \$122  = \$121  - 1'h1;
-  assign \$124  = \$123  + 1'h0;
-  assign \$125  = 1'h1 << sh4_2[4:0];
-  assign \$126  = \$125  - 1'h1;
-  assign \$128  = \$127  + 1'h1;
-  assign \$129  = \$128  + 1'h0;
-  assign \$130  = $signed(q5_2) >>> sh5_2[4:0];
-  assign \$131  = $signed(q5_2) < $signed(1'h0);
-  assign \$132  = rem_2 > half1_2;
-  assign \$133  = rem_2 > half_2;
-  assign \$134  = \$131  ? \$132  : \$133 ;
-  assign \$135  = $signed(q6s_2) + $signed({ 1'h0, up6_2 });
-  assign \$136  = $signed(q6_2) < $signed(lo_zp);
-  assign \$137  = $signed(q6_2) > $signed(hi_zp);
-  assign \$138  = mode == 1'h1;
-  assign \$139  = mode == 2'h2;
-  assign \$140  = ! mode;
-  assign \$141  = mode == 2'h2;
-  assign \$142  = \$141  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
-  assign \$143  = acc0_3[16:0] * mult0_3[16:0];
-  assign \$144  = acc0_3[16:0] * mult0_3[30:17];
-  assign \$145  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[16:0] });
-  assign \$146  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[30:17] });
-  assign \$147  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
-  assign \$149  = $signed(lohi_3) + $signed(\$148 );
-  assign \$150  = ! sh2_3;
-  assign \$151  = sh2_3 - 1'h1;
-  assign \$152  = 1'h1 << \$151 [5:0];
-  assign \$153  = \$150  ? 48'h000000000000 : \$152 [47:0];
-  assign \$154  = $signed(prod_3) >= $signed(1'h0);
-  assign \$155  = \$154  ? 32'd1073741824 : 32'd3221225473;
-  assign \$156  = tfl_3 ? { \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155 [31], \$155  } : { 1'h0, rnd_3 };
-  assign \$157  = $signed(prod_3) + $signed(\$156 );
-  assign \$159  = $signed(v_3) < $signed(1'h0);
-  assign \$160  = | v_3[30:0];
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = $signed(\$158 ) + $signed({ 1'h0, \$161  });
-  assign \$163  = $signed(v_3) >>> sh4_3;
-  assign \$164  = 1'h1 << sh4_3[4:0];
-  assign \$165  = \$164  - 1'h1;
-  assign \$166  = 1'h1 << sh4_3[4:0];
-  assign \$167  = \$166  - 1'h1;
-  assign \$169  = \$168  + 1'h0;
-  assign \$170  = 1'h1 << sh4_3[4:0];
-  assign \$171  = \$170  - 1'h1;
-  assign \$173  = \$172  + 1'h1;
-  assign \$174  = \$173  + 1'h0;
-  assign \$175  = $signed(q5_3) >>> sh5_3[4:0];
-  assign \$176  = $signed(q5_3) < $signed(1'h0);
-  assign \$177  = rem_3 > half1_3;
-  assign \$178  = rem_3 > half_3;
-  assign \$179  = \$176  ? \$177  : \$178 ;
-  assign \$180  = $signed(q6s_3) + $signed({ 1'h0, up6_3 });
-  assign \$181  = $signed(q6_3) < $signed(lo_zp);
-  assign \$182  = $signed(q6_3) > $signed(hi_zp);
-  assign \$183  = mode == 1'h1;
-  assign \$184  = mode == 2'h2;
-  assign \$185  = ! mode;
-  assign \$186  = mode == 2'h2;
-  assign \$187  = \$186  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
-  assign \$188  = acc0_4[16:0] * mult0_4[16:0];
-  assign \$189  = acc0_4[16:0] * mult0_4[30:17];
-  assign \$190  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[16:0] });
-  assign \$191  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[30:17] });
-  assign \$192  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
-  assign \$194  = $signed(lohi_4) + $signed(\$193 );
-  assign \$195  = ! sh2_4;
-  assign \$196  = sh2_4 - 1'h1;
-  assign \$197  = 1'h1 << \$196 [5:0];
-  assign \$198  = \$195  ? 48'h000000000000 : \$197 [47:0];
-  assign \$199  = $signed(prod_4) >= $signed(1'h0);
-  assign \$200  = \$199  ? 32'd1073741824 : 32'd3221225473;
-  assign \$201  = tfl_4 ? { \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200 [31], \$200  } : { 1'h0, rnd_4 };
-  assign \$202  = $signed(prod_4) + $signed(\$201 );
-  assign \$204  = $signed(v_4) < $signed(1'h0);
-  assign \$205  = | v_4[30:0];
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = $signed(\$203 ) + $signed({ 1'h0, \$206  });
-  assign \$208  = $signed(v_4) >>> sh4_4;
-  assign \$209  = 1'h1 << sh4_4[4:0];
-  assign \$210  = \$209  - 1'h1;
-  assign \$211  = 1'h1 << sh4_4[4:0];
-  assign \$212  = \$211  - 1'h1;
-  assign \$214  = \$213  + 1'h0;
-  assign \$215  = 1'h1 << sh4_4[4:0];
-  assign \$216  = \$215  - 1'h1;
-  assign \$218  = \$217  + 1'h1;
-  assign \$219  = \$218  + 1'h0;
-  assign \$220  = $signed(q5_4) >>> sh5_4[4:0];
-  assign \$221  = $signed(q5_4) < $signed(1'h0);
-  assign \$222  = rem_4 > half1_4;
-  assign \$223  = rem_4 > half_4;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = $signed(q6s_4) + $signed({ 1'h0, up6_4 });
-  assign \$226  = $signed(q6_4) < $signed(lo_zp);
-  assign \$227  = $signed(q6_4) > $signed(hi_zp);
-  assign \$228  = mode == 1'h1;
-  assign \$229  = mode == 2'h2;
-  assign \$230  = ! mode;
-  assign \$231  = mode == 2'h2;
-  assign \$232  = \$231  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
-  assign \$233  = acc0_5[16:0] * mult0_5[16:0];
-  assign \$234  = acc0_5[16:0] * mult0_5[30:17];
-  assign \$235  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[16:0] });
-  assign \$236  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[30:17] });
-  assign \$237  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
-  assign \$239  = $signed(lohi_5) + $signed(\$238 );
-  assign \$240  = ! sh2_5;
-  assign \$241  = sh2_5 - 1'h1;
-  assign \$242  = 1'h1 << \$241 [5:0];
-  assign \$243  = \$240  ? 48'h000000000000 : \$242 [47:0];
-  assign \$244  = $signed(prod_5) >= $signed(1'h0);
-  assign \$245  = \$244  ? 32'd1073741824 : 32'd3221225473;
-  assign \$246  = tfl_5 ? { \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245 [31], \$245  } : { 1'h0, rnd_5 };
-  assign \$247  = $signed(prod_5) + $signed(\$246 );
-  assign \$249  = $signed(v_5) < $signed(1'h0);
-  assign \$250  = | v_5[30:0];
-  assign \$251  = \$249  & \$250 ;
-  assign \$252  = $signed(\$248 ) + $signed({ 1'h0, \$251  });
-  assign \$253  = $signed(v_5) >>> sh4_5;
-  assign \$254  = 1'h1 << sh4_5[4:0];
-  assign \$255  = \$254  - 1'h1;
-  assign \$256  = 1'h1 << sh4_5[4:0];
-  assign \$257  = \$256  - 1'h1;
-  assign \$259  = \$258  + 1'h0;
-  assign \$260  = 1'h1 << sh4_5[4:0];
-  assign \$261  = \$260  - 1'h1;
-  assign \$263  = \$262  + 1'h1;
-  assign \$264  = \$263  + 1'h0;
-  assign \$265  = $signed(q5_5) >>> sh5_5[4:0];
-  assign \$266  = $signed(q5_5) < $signed(1'h0);
-  assign \$267  = rem_5 > half1_5;
-  assign \$268  = rem_5 > half_5;
-  assign \$269  = \$266  ? \$267  : \$268 ;
-  assign \$270  = $signed(q6s_5) + $signed({ 1'h0, up6_5 });
-  assign \$271  = $signed(q6_5) < $signed(lo_zp);
-  assign \$272  = $signed(q6_5) > $signed(hi_zp);
-  assign \$273  = mode == 1'h1;
-  assign \$274  = mode == 2'h2;
-  assign \$275  = ! mode;
-  assign \$276  = mode == 2'h2;
-  assign \$277  = \$276  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
-  assign \$278  = acc0_6[16:0] * mult0_6[16:0];
-  assign \$279  = acc0_6[16:0] * mult0_6[30:17];
-  assign \$280  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[16:0] });
-  assign \$281  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[30:17] });
-  assign \$282  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
-  assign \$284  = $signed(lohi_6) + $signed(\$283 );
-  assign \$285  = ! sh2_6;
-  assign \$286  = sh2_6 - 1'h1;
-  assign \$287  = 1'h1 << \$286 [5:0];
-  assign \$288  = \$285  ? 48'h000000000000 : \$287 [47:0];
-  assign \$289  = $signed(prod_6) >= $signed(1'h0);
-  assign \$290  = \$289  ? 32'd1073741824 : 32'd3221225473;
-  assign \$291  = tfl_6 ? { \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290 [31], \$290  } : { 1'h0, rnd_6 };
-  assign \$292  = $signed(prod_6) + $signed(\$291 );
-  assign \$294  = $signed(v_6) < $signed(1'h0);
-  assign \$295  = | v_6[30:0];
-  assign \$296  = \$294  & \$295 ;
-  assign \$297  = $signed(\$293 ) + $signed({ 1'h0, \$296  });
-  assign \$298  = $signed(v_6) >>> sh4_6;
-  assign \$299  = 1'h1 << sh4_6[4:0];
-  assign \$300  = \$299  - 1'h1;
-  assign \$301  = 1'h1 << sh4_6[4:0];
-  assign \$302  = \$301  - 1'h1;
-  assign \$304  = \$303  + 1'h0;
-  assign \$305  = 1'h1 << sh4_6[4:0];
-  assign \$306  = \$305  - 1'h1;
-  assign \$308  = \$307  + 1'h1;
-  assign \$309  = \$308  + 1'h0;
-  assign \$310  = $signed(q5_6) >>> sh5_6[4:0];
-  assign \$311  = $signed(q5_6) < $signed(1'h0);
-  assign \$312  = rem_6 > half1_6;
-  assign \$313  = rem_6 > half_6;
-  assign \$314  = \$311  ? \$312  : \$313 ;
-  assign \$315  = $signed(q6s_6) + $signed({ 1'h0, up6_6 });
-  assign \$316  = $signed(q6_6) < $signed(lo_zp);
-  assign \$317  = $signed(q6_6) > $signed(hi_zp);
-  assign \$318  = mode == 1'h1;
-  assign \$319  = mode == 2'h2;
-  assign \$320  = ! mode;
-  assign \$321  = mode == 2'h2;
-  assign \$322  = \$321  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
-  assign \$323  = acc0_7[16:0] * mult0_7[16:0];
-  assign \$324  = acc0_7[16:0] * mult0_7[30:17];
-  assign \$325  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[16:0] });
-  assign \$326  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[30:17] });
-  assign \$327  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
-  assign \$329  = $signed(lohi_7) + $signed(\$328 );
-  assign \$330  = ! sh2_7;
-  assign \$331  = sh2_7 - 1'h1;
-  assign \$332  = 1'h1 << \$331 [5:0];
-  assign \$333  = \$330  ? 48'h000000000000 : \$332 [47:0];
-  assign \$334  = $signed(prod_7) >= $signed(1'h0);
-  assign \$335  = \$334  ? 32'd1073741824 : 32'd3221225473;
-  assign \$336  = tfl_7 ? { \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335 [31], \$335  } : { 1'h0, rnd_7 };
-  assign \$337  = $signed(prod_7) + $signed(\$336 );
-  assign \$339  = $signed(v_7) < $signed(1'h0);
-  assign \$340  = | v_7[30:0];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = $signed(\$338 ) + $signed({ 1'h0, \$341  });
-  assign \$343  = $signed(v_7) >>> sh4_7;
-  assign \$344  = 1'h1 << sh4_7[4:0];
-  assign \$345  = \$344  - 1'h1;
-  assign \$346  = 1'h1 << sh4_7[4:0];
-  assign \$347  = \$346  - 1'h1;
-  assign \$349  = \$348  + 1'h0;
-  assign \$350  = 1'h1 << sh4_7[4:0];
-  assign \$351  = \$350  - 1'h1;
-  assign \$353  = \$352  + 1'h1;
+  assign \$6  = \$5  ? 6'h00 : i_params[68:63];
+  assign \$7  = ! mode;
+  assign \$8  = mode == 2'h2;
+  assign \$9  = \$8  ? { 15'h0000, i_params[47:32] } : i_params[62:32];
+  assign \$10  = \$7  ? 31'h00000001 : \$9 ;
+  assign \$11  = tfl_0 ? { 1'h0, sh4_0[4:0] } : sh4_0;
+  assign \$12  = acc0_0[16:0] * mult0_0[16:0];
+  assign \$13  = acc0_0[16:0] * mult0_0[30:17];
+  assign \$14  = $signed(acc0_0[31:17]) * $signed({ 1'h0, mult0_0[16:0] });
+  assign \$15  = $signed(acc0_0[31:17]) * $signed({ 1'h0, mult0_0[30:17] });
+  assign \$16  = $signed({ 1'h0, plh_0 }) + $signed(phl_0);
+  assign \$18  = $signed(lohi_0) + $signed(\$17 );
+  assign \$19  = ! sh2_0;
+  assign \$20  = sh2_0 - 1'h1;
+  assign \$21  = 1'h1 << \$20 [5:0];
+  assign \$22  = \$19  ? 48'h000000000000 : \$21 [47:0];
+  assign \$23  = $signed(prod_0) >= $signed(1'h0);
+  assign \$24  = \$23  ? 32'd1073741824 : 32'd3221225473;
+  assign \$25  = tfl_0 ? { \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24 [31], \$24  } : { 1'h0, rnd_0 };
+  assign \$26  = $signed(prod_0) + $signed(\$25 );
+  assign \$28  = $signed(v_0) < $signed(1'h0);
+  assign \$29  = | v_0[30:0];
+  assign \$30  = \$28  & \$29 ;
+  assign \$31  = $signed(\$27 ) + $signed({ 1'h0, \$30  });
+  assign \$32  = 1'h1 << sh4_0[4:0];
+  assign \$33  = \$32  - 1'h1;
+  assign \$34  = 1'h1 << sh4_0[4:0];
+  assign \$35  = \$34  - 1'h1;
+  assign \$37  = \$36  + 1'h0;
+  assign \$38  = 1'h1 << sh4_0[4:0];
+  assign \$39  = \$38  - 1'h1;
+  assign \$41  = \$40  + 1'h1;
+  assign \$42  = \$41  + 1'h0;
+  assign \$43  = $signed(q5_0) >>> sh5_0;
+  assign \$44  = $signed(q5_0) < $signed(1'h0);
+  assign \$45  = rem_0 > half1_0;
+  assign \$46  = rem_0 > half_0;
+  assign \$47  = \$44  ? \$45  : \$46 ;
+  assign \$48  = tfl_0 & \$47 ;
+  assign \$49  = $signed(q6s_0) + $signed({ 1'h0, up6_0 });
+  assign \$50  = $signed(q6_0) < $signed(lo_zp);
+  assign \$51  = $signed(q6_0) > $signed(hi_zp);
+  assign \$52  = mode == 1'h1;
+  assign \$53  = ! mode;
+  assign \$54  = ! mode;
+  assign \$55  = \$54  ? 6'h00 : i_params[137:132];
+  assign \$56  = ! mode;
+  assign \$57  = mode == 2'h2;
+  assign \$58  = \$57  ? { 15'h0000, i_params[116:101] } : i_params[131:101];
+  assign \$59  = \$56  ? 31'h00000001 : \$58 ;
+  assign \$60  = tfl_1 ? { 1'h0, sh4_1[4:0] } : sh4_1;
+  assign \$61  = acc0_1[16:0] * mult0_1[16:0];
+  assign \$62  = acc0_1[16:0] * mult0_1[30:17];
+  assign \$63  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[16:0] });
+  assign \$64  = $signed(acc0_1[31:17]) * $signed({ 1'h0, mult0_1[30:17] });
+  assign \$65  = $signed({ 1'h0, plh_1 }) + $signed(phl_1);
+  assign \$67  = $signed(lohi_1) + $signed(\$66 );
+  assign \$68  = ! sh2_1;
+  assign \$69  = sh2_1 - 1'h1;
+  assign \$70  = 1'h1 << \$69 [5:0];
+  assign \$71  = \$68  ? 48'h000000000000 : \$70 [47:0];
+  assign \$72  = $signed(prod_1) >= $signed(1'h0);
+  assign \$73  = \$72  ? 32'd1073741824 : 32'd3221225473;
+  assign \$74  = tfl_1 ? { \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73 [31], \$73  } : { 1'h0, rnd_1 };
+  assign \$75  = $signed(prod_1) + $signed(\$74 );
+  assign \$77  = $signed(v_1) < $signed(1'h0);
+  assign \$78  = | v_1[30:0];
+  assign \$79  = \$77  & \$78 ;
+  assign \$80  = $signed(\$76 ) + $signed({ 1'h0, \$79  });
+  assign \$81  = 1'h1 << sh4_1[4:0];
+  assign \$82  = \$81  - 1'h1;
+  assign \$83  = 1'h1 << sh4_1[4:0];
+  assign \$84  = \$83  - 1'h1;
+  assign \$86  = \$85  + 1'h0;
+  assign \$87  = 1'h1 << sh4_1[4:0];
+  assign \$88  = \$87  - 1'h1;
+  assign \$90  = \$89  + 1'h1;
+  assign \$91  = \$90  + 1'h0;
+  assign \$92  = $signed(q5_1) >>> sh5_1;
+  assign \$93  = $signed(q5_1) < $signed(1'h0);
+  assign \$94  = rem_1 > half1_1;
+  assign \$95  = rem_1 > half_1;
+  assign \$96  = \$93  ? \$94  : \$95 ;
+  assign \$97  = tfl_1 & \$96 ;
+  assign \$98  = $signed(q6s_1) + $signed({ 1'h0, up6_1 });
+  assign \$99  = $signed(q6_1) < $signed(lo_zp);
+  assign \$100  = $signed(q6_1) > $signed(hi_zp);
+  assign \$101  = mode == 1'h1;
+  assign \$102  = ! mode;
+  assign \$103  = ! mode;
+  assign \$104  = \$103  ? 6'h00 : i_params[206:201];
+  assign \$105  = ! mode;
+  assign \$106  = mode == 2'h2;
+  assign \$107  = \$106  ? { 15'h0000, i_params[185:170] } : i_params[200:170];
+  assign \$108  = \$105  ? 31'h00000001 : \$107 ;
+  assign \$109  = tfl_2 ? { 1'h0, sh4_2[4:0] } : sh4_2;
+  assign \$110  = acc0_2[16:0] * mult0_2[16:0];
+  assign \$111  = acc0_2[16:0] * mult0_2[30:17];
+  assign \$112  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[16:0] });
+  assign \$113  = $signed(acc0_2[31:17]) * $signed({ 1'h0, mult0_2[30:17] });
+  assign \$114  = $signed({ 1'h0, plh_2 }) + $signed(phl_2);
+  assign \$116  = $signed(lohi_2) + $signed(\$115 );
+  assign \$117  = ! sh2_2;
+  assign \$118  = sh2_2 - 1'h1;
+  assign \$119  = 1'h1 << \$118 [5:0];
+  assign \$120  = \$117  ? 48'h000000000000 : \$119 [47:0];
+  assign \$121  = $signed(prod_2) >= $signed(1'h0);
+  assign \$122  = \$121  ? 32'd1073741824 : 32'd3221225473;
+  assign \$123  = tfl_2 ? { \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122 [31], \$122  } : { 1'h0, rnd_2 };
+  assign \$124  = $signed(prod_2) + $signed(\$123 );
+  assign \$126  = $signed(v_2) < $signed(1'h0);
+  assign \$127  = | v_2[30:0];
+  assign \$128  = \$126  & \$127 ;
+  assign \$129  = $signed(\$125 ) + $signed({ 1'h0, \$128  });
+  assign \$130  = 1'h1 << sh4_2[4:0];
+  assign \$131  = \$130  - 1'h1;
+  assign \$132  = 1'h1 << sh4_2[4:0];
+  assign \$133  = \$132  - 1'h1;
+  assign \$135  = \$134  + 1'h0;
+  assign \$136  = 1'h1 << sh4_2[4:0];
+  assign \$137  = \$136  - 1'h1;
+  assign \$139  = \$138  + 1'h1;
+  assign \$140  = \$139  + 1'h0;
+  assign \$141  = $signed(q5_2) >>> sh5_2;
+  assign \$142  = $signed(q5_2) < $signed(1'h0);
+  assign \$143  = rem_2 > half1_2;
+  assign \$144  = rem_2 > half_2;
+  assign \$145  = \$142  ? \$143  : \$144 ;
+  assign \$146  = tfl_2 & \$145 ;
+  assign \$147  = $signed(q6s_2) + $signed({ 1'h0, up6_2 });
+  assign \$148  = $signed(q6_2) < $signed(lo_zp);
+  assign \$149  = $signed(q6_2) > $signed(hi_zp);
+  assign \$150  = mode == 1'h1;
+  assign \$151  = ! mode;
+  assign \$152  = ! mode;
+  assign \$153  = \$152  ? 6'h00 : i_params[275:270];
+  assign \$154  = ! mode;
+  assign \$155  = mode == 2'h2;
+  assign \$156  = \$155  ? { 15'h0000, i_params[254:239] } : i_params[269:239];
+  assign \$157  = \$154  ? 31'h00000001 : \$156 ;
+  assign \$158  = tfl_3 ? { 1'h0, sh4_3[4:0] } : sh4_3;
+  assign \$159  = acc0_3[16:0] * mult0_3[16:0];
+  assign \$160  = acc0_3[16:0] * mult0_3[30:17];
+  assign \$161  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[16:0] });
+  assign \$162  = $signed(acc0_3[31:17]) * $signed({ 1'h0, mult0_3[30:17] });
+  assign \$163  = $signed({ 1'h0, plh_3 }) + $signed(phl_3);
+  assign \$165  = $signed(lohi_3) + $signed(\$164 );
+  assign \$166  = ! sh2_3;
+  assign \$167  = sh2_3 - 1'h1;
+  assign \$168  = 1'h1 << \$167 [5:0];
+  assign \$169  = \$166  ? 48'h000000000000 : \$168 [47:0];
+  assign \$170  = $signed(prod_3) >= $signed(1'h0);
+  assign \$171  = \$170  ? 32'd1073741824 : 32'd3221225473;
+  assign \$172  = tfl_3 ? { \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171 [31], \$171  } : { 1'h0, rnd_3 };
+  assign \$173  = $signed(prod_3) + $signed(\$172 );
+  assign \$175  = $signed(v_3) < $signed(1'h0);
+  assign \$176  = | v_3[30:0];
+  assign \$177  = \$175  & \$176 ;
+  assign \$178  = $signed(\$174 ) + $signed({ 1'h0, \$177  });
+  assign \$179  = 1'h1 << sh4_3[4:0];
+  assign \$180  = \$179  - 1'h1;
+  assign \$181  = 1'h1 << sh4_3[4:0];
+  assign \$182  = \$181  - 1'h1;
+  assign \$184  = \$183  + 1'h0;
+  assign \$185  = 1'h1 << sh4_3[4:0];
+  assign \$186  = \$185  - 1'h1;
+  assign \$188  = \$187  + 1'h1;
+  assign \$189  = \$188  + 1'h0;
+  assign \$190  = $signed(q5_3) >>> sh5_3;
+  assign \$191  = $signed(q5_3) < $signed(1'h0);
+  assign \$192  = rem_3 > half1_3;
+  assign \$193  = rem_3 > half_3;
+  assign \$194  = \$191  ? \$192  : \$193 ;
+  assign \$195  = tfl_3 & \$194 ;
+  assign \$196  = $signed(q6s_3) + $signed({ 1'h0, up6_3 });
+  assign \$197  = $signed(q6_3) < $signed(lo_zp);
+  assign \$198  = $signed(q6_3) > $signed(hi_zp);
+  assign \$199  = mode == 1'h1;
+  assign \$200  = ! mode;
+  assign \$201  = ! mode;
+  assign \$202  = \$201  ? 6'h00 : i_params[344:339];
+  assign \$203  = ! mode;
+  assign \$204  = mode == 2'h2;
+  assign \$205  = \$204  ? { 15'h0000, i_params[323:308] } : i_params[338:308];
+  assign \$206  = \$203  ? 31'h00000001 : \$205 ;
+  assign \$207  = tfl_4 ? { 1'h0, sh4_4[4:0] } : sh4_4;
+  assign \$208  = acc0_4[16:0] * mult0_4[16:0];
+  assign \$209  = acc0_4[16:0] * mult0_4[30:17];
+  assign \$210  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[16:0] });
+  assign \$211  = $signed(acc0_4[31:17]) * $signed({ 1'h0, mult0_4[30:17] });
+  assign \$212  = $signed({ 1'h0, plh_4 }) + $signed(phl_4);
+  assign \$214  = $signed(lohi_4) + $signed(\$213 );
+  assign \$215  = ! sh2_4;
+  assign \$216  = sh2_4 - 1'h1;
+  assign \$217  = 1'h1 << \$216 [5:0];
+  assign \$218  = \$215  ? 48'h000000000000 : \$217 [47:0];
+  assign \$219  = $signed(prod_4) >= $signed(1'h0);
+  assign \$220  = \$219  ? 32'd1073741824 : 32'd3221225473;
+  assign \$221  = tfl_4 ? { \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220 [31], \$220  } : { 1'h0, rnd_4 };
+  assign \$222  = $signed(prod_4) + $signed(\$221 );
+  assign \$224  = $signed(v_4) < $signed(1'h0);
+  assign \$225  = | v_4[30:0];
+  assign \$226  = \$224  & \$225 ;
+  assign \$227  = $signed(\$223 ) + $signed({ 1'h0, \$226  });
+  assign \$228  = 1'h1 << sh4_4[4:0];
+  assign \$229  = \$228  - 1'h1;
+  assign \$230  = 1'h1 << sh4_4[4:0];
+  assign \$231  = \$230  - 1'h1;
+  assign \$233  = \$232  + 1'h0;
+  assign \$234  = 1'h1 << sh4_4[4:0];
+  assign \$235  = \$234  - 1'h1;
+  assign \$237  = \$236  + 1'h1;
+  assign \$238  = \$237  + 1'h0;
+  assign \$239  = $signed(q5_4) >>> sh5_4;
+  assign \$240  = $signed(q5_4) < $signed(1'h0);
+  assign \$241  = rem_4 > half1_4;
+  assign \$242  = rem_4 > half_4;
+  assign \$243  = \$240  ? \$241  : \$242 ;
+  assign \$244  = tfl_4 & \$243 ;
+  assign \$245  = $signed(q6s_4) + $signed({ 1'h0, up6_4 });
+  assign \$246  = $signed(q6_4) < $signed(lo_zp);
+  assign \$247  = $signed(q6_4) > $signed(hi_zp);
+  assign \$248  = mode == 1'h1;
+  assign \$249  = ! mode;
+  assign \$250  = ! mode;
+  assign \$251  = \$250  ? 6'h00 : i_params[413:408];
+  assign \$252  = ! mode;
+  assign \$253  = mode == 2'h2;
+  assign \$254  = \$253  ? { 15'h0000, i_params[392:377] } : i_params[407:377];
+  assign \$255  = \$252  ? 31'h00000001 : \$254 ;
+  assign \$256  = tfl_5 ? { 1'h0, sh4_5[4:0] } : sh4_5;
+  assign \$257  = acc0_5[16:0] * mult0_5[16:0];
+  assign \$258  = acc0_5[16:0] * mult0_5[30:17];
+  assign \$259  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[16:0] });
+  assign \$260  = $signed(acc0_5[31:17]) * $signed({ 1'h0, mult0_5[30:17] });
+  assign \$261  = $signed({ 1'h0, plh_5 }) + $signed(phl_5);
+  assign \$263  = $signed(lohi_5) + $signed(\$262 );
+  assign \$264  = ! sh2_5;
+  assign \$265  = sh2_5 - 1'h1;
+  assign \$266  = 1'h1 << \$265 [5:0];
+  assign \$267  = \$264  ? 48'h000000000000 : \$266 [47:0];
+  assign \$268  = $signed(prod_5) >= $signed(1'h0);
+  assign \$269  = \$268  ? 32'd1073741824 : 32'd3221225473;
+  assign \$270  = tfl_5 ? { \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269 [31], \$269  } : { 1'h0, rnd_5 };
+  assign \$271  = $signed(prod_5) + $signed(\$270 );
+  assign \$273  = $signed(v_5) < $signed(1'h0);
+  assign \$274  = | v_5[30:0];
+  assign \$275  = \$273  & \$274 ;
+  assign \$276  = $signed(\$272 ) + $signed({ 1'h0, \$275  });
+  assign \$277  = 1'h1 << sh4_5[4:0];
+  assign \$278  = \$277  - 1'h1;
+  assign \$279  = 1'h1 << sh4_5[4:0];
+  assign \$280  = \$279  - 1'h1;
+  assign \$282  = \$281  + 1'h0;
+  assign \$283  = 1'h1 << sh4_5[4:0];
+  assign \$284  = \$283  - 1'h1;
+  assign \$286  = \$285  + 1'h1;
+  assign \$287  = \$286  + 1'h0;
+  assign \$288  = $signed(q5_5) >>> sh5_5;
+  assign \$289  = $signed(q5_5) < $signed(1'h0);
+  assign \$290  = rem_5 > half1_5;
+  assign \$291  = rem_5 > half_5;
+  assign \$292  = \$289  ? \$290  : \$291 ;
+  assign \$293  = tfl_5 & \$292 ;
+  assign \$294  = $signed(q6s_5) + $signed({ 1'h0, up6_5 });
+  assign \$295  = $signed(q6_5) < $signed(lo_zp);
+  assign \$296  = $signed(q6_5) > $signed(hi_zp);
+  assign \$297  = mode == 1'h1;
+  assign \$298  = ! mode;
+  assign \$299  = ! mode;
+  assign \$300  = \$299  ? 6'h00 : i_params[482:477];
+  assign \$301  = ! mode;
+  assign \$302  = mode == 2'h2;
+  assign \$303  = \$302  ? { 15'h0000, i_params[461:446] } : i_params[476:446];
+  assign \$304  = \$301  ? 31'h00000001 : \$303 ;
+  assign \$305  = tfl_6 ? { 1'h0, sh4_6[4:0] } : sh4_6;
+  assign \$306  = acc0_6[16:0] * mult0_6[16:0];
+  assign \$307  = acc0_6[16:0] * mult0_6[30:17];
+  assign \$308  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[16:0] });
+  assign \$309  = $signed(acc0_6[31:17]) * $signed({ 1'h0, mult0_6[30:17] });
+  assign \$310  = $signed({ 1'h0, plh_6 }) + $signed(phl_6);
+  assign \$312  = $signed(lohi_6) + $signed(\$311 );
+  assign \$313  = ! sh2_6;
+  assign \$314  = sh2_6 - 1'h1;
+  assign \$315  = 1'h1 << \$314 [5:0];
+  assign \$316  = \$313  ? 48'h000000000000 : \$315 [47:0];
+  assign \$317  = $signed(prod_6) >= $signed(1'h0);
+  assign \$318  = \$317  ? 32'd1073741824 : 32'd3221225473;
+  assign \$319  = tfl_6 ? { \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318 [31], \$318  } : { 1'h0, rnd_6 };
+  assign \$320  = $signed(prod_6) + $signed(\$319 );
+  assign \$322  = $signed(v_6) < $signed(1'h0);
+  assign \$323  = | v_6[30:0];
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = $signed(\$321 ) + $signed({ 1'h0, \$324  });
+  assign \$326  = 1'h1 << sh4_6[4:0];
+  assign \$327  = \$326  - 1'h1;
+  assign \$328  = 1'h1 << sh4_6[4:0];
+  assign \$329  = \$328  - 1'h1;
+  assign \$331  = \$330  + 1'h0;
+  assign \$332  = 1'h1 << sh4_6[4:0];
+  assign \$333  = \$332  - 1'h1;
+  assign \$335  = \$334  + 1'h1;
+  assign \$336  = \$335  + 1'h0;
+  assign \$337  = $signed(q5_6) >>> sh5_6;
+  assign \$338  = $signed(q5_6) < $signed(1'h0);
+  assign \$339  = rem_6 > half1_6;
+  assign \$340  = rem_6 > half_6;
+  assign \$341  = \$338  ? \$339  : \$340 ;
+  assign \$342  = tfl_6 & \$341 ;
+  assign \$343  = $signed(q6s_6) + $signed({ 1'h0, up6_6 });
+  assign \$344  = $signed(q6_6) < $signed(lo_zp);
+  assign \$345  = $signed(q6_6) > $signed(hi_zp);
+  assign \$346  = mode == 1'h1;
+  assign \$347  = ! mode;
+  assign \$348  = ! mode;
+  assign \$349  = \$348  ? 6'h00 : i_params[551:546];
+  assign \$350  = ! mode;
+  assign \$351  = mode == 2'h2;
+  assign \$352  = \$351  ? { 15'h0000, i_params[530:515] } : i_params[545:515];
+  assign \$353  = \$350  ? 31'h00000001 : \$352 ;
+  assign \$354  = tfl_7 ? { 1'h0, sh4_7[4:0] } : sh4_7;
+  assign \$355  = acc0_7[16:0] * mult0_7[16:0];
+  assign \$356  = acc0_7[16:0] * mult0_7[30:17];
+  assign \$357  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[16:0] });
+  assign \$358  = $signed(acc0_7[31:17]) * $signed({ 1'h0, mult0_7[30:17] });
+  assign \$359  = $signed({ 1'h0, plh_7 }) + $signed(phl_7);
+  assign \$361  = $signed(lohi_7) + $signed(\$360 );
+  assign \$362  = ! sh2_7;
+  assign \$363  = sh2_7 - 1'h1;
+  assign \$364  = 1'h1 << \$363 [5:0];
+  assign \$365  = \$362  ? 48'h000000000000 : \$364 [47:0];
+  assign \$366  = $signed(prod_7) >= $signed(1'h0);
+  assign \$367  = \$366  ? 32'd1073741824 : 32'd3221225473;
+  assign \$368  = tfl_7 ? { \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367 [31], \$367  } : { 1'h0, rnd_7 };
+  assign \$369  = $signed(prod_7) + $signed(\$368 );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$363  = i_valid;
+    \$395  = i_valid;
     if (rst) begin
-      \$363  = 1'h0;
+      \$395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$364  = i_last;
+    \$396  = i_last;
     if (rst) begin
-      \$364  = 1'h0;
+      \$396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$365  = valid_s0;
+    \$397  = valid_s0;
     if (rst) begin
-      \$365  = 1'h0;
+      \$397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$366  = last_s0;
+    \$398  = last_s0;
     if (rst) begin
-      \$366  = 1'h0;
+      \$398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$367  = valid_s1;
+    \$399  = valid_s1;
     if (rst) begin
-      \$367  = 1'h0;
+      \$399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$368  = last_s1;
+    \$400  = last_s1;
     if (rst) begin
-      \$368  = 1'h0;
+      \$400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$369  = valid_s2;
+    \$401  = valid_s2;
     if (rst) begin
-      \$369  = 1'h0;
+      \$401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$370  = last_s2;
+    \$402  = last_s2;
     if (rst) begin
-      \$370  = 1'h0;
+      \$402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$371  = valid_s3;
+    \$403  = valid_s3;
     if (rst) begin
-      \$371  = 1'h0;
+      \$403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$372  = last_s3;
+    \$404  = last_s3;
     if (rst) begin
-      \$372  = 1'h0;
+      \$404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$373  = valid_s4;
+    \$405  = valid_s4;
     if (rst) begin
-      \$373  = 1'h0;
+      \$405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$374  = last_s4;
+    \$406  = last_s4;
     if (rst) begin
-      \$374  = 1'h0;
+      \$406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$375  = valid_s5;
+    \$407  = valid_s5;
     if (rst) begin
-      \$375  = 1'h0;
+      \$407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$376  = last_s5;
+    \$408  = last_s5;
     if (rst) begin
-      \$376  = 1'h0;
+      \$408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$377  = valid_s6;
+    \$409  = valid_s6;
     if (rst) begin
-      \$377  = 1'h0;
+      \$409  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$378  = last_s6;
+    \$410  = last_s6;
     if (rst) begin
-      \$378  = 1'h0;
+      \$410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$379  = valid_s7;
+    \$411  = valid_s7;
     if (rst) begin
-      \$379  = 1'h0;
+      \$411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$380  = last_s7;
+    \$412  = last_s7;
     if (rst) begin
-      \$380  = 1'h0;
+      \$412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$381  = \$1 ;
+    \$413  = \$1 ;
     if (rst) begin
-      \$381  = 18'h00000;
+      \$413  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$382  = \$2 ;
+    \$414  = \$2 ;
     if (rst) begin
-      \$382  = 18'h00000;
+      \$414  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$383  = \$3 ;
+    \$415  = \$3 ;
     if (rst) begin
-      \$383  = 1'h0;
+      \$415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$384  = \$4 ;
-    if (rst) begin
-      \$384  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$385  = \$5 ;
-    if (rst) begin
-      \$385  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$386  = acc0_0;
-    if (i_valid) begin
-      \$386  = i_acc[31:0];
-    end
-    if (rst) begin
-      \$386  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$387  = sh0_0;
-    if (i_valid) begin
-      \$387  = i_params[68:63];
-    end
-    if (rst) begin
-      \$387  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$388  = mult0_0;
-    if (i_valid) begin
-      \$388  = \$7 ;
-    end
-    if (rst) begin
-      \$388  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$389  = acc1_0;
-    if (valid_s0) begin
-      \$389  = acc0_0;
-    end
-    if (rst) begin
-      \$389  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$390  = sh1_0;
-    if (valid_s0) begin
-      \$390  = sh0_0;
-    end
-    if (rst) begin
-      \$390  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$391  = acc2_0;
-    if (valid_s1) begin
-      \$391  = acc1_0;
-    end
-    if (rst) begin
-      \$391  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$392  = sh2_0;
-    if (valid_s1) begin
-      \$392  = sh1_0;
-    end
-    if (rst) begin
-      \$392  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$393  = acc3_0;
-    if (valid_s2) begin
-      \$393  = acc2_0;
-    end
-    if (rst) begin
-      \$393  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$394  = sh3_0;
-    if (valid_s2) begin
-      \$394  = sh2_0;
-    end
-    if (rst) begin
-      \$394  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$395  = acc4_0;
-    if (valid_s3) begin
-      \$395  = acc3_0;
-    end
-    if (rst) begin
-      \$395  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$396  = sh4_0;
-    if (valid_s3) begin
-      \$396  = sh3_0;
-    end
-    if (rst) begin
-      \$396  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$397  = acc5_0;
-    if (valid_s4) begin
-      \$397  = acc4_0;
-    end
-    if (rst) begin
-      \$397  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$398  = sh5_0;
-    if (valid_s4) begin
-      \$398  = sh4_0;
-    end
-    if (rst) begin
-      \$398  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$399  = pll_0;
-    if (valid_s0) begin
-      \$399  = \$8 ;
-    end
-    if (rst) begin
-      \$399  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$400  = plh_0;
-    if (valid_s0) begin
-      \$400  = \$9 ;
-    end
-    if (rst) begin
-      \$400  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$401  = phl_0;
-    if (valid_s0) begin
-      \$401  = { \$10 [31], \$10  };
-    end
-    if (rst) begin
-      \$401  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$402  = phh_0;
-    if (valid_s0) begin
-      \$402  = { \$11 [28], \$11  };
-    end
-    if (rst) begin
-      \$402  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$403  = mid_0;
-    if (valid_s1) begin
-      \$403  = \$12 ;
-    end
-    if (rst) begin
-      \$403  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$404  = lohi_0;
-    if (valid_s1) begin
-      \$404  = { phh_0[29], phh_0, pll_0 };
-    end
-    if (rst) begin
-      \$404  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$405  = prod_0;
-    if (valid_s2) begin
-      \$405  = \$14 [63:0];
-    end
-    if (rst) begin
-      \$405  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$406  = rnd_0;
-    if (valid_s2) begin
-      \$406  = \$18 ;
-    end
-    if (rst) begin
-      \$406  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$407  = v_0;
-    if (valid_s3) begin
-      \$407  = \$22 ;
-    end
-    if (rst) begin
-      \$407  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$408  = q5_0;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl_0) begin
-        \$408  = \$27 [64:0];
-      end else if (hup_0) begin
-        \$408  = \$28 ;
-      end else begin
-        \$408  = { acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0[31], acc4_0 };
-      end
-    end
-    if (rst) begin
-      \$408  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$409  = mask_0;
-    if (valid_s4) begin
-      \$409  = \$30 [31:0];
-    end
-    if (rst) begin
-      \$409  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$410  = half_0;
-    if (valid_s4) begin
-      \$410  = \$34 ;
-    end
-    if (rst) begin
-      \$410  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$411  = half1_0;
-    if (valid_s4) begin
-      \$411  = \$39 [32:0];
-    end
-    if (rst) begin
-      \$411  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$412  = q6s_0;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_0) begin
-        \$412  = \$40 [63:0];
-      end else begin
-        \$412  = q5_0[63:0];
-      end
-    end
-    if (rst) begin
-      \$412  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$413  = up6_0;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_0) begin
-        \$413  = \$44 ;
-      end else begin
-        \$413  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$413  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$414  = q6_0;
-    if (valid_s6) begin
-      \$414  = \$45 [63:0];
-    end
-    if (rst) begin
-      \$414  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$415  = res_0;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none_0) begin
-        \$415  = q6_0[31:0];
-      end else if (\$46 ) begin
-        \$415  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$47 ) begin
-        \$415  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$415  = q8_0[31:0];
-      end
-    end
-    if (rst) begin
-      \$415  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$416  = \$48 ;
+    \$416  = \$4 ;
     if (rst) begin
       \$416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$417  = \$49 ;
-    if (rst) begin
-      \$417  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$418  = \$50 ;
-    if (rst) begin
-      \$418  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$419  = acc0_1;
+    \$417  = acc0_0;
     if (i_valid) begin
-      \$419  = i_acc[63:32];
+      \$417  = i_acc[31:0];
     end
     if (rst) begin
-      \$419  = 32'd0;
+      \$417  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$420  = sh0_1;
+    \$418  = sh0_0;
     if (i_valid) begin
-      \$420  = i_params[137:132];
+      \$418  = \$6 ;
+    end
+    if (rst) begin
+      \$418  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$419  = mult0_0;
+    if (i_valid) begin
+      \$419  = \$10 ;
+    end
+    if (rst) begin
+      \$419  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$420  = sh1_0;
+    if (valid_s0) begin
+      \$420  = sh0_0;
     end
     if (rst) begin
       \$420  = 6'h00;
@@ -79232,29 +78762,29 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$421  = mult0_1;
-    if (i_valid) begin
-      \$421  = \$52 ;
+    \$421  = sh2_0;
+    if (valid_s1) begin
+      \$421  = sh1_0;
     end
     if (rst) begin
-      \$421  = 31'h00000000;
+      \$421  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$422  = acc1_1;
-    if (valid_s0) begin
-      \$422  = acc0_1;
+    \$422  = sh3_0;
+    if (valid_s2) begin
+      \$422  = sh2_0;
     end
     if (rst) begin
-      \$422  = 32'd0;
+      \$422  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$423  = sh1_1;
-    if (valid_s0) begin
-      \$423  = sh0_1;
+    \$423  = sh4_0;
+    if (valid_s3) begin
+      \$423  = sh3_0;
     end
     if (rst) begin
       \$423  = 6'h00;
@@ -79262,149 +78792,154 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$424  = acc2_1;
-    if (valid_s1) begin
-      \$424  = acc1_1;
-    end
-    if (rst) begin
-      \$424  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$425  = sh2_1;
-    if (valid_s1) begin
-      \$425  = sh1_1;
-    end
-    if (rst) begin
-      \$425  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$426  = acc3_1;
-    if (valid_s2) begin
-      \$426  = acc2_1;
-    end
-    if (rst) begin
-      \$426  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$427  = sh3_1;
-    if (valid_s2) begin
-      \$427  = sh2_1;
-    end
-    if (rst) begin
-      \$427  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$428  = acc4_1;
-    if (valid_s3) begin
-      \$428  = acc3_1;
-    end
-    if (rst) begin
-      \$428  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$429  = sh4_1;
-    if (valid_s3) begin
-      \$429  = sh3_1;
-    end
-    if (rst) begin
-      \$429  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$430  = acc5_1;
+    \$424  = sh5_0;
     if (valid_s4) begin
-      \$430  = acc4_1;
+      \$424  = \$11 ;
     end
     if (rst) begin
-      \$430  = 32'd0;
+      \$424  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$431  = sh5_1;
-    if (valid_s4) begin
-      \$431  = sh4_1;
-    end
-    if (rst) begin
-      \$431  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$432  = pll_1;
+    \$425  = pll_0;
     if (valid_s0) begin
-      \$432  = \$53 ;
+      \$425  = \$12 ;
     end
     if (rst) begin
-      \$432  = 34'h000000000;
+      \$425  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$433  = plh_1;
+    \$426  = plh_0;
     if (valid_s0) begin
-      \$433  = \$54 ;
+      \$426  = \$13 ;
     end
     if (rst) begin
-      \$433  = 31'h00000000;
+      \$426  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$434  = phl_1;
+    \$427  = phl_0;
     if (valid_s0) begin
-      \$434  = { \$55 [31], \$55  };
+      \$427  = { \$14 [31], \$14  };
     end
     if (rst) begin
-      \$434  = 33'h000000000;
+      \$427  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$435  = phh_1;
+    \$428  = phh_0;
     if (valid_s0) begin
-      \$435  = { \$56 [28], \$56  };
+      \$428  = { \$15 [28], \$15  };
     end
     if (rst) begin
-      \$435  = 30'h00000000;
+      \$428  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$436  = mid_1;
+    \$429  = mid_0;
     if (valid_s1) begin
-      \$436  = \$57 ;
+      \$429  = \$16 ;
     end
     if (rst) begin
-      \$436  = 34'h000000000;
+      \$429  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$437  = lohi_1;
+    \$430  = lohi_0;
     if (valid_s1) begin
-      \$437  = { phh_1[29], phh_1, pll_1 };
+      \$430  = { phh_0[29], phh_0, pll_0 };
     end
     if (rst) begin
-      \$437  = 65'h00000000000000000;
+      \$430  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$438  = prod_1;
+    \$431  = prod_0;
     if (valid_s2) begin
-      \$438  = \$59 [63:0];
+      \$431  = \$18 [63:0];
+    end
+    if (rst) begin
+      \$431  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$432  = rnd_0;
+    if (valid_s2) begin
+      \$432  = \$22 ;
+    end
+    if (rst) begin
+      \$432  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$433  = v_0;
+    if (valid_s3) begin
+      \$433  = \$26 ;
+    end
+    if (rst) begin
+      \$433  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$434  = q5_0;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_0) begin
+        \$434  = \$31 [64:0];
+      end else begin
+        \$434  = v_0;
+      end
+    end
+    if (rst) begin
+      \$434  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$435  = mask_0;
+    if (valid_s4) begin
+      \$435  = \$33 [31:0];
+    end
+    if (rst) begin
+      \$435  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$436  = half_0;
+    if (valid_s4) begin
+      \$436  = \$37 ;
+    end
+    if (rst) begin
+      \$436  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$437  = half1_0;
+    if (valid_s4) begin
+      \$437  = \$42 [32:0];
+    end
+    if (rst) begin
+      \$437  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$438  = q6s_0;
+    if (valid_s5) begin
+      \$438  = \$43 [63:0];
     end
     if (rst) begin
       \$438  = 64'h0000000000000000;
@@ -79412,920 +78947,896 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$439  = rnd_1;
-    if (valid_s2) begin
-      \$439  = \$63 ;
-    end
-    if (rst) begin
-      \$439  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$440  = v_1;
-    if (valid_s3) begin
-      \$440  = \$67 ;
-    end
-    if (rst) begin
-      \$440  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$441  = q5_1;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl_1) begin
-        \$441  = \$72 [64:0];
-      end else if (hup_1) begin
-        \$441  = \$73 ;
-      end else begin
-        \$441  = { acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1[31], acc4_1 };
-      end
-    end
-    if (rst) begin
-      \$441  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$442  = mask_1;
-    if (valid_s4) begin
-      \$442  = \$75 [31:0];
-    end
-    if (rst) begin
-      \$442  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$443  = half_1;
-    if (valid_s4) begin
-      \$443  = \$79 ;
-    end
-    if (rst) begin
-      \$443  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$444  = half1_1;
-    if (valid_s4) begin
-      \$444  = \$84 [32:0];
-    end
-    if (rst) begin
-      \$444  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$445  = q6s_1;
+    \$439  = up6_0;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_1) begin
-        \$445  = \$85 [63:0];
-      end else begin
-        \$445  = q5_1[63:0];
-      end
+      \$439  = \$48 ;
     end
     if (rst) begin
-      \$445  = 64'h0000000000000000;
+      \$439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$446  = up6_1;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_1) begin
-        \$446  = \$89 ;
-      end else begin
-        \$446  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$446  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$447  = q6_1;
+    \$440  = q6_0;
     if (valid_s6) begin
-      \$447  = \$90 [63:0];
+      \$440  = \$49 [63:0];
     end
     if (rst) begin
-      \$447  = 64'h0000000000000000;
+      \$440  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$448  = res_1;
+    \$441  = res_0;
+    if (valid_s7) begin
+      (* full_case = 32'd1 *)
+      if (none_0) begin
+        \$441  = q6_0[31:0];
+      end else if (\$50 ) begin
+        \$441  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$51 ) begin
+        \$441  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+      end else begin
+        \$441  = q8_0[31:0];
+      end
+    end
+    if (rst) begin
+      \$441  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$442  = \$52 ;
+    if (rst) begin
+      \$442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$443  = \$53 ;
+    if (rst) begin
+      \$443  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$444  = acc0_1;
+    if (i_valid) begin
+      \$444  = i_acc[63:32];
+    end
+    if (rst) begin
+      \$444  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$445  = sh0_1;
+    if (i_valid) begin
+      \$445  = \$55 ;
+    end
+    if (rst) begin
+      \$445  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$446  = mult0_1;
+    if (i_valid) begin
+      \$446  = \$59 ;
+    end
+    if (rst) begin
+      \$446  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$447  = sh1_1;
+    if (valid_s0) begin
+      \$447  = sh0_1;
+    end
+    if (rst) begin
+      \$447  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$448  = sh2_1;
+    if (valid_s1) begin
+      \$448  = sh1_1;
+    end
+    if (rst) begin
+      \$448  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$449  = sh3_1;
+    if (valid_s2) begin
+      \$449  = sh2_1;
+    end
+    if (rst) begin
+      \$449  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$450  = sh4_1;
+    if (valid_s3) begin
+      \$450  = sh3_1;
+    end
+    if (rst) begin
+      \$450  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$451  = sh5_1;
+    if (valid_s4) begin
+      \$451  = \$60 ;
+    end
+    if (rst) begin
+      \$451  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$452  = pll_1;
+    if (valid_s0) begin
+      \$452  = \$61 ;
+    end
+    if (rst) begin
+      \$452  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$453  = plh_1;
+    if (valid_s0) begin
+      \$453  = \$62 ;
+    end
+    if (rst) begin
+      \$453  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$454  = phl_1;
+    if (valid_s0) begin
+      \$454  = { \$63 [31], \$63  };
+    end
+    if (rst) begin
+      \$454  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$455  = phh_1;
+    if (valid_s0) begin
+      \$455  = { \$64 [28], \$64  };
+    end
+    if (rst) begin
+      \$455  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$456  = mid_1;
+    if (valid_s1) begin
+      \$456  = \$65 ;
+    end
+    if (rst) begin
+      \$456  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$457  = lohi_1;
+    if (valid_s1) begin
+      \$457  = { phh_1[29], phh_1, pll_1 };
+    end
+    if (rst) begin
+      \$457  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$458  = prod_1;
+    if (valid_s2) begin
+      \$458  = \$67 [63:0];
+    end
+    if (rst) begin
+      \$458  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$459  = rnd_1;
+    if (valid_s2) begin
+      \$459  = \$71 ;
+    end
+    if (rst) begin
+      \$459  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$460  = v_1;
+    if (valid_s3) begin
+      \$460  = \$75 ;
+    end
+    if (rst) begin
+      \$460  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$461  = q5_1;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_1) begin
+        \$461  = \$80 [64:0];
+      end else begin
+        \$461  = v_1;
+      end
+    end
+    if (rst) begin
+      \$461  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$462  = mask_1;
+    if (valid_s4) begin
+      \$462  = \$82 [31:0];
+    end
+    if (rst) begin
+      \$462  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$463  = half_1;
+    if (valid_s4) begin
+      \$463  = \$86 ;
+    end
+    if (rst) begin
+      \$463  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$464  = half1_1;
+    if (valid_s4) begin
+      \$464  = \$91 [32:0];
+    end
+    if (rst) begin
+      \$464  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$465  = q6s_1;
+    if (valid_s5) begin
+      \$465  = \$92 [63:0];
+    end
+    if (rst) begin
+      \$465  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$466  = up6_1;
+    if (valid_s5) begin
+      \$466  = \$97 ;
+    end
+    if (rst) begin
+      \$466  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$467  = q6_1;
+    if (valid_s6) begin
+      \$467  = \$98 [63:0];
+    end
+    if (rst) begin
+      \$467  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$468  = res_1;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_1) begin
-        \$448  = q6_1[31:0];
-      end else if (\$91 ) begin
-        \$448  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$92 ) begin
-        \$448  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$468  = q6_1[31:0];
+      end else if (\$99 ) begin
+        \$468  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$100 ) begin
+        \$468  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$448  = q8_1[31:0];
+        \$468  = q8_1[31:0];
       end
     end
     if (rst) begin
-      \$448  = 32'd0;
+      \$468  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$449  = \$93 ;
+    \$469  = \$101 ;
     if (rst) begin
-      \$449  = 1'h0;
+      \$469  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$450  = \$94 ;
+    \$470  = \$102 ;
     if (rst) begin
-      \$450  = 1'h0;
+      \$470  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$451  = \$95 ;
-    if (rst) begin
-      \$451  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$452  = acc0_2;
+    \$471  = acc0_2;
     if (i_valid) begin
-      \$452  = i_acc[95:64];
+      \$471  = i_acc[95:64];
     end
     if (rst) begin
-      \$452  = 32'd0;
+      \$471  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$453  = sh0_2;
+    \$472  = sh0_2;
     if (i_valid) begin
-      \$453  = i_params[206:201];
+      \$472  = \$104 ;
     end
     if (rst) begin
-      \$453  = 6'h00;
+      \$472  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$454  = mult0_2;
+    \$473  = mult0_2;
     if (i_valid) begin
-      \$454  = \$97 ;
+      \$473  = \$108 ;
     end
     if (rst) begin
-      \$454  = 31'h00000000;
+      \$473  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$455  = acc1_2;
+    \$474  = sh1_2;
     if (valid_s0) begin
-      \$455  = acc0_2;
+      \$474  = sh0_2;
     end
     if (rst) begin
-      \$455  = 32'd0;
+      \$474  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$456  = sh1_2;
-    if (valid_s0) begin
-      \$456  = sh0_2;
-    end
-    if (rst) begin
-      \$456  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$457  = acc2_2;
+    \$475  = sh2_2;
     if (valid_s1) begin
-      \$457  = acc1_2;
+      \$475  = sh1_2;
     end
     if (rst) begin
-      \$457  = 32'd0;
+      \$475  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$458  = sh2_2;
-    if (valid_s1) begin
-      \$458  = sh1_2;
-    end
-    if (rst) begin
-      \$458  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$459  = acc3_2;
+    \$476  = sh3_2;
     if (valid_s2) begin
-      \$459  = acc2_2;
+      \$476  = sh2_2;
     end
     if (rst) begin
-      \$459  = 32'd0;
+      \$476  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$460  = sh3_2;
-    if (valid_s2) begin
-      \$460  = sh2_2;
-    end
-    if (rst) begin
-      \$460  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$461  = acc4_2;
+    \$477  = sh4_2;
     if (valid_s3) begin
-      \$461  = acc3_2;
+      \$477  = sh3_2;
     end
     if (rst) begin
-      \$461  = 32'd0;
+      \$477  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$462  = sh4_2;
-    if (valid_s3) begin
-      \$462  = sh3_2;
-    end
-    if (rst) begin
-      \$462  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$463  = acc5_2;
+    \$478  = sh5_2;
     if (valid_s4) begin
-      \$463  = acc4_2;
+      \$478  = \$109 ;
     end
     if (rst) begin
-      \$463  = 32'd0;
+      \$478  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$464  = sh5_2;
-    if (valid_s4) begin
-      \$464  = sh4_2;
-    end
-    if (rst) begin
-      \$464  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$465  = pll_2;
+    \$479  = pll_2;
     if (valid_s0) begin
-      \$465  = \$98 ;
+      \$479  = \$110 ;
     end
     if (rst) begin
-      \$465  = 34'h000000000;
+      \$479  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$466  = plh_2;
+    \$480  = plh_2;
     if (valid_s0) begin
-      \$466  = \$99 ;
+      \$480  = \$111 ;
     end
     if (rst) begin
-      \$466  = 31'h00000000;
+      \$480  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$467  = phl_2;
+    \$481  = phl_2;
     if (valid_s0) begin
-      \$467  = { \$100 [31], \$100  };
+      \$481  = { \$112 [31], \$112  };
     end
     if (rst) begin
-      \$467  = 33'h000000000;
+      \$481  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$468  = phh_2;
+    \$482  = phh_2;
     if (valid_s0) begin
-      \$468  = { \$101 [28], \$101  };
+      \$482  = { \$113 [28], \$113  };
     end
     if (rst) begin
-      \$468  = 30'h00000000;
+      \$482  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$469  = mid_2;
+    \$483  = mid_2;
     if (valid_s1) begin
-      \$469  = \$102 ;
+      \$483  = \$114 ;
     end
     if (rst) begin
-      \$469  = 34'h000000000;
+      \$483  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$470  = lohi_2;
+    \$484  = lohi_2;
     if (valid_s1) begin
-      \$470  = { phh_2[29], phh_2, pll_2 };
+      \$484  = { phh_2[29], phh_2, pll_2 };
     end
     if (rst) begin
-      \$470  = 65'h00000000000000000;
+      \$484  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$471  = prod_2;
+    \$485  = prod_2;
     if (valid_s2) begin
-      \$471  = \$104 [63:0];
+      \$485  = \$116 [63:0];
     end
     if (rst) begin
-      \$471  = 64'h0000000000000000;
+      \$485  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$472  = rnd_2;
+    \$486  = rnd_2;
     if (valid_s2) begin
-      \$472  = \$108 ;
+      \$486  = \$120 ;
     end
     if (rst) begin
-      \$472  = 48'h000000000000;
+      \$486  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$473  = v_2;
+    \$487  = v_2;
     if (valid_s3) begin
-      \$473  = \$112 ;
+      \$487  = \$124 ;
     end
     if (rst) begin
-      \$473  = 65'h00000000000000000;
+      \$487  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$474  = q5_2;
+    \$488  = q5_2;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
       if (tfl_2) begin
-        \$474  = \$117 [64:0];
-      end else if (hup_2) begin
-        \$474  = \$118 ;
+        \$488  = \$129 [64:0];
       end else begin
-        \$474  = { acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2[31], acc4_2 };
+        \$488  = v_2;
       end
     end
     if (rst) begin
-      \$474  = 65'h00000000000000000;
+      \$488  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$475  = mask_2;
+    \$489  = mask_2;
     if (valid_s4) begin
-      \$475  = \$120 [31:0];
+      \$489  = \$131 [31:0];
     end
     if (rst) begin
-      \$475  = 32'd0;
+      \$489  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$476  = half_2;
+    \$490  = half_2;
     if (valid_s4) begin
-      \$476  = \$124 ;
+      \$490  = \$135 ;
     end
     if (rst) begin
-      \$476  = 33'h000000000;
+      \$490  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$477  = half1_2;
+    \$491  = half1_2;
     if (valid_s4) begin
-      \$477  = \$129 [32:0];
+      \$491  = \$140 [32:0];
     end
     if (rst) begin
-      \$477  = 33'h000000000;
+      \$491  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$478  = q6s_2;
+    \$492  = q6s_2;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_2) begin
-        \$478  = \$130 [63:0];
-      end else begin
-        \$478  = q5_2[63:0];
-      end
+      \$492  = \$141 [63:0];
     end
     if (rst) begin
-      \$478  = 64'h0000000000000000;
+      \$492  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$479  = up6_2;
+    \$493  = up6_2;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_2) begin
-        \$479  = \$134 ;
-      end else begin
-        \$479  = 1'h0;
-      end
+      \$493  = \$146 ;
     end
     if (rst) begin
-      \$479  = 1'h0;
+      \$493  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$480  = q6_2;
+    \$494  = q6_2;
     if (valid_s6) begin
-      \$480  = \$135 [63:0];
+      \$494  = \$147 [63:0];
     end
     if (rst) begin
-      \$480  = 64'h0000000000000000;
+      \$494  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$481  = res_2;
+    \$495  = res_2;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_2) begin
-        \$481  = q6_2[31:0];
-      end else if (\$136 ) begin
-        \$481  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$137 ) begin
-        \$481  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$495  = q6_2[31:0];
+      end else if (\$148 ) begin
+        \$495  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$149 ) begin
+        \$495  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$481  = q8_2[31:0];
+        \$495  = q8_2[31:0];
       end
     end
     if (rst) begin
-      \$481  = 32'd0;
+      \$495  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$482  = \$138 ;
+    \$496  = \$150 ;
     if (rst) begin
-      \$482  = 1'h0;
+      \$496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$483  = \$139 ;
+    \$497  = \$151 ;
     if (rst) begin
-      \$483  = 1'h0;
+      \$497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$484  = \$140 ;
-    if (rst) begin
-      \$484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$485  = acc0_3;
+    \$498  = acc0_3;
     if (i_valid) begin
-      \$485  = i_acc[127:96];
+      \$498  = i_acc[127:96];
     end
     if (rst) begin
-      \$485  = 32'd0;
+      \$498  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$486  = sh0_3;
+    \$499  = sh0_3;
     if (i_valid) begin
-      \$486  = i_params[275:270];
+      \$499  = \$153 ;
     end
     if (rst) begin
-      \$486  = 6'h00;
+      \$499  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$487  = mult0_3;
+    \$500  = mult0_3;
     if (i_valid) begin
-      \$487  = \$142 ;
+      \$500  = \$157 ;
     end
     if (rst) begin
-      \$487  = 31'h00000000;
+      \$500  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$488  = acc1_3;
+    \$501  = sh1_3;
     if (valid_s0) begin
-      \$488  = acc0_3;
+      \$501  = sh0_3;
     end
     if (rst) begin
-      \$488  = 32'd0;
+      \$501  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$489  = sh1_3;
-    if (valid_s0) begin
-      \$489  = sh0_3;
-    end
-    if (rst) begin
-      \$489  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$490  = acc2_3;
+    \$502  = sh2_3;
     if (valid_s1) begin
-      \$490  = acc1_3;
+      \$502  = sh1_3;
     end
     if (rst) begin
-      \$490  = 32'd0;
+      \$502  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$491  = sh2_3;
-    if (valid_s1) begin
-      \$491  = sh1_3;
-    end
-    if (rst) begin
-      \$491  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$492  = acc3_3;
+    \$503  = sh3_3;
     if (valid_s2) begin
-      \$492  = acc2_3;
+      \$503  = sh2_3;
     end
     if (rst) begin
-      \$492  = 32'd0;
+      \$503  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$493  = sh3_3;
-    if (valid_s2) begin
-      \$493  = sh2_3;
-    end
-    if (rst) begin
-      \$493  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$494  = acc4_3;
+    \$504  = sh4_3;
     if (valid_s3) begin
-      \$494  = acc3_3;
+      \$504  = sh3_3;
     end
     if (rst) begin
-      \$494  = 32'd0;
+      \$504  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$495  = sh4_3;
-    if (valid_s3) begin
-      \$495  = sh3_3;
-    end
-    if (rst) begin
-      \$495  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$496  = acc5_3;
+    \$505  = sh5_3;
     if (valid_s4) begin
-      \$496  = acc4_3;
+      \$505  = \$158 ;
     end
     if (rst) begin
-      \$496  = 32'd0;
+      \$505  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$497  = sh5_3;
-    if (valid_s4) begin
-      \$497  = sh4_3;
-    end
-    if (rst) begin
-      \$497  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$498  = pll_3;
+    \$506  = pll_3;
     if (valid_s0) begin
-      \$498  = \$143 ;
+      \$506  = \$159 ;
     end
     if (rst) begin
-      \$498  = 34'h000000000;
+      \$506  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$499  = plh_3;
+    \$507  = plh_3;
     if (valid_s0) begin
-      \$499  = \$144 ;
+      \$507  = \$160 ;
     end
     if (rst) begin
-      \$499  = 31'h00000000;
+      \$507  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$500  = phl_3;
+    \$508  = phl_3;
     if (valid_s0) begin
-      \$500  = { \$145 [31], \$145  };
+      \$508  = { \$161 [31], \$161  };
     end
     if (rst) begin
-      \$500  = 33'h000000000;
+      \$508  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$501  = phh_3;
+    \$509  = phh_3;
     if (valid_s0) begin
-      \$501  = { \$146 [28], \$146  };
+      \$509  = { \$162 [28], \$162  };
     end
     if (rst) begin
-      \$501  = 30'h00000000;
+      \$509  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$502  = mid_3;
+    \$510  = mid_3;
     if (valid_s1) begin
-      \$502  = \$147 ;
+      \$510  = \$163 ;
     end
     if (rst) begin
-      \$502  = 34'h000000000;
+      \$510  = 34'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$503  = lohi_3;
+    \$511  = lohi_3;
     if (valid_s1) begin
-      \$503  = { phh_3[29], phh_3, pll_3 };
+      \$511  = { phh_3[29], phh_3, pll_3 };
     end
     if (rst) begin
-      \$503  = 65'h00000000000000000;
+      \$511  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$504  = prod_3;
+    \$512  = prod_3;
     if (valid_s2) begin
-      \$504  = \$149 [63:0];
+      \$512  = \$165 [63:0];
     end
     if (rst) begin
-      \$504  = 64'h0000000000000000;
+      \$512  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$505  = rnd_3;
+    \$513  = rnd_3;
     if (valid_s2) begin
-      \$505  = \$153 ;
+      \$513  = \$169 ;
     end
     if (rst) begin
-      \$505  = 48'h000000000000;
+      \$513  = 48'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$506  = v_3;
+    \$514  = v_3;
     if (valid_s3) begin
-      \$506  = \$157 ;
+      \$514  = \$173 ;
     end
     if (rst) begin
-      \$506  = 65'h00000000000000000;
+      \$514  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$507  = q5_3;
+    \$515  = q5_3;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
       if (tfl_3) begin
-        \$507  = \$162 [64:0];
-      end else if (hup_3) begin
-        \$507  = \$163 ;
+        \$515  = \$178 [64:0];
       end else begin
-        \$507  = { acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3[31], acc4_3 };
+        \$515  = v_3;
       end
     end
     if (rst) begin
-      \$507  = 65'h00000000000000000;
+      \$515  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$508  = mask_3;
+    \$516  = mask_3;
     if (valid_s4) begin
-      \$508  = \$165 [31:0];
+      \$516  = \$180 [31:0];
     end
     if (rst) begin
-      \$508  = 32'd0;
+      \$516  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$509  = half_3;
+    \$517  = half_3;
     if (valid_s4) begin
-      \$509  = \$169 ;
+      \$517  = \$184 ;
     end
     if (rst) begin
-      \$509  = 33'h000000000;
+      \$517  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$510  = half1_3;
+    \$518  = half1_3;
     if (valid_s4) begin
-      \$510  = \$174 [32:0];
+      \$518  = \$189 [32:0];
     end
     if (rst) begin
-      \$510  = 33'h000000000;
+      \$518  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$511  = q6s_3;
+    \$519  = q6s_3;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_3) begin
-        \$511  = \$175 [63:0];
-      end else begin
-        \$511  = q5_3[63:0];
-      end
+      \$519  = \$190 [63:0];
     end
     if (rst) begin
-      \$511  = 64'h0000000000000000;
+      \$519  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$512  = up6_3;
+    \$520  = up6_3;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_3) begin
-        \$512  = \$179 ;
-      end else begin
-        \$512  = 1'h0;
-      end
+      \$520  = \$195 ;
     end
     if (rst) begin
-      \$512  = 1'h0;
+      \$520  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$513  = q6_3;
+    \$521  = q6_3;
     if (valid_s6) begin
-      \$513  = \$180 [63:0];
+      \$521  = \$196 [63:0];
     end
     if (rst) begin
-      \$513  = 64'h0000000000000000;
+      \$521  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$514  = res_3;
+    \$522  = res_3;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_3) begin
-        \$514  = q6_3[31:0];
-      end else if (\$181 ) begin
-        \$514  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$182 ) begin
-        \$514  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$522  = q6_3[31:0];
+      end else if (\$197 ) begin
+        \$522  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$198 ) begin
+        \$522  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$514  = q8_3[31:0];
+        \$522  = q8_3[31:0];
       end
     end
     if (rst) begin
-      \$514  = 32'd0;
+      \$522  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$515  = \$183 ;
+    \$523  = \$199 ;
     if (rst) begin
-      \$515  = 1'h0;
+      \$523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$516  = \$184 ;
+    \$524  = \$200 ;
     if (rst) begin
-      \$516  = 1'h0;
+      \$524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$517  = \$185 ;
-    if (rst) begin
-      \$517  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$518  = acc0_4;
+    \$525  = acc0_4;
     if (i_valid) begin
-      \$518  = i_acc[159:128];
-    end
-    if (rst) begin
-      \$518  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$519  = sh0_4;
-    if (i_valid) begin
-      \$519  = i_params[344:339];
-    end
-    if (rst) begin
-      \$519  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$520  = mult0_4;
-    if (i_valid) begin
-      \$520  = \$187 ;
-    end
-    if (rst) begin
-      \$520  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$521  = acc1_4;
-    if (valid_s0) begin
-      \$521  = acc0_4;
-    end
-    if (rst) begin
-      \$521  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$522  = sh1_4;
-    if (valid_s0) begin
-      \$522  = sh0_4;
-    end
-    if (rst) begin
-      \$522  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$523  = acc2_4;
-    if (valid_s1) begin
-      \$523  = acc1_4;
-    end
-    if (rst) begin
-      \$523  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$524  = sh2_4;
-    if (valid_s1) begin
-      \$524  = sh1_4;
-    end
-    if (rst) begin
-      \$524  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$525  = acc3_4;
-    if (valid_s2) begin
-      \$525  = acc2_4;
+      \$525  = i_acc[159:128];
     end
     if (rst) begin
       \$525  = 32'd0;
@@ -80333,9 +79844,9 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$526  = sh3_4;
-    if (valid_s2) begin
-      \$526  = sh2_4;
+    \$526  = sh0_4;
+    if (i_valid) begin
+      \$526  = \$202 ;
     end
     if (rst) begin
       \$526  = 6'h00;
@@ -80343,19 +79854,19 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$527  = acc4_4;
-    if (valid_s3) begin
-      \$527  = acc3_4;
+    \$527  = mult0_4;
+    if (i_valid) begin
+      \$527  = \$206 ;
     end
     if (rst) begin
-      \$527  = 32'd0;
+      \$527  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$528  = sh4_4;
-    if (valid_s3) begin
-      \$528  = sh3_4;
+    \$528  = sh1_4;
+    if (valid_s0) begin
+      \$528  = sh0_4;
     end
     if (rst) begin
       \$528  = 6'h00;
@@ -80363,19 +79874,19 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$529  = acc5_4;
-    if (valid_s4) begin
-      \$529  = acc4_4;
+    \$529  = sh2_4;
+    if (valid_s1) begin
+      \$529  = sh1_4;
     end
     if (rst) begin
-      \$529  = 32'd0;
+      \$529  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$530  = sh5_4;
-    if (valid_s4) begin
-      \$530  = sh4_4;
+    \$530  = sh3_4;
+    if (valid_s2) begin
+      \$530  = sh2_4;
     end
     if (rst) begin
       \$530  = 6'h00;
@@ -80383,176 +79894,164 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$531  = pll_4;
-    if (valid_s0) begin
-      \$531  = \$188 ;
-    end
-    if (rst) begin
-      \$531  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$532  = plh_4;
-    if (valid_s0) begin
-      \$532  = \$189 ;
-    end
-    if (rst) begin
-      \$532  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$533  = phl_4;
-    if (valid_s0) begin
-      \$533  = { \$190 [31], \$190  };
-    end
-    if (rst) begin
-      \$533  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$534  = phh_4;
-    if (valid_s0) begin
-      \$534  = { \$191 [28], \$191  };
-    end
-    if (rst) begin
-      \$534  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$535  = mid_4;
-    if (valid_s1) begin
-      \$535  = \$192 ;
-    end
-    if (rst) begin
-      \$535  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$536  = lohi_4;
-    if (valid_s1) begin
-      \$536  = { phh_4[29], phh_4, pll_4 };
-    end
-    if (rst) begin
-      \$536  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$537  = prod_4;
-    if (valid_s2) begin
-      \$537  = \$194 [63:0];
-    end
-    if (rst) begin
-      \$537  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$538  = rnd_4;
-    if (valid_s2) begin
-      \$538  = \$198 ;
-    end
-    if (rst) begin
-      \$538  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$539  = v_4;
+    \$531  = sh4_4;
     if (valid_s3) begin
-      \$539  = \$202 ;
+      \$531  = sh3_4;
     end
     if (rst) begin
-      \$539  = 65'h00000000000000000;
+      \$531  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$540  = q5_4;
+    \$532  = sh5_4;
+    if (valid_s4) begin
+      \$532  = \$207 ;
+    end
+    if (rst) begin
+      \$532  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$533  = pll_4;
+    if (valid_s0) begin
+      \$533  = \$208 ;
+    end
+    if (rst) begin
+      \$533  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$534  = plh_4;
+    if (valid_s0) begin
+      \$534  = \$209 ;
+    end
+    if (rst) begin
+      \$534  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$535  = phl_4;
+    if (valid_s0) begin
+      \$535  = { \$210 [31], \$210  };
+    end
+    if (rst) begin
+      \$535  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$536  = phh_4;
+    if (valid_s0) begin
+      \$536  = { \$211 [28], \$211  };
+    end
+    if (rst) begin
+      \$536  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$537  = mid_4;
+    if (valid_s1) begin
+      \$537  = \$212 ;
+    end
+    if (rst) begin
+      \$537  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$538  = lohi_4;
+    if (valid_s1) begin
+      \$538  = { phh_4[29], phh_4, pll_4 };
+    end
+    if (rst) begin
+      \$538  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$539  = prod_4;
+    if (valid_s2) begin
+      \$539  = \$214 [63:0];
+    end
+    if (rst) begin
+      \$539  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$540  = rnd_4;
+    if (valid_s2) begin
+      \$540  = \$218 ;
+    end
+    if (rst) begin
+      \$540  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$541  = v_4;
+    if (valid_s3) begin
+      \$541  = \$222 ;
+    end
+    if (rst) begin
+      \$541  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$542  = q5_4;
     if (valid_s4) begin
       (* full_case = 32'd1 *)
       if (tfl_4) begin
-        \$540  = \$207 [64:0];
-      end else if (hup_4) begin
-        \$540  = \$208 ;
+        \$542  = \$227 [64:0];
       end else begin
-        \$540  = { acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4[31], acc4_4 };
+        \$542  = v_4;
       end
     end
     if (rst) begin
-      \$540  = 65'h00000000000000000;
+      \$542  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$541  = mask_4;
+    \$543  = mask_4;
     if (valid_s4) begin
-      \$541  = \$210 [31:0];
+      \$543  = \$229 [31:0];
     end
     if (rst) begin
-      \$541  = 32'd0;
+      \$543  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$542  = half_4;
+    \$544  = half_4;
     if (valid_s4) begin
-      \$542  = \$214 ;
+      \$544  = \$233 ;
     end
     if (rst) begin
-      \$542  = 33'h000000000;
+      \$544  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$543  = half1_4;
+    \$545  = half1_4;
     if (valid_s4) begin
-      \$543  = \$219 [32:0];
+      \$545  = \$238 [32:0];
     end
     if (rst) begin
-      \$543  = 33'h000000000;
+      \$545  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$544  = q6s_4;
+    \$546  = q6s_4;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_4) begin
-        \$544  = \$220 [63:0];
-      end else begin
-        \$544  = q5_4[63:0];
-      end
-    end
-    if (rst) begin
-      \$544  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$545  = up6_4;
-    if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_4) begin
-        \$545  = \$224 ;
-      end else begin
-        \$545  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$545  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$546  = q6_4;
-    if (valid_s6) begin
-      \$546  = \$225 [63:0];
+      \$546  = \$239 [63:0];
     end
     if (rst) begin
       \$546  = 64'h0000000000000000;
@@ -80560,82 +80059,85 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$547  = res_4;
+    \$547  = up6_4;
+    if (valid_s5) begin
+      \$547  = \$244 ;
+    end
+    if (rst) begin
+      \$547  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$548  = q6_4;
+    if (valid_s6) begin
+      \$548  = \$245 [63:0];
+    end
+    if (rst) begin
+      \$548  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$549  = res_4;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_4) begin
-        \$547  = q6_4[31:0];
-      end else if (\$226 ) begin
-        \$547  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$227 ) begin
-        \$547  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$549  = q6_4[31:0];
+      end else if (\$246 ) begin
+        \$549  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$247 ) begin
+        \$549  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$547  = q8_4[31:0];
+        \$549  = q8_4[31:0];
       end
     end
     if (rst) begin
-      \$547  = 32'd0;
+      \$549  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$548  = \$228 ;
-    if (rst) begin
-      \$548  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$549  = \$229 ;
-    if (rst) begin
-      \$549  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$550  = \$230 ;
+    \$550  = \$248 ;
     if (rst) begin
       \$550  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$551  = acc0_5;
-    if (i_valid) begin
-      \$551  = i_acc[191:160];
-    end
+    \$551  = \$249 ;
     if (rst) begin
-      \$551  = 32'd0;
+      \$551  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$552  = sh0_5;
+    \$552  = acc0_5;
     if (i_valid) begin
-      \$552  = i_params[413:408];
+      \$552  = i_acc[191:160];
     end
     if (rst) begin
-      \$552  = 6'h00;
+      \$552  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$553  = mult0_5;
+    \$553  = sh0_5;
     if (i_valid) begin
-      \$553  = \$232 ;
+      \$553  = \$251 ;
     end
     if (rst) begin
-      \$553  = 31'h00000000;
+      \$553  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$554  = acc1_5;
-    if (valid_s0) begin
-      \$554  = acc0_5;
+    \$554  = mult0_5;
+    if (i_valid) begin
+      \$554  = \$255 ;
     end
     if (rst) begin
-      \$554  = 32'd0;
+      \$554  = 31'h00000000;
     end
   end
   always @* begin
@@ -80650,19 +80152,19 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$556  = acc2_5;
+    \$556  = sh2_5;
     if (valid_s1) begin
-      \$556  = acc1_5;
+      \$556  = sh1_5;
     end
     if (rst) begin
-      \$556  = 32'd0;
+      \$556  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$557  = sh2_5;
-    if (valid_s1) begin
-      \$557  = sh1_5;
+    \$557  = sh3_5;
+    if (valid_s2) begin
+      \$557  = sh2_5;
     end
     if (rst) begin
       \$557  = 6'h00;
@@ -80670,19 +80172,19 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$558  = acc3_5;
-    if (valid_s2) begin
-      \$558  = acc2_5;
+    \$558  = sh4_5;
+    if (valid_s3) begin
+      \$558  = sh3_5;
     end
     if (rst) begin
-      \$558  = 32'd0;
+      \$558  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$559  = sh3_5;
-    if (valid_s2) begin
-      \$559  = sh2_5;
+    \$559  = sh5_5;
+    if (valid_s4) begin
+      \$559  = \$256 ;
     end
     if (rst) begin
       \$559  = 6'h00;
@@ -80690,49 +80192,49 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$560  = acc4_5;
-    if (valid_s3) begin
-      \$560  = acc3_5;
-    end
-    if (rst) begin
-      \$560  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$561  = sh4_5;
-    if (valid_s3) begin
-      \$561  = sh3_5;
-    end
-    if (rst) begin
-      \$561  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$562  = acc5_5;
-    if (valid_s4) begin
-      \$562  = acc4_5;
-    end
-    if (rst) begin
-      \$562  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$563  = sh5_5;
-    if (valid_s4) begin
-      \$563  = sh4_5;
-    end
-    if (rst) begin
-      \$563  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$564  = pll_5;
+    \$560  = pll_5;
     if (valid_s0) begin
-      \$564  = \$233 ;
+      \$560  = \$257 ;
+    end
+    if (rst) begin
+      \$560  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$561  = plh_5;
+    if (valid_s0) begin
+      \$561  = \$258 ;
+    end
+    if (rst) begin
+      \$561  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$562  = phl_5;
+    if (valid_s0) begin
+      \$562  = { \$259 [31], \$259  };
+    end
+    if (rst) begin
+      \$562  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$563  = phh_5;
+    if (valid_s0) begin
+      \$563  = { \$260 [28], \$260  };
+    end
+    if (rst) begin
+      \$563  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$564  = mid_5;
+    if (valid_s1) begin
+      \$564  = \$261 ;
     end
     if (rst) begin
       \$564  = 34'h000000000;
@@ -80740,49 +80242,54 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$565  = plh_5;
-    if (valid_s0) begin
-      \$565  = \$234 ;
-    end
-    if (rst) begin
-      \$565  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$566  = phl_5;
-    if (valid_s0) begin
-      \$566  = { \$235 [31], \$235  };
-    end
-    if (rst) begin
-      \$566  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$567  = phh_5;
-    if (valid_s0) begin
-      \$567  = { \$236 [28], \$236  };
-    end
-    if (rst) begin
-      \$567  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$568  = mid_5;
+    \$565  = lohi_5;
     if (valid_s1) begin
-      \$568  = \$237 ;
+      \$565  = { phh_5[29], phh_5, pll_5 };
     end
     if (rst) begin
-      \$568  = 34'h000000000;
+      \$565  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$569  = lohi_5;
-    if (valid_s1) begin
-      \$569  = { phh_5[29], phh_5, pll_5 };
+    \$566  = prod_5;
+    if (valid_s2) begin
+      \$566  = \$263 [63:0];
+    end
+    if (rst) begin
+      \$566  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$567  = rnd_5;
+    if (valid_s2) begin
+      \$567  = \$267 ;
+    end
+    if (rst) begin
+      \$567  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$568  = v_5;
+    if (valid_s3) begin
+      \$568  = \$271 ;
+    end
+    if (rst) begin
+      \$568  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$569  = q5_5;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_5) begin
+        \$569  = \$276 [64:0];
+      end else begin
+        \$569  = v_5;
+      end
     end
     if (rst) begin
       \$569  = 65'h00000000000000000;
@@ -80790,176 +80297,162 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$570  = prod_5;
-    if (valid_s2) begin
-      \$570  = \$239 [63:0];
-    end
-    if (rst) begin
-      \$570  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$571  = rnd_5;
-    if (valid_s2) begin
-      \$571  = \$243 ;
-    end
-    if (rst) begin
-      \$571  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$572  = v_5;
-    if (valid_s3) begin
-      \$572  = \$247 ;
-    end
-    if (rst) begin
-      \$572  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$573  = q5_5;
+    \$570  = mask_5;
     if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl_5) begin
-        \$573  = \$252 [64:0];
-      end else if (hup_5) begin
-        \$573  = \$253 ;
-      end else begin
-        \$573  = { acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5[31], acc4_5 };
-      end
+      \$570  = \$278 [31:0];
     end
     if (rst) begin
-      \$573  = 65'h00000000000000000;
+      \$570  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$574  = mask_5;
+    \$571  = half_5;
     if (valid_s4) begin
-      \$574  = \$255 [31:0];
+      \$571  = \$282 ;
     end
     if (rst) begin
-      \$574  = 32'd0;
+      \$571  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$575  = half_5;
+    \$572  = half1_5;
     if (valid_s4) begin
-      \$575  = \$259 ;
+      \$572  = \$287 [32:0];
     end
     if (rst) begin
-      \$575  = 33'h000000000;
+      \$572  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$576  = half1_5;
-    if (valid_s4) begin
-      \$576  = \$264 [32:0];
-    end
-    if (rst) begin
-      \$576  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$577  = q6s_5;
+    \$573  = q6s_5;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_5) begin
-        \$577  = \$265 [63:0];
-      end else begin
-        \$577  = q5_5[63:0];
-      end
+      \$573  = \$288 [63:0];
     end
     if (rst) begin
-      \$577  = 64'h0000000000000000;
+      \$573  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$578  = up6_5;
+    \$574  = up6_5;
     if (valid_s5) begin
+      \$574  = \$293 ;
+    end
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$575  = q6_5;
+    if (valid_s6) begin
+      \$575  = \$294 [63:0];
+    end
+    if (rst) begin
+      \$575  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$576  = res_5;
+    if (valid_s7) begin
       (* full_case = 32'd1 *)
-      if (tfl_5) begin
-        \$578  = \$269 ;
+      if (none_5) begin
+        \$576  = q6_5[31:0];
+      end else if (\$295 ) begin
+        \$576  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$296 ) begin
+        \$576  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$578  = 1'h0;
+        \$576  = q8_5[31:0];
       end
     end
+    if (rst) begin
+      \$576  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$577  = \$297 ;
+    if (rst) begin
+      \$577  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$578  = \$298 ;
     if (rst) begin
       \$578  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$579  = q6_5;
-    if (valid_s6) begin
-      \$579  = \$270 [63:0];
-    end
-    if (rst) begin
-      \$579  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$580  = res_5;
-    if (valid_s7) begin
-      (* full_case = 32'd1 *)
-      if (none_5) begin
-        \$580  = q6_5[31:0];
-      end else if (\$271 ) begin
-        \$580  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$272 ) begin
-        \$580  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
-      end else begin
-        \$580  = q8_5[31:0];
-      end
-    end
-    if (rst) begin
-      \$580  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$581  = \$273 ;
-    if (rst) begin
-      \$581  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$582  = \$274 ;
-    if (rst) begin
-      \$582  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$583  = \$275 ;
-    if (rst) begin
-      \$583  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$584  = acc0_6;
+    \$579  = acc0_6;
     if (i_valid) begin
-      \$584  = i_acc[223:192];
+      \$579  = i_acc[223:192];
     end
     if (rst) begin
-      \$584  = 32'd0;
+      \$579  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$585  = sh0_6;
+    \$580  = sh0_6;
     if (i_valid) begin
-      \$585  = i_params[482:477];
+      \$580  = \$300 ;
+    end
+    if (rst) begin
+      \$580  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$581  = mult0_6;
+    if (i_valid) begin
+      \$581  = \$304 ;
+    end
+    if (rst) begin
+      \$581  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$582  = sh1_6;
+    if (valid_s0) begin
+      \$582  = sh0_6;
+    end
+    if (rst) begin
+      \$582  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$583  = sh2_6;
+    if (valid_s1) begin
+      \$583  = sh1_6;
+    end
+    if (rst) begin
+      \$583  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$584  = sh3_6;
+    if (valid_s2) begin
+      \$584  = sh2_6;
+    end
+    if (rst) begin
+      \$584  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$585  = sh4_6;
+    if (valid_s3) begin
+      \$585  = sh3_6;
     end
     if (rst) begin
       \$585  = 6'h00;
@@ -80967,139 +80460,144 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$586  = mult0_6;
-    if (i_valid) begin
-      \$586  = \$277 ;
-    end
-    if (rst) begin
-      \$586  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$587  = acc1_6;
-    if (valid_s0) begin
-      \$587  = acc0_6;
-    end
-    if (rst) begin
-      \$587  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$588  = sh1_6;
-    if (valid_s0) begin
-      \$588  = sh0_6;
-    end
-    if (rst) begin
-      \$588  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$589  = acc2_6;
-    if (valid_s1) begin
-      \$589  = acc1_6;
-    end
-    if (rst) begin
-      \$589  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$590  = sh2_6;
-    if (valid_s1) begin
-      \$590  = sh1_6;
-    end
-    if (rst) begin
-      \$590  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$591  = acc3_6;
-    if (valid_s2) begin
-      \$591  = acc2_6;
-    end
-    if (rst) begin
-      \$591  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$592  = sh3_6;
-    if (valid_s2) begin
-      \$592  = sh2_6;
-    end
-    if (rst) begin
-      \$592  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$593  = acc4_6;
-    if (valid_s3) begin
-      \$593  = acc3_6;
-    end
-    if (rst) begin
-      \$593  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$594  = sh4_6;
-    if (valid_s3) begin
-      \$594  = sh3_6;
-    end
-    if (rst) begin
-      \$594  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$595  = acc5_6;
+    \$586  = sh5_6;
     if (valid_s4) begin
-      \$595  = acc4_6;
+      \$586  = \$305 ;
     end
     if (rst) begin
-      \$595  = 32'd0;
+      \$586  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$596  = sh5_6;
+    \$587  = pll_6;
+    if (valid_s0) begin
+      \$587  = \$306 ;
+    end
+    if (rst) begin
+      \$587  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$588  = plh_6;
+    if (valid_s0) begin
+      \$588  = \$307 ;
+    end
+    if (rst) begin
+      \$588  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$589  = phl_6;
+    if (valid_s0) begin
+      \$589  = { \$308 [31], \$308  };
+    end
+    if (rst) begin
+      \$589  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$590  = phh_6;
+    if (valid_s0) begin
+      \$590  = { \$309 [28], \$309  };
+    end
+    if (rst) begin
+      \$590  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$591  = mid_6;
+    if (valid_s1) begin
+      \$591  = \$310 ;
+    end
+    if (rst) begin
+      \$591  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$592  = lohi_6;
+    if (valid_s1) begin
+      \$592  = { phh_6[29], phh_6, pll_6 };
+    end
+    if (rst) begin
+      \$592  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$593  = prod_6;
+    if (valid_s2) begin
+      \$593  = \$312 [63:0];
+    end
+    if (rst) begin
+      \$593  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$594  = rnd_6;
+    if (valid_s2) begin
+      \$594  = \$316 ;
+    end
+    if (rst) begin
+      \$594  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$595  = v_6;
+    if (valid_s3) begin
+      \$595  = \$320 ;
+    end
+    if (rst) begin
+      \$595  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$596  = q5_6;
     if (valid_s4) begin
-      \$596  = sh4_6;
+      (* full_case = 32'd1 *)
+      if (tfl_6) begin
+        \$596  = \$325 [64:0];
+      end else begin
+        \$596  = v_6;
+      end
     end
     if (rst) begin
-      \$596  = 6'h00;
+      \$596  = 65'h00000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$597  = pll_6;
-    if (valid_s0) begin
-      \$597  = \$278 ;
+    \$597  = mask_6;
+    if (valid_s4) begin
+      \$597  = \$327 [31:0];
     end
     if (rst) begin
-      \$597  = 34'h000000000;
+      \$597  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$598  = plh_6;
-    if (valid_s0) begin
-      \$598  = \$279 ;
+    \$598  = half_6;
+    if (valid_s4) begin
+      \$598  = \$331 ;
     end
     if (rst) begin
-      \$598  = 31'h00000000;
+      \$598  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$599  = phl_6;
-    if (valid_s0) begin
-      \$599  = { \$280 [31], \$280  };
+    \$599  = half1_6;
+    if (valid_s4) begin
+      \$599  = \$336 [32:0];
     end
     if (rst) begin
       \$599  = 33'h000000000;
@@ -81107,266 +80605,257 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$600  = phh_6;
-    if (valid_s0) begin
-      \$600  = { \$281 [28], \$281  };
-    end
-    if (rst) begin
-      \$600  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$601  = mid_6;
-    if (valid_s1) begin
-      \$601  = \$282 ;
-    end
-    if (rst) begin
-      \$601  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$602  = lohi_6;
-    if (valid_s1) begin
-      \$602  = { phh_6[29], phh_6, pll_6 };
-    end
-    if (rst) begin
-      \$602  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$603  = prod_6;
-    if (valid_s2) begin
-      \$603  = \$284 [63:0];
-    end
-    if (rst) begin
-      \$603  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$604  = rnd_6;
-    if (valid_s2) begin
-      \$604  = \$288 ;
-    end
-    if (rst) begin
-      \$604  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$605  = v_6;
-    if (valid_s3) begin
-      \$605  = \$292 ;
-    end
-    if (rst) begin
-      \$605  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$606  = q5_6;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl_6) begin
-        \$606  = \$297 [64:0];
-      end else if (hup_6) begin
-        \$606  = \$298 ;
-      end else begin
-        \$606  = { acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6[31], acc4_6 };
-      end
-    end
-    if (rst) begin
-      \$606  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$607  = mask_6;
-    if (valid_s4) begin
-      \$607  = \$300 [31:0];
-    end
-    if (rst) begin
-      \$607  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$608  = half_6;
-    if (valid_s4) begin
-      \$608  = \$304 ;
-    end
-    if (rst) begin
-      \$608  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$609  = half1_6;
-    if (valid_s4) begin
-      \$609  = \$309 [32:0];
-    end
-    if (rst) begin
-      \$609  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$610  = q6s_6;
+    \$600  = q6s_6;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_6) begin
-        \$610  = \$310 [63:0];
-      end else begin
-        \$610  = q5_6[63:0];
-      end
+      \$600  = \$337 [63:0];
     end
     if (rst) begin
-      \$610  = 64'h0000000000000000;
+      \$600  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$611  = up6_6;
+    \$601  = up6_6;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_6) begin
-        \$611  = \$314 ;
-      end else begin
-        \$611  = 1'h0;
-      end
+      \$601  = \$342 ;
     end
     if (rst) begin
-      \$611  = 1'h0;
+      \$601  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$612  = q6_6;
+    \$602  = q6_6;
     if (valid_s6) begin
-      \$612  = \$315 [63:0];
+      \$602  = \$343 [63:0];
     end
     if (rst) begin
-      \$612  = 64'h0000000000000000;
+      \$602  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$613  = res_6;
+    \$603  = res_6;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_6) begin
-        \$613  = q6_6[31:0];
-      end else if (\$316 ) begin
-        \$613  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$317 ) begin
-        \$613  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$603  = q6_6[31:0];
+      end else if (\$344 ) begin
+        \$603  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$345 ) begin
+        \$603  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$613  = q8_6[31:0];
+        \$603  = q8_6[31:0];
       end
     end
     if (rst) begin
-      \$613  = 32'd0;
+      \$603  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$614  = \$318 ;
+    \$604  = \$346 ;
     if (rst) begin
-      \$614  = 1'h0;
+      \$604  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$615  = \$319 ;
+    \$605  = \$347 ;
     if (rst) begin
-      \$615  = 1'h0;
+      \$605  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$616  = \$320 ;
-    if (rst) begin
-      \$616  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$617  = acc0_7;
+    \$606  = acc0_7;
     if (i_valid) begin
-      \$617  = i_acc[255:224];
+      \$606  = i_acc[255:224];
     end
     if (rst) begin
-      \$617  = 32'd0;
+      \$606  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$618  = sh0_7;
+    \$607  = sh0_7;
     if (i_valid) begin
-      \$618  = i_params[551:546];
+      \$607  = \$349 ;
     end
     if (rst) begin
-      \$618  = 6'h00;
+      \$607  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$619  = mult0_7;
+    \$608  = mult0_7;
     if (i_valid) begin
-      \$619  = \$322 ;
+      \$608  = \$353 ;
     end
     if (rst) begin
-      \$619  = 31'h00000000;
+      \$608  = 31'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$620  = acc1_7;
+    \$609  = sh1_7;
     if (valid_s0) begin
-      \$620  = acc0_7;
+      \$609  = sh0_7;
     end
     if (rst) begin
-      \$620  = 32'd0;
+      \$609  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$621  = sh1_7;
-    if (valid_s0) begin
-      \$621  = sh0_7;
-    end
-    if (rst) begin
-      \$621  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$622  = acc2_7;
+    \$610  = sh2_7;
     if (valid_s1) begin
-      \$622  = acc1_7;
+      \$610  = sh1_7;
     end
     if (rst) begin
-      \$622  = 32'd0;
+      \$610  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$623  = sh2_7;
-    if (valid_s1) begin
-      \$623  = sh1_7;
-    end
-    if (rst) begin
-      \$623  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$624  = acc3_7;
+    \$611  = sh3_7;
     if (valid_s2) begin
-      \$624  = acc2_7;
+      \$611  = sh2_7;
+    end
+    if (rst) begin
+      \$611  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$612  = sh4_7;
+    if (valid_s3) begin
+      \$612  = sh3_7;
+    end
+    if (rst) begin
+      \$612  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$613  = sh5_7;
+    if (valid_s4) begin
+      \$613  = \$354 ;
+    end
+    if (rst) begin
+      \$613  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$614  = pll_7;
+    if (valid_s0) begin
+      \$614  = \$355 ;
+    end
+    if (rst) begin
+      \$614  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$615  = plh_7;
+    if (valid_s0) begin
+      \$615  = \$356 ;
+    end
+    if (rst) begin
+      \$615  = 31'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$616  = phl_7;
+    if (valid_s0) begin
+      \$616  = { \$357 [31], \$357  };
+    end
+    if (rst) begin
+      \$616  = 33'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$617  = phh_7;
+    if (valid_s0) begin
+      \$617  = { \$358 [28], \$358  };
+    end
+    if (rst) begin
+      \$617  = 30'h00000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$618  = mid_7;
+    if (valid_s1) begin
+      \$618  = \$359 ;
+    end
+    if (rst) begin
+      \$618  = 34'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$619  = lohi_7;
+    if (valid_s1) begin
+      \$619  = { phh_7[29], phh_7, pll_7 };
+    end
+    if (rst) begin
+      \$619  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$620  = prod_7;
+    if (valid_s2) begin
+      \$620  = \$361 [63:0];
+    end
+    if (rst) begin
+      \$620  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$621  = rnd_7;
+    if (valid_s2) begin
+      \$621  = \$365 ;
+    end
+    if (rst) begin
+      \$621  = 48'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$622  = v_7;
+    if (valid_s3) begin
+      \$622  = \$369 ;
+    end
+    if (rst) begin
+      \$622  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$623  = q5_7;
+    if (valid_s4) begin
+      (* full_case = 32'd1 *)
+      if (tfl_7) begin
+        \$623  = \$374 [64:0];
+      end else begin
+        \$623  = v_7;
+      end
+    end
+    if (rst) begin
+      \$623  = 65'h00000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
+    \$624  = mask_7;
+    if (valid_s4) begin
+      \$624  = \$376 [31:0];
     end
     if (rst) begin
       \$624  = 32'd0;
@@ -81374,248 +80863,71 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$625  = sh3_7;
-    if (valid_s2) begin
-      \$625  = sh2_7;
-    end
-    if (rst) begin
-      \$625  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$626  = acc4_7;
-    if (valid_s3) begin
-      \$626  = acc3_7;
-    end
-    if (rst) begin
-      \$626  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$627  = sh4_7;
-    if (valid_s3) begin
-      \$627  = sh3_7;
-    end
-    if (rst) begin
-      \$627  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$628  = acc5_7;
+    \$625  = half_7;
     if (valid_s4) begin
-      \$628  = acc4_7;
+      \$625  = \$380 ;
     end
     if (rst) begin
-      \$628  = 32'd0;
+      \$625  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$629  = sh5_7;
+    \$626  = half1_7;
     if (valid_s4) begin
-      \$629  = sh4_7;
+      \$626  = \$385 [32:0];
     end
     if (rst) begin
-      \$629  = 6'h00;
+      \$626  = 33'h000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$630  = pll_7;
-    if (valid_s0) begin
-      \$630  = \$323 ;
-    end
-    if (rst) begin
-      \$630  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$631  = plh_7;
-    if (valid_s0) begin
-      \$631  = \$324 ;
-    end
-    if (rst) begin
-      \$631  = 31'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$632  = phl_7;
-    if (valid_s0) begin
-      \$632  = { \$325 [31], \$325  };
-    end
-    if (rst) begin
-      \$632  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$633  = phh_7;
-    if (valid_s0) begin
-      \$633  = { \$326 [28], \$326  };
-    end
-    if (rst) begin
-      \$633  = 30'h00000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$634  = mid_7;
-    if (valid_s1) begin
-      \$634  = \$327 ;
-    end
-    if (rst) begin
-      \$634  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$635  = lohi_7;
-    if (valid_s1) begin
-      \$635  = { phh_7[29], phh_7, pll_7 };
-    end
-    if (rst) begin
-      \$635  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$636  = prod_7;
-    if (valid_s2) begin
-      \$636  = \$329 [63:0];
-    end
-    if (rst) begin
-      \$636  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$637  = rnd_7;
-    if (valid_s2) begin
-      \$637  = \$333 ;
-    end
-    if (rst) begin
-      \$637  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$638  = v_7;
-    if (valid_s3) begin
-      \$638  = \$337 ;
-    end
-    if (rst) begin
-      \$638  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$639  = q5_7;
-    if (valid_s4) begin
-      (* full_case = 32'd1 *)
-      if (tfl_7) begin
-        \$639  = \$342 [64:0];
-      end else if (hup_7) begin
-        \$639  = \$343 ;
-      end else begin
-        \$639  = { acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7[31], acc4_7 };
-      end
-    end
-    if (rst) begin
-      \$639  = 65'h00000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$640  = mask_7;
-    if (valid_s4) begin
-      \$640  = \$345 [31:0];
-    end
-    if (rst) begin
-      \$640  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$641  = half_7;
-    if (valid_s4) begin
-      \$641  = \$349 ;
-    end
-    if (rst) begin
-      \$641  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$642  = half1_7;
-    if (valid_s4) begin
-      \$642  = \$354 [32:0];
-    end
-    if (rst) begin
-      \$642  = 33'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$643  = q6s_7;
+    \$627  = q6s_7;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_7) begin
-        \$643  = \$355 [63:0];
-      end else begin
-        \$643  = q5_7[63:0];
-      end
+      \$627  = \$386 [63:0];
     end
     if (rst) begin
-      \$643  = 64'h0000000000000000;
+      \$627  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$644  = up6_7;
+    \$628  = up6_7;
     if (valid_s5) begin
-      (* full_case = 32'd1 *)
-      if (tfl_7) begin
-        \$644  = \$359 ;
-      end else begin
-        \$644  = 1'h0;
-      end
+      \$628  = \$391 ;
     end
     if (rst) begin
-      \$644  = 1'h0;
+      \$628  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$645  = q6_7;
+    \$629  = q6_7;
     if (valid_s6) begin
-      \$645  = \$360 [63:0];
+      \$629  = \$392 [63:0];
     end
     if (rst) begin
-      \$645  = 64'h0000000000000000;
+      \$629  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$68 ) begin end
-    \$646  = res_7;
+    \$630  = res_7;
     if (valid_s7) begin
       (* full_case = 32'd1 *)
       if (none_7) begin
-        \$646  = q6_7[31:0];
-      end else if (\$361 ) begin
-        \$646  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
-      end else if (\$362 ) begin
-        \$646  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
+        \$630  = q6_7[31:0];
+      end else if (\$393 ) begin
+        \$630  = { lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo[16], lo };
+      end else if (\$394 ) begin
+        \$630  = { hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi[16], hi };
       end else begin
-        \$646  = q8_7[31:0];
+        \$630  = q8_7[31:0];
       end
     end
     if (rst) begin
-      \$646  = 32'd0;
+      \$630  = 32'd0;
     end
   end
   assign o_valid = valid_s8;
@@ -81676,36 +80988,36 @@ module \systolic_conv.requant (rst, lo, i_valid, i_last, i_acc, i_params, mode, 
   assign o_data[95:64] = res_2;
   assign o_data[63:32] = res_1;
   assign o_data[31:0] = res_0;
-  assign \$13  = { mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0, 17'h00000 };
-  assign \$23  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
-  assign \$33  = { 1'h0, \$32 [31:1] };
-  assign \$37  = { 1'h0, \$36 [31:1] };
-  assign \$58  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
-  assign \$68  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
-  assign \$78  = { 1'h0, \$77 [31:1] };
-  assign \$82  = { 1'h0, \$81 [31:1] };
-  assign \$103  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
-  assign \$113  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
-  assign \$123  = { 1'h0, \$122 [31:1] };
-  assign \$127  = { 1'h0, \$126 [31:1] };
-  assign \$148  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
-  assign \$158  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
-  assign \$168  = { 1'h0, \$167 [31:1] };
-  assign \$172  = { 1'h0, \$171 [31:1] };
-  assign \$193  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
-  assign \$203  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
-  assign \$213  = { 1'h0, \$212 [31:1] };
-  assign \$217  = { 1'h0, \$216 [31:1] };
-  assign \$238  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
-  assign \$248  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
-  assign \$258  = { 1'h0, \$257 [31:1] };
-  assign \$262  = { 1'h0, \$261 [31:1] };
-  assign \$283  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
-  assign \$293  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
-  assign \$303  = { 1'h0, \$302 [31:1] };
-  assign \$307  = { 1'h0, \$306 [31:1] };
-  assign \$328  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
-  assign \$338  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
-  assign \$348  = { 1'h0, \$347 [31:1] };
-  assign \$352  = { 1'h0, \$351 [31:1] };
+  assign \$17  = { mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0[33], mid_0, 17'h00000 };
+  assign \$27  = { v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64], v_0[64:31] };
+  assign \$36  = { 1'h0, \$35 [31:1] };
+  assign \$40  = { 1'h0, \$39 [31:1] };
+  assign \$66  = { mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1[33], mid_1, 17'h00000 };
+  assign \$76  = { v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64], v_1[64:31] };
+  assign \$85  = { 1'h0, \$84 [31:1] };
+  assign \$89  = { 1'h0, \$88 [31:1] };
+  assign \$115  = { mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2[33], mid_2, 17'h00000 };
+  assign \$125  = { v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64], v_2[64:31] };
+  assign \$134  = { 1'h0, \$133 [31:1] };
+  assign \$138  = { 1'h0, \$137 [31:1] };
+  assign \$164  = { mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3[33], mid_3, 17'h00000 };
+  assign \$174  = { v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64], v_3[64:31] };
+  assign \$183  = { 1'h0, \$182 [31:1] };
+  assign \$187  = { 1'h0, \$186 [31:1] };
+  assign \$213  = { mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4[33], mid_4, 17'h00000 };
+  assign \$223  = { v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64], v_4[64:31] };
+  assign \$232  = { 1'h0, \$231 [31:1] };
+  assign \$236  = { 1'h0, \$235 [31:1] };
+  assign \$262  = { mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5[33], mid_5, 17'h00000 };
+  assign \$272  = { v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64], v_5[64:31] };
+  assign \$281  = { 1'h0, \$280 [31:1] };
+  assign \$285  = { 1'h0, \$284 [31:1] };
+  assign \$311  = { mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6[33], mid_6, 17'h00000 };
+  assign \$321  = { v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64], v_6[64:31] };
+  assign \$330  = { 1'h0, \$329 [31:1] };
+  assign \$334  = { 1'h0, \$333 [31:1] };
+  assign \$360  = { mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7[33], mid_7, 17'h00000 };
+  assign \$370  = { v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64], v_7[64:31] };
+  assign \$379  = { 1'h0, \$378 [31:1] };
+  assign \$383  = { 1'h0, \$382 [31:1] };
 endmodule

@@ -157,6 +157,43 @@ def test_requantizer_matches_contract(mode, relu, acc):
         assert list(want) == g, (b, list(want), g)
 
 
+@pytest.mark.parametrize("acc", [(8, None), (4, 12), (16, None)])
+def test_requantizer_none_passes_accumulator(acc):
+    """Mode NONE returns every accumulator unchanged, whatever the per-channel
+    multiplier, shift, zero point and bounds say (they must be ignored)."""
+    data_width, acc_width = acc
+    cfg = HardwareConfig(rows=1, cols=4, data_width=data_width, acc_width=acc_width)
+    dut = Requantizer(cfg)
+    rng = np.random.default_rng(3)
+    accs, _, _ = _requant_vectors(cfg, "half_up", rng)
+    beats = [accs[i:i + cfg.cols] for i in range(0, len(accs) - cfg.cols + 1, cfg.cols)]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.mode, RequantMode.NONE)
+        ctx.set(dut.zp, 7)
+        ctx.set(dut.lo, -5)
+        ctx.set(dut.hi, 9)
+        for t in range(len(beats) + Requantizer.LATENCY + 1):
+            if t < len(beats):
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.i_acc, [int(a) for a in beats[t]])
+                ctx.set(dut.i_params, [{"bias": 0, "mult": int(rng.integers(0, 1 << 31)),
+                                        "shift": int(rng.integers(0, 48))}
+                                       for _ in range(cfg.cols)])
+            else:
+                ctx.set(dut.i_valid, 0)
+            if ctx.get(dut.o_valid):
+                got.append([ctx.get(dut.o_data[c]) for c in range(cfg.cols)])
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [[int(a) for a in b] for b in beats]
+
+
 SMALL = HardwareConfig(rows=2, cols=3, max_width=16, max_cwords=4, lb_rows=8, weight_depth=256,
                        max_cotiles=8, acc_depth=64)
 
