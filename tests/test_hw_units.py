@@ -107,6 +107,36 @@ def _requant_vectors(cfg, mode, rng):
     return accs, mults, shifts
 
 
+def _run_requantizer(dut, mode, zp, lo, hi, beats):
+    """Drive ``beats`` (one list of ``(acc, mult, shift)`` per column each) through
+    the requantizer in ``mode`` back to back; return its output beats."""
+    cols = dut.cfg.cols
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.mode, mode)
+        ctx.set(dut.zp, zp)
+        ctx.set(dut.lo, lo)
+        ctx.set(dut.hi, hi)
+        for t in range(len(beats) + Requantizer.LATENCY + 1):
+            if t < len(beats):
+                b = beats[t]
+                ctx.set(dut.i_valid, 1)
+                ctx.set(dut.i_acc, [a for a, _, _ in b])
+                ctx.set(dut.i_params, [{"bias": 0, "mult": m, "shift": s} for _, m, s in b])
+            else:
+                ctx.set(dut.i_valid, 0)
+            if ctx.get(dut.o_valid):
+                got.append([ctx.get(dut.o_data[c]) for c in range(cols)])
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
 @pytest.mark.parametrize("mode", ["tflite", "half_up"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("acc", [(8, None), (4, 12), (16, None)])
@@ -123,31 +153,8 @@ def test_requantizer_matches_contract(mode, relu, acc):
              for i, a in enumerate(accs)]
     # group into beats of `cols` lanes
     beats = [cases[i:i + cfg.cols] for i in range(0, len(cases) - cfg.cols + 1, cfg.cols)]
-    got = []
-
-    async def bench(ctx):
-        ctx.set(dut.mode, RequantMode.TFLITE if mode == "tflite" else RequantMode.HALF_UP)
-        ctx.set(dut.zp, zp)
-        ctx.set(dut.lo, max(rq_lo, zp) if relu else rq_lo)
-        ctx.set(dut.hi, rq_hi)
-        pending = []
-        for t in range(len(beats) + Requantizer.LATENCY + 1):
-            if t < len(beats):
-                b = beats[t]
-                ctx.set(dut.i_valid, 1)
-                ctx.set(dut.i_acc, [a for a, _, _ in b])
-                ctx.set(dut.i_params, [{"bias": 0, "mult": m, "shift": s} for _, m, s in b])
-            else:
-                ctx.set(dut.i_valid, 0)
-            if ctx.get(dut.o_valid):
-                got.append([ctx.get(dut.o_data[c]) for c in range(cfg.cols)])
-            await ctx.tick()
-        del pending
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    got = _run_requantizer(dut, RequantMode.TFLITE if mode == "tflite" else RequantMode.HALF_UP,
+                           zp, max(rq_lo, zp) if relu else rq_lo, rq_hi, beats)
     assert len(got) == len(beats)
     for b, g in zip(beats, got):
         acc = np.array([[a for a, _, _ in b]], dtype=np.int64)
@@ -166,32 +173,11 @@ def test_requantizer_none_passes_accumulator(acc):
     dut = Requantizer(cfg)
     rng = np.random.default_rng(3)
     accs, _, _ = _requant_vectors(cfg, "half_up", rng)
-    beats = [accs[i:i + cfg.cols] for i in range(0, len(accs) - cfg.cols + 1, cfg.cols)]
-    got = []
-
-    async def bench(ctx):
-        ctx.set(dut.mode, RequantMode.NONE)
-        ctx.set(dut.zp, 7)
-        ctx.set(dut.lo, -5)
-        ctx.set(dut.hi, 9)
-        for t in range(len(beats) + Requantizer.LATENCY + 1):
-            if t < len(beats):
-                ctx.set(dut.i_valid, 1)
-                ctx.set(dut.i_acc, [int(a) for a in beats[t]])
-                ctx.set(dut.i_params, [{"bias": 0, "mult": int(rng.integers(0, 1 << 31)),
-                                        "shift": int(rng.integers(0, 48))}
-                                       for _ in range(cfg.cols)])
-            else:
-                ctx.set(dut.i_valid, 0)
-            if ctx.get(dut.o_valid):
-                got.append([ctx.get(dut.o_data[c]) for c in range(cfg.cols)])
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == [[int(a) for a in b] for b in beats]
+    # random multiplier and shift fields beside each accumulator
+    cases = [(int(a), int(rng.integers(0, 1 << 31)), int(rng.integers(0, 48))) for a in accs]
+    beats = [cases[i:i + cfg.cols] for i in range(0, len(cases) - cfg.cols + 1, cfg.cols)]
+    got = _run_requantizer(dut, RequantMode.NONE, 7, -5, 9, beats)
+    assert got == [[a for a, _, _ in b] for b in beats]
 
 
 SMALL = HardwareConfig(rows=2, cols=3, max_width=16, max_cwords=4, lb_rows=8, weight_depth=256,
