@@ -41,7 +41,12 @@ def fold_batchnorm(model, pairs=None, inplace=False):
 
 __all__ += ["offload", "fold_batchnorm"]
 
-# the analytic cycle model (numpy only; plans with the planner on first use)
-from .cycle_model import Estimate, estimate  # noqa: E402
-
 __all__ += ["estimate", "Estimate"]
+
+
+def __getattr__(name):
+    # the analytic cycle model (numpy only) is imported on first use
+    if name in ("estimate", "Estimate"):
+        from . import cycle_model
+        return getattr(cycle_model, name)
+    raise AttributeError(f"module 'systolic_conv' has no attribute {name!r}")

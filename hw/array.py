@@ -1,30 +1,39 @@
-"""Weight-stationary systolic array: ``rows x cols`` processing elements.
+"""The systolic array: ``rows x cols`` processing elements, two mappings.
 
-Dataflow (documented timing, used by the cycle model):
+Dense mapping (weight stationary). Each PE holds a weight of the current tile; row
+``r`` receives lane ``r`` of one activation word per element, every PE of the row
+multiplies it, and partial sums move down the columns register to register, so the
+bottom row delivers one output pixel's ``cols`` column sums per element.
 
-* Activations enter on the left, one vector of ``rows`` values per cycle; row ``r``
-  is delayed by ``r`` cycles (input skew) and each PE passes its activation to its
-  right neighbour through a register. The weight bank to use travels with it.
-* Each PE registers its operands (the activation and the weight of the bank it
-  travels with), multiplies into a product register (the DSP's input and pipeline
-  registers) and adds the product to the partial sum from the PE above; partial
-  sums move down the columns register to register.
-* The bottom row's sums are de-skewed (column ``c`` delayed by ``cols-1-c``), so
-  the sums of one activation vector leave together ``rows + cols + 1`` cycles after it
-  entered (:attr:`HardwareConfig.array_latency`).
-* Depthwise mode (``dw_mode``): row ``r`` receives a whole word of ``cols``
-  activations (``dw_act[r]``, one per column: channel ``c`` for column ``c``) and
-  PE ``(r, c)`` multiplies lane ``c``, delayed by ``r + c`` cycles so that it meets
-  the same weight-bank and partial-sum timing as the shared activation of the
-  dense mode. Rows then hold kernel taps and columns channels: every PE does a
-  useful MAC for a depthwise layer, where the dense mapping could use only one
-  row per column.
-* Weights are double-buffered: each PE holds two banks and a load-chain register.
-  The loader presents one word of ``cols`` weights per cycle (row ``rows-1`` first);
-  the words shift down the columns through the chain registers, column ``c`` skewed
-  by ``c`` cycles. ``w_latch`` presented ``rows`` cycles after the first word copies
-  every chain register of a column into bank ``w_bank`` at once (column ``c``
-  ``c`` cycles later). The current tile computes from the other bank meanwhile.
+Depthwise mapping (output stationary). Column ``c`` is channel ``c``; row ``r``
+accumulates output pixel ``x0 + r`` of a block of ``rows`` neighbouring pixels over
+the kernel's taps, one tap per cycle: every PE of a column multiplies the tap's
+weight of its channel with its own activation (lane ``c`` of row ``r``'s vector).
+At a block's end each PE's sum moves into its capture register, from where the
+accumulator reads it row by row while the next block computes.
+
+Timing. Everything a row receives is delayed by ``r`` cycles inside the array (row
+skew), so element or tap ``e`` presented at the inputs in cycle ``t`` is in row
+``r``'s operand register in cycle ``t + 1 + r``; its product follows a cycle later
+and its partial sum one more: the dense column sums of the element leave the bottom
+row in cycle ``t + rows + 2`` (:data:`DENSE_LATENCY` ``= rows + 2``, counted from the
+input cycle to the cycle the sum is visible). A depthwise block whose last tap was
+presented in cycle ``t`` has row ``r``'s sum in its capture register from cycle
+``t + 4 + r`` (:data:`CAPTURE_LATENCY` ``= 4``).
+
+Weights. Each PE has a load-chain register (``shadow``) and the weight it computes
+with (``active``). Dense: the loader shifts a tile's words down the chain, one per
+cycle, row ``rows-1``'s word first; row ``r`` shifts when ``w_shift[r]`` is set (the
+loader starts each row's shifting one cycle after the row above and stops all rows
+together, so a new tile may follow the previous one into the chain while that one
+is still being latched). An element presented with ``latch`` set makes every row
+copy its chain register into ``active`` as the element enters the row's operand
+register (row ``r`` at the end of cycle ``t + r``). Depthwise: every
+row shifts and latches every cycle, so the tap weights presented at ``w_word`` in
+cycle ``t`` are row ``r``'s ``active`` weight in cycle ``t + 2 + r``: present a tap's
+weights one cycle before its activations.
+
+No control signal reaches more than one row's PEs: each row registers its own copy.
 """
 
 from amaranth import *
@@ -33,124 +42,141 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HardwareConfig
 
-__all__ = ["ProcessingElement", "SystolicArray"]
+__all__ = ["ProcessingElement", "SystolicArray", "DENSE_LATENCY", "CAPTURE_LATENCY",
+           "row_control_layout"]
+
+#: Cycles from an element at the array's inputs to its column sums at the bottom, minus ``rows``.
+DENSE_LATENCY = 2
+#: Cycles from a depthwise block's last tap at the inputs to row 0's capture register.
+CAPTURE_LATENCY = 4
+
+
+def row_control_layout():
+    """Control travelling with an element (dense) or a tap (depthwise)."""
+    return data.StructLayout({
+        "valid": 1,      # an element / tap is present
+        "latch": 1,      # dense: first element of a fold (copy the chain into active)
+        "first": 1,      # depthwise: first tap of a block (restart the sum)
+        "last": 1,       # depthwise: last tap of a block (capture the sum after it)
+    })
 
 
 class ProcessingElement(wiring.Component):
-    """One multiply-accumulate cell with two weight banks.
+    """One multiply-accumulate cell.
 
     Ports
     -----
-    a_in, bank_in -> a_out, bank_out : activation and its weight bank, registered.
-    psum_in -> psum_out : partial sum, ``psum_out = psum_in + a*w`` an operand and
-        a product register later.
-    w_in -> w_out : weight load chain, registered.
-    w_latch, w_bank : copy the chain register into bank ``w_bank``.
+    a : operand, already registered by the array (this row's timing).
+    w_in -> shadow : weight load chain; ``shift`` loads ``w_in``; ``latch`` copies
+        ``shadow`` into ``active``.
+    psum_in : the partial sum from the PE above (dense).
+    os, acc_en, first, cap : depthwise controls at the product stage: add the
+        product to the own sum when ``acc_en`` (from zero when ``first``); copy the
+        sum into ``capture`` when ``cap``.
+    psum, capture : outputs.
     """
 
-    def __init__(self, data_width, acc_width):
+    def __init__(self, data_width, psum_width):
         self._dw = data_width
-        self._aw = acc_width
+        self._pw = psum_width
         super().__init__({
-            "a_in": In(signed(data_width)), "bank_in": In(1),
-            "a_out": Out(signed(data_width)), "bank_out": Out(1),
-            "psum_in": In(signed(acc_width)), "psum_out": Out(signed(acc_width)),
-            "w_in": In(signed(data_width)), "w_out": Out(signed(data_width)),
-            "w_latch": In(1), "w_bank": In(1),
+            "a": In(signed(data_width)),
+            "w_in": In(signed(data_width)), "shift": In(1), "latch": In(1),
+            "shadow": Out(signed(data_width)),
+            "psum_in": In(signed(psum_width)),
+            "os": In(1), "acc_en": In(1), "first": In(1), "cap": In(1),
+            "psum": Out(signed(psum_width)), "capture": Out(signed(psum_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        w0 = Signal(signed(self._dw))
-        w1 = Signal(signed(self._dw))
-        a_reg = Signal(signed(self._dw))    # multiplier operand registers (DSP inputs)
-        w_reg = Signal(signed(self._dw))
+        active = Signal(signed(self._dw))
         prod = Signal(signed(2 * self._dw))
-
-        m.d.sync += [
-            self.a_out.eq(self.a_in),
-            self.bank_out.eq(self.bank_in),
-            self.w_out.eq(self.w_in),
-            a_reg.eq(self.a_in),
-            w_reg.eq(Mux(self.bank_in, w1, w0)),
-            prod.eq(a_reg * w_reg),
-            self.psum_out.eq(self.psum_in + prod),
-        ]
-        with m.If(self.w_latch):
-            with m.If(self.w_bank):
-                m.d.sync += w1.eq(self.w_out)
-            with m.Else():
-                m.d.sync += w0.eq(self.w_out)
+        with m.If(self.shift):
+            m.d.sync += self.shadow.eq(self.w_in)
+        with m.If(self.latch):
+            m.d.sync += active.eq(self.shadow)
+        m.d.sync += prod.eq(self.a * active)
+        base = Mux(self.os, Mux(self.first, 0, self.psum), self.psum_in)
+        with m.If(~self.os | self.acc_en):
+            m.d.sync += self.psum.eq(base + prod)
+        with m.If(self.cap):
+            m.d.sync += self.capture.eq(self.psum)
         return m
 
 
 class SystolicArray(wiring.Component):
-    """A ``rows x cols`` grid of :class:`ProcessingElement` with skew/de-skew."""
+    """The PE grid with its row skew (see the module docstring).
+
+    Inputs are at row 0's timing: ``dense_word`` (one lane per row), ``dw_vec``
+    (one ``cols``-lane vector per row), ``ctl`` (:func:`row_control_layout`),
+    ``w_word``/``w_shift`` (the weight chain's top and each row's shift enable),
+    ``depthwise`` (the mapping; steady during an invocation).
+    Outputs: ``dense_sums`` (the bottom row's partial sums) and ``captures``
+    (every PE's capture register, ``[row][col]``).
+    """
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
-        R, C, dw, aw = cfg.rows, cfg.cols, cfg.data_width, cfg.acc_width
+        R, C, dw, pw = cfg.rows, cfg.cols, cfg.data_width, cfg.psum_width
         super().__init__({
-            "act": In(data.ArrayLayout(signed(dw), R)),
-            "bank": In(1),
-            "dw_mode": In(1),
-            "dw_act": In(data.ArrayLayout(data.ArrayLayout(signed(dw), C), R)),
+            "depthwise": In(1),
+            "dense_word": In(data.ArrayLayout(signed(dw), R)),
+            "dw_vec": In(data.ArrayLayout(data.ArrayLayout(signed(dw), C), R)),
+            "ctl": In(row_control_layout()),
             "w_word": In(data.ArrayLayout(signed(dw), C)),
-            "w_latch": In(1),
-            "w_bank": In(1),
-            "sums": Out(data.ArrayLayout(signed(aw), C)),
+            "w_shift": In(R),
+            "dense_sums": Out(data.ArrayLayout(signed(pw), C)),
+            "captures": Out(data.ArrayLayout(data.ArrayLayout(signed(pw), C), R)),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        R, C = cfg.rows, cfg.cols
-
-        def delayed(sig, n, name):
-            for i in range(n):
-                nxt = Signal.like(sig, name=f"{name}_d{i + 1}")
-                m.d.sync += nxt.eq(sig)
-                sig = nxt
-            return sig
-
-        pe = [[None] * C for _ in range(R)]
+        R, C, dw, pw = cfg.rows, cfg.cols, cfg.data_width, cfg.psum_width
+        vec = data.ArrayLayout(signed(dw), C)
+        pes = [[ProcessingElement(dw, pw) for _ in range(C)] for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                pe[r][c] = ProcessingElement(cfg.data_width, cfg.acc_width)
-                m.submodules[f"pe_{r}_{c}"] = pe[r][c]
-
-        # Row inputs, skewed by row index; in depthwise mode each PE takes its own
-        # lane of the row's word, skewed by row + column.
+                m.submodules[f"pe_{r}_{c}"] = pes[r][c]
         for r in range(R):
-            m.d.comb += pe[r][0].bank_in.eq(delayed(self.bank, r, f"bank{r}"))
-            shared = delayed(self.act[r], r, f"act{r}")
-            # one delay line of whole words per row, lane c tapped at stage r + c
-            # (synthesis drops the bits of a stage no lane taps)
-            dw_line = [self.dw_act[r]]
-            for i in range(r + C - 1):
-                nxt = Signal.like(self.dw_act[r], name=f"dwact{r}_d{i + 1}")
-                m.d.sync += nxt.eq(dw_line[-1])
-                dw_line.append(nxt)
+            # the row's copy of the mapping, its input vector and its controls, delayed
+            # by r cycles; the last register of the delay is the PEs' operand register
+            os = Signal(name=f"os_{r}")
+            m.d.sync += os.eq(self.depthwise)
+            src = Signal(vec, name=f"rowin_{r}")
             for c in range(C):
-                own = dw_line[r + c][c]
-                chain = shared if c == 0 else pe[r][c - 1].a_out
-                m.d.comb += pe[r][c].a_in.eq(Mux(self.dw_mode, own, chain))
-                if c:
-                    m.d.comb += pe[r][c].bank_in.eq(pe[r][c - 1].bank_out)
-
-        # Column weight chains and latch strobes, skewed by column index.
-        for c in range(C):
-            w = delayed(self.w_word[c], c, f"w{c}")
-            latch = delayed(self.w_latch, c, f"latch{c}")
-            wbank = delayed(self.w_bank, c, f"wbank{c}")
-            m.d.comb += [pe[0][c].w_in.eq(w), pe[0][c].psum_in.eq(0)]
-            for r in range(1, R):
+                m.d.comb += src[c].eq(Mux(os, self.dw_vec[r][c], self.dense_word[r]))
+            ctl = Signal(row_control_layout(), name=f"ctl_in_{r}")
+            m.d.comb += ctl.eq(self.ctl)
+            for i in range(r + 1):
+                nsrc = Signal(vec, name=f"row{r}_d{i}")
+                nctl = Signal(row_control_layout(), name=f"ctl{r}_d{i}")
+                m.d.sync += [nsrc.eq(src), nctl.eq(ctl)]
+                ctl_in, src, ctl = ctl, nsrc, nctl
+            # product-stage controls (a cycle after the operand) and the capture,
+            # a cycle after the last tap's sum
+            ctl_p = Signal(row_control_layout(), name=f"ctl_p_{r}")
+            cap = Signal(name=f"cap_{r}")
+            m.d.sync += [ctl_p.eq(ctl), cap.eq(ctl_p.valid & ctl_p.last)]
+            # the row's weight controls: dense shifts on its enable and latches as the
+            # element enters the operand register (so the product of that element
+            # already uses the new weight); depthwise shifts and latches every cycle
+            shift = Signal(name=f"wshift_{r}")
+            m.d.comb += shift.eq(os | self.w_shift[r])
+            latch = Signal(name=f"wlatch_{r}")
+            m.d.comb += latch.eq(os | (ctl_in.valid & ctl_in.latch))
+            for c in range(C):
+                pe = pes[r][c]
                 m.d.comb += [
-                    pe[r][c].w_in.eq(pe[r - 1][c].w_out),
-                    pe[r][c].psum_in.eq(pe[r - 1][c].psum_out),
+                    pe.a.eq(src[c]),
+                    pe.w_in.eq(self.w_word[c] if r == 0 else pes[r - 1][c].shadow),
+                    pe.shift.eq(shift), pe.latch.eq(latch),
+                    pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum),
+                    pe.os.eq(os), pe.acc_en.eq(ctl_p.valid), pe.first.eq(ctl_p.first),
+                    pe.cap.eq(cap),
+                    self.captures[r][c].eq(pe.capture),
                 ]
-            for r in range(R):
-                m.d.comb += [pe[r][c].w_latch.eq(latch), pe[r][c].w_bank.eq(wbank)]
-            # De-skew: column c leaves cols-1-c cycles later.
-            m.d.comb += self.sums[c].eq(delayed(pe[R - 1][c].psum_out, C - 1 - c, f"sum{c}"))
+        for c in range(C):
+            m.d.comb += self.dense_sums[c].eq(pes[R - 1][c].psum)
         return m

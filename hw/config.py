@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, asdict
 import hashlib
 import json
 
-__all__ = ["HardwareConfig", "DEFAULT", "word_major"]
+__all__ = ["HardwareConfig", "DEFAULT"]
 
 
 def _is_pow2(n):
@@ -24,6 +24,10 @@ def _is_pow2(n):
 def _bits(n):
     """Bits needed to represent the unsigned value ``n``."""
     return max(1, int(n).bit_length())
+
+
+def _log2(n):
+    return (int(n) - 1).bit_length()
 
 
 @dataclass(frozen=True)
@@ -40,18 +44,23 @@ class HardwareConfig:
         Signed width of activations and weights (4, 8 or 16).
     acc_width : int or None
         Accumulator width; default ``2*data_width + 16``.
+    act_pixels : int
+        Neighbouring pixels per activation beat and per line-buffer word (1, 2
+        or 4); a power of two no larger than ``max_width``.
     max_width : int
         Longest image row (pixels) the line buffer holds; power of two.
     max_cwords : int
         Input-channel words (of ``rows`` channels) per pixel the line buffer
         holds; power of two. The channel tile is ``rows * max_cwords``.
     lb_rows : int
-        Line-buffer row slots; power of two. A pass needs
-        ``(G-1)*stride_h + (kh-1)*dil_h + 1`` of them.
+        Line-buffer row slots of the dense mapping; power of two. A pass needs
+        ``(G-1)*stride_h + (kh-1)*dil_h + 1`` of them. The depthwise mapping
+        streams one word at a time and uses the same memory as a ring of
+        ``lb_rows * max_cwords`` rows.
     max_kernel : int
-        Largest kernel height/width.
+        Largest kernel height/width of the dense mapping.
     max_stride : int
-        Largest stride.
+        Largest stride (larger ones are decomposed by the planner).
     max_dilation : int
         Largest dilation (larger ones are decomposed by the planner).
     max_height : int
@@ -63,13 +72,13 @@ class HardwareConfig:
     max_cotiles : int
         Most output-channel tiles (of ``cols`` channels) in one invocation.
     out_fifo_depth : int
-        Result FIFO depth; power of two.
+        Result queue depth in beats; power of two.
     dw_kernel : int
-        Largest kernel height/width of the depthwise mode (taps on rows, channels
-        on columns; needs ``rows == cols``). Larger depthwise kernels use the dense
-        mapping.
-    dw_dilation : int
-        Largest horizontal dilation of the depthwise mode.
+        Largest kernel height/width of the depthwise mapping (channels on
+        columns, output pixels on rows, taps in time; needs ``rows == cols``).
+    dw_max_stride : int
+        Largest horizontal stride of the depthwise mapping (the host streams
+        each row as ``stride`` column phases).
     faults : tuple of str
         Named faults injected for mutation testing; empty for real hardware.
     """
@@ -78,6 +87,7 @@ class HardwareConfig:
     cols: int = 8
     data_width: int = 8
     acc_width: int = None
+    act_pixels: int = 4
     max_width: int = 64
     max_cwords: int = 16
     lb_rows: int = 16
@@ -90,7 +100,7 @@ class HardwareConfig:
     max_cotiles: int = 64
     out_fifo_depth: int = 64
     dw_kernel: int = 5
-    dw_dilation: int = 2
+    dw_max_stride: int = 4
     faults: tuple = field(default=())
 
     def __post_init__(self):
@@ -99,10 +109,10 @@ class HardwareConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
 
-        for name in ("rows", "cols", "max_width", "max_cwords", "lb_rows", "max_kernel",
-                     "max_stride", "max_dilation", "max_height", "acc_depth",
+        for name in ("rows", "cols", "act_pixels", "max_width", "max_cwords", "lb_rows",
+                     "max_kernel", "max_stride", "max_dilation", "max_height", "acc_depth",
                      "weight_depth", "max_cotiles", "out_fifo_depth", "dw_kernel",
-                     "dw_dilation"):
+                     "dw_max_stride"):
             positive(name)
         if self.data_width not in (4, 8, 16):
             raise ValueError(f"data_width must be 4, 8 or 16, not {self.data_width!r}")
@@ -111,16 +121,22 @@ class HardwareConfig:
         if not isinstance(self.acc_width, int) or not (2 * self.data_width + 4 <= self.acc_width <= 64):
             raise ValueError(f"acc_width must be an integer from {2 * self.data_width + 4} to 64, "
                              f"not {self.acc_width!r}")
-        for name in ("max_width", "max_cwords", "lb_rows", "out_fifo_depth"):
+        for name in ("act_pixels", "max_width", "max_cwords", "lb_rows", "out_fifo_depth"):
             if not _is_pow2(getattr(self, name)):
                 raise ValueError(f"{name} must be a power of two, not {getattr(self, name)!r}")
-        if self.weight_depth < self.rows:
-            raise ValueError(f"weight_depth must hold one tile of rows={self.rows} words, "
+        if self.act_pixels > 4 or self.act_pixels > self.max_width:
+            raise ValueError(f"act_pixels must be 1, 2 or 4 and at most max_width={self.max_width}, "
+                             f"not {self.act_pixels!r}")
+        if self.weight_depth < self.rows * 2:
+            raise ValueError(f"weight_depth must hold two tiles of rows={self.rows} words, "
                              f"not {self.weight_depth!r}")
         if self.out_fifo_depth < 4:
             raise ValueError(f"out_fifo_depth must be at least 4, not {self.out_fifo_depth!r}")
         if self.lb_rows < 2:
             raise ValueError(f"lb_rows must be at least 2, not {self.lb_rows!r}")
+        if self.depthwise_mode and self.out_fifo_depth < 2 * self.rows:
+            raise ValueError(f"out_fifo_depth must be at least 2*rows={2 * self.rows} "
+                             f"(a depthwise block's results), not {self.out_fifo_depth!r}")
         from .faults import FAULTS
         object.__setattr__(self, "faults", tuple(self.faults))
         for f in self.faults:
@@ -134,27 +150,8 @@ class HardwareConfig:
 
     @property
     def depthwise_mode(self):
-        """Whether the depthwise mapping exists (it needs square arrays)."""
+        """Whether the depthwise mapping exists (channels on columns: ``rows == cols``)."""
         return self.rows == self.cols
-
-    @property
-    def act_pixels(self):
-        """Pixels per activation beat: 2 (neighbouring columns of one word, written
-        at once into the even and odd halves of the line buffer) when
-        ``max_width >= 2``, else 1."""
-        return 2 if self.max_width >= 2 else 1
-
-    @property
-    def dw_dual_read(self):
-        """Whether the depthwise window generator reads two neighbouring columns per
-        cycle (one from each parity half of the line buffer) when both are needed
-        before the next element (window fill, strides above 1)."""
-        return self.depthwise_mode and self.act_pixels == 2
-
-    @property
-    def dw_window_cols(self):
-        """Columns of the depthwise window register."""
-        return (self.dw_kernel - 1) * self.dw_dilation + 1
 
     @property
     def channel_tile(self):
@@ -167,13 +164,36 @@ class HardwareConfig:
         return self.weight_depth // self.rows
 
     @property
-    def array_latency(self):
-        """Cycles from an activation vector entering the array to its de-skewed sums."""
-        return self.rows + self.cols + 1
+    def psum_width(self):
+        """Width of a partial sum inside the array: a column sum of ``rows``
+        products (dense) or ``dw_kernel**2`` products of one PE (depthwise)."""
+        n = max(self.rows, self.dw_kernel ** 2 if self.depthwise_mode else 1)
+        return 2 * self.data_width - 1 + _log2(n) + 1
+
+    @property
+    def lb_words(self):
+        """Line-buffer words per row of one channel word (``max_width / act_pixels``)."""
+        return self.max_width // self.act_pixels
 
     @property
     def lb_depth(self):
-        return self.lb_rows * self.max_width * self.max_cwords
+        return self.lb_rows * self.max_cwords * self.lb_words
+
+    @property
+    def dw_ring_rows(self):
+        """Rows of one channel word the line buffer holds in the depthwise mapping."""
+        return self.lb_rows * self.max_cwords
+
+    @property
+    def dw_vector(self):
+        """Entries of the depthwise row-vector register: the ``rows`` pixels of a
+        block plus the taps of one kernel-row phase group beyond the first."""
+        return self.rows + self.dw_kernel - 1
+
+    @property
+    def dw_shadow_words(self):
+        """Line-buffer words a depthwise row vector is read from."""
+        return -(-self.dw_vector // self.act_pixels)
 
     # widths of descriptor fields
     @property
@@ -186,11 +206,11 @@ class HardwareConfig:
 
     @property
     def k_bits(self):
-        return _bits(self.max_kernel)
+        return _bits(max(self.max_kernel, self.dw_kernel))
 
     @property
     def s_bits(self):
-        return _bits(self.max_stride)
+        return _bits(max(self.max_stride, self.dw_max_stride))
 
     @property
     def d_bits(self):
@@ -199,11 +219,6 @@ class HardwareConfig:
     @property
     def cw_bits(self):
         return _bits(self.max_cwords)
-
-    @property
-    def fold_bits(self):
-        """Width of a tile's fold count: input words (dense) or tap groups (depthwise)."""
-        return _bits(max(self.max_cwords, -(-self.dw_kernel ** 2 // self.rows)))
 
     @property
     def cot_bits(self):
@@ -246,16 +261,3 @@ class HardwareConfig:
 
 
 DEFAULT = HardwareConfig()
-
-
-def word_major(cfg, depthwise, height, cwords, pass_rows, out_height):
-    """Whether an invocation streams its activations word-major (word -> row ->
-    column) instead of raster order with the words of a pixel together.
-
-    Depthwise invocations whose rows all stay in the line buffer (one pass, at most
-    ``lb_rows`` rows) and that have several words: output-channel tile ``t`` reads
-    only word ``t``, so it may start as soon as that word is in instead of waiting
-    for the whole image (small images, where the wait is a large share).
-    """
-    return bool(depthwise) and cwords >= 2 and height <= cfg.lb_rows and \
-        pass_rows >= out_height

@@ -12,21 +12,31 @@ Streams (all ``amaranth.lib.stream`` with payload/valid/ready, ``last`` framing)
 ``i_param``
     one :func:`param_beat_layout` beat per output-channel tile (``cotiles`` beats):
     per-lane bias/M/S and the range of input-channel words the tile reduces over
-    (this is how ``groups`` reach the hardware).
+    (this is how ``groups`` reach the hardware; the depthwise mapping ignores it).
 ``i_weight``
-    ``n_tiles * rows`` beats of ``cols`` weights. Tile order: for each output-channel
-    tile, for each tap ``(ky, kx)`` in raster order, for each input word of the tile's
-    range; inside a tile, array row ``r`` (input channel ``r`` of the word) per beat.
+    beats of ``cols`` weights. Dense mapping: ``n_tiles * rows`` beats; tile order:
+    for each output-channel tile, for each tap ``(ky, kx)`` in raster order, for
+    each input word of the tile's range; inside a tile, array row ``r`` (input
+    channel ``r`` of the word) per beat. Depthwise mapping: ``cotiles * kh * kw``
+    beats, for each channel word its taps in the order the hardware uses them:
+    kernel row ``ky``, then column phase ``p`` (``kx % stride_w``), then ``kx``.
 ``i_act``
-    ``H * ceil(W / act_pixels) * cwords`` beats of ``act_pixels`` neighbouring pixels
-    (columns ``x, x+1``; the second is absent after an odd width's last column) of
-    ``rows`` channels each: rows in streaming order (for reflect/replicate/circular
-    the host streams the vertically padded row order), pixel pairs left to right,
-    input-channel words in order; with the descriptor's ``word_major`` flag word by
-    word instead (word, row, pixel pair).
+    beats of ``act_pixels`` neighbouring pixels (lanes ``[p*rows, (p+1)*rows)``
+    are pixel ``x + p``) of ``rows`` channels. Dense mapping:
+    ``height * ceil(width / act_pixels) * cwords`` beats, rows in streaming order
+    (for reflect / replicate / circular the host streams the vertically padded
+    row order and pre-pads the columns), pixel groups left to right, input words
+    in order. Depthwise mapping: channel word by channel word, rows in order, each
+    row as ``stride_w`` column phases of ``phase_words`` beats (phase ``p`` holds
+    the host-padded row's columns ``p, p + stride_w, ...``).
 ``o_result``
-    for each pass of G output rows, for each output-channel tile, G x W_out beats of
-    ``cols`` results (raster order inside the pass); ``last`` on the layer's final beat.
+    result beats of ``cols * acc_width`` bits. Without requantization a beat is one
+    output pixel (``cols`` accumulator-width lanes); with it, lanes are 8 bits
+    (``out_bits <= 8``) or 16 bits wide and a beat packs
+    ``acc_width // lane_width`` pixels, the first in the low bits (:func:`pack_factor`).
+    Pixel order: dense, for each pass of G output rows, for each output-channel
+    tile, raster order inside the pass; depthwise, for each channel word, raster
+    order. ``last`` marks the invocation's final beat.
 ``o_status``
     one :func:`status_layout` beat per invocation, after its final result: error
     flags and the performance counters.
@@ -38,25 +48,18 @@ from amaranth.lib import data, enum
 from .config import HardwareConfig
 
 __all__ = [
-    "PadMode", "RequantMode", "ErrorFlag", "COUNTERS",
-    "descriptor_layout", "channel_params_layout", "param_beat_layout",
+    "RequantMode", "ErrorFlag", "COUNTERS", "BIAS_WIDTH", "MULT_WIDTH", "SHIFT_WIDTH",
+    "ZP_WIDTH", "STATUS_COUNTER_WIDTH",
+    "descriptor_layout", "channel_params_layout", "tile_params_layout", "param_beat_layout",
     "act_beat_layout", "weight_beat_layout", "result_beat_layout", "status_layout",
-    "pack", "unpack", "field_offsets",
+    "lane_width", "pack_factor", "pack", "unpack", "field_offsets",
 ]
 
 STATUS_COUNTER_WIDTH = 32
 BIAS_WIDTH = 32
-MULT_WIDTH = 31      # M < 2**31 (tflite Q31, M >= 0); half_up uses the low 16 bits
-SHIFT_WIDTH = 6      # tflite 0..31, half_up 0..47
-ZP_WIDTH = 17        # output zero point, signed
-
-
-class PadMode(enum.Enum, shape=2):
-    """Horizontal padding applied by the window generator."""
-    ZEROS = 0        # pad value (the input zero point; 0 for PyTorch's 'zeros')
-    REFLECT = 1
-    REPLICATE = 2
-    CIRCULAR = 3
+MULT_WIDTH = 31      # tflite: Q31, 0 <= M < 2**31; half_up: M < 2**16
+SHIFT_WIDTH = 7      # signed; tflite 0..31, half_up 0..47
+ZP_WIDTH = 17        # output zero point and clamp bounds, signed
 
 
 class RequantMode(enum.Enum, shape=2):
@@ -67,7 +70,7 @@ class RequantMode(enum.Enum, shape=2):
 
 class ErrorFlag:
     """Bits of the status ``error`` field."""
-    BAD_DESC = 1 << 0       # descriptor outside the elaborated limits
+    BAD_DESC = 1 << 0       # descriptor outside the elaborated limits or inconsistent
     BAD_PARAM = 1 << 1      # tile parameters inconsistent with the descriptor
     ACT_SHORT = 1 << 2      # activation stream ended (last) early
     ACT_LONG = 1 << 3       # activation stream continued past its expected end
@@ -89,12 +92,12 @@ class ErrorFlag:
 # Performance counters, in the order they appear in the status beat. Every cycle
 # between the descriptor handshake and the final result handshake (inclusive)
 # falls in exactly one of the others, so they sum to ``cycles``:
-#   busy          an element (one activation vector) entered the array
+#   busy          the array computed: a dense element or a depthwise tap entered it
 #   setup         descriptor check, waiting for tile parameters, pass start bubble
-#   stall_input   a pass waits for its rows in the line buffer
-#   stall_weight  a fold waits for its weight tile
-#   stall_output  a final fold waits for result FIFO credits
-#   fill          depthwise window columns read without completing an element
+#   stall_input   waiting for rows in the line buffer
+#   stall_weight  waiting for a weight tile (dense) or a word's tap weights (depthwise)
+#   stall_output  waiting for result-queue credits
+#   fill          depthwise: waiting for a row vector's line-buffer reads
 #   drain         everything issued; waiting for the last result
 COUNTERS = ("cycles", "busy", "setup", "stall_input", "stall_weight",
             "stall_output", "fill", "drain")
@@ -102,32 +105,32 @@ COUNTERS = ("cycles", "busy", "setup", "stall_input", "stall_weight",
 
 def descriptor_layout(cfg: HardwareConfig):
     return data.StructLayout({
-        "cwords":     unsigned(cfg.cw_bits),        # input-channel words per pixel
-        "cotiles":    unsigned(cfg.cot_bits),       # output-channel tiles
-        "n_tiles":    unsigned(cfg.tile_bits),      # weight tiles per pass (sum of taps*words)
-        "height":     unsigned(cfg.h_bits),         # rows streamed
-        "width":      unsigned(cfg.w_bits),
-        "out_height": unsigned(cfg.h_bits),
-        "out_width":  unsigned(cfg.w_bits),
-        "pass_rows":  unsigned(cfg.h_bits),         # G: output rows per pass
-        "kh":         unsigned(cfg.k_bits),
-        "kw":         unsigned(cfg.k_bits),
-        "stride_h":   unsigned(cfg.s_bits),
-        "stride_w":   unsigned(cfg.s_bits),
-        "dil_h":      unsigned(cfg.d_bits),
-        "dil_w":      unsigned(cfg.d_bits),
-        "pad_top":    unsigned(cfg.pad_bits),
-        "pad_bottom": unsigned(cfg.pad_bits),
-        "pad_left":   unsigned(cfg.pad_bits),
-        "pad_right":  unsigned(cfg.pad_bits),
-        "pad_mode":   PadMode,
-        "pad_value":  signed(cfg.data_width),
-        "requant":    RequantMode,
-        "relu":       unsigned(1),
-        "out_zp":     signed(ZP_WIDTH),
-        "out_bits":   unsigned(5),                  # requantized output width, 2..16
-        "depthwise":  unsigned(1),                  # taps on rows, channels on columns
-        "word_major": unsigned(1),                  # activations word by word (depthwise)
+        "depthwise":   unsigned(1),                 # the depthwise mapping
+        "cwords":      unsigned(cfg.cw_bits),       # input-channel words per pixel
+        "cotiles":     unsigned(cfg.cot_bits),      # output-channel tiles (depthwise: words)
+        "n_tiles":     unsigned(cfg.tile_bits),     # dense: weight tiles (sum of taps*words)
+        "height":      unsigned(cfg.h_bits),        # rows streamed
+        "width":       unsigned(cfg.w_bits),        # pixels per streamed row
+        "out_height":  unsigned(cfg.h_bits),
+        "out_width":   unsigned(cfg.w_bits),
+        "pass_rows":   unsigned(cfg.h_bits),        # dense: G, output rows per pass
+        "kh":          unsigned(cfg.k_bits),
+        "kw":          unsigned(cfg.k_bits),
+        "stride_h":    unsigned(cfg.s_bits),
+        "stride_w":    unsigned(cfg.s_bits),
+        "dil_h":       unsigned(cfg.d_bits),
+        "dil_w":       unsigned(cfg.d_bits),
+        "pad_top":     unsigned(cfg.pad_bits),
+        "pad_bottom":  unsigned(cfg.pad_bits),
+        "pad_left":    unsigned(cfg.pad_bits),      # dense only (depthwise rows come padded)
+        "pad_right":   unsigned(cfg.pad_bits),
+        "phase_words": unsigned(cfg.w_bits),        # depthwise: words per column phase
+        "pad_value":   signed(cfg.data_width),
+        "requant":     RequantMode,
+        "out_zp":      signed(ZP_WIDTH),
+        "out_bits":    unsigned(5),                 # requantized output width, 2..16
+        "clamp_lo":    signed(ZP_WIDTH),            # requantized results clamped to
+        "clamp_hi":    signed(ZP_WIDTH),            # [clamp_lo, clamp_hi]
     })
 
 
@@ -135,7 +138,7 @@ def channel_params_layout(cfg: HardwareConfig):
     return data.StructLayout({
         "bias":  signed(BIAS_WIDTH),
         "mult":  unsigned(MULT_WIDTH),
-        "shift": unsigned(SHIFT_WIDTH),
+        "shift": signed(SHIFT_WIDTH),
     })
 
 
@@ -143,7 +146,7 @@ def tile_params_layout(cfg: HardwareConfig):
     return data.StructLayout({
         "lanes":    data.ArrayLayout(channel_params_layout(cfg), cfg.cols),
         "cw_first": unsigned(cfg.cw_bits),
-        "cw_count": unsigned(cfg.fold_bits),     # words (dense) or tap folds (depthwise)
+        "cw_count": unsigned(cfg.cw_bits),
     })
 
 
@@ -156,7 +159,7 @@ def param_beat_layout(cfg):
 
 
 def act_beat_layout(cfg):
-    # act_pixels neighbouring pixels (columns x, x+1) of one word of rows channels:
+    # act_pixels neighbouring pixels of one word of rows channels:
     # lanes [p*rows, (p+1)*rows) are pixel x+p
     return _framed(data.ArrayLayout(signed(cfg.data_width), cfg.rows * cfg.act_pixels))
 
@@ -166,7 +169,7 @@ def weight_beat_layout(cfg):
 
 
 def result_beat_layout(cfg):
-    return _framed(data.ArrayLayout(signed(cfg.acc_width), cfg.cols))
+    return _framed(unsigned(cfg.cols * cfg.acc_width))
 
 
 def status_layout(cfg):
@@ -174,6 +177,18 @@ def status_layout(cfg):
     for name in COUNTERS:
         fields[name] = unsigned(STATUS_COUNTER_WIDTH)
     return data.StructLayout(fields)
+
+
+def lane_width(cfg, requant, out_bits):
+    """Bits per result lane: ``acc_width`` without requantization, else 8 or 16."""
+    if requant == RequantMode.NONE or requant == 0:
+        return cfg.acc_width
+    return 8 if out_bits <= 8 else 16
+
+
+def pack_factor(cfg, requant, out_bits):
+    """Output pixels per result beat."""
+    return cfg.acc_width // lane_width(cfg, requant, out_bits)
 
 
 # -- packing helpers shared by host, harness and testbench ----------------------------
