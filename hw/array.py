@@ -108,8 +108,9 @@ class ProcessingElement(wiring.Component):
 class SystolicArray(wiring.Component):
     """The PE grid with its row skew (see the module docstring).
 
-    Inputs are at row 0's timing: ``dense_word`` (one lane per row), ``dw_vec``
-    (one ``cols``-lane vector per row), ``ctl`` (:func:`row_control_layout`),
+    Inputs are at row 0's timing: ``dense_word`` (one lane per row) and
+    ``dense_ctl``, ``dw_vec`` (one ``cols``-lane vector per row) and ``dw_ctl``
+    (:func:`row_control_layout`; the mapping picks one pair),
     ``w_word``/``w_shift`` (the weight chain's top and each row's shift enable),
     ``depthwise`` (the mapping; steady during an invocation).
     Outputs: ``dense_sums`` (the bottom row's partial sums) and ``captures``
@@ -123,7 +124,8 @@ class SystolicArray(wiring.Component):
             "depthwise": In(1),
             "dense_word": In(data.ArrayLayout(signed(dw), R)),
             "dw_vec": In(data.ArrayLayout(data.ArrayLayout(signed(dw), C), R)),
-            "ctl": In(row_control_layout()),
+            "dense_ctl": In(row_control_layout()),
+            "dw_ctl": In(row_control_layout()),
             "w_word": In(data.ArrayLayout(signed(dw), C)),
             "w_shift": In(R),
             "dense_sums": Out(data.ArrayLayout(signed(pw), C)),
@@ -148,7 +150,7 @@ class SystolicArray(wiring.Component):
             for c in range(C):
                 m.d.comb += src[c].eq(Mux(os, self.dw_vec[r][c], self.dense_word[r]))
             ctl = Signal(row_control_layout(), name=f"ctl_in_{r}")
-            m.d.comb += ctl.eq(self.ctl)
+            m.d.comb += ctl.eq(Mux(os, self.dw_ctl, self.dense_ctl))
             for i in range(r + 1):
                 nsrc = Signal(vec, name=f"row{r}_d{i}")
                 nctl = Signal(row_control_layout(), name=f"ctl{r}_d{i}")

@@ -150,8 +150,11 @@ class HardwareConfig:
 
     @property
     def depthwise_mode(self):
-        """Whether the depthwise mapping exists (channels on columns: ``rows == cols``)."""
-        return self.rows == self.cols
+        """Whether the depthwise mapping exists: channels on columns (``rows == cols``),
+        blocks of ``rows`` pixels aligned to line-buffer words (``rows`` a power of two
+        and a multiple of ``act_pixels``)."""
+        return (self.rows == self.cols and _is_pow2(self.rows)
+                and self.rows % self.act_pixels == 0)
 
     @property
     def channel_tile(self):

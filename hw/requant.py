@@ -29,7 +29,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .config import HardwareConfig
-from .layouts import channel_params_layout, RequantMode, ZP_WIDTH
+from .layouts import RequantMode, ZP_WIDTH, MULT_WIDTH, SHIFT_WIDTH
 
 __all__ = ["Requantizer"]
 
@@ -42,15 +42,16 @@ class Requantizer(wiring.Component):
         C, aw = cfg.cols, cfg.acc_width
         super().__init__({
             "i_valid": In(1),
-            "i_last": In(1),
+            "i_final": In(1),
             "i_acc": In(data.ArrayLayout(signed(aw), C)),
-            "i_params": In(data.ArrayLayout(channel_params_layout(cfg), C)),
+            "i_mult": In(data.ArrayLayout(unsigned(MULT_WIDTH), C)),
+            "i_shift": In(data.ArrayLayout(signed(SHIFT_WIDTH), C)),
             "mode": In(RequantMode),
             "zp": In(signed(ZP_WIDTH)),
             "lo": In(signed(ZP_WIDTH)),
             "hi": In(signed(ZP_WIDTH)),
             "o_valid": Out(1),
-            "o_last": Out(1),
+            "o_final": Out(1),
             "o_data": Out(data.ArrayLayout(signed(aw), C)),
         })
 
@@ -65,10 +66,10 @@ class Requantizer(wiring.Component):
         # the multipliers of stage 1 start from registers; stages 1..n-1 follow
         valid = [Signal(name=f"valid_s{i}") for i in range(n)]
         last = [Signal(name=f"last_s{i}") for i in range(n)]
-        m.d.sync += [valid[0].eq(self.i_valid), last[0].eq(self.i_last)]
+        m.d.sync += [valid[0].eq(self.i_valid), last[0].eq(self.i_final)]
         for i in range(n - 1):
             m.d.sync += [valid[i + 1].eq(valid[i]), last[i + 1].eq(last[i])]
-        m.d.comb += [self.o_valid.eq(valid[n - 1]), self.o_last.eq(last[n - 1])]
+        m.d.comb += [self.o_valid.eq(valid[n - 1]), self.o_final.eq(last[n - 1])]
 
         mode = self.mode
         hup_in = mode == RequantMode.HALF_UP
@@ -88,14 +89,14 @@ class Requantizer(wiring.Component):
             tfl = Signal(name=f"tfl_{c}", attrs={"keep": 1})
             none = Signal(name=f"none_{c}", attrs={"keep": 1})
             m.d.sync += [tfl.eq(mode == RequantMode.TFLITE), none.eq(none_in)]
-            par = self.i_params[c]
+            par_mult, par_shift = self.i_mult[c], self.i_shift[c].as_unsigned()[:6]
             acc = Signal(signed(aw), name=f"acc0_{c}")
             mult = Signal(31, name=f"mult0_{c}")
             shift = Signal(6, name=f"sh0_{c}")
             with m.If(self.i_valid):
                 # NONE: acc * 1 >> 0 is the accumulator itself
-                m.d.sync += [acc.eq(self.i_acc[c]), shift.eq(Mux(none_in, 0, par.shift)),
-                             mult.eq(Mux(none_in, 1, Mux(hup_in, par.mult[:16], par.mult)))]
+                m.d.sync += [acc.eq(self.i_acc[c]), shift.eq(Mux(none_in, 0, par_shift)),
+                             mult.eq(Mux(none_in, 1, Mux(hup_in, par_mult[:16], par_mult)))]
             # the shift travels beside the arithmetic; at stage 5 it becomes the one
             # shifter's amount (tflite's exponent has 5 bits, half_up's 6)
             shs = [shift] + [Signal(6, name=f"sh{i}_{c}") for i in range(1, 6)]

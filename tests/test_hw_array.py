@@ -21,7 +21,9 @@ def _run(dut, schedule, end, probes):
             ctx.set(dut.dense_word, [int(x) for x in ev.get("dense", [0] * cfg.rows)])
             ctx.set(dut.dw_vec, [[int(x) for x in row] for row in
                                  ev.get("dw", np.zeros((cfg.rows, cfg.cols), int))])
-            ctx.set(dut.ctl, ev.get("ctl", {"valid": 0, "latch": 0, "first": 0, "last": 0}))
+            ctl = ev.get("ctl", {"valid": 0, "latch": 0, "first": 0, "last": 0})
+            ctx.set(dut.dense_ctl, ctl)
+            ctx.set(dut.dw_ctl, ctl)
             ctx.set(dut.w_word, [int(x) for x in ev.get("w", [0] * cfg.cols)])
             ctx.set(dut.w_shift, ev.get("shift", 0))
             seen[t] = {k: f(ctx) for k, f in probes.items()}

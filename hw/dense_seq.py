@@ -1,0 +1,227 @@
+"""The dense mapping's sequencer: the loop nest that issues elements.
+
+    for each pass (G output rows, the last one possibly fewer):
+        wait until the pass's input rows are in the line buffer
+        for each output-channel tile t:
+            for each fold (ky, kx, input word w of t's range):   # one weight tile
+                for each output row g of the pass, each output column ox:
+                    issue one element: the word at (y, x) =
+                    (y_pass + g*stride_h + ky*dil_h, ox*stride_w + kx*dil_w - pad_left)
+
+One element per cycle. A fold's first element waits for its weight tile
+(``tile_ready``) and latches it as it passes (``fold_start`` tells the loader);
+an element of a tile's last fold reserves a result credit (``credit_ok``). Each
+element carries its line-buffer address, pixel and padding flag (``element``) and
+its accumulator tag (``tag``: first / last fold, accumulator address, tile). The
+pass's first row is released to the line buffer (``lo``) while the pass waits;
+once everything is issued every row is released.
+
+``category`` names what each cycle is, for the performance counters.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import HardwareConfig
+from .control import layer_layout
+from .params import range_layout
+from .fetch import element_layout
+from .accumulator import tag_layout
+from .counters import CATEGORIES
+
+__all__ = ["DenseSequencer"]
+
+
+def _cat(name):
+    return 1 << CATEGORIES.index(name)
+
+
+class DenseSequencer(wiring.Component):
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        super().__init__({
+            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
+            "params_ready": In(1),
+            "range_addr": Out(cfg.cot_bits), "range_data": In(range_layout(cfg)),
+            "rows_in": In(cfg.h_bits + cfg.cw_bits + 1),
+            "lo": Out(cfg.h_bits + cfg.cw_bits + 1),
+            "tile_ready": In(1), "fold_start": Out(1),
+            "credit_ok": In(1), "reserve": Out(1),
+            "element": Out(element_layout(cfg)), "tag": Out(tag_layout(cfg)),
+            "category": Out(len(CATEGORIES)), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        faults = cfg.faults
+        P = cfg.act_pixels
+        lgP = P.bit_length() - 1
+        sb = (cfg.lb_rows - 1).bit_length()
+        cb = (cfg.max_cwords - 1).bit_length()
+        xb = (cfg.lb_words - 1).bit_length()
+        L = self.layer
+        d = L.desc
+        cw_ = L.pass_span.shape().width + 2      # signed coordinate width
+
+        # the layer's fields, a copy taken at start
+        k = {n: Signal.like(getattr(d, n), name=f"k_{n}") for n in
+             ("height", "width", "out_height", "pass_rows", "stride_h", "stride_w", "dil_h",
+              "dil_w", "pad_top", "pad_left", "cotiles")}
+        kd = {n: Signal.like(getattr(L, n), name=f"k_{n}") for n in
+              ("kh_m1", "kw_m1", "cot_m1", "ow_m1", "pass_span", "pass_step")}
+        with m.If(self.start):
+            m.d.sync += [s.eq(getattr(d, n)) for n, s in k.items()]
+            m.d.sync += [s.eq(getattr(L, n)) for n, s in kd.items()]
+        step_h = k["stride_h"]
+        if "stride_h_off_by_one" in faults:
+            step_h = Mux(k["stride_h"] > 1, k["stride_h"] + 1, k["stride_h"])
+        step_w_dil = 1 if "dilation_w_ignored" in faults else k["dil_w"]
+
+        t = Signal(cfg.cot_bits)
+        cur = Signal(range_layout(cfg))
+        nxt = Signal(range_layout(cfg))
+        ky, kx = Signal(cfg.k_bits), Signal(cfg.k_bits)
+        cw = Signal(cfg.cw_bits)
+        g = Signal(cfg.h_bits)
+        ox = Signal(cfg.w_bits)
+        gcount = Signal(cfg.h_bits + 1)
+        rows_left = Signal(cfg.h_bits + 1)
+        y_pass, y_end, y_tap, iy = (Signal(signed(cw_), name=n) for n in
+                                    ("y_pass", "y_end", "y_tap", "iy"))
+        x_tap, ix = Signal(signed(cw_)), Signal(signed(cw_))
+        acc_addr = Signal(cfg.acc_addr_bits)
+        first_el = Signal()
+
+        last_ox = ox == kd["ow_m1"]
+        last_g = g == gcount - 1
+        first_cw = cw == cur.first
+        if "cw_first_ignored" in faults:
+            first_cw = cw == 0
+        last_cw = cw == cur.last
+        last_kx = kx == kd["kw_m1"]
+        last_ky = ky == kd["kh_m1"]
+        last_t = t == kd["cot_m1"]
+        last_pass = rows_left == gcount
+        first_fold = (ky == 0) & (kx == 0) & first_cw
+        last_fold = last_ky & last_kx & last_cw
+        fold_end = last_ox & last_g
+
+        # the next tile's word range (a combinational read of the small range memory)
+        m.d.comb += self.range_addr.eq(Mux(last_t, 0, t + 1))
+        m.d.sync += nxt.eq(self.range_data)
+
+        issue = Signal()
+        ok = (~first_el | self.tile_ready) & (~last_fold | self.credit_ok)
+        rows_ready = (self.rows_in >= y_end) | (self.rows_in >= k["height"]) | (y_end <= 0)
+        release = Mux(y_pass < 0, 0, y_pass)
+        if "row_release_early" in faults:
+            release = release + 1
+        cat = Signal(len(CATEGORIES))
+        with m.FSM(name="dseq"):
+            with m.State("IDLE"):
+                m.d.comb += cat.eq(_cat("setup"))
+                with m.If(self.start & ~d.depthwise):
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += cat.eq(_cat("setup"))
+                m.d.sync += [t.eq(0), cur.eq(self.range_data), cw.eq(self.range_data.first),
+                             ky.eq(0), kx.eq(0), g.eq(0), ox.eq(0), acc_addr.eq(0),
+                             first_el.eq(1), rows_left.eq(k["out_height"]),
+                             gcount.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
+                                           k["out_height"])),
+                             y_pass.eq(-k["pad_top"]), y_tap.eq(-k["pad_top"]),
+                             iy.eq(-k["pad_top"]), y_end.eq(kd["pass_span"] - k["pad_top"]),
+                             x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"])]
+                m.d.comb += self.range_addr.eq(0)
+                with m.If(self.params_ready):
+                    m.next = "PASS"
+                with m.If(self.abort):
+                    m.next = "DONE"
+            with m.State("PASS"):
+                m.d.comb += [self.lo.eq(release),
+                             cat.eq(Mux(rows_ready, _cat("setup"), _cat("stall_input")))]
+                with m.If(rows_ready):
+                    m.next = "ISSUE"
+                with m.If(self.abort):
+                    m.next = "DONE"
+            with m.State("ISSUE"):
+                m.d.comb += [self.lo.eq(release), issue.eq(ok)]
+                m.d.comb += cat.eq(Mux(ok, _cat("busy"),
+                                       Mux(first_el & ~self.tile_ready, _cat("stall_weight"),
+                                           _cat("stall_output"))))
+                with m.If(issue):
+                    self._advance(m, locals())
+                with m.If(self.abort):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.lo.eq(-1), self.done.eq(1), cat.eq(_cat("drain"))]
+                with m.If(~self.run):
+                    m.next = "IDLE"
+        m.d.comb += self.category.eq(cat)
+
+        # the element and its tag, registered
+        drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)
+        in_y = (iy >= 0) & (iy < k["height"])
+        in_x = (ix >= 0) & (ix < k["width"])
+        ux = ix.as_unsigned()
+        m.d.sync += [
+            self.element.ctl.valid.eq(issue & ~drop), self.element.ctl.latch.eq(first_el),
+            self.element.ctl.first.eq(0), self.element.ctl.last.eq(0),
+            self.element.addr.eq(Cat(ux[lgP:lgP + xb], cw[:cb], iy.as_unsigned()[:sb])),
+            self.element.px.eq(ux[:lgP] if lgP else 0),
+            self.element.pad.eq(~(in_y & in_x)),
+            self.tag.valid.eq(issue & ~drop), self.tag.first.eq(first_fold),
+            self.tag.last.eq(last_fold),
+            self.tag.final.eq(last_fold & last_t & last_pass & fold_end),
+            self.tag.addr.eq(acc_addr), self.tag.cotile.eq(t), self.tag.row.eq(0),
+        ]
+        m.d.comb += [self.fold_start.eq(issue & first_el), self.reserve.eq(issue & last_fold)]
+        return m
+
+    def _advance(self, m, v):
+        """Next element: column, row of the pass, fold (word, kx, ky), tile, pass."""
+        cfg = self.cfg
+        g, ox, iy, ix, acc_addr = v["g"], v["ox"], v["iy"], v["ix"], v["acc_addr"]
+        k, kd = v["k"], v["kd"]
+        m.d.sync += v["first_el"].eq(0)
+        with m.If(~v["last_ox"]):
+            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + k["stride_w"]), acc_addr.eq(acc_addr + 1)]
+        with m.Elif(~v["last_g"]):
+            m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + v["step_h"]), ix.eq(v["x_tap"]),
+                         acc_addr.eq(acc_addr + 1)]
+        with m.Else():
+            self._fold_end(m, v)
+
+    def _fold_end(self, m, v):
+        k, kd = v["k"], v["kd"]
+        cw, kx, ky, t, cur, nxt = v["cw"], v["kx"], v["ky"], v["t"], v["cur"], v["nxt"]
+        x_tap, y_tap, y_pass, ix, iy = v["x_tap"], v["y_tap"], v["y_pass"], v["ix"], v["iy"]
+        m.d.sync += [v["ox"].eq(0), v["g"].eq(0), v["acc_addr"].eq(0), v["first_el"].eq(1)]
+        with m.If(~v["last_cw"]):
+            m.d.sync += [cw.eq(cw + 1), ix.eq(x_tap), iy.eq(y_tap)]
+        with m.Elif(~v["last_kx"]):
+            m.d.sync += [cw.eq(cur.first), kx.eq(kx + 1), x_tap.eq(x_tap + v["step_w_dil"]),
+                         ix.eq(x_tap + v["step_w_dil"]), iy.eq(y_tap)]
+        with m.Elif(~v["last_ky"]):
+            m.d.sync += [cw.eq(cur.first), kx.eq(0), ky.eq(ky + 1), x_tap.eq(-k["pad_left"]),
+                         ix.eq(-k["pad_left"]), y_tap.eq(y_tap + k["dil_h"]),
+                         iy.eq(y_tap + k["dil_h"])]
+        with m.Else():
+            m.d.sync += [cw.eq(nxt.first), cur.eq(nxt), kx.eq(0), ky.eq(0),
+                         x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"]),
+                         y_tap.eq(y_pass), iy.eq(y_pass)]
+            with m.If(~v["last_t"]):
+                m.d.sync += t.eq(t + 1)
+            with m.Else():
+                step = kd["pass_step"]
+                left = v["rows_left"] - v["gcount"]
+                m.d.sync += [t.eq(0), v["rows_left"].eq(left), y_pass.eq(y_pass + step),
+                             v["y_end"].eq(v["y_end"] + step), y_tap.eq(y_pass + step),
+                             iy.eq(y_pass + step),
+                             v["gcount"].eq(Mux(k["pass_rows"] < left, k["pass_rows"], left))]
+                with m.If(v["last_pass"]):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "PASS"

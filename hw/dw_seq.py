@@ -1,0 +1,292 @@
+"""The depthwise mapping's sequencer: row-vector reads and taps.
+
+    for each channel word t (a tile of ``cols`` channels):
+        for each output row oy, each block b of ``rows`` output pixels:
+            for each kernel row ky, each column phase p (kx % stride_w) with taps:
+                a group: read its row vector (input row oy*stride_h + ky*dil_h -
+                pad_top, phase p, pixels from b*rows on), then one tap per cycle for
+                kx = p, p + stride_w, ... < kw (the vector shifting by one pixel)
+
+Two cursors walk the same groups. The *read cursor* issues one line-buffer read
+per cycle (``n_p = ceil((rows + taps_p - 1) / act_pixels)`` reads per group; a
+padding row's are marked ``pad``); a group's reads may begin once the shadow
+register is free, i.e. in the cycle the previous group's first tap is decided,
+and wait while their input row is not yet in the line buffer. The *tap cursor*
+decides one tap per cycle: a group's first tap (loading the vector) once its reads
+are all issued and the previous group's taps are done; a block's first tap once
+its result credits are reserved, no earlier than ``rows`` cycles after the
+previous block's (its results drain one per cycle), and a word's first tap once the
+word's tap weights are in the weight memory. After a block's last tap the drain
+tags follow, one per valid output pixel, in the next cycles.
+
+Tap weights are read in the order the taps use them: word ``t``'s taps are weight
+words ``t*kh*kw .. (t+1)*kh*kw - 1`` (the host lays them out in this order).
+"""
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import HardwareConfig
+from .control import layer_layout
+from .rowvector import read_layout, op_layout
+from .array import row_control_layout
+from .accumulator import tag_layout
+from .counters import CATEGORIES
+
+__all__ = ["DepthwiseSequencer", "dw_op_layout"]
+
+
+def _cat(name):
+    return 1 << CATEGORIES.index(name)
+
+
+def dw_op_layout():
+    from amaranth.lib import data
+    return data.StructLayout({"op": op_layout(), "ctl": row_control_layout()})
+
+
+class DepthwiseSequencer(wiring.Component):
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        abits = (cfg.weight_depth - 1).bit_length()
+        rbits = cfg.h_bits + cfg.cw_bits + 1
+        super().__init__({
+            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
+            "params_ready": In(1),
+            "rows_in": In(rbits), "lo": Out(rbits),
+            "words_in": In(abits + 2),
+            "credits": In(range(cfg.out_fifo_depth + 1)), "reserve": Out(range(cfg.rows + 1)),
+            "read": Out(read_layout(cfg)), "op": Out(dw_op_layout()),
+            "tap_addr": Out(abits), "tag": Out(tag_layout(cfg)),
+            "category": Out(len(CATEGORIES)), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, P = cfg.rows, cfg.act_pixels
+        L, d = self.layer, self.layer.desc
+        # the layer's fields, taken at start
+        k = {n: Signal.like(getattr(d, n), name=f"k_{n}") for n in
+             ("height", "out_height", "stride_h", "stride_w", "dil_h", "pad_top", "kw",
+              "phase_words", "cotiles")}
+        kd = {n: Signal.like(getattr(L, n), name=f"k_{n}") for n in
+              ("taps", "kh_m1", "cot_m1", "nblk_m1", "last_rows")}
+        go = Signal()
+        with m.If(self.start):
+            m.d.sync += [s.eq(getattr(d, n)) for n, s in k.items()]
+            m.d.sync += [s.eq(getattr(L, n)) for n, s in kd.items()]
+            m.d.sync += go.eq(d.depthwise)
+        with m.Elif(~self.run | self.abort):
+            m.d.sync += go.eq(0)
+        # taps and reads of each column phase, a table of the (steady) kernel width and
+        # stride: taps_p = ceil((kw - p) / stride_w), reads_p = ceil((rows + taps_p - 1) / P)
+        S = cfg.dw_max_stride
+        reads = [Signal(range(cfg.dw_shadow_words + 1), name=f"reads_p{p}") for p in range(S)]
+        nph_m1 = Signal(range(S))
+        with m.If(self.start):
+            with m.Switch(Cat(d.kw, d.stride_w)):
+                for kw in range(1, cfg.dw_kernel + 1):
+                    for sw in range(1, S + 1):
+                        with m.Case(kw | (sw << len(d.kw))):
+                            m.d.sync += nph_m1.eq(min(sw, kw) - 1)
+                            for p in range(S):
+                                taps = max(0, -(-(kw - p) // sw))
+                                m.d.sync += reads[p].eq(-(-(R + max(taps, 1) - 1) // P))
+
+        rd = self._read_cursor(m, k, kd, reads, nph_m1, go)
+        self._tap_cursor(m, k, kd, rd, nph_m1, go)
+        return m
+
+    # ------------------------------------------------------------------ reads
+    def _read_cursor(self, m, k, kd, reads, nph_m1, go):
+        cfg = self.cfg
+        R, P = cfg.rows, cfg.act_pixels
+        lgP = P.bit_length() - 1
+        xb = (cfg.lb_words - 1).bit_length()
+        rb = (cfg.dw_ring_rows - 1).bit_length()
+        cwid = cfg.h_bits + cfg.pad_bits + cfg.s_bits + cfg.d_bits + 4
+        v = {}
+        v["t"] = t = Signal(cfg.cot_bits, name="rd_t")
+        v["oy"] = oy = Signal(cfg.h_bits, name="rd_oy")
+        v["b"] = b = Signal(cfg.w_bits, name="rd_b")
+        v["ky"] = ky = Signal(cfg.k_bits, name="rd_ky")
+        v["p"] = p = Signal(range(cfg.dw_max_stride), name="rd_p")
+        v["w"] = w = Signal(range(cfg.dw_shadow_words + 1), name="rd_w")
+        y_row = Signal(signed(cwid), name="rd_yrow")      # oy*sh - pt
+        iy = Signal(signed(cwid), name="rd_iy")           # y_row + ky*dh
+        gr_base = Signal(len(self.rows_in), name="rd_grbase")   # t * height
+        x_ph = Signal(cfg.w_bits + 2, name="rd_xph")      # p * phase_words
+        x_blk = Signal(cfg.w_bits + 2, name="rd_xblk")    # b * rows / P
+        v["reading"] = reading = Signal(name="rd_active")
+        v["sh_ready"] = sh_ready = Signal(name="sh_ready")     # a group is in the shadow
+        v["all_read"] = all_read = Signal(name="rd_all")
+        v["start_now"] = start_now = Signal(name="start_now")  # set by the tap cursor
+        pad = (iy < 0) | (iy >= k["height"])
+        gr = Signal(len(self.rows_in))
+        m.d.comb += gr.eq(gr_base + iy.as_unsigned())
+        row_in = pad | (self.rows_in > gr)
+        n_p = Array(reads)[p]
+        last_w = w == n_p - 1
+        begin_ok = go & ~all_read & (~sh_ready | start_now)
+        issue = Signal(name="rd_issue")
+        m.d.comb += issue.eq((reading | begin_ok) & row_in)
+        v["blocked"] = (reading | begin_ok) & ~row_in
+        v["issue"] = issue
+        release = Signal(len(self.rows_in))
+        m.d.comb += release.eq(gr_base + Mux(y_row < 0, 0, y_row).as_unsigned())
+        m.d.comb += self.lo.eq(Mux(go & ~all_read, release, -1))
+        m.d.sync += [
+            self.read.valid.eq(issue), self.read.pad.eq(pad), self.read.slot.eq(w),
+            self.read.addr.eq(Cat((x_ph + x_blk + w)[:xb], gr[:rb])),
+        ]
+        with m.If(self.start):
+            m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), w.eq(0), x_ph.eq(0),
+                         x_blk.eq(0), gr_base.eq(0), reading.eq(0), sh_ready.eq(0),
+                         all_read.eq(0), y_row.eq(-self.layer.desc.pad_top),
+                         iy.eq(-self.layer.desc.pad_top)]
+        with m.Else():
+            with m.If(start_now):
+                m.d.sync += sh_ready.eq(0)
+            with m.If(issue):
+                with m.If(~last_w):
+                    m.d.sync += [w.eq(w + 1), reading.eq(1)]
+                with m.Else():
+                    m.d.sync += [w.eq(0), reading.eq(0), sh_ready.eq(1)]
+                    self._next_group(m, k, kd, v, nph_m1, y_row, iy, gr_base, x_ph, x_blk)
+        return v
+
+    def _next_group(self, m, k, kd, v, nph_m1, y_row, iy, gr_base, x_ph, x_blk):
+        R, P = self.cfg.rows, self.cfg.act_pixels
+        t, oy, b, ky, p = v["t"], v["oy"], v["b"], v["ky"], v["p"]
+        with m.If(p != nph_m1):
+            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + k["phase_words"])]
+        with m.Elif(ky != kd["kh_m1"]):
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"])]
+        with m.Else():
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row)]
+            with m.If(b != kd["nblk_m1"]):
+                m.d.sync += [b.eq(b + 1), x_blk.eq(x_blk + R // P)]
+            with m.Else():
+                m.d.sync += [b.eq(0), x_blk.eq(0)]
+                with m.If(oy != k["out_height"] - 1):
+                    m.d.sync += [oy.eq(oy + 1), y_row.eq(y_row + k["stride_h"]),
+                                 iy.eq(y_row + k["stride_h"])]
+                with m.Else():
+                    m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"])]
+                    with m.If(t != kd["cot_m1"]):
+                        m.d.sync += [t.eq(t + 1), gr_base.eq(gr_base + k["height"])]
+                    with m.Else():
+                        m.d.sync += v["all_read"].eq(1)
+
+    # ------------------------------------------------------------------ taps
+    def _tap_cursor(self, m, k, kd, rd, nph_m1, go):
+        cfg = self.cfg
+        R = cfg.rows
+        t = Signal(cfg.cot_bits, name="tp_t")
+        oy = Signal(cfg.h_bits, name="tp_oy")
+        b = Signal(cfg.w_bits, name="tp_b")
+        ky = Signal(cfg.k_bits, name="tp_ky")
+        p = Signal(range(cfg.dw_max_stride), name="tp_p")
+        kx = Signal(cfg.k_bits + 2, name="tp_kx")
+        j = Signal(len(kd["taps"]), name="tp_j")          # tap of the block
+        wbase = Signal(len(self.tap_addr) + 1, name="tp_wbase")     # t * taps
+        active = Signal(name="tp_active")
+        all_done = Signal(name="tp_done")
+        spacing = Signal(range(R + 1), name="tp_spacing")   # cycles until a block may start
+        drain = Signal(range(R + 1), name="tp_drain")       # drain tags left
+        drain_row = Signal(range(R), name="tp_drain_row")
+        drain_t = Signal.like(t)
+        drain_final = Signal()
+        last_tap_grp = kx + k["stride_w"] >= k["kw"]
+        last_grp_blk = (p == nph_m1) & (ky == kd["kh_m1"])
+        last_blk_row = b == kd["nblk_m1"]
+        last_row = oy == k["out_height"] - 1
+        last_word = t == kd["cot_m1"]
+        block_rows = Mux(last_blk_row, kd["last_rows"], R)
+        first_of_block = (ky == 0) & (p == 0)
+        first_of_word = first_of_block & (b == 0) & (oy == 0)
+        need_w = Signal(len(self.words_in))
+        m.d.comb += need_w.eq(wbase + kd["taps"])
+        weights_ok = ~first_of_word | (self.words_in >= need_w)
+        credit_ok = ~first_of_block | (self.credits >= block_rows)
+        space_ok = ~first_of_block | (spacing == 0)
+        start_now = rd["start_now"]
+        m.d.comb += start_now.eq(go & self.params_ready & ~all_done & ~active & rd["sh_ready"] &
+                                 weights_ok & credit_ok & space_ok)
+        tap = start_now | active
+        ends_block = tap & last_tap_grp & last_grp_blk
+        m.d.comb += self.reserve.eq(Mux(start_now & first_of_block, block_rows, 0))
+        m.d.sync += [
+            self.op.op.load.eq(start_now), self.op.op.shift.eq(active),
+            self.op.ctl.valid.eq(tap), self.op.ctl.latch.eq(0),
+            self.op.ctl.first.eq(start_now & first_of_block), self.op.ctl.last.eq(ends_block),
+            self.tap_addr.eq(wbase + j),
+        ]
+        with m.If(self.start):
+            m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), kx.eq(0), j.eq(0),
+                         wbase.eq(0), active.eq(0), all_done.eq(0), spacing.eq(0),
+                         drain.eq(0)]
+        with m.Else():
+            with m.If(start_now & first_of_block):
+                m.d.sync += spacing.eq(R - 1)
+            with m.Elif(spacing != 0):
+                m.d.sync += spacing.eq(spacing - 1)
+            with m.If(tap):
+                m.d.sync += j.eq(Mux(ends_block, 0, j + 1))
+                with m.If(~last_tap_grp):
+                    m.d.sync += [kx.eq(kx + k["stride_w"]), active.eq(1)]
+                with m.Else():
+                    m.d.sync += active.eq(0)
+                    self._tap_next_group(m, k, kd, locals())
+        # the drain tags: one per valid pixel of the block just finished
+        with m.If(ends_block):
+            m.d.sync += [drain.eq(block_rows), drain_row.eq(0), drain_t.eq(t),
+                         drain_final.eq(last_blk_row & last_row & last_word)]
+        with m.Elif(drain != 0):
+            m.d.sync += [drain.eq(drain - 1), drain_row.eq(drain_row + 1)]
+        m.d.sync += [
+            self.tag.valid.eq(drain != 0), self.tag.first.eq(1), self.tag.last.eq(1),
+            self.tag.final.eq(drain_final & (drain == 1)), self.tag.addr.eq(0),
+            self.tag.cotile.eq(drain_t), self.tag.row.eq(drain_row),
+        ]
+        m.d.comb += self.done.eq(all_done & (drain == 0))
+        # what each cycle is
+        cat = Signal(len(CATEGORIES))
+        with m.If(~go | ~self.params_ready):
+            m.d.comb += cat.eq(_cat("setup"))
+        with m.Elif(tap):
+            m.d.comb += cat.eq(_cat("busy"))
+        with m.Elif(all_done):
+            m.d.comb += cat.eq(_cat("drain"))
+        with m.Elif(rd["sh_ready"] & ~credit_ok):
+            m.d.comb += cat.eq(_cat("stall_output"))
+        with m.Elif(rd["sh_ready"] & ~weights_ok):
+            m.d.comb += cat.eq(_cat("stall_weight"))
+        with m.Elif(~rd["sh_ready"] & rd["blocked"]):
+            m.d.comb += cat.eq(_cat("stall_input"))
+        with m.Else():
+            m.d.comb += cat.eq(_cat("fill"))
+        m.d.comb += self.category.eq(cat)
+
+    def _tap_next_group(self, m, k, kd, v):
+        t, oy, b, ky, p, kx = v["t"], v["oy"], v["b"], v["ky"], v["p"], v["kx"]
+        with m.If(p != v["nph_m1"]):
+            m.d.sync += [p.eq(p + 1), kx.eq(p + 1)]
+        with m.Elif(ky != kd["kh_m1"]):
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1)]
+        with m.Else():
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0)]
+            with m.If(~v["last_blk_row"]):
+                m.d.sync += b.eq(b + 1)
+            with m.Else():
+                m.d.sync += b.eq(0)
+                with m.If(~v["last_row"]):
+                    m.d.sync += oy.eq(oy + 1)
+                with m.Else():
+                    m.d.sync += oy.eq(0)
+                    with m.If(~v["last_word"]):
+                        m.d.sync += [t.eq(t + 1), v["wbase"].eq(v["wbase"] + kd["taps"])]
+                    with m.Else():
+                        m.d.sync += v["all_done"].eq(1)

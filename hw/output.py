@@ -1,0 +1,117 @@
+"""The result path's end: packing results into beats, and the result queue.
+
+:class:`ResultPacker` collects result vectors (one output pixel's ``cols`` values,
+``acc_width`` bits each) into ``o_result`` beats of ``cols * acc_width`` bits:
+without requantization a beat is one vector; with it the values are cut to 8-bit
+lanes (``out_bits <= 8``) or 16-bit lanes and a beat packs
+``acc_width // lane_width`` vectors, the first in the low bits
+(:func:`~.layouts.pack_factor`). A beat leaves when it is full or holds the
+invocation's final vector; it carries its vector count for the credits.
+
+:class:`ResultQueue` is the result FIFO in front of ``o_result``. The sequencers
+reserve a credit per result vector before issuing the work that produces it, so
+the queue never overflows and back-pressure stalls the issue instead of losing
+data; ``freed`` returns a beat's vectors as it leaves.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, stream, data, fifo
+from amaranth.lib.wiring import In, Out
+
+from .config import HardwareConfig
+from .layouts import RequantMode, result_beat_layout
+
+__all__ = ["ResultPacker", "ResultQueue", "packed_beat_layout"]
+
+
+def packed_beat_layout(cfg: HardwareConfig):
+    """A beat on its way to the queue: the result beat and its vector count."""
+    return data.StructLayout({"beat": result_beat_layout(cfg),
+                              "count": unsigned((cfg.acc_width // 8).bit_length())})
+
+
+class ResultPacker(wiring.Component):
+    """Ports: ``i_valid``/``i_final``/``i_data`` (a vector per cycle at most),
+    ``mode``/``out_bits`` (steady), ``o_valid``/``o_beat`` (a packed beat)."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        super().__init__({
+            "i_valid": In(1), "i_final": In(1),
+            "i_data": In(data.ArrayLayout(signed(cfg.acc_width), cfg.cols)),
+            "mode": In(RequantMode), "out_bits": In(5),
+            "o_valid": Out(1), "o_beat": Out(packed_beat_layout(cfg)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        C, aw = cfg.cols, cfg.acc_width
+        widths = [w for w in (8, 16) if w < aw]
+        # the lane width in use, registered from the (steady) mode
+        use = {w: Signal(name=f"lane{w}") for w in widths}
+        m.d.sync += [use[w].eq((self.mode != RequantMode.NONE) &
+                               ((self.out_bits <= 8) if w == 8 else (self.out_bits > 8)))
+                     for w in widths]
+        full = Signal(name="full_lanes")
+        m.d.comb += full.eq(~Cat(*use.values()).any())
+        buf = Signal(C * aw)
+        count = Signal(range(aw // 8 + 1))
+        final = Signal()
+        # the vector count at which a beat is full, per lane width
+        cap = {w: aw // w for w in widths}
+        is_full = Signal()
+        m.d.comb += is_full.eq(full | Cat(*[use[w] & (count == cap[w] - 1)
+                                            for w in widths]).any())
+        for k in range(aw // 8):
+            # slot k of each lane width that has one: k*C*w .. (k+1)*C*w
+            for w in widths:
+                if k < cap[w]:
+                    with m.If(self.i_valid & use[w] & (count == k)):
+                        m.d.sync += buf[k * C * w:(k + 1) * C * w].eq(
+                            Cat(*[self.i_data[c][:w] for c in range(C)]))
+        with m.If(self.i_valid & full):
+            m.d.sync += buf.eq(self.i_data.as_value())
+        emit = Signal()
+        m.d.comb += emit.eq(self.i_valid & (is_full | self.i_final))
+        m.d.sync += self.o_valid.eq(emit)
+        with m.If(self.i_valid):
+            m.d.sync += count.eq(Mux(emit, 0, count + 1))
+        # the beat is complete the cycle after its last vector's write
+        with m.If(emit):
+            m.d.sync += [self.o_beat.count.eq(count + 1), final.eq(self.i_final)]
+        m.d.comb += [self.o_beat.beat.data.eq(buf), self.o_beat.beat.last.eq(final)]
+        return m
+
+
+class ResultQueue(wiring.Component):
+    """Ports: ``i_valid``/``i_beat`` (never when full: credits), ``o_result``,
+    ``freed`` (vectors whose beat left this cycle), ``final_hs`` (the beat with
+    ``last`` left), ``empty``."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        lay = packed_beat_layout(cfg)
+        super().__init__({
+            "i_valid": In(1), "i_beat": In(lay),
+            "o_result": Out(stream.Signature(result_beat_layout(cfg))),
+            "freed": Out(lay["count"].shape), "final_hs": Out(1), "empty": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        lay = packed_beat_layout(cfg)
+        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=lay.size, depth=cfg.out_fifo_depth)
+        head = Signal(lay)
+        m.d.comb += [
+            q.w_data.eq(self.i_beat.as_value()), q.w_en.eq(self.i_valid),
+            head.eq(q.r_data),
+            self.o_result.payload.eq(head.beat), self.o_result.valid.eq(q.r_rdy),
+            q.r_en.eq(self.o_result.ready),
+        ]
+        hs = self.o_result.valid & self.o_result.ready
+        m.d.comb += [self.freed.eq(Mux(hs, head.count, 0)),
+                     self.final_hs.eq(hs & head.beat.last),
+                     self.empty.eq(q.level == 0)]
+        return m
