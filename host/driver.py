@@ -9,7 +9,7 @@ invocation streams, adds partial sums of split reductions (int64) and
 requantizes those; both are reported as host-side work.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import time
 
 import numpy as np
@@ -63,10 +63,22 @@ class RtlStats(LayerFigures):
                 f"({self.traffic_ratio:.2f}x tensors); host {self.host_work}")
 
 
+def hardware_requantizes(plan, requant):
+    """Whether the plan's invocations requantize in hardware: one reduction part and
+    an output of at most 16 bits; otherwise the host requantizes the accumulators."""
+    return requant is not None and plan.reduction_parts == 1 and requant.out_width <= 16
+
+
+def _requant_slice(rq, lo, hi):
+    """``rq`` for output channels ``lo:hi`` (per-channel values sliced)."""
+    def part(v):
+        return v if not isinstance(v, tuple) else v[lo:hi]
+    return replace(rq, multiplier=part(rq.multiplier), shift=part(rq.shift))
+
+
 def _invocations(plan, x, w, bias, pad_value, requant):
-    geom = plan.geometry
     cfg = plan.cfg
-    mode_hw = geom.padding_mode
+    hw_rq = hardware_requantizes(plan, requant)
     invs = []
     for spec in plan.tiles:
         r, c = spec.rows, spec.cols
@@ -74,40 +86,15 @@ def _invocations(plan, x, w, bias, pad_value, requant):
         xs = xs[:, r.src][:, :, c.src]
         ws = w[spec.co[0]:spec.co[1], spec.ci_sub[0]:spec.ci_sub[1], r.k_lo:r.k_hi, c.k_lo:c.k_hi]
         bs = bias[spec.co[0]:spec.co[1]] if (bias is not None and spec.first) else None
-        rq = None
-        if requant is not None and spec.complete:
-            rq = requant.select(spec.co[0], spec.co[1]) if hasattr(requant, "select") else \
-                _select_requant(requant, spec.co[0], spec.co[1])
-        pad_mode = c.hw_pad_mode(mode_hw)
+        rq = _requant_slice(requant, spec.co[0], spec.co[1]) if hw_rq else None
         inv = build_invocation(
             cfg, xs, ws, bs, groups=spec.groups, cog=spec.cog, co_phase=spec.co_phase,
             stride=(r.stride, c.stride), dilation=(r.dil, c.dil),
-            pads=(r.pad_lo, r.pad_hi, c.pad_lo, c.pad_hi), pad_mode=pad_mode,
+            pads=(r.pad_lo, r.pad_hi, c.pad_lo, c.pad_hi),
             pad_value=pad_value, requant=rq, out_height=len(r.out_idx),
             out_width=len(c.out_idx), pass_rows=spec.pass_rows, depthwise=spec.depthwise)
         invs.append(inv)
     return invs
-
-
-class _RequantView:
-    def __init__(self, rq, lo, hi):
-        self.mode = rq.mode
-        n = hi - lo
-        self.multiplier = _per_channel(rq.multiplier, lo, hi)
-        self.shift = _per_channel(rq.shift, lo, hi)
-        self.out_zero_point = rq.out_zero_point
-        self.out_width = rq.out_width
-        self.relu = rq.relu
-        del n
-
-
-def _per_channel(v, lo, hi):
-    a = np.asarray(v, dtype=np.int64)
-    return a if a.ndim == 0 else a[lo:hi]
-
-
-def _select_requant(rq, lo, hi):
-    return _RequantView(rq, lo, hi)
 
 
 def run_plan(plan, x, w, bias=None, *, requant=None, pad_value=0, seed=0, idle=(0, 0, 0, 0),
@@ -176,9 +163,9 @@ def run_plan(plan, x, w, bias=None, *, requant=None, pad_value=0, seed=0, idle=(
             "host_requant": 0}
     if plan.reduction_parts > 1:
         host["partial_sum_adds"] = out.size * (plan.reduction_parts - 1)
-        if requant is not None:
-            out = requantize(out, requant, channel_axis=1)
-            host["host_requant"] = out.size
+    if requant is not None and not hardware_requantizes(plan, requant):
+        out = requantize(out, requant, channel_axis=1)
+        host["host_requant"] = out.size
     dwb = cfg.data_width / 8
     out_b = (requant.out_width / 8) if requant is not None else 4
     tensor_bytes = int(x.size * dwb + w.size * dwb + (0 if bias is None else bias.size * 4)
@@ -214,6 +201,4 @@ def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, se
     plan = plan_layer(geometry, cfg, x_absmax=xa, w_absmax=wa, b_absmax=ba, pad_value=pad_value)
     out, stats = run_plan(plan, xb, w, b, requant=requant, pad_value=pad_value, seed=seed,
                           idle=idle, stall=stall, progress=progress)
-    if requant is not None and plan.reduction_parts == 1:
-        pass    # requantized in hardware
     return (out if batched else out[0]), stats

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hw.config import HardwareConfig, word_major
+from .hw.config import HardwareConfig
 from .contract import ConvGeometry, acc_bound_ok
 from .streams import tile_word_ranges, choose_pass_rows
 
@@ -67,10 +67,10 @@ class AxisSegment:
 
     ``out_idx`` are the output coordinates it produces; ``src`` the source
     coordinates streamed (in order); the hardware then pads ``pad_lo``/``pad_hi``
-    positions (value or mode) and convolves taps ``k_lo:k_hi`` of the kernel with
-    ``stride``/``dil``. ``hw_mode`` says the window generator applies the padding
-    mode (else zeros/pad value, or nothing when pads are 0). ``prepad`` counts
-    streamed positions that are mapped border positions (host pre-pad work).
+    positions with the pad value and convolves taps ``k_lo:k_hi`` of the kernel with
+    ``stride``/``dil``. For reflect / replicate / circular the streamed positions
+    already include the mapped border positions (``prepad`` counts the columns
+    among them: host pre-pad work) and the pads are zero.
     """
     out_idx: np.ndarray
     src: np.ndarray
@@ -80,17 +80,11 @@ class AxisSegment:
     dil: int
     k_lo: int
     k_hi: int
-    hw_mode: bool
     prepad: int = 0
 
     @property
     def k(self):
         return self.k_hi - self.k_lo
-
-    def hw_pad_mode(self, padding_mode):
-        """The descriptor's pad mode for a layer with ``padding_mode``: the mode when
-        the window generator applies it, else ``zeros`` (pad value)."""
-        return padding_mode if (self.hw_mode and padding_mode != "zeros") else "zeros"
 
 
 @lru_cache(maxsize=1024)
@@ -147,33 +141,17 @@ def _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, mode, is_col):
         hi = min(length - 1, (n_in - 1 - a) // step)
         if lo > hi:
             # every tap is padding: stream one real position and pad around it
-            return AxisSegment(outs, np.array([0]), length, 0, hs, hd, k_lo, k_lo + kk, False)
+            return AxisSegment(outs, np.array([0]), length, 0, hs, hd, k_lo, k_lo + kk)
         src = np.arange(a + step * lo, a + step * hi + 1, step)
-        return AxisSegment(outs, src, lo, length - 1 - hi, hs, hd, k_lo, k_lo + kk, False)
-    # non-zero modes
+        return AxisSegment(outs, src, lo, length - 1 - hi, hs, hd, k_lo, k_lo + kk)
+    # non-zero modes: the host streams the mapped positions (rows in padded order,
+    # border columns pre-padded); the hardware sees an unpadded axis
     v = v0 + step * np.arange(length)
     src = source_index(v, n_in, pad_lo, mode)
     inside = (v - pad_lo >= 0) & (v - pad_lo < n_in)
-    if is_col and hd == d:
-        lo = int(np.argmax(inside)) if inside.any() else 0
-        hi = len(v) - 1 - int(np.argmax(inside[::-1])) if inside.any() else -1
-        # the window generator can map the border only if the streamed strip is the
-        # whole row (its border columns are the image's)
-        if inside.any() and src[lo] == 0 and src[hi] == n_in - 1 and \
-                _hw_maps_ok(mode, lo, len(v) - 1 - hi, n_in):
-            return AxisSegment(outs, src[lo:hi + 1], lo, len(v) - 1 - hi, hs, hd,
-                               k_lo, k_lo + kk, True)
     prepad = int((~inside).sum())
-    return AxisSegment(outs, src, 0, 0, hs, hd, k_lo, k_lo + kk, False,
+    return AxisSegment(outs, src, 0, 0, hs, hd, k_lo, k_lo + kk,
                        prepad=prepad if is_col else 0)
-
-
-def _hw_maps_ok(mode, plo, phi, n):
-    if mode == "reflect":
-        return plo < n and phi < n
-    if mode == "circular":
-        return plo <= n and phi <= n
-    return True
 
 
 @dataclass
@@ -206,7 +184,7 @@ class TileSpec:
                 f"g{self.groups} out {len(r.out_idx)}x{len(c.out_idx)} "
                 f"in {len(r.src)}x{len(c.src)} k[{r.k_lo}:{r.k_hi},{c.k_lo}:{c.k_hi}] "
                 f"s{r.stride}x{c.stride} d{r.dil}x{c.dil} pad t{r.pad_lo} b{r.pad_hi} "
-                f"l{c.pad_lo} r{c.pad_hi}{' hwmode' if c.hw_mode else ''} G{self.pass_rows} "
+                f"l{c.pad_lo} r{c.pad_hi} G{self.pass_rows} "
                 f"tiles {self.n_tiles} {'first' if self.first else ''}"
                 f"{' complete' if self.complete else ''} {self.macs} MACs")
 
@@ -281,10 +259,8 @@ class TilePlan:
 
     def depthwise(self, r, c):
         """Whether invocations on row segment ``r`` and column segment ``c`` use the
-        depthwise mapping."""
-        cfg = self.cfg
-        return self.dw and c.k <= cfg.dw_kernel and r.k <= cfg.dw_kernel and \
-            c.dil <= cfg.dw_dilation
+        depthwise mapping (every segment of a depthwise plan is cut for it)."""
+        return self.dw
 
     def pass_rows(self, r, c, cin=0):
         """G of the invocations on row segment ``r`` and column segment ``c`` with
@@ -338,15 +314,30 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
     pt, pb, pl, pr = geom.pad
     mode = geom.padding_mode
 
+    # the depthwise mapping: one input channel per group, multiplier 1, a hardware that
+    # has it, and a stride its column phases cover (dilation is decomposed)
+    dw = (G == geom.C_in == geom.C_out and cfg.depthwise_mode
+          and sw // gcd(sw, dwl) <= cfg.dw_max_stride)
     # -- spatial segments
-    max_out_cols = min(cfg.acc_depth, cfg.max_width)
-    rows = _axis_segments(geom.H, pt, pb, kh, sh, dh, mode, geom.H_out,
-                          max_dil=cfg.max_dilation, max_k=cfg.max_kernel, max_span=cfg.lb_rows,
-                          max_stream=cfg.max_height, max_out=cfg.max_height, is_col=False)
-    cols = _axis_segments(geom.W, pl, pr, kw, sw, dwl, mode, geom.W_out,
-                          max_dil=cfg.max_dilation, max_k=cfg.max_kernel,
-                          max_span=cfg.max_width, max_stream=cfg.max_width,
-                          max_out=max_out_cols, is_col=True)
+    if dw:
+        rows = _axis_segments(geom.H, pt, pb, kh, sh, dh, mode, geom.H_out,
+                              max_dil=cfg.max_dilation, max_k=cfg.dw_kernel,
+                              max_span=cfg.dw_ring_rows, max_stream=cfg.max_height,
+                              max_out=cfg.max_height, is_col=False)
+        hs = sw // gcd(sw, dwl) if dwl > 1 else sw
+        cols = _axis_segments(geom.W, pl, pr, kw, sw, dwl, mode, geom.W_out,
+                              max_dil=1, max_k=cfg.dw_kernel, max_span=cfg.max_width,
+                              max_stream=cfg.max_width,
+                              max_out=_dw_max_out(cfg, hs, min(kw, cfg.dw_kernel)), is_col=True)
+    else:
+        rows = _axis_segments(geom.H, pt, pb, kh, sh, dh, mode, geom.H_out,
+                              max_dil=cfg.max_dilation, max_k=cfg.max_kernel,
+                              max_span=cfg.lb_rows, max_stream=cfg.max_height,
+                              max_out=cfg.max_height, is_col=False)
+        cols = _axis_segments(geom.W, pl, pr, kw, sw, dwl, mode, geom.W_out,
+                              max_dil=cfg.max_dilation, max_k=cfg.max_kernel,
+                              max_span=cfg.max_width, max_stream=cfg.max_width,
+                              max_out=min(cfg.acc_depth, cfg.max_width), is_col=True)
 
     # -- channel chunks: (ci range, co range, groups, ci_sub) per reduction part
     tile = cfg.channel_tile
@@ -360,8 +351,6 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
         sub_splits = [(a, min(cg, a + tile)) for a in range(0, cg, tile)]
         sub_splits = [p for a, b in sub_splits
                       for p in _refine(a, b, kh, kw, xa, wa, b_absmax, cfg)]
-    # the depthwise mapping: one input channel per group, multiplier 1, square array
-    dw = G == geom.C_in == geom.C_out and cfg.depthwise_mode
     # chunks of whole groups (or one group and a channel sub-range of it)
     chunks = []     # (g0, g1, (a, b))
     if len(sub_splits) == 1:
@@ -465,7 +454,7 @@ def _finish_spec(spec, geom, cfg):
     cout_loc = spec.co[1] - spec.co[0]
     if spec.depthwise:
         spec.cotiles = -(-cin_loc // cfg.rows)
-        spec.n_tiles = spec.cotiles * -(-(r.k * c.k) // cfg.rows)
+        spec.n_tiles = 0
     else:
         ranges = word_ranges(cin_loc, cout_loc, spec.groups, cfg.rows, cfg.cols,
                              cog=spec.cog, co_phase=spec.co_phase)
@@ -476,13 +465,23 @@ def _finish_spec(spec, geom, cfg):
 
 def _pass_rows(cfg, r, c, depthwise=False, cwords=1):
     ho, wo = len(r.out_idx), len(c.out_idx)
-    span = (ho - 1) * r.stride + (r.k - 1) * r.dil + 1
-    if word_major(cfg, depthwise, len(r.src), cwords, ho, ho) and span <= cfg.lb_rows and \
-            ho * wo <= cfg.acc_depth:
-        # every row fits: one pass, so the activations can stream word-major
-        # (hw.config.word_major) and each tile start as soon as its word is in
-        return ho
+    if depthwise:
+        return ho          # the depthwise mapping streams every row of a word in one go
     return choose_pass_rows(cfg, ho, wo, r.stride, (r.k - 1) * r.dil + 1)
+
+
+@lru_cache(maxsize=256)
+def _dw_max_out(cfg, stride, k):
+    """Most output columns of a depthwise column strip: its padded row, split into
+    ``stride`` column phases of :func:`~.streams.dw_phase_words` words, fits the line
+    buffer's row."""
+    from .streams import dw_phase_words
+    best = 1
+    for m in range(1, cfg.max_width + 1):
+        wpad = (m - 1) * stride + k
+        if stride * dw_phase_words(cfg, m, wpad, stride) * cfg.act_pixels <= cfg.max_width:
+            best = m
+    return best
 
 
 def _macs(part, r, c):

@@ -14,9 +14,9 @@ register is free, i.e. in the cycle the previous group's first tap is decided,
 and wait while their input row is not yet in the line buffer. The *tap cursor*
 decides one tap per cycle: a group's first tap (loading the vector) once its reads
 are all issued and the previous group's taps are done; a block's first tap once
-its result credits are reserved, no earlier than ``rows`` cycles after the
-previous block's (its results drain one per cycle), and a word's first tap once the
-word's tap weights are in the weight memory. After a block's last tap the drain
+its result credits are reserved, a block's last group so that its last tap comes
+``rows`` cycles or more after the previous block's (a block's results drain one per
+cycle), and a word's first tap once the word's tap weights are in the weight memory. After a block's last tap the drain
 tags follow, one per valid output pixel, in the next cycles.
 
 Tap weights are read in the order the taps use them: word ``t``'s taps are weight
@@ -84,6 +84,7 @@ class DepthwiseSequencer(wiring.Component):
         # stride: taps_p = ceil((kw - p) / stride_w), reads_p = ceil((rows + taps_p - 1) / P)
         S = cfg.dw_max_stride
         reads = [Signal(range(cfg.dw_shadow_words + 1), name=f"reads_p{p}") for p in range(S)]
+        taps_p = [Signal(range(cfg.dw_kernel + 1), name=f"taps_p{p}") for p in range(S)]
         nph_m1 = Signal(range(S))
         with m.If(self.start):
             with m.Switch(Cat(d.kw, d.stride_w)):
@@ -93,10 +94,12 @@ class DepthwiseSequencer(wiring.Component):
                             m.d.sync += nph_m1.eq(min(sw, kw) - 1)
                             for p in range(S):
                                 taps = max(0, -(-(kw - p) // sw))
-                                m.d.sync += reads[p].eq(-(-(R + max(taps, 1) - 1) // P))
+                                m.d.sync += [reads[p].eq(-(-(R + max(taps, 1) - 1) // P)),
+                                             taps_p[p].eq(taps)]
 
         rd = self._read_cursor(m, k, kd, reads, nph_m1, go)
-        self._tap_cursor(m, k, kd, rd, nph_m1, go)
+        self.cursors = {"read": rd,
+                        "tap": self._tap_cursor(m, k, kd, rd, nph_m1, taps_p, go)}
         return m
 
     # ------------------------------------------------------------------ reads
@@ -181,7 +184,7 @@ class DepthwiseSequencer(wiring.Component):
                         m.d.sync += v["all_read"].eq(1)
 
     # ------------------------------------------------------------------ taps
-    def _tap_cursor(self, m, k, kd, rd, nph_m1, go):
+    def _tap_cursor(self, m, k, kd, rd, nph_m1, taps_p, go):
         cfg = self.cfg
         R = cfg.rows
         t = Signal(cfg.cot_bits, name="tp_t")
@@ -194,7 +197,7 @@ class DepthwiseSequencer(wiring.Component):
         wbase = Signal(len(self.tap_addr) + 1, name="tp_wbase")     # t * taps
         active = Signal(name="tp_active")
         all_done = Signal(name="tp_done")
-        spacing = Signal(range(R + 1), name="tp_spacing")   # cycles until a block may start
+        since_end = Signal(range(R + 1), name="tp_since_end")   # cycles since a block ended
         drain = Signal(range(R + 1), name="tp_drain")       # drain tags left
         drain_row = Signal(range(R), name="tp_drain_row")
         drain_t = Signal.like(t)
@@ -211,7 +214,9 @@ class DepthwiseSequencer(wiring.Component):
         m.d.comb += need_w.eq(wbase + kd["taps"])
         weights_ok = ~first_of_word | (self.words_in >= need_w)
         credit_ok = ~first_of_block | (self.credits >= block_rows)
-        space_ok = ~first_of_block | (spacing == 0)
+        # a block's drain takes `rows` cycles: its last tap comes `rows` cycles or more
+        # after the previous block's (the last group waits when it would be earlier)
+        space_ok = ~last_grp_blk | (since_end + Array(taps_p)[p] > R)
         start_now = rd["start_now"]
         m.d.comb += start_now.eq(go & self.params_ready & ~all_done & ~active & rd["sh_ready"] &
                                  weights_ok & credit_ok & space_ok)
@@ -226,13 +231,13 @@ class DepthwiseSequencer(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), kx.eq(0), j.eq(0),
-                         wbase.eq(0), active.eq(0), all_done.eq(0), spacing.eq(0),
+                         wbase.eq(0), active.eq(0), all_done.eq(0), since_end.eq(R),
                          drain.eq(0)]
         with m.Else():
-            with m.If(start_now & first_of_block):
-                m.d.sync += spacing.eq(R - 1)
-            with m.Elif(spacing != 0):
-                m.d.sync += spacing.eq(spacing - 1)
+            with m.If(ends_block):
+                m.d.sync += since_end.eq(1)
+            with m.Elif(since_end != R):
+                m.d.sync += since_end.eq(since_end + 1)
             with m.If(tap):
                 m.d.sync += j.eq(Mux(ends_block, 0, j + 1))
                 with m.If(~last_tap_grp):
@@ -269,6 +274,7 @@ class DepthwiseSequencer(wiring.Component):
         with m.Else():
             m.d.comb += cat.eq(_cat("fill"))
         m.d.comb += self.category.eq(cat)
+        return {"t": t, "oy": oy, "b": b, "ky": ky, "p": p, "kx": kx, "j": j, "active": active}
 
     def _tap_next_group(self, m, k, kd, v):
         t, oy, b, ky, p, kx = v["t"], v["oy"], v["b"], v["ky"], v["p"], v["kx"]

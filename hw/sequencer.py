@@ -50,6 +50,7 @@ class Sequencer(wiring.Component):
         cfg = self.cfg
         m.submodules.dense = dn = DenseSequencer(cfg)
         m.submodules.dw = dw = DepthwiseSequencer(cfg)
+        self.loops = {"dense": dn, "dw": dw}         # for tests that watch one inside
         for s in (dn, dw):
             m.d.comb += [s.layer.eq(self.layer), s.start.eq(self.start), s.run.eq(self.run),
                          s.abort.eq(self.abort), s.params_ready.eq(self.params_ready),
