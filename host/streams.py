@@ -204,8 +204,11 @@ class Invocation:
         width = L.lane_width(cfg, self.desc["requant"], self.desc["out_bits"])
         bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8).reshape(len(words), -1),
                              axis=1, bitorder="little")
-        per = self.pack * cfg.cols
-        vals = _unpack_lanes(bits, per, width).reshape(-1, cfg.cols)[:self.n_vectors]
+        # lane c of a beat holds channel c of its pixels, pixel k in bits [k*width, ...)
+        lanes = bits[:, :cfg.cols * cfg.acc_width].reshape(len(words), cfg.cols, cfg.acc_width)
+        sub = lanes[:, :, :self.pack * width].reshape(len(words), cfg.cols, self.pack, width)
+        sub = sub.transpose(0, 2, 1, 3).reshape(-1, cfg.cols * width)
+        vals = _unpack_lanes(sub, cfg.cols, width)[:self.n_vectors]
         return self.scatter_results(vals)
 
     def scatter_results(self, vals):

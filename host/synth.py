@@ -59,37 +59,35 @@ _XOR_CHUNK = 16
 
 def _wrapper_class():
     from amaranth import Elaboratable, Module, Signal, Cat, Value
+    from amaranth.lib.wiring import In
 
     class SynthWrapper(Elaboratable):
-        """The accelerator between an LFSR-driven input register and an XOR-reduced pin
+        """A block between an LFSR-driven input register and an XOR-reduced pin
         (outputs registered, then reduced in two registered levels, so the pin's
-        reduction tree does not count against the accelerator's paths)."""
+        reduction tree does not count against the block's paths)."""
 
-        def __init__(self, cfg: HardwareConfig):
+        def __init__(self, cfg: HardwareConfig, block="accelerator"):
+            from .hw.blocks import make_block
             self.cfg = cfg
+            self.dut = make_block(block, cfg)
             self.out = Signal()
 
         def elaborate(self, platform):
-            from .hw.accel import Conv2dAccelerator
             m = Module()
-            m.submodules.dut = dut = Conv2dAccelerator(self.cfg)
-            ins = [dut.i_desc.payload, dut.i_desc.valid, dut.i_param.payload, dut.i_param.valid,
-                   dut.i_weight.payload, dut.i_weight.valid, dut.i_act.payload,
-                   dut.i_act.valid, dut.o_result.ready, dut.o_status.ready]
-            outs = [dut.o_result.payload, dut.o_result.valid, dut.o_status.payload,
-                    dut.o_status.valid, dut.i_desc.ready, dut.i_param.ready,
-                    dut.i_weight.ready, dut.i_act.ready, dut.active]
-            nin = sum(len(Value.cast(s)) for s in ins)
+            m.submodules.dut = dut = self.dut
+            ins, outs = [], []
+            for _path, member, value in dut.signature.flatten(dut):
+                (ins if member.flow == In else outs).append(Value.cast(value))
+            nin = sum(len(s) for s in ins)
             lfsr = Signal(32, init=1)
             fb = lfsr[31] ^ lfsr[21] ^ lfsr[1] ^ lfsr[0]
             m.d.sync += lfsr.eq(Cat(fb, lfsr[:31]))
-            sreg = Signal(nin, init=0)
-            m.d.sync += sreg.eq(Cat(lfsr[31], sreg[:nin - 1]))
+            sreg = Signal(max(1, nin), init=0)
+            m.d.sync += sreg.eq(Cat(lfsr[31], sreg[:-1]))
             pos = 0
             for s in ins:
-                w = len(Value.cast(s))
-                m.d.comb += Value.cast(s).eq(sreg[pos:pos + w])
-                pos += w
+                m.d.comb += s.eq(sreg[pos:pos + len(s)])
+                pos += len(s)
             oreg = Signal(len(Cat(*outs)))
             m.d.sync += oreg.eq(Cat(*outs))
             chunks = [oreg[i:i + _XOR_CHUNK] for i in range(0, len(oreg), _XOR_CHUNK)]
@@ -100,18 +98,18 @@ def _wrapper_class():
     return SynthWrapper
 
 
-def SynthWrapper(cfg):      # noqa: N802 -- a class built on demand (imports amaranth)
-    return _wrapper_class()(cfg)
+def SynthWrapper(cfg, block="accelerator"):      # noqa: N802 -- a class built on demand
+    return _wrapper_class()(cfg, block)
 
 
-def wrapper_verilog(cfg: HardwareConfig, wrapper=True):
-    """Verilog of the synthesis top (``synth_top``) for ``cfg``."""
+def wrapper_verilog(cfg: HardwareConfig, wrapper=True, block="accelerator"):
+    """Verilog of the synthesis top (``synth_top``) for ``cfg`` (and ``block``)."""
     from amaranth.back import verilog
     if wrapper:
-        w = SynthWrapper(cfg)
+        w = SynthWrapper(cfg, block)
         return verilog.convert(w, name="synth_top", ports=[w.out], emit_src=False)
-    from .hw.gen import generate_verilog
-    return generate_verilog(cfg).replace("module systolic_conv(", "module synth_top(", 1)
+    from .hw.blocks import make_block
+    return verilog.convert(make_block(block, cfg), name="synth_top", emit_src=False)
 
 
 _CELL_SUFFIX = re.compile(r"_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|DP16KD|MULT18X18D|DPR16X4C)|\$")
@@ -150,6 +148,8 @@ class SynthReport:
     routed: bool = True         # False: Fmax is the post-placement estimate
     router: str = "router1"
     density: float = None       # placer's maximum density (None: nextpnr's default 0.9)
+    block: str = "accelerator"  # what was synthesized (hw.blocks)
+    blocks: dict = field(default_factory=dict)   # {submodule: {LUT4, FF, CCU2C, ...}}
 
     def to_dict(self):
         return asdict(self)
@@ -232,7 +232,7 @@ def _check_device(device, speed):
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
                freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0,
-               place_only=False, speed=6, router="router1", density=None):
+               place_only=False, speed=6, router="router1", density=None, block="accelerator"):
     """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`.
 
     ``place_only`` stops after placement; Fmax is then nextpnr's post-placement
@@ -240,24 +240,31 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     (its default for ECP5) or ``router2`` (much faster on large arrays: router1 had
     not finished an 8x8 after 75 min here). ``density``: the analytic placer's
     maximum placement density (nextpnr's ``--placer-heap-beta``, default 0.9); a
-    lower value spreads the logic, which trades wire length for routability."""
+    lower value spreads the logic, which trades wire length for routability.
+    ``block``: one of :func:`~systolic_conv.hw.blocks.blocks` synthesized alone
+    (inside the same I/O wrapper; its own cells are counted, not the wrapper's)."""
+    from .hw.blocks import blocks
     cfg = cfg or HardwareConfig()
     _check_device(device, speed)
+    if block not in blocks():
+        raise ValueError(f"block={block!r} must be one of {', '.join(blocks())}")
     if router not in ROUTERS:
         raise ValueError(f"router={router!r} must be one of {', '.join(ROUTERS)}")
     if density is not None and not (isinstance(density, (int, float)) and 0.3 <= density <= 1.0):
         raise ValueError(f"density={density!r} must be a number in [0.3, 1.0]")
     work = pathlib.Path(out_dir) if out_dir else _default_dir(cfg, device, wrapper, speed)
+    if block != "accelerator" and not out_dir:
+        work = work.with_name(work.name + f"-{block}")
     work.mkdir(parents=True, exist_ok=True)
     rep = SynthReport(cfg=cfg.to_dict(), device=device, package=package, wrapper=wrapper,
                       speed=speed, target_mhz=freq_mhz, routed=not place_only,
-                      router=router, density=density)
+                      router=router, density=density, block=block)
 
     def say(msg):
         if verbose:
             print(msg, flush=True)
 
-    (work / "top.v").write_text(wrapper_verilog(cfg, wrapper))
+    (work / "top.v").write_text(wrapper_verilog(cfg, wrapper, block))
     t0 = time.perf_counter()
     say(f"yosys: synth_ecp5 of {cfg.rows}x{cfg.cols} in {work}")
     script = ("read_verilog top.v\n"
@@ -274,15 +281,13 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
         rep.error = f"yosys failed (see {work / 'yosys.log'})"
         return rep
     rep.yosys_cells = _parse_stat((work / "stat.txt").read_text())
-    cells = rep.yosys_cells
-    rep.lut4 = cells.get("LUT4", 0)
-    rep.ff = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
-    rep.ccu2 = cells.get("CCU2C", 0)
-    rep.dpram_lut = cells.get("TRELLIS_DPR16X4", 0)
-    rep.dsp = cells.get("MULT18X18D", 0)
-    rep.bram = cells.get("DP16KD", 0)
+    by_block = block_breakdown(work / "top.json")
+    rep.blocks = {k: v for k, v in by_block.items() if k != "(wrapper)"}
+    mine = _sum_cells(rep.blocks.values())
+    rep.lut4, rep.ff, rep.ccu2 = mine["LUT4"], mine["FF"], mine["CCU2C"]
+    rep.dpram_lut, rep.dsp, rep.bram = mine["DPRAM"], mine["DSP"], mine["BRAM"]
     if wrapper:
-        rep.wrapper_ff = wrapper_overhead(cfg)
+        rep.wrapper_ff = by_block.get("(wrapper)", {}).get("FF", 0)
     t1 = time.perf_counter()
     say(f"nextpnr-ecp5 --{device} --speed {speed} --freq {freq_mhz:g} (minutes for large arrays)")
     args = [DEVICES[device], "--speed", str(speed), "--package", package, "--json", "top.json", "--freq",
@@ -320,6 +325,46 @@ def wrapper_overhead(cfg):
            L.weight_beat_layout(cfg).size + L.act_beat_layout(cfg).size + 6)
     nout = L.result_beat_layout(cfg).size + L.status_layout(cfg).size + 7
     return 32 + nin + nout + -(-nout // _XOR_CHUNK) + 1
+
+
+_KINDS = {"LUT4": "LUT4", "CCU2C": "CCU2C", "MULT18X18D": "DSP", "DP16KD": "BRAM",
+          "TRELLIS_DPR16X4": "DPRAM", "PFUMX": "PFUMX", "L6MUX21": "L6MUX21"}
+
+
+def _sum_cells(rows):
+    out = {k: 0 for k in ("LUT4", "FF", "CCU2C", "DSP", "BRAM", "DPRAM", "PFUMX", "L6MUX21")}
+    for r in rows:
+        for k, v in r.items():
+            out[k] += v
+    return out
+
+
+def block_breakdown(json_path):
+    """Cells of a synthesized netlist by the block they belong to.
+
+    Yosys names a mapped cell after the signal it drives, with the hierarchy of the
+    flattened design as a prefix (``dut.<submodule>.``): LUTs are charged to the
+    block whose register, memory or multiplier input they feed. Returns
+    ``{submodule: {LUT4, FF, CCU2C, DSP, BRAM, DPRAM, PFUMX, L6MUX21}}``, with the
+    cells outside the block under ``(wrapper)`` and the block's own top-level cells
+    under ``(top)``."""
+    mod = json.loads(pathlib.Path(json_path).read_text())["modules"]["synth_top"]
+    out = {}
+    for name, cell in mod["cells"].items():
+        kind = "FF" if cell["type"].startswith("TRELLIS_FF") else _KINDS.get(cell["type"])
+        if kind is None:
+            continue
+        if name.startswith("dut."):
+            rest = name[4:]
+            sub = rest.split(".", 1)[0] if "." in rest else "(top)"
+        elif cell["type"] in ("MULT18X18D", "DP16KD", "TRELLIS_DPR16X4"):
+            sub = "(top)"           # hard blocks keep the name of their port nets
+        else:
+            sub = "(wrapper)"
+        row = out.setdefault(sub, {k: 0 for k in ("LUT4", "FF", "CCU2C", "DSP", "BRAM",
+                                                  "DPRAM", "PFUMX", "L6MUX21")})
+        row[kind] += 1
+    return out
 
 
 def _parse_stat(text):
@@ -381,7 +426,7 @@ def _read_report(rep, r):
 def _probe_class(kind):
     from amaranth import Elaboratable, Module, Signal, signed
     from amaranth.lib.memory import Memory
-    from .hw.accel import NO_RW_CHECK
+    from .hw.config import NO_RW_CHECK
 
     class BramProbe(Elaboratable):
         """A 512 x 36 block RAM written and read every cycle, its read data registered

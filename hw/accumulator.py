@@ -23,7 +23,7 @@ from amaranth import *
 from amaranth.lib import wiring, data, memory
 from amaranth.lib.wiring import In, Out
 
-from .config import HardwareConfig
+from .config import HardwareConfig, NO_RW_CHECK
 from .layouts import channel_params_layout, MULT_WIDTH, SHIFT_WIDTH
 
 __all__ = ["Accumulator", "tag_layout", "DENSE_TAG_DELAY", "DW_TAG_DELAY", "ACC_LATENCY",
@@ -90,7 +90,7 @@ class Accumulator(wiring.Component):
 
         m.submodules.mem = mem = memory.Memory(shape=data.ArrayLayout(signed(aw), C),
                                                depth=cfg.acc_depth, init=[],
-                                               attrs={"no_rw_check": 1})
+                                               attrs=NO_RW_CHECK)
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [rp.addr.eq(t_rd.addr), self.lanes_addr.eq(t_rd.cotile)]
         # A: register the memory word, the lane parameters and the arriving value

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field, asdict
 import hashlib
 import json
 
-__all__ = ["HardwareConfig", "DEFAULT"]
+__all__ = ["HardwareConfig", "DEFAULT", "NO_RW_CHECK"]
+
+#: Attributes of a memory whose reads never use a word written in the same cycle:
+#: Yosys then maps each read straight onto the block RAM's port (no collision
+#: bypass after it), so the register after the read stays a register.
+NO_RW_CHECK = {"no_rw_check": 1}
 
 
 def _is_pow2(n):
@@ -218,6 +223,17 @@ class HardwareConfig:
     @property
     def d_bits(self):
         return _bits(self.max_dilation)
+
+    @property
+    def y_bits(self):
+        """Width of a vertical extent (rows a pass spans, the last input row read)."""
+        return _bits(self.max_height * self.max_stride + self.max_kernel * self.max_dilation)
+
+    @property
+    def x_bits(self):
+        """Width of a horizontal extent (the last input column read)."""
+        return _bits(self.max_width * max(self.max_stride, self.dw_max_stride)
+                     + self.max_kernel * self.max_dilation)
 
     @property
     def cw_bits(self):

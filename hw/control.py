@@ -34,7 +34,7 @@ _FATAL = (ErrorFlag.BAD_DESC | ErrorFlag.BAD_PARAM | ErrorFlag.ACT_SHORT |
 def layer_layout(cfg: HardwareConfig):
     """The descriptor and the figures derived from it, as every block sees them."""
     hb, wb, kb = cfg.h_bits, cfg.w_bits, cfg.k_bits
-    cb = max(hb, wb) + cfg.pad_bits + cfg.s_bits + cfg.d_bits + 4
+    cb = cfg.y_bits + 1
     return data.StructLayout({
         "desc":      descriptor_layout(cfg),
         "taps":      unsigned(2 * kb),               # kh * kw
@@ -146,11 +146,11 @@ class Control(wiring.Component):
         cfg, L, d = self.cfg, self.layer, self.layer.desc
         take = Signal()
         self._p = p = {
-            "ph": Signal(L.pass_span.shape()),     # (pass_rows - 1) * stride_h
-            "kh": Signal(L.pass_span.shape()),     # (kh - 1) * dil_h
-            "ow": Signal(L.pass_span.shape()),     # (out_width - 1) * stride_w
-            "kw": Signal(L.pass_span.shape()),     # (kw - 1) * dil_w
-            "oh": Signal(L.pass_span.shape()),     # (out_height - 1) * stride_h
+            "ph": Signal(cfg.y_bits),              # (pass_rows - 1) * stride_h
+            "kh": Signal(cfg.y_bits),              # (kh - 1) * dil_h
+            "ow": Signal(cfg.x_bits),              # (out_width - 1) * stride_w
+            "kw": Signal(cfg.x_bits),              # (kw - 1) * dil_w
+            "oh": Signal(cfg.y_bits),              # (out_height - 1) * stride_h
             "gs": Signal(L.pass_step.shape()),     # pass_rows * stride_h
             "acc": Signal(cfg.h_bits + cfg.w_bits),            # pass_rows * out_width
             "taps": Signal(L.taps.shape()),
@@ -191,9 +191,8 @@ class Control(wiring.Component):
         ]
         # the last input column / row any output reads (padded coordinates), and the
         # words a depthwise phase must hold: every block's row-vector reads
-        cw = L.pass_span.shape().width + 2
-        self._last_ix = Signal(signed(cw))
-        self._last_iy = Signal(signed(cw))
+        self._last_ix = Signal(signed(cfg.x_bits + 2))
+        self._last_iy = Signal(signed(cfg.y_bits + 2))
         self._blk_words = Signal(cfg.w_bits + 2)
         m.d.sync += [
             self._last_ix.eq(p["ow"] + p["kw"] - d.pad_left),

@@ -63,7 +63,7 @@ class DenseSequencer(wiring.Component):
         xb = (cfg.lb_words - 1).bit_length()
         L = self.layer
         d = L.desc
-        cw_ = L.pass_span.shape().width + 2      # signed coordinate width
+        yw, xw_ = cfg.y_bits + 2, cfg.x_bits + 2   # signed coordinate widths
 
         # the layer's fields, a copy taken at start
         k = {n: Signal.like(getattr(d, n), name=f"k_{n}") for n in
@@ -88,9 +88,9 @@ class DenseSequencer(wiring.Component):
         ox = Signal(cfg.w_bits)
         gcount = Signal(cfg.h_bits + 1)
         rows_left = Signal(cfg.h_bits + 1)
-        y_pass, y_end, y_tap, iy = (Signal(signed(cw_), name=n) for n in
+        y_pass, y_end, y_tap, iy = (Signal(signed(yw), name=n) for n in
                                     ("y_pass", "y_end", "y_tap", "iy"))
-        x_tap, ix = Signal(signed(cw_)), Signal(signed(cw_))
+        x_tap, ix = Signal(signed(xw_), name="x_tap"), Signal(signed(xw_), name="ix")
         acc_addr = Signal(cfg.acc_addr_bits)
         first_el = Signal()
 
@@ -108,7 +108,8 @@ class DenseSequencer(wiring.Component):
         last_fold = last_ky & last_kx & last_cw
         fold_end = last_ox & last_g
 
-        # the next tile's word range (a combinational read of the small range memory)
+        # the next tile's word range (a registered read of the range memory; a tile lasts
+        # more than the two cycles it takes)
         m.d.comb += self.range_addr.eq(Mux(last_t, 0, t + 1))
         m.d.sync += nxt.eq(self.range_data)
 

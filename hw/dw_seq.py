@@ -109,7 +109,7 @@ class DepthwiseSequencer(wiring.Component):
         lgP = P.bit_length() - 1
         xb = (cfg.lb_words - 1).bit_length()
         rb = (cfg.dw_ring_rows - 1).bit_length()
-        cwid = cfg.h_bits + cfg.pad_bits + cfg.s_bits + cfg.d_bits + 4
+        cwid = cfg.y_bits + 2
         v = {}
         v["t"] = t = Signal(cfg.cot_bits, name="rd_t")
         v["oy"] = oy = Signal(cfg.h_bits, name="rd_oy")

@@ -30,10 +30,11 @@ Streams (all ``amaranth.lib.stream`` with payload/valid/ready, ``last`` framing)
     row as ``stride_w`` column phases of ``phase_words`` beats (phase ``p`` holds
     the host-padded row's columns ``p, p + stride_w, ...``).
 ``o_result``
-    result beats of ``cols * acc_width`` bits. Without requantization a beat is one
-    output pixel (``cols`` accumulator-width lanes); with it, lanes are 8 bits
-    (``out_bits <= 8``) or 16 bits wide and a beat packs
-    ``acc_width // lane_width`` pixels, the first in the low bits (:func:`pack_factor`).
+    result beats of ``cols`` lanes of ``acc_width`` bits. Without requantization a
+    beat is one output pixel (lane ``c`` is channel ``c``); with it, values are 8
+    bits (``out_bits <= 8``) or 16 bits wide and a beat packs
+    ``acc_width // width`` pixels: lane ``c`` holds channel ``c`` of each, pixel
+    ``k`` in bits ``[k*width, (k+1)*width)`` (:func:`pack_factor`).
     Pixel order: dense, for each pass of G output rows, for each output-channel
     tile, raster order inside the pass; depthwise, for each channel word, raster
     order. ``last`` marks the invocation's final beat.

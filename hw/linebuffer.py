@@ -27,7 +27,7 @@ from amaranth import *
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
-from .config import HardwareConfig
+from .config import HardwareConfig, NO_RW_CHECK
 from .control import layer_layout
 from .layouts import act_beat_layout, ErrorFlag
 
@@ -94,7 +94,7 @@ class LineBuffer(wiring.Component):
                      w_addr.eq(Mux(dwm, ring_addr, dense_addr)), w_data.eq(beat.data)]
         for p in range(P):
             mem = memory.Memory(shape=data.ArrayLayout(signed(cfg.data_width), R),
-                                depth=cfg.lb_depth, init=[], attrs={"no_rw_check": 1})
+                                depth=cfg.lb_depth, init=[], attrs=NO_RW_CHECK)
             m.submodules[f"bank{p}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             ra = Signal(ab, name=f"rd_addr{p}", attrs={"keep": 1})

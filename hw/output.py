@@ -2,10 +2,10 @@
 
 :class:`ResultPacker` collects result vectors (one output pixel's ``cols`` values,
 ``acc_width`` bits each) into ``o_result`` beats of ``cols * acc_width`` bits:
-without requantization a beat is one vector; with it the values are cut to 8-bit
-lanes (``out_bits <= 8``) or 16-bit lanes and a beat packs
-``acc_width // lane_width`` vectors, the first in the low bits
-(:func:`~.layouts.pack_factor`). A beat leaves when it is full or holds the
+without requantization a beat is one vector; with it the values are cut to 8 bits
+(``out_bits <= 8``) or 16 bits and a beat packs ``acc_width // lane_width`` vectors
+(:func:`~.layouts.pack_factor`): lane ``c`` of the beat holds channel ``c`` of each
+of them, the first in the low bits. A beat leaves when it is full or holds the
 invocation's final vector; it carries its vector count for the credits.
 
 :class:`ResultQueue` is the result FIFO in front of ``o_result``. The sequencers
@@ -32,7 +32,12 @@ def packed_beat_layout(cfg: HardwareConfig):
 
 class ResultPacker(wiring.Component):
     """Ports: ``i_valid``/``i_final``/``i_data`` (a vector per cycle at most),
-    ``mode``/``out_bits`` (steady), ``o_valid``/``o_beat`` (a packed beat)."""
+    ``mode``/``out_bits`` (steady), ``o_valid``/``o_beat`` (a packed beat).
+
+    Packing is along the pixels inside each channel's lane: beat lane ``c``
+    (``acc_width`` bits) holds channel ``c`` of the beat's pixels, pixel ``k`` in
+    bits ``[k*w, (k+1)*w)`` (``w`` the lane width in use), so a lane's bytes are
+    written from a vector's low byte(s) and no wide multiplexer is needed."""
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
@@ -47,40 +52,37 @@ class ResultPacker(wiring.Component):
         m = Module()
         cfg = self.cfg
         C, aw = cfg.cols, cfg.acc_width
-        widths = [w for w in (8, 16) if w < aw]
-        # the lane width in use, registered from the (steady) mode
-        use = {w: Signal(name=f"lane{w}") for w in widths}
-        m.d.sync += [use[w].eq((self.mode != RequantMode.NONE) &
-                               ((self.out_bits <= 8) if w == 8 else (self.out_bits > 8)))
-                     for w in widths]
-        full = Signal(name="full_lanes")
-        m.d.comb += full.eq(~Cat(*use.values()).any())
-        buf = Signal(C * aw)
-        count = Signal(range(aw // 8 + 1))
+        nbytes = aw // 8
+        # the lane width in use, registered from the (steady) mode: 8, 16 or aw bits
+        m8, m16 = Signal(), Signal()
+        m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8)),
+                     m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8))]
+        cap16 = aw // 16
+        count = Signal(range(nbytes + 1))
+        full = Signal()
+        m.d.comb += full.eq(~(m8 | m16) | (m8 & (count == nbytes - 1)) |
+                            (m16 & (count == cap16 - 1)))
+        lanes = [Signal(aw, name=f"lane{c}") for c in range(C)]
+        for g in range(nbytes):
+            # byte g of every lane: pixel g (8-bit lanes), half g % 2 of pixel g // 2
+            # (16-bit lanes) or byte g of the one pixel (full lanes)
+            en = self.i_valid & (~(m8 | m16) | (m8 & (count == g)) |
+                                 ((m16 & (count == g // 2)) if g // 2 < cap16 else 0))
+            with m.If(en):
+                for c in range(C):
+                    v = Value.cast(self.i_data[c])
+                    src = Mux(m8, v[:8], Mux(m16, v[8 * (g % 2):8 * (g % 2) + 8], v[8 * g:8 * g + 8]))
+                    m.d.sync += lanes[c][8 * g:8 * g + 8].eq(src)
         final = Signal()
-        # the vector count at which a beat is full, per lane width
-        cap = {w: aw // w for w in widths}
-        is_full = Signal()
-        m.d.comb += is_full.eq(full | Cat(*[use[w] & (count == cap[w] - 1)
-                                            for w in widths]).any())
-        for k in range(aw // 8):
-            # slot k of each lane width that has one: k*C*w .. (k+1)*C*w
-            for w in widths:
-                if k < cap[w]:
-                    with m.If(self.i_valid & use[w] & (count == k)):
-                        m.d.sync += buf[k * C * w:(k + 1) * C * w].eq(
-                            Cat(*[self.i_data[c][:w] for c in range(C)]))
-        with m.If(self.i_valid & full):
-            m.d.sync += buf.eq(self.i_data.as_value())
         emit = Signal()
-        m.d.comb += emit.eq(self.i_valid & (is_full | self.i_final))
+        m.d.comb += emit.eq(self.i_valid & (full | self.i_final))
         m.d.sync += self.o_valid.eq(emit)
         with m.If(self.i_valid):
             m.d.sync += count.eq(Mux(emit, 0, count + 1))
         # the beat is complete the cycle after its last vector's write
         with m.If(emit):
             m.d.sync += [self.o_beat.count.eq(count + 1), final.eq(self.i_final)]
-        m.d.comb += [self.o_beat.beat.data.eq(buf), self.o_beat.beat.last.eq(final)]
+        m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)), self.o_beat.beat.last.eq(final)]
         return m
 
 

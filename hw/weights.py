@@ -24,7 +24,7 @@ from amaranth import *
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
-from .config import HardwareConfig
+from .config import HardwareConfig, NO_RW_CHECK
 from .control import layer_layout
 from .layouts import weight_beat_layout, ErrorFlag
 
@@ -79,7 +79,7 @@ class WeightStore(wiring.Component):
                      w_data.eq(self.i_weight.payload.data)]
         for c in range(cfg.cols):
             mem = memory.Memory(shape=signed(cfg.data_width), depth=cfg.weight_depth, init=[],
-                                attrs={"no_rw_check": 1})
+                                attrs=NO_RW_CHECK)
             m.submodules[f"wmem{c}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             a = Signal(abits, name=f"rd_addr{c}", attrs={"keep": 1})
