@@ -46,7 +46,8 @@ def test_backend_errors():
     x, w, b = data()
     with pytest.raises(ValueError, match=r"^backend='fpga' must be one of 'golden', 'rtl'$"):
         conv2d(x, w, backend="fpga")
-    with pytest.raises(TypeError, match=r"^requant must be a Requant or None, not dict$"):
+    with pytest.raises(TypeError, match=r"^requant must be a Requant, a mode name or None, "
+                                        r"not dict$"):
         conv2d(x, w, requant={})
     with pytest.raises(TypeError, match=r"^backend='golden' takes no options seed$"):
         conv2d(x, w, seed=3)
@@ -58,18 +59,25 @@ def test_rtl_dispatch(monkeypatch):
     """backend='rtl' hands the validated geometry to driver.run_rtl (stubbed: no simulator)."""
     calls = {}
 
-    def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, seed=0):
-        calls.update(geometry=geometry, hw=hw, requant=requant, pad_value=pad_value, seed=seed)
+    def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, seed=0,
+                progress=None):
+        calls.update(geometry=geometry, hw=hw, requant=requant, pad_value=pad_value, seed=seed,
+                     progress=progress)
         return np.zeros(geometry.output_shape, np.int64), {"cycles": 42}
 
     monkeypatch.setitem(sys.modules, "systolic_conv.driver",
                         types.SimpleNamespace(run_rtl=run_rtl))
     x, w, b = data()
-    out, stats = conv2d(x, w, b, padding=(1, 2), groups=2, backend="rtl", hw="cfg",
+    cfg = systolic_conv.HardwareConfig(rows=4, cols=4)
+    out, stats = conv2d(x, w, b, padding=(1, 2), groups=2, backend="rtl", hw=cfg,
                         pad_value=-1, return_stats=True, seed=7)
     assert stats == {"cycles": 42} and out.shape == (2, 6, 9, 10)
-    assert calls["geometry"].pad == (1, 1, 2, 2) and calls["hw"] == "cfg"
+    assert calls["geometry"].pad == (1, 1, 2, 2) and calls["hw"] is cfg
     assert calls["pad_value"] == -1 and calls["seed"] == 7
+    assert calls["progress"] is None            # not a terminal: no bar
+    seen = []
+    conv2d(x, w, b, groups=2, backend="rtl", progress=lambda d, t: seen.append((d, t)))
+    assert calls["progress"] is not None and calls["hw"] == systolic_conv.HardwareConfig()
 
 
 def test_rtl_unavailable(monkeypatch):
