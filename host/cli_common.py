@@ -272,14 +272,12 @@ def common_parser():
     return p
 
 
-_USER_ERRORS = (UsageError, ValueError, TypeError, OSError)
-
-
 def run_command(parser, argv=None):
     """Parse ``argv`` and run the chosen subcommand; return the exit status.
 
     A subcommand sets ``prepare(args)`` (checks everything and builds what the
-    work needs; its errors are user errors: status 2, ``parser.error`` style)
+    work needs from what the user gave: files, flags; any error there is a user
+    error: status 2, ``parser.error`` style)
     and ``run(args, prepared)`` (the work: status 0 or 1; an exception is one
     line on stderr and status 1). ``--debug`` re-raises instead.
     """
@@ -291,7 +289,12 @@ def run_command(parser, argv=None):
     debug = getattr(args, "debug", False)
     try:
         prepared = args.prepare(args)
-    except _USER_ERRORS as exc:
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{sub.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:           # noqa: BLE001 -- what the user gave is wrong
         if debug:
             raise
         sub.error(_one_line(exc))

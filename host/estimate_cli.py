@@ -224,7 +224,14 @@ def _collect_layers(args):
         except ImportError:
             raise UsageError("--model", "needs torch (pip install 'systolic-conv[test]')") \
                 from None
+        except Exception as exc:     # noqa: BLE001 -- not a model, or a model that fails
+            raise UsageError("--model", f"cannot run {str(args.model)!r} on an input of "
+                             f"shape {args.input_shape}: {_first_line(exc)}") from None
     return [layer_from_args(args)], "layer"
+
+
+def _first_line(exc):
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _input_shape(text):

@@ -65,6 +65,10 @@ class CalibrationRangeWarning(UserWarning):
 def _check_conv(name, m):
     """Reject ``nn.Conv2d`` instances the wrapper cannot reproduce exactly."""
     cls = type(m)
+    from .module import Conv2d
+    if isinstance(m, Conv2d):
+        raise TypeError(f"layer {name!r} is a systolic_conv.Conv2d, which already runs on the "
+                        f"accelerator path: offload models of plain nn.Conv2d layers")
     if cls.forward is not nn.Conv2d.forward or cls._conv_forward is not nn.Conv2d._conv_forward:
         raise TypeError(f"layer {name!r}: {cls.__name__} overrides nn.Conv2d's forward; "
                         f"only plain nn.Conv2d computations can be offloaded")

@@ -168,3 +168,13 @@ def test_estimate_clock_default_is_the_measured_fmax_or_none(capsys, tmp_path):
                  str(js)]) == 0
     data = json.loads(js.read_text())
     assert data["layers"][0]["latency_us"] == pytest.approx(data["layers"][0]["cycles"] / 50)
+
+
+def test_a_file_that_is_not_a_model_is_a_user_error(tmp_path, capsys):
+    bad = tmp_path / "m.pt"
+    bad.write_text("not a model")
+    line = fail(["estimate", "--model", str(bad), "--input-shape", "1,3,8,8"], capsys)
+    assert line.startswith(f"systolic-conv estimate: error: argument --model: cannot run "
+                           f"'{bad}' on an input of shape (1, 3, 8, 8): ")
+    assert fail(["estimate", "--model", str(bad)], capsys) == \
+        "systolic-conv estimate: error: argument --input-shape: required with --model (N,C,H,W)"

@@ -113,3 +113,9 @@ def test_rtl_backend_equals_golden():
     assert m.last_stats.cycles > 0 and m.last_stats.rows == 4
     m.backend = "golden"
     assert torch.equal(y, m(x))
+
+
+def test_offload_refuses_a_model_already_on_the_accelerator_path():
+    with pytest.raises(TypeError, match=r"^layer '0' is a systolic_conv.Conv2d, which already "
+                                        r"runs on the accelerator path"):
+        sc.offload(nn.Sequential(sc.Conv2d(2, 2, 3)), calibration=torch.randn(1, 2, 5, 5))
