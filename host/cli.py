@@ -22,13 +22,12 @@ traceback. ``--quiet`` hides progress bars (shown only on a terminal anyway).
 import argparse
 import math
 import sys
-import time
 
 import numpy as np
 
 from .cli_common import (HelpFormatter, add_hw_args, common_parser, existing_dir, hw_from_args,
                          nonneg_int, output_dir, positive_int, run_command, version_string)
-from .estimate_cli import add_layer_args, layer_from_args, add_subcommands, _clock_arg
+from .estimate_cli import add_layer_args, layer_from_args, add_subcommands, add_clock_arg
 
 __all__ = ["main", "build_parser", "SEED_LAYERS"]
 
@@ -199,7 +198,7 @@ def build_parser():
              prepare_demo, run_demo)
     d.add_argument("--batch", type=positive_int, default=20, help="images N")
     d.add_argument("--seed", type=nonneg_int, default=0, help="random seed of data and weights")
-    _clock_arg(d)
+    add_clock_arg(d)
 
     r = _sub(sub, "rtl", "generate the Verilog of a configuration", prepare_rtl, run_rtl)
     add_hw_args(r)

@@ -21,7 +21,7 @@ import re
 import sys
 
 __all__ = ["HelpFormatter", "UsageError", "positive_int", "nonneg_int", "positive_float",
-           "int_pair", "padding_arg", "fraction", "existing_file", "existing_dir",
+           "int_pair", "padding_arg", "existing_file", "existing_dir",
            "output_file", "output_dir", "add_hw_args", "hw_from_args", "common_parser",
            "run_command", "version_string"]
 
@@ -82,14 +82,6 @@ def _positive_float(text):
 
 
 positive_float = _type("positive_float", _positive_float, "a positive number")
-
-
-def _fraction(text):
-    v = float(text)
-    return v if 0 < v <= 1 else None
-
-
-fraction = _type("fraction", _fraction, "a number in (0, 1]")
 
 
 def _pair(lo):

@@ -25,7 +25,8 @@ from .cli_common import (HelpFormatter, UsageError, add_hw_args, common_parser,
                          run_command, version_string)
 
 __all__ = ["main", "build_parser", "add_subcommands", "layer_table", "breakdown_table",
-           "plot_breakdown", "add_layer_args", "PLOT_SUFFIXES"]
+           "plot_breakdown", "add_layer_args", "add_clock_arg", "layer_from_args",
+           "PLOT_SUFFIXES"]
 
 # short column names of the breakdown components
 SHORT = {"useful": "useful", "edge_cols": "edgeC", "edge_rows": "edgeR",
@@ -412,7 +413,8 @@ def _sub(sub, name, help, prepare, run, description=None):
     return p
 
 
-def _clock_arg(p, what="times"):
+def add_clock_arg(p, what="times"):
+    """``--clock-mhz``, documented with the clock rule of :mod:`.clocks`."""
     from .clocks import CLOCK_POLICY
     p.add_argument("--clock-mhz", type=positive_float, default=None,
                    help=f"clock for {what}: {CLOCK_POLICY}")
@@ -437,7 +439,7 @@ def add_subcommands(sub):
     e.add_argument("--requant", choices=("tflite", "half_up"), default=None,
                    help="requantize in hardware to 8-bit results (default: none, 32-bit "
                         "accumulators out)")
-    _clock_arg(e)
+    add_clock_arg(e)
     e.add_argument("--plot", type=output_file(PLOT_SUFFIXES), metavar="FILE",
                    help="write a per-layer stacked utilization plot (" +
                         ", ".join(PLOT_SUFFIXES) + ")")
@@ -462,7 +464,7 @@ def add_subcommands(sub):
                    help="also synthesize every array size (slow: minutes each)")
     s.add_argument("--synth-dir", type=output_dir, default=None, metavar="DIR",
                    help="where synthesis reports are cached (default: build/synth)")
-    _clock_arg(s, "times of sizes without a synthesized Fmax")
+    add_clock_arg(s, "times of sizes without a synthesized Fmax")
     s.add_argument("--plot", type=output_file(PLOT_SUFFIXES), metavar="FILE",
                    help="Pareto plot (" + ", ".join(PLOT_SUFFIXES) + ")")
     s.add_argument("--json", type=output_file((".json",)), metavar="FILE",
