@@ -10,7 +10,7 @@ runs its layer as the accelerator would:
   float model on the calibration batches (given to :func:`offload`, or else the
   first batch the model is called with); values beyond the calibrated range
   saturate to ``+-qmax``: they are counted as *clipped*, shown in the report,
-  and the first clipping call of each layer raises a
+  and the first clipping call of each layer issues a
   :class:`CalibrationRangeWarning`;
 * the weights are quantized symmetrically per output channel
   (``sw[co] = max|w[co]| / qmax``), the bias to int32 at ``sx * sw[co]``;
