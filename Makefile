@@ -9,7 +9,7 @@ SIM ?= verilator
 HW ?= default
 JOBS ?= 2
 
-.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean
+.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean docs
 
 $(STAMP): pyproject.toml
 	@command -v iverilog >/dev/null && dpkg -s liblz4-dev >/dev/null 2>&1 || \
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(VPY) bench/golden_vs_torch.py
 	$(VPY) bench/sim_speed.py --runs 5
 	$(VPY) bench/utilization.py
+
+# the documentation (docs/, MkDocs) into build/site; --strict fails on a broken link
+docs: $(STAMP)
+	@$(VPY) -c "import mkdocs" 2>/dev/null || $(VPY) -m pip install -q -e '.[docs]'
+	$(VPY) -m mkdocs build --strict --clean -f mkdocs.yml
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
@@ -84,12 +89,12 @@ fpga-tools: $(STAMP)
 	  $(VPY) -m pip install -q -e '.[fpga]'
 synth: fpga-tools
 	@mkdir -p build/synth
-	$(VPY) -m systolic_conv.estimate_cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
+	$(VPY) -m systolic_conv.cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
 	  --speed $(SPEED) --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) $(if $(filter 1,$(PLACE_ONLY)),--place-only) \
 	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS).json
 synth-ceiling: fpga-tools
 	@mkdir -p build/synth
-	$(VPY) -m systolic_conv.estimate_cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \
+	$(VPY) -m systolic_conv.cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \
 	  --json build/synth/ceiling-$(DEVICE)-s$(SPEED).json
 
 # the cycle model against the RTL on bench/layers.json, and SCALE-Sim beside it

@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "DATA_WIDTHS", "BIAS_WIDTH", "ACC_MAX_WIDTH", "PADDING_MODES", "REQUANT_MODES",
     "TFLITE_M_MAX", "TFLITE_S_MAX", "HALF_UP_M_WIDTH", "HALF_UP_S_MAX",
-    "default_acc_width", "normalize_pair", "compute_padding", "output_size",
+    "default_acc_width", "check_data_width", "normalize_pair", "compute_padding", "output_size",
     "ConvGeometry", "conv_geometry", "check_int_tensor", "int_range",
     "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
     "round_shift_half_up", "Requant", "requantize", "acc_bound_ok",
@@ -70,6 +70,22 @@ def default_acc_width(data_width):
         32 for 8-bit data, 48 for 16-bit data, 24 for 4-bit data.
     """
     return 2 * _as_int(data_width, "data_width") + 16
+
+
+def check_data_width(value, name="data_width"):
+    """``value`` as an int if it is one of :data:`DATA_WIDTHS`, else an error naming ``name``.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not an integer.
+    ValueError
+        When it is not 4, 8 or 16.
+    """
+    value = _as_int(value, name)
+    if value not in DATA_WIDTHS:
+        raise ValueError(f"{name}={value} must be one of {DATA_WIDTHS}")
+    return value
 
 
 def int_range(width):

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .contract import (BIAS_WIDTH, HALF_UP_M_WIDTH, HALF_UP_S_MAX, TFLITE_M_MAX,
-                       TFLITE_S_MAX, Requant, _as_int, conv_geometry, int_range)
-from .golden import GOLDEN_DATA_WIDTHS, conv2d_float, conv2d_int
+                       TFLITE_S_MAX, Requant, check_data_width, conv_geometry, int_range)
+from .golden import conv2d_float, conv2d_int
 
 __all__ = ["QuantReport", "quantize_symmetric", "quantized_conv2d",
            "quantize_multiplier", "quantize_multiplier_half_up", "make_requant"]
@@ -56,7 +56,7 @@ def quantize_symmetric(t, data_width=8, axis=None):
     t = np.asarray(t, dtype=np.float64)
     if not np.all(np.isfinite(t)):
         raise ValueError("cannot quantize a tensor holding inf or nan")
-    qmax = int_range(_as_int(data_width, "data_width"))[1]
+    qmax = int_range(check_data_width(data_width))[1]
     if axis is None:
         amax = float(np.abs(t).max()) if t.size else 0.0
         scale = amax / qmax if amax > 0 else 1.0
@@ -140,9 +140,7 @@ def quantized_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     bias = None if bias is None else np.asarray(bias, dtype=np.float64)
-    data_width = _as_int(data_width, "data_width")
-    if data_width not in GOLDEN_DATA_WIDTHS:
-        raise ValueError(f"data_width={data_width} must be in [2, 16]")
+    data_width = check_data_width(data_width)
     geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                padding_mode=padding_mode)
     g = conv_geometry(x.shape, weight.shape, None if bias is None else bias.shape, **geo)

@@ -101,12 +101,26 @@ def sweep(arrays, networks, base=None, *, jobs=2, synth=False, synth_dir=None, p
             "results": results}
 
 
+def array_clock(arr, clock_mhz=None):
+    """``(MHz or None, source)`` of one swept array: its synthesized Fmax when a report
+    exists, else ``clock_mhz``, else the measured routed Fmax (:mod:`.clocks`)."""
+    if arr.get("synth"):
+        return arr["synth"]["fmax_mhz"], "synth"
+    if clock_mhz is not None:
+        return clock_mhz, "given"
+    from .clocks import measured_fmax
+    from .hw.config import HardwareConfig
+    m = measured_fmax(HardwareConfig(**arr["config"]))
+    return (m.fmax_mhz, "measured") if m else (None, None)
+
+
 def _latency_ms(res, arr, clock_mhz):
-    f = arr["synth"]["fmax_mhz"] if arr.get("synth") else clock_mhz
-    return res["cycles"] / (f * 1e3), f
+    f, _src = array_clock(arr, clock_mhz)
+    return (None if f is None else res["cycles"] / (f * 1e3)), f
 
 
-def sweep_table(sw, clock_mhz=150.0):
+def sweep_table(sw, clock_mhz=None):
+    """The sweep as a table; times at each array's clock (:func:`array_clock`), '-' without."""
     arrays = {(a["rows"], a["cols"]): a for a in sw["arrays"]}
     nets = sw["networks"]
     hdr = (f"| {'array':>7} | {'PEs':>5} | {'LUT4':>7} | {'FF':>7} | {'DSP':>4} | {'BRAM':>4} | "
@@ -114,19 +128,26 @@ def sweep_table(sw, clock_mhz=150.0):
                                          for n in nets) + " |")
     lines = [hdr, "|" + "|".join("-" * len(c) for c in hdr.split("|")[1:-1]) + "|"]
     by = {(d["rows"], d["cols"], d["network"]): d for d in sw["results"]}
+    missing = []
     for (r, c), a in arrays.items():
         s = a.get("synth")
-        res = (f"{s['lut4']:>7,} | {s['ff']:>7,} | {s['dsp']:>4} | {s['bram']:>4} | "
-               f"{s['fmax_mhz']:>6.1f}" if s else f"{'-':>7} | {'-':>7} | {'-':>4} | {'-':>4} | "
-                                                  f"{'(' + format(clock_mhz, 'g') + ')':>6}")
+        f, src = array_clock(a, clock_mhz)
+        mhz = "-" if f is None else (f"{f:.1f}" if src == "synth" else f"({f:g})")
+        if f is None:
+            missing.append(f"{r}x{c}")
+        res = (f"{s['lut4']:>7,} | {s['ff']:>7,} | {s['dsp']:>4} | {s['bram']:>4} | {mhz:>6}"
+               if s else f"{'-':>7} | {'-':>7} | {'-':>4} | {'-':>4} | {mhz:>6}")
         cells = []
         for n in nets:
             d = by.get((r, c, n))
             ms, _f = _latency_ms(d, a, clock_mhz)
-            cells.append(f"{d['cycles'] / 1e6:>17.3f} | {d['utilization']:>6.1%} | {ms:>7.2f}")
+            ms_text = "-" if ms is None else f"{ms:.2f}"
+            cells.append(f"{d['cycles'] / 1e6:>17.3f} | {d['utilization']:>6.1%} | {ms_text:>7}")
         lines.append(f"| {f'{r}x{c}':>7} | {r * c:>5} | {res} | " + " | ".join(cells) + " |")
-    lines.append(f"(ms at the synthesized Fmax where there is one, else at {clock_mhz:g} MHz; "
-                 f"resources from the LFSR/XOR-wrapped ECP5 flow)")
+    lines.append("(MHz: synthesized Fmax; in parentheses the clock given or the measured routed "
+                 "Fmax of that configuration; resources from the LFSR/XOR-wrapped ECP5 flow)")
+    if missing:
+        lines.append(f"(no clock for {', '.join(missing)}: give --clock-mhz for their times)")
     return "\n".join(lines)
 
 
@@ -141,13 +162,17 @@ def pareto_front(points):
     return front
 
 
-def pareto_plot(sw, path, clock_mhz=150.0):
-    """Latency vs cost per network (cost: LUT4 when every size is synthesized, else PEs)."""
+def pareto_plot(sw, path, clock_mhz=None):
+    """Latency vs cost per network (cost: LUT4 when every size is synthesized, else PEs).
+
+    Latency needs a clock for every array (:func:`array_clock`); without one the
+    plot shows cycles instead."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     arrays = {(a["rows"], a["cols"]): a for a in sw["arrays"]}
     use_luts = all(a.get("synth") for a in arrays.values())
+    timed = all(array_clock(a, clock_mhz)[0] is not None for a in arrays.values())
     nets = sw["networks"]
     fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.8), squeeze=False)
     for ax, n in zip(axes[0], nets):
@@ -158,7 +183,7 @@ def pareto_plot(sw, path, clock_mhz=150.0):
             a = arrays[(d["rows"], d["cols"])]
             ms, _f = _latency_ms(d, a, clock_mhz)
             cost = a["synth"]["lut4"] if use_luts else d["pes"]
-            pts.append((cost, ms))
+            pts.append((cost, ms if timed else d["cycles"]))
             labels.append(f"{d['rows']}x{d['cols']}\n{d['utilization']:.0%}")
         front = set(pareto_front(pts))
         for i, ((x, y), lab) in enumerate(zip(pts, labels)):
@@ -169,10 +194,11 @@ def pareto_plot(sw, path, clock_mhz=150.0):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("LUT4 (ECP5)" if use_luts else "PEs (rows x cols)")
-        ax.set_ylabel(f"latency (ms{'' if use_luts else f' at {clock_mhz:g} MHz'})")
+        ax.set_ylabel("latency (ms, at each array's clock)" if timed else "cycles")
         ax.set_title(n)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("Pareto front (red): latency vs cost, labels = array, utilization", fontsize=9)
+    fig.suptitle(f"Pareto front (red): {'latency' if timed else 'cycles'} vs cost, "
+                 f"labels = array, utilization", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
