@@ -54,9 +54,9 @@ class ResultPacker(wiring.Component):
         C, aw = cfg.cols, cfg.acc_width
         nbytes = aw // 8
         # the lane width in use, registered from the (steady) mode: 8, 16 or aw bits
-        m8, m16 = Signal(), Signal()
-        m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8)),
-                     m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8))]
+        m8, m16 = Signal(), Signal()          # (a width packs only if two values fit a lane)
+        m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8) & (aw >= 16)),
+                     m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8) & (aw >= 32))]
         cap16 = aw // 16
         count = Signal(range(nbytes + 1))
         full = Signal()

@@ -53,8 +53,8 @@ class WeightStore(wiring.Component):
         abits = (cfg.weight_depth - 1).bit_length()
         super().__init__({
             "i_weight": In(stream.Signature(weight_beat_layout(cfg))),
-            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
-            "err": Out(8), "done": Out(1),
+            "layer": In(layer_layout(cfg)), "begin": In(1), "start": In(1), "run": In(1),
+            "abort": In(1), "err": Out(8), "done": Out(1),
             "words_in": Out(abits + 2),
             "rd_addr": In(abits),
             "rd_data": Out(data.ArrayLayout(signed(cfg.data_width), cfg.cols)),
@@ -87,7 +87,7 @@ class WeightStore(wiring.Component):
             m.d.sync += [a.eq(self.rd_addr), q.eq(rp.data)]
             m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data[c]), wp.en.eq(w_en),
                          rp.addr.eq(a), self.rd_data[c].eq(q)]
-        with m.If(self.start):
+        with m.If(self.begin):
             m.d.sync += [count.eq(0), self.done.eq(0), self.words_in.eq(0)]
         with m.Else():
             with m.If(hs):
