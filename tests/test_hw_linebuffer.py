@@ -20,6 +20,11 @@ Covers
   written;
 - 1x1, 2x2, 4x4 and 3x2 arrays with 2-row buffers, random idle cycles on ``i_act``,
   the ``layer`` input scrambled after ``start``.
+
+Known discrepancies (strict xfail)
+----------------------------------
+- after a completed layer, ABORT for a rejected descriptor (no ``start``) does not
+  drain ``i_act``: ``done`` is still set.
 """
 
 import pytest
@@ -31,7 +36,8 @@ from systolic_conv.hw.config import HardwareConfig
 from systolic_conv.hw.linebuffer import LineBuffer, READ_LATENCY, addr_bits
 from systolic_conv.hw.layouts import act_beat_layout, ErrorFlag, pack, unpack
 
-from blockbench import seeded, simulate, Source, layer_value, scramble
+from blockbench import (seeded, simulate, Source, layer_value, scramble,
+                        rejected_reason, drains_after_rejected_descriptor)
 
 
 class Image:
@@ -174,7 +180,8 @@ def run_linebuffer(cfg, images, seed, idle=0.3):
                 if last and n + 1 < img.total:
                     want |= ErrorFlag.ACT_SHORT
                 assert err == want, (f"{img.name}: beat {n} cycle {t}: err "
-                                     f"{ErrorFlag.describe(err)}, expected {ErrorFlag.describe(want)}")
+                                     f"{ErrorFlag.describe(err)}, "
+                                     f"expected {ErrorFlag.describe(want)}")
                 if n < img.total:
                     row, a = img.place(n)
                     if not abort:
@@ -257,3 +264,15 @@ def test_short_long_past_the_end_and_abort():
                 Image(cfg, rng, depthwise=False, height=2, xw=4, cwords=1, name="after")]
     stats = run_linebuffer(cfg, imgs, 410, idle=0.15)
     assert [s["taken"] for s in stats] == [len(i.beats) for i in imgs]
+
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason=rejected_reason("LineBuffer", "i_act"))
+def test_abort_after_a_rejected_descriptor_drains():
+    cfg = CFGS["2x2"]
+    dut = LineBuffer(cfg)
+    beat = pack(act_beat_layout(cfg), {"data": [1] * (cfg.rows * cfg.act_pixels), "last": 1})
+    layer = layer_value(cfg, {"cwords": 1}, act_total=1, xw_m1=0, cw_m1=0)
+    assert drains_after_rejected_descriptor(dut, dut.i_act, layer, beat), \
+        "i_act not drained during ABORT"
