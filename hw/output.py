@@ -63,16 +63,22 @@ class ResultPacker(wiring.Component):
         m.d.comb += full.eq(~(m8 | m16) | (m8 & (count == nbytes - 1)) |
                             (m16 & (count == cap16 - 1)))
         lanes = [Signal(aw, name=f"lane{c}") for c in range(C)]
-        for g in range(nbytes):
-            # byte g of every lane: pixel g (8-bit lanes), half g % 2 of pixel g // 2
-            # (16-bit lanes) or byte g of the one pixel (full lanes)
-            en = self.i_valid & (~(m8 | m16) | (m8 & (count == g)) |
-                                 ((m16 & (count == g // 2)) if g // 2 < cap16 else 0))
+        # each 8-bit piece of every lane: pixel g (8-bit values), half g % 2 of pixel
+        # g // 2 (16-bit values) or piece g of the one pixel (full lanes; the last
+        # piece holds what is left of acc_width)
+        for g in range(-(-aw // 8)):
+            hi = min(aw, 8 * g + 8)
+            packed = g < nbytes
+            en = self.i_valid & (~(m8 | m16) |
+                                 ((m8 & (count == g)) if packed else 0) |
+                                 ((m16 & (count == g // 2)) if packed and g // 2 < cap16 else 0))
             with m.If(en):
                 for c in range(C):
                     v = Value.cast(self.i_data[c])
-                    src = Mux(m8, v[:8], Mux(m16, v[8 * (g % 2):8 * (g % 2) + 8], v[8 * g:8 * g + 8]))
-                    m.d.sync += lanes[c][8 * g:8 * g + 8].eq(src)
+                    src = v[8 * g:hi]
+                    if packed:
+                        src = Mux(m8, v[:8], Mux(m16, v[8 * (g % 2):8 * (g % 2) + 8], src))
+                    m.d.sync += lanes[c][8 * g:hi].eq(src)
         final = Signal()
         emit = Signal()
         m.d.comb += emit.eq(self.i_valid & (full | self.i_final))

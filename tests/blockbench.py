@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from amaranth.sim import Simulator
 
 __all__ = ["seeded", "simulate", "Source", "Sink", "wrap", "mask", "layer_value", "scramble",
-           "drains_after_rejected_descriptor", "rejected_reason"]
+           "drains_after_rejected_descriptor"]
 
 
 @contextmanager
@@ -130,11 +130,13 @@ class Sink:
 
 
 def drains_after_rejected_descriptor(dut, stream, layer, beat):
-    """An intake block after one completed layer, then a rejected descriptor (Control
-    goes CHECK -> ABORT: ``run`` and ``abort`` high, no ``start``): returns whether
+    """An intake block after one completed layer, then a rejected descriptor (its
+    handshake pulses ``begin``, then Control goes CHECK -> ABORT: ``run`` and ``abort``
+    high, no ``start``): returns whether
     the block took a ``last`` beat offered during 12 ABORT cycles. Control's
     contract: ABORT lets the intake blocks drain their streams up to ``last``."""
-    phases = (["start"] + ["run"] * 8 + ["idle"] * 4 + ["abort"] * 12)
+    phases = (["start"] + ["run"] * 8 + ["idle"] * 4 + ["begin"] + ["idle"] * 3 +
+              ["abort"] * 12)
     taken = {"first": False, "abort": False}
 
     def step(ctx, t):
@@ -142,6 +144,7 @@ def drains_after_rejected_descriptor(dut, stream, layer, beat):
             return True
         ph = phases[t]
         ctx.set(dut.start, int(ph == "start"))
+        ctx.set(dut.begin, int(ph in ("start", "begin")))
         ctx.set(dut.run, int(ph in ("run", "abort")))
         ctx.set(dut.abort, int(ph == "abort"))
         ctx.set(dut.layer.as_value(), layer)
@@ -155,14 +158,3 @@ def drains_after_rejected_descriptor(dut, stream, layer, beat):
     simulate(dut, step, len(phases) + 1)
     assert taken["first"], "the first layer's only beat was not taken"
     return taken["abort"]
-
-
-def rejected_reason(block, port):
-    """The xfail reason of :func:`drains_after_rejected_descriptor` for ``block``."""
-    return (f"{block}: `done` (set by a layer's `last` beat) is cleared only by `start`, and "
-            f"a descriptor that fails its checks never pulses `start`: after a completed "
-            f"layer, ABORT for a rejected descriptor keeps {port}.ready low, so the bad "
-            f"layer's beats are not drained (Control: 'ABORT lets the intake blocks drain "
-            f"their streams up to last') and stay in the stream for the next layer. A fresh "
-            f"block drains them. At the top level: after a good layer, a BAD_DESC layer's "
-            f"status is offered with the beats of all three streams still pending")

@@ -31,10 +31,6 @@ later at random):
   cycles;
 - depthwise mode: ``rd_addr`` is ``tap_addr`` every cycle, no shifts, no tile.
 
-Known discrepancies (strict xfail)
-----------------------------------
-- after a completed layer, ABORT for a rejected descriptor (no ``start``) does not
-  drain ``i_weight``: ``done`` is still set.
 """
 
 import pytest
@@ -50,7 +46,7 @@ from systolic_conv.hw.fetch import FETCH_LATENCY
 from systolic_conv.hw.layouts import weight_beat_layout, ErrorFlag, pack, unpack
 
 from blockbench import (seeded, simulate, Source, layer_value, scramble,
-                        rejected_reason, drains_after_rejected_descriptor)
+                        drains_after_rejected_descriptor)
 
 #: Cycles from a beat's handshake to ``words_in`` counting it (registered write,
 #: then the count): the figure the sequencers' weight waits are built on.
@@ -98,6 +94,8 @@ def run_store(cfg, layers, seed, idle=0.3):
             start, run = phase == "start", phase in ("run", "tail")
             abort = run and lay.get("abort_at") is not None and src.index >= lay["abort_at"]
             ctx.set(dut.start, int(start))
+            if hasattr(dut, "begin"):
+                ctx.set(dut.begin, int(start))
             ctx.set(dut.run, int(run))
             ctx.set(dut.abort, int(abort))
             ctx.set(dut.layer.as_value(), layer_value(cfg, {}, w_total=lay["total"]) if start
@@ -290,6 +288,8 @@ def run_loader(cfg, layers, seed, chain=True):
             words_in = sum(1 for c in lay.get("words_at", []) if st["t0"] + c <= t) if not dwm \
                 else len(mem)
             ctx.set(dut.start, int(start))
+            if hasattr(dut, "begin"):
+                ctx.set(dut.begin, int(start))
             ctx.set(dut.run, int(run))
             ctx.set(dut.layer.as_value(),
                     layer_value(cfg, {"n_tiles": lay.get("n_tiles", 0), "depthwise": dwm})
@@ -413,8 +413,6 @@ def test_loader_fold_period(name):
 
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason=rejected_reason("WeightStore", "i_weight"))
 def test_store_abort_after_a_rejected_descriptor_drains():
     cfg = STORE_CFGS["2x3"]
     dut = WeightStore(cfg)
