@@ -68,8 +68,9 @@ class LineBuffer(wiring.Component):
         total = Signal.like(L.act_total)
         xw_m1 = Signal.like(L.xw_m1)
         cw_m1 = Signal.like(L.cw_m1)
+        short = 1 if "act_count_short" in cfg.faults else 0
         with m.If(self.start):
-            m.d.sync += [dwm.eq(d.depthwise), total.eq(L.act_total), xw_m1.eq(L.xw_m1),
+            m.d.sync += [dwm.eq(d.depthwise), total.eq(L.act_total - short), xw_m1.eq(L.xw_m1),
                          cw_m1.eq(L.cw_m1)]
 
         # -- intake ------------------------------------------------------------------

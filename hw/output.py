@@ -88,7 +88,8 @@ class ResultPacker(wiring.Component):
         # the beat is complete the cycle after its last vector's write
         with m.If(emit):
             m.d.sync += [self.o_beat.count.eq(count + 1), final.eq(self.i_final)]
-        m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)), self.o_beat.beat.last.eq(final)]
+        m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)),
+                     self.o_beat.beat.last.eq(0 if "skipped_last" in cfg.faults else final)]
         return m
 
 

@@ -143,7 +143,10 @@ class WeightLoader(wiring.Component):
         with m.If(dwm):
             m.d.comb += self.rd_addr.eq(self.tap_addr)
         with m.Else():
-            m.d.comb += self.rd_addr.eq(base + (R - 1) - k)
+            if "swapped_weight_rows" in cfg.faults:
+                m.d.comb += self.rd_addr.eq(base + k)
+            else:
+                m.d.comb += self.rd_addr.eq(base + (R - 1) - k)
         with m.If(self.start):
             m.d.sync += [tile.eq(0), base.eq(0), k.eq(0), busy.eq(0), pending.eq(0),
                          hold.eq(0), self.tile_ready.eq(0), ready_cnt.eq(0)]
@@ -157,6 +160,8 @@ class WeightLoader(wiring.Component):
                     m.d.sync += [k.eq(k + 1), busy.eq(1)]
             # tile_ready rises tile_ready_after cycles after go
             tra = tile_ready_after(cfg)
+            if "tile_ready_early" in cfg.faults:
+                tra = max(1, tra - 2)
             with m.If(go):
                 m.d.sync += [pending.eq(1), ready_cnt.eq(tra - 1)]
                 if tra == 1:
