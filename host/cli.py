@@ -13,9 +13,14 @@ estimate  analytic cycles, utilization breakdown and traffic of a layer, a layer
           list, a built-in network or a PyTorch model (table, plot)
 sweep     array sizes x networks: cycles, utilization, resources, Pareto plot
 synth     FPGA synthesis and place-and-route (ECP5, yowasp): LUT/FF/DSP/BRAM, Fmax
+regress   random RTL regression (python -m systolic_conv.sim.regress)
+mutate    fault injection and yosys mutants (python -m systolic_conv.sim.mutate)
+report    the results database: latest runs, failures, flaky seeds, coverage, trends
+farm      Slurm/LSF clusters for --scheduler (dask-jobqueue): job script, start one
 """
 
 import argparse
+import importlib
 import json
 import pathlib
 import sys
@@ -184,9 +189,83 @@ def cmd_demo(args):
     return 0 if ok else 1
 
 
+# commands whose own module parses the rest of the command line
+FORWARD = {"regress": "systolic_conv.sim.regress", "mutate": "systolic_conv.sim.mutate"}
+
+
+def cmd_report(args):
+    from .report import main as report_main
+    try:
+        return report_main(args)
+    except FileNotFoundError as exc:
+        print(f"systolic-conv report: {exc}", file=sys.stderr)
+        return 2
+
+
+def _jobqueue_kwargs(args):
+    return dict(cores=args.cores, memory=args.memory, walltime=args.walltime,
+                queue=args.queue, account=args.account, venv=args.venv,
+                processes=args.processes)
+
+
+def cmd_farm(args):
+    from .farm import jobqueue_cluster
+    cluster = jobqueue_cluster(args.system, **_jobqueue_kwargs(args))
+    try:
+        if args.action == "script":
+            print(cluster.job_script())
+            return 0
+        cluster.scale(jobs=args.jobs)
+        print(f"{args.system} cluster: {args.jobs} batch jobs of {args.cores} cores requested; "
+              f"scheduler at {cluster.scheduler_address}\n"
+              f"submit with: systolic-conv regress ... --scheduler {cluster.scheduler_address}\n"
+              "(Ctrl-C stops the scheduler and cancels the jobs)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.close()
+
+
+def _add_farm_parser(sub):
+    f = sub.add_parser("farm", help="Slurm/LSF worker clusters for --scheduler (dask-jobqueue)")
+    f.add_argument("action", choices=("script", "up"),
+                   help="script: print the batch job script; up: start the scheduler here, "
+                        "submit --jobs batch jobs of workers, wait (Ctrl-C ends them)")
+    f.add_argument("--system", required=True, choices=("slurm", "lsf"))
+    f.add_argument("--jobs", type=int, default=1, help="batch jobs to submit (up)")
+    f.add_argument("--cores", type=int, default=8, help="cores per batch job")
+    f.add_argument("--processes", type=int, default=None,
+                   help="worker processes per job (default: one per core)")
+    f.add_argument("--memory", default="16GB", help="memory per batch job")
+    f.add_argument("--walltime", default="04:00:00")
+    f.add_argument("--queue", default=None, help="partition (Slurm) / queue (LSF)")
+    f.add_argument("--account", default=None, help="account (Slurm) / project (LSF)")
+    f.add_argument("--venv", default=None,
+                   help="virtual environment the workers activate (default: this one)")
+    f.set_defaults(fn=cmd_farm)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in FORWARD:
+        return importlib.import_module(FORWARD[argv[0]]).main(argv[1:])
     p = argparse.ArgumentParser(prog="systolic-conv", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    for name, mod in FORWARD.items():      # listed in --help; main() forwards them
+        sub.add_parser(name, help=f"see systolic-conv {name} --help ({mod})")
+
+    rp = sub.add_parser("report", help="latest runs, failures, flaky seeds, coverage, trends "
+                        "from the results database")
+    rp.add_argument("--db", default=None, metavar="PATH|URL",
+                    help="results database (default build/results.sqlite)")
+    rp.add_argument("--html", default=None, metavar="DIR",
+                    help="write a static page with plots (DIR/index.html)")
+    rp.add_argument("--json", action="store_true", help="print the report's data as JSON")
+    rp.add_argument("--limit", type=int, default=30, help="latest runs to list")
+    rp.set_defaults(fn=cmd_report)
+    _add_farm_parser(sub)
 
     d = sub.add_parser("demo", help="offload the seed's layers to the RTL and check them")
     d.add_argument("--batch", type=int, default=20)

@@ -8,7 +8,9 @@ estimate  cycles, utilization, traffic and the loss breakdown of a layer (torch
           (--network resnet18|mobilenetv2|resnext50|seed) or a PyTorch model file;
           tables, JSON and a stacked utilization plot
 sweep     array sizes x networks: cycles, utilization, PEs (and FPGA resources
-          where synthesized), table and a Pareto plot, parallel over local cores
+          where synthesized), table and a Pareto plot; every point is a unit of work
+          on a Dask farm (local cores, or --scheduler), recorded in the results
+          database
 synth     Yosys + nextpnr-ecp5 of a configuration: LUT4, FF, DSP, BRAM, Fmax and the
           critical path
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -310,16 +311,24 @@ def _parse_arrays(s):
 
 
 def cmd_sweep(args):
+    from .farm import db_arg
+    from .results import open_run
     from .sweep import sweep, sweep_table, pareto_plot
     base = hw_from_args(args)
     arrays = _parse_arrays(args.arrays)
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]
     prog = _Progress("sweep", force=args.progress)
-    try:
-        res = sweep(arrays, nets, base, jobs=args.jobs, synth=args.synth, progress=prog,
-                    synth_dir=args.synth_dir)
-    finally:
-        prog.close()
+    db = db_arg(args)
+    with open_run(db, "sweep", name=f"sweep {args.arrays} x {args.networks}"
+                  + (" + synth" if args.synth else ""), config=base.to_dict(),
+                  simulator="model") as run:
+        try:
+            res = sweep(arrays, nets, base, jobs=args.jobs, synth=args.synth, progress=prog,
+                        synth_dir=args.synth_dir, scheduler=args.scheduler, run=run)
+        finally:
+            prog.close()
+        if run is not None:
+            run.summary = {"arrays": args.arrays, "networks": nets, "synth": args.synth}
     print(sweep_table(res, args.clock_mhz))
     if args.plot:
         pareto_plot(res, args.plot, args.clock_mhz)
@@ -327,6 +336,8 @@ def cmd_sweep(args):
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(res, indent=1))
         print(f"JSON written to {args.json}")
+    if run is not None:
+        print(f"run {run.id} recorded in {run.db.url}")
     return 0
 
 
@@ -343,10 +354,20 @@ def cmd_synth(args):
             print(f"JSON written to {args.json}")
         return 0
     cfg = hw_from_args(args)
-    rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
-                     freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
-                     verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only,
-                     speed=args.speed, router=args.router, density=args.density)
+    from .farm import db_arg
+    from .results import open_run
+    from .sweep import synth_item
+    from .synth import design_tag
+    with open_run(db_arg(args), "synth", name=f"synth {cfg.rows}x{cfg.cols} ECP5-{args.device}",
+                  config=cfg.to_dict(), simulator="yosys+nextpnr-ecp5") as run:
+        rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
+                         freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
+                         verbose=not args.quiet, timeout=args.timeout,
+                         place_only=args.place_only, speed=args.speed, router=args.router,
+                         density=args.density)
+        if run is not None:
+            run.add([synth_item(rep.to_dict(), f"synth:{design_tag(cfg)}-{args.device}"
+                                f"-s{args.speed}{'' if rep.wrapper else '-ooc'}")])
     print(rep.summary())
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rep.to_dict(), indent=1))
@@ -389,7 +410,8 @@ def add_subcommands(sub):
     s.add_argument("--arrays", default="4x4,4x16,8x8,16x4,8x16,16x16,32x32")
     s.add_argument("--networks", default="resnet18,mobilenetv2,resnext50")
     add_hw_args(s)
-    s.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    s.add_argument("--jobs", type=int, default=None,
+                   help="worker processes of the local cluster (default: one per core)")
     s.add_argument("--synth", action="store_true",
                    help="also synthesize every array size (slow: minutes each)")
     s.add_argument("--synth-dir", default=None,
@@ -399,6 +421,8 @@ def add_subcommands(sub):
     s.add_argument("--plot", help="Pareto plot file")
     s.add_argument("--json")
     s.add_argument("--progress", action="store_true")
+    from .farm import add_farm_args
+    add_farm_args(s, quiet=False)
     s.set_defaults(func=cmd_sweep, fn=cmd_sweep)
 
     y = sub.add_parser("synth", help="FPGA synthesis + place and route (ECP5)")
@@ -425,6 +449,7 @@ def add_subcommands(sub):
                         "default 0.9); lower spreads the logic for routability")
     y.add_argument("--json")
     y.add_argument("--quiet", action="store_true")
+    add_farm_args(y, scheduler=False, quiet=False)
     y.set_defaults(func=cmd_synth, fn=cmd_synth)
 
 
