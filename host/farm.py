@@ -20,8 +20,9 @@ A worker that dies while running a unit loses nothing: the scheduler resubmits
 the unit to another worker (Dask's ``allowed-failures``, 3 by default), and each
 unit's results reach the caller once. A unit that kills every worker it meets
 (:class:`distributed.KilledWorker`) is split into its items when it has several
-(``split``), so only the item at fault is lost, and that item comes back as an
-``error`` result rather than silently missing. The caller records items by key
+(``split``), and those run one at a time (so a crashing item takes no neighbour
+down with it): only the item at fault is lost, and it comes back as an ``error``
+result rather than silently missing. The caller records items by key
 with duplicates ignored (:meth:`systolic_conv.results.Run.add`).
 """
 
@@ -180,19 +181,23 @@ class Farm:
             yield u, res, None
 
     def _map_dask(self, fn, units, split, label):
+        from collections import deque
         from distributed import as_completed
         from distributed.client import FutureCancelledError
         tag = f"{label}-{os.getpid()}-{time.time_ns()}"
         by_key, done = {}, set()
+        n_sub = [0]
+        isolate = deque()          # items of lost units, run one at a time
 
-        def submit(u, i):
-            f = self.client.submit(fn, u, key=f"{tag}-{i}", pure=False)
+        def submit(u):
+            f = self.client.submit(fn, u, key=f"{tag}-{n_sub[0]}", pure=False)
+            n_sub[0] += 1
             by_key[f.key] = u
             return f
 
-        futs = [submit(u, i) for i, u in enumerate(units)]
-        n_sub = len(futs)
+        futs = [submit(u) for u in units]
         ac = as_completed(futs)
+        alone = None               # key of the isolated item running now
         try:
             for fut in ac:
                 key = fut.key
@@ -200,9 +205,10 @@ class Farm:
                     continue
                 done.add(key)
                 u = by_key.pop(key)
+                if key == alone:
+                    alone = None
                 try:
-                    res = fut.result()
-                    err = None
+                    res, err = fut.result(), None
                 except FutureCancelledError:
                     continue
                 except Exception as exc:
@@ -210,15 +216,17 @@ class Farm:
                     lost = type(exc).__name__ == "KilledWorker"
                     subs = split(u) if (lost and split) else None
                     if subs and len(subs) > 1:
-                        self._say(f"farm: {label} unit lost with its workers; "
-                                  f"running its {len(subs)} items one by one")
-                        for s in subs:
-                            ac.add(submit(s, n_sub))
-                            n_sub += 1
-                        fut.release()
-                        continue
+                        self._say(f"farm: a {label} unit was lost with every worker that ran "
+                                  f"it; running its {len(subs)} items one at a time")
+                        isolate.extend(subs)
+                        err = None
+                if alone is None and isolate:
+                    nxt = submit(isolate.popleft())
+                    alone = nxt.key
+                    ac.add(nxt)
                 fut.release()             # the worker may drop the result now
-                yield u, res, err
+                if res is not None or err is not None:
+                    yield u, res, err
         except BaseException:
             with contextlib.suppress(Exception):
                 self.client.cancel(list(ac.futures) if hasattr(ac, "futures") else futs)
@@ -303,6 +311,11 @@ def jobqueue_cluster(system, *, cores=8, memory="16GB", walltime="04:00:00", que
         raise ValueError(f"system={system!r} must be one of {', '.join(JOBQUEUE_SYSTEMS)}")
     if not isinstance(cores, int) or cores < 1:
         raise ValueError(f"cores={cores!r} must be a positive integer")
+    parts = str(walltime).split(":")
+    if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
+        raise ValueError(f"walltime={walltime!r} must be HH:MM:SS (or HH:MM, or minutes)")
+    if system == "lsf" and len(parts) == 3:       # bsub -W takes [hours:]minutes
+        walltime = f"{parts[0]}:{parts[1]}"
     import dask_jobqueue
     venv = os.path.abspath(venv) if venv else sys.prefix
     prologue = list(kw.pop("job_script_prologue", [])) + [f"source {venv}/bin/activate"]
