@@ -464,7 +464,7 @@ def record_run(kind, items, *, db=None, name=None, config=None, simulator=None,
 
 # ----------------------------------------------------------------------------- metadata
 
-_NUM = re.compile(r"\d+")
+_NUM = re.compile(r"(?<!\w)-?\d+(?:\.\d+)?|\d+")    # a sign only where it is one
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/:()'\",]+)+/?")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -478,8 +478,7 @@ def error_signature(error):
         return ""
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     s = _PATH.sub("<path>", first)
-    s = _HEX.sub("0x#", s)
-    s = _NUM.sub("#", s)
+    s = _NUM.sub("#", _HEX.sub("\x00", s)).replace("\x00", "0x#")
     return re.sub(r"\s+", " ", s)[:200]
 
 
