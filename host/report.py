@@ -326,7 +326,9 @@ def _plots(data, out):
             p[1] += r["total"]
         fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(per) + 2), 3.4))
         labs = list(per)
-        ax.bar(range(len(labs)), [100 * p / t for p, t in per.values()], color="#2ca02c")
+        ax.bar(range(len(labs)), [100 * p / t for p, t in per.values()], color="#2ca02c",
+               width=0.6)
+        ax.set_xlim(-0.7, max(len(labs), 3) - 0.3)
         for i, (p, t) in enumerate(per.values()):
             ax.annotate(f"{p}/{t}", (i, 100 * p / t), ha="center", fontsize=7,
                         xytext=(0, 2), textcoords="offset points")
@@ -334,7 +336,7 @@ def _plots(data, out):
         ax.set_xticklabels(labs, rotation=45, ha="right", fontsize=7)
         ax.set_ylim(0, 105)
         ax.set_ylabel("seeds passed (%)")
-        ax.set_title("regression pass rate per commit (+: uncommitted changes)")
+        ax.set_title("regression pass rate per commit (+: uncommitted changes)", fontsize=9)
         save(fig, "pass_rate.png")
     if data["coverage"]:
         fig, ax = plt.subplots(figsize=(6, 3.4))
