@@ -237,8 +237,10 @@ class Progress:
     """Pass/fail progress of a farm run on stderr: a tqdm bar on a terminal, one line
     per update otherwise (every ``every`` items), nothing when ``quiet``."""
 
-    def __init__(self, total, label, *, quiet=False, unit="seed", every=None):
+    def __init__(self, total, label, *, quiet=False, unit="seed", every=None,
+                 words=("pass", "fail")):
         self.total, self.label, self.quiet = total, label, quiet
+        self.words = words
         self.done = self.passed = self.failed = 0
         self.t0 = time.perf_counter()
         self.every = every
@@ -256,7 +258,8 @@ class Progress:
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.set_postfix_str(f"pass {self.passed} fail {self.failed}{extra}",
+            self.bar.set_postfix_str(f"{self.words[0]} {self.passed} {self.words[1]} "
+                                     f"{self.failed}{extra}",
                                      refresh=False)
             self.bar.update(n)
             return
@@ -265,7 +268,8 @@ class Progress:
         self._last_line = self.done
         el = time.perf_counter() - self.t0
         eta = el / self.done * (self.total - self.done) if self.done else 0
-        print(f"[{self.done:>5}/{self.total}] pass {self.passed:>5} fail {self.failed:>3}"
+        print(f"[{self.done:>5}/{self.total}] {self.words[0]} {self.passed:>5} "
+              f"{self.words[1]} {self.failed:>3}"
               f"{extra}  elapsed {el:6.0f} s  eta {eta:5.0f} s", file=sys.stderr, flush=True)
 
     def write(self, msg):

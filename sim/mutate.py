@@ -399,7 +399,8 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
             if not specs:
                 raise ValueError(f"only={only!r} names no design of this run")
             faults = [f for f in faults if f"fault:{f}" == only]
-        prog = Progress(len(specs), f"mutate {hw}", quiet=not progress, unit="design")
+        prog = Progress(len(specs), f"mutate {hw}", quiet=not progress, unit="design",
+                        words=("killed", "not killed"))
         got = {}
         try:
             for spec, res, err in farm.map(run_mutant, specs, label="mutate"):

@@ -4,6 +4,7 @@
     make regress SEEDS=500 SIM=icarus HW=small          # the same through make
     make regress SEEDS=5000 SIM=harness HW=square        # the compiled harness, no cocotb
     make regress SEED=1234 SIM=verilator HW=small WAVES=1   # replay one seed, FST waves
+    systolic-conv regress --seeds 100000 --sim verilator --scheduler tcp://head:8786
 
 Each seed draws one random layer valid for the hardware (see
 :func:`systolic_conv.sim.cocotb.layers.draw_layer`: kernels 1-7 incl. non-square,
@@ -11,10 +12,14 @@ stride 1-4, dilation 1-4, every padding form and mode, dense / grouped /
 depthwise (with multiplier) layers, batches, channels around the array size,
 both requant modes, full-range data) with a random stall pattern, plans it with
 the host planner, streams its invocations back-to-back through the cocotb
-testbench and checks them against the golden model. Seeds run in chunks, one
-simulator process per chunk, ``--jobs`` at a time. Every failure prints its seed
-and a one-line replay command; the end prints a summary table and the
-functional coverage (``--coverage`` adds Verilator line/toggle coverage).
+testbench and checks them against the golden model. Seeds run in chunks
+(:func:`run_seeds`, one simulator process per chunk) on a Dask farm
+(:mod:`systolic_conv.farm`): a local cluster of ``--jobs`` processes by default, or
+the cluster at ``--scheduler``. Every failure prints its seed and a one-line replay
+command; the end prints a summary table and the functional coverage (``--coverage``
+adds Verilator line/toggle coverage, merged from the chunks' work directories on this
+machine). Each run and each seed is recorded in the results database (``--db``,
+:mod:`systolic_conv.results`); ``systolic-conv report`` reads it.
 """
 
 import argparse
