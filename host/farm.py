@@ -72,6 +72,11 @@ def worker_id():
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _code_version():
+    from .results import git_info
+    return git_info()["code_version"]
+
+
 class Farm:
     """Where units of work run (see the module docstring).
 
@@ -137,6 +142,22 @@ class Farm:
             self.mode = "remote"
             n = len(self.client.scheduler_info().get("workers", {}))
             self._say(f"farm: Dask scheduler {s}, {n} workers connected")
+            self._check_code()
+
+    def _check_code(self):
+        """Warn when workers run other code than this checkout (results would mix)."""
+        from .results import git_info
+        mine = git_info()["code_version"]
+        try:
+            theirs = self.client.run(_code_version)
+        except Exception as exc:             # a worker that cannot say: warn, go on
+            self._say(f"farm: could not ask the workers for their code version: {exc}")
+            return
+        odd = sorted({v for v in theirs.values() if v != mine}, key=str)
+        if odd:
+            self._say(f"farm: WARNING: {sum(v != mine for v in theirs.values())} of "
+                      f"{len(theirs)} workers run code {', '.join(map(str, odd))}, "
+                      f"not this checkout's {mine}")
 
     @property
     def n_workers(self):

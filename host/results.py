@@ -417,6 +417,8 @@ def open_run(db, kind, **kw):
         run.finish("finished")
     finally:
         _restore_sigterm(prev)
+        if rdb is not db:            # opened here: release its connections
+            rdb.close()
 
 
 def _sigterm_raises():

@@ -25,6 +25,7 @@ reported as such: it counts neither as killed nor as survived.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -372,7 +373,7 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
     print(f"== mutate on {hw} = {cfg}: {n_layers} layers per design "
           f"({n_layers - n_random} aimed at faults, {n_random} random)", flush=True)
     base = {"hw": hw, "random": n_random}
-    with Farm(scheduler, jobs) as farm, \
+    with Farm(scheduler, jobs) as farm, _started(farm, 1 + len(faults) + n_mutants), \
             open_run(db if db is not None else False, "mutate", name=f"mutate {hw}",
                      config=cfg.to_dict(), simulator="harness") as run:
         (_u, res, err), = farm.map(run_mutant, [dict(base, kind="baseline")], label="baseline")
@@ -435,6 +436,14 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
                            "seconds": time.perf_counter() - t0}
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return rc
+
+
+@contextlib.contextmanager
+def _started(farm, n_units):
+    """The farm, started for ``n_units`` designs before the run is recorded (a single
+    design runs inline; a cluster that cannot start records no run)."""
+    farm.start(n_units)
+    yield farm
 
 
 def _spec_key(spec):

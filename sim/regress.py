@@ -203,31 +203,33 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=
     cov = Coverage.for_config(cfg)
     t0 = time.perf_counter()
     st = {"results": {}, "crashed": [], "sim_cycles": 0, "recorded": 0, "workers": set()}
-    with Farm(scheduler, jobs, quiet=quiet) as farm, \
-            open_run(db if db is not None else False, "regress", name=f"regress {sim} {hw_name}",
-                     config=cfg.to_dict(), simulator=sim,
-                     coverage_model=cov.bin_names()) as run:
+    with Farm(scheduler, jobs, quiet=quiet) as farm:
         if farm.remote:
-            farm.start()
+            farm.start()                 # connect first: sizes the chunks
         chunks = _chunks(seeds, chunk, sim, farm.n_workers)
-        say(f"== regress: {len(seeds)} seeds on {sim}, hardware {hw_name} = {cfg}; "
-            f"{len(chunks)} chunks")
-        prog = Progress(len(seeds), f"regress {sim} {hw_name}", quiet=quiet or not progress,
-                        every=None if sim != "harness" else max(1, len(seeds) // 20))
-        try:
-            for part, res, err in farm.map(
-                    _ChunkFn(sim, hw if isinstance(hw, str) else cfg, budget, waves,
-                             coverage_rtl, tag), chunks,
-                    split=lambda p: [[s] for s in p] if len(p) > 1 else None,
-                    label="regress"):
-                _take(part, res, err, st, cov, run, prog, sim, hw, budget)
-        finally:
-            prog.close()
-        summary = _summary(seeds, st, cov, sim, hw_name, cfg, time.perf_counter() - t0)
-        if run is not None:
-            run.summary = {k: v for k, v in summary.items() if k != "failures"}
-            summary["run_id"] = run.id
-            summary["db"] = run.db.url
+        farm.start(len(chunks))          # a cluster that cannot start records no run
+        with open_run(db if db is not None else False, "regress",
+                      name=f"regress {sim} {hw_name}", config=cfg.to_dict(), simulator=sim,
+                      coverage_model=cov.bin_names()) as run:
+            say(f"== regress: {len(seeds)} seeds on {sim}, hardware {hw_name} = {cfg}; "
+                f"{len(chunks)} chunks")
+            prog = Progress(len(seeds), f"regress {sim} {hw_name}",
+                            quiet=quiet or not progress,
+                            every=None if sim != "harness" else max(1, len(seeds) // 20))
+            try:
+                for part, res, err in farm.map(
+                        _ChunkFn(sim, hw if isinstance(hw, str) else cfg, budget, waves,
+                                 coverage_rtl, tag), chunks,
+                        split=lambda p: [[s] for s in p] if len(p) > 1 else None,
+                        label="regress"):
+                    _take(part, res, err, st, cov, run, prog, sim, hw, budget)
+            finally:
+                prog.close()
+            summary = _summary(seeds, st, cov, sim, hw_name, cfg, time.perf_counter() - t0)
+            if run is not None:
+                run.summary = {k: v for k, v in summary.items() if k != "failures"}
+                summary["run_id"] = run.id
+                summary["db"] = run.db.url
     _print_summary(summary, st, cov, say, sim, hw_name, budget)
     if coverage_rtl:
         dats = sorted({pathlib.Path(r["test_dir"]) / "coverage.dat"
