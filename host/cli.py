@@ -250,7 +250,12 @@ def _add_farm_parser(sub):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in FORWARD:
-        return importlib.import_module(FORWARD[argv[0]]).main(argv[1:])
+        try:
+            return importlib.import_module(FORWARD[argv[0]]).main(argv[1:])
+        except KeyboardInterrupt:
+            print(f"systolic-conv {argv[0]}: interrupted (the run is recorded as interrupted)",
+                  file=sys.stderr)
+            return 130
     p = argparse.ArgumentParser(prog="systolic-conv", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, mod in FORWARD.items():      # listed in --help; main() forwards them

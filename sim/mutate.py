@@ -485,4 +485,8 @@ def _yosys_commands(cfg, n, seed):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("mutate: interrupted (the run is recorded as interrupted)", file=sys.stderr)
+        sys.exit(130)

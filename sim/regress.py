@@ -367,4 +367,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("regress: interrupted (the run is recorded as interrupted)", file=sys.stderr)
+        sys.exit(130)

@@ -63,7 +63,8 @@ def cluster(tmp_path):
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                _kill(p)
+                pass
+            _kill(p)                # the whole group, whatever SIGTERM left behind
         logs.close()
 
 
