@@ -248,3 +248,28 @@ def test_regress_records_each_seed_inline(tmp_path):
     assert items[1]["replay"] == "systolic-conv regress --seed 5 --sim harness --hw small"
     assert all(json.loads(i["coverage"]) for i in items)
     assert {i["worker"] for i in items} == {f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def test_sweep_points_are_recorded(db):
+    """Each sweep point is one item, with the same figures the sweep returns."""
+    from systolic_conv.sweep import sweep
+    with R.open_run(db, "sweep", name="sweep") as run:
+        res = sweep([(4, 4), (8, 8)], ["seed"], scheduler="inline", run=run)
+    items = {i["key"]: json.loads(i["metrics"]) for i in R.ResultsDB(db).item_rows(run.id)}
+    assert set(items) == {"estimate:4x4:seed", "estimate:8x8:seed"}
+    for d in res["results"]:
+        assert items[f"estimate:{d['rows']}x{d['cols']}:seed"]["cycles"] == d["cycles"]
+
+
+def test_synth_item_carries_the_report_figures():
+    from systolic_conv.sweep import synth_item
+    rep = {"cfg": {"rows": 4, "cols": 4}, "ok": True, "lut4": 4124, "ff": 3000, "dsp": 16,
+           "bram": 8, "fmax_mhz": 64.2, "device": "85k", "speed": 6, "wrapper": True,
+           "routed": True, "router": "router1", "density": None, "target_mhz": 150.0,
+           "error": "", "synth_seconds": 30.0, "pnr_seconds": 90.0}
+    it = synth_item(rep, "synth:4x4")
+    assert (it["outcome"], it["seconds"], it["error"]) == ("ok", 120.0, None)
+    assert {k: it["metrics"][k] for k in ("rows", "cols", "lut4", "fmax_mhz")} == \
+        {"rows": 4, "cols": 4, "lut4": 4124, "fmax_mhz": 64.2}
+    bad = synth_item(dict(rep, ok=False, error="nextpnr failed"), "synth:4x4")
+    assert (bad["outcome"], bad["error"]) == ("error", "nextpnr failed")
