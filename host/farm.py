@@ -304,6 +304,8 @@ class Progress:
 
     def __init__(self, total, label, *, quiet=False, unit="seed", every=None,
                  words=("pass", "fail")):
+        from .progress import is_quiet
+        quiet = quiet or is_quiet()          # --quiet / SYSTOLIC_CONV_QUIET=1
         self.total, self.label, self.quiet = total, label, quiet
         self.words = words
         self.done = self.passed = self.failed = 0

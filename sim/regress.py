@@ -285,7 +285,7 @@ def _take(part, res, err, st, cov, run, prog, sim, hw, budget):
         else:
             n_fail += 1
             prog.write(f"FAIL seed {s}: {r['error']}\n     replay: "
-                       f"{_replay(s, sim, hw_name, budget=budget)}"[:3000])
+                       f"{_replay(s, sim, _hw_name(hw), budget=budget)}"[:3000])
         items.append({"key": f"seed={s}", "outcome": "pass" if r["ok"] else
                       ("error" if r.get("crashed") else "fail"),
                       "replay": _replay_cmd(s, sim, hw, budget),
