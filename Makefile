@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	    echo "!! could not install iverilog/liblz4-dev: Icarus tests and FST waves will be skipped"; }
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,model]'
+	$(VPY) -m pip install -q -e '.[test,model,tflite]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

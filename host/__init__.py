@@ -45,3 +45,7 @@ __all__ += ["offload", "fold_batchnorm"]
 from .cycle_model import Estimate, estimate  # noqa: E402
 
 __all__ += ["estimate", "Estimate"]
+
+
+from .tflite import offload_tflite  # noqa: E402  (numpy only; LiteRT loads on first call)
+__all__ += ["offload_tflite"]
