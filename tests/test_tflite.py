@@ -112,7 +112,6 @@ def test_written_model_golden(tmp_path, name):
 
 def test_written_models_random(tmp_path):
     """Random geometry, scales (effective 2**-20 .. 2**12), zero points and activations."""
-    rng = np.random.default_rng(SEED)
     for trial in range(12):
         seed = SEED + 100 + trial
         r = np.random.default_rng(seed)
@@ -130,7 +129,6 @@ def test_written_models_random(tmp_path):
         path = _write(tmp_path, conv_model(seed, **kw), f"r{trial}.tflite")
         report = offload_tflite(path, seed=seed)
         _check(report, f"{seed} {kw}")
-    del rng
 
 
 def test_left_shift_wrap_matches_litert(tmp_path):
@@ -250,6 +248,17 @@ def test_rtl_refuses_what_the_hardware_lacks():
 
     assert _rtl_requant_supported(Requant(shift=-2, act_min=-4, act_max=9), Capable()) == \
         (True, "")
+
+
+def test_kernel_mismatch_counts():
+    """LiteRT against itself through the helper: same kernels, no difference; sizes add up."""
+    from systolic_conv.tflite import kernel_mismatch
+    x = [np.random.default_rng(SEED).integers(-128, 128, (1, 8, 8, 6)).astype(np.int8)]
+    d, t, m = kernel_mismatch(DATA / "conv1x1.tflite", x, "AUTO")
+    assert t == 8 * 8 * 5 and 0 <= d <= t and m <= 1
+    with pytest.raises(ValueError, match=r"^resolver='REF' must be one of 'AUTO', 'BUILTIN', "
+                                         r"'BUILTIN_WITHOUT_DEFAULT_DELEGATES'$"):
+        kernel_mismatch(DATA / "conv1x1.tflite", x, "REF")
 
 
 def test_main(tmp_path, capsys):
