@@ -47,5 +47,14 @@ from .cycle_model import Estimate, estimate  # noqa: E402
 __all__ += ["estimate", "Estimate"]
 
 
-from .tflite import offload_tflite  # noqa: E402  (numpy only; LiteRT loads on first call)
+def offload_tflite(path, backend="golden", hw=None, **kwargs):
+    """Run an int8 TFLite model's convolutions on a backend, each checked against LiteRT.
+
+    Imports :mod:`systolic_conv.tflite` (and LiteRT) on the first call; see
+    :func:`systolic_conv.tflite.offload_tflite` for the parameters.
+    """
+    from .tflite import offload_tflite as _offload_tflite
+    return _offload_tflite(path, backend=backend, hw=hw, **kwargs)
+
+
 __all__ += ["offload_tflite"]
