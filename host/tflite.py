@@ -60,7 +60,7 @@ BACKENDS = ("golden", "rtl")
 #: Fused activations of TFLite's schema (``ActivationFunctionType``) by value.
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 _CONV_2D, _DEPTHWISE_CONV_2D = 3, 4         # BuiltinOperator values
-_SAME, _VALID = 0, 1                        # Padding values
+_SAME = 0                                   # Padding.SAME (VALID is 1)
 _INT8, _INT32 = np.int8, np.int32
 
 
@@ -469,7 +469,8 @@ class TfliteLayer:
     def row(self):
         """One line of :class:`TfliteReport`'s table."""
         if self.equal is None:
-            return f"{self.index:>3} {self.op:<17} {self.name[:28]:<28} not offloaded: {self.reason}"
+            return (f"{self.index:>3} {self.op:<17} {self.name[:28]:<28} "
+                    f"not offloaded: {self.reason}")
         t, b, l, r = self.pads
         shape = "x".join(map(str, self.input_shape[1:])) + " -> " + \
             "x".join(map(str, self.output_shape[1:]))
