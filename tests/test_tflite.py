@@ -310,3 +310,13 @@ def test_rtl_gate_names_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"^operator 0 \(CONV_2D 'StatefulPartitionedCall_1:0'\)"
                                          r": requant shift=\(-2, -3, -2, -3\): a negative shift"):
         offload_tflite(path, backend="rtl")
+
+
+def test_not_offloaded_layer_is_listed(tmp_path):
+    """A convolution outside the scheme (fused TANH) is reported, not run, and not 'equal'."""
+    path = _write(tmp_path, conv_model(SEED, act="TANH"))
+    report = offload_tflite(path, seed=SEED)
+    (layer,) = report.layers
+    assert layer.equal is None and layer.reason == "fused activation TANH"
+    assert not report.offloaded and not report.all_equal
+    assert "not offloaded: fused activation TANH" in str(report)

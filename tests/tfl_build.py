@@ -11,7 +11,7 @@ import flatbuffers
 import numpy as np
 import tflite as T
 
-ACT = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
+ACT = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3, "TANH": 4}
 INT8, INT32 = T.TensorType.INT8, T.TensorType.INT32
 
 
