@@ -9,7 +9,8 @@ SIM ?= verilator
 HW ?= default
 JOBS ?= 2
 
-.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean docs
+.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean docs \
+	tflite-models tflite-kernels
 
 $(STAMP): pyproject.toml
 	@command -v iverilog >/dev/null && dpkg -s liblz4-dev >/dev/null 2>&1 || \
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	    echo "!! could not install iverilog/liblz4-dev: Icarus tests and FST waves will be skipped"; }
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,model,farm]'
+	$(VPY) -m pip install -q -e '.[test,model,farm,tflite]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -123,3 +124,19 @@ bench-model: $(STAMP)
 	$(VPY) bench/cycle_model.py --json build/cycle_model.json
 	$(VPY) bench/model_speed.py --json build/model_speed.json
 	$(VPY) bench/scalesim_compare.py --json build/scalesim_compare.json
+
+# -- int8 TFLite models (host/tflite.py) ---------------------------------------------
+# make tflite-models: rebuild tests/data/tflite/*.tflite with TensorFlow's converter,
+# which is installed into its own environment build/tfvenv (tensorflow-cpu, ~1.6 GB;
+# the tests need only LiteRT). make tflite-kernels: LiteRT's default and optimized
+# kernels against its reference kernels (bench/results_tflite_kernels.txt).
+TFVENV := build/tfvenv
+tflite-models: $(STAMP)
+	$(VPY) bench/make_tflite_models.py export build/tflite/digits_float.npz
+	@test -x $(TFVENV)/bin/python || { $(PY) -m venv $(TFVENV) && \
+	  $(TFVENV)/bin/python -m pip install -q tensorflow-cpu==2.21.0; }
+	$(TFVENV)/bin/python bench/make_tflite_models.py convert build/tflite/digits_float.npz \
+	  tests/data/tflite
+
+tflite-kernels: $(STAMP)
+	$(VPY) bench/tflite_kernels.py --inputs 50 --out bench/results_tflite_kernels.txt

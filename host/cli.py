@@ -8,7 +8,8 @@ demo      offload the seed's three nn_conv2d layers to the RTL, check them
 rtl       write the Verilog of a hardware configuration (``--check DIR``: fail
           when DIR is stale)
 plan      print the tiling plan of a layer
-run       run one random-data layer on a backend and check it against golden
+run       run one random-data layer on a backend and check it against golden, or
+          (``--tflite MODEL``) an int8 TFLite model's convolutions against LiteRT
 estimate  analytic cycles, utilization breakdown and traffic of a layer, a layer
           file, a built-in network or a PyTorch model (table, plot)
 sweep     array sizes x networks: cycles, utilization, resources, Pareto plot
@@ -29,9 +30,11 @@ import sys
 
 import numpy as np
 
-from .cli_common import (HelpFormatter, add_hw_args, common_parser, existing_dir, hw_from_args,
-                         nonneg_int, output_dir, positive_int, run_command, version_string)
-from .estimate_cli import add_layer_args, layer_from_args, add_subcommands, add_clock_arg
+from .cli_common import (HelpFormatter, UsageError, add_hw_args, common_parser, existing_dir,
+                         existing_file, hw_from_args, nonneg_int, output_dir, positive_int,
+                         run_command, version_string)
+from .estimate_cli import (LAYER_SIZES, add_layer_args, layer_from_args, add_subcommands,
+                           add_clock_arg)
 from .farm_cli import add_farm_subcommands
 
 __all__ = ["main", "build_parser", "SEED_LAYERS"]
@@ -69,7 +72,42 @@ def run_plan(args, prepared):
     return 0
 
 
+def prepare_run(args):
+    """A random-data layer from the layer flags, or (``--tflite``) the model checked:
+    a TFLite flatbuffer, LiteRT installed, no layer flags beside it, 8-bit data."""
+    if args.tflite is None:
+        geom = layer_from_args(args, missing="required unless --tflite MODEL is given").geometry()
+        return geom, hw_from_args(args)
+    sub = args.subparser
+    given = [f"--{d.replace('_', '-')}" for d in (*LAYER_SIZES, *_LAYER_OPTIONS, "requant")
+             if getattr(args, d) != sub.get_default(d)]
+    if given:
+        raise UsageError(given[0], "not allowed with --tflite (the model gives its layers)")
+    with open(args.tflite, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":
+        raise UsageError("--tflite", f"{str(args.tflite)!r} is not a TFLite model (no TFL3 "
+                         f"file identifier)")
+    from .tflite import _litert
+    try:
+        _litert()
+    except ImportError as exc:
+        raise UsageError("--tflite", str(exc)) from None
+    cfg = hw_from_args(args)
+    if cfg.data_width != 8:
+        raise UsageError("--data-width", f"an int8 TFLite model needs 8, not {cfg.data_width}")
+    return cfg if args.backend == "rtl" else None
+
+
+# layer flags of ``run`` that have defaults (destinations)
+_LAYER_OPTIONS = ("n", "kernel_size", "stride", "padding", "dilation", "groups",
+                  "padding_mode", "bias")
+
+
 def run_run(args, prepared):
+    if args.tflite is not None:
+        from .tflite import run_tflite
+        return run_tflite(args, hw=prepared)
     from . import conv2d
     geom, cfg = prepared
     rng = np.random.default_rng(args.seed)
@@ -216,12 +254,18 @@ def build_parser():
     add_hw_args(pl)
     add_layer_args(pl, required=True)
 
-    ru = _sub(sub, "run", "run one random-data layer on a backend and check it against golden",
-              prepare_layer, run_run)
+    ru = _sub(sub, "run", "run one random-data layer on a backend and check it against "
+              "golden, or an int8 TFLite model's convolutions against LiteRT", prepare_run,
+              run_run)
     add_hw_args(ru)
-    add_layer_args(ru, required=True)
+    add_layer_args(ru, required="without --tflite")
+    ru.add_argument("--tflite", type=existing_file, default=None, metavar="MODEL",
+                    help="instead of the layer flags: run every int8 convolution of this "
+                         ".tflite model on the backend, each compared with LiteRT's reference "
+                         "kernels (the 'tflite' extra; hardware flags apply on rtl)")
     ru.add_argument("--backend", default="rtl", choices=BACKENDS, help="backend")
-    ru.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the data")
+    ru.add_argument("--seed", type=nonneg_int, default=0,
+                    help="random seed of the data (of the model inputs with --tflite)")
     ru.add_argument("--requant", choices=("tflite", "half_up"), default=None,
                     help="requantize to 8 bits with a unit multiplier in that mode (default: "
                          "none, accumulators out)")

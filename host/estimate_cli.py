@@ -27,7 +27,7 @@ from .cli_common import (HelpFormatter, UsageError, add_hw_args, common_parser,
 
 __all__ = ["main", "build_parser", "add_subcommands", "layer_table", "breakdown_table",
            "plot_breakdown", "add_layer_args", "add_clock_arg", "layer_from_args",
-           "PLOT_SUFFIXES"]
+           "PLOT_SUFFIXES", "LAYER_SIZES"]
 
 # short column names of the breakdown components
 SHORT = {"useful": "useful", "edge_cols": "edgeC", "edge_rows": "edgeR",
@@ -40,19 +40,27 @@ COLORS = {"useful": "#2ca02c", "edge_cols": "#ff7f0e", "edge_rows": "#ffbb78",
 #: Plot formats (matplotlib backends available everywhere).
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: The layer flags without a default (destinations).
+LAYER_SIZES = ("in_channels", "out_channels", "height", "width")
 
 
 # ----------------------------------------------------------------------------- arguments
 
 def add_layer_args(p, required=False):
-    """``nn.Conv2d`` flags of one layer (with its input size)."""
+    """``nn.Conv2d`` flags of one layer (with its input size).
+
+    ``required``: True makes argparse require the sizes; a string (e.g. ``"without
+    --tflite"``) only says so in their help, the command's prepare step checks them.
+    """
     g = p.add_argument_group("one layer (torch.nn.Conv2d arguments and its input size)")
     g.add_argument("--n", type=positive_int, default=1, help="batch size N")
+    note = "" if not required else " (required)" if required is True else \
+        f" (required {required})"
     for name, what in (("in-channels", "input channels C_in"),
                        ("out-channels", "output channels C_out"),
                        ("height", "input height H"), ("width", "input width W")):
-        g.add_argument(f"--{name}", type=positive_int, required=required, default=None,
-                       help=what + (" (required)" if required else ""))
+        g.add_argument(f"--{name}", type=positive_int, required=required is True, default=None,
+                       help=what + note)
     g.add_argument("--kernel-size", type=int_pair, default=3, help="kernel size: K or KH,KW")
     g.add_argument("--stride", type=int_pair, default=1, help="stride: S or SH,SW")
     g.add_argument("--padding", type=padding_arg, default=0,
@@ -64,12 +72,13 @@ def add_layer_args(p, required=False):
     g.add_argument("--bias", action="store_true", help="the layer has a bias")
 
 
-def layer_from_args(args):
-    """A validated :class:`~.networks.LayerSpec` from the layer flags."""
+def layer_from_args(args, missing="required for a layer given by flags"):
+    """A validated :class:`~.networks.LayerSpec` from the layer flags (``missing``: the
+    message when a size flag is not given)."""
     from .networks import LayerSpec
-    for name in ("in_channels", "out_channels", "height", "width"):
+    for name in LAYER_SIZES:
         if getattr(args, name) is None:
-            raise UsageError(f"--{name.replace('_', '-')}", "required for a layer given by flags")
+            raise UsageError(f"--{name.replace('_', '-')}", missing)
     layer = LayerSpec("layer", args.in_channels, args.height, args.width, args.out_channels,
                       args.kernel_size, args.stride, args.padding, args.dilation, args.groups,
                       args.bias, args.padding_mode, N=args.n)
