@@ -74,7 +74,8 @@ def run_plan(args, prepared):
 
 def prepare_run(args):
     """A random-data layer from the layer flags, or (``--tflite``) the model checked:
-    a TFLite flatbuffer, LiteRT installed, no layer flags beside it, 8-bit data."""
+    a TFLite flatbuffer LiteRT reads, no layer flags beside it, 8-bit data, and on rtl
+    every convolution's requantization one the hardware applies."""
     if args.tflite is None:
         geom = layer_from_args(args, missing="required unless --tflite MODEL is given").geometry()
         return geom, hw_from_args(args)
@@ -88,15 +89,33 @@ def prepare_run(args):
     if head[4:8] != b"TFL3":
         raise UsageError("--tflite", f"{str(args.tflite)!r} is not a TFLite model (no TFL3 "
                          f"file identifier)")
-    from .tflite import _litert
-    try:
-        _litert()
-    except ImportError as exc:
-        raise UsageError("--tflite", str(exc)) from None
     cfg = hw_from_args(args)
     if cfg.data_width != 8:
         raise UsageError("--data-width", f"an int8 TFLite model needs 8, not {cfg.data_width}")
-    return cfg if args.backend == "rtl" else None
+    convs = _tflite_convs(args.tflite)
+    if args.backend != "rtl":
+        return None
+    from .api import _rtl_requant_supported
+    for conv in convs:
+        ok, why = _rtl_requant_supported(getattr(conv, "requant", None), cfg)
+        if not ok:
+            raise UsageError("--backend", f"operator {conv.index} ({conv.op} {conv.name!r}) of "
+                             f"{str(args.tflite)!r}: {why}")
+    return cfg
+
+
+def _tflite_convs(path):
+    """The convolutions of a TFLite model as LiteRT reads it; a UsageError naming
+    ``--tflite`` when LiteRT is missing or cannot read the file."""
+    from .tflite import read_convs, reference_interpreter
+    model = path.read_bytes()
+    try:
+        return read_convs(model, reference_interpreter(model, preserve=False))
+    except ImportError as exc:
+        raise UsageError("--tflite", str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError("--tflite", f"{str(path)!r}: {str(exc).strip().splitlines()[0]}") \
+            from None
 
 
 # layer flags of ``run`` that have defaults (destinations)

@@ -298,12 +298,20 @@ def test_run_command_with_tflite(tmp_path, capsys):
         (["run", "--in-channels", "8", "--height", "6", "--width", "6"],
          "argument --out-channels: required unless --tflite MODEL is given"),
     ]
+    left = DATA / "scale_ge_1.tflite"
+    if not _rtl_ready(left)[0]:          # the rtl backend is refused before any work
+        cases.append((["run", "--tflite", str(left)],
+                      f"argument --backend: operator 0 (CONV_2D 'StatefulPartitionedCall_1:0') "
+                      f"of '{left}': {_rtl_ready(left)[1].split(': ', 1)[1]}"))
+    broken = _write(tmp_path, b"\x00" * 4 + b"TFL3" + b"\x00" * 8, "broken.tflite")
+    cases.append((["run", "--tflite", str(broken)], f"argument --tflite: '{broken}': "))
     for argv, msg in cases:
         with pytest.raises(SystemExit) as exc:
             cli_main(argv)
         assert exc.value.code == 2, argv
-        assert capsys.readouterr().err.strip().splitlines()[-1] == \
-            f"systolic-conv run: error: {msg}", argv
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line == f"systolic-conv run: error: {msg}" or \
+            (msg.endswith(": ") and line.startswith(f"systolic-conv run: error: {msg}")), line
 
 
 # ---- rtl backend: each model runs once the default hardware applies all its requantizers ----
