@@ -1,7 +1,7 @@
 """systolic-conv: a 2-D convolution accelerator and its bit-exact host library.
 
 The import is light: numpy only. ``Conv2d``, ``offload`` and ``fold_batchnorm``
-import torch on first use; the hardware generator and the simulators are
+import torch on first use, ``offload_tflite`` LiteRT; the hardware generator and the simulators are
 imported only by the code that needs them.
 
 Public API
@@ -9,6 +9,7 @@ Public API
 conv2d          integer ``nn.functional.conv2d`` on a backend (``golden`` or ``rtl``)
 Conv2d          ``torch.nn.Conv2d`` computed by the quantized integer path
 offload         a PyTorch model with its ``nn.Conv2d`` layers on a backend
+offload_tflite  an int8 TFLite model's convolutions on a backend, checked against LiteRT
 estimate        cycles, utilization and traffic of a layer (analytic, exact)
 HardwareConfig  the accelerator's elaboration parameters
 Requant         requantization parameters (``tflite`` / ``half_up``)
@@ -23,7 +24,8 @@ from .quant import (QuantReport, make_requant, quantize_multiplier,
                     quantize_multiplier_half_up, quantize_symmetric, quantized_conv2d)
 
 __all__ = [
-    "conv2d", "Conv2d", "offload", "fold_batchnorm", "estimate", "Estimate", "HardwareConfig",
+    "conv2d", "Conv2d", "offload", "offload_tflite", "fold_batchnorm", "estimate", "Estimate",
+    "HardwareConfig",
     "GoldenStats", "conv2d_int", "conv2d_float", "pad_input",
     "Requant", "requantize", "conv_geometry", "ConvGeometry", "compute_padding",
     "default_acc_width", "DATA_WIDTHS",
@@ -64,6 +66,16 @@ def fold_batchnorm(model, pairs=None, inplace=False):
     """
     from .torch_offload import fold_batchnorm as _fold
     return _fold(model, pairs=pairs, inplace=inplace)
+
+
+def offload_tflite(path, backend="golden", hw=None, **kwargs):
+    """Run an int8 TFLite model's convolutions on a backend, each checked against LiteRT.
+
+    Imports :mod:`systolic_conv.tflite` (and LiteRT) on the first call; see
+    :func:`systolic_conv.tflite.offload_tflite` for the parameters.
+    """
+    from .tflite import offload_tflite as _offload_tflite
+    return _offload_tflite(path, backend=backend, hw=hw, **kwargs)
 
 
 def __getattr__(name):

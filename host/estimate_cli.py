@@ -6,7 +6,9 @@ estimate  cycles, utilization, traffic and the loss breakdown of a layer (torch
           flags), a layer file (JSON like bench/layers.json), a built-in network
           or a PyTorch model file; tables, JSON and a stacked utilization plot
 sweep     array sizes x networks: cycles, utilization, PEs (and FPGA resources
-          where synthesized), table and a Pareto plot, parallel over local cores
+          where synthesized), table and a Pareto plot; every point is a unit of work
+          on a Dask farm (local cores, or --scheduler), recorded in the results
+          database
 synth     Yosys + nextpnr-ecp5 of a configuration: LUT4, FF, DSP, BRAM, Fmax and the
           critical path
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -26,7 +27,7 @@ from .cli_common import (HelpFormatter, UsageError, add_hw_args, common_parser,
 
 __all__ = ["main", "build_parser", "add_subcommands", "layer_table", "breakdown_table",
            "plot_breakdown", "add_layer_args", "add_clock_arg", "layer_from_args",
-           "PLOT_SUFFIXES"]
+           "PLOT_SUFFIXES", "LAYER_SIZES"]
 
 # short column names of the breakdown components
 SHORT = {"useful": "useful", "edge_cols": "edgeC", "edge_rows": "edgeR",
@@ -39,19 +40,27 @@ COLORS = {"useful": "#2ca02c", "edge_cols": "#ff7f0e", "edge_rows": "#ffbb78",
 #: Plot formats (matplotlib backends available everywhere).
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: The layer flags without a default (destinations).
+LAYER_SIZES = ("in_channels", "out_channels", "height", "width")
 
 
 # ----------------------------------------------------------------------------- arguments
 
 def add_layer_args(p, required=False):
-    """``nn.Conv2d`` flags of one layer (with its input size)."""
+    """``nn.Conv2d`` flags of one layer (with its input size).
+
+    ``required``: True makes argparse require the sizes; a string (e.g. ``"without
+    --tflite"``) only says so in their help, the command's prepare step checks them.
+    """
     g = p.add_argument_group("one layer (torch.nn.Conv2d arguments and its input size)")
     g.add_argument("--n", type=positive_int, default=1, help="batch size N")
+    note = "" if not required else " (required)" if required is True else \
+        f" (required {required})"
     for name, what in (("in-channels", "input channels C_in"),
                        ("out-channels", "output channels C_out"),
                        ("height", "input height H"), ("width", "input width W")):
-        g.add_argument(f"--{name}", type=positive_int, required=required, default=None,
-                       help=what + (" (required)" if required else ""))
+        g.add_argument(f"--{name}", type=positive_int, required=required is True, default=None,
+                       help=what + note)
     g.add_argument("--kernel-size", type=int_pair, default=3, help="kernel size: K or KH,KW")
     g.add_argument("--stride", type=int_pair, default=1, help="stride: S or SH,SW")
     g.add_argument("--padding", type=padding_arg, default=0,
@@ -63,12 +72,13 @@ def add_layer_args(p, required=False):
     g.add_argument("--bias", action="store_true", help="the layer has a bias")
 
 
-def layer_from_args(args):
-    """A validated :class:`~.networks.LayerSpec` from the layer flags."""
+def layer_from_args(args, missing="required for a layer given by flags"):
+    """A validated :class:`~.networks.LayerSpec` from the layer flags (``missing``: the
+    message when a size flag is not given)."""
     from .networks import LayerSpec
-    for name in ("in_channels", "out_channels", "height", "width"):
+    for name in LAYER_SIZES:
         if getattr(args, name) is None:
-            raise UsageError(f"--{name.replace('_', '-')}", "required for a layer given by flags")
+            raise UsageError(f"--{name.replace('_', '-')}", missing)
     layer = LayerSpec("layer", args.in_channels, args.height, args.width, args.out_channels,
                       args.kernel_size, args.stride, args.padding, args.dilation, args.groups,
                       args.bias, args.padding_mode, N=args.n)
@@ -355,38 +365,53 @@ def _networks(text):
 
 def prepare_sweep(args):
     from .clocks import check_clock
+    from .farm import check_farm_args
     _needs_matplotlib(args)
     base = hw_from_args(args)
     for r, c in args.arrays:        # every configuration is valid before any work
         hw_from_args(args, rows=r, cols=c)
-    return base, check_clock(args.clock_mhz)
+    return base, check_clock(args.clock_mhz), check_farm_args(args)
 
 
 def run_sweep(args, prepared):
+    from .results import open_run
     from .sweep import sweep, sweep_table, pareto_plot
-    base, clock = prepared
-    with _progress(args, "sweep", "run") as prog:
-        res = sweep(args.arrays, args.networks, base, jobs=args.jobs, synth=args.synth,
-                    progress=prog, synth_dir=args.synth_dir)
+    base, clock, db = prepared
+    arrays = ",".join(f"{r}x{c}" for r, c in args.arrays)
+    with open_run(db, "sweep", name=f"sweep {arrays} x {','.join(args.networks)}"
+                  + (" + synth" if args.synth else ""), config=base.to_dict(),
+                  simulator="model") as run:
+        with _progress(args, "sweep", "point") as prog:
+            res = sweep(args.arrays, args.networks, base, jobs=args.jobs, synth=args.synth,
+                        progress=prog, synth_dir=args.synth_dir, scheduler=args.scheduler,
+                        run=run)
+        if run is not None:
+            run.summary = {"arrays": arrays, "networks": args.networks, "synth": args.synth}
     print(sweep_table(res, clock))
     if args.plot:
         pareto_plot(res, args.plot, clock)
         print(f"Pareto plot written to {args.plot}")
     if args.json:
         _write_json(args.json, res)
+    if run is not None:
+        print(f"run {run.id} recorded in {run.db.url}")
     return 0
 
 
 # ----------------------------------------------------------------------------- synth
 
 def prepare_synth(args):
+    from .farm import check_farm_args
     if args.ceiling:
-        return None
-    return hw_from_args(args)
+        return None, False
+    return hw_from_args(args), check_farm_args(args)
 
 
-def run_synth(args, cfg):
-    from .synth import synthesize, ceiling
+def run_synth(args, prepared):
+    from .results import open_run
+    from .sweep import synth_item
+    from .synth import synthesize, ceiling, design_tag
+    cfg, db = prepared
     if args.ceiling:
         c = ceiling(device=args.device, speed=args.speed, package=args.package,
                     out_dir=args.out, seed=args.seed)
@@ -394,10 +419,16 @@ def run_synth(args, cfg):
         if args.json:
             _write_json(args.json, c.to_dict())
         return 0
-    rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
-                     freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
-                     verbose=not args.quiet, timeout=args.timeout, place_only=args.place_only,
-                     speed=args.speed, router=args.router, density=args.density)
+    with open_run(db, "synth", name=f"synth {cfg.rows}x{cfg.cols} ECP5-{args.device}",
+                  config=cfg.to_dict(), simulator="yosys+nextpnr-ecp5") as run:
+        rep = synthesize(cfg, device=args.device, package=args.package, wrapper=not args.ooc,
+                         freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
+                         verbose=not args.quiet, timeout=args.timeout,
+                         place_only=args.place_only, speed=args.speed, router=args.router,
+                         density=args.density)
+        if run is not None:
+            run.add([synth_item(rep.to_dict(), f"synth:{design_tag(cfg)}-{args.device}"
+                                f"-s{args.speed}{'' if rep.wrapper else '-ooc'}")])
     print(rep.summary())
     if args.json:
         _write_json(args.json, rep.to_dict())
@@ -423,6 +454,7 @@ def add_clock_arg(p, what="times"):
 def add_subcommands(sub):
     """Add ``estimate``, ``sweep`` and ``synth`` to an argparse subparsers object."""
     from .networks import NETWORKS
+    from .farm import add_farm_args
     from .synth import DEVICES, ROUTERS, SPEEDS
     e = _sub(sub, "estimate", "analytic cycles, utilization and traffic of layers",
              prepare_estimate, run_estimate)
@@ -458,8 +490,8 @@ def add_subcommands(sub):
     s.add_argument("--networks", type=_networks, default="resnet18,mobilenetv2,resnext50",
                    help="built-in networks, comma-separated, from: " + ", ".join(NETWORKS))
     add_hw_args(s, exclude=("rows", "cols"))
-    s.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
-                   help="parallel processes")
+    s.add_argument("--jobs", type=positive_int, default=None,
+                   help="worker processes of the local farm cluster (default: one per core)")
     s.add_argument("--synth", action="store_true",
                    help="also synthesize every array size (slow: minutes each)")
     s.add_argument("--synth-dir", type=output_dir, default=None, metavar="DIR",
@@ -471,6 +503,7 @@ def add_subcommands(sub):
                    help="write the results as JSON")
     s.add_argument("--progress", action="store_true",
                    help="progress bar even when stderr is not a terminal")
+    add_farm_args(s)
 
     y = _sub(sub, "synth", "FPGA synthesis + place and route (ECP5, yowasp)",
              prepare_synth, run_synth)
@@ -500,6 +533,7 @@ def add_subcommands(sub):
                         "its default 0.9); lower spreads the logic for routability")
     y.add_argument("--json", type=output_file((".json",)), metavar="FILE",
                    help="write the report as JSON")
+    add_farm_args(y, scheduler=False)
 
 
 def _density(text):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from systolic_conv import HardwareConfig
+from systolic_conv.hw.faults import FAULTS
 from systolic_conv.cli import build_parser, main
 
 LAYER = ["--in-channels", "8", "--out-channels", "8", "--height", "6", "--width", "6"]
@@ -73,6 +74,37 @@ def fail(argv, capsys):
     (["plan", *LAYER, "--padding", "full"],
      "systolic-conv plan: error: argument --padding: must be a non-negative integer, a pair "
      "'H,W', 'same' or 'valid', not 'full'"),
+    (["sweep", "--networks", "seed", "--db", "/no/such/dir/r.sqlite"],
+     "systolic-conv sweep: error: argument --db: directory '/no/such/dir' of "
+     "'/no/such/dir/r.sqlite' does not exist"),
+    (["synth", "--db", "r.sqlite", "--no-db"],
+     "systolic-conv synth: error: argument --no-db: not allowed with --db"),
+    (["regress", "--seeds", "0"],
+     "systolic-conv regress: error: argument --seeds: must be a positive integer, not '0'"),
+    (["regress", "--sim", "icarus", "--coverage"],
+     "systolic-conv regress: error: argument --coverage: needs --sim verilator, not --sim "
+     "icarus"),
+    (["regress", "--seed", "3", "--seed", "4", "--seed", "3"],
+     "systolic-conv regress: error: argument --seed: seed 3 given twice"),
+    (["mutate", "--faults", "bias_dropped,nosuch"],
+     "systolic-conv mutate: error: argument --faults: 'nosuch' is not a named fault; choose "
+     f"from {', '.join(FAULTS)} (comma-separated), or 'none'"),
+    (["mutate", "--only", "yosys:m024"],
+     "systolic-conv mutate: error: argument --only: 'yosys:m024': this run has 24 mutants "
+     "(--mutants), m000 .. m023"),
+    (["mutate", "--only", "m3"],
+     "systolic-conv mutate: error: argument --only: 'm3' must be fault:NAME or yosys:mNNN"),
+    (["report", "--limit", "0"],
+     "systolic-conv report: error: argument --limit: must be a positive integer, not '0'"),
+    (["report", "--db", "/no/such/results.sqlite"],
+     "systolic-conv report: error: argument --db: '/no/such/results.sqlite': no results "
+     "database there (run a regression first, or give --db)"),
+    (["farm", "script", "--system", "slurm", "--walltime", "4h"],
+     "systolic-conv farm: error: argument --walltime: must be HH:MM:SS, HH:MM or minutes, "
+     "not '4h'"),
+    (["farm", "up", "--system", "lsf", "--cores", "4", "--processes", "8"],
+     "systolic-conv farm: error: argument --processes: 8 worker processes do not fit in "
+     "--cores 4"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, line, capsys):
     assert fail(argv, capsys) == line
@@ -119,7 +151,7 @@ def _options(parser):
 def test_every_flag_has_help_default_and_choices():
     parser = build_parser()
     finite = {"--padding-mode", "--network", "--requant", "--backend", "--device", "--speed",
-              "--router", "--data-width"}
+              "--router", "--data-width", "--sim", "--system"}
     seen = set()
     for cmd, action in _options(parser):
         flag = action.option_strings[0]

@@ -28,6 +28,16 @@ def test_top_level_exports_and_light_import():
         sc.Conv3d
 
 
+def test_import_and_command_line_leave_litert_and_the_farm_unloaded():
+    heavy = ("torch", "ai_edge_litert", "tflite", "dask", "distributed", "sqlalchemy")
+    code = ("import sys, types, systolic_conv as sc; "
+            "assert isinstance(sc.offload_tflite, types.FunctionType); "
+            "from systolic_conv.cli import build_parser; build_parser(); "
+            f"loaded = [m for m in {heavy!r} if m in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
 def test_state_dict_from_float_conv_and_forward_within_bound():
     torch.manual_seed(0)
     ref = nn.Conv2d(6, 4, (3, 2), **ARGS)
