@@ -72,17 +72,30 @@ def _chunks(width):
     return [(o, min(CHUNK, width - o)) for o in range(0, width, CHUNK)]
 
 
-def _reg(m, value, name, shape=None):
-    """A register loaded with ``value`` every cycle."""
-    sig = Signal(shape if shape is not None else Value.cast(value).shape(), name=name)
+def _reg(m, value, name, shape=None, keep=False, reset=False):
+    """A register loaded with ``value`` every cycle, without reset unless ``reset``
+    (only the valid and final tags need one); ``keep``: a deliberate copy that
+    synthesis must not merge with its twins (see :func:`_copies`)."""
+    sig = Signal(shape if shape is not None else Value.cast(value).shape(), name=name,
+                 attrs={"keep": 1} if keep else {}, reset_less=not reset)
     m.d.sync += sig.eq(value)
     return sig
 
 
-def _delay(m, value, n, name):
+def _copies(m, value, n, name, shape=None):
+    """``n`` registered copies of ``value``, one per consumer (a DSP operand, a lane),
+    so that each can sit next to its consumer. They carry ``keep``: the synthesis flow
+    keeps flip-flops whose output has it (``setattr -set keep 1 a:keep %ci1:+$dff[Q]
+    t:$dff %i`` before ``synth_ecp5``, as ``systolic_conv.synth`` does)."""
+    if n == 1:
+        return [_reg(m, value, name, shape)]
+    return [_reg(m, value, f"{name}_{i}", shape, keep=True) for i in range(n)]
+
+
+def _delay(m, value, n, name, reset=False):
     """``value`` delayed by ``n`` cycles."""
     for i in range(n):
-        value = _reg(m, value, f"{name}_d{i}")
+        value = _reg(m, value, f"{name}_d{i}", reset=reset)
     return value
 
 
@@ -138,6 +151,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, cfg: HardwareConfig):
         if not isinstance(cfg, HardwareConfig):
+            self._MustUse__silence = True       # not elaborated: no "unused" warning
             raise TypeError(f"cfg must be a HardwareConfig, not {type(cfg).__name__}")
         self.cfg = cfg
         n, aw = cfg.cols, cfg.acc_width
@@ -159,8 +173,8 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lat = self.LATENCY
-        m.d.comb += [self.o_valid.eq(_delay(m, self.i_valid, lat, "valid")),
-                     self.o_final.eq(_delay(m, self.i_final, lat, "final"))]
+        m.d.comb += [self.o_valid.eq(_delay(m, self.i_valid, lat, "valid", reset=True)),
+                     self.o_final.eq(_delay(m, self.i_final, lat, "final", reset=True))]
         # clamp bounds relative to the zero point, computed once (the inputs are steady)
         c_lo = _reg(m, self.zp - self.lo, "zp_minus_lo", signed(ZP_WIDTH + 1))
         c_hi = _reg(m, self.zp - self.hi - 1, "zp_minus_hi_1", signed(ZP_WIDTH + 1))
@@ -171,12 +185,12 @@ class Requantizer(wiring.Component):
     def _lane(self, m, c, c_lo, c_hi):
         """One lane: its own registered copies of the steady inputs, then the stages."""
         p = f"l{c}_"
-        mode = {k: _reg(m, self.mode == v, p + k) for k, v in
+        mode = {k: _reg(m, self.mode == v, p + k, keep=True) for k, v in
                 (("tfl", RequantMode.TFLITE), ("hup", RequantMode.HALF_UP),
                  ("none", RequantMode.NONE))}
-        steady = {"zp": _reg(m, self.zp, p + "zp"), "lo": _reg(m, self.lo, p + "lo"),
-                  "hi": _reg(m, self.hi, p + "hi"), "c_lo": _reg(m, c_lo, p + "c_lo"),
-                  "c_hi": _reg(m, c_hi, p + "c_hi")}
+        steady = {k: _reg(m, v, p + k, keep=True) for k, v in
+                  (("zp", self.zp), ("lo", self.lo), ("hi", self.hi), ("c_lo", c_lo),
+                   ("c_hi", c_hi))}
         # stage 0: inputs
         acc0 = _reg(m, self.i_acc[c], p + "acc0")
         mult = self.i_mult[c]
@@ -186,7 +200,8 @@ class Requantizer(wiring.Component):
         # stage 1
         dec = self._decode(m, p, sh0, mode)
         acc1 = _reg(m, acc0, p + "acc1")
-        mult3 = _delay(m, mult0, 3, p + "mult")
+        mult3 = _copies(m, _delay(m, mult0, 2, p + "mult"), len(_chunks(self.cfg.acc_width)),
+                        p + "mult3")
         # stages 2-3
         acc3 = self._wrap(m, p, acc1, dec["onehot"], dec["l4"])
         # stages 4-6
@@ -207,9 +222,8 @@ class Requantizer(wiring.Component):
         shift of ``2*P``; whether tflite rounds twice (``s >= 1``)."""
         left = mode["tfl"] & sh0[-1]
         lsh = (-sh0)[:5]
-        onehot = Signal(FINE, name=p + "onehot")
-        for k in range(FINE):
-            m.d.sync += onehot[k].eq(Mux(left, lsh[:4] == k, k == 0))
+        onehot = Cat(*[Mux(left, lsh[:4] == k, k == 0) for k in range(FINE)])
+        onehot = _copies(m, onehot, len(_chunks(self.cfg.acc_width)), p + "onehot")
         tflpos = mode["tfl"] & ~sh0[-1] & (sh0 != 0)
         # NONE: r = 15 puts the accumulator (P = acc, M = 1) in the window's 33 bits
         r = Mux(mode["tfl"], Mux(tflpos, sh0[:6] + 31, 31), Mux(mode["hup"], sh0[:6], 15))
@@ -225,7 +239,7 @@ class Requantizer(wiring.Component):
         for i, (off, w) in enumerate(_chunks(aw)):
             a = acc1[off:off + w]
             a = a.as_signed() if off + w == aw else a
-            parts.append((off, _reg(m, a * onehot, f"{p}wrap{i}")))
+            parts.append((off, _reg(m, a * onehot[i], f"{p}wrap{i}")))
         l4_2 = _reg(m, l4, p + "l4_2")
         bits = []
         for i in range(aw):
@@ -233,7 +247,8 @@ class Requantizer(wiring.Component):
             bits.append(srcs[0] if len(srcs) == 1 else Cat(*srcs).any())
         g = Cat(*bits)
         moved = Cat(C(0, 16), g)[:aw]
-        return _reg(m, Mux(l4_2, moved, g).as_signed(), p + "acc3", signed(aw))
+        return _copies(m, Mux(l4_2, moved, g).as_signed(), len(_chunks(MULT_WIDTH)), p + "acc3",
+                       signed(aw))
 
     def _product(self, m, p, acc3, mult3, nudge):
         """Stages 4-6: ``acc * M (+ 2**30)``, partial products on DSPs, two adder levels."""
@@ -241,10 +256,10 @@ class Requantizer(wiring.Component):
         pw = aw + MULT_WIDTH
         prods = []
         for i, (ao, awid) in enumerate(_chunks(aw)):
-            a = acc3[ao:ao + awid]
-            a = a.as_signed() if ao + awid == aw else a
             for j, (mo, mwid) in enumerate(_chunks(MULT_WIDTH)):
-                prods.append((ao + mo, _reg(m, a * mult3[mo:mo + mwid], f"{p}pp{i}{j}")))
+                a = acc3[j][ao:ao + awid]
+                a = a.as_signed() if ao + awid == aw else a
+                prods.append((ao + mo, _reg(m, a * mult3[i][mo:mo + mwid], f"{p}pp{i}{j}")))
         terms = _pack_terms(prods, nudge)
         assert len(terms) <= 4, "more than two adder levels"
         sums = []
@@ -275,12 +290,10 @@ class Requantizer(wiring.Component):
         stk7 = _reg(m, (a6 == 3) & xbits(32, 48).any(), p + "stk7")
         neg7 = _reg(m, x[-1], p + "neg7")
         a7 = _reg(m, a6, p + "a7")
-        fine = Signal(FINE, name=p + "fine7")
-        for k in range(FINE):
-            m.d.sync += fine[k].eq(b6 == FINE - 1 - k)
+        fine = _copies(m, Cat(*[b6 == FINE - 1 - k for k in range(FINE)]), 2, p + "fine7")
         # stage 8: fine shift, two DSPs; the overflow of the coarse window
-        f0 = _reg(m, y7[:CHUNK] * fine, p + "f0")
-        f1 = _reg(m, y7[CHUNK:].as_signed() * fine, p + "f1")
+        f0 = _reg(m, y7[:CHUNK] * fine[0], p + "f0")
+        f1 = _reg(m, y7[CHUNK:].as_signed() * fine[1], p + "f1")
         ok = [C(1, 1)] * 5
         for a in reversed(range(4)):
             ok[a] = ok7[a] & ok[a + 1]

@@ -235,7 +235,6 @@ def test_requantizer_corners():
     _check(cfg, invocations, run_requantizer(cfg, invocations, rng), seed)
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_requantizer_rejects_bad_config():
     with pytest.raises(TypeError, match="cfg must be a HardwareConfig, not dict"):
         Requantizer({"cols": 8})
