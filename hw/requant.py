@@ -99,17 +99,19 @@ def _delay(m, value, n, name, reset=False):
     return value
 
 
-def _alleq(bits):
-    """All bits of ``bits`` equal (true for fewer than two): overlapping groups of
-    four (one LUT4 each), ANDed."""
-    n = len(bits)
-    if n < 2:
-        return C(1, 1)
-    groups = []
-    for lo in range(0, n - 1, 3):
-        g = bits[lo:min(lo + 4, n)]
+def _alleq_groups(bits):
+    """Whether the bits of overlapping groups of four of ``bits`` are equal (one LUT4
+    each): all of them are equal when all groups are."""
+    groups = [C(1, 1)]
+    for lo in range(0, len(bits) - 1, 3):
+        g = bits[lo:min(lo + 4, len(bits))]
         groups.append((g == 0) | (g == (1 << len(g)) - 1))
-    return Cat(*groups).all()
+    return Cat(*groups)
+
+
+def _alleq(bits):
+    """All bits of ``bits`` equal (true for fewer than two)."""
+    return _alleq_groups(bits).all()
 
 
 def _pack_terms(products, nudge):
@@ -226,7 +228,9 @@ class Requantizer(wiring.Component):
         onehot = _copies(m, onehot, len(_chunks(self.cfg.acc_width)), p + "onehot")
         tflpos = mode["tfl"] & ~sh0[-1] & (sh0 != 0)
         # NONE: r = 15 puts the accumulator (P = acc, M = 1) in the window's 33 bits
-        r = Mux(mode["tfl"], Mux(tflpos, sh0[:6] + 31, 31), Mux(mode["hup"], sh0[:6], 15))
+        # tflite, L >= 16: the product is 2**16 times too small, so 16 less
+        r = Mux(mode["tfl"], Mux(tflpos, sh0[:6] + 31, Mux(left & lsh[4], 15, 31)),
+                Mux(mode["hup"], sh0[:6], 15))
         return {"onehot": onehot, "l4": _reg(m, left & lsh[4], p + "l4"),
                 "r": _reg(m, r, p + "r1", unsigned(6)),
                 "tflpos": _reg(m, tflpos, p + "tflpos1")}
@@ -246,9 +250,11 @@ class Requantizer(wiring.Component):
             srcs = [v.as_unsigned()[i - off] for off, v in parts if 0 <= i - off < len(v)]
             bits.append(srcs[0] if len(srcs) == 1 else Cat(*srcs).any())
         g = Cat(*bits)
-        moved = Cat(C(0, 16), g)[:aw]
-        return _copies(m, Mux(l4_2, moved, g).as_signed(), len(_chunks(MULT_WIDTH)), p + "acc3",
-                       signed(aw))
+        # L >= 16: acc * 2**L wrapped is (acc * 2**(L-16) wrapped to acc_width - 16 bits)
+        # times 2**16; the factor 2**16 is taken off the right shift instead
+        short = g[:aw - 16].as_signed() if aw > 16 else C(0, 1)
+        return _copies(m, Mux(l4_2, short, g.as_signed()), len(_chunks(MULT_WIDTH)),
+                       p + "acc3", signed(aw))
 
     def _product(self, m, p, acc3, mult3, nudge):
         """Stages 4-6: ``acc * M (+ 2**30)``, partial products on DSPs, two adder levels."""
@@ -314,7 +320,8 @@ class Requantizer(wiring.Component):
         f9 = _reg(m, Cat(*[fbit(i) for i in range(lo, FINE - 1 + WIN)]), p + "f9")
         return {"q": f9[FINE - lo:].as_signed(), "acc": f9[:aw] if lo == 1 else None,
                 "up": _reg(m, z[0] & ~(tflpos8 & neg8 & tie), p + "up9"),
-                "ovf": _reg(m, ovf8 | ~_alleq(f1u[FINE:]), p + "ovf9"),
+                "ovf_coarse": _reg(m, ovf8, p + "ovf9"),
+                "fine_ok": _reg(m, _alleq_groups(f1u[FINE:]), p + "fine_ok9"),
                 "neg": _reg(m, neg8, p + "neg9")}
 
     def _clamp(self, m, p, z, acc9, none, st):
@@ -325,8 +332,9 @@ class Requantizer(wiring.Component):
         q, up = z["q"], z["up"]
         below = (q + st["c_lo"] + up)[-1]           # q + zp < lo
         in_hi = (q + st["c_hi"] + up)[-1]           # q + zp <= hi
-        sel_lo = ~none & Mux(z["ovf"], z["neg"], below)
-        sel_hi = ~none & Mux(z["ovf"], ~z["neg"], ~in_hi)
+        ovf = z["ovf_coarse"] | ~z["fine_ok"].all()
+        sel_lo = ~none & Mux(ovf, z["neg"], below)
+        sel_hi = ~none & Mux(ovf, ~z["neg"], ~in_hi)
         sel_v = ~none & ~sel_lo & ~sel_hi
         cands = [_reg(m, Mux(sel_v, q + st["zp"] + up, 0), p + "v10", signed(ZP_WIDTH)),
                  _reg(m, Mux(sel_lo, st["lo"], 0), p + "lo10", signed(ZP_WIDTH)),
