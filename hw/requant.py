@@ -20,34 +20,40 @@ results. ``mode``, ``zp``, ``lo`` and ``hi`` are sampled through registers: they
 be steady from two cycles before an invocation's first beat until its last result.
 
 Every beat takes :attr:`Requantizer.LATENCY` = 12 cycles (``o_valid`` is ``i_valid``
-delayed; ``o_final`` likewise); the stages advance every cycle (no stall, no enable).
-Each stage is one DSP multiply, one carry chain or a few LUT levels:
+delayed; ``o_final`` likewise); the stages advance every cycle (no stall, no enable),
+and only the valid and final tags have a reset. Each stage is one DSP multiply, one
+carry chain or a few LUT levels; every DSP operand is a register of its own (copies
+marked ``keep``, see :func:`_copies`) and every DSP product is registered:
 
 ==  ==========================================================================
  0  inputs registered; the multiplier masked by mode (half_up: 16 bits; NONE: 1)
- 1  shift decoded: tflite's left shift ``L = -s`` as a one-hot ``2**(L % 16)`` and
-    ``L >= 16``; the right shift ``r`` of the product (below)
- 2  ``acc * 2**(L % 16)``, one DSP per 17-bit chunk of the accumulator
- 3  the chunks ORed (they do not overlap), moved up 16 if ``L >= 16``, wrapped
- 4  ``acc * M``: one DSP per pair of 17-bit chunks (4 for ``acc_width <= 34``)
- 5  the partial products packed side by side into four terms, summed in pairs;
-    tflite's nudge ``2**30`` (``s >= 1`` only) rides in a gap of one term
+ 1  tflite's left shift ``L = -s`` decoded to a one-hot ``2**(L % 16)`` and
+    ``L >= 16``; the right shift ``r`` of ``X = 2*P`` (below)
+ 2  ``acc * 2**(L % 16)``: one DSP per 17-bit chunk of the accumulator
+ 3  the chunks ORed (they do not overlap) and wrapped to ``acc_width`` bits, or to
+    ``acc_width - 16`` bits if ``L >= 16`` (the factor ``2**16`` then comes off ``r``)
+ 4  ``P = acc * M``: one DSP per pair of 17-bit chunks (4 for ``acc_width <= 34``)
+ 5  the partial products packed side by side into at most four terms, summed in
+    pairs; tflite's nudge ``2**30`` (``s >= 1`` only) rides in a gap of a term
  6  the product ``P`` (``acc_width + 31`` bits)
- 7  coarse right shift of ``X = 2*P`` by ``16*(r // 16)``: a 34-bit window;
-    overflow above and tflite's sticky bits below the window
- 8  fine right shift by ``r % 16``: the window times ``2**(15 - r % 16)``, two DSPs
- 9  a 19-bit result ``z = X >> r`` (18-bit quotient and its rounding bit); the
-    round-up decision; an overflowing quotient saturated to 18 bits
-10  ``q + zp`` and the clamp comparisons ``q < lo - zp``, ``q > hi - zp`` (three
-    parallel chains, the round-up bit as their carry-in)
-11  clamp select, or the accumulator for ``NONE``
+ 7  coarse shift: the 34-bit window ``X[16*(r//16):][:34]``; whether ``X`` is all
+    sign above each possible window; tflite's sticky bits below a window at 48
+ 8  fine shift: the window times ``2**(15 - r%16)`` (two DSPs)
+ 9  ``z = X >> r``, 19 bits: an 18-bit quotient ``q`` and its rounding bit; the
+    round-up decision; the overflow flags
+10  three parallel chains with the round-up bit as carry-in: ``q + zp``,
+    ``q + zp < lo``, ``q + zp <= hi``; each candidate (``q + zp``, ``lo``, ``hi``,
+    the accumulator for NONE) registered gated by its select (a synchronous reset)
+11  the candidates ORed: ``o_data``
 ==  ==========================================================================
 
-The right shift ``r`` of ``X = 2*P``: tflite ``s >= 1``, ``31 + s`` (the quotient is
-``srdhm(...) >> (s-1)``, its last bit the rounding bit, rounded half away from zero
-with a sticky OR of the bits below); tflite ``s <= 0``, 31 (the high half ``P >> 31``
-rounded half up, which is ``srdhm`` exactly); half_up, ``s``. A quotient outside
-18 bits saturates, which the 17-bit clamp cannot tell from the true value.
+The right shift ``r`` of ``X = 2*P``: tflite ``s >= 1``: ``31 + s``, so that ``z`` is
+``srdhm(...) >> (s-1)`` and its last bit the rounding bit (half away from zero: a
+negative tie, seen by a sticky OR of the bits below, is not rounded up); tflite
+``s <= 0``: 31 (15 if ``L >= 16``), ``P >> 31`` rounded half up, which is ``srdhm``;
+half_up: ``s``; NONE: 15, which puts ``P = acc`` in the window (accumulators wider than
+33 bits are delayed beside instead). A quotient that does not fit 18 bits selects the
+bound on its side: beyond 18 bits, no zero point can bring it inside a 17-bit clamp.
 """
 
 from amaranth import *
@@ -63,8 +69,7 @@ CHUNK = 17              # operand bits per MULT18X18D (18-bit signed, 17-bit uns
 FINE = 16               # the fine shift: one DSP multiplies by 2**0 .. 2**15
 WIN = 19                # the shifter's window: an 18-bit quotient and its rounding bit
 YWIDTH = WIN + FINE - 1  # the coarse window: 34 bits, two DSP operands
-NUDGE_BIT = 30
-Q_BITS = WIN - 1        # the saturated quotient
+NUDGE_BIT = 30          # tflite's rounding nudge 2**30 of the high multiply
 
 
 def _chunks(width):
@@ -190,9 +195,10 @@ class Requantizer(wiring.Component):
         mode = {k: _reg(m, self.mode == v, p + k, keep=True) for k, v in
                 (("tfl", RequantMode.TFLITE), ("hup", RequantMode.HALF_UP),
                  ("none", RequantMode.NONE))}
+        # operands of the lane's chains; the bounds only load stage 10's registers
         steady = {k: _reg(m, v, p + k, keep=True) for k, v in
-                  (("zp", self.zp), ("lo", self.lo), ("hi", self.hi), ("c_lo", c_lo),
-                   ("c_hi", c_hi))}
+                  (("zp", self.zp), ("c_lo", c_lo), ("c_hi", c_hi))}
+        steady.update(lo=self.lo, hi=self.hi)
         # stage 0: inputs
         acc0 = _reg(m, self.i_acc[c], p + "acc0")
         mult = self.i_mult[c]
