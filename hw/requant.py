@@ -14,7 +14,8 @@ the rules of ``systolic_conv.contract``):
 ``HALF_UP`` (``M < 2**16``, the low 16 bits of ``i_mult``; ``0 <= s <= 47``)
     ``q = (acc*M + 2**(s-1)) >> s`` (``acc*M`` for ``s = 0``).
 
-then ``o = clamp(q + zp, lo, hi)`` (``lo <= hi``, all three 17-bit signed).
+then ``o = clamp(q + zp, lo, hi)`` (``lo <= hi``, all three 17-bit signed), in
+``acc_width`` bits (below 17 bits, a result outside them wraps: keep the bounds inside).
 Shifts outside those ranges never reach the requantizer; they give unspecified
 results. ``mode``, ``zp``, ``lo`` and ``hi`` are sampled through registers: they must
 be steady from two cycles before an invocation's first beat until its last result.

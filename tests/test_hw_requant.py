@@ -105,24 +105,26 @@ def test_reference_matches_contract():
 def _lane_vector(rng, mode, aw):
     """(acc, M, shift) for one lane: extremes, ties, moderate results or anything."""
     amax = 2**(aw - 1)
-    lo_s, hi_s = (-31, 31) if mode == RequantMode.TFLITE else (0, 47)
+    half_up = mode == RequantMode.HALF_UP
+    lo_s, hi_s = (0, 47) if half_up else (-31, 31)
+    m_max = 0xFFFF if half_up else M_MAX
     kind = rng.random()
-    s = rng.choice((lo_s, hi_s, 0, 1, -1 if lo_s else 2, rng.randint(lo_s, hi_s)))
-    m = rng.choice((0, M_MAX, 2**30, 1, rng.randint(0, M_MAX)))
-    if mode == RequantMode.HALF_UP:
-        m = rng.choice((m & 0xFFFF, 0xFFFF, 1))
+    s = rng.choice((lo_s, hi_s, 0, 1, 2 if half_up else -1, rng.randint(lo_s, hi_s)))
+    m = rng.choice((0, m_max, 1, rng.randint(0, m_max)) + (() if half_up else (2**30,)))
     if kind < 0.25:                               # extremes
         acc = rng.choice((-amax, amax - 1, -amax + 1, 0, -1, 1))
     elif kind < 0.5:                              # small values: ties, left shifts
         acc = rng.randint(-40, 40)
-        m = rng.choice((m, 2**30, 2**29, 3 << 28, 1 << 15))
+        m = rng.choice((m, 1 << 15, 3 << 14) if half_up else (m, 2**30, 2**29, 3 << 28))
     elif kind < 0.85:                             # a result within the clamp range
-        m = rng.randint(1, 0xFFFF if mode == RequantMode.HALF_UP else M_MAX)
-        scale = (31 if mode == RequantMode.TFLITE else 0) + max(s, 0)
+        m = rng.randint(1, m_max)
+        scale = max(s, 0) + (0 if half_up else 31)
         bound = min(amax - 1, (1 << (scale + rng.randint(0, 17))) // m)
         acc = rng.randint(-bound, bound)
     else:
         acc = rng.randint(-amax, amax - 1)
+    if half_up and rng.random() < 0.1:            # half_up reads the low 16 bits of M
+        m |= rng.randint(1, 2**15 - 1) << 16
     return acc, m, s
 
 
@@ -190,6 +192,8 @@ def run_requantizer(cfg, invocations, rng):
 
 
 def _check(cfg, invocations, log, seed):
+    """Every output beat against the reference (wrapped to ``acc_width`` bits, which
+    matters below 17 bits) and the contract, at ``LATENCY`` with its final tag."""
     aw = cfg.acc_width
     for (mode, zp, lo, hi, _), (sent, got) in zip(invocations, log):
         assert len(got) == len(sent), (seed, mode, len(sent), len(got))
@@ -199,9 +203,9 @@ def _check(cfg, invocations, log, seed):
             assert t_out - t_in == Requantizer.LATENCY, ctx
             assert o_final == final, ctx
             want = [ref_lane(mode, a, m, s, zp, lo, hi, aw) for a, m, s in vec]
-            assert data == want, ctx
+            assert data == [wrap(w, aw) for w in want], ctx
             for (a, m, s), w in zip(vec, want):
-                c = contract_lane(mode, a, m, s, zp, lo, hi)
+                c = contract_lane(mode, a, m, s, zp, lo, hi) if aw <= 48 else None
                 assert c is None or c == w, ctx
 
 
@@ -213,6 +217,17 @@ def test_requantizer_matches_reference(data_width, cols):
     cfg = HardwareConfig(rows=cols, cols=cols, data_width=data_width)
     assert cfg.acc_width == {4: 24, 8: 32, 16: 48}[data_width]
     invocations = _invocations(rng, cfg, beats=60 if cols == 1 else 30)
+    _check(cfg, invocations, run_requantizer(cfg, invocations, rng), seed)
+
+
+@pytest.mark.parametrize("data_width, acc_width", [(4, 12), (8, 35), (16, 64)])
+def test_requantizer_other_widths(data_width, acc_width):
+    """An accumulator narrower than the 17-bit result (it wraps), chunk boundaries of
+    the DSP operands (35 = 2 * 17 + 1 bits), the widest accumulator."""
+    seed = SEED + acc_width
+    rng = random.Random(seed)
+    cfg = HardwareConfig(rows=2, cols=2, data_width=data_width, acc_width=acc_width)
+    invocations = _invocations(rng, cfg, beats=12)
     _check(cfg, invocations, run_requantizer(cfg, invocations, rng), seed)
 
 
