@@ -244,7 +244,8 @@ class Requantizer(wiring.Component):
 
     def _wrap(self, m, p, acc1, onehot, l4):
         """Stages 2-3: ``acc * 2**L`` wrapped to ``acc_width`` bits (``L = 0`` unless
-        tflite shifts left)."""
+        tflite shifts left; ``L >= 16`` leaves out the factor ``2**16``), one registered
+        copy per multiplier chunk of stage 4."""
         aw = self.cfg.acc_width
         parts = []
         for i, (off, w) in enumerate(_chunks(aw)):
