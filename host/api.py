@@ -192,16 +192,16 @@ def _golden(x, weight, bias, geo, requant, return_stats, pad_value, data_width):
 
 
 # --------------------------------------------------------------------------
-# rtl backend: requantizer features the hardware has (TEMPORARY GATE).
-# Left shifts (tflite shift < 0) and clamp bounds other than the output range /
-# ReLU come with the hardware redesign; until a HardwareConfig says it has them
-# (attributes ``requant_left_shift`` and ``requant_bounds``), the rtl backend
-# refuses such a Requant instead of computing something else. The golden
-# backend supports every Requant.
+# rtl backend: what the requantizer applies exactly
 # --------------------------------------------------------------------------
 
 def _rtl_requant_supported(requant, hw):
     """Whether the rtl backend of ``hw`` applies ``requant`` exactly.
+
+    The hardware requantizer applies every :class:`~.contract.Requant` (both modes,
+    clamp bounds, left shifts) except one case: a tflite left shift wraps the
+    shifted accumulator to ``acc_width`` bits in hardware, and the contract (TFLite's
+    reference) wraps it to 32 bits; the two agree when ``acc_width == 32``.
 
     Parameters
     ----------
@@ -219,15 +219,8 @@ def _rtl_requant_supported(requant, hw):
         return True, ""
     if hw is None:
         from .hw.config import DEFAULT as hw
-    if requant.mode == "tflite" and requant.left_shift and \
-            not getattr(hw, "requant_left_shift", False):
-        return False, (f"requant shift={requant.shift!r}: a negative shift (left shift, "
-                       f"effective scale >= 1) is not supported by the rtl backend's "
-                       f"requantizer yet; use backend='golden'")
-    lo, hi = int_range(requant.out_width)
-    hw_min = max(lo, requant.out_zero_point) if requant.relu else lo
-    if (requant.qmin, requant.qmax) != (hw_min, hi) and not getattr(hw, "requant_bounds", False):
-        return False, (f"requant act_min={requant.act_min!r}, act_max={requant.act_max!r}: "
-                       f"clamp bounds other than the output range (or relu=True) are not "
-                       f"supported by the rtl backend's requantizer yet; use backend='golden'")
+    if requant.mode == "tflite" and requant.left_shift and hw.acc_width != 32:
+        return False, (f"requant shift={requant.shift!r}: a negative shift (left shift) wraps "
+                       f"the accumulator to 32 bits, which the rtl backend applies only with "
+                       f"acc_width=32 (this hardware has {hw.acc_width}); use backend='golden'")
     return True, ""

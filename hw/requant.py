@@ -184,8 +184,9 @@ class Requantizer(wiring.Component):
         m.d.comb += [self.o_valid.eq(_delay(m, self.i_valid, lat, "valid", reset=True)),
                      self.o_final.eq(_delay(m, self.i_final, lat, "final", reset=True))]
         # clamp bounds relative to the zero point, computed once (the inputs are steady)
-        c_lo = _reg(m, self.zp - self.lo, "zp_minus_lo", signed(ZP_WIDTH + 1))
-        c_hi = _reg(m, self.zp - self.hi - 1, "zp_minus_hi_1", signed(ZP_WIDTH + 1))
+        self._zp = C(0, ZP_WIDTH) if "zero_point_dropped" in self.cfg.faults else self.zp
+        c_lo = _reg(m, self._zp - self.lo, "zp_minus_lo", signed(ZP_WIDTH + 1))
+        c_hi = _reg(m, self._zp - self.hi - 1, "zp_minus_hi_1", signed(ZP_WIDTH + 1))
         for c in range(self.cfg.cols):
             self._lane(m, c, c_lo, c_hi)
         return m
@@ -198,7 +199,7 @@ class Requantizer(wiring.Component):
                  ("none", RequantMode.NONE))}
         # operands of the lane's chains; the bounds only load stage 10's registers
         steady = {k: _reg(m, v, p + k, keep=True) for k, v in
-                  (("zp", self.zp), ("c_lo", c_lo), ("c_hi", c_hi))}
+                  (("zp", self._zp), ("c_lo", c_lo), ("c_hi", c_hi))}
         steady.update(lo=self.lo, hi=self.hi)
         # stage 0: inputs
         acc0 = _reg(m, self.i_acc[c], p + "acc0")
@@ -219,7 +220,9 @@ class Requantizer(wiring.Component):
         # stages 7-9
         r6 = _delay(m, dec["r"], 5, p + "r")
         tflpos8 = _delay(m, dec["tflpos"], 7, p + "tflpos")
-        z9 = self._shift(m, p, prod, r6, tflpos8)
+        hup8 = _delay(m, mode["hup"], 8, p + "hup") if "half_up_no_round" in self.cfg.faults \
+            else C(0, 1)
+        z9 = self._shift(m, p, prod, r6, tflpos8, hup8)
         # stages 10-11 (NONE: the product is the accumulator, M = 1)
         acc9 = z9["acc"]
         if acc9 is None:
@@ -283,7 +286,7 @@ class Requantizer(wiring.Component):
             sums.append(_reg(m, total, f"{p}sum{k // 2}", signed(pw)))
         return _reg(m, sum(sums), p + "prod", signed(pw))
 
-    def _shift(self, m, p, prod, r6, tflpos8):
+    def _shift(self, m, p, prod, r6, tflpos8, no_round):
         """Stages 7-9: ``z = (2*P) >> r`` in a 19-bit window; returns the 18-bit
         quotient, the round-up bit, its overflow flag and the sign of ``P``."""
         x = Cat(C(0, 1), prod).as_signed()
@@ -322,12 +325,13 @@ class Requantizer(wiring.Component):
             return srcs[0] if len(srcs) == 1 else srcs[0] | srcs[1]
         z = Cat(*[fbit(i) for i in range(FINE - 1, FINE - 1 + WIN)])
         tie = ~(f0u[:FINE - 1].any() | stk8)
+        fault_tie = int("round_off_by_one" in self.cfg.faults)   # ties round down
         # NONE: F[1:34] is the accumulator when it fits (else it is delayed beside)
         aw = self.cfg.acc_width
         lo = 1 if aw < YWIDTH else FINE
         f9 = _reg(m, Cat(*[fbit(i) for i in range(lo, FINE - 1 + WIN)]), p + "f9")
         return {"q": f9[FINE - lo:].as_signed(), "acc": f9[:aw] if lo == 1 else None,
-                "up": _reg(m, z[0] & ~(tflpos8 & neg8 & tie), p + "up9"),
+                "up": _reg(m, z[0] & ~no_round & ~(tflpos8 & (neg8 | fault_tie) & tie), p + "up9"),
                 "ovf_coarse": _reg(m, ovf8, p + "ovf9"),
                 "fine_ok": _reg(m, _alleq_groups(f1u[FINE:]), p + "fine_ok9"),
                 "neg": _reg(m, neg8, p + "neg9")}

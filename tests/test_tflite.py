@@ -220,34 +220,26 @@ def test_offload_tflite_errors(tmp_path):
         offload_tflite(DATA / "conv1x1.tflite", inputs=[np.zeros(3)])
 
 
-def test_rtl_refuses_what_the_hardware_lacks():
+def test_rtl_requantizer_capabilities():
+    """The rtl requantizer applies left shifts and clamp bounds on the default
+    hardware (acc_width 32, where its wrap and the contract's 32-bit wrap agree) and
+    refuses left shifts by name where the accumulator is wider."""
+    from systolic_conv.hw.config import HardwareConfig
+    for rq in (None, Requant(shift=3), Requant(relu=True, out_zero_point=-4),
+               Requant(act_min=-128, act_max=127), Requant(mode="half_up", multiplier=3),
+               Requant(shift=-2, act_min=-4, act_max=9), Requant(act_max=100)):
+        assert _rtl_requant_supported(rq, None) == (True, "")
+    wide = HardwareConfig(data_width=16)
+    msg = ("requant shift=-2: a negative shift (left shift) wraps the accumulator to 32 bits, "
+           "which the rtl backend applies only with acc_width=32 (this hardware has 48); "
+           "use backend='golden'")
+    assert _rtl_requant_supported(Requant(shift=-2), wide) == (False, msg)
     x = np.zeros((1, 2, 4, 4), np.int64)
     w = np.ones((3, 2, 3, 3), np.int64)
-    msg = ("requant shift=-2: a negative shift (left shift, effective scale >= 1) is not "
-           "supported by the rtl backend's requantizer yet; use backend='golden'")
-    ok, why = _rtl_requant_supported(Requant(shift=-2), None)
-    if not ok:
-        assert why == msg
-        with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
-            conv2d(x, w, backend="rtl", requant=Requant(shift=-2))
-    msg = ("requant act_min=None, act_max=100: clamp bounds other than the output range "
-           "(or relu=True) are not supported by the rtl backend's requantizer yet; "
-           "use backend='golden'")
-    ok, why = _rtl_requant_supported(Requant(act_max=100), None)
-    if not ok:
-        assert why == msg
-        with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
-            conv2d(x, w, backend="rtl", requant=Requant(act_max=100))
-    # what the requantizer has always done is supported
-    for rq in (None, Requant(shift=3), Requant(relu=True, out_zero_point=-4),
-               Requant(act_min=-128, act_max=127), Requant(mode="half_up", multiplier=3)):
-        assert _rtl_requant_supported(rq, None) == (True, "")
-
-    class Capable:                      # a configuration that declares both features
-        requant_left_shift = requant_bounds = True
-
-    assert _rtl_requant_supported(Requant(shift=-2, act_min=-4, act_max=9), Capable()) == \
-        (True, "")
+    with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
+        conv2d(x, w, backend="rtl", hw=wide, data_width=16, requant=Requant(shift=-2))
+    assert _rtl_requant_supported(Requant(shift=-2, act_max=9), HardwareConfig(data_width=16)) \
+        == (False, msg)
 
 
 def test_kernel_mismatch_counts():
@@ -342,14 +334,13 @@ def test_committed_model_rtl(path):
 
 
 def test_rtl_gate_names_the_layer(tmp_path):
-    """offload_tflite on rtl refuses a layer the hardware cannot requantize, naming it."""
+    """offload_tflite on rtl refuses a layer the hardware cannot requantize (a left
+    shift on a 40-bit accumulator), naming it, before any hardware runs."""
+    from systolic_conv.hw.config import HardwareConfig
     path = DATA / "scale_ge_1.tflite"
-    ok, why = _rtl_ready(path)
-    if ok:
-        pytest.skip("the default hardware has left shifts")
     with pytest.raises(ValueError, match=r"^operator 0 \(CONV_2D 'StatefulPartitionedCall_1:0'\)"
                                          r": requant shift=\(-2, -3, -2, -3\): a negative shift"):
-        offload_tflite(path, backend="rtl")
+        offload_tflite(path, backend="rtl", hw=HardwareConfig(acc_width=40))
 
 
 def test_not_offloaded_layer_is_listed(tmp_path):
