@@ -456,7 +456,20 @@ def _replicate_same():
                                                      groups=1, padding_mode="replicate"))
 
 
+def _requant12_bounds():
+    # 12-bit outputs (two per 32-bit lane) clamped to act_min/act_max, per-channel tflite
+    x = _rand(18, (2, 6, 7, 8))
+    w = _rand(19, (5, 6, 3, 3))
+    b = _rand(20, (5,), -10 ** 5, 10 ** 5)
+    rq = Requant(mode="tflite", multiplier=[int(v) for v in _rand(21, (5,), 2 ** 30, 2 ** 31 - 1)],
+                 shift=[7, 8, 9, 8, 7], out_zero_point=40, out_width=12, act_min=-1500,
+                 act_max=1800)
+    return Layer("requant12_bounds", x, w, b, dict(stride=(1, 2), padding=1, dilation=1,
+                                                    groups=1, padding_mode="zeros"), requant=rq)
+
+
 NAMED_LAYERS = {
+    "requant12_bounds": _requant12_bounds,
     "resnet18_3x3": _resnet3x3,
     "mobilenet_dw3x3_s2": _mobilenet_dw,
     "stem7x7_s2_reflect": _stem7x7,
