@@ -353,8 +353,10 @@ def test_cocotb_and_harness_agree_square_depthwise(tmp_path):
 @pytest.mark.rtl
 @pytest.mark.xfail(strict=True, reason="hw/dense_seq.py: the next tile's word range (nxt) is "
                    "the range memory's read registered once more, valid two cycles after the "
-                   "tile changes; a tile of a single element taken right after a one-cycle "
-                   "PASS latches the previous tile's range (tile 1 reduces over word 0)")
+                   "tile changes; an output-channel tile of one or two elements (its folds "
+                   "times the pass's pixels) latches a stale range (tile 1 reduces over "
+                   "word 0). HW=small harness seeds 314, 343, 1114, 1314, 1830, 1838 of "
+                   "0..1999")
 def test_hw_bug_single_element_tiles_take_their_own_word_range():
     from systolic_conv.sim.cocotb.layers import Layer
     from systolic_conv.sim.cocotb.fastpath import run_on_harness
