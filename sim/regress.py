@@ -333,6 +333,10 @@ def _print_summary(summary, st, cov, say, sim, hw_name, budget):
                 f"{_replay(f['seed'], sim, hw_name, budget=budget)}")
     say("")
     say(cov.report())
+    from .cocotb import scoreboard
+    if scoreboard._cycle_model() is None:
+        say(f"\nnote: the counters of stall-free layers were not compared with the cycle "
+            f"model ({scoreboard.CYCLE_MODEL_ERROR})")
 
 
 def main(argv=None):

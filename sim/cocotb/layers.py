@@ -9,7 +9,10 @@ Expectations are built per invocation from the golden model of the whole layer:
 for each reduction part (input-channel sub-range x kernel-row chunk x kernel-column
 chunk) of the plan, ``conv2d_int`` of the layer with the weights outside the part
 zeroed (and the bias only in the first part) is exactly what the invocations of
-that part compute; the hardware requantizes only when the plan has a single part.
+that part compute; the hardware requantizes only when the plan has a single part
+and at most 16 output bits (:func:`systolic_conv.driver.hardware_requantizes`).
+Expectations are result vectors (one output pixel of ``cols`` channels) in stream
+order; the scoreboard unpacks the packed result beats into them.
 The assembled layer output is compared against the plain golden layer as well.
 """
 
