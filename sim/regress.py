@@ -8,10 +8,15 @@
 
 Each seed draws one random layer valid for the hardware (see
 :func:`systolic_conv.sim.cocotb.layers.draw_layer`: kernels 1-7 incl. non-square,
-stride 1-4, dilation 1-4, every padding form and mode, dense / grouped /
-depthwise (with multiplier) layers, batches, channels around the array size,
-both requant modes, full-range data) with a random stall pattern, plans it with
-the host planner, streams its invocations back-to-back through the cocotb
+stride 1-4, dilation 1-4 (decomposed into polyphase invocations beyond the
+hardware's limit, and always for depthwise columns), every padding form and mode
+(reflect / replicate / circular columns pre-padded by the host, zeros with a pad
+value), dense / grouped / depthwise (with multiplier) layers -- on a square array
+the depthwise mapping with its column phases --, batches, channels around the
+array size, tflite / half_up requantization with clamp bounds and packed 8- or
+16-bit results (or host requantization), full-range data and bias) with a random
+stall pattern, plans it with the host planner as a user's layer is planned, streams
+its invocations back-to-back through the cocotb
 testbench and checks them against the golden model. Seeds run in chunks
 (:func:`run_seeds`, one simulator process per chunk) on a Dask farm
 (:mod:`systolic_conv.farm`): a local cluster of ``--jobs`` processes by default, or
@@ -328,6 +333,10 @@ def _print_summary(summary, st, cov, say, sim, hw_name, budget):
                 f"{_replay(f['seed'], sim, hw_name, budget=budget)}")
     say("")
     say(cov.report())
+    from .cocotb import scoreboard
+    if scoreboard._cycle_model() is None:
+        say(f"\nnote: the counters of stall-free layers were not compared with the cycle "
+            f"model ({scoreboard.CYCLE_MODEL_ERROR})")
 
 
 def main(argv=None):

@@ -89,13 +89,13 @@ def test_regression_on_a_cluster_survives_a_worker_loss(cluster, tmp_path):
     from systolic_conv.sim.cocotb.layers import HW_CONFIGS
     from systolic_conv.sim.harness import get_harness
     addr, client, procs = cluster
-    get_harness(HW_CONFIGS["small"])           # build (or find) the model once, before the run
+    get_harness(HW_CONFIGS["square"])           # build (or find) the model once, before the run
     pids = _worker_pids(client)
     host = socket.gethostname()
     by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
     db = tmp_path / "results.sqlite"
     cmd = [sys.executable, "-m", "systolic_conv.cli", "regress", "--seeds", str(SEEDS),
-           "--sim", "harness", "--hw", "small", "--chunk", str(CHUNK), "--scheduler", addr,
+           "--sim", "harness", "--hw", "square", "--chunk", str(CHUNK), "--scheduler", addr,
            "--db", str(db), "--quiet", "--out", str(tmp_path / "summary.json")]
     run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     engine = None
@@ -160,7 +160,7 @@ def test_regression_on_a_cluster_survives_a_worker_loss(cluster, tmp_path):
                         "--html", str(html_dir)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     page = (html_dir / "index.html").read_text()
-    assert "regress harness small" in page and f"{SEEDS}" in page
+    assert "regress harness square" in page and f"{SEEDS}" in page
     for png in ("pass_rate.png", "coverage.png", "speed.png"):
         assert f'src="{png}"' in page
         assert (html_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

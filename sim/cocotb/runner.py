@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import time
@@ -41,6 +42,21 @@ def simulator_available(sim):
         return True
     except RuntimeError:
         return False
+
+
+_KICK = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$",
+                   re.M)
+
+
+def icarus_verilog(text):
+    """The Verilog for an Icarus build: each module's ``always @*`` blocks wait on a
+    register Yosys' Verilog backend adds so that they are evaluated once at the start;
+    Icarus 11 applies its declaration initializer (``= 0``) without an event, so a
+    block whose inputs do not change during reset is never evaluated and its outputs
+    stay X (the control FSM's ``i_desc.ready``: its state resets to its initial value).
+    One nanosecond in, the register is set to 1: every such block runs once."""
+    return _KICK.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n"
+                               f"{m.group(1)}initial #1 {m.group(2)} = 1;", text)
 
 
 def _verilog(cfg):
@@ -73,6 +89,8 @@ def build(cfg: HardwareConfig, sim="verilator", *, waves=False, coverage=False,
     elif not icarus_available():
         raise RuntimeError("Icarus Verilog (iverilog, vvp) is not installed")
     text = verilog if verilog is not None else _verilog(cfg)
+    if sim == "icarus":
+        text = icarus_verilog(text)
     flags = f"waves={waves},coverage={coverage},args={_VERILATOR_ARGS}"
     key = hashlib.sha256((text + flags).encode()).hexdigest()[:12]
     name = f"cocotb-{sim}-{cfg.name()}-{key}" + ("-waves" if waves else "") + \

@@ -45,6 +45,14 @@ class WatchdogTimeout(AssertionError):
     pass
 
 
+def _bit(handle, cycle, what):
+    """The value of a one-bit control signal; X/Z is a protocol error naming it."""
+    v, ok = _val(handle)
+    if not ok:
+        raise ProtocolError(f"cycle {cycle}: {what} is X/Z")
+    return bool(v)
+
+
 def _val(handle):
     """(int value, resolvable) of a handle."""
     v = handle.value
@@ -100,10 +108,11 @@ class StreamSource:
     def sample(self, cycle):
         """ReadOnly: True when the offered beat is accepted at the coming edge."""
         if not self.offering:
-            ready = bool(self.ready.value) if self.checker.pending else False
+            ready = _bit(self.ready, cycle, f"{self.name}.ready") if self.checker.pending \
+                else False
             self.checker.sample(cycle, False, ready)
             return False
-        ready = bool(self.ready.value)
+        ready = _bit(self.ready, cycle, f"{self.name}.ready")
         self.checker.sample(cycle, True, ready, self.queue[self.pos])
         if ready:
             self.offering = False
@@ -112,10 +121,14 @@ class StreamSource:
             return True
         return False
 
-    def idle(self):
-        if self.valid_now:
+    def idle(self, force=False):
+        """Drop ``valid``; ``force``: drive it (and the payload) low even if this source
+        never drove it (inputs are X/Z in Icarus until driven, from time 0)."""
+        if self.valid_now or force:
             self.valid.value = 0
             self.valid_now = False
+        if force:
+            self.payload.value = 0
         self.offering = False
 
 
@@ -140,7 +153,7 @@ class StreamSink:
 
     def sample(self, cycle):
         """ReadOnly: the accepted payload (int), or None."""
-        valid = bool(self.valid.value)
+        valid = _bit(self.valid, cycle, f"{self.name}.valid")
         if not valid and not self.checker.pending:
             return None
         if valid:
@@ -186,6 +199,13 @@ class ConvEnv:
 
     # -- clock and reset ------------------------------------------------------------
     async def start(self, reset_cycles=4):
+        """Drive valid/ready low from time 0 (Icarus leaves undriven inputs X/Z),
+        start the clock, reset."""
+        for s in self.sources:
+            s.idle(force=True)
+        for sink in (self.result, self.status):
+            sink.ready.value = 0
+            sink.ready_now = False
         self.clock = Clock(self.dut.clk, 10, unit="ns")
         self.clock.start()
         await self.reset(reset_cycles)
@@ -197,7 +217,7 @@ class ConvEnv:
         self.dut.rst.value = 1
         for s in self.sources:
             s.flush()
-            s.idle()
+            s.idle(force=True)
         self.result.ready.value = 0
         self.result.ready_now = False
         self.status.ready.value = 0
