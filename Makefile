@@ -111,8 +111,8 @@ synth: fpga-tools
 	@mkdir -p build/synth
 	$(VPY) -m systolic_conv.cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
 	  --speed $(SPEED) --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) $(if $(filter 1,$(PLACE_ONLY)),--place-only) \
-	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS).json \
-	  $(if $(DB),--db $(DB))
+	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS)$(if $(BLOCK),-$(BLOCK)).json \
+	  $(if $(BLOCK),--block $(BLOCK)) $(if $(DB),--db $(DB))
 synth-ceiling: fpga-tools
 	@mkdir -p build/synth
 	$(VPY) -m systolic_conv.cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \

@@ -425,10 +425,11 @@ def run_synth(args, prepared):
                          freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
                          verbose=not args.quiet, timeout=args.timeout,
                          place_only=args.place_only, speed=args.speed, router=args.router,
-                         density=args.density)
+                         density=args.density, block=args.block)
         if run is not None:
+            blk = "" if args.block == "accelerator" else f"-{args.block}"
             run.add([synth_item(rep.to_dict(), f"synth:{design_tag(cfg)}-{args.device}"
-                                f"-s{args.speed}{'' if rep.wrapper else '-ooc'}")])
+                                f"-s{args.speed}{'' if rep.wrapper else '-ooc'}{blk}")])
     print(rep.summary())
     if args.json:
         _write_json(args.json, rep.to_dict())
@@ -456,6 +457,7 @@ def add_subcommands(sub):
     from .networks import NETWORKS
     from .farm import add_farm_args
     from .synth import DEVICES, ROUTERS, SPEEDS
+    from .hw.blocks import blocks as hw_blocks
     e = _sub(sub, "estimate", "analytic cycles, utilization and traffic of layers",
              prepare_estimate, run_estimate)
     add_layer_args(e)
@@ -531,6 +533,10 @@ def add_subcommands(sub):
     y.add_argument("--density", type=_density, default=None,
                    help="placer's maximum placement density (nextpnr --placer-heap-beta; "
                         "its default 0.9); lower spreads the logic for routability")
+    y.add_argument("--block", default="accelerator", choices=tuple(hw_blocks()),
+                   metavar="BLOCK",
+                   help="synthesize one block alone (between the LFSR/XOR wrapper's registers): "
+                        + ", ".join(hw_blocks()))
     y.add_argument("--json", type=output_file((".json",)), metavar="FILE",
                    help="write the report as JSON")
     add_farm_args(y, scheduler=False)

@@ -108,13 +108,16 @@ class DenseSequencer(wiring.Component):
         last_fold = last_ky & last_kx & last_cw
         fold_end = last_ox & last_g
 
-        # the next tile's word range (a registered read of the range memory; a tile lasts
-        # more than the two cycles it takes)
+        # the next tile's word range: a registered read of the range memory, in ``nxt``
+        # two cycles after the tile began (``tile_age``); a tile's last element waits for
+        # it (only a tile of one or two elements ever does)
         m.d.comb += self.range_addr.eq(Mux(last_t, 0, t + 1))
         m.d.sync += nxt.eq(self.range_data)
+        tile_age = Signal(range(3))
+        nxt_ok = (tile_age == 2) | ~(last_fold & fold_end)
 
         issue = Signal()
-        ok = (~first_el | self.tile_ready) & (~last_fold | self.credit_ok)
+        ok = (~first_el | self.tile_ready) & (~last_fold | self.credit_ok) & nxt_ok
         rows_ready = (self.rows_in >= y_end) | (self.rows_in >= k["height"]) | (y_end <= 0)
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
@@ -128,6 +131,7 @@ class DenseSequencer(wiring.Component):
             with m.State("PARAMS"):
                 m.d.comb += cat.eq(_cat("setup"))
                 m.d.sync += [t.eq(0), cur.eq(self.range_data), cw.eq(self.range_data.first),
+                             tile_age.eq(0),
                              ky.eq(0), kx.eq(0), g.eq(0), ox.eq(0), acc_addr.eq(0),
                              first_el.eq(1), rows_left.eq(k["out_height"]),
                              gcount.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
@@ -150,8 +154,8 @@ class DenseSequencer(wiring.Component):
             with m.State("ISSUE"):
                 m.d.comb += [self.lo.eq(release), issue.eq(ok)]
                 m.d.comb += cat.eq(Mux(ok, _cat("busy"),
-                                       Mux(first_el & ~self.tile_ready, _cat("stall_weight"),
-                                           _cat("stall_output"))))
+                                       Mux((first_el & ~self.tile_ready) | ~nxt_ok,
+                                           _cat("stall_weight"), _cat("stall_output"))))
                 with m.If(issue):
                     self._advance(m, locals())
                 with m.If(self.abort):
@@ -161,6 +165,10 @@ class DenseSequencer(wiring.Component):
                 with m.If(~self.run):
                     m.next = "IDLE"
         m.d.comb += self.category.eq(cat)
+        with m.If(issue & last_fold & fold_end):
+            m.d.sync += tile_age.eq(0)
+        with m.Elif(tile_age != 2):
+            m.d.sync += tile_age.eq(tile_age + 1)
 
         # the element and its tag, registered
         drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)

@@ -57,6 +57,7 @@ class DepthwiseSequencer(wiring.Component):
             "rows_in": In(rbits), "lo": Out(rbits),
             "words_in": In(abits + 2),
             "credits": In(range(cfg.out_fifo_depth + 1)), "reserve": Out(range(cfg.rows + 1)),
+            "unreserve": Out(range(cfg.rows + 1)),
             "read": Out(read_layout(cfg)), "op": Out(dw_op_layout()),
             "tap_addr": Out(abits), "tag": Out(tag_layout(cfg)),
             "category": Out(len(CATEGORIES)), "done": Out(1),
@@ -220,11 +221,20 @@ class DepthwiseSequencer(wiring.Component):
         # after the previous block's (the last group waits when it would be earlier)
         space_ok = ~last_grp_blk | (since_end + Array(taps_p)[p] > R)
         start_now = rd["start_now"]
-        m.d.comb += start_now.eq(go & self.params_ready & ~all_done & ~active & rd["sh_ready"] &
-                                 weights_ok & credit_ok & space_ok)
-        tap = start_now | active
+        m.d.comb += start_now.eq(go & ~self.abort & self.params_ready & ~all_done & ~active &
+                                 rd["sh_ready"] & weights_ok & credit_ok & space_ok)
+        tap = Signal(name="tp_tap")
+        m.d.comb += tap.eq((start_now | active) & ~self.abort)
         ends_block = tap & last_tap_grp & last_grp_blk
         m.d.comb += self.reserve.eq(Mux(start_now & first_of_block, block_rows, 0))
+        # an abort ends the taps where they are: the open block's credits, reserved at its
+        # first tap, are given back (its results never come)
+        open_rows = Signal(range(R + 1), name="tp_open")
+        with m.If(self.abort | ends_block | self.start):
+            m.d.sync += open_rows.eq(0)
+        with m.Elif(start_now & first_of_block):
+            m.d.sync += open_rows.eq(block_rows)
+        m.d.comb += self.unreserve.eq(Mux(self.abort, open_rows, 0))
         m.d.sync += [
             self.op.op.load.eq(start_now), self.op.op.shift.eq(active),
             self.op.ctl.valid.eq(tap), self.op.ctl.latch.eq(0),
@@ -240,6 +250,8 @@ class DepthwiseSequencer(wiring.Component):
                 m.d.sync += since_end.eq(1)
             with m.Elif(since_end != R):
                 m.d.sync += since_end.eq(since_end + 1)
+            with m.If(self.abort):
+                m.d.sync += active.eq(0)
             with m.If(tap):
                 m.d.sync += j.eq(Mux(ends_block, 0, j + 1))
                 with m.If(~last_tap_grp):

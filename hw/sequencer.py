@@ -82,6 +82,6 @@ class Sequencer(wiring.Component):
         with m.If(self.start):
             m.d.sync += reserved.eq(0)
         with m.Else():
-            m.d.sync += reserved.eq(reserved + take - self.freed)
+            m.d.sync += reserved.eq(reserved + take - self.freed - dw.unreserve)
         m.d.comb += self.idle_out.eq(reserved == 0)
         return m
