@@ -125,7 +125,7 @@ class Conv2dAccelerator(wiring.Component):
                      rq.mode.eq(desc.requant), rq.zp.eq(desc.out_zp),
                      rq.lo.eq(desc.clamp_lo), rq.hi.eq(desc.clamp_hi),
                      pk.i_valid.eq(rq.o_valid), pk.i_final.eq(rq.o_final),
-                     pk.i_data.eq(rq.o_data), pk.mode.eq(desc.requant),
+                     pk.i_data.eq(rq.o_data), pk.flush.eq(ctl.abort), pk.mode.eq(desc.requant),
                      pk.out_bits.eq(desc.out_bits),
                      q.i_valid.eq(pk.o_valid), q.i_beat.eq(pk.o_beat), seq.freed.eq(q.freed)]
         # performance counters

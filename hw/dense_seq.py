@@ -122,6 +122,11 @@ class DenseSequencer(wiring.Component):
         release = Mux(y_pass < 0, 0, y_pass)
         if "row_release_early" in faults:
             release = release + 1
+        # (before the FSM: PARAMS' reset of tile_age takes precedence)
+        with m.If(issue & last_fold & fold_end):
+            m.d.sync += tile_age.eq(0)
+        with m.Elif(tile_age != 2):
+            m.d.sync += tile_age.eq(tile_age + 1)
         cat = Signal(len(CATEGORIES))
         with m.FSM(name="dseq"):
             with m.State("IDLE"):
@@ -165,10 +170,6 @@ class DenseSequencer(wiring.Component):
                 with m.If(~self.run):
                     m.next = "IDLE"
         m.d.comb += self.category.eq(cat)
-        with m.If(issue & last_fold & fold_end):
-            m.d.sync += tile_age.eq(0)
-        with m.Elif(tile_age != 2):
-            m.d.sync += tile_age.eq(tile_age + 1)
 
         # the element and its tag, registered
         drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)

@@ -6,7 +6,10 @@ without requantization a beat is one vector; with it the values are cut to 8 bit
 (``out_bits <= 8``) or 16 bits and a beat packs ``acc_width // lane_width`` vectors
 (:func:`~.layouts.pack_factor`): lane ``c`` of the beat holds channel ``c`` of each
 of them, the first in the low bits. A beat leaves when it is full or holds the
-invocation's final vector; it carries its vector count for the credits.
+invocation's final vector; it carries its vector count for the credits. During an
+abort (``flush``) a partly filled beat leaves as it is, so the credits of its
+vectors come back and the queue drains (an aborted invocation's results are not
+exact and have no final vector).
 
 :class:`ResultQueue` is the result FIFO in front of ``o_result``. The sequencers
 reserve a credit per result vector before issuing the work that produces it, so
@@ -42,7 +45,7 @@ class ResultPacker(wiring.Component):
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
         super().__init__({
-            "i_valid": In(1), "i_final": In(1),
+            "i_valid": In(1), "i_final": In(1), "flush": In(1),
             "i_data": In(data.ArrayLayout(signed(cfg.acc_width), cfg.cols)),
             "mode": In(RequantMode), "out_bits": In(5),
             "o_valid": Out(1), "o_beat": Out(packed_beat_layout(cfg)),
@@ -81,13 +84,17 @@ class ResultPacker(wiring.Component):
                     m.d.sync += lanes[c][8 * g:hi].eq(src)
         final = Signal()
         emit = Signal()
-        m.d.comb += emit.eq(self.i_valid & (full | self.i_final))
-        m.d.sync += self.o_valid.eq(emit)
+        flush = Signal()
+        m.d.comb += [emit.eq(self.i_valid & (full | self.i_final)),
+                     flush.eq(self.flush & ~self.i_valid & (count != 0))]
+        m.d.sync += self.o_valid.eq(emit | flush)
         with m.If(self.i_valid):
             m.d.sync += count.eq(Mux(emit, 0, count + 1))
         # the beat is complete the cycle after its last vector's write
         with m.If(emit):
             m.d.sync += [self.o_beat.count.eq(count + 1), final.eq(self.i_final)]
+        with m.If(flush):
+            m.d.sync += [self.o_beat.count.eq(count), final.eq(0), count.eq(0)]
         m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)),
                      self.o_beat.beat.last.eq(0 if "skipped_last" in cfg.faults else final)]
         return m

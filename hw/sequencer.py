@@ -73,6 +73,7 @@ class Sequencer(wiring.Component):
         # result credits, in vectors
         depth = cfg.out_fifo_depth
         reserved = Signal(range(depth + 1))
+        self.reserved = reserved                     # for tests that watch the credits
         take = Signal(range(cfg.rows + 1))
         m.d.comb += [
             dn.credit_ok.eq(reserved < depth),

@@ -347,17 +347,15 @@ def test_cocotb_and_harness_agree_square_depthwise(tmp_path):
 
 
 # ----------------------------------------------------------------------------- hardware bugs
-# Found by this environment; each is a strict xfail on the compiled harness until the
-# hardware is fixed (then it passes, the xfail fails, and the mark goes).
+# Found by this environment, fixed in the hardware; each stays as a regression.
 
 @pytest.mark.rtl
-@pytest.mark.xfail(strict=True, reason="hw/dense_seq.py: the next tile's word range (nxt) is "
-                   "the range memory's read registered once more, valid two cycles after the "
-                   "tile changes; an output-channel tile of one or two elements (its folds "
-                   "times the pass's pixels) latches a stale range (tile 1 reduces over "
-                   "word 0). HW=small harness seeds 314, 343, 1114, 1314, 1830, 1838 of "
-                   "0..1999")
-def test_hw_bug_single_element_tiles_take_their_own_word_range():
+def test_single_element_tiles_take_their_own_word_range():
+    """Was: an output-channel tile of one or two elements (its folds times the pass's
+    pixels) latched a stale word range (the next tile's range is the range memory's
+    read registered once more, valid two cycles after the tile changes; tile 1
+    reduced over word 0). HW=small harness seeds 314, 343, 1114, 1314, 1830, 1838 of
+    0..1999. Now the tile's last element waits for it (DenseSequencer ``tile_age``)."""
     from systolic_conv.sim.cocotb.layers import Layer
     from systolic_conv.sim.cocotb.fastpath import run_on_harness
     rng = np.random.default_rng(0)
@@ -373,11 +371,11 @@ def test_hw_bug_single_element_tiles_take_their_own_word_range():
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("kind", ["dw_act_short", "dw_weight_short"])
-@pytest.mark.xfail(strict=True, reason="hw/dw_seq.py reserves a depthwise block's result "
-                   "credits at its first tap; an abort inside the block issues no more taps, "
-                   "the credits stay reserved, Sequencer.idle_out never rises and Control "
-                   "waits in ABORT for drained: the accelerator hangs")
-def test_hw_bug_abort_inside_a_depthwise_block_recovers(kind):
+def test_abort_inside_a_depthwise_block_recovers(kind):
+    """Was a hang: a depthwise block's result credits are reserved at its first tap and
+    an abort inside the block left them reserved (now given back: DepthwiseSequencer
+    ``unreserve``), and a partly packed result beat never left (now flushed on abort:
+    ResultPacker ``flush``); Control waited in ABORT for ``drained`` for ever."""
     from systolic_conv.sim.cocotb.scenarios import scenario_base, scenario_layers
     from systolic_conv.sim.cocotb.fastpath import run_scenario_on_harness
     from systolic_conv.sim.harness import get_harness

@@ -10,6 +10,8 @@ ResultPacker:
   low bits; 1, 2, 3, 4 and 6 vectors per beat on ``acc_width`` 24, 32, 36 and 48;
 - a beat leaves the cycle after its last vector (full, or the final vector: a
   partial final beat), with its vector count and ``last`` on the final one only;
+- ``flush`` (an abort) sends a partly filled beat as it is (its count, no ``last``)
+  in the first cycle without a vector, and nothing when the beat is empty;
   ``o_valid`` never otherwise; vectors with random gaps, modes changing between
   invocations;
 ResultQueue:
@@ -138,6 +140,40 @@ PACK_CFGS = {
 
 SEGMENTS = [(NONE, 8, 3), (TFLITE, 8, 9), (TFLITE, 2, 1), (HALF_UP, 9, 5), (TFLITE, 16, 6),
             (NONE, 0, 1), (HALF_UP, 5, 8), (TFLITE, 8, 4), (TFLITE, 12, 1), (TFLITE, 7, 11)]
+
+
+def test_packer_flush_sends_a_partial_beat():
+    """An abort flushes: 3 of 4 8-bit vectors, then ``flush``; the beat leaves with
+    count 3 and no ``last``, once; ``flush`` on an empty packer sends nothing; a vector
+    arriving during ``flush`` is packed (the flush waits for a cycle without one)."""
+    cfg = PACK_CFGS["int8 acc32 4 cols"]
+    dut = ResultPacker(cfg)
+    vl = data.ArrayLayout(signed(cfg.acc_width), cfg.cols)
+    bl = packed_beat_layout(cfg)
+    vecs = [[(7 * i + c) % 100 - 50 for c in range(cfg.cols)] for i in range(4)]
+    # cycle: (i_valid vector index or None, flush)
+    sched = {2: (0, 0), 3: (1, 0), 5: (None, 0), 6: (2, 1), 7: (None, 1), 8: (None, 1),
+             9: (None, 1), 12: (3, 0), 14: (None, 1)}
+    beats = []
+
+    def step(ctx, t):
+        ctx.set(dut.mode, TFLITE)
+        ctx.set(dut.out_bits, 8)
+        v, fl = sched.get(t, (None, 0))
+        ctx.set(dut.i_valid, int(v is not None))
+        ctx.set(dut.i_final, 0)
+        ctx.set(dut.flush, fl)
+        ctx.set(dut.i_data.as_value(), pack(vl, vecs[v] if v is not None else [0] * cfg.cols))
+        if ctx.get(dut.o_valid):
+            beats.append((t, unpack(bl, ctx.get(dut.o_beat.as_value()))))
+        return t > 20
+
+    simulate(dut, step, 30)
+    assert [(t, b["count"], b["beat"]["last"]) for t, b in beats] == [(8, 3, 0), (15, 1, 0)]
+    bits, used = packed_bits(cfg, vecs[:3], 8)
+    assert beats[0][1]["beat"]["data"] & used == bits
+    bits, used = packed_bits(cfg, vecs[3:], 8)
+    assert beats[1][1]["beat"]["data"] & used == bits
 
 
 @pytest.mark.parametrize("name", sorted(PACK_CFGS))
