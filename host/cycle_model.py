@@ -405,8 +405,7 @@ class _Intake:
 
 def _dense(t, k, fast):
     """Counters of a dense invocation (see the module docstring)."""
-    R, D, Lr, f = k.rows, k.fifo, k.latency, t.pack
-    LAF, tra = k.load_after_fold, k.tile_ready
+    D, Lr, f = k.fifo, k.latency, t.pack
     H, B, G, sh = t.height, t.row_beats, t.pass_rows, t.stride_h
     Wo, folds = t.out_width, t.folds
     F = sum(folds)
@@ -600,7 +599,16 @@ def _dw(t, k, fast):
 
 class _DwRun:
     """One depthwise invocation, group by group, with fast-forward over periodic
-    output rows and channel words."""
+    output rows and channel words.
+
+    At a row or word boundary (cycle ``x0``: the previous group's first tap) the key
+    is what can still influence the future, relative to ``x0``: the previous block's
+    last tap, the recent credits (when they can bind) and either the intake's runs
+    or, when every row the rest of the word reads is already scheduled to be ready
+    before any group could read it (:meth:`_free`), nothing of the intake at all.
+    In the second case skipped rows and words replay their row releases
+    (``lo`` events) into the intake, so it stays exact for later words.
+    """
 
     def __init__(self, t, k, fast):
         self.t, self.k, self.fast = t, k, fast
@@ -615,6 +623,12 @@ class _DwRun:
         self.nblk = -(-t.out_width // R)
         self.last_rows = t.out_width - (self.nblk - 1) * R
         self.taps = t.kh * t.kw
+        # no output row takes fewer cycles: a group's first tap comes its reads and the
+        # previous group's taps after the previous group's first, and a block's last
+        # tap rows cycles or more after the previous block's
+        per_block = sum(max(n, self.pattern[g - 1][2])
+                        for g, (_ky, n, _tp, _f, _l) in enumerate(self.pattern))
+        self.row_min = self.nblk * max(per_block, R)
         self.pready = k.start + t.cotiles + k.param_wait
         self.total = t.cotiles * t.height
         self.vtot = t.cotiles * t.out_height * t.out_width
@@ -628,20 +642,26 @@ class _DwRun:
         self.E = _NEG        # the previous block's last tap
         self.V = 0           # result vectors of the blocks so far
         self.blocks = []     # recent blocks: (first vector, pixels, last tap)
+        self.rel = []        # the current word's row releases: (lo, cycle)
+        self.rel_x = {}      # release cycle of each evaluated row of the current word
+        self.free_w = None   # the current word reads no row late from here on
+        self.words = {}      # per word of the current regular stretch: (x0, counters, rel)
 
     # ---------------------------------------------------------------- the nest
     def run(self):
         t, k = self.t, self.k
-        H, Ho, sh, pt = t.height, t.out_height, t.stride_h, t.pad_top
         wseen = {}
         w = 0
         while w < t.cotiles:
             if self.fast and self._word_ff(w, wseen):
                 w = self._skip_to
                 continue
+            self.rel, self.rel_x, self.free_w = [], {}, None
+            self.free_retry, self.free_gap = 0, 1
+            self.words[w] = self._snapshot()
             rseen = {}
             oy = 0
-            while oy < Ho:
+            while oy < t.out_height:
                 if self.fast and self._row_ff(w, oy, rseen):
                     oy = self._skip_to
                     continue
@@ -657,14 +677,12 @@ class _DwRun:
     def _row(self, w, oy):
         """Every group of output row ``oy`` of word ``w``."""
         t, k = self.t, self.k
-        R, H, sh, pt, dh = k.rows, t.height, t.stride_h, t.pad_top, t.dil_h
-        y_row = oy * sh - pt
+        R, H, dh = k.rows, t.height, t.dil_h
+        y_row = oy * t.stride_h - t.pad_top
         gbase = w * H
         intake = self.intake
-        rowt = []
-        for ky in range(t.kh):
-            iy = y_row + ky * dh
-            rowt.append(intake.ready(gbase + iy) if 0 <= iy < H else _NEG)
+        rowt = [intake.ready(gbase + iy) if 0 <= iy < H else _NEG
+                for iy in range(y_row, y_row + t.kh * dh, dh)]
         c = self.c
         S, tp_prev, E = self.S, self.tp, self.E
         pready = self.pready
@@ -707,12 +725,14 @@ class _DwRun:
                         if len(self.blocks) > 2 * k.fifo + 16:
                             del self.blocks[:k.fifo]
                     self.V += rows_b
-                    if b == nblk - 1:
-                        # the read cursor moves on: lo follows from cycle L + 1
-                        self._next_lo(w, oy, L + 1)
         self.S, self.tp, self.E = S, tp_prev, E
+        # the read cursor moved on after the row's last read: lo follows from L + 1
+        self.rel_x[oy] = L + 1
+        self._release(w, oy, L + 1, True)
 
-    def _next_lo(self, w, oy, x):
+    def _release(self, w, oy, x, apply):
+        """The read cursor leaves row ``oy`` of word ``w`` in cycle ``x``: the new ``lo``
+        (recorded for replays; given to the intake when ``apply``)."""
         t = self.t
         if oy < t.out_height - 1:
             lo = w * t.height + max((oy + 1) * t.stride_h - t.pad_top, 0)
@@ -720,8 +740,10 @@ class _DwRun:
             lo = (w + 1) * t.height + max(-t.pad_top, 0)
         else:
             return                      # everything read: lo = all rows
-        self.intake.release(lo, x)
-        self.intake.prune(lo)
+        self.rel.append((lo, x))
+        if apply:
+            self.intake.release(lo, x)
+            self.intake.prune(lo)
 
     def _idle(self, a, S, RS, L, cred, wt):
         """Categories of the cycles ``[a, S)`` without a tap (dw_seq's priority)."""
@@ -755,7 +777,8 @@ class _DwRun:
                            f"{rows_b} pixels beside a partly packed beat")
 
     # ---------------------------------------------------------------- fast-forward
-    def _state_key(self, x0, r0):
+    def _key(self, x0):
+        """The state (intake aside) as seen from cycle ``x0``, relative to it."""
         k = self.k
         cred = None
         if self.credit:
@@ -764,98 +787,134 @@ class _DwRun:
                     tuple((v0 - self.V, rb, max(Eb - x0, lim))
                           for v0, rb, Eb in self.blocks if v0 + rb + k.fifo + self.t.pack
                           > self.V))
-        return (self.E - x0 if self.E > x0 - self.k.rows else None,
-                self.intake.key(x0, r0), cred)
+        return (self.E - x0 if self.E > x0 - k.rows else None, cred)
 
-    def _shift(self, dt, drows, dv):
+    def _shift(self, dt, dv):
         self.S += dt
         self.E += dt
-        self.intake.shift(dt, drows)
         if self.credit:
             keep = [b for b in self.blocks if b[0] + b[1] + self.k.fifo + self.t.pack > self.V]
             self.blocks = [(v0 + dv, rb, Eb + dt) for v0, rb, Eb in keep]
         self.V += dv
 
-    def _row_ff(self, w, oy, seen):
-        """Fast-forward over periodic regular output rows; True if rows were skipped
-        (``_skip_to`` is the next row to evaluate)."""
-        t, k = self.t, self.k
-        H, sh, pt = t.height, t.stride_h, t.pad_top
-        y = oy * sh - pt
-        sig = self._row_sig(w, oy)
-        if sig is None:
-            seen.clear()
+    def _need(self, w, oy):
+        """The last input row output row ``oy`` of word ``w`` reads (None: none)."""
+        t = self.t
+        y = oy * t.stride_h - t.pad_top
+        last = y + (t.kh - 1) * t.dil_h
+        if last < 0 or y > t.height - 1:
+            return None
+        return w * t.height + min(last, t.height - 1)
+
+    def _free(self, w, oy, x0):
+        """Whether no group of rows ``oy..`` of word ``w`` can wait for its input row: each
+        is scheduled and ready before row ``oy + j`` could begin (``x0 + j * row_min``,
+        ``x0`` the cycle the first group of row ``oy`` may begin its reads)."""
+        t, intake = self.t, self.intake
+        Ho, B = t.out_height, intake.beats
+        last = next((r for r in (self._need(w, o) for o in range(Ho - 1, oy - 1, -1))
+                     if r is not None), None)
+        if last is None:
+            return True
+        if (last + 1) * B > intake.nb:
             return False
-        x0 = self.S
-        key = (sig, self._state_key(x0, w * H + y))
-        hit = seen.get(key)
-        if hit is None:
-            seen[key] = (oy, x0, list(self.c), self.V)
-            return False
-        q, xq, cq, vq = hit
-        per = oy - q
-        n = 0
-        # rows oy .. oy + n*per - 1 are skipped: each must be regular
-        while self._row_sig(w, oy + (n + 1) * per - 1) == sig:
-            n += 1
-        if n == 0:
-            return False
-        dt = n * (x0 - xq)
-        for i in range(6):
-            self.c[i] += n * (self.c[i] - cq[i])
-        self._shift(dt, n * per * sh, n * (self.V - vq))
-        seen.clear()
-        self._skip_to = oy + n * per
-        SKIPS["row"] += n
+        if intake.ready(last) <= x0:
+            return True                 # the whole rest of the word is in already
+        # ready(need(o)) - bound(o) is piecewise linear in o: check the ends of the pieces
+        sh = t.stride_h
+        c0 = w * t.height - t.pad_top + (t.kh - 1) * t.dil_h      # need(o) = c0 + o*sh
+        cand = {oy, Ho - 1}
+        clip = -(-(w * t.height + t.height - 1 - c0) // sh)     # need(o) clipped from here
+        first = -(-(w * t.height - c0) // sh)                  # the first row reading a row
+        cand.update((clip - 1, clip, first - 1, first))
+        rk = intake.rk
+        for i in range(len(rk)):
+            ra = (rk[i] + 1 + B - 1) // B - 1          # first row whose last beat is in run i
+            o = -(-(ra - c0) // sh)
+            cand.update((o - 1, o))
+        for o in cand:
+            if oy <= o < Ho:
+                r = self._need(w, o)
+                if r is not None and intake.ready(r) > x0 + (o - oy) * self.row_min:
+                    return False
         return True
 
+    def _row_geo(self, oy):
+        """Whether output row ``oy`` reads only real rows and is neither the first nor
+        the last of its word (no weight gate, its release moves ``lo`` by the stride)."""
+        t = self.t
+        y = oy * t.stride_h - t.pad_top
+        return (1 <= oy <= t.out_height - 2 and y >= 0
+                and y + (t.kh - 1) * t.dil_h < t.height)
+
     def _row_sig(self, w, oy):
-        """The regime of output row ``oy``: equal for rows whose groups and intake
-        events are the same up to a shift, None for a row that is not regular."""
+        """The intake's regime at row ``oy`` (when it is not free): the releases move
+        its limit by the stride (1), or it holds every row already (2); None if
+        neither or the row is not regular."""
         t, k = self.t, self.k
-        H, sh, pt = t.height, t.stride_h, t.pad_top
-        y = oy * sh - pt
-        if not (1 <= oy <= t.out_height - 2 and y >= 0 and y + (t.kh - 1) * t.dil_h < H):
+        if not self._row_geo(oy):
             return None
-        if w * H + y + sh + k.ring_rows <= self.total:
+        y = oy * t.stride_h - t.pad_top
+        if w * t.height + y + t.stride_h + k.ring_rows <= self.total:
             return 1
         if self.intake.nb == self.intake.limit:
             return 2
         return None
 
-    def _word_ff(self, w, seen):
-        """Fast-forward over periodic channel words (like :meth:`_row_ff`)."""
-        t, k = self.t, self.k
-        sig = self._word_sig(w)
-        if sig is None:
+    def _row_ff(self, w, oy, seen):
+        """Fast-forward over periodic regular output rows; True if rows were skipped
+        (``_skip_to`` is the next row to evaluate)."""
+        t = self.t
+        if not self._row_geo(oy):
             seen.clear()
             return False
         x0 = self.S
-        H = t.height
-        wt = k.start + k.word_lag + (w + 1) * self.taps
-        key = (sig, self._state_key(x0, w * H + max(-t.pad_top, 0)),
-               wt - x0 if wt > x0 else 0)
+        if self.free_w != w and oy >= self.free_retry:
+            if self._free(w, oy, x0):
+                self.free_w = w
+            else:                       # try again later, less and less often
+                self.free_gap *= 2
+                self.free_retry = oy + self.free_gap
+        if self.free_w == w:
+            sig, key = 0, ("free", self._key(x0))
+        else:
+            sig = self._row_sig(w, oy)
+            if sig is None:
+                seen.clear()
+                return False
+            key = (sig, self._key(x0),
+                   self.intake.key(x0, w * t.height + oy * t.stride_h - t.pad_top))
         hit = seen.get(key)
         if hit is None:
-            seen[key] = (w, x0, list(self.c), self.V)
+            seen[key] = (oy, x0, list(self.c), self.V)
             return False
         q, xq, cq, vq = hit
-        per = w - q
+        per, d1 = oy - q, x0 - xq
         n = 0
-        while self._word_sig(w + (n + 1) * per - 1) == sig:
-            n += 1
+        if sig == 0:
+            while self._row_geo(oy + (n + 1) * per - 1):
+                n += 1
+        else:
+            while self._row_sig(w, oy + (n + 1) * per - 1) == sig:
+                n += 1
         if n == 0:
             return False
-        dt = n * (x0 - xq)
         for i in range(6):
             self.c[i] += n * (self.c[i] - cq[i])
-        self._shift(dt, n * per * H, n * (self.V - vq))
+        # the skipped rows' releases, periodic
+        for j in range(n * per):
+            self._release(w, oy + j, self.rel_x[q + j % per] + (j // per + 1) * d1, sig == 0)
+        if sig:
+            self.intake.shift(n * d1, n * per * t.stride_h)
+        self._shift(n * d1, n * (self.V - vq))
         seen.clear()
-        self._skip_to = w + n * per
-        SKIPS["word"] += n
+        self._skip_to = oy + n * per
+        SKIPS["row"] += n
         return True
 
     def _word_sig(self, w):
+        """The intake's regime over word ``w`` when it is not free (like
+        :meth:`_row_sig`); None for the first and last words."""
         t, k = self.t, self.k
         H = t.height
         if not 1 <= w <= t.cotiles - 2 or self.S is None:
@@ -867,6 +926,85 @@ class _DwRun:
                 >= self.total:
             return 2
         return None
+
+    def _word_ff(self, w, seen):
+        """Fast-forward over periodic channel words (like :meth:`_row_ff`)."""
+        t, k = self.t, self.k
+        H = t.height
+        if not 1 <= w <= t.cotiles - 2 or self.S is None:
+            seen.clear()
+            return False
+        x0 = self.S
+        wt = k.start + k.word_lag + (w + 1) * self.taps
+        state = (self._key(x0), wt - x0 if wt > x0 else 0)
+        free = self._free(w, 0, x0)
+        if free:
+            sig, key = 0, ("free", state)
+        else:
+            sig = self._word_sig(w)
+            if sig is None:
+                seen.clear()
+                return False
+            key = (sig, state, self.intake.key(x0, w * H + max(-t.pad_top, 0)))
+        hit = seen.get(key)
+        if hit is None:
+            seen[key] = w
+            return False
+        q = hit
+        per = w - q
+        if sig == 0:
+            w2 = self._replay_words(w, q, per)
+        else:
+            n = 0
+            while self._word_sig(w + (n + 1) * per - 1) == sig:
+                n += 1
+            if n == 0:
+                return False
+            xq, cq = self.words[q][0], self.words[q][1]
+            for i in range(6):
+                self.c[i] += n * (self.c[i] - cq[i])
+            self.intake.shift(n * (x0 - xq), n * per * H)
+            self._shift(n * (x0 - xq), n * per * t.out_height * t.out_width)
+            w2 = w + n * per
+        if w2 == w:
+            return False
+        seen.clear()
+        self.words = {}
+        self._skip_to = w2
+        SKIPS["word"] += w2 - w
+        return True
+
+    def _snapshot(self):
+        """The state at a word's start, for :meth:`_replay_words` (``rel`` fills up as
+        the word is evaluated)."""
+        return (self.S, list(self.c), self.rel, self.V, self.E, list(self.blocks))
+
+    def _replay_words(self, w, q, per):
+        """Words ``w, w+1, ...`` as the free words ``q .. w-1`` repeated, one at a time
+        while each is free: word ``w2`` ends in the state word ``ref`` ended in, shifted
+        by the cycles and vectors between their starts, and replays ``ref``'s row
+        releases into the intake. Returns the next word to evaluate."""
+        t = self.t
+        H = t.height
+        log = dict(self.words)
+        log[w] = self._snapshot()
+        w2 = w
+        while w2 <= t.cotiles - 2:
+            if w2 > w and not self._free(w2, 0, self.S):
+                break
+            ref = q + (w2 - w) % per
+            x_ref, c_ref, rel, v_ref = log[ref][:4]
+            x_nxt, c_nxt, _rel, v_nxt, e_nxt, b_nxt = log[ref + 1]
+            dt, dv = self.S - x_ref, self.V - v_ref
+            for i in range(6):
+                self.c[i] += c_nxt[i] - c_ref[i]
+            for lo, x in rel:
+                self.intake.release(lo + (w2 - ref) * H, x + dt)
+            self.intake.prune((w2 + 1) * H)
+            self.S, self.E, self.V = x_nxt + dt, e_nxt + dt, v_nxt + dv
+            self.blocks = [(v0 + dv, rb, Eb + dt) for v0, rb, Eb in b_nxt]
+            w2 += 1
+        return w2
 
 
 # ----------------------------------------------------------------------------- per tile
