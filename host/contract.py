@@ -10,7 +10,8 @@ This module is the single definition of
   no-wrap proof (:func:`acc_bound_ok`, :func:`max_reduction_tile`);
 * requantization with its named rounding rules
   (:func:`saturating_rounding_doubling_high_mul`, :func:`rounding_divide_by_pot`,
-  :func:`round_shift_half_up`, :class:`Requant`, :func:`requantize`).
+  :func:`round_shift_half_up`, :func:`left_shift_wrap32`, :class:`Requant`,
+  :func:`requantize`).
 
 The golden model, the RTL checks and the host driver all import from here.
 """
@@ -25,11 +26,11 @@ import numpy as np
 __all__ = [
     "DATA_WIDTHS", "BIAS_WIDTH", "ACC_MAX_WIDTH", "PADDING_MODES", "REQUANT_MODES",
     "TFLITE_M_MAX", "TFLITE_S_MAX", "HALF_UP_M_WIDTH", "HALF_UP_S_MAX",
-    "default_acc_width", "normalize_pair", "compute_padding", "output_size",
+    "default_acc_width", "check_data_width", "normalize_pair", "compute_padding", "output_size",
     "ConvGeometry", "conv_geometry", "check_int_tensor", "int_range",
     "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
-    "round_shift_half_up", "Requant", "requantize", "acc_bound_ok",
-    "max_reduction_tile",
+    "round_shift_half_up", "left_shift_wrap32", "Requant", "requantize", "acc_bound_ok",
+    "max_reduction_tile", "TFLITE_S_MIN",
 ]
 
 #: Operand widths (bits, signed) the hardware and the golden model support.
@@ -42,9 +43,12 @@ ACC_MAX_WIDTH = 48
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 #: Requantization rounding modes.
 REQUANT_MODES = ("tflite", "half_up")
-#: ``tflite`` mode: M is a non-negative Q31 int32, S a right shift.
+#: ``tflite`` mode: M is a non-negative Q31 int32, S a right shift in
+#: ``0..TFLITE_S_MAX`` or, when negative, a left shift by ``-S`` (down to
+#: ``TFLITE_S_MIN``).
 TFLITE_M_MAX = 2**31 - 1
 TFLITE_S_MAX = 31
+TFLITE_S_MIN = -31
 #: ``half_up`` mode: M is an unsigned integer of this many bits. With a
 #: 48-bit accumulator the product ``acc * M`` needs 48 + 16 = 64 signed bits
 #: (``|acc * M| <= 2**47 * (2**16 - 1) < 2**63``): it fits int64 exactly.
@@ -70,6 +74,22 @@ def default_acc_width(data_width):
         32 for 8-bit data, 48 for 16-bit data, 24 for 4-bit data.
     """
     return 2 * _as_int(data_width, "data_width") + 16
+
+
+def check_data_width(value, name="data_width"):
+    """``value`` as an int if it is one of :data:`DATA_WIDTHS`, else an error naming ``name``.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not an integer.
+    ValueError
+        When it is not 4, 8 or 16.
+    """
+    value = _as_int(value, name)
+    if value not in DATA_WIDTHS:
+        raise ValueError(f"{name}={value} must be one of {DATA_WIDTHS}")
+    return value
 
 
 def int_range(width):
@@ -444,18 +464,35 @@ def _int_tensor_extremes(arr, name, width):
 # Accumulator bound
 # --------------------------------------------------------------------------
 
-def acc_bound_ok(k_tile, x_absmax, w_absmax, b_absmax, acc_width):
+def _left_shift(value):
+    left = operator.index(value)
+    if not 0 <= left <= -TFLITE_S_MIN:
+        raise ValueError(f"left_shift={left} must be in [0, {-TFLITE_S_MIN}]")
+    return left
+
+
+def acc_bound_ok(k_tile, x_absmax, w_absmax, b_absmax, acc_width, left_shift=0):
     """Prove that a reduction tile cannot wrap a signed ``acc_width``-bit accumulator.
 
-    True iff ``k_tile * x_absmax * w_absmax + b_absmax < 2**(acc_width - 1)``
+    True iff ``B = k_tile * x_absmax * w_absmax + b_absmax < 2**(acc_width - 1)``
     (exact Python-int arithmetic). ``x_absmax`` must include the pad value.
+
+    With ``left_shift`` L > 0 (a ``tflite`` :class:`Requant` whose shift is
+    ``-L``) the requantizer multiplies the accumulator by ``2**L`` in int32
+    arithmetic, which wraps (see :func:`left_shift_wrap32`); the proof then also
+    requires ``B * 2**L < 2**31``, i.e. the accumulator behaves as if it had
+    ``min(acc_width, 32 - L)`` bits. ``left_shift`` is in ``0..31``.
     """
     k, x, w, b, aw = (operator.index(v) for v in (k_tile, x_absmax, w_absmax, b_absmax, acc_width))
-    return k * x * w + b < (1 << (aw - 1))
+    left = _left_shift(left_shift)
+    bound = k * x * w + b
+    return bound < 1 << (aw - 1) and (not left or bound << left < 1 << 31)
 
 
-def max_reduction_tile(x_absmax, w_absmax, b_absmax, acc_width):
+def max_reduction_tile(x_absmax, w_absmax, b_absmax, acc_width, left_shift=0):
     """Largest reduction length K for which :func:`acc_bound_ok` holds.
+
+    ``left_shift`` as in :func:`acc_bound_ok`.
 
     Returns
     -------
@@ -465,7 +502,9 @@ def max_reduction_tile(x_absmax, w_absmax, b_absmax, acc_width):
         bias fits).
     """
     x, w, b, aw = (operator.index(v) for v in (x_absmax, w_absmax, b_absmax, acc_width))
-    room = (1 << (aw - 1)) - 1 - b
+    left = _left_shift(left_shift)
+    limit = min(1 << (aw - 1), 1 << (31 - left)) if left else 1 << (aw - 1)
+    room = limit - 1 - b
     if room < 0:
         return 0
     if x * w == 0:
@@ -589,6 +628,36 @@ def round_shift_half_up(v, s):
     return _scalar_or_array((v64 + half) >> s64, v, s)
 
 
+def left_shift_wrap32(x, left):
+    """Two's-complement int32 product ``x * 2**left``: the low 32 bits, as a signed value.
+
+    TFLite's ``MultiplyByQuantizedMultiplier`` forms ``x * (1 << left_shift)`` in
+    int32; C++ leaves the overflow undefined and every compiled TFLite kernel
+    wraps (LiteRT's reference kernels included, checked in the tests). This is
+    that wrap, defined for any ``x`` within int64: only the low
+    ``32 - left`` bits of ``x`` matter.
+
+    Parameters
+    ----------
+    x : int or array_like of int
+        Signed, within int64.
+    left : int or array_like of int
+        0..31, broadcast against ``x``.
+
+    Returns
+    -------
+    numpy.int64 or numpy.ndarray of int64
+        In ``[-2**31, 2**31 - 1]``.
+    """
+    x64, l64 = _int64(x, "x"), _int64(left, "left")
+    if l64.size and (int(l64.min()) < 0 or int(l64.max()) > -TFLITE_S_MIN):
+        bad = int(l64.min()) if int(l64.min()) < 0 else int(l64.max())
+        raise ValueError(f"left={bad} must be in [0, {-TFLITE_S_MIN}]")
+    low = (x64 & ((np.int64(1) << (32 - l64)) - 1)) << l64     # 0 .. 2**32 - 1
+    r = np.where(low >= 1 << 31, low - (1 << 32), low)
+    return _scalar_or_array(r, x, left)
+
+
 def _check_range(a, name, width):
     if a.size:
         lo, hi = int_range(width)
@@ -623,23 +692,36 @@ def _int_or_ints(value, name):
 class Requant:
     """Requantization parameters (per output channel or per tensor).
 
-    ``tflite`` mode (gemmlowp / TFLite int8 rule)::
+    ``tflite`` mode (gemmlowp / TFLite int8 rule, ``MultiplyByQuantizedMultiplier``)::
 
+        x = acc                                   if S >= 0
+        x = left_shift_wrap32(acc, -S)            if S < 0
         q = clamp(rounding_divide_by_pot(
-                saturating_rounding_doubling_high_mul(acc, M), S) + out_zero_point, lo, hi)
+                saturating_rounding_doubling_high_mul(x, M), max(S, 0))
+                + out_zero_point, qmin, qmax)
 
     with ``M`` a Q31 int32, ``0 <= M <= 2**31 - 1`` (real multiplier ``M / 2**31``)
-    and ``S`` a right shift in ``0..31``.
+    and ``S`` in ``-31..31``: a right shift when ``S >= 0``, a left shift by
+    ``L = -S`` applied to the accumulator *before* the high multiply when
+    negative (real multiplier ``M / 2**31 * 2**L``, for effective scales
+    ``>= 1``). **The sign is the opposite of TFLite's** ``shift`` argument
+    (positive = left there): ``S = -tflite_shift``. The left shift is TFLite's
+    int32 arithmetic: ``acc * 2**L`` keeps its low 32 bits (two's-complement
+    wrap, :func:`left_shift_wrap32`), as LiteRT's kernels compute it. With
+    ``S >= 0`` a wider accumulator (up to :data:`ACC_MAX_WIDTH` bits) enters
+    the high multiply unwrapped.
 
     ``half_up`` mode (cheapest hardware)::
 
-        q = clamp(round_shift_half_up(acc * M, S) + out_zero_point, lo, hi)
+        q = clamp(round_shift_half_up(acc * M, S) + out_zero_point, qmin, qmax)
 
     with ``M`` unsigned, ``0 <= M < 2**HALF_UP_M_WIDTH`` (16 bits), ``S`` in
     ``0..HALF_UP_S_MAX`` (47); ``acc * M`` (48 x 16 bits) is exact in int64.
 
-    ``lo, hi = -2**(out_width-1), 2**(out_width-1) - 1``; with ``relu`` the lower
-    clamp is ``max(lo, out_zero_point)``.
+    Clamp bounds: ``qmin = act_min`` and ``qmax = act_max`` when given;
+    otherwise the output range ``-2**(out_width-1) .. 2**(out_width-1) - 1``,
+    with ``relu=True`` the shorthand for ``act_min=out_zero_point``. Giving both
+    ``relu=True`` and ``act_min`` is an error (one lower bound, stated once).
 
     Parameters
     ----------
@@ -653,7 +735,10 @@ class Requant:
     out_width : int
         Output width in bits, 2..32 (default 8).
     relu : bool
-        Clamp at the zero point from below.
+        Clamp at the zero point from below (``act_min=out_zero_point``).
+    act_min, act_max : int, optional
+        Clamp bounds (a fused activation's ``activation_min/max``), within the
+        output range, ``act_min <= act_max``; None for the defaults above.
     """
 
     mode: str = "tflite"
@@ -662,6 +747,8 @@ class Requant:
     out_zero_point: int = 0
     out_width: int = 8
     relu: bool = False
+    act_min: object = None
+    act_max: object = None
 
     def __post_init__(self):
         if not isinstance(self.mode, str) or self.mode not in REQUANT_MODES:
@@ -675,17 +762,18 @@ class Requant:
         if not ss:
             raise ValueError("shift=() must not be empty")
         if self.mode == "tflite":
-            m_max, s_max, m_what = TFLITE_M_MAX, TFLITE_S_MAX, "Q31 int32"
+            m_max, s_min, s_max, m_what = TFLITE_M_MAX, TFLITE_S_MIN, TFLITE_S_MAX, "Q31 int32"
         else:
-            m_max, s_max = (1 << HALF_UP_M_WIDTH) - 1, HALF_UP_S_MAX
+            m_max, s_min, s_max = (1 << HALF_UP_M_WIDTH) - 1, 0, HALF_UP_S_MAX
             m_what = f"unsigned {HALF_UP_M_WIDTH}-bit"
         for v in ms:
             if not 0 <= v <= m_max:
                 raise ValueError(f"multiplier={v} must be in [0, {m_max}] "
                                  f"({m_what}) for mode={self.mode!r}")
         for v in ss:
-            if not 0 <= v <= s_max:
-                raise ValueError(f"shift={v} must be in [0, {s_max}] for mode={self.mode!r}")
+            if not s_min <= v <= s_max:
+                raise ValueError(f"shift={v} must be in [{s_min}, {s_max}] "
+                                 f"for mode={self.mode!r}")
         if isinstance(m, tuple) and isinstance(s, tuple) and len(m) != len(s):
             raise ValueError(f"multiplier has {len(m)} channels but shift has {len(s)}")
         out_width = _as_int(self.out_width, "out_width")
@@ -698,22 +786,51 @@ class Requant:
                              f"output range [{lo}, {hi}]")
         if not isinstance(self.relu, (bool, np.bool_)):
             raise TypeError(f"relu={self.relu!r} must be a bool")
-        object.__setattr__(self, "multiplier", m)
-        object.__setattr__(self, "shift", s)
-        object.__setattr__(self, "out_width", out_width)
-        object.__setattr__(self, "out_zero_point", zp)
-        object.__setattr__(self, "relu", bool(self.relu))
+        act_min = self._bound(self.act_min, "act_min", out_width)
+        act_max = self._bound(self.act_max, "act_max", out_width)
+        if self.relu and act_min is not None:
+            raise ValueError(f"relu=True is shorthand for act_min=out_zero_point: give "
+                             f"relu=True or act_min={act_min}, not both")
+        low = zp if self.relu else act_min
+        if low is not None and act_max is not None and low > act_max:
+            what = f"out_zero_point={zp} (relu=True)" if self.relu else f"act_min={act_min}"
+            raise ValueError(f"act_max={act_max} must be >= {what}")
+        for name, value in (("multiplier", m), ("shift", s), ("out_width", out_width),
+                            ("out_zero_point", zp), ("relu", bool(self.relu)),
+                            ("act_min", act_min), ("act_max", act_max)):
+            object.__setattr__(self, name, value)
+
+    @staticmethod
+    def _bound(value, name, out_width):
+        if value is None:
+            return None
+        v = _as_int(value, name) if _is_int(value) else None
+        if v is None:
+            raise TypeError(f"{name}={value!r} must be an int or None")
+        lo, hi = int_range(out_width)
+        if not lo <= v <= hi:
+            raise ValueError(f"{name}={v} must be within the {out_width}-bit "
+                             f"output range [{lo}, {hi}]")
+        return v
 
     @property
     def qmin(self):
-        """Lower clamp (``max(lo, out_zero_point)`` with ReLU)."""
+        """Lower clamp: ``act_min``, else ``out_zero_point`` with ReLU, else the range's low end."""
+        if self.act_min is not None:
+            return self.act_min
         lo = int_range(self.out_width)[0]
         return max(lo, self.out_zero_point) if self.relu else lo
 
     @property
     def qmax(self):
-        """Upper clamp ``2**(out_width-1) - 1``."""
-        return int_range(self.out_width)[1]
+        """Upper clamp: ``act_max``, else ``2**(out_width-1) - 1``."""
+        return self.act_max if self.act_max is not None else int_range(self.out_width)[1]
+
+    @property
+    def left_shift(self):
+        """Largest left shift ``max(-S, 0)`` over the channels (0 when every S >= 0)."""
+        s = self.shift if isinstance(self.shift, tuple) else (self.shift,)
+        return max(0, -min(s))
 
     @property
     def channels(self):
@@ -742,6 +859,12 @@ def requantize(acc, requant, channel_axis=1):
     -------
     numpy.ndarray of int64
         Same shape as ``acc``.
+
+    Notes
+    -----
+    ``tflite`` mode with a negative shift (left shift) wraps ``acc * 2**L`` to
+    int32 exactly as TFLite does; :func:`acc_bound_ok` with ``left_shift``
+    proves when that cannot happen.
     """
     if not isinstance(requant, Requant):
         raise TypeError(f"requant must be a Requant, not {type(requant).__name__}")
@@ -761,7 +884,9 @@ def requantize(acc, requant, channel_axis=1):
         M = M.reshape(bshape) if M.ndim else M
         S = S.reshape(bshape) if S.ndim else S
     if requant.mode == "tflite":
-        v = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(a, M), S)
+        if requant.left_shift:
+            a = np.where(S < 0, left_shift_wrap32(a, np.maximum(-S, 0)), a)
+        v = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(a, M), np.maximum(S, 0))
     else:
         v = round_shift_half_up(a * M, S)       # |a * M| < 2**63: exact
     v = np.asarray(v, dtype=np.int64) + requant.out_zero_point

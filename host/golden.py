@@ -38,14 +38,14 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .contract import (BIAS_WIDTH, PADDING_MODES, _as_int, _int_tensor_extremes,
-                       conv_geometry, int_range)
+from .contract import (BIAS_WIDTH, DATA_WIDTHS, PADDING_MODES, _as_int, _int_tensor_extremes,
+                       check_data_width, conv_geometry, int_range)
 
 __all__ = ["conv2d_int", "conv2d_float", "pad_input", "choose_arithmetic", "release_workspace",
            "GOLDEN_DATA_WIDTHS", "METHODS"]
 
-#: Operand widths the golden model accepts (the hardware uses DATA_WIDTHS).
-GOLDEN_DATA_WIDTHS = range(2, 17)
+#: Operand widths the golden model accepts: the hardware's (:data:`.contract.DATA_WIDTHS`).
+GOLDEN_DATA_WIDTHS = DATA_WIDTHS
 #: Values of ``conv2d_int(method=...)``.
 METHODS = ("auto", "float32", "float64", "int64")
 
@@ -254,9 +254,7 @@ def conv2d_int(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         ``(N, C_out, H_out, W_out)``, or ``(C_out, H_out, W_out)`` for an
         unbatched input.
     """
-    data_width = _as_int(data_width, "data_width")
-    if data_width not in GOLDEN_DATA_WIDTHS:
-        raise ValueError(f"data_width={data_width} must be in [2, 16]")
+    data_width = check_data_width(data_width)
     x, x_min, x_max = _int_tensor_extremes(x, "x", data_width)
     weight, w_min, w_max = _int_tensor_extremes(weight, "weight", data_width)
     if bias is not None:

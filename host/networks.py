@@ -16,7 +16,7 @@ import pathlib
 from dataclasses import dataclass, asdict
 
 __all__ = ["LayerSpec", "NETWORKS", "network", "load_layers", "layers_from_torch",
-           "estimate_layers"]
+           "estimate_layers", "LAYER_SCHEMA", "validate_layer_dict"]
 
 
 @dataclass
@@ -77,9 +77,12 @@ class LayerSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d):
-        keys = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in keys})
+    def from_dict(cls, d, where="layer"):
+        """A layer from a dict checked against :data:`LAYER_SCHEMA` (``name`` required)."""
+        validate_layer_dict(d, where)
+        if "name" not in d:
+            raise ValueError(f"{where}: missing key 'name' (a string)")
+        return cls(**d)
 
     def __str__(self):
         kh, kw = self.kernel_size
@@ -181,13 +184,119 @@ def network(name):
     return layers
 
 
+# ----------------------------------------------------------------------------- layer files
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive(v):
+    return _is_int(v) and v >= 1
+
+
+def _pair_of(test):
+    def check(v):
+        return test(v) or (isinstance(v, list) and len(v) == 2 and all(test(t) for t in v))
+    return check
+
+
+def _padding_ok(v):
+    return v in ("same", "valid") or _pair_of(lambda t: _is_int(t) and t >= 0)(v)
+
+
+#: Keys of a layer in a layer file: (what the value must be, test, required).
+LAYER_SCHEMA = {
+    "name": ("a string", lambda v: isinstance(v, str), False),
+    "net": ("a string", lambda v: isinstance(v, str), False),
+    "N": ("a positive integer", _positive, False),
+    "C_in": ("a positive integer", _positive, True),
+    "H": ("a positive integer", _positive, True),
+    "W": ("a positive integer", _positive, True),
+    "C_out": ("a positive integer", _positive, True),
+    "kernel_size": ("a positive integer or a list of two", _pair_of(_positive), False),
+    "stride": ("a positive integer or a list of two", _pair_of(_positive), False),
+    "padding": ("a non-negative integer, a list of two, 'same' or 'valid'", _padding_ok, False),
+    "dilation": ("a positive integer or a list of two", _pair_of(_positive), False),
+    "groups": ("a positive integer", _positive, False),
+    "bias": ("true or false", lambda v: isinstance(v, bool), False),
+    "padding_mode": ("one of 'zeros', 'reflect', 'replicate', 'circular'",
+                     lambda v: v in ("zeros", "reflect", "replicate", "circular"), False),
+}
+
+
+def validate_layer_dict(d, where):
+    """Check one layer dict against :data:`LAYER_SCHEMA`; ``where`` prefixes the error.
+
+    Raises
+    ------
+    ValueError
+        An unknown key (with the closest known one), a missing required key,
+        or a value of the wrong type, each named with ``where``.
+    """
+    import difflib
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: a layer must be an object, not {type(d).__name__}")
+    for key in d:
+        if key not in LAYER_SCHEMA:
+            close = difflib.get_close_matches(str(key), LAYER_SCHEMA, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{hint}; known keys: "
+                             f"{', '.join(LAYER_SCHEMA)}")
+    for key, (what, test, required) in LAYER_SCHEMA.items():
+        if key not in d:
+            if required:
+                raise ValueError(f"{where}: missing key {key!r} ({what})")
+            continue
+        if not test(d[key]):
+            raise ValueError(f"{where}: key {key!r} must be {what}, not {d[key]!r}")
+
+
 def load_layers(path):
-    """Layers from a JSON file: a list of layer dicts, or ``{"layers": [...]}``
-    (the format of ``bench/layers.json``)."""
-    data = json.loads(pathlib.Path(path).read_text())
+    """Layers from a JSON layer file, validated against :data:`LAYER_SCHEMA`.
+
+    The file holds a list of layer objects, or ``{"layers": [...]}`` with an
+    optional ``"about"`` string (the format of ``bench/layers.json``). A layer
+    needs ``C_in``, ``H``, ``W``, ``C_out``; the other keys take
+    ``nn.Conv2d``'s defaults (``kernel_size`` 3). Layers without a ``name`` are
+    called ``layer<i>``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not JSON, an unknown key, a missing key, a value of the wrong type, or
+        a layer ``nn.Conv2d`` rejects; the message names the file, the layer and
+        the key.
+    """
+    path = pathlib.Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(data, dict):
+        extra = sorted(set(data) - {"layers", "about"})
+        if extra:
+            raise ValueError(f"{path}: unknown top-level key {extra[0]!r}; known keys: "
+                             f"layers, about")
+        if "layers" not in data:
+            raise ValueError(f"{path}: missing top-level key 'layers'")
         data = data["layers"]
-    return [LayerSpec.from_dict(d) for d in data]
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of layers")
+    layers = []
+    for i, d in enumerate(data):
+        label = f"layer {i}" + (f" ({d['name']!r})" if isinstance(d, dict) and
+                                isinstance(d.get("name"), str) else "")
+        where = f"{path}: {label}"
+        validate_layer_dict(d, where)
+        layer = LayerSpec.from_dict({"name": f"layer{i}", **d}, where)
+        try:
+            layer.geometry()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        layers.append(layer)
+    return layers
 
 
 def layers_from_torch(model, input_shape):

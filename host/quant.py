@@ -15,8 +15,9 @@ reflect / replicate / circular padding hold (quantized) copies of input
 values and contribute like any input tap.
 
 Also the multiplier helpers for requantization: :func:`quantize_multiplier`
-(TFLite's ``QuantizeMultiplier`` restricted to a right shift) and
-:func:`quantize_multiplier_half_up`.
+(TFLite's ``QuantizeMultiplier`` restricted to a right shift),
+:func:`quantize_multiplier_tflite` (TFLite's ``QuantizeMultiplier`` exactly, left
+shifts included) and :func:`quantize_multiplier_half_up`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .contract import (BIAS_WIDTH, HALF_UP_M_WIDTH, HALF_UP_S_MAX, TFLITE_M_MAX,
-                       TFLITE_S_MAX, Requant, _as_int, conv_geometry, int_range)
-from .golden import GOLDEN_DATA_WIDTHS, conv2d_float, conv2d_int
+                       TFLITE_S_MAX, TFLITE_S_MIN, Requant, check_data_width,
+                       conv_geometry, int_range)
+from .golden import conv2d_float, conv2d_int
 
 __all__ = ["QuantReport", "quantize_symmetric", "quantized_conv2d",
-           "quantize_multiplier", "quantize_multiplier_half_up", "make_requant"]
+           "quantize_multiplier", "quantize_multiplier_half_up", "quantize_multiplier_tflite",
+           "make_requant"]
 
 
 def quantize_symmetric(t, data_width=8, axis=None):
@@ -56,7 +59,7 @@ def quantize_symmetric(t, data_width=8, axis=None):
     t = np.asarray(t, dtype=np.float64)
     if not np.all(np.isfinite(t)):
         raise ValueError("cannot quantize a tensor holding inf or nan")
-    qmax = int_range(_as_int(data_width, "data_width"))[1]
+    qmax = int_range(check_data_width(data_width))[1]
     if axis is None:
         amax = float(np.abs(t).max()) if t.size else 0.0
         scale = amax / qmax if amax > 0 else 1.0
@@ -140,9 +143,7 @@ def quantized_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     x = np.asarray(x, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     bias = None if bias is None else np.asarray(bias, dtype=np.float64)
-    data_width = _as_int(data_width, "data_width")
-    if data_width not in GOLDEN_DATA_WIDTHS:
-        raise ValueError(f"data_width={data_width} must be in [2, 16]")
+    data_width = check_data_width(data_width)
     geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                padding_mode=padding_mode)
     g = conv_geometry(x.shape, weight.shape, None if bias is None else bias.shape, **geo)
@@ -239,6 +240,46 @@ def quantize_multiplier(real_multiplier):
     return M, S
 
 
+def quantize_multiplier_tflite(real_multiplier):
+    """TFLite's ``QuantizeMultiplier``, bit for bit, in the contract's shift convention.
+
+    ``q, e = frexp(real)``; ``M = round(q * 2**31)`` (half away from zero); a
+    carry to ``2**31`` halves ``M`` and increments ``e``; ``e < -31`` flushes
+    to ``M = 0, e = 0``; ``real = 0`` gives ``(0, 0)``. TFLite's shift is ``e``
+    (positive = left shift); the returned ``S = -e`` is the :class:`Requant`
+    shift (negative = left shift). This is how TFLite derives a conv layer's
+    per-channel multipliers from ``input_scale * filter_scale[c] / output_scale``
+    (computed in double).
+
+    Parameters
+    ----------
+    real_multiplier : float or array_like of float
+        Non-negative, finite, below ``2**31`` (a left shift of at most 31).
+
+    Returns
+    -------
+    (M, S)
+        Python ints, or int64 arrays for array input.
+    """
+    r = np.asarray(real_multiplier, dtype=np.float64)
+    flat = r.reshape(-1)
+    bad = flat[~np.isfinite(flat) | (flat < 0) | (flat >= 2.0**-TFLITE_S_MIN)]
+    if bad.size:
+        raise ValueError(f"real_multiplier={float(bad[0])!r} must be in [0, 2**{-TFLITE_S_MIN}) "
+                         f"(a left shift of at most {-TFLITE_S_MIN})")
+    q, e = np.frexp(r)
+    M = np.floor(q * 2.0**31 + 0.5)             # q >= 0: floor(x + 0.5) is std::round
+    carry = M == 2.0**31
+    M = np.where(carry, 2.0**30, M)
+    e = np.where(carry, e + 1, e)
+    flush = e < -TFLITE_S_MAX
+    M = np.where(flush, 0, M).astype(np.int64)
+    S = np.where(flush, 0, -e).astype(np.int64)
+    if r.ndim == 0:
+        return int(M), int(S)
+    return M, S
+
+
 def quantize_multiplier_half_up(real_multiplier):
     """Unsigned multiplier and right shift for the ``half_up`` requantizer.
 
@@ -269,8 +310,15 @@ def quantize_multiplier_half_up(real_multiplier):
     return M, S
 
 
-def make_requant(real_multiplier, out_zero_point=0, mode="tflite", out_width=8, relu=False):
-    """Build a :class:`.contract.Requant` from real multipliers (scalar or per channel)."""
+def make_requant(real_multiplier, out_zero_point=0, mode="tflite", out_width=8, relu=False,
+                 act_min=None, act_max=None):
+    """Build a :class:`.contract.Requant` from real multipliers (scalar or per channel).
+
+    ``tflite`` mode uses :func:`quantize_multiplier` (reals below 1, right
+    shifts only); for TFLite's own parameters, left shifts included, use
+    :func:`quantize_multiplier_tflite`. ``relu``, ``act_min`` and ``act_max``
+    are :class:`.contract.Requant`'s clamp arguments.
+    """
     if mode == "tflite":
         M, S = quantize_multiplier(real_multiplier)
     elif mode == "half_up":
@@ -280,4 +328,4 @@ def make_requant(real_multiplier, out_zero_point=0, mode="tflite", out_width=8, 
     if np.ndim(M):
         M, S = tuple(int(v) for v in M), tuple(int(v) for v in S)
     return Requant(mode=mode, multiplier=M, shift=S, out_zero_point=out_zero_point,
-                   out_width=out_width, relu=relu)
+                   out_width=out_width, relu=relu, act_min=act_min, act_max=act_max)

@@ -359,6 +359,10 @@ def _depthwise_parts(cfg, x, w, sw, pl, pr, out_width, pad_value):
     # each row padded with the pad value, then split into stride_w column phases
     Wpad = pl + W + pr
     pw = dw_phase_words(cfg, out_width, Wpad, sw)
+    if sw * pw * P > cfg.max_width:
+        raise ValueError(f"a depthwise row of {Wpad} padded columns in {sw} phases needs "
+                         f"{sw * pw * P} pixels of line buffer, more than max_width="
+                         f"{cfg.max_width} (the planner cuts such layers into column strips)")
     xc = np.full((cwords * R, H, Wpad), int(pad_value), dtype=np.int64)
     xc[c_in:] = 0
     xc[:c_in, :, pl:pl + W] = x

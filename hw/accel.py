@@ -90,6 +90,8 @@ class Conv2dAccelerator(wiring.Component):
         for blk in (par, wst, lb, seq):
             m.d.comb += [blk.layer.eq(layer), blk.start.eq(ctl.start), blk.run.eq(ctl.run),
                          blk.abort.eq(ctl.abort)]
+        for blk in (par, wst, lb):
+            m.d.comb += blk.begin.eq(ctl.begin)
         m.d.comb += [wld.layer.eq(layer), wld.start.eq(ctl.start), wld.run.eq(ctl.run),
                      ctl.err.eq(par.err | wst.err | lb.err),
                      ctl.work_done.eq(seq.done & seq.idle_out & par.done & wst.done & lb.done),

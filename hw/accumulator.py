@@ -98,8 +98,9 @@ class Accumulator(wiring.Component):
         par = Signal(data.ArrayLayout(channel_params_layout(cfg), C))
         val = Signal(data.ArrayLayout(signed(pw), C))
         caps = Array(self.captures[r] for r in range(R))
+        row = t_a.row + 1 if "dw_drain_row_off" in faults else t_a.row
         m.d.sync += [prev.eq(rp.data), par.eq(self.lanes_data),
-                     val.eq(Mux(dwm, caps[t_a.row], self.dense_sums))]
+                     val.eq(Mux(dwm, caps[row[:len(t_a.row)]], self.dense_sums))]
         # A + 1: the sum, which is the write register and the requantizer's input
         total = Signal(data.ArrayLayout(signed(aw), C))
         for c in range(C):

@@ -139,6 +139,9 @@ class HardwareConfig:
             raise ValueError(f"out_fifo_depth must be at least 4, not {self.out_fifo_depth!r}")
         if self.lb_rows < 2:
             raise ValueError(f"lb_rows must be at least 2, not {self.lb_rows!r}")
+        if self.out_fifo_depth < self.acc_width // 8:
+            raise ValueError(f"out_fifo_depth must hold a beat of packed results, at least "
+                             f"{self.acc_width // 8}, not {self.out_fifo_depth!r}")
         if self.depthwise_mode and self.out_fifo_depth < 2 * self.rows:
             raise ValueError(f"out_fifo_depth must be at least 2*rows={2 * self.rows} "
                              f"(a depthwise block's results), not {self.out_fifo_depth!r}")

@@ -1,12 +1,14 @@
 """Run control: the descriptor, its checks, the layer configuration and the status.
 
-States: ``IDLE`` (``i_desc`` ready) -> ``CHECK0..2`` -> ``RUN`` -> ``STATUS`` -> ``IDLE``,
+States: ``IDLE`` (``i_desc`` ready) -> ``CHECK0..3`` -> ``RUN`` -> ``STATUS`` -> ``IDLE``,
 with ``ABORT`` in place of ``RUN`` after a descriptor that fails a check or a fatal
-stream error. The checks take three cycles, each a registered step: ``CHECK0``
+stream error. The checks take four cycles, each a registered step: ``CHECK0``
 takes the products of descriptor fields, ``CHECK1`` the derived figures every
 block uses (:func:`layer_layout`), ``CHECK2`` compares them with the elaborated
-limits. ``start`` pulses for one cycle as the layer enters ``RUN``; the other
-blocks keep their own copy of the fields they use from then on.
+limits, one registered verdict per condition, and ``CHECK3`` pulses ``start`` when
+none failed: the other blocks take their own copy of the fields they use at its
+end, and the layer runs from the next cycle (:data:`CHECK_CYCLES` after the
+handshake).
 
 ``ABORT`` lets the intake blocks drain their streams up to ``last`` and waits for
 the pipeline to empty (``drained``); ``STATUS`` offers one status beat (errors and
@@ -25,7 +27,7 @@ from .layouts import (descriptor_layout, status_layout, RequantMode, ErrorFlag, 
 __all__ = ["Control", "layer_layout", "CHECK_CYCLES"]
 
 #: Cycles between the descriptor handshake and ``start`` (the handshake cycle excluded).
-CHECK_CYCLES = 3
+CHECK_CYCLES = 4
 
 _FATAL = (ErrorFlag.BAD_DESC | ErrorFlag.BAD_PARAM | ErrorFlag.ACT_SHORT |
           ErrorFlag.WEIGHT_SHORT | ErrorFlag.PARAM_SHORT)
@@ -60,6 +62,7 @@ class Control(wiring.Component):
     -----
     i_desc, o_status : streams.
     layer : the current layer (valid from ``start`` to the next descriptor).
+    begin : the descriptor handshake (the intake blocks start counting afresh).
     start : one-cycle pulse in the last check cycle, just before ``RUN``.
     run : ``RUN`` or ``ABORT`` (the intake blocks accept beats).
     abort : ``ABORT``.
@@ -79,7 +82,8 @@ class Control(wiring.Component):
             "i_desc": In(stream.Signature(descriptor_layout(cfg))),
             "o_status": Out(stream.Signature(status_layout(cfg))),
             "layer": Out(layer_layout(cfg)),
-            "start": Out(1), "run": Out(1), "abort": Out(1), "checking": Out(1),
+            "begin": Out(1), "start": Out(1), "run": Out(1), "abort": Out(1),
+            "checking": Out(1),
             "active": Out(1),
             "err": In(8), "work_done": In(1), "drained": In(1),
             "counters": In(data.ArrayLayout(unsigned(STATUS_COUNTER_WIDTH), len(COUNTERS))),
@@ -97,23 +101,33 @@ class Control(wiring.Component):
             m.d.sync += timer.eq(self.drain_cycles)
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
+        derive = Signal()
+        with m.If(derive):
+            self._derive(m)
+        verdicts = Cat(*self._conditions())
+        conds = Signal(len(verdicts))             # CHECK2's verdicts, registered
+        rejected = Signal()                       # the descriptor failed its checks
         with m.FSM(name="ctl"):
             with m.State("IDLE"):
-                m.d.comb += [self.i_desc.ready.eq(1), self.checking.eq(self.i_desc.valid)]
+                m.d.comb += [self.i_desc.ready.eq(1), self.checking.eq(self.i_desc.valid),
+                             self.begin.eq(self.i_desc.valid)]
                 with m.If(self.i_desc.valid):
-                    m.d.sync += [d.eq(self.i_desc.payload), self.error.eq(0)]
+                    m.d.sync += [d.eq(self.i_desc.payload), self.error.eq(0), rejected.eq(0)]
                     m.next = "CHECK0"
             with m.State("CHECK0"):
                 m.d.comb += [self.checking.eq(1), products.eq(1)]
                 m.next = "CHECK1"
             with m.State("CHECK1"):
-                m.d.comb += self.checking.eq(1)
-                self._derive(m)
+                m.d.comb += [self.checking.eq(1), derive.eq(1)]
                 m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.comb += self.checking.eq(1)
-                with m.If(self._bad(m)):
-                    m.d.sync += self.error.eq(ErrorFlag.BAD_DESC)
+                m.d.sync += conds.eq(verdicts)
+                m.next = "CHECK3"
+            with m.State("CHECK3"):
+                m.d.comb += self.checking.eq(1)
+                with m.If(conds.any()):
+                    m.d.sync += [self.error.eq(ErrorFlag.BAD_DESC), rejected.eq(1)]
                     m.next = "ABORT"
                 with m.Else():
                     m.d.comb += self.start.eq(1)
@@ -133,7 +147,9 @@ class Control(wiring.Component):
                 with m.If(self.o_status.ready):
                     m.next = "IDLE"
             m.d.comb += self.active.eq(~self.i_desc.ready | self.i_desc.valid)
-        with m.If(self.run):
+        # a rejected layer reports BAD_DESC only: the intake blocks drain its streams
+        # against the previous layer's counts
+        with m.If(self.run & ~rejected):
             m.d.sync += self.error.eq(self.error | self.err)
         st = self.o_status.payload
         m.d.comb += st.error.eq(self.error)
@@ -194,34 +210,37 @@ class Control(wiring.Component):
         self._last_ix = Signal(signed(cfg.x_bits + 2))
         self._last_iy = Signal(signed(cfg.y_bits + 2))
         self._blk_words = Signal(cfg.w_bits + 2)
+        # the output range of out_bits, for the clamp-bound checks
+        self._qlo = Signal(signed(ZP_WIDTH + 1))
+        self._qhi = Signal(signed(ZP_WIDTH + 1))
+        half = (C(1, ZP_WIDTH + 1) << (d.out_bits - 1)[:5])
+        m.d.sync += [self._qlo.eq(-half), self._qhi.eq(half - 1)]
         m.d.sync += [
             self._last_ix.eq(p["ow"] + p["kw"] - d.pad_left),
             self._last_iy.eq(p["oh"] + p["kh"] - d.pad_top),
             self._blk_words.eq(((nblk - 1) << max(0, lgR - lgP)) + cfg.dw_shadow_words),
         ]
 
-    # -- CHECK2: limits -----------------------------------------------------------------
-    def _bad(self, m):
-        cfg, L, d, p = self.cfg, self.layer, self.layer.desc, self._p
-        R = cfg.rows
+    # -- CHECK2: limits, one verdict per condition ------------------------------------
+    def _conditions(self):
+        cfg = self.cfg
+        L, d, p = self.layer, self.layer.desc, self._p
 
         def out_of(v, hi):
             return (v == 0) | (v > hi)
 
         ob = d.out_bits
-        qlo = Signal(signed(ZP_WIDTH + 1))
-        qhi = Signal(signed(ZP_WIDTH + 1))
-        m.d.comb += [qlo.eq(-(C(1, ZP_WIDTH + 1) << (ob - 1)[:5])),
-                     qhi.eq((C(1, ZP_WIDTH + 1) << (ob - 1)[:5]) - 1)]
+        rq = d.requant != RequantMode.NONE
         common = [
             out_of(d.cotiles, cfg.max_cotiles), out_of(d.height, cfg.max_height),
             out_of(d.width, cfg.max_width), d.out_height == 0, d.out_width == 0,
             out_of(d.stride_h, cfg.max_stride), out_of(d.dil_h, cfg.max_dilation),
             self._last_iy > d.height - 1 + d.pad_bottom,
             d.requant.as_value() == 3,
-            (d.requant != RequantMode.NONE) & ((ob < 2) | (ob > 16) | (d.clamp_lo > d.clamp_hi) |
-                                               (d.clamp_lo < qlo) | (d.clamp_hi > qhi)),
+            rq & ((ob < 2) | (ob > min(16, cfg.acc_width)) | (d.clamp_lo > d.clamp_hi) |
+                  (d.clamp_lo < self._qlo) | (d.clamp_hi > self._qhi)),
             L.act_total == 0,
+            L.w_total > cfg.weight_depth,
         ]
         dense = [
             out_of(d.cwords, cfg.max_cwords), out_of(d.n_tiles, cfg.weight_tiles),
@@ -241,4 +260,5 @@ class Control(wiring.Component):
             d.width > cfg.max_width, self._blk_words > d.phase_words,
             L.span_h > cfg.dw_ring_rows,
         ]
-        return Cat(*common).any() | Mux(d.depthwise, Cat(*dw).any(), Cat(*dense).any())
+        return common + [Mux(d.depthwise, 0, c) for c in dense] + \
+            [Mux(d.depthwise, c, 0) for c in dw]

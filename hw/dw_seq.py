@@ -138,7 +138,8 @@ class DepthwiseSequencer(wiring.Component):
         v["blocked"] = (reading | begin_ok) & ~row_in
         v["issue"] = issue
         release = Signal(len(self.rows_in))
-        m.d.comb += release.eq(gr_base + Mux(y_row < 0, 0, y_row).as_unsigned())
+        early = 1 if "row_release_early" in self.cfg.faults else 0
+        m.d.comb += release.eq(gr_base + Mux(y_row < 0, 0, y_row).as_unsigned() + early)
         m.d.comb += self.lo.eq(Mux(go & ~all_read, release, -1))
         m.d.sync += [
             self.read.valid.eq(issue), self.read.pad.eq(pad), self.read.slot.eq(w),
@@ -164,7 +165,8 @@ class DepthwiseSequencer(wiring.Component):
         R, P = self.cfg.rows, self.cfg.act_pixels
         t, oy, b, ky, p = v["t"], v["oy"], v["b"], v["ky"], v["p"]
         with m.If(p != nph_m1):
-            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + k["phase_words"])]
+            step = 0 if "dw_phase_ignored" in self.cfg.faults else k["phase_words"]
+            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step)]
         with m.Elif(ky != kd["kh_m1"]):
             m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"])]
         with m.Else():

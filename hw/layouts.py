@@ -181,10 +181,12 @@ def status_layout(cfg):
 
 
 def lane_width(cfg, requant, out_bits):
-    """Bits per result lane: ``acc_width`` without requantization, else 8 or 16."""
+    """Bits per packed result value: 8 (``out_bits <= 8``) or 16 with requantization
+    where a beat then holds two or more of them; ``acc_width`` otherwise."""
     if requant == RequantMode.NONE or requant == 0:
         return cfg.acc_width
-    return 8 if out_bits <= 8 else 16
+    w = 8 if out_bits <= 8 else 16
+    return w if cfg.acc_width >= 2 * w else cfg.acc_width
 
 
 def pack_factor(cfg, requant, out_bits):

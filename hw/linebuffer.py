@@ -47,8 +47,8 @@ class LineBuffer(wiring.Component):
                                 cfg.act_pixels)
         super().__init__({
             "i_act": In(stream.Signature(act_beat_layout(cfg))),
-            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
-            "err": Out(8), "done": Out(1),
+            "layer": In(layer_layout(cfg)), "begin": In(1), "start": In(1), "run": In(1),
+            "abort": In(1), "err": Out(8), "done": Out(1),
             "lo": In(cfg.h_bits + cfg.cw_bits + 1),
             "rows_in": Out(cfg.h_bits + cfg.cw_bits + 1),
             "rd_addr_dense": In(addr_bits(cfg)), "rd_addr_dw": In(addr_bits(cfg)),
@@ -68,8 +68,9 @@ class LineBuffer(wiring.Component):
         total = Signal.like(L.act_total)
         xw_m1 = Signal.like(L.xw_m1)
         cw_m1 = Signal.like(L.cw_m1)
+        short = 1 if "act_count_short" in cfg.faults else 0
         with m.If(self.start):
-            m.d.sync += [dwm.eq(d.depthwise), total.eq(L.act_total), xw_m1.eq(L.xw_m1),
+            m.d.sync += [dwm.eq(d.depthwise), total.eq(L.act_total - short), xw_m1.eq(L.xw_m1),
                          cw_m1.eq(L.cw_m1)]
 
         # -- intake ------------------------------------------------------------------
@@ -105,8 +106,8 @@ class LineBuffer(wiring.Component):
 
         last_xw = xw == xw_m1
         last_cw = cw == cw_m1
-        with m.If(self.start):
-            m.d.sync += [count.eq(0), over.eq(L.act_total == 0), row.eq(0), xw.eq(0), cw.eq(0),
+        with m.If(self.begin):
+            m.d.sync += [count.eq(0), over.eq(0), row.eq(0), xw.eq(0), cw.eq(0),
                          self.done.eq(0), self.rows_in.eq(0)]
         with m.Elif(hs):
             m.d.sync += [count.eq(count + 1), over.eq(over | (count + 1 >= total))]

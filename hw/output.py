@@ -54,25 +54,31 @@ class ResultPacker(wiring.Component):
         C, aw = cfg.cols, cfg.acc_width
         nbytes = aw // 8
         # the lane width in use, registered from the (steady) mode: 8, 16 or aw bits
-        m8, m16 = Signal(), Signal()
-        m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8)),
-                     m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8))]
+        m8, m16 = Signal(), Signal()          # (a width packs only if two values fit a lane)
+        m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8) & (aw >= 16)),
+                     m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8) & (aw >= 32))]
         cap16 = aw // 16
         count = Signal(range(nbytes + 1))
         full = Signal()
         m.d.comb += full.eq(~(m8 | m16) | (m8 & (count == nbytes - 1)) |
                             (m16 & (count == cap16 - 1)))
         lanes = [Signal(aw, name=f"lane{c}") for c in range(C)]
-        for g in range(nbytes):
-            # byte g of every lane: pixel g (8-bit lanes), half g % 2 of pixel g // 2
-            # (16-bit lanes) or byte g of the one pixel (full lanes)
-            en = self.i_valid & (~(m8 | m16) | (m8 & (count == g)) |
-                                 ((m16 & (count == g // 2)) if g // 2 < cap16 else 0))
+        # each 8-bit piece of every lane: pixel g (8-bit values), half g % 2 of pixel
+        # g // 2 (16-bit values) or piece g of the one pixel (full lanes; the last
+        # piece holds what is left of acc_width)
+        for g in range(-(-aw // 8)):
+            hi = min(aw, 8 * g + 8)
+            packed = g < nbytes
+            en = self.i_valid & (~(m8 | m16) |
+                                 ((m8 & (count == g)) if packed else 0) |
+                                 ((m16 & (count == g // 2)) if packed and g // 2 < cap16 else 0))
             with m.If(en):
                 for c in range(C):
                     v = Value.cast(self.i_data[c])
-                    src = Mux(m8, v[:8], Mux(m16, v[8 * (g % 2):8 * (g % 2) + 8], v[8 * g:8 * g + 8]))
-                    m.d.sync += lanes[c][8 * g:8 * g + 8].eq(src)
+                    src = v[8 * g:hi]
+                    if packed:
+                        src = Mux(m8, v[:8], Mux(m16, v[8 * (g % 2):8 * (g % 2) + 8], src))
+                    m.d.sync += lanes[c][8 * g:hi].eq(src)
         final = Signal()
         emit = Signal()
         m.d.comb += emit.eq(self.i_valid & (full | self.i_final))
@@ -82,7 +88,8 @@ class ResultPacker(wiring.Component):
         # the beat is complete the cycle after its last vector's write
         with m.If(emit):
             m.d.sync += [self.o_beat.count.eq(count + 1), final.eq(self.i_final)]
-        m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)), self.o_beat.beat.last.eq(final)]
+        m.d.comb += [self.o_beat.beat.data.eq(Cat(*lanes)),
+                     self.o_beat.beat.last.eq(0 if "skipped_last" in cfg.faults else final)]
         return m
 
 

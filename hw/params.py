@@ -33,8 +33,8 @@ class ParamStore(wiring.Component):
         self.cfg = cfg
         super().__init__({
             "i_param": In(stream.Signature(param_beat_layout(cfg))),
-            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
-            "err": Out(8), "ready": Out(1), "done": Out(1),
+            "layer": In(layer_layout(cfg)), "begin": In(1), "start": In(1), "run": In(1),
+            "abort": In(1), "err": Out(8), "ready": Out(1), "done": Out(1),
             "range_addr": In(cfg.cot_bits), "range_data": Out(range_layout(cfg)),
             "lanes_addr": In(cfg.cot_bits),
             "lanes_data": Out(data.ArrayLayout(channel_params_layout(cfg), cfg.cols)),
@@ -81,7 +81,7 @@ class ParamStore(wiring.Component):
         ]
         bad = Signal()
         m.d.comb += bad.eq(self._beat_bad(beat.data, cwords, dwm, mode))
-        with m.If(self.start):
+        with m.If(self.begin):
             m.d.sync += [count.eq(0), words.eq(0), self.done.eq(0), checked.eq(0)]
         with m.Elif(hs):
             with m.If(~count.all()):
@@ -99,7 +99,7 @@ class ParamStore(wiring.Component):
         # once every beat is in: the dense tiles' total against n_tiles
         total = Signal(len(words) + len(taps))
         done_d = Signal()                        # total is registered: check a cycle late
-        m.d.sync += [total.eq(words * taps), done_d.eq(self.done & ~self.start)]
+        m.d.sync += [total.eq(words * taps), done_d.eq(self.done & ~self.begin)]
         with m.If(done_d & ~checked & self.run):
             m.d.sync += checked.eq(1)
             with m.If(~dwm & (total != n_tiles)):

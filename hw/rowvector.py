@@ -95,7 +95,7 @@ class RowVectorLoader(wiring.Component):
         for i in range(n):
             with m.If(op.load):
                 m.d.sync += e[i].eq(shadow[i])
-            with m.Elif(op.shift):
+            with m.Elif(op.shift if "dw_shift_skipped" not in cfg.faults else 0):
                 m.d.sync += e[i].eq(e[i + 1] if i + 1 < n else e[i])
         for r in range(R):
             m.d.comb += self.dw_vec[r].eq(e[r])

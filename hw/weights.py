@@ -53,8 +53,8 @@ class WeightStore(wiring.Component):
         abits = (cfg.weight_depth - 1).bit_length()
         super().__init__({
             "i_weight": In(stream.Signature(weight_beat_layout(cfg))),
-            "layer": In(layer_layout(cfg)), "start": In(1), "run": In(1), "abort": In(1),
-            "err": Out(8), "done": Out(1),
+            "layer": In(layer_layout(cfg)), "begin": In(1), "start": In(1), "run": In(1),
+            "abort": In(1), "err": Out(8), "done": Out(1),
             "words_in": Out(abits + 2),
             "rd_addr": In(abits),
             "rd_data": Out(data.ArrayLayout(signed(cfg.data_width), cfg.cols)),
@@ -87,7 +87,7 @@ class WeightStore(wiring.Component):
             m.d.sync += [a.eq(self.rd_addr), q.eq(rp.data)]
             m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data[c]), wp.en.eq(w_en),
                          rp.addr.eq(a), self.rd_data[c].eq(q)]
-        with m.If(self.start):
+        with m.If(self.begin):
             m.d.sync += [count.eq(0), self.done.eq(0), self.words_in.eq(0)]
         with m.Else():
             with m.If(hs):
@@ -143,7 +143,10 @@ class WeightLoader(wiring.Component):
         with m.If(dwm):
             m.d.comb += self.rd_addr.eq(self.tap_addr)
         with m.Else():
-            m.d.comb += self.rd_addr.eq(base + (R - 1) - k)
+            if "swapped_weight_rows" in cfg.faults:
+                m.d.comb += self.rd_addr.eq(base + k)
+            else:
+                m.d.comb += self.rd_addr.eq(base + (R - 1) - k)
         with m.If(self.start):
             m.d.sync += [tile.eq(0), base.eq(0), k.eq(0), busy.eq(0), pending.eq(0),
                          hold.eq(0), self.tile_ready.eq(0), ready_cnt.eq(0)]
@@ -157,6 +160,8 @@ class WeightLoader(wiring.Component):
                     m.d.sync += [k.eq(k + 1), busy.eq(1)]
             # tile_ready rises tile_ready_after cycles after go
             tra = tile_ready_after(cfg)
+            if "tile_ready_early" in cfg.faults:
+                tra = max(1, tra - 2)
             with m.If(go):
                 m.d.sync += [pending.eq(1), ready_cnt.eq(tra - 1)]
                 if tra == 1:

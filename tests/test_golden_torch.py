@@ -311,8 +311,9 @@ def test_golden_input_checks():
     with pytest.raises(ValueError, match=r"^pad_value=200 outside the signed 8-bit range "
                                          r"\[-128, 127\]$"):
         conv2d_int(x, w, pad_value=200)
-    with pytest.raises(ValueError, match=r"^data_width=17 must be in \[2, 16\]$"):
-        conv2d_int(x, w, data_width=17)
+    for width in (7, 17):
+        with pytest.raises(ValueError, match=rf"^data_width={width} must be one of \(4, 8, 16\)$"):
+            conv2d_int(x, w, data_width=width)
     with pytest.raises(ValueError, match=r"^method='fast' must be one of"):
         conv2d_int(x, w, method="fast")
 

@@ -1,5 +1,6 @@
 """Offload of PyTorch models (systolic_conv.offload): BatchNorm folding, the
-digits CNN on the golden and rtl backends, the Conv2d module vs torch, and
+digits CNN on the golden and rtl backends, calibration (given or the first
+batch) and its range warning, and
 argument checks before any hardware call."""
 
 import math
@@ -15,7 +16,7 @@ pytest.importorskip("sklearn")
 from torch import nn  # noqa: E402
 
 import systolic_conv  # noqa: E402
-from systolic_conv.offload import OffloadedConv2d, fold_batchnorm, offload  # noqa: E402
+from systolic_conv.torch_offload import OffloadedConv2d, fold_batchnorm, offload  # noqa: E402
 from systolic_conv.quant import quantized_conv2d  # noqa: E402
 
 
@@ -27,11 +28,12 @@ def test_import_systolic_conv_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
 
-def test_package_offload_callable_after_submodule_import():
-    """``import systolic_conv.offload`` rebinds the package attribute to the module:
-    it must still be callable as the function."""
-    import systolic_conv.offload as mod
-    assert callable(systolic_conv.offload)
+def test_package_offload_is_the_function():
+    """``systolic_conv.offload`` is a function whatever was imported before; the
+    module is ``systolic_conv.torch_offload``."""
+    import types
+    import systolic_conv.torch_offload as mod
+    assert isinstance(systolic_conv.offload, types.FunctionType)
     conv = nn.Conv2d(2, 3, 3)
     x = torch.randn(2, 2, 5, 5)
     om = systolic_conv.offload(conv, calibration=x)
@@ -230,30 +232,6 @@ def test_static_scale_saturates():
     assert list(om.layers) == ["Conv2d"] and type(om.restore()) is nn.Conv2d
 
 
-@pytest.mark.parametrize("backend", ["golden", pytest.param("rtl", marks=pytest.mark.rtl)])
-def test_module_conv2d_vs_torch_within_bound(backend):
-    """systolic_conv.module.Conv2d: float forward vs torch.nn.Conv2d with its weights."""
-    from systolic_conv.module import Conv2d
-    m = Conv2d(6, 4, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2, seed=3,
-               padding_mode="replicate")
-    t = nn.Conv2d(6, 4, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
-                  padding_mode="replicate").double()
-    with torch.no_grad():
-        t.weight.copy_(torch.from_numpy(m.weight))
-        t.bias.copy_(torch.from_numpy(m.bias))
-    x = np.random.default_rng(4).normal(size=(2, 6, 7, 5))
-    y = m(x, backend=backend)
-    with torch.no_grad():
-        yt = t(torch.from_numpy(x)).numpy()
-    rep = m.last_report
-    assert y.shape == yt.shape
-    assert np.all(np.abs(y - yt) <= rep.bound + 1e-9 * (rep.max_bound + 1))
-    assert rep.max_error > 0 and rep.sqnr_db > 30
-    if backend == "rtl":
-        assert m.last_stats.cycles > 0
-        np.testing.assert_array_equal(y, m(x, backend="golden"))
-
-
 # --------------------------------------------------------------------------- restore
 
 def test_inplace_offload_and_restore():
@@ -303,12 +281,12 @@ def test_bad_arguments_rejected_before_hardware(monkeypatch):
     from systolic_conv.hw.config import HardwareConfig
     conv = nn.Conv2d(3, 4, 3)
     x = torch.randn(2, 3, 6, 6)
-    with pytest.raises(ValueError, match="calibration is required"):
-        offload(conv, backend="rtl")
     with pytest.raises(ValueError, match=r"backend='fpga' must be one of 'golden', 'rtl'"):
         offload(conv, backend="fpga", calibration=x)
     with pytest.raises(ValueError, match=r"data_width=12 must be one of \(4, 8, 16\)"):
         offload(conv, calibration=x, data_width=12)
+    with pytest.raises(TypeError, match=r"^hw must be a HardwareConfig or None, not dict$"):
+        offload(conv, hw={"rows": 4}, calibration=x)
     with pytest.raises(ValueError, match="hw.data_width=8 differs from data_width=4"):
         offload(conv, backend="rtl", hw=HardwareConfig(), calibration=x, data_width=4)
     with pytest.raises(TypeError, match="takes no options seed"):
@@ -359,3 +337,59 @@ def test_bias_that_does_not_fit_int32_is_rejected():
         conv.bias.fill_(1e6)
     with pytest.raises(ValueError, match="bias does not fit int32"):
         offload(conv, calibration=torch.full((1, 1, 2, 2), 1e-3))
+
+
+# --------------------------------------------------------------------------- calibration
+
+def test_without_calibration_the_first_batch_calibrates():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+    x = torch.randn(3, 2, 6, 6)
+    lazy = offload(model)
+    assert lazy.calibrated_on is None
+    with pytest.raises(RuntimeError, match="layer '0' is not calibrated"):
+        lazy.model(x)                         # the wrappers alone do not calibrate
+    y = lazy(x)
+    assert lazy.calibrated_on == "the first batch (3 images)"
+    eager = offload(model, calibration=x)
+    assert torch.equal(y, eager(x))           # same scales as calibrating on that batch
+    assert [w.x_scale for w in lazy.layers.values()] == [w.x_scale for w in eager.layers.values()]
+    assert "calibrated on the first batch (3 images)" in lazy.report(file=open(os.devnull, "w"))
+
+
+def test_inputs_beyond_calibration_warn_once_and_show_in_report():
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    om = offload(conv, calibration=torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4))
+    live = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    live[0, 0, 0, :2] = 1000.0                # 2 of 16 values beyond +-1
+    with pytest.warns(sc_warning(), match=r"layer 'Conv2d': 2 of 16 input values \(12.5 %\) "
+                                          r"exceed the calibrated range \+-1 \(max \|x\| = 1000\)"):
+        om(live)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # the second clipping call does not warn again
+        om(live)
+    text = om.report(file=open(os.devnull, "w"))
+    assert om.stats()[0].clipped == 4 and om.stats()[0].elements == 32
+    assert ("WARNING: inputs beyond the calibrated range were clipped in 1 layer (most: "
+            "'Conv2d', 12.5 % of its inputs)") in text
+    om.reset_stats()
+    with pytest.warns(sc_warning()):
+        om(live)
+
+
+def sc_warning():
+    from systolic_conv.torch_offload import CalibrationRangeWarning
+    return CalibrationRangeWarning
+
+
+def test_failed_recalibration_keeps_the_scales():
+    conv = nn.Conv2d(2, 2, 3)
+    x = torch.randn(1, 2, 5, 5)
+    om = offload(conv, calibration=x)
+    before = om.layers["Conv2d"].x_scale
+    with pytest.raises(ValueError, match="calibration input holds inf or nan"):
+        om.calibrate(torch.full((1, 2, 5, 5), math.inf))
+    assert om.layers["Conv2d"].x_scale == before and om(x).shape == (1, 2, 3, 3)

@@ -67,12 +67,9 @@ def _check(geom, cfg):
                     if 0 <= u < len(seg.src):
                         assert seg.src[u] == want, (seg, j, k)
                     else:
-                        # a hardware pad position: zeros mode pads there, or the window
-                        # generator maps the border (whole-row strips only)
-                        if geom.padding_mode == "zeros":
-                            assert want == -1
-                        else:
-                            assert seg.hw_mode
+                        # a hardware pad position: only zeros mode pads in hardware (the
+                        # other modes stream their mapped border positions, pads zero)
+                        assert geom.padding_mode == "zeros" and want == -1, (seg, j, k)
         red[t.n, t.co[0]:t.co[1]][:, r.out_idx[:, None], c.out_idx[None, :]] += \
             (t.ci_sub[1] - t.ci_sub[0]) * r.k * c.k
     assert (red == cg * geom.kh * geom.kw).all(), "each output reduced exactly once"
@@ -133,8 +130,7 @@ def test_zeros_segment_closed_form(n_in, pad_lo, o0, m, s, d, k_lo, kk, poly):
         want = ([0], length, 0)
     assert (seg.src.tolist(), seg.pad_lo, seg.pad_hi) == want
     assert seg.src.dtype == np.int64 and seg.out_idx is outs and seg.prepad == 0
-    assert (seg.stride, seg.dil, seg.k_lo, seg.k_hi, seg.hw_mode) == (hs, hd, k_lo, k_lo + kk,
-                                                                      False)
+    assert (seg.stride, seg.dil, seg.k_lo, seg.k_hi) == (hs, hd, k_lo, k_lo + kk)
 
 
 @settings(max_examples=300, deadline=None)

@@ -254,9 +254,11 @@ def test_requantize_unbatched_and_shapes():
      "multiplier=2147483648 must be in [0, 2147483647] (Q31 int32) for mode='tflite'"),
     (dict(mode="half_up", multiplier=[1, 2**16]), ValueError,
      "multiplier=65536 must be in [0, 65535] (unsigned 16-bit) for mode='half_up'"),
-    (dict(mode="tflite", shift=32), ValueError, "shift=32 must be in [0, 31] for mode='tflite'"),
-    (dict(mode="tflite", shift=[0, -1]), ValueError,
-     "shift=-1 must be in [0, 31] for mode='tflite'"),
+    (dict(mode="tflite", shift=32), ValueError, "shift=32 must be in [-31, 31] for mode='tflite'"),
+    (dict(mode="tflite", shift=[0, -32]), ValueError,
+     "shift=-32 must be in [-31, 31] for mode='tflite'"),
+    (dict(mode="half_up", multiplier=1, shift=[0, -1]), ValueError,
+     "shift=-1 must be in [0, 47] for mode='half_up'"),
     (dict(mode="half_up", multiplier=1, shift=48), ValueError,
      "shift=48 must be in [0, 47] for mode='half_up'"),
     (dict(multiplier=[1, 2], shift=[1, 2, 3]), ValueError,
@@ -271,6 +273,19 @@ def test_requantize_unbatched_and_shapes():
     (dict(out_zero_point=8, out_width=4), ValueError,
      "out_zero_point=8 must be within the 4-bit output range [-8, 7]"),
     (dict(relu=1), TypeError, "relu=1 must be a bool"),
+    (dict(act_min=1.0), TypeError, "act_min=1.0 must be an int or None"),
+    (dict(act_max="6"), TypeError, "act_max='6' must be an int or None"),
+    (dict(act_min=-129), ValueError, "act_min=-129 must be within the 8-bit output range [-128, 127]"),
+    (dict(act_max=128), ValueError, "act_max=128 must be within the 8-bit output range [-128, 127]"),
+    (dict(act_max=8, out_width=4), ValueError,
+     "act_max=8 must be within the 4-bit output range [-8, 7]"),
+    (dict(act_min=5, act_max=4), ValueError, "act_max=4 must be >= act_min=5"),
+    (dict(relu=True, act_min=-3), ValueError,
+     "relu=True is shorthand for act_min=out_zero_point: give relu=True or act_min=-3, not both"),
+    (dict(relu=True, act_min=0), ValueError,
+     "relu=True is shorthand for act_min=out_zero_point: give relu=True or act_min=0, not both"),
+    (dict(relu=True, out_zero_point=10, act_max=9), ValueError,
+     "act_max=9 must be >= out_zero_point=10 (relu=True)"),
 ])
 def test_requant_validation(kwargs, exc, message):
     with pytest.raises(exc, match="^" + re.escape(message) + "$"):
@@ -327,3 +342,113 @@ def test_make_requant_close_to_real(mode):
     got = requantize(acc, rq)
     ideal = np.clip(acc * real.reshape(1, -1, 1, 1) + 3, -2**15, 2**15 - 1)
     assert np.all(np.abs(got - ideal) <= 1.0)
+
+
+# ---- left shifts (negative shift in tflite mode) and clamp bounds ----
+
+def wrap_int32(v):
+    """C int32 arithmetic result of an exact integer ``v`` (two's-complement wrap)."""
+    return (v + 2**31) % 2**32 - 2**31
+
+
+def ref_multiply_by_quantized_multiplier(x, M, tflite_shift):
+    """TFLite's MultiplyByQuantizedMultiplier in TFLite's own convention (positive = left)."""
+    left_shift = tflite_shift if tflite_shift > 0 else 0
+    right_shift = 0 if tflite_shift > 0 else -tflite_shift
+    return ref_rdbpot(ref_srdhm(wrap_int32(x * (1 << left_shift)), M), right_shift)
+
+
+def test_requantize_left_shift_hand_worked():
+    # M = 2**30 (0.5), S = -3 (left 3): real multiplier 4.0
+    rq = Requant(mode="tflite", multiplier=2**30, shift=-3, out_zero_point=-7)
+    assert requantize(np.array([5, -5, 0, 30, 40]), rq, 0).tolist() == [13, -27, -7, 113, 127]
+    # M = 3 * 2**29 (0.75), S = -1: 6 * 0.75 = 4.5 -> 5; -6 * 0.75 = -4.5 -> -4 (SRDHM ties up)
+    rq = Requant(mode="tflite", multiplier=3 * 2**29, shift=-1)
+    assert requantize(np.array([3, -3, 1]), rq, 0).tolist() == [5, -4, 2]
+    # the int32 wrap: 2**28 * 2**4 = 2**32 -> 0; (2**27 + 1) * 2**4 = 2**31 + 16 -> -2**31 + 16
+    rq = Requant(mode="tflite", multiplier=2**30, shift=-4, out_zero_point=3)
+    assert requantize(np.array([2**28, 2**27 + 1, 2**26]), rq, 0).tolist() == [3, -128, 127]
+    assert rq.left_shift == 4 and Requant(shift=[2, -5, 0]).left_shift == 5
+    assert Requant(shift=[2, 0]).left_shift == 0
+
+
+def test_left_shift_wrap32_hand_worked():
+    from systolic_conv.contract import left_shift_wrap32
+    assert left_shift_wrap32(2**30, 1) == -2**31
+    assert left_shift_wrap32(-1, 31) == -2**31
+    assert left_shift_wrap32(3, 31) == -2**31
+    assert left_shift_wrap32(2**40 + 3, 4) == 48
+    assert left_shift_wrap32(-5, 0) == -5
+    assert left_shift_wrap32(np.array([2**31 - 1]), 1).tolist() == [-2]
+    with pytest.raises(ValueError, match=r"^left=32 must be in \[0, 31\]$"):
+        left_shift_wrap32(1, 32)
+
+
+@pytest.mark.parametrize("acc_bits", [20, 32])
+def test_requantize_signed_shift_random(acc_bits):
+    """Every shift -31..31 against TFLite's rule written in TFLite's sign convention."""
+    seed = SEED + 100 + acc_bits
+    rng = np.random.default_rng(seed)
+    C = 63
+    tfl_shift = np.arange(-31, 32)                      # TFLite's convention
+    M = rng.integers(2**30, 2**31, C, dtype=np.int64)
+    M[:3] = [INT32_MAX, 2**30, 0]
+    acc = rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), (2, C, 3, 7), dtype=np.int64)
+    acc[0, :, 0, :4] = [INT32_MIN if acc_bits == 32 else -(1 << (acc_bits - 1)), -1, 0, 1]
+    zp = int(rng.integers(-128, 128))
+    act_min, act_max = sorted(int(v) for v in rng.integers(-128, 128, 2))
+    rq = Requant(mode="tflite", multiplier=M.tolist(), shift=(-tfl_shift).tolist(),
+                 out_zero_point=zp, act_min=act_min, act_max=act_max)
+    got = requantize(acc, rq)
+    want = np.empty_like(acc)
+    for idx in np.ndindex(acc.shape):
+        c = idx[1]
+        v = ref_multiply_by_quantized_multiplier(int(acc[idx]), int(M[c]), int(tfl_shift[c]))
+        want[idx] = min(max(v + zp, act_min), act_max)
+    assert np.array_equal(got, want), f"seed {seed}"
+
+
+def test_requantize_clamp_bounds():
+    acc = np.array([100, -100, 10, 0, 13])
+    rq = Requant(mode="tflite", multiplier=2**30, shift=0, act_min=-10, act_max=20)
+    assert (rq.qmin, rq.qmax) == (-10, 20)
+    assert requantize(acc, rq, 0).tolist() == [20, -10, 5, 0, 7]
+    # relu=True with act_max: ReLU6-like, lower bound is the zero point
+    rq = Requant(mode="tflite", multiplier=2**30, shift=0, out_zero_point=-4, relu=True,
+                 act_max=30)
+    assert (rq.qmin, rq.qmax) == (-4, 30)
+    assert requantize(acc, rq, 0).tolist() == [30, -4, 1, -4, 3]
+    # act_min equal to the zero point is the same clamp as relu=True
+    a = Requant(mode="half_up", multiplier=1, shift=1, out_zero_point=2, act_min=2)
+    b = Requant(mode="half_up", multiplier=1, shift=1, out_zero_point=2, relu=True)
+    assert requantize(acc, a, 0).tolist() == requantize(acc, b, 0).tolist() == \
+        [52, 2, 7, 2, 9]
+    # defaults are the output range
+    rq = Requant(out_width=4)
+    assert (rq.qmin, rq.qmax, rq.act_min, rq.act_max) == (-8, 7, None, None)
+    assert Requant(act_min=np.int16(-3)).act_min == -3
+
+
+def test_quantize_multiplier_tflite_hand_worked():
+    from systolic_conv.quant import quantize_multiplier_tflite as qm
+    # TFLite: 0.5 -> (2**30, shift 0); 1.0 -> (2**30, +1); 3.0 = 0.75 * 2**2 -> (3 * 2**29, +2);
+    # our S is TFLite's shift negated
+    assert qm(0.5) == (2**30, 0)
+    assert qm(1.0) == (2**30, -1)
+    assert qm(3.0) == (3 * 2**29, -2)
+    assert qm(0.0) == (0, 0)
+    assert qm(1 - 2**-40) == (2**30, -1)          # rounds to 2**31: halved, shift + 1
+    assert qm(2.0**-32) == (2**30, 31)            # TFLite shift -31: kept
+    assert qm(2.0**-33) == (0, 0)                 # TFLite shift -32: flushed to zero
+    assert qm(1.5 * 2**30) == (3 * 2**29, -31)
+    M, S = qm(np.array([0.25, 8.0]))
+    assert M.tolist() == [2**30, 2**30] and S.tolist() == [1, -4]
+    for bad in (2.0**31, -0.5, float("inf")):
+        with pytest.raises(ValueError, match=r"must be in \[0, 2\*\*31\) \(a left shift of "
+                                             r"at most 31\)$"):
+            qm(bad)
+
+
+def test_make_requant_clamps():
+    rq = make_requant(0.25, out_zero_point=-3, act_min=-3, act_max=50)
+    assert (rq.multiplier, rq.shift, rq.qmin, rq.qmax) == (2**30, 1, -3, 50)

@@ -132,7 +132,11 @@ def test_golden_offload_shapes_and_report(model16):
     assert t["macs"] == sum(s.macs for s in stats) / 2 and t["cycles"] is None
     text = om.report(file=open(os.devnull, "w"))
     lines = text.splitlines()
-    assert len(lines) == 3 + 20 + 2 + 1
+    clipped = [st for st in stats if st.clipped]
+    assert clipped              # live inputs beyond the calibration batch's range (see above)
+    assert len(lines) == 3 + 20 + 2 + 1 + 1
+    assert lines[-1].startswith(f"WARNING: inputs beyond the calibrated range were clipped in "
+                                f"{len(clipped)} layer")
     for n in NAMES + ["total", "3->64 k7x7 s2,2 p3,3", "256->512 k1x1 s2,2 p0,0"]:
         assert n in text
 

@@ -189,7 +189,7 @@ def pretrained(recipe=None, fold=True, retrain=False, verbose=False):
         Overrides of :data:`RECIPE`.
     fold : bool
         Fold the BatchNorm layers into the convolutions
-        (:func:`systolic_conv.offload.fold_batchnorm`); the BatchNorm children
+        (:func:`systolic_conv.fold_batchnorm`); the BatchNorm children
         become ``nn.Identity``.
     retrain : bool
         Ignore (and overwrite) a cached file.
@@ -217,7 +217,7 @@ def pretrained(recipe=None, fold=True, retrain=False, verbose=False):
             np.savez(tmp, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
             tmp.replace(path)
     if fold:
-        from systolic_conv.offload import fold_batchnorm
+        from systolic_conv.torch_offload import fold_batchnorm
         model = fold_batchnorm(model, inplace=True)
     return model
 

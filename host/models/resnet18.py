@@ -25,7 +25,7 @@ statistics are then **measured on a calibration pass** over synthetic images
 (:func:`synthetic_images`: smooth random fields, standardized per channel,
 like normalized photos) at the chosen input size, so that every layer sees
 normalized activations as in a trained network. Finally BatchNorm is folded
-into the convolutions (:func:`~systolic_conv.offload.fold_batchnorm`, explicit
+into the convolutions (:func:`~systolic_conv.fold_batchnorm`, explicit
 conv/BN pairs since the blocks are not ``nn.Sequential``). The logits are
 meaningless as classes; the model exists to exercise the real layer shapes.
 
@@ -294,7 +294,7 @@ def inference_model(size=32, seed=0, bn_images=32, num_classes=1000):
     ResNet18
         With ``nn.Identity`` in place of every BatchNorm and biased convs.
     """
-    from ..offload import fold_batchnorm
+    from ..torch_offload import fold_batchnorm
     model = build_model(seed, num_classes)
     calibrate_batchnorm(model, synthetic_images(bn_images, size, seed=seed + 1))
     return fold_batchnorm(model, pairs=bn_pairs(model), inplace=True).eval()

@@ -137,6 +137,22 @@ class Coverage:
             lines.append(f"  {c[0] + ' x ' + c[1]:<30} {n:>5} {cov:>6.0%}  {shown or '-'}{mark}")
         return "\n".join(lines)
 
+    def bin_names(self):
+        """Every bin as a name: ``axis=value`` and ``axis*axis=value/value`` (crosses)."""
+        names = [f"{a}={_key(v)}" for a in self.axes for v in self.axes[a]]
+        for c in self.crosses:
+            names += [f"{c[0]}*{c[1]}={x}/{y}" for x, y in self._cross_bins(c)]
+        return names
+
+    def bins_hit(self, tags):
+        """The bin names (as :meth:`bin_names`) one sample with ``tags`` hits."""
+        out = [f"{a}={_key(tags[a])}" for a in self.axes if tags.get(a) is not None]
+        for (a, b) in self.crosses:
+            va, vb = tags.get(a), tags.get(b)
+            if va is not None and vb is not None:
+                out.append(f"{a}*{b}={_key(va)}/{_key(vb)}")
+        return out
+
     def summary(self):
         ax = [self.axis_coverage(a)[0] for a in self.axes]
         cr = [self.cross_coverage(c)[0] for c in self.crosses]

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from ...hw.config import HardwareConfig
 from ...hw.gen import generate_verilog, TOP_NAME
-from ..toolchain import setup_verilator, build_root, file_lock, icarus_available, prune_builds
+from ..toolchain import (announce_build, build_estimate_s, build_root, file_lock,
+                         icarus_available, prune_builds, setup_verilator)
 
 __all__ = ["SIMULATORS", "Build", "build", "run_job", "JobResult", "simulator_available"]
 
@@ -81,6 +82,10 @@ def build(cfg: HardwareConfig, sim="verilator", *, waves=False, coverage=False,
     t0 = time.perf_counter()
     with file_lock(build_root() / "verilator-build.lock"):
         if not done.exists():
+            if sim == "verilator":
+                announce_build(f"the cocotb model of {cfg.name()}"
+                               + (" (waves)" if waves else "") + (" (coverage)" if coverage else ""),
+                               build_estimate_s(cfg, "cocotb"))
             if bdir.exists():
                 shutil.rmtree(bdir)
             bdir.mkdir(parents=True)

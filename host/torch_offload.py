@@ -6,9 +6,12 @@ user's model is left alone unless ``inplace=True``) in which every
 runs its layer as the accelerator would:
 
 * the input is quantized symmetrically per tensor with a **static** scale
-  ``sx = max|x_cal| / qmax`` (``qmax = 2**(data_width-1) - 1``) measured on the
-  calibration batch by the float model; values beyond the calibrated range
-  saturate to ``+-qmax`` (counted as *clipped*);
+  ``sx = max|x_cal| / qmax`` (``qmax = 2**(data_width-1) - 1``) measured by the
+  float model on the calibration batches (given to :func:`offload`, or else the
+  first batch the model is called with); values beyond the calibrated range
+  saturate to ``+-qmax``: they are counted as *clipped*, shown in the report,
+  and the first clipping call of each layer issues a
+  :class:`CalibrationRangeWarning`;
 * the weights are quantized symmetrically per output channel
   (``sw[co] = max|w[co]| / qmax``), the bias to int32 at ``sx * sw[co]``;
 * the integer convolution runs on the backend (``golden``: the numpy model,
@@ -24,8 +27,8 @@ the error of its output; :meth:`OffloadedModel.report` prints per-layer MACs,
 cycles, utilization, invocations and error.
 
 This module imports torch; ``import systolic_conv`` does not import it
-(``systolic_conv.offload`` and ``systolic_conv.fold_batchnorm`` load this
-module on their first call).
+(the functions ``systolic_conv.offload`` and ``systolic_conv.fold_batchnorm``
+load this module on their first call).
 """
 
 from __future__ import annotations
@@ -34,19 +37,25 @@ import copy
 import math
 import sys
 import time
-import types
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .api import BACKENDS, conv2d
-from .contract import BIAS_WIDTH, DATA_WIDTHS, conv_geometry, int_range
+from .api import check_backend, check_hw, conv2d
+from .contract import BIAS_WIDTH, conv_geometry, int_range
 from .golden import conv2d_float
+from .progress import resolve_progress
 from .quant import quantize_symmetric
 
-__all__ = ["offload", "fold_batchnorm", "OffloadedModel", "OffloadedConv2d", "LayerStats"]
+__all__ = ["offload", "fold_batchnorm", "OffloadedModel", "OffloadedConv2d", "LayerStats",
+           "CalibrationRangeWarning"]
+
+
+class CalibrationRangeWarning(UserWarning):
+    """Live inputs of an offloaded layer exceed its calibrated range and are clipped."""
 
 
 # --------------------------------------------------------------------------
@@ -56,6 +65,10 @@ __all__ = ["offload", "fold_batchnorm", "OffloadedModel", "OffloadedConv2d", "La
 def _check_conv(name, m):
     """Reject ``nn.Conv2d`` instances the wrapper cannot reproduce exactly."""
     cls = type(m)
+    from .module import Conv2d
+    if isinstance(m, Conv2d):
+        raise TypeError(f"layer {name!r} is a systolic_conv.Conv2d, which already runs on the "
+                        f"accelerator path: offload models of plain nn.Conv2d layers")
     if cls.forward is not nn.Conv2d.forward or cls._conv_forward is not nn.Conv2d._conv_forward:
         raise TypeError(f"layer {name!r}: {cls.__name__} overrides nn.Conv2d's forward; "
                         f"only plain nn.Conv2d computations can be offloaded")
@@ -74,11 +87,12 @@ def _conv_args(conv):
                 groups=conv.groups, padding_mode=conv.padding_mode)
 
 
+def _images(x):
+    return int(x.shape[0]) if torch.is_tensor(x) and x.dim() == 4 else 1
+
+
 def _batches(calibration):
     """The calibration input as a list of batches (tensor, or a sequence of tensors)."""
-    if calibration is None:
-        raise ValueError("calibration is required: a batch of representative model inputs "
-                         "(static calibration of the activation scales)")
     if torch.is_tensor(calibration) or isinstance(calibration, np.ndarray):
         batches = [calibration]
     elif isinstance(calibration, (list, tuple)):
@@ -194,12 +208,15 @@ class OffloadedConv2d(nn.Module):
         Per-output-channel weight steps.
     weight_q, bias_q : numpy.ndarray
         int64 weights and int32-range bias.
+    x_range : float or None
+        ``max|x|`` over the calibration inputs: inputs beyond it are clipped.
     stats : LayerStats
     last_acc : numpy.ndarray or None
         int64 accumulators of the last call (before dequantization).
     """
 
-    def __init__(self, conv, name, backend, hw, data_width, track_error, backend_options):
+    def __init__(self, conv, name, backend, hw, data_width, track_error, backend_options,
+                 progress="auto"):
         super().__init__()
         self.conv = conv
         self.name = name
@@ -208,9 +225,11 @@ class OffloadedConv2d(nn.Module):
         self.data_width = data_width
         self.track_error = track_error
         self.backend_options = dict(backend_options)
-        self.calibrating = True
+        self.progress = progress
+        self.calibrating = False
         self.cal_absmax = 0.0
         self.cal_calls = 0
+        self.x_range = None
         self.x_scale = None
         self.w_scale = None
         self.weight_q = None
@@ -228,12 +247,33 @@ class OffloadedConv2d(nn.Module):
         return text if c.padding_mode == "zeros" else f"{text} {c.padding_mode}"
 
     def reset_stats(self):
-        """Zero the accumulated :class:`LayerStats`."""
+        """Zero the accumulated :class:`LayerStats` (and re-arm the clipping warning)."""
         self.stats = LayerStats(name=self.name, description=self.describe(),
                                 errors_tracked=self.track_error)
+        self.warned = False
+
+    def start_calibration(self):
+        """Record ``max|x|`` of the following calls (run as the float layer)."""
+        self.calibrating = True
+        self.cal_absmax = 0.0
+        self.cal_calls = 0
+
+    def abandon_calibration(self):
+        """Stop recording without changing the scales."""
+        self.calibrating = False
 
     def finish_calibration(self):
         """Fix the activation scale from the calibration maximum; quantize weights and bias."""
+        self.apply_calibration(self.calibration_result())
+
+    def apply_calibration(self, result):
+        """Install the scales and integer weights computed by :meth:`calibration_result`."""
+        self.x_range, self.x_scale, self.w_scale, self.weight_q, self.bias_q = result
+        self.calibrating = False
+        self.warned = False
+
+    def calibration_result(self):
+        """``(x_range, x_scale, w_scale, weight_q, bias_q)`` from the recorded maximum."""
         if not self.cal_calls:
             raise ValueError(f"layer {self.name!r} was not reached by the calibration batch")
         if not math.isfinite(self.cal_absmax):
@@ -252,8 +292,7 @@ class OffloadedConv2d(nn.Module):
                                  f"x_scale*w_scale (max |bias/scale| = "
                                  f"{np.abs(b / (sx * sw)).max():.4g})")
             bq = bq_f.astype(np.int64)
-        self.x_scale, self.w_scale, self.weight_q, self.bias_q = sx, sw, wq, bq
-        self.calibrating = False
+        return self.cal_absmax, sx, sw, wq, bq
 
     def forward(self, x):
         """Calibration: record ``max|x|`` and run the float layer. Otherwise the
@@ -266,7 +305,21 @@ class OffloadedConv2d(nn.Module):
                         self.cal_absmax = v
                 self.cal_calls += 1
                 return self.conv(x)
+        if self.x_scale is None:
+            raise RuntimeError(f"layer {self.name!r} is not calibrated: call the OffloadedModel "
+                               f"(it calibrates on its first batch) or pass calibration= to "
+                               f"offload()")
         return self._run(x)
+
+    def _warn_clipped(self, clipped, total, xmax):
+        if clipped and not self.warned:
+            self.warned = True
+            warnings.warn(CalibrationRangeWarning(
+                f"layer {self.name!r}: {clipped} of {total} input values "
+                f"({100 * clipped / total:.3g} %) exceed the calibrated range "
+                f"+-{self.x_range:.4g} (max |x| = {xmax:.4g}) and were clipped; calibrate "
+                f"on representative inputs (further clipping is counted in report())"),
+                stacklevel=4)
 
     def _run(self, x):
         c = self.conv
@@ -286,11 +339,18 @@ class OffloadedConv2d(nn.Module):
         q = np.rint(xd / self.x_scale)
         clipped = int(np.count_nonzero(np.abs(q) > qmax))
         xq = np.clip(q, -qmax, qmax).astype(np.int64)
+        self._warn_clipped(clipped, xq.size, float(np.abs(xd).max()) if xd.size else 0.0)
 
         t0 = time.perf_counter()
-        opts = self.backend_options if self.backend == "rtl" else {}
-        acc, hstats = conv2d(xq, self.weight_q, self.bias_q, backend=self.backend, hw=self.hw,
-                             return_stats=True, data_width=self.data_width, **args, **opts)
+        opts = dict(self.backend_options) if self.backend == "rtl" else {}
+        callback, close = resolve_progress(self.progress if self.backend == "rtl" else False,
+                                           f"layer {self.name}", unit="inv")
+        try:
+            acc, hstats = conv2d(xq, self.weight_q, self.bias_q, backend=self.backend,
+                                 hw=self.hw, return_stats=True, data_width=self.data_width,
+                                 progress=callback or False, **args, **opts)
+        finally:
+            close()
         seconds = time.perf_counter() - t0
         self.last_acc = acc
         y = acc.astype(np.float64) * (self.x_scale * self.w_scale).reshape(-1, 1, 1)
@@ -348,6 +408,8 @@ class OffloadedModel:
     backend : str
     hw : HardwareConfig or None
     data_width : int
+    calibrated_on : str or None
+        What the activation scales were calibrated on (None until calibrated).
     """
 
     def __init__(self, model, layers, sites, backend, hw, data_width, inplace, was_training):
@@ -360,11 +422,58 @@ class OffloadedModel:
         self.inplace = inplace
         self._was_training = was_training
         self._restored = False
+        self.calibrated_on = None
 
-    def __call__(self, x, *args, **kwargs):
-        """Run the model; its convolutions go through the backend."""
+    def _check_live(self):
         if self._restored:
             raise RuntimeError("this OffloadedModel was restored: its convolutions are float again")
+
+    def calibrate(self, calibration):
+        """(Re)calibrate every layer's activation scale on ``calibration``.
+
+        Parameters
+        ----------
+        calibration : torch.Tensor or list of torch.Tensor
+            Representative model inputs; the float model runs on each batch and
+            each layer's scale is ``max|input| / qmax`` over all of them.
+
+        Raises
+        ------
+        ValueError
+            A layer the batches do not reach, inf or nan inputs, a bias that does
+            not fit int32 at the new scale; the previous scales are then kept.
+        """
+        self._check_live()
+        batches = _batches(calibration)
+        self._calibrate([((b,), {}) for b in batches])
+        self.calibrated_on = (f"{len(batches)} calibration batch{'es' if len(batches) > 1 else ''}"
+                              f" ({sum(_images(b) for b in batches)} images)")
+
+    def _calibrate(self, calls):
+        wrappers = list(self.layers.values())
+        for w in wrappers:
+            w.start_calibration()
+        try:
+            with torch.no_grad():
+                for args, kwargs in calls:
+                    self.model(*args, **kwargs)
+            results = [w.calibration_result() for w in wrappers]
+        finally:
+            for w in wrappers:
+                w.abandon_calibration()
+        for w, r in zip(wrappers, results):
+            w.apply_calibration(r)
+
+    def __call__(self, x, *args, **kwargs):
+        """Run the model; its convolutions go through the backend.
+
+        Without calibration (``offload(..., calibration=None)``), the first call
+        calibrates on its own batch first (the float model runs on it once).
+        """
+        self._check_live()
+        if self.calibrated_on is None:
+            self._calibrate([((x,) + args, kwargs)])
+            self.calibrated_on = f"the first batch ({_images(x)} images)"
         with torch.no_grad():
             return self.model(x, *args, **kwargs)
 
@@ -436,16 +545,28 @@ class OffloadedModel:
 
         hw = self.hw
         arr = f", {hw.rows}x{hw.cols} array" if (self.backend == "rtl" and hw is not None) else ""
+        cal = f", calibrated on {self.calibrated_on}" if self.calibrated_on else ", not calibrated"
         out = [f"offload: backend {self.backend}{arr}, {self.data_width}-bit, "
-               f"{t['images']} images, {t['seconds']:.2f} s in backend calls",
+               f"{t['images']} images, {t['seconds']:.2f} s in backend calls{cal}",
                line(hdr), line(["-" * w for w in widths])]
         out += [line(r) for r in rows[:-1]]
         out += [line(["-" * w for w in widths]), line(rows[-1])]
         if t["min_sqnr_db"] is not None:
             out.append("(total SQNR column: the lowest layer SQNR)")
+        out += self._clip_warnings()
         text = "\n".join(out)
         print(text, file=file if file is not None else sys.stdout)
         return text
+
+    def _clip_warnings(self):
+        clipped = [s for s in self.stats() if s.clipped]
+        if not clipped:
+            return []
+        worst = max(clipped, key=lambda s: s.clipped / s.elements)
+        return [f"WARNING: inputs beyond the calibrated range were clipped in {len(clipped)} "
+                f"layer{'s' if len(clipped) > 1 else ''} (most: {worst.name!r}, "
+                f"{100 * worst.clipped / worst.elements:.3g} % of its inputs); calibrate on "
+                f"representative inputs (OffloadedModel.calibrate)"]
 
     def restore(self):
         """Put the float ``nn.Conv2d`` layers back; return the model.
@@ -469,8 +590,8 @@ class OffloadedModel:
                 f"layers={list(self.layers)})")
 
 
-def offload(torch_model, backend="golden", hw=None, calibration=None, data_width=8, *,
-            inplace=False, track_error=True, **backend_options):
+def offload(torch_model, backend="golden", hw=None, calibration=None, data_width=None, *,
+            inplace=False, track_error=True, progress="auto", **backend_options):
     """Run ``torch_model`` with each ``nn.Conv2d`` on the accelerator path.
 
     Parameters
@@ -481,20 +602,28 @@ def offload(torch_model, backend="golden", hw=None, calibration=None, data_width
     backend : {'golden', 'rtl'}
         Integer convolution backend (see :func:`systolic_conv.conv2d`).
     hw : HardwareConfig, optional
-        Accelerator configuration (``rtl``); default ``HardwareConfig`` with
-        ``data_width``. Its data width must equal ``data_width``.
-    calibration : torch.Tensor or list of torch.Tensor
+        Accelerator configuration, checked on both backends (``rtl`` runs on
+        it); default ``HardwareConfig(data_width=data_width)``.
+    calibration : torch.Tensor or list of torch.Tensor, optional
         Representative model inputs. The float model runs on them once; each
         layer's activation scale is ``max|input| / qmax`` over all batches.
-    data_width : int
-        Signed width of activations and weights: 4, 8 or 16.
+        Default: the first batch the returned model is called with (the float
+        model runs on it, then the quantized one). Later inputs beyond the
+        calibrated range are clipped: a :class:`CalibrationRangeWarning` says
+        so once per layer and :meth:`OffloadedModel.report` counts them.
+    data_width : int, optional
+        Signed width of activations and weights: 4, 8 or 16; default
+        ``hw.data_width``, or 8.
     inplace : bool
         Replace the layers in ``torch_model`` itself (undo with
         :meth:`OffloadedModel.restore`) instead of in a deep copy.
     track_error : bool
         Also run each float layer (float64) to measure the error.
+    progress : {'auto', True, False} or callable
+        ``rtl``: a progress bar per layer call on a terminal
+        (see :mod:`systolic_conv.progress`).
     **backend_options
-        Passed to ``conv2d`` on the ``rtl`` backend (e.g. ``seed``, ``progress``).
+        Passed to ``conv2d`` on the ``rtl`` backend (``seed``, ``idle``, ``stall``).
 
     Returns
     -------
@@ -507,24 +636,17 @@ def offload(torch_model, backend="golden", hw=None, calibration=None, data_width
         own forward, a layer the calibration did not reach, a bias that does not
         fit int32 -- all before any backend call.
     """
-    from .hw.config import DEFAULT, HardwareConfig
     if not isinstance(torch_model, nn.Module):
         raise TypeError(f"torch_model must be a torch.nn.Module, not {type(torch_model).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} must be one of "
-                         + ", ".join(repr(b) for b in BACKENDS))
-    if type(data_width) is not int or data_width not in DATA_WIDTHS:
-        raise ValueError(f"data_width={data_width!r} must be one of {DATA_WIDTHS}")
-    if hw is not None:
-        if not isinstance(hw, HardwareConfig):
-            raise TypeError(f"hw must be a HardwareConfig or None, not {type(hw).__name__}")
-        if hw.data_width != data_width:
-            raise ValueError(f"hw.data_width={hw.data_width} differs from data_width={data_width}")
-    elif backend == "rtl":
-        hw = DEFAULT if DEFAULT.data_width == data_width else HardwareConfig(data_width=data_width)
+    check_backend(backend)
+    hw, data_width = check_hw(hw, data_width)
+    if hw is None and backend == "rtl":
+        from .hw.config import HardwareConfig
+        hw = HardwareConfig(data_width=data_width)
     if backend == "golden" and backend_options:
         raise TypeError(f"backend='golden' takes no options {', '.join(sorted(backend_options))}")
-    batches = _batches(calibration)
+    resolve_progress(progress, "")              # validates the argument
+    batches = None if calibration is None else _batches(calibration)
     for name, m in torch_model.named_modules():
         if isinstance(m, OffloadedConv2d):
             raise ValueError(f"layer {name!r} is already offloaded")
@@ -545,7 +667,7 @@ def offload(torch_model, backend="golden", hw=None, calibration=None, data_width
         if id(m) not in wrappers:
             label = n or type(m).__name__          # the model may be a bare Conv2d
             wrappers[id(m)] = layers[label] = OffloadedConv2d(
-                m, label, backend, hw, data_width, track_error, backend_options)
+                m, label, backend, hw, data_width, track_error, backend_options, progress)
         wrapped_sites.append((n, wrappers[id(m)]))
     for n, w in wrapped_sites:
         if n:
@@ -555,15 +677,12 @@ def offload(torch_model, backend="golden", hw=None, calibration=None, data_width
     result = OffloadedModel(model, layers, wrapped_sites, backend, hw, data_width, inplace,
                             was_training)
     model.eval()
-    try:
-        with torch.no_grad():
-            for b in batches:
-                model(b)
-        for w in layers.values():
-            w.finish_calibration()
-    except BaseException:
-        result.restore()
-        raise
+    if batches is not None:
+        try:
+            result.calibrate(batches)
+        except BaseException:
+            result.restore()
+            raise
     return result
 
 
@@ -654,14 +773,3 @@ def fold_batchnorm(model, pairs=None, inplace=False):
             conv.bias = nn.Parameter(((b - bn.running_mean.detach().double()) * s + beta).to(dt))
             _set_child(out, bname, nn.Identity())
     return out
-
-
-# ``systolic_conv.offload`` is the function (host/__init__.py), but importing this
-# submodule binds the package attribute ``offload`` to the module: make the module
-# callable as the function, so both work whatever was imported first.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return offload(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
