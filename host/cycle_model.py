@@ -353,6 +353,28 @@ class _Intake:
                 self.ns = self.rt[-1] + keep - self.rk[-1]
                 self.nb = keep
 
+    def release_all(self, events):
+        """:meth:`release` for each ``(lo, x)`` of ``events`` (in cycle order)."""
+        cap, beats, limit = self.cap, self.beats, self.limit
+        rk, rt = self.rk, self.rt
+        nb, ns = self.nb, self.ns
+        for lo, x in events:
+            new = (lo + cap) * beats
+            if new > limit:
+                new = limit
+            if new > nb:
+                if x > ns:
+                    rk.append(nb)
+                    rt.append(x)
+                    ns = x
+                ns += new - nb
+                nb = new
+            elif new < nb and x < ns:
+                self.nb, self.ns = nb, ns
+                self.release(lo, x)
+                nb, ns = self.nb, self.ns
+        self.nb, self.ns = nb, ns
+
     def ready(self, row):
         """First cycle in which ``rows_in > row``."""
         k = (row + 1) * self.beats - 1
@@ -728,22 +750,25 @@ class _DwRun:
         self.S, self.tp, self.E = S, tp_prev, E
         # the read cursor moved on after the row's last read: lo follows from L + 1
         self.rel_x[oy] = L + 1
-        self._release(w, oy, L + 1, True)
+        self._release(w, oy, L + 1)
 
-    def _release(self, w, oy, x, apply):
-        """The read cursor leaves row ``oy`` of word ``w`` in cycle ``x``: the new ``lo``
-        (recorded for replays; given to the intake when ``apply``)."""
+    def _lo_after(self, w, oy):
+        """``lo`` once the read cursor has left row ``oy`` of word ``w`` (the intake
+        takes every row once everything is read)."""
         t = self.t
         if oy < t.out_height - 1:
-            lo = w * t.height + max((oy + 1) * t.stride_h - t.pad_top, 0)
-        elif w < t.cotiles - 1:
-            lo = (w + 1) * t.height + max(-t.pad_top, 0)
-        else:
-            return                      # everything read: lo = all rows
+            return w * t.height + max((oy + 1) * t.stride_h - t.pad_top, 0)
+        if w < t.cotiles - 1:
+            return (w + 1) * t.height + max(-t.pad_top, 0)
+        return self.total
+
+    def _release(self, w, oy, x):
+        """The read cursor leaves row ``oy`` of word ``w`` in cycle ``x`` (recorded for
+        replays)."""
+        lo = self._lo_after(w, oy)
         self.rel.append((lo, x))
-        if apply:
-            self.intake.release(lo, x)
-            self.intake.prune(lo)
+        self.intake.release(lo, x)
+        self.intake.prune(lo)
 
     def _idle(self, a, S, RS, L, cred, wt):
         """Categories of the cycles ``[a, S)`` without a tap (dw_seq's priority)."""
@@ -890,22 +915,27 @@ class _DwRun:
             return False
         q, xq, cq, vq = hit
         per, d1 = oy - q, x0 - xq
-        n = 0
-        if sig == 0:
-            while self._row_geo(oy + (n + 1) * per - 1):
-                n += 1
-        else:
-            while self._row_sig(w, oy + (n + 1) * per - 1) == sig:
-                n += 1
-        if n == 0:
+        # rows oy .. oy + n*per - 1 are skipped: all regular, in the same regime
+        t_, k = self.t, self.k
+        last = min(t_.out_height - 2,
+                   (t_.height - (t_.kh - 1) * t_.dil_h - 1 + t_.pad_top) // t_.stride_h)
+        if sig == 1:
+            last = min(last, (self.total - k.ring_rows - t_.stride_h - w * t_.height
+                              + t_.pad_top) // t_.stride_h)
+        n = (last - oy + 1) // per
+        if n <= 0:
             return False
         for i in range(6):
             self.c[i] += n * (self.c[i] - cq[i])
         # the skipped rows' releases, periodic
-        for j in range(n * per):
-            self._release(w, oy + j, self.rel_x[q + j % per] + (j // per + 1) * d1, sig == 0)
+        events = [(self._lo_after(w, oy + j), self.rel_x[q + j % per] + (j // per + 1) * d1)
+                  for j in range(n * per)]
+        self.rel.extend(events)
         if sig:
             self.intake.shift(n * d1, n * per * t.stride_h)
+        else:
+            self.intake.release_all(events)
+            self.intake.prune(events[-1][0])
         self._shift(n * d1, n * (self.V - vq))
         seen.clear()
         self._skip_to = oy + n * per
@@ -998,8 +1028,8 @@ class _DwRun:
             dt, dv = self.S - x_ref, self.V - v_ref
             for i in range(6):
                 self.c[i] += c_nxt[i] - c_ref[i]
-            for lo, x in rel:
-                self.intake.release(lo + (w2 - ref) * H, x + dt)
+            dr = (w2 - ref) * H
+            self.intake.release_all([(lo + dr, x + dt) for lo, x in rel])
             self.intake.prune((w2 + 1) * H)
             self.S, self.E, self.V = x_nxt + dt, e_nxt + dt, v_nxt + dv
             self.blocks = [(v0 + dv, rb, Eb + dt) for v0, rb, Eb in b_nxt]

@@ -158,7 +158,7 @@ def test_random_layers_equal_rtl(name):
     """Random layers (dense, grouped, depthwise with and without multiplier, strides,
     dilations, padding modes, requantization and packing, batches)."""
     cfg = CONFIGS[name]
-    seen, kinds, n_inv = _random_layers(cfg, 12, _seed())
+    seen, kinds, n_inv = _random_layers(cfg, 40, _seed())
     print(f"{name}: {n_inv} invocations equal; cycles by category {seen}")
     if cfg is not DEFAULT:
         # the small configurations make the mechanisms bind (seeds vary: most do)
@@ -170,7 +170,7 @@ def test_random_layers_equal_rtl(name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_many_random_layers_equal_rtl(name):
     cfg = CONFIGS[name]
-    seen, kinds, n_inv = _random_layers(cfg, 150, _seed())
+    seen, kinds, n_inv = _random_layers(cfg, 500, _seed())
     print(f"{name}: {n_inv} invocations equal; cycles by category {seen}")
     if cfg is not DEFAULT:
         assert all(seen[k] > 0 for k in ("stall_input", "stall_weight", "stall_output"))
