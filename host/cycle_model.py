@@ -427,94 +427,118 @@ class _Intake:
 
 def _dense(t, k, fast):
     """Counters of a dense invocation (see the module docstring)."""
-    D, Lr, f = k.fifo, k.latency, t.pack
-    H, B, G, sh = t.height, t.row_beats, t.pass_rows, t.stride_h
-    Wo, folds = t.out_width, t.folds
-    F = sum(folds)
-    pspan = (G - 1) * sh + t.span_h
-    step = G * sh
-    lb = k.lb_rows
-    st = k.start
-    enter = st + len(folds) + k.param_wait + 1       # the first PASS cycle
-    c = [enter, 0, 0, 0, 0]         # setup, stall_input, stall_weight, stall_output, busy
-    credit = Lr + f > D
-    cr = _Credits(D, f, Lr) if credit else None
-    intake = _Intake(lb, H, B, st, 0)
-    y, left, p = -t.pad_top, t.out_height, 0
-    I_prev = e = None
-    s_prev = None
-    seen = {}
-    while left > 0:
-        g = G if G < left else left
-        if fast:
-            sig = _dense_sig(p, g, y, pspan, lb, H, G, intake)
-            if sig is None:
-                seen.clear()
-            else:
-                key = (sig, I_prev - enter, intake.key(enter, y),
-                       cr.key(enter) if credit else None)
-                hit = seen.get(key)
-                if hit is None:
-                    seen[key] = (p, enter, list(c), cr.count if credit else 0)
-                else:
-                    q, enter_q, cq, count_q = hit
-                    per = p - q
-                    n = 0
-                    while _dense_sig(p + (n + 1) * per - 1, G, y + ((n + 1) * per - 1) * step,
-                                     pspan, lb, H, left - ((n + 1) * per - 1) * G,
-                                     intake) == sig:
-                        n += 1
-                    if n:
-                        dt = n * (enter - enter_q)
-                        for i in range(5):
-                            c[i] += n * (c[i] - cq[i])
-                        enter += dt
-                        e = enter - 1
-                        I_prev += dt
-                        if s_prev is not None:
-                            s_prev += dt
-                        intake.shift(dt, n * per * step)
-                        if credit:
-                            cr.shift(dt, n * (cr.count - count_q))
-                        y += n * per * step
-                        left -= n * per * G
-                        p += n * per
-                        SKIPS["pass"] += n
-                        seen.clear()
-                        continue
+    return _DenseRun(t, k, fast).run()
+
+
+class _DenseRun:
+    """One dense invocation, pass by pass, with fast-forward over periodic passes.
+
+    At a pass's first ``PASS`` cycle the key is what can still influence the
+    future, relative to that cycle and to the pass's first row: the previous fold's
+    first element (the loader's next start), the intake's runs and the recent
+    credit-taking elements (when credits can bind).
+    """
+
+    def __init__(self, t, k, fast):
+        self.t, self.k, self.fast = t, k, fast
+        G, sh = t.pass_rows, t.stride_h
+        self.pspan = (G - 1) * sh + t.span_h
+        self.step = G * sh
+        self.F = sum(t.folds)
+        self.enter = k.start + len(t.folds) + k.param_wait + 1     # the first PASS cycle
+        # setup, stall_input, stall_weight, stall_output, busy
+        self.c = [self.enter, 0, 0, 0, 0]
+        self.cr = _Credits(k.fifo, t.pack, k.latency) if k.latency + t.pack > k.fifo else None
+        self.intake = _Intake(k.lb_rows, t.height, t.row_beats, k.start, 0)
+        self.y, self.left, self.p = -t.pad_top, t.out_height, 0
+        self.I = self.s = self.e = None     # the last fold's first element, load start; last element
+
+    def run(self):
+        k = self.k
+        seen = {}
+        while self.left > 0:
+            if self.fast and self._skip(seen):
+                continue
+            self._pass()
+        return {"cycles": self.e + k.latency + 1, "busy": self.c[4], "setup": self.c[0],
+                "stall_input": self.c[1], "stall_weight": self.c[2], "stall_output": self.c[3],
+                "fill": 0, "drain": k.latency}
+
+    def _pass(self):
+        t, k, c, intake = self.t, self.k, self.c, self.intake
+        y, enter = self.y, self.enter
+        g = min(t.pass_rows, self.left)
         # the pass waits in PASS for its rows (lo = its first row from this cycle on)
-        intake.release(y if y > 0 else 0, enter)
-        need = y + pspan if y + pspan < H else H
+        intake.release(max(y, 0), enter)
+        need = min(y + self.pspan, t.height)
         ready = enter if need <= 0 else max(enter, intake.ready(need - 1))
         c[1] += ready - enter
         c[0] += 1
-        T = g * Wo
-        if fast and not credit:
-            I_prev, e = _dense_pass(c, ready + 1, I_prev, F, T, k)
+        T = g * t.out_width
+        if self.fast and self.cr is None:
+            self.I, self.e = _dense_pass(c, ready + 1, self.I, self.F, T, k)
         else:
-            I_prev, s_prev, e = _dense_folds_exact(c, ready + 1, I_prev, s_prev, folds, T, k,
-                                                   cr, fast)
-        c[4] += F * T
-        enter = e + 1
-        intake.prune(y if y > 0 else 0)
-        y += step
-        left -= g
-        p += 1
-    return {"cycles": e + Lr + 1, "busy": c[4], "setup": c[0], "stall_input": c[1],
-            "stall_weight": c[2], "stall_output": c[3], "fill": 0, "drain": Lr}
+            self.I, self.s, self.e = _dense_folds_exact(c, ready + 1, self.I, self.s, t.folds,
+                                                        T, k, self.cr)
+        c[4] += self.F * T
+        self.enter = self.e + 1
+        intake.prune(max(y, 0))
+        self.y += self.step
+        self.left -= g
+        self.p += 1
 
-
-def _dense_sig(p, left, y, pspan, lb, H, G, intake):
-    """The regime of a pass: equal for passes whose evaluation is the same up to a
-    shift of rows and cycles (full, inside the image, the intake either releasing
-    ``lb`` rows ahead (1) or done releasing (2)); None for a pass that is not."""
-    if p < 1 or left < G or y < 0 or y + pspan > H:
+    def _sig(self, j):
+        """The regime of the pass ``j`` passes from now: equal for passes whose
+        evaluation is the same up to a shift of rows and cycles (full, inside the
+        image, the intake releasing ``lb_rows`` ahead (1) or done releasing (2)); None
+        for a pass that is not."""
+        t = self.t
+        p, y, left = self.p + j, self.y + j * self.step, self.left - j * t.pass_rows
+        if p < 1 or left < t.pass_rows or y < 0 or y + self.pspan > t.height:
+            return None
+        if y + self.k.lb_rows <= t.height:
+            return 1
+        if self.intake.nb == self.intake.limit:
+            return 2
         return None
-    if y + lb <= H:
-        return 1
-    if intake.nb == intake.limit:
-        return 2
-    return None
+
+    def _skip(self, seen):
+        """Skip whole periods of passes once the key repeats; True if it did."""
+        sig = self._sig(0)
+        if sig is None:
+            seen.clear()
+            return False
+        enter, cr = self.enter, self.cr
+        key = (sig, self.I - enter, self.intake.key(enter, self.y),
+               cr.key(enter) if cr else None)
+        hit = seen.get(key)
+        if hit is None:
+            seen[key] = (self.p, enter, list(self.c), cr.count if cr else 0)
+            return False
+        q, enter_q, cq, count_q = hit
+        per = self.p - q
+        n = 0
+        while self._sig((n + 1) * per - 1) == sig:
+            n += 1
+        if n == 0:
+            return False
+        dt = n * (enter - enter_q)
+        for i in range(5):
+            self.c[i] += n * (self.c[i] - cq[i])
+        self.enter += dt
+        self.e = self.enter - 1
+        self.I += dt
+        if self.s is not None:
+            self.s += dt
+        self.intake.shift(dt, n * per * self.step)
+        if cr:
+            cr.shift(dt, n * (cr.count - count_q))
+        self.y += n * per * self.step
+        self.left -= n * per * self.t.pass_rows
+        self.p += n * per
+        SKIPS["pass"] += n
+        seen.clear()
+        return True
 
 
 def _dense_pass(c, lower, I_prev, F, T, k):
@@ -534,7 +558,7 @@ def _dense_pass(c, lower, I_prev, F, T, k):
     return last, last + T - 1
 
 
-def _dense_folds_exact(c, lower, I_prev, s_prev, folds, T, k, cr, fast):
+def _dense_folds_exact(c, lower, I_prev, s_prev, folds, T, k, cr):
     """A pass's folds one by one (credit folds element by element when credits can
     bind). Returns (first element of the last fold, its load start, last element)."""
     R, LAF, tra = k.rows, k.load_after_fold, k.tile_ready
