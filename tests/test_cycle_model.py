@@ -95,8 +95,17 @@ def _draw_layer(rng, cfg):
             plan_layer(geom, cfg)
         except ValueError:
             continue
-        if geom.macs <= 2e6 and not _first_tile_range_issue(plan_layer(geom, cfg)):
+        if geom.macs <= 2e6 and not _known_issue(plan_layer(geom, cfg)):
             return xs, ws, kwargs, _requant(rng)
+
+
+def _known_issue(plan):
+    """Plans the hardware does not run as designed (reported, not drawn): the RTL case
+    of :func:`_first_tile_range_issue`, and grouped plans whose channel parts need more
+    weight tiles than the weight memory holds (the planner's output-channel chunks of
+    parts that start inside a group; the hardware rejects the descriptor)."""
+    return _first_tile_range_issue(plan) or any(
+        spec.n_tiles > plan.cfg.weight_tiles for spec in plan.tiles)
 
 
 def _first_tile_range_issue(plan):
