@@ -952,7 +952,9 @@ class _DwRun:
         for i in range(6):
             self.c[i] += n * (self.c[i] - cq[i])
         # the skipped rows' releases, periodic
-        events = [(self._lo_after(w, oy + j), self.rel_x[q + j % per] + (j // per + 1) * d1)
+        # (skipped rows are followed by a row of the same word that reads real rows)
+        base, sh, rel_x = w * t_.height - t_.pad_top, t_.stride_h, self.rel_x
+        events = [(base + (oy + j + 1) * sh, rel_x[q + j % per] + (j // per + 1) * d1)
                   for j in range(n * per)]
         self.rel.extend(events)
         if sig:
