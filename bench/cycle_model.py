@@ -2,18 +2,23 @@
 
 For every layer of ``bench/layers.json``: plan it, run the plan on the Verilated
 RTL (compiled harness, random int8 data, inputs always valid, output always
-ready) and estimate the same plan with the model; the cycles of every invocation
-and every hardware counter must be equal. Layers too large for a quick RTL run
-are scaled (spatial size first, then channels; the table says so). Printed side
-by side: model and RTL cycles, the number of invocations whose counters all
-agree, the wall time of the model (a cold call: geometry, plan and model, caches
-cleared; best of three) and of the RTL run (plan, stream packing and simulation), their ratio,
-and SCALE-Sim's WS cycles on the same layer and array: by default its closed form
-``folds * (2R + C + T - 2) - 1`` (TOOLCHAIN.md), an approximation: it equals real
-SCALE-Sim on 14 of 31 layers at 32x32 in ``bench/scalesim_compare.py``, which
-runs the real thing; ``--scalesim-run`` runs SCALE-Sim here too, slowly).
+ready) and estimate the same plan with the model; every hardware counter
+(cycles, busy, setup, stall_input, stall_weight, stall_output, fill, drain) of
+every invocation must be equal. ``--requant tflite`` (or ``half_up``) requantizes
+in hardware, so results are packed four to a beat (credits and traffic follow).
+Layers too large for a quick RTL run are scaled (batch, spatial size, then
+channels; the table says so). Printed side by side: model and RTL cycles, the
+number of invocations whose counters all agree, the wall time of the model (a
+cold call: geometry, plan and model, caches cleared; best of three) and of the RTL
+run (plan, stream packing and simulation), their ratio, and SCALE-Sim's WS cycles
+on the same layer and array: by default its closed form
+``folds * (2R + C + T - 2) - 1`` (TOOLCHAIN.md), an approximation
+(``bench/scalesim_compare.py`` runs the real thing; ``--scalesim-run`` runs
+SCALE-Sim here too, slowly). The summary adds the counters summed over every
+invocation, RTL and model.
 
     python bench/cycle_model.py [--json out.json] [--max-macs 2e7] [--only NAME]
+                                [--requant tflite|half_up]
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--max-macs", type=float, default=2e7)
     ap.add_argument("--only", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--requant", choices=["tflite", "half_up"], default=None,
+                    help="requantize in hardware to 8 bits (packed results)")
     ap.add_argument("--scalesim-run", action="store_true",
                     help="also run SCALE-Sim (own venv) on every layer (slow on 8x8)")
     args = ap.parse_args(argv)
@@ -72,7 +79,14 @@ def main(argv=None):
     from systolic_conv.planner import plan_layer
     from systolic_conv import cycle_model as cm
     from systolic_conv.sim.harness import get_harness
+    from systolic_conv import Requant
     import scalesim_compare as sc
+
+    rq = None
+    if args.requant == "tflite":
+        rq = Requant(multiplier=1 << 30, shift=14, out_zero_point=0, out_width=8, mode="tflite")
+    elif args.requant == "half_up":
+        rq = Requant(multiplier=1000, shift=24, out_zero_point=0, out_width=8, mode="half_up")
 
     hw = HardwareConfig()
     t0 = time.perf_counter()
@@ -103,7 +117,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         plan = plan_layer(g, hw, x_absmax=int(np.abs(x).max()), w_absmax=int(np.abs(w).max()),
                           b_absmax=0 if b is None else int(np.abs(b).max()))
-        meas, sim_s, wall = cm.measure_rtl(plan, x, w, b)
+        meas, sim_s, wall = cm.measure_rtl(plan, x, w, b, requant=rq)
         rtl_s = time.perf_counter() - t0
         # model: a cold call on the same layer (same bounds, so the same plan)
         model_s = float("inf")
@@ -113,7 +127,7 @@ def main(argv=None):
             est = cm.estimate(l.input_shape, l.weight_shape, bias=l.bias, hw=hw,
                               x_absmax=int(np.abs(x).max()), w_absmax=int(np.abs(w).max()),
                               b_absmax=0 if b is None else int(np.abs(b).max()),
-                              **l.conv_kwargs())
+                              requant=rq, **l.conv_kwargs())
             model_s = min(model_s, time.perf_counter() - t0)
         n_eq = sum(e.counters == m for e, m in zip(est.invocations, meas))
         # the true-size layer: model time (cold), RTL time at this layer's measured rate
@@ -121,7 +135,7 @@ def main(argv=None):
         for _rep in range(3):
             cm.clear_caches()
             t0 = time.perf_counter()
-            efull = full.estimate(hw)
+            efull = full.estimate(hw, requant=rq)
             full_model_s = min(full_model_s, time.perf_counter() - t0)
         rtl_cycles = sum(m["cycles"] for m in meas)
         row, mult, mnote = sc.scalesim_mapping(l)
@@ -135,8 +149,8 @@ def main(argv=None):
                  rtl_sim_seconds=sim_s, scalesim_ws_closed_form=ss, scalesim_ws_run=ss_run,
                  scalesim_mapping=mnote, full_cycles=efull.cycles, full_model_seconds=full_model_s,
                  full_rtl_seconds_extrapolated=efull.cycles / (rtl_cycles / rtl_s),
-                 rtl_counters={k: sum(m[k] for m in meas)
-                                                       for k in cm.COUNTER_NAMES})
+                 rtl_counters={k: sum(m[k] for m in meas) for k in cm.COUNTER_NAMES},
+                 model_counters=dict(est.counters))
         rows.append(d)
         ok = "yes" if (n_eq == len(meas) and rtl_cycles == est.cycles) else "NO"
         ssv = ss_run if ss_run is not None else ss
@@ -154,7 +168,11 @@ def main(argv=None):
     sims = sum(d["rtl_sim_seconds"] for d in rows)
     lay_eq = sum(d["rtl_cycles"] == d["model_cycles"] for d in rows)
     print(f"\n{lay_eq}/{len(rows)} layers with equal cycles; {n_eq}/{n_inv} invocations with "
-          f"every counter equal")
+          f"every counter equal" + (f" (requant {args.requant}, packed results)" if rq else ""))
+    for k in cm.COUNTER_NAMES:
+        r_k = sum(d["rtl_counters"][k] for d in rows)
+        m_k = sum(d["model_counters"][k] for d in rows)
+        print(f"  {k:<13} RTL {r_k:>13,}  model {m_k:>13,}  {'equal' if r_k == m_k else 'DIFFER'}")
     print(f"model {ms * 1e3:.1f} ms in all (cold), RTL {rs:.1f} s ({sims:.1f} s in the harness): "
           f"RTL/model = {rs / ms:,.0f}x (harness only: {sims / ms:,.0f}x); per layer "
           f"min {min(d['rtl_seconds'] / d['model_seconds'] for d in rows):,.0f}x, "
@@ -164,8 +182,8 @@ def main(argv=None):
     print(f"true-size layers: model {fm * 1e3:.1f} ms in all (cold) vs RTL {fr:,.0f} s "
           f"extrapolated at each layer's measured simulation rate: {fr / fm:,.0f}x")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"hw": hw.to_dict(), "layers": rows},
-                                                      indent=1))
+        pathlib.Path(args.json).write_text(json.dumps({"hw": hw.to_dict(), "requant": args.requant,
+                                                       "layers": rows}, indent=1))
         print(f"JSON written to {args.json}")
     return 0 if lay_eq == len(rows) and n_eq == n_inv else 1
 

@@ -4,79 +4,63 @@
 (:func:`systolic_conv.planner.plan_layer`) and computes, for every hardware
 invocation of the plan, the cycle count the RTL measures (descriptor handshake to
 final result handshake, inclusive) and every performance counter, under the
-conditions of DESIGN section 7: inputs always valid, the result stream always
-ready. Nothing is fitted to RTL runs: every term below is read off
-``hw/accel.py`` (with ``hw/array.py``, ``hw/requant.py`` and Amaranth's
-``SyncFIFOBuffered``); the tests compare every counter of every invocation with
-the RTL's and require equality.
+design conditions: inputs always valid, the result stream always ready. Nothing is
+fitted: every term is read off the RTL (``hw/``) and every latency comes from the
+hardware modules' own constants (:func:`constants`); the tests compare every
+counter of every invocation with the Verilated RTL and require equality.
 
-Timing of one invocation (cycle 0 = descriptor handshake, all streams valid):
+Timing of one invocation (cycle 0 = descriptor handshake; ``st`` = the first
+``RUN`` cycle, ``CHECK_CYCLES + 1``):
 
-* **Setup.** Cycle 0 is the handshake (``S_IDLE``), cycles 1 and 2 the two
-  descriptor-check states. From cycle 3 the state is ``S_RUN`` and the three
-  payload streams are accepted, one beat per cycle each, concurrently. The
-  sequencer waits in ``SQ_PARAMS`` until ``p_done`` (set the cycle after the last
-  of ``cotiles`` parameter beats) and ``p_checked`` (one cycle later):
-  ``cotiles + 2`` cycles, so the first pass enters ``SQ_PASS`` at ``cotiles + 5``.
-* **Line buffer.** Activation beat ``k`` is accepted at cycle ``3 + k`` unless
-  the writer is blocked: row ``r`` (``B = ceil(width / act_pixels) * cwords``
-  beats of ``act_pixels`` neighbouring pixels) may be written
-  only while ``r < lo + lb_rows``, where ``lo`` (the first row the current pass
-  needs, ``max(y_pass, 0)``) is updated only in ``SQ_PASS``. A row blocked by a
-  slot still in use therefore starts the cycle after the next pass enters
-  ``SQ_PASS`` (or when the previous row is complete, if later); ``wr_iy``
-  (complete rows) reaches ``r + 1`` ``B`` cycles after row ``r`` started.
-* **Passes.** Pass ``p`` (``gcount = min(G, rows left)`` output rows) waits in
-  ``SQ_PASS`` until ``wr_iy >= clip(y_pass + (G-1)*stride_h + (kh-1)*dil_h + 1,
-  0, height)`` (note: ``G``, not ``gcount``): those cycles are ``stall_input``;
-  the cycle the rows are there is ``setup``; issue may start the next cycle.
-* **Word-major activations** (:func:`~.hw.config.word_major`: depthwise, one pass,
-  every row resident): rows never wait; the first fold of output-channel tile
-  ``t`` (input word ``t``) issues no earlier than ``3 + (t+1)*height*B/cwords``, the
-  cycle after the word's last beat. Waiting cycles count as ``stall_weight`` while
-  the tile is not latched, then ``stall_input``, then ``stall_output``.
-* **Folds.** A pass issues ``n_tiles`` folds (one weight tile each); fold ``n``
-  issues ``gcount * Q`` cycles, one per cycle: ``Q = W_out`` elements per output
-  row in the dense mapping; in the depthwise mapping the window generator reads
-  ``Q = (kw-1)*dil_w + (W_out-1)*stride_w + 1`` columns per row, of which
-  ``W_out`` complete an element (``busy``) and the rest only fill the window
-  register (``fill``). With dual reads (:func:`dual_read`) it reads two columns in
-  a cycle whenever both are needed before the next element completes: element 0
-  issues at ``((kw-1)*dil_w) // 2``, the others every ``ceil(stride_w/2)``
-  cycles, ``Q = ((kw-1)*dil_w) // 2 + (W_out-1)*ceil(stride_w/2) + 1``.
-* **Weights.** Weight beat ``k`` arrives at cycle ``3 + k``. The load of fold
-  ``n`` (tile ``n mod n_tiles``) starts at
-  ``s_n = max(s_{n-1} + R, 3 + (tile+1)*R, E_{n-2} + 1)``: the loader is busy
-  ``R`` cycles per load, the tile's words must be in the weight memory, and fold
-  ``n-2`` must have issued its last cycle ``E_{n-2}`` (its bank is reused). The
-  load reads ``R`` words, latches two cycles later, and fold ``n`` may issue from
-  ``s_n + R + 2``. ``SQ_ISSUE`` cycles waiting for it are ``stall_weight``.
-* **Credits.** An element of the last fold of an output-channel tile reserves a
-  result-FIFO slot when it issues and frees it at its result handshake ``Lr``
-  cycles later (:func:`result_latency`). It may issue only while fewer than
-  ``D = out_fifo_depth`` slots are reserved: at most ``D`` such issues in any
-  ``Lr + 1`` consecutive cycles. Only ``Lr >= D`` can stall (``stall_output``):
-  arrays with ``rows + cols`` close to the FIFO depth or larger.
-* **Drain.** After the last issue (``SQ_DONE``) the final result handshake
-  comes ``Lr`` cycles later: ``drain = Lr``, ``cycles = E_last + Lr + 1``.
+* **Setup.** ``run`` rises in cycle ``st``; tile-parameter, weight and activation
+  beats are accepted one per cycle each from then on. ``params_ready`` rises
+  ``cotiles + 2`` cycles later (``done``, then the registered total check). Weight
+  word ``n`` is readable (``words_in > n``) from ``st + 2 + n``.
+* **Line buffer.** Activation beat ``k`` (row ``k // B``) is accepted one cycle
+  after beat ``k - 1`` at the earliest, and only in a cycle whose ``lo`` (the first
+  row the sequencer still needs) leaves room: ``row < lo + capacity``. A row is
+  readable (``rows_in`` counts it) the cycle after its last beat. ``lo`` only
+  changes at events of the sequencer, so the intake is a short list of runs of
+  consecutive beats (:class:`_Intake`).
+* **Dense mapping** (:func:`_dense`). Per pass: ``PASS`` (``stall_input`` while
+  its rows are missing, then one ``setup`` cycle), then one element per cycle
+  through ``n_tiles`` folds of ``T = g * W_out`` elements. The loader starts load
+  ``n`` at ``s_n = max(s_{n-1} + R, I_{n-1} + LOAD_AFTER_FOLD, st + 1 + (tile+1)*R)``
+  (``I``: a fold's first element) and ``tile_ready`` follows
+  ``tile_ready_after(cfg)`` cycles later. Since ``tile_ready_after +
+  LOAD_AFTER_FOLD >= R`` the first term never binds, and folds follow each other
+  every ``P_f = max(T, tile_ready_after + LOAD_AFTER_FOLD)`` cycles: a pass is
+  evaluated in closed form. Elements of a tile's last fold take a result credit:
+  element ``e`` of them may issue only once the beat holding element
+  ``e - D`` (``D = out_fifo_depth``) has left, which needs, with ``f`` vectors per
+  beat, ``I_{m(e)} + L + 1 <= I_e``, ``m(e) = ((e - D) // f + 1) * f - 1``
+  (``L`` = :func:`result_latency`). That can bind only when ``L + f > D``;
+  then those folds are evaluated element by element.
+* **Depthwise mapping** (:func:`_dw`). Groups (word, output row, block of ``R``
+  pixels, kernel row, column phase) in order: the read cursor issues a group's
+  ``ceil((R + taps - 1) / act_pixels)`` reads in consecutive cycles from the cycle
+  the previous group's first tap is decided (and its input row is in); the tap
+  cursor decides one tap per cycle, a group's first once its reads are done, the
+  previous group's taps are done and its gates hold: a block's first group needs
+  credits for the block's pixels, a word's first group its tap weights, a block's
+  last group ends ``R`` cycles or more after the previous block. Results drain
+  ``2 + DW_TAG_DELAY`` cycles after a block's last tap, one pixel per cycle.
+  Credits can bind only when ``D < L_dw + 2R + f - 2``.
+* **Drain.** From the last element / tap to the final result handshake.
 
-The recurrences are evaluated per *fold*, never per cycle, with exact
-fast-forward: within a run of identical folds the state is periodic with period
-1 or 2 after a few folds (a max-plus recurrence whose circuits have length 1 or
-2), detected and extrapolated; passes whose entry state, relative to their
-entry cycle and first row, equals the previous pass's repeat exactly; invocations
-with the same timing-relevant descriptor fields are computed once (cached). A
-plan is estimated class by class, never invocation by invocation: its invocations
-are the products image x channel part x row segment x column segment
-(:class:`~.planner.TilePlan`), and parts and segments that agree in every field
-the timing, traffic and PE slots depend on form one class, whose figures are
-multiplied by its size (exact integers; the byte counts are multiples of 1/8).
-The thousands of polyphase invocations of a large dilation fall into a handful of
-classes.
+Speed: a dense pass costs O(1) (O(tiles) with binding credits), a depthwise group
+O(1); on top, exact fast-forward (:data:`FAST_FORWARD`) over periodic dense passes
+and depthwise output rows and channel words: at each boundary the state that can
+influence the future (relative to the boundary's cycle and row: loader, intake
+runs, credit history, block spacing) is a key; when a key repeats while the
+upcoming work is identical, whole periods are skipped by shifting the state. A
+plan is estimated class by class (invocations that agree in every field the timing
+depends on are computed once and multiplied).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -84,13 +68,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hw.config import DEFAULT, HardwareConfig, word_major
+from .hw.config import DEFAULT, HardwareConfig
 from .figures import LayerFigures
 
 __all__ = ["estimate", "estimate_plan", "Estimate", "Breakdown", "Suggestion",
-           "InvocationTiming", "InvocationEstimate", "invocation_timing",
-           "invocation_counters", "result_latency", "COUNTER_NAMES", "COMPONENTS",
-           "measure_rtl", "clear_caches", "dual_read"]
+           "InvocationTiming", "InvocationEstimate", "invocation_timing", "descriptor_timing",
+           "invocation_counters", "result_latency", "constants", "Constants", "COUNTER_NAMES",
+           "COMPONENTS", "measure_rtl", "clear_caches", "pack_of"]
 
 #: The hardware counters the model predicts (``hw.layouts.COUNTERS``).
 COUNTER_NAMES = ("cycles", "busy", "setup", "stall_input", "stall_weight",
@@ -103,112 +87,198 @@ COMPONENTS = {
     "edge_cols": "array-edge waste, columns: output channels (depthwise: channels) "
                  "not a multiple of cols",
     "edge_rows": "array-edge waste, rows: reduction not a multiple of rows (input "
-                 "channels padded to words; depthwise: taps padded to folds)",
+                 "channels padded to words; depthwise: output pixels not a multiple of rows)",
     "group_underfill": "zero weights of other groups in block-diagonal tiles",
-    "setup": "descriptor checks, tile parameters, one bubble per pass",
-    "stall_input": "passes waiting for their rows in the line buffer",
-    "stall_weight": "folds waiting for their weight tile",
-    "stall_output": "final folds waiting for result-FIFO credits",
-    "fill": "depthwise window columns read without completing an element",
-    "drain": "fill/drain: the last results' latency through array and requantizer",
+    "setup": "descriptor checks, tile parameters, one cycle per dense pass",
+    "stall_input": "waiting for rows in the line buffer",
+    "stall_weight": "waiting for a weight tile (dense) or a word's tap weights (depthwise)",
+    "stall_output": "waiting for result-queue credits",
+    "fill": "depthwise: row-vector reads and block spacing not hidden behind taps",
+    "drain": "the last results' latency through array, accumulator and requantizer",
 }
 
 _NEG = -(1 << 62)
 
-#: Exact fast-forward over periodic folds and passes (False: evaluate every fold;
-#: the same numbers, slower; the tests use it to check the fast-forward).
+#: Exact fast-forward over periodic passes, output rows and channel words, and the
+#: closed form of dense passes (False: evaluate every fold and every group; the
+#: same numbers, slower; the tests use it to check the fast paths).
 FAST_FORWARD = True
+
+#: Periods skipped by the fast-forward so far, by kind (for tests and benchmarks).
+SKIPS = {"pass": 0, "row": 0, "word": 0}
 
 
 def clear_caches():
     """Forget every memoized per-layer result of the model and the planner.
 
     For timing cold estimates; what depends on the hardware configuration only
-    (:func:`result_latency`, the beat sizes) stays cached.
+    (:func:`constants`, the beat sizes) stays cached.
     """
     from . import planner
-    for f in (_counters_cached, _dense_folds, _slots, _elem_positions, planner._axis_segments,
-              planner.word_ranges, planner._co_chunks_rel, planner._reduction_per):
+    for f in (_counters_cached, _dense_folds, _phase_words, planner._axis_segments,
+              planner.word_ranges, planner._co_chunks_rel, planner._reduction_per,
+              planner._dw_max_out):
         f.cache_clear()
 
 
+# ----------------------------------------------------------------------------- constants
+
+class Constants(NamedTuple):
+    """What the model needs of a hardware configuration, read off ``hw/``."""
+    rows: int
+    act_pixels: int
+    fifo: int              # out_fifo_depth: result credits, in vectors
+    lb_rows: int           # dense line-buffer capacity, rows
+    ring_rows: int         # depthwise line-buffer capacity, rows of one word
+    start: int             # first RUN cycle (every intake block accepts from here)
+    param_wait: int        # cycles from the last parameter beat's cycle + 1 to params_ready
+    word_lag: int          # weight word n is readable from start + word_lag + n
+    load_after_fold: int   # LOAD_AFTER_FOLD
+    tile_ready: int        # tile_ready_after(cfg)
+    latency: int           # dense: issue -> result handshake
+    dw_latency: int        # depthwise: a block's last tap -> its pixel 0's handshake
+
+
 @lru_cache(maxsize=None)
-def result_latency(cfg: HardwareConfig) -> int:
-    """Cycles from an element's issue to its result handshake (output always ready).
+def constants(cfg: HardwareConfig) -> Constants:
+    """The model's view of ``cfg``; every latency imported from the hardware modules.
 
-    ``RESULT_LATENCY(cfg)`` of ``hw/accel.py`` counts the pipeline from the issue
-    cycle to the result's write into the result FIFO (line-buffer read, tap word
-    register, ``R + C + 1`` array stages, accumulate, register, 7 requantizer stages);
-    Amaranth's ``SyncFIFOBuffered`` then needs one more cycle: the written entry
-    reaches the inner memory's read port, and ``r_rdy`` rises the cycle after.
+    Structural counts that are not named constants in ``hw/`` are derived here from
+    the registers they count (see the comments).
     """
-    from .hw.accel import RESULT_LATENCY
-    return RESULT_LATENCY(cfg) + 1
+    from .hw.accel import result_latency as hw_latency
+    from .hw.control import CHECK_CYCLES
+    from .hw.weights import LOAD_AFTER_FOLD, tile_ready_after
+    from .hw.accumulator import DW_TAG_DELAY
+    from .hw.fetch import FETCH_LATENCY
+    from .hw.array import DENSE_LATENCY
+    lat = hw_latency(cfg)
+    tra = tile_ready_after(cfg)
+    if tra + LOAD_AFTER_FOLD < cfg.rows:
+        # the closed forms below rely on the loader's R-cycle read never binding
+        raise NotImplementedError(f"tile_ready_after + LOAD_AFTER_FOLD < rows={cfg.rows}")
+    # the tail common to both mappings: accumulator output -> requantizer -> packer -> queue
+    tail = lat - (FETCH_LATENCY + cfg.rows + DENSE_LATENCY)
+    return Constants(
+        rows=cfg.rows, act_pixels=cfg.act_pixels, fifo=cfg.out_fifo_depth,
+        lb_rows=cfg.lb_rows, ring_rows=cfg.dw_ring_rows,
+        # cycle 0 is the handshake (IDLE), then CHECK_CYCLES check states
+        start=CHECK_CYCLES + 1,
+        # ParamStore: `done` registered after the last beat, `done_d` one cycle
+        # later, `checked` (= ready) one more: ready in cycle start + cotiles + 2
+        param_wait=2,
+        # WeightStore: the write is registered (w_en), then `words_in` is
+        # registered from it: beat k (cycle start + k) readable from start + k + 2
+        word_lag=1,
+        load_after_fold=LOAD_AFTER_FOLD, tile_ready=tra, latency=lat,
+        # dw_seq: `drain` is loaded the cycle after a block's last tap and the tag
+        # register the cycle after that; the accumulator reads the capture
+        # DW_TAG_DELAY cycles after the tag; then the same tail as a dense result
+        dw_latency=2 + DW_TAG_DELAY + tail)
 
+
+def result_latency(cfg: HardwareConfig) -> int:
+    """Cycles from a dense element's issue to its result handshake (output always ready):
+    :func:`systolic_conv.hw.accel.result_latency`."""
+    return constants(cfg).latency
+
+
+def pack_of(cfg: HardwareConfig, requant=None, out_bits=8) -> int:
+    """Result vectors per beat: ``requant`` a mode name, a :class:`~.contract.Requant`
+    or None (then ``out_bits`` is ignored; a Requant gives its own ``out_width``)."""
+    from .hw.layouts import pack_factor, RequantMode
+    if requant is None:
+        return 1
+    if not isinstance(requant, str):
+        out_bits = int(requant.out_width)
+        requant = requant.mode
+    if requant not in ("tflite", "half_up"):
+        raise ValueError(f"requant={requant!r} must be 'tflite', 'half_up', a Requant or None")
+    mode = RequantMode.TFLITE if requant == "tflite" else RequantMode.HALF_UP
+    return pack_factor(cfg, mode, out_bits)
+
+
+# ----------------------------------------------------------------------------- timing
 
 class InvocationTiming(NamedTuple):
-    """The descriptor fields of one invocation that determine its timing."""
-    folds: tuple           # folds (weight tiles) of each output-channel tile
-    height: int            # rows streamed
-    width: int             # columns streamed
-    cwords: int            # input words per pixel
+    """The descriptor fields of one invocation that determine its timing.
+
+    Fields a mapping does not use are zero (more invocations share a timing).
+    """
+    depthwise: bool
+    folds: tuple           # dense: folds (weight tiles) of each output-channel tile
+    cotiles: int           # output-channel tiles (depthwise: channel words)
+    height: int            # rows streamed (per word, depthwise)
+    row_beats: int         # activation beats per streamed row
     out_height: int
-    pass_rows: int         # G
+    out_width: int
+    pass_rows: int         # dense: G
     stride_h: int
-    span_h: int            # (kh - 1) * dil_h + 1
+    kh: int
+    dil_h: int
     pad_top: int
-    row_issue: int         # issue cycles per output row in a fold (Q)
-    row_elems: int         # elements per output row (W_out)
-    elem_first: int        # issue offset of a row's first element
-    elem_step: int         # issue cycles between a row's elements
-    word_major: bool = False   # activations word by word (:func:`~.hw.config.word_major`)
+    kw: int                # depthwise
+    stride_w: int          # depthwise
+    pack: int              # result vectors per beat
 
     @property
     def n_tiles(self):
+        """Dense weight tiles per pass (the descriptor's ``n_tiles``)."""
         return sum(self.folds)
 
-
-def invocation_timing(spec, cfg: HardwareConfig, padding_mode="zeros") -> InvocationTiming:
-    """The :class:`InvocationTiming` of a planner :class:`~.planner.TileSpec` of a layer
-    with ``padding_mode``."""
-    return _timing(cfg, spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups, spec.cog,
-                   spec.co_phase, getattr(spec, "depthwise", False), spec.rows, spec.cols,
-                   int(spec.pass_rows), padding_mode)
+    @property
+    def span_h(self):
+        return (self.kh - 1) * self.dil_h + 1
 
 
-def dual_read(cfg, c, padding_mode):
-    """Whether a depthwise invocation with column segment ``c`` may read two window
-    columns per cycle: the hardware has dual reads and the horizontal border mapping
-    keeps column parities apart (pad value, reflect, circular over an even width)."""
-    mode = c.hw_pad_mode(padding_mode)
-    return (cfg.dw_dual_read and
-            (mode in ("zeros", "reflect") or (mode == "circular" and len(c.src) % 2 == 0)))
+def invocation_timing(spec, cfg: HardwareConfig, requant=None) -> InvocationTiming:
+    """The :class:`InvocationTiming` of a planner :class:`~.planner.TileSpec`.
+
+    ``requant`` (None, a mode name or a :class:`~.contract.Requant`) sets the result
+    packing when the hardware requantizes (the only reduction part and at most 16
+    output bits), as :func:`~.driver.run_plan` does.
+    """
+    bits = _requant_bits(requant)
+    pack = pack_of(cfg, requant, bits) if (bits is not None and spec.complete
+                                            and bits <= 16) else 1
+    return _timing(cfg, spec.ci[1] - spec.ci[0], spec.co[1] - spec.co[0], spec.groups,
+                   spec.cog, spec.co_phase, spec.depthwise, spec.rows, spec.cols,
+                   int(spec.pass_rows), pack)
 
 
-def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows,
-            padding_mode="zeros"):
+def descriptor_timing(desc, cw_counts, cfg: HardwareConfig) -> InvocationTiming:
+    """The :class:`InvocationTiming` of a descriptor (a dict of
+    :func:`~.hw.layouts.descriptor_layout` fields, e.g. ``Invocation.desc``) and the
+    tile parameters' word counts ``cw_counts`` (one per output-channel tile)."""
+    from .hw.layouts import pack_factor
+    pack = pack_factor(cfg, desc["requant"], desc["out_bits"])
+    P = cfg.act_pixels
+    if desc["depthwise"]:
+        return InvocationTiming(True, (), desc["cotiles"], desc["height"],
+                                desc["stride_w"] * desc["phase_words"], desc["out_height"],
+                                desc["out_width"], 0, desc["stride_h"], desc["kh"], desc["dil_h"],
+                                desc["pad_top"], desc["kw"], desc["stride_w"], pack)
+    taps = desc["kh"] * desc["kw"]
+    return InvocationTiming(False, tuple(taps * int(n) for n in cw_counts), desc["cotiles"],
+                            desc["height"], -(-desc["width"] // P) * desc["cwords"],
+                            desc["out_height"], desc["out_width"], desc["pass_rows"],
+                            desc["stride_h"], desc["kh"], desc["dil_h"], desc["pad_top"], 0, 0,
+                            pack)
+
+
+def _timing(cfg, cin, cout, groups, cog, co_phase, depthwise, r, c, pass_rows, pack):
     """The timing of an invocation from its channel fields and its two segments."""
-    R = cfg.rows
-    wo = len(c.out_idx)
-    if depthwise:
-        folds = (-(-(r.k * c.k) // R),) * -(-cin // R)
-        first = (c.k - 1) * c.dil
-        if dual_read(cfg, c, padding_mode):
-            # two columns per cycle while both are needed, so the first + 1 columns
-            # of element 0 take ceil((first+1)/2) cycles and each further element's
-            # stride columns ceil(stride/2)
-            first, step = first // 2, (c.stride + 1) // 2
-            q = first + (wo - 1) * step + 1
-        else:
-            q, step = first + (wo - 1) * c.stride + 1, c.stride
-    else:
-        folds = _dense_folds(cin, cout, groups, R, cfg.cols, cog, co_phase, r.k * c.k)
-        first, q, step = 0, wo, 1
+    R, P = cfg.rows, cfg.act_pixels
     cwords = -(-cin // R)
-    wmaj = word_major(cfg, depthwise, len(r.src), cwords, pass_rows, len(r.out_idx))
-    return InvocationTiming(folds, len(r.src), len(c.src), cwords, len(r.out_idx),
-                            pass_rows, r.stride, (r.k - 1) * r.dil + 1, r.pad_lo,
-                            q, wo, first, step, wmaj)
+    if depthwise:
+        pw = _phase_words(cfg, len(c.out_idx), c.pad_lo + len(c.src) + c.pad_hi, c.stride)
+        return InvocationTiming(True, (), cwords, len(r.src), c.stride * pw, len(r.out_idx),
+                                len(c.out_idx), 0, r.stride, r.k, r.dil, r.pad_lo, c.k,
+                                c.stride, pack)
+    folds = _dense_folds(cin, cout, groups, R, cfg.cols, cog, co_phase, r.k * c.k)
+    return InvocationTiming(False, folds, len(folds), len(r.src), -(-len(c.src) // P) * cwords,
+                            len(r.out_idx), len(c.out_idx), pass_rows, r.stride, r.k, r.dil,
+                            r.pad_lo, 0, 0, pack)
 
 
 @lru_cache(maxsize=4096)
@@ -218,372 +288,779 @@ def _dense_folds(cin, cout, groups, R, C, cog, co_phase, taps):
                                                         co_phase=co_phase))
 
 
-# ----------------------------------------------------------------------------- credits
-
-def _credit_fold(S0, pos, T, hist, Lr, D):
-    """Issue one credit-checked (last) fold.
-
-    The fold has ``T`` issue cycles; its elements sit at offsets ``pos``
-    (ascending). Element ``e`` issues at ``t_e = max(t_{e-1} + pos_e - pos_{e-1},
-    f_{e-D} + Lr + 1)``, ``t_0 >= S0 + pos_0``, where ``f`` is the sequence of
-    credit-taking issue times (``hist``: its most recent ``<= D`` entries,
-    ascending); cycles between elements never wait. Returns
-    ``(first issue, last issue, new hist)``.
-    """
-    lim = Lr + 1
-    h = len(hist)
-    Te = len(pos)
-    times = np.empty(Te, dtype=np.int64)
-    base = S0                     # t_e = pos_e + base_e, base non-decreasing
-    for b in range(0, Te, D):
-        e = min(Te, b + D)
-        p = pos[b:e]
-        if b == 0:
-            lb = np.full(e, _NEG, dtype=np.int64)
-            lo = max(0, D - h)
-            if lo < e:
-                lb[lo:e] = hist[lo - (D - h):e - (D - h)] + lim
-        else:
-            lb = times[b - D:e - D] + lim
-        c = np.maximum.accumulate(lb - p)
-        np.maximum(c, base, out=c)
-        times[b:e] = p + c
-        base = int(c[-1])
-    first = S0 if pos[0] > 0 else int(times[0])
-    last = int(times[-1]) + (T - 1 - int(pos[-1]))
-    if Te >= D:
-        new = times[Te - D:].copy()
-    else:
-        new = np.concatenate([hist, times])[-D:]
-    return first, last, new
-
-
 @lru_cache(maxsize=4096)
-def _elem_positions(g, q, wo, first, step):
-    row = first + step * np.arange(wo, dtype=np.int64)
-    pos = (q * np.arange(g, dtype=np.int64)[:, None] + row[None, :]).ravel()
-    pos.setflags(write=False)
-    return pos
-
-
-# ----------------------------------------------------------------------------- folds
-
-class _State:
-    """Sequencer/loader state between folds (absolute cycle numbers)."""
-    __slots__ = ("Ep", "Ep2", "sp", "n", "hist")
-
-    def __init__(self):
-        self.Ep = _NEG          # E_{n-1}: last issue cycle of the previous fold
-        self.Ep2 = _NEG         # E_{n-2}
-        self.sp = _NEG          # s_{n-1}: load start of the previous fold
-        self.n = 0              # global index of the next fold
-        self.hist = None        # recent credit-taking issue times (credit model only)
-
-
-def _run_folds(st, count, T, lower, i0, pass0, R):
-    """Issue ``count`` folds of ``T`` cycles that take no credits.
-
-    ``lower``: earliest issue cycle of the first fold; ``i0``: in-pass index of
-    the first fold (the weight-stream bound applies in pass 0 only: later passes
-    reuse tiles loaded long before). Returns the ``stall_weight`` cycles.
-    """
-    Ep, Ep2, sp, n = st.Ep, st.Ep2, st.sp, st.n
-    sw = 0
-    j = 0
-    hist = []
-    while j < count:
-        i = i0 + j
-        s = sp + R
-        if pass0:
-            wa = 3 + (i + 1) * R
-            if wa > s:
-                s = wa
-        if n >= 2 and Ep2 + 1 > s:
-            s = Ep2 + 1
-        if s < 3:
-            s = 3
-        wr = s + R + 2
-        lo = lower if j == 0 else Ep + 1
-        S = wr if wr > lo else lo
-        d = S - lo
-        sw += d
-        Ep2, Ep, sp = Ep, S + T - 1, s
-        n += 1
-        hist.append((Ep, Ep2, sp, d))
-        # Folds j-1 and j both came from the time-invariant map (n >= 2, same T, not
-        # a pass opener): if the state moved by the same delta over two folds, it
-        # repeats with that delta from here on.
-        if FAST_FORWARD and j >= 2 and n >= 4:
-            a, b = hist[-3], hist[-1]
-            delta = b[0] - a[0]
-            if b[1] - a[1] == delta and b[2] - a[2] == delta and (
-                    not pass0 or delta == 2 * R or 3 + i * R <= a[2] + R):
-                # (pass 0: the weight stream moves by R per fold; it is either in
-                # lock-step, or slack for fold j-1 on and therefore forever)
-                k = count - 1 - j
-                half, odd = divmod(k, 2)
-                m = hist[-2]
-                if odd:
-                    Ep, Ep2, sp = m[0] + (half + 1) * delta, b[0] + half * delta, \
-                        m[2] + (half + 1) * delta
-                else:
-                    Ep, Ep2, sp = b[0] + half * delta, m[0] + half * delta, b[2] + half * delta
-                sw += half * (m[3] + b[3]) + odd * m[3]
-                n += k
-                break
-        j += 1
-    st.Ep, st.Ep2, st.sp, st.n = Ep, Ep2, sp, n
-    return sw
-
-
-def _load_start(st, i, pass0, R):
-    """Load start ``s_n`` of the next fold (see the module docstring)."""
-    s = st.sp + R
-    if pass0:
-        s = max(s, 3 + (i + 1) * R)
-    if st.n >= 2:
-        s = max(s, st.Ep2 + 1)
-    return max(s, 3)
-
-
-def _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D, act=_NEG):
-    """Issue one credit-checked fold that may not issue before ``act`` (its word
-    of word-major activations); returns ``(stall_weight, stall_input,
-    stall_output)``: waiting cycles count as weight, then input, then output."""
-    s = _load_start(st, i, pass0, R)
-    wr = s + R + 2
-    S0 = max(lower, wr, act)
-    first, last, st.hist = _credit_fold(S0, pos, T, st.hist, Lr, D)
-    sw = max(0, wr - lower)
-    si = S0 - max(lower, wr)
-    so = max(0, first - S0) + (last - first - (T - 1))
-    st.Ep2, st.Ep, st.sp = st.Ep, last, s
-    st.n += 1
-    return sw, si, so
-
-
-def _act_fold(st, T, lower, act, i, pass0, R):
-    """Issue one fold (no credits) that may not issue before ``act``; returns
-    ``(stall_weight, stall_input)``."""
-    s = _load_start(st, i, pass0, R)
-    wr = s + R + 2
-    S = max(lower, wr, act)
-    st.Ep2, st.Ep, st.sp = st.Ep, S + T - 1, s
-    st.n += 1
-    return max(0, wr - lower), S - max(lower, wr)
-
-
-# ----------------------------------------------------------------------------- invocation
-
-@lru_cache(maxsize=1 << 16)
-def _counters_cached(t, R, Lr, lb_rows, D, P):
-    return _counters(t, R, Lr, lb_rows, D, P)
+def _phase_words(cfg, out_width, padded_width, stride):
+    from .streams import dw_phase_words
+    return dw_phase_words(cfg, out_width, padded_width, stride)
 
 
 def invocation_counters(t: InvocationTiming, cfg: HardwareConfig) -> dict:
     """Exact hardware counters (and ``cycles``) of one invocation."""
-    args = (t, cfg.rows, result_latency(cfg), cfg.lb_rows, cfg.out_fifo_depth, cfg.act_pixels)
+    k = constants(cfg)
     if not FAST_FORWARD:
-        return _counters(*args)
-    return dict(_counters_cached(*args))
+        return _counters(t, k, False)
+    return dict(_counters_cached(t, k))
 
 
-def _counters(t, R, Lr, lb_rows, D, P):
-    credit = Lr >= D
-    B = -(-t.width // P) * t.cwords     # beats per row
-    H = t.height
-    G = t.pass_rows
-    sh = t.stride_h
-    pspan = (G - 1) * sh + t.span_h
-    step = G * sh
-    folds = t.folds
-    F = sum(folds)
-    cot = len(folds)
+@lru_cache(maxsize=1 << 16)
+def _counters_cached(t, k):
+    return _counters(t, k, True)
 
-    setup = 3 + cot + 2
-    stall_in = stall_w = stall_o = busy = fill = 0
-    enter = cot + 5
 
-    # line-buffer writer: blocks of rows written back to back, [first row, start]
-    U = min(lb_rows, H)
-    blocks = [[0, 3]]
-    nr, ns = U, 3 + U * B          # next row to write, earliest start of it
-
-    st = _State()
-    if credit:
-        st.hist = np.empty(0, dtype=np.int64)
-    y = -t.pad_top
-    rows_left = t.out_height
-    p = 0
-    prev_key = None
-    prev_inc = None
-    prev_regular = False
-    while rows_left > 0:
-        g = G if G < rows_left else rows_left
-        # a regular pass: full, all its rows inside the image, past the warm-up
-        regular = g == G and y >= 0 and y + lb_rows <= H and p >= 1 and st.n >= 2
-        if FAST_FORWARD and regular:
-            key = _pass_key(st, blocks, nr, ns, y, enter, Lr, B)
-            if prev_regular and key == prev_key[0]:
-                # this pass and every following regular one repeat the previous pass
-                k = 0
-                yy, rl = y, rows_left
-                while rl >= G and yy + lb_rows <= H:
-                    k += 1
-                    yy += step
-                    rl -= G
-                dt, inc = enter - prev_key[1], prev_inc
-                setup += k * inc[0]
-                stall_in += k * inc[1]
-                stall_w += k * inc[2]
-                stall_o += k * inc[3]
-                busy += k * inc[4]
-                fill += k * inc[5]
-                sh_t, sh_r = k * dt, k * step
-                enter += sh_t
-                st.Ep += sh_t
-                st.Ep2 += sh_t
-                st.sp += sh_t
-                if credit:
-                    st.hist = st.hist + sh_t
-                st.n += k * F
-                for blk in blocks:
-                    blk[0] += sh_r
-                    blk[1] += sh_t
-                nr += sh_r
-                ns += sh_t
-                y += sh_r
-                rows_left -= k * G
-                p += k
-                prev_regular = False
-                continue
-            prev_key = (key, enter)
-        c0 = (setup, stall_in, stall_w, stall_o, busy, fill)
-        T = g * t.row_issue
-        Te = g * t.row_elems
-        # ---- line buffer: free the rows below y, then wait for this pass's rows
-        if t.word_major:
-            ready = enter       # one pass, every row resident; tiles wait for words below
-        else:
-            rel = y if y > 0 else 0
-            newU = rel + lb_rows
-            if newU > H:
-                newU = H
-            if newU > nr:
-                start = ns if ns > enter + 1 else enter + 1
-                blocks.append([nr, start])
-                ns = start + (newU - nr) * B
-                nr = newU
-            need = y + pspan
-            if need > H:
-                need = H
-            if need <= 0:
-                rdy = _NEG
-            else:
-                row = need - 1
-                bi = len(blocks) - 1
-                while blocks[bi][0] > row:
-                    bi -= 1
-                rdy = blocks[bi][1] + (need - blocks[bi][0]) * B
-            ready = rdy if rdy > enter else enter
-            stall_in += ready - enter
-            while len(blocks) > 1 and blocks[1][0] <= rel:
-                blocks.pop(0)           # no later pass reads below rel
-        setup += 1
-        # ---- folds
-        pass0 = p == 0
-        lower = ready + 1
-        if t.word_major:
-            # tile ti waits for word ti, complete (words_in > ti) from 3 + (ti+1)*H*B/cwords
-            a, b, o = _word_major_folds(st, t, g, T, lower, credit, R, Lr, D, B // t.cwords)
-            stall_w += a
-            stall_in += b
-            stall_o += o
-        elif not credit:
-            stall_w += _run_folds(st, F, T, lower, 0, pass0, R)
-        else:
-            pos = _elem_positions(g, t.row_issue, t.row_elems, t.elem_first, t.elem_step)
-            i = 0
-            for ft in folds:
-                if ft > 1:
-                    stall_w += _run_folds(st, ft - 1, T, lower, i, pass0, R)
-                    lower = st.Ep + 1
-                    i += ft - 1
-                a, _, b = _credit_last_fold(st, T, pos, lower, i, pass0, R, Lr, D)
-                stall_w += a
-                stall_o += b
-                lower = st.Ep + 1
-                i += 1
-        busy += F * Te
-        fill += F * (T - Te)
-        prev_inc = (setup - c0[0], stall_in - c0[1], stall_w - c0[2], stall_o - c0[3],
-                    busy - c0[4], fill - c0[5])
-        prev_regular = regular
-        enter = st.Ep + 1
-        y += step
-        rows_left -= g
-        p += 1
-    cycles = st.Ep + Lr + 1
-    out = {"cycles": cycles, "busy": busy, "setup": setup, "stall_input": stall_in,
-           "stall_weight": stall_w, "stall_output": stall_o, "fill": fill, "drain": Lr}
-    assert busy + setup + stall_in + stall_w + stall_o + fill + Lr == cycles, out
+def _counters(t, k, fast):
+    out = (_dw if t.depthwise else _dense)(t, k, fast)
+    assert sum(out[n] for n in COUNTER_NAMES[1:]) == out["cycles"], (t, out)
     return out
 
 
-def _word_major_folds(st, t, g, T, lower, credit, R, Lr, D, row_beats):
-    """The folds of a word-major invocation's single pass (``g`` output rows):
-    ``(stall_weight, stall_input, stall_output)``."""
-    hw_ = t.height * row_beats
-    sw = si = so = 0
-    pos = _elem_positions(g, t.row_issue, t.row_elems, t.elem_first, t.elem_step) \
-        if credit else None
-    i = 0
-    for ti, ft in enumerate(t.folds):
-        act = 3 + (ti + 1) * hw_
-        if credit and ft == 1:
-            a, b, c = _credit_last_fold(st, T, pos, lower, i, True, R, Lr, D, act)
-            so += c
-        else:
-            a, b = _act_fold(st, T, lower, act, i, True, R)
-        sw += a
-        si += b
-        lower = st.Ep + 1
-        i += 1
-        rest = ft - 1 - (1 if credit and ft > 1 else 0)
-        if rest > 0:
-            sw += _run_folds(st, rest, T, lower, i, True, R)
-            lower = st.Ep + 1
-            i += rest
-        if credit and ft > 1:
-            a, _, c = _credit_last_fold(st, T, pos, lower, i, True, R, Lr, D)
-            sw += a
-            so += c
-            lower = st.Ep + 1
-            i += 1
-    return sw, si, so
+# ----------------------------------------------------------------------------- intake
 
+class _Intake:
+    """The line buffer's intake: when each activation row becomes readable.
 
-def _pass_key(st, blocks, nr, ns, y, enter, Lr, B):
-    """A pass's entry state relative to its entry cycle and first row.
-
-    Canonical: every later constraint is ``max(..., enter)`` or later, so rows
-    complete by ``enter`` and a writer free before ``enter + 1`` are left out.
+    Beat ``k`` belongs to row ``k // beats``; it is accepted one cycle after beat
+    ``k - 1`` at the earliest, and only in a cycle in which its row is below
+    ``lo + cap``. ``lo`` changes at sequencer events (:meth:`release`, in cycle
+    order), so the accepted beats form runs of consecutive cycles: run ``i`` starts
+    with beat ``rk[i]`` in cycle ``rt[i]``; ``nb`` beats are scheduled, the last
+    accepted in cycle ``ns - 1``.
     """
-    rel = y if y > 0 else 0
-    bl = []
-    for i, (first, start) in enumerate(blocks):
-        end_row = blocks[i + 1][0] if i + 1 < len(blocks) else nr
-        r0 = first + max(0, (enter - start) // B)       # first row completing after enter
-        if r0 < rel:
-            r0 = rel
-        if r0 < end_row:
-            bl.append((r0 - y, start + (r0 - first) * B - enter))
-    hist = ()
-    if st.hist is not None and len(st.hist):
-        keep = st.hist[st.hist + Lr + 1 > enter]     # entries that can still bind
-        hist = tuple((keep - enter).tolist())
-    return (st.Ep - enter, st.Ep2 - enter, st.sp - enter, nr - y, max(ns - enter, 1),
-            tuple(bl), hist)
+
+    __slots__ = ("cap", "beats", "limit", "rk", "rt", "nb", "ns")
+
+    def __init__(self, cap, rows, beats, t0, lo):
+        self.cap, self.beats, self.limit = cap, beats, rows * beats
+        self.rk, self.rt = [], []
+        self.nb, self.ns = 0, t0
+        self.release(lo, t0)
+
+    def release(self, lo, x):
+        """From cycle ``x`` on, ``lo`` is the first row the sequencer needs."""
+        nb = min((lo + self.cap) * self.beats, self.limit)
+        if nb > self.nb:
+            ns = self.ns
+            if x > ns or not self.rk:
+                ns = max(x, ns)
+                self.rk.append(self.nb)
+                self.rt.append(ns)
+            self.ns = ns + nb - self.nb
+            self.nb = nb
+        elif nb < self.nb and x < self.ns:
+            # lo went down: beats not yet accepted whose row is outside wait again
+            k = self.rk[-1] + x - self.rt[-1]
+            keep = k if k > nb else nb
+            if keep < self.nb:
+                self.ns = self.rt[-1] + keep - self.rk[-1]
+                self.nb = keep
+
+    def release_all(self, events):
+        """:meth:`release` for each ``(lo, x)`` of ``events`` (in cycle order)."""
+        cap, beats, limit = self.cap, self.beats, self.limit
+        rk, rt = self.rk, self.rt
+        nb, ns = self.nb, self.ns
+        for lo, x in events:
+            new = (lo + cap) * beats
+            if new > limit:
+                new = limit
+            if new > nb:
+                if x > ns:
+                    rk.append(nb)
+                    rt.append(x)
+                    ns = x
+                ns += new - nb
+                nb = new
+            elif new < nb and x < ns:
+                self.nb, self.ns = nb, ns
+                self.release(lo, x)
+                nb, ns = self.nb, self.ns
+        self.nb, self.ns = nb, ns
+
+    def ready(self, row):
+        """First cycle in which ``rows_in > row``."""
+        k = (row + 1) * self.beats - 1
+        i = bisect.bisect_right(self.rk, k) - 1
+        return self.rt[i] + k - self.rk[i] + 1
+
+    def key(self, x0, r0):
+        """The schedule of rows ``>= r0`` as seen from cycle ``x0`` (readiness before
+        ``x0`` is the same as in ``x0``), relative to both."""
+        k0 = r0 * self.beats
+        rk, rt = self.rk, self.rt
+        n = len(rk)
+        parts = []
+        for i in range(max(0, bisect.bisect_right(rk, k0) - 1), n):
+            a = rk[i] if rk[i] > k0 else k0
+            end = rk[i + 1] if i + 1 < n else self.nb
+            ta = rt[i] + a - rk[i]
+            if a >= end or ta + end - a <= x0:
+                continue
+            if ta < x0:
+                a += x0 - ta
+                ta = x0
+            parts.append((a - k0, ta - x0))
+        full = self.nb == self.limit
+        return (tuple(parts), None if full else self.nb - k0,
+                self.ns - x0 if self.ns > x0 else 0)
+
+    def shift(self, dt, drows):
+        """Advance the schedule by ``drows`` rows and ``dt`` cycles (a period)."""
+        db = drows * self.beats
+        full = self.nb == self.limit
+        self.rk = [k + db for k in self.rk]
+        self.rt = [t + dt for t in self.rt]
+        if full:
+            self.ns = self.rt[-1] + self.limit - self.rk[-1]
+        else:
+            self.nb += db
+            self.ns += dt
+            assert self.nb <= self.limit
+
+    def prune(self, r0):
+        """Forget runs that end before row ``r0`` (never asked for again)."""
+        i = bisect.bisect_right(self.rk, r0 * self.beats) - 1
+        if i > 0:
+            del self.rk[:i]
+            del self.rt[:i]
+
+
+# ----------------------------------------------------------------------------- dense
+
+def _dense(t, k, fast):
+    """Counters of a dense invocation (see the module docstring)."""
+    return _DenseRun(t, k, fast).run()
+
+
+class _DenseRun:
+    """One dense invocation, pass by pass, with fast-forward over periodic passes.
+
+    At a pass's first ``PASS`` cycle the key is what can still influence the
+    future, relative to that cycle and to the pass's first row: the previous fold's
+    first element (the loader's next start), the intake's runs and the recent
+    credit-taking elements (when credits can bind).
+    """
+
+    def __init__(self, t, k, fast):
+        self.t, self.k, self.fast = t, k, fast
+        G, sh = t.pass_rows, t.stride_h
+        self.pspan = (G - 1) * sh + t.span_h
+        self.step = G * sh
+        self.F = sum(t.folds)
+        self.enter = k.start + len(t.folds) + k.param_wait + 1     # the first PASS cycle
+        # setup, stall_input, stall_weight, stall_output, busy
+        self.c = [self.enter, 0, 0, 0, 0]
+        self.cr = _Credits(k.fifo, t.pack, k.latency) if k.latency + t.pack > k.fifo else None
+        self.intake = _Intake(k.lb_rows, t.height, t.row_beats, k.start, 0)
+        self.y, self.left, self.p = -t.pad_top, t.out_height, 0
+        self.I = self.s = self.e = None     # the last fold's first element, load start; last element
+
+    def run(self):
+        k = self.k
+        seen = {}
+        while self.left > 0:
+            if self.fast and self._skip(seen):
+                continue
+            self._pass()
+        return {"cycles": self.e + k.latency + 1, "busy": self.c[4], "setup": self.c[0],
+                "stall_input": self.c[1], "stall_weight": self.c[2], "stall_output": self.c[3],
+                "fill": 0, "drain": k.latency}
+
+    def _pass(self):
+        t, k, c, intake = self.t, self.k, self.c, self.intake
+        y, enter = self.y, self.enter
+        g = min(t.pass_rows, self.left)
+        # the pass waits in PASS for its rows (lo = its first row from this cycle on)
+        intake.release(max(y, 0), enter)
+        need = min(y + self.pspan, t.height)
+        ready = enter if need <= 0 else max(enter, intake.ready(need - 1))
+        c[1] += ready - enter
+        c[0] += 1
+        T = g * t.out_width
+        if self.fast and self.cr is None:
+            self.I, self.e = _dense_pass(c, ready + 1, self.I, self.F, T, k)
+        else:
+            self.I, self.s, self.e = _dense_folds_exact(c, ready + 1, self.I, self.s, t.folds,
+                                                        T, k, self.cr)
+        c[4] += self.F * T
+        self.enter = self.e + 1
+        intake.prune(max(y, 0))
+        self.y += self.step
+        self.left -= g
+        self.p += 1
+
+    def _sig(self, j):
+        """The regime of the pass ``j`` passes from now: equal for passes whose
+        evaluation is the same up to a shift of rows and cycles (full, inside the
+        image, the intake releasing ``lb_rows`` ahead (1) or done releasing (2)); None
+        for a pass that is not."""
+        t = self.t
+        p, y, left = self.p + j, self.y + j * self.step, self.left - j * t.pass_rows
+        if p < 1 or left < t.pass_rows or y < 0 or y + self.pspan > t.height:
+            return None
+        if y + self.k.lb_rows <= t.height:
+            return 1
+        if self.intake.nb == self.intake.limit:
+            return 2
+        return None
+
+    def _skip(self, seen):
+        """Skip whole periods of passes once the key repeats; True if it did."""
+        sig = self._sig(0)
+        if sig is None:
+            seen.clear()
+            return False
+        enter, cr = self.enter, self.cr
+        key = (sig, self.I - enter, self.intake.key(enter, self.y),
+               cr.key(enter) if cr else None)
+        hit = seen.get(key)
+        if hit is None:
+            seen[key] = (self.p, enter, list(self.c), cr.count if cr else 0)
+            return False
+        q, enter_q, cq, count_q = hit
+        per = self.p - q
+        n = 0
+        while self._sig((n + 1) * per - 1) == sig:
+            n += 1
+        if n == 0:
+            return False
+        dt = n * (enter - enter_q)
+        for i in range(5):
+            self.c[i] += n * (self.c[i] - cq[i])
+        self.enter += dt
+        self.e = self.enter - 1
+        self.I += dt
+        if self.s is not None:
+            self.s += dt
+        self.intake.shift(dt, n * per * self.step)
+        if cr:
+            cr.shift(dt, n * (cr.count - count_q))
+        self.y += n * per * self.step
+        self.left -= n * per * self.t.pass_rows
+        self.p += n * per
+        SKIPS["pass"] += n
+        seen.clear()
+        return True
+
+
+def _dense_pass(c, lower, I_prev, F, T, k):
+    """All ``F`` folds of a pass without binding credits, in closed form. Returns
+    (first element of the last fold, last element)."""
+    s = k.start + k.word_lag + k.rows       # the first tile's words (first pass only)
+    if I_prev is not None and I_prev + k.load_after_fold > s:
+        s = I_prev + k.load_after_fold
+    I0 = s + k.tile_ready
+    if lower > I0:
+        I0 = lower
+    Pf = k.tile_ready + k.load_after_fold
+    if T > Pf:
+        Pf = T
+    c[2] += I0 - lower + (F - 1) * (Pf - T)
+    last = I0 + (F - 1) * Pf
+    return last, last + T - 1
+
+
+def _dense_folds_exact(c, lower, I_prev, s_prev, folds, T, k, cr):
+    """A pass's folds one by one (credit folds element by element when credits can
+    bind). Returns (first element of the last fold, its load start, last element)."""
+    R, LAF, tra = k.rows, k.load_after_fold, k.tile_ready
+    i = 0
+    e = None
+    for nf in folds:
+        for fi in range(nf):
+            s = k.start + k.word_lag + (i + 1) * R
+            if I_prev is not None:
+                s = max(s, s_prev + R, I_prev + LAF)
+            tr = s + tra
+            if fi == nf - 1 and cr is not None:
+                I, e, so = cr.fold(max(lower, tr), T)
+                c[2] += max(0, tr - lower)
+                c[3] += so
+            else:
+                I = max(lower, tr)
+                c[2] += I - lower
+                e = I + T - 1
+            s_prev, I_prev = s, I
+            lower = e + 1
+            i += 1
+    return I_prev, s_prev, e
+
+
+class _Credits:
+    """Result credits of the dense mapping, element by element: the issue cycles of
+    the credit-taking elements (the recent ones) and their count."""
+
+    __slots__ = ("D", "f", "lat", "times", "count")
+
+    def __init__(self, D, f, lat):
+        self.D, self.f, self.lat = D, f, lat
+        self.times = []          # issue cycles of elements count - len(times) .. count - 1
+        self.count = 0
+
+    def fold(self, x, T):
+        """Issue ``T`` credit-taking elements from cycle ``x`` on; returns (first issue,
+        last issue, cycles waited)."""
+        D, f, lat = self.D, self.f, self.lat
+        times = self.times
+        base = self.count - len(times)
+        e = self.count
+        first = None
+        waited = 0
+        prev = x - 1
+        for _ in range(T):
+            t = prev + 1
+            if e >= D:
+                b = times[((e - D) // f + 1) * f - 1 - base] + lat + 1
+                if b > t:
+                    waited += b - t
+                    t = b
+            if first is None:
+                first = t
+            times.append(t)
+            prev = t
+            e += 1
+        self.count = e
+        keep = D + f
+        if len(times) > 4 * keep:
+            del times[:len(times) - keep]
+        return first, prev, waited
+
+    def key(self, x0):
+        """The credit state as seen from cycle ``x0``: the phase of the next element in
+        its beat and the recent issue cycles that can still bind, relative."""
+        lo = -(self.lat + 1)
+        n = self.D + self.f
+        return (self.count % self.f,
+                tuple(max(t - x0, lo) for t in self.times[-n:]))
+
+    def shift(self, dt, dcount):
+        self.times = [t + dt for t in self.times[-(self.D + self.f):]]
+        self.count += dcount
+
+
+# ----------------------------------------------------------------------------- depthwise
+
+def _dw(t, k, fast):
+    """Counters of a depthwise invocation (see the module docstring)."""
+    return _DwRun(t, k, fast).run()
+
+
+class _DwRun:
+    """One depthwise invocation, group by group, with fast-forward over periodic
+    output rows and channel words.
+
+    At a row or word boundary (cycle ``x0``: the previous group's first tap) the key
+    is what can still influence the future, relative to ``x0``: the previous block's
+    last tap, the recent credits (when they can bind) and either the intake's runs
+    or, when every row the rest of the word reads is already scheduled to be ready
+    before any group could read it (:meth:`_free`), nothing of the intake at all.
+    In the second case skipped rows and words replay their row releases
+    (``lo`` events) into the intake, so it stays exact for later words.
+    """
+
+    def __init__(self, t, k, fast):
+        self.t, self.k, self.fast = t, k, fast
+        R, P = k.rows, k.act_pixels
+        self.nph = nph = min(t.stride_w, t.kw)
+        taps_p = [-(-(t.kw - p) // t.stride_w) for p in range(nph)]
+        reads_p = [-(-(R + tp - 1) // P) for tp in taps_p]
+        # the groups of one block: (kernel row, reads, taps, first of block, last of block)
+        self.pattern = [(ky, reads_p[p], taps_p[p], ky == 0 and p == 0,
+                         ky == t.kh - 1 and p == nph - 1)
+                        for ky in range(t.kh) for p in range(nph)]
+        self.nblk = -(-t.out_width // R)
+        self.last_rows = t.out_width - (self.nblk - 1) * R
+        self.taps = t.kh * t.kw
+        # no output row takes fewer cycles: a group's first tap comes its reads and the
+        # previous group's taps after the previous group's first, and a block's last
+        # tap rows cycles or more after the previous block's
+        per_block = sum(max(n, self.pattern[g - 1][2])
+                        for g, (_ky, n, _tp, _f, _l) in enumerate(self.pattern))
+        self.row_min = self.nblk * max(per_block, R)
+        self.pready = k.start + t.cotiles + k.param_wait
+        self.total = t.cotiles * t.height
+        self.vtot = t.cotiles * t.out_height * t.out_width
+        self.credit = k.fifo < k.dw_latency + 2 * R + t.pack - 2
+        # state
+        self.intake = _Intake(k.ring_rows, self.total, t.row_beats, k.start,
+                              max(-t.pad_top, 0))
+        self.c = [0] * 6     # setup, stall_input, stall_weight, stall_output, busy, fill
+        self.S = None        # the previous group's first tap
+        self.tp = 0          # its taps
+        self.E = _NEG        # the previous block's last tap
+        self.V = 0           # result vectors of the blocks so far
+        self.blocks = []     # recent blocks: (first vector, pixels, last tap)
+        self.rel = []        # the current word's row releases: (lo, cycle)
+        self.rel_x = {}      # release cycle of each evaluated row of the current word
+        self.free_w = None   # the current word reads no row late from here on
+        self.words = {}      # per word of the current regular stretch: (x0, counters, rel)
+
+    # ---------------------------------------------------------------- the nest
+    def run(self):
+        t, k = self.t, self.k
+        wseen = {}
+        w = 0
+        while w < t.cotiles:
+            if self.fast and self._word_ff(w, wseen):
+                w = self._skip_to
+                continue
+            self.rel, self.rel_x, self.free_w = [], {}, None
+            self.free_retry, self.free_gap = 0, 1
+            self.words[w] = self._snapshot()
+            rseen = {}
+            oy = 0
+            while oy < t.out_height:
+                if self.fast and self._row_ff(w, oy, rseen):
+                    oy = self._skip_to
+                    continue
+                self._row(w, oy)
+                oy += 1
+            w += 1
+        E = self.E
+        F = E + k.dw_latency + self.last_rows - 1
+        c = self.c
+        return {"cycles": F + 1, "busy": c[4], "setup": c[0], "stall_input": c[1],
+                "stall_weight": c[2], "stall_output": c[3], "fill": c[5], "drain": F - E}
+
+    def _row(self, w, oy):
+        """Every group of output row ``oy`` of word ``w``."""
+        t, k = self.t, self.k
+        R, H, dh = k.rows, t.height, t.dil_h
+        y_row = oy * t.stride_h - t.pad_top
+        gbase = w * H
+        intake = self.intake
+        rowt = [intake.ready(gbase + iy) if 0 <= iy < H else _NEG
+                for iy in range(y_row, y_row + t.kh * dh, dh)]
+        c = self.c
+        S, tp_prev, E = self.S, self.tp, self.E
+        pready = self.pready
+        nblk = self.nblk
+        for b in range(nblk):
+            rows_b = self.last_rows if b == nblk - 1 else R
+            for ky, n, tp, firstg, lastg in self.pattern:
+                if S is None:                       # the invocation's first group
+                    bg, a = k.start, 0
+                else:
+                    bg, a = S, S + tp_prev
+                rt = rowt[ky]
+                RS = bg if bg > rt else rt
+                L = RS + n - 1
+                Sn = L + 1 if L + 1 > a else a
+                if Sn < pready:
+                    Sn = pready
+                cred = wt = _NEG
+                if firstg:
+                    if self.credit:
+                        cred = self._credit_ok(rows_b)
+                        if cred > Sn:
+                            Sn = cred
+                    if b == 0 and oy == 0:
+                        wt = k.start + k.word_lag + (w + 1) * self.taps
+                        if wt > Sn:
+                            Sn = wt
+                if lastg:
+                    sp = E + R - tp + 1
+                    if sp > Sn:
+                        Sn = sp
+                if Sn > a:
+                    self._idle(a, Sn, RS, L, cred, wt)
+                c[4] += tp
+                S, tp_prev = Sn, tp
+                if lastg:
+                    E = Sn + tp - 1
+                    if self.credit:
+                        self.blocks.append((self.V, rows_b, E))
+                        if len(self.blocks) > 2 * k.fifo + 16:
+                            del self.blocks[:k.fifo]
+                    self.V += rows_b
+        self.S, self.tp, self.E = S, tp_prev, E
+        # the read cursor moved on after the row's last read: lo follows from L + 1
+        self.rel_x[oy] = L + 1
+        self._release(w, oy, L + 1)
+
+    def _lo_after(self, w, oy):
+        """``lo`` once the read cursor has left row ``oy`` of word ``w`` (the intake
+        takes every row once everything is read)."""
+        t = self.t
+        if oy < t.out_height - 1:
+            return w * t.height + max((oy + 1) * t.stride_h - t.pad_top, 0)
+        if w < t.cotiles - 1:
+            return (w + 1) * t.height + max(-t.pad_top, 0)
+        return self.total
+
+    def _release(self, w, oy, x):
+        """The read cursor leaves row ``oy`` of word ``w`` in cycle ``x`` (recorded for
+        replays)."""
+        lo = self._lo_after(w, oy)
+        self.rel.append((lo, x))
+        self.intake.release(lo, x)
+        self.intake.prune(lo)
+
+    def _idle(self, a, S, RS, L, cred, wt):
+        """Categories of the cycles ``[a, S)`` without a tap (dw_seq's priority)."""
+        c = self.c
+        x = a
+        if x < self.pready:
+            y = S if S < self.pready else self.pready
+            c[0] += y - x
+            x = y
+        for i, end in ((1, RS), (5, L + 1), (3, cred), (2, wt)):
+            if end > x:
+                y = S if S < end else end
+                c[i] += y - x
+                x = y
+        c[5] += S - x
+
+    def _credit_ok(self, rows_b):
+        """First cycle a block of ``rows_b`` pixels has its credits."""
+        k = self.k
+        need = self.V + rows_b - k.fifo
+        if need <= 0:
+            return _NEG
+        f = self.t.pack
+        j = min(((need - 1) // f + 1) * f - 1, self.vtot - 1)
+        blocks = self.blocks
+        for i in range(len(blocks) - 1, -1, -1):
+            v0, rb, Eb = blocks[i]
+            if v0 <= j < v0 + rb:
+                return Eb + k.dw_latency + (j - v0) + 1
+        raise RuntimeError(f"result credits deadlock: out_fifo_depth={k.fifo} cannot hold "
+                           f"{rows_b} pixels beside a partly packed beat")
+
+    # ---------------------------------------------------------------- fast-forward
+    def _key(self, x0):
+        """The state (intake aside) as seen from cycle ``x0``, relative to it."""
+        k = self.k
+        cred = None
+        if self.credit:
+            lim = -(k.dw_latency + k.rows + 1)
+            cred = (self.V % self.t.pack,
+                    tuple((v0 - self.V, rb, max(Eb - x0, lim))
+                          for v0, rb, Eb in self.blocks if v0 + rb + k.fifo + self.t.pack
+                          > self.V))
+        return (self.E - x0 if self.E > x0 - k.rows else None, cred)
+
+    def _shift(self, dt, dv):
+        self.S += dt
+        self.E += dt
+        if self.credit:
+            keep = [b for b in self.blocks if b[0] + b[1] + self.k.fifo + self.t.pack > self.V]
+            self.blocks = [(v0 + dv, rb, Eb + dt) for v0, rb, Eb in keep]
+        self.V += dv
+
+    def _need(self, w, oy):
+        """The last input row output row ``oy`` of word ``w`` reads (None: none)."""
+        t = self.t
+        y = oy * t.stride_h - t.pad_top
+        last = y + (t.kh - 1) * t.dil_h
+        if last < 0 or y > t.height - 1:
+            return None
+        return w * t.height + min(last, t.height - 1)
+
+    def _free(self, w, oy, x0):
+        """Whether no group of rows ``oy..`` of word ``w`` can wait for its input row: each
+        is scheduled and ready before row ``oy + j`` could begin (``x0 + j * row_min``,
+        ``x0`` the cycle the first group of row ``oy`` may begin its reads)."""
+        t, intake = self.t, self.intake
+        Ho, B = t.out_height, intake.beats
+        last = next((r for r in (self._need(w, o) for o in range(Ho - 1, oy - 1, -1))
+                     if r is not None), None)
+        if last is None:
+            return True
+        if (last + 1) * B > intake.nb:
+            return False
+        if intake.ready(last) <= x0:
+            return True                 # the whole rest of the word is in already
+        # ready(need(o)) - bound(o) is piecewise linear in o: check the ends of the pieces
+        sh = t.stride_h
+        c0 = w * t.height - t.pad_top + (t.kh - 1) * t.dil_h      # need(o) = c0 + o*sh
+        cand = {oy, Ho - 1}
+        clip = -(-(w * t.height + t.height - 1 - c0) // sh)     # need(o) clipped from here
+        first = -(-(w * t.height - c0) // sh)                  # the first row reading a row
+        cand.update((clip - 1, clip, first - 1, first))
+        rk = intake.rk
+        for i in range(len(rk)):
+            ra = (rk[i] + 1 + B - 1) // B - 1          # first row whose last beat is in run i
+            o = -(-(ra - c0) // sh)
+            cand.update((o - 1, o))
+        for o in cand:
+            if oy <= o < Ho:
+                r = self._need(w, o)
+                if r is not None and intake.ready(r) > x0 + (o - oy) * self.row_min:
+                    return False
+        return True
+
+    def _row_geo(self, oy):
+        """Whether output row ``oy`` reads only real rows and is neither the first nor
+        the last of its word (no weight gate, its release moves ``lo`` by the stride)."""
+        t = self.t
+        y = oy * t.stride_h - t.pad_top
+        return (1 <= oy <= t.out_height - 2 and y >= 0
+                and y + (t.kh - 1) * t.dil_h < t.height)
+
+    def _row_sig(self, w, oy):
+        """The intake's regime at row ``oy`` (when it is not free): the releases move
+        its limit by the stride (1), or it holds every row already (2); None if
+        neither or the row is not regular."""
+        t, k = self.t, self.k
+        if not self._row_geo(oy):
+            return None
+        y = oy * t.stride_h - t.pad_top
+        if w * t.height + y + t.stride_h + k.ring_rows <= self.total:
+            return 1
+        if self.intake.nb == self.intake.limit:
+            return 2
+        return None
+
+    def _row_ff(self, w, oy, seen):
+        """Fast-forward over periodic regular output rows; True if rows were skipped
+        (``_skip_to`` is the next row to evaluate)."""
+        t = self.t
+        if not self._row_geo(oy):
+            seen.clear()
+            return False
+        x0 = self.S
+        if self.free_w != w and oy >= self.free_retry:
+            if self._free(w, oy, x0):
+                self.free_w = w
+            else:                       # try again later, less and less often
+                self.free_gap *= 2
+                self.free_retry = oy + self.free_gap
+        if self.free_w == w:
+            sig, key = 0, ("free", self._key(x0))
+        else:
+            sig = self._row_sig(w, oy)
+            if sig is None:
+                seen.clear()
+                return False
+            key = (sig, self._key(x0),
+                   self.intake.key(x0, w * t.height + oy * t.stride_h - t.pad_top))
+        hit = seen.get(key)
+        if hit is None:
+            seen[key] = (oy, x0, list(self.c), self.V)
+            return False
+        q, xq, cq, vq = hit
+        per, d1 = oy - q, x0 - xq
+        # rows oy .. oy + n*per - 1 are skipped: all regular, in the same regime
+        t_, k = self.t, self.k
+        last = min(t_.out_height - 2,
+                   (t_.height - (t_.kh - 1) * t_.dil_h - 1 + t_.pad_top) // t_.stride_h)
+        if sig == 1:
+            last = min(last, (self.total - k.ring_rows - t_.stride_h - w * t_.height
+                              + t_.pad_top) // t_.stride_h)
+        n = (last - oy + 1) // per
+        if n <= 0:
+            return False
+        for i in range(6):
+            self.c[i] += n * (self.c[i] - cq[i])
+        # the skipped rows' releases, periodic
+        # (skipped rows are followed by a row of the same word that reads real rows)
+        base, sh, rel_x = w * t_.height - t_.pad_top, t_.stride_h, self.rel_x
+        events = [(base + (oy + j + 1) * sh, rel_x[q + j % per] + (j // per + 1) * d1)
+                  for j in range(n * per)]
+        self.rel.extend(events)
+        if sig:
+            self.intake.shift(n * d1, n * per * t.stride_h)
+        else:
+            self.intake.release_all(events)
+            self.intake.prune(events[-1][0])
+        self._shift(n * d1, n * (self.V - vq))
+        seen.clear()
+        self._skip_to = oy + n * per
+        SKIPS["row"] += n
+        return True
+
+    def _word_sig(self, w):
+        """The intake's regime over word ``w`` when it is not free (like
+        :meth:`_row_sig`); None for the first and last words."""
+        t, k = self.t, self.k
+        H = t.height
+        if not 1 <= w <= t.cotiles - 2 or self.S is None:
+            return None
+        top = max(0, (t.out_height - 1) * t.stride_h - t.pad_top, H + max(-t.pad_top, 0))
+        if w * H + top + k.ring_rows <= self.total:
+            return 1
+        if self.intake.nb == self.intake.limit and w * H + max(-t.pad_top, 0) + k.ring_rows \
+                >= self.total:
+            return 2
+        return None
+
+    def _word_ff(self, w, seen):
+        """Fast-forward over periodic channel words (like :meth:`_row_ff`)."""
+        t, k = self.t, self.k
+        H = t.height
+        if not 1 <= w <= t.cotiles - 2 or self.S is None:
+            seen.clear()
+            return False
+        x0 = self.S
+        wt = k.start + k.word_lag + (w + 1) * self.taps
+        state = (self._key(x0), wt - x0 if wt > x0 else 0)
+        free = self._free(w, 0, x0)
+        if free:
+            sig, key = 0, ("free", state)
+        else:
+            sig = self._word_sig(w)
+            if sig is None:
+                seen.clear()
+                return False
+            key = (sig, state, self.intake.key(x0, w * H + max(-t.pad_top, 0)))
+        hit = seen.get(key)
+        if hit is None:
+            seen[key] = w
+            return False
+        q = hit
+        per = w - q
+        if sig == 0:
+            w2 = self._replay_words(w, q, per)
+        else:
+            n = 0
+            while self._word_sig(w + (n + 1) * per - 1) == sig:
+                n += 1
+            if n == 0:
+                return False
+            xq, cq = self.words[q][0], self.words[q][1]
+            for i in range(6):
+                self.c[i] += n * (self.c[i] - cq[i])
+            self.intake.shift(n * (x0 - xq), n * per * H)
+            self._shift(n * (x0 - xq), n * per * t.out_height * t.out_width)
+            w2 = w + n * per
+        if w2 == w:
+            return False
+        seen.clear()
+        self.words = {}
+        self._skip_to = w2
+        SKIPS["word"] += w2 - w
+        return True
+
+    def _snapshot(self):
+        """The state at a word's start, for :meth:`_replay_words` (``rel`` fills up as
+        the word is evaluated)."""
+        return (self.S, list(self.c), self.rel, self.V, self.E, list(self.blocks))
+
+    def _replay_words(self, w, q, per):
+        """Words ``w, w+1, ...`` as the free words ``q .. w-1`` repeated, one at a time
+        while each is free: word ``w2`` ends in the state word ``ref`` ended in, shifted
+        by the cycles and vectors between their starts, and replays ``ref``'s row
+        releases into the intake. Returns the next word to evaluate."""
+        t = self.t
+        H = t.height
+        log = dict(self.words)
+        log[w] = self._snapshot()
+        w2 = w
+        while w2 <= t.cotiles - 2:
+            if w2 > w and not self._free(w2, 0, self.S):
+                break
+            ref = q + (w2 - w) % per
+            x_ref, c_ref, rel, v_ref = log[ref][:4]
+            x_nxt, c_nxt, _rel, v_nxt, e_nxt, b_nxt = log[ref + 1]
+            dt, dv = self.S - x_ref, self.V - v_ref
+            for i in range(6):
+                self.c[i] += c_nxt[i] - c_ref[i]
+            dr = (w2 - ref) * H
+            self.intake.release_all([(lo + dr, x + dt) for lo, x in rel])
+            self.intake.prune((w2 + 1) * H)
+            self.S, self.E, self.V = x_nxt + dt, e_nxt + dt, v_nxt + dv
+            self.blocks = [(v0 + dv, rb, Eb + dt) for v0, rb, Eb in b_nxt]
+            w2 += 1
+        return w2
 
 
 # ----------------------------------------------------------------------------- per tile
@@ -591,37 +1068,47 @@ def _pass_key(st, blocks, nr, ns, y, enter, Lr, B):
 @lru_cache(maxsize=None)
 def _beat_bits(cfg):
     from .hw import layouts as L
-    return L.descriptor_layout(cfg).size, L.param_beat_layout(cfg).size
+    return (L.descriptor_layout(cfg).size, L.param_beat_layout(cfg).size,
+            L.result_beat_layout(cfg).size - 1)
 
 
-@lru_cache(maxsize=4096)
-def _slots(cfg, folds, cin, cout, groups, cog, co_phase, taps, depthwise):
-    """PE-slots of the busy cycles per output pixel: (useful, edge_cols, edge_rows, group)."""
+def _traffic(cfg, t):
+    """Bytes per stream of one invocation (as :meth:`~.streams.Invocation.bytes_moved`)."""
+    R, C, dw, P = cfg.rows, cfg.cols, cfg.data_width, cfg.act_pixels
+    desc_bits, param_bits, result_bits = _beat_bits(cfg)
+    vectors = t.out_height * t.out_width * t.cotiles
+    if t.depthwise:
+        wbeats = t.cotiles * t.kh * t.kw
+        abeats = t.cotiles * t.height * t.row_beats
+    else:
+        wbeats = t.n_tiles * R
+        abeats = t.height * t.row_beats
+    return {"desc": desc_bits / 8, "param": t.cotiles * param_bits / 8,
+            "weight": wbeats * C * dw / 8, "act": abeats * R * P * dw / 8,
+            "result": -(-vectors // t.pack) * result_bits / 8}
+
+
+def _slots(cfg, t, cin, cout, groups, cog, co_phase, taps):
+    """PE-slots of the busy cycles: (useful, edge_cols, edge_rows, group)."""
     R, C = cfg.rows, cfg.cols
-    if depthwise:
-        # every tile has the same folds: channels (real columns) x taps (real rows)
-        nf = folds[0]
-        creal = sum(min(C, cin - ti * C) for ti in range(len(folds)))
-        treal = sum(min(R, taps - f * R) for f in range(nf))
-        return creal * treal, (len(folds) * C - creal) * R * nf, creal * (nf * R - treal), 0
-    useful = edge_c = edge_r = grp = 0
+    pix = t.out_height * t.out_width
+    if t.depthwise:
+        # output stationary: a tap occupies rows (pixels of a block) x cols (channels)
+        px = t.out_height * -(-t.out_width // R) * R
+        return (cin * pix * taps, (t.cotiles * C - cin) * px * taps,
+                cin * (px - pix) * taps, 0)
     from .planner import word_ranges
     cg = cin // groups
-    ranges = word_ranges(cin, cout, groups, R, C, cog=cog, co_phase=co_phase)
-    if len(set(ranges)) == 1:
-        # every output-channel tile reduces over the same words (tiles cover cout)
-        first, cnt = ranges[0]
-        lanes = min(cin, (first + cnt) * R) - first * R
-        return (cout * cg * taps, (len(ranges) * C - cout) * cnt * R * taps,
-                cout * (cnt * R - lanes) * taps, cout * (lanes - cg) * taps)
-    for ti, (first, cnt) in enumerate(ranges):
+    useful = edge_c = edge_r = grp = 0
+    for ti, (first, cnt) in enumerate(word_ranges(cin, cout, groups, R, C, cog=cog,
+                                                  co_phase=co_phase)):
         creal = min(C, cout - ti * C)
         lanes = min(cin, (first + cnt) * R) - first * R
         useful += creal * cg * taps
         edge_c += (C - creal) * cnt * R * taps
         edge_r += creal * (cnt * R - lanes) * taps
         grp += creal * (lanes - cg) * taps
-    return useful, edge_c, edge_r, grp
+    return useful * pix, edge_c * pix, edge_r * pix, grp * pix
 
 
 class InvocationEstimate(NamedTuple):
@@ -659,7 +1146,7 @@ class _Invocations:
             raise IndexError("invocation index out of range")
         _n, p, r, c = self._plan.index(i)
         t, cnt, b, _sl = self._infos[self._which(p, r, c)]
-        return InvocationEstimate(i, t, cnt, self._plan.tile_macs(i), b)
+        return InvocationEstimate(i, t, dict(cnt), self._plan.tile_macs(i), dict(b))
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -716,7 +1203,7 @@ class Breakdown:
 
 @dataclass
 class Estimate(LayerFigures):
-    """The analytic model's figures for one layer (DESIGN section 7 definitions).
+    """The analytic model's figures for one layer.
 
     ``cycles`` is the sum over the plan's invocations of descriptor handshake to
     final result handshake; ``counters`` the hardware counters summed the same
@@ -765,11 +1252,11 @@ def _part_key(p):
 
 
 def _row_key(r):
-    return len(r.src), len(r.out_idx), r.stride, r.k, r.dil, r.pad_lo
+    return len(r.src), len(r.out_idx), r.stride, r.k, r.dil, r.pad_lo, r.pad_hi
 
 
 def _col_key(c):
-    return len(c.src), len(c.out_idx), c.stride, c.k, c.dil, c.hw_mode
+    return len(c.src), len(c.out_idx), c.stride, c.k, c.dil, c.pad_lo, c.pad_hi
 
 
 def _classes(items, key):
@@ -779,10 +1266,10 @@ def _classes(items, key):
         return (0,), items, (1,)
     index, of, reps, num = {}, [], [], []
     for it in items:
-        k = key(it)
-        j = index.get(k)
+        kk = key(it)
+        j = index.get(kk)
         if j is None:
-            j = index[k] = len(reps)
+            j = index[kk] = len(reps)
             reps.append(it)
             num.append(0)
         num[j] += 1
@@ -805,18 +1292,17 @@ def estimate_plan(plan, *, requant=None, name=""):
     """Estimate an existing :class:`~.planner.TilePlan` (e.g. ``RtlStats.plan``).
 
     ``requant``: None, a :class:`~.contract.Requant` or a mode name (8-bit
-    outputs); it changes only the result traffic, not the timing.
+    outputs). When the hardware requantizes (one reduction part, at most 16 output
+    bits) results are packed, which changes the result traffic and the credits.
     """
     t0 = time.perf_counter()
     cfg = plan.cfg
     geom = plan.geometry
     R, C, dw = cfg.rows, cfg.cols, cfg.data_width
-    P = cfg.act_pixels
     out_bits = _requant_bits(requant)
-    desc_bits, param_bits = _beat_bits(cfg)
-    Lr = result_latency(cfg)
-    counters = _counters_cached if FAST_FORWARD else _counters
-    bits = out_bits if (out_bits is not None and plan.reduction_parts == 1) else cfg.acc_width
+    hw_rq = out_bits is not None and plan.reduction_parts == 1 and out_bits <= 16
+    pack = pack_of(cfg, requant, out_bits) if hw_rq else 1
+    k = constants(cfg)
     tot = dict.fromkeys(COUNTER_NAMES, 0)
     byts = {"desc": 0.0, "param": 0.0, "weight": 0.0, "act": 0.0, "result": 0.0}
     slots = [0, 0, 0, 0]
@@ -830,25 +1316,18 @@ def estimate_plan(plan, *, requant=None, name=""):
         cin, cout = part.ci[1] - part.ci[0], part.co[1] - part.co[0]
         for r, rn in zip(rows, r_num):
             for c, cn in zip(cols, c_num):
-                depthwise = plan.depthwise(r, c)
-                t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase, depthwise,
-                            r, c, plan.pass_rows(r, c, cin), plan.geometry.padding_mode)
-                cnt = counters(t, R, Lr, cfg.lb_rows, cfg.out_fifo_depth, P)
-                cot = len(t.folds)
-                pix = len(r.out_idx) * len(c.out_idx)
-                b = {"desc": desc_bits / 8, "param": cot * param_bits / 8,
-                     "weight": t.n_tiles * R * C * dw / 8,
-                     "act": t.height * -(-t.width // P) * t.cwords * P * R * dw / 8,
-                     "result": pix * cot * C * bits / 8}
-                sl = tuple(v * pix for v in _slots(cfg, t.folds, cin, cout, part.groups, part.cog,
-                                                   part.co_phase, r.k * c.k, depthwise))
+                t = _timing(cfg, cin, cout, part.groups, part.cog, part.co_phase,
+                            plan.depthwise(r, c), r, c, plan.pass_rows(r, c, cin), pack)
+                cnt = _counters_cached(t, k) if FAST_FORWARD else _counters(t, k, False)
+                b = _traffic(cfg, t)
+                sl = _slots(cfg, t, cin, cout, part.groups, part.cog, part.co_phase, r.k * c.k)
                 infos.append((t, cnt, b, sl))
                 # totals: each distinct invocation times its multiplicity
                 m = plan.batch * pn * rn * cn
-                for k in COUNTER_NAMES:
-                    tot[k] += m * cnt[k]
-                for k in byts:
-                    byts[k] += m * b[k]
+                for kk in COUNTER_NAMES:
+                    tot[kk] += m * cnt[kk]
+                for kk in byts:
+                    byts[kk] += m * b[kk]
                 for i in range(4):
                     slots[i] += m * sl[i]
     nr, nc = len(rows), len(cols)
@@ -856,15 +1335,15 @@ def estimate_plan(plan, *, requant=None, name=""):
     pes = R * C
     comps = {"useful": slots[0] / pes, "edge_cols": slots[1] / pes,
              "edge_rows": slots[2] / pes, "group_underfill": slots[3] / pes}
-    for k in ("setup", "stall_input", "stall_weight", "stall_output", "fill", "drain"):
-        comps[k] = float(tot[k])
+    for kk in ("setup", "stall_input", "stall_weight", "stall_output", "fill", "drain"):
+        comps[kk] = float(tot[kk])
     out_elems = geom.N * geom.C_out * geom.H_out * geom.W_out
     host = {"prepad_columns": plan.host_prepad_columns, "partial_sum_adds": 0,
             "host_requant": 0}
     if plan.reduction_parts > 1:
         host["partial_sum_adds"] = out_elems * (plan.reduction_parts - 1)
-        if out_bits is not None:
-            host["host_requant"] = out_elems
+    if out_bits is not None and not hw_rq:
+        host["host_requant"] = out_elems
     in_elems = geom.N * geom.C_in * geom.H * geom.W
     w_elems = geom.C_out * (geom.C_in // geom.groups) * geom.kh * geom.kw
     tensor_bytes = int(in_elems * dw / 8 + w_elems * dw / 8 + (geom.C_out * 4 if geom.has_bias
@@ -890,7 +1369,7 @@ def estimate(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     hw : HardwareConfig, optional
         The accelerator instance (default: ``HardwareConfig()``).
     requant : Requant, str or None
-        Requantize in hardware (only the result traffic depends on it).
+        Requantize in hardware: results are packed (traffic and credits follow).
     bias : bool
         Whether the layer has a bias.
     x_absmax, w_absmax, b_absmax, pad_value
@@ -938,7 +1417,7 @@ def _candidates(est):
                 continue
             c = pes // r
             cw = _pow2_at_least(max(1, cfg.channel_tile // r))
-            wd = max(r, (cfg.weight_depth * C // c) // r * r)
+            wd = max(2 * r, (cfg.weight_depth * C // c) // r * r)
             try:
                 out.append((f"rows={r}, cols={c} (same {pes} PEs)",
                             replace(cfg, rows=r, cols=c, max_cwords=cw, weight_depth=wd)))
@@ -951,8 +1430,9 @@ def _candidates(est):
         out.append((f"acc_depth={2 * cfg.acc_depth} (longer folds, fewer passes)",
                     replace(cfg, acc_depth=2 * cfg.acc_depth)))
     if pct["stall_output"] > 0.5:
-        d = _pow2_at_least(result_latency(cfg) + 1)
-        out.append((f"out_fifo_depth={d} (> result latency {result_latency(cfg)})",
+        k = constants(cfg)
+        d = _pow2_at_least(max(k.latency, k.dw_latency + 2 * R) + cfg.acc_width // 8)
+        out.append((f"out_fifo_depth={d} (result credits never bind)",
                     replace(cfg, out_fifo_depth=d)))
     if est.geometry.W_out > cfg.max_width and pct["useful"] < 90:
         out.append((f"max_width={_pow2_at_least(est.geometry.W)} (no column strips)",
@@ -974,9 +1454,9 @@ def suggest(est, min_gain=0.03):
     for text, cfg in _candidates(est):
         try:
             plan = plan_layer(g, cfg)
-        except ValueError:
+            e = estimate_plan(plan)
+        except (ValueError, NotImplementedError, RuntimeError):
             continue
-        e = estimate_plan(plan)
         if best is None or e.cycles < best[2]:
             best = (text, cfg, e.cycles, e.utilization)
     if best is None or best[2] > est.cycles * (1 - min_gain):
@@ -992,7 +1472,7 @@ def suggest(est, min_gain=0.03):
 def measure_rtl(plan, x, w, bias=None, *, requant=None, pad_value=0, seed=0):
     """Run ``plan`` on the Verilator harness; return per-invocation counters.
 
-    Inputs always valid, output always ready (DESIGN section 7). Returns
+    Inputs always valid, output always ready (the design conditions). Returns
     ``(list of counter dicts, harness seconds, wall seconds)``; ``cycles`` is
     checked against the bench's own handshake marks.
     """
@@ -1021,5 +1501,5 @@ def measure_rtl(plan, x, w, bias=None, *, requant=None, pad_value=0, seed=0):
             if meas != st["cycles"]:
                 raise HardwareError(f"invocation {lo + i}: bench {meas} != counter "
                                     f"{st['cycles']}")
-            out.append({k: int(st.get(k, 0)) for k in COUNTERS})
+            out.append({kk: int(st.get(kk, 0)) for kk in COUNTERS})
     return out, sim_s, time.perf_counter() - t0

@@ -2,15 +2,17 @@
 
 Layers are planned once (as ``run_rtl`` plans them, from the data's bounds) and the
 same plan is both estimated and run on the compiled Verilator harness, inputs
-always valid and the output always ready (DESIGN section 7). A fixed sample covers
-every tiling kind, padding mode, groups/depthwise (both mappings), stride,
-dilation (incl. polyphase), requant mode and the result-credit stalls; random
-layers are drawn afresh on every run (the seed is printed; ``CYCLE_MODEL_SEED``
-replays one).
+always valid and the output always ready. Random layers are drawn afresh on every
+run (the seed is printed; ``CYCLE_MODEL_SEED`` replays one) on the default 8x8 and
+on small configurations where result credits, line-buffer capacity and weight
+loads bind. The fast paths (closed forms and fast-forward) are checked against the
+model's fold-by-fold / group-by-group path (``FAST_FORWARD = False``); a perturbed
+model must disagree with the RTL.
 """
 
 import json
 import os
+import pathlib
 import time
 
 import numpy as np
@@ -22,234 +24,462 @@ from systolic_conv.hw.config import HardwareConfig, DEFAULT
 from systolic_conv.planner import plan_layer
 import systolic_conv.cycle_model as cm
 from systolic_conv.cycle_model import (estimate, estimate_plan, invocation_timing,
-                                       invocation_counters, measure_rtl, COUNTER_NAMES,
-                                       COMPONENTS, InvocationTiming)
+                                       invocation_counters, descriptor_timing, measure_rtl,
+                                       COUNTER_NAMES, COMPONENTS, InvocationTiming)
 
-SMALL = HardwareConfig(rows=2, cols=3, max_width=16, max_cwords=4, lb_rows=8, weight_depth=256,
-                       max_cotiles=8, acc_depth=64)
-# square (the depthwise mapping exists), result FIFO shallower than the result latency
-# (rows + cols + 9 = 15 > 8: credit stalls with the output always ready)
-SQUARE = HardwareConfig(rows=3, cols=3, max_width=16, max_cwords=4, lb_rows=8, weight_depth=288,
-                        max_cotiles=8, acc_depth=48, out_fifo_depth=8)
+# Square 4x4, two pixels per beat: 16 result credits (the result latency is 25), 4
+# line-buffer rows (8 ring rows for depthwise), a weight tile every 4 cycles at most.
+SQ4 = HardwareConfig(rows=4, cols=4, act_pixels=2, max_width=32, max_cwords=2, lb_rows=4,
+                     out_fifo_depth=16, weight_depth=512, acc_depth=64, max_cotiles=8,
+                     max_height=128)
+# Square 2x2: 8 credits, blocks of two pixels, four 8-bit results per beat.
+SQ2 = HardwareConfig(rows=2, cols=2, act_pixels=2, max_width=32, max_cwords=2, lb_rows=4,
+                     out_fifo_depth=8, weight_depth=128, acc_depth=32, max_cotiles=8,
+                     max_height=64)
+# Non-square 3x2 (dense only), one pixel per beat, 4 credits.
+RECT = HardwareConfig(rows=3, cols=2, act_pixels=1, max_width=16, max_cwords=2, lb_rows=4,
+                      out_fifo_depth=4, weight_depth=96, acc_depth=32, max_cotiles=8,
+                      max_height=64)
+# 16-bit data (48-bit accumulators: 6 or 3 results per beat), the build of
+# tests/test_rtl_layers.py
 W16 = HardwareConfig(rows=4, cols=4, data_width=16, max_width=32, max_cwords=8,
                      weight_depth=4096, acc_depth=256)
 
+TFLITE8 = Requant(multiplier=1 << 30, shift=12, out_zero_point=3, out_width=8, mode="tflite")
 
-def _case(name, n, cin, h, w, cout, k, stride=1, padding=0, dilation=1, groups=1,
-          mode="zeros", bias=True, requant=None, hw=SMALL):
-    return pytest.param(dict(n=n, cin=cin, h=h, w=w, cout=cout, k=k, stride=stride,
-                             padding=padding, dilation=dilation, groups=groups, mode=mode,
-                             bias=bias, requant=requant, hw=hw), id=name)
+HERE = pathlib.Path(__file__).resolve().parent
 
 
-TFLITE = Requant(multiplier=1 << 30, shift=12, out_zero_point=3, out_width=8, mode="tflite")
-HALF_UP = Requant(multiplier=1000, shift=20, out_zero_point=-2, out_width=8, mode="half_up",
-                  relu=True)
-
-CASES = [
-    # tiling kinds on the small 2x3 array (channel tile 8, 8 cotiles, 128 weight tiles)
-    _case("plain_3x3_pad1", 1, 5, 12, 14, 7, 3, padding=1),
-    _case("batch2_1x1", 2, 4, 6, 9, 5, 1),
-    _case("reduction_split", 1, 19, 6, 7, 4, 3, padding=1),          # cin > channel tile
-    _case("cout_chunks", 1, 4, 5, 6, 40, 3, padding=1),               # > max_cotiles * cols
-    _case("column_strips", 1, 3, 5, 37, 4, 3, padding=1),             # W > max_width
-    _case("column_strips_reflect", 1, 2, 5, 35, 3, 3, padding=2, mode="reflect"),
-    _case("kernel_chunks", 1, 2, 12, 12, 3, (9, 2), padding=(4, 0)),  # kh > max_kernel
-    _case("stride2", 1, 4, 13, 11, 5, 3, stride=2, padding=1),
-    _case("stride3x2_k3x5", 1, 3, 15, 16, 4, (3, 5), stride=(3, 2), padding=(2, 1)),
-    _case("dilation2", 1, 3, 12, 13, 4, 3, padding=2, dilation=2),
-    _case("polyphase_d9", 1, 2, 24, 14, 3, 3, padding=(9, 1), dilation=(9, 1)),
-    _case("same_even_k4_d2", 1, 3, 10, 9, 4, 4, padding="same", dilation=2),
-    _case("reflect", 1, 3, 9, 10, 4, 3, padding=1, mode="reflect"),
-    _case("replicate", 1, 3, 9, 10, 4, 5, padding=2, mode="replicate"),
-    _case("circular", 1, 3, 9, 10, 4, 3, padding=(1, 2), mode="circular"),
-    _case("groups3", 1, 6, 8, 9, 9, 3, padding=1, groups=3),
-    _case("depthwise_dense_mapping", 1, 5, 8, 9, 5, 3, padding=1, groups=5),
-    _case("depthwise_multiplier2", 1, 4, 7, 8, 8, 3, padding=1, groups=4),
-    _case("requant_tflite", 1, 4, 7, 8, 5, 3, padding=1, requant=TFLITE),
-    _case("requant_half_up_relu", 1, 4, 7, 8, 5, 3, padding=1, requant=HALF_UP),
-    _case("tall_pass_wait", 1, 2, 40, 6, 2, 5, padding=2),            # many passes, LB stalls
-    # the square array: the depthwise mapping and result-credit stalls
-    _case("sq_depthwise", 1, 7, 10, 12, 7, 3, padding=1, groups=7, hw=SQUARE),
-    _case("sq_depthwise_s2_d2", 1, 5, 12, 13, 5, 3, stride=2, padding=2, dilation=2, groups=5,
-          hw=SQUARE),
-    _case("sq_depthwise_k5_reflect", 1, 4, 9, 12, 4, 5, padding=2, groups=4, mode="reflect",
-          hw=SQUARE),
-    _case("sq_credit_1x1", 1, 3, 8, 16, 9, 1, hw=SQUARE),
-    _case("sq_credit_dense", 1, 6, 9, 10, 7, 3, padding=1, hw=SQUARE),
-    _case("sq_grouped", 1, 6, 9, 10, 6, 3, padding=1, groups=2, requant=TFLITE, hw=SQUARE),
-    # 16-bit data on the 4x4 of tests/test_rtl_layers.py (the same harness build)
-    _case("w16_dense", 1, 10, 8, 9, 6, 3, padding=1, groups=2, hw=W16),
-    _case("w16_depthwise", 1, 9, 8, 11, 9, 3, stride=(1, 2), padding=1, groups=9, hw=W16),
-    # the default 8x8
-    _case("d8_resnet_3x3", 1, 64, 10, 12, 64, 3, padding=1, bias=False, hw=DEFAULT),
-    _case("d8_stem_7x7_s2", 1, 3, 20, 22, 64, 7, stride=2, padding=3, hw=DEFAULT),
-    _case("d8_depthwise", 1, 40, 12, 14, 40, 3, padding=1, groups=40, hw=DEFAULT),
-    _case("d8_resnext_g32", 1, 64, 8, 8, 64, 3, padding=1, groups=32, hw=DEFAULT),
-]
+def _seed():
+    seed = int(os.environ.get("CYCLE_MODEL_SEED", time.time_ns() % (1 << 31)))
+    print(f"CYCLE_MODEL_SEED={seed}")
+    return seed
 
 
-def _layer_data(spec, seed):
+def _requant(rng):
+    u = rng.random()
+    if u < 0.25:
+        return TFLITE8
+    if u < 0.45:
+        return Requant(multiplier=1000, shift=20, out_zero_point=-2, mode="half_up",
+                       out_width=int(rng.choice([4, 8, 12, 16])), relu=bool(rng.random() < 0.5))
+    return None
+
+
+def _draw_layer(rng, cfg):
+    """A random valid layer for ``cfg``: (input shape, weight shape, conv kwargs, requant)."""
+    while True:
+        kind = rng.choice(["dense", "grouped", "dw", "dw_mult"], p=[0.35, 0.15, 0.35, 0.15])
+        if kind == "dense":
+            g, cg, cog = 1, int(rng.integers(1, 3 * cfg.rows + 2)), int(rng.integers(1, 3 * cfg.cols + 2))
+        elif kind == "grouped":
+            g, cg, cog = int(rng.integers(2, 5)), int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        elif kind == "dw":
+            g, cg, cog = int(rng.integers(1, 3 * cfg.rows + 3)), 1, 1
+        else:
+            g, cg, cog = int(rng.integers(1, 2 * cfg.rows + 2)), 1, int(rng.integers(2, 4))
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        dh, dw = (int(rng.integers(1, 4)), int(rng.integers(1, 4))) if rng.random() < 0.3 else (1, 1)
+        mode = str(rng.choice(["zeros", "zeros", "zeros", "reflect", "replicate", "circular"]))
+        H = int(rng.integers(dh * (kh - 1) + 1, dh * (kh - 1) + 24))
+        W = int(rng.integers(dw * (kw - 1) + 1, dw * (kw - 1) + 2 * cfg.max_width // 3 + 4))
+        pad = (int(rng.integers(0, kh + 1)), int(rng.integers(0, kw)))
+        if rng.random() < 0.1 and sh == sw == 1:
+            pad = "same"
+        n = 1 if rng.random() < 0.8 else 2
+        kwargs = dict(stride=(sh, sw), padding=pad, dilation=(dh, dw), groups=g, padding_mode=mode)
+        xs, ws = (n, cg * g, H, W), (cog * g, cg, kh, kw)
+        try:
+            geom = conv_geometry(xs, ws, None, **kwargs)
+            plan_layer(geom, cfg)
+        except ValueError:
+            continue
+        if geom.macs <= 2e6 and not _known_issue(plan_layer(geom, cfg)):
+            return xs, ws, kwargs, _requant(rng)
+
+
+def _known_issue(plan):
+    """Plans the hardware does not run as designed (reported, not drawn): the RTL case
+    of :func:`_first_tile_range_issue`, and grouped plans whose channel parts need more
+    weight tiles than the weight memory holds (the planner's output-channel chunks of
+    parts that start inside a group; the hardware rejects the descriptor)."""
+    return _first_tile_range_issue(plan) or any(
+        spec.n_tiles > plan.cfg.weight_tiles for spec in plan.tiles)
+
+
+def _first_tile_range_issue(plan):
+    """Whether a dense invocation of ``plan`` may finish its first output-channel tile
+    in the first ISSUE cycle of the layer: one fold of one element. The RTL then
+    gives the second tile the first tile's word range (DenseSequencer's registered
+    `nxt` still holds the range read in PARAMS: range_addr is 0 there and t + 1 only
+    from PASS on); its results are wrong (test_rtl_first_tile_range_issue). The
+    model describes the hardware as designed, so such layers are not drawn."""
+    for spec in plan.tiles:
+        t = invocation_timing(spec, plan.cfg)
+        if (not t.depthwise and t.cotiles > 1 and t.folds[0] == 1
+                and min(t.pass_rows, t.out_height) * t.out_width == 1):
+            return True
+    return False
+
+
+def _data(cfg, xs, ws, bias, seed):
     rng = np.random.default_rng(seed)
-    lim = 1 << (spec["hw"].data_width - 1)
-    k = spec["k"] if isinstance(spec["k"], tuple) else (spec["k"], spec["k"])
-    x = rng.integers(-lim, lim, (spec["n"], spec["cin"], spec["h"], spec["w"]))
-    w = rng.integers(-lim, lim, (spec["cout"], spec["cin"] // spec["groups"]) + k)
-    b = rng.integers(-5000, 5000, spec["cout"]) if spec["bias"] else None
+    lim = 1 << (cfg.data_width - 1)
+    x = rng.integers(-lim, lim, xs)
+    w = rng.integers(-lim, lim, ws)
+    b = rng.integers(-5000, 5000, ws[0]) if bias else None
     return x, w, b
 
 
-def _compare(spec, x, w, b):
-    """Plan as run_rtl does, run on the RTL, and compare every invocation's counters."""
-    cfg = spec["hw"]
-    geom = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
-                         stride=spec["stride"], padding=spec["padding"],
-                         dilation=spec["dilation"], groups=spec["groups"],
-                         padding_mode=spec["mode"])
-    plan = plan_layer(geom, cfg, x_absmax=int(np.abs(x).max()), w_absmax=int(np.abs(w).max()),
+def _plan(cfg, x, w, b, kwargs):
+    geom = conv_geometry(x.shape, w.shape, None if b is None else b.shape, **kwargs)
+    return plan_layer(geom, cfg, x_absmax=int(np.abs(x).max()), w_absmax=int(np.abs(w).max()),
                       b_absmax=0 if b is None else int(np.abs(b).max()))
-    meas, _sim_s, _wall = measure_rtl(plan, x, w, b, requant=spec["requant"])
-    est = estimate_plan(plan, requant=spec["requant"])
+
+
+def _compare(cfg, xs, ws, kwargs, requant, seed, context=""):
+    """Plan as run_rtl does, run on the RTL and estimate: every invocation's counters
+    must be equal. Returns the RTL's counters."""
+    x, w, b = _data(cfg, xs, ws, seed % 2 == 0, seed)
+    plan = _plan(cfg, x, w, b, kwargs)
+    meas, _sim_s, _wall = measure_rtl(plan, x, w, b, requant=requant)
+    est = estimate_plan(plan, requant=requant)
     assert len(meas) == len(est.invocations)
     for i, (m, e) in enumerate(zip(meas, est.invocations)):
-        assert e.counters == m, (f"invocation {i} of {len(meas)}: {plan.tiles[i]}\n"
-                                 f"  timing {e.timing}\n  model {e.counters}\n  rtl   {m}")
-    assert est.cycles == sum(m["cycles"] for m in meas)
-    return plan, est, meas
+        assert e.counters == m, (f"{context} {xs} {ws} {kwargs} requant={requant}: invocation "
+                                 f"{i} of {len(meas)}: {plan.tiles[i]}\n  timing {e.timing}\n"
+                                 f"  model {e.counters}\n  rtl   {m}")
+    assert est.counters == {k: sum(m[k] for m in meas) for k in COUNTER_NAMES}
+    return meas, plan
 
 
-@pytest.mark.rtl
-@pytest.mark.parametrize("spec", CASES)
-def test_model_equals_rtl(spec):
-    x, w, b = _layer_data(spec, seed=len(spec["mode"]) + spec["cin"])
-    plan, est, meas = _compare(spec, x, w, b)
-    # the breakdown accounts for every cycle; useful work is the MAC count
-    bd = est.breakdown
-    assert sum(bd.components.values()) == pytest.approx(est.cycles, rel=1e-12)
-    assert bd.components["useful"] * spec["hw"].pes == pytest.approx(est.macs, rel=1e-12)
-    assert sum(bd.percent.values()) == pytest.approx(100.0)
-    if spec["hw"] is SQUARE and "credit" in str(spec):
-        assert sum(m["stall_output"] for m in meas) > 0
-
-
-def test_sample_covers_the_mechanisms():
-    """The fixed sample exercises what it claims to (checked on the plans, no RTL)."""
-    seen = set()
-    for p in CASES:
-        spec = p.values[0]
-        x, w, b = _layer_data(spec, 0)
-        geom = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
-                             stride=spec["stride"], padding=spec["padding"],
-                             dilation=spec["dilation"], groups=spec["groups"],
-                             padding_mode=spec["mode"])
-        plan = plan_layer(geom, spec["hw"], x_absmax=128, w_absmax=128, b_absmax=5000)
-        t = plan.tiles
-        if plan.reduction_parts > 1:
-            seen.add("reduction")
-        if len({s.co for s in t}) > 1:
-            seen.add("cout_chunks")
-        if len({tuple(s.cols.out_idx[:1]) for s in t}) > 1:
-            seen.add("column_strips")
-        if any(s.rows.dil != geom.dilation[0] or s.cols.dil != geom.dilation[1] for s in t):
-            seen.add("polyphase")
-        if any(getattr(s, "depthwise", False) for s in t):
-            seen.add("depthwise_mode")
-        if any(s.groups > 1 and not getattr(s, "depthwise", False) for s in t):
-            seen.add("groups_dense")
-        if any(len(s.rows.out_idx) > s.pass_rows for s in t):
-            seen.add("multi_pass")
-        seen.add(spec["mode"])
-    assert {"reduction", "cout_chunks", "column_strips", "polyphase", "depthwise_mode",
-            "groups_dense", "multi_pass", "zeros", "reflect", "replicate",
-            "circular"} <= seen
-
-
-@pytest.mark.rtl
-def test_random_layers_equal_rtl():
-    seed = int(os.environ.get("CYCLE_MODEL_SEED", time.time_ns() % (1 << 31)))
-    print(f"cycle model random layers: CYCLE_MODEL_SEED={seed}")
+def _random_layers(cfg, count, seed):
     rng = np.random.default_rng(seed)
-    done = 0
-    while done < 12:
-        hw = SMALL if rng.random() < 0.6 else SQUARE
-        g = int(rng.choice([1, 1, 2, 3]))
-        cg, cog = int(rng.integers(1, 6)), int(rng.integers(1, 4))
-        if rng.random() < 0.25:
-            g, cg, cog = int(rng.integers(1, 10)), 1, 1          # depthwise
-        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
-        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        dh, dw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        mode = str(rng.choice(["zeros", "zeros", "reflect", "replicate", "circular"]))
-        H = int(rng.integers(dh * (kh - 1) + 1, 20))
-        W = int(rng.integers(dw * (kw - 1) + 1, 24))
-        pad = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
-        if rng.random() < 0.15 and sh == sw == 1:
-            pad = "same"
-        spec = dict(n=int(rng.integers(1, 3)), cin=cg * g, h=H, w=W, cout=cog * g, k=(kh, kw),
-                    stride=(sh, sw), padding=pad, dilation=(dh, dw), groups=g, mode=mode,
-                    bias=bool(rng.random() < 0.5), requant=None, hw=hw)
-        x, w, b = _layer_data(spec, int(rng.integers(1 << 30)))
-        try:
-            conv_geometry(x.shape, w.shape, None, stride=spec["stride"], padding=pad,
-                          dilation=spec["dilation"], groups=g, padding_mode=mode)
-        except ValueError:
-            continue
-        _compare(spec, x, w, b)
-        done += 1
+    seen = dict.fromkeys(COUNTER_NAMES[1:], 0)
+    kinds = set()
+    n_inv = 0
+    for i in range(count):
+        xs, ws, kwargs, rq = _draw_layer(rng, cfg)
+        meas, plan = _compare(cfg, xs, ws, kwargs, rq, seed + i,
+                              context=f"CYCLE_MODEL_SEED={seed} layer {i}:")
+        n_inv += len(meas)
+        kinds.add(plan.dw)
+        for m in meas:
+            for k in seen:
+                seen[k] += m[k]
+    return seen, kinds, n_inv
 
 
-def _per_tile_estimate(plan, requant=None):
-    """Every invocation of ``plan`` estimated on its own, from its TileSpec."""
-    cfg = plan.cfg
+# ----------------------------------------------------------------------------- RTL
+
+CONFIGS = {"default": DEFAULT, "sq4": SQ4, "sq2": SQ2, "rect": RECT}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_random_layers_equal_rtl(name):
+    """Random layers (dense, grouped, depthwise with and without multiplier, strides,
+    dilations, padding modes, requantization and packing, batches)."""
+    cfg = CONFIGS[name]
+    seen, kinds, n_inv = _random_layers(cfg, 40, _seed())
+    print(f"{name}: {n_inv} invocations equal; cycles by category {seen}")
+    if cfg is not DEFAULT:
+        # the small configurations make the mechanisms bind (seeds vary: most do)
+        assert seen["stall_input"] > 0 and seen["stall_output"] + seen["stall_weight"] > 0
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_many_random_layers_equal_rtl(name):
+    cfg = CONFIGS[name]
+    seen, kinds, n_inv = _random_layers(cfg, 500, _seed())
+    print(f"{name}: {n_inv} invocations equal; cycles by category {seen}")
+    if cfg is not DEFAULT:
+        assert all(seen[k] > 0 for k in ("stall_input", "stall_weight", "stall_output"))
+    if cfg.depthwise_mode:
+        assert kinds == {False, True} and seen["fill"] > 0
+
+
+# Layers where each mechanism binds, on the small configurations (fixed sample)
+FIXED = [
+    ("dense_credits_1x1", SQ4, (1, 8, 10, 12), (12, 8, 1, 1), dict(), None),
+    ("dense_credits_packed", SQ4, (1, 6, 9, 14), (7, 6, 1, 1), dict(), TFLITE8),
+    ("dense_weights_narrow", SQ4, (1, 8, 12, 2), (4, 8, 3, 3), dict(padding=1), None),
+    ("dense_many_passes", SQ4, (1, 3, 90, 9), (4, 3, 3, 3), dict(padding=1), None),
+    ("dw_ring_bound", SQ4, (1, 8, 60, 30), (8, 1, 3, 3), dict(padding=1, groups=8), None),
+    ("dw_credits_packed", SQ4, (1, 8, 12, 30), (8, 1, 1, 1), dict(groups=8), TFLITE8),
+    ("dw_stride3_dilated", SQ4, (1, 6, 25, 27), (6, 1, 3, 4),
+     dict(stride=3, padding=2, dilation=(2, 1), groups=6), None),
+    ("dw_padding_past_rows", SQ4, (1, 12, 6, 20), (12, 1, 2, 3), dict(padding=(5, 1), groups=12),
+     None),
+    ("dw_2x2_packed", SQ2, (1, 6, 20, 25), (6, 1, 3, 3), dict(padding=1, groups=6), TFLITE8),
+    ("dense_rect_credits", RECT, (1, 5, 14, 13), (5, 5, 3, 3), dict(padding=1), None),
+    ("w16_packed6", W16, (1, 6, 9, 11), (8, 6, 3, 3), dict(padding=1), TFLITE8),
+    ("w16_depthwise", W16, (1, 9, 8, 11), (9, 1, 3, 3), dict(stride=(1, 2), padding=1, groups=9),
+     Requant(multiplier=1000, shift=20, out_zero_point=0, mode="half_up", out_width=16)),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("case", FIXED, ids=[c[0] for c in FIXED])
+def test_fixed_layers_equal_rtl(case):
+    name, cfg, xs, ws, kwargs, rq = case
+    meas, _plan = _compare(cfg, xs, ws, kwargs, rq, 1, context=name)
+    tot = {k: sum(m[k] for m in meas) for k in COUNTER_NAMES}
+    if "credits" in name:
+        assert tot["stall_output"] > 0, tot
+    if "weights" in name:
+        assert tot["stall_weight"] > 0, tot
+    if "ring" in name or "passes" in name:
+        assert tot["stall_input"] > 0, tot
+
+
+def _bench_layers(max_macs):
+    """bench/layers.json, each scaled down (batch 1, then spatial size, then channels)."""
+    from systolic_conv.networks import load_layers
     out = []
-    for spec in plan.tiles:
-        t = invocation_timing(spec, cfg, plan.geometry.padding_mode)
-        assert t.n_tiles == spec.n_tiles and len(t.folds) == spec.cotiles
-        out.append((t, invocation_counters(t, cfg), spec.macs))
+    for l in load_layers(HERE.parent / "bench" / "layers.json"):
+        l.N = 1
+        g = l.geometry()
+        kh, kw = l.kernel_size
+        dh, dw = l.dilation
+        f = min(1.0, (max_macs / g.macs) ** 0.5)
+        l.H = max((kh - 1) * dh + 1, int(l.H * f))
+        l.W = max((kw - 1) * dw + 1, int(l.W * f))
+        while l.geometry().macs > max_macs and l.groups == 1 and l.C_in >= 16:
+            l.C_in //= 2
+            l.C_out = max(8, l.C_out // 2)
+        out.append(l)
     return out
 
 
-def _class_layers():
-    """Layers of every tiling kind (polyphase, strips, chunks, groups, batches)."""
-    for p in CASES:
-        spec = p.values[0]
-        k = spec["k"] if isinstance(spec["k"], tuple) else (spec["k"], spec["k"])
-        yield (spec["hw"], (spec["n"], spec["cin"], spec["h"], spec["w"]),
-               (spec["cout"], spec["cin"] // spec["groups"]) + k,
-               dict(stride=spec["stride"], padding=spec["padding"], dilation=spec["dilation"],
-                    groups=spec["groups"], padding_mode=spec["mode"]), spec["requant"])
-    # large dilations (many polyphase phases, edge phases of different lengths), batches
-    yield DEFAULT, (2, 24, 33, 35), (16, 24, 3, 3), dict(padding=18, dilation=18), None
-    yield DEFAULT, (1, 16, 21, 70), (8, 16, 3, 3), dict(padding=12, dilation=12), "tflite"
-    yield SMALL, (3, 5, 19, 40), (7, 5, 3, 2), dict(stride=(2, 1), padding=(9, 3),
-                                                    dilation=(10, 9)), None
-    yield SQUARE, (1, 6, 20, 23), (6, 1, 3, 3), dict(padding=9, dilation=9, groups=6), None
-    yield SQUARE, (2, 4, 17, 37), (4, 1, 3, 3), dict(padding=1, groups=4,
-                                                     padding_mode="reflect"), HALF_UP
-    yield W16, (1, 40, 9, 70), (12, 20, 3, 3), dict(padding=1, groups=2), None
+def _bench_case(layer, requant=None):
+    g = layer.geometry()
+    _compare(DEFAULT, g.input_shape, g.weight_shape, layer.conv_kwargs(), requant, 3,
+             context=f"{layer.net}.{layer.name}")
 
 
-def test_estimate_by_class_equals_per_tile():
-    """The class-by-class estimate of a plan == every invocation estimated on its own."""
-    for cfg, xs, ws, kw, requant in _class_layers():
-        geom = conv_geometry(xs, ws, None, **kw)
-        plan = plan_layer(geom, cfg)
-        est = estimate_plan(plan, requant=requant)
-        ref = _per_tile_estimate(plan)
-        assert len(est.invocations) == len(ref) == plan.invocations
-        tot = dict.fromkeys(COUNTER_NAMES, 0)
-        for i, (e, (t, cnt, macs)) in enumerate(zip(est.invocations, ref)):
-            assert (e.index, e.timing, e.counters, e.macs) == (i, t, cnt, macs), (geom, i)
-            for k in COUNTER_NAMES:
-                tot[k] += cnt[k]
-        assert est.counters == tot
-        for k in est.bytes:
-            assert est.bytes[k] == sum(e.bytes[k] for e in est.invocations)
-        assert est.invocations[-1] == est.invocations[len(ref) - 1]
-        assert plan.host_prepad_columns == sum(s.cols.prepad for s in plan.tiles)
-        assert [plan.tile(i).macs for i in range(len(ref))] == [m for _t, _c, m in ref]
-    with pytest.raises(IndexError):
-        est.invocations[len(ref)]
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["conv1", "layer2.0.conv1", "features.2.dw_s2",
+                                  "features.1.dw", "features.18.pw", "layer1.conv2",
+                                  "aspp.rate6", "c7s1-64_reflect"])
+def test_bench_layers_scaled_equal_rtl(name):
+    layer = next(l for l in _bench_layers(3e5) if l.name == name)
+    _bench_case(layer, TFLITE8 if "dw" in name else None)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_all_bench_layers_equal_rtl():
+    for layer in _bench_layers(2e6):
+        for rq in (None, TFLITE8):
+            _bench_case(layer, rq)
+
+
+@pytest.mark.rtl
+def test_bytes_and_totals_equal_run_plan():
+    """The estimate's traffic and counters equal what the driver streams and measures."""
+    from systolic_conv.driver import run_plan
+    for cfg, xs, ws, kwargs, rq in [
+            (DEFAULT, (1, 20, 9, 13), (24, 20, 3, 3), dict(padding=1), TFLITE8),
+            (DEFAULT, (2, 16, 10, 30), (16, 1, 3, 3), dict(padding=1, groups=16, stride=2),
+             Requant(multiplier=900, shift=18, out_zero_point=0, mode="half_up",
+                     out_width=12)),
+            (SQ4, (1, 5, 7, 40), (6, 5, 2, 3), dict(padding=1), None)]:
+        x, w, b = _data(cfg, xs, ws, True, 7)
+        plan = _plan(cfg, x, w, b, kwargs)
+        _out, st = run_plan(plan, x, w, b, requant=rq)
+        est = estimate_plan(plan, requant=rq)
+        assert est.counters == st.counters
+        assert est.bytes == st.bytes
+
+
+@pytest.mark.rtl
+@pytest.mark.xfail(strict=True, reason="RTL: a dense layer whose first output-channel tile "
+                   "is one fold of one element gives the second tile the first tile's word "
+                   "range (DenseSequencer reads range 0 in PARAMS, 1 only from PASS on)")
+def test_rtl_first_tile_range_issue():
+    """The RTL case the random layers avoid (see :func:`_first_tile_range_issue`): the
+    hardware's results and its busy count (one element short) against the golden
+    model and the model. Passes (and must then be removed) once the RTL is fixed."""
+    from systolic_conv import conv2d
+    from systolic_conv.driver import run_plan
+    kwargs = dict(stride=3, groups=11, padding_mode="replicate")
+    x, w, b = _data(RECT, (1, 11, 14, 1), (11, 1, 1, 1), True, 1)
+    plan = _plan(RECT, x, w, b, kwargs)
+    assert _first_tile_range_issue(plan)
+    out, st = run_plan(plan, x, w, b)
+    assert np.array_equal(out, conv2d(x, w, b, **kwargs))
+    assert st.counters == estimate_plan(plan).counters
+
+
+@pytest.mark.rtl
+def test_perturbed_model_disagrees_with_rtl(monkeypatch):
+    """Every term the model reads off the hardware is visible to the RTL comparison:
+    the model with any one of them off by one disagrees with the harness."""
+    layers = [(SQ4, (1, 8, 10, 2), (4, 8, 3, 3), dict(padding=1), None),           # weights
+              (SQ4, (1, 8, 10, 12), (12, 8, 1, 1), dict(), TFLITE8),               # credits
+              (SQ4, (1, 4, 21, 16), (4, 4, 3, 3), dict(stride=2, padding=1), None),  # capacity
+              (SQ4, (1, 8, 20, 30), (8, 1, 3, 3), dict(padding=1, groups=8), TFLITE8),
+              (SQ4, (1, 8, 30, 30), (8, 1, 3, 3),                                 # ring
+               dict(padding=1, dilation=(3, 1), stride=(2, 1), groups=8), None)]
+    runs = []
+    for cfg, xs, ws, kwargs, rq in layers:
+        x, w, b = _data(cfg, xs, ws, False, 5)
+        plan = _plan(cfg, x, w, b, kwargs)
+        runs.append((plan, rq, measure_rtl(plan, x, w, b, requant=rq)[0]))
+
+    def agrees():
+        cm._counters_cached.cache_clear()
+        try:
+            return all([e.counters for e in estimate_plan(plan, requant=rq).invocations] == meas
+                       for plan, rq, meas in runs)
+        except (RuntimeError, IndexError, AssertionError):   # e.g. a credit deadlock
+            return False
+
+    assert agrees()
+    k0 = cm.constants(SQ4)
+    fields = ["start", "param_wait", "word_lag", "load_after_fold", "tile_ready", "latency",
+              "dw_latency", "fifo", "lb_rows", "ring_rows"]
+    for name in fields:
+        # (one cycle less of LOAD_AFTER_FOLD is masked by the loader's `rows` read
+        # cycles: tile_ready_after + LOAD_AFTER_FOLD == rows on this array)
+        for d in ((1,) if name == "load_after_fold" else (-1, 1)):
+            monkeypatch.setattr(cm, "constants", lambda cfg, k=k0._replace(
+                **{name: getattr(k0, name) + d}): k)
+            assert not agrees(), f"{name} {d:+d} is not seen by the RTL comparison"
+    monkeypatch.undo()
+    assert agrees()
+
+
+# ----------------------------------------------------------------------------- fast paths
+
+def _random_timing(rng, cfg, scale):
+    """A random (valid) invocation timing for ``cfg``, or None."""
+    R, P = cfg.rows, cfg.act_pixels
+    pack = int(rng.choice([1, 1, 2, 4]))
+    if cfg.depthwise_mode and rng.random() < 0.6:
+        kh, kw, dh = int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 4))
+        if (kh - 1) * dh + 1 > cfg.dw_ring_rows:
+            return None
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        wo = int(rng.integers(1, 5 * R))
+        nblk = -(-wo // R)
+        pw = max(-(-((wo - 1) * sw + kw) // sw), (nblk - 1) * R + cfg.dw_shadow_words * P)
+        pw = -(-pw // P) + int(rng.integers(0, 3))
+        H, pt = int(rng.integers(1, 120 * scale)), int(rng.integers(0, 6))
+        ho = int(rng.integers(1, (H + pt + 6) // sh + 2))
+        cot = int(rng.integers(1, 10 * scale))
+        return InvocationTiming(True, (), cot, H, sw * pw, ho, wo, 0, sh, kh, dh, pt, kw, sw, pack)
+    kh, dh, sh = int(rng.integers(1, 8)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    span = (kh - 1) * dh + 1
+    if span > cfg.lb_rows:
+        return None
+    folds = tuple(int(rng.integers(1, 12)) for _ in range(int(rng.integers(1, 6))))
+    wo = int(rng.integers(1, 60))
+    H, pt = int(rng.integers(span, 300 * scale)), int(rng.integers(0, span))
+    ho = (H + pt + int(rng.integers(0, span)) - span) // sh + 1
+    if ho < 1:
+        return None
+    G = max(1, min(ho, int(rng.integers(1, 600)) // wo, (cfg.lb_rows - span) // sh + 1))
+    B = -(-int(rng.integers(1, 64)) // P) * int(rng.integers(1, 5))
+    return InvocationTiming(False, folds, len(folds), H, B, ho, wo, G, sh, kh, dh, pt, 0, 0, pack)
+
+
+def _random_config(rng):
+    while True:
+        R = int(rng.choice([1, 2, 3, 4, 8]))
+        try:
+            return HardwareConfig(rows=R, cols=R if rng.random() < 0.7 else int(rng.integers(1, 9)),
+                                  act_pixels=int(rng.choice([1, 2, 4])), max_width=64,
+                                  max_cwords=int(rng.choice([1, 2, 4, 16])),
+                                  lb_rows=int(rng.choice([2, 4, 8, 16])),
+                                  out_fifo_depth=int(rng.choice([4, 8, 16, 32, 64])),
+                                  weight_depth=4096)
+        except ValueError:
+            continue
+
+
+def _fast_equals_exact(count, scale, seed):
+    rng = np.random.default_rng(seed)
+    before = dict(cm.SKIPS)
+    done = 0
+    while done < count:
+        cfg = _random_config(rng)
+        t = _random_timing(rng, cfg, scale)
+        if t is None:
+            continue
+        k = cm.constants(cfg)
+        try:
+            fast = cm._counters(t, k, True)
+        except RuntimeError:        # a credit deadlock the hardware would hang in
+            continue
+        assert fast == cm._counters(t, k, False), (f"CYCLE_MODEL_SEED={seed}", cfg.to_dict(), t)
+        done += 1
+    return {k: cm.SKIPS[k] - before[k] for k in before}
+
+
+def test_fast_forward_is_exact():
+    """Closed forms and fast-forward == every fold / every group, on random timings and
+    configurations (the skips are counted: the fast paths are exercised)."""
+    skips = _fast_equals_exact(400, 2, _seed())
+    assert all(v > 0 for v in skips.values()), skips
+
+
+@pytest.mark.slow
+def test_fast_forward_is_exact_long():
+    skips = _fast_equals_exact(4000, 4, _seed())
+    assert all(v > 0 for v in skips.values()), skips
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, pytest.param(SQ4, marks=pytest.mark.slow)],
+                         ids=["default", "sq4"])
+def test_fast_forward_networks(cfg, monkeypatch):
+    """The same on every layer of bench/layers.json (and MobileNetV2 on the 8x8), per
+    invocation."""
+    from systolic_conv.networks import network, load_layers
+    layers = load_layers(HERE.parent / "bench" / "layers.json")
+    if cfg is DEFAULT:
+        layers += network("mobilenetv2")
+    for layer in layers:
+        for rq in (None, "tflite"):
+            try:
+                cm.clear_caches()
+                a = layer.estimate(cfg, requant=rq)
+                monkeypatch.setattr(cm, "FAST_FORWARD", False)
+                b = layer.estimate(cfg, requant=rq)
+            except ValueError:          # too large for the small configuration
+                continue
+            finally:
+                monkeypatch.setattr(cm, "FAST_FORWARD", True)
+            assert [e.counters for e in a.invocations] == [e.counters for e in b.invocations], \
+                (layer.name, rq)
+
+
+# ----------------------------------------------------------------------------- API
+
+def test_descriptor_timing_matches_planner():
+    """The timing derived from a plan's tiles is the timing of the descriptors the
+    driver sends (fields and word ranges decoded from the beats)."""
+    from systolic_conv.driver import _invocations
+    from systolic_conv.streams import unpack_beats
+    from systolic_conv.hw.layouts import param_beat_layout
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    for i in range(30):
+        cfg = [DEFAULT, SQ4, SQ2, RECT][i % 4]
+        xs, ws, kwargs, rq = _draw_layer(rng, cfg)
+        x, w, b = _data(cfg, xs, ws, False, i)
+        plan = _plan(cfg, x, w, b, kwargs)
+        invs = _invocations(plan, x, w, None, 0, rq)
+        for spec, inv in zip(plan.tiles, invs):
+            cw = unpack_beats(param_beat_layout(cfg), inv.param_words, "data.cw_count")[:, 0]
+            t = invocation_timing(spec, cfg, rq)
+            assert t == descriptor_timing(inv.desc, cw, cfg), (seed, i, spec)
+            assert t.pack == inv.pack
+            assert invocation_counters(t, cfg)["cycles"] > 0
 
 
 def test_clear_caches():
@@ -259,64 +489,44 @@ def test_clear_caches():
     assert estimate((1, 16, 33, 33), (8, 16, 3, 3), padding=12, dilation=12).counters == e.counters
 
 
-def test_fast_forward_is_exact():
-    """Periodic fast-forward over folds and passes == evaluating every fold."""
-    rng = np.random.default_rng(12345)
-    checked = 0
-    while checked < 400:
-        R, C = int(rng.integers(1, 40)), int(rng.integers(1, 40))
-        lb = int(rng.choice([2, 4, 8, 16, 32]))
-        D = int(rng.choice([4, 8, 16, 64]))
-        kh, dh, sh = int(rng.integers(1, 8)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        span = (kh - 1) * dh + 1
-        if span > lb:
-            continue
-        cot = int(rng.integers(1, 6))
-        folds = tuple(int(rng.integers(1, 12)) for _ in range(cot))
-        wo = int(rng.integers(1, 60))
-        dwise = rng.random() < 0.3
-        first, step = (int(rng.integers(0, 5)), int(rng.integers(1, 3))) if dwise else (0, 1)
-        q = first + (wo - 1) * step + 1
-        H = int(rng.integers(span, 300))
-        pt = int(rng.integers(0, span))
-        ho = (H + pt + int(rng.integers(0, span)) - span) // sh + 1
-        if ho < 1:
-            continue
-        G = max(1, min(ho, int(rng.integers(1, 600)) // wo, (lb - span) // sh + 1))
-        t = InvocationTiming(folds, H, int(rng.integers(1, 64)), int(rng.integers(1, 5)), ho, G,
-                             sh, span, pt, q, wo, first, step)
-        Lr = R + C + 9
-        P = int(rng.integers(1, 3))          # pixels per activation beat
-        try:
-            cm.FAST_FORWARD = True
-            a = cm._counters(t, R, Lr, lb, D, P)
-            cm.FAST_FORWARD = False
-            b = cm._counters(t, R, Lr, lb, D, P)
-        finally:
-            cm.FAST_FORWARD = True
-        assert a == b, (t, R, C, lb, D, P)
-        checked += 1
-
-
 def test_counter_names_match_hardware():
     from systolic_conv.hw.layouts import COUNTERS
     assert tuple(COUNTERS) == COUNTER_NAMES
     assert set(COMPONENTS) >= set(COUNTER_NAMES) - {"cycles", "busy"}
 
 
+def test_constants_come_from_the_hardware():
+    from systolic_conv.hw.accel import result_latency
+    from systolic_conv.hw.weights import tile_ready_after, LOAD_AFTER_FOLD
+    for cfg in (DEFAULT, SQ4, SQ2, RECT, W16):
+        k = cm.constants(cfg)
+        assert k.latency == result_latency(cfg) == cm.result_latency(cfg)
+        assert (k.tile_ready, k.load_after_fold) == (tile_ready_after(cfg), LOAD_AFTER_FOLD)
+        assert (k.fifo, k.lb_rows, k.ring_rows) == (cfg.out_fifo_depth, cfg.lb_rows,
+                                                     cfg.dw_ring_rows)
+
+
 def test_estimate_api_and_breakdown():
     e = estimate((1, 16, 50, 100), (33, 16, 3, 5), stride=(2, 1), padding=(4, 2), bias=True)
     assert e.macs == 1 * 33 * 28 * 100 * 16 * 15
     assert e.cycles == sum(i.cycles for i in e.invocations)
+    assert e.counters == {k: sum(i.counters[k] for i in e.invocations) for k in COUNTER_NAMES}
     assert e.utilization == pytest.approx(e.macs / (64 * e.cycles))
     assert set(e.bytes) == {"desc", "param", "weight", "act", "result"}
     assert e.bytes["act"] >= 16 * 50 * 100        # every input byte streamed at least once
     comps = e.breakdown.components
     assert sum(comps.values()) == pytest.approx(e.cycles)
+    assert comps["useful"] * 64 == pytest.approx(e.macs)
     assert comps["edge_cols"] > 0                 # 33 output channels on 8 columns
+    # packed results: a quarter of the result traffic, the same cycles here
+    q = estimate((1, 16, 50, 100), (33, 16, 3, 5), stride=(2, 1), padding=(4, 2), bias=True,
+                 requant="tflite")
+    assert q.bytes["result"] == pytest.approx(e.bytes["result"] / 4, rel=0.01)
     # depthwise on the default (square) array uses the depthwise mapping: no group underfill
     d = estimate((1, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32)
     assert d.breakdown.components["group_underfill"] == 0
+    assert d.breakdown.components["useful"] * 64 == pytest.approx(d.macs)
+    assert sum(d.breakdown.components.values()) == pytest.approx(d.cycles)
     assert d.counters["fill"] > 0
     # the same depthwise layer on a non-square array: the dense mapping, block-diagonal
     nd = estimate((1, 32, 28, 28), (32, 1, 3, 3), padding=1, groups=32,
@@ -330,7 +540,6 @@ def test_estimate_api_and_breakdown():
 
 
 def test_network_estimate():
-    # (speed is a benchmark's business: bench/cycle_model.py prints model vs RTL time)
     from systolic_conv.networks import network, estimate_layers
     ests = estimate_layers(network("resnet18"))
     macs = sum(e.macs for e in ests)
