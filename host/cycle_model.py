@@ -475,11 +475,11 @@ class _DenseRun:
         c[1] += ready - enter
         c[0] += 1
         T = g * t.out_width
-        if self.fast and self.cr is None:
+        if self.fast and self.cr is None and min(t.folds) * T >= 3:
             self.I, self.e = _dense_pass(c, ready + 1, self.I, self.F, T, k)
         else:
             self.I, self.s, self.e = _dense_folds_exact(c, ready + 1, self.I, self.s, t.folds,
-                                                        T, k, self.cr)
+                                                        T, k, self.cr, enter)
         c[4] += self.F * T
         self.enter = self.e + 1
         intake.prune(max(y, 0))
@@ -558,29 +558,39 @@ def _dense_pass(c, lower, I_prev, F, T, k):
     return last, last + T - 1
 
 
-def _dense_folds_exact(c, lower, I_prev, s_prev, folds, T, k, cr):
+def _dense_folds_exact(c, lower, I_prev, s_prev, folds, T, k, cr, enter):
     """A pass's folds one by one (credit folds element by element when credits can
-    bind). Returns (first element of the last fold, its load start, last element)."""
+    bind). A tile's last element issues no earlier than two cycles after the tile
+    began (the next tile's word range: ``enter``, the pass's first PASS cycle, for its
+    first tile; the cycle after the previous tile's last element otherwise), which
+    binds on tiles of one or two elements only. Returns (first element of the last
+    fold, its load start, last element)."""
     R, LAF, tra = k.rows, k.load_after_fold, k.tile_ready
     i = 0
     e = None
+    began = enter
     for nf in folds:
         for fi in range(nf):
             s = k.start + k.word_lag + (i + 1) * R
             if I_prev is not None:
                 s = max(s, s_prev + R, I_prev + LAF)
             tr = s + tra
+            last_min = began + 2 if fi == nf - 1 else None
             if fi == nf - 1 and cr is not None:
-                I, e, so = cr.fold(max(lower, tr), T)
-                c[2] += max(0, tr - lower)
+                I, e, so, sw = cr.fold(max(lower, tr), T, last_min)
+                c[2] += max(0, tr - lower) + sw
                 c[3] += so
             else:
                 I = max(lower, tr)
                 c[2] += I - lower
                 e = I + T - 1
+                if last_min is not None and e < last_min:
+                    c[2] += last_min - e
+                    e = last_min
             s_prev, I_prev = s, I
             lower = e + 1
             i += 1
+        began = e + 1
     return I_prev, s_prev, e
 
 
@@ -595,23 +605,27 @@ class _Credits:
         self.times = []          # issue cycles of elements count - len(times) .. count - 1
         self.count = 0
 
-    def fold(self, x, T):
-        """Issue ``T`` credit-taking elements from cycle ``x`` on; returns (first issue,
-        last issue, cycles waited)."""
+    def fold(self, x, T, last_min=None):
+        """Issue ``T`` credit-taking elements from cycle ``x`` on, the last one no
+        earlier than ``last_min``; returns (first issue, last issue, cycles waited for
+        credits, cycles waited for ``last_min``)."""
         D, f, lat = self.D, self.f, self.lat
         times = self.times
         base = self.count - len(times)
         e = self.count
         first = None
-        waited = 0
+        waited = waited_w = 0
         prev = x - 1
-        for _ in range(T):
-            t = prev + 1
+        for i in range(T):
+            t = t0 = prev + 1
             if e >= D:
                 b = times[((e - D) // f + 1) * f - 1 - base] + lat + 1
                 if b > t:
-                    waited += b - t
                     t = b
+            if last_min is not None and i == T - 1 and last_min > t0:
+                waited_w += last_min - t0
+                t = max(t, last_min)
+            waited += t - t0
             if first is None:
                 first = t
             times.append(t)
@@ -621,7 +635,7 @@ class _Credits:
         keep = D + f
         if len(times) > 4 * keep:
             del times[:len(times) - keep]
-        return first, prev, waited
+        return first, prev, waited - waited_w, waited_w
 
     def key(self, x0):
         """The credit state as seen from cycle ``x0``: the phase of the next element in

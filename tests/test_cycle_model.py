@@ -100,21 +100,16 @@ def _draw_layer(rng, cfg):
 
 
 def _known_issue(plan):
-    """Plans the hardware does not run as designed (reported, not drawn): the RTL case
-    of :func:`_first_tile_range_issue`, and grouped plans whose channel parts need more
-    weight tiles than the weight memory holds (the planner's output-channel chunks of
-    parts that start inside a group; the hardware rejects the descriptor)."""
-    return _first_tile_range_issue(plan) or any(
-        spec.n_tiles > plan.cfg.weight_tiles for spec in plan.tiles)
+    """Plans the hardware does not run as designed (reported, not drawn): grouped plans
+    whose channel parts need more weight tiles than the weight memory holds (the
+    planner's output-channel chunks of parts that start inside a group; the hardware
+    rejects the descriptor)."""
+    return any(spec.n_tiles > plan.cfg.weight_tiles for spec in plan.tiles)
 
 
 def _first_tile_range_issue(plan):
-    """Whether a dense invocation of ``plan`` may finish its first output-channel tile
-    in the first ISSUE cycle of the layer: one fold of one element. The RTL then
-    gives the second tile the first tile's word range (DenseSequencer's registered
-    `nxt` still holds the range read in PARAMS: range_addr is 0 there and t + 1 only
-    from PASS on); its results are wrong (test_rtl_first_tile_range_issue). The
-    model describes the hardware as designed, so such layers are not drawn."""
+    """Whether a dense invocation of ``plan`` has a first output-channel tile of one
+    fold of one element (its last element waits for the next tile's word range)."""
     for spec in plan.tiles:
         t = invocation_timing(spec, plan.cfg)
         if (not t.depthwise and t.cotiles > 1 and t.folds[0] == 1
@@ -297,13 +292,10 @@ def test_bytes_and_totals_equal_run_plan():
 
 
 @pytest.mark.rtl
-@pytest.mark.xfail(strict=True, reason="RTL: a dense layer whose first output-channel tile "
-                   "is one fold of one element gives the second tile the first tile's word "
-                   "range (DenseSequencer reads range 0 in PARAMS, 1 only from PASS on)")
-def test_rtl_first_tile_range_issue():
-    """The RTL case the random layers avoid (see :func:`_first_tile_range_issue`): the
-    hardware's results and its busy count (one element short) against the golden
-    model and the model. Passes (and must then be removed) once the RTL is fixed."""
+def test_rtl_single_element_tiles():
+    """A dense layer whose output-channel tiles are one fold of one element (the next
+    tile's word range binds: the tile's last element waits for it): results against
+    the golden model, counters against the model."""
     from systolic_conv import conv2d
     from systolic_conv.driver import run_plan
     kwargs = dict(stride=3, groups=11, padding_mode="replicate")
