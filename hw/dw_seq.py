@@ -87,6 +87,10 @@ class DepthwiseSequencer(wiring.Component):
         reads = [Signal(range(cfg.dw_shadow_words + 1), name=f"reads_p{p}") for p in range(S)]
         taps_p = [Signal(range(cfg.dw_kernel + 1), name=f"taps_p{p}") for p in range(S)]
         nph_m1 = Signal(range(S))
+        # max(rows - taps_p, 0) per phase, and that of the tap cursor's group in
+        # space_need (a block's last group waits while since_end <= space_need)
+        space_p = [Signal(range(R + 1), name=f"space_p{p}") for p in range(S)]
+        self.space_need = space_need = Signal(range(R + 1), name="tp_space_need")
         with m.If(self.start):
             with m.Switch(Cat(d.kw, d.stride_w)):
                 for kw in range(1, cfg.dw_kernel + 1):
@@ -96,9 +100,12 @@ class DepthwiseSequencer(wiring.Component):
                             for p in range(S):
                                 taps = max(0, -(-(kw - p) // sw))
                                 m.d.sync += [reads[p].eq(-(-(R + max(taps, 1) - 1) // P)),
-                                             taps_p[p].eq(taps)]
+                                             taps_p[p].eq(taps), space_p[p].eq(max(R - taps, 0))]
+                                if p == 0:
+                                    m.d.sync += space_need.eq(max(R - taps, 0))
 
         rd = self._read_cursor(m, k, kd, reads, nph_m1, go)
+        self.space_p = space_p
         self.cursors = {"read": rd,
                         "tap": self._tap_cursor(m, k, kd, rd, nph_m1, taps_p, go)}
         return m
@@ -128,8 +135,9 @@ class DepthwiseSequencer(wiring.Component):
         v["all_read"] = all_read = Signal(name="rd_all")
         v["start_now"] = start_now = Signal(name="start_now")  # set by the tap cursor
         pad = (iy < 0) | (iy >= k["height"])
-        gr = Signal(len(self.rows_in))
-        m.d.comb += gr.eq(gr_base + iy.as_unsigned())
+        # gr_base + iy (the line-buffer row), kept beside them: no adder before the compare
+        gr = Signal(len(self.rows_in), name="rd_gr")
+        self._gr = lambda base, y: gr.eq(base + (y + C(0, signed(cwid)))[:cwid])
         row_in = pad | (self.rows_in > gr)
         n_p = Array(reads)[p]
         last_w = w == n_p - 1
@@ -150,7 +158,8 @@ class DepthwiseSequencer(wiring.Component):
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), w.eq(0), x_ph.eq(0),
                          x_blk.eq(0), gr_base.eq(0), reading.eq(0), sh_ready.eq(0),
                          all_read.eq(0), y_row.eq(-self.layer.desc.pad_top),
-                         iy.eq(-self.layer.desc.pad_top)]
+                         iy.eq(-self.layer.desc.pad_top),
+                         self._gr(0, -self.layer.desc.pad_top)]
         with m.Else():
             with m.If(start_now):
                 m.d.sync += sh_ready.eq(0)
@@ -168,21 +177,26 @@ class DepthwiseSequencer(wiring.Component):
         with m.If(p != nph_m1):
             step = 0 if "dw_phase_ignored" in self.cfg.faults else k["phase_words"]
             m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step)]
+        gr = self._gr
         with m.Elif(ky != kd["kh_m1"]):
-            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"])]
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"]),
+                         gr(gr_base, iy + k["dil_h"])]
         with m.Else():
-            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row)]
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row), gr(gr_base, y_row)]
             with m.If(b != kd["nblk_m1"]):
                 m.d.sync += [b.eq(b + 1), x_blk.eq(x_blk + R // P)]
             with m.Else():
                 m.d.sync += [b.eq(0), x_blk.eq(0)]
                 with m.If(oy != k["out_height"] - 1):
                     m.d.sync += [oy.eq(oy + 1), y_row.eq(y_row + k["stride_h"]),
-                                 iy.eq(y_row + k["stride_h"])]
+                                 iy.eq(y_row + k["stride_h"]),
+                                 gr(gr_base, y_row + k["stride_h"])]
                 with m.Else():
-                    m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"])]
+                    m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"]),
+                                 gr(gr_base, -k["pad_top"])]
                     with m.If(t != kd["cot_m1"]):
-                        m.d.sync += [t.eq(t + 1), gr_base.eq(gr_base + k["height"])]
+                        m.d.sync += [t.eq(t + 1), gr_base.eq(gr_base + k["height"]),
+                                     gr(gr_base + k["height"], -k["pad_top"])]
                     with m.Else():
                         m.d.sync += v["all_read"].eq(1)
 
@@ -205,6 +219,7 @@ class DepthwiseSequencer(wiring.Component):
         drain_row = Signal(range(R), name="tp_drain_row")
         drain_t = Signal.like(t)
         drain_final = Signal()
+        space_need = self.space_need
         last_tap_grp = kx + k["stride_w"] >= k["kw"]
         last_grp_blk = (p == nph_m1) & (ky == kd["kh_m1"])
         last_blk_row = b == kd["nblk_m1"]
@@ -213,13 +228,13 @@ class DepthwiseSequencer(wiring.Component):
         block_rows = Mux(last_blk_row, kd["last_rows"], R)
         first_of_block = (ky == 0) & (p == 0)
         first_of_word = first_of_block & (b == 0) & (oy == 0)
-        need_w = Signal(len(self.words_in))
-        m.d.comb += need_w.eq(wbase + kd["taps"])
+        # the words a word's taps need, kept beside wbase (no adder before the compare)
+        need_w = Signal(len(self.words_in), name="tp_need_w")
         weights_ok = ~first_of_word | (self.words_in >= need_w)
         credit_ok = ~first_of_block | (self.credits >= block_rows)
         # a block's drain takes `rows` cycles: its last tap comes `rows` cycles or more
         # after the previous block's (the last group waits when it would be earlier)
-        space_ok = ~last_grp_blk | (since_end + Array(taps_p)[p] > R)
+        space_ok = ~last_grp_blk | (since_end > space_need)
         start_now = rd["start_now"]
         m.d.comb += start_now.eq(go & ~self.abort & self.params_ready & ~all_done & ~active &
                                  rd["sh_ready"] & weights_ok & credit_ok & space_ok)
@@ -243,8 +258,8 @@ class DepthwiseSequencer(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), kx.eq(0), j.eq(0),
-                         wbase.eq(0), active.eq(0), all_done.eq(0), since_end.eq(R),
-                         drain.eq(0)]
+                         wbase.eq(0), need_w.eq(self.layer.taps), active.eq(0),
+                         all_done.eq(0), since_end.eq(R), drain.eq(0)]
         with m.Else():
             with m.If(ends_block):
                 m.d.sync += since_end.eq(1)
@@ -292,12 +307,13 @@ class DepthwiseSequencer(wiring.Component):
 
     def _tap_next_group(self, m, k, kd, v):
         t, oy, b, ky, p, kx = v["t"], v["oy"], v["b"], v["ky"], v["p"], v["kx"]
+        sn, sp = v["space_need"], self.space_p
         with m.If(p != v["nph_m1"]):
-            m.d.sync += [p.eq(p + 1), kx.eq(p + 1)]
+            m.d.sync += [p.eq(p + 1), kx.eq(p + 1), sn.eq(Array(sp)[p + 1])]
         with m.Elif(ky != kd["kh_m1"]):
-            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1)]
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1), sn.eq(sp[0])]
         with m.Else():
-            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0)]
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0), sn.eq(sp[0])]
             with m.If(~v["last_blk_row"]):
                 m.d.sync += b.eq(b + 1)
             with m.Else():
@@ -307,6 +323,7 @@ class DepthwiseSequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += oy.eq(0)
                     with m.If(~v["last_word"]):
-                        m.d.sync += [t.eq(t + 1), v["wbase"].eq(v["wbase"] + kd["taps"])]
+                        m.d.sync += [t.eq(t + 1), v["wbase"].eq(v["wbase"] + kd["taps"]),
+                                     v["need_w"].eq(v["need_w"] + kd["taps"])]
                     with m.Else():
                         m.d.sync += v["all_done"].eq(1)

@@ -181,7 +181,7 @@ class WeightLoader(wiring.Component):
         shift_now = Signal(R)
         reading = (go | busy) & ~dwm
         for r in range(R):
-            m.d.comb += shift_now[r].eq(reading & (k >= r))
+            m.d.comb += shift_now[r].eq(reading & (k >= r) if r else reading)
         pipe = shift_now
         for i in range(READ_LATENCY):
             nxt = Signal(R, name=f"wshift_d{i}")

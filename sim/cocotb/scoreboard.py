@@ -177,8 +177,8 @@ class Scoreboard:
         model = _cycle_model() if self.model and not e.error else None
         if model is not None:
             invocation_counters, invocation_timing = model
-            want = invocation_counters(invocation_timing(
-                e.spec, self.cfg, self.run.layer.geometry().padding_mode), self.cfg)
+            rq = self.run.layer.requant if self.run.hw_requant else None
+            want = invocation_counters(invocation_timing(e.spec, self.cfg, rq), self.cfg)
             diff = [f"{c} {st[c]} (model {want[c]})" for c in L.COUNTERS
                     if c in want and want[c] != st[c]]
             if diff:
