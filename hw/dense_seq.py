@@ -95,7 +95,16 @@ class DenseSequencer(wiring.Component):
         first_el = Signal()
 
         last_ox = ox == kd["ow_m1"]
-        last_g = g == gcount - 1
+        gcount_m1 = Signal(cfg.h_bits + 1)           # gcount - 1, kept beside it
+        last_g = g == gcount_m1
+        # the next pass's rows left and rows, registered from the current pass's (steady
+        # from its PASS cycle on; a pass ends in ISSUE, a cycle later or more)
+        left_nx, gc_nx, gc_nx_m1 = (Signal(cfg.h_bits + 1, name=n) for n in
+                                    ("left_nx", "gc_nx", "gc_nx_m1"))
+        left_now = rows_left - gcount
+        few = k["pass_rows"] < left_now
+        m.d.sync += [left_nx.eq(left_now), gc_nx.eq(Mux(few, k["pass_rows"], left_now)),
+                     gc_nx_m1.eq(Mux(few, k["pass_rows"] - 1, left_now - 1))]
         first_cw = cw == cur.first
         if "cw_first_ignored" in faults:
             first_cw = cw == 0
@@ -141,6 +150,8 @@ class DenseSequencer(wiring.Component):
                              first_el.eq(1), rows_left.eq(k["out_height"]),
                              gcount.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
                                            k["out_height"])),
+                             gcount_m1.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
+                                              k["out_height"]) - 1),
                              y_pass.eq(-k["pad_top"]), y_tap.eq(-k["pad_top"]),
                              iy.eq(-k["pad_top"]), y_end.eq(kd["pass_span"] - k["pad_top"]),
                              x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"])]
@@ -226,11 +237,10 @@ class DenseSequencer(wiring.Component):
                 m.d.sync += t.eq(t + 1)
             with m.Else():
                 step = kd["pass_step"]
-                left = v["rows_left"] - v["gcount"]
-                m.d.sync += [t.eq(0), v["rows_left"].eq(left), y_pass.eq(y_pass + step),
+                m.d.sync += [t.eq(0), v["rows_left"].eq(v["left_nx"]), y_pass.eq(y_pass + step),
                              v["y_end"].eq(v["y_end"] + step), y_tap.eq(y_pass + step),
-                             iy.eq(y_pass + step),
-                             v["gcount"].eq(Mux(k["pass_rows"] < left, k["pass_rows"], left))]
+                             iy.eq(y_pass + step), v["gcount"].eq(v["gc_nx"]),
+                             v["gcount_m1"].eq(v["gc_nx_m1"])]
                 with m.If(v["last_pass"]):
                     m.next = "DONE"
                 with m.Else():

@@ -57,6 +57,7 @@ class DepthwiseSequencer(wiring.Component):
             "rows_in": In(rbits), "lo": Out(rbits),
             "words_in": In(abits + 2),
             "credits": In(range(cfg.out_fifo_depth + 1)), "reserve": Out(range(cfg.rows + 1)),
+            "reserve_en": Out(1), "reserve_rows": Out(range(cfg.rows + 1)),
             "unreserve": Out(range(cfg.rows + 1)),
             "read": Out(read_layout(cfg)), "op": Out(dw_op_layout()),
             "tap_addr": Out(abits), "tag": Out(tag_layout(cfg)),
@@ -222,10 +223,11 @@ class DepthwiseSequencer(wiring.Component):
         space_need = self.space_need
         last_tap_grp = kx + k["stride_w"] >= k["kw"]
         last_grp_blk = (p == nph_m1) & (ky == kd["kh_m1"])
-        last_blk_row = b == kd["nblk_m1"]
+        # whether the block is its row's last, and its output pixels, kept beside b
+        last_blk_row = Signal(name="tp_lastb")
+        block_rows = Signal(range(R + 1), name="tp_brows")
         last_row = oy == k["out_height"] - 1
         last_word = t == kd["cot_m1"]
-        block_rows = Mux(last_blk_row, kd["last_rows"], R)
         first_of_block = (ky == 0) & (p == 0)
         first_of_word = first_of_block & (b == 0) & (oy == 0)
         # the words a word's taps need, kept beside wbase (no adder before the compare)
@@ -241,7 +243,9 @@ class DepthwiseSequencer(wiring.Component):
         tap = Signal(name="tp_tap")
         m.d.comb += tap.eq((start_now | active) & ~self.abort)
         ends_block = tap & last_tap_grp & last_grp_blk
-        m.d.comb += self.reserve.eq(Mux(start_now & first_of_block, block_rows, 0))
+        m.d.comb += [self.reserve_en.eq(start_now & first_of_block),
+                     self.reserve_rows.eq(block_rows),
+                     self.reserve.eq(Mux(self.reserve_en, block_rows, 0))]
         # an abort ends the taps where they are: the open block's credits, reserved at its
         # first tap, are given back (its results never come)
         open_rows = Signal(range(R + 1), name="tp_open")
@@ -259,7 +263,9 @@ class DepthwiseSequencer(wiring.Component):
         with m.If(self.start):
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), kx.eq(0), j.eq(0),
                          wbase.eq(0), need_w.eq(self.layer.taps), active.eq(0),
-                         all_done.eq(0), since_end.eq(R), drain.eq(0)]
+                         all_done.eq(0), since_end.eq(R), drain.eq(0),
+                         last_blk_row.eq(self.layer.nblk_m1 == 0),
+                         block_rows.eq(Mux(self.layer.nblk_m1 == 0, self.layer.last_rows, R))]
         with m.Else():
             with m.If(ends_block):
                 m.d.sync += since_end.eq(1)
@@ -314,10 +320,13 @@ class DepthwiseSequencer(wiring.Component):
             m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1), sn.eq(sp[0])]
         with m.Else():
             m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0), sn.eq(sp[0])]
-            with m.If(~v["last_blk_row"]):
-                m.d.sync += b.eq(b + 1)
+            lastb, brows, R = v["last_blk_row"], v["block_rows"], self.cfg.rows
+            with m.If(~lastb):
+                nl = b + 1 == kd["nblk_m1"]
+                m.d.sync += [b.eq(b + 1), lastb.eq(nl), brows.eq(Mux(nl, kd["last_rows"], R))]
             with m.Else():
-                m.d.sync += b.eq(0)
+                nl = kd["nblk_m1"] == 0
+                m.d.sync += [b.eq(0), lastb.eq(nl), brows.eq(Mux(nl, kd["last_rows"], R))]
                 with m.If(~v["last_row"]):
                     m.d.sync += oy.eq(oy + 1)
                 with m.Else():

@@ -75,14 +75,25 @@ class Sequencer(wiring.Component):
         reserved = Signal(range(depth + 1))
         self.reserved = reserved                     # for tests that watch the credits
         take = Signal(range(cfg.rows + 1))
+        free = Signal(range(depth + 1))               # depth - reserved, kept beside it
+        # the update adds what is freed first, then (a late select) what is taken: the
+        # issue decision reaches the credit registers through one multiplexer
+        take_en = Signal()
         m.d.comb += [
-            dn.credit_ok.eq(reserved < depth),
-            dw.credits.eq(depth - reserved),
-            take.eq(Mux(dwm, dw.reserve, dn.reserve)),
+            dn.credit_ok.eq(free != 0),
+            dw.credits.eq(free),
+            take_en.eq(Mux(dwm, dw.reserve_en, dn.reserve)),
+            take.eq(Mux(dwm, dw.reserve_rows, 1)),
         ]
+        back = self.freed + dw.unreserve
+        res_base = Signal.like(reserved)
+        free_base = Signal.like(free)
+        m.d.comb += [res_base.eq(reserved - back), free_base.eq(free + back)]
         with m.If(self.start):
-            m.d.sync += reserved.eq(0)
+            m.d.sync += [reserved.eq(0), free.eq(depth)]
+        with m.Elif(take_en):
+            m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take)]
         with m.Else():
-            m.d.sync += reserved.eq(reserved + take - self.freed - dw.unreserve)
+            m.d.sync += [reserved.eq(res_base), free.eq(free_base)]
         m.d.comb += self.idle_out.eq(reserved == 0)
         return m
