@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	  { echo "== installing iverilog, liblz4-dev (apt)"; \
 	    (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev) >/dev/null 2>&1 || \
 	    sudo sh -c 'apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev' >/dev/null 2>&1 || \
-	    echo "!! could not install iverilog/liblz4-dev: Icarus tests and FST waves will be skipped"; }
+	    { echo "!! could not install iverilog/liblz4-dev (apt): the Icarus simulator and FST waves are required"; exit 1; }; }
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,model,farm,tflite]'
+	$(VPY) -m pip install -q -e '.[test,model,farm,tflite,fpga]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

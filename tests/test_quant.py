@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from systolic_conv.golden import conv2d_int  # noqa: E402
 from systolic_conv.quant import QuantReport, quantize_symmetric, quantized_conv2d  # noqa: E402
