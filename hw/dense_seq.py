@@ -94,9 +94,13 @@ class DenseSequencer(wiring.Component):
         acc_addr = Signal(cfg.acc_addr_bits)
         first_el = Signal()
 
-        last_ox = ox == kd["ow_m1"]
+        # the loop nest's "last" flags, registers kept beside their counters (set with
+        # them from the counter's next value), so that an element's issue decision is
+        # an AND of flags
+        last_ox, last_g, last_cw, last_kx, last_ky, last_t, last_pass, pass_nx_last = (
+            Signal(name=n) for n in ("l_ox", "l_g", "l_cw", "l_kx", "l_ky", "l_t", "l_pass",
+                                     "l_pass_nx"))
         gcount_m1 = Signal(cfg.h_bits + 1)           # gcount - 1, kept beside it
-        last_g = g == gcount_m1
         # the next pass's rows left and rows, registered from the current pass's (steady
         # from its PASS cycle on; a pass ends in ISSUE, a cycle later or more)
         left_nx, gc_nx, gc_nx_m1 = (Signal(cfg.h_bits + 1, name=n) for n in
@@ -104,15 +108,11 @@ class DenseSequencer(wiring.Component):
         left_now = rows_left - gcount
         few = k["pass_rows"] < left_now
         m.d.sync += [left_nx.eq(left_now), gc_nx.eq(Mux(few, k["pass_rows"], left_now)),
-                     gc_nx_m1.eq(Mux(few, k["pass_rows"] - 1, left_now - 1))]
+                     gc_nx_m1.eq(Mux(few, k["pass_rows"] - 1, left_now - 1)),
+                     pass_nx_last.eq(~few)]
         first_cw = cw == cur.first
         if "cw_first_ignored" in faults:
             first_cw = cw == 0
-        last_cw = cw == cur.last
-        last_kx = kx == kd["kw_m1"]
-        last_ky = ky == kd["kh_m1"]
-        last_t = t == kd["cot_m1"]
-        last_pass = rows_left == gcount
         first_fold = (ky == 0) & (kx == 0) & first_cw
         last_fold = last_ky & last_kx & last_cw
         fold_end = last_ox & last_g
@@ -152,6 +152,12 @@ class DenseSequencer(wiring.Component):
                                            k["out_height"])),
                              gcount_m1.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
                                               k["out_height"]) - 1),
+                             last_ox.eq(kd["ow_m1"] == 0),
+                             last_g.eq((k["pass_rows"] == 1) | (k["out_height"] == 1)),
+                             last_cw.eq(self.range_data.first == self.range_data.last),
+                             last_kx.eq(kd["kw_m1"] == 0), last_ky.eq(kd["kh_m1"] == 0),
+                             last_t.eq(kd["cot_m1"] == 0),
+                             last_pass.eq(k["out_height"] <= k["pass_rows"]),
                              y_pass.eq(-k["pad_top"]), y_tap.eq(-k["pad_top"]),
                              iy.eq(-k["pad_top"]), y_end.eq(kd["pass_span"] - k["pad_top"]),
                              x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"])]
@@ -208,10 +214,12 @@ class DenseSequencer(wiring.Component):
         k, kd = v["k"], v["kd"]
         m.d.sync += v["first_el"].eq(0)
         with m.If(~v["last_ox"]):
-            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + k["stride_w"]), acc_addr.eq(acc_addr + 1)]
+            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + k["stride_w"]), acc_addr.eq(acc_addr + 1),
+                         v["last_ox"].eq(ox + 1 == kd["ow_m1"])]
         with m.Elif(~v["last_g"]):
             m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + v["step_h"]), ix.eq(v["x_tap"]),
-                         acc_addr.eq(acc_addr + 1)]
+                         acc_addr.eq(acc_addr + 1), v["last_ox"].eq(kd["ow_m1"] == 0),
+                         v["last_g"].eq(g + 1 == v["gcount_m1"])]
         with m.Else():
             self._fold_end(m, v)
 
@@ -219,28 +227,35 @@ class DenseSequencer(wiring.Component):
         k, kd = v["k"], v["kd"]
         cw, kx, ky, t, cur, nxt = v["cw"], v["kx"], v["ky"], v["t"], v["cur"], v["nxt"]
         x_tap, y_tap, y_pass, ix, iy = v["x_tap"], v["y_tap"], v["y_pass"], v["ix"], v["iy"]
-        m.d.sync += [v["ox"].eq(0), v["g"].eq(0), v["acc_addr"].eq(0), v["first_el"].eq(1)]
-        with m.If(~v["last_cw"]):
-            m.d.sync += [cw.eq(cw + 1), ix.eq(x_tap), iy.eq(y_tap)]
-        with m.Elif(~v["last_kx"]):
+        l_cw, l_kx, l_ky, l_t = v["last_cw"], v["last_kx"], v["last_ky"], v["last_t"]
+        m.d.sync += [v["ox"].eq(0), v["g"].eq(0), v["acc_addr"].eq(0), v["first_el"].eq(1),
+                     v["last_ox"].eq(kd["ow_m1"] == 0), v["last_g"].eq(v["gcount_m1"] == 0)]
+        with m.If(~l_cw):
+            m.d.sync += [cw.eq(cw + 1), ix.eq(x_tap), iy.eq(y_tap), l_cw.eq(cw + 1 == cur.last)]
+        with m.Elif(~l_kx):
             m.d.sync += [cw.eq(cur.first), kx.eq(kx + 1), x_tap.eq(x_tap + v["step_w_dil"]),
-                         ix.eq(x_tap + v["step_w_dil"]), iy.eq(y_tap)]
-        with m.Elif(~v["last_ky"]):
+                         ix.eq(x_tap + v["step_w_dil"]), iy.eq(y_tap),
+                         l_cw.eq(cur.first == cur.last), l_kx.eq(kx + 1 == kd["kw_m1"])]
+        with m.Elif(~l_ky):
             m.d.sync += [cw.eq(cur.first), kx.eq(0), ky.eq(ky + 1), x_tap.eq(-k["pad_left"]),
                          ix.eq(-k["pad_left"]), y_tap.eq(y_tap + k["dil_h"]),
-                         iy.eq(y_tap + k["dil_h"])]
+                         iy.eq(y_tap + k["dil_h"]), l_cw.eq(cur.first == cur.last),
+                         l_kx.eq(kd["kw_m1"] == 0), l_ky.eq(ky + 1 == kd["kh_m1"])]
         with m.Else():
             m.d.sync += [cw.eq(nxt.first), cur.eq(nxt), kx.eq(0), ky.eq(0),
                          x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"]),
-                         y_tap.eq(y_pass), iy.eq(y_pass)]
-            with m.If(~v["last_t"]):
-                m.d.sync += t.eq(t + 1)
+                         y_tap.eq(y_pass), iy.eq(y_pass), l_cw.eq(nxt.first == nxt.last),
+                         l_kx.eq(kd["kw_m1"] == 0), l_ky.eq(kd["kh_m1"] == 0)]
+            with m.If(~l_t):
+                m.d.sync += [t.eq(t + 1), l_t.eq(t + 1 == kd["cot_m1"])]
             with m.Else():
                 step = kd["pass_step"]
                 m.d.sync += [t.eq(0), v["rows_left"].eq(v["left_nx"]), y_pass.eq(y_pass + step),
                              v["y_end"].eq(v["y_end"] + step), y_tap.eq(y_pass + step),
                              iy.eq(y_pass + step), v["gcount"].eq(v["gc_nx"]),
-                             v["gcount_m1"].eq(v["gc_nx_m1"])]
+                             v["gcount_m1"].eq(v["gc_nx_m1"]), l_t.eq(kd["cot_m1"] == 0),
+                             v["last_pass"].eq(v["pass_nx_last"]),
+                             v["last_g"].eq(v["gc_nx_m1"] == 0)]
                 with m.If(v["last_pass"]):
                     m.next = "DONE"
                 with m.Else():
