@@ -42,8 +42,8 @@ Timing of one invocation (cycle 0 = descriptor handshake; ``st`` = the first
   the previous group's first tap is decided (and its input row is in); the tap
   cursor decides one tap per cycle, a group's first once its reads are done, the
   previous group's taps are done and its gates hold: a block's first group needs
-  credits for the block's pixels, a word's first group its tap weights, a block's
-  last group ends ``R`` cycles or more after the previous block. Results drain
+  credits for the block's pixels, a word's first group its tap weights (seen a
+  cycle after they arrive: a registered compare), a block's last group ends ``R`` cycles or more after the previous block. Results drain
   ``2 + DW_TAG_DELAY`` cycles after a block's last tap, one pixel per cycle.
   Credits can bind only when ``D < L_dw + 2R + f - 2``.
 * **Drain.** From the last element / tap to the final result handshake.
@@ -767,7 +767,7 @@ class _DwRun:
                         if cred > Sn:
                             Sn = cred
                     if b == 0 and oy == 0:
-                        wt = k.start + k.word_lag + (w + 1) * self.taps
+                        wt = k.start + k.word_lag + (w + 1) * self.taps + 1
                         if wt > Sn:
                             Sn = wt
                 if lastg:
@@ -1005,7 +1005,7 @@ class _DwRun:
             seen.clear()
             return False
         x0 = self.S
-        wt = k.start + k.word_lag + (w + 1) * self.taps
+        wt = k.start + k.word_lag + (w + 1) * self.taps + 1
         state = (self._key(x0), wt - x0 if wt > x0 else 0)
         free = self._free(w, 0, x0)
         if free:

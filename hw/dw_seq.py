@@ -16,7 +16,8 @@ decides one tap per cycle: a group's first tap (loading the vector) once its rea
 are all issued and the previous group's taps are done; a block's first tap once
 its result credits are reserved, a block's last group so that its last tap comes
 ``rows`` cycles or more after the previous block's (a block's results drain one per
-cycle), and a word's first tap once the word's tap weights are in the weight memory. After a block's last tap the drain
+cycle), and a word's first tap once the word's tap weights are in the weight memory
+(seen a cycle after ``words_in`` shows them: a registered compare). After a block's last tap the drain
 tags follow, one per valid output pixel, in the next cycles.
 
 Tap weights are read in the order the taps use them: word ``t``'s taps are weight
@@ -230,9 +231,13 @@ class DepthwiseSequencer(wiring.Component):
         last_word = t == kd["cot_m1"]
         first_of_block = (ky == 0) & (p == 0)
         first_of_word = first_of_block & (b == 0) & (oy == 0)
-        # the words a word's taps need, kept beside wbase (no adder before the compare)
+        # the words the word's taps need and the next word's, kept beside wbase, and
+        # whether they are in the weight memory, registered (a cycle after ``words_in``
+        # shows them: the compare is off the decision path)
         need_w = Signal(len(self.words_in), name="tp_need_w")
-        weights_ok = ~first_of_word | (self.words_in >= need_w)
+        need_nx = Signal(len(self.words_in), name="tp_need_nx")
+        w_ok = Signal(name="tp_w_ok")
+        weights_ok = ~first_of_word | w_ok
         credit_ok = ~first_of_block | (self.credits >= block_rows)
         # a block's drain takes `rows` cycles: its last tap comes `rows` cycles or more
         # after the previous block's (the last group waits when it would be earlier)
@@ -262,11 +267,13 @@ class DepthwiseSequencer(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), kx.eq(0), j.eq(0),
-                         wbase.eq(0), need_w.eq(self.layer.taps), active.eq(0),
+                         wbase.eq(0), need_w.eq(self.layer.taps),
+                         need_nx.eq(self.layer.taps << 1), w_ok.eq(0), active.eq(0),
                          all_done.eq(0), since_end.eq(R), drain.eq(0),
                          last_blk_row.eq(self.layer.nblk_m1 == 0),
                          block_rows.eq(Mux(self.layer.nblk_m1 == 0, self.layer.last_rows, R))]
         with m.Else():
+            m.d.sync += w_ok.eq(self.words_in >= need_w)
             with m.If(ends_block):
                 m.d.sync += since_end.eq(1)
             with m.Elif(since_end != R):
@@ -333,6 +340,8 @@ class DepthwiseSequencer(wiring.Component):
                     m.d.sync += oy.eq(0)
                     with m.If(~v["last_word"]):
                         m.d.sync += [t.eq(t + 1), v["wbase"].eq(v["wbase"] + kd["taps"]),
-                                     v["need_w"].eq(v["need_w"] + kd["taps"])]
+                                     v["need_w"].eq(v["need_nx"]),
+                                     v["need_nx"].eq(v["need_nx"] + kd["taps"]),
+                                     v["w_ok"].eq(self.words_in >= v["need_nx"])]
                     with m.Else():
                         m.d.sync += v["all_done"].eq(1)

@@ -205,6 +205,7 @@ FIXED = [
     ("dense_many_passes", SQ4, (1, 3, 90, 9), (4, 3, 3, 3), dict(padding=1), None),
     ("dw_ring_bound", SQ4, (1, 8, 60, 30), (8, 1, 3, 3), dict(padding=1, groups=8), None),
     ("dw_credits_packed", SQ4, (1, 8, 12, 30), (8, 1, 1, 1), dict(groups=8), TFLITE8),
+    ("dw_weights_per_word", SQ4, (1, 32, 2, 3), (32, 1, 3, 3), dict(padding=1, groups=32), None),
     ("dw_stride3_dilated", SQ4, (1, 6, 25, 27), (6, 1, 3, 4),
      dict(stride=3, padding=2, dilation=(2, 1), groups=6), None),
     ("dw_padding_past_rows", SQ4, (1, 12, 6, 20), (12, 1, 2, 3), dict(padding=(5, 1), groups=12),
