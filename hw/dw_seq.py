@@ -130,6 +130,11 @@ class DepthwiseSequencer(wiring.Component):
         y_row = Signal(signed(cwid), name="rd_yrow")      # oy*sh - pt
         iy = Signal(signed(cwid), name="rd_iy")           # y_row + ky*dh
         gr_base = Signal(len(self.rows_in), name="rd_grbase")   # t * height
+        grb_nx = Signal(len(self.rows_in), name="rd_grb_nx")    # (t + 1) * height
+        # the loop's last-of flags (phase, kernel row, block, output row, word), kept
+        # beside their counters
+        for n in ("lp", "lky", "lb", "loy", "lt"):
+            v[n] = Signal(name=f"rd_{n}")
         x_ph = Signal(cfg.w_bits + 2, name="rd_xph")      # p * phase_words
         x_blk = Signal(cfg.w_bits + 2, name="rd_xblk")    # b * rows / P
         v["reading"] = reading = Signal(name="rd_active")
@@ -157,8 +162,13 @@ class DepthwiseSequencer(wiring.Component):
             self.read.addr.eq(Cat((x_ph + x_blk + w)[:xb], gr[:rb])),
         ]
         with m.If(self.start):
+            d = self.layer.desc
             m.d.sync += [t.eq(0), oy.eq(0), b.eq(0), ky.eq(0), p.eq(0), w.eq(0), x_ph.eq(0),
-                         x_blk.eq(0), gr_base.eq(0), reading.eq(0), sh_ready.eq(0),
+                         x_blk.eq(0), gr_base.eq(0), grb_nx.eq(d.height), reading.eq(0),
+                         sh_ready.eq(0),
+                         v["lp"].eq((d.stride_w == 1) | (d.kw == 1)),
+                         v["lky"].eq(self.layer.kh_m1 == 0), v["lb"].eq(self.layer.nblk_m1 == 0),
+                         v["loy"].eq(d.out_height == 1), v["lt"].eq(self.layer.cot_m1 == 0),
                          all_read.eq(0), y_row.eq(-self.layer.desc.pad_top),
                          iy.eq(-self.layer.desc.pad_top),
                          self._gr(0, -self.layer.desc.pad_top)]
@@ -170,35 +180,41 @@ class DepthwiseSequencer(wiring.Component):
                     m.d.sync += [w.eq(w + 1), reading.eq(1)]
                 with m.Else():
                     m.d.sync += [w.eq(0), reading.eq(0), sh_ready.eq(1)]
-                    self._next_group(m, k, kd, v, nph_m1, y_row, iy, gr_base, x_ph, x_blk)
+                    self._next_group(m, k, kd, v, nph_m1, y_row, iy, gr_base, grb_nx, x_ph,
+                                     x_blk)
         return v
 
-    def _next_group(self, m, k, kd, v, nph_m1, y_row, iy, gr_base, x_ph, x_blk):
+    def _next_group(self, m, k, kd, v, nph_m1, y_row, iy, gr_base, grb_nx, x_ph, x_blk):
         R, P = self.cfg.rows, self.cfg.act_pixels
         t, oy, b, ky, p = v["t"], v["oy"], v["b"], v["ky"], v["p"]
-        with m.If(p != nph_m1):
+        lp, lky, lb, loy, lt = v["lp"], v["lky"], v["lb"], v["loy"], v["lt"]
+        with m.If(~lp):
             step = 0 if "dw_phase_ignored" in self.cfg.faults else k["phase_words"]
-            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step)]
+            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step), lp.eq(p + 1 == nph_m1)]
         gr = self._gr
-        with m.Elif(ky != kd["kh_m1"]):
+        with m.Elif(~lky):
             m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"]),
-                         gr(gr_base, iy + k["dil_h"])]
+                         gr(gr_base, iy + k["dil_h"]), lp.eq(nph_m1 == 0),
+                         lky.eq(ky + 1 == kd["kh_m1"])]
         with m.Else():
-            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row), gr(gr_base, y_row)]
-            with m.If(b != kd["nblk_m1"]):
-                m.d.sync += [b.eq(b + 1), x_blk.eq(x_blk + R // P)]
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row), gr(gr_base, y_row),
+                         lp.eq(nph_m1 == 0), lky.eq(kd["kh_m1"] == 0)]
+            with m.If(~lb):
+                m.d.sync += [b.eq(b + 1), x_blk.eq(x_blk + R // P), lb.eq(b + 1 == kd["nblk_m1"])]
             with m.Else():
-                m.d.sync += [b.eq(0), x_blk.eq(0)]
-                with m.If(oy != k["out_height"] - 1):
+                m.d.sync += [b.eq(0), x_blk.eq(0), lb.eq(kd["nblk_m1"] == 0)]
+                with m.If(~loy):
                     m.d.sync += [oy.eq(oy + 1), y_row.eq(y_row + k["stride_h"]),
                                  iy.eq(y_row + k["stride_h"]),
-                                 gr(gr_base, y_row + k["stride_h"])]
+                                 gr(gr_base, y_row + k["stride_h"]),
+                                 loy.eq(oy + 2 == k["out_height"])]
                 with m.Else():
                     m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"]),
-                                 gr(gr_base, -k["pad_top"])]
-                    with m.If(t != kd["cot_m1"]):
-                        m.d.sync += [t.eq(t + 1), gr_base.eq(gr_base + k["height"]),
-                                     gr(gr_base + k["height"], -k["pad_top"])]
+                                 gr(gr_base, -k["pad_top"]), loy.eq(k["out_height"] == 1)]
+                    with m.If(~lt):
+                        m.d.sync += [t.eq(t + 1), gr_base.eq(grb_nx),
+                                     grb_nx.eq(grb_nx + k["height"]),
+                                     gr(grb_nx, -k["pad_top"]), lt.eq(t + 1 == kd["cot_m1"])]
                     with m.Else():
                         m.d.sync += v["all_read"].eq(1)
 
