@@ -1398,6 +1398,7 @@ def estimate(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     """
     from .contract import conv_geometry
     from .planner import plan_layer
+    from .rewrite import fold_geometry
     t0 = time.perf_counter()
     cfg = hw if hw is not None else DEFAULT
     if not isinstance(cfg, HardwareConfig):
@@ -1405,8 +1406,17 @@ def estimate(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     _requant_bits(requant)
     geom = conv_geometry(input_shape, weight_shape, (weight_shape[0],) if bias else None,
                          stride, padding, dilation, groups, padding_mode)
-    plan = plan_layer(geom, cfg, x_absmax=x_absmax, w_absmax=w_absmax, b_absmax=b_absmax,
-                      pad_value=pad_value)
+    geom = fold_geometry(geom, cfg)     # axes beyond the descriptor's limits (as run_rtl)
+    try:
+        plan = plan_layer(geom, cfg, x_absmax=x_absmax, w_absmax=w_absmax,
+                          b_absmax=b_absmax, pad_value=pad_value)
+    except ValueError:
+        if not b_absmax:
+            raise
+        # the bias alone breaks the accumulator bound: added on the host (as run_rtl)
+        plan = plan_layer(geom, cfg, x_absmax=x_absmax, w_absmax=w_absmax, b_absmax=0,
+                          pad_value=pad_value)
+        requant = None
     est = estimate_plan(plan, requant=requant, name=name)
     est.model_seconds = time.perf_counter() - t0
     return est

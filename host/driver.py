@@ -19,6 +19,7 @@ from .hw import layouts as L
 from .contract import requantize, check_int_tensor
 from .planner import plan_layer, TilePlan
 from .streams import build_invocation
+from .rewrite import fold_layer
 from .figures import LayerFigures
 
 __all__ = ["RtlStats", "run_rtl", "run_plan", "HardwareError"]
@@ -198,7 +199,26 @@ def run_rtl(x, weight, bias, geometry, *, hw=None, requant=None, pad_value=0, se
     xa = int(np.abs(xb).max()) if xb.size else 0
     wa = int(np.abs(w).max()) if w.size else 0
     ba = int(np.abs(b).max()) if b is not None and b.size else 0
-    plan = plan_layer(geometry, cfg, x_absmax=xa, w_absmax=wa, b_absmax=ba, pad_value=pad_value)
+    # kernel, stride or dilation beyond the descriptor's limits: folded into channels
+    xb, w, geometry = fold_layer(xb, w, geometry, cfg, pad_value)
+    try:
+        plan = plan_layer(geometry, cfg, x_absmax=xa, w_absmax=wa, b_absmax=ba,
+                          pad_value=pad_value)
+    except ValueError:
+        if not ba:
+            raise
+        # the bias alone breaks the accumulator bound: the hardware sums without it and
+        # the host adds it (and requantizes) in int64
+        plan = plan_layer(geometry, cfg, x_absmax=xa, w_absmax=wa, b_absmax=0,
+                          pad_value=pad_value)
+        out, stats = run_plan(plan, xb, w, None, requant=None, pad_value=pad_value,
+                              seed=seed, idle=idle, stall=stall, progress=progress)
+        out = out.astype(np.int64) + b.reshape(1, -1, 1, 1)
+        stats.host_work["host_bias_adds"] = out.size
+        if requant is not None:
+            out = requantize(out, requant, channel_axis=1)
+            stats.host_work["host_requant"] = out.size
+        return (out if batched else out[0]), stats
     out, stats = run_plan(plan, xb, w, b, requant=requant, pad_value=pad_value, seed=seed,
                           idle=idle, stall=stall, progress=progress)
     return (out if batched else out[0]), stats
