@@ -53,6 +53,16 @@ docs: $(STAMP)
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
 
+# the long property-based run over nn.Conv2d's argument space (tests/test_fuzz.py)
+FUZZ_EXAMPLES ?= 2000
+FUZZ_RTL_EXAMPLES ?= 300
+FUZZ_SEED ?= 20261203
+FUZZ_MAX_REACH ?= 48
+.PHONY: fuzz
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_RTL_EXAMPLES=$(FUZZ_RTL_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) \
+	  FUZZ_MAX_REACH=$(FUZZ_MAX_REACH) $(VPY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
 # -- verification (sim/regress.py, sim/mutate.py) ------------------------------------
 # make regress SEEDS=500 SIM=verilator|icarus|harness HW=small|default [SEED=n] [WAVES=1]
 #   [COVERAGE=1] [SCHEDULER=tcp://host:8786] [DB=path|url]
