@@ -153,9 +153,12 @@ class DepthwiseSequencer(wiring.Component):
         m.d.comb += issue.eq((reading | begin_ok) & row_in)
         v["blocked"] = (reading | begin_ok) & ~row_in
         v["issue"] = issue
-        release = Signal(len(self.rows_in))
+        # the first row the read cursor still needs, gr_base + max(y_row, 0), kept beside
+        # them (lo leaves a register)
+        release = Signal(len(self.rows_in), name="rd_release")
         early = 1 if "row_release_early" in self.cfg.faults else 0
-        m.d.comb += release.eq(gr_base + Mux(y_row < 0, 0, y_row).as_unsigned() + early)
+        self._release = lambda base, y: release.eq(
+            base + Mux(y < 0, 0, y).as_unsigned() + early)
         m.d.comb += self.lo.eq(Mux(go & ~all_read, release, -1))
         m.d.sync += [
             self.read.valid.eq(issue), self.read.pad.eq(pad), self.read.slot.eq(w),
@@ -171,7 +174,7 @@ class DepthwiseSequencer(wiring.Component):
                          v["loy"].eq(d.out_height == 1), v["lt"].eq(self.layer.cot_m1 == 0),
                          all_read.eq(0), y_row.eq(-self.layer.desc.pad_top),
                          iy.eq(-self.layer.desc.pad_top),
-                         self._gr(0, -self.layer.desc.pad_top)]
+                         self._gr(0, -self.layer.desc.pad_top), release.eq(early)]
         with m.Else():
             with m.If(start_now):
                 m.d.sync += sh_ready.eq(0)
@@ -207,14 +210,17 @@ class DepthwiseSequencer(wiring.Component):
                     m.d.sync += [oy.eq(oy + 1), y_row.eq(y_row + k["stride_h"]),
                                  iy.eq(y_row + k["stride_h"]),
                                  gr(gr_base, y_row + k["stride_h"]),
+                                 self._release(gr_base, y_row + k["stride_h"]),
                                  loy.eq(oy + 2 == k["out_height"])]
                 with m.Else():
                     m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"]),
-                                 gr(gr_base, -k["pad_top"]), loy.eq(k["out_height"] == 1)]
+                                 gr(gr_base, -k["pad_top"]), loy.eq(k["out_height"] == 1),
+                                 self._release(gr_base, -k["pad_top"])]
                     with m.If(~lt):
                         m.d.sync += [t.eq(t + 1), gr_base.eq(grb_nx),
                                      grb_nx.eq(grb_nx + k["height"]),
-                                     gr(grb_nx, -k["pad_top"]), lt.eq(t + 1 == kd["cot_m1"])]
+                                     gr(grb_nx, -k["pad_top"]), lt.eq(t + 1 == kd["cot_m1"]),
+                                     self._release(grb_nx, -k["pad_top"])]
                     with m.Else():
                         m.d.sync += v["all_read"].eq(1)
 

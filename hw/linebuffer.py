@@ -79,9 +79,13 @@ class LineBuffer(wiring.Component):
         row = Signal(len(self.rows_in))              # the row being written
         xw = Signal(max(1, xb + 1))
         cw = Signal(max(1, cb + 1))
-        cap = Mux(dwm, cfg.dw_ring_rows, cfg.lb_rows)
+        # row - capacity, kept beside row: room is one compare with lo
+        row_less = Signal(signed(len(row) + 1))
+        with m.If(self.start):
+            m.d.sync += row_less.eq(Mux(self.begin, 0, row) -
+                                    Mux(d.depthwise, cfg.dw_ring_rows, cfg.lb_rows))
         room = Signal()
-        m.d.comb += room.eq(row - self.lo < cap)
+        m.d.comb += room.eq(self.lo > row_less)
         m.d.comb += self.i_act.ready.eq(self.run & ~self.done & (over | self.abort | room))
         hs = self.i_act.valid & self.i_act.ready
         beat = self.i_act.payload
@@ -119,7 +123,8 @@ class LineBuffer(wiring.Component):
                 with m.Else():
                     m.d.sync += cw.eq(cw + 1)
                 with m.If(row_end):
-                    m.d.sync += [row.eq(row + 1), self.rows_in.eq(row + 1)]
+                    m.d.sync += [row.eq(row + 1), self.rows_in.eq(row + 1),
+                                 row_less.eq(row_less + 1)]
             with m.If(beat.last):
                 m.d.sync += self.done.eq(1)
             m.d.comb += self.err.eq(
