@@ -3,9 +3,10 @@
 States: ``IDLE`` (``i_desc`` ready) -> ``CHECK0..3`` -> ``RUN`` -> ``STATUS`` -> ``IDLE``,
 with ``ABORT`` in place of ``RUN`` after a descriptor that fails a check or a fatal
 stream error. The checks take four cycles, each a registered step: ``CHECK0``
-takes the products of descriptor fields, ``CHECK1`` the derived figures every
-block uses (:func:`layer_layout`), ``CHECK2`` compares them with the elaborated
-limits, one registered verdict per condition, and ``CHECK3`` pulses ``start`` when
+takes the products of descriptor fields (one multiplier deep), ``CHECK1`` the
+derived figures every block uses (:func:`layer_layout`), ``CHECK2`` compares them
+with the elaborated limits, one registered verdict per condition (and takes the
+activation beat total, the one product of a product), and ``CHECK3`` pulses ``start`` when
 none failed: the other blocks take their own copy of the fields they use at its
 end, and the layer runs from the next cycle (:data:`CHECK_CYCLES` after the
 handshake).
@@ -122,7 +123,7 @@ class Control(wiring.Component):
                 m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.comb += self.checking.eq(1)
-                m.d.sync += conds.eq(verdicts)
+                m.d.sync += [conds.eq(verdicts), L.act_total.eq(self._p["hx"] * d.cwords)]
                 m.next = "CHECK3"
             with m.State("CHECK3"):
                 m.d.comb += self.checking.eq(1)
@@ -170,7 +171,8 @@ class Control(wiring.Component):
             "gs": Signal(L.pass_step.shape()),     # pass_rows * stride_h
             "acc": Signal(cfg.h_bits + cfg.w_bits),            # pass_rows * out_width
             "taps": Signal(L.taps.shape()),
-            "hx": Signal(cfg.h_bits + cfg.w_bits),             # height * beats per row
+            "xw": Signal(L.xw_m1.shape().width + 1),           # beats per row
+            "hx": Signal(cfg.h_bits + cfg.w_bits),             # height * beats per row (CHECK1)
             "ct": Signal(2 * cfg.cot_bits),                    # cotiles * ... (dw weights)
         }
         P = cfg.act_pixels
@@ -182,7 +184,7 @@ class Control(wiring.Component):
                 p["ow"].eq((d.out_width - 1) * d.stride_w), p["kw"].eq((d.kw - 1) * d.dil_w),
                 p["oh"].eq((d.out_height - 1) * d.stride_h), p["gs"].eq(d.pass_rows * d.stride_h),
                 p["acc"].eq(d.pass_rows * d.out_width), p["taps"].eq(d.kh * d.kw),
-                p["hx"].eq(d.height * xw), L.xw_m1.eq(xw - 1),
+                p["xw"].eq(xw),
             ]
         return take
 
@@ -200,7 +202,7 @@ class Control(wiring.Component):
             L.cot_m1.eq(d.cotiles - 1), L.cw_m1.eq(d.cwords - 1), L.ow_m1.eq(d.out_width - 1),
             L.pass_span.eq(p["ph"] + p["kh"] + 1), L.pass_step.eq(p["gs"]),
             L.span_h.eq(p["kh"] + 1),
-            L.act_total.eq(p["hx"] * d.cwords),
+            p["hx"].eq(d.height * p["xw"]), L.xw_m1.eq(p["xw"] - 1),
             L.w_total.eq(Mux(d.depthwise, d.cotiles * p["taps"], d.n_tiles * R)),
             L.nblk_m1.eq(nblk - 1),
             L.last_rows.eq(d.out_width - ((nblk - 1) << lgR)),
@@ -239,7 +241,7 @@ class Control(wiring.Component):
             d.requant.as_value() == 3,
             rq & ((ob < 2) | (ob > min(16, cfg.acc_width)) | (d.clamp_lo > d.clamp_hi) |
                   (d.clamp_lo < self._qlo) | (d.clamp_hi > self._qhi)),
-            L.act_total == 0,
+            p["xw"] == 0,
             L.w_total > cfg.weight_depth,
         ]
         dense = [
