@@ -79,7 +79,15 @@ def add_regress_args(p):
                    help="Verilator --coverage build; report line/toggle coverage "
                         "(needs --sim verilator)")
     g.add_argument("--out", type=output_file((".json",)), default=None, metavar="FILE",
-                   help="summary JSON (default: build/regress-SIM-HW.json)")
+                   help="summary JSON (default: build/regress-SIM-HW.json); the coverage "
+                        "report is written beside it (-coverage.txt, -coverage.html)")
+    cg = g.add_mutually_exclusive_group()
+    cg.add_argument("--coverage-goal", dest="coverage_goal", action="store_true", default=None,
+                    help="fail (status 1) when a functional-coverage goal is unmet, whatever "
+                         "the seed count (default: enforced from the closure count, "
+                         "sim/regress.py CLOSURE_SEEDS = 400 seeds)")
+    cg.add_argument("--no-coverage-goal", dest="coverage_goal", action="store_false",
+                    help="report coverage only, also at or above the closure count")
     g.add_argument("--jobs", type=positive_int, default=None,
                    help="worker processes of the local farm cluster (default: one per core)")
     add_farm_args(p)
@@ -127,7 +135,15 @@ def run_regress(args, prepared):
                     out=args.out, scheduler=args.scheduler, db=db, progress=not args.quiet)
     except KeyboardInterrupt:
         return _interrupted(args, db)
-    return 1 if (s["failed"] or s["crashed"] or s["missing"]) else 0
+    if s["failed"] or s["crashed"] or s["missing"]:
+        return 1
+    goal = s.get("coverage_goal") or {}
+    enforced = goal.get("enforced") if args.coverage_goal is None else args.coverage_goal
+    if enforced and not goal.get("met", True):
+        print(f"regress: functional coverage goal not met: {len(goal['open'])} bins open "
+              f"(the report: {s.get('coverage_report', 'beside the summary JSON')})")
+        return 1
+    return 0
 
 
 # ----------------------------------------------------------------------------- mutate

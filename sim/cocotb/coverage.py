@@ -162,6 +162,34 @@ class Coverage:
             lines.append(f"  {c[0] + ' x ' + c[1]:<30} {n:>5} {cov:>6.0%}  {shown or '-'}{mark}")
         return "\n".join(lines)
 
+    def html(self):
+        """The report as a static HTML page: every bin with its hits and goal."""
+        from html import escape
+        rows = []
+        for a in self.axes:
+            cov, _ = self.axis_coverage(a)
+            cls = "ok" if cov >= AXIS_GOAL else "open"
+            cells = " ".join(f"<span class='{'hit' if self.hits[a].get(_key(v)) else 'miss'}'>"
+                             f"{escape(str(_key(v)))}: {self.hits[a].get(_key(v), 0)}</span>"
+                             for v in self.axes[a])
+            rows.append(f"<tr class='{cls}'><td>{escape(a)}</td><td>{cov:.0%}</td>"
+                        f"<td>{AXIS_GOAL:.0%}</td><td>{cells}</td></tr>")
+        for c in self.crosses:
+            cov, _ = self.cross_coverage(c)
+            cls = "ok" if cov >= CROSS_GOAL else "open"
+            cells = " ".join(f"<span class='{'hit' if self.xhits[c].get(k) else 'miss'}'>"
+                             f"{escape(str(k[0]))}/{escape(str(k[1]))}: "
+                             f"{self.xhits[c].get(k, 0)}</span>" for k in self._cross_bins(c))
+            rows.append(f"<tr class='{cls}'><td>{escape(c[0])} x {escape(c[1])}</td>"
+                        f"<td>{cov:.0%}</td><td>{CROSS_GOAL:.0%}</td><td>{cells}</td></tr>")
+        return ("<!doctype html><meta charset='utf-8'><title>functional coverage</title>"
+                "<style>body{font-family:sans-serif}td{vertical-align:top;padding:2px 6px}"
+                ".open td:first-child{color:#b00;font-weight:bold}.miss{color:#b00}"
+                ".hit{color:#070}span{margin-right:8px;white-space:nowrap}</style>"
+                f"<h1>Functional coverage over {self.samples} passing layers</h1>"
+                "<table><tr><th>axis / cross</th><th>covered</th><th>goal</th>"
+                "<th>bins: hits</th></tr>" + "".join(rows) + "</table>")
+
     def bin_names(self):
         """Every bin as a name: ``axis=value`` and ``axis*axis=value/value`` (crosses)."""
         names = [f"{a}={_key(v)}" for a in self.axes for v in self.axes[a]]
