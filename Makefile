@@ -53,6 +53,11 @@ docs: $(STAMP)
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
 
+# formal proofs of stream and credit invariants (sim/formal.py, SymbiYosys)
+.PHONY: formal
+formal: $(STAMP)
+	$(VPY) -m systolic_conv.sim.formal --out build/formal
+
 # the long property-based run over nn.Conv2d's argument space (tests/test_fuzz.py)
 FUZZ_EXAMPLES ?= 2000
 FUZZ_RTL_EXAMPLES ?= 300

@@ -50,6 +50,8 @@ class ResultPacker(wiring.Component):
             "mode": In(RequantMode), "out_bits": In(5),
             "o_valid": Out(1), "o_beat": Out(packed_beat_layout(cfg)),
         })
+        # vectors of the beat being filled (visible to proofs and tests)
+        self.count = Signal(range(cfg.acc_width // 8 + 1), name="count")
 
     def elaborate(self, platform):
         m = Module()
@@ -61,7 +63,7 @@ class ResultPacker(wiring.Component):
         m.d.sync += [m8.eq((self.mode != RequantMode.NONE) & (self.out_bits <= 8) & (aw >= 16)),
                      m16.eq((self.mode != RequantMode.NONE) & (self.out_bits > 8) & (aw >= 32))]
         cap16 = aw // 16
-        count = Signal(range(nbytes + 1))
+        count = self.count
         full = Signal()
         m.d.comb += full.eq(~(m8 | m16) | (m8 & (count == nbytes - 1)) |
                             (m16 & (count == cap16 - 1)))

@@ -44,6 +44,9 @@ class Sequencer(wiring.Component):
             "dw_tag": Out(tag_layout(cfg)),
             "category": Out(len(CATEGORIES)), "done": Out(1), "idle_out": Out(1),
         })
+        # the result credits reserved and free (visible to proofs and tests)
+        self.reserved = Signal(range(cfg.out_fifo_depth + 1), name="reserved")
+        self.free = Signal(range(cfg.out_fifo_depth + 1), name="free", init=cfg.out_fifo_depth)
 
     def elaborate(self, platform):
         m = Module()
@@ -72,10 +75,9 @@ class Sequencer(wiring.Component):
         ]
         # result credits, in vectors
         depth = cfg.out_fifo_depth
-        reserved = Signal(range(depth + 1))
-        self.reserved = reserved                     # for tests that watch the credits
+        reserved = self.reserved
         take = Signal(range(cfg.rows + 1))
-        free = Signal(range(depth + 1))               # depth - reserved, kept beside it
+        free = self.free                              # depth - reserved, kept beside it
         # the update adds what is freed first, then (a late select) what is taken: the
         # issue decision reaches the credit registers through one multiplexer
         take_en = Signal()
