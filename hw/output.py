@@ -129,7 +129,21 @@ class ResultQueue(wiring.Component):
             q.r_en.eq(self.o_result.ready),
         ]
         hs = self.o_result.valid & self.o_result.ready
-        m.d.comb += [self.freed.eq(Mux(hs, head.count, 0)),
-                     self.final_hs.eq(hs & head.beat.last),
+        # each beat's vector count and last flag also in a small register FIFO beside the
+        # block RAM, in the same order: the credits returned and the final handshake
+        # come from flip-flops, not from the block RAM's output
+        depth = cfg.out_fifo_depth
+        cw = len(self.freed)
+        side = [Signal(cw + 1, name=f"side{i}") for i in range(depth)]
+        wp = Signal(range(depth), name="side_wp")
+        rp = Signal(range(depth), name="side_rp")
+        with m.If(self.i_valid):
+            m.d.sync += [Array(side)[wp].eq(Cat(self.i_beat.count, self.i_beat.beat.last)),
+                         wp.eq(Mux(wp == depth - 1, 0, wp + 1))]
+        with m.If(hs):
+            m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
+        head_side = Array(side)[rp]
+        m.d.comb += [self.freed.eq(Mux(hs, head_side[:cw], 0)),
+                     self.final_hs.eq(hs & head_side[cw]),
                      self.empty.eq(q.level == 0)]
         return m
