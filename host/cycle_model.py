@@ -450,6 +450,10 @@ class _DenseRun:
         self.c = [self.enter, 0, 0, 0, 0]
         self.cr = _Credits(k.fifo, t.pack, k.latency) if k.latency + t.pack > k.fifo else None
         self.intake = _Intake(k.lb_rows, t.height, t.row_beats, k.start, 0)
+        # a tile of one or two elements in some pass (its last element may wait for the
+        # next tile's word range): every pass fold by fold
+        last_rows = (t.out_height - 1) % G + 1 if t.out_height else G
+        self.small_tiles = min(t.folds) * min(G, last_rows) * t.out_width < 3
         self.y, self.left, self.p = -t.pad_top, t.out_height, 0
         self.I = self.s = self.e = None     # the last fold's first element, load start; last element
 
@@ -475,7 +479,7 @@ class _DenseRun:
         c[1] += ready - enter
         c[0] += 1
         T = g * t.out_width
-        if self.fast and self.cr is None and min(t.folds) * T >= 3:
+        if self.fast and self.cr is None and not self.small_tiles:
             self.I, self.e = _dense_pass(c, ready + 1, self.I, self.F, T, k)
         else:
             self.I, self.s, self.e = _dense_folds_exact(c, ready + 1, self.I, self.s, t.folds,
