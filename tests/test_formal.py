@@ -1,7 +1,7 @@
 """The formal proofs (make formal) pass, and the harness reports a property that
 does not hold as failed (the proofs are not vacuous)."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Mux
 from amaranth.hdl import Assert
 
 from systolic_conv.sim import formal as F
