@@ -1,4 +1,10 @@
-"""Functional conv2d API: golden backend, requantization, stats, rtl dispatch."""
+"""Functional conv2d API: golden backend, requantization, stats, rtl dispatch.
+
+Oracles independent of the library: ``torch.nn.functional.conv2d`` on the same
+integers in float64 (exact here: |sums| < 2**53), and the requantization rules of
+DESIGN.md section 1 written out below with Python ints (round half up of
+``acc * M / 2**31``, then round half away from zero of a division by ``2**S``;
+``half_up``: round half up of ``acc * M / 2**S``)."""
 
 import os
 import subprocess
@@ -11,6 +17,9 @@ import pytest
 import systolic_conv
 from systolic_conv import GoldenStats, Requant, conv2d, conv2d_int, requantize
 
+TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular"}
+
 
 def data(seed=0):
     rng = np.random.default_rng(seed)
@@ -20,11 +29,35 @@ def data(seed=0):
     return x, w, b
 
 
+def torch_conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """F.conv2d in float64 on the integers (int padding only), as int64."""
+    import torch
+    import torch.nn.functional as F
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    xt = F.pad(xt, (pw, pw, ph, ph), mode=TORCH_PAD[padding_mode])
+    out = F.conv2d(xt, torch.from_numpy(np.asarray(w, dtype=np.float64)),
+                   None if b is None else torch.from_numpy(np.asarray(b, dtype=np.float64)),
+                   stride=stride, dilation=dilation, groups=groups).numpy()
+    assert np.abs(out).max() < 2**53
+    return out.astype(np.int64)
+
+
+def ref_requant_tflite(acc, M, S, zp, lo, hi):
+    """tflite requantization of one accumulator (Python ints), from its definition
+    (S >= 0): the rounded high product, the rounded division, zero point, clamp."""
+    h = (acc * M + 2**30) // 2**31                  # acc * M / 2**31, ties toward +inf
+    mag = (2 * abs(h) + 2**S) // 2**(S + 1)         # |h| / 2**S, ties away from zero
+    return min(max((mag if h >= 0 else -mag) + zp, lo), hi)
+
+
 def test_golden_backend_is_conv2d_int():
     x, w, b = data()
     kw = dict(stride=(1, 2), padding=1, dilation=1, groups=2,
               padding_mode="reflect")
-    assert np.array_equal(conv2d(x, w, b, **kw), conv2d_int(x, w, b, **kw))
+    got = conv2d(x, w, b, **kw)
+    assert np.array_equal(got, torch_conv(x, w, b, **kw))
+    assert np.array_equal(got, conv2d_int(x, w, b, **kw))     # the backend is conv2d_int
 
 
 def test_requant_and_stats():
@@ -32,7 +65,19 @@ def test_requant_and_stats():
     rq = Requant(mode="tflite", multiplier=[2**30] * 6, shift=[8] * 6, out_zero_point=-3,
                  relu=True)
     out, stats = conv2d(x, w, b, padding=1, groups=2, requant=rq, return_stats=True)
-    assert np.array_equal(out, requantize(conv2d_int(x, w, b, padding=1, groups=2), rq))
+    acc = torch_conv(x, w, b, padding=1, groups=2)
+    want = np.vectorize(lambda a: ref_requant_tflite(int(a), 2**30, 8, -3, -3, 127),
+                        otypes=[np.int64])(acc)
+    assert np.array_equal(out, want)
+    assert (want == -3).any() and (want == 127).any()       # ReLU at the zero point, and 127
+    # per-channel multipliers and shifts that keep most outputs inside the range
+    M, S = [2**30 + 977 * c for c in range(6)], [13, 14, 15, 13, 14, 15]
+    rq2 = Requant(mode="tflite", multiplier=M, shift=S, out_zero_point=5)
+    out2 = conv2d(x, w, b, padding=1, groups=2, requant=rq2)
+    want2 = np.stack([np.vectorize(lambda a: ref_requant_tflite(int(a), M[c], S[c], 5, -128, 127),
+                                   otypes=[np.int64])(acc[:, c]) for c in range(6)], axis=1)
+    assert np.array_equal(out2, want2)
+    assert ((want2 > -128) & (want2 < 127)).mean() > 0.5
     assert out.min() >= -3 and out.max() <= 127
     assert isinstance(stats, GoldenStats)
     assert stats.macs == 2 * 6 * 9 * 8 * 2 * 9 and stats.seconds > 0
@@ -109,7 +154,8 @@ def test_requant_mode_names_saturate_to_int8():
         assert np.array_equal(requantize(acc, rq, channel_axis=0), np.clip(acc, -128, 127))
     x, w, b = data(2)
     out = conv2d(x, w, b, groups=2, requant="tflite")
-    assert np.array_equal(out, np.clip(conv2d_int(x, w, b, groups=2), -128, 127))
+    assert np.array_equal(out, np.clip(torch_conv(x, w, b, groups=2), -128, 127))
+    assert (out == -128).any() and (out == 127).any()
     with pytest.raises(ValueError, match=r"^requant='round' must be a Requant or one of "
                                          r"'tflite', 'half_up'$"):
         conv2d(x, w, requant="round")
@@ -130,7 +176,7 @@ def test_hw_and_data_width_checked_on_golden():
     with pytest.raises(ValueError, match="outside the signed 8-bit range"):
         conv2d(x16, w, groups=2)
     got = conv2d(x16, w, groups=2, hw=systolic_conv.HardwareConfig(rows=2, cols=2, data_width=16))
-    assert np.array_equal(got, conv2d_int(x16, w, groups=2, data_width=16))
+    assert np.array_equal(got, torch_conv(x16, w, groups=2))
     with pytest.raises(TypeError, match=r"^progress=3 must be 'auto', True, False, None or a "
                                         r"callable"):
         conv2d(x, w, progress=3)

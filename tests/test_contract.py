@@ -1,6 +1,10 @@
-"""conv2d argument semantics and validation (contract.py) against PyTorch."""
+"""conv2d argument semantics and validation (contract.py) against PyTorch, and the
+integer requantization contract against hand-worked numbers and its definition."""
 
+import math
+import os
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,8 +13,9 @@ import torch
 import torch.nn.functional as F  # noqa: E402
 
 from systolic_conv.contract import (  # noqa: E402
-    DATA_WIDTHS, ConvGeometry, acc_bound_ok, check_int_tensor, compute_padding,
-    conv_geometry, default_acc_width, max_reduction_tile, normalize_pair, output_size)
+    DATA_WIDTHS, ConvGeometry, Requant, acc_bound_ok, check_int_tensor, compute_padding,
+    conv_geometry, default_acc_width, max_reduction_tile, normalize_pair, output_size,
+    requantize)
 from systolic_conv.golden import conv2d_int  # noqa: E402
 
 pytestmark = [
@@ -216,12 +221,22 @@ def test_compute_padding_forms():
     assert compute_padding("same", (4, 3), (1, 1)) == (1, 2, 1, 1)
 
 
-@pytest.mark.parametrize("in_size,lo,hi,dil,k,s", [
-    (50, 4, 4, 1, 3, 2), (100, 2, 2, 1, 5, 1), (50, 4, 4, 3, 3, 2), (7, 0, 0, 1, 7, 3),
-    (8, 1, 2, 2, 4, 3), (5, 0, 0, 1, 3, 5)])
-def test_output_size(in_size, lo, hi, dil, k, s):
-    expected = (in_size + lo + hi - dil * (k - 1) - 1) // s + 1
+@pytest.mark.parametrize("in_size,lo,hi,dil,k,s,expected", [
+    # padded size, kernel span (k - 1) * dil + 1, then the stride, worked by hand
+    (50, 4, 4, 1, 3, 2, 28),        # 58 padded, span 3: 55 // 2 + 1
+    (100, 2, 2, 1, 5, 1, 100),      # 104 padded, span 5: 99 + 1
+    (50, 4, 4, 3, 3, 2, 26),        # 58 padded, span 7: 51 // 2 + 1
+    (7, 0, 0, 1, 7, 3, 1),          # the kernel spans the input exactly
+    (8, 1, 2, 2, 4, 3, 2),          # 11 padded, span 7: 4 // 3 + 1
+    (5, 0, 0, 1, 3, 5, 1),          # the stride is larger than what is left
+    (9, 0, 1, 1, 2, 2, 5)])         # asymmetric pad: the extra column makes a 5th output
+def test_output_size(in_size, lo, hi, dil, k, s, expected):
     assert output_size(in_size, lo, hi, dil, k, s) == expected
+    # PyTorch agrees: F.pad by (lo, hi), then an unpadded conv along that axis
+    x = F.pad(torch.zeros((1, 1, 1, in_size), dtype=torch.float64), (lo, hi))
+    y = F.conv2d(x, torch.zeros((1, 1, 1, k), dtype=torch.float64), stride=(1, s),
+                 dilation=(1, dil))
+    assert y.shape[-1] == expected
 
 
 @pytest.mark.parametrize("cfg", [
@@ -326,3 +341,137 @@ def test_acc_bound_left_shift():
         acc_bound_ok(1, 1, 1, 0, 32, left_shift=32)
     with pytest.raises(ValueError, match=r"^left_shift=-1 must be in \[0, 31\]$"):
         max_reduction_tile(1, 1, 0, 32, left_shift=-1)
+
+
+# ----------------------------------------------------------------------------- requantization
+# The integer contract of DESIGN.md section 1, checked against hand-worked numbers and
+# against a transcription of its definitions with exact rationals (fractions.Fraction),
+# not against contract.py's bit-level code:
+#   tflite:  h = acc * M / 2**31 rounded to nearest, ties toward +inf (gemmlowp's
+#            SaturatingRoundingDoublingHighMul), then h / 2**S rounded to nearest, ties
+#            away from zero (RoundingDivideByPOT); a negative S first multiplies acc by
+#            2**-S in int32 (two's-complement wrap, as TFLite's kernels do);
+#   half_up: acc * M / 2**S rounded to nearest, ties toward +inf;
+#   then + out_zero_point and clamped to [qmin, qmax].
+
+REQUANT_SEED = int(os.environ.get("CONTRACT_SEED", "20251203"))
+
+# (id, Requant kwargs, accumulators, expected outputs), every number worked by hand
+REQUANT_CASES = [
+    ("tflite_half_ties_s0", dict(multiplier=2**30, shift=0),          # x 0.5
+     [3, -3, 1, -1, 0, 5, -5, 254, -256], [2, -1, 1, 0, 0, 3, -2, 127, -128]),
+    ("tflite_quarter_ties_away", dict(multiplier=2**30, shift=1),     # x 0.25
+     # 6 -> h 3 -> 1.5 -> 2; -6 -> -3 -> -1.5 -> -2; 7 -> h 4 (3.5 up) -> 2;
+     # -7 -> h -3 (-3.5 up) -> -1.5 -> -2; 10 -> 5 -> 2.5 -> 3
+     [6, -6, 2, -2, 10, -10, 4, -4, 100, -100, 7, -7],
+     [2, -2, 1, -1, 3, -3, 1, -1, 25, -25, 2, -2]),
+    ("tflite_saturates_both_ends", dict(multiplier=2**30, shift=0, out_zero_point=10),
+     [2**40, -2**40, 234, 236, -276, -278], [127, -128, 127, 127, -128, -128]),
+    ("tflite_relu_at_zero_point", dict(multiplier=2**30, shift=0, out_zero_point=-3, relu=True),
+     [-10, 20, -2, 2, 1], [-3, 7, -3, -2, -2]),
+    ("tflite_act_bounds", dict(multiplier=2**30, shift=0, act_min=-5, act_max=20),
+     [100, -100, 10, -9], [20, -5, 5, -4]),
+    ("tflite_shift31_max_multiplier", dict(multiplier=2**31 - 1, shift=31, out_width=16),
+     # 2**40 -> h 2**40 - 2**9 -> 511.99.. -> 512; 2**30 -> h 2**30 (ties up) -> 0.5 -> 1;
+     # -2**30 -> h -2**30 + 1 -> -0.49.. -> 0
+     [2**40, -2**40, 3 * 2**31, -3 * 2**31, 2**31, 2**30, -2**30],
+     [512, -512, 3, -3, 1, 1, 0]),
+    ("tflite_shift31_ties", dict(multiplier=2**30, shift=31, out_width=16),
+     [3 * 2**31, -3 * 2**31, 2**31, -2**31, 2**31 - 2, -(2**31 - 2)], [2, -2, 1, -1, 0, 0]),
+    ("tflite_48bit_accumulator", dict(multiplier=2**30, shift=20, out_width=32),
+     [2**47 - 1, -2**47, 2**21 - 1, -(2**21 + 1)], [2**26, -2**26, 1, -1]),
+    ("tflite_left_shift_wraps_int32", dict(multiplier=2**30, shift=-2),
+     # acc * 4 in int32, then x 0.5: 2**29 -> 2**31 wraps to -2**31; 2**30 -> 2**32 wraps to 0
+     [3, -3, 2**29 - 1, 2**29, 2**30, -2**29, -2**29 - 1], [6, -6, 127, -128, 0, -128, 127]),
+    ("half_up_ties_up", dict(mode="half_up", multiplier=1, shift=1),
+     [1, -1, 3, -3, 5, -5, 0, 2, -2], [1, 0, 2, -1, 3, -2, 0, 1, -1]),
+    ("half_up_multiplier", dict(mode="half_up", multiplier=3, shift=2),
+     [2, -2, 1, -1, 6, -6], [2, -1, 1, -1, 5, -4]),
+    ("half_up_shift0_saturates", dict(mode="half_up", multiplier=5, shift=0),
+     [-7, 25, 26, -26, -25], [-35, 125, 127, -128, -125]),
+    ("half_up_shift47", dict(mode="half_up", multiplier=65535, shift=47, out_width=32),
+     [2**47 - 1, -2**47, 2**46, -2**46], [65535, -65535, 32768, -32767]),
+    ("half_up_4bit_relu", dict(mode="half_up", multiplier=1, shift=2, out_zero_point=-2,
+                               relu=True, out_width=4),
+     [40, -40, 6, -6, 10], [7, -2, 0, -2, 1]),
+]
+
+
+@pytest.mark.parametrize("kwargs,acc,expected", [c[1:] for c in REQUANT_CASES],
+                         ids=[c[0] for c in REQUANT_CASES])
+def test_requantize_hand_worked(kwargs, acc, expected):
+    rq = Requant(**kwargs)
+    got = requantize(np.array(acc, dtype=np.int64), rq, channel_axis=0)
+    assert got.dtype == np.int64 and got.tolist() == expected
+    assert [ref_requant(a, rq.mode, rq.multiplier, rq.shift, rq.out_zero_point, rq.qmin,
+                        rq.qmax) for a in acc] == expected
+
+
+def test_requantize_per_channel_hand_worked():
+    # channel 0: x 0.5, S 0; channel 1: M 2**29 (x 0.25), then S 1 (x 0.125 in all)
+    rq = Requant(mode="tflite", multiplier=[2**30, 2**29], shift=[0, 1])
+    acc = np.array([[4, -3, 7], [8, -8, 12]])
+    # ch1: 8 -> h 2 -> 1; -8 -> -2 -> -1; 12 -> h 3 -> 1.5 -> 2
+    assert requantize(acc, rq, channel_axis=0).tolist() == [[2, -1, 4], [1, -1, 2]]
+    assert requantize(acc.T[None], rq, channel_axis=-1).tolist() == [[[2, 1], [-1, -1], [4, 2]]]
+
+
+def ref_requant(acc, mode, M, S, zp, lo, hi):
+    """One accumulator through the contract's definition, with exact rationals."""
+    half = Fraction(1, 2)
+    if mode == "tflite":
+        x = acc
+        if S < 0:                           # int32 product acc * 2**-S, wrapped
+            x = (acc * 2**-S + 2**31) % 2**32 - 2**31
+        h = math.floor(Fraction(x * M, 2**31) + half)
+        q = Fraction(h, 2**max(S, 0))
+        mag = math.floor(abs(q) + half)
+        r = mag if q >= 0 else -mag
+    else:
+        r = math.floor(Fraction(acc * M, 2**S) + half)
+    return min(max(r + zp, lo), hi)
+
+
+@pytest.mark.parametrize("mode", ["tflite", "half_up"])
+def test_requantize_random_against_definition(mode):
+    """Random per-channel parameters, accumulators over the whole 48-bit range and near
+    rounding ties, against :func:`ref_requant` (seed printed; CONTRACT_SEED replays)."""
+    seed = REQUANT_SEED + (mode == "half_up")
+    print(f"CONTRACT_SEED={seed}")
+    rng = np.random.default_rng(seed)
+    C = 6
+    for trial in range(6):
+        # channel 0: the largest multiplier; channel 1: a multiplier that makes ties
+        # (tflite 2**30: h = acc / 2, so odd * 2**S is a tie; half_up 1: odd * 2**(S-1))
+        if mode == "tflite":
+            M = rng.integers(0, 2**31, C)
+            M[0], M[1] = 2**31 - 1, 2**30
+            S = rng.integers(-31 if trial % 2 else 0, 32, C)
+            tie_exp = np.maximum(S, 0)
+        else:
+            M = rng.integers(0, 2**16, C)
+            M[0], M[1] = 2**16 - 1, 1
+            S = rng.integers(0, 48, C)
+            tie_exp = np.maximum(S - 1, 0)
+        out_width = int(rng.choice([4, 8, 16, 32]))
+        lo_w, hi_w = -2**(out_width - 1), 2**(out_width - 1) - 1
+        zp = int(rng.integers(lo_w, hi_w + 1))
+        relu = bool(rng.random() < 0.3)
+        rq = Requant(mode=mode, multiplier=M, shift=S, out_zero_point=zp, out_width=out_width,
+                     relu=relu)
+        # a mix: full range, small, and values whose scaled result sits on or next to a tie
+        acc = np.concatenate([rng.integers(-2**47, 2**47, (C, 20)),
+                              rng.integers(-2**12, 2**12, (C, 20)),
+                              np.clip((rng.integers(-50, 50, (C, 10)) * 2 + 1).astype(object)
+                                      * (1 << tie_exp[:, None].astype(object))
+                                      + rng.integers(-1, 2, (C, 10)),
+                                      -2**47, 2**47 - 1).astype(np.int64),
+                              [[-2**47, 2**47 - 1, 0, 1, -1]] * C], axis=1)
+        got = requantize(acc, rq, channel_axis=0)
+        for c in range(C):
+            want = [ref_requant(int(a), mode, int(M[c]), int(S[c]), zp, rq.qmin, rq.qmax)
+                    for a in acc[c]]
+            assert got[c].tolist() == want, (
+                f"CONTRACT_SEED={seed} trial {trial} channel {c}: M={M[c]} S={S[c]} "
+                f"zp={zp} width={out_width} relu={relu}")
+        assert got.min() >= rq.qmin and got.max() <= rq.qmax

@@ -2,14 +2,38 @@
 one invocation per reduction part, the reduction parts of an output cover its
 whole reduction exactly once, streamed rows/columns (halos, polyphase
 subsequences, padding) are the ones the convolution reads, and every
-invocation fits the hardware. Pure Python: no simulation."""
+invocation fits the hardware. Pure Python: no simulation.
+
+Oracles independent of the planner: the padded-coordinate -> source-index map is
+``numpy.pad`` applied to ``arange(n)`` (reflect / edge / wrap, -1 for zeros), and the
+output reassembled from the planned tiles, each tile convolved (a plain tap loop in
+this file) on exactly the rows, columns, channels and taps it streams, equals
+``torch.nn.functional.conv2d`` on the whole ``F.pad``-ded input."""
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from systolic_conv.contract import conv_geometry
 from systolic_conv.hw.config import HardwareConfig
-from systolic_conv.planner import plan_layer, source_index
+from systolic_conv.planner import plan_layer
+
+#: numpy.pad / torch F.pad mode of each padding_mode
+NP_PAD = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+TORCH_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate",
+             "circular": "circular"}
+
+
+def ref_source_index(v, n, pad_lo, pad_hi, mode):
+    """Source index of padded coordinates ``v`` of an axis of ``n`` with pads
+    (``pad_lo``, ``pad_hi``), by ``numpy.pad`` of the indices; -1: a zeros pad."""
+    idx = np.arange(n)
+    if mode == "zeros":
+        padded = np.pad(idx, (pad_lo, pad_hi), mode="constant", constant_values=-1)
+    else:
+        padded = np.pad(idx, (pad_lo, pad_hi), mode=NP_PAD[mode])
+    return padded[np.asarray(v)]
 
 SMALL = HardwareConfig(rows=2, cols=3, max_width=8, max_cwords=2, lb_rows=8, weight_depth=64,
                        max_cotiles=2, acc_depth=16, max_kernel=3, max_dilation=2, max_height=12)
@@ -63,7 +87,7 @@ def _check(geom, cfg):
                     # hardware coordinate of (output j, tap k) in the streamed sequence
                     u = j * seg.stride + k * seg.dil - seg.pad_lo
                     v = o * s + (k0 + k) * d          # padded coordinate in the layer
-                    want = source_index(np.array([v]), n_in, lo, geom.padding_mode)[0]
+                    want = ref_source_index(v, n_in, lo, hi, geom.padding_mode)
                     if 0 <= u < len(seg.src):
                         assert seg.src[u] == want, (seg, j, k)
                     else:
@@ -81,12 +105,71 @@ def _check(geom, cfg):
     assert (firsts == 1).all()
     assert all(t.complete == (plan.reduction_parts == 1) for t in plan.tiles)
     del cog
+    return plan
+
+
+def _tile_conv(xs, wk, stride, dil, m, n):
+    """A plain tap loop: ``xs`` (C, H, W) padded, ``wk`` (O, C, kh, kw) -> (O, m, n)."""
+    (sr, sc), (dr, dc) = stride, dil
+    out = np.zeros((wk.shape[0], m, n), dtype=np.int64)
+    for i in range(wk.shape[2]):
+        for j in range(wk.shape[3]):
+            win = xs[:, i * dr:i * dr + (m - 1) * sr + 1:sr, j * dc:j * dc + (n - 1) * sc + 1:sc]
+            assert win.shape[1:] == (m, n), "the streamed segment is too short"
+            out += np.einsum("oc,cmn->omn", wk[:, :, i, j], win)
+    return out
+
+
+def _reassembled_equals_torch(geom, plan, seed):
+    """Each tile convolved (a tap loop) on the rows/columns it streams (hardware zero
+    pads added), its channel sub-range and its kernel taps, summed into the outputs it
+    names (bias once, on first parts) == F.conv2d of the whole F.pad-ded input."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-8, 8, geom.input_shape)
+    w = rng.integers(-8, 8, geom.weight_shape)
+    b = rng.integers(-100, 100, geom.C_out)
+    G = geom.groups
+    cg, cog = geom.C_in // G, geom.C_out // G
+    pt, pb, pl, pr = geom.pad
+    xp = F.pad(torch.from_numpy(x.astype(np.float64)), (pl, pr, pt, pb),
+               mode=TORCH_PAD[geom.padding_mode])
+    ref = F.conv2d(xp, torch.from_numpy(w.astype(np.float64)),
+                   torch.from_numpy(b.astype(np.float64)), stride=geom.stride,
+                   dilation=geom.dilation, groups=G).numpy().astype(np.int64)
+    got = np.zeros((geom.N, geom.C_out, geom.H_out, geom.W_out), dtype=np.int64)
+    for t in plan.tiles:
+        r, c = t.rows, t.cols
+        a, bb = t.ci_sub
+        m, n = len(r.out_idx), len(c.out_idx)
+        for g in range(t.co[0] // cog, (t.co[1] - 1) // cog + 1):
+            co0, co1 = max(t.co[0], g * cog), min(t.co[1], (g + 1) * cog)
+            xs = x[t.n, g * cg + a:g * cg + bb][:, r.src][:, :, c.src]
+            xs = np.pad(xs, ((0, 0), (r.pad_lo, r.pad_hi), (c.pad_lo, c.pad_hi)))
+            o = _tile_conv(xs, w[co0:co1, a:bb, r.k_lo:r.k_hi, c.k_lo:c.k_hi],
+                           (r.stride, c.stride), (r.dil, c.dil), m, n)
+            if t.first:
+                o += b[co0:co1, None, None]
+            got[t.n, co0:co1][:, r.out_idx[:, None], c.out_idx[None, :]] += o
+    assert np.array_equal(got, ref), (str(geom), f"data seed {seed}",
+                                      np.argwhere(got != ref)[:5].tolist())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layers())
 def test_plan_covers_outputs_once_small_hw(geom):
     _check(geom, SMALL)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers(), st.integers(0, 2**31 - 1))
+def test_plan_reassembles_torch_conv_small_hw(geom, seed):
+    _reassembled_equals_torch(geom, _check(geom, SMALL), seed)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers(), st.integers(0, 2**31 - 1))
+def test_plan_reassembles_torch_conv_square_hw(geom, seed):
+    _reassembled_equals_torch(geom, _check(geom, SQUARE), seed)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,6 +184,26 @@ def test_polyphase_used_beyond_max_dilation():
     assert all(t.rows.dil == 1 and t.cols.dil == 1 for t in plan.tiles)
     assert len({tuple(t.rows.out_idx[:2]) for t in plan.tiles}) > 1
     _check(geom, HardwareConfig())
+    _reassembled_equals_torch(geom, plan, 0)
+
+
+def test_reassembly_oracle_catches_a_wrong_tile():
+    """The reassembly is not vacuous: a plan with one tile's rows shifted by one source
+    row, or one tile's tap range cut, no longer reproduces F.conv2d."""
+    import dataclasses
+    import pytest
+    geom = conv_geometry((1, 3, 9, 10), (4, 3, 3, 3), None, padding=1, padding_mode="reflect")
+    plan = _check(geom, SMALL)
+    _reassembled_equals_torch(geom, plan, 1)
+    t = plan.tiles[len(plan.tiles) // 2]
+    t.rows = dataclasses.replace(t.rows, src=np.minimum(np.asarray(t.rows.src) + 1, geom.H - 1))
+    with pytest.raises(AssertionError, match="data seed 1"):
+        _reassembled_equals_torch(geom, plan, 1)
+    plan = plan_layer(geom, SMALL)
+    t = plan.tiles[0]
+    t.cols = dataclasses.replace(t.cols, k_hi=t.cols.k_hi - 1)
+    with pytest.raises(AssertionError, match="data seed 1"):
+        _reassembled_equals_torch(geom, plan, 1)
 
 
 def test_depthwise_mapping_chosen():
@@ -122,7 +225,8 @@ def test_zeros_segment_closed_form(n_in, pad_lo, o0, m, s, d, k_lo, kk, poly):
     seg = _make_segment(outs, n_in, pad_lo, k_lo, kk, s, d, hs, hd, "zeros", True)
     length = (m - 1) * hs + (kk - 1) * hd + 1
     v = o0 * s + k_lo * d + (1 if hd == d else d) * np.arange(length)
-    src = source_index(v, n_in, pad_lo, "zeros")
+    i = v - pad_lo                      # the zeros-mode map, written out: -1 off the image
+    src = np.where((i >= 0) & (i < n_in), i, -1)
     valid = np.flatnonzero(src >= 0)
     if len(valid):
         want = (src[valid[0]:valid[-1] + 1].tolist(), int(valid[0]), length - 1 - int(valid[-1]))
