@@ -47,7 +47,9 @@ def _build(cfg, sim):
 
 def _run(cfg, sim, testcase, job, tmp_path):
     res = R.run_job(_build(cfg, sim), testcase, job, test_dir=tmp_path / f"{sim}-{testcase}")
-    bad = res.failures()
+    # a skipped scenario (ok None, the reason in 'skipped') ran nothing: the callers
+    # check which were skipped
+    bad = [e for e in res.failures() if not e.get("skipped")]
     assert res.ok and not bad, (
         f"{testcase} on {sim} failed: " +
         "; ".join(str(e.get("error")) for e in bad[:3]) +
@@ -216,20 +218,28 @@ def test_corruptions_keep_framing(cfg):
                          len([k for k in CORRUPTIONS if not k.startswith("dw_")]))
 
 
+#: seeds 0..n-1 drawn per configuration: enough to hit every bin (on the square array
+#: seed 273 is the first stride-2 depthwise layer with circular padding, the last bin)
+COVER_SEEDS = {"small": 200, "square": 274}
+
+
 @pytest.mark.parametrize("cfg", [SMALL, SQUARE], ids=["small", "square"])
 def test_random_layers_are_legal_deterministic_and_cover(cfg):
-    """200 seeds: every layer plans, draws the same from its seed, and every single-axis
-    coverage bin of the configuration space is hit (crosses nearly all)."""
+    """Seeds 0..n-1: every layer plans, draws the same from its seed, and every bin of
+    every axis and of every cross of the configuration space is hit. (Bins no layer
+    can hit are not in the model: coverage.NOT_APPLICABLE and IMPOSSIBLE; the dw_*
+    axes exist only on an array with the depthwise mapping.)"""
+    n = COVER_SEEDS["square" if cfg is SQUARE else "small"]
     cov = Coverage.for_config(cfg)
-    for seed in range(200):
+    for seed in range(n):
         a = draw_layer(seed, cfg)
         if seed % 20 == 0:
             b = draw_layer(seed, cfg)
             assert str(a) == str(b) and np.array_equal(a.x, b.x) and np.array_equal(a.w, b.w)
         cov.sample(layer_tags(prepare(a, cfg)))
     s = cov.summary()
-    assert s["samples"] == 200 and s["axes_full"] == s["axes"], cov.report()
-    assert s["min_cross"] >= 0.9, cov.report()
+    assert s["samples"] == n and s["axes_full"] == s["axes"], cov.report()
+    assert s["min_axis"] == 1.0 and s["min_cross"] == 1.0, cov.report()
     text = cov.report()
     assert "kernel_shape" in text and "stride_h x dilation_h" in text and "pack" in text
 
@@ -298,6 +308,14 @@ def test_error_scenarios(cfg, sim, tmp_path):
     want = {k for k in CORRUPTIONS if k not in HW_BUGS and
             (cfg.depthwise_mode or not k.startswith("dw_"))}
     assert ran == want
+    assert all(e["ok"] is True for e in res.entries if not e.get("skipped"))
+    # a skipped scenario is not a pass, and only the depthwise ones may be impossible
+    for e in res.entries:
+        if e.get("skipped"):
+            assert e["ok"] is None, e
+            assert e["skipped"] == ("not possible on this configuration: no depthwise mapping"
+                                    if not cfg.depthwise_mode and e["scenario"].startswith("dw_")
+                                    else f"known hardware bug: {HW_BUGS.get(e['scenario'])}"), e
 
 
 @pytest.mark.rtl
