@@ -64,9 +64,25 @@ struct Source {
     void accepted() { presenting = false; ++next; }
 };
 
+#ifdef SC_MUTSEL
+// A mutant bank (yosys `mutate -ctrl mutsel`): which mutation is active (0: none).
+uint32_t g_mutsel = 0;
+#endif
+
 }  // namespace
 
 extern "C" {
+
+// Select the active mutant of a mutant-bank build; -1 when this build is not one.
+int sc_set_mutsel(uint32_t which) {
+#ifdef SC_MUTSEL
+    g_mutsel = which;
+    return 0;
+#else
+    (void)which;
+    return -1;
+#endif
+}
 
 struct ScOptions {
     uint64_t max_cycles;
@@ -150,6 +166,9 @@ int sc_run(const uint32_t* desc, uint64_t n_desc,
 
     // reset: the wrapper's power-on counter holds rst for the first 4 edges
     top->clk = 0;
+#ifdef SC_MUTSEL
+    top->mutsel = g_mutsel;
+#endif
     top->i_desc___05Fvalid = top->i_param___05Fvalid = top->i_weight___05Fvalid = top->i_act___05Fvalid = 0;
     top->o_result___05Fready = 0;
     top->o_status___05Fready = 0;

@@ -178,12 +178,16 @@ def write_mutant(vpath, cmd, out):
     return out
 
 
-def build_harness_from_verilog(cfg, vfile, tag):
-    """A :class:`Harness` around an arbitrary Verilog of the top ``systolic_conv``."""
+def build_harness_from_verilog(cfg, vfile, tag, *, bank=False):
+    """A :class:`Harness` around an arbitrary Verilog of the top ``systolic_conv``.
+    ``bank``: the Verilog is a mutant bank (a ``mutsel`` input selects the active
+    mutation); built with optimization, since every mutant runs on this one build."""
     verilator = setup_verilator()
     src = (_HERE / "harness.cpp").read_text()
     text = pathlib.Path(vfile).read_text()
-    key = hashlib.sha256((text + src).encode()).hexdigest()[:12]
+    key = hashlib.sha256((text + src + str(bank)).encode()).hexdigest()[:12]
+    opt = "-O1" if bank else "-O0"
+    defs = ["-DSC_MUTSEL"] if bank else []
     bdir = build_root() / f"mutant-{tag}-{key}"
     lib = bdir / "libscharness.so"
     with file_lock(build_root() / "verilator-build.lock"):
@@ -194,13 +198,13 @@ def build_harness_from_verilog(cfg, vfile, tag):
             cmd = [verilator, "--cc", str(vfile), "--top-module", "systolic_conv", "--prefix",
                    "Vtop", "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
                    "--x-assign", "fast", "--x-initial", "fast", "--noassert", "--Mdir", str(obj),
-                   "--build", "-j", "2", "-CFLAGS", "-fPIC -O0", *VERILATOR_MAKEFLAGS,
-                   "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"]
+                   "--build", "-j", "2", "-CFLAGS", f"-fPIC {opt}", *VERILATOR_MAKEFLAGS,
+                   "-MAKEFLAGS", f"OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL={opt}"]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode:
                 raise RuntimeError(f"verilator failed on {vfile}:\n{r.stderr[-3000:]}")
             inc = pathlib.Path(os.environ["VERILATOR_ROOT"]) / "include"
-            cmd = ["g++", "-shared", "-fPIC", "-O0", "-std=c++17", f"-I{inc}",
+            cmd = ["g++", "-shared", "-fPIC", opt, "-std=c++17", *defs, f"-I{inc}",
                    f"-I{inc / 'vltstd'}", f"-I{obj}", "-DVM_TRACE=0", str(_HERE / "harness.cpp"),
                    str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
                    "-o", str(lib) + ".tmp", "-lpthread"]
