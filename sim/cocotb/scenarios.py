@@ -1,8 +1,9 @@
 """Error scenarios: invalid descriptors and truncated / over-long payload streams.
 
 :func:`corrupt` takes a prepared layer and returns the four input streams with its
-first invocation broken in one named way, and a copy of the run whose first
-expectation carries the error bits the status must report. The hardware must
+first invocation (or invocation ``inv``) broken in one named way, and a copy of the
+run whose expectation of that invocation carries the error bits the status must
+report. The hardware must
 drain every stream up to its ``last`` beat, report the error, not hang, and run
 the next layer exactly (the testbench checks all of that).
 """
@@ -12,7 +13,7 @@ import copy
 from ...hw import layouts as L
 from .layers import words_to_ints
 
-__all__ = ["CORRUPTIONS", "EXACT", "HW_BUGS", "corrupt", "default_scenarios", "scenario_layers",
+__all__ = ["CORRUPTIONS", "EXACT", "HW_BUGS", "RESIZE", "corrupt", "default_scenarios", "scenario_layers",
            "scenario_base", "scenario_dw_layer"]
 
 
@@ -210,12 +211,34 @@ def _break_params(param, d, pl, kind):
     return [L.pack(pl, p0)] + param[1:], d
 
 
-def corrupt(run, kind):
-    """``(streams, run_copy)``: the run's streams with invocation 0 broken by ``kind``."""
+#: the beats a short / long kind removes / adds by default (``corrupt(amount=None)``):
+#: (stream, default amount); dw_weight_short removes 1
+RESIZE = {
+    "param_short": ("param", 1), "param_long": ("param", 1),
+    "weight_short": ("weight", 2), "weight_long": ("weight", 2),
+    "dw_weight_short": ("weight", 1), "dw_weight_long": ("weight", 2),
+    "act_short": ("act", 3), "dw_act_short": ("act", 3),
+    "act_long": ("act", 2), "act_long_full_lb": ("act", 2), "dw_act_long": ("act", 2),
+}
+
+
+def corrupt(run, kind, *, inv=0, amount=None):
+    """``(streams, run_copy)``: the run's streams with invocation ``inv`` broken by
+    ``kind`` (the other invocations unchanged, in order), and a copy of the run whose
+    expectation ``inv`` carries the error bits.
+
+    ``amount``: for the short / long kinds (:data:`RESIZE`), the beats removed from
+    (at least one beat is kept) or added to (repeating the final beat) the stream;
+    default the kind's fixed amount."""
     if kind not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {kind!r}; known: {', '.join(CORRUPTIONS)}")
+    if not 0 <= inv < run.n_inv:
+        raise ValueError(f"inv={inv} is not an invocation of the run (it has {run.n_inv})")
+    if amount is not None and (kind not in RESIZE or int(amount) < 1):
+        raise ValueError(f"amount={amount!r}: only the short / long kinds take an amount >= 1")
     cfg = run.cfg
-    inv = run.invs[0]
+    k_inv = inv
+    inv = run.invs[k_inv]
     dl, pl, wl, al = (L.descriptor_layout(cfg), L.param_beat_layout(cfg),
                       L.weight_beat_layout(cfg), L.act_beat_layout(cfg))
     d = dict(inv.desc)
@@ -223,6 +246,8 @@ def corrupt(run, kind):
     param = words_to_ints(inv.param_words)
     weight = words_to_ints(inv.weight_words)
     act = words_to_ints(inv.act_words)
+    n = RESIZE[kind][1] if kind in RESIZE and amount is None else (
+        int(amount) if amount is not None else None)
     if kind.startswith(("desc_", "dw_phase", "dw_pad")) or kind == "param_tiles_mismatch":
         _break_desc(d, kind, cfg)
         desc = [_pack_desc(dl, d)]
@@ -232,29 +257,27 @@ def corrupt(run, kind):
     elif kind == "param_short":
         if len(param) < 2:
             raise ValueError("param_short needs a layer with at least 2 output-channel tiles")
-        param = _resize(param, pl, len(param) - 1)
+        param = _resize(param, pl, max(1, len(param) - n))
     elif kind == "param_long":
-        param = _resize(param, pl, len(param) + 1)
+        param = _resize(param, pl, len(param) + n)
     elif kind in ("weight_short", "dw_weight_short"):
-        weight = _resize(weight, wl, max(1, len(weight) - (1 if kind.startswith("dw") else 2)))
+        weight = _resize(weight, wl, max(1, len(weight) - n))
     elif kind in ("weight_long", "dw_weight_long"):
-        weight = _resize(weight, wl, len(weight) + 2)
+        weight = _resize(weight, wl, len(weight) + n)
     elif kind in ("act_short", "dw_act_short"):
-        act = _resize(act, al, max(1, len(act) - 3))
+        act = _resize(act, al, max(1, len(act) - n))
     elif kind in ("act_long", "act_long_full_lb", "dw_act_long"):
-        act = _resize(act, al, len(act) + 2)
-    streams = [desc, param, weight, act]
-    rest = run.streams() if run.n_inv > 1 else None
-    if rest is not None:       # the other invocations unchanged
-        tail = [words_to_ints(getattr(i, f)) for f in ("desc_words", "param_words",
-                                                        "weight_words", "act_words")
-                for i in run.invs[1:]]
-        per = len(run.invs) - 1
-        for s in range(4):
-            streams[s] = streams[s] + sum(tail[s * per:(s + 1) * per], [])
+        act = _resize(act, al, len(act) + n)
+    broken = [desc, param, weight, act]
+    fields = ("desc_words", "param_words", "weight_words", "act_words")
+    streams = []
+    for s, f in enumerate(fields):       # the other invocations unchanged
+        before = sum((words_to_ints(getattr(i, f)) for i in run.invs[:k_inv]), [])
+        after = sum((words_to_ints(getattr(i, f)) for i in run.invs[k_inv + 1:]), [])
+        streams.append(before + broken[s] + after)
     bad = copy.copy(run)
     bad.expects = list(run.expects)
-    bad.expects[0] = copy.copy(run.expects[0])
-    bad.expects[0].error = CORRUPTIONS[kind][1]
-    bad.expects[0].exact = kind in EXACT
+    bad.expects[k_inv] = copy.copy(run.expects[k_inv])
+    bad.expects[k_inv].error = CORRUPTIONS[kind][1]
+    bad.expects[k_inv].exact = kind in EXACT
     return streams, bad

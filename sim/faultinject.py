@@ -1,0 +1,260 @@
+"""Random fault injection on the compiled harness: one broken invocation anywhere in
+a random layer, random stalls and back-pressure, an optional reset pulse, and a clean
+follow-up layer that must come out exact.
+
+    python -m systolic_conv.sim.faultinject --seeds 200 --hw square
+    python -m systolic_conv.sim.faultinject --seed 17 --hw square -v      # replay one
+    python -m systolic_conv.sim.faultinject --seeds 40 --hw square --fault credit_lost_on_take
+    make faults SEEDS=200 HW=square [SEED=17] [FAULT=name]
+
+Each seed draws one case (:func:`draw_fault_case`): a random regression layer
+(:func:`~.cocotb.layers.draw_layer`, a small budget), one of its invocations (any,
+not only the first), a corruption kind of :data:`~.cocotb.scenarios.CORRUPTIONS` that
+applies to that invocation (descriptor and parameter breaks, short and long
+parameter / weight / activation streams; the ``dw_*`` kinds on depthwise
+invocations, the others on dense ones) with a random size for the short and long
+kinds, random idle cycles on the four inputs and back-pressure on the result and
+the status streams, sometimes a reset pulse at a random cycle, and a different
+random follow-up layer run right after it. :func:`run_fault_case` streams it all
+through the harness in one run and checks (:func:`~.cocotb.fastpath.run_scenario_on_harness`):
+the broken invocation's status carries the error bits (an over-long stream's
+exactly them, and its results are exact), nothing hangs, the outputs keep the
+stream rule, every other invocation of the layer and the whole follow-up layer are
+exact; an invocation a reset interrupts is lost and skipped, everything else must
+still be exact.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw import layouts as L
+from .cocotb.layers import LayerRun, draw_layer, hw_config, prepare, estimate_cycles
+from .cocotb.scenarios import CORRUPTIONS, HW_BUGS, RESIZE, corrupt, _break_desc
+
+__all__ = ["FaultCase", "applicable_kinds", "draw_fault_case", "run_fault_case", "run_cases",
+           "main"]
+
+#: kinds the random cases leave out: ``act_long_full_lb`` is ``act_long`` on a layer
+#: built for it (the random layers give act_long plenty of line-buffer fills)
+SKIPPED = {"act_long_full_lb"}
+
+#: the chance that a case also gets a reset pulse
+RESET_P = 0.3
+
+
+@dataclass
+class FaultCase:
+    """One random fault-injection case (everything :func:`run_fault_case` needs)."""
+    seed: int
+    cfg: object
+    run: LayerRun                # the layer with the broken invocation, prepared
+    inv: int                     # the broken invocation
+    kind: str                    # a key of CORRUPTIONS
+    amount: object               # beats removed / added (short / long kinds), else None
+    error: int                   # the error bits its status must carry
+    idle: tuple                  # desc, param, weight, act idle probabilities
+    stall: float                 # result back-pressure probability
+    status_stall: float          # status back-pressure probability
+    reset_at: object             # cycle of a reset pulse, or None
+    next_run: LayerRun           # the clean follow-up layer, prepared
+    hseed: int                   # the harness's random seed (stalls)
+
+    def describe(self):
+        amt = f" by {self.amount}" if self.amount is not None else ""
+        idle = "/".join(f"{p:.2f}" for p in self.idle)
+        rst = f", reset at cycle {self.reset_at}" if self.reset_at is not None else ""
+        return (f"layer {self.run.layer.name} ({self.run.n_inv} inv), invocation "
+                f"{self.inv + 1}/{self.run.n_inv} {self.kind}{amt}, idle {idle}, stall "
+                f"{self.stall:.2f}, status stall {self.status_stall:.2f}{rst}, then "
+                f"{self.next_run.layer.name} ({self.next_run.n_inv} inv)")
+
+
+def _stream_len(inv, stream):
+    return len(getattr(inv, f"{stream}_words"))
+
+
+def _desc_fits(cfg, desc, kind):
+    """The broken descriptor's changed fields fit their widths (a value that wraps
+    could make a legal descriptor)."""
+    d = dict(desc)
+    _break_desc(d, kind, cfg)
+    offs = L.field_offsets(L.descriptor_layout(cfg))
+    for name, v in d.items():
+        if name not in offs or hasattr(v, "value") or v == desc.get(name):
+            continue
+        _, width, signed = offs[name]
+        lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+        if not lo <= int(v) <= hi:
+            return False
+    return True
+
+
+def applicable_kinds(run, inv):
+    """The corruption kinds that apply to invocation ``inv`` of ``run``: the ``dw_*``
+    kinds on a depthwise invocation, the others on a dense one, where the broken
+    field fits its width and a short stream keeps at least one beat."""
+    cfg = run.cfg
+    e = run.invs[inv]
+    out = []
+    for k in CORRUPTIONS:
+        if k in HW_BUGS or k in SKIPPED or k.startswith("dw_") != bool(e.depthwise):
+            continue
+        if k in RESIZE and k.endswith("_short") and _stream_len(e, RESIZE[k][0]) < 2:
+            continue
+        if k == "desc_depthwise" and cfg.depthwise_mode and e.desc["cwords"] == e.desc["cotiles"]:
+            continue                  # could be a legal depthwise descriptor
+        if k == "dw_pad_left" and e.desc["pad_left"] != 0:
+            continue
+        if (k.startswith(("desc_", "dw_phase", "dw_pad")) or k == "param_tiles_mismatch") \
+                and not _desc_fits(cfg, e.desc, k):
+            continue
+        out.append(k)
+    return out
+
+
+def _draw_amount(rng, kind, inv):
+    if kind not in RESIZE:
+        return None
+    n = _stream_len(inv, RESIZE[kind][0])
+    if kind.endswith("_short"):
+        return int(rng.integers(1, n))                 # 1 .. n-1 beats short
+    # 1 .. 2n+20 beats long: past any saturating beat counter's wrap
+    return int(rng.integers(1, 2 * n + 21))
+
+
+def _stall_p(rng, p_zero, hi):
+    return 0.0 if rng.random() < p_zero else round(float(rng.uniform(0.05, hi)), 3)
+
+
+def draw_fault_case(seed, cfg, *, budget=20000):
+    """The random fault case of ``seed`` on ``cfg`` (reproducible from the seed alone)."""
+    cfg = hw_config(cfg)
+    rng = np.random.default_rng([int(seed), 0xFA17])
+    for _ in range(50):
+        s_a = int(rng.integers(0, 2 ** 31))
+        run = prepare(draw_layer(s_a, cfg, budget=budget, name=f"fi{seed}a-seed{s_a}"), cfg)
+        inv = int(rng.integers(run.n_inv))
+        kinds = applicable_kinds(run, inv)
+        if run.n_inv >= 1 and kinds:
+            break
+    else:
+        raise RuntimeError(f"seed {seed}: no layer with an applicable corruption")
+    kind = str(rng.choice(kinds))
+    amount = _draw_amount(rng, kind, run.invs[inv])
+    idle = tuple(_stall_p(rng, 0.3, 0.7) for _ in range(4))
+    stall = _stall_p(rng, 0.25, 0.7)
+    status_stall = _stall_p(rng, 0.25, 0.9)
+    reset_at = None
+    if rng.random() < RESET_P:
+        # in the broken layer, mostly: the estimate is an upper bound (the layer's end
+        # was at a median 0.28 of it, 95th percentile 0.82, on 150 square cases), so
+        # some pulses land between invocations or in the follow-up layer
+        slow = 1.0 / max(0.2, 1.0 - max(idle + (stall,)))
+        est = max(50, int(estimate_cycles(run.plan, cfg) * slow * 0.35))
+        reset_at = int(rng.integers(0, est))
+    while True:
+        s_b = int(rng.integers(0, 2 ** 31))
+        if s_b != s_a:
+            nxt = draw_layer(s_b, cfg, budget=budget // 2, name=f"fi{seed}b-seed{s_b}")
+            if nxt.x.shape != run.layer.x.shape or nxt.w.shape != run.layer.w.shape \
+                    or nxt.conv != run.layer.conv:
+                break
+    return FaultCase(seed=int(seed), cfg=cfg, run=run, inv=inv, kind=kind, amount=amount,
+                     error=int(CORRUPTIONS[kind][1]), idle=idle, stall=stall,
+                     status_stall=status_stall, reset_at=reset_at, next_run=prepare(nxt, cfg),
+                     hseed=int(rng.integers(0, 2 ** 32)))
+
+
+def max_cycles(case, streams):
+    """The cycles after which a case counts as hung: three times the layers' estimates
+    (upper bounds already, see :func:`draw_fault_case`) and four cycles a beat, slowed
+    by the stalls, plus the reset and a margin."""
+    cfg = case.cfg
+    slow = 1.0 / max(0.2, 1.0 - max(case.idle + (case.stall, case.status_stall)))
+    est = estimate_cycles(case.run.plan, cfg) + estimate_cycles(case.next_run.plan, cfg)
+    beats = sum(len(s) for s in streams) + sum(len(s) for s in case.next_run.streams())
+    return int(slow * (3 * est + 4 * beats)) + 20000 + (case.reset_at or 0)
+
+
+def run_fault_case(case, harness=None, *, details=None):
+    """Run one case on ``harness`` (default: the fault-free harness of its config);
+    return None when every check passes, else a one-line failure."""
+    from .cocotb.fastpath import run_scenario_on_harness
+    from .harness import get_harness
+    h = harness or get_harness(case.cfg)
+    try:
+        streams, bad = corrupt(case.run, case.kind, inv=case.inv, amount=case.amount)
+        bad.expects[case.inv].error = case.error
+        err = run_scenario_on_harness(bad, streams, case.next_run, harness=h, seed=case.hseed,
+                                      idle=case.idle, stall=case.stall,
+                                      status_stall=case.status_stall, reset_at=case.reset_at,
+                                      strict_error=True, details=details,
+                                      max_cycles=max_cycles(case, streams))
+    except Exception as exc:          # e.g. unpacking a garbage stream
+        err = f"{type(exc).__name__}: {exc}"
+    return None if err is None else " ".join(str(err).split())
+
+
+def _replay(seed, hw, fault=None):
+    return (f"python -m systolic_conv.sim.faultinject --seed {seed} --hw {hw}"
+            + (f" --fault {fault}" if fault else ""))
+
+
+def run_cases(seeds, hw, *, harness=None, fault=None, verbose=False, say=print,
+              budget=20000):
+    """Draw and run the cases of ``seeds``; print one line per failure (with its
+    replay command) and the summary line; return ``(n_cases, failures, seconds)``
+    with ``failures`` a list of ``(seed, message)``."""
+    cfg = hw_config(hw)
+    if harness is None:
+        if fault:
+            from .mutate import _mutant_harness
+            harness, _ = _mutant_harness(cfg, {"kind": "fault", "name": fault})
+        else:
+            from .harness import get_harness
+            harness = get_harness(cfg)
+    t0 = time.perf_counter()
+    fails = []
+    for s in seeds:
+        try:
+            case = draw_fault_case(s, cfg, budget=budget)
+        except Exception as exc:
+            err, case = f"drawing the case failed: {type(exc).__name__}: {exc}", None
+        else:
+            err = run_fault_case(case, harness)
+        if verbose and case is not None:
+            say(f"seed {s}: {case.describe()}: {'ok' if err is None else 'FAILED'}")
+        if err is not None:
+            fails.append((s, err))
+            say(f"FAIL seed {s}: {err[:400]}   # replay: {_replay(s, hw, fault)}")
+    secs = time.perf_counter() - t0
+    say(f"fault injection: {len(seeds)} cases, {len(fails)} failed"
+        + (f" ({len(seeds) / secs:.1f} cases/s)" if verbose and secs > 0 else ""))
+    return len(seeds), fails, secs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m systolic_conv.sim.faultinject",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=50, help="cases: seeds FIRST .. FIRST+N-1")
+    ap.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
+    ap.add_argument("--seed", type=int, default=None, help="run this one seed (a replay)")
+    ap.add_argument("--hw", default="square", help="hardware config: small, square, default")
+    ap.add_argument("--fault", default=None,
+                    help="run on the design with this named fault (hw/faults.py)")
+    ap.add_argument("--budget", type=int, default=20000, help="estimated cycles per layer")
+    ap.add_argument("-v", "--verbose", action="store_true", help="describe every case")
+    a = ap.parse_args(argv)
+    seeds = [a.seed] if a.seed is not None else list(range(a.first, a.first + a.seeds))
+    _, fails, _ = run_cases(seeds, a.hw, fault=a.fault, verbose=a.verbose or a.seed is not None,
+                            budget=a.budget,
+                            say=lambda *x: print(*x, flush=True))
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
