@@ -42,6 +42,12 @@ __all__ = ["FaultCase", "applicable_kinds", "draw_fault_case", "run_fault_case",
 #: built for it (the random layers give act_long plenty of line-buffer fills)
 SKIPPED = {"act_long_full_lb"}
 
+#: kinds whose check the two mappings share (Control's common descriptor checks, the
+#: parameter intake's beat count and lane checks): drawn on depthwise invocations too
+SHARED = {"desc_kernel_zero", "desc_stride_zero", "desc_width_over", "desc_cotiles_zero",
+          "desc_out_bits", "desc_clamp_order", "desc_clamp_range", "desc_requant_mode",
+          "param_shift_range", "param_half_up_mult", "param_short", "param_long"}
+
 #: the chance that a case also gets a reset pulse
 RESET_P = 0.3
 
@@ -95,13 +101,16 @@ def _desc_fits(cfg, desc, kind):
 
 def applicable_kinds(run, inv):
     """The corruption kinds that apply to invocation ``inv`` of ``run``: the ``dw_*``
-    kinds on a depthwise invocation, the others on a dense one, where the broken
-    field fits its width and a short stream keeps at least one beat."""
+    kinds and :data:`SHARED` on a depthwise invocation, the others on a dense one,
+    where the broken field fits its width and a short stream keeps at least one
+    beat."""
     cfg = run.cfg
     e = run.invs[inv]
     out = []
     for k in CORRUPTIONS:
-        if k in HW_BUGS or k in SKIPPED or k.startswith("dw_") != bool(e.depthwise):
+        if k in HW_BUGS or k in SKIPPED:
+            continue
+        if k.startswith("dw_") != bool(e.depthwise) and not (e.depthwise and k in SHARED):
             continue
         if k in RESIZE and k.endswith("_short") and _stream_len(e, RESIZE[k][0]) < 2:
             continue
@@ -116,14 +125,18 @@ def applicable_kinds(run, inv):
     return out
 
 
-def _draw_amount(rng, kind, inv):
+def _draw_amount(rng, kind, inv, cfg):
     if kind not in RESIZE:
         return None
-    n = _stream_len(inv, RESIZE[kind][0])
+    stream = RESIZE[kind][0]
+    n = _stream_len(inv, stream)
     if kind.endswith("_short"):
         return int(rng.integers(1, n))                 # 1 .. n-1 beats short
-    # 1 .. 2n+20 beats long: past any saturating beat counter's wrap
-    return int(rng.integers(1, 2 * n + 21))
+    # 1 .. 2n+20 beats long; a parameter stream up to 4 * max_cotiles + 20 (its beat
+    # counter has room for twice max_cotiles: a counter that wrapped instead of
+    # saturating would come round to the first tiles again)
+    cap = 2 * cfg.max_cotiles if stream == "param" else 0
+    return int(rng.integers(1, 2 * max(n, cap) + 21))
 
 
 def _stall_p(rng, p_zero, hi):
@@ -144,7 +157,7 @@ def draw_fault_case(seed, cfg, *, budget=20000):
     else:
         raise RuntimeError(f"seed {seed}: no layer with an applicable corruption")
     kind = str(rng.choice(kinds))
-    amount = _draw_amount(rng, kind, run.invs[inv])
+    amount = _draw_amount(rng, kind, run.invs[inv], cfg)
     idle = tuple(_stall_p(rng, 0.3, 0.7) for _ in range(4))
     stall = _stall_p(rng, 0.25, 0.7)
     status_stall = _stall_p(rng, 0.25, 0.9)

@@ -10,8 +10,8 @@ import pytest
 from systolic_conv.hw import layouts as L
 from systolic_conv.sim.cocotb.layers import HW_CONFIGS, prepare, draw_layer, words_to_ints
 from systolic_conv.sim.cocotb.scenarios import CORRUPTIONS, EXACT, RESIZE, corrupt
-from systolic_conv.sim.faultinject import (applicable_kinds, draw_fault_case, run_fault_case,
-                                           run_cases)
+from systolic_conv.sim.faultinject import (SHARED, applicable_kinds, draw_fault_case,
+                                           run_fault_case, run_cases)
 
 SQUARE = HW_CONFIGS["square"]
 N_CASES = 30
@@ -22,11 +22,13 @@ def test_draw_is_reproducible_and_legal():
         a, b = draw_fault_case(s, SQUARE), draw_fault_case(s, SQUARE)
         assert a.describe() == b.describe() and a.hseed == b.hseed
         assert a.kind in applicable_kinds(a.run, a.inv)
-        assert a.kind.startswith("dw_") == bool(a.run.invs[a.inv].depthwise)
+        dw = bool(a.run.invs[a.inv].depthwise)
+        assert a.kind.startswith("dw_") == dw or (dw and a.kind in SHARED)
         assert a.next_run.layer.name != a.run.layer.name
         if a.kind in RESIZE:
             n = len(getattr(a.run.invs[a.inv], f"{RESIZE[a.kind][0]}_words"))
-            assert 1 <= a.amount <= (n - 1 if a.kind.endswith("_short") else 2 * n + 20)
+            cap = 2 * SQUARE.max_cotiles if a.kind == "param_long" else 0
+            assert 1 <= a.amount <= (n - 1 if a.kind.endswith("_short") else 2 * max(n, cap) + 20)
 
 
 def test_corrupt_breaks_only_the_chosen_invocation():

@@ -25,12 +25,12 @@ def run_on_harness(run, *, harness=None, seed=0, stalls=True, max_cycles=None):
                n_results=n_res, seed=seed, idle=idle, stall=stall, max_cycles=max_cycles)
     sb = Scoreboard(run, context="harness: ",
                     model=not stalls or run.layer.stalls.kind == "none")
+    if hr.protocol_failure():          # first: it is often what a hang comes from
+        sb.fail(f"{hr.protocol_failure()}, layer {run.layer.name}")
     if hr.timeout:
         sb.fail(f"harness: layer {run.layer.name}: timeout after {hr.sim_cycles} cycles, "
                 f"{len(hr.status)}/{run.n_inv} invocations finished, "
                 f"{len(hr.result_words)}/{n_res} result beats")
-    if hr.protocol_failure():
-        sb.fail(f"{hr.protocol_failure()}, layer {run.layer.name}")
     pos = 0
     ints = words_to_ints(hr.result_words) if len(hr.result_words) else []
     for i, st in enumerate(hr.status):
@@ -134,11 +134,11 @@ def run_scenario_on_harness(bad, streams, nxt, *, harness=None, seed=0, idle=(0,
     if details is not None:
         details.update(hr=hr, lost=hr.lost)
     what = f"harness: scenario {bad.layer.name}"
+    if hr.protocol_failure():          # first: it is often what a hang comes from
+        return f"{what}: {hr.protocol_failure()}"
     if hr.timeout or len(hr.status) != n_all:
         return (f"{what}: hang ({len(hr.status)}/{n_all} status beats after "
                 f"{hr.sim_cycles} cycles)")
-    if hr.protocol_failure():
-        return f"{what}: {hr.protocol_failure()}"
     ints = words_to_ints(hr.result_words) if len(hr.result_words) else []
     starts = np.concatenate([[0], np.cumsum(hr.inv_results)]).astype(int)
     for run, base, ctx in ((bad, 0, f"{what}: "), (nxt, bad.n_inv, f"{what}, then: ")):
