@@ -239,7 +239,8 @@ class Control(wiring.Component):
             out_of(d.stride_h, cfg.max_stride), out_of(d.dil_h, cfg.max_dilation),
             self._last_iy > d.height - 1 + d.pad_bottom,
             d.requant.as_value() == 3,
-            rq & ((ob < 2) | (ob > min(16, cfg.acc_width)) | (d.clamp_lo > d.clamp_hi) |
+            rq & ((ob < 2) | (ob > min(16, cfg.acc_width)) |
+                  (0 if "clamp_order_unchecked" in cfg.faults else d.clamp_lo > d.clamp_hi) |
                   (d.clamp_lo < self._qlo) | (d.clamp_hi > self._qhi)),
             p["xw"] == 0,
             L.w_total > cfg.weight_depth,

@@ -25,4 +25,11 @@ FAULTS = {
     "dw_drain_row_off": "depthwise: the drain reads the capture register of the next array row",
     "skipped_last": "the result stream never marks the final beat with last",
     "act_count_short": "the activation beat counter expects one beat less than the layer has",
+    "result_ready_ignored": "the result queue pops its FIFO without looking at o_result.ready "
+                            "(beats are lost under back-pressure)",
+    "credit_lost_on_take": "the sequencer drops the freed result credits when a credit is taken "
+                           "in the same cycle (a credit leak that ends in a hang)",
+    "clamp_order_unchecked": "the descriptor checks omit clamp_lo > clamp_hi",
+    "param_count_wraps": "the parameter-beat counter wraps instead of saturating (a long "
+                         "parameter stream overwrites earlier tiles' parameters)",
 }

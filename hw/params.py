@@ -84,7 +84,7 @@ class ParamStore(wiring.Component):
         with m.If(self.begin):
             m.d.sync += [count.eq(0), words.eq(0), self.done.eq(0), checked.eq(0)]
         with m.Elif(hs):
-            with m.If(~count.all()):
+            with m.If(~count.all() | ("param_count_wraps" in cfg.faults)):
                 m.d.sync += count.eq(count + 1)
             with m.If(inside):
                 m.d.sync += words.eq(words + beat.data.cw_count)

@@ -94,7 +94,10 @@ class Sequencer(wiring.Component):
         with m.If(self.start):
             m.d.sync += [reserved.eq(0), free.eq(depth)]
         with m.Elif(take_en):
-            m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take)]
+            if "credit_lost_on_take" in cfg.faults:     # the freed credits not added back
+                m.d.sync += [reserved.eq(reserved + take), free.eq(free - take)]
+            else:
+                m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take)]
         with m.Else():
             m.d.sync += [reserved.eq(res_base), free.eq(free_base)]
         m.d.comb += self.idle_out.eq(reserved == 0)
