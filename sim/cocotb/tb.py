@@ -14,6 +14,10 @@ checker):
 * :class:`~.checkers.StreamChecker` on all six streams and a
   :class:`~.checkers.FramingChecker` on the outputs;
 * :class:`~.scoreboard.Scoreboard` -- in order, against the golden model;
+* :class:`DesignMonitor` -- design-side coverage sampled from the DUT every cycle
+  (control FSM state and transitions, result queue level, result credits,
+  back-pressure, error flags in status beats): the ``dut`` part of a layer's
+  coverage sample (:mod:`.coverage`);
 * a cycle watchdog on every wait, naming the layer and the invocation/tile.
 
 Timing: one coroutine steps the clock. Each cycle it drives at the falling edge
@@ -24,6 +28,7 @@ so the parts are methods called from this one loop instead of one coroutine
 each (two triggers per cycle in total).
 """
 
+import os
 import random
 from types import SimpleNamespace
 
@@ -35,8 +40,10 @@ from ...hw import layouts as L
 from .checkers import StreamChecker, FramingChecker, ProtocolError
 from .scoreboard import Scoreboard, InvocationRecord
 from .layers import StallSpec, estimate_cycles
+from .coverage import FSM_ENCODING, FSM_TRANSITIONS, DUT_AXES
 
-__all__ = ["StreamSource", "StreamSink", "ConvEnv", "WatchdogTimeout", "LayerResult"]
+__all__ = ["StreamSource", "StreamSink", "ConvEnv", "WatchdogTimeout", "LayerResult",
+           "DesignMonitor"]
 
 INPUTS = ("i_desc", "i_param", "i_weight", "i_act")
 
@@ -144,6 +151,7 @@ class StreamSink:
         self.gate = iter(lambda: True, None)
         self.checker = StreamChecker(name, producer="DUT")
         self.enabled = True
+        self.valid_seen = False         # valid at the last sample (the design monitor)
 
     def drive(self):
         r = bool(next(self.gate)) if self.enabled else False
@@ -153,7 +161,7 @@ class StreamSink:
 
     def sample(self, cycle):
         """ReadOnly: the accepted payload (int), or None."""
-        valid = _bit(self.valid, cycle, f"{self.name}.valid")
+        valid = self.valid_seen = _bit(self.valid, cycle, f"{self.name}.valid")
         if not valid and not self.checker.pending:
             return None
         if valid:
@@ -164,11 +172,175 @@ class StreamSink:
         return p if (valid and self.ready_now) else None
 
 
+class DesignMonitor:
+    """Design-side coverage sampled from the DUT (see :mod:`.coverage`, ``dut_*`` axes).
+
+    Sampled once per cycle in :meth:`ConvEnv.step` at ``ReadOnly`` (the values the
+    coming rising edge sees): three internal signals are read -- the control FSM's
+    state register (``<ctl instance>.ctl_state``; Amaranth names the instance ``ctl``,
+    or ``ctl$<n>`` when a top-level signal already has that name), the result FIFO's
+    level (``q.fifo.level``) and the free result credits (``seq.free``); back-pressure
+    comes from what the stream drivers and monitors already sampled and the error
+    flags from the status beats taken. Hierarchy names are found by the same path
+    on Verilator (``--public-flat-rw``) and Icarus. A DUT without them (other
+    Verilog) leaves the monitor disabled: its layers carry no ``dut`` sample; so does
+    ``SC_DUT_COVERAGE=0`` in the environment.
+
+    Cost: on Verilator (two-state) the three reads go through the simulator handle's
+    integer read (``_handle.get_signal_val_long``, about 20 times cheaper than
+    ``int(handle.value)``); on Icarus through ``handle.value`` (X/Z detected).
+
+    Design assertions, since the monitor relies on them (a :class:`ProtocolError`
+    otherwise): the state encoding (:data:`~.coverage.FSM_ENCODING`) agrees with the
+    FSM's outputs -- ``o_status.valid`` exactly in ``STATUS`` (every cycle), and, read
+    when the state changes, ``i_desc.ready`` exactly in ``IDLE``, ``ctl.run`` exactly
+    in ``RUN`` and ``ABORT``, ``ctl.abort`` exactly in ``ABORT`` --, and every change of
+    state is one of :data:`~.coverage.FSM_TRANSITIONS` (which pins the ``CHECK*`` chain).
+    """
+
+    STATUS = FSM_ENCODING.index("STATUS")
+    #: state -> (i_desc.ready, run, abort)
+    OUTPUTS = {i: (n == "IDLE", n in ("RUN", "ABORT"), n == "ABORT")
+               for i, n in enumerate(FSM_ENCODING)}
+
+    def __init__(self, dut, cfg, log=None):
+        self.enabled = False
+        self.why = None
+        self.depth = cfg.out_fifo_depth
+        self.prev = None
+        E = FSM_ENCODING
+        self._rbp = [f"o_result@{s}" for s in E]
+        self._legal = set(FSM_TRANSITIONS)
+        self._trans = {(a, b): f"{E[a]}>{E[b]}" for a in range(len(E)) for b in range(len(E))}
+        self.begin()
+        if os.environ.get("SC_DUT_COVERAGE", "1") == "0":      # off (speed comparisons)
+            self.why = "design-side coverage off (SC_DUT_COVERAGE=0)"
+            return
+        try:
+            ctl = self._find_ctl(dut)
+            handles = (ctl.ctl_state, dut.q.fifo.level, dut.seq.free)
+            self.h_outputs = (dut.i_desc__ready, ctl.run, ctl.abort)
+            self._rd_state, self._rd_level, self._rd_free = (_reader(h) for h in handles)
+            for h in (*handles, *self.h_outputs):
+                _val(h)
+        except Exception as exc:          # other Verilog: no design-side coverage
+            self.why = f"design-side coverage disabled: {exc!r}"
+            if log is not None:
+                log.warning(self.why)
+            return
+        self.enabled = True
+
+    @staticmethod
+    def _find_ctl(dut):
+        """The control block's instance: ``ctl``, else ``ctl$<n>`` (escaped names,
+        spelled with a backslash and a trailing blank on Verilator, bare on Icarus)."""
+        import re
+        try:
+            h = dut["ctl"]
+            h.ctl_state
+            return h
+        except (AttributeError, KeyError, IndexError, TypeError):
+            pass
+        for child in dut:
+            if re.fullmatch(r"\\?ctl\$\d+ ?", child._name):
+                try:
+                    child.ctl_state
+                    return child
+                except (AttributeError, KeyError, IndexError, TypeError):
+                    continue
+        raise AttributeError("no control instance (ctl or ctl$<n>) with ctl_state")
+
+    def begin(self):
+        """Start a layer's sample (the FSM's current state carries over)."""
+        self.hits = {a: set() for a in DUT_AXES}
+        self._states = self.hits["dut_state"]
+        self._transitions = self.hits["dut_transition"]
+        self._queue = self.hits["dut_queue"]
+        self._credits = self.hits["dut_credits"]
+        self._bp = self.hits["dut_backpressure"]
+        if self.prev is not None:
+            self._states.add(FSM_ENCODING[self.prev])
+
+    def resync(self):
+        """After a reset: the next state seen starts afresh (a reset is no transition)."""
+        self.prev = None
+
+    def _change(self, cycle, st):
+        """The state changed (or is the first after a reset): record and check it."""
+        if not 0 <= st < len(FSM_ENCODING):
+            raise ProtocolError(f"cycle {cycle}: control FSM state is X/Z or out of range "
+                                f"({st})")
+        self._states.add(FSM_ENCODING[st])
+        if self.prev is not None:
+            t = self._trans[(self.prev, st)]
+            if t not in self._legal:
+                raise ProtocolError(f"cycle {cycle}: control FSM went "
+                                    f"{t.replace('>', ' -> ')}, not a legal transition")
+            self._transitions.add(t)
+        seen = tuple(bool(_val(x)[0]) for x in self.h_outputs)
+        if seen != self.OUTPUTS[st]:
+            raise ProtocolError(
+                f"cycle {cycle}: (i_desc.ready, run, abort) = {tuple(map(int, seen))} in "
+                f"control FSM state {FSM_ENCODING[st]} (ctl_state={st}): the monitor's "
+                f"state encoding is wrong")
+        self.prev = st
+
+    def sample(self, cycle, sources, result, status):
+        """ReadOnly, after the drivers and monitors sampled this cycle."""
+        st = self._rd_state()
+        if st != self.prev:
+            self._change(cycle, st)
+        if status.valid_seen != (st == self.STATUS):
+            raise ProtocolError(f"cycle {cycle}: o_status.valid={int(status.valid_seen)} in "
+                                f"control FSM state {FSM_ENCODING[st]} (ctl_state={st}): the "
+                                f"monitor's state encoding is wrong")
+        level = self._rd_level()
+        if level == 0:
+            self._queue.add("empty")
+        elif level >= self.depth:
+            self._queue.add("full")
+        if self._rd_free() == 0:
+            self._credits.add("exhausted")
+        if result.valid_seen and not result.ready_now:
+            self._bp.add(self._rbp[st])
+        if status.valid_seen and not status.ready_now:
+            self._bp.add("o_status@STATUS")
+        for s in sources:
+            if s.offering:                # after sample(): offered and not taken
+                self._bp.add(s.name)
+
+    def status_beat(self, error):
+        """A status beat was taken with ``error`` (the flag bits)."""
+        for bit, name in L.ErrorFlag.NAMES.items():
+            if error & bit:
+                self.hits["dut_error"].add(name)
+
+    def snapshot(self):
+        """The layer's sample: axis -> sorted bins hit (None when disabled)."""
+        if not self.enabled:
+            return None
+        return {a: sorted(v) for a, v in self.hits.items()}
+
+
+def _reader(handle):
+    """A function returning ``handle``'s value as an int: on Verilator (two-state) the
+    simulator handle's integer read; else ``handle.value``, -1 when X/Z."""
+    fast = getattr(getattr(handle, "_handle", None), "get_signal_val_long", None)
+    if fast is not None and "verilator" in str(getattr(cocotb, "SIM_NAME", "")).lower():
+        return fast
+
+    def read():
+        v, ok = _val(handle)
+        return v if ok else -1
+    return read
+
+
 class LayerResult:
     """Outcome of one layer on the DUT."""
 
-    def __init__(self, run, sb, cycles, sim_cycles, error=None):
+    def __init__(self, run, sb, cycles, sim_cycles, error=None, design=None):
         self.run = run
+        self.design = design            # the design-side coverage sample (or None)
         self.scoreboard = sb
         self.cycles = cycles            # sum of measured invocation cycles
         self.sim_cycles = sim_cycles    # cycles simulated for the layer
@@ -196,6 +368,7 @@ class ConvEnv:
         self.clock = None
         self.trace = []           # handshake marks of the current layer
         self._at_falling = False
+        self.monitor = DesignMonitor(dut, cfg, log=self.log)
 
     # -- clock and reset ------------------------------------------------------------
     async def start(self, reset_cycles=4):
@@ -225,6 +398,7 @@ class ConvEnv:
         self.result.checker.reset()
         self.status.checker.reset()
         self.framing.reset()
+        self.monitor.resync()
         for _ in range(cycles):
             await RisingEdge(self.dut.clk)
         await FallingEdge(self.dut.clk)
@@ -254,6 +428,8 @@ class ConvEnv:
         hs = [s.sample(c) for s in self.sources]
         res = self.result.sample(c)
         st = self.status.sample(c)
+        if self.monitor.enabled:
+            self.monitor.sample(c, self.sources, self.result, self.status)
         self.cycle += 1
         return hs, res, st
 
@@ -284,6 +460,7 @@ class ConvEnv:
         ctx = f"{label}seed {seed}: " if label else ""
         sb = Scoreboard(run, context=ctx, model=stalls.kind == "none")
         n_inv = run.n_inv
+        self.monitor.begin()
         rec = InvocationRecord()
         k = 0
         start = self.cycle
@@ -317,6 +494,7 @@ class ConvEnv:
                     self.framing.status(c, rec.final_cycle is not None, e.error == 0 or e.exact)
                     rec.status = L.unpack(self.status_lay, st)
                     rec.status_cycle = c
+                    self.monitor.status_beat(int(rec.status["error"]))
                     fails = sb.check(rec)
                     if rec.measured_cycles is not None:
                         total += rec.measured_cycles
@@ -350,7 +528,8 @@ class ConvEnv:
                 error = sb.first_failure()
         for s in self.sources:
             s.flush()
-        return LayerResult(run, sb, total, self.cycle - start, error)
+        return LayerResult(run, sb, total, self.cycle - start, error,
+                           design=self.monitor.snapshot())
 
     async def idle_cycles(self, n):
         for s in self.sources:

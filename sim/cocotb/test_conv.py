@@ -71,6 +71,14 @@ def _layer_of(spec, cfg, budget):
                       force=spec.get("force"))
 
 
+def _merge_design(*samples):
+    """The union of design-side coverage samples (None if none was sampled)."""
+    got = [d for d in samples if d is not None]
+    if not got:
+        return None
+    return {a: sorted(set().union(*(d.get(a, ()) for d in got))) for a in got[0]}
+
+
 def _inv_summary(sb, res):
     out = []
     for k, c in enumerate(sb.counters):
@@ -105,6 +113,8 @@ async def run_layers(dut):
                       f"{'' if use_stalls else ' (no stalls)'}")
         res = await env.run_layer(run, seed=seed, stalls=stalls)
         wall = time.perf_counter() - t0
+        if res.design is not None:          # design-side coverage sampled from the DUT
+            tags = dict(tags, dut=res.design)
         entry = dict(spec=spec, name=layer.name, ok=res.ok, error=res.error,
                      cycles=res.cycles, sim_cycles=res.sim_cycles, wall=wall, tags=tags,
                      invocations=run.n_inv, stalls=str(stalls))
@@ -157,7 +167,8 @@ async def error_scenarios(dut):
         ok = r1.ok and r2.ok
         err = r1.error or r2.error
         st = r1.scoreboard.counters[0] if r1.scoreboard.counters else None
-        report.add(scenario=kind, what=CORRUPTIONS[kind][0], ok=ok, error=err, status=st)
+        report.add(scenario=kind, what=CORRUPTIONS[kind][0], ok=ok, error=err, status=st,
+                   dut=_merge_design(r1.design, r2.design))
         dut._log.info(f"{kind}: {'ok' if ok else 'FAIL'} "
                       f"({CORRUPTIONS[kind][0]}; status "
                       f"{L.ErrorFlag.describe(st['error']) if st else None})")
