@@ -13,7 +13,9 @@ not only the first), a corruption kind of :data:`~.cocotb.scenarios.CORRUPTIONS`
 applies to that invocation (descriptor and parameter breaks, short and long
 parameter / weight / activation streams; the ``dw_*`` kinds on depthwise
 invocations, the others on dense ones) with a random size for the short and long
-kinds, random idle cycles on the four inputs and back-pressure on the result and
+kinds; 15 % of the cases (:data:`FIELD_P`) instead set one descriptor field of
+:data:`~.cocotb.scenarios.FIELD_LIMITS` just outside its legal range (``desc_field_range``,
+``dw_desc_field_range``; the status must be exactly BAD_DESC), random idle cycles on the four inputs and back-pressure on the result and
 the status streams, sometimes a reset pulse at a random cycle, and a different
 random follow-up layer run right after it. :func:`run_fault_case` streams it all
 through the harness in one run and checks (:func:`~.cocotb.fastpath.run_scenario_on_harness`):
@@ -33,7 +35,8 @@ import numpy as np
 
 from ..hw import layouts as L
 from .cocotb.layers import LayerRun, draw_layer, hw_config, prepare, estimate_cycles
-from .cocotb.scenarios import CORRUPTIONS, HW_BUGS, RESIZE, corrupt, _break_desc
+from .cocotb.scenarios import (CORRUPTIONS, FIELD_KINDS, HW_BUGS, RESIZE, corrupt, _break_desc,
+                               draw_field_break)
 
 __all__ = ["FaultCase", "applicable_kinds", "draw_fault_case", "run_fault_case", "run_cases",
            "main"]
@@ -51,6 +54,13 @@ SHARED = {"desc_kernel_zero", "desc_stride_zero", "desc_width_over", "desc_cotil
 #: the chance that a case also gets a reset pulse
 RESET_P = 0.3
 
+#: the chance that a case's break is a descriptor field set just outside its legal
+#: range (:data:`~.cocotb.scenarios.FIELD_KINDS`, where one applies) instead of the
+#: kind drawn uniformly from the others. Drawn from a side generator after the
+#: uniform draw, so the other cases of every seed are the ones drawn before these
+#: kinds existed
+FIELD_P = 0.15
+
 
 @dataclass
 class FaultCase:
@@ -60,7 +70,8 @@ class FaultCase:
     run: LayerRun                # the layer with the broken invocation, prepared
     inv: int                     # the broken invocation
     kind: str                    # a key of CORRUPTIONS
-    amount: object               # beats removed / added (short / long kinds), else None
+    amount: object               # beats removed / added (short / long kinds), (field,
+                                 # value) (field-range kinds), else None
     error: int                   # the error bits its status must carry
     idle: tuple                  # desc, param, weight, act idle probabilities
     stall: float                 # result back-pressure probability
@@ -112,6 +123,10 @@ def applicable_kinds(run, inv):
             continue
         if k.startswith("dw_") != bool(e.depthwise) and not (e.depthwise and k in SHARED):
             continue
+        if k in FIELD_KINDS:
+            if draw_field_break(np.random.default_rng(0), cfg, e.desc, FIELD_KINDS[k]) is not None:
+                out.append(k)
+            continue
         if k in RESIZE and k.endswith("_short") and _stream_len(e, RESIZE[k][0]) < 2:
             continue
         if k == "desc_depthwise" and cfg.depthwise_mode and e.desc["cwords"] == e.desc["cotiles"]:
@@ -151,13 +166,18 @@ def draw_fault_case(seed, cfg, *, budget=20000):
         s_a = int(rng.integers(0, 2 ** 31))
         run = prepare(draw_layer(s_a, cfg, budget=budget, name=f"fi{seed}a-seed{s_a}"), cfg)
         inv = int(rng.integers(run.n_inv))
-        kinds = applicable_kinds(run, inv)
+        field_kinds = [k for k in applicable_kinds(run, inv) if k in FIELD_KINDS]
+        kinds = [k for k in applicable_kinds(run, inv) if k not in FIELD_KINDS]
         if run.n_inv >= 1 and kinds:
             break
     else:
         raise RuntimeError(f"seed {seed}: no layer with an applicable corruption")
     kind = str(rng.choice(kinds))
     amount = _draw_amount(rng, kind, run.invs[inv], cfg)
+    side = np.random.default_rng([int(seed), 0xFA17, 0xF1E1D])
+    if field_kinds and side.random() < FIELD_P:
+        kind = field_kinds[0]
+        amount = draw_field_break(side, cfg, run.invs[inv].desc, FIELD_KINDS[kind])
     idle = tuple(_stall_p(rng, 0.3, 0.7) for _ in range(4))
     stall = _stall_p(rng, 0.25, 0.7)
     status_stall = _stall_p(rng, 0.25, 0.9)
@@ -202,11 +222,22 @@ def run_fault_case(case, harness=None, *, details=None):
     try:
         streams, bad = corrupt(case.run, case.kind, inv=case.inv, amount=case.amount)
         bad.expects[case.inv].error = case.error
+        det = {} if details is None else details
         err = run_scenario_on_harness(bad, streams, case.next_run, harness=h, seed=case.hseed,
                                       idle=case.idle, stall=case.stall,
                                       status_stall=case.status_stall, reset_at=case.reset_at,
-                                      strict_error=True, details=details,
+                                      strict_error=True, details=det,
                                       max_cycles=max_cycles(case, streams))
+        hr = det.get("hr")
+        if err is None and case.kind in FIELD_KINDS and hr is not None and hr.lost != case.inv:
+            # a rejected descriptor reports exactly BAD_DESC (the streams it drains
+            # are not checked against it)
+            got = int(hr.status[case.inv]["error"])
+            if got != case.error:
+                err = (f"layer {case.run.layer.name}, invocation {case.inv + 1}/"
+                       f"{case.run.n_inv}: {case.kind} {case.amount}: status error "
+                       f"{L.ErrorFlag.describe(got)}, expected exactly "
+                       f"{L.ErrorFlag.describe(case.error)}")
     except Exception as exc:          # e.g. unpacking a garbage stream
         err = f"{type(exc).__name__}: {exc}"
     return None if err is None else " ".join(str(err).split())

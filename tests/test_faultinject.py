@@ -9,7 +9,9 @@ import pytest
 
 from systolic_conv.hw import layouts as L
 from systolic_conv.sim.cocotb.layers import HW_CONFIGS, prepare, draw_layer, words_to_ints
-from systolic_conv.sim.cocotb.scenarios import CORRUPTIONS, EXACT, RESIZE, corrupt
+from systolic_conv.sim.cocotb.scenarios import (CORRUPTIONS, EXACT, FIELD_KINDS, FIELD_LIMITS,
+                                                RESIZE, apply_field_break, corrupt,
+                                                field_break_values, field_ranges)
 from systolic_conv.sim.faultinject import (SHARED, applicable_kinds, draw_fault_case,
                                            run_fault_case, run_cases)
 
@@ -116,3 +118,118 @@ def test_command_line_summary(capsys):
     n, fails, _ = run_cases([0, 1], "square")
     out = capsys.readouterr().out
     assert n == 2 and not fails and out.strip().endswith("fault injection: 2 cases, 0 failed")
+
+
+#: every descriptor field with a limit of its own in Control._conditions (hw/control.py)
+#: that a field-range break can reach, per mapping
+LIMITED_FIELDS = {
+    "dense": {"cotiles", "height", "width", "out_height", "out_width", "stride_h", "dil_h",
+              "requant", "out_bits", "clamp_lo", "clamp_hi", "cwords", "n_tiles", "pass_rows",
+              "kh", "kw", "stride_w", "dil_w"},
+    "dw": {"cotiles", "height", "width", "out_height", "out_width", "stride_h", "dil_h",
+           "requant", "out_bits", "clamp_lo", "clamp_hi", "cwords", "kh", "kw", "stride_w",
+           "dil_w", "pad_left", "pad_right", "phase_words"},
+}
+
+
+def _fixed_limits(cfg, dw):
+    """The limits of hw/control.py written out again from the HardwareConfig (fields
+    whose bound does not depend on the other fields)."""
+    lim = {"cotiles": (1, cfg.max_cotiles), "height": (1, cfg.max_height),
+           "width": (1, cfg.max_width), "stride_h": (1, cfg.max_stride),
+           "dil_h": (1, cfg.max_dilation), "requant": (0, 2),
+           "out_bits": (2, min(16, cfg.acc_width)), "cwords": (1, cfg.max_cwords)}
+    if dw:
+        lim.update(kh=(1, cfg.dw_kernel), kw=(1, cfg.dw_kernel), stride_w=(1, cfg.dw_max_stride),
+                   dil_w=(1, 1), pad_left=(0, 0), pad_right=(0, 0))
+    else:
+        lim.update(n_tiles=(1, cfg.weight_tiles), kh=(1, cfg.max_kernel), kw=(1, cfg.max_kernel),
+                   stride_w=(1, cfg.max_stride), dil_w=(1, cfg.max_dilation))
+    return lim
+
+
+def _illegal(cfg, d, dw, field):
+    """Whether descriptor ``d`` breaks the limit aimed at by a break of ``field``, by
+    the conditions of hw/control.py (written out independently of FIELD_LIMITS)."""
+    rq = int(getattr(d["requant"], "value", d["requant"]))
+    if field in ("out_bits", "clamp_lo", "clamp_hi") and rq == 0:
+        return False                                  # checked on requantized layers only
+    fixed = _fixed_limits(cfg, dw)
+    if field in fixed:
+        lo, hi = fixed[field]
+        return not lo <= d[field] <= hi
+    ob = d["out_bits"]
+    if field in ("clamp_lo", "clamp_hi"):
+        return (d["clamp_lo"] > d["clamp_hi"] or d["clamp_lo"] < -(1 << (ob - 1))
+                or d["clamp_hi"] > (1 << (ob - 1)) - 1)
+    if field == "out_height":
+        last_iy = (d["out_height"] - 1) * d["stride_h"] + (d["kh"] - 1) * d["dil_h"] - d["pad_top"]
+        return d["out_height"] == 0 or last_iy > d["height"] - 1 + d["pad_bottom"]
+    if field == "out_width" and not dw:
+        last_ix = (d["out_width"] - 1) * d["stride_w"] + (d["kw"] - 1) * d["dil_w"] - d["pad_left"]
+        return d["out_width"] == 0 or last_ix > d["width"] - 1 + d["pad_right"]
+    if field == "out_width":
+        nblk = -(-d["out_width"] // cfg.rows)
+        return d["out_width"] == 0 or (nblk - 1) * cfg.rows // cfg.act_pixels \
+            + cfg.dw_shadow_words > d["phase_words"]
+    if field == "pass_rows":
+        span = (d["pass_rows"] - 1) * d["stride_h"] + (d["kh"] - 1) * d["dil_h"] + 1
+        return d["pass_rows"] == 0 or span > cfg.lb_rows or \
+            d["pass_rows"] * d["out_width"] > cfg.acc_depth
+    if field == "phase_words":
+        return d["width"] != d["stride_w"] * d["phase_words"] * cfg.act_pixels
+    raise AssertionError(f"no limit written out for {field}")
+
+
+@pytest.mark.parametrize("hw", ["square", "small"])
+def test_field_range_breaks_cover_every_limit_and_leave_the_range(hw):
+    cfg = HW_CONFIGS[hw]
+    dense = {f for f, m, _ in FIELD_LIMITS if m in ("both", "dense")}
+    dw = {f for f, m, _ in FIELD_LIMITS if m in ("both", "dw")}
+    assert dense == LIMITED_FIELDS["dense"] and dw == LIMITED_FIELDS["dw"]
+    offs = L.field_offsets(L.descriptor_layout(cfg))
+    seen, n_field = set(), 0
+    for s in range(250):
+        case = draw_fault_case(s, cfg)
+        if case.kind not in FIELD_KINDS:
+            continue
+        n_field += 1
+        is_dw = FIELD_KINDS[case.kind]
+        inv = case.run.invs[case.inv]
+        assert bool(inv.depthwise) == is_dw and case.kind in applicable_kinds(case.run, case.inv)
+        field, value = case.amount
+        seen.add((is_dw, field))
+        # the clean descriptor keeps its limits; the broken one breaks this field's
+        assert not _illegal(cfg, inv.desc, is_dw, field)
+        streams, bad = corrupt(case.run, case.kind, inv=case.inv, amount=case.amount)
+        d = L.unpack(L.descriptor_layout(cfg), streams[0][case.inv])
+        d = {k: int(getattr(v, "value", v)) for k, v in d.items()}
+        assert d[field] == value                      # the field held the value (no wrap)
+        assert _illegal(cfg, d, is_dw, field), (s, field, value)
+        lo, hi, _ = field_ranges(cfg, inv.desc, is_dw)[field]
+        assert not lo <= value <= hi
+        _, width, signed = offs[field]
+        assert (-(1 << (width - 1)) <= value < (1 << (width - 1))) if signed else \
+            (0 <= value < (1 << width))
+        assert bad.expects[case.inv].error == L.ErrorFlag.BAD_DESC
+    assert 0.10 <= n_field / 250 <= 0.22, n_field
+    assert len(seen) >= 12, seen
+    # every field of the table, on descriptors of both mappings, can be broken
+    runs = [prepare(draw_layer(s, cfg, budget=20000), cfg) for s in range(40)]
+    for is_dw, fields in ((False, dense), (True, dw)):
+        invs = [i for r in runs for i in r.invs if bool(i.depthwise) == is_dw]
+        if is_dw and not cfg.depthwise_mode:
+            assert not invs
+            continue
+        rng = np.random.default_rng(1)
+        for f in fields:
+            hit = False
+            for inv in invs:
+                for v in field_break_values(cfg, inv.desc, is_dw, f, rng):
+                    d = dict(inv.desc)
+                    apply_field_break(d, cfg, is_dw, f, v)
+                    req = int(getattr(d["requant"], "value", d["requant"]))
+                    dd = dict(d, requant=req)
+                    assert _illegal(cfg, dd, is_dw, f), (f, v, inv.desc)
+                    hit = True
+            assert hit, f

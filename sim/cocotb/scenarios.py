@@ -13,8 +13,9 @@ import copy
 from ...hw import layouts as L
 from .layers import words_to_ints
 
-__all__ = ["CORRUPTIONS", "EXACT", "HW_BUGS", "RESIZE", "corrupt", "default_scenarios", "scenario_layers",
-           "scenario_base", "scenario_dw_layer"]
+__all__ = ["CORRUPTIONS", "EXACT", "HW_BUGS", "RESIZE", "FIELD_KINDS", "FIELD_LIMITS", "corrupt",
+           "default_scenarios", "scenario_layers", "scenario_base", "scenario_dw_layer",
+           "field_ranges", "field_break_values", "draw_field_break", "apply_field_break"]
 
 
 #: name -> (what is broken, expected error bits). ``dw_*`` break a layer on the
@@ -57,6 +58,10 @@ CORRUPTIONS = {
     "dw_act_long": ("depthwise activation stream two beats long", L.ErrorFlag.ACT_LONG),
     "dw_weight_short": ("depthwise weight stream one beat short", L.ErrorFlag.WEIGHT_SHORT),
     "dw_weight_long": ("depthwise weight stream two beats long", L.ErrorFlag.WEIGHT_LONG),
+    "desc_field_range": ("dense descriptor: one field of FIELD_LIMITS just outside its legal "
+                         "range (amount = (field, value))", L.ErrorFlag.BAD_DESC),
+    "dw_desc_field_range": ("depthwise descriptor: one field of FIELD_LIMITS just outside its "
+                            "legal range (amount = (field, value))", L.ErrorFlag.BAD_DESC),
 }
 
 #: corruptions the hardware does not survive yet, name -> why (each a strict xfail in
@@ -182,6 +187,186 @@ def _break_desc(d, kind, cfg):
     d.update(change)
 
 
+#: the corruption kinds that set one descriptor field just outside its legal range
+#: (:data:`FIELD_LIMITS`; ``corrupt(amount=(field, value))``), dense and depthwise
+FIELD_KINDS = {"desc_field_range": False, "dw_desc_field_range": True}
+
+#: The descriptor fields with a limit of their own in ``Control._conditions``
+#: (hw/control.py), as (field, mapping, legal range); ``mapping`` is "both" (the common
+#: checks), "dense" or "dw". :func:`field_ranges` turns them into numbers for one
+#: descriptor. A derived bound ("derived") comes from a check on a product of fields
+#: (the other fields of the descriptor held as they are). Left out: the pads of a
+#: dense descriptor, pad_value and out_zp (no limit of their own), depthwise
+#: (desc_depthwise), w_total > weight_depth and span_h > dw_ring_rows (on the
+#: regression configurations no descriptor with every field in range reaches them),
+#: p.xw == 0 (only through width / stride_w / phase_words = 0, which the table draws).
+FIELD_LIMITS = (
+    ("cotiles", "both", "1 .. max_cotiles"),
+    ("height", "both", "1 .. max_height"),
+    ("width", "both", "1 .. max_width"),
+    ("out_height", "both", "1 .. derived: the last input row read <= height - 1 + pad_bottom"),
+    ("stride_h", "both", "1 .. max_stride"),
+    ("dil_h", "both", "1 .. max_dilation"),
+    ("requant", "both", "0 .. 2 (mode 3 undefined)"),
+    ("out_bits", "both", "2 .. min(16, acc_width) (requantized: a NONE descriptor gets tflite, "
+                         "out_bits 8, clamp -128..127 first)"),
+    ("clamp_lo", "both", "-2**(out_bits-1) .. clamp_hi (requantized, as out_bits)"),
+    ("clamp_hi", "both", "clamp_lo .. 2**(out_bits-1) - 1 (requantized, as out_bits)"),
+    ("out_width", "dense", "1 .. derived: the last input column read <= width - 1 + pad_right"),
+    ("cwords", "dense", "1 .. max_cwords"),
+    ("n_tiles", "dense", "1 .. weight_tiles"),
+    ("pass_rows", "dense", "1 .. derived: pass span <= lb_rows and pass_rows * out_width "
+                           "<= acc_depth"),
+    ("kh", "dense", "1 .. max_kernel"),
+    ("kw", "dense", "1 .. max_kernel"),
+    ("stride_w", "dense", "1 .. max_stride"),
+    ("dil_w", "dense", "1 .. max_dilation"),
+    ("out_width", "dw", "1 .. derived: the last block's row-vector words <= phase_words"),
+    ("cwords", "dw", "1 .. max_cwords (cotiles set alike where it fits: cwords == cotiles)"),
+    ("kh", "dw", "1 .. dw_kernel"),
+    ("kw", "dw", "1 .. dw_kernel"),
+    ("stride_w", "dw", "1 .. dw_max_stride"),
+    ("dil_w", "dw", "1 .. 1"),
+    ("pad_left", "dw", "0 .. 0"),
+    ("pad_right", "dw", "0 .. 0"),
+    ("phase_words", "dw", "width / (stride_w * act_pixels) exactly"),
+)
+
+_REQUANT_CTX = {"requant": L.RequantMode.TFLITE, "out_bits": 8, "clamp_lo": -128,
+                "clamp_hi": 127}
+
+
+def _field_bounds(cfg, name):
+    """The values descriptor field ``name`` can hold (its width in descriptor_layout)."""
+    _, width, signed = L.field_offsets(L.descriptor_layout(cfg))[name]
+    return (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+
+
+def _field_context(d, field, depthwise):
+    """The other fields a break of ``field`` sets first (the check it aims at applies
+    only with them), as a dict."""
+    mode = d["requant"]
+    raw = mode.value if hasattr(mode, "value") else int(mode)
+    if field in ("out_bits", "clamp_lo", "clamp_hi") and raw == 0:
+        return dict(_REQUANT_CTX)
+    return {}
+
+
+def field_ranges(cfg, desc, depthwise):
+    """``{field: (lo, hi, far)}``: the legal range of every :data:`FIELD_LIMITS` field
+    of ``desc`` on its mapping (the field's context of :func:`_field_context` applied),
+    and whether a random value further out is safe (a derived bound: no, a product
+    could wrap)."""
+    mapping = "dw" if depthwise else "dense"
+    out = {}
+    R, P = cfg.rows, cfg.act_pixels
+    for field, m, _ in FIELD_LIMITS:
+        if m not in ("both", mapping):
+            continue
+        d = dict(desc, **_field_context(desc, field, depthwise))
+        far = True
+        ob = int(d["out_bits"])
+        qlo, qhi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
+        if field == "cotiles":
+            lo, hi = 1, cfg.max_cotiles
+        elif field == "height":
+            lo, hi = 1, cfg.max_height
+        elif field == "width":
+            lo, hi = 1, cfg.max_width
+        elif field == "stride_h":
+            lo, hi = 1, cfg.max_stride
+        elif field == "dil_h":
+            lo, hi = 1, cfg.max_dilation
+        elif field == "requant":
+            lo, hi = 0, 2
+        elif field == "out_bits":
+            lo, hi = 2, min(16, cfg.acc_width)
+        elif field == "clamp_lo":
+            lo, hi = qlo, int(d["clamp_hi"])
+        elif field == "clamp_hi":
+            lo, hi = int(d["clamp_lo"]), qhi
+        elif field == "out_height":
+            # (out_height-1)*stride_h + (kh-1)*dil_h - pad_top <= height - 1 + pad_bottom
+            room = d["height"] - 1 + d["pad_bottom"] + d["pad_top"] - (d["kh"] - 1) * d["dil_h"]
+            lo, hi, far = 1, room // d["stride_h"] + 1, False
+        elif field == "out_width" and not depthwise:
+            room = d["width"] - 1 + d["pad_right"] + d["pad_left"] - (d["kw"] - 1) * d["dil_w"]
+            lo, hi, far = 1, room // d["stride_w"] + 1, False
+        elif field == "out_width":
+            # ((ceil(out_width / R) - 1) << (lgR - lgP)) + dw_shadow_words <= phase_words
+            sh = max(0, (R - 1).bit_length() - (P.bit_length() - 1))
+            nblk = ((d["phase_words"] - cfg.dw_shadow_words) >> sh) + 1
+            lo, hi, far = 1, nblk * R, False
+        elif field == "cwords":
+            lo, hi = 1, cfg.max_cwords
+        elif field == "n_tiles":
+            lo, hi = 1, cfg.weight_tiles
+        elif field == "pass_rows":
+            span = (d["kh"] - 1) * d["dil_h"] + 1
+            lo, far = 1, False
+            hi = min((cfg.lb_rows - span) // d["stride_h"] + 1, cfg.acc_depth // d["out_width"])
+        elif field in ("kh", "kw"):
+            lo, hi = 1, (cfg.dw_kernel if depthwise else cfg.max_kernel)
+        elif field == "stride_w":
+            lo, hi = 1, (cfg.dw_max_stride if depthwise else cfg.max_stride)
+        elif field == "dil_w":
+            lo, hi = 1, (1 if depthwise else cfg.max_dilation)
+        elif field in ("pad_left", "pad_right"):
+            lo, hi = 0, 0
+        elif field == "phase_words":
+            v = d["width"] // (d["stride_w"] * P)
+            lo, hi = v, v
+        else:                                       # pragma: no cover
+            raise AssertionError(field)
+        out[field] = (int(lo), int(hi), far)
+    return out
+
+
+def field_break_values(cfg, desc, depthwise, field, rng=None):
+    """The values just outside ``field``'s legal range that the field can hold: lo - 1
+    and hi + 1, and with ``rng`` (where a value further out is safe) one random value
+    beyond each."""
+    lo, hi, far = field_ranges(cfg, desc, depthwise)[field]
+    fmin, fmax = _field_bounds(cfg, field)
+    out = [v for v in (lo - 1, hi + 1) if fmin <= v <= fmax]
+    if rng is not None and far:
+        if hi + 2 <= fmax:
+            out.append(int(rng.integers(hi + 2, fmax + 1)))
+        if fmin <= lo - 2:
+            out.append(int(rng.integers(fmin, lo - 1)))
+    return out
+
+
+def draw_field_break(rng, cfg, desc, depthwise, far_p=0.2):
+    """``(field, value)``: a :data:`FIELD_LIMITS` field of ``desc``'s mapping, drawn
+    uniformly among those that can hold a value outside their range, and such a
+    value: lo - 1 or hi + 1, or (``far_p`` of the time, where safe) a random one
+    further out. None when no field can be broken."""
+    fields = [f for f in field_ranges(cfg, desc, depthwise)
+              if field_break_values(cfg, desc, depthwise, f)]
+    if not fields:
+        return None
+    field = fields[int(rng.integers(len(fields)))]
+    near = field_break_values(cfg, desc, depthwise, field)
+    farv = field_break_values(cfg, desc, depthwise, field, rng)[len(near):]
+    if farv and rng.random() < far_p:
+        return field, farv[int(rng.integers(len(farv)))]
+    return field, near[int(rng.integers(len(near)))]
+
+
+def apply_field_break(d, cfg, depthwise, field, value):
+    """Set descriptor fields ``d`` (a dict, changed in place): ``field`` to ``value``,
+    after its context (:func:`_field_context`); on a depthwise descriptor a cwords
+    break sets cotiles alike where cotiles can hold it (cwords == cotiles stays true,
+    so only cwords's own limit is broken)."""
+    d.update(_field_context(d, field, depthwise))
+    if depthwise and field == "cwords":
+        fmin, fmax = _field_bounds(cfg, "cotiles")
+        if fmin <= value <= fmax:
+            d["cotiles"] = value
+    d[field] = value
+
+
 def _pack_desc(dl, d):
     """Pack descriptor fields; a requant mode the enum lacks (3) goes in as raw bits."""
     mode = d["requant"]
@@ -234,8 +419,9 @@ def corrupt(run, kind, *, inv=0, amount=None):
         raise ValueError(f"unknown corruption {kind!r}; known: {', '.join(CORRUPTIONS)}")
     if not 0 <= inv < run.n_inv:
         raise ValueError(f"inv={inv} is not an invocation of the run (it has {run.n_inv})")
-    if amount is not None and (kind not in RESIZE or int(amount) < 1):
-        raise ValueError(f"amount={amount!r}: only the short / long kinds take an amount >= 1")
+    if amount is not None and kind not in FIELD_KINDS and (kind not in RESIZE or int(amount) < 1):
+        raise ValueError(f"amount={amount!r}: only the short / long kinds take an amount >= 1"
+                         " (and the field-range kinds a (field, value))")
     cfg = run.cfg
     k_inv = inv
     inv = run.invs[k_inv]
@@ -247,8 +433,18 @@ def corrupt(run, kind, *, inv=0, amount=None):
     weight = words_to_ints(inv.weight_words)
     act = words_to_ints(inv.act_words)
     n = RESIZE[kind][1] if kind in RESIZE and amount is None else (
-        int(amount) if amount is not None else None)
-    if kind.startswith(("desc_", "dw_phase", "dw_pad")) or kind == "param_tiles_mismatch":
+        int(amount) if amount is not None and kind in RESIZE else None)
+    if kind in FIELD_KINDS:
+        dw = FIELD_KINDS[kind]
+        if bool(inv.depthwise) != dw:
+            raise ValueError(f"{kind} breaks a {'depthwise' if dw else 'dense'} invocation")
+        if amount is None:                 # a fixed default break
+            import numpy as np
+            amount = draw_field_break(np.random.default_rng(0), cfg, d, dw)
+        field, value = amount
+        apply_field_break(d, cfg, dw, field, int(value))
+        desc = [_pack_desc(dl, d)]
+    elif kind.startswith(("desc_", "dw_phase", "dw_pad")) or kind == "param_tiles_mismatch":
         _break_desc(d, kind, cfg)
         desc = [_pack_desc(dl, d)]
     elif kind.startswith("param_") and kind not in ("param_short", "param_long"):
