@@ -69,11 +69,13 @@ fuzz: $(STAMP)
 	  FUZZ_MAX_REACH=$(FUZZ_MAX_REACH) $(VPY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 # -- verification (sim/regress.py, sim/mutate.py) ------------------------------------
-# make regress SEEDS=500 SIM=verilator|icarus|harness HW=small|default [SEED=n] [WAVES=1]
-#   [COVERAGE=1] [SCHEDULER=tcp://host:8786] [DB=path|url]
+# make regress SEEDS=500 SIM=verilator|icarus|harness HW=small|default [SEED=n [FROM=first]]
+#   [WAVES=1] [COVERAGE=1] [SCHEDULER=tcp://host:8786] [DB=path|url]
+# SEED=n FROM=first: seeds first..n as one chunk (the exact replay a failure prints)
 # Chunks of seeds run on a Dask farm: a local cluster of JOBS processes, or the cluster
 # at SCHEDULER; every run is recorded in DB (default build/results.sqlite). docs/farm.md
 SEED ?=
+FROM ?=
 WAVES ?=
 COVERAGE ?=
 MUTANTS ?= 24
@@ -82,7 +84,7 @@ DB ?=
 FARM_ARGS = $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(DB),--db $(DB))
 regress: $(STAMP)
 	$(VPY) -m systolic_conv.sim.regress --seeds $(SEEDS) --sim $(SIM) --hw $(HW) --jobs $(JOBS) \
-	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(WAVES)),--waves) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(FROM),--from $(FROM)) $(if $(filter 1,$(WAVES)),--waves) \
 	  $(if $(filter 1,$(COVERAGE)),--coverage) $(FARM_ARGS)
 
 # make faults SEEDS=200 HW=square [SEED=n] [FAULT=name]: random fault injection on the

@@ -62,6 +62,10 @@ def add_regress_args(p):
                    help="first seed of the range --first-seed .. --first-seed + --seeds - 1")
     g.add_argument("--seed", type=nonneg_int, action="append", default=None,
                    help="run just this seed instead of the range (a replay; may repeat)")
+    g.add_argument("--from", dest="from_seed", type=nonneg_int, default=None, metavar="FIRST",
+                   help="with one --seed S: run seeds FIRST..S as one chunk, in one simulator "
+                        "process, in order (the exact replay of a cocotb failure at S in a "
+                        "chunk that began at FIRST; the failure line prints it)")
     g.add_argument("--sim", default="verilator", choices=SIM_CHOICES,
                    help="cocotb on Verilator or Icarus, or the compiled Verilator harness "
                         "(fast bulk check)")
@@ -75,6 +79,11 @@ def add_regress_args(p):
                    help="estimated cycles per drawn layer")
     g.add_argument("--waves", action="store_true",
                    help="dump FST waves (also WAVES=1 in the environment)")
+    g.add_argument("--waves-on-fail", type=nonneg_int, default=1, metavar="N",
+                   help="after a run with failures, re-run the first N failing seeds with "
+                        "waves (cocotb: the chunk up to the seed, as its replay does; harness: "
+                        "the seed on the trace build), print the FST and check that the "
+                        "failure reproduces (0: off)")
     g.add_argument("--coverage", action="store_true",
                    help="Verilator --coverage build; report line/toggle coverage "
                         "(needs --sim verilator)")
@@ -108,11 +117,25 @@ def prepare_regress(args):
     """Check the regression's flags; return ``(seeds, db)``."""
     if args.coverage and args.sim != "verilator":
         raise UsageError("--coverage", f"needs --sim verilator, not --sim {args.sim}")
+    if args.from_seed is not None:
+        if not args.seed:
+            raise UsageError("--from", "needs --seed S: seeds FIRST..S run as one chunk")
+        if len(args.seed) != 1:
+            raise UsageError("--from", f"needs exactly one --seed S, not {len(args.seed)}")
+        if args.from_seed > args.seed[0]:
+            raise UsageError("--from", f"{args.from_seed} is after --seed {args.seed[0]}: "
+                             "FIRST must be <= S")
+        if args.chunk is not None and args.chunk < args.seed[0] - args.from_seed + 1:
+            raise UsageError("--chunk", f"{args.chunk} would split --from {args.from_seed} "
+                             f"--seed {args.seed[0]}, which runs as one chunk (leave it out)")
     if args.seed:
         twice = sorted({s for s in args.seed if args.seed.count(s) > 1})
         if twice:
             raise UsageError("--seed", f"seed {twice[0]} given twice")
         seeds = list(args.seed)
+        if args.from_seed is not None:
+            seeds = list(range(args.from_seed, args.seed[0] + 1))
+            args.chunk = len(seeds)
     else:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     args.waves = args.waves or os.environ.get("WAVES") == "1"
@@ -132,7 +155,8 @@ def run_regress(args, prepared):
     try:
         s = regress(seeds, sim=args.sim, hw=args.hw, jobs=args.jobs, chunk=args.chunk,
                     waves=args.waves, coverage_rtl=args.coverage, budget=args.budget,
-                    out=args.out, scheduler=args.scheduler, db=db, progress=not args.quiet)
+                    out=args.out, scheduler=args.scheduler, db=db, progress=not args.quiet,
+                    waves_on_fail=args.waves_on_fail)
     except KeyboardInterrupt:
         return _interrupted(args, db)
     if s["failed"] or s["crashed"] or s["missing"]:

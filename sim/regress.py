@@ -3,7 +3,8 @@
     python -m systolic_conv.sim.regress --seeds 500 --sim verilator --hw small
     make regress SEEDS=500 SIM=icarus HW=small          # the same through make
     make regress SEEDS=5000 SIM=harness HW=square        # the compiled harness, no cocotb
-    make regress SEED=1234 SIM=verilator HW=small WAVES=1   # replay one seed, FST waves
+    make regress SEED=1234 SIM=verilator HW=small WAVES=1   # one seed, FST waves
+    make regress SEED=1234 FROM=1225 SIM=verilator HW=small  # seeds 1225..1234, one chunk
     systolic-conv regress --seeds 100000 --sim verilator --scheduler tcp://head:8786
 
 Each seed draws one random layer valid for the hardware (see
@@ -21,10 +22,16 @@ testbench and checks them against the golden model. Seeds run in chunks
 (:func:`run_seeds`, one simulator process per chunk) on a Dask farm
 (:mod:`systolic_conv.farm`): a local cluster of ``--jobs`` processes by default, or
 the cluster at ``--scheduler``. Every failure prints its seed and a one-line replay
-command; the end prints a summary table and the functional coverage (``--coverage``
-adds Verilator line/toggle coverage, merged from the chunks' work directories on this
-machine). Each run and each seed is recorded in the results database (``--db``,
-:mod:`systolic_conv.results`); ``systolic-conv report`` reads it.
+command that reproduces it exactly: on cocotb the seeds of a chunk run back-to-back in
+one simulator process (no reset between passing layers), so the replay runs the chunk
+from its first seed up to the failing one (``--from FIRST --seed S``); on the harness
+every seed runs alone from reset, so the seed alone is exact. After the run, the first
+``--waves-on-fail`` failing seeds are re-run that way in a waves build: the FST's path
+is printed, and a failure that does not come back is reported loudly. The end prints
+a summary table and the functional coverage (``--coverage`` adds Verilator line/toggle
+coverage, merged from the chunks' work directories on this machine). Each run and each
+seed is recorded in the results database (``--db``, :mod:`systolic_conv.results`);
+``systolic-conv report`` reads it.
 """
 
 import json
@@ -41,24 +48,64 @@ from .toolchain import build_root, prune_builds
 __all__ = ["main", "regress", "run_seeds"]
 
 
-def _replay(seed, sim, hw, waves=False, budget=30000):
-    b = "" if budget == 30000 else f" --budget {budget}"
-    return (f"make regress SEED={seed} SIM={sim} HW={hw}" + (" WAVES=1" if waves else "")
-            + f"   # or: python -m systolic_conv.sim.regress --seed {seed} --sim {sim} --hw {hw}"
-            + b)
+def _prefix(chunk, seed):
+    """The seeds of ``chunk`` up to and including ``seed``, in order: what one cocotb
+    simulator process ran before and with ``seed`` (no reset between passing layers)."""
+    chunk = [int(x) for x in chunk] if chunk else []
+    return chunk[:chunk.index(seed) + 1] if seed in chunk else [int(seed)]
 
 
-def _replay_cmd(seed, sim, hw, budget=30000):
-    """The command that replays one seed (recorded with it in the results database)."""
+def _seed_flags(prefix):
+    """``(flags, make variables or None)`` that run ``prefix`` as one chunk, in order."""
+    s = prefix[-1]
+    if len(prefix) == 1:
+        return f"--seed {s}", f"SEED={s}"
+    if prefix == list(range(prefix[0], s + 1)):
+        return f"--from {prefix[0]} --seed {s}", f"SEED={s} FROM={prefix[0]}"
+    # not a range (seeds given one by one): every seed, and one chunk of them all
+    return " ".join(f"--seed {x}" for x in prefix) + f" --chunk {len(prefix)}", None
+
+
+def _hw_flag(hw):
     import shlex
-    hw_arg = hw if isinstance(hw, str) else json.dumps(hw_config(hw).to_dict())
-    return (f"systolic-conv regress --seed {seed} --sim {sim} --hw {shlex.quote(hw_arg)}"
+    return shlex.quote(hw if isinstance(hw, str) else
+                       json.dumps(hw_config(hw).to_dict(), separators=(",", ":")))
+
+
+def _replay(seed, sim, hw, waves=False, budget=30000, prefix=None):
+    """The printed replay line of a failing ``seed``: ``prefix`` is the chunk's seeds up
+    to it (cocotb; ignored on the harness, where every seed runs alone from reset)."""
+    prefix = [seed] if sim == "harness" or not prefix else list(prefix)
+    flags, make = _seed_flags(prefix)
+    b = "" if budget == 30000 else f" --budget {budget}"
+    py = f"python -m systolic_conv.sim.regress {flags} --sim {sim} --hw {_hw_flag(hw)}{b}"
+    named = isinstance(hw, str) and not hw.startswith("{")
+    if sim == "harness":
+        why = "exact: every harness seed runs alone from reset, in a new model"
+    elif len(prefix) > 1:
+        why = (f"exact: seeds {prefix[0]}..{seed} of the chunk in one simulator process, "
+               "in order, as in the regression")
+    else:
+        why = "exact: the first seed of its chunk, from reset"
+    if make and named:
+        return (f"make regress {make} SIM={sim} HW={hw}" + (" WAVES=1" if waves else "")
+                + f"   # or: {py}   ({why})")
+    return f"{py}" + (" --waves" if waves else "") + f"   # {why}"
+
+
+def _replay_cmd(seed, sim, hw, budget=30000, prefix=None):
+    """The command that replays ``seed`` exactly (recorded with it in the results
+    database): on cocotb the chunk's seeds from its first up to ``seed``, ``prefix``."""
+    prefix = [seed] if sim == "harness" or not prefix else list(prefix)
+    flags, _ = _seed_flags(prefix)
+    return (f"systolic-conv regress {flags} --sim {sim} --hw {_hw_flag(hw)}"
             + ("" if budget == 30000 else f" --budget {budget}"))
 
 
 def _hw_name(hw):
     cfg = hw_config(hw)
-    return hw if isinstance(hw, str) else cfg.name()
+    # a name of HW_CONFIGS as given; a config (or its JSON): its name (file-name safe)
+    return hw if isinstance(hw, str) and not hw.startswith("{") else cfg.name()
 
 
 def run_seeds(seeds, *, sim="verilator", hw="small", budget=30000, waves=False,
@@ -87,7 +134,8 @@ def run_seeds(seeds, *, sim="verilator", hw="small", budget=30000, waves=False,
     list of dict
         Per seed: ``seed``, ``ok``, ``error`` (None when ok), ``seconds``,
         ``sim_cycles``, ``tags`` (the functional-coverage sample, None when the layer
-        could not be drawn), ``worker`` (``host:pid``) and, for cocotb, ``test_dir``.
+        could not be drawn), ``worker`` (``host:pid``) and, for cocotb, ``test_dir``
+        and (``waves``) ``waves``, the chunk's FST file.
     """
     from ..farm import worker_id
     cfg = hw_config(hw)
@@ -104,11 +152,11 @@ def run_seeds(seeds, *, sim="verilator", hw="small", budget=30000, waves=False,
     return out
 
 
-def _harness_seeds(seeds, cfg, budget):
+def _harness_seeds(seeds, cfg, budget, harness=None):
     from .cocotb.layers import draw_layer, prepare, layer_tags
     from .cocotb.fastpath import run_on_harness
     from .harness import get_harness
-    h = get_harness(cfg)
+    h = harness if harness is not None else get_harness(cfg)
     out = []
     for s in seeds:
         t0 = time.perf_counter()
@@ -127,7 +175,7 @@ def _harness_seeds(seeds, cfg, budget):
 
 
 def _cocotb_seeds(seeds, cfg, sim, budget, waves, coverage_rtl, tag):
-    from .cocotb.runner import build, run_job
+    from .cocotb.runner import build, run_job, waves_file
     t0 = time.perf_counter()
     b = build(cfg, sim, waves=waves, coverage=coverage_rtl)
     test_dir = build_root() / f"regress-{tag or f'{sim}-{cfg.name()}-{os.getpid()}'}" / \
@@ -137,10 +185,14 @@ def _cocotb_seeds(seeds, cfg, sim, budget, waves, coverage_rtl, tag):
         res = run_job(b, "run_layers", job, test_dir=test_dir, waves=waves)
     except Exception as exc:            # the simulator itself failed: every seed errs
         el = (time.perf_counter() - t0) / len(seeds)
+        fst = waves_file(b, test_dir) if waves else None
+        extra = {"waves": str(fst)} if fst is not None and fst.exists() else {}
         return [{"seed": s, "ok": False, "error": f"simulator run crashed: {exc!r}"[:2000],
                  "crashed": True, "tags": None, "sim_cycles": 0, "seconds": el,
-                 "test_dir": str(test_dir)} for s in seeds]
+                 "test_dir": str(test_dir), **extra} for s in seeds]
     by_seed = {e["spec"]["seed"]: e for e in res.entries if "spec" in e}
+    fst = waves_file(b, test_dir) if waves else None
+    extra = {"waves": str(fst)} if fst is not None and fst.exists() else {}
     out = []
     for s in seeds:
         e = by_seed.get(s)
@@ -148,11 +200,11 @@ def _cocotb_seeds(seeds, cfg, sim, budget, waves, coverage_rtl, tag):
             out.append({"seed": s, "ok": False, "tags": None, "sim_cycles": 0, "seconds": 0.0,
                         "error": "simulation ended before this seed "
                                  f"(see {res.test_dir / 'sim.log'})",
-                        "test_dir": str(test_dir)})
+                        "test_dir": str(test_dir), **extra})
             continue
         out.append({"seed": s, "ok": bool(e.get("ok")), "error": e.get("error") or None,
                     "tags": e.get("tags"), "sim_cycles": e.get("sim_cycles") or 0,
-                    "seconds": e.get("wall") or 0.0, "test_dir": str(test_dir)})
+                    "seconds": e.get("wall") or 0.0, "test_dir": str(test_dir), **extra})
     return out
 
 
@@ -168,7 +220,7 @@ def _chunks(seeds, chunk, sim, workers):
 
 def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=False,
             coverage_rtl=False, budget=30000, out=None, quiet=False, scheduler=None,
-            db=None, progress=True):
+            db=None, progress=True, waves_on_fail=1):
     """Run ``seeds`` on a farm; return the summary dict (also written to ``out``).
 
     Parameters
@@ -191,6 +243,18 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=
     progress : bool
         Show the progress (a bar on a terminal, lines otherwise) and each failure
         as it comes.
+    waves_on_fail : int
+        After the run, re-run the first this many failing seeds with waves, in this
+        process (0: none): on cocotb the seeds of the failing seed's chunk from its
+        first up to it, in one simulator process (what the replay command runs), on
+        the harness the seed alone in its trace build. Each prints ``waves: <FST>`` and
+        the replay command, and is checked to fail with the same first error line (a
+        failure that does not come back is reported loudly). The summary's
+        ``waves_on_fail`` lists them: ``seed``, ``seeds`` (what was re-run), ``waves``,
+        ``reproduced``, ``error`` (the re-run's), ``replay``.
+
+    Every entry of the summary's ``failures`` has ``replay``: the command that
+    reproduces it exactly (also recorded in the results database).
     """
     from ..farm import Farm, Progress
     from ..results import open_run
@@ -205,7 +269,8 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=
         prune_builds(f"regress-{sim}-{hw_name}-", keep=2)    # earlier runs' work directories
     cov = Coverage.for_config(cfg)
     t0 = time.perf_counter()
-    st = {"results": {}, "crashed": [], "sim_cycles": 0, "recorded": 0, "workers": set()}
+    st = {"results": {}, "crashed": [], "sim_cycles": 0, "recorded": 0, "workers": set(),
+          "chunk_of": {}}
     with Farm(scheduler, jobs, quiet=quiet) as farm:
         if farm.remote:
             farm.start()                 # connect first: sizes the chunks
@@ -229,11 +294,14 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=
             finally:
                 prog.close()
             summary = _summary(seeds, st, cov, sim, hw_name, cfg, time.perf_counter() - t0)
+            for f in summary["failures"]:
+                f["replay"] = _replay_cmd(f["seed"], sim, hw, budget,
+                                          _prefix(st["chunk_of"].get(f["seed"]), f["seed"]))
             if run is not None:
                 run.summary = {k: v for k, v in summary.items() if k != "failures"}
                 summary["run_id"] = run.id
                 summary["db"] = run.db.url
-    _print_summary(summary, st, cov, say, sim, hw_name, budget)
+    _print_summary(summary, st, cov, say, sim, hw, budget)
     if coverage_rtl:
         dats = sorted({pathlib.Path(r["test_dir"]) / "coverage.dat"
                        for r in st["results"].values() if r.get("test_dir")})
@@ -243,9 +311,11 @@ def regress(seeds, *, sim="verilator", hw="small", jobs=None, chunk=None, waves=
         say("")
         say(text)
     if waves:
-        for d in sorted({r["test_dir"] for r in st["results"].values() if r.get("test_dir")}):
-            for f in sorted(pathlib.Path(d).glob("*.fst")):
-                say(f"waves: {f}")
+        for f in sorted({r["waves"] for r in st["results"].values() if r.get("waves")}):
+            say(f"waves: {f}")
+    if summary["failed"] and waves_on_fail:
+        summary["waves_on_fail"] = _waves_on_fail(summary["failed"][:waves_on_fail], st, sim,
+                                                  hw, budget, tag, say)
     out = pathlib.Path(out) if out else build_root() / f"regress-{sim}-{hw_name}.json"
     # the functional-coverage report of this run, text and HTML, beside the summary
     stem = out.with_suffix("")
@@ -298,6 +368,10 @@ class _ChunkFn:
 
 def _take(part, res, err, st, cov, run, prog, sim, hw, budget):
     """Account one finished chunk: coverage, failures, the database, the progress."""
+    part = [int(s) for s in part]
+    chunk_of = st.setdefault("chunk_of", {})
+    for s in part:                    # the seeds one simulator process ran, in order
+        chunk_of.setdefault(s, part)
     if err is not None:               # the chunk raised, or was lost with its workers
         st["crashed"].append(err)
         prog.write(f"!! a chunk of {len(part)} seeds failed to run: {err}"[:2000])
@@ -317,21 +391,110 @@ def _take(part, res, err, st, cov, run, prog, sim, hw, budget):
         if r.get("tags") and r["ok"]:      # a failing seed covers nothing
             cov.sample(r["tags"])
         st["sim_cycles"] += r.get("sim_cycles") or 0
+        prefix = _prefix(chunk_of.get(s), s)
         if r["ok"]:
             n_pass += 1
         else:
             n_fail += 1
-            prog.write(f"FAIL seed {s}: {r['error']}\n     replay: "
-                       f"{_replay(s, sim, _hw_name(hw), budget=budget)}"[:3000])
+            # the replay line last, whole: a long error is cut, never the command
+            prog.write(f"FAIL seed {s}: {str(r['error'])[:2500]}\n     replay: "
+                       f"{_replay(s, sim, hw, budget=budget, prefix=prefix)}")
         items.append({"key": f"seed={s}", "outcome": "pass" if r["ok"] else
                       ("error" if r.get("crashed") else "fail"),
-                      "replay": _replay_cmd(s, sim, hw, budget),
+                      "replay": _replay_cmd(s, sim, hw, budget, prefix),
                       "seconds": r.get("seconds"), "coverage": bins, "error": r.get("error"),
                       "metrics": {"sim_cycles": r.get("sim_cycles") or 0},
                       "worker": r.get("worker")})
     if run is not None and items:
         st["recorded"] += run.add(items)
     prog.update(len(items), n_pass, n_fail, f"  {st['sim_cycles'] / 1e6:7.2f} M cycles")
+
+
+def _first_line(r):
+    """A result's first error line, with its own work directory blanked out (a re-run
+    works elsewhere); None when it passed."""
+    if r.get("ok"):
+        return None
+    line = (str(r.get("error") or "").strip().splitlines() or [""])[0]
+    if r.get("test_dir"):
+        line = line.replace(str(r["test_dir"]), "<test_dir>")
+    return line
+
+
+class _Traced:
+    """A harness whose every run writes its FST waves to ``path``."""
+
+    def __init__(self, h, path):
+        self._h, self._path = h, str(path)
+
+    def __getattr__(self, name):
+        return getattr(self._h, name)
+
+    def run(self, *a, **kw):
+        return self._h.run(*a, trace_path=self._path, **kw)
+
+
+def _harness_waves(seed, hw, budget, out_dir):
+    """Run ``seed`` alone on the harness's trace build, writing ``out_dir``/seed-S.fst;
+    return ``(result, FST path)``."""
+    from .harness import get_harness
+    cfg = hw_config(hw)
+    h = get_harness(cfg, trace=True)
+    if not h.lib.sc_has_trace():
+        raise RuntimeError(f"the harness trace build {h.path} has no trace support")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fst = out_dir / f"seed-{seed:08d}.fst"
+    if fst.exists():
+        fst.unlink()
+    r = _harness_seeds([seed], cfg, budget, harness=_Traced(h, fst))[0]
+    return r, (str(fst) if fst.exists() else None)
+
+
+def _waves_on_fail(failed, st, sim, hw, budget, tag, say):
+    """Re-run each failing seed of ``failed`` with waves (see :func:`regress`,
+    ``waves_on_fail``); return one dict per seed."""
+    out = []
+    for s in failed:
+        r0 = st["results"][s]
+        prefix = [s] if sim == "harness" else _prefix(st.get("chunk_of", {}).get(s), s)
+        what = (f"seeds {prefix[0]}..{s} (its chunk up to it) in one simulator process"
+                if len(prefix) > 1 else f"seed {s}")
+        say(f"\n== waves: re-running {what} with waves on {sim}")
+        entry = {"seed": s, "seeds": prefix, "waves": None, "reproduced": False,
+                 "error": None, "replay": _replay_cmd(s, sim, hw, budget, prefix)}
+        try:
+            if sim == "harness":
+                r1, entry["waves"] = _harness_waves(s, hw, budget,
+                                                    build_root() / f"regress-{tag}-waves")
+            else:
+                r1 = run_seeds(prefix, sim=sim, hw=hw, budget=budget, waves=True,
+                               tag=f"{tag}-waves")[-1]
+                entry["waves"] = r1.get("waves")
+        except Exception as exc:        # noqa: BLE001 -- reported, the run's verdict stands
+            entry["error"] = f"the waves re-run did not run: {type(exc).__name__}: {exc}"
+            say(f"!! waves: seed {s}: {entry['error']}"[:2000])
+            out.append(entry)
+            continue
+        want, got = _first_line(r0), _first_line(r1)
+        entry["error"] = r1.get("error")
+        entry["reproduced"] = got is not None and got == want
+        if entry["waves"] and os.path.getsize(entry["waves"]) > 0:
+            say(f"waves: {entry['waves']}")
+        else:
+            say(f"!! waves: seed {s}: the re-run wrote no FST ({entry['waves'] or 'no file'})")
+        say(f"replay: {_replay(s, sim, hw, budget=budget, prefix=prefix)}")
+        if entry["reproduced"]:
+            say(f"seed {s}: the failure reproduced (same first error line)")
+        else:
+            bar = "!" * 78
+            say(f"{bar}\n!! NOT REPRODUCED: seed {s} failed in the regression with\n!!   "
+                f"{want}\n!! but re-running {what} with waves "
+                + ("passed." if got is None else f"failed differently:\n!!   {got}")
+                + "\n!! The failure depends on more than its replay runs (simulator state, "
+                "the machine, a waves build behaving differently): a finding to report.\n"
+                + bar)
+        out.append(entry)
+    return out
 
 
 def _summary(seeds, st, cov, sim, hw_name, cfg, wall):
@@ -350,7 +513,8 @@ def _summary(seeds, st, cov, sim, hw_name, cfg, wall):
     }
 
 
-def _print_summary(summary, st, cov, say, sim, hw_name, budget):
+def _print_summary(summary, st, cov, say, sim, hw, budget):
+    hw_name = _hw_name(hw)
     say("")
     say(f"{'sim':<10} {'hw':<8} {'seeds':>6} {'passed':>7} {'failed':>7} {'M cycles':>9} "
         f"{'wall s':>8} {'k cyc/s':>8} {'workers':>7}")
@@ -359,10 +523,11 @@ def _print_summary(summary, st, cov, say, sim, hw_name, budget):
         f"{summary['wall_seconds']:>8.1f} {summary['cycles_per_second'] / 1e3:>8.1f} "
         f"{summary['workers']:>7}")
     if summary["failures"]:
-        say("\nfailing seeds (replay one with the command shown):")
+        say("\nfailing seeds (the command shown replays one exactly):")
         for f in summary["failures"][:20]:
+            pre = _prefix(st.get("chunk_of", {}).get(f["seed"]), f["seed"])
             say(f"  seed {f['seed']}: {str(f['error'])[:300]}\n    "
-                f"{_replay(f['seed'], sim, hw_name, budget=budget)}")
+                f"{_replay(f['seed'], sim, hw, budget=budget, prefix=pre)}")
     say("")
     say(cov.report())
     from .cocotb import scoreboard

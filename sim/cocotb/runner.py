@@ -25,7 +25,8 @@ from ...hw.gen import generate_verilog, TOP_NAME
 from ..toolchain import (announce_build, build_estimate_s, build_root, file_lock,
                          icarus_available, prune_builds, setup_verilator)
 
-__all__ = ["SIMULATORS", "Build", "build", "run_job", "JobResult", "simulator_available"]
+__all__ = ["SIMULATORS", "Build", "build", "run_job", "JobResult", "simulator_available",
+           "waves_file"]
 
 SIMULATORS = ("verilator", "icarus")
 TEST_MODULE = "systolic_conv.sim.cocotb.test_conv"
@@ -143,6 +144,14 @@ def build(cfg: HardwareConfig, sim="verilator", *, waves=False, coverage=False,
     return Build(cfg, sim, bdir, waves, coverage, time.perf_counter() - t0)
 
 
+def waves_file(b: Build, test_dir) -> pathlib.Path:
+    """Where a waves run of build ``b`` in ``test_dir`` writes its FST: Verilator's
+    cocotb main writes ``dump.fst`` in the run's directory; Icarus is told the path
+    (``+dumpfile_path``; its default is the shared build directory)."""
+    name = "dump.fst" if b.sim == "verilator" else f"{TOP_NAME}.fst"
+    return pathlib.Path(test_dir) / name
+
+
 @dataclass
 class JobResult:
     """What one simulator run returned."""
@@ -183,6 +192,8 @@ def run_job(b: Build, testcase, job: dict, *, test_dir=None, waves=False, timeou
               results_xml=str(xml), extra_env=env, waves=waves, log_file=log)
     if b.sim == "icarus":
         kw["timescale"] = ("1ns", "1ps")
+        if waves:          # each run its own FST, not the build directory's one
+            kw["plusargs"] = [f"+dumpfile_path={waves_file(b, test_dir)}"]
     t0 = time.perf_counter()
     try:
         runner.test(**kw)
