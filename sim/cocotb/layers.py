@@ -251,13 +251,16 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
         d["sh"] = d["sw"] = 1
     stalls = draw_stalls(rng, stall_kind)
     dwid = cfg.data_width
+    # requantization edge cases come from a second generator of the same seed, so the
+    # layers the main one draws stay what they were
+    xrng = np.random.default_rng([seed, 0x7271])
     for attempt in range(240):
         shrink = min(4, attempt // 40)  # give up on costly options step by step
         if attempt == 160:              # last resort (~0.2% of seeds): 'same' padding with
             d = dict(d, dh=1, dw=1, relaxed=True)   # large dilated kernels is too costly
             if d["cin"] == "split":
                 d["cin"] = "multi_word"
-        layer = _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink)
+        layer = _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink, xrng)
         if layer is None:
             continue
         try:
@@ -316,7 +319,7 @@ def _pads(rng, form, span_h, span_w):
     return "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
 
 
-def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
+def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink, xrng=None):
     kh, kw, sh, sw, dh, dw_ = d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"]
     small = shrink >= 2
     g, cg, cog = _channels(rng, d, R, C, CT, small)
@@ -357,12 +360,12 @@ def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink):
         pad_value = int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))]))
     conv = dict(stride=(sh, sw), padding=padding, dilation=(dh, dw_), groups=g,
                 padding_mode=mode)
-    rq = _draw_requant(rng, d, cout, cg * kh * kw, full, dwid)
+    rq = _draw_requant(rng, d, cout, cg * kh * kw, full, dwid, xrng)
     return Layer(name="", x=x, w=w, b=b, conv=conv, pad_value=pad_value, requant=rq,
                  stalls=stalls)
 
 
-def _draw_requant(rng, d, cout, k, full, dwid):
+def _draw_requant(rng, d, cout, k, full, dwid, xrng=None):
     mode = d["requant"]
     if mode == "none":
         return None
@@ -381,6 +384,8 @@ def _draw_requant(rng, d, cout, k, full, dwid):
         M = rng.integers(1, 1 << 16, n)
         base = np.log2(typ * M.astype(float)) - (out_width - 1)
         S = np.clip(np.round(base + rng.integers(-3, 3, n)), 0, 47).astype(np.int64)
+    if xrng is not None and xrng.random() < 0.35:
+        M, S = _requant_edges(xrng, mode, n, typ, out_width)
     mult = [int(v) for v in M] if per_channel else int(M[0])
     shift = [int(v) for v in S] if per_channel else int(S[0])
     clamp = d.get("clamp", "range")
@@ -390,6 +395,33 @@ def _draw_requant(rng, d, cout, k, full, dwid):
         bounds = {"act_min": a, "act_max": b}
     return Requant(mode=mode, multiplier=mult, shift=shift, out_zero_point=zp,
                    out_width=out_width, relu=clamp == "relu", **bounds)
+
+
+def _requant_edges(xrng, mode, n, typ, out_width):
+    """Multipliers and shifts over the contract's whole range (the main draw keeps
+    to TFLite's normalized multipliers and right shifts): tflite left shifts
+    (``S < 0``, the accumulator wraps to 32 bits first), any Q31 multiplier including
+    0 and 2**31 - 1, shifts at both ends; half_up's whole 16-bit multiplier and
+    0..47 shift range. Half the lanes are scaled into the output range, the others
+    are free (mostly saturating)."""
+    if mode == "tflite":
+        S = xrng.integers(-31, 32, n)
+        M = xrng.choice([0, 1, (1 << 31) - 1, 1 << 30], n)
+        free = xrng.random(n) < 0.5
+        M = np.where(free, xrng.integers(0, 1 << 31, n), M)
+        # scaled lanes: M / 2**31 * 2**-S ~ 2**(out_width - 1) / typ
+        want = (out_width - 1) - math.log2(typ)
+        scaled = xrng.random(n) < 0.5
+        Ss = np.clip(np.round(-want + xrng.integers(-2, 3, n)), -31, 31).astype(np.int64)
+        Ms = np.clip(np.round(2.0 ** (31 + want + Ss) * xrng.uniform(0.5, 1.0, n)),
+                     0, (1 << 31) - 1).astype(np.int64)
+        S = np.where(scaled, Ss, S)
+        M = np.where(scaled, Ms, M)
+    else:
+        S = xrng.integers(0, 48, n)
+        M = np.where(xrng.random(n) < 0.3, xrng.choice([0, 1, (1 << 16) - 1], n),
+                     xrng.integers(0, 1 << 16, n))
+    return M.astype(np.int64), S.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- named layers
