@@ -166,7 +166,9 @@ def _coverage(rdb, runs):
                                      "curve": [], "seeds": 0})
         g["runs"].append(r["id"])
         allb = set(model)
-        for row in rdb.item_rows(r["id"], columns=["coverage"]):
+        for row in rdb.item_rows(r["id"], columns=["coverage", "outcome"]):
+            if row["outcome"] not in GOOD_OUTCOMES:     # failing seeds cover nothing
+                continue
             g["seeds"] += 1
             if row["coverage"]:
                 g["hit"].update(b for b in _loads(row["coverage"]) if b in allb)
@@ -197,7 +199,9 @@ def _mutation(runs, counts):
         s = _loads(r["summary"], {}) or {}
         out.append({"run": r["id"], "started": _iso(r["started"]), "commit": r["git_commit"],
                     "dirty": r["dirty"], "status": r["status"], "killed": killed,
-                    "survived": survived, "unbuilt": c.get("error", 0),
+                    "survived": survived,
+                    "unbuilt": c.get("error", 0) + c.get("invalid", 0),
+                    "equivalent": c.get("equivalent", 0),
                     "score": killed / (killed + survived) if killed + survived else None,
                     "named_killed": s.get("named_killed"), "named": s.get("named")})
     return out
@@ -283,7 +287,8 @@ def report_text(data):
     for m in data["mutation"]:
         sc = "-" if m["score"] is None else f"{m['score']:.1%}"
         s.append(f"  run {m['run']} {m['started']} {(m['commit'] or '?')[:12]}: {m['killed']} "
-                 f"killed, {m['survived']} survived, {m['unbuilt']} unbuilt: {sc}")
+                 f"killed, {m['survived']} survived, {m['equivalent']} equivalent, "
+                 f"{m['unbuilt']} invalid: {sc}")
     s += ["", "synthesis over commits:"]
     for d in data["synth"]:
         s.append(f"  {d['started']} {(d['commit'] or '?')[:12]} {d['array']:<6} LUT4 "
@@ -441,9 +446,10 @@ def write_html(data, out_dir):
                 + (" ..." if len(c["open"]) > 40 else "")] for c in data["coverage"]]),
         img("coverage.png", "coverage closure against seeds"),
         "<h2>Mutation score</h2>",
-        table(["run", "started", "commit", "killed", "survived", "unbuilt", "score"],
+        table(["run", "started", "commit", "killed", "survived", "equivalent", "invalid",
+               "score"],
               [[m["run"], m["started"], (m["commit"] or "?")[:12], m["killed"], m["survived"],
-                m["unbuilt"], "-" if m["score"] is None else f"{m['score']:.1%}"]
+                m["equivalent"], m["unbuilt"], "-" if m["score"] is None else f"{m['score']:.1%}"]
                for m in data["mutation"]]),
         img("mutation.png", "mutation score over time"),
         "<h2>Fmax and area</h2>",

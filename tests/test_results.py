@@ -185,7 +185,9 @@ def test_report_from_known_runs(db, monkeypatch, tmp_path):
         run.add([{"key": "baseline", "outcome": "pass"}] +
                 [{"key": f"fault:f{i}", "outcome": "killed"} for i in range(3)] +
                 [{"key": "yosys:m000", "outcome": "survived"},
-                 {"key": "yosys:m001", "outcome": "error", "error": "verilator failed"}])
+                 {"key": "yosys:m001", "outcome": "error", "error": "verilator failed"},
+                 {"key": "yosys:m002", "outcome": "invalid", "error": "simulator killed"},
+                 {"key": "yosys:m003", "outcome": "equivalent"}])
     R.record_run("synth", [{"key": "synth:r4c4-85k", "outcome": "ok",
                             "metrics": {"rows": 4, "cols": 4, "lut4": 5000, "ff": 3000,
                                         "fmax_mhz": 64.2, "device": "85k"}}], db=db)
@@ -205,15 +207,17 @@ def test_report_from_known_runs(db, monkeypatch, tmp_path):
     assert [(x["key"], x["code_version"], x["passes"], x["fails"]) for x in data["flaky"]] == \
         [("seed=1", c2[:12], 1, 1)]
     (cov,) = data["coverage"]
-    assert (cov["seeds"], cov["bins"], cov["hit"], cov["open"]) == (6, 4, 3, ["b=y"])
-    assert cov["curve"] == [[1, 1], [2, 2], [3, 3], [4, 3], [5, 3], [6, 3]]
+    # failing seeds cover nothing: the three passing seeds hit a=1 and b=x
+    assert (cov["seeds"], cov["bins"], cov["hit"], cov["open"]) == (3, 4, 2, ["a=2", "b=y"])
+    assert cov["curve"] == [[1, 1], [2, 2], [3, 2]]
     (m,) = data["mutation"]
-    assert (m["killed"], m["survived"], m["unbuilt"], m["score"]) == (3, 1, 1, 0.75)
+    assert (m["killed"], m["survived"], m["unbuilt"], m["equivalent"], m["score"]) == \
+        (3, 1, 2, 1, 0.75)
     (s,) = data["synth"]
     assert (s["array"], s["lut4"], s["fmax_mhz"]) == ("4x4", 5000, 64.2)
     assert [d["seeds"] for d in data["speed"] if d["kind"] == "regress"] == [3, 2, 1]
     text = report_text(data)
-    assert "layer seed#: result # is #, expected #" in text and "3/4 bins" in text
+    assert "layer seed#: result # is #, expected #" in text and "2/4 bins" in text
     page = write_html(data, tmp_path / "html")
     body = page.read_text()
     for png in ("pass_rate.png", "coverage.png", "mutation.png", "synth.png", "speed.png"):
