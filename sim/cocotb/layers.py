@@ -409,10 +409,12 @@ def _requant_edges(xrng, mode, n, typ, out_width):
         M = xrng.choice([0, 1, (1 << 31) - 1, 1 << 30], n)
         free = xrng.random(n) < 0.5
         M = np.where(free, xrng.integers(0, 1 << 31, n), M)
-        # scaled lanes: M / 2**31 * 2**-S ~ 2**(out_width - 1) / typ
+        # scaled lanes: M / 2**31 * 2**-S ~ 2**(out_width - 1) / typ, with S anywhere in
+        # the window where M keeps >= 10 significant bits (left shifts when typ is small)
         want = (out_width - 1) - math.log2(typ)
         scaled = xrng.random(n) < 0.5
-        Ss = np.clip(np.round(-want + xrng.integers(-2, 3, n)), -31, 31).astype(np.int64)
+        lo_s, hi_s = max(-31, int(math.floor(-21 - want))), min(31, int(math.ceil(-want)))
+        Ss = xrng.integers(lo_s, max(lo_s, hi_s) + 1, n).astype(np.int64)
         Ms = np.clip(np.round(2.0 ** (31 + want + Ss) * xrng.uniform(0.5, 1.0, n)),
                      0, (1 << 31) - 1).astype(np.int64)
         S = np.where(scaled, Ss, S)
