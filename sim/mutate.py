@@ -95,7 +95,7 @@ def fault_layers(cfg):
 
 
 #: random fault-injection cases (:mod:`.faultinject`, seeds 0 ..) in the suite
-FAULT_CASES = 64
+FAULT_CASES = 400
 
 
 def suite_fault_cases(cfg, n=FAULT_CASES):
