@@ -270,10 +270,21 @@ def _init_harness(h, cfg, lib):
 
 # ----------------------------------------------------------------------------- one design
 
-def suite_layers(cfg, n_random):
+#: random layers with requantization over its whole range (tflite and half_up, every
+#: lane at the contract's edges) in the suite, beside the ordinary random ones
+REQUANT_LAYERS = 128
+
+
+def suite_layers(cfg, n_random, n_requant=REQUANT_LAYERS):
     """The mutation suite of ``cfg``: ``n_random`` random regression seeds
-    (0 .. n_random-1) first, then :func:`fault_layers` (for what they miss)."""
-    return [draw_layer(s, cfg, budget=20000) for s in range(n_random)] + fault_layers(cfg)
+    (0 .. n_random-1), ``n_requant`` random layers whose requantization is drawn at
+    the contract's edges (seeds 100000 .., tflite and half_up alternately), then
+    :func:`fault_layers` (for what they miss)."""
+    edges = [draw_layer(100000 + i, cfg, budget=20000,
+                        force={"requant": ("tflite", "half_up")[i % 2], "requant_edges": True})
+             for i in range(n_requant)]
+    return [draw_layer(s, cfg, budget=20000) for s in range(n_random)] + edges + \
+        fault_layers(cfg)
 
 
 def run_mutant(spec):
@@ -471,10 +482,11 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
     from .cocotb.layers import hw_config
     cfg = hw_config(hw)
     t0 = time.perf_counter()
-    n_layers = len(fault_layers(cfg)) + n_random
-    print(f"== mutate on {hw} = {cfg}: {n_layers} layers per design "
-          f"({n_layers - n_random} aimed at faults, {n_random} random), the error "
-          f"scenarios and {FAULT_CASES} random fault cases", flush=True)
+    n_aimed = len(fault_layers(cfg))
+    print(f"== mutate on {hw} = {cfg}: {n_random + REQUANT_LAYERS + n_aimed} layers per design "
+          f"({n_random} random, {REQUANT_LAYERS} random with requantization at the "
+          f"contract's edges, {n_aimed} aimed at faults), the error scenarios and "
+          f"{FAULT_CASES} random fault cases", flush=True)
     base = {"hw": hw, "random": n_random}
     with Farm(scheduler, jobs) as farm, _started(farm, 1 + len(faults) + n_mutants), \
             open_run(db if db is not None else False, "mutate", name=f"mutate {hw}",

@@ -384,7 +384,8 @@ def _draw_requant(rng, d, cout, k, full, dwid, xrng=None):
         M = rng.integers(1, 1 << 16, n)
         base = np.log2(typ * M.astype(float)) - (out_width - 1)
         S = np.clip(np.round(base + rng.integers(-3, 3, n)), 0, 47).astype(np.int64)
-    if xrng is not None and xrng.random() < 0.35:
+    # edge cases in about a third of the layers; always with force={"requant_edges": True}
+    if xrng is not None and (d.get("requant_edges") or xrng.random() < 0.35):
         M, S = _requant_edges(xrng, mode, n, typ, out_width)
     mult = [int(v) for v in M] if per_channel else int(M[0])
     shift = [int(v) for v in S] if per_channel else int(S[0])
