@@ -12,6 +12,16 @@ from systolic_conv.sim.cocotb.coverage import Coverage
 from systolic_conv.sim.cocotb.layers import HW_CONFIGS
 
 
+class _Quiet:
+    """A progress bar that shows nothing."""
+
+    def write(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+
 @pytest.mark.rtl
 def test_unmet_goal_fails_only_when_enforced(tmp_path, capsys):
     out = tmp_path / "r.json"
@@ -38,20 +48,13 @@ def test_closure_count_enforces_and_failing_seeds_do_not_cover():
     # _take: a failing seed's tags are not sampled
     st = {"results": {}, "workers": set(), "crashed": [], "sim_cycles": 0, "recorded": 0}
 
-    class P:
-        def write(self, *_):
-            pass
-
-        def update(self, *_):
-            pass
-
     tags = {"groups": "grouped"}
     R._take([1], [{"seed": 1, "ok": False, "error": "x", "tags": tags, "sim_cycles": 5,
-                   "seconds": 0.1}], None, st, cov, None, P(), "harness",
+                   "seconds": 0.1}], None, st, cov, None, _Quiet(), "harness",
             HW_CONFIGS["small"], 30000)
     assert cov.samples == 0
     R._take([2], [{"seed": 2, "ok": True, "error": None, "tags": tags, "sim_cycles": 5,
-                   "seconds": 0.1}], None, st, cov, None, P(), "harness",
+                   "seconds": 0.1}], None, st, cov, None, _Quiet(), "harness",
             HW_CONFIGS["small"], 30000)
     assert cov.samples == 1
 
@@ -128,21 +131,14 @@ def test_failing_seeds_cover_no_design_bins():
     cov = Coverage.for_config(HW_CONFIGS["small"])
     st = {"results": {}, "workers": set(), "crashed": [], "sim_cycles": 0, "recorded": 0}
 
-    class P:
-        def write(self, *_):
-            pass
-
-        def update(self, *_):
-            pass
-
     tags = {"groups": "grouped", "dut": _all_goal_dut(cov)}
     R._take([1], [{"seed": 1, "ok": False, "error": "x", "tags": tags, "sim_cycles": 5,
-                   "seconds": 0.1}], None, st, cov, None, P(), "verilator",
+                   "seconds": 0.1}], None, st, cov, None, _Quiet(), "verilator",
             HW_CONFIGS["small"], 30000)
     assert cov.samples == 0 and cov.design_samples == 0
     assert not any(cov.hits[a] for a in cov.design_axes)
     R._take([2], [{"seed": 2, "ok": True, "error": None, "tags": tags, "sim_cycles": 5,
-                   "seconds": 0.1}], None, st, cov, None, P(), "verilator",
+                   "seconds": 0.1}], None, st, cov, None, _Quiet(), "verilator",
             HW_CONFIGS["small"], 30000)
     assert cov.design_samples == 1 and cov.axis_coverage("dut_state")[0] == 1.0
 

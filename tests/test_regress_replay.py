@@ -19,6 +19,7 @@ from systolic_conv.cli import main
 from systolic_conv.sim import regress as R
 from systolic_conv.sim.cocotb.layers import HW_CONFIGS
 from systolic_conv.sim.toolchain import icarus_available
+from test_cli import fail              # status 2 and the last stderr line
 
 FAULTY = dataclasses.replace(HW_CONFIGS["small"], faults=("bias_dropped",))
 BUDGET = 3000
@@ -87,15 +88,6 @@ def test_replay_lines_and_commands():
     assert R._prefix([4, 5, 6], 5) == [4, 5] and R._prefix(None, 5) == [5]
 
 
-def _fail(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2, argv
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and "Traceback" not in "\n".join(err)
-    return err[-1]
-
-
 @pytest.mark.parametrize("argv, line", [
     (["--from", "5", "--seed", "4"],
      "argument --from: 5 is after --seed 4: FIRST must be <= S"),
@@ -111,7 +103,7 @@ def _fail(argv, capsys):
      "argument --waves-on-fail: must be a non-negative integer, not '-1'"),
 ])
 def test_from_and_waves_on_fail_flags_are_checked(argv, line, capsys):
-    got = _fail(["regress", "--sim", "harness", "--no-db"] + argv, capsys)
+    got = fail(["regress", "--sim", "harness", "--no-db"] + argv, capsys)
     assert got == f"systolic-conv regress: error: {line}"
 
 
