@@ -36,7 +36,7 @@ import numpy as np
 from ..hw import layouts as L
 from .cocotb.layers import LayerRun, draw_layer, hw_config, prepare, estimate_cycles
 from .cocotb.scenarios import (CORRUPTIONS, FIELD_KINDS, HW_BUGS, RESIZE, corrupt, _break_desc,
-                               draw_field_break)
+                               draw_field_break, field_break_values, field_ranges)
 
 __all__ = ["FaultCase", "applicable_kinds", "draw_fault_case", "run_fault_case", "run_cases",
            "main"]
@@ -158,24 +158,70 @@ def _stall_p(rng, p_zero, hi):
     return 0.0 if rng.random() < p_zero else round(float(rng.uniform(0.05, hi)), 3)
 
 
-def draw_fault_case(seed, cfg, *, budget=20000):
-    """The random fault case of ``seed`` on ``cfg`` (reproducible from the seed alone)."""
+def _side_value(cfg, inv, kind, field, side):
+    """The value just outside ``field``'s legal range on ``side`` (0: lo - 1, 1: hi + 1)
+    for invocation ``inv`` broken by ``kind``, or None when the field cannot hold it."""
+    dw = FIELD_KINDS[kind]
+    ranges = field_ranges(cfg, inv.desc, dw)
+    if field not in ranges:
+        return None
+    lo, hi, _ = ranges[field]
+    want = lo - 1 if side == 0 else hi + 1
+    return want if want in field_break_values(cfg, inv.desc, dw, field) else None
+
+
+def _upper(cfg, inv, field):
+    """The upper limit of ``field`` (``field[1]``) on invocation ``inv`` for the
+    field-range kind ``field[0]`` (-1 where the kind does not apply)."""
+    kind, name, _ = field
+    if bool(inv.depthwise) != FIELD_KINDS[kind]:
+        return -1
+    return field_ranges(cfg, inv.desc, FIELD_KINDS[kind]).get(name, (0, -1, False))[1]
+
+
+def draw_fault_case(seed, cfg, *, budget=20000, field=None, force=None):
+    """The random fault case of ``seed`` on ``cfg`` (reproducible from the seed alone).
+    ``field=(kind, name, side)``: the case breaks descriptor field ``name`` just outside
+    its range on ``side`` (0 below, 1 above: on the invocation where the upper limit is
+    highest) with the field-range ``kind``, on the first random layer where that
+    applies (None when none of 50 does);
+    ``force``: axis choices of the broken layer (:func:`~.cocotb.layers.draw_layer`)."""
     cfg = hw_config(cfg)
     rng = np.random.default_rng([int(seed), 0xFA17])
     for _ in range(50):
         s_a = int(rng.integers(0, 2 ** 31))
-        run = prepare(draw_layer(s_a, cfg, budget=budget, name=f"fi{seed}a-seed{s_a}"), cfg)
+        try:
+            run = prepare(draw_layer(s_a, cfg, budget=budget, name=f"fi{seed}a-seed{s_a}",
+                                     force=force), cfg)
+        except (ValueError, RuntimeError):
+            if force is None:
+                raise
+            # a forced draw the host cannot stream (see the depthwise strips note in
+            # docs/verification.md) or that fits no budget: the next one
+            continue
         inv = int(rng.integers(run.n_inv))
+        if field is not None and field[2] == 1:
+            # above the range: the invocation where the field's upper limit is highest
+            inv = max(range(run.n_inv), key=lambda i: (_upper(cfg, run.invs[i], field), -i))
         field_kinds = [k for k in applicable_kinds(run, inv) if k in FIELD_KINDS]
         kinds = [k for k in applicable_kinds(run, inv) if k not in FIELD_KINDS]
-        if run.n_inv >= 1 and kinds:
+        if field is not None:
+            if field[0] in field_kinds and kinds and \
+                    _side_value(cfg, run.invs[inv], *field) is not None:
+                break
+        elif run.n_inv >= 1 and kinds:
             break
     else:
+        if field is not None:
+            return None
         raise RuntimeError(f"seed {seed}: no layer with an applicable corruption")
     kind = str(rng.choice(kinds))
     amount = _draw_amount(rng, kind, run.invs[inv], cfg)
     side = np.random.default_rng([int(seed), 0xFA17, 0xF1E1D])
-    if field_kinds and side.random() < FIELD_P:
+    if field is not None:
+        kind = field[0]
+        amount = (field[1], _side_value(cfg, run.invs[inv], *field))
+    elif field_kinds and side.random() < FIELD_P:
         kind = field_kinds[0]
         amount = draw_field_break(side, cfg, run.invs[inv].desc, FIELD_KINDS[kind])
     idle = tuple(_stall_p(rng, 0.3, 0.7) for _ in range(4))
@@ -200,6 +246,41 @@ def draw_fault_case(seed, cfg, *, budget=20000):
                      error=int(CORRUPTIONS[kind][1]), idle=idle, stall=stall,
                      status_stall=status_stall, reset_at=reset_at, next_run=prepare(nxt, cfg),
                      hseed=int(rng.integers(0, 2 ** 32)))
+
+
+#: the first seed of :func:`field_sweep_cases`
+FIELD_SWEEP_SEED = 1_000_000
+
+
+def field_sweep(cfg):
+    """``(kind, field, side)`` of every descriptor field of
+    :data:`~.cocotb.scenarios.FIELD_LIMITS` on its mapping, each side of its range."""
+    from .cocotb.scenarios import FIELD_LIMITS
+    return [(kind, f, side) for kind, dw in FIELD_KINDS.items()
+            for f, m, _ in FIELD_LIMITS if m in ("both", "dw" if dw else "dense")
+            for side in (0, 1)
+            if not (dw and not cfg.depthwise_mode)]
+
+
+def field_sweep_cases(cfg, families=(None, {"limits": True})):
+    """Fault cases that break every descriptor field just outside each side of its
+    range (:func:`field_sweep`), once on a random layer of each family of
+    ``families`` (``force`` of :func:`~.cocotb.layers.draw_layer`: an ordinary random
+    layer, one at the descriptor's limits); the layer of a depthwise field is a random
+    depthwise one. Seeds from :data:`FIELD_SWEEP_SEED`, two per (field, side); a side
+    that no layer of 50 can take is left out."""
+    cfg = hw_config(cfg)
+    out = []
+    for i, (kind, f, side) in enumerate(field_sweep(cfg)):
+        for j, fam in enumerate(families):
+            force = dict(fam or {})
+            if FIELD_KINDS[kind]:
+                force["groups"] = "depthwise"
+            case = draw_fault_case(FIELD_SWEEP_SEED + len(families) * i + j, cfg,
+                                   field=(kind, f, side), force=force or None)
+            if case is not None:
+                out.append(case)
+    return out
 
 
 def max_cycles(case, streams):

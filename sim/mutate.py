@@ -29,6 +29,7 @@ reported as such: it counts neither as killed nor as survived.
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import pathlib
@@ -42,7 +43,9 @@ import numpy as np
 from ..hw.faults import FAULTS
 from ..hw.gen import generate_verilog
 from ..contract import Requant
-from .cocotb.layers import Layer, draw_layer, prepare, estimate_cycles
+from .cocotb.layers import Layer, LEFT_SHIFTS, draw_layer, prepare, estimate_cycles
+from .cocotb.layers import _plan as _lplan
+from ..driver import hardware_requantizes
 from .cocotb.fastpath import run_on_harness, run_scenario_on_harness
 from .cocotb.scenarios import corrupt, default_scenarios, scenario_layers, scenario_base
 from .harness import Harness, get_harness, _HERE
@@ -98,12 +101,21 @@ def fault_layers(cfg):
 FAULT_CASES = 400
 
 
-def suite_fault_cases(cfg, n=FAULT_CASES):
+def suite_fault_cases(cfg, n=FAULT_CASES, field_sweep=True):
     """The suite's random fault cases: seeds 0 .. n-1 of :func:`~.faultinject.draw_fault_case`
     (a corrupted invocation anywhere in a random layer, random stalls and back-pressure,
-    a random reset point, then a clean layer that must be exact)."""
-    from .faultinject import draw_fault_case
-    return [draw_fault_case(s, cfg) for s in range(n)]
+    a random reset point, then a clean layer that must be exact), then (``field_sweep``)
+    :func:`~.faultinject.field_sweep_cases`: every descriptor field just outside each
+    side of its range, on an ordinary random layer and on one at the descriptor's
+    limits. Drawn once per process (a farm worker runs many designs)."""
+    return list(_fault_cases(cfg, int(n), bool(field_sweep)))
+
+
+@functools.lru_cache(maxsize=4)
+def _fault_cases(cfg, n, sweep):
+    from .faultinject import draw_fault_case, field_sweep_cases
+    return tuple([draw_fault_case(s, cfg) for s in range(n)] +
+                 (field_sweep_cases(cfg) if sweep else []))
 
 
 def run_suite(harness, cfg, layers, *, stop_at_first=True, scenarios=True, fault_cases=()):
@@ -275,16 +287,53 @@ def _init_harness(h, cfg, lib):
 REQUANT_LAYERS = 128
 
 
-def suite_layers(cfg, n_random, n_requant=REQUANT_LAYERS):
+def lshift_layers(cfg, steps=LEFT_SHIFTS):
+    """Random dense layers requantized in hardware by tflite with per-channel left
+    shifts swept (:func:`~.cocotb.layers._lshift_sweep`, step k = 0 .. ``steps``-1):
+    over the steps, each of the first ``cols`` output channels of a tile, i.e. every
+    requantizer lane, takes every left shift 1 .. 31. Step k is the first seed
+    300000 + 1000 k + j whose layer has at least ``cols`` output channels and is
+    requantized by the hardware (one reduction part, at most 16 output bits); every
+    other axis is the random draw of that seed."""
+    out = []
+    for k in range(steps):
+        force = {"requant": "tflite", "lshift_sweep": k, "groups": "dense",
+                 "cin": ("lt_rows", "eq_rows", "multi_word")[k % 3],
+                 "cout": ("eq_cols", "multi_tile")[k % 2],
+                 "out_width": (4, 8, 12, 16)[k % 4], "clamp": "range"}
+        for j in range(200):
+            layer = draw_layer(300000 + 1000 * k + j, cfg, budget=20000, force=force)
+            if layer.w.shape[0] >= cfg.cols and \
+                    hardware_requantizes(_lplan(layer, cfg), layer.requant):
+                out.append(layer)
+                break
+        else:
+            raise RuntimeError(f"left-shift sweep step {k}: no layer requantized in hardware")
+    return out
+
+
+#: random layers with descriptor fields at their documented limits in the suite
+LIMIT_LAYERS = 32
+
+
+def suite_layers(cfg, n_random, n_requant=REQUANT_LAYERS, n_lshift=LEFT_SHIFTS,
+                 n_limits=LIMIT_LAYERS):
     """The mutation suite of ``cfg``: ``n_random`` random regression seeds
     (0 .. n_random-1), ``n_requant`` random layers whose requantization is drawn at
-    the contract's edges (seeds 100000 .., tflite and half_up alternately), then
-    :func:`fault_layers` (for what they miss)."""
+    the contract's edges (seeds 100000 .., tflite and half_up alternately),
+    :func:`fault_layers` (for what they miss), then the ``n_lshift`` steps of
+    :func:`lshift_layers` (every lane at every tflite left shift) and ``n_limits``
+    random layers at the descriptor's limits (seeds 400000 .., ``force={"limits":
+    True}``: kernel, stride, dilation at their maximum, tiles at the maximum width or
+    height, pads up to their field's range). The layers after the first
+    ``n_random + n_requant`` came later: a mutant killed before stays killed."""
     edges = [draw_layer(100000 + i, cfg, budget=20000,
                         force={"requant": ("tflite", "half_up")[i % 2], "requant_edges": True})
              for i in range(n_requant)]
+    limits = [draw_layer(400000 + i, cfg, budget=20000, force={"limits": True})
+              for i in range(n_limits)]
     return [draw_layer(s, cfg, budget=20000) for s in range(n_random)] + edges + \
-        fault_layers(cfg)
+        fault_layers(cfg) + lshift_layers(cfg, n_lshift) + limits
 
 
 def run_mutant(spec):

@@ -233,3 +233,48 @@ def test_field_range_breaks_cover_every_limit_and_leave_the_range(hw):
                     assert _illegal(cfg, dd, is_dw, f), (f, v, inv.desc)
                     hit = True
             assert hit, f
+
+
+def test_field_sweep_breaks_every_field_on_each_side():
+    """The mutation suite's field sweep (sim/faultinject.py, field_sweep_cases): every
+    field of FIELD_LIMITS on its mapping, below and above its range where the field
+    can hold such a value, each broken descriptor illegal by the conditions written
+    out above, on both layer families (ordinary, at the descriptor's limits)."""
+    from systolic_conv.sim.faultinject import field_sweep, field_sweep_cases
+    cfg = SQUARE
+    sweep = field_sweep(cfg)
+    assert {(k, f) for k, f, _ in sweep} == \
+        {(k, f) for k, dw in FIELD_KINDS.items() for f, m, _ in FIELD_LIMITS
+         if m in ("both", "dw" if dw else "dense")}
+    cases = field_sweep_cases(cfg)
+    got = set()
+    for case in cases:
+        is_dw = FIELD_KINDS[case.kind]
+        inv = case.run.invs[case.inv]
+        assert bool(inv.depthwise) == is_dw
+        field, value = case.amount
+        lo, hi, _ = field_ranges(cfg, inv.desc, is_dw)[field]
+        assert value in (lo - 1, hi + 1)
+        clean = {k: int(getattr(v, "value", v)) for k, v in inv.desc.items()}
+        assert not _illegal(cfg, clean, is_dw, field)
+        streams, bad = corrupt(case.run, case.kind, inv=case.inv, amount=case.amount)
+        d = L.unpack(L.descriptor_layout(cfg), streams[0][case.inv])
+        d = {k: int(getattr(v, "value", v)) for k, v in d.items()}
+        assert d[field] == value and _illegal(cfg, d, is_dw, field), (case.seed, field, value)
+        assert bad.expects[case.inv].error == L.ErrorFlag.BAD_DESC
+        got.add((case.kind, field, int(value == hi + 1), bool(case.run.layer.draw.get("limits"))))
+    # every field is broken on both families (on a side its width can hold), and most
+    # (field, side) pairs of the sweep on both
+    for k, f, _ in sweep:
+        for fam in (False, True):
+            assert (k, f, 0, fam) in got or (k, f, 1, fam) in got, (k, f, fam)
+    assert len(got) >= 0.8 * 2 * len(sweep), (len(got), len(sweep))
+    # the same seed draws the same case
+    c = cases[7]
+    side = int(c.amount[1] > field_ranges(cfg, c.run.invs[c.inv].desc,
+                                          FIELD_KINDS[c.kind])[c.amount[0]][1])
+    again = draw_fault_case(c.seed, cfg, field=(c.kind, c.amount[0], side),
+                            force=dict(c.run.layer.draw.get("limits") and {"limits": True} or {},
+                                       **({"groups": "depthwise"} if FIELD_KINDS[c.kind]
+                                          else {})) or None)
+    assert again.describe() == c.describe()

@@ -242,6 +242,8 @@ def draw_layer(seed, cfg: HardwareConfig, *, budget=30000, name=None, stall_kind
     }
     dw_fit = bool(rng.random() < 0.5)
     d.update(force or {})
+    if d.get("limits"):
+        d.update(_limit_axes(np.random.default_rng([seed, 0x1A17]), cfg, kmax))
     if "kernel_shape" in (force or {}) and not {"kh", "kw"} & set(force):
         d["kh"], d["kw"] = _kernel(rng, d["kernel_shape"], kmax)
     if d["groups"] == "depthwise" and cfg.depthwise_mode and dw_fit:
@@ -319,6 +321,33 @@ def _pads(rng, form, span_h, span_w):
     return "same", (th // 2, th - th // 2, tw // 2, tw - tw // 2)
 
 
+def _limit_axes(lrng, cfg, kmax):
+    """Axis overrides of a layer at the descriptor's documented limits
+    (``force={"limits": True}``, drawn from a generator of its own): each of kernel,
+    stride, dilation at its maximum, a width or height beyond the maximum (the host
+    tiles it, so tiles come at the maximum), and, in half the layers, zeros padding of
+    16 .. 2**pad_bits - 1 rows (or columns) on both sides of one axis (the pads have no
+    limit of their own; the other axis keeps a small one)."""
+    out = {"pad_mode": "zeros"}
+    if lrng.random() < 0.5:
+        out["kh"] = kmax
+    if lrng.random() < 0.5:
+        out["kw"] = kmax
+    for k in ("sh", "sw"):
+        if lrng.random() < 0.5:
+            out[k] = cfg.max_stride
+    for k in ("dh", "dw"):
+        if lrng.random() < 0.3:
+            out[k] = cfg.max_dilation
+    out["wide"] = bool(lrng.random() < 0.5)
+    out["tall"] = bool(lrng.random() < 0.3)
+    if lrng.random() < 0.5:
+        out["pad_form"] = "pair"
+        out["pad_big"] = (int(lrng.integers(16, min(40, (1 << cfg.pad_bits) - 1) + 1)),
+                          int(lrng.integers(2)))
+    return out
+
+
 def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink, xrng=None):
     kh, kw, sh, sw, dh, dw_ = d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"]
     small = shrink >= 2
@@ -327,6 +356,10 @@ def _draw_sizes(rng, d, cfg, R, C, CT, dwid, stalls, shrink, xrng=None):
     mode = d["pad_mode"]
     span_h, span_w = dh * (kh - 1) + 1, dw_ * (kw - 1) + 1
     padding, (pt, pb, pl, pr) = _pads(rng, d["pad_form"], span_h, span_w)
+    if d.get("pad_big") and shrink < 3:       # zeros padding at its field's range
+        big, side = d["pad_big"]
+        padding = (big, pl) if side == 0 else (pt, big)
+        (pt, pb, pl, pr) = (padding[0],) * 2 + (padding[1],) * 2
     need_h = max(1, span_h - pt - pb)
     need_w = max(1, span_w - pl - pr)
     if mode == "reflect":
@@ -387,6 +420,9 @@ def _draw_requant(rng, d, cout, k, full, dwid, xrng=None):
     # edge cases in about a third of the layers; always with force={"requant_edges": True}
     if xrng is not None and (d.get("requant_edges") or xrng.random() < 0.35):
         M, S = _requant_edges(xrng, mode, n, typ, out_width)
+    if xrng is not None and mode == "tflite" and d.get("lshift_sweep") is not None:
+        per_channel, n = True, cout
+        M, S = _lshift_sweep(xrng, int(d["lshift_sweep"]), n, typ, out_width)
     mult = [int(v) for v in M] if per_channel else int(M[0])
     shift = [int(v) for v in S] if per_channel else int(S[0])
     clamp = d.get("clamp", "range")
@@ -425,6 +461,24 @@ def _requant_edges(xrng, mode, n, typ, out_width):
         M = np.where(xrng.random(n) < 0.3, xrng.choice([0, 1, (1 << 16) - 1], n),
                      xrng.integers(0, 1 << 16, n))
     return M.astype(np.int64), S.astype(np.int64)
+
+
+#: tflite left shifts L = -s of the contract (1 .. 31)
+LEFT_SHIFTS = 31
+
+
+def _lshift_sweep(xrng, k, n, typ, out_width):
+    """Per-channel tflite left shifts for sweep step ``k`` (``force={"lshift_sweep": k}``):
+    output channel c gets ``L = 1 + (k + c) % 31``, so over the steps k = 0 .. 30 every
+    channel position (every requantizer lane of a tile) takes every left shift once.
+    The multipliers are random but scaled to the shifted accumulator, wrapped to 32 bits
+    (``M / 2**31 * min(typ * 2**L, 2**31) ~ 2**(out_width - 1)``), so that most
+    results stay inside the output range rather than all saturating."""
+    L = 1 + (k + np.arange(n)) % LEFT_SHIFTS
+    mag = np.minimum(np.log2(max(typ, 1.0)) + L, 31.0)
+    M = np.clip(np.round(2.0 ** (31 + (out_width - 1) - mag) * xrng.uniform(0.25, 1.0, n)),
+                0, (1 << 31) - 1)
+    return M.astype(np.int64), (-L).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- named layers
