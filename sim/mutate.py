@@ -522,8 +522,8 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
     Returns 0 when every named fault was killed and at least ``goal`` of the
     non-equivalent, valid random mutants were killed; 1 otherwise (or yosys is
     missing); 2 when the fault-free design fails the suite. ``db``: record the run
-    (None/False: not recorded). ``only``: run just the design with this key
-    (``fault:<name>``, ``yosys:m<index>``) after the baseline. The last line printed
+    (None/False: not recorded). ``only``: run just the designs with these keys
+    (``fault:<name>``, ``yosys:m<index>``, comma-separated) after the baseline. The last line printed
     is ``mutants: K killed, S survived, E equivalent, I invalid (P% of
     non-equivalent killed)``."""
     from ..farm import Farm, Progress
@@ -531,11 +531,15 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
     from .cocotb.layers import hw_config
     cfg = hw_config(hw)
     t0 = time.perf_counter()
+    only_keys = set() if only is None else {k.strip() for k in only.split(",") if k.strip()}
     n_aimed = len(fault_layers(cfg))
-    print(f"== mutate on {hw} = {cfg}: {n_random + REQUANT_LAYERS + n_aimed} layers per design "
+    n_layers = n_random + REQUANT_LAYERS + n_aimed + LEFT_SHIFTS + LIMIT_LAYERS
+    print(f"== mutate on {hw} = {cfg}: {n_layers} layers per design "
           f"({n_random} random, {REQUANT_LAYERS} random with requantization at the "
-          f"contract's edges, {n_aimed} aimed at faults), the error scenarios and "
-          f"{FAULT_CASES} random fault cases", flush=True)
+          f"contract's edges, {n_aimed} aimed at faults, {LEFT_SHIFTS} of the tflite "
+          f"left-shift sweep, {LIMIT_LAYERS} at the descriptor's limits), the error "
+          f"scenarios, {FAULT_CASES} random fault cases and the descriptor field sweep",
+          flush=True)
     base = {"hw": hw, "random": n_random}
     with Farm(scheduler, jobs) as farm, _started(farm, 1 + len(faults) + n_mutants), \
             open_run(db if db is not None else False, "mutate", name=f"mutate {hw}",
@@ -561,17 +565,17 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
             else:
                 bank, orig, cmds = made
                 ids = list(range(len(cmds)))
-                if only is not None and only.startswith("yosys:"):
-                    ids = [i for i in ids if f"yosys:m{i:03d}" == only]
+                if only is not None and any(k.startswith("yosys:") for k in only_keys):
+                    ids = [i for i in ids if f"yosys:m{i:03d}" in only_keys]
                 for k in range(0, len(ids), BANK_CHUNK):
                     part = ids[k:k + BANK_CHUNK]
                     specs.append(dict(base, kind="bank", bank=str(bank), ids=part,
                                       cmds=[cmds[i] for i in part]))
         if only is not None:
-            specs = [sp for sp in specs if sp["kind"] == "bank" or _spec_key(sp) == only]
+            specs = [sp for sp in specs if sp["kind"] == "bank" or _spec_key(sp) in only_keys]
             if not specs:
                 raise ValueError(f"only={only!r} names no design of this run")
-            faults = [f for f in faults if f"fault:{f}" == only]
+            faults = [f for f in faults if f"fault:{f}" in only_keys]
         n_designs = len(faults) + sum(len(sp["ids"]) for sp in specs if sp["kind"] == "bank")
         prog = Progress(n_designs, f"mutate {hw}", quiet=not progress, unit="design",
                         words=("killed", "not killed"))
@@ -621,7 +625,8 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
         left = [r["key"] for r in ys if r["outcome"] == "survived"]
         if left:
             print(f"surviving random mutants (replay: --mutants {n_mutants} --mutant-seed "
-                  f"{mutant_seed} --only KEY): {', '.join(sorted(left))}")
+                  f"{mutant_seed} --only KEY; all of them: --only {','.join(sorted(left))}): "
+                  f"{', '.join(sorted(left))}")
         rc |= 1 if survived or broken or len(named) < len(faults) else 0
         rc |= 1 if ys and share < goal else 0
         if run is not None:

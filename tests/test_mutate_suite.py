@@ -6,7 +6,8 @@ by an earlier layer stays killed)."""
 import numpy as np
 
 from systolic_conv.driver import hardware_requantizes
-from systolic_conv.sim.cocotb.layers import HW_CONFIGS, LEFT_SHIFTS, draw_layer, prepare
+from systolic_conv.sim.cocotb.layers import (HW_CONFIGS, LEFT_SHIFTS, draw_layer, prepare,
+                                            words_to_ints)
 from systolic_conv.sim.mutate import (LIMIT_LAYERS, REQUANT_LAYERS, fault_layers,
                                       lshift_layers, suite_layers)
 
@@ -58,3 +59,31 @@ def test_suite_keeps_the_earlier_layers_first():
     assert names[3:7] == [f"seed{100000 + i}" for i in range(4)]
     assert names[7:9] == [l.name for l in fault_layers(cfg)]
     assert len(layers) == 13 and REQUANT_LAYERS == 128
+
+
+def test_limit_layers_fill_the_requant_only_fields_of_unrequantized_descriptors():
+    """A descriptor without requantization may carry anything in the fields only
+    requantization reads: the layers at the limits put random values there (the host
+    writes 0 / 8), and nothing else of the descriptor changes."""
+    import dataclasses
+    from systolic_conv.hw import layouts as L
+    from systolic_conv.sim.cocotb.layers import REQUANT_ONLY
+    cfg = SQUARE
+    dl = L.descriptor_layout(cfg)
+    changed = 0
+    for i in range(LIMIT_LAYERS):
+        layer = draw_layer(400000 + i, cfg, budget=20000, force={"limits": True})
+        plain = prepare(dataclasses.replace(layer, draw=dict(layer.draw, dont_care=False)), cfg)
+        run = prepare(layer, cfg)
+        for a, b in zip(plain.invs, run.invs):
+            unpacked = L.unpack(dl, words_to_ints(b.desc_words)[0])
+            assert {k: int(getattr(v, "value", v)) for k, v in unpacked.items()} == \
+                {k: int(getattr(v, "value", v)) for k, v in b.desc.items()}
+            rq = int(getattr(a.desc["requant"], "value", a.desc["requant"]))
+            same = {k for k in a.desc if a.desc[k] == b.desc[k]}
+            if rq:
+                assert same == set(a.desc)
+            else:
+                assert set(a.desc) - same <= set(REQUANT_ONLY)
+                changed += len(set(a.desc) - same) > 0
+    assert changed >= 3, changed

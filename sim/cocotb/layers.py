@@ -327,8 +327,10 @@ def _limit_axes(lrng, cfg, kmax):
     stride, dilation at its maximum, a width or height beyond the maximum (the host
     tiles it, so tiles come at the maximum), and, in half the layers, zeros padding of
     16 .. 2**pad_bits - 1 rows (or columns) on both sides of one axis (the pads have no
-    limit of their own; the other axis keeps a small one)."""
-    out = {"pad_mode": "zeros"}
+    limit of their own; the other axis keeps a small one); descriptors without
+    requantization carry random values in the fields only requantization reads
+    (:data:`REQUANT_ONLY`, see :func:`prepare`)."""
+    out = {"pad_mode": "zeros", "dont_care": True}
     if lrng.random() < 0.5:
         out["kh"] = kmax
     if lrng.random() < 0.5:
@@ -682,6 +684,35 @@ class LayerRun:
         return out
 
 
+#: descriptor fields that only requantization reads (hw/layouts.py): a descriptor
+#: without requantization (mode NONE) may carry anything in them
+REQUANT_ONLY = ("out_zp", "out_bits", "clamp_lo", "clamp_hi")
+
+
+def _dont_care(invs, cfg, rng):
+    """``invs`` with random values in the :data:`REQUANT_ONLY` fields of every
+    descriptor without requantization (the host writes zeros and 8 there; the
+    hardware must ignore them)."""
+    import dataclasses
+    from ...streams import pack_beats
+    dl = L.descriptor_layout(cfg)
+    offs = L.field_offsets(dl)
+    out = []
+    for inv in invs:
+        mode = inv.desc["requant"]
+        if int(getattr(mode, "value", mode)) == 0:
+            d = dict(inv.desc)
+            for f in REQUANT_ONLY:
+                _, width, signed = offs[f]
+                lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if signed else (0, 1 << width)
+                d[f] = int(rng.integers(lo, hi))
+            words = pack_beats(dl, 1, {k: [v.value if hasattr(v, "value") else v]
+                                       for k, v in d.items()})
+            inv = dataclasses.replace(inv, desc=d, desc_words=words)
+        out.append(inv)
+    return out
+
+
 def prepare(layer: Layer, cfg: HardwareConfig) -> LayerRun:
     """Plan ``layer`` on ``cfg`` and build its invocations and expectations.
 
@@ -696,6 +727,8 @@ def prepare(layer: Layer, cfg: HardwareConfig) -> LayerRun:
     b = None if layer.b is None else np.asarray(layer.b).astype(np.int64)
     plan = _plan(layer, cfg)
     invs = _invocations(plan, x, w, b, layer.pad_value, layer.requant)
+    if layer.draw.get("dont_care"):
+        invs = _dont_care(invs, cfg, np.random.default_rng([int(layer.seed or 0), 0xDC0]))
     hw_rq = hardware_requantizes(plan, layer.requant)
     golden = layer.golden()
     raw = None
