@@ -265,8 +265,8 @@ def field_ranges(cfg, desc, depthwise):
             continue
         d = dict(desc, **_field_context(desc, field, depthwise))
         far = True
-        ob = int(d["out_bits"])
-        qlo, qhi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
+        ob = int(d["out_bits"])       # any value without requantization (see _field_context)
+        qlo, qhi = (-(1 << (ob - 1)), (1 << (ob - 1)) - 1) if ob >= 1 else (0, -1)
         if field == "cotiles":
             lo, hi = 1, cfg.max_cotiles
         elif field == "height":
