@@ -625,8 +625,7 @@ def mutate(hw, faults, *, n_random=64, n_mutants=200, mutant_seed=1, scheduler=N
         left = [r["key"] for r in ys if r["outcome"] == "survived"]
         if left:
             print(f"surviving random mutants (replay: --mutants {n_mutants} --mutant-seed "
-                  f"{mutant_seed} --only KEY; all of them: --only {','.join(sorted(left))}): "
-                  f"{', '.join(sorted(left))}")
+                  f"{mutant_seed} --only KEY): {', '.join(sorted(left))}")
         rc |= 1 if survived or broken or len(named) < len(faults) else 0
         rc |= 1 if ys and share < goal else 0
         if run is not None:
