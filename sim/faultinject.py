@@ -196,8 +196,9 @@ def draw_fault_case(seed, cfg, *, budget=20000, field=None, force=None):
         except (ValueError, RuntimeError):
             if force is None:
                 raise
-            # a forced draw the host cannot stream (see the depthwise strips note in
-            # docs/verification.md) or that fits no budget: the next one
+            # a forced draw that fits no budget, or that the host cannot stream (a
+            # depthwise layer with a wide column padding: the planner's column strips
+            # can still be too wide for the line buffer), the next one
             continue
         inv = int(rng.integers(run.n_inv))
         if field is not None and field[2] == 1:
