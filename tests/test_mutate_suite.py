@@ -49,6 +49,8 @@ def test_limit_layers_reach_the_descriptor_limits():
     assert any(d["width"] == cfg.max_width for d in descs)
     assert any(d["stride_h"] == cfg.max_stride for d in descs)
     assert any(d["kh"] == cfg.max_kernel for d in descs)
+    assert any(d["cotiles"] == cfg.max_cotiles for d in descs)
+    assert any(d["cwords"] == cfg.max_cwords for d in descs)
 
 
 def test_suite_keeps_the_earlier_layers_first():

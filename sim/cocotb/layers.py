@@ -290,6 +290,9 @@ def _plan(layer, cfg):
 
 def _channels(rng, d, R, C, CT, small):
     """(groups, input channels per group, output channels per group)."""
+    if d["groups"] == "dense" and not small and (d.get("cin_n") or d.get("cout_n")):
+        g, cin, cout = _channels(rng, dict(d, cin_n=None, cout_n=None), R, C, CT, small)
+        return 1, d.get("cin_n") or cin, d.get("cout_n") or cout
     if d["groups"] == "dense":
         cin = {"lt_rows": lambda: int(rng.integers(1, R)) if R > 1 else 1,
                "eq_rows": lambda: R,
@@ -327,7 +330,9 @@ def _limit_axes(lrng, cfg, kmax):
     stride, dilation at its maximum, a width or height beyond the maximum (the host
     tiles it, so tiles come at the maximum), and, in half the layers, zeros padding of
     16 .. 2**pad_bits - 1 rows (or columns) on both sides of one axis (the pads have no
-    limit of their own; the other axis keeps a small one); descriptors without
+    limit of their own; the other axis keeps a small one), a dense layer's output
+    channels at ``max_cotiles`` tiles and its input channels at a whole channel tile
+    (each in about a third of the layers, until the draw shrinks); descriptors without
     requantization carry random values in the fields only requantization reads
     (:data:`REQUANT_ONLY`, see :func:`prepare`)."""
     out = {"pad_mode": "zeros", "dont_care": True}
@@ -347,6 +352,12 @@ def _limit_axes(lrng, cfg, kmax):
         out["pad_form"] = "pair"
         out["pad_big"] = (int(lrng.integers(16, min(40, (1 << cfg.pad_bits) - 1) + 1)),
                           int(lrng.integers(2)))
+    # a dense layer's channels at the limits of one invocation: max_cotiles output
+    # tiles, a whole channel tile (max_cwords input words)
+    if lrng.random() < 0.3:
+        out["cout_n"] = cfg.max_cotiles * cfg.cols
+    if lrng.random() < 0.3:
+        out["cin_n"] = cfg.channel_tile
     return out
 
 
