@@ -102,14 +102,23 @@ def SynthWrapper(cfg, block="accelerator"):      # noqa: N802 -- a class built o
     return _wrapper_class()(cfg, block)
 
 
+class ECP5Synthesis:
+    """The platform the design is elaborated for when it is synthesized: blocks that
+    have an ECP5 form use it (:attr:`ecp5_dsp`: the PEs' multipliers with their
+    registers inside the DSP). Simulation elaborates without a platform."""
+    ecp5_dsp = True
+
+
 def wrapper_verilog(cfg: HardwareConfig, wrapper=True, block="accelerator"):
     """Verilog of the synthesis top (``synth_top``) for ``cfg`` (and ``block``)."""
     from amaranth.back import verilog
     if wrapper:
         w = SynthWrapper(cfg, block)
-        return verilog.convert(w, name="synth_top", ports=[w.out], emit_src=False)
+        return verilog.convert(w, name="synth_top", ports=[w.out], emit_src=False,
+                               platform=ECP5Synthesis())
     from .hw.blocks import make_block
-    return verilog.convert(make_block(block, cfg), name="synth_top", emit_src=False)
+    return verilog.convert(make_block(block, cfg), name="synth_top", emit_src=False,
+                           platform=ECP5Synthesis())
 
 
 _CELL_SUFFIX = re.compile(r"_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|DP16KD|MULT18X18D|DPR16X4C)|\$")
@@ -150,6 +159,10 @@ class SynthReport:
     density: float = None       # placer's maximum density (None: nextpnr's default 0.9)
     block: str = "accelerator"  # what was synthesized (hw.blocks)
     blocks: dict = field(default_factory=dict)   # {submodule: {LUT4, FF, CCU2C, ...}}
+    # every register input below the target, from nextpnr's SDF (host/timing.py):
+    # {"failing": n, "endpoints": n, "by_block": {"a -> b": [count, worst ns]},
+    #  "worst": [[slack ns, register, start register, cells], ...]}
+    timing: dict = field(default_factory=dict)
 
     def to_dict(self):
         return asdict(self)
@@ -174,6 +187,12 @@ class SynthReport:
         ]
         for name, n_steps, ns in self.critical_signals()[:16]:
             lines.append(f"    {ns:6.2f} ns  {n_steps:3d} steps  {name}")
+        t = self.timing
+        if t.get("failing"):
+            lines.append(f"  {t['failing']} of {t['endpoints']} register inputs below the target;"
+                         " by block (start -> end): count, worst slack")
+            for k, (cnt, ws) in sorted(t["by_block"].items(), key=lambda kv: kv[1][1])[:12]:
+                lines.append(f"    {k:34s} {cnt:6d}  {ws:6.2f} ns")
         lines.append(f"  synth {self.synth_seconds:.0f} s, place and route {self.pnr_seconds:.0f} s"
                      f"{'' if self.routed else ' (not routed)'} ({self.router}"
                      f"{'' if self.density is None else f', placer density {self.density:g}'})")
@@ -292,7 +311,7 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
     say(f"nextpnr-ecp5 --{device} --speed {speed} --freq {freq_mhz:g} (minutes for large arrays)")
     args = [DEVICES[device], "--speed", str(speed), "--package", package, "--json", "top.json", "--freq",
             str(freq_mhz), "--report", "report.json", "--seed", str(seed),
-            "--detailed-timing-report", "--router", router]
+            "--detailed-timing-report", "--router", router, "--sdf", "top.sdf"]
     if density is not None:
         args += ["--placer-heap-beta", f"{density:g}"]
     if place_only:
@@ -305,6 +324,13 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
         rep.error = f"nextpnr failed (rc {rc}; see {work / 'nextpnr.log'})"
         return rep
     _read_report(rep, json.loads((work / "report.json").read_text()))
+    if (work / "top.sdf").exists() and not place_only:
+        from .timing import analyse
+        t = analyse((work / "top.sdf").read_text(), freq_mhz)
+        rep.timing = {"failing": t.failing_endpoints, "endpoints": t.endpoints,
+                      "by_block": {k: [c, round(w, 3)] for k, (c, w) in t.by_block.items()},
+                      "worst": [[round(e.slack_ns, 3), e.register, e.start, e.levels]
+                                for e in t.worst[:40]]}
     if not rep.fmax_mhz:
         # after placement only, the report holds no timing: take the log's estimate
         found = re.findall(r"Max frequency for clock [^:]*: ([\d.]+) MHz",

@@ -41,6 +41,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .config import HardwareConfig
+from .dsp import use_ecp5_dsp, dsp_model, Ecp5Mult
 
 __all__ = ["ProcessingElement", "SystolicArray", "DENSE_LATENCY", "CAPTURE_LATENCY",
            "row_control_layout"]
@@ -66,14 +67,21 @@ class ProcessingElement(wiring.Component):
 
     Ports
     -----
-    a : operand, already registered by the array (this row's timing).
+    a : operand, at the input of the PE's operand register (the last register of
+        its row's skew); the operand register loads it every cycle.
     w_in -> shadow : weight load chain; ``shift`` loads ``w_in``; ``latch`` copies
-        ``shadow`` into ``active``.
+        ``shadow`` into ``active`` (at the clock edge the operand register loads).
     psum_in : the partial sum from the PE above (dense).
     os, acc_en, first, cap : depthwise controls at the product stage: add the
         product to the own sum when ``acc_en`` (from zero when ``first``); copy the
         sum into ``capture`` when ``cap``.
     psum, capture : outputs.
+
+    The operand register, ``active`` and the product register are the registers of
+    an ECP5 ``MULT18X18D`` (input A, input B with its clock enable, output) when the
+    design is elaborated for ECP5 synthesis (``platform.ecp5_dsp``): the same three
+    registers with the same latency, but inside the DSP, so no fabric route lies on
+    either side of the multiplier. Simulation uses the description below.
     """
 
     def __init__(self, data_width, psum_width):
@@ -90,15 +98,24 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        active = Signal(signed(self._dw))
         prod = Signal(signed(2 * self._dw))
         with m.If(self.shift):
             m.d.sync += self.shadow.eq(self.w_in)
-        with m.If(self.latch):
-            m.d.sync += active.eq(self.shadow)
-        m.d.sync += prod.eq(self.a * active)
-        base = Mux(self.os, Mux(self.first, 0, self.psum), self.psum_in)
-        with m.If(~self.os | self.acc_en):
+        if use_ecp5_dsp(platform):
+            m.submodules.mult = Ecp5Mult(self.a, self.shadow, prod, a_reg=True, b_reg=True,
+                                         b_en=self.latch, model=dsp_model(platform))
+        else:
+            a = Signal(signed(self._dw))            # the operand register
+            active = Signal(signed(self._dw))       # the weight in use
+            m.d.sync += a.eq(self.a)
+            with m.If(self.latch):
+                m.d.sync += active.eq(self.shadow)
+            m.d.sync += prod.eq(a * active)
+        # the PE's own copy of the (steady) mapping: the row's copy fans out to one PE
+        os = Signal()
+        m.d.sync += os.eq(self.os)
+        base = Mux(os, Mux(self.first, 0, self.psum), self.psum_in)
+        with m.If(~os | self.acc_en):
             m.d.sync += self.psum.eq(base + prod)
         with m.If(self.cap):
             m.d.sync += self.capture.eq(self.psum)
@@ -143,7 +160,7 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
         for r in range(R):
             # the row's copy of the mapping, its input vector and its controls, delayed
-            # by r cycles; the last register of the delay is the PEs' operand register
+            # by r cycles (the vector's last register is each PE's operand register)
             os = Signal(name=f"os_{r}")
             m.d.sync += os.eq(self.depthwise)
             src = Signal(vec, name=f"rowin_{r}")
@@ -152,10 +169,13 @@ class SystolicArray(wiring.Component):
             ctl = Signal(row_control_layout(), name=f"ctl_in_{r}")
             m.d.comb += ctl.eq(Mux(os, self.dw_ctl, self.dense_ctl))
             for i in range(r + 1):
-                nsrc = Signal(vec, name=f"row{r}_d{i}")
                 nctl = Signal(row_control_layout(), name=f"ctl{r}_d{i}")
-                m.d.sync += [nsrc.eq(src), nctl.eq(ctl)]
-                ctl_in, src, ctl = ctl, nsrc, nctl
+                m.d.sync += nctl.eq(ctl)
+                ctl_in, ctl = ctl, nctl
+                if i < r:               # (the last register of the skew is in each PE)
+                    nsrc = Signal(vec, name=f"row{r}_d{i}")
+                    m.d.sync += nsrc.eq(src)
+                    src = nsrc
             # product-stage controls (a cycle after the operand) and the capture,
             # a cycle after the last tap's sum
             ctl_p = Signal(row_control_layout(), name=f"ctl_p_{r}")

@@ -174,6 +174,7 @@ class Control(wiring.Component):
             "xw": Signal(L.xw_m1.shape().width + 1),           # beats per row
             "hx": Signal(cfg.h_bits + cfg.w_bits),             # height * beats per row (CHECK1)
             "ct": Signal(2 * cfg.cot_bits),                    # cotiles * ... (dw weights)
+            "sw": Signal.like(d.stride_w * d.phase_words),     # (the dw width check)
         }
         P = cfg.act_pixels
         lgP = P.bit_length() - 1
@@ -184,7 +185,7 @@ class Control(wiring.Component):
                 p["ow"].eq((d.out_width - 1) * d.stride_w), p["kw"].eq((d.kw - 1) * d.dil_w),
                 p["oh"].eq((d.out_height - 1) * d.stride_h), p["gs"].eq(d.pass_rows * d.stride_h),
                 p["acc"].eq(d.pass_rows * d.out_width), p["taps"].eq(d.kh * d.kw),
-                p["xw"].eq(xw),
+                p["xw"].eq(xw), p["sw"].eq(d.stride_w * d.phase_words),
             ]
         return take
 
@@ -217,6 +218,14 @@ class Control(wiring.Component):
         self._qhi = Signal(signed(ZP_WIDTH + 1))
         half = (C(1, ZP_WIDTH + 1) << (d.out_bits - 1)[:5])
         m.d.sync += [self._qlo.eq(-half), self._qhi.eq(half - 1)]
+        # the last padded input column / row (limits of the two above), so that CHECK2
+        # only compares registers
+        self._lim_x = Signal.like(d.width - 1 + d.pad_right)
+        self._lim_y = Signal.like(d.height - 1 + d.pad_bottom)
+        self._dw_width = Signal.like(p["sw"] << (cfg.act_pixels.bit_length() - 1))
+        m.d.sync += [self._lim_x.eq(d.width - 1 + d.pad_right),
+                     self._lim_y.eq(d.height - 1 + d.pad_bottom),
+                     self._dw_width.eq(p["sw"] << (cfg.act_pixels.bit_length() - 1))]
         m.d.sync += [
             self._last_ix.eq(p["ow"] + p["kw"] - d.pad_left),
             self._last_iy.eq(p["oh"] + p["kh"] - d.pad_top),
@@ -237,7 +246,7 @@ class Control(wiring.Component):
             out_of(d.cotiles, cfg.max_cotiles), out_of(d.height, cfg.max_height),
             out_of(d.width, cfg.max_width), d.out_height == 0, d.out_width == 0,
             out_of(d.stride_h, cfg.max_stride), out_of(d.dil_h, cfg.max_dilation),
-            self._last_iy > d.height - 1 + d.pad_bottom,
+            self._last_iy > self._lim_y,
             d.requant.as_value() == 3,
             rq & ((ob < 2) | (ob > min(16, cfg.acc_width)) |
                   (0 if "clamp_order_unchecked" in cfg.faults else d.clamp_lo > d.clamp_hi) |
@@ -251,7 +260,7 @@ class Control(wiring.Component):
             out_of(d.kh, cfg.max_kernel), out_of(d.kw, cfg.max_kernel),
             out_of(d.stride_w, cfg.max_stride), out_of(d.dil_w, cfg.max_dilation),
             L.pass_span > cfg.lb_rows, p["acc"] > cfg.acc_depth,
-            self._last_ix > d.width - 1 + d.pad_right,
+            self._last_ix > self._lim_x,
         ]
         dw = [
             C(int(not cfg.depthwise_mode), 1),
@@ -259,7 +268,7 @@ class Control(wiring.Component):
             out_of(d.kh, cfg.dw_kernel), out_of(d.kw, cfg.dw_kernel),
             out_of(d.stride_w, cfg.dw_max_stride), d.dil_w != 1,
             d.pad_left != 0, d.pad_right != 0,
-            d.width != (d.stride_w * d.phase_words) << (cfg.act_pixels.bit_length() - 1),
+            d.width != self._dw_width,
             d.width > cfg.max_width, self._blk_words > d.phase_words,
             L.span_h > cfg.dw_ring_rows,
         ]

@@ -110,12 +110,16 @@ class DenseSequencer(wiring.Component):
         m.d.sync += [left_nx.eq(left_now), gc_nx.eq(Mux(few, k["pass_rows"], left_now)),
                      gc_nx_m1.eq(Mux(few, k["pass_rows"] - 1, left_now - 1)),
                      pass_nx_last.eq(~few)]
+        # and the loop's combined ends, registers kept beside the flags (set from the
+        # flags' next values, :meth:`_flags`): ``fe`` a fold's last element, ``lf`` a
+        # tile's last fold, ``te`` a tile's last element, ``pe`` a pass's last element
+        fe, lf, te, pe = (Signal(name=n) for n in ("c_fe", "c_lf", "c_te", "c_pe"))
+        flags = {"ox": last_ox, "g": last_g, "cw": last_cw, "kx": last_kx, "ky": last_ky,
+                 "t": last_t}
         first_cw = cw == cur.first
         if "cw_first_ignored" in faults:
             first_cw = cw == 0
         first_fold = (ky == 0) & (kx == 0) & first_cw
-        last_fold = last_ky & last_kx & last_cw
-        fold_end = last_ox & last_g
 
         # the next tile's word range: a registered read of the range memory, in ``nxt``
         # two cycles after the tile began (``tile_age``); a tile's last element waits for
@@ -123,16 +127,20 @@ class DenseSequencer(wiring.Component):
         m.d.comb += self.range_addr.eq(Mux(last_t, 0, t + 1))
         m.d.sync += nxt.eq(self.range_data)
         tile_age = Signal(range(3))
-        nxt_ok = (tile_age == 2) | ~(last_fold & fold_end)
+        nxt_ok = (tile_age == 2) | ~te
 
         issue = Signal()
-        ok = (~first_el | self.tile_ready) & (~last_fold | self.credit_ok) & nxt_ok
+        ok = (~first_el | self.tile_ready) & (~lf | self.credit_ok) & nxt_ok
         rows_ready = (self.rows_in >= y_end) | (self.rows_in >= k["height"]) | (y_end <= 0)
-        release = Mux(y_pass < 0, 0, y_pass)
-        if "row_release_early" in faults:
-            release = release + 1
+        # ``lo``, the first row the sequencer still needs, leaves a register kept beside
+        # the pass (0 before the layer's first pass, the pass's first row from its PASS
+        # cycle on, every row once everything is issued)
+        early = 1 if "row_release_early" in faults else 0
+        lo = Signal.like(self.lo, name="lo_r")
+        m.d.comb += self.lo.eq(lo)
+        self._rel = lambda y: lo.eq(Mux(y < 0, 0, y) + early)
         # (before the FSM: PARAMS' reset of tile_age takes precedence)
-        with m.If(issue & last_fold & fold_end):
+        with m.If(issue & te):
             m.d.sync += tile_age.eq(0)
         with m.Elif(tile_age != 2):
             m.d.sync += tile_age.eq(tile_age + 1)
@@ -152,39 +160,42 @@ class DenseSequencer(wiring.Component):
                                            k["out_height"])),
                              gcount_m1.eq(Mux(k["pass_rows"] < k["out_height"], k["pass_rows"],
                                               k["out_height"]) - 1),
-                             last_ox.eq(kd["ow_m1"] == 0),
-                             last_g.eq((k["pass_rows"] == 1) | (k["out_height"] == 1)),
-                             last_cw.eq(self.range_data.first == self.range_data.last),
-                             last_kx.eq(kd["kw_m1"] == 0), last_ky.eq(kd["kh_m1"] == 0),
-                             last_t.eq(kd["cot_m1"] == 0),
                              last_pass.eq(k["out_height"] <= k["pass_rows"]),
                              y_pass.eq(-k["pad_top"]), y_tap.eq(-k["pad_top"]),
                              iy.eq(-k["pad_top"]), y_end.eq(kd["pass_span"] - k["pad_top"]),
                              x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"])]
+                self._flags(m, locals(), ox=kd["ow_m1"] == 0,
+                            g=(k["pass_rows"] == 1) | (k["out_height"] == 1),
+                            cw=self.range_data.first == self.range_data.last,
+                            kx=kd["kw_m1"] == 0, ky=kd["kh_m1"] == 0, t=kd["cot_m1"] == 0)
                 m.d.comb += self.range_addr.eq(0)
                 with m.If(self.params_ready):
+                    m.d.sync += lo.eq(early)             # the first pass's first row is 0
                     m.next = "PASS"
                 with m.If(self.abort):
+                    m.d.sync += lo.eq(-1)
                     m.next = "DONE"
             with m.State("PASS"):
-                m.d.comb += [self.lo.eq(release),
-                             cat.eq(Mux(rows_ready, _cat("setup"), _cat("stall_input")))]
+                m.d.comb += cat.eq(Mux(rows_ready, _cat("setup"), _cat("stall_input")))
                 with m.If(rows_ready):
                     m.next = "ISSUE"
                 with m.If(self.abort):
+                    m.d.sync += lo.eq(-1)
                     m.next = "DONE"
             with m.State("ISSUE"):
-                m.d.comb += [self.lo.eq(release), issue.eq(ok)]
+                m.d.comb += issue.eq(ok)
                 m.d.comb += cat.eq(Mux(ok, _cat("busy"),
                                        Mux((first_el & ~self.tile_ready) | ~nxt_ok,
                                            _cat("stall_weight"), _cat("stall_output"))))
                 with m.If(issue):
                     self._advance(m, locals())
                 with m.If(self.abort):
+                    m.d.sync += lo.eq(-1)
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += [self.lo.eq(-1), self.done.eq(1), cat.eq(_cat("drain"))]
+                m.d.comb += [self.done.eq(1), cat.eq(_cat("drain"))]
                 with m.If(~self.run):
+                    m.d.sync += lo.eq(0)
                     m.next = "IDLE"
         m.d.comb += self.category.eq(cat)
 
@@ -200,63 +211,89 @@ class DenseSequencer(wiring.Component):
             self.element.px.eq(ux[:lgP] if lgP else 0),
             self.element.pad.eq(~(in_y & in_x)),
             self.tag.valid.eq(issue & ~drop), self.tag.first.eq(first_fold),
-            self.tag.last.eq(last_fold),
-            self.tag.final.eq(last_fold & last_t & last_pass & fold_end),
+            self.tag.last.eq(lf),
+            self.tag.final.eq(pe & last_pass),
             self.tag.addr.eq(acc_addr), self.tag.cotile.eq(t), self.tag.row.eq(0),
         ]
-        m.d.comb += [self.fold_start.eq(issue & first_el), self.reserve.eq(issue & last_fold)]
+        m.d.comb += [self.fold_start.eq(issue & first_el), self.reserve.eq(issue & lf)]
         return m
 
+    @staticmethod
+    def _flags(m, v, **new):
+        """Set the loop's last-of flags named in ``new`` and the combined ends from
+        the flags' values after this cycle."""
+        F = v["flags"]
+        val = {n: new.get(n, F[n]) for n in F}
+        fe = val["ox"] & val["g"]
+        lf = val["cw"] & val["kx"] & val["ky"]
+        m.d.sync += [F[n].eq(e) for n, e in new.items()]
+        m.d.sync += [v["fe"].eq(fe), v["lf"].eq(lf), v["te"].eq(fe & lf),
+                     v["pe"].eq(fe & lf & val["t"])]
+
     def _advance(self, m, v):
-        """Next element: column, row of the pass, fold (word, kx, ky), tile, pass."""
+        """Next element: column, row of the pass, fold (word, kx, ky), tile, pass. The
+        branches are chosen by the combined ends (registers), so a register's enable
+        is the issue decision and one flag."""
         cfg = self.cfg
         g, ox, iy, ix, acc_addr = v["g"], v["ox"], v["iy"], v["ix"], v["acc_addr"]
         k, kd = v["k"], v["kd"]
-        m.d.sync += v["first_el"].eq(0)
-        with m.If(~v["last_ox"]):
-            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + k["stride_w"]), acc_addr.eq(acc_addr + 1),
-                         v["last_ox"].eq(ox + 1 == kd["ow_m1"])]
-        with m.Elif(~v["last_g"]):
-            m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + v["step_h"]), ix.eq(v["x_tap"]),
-                         acc_addr.eq(acc_addr + 1), v["last_ox"].eq(kd["ow_m1"] == 0),
-                         v["last_g"].eq(g + 1 == v["gcount_m1"])]
-        with m.Else():
-            self._fold_end(m, v)
-
-    def _fold_end(self, m, v):
-        k, kd = v["k"], v["kd"]
         cw, kx, ky, t, cur, nxt = v["cw"], v["kx"], v["ky"], v["t"], v["cur"], v["nxt"]
-        x_tap, y_tap, y_pass, ix, iy = v["x_tap"], v["y_tap"], v["y_pass"], v["ix"], v["iy"]
-        l_cw, l_kx, l_ky, l_t = v["last_cw"], v["last_kx"], v["last_ky"], v["last_t"]
-        m.d.sync += [v["ox"].eq(0), v["g"].eq(0), v["acc_addr"].eq(0), v["first_el"].eq(1),
-                     v["last_ox"].eq(kd["ow_m1"] == 0), v["last_g"].eq(v["gcount_m1"] == 0)]
-        with m.If(~l_cw):
-            m.d.sync += [cw.eq(cw + 1), ix.eq(x_tap), iy.eq(y_tap), l_cw.eq(cw + 1 == cur.last)]
-        with m.Elif(~l_kx):
-            m.d.sync += [cw.eq(cur.first), kx.eq(kx + 1), x_tap.eq(x_tap + v["step_w_dil"]),
-                         ix.eq(x_tap + v["step_w_dil"]), iy.eq(y_tap),
-                         l_cw.eq(cur.first == cur.last), l_kx.eq(kx + 1 == kd["kw_m1"])]
-        with m.Elif(~l_ky):
-            m.d.sync += [cw.eq(cur.first), kx.eq(0), ky.eq(ky + 1), x_tap.eq(-k["pad_left"]),
-                         ix.eq(-k["pad_left"]), y_tap.eq(y_tap + k["dil_h"]),
-                         iy.eq(y_tap + k["dil_h"]), l_cw.eq(cur.first == cur.last),
-                         l_kx.eq(kd["kw_m1"] == 0), l_ky.eq(ky + 1 == kd["kh_m1"])]
-        with m.Else():
+        x_tap, y_tap, y_pass = v["x_tap"], v["y_tap"], v["y_pass"]
+        flags = self._flags
+        ox0 = kd["ow_m1"] == 0
+        g0 = v["gcount_m1"] == 0
+        m.d.sync += v["first_el"].eq(0)
+
+        def fold_common():
+            m.d.sync += [ox.eq(0), g.eq(0), acc_addr.eq(0), v["first_el"].eq(1)]
+
+        def tile_common():
             m.d.sync += [cw.eq(nxt.first), cur.eq(nxt), kx.eq(0), ky.eq(0),
-                         x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"]),
-                         y_tap.eq(y_pass), iy.eq(y_pass), l_cw.eq(nxt.first == nxt.last),
-                         l_kx.eq(kd["kw_m1"] == 0), l_ky.eq(kd["kh_m1"] == 0)]
-            with m.If(~l_t):
-                m.d.sync += [t.eq(t + 1), l_t.eq(t + 1 == kd["cot_m1"])]
+                         x_tap.eq(-k["pad_left"]), ix.eq(-k["pad_left"])]
+            return dict(cw=nxt.first == nxt.last, kx=kd["kw_m1"] == 0, ky=kd["kh_m1"] == 0)
+
+        with m.If(v["pe"]):                   # the pass's last element
+            fold_common()
+            new = tile_common()
+            step = kd["pass_step"]
+            y_nx = Signal.like(y_pass, name="y_pass_nx")
+            m.d.comb += y_nx.eq(y_pass + step)
+            m.d.sync += [t.eq(0), v["rows_left"].eq(v["left_nx"]), y_pass.eq(y_nx),
+                         v["y_end"].eq(v["y_end"] + step), y_tap.eq(y_nx),
+                         iy.eq(y_nx), v["gcount"].eq(v["gc_nx"]),
+                         v["gcount_m1"].eq(v["gc_nx_m1"]),
+                         v["last_pass"].eq(v["pass_nx_last"])]
+            flags(m, v, ox=ox0, g=v["gc_nx_m1"] == 0, t=kd["cot_m1"] == 0, **new)
+            with m.If(v["last_pass"]):
+                m.d.sync += v["lo"].eq(-1)
+                m.next = "DONE"
             with m.Else():
-                step = kd["pass_step"]
-                m.d.sync += [t.eq(0), v["rows_left"].eq(v["left_nx"]), y_pass.eq(y_pass + step),
-                             v["y_end"].eq(v["y_end"] + step), y_tap.eq(y_pass + step),
-                             iy.eq(y_pass + step), v["gcount"].eq(v["gc_nx"]),
-                             v["gcount_m1"].eq(v["gc_nx_m1"]), l_t.eq(kd["cot_m1"] == 0),
-                             v["last_pass"].eq(v["pass_nx_last"]),
-                             v["last_g"].eq(v["gc_nx_m1"] == 0)]
-                with m.If(v["last_pass"]):
-                    m.next = "DONE"
-                with m.Else():
-                    m.next = "PASS"
+                m.d.sync += self._rel(y_nx)
+                m.next = "PASS"
+        with m.Elif(v["te"]):                 # a tile's last element
+            fold_common()
+            new = tile_common()
+            m.d.sync += [y_tap.eq(y_pass), iy.eq(y_pass), t.eq(t + 1)]
+            flags(m, v, ox=ox0, g=g0, t=t + 1 == kd["cot_m1"], **new)
+        with m.Elif(v["fe"]):                 # a fold's last element
+            fold_common()
+            with m.If(~v["last_cw"]):
+                m.d.sync += [cw.eq(cw + 1), ix.eq(x_tap), iy.eq(y_tap)]
+                flags(m, v, ox=ox0, g=g0, cw=cw + 1 == cur.last)
+            with m.Elif(~v["last_kx"]):
+                m.d.sync += [cw.eq(cur.first), kx.eq(kx + 1), x_tap.eq(x_tap + v["step_w_dil"]),
+                             ix.eq(x_tap + v["step_w_dil"]), iy.eq(y_tap)]
+                flags(m, v, ox=ox0, g=g0, cw=cur.first == cur.last, kx=kx + 1 == kd["kw_m1"])
+            with m.Else():
+                m.d.sync += [cw.eq(cur.first), kx.eq(0), ky.eq(ky + 1), x_tap.eq(-k["pad_left"]),
+                             ix.eq(-k["pad_left"]), y_tap.eq(y_tap + k["dil_h"]),
+                             iy.eq(y_tap + k["dil_h"])]
+                flags(m, v, ox=ox0, g=g0, cw=cur.first == cur.last, kx=kd["kw_m1"] == 0,
+                      ky=ky + 1 == kd["kh_m1"])
+        with m.Elif(~v["last_ox"]):
+            m.d.sync += [ox.eq(ox + 1), ix.eq(ix + k["stride_w"]), acc_addr.eq(acc_addr + 1)]
+            flags(m, v, ox=ox + 1 == kd["ow_m1"])
+        with m.Else():
+            m.d.sync += [ox.eq(0), g.eq(g + 1), iy.eq(iy + v["step_h"]), ix.eq(x_tap),
+                         acc_addr.eq(acc_addr + 1)]
+            flags(m, v, ox=ox0, g=g + 1 == v["gcount_m1"])

@@ -93,12 +93,19 @@ class DepthwiseSequencer(wiring.Component):
         # space_need (a block's last group waits while since_end <= space_need)
         space_p = [Signal(range(R + 1), name=f"space_p{p}") for p in range(S)]
         self.space_need = space_need = Signal(range(R + 1), name="tp_space_need")
+        # flags of the cursors' first group, taken at start from the same table (the
+        # registered copies above are valid a cycle later)
+        self.init = init = {n: Signal(name=f"init_{n}") for n in ("lp", "ltg", "lw")}
         with m.If(self.start):
             with m.Switch(Cat(d.kw, d.stride_w)):
                 for kw in range(1, cfg.dw_kernel + 1):
                     for sw in range(1, S + 1):
                         with m.Case(kw | (sw << len(d.kw))):
                             m.d.sync += nph_m1.eq(min(sw, kw) - 1)
+                            reads0 = -(-(R + max(-(-kw // sw), 1) - 1) // P)
+                            m.d.comb += [init["lp"].eq(int(min(sw, kw) == 1)),
+                                         init["ltg"].eq(int(sw >= kw)),
+                                         init["lw"].eq(int(reads0 == 1))]
                             for p in range(S):
                                 taps = max(0, -(-(kw - p) // sw))
                                 m.d.sync += [reads[p].eq(-(-(R + max(taps, 1) - 1) // P)),
@@ -106,10 +113,17 @@ class DepthwiseSequencer(wiring.Component):
                                 if p == 0:
                                     m.d.sync += space_need.eq(max(R - taps, 0))
 
+        self._reads = reads
         rd = self._read_cursor(m, k, kd, reads, nph_m1, go)
         self.space_p = space_p
         self.cursors = {"read": rd,
                         "tap": self._tap_cursor(m, k, kd, rd, nph_m1, taps_p, go)}
+        # lo when the cursor starts or stops (after the cursors: these take precedence)
+        early = 1 if "row_release_early" in cfg.faults else 0
+        with m.If(self.start):
+            m.d.sync += self._lo.eq(Mux(d.depthwise, early, -1))
+        with m.Elif(~self.run | self.abort):
+            m.d.sync += self._lo.eq(-1)
         return m
 
     # ------------------------------------------------------------------ reads
@@ -141,13 +155,21 @@ class DepthwiseSequencer(wiring.Component):
         v["sh_ready"] = sh_ready = Signal(name="sh_ready")     # a group is in the shadow
         v["all_read"] = all_read = Signal(name="rd_all")
         v["start_now"] = start_now = Signal(name="start_now")  # set by the tap cursor
-        pad = (iy < 0) | (iy >= k["height"])
+        # the row's padding flag, kept beside iy (set with it, :attr:`_iy`)
+        pad = Signal(name="rd_pad")
+
+        def set_iy(y, height=k["height"]):
+            val = Signal.like(iy, name="rd_iy_nx")
+            m.d.comb += val.eq(y)
+            return [iy.eq(val), pad.eq((val < 0) | (val >= height))]
+        self._iy = set_iy
         # gr_base + iy (the line-buffer row), kept beside them: no adder before the compare
         gr = Signal(len(self.rows_in), name="rd_gr")
         self._gr = lambda base, y: gr.eq(base + (y + C(0, signed(cwid)))[:cwid])
         row_in = pad | (self.rows_in > gr)
         n_p = Array(reads)[p]
-        last_w = w == n_p - 1
+        # the group's last read, kept beside w
+        v["lw"] = last_w = Signal(name="rd_lw")
         begin_ok = go & ~all_read & (~sh_ready | start_now)
         issue = Signal(name="rd_issue")
         m.d.comb += issue.eq((reading | begin_ok) & row_in)
@@ -157,9 +179,16 @@ class DepthwiseSequencer(wiring.Component):
         # them (lo leaves a register)
         release = Signal(len(self.rows_in), name="rd_release")
         early = 1 if "row_release_early" in self.cfg.faults else 0
-        self._release = lambda base, y: release.eq(
-            base + Mux(y < 0, 0, y).as_unsigned() + early)
-        m.d.comb += self.lo.eq(Mux(go & ~all_read, release, -1))
+        # ``lo`` (``release``, or every row when the cursor is not reading) leaves a
+        # register kept beside them
+        lo = self._lo = Signal.like(self.lo, name="rd_lo")
+        m.d.comb += self.lo.eq(lo)
+
+        def set_release(base, y):
+            val = Signal.like(release, name="rd_release_nx")
+            m.d.comb += val.eq(base + Mux(y < 0, 0, y).as_unsigned() + early)
+            return [release.eq(val), lo.eq(val)]
+        self._release = set_release
         m.d.sync += [
             self.read.valid.eq(issue), self.read.pad.eq(pad), self.read.slot.eq(w),
             self.read.addr.eq(Cat((x_ph + x_blk + w)[:xb], gr[:rb])),
@@ -173,14 +202,14 @@ class DepthwiseSequencer(wiring.Component):
                          v["lky"].eq(self.layer.kh_m1 == 0), v["lb"].eq(self.layer.nblk_m1 == 0),
                          v["loy"].eq(d.out_height == 1), v["lt"].eq(self.layer.cot_m1 == 0),
                          all_read.eq(0), y_row.eq(-self.layer.desc.pad_top),
-                         iy.eq(-self.layer.desc.pad_top),
+                         *set_iy(-self.layer.desc.pad_top, d.height), last_w.eq(self.init["lw"]),
                          self._gr(0, -self.layer.desc.pad_top), release.eq(early)]
         with m.Else():
             with m.If(start_now):
                 m.d.sync += sh_ready.eq(0)
             with m.If(issue):
                 with m.If(~last_w):
-                    m.d.sync += [w.eq(w + 1), reading.eq(1)]
+                    m.d.sync += [w.eq(w + 1), reading.eq(1), last_w.eq(w + 2 == n_p)]
                 with m.Else():
                     m.d.sync += [w.eq(0), reading.eq(0), sh_ready.eq(1)]
                     self._next_group(m, k, kd, v, nph_m1, y_row, iy, gr_base, grb_nx, x_ph,
@@ -193,14 +222,17 @@ class DepthwiseSequencer(wiring.Component):
         lp, lky, lb, loy, lt = v["lp"], v["lky"], v["lb"], v["loy"], v["lt"]
         with m.If(~lp):
             step = 0 if "dw_phase_ignored" in self.cfg.faults else k["phase_words"]
-            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step), lp.eq(p + 1 == nph_m1)]
+            m.d.sync += [p.eq(p + 1), x_ph.eq(x_ph + step), lp.eq(p + 1 == nph_m1),
+                         v["lw"].eq(Array(self._reads)[p + 1] == 1)]
         gr = self._gr
+        set_iy = self._iy
+        lw0 = v["lw"].eq(self._reads[0] == 1)
         with m.Elif(~lky):
-            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), iy.eq(iy + k["dil_h"]),
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(ky + 1), *set_iy(iy + k["dil_h"]), lw0,
                          gr(gr_base, iy + k["dil_h"]), lp.eq(nph_m1 == 0),
                          lky.eq(ky + 1 == kd["kh_m1"])]
         with m.Else():
-            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), iy.eq(y_row), gr(gr_base, y_row),
+            m.d.sync += [p.eq(0), x_ph.eq(0), ky.eq(0), *set_iy(y_row), gr(gr_base, y_row), lw0,
                          lp.eq(nph_m1 == 0), lky.eq(kd["kh_m1"] == 0)]
             with m.If(~lb):
                 m.d.sync += [b.eq(b + 1), x_blk.eq(x_blk + R // P), lb.eq(b + 1 == kd["nblk_m1"])]
@@ -208,21 +240,21 @@ class DepthwiseSequencer(wiring.Component):
                 m.d.sync += [b.eq(0), x_blk.eq(0), lb.eq(kd["nblk_m1"] == 0)]
                 with m.If(~loy):
                     m.d.sync += [oy.eq(oy + 1), y_row.eq(y_row + k["stride_h"]),
-                                 iy.eq(y_row + k["stride_h"]),
+                                 *set_iy(y_row + k["stride_h"]),
                                  gr(gr_base, y_row + k["stride_h"]),
-                                 self._release(gr_base, y_row + k["stride_h"]),
+                                 *self._release(gr_base, y_row + k["stride_h"]),
                                  loy.eq(oy + 2 == k["out_height"])]
                 with m.Else():
-                    m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), iy.eq(-k["pad_top"]),
+                    m.d.sync += [oy.eq(0), y_row.eq(-k["pad_top"]), *set_iy(-k["pad_top"]),
                                  gr(gr_base, -k["pad_top"]), loy.eq(k["out_height"] == 1),
-                                 self._release(gr_base, -k["pad_top"])]
+                                 *self._release(gr_base, -k["pad_top"])]
                     with m.If(~lt):
                         m.d.sync += [t.eq(t + 1), gr_base.eq(grb_nx),
                                      grb_nx.eq(grb_nx + k["height"]),
                                      gr(grb_nx, -k["pad_top"]), lt.eq(t + 1 == kd["cot_m1"]),
-                                     self._release(grb_nx, -k["pad_top"])]
+                                     *self._release(grb_nx, -k["pad_top"])]
                     with m.Else():
-                        m.d.sync += v["all_read"].eq(1)
+                        m.d.sync += [v["all_read"].eq(1), self._lo.eq(-1)]
 
     # ------------------------------------------------------------------ taps
     def _tap_cursor(self, m, k, kd, rd, nph_m1, taps_p, go):
@@ -244,15 +276,21 @@ class DepthwiseSequencer(wiring.Component):
         drain_t = Signal.like(t)
         drain_final = Signal()
         space_need = self.space_need
-        last_tap_grp = kx + k["stride_w"] >= k["kw"]
-        last_grp_blk = (p == nph_m1) & (ky == kd["kh_m1"])
+        # the loop's position flags, registers kept beside the counters (set with them
+        # from the counters' next values), so that the tap decision is an AND of flags:
+        # the group's last tap, the group's phase / kernel row the last, the block's
+        # first group, the word's first group, the last output row, the last word
+        f = {n: Signal(name=f"tp_f_{n}") for n in ("ltg", "lp", "lky", "fb", "fw", "lrow",
+                                                  "lword")}
+        last_tap_grp = f["ltg"]
+        last_grp_blk = f["lp"] & f["lky"]
+        first_of_block = f["fb"]
+        first_of_word = f["fw"]
+        last_row = f["lrow"]
+        last_word = f["lword"]
         # whether the block is its row's last, and its output pixels, kept beside b
         last_blk_row = Signal(name="tp_lastb")
         block_rows = Signal(range(R + 1), name="tp_brows")
-        last_row = oy == k["out_height"] - 1
-        last_word = t == kd["cot_m1"]
-        first_of_block = (ky == 0) & (p == 0)
-        first_of_word = first_of_block & (b == 0) & (oy == 0)
         # the words the word's taps need and the next word's, kept beside wbase, and
         # whether they are in the weight memory, registered (a cycle after ``words_in``
         # shows them: the compare is off the decision path)
@@ -293,7 +331,11 @@ class DepthwiseSequencer(wiring.Component):
                          need_nx.eq(self.layer.taps << 1), w_ok.eq(0), active.eq(0),
                          all_done.eq(0), since_end.eq(R), drain.eq(0),
                          last_blk_row.eq(self.layer.nblk_m1 == 0),
-                         block_rows.eq(Mux(self.layer.nblk_m1 == 0, self.layer.last_rows, R))]
+                         block_rows.eq(Mux(self.layer.nblk_m1 == 0, self.layer.last_rows, R)),
+                         f["ltg"].eq(self.init["ltg"]), f["lp"].eq(self.init["lp"]),
+                         f["lky"].eq(self.layer.kh_m1 == 0), f["fb"].eq(1), f["fw"].eq(1),
+                         f["lrow"].eq(self.layer.desc.out_height == 1),
+                         f["lword"].eq(self.layer.cot_m1 == 0)]
         with m.Else():
             m.d.sync += w_ok.eq(self.words_in >= need_w)
             with m.If(ends_block):
@@ -305,7 +347,8 @@ class DepthwiseSequencer(wiring.Component):
             with m.If(tap):
                 m.d.sync += j.eq(Mux(ends_block, 0, j + 1))
                 with m.If(~last_tap_grp):
-                    m.d.sync += [kx.eq(kx + k["stride_w"]), active.eq(1)]
+                    m.d.sync += [kx.eq(kx + k["stride_w"]), active.eq(1),
+                                 f["ltg"].eq(kx + k["stride_w"] + k["stride_w"] >= k["kw"])]
                 with m.Else():
                     m.d.sync += active.eq(0)
                     self._tap_next_group(m, k, kd, locals())
@@ -342,13 +385,22 @@ class DepthwiseSequencer(wiring.Component):
 
     def _tap_next_group(self, m, k, kd, v):
         t, oy, b, ky, p, kx = v["t"], v["oy"], v["b"], v["ky"], v["p"], v["kx"]
+        f = v["f"]
         sn, sp = v["space_need"], self.space_p
-        with m.If(p != v["nph_m1"]):
-            m.d.sync += [p.eq(p + 1), kx.eq(p + 1), sn.eq(Array(sp)[p + 1])]
-        with m.Elif(ky != kd["kh_m1"]):
-            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1), sn.eq(sp[0])]
+        ltg0 = k["stride_w"] >= k["kw"]          # a group's last tap is its first
+        with m.If(~f["lp"]):
+            m.d.sync += [p.eq(p + 1), kx.eq(p + 1), sn.eq(Array(sp)[p + 1]),
+                         f["lp"].eq(p + 1 == v["nph_m1"]),
+                         f["ltg"].eq(p + 1 + k["stride_w"] >= k["kw"]),
+                         f["fb"].eq(0), f["fw"].eq(0)]
+        with m.Elif(~f["lky"]):
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(ky + 1), sn.eq(sp[0]),
+                         f["lp"].eq(v["nph_m1"] == 0), f["lky"].eq(ky + 1 == kd["kh_m1"]),
+                         f["ltg"].eq(ltg0), f["fb"].eq(0), f["fw"].eq(0)]
         with m.Else():
-            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0), sn.eq(sp[0])]
+            m.d.sync += [p.eq(0), kx.eq(0), ky.eq(0), sn.eq(sp[0]),
+                         f["lp"].eq(v["nph_m1"] == 0), f["lky"].eq(kd["kh_m1"] == 0),
+                         f["ltg"].eq(ltg0), f["fb"].eq(1), f["fw"].eq(0)]
             lastb, brows, R = v["last_blk_row"], v["block_rows"], self.cfg.rows
             with m.If(~lastb):
                 nl = b + 1 == kd["nblk_m1"]
@@ -356,14 +408,15 @@ class DepthwiseSequencer(wiring.Component):
             with m.Else():
                 nl = kd["nblk_m1"] == 0
                 m.d.sync += [b.eq(0), lastb.eq(nl), brows.eq(Mux(nl, kd["last_rows"], R))]
-                with m.If(~v["last_row"]):
-                    m.d.sync += oy.eq(oy + 1)
+                with m.If(~f["lrow"]):
+                    m.d.sync += [oy.eq(oy + 1), f["lrow"].eq(oy + 2 == k["out_height"])]
                 with m.Else():
-                    m.d.sync += oy.eq(0)
-                    with m.If(~v["last_word"]):
+                    m.d.sync += [oy.eq(0), f["fw"].eq(1), f["lrow"].eq(k["out_height"] == 1)]
+                    with m.If(~f["lword"]):
                         m.d.sync += [t.eq(t + 1), v["wbase"].eq(v["wbase"] + kd["taps"]),
                                      v["need_w"].eq(v["need_nx"]),
                                      v["need_nx"].eq(v["need_nx"] + kd["taps"]),
-                                     v["w_ok"].eq(self.words_in >= v["need_nx"])]
+                                     v["w_ok"].eq(self.words_in >= v["need_nx"]),
+                                     f["lword"].eq(t + 1 == kd["cot_m1"])]
                     with m.Else():
                         m.d.sync += v["all_done"].eq(1)

@@ -142,7 +142,16 @@ class ResultQueue(wiring.Component):
                          wp.eq(Mux(wp == depth - 1, 0, wp + 1))]
         with m.If(hs):
             m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
-        head_side = Array(side)[rp]
+        # the head entry side[rp] itself in a register, kept beside rp (with this
+        # cycle's write bypassed in), so that the credits returned are a register
+        # gated by the handshake
+        after = [Mux(self.i_valid & (wp == i), Cat(self.i_beat.count, self.i_beat.beat.last),
+                     side[i]) for i in range(depth)]
+        rp1 = Signal(range(depth), name="side_rp1", init=1 % depth)   # rp + 1, beside rp
+        with m.If(hs):
+            m.d.sync += rp1.eq(Mux(rp1 == depth - 1, 0, rp1 + 1))
+        head_side = Signal(cw + 1, name="side_head")
+        m.d.sync += head_side.eq(Mux(hs, Array(after)[rp1], Array(after)[rp]))
         m.d.comb += [self.freed.eq(Mux(hs, head_side[:cw], 0)),
                      self.final_hs.eq(hs & head_side[cw]),
                      self.empty.eq(q.level == 0)]

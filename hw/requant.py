@@ -63,6 +63,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HardwareConfig
 from .layouts import RequantMode, MULT_WIDTH, SHIFT_WIDTH, ZP_WIDTH
+from .dsp import use_ecp5_dsp, dsp_model, Ecp5Mult
 
 __all__ = ["Requantizer"]
 
@@ -178,8 +179,19 @@ class Requantizer(wiring.Component):
             "o_data": Out(data.ArrayLayout(signed(aw), n)),
         })
 
+    def _mul(self, m, a, b, name):
+        """A registered product ``a * b`` (one DSP): in ECP5 synthesis the register is
+        the DSP's output register."""
+        if not self._ecp5:
+            return _reg(m, a * b, name)
+        p = Signal(Value.cast(a * b).shape(), name=name)
+        m.submodules[name + "_dsp"] = Ecp5Mult(a, b, p, model=self._model)
+        return p
+
     def elaborate(self, platform):
         m = Module()
+        self._ecp5 = use_ecp5_dsp(platform)
+        self._model = dsp_model(platform)
         lat = self.LATENCY
         m.d.comb += [self.o_valid.eq(_delay(m, self.i_valid, lat, "valid", reset=True)),
                      self.o_final.eq(_delay(m, self.i_final, lat, "final", reset=True))]
@@ -254,7 +266,7 @@ class Requantizer(wiring.Component):
         for i, (off, w) in enumerate(_chunks(aw)):
             a = acc1[off:off + w]
             a = a.as_signed() if off + w == aw else a
-            parts.append((off, _reg(m, a * onehot[i], f"{p}wrap{i}")))
+            parts.append((off, self._mul(m, a, onehot[i], f"{p}wrap{i}")))
         l4_2 = _reg(m, l4, p + "l4_2")
         bits = []
         for i in range(aw):
@@ -276,7 +288,7 @@ class Requantizer(wiring.Component):
             for j, (mo, mwid) in enumerate(_chunks(MULT_WIDTH)):
                 a = acc3[j][ao:ao + awid]
                 a = a.as_signed() if ao + awid == aw else a
-                prods.append((ao + mo, _reg(m, a * mult3[i][mo:mo + mwid], f"{p}pp{i}{j}")))
+                prods.append((ao + mo, self._mul(m, a, mult3[i][mo:mo + mwid], f"{p}pp{i}{j}")))
         terms = _pack_terms(prods, nudge)
         assert len(terms) <= 4, "more than two adder levels"
         sums = []
@@ -309,8 +321,8 @@ class Requantizer(wiring.Component):
         a7 = _reg(m, a6, p + "a7")
         fine = _copies(m, Cat(*[b6 == FINE - 1 - k for k in range(FINE)]), 2, p + "fine7")
         # stage 8: fine shift, two DSPs; the overflow of the coarse window
-        f0 = _reg(m, y7[:CHUNK] * fine[0], p + "f0")
-        f1 = _reg(m, y7[CHUNK:].as_signed() * fine[1], p + "f1")
+        f0 = self._mul(m, y7[:CHUNK], fine[0], p + "f0")
+        f1 = self._mul(m, y7[CHUNK:].as_signed(), fine[1], p + "f1")
         ok = [C(1, 1)] * 5
         for a in reversed(range(4)):
             ok[a] = ok7[a] & ok[a + 1]

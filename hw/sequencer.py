@@ -81,8 +81,9 @@ class Sequencer(wiring.Component):
         # the update adds what is freed first, then (a late select) what is taken: the
         # issue decision reaches the credit registers through one multiplexer
         take_en = Signal()
+        free_nz = Signal(name="free_nz", init=1)     # free != 0, kept beside free
         m.d.comb += [
-            dn.credit_ok.eq(free != 0),
+            dn.credit_ok.eq(free_nz),
             dw.credits.eq(free),
             take_en.eq(Mux(dwm, dw.reserve_en, dn.reserve)),
             take.eq(Mux(dwm, dw.reserve_rows, 1)),
@@ -92,13 +93,15 @@ class Sequencer(wiring.Component):
         free_base = Signal.like(free)
         m.d.comb += [res_base.eq(reserved - back), free_base.eq(free + back)]
         with m.If(self.start):
-            m.d.sync += [reserved.eq(0), free.eq(depth)]
+            m.d.sync += [reserved.eq(0), free.eq(depth), free_nz.eq(1)]
         with m.Elif(take_en):
             if "credit_lost_on_take" in cfg.faults:     # the freed credits not added back
-                m.d.sync += [reserved.eq(reserved + take), free.eq(free - take)]
+                m.d.sync += [reserved.eq(reserved + take), free.eq(free - take),
+                             free_nz.eq(free != take)]
             else:
-                m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take)]
+                m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take),
+                             free_nz.eq(free_base != take)]
         with m.Else():
-            m.d.sync += [reserved.eq(res_base), free.eq(free_base)]
+            m.d.sync += [reserved.eq(res_base), free.eq(free_base), free_nz.eq(free_base != 0)]
         m.d.comb += self.idle_out.eq(reserved == 0)
         return m

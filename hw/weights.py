@@ -134,8 +134,8 @@ class WeightLoader(wiring.Component):
         pending = Signal()                     # a load started; its tile not yet taken
         hold = Signal(range(LOAD_AFTER_FOLD))       # cycles until a load may start
         ready_cnt = Signal(range(tile_ready_after(cfg) + 1))
-        need = Signal(abits + 2)
-        m.d.comb += need.eq(base + R)
+        need = Signal(abits + 2)               # base + R, kept beside base
+        last_tile = Signal()                   # tile == n_tiles - 1, kept beside tile
         go = Signal()
         m.d.comb += go.eq(self.run & ~dwm & ~busy & ~pending & (hold == 0) &
                           (self.words_in >= need))
@@ -149,13 +149,15 @@ class WeightLoader(wiring.Component):
                 m.d.comb += self.rd_addr.eq(base + (R - 1) - k)
         with m.If(self.start):
             m.d.sync += [tile.eq(0), base.eq(0), k.eq(0), busy.eq(0), pending.eq(0),
-                         hold.eq(0), self.tile_ready.eq(0), ready_cnt.eq(0)]
+                         hold.eq(0), self.tile_ready.eq(0), ready_cnt.eq(0), need.eq(R),
+                         last_tile.eq(d.n_tiles == 1)]
         with m.Else():
             with m.If(go | busy):
                 with m.If(k == R - 1):
-                    last_tile = tile == n_tiles - 1
                     m.d.sync += [k.eq(0), busy.eq(0), tile.eq(Mux(last_tile, 0, tile + 1)),
-                                 base.eq(Mux(last_tile, 0, base + R))]
+                                 base.eq(Mux(last_tile, 0, base + R)),
+                                 need.eq(Mux(last_tile, R, need + R)),
+                                 last_tile.eq(Mux(last_tile, n_tiles == 1, tile + 2 == n_tiles))]
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), busy.eq(1)]
             # tile_ready rises tile_ready_after cycles after go
