@@ -199,24 +199,30 @@ class DenseSequencer(wiring.Component):
                     m.next = "IDLE"
         m.d.comb += self.category.eq(cat)
 
-        # the element and its tag, registered
-        drop = (ox == 3) if "dropped_valid" in faults else C(0, 1)
+        self._outputs(m, locals())
+        m.d.comb += [self.fold_start.eq(issue & first_el), self.reserve.eq(issue & lf)]
+        return m
+
+    def _outputs(self, m, v):
+        """The element and its tag, registered."""
+        cfg, k = self.cfg, v["k"]
+        lgP, xb, cb, sb = v["lgP"], v["xb"], v["cb"], v["sb"]
+        ix, iy, issue = v["ix"], v["iy"], v["issue"]
+        drop = (v["ox"] == 3) if "dropped_valid" in cfg.faults else C(0, 1)
         in_y = (iy >= 0) & (iy < k["height"])
         in_x = (ix >= 0) & (ix < k["width"])
         ux = ix.as_unsigned()
         m.d.sync += [
-            self.element.ctl.valid.eq(issue & ~drop), self.element.ctl.latch.eq(first_el),
+            self.element.ctl.valid.eq(issue & ~drop), self.element.ctl.latch.eq(v["first_el"]),
             self.element.ctl.first.eq(0), self.element.ctl.last.eq(0),
-            self.element.addr.eq(Cat(ux[lgP:lgP + xb], cw[:cb], iy.as_unsigned()[:sb])),
+            self.element.addr.eq(Cat(ux[lgP:lgP + xb], v["cw"][:cb], iy.as_unsigned()[:sb])),
             self.element.px.eq(ux[:lgP] if lgP else 0),
             self.element.pad.eq(~(in_y & in_x)),
-            self.tag.valid.eq(issue & ~drop), self.tag.first.eq(first_fold),
-            self.tag.last.eq(lf),
-            self.tag.final.eq(pe & last_pass),
-            self.tag.addr.eq(acc_addr), self.tag.cotile.eq(t), self.tag.row.eq(0),
+            self.tag.valid.eq(issue & ~drop), self.tag.first.eq(v["first_fold"]),
+            self.tag.last.eq(v["lf"]),
+            self.tag.final.eq(v["pe"] & v["last_pass"]),
+            self.tag.addr.eq(v["acc_addr"]), self.tag.cotile.eq(v["t"]), self.tag.row.eq(0),
         ]
-        m.d.comb += [self.fold_start.eq(issue & first_el), self.reserve.eq(issue & lf)]
-        return m
 
     @staticmethod
     def _flags(m, v, **new):
