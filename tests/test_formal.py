@@ -30,3 +30,23 @@ class _OffByOne(F.PackerConservation):
 def test_a_false_property_fails(tmp_path):
     proved, _covers, failed, lines = F.run_formal([_OffByOne], out_dir=tmp_path, verbose=False)
     assert proved == 0 and failed >= 1, lines
+
+
+class _TightBound(F.NoHangAfterError):
+    """The no-hang bound one cycle short of the exact one: must fail."""
+
+    name = "no_hang_bound_short"
+    BOUND = F.NoHangAfterError.BOUND - 1
+
+
+class _TwoHot(F.CountersSum):
+    """The counters without the Sequencer's one-hot category: the sum must fail."""
+
+    name = "counters_two_hot"
+    one_hot = False
+
+
+def test_the_no_hang_bound_is_exact_and_the_counters_need_one_hot(tmp_path):
+    proved, _covers, failed, lines = F.run_formal([_TightBound, _TwoHot], out_dir=tmp_path,
+                                                  verbose=False)
+    assert proved == 0 and failed >= 2, lines
