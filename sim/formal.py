@@ -405,6 +405,7 @@ class LineBufferCollision(Elaboratable):
     dense and 4-row depthwise rings, aborts and a second layer."""
 
     name = "linebuffer_collision"
+    slack = 0                    # rows past rows_in a read may use (1 only to show a failure)
     mode = "bmc"
     depth = 20
 
@@ -463,7 +464,7 @@ class LineBufferCollision(Elaboratable):
         dense = Cat(x, cw, row[:sb])
         ring = Cat(x, row[:sb + cb])
         m.d.comb += [lb.rd_addr_dense.eq(dense), lb.rd_addr_dw.eq(ring),
-                     Assume(~self.rd_en | ((lb.lo <= row) & (row < lb.rows_in)))]
+                     Assume(~self.rd_en | ((lb.lo <= row) & (row < lb.rows_in + self.slack)))]
         dwm = Signal(name="h_dwm")
         with m.If(lb.start):
             m.d.sync += dwm.eq(lb.layer.desc.depthwise)

@@ -50,3 +50,19 @@ def test_the_no_hang_bound_is_exact_and_the_counters_need_one_hot(tmp_path):
     proved, _covers, failed, lines = F.run_formal([_TightBound, _TwoHot], out_dir=tmp_path,
                                                   verbose=False)
     assert proved == 0 and failed >= 2, lines
+
+
+class _ReadsRowBeingWritten(F.LineBufferCollision):
+    """The collision proof with reads allowed of the row still being written: must
+    fail (the write and a used read of the same address meet)."""
+
+    name = "linebuffer_reads_incomplete_row"
+    slack = 1
+    depth = 8
+    cover_depth = 4
+
+
+def test_a_read_of_the_row_being_written_collides(tmp_path):
+    proved, _covers, failed, lines = F.run_formal([_ReadsRowBeingWritten], out_dir=tmp_path,
+                                                  verbose=False)
+    assert proved == 0 and failed >= 1, lines
