@@ -89,8 +89,9 @@ class AxisSegment:
 
 @lru_cache(maxsize=1024)
 def _axis_segments(n_in, pad_lo, pad_hi, k, s, d, mode, n_out, *, max_dil, max_k,
-                   max_span, max_stream, max_out, is_col):
+                   max_span, max_stream, max_out, is_col, fits=None):
     """Split one axis into segments the hardware can run (see module docstring).
+    ``fits(segment)``: a further limit on a segment (fewer outputs until it holds).
 
     A pure function of its arguments: the segments (read-only arrays) are cached
     and shared by every plan with the same axis.
@@ -116,8 +117,11 @@ def _axis_segments(n_in, pad_lo, pad_hi, k, s, d, mode, n_out, *, max_dil, max_k
                 while True:
                     seg = _make_segment(outs[:m], n_in, pad_lo, k_lo, kk, s, d, hs, hd, mode,
                                         is_col)
-                    if len(seg.src) <= max_stream or m == 1:
+                    if m == 1 or (len(seg.src) <= max_stream and (fits is None or fits(seg))):
                         break
+                    if len(seg.src) <= max_stream:
+                        m -= 1
+                        continue
                     m = max(1, min(m - 1, m * max_stream // max(1, len(seg.src))))
                 if len(seg.src) > max_stream:
                     raise ValueError(f"one output needs {len(seg.src)} streamed positions, "
@@ -328,7 +332,8 @@ def plan_layer(geom: ConvGeometry, cfg: HardwareConfig, *, x_absmax=None, w_absm
         cols = _axis_segments(geom.W, pl, pr, kw, sw, dwl, mode, geom.W_out,
                               max_dil=1, max_k=cfg.dw_kernel, max_span=cfg.max_width,
                               max_stream=cfg.max_width,
-                              max_out=_dw_max_out(cfg, hs, min(kw, cfg.dw_kernel)), is_col=True)
+                              max_out=_dw_max_out(cfg, hs, min(kw, cfg.dw_kernel)), is_col=True,
+                              fits=lambda seg, hs=hs: _dw_row_fits(cfg, seg, hs))
     else:
         rows = _axis_segments(geom.H, pt, pb, kh, sh, dh, mode, geom.H_out,
                               max_dil=cfg.max_dilation, max_k=cfg.max_kernel,
@@ -482,6 +487,16 @@ def _dw_max_out(cfg, stride, k):
         if stride * dw_phase_words(cfg, m, wpad, stride) * cfg.act_pixels <= cfg.max_width:
             best = m
     return best
+
+
+def _dw_row_fits(cfg, seg, stride):
+    """A depthwise column strip's padded row (its streamed columns and padding; a
+    strip whose taps are all padding streams one real column beside them) fits the
+    line buffer's row."""
+    from .streams import dw_phase_words
+    wpad = seg.pad_lo + len(seg.src) + seg.pad_hi
+    return (stride * dw_phase_words(cfg, len(seg.out_idx), wpad, stride) * cfg.act_pixels
+            <= cfg.max_width)
 
 
 def _macs(part, r, c):

@@ -11,6 +11,7 @@ this file) on exactly the rows, columns, channels and taps it streams, equals
 ``torch.nn.functional.conv2d`` on the whole ``F.pad``-ded input."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -272,3 +273,24 @@ def test_word_ranges_and_co_chunks(ng, csub, cog, R, C, khm, kwm, cpart, wtiles,
             _co_chunks_rel(ng, cog, csub, cfg, khm, kwm)
     else:
         assert _co_chunks_rel(ng, cog, csub, cfg, khm, kwm) == tuple(want)
+
+
+@pytest.mark.parametrize("pad_w", [39, 20, 33])
+def test_depthwise_strips_of_padding_only_fit_the_line_buffer(pad_w):
+    """A depthwise column strip whose taps are all padding streams one real column
+    beside them; the planner sizes such strips so their rows still fit max_width
+    (a 1x5 kernel and 6 columns with 20..39 columns of padding on each side), and
+    every invocation's streams build."""
+    from systolic_conv.driver import _invocations
+    from systolic_conv.sim.cocotb.layers import hw_config
+    cfg = hw_config("square")          # 4x4, max_width 32: the configuration that met it
+    geom = conv_geometry((1, 6, 1, 6), (6, 1, 1, 5), None, stride=(3, 1), padding=(1, pad_w),
+                         dilation=(4, 1), groups=6)
+    plan = plan_layer(geom, cfg)
+    assert any(t.depthwise for t in plan.tiles)
+    rng = np.random.default_rng(pad_w)
+    x = rng.integers(-128, 128, (1, 6, 1, 6))
+    w = rng.integers(-128, 128, (6, 1, 1, 5))
+    invs = _invocations(plan, x, w, None, 0, None)
+    assert invs and all(inv.desc["width"] <= cfg.max_width for inv in invs)
+    _reassembled_equals_torch(geom, _check(geom, cfg), pad_w)
