@@ -425,7 +425,7 @@ def run_synth(args, prepared):
                          freq_mhz=args.freq, seed=args.seed, out_dir=args.out,
                          verbose=not args.quiet, timeout=args.timeout,
                          place_only=args.place_only, speed=args.speed, router=args.router,
-                         density=args.density, block=args.block)
+                         density=args.density, block=args.block, widelut=not args.no_widelut)
         if run is not None:
             blk = "" if args.block == "accelerator" else f"-{args.block}"
             run.add([synth_item(rep.to_dict(), f"synth:{design_tag(cfg)}-{args.device}"
@@ -528,6 +528,9 @@ def add_subcommands(sub):
                    help="seconds per tool run")
     y.add_argument("--place-only", action="store_true",
                    help="stop after placement: post-placement Fmax estimate, no critical path")
+    y.add_argument("--no-widelut", action="store_true",
+                   help="synth_ecp5 -nowidelut from the start (the flow falls back to it when "
+                        "ABC9 aborts)")
     y.add_argument("--router", default="router1", choices=ROUTERS,
                    help="nextpnr router (router2 is much faster on large arrays)")
     y.add_argument("--density", type=_density, default=None,

