@@ -93,19 +93,19 @@ class DepthwiseSequencer(wiring.Component):
         # space_need (a block's last group waits while since_end <= space_need)
         space_p = [Signal(range(R + 1), name=f"space_p{p}") for p in range(S)]
         self.space_need = space_need = Signal(range(R + 1), name="tp_space_need")
-        # flags of the cursors' first group, taken at start from the same table (the
-        # registered copies above are valid a cycle later)
-        self.init = init = {n: Signal(name=f"init_{n}") for n in ("lp", "ltg", "lw")}
+        # flags of the cursors' first group, from the descriptor at start (the registered
+        # copies above are valid a cycle later): one phase; the first tap the group's
+        # last (stride_w >= kw); one read per group (rows + taps_0 - 1 <= P, taps_0 =
+        # ceil(kw / stride_w), i.e. kw <= (P - rows + 1) * stride_w)
+        one_read = P - R + 1
+        self.init = {"lp": (d.stride_w == 1) | (d.kw == 1), "ltg": d.stride_w >= d.kw,
+                     "lw": (d.kw <= one_read * d.stride_w) if one_read >= 1 else C(0, 1)}
         with m.If(self.start):
             with m.Switch(Cat(d.kw, d.stride_w)):
                 for kw in range(1, cfg.dw_kernel + 1):
                     for sw in range(1, S + 1):
                         with m.Case(kw | (sw << len(d.kw))):
                             m.d.sync += nph_m1.eq(min(sw, kw) - 1)
-                            reads0 = -(-(R + max(-(-kw // sw), 1) - 1) // P)
-                            m.d.comb += [init["lp"].eq(int(min(sw, kw) == 1)),
-                                         init["ltg"].eq(int(sw >= kw)),
-                                         init["lw"].eq(int(reads0 == 1))]
                             for p in range(S):
                                 taps = max(0, -(-(kw - p) // sw))
                                 m.d.sync += [reads[p].eq(-(-(R + max(taps, 1) - 1) // P)),
