@@ -54,8 +54,10 @@ class Ecp5Mult(Elaboratable):
         pp = Signal(2 * WIDTH)
         if self.model:
             qa, qb = Signal(WIDTH), Signal(WIDTH)
-            m.d.sync += qa.eq(ax) if self.a_reg else []
-            m.d.comb += [] if self.a_reg else qa.eq(ax)
+            if self.a_reg:
+                m.d.sync += qa.eq(ax)
+            else:
+                m.d.comb += qa.eq(ax)
             if self.b_reg:
                 with m.If(self.b_en):
                     m.d.sync += qb.eq(bx)
