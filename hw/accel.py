@@ -67,7 +67,8 @@ class Conv2dAccelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        b = dict(ctl=Control(cfg, drain_cycles=result_latency(cfg) + 8), par=ParamStore(cfg),
+        b = dict(ctl=Control(cfg, drain_cycles=result_latency(cfg) + 8, start_copies=5),
+                 par=ParamStore(cfg),
                  wst=WeightStore(cfg), wld=WeightLoader(cfg), lb=LineBuffer(cfg),
                  seq=Sequencer(cfg), fetch=ElementFetch(cfg), rv=RowVectorLoader(cfg),
                  arr=SystolicArray(cfg), acc=Accumulator(cfg), rq=Requantizer(cfg),
@@ -87,12 +88,12 @@ class Conv2dAccelerator(wiring.Component):
         connect(m, flipped(self.i_act), lb.i_act)
         connect(m, flipped(self.o_result), q.o_result)
         # run control
-        for blk in (par, wst, lb, seq):
-            m.d.comb += [blk.layer.eq(layer), blk.start.eq(ctl.start), blk.run.eq(ctl.run),
+        for i, blk in enumerate((par, wst, lb, seq)):
+            m.d.comb += [blk.layer.eq(layer), blk.start.eq(ctl.starts[i]), blk.run.eq(ctl.run),
                          blk.abort.eq(ctl.abort)]
         for blk in (par, wst, lb):
             m.d.comb += blk.begin.eq(ctl.begin)
-        m.d.comb += [wld.layer.eq(layer), wld.start.eq(ctl.start), wld.run.eq(ctl.run),
+        m.d.comb += [wld.layer.eq(layer), wld.start.eq(ctl.starts[4]), wld.run.eq(ctl.run),
                      ctl.err.eq(par.err | wst.err | lb.err),
                      ctl.work_done.eq(seq.done & seq.idle_out & par.done & wst.done & lb.done),
                      ctl.drained.eq(seq.idle_out & par.done & wst.done & lb.done),

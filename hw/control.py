@@ -65,6 +65,8 @@ class Control(wiring.Component):
     layer : the current layer (valid from ``start`` to the next descriptor).
     begin : the descriptor handshake (the intake blocks start counting afresh).
     start : one-cycle pulse in the last check cycle, just before ``RUN``.
+    starts : ``start_copies`` copies of ``start``, each its own register (one per
+        block that takes it, so no register fans out to every block's registers).
     run : ``RUN`` or ``ABORT`` (the intake blocks accept beats).
     abort : ``ABORT``.
     checking : a descriptor is being checked (handshake cycle and ``CHECK*``).
@@ -76,15 +78,16 @@ class Control(wiring.Component):
     error : the accumulated error flags.
     """
 
-    def __init__(self, cfg: HardwareConfig, drain_cycles=32):
+    def __init__(self, cfg: HardwareConfig, drain_cycles=32, start_copies=1):
         self.cfg = cfg
         self.drain_cycles = drain_cycles
+        self.start_copies = start_copies
         super().__init__({
             "i_desc": In(stream.Signature(descriptor_layout(cfg))),
             "o_status": Out(stream.Signature(status_layout(cfg))),
             "layer": Out(layer_layout(cfg)),
-            "begin": Out(1), "start": Out(1), "run": Out(1), "abort": Out(1),
-            "checking": Out(1),
+            "begin": Out(1), "start": Out(1), "starts": Out(start_copies),
+            "run": Out(1), "abort": Out(1), "checking": Out(1),
             "active": Out(1),
             "err": In(8), "work_done": In(1), "drained": In(1),
             "counters": In(data.ArrayLayout(unsigned(STATUS_COUNTER_WIDTH), len(COUNTERS))),
@@ -108,6 +111,12 @@ class Control(wiring.Component):
         verdicts = Cat(*self._conditions())
         conds = Signal(len(verdicts))             # CHECK2's verdicts, registered
         rejected = Signal()                       # the descriptor failed its checks
+        # start, registered: set at the end of CHECK2 when no verdict failed, so it is
+        # the pulse of CHECK3 straight from flip-flops; one copy per block it reaches
+        starts = [Signal(name=f"start{i}", attrs={"keep": 1})
+                  for i in range(self.start_copies + 1)]
+        m.d.sync += [s.eq(0) for s in starts]
+        m.d.comb += [self.start.eq(starts[0]), self.starts.eq(Cat(*starts[1:]))]
         with m.FSM(name="ctl"):
             with m.State("IDLE"):
                 m.d.comb += [self.i_desc.ready.eq(1), self.checking.eq(self.i_desc.valid),
@@ -124,6 +133,7 @@ class Control(wiring.Component):
             with m.State("CHECK2"):
                 m.d.comb += self.checking.eq(1)
                 m.d.sync += [conds.eq(verdicts), L.act_total.eq(self._p["hx"] * d.cwords)]
+                m.d.sync += [s.eq(~verdicts.any()) for s in starts]
                 m.next = "CHECK3"
             with m.State("CHECK3"):
                 m.d.comb += self.checking.eq(1)
@@ -131,7 +141,6 @@ class Control(wiring.Component):
                     m.d.sync += [self.error.eq(ErrorFlag.BAD_DESC), rejected.eq(1)]
                     m.next = "ABORT"
                 with m.Else():
-                    m.d.comb += self.start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.run.eq(1)

@@ -64,7 +64,7 @@ class LineBuffer(wiring.Component):
         cb = (cfg.max_cwords - 1).bit_length()
         sb = (cfg.lb_rows - 1).bit_length()
         L, d = self.layer, self.layer.desc
-        dwm = Signal()
+        dwm = Signal(attrs={"keep": 1})  # a copy per block: never merged into one register
         total = Signal.like(L.act_total)
         xw_m1 = Signal.like(L.xw_m1)
         cw_m1 = Signal.like(L.cw_m1)
@@ -89,15 +89,17 @@ class LineBuffer(wiring.Component):
         m.d.comb += self.i_act.ready.eq(self.run & ~self.done & (over | self.abort | room))
         hs = self.i_act.valid & self.i_act.ready
         beat = self.i_act.payload
-        # the write, registered before it fans out to the banks
-        w_en = Signal()
-        w_addr = Signal(ab)
+        # the write, registered before it reaches the banks: each bank has its own copy
+        # of the enable and address (kept apart, so no register fans out to every bank)
         w_data = Signal.like(beat.data)
         dense_addr = Cat(xw[:xb], cw[:cb], row[:sb]) if ab else C(0, 0)
         ring_addr = Cat(xw[:xb], row[:sb + cb])
-        m.d.sync += [w_en.eq(hs & ~over & ~self.abort),
-                     w_addr.eq(Mux(dwm, ring_addr, dense_addr)), w_data.eq(beat.data)]
+        m.d.sync += w_data.eq(beat.data)
         for p in range(P):
+            w_en = Signal(name=f"w_en{p}", attrs={"keep": 1})
+            w_addr = Signal(ab, name=f"w_addr{p}", attrs={"keep": 1})
+            m.d.sync += [w_en.eq(hs & ~over & ~self.abort),
+                         w_addr.eq(Mux(dwm, ring_addr, dense_addr))]
             mem = memory.Memory(shape=data.ArrayLayout(signed(cfg.data_width), R),
                                 depth=cfg.lb_depth, init=[], attrs=NO_RW_CHECK)
             m.submodules[f"bank{p}"] = mem

@@ -60,7 +60,7 @@ class ParamStore(wiring.Component):
         cwords = Signal.like(d.cwords)
         taps = Signal.like(self.layer.taps)
         n_tiles = Signal.like(d.n_tiles)
-        dwm = Signal()
+        dwm = Signal(attrs={"keep": 1})  # a copy per block: never merged into one register
         mode = Signal(RequantMode)
         with m.If(self.start):
             m.d.sync += [cotiles.eq(d.cotiles), cwords.eq(d.cwords), taps.eq(self.layer.taps),

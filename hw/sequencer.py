@@ -65,7 +65,7 @@ class Sequencer(wiring.Component):
             self.element.eq(dn.element), self.dense_tag.eq(dn.tag),
             self.read.eq(dw.read), self.op.eq(dw.op), self.dw_tag.eq(dw.tag),
         ]
-        dwm = Signal()
+        dwm = Signal(attrs={"keep": 1})  # a copy per block: never merged into one register
         with m.If(self.start):
             m.d.sync += dwm.eq(self.layer.desc.depthwise)
         m.d.comb += [

@@ -71,13 +71,18 @@ class WeightStore(wiring.Component):
         m.d.comb += self.i_weight.ready.eq(self.run & ~self.done)
         hs = self.i_weight.valid & self.i_weight.ready
         inside = count < total
-        # the write, registered before it fans out to the columns' memories
-        w_en = Signal()
-        w_addr = Signal(abits)
+        # the write, registered before it reaches the memories: each column's memory
+        # has its own copy of the enable and address (kept apart from the others, so
+        # no register fans out to every block RAM); ``w_en``/``w_addr`` is column 0's
         w_data = Signal.like(self.i_weight.payload.data)
-        m.d.sync += [w_en.eq(hs & inside & ~self.abort), w_addr.eq(count[:abits]),
-                     w_data.eq(self.i_weight.payload.data)]
+        m.d.sync += w_data.eq(self.i_weight.payload.data)
+        w_en = w_addr = None
         for c in range(cfg.cols):
+            c_en = Signal(name=f"w_en{c}", attrs={"keep": 1})
+            c_addr = Signal(abits, name=f"w_addr{c}", attrs={"keep": 1})
+            m.d.sync += [c_en.eq(hs & inside & ~self.abort), c_addr.eq(count[:abits])]
+            if c == 0:
+                w_en, w_addr = c_en, c_addr
             mem = memory.Memory(shape=signed(cfg.data_width), depth=cfg.weight_depth, init=[],
                                 attrs=NO_RW_CHECK)
             m.submodules[f"wmem{c}"] = mem
@@ -85,7 +90,7 @@ class WeightStore(wiring.Component):
             a = Signal(abits, name=f"rd_addr{c}", attrs={"keep": 1})
             q = Signal(signed(cfg.data_width), name=f"rd_q{c}")
             m.d.sync += [a.eq(self.rd_addr), q.eq(rp.data)]
-            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data[c]), wp.en.eq(w_en),
+            m.d.comb += [wp.addr.eq(c_addr), wp.data.eq(w_data[c]), wp.en.eq(c_en),
                          rp.addr.eq(a), self.rd_data[c].eq(q)]
         with m.If(self.begin):
             m.d.sync += [count.eq(0), self.done.eq(0), self.words_in.eq(0)]
@@ -124,7 +129,7 @@ class WeightLoader(wiring.Component):
         abits = len(self.rd_addr)
         d = self.layer.desc
         n_tiles = Signal.like(d.n_tiles)
-        dwm = Signal()
+        dwm = Signal(attrs={"keep": 1})  # a copy per block: never merged into one register
         with m.If(self.start):
             m.d.sync += [n_tiles.eq(d.n_tiles), dwm.eq(d.depthwise)]
         tile = Signal(len(n_tiles))            # the tile the next load reads
