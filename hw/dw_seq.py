@@ -57,7 +57,9 @@ class DepthwiseSequencer(wiring.Component):
             "params_ready": In(1),
             "rows_in": In(rbits), "lo": Out(rbits),
             "words_in": In(abits + 2),
-            "credits": In(range(cfg.out_fifo_depth + 1)), "reserve": Out(range(cfg.rows + 1)),
+            # free result credits as flags: bit i is ``free >= i + 1`` (kept beside the
+            # count by the Sequencer, so the credit check is a flag select)
+            "credits_ge": In(cfg.rows), "reserve": Out(range(cfg.rows + 1)),
             "reserve_en": Out(1), "reserve_rows": Out(range(cfg.rows + 1)),
             "unreserve": Out(range(cfg.rows + 1)),
             "read": Out(read_layout(cfg)), "op": Out(dw_op_layout()),
@@ -298,7 +300,8 @@ class DepthwiseSequencer(wiring.Component):
         need_nx = Signal(len(self.words_in), name="tp_need_nx")
         w_ok = Signal(name="tp_w_ok")
         weights_ok = ~first_of_word | w_ok
-        credit_ok = ~first_of_block | (self.credits >= block_rows)
+        credit_ok = ~first_of_block | (block_rows == 0) | \
+            Array(self.credits_ge)[(block_rows - 1)[:max(1, (R - 1).bit_length())]]
         # a block's drain takes `rows` cycles: its last tap comes `rows` cycles or more
         # after the previous block's (the last group waits when it would be earlier)
         space_ok = ~last_grp_blk | (since_end > space_need)

@@ -82,9 +82,15 @@ class Sequencer(wiring.Component):
         # issue decision reaches the credit registers through one multiplexer
         take_en = Signal()
         free_nz = Signal(name="free_nz", init=1)     # free != 0, kept beside free
+        # bit i: free >= i + 1 (for the depthwise block's credit check), kept beside free
+        R = cfg.rows
+        free_ge = Signal(R, name="free_ge", init=(1 << min(R, depth)) - 1)
+
+        def ge(val):
+            return free_ge.eq(Cat(*(val >= i + 1 for i in range(R))))
         m.d.comb += [
             dn.credit_ok.eq(free_nz),
-            dw.credits.eq(free),
+            dw.credits_ge.eq(free_ge),
             take_en.eq(Mux(dwm, dw.reserve_en, dn.reserve)),
             take.eq(Mux(dwm, dw.reserve_rows, 1)),
         ]
@@ -93,15 +99,17 @@ class Sequencer(wiring.Component):
         free_base = Signal.like(free)
         m.d.comb += [res_base.eq(reserved - back), free_base.eq(free + back)]
         with m.If(self.start):
-            m.d.sync += [reserved.eq(0), free.eq(depth), free_nz.eq(1)]
+            m.d.sync += [reserved.eq(0), free.eq(depth), free_nz.eq(1),
+                         free_ge.eq((1 << min(R, depth)) - 1)]
         with m.Elif(take_en):
             if "credit_lost_on_take" in cfg.faults:     # the freed credits not added back
                 m.d.sync += [reserved.eq(reserved + take), free.eq(free - take),
-                             free_nz.eq(free != take)]
+                             free_nz.eq(free != take), ge(free - take)]
             else:
                 m.d.sync += [reserved.eq(res_base + take), free.eq(free_base - take),
-                             free_nz.eq(free_base != take)]
+                             free_nz.eq(free_base != take), ge(free_base - take)]
         with m.Else():
-            m.d.sync += [reserved.eq(res_base), free.eq(free_base), free_nz.eq(free_base != 0)]
+            m.d.sync += [reserved.eq(res_base), free.eq(free_base), free_nz.eq(free_base != 0),
+                         ge(free_base)]
         m.d.comb += self.idle_out.eq(reserved == 0)
         return m
