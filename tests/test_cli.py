@@ -188,7 +188,7 @@ def test_version_and_help_exit_0():
 def test_estimate_clock_default_is_the_measured_fmax_or_none(capsys, tmp_path):
     assert main(["estimate", *LAYER, "--rows", "4", "--cols", "4", "--no-suggest"]) == 0
     out = capsys.readouterr().out
-    assert "66.8 MHz (measured routed Fmax of 4x4, ECP5-85k speed grade 6)" in out
+    assert "74.3 MHz (measured routed Fmax of 4x4, ECP5-85k speed grade 6)" in out
     js = tmp_path / "e.json"
     assert main(["estimate", *LAYER, "--rows", "2", "--cols", "2", "--no-suggest", "--json",
                  str(js)]) == 0
